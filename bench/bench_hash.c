@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hashing throughput on one core, over a 256 MiB pseudo-random buffer:
+ *   blake2b_mbps       BLAKE2b-256 of the whole buffer (the floor for any
+ *                      chunk verification)
+ *   chunk_hash_mbps    content-defined chunking (default 256 KiB / 1 MiB /
+ *                      4 MiB) plus BLAKE2b of every chunk, through the same
+ *                      streaming chunker publishers use (without SHA-256)
+ *   chunk_hash_ratio   chunk_hash_mbps / blake2b_mbps. Target >= 0.8: the
+ *                      boundary scan should cost little next to the hash.
+ *   sha256_mbps        SHA-256 of the whole buffer (the Hub's file digest)
+ * and, for context, cdc_scan_mbps (boundary scan alone) and
+ * chunker_sha256_mbps (chunker with the whole-file SHA-256, as publishing
+ * runs it). MB/s means 1e6 bytes per second. Each figure is the best of 3
+ * runs, to tame noise from other work on the machine.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "cdc.h"
+#include "hash.h"
+
+#define BUF_LEN (256u * 1024 * 1024)
+#define RUNS 3
+
+static uint8_t *buf;
+static size_t chunks;
+static uint8_t sink[SHOAL_HASH_LEN];
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void fill(uint8_t *b, size_t n)
+{
+    uint64_t s = 12345;
+
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        uint64_t z = (s += UINT64_C(0x9e3779b97f4a7c15));
+
+        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+        z ^= z >> 31;
+        for (int k = 0; k < 8; k++)
+            b[i + (size_t)k] = (uint8_t)(z >> (8 * k));
+    }
+}
+
+static int count_cb(void *user, uint64_t offset, uint32_t len, const uint8_t id[SHOAL_HASH_LEN])
+{
+    chunks++;
+    sink[0] ^= id[0];
+    return 0;
+}
+
+static int run_blake2b(void)
+{
+    struct shoal_blake2b b;
+
+    shoal_blake2b_init(&b);
+    shoal_blake2b_update(&b, buf, BUF_LEN);
+    shoal_blake2b_final(&b, sink);
+    return 0;
+}
+
+static int run_sha256(void)
+{
+    struct shoal_sha256 s;
+
+    shoal_sha256_init(&s);
+    shoal_sha256_update(&s, buf, BUF_LEN);
+    shoal_sha256_final(&s, sink);
+    return 0;
+}
+
+static int run_chunker(unsigned flags)
+{
+    struct shoal_cdc_params p;
+    struct shoal_chunker *ch = NULL;
+    int rv;
+
+    shoal_cdc_params_default(&p);
+    rv = shoal_chunker_new_flags(&ch, &p, flags);
+    if (rv == 0)
+        rv = shoal_chunker_feed(ch, buf, BUF_LEN, count_cb, NULL);
+    if (rv == 0)
+        rv = shoal_chunker_finish(ch, count_cb, NULL, sink, NULL);
+    shoal_chunker_free(ch);
+    return rv;
+}
+
+static int run_chunk_hash(void)
+{
+    return run_chunker(SHOAL_CHUNKER_NO_SHA256);
+}
+
+static int run_chunker_sha256(void)
+{
+    return run_chunker(0);
+}
+
+static int run_scan(void)
+{
+    struct shoal_cdc_params p;
+    struct shoal_cdc c;
+    size_t pos = 0;
+
+    shoal_cdc_params_default(&p);
+    shoal_cdc_init(&c, &p);
+    while (pos < BUF_LEN) {
+        bool cut;
+
+        pos += shoal_cdc_scan(&c, buf + pos, BUF_LEN - pos, &cut);
+        chunks += cut;
+    }
+    return 0;
+}
+
+/* Best of RUNS, in MB/s; negative if the run failed. */
+static double best_mbps(int (*fn)(void))
+{
+    double best = 0;
+
+    for (int i = 0; i < RUNS; i++) {
+        double t0 = now();
+
+        if (fn() != 0)
+            return -1;
+        double dt = now() - t0;
+        double mbps = (double)BUF_LEN / dt / 1e6;
+        if (mbps > best)
+            best = mbps;
+    }
+    return best;
+}
+
+int main(void)
+{
+    int rv = 1;
+
+    if (shoal_hash_init() < 0) {
+        fprintf(stderr, "bench_hash: libsodium init failed\n");
+        goto out;
+    }
+    buf = malloc(BUF_LEN);
+    if (!buf) {
+        fprintf(stderr, "bench_hash: cannot allocate %u bytes\n", BUF_LEN);
+        goto out;
+    }
+    fill(buf, BUF_LEN);
+
+    double blake = best_mbps(run_blake2b);
+    chunks = 0;
+    double chunk_hash = best_mbps(run_chunk_hash);
+    size_t per_run = chunks / RUNS;
+    double scan = best_mbps(run_scan);
+    double sha = best_mbps(run_sha256);
+    double chunker_sha = best_mbps(run_chunker_sha256);
+    if (blake <= 0 || chunk_hash <= 0 || sha <= 0 || chunker_sha <= 0 || scan <= 0) {
+        fprintf(stderr, "bench_hash: a run failed\n");
+        goto out;
+    }
+    fprintf(stderr, "bench_hash: %zu chunks per 256 MiB (mean %.0f KiB)\n", per_run,
+            per_run ? (double)BUF_LEN / (double)per_run / 1024 : 0.0);
+    printf("BENCH blake2b_mbps %.1f MB/s\n", blake);
+    printf("BENCH chunk_hash_mbps %.1f MB/s\n", chunk_hash);
+    printf("BENCH chunk_hash_ratio %.3f ratio\n", chunk_hash / blake);
+    printf("BENCH sha256_mbps %.1f MB/s\n", sha);
+    printf("BENCH cdc_scan_mbps %.1f MB/s\n", scan);
+    printf("BENCH chunker_sha256_mbps %.1f MB/s\n", chunker_sha);
+    rv = 0;
+out:
+    free(buf);
+    return rv;
+}

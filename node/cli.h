@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The `shoal` command's subcommands. Each takes the arguments after its own
+ * name (argv[0] is the subcommand name), prints results on stdout and
+ * errors on stderr, and returns the process exit status (0 ok, 1 failure,
+ * 2 usage error).
+ */
+#ifndef SHOAL_CLI_H
+#define SHOAL_CLI_H
+
+int shoal_cmd_keygen(int argc, char **argv);
+int shoal_cmd_cred(int argc, char **argv);
+int shoal_cmd_chunk(int argc, char **argv);
+int shoal_cmd_hash(int argc, char **argv);
+int shoal_cmd_manifest(int argc, char **argv);
+
+#endif

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Naming rules of the Hugging Face hub cache, which is where shoal keeps
+ * releases so that existing tools (huggingface_hub, transformers) load them
+ * offline with no change:
+ *
+ *   <cache>/models--org--name/blobs/<sha256 hex>          file contents
+ *   <cache>/models--org--name/blobs/<sha256 hex>.incomplete  being filled
+ *   <cache>/models--org--name/snapshots/<commit>/<path>   relative symlink
+ *                                                          to ../../blobs/<sha>
+ *   <cache>/models--org--name/refs/<branch>               the commit, no newline
+ *
+ * (datasets use "datasets--"). These helpers only build names and inspect a
+ * cache; node/store.c does the writing.
+ */
+#ifndef SHOAL_HFCACHE_H
+#define SHOAL_HFCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "manifest.h"
+
+/* Longest path any helper here builds (PATH_MAX on Linux). */
+#define SHOAL_HF_PATH_MAX 4096
+
+/*
+ * Resolves the hub cache directory the way huggingface_hub does: |flag| when
+ * not NULL (the --cache-dir option), else $HF_HUB_CACHE, else $HF_HOME/hub,
+ * else $XDG_CACHE_HOME/huggingface/hub, else $HOME/.cache/huggingface/hub.
+ * Empty variables count as unset. Writes a NUL-terminated path to |out|.
+ * Returns 0, SHOAL_ENOTFOUND when no variable gives a directory (no HOME),
+ * or SHOAL_ELIMIT when the path does not fit in |cap| bytes.
+ */
+int shoal_hf_cache_dir(char *out, size_t cap, const char *flag);
+
+/*
+ * Writes the repo folder name ("models--org--name", "datasets--name") for
+ * |repo_id| to |out|. Returns 0, SHOAL_EBADPATH when |repo_id| is empty,
+ * starts or ends with '/', holds "--"-ambiguous or unsafe characters (only
+ * [A-Za-z0-9._-] and one '/' are allowed) or is "." or "..", or SHOAL_ELIMIT
+ * when it does not fit in |cap|.
+ */
+int shoal_hf_repo_folder(char *out, size_t cap, enum shoal_repo_type type,
+                         const char *repo_id);
+
+/* Writes "blobs/<hex of sha256>" (relative to the repo folder), with
+ * ".incomplete" appended when |incomplete|. Returns 0 or SHOAL_ELIMIT. */
+int shoal_hf_blob_path(char *out, size_t cap, const uint8_t sha256[32],
+                       bool incomplete);
+
+/* Writes "snapshots/<commit>/<path>" (relative to the repo folder). Returns 0
+ * or SHOAL_ELIMIT. */
+int shoal_hf_snapshot_path(char *out, size_t cap, const char *commit,
+                           const char *path);
+
+/* Writes the symlink target stored at snapshots/<commit>/<path>: one "../"
+ * per directory level between the link and the repo folder, then
+ * "blobs/<hex>". Returns 0 or SHOAL_ELIMIT. */
+int shoal_hf_link_target(char *out, size_t cap, const char *path,
+                         const uint8_t sha256[32]);
+
+/* True when |branch| is safe to use as refs/<branch>: non-empty, at most 255
+ * bytes, characters [A-Za-z0-9._/-], no empty, "." or ".." component, no
+ * leading or trailing '/'. ("pr/1" style nested refs are allowed.) */
+bool shoal_hf_branch_ok(const char *branch);
+
+/*
+ * Reads refs/<branch> of a repo in |cache_dir| into |commit| (40 hex digits
+ * plus NUL). Returns 0, SHOAL_ENOTFOUND when the repo or ref is missing,
+ * SHOAL_EBADPATH for an unsafe |branch| or repo id, SHOAL_EBADMSG when the
+ * file does not hold a 40-hex commit, or a negated errno.
+ */
+int shoal_hf_read_ref(const char *cache_dir, enum shoal_repo_type type,
+                      const char *repo_id, const char *branch, char commit[41]);
+
+/*
+ * Checks whether the release |m| is present and complete in |cache_dir|:
+ * every file's snapshots/<commit>/<path> must be a symlink whose target is
+ * exactly the expected relative blob path, and that blob a regular file of
+ * the manifest's size. Contents are not re-hashed (what the store publishes
+ * was verified before it got its final name). Returns 0 when complete,
+ * SHOAL_ENOTFOUND when something is missing, SHOAL_EBADMSG when an entry
+ * exists but is wrong (another target, wrong size), or a negated errno.
+ * When |missing| is not NULL it receives the index of the first file that
+ * is not in place (undefined on 0).
+ */
+int shoal_hf_snapshot_check(const char *cache_dir, const struct shoal_manifest *m,
+                            uint32_t *missing);
+
+#endif

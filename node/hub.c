@@ -1,0 +1,1769 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hub client over libcurl multi + libuv (see hub.h for the contract).
+ *
+ * Plumbing: libcurl tells us which sockets to watch (socket callback ->
+ * one uv_poll_t per socket) and when to wake it (timer callback -> one
+ * uv_timer_t); we call curl_multi_socket_action when either fires and then
+ * collect finished transfers. Every HTTP request is a "job": an API GET or
+ * one merged byte range of a file. Jobs wait in a FIFO until a slot of
+ * max_inflight is free, and in a delay list (one shared timer) while backing
+ * off. A job owns at most one easy handle at a time; easy handles are made
+ * per attempt and connections are reused through the multi handle's cache.
+ *
+ * Redirects are followed here, hop by hop, so the Authorization header is
+ * attached only while the URL's scheme, host and port equal the endpoint's;
+ * once a chain leaves the endpoint it never gets the token back. Retries and
+ * resumes restart from the original URL, since CDN URLs are signed and may
+ * have expired.
+ */
+#include "hub.h"
+
+#include "buf.h"
+#include "error.h"
+#include "hash.h"
+#include "json.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+
+#define HUB_MAX_REDIRECTS 10
+#define hub_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define HUB_ERRBODY_MAX 2048
+#define HUB_TOKEN_MAX 4096
+#define HUB_MSG_MAX 1024
+#define HUB_RECV_BUFFER (512 * 1024)
+
+enum job_kind { JOB_API, JOB_RANGE };
+
+struct fetch;
+struct api_req;
+
+struct job {
+    struct job *next;           /* pending or delayed list */
+    struct job *prev_all, *next_all; /* every live job, for cancel and free */
+    struct shoal_hub *hub;
+    enum job_kind kind;
+    struct fetch *fetch;        /* JOB_RANGE */
+    struct api_req *api;        /* JOB_API */
+    char *url;                  /* where every attempt starts */
+    char *cur_url;              /* current hop */
+    bool offhost;               /* current chain left the endpoint: no token */
+    unsigned redirects;
+    unsigned attempts;          /* failures since the last progress */
+    uint64_t due_ms;            /* when delayed */
+    uint64_t off, len, got;     /* JOB_RANGE: the range and bytes delivered */
+    uint64_t got_at_start;      /* |got| when this attempt started */
+    bool ranged;                /* sent a Range header this attempt */
+    /* current attempt */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    long status;
+    char *location;
+    long retry_after_ms;        /* -1 when absent */
+    char err_code[64];
+    char err_msg[256];
+    bool have_cr;
+    uint64_t cr_start;          /* Content-Range start of a 206 */
+    uint64_t pos;               /* file offset of the next body byte */
+    bool body_started;
+    bool done_early;            /* we stopped the body because we had it all */
+    bool aborted;               /* a data callback asked to stop */
+    int abort_rv;
+    struct shoal_buf body;      /* API body, or the first bytes of an error body */
+};
+
+struct fetch {
+    struct shoal_hub *hub;
+    enum shoal_repo_type type;
+    char *repo, *rev, *path;
+    shoal_hub_data_cb on_data;
+    shoal_hub_done_cb on_done;
+    void *user;
+    size_t jobs_left;
+    int err;
+    char msg[HUB_MSG_MAX];
+};
+
+struct api_req {
+    enum shoal_repo_type type;
+    char *repo, *rev;
+    shoal_hub_resolve_cb cb;
+    void *user;
+};
+
+struct sock_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct shoal_hub *hub;
+    struct sock_ctx *prev, *next; /* live (not closing) sockets */
+};
+
+struct shoal_hub {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t curl_timer;      /* libcurl's timeout */
+    uv_timer_t retry_timer;     /* earliest delayed job */
+    uv_timer_t idle;            /* runs completions that have no transfer */
+    char *endpoint;
+    char *ep_scheme, *ep_host, *ep_port;
+    char *token;                /* NULL: none */
+    struct shoal_hub_config cfg;
+    struct job *pend_head, *pend_tail;
+    struct job *delayed;        /* sorted by due_ms */
+    struct job *all;
+    struct sock_ctx *socks;
+    struct fetch **empty_fetches; /* fetches with no job, completed on idle */
+    size_t nempty, capempty;
+    unsigned inflight;
+    uint64_t rng;
+    struct shoal_hub_stats stats;
+    int closing_handles;
+    bool freeing;
+};
+
+/* ---------------------------------------------------------------------- */
+/* small helpers                                                          */
+
+static uint64_t now_ms(const struct shoal_hub *h)
+{
+    return uv_now(h->loop);
+}
+
+/* splitmix64: the jitter only needs to decorrelate clients, not be secret. */
+static uint64_t rng_next(struct shoal_hub *h)
+{
+    uint64_t z = (h->rng += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static const char *type_word(enum shoal_repo_type t)
+{
+    return t == SHOAL_REPO_DATASET ? "datasets" : "models";
+}
+
+static bool repo_id_ok(const char *r)
+{
+    size_t n, slashes = 0, i;
+
+    if (!r || !*r)
+        return false;
+    n = strlen(r);
+    if (n > 200 || r[0] == '/' || r[n - 1] == '/')
+        return false;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)r[i];
+        if (c == '/') {
+            if (++slashes > 1 || r[i + 1] == '/')
+                return false;
+            continue;
+        }
+        if (!isalnum(c) && c != '-' && c != '_' && c != '.')
+            return false;
+    }
+    /* "." and ".." components would walk the URL path. */
+    return strstr(r, "..") == NULL && r[0] != '.';
+}
+
+static bool rev_ok(const char *r)
+{
+    size_t i, n;
+
+    if (!r || !*r)
+        return false;
+    n = strlen(r);
+    if (n > 256)
+        return false;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)r[i] < 0x21 || r[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static bool path_ok(const char *p)
+{
+    size_t n;
+
+    if (!p || !*p || p[0] == '/')
+        return false;
+    n = strlen(p);
+    if (n > SHOAL_HUB_MAX_PATH)
+        return false;
+    for (const char *c = p; *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == '\\')
+            return false;
+        if ((c == p || c[-1] == '/') &&
+            ((c[0] == '.' && (c[1] == '/' || c[1] == '\0')) ||
+             (c[0] == '.' && c[1] == '.' && (c[2] == '/' || c[2] == '\0')) || c[0] == '/'))
+            return false;
+    }
+    return true;
+}
+
+/* Percent-encodes |s| except unreserved characters (and '/' when
+ * |keep_slash|). Returns a malloc'd string or NULL. */
+static char *url_escape(const char *s, bool keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *o = malloc(3 * n + 1);
+    char *q = o;
+
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+            (keep_slash && c == '/')) {
+            *q++ = (char)c;
+        } else {
+            *q++ = '%';
+            *q++ = hex[c >> 4];
+            *q++ = hex[c & 15];
+        }
+    }
+    *q = '\0';
+    return o;
+}
+
+static char *str_printf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+/* ---------------------------------------------------------------------- */
+/* job lists                                                              */
+
+static void all_link(struct shoal_hub *h, struct job *j)
+{
+    j->prev_all = NULL;
+    j->next_all = h->all;
+    if (h->all)
+        h->all->prev_all = j;
+    h->all = j;
+}
+
+static void all_unlink(struct shoal_hub *h, struct job *j)
+{
+    if (j->prev_all)
+        j->prev_all->next_all = j->next_all;
+    else
+        h->all = j->next_all;
+    if (j->next_all)
+        j->next_all->prev_all = j->prev_all;
+}
+
+static void pend_push(struct shoal_hub *h, struct job *j)
+{
+    j->next = NULL;
+    if (h->pend_tail)
+        h->pend_tail->next = j;
+    else
+        h->pend_head = j;
+    h->pend_tail = j;
+}
+
+static struct job *pend_pop(struct shoal_hub *h)
+{
+    struct job *j = h->pend_head;
+
+    if (j) {
+        h->pend_head = j->next;
+        if (!h->pend_head)
+            h->pend_tail = NULL;
+        j->next = NULL;
+    }
+    return j;
+}
+
+/* Removes |j| from the pending or delayed list if it is on one. */
+static void lists_remove(struct shoal_hub *h, struct job *j)
+{
+    struct job **pp, *prev = NULL;
+
+    for (pp = &h->pend_head; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            if (h->pend_tail == j)
+                h->pend_tail = prev;
+            return;
+        }
+    }
+    for (pp = &h->delayed; *pp; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            return;
+        }
+    }
+}
+
+static void attempt_reset(struct job *j)
+{
+    if (j->easy) {
+        curl_easy_cleanup(j->easy);
+        j->easy = NULL;
+    }
+    curl_slist_free_all(j->hdrs);
+    j->hdrs = NULL;
+    free(j->location);
+    j->location = NULL;
+    j->status = 0;
+    j->retry_after_ms = -1;
+    j->err_code[0] = '\0';
+    j->err_msg[0] = '\0';
+    j->have_cr = false;
+    j->cr_start = 0;
+    j->pos = 0;
+    j->done_early = false;
+    j->body_started = false;
+    shoal_buf_reset(&j->body);
+}
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    attempt_reset(j);
+    shoal_buf_free(&j->body);
+    free(j->url);
+    free(j->cur_url);
+    free(j);
+}
+
+static void fetch_free(struct fetch *f)
+{
+    if (!f)
+        return;
+    free(f->repo);
+    free(f->rev);
+    free(f->path);
+    free(f);
+}
+
+static void api_free(struct api_req *a)
+{
+    if (!a)
+        return;
+    free(a->repo);
+    free(a->rev);
+    free(a);
+}
+
+/* ---------------------------------------------------------------------- */
+/* libcurl <-> libuv                                                      */
+
+static void check_multi(struct shoal_hub *h);
+static void pump(struct shoal_hub *h);
+static void kick(struct shoal_hub *h);
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    struct shoal_hub *h = handle->data;
+
+    if (handle->type == UV_POLL)
+        free(hub_container_of((uv_poll_t *)handle, struct sock_ctx, poll));
+    if (--h->closing_handles == 0 && h->freeing) {
+        free(h->endpoint);
+        free(h->ep_scheme);
+        free(h->ep_host);
+        free(h->ep_port);
+        free(h->empty_fetches);
+        free(h);
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    struct sock_ctx *sc = hub_container_of(p, struct sock_ctx, poll);
+    struct shoal_hub *h = sc->hub;
+    int flags = 0, running;
+
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    curl_multi_socket_action(h->multi, sc->fd, flags, &running);
+    check_multi(h);
+}
+
+static void sock_close(struct shoal_hub *h, struct sock_ctx *sc)
+{
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        h->socks = sc->next;
+    if (sc->next)
+        sc->next->prev = sc->prev;
+    uv_poll_stop(&sc->poll);
+    h->closing_handles++;
+    uv_close((uv_handle_t *)&sc->poll, on_handle_closed);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct shoal_hub *h = userp;
+    struct sock_ctx *sc = socketp;
+    int events = 0;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            sock_close(h, sc);
+            curl_multi_assign(h->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!sc) {
+        sc = calloc(1, sizeof(*sc));
+        if (!sc)
+            return -1;
+        sc->fd = s;
+        sc->hub = h;
+        if (uv_poll_init_socket(h->loop, &sc->poll, s) != 0) {
+            free(sc);
+            return -1;
+        }
+        sc->poll.data = h;
+        sc->next = h->socks;
+        if (h->socks)
+            h->socks->prev = sc;
+        h->socks = sc;
+        curl_multi_assign(h->multi, s, sc);
+    }
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&sc->poll, events, on_poll);
+    return 0;
+}
+
+static void on_curl_timer_fire(uv_timer_t *t)
+{
+    struct shoal_hub *h = t->data;
+    int running;
+
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_multi(h);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct shoal_hub *h = userp;
+
+    (void)multi;
+    if (timeout_ms < 0)
+        uv_timer_stop(&h->curl_timer);
+    else
+        uv_timer_start(&h->curl_timer, on_curl_timer_fire, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* per-response callbacks                                                 */
+
+static bool header_is(const char *line, size_t n, const char *name, const char **val,
+                      size_t *vlen)
+{
+    size_t k = strlen(name);
+
+    if (n <= k || strncasecmp(line, name, k) != 0 || line[k] != ':')
+        return false;
+    const char *v = line + k + 1;
+    const char *e = line + n;
+    while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *val = v;
+    *vlen = (size_t)(e - v);
+    return true;
+}
+
+static void copy_field(char *dst, size_t cap, const char *v, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = isprint((unsigned char)v[i]) ? v[i] : '?';
+    dst[n] = '\0';
+}
+
+static long parse_retry_after(const char *v, size_t n)
+{
+    char tmp[64];
+    size_t i;
+    bool digits = n > 0;
+
+    if (n == 0 || n >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    for (i = 0; i < n; i++)
+        if (!isdigit((unsigned char)tmp[i]))
+            digits = false;
+    if (digits) {
+        long s = n > 7 ? 9999999L : strtol(tmp, NULL, 10);
+        return s * 1000;
+    }
+    time_t when = curl_getdate(tmp, NULL);
+    if (when < 0)
+        return -1;
+    time_t now = time(NULL);
+    return when > now ? (long)(when - now) * 1000 : 0;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
+{
+    struct job *j = ud;
+    size_t n = size * nitems;
+    const char *v;
+    size_t vl;
+
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        /* A new response (e.g. after 100 Continue): forget the last one. */
+        const char *sp = memchr(line, ' ', n);
+        j->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        free(j->location);
+        j->location = NULL;
+        j->retry_after_ms = -1;
+        j->err_code[0] = j->err_msg[0] = '\0';
+        j->have_cr = false;
+    } else if (header_is(line, n, "Location", &v, &vl)) {
+        free(j->location);
+        j->location = strndup(v, vl);
+    } else if (header_is(line, n, "Retry-After", &v, &vl)) {
+        j->retry_after_ms = parse_retry_after(v, vl);
+    } else if (header_is(line, n, "X-Error-Code", &v, &vl)) {
+        copy_field(j->err_code, sizeof(j->err_code), v, vl);
+    } else if (header_is(line, n, "X-Error-Message", &v, &vl)) {
+        copy_field(j->err_msg, sizeof(j->err_msg), v, vl);
+    } else if (header_is(line, n, "Content-Range", &v, &vl)) {
+        char tmp[96];
+        unsigned long long a;
+        if (vl < sizeof(tmp)) {
+            memcpy(tmp, v, vl);
+            tmp[vl] = '\0';
+            if (sscanf(tmp, "bytes %llu-", &a) == 1) {
+                j->have_cr = true;
+                j->cr_start = a;
+            }
+        }
+    }
+    return n;
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct job *j = ud;
+    size_t n = size * nmemb;
+
+    if (j->status < 200 || j->status >= 300) {
+        /* Redirect or error body: keep a little for the message. */
+        size_t room = HUB_ERRBODY_MAX - j->body.len;
+        if (room > 0)
+            shoal_buf_append(&j->body, p, n < room ? n : room);
+        return n;
+    }
+    if (j->kind == JOB_API) {
+        if (shoal_buf_append(&j->body, p, n) != 0)
+            return 0;
+        return n;
+    }
+    /* JOB_RANGE: hand over the part of [pos, pos+n) inside our range. */
+    if (!j->body_started) {
+        j->body_started = true;
+        /* A 200 is the whole file from byte 0; a 206 starts where it says
+         * (or, without Content-Range, where we asked). */
+        if (j->status == 206)
+            j->pos = j->have_cr ? j->cr_start : j->off + j->got;
+    }
+    uint64_t want_lo = j->off + j->got;
+    uint64_t want_hi = j->off + j->len;
+    uint64_t lo = j->pos, hi = j->pos + n;
+    j->pos = hi;
+    if (lo > want_lo)
+        return 0; /* a gap: the server skipped bytes we need */
+    if (hi <= want_lo)
+        return n;
+    uint64_t s = want_lo, e = hi < want_hi ? hi : want_hi;
+    int rv = j->fetch->on_data(j->fetch->user, s, (const uint8_t *)p + (s - lo), (size_t)(e - s));
+    j->got += e - s;
+    j->hub->stats.bytes += e - s;
+    if (rv != 0) {
+        j->aborted = true;
+        j->abort_rv = rv;
+        return 0;
+    }
+    if (j->got == j->len && e < hi) {
+        j->done_early = true;
+        return 0;
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------------- */
+/* starting, retrying and finishing jobs                                  */
+
+static bool same_origin(const struct shoal_hub *h, const char *url)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    bool same = false;
+
+    if (!u)
+        return false;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+        same = strcasecmp(scheme, h->ep_scheme) == 0 && strcasecmp(host, h->ep_host) == 0 &&
+               strcmp(port, h->ep_port) == 0;
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return same;
+}
+
+static int start_job(struct shoal_hub *h, struct job *j)
+{
+    int rv = -ENOMEM;
+    char *hdr = NULL;
+
+    attempt_reset(j);
+    j->easy = curl_easy_init();
+    if (!j->easy)
+        goto fail;
+    if (!j->offhost && h->token) {
+        hdr = str_printf("Authorization: Bearer %s", h->token);
+        if (!hdr)
+            goto fail;
+        struct curl_slist *l = curl_slist_append(j->hdrs, hdr);
+        sodium_memzero(hdr, strlen(hdr));
+        free(hdr);
+        if (!l)
+            goto fail;
+        j->hdrs = l;
+    }
+    j->ranged = false;
+    if (j->kind == JOB_RANGE) {
+        char range[80];
+        snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-%" PRIu64, j->off + j->got,
+                 j->off + j->len - 1);
+        struct curl_slist *l = curl_slist_append(j->hdrs, range);
+        if (!l)
+            goto fail;
+        j->hdrs = l;
+        j->ranged = true;
+    } else {
+        struct curl_slist *l = curl_slist_append(j->hdrs, "Accept: application/json");
+        if (!l)
+            goto fail;
+        j->hdrs = l;
+    }
+    j->got_at_start = j->got;
+    curl_easy_setopt(j->easy, CURLOPT_URL, j->cur_url);
+    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
+    curl_easy_setopt(j->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_USERAGENT, "shoal/0.1");
+    curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)h->cfg.connect_timeout_ms);
+    curl_easy_setopt(j->easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(j->easy, CURLOPT_LOW_SPEED_TIME, (long)h->cfg.stall_timeout_s);
+    curl_easy_setopt(j->easy, CURLOPT_BUFFERSIZE, (long)HUB_RECV_BUFFER);
+    curl_easy_setopt(j->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(j->easy, CURLOPT_HEADERDATA, j);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(j->easy, CURLOPT_PRIVATE, j);
+    if (curl_multi_add_handle(h->multi, j->easy) != CURLM_OK) {
+        rv = -EIO;
+        goto fail;
+    }
+    h->inflight++;
+    h->stats.requests++;
+    return 0;
+fail:
+    attempt_reset(j);
+    return rv;
+}
+
+static void arm_retry_timer(struct shoal_hub *h);
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct shoal_hub *h = t->data;
+    uint64_t now = now_ms(h);
+
+    while (h->delayed && h->delayed->due_ms <= now) {
+        struct job *j = h->delayed;
+        h->delayed = j->next;
+        pend_push(h, j);
+    }
+    arm_retry_timer(h);
+    pump(h);
+}
+
+static void arm_retry_timer(struct shoal_hub *h)
+{
+    if (!h->delayed) {
+        uv_timer_stop(&h->retry_timer);
+        return;
+    }
+    uint64_t now = now_ms(h);
+    uint64_t due = h->delayed->due_ms;
+    uv_timer_start(&h->retry_timer, on_retry_timer, due > now ? due - now : 0, 0);
+}
+
+static void delay_job(struct shoal_hub *h, struct job *j, uint64_t delay)
+{
+    struct job **pp;
+
+    j->due_ms = now_ms(h) + delay;
+    for (pp = &h->delayed; *pp && (*pp)->due_ms <= j->due_ms; pp = &(*pp)->next)
+        ;
+    j->next = *pp;
+    *pp = j;
+    arm_retry_timer(h);
+}
+
+/* Backoff before attempt |attempts|+1: base*2^(attempts-1) capped, full
+ * jitter in [d/2, d], and never earlier than the server's Retry-After. */
+static uint64_t backoff_ms(struct shoal_hub *h, unsigned attempts, long retry_after_ms)
+{
+    uint64_t d = h->cfg.backoff_base_ms;
+    unsigned i;
+
+    for (i = 1; i < attempts && d < h->cfg.backoff_max_ms; i++)
+        d *= 2;
+    if (d > h->cfg.backoff_max_ms)
+        d = h->cfg.backoff_max_ms;
+    d = d / 2 + (d > 1 ? rng_next(h) % (d / 2 + 1) : 0);
+    if (retry_after_ms >= 0) {
+        uint64_t ra = (uint64_t)retry_after_ms;
+        if (ra > h->cfg.backoff_max_ms)
+            ra = h->cfg.backoff_max_ms;
+        if (ra > d)
+            d = ra;
+    }
+    return d;
+}
+
+/* ---- completion ---- */
+
+static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg);
+static void range_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg);
+
+static void job_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
+{
+    all_unlink(h, j);
+    if (j->kind == JOB_API)
+        api_complete(h, j, rv, msg);
+    else
+        range_complete(h, j, rv, msg);
+}
+
+/* Text for a failed HTTP answer, naming what was asked. */
+static int describe_http(const struct shoal_hub *h, const struct job *j, char *msg, size_t cap)
+{
+    const char *repo, *rev, *path = NULL;
+    enum shoal_repo_type type;
+    const char *hint = "";
+    int rv;
+
+    if (j->kind == JOB_API) {
+        repo = j->api->repo;
+        rev = j->api->rev;
+        type = j->api->type;
+    } else {
+        repo = j->fetch->repo;
+        rev = j->fetch->rev;
+        path = j->fetch->path;
+        type = j->fetch->type;
+    }
+    switch (j->status) {
+    case 401:
+        rv = SHOAL_EPERM;
+        hint = h->token ? "the token was refused, or the repo does not exist"
+                        : "the repo is private or gated, or does not exist, and no token was "
+                          "given (set HF_TOKEN or a token file)";
+        break;
+    case 403:
+        rv = SHOAL_EPERM;
+        hint = strcmp(j->err_code, "GatedRepo") == 0
+                   ? "gated repo: this token has not been granted access"
+                   : "access denied";
+        break;
+    case 404:
+        rv = SHOAL_ENOTFOUND;
+        if (strcmp(j->err_code, "RevisionNotFound") == 0)
+            hint = "no such revision";
+        else if (strcmp(j->err_code, "EntryNotFound") == 0)
+            hint = "no such file in this revision";
+        else if (strcmp(j->err_code, "RepoNotFound") == 0)
+            hint = "no such repo (or it is private)";
+        else
+            hint = "not found";
+        break;
+    case 416:
+        rv = SHOAL_EHTTP;
+        hint = "range not satisfiable: the file is shorter than expected";
+        break;
+    default:
+        rv = SHOAL_EHTTP;
+        hint = "unexpected HTTP status";
+        break;
+    }
+    snprintf(msg, cap, "%s%s@%s%s%s: HTTP %ld%s%s: %s%s%s", type == SHOAL_REPO_DATASET ? "dataset " : "",
+             repo, rev, path ? " file " : "", path ? path : "", j->status,
+             j->err_code[0] ? " " : "", j->err_code, hint, j->err_msg[0] ? " — " : "",
+             j->err_msg);
+    return rv;
+}
+
+static bool curl_retryable(CURLcode c)
+{
+    switch (c) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_WEIRD_SERVER_REPLY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Decides what a finished attempt means: done, follow, retry, or fail. */
+static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
+{
+    char msg[HUB_MSG_MAX];
+    int rv;
+    bool progress = j->kind == JOB_RANGE && j->got > j->got_at_start;
+
+    curl_multi_remove_handle(h->multi, j->easy);
+    h->inflight--;
+
+    if (j->kind == JOB_RANGE && j->fetch->err) {
+        job_complete(h, j, j->fetch->err, j->fetch->msg);
+        return;
+    }
+    if (j->aborted) {
+        snprintf(msg, sizeof(msg), "%s@%s file %s: stopped by the receiver at offset %" PRIu64 ": %s",
+                 j->fetch->repo, j->fetch->rev, j->fetch->path, j->off + j->got,
+                 shoal_strerror(j->abort_rv));
+        job_complete(h, j, j->abort_rv, msg);
+        return;
+    }
+    if (j->kind == JOB_RANGE && j->got == j->len) {
+        job_complete(h, j, 0, NULL);
+        return;
+    }
+    if (cc == CURLE_OK && j->status >= 300 && j->status < 400 && j->status != 304 &&
+        j->location) {
+        CURLU *u = curl_url();
+        char *next = NULL;
+        rv = SHOAL_EPROTO;
+        if (u && curl_url_set(u, CURLUPART_URL, j->cur_url, 0) == CURLUE_OK &&
+            curl_url_set(u, CURLUPART_URL, j->location, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_URL, &next, 0) == CURLUE_OK &&
+            (strncasecmp(next, "http://", 7) == 0 || strncasecmp(next, "https://", 8) == 0))
+            rv = 0;
+        curl_url_cleanup(u);
+        if (rv == 0 && ++j->redirects > HUB_MAX_REDIRECTS)
+            rv = SHOAL_EHTTP;
+        if (rv != 0) {
+            curl_free(next);
+            snprintf(msg, sizeof(msg), "%s: bad or too many redirects (last to a %s URL)",
+                     j->kind == JOB_API ? j->api->repo : j->fetch->path,
+                     rv == SHOAL_EPROTO ? "malformed" : "valid");
+            job_complete(h, j, rv, msg);
+            return;
+        }
+        free(j->cur_url);
+        j->cur_url = strdup(next);
+        curl_free(next);
+        if (!j->cur_url) {
+            job_complete(h, j, -ENOMEM, "out of memory");
+            return;
+        }
+        /* Once a chain leaves the endpoint the token stays behind. */
+        if (!j->offhost && !same_origin(h, j->cur_url))
+            j->offhost = true;
+        h->stats.redirects++;
+        pend_push(h, j);
+        return;
+    }
+    if (cc == CURLE_OK && j->status >= 200 && j->status < 300 && j->kind == JOB_API) {
+        job_complete(h, j, 0, NULL);
+        return;
+    }
+    bool retry;
+    if (cc != CURLE_OK) {
+        /* A write error on a range is a gap in the server's answer. */
+        retry = curl_retryable(cc) || (cc == CURLE_WRITE_ERROR && j->kind == JOB_RANGE);
+        snprintf(msg, sizeof(msg), "%s@%s%s%s: transfer failed: %s",
+                 j->kind == JOB_API ? j->api->repo : j->fetch->repo,
+                 j->kind == JOB_API ? j->api->rev : j->fetch->rev,
+                 j->kind == JOB_API ? "" : " file ", j->kind == JOB_API ? "" : j->fetch->path,
+                 curl_easy_strerror(cc));
+        if (cc == CURLE_WRITE_ERROR && j->kind == JOB_API) {
+            job_complete(h, j, SHOAL_ETOOBIG, "API response larger than the limit");
+            return;
+        }
+        rv = cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : SHOAL_EHTTP;
+    } else if (j->status == 429 || j->status == 408 || j->status >= 500 ||
+               (j->status >= 200 && j->status < 300)) {
+        /* A 2xx here is a range answer that ended short. */
+        retry = true;
+        snprintf(msg, sizeof(msg), "%s@%s%s%s: HTTP %ld%s", 
+                 j->kind == JOB_API ? j->api->repo : j->fetch->repo,
+                 j->kind == JOB_API ? j->api->rev : j->fetch->rev,
+                 j->kind == JOB_API ? "" : " file ", j->kind == JOB_API ? "" : j->fetch->path,
+                 j->status, j->status < 300 ? " with a short body" : "");
+        rv = SHOAL_EHTTP;
+    } else {
+        rv = describe_http(h, j, msg, sizeof(msg));
+        job_complete(h, j, rv, msg);
+        return;
+    }
+    if (!retry) {
+        job_complete(h, j, rv, msg);
+        return;
+    }
+    if (progress) {
+        j->attempts = 0;
+        h->stats.resumes++;
+    }
+    if (++j->attempts >= h->cfg.max_attempts) {
+        char m2[HUB_MSG_MAX + 64];
+        snprintf(m2, sizeof(m2), "gave up after %u attempts: %s", j->attempts, msg);
+        job_complete(h, j, rv, m2);
+        return;
+    }
+    h->stats.retries++;
+    long ra = j->retry_after_ms;
+    /* Restart from the original URL: a signed CDN URL may have expired. */
+    free(j->cur_url);
+    j->cur_url = strdup(j->url);
+    j->offhost = false;
+    j->redirects = 0;
+    attempt_reset(j);
+    if (!j->cur_url) {
+        job_complete(h, j, -ENOMEM, "out of memory");
+        return;
+    }
+    delay_job(h, j, progress ? 0 : backoff_ms(h, j->attempts, ra));
+}
+
+static void check_multi(struct shoal_hub *h)
+{
+    CURLMsg *m;
+    int left;
+
+    while ((m = curl_multi_info_read(h->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        struct job *j = NULL;
+        CURLcode cc = m->data.result;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+        attempt_done(h, j, cc);
+    }
+    pump(h);
+}
+
+static void pump(struct shoal_hub *h)
+{
+    while (!h->freeing && h->inflight < h->cfg.max_inflight && h->pend_head) {
+        struct job *j = pend_pop(h);
+        int rv = start_job(h, j);
+        if (rv != 0)
+            job_complete(h, j, rv, "could not start an HTTP request");
+    }
+}
+
+/* ---- fetch completion ---- */
+
+static void fetch_cancel_jobs(struct shoal_hub *h, struct fetch *f)
+{
+    struct job *j, *next;
+
+    for (j = h->all; j; j = next) {
+        next = j->next_all;
+        if (j->fetch != f)
+            continue;
+        if (j->easy) {
+            curl_multi_remove_handle(h->multi, j->easy);
+            h->inflight--;
+        } else {
+            lists_remove(h, j);
+        }
+        all_unlink(h, j);
+        job_free(j);
+        f->jobs_left--;
+    }
+    arm_retry_timer(h);
+}
+
+static void range_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
+{
+    struct fetch *f = j->fetch;
+
+    job_free(j);
+    f->jobs_left--;
+    if (rv != 0 && f->err == 0) {
+        f->err = rv;
+        snprintf(f->msg, sizeof(f->msg), "%s", msg ? msg : shoal_strerror(rv));
+        fetch_cancel_jobs(h, f);
+    }
+    if (f->jobs_left == 0) {
+        f->on_done(f->user, f->err, f->err ? f->msg : NULL);
+        fetch_free(f);
+    }
+}
+
+/* ---- resolve ---- */
+
+static int hexval(const char *s, size_t n, uint8_t *out, size_t outlen)
+{
+    if (n != 2 * outlen)
+        return SHOAL_EPROTO;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+            return SHOAL_EPROTO;
+    return shoal_unhex(out, outlen, s, n);
+}
+
+/* Builds a release from the model-info JSON. */
+static int parse_release(struct job *j, struct shoal_hub_release **out, char *msg, size_t cap)
+{
+    struct api_req *a = j->api;
+    struct shoal_json_doc *doc = NULL;
+    struct shoal_hub_release *r = NULL;
+    const struct shoal_json *root, *sib, *v;
+    const char *s;
+    size_t n, i;
+    int rv;
+
+    rv = shoal_json_parse(&doc, (const char *)j->body.data, j->body.len, NULL);
+    if (rv) {
+        snprintf(msg, cap, "%s@%s: the API answer is not valid JSON (%s)", a->repo, a->rev,
+                 shoal_strerror(rv));
+        goto out;
+    }
+    root = shoal_json_root(doc);
+    rv = SHOAL_EPROTO;
+    s = shoal_json_str(shoal_json_get(root, "sha"), &n);
+    if (!s || n != 40 || hexval(s, n, (uint8_t[20]){0}, 20) != 0) {
+        snprintf(msg, cap, "%s@%s: the API answer has no commit sha", a->repo, a->rev);
+        goto out;
+    }
+    sib = shoal_json_get(root, "siblings");
+    if (shoal_json_type_of(sib) != SHOAL_JSON_ARRAY) {
+        snprintf(msg, cap, "%s@%s: the API answer has no file list", a->repo, a->rev);
+        goto out;
+    }
+    if (shoal_json_len(sib) > SHOAL_HUB_MAX_FILES) {
+        rv = SHOAL_ETOOBIG;
+        snprintf(msg, cap, "%s@%s: %zu files, more than the limit %u", a->repo, a->rev,
+                 shoal_json_len(sib), SHOAL_HUB_MAX_FILES);
+        goto out;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        goto nomem;
+    r->type = a->type;
+    r->repo = strdup(a->repo);
+    r->rev = strdup(a->rev);
+    memcpy(r->commit, s, 40);
+    r->commit[40] = '\0';
+    r->nfiles = shoal_json_len(sib);
+    r->files = calloc(r->nfiles ? r->nfiles : 1, sizeof(*r->files));
+    if (!r->repo || !r->rev || !r->files)
+        goto nomem;
+    /* A commit asked for by id must come back as itself. */
+    if (strlen(a->rev) == 40 && hexval(a->rev, 40, (uint8_t[20]){0}, 20) == 0 &&
+        strcmp(a->rev, r->commit) != 0) {
+        snprintf(msg, cap, "%s@%s: the Hub answered with commit %s", a->repo, a->rev, r->commit);
+        goto out;
+    }
+    for (i = 0; i < r->nfiles; i++) {
+        const struct shoal_json *e = shoal_json_at(sib, i);
+        struct shoal_hub_file *f = &r->files[i];
+        uint64_t lsize;
+        s = shoal_json_str(shoal_json_get(e, "rfilename"), &n);
+        if (!s || n == 0 || n > SHOAL_HUB_MAX_PATH || strlen(s) != n || !path_ok(s)) {
+            snprintf(msg, cap, "%s@%s: file %zu has a missing or unsafe name", a->repo, a->rev, i);
+            goto out;
+        }
+        f->path = strdup(s);
+        if (!f->path)
+            goto nomem;
+        if (shoal_json_u64(shoal_json_get(e, "size"), &f->size) != 0) {
+            snprintf(msg, cap, "%s@%s: file %s has no size (blobs=true not honoured?)", a->repo,
+                     a->rev, f->path);
+            goto out;
+        }
+        s = shoal_json_str(shoal_json_get(e, "blobId"), &n);
+        if (s) {
+            if (hexval(s, n, f->blob_id, 20) != 0) {
+                snprintf(msg, cap, "%s@%s: file %s has a bad blobId", a->repo, a->rev, f->path);
+                goto out;
+            }
+            f->has_blob_id = true;
+        }
+        v = shoal_json_get(e, "lfs");
+        if (v && shoal_json_type_of(v) != SHOAL_JSON_NULL) {
+            s = shoal_json_str(shoal_json_get(v, "sha256"), &n);
+            if (!s || hexval(s, n, f->sha256, 32) != 0 ||
+                shoal_json_u64(shoal_json_get(v, "size"), &lsize) != 0 || lsize != f->size) {
+                snprintf(msg, cap, "%s@%s: file %s has bad LFS info", a->repo, a->rev, f->path);
+                goto out;
+            }
+            f->lfs = true;
+        }
+        if (!f->lfs && !f->has_blob_id) {
+            snprintf(msg, cap, "%s@%s: file %s has neither an LFS sha256 nor a blob id",
+                     a->repo, a->rev, f->path);
+            goto out;
+        }
+    }
+    *out = r;
+    r = NULL;
+    rv = 0;
+    goto out;
+nomem:
+    rv = -ENOMEM;
+    snprintf(msg, cap, "out of memory");
+out:
+    shoal_hub_release_free(r);
+    shoal_json_doc_free(doc);
+    return rv;
+}
+
+static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
+{
+    struct api_req *a = j->api;
+    struct shoal_hub_release *rel = NULL;
+    char pmsg[HUB_MSG_MAX];
+
+    (void)h;
+    if (rv == 0) {
+        rv = parse_release(j, &rel, pmsg, sizeof(pmsg));
+        msg = pmsg;
+    }
+    job_free(j);
+    a->cb(a->user, rv, rv == 0 ? rel : NULL, rv == 0 ? NULL : msg);
+    api_free(a);
+}
+
+/* ---------------------------------------------------------------------- */
+/* public API                                                             */
+
+void shoal_hub_config_default(struct shoal_hub_config *c)
+{
+    memset(c, 0, sizeof(*c));
+}
+
+void shoal_hub_release_free(struct shoal_hub_release *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nfiles && r->files; i++)
+        free(r->files[i].path);
+    free(r->files);
+    free(r->repo);
+    free(r->rev);
+    free(r);
+}
+
+static int read_token_file(const char *path, char **out)
+{
+    char buf[HUB_TOKEN_MAX + 2];
+    int fd, rv;
+    ssize_t n;
+    size_t len = 0;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    while (len < sizeof(buf) - 1) {
+        n = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rv = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (strlen(buf) > HUB_TOKEN_MAX) {
+        rv = SHOAL_ETOOBIG;
+        goto out;
+    }
+    *out = strdup(buf);
+    rv = *out ? 0 : -ENOMEM;
+out:
+    sodium_memzero(buf, sizeof(buf));
+    close(fd);
+    return rv;
+}
+
+static bool token_ok(const char *t)
+{
+    for (; *t; t++)
+        if ((unsigned char)*t < 0x21 || (unsigned char)*t > 0x7e)
+            return false;
+    return true;
+}
+
+int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hub_config *cfg)
+{
+    static bool curl_ready;
+    struct shoal_hub *h = NULL;
+    const char *ep, *env;
+    CURLU *u = NULL;
+    int rv = -EINVAL;
+
+    if (!out || !loop)
+        return -EINVAL;
+    if (!curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return -ENOMEM;
+        curl_ready = true;
+    }
+    h = calloc(1, sizeof(*h));
+    if (!h)
+        return -ENOMEM;
+    h->loop = loop;
+    if (cfg)
+        h->cfg = *cfg;
+    h->cfg.endpoint = h->cfg.token = h->cfg.token_file = NULL;
+    if (!h->cfg.max_inflight)
+        h->cfg.max_inflight = 4;
+    if (!h->cfg.max_attempts)
+        h->cfg.max_attempts = 8;
+    if (!h->cfg.backoff_base_ms)
+        h->cfg.backoff_base_ms = 250;
+    if (!h->cfg.backoff_max_ms)
+        h->cfg.backoff_max_ms = 30000;
+    if (!h->cfg.connect_timeout_ms)
+        h->cfg.connect_timeout_ms = 10000;
+    if (!h->cfg.stall_timeout_s)
+        h->cfg.stall_timeout_s = 30;
+    h->rng = h->cfg.seed ? h->cfg.seed
+                         : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ uv_hrtime();
+
+    ep = cfg && cfg->endpoint ? cfg->endpoint : NULL;
+    if (!ep && (env = getenv("HF_ENDPOINT")) && *env)
+        ep = env;
+    if (!ep)
+        ep = SHOAL_HUB_DEFAULT_ENDPOINT;
+    h->endpoint = strdup(ep);
+    if (!h->endpoint) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    while (*h->endpoint && h->endpoint[strlen(h->endpoint) - 1] == '/')
+        h->endpoint[strlen(h->endpoint) - 1] = '\0';
+    u = curl_url();
+    if (!u || curl_url_set(u, CURLUPART_URL, h->endpoint, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &h->ep_scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &h->ep_host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &h->ep_port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
+        (strcasecmp(h->ep_scheme, "http") != 0 && strcasecmp(h->ep_scheme, "https") != 0)) {
+        rv = -EINVAL;
+        goto fail;
+    }
+    {
+        /* Keep our own copies: curl strings must go back through curl_free. */
+        char *s = strdup(h->ep_scheme), *ho = strdup(h->ep_host), *p = strdup(h->ep_port);
+        curl_free(h->ep_scheme);
+        curl_free(h->ep_host);
+        curl_free(h->ep_port);
+        h->ep_scheme = s;
+        h->ep_host = ho;
+        h->ep_port = p;
+        if (!s || !ho || !p) {
+            rv = -ENOMEM;
+            goto fail;
+        }
+    }
+
+    if (cfg && cfg->token) {
+        h->token = strdup(cfg->token);
+        if (!h->token) {
+            rv = -ENOMEM;
+            goto fail;
+        }
+    } else if (cfg && cfg->token_file) {
+        rv = read_token_file(cfg->token_file, &h->token);
+        if (rv)
+            goto fail;
+    } else if ((env = getenv("HF_TOKEN")) && *env) {
+        h->token = strdup(env);
+        if (!h->token) {
+            rv = -ENOMEM;
+            goto fail;
+        }
+    }
+    if (h->token && !*h->token) {
+        free(h->token);
+        h->token = NULL;
+    }
+    if (h->token && (strlen(h->token) > HUB_TOKEN_MAX || !token_ok(h->token))) {
+        rv = SHOAL_EPROTO;
+        goto fail;
+    }
+
+    h->multi = curl_multi_init();
+    if (!h->multi) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)h->cfg.max_inflight);
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->cfg.max_inflight * 2);
+    uv_timer_init(loop, &h->curl_timer);
+    uv_timer_init(loop, &h->retry_timer);
+    uv_timer_init(loop, &h->idle);
+    h->curl_timer.data = h->retry_timer.data = h->idle.data = h;
+    curl_url_cleanup(u);
+    *out = h;
+    return 0;
+fail:
+    curl_url_cleanup(u);
+    if (h->token) {
+        sodium_memzero(h->token, strlen(h->token));
+        free(h->token);
+    }
+    if (h->multi)
+        curl_multi_cleanup(h->multi);
+    free(h->endpoint);
+    free(h->ep_scheme);
+    free(h->ep_host);
+    free(h->ep_port);
+    free(h);
+    return rv;
+}
+
+void shoal_hub_free(struct shoal_hub *h)
+{
+    struct job *j, *next;
+
+    if (!h)
+        return;
+    h->freeing = true;
+    for (j = h->all; j; j = next) {
+        next = j->next_all;
+        if (j->easy)
+            curl_multi_remove_handle(h->multi, j->easy);
+        if (j->kind == JOB_RANGE) {
+            /* Several jobs share a fetch: free it with its last job. */
+            if (--j->fetch->jobs_left == 0)
+                fetch_free(j->fetch);
+        } else {
+            api_free(j->api);
+        }
+        job_free(j);
+    }
+    h->all = NULL;
+    for (size_t i = 0; i < h->nempty; i++)
+        fetch_free(h->empty_fetches[i]);
+    h->nempty = 0;
+    /* Closing cached connections may call the socket callback, which closes
+     * their polls; that is why handles are counted before freeing. */
+    h->closing_handles++;
+    curl_multi_cleanup(h->multi);
+    h->multi = NULL;
+    /* Whatever libcurl did not report removed is closed here. */
+    while (h->socks)
+        sock_close(h, h->socks);
+    if (h->token) {
+        sodium_memzero(h->token, strlen(h->token));
+        free(h->token);
+        h->token = NULL;
+    }
+    h->closing_handles += 3;
+    uv_close((uv_handle_t *)&h->curl_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&h->retry_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&h->idle, on_handle_closed);
+    h->closing_handles--; /* the guard taken above */
+}
+
+const char *shoal_hub_endpoint(const struct shoal_hub *h)
+{
+    return h->endpoint;
+}
+
+bool shoal_hub_has_token(const struct shoal_hub *h)
+{
+    return h->token != NULL;
+}
+
+void shoal_hub_get_stats(const struct shoal_hub *h, struct shoal_hub_stats *st)
+{
+    *st = h->stats;
+}
+
+static struct job *job_new(struct shoal_hub *h, enum job_kind kind, const char *url)
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return NULL;
+    j->hub = h;
+    j->kind = kind;
+    j->retry_after_ms = -1;
+    shoal_buf_init(&j->body, kind == JOB_API ? SHOAL_HUB_MAX_API_BYTES : HUB_ERRBODY_MAX);
+    j->url = strdup(url);
+    j->cur_url = strdup(url);
+    if (!j->url || !j->cur_url) {
+        job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
+                      const char *rev, shoal_hub_resolve_cb cb, void *user)
+{
+    struct api_req *a = NULL;
+    struct job *j = NULL;
+    char *erev = NULL, *url = NULL;
+    int rv = -EINVAL;
+
+    if (!rev)
+        rev = "main";
+    if (!h || !cb || !repo_id_ok(repo) || !rev_ok(rev))
+        goto fail;
+    rv = -ENOMEM;
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        goto fail;
+    a->type = type;
+    a->repo = xstrdup(repo);
+    a->rev = xstrdup(rev);
+    a->cb = cb;
+    a->user = user;
+    /* The Hub wants a revision with '/' (refs/pr/1) as one escaped segment. */
+    erev = url_escape(rev, false);
+    if (!a->repo || !a->rev || !erev)
+        goto fail;
+    url = str_printf("%s/api/%s/%s/revision/%s?blobs=true", h->endpoint, type_word(type), repo,
+                     erev);
+    if (!url)
+        goto fail;
+    j = job_new(h, JOB_API, url);
+    if (!j)
+        goto fail;
+    j->api = a;
+    all_link(h, j);
+    pend_push(h, j);
+    kick(h);
+    rv = 0;
+    goto out;
+fail:
+    api_free(a);
+out:
+    free(erev);
+    free(url);
+    return rv;
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+    const struct shoal_hub_span *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    struct shoal_hub *h = t->data;
+
+    /* Fetches with nothing to do still report, but never re-entrantly. */
+    while (h->nempty > 0) {
+        struct fetch *f = h->empty_fetches[--h->nempty];
+        f->on_done(f->user, 0, NULL);
+        fetch_free(f);
+    }
+    pump(h);
+}
+
+/* New work starts from the loop, not from the caller's stack: the caller
+ * may be inside a data callback, where libcurl refuses multi calls. */
+static void kick(struct shoal_hub *h)
+{
+    uv_timer_start(&h->idle, on_idle, 0, 0);
+}
+
+int shoal_hub_fetch(struct shoal_hub *h, const struct shoal_hub_fetch_req *req)
+{
+    struct shoal_hub_span *sp = NULL;
+    struct fetch *f = NULL;
+    struct job *first = NULL, *j;
+    char *erev = NULL, *epath = NULL, *url = NULL;
+    size_t n = 0, i;
+    int rv = -EINVAL;
+
+    if (!h || !req || !req->on_data || !req->on_done || !repo_id_ok(req->repo) ||
+        !rev_ok(req->rev) || !path_ok(req->path) || (req->nspans && !req->spans))
+        goto out;
+    rv = -ENOMEM;
+    if (req->nspans > SIZE_MAX / sizeof(*sp))
+        goto out;
+    sp = malloc((req->nspans ? req->nspans : 1) * sizeof(*sp));
+    if (!sp)
+        goto out;
+    for (i = 0; i < req->nspans; i++) {
+        if (req->spans[i].len == 0)
+            continue;
+        if (req->spans[i].off > UINT64_MAX - req->spans[i].len) {
+            rv = -EINVAL;
+            goto out;
+        }
+        sp[n++] = req->spans[i];
+    }
+    qsort(sp, n, sizeof(*sp), span_cmp);
+    /* Merge touching and overlapping spans: one Range request each. */
+    size_t m = 0;
+    for (i = 0; i < n; i++) {
+        if (m > 0 && sp[i].off <= sp[m - 1].off + sp[m - 1].len) {
+            uint64_t end = sp[i].off + sp[i].len;
+            if (end > sp[m - 1].off + sp[m - 1].len)
+                sp[m - 1].len = end - sp[m - 1].off;
+        } else {
+            sp[m++] = sp[i];
+        }
+    }
+    f = calloc(1, sizeof(*f));
+    if (!f)
+        goto out;
+    f->hub = h;
+    f->type = req->type;
+    f->repo = strdup(req->repo);
+    f->rev = strdup(req->rev);
+    f->path = strdup(req->path);
+    f->on_data = req->on_data;
+    f->on_done = req->on_done;
+    f->user = req->user;
+    erev = url_escape(req->rev, false);
+    epath = url_escape(req->path, true);
+    if (!f->repo || !f->rev || !f->path || !erev || !epath)
+        goto out;
+    url = str_printf("%s/%s%s/resolve/%s/%s", h->endpoint,
+                     req->type == SHOAL_REPO_DATASET ? "datasets/" : "", req->repo, erev, epath);
+    if (!url)
+        goto out;
+    if (m == 0) {
+        if (h->nempty == h->capempty) {
+            size_t nc = h->capempty ? h->capempty * 2 : 4;
+            struct fetch **nv = realloc(h->empty_fetches, nc * sizeof(*nv));
+            if (!nv)
+                goto out;
+            h->empty_fetches = nv;
+            h->capempty = nc;
+        }
+        h->empty_fetches[h->nempty++] = f;
+        f = NULL;
+        kick(h);
+        rv = 0;
+        goto out;
+    }
+    /* Build every job before queueing any, so failure leaves nothing behind. */
+    for (i = 0; i < m; i++) {
+        j = job_new(h, JOB_RANGE, url);
+        if (!j)
+            goto out_jobs;
+        j->fetch = f;
+        j->off = sp[i].off;
+        j->len = sp[i].len;
+        j->next = first;
+        first = j;
+    }
+    f->jobs_left = m;
+    while (first) {
+        j = first;
+        first = j->next;
+        all_link(h, j);
+        pend_push(h, j);
+    }
+    f = NULL;
+    kick(h);
+    rv = 0;
+    goto out;
+out_jobs:
+    while (first) {
+        j = first;
+        first = j->next;
+        job_free(j);
+    }
+out:
+    fetch_free(f);
+    free(sp);
+    free(erev);
+    free(epath);
+    free(url);
+    return rv;
+}
+
+/* ---------------------------------------------------------------------- */
+/* SHA-1 for git blob ids (FIPS 180-4). Only used to check files the Hub
+ * names by blob id; it is not a security boundary on its own, since every
+ * byte is also covered by the chunk ids and the file's SHA-256. */
+
+static uint32_t rol32(uint32_t x, unsigned n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+static void sha1_block(uint32_t st[5], const uint8_t *p)
+{
+    uint32_t w[80], a, b, c, d, e, t;
+    int i;
+
+    for (i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (i = 16; i < 80; i++)
+        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    a = st[0];
+    b = st[1];
+    c = st[2];
+    d = st[3];
+    e = st[4];
+    for (i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5A827999;
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ED9EBA1;
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8F1BBCDC;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xCA62C1D6;
+        }
+        t = rol32(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol32(b, 30);
+        b = a;
+        a = t;
+    }
+    st[0] += a;
+    st[1] += b;
+    st[2] += c;
+    st[3] += d;
+    st[4] += e;
+}
+
+void shoal_gitsha1_init(struct shoal_gitsha1 *g, uint64_t size)
+{
+    char hdr[40];
+    int n;
+
+    g->h[0] = 0x67452301;
+    g->h[1] = 0xEFCDAB89;
+    g->h[2] = 0x98BADCFE;
+    g->h[3] = 0x10325476;
+    g->h[4] = 0xC3D2E1F0;
+    g->total = 0;
+    g->nbuf = 0;
+    n = snprintf(hdr, sizeof(hdr), "blob %" PRIu64, size);
+    /* The header's terminating NUL is part of what git hashes. */
+    shoal_gitsha1_update(g, hdr, (size_t)n + 1);
+}
+
+void shoal_gitsha1_update(struct shoal_gitsha1 *g, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+
+    g->total += n;
+    if (g->nbuf) {
+        size_t k = 64 - g->nbuf < n ? 64 - g->nbuf : n;
+        memcpy(g->buf + g->nbuf, p, k);
+        g->nbuf += k;
+        p += k;
+        n -= k;
+        if (g->nbuf < 64)
+            return;
+        sha1_block(g->h, g->buf);
+        g->nbuf = 0;
+    }
+    while (n >= 64) {
+        sha1_block(g->h, p);
+        p += 64;
+        n -= 64;
+    }
+    memcpy(g->buf, p, n);
+    g->nbuf = n;
+}
+
+void shoal_gitsha1_final(struct shoal_gitsha1 *g, uint8_t out[20])
+{
+    uint64_t bits = g->total * 8;
+    uint8_t pad[72];
+    size_t padlen = (g->nbuf < 56 ? 56 : 120) - g->nbuf;
+
+    memset(pad, 0, sizeof(pad));
+    pad[0] = 0x80;
+    for (int i = 0; i < 8; i++)
+        pad[padlen + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
+    shoal_gitsha1_update(g, pad, padlen + 8);
+    for (int i = 0; i < 5; i++) {
+        out[4 * i] = (uint8_t)(g->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(g->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(g->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)g->h[i];
+    }
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hugging Face Hub client: resolves a release (repo@rev -> commit and file
+ * list) and downloads byte ranges of its files, over libcurl's multi
+ * interface driven by the caller's libuv loop (no threads, no blocking).
+ *
+ * The same code talks to huggingface.co, a regional gateway with the same
+ * HTTP API, or the test stand-in (tests/hub/hubstub.py). Redirects are
+ * followed by this module, not by libcurl, so that the Bearer token is sent
+ * only to the endpoint's own scheme://host:port and never to a CDN host a
+ * redirect points at. The token is never logged and never leaves this module
+ * for anything but the Hub.
+ *
+ * Failures: 429, 408 and 5xx answers and transport errors are retried with
+ * exponential backoff and full jitter, honouring Retry-After; a body cut
+ * short resumes with a new Range from the last byte delivered (an attempt
+ * that made progress does not count against the retry cap); 401/403/404/416
+ * fail at once with a message naming the repo, revision and file.
+ *
+ * Integrity is the caller's: bytes are handed over as they arrive, and the
+ * caller checks chunk ids and file hashes (shoal_gitsha1_* below helps with
+ * files the Hub identifies only by their git blob id).
+ */
+#ifndef SHOAL_HUB_H
+#define SHOAL_HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "manifest.h" /* enum shoal_repo_type */
+
+#define SHOAL_HUB_DEFAULT_ENDPOINT "https://huggingface.co"
+/* Files a release may list, and the longest path accepted from the API. */
+#define SHOAL_HUB_MAX_FILES 100000u
+#define SHOAL_HUB_MAX_PATH 1024u
+/* Largest API response body accepted. */
+#define SHOAL_HUB_MAX_API_BYTES ((size_t)64 << 20)
+
+struct shoal_hub_config {
+    /* Base URL without a trailing slash. NULL: $HF_ENDPOINT, else
+     * SHOAL_HUB_DEFAULT_ENDPOINT. */
+    const char *endpoint;
+    /* Bearer token. NULL: the first line of |token_file| if set, else
+     * $HF_TOKEN, else none. "" means none. Copied; wiped on free. */
+    const char *token;
+    const char *token_file;
+    unsigned max_inflight;       /* HTTP requests at once; 0 = 4 */
+    unsigned max_attempts;       /* tries per request without progress; 0 = 8 */
+    unsigned backoff_base_ms;    /* first retry delay; 0 = 250 */
+    unsigned backoff_max_ms;     /* cap on a delay, Retry-After too; 0 = 30000 */
+    unsigned connect_timeout_ms; /* 0 = 10000 */
+    unsigned stall_timeout_s;    /* abort a transfer under 1 KiB/s this long; 0 = 30 */
+    uint64_t seed;               /* jitter PRNG seed; 0 = from time and pid */
+};
+
+struct shoal_hub;
+
+/* One file of a resolved release. */
+struct shoal_hub_file {
+    char *path;            /* relative path in the repo, NUL-terminated */
+    uint64_t size;
+    bool lfs;              /* stored in LFS: |sha256| is the Hub's LFS oid */
+    uint8_t sha256[32];
+    bool has_blob_id;      /* |blob_id| is the git blob sha1 of the file (non-LFS)
+                              or of its LFS pointer */
+    uint8_t blob_id[20];
+};
+
+/* A release pinned to a commit. Owned by whoever got it from resolve. */
+struct shoal_hub_release {
+    enum shoal_repo_type type;
+    char *repo;            /* "org/name" */
+    char *rev;             /* as asked: branch, tag or commit */
+    char commit[41];       /* 40 lowercase hex + NUL */
+    size_t nfiles;
+    struct shoal_hub_file *files;
+};
+
+/* Frees |r| and everything in it; NULL is accepted. */
+void shoal_hub_release_free(struct shoal_hub_release *r);
+
+/* Counters since the hub was created. */
+struct shoal_hub_stats {
+    uint64_t requests;   /* HTTP requests started, redirect hops included */
+    uint64_t redirects;
+    uint64_t retries;    /* requests re-issued after a failure */
+    uint64_t resumes;    /* of those, ones that continued a cut body */
+    uint64_t bytes;      /* range bytes delivered to callers */
+};
+
+/* Fills |c| with zeros/NULLs, meaning "defaults and environment". */
+void shoal_hub_config_default(struct shoal_hub_config *c);
+
+/*
+ * Creates a client on |loop| (which must outlive it). |cfg| NULL means all
+ * defaults. Initialises libcurl globally on first use.
+ * Returns 0, -EINVAL (bad endpoint URL), -ENOMEM, a negated errno reading
+ * the token file, or SHOAL_EPROTO (token with characters not allowed in an
+ * HTTP header).
+ */
+int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hub_config *cfg);
+
+/*
+ * Cancels every request (their callbacks are NOT called), wipes the token
+ * and closes the hub's libuv handles; the memory is released by the close
+ * callbacks, so run the loop afterwards (uv_run) before closing it. Must
+ * not be called from inside one of the hub's callbacks. NULL is accepted.
+ */
+void shoal_hub_free(struct shoal_hub *h);
+
+/* The endpoint in use (no trailing slash). */
+const char *shoal_hub_endpoint(const struct shoal_hub *h);
+/* True when a token will be sent to the endpoint. */
+bool shoal_hub_has_token(const struct shoal_hub *h);
+void shoal_hub_get_stats(const struct shoal_hub *h, struct shoal_hub_stats *st);
+
+/*
+ * Called once per resolve. On success |status| is 0 and |rel| is the
+ * release, owned by the callee (free with shoal_hub_release_free). On
+ * failure |rel| is NULL, |status| is SHOAL_ENOTFOUND (repo or revision
+ * unknown), SHOAL_EPERM (401/403: private or gated repo, missing or refused
+ * token), SHOAL_EHTTP (other HTTP error, or retries exhausted), SHOAL_EPROTO
+ * or SHOAL_ETOOBIG (response not as expected), or a negated errno, and
+ * |msg| explains it naming the repo and revision (valid during the call).
+ */
+typedef void (*shoal_hub_resolve_cb)(void *user, int status, struct shoal_hub_release *rel,
+                                     const char *msg);
+
+/*
+ * Starts resolving |repo| ("name" or "org/name") at |rev| (branch, tag or
+ * 40-hex commit; NULL = "main") with GET /api/{models|datasets}/{repo}/
+ * revision/{rev}?blobs=true. |cb| runs later, from the loop.
+ * Returns 0 (cb will be called), -EINVAL (bad repo id or revision), -ENOMEM.
+ */
+int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
+                      const char *rev, shoal_hub_resolve_cb cb, void *user);
+
+/* A byte range of a file. */
+struct shoal_hub_span {
+    uint64_t off;
+    uint64_t len;
+};
+
+/*
+ * Receives bytes [off, off+n) of the file, in increasing order within each
+ * merged range; different ranges of one fetch may interleave. A nonzero
+ * return cancels the fetch, whose done callback then gets that value.
+ */
+typedef int (*shoal_hub_data_cb)(void *user, uint64_t off, const uint8_t *p, size_t n);
+/*
+ * Called once when every range was delivered (|status| 0) or the fetch
+ * failed: SHOAL_ENOTFOUND (404), SHOAL_EPERM (401/403), SHOAL_EHTTP (other
+ * status, 416, retries exhausted), SHOAL_EPROTO (bad redirect or range
+ * answer), -ENOMEM, or a data callback's return. |msg| names repo, revision
+ * and file, and is valid during the call. Bytes already delivered stay
+ * delivered.
+ */
+typedef void (*shoal_hub_done_cb)(void *user, int status, const char *msg);
+
+struct shoal_hub_fetch_req {
+    enum shoal_repo_type type;
+    const char *repo;
+    const char *rev;        /* normally the resolved commit */
+    const char *path;
+    /* Spans to fetch; copied. They are sorted, and spans that touch or
+     * overlap are merged into one Range request (overlaps delivered once).
+     * Zero-length spans are ignored. */
+    const struct shoal_hub_span *spans;
+    size_t nspans;
+    shoal_hub_data_cb on_data;
+    shoal_hub_done_cb on_done;
+    void *user;
+};
+
+/*
+ * Starts downloading |req|'s spans of GET {endpoint}/[datasets/]{repo}/
+ * resolve/{rev}/{path}. Requests queue behind max_inflight. on_done runs
+ * later from the loop, even when there is nothing to fetch.
+ * Returns 0 (on_done will be called), -EINVAL (bad repo, rev, path or
+ * callbacks), -ENOMEM.
+ */
+int shoal_hub_fetch(struct shoal_hub *h, const struct shoal_hub_fetch_req *req);
+
+/* ---- git blob ids (SHA-1 of "blob <size>\0" + content) ---- */
+
+struct shoal_gitsha1 {
+    uint32_t h[5];
+    uint64_t total;
+    uint8_t buf[64];
+    size_t nbuf;
+};
+/* Starts the blob id of a |size|-byte file. */
+void shoal_gitsha1_init(struct shoal_gitsha1 *g, uint64_t size);
+void shoal_gitsha1_update(struct shoal_gitsha1 *g, const void *p, size_t n);
+void shoal_gitsha1_final(struct shoal_gitsha1 *g, uint8_t out[20]);
+
+#endif

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One node<->node connection on the libuv loop: TCP, framing, the handshake
+ * of session.h (HELLO, credential check, HELLO_AUTH), then sealed or plain
+ * frames decoded into messages for the owner, and a bounded write queue.
+ *
+ * Before the handshake completes the frame limit is SHOAL_FRAME_MAX_PREAUTH
+ * and nothing but HELLO / HELLO_AUTH is accepted; a peer whose credential
+ * fails gets a BYE naming the reason and is disconnected, and the owner never
+ * sees a message from it. Afterwards the limit is the configured max_frame.
+ * PING is answered here; BYE closes. Everything else goes to on_msg.
+ *
+ * Lifetime: a peer is freed only by the loop after shoal_peer_close() (or a
+ * fatal error) and the on_close callback, never inside one of its callbacks;
+ * after on_close the pointer is dead. Loop thread only.
+ */
+#ifndef SHOAL_PEER_H
+#define SHOAL_PEER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "keys.h"
+#include "msg.h"
+#include "session.h"
+
+struct shoal_peer;
+
+/* Shared by all peers of one node; borrowed, must outlive them. */
+struct shoal_peer_ctx {
+    uv_loop_t *loop;
+    struct shoal_session_local local;     /* our identity and HELLO fields */
+    const struct shoal_keyset *cluster_keys;
+    uint32_t handshake_timeout_ms;        /* 0: 10 s */
+    size_t max_queue;                     /* write-queue bytes before sends are
+                                           * refused (SHOAL_EBUSY); 0: 64 MiB */
+};
+
+struct shoal_peer_cb {
+    /* After the peer's HELLO verified: return NULL to go on, or a reason
+     * (static string) to refuse it (banned key, duplicate connection). */
+    const char *(*on_hello)(struct shoal_peer *p, void *user);
+    /* Both HELLO_AUTHs are through; messages may be sent. */
+    void (*on_ready)(struct shoal_peer *p, void *user);
+    /* A message from an authenticated peer. Views in |m| are valid only
+     * during the call. The owner may call shoal_peer_close() here. */
+    void (*on_msg)(struct shoal_peer *p, const struct shoal_msg *m, void *user);
+    /* The peer is closing (|reason| says why); last callback. */
+    void (*on_close)(struct shoal_peer *p, const char *reason, void *user);
+    /* The write queue drained below half of max_queue (may be NULL). */
+    void (*on_drain)(struct shoal_peer *p, void *user);
+};
+
+/* Connects to |addr| ("host:port", numeric IPv4/IPv6 host) and runs the
+ * handshake as initiator. Returns 0 (*out set; the outcome arrives through
+ * the callbacks), -EINVAL (bad address) or a negated errno / -ENOMEM. */
+int shoal_peer_connect(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
+                       const struct shoal_peer_cb *cb, void *user, const char *addr);
+
+/* Accepts a connection pending on |server| and runs the handshake as
+ * responder. Returns 0 or a negated errno / -ENOMEM. */
+int shoal_peer_accept(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
+                      const struct shoal_peer_cb *cb, void *user, uv_stream_t *server);
+
+/* Starts closing: reading stops, queued writes get a short grace period
+ * (when |flush|), then the socket closes, on_close runs with |reason| and the
+ * peer is freed. Calling it again does nothing. */
+void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush);
+/* Sends BYE with |reason| then closes with flush. */
+void shoal_peer_bye(struct shoal_peer *p, const char *reason);
+
+/*
+ * Queues message |m| (encoded and sealed now; |m|'s views are only read).
+ * Returns 0; SHOAL_EBUSY when the write queue is over max_queue (nothing
+ * queued); -EPIPE when closing or not ready; SHOAL_ETOOBIG above the peer's
+ * frame limit; or an encoder error.
+ */
+int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m);
+
+/*
+ * Queues CHUNK |c| whose |c->payload.len| payload bytes are at |payload|,
+ * which the peer takes over (freed with free() once written, also on error).
+ * Plain sessions send [header][payload] as two buffers without copying the
+ * payload; sealed ones seal both into one buffer. Same returns as
+ * shoal_peer_send().
+ */
+int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
+                          uint8_t *payload);
+
+/* Bytes queued for writing. */
+size_t shoal_peer_queued(const struct shoal_peer *p);
+/* True after on_ready and before closing. */
+bool shoal_peer_ready(const struct shoal_peer *p);
+/* Unique id for this connection (never reused in the process). */
+uint64_t shoal_peer_id(const struct shoal_peer *p);
+/* True when we connected out. */
+bool shoal_peer_initiator(const struct shoal_peer *p);
+/* "ip:port" of the remote end, or the dialled address. */
+const char *shoal_peer_name(const struct shoal_peer *p);
+/* The handshake state: node key, zone, listen address (after on_hello). */
+const struct shoal_session *shoal_peer_session(const struct shoal_peer *p);
+/* Owner's per-peer pointer. */
+void shoal_peer_set_data(struct shoal_peer *p, void *data);
+void *shoal_peer_data(const struct shoal_peer *p);
+/* Bytes of frames received / sent (after framing). */
+uint64_t shoal_peer_rx_bytes(const struct shoal_peer *p);
+uint64_t shoal_peer_tx_bytes(const struct shoal_peer *p);
+
+/* Parses "host:port" (numeric host) into |ss|. Returns 0 or -EINVAL. */
+int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss);
+
+#endif

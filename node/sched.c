@@ -1,0 +1,995 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The chunk scheduler (see sched.h for the policy). Data layout, chosen so a
+ * simulator can hold ten thousand instances at once:
+ *
+ *   - per chunk: flags (1 byte), availability among all peers and among
+ *     same-zone peers (1 byte each), priority tier (1 byte), and two list
+ *     links (4 bytes each). A chunk we still need and have not requested
+ *     is "listed": it sits in the circular list of bucket (tier, count).
+ *     Picking the rarest chunk of a tier walks the buckets from count 1 up;
+ *     count 0 holds the orphans no peer has, which drive origin leases.
+ *     Counts of chunks we hold are not maintained (never read again).
+ *   - per peer: its have-bitfield and a few numbers.
+ *   - requests in flight: one small array (peers x depth entries at most).
+ *   - chunks that only cross-zone peers hold wait in a FIFO for
+ *     cross_zone_delay_ms, then move to a vector that cross-zone picks scan.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#define NIL UINT32_MAX
+/* Loader tiers: first wanted file, second wanted file, other wanted files,
+ * everything else. */
+#define NTIERS 4
+#define TIER_NORMAL (NTIERS - 1)
+
+enum {
+    F_HAVE = 1,       /* verified and stored */
+    F_REQ = 2,        /* at least one request in flight to a peer */
+    F_ORIGIN = 4,     /* part of an origin fetch not yet arrived */
+    F_LISTED = 8,     /* in a bucket list (needed, not requested) */
+    F_XQ = 16,        /* waiting in the cross-zone delay FIFO */
+    F_XOK = 32,       /* cross-zone peers may be asked for it */
+    F_XV = 64,        /* present in the xok vector */
+};
+
+struct peer {
+    uint64_t id;
+    uint8_t *bits;
+    uint64_t busy_until;
+    double thr;           /* bytes per second, EWMA; 0 = unknown */
+    uint32_t nhave;
+    uint32_t inflight;
+    uint32_t depth;
+    uint32_t rtt_ms;
+    bool used;
+    bool same_zone;
+    bool stale;           /* last pick found nothing; wait for news */
+};
+
+struct req {
+    uint32_t chunk;
+    uint32_t slot;
+};
+
+struct xq_ent {
+    uint32_t chunk;
+    uint64_t at;
+};
+
+struct lease {
+    uint32_t first;
+    uint32_t count;
+    uint32_t pending;     /* chunks of the span still coming from the origin */
+    bool used;
+};
+
+struct shoal_sched {
+    struct shoal_sched_config cfg;
+    uint32_t nchunks;
+    uint32_t nbytes_bits;
+    double avg_chunk;
+    uint32_t nfiles;
+    uint32_t *file_first;
+
+    uint8_t *flags;
+    uint8_t *cnt;
+    uint8_t *cnt_same;
+    uint8_t *tier;
+    uint32_t *nxt;
+    uint32_t *prv;
+    uint32_t nb;          /* buckets per tier: max_peers + 1 */
+    uint32_t *heads;      /* NTIERS * nb */
+    uint32_t n_listed;
+    uint32_t n_orphan;
+    uint32_t nhave;
+
+    struct peer *peers;
+    uint32_t npeers;
+    uint32_t nsame;
+    uint32_t rr;          /* rotating start for fairness among peers */
+
+    struct req *reqs;
+    uint32_t nreq;
+    uint32_t reqcap;
+
+    struct shoal_sched_action *pend;
+    uint32_t npend, pendhead, pendcap;
+
+    struct xq_ent *xq;
+    uint32_t xqhead, xqn, xqcap;
+    uint32_t xjitter_ms;
+    uint32_t *xok;
+    uint32_t nxok, xokcap;
+
+    struct lease *leases;
+    bool lease_pending;
+    uint64_t lease_retry_at;
+
+    uint64_t now;
+    uint64_t rng[4];
+    uint64_t rbits;
+    uint32_t nrbits;
+};
+
+/* ---- PRNG: xoshiro256** seeded through splitmix64 ---- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(struct shoal_sched *s)
+{
+    uint64_t *r = s->rng;
+    uint64_t out = rotl(r[1] * 5, 7) * 9;
+    uint64_t t = r[1] << 17;
+    r[2] ^= r[0];
+    r[3] ^= r[1];
+    r[1] ^= r[2];
+    r[0] ^= r[3];
+    r[2] ^= t;
+    r[3] = rotl(r[3], 45);
+    return out;
+}
+
+static unsigned rng_bit(struct shoal_sched *s)
+{
+    if (s->nrbits == 0) {
+        s->rbits = rng_next(s);
+        s->nrbits = 64;
+    }
+    unsigned b = (unsigned)(s->rbits & 1);
+    s->rbits >>= 1;
+    s->nrbits--;
+    return b;
+}
+
+/* ---- small helpers ---- */
+
+static inline bool bit_get(const uint8_t *bits, uint32_t i)
+{
+    return (bits[i >> 3] >> (i & 7)) & 1;
+}
+
+static inline void bit_set(uint8_t *bits, uint32_t i) { bits[i >> 3] |= (uint8_t)(1u << (i & 7)); }
+
+static inline uint32_t bucket_of(const struct shoal_sched *s, uint32_t c)
+{
+    return (uint32_t)s->tier[c] * s->nb + s->cnt[c];
+}
+
+static void list_insert(struct shoal_sched *s, uint32_t c)
+{
+    uint32_t b = bucket_of(s, c);
+    uint32_t h = s->heads[b];
+    if (h == NIL) {
+        s->nxt[c] = s->prv[c] = c;
+        s->heads[b] = c;
+    } else {
+        /* Insert before the head: that is the tail of the circular list;
+         * a coin flip makes it the new head instead, so list order (and
+         * thus the pick among equally rare chunks) is random. */
+        uint32_t t = s->prv[h];
+        s->nxt[t] = c;
+        s->prv[c] = t;
+        s->nxt[c] = h;
+        s->prv[h] = c;
+        if (rng_bit(s))
+            s->heads[b] = c;
+    }
+    s->flags[c] |= F_LISTED;
+    s->n_listed++;
+    if (s->cnt[c] == 0)
+        s->n_orphan++;
+}
+
+static void list_remove(struct shoal_sched *s, uint32_t c)
+{
+    uint32_t b = bucket_of(s, c);
+    if (s->nxt[c] == c) {
+        s->heads[b] = NIL;
+    } else {
+        s->prv[s->nxt[c]] = s->prv[c];
+        s->nxt[s->prv[c]] = s->nxt[c];
+        if (s->heads[b] == c)
+            s->heads[b] = s->nxt[c];
+    }
+    s->flags[c] &= (uint8_t)~F_LISTED;
+    s->n_listed--;
+    if (s->cnt[c] == 0)
+        s->n_orphan--;
+}
+
+static void clear_stale(struct shoal_sched *s, bool cross_only)
+{
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++)
+        if (!cross_only || !s->peers[i].same_zone)
+            s->peers[i].stale = false;
+}
+
+static int find_peer(const struct shoal_sched *s, uint64_t id)
+{
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++)
+        if (s->peers[i].used && s->peers[i].id == id)
+            return (int)i;
+    return -1;
+}
+
+static int push_pending(struct shoal_sched *s, enum shoal_sched_action_type type, uint64_t peer,
+                        uint32_t chunk, uint32_t count)
+{
+    if (s->pendhead > 0 && s->pendhead == s->npend) {
+        s->pendhead = s->npend = 0;
+    }
+    if (s->npend == s->pendcap) {
+        uint32_t ncap = s->pendcap ? s->pendcap * 2 : 16;
+        struct shoal_sched_action *n = realloc(s->pend, ncap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        s->pend = n;
+        s->pendcap = ncap;
+    }
+    s->pend[s->npend++] = (struct shoal_sched_action){
+        .type = type, .peer = peer, .chunk = chunk, .count = count};
+    return 0;
+}
+
+static void xok_push(struct shoal_sched *s, uint32_t c)
+{
+    if (s->flags[c] & F_XV)
+        return;
+    if (s->nxok == s->xokcap) {
+        uint32_t ncap = s->xokcap ? s->xokcap * 2 : 64;
+        uint32_t *n = realloc(s->xok, ncap * sizeof(*n));
+        if (n == NULL)
+            return; /* the chunk stays fetchable from same-zone peers or the origin */
+        s->xok = n;
+        s->xokcap = ncap;
+    }
+    s->xok[s->nxok++] = c;
+    s->flags[c] |= F_XV;
+}
+
+static void mark_xok(struct shoal_sched *s, uint32_t c)
+{
+    s->flags[c] |= F_XOK;
+    xok_push(s, c);
+    clear_stale(s, true);
+}
+
+/* A cross-zone peer just became a holder of |c|, and no same-zone peer
+ * holds it: start its cross-zone delay. */
+static void cross_arm(struct shoal_sched *s, uint32_t c)
+{
+    if (s->flags[c] & (F_XQ | F_XOK))
+        return;
+    if (s->cfg.cross_zone_delay_ms == 0 || s->nsame == 0) {
+        mark_xok(s, c);
+        return;
+    }
+    if (s->xqn == s->xqcap) {
+        uint32_t ncap = s->xqcap ? s->xqcap * 2 : 64;
+        struct xq_ent *n = malloc(ncap * sizeof(*n));
+        if (n == NULL) {
+            mark_xok(s, c); /* no room to wait: allow it now */
+            return;
+        }
+        for (uint32_t i = 0; i < s->xqn; i++)
+            n[i] = s->xq[(s->xqhead + i) % s->xqcap];
+        free(s->xq);
+        s->xq = n;
+        s->xqcap = ncap;
+        s->xqhead = 0;
+    }
+    s->xq[(s->xqhead + s->xqn) % s->xqcap] = (struct xq_ent){
+        .chunk = c, .at = s->now + s->cfg.cross_zone_delay_ms + s->xjitter_ms};
+    s->xqn++;
+    s->flags[c] |= F_XQ;
+}
+
+static void cross_poll(struct shoal_sched *s, uint64_t now)
+{
+    while (s->xqn > 0 && s->xq[s->xqhead].at <= now) {
+        uint32_t c = s->xq[s->xqhead].chunk;
+        s->xqhead = (s->xqhead + 1) % s->xqcap;
+        s->xqn--;
+        s->flags[c] &= (uint8_t)~F_XQ;
+        if (!(s->flags[c] & F_HAVE) && s->cnt_same[c] == 0)
+            mark_xok(s, c);
+    }
+}
+
+/* Availability of |c| rose or fell by one holder (same-zone or not). */
+static void avail_change(struct shoal_sched *s, uint32_t c, bool same, int delta)
+{
+    bool listed = s->flags[c] & F_LISTED;
+    if (listed)
+        list_remove(s, c);
+    s->cnt[c] = (uint8_t)(s->cnt[c] + delta);
+    if (same)
+        s->cnt_same[c] = (uint8_t)(s->cnt_same[c] + delta);
+    if (listed)
+        list_insert(s, c);
+    if (delta > 0 && !same && s->cnt_same[c] == 0)
+        cross_arm(s, c);
+}
+
+/* Requests of |c| in flight, and whether |slot| has one. */
+static uint32_t req_copies(const struct shoal_sched *s, uint32_t c, uint32_t slot, bool *at_slot)
+{
+    uint32_t n = 0;
+    *at_slot = false;
+    for (uint32_t i = 0; i < s->nreq; i++) {
+        if (s->reqs[i].chunk != c)
+            continue;
+        n++;
+        if (s->reqs[i].slot == slot)
+            *at_slot = true;
+    }
+    return n;
+}
+
+/* |c| has no request or origin fetch left: list it again if still needed. */
+static void relist_if_needed(struct shoal_sched *s, uint32_t c)
+{
+    uint8_t f = s->flags[c];
+    if (f & (F_HAVE | F_REQ | F_ORIGIN | F_LISTED))
+        return;
+    list_insert(s, c);
+    if (f & F_XOK)
+        xok_push(s, c);
+    clear_stale(s, false);
+}
+
+static void req_drop(struct shoal_sched *s, uint32_t idx)
+{
+    struct req r = s->reqs[idx];
+    s->reqs[idx] = s->reqs[--s->nreq];
+    s->peers[r.slot].inflight--;
+    bool any = false;
+    for (uint32_t i = 0; i < s->nreq; i++)
+        if (s->reqs[i].chunk == r.chunk) {
+            any = true;
+            break;
+        }
+    if (!any) {
+        s->flags[r.chunk] &= (uint8_t)~F_REQ;
+        relist_if_needed(s, r.chunk);
+    }
+}
+
+static int req_find(const struct shoal_sched *s, uint32_t slot, uint32_t c)
+{
+    for (uint32_t i = 0; i < s->nreq; i++)
+        if (s->reqs[i].chunk == c && s->reqs[i].slot == slot)
+            return (int)i;
+    return -1;
+}
+
+/* We hold |c| now: take it off the lists, cancel outstanding requests. */
+static void got_chunk(struct shoal_sched *s, uint32_t c)
+{
+    if (s->flags[c] & F_HAVE)
+        return;
+    if (s->flags[c] & F_LISTED)
+        list_remove(s, c);
+    s->flags[c] |= F_HAVE;
+    s->nhave++;
+    if (s->flags[c] & F_REQ) {
+        for (uint32_t i = 0; i < s->nreq;) {
+            if (s->reqs[i].chunk == c) {
+                struct peer *p = &s->peers[s->reqs[i].slot];
+                (void)push_pending(s, SHOAL_SCHED_CANCEL, p->id, c, 1);
+                p->inflight--;
+                s->reqs[i] = s->reqs[--s->nreq];
+            } else {
+                i++;
+            }
+        }
+        s->flags[c] &= (uint8_t)~F_REQ;
+    }
+}
+
+static void update_depth(struct shoal_sched *s, struct peer *p)
+{
+    double bdp = p->thr * (double)p->rtt_ms / 1000.0 / s->avg_chunk;
+    double d = ceil(bdp) + 1.0;
+    if (d < s->cfg.min_depth)
+        d = s->cfg.min_depth;
+    if (d > s->cfg.max_depth)
+        d = s->cfg.max_depth;
+    p->depth = (uint32_t)d;
+}
+
+/* ---- lifecycle ---- */
+
+void shoal_sched_config_default(struct shoal_sched_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->seed = 1;
+    c->max_peers = 32;
+    c->min_depth = 2;
+    c->max_depth = 16;
+    c->cross_zone_delay_ms = 200;
+    c->endgame_dups = 2;
+    c->lease_chunks = 4;
+    c->max_leases = 1;
+    c->lease_retry_ms = 500;
+    c->busy_backoff_ms = 200;
+}
+
+void shoal_sched_free(struct shoal_sched *s)
+{
+    if (s == NULL)
+        return;
+    if (s->peers)
+        for (uint32_t i = 0; i < s->cfg.max_peers; i++)
+            free(s->peers[i].bits);
+    free(s->file_first);
+    free(s->flags);
+    free(s->cnt);
+    free(s->cnt_same);
+    free(s->tier);
+    free(s->nxt);
+    free(s->prv);
+    free(s->heads);
+    free(s->peers);
+    free(s->reqs);
+    free(s->pend);
+    free(s->xq);
+    free(s->xok);
+    free(s->leases);
+    free(s);
+}
+
+int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *cfg,
+                    const struct shoal_sched_release *rel)
+{
+    struct shoal_sched *s = NULL;
+    struct shoal_sched_config c;
+    int rv = -EINVAL;
+
+    if (cfg)
+        c = *cfg;
+    else
+        shoal_sched_config_default(&c);
+    if (out == NULL || rel == NULL || rel->nchunks == 0 || rel->nchunks > SHOAL_SCHED_CHUNKS_MAX)
+        goto fail;
+    if (c.max_peers == 0 || c.max_peers > SHOAL_SCHED_PEERS_MAX || c.min_depth == 0 ||
+        c.min_depth > c.max_depth || c.max_depth > SHOAL_SCHED_DEPTH_MAX)
+        goto fail;
+    if (rel->nfiles > SHOAL_SCHED_FILES_MAX || (rel->nfiles > 0 && rel->file_first == NULL))
+        goto fail;
+    for (uint32_t i = 0; i < rel->nfiles; i++) {
+        if (rel->file_first[i] >= rel->nchunks)
+            goto fail;
+        if (i == 0 ? rel->file_first[0] != 0 : rel->file_first[i] <= rel->file_first[i - 1])
+            goto fail;
+    }
+    if (c.endgame_dups == 0)
+        c.endgame_dups = 1;
+    if (c.lease_chunks == 0)
+        c.lease_chunks = 1;
+    if (c.max_leases == 0)
+        c.max_leases = 1;
+
+    rv = -ENOMEM;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto fail;
+    s->cfg = c;
+    s->nchunks = rel->nchunks;
+    s->nbytes_bits = (rel->nchunks + 7) / 8;
+    s->avg_chunk = rel->total_bytes ? (double)rel->total_bytes / rel->nchunks : 1048576.0;
+    s->nfiles = rel->nfiles;
+    s->nb = c.max_peers + 1;
+    size_t n = rel->nchunks;
+    s->file_first = rel->nfiles ? malloc(rel->nfiles * sizeof(uint32_t)) : NULL;
+    s->flags = calloc(n, 1);
+    s->cnt = calloc(n, 1);
+    s->cnt_same = calloc(n, 1);
+    s->tier = malloc(n);
+    s->nxt = malloc(n * sizeof(uint32_t));
+    s->prv = malloc(n * sizeof(uint32_t));
+    s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
+    s->peers = calloc(c.max_peers, sizeof(struct peer));
+    s->reqcap = c.max_peers * c.max_depth;
+    s->reqs = malloc(s->reqcap * sizeof(struct req));
+    s->leases = calloc(c.max_leases, sizeof(struct lease));
+    if ((rel->nfiles && s->file_first == NULL) || !s->flags || !s->cnt || !s->cnt_same ||
+        !s->tier || !s->nxt || !s->prv || !s->heads || !s->peers || !s->reqs || !s->leases)
+        goto fail;
+    if (rel->nfiles)
+        memcpy(s->file_first, rel->file_first, rel->nfiles * sizeof(uint32_t));
+    memset(s->tier, TIER_NORMAL, n);
+    for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
+        s->heads[i] = NIL;
+    uint64_t seed = c.seed;
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&seed);
+    s->xjitter_ms = c.cross_zone_delay_ms ? (uint32_t)(rng_next(s) % c.cross_zone_delay_ms) : 0;
+    for (uint32_t i = 0; i < rel->nchunks; i++)
+        list_insert(s, i);
+    *out = s;
+    return 0;
+fail:
+    shoal_sched_free(s);
+    return rv;
+}
+
+/* ---- peers ---- */
+
+int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, uint32_t rtt_ms)
+{
+    int rv = 0;
+    if (find_peer(s, peer) >= 0) {
+        rv = SHOAL_EEXIST;
+        goto out;
+    }
+    if (s->npeers >= s->cfg.max_peers) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    uint32_t i = 0;
+    while (s->peers[i].used)
+        i++;
+    uint8_t *bits = calloc(s->nbytes_bits, 1);
+    if (bits == NULL) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
+                                .rtt_ms = rtt_ms, .depth = s->cfg.min_depth};
+    s->npeers++;
+    if (same_zone)
+        s->nsame++;
+out:
+    return rv;
+}
+
+int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
+{
+    int i = find_peer(s, peer);
+    if (i < 0)
+        return SHOAL_ENOTFOUND;
+    struct peer *p = &s->peers[i];
+    for (uint32_t k = 0; k < s->nreq;) {
+        if (s->reqs[k].slot == (uint32_t)i)
+            req_drop(s, k);
+        else
+            k++;
+    }
+    if (p->nhave > 0) {
+        for (uint32_t c = 0; c < s->nchunks; c++)
+            if (bit_get(p->bits, c) && !(s->flags[c] & F_HAVE))
+                avail_change(s, c, p->same_zone, -1);
+    }
+    if (p->same_zone)
+        s->nsame--;
+    free(p->bits);
+    memset(p, 0, sizeof(*p));
+    s->npeers--;
+    clear_stale(s, false);
+    return 0;
+}
+
+static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
+{
+    bit_set(p->bits, c);
+    p->nhave++;
+    if (!(s->flags[c] & F_HAVE)) {
+        avail_change(s, c, p->same_zone, 1);
+        if (!(s->flags[c] & (F_REQ | F_ORIGIN)))
+            p->stale = false;
+    }
+}
+
+int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
+                              size_t nbytes)
+{
+    int i = find_peer(s, peer);
+    if (i < 0)
+        return SHOAL_ENOTFOUND;
+    if (nbytes != s->nbytes_bits || bits == NULL)
+        return SHOAL_EBADMSG;
+    struct peer *p = &s->peers[i];
+    for (uint32_t c = 0; c < s->nchunks; c++) {
+        bool had = bit_get(p->bits, c), has = bit_get(bits, c);
+        if (has && !had) {
+            peer_have_one(s, p, c);
+        } else if (had && !has) {
+            p->bits[c >> 3] &= (uint8_t)~(1u << (c & 7));
+            p->nhave--;
+            if (!(s->flags[c] & F_HAVE))
+                avail_change(s, c, p->same_zone, -1);
+        }
+    }
+    return 0;
+}
+
+int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
+{
+    int i = find_peer(s, peer);
+    if (i < 0)
+        return SHOAL_ENOTFOUND;
+    if (chunk >= s->nchunks)
+        return SHOAL_EBADMSG;
+    struct peer *p = &s->peers[i];
+    if (!bit_get(p->bits, chunk))
+        peer_have_one(s, p, chunk);
+    return 0;
+}
+
+int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
+{
+    int i = find_peer(s, peer);
+    if (i < 0)
+        return SHOAL_ENOTFOUND;
+    s->peers[i].rtt_ms = rtt_ms;
+    update_depth(s, &s->peers[i]);
+    return 0;
+}
+
+/* ---- outcomes ---- */
+
+int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk,
+                         uint64_t bytes, uint64_t duration_ms)
+{
+    int rv = 0;
+    if (chunk >= s->nchunks)
+        return SHOAL_EBADMSG;
+    s->now = now_ms;
+    int i = find_peer(s, peer);
+    int k = i >= 0 ? req_find(s, (uint32_t)i, chunk) : -1;
+    if (k >= 0) {
+        struct peer *p = &s->peers[i];
+        /* Remove this request first so got_chunk cancels only the others. */
+        s->reqs[k] = s->reqs[--s->nreq];
+        p->inflight--;
+        bool more;
+        if (req_copies(s, chunk, NIL, &more) == 0)
+            s->flags[chunk] &= (uint8_t)~F_REQ;
+        if (duration_ms > 0) {
+            double sample = (double)bytes * 1000.0 / (double)duration_ms;
+            p->thr = p->thr == 0 ? sample : 0.75 * p->thr + 0.25 * sample;
+            update_depth(s, p);
+        }
+    } else {
+        rv = SHOAL_ENOTFOUND;
+    }
+    got_chunk(s, chunk);
+    if (s->n_listed == 0)
+        clear_stale(s, false); /* endgame: freed slots may duplicate */
+    return rv;
+}
+
+int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer,
+                           uint32_t chunk, bool busy)
+{
+    s->now = now_ms;
+    int i = find_peer(s, peer);
+    int k = i >= 0 ? req_find(s, (uint32_t)i, chunk) : -1;
+    if (k < 0)
+        return SHOAL_ENOTFOUND;
+    if (busy)
+        s->peers[i].busy_until = now_ms + s->cfg.busy_backoff_ms;
+    req_drop(s, (uint32_t)k);
+    return 0;
+}
+
+int shoal_sched_chunk_obtained(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk)
+{
+    if (chunk >= s->nchunks)
+        return SHOAL_EBADMSG;
+    s->now = now_ms;
+    got_chunk(s, chunk);
+    return 0;
+}
+
+/* ---- origin ---- */
+
+int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
+                              uint32_t count, uint64_t expires_ms)
+{
+    (void)expires_ms; /* a late fetch still helps; the tracker may re-grant meanwhile */
+    s->now = now_ms;
+    s->lease_pending = false;
+    if (count == 0) {
+        s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
+        return 0;
+    }
+    if (first >= s->nchunks || count > s->nchunks - first)
+        return SHOAL_EBADMSG;
+    struct lease *l = NULL;
+    for (uint32_t i = 0; i < s->cfg.max_leases; i++)
+        if (!s->leases[i].used) {
+            l = &s->leases[i];
+            break;
+        }
+    if (l == NULL) {
+        /* More leases than we asked for: fetch nothing, give it back. */
+        (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, first, count);
+        return 0;
+    }
+    *l = (struct lease){.first = first, .count = count, .used = true};
+    uint32_t run_start = NIL;
+    for (uint32_t c = first; c <= first + count; c++) {
+        /* Only orphans are fetched: chunks held, requested or held by a
+         * peer come from the swarm (it has them, so the tracker may count
+         * them as fetched); a peer request that fails lists it again. */
+        bool want = c < first + count && !(s->flags[c] & (F_HAVE | F_REQ | F_ORIGIN)) &&
+                    s->cnt[c] == 0;
+        if (want) {
+            if (s->flags[c] & F_LISTED)
+                list_remove(s, c);
+            s->flags[c] |= F_ORIGIN;
+            l->pending++;
+            if (run_start == NIL)
+                run_start = c;
+        } else if (run_start != NIL) {
+            (void)push_pending(s, SHOAL_SCHED_ORIGIN_FETCH, 0, run_start, c - run_start);
+            run_start = NIL;
+        }
+    }
+    if (l->pending == 0) {
+        (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, first, count);
+        l->used = false;
+    }
+    return 0;
+}
+
+void shoal_sched_lease_failed(struct shoal_sched *s, uint64_t now_ms)
+{
+    s->now = now_ms;
+    s->lease_pending = false;
+    s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
+}
+
+int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk, bool ok)
+{
+    if (chunk >= s->nchunks)
+        return SHOAL_EBADMSG;
+    s->now = now_ms;
+    if (!(s->flags[chunk] & F_ORIGIN))
+        return 0;
+    s->flags[chunk] &= (uint8_t)~F_ORIGIN;
+    if (ok)
+        got_chunk(s, chunk);
+    else
+        relist_if_needed(s, chunk);
+    for (uint32_t i = 0; i < s->cfg.max_leases; i++) {
+        struct lease *l = &s->leases[i];
+        if (l->used && chunk >= l->first && chunk - l->first < l->count) {
+            if (--l->pending == 0) {
+                (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, l->first, l->count);
+                l->used = false;
+            }
+            break;
+        }
+    }
+    return 0;
+}
+
+/* ---- loader ---- */
+
+int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (files[i] >= s->nfiles)
+            return SHOAL_EBADMSG;
+    for (uint32_t c = 0; c < s->nchunks; c++) {
+        if (s->tier[c] == TIER_NORMAL)
+            continue;
+        bool listed = s->flags[c] & F_LISTED;
+        if (listed)
+            list_remove(s, c);
+        s->tier[c] = TIER_NORMAL;
+        if (listed)
+            list_insert(s, c);
+    }
+    /* Walk the order backwards so a file listed twice keeps its best rank. */
+    for (size_t i = n; i-- > 0;) {
+        uint32_t f = files[i];
+        uint32_t end = f + 1 < s->nfiles ? s->file_first[f + 1] : s->nchunks;
+        uint8_t t = (uint8_t)(i < TIER_NORMAL - 1 ? i : TIER_NORMAL - 1);
+        for (uint32_t c = s->file_first[f]; c < end; c++) {
+            bool listed = s->flags[c] & F_LISTED;
+            if (listed)
+                list_remove(s, c);
+            s->tier[c] = t;
+            if (listed)
+                list_insert(s, c);
+        }
+    }
+    clear_stale(s, false);
+    return 0;
+}
+
+/* ---- decisions ---- */
+
+/* The rarest listed chunk that same-zone peer |p| holds, best tier first. */
+static uint32_t pick_same(struct shoal_sched *s, const struct peer *p)
+{
+    for (uint32_t t = 0; t < NTIERS; t++) {
+        const uint32_t *h = s->heads + (size_t)t * s->nb;
+        for (uint32_t a = 1; a < s->nb; a++) {
+            uint32_t c0 = h[a];
+            if (c0 == NIL)
+                continue;
+            uint32_t c = c0;
+            do {
+                if (bit_get(p->bits, c))
+                    return c;
+                c = s->nxt[c];
+            } while (c != c0);
+        }
+    }
+    return NIL;
+}
+
+/* A cross-zone-eligible chunk that cross-zone peer |p| holds and no
+ * same-zone peer does. Drops entries that no longer qualify. */
+static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
+{
+    uint32_t best = NIL, best_tier = NTIERS;
+    for (uint32_t i = 0; i < s->nxok;) {
+        uint32_t c = s->xok[i];
+        if (!(s->flags[c] & F_LISTED)) {
+            s->flags[c] &= (uint8_t)~F_XV;
+            s->xok[i] = s->xok[--s->nxok];
+            continue;
+        }
+        if (s->cnt_same[c] == 0 && bit_get(p->bits, c) && s->tier[c] < best_tier) {
+            best = c;
+            best_tier = s->tier[c];
+            if (best_tier == 0)
+                break;
+        }
+        i++;
+    }
+    return best;
+}
+
+/* Endgame: an outstanding chunk (peer request or origin fetch) that |slot|
+ * holds, has fewer than endgame_dups copies and is not yet asked of it. */
+static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
+{
+    const struct peer *p = &s->peers[slot];
+    for (uint32_t i = 0; i < s->cfg.max_leases; i++) {
+        const struct lease *l = &s->leases[i];
+        if (!l->used)
+            continue;
+        for (uint32_t c = l->first; c < l->first + l->count; c++) {
+            bool at;
+            if ((s->flags[c] & F_ORIGIN) && !(s->flags[c] & F_HAVE) && bit_get(p->bits, c) &&
+                req_copies(s, c, slot, &at) + 1 < s->cfg.endgame_dups && !at)
+                return c;
+        }
+    }
+    for (uint32_t i = 0; i < s->nreq; i++) {
+        uint32_t c = s->reqs[i].chunk;
+        bool at;
+        if (bit_get(p->bits, c) && req_copies(s, c, slot, &at) < s->cfg.endgame_dups && !at)
+            return c;
+    }
+    return NIL;
+}
+
+size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
+                        size_t max)
+{
+    size_t n = 0;
+    s->now = now_ms;
+    while (n < max && s->pendhead < s->npend)
+        out[n++] = s->pend[s->pendhead++];
+    if (s->pendhead == s->npend)
+        s->pendhead = s->npend = 0;
+    cross_poll(s, now_ms);
+    if (s->nhave == s->nchunks || n == max)
+        goto out;
+
+    bool endgame = s->n_listed == 0;
+    bool pickable = s->n_listed > s->n_orphan;
+    if (pickable || endgame) {
+        uint32_t np = s->cfg.max_peers;
+        for (uint32_t k = 0; k < np && n < max; k++) {
+            uint32_t slot = (s->rr + k) % np;
+            struct peer *p = &s->peers[slot];
+            if (!p->used || p->stale || p->nhave == 0 || p->busy_until > now_ms)
+                continue;
+            while (n < max && p->inflight < p->depth && s->nreq < s->reqcap) {
+                uint32_t c = NIL;
+                bool dup = false;
+                if (s->n_listed > s->n_orphan)
+                    c = p->same_zone ? pick_same(s, p) : pick_cross(s, p);
+                if (c == NIL && s->n_listed == 0) {
+                    c = pick_endgame(s, slot);
+                    dup = true;
+                }
+                if (c == NIL) {
+                    p->stale = true;
+                    break;
+                }
+                if (!dup)
+                    list_remove(s, c);
+                s->flags[c] |= F_REQ;
+                s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot};
+                p->inflight++;
+                out[n++] = (struct shoal_sched_action){
+                    .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
+            }
+        }
+        s->rr = (s->rr + 1) % np;
+    }
+
+    if (n < max && s->n_orphan > 0 && !s->lease_pending && now_ms >= s->lease_retry_at) {
+        uint32_t held = 0;
+        for (uint32_t i = 0; i < s->cfg.max_leases; i++)
+            held += s->leases[i].used;
+        if (held < s->cfg.max_leases) {
+            uint32_t hint = 0;
+            for (uint32_t t = 0; t < NTIERS; t++)
+                if (s->heads[(size_t)t * s->nb] != NIL) {
+                    hint = s->heads[(size_t)t * s->nb];
+                    break;
+                }
+            s->lease_pending = true;
+            out[n++] = (struct shoal_sched_action){
+                .type = SHOAL_SCHED_LEASE_REQUEST, .chunk = hint, .count = s->cfg.lease_chunks};
+        }
+    }
+out:
+    return n;
+}
+
+uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
+{
+    uint64_t w = UINT64_MAX;
+    if (s->nhave == s->nchunks)
+        return w;
+    if (s->xqn > 0)
+        w = s->xq[s->xqhead].at;
+    if (s->n_orphan > 0 && !s->lease_pending && s->lease_retry_at > s->now &&
+        s->lease_retry_at < w)
+        w = s->lease_retry_at;
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
+        const struct peer *p = &s->peers[i];
+        if (p->used && p->busy_until > s->now && p->busy_until < w)
+            w = p->busy_until;
+    }
+    return w;
+}
+
+/* ---- state ---- */
+
+bool shoal_sched_have(const struct shoal_sched *s, uint32_t chunk)
+{
+    return chunk < s->nchunks && (s->flags[chunk] & F_HAVE);
+}
+
+uint32_t shoal_sched_have_count(const struct shoal_sched *s) { return s->nhave; }
+
+bool shoal_sched_complete(const struct shoal_sched *s) { return s->nhave == s->nchunks; }
+
+void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits)
+{
+    memset(bits, 0, s->nbytes_bits);
+    for (uint32_t c = 0; c < s->nchunks; c++)
+        if (s->flags[c] & F_HAVE)
+            bit_set(bits, c);
+}
+
+uint32_t shoal_sched_inflight(const struct shoal_sched *s) { return s->nreq; }

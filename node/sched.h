@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The chunk scheduler: the part of a node that decides what to fetch from
+ * whom. It is pure and deterministic: no sockets, no clock reads, no I/O.
+ * The caller hands it the time and events (peers coming and going, HAVE
+ * updates, requests finishing, origin leases) and asks it for actions
+ * (REQUEST a chunk from a peer, CANCEL one, ask the tracker for an origin
+ * LEASE, FETCH a leased span from the origin). The daemon's sockets and the
+ * simulator's fake links are two transports for the same decisions.
+ *
+ * Policy, in order of precedence:
+ *   - chunks of files the local loader waits for come first (the first two
+ *     files of its order get tiers of their own, the rest of its list share
+ *     a third tier, unwanted files come last);
+ *   - within a tier, rarest first among our peers, ties broken at random
+ *     (each availability bucket is a list into which chunks are inserted at
+ *     the head or the tail by a coin flip, so the pick is O(1) amortized);
+ *   - same-zone peers first: a chunk that only cross-zone peers hold becomes
+ *     fetchable from them after cross_zone_delay_ms (with jitter), unless a
+ *     same-zone peer got it in the meantime, so a zone usually imports each
+ *     chunk once;
+ *   - each peer gets as many requests in flight as fill its
+ *     bandwidth-delay product (measured throughput x RTT / average chunk
+ *     size, plus one, at least min_depth);
+ *   - endgame: once every missing chunk is requested, idle peers duplicate
+ *     outstanding requests (at most endgame_dups copies); the first copy
+ *     that arrives cancels the others;
+ *   - the origin is the last resort: while some missing chunk has no
+ *     holder among our peers, ask the tracker for a lease of up to
+ *     lease_chunks chunks starting near that chunk, and fetch the leased
+ *     span (adjacent missing chunks merged into one range) from the origin.
+ *
+ * Memory per instance is about 12 bytes per chunk plus one bitfield per
+ * peer (nchunks / 8 bytes): no per-chunk per-peer structures.
+ *
+ * Thread safety: none; one instance is driven by one thread.
+ */
+#ifndef SHOAL_SCHED_H
+#define SHOAL_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest release the scheduler accepts, in chunks. */
+#define SHOAL_SCHED_CHUNKS_MAX 16777216u
+/* Most peers one instance tracks (availability counts are 8-bit). */
+#define SHOAL_SCHED_PEERS_MAX 250u
+/* Deepest pipeline to one peer. */
+#define SHOAL_SCHED_DEPTH_MAX 64u
+/* Most files a release may have (for loader priorities). */
+#define SHOAL_SCHED_FILES_MAX 1048576u
+
+struct shoal_sched_config {
+    uint64_t seed;                 /* PRNG seed for tie-breaks and jitter */
+    uint32_t max_peers;            /* peers tracked at once (<= PEERS_MAX) */
+    uint32_t min_depth;            /* requests in flight per peer, at least */
+    uint32_t max_depth;            /* ... and at most */
+    uint32_t cross_zone_delay_ms;  /* wait before fetching cross-zone only chunks */
+    uint32_t endgame_dups;         /* copies of one request in endgame (>= 1) */
+    uint32_t lease_chunks;         /* chunks asked for per origin lease */
+    uint32_t max_leases;           /* origin leases held at once */
+    uint32_t lease_retry_ms;       /* wait after an empty or refused lease */
+    uint32_t busy_backoff_ms;      /* leave a peer alone after it said busy */
+};
+
+/* Defaults: seed 1, 32 peers, depth 2..16, cross-zone delay 200 ms, 2
+ * endgame copies, 4-chunk leases, 1 lease at a time, lease retry 500 ms,
+ * busy backoff 200 ms. */
+void shoal_sched_config_default(struct shoal_sched_config *c);
+
+/* What the scheduler is asked to fetch. |file_first| lists, for each of the
+ * |nfiles| files in manifest order, the index of its first chunk (strictly
+ * increasing from 0, each below nchunks; empty files are not listed). */
+struct shoal_sched_release {
+    uint32_t nchunks;
+    uint64_t total_bytes;          /* for the average chunk size */
+    uint32_t nfiles;
+    const uint32_t *file_first;    /* borrowed: copied by shoal_sched_new */
+};
+
+enum shoal_sched_action_type {
+    SHOAL_SCHED_REQUEST = 1,       /* ask |peer| for |chunk| */
+    SHOAL_SCHED_CANCEL,            /* withdraw the request for |chunk| at |peer| */
+    SHOAL_SCHED_LEASE_REQUEST,     /* ask the tracker for up to |count| chunks near |chunk| */
+    SHOAL_SCHED_ORIGIN_FETCH,      /* fetch [chunk, chunk+count) from the origin */
+    SHOAL_SCHED_LEASE_DONE,        /* tell the tracker lease [chunk, chunk+count) is done */
+};
+
+struct shoal_sched_action {
+    enum shoal_sched_action_type type;
+    uint64_t peer;                 /* REQUEST, CANCEL */
+    uint32_t chunk;                /* chunk, first chunk, or lease hint */
+    uint32_t count;                /* LEASE_REQUEST, ORIGIN_FETCH; else 1 */
+};
+
+struct shoal_sched;
+
+/*
+ * Creates a scheduler for |rel| with a copy of |cfg| (NULL: defaults) into
+ * |*out| (written only on success). We hold no chunk yet.
+ * Returns 0; -EINVAL (nchunks 0 or above SHOAL_SCHED_CHUNKS_MAX, bad file
+ * table, max_peers 0 or above SHOAL_SCHED_PEERS_MAX, min_depth 0 or above
+ * max_depth, max_depth above SHOAL_SCHED_DEPTH_MAX); -ENOMEM.
+ */
+int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *cfg,
+                    const struct shoal_sched_release *rel);
+/* Frees the instance; NULL is accepted. */
+void shoal_sched_free(struct shoal_sched *s);
+
+/* ---- peers ---- */
+
+/*
+ * Starts tracking peer |peer| (any caller-chosen id, unique among our
+ * peers), in our zone when |same_zone|, with round-trip time |rtt_ms|. The
+ * peer holds nothing until its bitfield or HAVEs arrive.
+ * Returns 0, SHOAL_EEXIST (id known) or SHOAL_ELIMIT (max_peers reached).
+ */
+int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, uint32_t rtt_ms);
+
+/* Forgets |peer|: its holdings no longer count and its outstanding requests
+ * are dropped (their chunks become requestable from others). No CANCEL is
+ * emitted; the transport already lost the connection. Returns 0 or
+ * SHOAL_ENOTFOUND. */
+int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer);
+
+/* Replaces |peer|'s holdings with the bitfield |bits| (|nbytes| bytes,
+ * chunk i is bit (i & 7) of byte i / 8; bits past nchunks are ignored).
+ * Returns 0, SHOAL_ENOTFOUND or SHOAL_EBADMSG (nbytes != ceil(nchunks/8)). */
+int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
+                              size_t nbytes);
+
+/* |peer| announces that it now holds |chunk|. Repeats are harmless.
+ * Returns 0, SHOAL_ENOTFOUND or SHOAL_EBADMSG (chunk out of range). */
+int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk);
+
+/* Updates |peer|'s round-trip time. Returns 0 or SHOAL_ENOTFOUND. */
+int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
+
+/* ---- request outcomes ---- */
+
+/*
+ * The request for |chunk| at |peer| delivered |bytes| (verified) after
+ * |duration_ms| since it was sent; we now hold the chunk. Duplicates
+ * still outstanding at other peers are queued for CANCEL. Also feeds the
+ * peer's throughput estimate. Returns 0, SHOAL_ENOTFOUND (no such
+ * request, e.g. already cancelled: the chunk is still taken) or
+ * SHOAL_EBADMSG.
+ */
+int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk,
+                         uint64_t bytes, uint64_t duration_ms);
+
+/* The request for |chunk| at |peer| failed (bad data, timeout); the chunk
+ * becomes requestable again. With |busy| the peer refused it for load and is
+ * left alone for busy_backoff_ms. Returns 0 or SHOAL_ENOTFOUND. */
+int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer,
+                           uint32_t chunk, bool busy);
+
+/* We obtained |chunk| some other way (local dedup copy, origin, a request
+ * made outside the scheduler). Outstanding peer requests for it are queued
+ * for CANCEL. Returns 0 or SHOAL_EBADMSG. */
+int shoal_sched_chunk_obtained(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk);
+
+/* ---- origin ---- */
+
+/*
+ * The tracker answered our LEASE_REQUEST: chunks [first, first+count) are
+ * ours to fetch from the origin until |expires_ms|. count 0 means nothing
+ * was free; the scheduler waits lease_retry_ms before asking again. The
+ * missing chunks of the span are turned into ORIGIN_FETCH actions, adjacent
+ * ones merged. The transport reports each arrival with
+ * shoal_sched_origin_done; once no chunk of the span is pending a
+ * LEASE_DONE action for the whole span follows (immediately when nothing
+ * needed fetching), which the transport forwards to the tracker.
+ * Returns 0 or SHOAL_EBADMSG (span out of range).
+ */
+int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
+                              uint32_t count, uint64_t expires_ms);
+
+/* The LEASE_REQUEST failed (tracker unreachable, refused). Retried after
+ * lease_retry_ms. */
+void shoal_sched_lease_failed(struct shoal_sched *s, uint64_t now_ms);
+
+/* Chunk |chunk| of an ORIGIN_FETCH arrived (|ok|) or failed (!|ok|: it
+ * becomes requestable again). Returns 0 or SHOAL_EBADMSG. */
+int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk, bool ok);
+
+/* ---- loader ---- */
+
+/* The local loader wants files |files| (indices into the release's file
+ * table) in this order, replacing any earlier order; n 0 clears it.
+ * Returns 0 or SHOAL_EBADMSG (an index out of range). */
+int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t n);
+
+/* ---- decisions ---- */
+
+/*
+ * Writes up to |max| actions due at |now_ms| to |out| and returns how many.
+ * Each REQUEST is recorded as in flight; call again (after the transport
+ * acted) until it returns fewer than |max|. Deterministic: the same events
+ * and times with the same seed give the same actions.
+ */
+size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
+                        size_t max);
+
+/* The earliest time at which shoal_sched_next may have something new to
+ * say without any new event (cross-zone delays, busy back-offs, lease
+ * retries), or UINT64_MAX. */
+uint64_t shoal_sched_wakeup(const struct shoal_sched *s);
+
+/* ---- state ---- */
+
+bool shoal_sched_have(const struct shoal_sched *s, uint32_t chunk);
+uint32_t shoal_sched_have_count(const struct shoal_sched *s);
+bool shoal_sched_complete(const struct shoal_sched *s);
+/* Copies our have-set as a bitfield (ceil(nchunks/8) bytes) to |bits|. */
+void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits);
+/* Requests in flight to peers (duplicates counted). */
+uint32_t shoal_sched_inflight(const struct shoal_sched *s);
+
+#endif

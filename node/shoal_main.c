@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/* `shoal`: the command-line tool. Thin: dispatch to the subcommands in cli*.c. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: shoal <command> [options]\n"
+    "\n"
+    "shoal moves a model release (a Hugging Face repo at one commit) across a fleet:\n"
+    "each VM's daemon, shoald, fetches signed, content-addressed chunks from peers\n"
+    "and only what no peer has from the Hub. This tool works with keys, manifests\n"
+    "and files directly.\n"
+    "\n"
+    "Keys and credentials:\n"
+    "  keygen FILE                    make an Ed25519 key pair: FILE (secret, mode 0600)\n"
+    "                                 and FILE.pub\n"
+    "  cred issue --cluster-key FILE --node PUBFILE --out FILE [--days N]\n"
+    "                                 sign a node's public key with the cluster key\n"
+    "                                 (default 30 days)\n"
+    "  cred verify --cluster-pub PUBFILE CREDFILE\n"
+    "                                 check a credential's signature, key and expiry\n"
+    "\n"
+    "Content addressing:\n"
+    "  chunk [--min N] [--avg N] [--max N] [--ids] FILE...\n"
+    "                                 cut files into content-defined chunks (defaults\n"
+    "                                 256K/1M/4M) and print counts, or every chunk id\n"
+    "  hash FILE...                   print sha256 and BLAKE2b-256 of whole files\n"
+    "\n"
+    "Manifests (one signed description of a release):\n"
+    "  manifest build DIR --repo ORG/NAME --commit SHA --key FILE --out FILE\n"
+    "                 [--dataset] [--min N --avg N --max N]\n"
+    "                                 chunk every file of a repo directory and sign\n"
+    "  manifest verify FILE --trust PUBFILE...\n"
+    "                                 check the signature against trusted publishers\n"
+    "  manifest show FILE [--trust PUBFILE] [--chunks]\n"
+    "                                 print what a manifest holds\n"
+    "\n"
+    "  help                           this text\n"
+    "\n"
+    "Sizes accept K, M, G suffixes (powers of 1024). Exit status: 0 success,\n"
+    "1 failure, 2 usage error.\n";
+
+struct cmd {
+    const char *name;
+    int (*fn)(int, char **);
+};
+
+static const struct cmd cmds[] = {
+    {"keygen", shoal_cmd_keygen},
+    {"cred", shoal_cmd_cred},
+    {"chunk", shoal_cmd_chunk},
+    {"hash", shoal_cmd_hash},
+    {"manifest", shoal_cmd_manifest},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name) == 0)
+            return cmds[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "shoal: unknown command '%s'\n\n%s", argv[1], usage);
+    return 2;
+}

@@ -1,0 +1,1612 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The chunk store of one release, laid out as the Hugging Face hub cache
+ * (see store.h for the on-disk picture and the guarantees).
+ *
+ * Files with the same sha256 share one blob, so the unit of filling and
+ * publishing is the blob: each has a "primary" file whose chunk list is
+ * authoritative, and other files with that sha256 (checked at open to have
+ * the same chunk list) become complete with it. A chunk id that occurs at
+ * several places is one group in |order| (chunk indices sorted by id); one
+ * put writes every place and marks the whole group.
+ *
+ * Locking: |mu| guards the bits, counters, blob states and dirty flags and
+ * the error text; it is never held across I/O. A blob's last chunk moves it
+ * to COMPLETING under |mu|, so exactly one thread hashes and publishes it
+ * (with no lock held) while puts for it are skipped. |flush_mu| serializes
+ * sidecar rewrites; |link_mu| serializes creating snapshot directories.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "hash.h"
+#include "hfcache.h"
+
+#define SIDECAR_MAGIC "SHOALSC\0"
+#define SIDECAR_VERSION 1u
+#define SIDECAR_HDR 48 /* magic 8, version 4, nchunks 4, manifest id 32 */
+#define FLUSH_EVERY_DEFAULT 256u
+#define HASH_BUF (1u << 20)
+/* A kept manifest larger than this is not read back for dedup. */
+#define KEPT_MANIFEST_MAX ((size_t)SHOAL_MF_MAX_BYTES_DEFAULT)
+
+enum blob_state { BLOB_INCOMPLETE, BLOB_COMPLETING, BLOB_DONE };
+
+struct blob {
+    uint32_t primary;   /* file whose chunk list fills this blob */
+    uint32_t remaining; /* unverified chunks of the primary file */
+    int fd;             /* read-write while filling; -1 when not open */
+    int state;          /* enum blob_state */
+    bool dirty;         /* written since its last fdatasync */
+};
+
+struct shoal_store {
+    const struct shoal_manifest *m;
+    unsigned flags;
+    uint32_t nfiles, nchunks, nblobs;
+    uint32_t max_len;   /* longest chunk of the release */
+    char *cache_dir;
+    char *repo_path;    /* <cache>/<models--org--name> */
+    char *branch;       /* NULL: no ref */
+    char idhex[2 * SHOAL_HASH_LEN + 1];
+    int cache_fd, repo_fd, blobs_fd, meta_fd, snap_fd;
+
+    uint32_t *file_blob; /* file -> blob */
+    struct blob *blobs;
+    uint32_t *order;     /* chunk indices sorted by (id, index) */
+    uint32_t *group;     /* chunk -> first position of its id in order */
+    size_t nbytes_bits;
+    uint8_t *bits;       /* verified chunks, MSB first */
+    uint8_t *flush_bits; /* snapshot written by flush (under flush_mu) */
+    int *flush_fds;      /* scratch for flush (under flush_mu) */
+
+    uint32_t count;
+    uint64_t bytes;
+    uint32_t since_flush, flush_every;
+    bool sidecar_dirty;
+    bool opening;        /* no callbacks until open returns */
+
+    shoal_store_file_cb on_file;
+    void *user;
+
+    pthread_mutex_t mu, flush_mu, link_mu;
+    char err[512];
+};
+
+static atomic_uint tmp_counter;
+
+/* ---- small helpers ---- */
+
+static int errno_rv(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? SHOAL_ENOSPC : -e;
+}
+
+static void set_err(struct shoal_store *s, const char *f, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_err(struct shoal_store *s, const char *f, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(&s->mu);
+    va_start(ap, f);
+    vsnprintf(s->err, sizeof s->err, f, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static inline bool bit_get(const uint8_t *b, uint32_t i)
+{
+    return (b[i >> 3] >> (7 - (i & 7))) & 1;
+}
+
+static inline void bit_set(uint8_t *b, uint32_t i)
+{
+    b[i >> 3] |= (uint8_t)(0x80u >> (i & 7));
+}
+
+static inline void bit_clear(uint8_t *b, uint32_t i)
+{
+    b[i >> 3] &= (uint8_t)~(0x80u >> (i & 7));
+}
+
+static const struct shoal_mf_chunk *chunk(const struct shoal_store *s, uint32_t i)
+{
+    return shoal_manifest_chunk(s->m, i);
+}
+
+static const struct shoal_mf_file *file(const struct shoal_store *s, uint32_t i)
+{
+    return shoal_manifest_file(s->m, i);
+}
+
+static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno_rv(errno);
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* Reads exactly |n| bytes; -EIO when the file ends first. */
+static int pread_all(int fd, uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO;
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno_rv(errno);
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* mkdir (if missing) and open a directory under |dirfd| without following
+ * a symlink, so nothing in the manifest or the cache can redirect writes. */
+static int mkdir_open(int dirfd, const char *name, int *out)
+{
+    int fd;
+
+    if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+        return errno_rv(errno);
+    fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP || errno == ENOTDIR ? SHOAL_EBADPATH : -errno;
+    *out = fd;
+    return 0;
+}
+
+/* Creates |path| and its parents (the user-given cache dir: symlinks in it
+ * are the user's business and are followed). */
+static int mkdir_p(const char *path)
+{
+    char buf[SHOAL_HF_PATH_MAX];
+    size_t n = strlen(path), i;
+
+    if (n == 0 || n >= sizeof buf)
+        return SHOAL_ELIMIT;
+    memcpy(buf, path, n + 1);
+    for (i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return errno_rv(errno);
+        buf[i] = i == n ? '\0' : '/';
+    }
+    return 0;
+}
+
+/* Walks the directories of relative |path| under |dirfd| (creating them),
+ * leaving the directory fd in |*dfd| and the last component in |*leaf|. */
+static int walk_dirs(int dirfd, const char *path, int *dfd, const char **leaf)
+{
+    char comp[NAME_MAX + 1];
+    const char *p = path, *slash;
+    int cur = -1, next;
+    int rv = 0;
+
+    cur = dup(dirfd);
+    if (cur < 0)
+        return -errno;
+    while ((slash = strchr(p, '/'))) {
+        size_t len = (size_t)(slash - p);
+        if (len == 0 || len > NAME_MAX) {
+            rv = SHOAL_EBADPATH;
+            goto out;
+        }
+        memcpy(comp, p, len);
+        comp[len] = '\0';
+        if ((rv = mkdir_open(cur, comp, &next)) < 0)
+            goto out;
+        close(cur);
+        cur = next;
+        p = slash + 1;
+    }
+    *leaf = p;
+    *dfd = cur;
+    cur = -1;
+out:
+    if (cur >= 0)
+        close(cur);
+    return rv;
+}
+
+/* Replaces |name| in |dfd| atomically with |len| bytes, durably. */
+static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t len)
+{
+    char tmp[NAME_MAX + 1];
+    int fd = -1;
+    int rv;
+
+    snprintf(tmp, sizeof tmp, ".shoal-tmp-%d-%u", (int)getpid(),
+             atomic_fetch_add(&tmp_counter, 1));
+    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rv = errno_rv(errno);
+        goto out;
+    }
+    if ((rv = write_all(fd, data, len)) < 0)
+        goto out;
+    if (fsync(fd) < 0) {
+        rv = errno_rv(errno);
+        goto out;
+    }
+    if (renameat(dfd, tmp, dfd, name) < 0) {
+        rv = errno_rv(errno);
+        goto out;
+    }
+    fsync(dfd);
+    rv = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rv < 0)
+        unlinkat(dfd, tmp, 0);
+    return rv;
+}
+
+/* sha256 of the first |size| bytes of |fd|. */
+static int hash_fd(int fd, uint64_t size, uint8_t out[SHOAL_HASH_LEN])
+{
+    struct shoal_sha256 sh;
+    uint8_t *buf;
+    uint64_t off = 0;
+    int rv = 0;
+
+    buf = malloc(HASH_BUF);
+    if (!buf)
+        return -ENOMEM;
+    shoal_sha256_init(&sh);
+    while (off < size) {
+        size_t n = size - off < HASH_BUF ? (size_t)(size - off) : HASH_BUF;
+        if ((rv = pread_all(fd, buf, n, off)) < 0)
+            goto out;
+        shoal_sha256_update(&sh, buf, n);
+        off += n;
+    }
+    shoal_sha256_final(&sh, out);
+out:
+    free(buf);
+    return rv;
+}
+
+/* Reserves |size| bytes for a blob, so a full disk shows up now and not
+ * halfway through a download. */
+static int preallocate(int fd, uint64_t size)
+{
+    int e;
+
+    if (size == 0)
+        return 0;
+    e = posix_fallocate(fd, 0, (off_t)size);
+    if (e == EOPNOTSUPP || e == EINVAL) {
+        /* Filesystems without fallocate: a sparse file still works. */
+        if (ftruncate(fd, (off_t)size) < 0)
+            return errno_rv(errno);
+        return 0;
+    }
+    return e ? errno_rv(e) : 0;
+}
+
+/* ---- grouping chunks by id, files by sha256 ---- */
+
+static int cmp_chunk_id(const void *a, const void *b, void *arg)
+{
+    const struct shoal_store *s = arg;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    int c = memcmp(chunk(s, x)->id, chunk(s, y)->id, SHOAL_HASH_LEN);
+
+    return c ? c : (x > y) - (x < y);
+}
+
+static int cmp_file_sha(const void *a, const void *b, void *arg)
+{
+    const struct shoal_store *s = arg;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    int c = memcmp(file(s, x)->sha256, file(s, y)->sha256, SHOAL_HASH_LEN);
+
+    return c ? c : (x > y) - (x < y);
+}
+
+/* Number of chunk indices sharing the id of the group starting at |g|. */
+static uint32_t group_len(const struct shoal_store *s, uint32_t g)
+{
+    const uint8_t *id = chunk(s, s->order[g])->id;
+    uint32_t k = g + 1;
+
+    while (k < s->nchunks && memcmp(chunk(s, s->order[k])->id, id, SHOAL_HASH_LEN) == 0)
+        k++;
+    return k - g;
+}
+
+static bool same_chunks(const struct shoal_store *s, uint32_t fa, uint32_t fb)
+{
+    const struct shoal_mf_file *a = file(s, fa), *b = file(s, fb);
+    uint32_t i;
+
+    if (a->size != b->size || a->nchunks != b->nchunks)
+        return false;
+    for (i = 0; i < a->nchunks; i++) {
+        const struct shoal_mf_chunk *x = chunk(s, a->first_chunk + i);
+        const struct shoal_mf_chunk *y = chunk(s, b->first_chunk + i);
+        if (x->len != y->len || memcmp(x->id, y->id, SHOAL_HASH_LEN) != 0)
+            return false;
+    }
+    return true;
+}
+
+static int build_index(struct shoal_store *s)
+{
+    uint32_t *byfile = NULL;
+    uint32_t i, k;
+    int rv = -ENOMEM;
+
+    s->file_blob = calloc(s->nfiles ? s->nfiles : 1, sizeof *s->file_blob);
+    s->blobs = calloc(s->nfiles ? s->nfiles : 1, sizeof *s->blobs);
+    s->order = calloc(s->nchunks ? s->nchunks : 1, sizeof *s->order);
+    s->group = calloc(s->nchunks ? s->nchunks : 1, sizeof *s->group);
+    byfile = calloc(s->nfiles ? s->nfiles : 1, sizeof *byfile);
+    if (!s->file_blob || !s->blobs || !s->order || !s->group || !byfile)
+        goto out;
+
+    for (i = 0; i < s->nfiles; i++)
+        byfile[i] = i;
+    qsort_r(byfile, s->nfiles, sizeof *byfile, cmp_file_sha, s);
+    s->nblobs = 0;
+    for (i = 0; i < s->nfiles; i++) {
+        uint32_t f = byfile[i];
+        if (i > 0 && memcmp(file(s, f)->sha256, file(s, byfile[i - 1])->sha256,
+                            SHOAL_HASH_LEN) == 0) {
+            uint32_t b = s->nblobs - 1;
+            if (!same_chunks(s, s->blobs[b].primary, f)) {
+                rv = SHOAL_EBADMSG;
+                set_err(s, "manifest lists %s and %s with one sha256 but different chunks",
+                        file(s, s->blobs[b].primary)->path, file(s, f)->path);
+                goto out;
+            }
+            s->file_blob[f] = b;
+            continue;
+        }
+        s->blobs[s->nblobs].primary = f;
+        s->blobs[s->nblobs].fd = -1;
+        s->file_blob[f] = s->nblobs++;
+    }
+
+    s->max_len = 0;
+    for (i = 0; i < s->nchunks; i++) {
+        s->order[i] = i;
+        if (chunk(s, i)->len > s->max_len)
+            s->max_len = chunk(s, i)->len;
+    }
+    qsort_r(s->order, s->nchunks, sizeof *s->order, cmp_chunk_id, s);
+    for (i = 0; i < s->nchunks; i = k) {
+        k = i + group_len(s, i);
+        for (uint32_t j = i; j < k; j++)
+            s->group[s->order[j]] = i;
+    }
+    rv = 0;
+out:
+    free(byfile);
+    return rv;
+}
+
+/* Position in |order| of the group holding |id|, or -1. */
+static int64_t find_group(const struct shoal_store *s, const uint8_t *id)
+{
+    uint32_t lo = 0, hi = s->nchunks;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (memcmp(chunk(s, s->order[mid])->id, id, SHOAL_HASH_LEN) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < s->nchunks && memcmp(chunk(s, s->order[lo])->id, id, SHOAL_HASH_LEN) == 0)
+        return lo;
+    return -1;
+}
+
+/* ---- verified bits (callers hold mu) ---- */
+
+static void mark(struct shoal_store *s, uint32_t i)
+{
+    if (bit_get(s->bits, i))
+        return;
+    bit_set(s->bits, i);
+    s->count++;
+    s->bytes += chunk(s, i)->len;
+    s->sidecar_dirty = true;
+}
+
+static void unmark(struct shoal_store *s, uint32_t i)
+{
+    if (!bit_get(s->bits, i))
+        return;
+    bit_clear(s->bits, i);
+    s->count--;
+    s->bytes -= chunk(s, i)->len;
+    s->sidecar_dirty = true;
+}
+
+/* Sets every file of blob |b| to the bits of its primary file and recounts
+ * what the primary still needs. */
+static void sync_blob_bits(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    uint32_t f, i, rem = 0;
+
+    for (i = 0; i < pf->nchunks; i++)
+        rem += !bit_get(s->bits, pf->first_chunk + i);
+    s->blobs[b].remaining = rem;
+    for (f = 0; f < s->nfiles; f++) {
+        const struct shoal_mf_file *ff = file(s, f);
+        if (s->file_blob[f] != b || f == s->blobs[b].primary)
+            continue;
+        for (i = 0; i < ff->nchunks; i++) {
+            if (bit_get(s->bits, pf->first_chunk + i))
+                mark(s, ff->first_chunk + i);
+            else
+                unmark(s, ff->first_chunk + i);
+        }
+    }
+}
+
+static void blob_set_all(struct shoal_store *s, uint32_t b, bool on)
+{
+    uint32_t f, i;
+
+    for (f = 0; f < s->nfiles; f++) {
+        const struct shoal_mf_file *ff = file(s, f);
+        if (s->file_blob[f] != b)
+            continue;
+        for (i = 0; i < ff->nchunks; i++) {
+            if (on)
+                mark(s, ff->first_chunk + i);
+            else
+                unmark(s, ff->first_chunk + i);
+        }
+    }
+    s->blobs[b].remaining = on ? 0 : file(s, s->blobs[b].primary)->nchunks;
+}
+
+/* ---- sidecar ---- */
+
+static size_t sidecar_size(const struct shoal_store *s)
+{
+    return SIDECAR_HDR + s->nbytes_bits + SHOAL_HASH_LEN;
+}
+
+static void sidecar_name(const struct shoal_store *s, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s.state", s->idhex);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* Loads the sidecar into s->bits when it is intact and for this manifest;
+ * anything else leaves the bits clear (the chunks are fetched again). */
+static void sidecar_load(struct shoal_store *s)
+{
+    char name[NAME_MAX + 1];
+    size_t want = sidecar_size(s);
+    uint8_t sum[SHOAL_HASH_LEN];
+    uint8_t *buf = NULL;
+    ssize_t n;
+    int fd;
+
+    sidecar_name(s, name, sizeof name);
+    fd = openat(s->meta_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        goto out;
+    buf = malloc(want + 1);
+    if (!buf)
+        goto out;
+    /* One byte more than expected, to notice a file that is too long. */
+    n = pread(fd, buf, want + 1, 0);
+    if (n != (ssize_t)want) {
+        set_err(s, "sidecar %s/.shoal/%s: wrong size, discarded", s->repo_path, name);
+        goto out;
+    }
+    shoal_chunk_id(sum, buf, want - SHOAL_HASH_LEN);
+    if (memcmp(buf, SIDECAR_MAGIC, 8) != 0 || get_le32(buf + 8) != SIDECAR_VERSION ||
+        get_le32(buf + 12) != s->nchunks ||
+        memcmp(buf + 16, shoal_manifest_id(s->m), SHOAL_HASH_LEN) != 0 ||
+        sodium_memcmp(sum, buf + want - SHOAL_HASH_LEN, SHOAL_HASH_LEN) != 0) {
+        set_err(s, "sidecar %s/.shoal/%s: bad header or checksum, discarded",
+                s->repo_path, name);
+        goto out;
+    }
+    for (uint32_t i = 0; i < s->nchunks; i++)
+        if (bit_get(buf + SIDECAR_HDR, i))
+            mark(s, i);
+out:
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+}
+
+int shoal_store_flush(struct shoal_store *s)
+{
+    char name[NAME_MAX + 1];
+    uint8_t *img = NULL;
+    size_t nfds = 0, i, size;
+    int rv = 0;
+
+    if (!s || (s->flags & SHOAL_STORE_MEMORY))
+        return 0;
+    pthread_mutex_lock(&s->flush_mu);
+    pthread_mutex_lock(&s->mu);
+    if (!s->sidecar_dirty) {
+        pthread_mutex_unlock(&s->mu);
+        goto out;
+    }
+    memcpy(s->flush_bits, s->bits, s->nbytes_bits);
+    for (i = 0; i < s->nblobs; i++) {
+        if (s->blobs[i].dirty && s->blobs[i].fd >= 0) {
+            s->flush_fds[nfds++] = s->blobs[i].fd;
+            s->blobs[i].dirty = false;
+        }
+    }
+    s->sidecar_dirty = false;
+    s->since_flush = 0;
+    pthread_mutex_unlock(&s->mu);
+
+    /* Data first: a bit on disk must never cover bytes that are not. */
+    for (i = 0; i < nfds; i++) {
+        if (fdatasync(s->flush_fds[i]) < 0) {
+            rv = errno_rv(errno);
+            set_err(s, "fdatasync of a blob in %s/blobs: %s", s->repo_path,
+                    shoal_strerror(rv));
+            goto requeue;
+        }
+    }
+    size = sidecar_size(s);
+    img = malloc(size);
+    if (!img) {
+        rv = -ENOMEM;
+        goto requeue;
+    }
+    memcpy(img, SIDECAR_MAGIC, 8);
+    put_le32(img + 8, SIDECAR_VERSION);
+    put_le32(img + 12, s->nchunks);
+    memcpy(img + 16, shoal_manifest_id(s->m), SHOAL_HASH_LEN);
+    memcpy(img + SIDECAR_HDR, s->flush_bits, s->nbytes_bits);
+    shoal_chunk_id(img + size - SHOAL_HASH_LEN, img, size - SHOAL_HASH_LEN);
+    sidecar_name(s, name, sizeof name);
+    if ((rv = write_atomic(s->meta_fd, name, img, size)) < 0) {
+        set_err(s, "writing sidecar %s/.shoal/%s: %s", s->repo_path, name,
+                shoal_strerror(rv));
+        goto requeue;
+    }
+    goto out;
+requeue:
+    /* Try again next time; blobs are all re-synced then. */
+    pthread_mutex_lock(&s->mu);
+    s->sidecar_dirty = true;
+    for (i = 0; i < s->nblobs; i++)
+        if (s->blobs[i].fd >= 0 && s->blobs[i].state == BLOB_INCOMPLETE)
+            s->blobs[i].dirty = true;
+    pthread_mutex_unlock(&s->mu);
+out:
+    pthread_mutex_unlock(&s->flush_mu);
+    free(img);
+    return rv;
+}
+
+/* ---- publishing ---- */
+
+static int open_snap_dir(struct shoal_store *s, int *fd)
+{
+    int snaps = -1;
+    int rv = 0;
+
+    pthread_mutex_lock(&s->link_mu);
+    if (s->snap_fd < 0) {
+        if ((rv = mkdir_open(s->repo_fd, "snapshots", &snaps)) < 0 ||
+            (rv = mkdir_open(snaps, shoal_manifest_commit(s->m), &s->snap_fd)) < 0)
+            goto out;
+    }
+    *fd = s->snap_fd;
+out:
+    pthread_mutex_unlock(&s->link_mu);
+    if (snaps >= 0)
+        close(snaps);
+    return rv;
+}
+
+/* Makes snapshots/<commit>/<path> a symlink to the blob: created under a
+ * temporary name and renamed over, so the entry never points anywhere
+ * else halfway. An existing correct link is left alone. */
+static int link_file(struct shoal_store *s, uint32_t fi)
+{
+    const struct shoal_mf_file *f = file(s, fi);
+    char target[SHOAL_HF_PATH_MAX], got[SHOAL_HF_PATH_MAX];
+    char tmp[NAME_MAX + 1];
+    const char *leaf;
+    int snap, dfd = -1;
+    ssize_t n;
+    int rv;
+
+    if ((rv = open_snap_dir(s, &snap)) < 0 ||
+        (rv = shoal_hf_link_target(target, sizeof target, f->path, f->sha256)) < 0 ||
+        (rv = walk_dirs(snap, f->path, &dfd, &leaf)) < 0)
+        goto out;
+    n = readlinkat(dfd, leaf, got, sizeof got - 1);
+    if (n >= 0) {
+        got[n] = '\0';
+        if (strcmp(got, target) == 0)
+            goto out;
+    }
+    snprintf(tmp, sizeof tmp, ".shoal-tmp-%d-%u", (int)getpid(),
+             atomic_fetch_add(&tmp_counter, 1));
+    if (symlinkat(target, dfd, tmp) < 0) {
+        rv = errno_rv(errno);
+        goto out;
+    }
+    if (renameat(dfd, tmp, dfd, leaf) < 0) {
+        rv = errno == EISDIR || errno == ENOTEMPTY ? SHOAL_EBADPATH : errno_rv(errno);
+        unlinkat(dfd, tmp, 0);
+        goto out;
+    }
+    fsync(dfd);
+out:
+    if (rv < 0)
+        set_err(s, "linking %s/snapshots/%s/%s: %s", s->repo_path,
+                shoal_manifest_commit(s->m), f->path, shoal_strerror(rv));
+    if (dfd >= 0)
+        close(dfd);
+    return rv;
+}
+
+static int write_ref(struct shoal_store *s)
+{
+    const char *commit = shoal_manifest_commit(s->m);
+    const char *leaf;
+    int refs = -1, dfd = -1;
+    int rv;
+
+    if (!s->branch || (s->flags & SHOAL_STORE_MEMORY))
+        return 0;
+    if ((rv = mkdir_open(s->repo_fd, "refs", &refs)) < 0 ||
+        (rv = walk_dirs(refs, s->branch, &dfd, &leaf)) < 0 ||
+        (rv = write_atomic(dfd, leaf, (const uint8_t *)commit, strlen(commit))) < 0)
+        set_err(s, "writing %s/refs/%s: %s", s->repo_path, s->branch, shoal_strerror(rv));
+    if (dfd >= 0)
+        close(dfd);
+    if (refs >= 0)
+        close(refs);
+    return rv;
+}
+
+static int publish_blob(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char inc[128], fin[128];
+    struct stat st;
+    uint32_t f;
+    int rv = 0, e;
+
+    if (s->flags & SHOAL_STORE_MEMORY) {
+        /* The loader maps these pages: make them immutable. */
+        if (fcntl(s->blobs[b].fd, F_ADD_SEALS,
+                  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+            rv = -errno;
+            set_err(s, "sealing the memfd of %s: %s", pf->path, shoal_strerror(rv));
+        }
+        goto out;
+    }
+    shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
+    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    /* Durable before it gets its final name: after a crash a blob under
+     * blobs/<sha> must hold the verified bytes, not zeros. */
+    if (fsync(s->blobs[b].fd) < 0) {
+        rv = errno_rv(errno);
+        set_err(s, "fsync of %s/%s (%s): %s", s->repo_path, inc, pf->path,
+                shoal_strerror(rv));
+        goto out;
+    }
+    if (renameat(s->repo_fd, inc, s->repo_fd, fin) < 0) {
+        e = errno;
+        /* Another release with this blob may have published it first. */
+        if (!(e == ENOENT && fstatat(s->repo_fd, fin, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+              S_ISREG(st.st_mode) && (uint64_t)st.st_size == pf->size)) {
+            rv = errno_rv(e);
+            set_err(s, "renaming %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
+            goto out;
+        }
+    }
+    fsync(s->blobs_fd);
+    for (f = 0; f < s->nfiles && rv == 0; f++)
+        if (s->file_blob[f] == b)
+            rv = link_file(s, f);
+out:
+    return rv;
+}
+
+static void notify(struct shoal_store *s, uint32_t b, int status)
+{
+    uint32_t f;
+
+    if (s->opening || !s->on_file)
+        return;
+    for (f = 0; f < s->nfiles; f++)
+        if (s->file_blob[f] == b)
+            s->on_file(s->user, f, status);
+}
+
+static bool all_done_locked(const struct shoal_store *s)
+{
+    for (uint32_t b = 0; b < s->nblobs; b++)
+        if (s->blobs[b].state != BLOB_DONE)
+            return false;
+    return true;
+}
+
+/* Called by the one thread that moved blob |b| to COMPLETING. */
+static int finish_blob(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    uint8_t sha[SHOAL_HASH_LEN];
+    char want[65], got[65];
+    bool all = false;
+    int rv;
+
+    if ((rv = hash_fd(s->blobs[b].fd, pf->size, sha)) < 0) {
+        set_err(s, "reading back %s for its sha256: %s", pf->path, shoal_strerror(rv));
+        goto fail;
+    }
+    if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
+        shoal_hex(want, pf->sha256, SHOAL_HASH_LEN);
+        shoal_hex(got, sha, SHOAL_HASH_LEN);
+        set_err(s, "%s of %s@%s: sha256 is %s, manifest says %s", pf->path,
+                shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m), got, want);
+        pthread_mutex_lock(&s->mu);
+        blob_set_all(s, b, false);
+        s->blobs[b].state = BLOB_INCOMPLETE;
+        pthread_mutex_unlock(&s->mu);
+        rv = SHOAL_EBADHASH;
+        notify(s, b, rv);
+        goto out;
+    }
+    if ((rv = publish_blob(s, b)) < 0)
+        goto fail;
+    pthread_mutex_lock(&s->mu);
+    s->blobs[b].state = BLOB_DONE;
+    all = all_done_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    notify(s, b, 0);
+    if (all) {
+        write_ref(s);
+        shoal_store_flush(s);
+    }
+    goto out;
+fail:
+    /* The bytes are verified but not published; a later open retries. */
+    pthread_mutex_lock(&s->mu);
+    s->blobs[b].state = BLOB_INCOMPLETE;
+    pthread_mutex_unlock(&s->mu);
+    notify(s, b, rv);
+out:
+    return rv;
+}
+
+/* ---- open ---- */
+
+/* Re-hashes every chunk of blob |b|'s primary file and sets bits to match. */
+static int rescan_blob(struct shoal_store *s, uint32_t b, uint8_t *buf)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    uint8_t id[SHOAL_HASH_LEN];
+    uint32_t i;
+    int rv;
+
+    for (i = 0; i < pf->nchunks; i++) {
+        const struct shoal_mf_chunk *c = chunk(s, pf->first_chunk + i);
+        if ((rv = pread_all(s->blobs[b].fd, buf, c->len, c->offset)) < 0)
+            return rv;
+        shoal_chunk_id(id, buf, c->len);
+        pthread_mutex_lock(&s->mu);
+        if (memcmp(id, c->id, SHOAL_HASH_LEN) == 0)
+            mark(s, pf->first_chunk + i);
+        else
+            unmark(s, pf->first_chunk + i);
+        pthread_mutex_unlock(&s->mu);
+    }
+    return 0;
+}
+
+/* Takes a published blob that failed its sha256 back to incomplete: links
+ * first, so no snapshot entry points at bad bytes. */
+static int unpublish(struct shoal_store *s, uint32_t b, const char *inc, const char *fin)
+{
+    char rel[SHOAL_HF_PATH_MAX];
+    uint32_t f;
+
+    for (f = 0; f < s->nfiles; f++) {
+        if (s->file_blob[f] != b)
+            continue;
+        if (shoal_hf_snapshot_path(rel, sizeof rel, shoal_manifest_commit(s->m),
+                                   file(s, f)->path) == 0)
+            unlinkat(s->repo_fd, rel, 0);
+    }
+    if (renameat(s->repo_fd, fin, s->repo_fd, inc) < 0)
+        return errno_rv(errno);
+    return 0;
+}
+
+static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char inc[128], fin[128];
+    uint8_t sha[SHOAL_HASH_LEN];
+    struct stat st;
+    bool rescan = (s->flags & SHOAL_STORE_VERIFY) != 0;
+    uint32_t f;
+    int fd = -1;
+    int rv;
+
+    shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
+    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+
+    if (fstatat(s->repo_fd, fin, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size == pf->size) {
+        fd = openat(s->repo_fd, fin, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            rv = -errno;
+            set_err(s, "opening %s/%s: %s", s->repo_path, fin, shoal_strerror(rv));
+            goto out;
+        }
+        if (rescan) {
+            if ((rv = hash_fd(fd, pf->size, sha)) < 0)
+                goto out;
+            if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
+                close(fd);
+                fd = -1;
+                if ((rv = unpublish(s, b, inc, fin)) < 0) {
+                    set_err(s, "taking back corrupt %s/%s: %s", s->repo_path, fin,
+                            shoal_strerror(rv));
+                    goto out;
+                }
+                goto incomplete;
+            }
+        }
+        s->blobs[b].fd = fd;
+        fd = -1;
+        pthread_mutex_lock(&s->mu);
+        blob_set_all(s, b, true);
+        s->blobs[b].state = BLOB_DONE;
+        pthread_mutex_unlock(&s->mu);
+        /* Found by hash from another release, or a crash before the links. */
+        for (f = 0; f < s->nfiles; f++)
+            if (s->file_blob[f] == b && (rv = link_file(s, f)) < 0)
+                goto out;
+        rv = 0;
+        goto out;
+    }
+
+incomplete:
+    fd = openat(s->repo_fd, inc, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
+        set_err(s, "opening %s/%s for %s: %s", s->repo_path, inc, pf->path,
+                shoal_strerror(rv));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rv = SHOAL_EBADPATH;
+        set_err(s, "%s/%s is not a regular file", s->repo_path, inc);
+        goto out;
+    }
+    if ((uint64_t)st.st_size != pf->size) {
+        /* New, or not the file the sidecar talks about: trust none of it. */
+        pthread_mutex_lock(&s->mu);
+        blob_set_all(s, b, false);
+        pthread_mutex_unlock(&s->mu);
+        if ((uint64_t)st.st_size > pf->size && ftruncate(fd, (off_t)pf->size) < 0) {
+            rv = errno_rv(errno);
+            goto prealloc_fail;
+        }
+        if ((rv = preallocate(fd, pf->size)) < 0)
+            goto prealloc_fail;
+    }
+    s->blobs[b].fd = fd;
+    fd = -1;
+    if (rescan && (rv = rescan_blob(s, b, buf)) < 0) {
+        set_err(s, "re-verifying %s: %s", pf->path, shoal_strerror(rv));
+        goto out;
+    }
+    pthread_mutex_lock(&s->mu);
+    sync_blob_bits(s, b);
+    s->blobs[b].state = s->blobs[b].remaining == 0 ? BLOB_COMPLETING : BLOB_INCOMPLETE;
+    pthread_mutex_unlock(&s->mu);
+    rv = 0;
+    goto out;
+prealloc_fail:
+    set_err(s, "preallocating %llu bytes for %s at %s/%s: %s",
+            (unsigned long long)pf->size, pf->path, s->repo_path, inc, shoal_strerror(rv));
+out:
+    if (fd >= 0)
+        close(fd);
+    return rv;
+}
+
+static int open_blob_memory(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char name[40];
+    int fd, rv;
+
+    snprintf(name, sizeof name, "shoal-%02x%02x%02x%02x", pf->sha256[0], pf->sha256[1],
+             pf->sha256[2], pf->sha256[3]);
+    fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        rv = -errno;
+        set_err(s, "memfd for %s: %s", pf->path, shoal_strerror(rv));
+        goto out;
+    }
+    if ((rv = preallocate(fd, pf->size)) < 0) {
+        set_err(s, "reserving %llu bytes of memory for %s: %s",
+                (unsigned long long)pf->size, pf->path, shoal_strerror(rv));
+        goto out;
+    }
+    s->blobs[b].fd = fd;
+    fd = -1;
+    pthread_mutex_lock(&s->mu);
+    s->blobs[b].remaining = pf->nchunks;
+    s->blobs[b].state = pf->nchunks == 0 ? BLOB_COMPLETING : BLOB_INCOMPLETE;
+    pthread_mutex_unlock(&s->mu);
+out:
+    if (fd >= 0)
+        close(fd);
+    return rv;
+}
+
+static int keep_manifest(struct shoal_store *s, const uint8_t *p, size_t n)
+{
+    char name[NAME_MAX + 1];
+    uint8_t id[SHOAL_HASH_LEN];
+    struct stat st;
+    int rv;
+
+    /* Only the bytes this manifest was parsed from may be kept. */
+    shoal_chunk_id(id, p, n);
+    if (memcmp(id, shoal_manifest_id(s->m), SHOAL_HASH_LEN) != 0) {
+        set_err(s, "manifest bytes given to the store do not hash to its id");
+        return SHOAL_EBADHASH;
+    }
+    snprintf(name, sizeof name, "%s.manifest", s->idhex);
+    if (fstatat(s->meta_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        (size_t)st.st_size == n)
+        return 0;
+    if ((rv = write_atomic(s->meta_fd, name, p, n)) < 0)
+        set_err(s, "keeping manifest at %s/.shoal/%s: %s", s->repo_path, name,
+                shoal_strerror(rv));
+    return rv;
+}
+
+static int open_dirs(struct shoal_store *s, const char *cache_dir)
+{
+    char folder[512];
+    size_t len;
+    int rv;
+
+    rv = shoal_hf_repo_folder(folder, sizeof folder, shoal_manifest_repo_type(s->m),
+                              shoal_manifest_repo_id(s->m));
+    if (rv < 0) {
+        set_err(s, "unusable repo id %s", shoal_manifest_repo_id(s->m));
+        return rv;
+    }
+    len = strlen(cache_dir) + 1 + strlen(folder) + 1;
+    s->cache_dir = strdup(cache_dir);
+    s->repo_path = malloc(len);
+    if (!s->cache_dir || !s->repo_path)
+        return -ENOMEM;
+    snprintf(s->repo_path, len, "%s/%s", cache_dir, folder);
+    if ((rv = mkdir_p(cache_dir)) < 0) {
+        set_err(s, "creating cache dir %s: %s", cache_dir, shoal_strerror(rv));
+        return rv;
+    }
+    s->cache_fd = open(cache_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->cache_fd < 0) {
+        rv = errno_rv(errno);
+        set_err(s, "opening cache dir %s: %s", cache_dir, shoal_strerror(rv));
+        return rv;
+    }
+    if ((rv = mkdir_open(s->cache_fd, folder, &s->repo_fd)) < 0 ||
+        (rv = mkdir_open(s->repo_fd, "blobs", &s->blobs_fd)) < 0 ||
+        (rv = mkdir_open(s->repo_fd, ".shoal", &s->meta_fd)) < 0) {
+        set_err(s, "creating %s/{blobs,.shoal}: %s", s->repo_path, shoal_strerror(rv));
+        return rv;
+    }
+    return 0;
+}
+
+int shoal_store_open(struct shoal_store **out, const char *cache_dir,
+                     const struct shoal_manifest *m,
+                     const struct shoal_store_opts *opts)
+{
+    struct shoal_store_opts none = {0};
+    struct shoal_store *s = NULL;
+    uint8_t *buf = NULL;
+    bool all = false;
+    uint32_t b;
+    int rv;
+
+    if (!opts)
+        opts = &none;
+    if (!out || !m || (!cache_dir && !(opts->flags & SHOAL_STORE_MEMORY)))
+        return -EINVAL;
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->cache_fd = s->repo_fd = s->blobs_fd = s->meta_fd = s->snap_fd = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->flush_mu, NULL);
+    pthread_mutex_init(&s->link_mu, NULL);
+    s->m = m;
+    s->flags = opts->flags;
+    s->on_file = opts->on_file;
+    s->user = opts->user;
+    s->flush_every = opts->flush_every ? opts->flush_every : FLUSH_EVERY_DEFAULT;
+    s->opening = true;
+    s->nfiles = shoal_manifest_nfiles(m);
+    s->nchunks = shoal_manifest_nchunks(m);
+
+    if (!shoal_manifest_id(m)) {
+        rv = SHOAL_EBADMSG;
+        set_err(s, "manifest of %s has no id (not signed or parsed)",
+                shoal_manifest_repo_id(m));
+        goto fail;
+    }
+    shoal_hex(s->idhex, shoal_manifest_id(m), SHOAL_HASH_LEN);
+    if (opts->branch && !(opts->flags & SHOAL_STORE_MEMORY)) {
+        if (!shoal_hf_branch_ok(opts->branch)) {
+            rv = SHOAL_EBADPATH;
+            set_err(s, "unusable branch name %s", opts->branch);
+            goto fail;
+        }
+        if (!(s->branch = strdup(opts->branch))) {
+            rv = -ENOMEM;
+            goto fail;
+        }
+    }
+    s->nbytes_bits = ((size_t)s->nchunks + 7) / 8;
+    s->bits = calloc(s->nbytes_bits + 1, 1);
+    s->flush_bits = calloc(s->nbytes_bits + 1, 1);
+    s->flush_fds = calloc(s->nfiles + 1, sizeof *s->flush_fds);
+    if (!s->bits || !s->flush_bits || !s->flush_fds) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    if ((rv = build_index(s)) < 0)
+        goto fail;
+    buf = malloc(s->max_len ? s->max_len : 1);
+    if (!buf) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+
+    if (opts->flags & SHOAL_STORE_MEMORY) {
+        for (b = 0; b < s->nblobs; b++)
+            if ((rv = open_blob_memory(s, b)) < 0)
+                goto fail;
+    } else {
+        if ((rv = open_dirs(s, cache_dir)) < 0)
+            goto fail;
+        if (opts->manifest && (rv = keep_manifest(s, opts->manifest, opts->manifest_len)) < 0)
+            goto fail;
+        sidecar_load(s);
+        for (b = 0; b < s->nblobs; b++)
+            if ((rv = open_blob_disk(s, b, buf)) < 0)
+                goto fail;
+    }
+    /* A crash after a blob's last chunk but before it was published. A
+     * failure here (bad sha256, I/O) leaves the blob incomplete, not the
+     * open failed: the caller sees it in file_done and last_error. */
+    for (b = 0; b < s->nblobs; b++)
+        if (s->blobs[b].state == BLOB_COMPLETING)
+            finish_blob(s, b);
+    pthread_mutex_lock(&s->mu);
+    all = all_done_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    if (all)
+        write_ref(s);
+    /* Replace a stale or discarded sidecar now rather than at the first
+     * batch; a failure here shows again at the next flush. */
+    shoal_store_flush(s);
+    s->opening = false;
+    *out = s;
+    s = NULL;
+    rv = 0;
+    goto out;
+fail:
+    if (opts->err && opts->errlen)
+        snprintf(opts->err, opts->errlen, "%s", s->err[0] ? s->err : shoal_strerror(rv));
+    shoal_store_free(s);
+out:
+    free(buf);
+    return rv;
+}
+
+void shoal_store_free(struct shoal_store *s)
+{
+    uint32_t b;
+
+    if (!s)
+        return;
+    if (!s->opening)
+        shoal_store_flush(s);
+    if (s->blobs)
+        for (b = 0; b < s->nblobs; b++)
+            if (s->blobs[b].fd >= 0)
+                close(s->blobs[b].fd);
+    if (s->snap_fd >= 0)
+        close(s->snap_fd);
+    if (s->meta_fd >= 0)
+        close(s->meta_fd);
+    if (s->blobs_fd >= 0)
+        close(s->blobs_fd);
+    if (s->repo_fd >= 0)
+        close(s->repo_fd);
+    if (s->cache_fd >= 0)
+        close(s->cache_fd);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->flush_mu);
+    pthread_mutex_destroy(&s->link_mu);
+    free(s->file_blob);
+    free(s->blobs);
+    free(s->order);
+    free(s->group);
+    free(s->bits);
+    free(s->flush_bits);
+    free(s->flush_fds);
+    free(s->cache_dir);
+    free(s->repo_path);
+    free(s->branch);
+    free(s);
+}
+
+/* ---- chunks ---- */
+
+int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *data,
+                          uint32_t len)
+{
+    uint8_t id[SHOAL_HASH_LEN];
+    const struct shoal_mf_chunk *c;
+    uint32_t *claimed = NULL;
+    uint32_t nclaimed = 0, g, glen, k;
+    bool flush = false;
+    int rv = 0;
+
+    if (!s || idx >= s->nchunks)
+        return SHOAL_ENOTFOUND;
+    c = chunk(s, idx);
+    if (len != c->len || !data)
+        return SHOAL_EBADHASH;
+    shoal_chunk_id(id, data, len);
+    if (sodium_memcmp(id, c->id, SHOAL_HASH_LEN) != 0)
+        return SHOAL_EBADHASH;
+
+    g = s->group[idx];
+    glen = group_len(s, g);
+    claimed = malloc(glen * sizeof *claimed);
+    if (!claimed)
+        return -ENOMEM;
+
+    for (k = g; k < g + glen; k++) {
+        uint32_t j = s->order[k];
+        const struct shoal_mf_chunk *cj = chunk(s, j);
+        uint32_t b = s->file_blob[cj->file];
+        bool skip;
+        int fd;
+
+        /* Other files with this blob's sha256 get the bytes with it. */
+        if (s->blobs[b].primary != cj->file)
+            continue;
+        pthread_mutex_lock(&s->mu);
+        skip = s->blobs[b].state != BLOB_INCOMPLETE || bit_get(s->bits, j);
+        fd = s->blobs[b].fd;
+        pthread_mutex_unlock(&s->mu);
+        if (skip)
+            continue;
+        if ((rv = pwrite_all(fd, data, len, cj->offset)) < 0) {
+            char inc[128];
+
+            shoal_hf_blob_path(inc, sizeof inc, file(s, cj->file)->sha256, true);
+            set_err(s, "writing %u bytes at offset %llu of %s (%s/%s): %s", len,
+                    (unsigned long long)cj->offset, file(s, cj->file)->path,
+                    s->repo_path ? s->repo_path : "memory", inc, shoal_strerror(rv));
+            goto out;
+        }
+    }
+
+    pthread_mutex_lock(&s->mu);
+    for (k = g; k < g + glen; k++) {
+        uint32_t j = s->order[k];
+        const struct shoal_mf_chunk *cj = chunk(s, j);
+        uint32_t b = s->file_blob[cj->file];
+        struct blob *bl = &s->blobs[b];
+
+        if (bit_get(s->bits, j))
+            continue;
+        mark(s, j);
+        if (bl->primary != cj->file || bl->state != BLOB_INCOMPLETE)
+            continue;
+        bl->dirty = true;
+        if (--bl->remaining == 0) {
+            bl->state = BLOB_COMPLETING;
+            claimed[nclaimed++] = b;
+        }
+    }
+    if (++s->since_flush >= s->flush_every)
+        flush = true;
+    pthread_mutex_unlock(&s->mu);
+
+    /* A blob's secondary files were marked above; the primary's chunks in
+     * another blob (different file, same chunk) were marked too. */
+    for (k = 0; k < nclaimed; k++) {
+        pthread_mutex_lock(&s->mu);
+        sync_blob_bits(s, claimed[k]);
+        pthread_mutex_unlock(&s->mu);
+        finish_blob(s, claimed[k]);
+    }
+    if (flush)
+        shoal_store_flush(s);
+out:
+    free(claimed);
+    return rv;
+}
+
+int shoal_store_read_chunk(struct shoal_store *s, uint32_t idx, uint8_t *buf, uint32_t cap)
+{
+    const struct shoal_mf_chunk *c;
+    bool have;
+    int fd, rv;
+
+    if (!s || idx >= s->nchunks)
+        return SHOAL_ENOTFOUND;
+    c = chunk(s, idx);
+    if (cap < c->len) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    pthread_mutex_lock(&s->mu);
+    have = bit_get(s->bits, idx);
+    fd = s->blobs[s->file_blob[c->file]].fd;
+    pthread_mutex_unlock(&s->mu);
+    if (!have) {
+        rv = SHOAL_ENOTFOUND;
+        goto out;
+    }
+    /* Secondary files share the primary's offsets (checked at open). */
+    if ((rv = pread_all(fd, buf, c->len, c->offset)) == 0)
+        rv = (int)c->len;
+out:
+    return rv;
+}
+
+bool shoal_store_has(struct shoal_store *s, uint32_t idx)
+{
+    bool v;
+
+    if (!s || idx >= s->nchunks)
+        return false;
+    pthread_mutex_lock(&s->mu);
+    v = bit_get(s->bits, idx);
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+uint32_t shoal_store_count(struct shoal_store *s)
+{
+    uint32_t v;
+
+    pthread_mutex_lock(&s->mu);
+    v = s->count;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+uint64_t shoal_store_bytes(struct shoal_store *s)
+{
+    uint64_t v;
+
+    pthread_mutex_lock(&s->mu);
+    v = s->bytes;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+int shoal_store_bitfield(struct shoal_store *s, uint8_t *out, size_t cap)
+{
+    if (cap < s->nbytes_bits)
+        return SHOAL_ELIMIT;
+    pthread_mutex_lock(&s->mu);
+    memcpy(out, s->bits, s->nbytes_bits);
+    pthread_mutex_unlock(&s->mu);
+    return (int)s->nbytes_bits;
+}
+
+int shoal_store_find_chunk(struct shoal_store *s, const uint8_t id[32])
+{
+    int64_t g = find_group(s, id);
+
+    return g < 0 ? SHOAL_ENOTFOUND : (int)s->order[g];
+}
+
+bool shoal_store_file_done(struct shoal_store *s, uint32_t fi)
+{
+    bool v;
+
+    if (!s || fi >= s->nfiles)
+        return false;
+    pthread_mutex_lock(&s->mu);
+    v = s->blobs[s->file_blob[fi]].state == BLOB_DONE;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+bool shoal_store_complete(struct shoal_store *s)
+{
+    bool v;
+
+    pthread_mutex_lock(&s->mu);
+    v = all_done_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
+{
+    char path[128];
+    int nfd;
+
+    if (!shoal_store_file_done(s, fi))
+        return SHOAL_ENOTFOUND;
+    if (s->flags & SHOAL_STORE_MEMORY) {
+        /* A fresh read-only description of the same memfd (same pages). */
+        snprintf(path, sizeof path, "/proc/self/fd/%d", s->blobs[s->file_blob[fi]].fd);
+        nfd = open(path, O_RDONLY | O_CLOEXEC);
+    } else {
+        shoal_hf_blob_path(path, sizeof path, file(s, fi)->sha256, false);
+        nfd = openat(s->repo_fd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (nfd < 0)
+        return -errno;
+    *fd = nfd;
+    return 0;
+}
+
+int shoal_store_file_path(struct shoal_store *s, uint32_t fi, char *out, size_t cap)
+{
+    int n;
+
+    if ((s->flags & SHOAL_STORE_MEMORY) || !shoal_store_file_done(s, fi))
+        return SHOAL_ENOTFOUND;
+    n = snprintf(out, cap, "%s/snapshots/%s/%s", s->repo_path,
+                 shoal_manifest_commit(s->m), file(s, fi)->path);
+    return n < 0 || (size_t)n >= cap ? SHOAL_ELIMIT : 0;
+}
+
+void shoal_store_last_error(struct shoal_store *s, char *out, size_t cap)
+{
+    if (!cap)
+        return;
+    pthread_mutex_lock(&s->mu);
+    snprintf(out, cap, "%s", s->err);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- dedup from other releases in the cache ---- */
+
+/* Reads a whole small file under |dfd| (at most |max| bytes). */
+static int read_small(int dfd, const char *name, size_t max, uint8_t **out, size_t *n)
+{
+    struct stat st;
+    uint8_t *p = NULL;
+    int fd, rv;
+
+    fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0) {
+        rv = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > max) {
+        rv = SHOAL_ETOOBIG;
+        goto out;
+    }
+    p = malloc((size_t)st.st_size);
+    if (!p) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    if ((rv = pread_all(fd, p, (size_t)st.st_size, 0)) < 0)
+        goto out;
+    *out = p;
+    *n = (size_t)st.st_size;
+    p = NULL;
+out:
+    free(p);
+    close(fd);
+    return rv;
+}
+
+/* Copies what this store needs from the published blobs of manifest |om|
+ * (whose repo folder is |repo_fd|). */
+static int fill_from_manifest(struct shoal_store *s, const struct shoal_manifest *om,
+                              int repo_fd, uint8_t *buf, uint32_t *copied)
+{
+    char fin[128];
+    uint32_t nf = shoal_manifest_nfiles(om), i, k;
+    struct stat st;
+    int rv = 0;
+
+    for (i = 0; i < nf; i++) {
+        const struct shoal_mf_file *of = shoal_manifest_file(om, i);
+        int fd = -1;
+
+        for (k = 0; k < of->nchunks; k++) {
+            const struct shoal_mf_chunk *oc = shoal_manifest_chunk(om, of->first_chunk + k);
+            int64_t g = find_group(s, oc->id);
+            uint32_t idx;
+
+            if (g < 0)
+                continue;
+            idx = s->order[g];
+            if (shoal_store_has(s, idx) || oc->len != chunk(s, idx)->len)
+                continue;
+            if (fd < 0) {
+                shoal_hf_blob_path(fin, sizeof fin, of->sha256, false);
+                fd = openat(repo_fd, fin, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0)
+                    break;
+                if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+                    (uint64_t)st.st_size != of->size)
+                    break;
+            }
+            if (pread_all(fd, buf, oc->len, oc->offset) < 0)
+                break;
+            rv = shoal_store_put_chunk(s, idx, buf, oc->len);
+            if (rv == SHOAL_EBADHASH) {
+                rv = 0;
+                continue;
+            }
+            if (rv < 0)
+                break;
+            (*copied)++;
+        }
+        if (fd >= 0)
+            close(fd);
+        if (rv < 0)
+            break;
+    }
+    return rv;
+}
+
+static bool has_suffix(const char *name, const char *suf)
+{
+    size_t n = strlen(name), k = strlen(suf);
+
+    return n > k && strcmp(name + n - k, suf) == 0;
+}
+
+int shoal_store_fill_from_local(struct shoal_store *s, uint32_t *copied)
+{
+    DIR *top = NULL, *meta = NULL;
+    struct dirent *de, *me;
+    uint8_t *buf = NULL;
+    uint32_t n = 0;
+    int rv = 0, fd;
+
+    if (copied)
+        *copied = 0;
+    if (!s || (s->flags & SHOAL_STORE_MEMORY) || s->nchunks == 0)
+        return 0;
+    buf = malloc(s->max_len);
+    fd = dup(s->cache_fd);
+    if (!buf || fd < 0 || !(top = fdopendir(fd))) {
+        if (fd >= 0 && !top)
+            close(fd);
+        rv = buf ? -errno : -ENOMEM;
+        goto out;
+    }
+    while (rv == 0 && (de = readdir(top))) {
+        int repo_fd, meta_fd;
+
+        if (strncmp(de->d_name, "models--", 8) != 0 && strncmp(de->d_name, "datasets--", 10) != 0)
+            continue;
+        repo_fd = openat(s->cache_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (repo_fd < 0)
+            continue;
+        meta_fd = openat(repo_fd, ".shoal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (meta_fd < 0 || !(meta = fdopendir(meta_fd))) {
+            if (meta_fd >= 0)
+                close(meta_fd);
+            close(repo_fd);
+            continue;
+        }
+        while (rv == 0 && (me = readdir(meta))) {
+            struct shoal_manifest *om = NULL;
+            uint8_t *bytes = NULL;
+            size_t len = 0;
+
+            if (!has_suffix(me->d_name, ".manifest") ||
+                strncmp(me->d_name, s->idhex, sizeof s->idhex - 1) == 0)
+                continue;
+            if (read_small(dirfd(meta), me->d_name, KEPT_MANIFEST_MAX, &bytes, &len) == 0 &&
+                shoal_manifest_parse(&om, bytes, len, NULL, NULL) == 0)
+                rv = fill_from_manifest(s, om, repo_fd, buf, &n);
+            shoal_manifest_free(om);
+            free(bytes);
+        }
+        closedir(meta);
+        meta = NULL;
+        close(repo_fd);
+    }
+out:
+    if (top)
+        closedir(top);
+    free(buf);
+    if (copied)
+        *copied = n;
+    return rv;
+}

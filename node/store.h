@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The node's chunk store for one release (a parsed manifest). The store IS
+ * the Hugging Face cache: there is one copy on disk.
+ *
+ * Each distinct file (by sha256) is preallocated as
+ * <repo>/blobs/<sha256>.incomplete and filled in place with pwrite at its
+ * chunk offsets. Every chunk is checked against its id before it is written.
+ * When the last chunk of a file is in, the whole file is checked against the
+ * manifest's sha256, fsync'd, renamed to blobs/<sha256>, and linked as
+ * snapshots/<commit>/<path> -> ../../blobs/<sha256>; when every file is in,
+ * refs/<branch> is written. Nothing is ever visible under a final name
+ * before its bytes are verified and durable.
+ *
+ * Which chunks are verified is kept in a sidecar,
+ * <repo>/.shoal/<manifest id>.state, rewritten atomically (temp file, fsync,
+ * rename) after the data it covers has been fdatasync'd, and protected by a
+ * BLAKE2b checksum: a torn or stale sidecar is discarded (the chunks are
+ * fetched again), it never yields a wrong "verified" bit. The signed manifest
+ * can be kept next to it (<manifest id>.manifest) so other releases can find
+ * shared chunks locally (shoal_store_fill_from_local).
+ *
+ * Memory mode (SHOAL_STORE_MEMORY) keeps each file in a sealed-on-completion
+ * memfd instead: no cache layout, no sidecar, nothing survives the process;
+ * completed files are handed out with shoal_store_file_open.
+ *
+ * Threads: plain blocking I/O meant for worker threads. put_chunk,
+ * read_chunk, has, count, bitfield, file_done, flush and fill_from_local may
+ * be called concurrently from any threads on one store (concurrent puts of
+ * the same chunk are harmless too). open and free must not overlap anything
+ * else on the same store. Two stores for different releases may share a
+ * cache dir; two stores for the same release must not be open at once.
+ */
+#ifndef SHOAL_STORE_H
+#define SHOAL_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "manifest.h"
+
+struct shoal_store;
+
+enum shoal_store_flags {
+    /* At open, re-hash every chunk of every incomplete file (ignoring the
+     * sidecar, so it also recovers a lost sidecar) and the sha256 of every
+     * file found complete; a published file that fails is taken back to
+     * blobs/<sha>.incomplete and its chunks are checked one by one. Without
+     * it the sidecar and the published blobs are trusted. */
+    SHOAL_STORE_VERIFY = 1u << 0,
+    /* memfd-backed files; |cache_dir| is ignored and may be NULL. */
+    SHOAL_STORE_MEMORY = 1u << 1,
+};
+
+/* Called from the thread whose put_chunk (or fill_from_local) finished a
+ * file: |status| is 0 when file |file| is verified and published (or sealed
+ * in memory mode), SHOAL_EBADHASH when its sha256 did not match the manifest
+ * (its chunks are then unverified again), or a negative error from
+ * publishing (SHOAL_ENOSPC, -EACCES, ...: the file stays incomplete and a
+ * later open retries). Not called for files found complete at open. Must not
+ * call back into the store except the read-only queries (has, count,
+ * bitfield, file_done, complete, file_open, file_path, last_error). */
+typedef void (*shoal_store_file_cb)(void *user, uint32_t file, int status);
+
+struct shoal_store_opts {
+    unsigned flags;              /* enum shoal_store_flags */
+    const char *branch;          /* refs/<branch> gets the commit once the
+                                  * release is complete; NULL: no ref */
+    const uint8_t *manifest;     /* signed manifest bytes to keep in the cache
+                                  * for dedup by later releases; NULL: none */
+    size_t manifest_len;
+    uint32_t flush_every;        /* sidecar rewrite after this many newly
+                                  * verified chunks; 0: 256 */
+    shoal_store_file_cb on_file; /* may be NULL */
+    void *user;                  /* passed to on_file */
+    char *err;                   /* when open fails, a message naming the path
+                                  * is written here (NUL-terminated); may be NULL */
+    size_t errlen;
+};
+
+/*
+ * Opens (creating as needed) the store of release |m| in |cache_dir|
+ * (see shoal_hf_cache_dir; created if missing), preallocates incomplete
+ * files, reloads the sidecar, and finishes any file whose chunks are all in
+ * (a crash between the last chunk and publishing). Files already published
+ * in the cache, by this release or by another one holding the same blob,
+ * count as complete at once; so do empty files once their (empty) blob is
+ * checked and published.
+ *
+ * |m| is borrowed and must outlive the store; it must have an id (signed or
+ * parsed). |opts| may be NULL (defaults); its strings and bytes are only read
+ * during the call. Writes |*out| only on success.
+ *
+ * Returns 0; SHOAL_EBADMSG when |m| has no id or lists two files with one
+ * sha256 but different sizes or chunk lists; SHOAL_EBADPATH for an unusable
+ * repo id or branch, or when a path component in the cache is a symlink or
+ * not a directory; SHOAL_ENOSPC when the disk cannot hold the preallocated
+ * files; -ENOMEM; or another negated errno (-EACCES, -EROFS, -EFBIG, ...).
+ * On failure nothing is published, and what was preallocated stays as
+ * *.incomplete for a later attempt.
+ */
+int shoal_store_open(struct shoal_store **out, const char *cache_dir,
+                     const struct shoal_manifest *m,
+                     const struct shoal_store_opts *opts);
+
+/* Flushes the sidecar, closes every file and frees the store. NULL is fine.
+ * A release that is not complete stays resumable. */
+void shoal_store_free(struct shoal_store *s);
+
+/*
+ * Stores chunk |idx| of the release. The bytes are hashed first: when
+ * BLAKE2b-256 of |data| is not the manifest's id for |idx| (or |len| is not
+ * its length) it returns SHOAL_EBADHASH and writes nothing. Otherwise the
+ * bytes are written at every place this chunk id occurs in the release (the
+ * same chunk in several files or offsets is stored from one put), all those
+ * indices become verified, and each file that this completes is checked and
+ * published before the call returns (see shoal_store_file_cb). Storing a
+ * chunk already verified returns 0 and writes nothing. |data| is borrowed.
+ *
+ * Returns 0; SHOAL_EBADHASH; SHOAL_ENOTFOUND for |idx| out of range;
+ * SHOAL_ENOSPC or a negated errno when writing failed (the chunk stays
+ * unverified; see shoal_store_last_error for the path).
+ */
+int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx,
+                          const uint8_t *data, uint32_t len);
+
+/* Reads verified chunk |idx| into |buf| (|cap| bytes) for serving. Returns
+ * the chunk length (> 0); SHOAL_ENOTFOUND when |idx| is out of range or not
+ * verified; SHOAL_ELIMIT when |cap| is smaller than the chunk; a negated
+ * errno; or -EIO when the file is shorter than the manifest says. The bytes
+ * are not re-hashed here: receivers verify every chunk. */
+int shoal_store_read_chunk(struct shoal_store *s, uint32_t idx, uint8_t *buf,
+                           uint32_t cap);
+
+/* True when chunk |idx| is verified (false when out of range). */
+bool shoal_store_has(struct shoal_store *s, uint32_t idx);
+
+/* Number of verified chunks, and their total bytes. */
+uint32_t shoal_store_count(struct shoal_store *s);
+uint64_t shoal_store_bytes(struct shoal_store *s);
+
+/* Copies the verified set as a bitfield: chunk i is bit (7 - i % 8) of byte
+ * i / 8 (most significant bit first, as in HAVE messages); bits past the last
+ * chunk are zero. Needs (nchunks + 7) / 8 bytes. Returns that length, or
+ * SHOAL_ELIMIT when |cap| is too small. */
+int shoal_store_bitfield(struct shoal_store *s, uint8_t *out, size_t cap);
+
+/* Index of the first chunk of the release whose id is |id| (a put of any
+ * index with that id stores and verifies them all), or SHOAL_ENOTFOUND. Use
+ * it to map a REQUEST by id to an index for read_chunk. */
+int shoal_store_find_chunk(struct shoal_store *s, const uint8_t id[32]);
+
+/* True when file |file| is verified and published (sealed in memory mode). */
+bool shoal_store_file_done(struct shoal_store *s, uint32_t file);
+/* True when every file of the release is done. */
+bool shoal_store_complete(struct shoal_store *s);
+
+/* Opens a new read-only descriptor (O_CLOEXEC) on completed file |file|, for
+ * handing to a loader; the caller owns and closes it. Returns 0,
+ * SHOAL_ENOTFOUND when the file is out of range or not complete, or a
+ * negated errno. */
+int shoal_store_file_open(struct shoal_store *s, uint32_t file, int *fd);
+
+/* Writes the absolute path of completed file |file| in the cache
+ * (<cache>/<repo>/snapshots/<commit>/<path>). Returns 0, SHOAL_ENOTFOUND
+ * when it is not complete or the store is in memory mode, or SHOAL_ELIMIT. */
+int shoal_store_file_path(struct shoal_store *s, uint32_t file, char *out,
+                          size_t cap);
+
+/*
+ * Looks through the signed manifests kept in |cache_dir| (every repo's
+ * .shoal/<id>.manifest) for published blobs holding chunks this release still
+ * needs, and copies them in (pread, verify, pwrite through put_chunk) instead
+ * of downloading them. Manifests that fail to parse and blobs that are
+ * missing or wrong are skipped: every copied chunk is verified. Writes the
+ * number of chunks copied to |*copied| (may be NULL). Returns 0, -ENOMEM, or
+ * the first write error (SHOAL_ENOSPC, -errno); does nothing in memory mode.
+ */
+int shoal_store_fill_from_local(struct shoal_store *s, uint32_t *copied);
+
+/* Rewrites the sidecar now if anything changed since the last time: data
+ * files are fdatasync'd first, so every bit it records is durable. Returns 0
+ * or a negated errno / SHOAL_ENOSPC. */
+int shoal_store_flush(struct shoal_store *s);
+
+/* Copies the most recent error message (which file or path, what failed) to
+ * |out| (NUL-terminated, truncated to |cap|); empty when none. */
+void shoal_store_last_error(struct shoal_store *s, char *out, size_t cap);
+
+#endif

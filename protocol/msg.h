@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Every message shoal sends, node<->node, node<->tracker and on the loader
+ * socket, as one tagged struct, with a strict decoder and an encoder.
+ *
+ * A frame body (frame.h) is a msgpack array [type, fields...]. Decoding
+ * allocates nothing: byte and string fields are (pointer, length) views into
+ * the body, so the decoded message is valid only while the body is; 32- and
+ * 64-byte keys, ids and signatures are copied into the struct; lists are
+ * fixed-capacity arrays in the struct with the maxima below, except the
+ * loader's file order (up to 100,000 paths), which is validated in full but
+ * kept as a lazy view and walked with shoal_msg_paths_next().
+ *
+ * Credentials and manifests travel as opaque bin fields: this module checks
+ * only their size; their own decoders verify them.
+ *
+ * Validation (shoal_msg_decode):
+ *   - the type must be known;
+ *   - each field must have the listed msgpack type (SHOAL_ETYPE), lengths,
+ *     counts and values must be within the limits below (SHOAL_ETOOBIG);
+ *     keys and signatures must be exactly 32/64 bytes (SHOAL_EBADMSG);
+ *   - strings must be UTF-8 without NUL bytes; addresses must read
+ *     "host:port" with a port in 1..65535; repo/path/release strings must be
+ *     non-empty (SHOAL_EBADMSG);
+ *   - per-type rules noted beside each message (SHOAL_EBADMSG);
+ *   - forward compatibility: a message array, or a list element array, may
+ *     carry up to SHOAL_MSG_EXTRA_MAX fields after the ones listed here (a
+ *     newer peer appends fields); they are skipped. Fewer fields than listed
+ *     is SHOAL_EPROTO;
+ *   - nothing may follow the top-level array (SHOAL_EPROTO).
+ */
+#ifndef SHOAL_MSG_H
+#define SHOAL_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* ---- limits ---- */
+#define SHOAL_MSG_KEY_LEN 32u           /* node keys, ids, nonces, hashes */
+#define SHOAL_MSG_SIG_LEN 64u           /* Ed25519 signatures */
+#define SHOAL_MSG_CRED_MAX 512u
+#define SHOAL_MSG_ZONE_MAX 64u
+#define SHOAL_MSG_ADDR_MAX 128u         /* "host:port" */
+#define SHOAL_MSG_REASON_MAX 512u       /* BYE reason */
+#define SHOAL_MSG_NCHUNKS_MAX 16777216u /* chunks in one bitfield */
+#define SHOAL_MSG_RAW_MAX (64u << 20)   /* CHUNK raw_len */
+#define SHOAL_MSG_PAYLOAD_MAX ((64u << 20) + 1024u)
+#define SHOAL_MSG_MANIFEST_MAX (64u << 20)
+#define SHOAL_MSG_REPO_MAX 256u         /* "org/name@commit" */
+#define SHOAL_MSG_ANNOUNCE_MAX 256u
+#define SHOAL_MSG_DESIRED_MAX 64u
+#define SHOAL_MSG_PEERS_MAX 256u
+#define SHOAL_MSG_ERROR_MAX 512u        /* ERROR and LOADER_ERROR message */
+#define SHOAL_MSG_STATS_MAX (1u << 20)
+#define SHOAL_MSG_RELEASE_MAX 256u
+#define SHOAL_MSG_ORDER_MAX 100000u
+#define SHOAL_MSG_PATH_MAX 1024u        /* file path inside a release */
+#define SHOAL_MSG_EXTRA_MAX 8u          /* unknown trailing fields skipped */
+
+enum shoal_msg_type {
+    /* node <-> node */
+    SHOAL_MSG_HELLO = 1,
+    SHOAL_MSG_HELLO_AUTH = 2,
+    SHOAL_MSG_HAVE_BITFIELD = 3,
+    SHOAL_MSG_HAVE = 4,
+    SHOAL_MSG_REQUEST = 5,
+    SHOAL_MSG_CHUNK = 6,
+    SHOAL_MSG_CANCEL = 7,
+    SHOAL_MSG_REJECT = 8,
+    SHOAL_MSG_PING = 9,
+    SHOAL_MSG_PONG = 10,
+    SHOAL_MSG_WANT_MANIFEST = 11,
+    SHOAL_MSG_MANIFEST_DATA = 12,
+    SHOAL_MSG_BYE = 13,
+    /* node <-> tracker */
+    SHOAL_MSG_TRK_CHALLENGE = 32,
+    SHOAL_MSG_TRK_AUTH = 33,
+    SHOAL_MSG_ANNOUNCE = 34,
+    SHOAL_MSG_ANNOUNCE_REPLY = 35,
+    SHOAL_MSG_GET_PEERS = 36,
+    SHOAL_MSG_PEERS = 37,
+    SHOAL_MSG_PUT_MANIFEST = 38,
+    SHOAL_MSG_GET_MANIFEST = 39,
+    SHOAL_MSG_MANIFEST = 40,
+    SHOAL_MSG_LEASE_REQ = 41,
+    SHOAL_MSG_LEASE = 42,
+    SHOAL_MSG_LEASE_DONE = 43,
+    SHOAL_MSG_ROLLOUT = 44,
+    SHOAL_MSG_ROLLOUT_STATUS_REQ = 45,
+    SHOAL_MSG_ROLLOUT_STATUS = 46,
+    SHOAL_MSG_OK = 47,
+    SHOAL_MSG_ERROR = 48,
+    SHOAL_MSG_STATS_REQ = 49,
+    SHOAL_MSG_STATS = 50,
+    /* loader socket */
+    SHOAL_MSG_LOADER_WANT = 64,
+    SHOAL_MSG_LOADER_FILE = 65,
+    SHOAL_MSG_LOADER_DONE = 66,
+    SHOAL_MSG_LOADER_ERROR = 67,
+};
+/* One past the highest type number. */
+#define SHOAL_MSG_TYPE_END 68u
+
+/* A byte string inside a frame body (or, for encoding, anywhere). */
+struct shoal_bytes {
+    const uint8_t *p;
+    uint32_t len;
+};
+
+/* A UTF-8 string inside a frame body: NOT NUL-terminated. */
+struct shoal_str {
+    const char *p;
+    uint32_t len;
+};
+
+/* HELLO flags */
+#define SHOAL_HELLO_F_ENCRYPT 0x1u /* sender wants the session sealed */
+
+/* CHUNK codecs */
+enum shoal_chunk_codec {
+    SHOAL_CODEC_RAW = 0,
+    SHOAL_CODEC_ZSTD = 1,
+    SHOAL_CODEC_ZSTD_BF16 = 2, /* zstd over byte-grouped bf16 */
+};
+
+/* REJECT reasons */
+enum shoal_reject_reason {
+    SHOAL_REJECT_BUSY = 1,
+    SHOAL_REJECT_UNKNOWN = 2,
+    SHOAL_REJECT_SHUTDOWN = 3,
+    SHOAL_REJECT_RATE_LIMITED = 4,
+    SHOAL_REJECT_NOT_AUTHORISED = 5,
+};
+
+/* TRK_AUTH roles */
+enum shoal_role {
+    SHOAL_ROLE_NODE = 0,
+    SHOAL_ROLE_PUBLISHER = 1,
+    SHOAL_ROLE_ADMIN = 2,
+};
+
+/* HELLO 1: [version, node_pk, cred, zone, listen_addr, eph_pk, nonce, flags,
+ * max_frame]. Unknown flag bits are kept, not refused. */
+struct shoal_msg_hello {
+    uint32_t version;
+    uint8_t node_pk[SHOAL_MSG_KEY_LEN];
+    struct shoal_bytes cred;     /* <= SHOAL_MSG_CRED_MAX, opaque */
+    struct shoal_str zone;       /* <= SHOAL_MSG_ZONE_MAX */
+    struct shoal_str listen_addr;/* <= SHOAL_MSG_ADDR_MAX, host:port */
+    uint8_t eph_pk[SHOAL_MSG_KEY_LEN]; /* crypto_kx public key */
+    uint8_t nonce[SHOAL_MSG_KEY_LEN];
+    uint32_t flags;              /* SHOAL_HELLO_F_* */
+    uint32_t max_frame;
+};
+
+/* HELLO_AUTH 2: [sig] over the handshake transcript. */
+struct shoal_msg_hello_auth {
+    uint8_t sig[SHOAL_MSG_SIG_LEN];
+};
+
+/* HAVE_BITFIELD 3: [manifest_id, nchunks, bits]. bits.len must equal
+ * ceil(nchunks / 8) and the unused low bits of the last byte must be zero.
+ * Bit i is (bits[i / 8] >> (7 - i % 8)) & 1 (most significant first). */
+struct shoal_msg_have_bitfield {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t nchunks;            /* <= SHOAL_MSG_NCHUNKS_MAX */
+    struct shoal_bytes bits;
+};
+
+/* HAVE 4: [manifest_id, chunk_index] */
+struct shoal_msg_have {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t chunk_index;
+};
+
+/* REQUEST 5: [req_id, manifest_id, chunk_index, chunk_id] */
+struct shoal_msg_request {
+    uint32_t req_id;
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t chunk_index;
+    uint8_t chunk_id[SHOAL_MSG_KEY_LEN];
+};
+
+/* CHUNK 6: [req_id, chunk_id, codec, raw_len, payload]. For SHOAL_CODEC_RAW
+ * payload.len must equal raw_len. A decoded payload points into the body. */
+struct shoal_msg_chunk {
+    uint32_t req_id;
+    uint8_t chunk_id[SHOAL_MSG_KEY_LEN];
+    uint8_t codec;               /* enum shoal_chunk_codec */
+    uint32_t raw_len;            /* <= SHOAL_MSG_RAW_MAX */
+    struct shoal_bytes payload;  /* <= SHOAL_MSG_PAYLOAD_MAX */
+};
+
+/* CANCEL 7: [req_id];  OK 47: [req] */
+struct shoal_msg_req_id {
+    uint32_t req_id;
+};
+
+/* REJECT 8: [req_id, reason, retry_after_ms] */
+struct shoal_msg_reject {
+    uint32_t req_id;
+    uint8_t reason;              /* enum shoal_reject_reason */
+    uint32_t retry_after_ms;
+};
+
+/* PING 9 and PONG 10: [nonce] */
+struct shoal_msg_ping {
+    uint64_t nonce;
+};
+
+/* WANT_MANIFEST 11: [manifest_id] */
+struct shoal_msg_want_manifest {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+};
+
+/* MANIFEST_DATA 12 and MANIFEST 40: [manifest_id, signed_manifest] */
+struct shoal_msg_manifest {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    struct shoal_bytes signed_manifest; /* <= SHOAL_MSG_MANIFEST_MAX, opaque */
+};
+
+/* BYE 13: [reason] (<= SHOAL_MSG_REASON_MAX);
+ * ROLLOUT_STATUS_REQ 45: [repo_at_rev] (<= SHOAL_MSG_REPO_MAX, non-empty);
+ * STATS 50: [text] (<= SHOAL_MSG_STATS_MAX, Prometheus text);
+ * LOADER_ERROR 67: [message] (<= SHOAL_MSG_ERROR_MAX). */
+struct shoal_msg_text {
+    struct shoal_str text;
+};
+
+/* TRK_CHALLENGE 32: [nonce, server_time] (unix seconds) */
+struct shoal_msg_trk_challenge {
+    uint8_t nonce[SHOAL_MSG_KEY_LEN];
+    uint64_t server_time;
+};
+
+/* TRK_AUTH 33: [node_pk, cred, sig, zone, listen_addr, role] */
+struct shoal_msg_trk_auth {
+    uint8_t node_pk[SHOAL_MSG_KEY_LEN];
+    struct shoal_bytes cred;     /* <= SHOAL_MSG_CRED_MAX, opaque */
+    uint8_t sig[SHOAL_MSG_SIG_LEN]; /* over the challenge nonce */
+    struct shoal_str zone;       /* <= SHOAL_MSG_ZONE_MAX */
+    struct shoal_str listen_addr;/* <= SHOAL_MSG_ADDR_MAX, host:port */
+    uint8_t role;                /* enum shoal_role */
+};
+
+/* ANNOUNCE 34: [[[manifest_id, have_chunks, total_chunks, complete], ...]]
+ * have_chunks must not exceed total_chunks. */
+struct shoal_msg_announce_entry {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t have_chunks;
+    uint32_t total_chunks;
+    bool complete;
+};
+struct shoal_msg_announce {
+    uint32_t count;              /* <= SHOAL_MSG_ANNOUNCE_MAX */
+    struct shoal_msg_announce_entry entries[SHOAL_MSG_ANNOUNCE_MAX];
+};
+
+/* ANNOUNCE_REPLY 35: [interval_ms, [[manifest_id, repo], ...]] */
+struct shoal_msg_desired {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    struct shoal_str repo;       /* <= SHOAL_MSG_REPO_MAX, "org/name@commit" */
+};
+struct shoal_msg_announce_reply {
+    uint32_t interval_ms;
+    uint32_t count;              /* <= SHOAL_MSG_DESIRED_MAX */
+    struct shoal_msg_desired desired[SHOAL_MSG_DESIRED_MAX];
+};
+
+/* GET_PEERS 36: [manifest_id, max] (max <= SHOAL_MSG_PEERS_MAX) */
+struct shoal_msg_get_peers {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t max;
+};
+
+/* PEERS 37: [manifest_id, [[node_pk, addr, zone, complete, have_chunks], ...]] */
+struct shoal_msg_peer {
+    uint8_t node_pk[SHOAL_MSG_KEY_LEN];
+    struct shoal_str addr;       /* <= SHOAL_MSG_ADDR_MAX, host:port */
+    struct shoal_str zone;       /* <= SHOAL_MSG_ZONE_MAX */
+    bool complete;
+    uint32_t have_chunks;
+};
+struct shoal_msg_peers {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t count;              /* <= SHOAL_MSG_PEERS_MAX */
+    struct shoal_msg_peer peers[SHOAL_MSG_PEERS_MAX];
+};
+
+/* PUT_MANIFEST 38: [signed_manifest] (<= SHOAL_MSG_MANIFEST_MAX, opaque) */
+struct shoal_msg_put_manifest {
+    struct shoal_bytes signed_manifest;
+};
+
+/* GET_MANIFEST 39: [by_id or nil, repo_at_rev or nil]; exactly one is given. */
+struct shoal_msg_get_manifest {
+    bool has_id;
+    uint8_t by_id[SHOAL_MSG_KEY_LEN];
+    bool has_repo;
+    struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
+};
+
+/* LEASE_REQ 41: [manifest_id, max_chunks, hint_chunk] */
+struct shoal_msg_lease_req {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t max_chunks;
+    uint32_t hint_chunk;
+};
+
+/* LEASE 42: [manifest_id, first, count, expires_ms, retry_after_ms];
+ * count 0 means none granted; expires_ms is relative to receipt. */
+struct shoal_msg_lease {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t first;
+    uint32_t count;
+    uint32_t expires_ms;
+    uint32_t retry_after_ms;
+};
+
+/* LEASE_DONE 43: [manifest_id, first, count] */
+struct shoal_msg_lease_done {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t first;
+    uint32_t count;
+};
+
+/* ROLLOUT 44: [repo_at_rev, zone or nil, remove] */
+struct shoal_msg_rollout {
+    struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
+    bool has_zone;
+    struct shoal_str zone;        /* <= SHOAL_MSG_ZONE_MAX when has_zone */
+    bool remove;
+};
+
+/* ROLLOUT_STATUS 46: [repo_at_rev, manifest_id or nil, complete, partial, none] */
+struct shoal_msg_rollout_status {
+    struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
+    bool has_manifest_id;
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t complete;
+    uint32_t partial;
+    uint32_t none;
+};
+
+/* ERROR 48: [code, message] (message <= SHOAL_MSG_ERROR_MAX) */
+struct shoal_msg_error {
+    int32_t code;
+    struct shoal_str message;
+};
+
+/*
+ * The lazy path list of LOADER_WANT. Decoding validates every path (count <=
+ * SHOAL_MSG_ORDER_MAX, each a non-empty UTF-8 str <= SHOAL_MSG_PATH_MAX) and
+ * records where the items lie in the body; shoal_msg_paths_next() walks them.
+ * To encode, set |count| and point |v| at |count| strings; with |v| NULL the
+ * encoder copies the items recorded by a decode (re-sending a message).
+ */
+struct shoal_msg_paths {
+    uint32_t count;
+    const struct shoal_str *v;   /* encode only; NULL after decode */
+    const uint8_t *mp;           /* decode: the msgpack items, in the body */
+    size_t mp_len;
+};
+
+/* LOADER_WANT 64: [release, [path, ...]]. release is repo@rev or a hex
+ * manifest id (<= SHOAL_MSG_RELEASE_MAX, non-empty). */
+struct shoal_msg_loader_want {
+    struct shoal_str release;
+    struct shoal_msg_paths order; /* lazy */
+};
+
+/* LOADER_FILE 65: [path, size, sha256, index, total]; index < total. The
+ * file descriptor travels beside the frame (SCM_RIGHTS). */
+struct shoal_msg_loader_file {
+    struct shoal_str path;       /* <= SHOAL_MSG_PATH_MAX, non-empty */
+    uint64_t size;
+    uint8_t sha256[SHOAL_MSG_KEY_LEN];
+    uint32_t index;
+    uint32_t total;
+};
+
+/* LOADER_DONE 66: [files] */
+struct shoal_msg_loader_done {
+    uint32_t files;
+};
+
+/* STATS_REQ 49: [] has no fields. */
+
+struct shoal_msg {
+    uint32_t type; /* enum shoal_msg_type */
+    union {
+        struct shoal_msg_hello hello;
+        struct shoal_msg_hello_auth hello_auth;
+        struct shoal_msg_have_bitfield have_bitfield;
+        struct shoal_msg_have have;
+        struct shoal_msg_request request;
+        struct shoal_msg_chunk chunk;
+        struct shoal_msg_req_id cancel;
+        struct shoal_msg_reject reject;
+        struct shoal_msg_ping ping;          /* PING and PONG */
+        struct shoal_msg_want_manifest want_manifest;
+        struct shoal_msg_manifest manifest;  /* MANIFEST_DATA and MANIFEST */
+        struct shoal_msg_text bye;
+        struct shoal_msg_trk_challenge trk_challenge;
+        struct shoal_msg_trk_auth trk_auth;
+        struct shoal_msg_announce announce;
+        struct shoal_msg_announce_reply announce_reply;
+        struct shoal_msg_get_peers get_peers;
+        struct shoal_msg_peers peers;
+        struct shoal_msg_put_manifest put_manifest;
+        struct shoal_msg_get_manifest get_manifest;
+        struct shoal_msg_lease_req lease_req;
+        struct shoal_msg_lease lease;
+        struct shoal_msg_lease_done lease_done;
+        struct shoal_msg_rollout rollout;
+        struct shoal_msg_text rollout_status_req;
+        struct shoal_msg_rollout_status rollout_status;
+        struct shoal_msg_req_id ok;
+        struct shoal_msg_error error;
+        struct shoal_msg_text stats;
+        struct shoal_msg_loader_want loader_want;
+        struct shoal_msg_loader_file loader_file;
+        struct shoal_msg_loader_done loader_done;
+        struct shoal_msg_text loader_error;
+    } u;
+};
+
+/*
+ * Decodes the frame body |body|/|len| into |m| without allocating. On
+ * success the byte/string views in |m| point into |body|, which must outlive
+ * them. On error |m|'s contents are unspecified. Returns 0 or
+ *   SHOAL_EPROTO  unknown type, fewer fields than listed, or bytes after the
+ *                 array;
+ *   SHOAL_ETYPE   a field of the wrong msgpack type;
+ *   SHOAL_ETRUNC  the body ends inside an item;
+ *   SHOAL_ETOOBIG a length, count or value above its limit (also more than
+ *                 SHOAL_MSG_EXTRA_MAX unknown trailing fields);
+ *   SHOAL_EBADMSG a rule beyond the types fails (key size, UTF-8, address,
+ *                 per-message rules listed above).
+ */
+int shoal_msg_decode(struct shoal_msg *m, const uint8_t *body, size_t len);
+
+/*
+ * Appends one frame (4-byte header + body) for |m| to |out|. The message is
+ * checked against the same rules as decoding, so shoal never sends what it
+ * would refuse. Borrowed views in |m| are only read. Returns 0,
+ * SHOAL_EPROTO for an unknown type, SHOAL_ETOOBIG / SHOAL_EBADMSG for a field
+ * that breaks a rule, SHOAL_ELIMIT when |out| would pass its cap, or -ENOMEM;
+ * on error |out| is left as it was.
+ */
+int shoal_msg_encode(const struct shoal_msg *m, struct shoal_buf *out);
+
+/*
+ * Appends the frame header and the encoding of CHUNK |c| up to and including
+ * the payload's bin header, but not the |c->payload.len| payload bytes
+ * (|c->payload.p| is ignored): the caller sends [what this wrote][payload] as
+ * two buffers, and the frame length already counts the payload. Same checks
+ * and return codes as shoal_msg_encode().
+ */
+int shoal_msg_encode_chunk_header(const struct shoal_msg_chunk *c, struct shoal_buf *out);
+
+/* Starts a walk over a decoded or encoder-prepared path list: |*it| is a
+ * copy that shoal_msg_paths_next() consumes. */
+void shoal_msg_paths_begin(struct shoal_msg_paths *it, const struct shoal_msg_paths *paths);
+/* Sets |*path| to the next path and returns true, or returns false at the
+ * end. Paths from a decode were validated and point into the body. */
+bool shoal_msg_paths_next(struct shoal_msg_paths *it, struct shoal_str *path);
+
+/* "HELLO", "CHUNK", ...; "UNKNOWN" for a type this build does not know.
+ * Never NULL; static storage. */
+const char *shoal_msg_type_name(uint32_t type);
+
+#endif

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Scenario options for shoal-sim: defaults, "key = value" parsing shared by
+ * the config file and the command line, with size and rate suffixes.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "sim.h"
+
+void shoal_sim_config_default(struct shoal_sim_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->nodes = 100;
+    c->zones = 4;
+    c->node_up = 1.25e9;
+    c->node_down = 1.25e9;
+    c->origin_up = 1.25e9;
+    c->lat_zone_ms = 0.5;
+    c->lat_cross_ms = 10;
+    c->lat_origin_ms = 20;
+    c->release_bytes = 1ull << 30;
+    c->chunk_avg = 1u << 20;
+    c->chunk_min = 256u << 10;
+    c->chunk_max = 4u << 20;
+    c->files = 1;
+    c->max_peers = 32;
+    c->tracker = true;
+    c->seed = 1;
+    c->cross_zone_delay_ms = 200;
+}
+
+/* A non-negative number with an optional K/M/G/T suffix (|bin|: powers of
+ * 1024, else of 1000) and, for rates, an optional "bit" or "bps" unit
+ * meaning bits per second (divided by 8). */
+static int parse_num(const char *v, bool bin, bool rate, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || errno != 0 || !(x >= 0) || !isfinite(x))
+        return SHOAL_EBADMSG;
+    double k = bin ? 1024.0 : 1000.0;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': x *= k; end++; break;
+    case 'M': x *= k * k; end++; break;
+    case 'G': x *= k * k * k; end++; break;
+    case 'T': x *= k * k * k * k; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && bin)
+        end++;
+    if (rate && (strcmp(end, "bit") == 0 || strcmp(end, "bps") == 0 || strcmp(end, "b") == 0)) {
+        x /= 8;
+        end += strlen(end);
+    } else if (*end == 'B') {
+        end++;
+    }
+    if (rate && strcmp(end, "/s") == 0)
+        end += 2;
+    if (*end != '\0')
+        return SHOAL_EBADMSG;
+    *out = x;
+    return 0;
+}
+
+static int set_u32(uint32_t *dst, const char *v, uint32_t max)
+{
+    double x;
+    if (parse_num(v, false, false, &x) != 0 || x > max || x != floor(x))
+        return SHOAL_EBADMSG;
+    *dst = (uint32_t)x;
+    return 0;
+}
+
+static int set_bool(bool *dst, const char *v)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on"))
+        *dst = true;
+    else if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off"))
+        *dst = false;
+    else
+        return SHOAL_EBADMSG;
+    return 0;
+}
+
+int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *v)
+{
+    double x = 0;
+    int rv = 0;
+    if (!strcmp(key, "nodes")) {
+        rv = set_u32(&c->nodes, v, SHOAL_SIM_NODES_MAX);
+    } else if (!strcmp(key, "zones")) {
+        rv = set_u32(&c->zones, v, SHOAL_SIM_ZONES_MAX);
+    } else if (!strcmp(key, "seeds")) {
+        rv = set_u32(&c->seeds, v, SHOAL_SIM_NODES_MAX);
+    } else if (!strcmp(key, "up") || !strcmp(key, "down") || !strcmp(key, "bandwidth") ||
+               !strcmp(key, "origin") || !strcmp(key, "zone_cap")) {
+        rv = parse_num(v, false, true, &x);
+        if (rv == 0 && !strcmp(key, "up"))
+            c->node_up = x;
+        else if (rv == 0 && !strcmp(key, "down"))
+            c->node_down = x;
+        else if (rv == 0 && !strcmp(key, "bandwidth"))
+            c->node_up = c->node_down = x;
+        else if (rv == 0 && !strcmp(key, "origin"))
+            c->origin_up = x;
+        else if (rv == 0)
+            c->zone_cap = x;
+    } else if (!strcmp(key, "hetero") || !strcmp(key, "lat_zone") || !strcmp(key, "lat_cross") ||
+               !strcmp(key, "lat_origin") || !strcmp(key, "join_spread") ||
+               !strcmp(key, "fail_frac") || !strcmp(key, "fail_at") ||
+               !strcmp(key, "max_time")) {
+        rv = parse_num(v, false, false, &x);
+        if (rv == 0) {
+            if (!strcmp(key, "hetero"))
+                c->hetero = x;
+            else if (!strcmp(key, "lat_zone"))
+                c->lat_zone_ms = x;
+            else if (!strcmp(key, "lat_cross"))
+                c->lat_cross_ms = x;
+            else if (!strcmp(key, "lat_origin"))
+                c->lat_origin_ms = x;
+            else if (!strcmp(key, "join_spread"))
+                c->join_spread_s = x;
+            else if (!strcmp(key, "fail_frac"))
+                c->fail_frac = x;
+            else if (!strcmp(key, "fail_at"))
+                c->fail_at_s = x;
+            else
+                c->max_sim_s = x;
+        }
+    } else if (!strcmp(key, "size")) {
+        rv = parse_num(v, true, false, &x);
+        if (rv == 0 && (x < 1 || x > 1e15))
+            rv = SHOAL_EBADMSG;
+        if (rv == 0)
+            c->release_bytes = (uint64_t)x;
+    } else if (!strcmp(key, "chunk_avg") || !strcmp(key, "chunk_min") ||
+               !strcmp(key, "chunk_max")) {
+        rv = parse_num(v, true, false, &x);
+        if (rv == 0 && (x < 1 || x > 64.0 * 1024 * 1024))
+            rv = SHOAL_EBADMSG;
+        if (rv == 0) {
+            uint32_t *d = !strcmp(key, "chunk_avg")   ? &c->chunk_avg
+                          : !strcmp(key, "chunk_min") ? &c->chunk_min
+                                                      : &c->chunk_max;
+            *d = (uint32_t)x;
+        }
+    } else if (!strcmp(key, "files")) {
+        rv = set_u32(&c->files, v, 1000000);
+    } else if (!strcmp(key, "manifest")) {
+        if (strlen(v) >= sizeof(c->manifest))
+            rv = SHOAL_EBADMSG;
+        else
+            strcpy(c->manifest, v);
+    } else if (!strcmp(key, "peers")) {
+        rv = set_u32(&c->max_peers, v, 250);
+    } else if (!strcmp(key, "tracker")) {
+        rv = set_bool(&c->tracker, v);
+    } else if (!strcmp(key, "progress")) {
+        rv = set_bool(&c->progress, v);
+    } else if (!strcmp(key, "seed")) {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 0);
+        if (end == v || *end || errno)
+            rv = SHOAL_EBADMSG;
+        else
+            c->seed = s;
+    } else if (!strcmp(key, "min_depth")) {
+        rv = set_u32(&c->min_depth, v, 64);
+    } else if (!strcmp(key, "max_depth")) {
+        rv = set_u32(&c->max_depth, v, 64);
+    } else if (!strcmp(key, "cross_delay")) {
+        rv = set_u32(&c->cross_zone_delay_ms, v, 3600000);
+    } else if (!strcmp(key, "lease_chunks")) {
+        rv = set_u32(&c->lease_chunks, v, 64);
+    } else if (!strcmp(key, "endgame_dups")) {
+        rv = set_u32(&c->endgame_dups, v, 8);
+    } else {
+        rv = SHOAL_ENOTFOUND;
+    }
+    return rv;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
+                          size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int rv = 0, lineno = 0;
+    if (f == NULL) {
+        rv = -errno;
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-rv));
+        goto out;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            rv = SHOAL_EBADMSG;
+            snprintf(err, errlen, "%s:%d: line too long", path, lineno);
+            goto out;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (*s == '\0')
+            continue;
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            rv = SHOAL_EBADMSG;
+            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
+            goto out;
+        }
+        *eq = '\0';
+        char *k = trim(s), *v = trim(eq + 1);
+        rv = shoal_sim_config_set(c, k, v);
+        if (rv != 0) {
+            snprintf(err, errlen, "%s:%d: %s '%s'", path, lineno,
+                     rv == SHOAL_ENOTFOUND ? "unknown key" : "bad value for", k);
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        rv = -EIO;
+        snprintf(err, errlen, "%s: read error", path);
+    }
+out:
+    if (f)
+        fclose(f);
+    return rv;
+}

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shoal-sim's outputs: the text summary, the per-node CSV and an SVG with
+ * two plots (nodes complete over time; receive rate by source over time).
+ * The SVG is written by hand so the simulator needs no plotting library.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "sim.h"
+
+static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
+{
+    double F = (double)r->release_bytes;
+    fprintf(f, "release        %.3f GiB in %u chunks\n", F / 1073741824.0, r->nchunks);
+    fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
+            r->completed, r->failed, r->incomplete);
+    fprintf(f, "T_min          %.3f s\n", r->t_min);
+    fprintf(f, "completion p50 %.3f s (%.3f x T_min)\n", r->p50, ratio(r->p50, r->t_min));
+    fprintf(f, "completion p90 %.3f s (%.3f x T_min)\n", r->p90, ratio(r->p90, r->t_min));
+    fprintf(f, "completion p99 %.3f s (%.3f x T_min)\n", r->p99, ratio(r->p99, r->t_min));
+    fprintf(f, "completion max %.3f s (%.3f x T_min)\n", r->max, ratio(r->max, r->t_min));
+    fprintf(f, "origin egress  %.3f GiB (%.4f x release)\n", (double)r->origin_bytes / 1073741824.0,
+            ratio((double)r->origin_bytes, F));
+    fprintf(f, "cross-zone     %.3f GiB (%.5f of bytes received)\n",
+            (double)r->cross_bytes / 1073741824.0,
+            ratio((double)r->cross_bytes, (double)r->recv_bytes));
+    fprintf(f, "received       %.3f GiB, wasted %.3f GiB (duplicates, aborts)\n",
+            (double)r->recv_bytes / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);
+    fprintf(f, "transfers      %llu chunk transfers, %llu events, %.3f s simulated\n",
+            (unsigned long long)r->transfers, (unsigned long long)r->events, r->end_s);
+}
+
+int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
+{
+    fprintf(f, "node,zone,seed,failed,up_Bps,down_Bps,join_s,done_s,from_origin,from_zone,"
+               "from_cross,uploaded\n");
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        const struct shoal_sim_node *n = &r->node[i];
+        fprintf(f, "%u,%u,%d,%d,%.0f,%.0f,%.6f,", i, n->zone, n->seed, n->failed, n->up,
+                n->down, n->join_s);
+        if (n->done_s >= 0)
+            fprintf(f, "%.6f", n->done_s);
+        fprintf(f, ",%llu,%llu,%llu,%llu\n", (unsigned long long)n->from_origin,
+                (unsigned long long)n->from_zone, (unsigned long long)n->from_cross,
+                (unsigned long long)n->uploaded);
+    }
+    return ferror(f) ? -EIO : 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Plot frame at (x0, y0) of w x h with axis labels and ticks. */
+static void frame(FILE *f, double x0, double y0, double w, double h, double tmax, double ymax,
+                  const char *title, const char *ylabel, const char *yfmt)
+{
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n",
+            x0, y0, w, h);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='14' text-anchor='middle'>%s</text>\n",
+            x0 + w / 2, y0 - 8, title);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>time (s)</text>\n",
+            x0 + w / 2, y0 + h + 32);
+    fprintf(f,
+            "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle' "
+            "transform='rotate(-90 %.1f %.1f)'>%s</text>\n",
+            x0 - 48, y0 + h / 2, x0 - 48, y0 + h / 2, ylabel);
+    for (int i = 0; i <= 5; i++) {
+        double tx = x0 + w * i / 5, ty = y0 + h - h * i / 5;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ccc'/>\n", tx, y0, tx,
+                y0 + h);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='10' text-anchor='middle'>%.3g</text>\n",
+                tx, y0 + h + 14, tmax * i / 5);
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ccc'/>\n", x0, ty,
+                x0 + w, ty);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='10' text-anchor='end'>", x0 - 4, ty + 3);
+        fprintf(f, yfmt, ymax * i / 5);
+        fprintf(f, "</text>\n");
+    }
+}
+
+int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f)
+{
+    const double W = 800, H = 260, X0 = 80, Y1 = 40, Y2 = 380;
+    double tmax = r->end_s > 0 ? r->end_s : 1;
+    if (r->t_min > tmax)
+        tmax = r->t_min;
+    double *t = malloc((r->completed + 1) * sizeof(double));
+    uint32_t n = 0;
+    if (t == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < r->nodes; i++)
+        if (r->node[i].done_s >= 0 && !r->node[i].seed && !r->node[i].failed && n < r->completed)
+            t[n++] = r->node[i].done_s;
+    qsort(t, n, sizeof(double), cmp_double);
+
+    fprintf(f, "<?xml version='1.0' encoding='UTF-8'?>\n"
+               "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
+               "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
+            X0 + W + 40, Y2 + H + 70);
+    frame(f, X0, Y1, W, H, tmax, r->nodes, "Nodes complete over time", "nodes", "%.0f");
+    /* T_min marker */
+    double xm = X0 + W * r->t_min / tmax;
+    fprintf(f,
+            "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#c00' stroke-dasharray='4 3'/>\n"
+            "<text x='%.1f' y='%.1f' font-size='10' fill='#c00'>T_min</text>\n",
+            xm, Y1, xm, Y1 + H, xm + 3, Y1 + 12);
+    fprintf(f, "<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='%.1f,%.1f",
+            X0, Y1 + H);
+    for (uint32_t i = 0; i < n; i++) {
+        double x = X0 + W * t[i] / tmax;
+        fprintf(f, " %.1f,%.1f %.1f,%.1f", x, Y1 + H - H * i / r->nodes, x,
+                Y1 + H - H * (i + 1) / r->nodes);
+    }
+    fprintf(f, "'/>\n");
+    free(t);
+
+    /* Receive rate by source, GB/s per bin. */
+    uint32_t nb = (uint32_t)(tmax / r->bin_s) + 1;
+    if (nb > r->nbins)
+        nb = r->nbins;
+    double ymax = 1e-9;
+    for (uint32_t i = 0; i < nb; i++) {
+        double s = (double)(r->bins[i][0] + r->bins[i][1] + r->bins[i][2]) / r->bin_s / 1e9;
+        if (s > ymax)
+            ymax = s;
+    }
+    frame(f, X0, Y2, W, H, tmax, ymax, "Bytes received by source", "GB/s", "%.3g");
+    static const char *color[3] = {"#d62728", "#2ca02c", "#ff7f0e"};
+    static const char *label[3] = {"origin", "same zone", "cross zone"};
+    for (int k = 0; k < 3; k++) {
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='1.5' points='", color[k]);
+        for (uint32_t i = 0; i < nb; i++) {
+            double y = (double)r->bins[i][k] / r->bin_s / 1e9;
+            fprintf(f, "%s%.1f,%.1f", i ? " " : "", X0 + W * (i + 0.5) * r->bin_s / tmax,
+                    Y2 + H - H * y / ymax);
+        }
+        fprintf(f, "'/>\n<text x='%.1f' y='%.1f' font-size='11' fill='%s'>%s</text>\n",
+                X0 + W - 90, Y2 + 16 + 14 * k, color[k], label[k]);
+    }
+    fprintf(f, "</svg>\n");
+    return ferror(f) ? -EIO : 0;
+}

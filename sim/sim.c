@@ -1,0 +1,1151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The simulation engine (see sim.h for the model). One binary heap of
+ * events ordered by (time, sequence number), so equal times replay in the
+ * same order; flows are re-timed by pushing a fresh event with a bumped
+ * version, and stale events are skipped when popped.
+ *
+ * Each node owns a scheduler instance; the engine turns its actions into
+ * queued transfers, and delivers outcomes back as scheduler events. Peer
+ * lists and origin leases come from one tracker registry, which nodes
+ * "announce" to as the daemon would (at join, at the first chunk, at
+ * completion and every announce interval).
+ */
+#include "sim.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "manifest.h"
+#include "registry.h"
+#include "sched.h"
+
+#define NIL UINT32_MAX
+#define ACT_BATCH 64
+
+enum ev_kind { EV_FLOW, EV_REQ, EV_WAKE, EV_JOIN, EV_FAIL, EV_ANNOUNCE, EV_REFRESH, EV_EXPIRE };
+
+struct ev {
+    double t;
+    uint64_t seq;
+    uint32_t kind;
+    uint32_t a;
+    uint32_t b;
+};
+
+struct qent {
+    uint32_t chunk;
+    double t_req;
+};
+
+/* One direction of a connection: src uploads to dst. */
+struct conn {
+    uint32_t src, dst;
+    struct qent *q;
+    uint32_t qh, qn, qcap;
+    uint32_t cur;          /* chunk on the wire, NIL when idle */
+    double t_req_cur;
+    double remaining;      /* bytes of |cur| still to send */
+    double rate;
+    double last;           /* time |remaining| was last settled */
+    uint32_t ver;
+    uint32_t up_i, down_i, zz_i;
+    bool active;
+    bool dead;
+};
+
+struct vec {
+    uint32_t *v;
+    uint32_t n, cap;
+};
+
+struct node {
+    struct shoal_sched *s;
+    uint8_t *have;
+    uint32_t nhave;
+    uint32_t *peer;        /* peer node indices */
+    uint32_t *cin;         /* conn peer -> this node, per peer */
+    uint32_t npeers;
+    uint32_t oconn;        /* conn origin -> this node */
+    struct vec up, down;
+    uint64_t wake_ms;
+    double up_bps, down_bps;
+    uint8_t zone;
+    bool alive, joined, done, dirty, seed;
+};
+
+struct sim {
+    const struct shoal_sim_config *c;
+    uint32_t n;            /* nodes; index n is the origin */
+    uint32_t nchunks;
+    uint32_t *size;
+    uint64_t F;
+    uint32_t nfiles;
+    uint32_t *file_first;
+    struct node *node;
+    struct vec origin_up;
+    struct conn *conn;
+    uint32_t nconn, conncap;
+    struct vec *zz;        /* active cross-zone conns per ordered zone pair */
+    uint32_t *zzn;
+    struct ev *heap;
+    size_t nheap, heapcap;
+    uint64_t seq;
+    double now;
+    struct shoal_reg *reg;
+    uint8_t mid[32];
+    uint32_t *dirty;
+    uint32_t ndirty;
+    uint32_t alive_incomplete;
+    uint64_t rng;
+    struct shoal_sim_result *r;
+    uint8_t *bitbuf;
+    struct shoal_reg_peer *plist;
+    double next_progress;
+};
+
+/* ---- small utilities ---- */
+
+static uint64_t rnd(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rnd01(uint64_t *x) { return (double)(rnd(x) >> 11) / 9007199254740992.0; }
+
+static int vec_push(struct vec *v, uint32_t x)
+{
+    if (v->n == v->cap) {
+        uint32_t ncap = v->cap ? v->cap * 2 : 8;
+        uint32_t *p = realloc(v->v, ncap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        v->v = p;
+        v->cap = ncap;
+    }
+    v->v[v->n++] = x;
+    return 0;
+}
+
+static void node_pk(uint32_t i, uint8_t pk[32])
+{
+    memset(pk, 0, 32);
+    memcpy(pk, &i, sizeof(i));
+    pk[31] = 0x5a;
+}
+
+static uint32_t pk_node(const uint8_t pk[32])
+{
+    uint32_t i;
+    memcpy(&i, pk, sizeof(i));
+    return i;
+}
+
+/* Scheduler time: whole milliseconds. The nudge makes a time computed as
+ * w / 1000.0 map back to w despite rounding. */
+static uint64_t ms(double t) { return (uint64_t)(t * 1000.0 + 1e-6); }
+
+/* ---- event heap ---- */
+
+static bool ev_less(const struct ev *a, const struct ev *b)
+{
+    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static int ev_push(struct sim *S, double t, uint32_t kind, uint32_t a, uint32_t b)
+{
+    if (S->nheap == S->heapcap) {
+        size_t ncap = S->heapcap ? S->heapcap * 2 : 1024;
+        struct ev *p = realloc(S->heap, ncap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        S->heap = p;
+        S->heapcap = ncap;
+    }
+    struct ev e = {.t = t, .seq = S->seq++, .kind = kind, .a = a, .b = b};
+    size_t i = S->nheap++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!ev_less(&e, &S->heap[p]))
+            break;
+        S->heap[i] = S->heap[p];
+        i = p;
+    }
+    S->heap[i] = e;
+    return 0;
+}
+
+static struct ev ev_pop(struct sim *S)
+{
+    struct ev top = S->heap[0];
+    struct ev last = S->heap[--S->nheap];
+    size_t i = 0, n = S->nheap;
+    for (;;) {
+        size_t l = 2 * i + 1;
+        if (l >= n)
+            break;
+        size_t m = (l + 1 < n && ev_less(&S->heap[l + 1], &S->heap[l])) ? l + 1 : l;
+        if (!ev_less(&S->heap[m], &last))
+            break;
+        S->heap[i] = S->heap[m];
+        i = m;
+    }
+    if (n > 0)
+        S->heap[i] = last;
+    return top;
+}
+
+/* ---- flows ---- */
+
+static double link_up(const struct sim *S, uint32_t x)
+{
+    return x == S->n ? S->c->origin_up : S->node[x].up_bps;
+}
+
+static struct vec *up_list(struct sim *S, uint32_t x)
+{
+    return x == S->n ? &S->origin_up : &S->node[x].up;
+}
+
+static uint32_t zz_of(const struct sim *S, const struct conn *cn)
+{
+    if (S->c->zone_cap <= 0 || cn->src == S->n)
+        return NIL;
+    uint32_t zs = S->node[cn->src].zone, zd = S->node[cn->dst].zone;
+    return zs == zd ? NIL : zs * S->c->zones + zd;
+}
+
+static double conn_rate(struct sim *S, const struct conn *cn)
+{
+    double r = link_up(S, cn->src) / up_list(S, cn->src)->n;
+    double d = S->node[cn->dst].down_bps / S->node[cn->dst].down.n;
+    if (d < r)
+        r = d;
+    uint32_t z = zz_of(S, cn);
+    if (z != NIL) {
+        double zc = S->c->zone_cap / S->zz[z].n;
+        if (zc < r)
+            r = zc;
+    }
+    return r;
+}
+
+static void settle(struct sim *S, struct conn *cn)
+{
+    if (cn->rate > 0) {
+        cn->remaining -= cn->rate * (S->now - cn->last);
+        if (cn->remaining < 0)
+            cn->remaining = 0;
+    }
+    cn->last = S->now;
+}
+
+/* Re-times |cn| if its fair share changed (or |force|). */
+static int retime(struct sim *S, uint32_t id, bool force)
+{
+    struct conn *cn = &S->conn[id];
+    double r = conn_rate(S, cn);
+    if (!force && r == cn->rate)
+        return 0;
+    settle(S, cn);
+    cn->rate = r;
+    cn->ver++;
+    return ev_push(S, S->now + cn->remaining / r, EV_FLOW, id, cn->ver);
+}
+
+static int retime_list(struct sim *S, const struct vec *v, uint32_t skip)
+{
+    int rv = 0;
+    for (uint32_t i = 0; i < v->n && rv == 0; i++)
+        if (v->v[i] != skip)
+            rv = retime(S, v->v[i], false);
+    return rv;
+}
+
+static int retime_around(struct sim *S, struct conn *cn, uint32_t skip)
+{
+    int rv = retime_list(S, up_list(S, cn->src), skip);
+    if (rv == 0)
+        rv = retime_list(S, &S->node[cn->dst].down, skip);
+    uint32_t z = zz_of(S, cn);
+    if (rv == 0 && z != NIL)
+        rv = retime_list(S, &S->zz[z], skip);
+    return rv;
+}
+
+static void vec_del(struct sim *S, struct vec *v, uint32_t i, int which)
+{
+    uint32_t moved = v->v[--v->n];
+    if (i < v->n) {
+        v->v[i] = moved;
+        struct conn *m = &S->conn[moved];
+        if (which == 0)
+            m->up_i = i;
+        else if (which == 1)
+            m->down_i = i;
+        else
+            m->zz_i = i;
+    }
+}
+
+static int activate(struct sim *S, uint32_t id)
+{
+    struct conn *cn = &S->conn[id];
+    struct vec *u = up_list(S, cn->src), *d = &S->node[cn->dst].down;
+    int rv = vec_push(u, id);
+    if (rv == 0 && (rv = vec_push(d, id)) != 0)
+        u->n--;
+    if (rv != 0)
+        return rv;
+    cn->up_i = u->n - 1;
+    cn->down_i = d->n - 1;
+    uint32_t z = zz_of(S, cn);
+    if (z != NIL) {
+        if ((rv = vec_push(&S->zz[z], id)) != 0)
+            return rv;
+        cn->zz_i = S->zz[z].n - 1;
+    }
+    cn->active = true;
+    cn->rate = 0;
+    cn->last = S->now;
+    if ((rv = retime(S, id, true)) != 0)
+        return rv;
+    return retime_around(S, cn, id);
+}
+
+static int deactivate(struct sim *S, uint32_t id)
+{
+    struct conn *cn = &S->conn[id];
+    vec_del(S, up_list(S, cn->src), cn->up_i, 0);
+    vec_del(S, &S->node[cn->dst].down, cn->down_i, 1);
+    uint32_t z = zz_of(S, cn);
+    if (z != NIL)
+        vec_del(S, &S->zz[z], cn->zz_i, 2);
+    cn->active = false;
+    cn->cur = NIL;
+    cn->ver++;
+    return retime_around(S, cn, NIL);
+}
+
+static void mark_dirty(struct sim *S, uint32_t x)
+{
+    struct node *nd = &S->node[x];
+    if (nd->dirty || !nd->alive)
+        return;
+    nd->dirty = true;
+    S->dirty[S->ndirty++] = x;
+}
+
+/* Starts the next queued chunk on |id|, or idles it. */
+static int conn_advance(struct sim *S, uint32_t id)
+{
+    struct conn *cn = &S->conn[id];
+    struct node *d = &S->node[cn->dst];
+    while (cn->qn > 0) {
+        struct qent e = cn->q[cn->qh];
+        cn->qh = (cn->qh + 1) % cn->qcap;
+        cn->qn--;
+        if (d->have[e.chunk >> 3] & (1u << (e.chunk & 7))) {
+            /* The CANCEL (or the chunk from elsewhere) beat the upload. */
+            if (cn->src == S->n) {
+                (void)shoal_sched_origin_done(d->s, ms(S->now), e.chunk, true);
+                mark_dirty(S, cn->dst);
+            }
+            continue;
+        }
+        cn->cur = e.chunk;
+        cn->t_req_cur = e.t_req;
+        cn->remaining = S->size[e.chunk];
+        cn->last = S->now;
+        if (!cn->active)
+            return activate(S, id);
+        return retime(S, id, true);
+    }
+    if (cn->active)
+        return deactivate(S, id);
+    return 0;
+}
+
+static int conn_enqueue(struct sim *S, uint32_t id, uint32_t chunk, double t_req)
+{
+    struct conn *cn = &S->conn[id];
+    if (cn->dead)
+        return 0;
+    if (cn->qn == cn->qcap) {
+        uint32_t ncap = cn->qcap ? cn->qcap * 2 : 4;
+        struct qent *q = malloc(ncap * sizeof(*q));
+        if (q == NULL)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < cn->qn; i++)
+            q[i] = cn->q[(cn->qh + i) % cn->qcap];
+        free(cn->q);
+        cn->q = q;
+        cn->qcap = ncap;
+        cn->qh = 0;
+    }
+    cn->q[(cn->qh + cn->qn) % cn->qcap] = (struct qent){.chunk = chunk, .t_req = t_req};
+    cn->qn++;
+    if (!cn->active)
+        return conn_advance(S, id);
+    return 0;
+}
+
+static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
+{
+    if (S->nconn == S->conncap) {
+        uint32_t ncap = S->conncap ? S->conncap * 2 : 1024;
+        struct conn *p = realloc(S->conn, ncap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        S->conn = p;
+        S->conncap = ncap;
+    }
+    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL};
+    *out = S->nconn++;
+    return 0;
+}
+
+/* ---- bookkeeping ---- */
+
+static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t bytes)
+{
+    struct shoal_sim_result *r = S->r;
+    uint32_t bin = (uint32_t)(S->now / r->bin_s);
+    if (bin >= r->nbins)
+        bin = r->nbins - 1;
+    int kind;
+    if (src == S->n) {
+        kind = 0;
+        r->node[dst].from_origin += bytes;
+    } else if (S->node[src].zone == S->node[dst].zone) {
+        kind = 1;
+        r->node[dst].from_zone += bytes;
+    } else {
+        kind = 2;
+        r->node[dst].from_cross += bytes;
+        r->cross_bytes += bytes;
+    }
+    r->bins[bin][kind] += bytes;
+    if (src != S->n)
+        r->node[src].uploaded += bytes;
+}
+
+static int announce(struct sim *S, uint32_t x)
+{
+    if (!S->c->tracker || !S->node[x].alive)
+        return 0;
+    char addr[24], zone[16];
+    uint8_t pk[32];
+    snprintf(addr, sizeof(addr), "n%u", x);
+    snprintf(zone, sizeof(zone), "z%u", S->node[x].zone);
+    node_pk(x, pk);
+    struct shoal_reg_have h = {.have_chunks = S->node[x].nhave, .total_chunks = S->nchunks,
+                               .complete = S->node[x].done};
+    memcpy(h.manifest_id, S->mid, 32);
+    return shoal_reg_announce(S->reg, ms(S->now), pk, addr, zone, &h, 1);
+}
+
+/* The node now holds |c| (delivered by |src|). */
+static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double t_req)
+{
+    struct node *d = &S->node[dst];
+    uint64_t bytes = S->size[c];
+    int rv = 0;
+    S->r->recv_bytes += bytes;
+    S->r->transfers++;
+    if (src == S->n)
+        S->r->origin_bytes += bytes;
+    if (d->have[c >> 3] & (1u << (c & 7))) {
+        S->r->wasted_bytes += bytes;
+    } else {
+        d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
+        d->nhave++;
+        count_bytes(S, src, dst, bytes);
+        for (uint32_t i = 0; i < d->npeers; i++) {
+            struct node *q = &S->node[d->peer[i]];
+            (void)shoal_sched_peer_have(q->s, dst, c);
+            if (!(q->have[c >> 3] & (1u << (c & 7))))
+                mark_dirty(S, d->peer[i]);
+        }
+    }
+    if (src == S->n)
+        (void)shoal_sched_origin_done(d->s, ms(S->now), c, true);
+    else
+        (void)shoal_sched_req_done(d->s, ms(S->now), src, c, bytes,
+                                   ms(S->now) - ms(t_req) + 1);
+    mark_dirty(S, dst);
+    if (d->nhave == S->nchunks && !d->done) {
+        d->done = true;
+        S->r->node[dst].done_s = S->now;
+        S->alive_incomplete--;
+        rv = announce(S, dst);
+    } else if (d->nhave == 1) {
+        rv = announce(S, dst);
+    }
+    return rv;
+}
+
+/* ---- peers ---- */
+
+static int peer_index(const struct node *nd, uint32_t p)
+{
+    for (uint32_t i = 0; i < nd->npeers; i++)
+        if (nd->peer[i] == p)
+            return (int)i;
+    return -1;
+}
+
+static double rtt_ms(const struct sim *S, uint32_t a, uint32_t b)
+{
+    return S->node[a].zone == S->node[b].zone ? S->c->lat_zone_ms : S->c->lat_cross_ms;
+}
+
+static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
+{
+    struct node *A = &S->node[a], *B = &S->node[b];
+    uint32_t ab, ba;
+    int rv;
+    if (a == b || !B->alive || A->npeers >= S->c->max_peers || B->npeers >= S->c->max_peers ||
+        peer_index(A, b) >= 0)
+        return 0;
+    if ((rv = new_conn(S, a, b, &ab)) != 0 || (rv = new_conn(S, b, a, &ba)) != 0)
+        return rv;
+    bool same = A->zone == B->zone;
+    uint32_t rtt = (uint32_t)ceil(rtt_ms(S, a, b));
+    if ((rv = shoal_sched_peer_add(A->s, b, same, rtt)) != 0 ||
+        (rv = shoal_sched_peer_add(B->s, a, same, rtt)) != 0)
+        return rv;
+    A->peer[A->npeers] = b;
+    A->cin[A->npeers++] = ba;
+    B->peer[B->npeers] = a;
+    B->cin[B->npeers++] = ab;
+    size_t nb = (S->nchunks + 7) / 8;
+    if (B->nhave)
+        (void)shoal_sched_peer_bitfield(A->s, b, B->have, nb);
+    if (A->nhave)
+        (void)shoal_sched_peer_bitfield(B->s, a, A->have, nb);
+    mark_dirty(S, a);
+    mark_dirty(S, b);
+    return 0;
+}
+
+static int find_peers(struct sim *S, uint32_t x)
+{
+    struct node *nd = &S->node[x];
+    int rv = 0;
+    if (S->c->max_peers == 0 || nd->npeers >= S->c->max_peers)
+        return 0;
+    uint8_t pk[32];
+    char zone[16];
+    node_pk(x, pk);
+    snprintf(zone, sizeof(zone), "z%u", nd->zone);
+    size_t want = S->c->max_peers - nd->npeers;
+    if (want > S->c->max_peers / 2 + 1)
+        want = S->c->max_peers / 2 + 1;
+    size_t n = shoal_reg_peers(S->reg, ms(S->now), S->mid, pk, zone, S->plist, want);
+    /* The registry's strings die with the next mutating call; keep ids. */
+    uint32_t ids[SHOAL_REG_PEERS_MAX];
+    for (size_t i = 0; i < n; i++)
+        ids[i] = pk_node(S->plist[i].node_pk);
+    for (size_t i = 0; i < n && rv == 0; i++)
+        if (ids[i] < S->n)
+            rv = connect_peers(S, x, ids[i]);
+    return rv;
+}
+
+/* ---- scheduler actions ---- */
+
+static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
+{
+    struct node *nd = &S->node[x];
+    uint32_t first = 0, cnt = 0;
+    uint64_t exp = 0;
+    int rv = 0;
+    if (S->c->tracker) {
+        uint8_t pk[32];
+        node_pk(x, pk);
+        rv = shoal_reg_lease(S->reg, ms(S->now), S->mid, S->nchunks, pk, count, hint, &first,
+                             &cnt, &exp);
+        if (rv == SHOAL_EBUSY) {
+            shoal_sched_lease_failed(nd->s, ms(S->now));
+            return 0;
+        }
+        if (rv != 0)
+            return rv;
+    } else {
+        /* No tracker: the node goes straight to the gateway for the span
+         * it asked for. */
+        first = hint;
+        cnt = count;
+        if (cnt > S->nchunks - first)
+            cnt = S->nchunks - first;
+        exp = ms(S->now) + 60000;
+    }
+    return shoal_sched_lease_granted(nd->s, ms(S->now), first, cnt, exp);
+}
+
+static int run_sched(struct sim *S, uint32_t x)
+{
+    struct node *nd = &S->node[x];
+    struct shoal_sched_action a[ACT_BATCH];
+    int rv = 0;
+    size_t n;
+    nd->dirty = false;
+    if (!nd->alive)
+        return 0;
+    do {
+        n = shoal_sched_next(nd->s, ms(S->now), a, ACT_BATCH);
+        for (size_t i = 0; i < n && rv == 0; i++) {
+            switch (a[i].type) {
+            case SHOAL_SCHED_REQUEST: {
+                uint32_t p = (uint32_t)a[i].peer;
+                int k = peer_index(nd, p);
+                if (k < 0)
+                    break;
+                double lat = rtt_ms(S, x, p) / 1000.0;
+                if (lat > 0)
+                    rv = ev_push(S, S->now + lat, EV_REQ, nd->cin[k], a[i].chunk);
+                else
+                    rv = conn_enqueue(S, nd->cin[k], a[i].chunk, S->now);
+                break;
+            }
+            case SHOAL_SCHED_CANCEL: {
+                int k = peer_index(nd, (uint32_t)a[i].peer);
+                if (k < 0)
+                    break;
+                struct conn *cn = &S->conn[nd->cin[k]];
+                if (cn->active && cn->cur == a[i].chunk) {
+                    settle(S, cn);
+                    S->r->wasted_bytes += S->size[cn->cur] - (uint64_t)cn->remaining;
+                    rv = conn_advance(S, nd->cin[k]);
+                }
+                /* Queued copies are dropped when they reach the head. */
+                break;
+            }
+            case SHOAL_SCHED_LEASE_REQUEST:
+                rv = do_lease(S, x, a[i].count, a[i].chunk);
+                break;
+            case SHOAL_SCHED_ORIGIN_FETCH: {
+                double lat = S->c->lat_origin_ms / 1000.0;
+                for (uint32_t c = a[i].chunk; c < a[i].chunk + a[i].count && rv == 0; c++) {
+                    if (lat > 0)
+                        rv = ev_push(S, S->now + lat, EV_REQ, nd->oconn, c);
+                    else
+                        rv = conn_enqueue(S, nd->oconn, c, S->now);
+                }
+                break;
+            }
+            case SHOAL_SCHED_LEASE_DONE:
+                if (S->c->tracker) {
+                    uint8_t pk[32];
+                    node_pk(x, pk);
+                    (void)shoal_reg_lease_done(S->reg, ms(S->now), S->mid, pk, a[i].chunk,
+                                               a[i].count);
+                }
+                break;
+            }
+        }
+    } while (rv == 0 && n == ACT_BATCH);
+    uint64_t w = shoal_sched_wakeup(nd->s);
+    if (rv == 0 && w != UINT64_MAX && w < nd->wake_ms) {
+        nd->wake_ms = w;
+        double t = (double)w / 1000.0;
+        rv = ev_push(S, t > S->now ? t : S->now, EV_WAKE, x, 0);
+    }
+    return rv;
+}
+
+static int flush_dirty(struct sim *S)
+{
+    int rv = 0;
+    while (S->ndirty > 0 && rv == 0)
+        rv = run_sched(S, S->dirty[--S->ndirty]);
+    return rv;
+}
+
+/* ---- lifecycle events ---- */
+
+static int join(struct sim *S, uint32_t x)
+{
+    struct node *nd = &S->node[x];
+    int rv;
+    nd->alive = nd->joined = true;
+    if (nd->seed) {
+        memset(nd->have, 0xff, (S->nchunks + 7) / 8);
+        for (uint32_t c = 0; c < S->nchunks; c++)
+            (void)shoal_sched_chunk_obtained(nd->s, ms(S->now), c);
+        nd->nhave = S->nchunks;
+        nd->done = true;
+        S->r->node[x].done_s = S->now;
+    } else {
+        S->alive_incomplete++;
+    }
+    if ((rv = announce(S, x)) != 0)
+        return rv;
+    if (S->c->tracker && (rv = find_peers(S, x)) != 0)
+        return rv;
+    mark_dirty(S, x);
+    if (S->c->tracker) {
+        if ((rv = ev_push(S, S->now + 30.0, EV_ANNOUNCE, x, 0)) != 0)
+            return rv;
+        rv = ev_push(S, S->now + 0.25, EV_REFRESH, x, 0);
+    }
+    return rv;
+}
+
+static int kill_conn(struct sim *S, uint32_t id)
+{
+    struct conn *cn = &S->conn[id];
+    int rv = 0;
+    if (cn->active) {
+        settle(S, cn);
+        uint64_t part = S->size[cn->cur] - (uint64_t)cn->remaining;
+        S->r->wasted_bytes += part;
+        if (cn->src == S->n)
+            S->r->origin_bytes += part;
+        cn->qn = 0;
+        rv = deactivate(S, id);
+    }
+    cn->qn = 0;
+    cn->dead = true;
+    return rv;
+}
+
+static int fail_node(struct sim *S, uint32_t x)
+{
+    struct node *nd = &S->node[x];
+    int rv = 0;
+    if (!nd->alive)
+        return 0;
+    nd->alive = false;
+    S->r->node[x].failed = true;
+    if (!nd->done)
+        S->alive_incomplete--;
+    for (uint32_t i = 0; i < nd->npeers && rv == 0; i++) {
+        uint32_t p = nd->peer[i];
+        struct node *P = &S->node[p];
+        int k = peer_index(P, x);
+        rv = kill_conn(S, nd->cin[i]);
+        if (rv == 0 && k >= 0) {
+            rv = kill_conn(S, P->cin[k]);
+            (void)shoal_sched_peer_remove(P->s, x);
+            P->peer[k] = P->peer[P->npeers - 1];
+            P->cin[k] = P->cin[P->npeers - 1];
+            P->npeers--;
+            mark_dirty(S, p);
+        }
+    }
+    nd->npeers = 0;
+    if (rv == 0)
+        rv = kill_conn(S, nd->oconn);
+    if (S->c->tracker) {
+        uint8_t pk[32];
+        node_pk(x, pk);
+        shoal_reg_remove_node(S->reg, pk);
+    }
+    return rv;
+}
+
+/* ---- setup ---- */
+
+static int load_sizes(struct sim *S)
+{
+    const struct shoal_sim_config *c = S->c;
+    int rv = 0;
+    if (c->manifest[0]) {
+        FILE *f = fopen(c->manifest, "rb");
+        uint8_t *buf = NULL;
+        struct shoal_manifest *m = NULL;
+        long len;
+        if (f == NULL)
+            return -errno;
+        if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
+            (uint64_t)len > SHOAL_MF_MAX_BYTES_DEFAULT) {
+            rv = -EIO;
+            goto mf_out;
+        }
+        buf = malloc(len ? (size_t)len : 1);
+        if (buf == NULL) {
+            rv = -ENOMEM;
+            goto mf_out;
+        }
+        if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
+            rv = -EIO;
+            goto mf_out;
+        }
+        /* The simulator only needs sizes: any publisher's signature will do,
+         * but the signature itself must verify. */
+        if ((rv = shoal_manifest_parse(&m, buf, (size_t)len, NULL, NULL)) != 0)
+            goto mf_out;
+        S->nchunks = shoal_manifest_nchunks(m);
+        if (S->nchunks == 0 || S->nchunks > SHOAL_SIM_CHUNKS_MAX) {
+            rv = -EINVAL;
+            goto mf_out;
+        }
+        S->size = malloc(S->nchunks * sizeof(uint32_t));
+        S->file_first = malloc(shoal_manifest_nfiles(m) * sizeof(uint32_t));
+        if (S->size == NULL || S->file_first == NULL) {
+            rv = -ENOMEM;
+            goto mf_out;
+        }
+        for (uint32_t i = 0; i < S->nchunks; i++) {
+            S->size[i] = shoal_manifest_chunk(m, i)->len;
+            S->F += S->size[i];
+        }
+        for (uint32_t i = 0; i < shoal_manifest_nfiles(m); i++) {
+            const struct shoal_mf_file *fl = shoal_manifest_file(m, i);
+            if (fl->nchunks > 0)
+                S->file_first[S->nfiles++] = fl->first_chunk;
+        }
+        memcpy(S->mid, shoal_manifest_id(m), 32);
+    mf_out:
+        shoal_manifest_free(m);
+        free(buf);
+        fclose(f);
+        return rv;
+    }
+    /* Synthetic: sizes around chunk_avg (sum of three uniforms, a cheap
+     * bell shape), clamped to [chunk_min, chunk_max]; the last chunk takes
+     * what is left. */
+    uint64_t est = c->release_bytes / c->chunk_avg + 16;
+    if (est > SHOAL_SIM_CHUNKS_MAX)
+        return -EINVAL;
+    S->size = malloc(est * sizeof(uint32_t));
+    if (S->size == NULL)
+        return -ENOMEM;
+    uint64_t x = c->seed ^ 0xc0ffee, left = c->release_bytes;
+    double spread = (double)(c->chunk_avg - c->chunk_min);
+    if ((double)(c->chunk_max - c->chunk_avg) < spread)
+        spread = (double)(c->chunk_max - c->chunk_avg);
+    while (left > 0) {
+        if (S->nchunks == est)
+            return -EINVAL;
+        double u = (rnd01(&x) + rnd01(&x) + rnd01(&x)) / 1.5 - 1.0; /* [-1, 1] */
+        uint64_t sz = (uint64_t)((double)c->chunk_avg + u * spread);
+        if (sz < c->chunk_min)
+            sz = c->chunk_min;
+        if (sz > c->chunk_max)
+            sz = c->chunk_max;
+        if (sz > left)
+            sz = left;
+        S->size[S->nchunks++] = (uint32_t)sz;
+        left -= sz;
+    }
+    S->F = c->release_bytes;
+    uint32_t nf = c->files ? c->files : 1;
+    if (nf > S->nchunks)
+        nf = S->nchunks;
+    S->file_first = malloc(nf * sizeof(uint32_t));
+    if (S->file_first == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < nf; i++)
+        S->file_first[i] = (uint32_t)((uint64_t)S->nchunks * i / nf);
+    S->nfiles = nf;
+    uint64_t m = c->seed;
+    for (int i = 0; i < 4; i++) {
+        uint64_t v = rnd(&m);
+        memcpy(S->mid + 8 * i, &v, 8);
+    }
+    return 0;
+}
+
+static int setup(struct sim *S)
+{
+    const struct shoal_sim_config *c = S->c;
+    int rv;
+    if ((rv = load_sizes(S)) != 0)
+        return rv;
+    S->node = calloc(c->nodes, sizeof(struct node));
+    S->dirty = malloc(c->nodes * sizeof(uint32_t));
+    S->bitbuf = malloc((S->nchunks + 7) / 8);
+    S->plist = malloc(SHOAL_REG_PEERS_MAX * sizeof(struct shoal_reg_peer));
+    if (c->zone_cap > 0) {
+        S->zz = calloc((size_t)c->zones * c->zones, sizeof(struct vec));
+        if (S->zz == NULL)
+            return -ENOMEM;
+    }
+    struct shoal_sim_result *r = calloc(1, sizeof(*r));
+    S->r = r;
+    if (!S->node || !S->dirty || !S->bitbuf || !S->plist || !r)
+        return -ENOMEM;
+    r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
+    if (r->node == NULL)
+        return -ENOMEM;
+    r->nodes = c->nodes;
+    r->nchunks = S->nchunks;
+    r->release_bytes = S->F;
+
+    if (c->tracker) {
+        struct shoal_reg_config rc;
+        shoal_reg_config_default(&rc);
+        rc.seed = c->seed;
+        rc.max_nodes = c->nodes + 16;
+        rc.max_peers = SHOAL_REG_PEERS_MAX;
+        rc.lease_ms = 600000;
+        rc.node_ttl_ms = 95000;
+        if ((rv = shoal_reg_new(&S->reg, &rc)) != 0)
+            return rv;
+    }
+
+    S->rng = c->seed * 0x2545f4914f6cdd1dull + 7;
+    struct shoal_sched_config sc;
+    shoal_sched_config_default(&sc);
+    sc.max_peers = c->max_peers ? c->max_peers : 1;
+    if (c->min_depth)
+        sc.min_depth = c->min_depth;
+    if (c->max_depth)
+        sc.max_depth = c->max_depth;
+    if (sc.min_depth > sc.max_depth)
+        sc.max_depth = sc.min_depth;
+    sc.cross_zone_delay_ms = c->cross_zone_delay_ms;
+    if (c->lease_chunks)
+        sc.lease_chunks = c->lease_chunks;
+    if (c->endgame_dups)
+        sc.endgame_dups = c->endgame_dups;
+    struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
+                                      .nfiles = S->nfiles, .file_first = S->file_first};
+    double sum_up = 0, dmin = INFINITY;
+    /* Pick the failing nodes up front (never seeds), deterministically. */
+    for (uint32_t i = 0; i < c->nodes; i++) {
+        struct node *nd = &S->node[i];
+        sc.seed = c->seed * 1000003u + i;
+        if ((rv = shoal_sched_new(&nd->s, &sc, &rel)) != 0)
+            return rv;
+        nd->have = calloc((S->nchunks + 7) / 8, 1);
+        nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));
+        nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
+        if (!nd->have || !nd->peer || !nd->cin)
+            return -ENOMEM;
+        nd->zone = (uint8_t)(i % c->zones);
+        nd->seed = i < c->seeds;
+        double h = c->hetero > 0 ? 1.0 + c->hetero * (2.0 * rnd01(&S->rng) - 1.0) : 1.0;
+        nd->up_bps = c->node_up * h;
+        nd->down_bps = c->node_down * h;
+        nd->wake_ms = UINT64_MAX;
+        if ((rv = new_conn(S, S->n, i, &nd->oconn)) != 0)
+            return rv;
+        struct shoal_sim_node *rn = &r->node[i];
+        rn->zone = nd->zone;
+        rn->seed = nd->seed;
+        rn->up = nd->up_bps;
+        rn->down = nd->down_bps;
+        rn->done_s = -1;
+        rn->join_s = nd->seed || c->join_spread_s <= 0 ? 0 : c->join_spread_s * rnd01(&S->rng);
+        sum_up += nd->up_bps;
+        if (!nd->seed && nd->down_bps < dmin)
+            dmin = nd->down_bps;
+        if ((rv = ev_push(S, rn->join_s, EV_JOIN, i, 0)) != 0)
+            return rv;
+    }
+    double F = (double)S->F;
+    uint32_t nleech = c->nodes - c->seeds;
+    r->t_min = F / (c->origin_up + (c->seeds ? sum_up : 0));
+    if (nleech > 0) {
+        double t2 = F / dmin, t3 = (double)nleech * F / (c->origin_up + sum_up);
+        r->t_min = c->seeds ? (t2 > t3 ? t2 : t3) : fmax(r->t_min, fmax(t2, t3));
+    }
+    if (c->fail_frac > 0) {
+        uint32_t nfail = (uint32_t)floor(c->fail_frac * nleech + 0.5);
+        for (uint32_t k = 0; k < nfail; k++) {
+            /* Partial Fisher-Yates over the non-seed range via the heap:
+             * pick distinct victims by rejection (nfail is a small share). */
+            uint32_t v;
+            do {
+                v = c->seeds + (uint32_t)(rnd(&S->rng) % nleech);
+            } while (r->node[v].failed);
+            r->node[v].failed = true; /* reset at the failure itself */
+            if ((rv = ev_push(S, c->fail_at_s, EV_FAIL, v, 0)) != 0)
+                return rv;
+        }
+        for (uint32_t i = 0; i < c->nodes; i++)
+            r->node[i].failed = false;
+    }
+    r->bin_s = r->t_min > 0 ? r->t_min / 100.0 : 1.0;
+    r->nbins = 1000;
+    r->bins = calloc(r->nbins, sizeof(*r->bins));
+    if (r->bins == NULL)
+        return -ENOMEM;
+    if (c->tracker)
+        rv = ev_push(S, 10.0, EV_EXPIRE, 0, 0);
+    return rv;
+}
+
+static void teardown(struct sim *S)
+{
+    if (S->node)
+        for (uint32_t i = 0; i < S->c->nodes; i++) {
+            shoal_sched_free(S->node[i].s);
+            free(S->node[i].have);
+            free(S->node[i].peer);
+            free(S->node[i].cin);
+            free(S->node[i].up.v);
+            free(S->node[i].down.v);
+        }
+    for (uint32_t i = 0; i < S->nconn; i++)
+        free(S->conn[i].q);
+    if (S->zz)
+        for (uint32_t i = 0; i < S->c->zones * S->c->zones; i++)
+            free(S->zz[i].v);
+    free(S->zz);
+    free(S->conn);
+    free(S->origin_up.v);
+    free(S->node);
+    free(S->dirty);
+    free(S->bitbuf);
+    free(S->plist);
+    free(S->heap);
+    free(S->size);
+    free(S->file_first);
+    shoal_reg_free(S->reg);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void finish(struct sim *S)
+{
+    struct shoal_sim_result *r = S->r;
+    double *t = malloc(S->c->nodes * sizeof(double));
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < S->c->nodes; i++) {
+        if (r->node[i].failed)
+            r->failed++;
+        else if (r->node[i].done_s >= 0 && !r->node[i].seed)
+            t[n++] = r->node[i].done_s;
+        else if (r->node[i].done_s < 0)
+            r->incomplete++;
+    }
+    r->completed = n;
+    r->end_s = S->now;
+    if (t != NULL && n > 0) {
+        qsort(t, n, sizeof(double), cmp_double);
+        r->p50 = t[(size_t)ceil(0.50 * n) - 1];
+        r->p90 = t[(size_t)ceil(0.90 * n) - 1];
+        r->p99 = t[(size_t)ceil(0.99 * n) - 1];
+        r->max = t[n - 1];
+    }
+    free(t);
+}
+
+int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **out)
+{
+    struct sim S;
+    int rv = -EINVAL;
+    memset(&S, 0, sizeof(S));
+    S.c = c;
+    S.n = c->nodes;
+    if (c->nodes == 0 || c->nodes > SHOAL_SIM_NODES_MAX || c->zones == 0 ||
+        c->zones > SHOAL_SIM_ZONES_MAX || c->seeds > c->nodes || !(c->node_up > 0) ||
+        !(c->node_down > 0) || !(c->origin_up > 0) || c->hetero < 0 || c->hetero >= 1 ||
+        c->chunk_min == 0 || c->chunk_min > c->chunk_avg || c->chunk_avg > c->chunk_max ||
+        (c->release_bytes == 0 && !c->manifest[0]) || c->max_peers > SHOAL_SCHED_PEERS_MAX ||
+        c->fail_frac < 0 || c->fail_frac > 1 || c->lat_zone_ms < 0 || c->lat_cross_ms < 0 ||
+        c->lat_origin_ms < 0)
+        goto out;
+    if ((rv = setup(&S)) != 0)
+        goto out;
+    S.next_progress = 0;
+    while (S.nheap > 0 && rv == 0) {
+        struct ev e = ev_pop(&S);
+        if (c->max_sim_s > 0 && e.t > c->max_sim_s)
+            break;
+        S.now = e.t;
+        S.r->events++;
+        switch (e.kind) {
+        case EV_FLOW: {
+            struct conn *cn = &S.conn[e.a];
+            if (!cn->active || cn->ver != e.b)
+                break;
+            settle(&S, cn);
+            uint32_t chunk = cn->cur;
+            rv = deliver(&S, cn->src, cn->dst, chunk, cn->t_req_cur);
+            if (rv == 0)
+                rv = conn_advance(&S, e.a);
+            break;
+        }
+        case EV_REQ:
+            rv = conn_enqueue(&S, e.a, e.b, S.now);
+            break;
+        case EV_WAKE:
+            if (S.node[e.a].wake_ms != UINT64_MAX && ms(S.now) + 1 >= S.node[e.a].wake_ms) {
+                S.node[e.a].wake_ms = UINT64_MAX;
+                mark_dirty(&S, e.a);
+            }
+            break;
+        case EV_JOIN:
+            rv = join(&S, e.a);
+            break;
+        case EV_FAIL:
+            rv = fail_node(&S, e.a);
+            break;
+        case EV_ANNOUNCE:
+            if (S.node[e.a].alive) {
+                rv = announce(&S, e.a);
+                if (rv == 0)
+                    rv = ev_push(&S, S.now + 30.0, EV_ANNOUNCE, e.a, 0);
+            }
+            break;
+        case EV_REFRESH: {
+            struct node *nd = &S.node[e.a];
+            if (!nd->alive || nd->npeers >= c->max_peers)
+                break;
+            rv = find_peers(&S, e.a);
+            /* Keep looking while short of peers, less often once some
+             * are there. */
+            if (rv == 0 && nd->npeers < c->max_peers / 2)
+                rv = ev_push(&S, S.now + (nd->npeers ? 1.0 : 0.25), EV_REFRESH, e.a, 0);
+            else if (rv == 0)
+                rv = ev_push(&S, S.now + 10.0, EV_REFRESH, e.a, 0);
+            break;
+        }
+        case EV_EXPIRE:
+            shoal_reg_expire(S.reg, ms(S.now));
+            if (S.alive_incomplete > 0)
+                rv = ev_push(&S, S.now + 10.0, EV_EXPIRE, 0, 0);
+            break;
+        }
+        if (rv == 0)
+            rv = flush_dirty(&S);
+        if (c->progress && S.now >= S.next_progress) {
+            fprintf(stderr, "sim: t=%.1fs, %u nodes still downloading, %llu transfers\n", S.now,
+                    S.alive_incomplete, (unsigned long long)S.r->transfers);
+            S.next_progress = S.now + (S.r->t_min > 0 ? S.r->t_min / 10 : 10);
+        }
+        /* Everyone live is done and nobody is left to join: stop, even if
+         * periodic events remain. */
+        if (S.alive_incomplete == 0 && e.t >= c->join_spread_s &&
+            (c->fail_frac == 0 || e.t >= c->fail_at_s))
+            break;
+    }
+    if (rv == 0) {
+        finish(&S);
+        *out = S.r;
+        S.r = NULL;
+    }
+out:
+    if (S.r) {
+        free(S.r->node);
+        free(S.r->bins);
+        free(S.r);
+    }
+    teardown(&S);
+    return rv;
+}
+
+void shoal_sim_result_free(struct shoal_sim_result *r)
+{
+    if (r == NULL)
+        return;
+    free(r->node);
+    free(r->bins);
+    free(r);
+}

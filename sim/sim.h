@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shoal-sim's engine: a discrete-event, flow-level simulation of a fleet
+ * pulling one release. Every node runs the daemon's own scheduler
+ * (node/sched.h) and the tracker's own registry (tracker/registry.h) hands
+ * out peer lists and origin leases; the simulator only moves bytes.
+ *
+ * Model. A node has an upload and a download capacity; the origin has an
+ * upload capacity. Between two nodes (or origin and node) a connection
+ * carries one chunk at a time, requests queue behind it (pipelining hides
+ * the round trip). Active connections share each link equally: a flow's
+ * rate is min(up(src) / flows out of src, down(dst) / flows into dst,
+ * cap(zone pair) / flows on that pair), recomputed only for the flows of
+ * the endpoints whose flow count changed. Requests reach the uploader one
+ * round trip after they are made (zero latency models an ideal network).
+ *
+ * Thread safety: none; a run is single-threaded and deterministic for a
+ * given configuration (seed included).
+ */
+#ifndef SHOAL_SIM_H
+#define SHOAL_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Bounds on scenario sizes, so a typo cannot ask for a terabyte. */
+#define SHOAL_SIM_NODES_MAX 1000000u
+#define SHOAL_SIM_ZONES_MAX 64u
+#define SHOAL_SIM_CHUNKS_MAX 4000000u
+
+struct shoal_sim_config {
+    uint32_t nodes;            /* fleet size */
+    uint32_t zones;            /* nodes are spread round-robin over zones */
+    uint32_t seeds;            /* nodes that start with the whole release */
+    double node_up;            /* bytes/s */
+    double node_down;          /* bytes/s */
+    double hetero;             /* each node's bandwidths scaled by U[1-h, 1+h] */
+    double origin_up;          /* bytes/s */
+    double zone_cap;           /* bytes/s per ordered zone pair, 0 = unlimited */
+    double lat_zone_ms;        /* round trip within a zone */
+    double lat_cross_ms;       /* round trip between zones */
+    double lat_origin_ms;      /* round trip to the origin */
+    uint64_t release_bytes;    /* synthetic release size */
+    uint32_t chunk_avg;        /* synthetic chunk sizes: avg, min, max */
+    uint32_t chunk_min;
+    uint32_t chunk_max;
+    uint32_t files;            /* synthetic files (equal chunk counts) */
+    char manifest[512];        /* signed manifest file; overrides synthetic sizes */
+    double join_spread_s;      /* 0: all join at t=0; else uniform over [0, spread] */
+    double fail_frac;          /* fraction of nodes that die ... */
+    double fail_at_s;          /* ... at this time */
+    uint32_t max_peers;        /* peers per node (0: no peer exchange) */
+    bool tracker;              /* leases from the tracker registry; else the
+                                  origin grants any lease (no-tracker fallback) */
+    uint64_t seed;
+    /* scheduler knobs */
+    uint32_t min_depth;
+    uint32_t max_depth;
+    uint32_t cross_zone_delay_ms;
+    uint32_t lease_chunks;
+    uint32_t endgame_dups;
+    double max_sim_s;          /* stop the clock here (0 = no limit) */
+    bool progress;             /* progress lines on stderr */
+};
+
+/* Defaults: 100 nodes, 4 zones, 0 seeds, 1.25 GB/s (10 Gbit/s) up and down,
+ * homogeneous, origin 1.25 GB/s, no zone cap, RTT 0.5 ms in a zone, 10 ms
+ * across, 20 ms to the origin, 1 GiB release in 1 MiB (256 KiB..4 MiB)
+ * chunks over 1 file, all join at once, no failures, 32 peers, tracker
+ * leases, seed 1, the scheduler's defaults. */
+void shoal_sim_config_default(struct shoal_sim_config *c);
+
+/*
+ * Sets one option by name (the same names as the config file and the
+ * long flags: nodes, zones, seeds, up, down, bandwidth (both), hetero,
+ * origin, zone_cap, lat_zone, lat_cross, lat_origin, size, chunk_avg,
+ * chunk_min, chunk_max, files, manifest, join_spread, fail_frac, fail_at,
+ * peers, tracker, seed, min_depth, max_depth, cross_delay, lease_chunks,
+ * endgame_dups, max_time, progress). Sizes and rates accept K/M/G/T
+ * suffixes (powers of 1024 for sizes; rates: "10Gbit" or bytes "1.25G").
+ * Returns 0, SHOAL_ENOTFOUND (unknown key) or SHOAL_EBADMSG (bad value).
+ */
+int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *value);
+
+/*
+ * Reads "key = value" lines from |path| ('#' starts a comment) into |c|.
+ * On error writes a message naming the file and line to |err|.
+ * Returns 0, a negated errno (cannot read) or the config_set error.
+ */
+int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
+                          size_t errlen);
+
+struct shoal_sim_node {
+    uint8_t zone;
+    bool seed;
+    bool failed;
+    double up, down;           /* bytes/s */
+    double join_s;
+    double done_s;             /* < 0: never completed */
+    uint64_t from_origin, from_zone, from_cross, uploaded;
+};
+
+struct shoal_sim_result {
+    uint32_t nodes;
+    uint32_t nchunks;
+    uint64_t release_bytes;
+    double t_min;              /* max(F/u_o, F/d_min, N F / (u_o + sum u)) */
+    double p50, p90, p99, max; /* completion times of completed nodes, s */
+    uint32_t completed, failed, incomplete;
+    uint64_t origin_bytes;     /* egress from the origin, all of it */
+    uint64_t cross_bytes;      /* bytes received across zones */
+    uint64_t recv_bytes;       /* bytes of chunks received (incl. duplicates) */
+    uint64_t wasted_bytes;     /* duplicates and aborted transfers */
+    uint64_t transfers;        /* chunk transfers completed */
+    uint64_t events;
+    double end_s;              /* simulated time at the end */
+    struct shoal_sim_node *node;
+    /* bytes received by source over time: bins of bin_s seconds,
+     * [i][0] origin, [i][1] same zone, [i][2] cross zone */
+    uint32_t nbins;
+    double bin_s;
+    uint64_t (*bins)[3];
+};
+
+/*
+ * Runs the scenario |c| to the end (every live node complete, or nothing
+ * left to happen, or max_sim_s) and returns the figures in |*out| (written
+ * only on success; free with shoal_sim_result_free).
+ * Returns 0; -EINVAL (inconsistent configuration), a manifest parse error,
+ * a registry error, or -ENOMEM.
+ */
+int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **out);
+void shoal_sim_result_free(struct shoal_sim_result *r);
+
+/* Human-readable summary (percentiles, T_min and the ratios, origin egress
+ * as a multiple of the release, cross-zone share). */
+void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f);
+/* One CSV row per node with a header line. Returns 0 or -EIO. */
+int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f);
+/* An SVG with two plots: nodes complete over time, and receive rate by
+ * source (origin, same zone, cross zone) over time. Returns 0 or -EIO. */
+int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f);
+
+#endif

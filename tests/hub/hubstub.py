@@ -1,0 +1,515 @@
+# SPDX-License-Identifier: MIT
+"""A stand-in for the Hugging Face Hub, for tests and demos with no internet.
+
+Serves the repos genrepo.py writes, in the Hub's URL layout and API shape,
+on 127.0.0.1 only. Python standard library only.
+
+On-disk layout (ROOT is the directory given on the command line):
+  ROOT/{models,datasets}/<org>/<name>/repo.json
+      {"private": bool, "gated": bool, "granted": [tokens],
+       "branches": {"main": commit}, "tags": {"v1": commit}}
+  ROOT/{models,datasets}/<org>/<name>/commits/<commit>/.files.json
+      {"commit", "parent", "files": [{path, size, sha256, lfs, blob_id,
+                                      pointer_size?}]}
+  ROOT/{models,datasets}/<org>/<name>/commits/<commit>/<path>   the bytes
+
+Endpoints (datasets use /api/datasets/... and /datasets/...):
+  GET  /api/models/<repo>/revision/<rev>[?blobs=true]   model info JSON:
+       id, sha, private, gated, siblings [{rfilename, size?, blobId?, lfs?}]
+       (size/blobId/lfs only with blobs=true, as on the Hub)
+  GET|HEAD /<repo>/resolve/<rev>/<path>
+       LFS files: 302 to /cdn/<sha256>?repo=..&file=..&exp=..&sig=.. with
+       X-Repo-Commit, X-Linked-Etag ("sha256"), X-Linked-Size, ETag (the
+       pointer's blob id). Other files: 200 with the bytes (Range works),
+       ETag = git blob id, X-Repo-Commit.
+  GET|HEAD /cdn/<sha256>?...  the bytes; Range (206, Content-Range, 416),
+       ETag, Content-Length. The URL is signed (HMAC over the query) like
+       the Hub's CDN URLs, so it needs no Authorization header.
+  Errors: 401/403/404 with X-Error-Code (RepoNotFound, RevisionNotFound,
+       EntryNotFound, GatedRepo) and X-Error-Message, and a JSON body.
+
+Private repos need "Authorization: Bearer <t>" with t given by --token or
+a line of --token-file; a missing or unknown token is 401 RepoNotFound, as
+on the Hub (it does not reveal the repo exists). Gated repos need a token
+listed in "granted": none is 401, another one is 403 GatedRepo.
+
+Control (never faulted):
+  GET  /_stub/stats  -> {"bytes": {"<type>/<org>/<name>/<path>": n},
+                         "total_bytes", "requests": {"api","resolve","cdn",
+                         "other"}, "cdn_auth": n (CDN requests that carried
+                         Authorization), "log": [last 500 requests]}
+  POST /_stub/reset  clears counters and faults
+  POST /_stub/faults JSON list of rules (appended); each rule:
+       {"kind": "status", "code": 429|503|..., "retry_after": s, "times": n,
+        "match": "substring of the request path"}
+       {"kind": "slow", "bps": bytes_per_second, "match": ..., "times": n}
+       {"kind": "cut", "after": K, "times": n, "match": ...}  close the
+            connection after K body bytes
+       {"kind": "flip", "file": "path in repo", "offset": X, "times": n}
+            bytes served of that file have byte X inverted
+       {"kind": "cdn_host", "host": "127.0.0.1"}  redirect LFS files to
+            this host name instead of the one the client used
+       "times" defaults to 1 for status/cut and to unlimited (-1) otherwise.
+  The same rules can be given at start with --faults JSON.
+
+Usage: hubstub.py ROOT [--port 0] [--token T] [--token-file F]
+                  [--faults JSON] [--cdn-host H]
+Prints the bound port as the first line of stdout.
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SIGN_KEY = os.urandom(32)
+CDN_TTL = 3600
+COPY_BLOCK = 1 << 16
+
+
+class State:
+    def __init__(self, root, tokens, cdn_host):
+        self.root = os.path.abspath(root)
+        self.tokens = set(tokens)
+        self.default_cdn_host = cdn_host
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.faults = []
+            self.cdn_host = self.default_cdn_host
+            self.bytes = {}
+            self.requests = {"api": 0, "resolve": 0, "cdn": 0, "other": 0}
+            self.cdn_auth = 0
+            self.log = []
+
+    def add_faults(self, rules):
+        if isinstance(rules, dict):
+            rules = [rules]
+        with self.lock:
+            for r in rules:
+                kind = r.get("kind")
+                if kind == "cdn_host":
+                    self.cdn_host = r.get("host") or None
+                    continue
+                if kind not in ("status", "slow", "cut", "flip"):
+                    raise ValueError("unknown fault kind %r" % kind)
+                r = dict(r)
+                r.setdefault("times", 1 if kind in ("status", "cut") else -1)
+                r.setdefault("match", "")
+                self.faults.append(r)
+
+    def take_fault(self, kind, path):
+        """Consumes one use of the first matching rule of |kind|."""
+        with self.lock:
+            for r in self.faults:
+                if r["kind"] != kind or r["times"] == 0 or r["match"] not in path:
+                    continue
+                if r["times"] > 0:
+                    r["times"] -= 1
+                return dict(r)
+        return None
+
+    def flips_for(self, file_key):
+        with self.lock:
+            out = []
+            for r in self.faults:
+                if r["kind"] != "flip" or r["times"] == 0:
+                    continue
+                f = r.get("file", "")
+                if file_key == f or file_key.endswith("/" + f):
+                    if r["times"] > 0:
+                        r["times"] -= 1
+                    out.append(int(r["offset"]))
+            return out
+
+    def count(self, kind, entry):
+        with self.lock:
+            self.requests[kind] += 1
+            self.log.append(entry)
+            if len(self.log) > 500:
+                del self.log[0]
+
+    def add_bytes(self, key, n):
+        with self.lock:
+            self.bytes[key] = self.bytes.get(key, 0) + n
+
+    def stats(self):
+        with self.lock:
+            return {"bytes": dict(self.bytes), "total_bytes": sum(self.bytes.values()),
+                    "requests": dict(self.requests), "cdn_auth": self.cdn_auth,
+                    "log": list(self.log)}
+
+
+class HttpError(Exception):
+    def __init__(self, code, error_code, message):
+        super().__init__(message)
+        self.code = code
+        self.error_code = error_code
+        self.message = message
+
+
+def sign(query):
+    return hmac.new(SIGN_KEY, query.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_range(header, size):
+    """(start, end_inclusive) or None for the whole file; raises on 416."""
+    if not header:
+        return None
+    if not header.startswith("bytes=") or "," in header:
+        raise HttpError(416, None, "unsupported range")
+    a, _, b = header[6:].strip().partition("-")
+    try:
+        if a == "":
+            n = int(b)
+            if n <= 0:
+                raise ValueError
+            start, end = max(0, size - n), size - 1
+        else:
+            start = int(a)
+            end = int(b) if b else size - 1
+    except ValueError:
+        raise HttpError(416, None, "bad range")
+    if start >= size or end < start:
+        raise HttpError(416, None, "range not satisfiable")
+    return start, min(end, size - 1)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "hubstub/1"
+
+    def log_message(self, fmt, *args):  # keep test output quiet
+        pass
+
+    # ---- helpers ----
+    @property
+    def st(self):
+        return self.server.state
+
+    def bearer(self):
+        h = self.headers.get("Authorization", "")
+        return h[7:].strip() if h.startswith("Bearer ") else None
+
+    def send_json(self, code, obj, extra=None):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_error_json(self, e):
+        extra = {}
+        if e.error_code:
+            extra["X-Error-Code"] = e.error_code
+        extra["X-Error-Message"] = e.message
+        self.send_json(e.code, {"error": e.message}, extra)
+
+    def repo_dir(self, kind, repo):
+        if ".." in repo.split("/") or repo.count("/") > 1 or not repo:
+            raise HttpError(404, "RepoNotFound", "Repository not found")
+        d = os.path.join(self.st.root, kind, repo)
+        meta_path = os.path.join(d, "repo.json")
+        if not os.path.isfile(meta_path):
+            raise HttpError(404, "RepoNotFound", "Repository Not Found for url: " + self.path)
+        with open(meta_path) as f:
+            meta = json.load(f)
+        tok = self.bearer()
+        if meta.get("private") and tok not in self.st.tokens:
+            raise HttpError(401, "RepoNotFound",
+                            "Repository Not Found for url: %s. Invalid username or password." % self.path)
+        if meta.get("gated"):
+            if tok is None or tok not in self.st.tokens:
+                raise HttpError(401, "GatedRepo", "Access to this gated repo requires a token")
+            if tok not in meta.get("granted", []):
+                raise HttpError(403, "GatedRepo",
+                                "Access to gated repo %s is restricted; you are not in the authorized list" % repo)
+        return d, meta
+
+    def resolve_rev(self, d, meta, rev):
+        if rev in meta.get("branches", {}):
+            commit = meta["branches"][rev]
+        elif rev in meta.get("tags", {}):
+            commit = meta["tags"][rev]
+        elif len(rev) == 40 and all(c in "0123456789abcdef" for c in rev):
+            commit = rev
+        else:
+            raise HttpError(404, "RevisionNotFound", "Invalid rev id: " + rev)
+        listing = os.path.join(d, "commits", commit, ".files.json")
+        if not os.path.isfile(listing):
+            raise HttpError(404, "RevisionNotFound", "Invalid rev id: " + rev)
+        with open(listing) as f:
+            return commit, json.load(f)["files"]
+
+    def check_status_fault(self, path):
+        r = self.st.take_fault("status", path)
+        if r is None:
+            return False
+        extra = {}
+        if r.get("retry_after") is not None:
+            extra["Retry-After"] = str(r["retry_after"])
+        self.send_json(int(r.get("code", 503)), {"error": "injected fault"}, extra)
+        return True
+
+    def send_file_bytes(self, disk_path, size, file_key, headers, status_ok=200):
+        rng = parse_range(self.headers.get("Range"), size)
+        if rng is None:
+            start, end, code = 0, size - 1, status_ok
+        else:
+            start, end, code = rng[0], rng[1], 206
+        length = end - start + 1 if size else 0
+        self.send_response(code)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        if code == 206:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
+        self.end_headers()
+        if self.command == "HEAD" or length == 0:
+            return
+        cut = self.st.take_fault("cut", self.path)
+        slow = self.st.take_fault("slow", self.path)
+        flips = [o for o in self.st.flips_for(file_key) if start <= o <= end]
+        limit = length
+        if cut is not None:
+            limit = min(length, int(cut.get("after", 0)))
+        sent = 0
+        with open(disk_path, "rb") as f:
+            if cut is None and slow is None and not flips:
+                # Fast path: the kernel copies, so the stand-in can feed the
+                # client at memory speed.
+                while sent < length:
+                    n = self.connection.sendfile(f, start + sent, length - sent)
+                    if n == 0:
+                        break
+                    sent += n
+                    self.st.add_bytes(file_key, n)
+            else:
+                f.seek(start)
+                bps = float(slow["bps"]) if slow else 0.0
+                t0 = time.monotonic()
+                while sent < limit:
+                    want = min(COPY_BLOCK, limit - sent)
+                    if bps:
+                        want = min(want, max(1, int(bps / 20)))
+                    buf = bytearray(f.read(want))
+                    if not buf:
+                        break
+                    for o in flips:
+                        i = o - (start + sent)
+                        if 0 <= i < len(buf):
+                            buf[i] ^= 0xFF
+                    self.wfile.write(buf)
+                    sent += len(buf)
+                    self.st.add_bytes(file_key, len(buf))
+                    if bps:
+                        ahead = sent / bps - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+                if cut is not None and sent < length:
+                    self.wfile.flush()
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+
+    # ---- routes ----
+    def do_HEAD(self):
+        self.handle_any()
+
+    def do_GET(self):
+        self.handle_any()
+
+    def do_POST(self):
+        u = urllib.parse.urlsplit(self.path)
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if 0 < n <= 1 << 20 else b""
+        try:
+            if u.path == "/_stub/reset":
+                self.st.reset()
+                self.send_json(200, {"ok": True})
+            elif u.path == "/_stub/faults":
+                self.st.add_faults(json.loads(body or b"[]"))
+                self.send_json(200, {"ok": True})
+            else:
+                self.send_json(404, {"error": "not found"})
+        except (ValueError, TypeError) as e:
+            self.send_json(400, {"error": str(e)})
+
+    def handle_any(self):
+        u = urllib.parse.urlsplit(self.path)
+        path = urllib.parse.unquote(u.path)
+        if path == "/_stub/stats":
+            self.send_json(200, self.st.stats())
+            return
+        parts = path.strip("/").split("/")
+        entry = {"method": self.command, "path": self.path,
+                 "range": self.headers.get("Range"),
+                 "auth": self.headers.get("Authorization") is not None,
+                 "host": self.headers.get("Host")}
+        try:
+            if parts[0] == "api":
+                self.st.count("api", entry)
+                if not self.check_status_fault(self.path):
+                    self.route_api(parts[1:], u)
+            elif parts[0] == "cdn":
+                self.st.count("cdn", entry)
+                if entry["auth"]:
+                    with self.st.lock:
+                        self.st.cdn_auth += 1
+                if not self.check_status_fault(self.path):
+                    self.route_cdn(parts[1:], u)
+            elif "resolve" in parts:
+                self.st.count("resolve", entry)
+                if not self.check_status_fault(self.path):
+                    self.route_resolve(parts)
+            else:
+                self.st.count("other", entry)
+                raise HttpError(404, None, "Not Found")
+        except HttpError as e:
+            self.send_error_json(e)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def route_api(self, parts, u):
+        # api/{models,datasets}/<repo...>/revision/<rev>
+        if len(parts) < 4 or parts[0] not in ("models", "datasets") or "revision" not in parts:
+            raise HttpError(404, None, "Not Found")
+        i = parts.index("revision")
+        kind, repo, rev = parts[0], "/".join(parts[1:i]), "/".join(parts[i + 1:])
+        d, meta = self.repo_dir(kind, repo)
+        commit, files = self.resolve_rev(d, meta, rev)
+        blobs = urllib.parse.parse_qs(u.query).get("blobs", ["false"])[0] == "true"
+        sib = []
+        for f in files:
+            s = {"rfilename": f["path"]}
+            if blobs:
+                s["blobId"] = f["blob_id"]
+                s["size"] = f["size"]
+                if f["lfs"]:
+                    s["lfs"] = {"sha256": f["sha256"], "size": f["size"],
+                                "pointerSize": f["pointer_size"]}
+            sib.append(s)
+        info = {"_id": hashlib.sha1(repo.encode()).hexdigest()[:24], "id": repo,
+                "private": bool(meta.get("private")), "gated": bool(meta.get("gated")),
+                "disabled": False, "sha": commit, "lastModified": "2024-01-01T00:00:00.000Z",
+                "tags": [], "siblings": sib}
+        if kind == "models":
+            info["modelId"] = repo
+            info["library_name"] = "transformers"
+        self.send_json(200, info)
+
+    def route_resolve(self, parts):
+        # [datasets/]<org>/<name>/resolve/<rev>/<path...>
+        kind = "models"
+        if parts[0] == "datasets":
+            kind, parts = "datasets", parts[1:]
+        if "resolve" not in parts:
+            raise HttpError(404, None, "Not Found")
+        i = parts.index("resolve")
+        repo = "/".join(parts[:i])
+        if len(parts) < i + 3:
+            raise HttpError(404, "EntryNotFound", "Entry not found")
+        rev, fpath = parts[i + 1], "/".join(parts[i + 2:])
+        d, meta = self.repo_dir(kind, repo)
+        commit, files = self.resolve_rev(d, meta, rev)
+        f = next((x for x in files if x["path"] == fpath), None)
+        if f is None:
+            raise HttpError(404, "EntryNotFound", "Entry not found: %s" % fpath)
+        file_key = "%s/%s/%s" % (kind, repo, fpath)
+        hdr = {"X-Repo-Commit": commit}
+        if f["lfs"]:
+            hdr["ETag"] = '"%s"' % f["blob_id"]
+            hdr["X-Linked-Etag"] = '"%s"' % f["sha256"]
+            hdr["X-Linked-Size"] = str(f["size"])
+            q = urllib.parse.urlencode({"repo": "%s/%s/%s" % (kind, repo, commit),
+                                        "file": fpath,
+                                        "exp": int(time.time()) + CDN_TTL})
+            q += "&sig=" + sign(q)
+            host = self.st.cdn_host
+            hostport = self.headers.get("Host") or "127.0.0.1:%d" % self.server.server_port
+            if host:
+                hostport = "%s:%d" % (host, self.server.server_port)
+            loc = "http://%s/cdn/%s?%s" % (hostport, f["sha256"], q)
+            body = b"Found. Redirecting"
+            self.send_response(302)
+            for k, v in hdr.items():
+                self.send_header(k, v)
+            self.send_header("Location", loc)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return
+        hdr["ETag"] = '"%s"' % f["blob_id"]
+        self.send_file_bytes(os.path.join(d, "commits", commit, fpath), f["size"],
+                             file_key, hdr)
+
+    def route_cdn(self, parts, u):
+        if len(parts) != 1:
+            raise HttpError(404, None, "Not Found")
+        sha = parts[0]
+        q, _, sig = u.query.rpartition("&sig=")
+        if not hmac.compare_digest(sign(q), sig):
+            raise HttpError(403, None, "Request signature does not match")
+        qs = urllib.parse.parse_qs(q)
+        if int(qs.get("exp", ["0"])[0]) < time.time():
+            raise HttpError(403, None, "Request has expired")
+        repo_commit, fpath = qs["repo"][0], qs["file"][0]
+        kind, rest = repo_commit.split("/", 1)
+        repo, commit = rest.rsplit("/", 1)
+        d = os.path.join(self.st.root, kind, repo)
+        with open(os.path.join(d, "commits", commit, ".files.json")) as fh:
+            files = json.load(fh)["files"]
+        f = next((x for x in files if x["path"] == fpath and x["sha256"] == sha), None)
+        if f is None:
+            raise HttpError(404, None, "NoSuchKey")
+        self.send_file_bytes(os.path.join(d, "commits", commit, fpath), f["size"],
+                             "%s/%s/%s" % (kind, repo, fpath), {"ETag": '"%s"' % sha})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Hugging Face Hub stand-in")
+    ap.add_argument("root")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--token", action="append", default=[])
+    ap.add_argument("--token-file")
+    ap.add_argument("--faults", help="JSON list of fault rules")
+    ap.add_argument("--cdn-host", help="host name used in CDN redirects")
+    a = ap.parse_args(argv)
+    tokens = list(a.token)
+    if a.token_file:
+        with open(a.token_file) as f:
+            tokens += [l.strip() for l in f if l.strip()]
+    state = State(a.root, tokens, a.cdn_host)
+    if a.faults:
+        state.add_faults(json.loads(a.faults))
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    srv.daemon_threads = True
+    srv.state = state
+    print(srv.server_port, flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The `shoal` tool as a person uses it: keys are written with the right
+# modes and never overwritten, credentials verify only against their cluster,
+# a manifest built from a repo folder verifies, lists every file with the
+# right sha256, and any flipped byte or untrusted signer is refused.
+# usage: test_cli.sh SHOAL_BINARY
+set -u
+shoal=$(readlink -f "$1")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+fails=0
+check() { # description, command...
+    local what=$1; shift
+    if "$@" >out.txt 2>&1; then echo "ok   $what"; else echo "FAIL $what"; cat out.txt; fails=$((fails+1)); fi
+}
+refuse() { # description, command... (must fail with status 1 and say why)
+    local what=$1; shift
+    "$@" >out.txt 2>&1; local rc=$?
+    if [ $rc -eq 1 ] && [ -s out.txt ]; then echo "ok   $what: $(tail -1 out.txt)"; else echo "FAIL $what (rc=$rc)"; cat out.txt; fails=$((fails+1)); fi
+}
+
+check "keygen" "$shoal" keygen pub.key
+check "secret key is mode 600" test "$(stat -c %a pub.key)" = 600
+refuse "keygen refuses to overwrite" "$shoal" keygen pub.key
+chmod 644 pub.key
+refuse "a secret key readable by others is refused" "$shoal" manifest build . --repo a/b --commit 0000000000000000000000000000000000000000 --key pub.key --out x
+chmod 600 pub.key
+
+check "cluster keygen" "$shoal" keygen cluster.key
+check "node keygen" "$shoal" keygen node.key
+check "cred issue" "$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out node.cred
+check "cred verify" "$shoal" cred verify --cluster-pub cluster.key.pub node.cred
+"$shoal" keygen other.key >/dev/null
+refuse "cred from another cluster" "$shoal" cred verify --cluster-pub other.key.pub node.cred
+
+mkdir -p repo/sub
+head -c 3000000 /dev/urandom > repo/model.safetensors
+echo '{"a": 1}' > repo/config.json
+echo 'nested' > repo/sub/file.txt
+mkdir repo/.git && echo junk > repo/.git/HEAD
+commit=0123456789abcdef0123456789abcdef01234567
+check "manifest build" "$shoal" manifest build repo --repo org/name --commit $commit --key pub.key --out r.mf --min 64K --avg 256K --max 1M
+check "manifest verify" "$shoal" manifest verify r.mf --trust pub.key.pub
+"$shoal" manifest show r.mf --trust pub.key.pub > show.txt
+sha=$(sha256sum repo/model.safetensors | cut -d' ' -f1)
+check "show lists the shard with its sha256" grep -q "model.safetensors .*$sha" show.txt
+check "show lists nested files" grep -q "sub/file.txt" show.txt
+if grep -q "\.git" show.txt; then echo "FAIL .git was included"; fails=$((fails+1)); else echo "ok   .git is skipped"; fi
+refuse "untrusted publisher" "$shoal" manifest verify r.mf --trust other.key.pub
+size=$(stat -c %s r.mf)
+flips=0
+for off in 0 7 $((size/3)) $((size/2)) $((size-70)) $((size-1)); do
+    cp r.mf t.mf
+    b=$(od -An -tu1 -j $off -N1 t.mf | tr -d ' ')
+    printf "$(printf '\\%03o' $(( (b ^ 1) & 255 )))" | dd of=t.mf bs=1 seek=$off conv=notrunc status=none
+    if "$shoal" manifest verify t.mf --trust pub.key.pub >/dev/null 2>&1; then
+        echo "FAIL flipped byte at $off accepted"; fails=$((fails+1)); else flips=$((flips+1)); fi
+done
+echo "ok   $flips flipped-byte manifests refused"
+head -c $((size - 10)) r.mf > trunc.mf
+refuse "truncated manifest" "$shoal" manifest verify trunc.mf --trust pub.key.pub
+
+"$shoal" chunk --min 64K --avg 256K --max 1M --ids repo/model.safetensors > chunks.txt
+n=$(grep -cE '^ +[0-9]+ +[0-9]+ [0-9a-f]{64}$' chunks.txt)
+check "chunk --ids lists chunks ($n)" test "$n" -ge 3
+total=$(grep -E '^ +[0-9]+ +[0-9]+ [0-9a-f]{64}$' chunks.txt | awk '{s+=$2} END {print s}')
+check "chunk lengths add up to the file size" test "$total" = 3000000
+"$shoal" nosuchcmd >/dev/null 2>&1; rc=$?
+check "unknown command exits 2" test $rc = 2
+check "help" "$shoal" help
+
+[ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
+exit $((fails > 0))

@@ -1,0 +1,592 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Hub client against the stand-in (tests/hub/hubstub.py on loopback):
+ * resolving releases, ranged downloads with merged spans, every injected
+ * fault survived or reported, auth errors named, and the token kept away
+ * from a CDN host. Also the JSON parser and git blob ids it relies on.
+ * Usage: test_hub PYTHON HUBDIR
+ */
+#include "t.h"
+
+#include "error.h"
+#include "hash.h"
+#include "hub.h"
+#include "json.h"
+
+#include "hub/stub.h"
+
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *py, *hubdir;
+static char root[256];
+static char commit_m[41], commit_p[41];
+static struct hubstub stub;
+static uv_loop_t loop;
+
+#define SHARD1 "model-00001-of-00002.safetensors"
+
+/* ---- loop driving, bounded in time ---- */
+
+static void on_guard(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void run_until(const bool *flag, int seconds)
+{
+    uv_timer_t guard;
+    uint64_t deadline = uv_hrtime() + (uint64_t)seconds * 1000000000ull;
+
+    uv_timer_init(&loop, &guard);
+    uv_timer_start(&guard, on_guard, 50, 50);
+    while (!*flag && uv_hrtime() < deadline)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static void hub_close(struct shoal_hub *h)
+{
+    shoal_hub_free(h);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static struct shoal_hub *hub_open(const char *endpoint, const char *token, unsigned attempts)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+
+    shoal_hub_config_default(&c);
+    c.endpoint = endpoint ? endpoint : stub.url;
+    c.token = token ? token : "";
+    c.max_attempts = attempts;
+    c.backoff_base_ms = 20;
+    c.backoff_max_ms = 3000;
+    c.seed = 42;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    return h;
+}
+
+/* ---- resolve ---- */
+
+struct resolved {
+    bool done;
+    int status;
+    struct shoal_hub_release *rel;
+    char msg[1024];
+};
+
+static void on_resolved(void *user, int status, struct shoal_hub_release *rel, const char *msg)
+{
+    struct resolved *r = user;
+    r->done = true;
+    r->status = status;
+    r->rel = rel;
+    snprintf(r->msg, sizeof(r->msg), "%s", msg ? msg : "");
+}
+
+static int resolve(struct shoal_hub *h, const char *repo, const char *rev, struct resolved *r)
+{
+    memset(r, 0, sizeof(*r));
+    REQUIRE(shoal_hub_resolve(h, SHOAL_REPO_MODEL, repo, rev, on_resolved, r) == 0);
+    run_until(&r->done, 60);
+    REQUIRE(r->done);
+    return r->status;
+}
+
+/* ---- fetch ---- */
+
+struct fetched {
+    bool done;
+    int status;
+    char msg[1024];
+    uint8_t *buf;
+    size_t cap;
+    uint64_t delivered;
+    bool out_of_order;
+    uint64_t next_expected;
+    int fail_after;   /* >0: the data callback fails on that call */
+    int calls;
+};
+
+static int on_data(void *user, uint64_t off, const uint8_t *p, size_t n)
+{
+    struct fetched *f = user;
+    if (f->fail_after && ++f->calls >= f->fail_after)
+        return SHOAL_EBADHASH;
+    if (off + n <= f->cap)
+        memcpy(f->buf + off, p, n);
+    f->delivered += n;
+    return 0;
+}
+
+static void on_done(void *user, int status, const char *msg)
+{
+    struct fetched *f = user;
+    f->done = true;
+    f->status = status;
+    snprintf(f->msg, sizeof(f->msg), "%s", msg ? msg : "");
+}
+
+static int fetch(struct shoal_hub *h, const char *repo, const char *rev, const char *path,
+                 const struct shoal_hub_span *sp, size_t n, struct fetched *f, size_t cap)
+{
+    struct shoal_hub_fetch_req req = {
+        .type = SHOAL_REPO_MODEL, .repo = repo, .rev = rev, .path = path,
+        .spans = sp, .nspans = n, .on_data = on_data, .on_done = on_done, .user = f,
+    };
+    int fail_after = f->fail_after;
+    memset(f, 0, sizeof(*f));
+    f->fail_after = fail_after;
+    f->cap = cap;
+    f->buf = calloc(1, cap ? cap : 1);
+    REQUIRE(f->buf);
+    REQUIRE(shoal_hub_fetch(h, &req) == 0);
+    run_until(&f->done, 90);
+    REQUIRE(f->done);
+    return f->status;
+}
+
+static uint8_t *read_disk(const char *repo_kind, const char *repo, const char *commit,
+                          const char *path, size_t *len)
+{
+    char fn[1024];
+    struct stat st;
+    FILE *fp;
+    uint8_t *b;
+
+    snprintf(fn, sizeof(fn), "%s/%s/%s/commits/%s/%s", root, repo_kind, repo, commit, path);
+    REQUIRE(stat(fn, &st) == 0);
+    b = malloc((size_t)st.st_size + 1);
+    fp = fopen(fn, "rb");
+    REQUIRE(b && fp);
+    REQUIRE(fread(b, 1, (size_t)st.st_size, fp) == (size_t)st.st_size);
+    fclose(fp);
+    *len = (size_t)st.st_size;
+    return b;
+}
+
+static void stub_reset(void)
+{
+    REQUIRE(hubstub_post(&stub, "/_stub/reset", "{}") == 200);
+}
+
+static void stub_fault(const char *json)
+{
+    REQUIRE(hubstub_post(&stub, "/_stub/faults", json) == 200);
+}
+
+/* ---- tests ---- */
+
+static void test_json(void)
+{
+    struct shoal_json_doc *d = NULL;
+    const char *ok = " {\"a\": [1, -2, 3.5e2, true, null, \"x\\u00e9\\ud83d\\ude00\\n\"],"
+                     " \"big\": 18446744073709551615, \"o\": {}} ";
+    size_t n;
+
+    REQUIRE(shoal_json_parse(&d, ok, strlen(ok), NULL) == 0);
+    const struct shoal_json *r = shoal_json_root(d);
+    const struct shoal_json *a = shoal_json_get(r, "a");
+    uint64_t u = 0;
+    CHECK_EQ(shoal_json_len(a), 6);
+    CHECK(shoal_json_u64(shoal_json_at(a, 0), &u) == 0 && u == 1);
+    CHECK_EQ(shoal_json_u64(shoal_json_at(a, 1), &u), SHOAL_ETYPE);
+    CHECK_EQ(shoal_json_u64(shoal_json_at(a, 2), &u), SHOAL_ETYPE);
+    CHECK(shoal_json_at(a, 2)->num == 350.0);
+    const char *s = shoal_json_str(shoal_json_at(a, 5), &n);
+    CHECK(s && n == 8 && memcmp(s, "x\xc3\xa9\xf0\x9f\x98\x80\n", 8) == 0);
+    CHECK(shoal_json_u64(shoal_json_get(r, "big"), &u) == 0 && u == UINT64_MAX);
+    CHECK(shoal_json_get(r, "missing") == NULL);
+    shoal_json_doc_free(d);
+
+    static const char *bad[] = {
+        "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "\"\\x\"", "\"a", "tru", "[1] 2",
+        "\"\\ud800\"", "\"\x01\"", "\"\xc0\xaf\"", "{1:2}", "-", "1e", "nul",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        d = NULL;
+        int rv = shoal_json_parse(&d, bad[i], strlen(bad[i]), NULL);
+        CHECK(rv == SHOAL_EPROTO);
+        if (rv != SHOAL_EPROTO)
+            fprintf(stderr, "  accepted bad json #%zu\n", i);
+        shoal_json_doc_free(d);
+    }
+    /* Depth cap: 100 nested arrays against a limit of 64. */
+    char deep[201];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    deep[200] = '\0';
+    d = NULL;
+    CHECK_EQ(shoal_json_parse(&d, deep, 200, NULL), SHOAL_ETOOBIG);
+    struct shoal_json_limits lim = {.max_nodes = 3};
+    CHECK_EQ(shoal_json_parse(&d, "[1,2,3]", 7, &lim), SHOAL_ETOOBIG);
+}
+
+static void test_gitsha1(void)
+{
+    /* `printf 'hello\n' | git hash-object --stdin` */
+    struct shoal_gitsha1 g;
+    uint8_t out[20];
+    char hex[41];
+
+    shoal_gitsha1_init(&g, 6);
+    shoal_gitsha1_update(&g, "hel", 3);
+    shoal_gitsha1_update(&g, "lo\n", 3);
+    shoal_gitsha1_final(&g, out);
+    shoal_hex(hex, out, 20);
+    CHECK(strcmp(hex, "ce013625030ba8dba906f756967f9e9ca394464a") == 0);
+    /* The empty blob, a well-known id. */
+    shoal_gitsha1_init(&g, 0);
+    shoal_gitsha1_final(&g, out);
+    shoal_hex(hex, out, 20);
+    CHECK(strcmp(hex, "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391") == 0);
+    /* 768 bytes fed in odd pieces, across block boundaries. */
+    uint8_t d[768];
+    for (int i = 0; i < 768; i++)
+        d[i] = (uint8_t)i;
+    shoal_gitsha1_init(&g, sizeof(d));
+    for (size_t off = 0, k = 1; off < sizeof(d); off += k, k = k * 3 % 97 + 1)
+        shoal_gitsha1_update(&g, d + off, off + k <= sizeof(d) ? k : sizeof(d) - off);
+    shoal_gitsha1_final(&g, out);
+    shoal_hex(hex, out, 20);
+    CHECK(strcmp(hex, "d88d75086be4e95d2edadda5a4361e3e64e8532f") == 0);
+}
+
+static void test_resolve(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct resolved r, r2, r3;
+
+    stub_reset();
+    CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
+    REQUIRE(r.rel);
+    CHECK(strcmp(r.rel->commit, commit_m) == 0);
+    CHECK_EQ(r.rel->nfiles, 5);
+    for (size_t i = 0; i < r.rel->nfiles; i++) {
+        const struct shoal_hub_file *f = &r.rel->files[i];
+        size_t len;
+        uint8_t *b = read_disk("models", "org/m", commit_m, f->path, &len);
+        CHECK_EQ(f->size, len);
+        if (f->lfs) {
+            struct shoal_sha256 s;
+            uint8_t d[32];
+            shoal_sha256_init(&s);
+            shoal_sha256_update(&s, b, len);
+            shoal_sha256_final(&s, d);
+            CHECK(memcmp(d, f->sha256, 32) == 0);
+        } else {
+            struct shoal_gitsha1 g;
+            uint8_t d[20];
+            CHECK(f->has_blob_id);
+            shoal_gitsha1_init(&g, len);
+            shoal_gitsha1_update(&g, b, len);
+            shoal_gitsha1_final(&g, d);
+            CHECK(memcmp(d, f->blob_id, 20) == 0);
+        }
+        CHECK_EQ(f->lfs, strstr(f->path, ".safetensors") && !strstr(f->path, ".json"));
+        free(b);
+    }
+    CHECK_EQ(resolve(h, "org/m", "v1", &r2), 0);
+    CHECK(r2.rel && strcmp(r2.rel->commit, commit_m) == 0);
+    CHECK_EQ(resolve(h, "org/m", commit_m, &r3), 0);
+    CHECK(r3.rel && strcmp(r3.rel->commit, commit_m) == 0);
+    shoal_hub_release_free(r.rel);
+    shoal_hub_release_free(r2.rel);
+    shoal_hub_release_free(r3.rel);
+    CHECK(shoal_hub_resolve(h, SHOAL_REPO_MODEL, "../etc", "main", on_resolved, &r) == -EINVAL);
+    CHECK(shoal_hub_resolve(h, SHOAL_REPO_MODEL, "org/m", "ma in", on_resolved, &r) == -EINVAL);
+    hub_close(h);
+}
+
+static void test_spans_merged(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct shoal_hub_span sp[] = {{5000, 10}, {0, 1000}, {1000, 1000}, {4000, 500}, {4100, 50},
+                                  {9000, 0}};
+    struct fetched f;
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
+
+    stub_reset();
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, sp, 6, &f, len), 0);
+    CHECK_EQ(f.delivered, 2000 + 500 + 10);
+    CHECK(memcmp(f.buf, want, 2000) == 0);
+    CHECK(memcmp(f.buf + 4000, want + 4000, 500) == 0);
+    CHECK(memcmp(f.buf + 5000, want + 5000, 10) == 0);
+    /* Three merged ranges: three resolve requests, three CDN requests. */
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "resolve"), 3);
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "cdn"), 3);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "total_bytes"), 2510);
+    free(f.buf);
+    free(want);
+    hub_close(h);
+}
+
+static void whole_file(struct shoal_hub *h, const char *path, struct fetched *f, int expect)
+{
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, path, &len);
+    struct shoal_hub_span sp = {0, len};
+
+    CHECK_EQ(fetch(h, "org/m", commit_m, path, &sp, 1, f, len), expect);
+    if (expect == 0) {
+        CHECK_EQ(f->delivered, len);
+        CHECK(memcmp(f->buf, want, len) == 0);
+    }
+    free(want);
+}
+
+static void test_429_retry_after(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct resolved r;
+    struct shoal_hub_stats st;
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"status\",\"code\":429,\"retry_after\":1,\"times\":2,\"match\":\"/api/\"}]");
+    CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
+    CHECK(r.rel && strcmp(r.rel->commit, commit_m) == 0);
+    shoal_hub_get_stats(h, &st);
+    CHECK_EQ(st.retries, 2);
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "api"), 3);
+    shoal_hub_release_free(r.rel);
+    hub_close(h);
+}
+
+static void test_503_then_ok(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct fetched f;
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"status\",\"code\":503,\"times\":2,\"match\":\"/cdn/\"},"
+               "{\"kind\":\"status\",\"code\":502,\"times\":1,\"match\":\"/resolve/\"}]");
+    whole_file(h, SHARD1, &f, 0);
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "cdn"), 3);
+    free(f.buf);
+    hub_close(h);
+}
+
+static void test_cut_resume(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct fetched f;
+    struct shoal_hub_stats st;
+    size_t len;
+    free(read_disk("models", "org/m", commit_m, SHARD1, &len));
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"cut\",\"after\":100000,\"times\":3,\"match\":\"/cdn/\"}]");
+    whole_file(h, SHARD1, &f, 0);
+    shoal_hub_get_stats(h, &st);
+    CHECK_EQ(st.resumes, 3);
+    /* Resumed, not restarted: the origin sent each byte once. */
+    CHECK_EQ(hubstub_stat(&stub, NULL, "total_bytes"), (long long)len);
+    free(f.buf);
+    hub_close(h);
+}
+
+static void test_slow_body(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct fetched f;
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"slow\",\"bps\":600000,\"match\":\"/cdn/\"}]");
+    whole_file(h, SHARD1, &f, 0);
+    free(f.buf);
+    hub_close(h);
+}
+
+static void test_gives_up(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 3);
+    struct resolved r;
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"status\",\"code\":503,\"times\":100,\"match\":\"/api/\"}]");
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
+    CHECK(r.rel == NULL);
+    CHECK(strstr(r.msg, "gave up after 3 attempts") && strstr(r.msg, "org/m@main"));
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "api"), 3);
+    hub_close(h);
+}
+
+static void test_not_found(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct resolved r;
+    struct fetched f;
+    struct shoal_hub_span sp = {0, 10};
+
+    stub_reset();
+    CHECK_EQ(resolve(h, "org/m", "nope", &r), SHOAL_ENOTFOUND);
+    CHECK(strstr(r.msg, "org/m@nope") && strstr(r.msg, "revision"));
+    CHECK_EQ(resolve(h, "org/zz", "main", &r), SHOAL_ENOTFOUND);
+    CHECK(strstr(r.msg, "org/zz"));
+    CHECK_EQ(fetch(h, "org/m", commit_m, "nope.bin", &sp, 1, &f, 10), SHOAL_ENOTFOUND);
+    CHECK(strstr(f.msg, "nope.bin") && strstr(f.msg, commit_m));
+    /* Not retried. */
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "resolve"), 1);
+    free(f.buf);
+    fprintf(stderr, "  e.g.: %s\n", r.msg);
+    hub_close(h);
+}
+
+static void test_private_and_gated(void)
+{
+    struct shoal_hub *anon = hub_open(NULL, NULL, 0);
+    struct shoal_hub *good = hub_open(NULL, "tok", 0);
+    struct resolved r;
+    struct fetched f;
+    size_t len;
+    uint8_t *want = read_disk("models", "org/p", commit_p, "model.safetensors", &len);
+    struct shoal_hub_span sp = {0, len};
+
+    stub_reset();
+    CHECK_EQ(resolve(anon, "org/p", "main", &r), SHOAL_EPERM);
+    CHECK(strstr(r.msg, "org/p") && strstr(r.msg, "token"));
+    fprintf(stderr, "  e.g.: %s\n", r.msg);
+    CHECK_EQ(resolve(good, "org/p", "main", &r), 0);
+    CHECK(r.rel && strcmp(r.rel->commit, commit_p) == 0);
+    shoal_hub_release_free(r.rel);
+    CHECK_EQ(fetch(good, "org/p", commit_p, "model.safetensors", &sp, 1, &f, len), 0);
+    CHECK(f.delivered == len && memcmp(f.buf, want, len) == 0);
+    free(f.buf);
+    CHECK_EQ(fetch(anon, "org/p", commit_p, "model.safetensors", &sp, 1, &f, len), SHOAL_EPERM);
+    CHECK(strstr(f.msg, "org/p") && strstr(f.msg, "model.safetensors"));
+    free(f.buf);
+    /* A valid token that was not granted the gated repo. */
+    CHECK_EQ(resolve(good, "org/g", "main", &r), SHOAL_EPERM);
+    CHECK(strstr(r.msg, "org/g") && strstr(r.msg, "gated"));
+    free(want);
+    hub_close(anon);
+    hub_close(good);
+}
+
+static void test_token_stays_home(void)
+{
+    char ep[64];
+    struct shoal_hub *h;
+    struct fetched f;
+    size_t len;
+    free(read_disk("models", "org/p", commit_p, "model.safetensors", &len));
+    struct shoal_hub_span sp = {0, len};
+
+    /* The client talks to "localhost"; the CDN redirect goes to 127.0.0.1,
+     * another host name: the token must not follow. */
+    snprintf(ep, sizeof(ep), "http://localhost:%d", stub.port);
+    h = hub_open(ep, "tok", 0);
+    stub_reset();
+    stub_fault("[{\"kind\":\"cdn_host\",\"host\":\"127.0.0.1\"}]");
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, len), 0);
+    free(f.buf);
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "cdn"), 1);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "cdn_auth"), 0);
+    /* The resolve request did carry it (the repo is private). */
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "resolve"), 1);
+
+    /* Control: a redirect to the same host keeps the token, so the check
+     * above is able to see one. */
+    stub_reset();
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, len), 0);
+    free(f.buf);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "cdn_auth"), 1);
+    hub_close(h);
+}
+
+static void test_receiver_abort(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct fetched f;
+
+    stub_reset();
+    f.fail_after = 1;
+    whole_file(h, SHARD1, &f, SHOAL_EBADHASH);
+    CHECK(strstr(f.msg, SHARD1));
+    free(f.buf);
+    hub_close(h);
+}
+
+static void test_many_in_flight(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct fetched f;
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
+    struct shoal_hub_span sp[16];
+    size_t n = 0;
+
+    /* Sixteen disjoint spans: four at a time over reused connections. */
+    for (uint64_t off = 0; off + 8192 <= len && n < 16; off += len / 16)
+        sp[n++] = (struct shoal_hub_span){off, 4096};
+    stub_reset();
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, sp, n, &f, len), 0);
+    CHECK_EQ(f.delivered, n * 4096);
+    for (size_t i = 0; i < n; i++)
+        CHECK(memcmp(f.buf + sp[i].off, want + sp[i].off, 4096) == 0);
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "cdn"), (long long)n);
+    free(f.buf);
+    free(want);
+    hub_close(h);
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_hub PYTHON HUBDIR\n");
+        return 2;
+    }
+    py = argv[1];
+    hubdir = argv[2];
+    shoal_hash_init();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    REQUIRE(uv_loop_init(&loop) == 0);
+
+    RUN(test_json);
+    RUN(test_gitsha1);
+
+    snprintf(root, sizeof(root), "/tmp/shoal-test-hub-XXXXXX");
+    REQUIRE(mkdtemp(root));
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/m", commit_m, "--size", "2M", "--shards", "2",
+                            "--tag", "v1", NULL) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/p", commit_p, "--size", "300K", "--shards",
+                            "1", "--private", NULL) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/g", NULL, "--size", "64K", "--shards", "1",
+                            "--gated", "--grant", "other", NULL) == 0);
+    REQUIRE(hubstub_start(&stub, py, hubdir, root, "--token", "tok", "--token", "other",
+                          NULL) == 0);
+
+    RUN(test_resolve);
+    RUN(test_spans_merged);
+    RUN(test_429_retry_after);
+    RUN(test_503_then_ok);
+    RUN(test_cut_resume);
+    RUN(test_slow_body);
+    RUN(test_gives_up);
+    RUN(test_not_found);
+    RUN(test_private_and_gated);
+    RUN(test_token_stays_home);
+    RUN(test_receiver_abort);
+    RUN(test_many_in_flight);
+
+    hubstub_stop(&stub);
+    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    /* Every hub handle was closed: the loop must close cleanly. */
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    curl_global_cleanup();
+    return t_done();
+}

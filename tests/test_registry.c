@@ -1,0 +1,553 @@
+/* SPDX-License-Identifier: MIT */
+/* The tracker registry on its own (no sockets): holdings and peer lists,
+ * zone bias, expiry, origin leases, manifests, rollouts, limits, and a
+ * randomized churn run checked against a naive model. */
+#include "t.h"
+
+#include "error.h"
+#include "registry.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+static void key(uint8_t out[32], uint32_t tag, uint32_t i)
+{
+    memset(out, 0, 32);
+    memcpy(out, &tag, 4);
+    memcpy(out + 4, &i, 4);
+    out[31] = 0x5a;
+}
+
+static struct shoal_reg *mkreg(uint32_t ttl)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    c.node_ttl_ms = ttl;
+    c.lease_ms = 1000;
+    c.seed = 42;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0 && r);
+    return r;
+}
+
+static void announce1(struct shoal_reg *r, uint64_t now, uint32_t node, const char *zone,
+                      const uint8_t mid[32], uint32_t have, bool complete)
+{
+    uint8_t pk[32];
+    key(pk, 1, node);
+    char addr[32];
+    snprintf(addr, sizeof(addr), "10.0.0.%u:7000", node);
+    struct shoal_reg_have h = { .have_chunks = have, .total_chunks = 100, .complete = complete };
+    memcpy(h.manifest_id, mid, 32);
+    REQUIRE(shoal_reg_announce(r, now, pk, addr, zone, &h, 1) == 0);
+}
+
+static void test_peers_basic(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t m1[32], m2[32], asker[32];
+    key(m1, 2, 1);
+    key(m2, 2, 2);
+    key(asker, 1, 0);
+    announce1(r, 10, 0, "a", m1, 5, false);  /* the asker itself */
+    announce1(r, 10, 1, "a", m1, 100, true);
+    announce1(r, 10, 2, "a", m1, 7, false);
+    announce1(r, 10, 3, "a", m1, 0, false);  /* holds nothing yet */
+    announce1(r, 10, 4, "a", m2, 3, false);
+
+    struct shoal_reg_peer p[16];
+    size_t n = shoal_reg_peers(r, 20, m1, asker, "a", p, 16);
+    CHECK_EQ(n, 2);
+    bool saw1 = false, saw2 = false;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t k1[32], k2[32];
+        key(k1, 1, 1);
+        key(k2, 1, 2);
+        if (memcmp(p[i].node_pk, k1, 32) == 0) {
+            saw1 = true;
+            CHECK(p[i].complete);
+            CHECK_EQ(p[i].have_chunks, 100);
+            CHECK(strcmp(p[i].addr, "10.0.0.1:7000") == 0);
+            CHECK(strcmp(p[i].zone, "a") == 0);
+        }
+        if (memcmp(p[i].node_pk, k2, 32) == 0) {
+            saw2 = true;
+            CHECK(!p[i].complete);
+            CHECK_EQ(p[i].have_chunks, 7);
+        }
+    }
+    CHECK(saw1 && saw2);
+
+    /* Re-announcing without m1 removes node 1 from m1's holders. */
+    announce1(r, 30, 1, "a", m2, 1, false);
+    n = shoal_reg_peers(r, 30, m1, asker, "a", p, 16);
+    CHECK_EQ(n, 1);
+    n = shoal_reg_peers(r, 30, m2, asker, "a", p, 16);
+    CHECK_EQ(n, 2);
+    /* Unknown manifest: nobody. */
+    uint8_t m3[32];
+    key(m3, 2, 3);
+    CHECK_EQ(shoal_reg_peers(r, 30, m3, asker, "a", p, 16), 0);
+
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.nodes, 5);
+    CHECK_EQ(st.entries, 5);
+    CHECK_EQ(st.announces, 6);
+    shoal_reg_free(r);
+}
+
+static void test_expiry(void)
+{
+    struct shoal_reg *r = mkreg(600);
+    uint8_t m1[32];
+    key(m1, 2, 1);
+    announce1(r, 1000, 1, "a", m1, 10, false);
+    announce1(r, 1000, 2, "a", m1, 10, false);
+    struct shoal_reg_peer p[8];
+    CHECK_EQ(shoal_reg_peers(r, 1500, m1, NULL, "a", p, 8), 2);
+    announce1(r, 1500, 2, "a", m1, 20, false);
+    /* Node 1 is past its TTL at 1601 even before expire runs. */
+    size_t n = shoal_reg_peers(r, 1601, m1, NULL, "a", p, 8);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(p[0].have_chunks, 20);
+    shoal_reg_expire(r, 1601);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.nodes, 1);
+    CHECK_EQ(st.nodes_expired, 1);
+    CHECK_EQ(st.entries, 1);
+    shoal_reg_expire(r, 2200);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.nodes, 0);
+    CHECK_EQ(st.entries, 0);
+    /* Nobody holds m1 any more and it was never registered: forgotten. */
+    CHECK_EQ(st.manifests, 0);
+    shoal_reg_free(r);
+}
+
+static void count_zones(const struct shoal_reg_peer *p, size_t n, const char *zone, size_t *same,
+                        size_t *seeds)
+{
+    *same = *seeds = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(p[i].zone, zone) == 0)
+            (*same)++;
+        if (p[i].complete)
+            (*seeds)++;
+    }
+}
+
+static void test_zone_bias(void)
+{
+    struct shoal_reg *r = mkreg(10000);
+    uint8_t m1[32];
+    key(m1, 2, 1);
+    for (uint32_t i = 0; i < 40; i++)
+        announce1(r, 5, i, "a", m1, 10, false);
+    for (uint32_t i = 40; i < 80; i++)
+        announce1(r, 5, i, "b", m1, 10, false);
+    struct shoal_reg_peer p[20];
+    size_t same, seeds;
+    size_t n = shoal_reg_peers(r, 6, m1, NULL, "a", p, 20);
+    CHECK_EQ(n, 20);
+    count_zones(p, n, "a", &same, &seeds);
+    CHECK_EQ(same, 15);
+    n = shoal_reg_peers(r, 6, m1, NULL, "b", p, 20);
+    count_zones(p, n, "b", &same, &seeds);
+    CHECK_EQ(same, 15);
+    /* A zone with few holders gets all of them, the rest from elsewhere. */
+    announce1(r, 7, 100, "c", m1, 10, false);
+    announce1(r, 7, 101, "c", m1, 10, false);
+    n = shoal_reg_peers(r, 8, m1, NULL, "c", p, 20);
+    CHECK_EQ(n, 20);
+    count_zones(p, n, "c", &same, &seeds);
+    CHECK_EQ(same, 2);
+    /* An unknown zone gets everyone else. */
+    n = shoal_reg_peers(r, 8, m1, NULL, "zz", p, 20);
+    CHECK_EQ(n, 20);
+    /* No duplicates in a list. */
+    bool dup = false;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            dup = dup || memcmp(p[i].node_pk, p[j].node_pk, 32) == 0;
+    CHECK(!dup);
+    shoal_reg_free(r);
+}
+
+static void test_seed_mix(void)
+{
+    struct shoal_reg *r = mkreg(10000);
+    uint8_t m1[32];
+    key(m1, 2, 1);
+    for (uint32_t i = 0; i < 40; i++)
+        announce1(r, 5, i, "a", m1, 100, true);
+    for (uint32_t i = 40; i < 80; i++)
+        announce1(r, 5, i, "a", m1, 30, false);
+    struct shoal_reg_peer p[20];
+    size_t same, seeds;
+    size_t n = shoal_reg_peers(r, 6, m1, NULL, "a", p, 20);
+    CHECK_EQ(n, 20);
+    count_zones(p, n, "a", &same, &seeds);
+    /* Half-ish seeds, never all seeds while partial holders exist. */
+    CHECK(seeds >= 8 && seeds <= 12);
+
+    /* Lists differ between calls (random), yet cover many holders. */
+    uint8_t seen[80] = { 0 };
+    for (int k = 0; k < 20; k++) {
+        n = shoal_reg_peers(r, 6, m1, NULL, "a", p, 20);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t idx;
+            memcpy(&idx, p[i].node_pk + 4, 4);
+            if (idx < 80)
+                seen[idx] = 1;
+        }
+    }
+    int covered = 0;
+    for (int i = 0; i < 80; i++)
+        covered += seen[i];
+    CHECK(covered >= 60);
+    shoal_reg_free(r);
+}
+
+static void test_deterministic(void)
+{
+    struct shoal_reg *a = mkreg(10000), *b = mkreg(10000);
+    uint8_t m1[32];
+    key(m1, 2, 1);
+    for (uint32_t i = 0; i < 100; i++) {
+        announce1(a, 5, i, i % 3 ? "x" : "y", m1, i, i % 4 == 0);
+        announce1(b, 5, i, i % 3 ? "x" : "y", m1, i, i % 4 == 0);
+    }
+    struct shoal_reg_peer pa[30], pb[30];
+    for (int k = 0; k < 5; k++) {
+        size_t na = shoal_reg_peers(a, 6, m1, NULL, "x", pa, 30);
+        size_t nb = shoal_reg_peers(b, 6, m1, NULL, "x", pb, 30);
+        CHECK_EQ(na, nb);
+        for (size_t i = 0; i < na && i < nb; i++)
+            CHECK(memcmp(pa[i].node_pk, pb[i].node_pk, 32) == 0);
+    }
+    shoal_reg_free(a);
+    shoal_reg_free(b);
+}
+
+static void test_leases(void)
+{
+    struct shoal_reg *r = mkreg(5000);
+    uint8_t m1[32], n1[32], n2[32];
+    key(m1, 2, 1);
+    key(n1, 1, 1);
+    key(n2, 1, 2);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    announce1(r, 0, 2, "a", m1, 0, false);
+    uint32_t f1, c1, f2, c2;
+    uint64_t e1, e2;
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n1, 1000, 0, &f1, &c1, &e1), 0);
+    CHECK_EQ(f1, 0);
+    CHECK_EQ(c1, SHOAL_REG_LEASE_SPAN_MAX); /* capped */
+    CHECK_EQ(e1, 1100);
+    /* Same hint: the other node gets the rest, never an overlap. */
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n2, 1000, 0, &f2, &c2, &e2), 0);
+    CHECK_EQ(f2, 64);
+    CHECK_EQ(c2, 36);
+    /* Everything leased: nothing to grant. */
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n2, 10, 0, &f2, &c2, &e2), 0);
+    CHECK_EQ(c2, 0);
+    /* Only the holder may complete a lease; a partial done keeps the rest. */
+    CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n2, 0, 10), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n1, 0, 10), 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n1, 60, 10), SHOAL_ENOTFOUND); /* spans two */
+    /* Both leases expire at 1100. The unfetched chunks are granted again
+     * (a span runs on across what were two leases), the fetched never. */
+    CHECK_EQ(shoal_reg_lease(r, 1100, m1, 100, n2, 64, 0, &f2, &c2, &e2), 0);
+    CHECK_EQ(f2, 10);
+    CHECK_EQ(c2, 64);
+    CHECK_EQ(shoal_reg_lease_done(r, 1100, m1, n1, 10, 5), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_lease_done(r, 1200, m1, n2, 10, 64), 0);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_granted, 3);
+    CHECK_EQ(st.leases_expired, 2);
+    CHECK_EQ(st.leases_done, 1);
+    CHECK_EQ(st.leases_active, 0);
+    /* 74..99 remain; a hint near the end wraps to the start of the gap. */
+    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n1, 64, 99, &f1, &c1, &e1), 0);
+    CHECK_EQ(f1, 99);
+    CHECK_EQ(c1, 1);
+    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n1, 64, 99, &f1, &c1, &e1), 0);
+    CHECK_EQ(f1, 74);
+    CHECK_EQ(c1, 25);
+    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n2, 64, 5, &f2, &c2, &e2), 0);
+    CHECK_EQ(c2, 0);
+    shoal_reg_free(r);
+}
+
+static void test_lease_limits_and_loss(void)
+{
+    struct shoal_reg *r = mkreg(500);
+    uint8_t m1[32], n1[32];
+    key(m1, 2, 1);
+    key(n1, 1, 1);
+    uint32_t f, c;
+    uint64_t e;
+    /* Node unknown to the registry: created on the fly. */
+    for (int i = 0; i < SHOAL_REG_LEASES_PER_NODE; i++) {
+        CHECK_EQ(shoal_reg_lease(r, 10, m1, 1000, n1, 1, 0, &f, &c, &e), 0);
+        CHECK_EQ(f, (uint32_t)i);
+        CHECK_EQ(c, 1);
+    }
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 1000, n1, 1, 0, &f, &c, &e), SHOAL_EBUSY);
+    CHECK_EQ(c, 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 20, m1, n1, 0, 1), 0);
+    CHECK_EQ(shoal_reg_lease(r, 20, m1, 1000, n1, 1, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 8);
+    /* Unknown chunk count is refused. */
+    uint8_t m2[32];
+    key(m2, 2, 2);
+    CHECK_EQ(shoal_reg_lease(r, 20, m2, 0, n1, 1, 0, &f, &c, &e), SHOAL_ETOOBIG);
+    CHECK_EQ(shoal_reg_lease(r, 20, m2, SHOAL_REG_CHUNKS_MAX + 1, n1, 1, 0, &f, &c, &e),
+             SHOAL_ETOOBIG);
+
+    /* Removing the node frees its leases at once. */
+    shoal_reg_remove_node(r, n1);
+    uint8_t n2[32];
+    key(n2, 1, 2);
+    CHECK_EQ(shoal_reg_lease(r, 30, m1, 1000, n2, 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 1); /* chunk 0 was fetched, 1..8 were n1's */
+    CHECK_EQ(c, 64);
+    /* Chunk 0 was fetched but nobody ever announced holding m1: once the
+     * TTL has passed since the last done, the swarm has lost it. */
+    CHECK_EQ(shoal_reg_lease(r, 30 + 600, m1, 1000, n2, 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 0);
+    CHECK_EQ(c, 1);
+    shoal_reg_free(r);
+}
+
+static void test_manifests(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t id1[32], id2[32];
+    key(id1, 3, 1);
+    key(id2, 3, 2);
+    const char *c1 = "0123456789abcdef0123456789abcdef01234567";
+    CHECK_EQ(shoal_reg_put_manifest(r, id1, 0, "org/model", c1, 1234, (const uint8_t *)"SIGNED", 6),
+             0);
+    struct shoal_reg_manifest mf;
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id1, &mf), 0);
+    CHECK(strcmp(mf.repo, "org/model") == 0);
+    CHECK(strcmp(mf.commit, c1) == 0);
+    CHECK(strncmp(mf.repo_at_rev, "org/model@0123", 14) == 0);
+    CHECK_EQ(mf.nchunks, 1234);
+    CHECK(mf.signed_len == 6 && memcmp(mf.signed_bytes, "SIGNED", 6) == 0);
+    char name[300];
+    snprintf(name, sizeof(name), "org/model@%s", c1);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), 0);
+    CHECK(memcmp(mf.id, id1, 32) == 0);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name) - 1, &mf), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id2, &mf), SHOAL_ENOTFOUND);
+    /* Re-put is a no-op; a new id under the same name takes the name. */
+    CHECK_EQ(shoal_reg_put_manifest(r, id1, 0, "org/model", c1, 1234, (const uint8_t *)"X", 1), 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id1, &mf), 0);
+    CHECK_EQ(mf.signed_len, 6);
+    CHECK_EQ(shoal_reg_put_manifest(r, id2, 0, "org/model", c1, 99, (const uint8_t *)"NEW", 3), 0);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), 0);
+    CHECK(memcmp(mf.id, id2, 32) == 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id1, &mf), 0);
+    CHECK_EQ(shoal_reg_put_manifest(r, id2, 0, "org@x", c1, 1, (const uint8_t *)"x", 1),
+             SHOAL_EBADMSG);
+    /* Registered manifests survive expiry with no holders. */
+    shoal_reg_expire(r, 100000);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id1, &mf), 0);
+    shoal_reg_free(r);
+}
+
+static void test_rollouts(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t id1[32];
+    key(id1, 3, 1);
+    const char *c1 = "0123456789abcdef0123456789abcdef01234567";
+    char name[300];
+    snprintf(name, sizeof(name), "org/model@%s", c1);
+    CHECK_EQ(shoal_reg_rollout_set(r, "nonsense", NULL, false), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_rollout_set(r, name, "east", false), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, name, "east", false), 0); /* no duplicate */
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/other@abc", NULL, false), 0);
+    struct shoal_reg_desired d[8];
+    CHECK_EQ(shoal_reg_rollouts_for(r, "east", false, d, 8), 2);
+    CHECK_EQ(shoal_reg_rollouts_for(r, "west", false, d, 8), 1);
+    CHECK(strcmp(d[0].repo_at_rev, "org/other@abc") == 0);
+    CHECK(!d[0].known);
+    CHECK_EQ(shoal_reg_rollouts_for(r, "east", true, d, 8), 0); /* none registered */
+    CHECK_EQ(shoal_reg_put_manifest(r, id1, 0, "org/model", c1, 10, (const uint8_t *)"S", 1), 0);
+    CHECK_EQ(shoal_reg_rollouts_for(r, "east", true, d, 8), 1);
+    CHECK(d[0].known && memcmp(d[0].manifest_id, id1, 32) == 0);
+
+    /* Status counts only the rollout's zone. */
+    announce1(r, 0, 1, "east", id1, 10, true);
+    announce1(r, 0, 2, "east", id1, 3, false);
+    uint8_t other[32];
+    key(other, 3, 9);
+    announce1(r, 0, 3, "east", other, 3, false);
+    announce1(r, 0, 4, "west", id1, 10, true);
+    uint32_t comp, part, none;
+    shoal_reg_rollout_status(r, 10, id1, &comp, &part, &none);
+    CHECK_EQ(comp, 1);
+    CHECK_EQ(part, 1);
+    CHECK_EQ(none, 1);
+    CHECK_EQ(shoal_reg_rollout_set(r, name, "east", true), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, name, "east", true), SHOAL_ENOTFOUND);
+    shoal_reg_rollout_status(r, 10, id1, &comp, &part, &none);
+    CHECK_EQ(comp, 2); /* no rollout: every live node counts */
+    CHECK_EQ(part + none, 2);
+    shoal_reg_free(r);
+}
+
+static void test_limits(void)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    c.max_nodes = 3;
+    c.max_manifests = 4;
+    c.max_entries_per_node = 3;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    uint8_t pk[32];
+    struct shoal_reg_have h[5];
+    memset(h, 0, sizeof(h));
+    for (int i = 0; i < 5; i++)
+        key(h[i].manifest_id, 2, (uint32_t)i);
+    for (int i = 0; i < 5; i++)
+        h[i].have_chunks = 1;
+    key(pk, 1, 1);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 4), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 3), 0);
+    /* Two new manifests would make five: refused, node unchanged. */
+    key(pk, 1, 2);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 2, 3), SHOAL_ELIMIT);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.nodes, 1);
+    CHECK_EQ(st.entries, 3);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 1, 3), 0);
+    key(pk, 1, 3);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:3", "z", h, 1), 0);
+    key(pk, 1, 4);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:4", "z", h, 1), SHOAL_ELIMIT);
+    char longaddr[200];
+    memset(longaddr, 'x', sizeof(longaddr) - 1);
+    longaddr[199] = 0;
+    key(pk, 1, 1);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, longaddr, "z", h, 1), SHOAL_ETOOBIG);
+    shoal_reg_free(r);
+}
+
+static void test_prometheus(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t m1[32];
+    key(m1, 2, 1);
+    for (uint32_t i = 0; i < 30; i++)
+        announce1(r, 5000 + i * 100, i, "a", m1, 1, false);
+    CHECK(shoal_reg_announce_rate(r, 8000) > 2.9 && shoal_reg_announce_rate(r, 8000) < 3.1);
+    CHECK(shoal_reg_announce_rate(r, 30000) == 0);
+    struct shoal_buf b;
+    shoal_buf_init(&b, 1 << 16);
+    CHECK_EQ(shoal_reg_prometheus(r, 8000, &b), 0);
+    REQUIRE(shoal_buf_append(&b, "", 1) == 0);
+    const char *t = (const char *)b.data;
+    CHECK(strstr(t, "\nshoal_tracker_nodes 30\n") != NULL);
+    CHECK(strstr(t, "\nshoal_tracker_announces_total 30\n") != NULL);
+    CHECK(strstr(t, "# TYPE shoal_tracker_leases_granted_total counter\n") != NULL);
+    CHECK(strstr(t, "\nshoal_tracker_announces_per_second 3\n") != NULL);
+    shoal_buf_free(&b);
+    shoal_reg_free(r);
+}
+
+/* Random announces, removals and expiries on a small key space, checked
+ * after each step against a plain model of who holds what. Exercises the
+ * hash-table deletion and the swap-removal bookkeeping. */
+#define CN 40
+#define CM 12
+static void test_churn(void)
+{
+    struct shoal_reg *r = mkreg(1u << 30);
+    static uint8_t model[CN][CM]; /* 0 none, else have+1 */
+    static bool alive[CN];
+    memset(model, 0, sizeof(model));
+    memset(alive, 0, sizeof(alive));
+    uint64_t s = 7;
+    int bad = 0;
+    for (int step = 0; step < 4000; step++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t node = (uint32_t)(s >> 33) % CN;
+        uint32_t op = (uint32_t)(s >> 20) % 10;
+        uint8_t pk[32];
+        key(pk, 1, node);
+        if (op == 0) {
+            shoal_reg_remove_node(r, pk);
+            alive[node] = false;
+            memset(model[node], 0, CM);
+        } else {
+            struct shoal_reg_have h[CM];
+            size_t n = 0;
+            memset(model[node], 0, CM);
+            for (uint32_t m = 0; m < CM; m++) {
+                if ((s >> (m + 3)) & 1 && ((s >> 40) % 3)) {
+                    memset(&h[n], 0, sizeof(h[n]));
+                    key(h[n].manifest_id, 2, m);
+                    h[n].have_chunks = 1 + (uint32_t)((s >> 50) + m) % 200;
+                    model[node][m] = (uint8_t)h[n].have_chunks;
+                    n++;
+                }
+            }
+            REQUIRE(shoal_reg_announce(r, 1, pk, "x:1", node % 2 ? "a" : "b", h, n) == 0);
+            alive[node] = true;
+        }
+        if (step % 97 == 0 || step == 3999) {
+            uint64_t entries = 0, nodes = 0;
+            for (uint32_t i = 0; i < CN; i++) {
+                nodes += alive[i];
+                for (uint32_t m = 0; m < CM; m++)
+                    entries += model[i][m] != 0;
+            }
+            struct shoal_reg_stats st;
+            shoal_reg_stats(r, &st);
+            bad += st.entries != entries || st.nodes != nodes;
+            for (uint32_t m = 0; m < CM; m++) {
+                uint8_t mid[32];
+                key(mid, 2, m);
+                struct shoal_reg_peer p[SHOAL_REG_PEERS_MAX];
+                size_t got = shoal_reg_peers(r, 1, mid, NULL, "a", p, CN);
+                size_t expect = 0;
+                for (uint32_t i = 0; i < CN; i++)
+                    expect += model[i][m] != 0;
+                bad += got != expect;
+                for (size_t k = 0; k < got; k++) {
+                    uint32_t idx;
+                    memcpy(&idx, p[k].node_pk + 4, 4);
+                    bad += idx >= CN || model[idx][m] != p[k].have_chunks;
+                }
+            }
+        }
+    }
+    CHECK_EQ(bad, 0);
+    shoal_reg_free(r);
+}
+
+int main(void)
+{
+    RUN(test_peers_basic);
+    RUN(test_expiry);
+    RUN(test_zone_bias);
+    RUN(test_seed_mix);
+    RUN(test_deterministic);
+    RUN(test_leases);
+    RUN(test_lease_limits_and_loss);
+    RUN(test_manifests);
+    RUN(test_rollouts);
+    RUN(test_limits);
+    RUN(test_prometheus);
+    RUN(test_churn);
+    return t_done();
+}

@@ -1,0 +1,388 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of the chunk scheduler (node/sched.c): the decisions a node makes
+ * (what to request from whom, when to go to the origin) are visible to users
+ * as speed, origin egress and cross-zone traffic, so each test drives the
+ * scheduler with events and checks the actions it returns.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "error.h"
+#include "sched.h"
+#include "t.h"
+
+#define MAXA 512
+
+static struct shoal_sched *mk(uint32_t nchunks, uint32_t nfiles, const uint32_t *ff,
+                              const struct shoal_sched_config *cfg)
+{
+    struct shoal_sched_release rel = {.nchunks = nchunks, .total_bytes = (uint64_t)nchunks << 20,
+                                      .nfiles = nfiles, .file_first = ff};
+    struct shoal_sched *s = NULL;
+    REQUIRE(shoal_sched_new(&s, cfg, &rel) == 0);
+    return s;
+}
+
+static void all_bits(uint8_t *b, uint32_t n)
+{
+    memset(b, 0, (n + 7) / 8);
+    for (uint32_t i = 0; i < n; i++)
+        b[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+static size_t count_type(const struct shoal_sched_action *a, size_t n, int type)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += a[i].type == (enum shoal_sched_action_type)type;
+    return k;
+}
+
+/* Same seed and events: identical actions; another seed: another order. */
+static void run_script(uint64_t seed, struct shoal_sched_action *log, size_t *nlog)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.seed = seed;
+    struct shoal_sched *s = mk(2000, 0, NULL, &cfg);
+    uint8_t bits[250];
+    all_bits(bits, 2000);
+    for (uint64_t p = 1; p <= 4; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, bits, sizeof(bits)), 0);
+    }
+    *nlog = 0;
+    for (uint64_t t = 0; t < 50; t++) {
+        struct shoal_sched_action a[64];
+        size_t n = shoal_sched_next(s, t, a, 64);
+        for (size_t i = 0; i < n; i++) {
+            REQUIRE(*nlog < MAXA);
+            log[(*nlog)++] = a[i];
+            if (a[i].type == SHOAL_SCHED_REQUEST)
+                CHECK_EQ(shoal_sched_req_done(s, t, a[i].peer, a[i].chunk, 1 << 20, 2), 0);
+        }
+    }
+    CHECK(*nlog > 100);
+    shoal_sched_free(s);
+}
+
+static void test_determinism(void)
+{
+    static struct shoal_sched_action a[MAXA], b[MAXA], c[MAXA];
+    size_t na, nb, nc;
+    run_script(42, a, &na);
+    run_script(42, b, &nb);
+    run_script(43, c, &nc);
+    CHECK_EQ(na, nb);
+    CHECK(memcmp(a, b, na * sizeof(a[0])) == 0);
+    size_t same = 0;
+    for (size_t i = 0; i < na && i < nc; i++)
+        same += a[i].chunk == c[i].chunk;
+    CHECK(same < na / 2);
+}
+
+/* Only peer 1 holds chunks 5 and 6: they are the rarest and go first. */
+static void test_rarest_first(void)
+{
+    struct shoal_sched *s = mk(64, 0, NULL, NULL);
+    uint8_t all[8], most[8];
+    all_bits(all, 64);
+    all_bits(most, 64);
+    most[0] &= (uint8_t)~((1u << 5) | (1u << 6));
+    for (uint64_t p = 1; p <= 3; p++)
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, 8), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 2, most, 8), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 3, most, 8), 0);
+    struct shoal_sched_action a[64];
+    size_t n = shoal_sched_next(s, 0, a, 64);
+    CHECK_EQ(n, 6); /* depth 2 x 3 peers */
+    int got5 = 0, got6 = 0;
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(a[i].type, SHOAL_SCHED_REQUEST);
+        if (a[i].peer == 1)
+            CHECK(a[i].chunk == 5 || a[i].chunk == 6);
+        got5 += a[i].chunk == 5;
+        got6 += a[i].chunk == 6;
+    }
+    CHECK_EQ(got5, 1);
+    CHECK_EQ(got6, 1);
+    shoal_sched_free(s);
+
+    /* Rarity counts HAVEs too: chunk 9 is held by one peer only. */
+    s = mk(16, 0, NULL, NULL);
+    CHECK_EQ(shoal_sched_peer_add(s, 7, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 8, true, 1), 0);
+    for (uint32_t c = 0; c < 16; c++) {
+        if (c != 9)
+            CHECK_EQ(shoal_sched_peer_have(s, 8, c), 0);
+        CHECK_EQ(shoal_sched_peer_have(s, 7, c), 0);
+    }
+    n = shoal_sched_next(s, 0, a, 1);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 7);
+    CHECK_EQ(a[0].chunk, 9);
+    shoal_sched_free(s);
+}
+
+/* The loader waits for file 2, then file 0: their chunks come first. */
+static void test_loader_priority(void)
+{
+    uint32_t ff[4] = {0, 10, 20, 30};
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.min_depth = cfg.max_depth = 4;
+    struct shoal_sched *s = mk(40, 4, ff, &cfg);
+    uint8_t all[5];
+    all_bits(all, 40);
+    for (uint64_t p = 1; p <= 4; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, 5), 0);
+    }
+    uint32_t want[2] = {2, 0};
+    CHECK_EQ(shoal_sched_want_files(s, want, 2), 0);
+    uint32_t bad = 9;
+    CHECK_EQ(shoal_sched_want_files(s, &bad, 1), SHOAL_EBADMSG);
+    struct shoal_sched_action a[64];
+    size_t n = shoal_sched_next(s, 0, a, 64);
+    CHECK_EQ(n, 16);
+    int in2 = 0, in0 = 0;
+    for (size_t i = 0; i < n; i++) {
+        in2 += a[i].chunk >= 20 && a[i].chunk < 30;
+        in0 += a[i].chunk < 10;
+    }
+    CHECK_EQ(in2, 10); /* all of file 2 before anything else */
+    CHECK_EQ(in0, 6);  /* then file 0, never files 1 or 3 */
+    shoal_sched_free(s);
+}
+
+/* Same-zone peers are asked first; a chunk only a cross-zone peer holds
+ * waits for the cross-zone delay, unless a same-zone peer gets it. */
+static void test_same_zone(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 100;
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);   /* same zone */
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 20), 0); /* other zone */
+    for (uint32_t c = 0; c < 8; c++)
+        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 3), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 4), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(a[i].peer, 1);
+        CHECK(a[i].chunk == 3 || a[i].chunk == 4);
+    }
+    /* Before the delay nothing more; the wakeup says when to look again
+     * (delay plus up to one delay of jitter). */
+    n = shoal_sched_next(s, 50, a, 32);
+    CHECK_EQ(n, 0);
+    uint64_t w = shoal_sched_wakeup(s);
+    CHECK(w >= 100 && w < 200);
+    /* A same-zone peer got chunk 0 in the meantime: it is asked, not the
+     * cross-zone one. */
+    CHECK_EQ(shoal_sched_req_done(s, 60, 1, 3, 1 << 20, 10), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 0), 0);
+    n = shoal_sched_next(s, 60, a, 32);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 1);
+    CHECK_EQ(a[0].chunk, 0);
+    n = shoal_sched_next(s, w, a, 32);
+    CHECK_EQ(n, 2); /* the cross-zone peer's pipeline (depth 2) */
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(a[i].peer, 2);
+        CHECK(a[i].chunk != 0 && a[i].chunk != 3 && a[i].chunk != 4);
+    }
+    shoal_sched_free(s);
+}
+
+/* No origin lease while peers hold everything; a lease for a chunk nobody
+ * holds; the leased span fetched merged; LEASE_DONE at the end. */
+static void test_origin_last_resort(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.lease_chunks = 4;
+    struct shoal_sched *s = mk(16, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    for (uint32_t c = 0; c < 16; c++)
+        if (c < 7 || c > 10)
+            CHECK_EQ(shoal_sched_peer_have(s, 1, c), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 2);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_LEASE_REQUEST) {
+            CHECK(a[i].chunk >= 7 && a[i].chunk <= 10);
+            CHECK_EQ(a[i].count, 4);
+        }
+    /* Only one lease at a time. */
+    n = shoal_sched_next(s, 1, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 0);
+    /* The tracker grants 6..11; 6 and 11 are at a peer: fetch 7..10 only,
+     * as one range. */
+    CHECK_EQ(shoal_sched_lease_granted(s, 2, 6, 6, 60000), 0);
+    n = shoal_sched_next(s, 2, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 1);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_ORIGIN_FETCH) {
+            CHECK_EQ(a[i].chunk, 7);
+            CHECK_EQ(a[i].count, 4);
+        }
+    /* Nothing orphaned now: no further lease even after the retry time. */
+    n = shoal_sched_next(s, 5000, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 0);
+    for (uint32_t c = 7; c <= 10; c++) {
+        n = shoal_sched_next(s, 6000, a, 32);
+        CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+        CHECK_EQ(shoal_sched_origin_done(s, 6000, c, true), 0);
+    }
+    n = shoal_sched_next(s, 6001, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 1);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_LEASE_DONE) {
+            CHECK_EQ(a[i].chunk, 6);
+            CHECK_EQ(a[i].count, 6);
+        }
+    CHECK_EQ(shoal_sched_have_count(s), 4);
+    shoal_sched_free(s);
+
+    /* An empty grant backs off for lease_retry_ms. */
+    s = mk(4, 0, NULL, &cfg);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    CHECK_EQ(shoal_sched_lease_granted(s, 10, 0, 0, 0), 0);
+    n = shoal_sched_next(s, 11, a, 32);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(shoal_sched_wakeup(s), 10 + cfg.lease_retry_ms);
+    n = shoal_sched_next(s, 10 + cfg.lease_retry_ms, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    shoal_sched_free(s);
+}
+
+/* With every chunk requested, an idle peer duplicates an outstanding
+ * request; the first arrival cancels the other copy. */
+static void test_endgame(void)
+{
+    struct shoal_sched *s = mk(3, 0, NULL, NULL);
+    uint8_t all[1];
+    all_bits(all, 3);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, 1), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(n, 2);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 2, all, 1), 0);
+    n = shoal_sched_next(s, 1, a, 32);
+    /* Chunk left over goes to peer 2, and its second slot duplicates one of
+     * peer 1's requests. */
+    CHECK_EQ(n, 2);
+    CHECK_EQ(a[0].peer, 2);
+    CHECK_EQ(a[1].peer, 2);
+    uint32_t dup = a[1].chunk;
+    CHECK(dup != a[0].chunk);
+    CHECK_EQ(shoal_sched_inflight(s), 4);
+    CHECK_EQ(shoal_sched_req_done(s, 5, 2, dup, 1 << 20, 5), 0);
+    n = shoal_sched_next(s, 5, a, 32);
+    CHECK(n >= 1);
+    CHECK_EQ(a[0].type, SHOAL_SCHED_CANCEL);
+    CHECK_EQ(a[0].peer, 1);
+    CHECK_EQ(a[0].chunk, dup);
+    shoal_sched_free(s);
+}
+
+/* A failed request or a lost peer makes its chunks requestable elsewhere;
+ * a busy peer is left alone for a while. */
+static void test_failures(void)
+{
+    struct shoal_sched *s = mk(2, 0, NULL, NULL);
+    uint8_t all[1];
+    all_bits(all, 2);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, 1), 0);
+    struct shoal_sched_action a[8];
+    size_t n = shoal_sched_next(s, 0, a, 8);
+    CHECK_EQ(n, 2);
+    CHECK_EQ(shoal_sched_req_failed(s, 1, 1, 0, true), 0);
+    CHECK_EQ(shoal_sched_req_failed(s, 1, 1, 0, true), SHOAL_ENOTFOUND);
+    n = shoal_sched_next(s, 2, a, 8);
+    CHECK_EQ(n, 0); /* busy back-off */
+    n = shoal_sched_next(s, shoal_sched_wakeup(s), a, 8);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].chunk, 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 2, all, 1), 0);
+    CHECK_EQ(shoal_sched_peer_remove(s, 1), 0);
+    CHECK_EQ(shoal_sched_peer_remove(s, 1), SHOAL_ENOTFOUND);
+    n = shoal_sched_next(s, 300, a, 8);
+    CHECK_EQ(n, 2);
+    CHECK_EQ(a[0].peer, 2);
+    CHECK_EQ(a[1].peer, 2);
+    CHECK_EQ(shoal_sched_req_done(s, 301, 2, 0, 100, 1), 0);
+    CHECK_EQ(shoal_sched_req_done(s, 301, 2, 1, 100, 1), 0);
+    CHECK(shoal_sched_complete(s));
+    n = shoal_sched_next(s, 302, a, 8);
+    CHECK_EQ(n, 0);
+    shoal_sched_free(s);
+}
+
+/* The pipeline to a peer deepens with its bandwidth-delay product. */
+static void test_pipeline_depth(void)
+{
+    uint32_t nch = 1000;
+    struct shoal_sched *s = mk(nch, 0, NULL, NULL);
+    uint8_t all[125];
+    all_bits(all, nch);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 50), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, sizeof(all)), 0);
+    struct shoal_sched_action a[64];
+    size_t n = shoal_sched_next(s, 0, a, 64);
+    CHECK_EQ(n, 2);
+    /* 1 MiB in 10 ms = 100 MiB/s; x 50 ms RTT = 5 chunks in flight + 1. */
+    CHECK_EQ(shoal_sched_req_done(s, 10, 1, a[0].chunk, 1 << 20, 10), 0);
+    n = shoal_sched_next(s, 10, a, 64);
+    CHECK_EQ(n + 1, 6);
+    shoal_sched_free(s);
+}
+
+static void test_bad_args(void)
+{
+    struct shoal_sched *s = NULL;
+    struct shoal_sched_release rel = {.nchunks = 0};
+    CHECK_EQ(shoal_sched_new(&s, NULL, &rel), -EINVAL);
+    uint32_t ff[2] = {0, 0};
+    rel = (struct shoal_sched_release){.nchunks = 4, .nfiles = 2, .file_first = ff};
+    CHECK_EQ(shoal_sched_new(&s, NULL, &rel), -EINVAL);
+    CHECK(s == NULL);
+    s = mk(4, 0, NULL, NULL);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), SHOAL_EEXIST);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 4), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sched_peer_have(s, 9, 0), SHOAL_ENOTFOUND);
+    uint8_t b[2] = {0};
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, b, 2), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 2, 3, 0), SHOAL_EBADMSG);
+    shoal_sched_free(s);
+    shoal_sched_free(NULL);
+}
+
+int main(void)
+{
+    RUN(test_determinism);
+    RUN(test_rarest_first);
+    RUN(test_loader_priority);
+    RUN(test_same_zone);
+    RUN(test_origin_last_resort);
+    RUN(test_endgame);
+    RUN(test_failures);
+    RUN(test_pipeline_depth);
+    RUN(test_bad_args);
+    return t_done();
+}

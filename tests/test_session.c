@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of node/session.c: the peer handshake (credentials checked against
+ * the cluster keys, transcript signatures) and frame sealing, run between
+ * two in-memory sessions with no sockets.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "t.h"
+
+#include "cred.h"
+#include "error.h"
+#include "frame.h"
+#include "keys.h"
+#include "msg.h"
+#include "session.h"
+
+struct node {
+    struct shoal_seckey sk;
+    struct shoal_pubkey pk;
+    uint8_t cred[SHOAL_CRED_MAX_ENCODED];
+    size_t cred_len;
+};
+
+static struct shoal_seckey cluster_sk, other_cluster_sk;
+static struct shoal_pubkey cluster_pk, other_cluster_pk;
+static struct shoal_keyset *cluster_keys;
+
+static void make_node(struct node *n, const struct shoal_seckey *signer, uint64_t expires)
+{
+    struct shoal_cred c;
+    struct shoal_buf b;
+
+    REQUIRE(shoal_key_generate(&n->pk, &n->sk) == 0);
+    REQUIRE(shoal_cred_issue(&c, signer, &n->pk, expires) == 0);
+    shoal_buf_init(&b, sizeof n->cred);
+    REQUIRE(shoal_cred_encode(&c, &b) == 0);
+    memcpy(n->cred, b.data, b.len);
+    n->cred_len = b.len;
+    shoal_buf_free(&b);
+}
+
+static struct shoal_session *new_session(const struct node *n, bool initiator, bool encrypt,
+                                         bool aes)
+{
+    struct shoal_session_local loc = {
+        .node_sk = &n->sk, .cred = n->cred, .cred_len = n->cred_len, .zone = "z1",
+        .listen_addr = "127.0.0.1:7000", .encrypt = encrypt, .allow_aesgcm = aes,
+        .max_frame = SHOAL_FRAME_MAX_AUTH,
+    };
+    struct shoal_session *s = NULL;
+    REQUIRE(shoal_session_new(&s, initiator, &loc) == 0);
+    return s;
+}
+
+/* Delivers the HELLO frame in |b| to |to|; returns on_hello's result. */
+static int deliver_hello(struct shoal_session *to, const struct shoal_buf *b, char *why,
+                         size_t whylen)
+{
+    struct shoal_msg m;
+    const uint8_t *body = b->data + SHOAL_FRAME_HDR_LEN;
+    size_t len = b->len - SHOAL_FRAME_HDR_LEN;
+    REQUIRE(shoal_msg_decode(&m, body, len) == 0);
+    REQUIRE(m.type == SHOAL_MSG_HELLO);
+    return shoal_session_on_hello(to, &m.u.hello, body, len, cluster_keys,
+                                  (uint64_t)time(NULL), why, whylen);
+}
+
+static int deliver_auth(struct shoal_session *to, const struct shoal_buf *b)
+{
+    struct shoal_msg m;
+    REQUIRE(shoal_msg_decode(&m, b->data + SHOAL_FRAME_HDR_LEN,
+                             b->len - SHOAL_FRAME_HDR_LEN) == 0);
+    REQUIRE(m.type == SHOAL_MSG_HELLO_AUTH);
+    return shoal_session_on_auth(to, &m.u.hello_auth);
+}
+
+/* Full handshake between |a| (initiator) and |b|; returns 0 when both
+ * authenticated each other. */
+static int handshake(struct shoal_session *a, struct shoal_session *b)
+{
+    struct shoal_buf ha, hb, aa, ab;
+    char why[256];
+    int rv;
+
+    shoal_buf_init(&ha, 4096);
+    shoal_buf_init(&hb, 4096);
+    shoal_buf_init(&aa, 4096);
+    shoal_buf_init(&ab, 4096);
+    REQUIRE(shoal_session_hello(a, &ha) == 0);
+    REQUIRE(shoal_session_hello(b, &hb) == 0);
+    rv = deliver_hello(b, &ha, why, sizeof why);
+    if (rv == 0)
+        rv = deliver_hello(a, &hb, why, sizeof why);
+    if (rv == 0)
+        rv = shoal_session_auth(a, &aa);
+    if (rv == 0)
+        rv = shoal_session_auth(b, &ab);
+    if (rv == 0)
+        rv = deliver_auth(b, &aa);
+    if (rv == 0)
+        rv = deliver_auth(a, &ab);
+    shoal_buf_free(&ha);
+    shoal_buf_free(&hb);
+    shoal_buf_free(&aa);
+    shoal_buf_free(&ab);
+    return rv;
+}
+
+/* Seals a PING with |nonce| at |from| and opens it at |to|. */
+static int ping_through(struct shoal_session *from, struct shoal_session *to, uint64_t nonce,
+                        bool tamper)
+{
+    struct shoal_msg m = {.type = SHOAL_MSG_PING};
+    struct shoal_buf b;
+    size_t flen, plain;
+    int rv;
+
+    m.u.ping.nonce = nonce;
+    shoal_buf_init(&b, 4096);
+    REQUIRE(shoal_msg_encode(&m, &b) == 0);
+    REQUIRE(shoal_buf_reserve(&b, SHOAL_SESSION_TAG_LEN) == 0);
+    REQUIRE(shoal_session_seal(from, b.data, b.len - SHOAL_FRAME_HDR_LEN, &flen) == 0);
+    if (tamper)
+        b.data[SHOAL_FRAME_HDR_LEN + 1] ^= 0x40;
+    rv = shoal_session_open(to, b.data + SHOAL_FRAME_HDR_LEN, flen - SHOAL_FRAME_HDR_LEN,
+                            &plain);
+    if (rv == 0) {
+        rv = shoal_msg_decode(&m, b.data + SHOAL_FRAME_HDR_LEN, plain);
+        if (rv == 0 && (m.type != SHOAL_MSG_PING || m.u.ping.nonce != nonce))
+            rv = SHOAL_EBADMSG;
+    }
+    shoal_buf_free(&b);
+    return rv;
+}
+
+static void test_handshake_and_seal(bool aes)
+{
+    struct node na, nb;
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+    make_node(&na, &cluster_sk, exp);
+    make_node(&nb, &cluster_sk, exp);
+    struct shoal_session *a = new_session(&na, true, true, aes);
+    struct shoal_session *b = new_session(&nb, false, false, aes);
+
+    CHECK_EQ(handshake(a, b), 0);
+    CHECK(shoal_session_authed(a) && shoal_session_authed(b));
+    /* One side asking for encryption is enough. */
+    CHECK(shoal_session_encrypted(a) && shoal_session_encrypted(b));
+    CHECK(strcmp(shoal_session_cipher(a), shoal_session_cipher(b)) == 0);
+    CHECK(memcmp(shoal_session_peer_pk(a), nb.pk.pk, 32) == 0);
+    CHECK(memcmp(shoal_session_peer_pk(b), na.pk.pk, 32) == 0);
+    CHECK(strcmp(shoal_session_peer_zone(b), "z1") == 0);
+    CHECK_EQ(shoal_session_send_overhead(a), SHOAL_SESSION_TAG_LEN);
+
+    for (uint64_t i = 0; i < 5; i++) {
+        CHECK_EQ(ping_through(a, b, 100 + i, false), 0);
+        CHECK_EQ(ping_through(b, a, 200 + i, false), 0);
+    }
+    /* A flipped ciphertext bit is caught; the counter then stays put, so
+     * the receiver keeps refusing (the connection is closed in practice). */
+    CHECK_EQ(ping_through(a, b, 7, true), SHOAL_EBADMSG);
+    CHECK_EQ(ping_through(a, b, 8, false), SHOAL_EBADMSG);
+    shoal_session_free(a);
+    shoal_session_free(b);
+}
+
+static void test_aesgcm(void) { test_handshake_and_seal(true); }
+static void test_xchacha(void) { test_handshake_and_seal(false); }
+
+static void test_replay_refused(void)
+{
+    struct node na, nb;
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+    struct shoal_msg m = {.type = SHOAL_MSG_PING};
+    struct shoal_buf b;
+    uint8_t copy[64];
+    size_t flen, plain;
+
+    make_node(&na, &cluster_sk, exp);
+    make_node(&nb, &cluster_sk, exp);
+    struct shoal_session *a = new_session(&na, true, true, false);
+    struct shoal_session *s = new_session(&nb, false, true, false);
+    REQUIRE(handshake(a, s) == 0);
+    shoal_buf_init(&b, 4096);
+    REQUIRE(shoal_msg_encode(&m, &b) == 0);
+    REQUIRE(shoal_buf_reserve(&b, SHOAL_SESSION_TAG_LEN) == 0);
+    REQUIRE(shoal_session_seal(a, b.data, b.len - SHOAL_FRAME_HDR_LEN, &flen) == 0);
+    REQUIRE(flen - SHOAL_FRAME_HDR_LEN <= sizeof copy);
+    memcpy(copy, b.data + SHOAL_FRAME_HDR_LEN, flen - SHOAL_FRAME_HDR_LEN);
+    CHECK_EQ(shoal_session_open(s, b.data + SHOAL_FRAME_HDR_LEN, flen - SHOAL_FRAME_HDR_LEN,
+                                &plain), 0);
+    /* The same sealed frame a second time: the nonce moved on. */
+    CHECK_EQ(shoal_session_open(s, copy, flen - SHOAL_FRAME_HDR_LEN, &plain), SHOAL_EBADMSG);
+    shoal_buf_free(&b);
+    shoal_session_free(a);
+    shoal_session_free(s);
+}
+
+static void test_plain_when_both_refuse(void)
+{
+    struct node na, nb;
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+    make_node(&na, &cluster_sk, exp);
+    make_node(&nb, &cluster_sk, exp);
+    struct shoal_session *a = new_session(&na, true, false, true);
+    struct shoal_session *b = new_session(&nb, false, false, true);
+    REQUIRE(handshake(a, b) == 0);
+    CHECK(!shoal_session_encrypted(a));
+    CHECK_EQ(shoal_session_send_overhead(a), 0);
+    CHECK(strcmp(shoal_session_cipher(a), "none") == 0);
+    CHECK_EQ(ping_through(a, b, 42, false), 0);
+    shoal_session_free(a);
+    shoal_session_free(b);
+}
+
+/* Peer |bad| is refused by a good node at HELLO time with |want|. */
+static void expect_refused(struct node *bad, int want, const char *why_part)
+{
+    struct node good;
+    struct shoal_buf h;
+    char why[256] = "";
+    make_node(&good, &cluster_sk, (uint64_t)time(NULL) + 3600);
+    struct shoal_session *g = new_session(&good, false, true, true);
+    struct shoal_session *x = new_session(bad, true, true, true);
+    shoal_buf_init(&h, 4096);
+    REQUIRE(shoal_session_hello(x, &h) == 0);
+    CHECK_EQ(deliver_hello(g, &h, why, sizeof why), want);
+    CHECK(strstr(why, why_part) != NULL);
+    if (!strstr(why, why_part))
+        fprintf(stderr, "  reason was: %s\n", why);
+    /* Nothing can be sealed or opened for a refused peer. */
+    CHECK(!shoal_session_authed(g));
+    struct shoal_buf a;
+    shoal_buf_init(&a, 4096);
+    CHECK_EQ(shoal_session_auth(g, &a), -EINVAL);
+    shoal_buf_free(&a);
+    shoal_buf_free(&h);
+    shoal_session_free(g);
+    shoal_session_free(x);
+}
+
+static void test_credentials_refused(void)
+{
+    struct node n;
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+
+    make_node(&n, &cluster_sk, exp);
+    n.cred_len = 0;
+    expect_refused(&n, SHOAL_EPERM, "no cluster credential");
+
+    make_node(&n, &other_cluster_sk, exp);
+    expect_refused(&n, SHOAL_EUNTRUSTED, "not trusted");
+
+    make_node(&n, &cluster_sk, (uint64_t)time(NULL) - 10);
+    expect_refused(&n, SHOAL_EEXPIRED, "credential rejected");
+
+    /* A valid credential, but for another node's key. */
+    struct node victim;
+    make_node(&victim, &cluster_sk, exp);
+    make_node(&n, &cluster_sk, exp);
+    memcpy(n.cred, victim.cred, victim.cred_len);
+    n.cred_len = victim.cred_len;
+    expect_refused(&n, SHOAL_EPERM, "another node key");
+
+    make_node(&n, &cluster_sk, exp);
+    n.cred[n.cred_len - 1] ^= 1; /* signature byte */
+    expect_refused(&n, SHOAL_EBADSIG, "credential rejected");
+}
+
+/* A man in the middle that swaps in its own ephemeral key cannot produce a
+ * HELLO_AUTH the other side accepts: the signature covers both HELLOs. */
+static void test_transcript_binding(void)
+{
+    struct node na, nb, nm;
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+    struct shoal_buf ha, hb, hm, ab;
+    char why[256];
+
+    make_node(&na, &cluster_sk, exp);
+    make_node(&nb, &cluster_sk, exp);
+    make_node(&nm, &cluster_sk, exp);
+    struct shoal_session *a = new_session(&na, true, true, true);
+    struct shoal_session *b = new_session(&nb, false, true, true);
+    struct shoal_session *m = new_session(&nm, true, true, true);
+    shoal_buf_init(&ha, 4096);
+    shoal_buf_init(&hb, 4096);
+    shoal_buf_init(&hm, 4096);
+    shoal_buf_init(&ab, 4096);
+    REQUIRE(shoal_session_hello(a, &ha) == 0);
+    REQUIRE(shoal_session_hello(b, &hb) == 0);
+    REQUIRE(shoal_session_hello(m, &hm) == 0);
+    /* b talks to m; a receives b's HELLO but b signs a transcript with m's. */
+    REQUIRE(deliver_hello(b, &hm, why, sizeof why) == 0);
+    REQUIRE(deliver_hello(a, &hb, why, sizeof why) == 0);
+    REQUIRE(shoal_session_auth(b, &ab) == 0);
+    struct shoal_buf aa;
+    shoal_buf_init(&aa, 4096);
+    REQUIRE(shoal_session_auth(a, &aa) == 0);
+    CHECK_EQ(deliver_auth(a, &ab), SHOAL_EBADSIG);
+    CHECK(!shoal_session_authed(a));
+    shoal_buf_free(&ha);
+    shoal_buf_free(&hb);
+    shoal_buf_free(&hm);
+    shoal_buf_free(&ab);
+    shoal_buf_free(&aa);
+    shoal_session_free(a);
+    shoal_session_free(b);
+    shoal_session_free(m);
+}
+
+int main(void)
+{
+    REQUIRE(shoal_crypto_init() == 0);
+    REQUIRE(shoal_key_generate(&cluster_pk, &cluster_sk) == 0);
+    REQUIRE(shoal_key_generate(&other_cluster_pk, &other_cluster_sk) == 0);
+    REQUIRE(shoal_keyset_new(&cluster_keys) == 0);
+    REQUIRE(shoal_keyset_add(cluster_keys, &cluster_pk) == 0);
+
+    RUN(test_aesgcm);
+    RUN(test_xchacha);
+    RUN(test_replay_refused);
+    RUN(test_plain_when_both_refuse);
+    RUN(test_credentials_refused);
+    RUN(test_transcript_binding);
+    shoal_keyset_free(cluster_keys);
+    return t_done();
+}

@@ -1,0 +1,1002 @@
+/* SPDX-License-Identifier: MIT */
+/* The chunk store and the HF cache layout: chunks put in any order end up as
+ * published files with the right bytes (relative symlinks that resolve, refs
+ * written, nothing half-written under a final name); a wrong chunk is
+ * refused and not written; a store resumes after a clean close and after a
+ * crash, and a damaged sidecar is discarded rather than trusted; a second
+ * release fills shared chunks from the first locally; a file whose sha256
+ * disagrees with the manifest is not published; concurrent puts; memory mode.
+ *
+ * Usage: test_store            all tests that need no privileges
+ *        test_store diskfull   disk full (private tmpfs when root, else
+ *                              RLIMIT_FSIZE); exit 77 when neither works
+ */
+#include "t.h"
+
+#include "cdc.h"
+#include "error.h"
+#include "hash.h"
+#include "hfcache.h"
+#include "keys.h"
+#include "manifest.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAXF 8
+
+static const struct shoal_cdc_params params = {512, 2048, 8192};
+static struct shoal_seckey sk;
+static char root[64];
+static int dir_seq;
+
+static const char C1[] = "0123456789abcdef0123456789abcdef01234567";
+static const char C2[] = "89abcdef0123456789abcdef0123456789abcdef";
+
+struct tfile {
+    const char *path;
+    uint8_t *data;
+    size_t size;
+};
+
+struct rel {
+    struct shoal_manifest *m;
+    struct shoal_buf signed_bytes;
+    struct tfile f[MAXF];
+    int nf;
+};
+
+static uint64_t rng(uint64_t *s)
+{
+    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
+
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+static uint8_t *gen(size_t n, uint64_t seed)
+{
+    uint8_t *p = malloc(n);
+
+    REQUIRE(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(rng(&seed) >> 56);
+    return p;
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n)
+{
+    uint8_t *q = malloc(n ? n : 1);
+
+    REQUIRE(q);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
+static int add_chunk_cb(void *user, uint64_t off, uint32_t len, const uint8_t id[32])
+{
+    (void)off;
+    return shoal_manifest_add_chunk(user, id, len);
+}
+
+/* Builds and signs a manifest for the files already in |r|, then parses the
+ * signed bytes back (what a node holds). |bad_sha| names a file whose
+ * manifest sha256 is made wrong, or -1. */
+static void rel_finish(struct rel *r, enum shoal_repo_type t, const char *repo,
+                       const char *commit, int bad_sha)
+{
+    struct shoal_manifest *m = NULL;
+    struct shoal_chunker *ch = NULL;
+
+    REQUIRE(shoal_manifest_new(&m, t, repo, commit, &params) == 0);
+    REQUIRE(shoal_chunker_new(&ch, &params) == 0);
+    for (int i = 0; i < r->nf; i++) {
+        struct shoal_sha256 sh;
+        uint8_t sha[32];
+
+        shoal_sha256_init(&sh);
+        shoal_sha256_update(&sh, r->f[i].data, r->f[i].size);
+        shoal_sha256_final(&sh, sha);
+        if (i == bad_sha)
+            sha[5] ^= 0x40;
+        REQUIRE(shoal_manifest_add_file(m, r->f[i].path, r->f[i].size, sha) == 0);
+        REQUIRE(shoal_chunker_feed(ch, r->f[i].data, r->f[i].size, add_chunk_cb, m) == 0);
+        REQUIRE(shoal_chunker_finish(ch, add_chunk_cb, m, NULL, NULL) == 0);
+    }
+    shoal_buf_init(&r->signed_bytes, 64u << 20);
+    REQUIRE(shoal_manifest_sign(m, &sk, 1700000000, &r->signed_bytes) == 0);
+    shoal_manifest_free(m);
+    shoal_chunker_free(ch);
+    REQUIRE(shoal_manifest_parse(&r->m, r->signed_bytes.data, r->signed_bytes.len, NULL,
+                                 NULL) == 0);
+}
+
+static void rel_add(struct rel *r, const char *path, uint8_t *data, size_t size)
+{
+    REQUIRE(r->nf < MAXF);
+    r->f[r->nf].path = path;
+    r->f[r->nf].data = data;
+    r->f[r->nf].size = size;
+    r->nf++;
+}
+
+static void rel_free(struct rel *r)
+{
+    shoal_manifest_free(r->m);
+    shoal_buf_free(&r->signed_bytes);
+    for (int i = 0; i < r->nf; i++)
+        free(r->f[i].data);
+    memset(r, 0, sizeof *r);
+}
+
+/* The standard release: a small config, a random "shard", a nested file with
+ * a long zero run (the same chunk id at many offsets), an exact copy of the
+ * shard under another path (one blob, two links) and an empty file. */
+static void rel_std(struct rel *r, const char *repo, const char *commit, int bad_sha,
+                    uint64_t seed)
+{
+    static const char cfg[] = "{\"architectures\": [\"Tiny\"], \"hidden_size\": 64}\n";
+    uint8_t *shard = gen(200000, seed);
+    uint8_t *nested = gen(120000, seed + 1);
+
+    memset(nested + 30000, 0, 60000);
+    memset(r, 0, sizeof *r);
+    rel_add(r, "config.json", dup_bytes((const uint8_t *)cfg, sizeof cfg - 1), sizeof cfg - 1);
+    rel_add(r, "model.safetensors", shard, 200000);
+    rel_add(r, "sub/dir/weights.bin", nested, 120000);
+    rel_add(r, "copy/model.safetensors", dup_bytes(shard, 200000), 200000);
+    rel_add(r, "empty.txt", dup_bytes(NULL, 0), 0);
+    rel_finish(r, SHOAL_REPO_MODEL, repo, commit, bad_sha);
+}
+
+static const uint8_t *chunk_bytes(const struct rel *r, uint32_t i)
+{
+    const struct shoal_mf_chunk *c = shoal_manifest_chunk(r->m, i);
+
+    return r->f[c->file].data + c->offset;
+}
+
+static int put(struct shoal_store *s, const struct rel *r, uint32_t i)
+{
+    return shoal_store_put_chunk(s, i, chunk_bytes(r, i), shoal_manifest_chunk(r->m, i)->len);
+}
+
+static void shuffle(uint32_t *v, uint32_t n, uint64_t seed)
+{
+    for (uint32_t i = 0; i < n; i++)
+        v[i] = i;
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = (uint32_t)(rng(&seed) % i), t = v[i - 1];
+        v[i - 1] = v[j];
+        v[j] = t;
+    }
+}
+
+static char *new_cache(void)
+{
+    static char path[128];
+
+    snprintf(path, sizeof path, "%s/cache%d", root, dir_seq++);
+    return path;
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+
+    return lstat(path, &st) == 0;
+}
+
+/* True when |path| (symlinks followed) holds exactly |n| bytes |p|. */
+static bool file_is(const char *path, const uint8_t *p, size_t n)
+{
+    FILE *fp = fopen(path, "rb");
+    uint8_t *q = malloc(n + 1);
+    bool ok = false;
+
+    if (fp && q)
+        ok = fread(q, 1, n + 1, fp) == n && memcmp(p, q, n) == 0;
+    if (fp)
+        fclose(fp);
+    free(q);
+    return ok;
+}
+
+static void repo_path(char *out, size_t cap, const char *cache, const struct rel *r,
+                      const char *rest)
+{
+    char folder[256];
+
+    REQUIRE(shoal_hf_repo_folder(folder, sizeof folder, shoal_manifest_repo_type(r->m),
+                                 shoal_manifest_repo_id(r->m)) == 0);
+    snprintf(out, cap, "%s/%s/%s", cache, folder, rest);
+}
+
+static void snap_path(char *out, size_t cap, const char *cache, const struct rel *r, int f)
+{
+    char rest[512];
+
+    snprintf(rest, sizeof rest, "snapshots/%s/%s", shoal_manifest_commit(r->m), r->f[f].path);
+    repo_path(out, cap, cache, r, rest);
+}
+
+static void blob_path(char *out, size_t cap, const char *cache, const struct rel *r, int f,
+                      bool incomplete)
+{
+    char rest[256];
+
+    REQUIRE(shoal_hf_blob_path(rest, sizeof rest, shoal_manifest_file(r->m, (uint32_t)f)->sha256,
+                               incomplete) == 0);
+    repo_path(out, cap, cache, r, rest);
+}
+
+/* Every file of |r| is published in |cache| with its exact bytes. */
+static void check_published(const char *cache, const struct rel *r)
+{
+    char p[1024], target[1024];
+    ssize_t n;
+
+    CHECK_EQ(shoal_hf_snapshot_check(cache, r->m, NULL), 0);
+    for (int f = 0; f < r->nf; f++) {
+        snap_path(p, sizeof p, cache, r, f);
+        CHECK(file_is(p, r->f[f].data, r->f[f].size));
+        n = readlink(p, target, sizeof target - 1);
+        CHECK(n > 0);
+        if (n > 0) {
+            target[n] = '\0';
+            CHECK(target[0] != '/');
+            CHECK(strncmp(target, "../../", 6) == 0);
+        }
+        blob_path(p, sizeof p, cache, r, f, true);
+        CHECK(!exists(p));
+    }
+}
+
+struct events {
+    int done[MAXF];
+    int bad[MAXF];
+    pthread_mutex_t mu;
+};
+
+static void on_file(void *user, uint32_t file, int status)
+{
+    struct events *ev = user;
+
+    pthread_mutex_lock(&ev->mu);
+    if (file < MAXF) {
+        if (status == 0)
+            ev->done[file]++;
+        else if (status == SHOAL_EBADHASH)
+            ev->bad[file]++;
+    }
+    pthread_mutex_unlock(&ev->mu);
+}
+
+/* ---- tests ---- */
+
+static void test_hfcache_names(void)
+{
+    char out[256];
+    uint8_t sha[32];
+
+    memset(sha, 0xab, sizeof sha);
+    CHECK_EQ(shoal_hf_repo_folder(out, sizeof out, SHOAL_REPO_MODEL, "org/name"), 0);
+    CHECK(strcmp(out, "models--org--name") == 0);
+    CHECK_EQ(shoal_hf_repo_folder(out, sizeof out, SHOAL_REPO_DATASET, "squad"), 0);
+    CHECK(strcmp(out, "datasets--squad") == 0);
+    CHECK_EQ(shoal_hf_repo_folder(out, sizeof out, SHOAL_REPO_MODEL, "a/b/c"), SHOAL_EBADPATH);
+    CHECK_EQ(shoal_hf_repo_folder(out, sizeof out, SHOAL_REPO_MODEL, "../x"), SHOAL_EBADPATH);
+    CHECK_EQ(shoal_hf_repo_folder(out, sizeof out, SHOAL_REPO_MODEL, "a--b/c"), SHOAL_EBADPATH);
+    CHECK_EQ(shoal_hf_repo_folder(out, 8, SHOAL_REPO_MODEL, "org/name"), SHOAL_ELIMIT);
+
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, "a.json", sha), 0);
+    CHECK(strncmp(out, "../../blobs/abab", 16) == 0);
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, "x/y/z.bin", sha), 0);
+    CHECK(strncmp(out, "../../../../blobs/abab", 22) == 0);
+    CHECK_EQ(strlen(out), 18 + 64);
+    CHECK_EQ(shoal_hf_blob_path(out, sizeof out, sha, true), 0);
+    CHECK(strlen(out) == 6 + 64 + 11 && strcmp(out + 70, ".incomplete") == 0);
+
+    CHECK(shoal_hf_branch_ok("main"));
+    CHECK(shoal_hf_branch_ok("refs/pr/1") && shoal_hf_branch_ok("v1.0"));
+    CHECK(!shoal_hf_branch_ok("../x") && !shoal_hf_branch_ok("a//b") &&
+          !shoal_hf_branch_ok("/a") && !shoal_hf_branch_ok("") && !shoal_hf_branch_ok("a b"));
+
+    setenv("HF_HUB_CACHE", "", 1);
+    setenv("HF_HOME", "/srv/hf", 1);
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
+    CHECK(strcmp(out, "/srv/hf/hub") == 0);
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, "/flag/dir"), 0);
+    CHECK(strcmp(out, "/flag/dir") == 0);
+    unsetenv("HF_HOME");
+    unsetenv("XDG_CACHE_HOME");
+    setenv("HOME", "/home/u", 1);
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
+    CHECK(strcmp(out, "/home/u/.cache/huggingface/hub") == 0);
+    unsetenv("HOME");
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), SHOAL_ENOTFOUND);
+    unsetenv("HF_HUB_CACHE");
+}
+
+static void test_publish_random_order(void)
+{
+    const char *cache = new_cache();
+    struct events ev = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct shoal_store_opts o = {.branch = "main", .on_file = on_file, .user = &ev};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t *order, n, puts = 0, ndistinct = 0;
+    char p[1024], commit[41];
+    uint8_t *buf, *bits;
+    struct stat a, b;
+    int fd = -1;
+
+    rel_std(&r, "org/tiny", C1, -1, 1);
+    n = shoal_manifest_nchunks(r.m);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    /* The empty file is published at open, without a callback. */
+    CHECK(shoal_store_file_done(s, 4));
+    CHECK(!shoal_store_file_done(s, 1));
+    CHECK_EQ(ev.done[4], 0);
+    blob_path(p, sizeof p, cache, &r, 1, true);
+    CHECK(exists(p)); /* preallocated */
+
+    for (uint32_t i = 0; i < n; i++)
+        ndistinct += shoal_store_find_chunk(s, shoal_manifest_chunk(r.m, i)->id) == (int)i;
+    CHECK(ndistinct < n); /* zero runs and the copied file repeat chunk ids */
+
+    order = malloc(n * sizeof *order);
+    REQUIRE(order);
+    shuffle(order, n, 42);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = order[k];
+        const struct shoal_mf_chunk *c = shoal_manifest_chunk(r.m, i);
+
+        if (shoal_store_has(s, i))
+            continue;
+        /* Before its file is complete nothing is under a final name. */
+        if (!shoal_store_file_done(s, c->file)) {
+            snap_path(p, sizeof p, cache, &r, (int)c->file);
+            CHECK(!exists(p));
+            blob_path(p, sizeof p, cache, &r, (int)c->file, false);
+            CHECK(!exists(p));
+            repo_path(p, sizeof p, cache, &r, "refs/main");
+            CHECK(!exists(p));
+        }
+        CHECK_EQ(put(s, &r, i), 0);
+        CHECK(shoal_store_has(s, i));
+        puts++;
+    }
+    /* One put per distinct chunk id: repeats were written from one put. */
+    CHECK_EQ(puts, ndistinct);
+    CHECK_EQ(shoal_store_count(s), n);
+    CHECK(shoal_store_complete(s));
+    for (int f = 0; f < 4; f++)
+        CHECK_EQ(ev.done[f], 1);
+    check_published(cache, &r);
+    CHECK_EQ(shoal_hf_read_ref(cache, SHOAL_REPO_MODEL, "org/tiny", "main", commit), 0);
+    CHECK(strcmp(commit, C1) == 0);
+
+    /* Serving reads back the stored bytes. */
+    buf = malloc(params.max_size);
+    bits = malloc((n + 7) / 8);
+    REQUIRE(buf && bits);
+    for (uint32_t i = 0; i < n; i += 7) {
+        int len = shoal_store_read_chunk(s, i, buf, params.max_size);
+        CHECK_EQ(len, shoal_manifest_chunk(r.m, i)->len);
+        CHECK(len > 0 && memcmp(buf, chunk_bytes(&r, i), (size_t)len) == 0);
+    }
+    CHECK_EQ(shoal_store_read_chunk(s, 0, buf, 1), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_store_bitfield(s, bits, (n + 7) / 8), (int)((n + 7) / 8));
+    CHECK_EQ(bits[0], 0xff);
+    if (n % 8)
+        CHECK_EQ(bits[n / 8], (uint8_t)(0xff00u >> (n % 8)));
+
+    /* The loader's descriptor is the published blob itself. */
+    CHECK_EQ(shoal_store_file_open(s, 1, &fd), 0);
+    snap_path(p, sizeof p, cache, &r, 1);
+    CHECK(fd >= 0 && fstat(fd, &a) == 0 && stat(p, &b) == 0 && a.st_ino == b.st_ino);
+    CHECK(fd >= 0 && write(fd, "x", 1) < 0);
+    if (fd >= 0)
+        close(fd);
+    CHECK_EQ(shoal_store_file_path(s, 2, p, sizeof p), 0);
+    CHECK(file_is(p, r.f[2].data, r.f[2].size));
+
+    shoal_store_free(s);
+    /* Reopening a complete release finds everything in place. */
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s));
+    CHECK_EQ(shoal_store_count(s), n);
+    shoal_store_free(s);
+    free(order);
+    free(buf);
+    free(bits);
+    rel_free(&r);
+}
+
+static void test_bad_chunk(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    const struct shoal_mf_chunk *c;
+    uint8_t *bad, *back;
+    char p[1024];
+    int fd;
+
+    rel_std(&r, "org/tiny", C1, -1, 2);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    c = shoal_manifest_chunk(r.m, 3);
+    bad = dup_bytes(chunk_bytes(&r, 3), c->len);
+    bad[c->len / 2] ^= 1;
+    CHECK_EQ(shoal_store_put_chunk(s, 3, bad, c->len), SHOAL_EBADHASH);
+    CHECK_EQ(shoal_store_put_chunk(s, 3, chunk_bytes(&r, 3), c->len - 1), SHOAL_EBADHASH);
+    CHECK_EQ(shoal_store_put_chunk(s, shoal_manifest_nchunks(r.m), bad, c->len),
+             SHOAL_ENOTFOUND);
+    CHECK(!shoal_store_has(s, 3));
+    CHECK_EQ(shoal_store_count(s), 0);
+    CHECK_EQ(shoal_store_read_chunk(s, 3, bad, c->len), SHOAL_ENOTFOUND);
+
+    /* Nothing was written: the preallocated region still reads as zeros. */
+    blob_path(p, sizeof p, cache, &r, (int)c->file, true);
+    back = malloc(c->len);
+    fd = open(p, O_RDONLY);
+    REQUIRE(back && fd >= 0);
+    CHECK(pread(fd, back, c->len, (off_t)c->offset) == (ssize_t)c->len);
+    for (uint32_t i = 0; i < c->len; i++)
+        if (back[i] != 0) {
+            CHECK(!"bad chunk bytes reached the file");
+            break;
+        }
+    close(fd);
+    CHECK_EQ(put(s, &r, 3), 0);
+    CHECK(shoal_store_has(s, 3));
+    shoal_store_free(s);
+    free(bad);
+    free(back);
+    rel_free(&r);
+}
+
+static void test_resume(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t n, half, had, puts = 0;
+    uint8_t *before, *after;
+
+    rel_std(&r, "org/tiny", C1, -1, 3);
+    n = shoal_manifest_nchunks(r.m);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    half = n / 2;
+    for (uint32_t i = 0; i < half; i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    had = shoal_store_count(s);
+    before = malloc((n + 7) / 8);
+    after = malloc((n + 7) / 8);
+    REQUIRE(before && after);
+    shoal_store_bitfield(s, before, (n + 7) / 8);
+    shoal_store_free(s);
+
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(shoal_store_count(s), had);
+    shoal_store_bitfield(s, after, (n + 7) / 8);
+    CHECK(memcmp(before, after, (n + 7) / 8) == 0);
+    /* Only what is missing is needed: every chunk read back is right. */
+    for (uint32_t i = 0; i < n; i++) {
+        if (shoal_store_has(s, i))
+            continue;
+        CHECK(i >= half);
+        CHECK_EQ(put(s, &r, i), 0);
+        puts++;
+    }
+    CHECK(puts > 0 && puts <= n - half);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    shoal_store_free(s);
+    free(before);
+    free(after);
+    rel_free(&r);
+}
+
+/* Every verified bit must be backed by the right bytes on disk. */
+static uint32_t check_bits_true(struct shoal_store *s, const struct rel *r)
+{
+    uint32_t n = shoal_manifest_nchunks(r->m), have = 0;
+    uint8_t *buf = malloc(params.max_size);
+    uint8_t id[32];
+
+    REQUIRE(buf);
+    for (uint32_t i = 0; i < n; i++) {
+        int len;
+        if (!shoal_store_has(s, i))
+            continue;
+        have++;
+        len = shoal_store_read_chunk(s, i, buf, params.max_size);
+        CHECK(len > 0);
+        if (len <= 0)
+            continue;
+        shoal_chunk_id(id, buf, (size_t)len);
+        CHECK(memcmp(id, shoal_manifest_chunk(r->m, i)->id, 32) == 0);
+    }
+    free(buf);
+    return have;
+}
+
+/* Chunks of files published already (those need no sidecar). */
+static uint32_t chunks_in_done_files(struct shoal_store *s, const struct rel *r)
+{
+    uint32_t n = 0;
+
+    for (int f = 0; f < r->nf; f++)
+        if (shoal_store_file_done(s, (uint32_t)f))
+            n += shoal_manifest_file(r->m, (uint32_t)f)->nchunks;
+    return n;
+}
+
+static void sidecar_path(char *out, size_t cap, const char *cache, const struct rel *r)
+{
+    char rest[128], hex[65];
+
+    shoal_hex(hex, shoal_manifest_id(r->m), 32);
+    snprintf(rest, sizeof rest, ".shoal/%s.state", hex);
+    repo_path(out, cap, cache, r, rest);
+}
+
+static void test_crash_and_bad_sidecar(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {.flush_every = 4};
+    struct shoal_store *s = NULL;
+    struct shoal_store_opts vo = {.flags = SHOAL_STORE_VERIFY};
+    struct rel r;
+    uint32_t n, put_n, have, have2;
+    char sc[1024];
+    struct stat st;
+    pid_t pid;
+    int status, fd;
+    uint8_t byte;
+
+    rel_std(&r, "org/tiny", C1, -1, 4);
+    n = shoal_manifest_nchunks(r.m);
+    put_n = n / 3;
+    /* The child dies without closing the store: no final flush. */
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (shoal_store_open(&s, cache, r.m, &o) != 0)
+            _exit(2);
+        for (uint32_t i = 0; i < put_n; i++)
+            if (put(s, &r, i) != 0)
+                _exit(3);
+        _exit(0);
+    }
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    have = check_bits_true(s, &r);
+    /* Batches of 4 were flushed, so something survived; and nothing is
+     * marked that the child did not store (a put marks every index with
+     * the same id). */
+    CHECK(have > 0);
+    for (uint32_t j = 0; j < n; j++) {
+        bool sent = false;
+        if (!shoal_store_has(s, j))
+            continue;
+        for (uint32_t i = 0; i < put_n && !sent; i++)
+            sent = memcmp(shoal_manifest_chunk(r.m, i)->id, shoal_manifest_chunk(r.m, j)->id,
+                          32) == 0;
+        CHECK(sent || shoal_store_file_done(s, shoal_manifest_chunk(r.m, j)->file));
+    }
+    shoal_store_free(s);
+
+    /* A flipped byte in the bitfield: detected by the checksum, discarded. */
+    sidecar_path(sc, sizeof sc, cache, &r);
+    fd = open(sc, O_RDWR);
+    REQUIRE(fd >= 0 && fstat(fd, &st) == 0);
+    REQUIRE(pread(fd, &byte, 1, 48) == 1);
+    byte ^= 0x01;
+    REQUIRE(pwrite(fd, &byte, 1, 48) == 1);
+    close(fd);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(check_bits_true(s, &r), chunks_in_done_files(s, &r));
+    shoal_store_free(s);
+
+    /* A truncated sidecar (torn write): discarded too. */
+    REQUIRE(truncate(sc, st.st_size - 5) == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(check_bits_true(s, &r), chunks_in_done_files(s, &r));
+    shoal_store_free(s);
+    REQUIRE(truncate(sc, 10) == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(check_bits_true(s, &r), chunks_in_done_files(s, &r));
+    shoal_store_free(s);
+
+    /* Verify mode re-hashes the files and finds what is really there. */
+    REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
+    have2 = check_bits_true(s, &r);
+    CHECK(have2 >= have);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+static void test_dedup_releases(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts oa = {.branch = "main"};
+    struct shoal_store_opts ob = {.branch = "main"};
+    struct shoal_store *s = NULL;
+    struct rel a, b, c;
+    uint32_t n, copied = 0, puts = 0;
+    uint8_t *grown;
+
+    rel_std(&a, "org/tiny", C1, -1, 5);
+    oa.manifest = a.signed_bytes.data;
+    oa.manifest_len = a.signed_bytes.len;
+    REQUIRE(shoal_store_open(&s, cache, a.m, &oa) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(a.m); i++)
+        CHECK_EQ(put(s, &a, i), 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+
+    /* Same repo, next commit: config unchanged (same blob, done at open),
+     * shard with a grown header (most chunks shared), plus a new file. */
+    memset(&b, 0, sizeof b);
+    rel_add(&b, "config.json", dup_bytes(a.f[0].data, a.f[0].size), a.f[0].size);
+    grown = malloc(200000 + 300);
+    REQUIRE(grown);
+    memset(grown, 'h', 300);
+    memcpy(grown + 300, a.f[1].data, 200000);
+    rel_add(&b, "model.safetensors", grown, 200300);
+    rel_add(&b, "extra.bin", gen(50000, 99), 50000);
+    rel_finish(&b, SHOAL_REPO_MODEL, "org/tiny", C2, -1);
+    n = shoal_manifest_nchunks(b.m);
+    ob.manifest = b.signed_bytes.data;
+    ob.manifest_len = b.signed_bytes.len;
+    REQUIRE(shoal_store_open(&s, cache, b.m, &ob) == 0);
+    CHECK(shoal_store_file_done(s, 0));
+    CHECK(!shoal_store_file_done(s, 1));
+    CHECK_EQ(shoal_store_fill_from_local(s, &copied), 0);
+    CHECK(copied > 0);
+    for (uint32_t i = 0; i < n; i++) {
+        if (shoal_store_has(s, i))
+            continue;
+        CHECK_EQ(put(s, &b, i), 0);
+        puts++;
+    }
+    fprintf(stderr, "  dedup: %u chunks copied locally, %u fetched, of %u\n", copied, puts, n);
+    /* The shard's chunks after its first few are all shared. */
+    CHECK(copied > shoal_manifest_file(b.m, 1)->nchunks / 2);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &b);
+    /* The first release is untouched. */
+    check_published(cache, &a);
+    shoal_store_free(s);
+
+    /* Another repo: chunks are found across repo folders too. */
+    memset(&c, 0, sizeof c);
+    rel_add(&c, "w.bin", dup_bytes(a.f[2].data, a.f[2].size), a.f[2].size);
+    rel_finish(&c, SHOAL_REPO_DATASET, "other", C1, -1);
+    REQUIRE(shoal_store_open(&s, cache, c.m, NULL) == 0);
+    CHECK_EQ(shoal_store_fill_from_local(s, &copied), 0);
+    CHECK(copied > 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &c);
+    shoal_store_free(s);
+    rel_free(&a);
+    rel_free(&b);
+    rel_free(&c);
+}
+
+static void test_sha_mismatch(void)
+{
+    const char *cache = new_cache();
+    struct events ev = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct shoal_store_opts o = {.branch = "main", .on_file = on_file, .user = &ev};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], msg[512];
+    const struct shoal_mf_file *f;
+
+    rel_std(&r, "org/tiny", C1, 2, 6); /* sub/dir/weights.bin has a wrong sha256 */
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK_EQ(ev.bad[2], 1);
+    CHECK_EQ(ev.done[2], 0);
+    CHECK_EQ(ev.done[1], 1);
+    CHECK(!shoal_store_file_done(s, 2));
+    CHECK(shoal_store_file_done(s, 1));
+    CHECK(!shoal_store_complete(s));
+    f = shoal_manifest_file(r.m, 2);
+    for (uint32_t k = 0; k < f->nchunks; k++)
+        CHECK(!shoal_store_has(s, f->first_chunk + k));
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, "sub/dir/weights.bin") != NULL);
+    snap_path(p, sizeof p, cache, &r, 2);
+    CHECK(!exists(p));
+    blob_path(p, sizeof p, cache, &r, 2, false);
+    CHECK(!exists(p));
+    repo_path(p, sizeof p, cache, &r, "refs/main");
+    CHECK(!exists(p));
+    CHECK_EQ(shoal_hf_snapshot_check(cache, r.m, NULL), SHOAL_ENOTFOUND);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+static void test_verify_repairs_published(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts vo = {.flags = SHOAL_STORE_VERIFY, .branch = "main"};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t n, puts = 0;
+    char p[1024];
+    int fd;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    n = shoal_manifest_nchunks(r.m);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < n; i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+
+    /* Bit rot in a published blob: the cheap mode trusts it... */
+    blob_path(p, sizeof p, cache, &r, 2, false);
+    fd = open(p, O_WRONLY);
+    REQUIRE(fd >= 0 && pwrite(fd, "X", 1, 70000) == 1);
+    close(fd);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+
+    /* ...verify mode takes it back and keeps only the good chunks. */
+    REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
+    CHECK(!shoal_store_file_done(s, 2));
+    CHECK(shoal_store_file_done(s, 1));
+    snap_path(p, sizeof p, cache, &r, 2);
+    CHECK(!exists(p));
+    blob_path(p, sizeof p, cache, &r, 2, false);
+    CHECK(!exists(p));
+    check_bits_true(s, &r);
+    for (uint32_t i = 0; i < n; i++) {
+        if (shoal_store_has(s, i))
+            continue;
+        CHECK_EQ(put(s, &r, i), 0);
+        puts++;
+    }
+    CHECK_EQ(puts, 1);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+struct worker {
+    struct shoal_store *s;
+    const struct rel *r;
+    uint32_t first, step;
+    int errors;
+};
+
+static void *put_worker(void *arg)
+{
+    struct worker *w = arg;
+    uint32_t n = shoal_manifest_nchunks(w->r->m);
+
+    for (uint32_t i = w->first; i < n; i += w->step)
+        if (put(w->s, w->r, i) != 0)
+            w->errors++;
+    return NULL;
+}
+
+static void test_concurrent_puts(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {.branch = "main", .flush_every = 8};
+    struct shoal_store *s = NULL;
+    struct worker w[4];
+    pthread_t th[4];
+    struct rel r;
+
+    rel_std(&r, "org/tiny", C1, -1, 7);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct worker){s, &r, (uint32_t)i, 4, 0};
+        REQUIRE(pthread_create(&th[i], NULL, put_worker, &w[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(w[i].errors, 0);
+    }
+    CHECK(shoal_store_complete(s));
+    CHECK_EQ(shoal_store_count(s), shoal_manifest_nchunks(r.m));
+    check_published(cache, &r);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+static void test_memory_mode(void)
+{
+    struct events ev = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct shoal_store_opts o = {.flags = SHOAL_STORE_MEMORY, .on_file = on_file, .user = &ev};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[256];
+    uint8_t *back;
+    int fd = -1;
+
+    rel_std(&r, "org/tiny", C1, -1, 8);
+    REQUIRE(shoal_store_open(&s, NULL, r.m, &o) == 0);
+    CHECK_EQ(shoal_store_file_open(s, 1, &fd), SHOAL_ENOTFOUND);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    CHECK_EQ(ev.done[1], 1);
+    CHECK_EQ(shoal_store_file_path(s, 1, p, sizeof p), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_store_file_open(s, 1, &fd), 0);
+    back = malloc(200000);
+    REQUIRE(back && fd >= 0);
+    CHECK(pread(fd, back, 200000, 0) == 200000 && memcmp(back, r.f[1].data, 200000) == 0);
+    /* Sealed: nobody can change the pages a loader maps. */
+    CHECK((fcntl(fd, F_GET_SEALS) & F_SEAL_WRITE) != 0);
+    close(fd);
+    shoal_store_free(s);
+    free(back);
+    rel_free(&r);
+}
+
+/* ---- disk full ---- */
+
+static bool private_tmpfs(const char *dir, const char *size)
+{
+    char opt[32];
+
+    snprintf(opt, sizeof opt, "size=%s", size);
+    if (unshare(CLONE_NEWNS) < 0)
+        return false;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return false;
+    return mount("tmpfs", dir, "tmpfs", 0, opt) == 0;
+}
+
+static int test_diskfull(void)
+{
+    char cache[128], p[1024], msg[512];
+    struct shoal_store_opts o = {.branch = "main"};
+    struct shoal_store *s = NULL;
+    struct rlimit old, lim;
+    bool tmpfs;
+    struct rel r;
+    int rv;
+
+    o.err = msg;
+    o.errlen = sizeof msg;
+    snprintf(cache, sizeof cache, "%s/small", root);
+    REQUIRE(mkdir(cache, 0755) == 0);
+    rel_std(&r, "org/tiny", C1, -1, 9); /* about 520 KB of blobs */
+
+    tmpfs = private_tmpfs(cache, "256k");
+    if (!tmpfs) {
+        /* Unprivileged: a file size limit gives EFBIG the same way. */
+        signal(SIGXFSZ, SIG_IGN);
+        REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+        lim = old;
+        lim.rlim_cur = 100000;
+        if (setrlimit(RLIMIT_FSIZE, &lim) < 0) {
+            rel_free(&r);
+            return 77;
+        }
+    }
+    fprintf(stderr, "  disk full via %s\n", tmpfs ? "a 256k tmpfs" : "RLIMIT_FSIZE");
+    rv = shoal_store_open(&s, cache, r.m, &o);
+    CHECK(rv == SHOAL_ENOSPC || rv == -EFBIG);
+    CHECK(s == NULL);
+    fprintf(stderr, "  open: %s: %s\n", shoal_strerror(rv), msg);
+    CHECK(strstr(msg, "blobs/") != NULL && strstr(msg, cache) != NULL);
+    repo_path(p, sizeof p, cache, &r, "snapshots");
+    CHECK(!exists(p));
+    for (int f = 0; f < r.nf; f++) {
+        blob_path(p, sizeof p, cache, &r, f, false);
+        CHECK(!exists(p));
+    }
+
+    if (tmpfs) {
+        /* A read-only cache: the error says so and names the file. */
+        REQUIRE(mount(NULL, cache, NULL, MS_REMOUNT | MS_RDONLY, "size=256k") == 0);
+        rv = shoal_store_open(&s, cache, r.m, &o);
+        CHECK_EQ(rv, -EROFS);
+        CHECK(strstr(msg, cache) != NULL);
+        fprintf(stderr, "  read-only: %s\n", msg);
+    }
+
+    /* With room again the same release opens, resumes and completes. */
+    if (tmpfs)
+        REQUIRE(mount(NULL, cache, NULL, MS_REMOUNT, "size=8m") == 0);
+    else
+        REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+
+    /* A write that fails after open (file size limit past a chunk's offset):
+     * the chunk stays unverified, the error names the file, a retry works. */
+    signal(SIGXFSZ, SIG_IGN);
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    lim = old;
+    lim.rlim_cur = 1000;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    {
+        uint32_t i = shoal_manifest_file(r.m, 1)->first_chunk + 3;
+        char em[512];
+
+        rv = put(s, &r, i);
+        CHECK_EQ(rv, -EFBIG);
+        CHECK(!shoal_store_has(s, i));
+        shoal_store_last_error(s, em, sizeof em);
+        CHECK(strstr(em, "model.safetensors") != NULL);
+        fprintf(stderr, "  write: %s\n", em);
+        REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+        CHECK_EQ(put(s, &r, i), 0);
+    }
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    shoal_store_free(s);
+    if (tmpfs)
+        umount(cache);
+    rel_free(&r);
+    return t_done();
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int main(int argc, char **argv)
+{
+    struct shoal_pubkey pk;
+    int rv;
+
+    REQUIRE(shoal_hash_init() == 0);
+    REQUIRE(shoal_key_generate(&pk, &sk) == 0);
+    snprintf(root, sizeof root, "/tmp/shoal-store-XXXXXX");
+    REQUIRE(mkdtemp(root));
+
+    if (argc > 1 && strcmp(argv[1], "diskfull") == 0) {
+        rv = test_diskfull();
+    } else {
+        RUN(test_hfcache_names);
+        RUN(test_publish_random_order);
+        RUN(test_bad_chunk);
+        RUN(test_resume);
+        RUN(test_crash_and_bad_sidecar);
+        RUN(test_dedup_releases);
+        RUN(test_sha_mismatch);
+        RUN(test_verify_repairs_published);
+        RUN(test_concurrent_puts);
+        RUN(test_memory_mode);
+        rv = t_done();
+    }
+    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return rv;
+}

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shoal-tracker: argument parsing and wiring only. The server lives in
+ * server.c, the state in registry.c.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "error.h"
+#include "keys.h"
+#include "server.h"
+
+static const char usage[] =
+    "NAME\n"
+    "    shoal-tracker - meeting point and origin-lease authority of a shoal swarm\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    shoal-tracker --cluster-key FILE [--cluster-key FILE ...] [OPTIONS]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    Nodes of a region announce to the tracker which releases they hold;\n"
+    "    the tracker answers peer lists biased to the asker's zone, serves\n"
+    "    signed manifests, grants origin-fetch leases so each chunk is fetched\n"
+    "    from the gateway about once per region, and tells nodes which releases\n"
+    "    an operator rolled out. Every client proves its node key and presents\n"
+    "    a cluster credential signed by a key in --cluster-key.\n"
+    "\n"
+    "    State is soft: nothing is written to disk. After a restart the tracker\n"
+    "    is whole again within one announce interval, as nodes re-announce and\n"
+    "    publishers (or nodes holding them) re-put manifests. Run several\n"
+    "    trackers side by side for availability; nodes announce to each.\n"
+    "\n"
+    "    On start it prints \"listening on HOST:PORT\" on standard output (the\n"
+    "    port actually bound, so --listen 127.0.0.1:0 is usable in scripts).\n"
+    "    Events (start, authentication failures, connections closed for bad\n"
+    "    input, manifests registered, rollouts) are logged to standard error.\n"
+    "    SIGTERM or SIGINT closes every connection and exits with status 0.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --listen HOST:PORT        address to listen on (default 127.0.0.1:7700)\n"
+    "    --cluster-key FILE        trusted cluster public key(s): a public key file\n"
+    "                              or a list, one key per line; may repeat; required\n"
+    "    --admin-keys FILE         node keys allowed the publisher and admin roles\n"
+    "                              (admins may set rollouts)\n"
+    "    --publisher-keys FILE     keys whose signed manifests are accepted by\n"
+    "                              PUT_MANIFEST; without it no manifest is accepted\n"
+    "    --auth-timeout SECONDS    close connections silent this long before\n"
+    "                              authenticating (default 10)\n"
+    "    --auth-timeout-ms MS      the same in milliseconds\n"
+    "    --announce-interval-ms MS announce interval told to nodes (default 30000)\n"
+    "    --node-ttl-ms MS          drop nodes silent this long (default 90000)\n"
+    "    --lease-ms MS             lifetime of an origin lease (default 60000)\n"
+    "    --max-peers N             largest peer list returned (default 50)\n"
+    "    --max-conns N             simultaneous connections (default 10000)\n"
+    "    --max-nodes N             nodes remembered (default 100000)\n"
+    "    --max-manifests N         manifests remembered (default 65536)\n"
+    "    --seed N                  seed of the peer-sampling PRNG (default: random)\n"
+    "    -h, --help                this text\n"
+    "\n"
+    "FILES\n"
+    "    Key files use the format of shoal's keys: \"shoal-public-key-v1 <hex>\" or\n"
+    "    bare 64-digit hex, one per line, '#' starts a comment.\n"
+    "\n"
+    "METRICS\n"
+    "    STATS_REQ returns Prometheus text: shoal_tracker_nodes, _manifests,\n"
+    "    _entries, _announces_total, _announces_per_second, _leases_granted_total,\n"
+    "    _leases_expired_total, _leases_done_total, _connections,\n"
+    "    _auth_failures_total, _bad_input_total.\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0 after a signal-initiated shutdown, 1 on a startup error, 2 on usage errors.\n";
+
+enum {
+    OPT_LISTEN = 256, OPT_CLUSTER, OPT_ADMIN, OPT_PUBLISHER, OPT_AUTH_S, OPT_AUTH_MS,
+    OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
+};
+
+static const struct option longopts[] = {
+    { "listen", required_argument, NULL, OPT_LISTEN },
+    { "cluster-key", required_argument, NULL, OPT_CLUSTER },
+    { "admin-keys", required_argument, NULL, OPT_ADMIN },
+    { "publisher-keys", required_argument, NULL, OPT_PUBLISHER },
+    { "auth-timeout", required_argument, NULL, OPT_AUTH_S },
+    { "auth-timeout-ms", required_argument, NULL, OPT_AUTH_MS },
+    { "announce-interval-ms", required_argument, NULL, OPT_INTERVAL },
+    { "node-ttl-ms", required_argument, NULL, OPT_TTL },
+    { "lease-ms", required_argument, NULL, OPT_LEASE },
+    { "max-peers", required_argument, NULL, OPT_PEERS },
+    { "max-conns", required_argument, NULL, OPT_CONNS },
+    { "max-nodes", required_argument, NULL, OPT_NODES },
+    { "max-manifests", required_argument, NULL, OPT_MANIFESTS },
+    { "seed", required_argument, NULL, OPT_SEED },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+static struct shoal_tracker *g_tracker;
+static uv_signal_t g_sigterm, g_sigint;
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    shoal_tracker_log("signal %d: shutting down", signum);
+    shoal_tracker_shutdown(g_tracker);
+    uv_close((uv_handle_t *)&g_sigterm, NULL);
+    uv_close((uv_handle_t *)&g_sigint, NULL);
+}
+
+/* Parses a whole decimal number in [1, max]. */
+static int parse_num(const char *opt, const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || v == 0 || v > max || s[0] == '-') {
+        fprintf(stderr, "shoal-tracker: --%s: expected a number from 1 to %llu, got '%s'\n", opt,
+                (unsigned long long)max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int load_keys(struct shoal_keyset **ks, const char *opt, const char *path)
+{
+    int rv = 0;
+    if (!*ks && (rv = shoal_keyset_new(ks)) != 0)
+        goto out;
+    rv = shoal_keyset_load_file(*ks, path);
+out:
+    if (rv)
+        fprintf(stderr, "shoal-tracker: --%s %s: %s\n", opt, path, shoal_strerror(rv));
+    return rv;
+}
+
+int main(int argc, char **argv)
+{
+    int status = 1;
+    struct shoal_tracker_config cfg;
+    struct shoal_keyset *cluster = NULL, *admin = NULL, *publisher = NULL;
+    uv_loop_t loop;
+    bool loop_ok = false;
+    bool seeded = false;
+    shoal_tracker_config_default(&cfg);
+
+    int opt;
+    uint64_t v = 0;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        const char *name = opt >= OPT_LISTEN ? longopts[opt - OPT_LISTEN].name : "";
+        int bad = 0;
+        switch (opt) {
+        case 'h':
+            fputs(usage, stdout);
+            status = 0;
+            goto out;
+        case OPT_LISTEN: cfg.listen = optarg; break;
+        case OPT_CLUSTER: bad = load_keys(&cluster, name, optarg) ? 1 : 0; break;
+        case OPT_ADMIN: bad = load_keys(&admin, name, optarg) ? 1 : 0; break;
+        case OPT_PUBLISHER: bad = load_keys(&publisher, name, optarg) ? 1 : 0; break;
+        case OPT_AUTH_S:
+            bad = parse_num(name, optarg, 86400, &v);
+            cfg.auth_timeout_ms = (uint32_t)(v * 1000);
+            break;
+        case OPT_AUTH_MS:
+            bad = parse_num(name, optarg, 86400000, &v);
+            cfg.auth_timeout_ms = (uint32_t)v;
+            break;
+        case OPT_INTERVAL:
+            bad = parse_num(name, optarg, 86400000, &v);
+            cfg.reg.announce_interval_ms = (uint32_t)v;
+            break;
+        case OPT_TTL:
+            bad = parse_num(name, optarg, 86400000, &v);
+            cfg.reg.node_ttl_ms = (uint32_t)v;
+            break;
+        case OPT_LEASE:
+            bad = parse_num(name, optarg, 86400000, &v);
+            cfg.reg.lease_ms = (uint32_t)v;
+            break;
+        case OPT_PEERS:
+            bad = parse_num(name, optarg, 256, &v);
+            cfg.reg.max_peers = (uint32_t)v;
+            break;
+        case OPT_CONNS:
+            bad = parse_num(name, optarg, 1000000, &v);
+            cfg.max_conns = (uint32_t)v;
+            break;
+        case OPT_NODES:
+            bad = parse_num(name, optarg, 100000000, &v);
+            cfg.reg.max_nodes = (uint32_t)v;
+            break;
+        case OPT_MANIFESTS:
+            bad = parse_num(name, optarg, 100000000, &v);
+            cfg.reg.max_manifests = (uint32_t)v;
+            break;
+        case OPT_SEED:
+            bad = parse_num(name, optarg, UINT64_MAX, &v);
+            cfg.reg.seed = v;
+            seeded = true;
+            break;
+        default:
+            fputs("Try 'shoal-tracker --help'.\n", stderr);
+            status = 2;
+            goto out;
+        }
+        if (bad) {
+            status = 2;
+            goto out;
+        }
+    }
+    if (optind < argc || !cluster) {
+        fprintf(stderr, "shoal-tracker: %s\nTry 'shoal-tracker --help'.\n",
+                optind < argc ? "unexpected argument" : "--cluster-key is required");
+        status = 2;
+        goto out;
+    }
+    if (!seeded)
+        cfg.reg.seed = (uint64_t)uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32);
+    cfg.cluster_keys = cluster;
+    cfg.admin_keys = admin;
+    cfg.publisher_keys = publisher;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (uv_loop_init(&loop) != 0)
+        goto out;
+    loop_ok = true;
+    int rv = shoal_tracker_new(&g_tracker, &loop, &cfg);
+    if (rv) {
+        fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg.listen,
+                rv > -1000 ? uv_strerror(rv) : shoal_strerror(rv));
+        goto out;
+    }
+    uv_signal_init(&loop, &g_sigterm);
+    uv_signal_init(&loop, &g_sigint);
+    uv_signal_start(&g_sigterm, on_signal, SIGTERM);
+    uv_signal_start(&g_sigint, on_signal, SIGINT);
+
+    /* Report the bound port; keep the host as given. */
+    const char *colon = strrchr(cfg.listen, ':');
+    printf("listening on %.*s:%d\n", (int)(colon - cfg.listen), cfg.listen,
+           shoal_tracker_port(g_tracker));
+    fflush(stdout);
+    shoal_tracker_log("started on %.*s:%d, %zu cluster key(s), announce %u ms, ttl %u ms, "
+                      "lease %u ms",
+                      (int)(colon - cfg.listen), cfg.listen, shoal_tracker_port(g_tracker),
+                      shoal_keyset_count(cluster), cfg.reg.announce_interval_ms,
+                      cfg.reg.node_ttl_ms, cfg.reg.lease_ms);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    status = 0;
+    shoal_tracker_log("stopped");
+out:
+    if (loop_ok) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (uv_loop_close(&loop) != 0) {
+            shoal_tracker_log("loop did not close cleanly");
+            status = status ? status : 1;
+        }
+    }
+    shoal_tracker_free(g_tracker);
+    shoal_keyset_free(cluster);
+    shoal_keyset_free(admin);
+    shoal_keyset_free(publisher);
+    return status;
+}

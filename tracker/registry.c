@@ -1,0 +1,1335 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tracker registry: nodes, their holdings, manifests, origin leases and
+ * rollouts, in flat arrays with open-addressing indexes (see registry.h).
+ *
+ * Layout. Nodes and manifests live in arrays whose slots are recycled
+ * through free lists, so an index stays valid for an object's lifetime.
+ * A holding is stored twice, compactly: the manifest keeps a dense array of
+ * holders {node, have, complete} that peer sampling walks, and the node
+ * keeps a small array of {manifest, slot in that holder array} so a
+ * re-announce or an expiry finds and swap-removes its holders in O(1).
+ *
+ * Hash tables map a 32-byte key (or a name) to an array index with linear
+ * probing and backward-shift deletion (no tombstones, so a table under
+ * churn never degrades). Each slot caches the key's hash so probing rarely
+ * touches the arrays. Hashes are keyed by the seed: manifest ids in
+ * announces are chosen by nodes, and an unkeyed hash would let one node
+ * pile them into one probe chain.
+ */
+#include "registry.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#define NONE UINT32_MAX
+
+enum { CH_FREE = 0, CH_LEASED = 1, CH_FETCHED = 2 };
+
+/* ---- PRNG and hashing ---- */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdULL;
+    z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53ULL;
+    return z ^ (z >> 33);
+}
+
+static uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static uint32_t hash_key32(uint64_t k, const uint8_t key[32])
+{
+    uint64_t h = k;
+    for (int i = 0; i < 4; i++)
+        h = mix64(h ^ load64(key + 8 * i)) + 0x9e3779b97f4a7c15ULL;
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static uint32_t hash_str(uint64_t k, const char *s, size_t n)
+{
+    uint64_t h = k ^ n;
+    while (n >= 8) {
+        h = mix64(h ^ load64((const uint8_t *)s)) + 0x9e3779b97f4a7c15ULL;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t tail = 0;
+    memcpy(&tail, s, n);
+    h = mix64(h ^ tail ^ 0xa5);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* ---- open-addressing index: key -> array index ---- */
+
+struct slot {
+    uint32_t hash;
+    uint32_t idx1;  /* array index + 1; 0 = empty */
+};
+
+struct tab {
+    struct slot *s;
+    uint32_t mask;  /* capacity - 1; capacity is a power of two */
+    uint32_t n;
+};
+
+/* Decides whether array element |idx| has the key |key|. */
+typedef bool (*tab_eq_fn)(const void *ctx, uint32_t idx, const void *key, size_t klen);
+
+static int tab_init(struct tab *t, uint32_t cap)
+{
+    t->s = calloc(cap, sizeof(*t->s));
+    t->mask = cap - 1;
+    t->n = 0;
+    return t->s ? 0 : -ENOMEM;
+}
+
+static uint32_t tab_find(const struct tab *t, uint32_t h, tab_eq_fn eq, const void *ctx,
+                         const void *key, size_t klen)
+{
+    for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
+        const struct slot *sl = &t->s[i];
+        if (!sl->idx1)
+            return NONE;
+        if (sl->hash == h && eq(ctx, sl->idx1 - 1, key, klen))
+            return sl->idx1 - 1;
+    }
+}
+
+static void tab_put_slot(struct slot *s, uint32_t mask, uint32_t h, uint32_t idx1)
+{
+    uint32_t i = h & mask;
+    while (s[i].idx1)
+        i = (i + 1) & mask;
+    s[i].hash = h;
+    s[i].idx1 = idx1;
+}
+
+/* Inserts |idx| (the key must be absent). Keeps the load at most 1/2. */
+static int tab_insert(struct tab *t, uint32_t h, uint32_t idx)
+{
+    int rv = 0;
+    if ((t->n + 1) * 2 > t->mask + 1) {
+        uint32_t ncap = (t->mask + 1) * 2;
+        struct slot *ns = calloc(ncap, sizeof(*ns));
+        if (!ns) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        for (uint32_t i = 0; i <= t->mask; i++)
+            if (t->s[i].idx1)
+                tab_put_slot(ns, ncap - 1, t->s[i].hash, t->s[i].idx1);
+        free(t->s);
+        t->s = ns;
+        t->mask = ncap - 1;
+    }
+    tab_put_slot(t->s, t->mask, h, idx + 1);
+    t->n++;
+out:
+    return rv;
+}
+
+/* Removes |idx| (stored under hash |h|); backward shift keeps every other
+ * key reachable from its home slot without tombstones. */
+static void tab_remove(struct tab *t, uint32_t h, uint32_t idx)
+{
+    uint32_t i = h & t->mask;
+    while (t->s[i].idx1 && t->s[i].idx1 != idx + 1)
+        i = (i + 1) & t->mask;
+    if (!t->s[i].idx1)
+        return;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        if (!t->s[j].idx1)
+            break;
+        uint32_t home = t->s[j].hash & t->mask;
+        /* Leave s[j] where it is when its home lies cyclically in (i, j]. */
+        bool stay = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (stay)
+            continue;
+        t->s[i] = t->s[j];
+        i = j;
+    }
+    t->s[i].idx1 = 0;
+    t->s[i].hash = 0;
+    t->n--;
+}
+
+/* ---- records ---- */
+
+struct holder {
+    uint32_t node;
+    uint32_t have;
+    uint8_t complete;
+};
+
+struct nent {
+    uint32_t mani;
+    uint32_t slot : 31;  /* index in the manifest's holder array */
+    uint32_t mark : 1;   /* seen in the announce being applied */
+};
+
+struct node {
+    uint8_t pk[32];
+    uint64_t last_ms;
+    struct nent *ents;
+    uint16_t nents, cap;
+    uint16_t zone;
+    uint8_t nleases;
+    uint8_t used;
+    char addr[SHOAL_REG_ADDR_MAX + 1];
+};
+
+struct lease {
+    uint32_t node;
+    uint32_t first, count;
+    uint64_t expires_ms;
+};
+
+struct mani {
+    uint8_t id[32];
+    struct holder *h;
+    uint32_t nh, caph;
+    uint32_t nchunks;      /* 0 = unknown */
+    uint8_t *chunks;       /* CH_* per chunk, allocated on first lease */
+    struct lease *leases;
+    uint32_t nl, capl;
+    uint64_t last_done_ms;
+    /* registered: */
+    uint8_t *signed_bytes;
+    size_t signed_len;
+    char *names;           /* "repo\0commit\0repo@commit\0" */
+    size_t repo_len, commit_len;
+    uint32_t name_hash;
+    uint8_t repo_type;
+    uint8_t used;
+};
+
+struct rollout {
+    char repo_at_rev[SHOAL_REG_REPO_MAX + 1];
+    uint32_t zone;  /* zone index, NONE = every zone */
+};
+
+struct rate_bucket {
+    uint64_t sec;
+    uint32_t count;
+};
+
+#define RATE_BUCKETS 16
+#define RATE_WINDOW 10
+
+struct shoal_reg {
+    struct shoal_reg_config cfg;
+    uint64_t rng;
+    uint64_t hkey;
+
+    struct node *nodes;
+    uint32_t nnodes_cap, nnodes_used;  /* array size, live count */
+    uint32_t *node_free;
+    uint32_t nnode_free;
+    struct tab node_tab;
+
+    struct mani *manis;
+    uint32_t nmanis_cap, nmanis_used;
+    uint32_t *mani_free;
+    uint32_t nmani_free;
+    struct tab mani_tab;
+    struct tab name_tab;
+
+    char *zones[SHOAL_REG_ZONES_MAX];
+    uint32_t nzones;
+    struct tab zone_tab;
+
+    struct rollout rollouts[SHOAL_REG_ROLLOUTS_MAX];
+    uint32_t nrollouts;
+
+    uint64_t lease_chunks;   /* sum of nchunks with lease state */
+    uint64_t manifest_bytes; /* sum of registered signed bytes */
+
+    struct shoal_reg_stats st;
+    struct rate_bucket rate[RATE_BUCKETS];
+};
+
+void shoal_reg_config_default(struct shoal_reg_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->announce_interval_ms = 30000;
+    c->node_ttl_ms = 90000;
+    c->lease_ms = 60000;
+    c->max_peers = 50;
+    c->seed = 1;
+    c->max_nodes = 100000;
+    c->max_manifests = 65536;
+    c->max_entries_per_node = 256;
+    c->max_lease_chunks = 64ULL << 20;
+    c->max_manifest_bytes = 1ULL << 30;
+}
+
+static uint32_t zone_intern(struct shoal_reg *r, const char *z);
+
+static bool node_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
+{
+    const struct shoal_reg *r = ctx;
+    return memcmp(r->nodes[idx].pk, key, 32) == 0;
+}
+
+static bool mani_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
+{
+    const struct shoal_reg *r = ctx;
+    return memcmp(r->manis[idx].id, key, 32) == 0;
+}
+
+static bool name_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
+{
+    const struct shoal_reg *r = ctx;
+    const struct mani *m = &r->manis[idx];
+    const char *full = m->names + m->repo_len + 1 + m->commit_len + 1;
+    return m->repo_len + 1 + m->commit_len == klen && memcmp(full, key, klen) == 0;
+}
+
+static bool zone_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
+{
+    const struct shoal_reg *r = ctx;
+    return strlen(r->zones[idx]) == klen && memcmp(r->zones[idx], key, klen) == 0;
+}
+
+int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg)
+{
+    int rv = 0;
+    struct shoal_reg *r = NULL;
+    if (!out || !cfg || !cfg->announce_interval_ms || !cfg->node_ttl_ms || !cfg->lease_ms ||
+        !cfg->max_nodes || !cfg->max_manifests || !cfg->max_entries_per_node ||
+        cfg->max_entries_per_node > UINT16_MAX || cfg->max_nodes >= (1u << 31) ||
+        cfg->max_manifests >= (1u << 31)) {
+        rv = -EINVAL;
+        goto fail;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    r->cfg = *cfg;
+    r->rng = cfg->seed;
+    r->hkey = splitmix64(&r->rng);
+    if (tab_init(&r->node_tab, 64) || tab_init(&r->mani_tab, 64) || tab_init(&r->name_tab, 16) ||
+        tab_init(&r->zone_tab, 16)) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    /* Zone 0 is "", so every node has a valid zone index. */
+    if (zone_intern(r, "") != 0) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    *out = r;
+    return 0;
+fail:
+    shoal_reg_free(r);
+    return rv;
+}
+
+static void mani_clear(struct mani *m)
+{
+    free(m->h);
+    free(m->chunks);
+    free(m->leases);
+    free(m->signed_bytes);
+    free(m->names);
+    memset(m, 0, sizeof(*m));
+}
+
+void shoal_reg_free(struct shoal_reg *r)
+{
+    if (!r)
+        return;
+    for (uint32_t i = 0; i < r->nnodes_cap; i++)
+        free(r->nodes[i].ents);
+    for (uint32_t i = 0; i < r->nmanis_cap; i++)
+        mani_clear(&r->manis[i]);
+    for (uint32_t i = 0; i < r->nzones; i++)
+        free(r->zones[i]);
+    free(r->nodes);
+    free(r->node_free);
+    free(r->manis);
+    free(r->mani_free);
+    free(r->node_tab.s);
+    free(r->mani_tab.s);
+    free(r->name_tab.s);
+    free(r->zone_tab.s);
+    free(r);
+}
+
+/* ---- lookups and creation ---- */
+
+static uint32_t node_find(const struct shoal_reg *r, const uint8_t pk[32])
+{
+    return tab_find(&r->node_tab, hash_key32(r->hkey, pk), node_eq, r, pk, 32);
+}
+
+static uint32_t mani_find(const struct shoal_reg *r, const uint8_t id[32])
+{
+    return tab_find(&r->mani_tab, hash_key32(r->hkey, id), mani_eq, r, id, 32);
+}
+
+static uint32_t zone_find(const struct shoal_reg *r, const char *z, size_t n)
+{
+    return tab_find(&r->zone_tab, hash_str(r->hkey, z, n), zone_eq, r, z, n);
+}
+
+/* Index of zone |z|, interning it. Returns NONE when the table is full or
+ * memory runs out. */
+static uint32_t zone_intern(struct shoal_reg *r, const char *z)
+{
+    size_t n = strlen(z);
+    uint32_t idx = zone_find(r, z, n);
+    if (idx != NONE || r->nzones >= SHOAL_REG_ZONES_MAX)
+        goto out;
+    char *copy = strdup(z);
+    if (!copy)
+        goto out;
+    if (tab_insert(&r->zone_tab, hash_str(r->hkey, z, n), r->nzones)) {
+        free(copy);
+        goto out;
+    }
+    r->zones[r->nzones] = copy;
+    idx = r->nzones++;
+out:
+    return idx;
+}
+
+/* Takes a slot from a recycled-index array, growing it as needed. */
+static int slot_alloc(void **arr, size_t elem, uint32_t *cap, uint32_t **freel, uint32_t *nfree,
+                      uint32_t *out)
+{
+    int rv = 0;
+    if (*nfree) {
+        *out = (*freel)[--*nfree];
+        goto out;
+    }
+    uint32_t ncap = *cap ? *cap * 2 : 64;
+    void *na = realloc(*arr, (size_t)ncap * elem);
+    if (!na) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    *arr = na;
+    uint32_t *nf = realloc(*freel, (size_t)ncap * sizeof(uint32_t));
+    if (!nf) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    *freel = nf;
+    memset((uint8_t *)na + (size_t)*cap * elem, 0, (size_t)(ncap - *cap) * elem);
+    /* Hand out low indices first so arrays stay dense. */
+    for (uint32_t i = ncap; i-- > *cap + 1;)
+        (*freel)[(*nfree)++] = i;
+    *out = *cap;
+    *cap = ncap;
+out:
+    return rv;
+}
+
+static int node_create(struct shoal_reg *r, const uint8_t pk[32], uint32_t *out)
+{
+    int rv;
+    uint32_t idx;
+    if (r->nnodes_used >= r->cfg.max_nodes) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    void *arr = r->nodes;
+    rv = slot_alloc(&arr, sizeof(struct node), &r->nnodes_cap, &r->node_free, &r->nnode_free,
+                    &idx);
+    r->nodes = arr;
+    if (rv)
+        goto out;
+    rv = tab_insert(&r->node_tab, hash_key32(r->hkey, pk), idx);
+    if (rv) {
+        r->node_free[r->nnode_free++] = idx;
+        goto out;
+    }
+    struct node *nd = &r->nodes[idx];
+    memset(nd, 0, sizeof(*nd));
+    memcpy(nd->pk, pk, 32);
+    nd->used = 1;
+    r->nnodes_used++;
+    r->st.nodes = r->nnodes_used;
+    *out = idx;
+out:
+    return rv;
+}
+
+static int mani_create(struct shoal_reg *r, const uint8_t id[32], uint32_t *out)
+{
+    int rv;
+    uint32_t idx;
+    if (r->nmanis_used >= r->cfg.max_manifests) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    void *arr = r->manis;
+    rv = slot_alloc(&arr, sizeof(struct mani), &r->nmanis_cap, &r->mani_free, &r->nmani_free,
+                    &idx);
+    r->manis = arr;
+    if (rv)
+        goto out;
+    rv = tab_insert(&r->mani_tab, hash_key32(r->hkey, id), idx);
+    if (rv) {
+        r->mani_free[r->nmani_free++] = idx;
+        goto out;
+    }
+    struct mani *m = &r->manis[idx];
+    memset(m, 0, sizeof(*m));
+    memcpy(m->id, id, 32);
+    m->used = 1;
+    r->nmanis_used++;
+    r->st.manifests = r->nmanis_used;
+    *out = idx;
+out:
+    return rv;
+}
+
+static uint32_t mani_get(struct shoal_reg *r, const uint8_t id[32], int *rv)
+{
+    uint32_t idx = mani_find(r, id);
+    *rv = 0;
+    if (idx == NONE && (*rv = mani_create(r, id, &idx)) != 0)
+        idx = NONE;
+    return idx;
+}
+
+/* ---- holdings ---- */
+
+/* Removes node entry |e| of node |ni| and its holder record. */
+static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
+{
+    struct node *nd = &r->nodes[ni];
+    struct mani *m = &r->manis[nd->ents[e].mani];
+    uint32_t slot = nd->ents[e].slot;
+    uint32_t last = --m->nh;
+    if (slot != last) {
+        /* The moved holder's node must learn its new slot. */
+        m->h[slot] = m->h[last];
+        struct node *other = &r->nodes[m->h[slot].node];
+        for (uint16_t k = 0; k < other->nents; k++) {
+            if (other->ents[k].mani == nd->ents[e].mani) {
+                other->ents[k].slot = slot;
+                break;
+            }
+        }
+    }
+    nd->ents[e] = nd->ents[--nd->nents];
+    r->st.entries--;
+}
+
+static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct shoal_reg_have *h)
+{
+    int rv = 0;
+    struct node *nd = &r->nodes[ni];
+    struct mani *m = &r->manis[mi];
+    if (nd->nents == nd->cap) {
+        uint16_t ncap = nd->cap ? (uint16_t)(nd->cap * 2) : 4;
+        if (ncap > r->cfg.max_entries_per_node)
+            ncap = (uint16_t)r->cfg.max_entries_per_node;
+        struct nent *ne = realloc(nd->ents, ncap * sizeof(*ne));
+        if (!ne) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        nd->ents = ne;
+        nd->cap = ncap;
+    }
+    if (m->nh == m->caph) {
+        uint32_t ncap = m->caph ? m->caph * 2 : 4;
+        struct holder *nh = realloc(m->h, (size_t)ncap * sizeof(*nh));
+        if (!nh) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        m->h = nh;
+        m->caph = ncap;
+    }
+    m->h[m->nh] = (struct holder){ .node = ni, .have = h->have_chunks, .complete = h->complete };
+    nd->ents[nd->nents++] = (struct nent){ .mani = mi, .slot = m->nh, .mark = 1 };
+    m->nh++;
+    r->st.entries++;
+out:
+    return rv;
+}
+
+/* ---- leases ---- */
+
+static void lease_drop(struct shoal_reg *r, struct mani *m, uint32_t li, bool expired)
+{
+    struct lease *l = &m->leases[li];
+    for (uint32_t c = l->first; c < l->first + l->count; c++)
+        if (m->chunks[c] == CH_LEASED)
+            m->chunks[c] = CH_FREE;
+    if (l->node < r->nnodes_cap && r->nodes[l->node].used && r->nodes[l->node].nleases)
+        r->nodes[l->node].nleases--;
+    if (expired)
+        r->st.leases_expired++;
+    m->leases[li] = m->leases[--m->nl];
+    r->st.leases_active--;
+}
+
+static void mani_expire_leases(struct shoal_reg *r, struct mani *m, uint64_t now_ms)
+{
+    for (uint32_t i = 0; i < m->nl;) {
+        if (m->leases[i].expires_ms <= now_ms)
+            lease_drop(r, m, i, true);
+        else
+            i++;
+    }
+}
+
+static bool node_live(const struct shoal_reg *r, const struct node *nd, uint64_t now_ms)
+{
+    return nd->used && (now_ms < nd->last_ms || now_ms - nd->last_ms <= r->cfg.node_ttl_ms);
+}
+
+/* Index of node |nd|'s entry for manifest |mi|, or nd->nents. */
+static uint16_t node_entry(const struct node *nd, uint32_t mi)
+{
+    uint16_t e = 0;
+    while (e < nd->nents && nd->ents[e].mani != mi)
+        e++;
+    return e;
+}
+
+/* ---- node removal ---- */
+
+static void node_remove_idx(struct shoal_reg *r, uint32_t ni)
+{
+    struct node *nd = &r->nodes[ni];
+    while (nd->nents)
+        entry_remove(r, ni, nd->nents - 1);
+    if (nd->nleases) {
+        for (uint32_t mi = 0; mi < r->nmanis_cap && nd->nleases; mi++) {
+            struct mani *m = &r->manis[mi];
+            if (!m->used)
+                continue;
+            for (uint32_t i = 0; i < m->nl;) {
+                if (m->leases[i].node == ni)
+                    lease_drop(r, m, i, false);
+                else
+                    i++;
+            }
+        }
+    }
+    tab_remove(&r->node_tab, hash_key32(r->hkey, nd->pk), ni);
+    free(nd->ents);
+    memset(nd, 0, sizeof(*nd));
+    r->node_free[r->nnode_free++] = ni;
+    r->nnodes_used--;
+    r->st.nodes = r->nnodes_used;
+}
+
+void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32])
+{
+    uint32_t ni = node_find(r, node_pk);
+    if (ni != NONE)
+        node_remove_idx(r, ni);
+}
+
+/* ---- announce ---- */
+
+static void rate_count(struct shoal_reg *r, uint64_t now_ms)
+{
+    uint64_t sec = now_ms / 1000;
+    struct rate_bucket *b = &r->rate[sec % RATE_BUCKETS];
+    if (b->sec != sec) {
+        b->sec = sec;
+        b->count = 0;
+    }
+    b->count++;
+}
+
+int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32],
+                       const char *addr, const char *zone, const struct shoal_reg_have *haves,
+                       size_t n)
+{
+    int rv = 0;
+    if (!addr)
+        addr = "";
+    if (!zone)
+        zone = "";
+    if (strlen(addr) > SHOAL_REG_ADDR_MAX || strlen(zone) > SHOAL_REG_ZONE_MAX) {
+        rv = SHOAL_ETOOBIG;
+        goto out;
+    }
+    if (n > r->cfg.max_entries_per_node) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    /* Check every limit before changing anything, so a refused announce
+     * leaves the node as it was. */
+    uint32_t missing = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mani_find(r, haves[i].manifest_id) == NONE)
+            missing++;
+    if ((uint64_t)r->nmanis_used + missing > r->cfg.max_manifests) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    uint32_t zi = zone_intern(r, zone);
+    if (zi == NONE) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    uint32_t ni = node_find(r, node_pk);
+    if (ni == NONE && (rv = node_create(r, node_pk, &ni)) != 0)
+        goto out;
+
+    struct node *nd = &r->nodes[ni];
+    nd->last_ms = now_ms;
+    nd->zone = (uint16_t)zi;
+    if (strcmp(nd->addr, addr) != 0)
+        strcpy(nd->addr, addr);
+    /* Update holdings that stay and drop the others first, so the node's
+     * entry array never holds more than |n| entries. */
+    for (uint16_t e = 0; e < nd->nents; e++)
+        nd->ents[e].mark = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t mi = mani_find(r, haves[i].manifest_id);
+        uint16_t e = mi == NONE ? nd->nents : node_entry(nd, mi);
+        if (e < nd->nents) {
+            struct holder *ho = &r->manis[mi].h[nd->ents[e].slot];
+            ho->have = haves[i].have_chunks;
+            ho->complete = haves[i].complete;
+            nd->ents[e].mark = 1;
+        }
+    }
+    for (uint16_t e = 0; e < nd->nents;) {
+        if (!nd->ents[e].mark)
+            entry_remove(r, ni, e);
+        else
+            e++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct shoal_reg_have *h = &haves[i];
+        uint32_t mi = mani_get(r, h->manifest_id, &rv);
+        if (mi == NONE)
+            goto out;
+        /* Until a manifest is registered, a holder's total sizes leases. */
+        if (!r->manis[mi].nchunks && h->total_chunks <= SHOAL_REG_CHUNKS_MAX)
+            r->manis[mi].nchunks = h->total_chunks;
+        nd = &r->nodes[ni];
+        uint16_t e = node_entry(nd, mi);
+        if (e < nd->nents) {
+            struct holder *ho = &r->manis[mi].h[nd->ents[e].slot];
+            ho->have = h->have_chunks;
+            ho->complete = h->complete;
+        } else if ((rv = entry_add(r, ni, mi, h)) != 0) {
+            goto out;
+        }
+    }
+    r->st.announces++;
+    rate_count(r, now_ms);
+out:
+    return rv;
+}
+
+/* ---- peers ---- */
+
+static uint64_t gcd64(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Holders visited per request at most: enough to fill every bucket on any
+ * realistic swarm, and a bound on the work one request can cause. */
+#define PEER_WALK_MAX 4096
+
+enum { B_ZONE_SEED, B_ZONE_PART, B_OTHER_SEED, B_OTHER_PART, B_N };
+
+static size_t take(const uint32_t *bucket, uint32_t nb, uint32_t *used, uint32_t *out,
+                   size_t n, size_t want)
+{
+    while (n < want && *used < nb)
+        out[n++] = bucket[(*used)++];
+    return n;
+}
+
+/* Fills |out| up to |quota| from a zone's seed and partial buckets, at most
+ * half (rounded up) seeds while partial holders remain. */
+static size_t take_zone(uint32_t *const *b, const uint32_t *nb, uint32_t *used, int seed_b,
+                        uint32_t *out, size_t n, size_t quota)
+{
+    size_t end = n + quota;
+    n = take(b[seed_b], nb[seed_b], &used[seed_b], out, n, n + (quota + 1) / 2);
+    n = take(b[seed_b + 1], nb[seed_b + 1], &used[seed_b + 1], out, n, end);
+    n = take(b[seed_b], nb[seed_b], &used[seed_b], out, n, end);
+    return n;
+}
+
+size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                       const uint8_t asker_pk[32], const char *asker_zone,
+                       struct shoal_reg_peer *out, size_t max)
+{
+    size_t n = 0;
+    size_t want = max;
+    if (want > r->cfg.max_peers)
+        want = r->cfg.max_peers;
+    if (want > SHOAL_REG_PEERS_MAX)
+        want = SHOAL_REG_PEERS_MAX;
+    uint32_t mi = mani_find(r, manifest_id);
+    if (mi == NONE || want == 0)
+        goto out;
+    const struct mani *m = &r->manis[mi];
+    if (m->nh == 0)
+        goto out;
+    uint32_t azone = asker_zone ? zone_find(r, asker_zone, strlen(asker_zone)) : zone_find(r, "", 0);
+
+    uint32_t bstore[B_N][SHOAL_REG_PEERS_MAX];
+    uint32_t *b[B_N] = { bstore[0], bstore[1], bstore[2], bstore[3] };
+    uint32_t nb[B_N] = { 0 }, used[B_N] = { 0 };
+
+    /* Visit holders in a random cyclic order: random start, random stride
+     * coprime with the count, so each holder is seen at most once. */
+    uint64_t nh = m->nh;
+    uint64_t pos = splitmix64(&r->rng) % nh;
+    uint64_t stride = 1;
+    if (nh > 1) {
+        do
+            stride = 1 + splitmix64(&r->rng) % (nh - 1);
+        while (gcd64(stride, nh) != 1);
+    }
+    uint64_t walk = nh < PEER_WALK_MAX ? nh : PEER_WALK_MAX;
+    for (uint64_t k = 0; k < walk; k++, pos = (pos + stride) % nh) {
+        const struct holder *ho = &m->h[pos];
+        const struct node *nd = &r->nodes[ho->node];
+        if (!ho->complete && ho->have == 0)
+            continue;
+        if (!node_live(r, nd, now_ms))
+            continue;
+        if (asker_pk && memcmp(nd->pk, asker_pk, 32) == 0)
+            continue;
+        int which = (nd->zone == azone ? B_ZONE_SEED : B_OTHER_SEED) + (ho->complete ? 0 : 1);
+        if (nb[which] < want)
+            b[which][nb[which]++] = (uint32_t)pos;
+        if (nb[0] >= want && nb[1] >= want && nb[2] >= want && nb[3] >= want)
+            break;
+    }
+
+    uint32_t pick[SHOAL_REG_PEERS_MAX];
+    size_t zone_quota = (want * 3 + 3) / 4;
+    n = take_zone(b, nb, used, B_ZONE_SEED, pick, 0, zone_quota);
+    n = take_zone(b, nb, used, B_OTHER_SEED, pick, n, want - n);
+    /* Too few foreign holders: give the rest of the slots to the zone. */
+    n = take_zone(b, nb, used, B_ZONE_SEED, pick, n, want - n);
+
+    for (size_t i = 0; i < n; i++) {
+        const struct holder *ho = &m->h[pick[i]];
+        const struct node *nd = &r->nodes[ho->node];
+        struct shoal_reg_peer *p = &out[i];
+        memcpy(p->node_pk, nd->pk, 32);
+        p->addr = nd->addr;
+        p->zone = r->zones[nd->zone];
+        p->complete = ho->complete;
+        p->have_chunks = ho->have;
+    }
+out:
+    return n;
+}
+
+/* ---- leases ---- */
+
+static struct lease *lease_slot(struct mani *m)
+{
+    if (m->nl == m->capl) {
+        uint32_t ncap = m->capl ? m->capl * 2 : 4;
+        struct lease *nl = realloc(m->leases, (size_t)ncap * sizeof(*nl));
+        if (!nl)
+            return NULL;
+        m->leases = nl;
+        m->capl = ncap;
+    }
+    return &m->leases[m->nl];
+}
+
+/* True when some live node announced chunks of |m|. */
+static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uint64_t now_ms)
+{
+    for (uint32_t i = 0; i < m->nh; i++)
+        if ((m->h[i].complete || m->h[i].have) && node_live(r, &r->nodes[m->h[i].node], now_ms))
+            return true;
+    return false;
+}
+
+int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                    uint32_t nchunks, const uint8_t node_pk[32], uint32_t max_chunks,
+                    uint32_t hint_chunk, uint32_t *first, uint32_t *count, uint64_t *expires_ms)
+{
+    int rv = 0;
+    *first = 0;
+    *count = 0;
+    *expires_ms = 0;
+    uint32_t ni = node_find(r, node_pk);
+    if (ni == NONE) {
+        if ((rv = node_create(r, node_pk, &ni)) != 0)
+            goto out;
+        r->nodes[ni].last_ms = now_ms;
+    }
+    uint32_t mi = mani_get(r, manifest_id, &rv);
+    if (mi == NONE)
+        goto out;
+    struct mani *m = &r->manis[mi];
+    if (!m->nchunks)
+        m->nchunks = nchunks;
+    if (!m->nchunks || m->nchunks > SHOAL_REG_CHUNKS_MAX) {
+        m->nchunks = 0;
+        rv = SHOAL_ETOOBIG;
+        goto out;
+    }
+    if (!m->chunks) {
+        if (r->lease_chunks + m->nchunks > r->cfg.max_lease_chunks) {
+            rv = SHOAL_ELIMIT;
+            goto out;
+        }
+        m->chunks = calloc(m->nchunks, 1);
+        if (!m->chunks) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        r->lease_chunks += m->nchunks;
+    }
+    mani_expire_leases(r, m, now_ms);
+    if (r->nodes[ni].nleases >= SHOAL_REG_LEASES_PER_NODE) {
+        rv = SHOAL_EBUSY;
+        goto out;
+    }
+    if (!mani_has_holder(r, m, now_ms) && now_ms - m->last_done_ms > r->cfg.node_ttl_ms) {
+        for (uint32_t c = 0; c < m->nchunks; c++)
+            if (m->chunks[c] == CH_FETCHED)
+                m->chunks[c] = CH_FREE;
+    }
+    if (max_chunks > SHOAL_REG_LEASE_SPAN_MAX)
+        max_chunks = SHOAL_REG_LEASE_SPAN_MAX;
+    if (max_chunks == 0)
+        goto out;
+    uint32_t start = hint_chunk < m->nchunks ? hint_chunk : 0;
+    const uint8_t *p = memchr(m->chunks + start, CH_FREE, m->nchunks - start);
+    if (!p && start)
+        p = memchr(m->chunks, CH_FREE, start);
+    if (!p)
+        goto out;
+    uint32_t f = (uint32_t)(p - m->chunks);
+    uint32_t c = 0;
+    while (c < max_chunks && f + c < m->nchunks && m->chunks[f + c] == CH_FREE)
+        c++;
+    struct lease *l = lease_slot(m);
+    if (!l) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    *l = (struct lease){ .node = ni, .first = f, .count = c, .expires_ms = now_ms + r->cfg.lease_ms };
+    m->nl++;
+    memset(m->chunks + f, CH_LEASED, c);
+    r->nodes[ni].nleases++;
+    r->st.leases_granted++;
+    r->st.leases_active++;
+    *first = f;
+    *count = c;
+    *expires_ms = l->expires_ms;
+out:
+    return rv;
+}
+
+int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                         const uint8_t node_pk[32], uint32_t first, uint32_t count)
+{
+    int rv = SHOAL_ENOTFOUND;
+    if (count == 0) {
+        rv = SHOAL_EBADMSG;
+        goto out;
+    }
+    uint32_t ni = node_find(r, node_pk);
+    uint32_t mi = mani_find(r, manifest_id);
+    if (ni == NONE || mi == NONE)
+        goto out;
+    struct mani *m = &r->manis[mi];
+    mani_expire_leases(r, m, now_ms);
+    for (uint32_t i = 0; i < m->nl; i++) {
+        struct lease *l = &m->leases[i];
+        if (l->node != ni || first < l->first ||
+            (uint64_t)first + count > (uint64_t)l->first + l->count)
+            continue;
+        memset(m->chunks + first, CH_FETCHED, count);
+        m->last_done_ms = now_ms;
+        bool all = true;
+        for (uint32_t c = l->first; c < l->first + l->count; c++)
+            all = all && m->chunks[c] == CH_FETCHED;
+        if (all) {
+            lease_drop(r, m, i, false);
+            r->st.leases_done++;
+        }
+        rv = 0;
+        break;
+    }
+out:
+    return rv;
+}
+
+/* ---- expiry ---- */
+
+static void mani_remove_idx(struct shoal_reg *r, uint32_t mi)
+{
+    struct mani *m = &r->manis[mi];
+    tab_remove(&r->mani_tab, hash_key32(r->hkey, m->id), mi);
+    if (m->chunks)
+        r->lease_chunks -= m->nchunks;
+    mani_clear(m);
+    r->mani_free[r->nmani_free++] = mi;
+    r->nmanis_used--;
+    r->st.manifests = r->nmanis_used;
+}
+
+void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
+{
+    for (uint32_t ni = 0; ni < r->nnodes_cap; ni++) {
+        struct node *nd = &r->nodes[ni];
+        if (nd->used && !node_live(r, nd, now_ms)) {
+            node_remove_idx(r, ni);
+            r->st.nodes_expired++;
+        }
+    }
+    for (uint32_t mi = 0; mi < r->nmanis_cap; mi++) {
+        struct mani *m = &r->manis[mi];
+        if (!m->used)
+            continue;
+        mani_expire_leases(r, m, now_ms);
+        /* Lease state without holders is worth keeping only while fetched
+         * chunks may still be in the swarm. */
+        if (!m->nh && !m->nl && !m->signed_bytes &&
+            (!m->chunks || now_ms - m->last_done_ms > r->cfg.node_ttl_ms))
+            mani_remove_idx(r, mi);
+    }
+}
+
+/* ---- manifests ---- */
+
+static void mani_describe(const struct mani *m, struct shoal_reg_manifest *out)
+{
+    memcpy(out->id, m->id, 32);
+    out->repo_type = m->repo_type;
+    out->repo = m->names;
+    out->commit = m->names + m->repo_len + 1;
+    out->repo_at_rev = m->names + m->repo_len + 1 + m->commit_len + 1;
+    out->nchunks = m->nchunks;
+    out->signed_bytes = m->signed_bytes;
+    out->signed_len = m->signed_len;
+}
+
+int shoal_reg_put_manifest(struct shoal_reg *r, const uint8_t manifest_id[32], uint8_t repo_type,
+                           const char *repo, const char *commit, uint32_t nchunks,
+                           const uint8_t *signed_bytes, size_t len)
+{
+    int rv = 0;
+    char *names = NULL;
+    uint8_t *bytes = NULL;
+    size_t rl = strlen(repo), cl = strlen(commit);
+    if (rl + 1 + cl > SHOAL_REG_REPO_MAX || nchunks > SHOAL_REG_CHUNKS_MAX) {
+        rv = SHOAL_ETOOBIG;
+        goto fail;
+    }
+    if (!rl || !cl || strchr(repo, '@') || strchr(commit, '@')) {
+        rv = SHOAL_EBADMSG;
+        goto fail;
+    }
+    uint32_t mi = mani_find(r, manifest_id);
+    if (mi != NONE && r->manis[mi].signed_bytes)
+        goto fail; /* already registered: rv is 0 */
+    if (r->manifest_bytes + len > r->cfg.max_manifest_bytes) {
+        rv = SHOAL_ELIMIT;
+        goto fail;
+    }
+    names = malloc(rl + 1 + cl + 1 + rl + 1 + cl + 1);
+    bytes = malloc(len ? len : 1);
+    if (!names || !bytes) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    /* "repo\0commit\0repo@commit\0": one allocation serves all three. */
+    char *w = names;
+    memcpy(w, repo, rl + 1);
+    w += rl + 1;
+    memcpy(w, commit, cl + 1);
+    w += cl + 1;
+    memcpy(w, repo, rl);
+    w[rl] = '@';
+    memcpy(w + rl + 1, commit, cl + 1);
+    memcpy(bytes, signed_bytes, len);
+    const char *full = names + rl + 1 + cl + 1;
+    uint32_t nh = hash_str(r->hkey, full, rl + 1 + cl);
+    if (mi == NONE && (rv = mani_create(r, manifest_id, &mi)) != 0)
+        goto fail;
+    uint32_t old = tab_find(&r->name_tab, nh, name_eq, r, full, rl + 1 + cl);
+    if (old != NONE)
+        tab_remove(&r->name_tab, nh, old);
+    if ((rv = tab_insert(&r->name_tab, nh, mi)) != 0)
+        goto fail;
+    struct mani *m = &r->manis[mi];
+    if (m->chunks && m->nchunks != nchunks) {
+        /* Lease state sized by a node's guess: the signed count wins. */
+        while (m->nl)
+            lease_drop(r, m, m->nl - 1, false);
+        free(m->chunks);
+        m->chunks = NULL;
+        r->lease_chunks -= m->nchunks;
+    }
+    m->nchunks = nchunks;
+    m->repo_type = repo_type;
+    m->names = names;
+    m->repo_len = rl;
+    m->commit_len = cl;
+    m->name_hash = nh;
+    m->signed_bytes = bytes;
+    m->signed_len = len;
+    r->manifest_bytes += len;
+    r->st.registered++;
+    return 0;
+fail:
+    free(names);
+    free(bytes);
+    return rv;
+}
+
+int shoal_reg_manifest_by_id(const struct shoal_reg *r, const uint8_t manifest_id[32],
+                             struct shoal_reg_manifest *out)
+{
+    uint32_t mi = mani_find(r, manifest_id);
+    if (mi == NONE || !r->manis[mi].signed_bytes)
+        return SHOAL_ENOTFOUND;
+    mani_describe(&r->manis[mi], out);
+    return 0;
+}
+
+int shoal_reg_manifest_by_name(const struct shoal_reg *r, const char *repo_at_rev, size_t len,
+                               struct shoal_reg_manifest *out)
+{
+    uint32_t mi = tab_find(&r->name_tab, hash_str(r->hkey, repo_at_rev, len), name_eq, r,
+                           repo_at_rev, len);
+    if (mi == NONE)
+        return SHOAL_ENOTFOUND;
+    mani_describe(&r->manis[mi], out);
+    return 0;
+}
+
+/* ---- rollouts ---- */
+
+int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const char *zone,
+                          bool remove)
+{
+    int rv = 0;
+    if (!zone)
+        zone = "";
+    size_t n = strlen(repo_at_rev);
+    if (n > SHOAL_REG_REPO_MAX || strlen(zone) > SHOAL_REG_ZONE_MAX) {
+        rv = SHOAL_ETOOBIG;
+        goto out;
+    }
+    const char *at = strchr(repo_at_rev, '@');
+    if (!at || at == repo_at_rev || !at[1]) {
+        rv = SHOAL_EBADMSG;
+        goto out;
+    }
+    uint32_t zi = NONE;
+    if (*zone) {
+        zi = remove ? zone_find(r, zone, strlen(zone)) : zone_intern(r, zone);
+        if (zi == NONE) {
+            rv = remove ? SHOAL_ENOTFOUND : SHOAL_ELIMIT;
+            goto out;
+        }
+    }
+    uint32_t i;
+    for (i = 0; i < r->nrollouts; i++)
+        if (r->rollouts[i].zone == zi && strcmp(r->rollouts[i].repo_at_rev, repo_at_rev) == 0)
+            break;
+    if (remove) {
+        if (i == r->nrollouts)
+            rv = SHOAL_ENOTFOUND;
+        else
+            memmove(&r->rollouts[i], &r->rollouts[i + 1],
+                    (r->nrollouts-- - i - 1) * sizeof(r->rollouts[0]));
+        goto out;
+    }
+    if (i < r->nrollouts)
+        goto out;
+    if (r->nrollouts == SHOAL_REG_ROLLOUTS_MAX) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    memcpy(r->rollouts[i].repo_at_rev, repo_at_rev, n + 1);
+    r->rollouts[i].zone = zi;
+    r->nrollouts++;
+out:
+    return rv;
+}
+
+size_t shoal_reg_rollouts_for(const struct shoal_reg *r, const char *zone, bool known_only,
+                              struct shoal_reg_desired *out, size_t max)
+{
+    size_t n = 0;
+    if (!zone)
+        zone = "";
+    uint32_t zi = *zone ? zone_find(r, zone, strlen(zone)) : NONE;
+    for (uint32_t i = 0; i < r->nrollouts && n < max; i++) {
+        const struct rollout *ro = &r->rollouts[i];
+        if (ro->zone != NONE && ro->zone != zi)
+            continue;
+        /* A release wished for both globally and for this zone is sent once. */
+        bool dup = false;
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = strcmp(out[k].repo_at_rev, ro->repo_at_rev) == 0;
+        if (dup)
+            continue;
+        struct shoal_reg_manifest mf;
+        bool known = shoal_reg_manifest_by_name(r, ro->repo_at_rev, strlen(ro->repo_at_rev),
+                                                &mf) == 0;
+        if (known_only && !known)
+            continue;
+        out[n].repo_at_rev = ro->repo_at_rev;
+        out[n].known = known;
+        if (known)
+            memcpy(out[n].manifest_id, mf.id, 32);
+        else
+            memset(out[n].manifest_id, 0, 32);
+        n++;
+    }
+    return n;
+}
+
+void shoal_reg_rollout_status(const struct shoal_reg *r, uint64_t now_ms,
+                              const uint8_t manifest_id[32], uint32_t *complete,
+                              uint32_t *partial, uint32_t *none)
+{
+    *complete = *partial = *none = 0;
+    uint32_t mi = mani_find(r, manifest_id);
+    /* Zones named by rollouts of this release; any global entry means all. */
+    uint32_t zones[SHOAL_REG_ROLLOUTS_MAX];
+    uint32_t nz = 0;
+    bool all = true;
+    if (mi != NONE && r->manis[mi].names) {
+        struct shoal_reg_manifest mf;
+        mani_describe(&r->manis[mi], &mf);
+        bool global = false;
+        for (uint32_t i = 0; i < r->nrollouts; i++) {
+            if (strcmp(r->rollouts[i].repo_at_rev, mf.repo_at_rev) != 0)
+                continue;
+            if (r->rollouts[i].zone == NONE)
+                global = true;
+            else
+                zones[nz++] = r->rollouts[i].zone;
+        }
+        all = global || nz == 0;
+    }
+    for (uint32_t ni = 0; ni < r->nnodes_cap; ni++) {
+        const struct node *nd = &r->nodes[ni];
+        if (!node_live(r, nd, now_ms))
+            continue;
+        if (!all) {
+            bool match = false;
+            for (uint32_t k = 0; k < nz && !match; k++)
+                match = zones[k] == nd->zone;
+            if (!match)
+                continue;
+        }
+        int state = 0;
+        for (uint16_t e = 0; mi != NONE && e < nd->nents; e++) {
+            if (nd->ents[e].mani != mi)
+                continue;
+            const struct holder *h = &r->manis[mi].h[nd->ents[e].slot];
+            state = h->complete ? 2 : h->have ? 1 : 0;
+            break;
+        }
+        if (state == 2)
+            (*complete)++;
+        else if (state == 1)
+            (*partial)++;
+        else
+            (*none)++;
+    }
+}
+
+/* ---- stats ---- */
+
+void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st)
+{
+    *st = r->st;
+}
+
+double shoal_reg_announce_rate(const struct shoal_reg *r, uint64_t now_ms)
+{
+    uint64_t sec = now_ms / 1000;
+    uint64_t sum = 0;
+    for (int i = 0; i < RATE_BUCKETS; i++)
+        if (r->rate[i].sec + RATE_WINDOW > sec && r->rate[i].sec <= sec)
+            sum += r->rate[i].count;
+    return (double)sum / RATE_WINDOW;
+}
+
+static int prom(struct shoal_buf *out, const char *name, const char *type, const char *help,
+                double v)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help,
+                     name, type, name, v);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return SHOAL_ELIMIT;
+    return shoal_buf_append(out, line, (size_t)n);
+}
+
+int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoal_buf *out)
+{
+    int rv = 0;
+    const struct shoal_reg_stats *s = &r->st;
+    if ((rv = prom(out, "shoal_tracker_nodes", "gauge", "Nodes currently known.", (double)s->nodes)) ||
+        (rv = prom(out, "shoal_tracker_manifests", "gauge", "Manifests known by id.",
+                   (double)s->manifests)) ||
+        (rv = prom(out, "shoal_tracker_manifests_registered", "gauge",
+                   "Signed manifests held.", (double)s->registered)) ||
+        (rv = prom(out, "shoal_tracker_entries", "gauge", "Node-manifest holdings.",
+                   (double)s->entries)) ||
+        (rv = prom(out, "shoal_tracker_announces_total", "counter", "Announces accepted.",
+                   (double)s->announces)) ||
+        (rv = prom(out, "shoal_tracker_announces_per_second", "gauge",
+                   "Announces per second over the last 10 s.",
+                   shoal_reg_announce_rate(r, now_ms))) ||
+        (rv = prom(out, "shoal_tracker_leases_granted_total", "counter",
+                   "Origin leases granted.", (double)s->leases_granted)) ||
+        (rv = prom(out, "shoal_tracker_leases_expired_total", "counter",
+                   "Origin leases that expired unfulfilled.", (double)s->leases_expired)) ||
+        (rv = prom(out, "shoal_tracker_leases_done_total", "counter",
+                   "Origin leases fulfilled.", (double)s->leases_done)) ||
+        (rv = prom(out, "shoal_tracker_leases_active", "gauge", "Origin leases outstanding.",
+                   (double)s->leases_active)) ||
+        (rv = prom(out, "shoal_tracker_nodes_expired_total", "counter",
+                   "Nodes dropped for not announcing.", (double)s->nodes_expired)))
+        goto out;
+out:
+    return rv;
+}

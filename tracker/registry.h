@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The tracker's brain: who holds which manifest, which releases every node
+ * should hold, and who may fetch which chunks from the origin.
+ *
+ * Pure logic: no I/O, no clock reads (every call that depends on time takes
+ * |now_ms|), no libuv. Randomness comes from a small PRNG seeded by the
+ * configuration, so a run is reproducible: the tracker server and the
+ * simulator drive the very same code.
+ *
+ * State is soft. Nodes announce what they hold; a node that does not
+ * announce within node_ttl_ms is dropped. Manifests are registered by the
+ * server after it checked their signature. Everything is rebuilt from
+ * announces and re-puts after a restart.
+ *
+ * Memory: nodes, manifests and zones live in flat arrays indexed by open
+ * addressing hash tables; a node-manifest entry costs about 20 bytes plus
+ * the node's own record (~200 bytes, shared by its entries).
+ *
+ * Thread safety: none; one registry is driven by one thread.
+ */
+#ifndef SHOAL_REGISTRY_H
+#define SHOAL_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Longest listen address ("host:port") and zone name, in bytes. */
+#define SHOAL_REG_ADDR_MAX 128
+#define SHOAL_REG_ZONE_MAX 64
+/* Distinct zone names the registry will remember (they are never freed). */
+#define SHOAL_REG_ZONES_MAX 1024
+/* Longest "org/name@commit" accepted as a release name. */
+#define SHOAL_REG_REPO_MAX 256
+/* Largest chunk count of a manifest for lease tracking (as the wire). */
+#define SHOAL_REG_CHUNKS_MAX 16777216u
+/* Largest span one lease grants, whatever the node asks for. */
+#define SHOAL_REG_LEASE_SPAN_MAX 64
+/* Leases one node may hold at the same time, over all manifests. */
+#define SHOAL_REG_LEASES_PER_NODE 8
+/* Desired releases (rollout entries) kept at once. */
+#define SHOAL_REG_ROLLOUTS_MAX 64
+/* Most peers returned by one shoal_reg_peers call. */
+#define SHOAL_REG_PEERS_MAX 256
+
+struct shoal_reg_config {
+    uint32_t announce_interval_ms;  /* told to nodes in the announce reply */
+    uint32_t node_ttl_ms;           /* a node silent this long is dropped */
+    uint32_t lease_ms;              /* lifetime of an origin lease */
+    uint32_t max_peers;             /* cap on one peer list */
+    uint64_t seed;                  /* PRNG seed (peer sampling, hashing) */
+    uint32_t max_nodes;
+    uint32_t max_manifests;         /* manifests known by id (announced or put) */
+    uint32_t max_entries_per_node;  /* manifests one announce may list */
+    /* Added beyond the original sketch: */
+    uint64_t max_lease_chunks;      /* sum of nchunks over manifests with lease
+                                       state (1 byte per chunk) */
+    uint64_t max_manifest_bytes;    /* sum of registered signed manifests */
+};
+
+/* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
+ * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
+ * 1 GiB of registered manifests. */
+void shoal_reg_config_default(struct shoal_reg_config *c);
+
+struct shoal_reg;
+
+/* New empty registry with a copy of |cfg|, into |*out| (written only on
+ * success). Returns 0, -EINVAL (a zero interval/ttl/lease/limit) or
+ * -ENOMEM. */
+int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg);
+/* Frees everything; NULL is accepted. */
+void shoal_reg_free(struct shoal_reg *r);
+
+/* ---- announces and peers ---- */
+
+struct shoal_reg_have {
+    uint8_t manifest_id[32];
+    uint32_t have_chunks;
+    uint32_t total_chunks;
+    bool complete;
+};
+
+/*
+ * Records that |node_pk| (listening on |addr|, in |zone|) holds exactly the
+ * |n| manifests in |haves|, replacing whatever it announced before, and
+ * marks it alive at |now_ms|. A manifest listed twice keeps the last entry.
+ * |addr| and |zone| are copied (NUL-terminated; NULL means "").
+ * Returns 0; SHOAL_ETOOBIG when addr or zone is too long; SHOAL_ELIMIT when
+ * |n| > max_entries_per_node or the node, manifest or zone tables are full
+ * (nothing is changed then); -ENOMEM (the node may have lost entries).
+ */
+int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32],
+                       const char *addr, const char *zone, const struct shoal_reg_have *haves,
+                       size_t n);
+
+/* Forgets |node_pk|: its holdings, and its leases (their chunks become free
+ * again). Unknown keys are ignored. */
+void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32]);
+
+/* Pointers are valid until the next call that changes the registry. */
+struct shoal_reg_peer {
+    uint8_t node_pk[32];
+    const char *addr;
+    const char *zone;
+    bool complete;
+    uint32_t have_chunks;
+};
+
+/*
+ * Writes to |out| (capacity |max|, further capped by max_peers and
+ * SHOAL_REG_PEERS_MAX) a random subset of the live nodes that hold
+ * |manifest_id| (complete, or at least one chunk), never |asker_pk| (which
+ * may be NULL). About 3/4 of the slots go to nodes in |asker_zone| when
+ * there are enough of them; within a zone at most about half are complete
+ * seeds when partial holders are available, so newcomers spread over the
+ * swarm instead of all hitting the same seeds. Returns the number written.
+ */
+size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                       const uint8_t asker_pk[32], const char *asker_zone,
+                       struct shoal_reg_peer *out, size_t max);
+
+/* ---- origin leases ---- */
+
+/*
+ * Grants |node_pk| one contiguous span of chunks of |manifest_id| that are
+ * neither leased nor already fetched from the origin: the first free chunk
+ * at or after |hint_chunk| (wrapping), extended while free, up to
+ * |max_chunks| and SHOAL_REG_LEASE_SPAN_MAX, never wrapping inside a span.
+ * The chunk count is the registered manifest's, else the total_chunks
+ * of an announce, else |nchunks| (the first value seen sticks; 0 = unknown). An unknown node is created without holdings so it
+ * expires unless it announces.
+ * Fetched chunks become free again when the manifest has had no live
+ * holder (with chunks) and no completed lease for node_ttl_ms: the swarm
+ * lost them.
+ * On success writes *first, *count (0 when nothing is free) and
+ * *expires_ms (absolute, now_ms + lease_ms). Returns 0; SHOAL_EBUSY (with
+ * *count = 0) when the node already holds SHOAL_REG_LEASES_PER_NODE leases;
+ * SHOAL_ETOOBIG (nchunks unknown, 0 or above SHOAL_REG_CHUNKS_MAX);
+ * SHOAL_ELIMIT (node/manifest tables or the lease-chunk budget full);
+ * -ENOMEM.
+ */
+int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                    uint32_t nchunks, const uint8_t node_pk[32], uint32_t max_chunks,
+                    uint32_t hint_chunk, uint32_t *first, uint32_t *count, uint64_t *expires_ms);
+
+/*
+ * Marks chunks [first, first+count) of |manifest_id| fetched. The range must
+ * lie inside one unexpired lease held by |node_pk|; a lease whose chunks are
+ * all fetched ends. Returns 0, SHOAL_ENOTFOUND (no such lease: expired,
+ * never granted, or someone else's) or SHOAL_EBADMSG (count 0).
+ */
+int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                         const uint8_t node_pk[32], uint32_t first, uint32_t count);
+
+/* Drops nodes not announced within node_ttl_ms (with their leases), reverts
+ * expired leases and forgets manifests nobody holds, leases or registered. */
+void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms);
+
+/* ---- manifests ---- */
+
+/* Pointers are valid until the next call that changes the registry. */
+struct shoal_reg_manifest {
+    uint8_t id[32];
+    uint8_t repo_type;
+    const char *repo;         /* "org/name" */
+    const char *commit;       /* 40 hex */
+    const char *repo_at_rev;  /* "org/name@commit" */
+    uint32_t nchunks;
+    const uint8_t *signed_bytes;
+    size_t signed_len;
+};
+
+/*
+ * Registers a manifest whose signature the caller has verified: copies
+ * |signed_bytes| and the names. Registering an id again is a no-op; a new
+ * id for the same "repo@commit" takes over the name. Returns 0,
+ * SHOAL_ETOOBIG (repo too long, nchunks too large), SHOAL_EBADMSG (empty
+ * repo or commit, '@' in them), SHOAL_ELIMIT (manifest table or byte
+ * budget full) or -ENOMEM.
+ */
+int shoal_reg_put_manifest(struct shoal_reg *r, const uint8_t manifest_id[32], uint8_t repo_type,
+                           const char *repo, const char *commit, uint32_t nchunks,
+                           const uint8_t *signed_bytes, size_t len);
+
+/* Looks up a registered manifest by id. Returns 0 or SHOAL_ENOTFOUND. */
+int shoal_reg_manifest_by_id(const struct shoal_reg *r, const uint8_t manifest_id[32],
+                             struct shoal_reg_manifest *out);
+/* Looks up a registered manifest by "org/name@commit" (|len| bytes, not
+ * necessarily NUL-terminated). Returns 0 or SHOAL_ENOTFOUND. */
+int shoal_reg_manifest_by_name(const struct shoal_reg *r, const char *repo_at_rev, size_t len,
+                               struct shoal_reg_manifest *out);
+
+/* ---- desired releases (rollouts) ---- */
+
+/*
+ * Adds (or with |remove|, deletes) the wish that every node in |zone| (NULL
+ * or "": every node) holds |repo_at_rev| ("org/name@commit"). Adding an
+ * existing entry is a no-op; removing a missing one returns
+ * SHOAL_ENOTFOUND. Returns 0, SHOAL_ETOOBIG (names too long), SHOAL_EBADMSG
+ * (no '@'), SHOAL_ELIMIT (SHOAL_REG_ROLLOUTS_MAX entries) or
+ * SHOAL_ENOTFOUND.
+ */
+int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const char *zone,
+                          bool remove);
+
+struct shoal_reg_desired {
+    const char *repo_at_rev;  /* valid until the next change */
+    uint8_t manifest_id[32];  /* meaningful only when |known| */
+    bool known;               /* a manifest with that name is registered */
+};
+
+/* Writes up to |max| desired releases that apply to a node in |zone| (NULL
+ * = ""): entries without a zone, and those naming |zone|. Only releases
+ * whose manifest is registered are listed when |known_only|. Returns the
+ * count written. */
+size_t shoal_reg_rollouts_for(const struct shoal_reg *r, const char *zone, bool known_only,
+                              struct shoal_reg_desired *out, size_t max);
+
+/*
+ * Counts live nodes by how much of |manifest_id| they hold: *complete,
+ * *partial (some chunks) and *none. When rollout entries for this
+ * manifest's name exist and all name zones, only nodes in those zones count.
+ */
+void shoal_reg_rollout_status(const struct shoal_reg *r, uint64_t now_ms,
+                              const uint8_t manifest_id[32], uint32_t *complete,
+                              uint32_t *partial, uint32_t *none);
+
+/* ---- stats ---- */
+
+struct shoal_reg_stats {
+    uint64_t nodes;            /* nodes currently known */
+    uint64_t manifests;        /* manifests known by id */
+    uint64_t registered;       /* of which registered (signed bytes held) */
+    uint64_t entries;          /* node-manifest holdings */
+    uint64_t announces;        /* total since start */
+    uint64_t leases_granted;
+    uint64_t leases_expired;
+    uint64_t leases_done;
+    uint64_t leases_active;
+    uint64_t nodes_expired;
+};
+
+void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);
+
+/* Announces per second averaged over the last 10 s before |now_ms|. */
+double shoal_reg_announce_rate(const struct shoal_reg *r, uint64_t now_ms);
+
+/* Appends the stats as Prometheus text exposition (metric names
+ * shoal_tracker_*) to |out|. Returns 0 or the buffer's error. */
+int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoal_buf *out);
+
+#endif

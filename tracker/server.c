@@ -1,0 +1,889 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shoal-tracker's network side (see server.h): accepts connections, runs
+ * the challenge/credential handshake, decodes frames and messages, calls
+ * the registry and queues replies.
+ *
+ * One loop thread owns everything. Reads land in one shared buffer (the
+ * frame decoder copies what it must keep), replies produced while handling
+ * one read are gathered in the connection's output buffer and written with
+ * one uv_try_write / uv_write, so a pipelining client costs one write per
+ * read, not per message. A connection is never freed inside its own
+ * callbacks: it is marked closing, its handles are closed, and it is freed
+ * by the last close callback.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "auth.h"
+#include "cred.h"
+#include "error.h"
+#include "frame.h"
+#include "hash.h"
+#include "manifest.h"
+#include "msg.h"
+
+#define READ_BUF (64 * 1024)
+#define FRAME_MAX_AUTHED (SHOAL_MSG_MANIFEST_MAX + 1024)
+/* How long a node should wait before asking for a lease again when none
+ * was granted. */
+#define LEASE_RETRY_MS 1000
+
+struct ident {
+    uint8_t pk[32];
+    uint8_t role;
+    uint8_t used;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;       /* authentication deadline */
+    struct shoal_tracker *t;
+    struct conn *prev, *next;
+    struct shoal_frame_dec dec;
+    struct shoal_buf out;   /* replies not yet handed to libuv */
+    size_t inflight;        /* bytes in uv_write requests */
+    uint8_t nonce[32];      /* the challenge to answer next */
+    bool authed;
+    bool closing;
+    bool close_after_flush;
+    int open_handles;
+    /* current identity */
+    uint8_t pk[32];
+    uint8_t role;
+    char zone[SHOAL_MSG_ZONE_MAX + 1];
+    char addr[SHOAL_MSG_ADDR_MAX + 1];
+    /* identities verified on this connection */
+    struct ident *ids;
+    uint32_t ids_cap, nids;
+    char peer[64];          /* remote address for logs */
+};
+
+struct wreq {
+    uv_write_t req;
+    struct conn *c;
+    uint8_t *base;  /* malloc'd block to free */
+    size_t len;
+};
+
+struct shoal_tracker {
+    uv_loop_t *loop;
+    struct shoal_tracker_config cfg;
+    struct shoal_reg *reg;
+    uv_tcp_t listener;
+    uv_timer_t expire_timer;
+    int port;
+    bool listening, timer_on, shut;
+    struct conn *conns;
+    uint32_t nconns;
+    uint8_t rbuf[READ_BUF];
+    bool rbuf_busy;
+    struct shoal_msg msg;     /* decoded request (large: kept off the stack) */
+    struct shoal_msg reply;
+    struct shoal_reg_have haves[SHOAL_MSG_ANNOUNCE_MAX];
+    struct shoal_reg_peer peers[SHOAL_MSG_PEERS_MAX];
+    struct shoal_reg_desired desired[SHOAL_MSG_DESIRED_MAX];
+    uint64_t auth_failures, bad_input, conns_total, conns_refused;
+};
+
+void shoal_tracker_log(const char *fmt, ...)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[32];
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s.%03dZ shoal-tracker: %s\n", ts, (int)(tv.tv_usec / 1000), line);
+}
+
+void shoal_tracker_config_default(struct shoal_tracker_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->listen = "127.0.0.1:7700";
+    shoal_reg_config_default(&c->reg);
+    c->auth_timeout_ms = 10000;
+    c->max_conns = 10000;
+    c->max_outq = SHOAL_FRAME_MAX_ABS;
+    c->max_identities = 100000;
+}
+
+/* ---- connection teardown ---- */
+
+static void conn_free(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        t->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    t->nconns--;
+    shoal_frame_dec_free(&c->dec);
+    shoal_buf_free(&c->out);
+    free(c->ids);
+    free(c);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->open_handles == 0)
+        conn_free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+}
+
+/* Logs why |c| is dropped for bad input and closes it. */
+static void conn_drop(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conn_drop(struct conn *c, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    c->t->bad_input++;
+    shoal_tracker_log("closing %s: %s", c->peer, why);
+    conn_close(c);
+}
+
+/* ---- output ---- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct conn *c = w->c;
+    c->inflight -= w->len;
+    free(w->base);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && !c->closing) {
+        shoal_tracker_log("closing %s: write failed: %s", c->peer, uv_strerror(status));
+        conn_close(c);
+    } else if (c->close_after_flush && c->inflight == 0) {
+        conn_close(c);
+    }
+}
+
+/* Hands the gathered replies to the socket. */
+static void conn_flush(struct conn *c)
+{
+    if (c->closing)
+        return;
+    if (c->out.len) {
+        size_t off = 0;
+        if (c->inflight == 0) {
+            /* Nothing queued ahead: try to send right away, no allocation. */
+            uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+            int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+            if (n > 0)
+                off = (size_t)n;
+        }
+        if (off == c->out.len) {
+            shoal_buf_reset(&c->out);
+        } else {
+            struct wreq *w = malloc(sizeof(*w));
+            if (!w) {
+                shoal_tracker_log("closing %s: out of memory", c->peer);
+                conn_close(c);
+                return;
+            }
+            size_t len;
+            w->c = c;
+            w->base = shoal_buf_steal(&c->out, &len);
+            w->len = len - off;
+            uv_buf_t b = uv_buf_init((char *)w->base + off, (unsigned)w->len);
+            int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+            if (rv < 0) {
+                free(w->base);
+                free(w);
+                shoal_tracker_log("closing %s: write: %s", c->peer, uv_strerror(rv));
+                conn_close(c);
+                return;
+            }
+            c->inflight += w->len;
+        }
+    }
+    if (c->close_after_flush && c->inflight == 0)
+        conn_close(c);
+}
+
+/* Queues |m|. Returns 0, or nonzero after closing |c| (queue overflow). */
+static int conn_send(struct conn *c, const struct shoal_msg *m)
+{
+    /* The cap on out covers what is in flight too. */
+    size_t room = c->t->cfg.max_outq > c->inflight ? c->t->cfg.max_outq - c->inflight : 0;
+    c->out.max = room;
+    int rv = shoal_msg_encode(m, &c->out);
+    if (rv == SHOAL_ELIMIT) {
+        conn_drop(c, "reader too slow: more than %zu reply bytes queued", c->t->cfg.max_outq);
+    } else if (rv) {
+        shoal_tracker_log("closing %s: cannot encode %s: %s", c->peer,
+                          shoal_msg_type_name(m->type), shoal_strerror(rv));
+        conn_close(c);
+    }
+    return rv;
+}
+
+static int send_error(struct conn *c, int code, const char *text)
+{
+    struct shoal_msg *m = &c->t->reply;
+    m->type = SHOAL_MSG_ERROR;
+    m->u.error.code = code;
+    m->u.error.message.p = text;
+    m->u.error.message.len = (uint32_t)strlen(text);
+    return conn_send(c, m);
+}
+
+static int send_ok(struct conn *c, uint32_t req)
+{
+    struct shoal_msg *m = &c->t->reply;
+    m->type = SHOAL_MSG_OK;
+    m->u.ok.req_id = req;
+    return conn_send(c, m);
+}
+
+static int send_challenge(struct conn *c)
+{
+    struct shoal_msg *m = &c->t->reply;
+    randombytes_buf(c->nonce, sizeof(c->nonce));
+    m->type = SHOAL_MSG_TRK_CHALLENGE;
+    memcpy(m->u.trk_challenge.nonce, c->nonce, 32);
+    m->u.trk_challenge.server_time = (uint64_t)time(NULL);
+    return conn_send(c, m);
+}
+
+/* ---- identities ---- */
+
+static uint32_t ident_home(const uint8_t pk[32], uint32_t mask)
+{
+    uint32_t h;
+    memcpy(&h, pk, 4); /* keys are cluster-signed; their bytes are random */
+    return h & mask;
+}
+
+static struct ident *ident_find(struct conn *c, const uint8_t pk[32], uint8_t role)
+{
+    if (!c->ids_cap)
+        return NULL;
+    uint32_t mask = c->ids_cap - 1;
+    for (uint32_t i = ident_home(pk, mask);; i = (i + 1) & mask) {
+        struct ident *id = &c->ids[i];
+        if (!id->used)
+            return NULL;
+        if (id->role == role && memcmp(id->pk, pk, 32) == 0)
+            return id;
+    }
+}
+
+static int ident_add(struct conn *c, const uint8_t pk[32], uint8_t role)
+{
+    int rv = 0;
+    if (c->nids >= c->t->cfg.max_identities) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    if ((c->nids + 1) * 2 > c->ids_cap) {
+        uint32_t ncap = c->ids_cap ? c->ids_cap * 2 : 4;
+        struct ident *n = calloc(ncap, sizeof(*n));
+        if (!n) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        for (uint32_t i = 0; i < c->ids_cap; i++) {
+            if (!c->ids[i].used)
+                continue;
+            uint32_t j = ident_home(c->ids[i].pk, ncap - 1);
+            while (n[j].used)
+                j = (j + 1) & (ncap - 1);
+            n[j] = c->ids[i];
+        }
+        free(c->ids);
+        c->ids = n;
+        c->ids_cap = ncap;
+    }
+    uint32_t mask = c->ids_cap - 1;
+    uint32_t i = ident_home(pk, mask);
+    while (c->ids[i].used)
+        i = (i + 1) & mask;
+    memcpy(c->ids[i].pk, pk, 32);
+    c->ids[i].role = role;
+    c->ids[i].used = 1;
+    c->nids++;
+out:
+    return rv;
+}
+
+static const char *role_name(uint8_t role)
+{
+    return role == SHOAL_ROLE_NODE ? "node" : role == SHOAL_ROLE_PUBLISHER ? "publisher"
+                                                                          : "admin";
+}
+
+/* Fails authentication: tells the client why, logs, closes after the
+ * reply is out. Returns nonzero (stop reading). */
+static int auth_fail(struct conn *c, int code, const char *why)
+{
+    char hex[65];
+    shoal_hex(hex, c->t->msg.u.trk_auth.node_pk, 32);
+    c->t->auth_failures++;
+    shoal_tracker_log("auth failure from %s (key %.16s): %s", c->peer, hex, why);
+    if (send_error(c, code, why) == 0)
+        c->close_after_flush = true;
+    return 1;
+}
+
+static void copy_str(char *dst, const struct shoal_str *s)
+{
+    memcpy(dst, s->p, s->len);
+    dst[s->len] = 0;
+}
+
+static int handle_auth(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_msg_trk_auth *a = &t->msg.u.trk_auth;
+    int rv;
+    if (a->role > SHOAL_ROLE_ADMIN)
+        return auth_fail(c, SHOAL_EBADMSG, "unknown role");
+    bool known = c->authed && ident_find(c, a->node_pk, a->role) != NULL;
+    if (!known) {
+        struct shoal_cred cred;
+        if ((rv = shoal_cred_decode(&cred, a->cred.p, a->cred.len)) != 0)
+            return auth_fail(c, rv, "no valid credential");
+        if (memcmp(cred.node_pk, a->node_pk, 32) != 0)
+            return auth_fail(c, SHOAL_EPERM, "credential is for another node key");
+        rv = shoal_cred_verify(&cred, t->cfg.cluster_keys, (uint64_t)time(NULL));
+        if (rv == SHOAL_EEXPIRED)
+            return auth_fail(c, rv, "credential expired");
+        if (rv == SHOAL_EUNTRUSTED)
+            return auth_fail(c, rv, "credential not signed by a trusted cluster key");
+        if (rv)
+            return auth_fail(c, rv, "credential signature does not verify");
+        if (shoal_trk_auth_verify(a->sig, c->nonce, a->node_pk) != 0)
+            return auth_fail(c, SHOAL_EBADSIG, "challenge signature does not verify");
+        if (a->role != SHOAL_ROLE_NODE && !shoal_keyset_contains(t->cfg.admin_keys, a->node_pk))
+            return auth_fail(c, SHOAL_EPERM, "key not allowed the requested role");
+        if ((rv = ident_add(c, a->node_pk, a->role)) != 0)
+            return auth_fail(c, rv, "too many identities on one connection");
+    }
+    memcpy(c->pk, a->node_pk, 32);
+    c->role = a->role;
+    copy_str(c->zone, &a->zone);
+    copy_str(c->addr, &a->listen_addr);
+    if (!c->authed) {
+        c->authed = true;
+        uv_timer_stop(&c->timer);
+        shoal_frame_dec_set_max(&c->dec, FRAME_MAX_AUTHED);
+        if (a->role != SHOAL_ROLE_NODE) {
+            char hex[65];
+            shoal_hex(hex, a->node_pk, 32);
+            shoal_tracker_log("%s authenticated as %s %.16s", c->peer, role_name(a->role), hex);
+        }
+    }
+    if ((rv = send_ok(c, 0)) != 0)
+        return rv;
+    /* A fresh nonce lets the client prove another identity next. */
+    return known ? 0 : send_challenge(c);
+}
+
+/* ---- requests ---- */
+
+static int handle_announce(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_msg_announce *a = &t->msg.u.announce;
+    for (uint32_t i = 0; i < a->count; i++) {
+        memcpy(t->haves[i].manifest_id, a->entries[i].manifest_id, 32);
+        t->haves[i].have_chunks = a->entries[i].have_chunks;
+        t->haves[i].total_chunks = a->entries[i].total_chunks;
+        t->haves[i].complete = a->entries[i].complete;
+    }
+    int rv = shoal_reg_announce(t->reg, now, c->pk, c->addr, c->zone, t->haves, a->count);
+    if (rv)
+        return send_error(c, rv, rv == SHOAL_ELIMIT ? "tracker is full" : shoal_strerror(rv));
+    size_t n = shoal_reg_rollouts_for(t->reg, c->zone, true, t->desired, SHOAL_MSG_DESIRED_MAX);
+    struct shoal_msg *m = &t->reply;
+    m->type = SHOAL_MSG_ANNOUNCE_REPLY;
+    m->u.announce_reply.interval_ms = t->cfg.reg.announce_interval_ms;
+    m->u.announce_reply.count = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(m->u.announce_reply.desired[i].manifest_id, t->desired[i].manifest_id, 32);
+        m->u.announce_reply.desired[i].repo.p = t->desired[i].repo_at_rev;
+        m->u.announce_reply.desired[i].repo.len = (uint32_t)strlen(t->desired[i].repo_at_rev);
+    }
+    return conn_send(c, m);
+}
+
+static int handle_get_peers(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_msg_get_peers *g = &t->msg.u.get_peers;
+    size_t n = shoal_reg_peers(t->reg, now, g->manifest_id, c->pk, c->zone, t->peers, g->max);
+    struct shoal_msg *m = &t->reply;
+    m->type = SHOAL_MSG_PEERS;
+    memcpy(m->u.peers.manifest_id, g->manifest_id, 32);
+    m->u.peers.count = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        struct shoal_msg_peer *p = &m->u.peers.peers[i];
+        memcpy(p->node_pk, t->peers[i].node_pk, 32);
+        p->addr.p = t->peers[i].addr;
+        p->addr.len = (uint32_t)strlen(t->peers[i].addr);
+        p->zone.p = t->peers[i].zone;
+        p->zone.len = (uint32_t)strlen(t->peers[i].zone);
+        p->complete = t->peers[i].complete;
+        p->have_chunks = t->peers[i].have_chunks;
+    }
+    return conn_send(c, m);
+}
+
+static int handle_put_manifest(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_bytes *b = &t->msg.u.put_manifest.signed_manifest;
+    struct shoal_manifest *mf = NULL;
+    int rv;
+    if (!t->cfg.publisher_keys || shoal_keyset_count(t->cfg.publisher_keys) == 0) {
+        rv = send_error(c, SHOAL_EUNTRUSTED, "this tracker trusts no publisher keys");
+        goto out;
+    }
+    rv = shoal_manifest_parse(&mf, b->p, b->len, t->cfg.publisher_keys, NULL);
+    if (rv) {
+        int code = rv;
+        shoal_tracker_log("manifest from %s refused: %s", c->peer, shoal_strerror(code));
+        rv = send_error(c, code, code == SHOAL_EUNTRUSTED ? "manifest signer is not a trusted publisher"
+                                 : code == SHOAL_EBADSIG ? "manifest signature does not verify"
+                                                         : "manifest is invalid");
+        goto out;
+    }
+    const uint8_t *id = shoal_manifest_id(mf);
+    struct shoal_reg_manifest old;
+    bool had = shoal_reg_manifest_by_id(t->reg, id, &old) == 0;
+    rv = shoal_reg_put_manifest(t->reg, id, (uint8_t)shoal_manifest_repo_type(mf),
+                                shoal_manifest_repo_id(mf), shoal_manifest_commit(mf),
+                                shoal_manifest_nchunks(mf), b->p, b->len);
+    if (rv) {
+        rv = send_error(c, rv, rv == SHOAL_ELIMIT ? "tracker manifest store is full"
+                                                  : shoal_strerror(rv));
+        goto out;
+    }
+    if (!had) {
+        char hex[65];
+        shoal_hex(hex, id, 32);
+        shoal_tracker_log("manifest registered %s@%s id %s (%u chunks, %u bytes) from %s",
+                          shoal_manifest_repo_id(mf), shoal_manifest_commit(mf), hex,
+                          shoal_manifest_nchunks(mf), b->len, c->peer);
+    }
+    rv = send_ok(c, 0);
+out:
+    shoal_manifest_free(mf);
+    return rv;
+}
+
+static int handle_get_manifest(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_msg_get_manifest *g = &t->msg.u.get_manifest;
+    struct shoal_reg_manifest mf;
+    int rv = g->has_id ? shoal_reg_manifest_by_id(t->reg, g->by_id, &mf)
+                       : shoal_reg_manifest_by_name(t->reg, g->repo_at_rev.p, g->repo_at_rev.len,
+                                                    &mf);
+    if (rv)
+        return send_error(c, SHOAL_ENOTFOUND, "no such manifest");
+    struct shoal_msg *m = &t->reply;
+    m->type = SHOAL_MSG_MANIFEST;
+    memcpy(m->u.manifest.manifest_id, mf.id, 32);
+    m->u.manifest.signed_manifest.p = mf.signed_bytes;
+    m->u.manifest.signed_manifest.len = (uint32_t)mf.signed_len;
+    return conn_send(c, m);
+}
+
+static int handle_lease_req(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_msg_lease_req *q = &t->msg.u.lease_req;
+    uint32_t first, count;
+    uint64_t expires;
+    int rv = shoal_reg_lease(t->reg, now, q->manifest_id, 0, c->pk, q->max_chunks, q->hint_chunk,
+                             &first, &count, &expires);
+    if (rv == SHOAL_ETOOBIG)
+        return send_error(c, SHOAL_ENOTFOUND, "manifest unknown: chunk count not known");
+    if (rv && rv != SHOAL_EBUSY)
+        return send_error(c, rv, shoal_strerror(rv));
+    struct shoal_msg *m = &t->reply;
+    m->type = SHOAL_MSG_LEASE;
+    memcpy(m->u.lease.manifest_id, q->manifest_id, 32);
+    m->u.lease.first = first;
+    m->u.lease.count = count;
+    m->u.lease.expires_ms = count ? (uint32_t)(expires - now) : 0;
+    m->u.lease.retry_after_ms = count ? 0 : LEASE_RETRY_MS;
+    return conn_send(c, m);
+}
+
+static int handle_lease_done(struct conn *c, uint64_t now)
+{
+    const struct shoal_msg_lease_done *d = &c->t->msg.u.lease_done;
+    int rv = shoal_reg_lease_done(c->t->reg, now, d->manifest_id, c->pk, d->first, d->count);
+    if (rv)
+        return send_error(c, rv, "no such lease (expired or not yours)");
+    return send_ok(c, 0);
+}
+
+static int handle_rollout(struct conn *c)
+{
+    const struct shoal_msg_rollout *ro = &c->t->msg.u.rollout;
+    if (c->role != SHOAL_ROLE_ADMIN)
+        return send_error(c, SHOAL_EPERM, "rollout needs the admin role");
+    char name[SHOAL_MSG_REPO_MAX + 1], zone[SHOAL_MSG_ZONE_MAX + 1] = "";
+    copy_str(name, &ro->repo_at_rev);
+    if (ro->has_zone)
+        copy_str(zone, &ro->zone);
+    int rv = shoal_reg_rollout_set(c->t->reg, name, zone, ro->remove);
+    if (rv)
+        return send_error(c, rv, rv == SHOAL_EBADMSG ? "expected org/name@commit"
+                                 : rv == SHOAL_ELIMIT ? "too many rollouts"
+                                                      : shoal_strerror(rv));
+    shoal_tracker_log("rollout %s %s%s%s by %s", ro->remove ? "removed" : "set", name,
+                      *zone ? " zone " : "", zone, c->peer);
+    return send_ok(c, 0);
+}
+
+static int handle_rollout_status(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_str *name = &t->msg.u.rollout_status_req.text;
+    struct shoal_reg_manifest mf;
+    uint8_t zero[32] = { 0 };
+    bool known = shoal_reg_manifest_by_name(t->reg, name->p, name->len, &mf) == 0;
+    struct shoal_msg *m = &t->reply;
+    m->type = SHOAL_MSG_ROLLOUT_STATUS;
+    m->u.rollout_status.repo_at_rev = *name;
+    m->u.rollout_status.has_manifest_id = known;
+    if (known)
+        memcpy(m->u.rollout_status.manifest_id, mf.id, 32);
+    shoal_reg_rollout_status(t->reg, now, known ? mf.id : zero, &m->u.rollout_status.complete,
+                             &m->u.rollout_status.partial, &m->u.rollout_status.none);
+    return conn_send(c, m);
+}
+
+static int handle_stats(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    struct shoal_buf b;
+    shoal_buf_init(&b, SHOAL_MSG_STATS_MAX);
+    int rv = shoal_reg_prometheus(t->reg, now, &b);
+    char extra[1024];
+    int n = snprintf(extra, sizeof(extra),
+                     "# HELP shoal_tracker_connections Open connections.\n"
+                     "# TYPE shoal_tracker_connections gauge\n"
+                     "shoal_tracker_connections %u\n"
+                     "# HELP shoal_tracker_auth_failures_total Handshakes refused.\n"
+                     "# TYPE shoal_tracker_auth_failures_total counter\n"
+                     "shoal_tracker_auth_failures_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_bad_input_total Connections closed for bad input.\n"
+                     "# TYPE shoal_tracker_bad_input_total counter\n"
+                     "shoal_tracker_bad_input_total %" PRIu64 "\n",
+                     t->nconns, t->auth_failures, t->bad_input);
+    if (rv == 0)
+        rv = shoal_buf_append(&b, extra, (size_t)n);
+    if (rv == 0) {
+        struct shoal_msg *m = &t->reply;
+        m->type = SHOAL_MSG_STATS;
+        m->u.stats.text.p = (const char *)b.data;
+        m->u.stats.text.len = (uint32_t)b.len;
+        rv = conn_send(c, m);
+    } else {
+        rv = send_error(c, rv, "stats too large");
+    }
+    shoal_buf_free(&b);
+    return rv;
+}
+
+/* One frame body from |c|. Returns nonzero to stop feeding (closed). */
+static int on_frame(void *user, const uint8_t *body, size_t len)
+{
+    struct conn *c = user;
+    struct shoal_tracker *t = c->t;
+    struct shoal_msg *m = &t->msg;
+    int rv = shoal_msg_decode(m, body, len);
+    if (rv) {
+        conn_drop(c, "malformed message (%s)", shoal_strerror(rv));
+        return 1;
+    }
+    if (!c->authed && m->type != SHOAL_MSG_TRK_AUTH) {
+        conn_drop(c, "%s before authentication", shoal_msg_type_name(m->type));
+        return 1;
+    }
+    uint64_t now = uv_now(t->loop);
+    switch (m->type) {
+    case SHOAL_MSG_TRK_AUTH: rv = handle_auth(c); break;
+    case SHOAL_MSG_ANNOUNCE: rv = handle_announce(c, now); break;
+    case SHOAL_MSG_GET_PEERS: rv = handle_get_peers(c, now); break;
+    case SHOAL_MSG_PUT_MANIFEST: rv = handle_put_manifest(c); break;
+    case SHOAL_MSG_GET_MANIFEST: rv = handle_get_manifest(c); break;
+    case SHOAL_MSG_LEASE_REQ: rv = handle_lease_req(c, now); break;
+    case SHOAL_MSG_LEASE_DONE: rv = handle_lease_done(c, now); break;
+    case SHOAL_MSG_ROLLOUT: rv = handle_rollout(c); break;
+    case SHOAL_MSG_ROLLOUT_STATUS_REQ: rv = handle_rollout_status(c, now); break;
+    case SHOAL_MSG_STATS_REQ: rv = handle_stats(c, now); break;
+    default:
+        conn_drop(c, "unexpected %s", shoal_msg_type_name(m->type));
+        rv = 1;
+        break;
+    }
+    return rv || c->closing || c->close_after_flush;
+}
+
+/* ---- libuv callbacks ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    /* One shared buffer: on_read consumes it fully before returning. */
+    if (c->t->rbuf_busy) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    c->t->rbuf_busy = true;
+    *buf = uv_buf_init((char *)c->t->rbuf, READ_BUF);
+}
+
+static const struct shoal_frame_cb frame_cb = { .on_frame = on_frame };
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    c->t->rbuf_busy = false;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            shoal_tracker_log("closing %s: read: %s", c->peer, uv_strerror((int)nread));
+        conn_close(c);
+        return;
+    }
+    if (c->closing || c->close_after_flush)
+        return; /* ignore what follows a refused handshake */
+    size_t consumed;
+    int rv = shoal_frame_dec_feed(&c->dec, (const uint8_t *)buf->base, (size_t)nread, &consumed,
+                                  &frame_cb, c);
+    if (rv == SHOAL_ETOOBIG)
+        conn_drop(c, "frame larger than %zu bytes", c->dec.max);
+    else if (rv && !c->closing && !c->close_after_flush)
+        conn_drop(c, "bad frame (%s)", shoal_strerror(rv));
+    conn_flush(c);
+}
+
+static void on_auth_timeout(uv_timer_t *tm)
+{
+    struct conn *c = tm->data;
+    conn_drop(c, "no authentication within %u ms", c->t->cfg.auth_timeout_ms);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct shoal_tracker *t = server->data;
+    struct conn *c = NULL;
+    if (status < 0) {
+        shoal_tracker_log("accept: %s", uv_strerror(status));
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c || uv_tcp_init(t->loop, &c->tcp) != 0) {
+        /* Accept into a throwaway handle is not possible without memory;
+         * the listener will report the connection again. */
+        free(c);
+        return;
+    }
+    c->t = t;
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 1;
+    c->next = t->conns;
+    if (t->conns)
+        t->conns->prev = c;
+    t->conns = c;
+    t->nconns++;
+    uv_timer_init(t->loop, &c->timer);
+    c->open_handles = 2;
+    shoal_frame_dec_init(&c->dec, SHOAL_FRAME_MAX_PREAUTH);
+    shoal_buf_init(&c->out, t->cfg.max_outq);
+    snprintf(c->peer, sizeof(c->peer), "?");
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        char host[48] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+    }
+    t->conns_total++;
+    if (t->nconns > t->cfg.max_conns) {
+        t->conns_refused++;
+        shoal_tracker_log("refusing %s: %u connections open", c->peer, t->cfg.max_conns);
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_start(&c->timer, on_auth_timeout, t->cfg.auth_timeout_ms, 0);
+    if (send_challenge(c) != 0)
+        return;
+    conn_flush(c);
+    if (!c->closing)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_expire_timer(uv_timer_t *tm)
+{
+    struct shoal_tracker *t = tm->data;
+    shoal_reg_expire(t->reg, uv_now(t->loop));
+}
+
+/* ---- lifecycle ---- */
+
+static int parse_listen(const char *s, struct sockaddr_storage *ss)
+{
+    int rv = -EINVAL;
+    char host[128];
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
+        goto out;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535)
+        goto out;
+    size_t hl = (size_t)(colon - s);
+    memcpy(host, s, hl);
+    host[hl] = 0;
+    /* "[::1]:7700" */
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
+    }
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+        rv = 0;
+out:
+    return rv;
+}
+
+int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
+                      const struct shoal_tracker_config *cfg)
+{
+    int rv;
+    struct shoal_tracker *t = NULL;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (!cfg->cluster_keys || shoal_keyset_count(cfg->cluster_keys) == 0 ||
+        !cfg->auth_timeout_ms || !cfg->max_conns || cfg->max_outq < SHOAL_FRAME_MAX_PREAUTH ||
+        parse_listen(cfg->listen, &ss) != 0) {
+        rv = -EINVAL;
+        goto fail;
+    }
+    if (shoal_crypto_init() != 0) {
+        rv = -EIO;
+        goto fail;
+    }
+    t = calloc(1, sizeof(*t));
+    if (!t) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    t->loop = loop;
+    t->cfg = *cfg;
+    t->port = -1;
+    if ((rv = shoal_reg_new(&t->reg, &cfg->reg)) != 0)
+        goto fail;
+    uv_tcp_init(loop, &t->listener);
+    t->listener.data = t;
+    t->listening = true;
+    if ((rv = uv_tcp_bind(&t->listener, (struct sockaddr *)&ss, 0)) != 0 ||
+        (rv = uv_listen((uv_stream_t *)&t->listener, 1024, on_connection)) != 0)
+        goto fail;
+    struct sockaddr_storage bound;
+    int bl = sizeof(bound);
+    if (uv_tcp_getsockname(&t->listener, (struct sockaddr *)&bound, &bl) == 0)
+        t->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    uv_timer_init(loop, &t->expire_timer);
+    t->expire_timer.data = t;
+    t->timer_on = true;
+    uint32_t every = cfg->reg.node_ttl_ms < cfg->reg.lease_ms ? cfg->reg.node_ttl_ms
+                                                              : cfg->reg.lease_ms;
+    every = every / 4 ? every / 4 : 1;
+    uv_timer_start(&t->expire_timer, on_expire_timer, every, every);
+    *out = t;
+    return 0;
+fail:
+    if (t && t->listening) {
+        /* The handle is registered with the loop: close it and let the
+         * caller's uv_run finish the close before freeing. */
+        shoal_tracker_shutdown(t);
+        uv_run(loop, UV_RUN_NOWAIT);
+    }
+    shoal_tracker_free(t);
+    return rv;
+}
+
+int shoal_tracker_port(const struct shoal_tracker *t)
+{
+    return t->port;
+}
+
+struct shoal_reg *shoal_tracker_registry(struct shoal_tracker *t)
+{
+    return t->reg;
+}
+
+void shoal_tracker_shutdown(struct shoal_tracker *t)
+{
+    if (!t || t->shut)
+        return;
+    t->shut = true;
+    if (t->listening)
+        uv_close((uv_handle_t *)&t->listener, NULL);
+    if (t->timer_on)
+        uv_close((uv_handle_t *)&t->expire_timer, NULL);
+    for (struct conn *c = t->conns; c; c = c->next)
+        conn_close(c);
+}
+
+void shoal_tracker_free(struct shoal_tracker *t)
+{
+    if (!t)
+        return;
+    shoal_reg_free(t->reg);
+    free(t);
+}

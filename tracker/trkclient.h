@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A minimal blocking tracker client for tests, tools and the load
+ * generator: plain sockets, poll() with a timeout on every wait. The node
+ * daemon has its own libuv client; this one is for code that wants a
+ * simple request/reply call.
+ *
+ * Received messages are decoded in place: the views in a shoal_msg filled
+ * by shoal_trkc_recv point into the client's buffer and stay valid until
+ * the next receive on the same client.
+ */
+#ifndef SHOAL_TRKCLIENT_H
+#define SHOAL_TRKCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys.h"
+#include "msg.h"
+
+struct shoal_trkc;
+
+/* Connects to |host_port| ("127.0.0.1:7700"), waiting at most |timeout_ms|,
+ * and reads the tracker's TRK_CHALLENGE. Returns 0 with *out set, -EINVAL
+ * (bad address), -ETIMEDOUT, SHOAL_EPROTO (first message not a challenge),
+ * a negated errno, or -ENOMEM. */
+int shoal_trkc_connect(struct shoal_trkc **out, const char *host_port, int timeout_ms);
+
+/* Closes the socket and frees the client; NULL is accepted. */
+void shoal_trkc_free(struct shoal_trkc *c);
+
+/* The socket, for tests that want to misbehave on it. */
+int shoal_trkc_fd(const struct shoal_trkc *c);
+
+/*
+ * Authenticates (or adds another identity, see server.h) with node key
+ * |sk|, credential bytes |cred|/|cred_len| (encoded, as shoal_cred_encode
+ * writes them), |zone|, listen address |addr| ("host:port") and |role|.
+ * Waits for OK and then for the fresh challenge that follows a verified
+ * identity (not sent on a switch back, which |expect_challenge| false
+ * skips). Returns 0, the ERROR code the tracker sent (negative SHOAL_E*),
+ * SHOAL_EPROTO (unexpected reply), -ETIMEDOUT, -ECONNRESET (closed), or a
+ * negated errno.
+ */
+int shoal_trkc_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const uint8_t *cred,
+                    size_t cred_len, const char *zone, const char *addr, uint8_t role,
+                    int timeout_ms);
+
+/* Like shoal_trkc_auth for an identity already verified on this connection:
+ * the tracker switches to it and sends only OK. */
+int shoal_trkc_switch(struct shoal_trkc *c, const struct shoal_seckey *sk, const uint8_t *cred,
+                      size_t cred_len, const char *zone, const char *addr, uint8_t role,
+                      int timeout_ms);
+
+/* Sends |m| (fully written before return, within |timeout_ms|). Returns 0,
+ * an encode error, -ETIMEDOUT or a negated errno. */
+int shoal_trkc_send(struct shoal_trkc *c, const struct shoal_msg *m, int timeout_ms);
+
+/* Sends raw bytes (tests use it for malformed frames). */
+int shoal_trkc_send_raw(struct shoal_trkc *c, const void *p, size_t n, int timeout_ms);
+
+/* Receives and decodes one message into |m| (views valid until the next
+ * receive). Returns 0, -ETIMEDOUT, -ECONNRESET (peer closed), SHOAL_ETOOBIG
+ * (frame above 64 MiB + 64 KiB), a decode error, or a negated errno. */
+int shoal_trkc_recv(struct shoal_trkc *c, struct shoal_msg *m, int timeout_ms);
+
+/* send + recv. An ERROR reply is returned as 0 with m->type ERROR. */
+int shoal_trkc_call(struct shoal_trkc *c, const struct shoal_msg *req, struct shoal_msg *resp,
+                    int timeout_ms);
+
+/* The last challenge nonce received. */
+const uint8_t *shoal_trkc_nonce(const struct shoal_trkc *c);
+
+#endif
