@@ -13,5 +13,7 @@ int shoal_cmd_cred(int argc, char **argv);
 int shoal_cmd_chunk(int argc, char **argv);
 int shoal_cmd_hash(int argc, char **argv);
 int shoal_cmd_manifest(int argc, char **argv);
+int shoal_cmd_publish(int argc, char **argv);
+int shoal_cmd_rollout(int argc, char **argv);
 
 #endif

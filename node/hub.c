@@ -39,6 +39,7 @@
 
 #include <curl/curl.h>
 #include <sodium.h>
+#include <uv.h>
 
 #define HUB_MAX_REDIRECTS 10
 #define hub_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -67,7 +68,6 @@ struct job {
     uint64_t due_ms;            /* when delayed */
     uint64_t off, len, got;     /* JOB_RANGE: the range and bytes delivered */
     uint64_t got_at_start;      /* |got| when this attempt started */
-    bool ranged;                /* sent a Range header this attempt */
     /* current attempt */
     CURL *easy;
     struct curl_slist *hdrs;
@@ -675,7 +675,6 @@ static int start_job(struct shoal_hub *h, struct job *j)
             goto fail;
         j->hdrs = l;
     }
-    j->ranged = false;
     if (j->kind == JOB_RANGE) {
         char range[80];
         snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-%" PRIu64, j->off + j->got,
@@ -684,7 +683,6 @@ static int start_job(struct shoal_hub *h, struct job *j)
         if (!l)
             goto fail;
         j->hdrs = l;
-        j->ranged = true;
     } else {
         struct curl_slist *l = curl_slist_append(j->hdrs, "Accept: application/json");
         if (!l)

@@ -28,9 +28,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uv.h>
-
 #include "manifest.h" /* enum shoal_repo_type */
+
+/* libuv's loop (uv_loop_t), declared rather than included: <uv.h> pulls in
+ * <pthread.h>, and this header must stay includable from node/, where
+ * sched.h would shadow the system <sched.h> that pthread.h needs. */
+struct uv_loop_s;
 
 #define SHOAL_HUB_DEFAULT_ENDPOINT "https://huggingface.co"
 /* Files a release may list, and the longest path accepted from the API. */
@@ -101,7 +104,8 @@ void shoal_hub_config_default(struct shoal_hub_config *c);
  * the token file, or SHOAL_EPROTO (token with characters not allowed in an
  * HTTP header).
  */
-int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hub_config *cfg);
+int shoal_hub_new(struct shoal_hub **out, struct uv_loop_s *loop,
+                  const struct shoal_hub_config *cfg);
 
 /*
  * Cancels every request (their callbacks are NOT called), wipes the token

@@ -93,7 +93,7 @@ int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss)
     }
     errno = 0;
     port = strtol(colon + 1, &end, 10);
-    if (errno || *end || end == colon + 1 || port < 1 || port > 65535)
+    if (errno || *end || end == colon + 1 || port < 0 || port > 65535)
         return -EINVAL;
     memset(ss, 0, sizeof *ss);
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
@@ -341,6 +341,15 @@ static void fail_handshake(struct shoal_peer *p, const char *fmt, const char *de
     shoal_peer_bye(p, why);
 }
 
+/* A BYE during the handshake carries the peer's reason for refusing us. */
+static void peer_said_bye(struct shoal_peer *p, const struct shoal_msg *m)
+{
+    char why[SHOAL_MSG_REASON_MAX + 32];
+    snprintf(why, sizeof why, "peer said bye: %.*s", (int)m->u.bye.text.len, m->u.bye.text.p);
+    LOG_W("peer %s refused us: %.*s", p->name, (int)m->u.bye.text.len, m->u.bye.text.p);
+    shoal_peer_close(p, why, false);
+}
+
 static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
 {
     struct shoal_msg m;
@@ -352,6 +361,10 @@ static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len
     rv = shoal_msg_decode(&m, body, len);
     if (rv != 0) {
         fail_handshake(p, "malformed HELLO: %s", shoal_strerror(rv));
+        return;
+    }
+    if (m.type == SHOAL_MSG_BYE) {
+        peer_said_bye(p, &m);
         return;
     }
     if (m.type != SHOAL_MSG_HELLO) {
@@ -391,6 +404,10 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
     rv = shoal_msg_decode(&m, body, len);
     if (rv != 0) {
         fail_handshake(p, "malformed HELLO_AUTH: %s", shoal_strerror(rv));
+        return;
+    }
+    if (m.type == SHOAL_MSG_BYE) {
+        peer_said_bye(p, &m);
         return;
     }
     if (m.type != SHOAL_MSG_HELLO_AUTH) {
@@ -442,6 +459,7 @@ static void on_ready_frame(struct shoal_peer *p, uint8_t *body, size_t len)
     case SHOAL_MSG_BYE:
         snprintf(why, sizeof why, "peer said bye: %.*s", (int)m.u.bye.text.len,
                  m.u.bye.text.p);
+        LOG_I("peer %s: %s", p->name, why);
         shoal_peer_close(p, why, false);
         break;
     case SHOAL_MSG_HELLO:

@@ -109,7 +109,8 @@ void *shoal_peer_data(const struct shoal_peer *p);
 uint64_t shoal_peer_rx_bytes(const struct shoal_peer *p);
 uint64_t shoal_peer_tx_bytes(const struct shoal_peer *p);
 
-/* Parses "host:port" (numeric host) into |ss|. Returns 0 or -EINVAL. */
+/* Parses "host:port" (numeric host; port 0 allowed: "any" when listening)
+ * into |ss|. Returns 0 or -EINVAL. */
 int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss);
 
 #endif

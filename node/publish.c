@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <uv.h>
 
 #define PUB_MANIFEST_MAX ((size_t)512 << 20)
 #define PUB_PROGRESS_NS (100 * 1000 * 1000ull)

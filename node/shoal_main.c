@@ -37,6 +37,19 @@ static const char usage[] =
     "  manifest show FILE [--trust PUBFILE] [--chunks]\n"
     "                                 print what a manifest holds\n"
     "\n"
+    "Hub and tracker:\n"
+    "  publish ORG/NAME[@REV] [--dataset] --key PUBLISHER_KEY\n"
+    "          (--out FILE | --tracker HOST:PORT --identity NODE_KEY --cred CRED)\n"
+    "          [--hub-endpoint URL] [--hub-token-file FILE] [--quiet]\n"
+    "                                 resolve a release on the Hub (HF_ENDPOINT,\n"
+    "                                 HF_TOKEN), stream and chunk every file once,\n"
+    "                                 check each against the Hub's sha256, sign the\n"
+    "                                 manifest; write it and/or register it\n"
+    "  rollout ORG/NAME@COMMIT [--zone Z] [--remove | --status]\n"
+    "          --tracker HOST:PORT --key ADMIN_KEY --cred CRED\n"
+    "                                 record that every node (in zone Z) should hold\n"
+    "                                 the release, or show how many nodes hold it\n"
+    "\n"
     "  help                           this text\n"
     "\n"
     "Sizes accept K, M, G suffixes (powers of 1024). Exit status: 0 success,\n"
@@ -53,6 +66,8 @@ static const struct cmd cmds[] = {
     {"chunk", shoal_cmd_chunk},
     {"hash", shoal_cmd_hash},
     {"manifest", shoal_cmd_manifest},
+    {"publish", shoal_cmd_publish},
+    {"rollout", shoal_cmd_rollout},
 };
 
 int main(int argc, char **argv)

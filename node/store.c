@@ -48,6 +48,7 @@ enum blob_state { BLOB_INCOMPLETE, BLOB_COMPLETING, BLOB_DONE };
 
 struct blob {
     uint32_t primary;   /* file whose chunk list fills this blob */
+    uint32_t fpos, fcount; /* its files: blob_files[fpos .. fpos+fcount) */
     uint32_t remaining; /* unverified chunks of the primary file */
     int fd;             /* read-write while filling; -1 when not open */
     int state;          /* enum blob_state */
@@ -66,6 +67,8 @@ struct shoal_store {
     int cache_fd, repo_fd, blobs_fd, meta_fd, snap_fd;
 
     uint32_t *file_blob; /* file -> blob */
+    uint32_t *blob_files; /* files grouped by blob (sorted by sha256) */
+    uint32_t ndone;      /* blobs in BLOB_DONE */
     struct blob *blobs;
     uint32_t *order;     /* chunk indices sorted by (id, index) */
     uint32_t *group;     /* chunk -> first position of its id in order */
@@ -381,7 +384,7 @@ static bool same_chunks(const struct shoal_store *s, uint32_t fa, uint32_t fb)
 
 static int build_index(struct shoal_store *s)
 {
-    uint32_t *byfile = NULL;
+    uint32_t *byfile;
     uint32_t i, k;
     int rv = -ENOMEM;
 
@@ -389,7 +392,7 @@ static int build_index(struct shoal_store *s)
     s->blobs = calloc(s->nfiles ? s->nfiles : 1, sizeof *s->blobs);
     s->order = calloc(s->nchunks ? s->nchunks : 1, sizeof *s->order);
     s->group = calloc(s->nchunks ? s->nchunks : 1, sizeof *s->group);
-    byfile = calloc(s->nfiles ? s->nfiles : 1, sizeof *byfile);
+    byfile = s->blob_files = calloc(s->nfiles ? s->nfiles : 1, sizeof *byfile);
     if (!s->file_blob || !s->blobs || !s->order || !s->group || !byfile)
         goto out;
 
@@ -409,9 +412,12 @@ static int build_index(struct shoal_store *s)
                 goto out;
             }
             s->file_blob[f] = b;
+            s->blobs[b].fcount++;
             continue;
         }
         s->blobs[s->nblobs].primary = f;
+        s->blobs[s->nblobs].fpos = i;
+        s->blobs[s->nblobs].fcount = 1;
         s->blobs[s->nblobs].fd = -1;
         s->file_blob[f] = s->nblobs++;
     }
@@ -430,7 +436,6 @@ static int build_index(struct shoal_store *s)
     }
     rv = 0;
 out:
-    free(byfile);
     return rv;
 }
 
@@ -478,14 +483,16 @@ static void unmark(struct shoal_store *s, uint32_t i)
 static void sync_blob_bits(struct shoal_store *s, uint32_t b)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
-    uint32_t f, i, rem = 0;
+    const struct blob *bl = &s->blobs[b];
+    uint32_t k, i, rem = 0;
 
     for (i = 0; i < pf->nchunks; i++)
         rem += !bit_get(s->bits, pf->first_chunk + i);
     s->blobs[b].remaining = rem;
-    for (f = 0; f < s->nfiles; f++) {
+    for (k = 0; k < bl->fcount; k++) {
+        uint32_t f = s->blob_files[bl->fpos + k];
         const struct shoal_mf_file *ff = file(s, f);
-        if (s->file_blob[f] != b || f == s->blobs[b].primary)
+        if (f == bl->primary)
             continue;
         for (i = 0; i < ff->nchunks; i++) {
             if (bit_get(s->bits, pf->first_chunk + i))
@@ -498,12 +505,11 @@ static void sync_blob_bits(struct shoal_store *s, uint32_t b)
 
 static void blob_set_all(struct shoal_store *s, uint32_t b, bool on)
 {
-    uint32_t f, i;
+    const struct blob *bl = &s->blobs[b];
+    uint32_t k, i;
 
-    for (f = 0; f < s->nfiles; f++) {
-        const struct shoal_mf_file *ff = file(s, f);
-        if (s->file_blob[f] != b)
-            continue;
+    for (k = 0; k < bl->fcount; k++) {
+        const struct shoal_mf_file *ff = file(s, s->blob_files[bl->fpos + k]);
         for (i = 0; i < ff->nchunks; i++) {
             if (on)
                 mark(s, ff->first_chunk + i);
@@ -773,30 +779,34 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
         }
     }
     fsync(s->blobs_fd);
-    for (f = 0; f < s->nfiles && rv == 0; f++)
-        if (s->file_blob[f] == b)
-            rv = link_file(s, f);
+    for (f = 0; f < s->blobs[b].fcount && rv == 0; f++)
+        rv = link_file(s, s->blob_files[s->blobs[b].fpos + f]);
 out:
     return rv;
 }
 
 static void notify(struct shoal_store *s, uint32_t b, int status)
 {
-    uint32_t f;
+    const struct blob *bl = &s->blobs[b];
+    uint32_t k;
 
     if (s->opening || !s->on_file)
         return;
-    for (f = 0; f < s->nfiles; f++)
-        if (s->file_blob[f] == b)
-            s->on_file(s->user, f, status);
+    for (k = 0; k < bl->fcount; k++)
+        s->on_file(s->user, s->blob_files[bl->fpos + k], status);
 }
 
 static bool all_done_locked(const struct shoal_store *s)
 {
-    for (uint32_t b = 0; b < s->nblobs; b++)
-        if (s->blobs[b].state != BLOB_DONE)
-            return false;
-    return true;
+    return s->ndone == s->nblobs;
+}
+
+/* The only way into BLOB_DONE, which is never left once reached. */
+static void set_done_locked(struct shoal_store *s, uint32_t b)
+{
+    if (s->blobs[b].state != BLOB_DONE)
+        s->ndone++;
+    s->blobs[b].state = BLOB_DONE;
 }
 
 /* Called by the one thread that moved blob |b| to COMPLETING. */
@@ -828,7 +838,7 @@ static int finish_blob(struct shoal_store *s, uint32_t b)
     if ((rv = publish_blob(s, b)) < 0)
         goto fail;
     pthread_mutex_lock(&s->mu);
-    s->blobs[b].state = BLOB_DONE;
+    set_done_locked(s, b);
     all = all_done_locked(s);
     pthread_mutex_unlock(&s->mu);
     notify(s, b, 0);
@@ -877,11 +887,10 @@ static int rescan_blob(struct shoal_store *s, uint32_t b, uint8_t *buf)
 static int unpublish(struct shoal_store *s, uint32_t b, const char *inc, const char *fin)
 {
     char rel[SHOAL_HF_PATH_MAX];
-    uint32_t f;
+    uint32_t k;
 
-    for (f = 0; f < s->nfiles; f++) {
-        if (s->file_blob[f] != b)
-            continue;
+    for (k = 0; k < s->blobs[b].fcount; k++) {
+        uint32_t f = s->blob_files[s->blobs[b].fpos + k];
         if (shoal_hf_snapshot_path(rel, sizeof rel, shoal_manifest_commit(s->m),
                                    file(s, f)->path) == 0)
             unlinkat(s->repo_fd, rel, 0);
@@ -898,7 +907,7 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     uint8_t sha[SHOAL_HASH_LEN];
     struct stat st;
     bool rescan = (s->flags & SHOAL_STORE_VERIFY) != 0;
-    uint32_t f;
+    uint32_t k;
     int fd = -1;
     int rv;
 
@@ -931,13 +940,12 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
         fd = -1;
         pthread_mutex_lock(&s->mu);
         blob_set_all(s, b, true);
-        s->blobs[b].state = BLOB_DONE;
+        set_done_locked(s, b);
         pthread_mutex_unlock(&s->mu);
         /* Found by hash from another release, or a crash before the links. */
-        for (f = 0; f < s->nfiles; f++)
-            if (s->file_blob[f] == b && (rv = link_file(s, f)) < 0)
-                goto out;
         rv = 0;
+        for (k = 0; k < s->blobs[b].fcount && rv == 0; k++)
+            rv = link_file(s, s->blob_files[s->blobs[b].fpos + k]);
         goto out;
     }
 
@@ -1211,6 +1219,7 @@ void shoal_store_free(struct shoal_store *s)
     pthread_mutex_destroy(&s->flush_mu);
     pthread_mutex_destroy(&s->link_mu);
     free(s->file_blob);
+    free(s->blob_files);
     free(s->blobs);
     free(s->order);
     free(s->group);

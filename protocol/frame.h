@@ -43,7 +43,7 @@ struct shoal_frame_cb {
      * make shoal_frame_dec_feed() stop after this frame and return it (the
      * decoder stays usable; feed the unconsumed rest later). The callback may
      * call shoal_frame_dec_set_max() (e.g. after a successful handshake) but
-     * must not free the decoder.
+     * must neither feed nor free the decoder: |body| may be its buffer.
      */
     int (*on_frame)(void *user, const uint8_t *body, size_t len);
 };

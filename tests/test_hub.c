@@ -21,6 +21,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <uv.h>
+
 static const char *py, *hubdir;
 static char root[256];
 static char commit_m[41], commit_p[41];
@@ -308,7 +310,7 @@ static void test_spans_merged(void)
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
     struct shoal_hub_span sp[] = {{5000, 10}, {0, 1000}, {1000, 1000}, {4000, 500}, {4100, 50},
                                   {9000, 0}};
-    struct fetched f;
+    struct fetched f = {0};
     size_t len;
     uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
 
@@ -361,7 +363,7 @@ static void test_429_retry_after(void)
 static void test_503_then_ok(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
-    struct fetched f;
+    struct fetched f = {0};
 
     stub_reset();
     stub_fault("[{\"kind\":\"status\",\"code\":503,\"times\":2,\"match\":\"/cdn/\"},"
@@ -375,7 +377,7 @@ static void test_503_then_ok(void)
 static void test_cut_resume(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
-    struct fetched f;
+    struct fetched f = {0};
     struct shoal_hub_stats st;
     size_t len;
     free(read_disk("models", "org/m", commit_m, SHARD1, &len));
@@ -394,7 +396,7 @@ static void test_cut_resume(void)
 static void test_slow_body(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
-    struct fetched f;
+    struct fetched f = {0};
 
     stub_reset();
     stub_fault("[{\"kind\":\"slow\",\"bps\":600000,\"match\":\"/cdn/\"}]");
@@ -421,7 +423,7 @@ static void test_not_found(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
     struct resolved r;
-    struct fetched f;
+    struct fetched f = {0};
     struct shoal_hub_span sp = {0, 10};
 
     stub_reset();
@@ -443,7 +445,7 @@ static void test_private_and_gated(void)
     struct shoal_hub *anon = hub_open(NULL, NULL, 0);
     struct shoal_hub *good = hub_open(NULL, "tok", 0);
     struct resolved r;
-    struct fetched f;
+    struct fetched f = {0};
     size_t len;
     uint8_t *want = read_disk("models", "org/p", commit_p, "model.safetensors", &len);
     struct shoal_hub_span sp = {0, len};
@@ -473,7 +475,7 @@ static void test_token_stays_home(void)
 {
     char ep[64];
     struct shoal_hub *h;
-    struct fetched f;
+    struct fetched f = {0};
     size_t len;
     free(read_disk("models", "org/p", commit_p, "model.safetensors", &len));
     struct shoal_hub_span sp = {0, len};
@@ -500,10 +502,55 @@ static void test_token_stays_home(void)
     hub_close(h);
 }
 
+static void test_env_and_token_file(void)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+    struct resolved r;
+    char tf[300];
+    FILE *fp;
+
+    /* HF_ENDPOINT and HF_TOKEN, as huggingface_hub reads them. */
+    setenv("HF_ENDPOINT", stub.url, 1);
+    setenv("HF_TOKEN", "tok", 1);
+    shoal_hub_config_default(&c);
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK(strcmp(shoal_hub_endpoint(h), stub.url) == 0);
+    CHECK(shoal_hub_has_token(h));
+    CHECK_EQ(resolve(h, "org/p", "main", &r), 0);
+    shoal_hub_release_free(r.rel);
+    hub_close(h);
+    unsetenv("HF_TOKEN");
+
+    /* A token file: first line, newline stripped. */
+    snprintf(tf, sizeof(tf), "%s/token", root);
+    fp = fopen(tf, "w");
+    REQUIRE(fp);
+    fputs("tok\n", fp);
+    fclose(fp);
+    shoal_hub_config_default(&c);
+    c.token_file = tf;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK_EQ(resolve(h, "org/p", "main", &r), 0);
+    shoal_hub_release_free(r.rel);
+    hub_close(h);
+    unsetenv("HF_ENDPOINT");
+
+    /* No token anywhere: the private repo is refused. */
+    shoal_hub_config_default(&c);
+    c.endpoint = stub.url;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK(!shoal_hub_has_token(h));
+    CHECK_EQ(resolve(h, "org/p", "main", &r), SHOAL_EPERM);
+    hub_close(h);
+    c.endpoint = "ftp://example.org";
+    CHECK_EQ(shoal_hub_new(&h, &loop, &c), -EINVAL);
+}
+
 static void test_receiver_abort(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
-    struct fetched f;
+    struct fetched f = {0};
 
     stub_reset();
     f.fail_after = 1;
@@ -516,7 +563,7 @@ static void test_receiver_abort(void)
 static void test_many_in_flight(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
-    struct fetched f;
+    struct fetched f = {0};
     size_t len;
     uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
     struct shoal_hub_span sp[16];
@@ -580,6 +627,7 @@ int main(int argc, char **argv)
     RUN(test_not_found);
     RUN(test_private_and_gated);
     RUN(test_token_stays_home);
+    RUN(test_env_and_token_file);
     RUN(test_receiver_abort);
     RUN(test_many_in_flight);
 

@@ -89,9 +89,11 @@ int shoal_trkc_recv(struct shoal_trkc *c, struct shoal_msg *m, int timeout_ms)
     int rv = 0;
     int64_t deadline = now_ms() + timeout_ms;
     /* Drop the frame handed out last time. */
-    memmove(c->in, c->in + c->consumed, c->len - c->consumed);
-    c->len -= c->consumed;
-    c->consumed = 0;
+    if (c->consumed) {
+        memmove(c->in, c->in + c->consumed, c->len - c->consumed);
+        c->len -= c->consumed;
+        c->consumed = 0;
+    }
     for (;;) {
         if (c->len >= SHOAL_FRAME_HDR_LEN) {
             size_t body = (size_t)c->in[0] << 24 | (size_t)c->in[1] << 16 |

@@ -354,11 +354,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_any(self):
         u = urllib.parse.urlsplit(self.path)
-        path = urllib.parse.unquote(u.path)
-        if path == "/_stub/stats":
+        if u.path == "/_stub/stats":
             self.send_json(200, self.st.stats())
             return
-        parts = path.strip("/").split("/")
+        # Split before unquoting: a revision like refs%2Fpr%2F1 is one segment.
+        parts = [urllib.parse.unquote(x) for x in u.path.strip("/").split("/")]
         entry = {"method": self.command, "path": self.path,
                  "range": self.headers.get("Range"),
                  "auth": self.headers.get("Authorization") is not None,
@@ -484,6 +484,17 @@ class Handler(BaseHTTPRequestHandler):
                              "%s/%s/%s" % (kind, repo, fpath), {"ETag": '"%s"' % sha})
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # Clients that hang up mid-body are normal here (tests cut and
+        # abort transfers on purpose); anything else is worth a line.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):
+            print("hubstub: %s: %r" % (client_address, exc), file=sys.stderr)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Hugging Face Hub stand-in")
     ap.add_argument("root")
@@ -500,8 +511,7 @@ def main(argv=None):
     state = State(a.root, tokens, a.cdn_host)
     if a.faults:
         state.add_faults(json.loads(a.faults))
-    srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
-    srv.daemon_threads = True
+    srv = Server(("127.0.0.1", a.port), Handler)
     srv.state = state
     print(srv.server_port, flush=True)
     try:

@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `shoal publish` and `shoal rollout`: the commands that talk to the Hub and
+ * to a tracker directly (no daemon needed). Tracker connections authenticate
+ * with a node key and its cluster credential, like a daemon does.
+ */
+#include "cli.h"
+#include "cliutil.h"
+#include "publish.h"
+
+#include "cred.h"
+#include "error.h"
+#include "hash.h"
+#include "keys.h"
+#include "msg.h"
+#include "trkclient.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRK_TIMEOUT_MS 10000
+
+struct trk_ident {
+    const char *tracker;
+    const char *key;
+    const char *cred;
+};
+
+/* Connects to |id->tracker| and authenticates as |role|. Prints why not. */
+static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
+                    struct shoal_trkc **out)
+{
+    struct shoal_seckey sk;
+    struct shoal_cred cred;
+    struct shoal_buf cb;
+    struct shoal_trkc *c = NULL;
+    shoal_buf_init(&cb, SHOAL_CRED_MAX_ENCODED);
+    int rv = shoal_seckey_load(id->key, &sk);
+    if (rv) {
+        fprintf(stderr, "shoal %s: key %s: %s\n", cmd, id->key, shoal_strerror(rv));
+        goto out;
+    }
+    rv = shoal_cred_load(id->cred, &cred);
+    if (rv == 0)
+        rv = shoal_cred_encode(&cred, &cb);
+    if (rv) {
+        fprintf(stderr, "shoal %s: credential %s: %s\n", cmd, id->cred, shoal_strerror(rv));
+        goto out;
+    }
+    rv = shoal_trkc_connect(&c, id->tracker, TRK_TIMEOUT_MS);
+    if (rv) {
+        fprintf(stderr, "shoal %s: tracker %s: %s\n", cmd, id->tracker, shoal_strerror(rv));
+        goto out;
+    }
+    rv = shoal_trkc_auth(c, &sk, cb.data, cb.len, "cli", "127.0.0.1:1", role, TRK_TIMEOUT_MS);
+    if (rv) {
+        fprintf(stderr, "shoal %s: tracker %s refused us: %s\n", cmd, id->tracker, shoal_strerror(rv));
+        goto out;
+    }
+    *out = c;
+    c = NULL;
+out:
+    sodium_memzero(&sk, sizeof sk);
+    shoal_buf_free(&cb);
+    shoal_trkc_free(c);
+    return rv;
+}
+
+/* Sends |req| and expects OK (or |want| when nonzero). */
+static int trk_call(const char *cmd, struct shoal_trkc *c, const struct shoal_msg *req,
+                    struct shoal_msg *resp, uint32_t want)
+{
+    int rv = shoal_trkc_call(c, req, resp, TRK_TIMEOUT_MS);
+    if (rv) {
+        fprintf(stderr, "shoal %s: tracker: %s\n", cmd, shoal_strerror(rv));
+        return rv;
+    }
+    if (resp->type == SHOAL_MSG_ERROR) {
+        fprintf(stderr, "shoal %s: tracker says: %.*s\n", cmd, (int)resp->u.error.message.len,
+                resp->u.error.message.p);
+        return resp->u.error.code < 0 ? resp->u.error.code : SHOAL_EBADMSG;
+    }
+    if (resp->type != (want ? want : (uint32_t)SHOAL_MSG_OK)) {
+        fprintf(stderr, "shoal %s: tracker answered %s\n", cmd, shoal_msg_type_name(resp->type));
+        return SHOAL_EPROTO;
+    }
+    return 0;
+}
+
+struct put_ctx {
+    const struct trk_ident *id;
+};
+
+static int register_with_tracker(void *user, const uint8_t *bytes, size_t len,
+                                 const struct shoal_manifest *m)
+{
+    struct put_ctx *pc = user;
+    struct shoal_trkc *c = NULL;
+    struct shoal_msg *req = calloc(2, sizeof *req);
+    (void)m;
+    int rv = req ? trk_open("publish", pc->id, SHOAL_ROLE_PUBLISHER, &c) : -ENOMEM;
+    if (rv == 0) {
+        req[0].type = SHOAL_MSG_PUT_MANIFEST;
+        req[0].u.put_manifest.signed_manifest.p = bytes;
+        req[0].u.put_manifest.signed_manifest.len = (uint32_t)len;
+        rv = trk_call("publish", c, &req[0], &req[1], 0);
+    }
+    if (rv == 0)
+        fprintf(stderr, "registered with tracker %s\n", pc->id->tracker);
+    shoal_trkc_free(c);
+    free(req);
+    return rv;
+}
+
+int shoal_cmd_publish(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"dataset", no_argument, NULL, 'd'},
+        {"key", required_argument, NULL, 'k'},
+        {"out", required_argument, NULL, 'o'},
+        {"tracker", required_argument, NULL, 't'},
+        {"identity", required_argument, NULL, 'i'},
+        {"cred", required_argument, NULL, 'c'},
+        {"hub-endpoint", required_argument, NULL, 'e'},
+        {"hub-token-file", required_argument, NULL, 'T'},
+        {"quiet", no_argument, NULL, 'q'},
+        {NULL, 0, NULL, 0},
+    };
+    struct shoal_publish_opts o;
+    memset(&o, 0, sizeof o);
+    shoal_hub_config_default(&o.hub);
+    struct trk_ident id = {0};
+    char err[512] = "";
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': o.dataset = true; break;
+        case 'k': o.key_path = optarg; break;
+        case 'o': o.out_path = optarg; break;
+        case 't': id.tracker = optarg; break;
+        case 'i': id.key = optarg; break;
+        case 'c': id.cred = optarg; break;
+        case 'e': o.hub.endpoint = optarg; break;
+        case 'T': o.hub.token_file = optarg; break;
+        case 'q': o.progress = SHOAL_PUBLISH_PROGRESS_NONE; break;
+        default:
+            fprintf(stderr, "shoal publish: unknown option (try 'shoal help')\n");
+            return 2;
+        }
+    }
+    if (optind != argc - 1 || !o.key_path || (!o.out_path && !id.tracker) ||
+        (id.tracker && (!id.key || !id.cred))) {
+        fprintf(stderr, "shoal publish: usage: shoal publish ORG/NAME[@REV] [--dataset] --key "
+                        "PUBLISHER_KEY (--out FILE | --tracker ADDR --identity NODE_KEY --cred "
+                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE]\n");
+        return 2;
+    }
+    o.repo = argv[optind];
+    o.errbuf = err;
+    o.errlen = sizeof err;
+    struct put_ctx pc = {&id};
+    if (id.tracker) {
+        o.registrar = register_with_tracker;
+        o.registrar_user = &pc;
+    }
+    struct shoal_publish_result res;
+    int rv = shoal_publish_run(&o, &res);
+    if (rv) {
+        fprintf(stderr, "shoal publish: %s\n", err[0] ? err : shoal_strerror(rv));
+        return 1;
+    }
+    char hex[2 * SHOAL_HASH_LEN + 1], sz[32];
+    shoal_hex(hex, res.manifest_id, sizeof res.manifest_id);
+    int namelen = (int)strcspn(o.repo, "@");
+    printf("published %.*s@%s: %u files, %u chunks, %s\nmanifest id %s%s%s\n", namelen, o.repo,
+           res.commit,
+           res.nfiles, res.nchunks, shoal_fmt_bytes(sz, sizeof sz, res.total_bytes), hex,
+           o.out_path ? "\nwritten to " : "", o.out_path ? o.out_path : "");
+    return 0;
+}
+
+int shoal_cmd_rollout(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"zone", required_argument, NULL, 'z'},
+        {"remove", no_argument, NULL, 'r'},
+        {"status", no_argument, NULL, 's'},
+        {"tracker", required_argument, NULL, 't'},
+        {"key", required_argument, NULL, 'k'},
+        {"cred", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
+    };
+    struct trk_ident id = {0};
+    const char *zone = NULL;
+    bool remove = false, status = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'z': zone = optarg; break;
+        case 'r': remove = true; break;
+        case 's': status = true; break;
+        case 't': id.tracker = optarg; break;
+        case 'k': id.key = optarg; break;
+        case 'c': id.cred = optarg; break;
+        default:
+            fprintf(stderr, "shoal rollout: unknown option (try 'shoal help')\n");
+            return 2;
+        }
+    }
+    if (optind != argc - 1 || !id.tracker || !id.key || !id.cred || !strchr(argv[optind], '@')) {
+        fprintf(stderr, "shoal rollout: usage: shoal rollout ORG/NAME@COMMIT [--zone Z] "
+                        "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED\n");
+        return 2;
+    }
+    const char *rel = argv[optind];
+    struct shoal_trkc *t = NULL;
+    struct shoal_msg *m = calloc(2, sizeof *m);
+    int rv = m ? trk_open("rollout", &id, status ? SHOAL_ROLE_NODE : SHOAL_ROLE_ADMIN, &t)
+               : -ENOMEM;
+    if (rv)
+        goto out;
+    if (status) {
+        m[0].type = SHOAL_MSG_ROLLOUT_STATUS_REQ;
+        m[0].u.rollout_status_req.text.p = rel;
+        m[0].u.rollout_status_req.text.len = (uint32_t)strlen(rel);
+        rv = trk_call("rollout", t, &m[0], &m[1], SHOAL_MSG_ROLLOUT_STATUS);
+        if (rv == 0) {
+            const struct shoal_msg_rollout_status *s = &m[1].u.rollout_status;
+            printf("%s: %u nodes complete, %u partial, %u without it%s\n", rel, s->complete,
+                   s->partial, s->none, s->has_manifest_id ? "" : " (no manifest registered)");
+        }
+    } else {
+        m[0].type = SHOAL_MSG_ROLLOUT;
+        m[0].u.rollout.repo_at_rev.p = rel;
+        m[0].u.rollout.repo_at_rev.len = (uint32_t)strlen(rel);
+        m[0].u.rollout.has_zone = zone != NULL;
+        if (zone) {
+            m[0].u.rollout.zone.p = zone;
+            m[0].u.rollout.zone.len = (uint32_t)strlen(zone);
+        }
+        m[0].u.rollout.remove = remove;
+        rv = trk_call("rollout", t, &m[0], &m[1], 0);
+        if (rv == 0)
+            printf("%s %s%s%s\n", remove ? "rollout removed:" : "rollout recorded:", rel,
+                   zone ? " in zone " : " (all zones)", zone ? zone : "");
+    }
+out:
+    shoal_trkc_free(t);
+    free(m);
+    return rv ? 1 : 0;
+}

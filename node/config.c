@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/* shoald's settings table, config file parser and option help (config.h). */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cliutil.h"
+#include "error.h"
+
+enum kind { K_STR, K_LIST, K_BOOL, K_U64, K_SIZE };
+
+struct key {
+    const char *name;
+    enum kind kind;
+    size_t off;
+    const char *arg;
+    const char *help;
+};
+
+#define F(m) offsetof(struct shoal_config, m)
+
+static const struct key keys[] = {
+    {"listen", K_STR, F(listen), "HOST:PORT", "accept peers here (default 127.0.0.1:7600)"},
+    {"advertise", K_STR, F(advertise), "HOST:PORT", "address peers should dial (default: listen)"},
+    {"zone", K_STR, F(zone), "NAME", "our zone; same-zone peers are preferred"},
+    {"node-key", K_STR, F(node_key), "FILE", "node secret key (shoal keygen)"},
+    {"cred", K_STR, F(cred), "FILE", "cluster credential for the node key (shoal cred issue)"},
+    {"cluster-keys", K_LIST, F(cluster_keys), "FILE",
+     "trusted cluster public keys; peers must hold a credential by one (repeatable)"},
+    {"publisher-keys", K_STR, F(publisher_keys), "FILE", "trusted manifest publisher keys"},
+    {"cache-dir", K_STR, F(cache_dir), "DIR",
+     "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
+    {"peer", K_LIST, F(peers), "HOST:PORT", "a peer to keep connected to (repeatable)"},
+    {"manifest", K_LIST, F(manifests), "FILE", "hold this signed release (repeatable)"},
+    {"pull", K_LIST, F(pulls), "ID", "fetch the release with this manifest id (hex; repeatable)"},
+    {"seed-dir", K_STR, F(seed_dir), "DIR",
+     "import the --manifest releases from a local copy at DIR first"},
+    {"no-encrypt", K_BOOL, F(no_encrypt), NULL,
+     "do not ask for sealed frames (plain only if the peer agrees)"},
+    {"no-aesgcm", K_BOOL, F(no_aesgcm), NULL, "use XChaCha20-Poly1305 even with AES-NI"},
+    {"verify-store", K_BOOL, F(verify_store), NULL, "re-hash the store at start"},
+    {"exit-when-complete", K_BOOL, F(exit_when_complete), NULL,
+     "exit 0 once every pulled release is complete"},
+    {"max-frame", K_SIZE, F(max_frame), "SIZE", "largest frame accepted from peers (16M+1K)"},
+    {"max-peers", K_U64, F(max_peers), "N", "connections at once (64)"},
+    {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
+    {"request-timeout-ms", K_U64, F(request_timeout_ms), "MS", "give up on a request (30000)"},
+    {"handshake-timeout-ms", K_U64, F(handshake_timeout_ms), "MS", "handshake deadline (10000)"},
+    {"ban-seconds", K_U64, F(ban_seconds), "S", "ban a node that sent a bad chunk (600)"},
+    {"reconnect-ms", K_U64, F(reconnect_ms), "MS", "redial lost --peer addresses (2000)"},
+    {"seed", K_U64, F(seed), "N", "scheduler random seed (default: from the node key)"},
+    {"log-level", K_STR, F(log_level), "LEVEL", "error, warn, info (default) or debug"},
+    {"test-corrupt-uploads", K_BOOL, F(test_corrupt_uploads), NULL,
+     "TESTING ONLY: serve corrupted chunks (to test banning)"},
+};
+
+static const struct key *find_key(const char *name)
+{
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    }
+    return NULL;
+}
+
+bool shoal_config_is_flag(const char *key)
+{
+    const struct key *k = find_key(key);
+    return k && k->kind == K_BOOL;
+}
+
+int shoal_config_init(struct shoal_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->listen = strdup("127.0.0.1:7600");
+    c->zone = strdup("default");
+    c->log_level = strdup("info");
+    if (!c->listen || !c->zone || !c->log_level) {
+        shoal_config_free(c);
+        return -ENOMEM;
+    }
+    c->max_frame = 16u * 1024 * 1024 + 1024;
+    c->max_peers = 64;
+    c->serve_per_peer = 16;
+    c->request_timeout_ms = 30000;
+    c->handshake_timeout_ms = 10000;
+    c->ban_seconds = 600;
+    c->reconnect_ms = 2000;
+    return 0;
+}
+
+void shoal_config_free(struct shoal_config *c)
+{
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        void *f = (char *)c + keys[i].off;
+        if (keys[i].kind == K_STR) {
+            free(*(char **)f);
+        } else if (keys[i].kind == K_LIST) {
+            struct shoal_config_list *l = f;
+            for (size_t j = 0; j < l->n; j++)
+                free(l->v[j]);
+        }
+    }
+    memset(c, 0, sizeof *c);
+}
+
+int shoal_config_set(struct shoal_config *c, const char *key, const char *value, char *why,
+                     size_t whylen)
+{
+    const struct key *k = find_key(key);
+    void *f;
+    char *end, *dup;
+    uint64_t v;
+
+    if (!k) {
+        snprintf(why, whylen, "unknown setting '%s'", key);
+        return -ENOENT;
+    }
+    f = (char *)c + k->off;
+    switch (k->kind) {
+    case K_STR:
+    case K_LIST:
+        if (!value || !*value) {
+            snprintf(why, whylen, "'%s' needs a value", key);
+            return -EINVAL;
+        }
+        dup = strdup(value);
+        if (!dup)
+            return -ENOMEM;
+        if (k->kind == K_STR) {
+            free(*(char **)f);
+            *(char **)f = dup;
+        } else {
+            struct shoal_config_list *l = f;
+            if (l->n >= SHOAL_CONFIG_LIST_MAX) {
+                free(dup);
+                snprintf(why, whylen, "too many '%s' entries (max %d)", key,
+                         SHOAL_CONFIG_LIST_MAX);
+                return SHOAL_ELIMIT;
+            }
+            l->v[l->n++] = dup;
+        }
+        return 0;
+    case K_BOOL:
+        if (!value || strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
+            strcmp(value, "1") == 0) {
+            *(bool *)f = true;
+        } else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                   strcmp(value, "0") == 0) {
+            *(bool *)f = false;
+        } else {
+            snprintf(why, whylen, "'%s' is true or false, not '%s'", key, value);
+            return -EINVAL;
+        }
+        return 0;
+    case K_U64:
+    case K_SIZE:
+        if (!value)
+            goto bad_num;
+        if (k->kind == K_SIZE) {
+            if (shoal_parse_size(value, &v) != 0)
+                goto bad_num;
+        } else {
+            errno = 0;
+            v = strtoull(value, &end, 10);
+            if (errno || end == value || *end || value[0] == '-')
+                goto bad_num;
+        }
+        *(uint64_t *)f = v;
+        return 0;
+    }
+bad_num:
+    snprintf(why, whylen, "'%s' needs a number, not '%s'", key, value ? value : "");
+    return -EINVAL;
+}
+
+static char *trim(char *s)
+{
+    char *e;
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_t whylen)
+{
+    char line[4096], inner[512];
+    unsigned lineno = 0;
+    FILE *f = fopen(path, "re");
+    int rv = 0;
+
+    if (!f) {
+        rv = -errno;
+        snprintf(why, whylen, "%s: %s", path, strerror(errno));
+        return rv;
+    }
+    while (fgets(line, sizeof line, f)) {
+        char *s = trim(line), *eq, *key, *val;
+        lineno++;
+        if (!*s || *s == '#')
+            continue;
+        eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(why, whylen, "%s:%u: expected 'key = value'", path, lineno);
+            rv = -EINVAL;
+            break;
+        }
+        *eq = '\0';
+        key = trim(s);
+        val = trim(eq + 1);
+        rv = shoal_config_set(c, key, val, inner, sizeof inner);
+        if (rv != 0) {
+            snprintf(why, whylen, "%s:%u: %s", path, lineno, inner);
+            break;
+        }
+    }
+    fclose(f);
+    return rv;
+}
+
+void shoal_config_usage(FILE *out)
+{
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", keys[i].name, keys[i].arg ? " " : "",
+                 keys[i].arg ? keys[i].arg : "");
+        fprintf(out, "  %-28s %s\n", left, keys[i].help);
+    }
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shoald's settings: one table of keys used both by the config file
+ * ("key = value" lines, '#' comments) and by the command line ("--key value",
+ * "--flag" for booleans), so every flag can be set in the file and the two
+ * never drift apart. Command-line values are applied after the file's.
+ * List keys (peer, manifest, pull, cluster-keys) accumulate.
+ */
+#ifndef SHOAL_CONFIG_H
+#define SHOAL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SHOAL_CONFIG_LIST_MAX 64
+
+struct shoal_config_list {
+    char *v[SHOAL_CONFIG_LIST_MAX];
+    size_t n;
+};
+
+struct shoal_config {
+    char *listen;            /* host:port to accept peers on */
+    char *advertise;         /* host:port peers should dial (default: listen) */
+    char *zone;
+    char *node_key;          /* secret key file */
+    char *cred;              /* credential file */
+    struct shoal_config_list cluster_keys;  /* trust files of cluster keys */
+    char *publisher_keys;    /* trust file of manifest publishers */
+    char *cache_dir;         /* NULL: HF_HUB_CACHE / HF_HOME/hub / ~/.cache/... */
+    struct shoal_config_list peers;      /* static peers host:port */
+    struct shoal_config_list manifests;  /* signed manifest files to hold */
+    struct shoal_config_list pulls;      /* manifest ids (hex) to fetch */
+    char *seed_dir;          /* local copy of the --manifest releases */
+    bool no_encrypt;
+    bool no_aesgcm;
+    bool verify_store;
+    bool exit_when_complete;
+    bool test_corrupt_uploads;
+    uint64_t max_frame;
+    uint64_t max_peers;
+    uint64_t serve_per_peer;
+    uint64_t request_timeout_ms;
+    uint64_t handshake_timeout_ms;
+    uint64_t ban_seconds;
+    uint64_t reconnect_ms;
+    uint64_t seed;
+    char *log_level;
+};
+
+/* Defaults into |c| (strings NULL or default copies). Returns 0 or -ENOMEM. */
+int shoal_config_init(struct shoal_config *c);
+void shoal_config_free(struct shoal_config *c);
+
+/* Sets |key| (without "--") to |value|. Returns 0, -ENOENT (unknown key),
+ * -EINVAL (bad value; |why| says why) or -ENOMEM / SHOAL_ELIMIT. */
+int shoal_config_set(struct shoal_config *c, const char *key, const char *value, char *why,
+                     size_t whylen);
+
+/* Reads a config file. Errors name the line: Returns 0, a negated errno
+ * (file), or the first shoal_config_set error (message in |why|). */
+int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_t whylen);
+
+/* True when |key| is a boolean (command line: "--key" takes no value). */
+bool shoal_config_is_flag(const char *key);
+
+/* Writes "  --key VALUE   help" lines for --help. */
+void shoal_config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/* shoald: the shoal node daemon. Thin: options into a config, then daemon.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "daemon.h"
+
+static const char intro[] =
+    "usage: shoald [--config FILE] [options]\n"
+    "\n"
+    "shoald runs on every machine of a fleet and brings model releases (a Hugging\n"
+    "Face repo at one commit, described by a signed shoal manifest) onto it as fast\n"
+    "as the network allows: chunks come from peers first, every chunk is verified\n"
+    "(BLAKE2b-256) before it is stored, and files land in the Hugging Face cache\n"
+    "layout, so existing tools load them offline.\n"
+    "\n"
+    "Peers authenticate each other: each HELLO carries the node's public key and a\n"
+    "cluster credential (the node key signed by a cluster key); a peer whose\n"
+    "credential does not verify against --cluster-keys is told why and\n"
+    "disconnected, and receives nothing. Sessions are then sealed with AES-256-GCM\n"
+    "(XChaCha20-Poly1305 without AES-NI) unless both sides say --no-encrypt. A peer\n"
+    "that sends a chunk failing its hash is banned for --ban-seconds and the chunk\n"
+    "is fetched elsewhere.\n"
+    "\n"
+    "Options (each can also be written in the config file as 'key = value', with the\n"
+    "option name without dashes; booleans take true/false; command-line options\n"
+    "override the file; list options repeat):\n"
+    "  --config FILE                read settings from FILE first\n"
+    "  --help                       this text\n";
+
+static const char outro[] =
+    "\n"
+    "Examples:\n"
+    "  seed a release from a local copy of the repo:\n"
+    "    shoald --node-key a.key --cred a.cred --cluster-keys cluster.pub \\\n"
+    "           --publisher-keys pub.pub --cache-dir /srv/hf --listen 0.0.0.0:7600 \\\n"
+    "           --manifest rel.manifest --seed-dir ./repo\n"
+    "  pull it on another machine:\n"
+    "    shoald --node-key b.key --cred b.cred --cluster-keys cluster.pub \\\n"
+    "           --publisher-keys pub.pub --peer 10.0.0.1:7600 --pull <manifest id>\n"
+    "\n"
+    "Signals: SIGTERM or SIGINT shut down gracefully (BYE to peers, queued writes\n"
+    "flushed, store state synced); a release left incomplete resumes on restart.\n"
+    "Logs go to stderr, one line per event. Exit status: 0 after a clean shutdown,\n"
+    "1 on a setup error, 2 on a usage error.\n";
+
+int main(int argc, char **argv)
+{
+    struct shoal_config cfg;
+    struct shoal_daemon *d = NULL;
+    char why[512];
+    int rc = 1;
+
+    if (shoal_config_init(&cfg) != 0)
+        return 1;
+    /* The config file goes first so command-line options override it. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(intro, stdout);
+            shoal_config_usage(stdout);
+            fputs(outro, stdout);
+            rc = 0;
+            goto out;
+        }
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "shoald: --config needs a file\n");
+                rc = 2;
+                goto out;
+            }
+            if (shoal_config_load(&cfg, argv[i + 1], why, sizeof why) != 0) {
+                fprintf(stderr, "shoald: %s\n", why);
+                rc = 2;
+                goto out;
+            }
+            i++;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *key, *val = NULL;
+        char name[128];
+        const char *eq;
+
+        if (strcmp(a, "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "shoald: unexpected argument '%s' (try --help)\n", a);
+            rc = 2;
+            goto out;
+        }
+        key = a + 2;
+        eq = strchr(key, '=');
+        if (eq) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - key), key);
+            key = name;
+            val = eq + 1;
+        } else if (!shoal_config_is_flag(key)) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "shoald: --%s needs a value (try --help)\n", key);
+                rc = 2;
+                goto out;
+            }
+            val = argv[++i];
+        }
+        if (shoal_config_set(&cfg, key, val, why, sizeof why) != 0) {
+            fprintf(stderr, "shoald: %s (try --help)\n", why);
+            rc = 2;
+            goto out;
+        }
+    }
+    if (shoal_daemon_new(&d, &cfg) != 0)
+        goto out;
+    rc = shoal_daemon_run(d);
+out:
+    shoal_daemon_free(d);
+    shoal_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shoal-sim: command-line front end of the fleet simulator. Parses the
+ * scenario (config file, then flags), runs it and writes the summary, CSV
+ * and SVG. Everything else lives in sim.c, config.c and report.c.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "sim.h"
+
+static const char usage[] =
+    "NAME\n"
+    "    shoal-sim - simulate a shoal rollout across a fleet\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    shoal-sim [--config FILE] [--KEY VALUE | --KEY=VALUE]... [--csv FILE] [--svg FILE]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    Runs a discrete-event, flow-level simulation of a fleet of VMs pulling one\n"
+    "    release, with the daemon's own scheduler on every node and the tracker's own\n"
+    "    registry handing out peer lists and origin leases. Transfers of each chunk\n"
+    "    share every node's upload and download link equally with the node's other\n"
+    "    active connections. The run is deterministic for a given seed.\n"
+    "\n"
+    "    It prints completion-time percentiles, origin egress as a multiple of the\n"
+    "    release, cross-zone bytes, and the lower bound\n"
+    "        T_min = max(F/u_origin, F/d_min, N*F/(u_origin + sum of u_i))\n"
+    "    with the ratio of each percentile to it.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --config FILE     read 'key = value' lines (same keys as the flags below,\n"
+    "                      '#' starts a comment); later flags override the file\n"
+    "    --csv FILE        write one CSV row per node (zone, bandwidths, join, completion,\n"
+    "                      bytes from origin / same zone / cross zone, bytes uploaded)\n"
+    "    --svg FILE        write an SVG plot: nodes complete over time, and bytes\n"
+    "                      received per second by source\n"
+    "    -q, --quiet       no progress lines on stderr\n"
+    "    -h, --help        this text\n"
+    "\n"
+    "SCENARIO KEYS (flags --KEY VALUE, or lines in the config file)\n"
+    "    nodes N           fleet size (default 100)\n"
+    "    zones N           zones; nodes are assigned round-robin (default 4)\n"
+    "    seeds N           nodes that start with the whole release (default 0)\n"
+    "    bandwidth RATE    node upload and download capacity (default 10Gbit)\n"
+    "    up RATE, down RATE    the two separately\n"
+    "    origin RATE       origin (gateway) upload capacity (default 10Gbit)\n"
+    "    zone_cap RATE     capacity of each ordered zone pair, shared by its flows\n"
+    "                      (default 0: unlimited)\n"
+    "    hetero H          scale each node's bandwidths by a factor drawn from\n"
+    "                      [1-H, 1+H] (default 0: homogeneous)\n"
+    "    lat_zone MS, lat_cross MS, lat_origin MS\n"
+    "                      round-trip times within a zone, across zones and to the\n"
+    "                      origin (defaults 0.5, 10, 20)\n"
+    "    size BYTES        synthetic release size (default 1G)\n"
+    "    chunk_avg, chunk_min, chunk_max BYTES\n"
+    "                      synthetic chunk sizes (defaults 1M, 256K, 4M)\n"
+    "    files N           synthetic files of equal chunk counts (default 1)\n"
+    "    manifest FILE     take chunk sizes and files from a signed shoal manifest\n"
+    "                      (its signature must verify; the signer is not checked)\n"
+    "    join_spread S     nodes join uniformly over [0, S] seconds (default 0: all at\n"
+    "                      once)\n"
+    "    fail_frac F, fail_at S\n"
+    "                      a fraction F of the nodes dies at time S (default none)\n"
+    "    peers N           peers per node; 0 disables peer exchange (default 32)\n"
+    "    tracker BOOL      origin leases from the tracker registry (default yes); with\n"
+    "                      'no', every node fetches what it lacks straight from the\n"
+    "                      origin, as a daemon does when no tracker answers\n"
+    "    seed N            PRNG seed (default 1)\n"
+    "    min_depth N, max_depth N\n"
+    "                      bounds of each peer's request pipeline (scheduler: 2, 16)\n"
+    "    cross_delay MS    wait before fetching a chunk that only cross-zone peers hold\n"
+    "                      (default 200)\n"
+    "    lease_chunks N    chunks per origin lease (scheduler default 4)\n"
+    "    endgame_dups N    copies of one request in endgame (scheduler default 2)\n"
+    "    max_time S        stop the clock at S seconds\n"
+    "\n"
+    "    Sizes take K, M, G, T suffixes (powers of 1024). Rates are bytes per second\n"
+    "    with K, M, G, T suffixes (powers of 1000), or bits per second with a 'bit'\n"
+    "    unit: 10Gbit = 1.25G.\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0 when the run finished, 1 on a bad option or a failed run.\n"
+    "\n"
+    "EXAMPLE\n"
+    "    shoal-sim --nodes 2000 --zones 4 --size 140G --bandwidth 25Gbit \\\n"
+    "              --origin 10Gbit --fail_frac 0.05 --fail_at 60 --svg rollout.svg\n";
+
+int main(int argc, char **argv)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    const char *csv = NULL, *svg = NULL;
+    char err[512];
+    int rv = 0;
+    bool quiet = false;
+
+    shoal_sim_config_default(&c);
+    /* The config file goes first so flags override it wherever it appears. */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            if (shoal_sim_config_load(&c, argv[i + 1], err, sizeof(err)) != 0) {
+                fprintf(stderr, "shoal-sim: %s\n", err);
+                return 1;
+            }
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            if (shoal_sim_config_load(&c, argv[i] + 9, err, sizeof(err)) != 0) {
+                fprintf(stderr, "shoal-sim: %s\n", err);
+                return 1;
+            }
+        }
+    }
+    c.progress = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            quiet = true;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "shoal-sim: unexpected argument '%s' (see --help)\n", a);
+            return 1;
+        }
+        char key[64];
+        const char *val;
+        const char *eq = strchr(a, '=');
+        size_t kl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (kl >= sizeof(key)) {
+            fprintf(stderr, "shoal-sim: unknown option '%s' (see --help)\n", a);
+            return 1;
+        }
+        memcpy(key, a + 2, kl);
+        key[kl] = '\0';
+        if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            fprintf(stderr, "shoal-sim: option '%s' needs a value\n", a);
+            return 1;
+        }
+        if (!strcmp(key, "config"))
+            continue;
+        if (!strcmp(key, "csv")) {
+            csv = val;
+            continue;
+        }
+        if (!strcmp(key, "svg")) {
+            svg = val;
+            continue;
+        }
+        rv = shoal_sim_config_set(&c, key, val);
+        if (rv != 0) {
+            fprintf(stderr, "shoal-sim: %s '--%s'%s%s\n",
+                    rv == SHOAL_ENOTFOUND ? "unknown option" : "bad value for", key,
+                    rv == SHOAL_ENOTFOUND ? " (see --help)" : ": ",
+                    rv == SHOAL_ENOTFOUND ? "" : val);
+            return 1;
+        }
+    }
+    if (quiet)
+        c.progress = false;
+
+    rv = shoal_sim_run(&c, &r);
+    if (rv != 0) {
+        fprintf(stderr, "shoal-sim: run failed: %s\n", shoal_strerror(rv));
+        return 1;
+    }
+    shoal_sim_print_summary(r, stdout);
+    if (csv) {
+        FILE *f = fopen(csv, "w");
+        if (f == NULL || shoal_sim_write_csv(r, f) != 0 || fclose(f) != 0) {
+            fprintf(stderr, "shoal-sim: cannot write %s: %s\n", csv, strerror(errno));
+            rv = 1;
+        }
+    }
+    if (svg) {
+        FILE *f = fopen(svg, "w");
+        if (f == NULL || shoal_sim_write_svg(r, f) != 0 || fclose(f) != 0) {
+            fprintf(stderr, "shoal-sim: cannot write %s: %s\n", svg, strerror(errno));
+            rv = 1;
+        }
+    }
+    shoal_sim_result_free(r);
+    return rv ? 1 : 0;
+}

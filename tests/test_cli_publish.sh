@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# `shoal publish` and `shoal rollout` end to end, with real processes on
+# loopback: the Hub stand-in serves a generated model, a real shoal-tracker
+# runs; publishing writes a manifest that verifies and registers it with the
+# tracker; a rollout needs the admin role and then shows up in the status;
+# a release the Hub does not have fails with a message naming it.
+# usage: test_cli_publish.sh SHOAL SHOAL_TRACKER HUB_DIR
+set -u
+shoal=$(readlink -f "$1"); tracker=$(readlink -f "$2"); hubdir=$(readlink -f "$3")
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$work"; }
+trap cleanup EXIT
+cd "$work"
+fails=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails+1)); }
+# Waits (bounded: 10 s) for a line matching $2 in file $1; prints the match.
+wait_line() { for _ in $(seq 100); do grep -m1 "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+/usr/bin/python3 "$hubdir/genrepo.py" --size 8M --shards 2 hub acme/tiny >/dev/null || { echo "genrepo failed"; exit 1; }
+/usr/bin/python3 "$hubdir/hubstub.py" --port 0 hub > hub.out 2> hub.err & pids+=($!)
+hubport=$(wait_line hub.out '^[0-9]*$') || { bad "hub stand-in did not start"; cat hub.err; exit 1; }
+
+for k in publisher cluster node admin; do "$shoal" keygen $k.key >/dev/null; done
+"$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out node.cred >/dev/null
+"$shoal" cred issue --cluster-key cluster.key --node admin.key.pub --out admin.cred >/dev/null
+"$tracker" --listen 127.0.0.1:0 --cluster-key cluster.key.pub --publisher-keys publisher.key.pub \
+    --admin-keys admin.key.pub > trk.out 2> trk.err & pids+=($!)
+trkaddr=$(wait_line trk.out 'listening on' | sed 's/.*listening on //') || { bad "tracker did not start"; cat trk.err; exit 1; }
+
+export HF_ENDPOINT=http://127.0.0.1:$hubport
+if "$shoal" publish acme/tiny@main --key publisher.key --out tiny.mf --tracker "$trkaddr" \
+    --identity admin.key --cred admin.cred > pub.out 2> pub.err; then ok "publish"; else bad "publish"; cat pub.err; fi
+commit=$(sed -n 's/^published acme\/tiny@\([0-9a-f]*\):.*/\1/p' pub.out)
+[ ${#commit} -eq 40 ] && ok "publish pinned the commit $commit" || { bad "no commit in output"; cat pub.out; }
+"$shoal" manifest verify tiny.mf --trust publisher.key.pub > /dev/null && ok "published manifest verifies" || bad "manifest does not verify"
+grep -q "registered with tracker" pub.err && ok "registered with the tracker" || bad "not registered"
+
+"$shoal" publish acme/tiny@no-such-branch --key publisher.key --out x.mf > miss.out 2> miss.err
+rc=$?
+if [ $rc -eq 1 ] && grep -q "acme/tiny" miss.err; then ok "missing revision: $(tail -1 miss.err)"; else bad "missing revision (rc=$rc)"; cat miss.err; fi
+
+"$shoal" rollout "acme/tiny@$commit" --tracker "$trkaddr" --key node.key --cred node.cred > r1.out 2> r1.err
+[ $? -eq 1 ] && ok "rollout refused without the admin role: $(tail -1 r1.err)" || bad "rollout by a plain node accepted"
+"$shoal" rollout "acme/tiny@$commit" --tracker "$trkaddr" --key admin.key --cred admin.cred > r2.out 2> r2.err \
+    && ok "rollout recorded" || { bad "rollout"; cat r2.err; }
+"$shoal" rollout "acme/tiny@$commit" --status --tracker "$trkaddr" --key node.key --cred node.cred > st.out 2> st.err
+if grep -q "0 nodes complete" st.out && ! grep -q "no manifest" st.out; then ok "status: $(cat st.out)"; else bad "status"; cat st.out st.err; fi
+
+[ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
+exit $((fails > 0))

@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `shoal publish` (node/publish.c) against the Hub stand-in: a release is
+ * resolved, streamed once, chunked, checked and signed; the manifest
+ * verifies and matches the generated files byte for byte; faults on the
+ * way are survived; a tampered byte is caught and the file named; a wrong
+ * revision or a missing token fails with a message naming the repo.
+ * Usage: test_hub_publish PYTHON HUBDIR
+ */
+#include "t.h"
+
+#include "buf.h"
+#include "cdc.h"
+#include "error.h"
+#include "hash.h"
+#include "keys.h"
+#include "manifest.h"
+#include "publish.h"
+
+#include "hub/stub.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *py, *hubdir;
+static char root[256], keyp[300], outp[300];
+static char commit_m[41];
+static struct hubstub stub;
+static struct shoal_pubkey pub;
+static struct shoal_cdc_params small = {4096, 16384, 65536};
+
+static uint8_t *slurp(const char *fn, size_t *len)
+{
+    struct stat st;
+    FILE *fp;
+    uint8_t *b;
+
+    if (stat(fn, &st) != 0)
+        return NULL;
+    b = malloc((size_t)st.st_size + 1);
+    fp = fopen(fn, "rb");
+    REQUIRE(b && fp);
+    REQUIRE(fread(b, 1, (size_t)st.st_size, fp) == (size_t)st.st_size);
+    fclose(fp);
+    *len = (size_t)st.st_size;
+    return b;
+}
+
+struct prog {
+    int calls;
+    uint64_t last_total, total_size;
+};
+
+static void on_progress(void *user, const struct shoal_publish_progress *p)
+{
+    struct prog *g = user;
+    g->calls++;
+    g->last_total = p->total_done;
+    g->total_size = p->total_size;
+}
+
+static bool as_dataset;
+
+static int publish(const char *repo, const char *token, char *err, size_t errlen,
+                   struct shoal_publish_result *res, struct prog *prog)
+{
+    struct shoal_publish_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.repo = repo;
+    o.dataset = as_dataset;
+    o.key_path = keyp;
+    o.out_path = outp;
+    o.hub.endpoint = stub.url;
+    o.hub.token = token ? token : "";
+    o.hub.backoff_base_ms = 20;
+    o.hub.seed = 7;
+    o.params = &small;
+    o.progress = SHOAL_PUBLISH_PROGRESS_NONE;
+    o.on_progress = prog ? on_progress : NULL;
+    o.progress_user = prog;
+    o.errbuf = err;
+    o.errlen = errlen;
+    err[0] = '\0';
+    return shoal_publish_run(&o, res);
+}
+
+static void check_manifest_matches_disk(const char *repo, const char *commit)
+{
+    size_t n;
+    uint8_t *bytes = slurp(outp, &n);
+    struct shoal_keyset *ks = NULL;
+    struct shoal_manifest *m = NULL;
+
+    REQUIRE(bytes);
+    REQUIRE(shoal_keyset_new(&ks) == 0);
+    REQUIRE(shoal_keyset_add(ks, &pub) == 0);
+    CHECK_EQ(shoal_manifest_parse(&m, bytes, n, ks, NULL), 0);
+    REQUIRE(m);
+    CHECK(strcmp(shoal_manifest_repo_id(m), repo) == 0);
+    CHECK(strcmp(shoal_manifest_commit(m), commit) == 0);
+    CHECK_EQ(shoal_manifest_nfiles(m), 5);
+    CHECK_EQ(shoal_manifest_params(m)->avg_size, small.avg_size);
+    for (uint32_t i = 0; i < shoal_manifest_nfiles(m); i++) {
+        const struct shoal_mf_file *f = shoal_manifest_file(m, i);
+        char fn[1024];
+        size_t len;
+        snprintf(fn, sizeof(fn), "%s/models/%s/commits/%s/%s", root, repo, commit, f->path);
+        uint8_t *b = slurp(fn, &len);
+        REQUIRE(b);
+        CHECK_EQ(f->size, len);
+        struct shoal_sha256 s;
+        uint8_t d[32];
+        shoal_sha256_init(&s);
+        shoal_sha256_update(&s, b, len);
+        shoal_sha256_final(&s, d);
+        CHECK(memcmp(d, f->sha256, 32) == 0);
+        /* Every chunk id is the hash of those bytes of the real file. */
+        uint64_t off = 0;
+        int bad = 0;
+        for (uint32_t c = 0; c < f->nchunks; c++) {
+            const struct shoal_mf_chunk *ch = shoal_manifest_chunk(m, f->first_chunk + c);
+            uint8_t id[32];
+            if (off + ch->len > len) {
+                bad++;
+                break;
+            }
+            shoal_chunk_id(id, b + off, ch->len);
+            bad += memcmp(id, ch->id, 32) != 0;
+            off += ch->len;
+        }
+        CHECK_EQ(bad, 0);
+        CHECK_EQ(off, len);
+        free(b);
+    }
+    shoal_manifest_free(m);
+    shoal_keyset_free(ks);
+    free(bytes);
+}
+
+static void test_publish_ok(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+    struct prog prog = {0};
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, &prog), 0);
+    if (err[0])
+        fprintf(stderr, "  %s\n", err);
+    CHECK(strcmp(res.commit, commit_m) == 0);
+    CHECK_EQ(res.nfiles, 5);
+    CHECK(res.nchunks > 5);
+    check_manifest_matches_disk("org/m", commit_m);
+    /* Streamed once: the origin sent exactly the release's bytes. */
+    CHECK_EQ(hubstub_stat(&stub, NULL, "total_bytes"), (long long)res.total_bytes);
+    CHECK(prog.calls >= 5);
+    CHECK_EQ(prog.last_total, res.total_bytes);
+    CHECK_EQ(prog.total_size, res.total_bytes);
+}
+
+static void test_publish_through_faults(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"status\",\"code\":429,\"retry_after\":1,\"match\":\"/api/\"},"
+                 "{\"kind\":\"status\",\"code\":503,\"times\":2,\"match\":\"/resolve/\"},"
+                 "{\"kind\":\"cut\",\"after\":70000,\"times\":2,\"match\":\"/cdn/\"}]");
+    CHECK_EQ(publish("org/m", NULL, err, sizeof(err), &res, NULL), 0);
+    if (err[0])
+        fprintf(stderr, "  %s\n", err);
+    check_manifest_matches_disk("org/m", commit_m);
+}
+
+static void test_tampered_byte(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"flip\",\"file\":\"model-00002-of-00002.safetensors\",\"offset\":12345}]");
+    CHECK_EQ(publish("org/m", NULL, err, sizeof(err), &res, NULL), SHOAL_EBADHASH);
+    CHECK(strstr(err, "model-00002-of-00002.safetensors") && strstr(err, "sha256"));
+    fprintf(stderr, "  e.g.: %s\n", err);
+    CHECK(access(outp, F_OK) != 0);
+
+    /* A git-stored file is checked against its blob id. */
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"flip\",\"file\":\"config.json\",\"offset\":5}]");
+    CHECK_EQ(publish("org/m", NULL, err, sizeof(err), &res, NULL), SHOAL_EBADHASH);
+    CHECK(strstr(err, "config.json") && strstr(err, "blob id"));
+    CHECK(access(outp, F_OK) != 0);
+}
+
+static void test_errors_named(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    CHECK_EQ(publish("org/m@nope", NULL, err, sizeof(err), &res, NULL), SHOAL_ENOTFOUND);
+    CHECK(strstr(err, "org/m@nope"));
+    CHECK_EQ(publish("org/p", NULL, err, sizeof(err), &res, NULL), SHOAL_EPERM);
+    CHECK(strstr(err, "org/p") && strstr(err, "token"));
+    CHECK_EQ(publish("org/p", "tok", err, sizeof(err), &res, NULL), 0);
+    CHECK_EQ(res.nfiles, 3);
+}
+
+static void test_dataset(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+    struct shoal_manifest *m = NULL;
+    size_t n;
+    uint8_t *bytes;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    as_dataset = true;
+    CHECK_EQ(publish("org/d", NULL, err, sizeof(err), &res, NULL), 0);
+    /* The same name as a model does not exist. */
+    as_dataset = false;
+    CHECK_EQ(publish("org/d", NULL, err, sizeof(err), NULL, NULL), SHOAL_ENOTFOUND);
+    bytes = slurp(outp, &n);
+    REQUIRE(bytes);
+    CHECK_EQ(shoal_manifest_parse(&m, bytes, n, NULL, NULL), 0);
+    CHECK(m && shoal_manifest_repo_type(m) == SHOAL_REPO_DATASET);
+    CHECK(m && strcmp(shoal_manifest_commit(m), res.commit) == 0);
+    shoal_manifest_free(m);
+    free(bytes);
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+int main(int argc, char **argv)
+{
+    struct shoal_seckey sk;
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_hub_publish PYTHON HUBDIR\n");
+        return 2;
+    }
+    py = argv[1];
+    hubdir = argv[2];
+    shoal_hash_init();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    snprintf(root, sizeof(root), "/tmp/shoal-test-pub-XXXXXX");
+    REQUIRE(mkdtemp(root));
+    snprintf(keyp, sizeof(keyp), "%s/publisher.key", root);
+    snprintf(outp, sizeof(outp), "%s/release.manifest", root);
+    REQUIRE(shoal_key_generate(&pub, &sk) == 0);
+    REQUIRE(shoal_seckey_save(keyp, &sk) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/m", commit_m, "--size", "1500K", "--shards",
+                            "2", "--tag", "v1", NULL) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/p", NULL, "--size", "100K", "--shards", "1",
+                            "--private", NULL) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/d", NULL, "--size", "100K", "--shards", "1",
+                            "--dataset", NULL) == 0);
+    REQUIRE(hubstub_start(&stub, py, hubdir, root, "--token", "tok", NULL) == 0);
+
+    RUN(test_publish_ok);
+    RUN(test_publish_through_faults);
+    RUN(test_tampered_byte);
+    RUN(test_errors_named);
+    RUN(test_dataset);
+
+    hubstub_stop(&stub);
+    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    curl_global_cleanup();
+    return t_done();
+}

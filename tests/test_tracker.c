@@ -1,0 +1,622 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shoal-tracker as a real process on 127.0.0.1 with an ephemeral port,
+ * driven through the blocking client: authentication and its refusals,
+ * node expiry, zone bias, lease exclusivity and expiry, manifests and
+ * their signature checks, rollouts and stats, bad frames closing only their
+ * own connection, the silent-connection timeout, and recovery after a
+ * restart. Every wait is bounded; argv[1] is the tracker binary.
+ */
+#include "t.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cdc.h"
+#include "cred.h"
+#include "error.h"
+#include "keys.h"
+#include "manifest.h"
+#include "msg.h"
+#include "trkclient.h"
+
+#define TMO 3000
+
+static const char *g_bin;
+static char g_dir[64];
+static struct shoal_seckey g_cluster_sk, g_other_cluster_sk, g_pub_sk, g_rogue_pub_sk;
+static struct shoal_msg g_m; /* large: not on the stack */
+
+struct ident {
+    struct shoal_seckey sk;
+    struct shoal_pubkey pk;
+    uint8_t cred[SHOAL_CRED_MAX_ENCODED];
+    size_t cred_len;
+};
+
+struct proc {
+    pid_t pid;
+    int port;
+    char addr[32];
+};
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static void mk_ident(struct ident *id, const struct shoal_seckey *cluster, uint64_t expires)
+{
+    REQUIRE(shoal_key_generate(&id->pk, &id->sk) == 0);
+    struct shoal_cred c;
+    REQUIRE(shoal_cred_issue(&c, cluster, &id->pk, expires) == 0);
+    struct shoal_buf b;
+    shoal_buf_init(&b, sizeof(id->cred));
+    REQUIRE(shoal_cred_encode(&c, &b) == 0);
+    memcpy(id->cred, b.data, b.len);
+    id->cred_len = b.len;
+    shoal_buf_free(&b);
+}
+
+static uint64_t far_future(void)
+{
+    return (uint64_t)time(NULL) + 3600;
+}
+
+/* Starts the tracker with the common flags plus |extra| (NULL-ended). */
+static struct proc start_tracker(const char *const *extra)
+{
+    struct proc p = { .pid = -1 };
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    char ck[128], ak[128], pk[128];
+    snprintf(ck, sizeof(ck), "%s/cluster.pub", g_dir);
+    snprintf(ak, sizeof(ak), "%s/admin.keys", g_dir);
+    snprintf(pk, sizeof(pk), "%s/publisher.keys", g_dir);
+    const char *argv[40] = { g_bin, "--listen", "127.0.0.1:0", "--cluster-key", ck,
+                             "--admin-keys", ak, "--publisher-keys", pk, "--seed", "7" };
+    int n = 11;
+    for (int i = 0; extra && extra[i] && n < 38; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    p.pid = fork();
+    REQUIRE(p.pid >= 0);
+    if (p.pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(g_bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    char line[128];
+    size_t len = 0;
+    for (int tries = 0; tries < 50 && !memchr(line, '\n', len); tries++) {
+        struct pollfd pf = { .fd = fds[0], .events = POLLIN };
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(fds[0], line + len, sizeof(line) - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fds[0]);
+    line[len] = 0;
+    const char *colon = strrchr(line, ':');
+    REQUIRE(strncmp(line, "listening on 127.0.0.1:", 23) == 0 && colon);
+    p.port = atoi(colon + 1);
+    snprintf(p.addr, sizeof(p.addr), "127.0.0.1:%d", p.port);
+    return p;
+}
+
+/* SIGTERM, then waits (bounded) and returns the exit status, or -1. */
+static int stop_tracker(struct proc *p)
+{
+    int status = -1;
+    kill(p->pid, SIGTERM);
+    for (int i = 0; i < 100; i++) {
+        int st;
+        if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
+            status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+            break;
+        }
+        sleep_ms(50);
+    }
+    if (status == -1) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+    }
+    return status;
+}
+
+static struct shoal_trkc *join(const struct proc *p, const struct ident *id, const char *zone,
+                               const char *addr, uint8_t role, int *rv_out)
+{
+    struct shoal_trkc *c = NULL;
+    REQUIRE(shoal_trkc_connect(&c, p->addr, TMO) == 0);
+    int rv = shoal_trkc_auth(c, &id->sk, id->cred, id->cred_len, zone, addr, role, TMO);
+    if (rv_out)
+        *rv_out = rv;
+    if (rv) {
+        shoal_trkc_free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static void mid(uint8_t out[32], int i)
+{
+    memset(out, 0xa0 + i, 32);
+}
+
+static int announce(struct shoal_trkc *c, const uint8_t id[32], uint32_t have, uint32_t total)
+{
+    g_m.type = SHOAL_MSG_ANNOUNCE;
+    g_m.u.announce.count = 1;
+    memcpy(g_m.u.announce.entries[0].manifest_id, id, 32);
+    g_m.u.announce.entries[0].have_chunks = have;
+    g_m.u.announce.entries[0].total_chunks = total;
+    g_m.u.announce.entries[0].complete = have == total;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    return rv ? rv : g_m.type == SHOAL_MSG_ANNOUNCE_REPLY ? 0 : SHOAL_EPROTO;
+}
+
+/* GET_PEERS into g_m; returns the count or a negative error. */
+static int get_peers(struct shoal_trkc *c, const uint8_t id[32], uint32_t max)
+{
+    g_m.type = SHOAL_MSG_GET_PEERS;
+    memcpy(g_m.u.get_peers.manifest_id, id, 32);
+    g_m.u.get_peers.max = max;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    if (rv)
+        return rv;
+    return g_m.type == SHOAL_MSG_PEERS ? (int)g_m.u.peers.count : SHOAL_EPROTO;
+}
+
+static bool peers_have(const struct ident *id)
+{
+    for (uint32_t i = 0; i < g_m.u.peers.count; i++)
+        if (memcmp(g_m.u.peers.peers[i].node_pk, id->pk.pk, 32) == 0)
+            return true;
+    return false;
+}
+
+/* True when the tracker closed |c| (a receive sees the end of stream). */
+static bool closed_by_peer(struct shoal_trkc *c)
+{
+    return shoal_trkc_recv(c, &g_m, TMO) == -ECONNRESET;
+}
+
+static void test_auth_refusals(void)
+{
+    struct proc p = start_tracker(NULL);
+    struct ident good, foreign, expired, admin;
+    mk_ident(&good, &g_cluster_sk, far_future());
+    mk_ident(&foreign, &g_other_cluster_sk, far_future());
+    mk_ident(&expired, &g_cluster_sk, (uint64_t)time(NULL) - 10);
+    mk_ident(&admin, &g_cluster_sk, far_future());
+
+    struct shoal_trkc *c = NULL;
+    int rv;
+    /* No credential at all. */
+    REQUIRE(shoal_trkc_connect(&c, p.addr, TMO) == 0);
+    rv = shoal_trkc_auth(c, &good.sk, NULL, 0, "z", "10.0.0.1:1", 0, TMO);
+    CHECK(rv != 0);
+    CHECK(closed_by_peer(c));
+    shoal_trkc_free(c);
+    /* Credential from another cluster. */
+    CHECK(join(&p, &foreign, "z", "10.0.0.1:1", 0, &rv) == NULL);
+    CHECK_EQ(rv, SHOAL_EUNTRUSTED);
+    /* Expired credential. */
+    CHECK(join(&p, &expired, "z", "10.0.0.1:1", 0, &rv) == NULL);
+    CHECK_EQ(rv, SHOAL_EEXPIRED);
+    /* Someone else's credential with our key. */
+    REQUIRE(shoal_trkc_connect(&c, p.addr, TMO) == 0);
+    rv = shoal_trkc_auth(c, &admin.sk, good.cred, good.cred_len, "z", "10.0.0.1:1", 0, TMO);
+    CHECK_EQ(rv, SHOAL_EPERM);
+    shoal_trkc_free(c);
+    /* Admin role without being listed. */
+    CHECK(join(&p, &good, "z", "10.0.0.1:1", SHOAL_ROLE_ADMIN, &rv) == NULL);
+    CHECK_EQ(rv, SHOAL_EPERM);
+    /* A node that did not authenticate gets nothing. */
+    REQUIRE(shoal_trkc_connect(&c, p.addr, TMO) == 0);
+    uint8_t m1[32];
+    mid(m1, 1);
+    CHECK(get_peers(c, m1, 10) == -ECONNRESET || closed_by_peer(c));
+    shoal_trkc_free(c);
+    /* And the good one is in. */
+    c = join(&p, &good, "z", "10.0.0.1:1", 0, &rv);
+    CHECK_EQ(rv, 0);
+    CHECK(c && announce(c, m1, 1, 10) == 0);
+    shoal_trkc_free(c);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+static void test_expiry_and_zones(void)
+{
+    const char *extra[] = { "--announce-interval-ms", "200", "--node-ttl-ms", "600",
+                            "--max-peers", "8", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t m1[32];
+    mid(m1, 1);
+    struct shoal_trkc *ca = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *cb = join(&p, &b, "east", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(ca && cb);
+    CHECK_EQ(announce(ca, m1, 5, 10), 0);
+    CHECK_EQ(announce(cb, m1, 5, 10), 0);
+    CHECK_EQ(g_m.u.announce_reply.interval_ms, 200);
+    CHECK_EQ(get_peers(cb, m1, 10), 1);
+    CHECK(peers_have(&a));
+    CHECK(g_m.u.peers.count == 1 && g_m.u.peers.peers[0].addr.len == 13 &&
+          memcmp(g_m.u.peers.peers[0].addr.p, "10.0.0.1:7000", 13) == 0);
+    /* a falls silent; b keeps announcing. a must drop out after its TTL. */
+    bool gone = false;
+    for (int i = 0; i < 30 && !gone; i++) {
+        sleep_ms(100);
+        CHECK_EQ(announce(cb, m1, 6, 10), 0);
+        gone = get_peers(cb, m1, 10) == 0;
+    }
+    CHECK(gone);
+    /* Once it announces again it is back. */
+    CHECK_EQ(announce(ca, m1, 7, 10), 0);
+    CHECK_EQ(get_peers(cb, m1, 10), 1);
+    shoal_trkc_free(ca);
+
+    /* Zone bias: 8 holders in each of two zones, all carried over one
+     * connection as separate identities. */
+    struct ident many[16];
+    struct shoal_trkc *cm = NULL;
+    REQUIRE(shoal_trkc_connect(&cm, p.addr, TMO) == 0);
+    uint8_t m2[32];
+    mid(m2, 2);
+    for (int i = 0; i < 16; i++) {
+        mk_ident(&many[i], &g_cluster_sk, far_future());
+        char addr[32];
+        snprintf(addr, sizeof(addr), "10.1.0.%d:7000", i);
+        REQUIRE(shoal_trkc_auth(cm, &many[i].sk, many[i].cred, many[i].cred_len,
+                                i < 8 ? "east" : "west", addr, 0, TMO) == 0);
+        CHECK_EQ(announce(cm, m2, 3, 10), 0);
+    }
+    /* Switching back to a verified identity needs no new challenge. */
+    CHECK_EQ(shoal_trkc_switch(cm, &many[0].sk, many[0].cred, many[0].cred_len, "east",
+                               "10.1.0.0:7000", 0, TMO), 0);
+    CHECK_EQ(announce(cm, m2, 4, 10), 0);
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ(get_peers(cb, m2, 8), 8);
+        int east = 0;
+        for (uint32_t i = 0; i < g_m.u.peers.count; i++)
+            east += g_m.u.peers.peers[i].zone.len == 4 &&
+                    memcmp(g_m.u.peers.peers[i].zone.p, "east", 4) == 0;
+        CHECK_EQ(east, 6);
+    }
+    shoal_trkc_free(cm);
+    shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+static int lease(struct shoal_trkc *c, const uint8_t id[32], uint32_t max, uint32_t hint,
+                 uint32_t *first, uint32_t *count)
+{
+    g_m.type = SHOAL_MSG_LEASE_REQ;
+    memcpy(g_m.u.lease_req.manifest_id, id, 32);
+    g_m.u.lease_req.max_chunks = max;
+    g_m.u.lease_req.hint_chunk = hint;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    if (rv)
+        return rv;
+    if (g_m.type != SHOAL_MSG_LEASE)
+        return g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code : SHOAL_EPROTO;
+    *first = g_m.u.lease.first;
+    *count = g_m.u.lease.count;
+    return 0;
+}
+
+static int lease_done(struct shoal_trkc *c, const uint8_t id[32], uint32_t first, uint32_t count)
+{
+    g_m.type = SHOAL_MSG_LEASE_DONE;
+    memcpy(g_m.u.lease_done.manifest_id, id, 32);
+    g_m.u.lease_done.first = first;
+    g_m.u.lease_done.count = count;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    return rv ? rv : g_m.type == SHOAL_MSG_OK ? 0 : g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code
+                                                                                 : SHOAL_EPROTO;
+}
+
+static void test_leases(void)
+{
+    const char *extra[] = { "--lease-ms", "300", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    struct shoal_trkc *ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *cb = join(&p, &b, "z", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(ca && cb);
+    uint8_t m1[32], m9[32];
+    mid(m1, 1);
+    mid(m9, 9);
+    uint32_t f1 = 0, c1 = 0, f2 = 0, c2 = 0;
+    /* Nobody announced m9: its size is unknown, no lease. */
+    CHECK_EQ(lease(ca, m9, 8, 0, &f1, &c1), SHOAL_ENOTFOUND);
+    CHECK_EQ(announce(ca, m1, 0, 100), 0);
+    CHECK_EQ(announce(cb, m1, 0, 100), 0);
+    /* Both ask for the same place: they get disjoint spans. */
+    CHECK_EQ(lease(ca, m1, 64, 0, &f1, &c1), 0);
+    CHECK_EQ(lease(cb, m1, 64, 0, &f2, &c2), 0);
+    CHECK(c1 > 0 && c2 > 0);
+    CHECK(f1 + c1 <= f2 || f2 + c2 <= f1);
+    CHECK_EQ(c1 + c2, 100);
+    uint32_t f3 = 0, c3 = 7;
+    CHECK_EQ(lease(cb, m1, 64, 0, &f3, &c3), 0);
+    CHECK_EQ(c3, 0);
+    CHECK(g_m.u.lease.retry_after_ms > 0);
+    /* b finishes its span; a lets its lease run out. */
+    CHECK_EQ(lease_done(cb, m1, f2, c2), 0);
+    CHECK_EQ(lease_done(ca, m1, f2, c2), SHOAL_ENOTFOUND); /* not a's */
+    bool regranted = false;
+    for (int i = 0; i < 20 && !regranted; i++) {
+        sleep_ms(100);
+        CHECK_EQ(lease(cb, m1, 64, 0, &f3, &c3), 0);
+        regranted = c3 > 0;
+    }
+    CHECK(regranted);
+    CHECK_EQ(f3, f1);
+    CHECK_EQ(c3, c1);
+    CHECK_EQ(lease_done(ca, m1, f1, c1), SHOAL_ENOTFOUND); /* expired */
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+static const char *COMMIT = "0123456789abcdef0123456789abcdef01234567";
+
+static void sign_manifest(const struct shoal_seckey *sk, struct shoal_buf *out)
+{
+    struct shoal_cdc_params prm;
+    shoal_cdc_params_default(&prm);
+    struct shoal_manifest *m = NULL;
+    REQUIRE(shoal_manifest_new(&m, SHOAL_REPO_MODEL, "org/model", COMMIT, &prm) == 0);
+    uint8_t sha[32] = { 1 };
+    REQUIRE(shoal_manifest_add_file(m, "model.safetensors", 3000, sha) == 0);
+    for (int i = 0; i < 3; i++) {
+        uint8_t cid[32];
+        memset(cid, i + 1, 32);
+        REQUIRE(shoal_manifest_add_chunk(m, cid, 1000) == 0);
+    }
+    shoal_buf_init(out, 1 << 20);
+    REQUIRE(shoal_manifest_sign(m, sk, (uint64_t)time(NULL), out) == 0);
+    shoal_manifest_free(m);
+}
+
+static int put_manifest(struct shoal_trkc *c, const uint8_t *p, size_t n)
+{
+    g_m.type = SHOAL_MSG_PUT_MANIFEST;
+    g_m.u.put_manifest.signed_manifest.p = p;
+    g_m.u.put_manifest.signed_manifest.len = (uint32_t)n;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    return rv ? rv : g_m.type == SHOAL_MSG_OK ? 0 : g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code
+                                                                                 : SHOAL_EPROTO;
+}
+
+static int get_manifest_by_name(struct shoal_trkc *c, const char *name)
+{
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    g_m.u.get_manifest.has_repo = true;
+    g_m.u.get_manifest.repo_at_rev.p = name;
+    g_m.u.get_manifest.repo_at_rev.len = (uint32_t)strlen(name);
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    return rv ? rv : g_m.type == SHOAL_MSG_MANIFEST ? 0 : g_m.type == SHOAL_MSG_ERROR
+                                                              ? g_m.u.error.code
+                                                              : SHOAL_EPROTO;
+}
+
+static void test_manifests_rollouts_restart(void)
+{
+    struct proc p = start_tracker(NULL);
+    struct ident node, other, admin;
+    mk_ident(&node, &g_cluster_sk, far_future());
+    mk_ident(&other, &g_cluster_sk, far_future());
+    /* The admin's key was written to admin.keys in main. */
+    struct shoal_seckey ask;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/admin.sk", g_dir);
+    REQUIRE(shoal_seckey_load(path, &ask) == 0);
+    admin.sk = ask;
+    shoal_seckey_public(&ask, &admin.pk);
+    struct shoal_cred cr;
+    REQUIRE(shoal_cred_issue(&cr, &g_cluster_sk, &admin.pk, far_future()) == 0);
+    struct shoal_buf cb;
+    shoal_buf_init(&cb, sizeof(admin.cred));
+    REQUIRE(shoal_cred_encode(&cr, &cb) == 0);
+    memcpy(admin.cred, cb.data, cb.len);
+    admin.cred_len = cb.len;
+    shoal_buf_free(&cb);
+
+    struct shoal_buf good, rogue;
+    sign_manifest(&g_pub_sk, &good);
+    sign_manifest(&g_rogue_pub_sk, &rogue);
+    struct shoal_trkc *cn = join(&p, &node, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(cn);
+    /* A flipped byte breaks the signature; an unknown signer is refused;
+     * the connection stays usable after each refusal. */
+    good.data[good.len - 1] ^= 1;
+    CHECK(put_manifest(cn, good.data, good.len) != 0);
+    CHECK(g_m.type == SHOAL_MSG_ERROR);
+    good.data[good.len - 1] ^= 1;
+    CHECK_EQ(put_manifest(cn, rogue.data, rogue.len), SHOAL_EUNTRUSTED);
+    char name[128];
+    snprintf(name, sizeof(name), "org/model@%s", COMMIT);
+    CHECK_EQ(get_manifest_by_name(cn, name), SHOAL_ENOTFOUND);
+    CHECK_EQ(put_manifest(cn, good.data, good.len), 0);
+    CHECK_EQ(get_manifest_by_name(cn, name), 0);
+    CHECK(g_m.u.manifest.signed_manifest.len == good.len &&
+          memcmp(g_m.u.manifest.signed_manifest.p, good.data, good.len) == 0);
+    uint8_t id[32];
+    memcpy(id, g_m.u.manifest.manifest_id, 32);
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    g_m.u.get_manifest.has_id = true;
+    memcpy(g_m.u.get_manifest.by_id, id, 32);
+    CHECK(shoal_trkc_call(cn, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_MANIFEST);
+
+    /* Rollouts: only an admin may set one; nodes in the zone learn it. */
+    g_m.type = SHOAL_MSG_ROLLOUT;
+    g_m.u.rollout.repo_at_rev.p = name;
+    g_m.u.rollout.repo_at_rev.len = (uint32_t)strlen(name);
+    g_m.u.rollout.has_zone = true;
+    g_m.u.rollout.zone.p = "east";
+    g_m.u.rollout.zone.len = 4;
+    g_m.u.rollout.remove = false;
+    CHECK(shoal_trkc_call(cn, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_ERROR &&
+          g_m.u.error.code == SHOAL_EPERM);
+    struct shoal_trkc *ca = join(&p, &admin, "ops", "10.9.9.9:1", SHOAL_ROLE_ADMIN, NULL);
+    REQUIRE(ca);
+    g_m.type = SHOAL_MSG_ROLLOUT;
+    g_m.u.rollout.repo_at_rev.p = name;
+    g_m.u.rollout.repo_at_rev.len = (uint32_t)strlen(name);
+    g_m.u.rollout.has_zone = true;
+    g_m.u.rollout.zone.p = "east";
+    g_m.u.rollout.zone.len = 4;
+    g_m.u.rollout.remove = false;
+    CHECK(shoal_trkc_call(ca, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_OK);
+    uint8_t m5[32];
+    mid(m5, 5);
+    CHECK_EQ(announce(cn, m5, 1, 2), 0);
+    CHECK_EQ(g_m.u.announce_reply.count, 1);
+    CHECK(memcmp(g_m.u.announce_reply.desired[0].manifest_id, id, 32) == 0);
+    struct shoal_trkc *co = join(&p, &other, "west", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(co);
+    CHECK_EQ(announce(co, id, 3, 3), 0);
+    CHECK_EQ(g_m.u.announce_reply.count, 0); /* not its zone */
+    g_m.type = SHOAL_MSG_ROLLOUT_STATUS_REQ;
+    g_m.u.rollout_status_req.text.p = name;
+    g_m.u.rollout_status_req.text.len = (uint32_t)strlen(name);
+    CHECK(shoal_trkc_call(ca, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_ROLLOUT_STATUS);
+    CHECK(g_m.u.rollout_status.has_manifest_id);
+    CHECK_EQ(g_m.u.rollout_status.complete, 0); /* "other" is in west */
+    CHECK_EQ(g_m.u.rollout_status.none, 1);     /* node in east */
+    g_m.type = SHOAL_MSG_STATS_REQ;
+    CHECK(shoal_trkc_call(ca, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_STATS);
+    CHECK(g_m.u.stats.text.len > 0 &&
+          memmem(g_m.u.stats.text.p, g_m.u.stats.text.len, "\nshoal_tracker_nodes 2\n", 23));
+    CHECK(memmem(g_m.u.stats.text.p, g_m.u.stats.text.len, "shoal_tracker_auth_failures_total",
+                 33) != NULL);
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cn);
+    shoal_trkc_free(co);
+    CHECK_EQ(stop_tracker(&p), 0);
+
+    /* Restart: the new process knows nothing until nodes re-announce and
+     * someone re-puts the manifest. */
+    p = start_tracker(NULL);
+    cn = join(&p, &node, "east", "10.0.0.1:7000", 0, NULL);
+    co = join(&p, &other, "west", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(cn && co);
+    CHECK_EQ(get_peers(cn, id, 10), 0);
+    CHECK_EQ(get_manifest_by_name(cn, name), SHOAL_ENOTFOUND);
+    CHECK_EQ(announce(co, id, 3, 3), 0);
+    CHECK_EQ(get_peers(cn, id, 10), 1);
+    CHECK(peers_have(&other));
+    CHECK_EQ(put_manifest(co, good.data, good.len), 0); /* a node re-puts */
+    CHECK_EQ(get_manifest_by_name(cn, name), 0);
+    shoal_trkc_free(cn);
+    shoal_trkc_free(co);
+    CHECK_EQ(stop_tracker(&p), 0);
+    shoal_buf_free(&good);
+    shoal_buf_free(&rogue);
+}
+
+static void test_bad_input(void)
+{
+    const char *extra[] = { "--auth-timeout-ms", "300", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    struct shoal_trkc *ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *cb = join(&p, &b, "z", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(ca && cb);
+    /* A frame whose body is not a message closes that connection... */
+    const uint8_t junk[] = { 0, 0, 0, 3, 0xc1, 0xc1, 0xc1 };
+    CHECK_EQ(shoal_trkc_send_raw(ca, junk, sizeof(junk), TMO), 0);
+    CHECK(closed_by_peer(ca));
+    shoal_trkc_free(ca);
+    /* ...and only that one. */
+    g_m.type = SHOAL_MSG_STATS_REQ;
+    CHECK(shoal_trkc_call(cb, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_STATS);
+    /* Before authentication, a large frame is refused at its header. */
+    struct shoal_trkc *cz = NULL;
+    REQUIRE(shoal_trkc_connect(&cz, p.addr, TMO) == 0);
+    const uint8_t big[] = { 0, 0x10, 0, 0, 0x91 };
+    CHECK_EQ(shoal_trkc_send_raw(cz, big, sizeof(big), TMO), 0);
+    CHECK(closed_by_peer(cz));
+    shoal_trkc_free(cz);
+    /* A node-to-node message is not served: closed. */
+    REQUIRE((ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL)) != NULL);
+    g_m.type = SHOAL_MSG_PING;
+    g_m.u.ping.nonce = 1;
+    CHECK_EQ(shoal_trkc_send(ca, &g_m, TMO), 0);
+    CHECK(closed_by_peer(ca));
+    shoal_trkc_free(ca);
+    /* A silent connection is timed out. */
+    REQUIRE(shoal_trkc_connect(&cz, p.addr, TMO) == 0);
+    CHECK_EQ(shoal_trkc_recv(cz, &g_m, 5000), -ECONNRESET);
+    shoal_trkc_free(cz);
+    /* The authenticated, quiet one is not. */
+    uint8_t m1[32];
+    mid(m1, 1);
+    CHECK_EQ(announce(cb, m1, 1, 1), 0);
+    shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+int main(int argc, char **argv)
+{
+    REQUIRE(argc == 2);
+    g_bin = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_dir, sizeof(g_dir), "/tmp/shoal-trk-XXXXXX");
+    REQUIRE(mkdtemp(g_dir) != NULL);
+    struct shoal_pubkey cpk, opk, ppk, rpk, apk;
+    struct shoal_seckey ask;
+    REQUIRE(shoal_key_generate(&cpk, &g_cluster_sk) == 0);
+    REQUIRE(shoal_key_generate(&opk, &g_other_cluster_sk) == 0);
+    REQUIRE(shoal_key_generate(&ppk, &g_pub_sk) == 0);
+    REQUIRE(shoal_key_generate(&rpk, &g_rogue_pub_sk) == 0);
+    REQUIRE(shoal_key_generate(&apk, &ask) == 0);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/cluster.pub", g_dir);
+    REQUIRE(shoal_pubkey_save(path, &cpk) == 0);
+    snprintf(path, sizeof(path), "%s/publisher.keys", g_dir);
+    REQUIRE(shoal_pubkey_save(path, &ppk) == 0);
+    snprintf(path, sizeof(path), "%s/admin.keys", g_dir);
+    REQUIRE(shoal_pubkey_save(path, &apk) == 0);
+    snprintf(path, sizeof(path), "%s/admin.sk", g_dir);
+    REQUIRE(shoal_seckey_save(path, &ask) == 0);
+
+    RUN(test_auth_refusals);
+    RUN(test_expiry_and_zones);
+    RUN(test_leases);
+    RUN(test_manifests_rollouts_restart);
+    RUN(test_bad_input);
+
+    const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof(path), "%s/%s", g_dir, files[i]);
+        unlink(path);
+    }
+    rmdir(g_dir);
+    return t_done();
+}
