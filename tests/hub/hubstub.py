@@ -293,12 +293,19 @@ class Handler(BaseHTTPRequestHandler):
             if cut is None and slow is None and not flips:
                 # Fast path: the kernel copies, so the stand-in can feed the
                 # client at memory speed.
-                while sent < length:
-                    n = self.connection.sendfile(f, start + sent, length - sent)
-                    if n == 0:
-                        break
-                    sent += n
-                    self.st.add_bytes(file_key, n)
+                # Counted before sending: a client that reads the last byte
+                # and asks /_stub/stats at once must see it counted. What
+                # was not sent after all is taken back.
+                self.st.add_bytes(file_key, length)
+                try:
+                    while sent < length:
+                        n = self.connection.sendfile(f, start + sent, length - sent)
+                        if n == 0:
+                            break
+                        sent += n
+                finally:
+                    if sent < length:
+                        self.st.add_bytes(file_key, sent - length)
             else:
                 f.seek(start)
                 bps = float(slow["bps"]) if slow else 0.0
@@ -314,9 +321,9 @@ class Handler(BaseHTTPRequestHandler):
                         i = o - (start + sent)
                         if 0 <= i < len(buf):
                             buf[i] ^= 0xFF
+                    self.st.add_bytes(file_key, len(buf))  # before: see above
                     self.wfile.write(buf)
                     sent += len(buf)
-                    self.st.add_bytes(file_key, len(buf))
                     if bps:
                         ahead = sent / bps - (time.monotonic() - t0)
                         if ahead > 0:
