@@ -15,5 +15,10 @@ int shoal_cmd_hash(int argc, char **argv);
 int shoal_cmd_manifest(int argc, char **argv);
 int shoal_cmd_publish(int argc, char **argv);
 int shoal_cmd_rollout(int argc, char **argv);
+/* The local daemon, over its control socket (cli_ctl.c). */
+int shoal_cmd_pull(int argc, char **argv);
+int shoal_cmd_status(int argc, char **argv);
+int shoal_cmd_peers(int argc, char **argv);
+int shoal_cmd_metrics(int argc, char **argv);
 
 #endif

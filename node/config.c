@@ -36,7 +36,8 @@ static const struct key keys[] = {
      "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
     {"peer", K_LIST, F(peers), "HOST:PORT", "a peer to keep connected to (repeatable)"},
     {"manifest", K_LIST, F(manifests), "FILE", "hold this signed release (repeatable)"},
-    {"pull", K_LIST, F(pulls), "ID", "fetch the release with this manifest id (hex; repeatable)"},
+    {"pull", K_LIST, F(pulls), "ID|ORG/NAME@COMMIT",
+     "fetch this release: a manifest id (hex), or a name the tracker resolves (repeatable)"},
     {"seed-dir", K_STR, F(seed_dir), "DIR",
      "import the --manifest releases from a local copy at DIR first"},
     {"no-encrypt", K_BOOL, F(no_encrypt), NULL,
@@ -56,6 +57,42 @@ static const struct key keys[] = {
     {"log-level", K_STR, F(log_level), "LEVEL", "error, warn, info (default) or debug"},
     {"test-corrupt-uploads", K_BOOL, F(test_corrupt_uploads), NULL,
      "TESTING ONLY: serve corrupted chunks (to test banning)"},
+    /* --- ctl --- */
+    {"control-socket", K_STR, F(control_socket), "PATH",
+     "CLI control socket (default $XDG_RUNTIME_DIR/shoald.sock, root: /run/shoald/; "
+     "'none': off)"},
+    {"rate-up", K_SIZE, F(rate_up), "BYTES/S", "cap on chunk uploads, whole node (K/M/G; 0 none)"},
+    {"rate-down", K_SIZE, F(rate_down), "BYTES/S", "cap on downloads from peers, whole node"},
+    {"peer-rate-up", K_SIZE, F(peer_rate_up), "BYTES/S", "cap on chunk uploads to each peer"},
+    {"peer-rate-down", K_SIZE, F(peer_rate_down), "BYTES/S", "cap on downloads from each peer"},
+    {"compress-level", K_U64, F(compress_level), "N",
+     "zstd level (1-3) for chunks served where it saves >=10%; 0: never (1)"},
+    /* --- end ctl --- */
+    /* --- loader --- */
+    {"loader-socket", K_STR, F(loader_socket), "PATH",
+     "hand completed files to local loaders on this Unix socket (mode 0660)"},
+    {"loader-group", K_STR, F(loader_group), "GROUP",
+     "members of GROUP may use the loader socket (it is chown'd to GROUP)"},
+    {"loader-user", K_STR, F(loader_user), "USER",
+     "USER may use the loader socket (besides root and shoald's own user)"},
+    {"store", K_STR, F(store), "disk|memory",
+     "disk: the HF cache (default); memory: memfd-backed files, nothing on disk"},
+    /* --- end loader --- */
+    /* --- tracker --- */
+    {"tracker", K_LIST, F(trackers), "HOST:PORT",
+     "announce to this tracker, find peers and origin leases there (repeatable)"},
+    {"hub-endpoint", K_STR, F(hub_endpoint), "URL",
+     "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
+    {"hub-token-file", K_STR, F(hub_token_file), "FILE",
+     "Bearer token for the origin (default $HF_TOKEN); never sent to peers or trackers"},
+    {"no-origin", K_BOOL, F(no_origin), NULL, "never fetch from the origin, only from peers"},
+    {"origin-delay-ms", K_U64, F(origin_delay_ms), "MS",
+     "wait this long after a release opens before using the origin (1000)"},
+    {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
+     "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
+    {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (4)"},
+    {"max-leases", K_U64, F(max_leases), "N", "origin leases held at once (1, at most 16)"},
+    /* --- end tracker --- */
 };
 
 static const struct key *find_key(const char *name)
@@ -90,6 +127,11 @@ int shoal_config_init(struct shoal_config *c)
     c->handshake_timeout_ms = 10000;
     c->ban_seconds = 600;
     c->reconnect_ms = 2000;
+    c->compress_level = 1; /* --- ctl --- */
+    /* --- tracker --- */
+    c->origin_delay_ms = 1000;
+    c->lease_fallback_ms = 5000;
+    /* --- end tracker --- */
     return 0;
 }
 

@@ -4,7 +4,7 @@
  * ("key = value" lines, '#' comments) and by the command line ("--key value",
  * "--flag" for booleans), so every flag can be set in the file and the two
  * never drift apart. Command-line values are applied after the file's.
- * List keys (peer, manifest, pull, cluster-keys) accumulate.
+ * List keys (peer, manifest, pull, cluster-keys, tracker) accumulate.
  */
 #ifndef SHOAL_CONFIG_H
 #define SHOAL_CONFIG_H
@@ -32,7 +32,7 @@ struct shoal_config {
     char *cache_dir;         /* NULL: HF_HUB_CACHE / HF_HOME/hub / ~/.cache/... */
     struct shoal_config_list peers;      /* static peers host:port */
     struct shoal_config_list manifests;  /* signed manifest files to hold */
-    struct shoal_config_list pulls;      /* manifest ids (hex) to fetch */
+    struct shoal_config_list pulls;      /* manifest ids (hex) or org/name@commit */
     char *seed_dir;          /* local copy of the --manifest releases */
     bool no_encrypt;
     bool no_aesgcm;
@@ -48,6 +48,28 @@ struct shoal_config {
     uint64_t reconnect_ms;
     uint64_t seed;
     char *log_level;
+    /* --- ctl --- */
+    char *control_socket;    /* NULL: default path; "none": no control socket */
+    uint64_t rate_up, rate_down;           /* bytes/s, whole node; 0 none */
+    uint64_t peer_rate_up, peer_rate_down; /* bytes/s, each connection */
+    uint64_t compress_level; /* zstd level for served chunks; 0 off */
+    /* --- end ctl --- */
+    /* --- loader --- */
+    char *loader_socket;     /* Unix socket for local loaders; NULL: none */
+    char *loader_group;      /* group whose members may connect */
+    char *loader_user;       /* a user who may connect */
+    char *store;             /* "disk" (HF cache, default) or "memory" */
+    /* --- end loader --- */
+    /* --- tracker --- */
+    struct shoal_config_list trackers;   /* trackers host:port (repeatable) */
+    char *hub_endpoint;      /* origin base URL; NULL: $HF_ENDPOINT, else the Hub */
+    char *hub_token_file;    /* origin token; NULL: $HF_TOKEN */
+    bool no_origin;          /* never fetch from the origin */
+    uint64_t origin_delay_ms;    /* no origin fetch this soon after a release opens */
+    uint64_t lease_fallback_ms;  /* no tracker this long: fetch without a lease */
+    uint64_t lease_chunks;       /* chunks per origin lease (0: scheduler default) */
+    uint64_t max_leases;         /* origin leases held at once (0: default) */
+    /* --- end tracker --- */
 };
 
 /* Defaults into |c| (strings NULL or default copies). Returns 0 or -ENOMEM. */

@@ -14,16 +14,20 @@
 
 #include "cliutil.h"
 #include "cred.h"
+#include "ctl.h" /* --- ctl --- */
 #include "error.h"
 #include "frame.h"
 #include "hash.h"
 #include "hfcache.h"
+#include "hub.h"
 #include "keys.h"
+#include "loader.h"
 #include "manifest.h"
 #include "nodelog.h"
 #include "peer.h"
 #include "store.h"
 #include "swarm.h"
+#include "trkconn.h"
 
 #define MAX_PEERS_HARD 250
 #define MAX_SWARMS 64
@@ -37,7 +41,22 @@ struct ban {
 struct pull {
     uint8_t id[32];
     struct shoal_swarm *swarm; /* once the manifest arrived */
+    /* --- tracker --- */
+    bool by_name;              /* |id| unknown until the tracker resolves |name| */
+    char name[SHOAL_MSG_REPO_MAX + 1];
+    uint64_t asked_ms;         /* last GET_MANIFEST to the trackers */
+    /* --- end tracker --- */
 };
+
+/* --- tracker --- */
+#define MAX_DIALS 256
+/* A node we dialled because a tracker listed it. */
+struct dial {
+    uint8_t pk[32];
+    struct shoal_peer *p;      /* while that connection lives */
+    uint64_t last_ms;
+};
+/* --- end tracker --- */
 
 struct shoal_daemon {
     uv_loop_t loop;
@@ -71,9 +90,40 @@ struct shoal_daemon {
     uint32_t nbans;
     bool stopping;
     int exit_code;
+    /* --- loader --- */
+    struct shoal_loader_srv *loader;
+    struct shoal_loader_srv_hooks lhooks;
+    /* --- end loader --- */
+    /* --- tracker --- */
+    struct shoal_hub *hub;
+    struct shoal_hub_config hubcfg;
+    struct shoal_trkconn *trk;
+    struct shoal_trkconn_cfg tcfg;
+    struct shoal_trkconn_hooks thooks;
+    uv_timer_t trk_timer;            /* discovery, manifest lookups */
+    uint64_t trk_seen_ms;            /* last time some tracker was ready */
+    bool fallback_logged;
+    struct dial dials[MAX_DIALS];
+    uint32_t ndials;
+    /* --- end tracker --- */
+    /* --- ctl --- */
+    struct shoal_ctl *ctl;
+    struct shoal_ctl_ops ctl_ops;
+    struct shoal_rate_cfg rate;
+    struct shoal_bucket up_bucket, down_bucket; /* node-wide caps */
+    uint64_t bans_total;
+    /* --- end ctl --- */
 };
 
 static void hex8(char out[17], const uint8_t *id) { shoal_hex(out, id, 8); }
+
+/* --- tracker --- */
+static bool duplicate_refused(struct shoal_daemon *d, struct shoal_peer *p, const uint8_t pk[32]);
+static bool connected_to_addr(struct shoal_daemon *d, const char *addr);
+static int setup_trackers(struct shoal_daemon *d);
+static void start_trackers(struct shoal_daemon *d);
+static void stop_trackers(struct shoal_daemon *d);
+/* --- end tracker --- */
 
 /* ---- bans ---- */
 
@@ -116,6 +166,7 @@ static void on_ban(void *user, struct shoal_peer *p, const char *why)
         hex8(hex, pk);
         add_ban(d, pk);
     }
+    d->bans_total++; /* --- ctl --- */
     LOG_W("banning node %s (peer %s) for %llu s: %s", hex, shoal_peer_name(p),
           (unsigned long long)d->cfg->ban_seconds, why);
     shoal_peer_bye(p, "banned: sent a chunk that fails its hash");
@@ -179,6 +230,7 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
 {
     if (shoal_swarm_start(s) != 0)
         return;
+    shoal_loader_srv_release_opened(d->loader, s); /* --- loader --- */
     for (uint32_t i = 0; i < d->npeers; i++) {
         if (shoal_peer_ready(d->peers[i]))
             shoal_swarm_peer_ready(s, d->peers[i]);
@@ -225,7 +277,7 @@ static void want_manifests(struct shoal_daemon *d, struct shoal_peer *p)
 {
     struct shoal_msg m;
     for (uint32_t i = 0; i < d->npulls; i++) {
-        if (d->pulls[i].swarm)
+        if (d->pulls[i].swarm || d->pulls[i].by_name) /* by_name: --- tracker --- */
             continue;
         memset(&m, 0, sizeof m);
         m.type = SHOAL_MSG_WANT_MANIFEST;
@@ -245,6 +297,10 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
         return "connected to ourselves";
     if (is_banned(d, pk))
         return "node is banned here";
+    /* --- tracker --- */
+    if (duplicate_refused(d, p, pk))
+        return "duplicate connection";
+    /* --- end tracker --- */
     return NULL;
 }
 
@@ -314,6 +370,12 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
         if (d->static_conn[i] == p)
             d->static_conn[i] = NULL;
     }
+    /* --- tracker --- */
+    for (uint32_t i = 0; i < d->ndials; i++) {
+        if (d->dials[i].p == p)
+            d->dials[i].p = NULL;
+    }
+    /* --- end tracker --- */
 }
 
 static uint32_t peer_limit(const struct shoal_daemon *d)
@@ -347,6 +409,8 @@ static void dial_static(struct shoal_daemon *d)
         struct shoal_peer *p = NULL;
         if (d->static_conn[i] || d->npeers >= peer_limit(d))
             continue;
+        if (connected_to_addr(d, d->cfg->peers.v[i])) /* --- tracker --- */
+            continue;
         if (shoal_peer_connect(&p, &d->pctx, &d->pcb, d, d->cfg->peers.v[i]) != 0)
             continue;
         d->static_conn[i] = p;
@@ -358,6 +422,767 @@ static void on_redial(uv_timer_t *t)
 {
     dial_static(t->data);
 }
+
+/* --- loader --- */
+static void loader_on_file(void *user, struct shoal_swarm *s, uint32_t file, int status)
+{
+    struct shoal_daemon *d = user;
+    shoal_loader_srv_file_done(d->loader, s, file, status); /* any thread */
+}
+
+/* "repo@rev" (the manifest's commit) or a 64-hex manifest id. */
+static struct shoal_swarm *loader_find(void *user, const char *release)
+{
+    struct shoal_daemon *d = user;
+    const char *at = strrchr(release, '@');
+    uint8_t id[32];
+
+    if (strlen(release) == 64 && shoal_unhex(id, 32, release, 64) == 0)
+        return find_swarm(d, id);
+    if (!at)
+        return NULL;
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
+        const char *repo = shoal_manifest_repo_id(m);
+        if (strlen(repo) == (size_t)(at - release) && memcmp(repo, release, strlen(repo)) == 0 &&
+            strcmp(shoal_manifest_commit(m), at + 1) == 0)
+            return d->swarms[i];
+    }
+    return NULL;
+}
+
+/* Like --pull ID: ask every peer for the manifest; it opens on arrival. */
+static int loader_pull(void *user, const uint8_t id[32])
+{
+    struct shoal_daemon *d = user;
+    struct pull *pl = NULL;
+
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        if (memcmp(d->pulls[i].id, id, 32) == 0)
+            pl = &d->pulls[i];
+    }
+    if (!pl) {
+        if (d->npulls >= SHOAL_CONFIG_LIST_MAX || d->stopping)
+            return SHOAL_ELIMIT;
+        pl = &d->pulls[d->npulls++];
+        memcpy(pl->id, id, 32);
+        pl->swarm = NULL;
+        for (uint32_t i = 0; i < d->npeers; i++) {
+            if (shoal_peer_ready(d->peers[i]))
+                want_manifests(d, d->peers[i]);
+        }
+    }
+    return 0;
+}
+
+static int start_loader(struct shoal_daemon *d)
+{
+    struct shoal_loader_srv_cfg lc;
+
+    if (!d->cfg->loader_socket)
+        return 0;
+    memset(&lc, 0, sizeof lc);
+    lc.loop = &d->loop;
+    lc.path = d->cfg->loader_socket;
+    lc.group = d->cfg->loader_group;
+    lc.user = d->cfg->loader_user;
+    d->lhooks.find = loader_find;
+    d->lhooks.pull = loader_pull;
+    d->lhooks.user = d;
+    return shoal_loader_srv_new(&d->loader, &lc, &d->lhooks);
+}
+/* --- end loader --- */
+
+/* --- tracker --- */
+/* ---- trackers, peer discovery and the origin ----
+ *
+ * With --tracker the daemon announces what it holds, resolves --pull names
+ * and manifest ids it cannot get from peers, dials the holders the tracker
+ * lists for each incomplete release (same zone first), starts pulling what
+ * a rollout asks for, and routes the scheduler's origin leases to the
+ * tracker. Without one, or when none has answered for lease-fallback-ms,
+ * leases are taken locally: the node fetches from the origin on its own.
+ */
+
+#define DISCOVER_MS 1000u
+#define MANIFEST_RETRY_MS 2000u
+#define DIAL_RETRY_MS 5000u
+/* Ask for more peers while a release has fewer than this many. */
+#define WANT_PEERS 16u
+
+static uint32_t swarm_index(struct shoal_daemon *d, const struct shoal_swarm *s)
+{
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        if (d->swarms[i] == s)
+            return i;
+    }
+    return UINT32_MAX;
+}
+
+/* The remote node key once its HELLO was verified, else NULL. */
+static const uint8_t *known_pk(const struct shoal_peer *p)
+{
+    static const uint8_t zero[32];
+    const struct shoal_session *ss = shoal_peer_session(p);
+    const uint8_t *pk = ss ? shoal_session_peer_pk(ss) : NULL;
+
+    return pk && memcmp(pk, zero, 32) != 0 ? pk : NULL;
+}
+
+/*
+ * Two nodes that dial each other at the same moment end up with two
+ * connections. Both sides keep the same one without talking about it: the
+ * one dialled by the node with the smaller key; between two connections
+ * dialled by the same side the older stays. Returns true when |p| (whose
+ * HELLO from |pk| just verified) is the one to refuse; may close the other.
+ */
+static bool duplicate_refused(struct shoal_daemon *d, struct shoal_peer *p, const uint8_t pk[32])
+{
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        struct shoal_peer *q = d->peers[i];
+        const uint8_t *qpk = q == p ? NULL : known_pk(q);
+        const uint8_t *pd, *qd;
+
+        if (!qpk || memcmp(qpk, pk, 32) != 0)
+            continue;
+        if (shoal_peer_initiator(p) == shoal_peer_initiator(q))
+            return true;
+        pd = shoal_peer_initiator(p) ? d->pk.pk : pk;
+        qd = shoal_peer_initiator(q) ? d->pk.pk : pk;
+        if (memcmp(pd, qd, 32) > 0)
+            return true;
+        shoal_peer_close(q, "duplicate connection", true);
+        return false;
+    }
+    return false;
+}
+
+static bool connected_to_addr(struct shoal_daemon *d, const char *addr)
+{
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        const struct shoal_session *ss = shoal_peer_session(d->peers[i]);
+        if (known_pk(d->peers[i]) && strcmp(shoal_session_peer_addr(ss), addr) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Dials node |pk| at |addr| unless we are connected or tried lately. */
+static void dial_node(struct shoal_daemon *d, const uint8_t pk[32], const char *addr)
+{
+    uint64_t now = uv_now(&d->loop);
+    struct shoal_peer *p = NULL;
+    struct dial *dl = NULL;
+
+    if (d->stopping || memcmp(pk, d->pk.pk, 32) == 0 || is_banned(d, pk) ||
+        d->npeers >= peer_limit(d))
+        return;
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        const uint8_t *qpk = known_pk(d->peers[i]);
+        if (qpk && memcmp(qpk, pk, 32) == 0)
+            return;
+    }
+    for (uint32_t i = 0; i < d->ndials && !dl; i++) {
+        if (memcmp(d->dials[i].pk, pk, 32) == 0)
+            dl = &d->dials[i];
+    }
+    if (dl && (dl->p || now - dl->last_ms < DIAL_RETRY_MS))
+        return;
+    if (!dl) {
+        /* Full: reuse the entry tried longest ago that is not connected. */
+        if (d->ndials < MAX_DIALS) {
+            dl = &d->dials[d->ndials++];
+        } else {
+            for (uint32_t i = 0; i < d->ndials; i++) {
+                if (!d->dials[i].p && (!dl || d->dials[i].last_ms < dl->last_ms))
+                    dl = &d->dials[i];
+            }
+            if (!dl)
+                return;
+        }
+        memcpy(dl->pk, pk, 32);
+    }
+    dl->last_ms = now;
+    if (shoal_peer_connect(&p, &d->pctx, &d->pcb, d, addr) != 0)
+        return;
+    dl->p = p;
+    d->peers[d->npeers++] = p;
+}
+
+/* Asks the trackers for the manifests of pulls that have none yet. */
+static void trk_want_manifests(struct shoal_daemon *d, bool now_anyway)
+{
+    uint64_t now = uv_now(&d->loop);
+
+    for (uint32_t i = 0; i < d->npulls && d->trk; i++) {
+        struct pull *pl = &d->pulls[i];
+        if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS))
+            continue;
+        if (shoal_trkconn_get_manifest(d->trk, pl->by_name ? NULL : pl->id, pl->name, i) == 0)
+            pl->asked_ms = now;
+    }
+}
+
+static void discover(struct shoal_daemon *d)
+{
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        struct shoal_swarm_stats st;
+        if (shoal_swarm_complete(d->swarms[i]))
+            continue;
+        shoal_swarm_stats(d->swarms[i], &st);
+        if (st.peers < WANT_PEERS)
+            shoal_trkconn_get_peers(d->trk, shoal_swarm_id(d->swarms[i]), 2 * WANT_PEERS);
+    }
+}
+
+static void on_trk_timer(uv_timer_t *h)
+{
+    struct shoal_daemon *d = h->data;
+
+    if (d->stopping || !d->trk)
+        return;
+    if (shoal_trkconn_ready(d->trk) > 0)
+        d->trk_seen_ms = uv_now(&d->loop);
+    trk_want_manifests(d, false);
+    discover(d);
+}
+
+static void trk_on_ready(void *user, uint32_t idx)
+{
+    struct shoal_daemon *d = user;
+
+    d->trk_seen_ms = uv_now(&d->loop);
+    d->fallback_logged = false;
+    /* A tracker keeps no state across restarts: give it back the manifests
+     * we hold so others can resolve them (a known id is a no-op there). */
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        size_t len;
+        const uint8_t *mf = shoal_swarm_signed(d->swarms[i], &len);
+        shoal_trkconn_put_manifest(d->trk, idx, mf, len);
+    }
+    trk_want_manifests(d, true);
+    discover(d);
+}
+
+static void trk_fill_announce(void *user, struct shoal_msg_announce *a)
+{
+    struct shoal_daemon *d = user;
+
+    for (uint32_t i = 0; i < d->nswarms && a->count < SHOAL_MSG_ANNOUNCE_MAX; i++) {
+        struct shoal_msg_announce_entry *e = &a->entries[a->count++];
+        struct shoal_swarm_stats st;
+        shoal_swarm_stats(d->swarms[i], &st);
+        memcpy(e->manifest_id, shoal_swarm_id(d->swarms[i]), 32);
+        e->have_chunks = st.have_chunks;
+        e->total_chunks = st.nchunks;
+        e->complete = shoal_swarm_complete(d->swarms[i]);
+    }
+}
+
+/* Desired releases: anything not held or pulled yet becomes a pull. */
+static void trk_on_announce_reply(void *user, uint32_t idx,
+                                  const struct shoal_msg_announce_reply *r)
+{
+    struct shoal_daemon *d = user;
+    bool added = false;
+
+    for (uint32_t i = 0; i < r->count && !d->stopping; i++) {
+        const struct shoal_msg_desired *w = &r->desired[i];
+        bool known = find_swarm(d, w->manifest_id) != NULL;
+        char hex[17];
+
+        for (uint32_t k = 0; k < d->npulls && !known; k++)
+            known = !d->pulls[k].by_name && memcmp(d->pulls[k].id, w->manifest_id, 32) == 0;
+        if (known)
+            continue;
+        hex8(hex, w->manifest_id);
+        if (d->npulls >= SHOAL_CONFIG_LIST_MAX) {
+            LOG_W("rollout of %.*s (%s) ignored: %d pulls already", (int)w->repo.len, w->repo.p,
+                  hex, SHOAL_CONFIG_LIST_MAX);
+            continue;
+        }
+        memset(&d->pulls[d->npulls], 0, sizeof d->pulls[0]);
+        memcpy(d->pulls[d->npulls].id, w->manifest_id, 32);
+        d->npulls++;
+        added = true;
+        LOG_I("rollout: tracker %s asks for %.*s (manifest %s); pulling it",
+              shoal_trkconn_addr(d->trk, idx), (int)w->repo.len, w->repo.p, hex);
+    }
+    if (added) {
+        trk_want_manifests(d, true);
+        for (uint32_t i = 0; i < d->npeers; i++) {
+            if (shoal_peer_ready(d->peers[i]))
+                want_manifests(d, d->peers[i]);
+        }
+    }
+}
+
+static void trk_on_peers(void *user, uint32_t idx, const struct shoal_msg_peers *m)
+{
+    struct shoal_daemon *d = user;
+    struct shoal_swarm *s = find_swarm(d, m->manifest_id);
+    const char *zone = d->scfg.zone;
+    char addr[SHOAL_MSG_ADDR_MAX + 1];
+
+    if (!s || shoal_swarm_complete(s))
+        return;
+    /* Same-zone holders first, then the rest, while connections are left. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < m->count; i++) {
+            const struct shoal_msg_peer *pr = &m->peers[i];
+            bool same = pr->zone.len == strlen(zone) && memcmp(pr->zone.p, zone, pr->zone.len) == 0;
+            if (same != (pass == 0))
+                continue;
+            memcpy(addr, pr->addr.p, pr->addr.len);
+            addr[pr->addr.len] = '\0';
+            dial_node(d, pr->node_pk, addr);
+        }
+    }
+}
+
+static void trk_on_manifest(void *user, uint64_t tag, int status,
+                            const struct shoal_msg_manifest *mm)
+{
+    struct shoal_daemon *d = user;
+    struct pull *pl = tag < d->npulls ? &d->pulls[tag] : NULL;
+    struct shoal_manifest *m = NULL;
+    struct shoal_swarm *s;
+    char hex[17], name[SHOAL_MSG_REPO_MAX + 48];
+    int rv;
+
+    if (!pl || pl->swarm || d->stopping)
+        return;
+    if (pl->by_name)
+        snprintf(name, sizeof name, "%s", pl->name);
+    else
+        shoal_hex(name, pl->id, 32);
+    if (status != 0) {
+        LOG_D("no tracker has the manifest of %s yet", name);
+        return;
+    }
+    hex8(hex, mm->manifest_id);
+    rv = shoal_manifest_parse(&m, mm->signed_manifest.p, mm->signed_manifest.len,
+                              d->publishers, NULL);
+    if (rv == 0 && memcmp(shoal_manifest_id(m), mm->manifest_id, 32) != 0)
+        rv = SHOAL_EBADHASH;
+    if (rv == 0 && !pl->by_name && memcmp(pl->id, mm->manifest_id, 32) != 0)
+        rv = SHOAL_EBADMSG;
+    if (rv == 0 && pl->by_name) {
+        /* The tracker must answer with the release we named, not another
+         * one signed by the same publisher. */
+        char got[SHOAL_MSG_REPO_MAX + 48];
+        snprintf(got, sizeof got, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+        if (strcmp(got, pl->name) != 0)
+            rv = SHOAL_EBADMSG;
+    }
+    if (rv != 0) {
+        LOG_W("tracker answered %s with manifest %s that we refuse: %s", name, hex,
+              shoal_strerror(rv));
+        shoal_manifest_free(m);
+        return;
+    }
+    LOG_I("manifest %s for %s received from a tracker, signature verified", hex, name);
+    memcpy(pl->id, mm->manifest_id, 32);
+    pl->by_name = false;
+    s = find_swarm(d, pl->id);
+    if (s) {
+        shoal_manifest_free(m);
+        pl->swarm = s;
+        return;
+    }
+    s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len);
+    if (!s)
+        return;
+    pl->swarm = s;
+    /* Another pull may name the same release by id. */
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
+            memcmp(d->pulls[i].id, pl->id, 32) == 0)
+            d->pulls[i].swarm = s;
+    }
+    start_release(d, s);
+    if (!d->stopping)
+        discover(d);
+}
+
+static void trk_on_lease(void *user, uint64_t tag, uint32_t idx, int status,
+                         const struct shoal_msg_lease *l)
+{
+    struct shoal_daemon *d = user;
+    struct shoal_swarm *s = tag < d->nswarms ? d->swarms[tag] : NULL;
+
+    if (!s || (l && memcmp(l->manifest_id, shoal_swarm_id(s), 32) != 0))
+        return;
+    if (status != 0)
+        LOG_D("tracker %s: lease request failed: %s", shoal_trkconn_addr(d->trk, idx),
+              shoal_strerror(status));
+    shoal_swarm_lease_result(s, idx, status, l);
+}
+
+static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, uint32_t count)
+{
+    struct shoal_daemon *d = user;
+    uint64_t now = uv_now(&d->loop);
+    char hex[17];
+
+    if (!d->trk)
+        return SHOAL_SWARM_LEASE_LOCAL;
+    if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, swarm_index(d, s)) == 0)
+        return SHOAL_SWARM_LEASE_ASKED;
+    if (shoal_trkconn_ready(d->trk) > 0 || now - d->trk_seen_ms < d->cfg->lease_fallback_ms)
+        return SHOAL_SWARM_LEASE_LATER;
+    if (!d->fallback_logged) {
+        hex8(hex, shoal_swarm_id(s));
+        LOG_W("release %s: no tracker has answered for %llu ms; fetching from the origin "
+              "without a lease", hex, (unsigned long long)(now - d->trk_seen_ms));
+        d->fallback_logged = true;
+    }
+    return SHOAL_SWARM_LEASE_LOCAL;
+}
+
+static void swarm_on_lease_done(void *user, struct shoal_swarm *s, uint32_t trk, uint32_t first,
+                                uint32_t count)
+{
+    struct shoal_daemon *d = user;
+    if (d->trk)
+        shoal_trkconn_lease_done(d->trk, trk, shoal_swarm_id(s), first, count);
+}
+
+static void swarm_on_first_chunk(void *user, struct shoal_swarm *s)
+{
+    struct shoal_daemon *d = user;
+    if (d->trk)
+        shoal_trkconn_announce_soon(d->trk);
+}
+
+/* Creates the origin client and the tracker client (not started yet). */
+static int setup_trackers(struct shoal_daemon *d)
+{
+    const struct shoal_config *c = d->cfg;
+    int rv = 0;
+
+    uv_timer_init(&d->loop, &d->trk_timer);
+    d->trk_timer.data = d;
+    d->scfg.origin_delay_ms = (uint32_t)c->origin_delay_ms;
+    d->scfg.lease_chunks = (uint32_t)(c->lease_chunks > 64 ? 64 : c->lease_chunks);
+    d->scfg.max_leases = (uint32_t)(c->max_leases > 16 ? 16 : c->max_leases);
+    d->hooks.on_lease_req = swarm_on_lease_req;
+    d->hooks.on_lease_done = swarm_on_lease_done;
+    d->hooks.on_first_chunk = swarm_on_first_chunk;
+    if (!c->no_origin) {
+        shoal_hub_config_default(&d->hubcfg);
+        d->hubcfg.endpoint = c->hub_endpoint;
+        d->hubcfg.token_file = c->hub_token_file;
+        d->hubcfg.seed = d->scfg.seed;
+        rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
+        if (rv != 0) {
+            LOG_E("origin %s: %s", c->hub_endpoint ? c->hub_endpoint : "(from HF_ENDPOINT)",
+                  shoal_strerror(rv));
+            return rv;
+        }
+        d->scfg.hub = d->hub;
+        LOG_I("origin %s (%s token)", shoal_hub_endpoint(d->hub),
+              shoal_hub_has_token(d->hub) ? "with a" : "without a");
+    }
+    if (c->trackers.n == 0)
+        return 0;
+    d->tcfg.loop = &d->loop;
+    d->tcfg.addrs = (const char *const *)c->trackers.v;
+    d->tcfg.naddrs = c->trackers.n;
+    d->tcfg.sk = &d->sk;
+    d->tcfg.cred = d->cred;
+    d->tcfg.cred_len = d->cred_len;
+    d->tcfg.zone = d->scfg.zone;
+    d->tcfg.listen_addr = d->pctx.local.listen_addr;
+    d->tcfg.seed = d->scfg.seed;
+    d->thooks.on_ready = trk_on_ready;
+    d->thooks.fill_announce = trk_fill_announce;
+    d->thooks.on_announce_reply = trk_on_announce_reply;
+    d->thooks.on_peers = trk_on_peers;
+    d->thooks.on_manifest = trk_on_manifest;
+    d->thooks.on_lease = trk_on_lease;
+    d->thooks.user = d;
+    return shoal_trkconn_new(&d->trk, &d->tcfg, &d->thooks);
+}
+
+static void start_trackers(struct shoal_daemon *d)
+{
+    d->trk_seen_ms = uv_now(&d->loop);
+    if (!d->trk)
+        return;
+    if (shoal_trkconn_start(d->trk) != 0)
+        LOG_E("cannot start the tracker client");
+    uv_timer_start(&d->trk_timer, on_trk_timer, DISCOVER_MS, DISCOVER_MS);
+}
+
+/* Closes the tracker connections and the origin client; their handles
+ * finish closing on the loop. */
+static void stop_trackers(struct shoal_daemon *d)
+{
+    shoal_trkconn_stop(d->trk);
+    if (!uv_is_closing((uv_handle_t *)&d->trk_timer))
+        uv_close((uv_handle_t *)&d->trk_timer, NULL);
+    d->scfg.hub = NULL;
+    shoal_hub_free(d->hub);
+    d->hub = NULL;
+}
+/* --- end tracker --- */
+
+/* --- ctl --- */
+/* ---- control socket: what `shoal pull/status/peers/metrics` see ---- */
+
+/* The open release and/or the pending pull that |release| (a 64-hex
+ * manifest id or "org/name@commit") names; either may come back NULL. */
+static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_swarm **sw,
+                      struct pull **pl)
+{
+    size_t n = strlen(release);
+    const char *at = strrchr(release, '@');
+    uint8_t id[32];
+    bool by_id = n == 64 && shoal_unhex(id, 32, release, 64) == 0;
+
+    *sw = NULL;
+    *pl = NULL;
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        struct pull *p = &d->pulls[i];
+        if (by_id ? !p->by_name && memcmp(p->id, id, 32) == 0 : strcmp(p->name, release) == 0)
+            *pl = p;
+    }
+    if (by_id) {
+        *sw = find_swarm(d, id);
+    } else if (*pl && (*pl)->swarm) {
+        *sw = (*pl)->swarm;
+    } else if (at) {
+        for (uint32_t i = 0; i < d->nswarms && !*sw; i++) {
+            const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
+            const char *repo = shoal_manifest_repo_id(m);
+            if (strlen(repo) == (size_t)(at - release) && memcmp(repo, release, strlen(repo)) == 0 &&
+                strcmp(shoal_manifest_commit(m), at + 1) == 0)
+                *sw = d->swarms[i];
+        }
+    }
+}
+
+static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
+{
+    struct shoal_daemon *d = user;
+    struct shoal_swarm *sw;
+    struct pull *pl;
+    size_t n = strlen(release);
+    bool by_id;
+    int rv = 0;
+
+    ctl_match(d, release, &sw, &pl);
+    if (sw || pl)
+        return 0; /* here already, or under way */
+    by_id = n == 64 && strspn(release, "0123456789abcdefABCDEF") == 64;
+    if (d->stopping) {
+        snprintf(why, whylen, "shoald is shutting down");
+        return SHOAL_EBUSY;
+    }
+    if (d->npulls >= SHOAL_CONFIG_LIST_MAX) {
+        snprintf(why, whylen, "too many releases being pulled (%d)", SHOAL_CONFIG_LIST_MAX);
+        return SHOAL_ELIMIT;
+    }
+    if (!by_id && (!strchr(release, '@') || n > SHOAL_MSG_REPO_MAX)) {
+        snprintf(why, whylen, "'%s' is not org/name@commit nor a 64-hex manifest id", release);
+        return -EINVAL;
+    }
+    if (!by_id && !d->trk) {
+        snprintf(why, whylen,
+                 "release %s is not here and no tracker is configured to resolve its name: "
+                 "pull it by manifest id",
+                 release);
+        return SHOAL_ENOTFOUND;
+    }
+    pl = &d->pulls[d->npulls];
+    memset(pl, 0, sizeof *pl);
+    if (by_id) {
+        rv = shoal_unhex(pl->id, 32, release, 64);
+    } else {
+        pl->by_name = true;
+        memcpy(pl->name, release, n + 1);
+    }
+    if (rv != 0)
+        return rv;
+    d->npulls++;
+    LOG_I("pull %s asked on the control socket", release);
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        if (shoal_peer_ready(d->peers[i]))
+            want_manifests(d, d->peers[i]);
+    }
+    if (d->trk)
+        trk_want_manifests(d, true);
+    return 0;
+}
+
+static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
+{
+    const struct shoal_manifest *m = shoal_swarm_manifest(sw);
+    struct shoal_swarm_stats st;
+
+    shoal_swarm_stats(sw, &st);
+    memset(r, 0, sizeof *r);
+    r->has_id = true;
+    memcpy(r->id, shoal_swarm_id(sw), 32);
+    snprintf(r->name, sizeof r->name, "%s@%s", shoal_manifest_repo_id(m),
+             shoal_manifest_commit(m));
+    r->state = shoal_swarm_complete(sw) ? SHOAL_CTL_COMPLETE : SHOAL_CTL_PULLING;
+    r->have_bytes = st.have_bytes;
+    r->total_bytes = st.total_bytes;
+    r->have_chunks = st.have_chunks;
+    r->nchunks = st.nchunks;
+    r->peers = st.peers;
+    r->peer_bytes = st.rx_chunk_bytes;
+    r->origin_bytes = st.origin_bytes;
+}
+
+static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
+{
+    memset(r, 0, sizeof *r);
+    r->state = SHOAL_CTL_WAITING;
+    if (!pl->by_name) {
+        r->has_id = true;
+        memcpy(r->id, pl->id, 32);
+        shoal_hex(r->name, pl->id, 32);
+    } else {
+        snprintf(r->name, sizeof r->name, "%s", pl->name);
+    }
+}
+
+static int ctl_release(void *user, const char *release, struct shoal_ctl_release *r, char *why,
+                       size_t whylen)
+{
+    struct shoal_daemon *d = user;
+    struct shoal_swarm *sw;
+    struct pull *pl;
+
+    ctl_match(d, release, &sw, &pl);
+    if (sw) {
+        ctl_fill(d, sw, r);
+        return 0;
+    }
+    if (pl) {
+        ctl_fill_waiting(pl, r);
+        return 0;
+    }
+    snprintf(why, whylen, "release %s is neither here nor being pulled", release);
+    return SHOAL_ENOTFOUND;
+}
+
+static uint32_t ctl_releases(void *user, struct shoal_ctl_release *v, uint32_t max)
+{
+    struct shoal_daemon *d = user;
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < d->nswarms && n < max; i++)
+        ctl_fill(d, d->swarms[i], &v[n++]);
+    for (uint32_t i = 0; i < d->npulls && n < max; i++) {
+        if (!d->pulls[i].swarm)
+            ctl_fill_waiting(&d->pulls[i], &v[n++]);
+    }
+    return n;
+}
+
+static uint32_t ctl_peers(void *user, struct shoal_ctl_peer *v, uint32_t max)
+{
+    struct shoal_daemon *d = user;
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < d->npeers && n < max; i++) {
+        struct shoal_peer *p = d->peers[i];
+        const struct shoal_session *ss = shoal_peer_session(p);
+        struct shoal_ctl_peer *o = &v[n];
+        if (!shoal_peer_ready(p) || !ss)
+            continue;
+        memset(o, 0, sizeof *o);
+        memcpy(o->node_pk, shoal_session_peer_pk(ss), 32);
+        snprintf(o->addr, sizeof o->addr, "%s", shoal_session_peer_addr(ss));
+        snprintf(o->zone, sizeof o->zone, "%s", shoal_session_peer_zone(ss));
+        snprintf(o->cipher, sizeof o->cipher, "%s", shoal_session_cipher(ss));
+        o->initiator = shoal_peer_initiator(p);
+        o->rx_bytes = shoal_peer_rx_bytes(p);
+        o->tx_bytes = shoal_peer_tx_bytes(p);
+        o->conn_id = shoal_peer_id(p);
+        n++;
+    }
+    return n;
+}
+
+static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
+{
+    struct shoal_daemon *d = user;
+    uint64_t now = uv_now(&d->loop);
+
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        struct shoal_swarm_stats st;
+        shoal_swarm_stats(d->swarms[i], &st);
+        m->bytes_from_peers += st.rx_chunk_bytes;
+        m->bytes_from_origin += st.origin_bytes;
+        m->bytes_served += st.tx_chunk_bytes;
+        m->bytes_served_payload += st.tx_payload_bytes;
+        m->chunks_verified += st.rx_chunks;
+        m->chunks_failed += st.bad_chunks;
+        m->releases++;
+        m->releases_complete += shoal_swarm_complete(d->swarms[i]);
+    }
+    for (uint32_t i = 0; i < d->npulls; i++)
+        m->releases += !d->pulls[i].swarm;
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        m->peers += shoal_peer_ready(d->peers[i]);
+        m->wire_rx_bytes += shoal_peer_rx_bytes(d->peers[i]);
+        m->wire_tx_bytes += shoal_peer_tx_bytes(d->peers[i]);
+    }
+    m->bans_total = d->bans_total;
+    for (uint32_t i = 0; i < d->nbans; i++)
+        m->bans_active += d->bans[i].until_ms > now;
+}
+
+/* Rate caps into the peer context, and the control socket. A socket at
+ * the default path that another daemon holds is not fatal (the CLI then
+ * talks to that one); one the operator named is. */
+static int start_ctl(struct shoal_daemon *d)
+{
+    const struct shoal_config *c = d->cfg;
+    const char *path = c->control_socket;
+    int rv;
+
+    d->rate.up = c->rate_up;
+    d->rate.down = c->rate_down;
+    d->rate.peer_up = c->peer_rate_up;
+    d->rate.peer_down = c->peer_rate_down;
+    shoal_bucket_init(&d->up_bucket, c->rate_up, uv_now(&d->loop));
+    shoal_bucket_init(&d->down_bucket, c->rate_down, uv_now(&d->loop));
+    d->pctx.rate = &d->rate;
+    d->pctx.global_up = c->rate_up ? &d->up_bucket : NULL;
+    d->pctx.global_down = c->rate_down ? &d->down_bucket : NULL;
+    if (c->rate_up || c->rate_down || c->peer_rate_up || c->peer_rate_down)
+        LOG_I("rate limits (bytes/s, 0 none): up %llu, down %llu, per peer up %llu, down %llu",
+              (unsigned long long)c->rate_up, (unsigned long long)c->rate_down,
+              (unsigned long long)c->peer_rate_up, (unsigned long long)c->peer_rate_down);
+
+    if (path && strcmp(path, "none") == 0)
+        return 0;
+    d->ctl_ops.pull = ctl_pull;
+    d->ctl_ops.release = ctl_release;
+    d->ctl_ops.releases = ctl_releases;
+    d->ctl_ops.peers = ctl_peers;
+    d->ctl_ops.metrics = ctl_metrics;
+    d->ctl_ops.user = d;
+    rv = shoal_ctl_new(&d->ctl, &d->loop, path, &d->ctl_ops);
+    if (rv == 0) {
+        LOG_I("control socket %s", shoal_ctl_path(d->ctl));
+    } else if (!path) {
+        LOG_W("no control socket at the default path: %s (set control-socket)",
+              rv == SHOAL_EBUSY ? "another shoald is answering there" : shoal_strerror(rv));
+        rv = 0;
+    } else {
+        LOG_E("control socket %s: %s", path,
+              rv == SHOAL_EBUSY ? "another shoald is answering there" : shoal_strerror(rv));
+    }
+    return rv;
+}
+/* --- end ctl --- */
 
 /* ---- shutdown ---- */
 
@@ -378,6 +1203,9 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->redial, NULL);
+    shoal_loader_srv_close(d->loader); /* --- loader --- */
+    stop_trackers(d); /* --- tracker --- */
+    shoal_ctl_close(d->ctl); /* --- ctl --- */
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_stop(d->swarms[i]);
     /* Copy: closing may not change the array now, but the close callbacks
@@ -488,8 +1316,22 @@ static int open_manifests(struct shoal_daemon *d)
     }
     for (size_t i = 0; i < c->pulls.n && rv == 0; i++) {
         struct pull *pl = &d->pulls[d->npulls];
+        /* --- tracker --- */
+        if (strchr(c->pulls.v[i], '@')) {
+            if (!d->trk || strlen(c->pulls.v[i]) > SHOAL_MSG_REPO_MAX) {
+                LOG_E("pull %s: a release name needs a tracker (tracker) to resolve it%s",
+                      c->pulls.v[i], d->trk ? " and is too long" : "");
+                rv = -EINVAL;
+                break;
+            }
+            pl->by_name = true;
+            strcpy(pl->name, c->pulls.v[i]);
+            d->npulls++;
+            continue;
+        }
+        /* --- end tracker --- */
         if (shoal_unhex(pl->id, 32, c->pulls.v[i], strlen(c->pulls.v[i])) != 0) {
-            LOG_E("pull %s: not a 64-hex manifest id", c->pulls.v[i]);
+            LOG_E("pull %s: not a 64-hex manifest id or org/name@commit", c->pulls.v[i]);
             rv = -EINVAL;
             break;
         }
@@ -577,9 +1419,20 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->scfg.cache_dir = d->cache_dir;
     d->scfg.zone = cfg->zone ? cfg->zone : "";
     d->scfg.store_flags = cfg->verify_store ? SHOAL_STORE_VERIFY : 0;
+    /* --- loader --- */
+    if (cfg->store && strcmp(cfg->store, "memory") == 0) {
+        d->scfg.store_flags |= SHOAL_STORE_MEMORY;
+    } else if (cfg->store && strcmp(cfg->store, "disk") != 0) {
+        LOG_E("store '%s': use disk or memory", cfg->store);
+        rv = -EINVAL;
+        goto fail;
+    }
+    d->hooks.on_file = loader_on_file;
+    /* --- end loader --- */
     d->scfg.serve_per_peer = (uint32_t)cfg->serve_per_peer;
     d->scfg.request_timeout_ms = (uint32_t)cfg->request_timeout_ms;
     d->scfg.corrupt_uploads = cfg->test_corrupt_uploads;
+    d->scfg.compress_level = cfg->compress_level > 19 ? 19 : (int)cfg->compress_level; /* ctl */
     d->scfg.seed = cfg->seed;
     if (!d->scfg.seed)
         for (int i = 0; i < 8; i++)
@@ -610,7 +1463,13 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->pcb.on_msg = peer_on_msg;
     d->pcb.on_close = peer_on_close;
 
-    rv = open_manifests(d);
+    rv = setup_trackers(d); /* --- tracker --- */
+    if (rv == 0)
+        rv = open_manifests(d);
+    if (rv == 0)
+        rv = start_loader(d); /* --- loader --- */
+    if (rv == 0)
+        rv = start_ctl(d); /* --- ctl --- */
     if (rv != 0)
         goto fail;
     hex8(pkhex, d->pk.pk);
@@ -631,6 +1490,7 @@ int shoal_daemon_run(struct shoal_daemon *d)
     for (uint32_t i = 0; i < d->nswarms; i++)
         start_release(d, d->swarms[i]);
     dial_static(d);
+    start_trackers(d); /* --- tracker --- */
     if (d->cfg->peers.n)
         uv_timer_start(&d->redial, on_redial, d->cfg->reconnect_ms, d->cfg->reconnect_ms);
     uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -655,12 +1515,18 @@ void shoal_daemon_free(struct shoal_daemon *d)
             shoal_swarm_stop(d->swarms[i]);
         for (uint32_t i = 0; i < d->npeers; i++)
             shoal_peer_close(d->peers[i], "daemon exiting", false);
+        shoal_loader_srv_close(d->loader); /* --- loader --- */
+        stop_trackers(d); /* --- tracker --- */
+        shoal_ctl_close(d->ctl); /* --- ctl --- */
         uv_walk(&d->loop, close_any, NULL);
     }
     /* Finishes close callbacks and worker jobs still queued. */
     uv_run(&d->loop, UV_RUN_DEFAULT);
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_free(d->swarms[i]);
+    shoal_loader_srv_free(d->loader); /* --- loader --- */
+    shoal_ctl_free(d->ctl); /* --- ctl --- */
+    shoal_trkconn_free(d->trk); /* --- tracker --- */
     if (uv_loop_close(&d->loop) != 0)
         LOG_W("event loop closed with handles still open");
     shoal_keyset_free(d->cluster_keys);

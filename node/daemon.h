@@ -8,6 +8,12 @@
  * that send bad chunks, and shuts down gracefully on SIGTERM/SIGINT (BYE to
  * every peer, queued writes flushed, in-flight worker jobs finished, store
  * sidecars flushed).
+ *
+ * With trackers (trkconn.h) it also announces what it holds, resolves
+ * --pull names and ids, dials the holders a tracker lists (same zone
+ * first), pulls what a rollout asks for, and takes origin leases there;
+ * without any tracker answering for lease-fallback-ms it fetches from the
+ * origin on its own.
  */
 #ifndef SHOAL_DAEMON_H
 #define SHOAL_DAEMON_H

@@ -44,6 +44,12 @@ struct shoal_peer {
     bool drain_wanted;
     uint64_t id;
     uint64_t rx, tx;
+    /* --- ctl: rate limits --- */
+    uv_timer_t pace;               /* next held send or read resume */
+    struct shoal_rate_pair up, down;
+    struct held *held, *held_tail; /* CHUNK frames waiting, not yet sealed */
+    bool read_paused;
+    /* --- end ctl --- */
     char name[80];
     char reason[256];
     uint8_t rbuf[READ_BUF];
@@ -56,6 +62,18 @@ struct wreq {
     uint8_t *payload;  /* plain CHUNK payload, or NULL */
     size_t bytes;
 };
+
+/* --- ctl: rate limits --- */
+/* A CHUNK over the upload budget: sealed only when it is sent, so the
+ * session's nonces stay in send order. */
+struct held {
+    struct held *next;
+    uint8_t *hdr;
+    size_t hlen;
+    uint8_t *payload;
+    size_t plen;
+};
+/* --- end ctl --- */
 
 static uint64_t next_peer_id = 1;
 
@@ -113,6 +131,13 @@ static void handle_closed(uv_handle_t *h)
         p->cb->on_close(p, p->reason, p->user);
     shoal_session_free(p->sess);
     shoal_frame_dec_free(&p->dec);
+    while (p->held) { /* --- ctl --- */
+        struct held *next = p->held->next;
+        free(p->held->hdr);
+        free(p->held->payload);
+        free(p->held);
+        p->held = next;
+    }
     free(p);
 }
 
@@ -122,6 +147,8 @@ static void close_now(struct shoal_peer *p)
         uv_close((uv_handle_t *)&p->tcp, handle_closed);
     if (!uv_is_closing((uv_handle_t *)&p->timer))
         uv_close((uv_handle_t *)&p->timer, handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&p->pace)) /* --- ctl --- */
+        uv_close((uv_handle_t *)&p->pace, handle_closed);
 }
 
 static void shutdown_done(uv_shutdown_t *req, int status)
@@ -260,12 +287,120 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
     return send_raw(p, m, peer_max_body(p));
 }
 
+/* Seals (when the session is sealed) and queues CHUNK header |hdr| and
+ * |payload|; takes both. */
+static int emit_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
+                      size_t plen)
+{
+    uint8_t *frame = NULL;
+    size_t flen;
+    int rv;
+
+    if (shoal_session_send_overhead(p->sess) == 0) {
+        /* Plain: header and payload go out as two buffers, no copy. */
+        return queue_write(p, hdr, hlen, payload, plen);
+    }
+    /* Sealed: the AEAD needs the body in one piece. */
+    frame = malloc(hlen + plen + SHOAL_SESSION_TAG_LEN);
+    if (!frame) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    memcpy(frame, hdr, hlen);
+    memcpy(frame + hlen, payload, plen);
+    rv = shoal_session_seal(p->sess, frame, hlen - SHOAL_FRAME_HDR_LEN + plen, &flen);
+    if (rv != 0)
+        goto fail;
+    free(hdr);
+    free(payload);
+    return queue_write(p, frame, flen, NULL, 0);
+fail:
+    free(frame);
+    free(hdr);
+    free(payload);
+    return rv;
+}
+
+/* --- ctl: rate limits --- */
+static void on_pace(uv_timer_t *t);
+
+/* Arms the pace timer for the earliest of: the next held CHUNK's upload
+ * budget, the end of a read pause. */
+static void arm_pace(struct shoal_peer *p)
+{
+    uint64_t now = uv_now(p->ctx->loop), w = UINT64_MAX;
+
+    if (p->closing)
+        return;
+    if (p->held)
+        w = shoal_rate_pair_wait(&p->up, now);
+    if (p->read_paused) {
+        uint64_t d = shoal_rate_pair_wait(&p->down, now);
+        w = d < w ? d : w;
+    }
+    if (w != UINT64_MAX)
+        uv_timer_start(&p->pace, on_pace, w ? w : 1, 0);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_pace(uv_timer_t *t)
+{
+    struct shoal_peer *p = t->data;
+    uint64_t now = uv_now(p->ctx->loop);
+
+    while (p->held && !p->closing && shoal_rate_pair_wait(&p->up, now) == 0) {
+        struct held *h = p->held;
+        p->held = h->next;
+        if (!p->held)
+            p->held_tail = NULL;
+        p->queued -= h->hlen + h->plen;
+        shoal_rate_pair_take(&p->up, now, h->hlen + h->plen);
+        if (emit_chunk(p, h->hdr, h->hlen, h->payload, h->plen) != 0 && !p->closing)
+            shoal_peer_close(p, "cannot queue a chunk", false);
+        free(h);
+    }
+    if (p->read_paused && !p->closing && shoal_rate_pair_wait(&p->down, now) == 0) {
+        p->read_paused = false;
+        if (uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
+            shoal_peer_close(p, "cannot resume reading", false);
+    }
+    arm_pace(p);
+}
+
+/* Holds CHUNK |hdr| + |payload| (taken) until the upload budget allows. */
+static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
+                      size_t plen)
+{
+    struct held *h = calloc(1, sizeof *h);
+
+    if (!h) {
+        free(hdr);
+        free(payload);
+        return -ENOMEM;
+    }
+    h->hdr = hdr;
+    h->hlen = hlen;
+    h->payload = payload;
+    h->plen = plen;
+    if (p->held_tail)
+        p->held_tail->next = h;
+    else
+        p->held = h;
+    p->held_tail = h;
+    p->queued += hlen + plen;
+    arm_pace(p);
+    return 0;
+}
+/* --- end ctl --- */
+
 int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
                           uint8_t *payload)
 {
     struct shoal_buf b;
-    size_t plen = c->payload.len, hlen, flen;
-    uint8_t *frame = NULL;
+    size_t plen = c->payload.len, hlen;
+    uint64_t now;
     int rv;
 
     shoal_buf_init(&b, 256);
@@ -285,26 +420,14 @@ int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
         rv = SHOAL_ETOOBIG;
         goto fail;
     }
-    if (shoal_session_send_overhead(p->sess) == 0) {
-        /* Plain: header and payload go out as two buffers, no copy. */
-        return queue_write(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
-    }
-    /* Sealed: the AEAD needs the body in one piece. */
-    frame = malloc(hlen + plen + SHOAL_SESSION_TAG_LEN);
-    if (!frame) {
-        rv = -ENOMEM;
-        goto fail;
-    }
-    memcpy(frame, b.data, hlen);
-    memcpy(frame + hlen, payload, plen);
-    rv = shoal_session_seal(p->sess, frame, hlen - SHOAL_FRAME_HDR_LEN + plen, &flen);
-    if (rv != 0)
-        goto fail;
-    free(payload);
-    shoal_buf_free(&b);
-    return queue_write(p, frame, flen, NULL, 0);
+    /* --- ctl: rate limits --- */
+    now = uv_now(p->ctx->loop);
+    if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
+        return hold_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
+    shoal_rate_pair_take(&p->up, now, hlen + plen);
+    /* --- end ctl --- */
+    return emit_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
 fail:
-    free(frame);
     free(payload);
     shoal_buf_free(&b);
     return rv;
@@ -534,6 +657,17 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         LOG_W("peer %s: %s, closing", p->name, why);
         shoal_peer_close(p, why, false);
     }
+    /* --- ctl: rate limits --- */
+    if (!p->closing && p->st == ST_READY) {
+        uint64_t now = uv_now(p->ctx->loop);
+        shoal_rate_pair_take(&p->down, now, (uint64_t)nread);
+        if (shoal_rate_pair_wait(&p->down, now) > 0) {
+            uv_read_stop((uv_stream_t *)&p->tcp);
+            p->read_paused = true;
+            arm_pace(p);
+        }
+    }
+    /* --- end ctl --- */
 }
 
 static int start(struct shoal_peer *p)
@@ -599,6 +733,15 @@ static int peer_alloc(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
     uv_timer_init(ctx->loop, &p->timer);
     p->tcp.data = p->timer.data = p->conn_req.data = p;
     p->open_handles = 2;
+    /* --- ctl: rate limits --- */
+    uv_timer_init(ctx->loop, &p->pace);
+    p->pace.data = p;
+    p->open_handles++;
+    shoal_bucket_init(&p->up.own, ctx->rate ? ctx->rate->peer_up : 0, uv_now(ctx->loop));
+    shoal_bucket_init(&p->down.own, ctx->rate ? ctx->rate->peer_down : 0, uv_now(ctx->loop));
+    p->up.global = ctx->global_up;
+    p->down.global = ctx->global_down;
+    /* --- end ctl --- */
     uv_tcp_nodelay(&p->tcp, 1);
     uv_timer_start(&p->timer, handshake_expired,
                    ctx->handshake_timeout_ms ? ctx->handshake_timeout_ms : 10000, 0);

@@ -25,6 +25,7 @@
 
 #include "keys.h"
 #include "msg.h"
+#include "ratelimit.h"
 #include "session.h"
 
 struct shoal_peer;
@@ -37,6 +38,15 @@ struct shoal_peer_ctx {
     uint32_t handshake_timeout_ms;        /* 0: 10 s */
     size_t max_queue;                     /* write-queue bytes before sends are
                                            * refused (SHOAL_EBUSY); 0: 64 MiB */
+    /* --- ctl: rate limits --- */
+    /* Per-connection caps (peer_up, peer_down; 0 none) and the node-wide
+     * buckets every connection also draws from (NULL: none). CHUNK frames
+     * over the upload budget wait in the peer (counted as queued) and go
+     * out in order as the budget refills; reading stops while the download
+     * budget is in debt, so TCP slows the sender. */
+    const struct shoal_rate_cfg *rate;    /* may be NULL */
+    struct shoal_bucket *global_up, *global_down;
+    /* --- end ctl --- */
 };
 
 struct shoal_peer_cb {

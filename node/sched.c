@@ -49,6 +49,7 @@ struct peer {
     uint32_t inflight;
     uint32_t depth;
     uint32_t rtt_ms;
+    uint32_t hint;        /* last chunk it announced that we need */
     bool used;
     bool same_zone;
     bool stale;           /* last pick found nothing; wait for news */
@@ -87,6 +88,8 @@ struct shoal_sched {
     uint32_t *prv;
     uint32_t nb;          /* buckets per tier: max_peers + 1 */
     uint32_t *heads;      /* NTIERS * nb */
+    uint64_t (*nonempty)[4]; /* per tier: which buckets have chunks */
+    uint8_t hslot[512];   /* peer id hash -> slot + 1 (0 = empty) */
     uint32_t n_listed;
     uint32_t n_orphan;
     uint32_t nhave;
@@ -178,6 +181,7 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
     if (h == NIL) {
         s->nxt[c] = s->prv[c] = c;
         s->heads[b] = c;
+        s->nonempty[s->tier[c]][s->cnt[c] >> 6] |= 1ull << (s->cnt[c] & 63);
     } else {
         /* Insert before the head: that is the tail of the circular list;
          * a coin flip makes it the new head instead, so list order (and
@@ -201,6 +205,7 @@ static void list_remove(struct shoal_sched *s, uint32_t c)
     uint32_t b = bucket_of(s, c);
     if (s->nxt[c] == c) {
         s->heads[b] = NIL;
+        s->nonempty[s->tier[c]][s->cnt[c] >> 6] &= ~(1ull << (s->cnt[c] & 63));
     } else {
         s->prv[s->nxt[c]] = s->prv[c];
         s->nxt[s->prv[c]] = s->nxt[c];
@@ -220,12 +225,43 @@ static void clear_stale(struct shoal_sched *s, bool cross_only)
             s->peers[i].stale = false;
 }
 
+static uint32_t hslot_of(uint64_t id)
+{
+    return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 55); /* 0..511 */
+}
+
+/* Slot of peer |id|, or -1. Peers are few (<= 250) and the table has 512
+ * entries, so linear probing stays short. */
 static int find_peer(const struct shoal_sched *s, uint64_t id)
 {
-    for (uint32_t i = 0; i < s->cfg.max_peers; i++)
-        if (s->peers[i].used && s->peers[i].id == id)
-            return (int)i;
-    return -1;
+    for (uint32_t h = hslot_of(id);; h = (h + 1) & 511) {
+        uint8_t v = s->hslot[h];
+        if (v == 0)
+            return -1;
+        if (v != 0xff && s->peers[v - 1].id == id)
+            return v - 1;
+    }
+}
+
+static void hslot_put(struct shoal_sched *s, uint64_t id, uint32_t slot)
+{
+    uint32_t h = hslot_of(id);
+    while (s->hslot[h] != 0 && s->hslot[h] != 0xff)
+        h = (h + 1) & 511;
+    s->hslot[h] = (uint8_t)(slot + 1);
+}
+
+static void hslot_del(struct shoal_sched *s, uint64_t id)
+{
+    for (uint32_t h = hslot_of(id);; h = (h + 1) & 511) {
+        uint8_t v = s->hslot[h];
+        if (v == 0)
+            return;
+        if (v != 0xff && s->peers[v - 1].id == id) {
+            s->hslot[h] = 0xff; /* tombstone keeps later probes intact */
+            return;
+        }
+    }
 }
 
 static int push_pending(struct shoal_sched *s, enum shoal_sched_action_type type, uint64_t peer,
@@ -446,6 +482,7 @@ void shoal_sched_free(struct shoal_sched *s)
     free(s->nxt);
     free(s->prv);
     free(s->heads);
+    free(s->nonempty);
     free(s->peers);
     free(s->reqs);
     free(s->pend);
@@ -505,12 +542,13 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->nxt = malloc(n * sizeof(uint32_t));
     s->prv = malloc(n * sizeof(uint32_t));
     s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
+    s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
     s->peers = calloc(c.max_peers, sizeof(struct peer));
     s->reqcap = c.max_peers * c.max_depth;
     s->reqs = malloc(s->reqcap * sizeof(struct req));
     s->leases = calloc(c.max_leases, sizeof(struct lease));
     if ((rel->nfiles && s->file_first == NULL) || !s->flags || !s->cnt || !s->cnt_same ||
-        !s->tier || !s->nxt || !s->prv || !s->heads || !s->peers || !s->reqs || !s->leases)
+        !s->tier || !s->nxt || !s->prv || !s->heads || !s->nonempty || !s->peers || !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
         memcpy(s->file_first, rel->file_first, rel->nfiles * sizeof(uint32_t));
@@ -556,6 +594,7 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     s->npeers++;
     if (same_zone)
         s->nsame++;
+    hslot_put(s, peer, i);
 out:
     return rv;
 }
@@ -579,6 +618,7 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     }
     if (p->same_zone)
         s->nsame--;
+    hslot_del(s, peer);
     free(p->bits);
     memset(p, 0, sizeof(*p));
     s->npeers--;
@@ -592,8 +632,10 @@ static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
     p->nhave++;
     if (!(s->flags[c] & F_HAVE)) {
         avail_change(s, c, p->same_zone, 1);
-        if (!(s->flags[c] & (F_REQ | F_ORIGIN)))
+        if (!(s->flags[c] & (F_REQ | F_ORIGIN))) {
             p->stale = false;
+            p->hint = c;
+        }
     }
 }
 
@@ -662,6 +704,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
         bool more;
         if (req_copies(s, chunk, NIL, &more) == 0)
             s->flags[chunk] &= (uint8_t)~F_REQ;
+        p->stale = false;
         if (duration_ms > 0) {
             double sample = (double)bytes * 1000.0 / (double)duration_ms;
             p->thr = p->thr == 0 ? sample : 0.75 * p->thr + 0.25 * sample;
@@ -820,23 +863,66 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
 
 /* ---- decisions ---- */
 
-/* The rarest listed chunk that same-zone peer |p| holds, best tier first. */
-static uint32_t pick_same(struct shoal_sched *s, const struct peer *p)
+/* Most chunks one pick examines; see pick_same. */
+#define WALK_MAX 8
+
+/*
+ * The rarest listed chunk that same-zone peer |p| holds, best tier first.
+ * A walk that examines WALK_MAX chunks of a bucket without a match gives up
+ * on that bucket for this pick and moves its head past them, so the next
+ * pick continues where this one stopped: the cost per pick stays bounded
+ * when a peer lacks most of the rare chunks. *|exhausted| tells whether
+ * every bucket was searched completely (then nothing is there for |p|).
+ */
+static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exhausted)
 {
-    for (uint32_t t = 0; t < NTIERS; t++) {
-        const uint32_t *h = s->heads + (size_t)t * s->nb;
-        for (uint32_t a = 1; a < s->nb; a++) {
-            uint32_t c0 = h[a];
-            if (c0 == NIL)
-                continue;
-            uint32_t c = c0;
-            do {
-                if (bit_get(p->bits, c))
-                    return c;
-                c = s->nxt[c];
-            } while (c != c0);
+    uint32_t budget = 2 * WALK_MAX;
+    *exhausted = true;
+    /* The chunk the peer announced last is the answer whenever it is as
+     * rare (and as urgent) as anything listed: O(1) for the common case of
+     * a fresh chunk spreading through the swarm. */
+    uint32_t hc = p->hint;
+    if (hc < s->nchunks && (s->flags[hc] & F_LISTED) && bit_get(p->bits, hc)) {
+        uint32_t t = 0;
+        while (t < NTIERS && (s->nonempty[t][0] & ~1ull) == 0 && s->nonempty[t][1] == 0 &&
+               s->nonempty[t][2] == 0 && s->nonempty[t][3] == 0)
+            t++;
+        if (t == s->tier[hc]) {
+            uint64_t m0 = s->nonempty[t][0] & ~1ull;
+            uint32_t lo = m0 ? (uint32_t)__builtin_ctzll(m0) : 64;
+            if (s->cnt[hc] <= lo)
+                return hc;
         }
     }
+    for (uint32_t t = 0; t < NTIERS && budget > 0; t++) {
+        uint32_t *h = s->heads + (size_t)t * s->nb;
+        for (uint32_t w = 0; w < 4; w++) {
+            uint64_t m = s->nonempty[t][w];
+            if (w == 0)
+                m &= ~1ull; /* bucket 0: orphans, nobody to ask */
+            while (m) {
+                uint32_t a = w * 64 + (uint32_t)__builtin_ctzll(m);
+                m &= m - 1;
+                uint32_t c0 = h[a], c = c0, k = 0;
+                do {
+                    if (bit_get(p->bits, c))
+                        return c;
+                    c = s->nxt[c];
+                } while (c != c0 && ++k < WALK_MAX && --budget > 0);
+                if (c != c0) {
+                    h[a] = c;
+                    *exhausted = false;
+                }
+                if (budget == 0)
+                    break;
+            }
+        }
+    }
+    /* Out of budget: the chunk this peer announced last, if still needed,
+     * is a fine pick (it is usually a fresh, rare one). */
+    if (!*exhausted && p->hint < s->nchunks && (s->flags[p->hint] & F_LISTED) &&
+        bit_get(p->bits, p->hint))
+        return p->hint;
     return NIL;
 }
 
@@ -906,20 +992,25 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     if (pickable || endgame) {
         uint32_t np = s->cfg.max_peers;
         for (uint32_t k = 0; k < np && n < max; k++) {
-            uint32_t slot = (s->rr + k) % np;
+            uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
             struct peer *p = &s->peers[slot];
             if (!p->used || p->stale || p->nhave == 0 || p->busy_until > now_ms)
                 continue;
             while (n < max && p->inflight < p->depth && s->nreq < s->reqcap) {
                 uint32_t c = NIL;
-                bool dup = false;
+                bool dup = false, exhausted = true;
                 if (s->n_listed > s->n_orphan)
-                    c = p->same_zone ? pick_same(s, p) : pick_cross(s, p);
+                    c = p->same_zone ? pick_same(s, p, &exhausted) : pick_cross(s, p);
                 if (c == NIL && s->n_listed == 0) {
                     c = pick_endgame(s, slot);
                     dup = true;
                 }
                 if (c == NIL) {
+                    /* Even a partial search gives up until news arrives
+                     * (a HAVE, a relisted chunk, a finished request from
+                     * this peer): retrying on every call would walk the
+                     * same lists again. */
+                    (void)exhausted;
                     p->stale = true;
                     break;
                 }
@@ -983,6 +1074,11 @@ bool shoal_sched_have(const struct shoal_sched *s, uint32_t chunk)
 uint32_t shoal_sched_have_count(const struct shoal_sched *s) { return s->nhave; }
 
 bool shoal_sched_complete(const struct shoal_sched *s) { return s->nhave == s->nchunks; }
+
+bool shoal_sched_wants(const struct shoal_sched *s, uint32_t chunk)
+{
+    return chunk < s->nchunks && (s->flags[chunk] & F_LISTED);
+}
 
 void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits)
 {

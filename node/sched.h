@@ -213,6 +213,9 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s);
 bool shoal_sched_have(const struct shoal_sched *s, uint32_t chunk);
 uint32_t shoal_sched_have_count(const struct shoal_sched *s);
 bool shoal_sched_complete(const struct shoal_sched *s);
+/* True when |chunk| is missing and not yet requested from anyone: a HAVE
+ * for it can lead to a new request (lets a transport skip waking us). */
+bool shoal_sched_wants(const struct shoal_sched *s, uint32_t chunk);
 /* Copies our have-set as a bitfield (ceil(nchunks/8) bytes) to |bits|. */
 void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits);
 /* Requests in flight to peers (duplicates counted). */

@@ -50,6 +50,16 @@ static const char usage[] =
     "                                 record that every node (in zone Z) should hold\n"
     "                                 the release, or show how many nodes hold it\n"
     "\n"
+    "The local daemon (shoald), over its control socket (--socket PATH; default\n"
+    "$XDG_RUNTIME_DIR/shoald.sock, /run/shoald/shoald.sock for root):\n"
+    "  pull ORG/NAME@REV|MANIFEST_ID [--timeout S] [--quiet]\n"
+    "                                 fetch a release and wait until it is complete,\n"
+    "                                 with progress (bytes, rate, peers, share from the\n"
+    "                                 origin, ETA); exit 0 when complete\n"
+    "  status                         releases here and their progress\n"
+    "  peers                          connected peers: node, address, zone, cipher, rates\n"
+    "  metrics                        counters in Prometheus text format\n"
+    "\n"
     "  help                           this text\n"
     "\n"
     "Sizes accept K, M, G suffixes (powers of 1024). Exit status: 0 success,\n"
@@ -68,6 +78,10 @@ static const struct cmd cmds[] = {
     {"manifest", shoal_cmd_manifest},
     {"publish", shoal_cmd_publish},
     {"rollout", shoal_cmd_rollout},
+    {"pull", shoal_cmd_pull},
+    {"status", shoal_cmd_status},
+    {"peers", shoal_cmd_peers},
+    {"metrics", shoal_cmd_metrics},
 };
 
 int main(int argc, char **argv)

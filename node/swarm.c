@@ -13,8 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codec.h" /* --- ctl --- */
 #include "error.h"
 #include "hash.h"
+#include "hub.h"
 #include "nodelog.h"
 #include "sched.h"
 #include "store.h"
@@ -50,6 +52,11 @@ struct verify_job {
     uint32_t len;
     uint64_t sent_ms;
     int rv;
+    bool dup; /* --- tracker ---: the chunk was already held */
+    /* --- ctl: codec --- */
+    uint8_t codec;          /* of |data|, which holds |plen| payload bytes */
+    uint32_t plen;
+    /* --- end ctl --- */
 };
 
 /* A chunk being read for a peer (worker thread). */
@@ -63,6 +70,11 @@ struct serve_job {
     bool cancelled;
     uint8_t *buf;
     int rv;
+    /* --- ctl: codec --- */
+    uint8_t codec;           /* SHOAL_CODEC_RAW: send |buf| */
+    uint8_t *payload;        /* compressed form, |plen| bytes */
+    size_t plen;
+    /* --- end ctl --- */
 };
 
 struct shoal_swarm {
@@ -83,10 +95,32 @@ struct shoal_swarm {
     uint64_t start_ms;
     uint64_t rx_bytes, tx_bytes;
     uint32_t bad_chunks;
+    uint64_t rx_chunks, tx_wire_payload; /* --- ctl --- */
     char idhex[17];
+    /* --- tracker --- */
+    struct slease {
+        bool used;
+        uint32_t first, count;
+        uint32_t trk;              /* SHOAL_TRKCONN_NONE-like: UINT32_MAX, local */
+    } leases[16];
+    uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
+    struct ofetch *ofetches;       /* origin fetches alive */
+    uint64_t origin_bytes, dup_bytes, resumed_bytes;
+    bool got_first;                /* a chunk arrived since open */
+    bool repump;                   /* a local lease queued new actions */
+    /* --- end tracker --- */
 };
 
 static uint32_t next_req_id = 1;
+
+/* --- tracker --- */
+struct ofetch;
+static void origin_free_all(struct shoal_swarm *s);
+static void note_first_chunk(struct shoal_swarm *s);
+static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action *a);
+static void do_origin_fetch(struct shoal_swarm *s, const struct shoal_sched_action *a);
+static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action *a);
+/* --- end tracker --- */
 
 static uint64_t now_ms(const struct shoal_swarm *s)
 {
@@ -116,6 +150,10 @@ static void on_file(void *user, uint32_t file, int status)
     else
         LOG_E("release %s: %s failed its sha256 or could not be published: %s", s->idhex,
               f->path, shoal_strerror(status));
+    /* --- loader --- */
+    if (s->hooks->on_file)
+        s->hooks->on_file(s->hooks->user, s, file, status);
+    /* --- end loader --- */
 }
 
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
@@ -175,6 +213,12 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     }
     shoal_sched_config_default(&sc);
     sc.seed = cfg->seed;
+    /* --- tracker --- */
+    if (cfg->lease_chunks)
+        sc.lease_chunks = cfg->lease_chunks;
+    if (cfg->max_leases)
+        sc.max_leases = cfg->max_leases > 16 ? 16 : cfg->max_leases;
+    /* --- end tracker --- */
     memset(&rel, 0, sizeof rel);
     rel.nchunks = s->nchunks;
     rel.total_bytes = shoal_manifest_total_size(m);
@@ -193,10 +237,23 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     }
     free(file_first);
     s->complete = shoal_store_complete(s->store);
+    /* --- tracker --- */
+    s->origin_failed = calloc(1, s->nchunks / 8 + 1);
+    if (!s->origin_failed) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    s->resumed_bytes = shoal_store_bytes(s->store);
+    if (!s->complete && shoal_store_count(s->store) > 0)
+        LOG_I("release %s: resuming with %u of %u chunks (%llu bytes) already verified",
+              s->idhex, shoal_store_count(s->store), s->nchunks,
+              (unsigned long long)s->resumed_bytes);
+    /* --- end tracker --- */
     *out = s;
     return 0;
 fail:
     free(file_first);
+    shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
     shoal_manifest_free(s->m);
@@ -210,6 +267,7 @@ void shoal_swarm_free(struct shoal_swarm *s)
         return;
     for (uint32_t i = 0; i < s->npeers; i++)
         free(s->peers[i]);
+    origin_free_all(s); /* --- tracker --- */
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -370,10 +428,16 @@ static void check_complete(struct shoal_swarm *s)
         return;
     s->complete = true;
     (void)shoal_store_flush(s->store);
-    LOG_I("release %s (%s@%s) complete: %llu bytes, %llu received from peers in %.2f s",
+    /* --- tracker --- */
+    /* One line scripts parse (benchmarks, tests): keep its shape. */
+    LOG_I("release %s (%s@%s) complete: %llu bytes, %llu received from peers, %llu from "
+          "origin, %llu duplicate, %llu held at start, in %.2f s",
           s->idhex, shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m),
           (unsigned long long)shoal_manifest_total_size(s->m),
-          (unsigned long long)s->rx_bytes, (double)(now_ms(s) - s->start_ms) / 1000.0);
+          (unsigned long long)s->rx_bytes, (unsigned long long)s->origin_bytes,
+          (unsigned long long)s->dup_bytes, (unsigned long long)s->resumed_bytes,
+          (double)(now_ms(s) - s->start_ms) / 1000.0);
+    /* --- end tracker --- */
     if (s->hooks->on_complete)
         s->hooks->on_complete(s->hooks->user, s);
 }
@@ -397,6 +461,23 @@ static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
 static void verify_work(uv_work_t *w)
 {
     struct verify_job *j = w->data;
+    j->dup = shoal_store_has(j->s->store, j->chunk); /* --- tracker --- */
+    /* --- ctl: codec --- */
+    if (j->codec != SHOAL_CODEC_RAW) {
+        /* |len| is the manifest's, never the wire's: at most the chunk max. */
+        uint8_t *raw = malloc(j->len ? j->len : 1);
+        int rv = raw ? shoal_codec_decompress(j->codec, j->data, j->plen, raw, j->len) : -ENOMEM;
+        free(j->data);
+        j->data = raw;
+        if (rv != 0) {
+            LOG_W("release %s: %s payload of chunk %u does not decode: %s", j->s->idhex,
+                  shoal_codec_name(j->codec), j->chunk, shoal_strerror(rv));
+            /* Like a wrong hash: the peer sent bytes that are not the chunk. */
+            j->rv = rv == -ENOMEM ? rv : SHOAL_EBADHASH;
+            return;
+        }
+    }
+    /* --- end ctl --- */
     j->rv = shoal_store_put_chunk(j->s->store, j->chunk, j->data, j->len);
 }
 
@@ -410,6 +491,13 @@ static void verify_done(uv_work_t *w, int status)
     s->pending--;
     if (status == 0 && j->rv == 0) {
         s->rx_bytes += j->len;
+        s->rx_chunks++; /* --- ctl --- */
+        /* --- tracker --- */
+        if (j->dup)
+            s->dup_bytes += j->len;
+        else
+            note_first_chunk(s);
+        /* --- end tracker --- */
         if (sp && sp->joined)
             shoal_sched_req_done(s->sched, now, j->peer_id, j->chunk, j->len,
                                  now > j->sent_ms ? now - j->sent_ms : 1);
@@ -464,7 +552,10 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     if (!take_req(sp, c->req_id, &r))
         return false;
     mc = shoal_manifest_chunk(s->m, r.chunk);
-    if (c->codec != SHOAL_CODEC_RAW || c->payload.len != mc->len ||
+    /* --- ctl: codec --- a compressed payload must declare the manifest's
+     * length and be no bigger than the raw chunk. */
+    if ((c->codec == SHOAL_CODEC_RAW ? c->payload.len != mc->len
+                                     : c->raw_len != mc->len || c->payload.len > mc->len) ||
         memcmp(c->chunk_id, mc->id, 32) != 0) {
         char why[160];
         shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, false);
@@ -475,14 +566,16 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     }
     j = calloc(1, sizeof *j);
     if (j)
-        j->data = malloc(mc->len);
+        j->data = malloc(c->payload.len ? c->payload.len : 1);
     if (!j || !j->data) {
         free(j);
         shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, true);
         return true;
     }
     /* The payload lives in the frame buffer only during this callback. */
-    memcpy(j->data, c->payload.p, mc->len);
+    memcpy(j->data, c->payload.p, c->payload.len);
+    j->codec = c->codec; /* --- ctl --- decoded on the worker */
+    j->plen = c->payload.len;
     j->w.data = j;
     j->s = s;
     j->peer_id = sp->id;
@@ -512,6 +605,15 @@ static void serve_work(uv_work_t *w)
         return;
     }
     j->rv = shoal_store_read_chunk(j->s->store, j->chunk, j->buf, c->len);
+    /* --- ctl: codec --- compress here, off the loop; the probe inside
+     * makes weights that do not compress cheap to skip. Not when corrupting
+     * uploads (testing): the bad bytes must reach the peer's hash check. */
+    if (j->rv >= 0 && j->s->cfg->compress_level > 0 && !j->s->cfg->corrupt_uploads &&
+        shoal_codec_compress(j->buf, c->len, j->s->cfg->compress_level,
+                             SHOAL_CODEC_F_ZSTD | SHOAL_CODEC_F_BF16, &j->payload, &j->plen,
+                             &j->codec) != 0)
+        j->codec = SHOAL_CODEC_RAW; /* no memory to compress: send it raw */
+    /* --- end ctl --- */
 }
 
 static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint32_t retry_ms)
@@ -544,8 +646,10 @@ static void serve_done(uv_work_t *w, int status)
         sp->serving--;
     if (!sp || j->cancelled || s->stopped) {
         free(j->buf);
+        free(j->payload); /* --- ctl --- */
     } else if (status != 0 || j->rv < 0) {
         free(j->buf);
+        free(j->payload); /* --- ctl --- */
         LOG_W("release %s: cannot read chunk %u for peer %s: %s", s->idhex, j->chunk,
               shoal_peer_name(sp->p), shoal_strerror(status ? status : j->rv));
         send_reject(sp, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
@@ -558,6 +662,17 @@ static void serve_done(uv_work_t *w, int status)
         cm.codec = SHOAL_CODEC_RAW;
         cm.raw_len = c->len;
         cm.payload.len = c->len;
+        /* --- ctl: codec --- */
+        if (j->codec != SHOAL_CODEC_RAW) {
+            cm.codec = j->codec;
+            cm.payload.len = (uint32_t)j->plen;
+            free(j->buf);
+            j->buf = j->payload;
+            s->tx_wire_payload += j->plen;
+        } else {
+            s->tx_wire_payload += c->len;
+        }
+        /* --- end ctl --- */
         if (shoal_peer_send_chunk(sp->p, &cm, j->buf) == 0)
             s->tx_bytes += c->len;
     }
@@ -603,6 +718,371 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     sp->serving++;
     s->pending++;
 }
+
+/* --- tracker --- */
+/* ---- origin: leases and fetches ----
+ *
+ * The scheduler asks for a lease when some missing chunk has no holder
+ * among our peers; the owner routes it to a tracker (or says to go without
+ * one). A granted span's orphans come back as ORIGIN_FETCH runs: each run
+ * is cut at file boundaries and fetched as one ranged request per file;
+ * every chunk is handed to a worker to be verified and stored as soon as
+ * its last byte is in, and a run that fails marks its missing chunks so
+ * that LEASE_DONE does not claim them (the tracker then re-grants them).
+ */
+
+#define LEASE_LOCAL UINT32_MAX
+
+/* One ranged origin request: chunks [first, first+count) of one file. */
+struct ofetch {
+    struct shoal_swarm *s;
+    struct ofetch *next;      /* in s->ofetches */
+    uint32_t first, count;
+    uint32_t queued;          /* chunks from |first| handed to workers */
+    uint64_t base, len;       /* file span */
+    uint64_t got;             /* bytes in, from |base| (delivered in order) */
+    uint8_t *buf;
+    unsigned refs;            /* the fetch itself + verify jobs */
+    bool fetching;
+};
+
+struct ojob {
+    uv_work_t w;
+    struct ofetch *of;
+    uint32_t chunk;
+    const uint8_t *data;      /* in of->buf */
+    uint32_t len;
+    bool dup;
+    int rv;
+};
+
+static void origin_mark_failed(struct shoal_swarm *s, uint32_t c)
+{
+    s->origin_failed[c / 8] |= (uint8_t)(1u << (c % 8));
+}
+
+static bool origin_take_failed(struct shoal_swarm *s, uint32_t c)
+{
+    bool f = s->origin_failed[c / 8] & (1u << (c % 8));
+    s->origin_failed[c / 8] &= (uint8_t)~(1u << (c % 8));
+    return f;
+}
+
+static void note_first_chunk(struct shoal_swarm *s)
+{
+    if (s->got_first)
+        return;
+    s->got_first = true;
+    if (s->hooks->on_first_chunk && !s->stopped)
+        s->hooks->on_first_chunk(s->hooks->user, s);
+}
+
+static void ofetch_unref(struct ofetch *of)
+{
+    struct ofetch **pp;
+
+    if (--of->refs > 0)
+        return;
+    for (pp = &of->s->ofetches; *pp; pp = &(*pp)->next) {
+        if (*pp == of) {
+            *pp = of->next;
+            break;
+        }
+    }
+    free(of->buf);
+    free(of);
+}
+
+/* The hub is freed before the swarm (its callbacks never come after), but
+ * fetches it had under way are still listed here. */
+static void origin_free_all(struct shoal_swarm *s)
+{
+    while (s->ofetches) {
+        struct ofetch *of = s->ofetches;
+        s->ofetches = of->next;
+        free(of->buf);
+        free(of);
+    }
+    free(s->origin_failed);
+}
+
+static void origin_chunk_failed(struct shoal_swarm *s, uint32_t c)
+{
+    origin_mark_failed(s, c);
+    shoal_sched_origin_done(s->sched, now_ms(s), c, false);
+}
+
+static void ojob_work(uv_work_t *w)
+{
+    struct ojob *j = w->data;
+    struct shoal_store *st = j->of->s->store;
+
+    j->dup = shoal_store_has(st, j->chunk);
+    j->rv = shoal_store_put_chunk(st, j->chunk, j->data, j->len);
+}
+
+static void ojob_done(uv_work_t *w, int status)
+{
+    struct ojob *j = w->data;
+    struct ofetch *of = j->of;
+    struct shoal_swarm *s = of->s;
+    int rv = status ? status : j->rv;
+
+    s->pending--;
+    if (rv == 0) {
+        if (j->dup) {
+            s->dup_bytes += j->len;
+        } else {
+            s->origin_bytes += j->len;
+            note_first_chunk(s);
+        }
+        shoal_sched_origin_done(s->sched, now_ms(s), j->chunk, true);
+        if (!s->stopped)
+            send_have(s, j->chunk);
+        check_complete(s);
+    } else {
+        char err[512] = "";
+        if (rv == SHOAL_EBADHASH)
+            snprintf(err, sizeof err, "the origin's bytes do not match the manifest");
+        else
+            shoal_store_last_error(s->store, err, sizeof err);
+        LOG_E("release %s: chunk %u from the origin not stored: %s (%s)", s->idhex, j->chunk,
+              shoal_strerror(rv), err);
+        origin_chunk_failed(s, j->chunk);
+    }
+    free(j);
+    ofetch_unref(of);
+    if (!s->stopped)
+        pump(s);
+}
+
+/* Hands every chunk of |of| whose bytes are all in to a worker. */
+static void ofetch_dispatch(struct ofetch *of)
+{
+    struct shoal_swarm *s = of->s;
+
+    while (of->queued < of->count) {
+        uint32_t c = of->first + of->queued;
+        const struct shoal_mf_chunk *mc = shoal_manifest_chunk(s->m, c);
+        uint64_t rel = mc->offset - of->base;
+        struct ojob *j;
+
+        if (rel + mc->len > of->got)
+            break;
+        of->queued++;
+        j = calloc(1, sizeof *j);
+        if (!j) {
+            origin_chunk_failed(s, c);
+            continue;
+        }
+        j->w.data = j;
+        j->of = of;
+        j->chunk = c;
+        j->data = of->buf + rel;
+        j->len = mc->len;
+        if (uv_queue_work(s->cfg->loop, &j->w, ojob_work, ojob_done) != 0) {
+            free(j);
+            origin_chunk_failed(s, c);
+            continue;
+        }
+        of->refs++;
+        s->pending++;
+    }
+}
+
+static int ofetch_data(void *user, uint64_t off, const uint8_t *p, size_t n)
+{
+    struct ofetch *of = user;
+
+    if (off < of->base || off - of->base > of->len || n > of->len - (off - of->base))
+        return SHOAL_EPROTO;
+    memcpy(of->buf + (off - of->base), p, n);
+    if (off - of->base + n > of->got)
+        of->got = off - of->base + n;
+    ofetch_dispatch(of);
+    return 0;
+}
+
+static void ofetch_done(void *user, int status, const char *msg)
+{
+    struct ofetch *of = user;
+    struct shoal_swarm *s = of->s;
+
+    of->fetching = false;
+    if (status != 0 || of->queued < of->count) {
+        LOG_W("release %s: origin fetch of chunks %u..%u failed: %s", s->idhex, of->first,
+              of->first + of->count - 1, status ? msg : "short answer");
+        while (of->queued < of->count)
+            origin_chunk_failed(s, of->first + of->queued++);
+    }
+    ofetch_unref(of);
+    if (!s->stopped)
+        pump(s);
+}
+
+static void origin_fetch_run(struct shoal_swarm *s, uint32_t first, uint32_t count)
+{
+    const struct shoal_mf_chunk *c0 = shoal_manifest_chunk(s->m, first);
+    const struct shoal_mf_chunk *cl = shoal_manifest_chunk(s->m, first + count - 1);
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, c0->file);
+    struct shoal_hub_fetch_req req;
+    struct shoal_hub_span span;
+    struct ofetch *of = calloc(1, sizeof *of);
+    int rv = -ENOMEM;
+
+    if (!of)
+        goto fail;
+    of->s = s;
+    of->first = first;
+    of->count = count;
+    of->base = c0->offset;
+    of->len = cl->offset + cl->len - c0->offset;
+    of->buf = malloc(of->len ? of->len : 1);
+    if (!of->buf)
+        goto fail;
+    span.off = of->base;
+    span.len = of->len;
+    memset(&req, 0, sizeof req);
+    req.type = shoal_manifest_repo_type(s->m);
+    req.repo = shoal_manifest_repo_id(s->m);
+    req.rev = shoal_manifest_commit(s->m);
+    req.path = f->path;
+    req.spans = &span;
+    req.nspans = 1;
+    req.on_data = ofetch_data;
+    req.on_done = ofetch_done;
+    req.user = of;
+    rv = shoal_hub_fetch(s->cfg->hub, &req);
+    if (rv != 0)
+        goto fail;
+    of->refs = 1;
+    of->fetching = true;
+    of->next = s->ofetches;
+    s->ofetches = of;
+    LOG_D("release %s: fetching chunks %u..%u (%llu bytes of %s) from the origin", s->idhex,
+          first, first + count - 1, (unsigned long long)of->len, f->path);
+    return;
+fail:
+    LOG_W("release %s: cannot start an origin fetch of %s: %s", s->idhex, f->path,
+          shoal_strerror(rv));
+    if (of)
+        free(of->buf);
+    free(of);
+    for (uint32_t c = first; c < first + count; c++)
+        origin_chunk_failed(s, c);
+}
+
+static void do_origin_fetch(struct shoal_swarm *s, const struct shoal_sched_action *a)
+{
+    uint32_t end = a->chunk + a->count, run = a->chunk;
+
+    if (!s->cfg->hub) {
+        for (uint32_t c = a->chunk; c < end; c++)
+            origin_chunk_failed(s, c);
+        return;
+    }
+    /* A run of chunk indices may cross files: one request per file. */
+    for (uint32_t c = a->chunk + 1; c <= end; c++) {
+        if (c == end || shoal_manifest_chunk(s->m, c)->file !=
+                            shoal_manifest_chunk(s->m, run)->file) {
+            origin_fetch_run(s, run, c - run);
+            run = c;
+        }
+    }
+}
+
+static struct slease *lease_slot(struct shoal_swarm *s)
+{
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++) {
+        if (!s->leases[i].used)
+            return &s->leases[i];
+    }
+    return NULL;
+}
+
+static void grant(struct shoal_swarm *s, uint32_t trk, uint32_t first, uint32_t count,
+                  uint32_t expires_ms)
+{
+    struct slease *l = lease_slot(s);
+    uint64_t now = now_ms(s);
+
+    if (count > 0 && l) {
+        l->used = true;
+        l->first = first;
+        l->count = count;
+        l->trk = trk;
+    }
+    if (shoal_sched_lease_granted(s->sched, now, first, count, now + expires_ms) != 0) {
+        if (l && count > 0)
+            l->used = false;
+        shoal_sched_lease_failed(s->sched, now);
+    }
+}
+
+static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action *a)
+{
+    uint64_t now = now_ms(s);
+    int route;
+
+    if (!s->cfg->hub || now - s->start_ms < s->cfg->origin_delay_ms) {
+        shoal_sched_lease_failed(s->sched, now);
+        return;
+    }
+    route = s->hooks->on_lease_req ? s->hooks->on_lease_req(s->hooks->user, s, a->chunk, a->count)
+                                   : SHOAL_SWARM_LEASE_LOCAL;
+    if (route == SHOAL_SWARM_LEASE_ASKED)
+        return;
+    if (route != SHOAL_SWARM_LEASE_LOCAL) {
+        shoal_sched_lease_failed(s->sched, now);
+        return;
+    }
+    /* No tracker to arbitrate: lease the span to ourselves. */
+    grant(s, LEASE_LOCAL, a->chunk,
+          a->count < s->nchunks - a->chunk ? a->count : s->nchunks - a->chunk, 60000);
+    s->repump = true;
+}
+
+void shoal_swarm_lease_result(struct shoal_swarm *s, uint32_t trk, int status,
+                              const struct shoal_msg_lease *l)
+{
+    if (!s->sched || s->stopped)
+        return; /* an unused lease simply expires at the tracker */
+    if (status != 0 || !l) {
+        shoal_sched_lease_failed(s->sched, now_ms(s));
+    } else {
+        if (l->count > 0)
+            LOG_D("release %s: lease of chunks %u..%u from tracker %u", s->idhex, l->first,
+                  l->first + l->count - 1, trk);
+        grant(s, trk, l->first, l->count, l->expires_ms);
+    }
+    pump(s);
+}
+
+static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action *a)
+{
+    struct slease *l = NULL;
+    uint32_t run = a->chunk, end = a->chunk + a->count;
+
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++) {
+        if (s->leases[i].used && s->leases[i].first == a->chunk &&
+            s->leases[i].count == a->count)
+            l = &s->leases[i];
+    }
+    if (!l)
+        return;
+    l->used = false;
+    /* Only what did arrive is reported; failed chunks are left to expire
+     * with the lease, so the tracker can grant them again. */
+    for (uint32_t c = a->chunk; c <= end; c++) {
+        bool failed = c < end && origin_take_failed(s, c);
+        if (c == end || failed) {
+            if (c > run && l->trk != LEASE_LOCAL && s->hooks->on_lease_done && !s->stopped)
+                s->hooks->on_lease_done(s->hooks->user, s, l->trk, run, c - run);
+            run = c + 1;
+        }
+    }
+}
+/* --- end tracker --- */
 
 /* ---- scheduling ---- */
 
@@ -664,15 +1144,21 @@ static void pump(struct shoal_swarm *s)
             switch (a[i].type) {
             case SHOAL_SCHED_REQUEST: do_request(s, &a[i]); break;
             case SHOAL_SCHED_CANCEL: do_cancel(s, &a[i]); break;
-            case SHOAL_SCHED_LEASE_REQUEST:
-                /* No tracker client yet: the origin is not reachable, so the
-                 * scheduler retries after its lease back-off. */
-                shoal_sched_lease_failed(s->sched, now_ms(s));
-                break;
+            /* --- tracker --- */
+            case SHOAL_SCHED_LEASE_REQUEST: do_lease_req(s, &a[i]); break;
+            case SHOAL_SCHED_ORIGIN_FETCH: do_origin_fetch(s, &a[i]); break;
+            case SHOAL_SCHED_LEASE_DONE: do_lease_done(s, &a[i]); break;
+            /* --- end tracker --- */
             default: break;
             }
         }
-    } while (n == 64);
+        /* --- tracker --- */
+        if (n < 64 && s->repump) {
+            s->repump = false;
+            n = 64;
+        }
+        /* --- end tracker --- */
+    } while (n == 64 && !s->stopped);
 }
 
 static void expire_requests(struct shoal_swarm *s)
@@ -831,6 +1317,56 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
     }
 }
 
+/* --- loader --- */
+bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file)
+{
+    return shoal_store_file_done(s->store, file);
+}
+
+int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd)
+{
+    return shoal_store_file_open(s->store, file, fd);
+}
+
+int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n)
+{
+    uint32_t nfiles = shoal_manifest_nfiles(s->m), *sched_idx = NULL, *want = NULL;
+    size_t nwant = 0;
+    int rv = 0;
+
+    if (!s->sched)
+        return 0; /* an empty release: nothing to schedule */
+    /* The scheduler numbers only the files that have chunks. */
+    sched_idx = malloc(sizeof *sched_idx * (nfiles + 1));
+    want = malloc(sizeof *want * (n + 1));
+    if (!sched_idx || !want) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0, k = 0; i < nfiles; i++) {
+        sched_idx[i] = k;
+        k += shoal_manifest_file(s->m, i)->nchunks > 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (files[i] >= nfiles) {
+            rv = SHOAL_EBADMSG;
+            goto out;
+        }
+        if (shoal_manifest_file(s->m, files[i])->nchunks == 0 ||
+            shoal_store_file_done(s->store, files[i]))
+            continue;
+        want[nwant++] = sched_idx[files[i]];
+    }
+    rv = shoal_sched_want_files(s->sched, want, nwant);
+    if (rv == 0)
+        pump(s);
+out:
+    free(sched_idx);
+    free(want);
+    return rv;
+}
+/* --- end loader --- */
+
 void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st)
 {
     memset(st, 0, sizeof *st);
@@ -841,6 +1377,8 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
     st->rx_chunk_bytes = s->rx_bytes;
     st->tx_chunk_bytes = s->tx_bytes;
     st->bad_chunks = s->bad_chunks;
+    st->rx_chunks = s->rx_chunks; /* --- ctl --- */
+    st->tx_payload_bytes = s->tx_wire_payload;
     for (uint32_t i = 0; i < s->npeers; i++) {
         st->peers += s->peers[i]->joined;
         st->inflight += s->peers[i]->nreq;

@@ -12,6 +12,12 @@
  * store, also read on worker threads, at most serve_per_peer at a time per
  * peer (REJECT busy beyond that).
  *
+ * The origin is the last resort (--- tracker ---): the scheduler's lease
+ * requests go to the owner (on_lease_req), which asks a tracker or lets the
+ * swarm lease to itself; leased spans are fetched with the hub client (one
+ * Range request per file run), each chunk verified and stored on a worker
+ * as soon as its bytes are in, and LEASE_DONE reports only what arrived.
+ *
  * Loop thread only, except the store calls made from worker threads.
  */
 #ifndef SHOAL_SWARM_H
@@ -35,8 +41,41 @@ struct shoal_swarm_hooks {
     void (*on_ban)(void *user, struct shoal_peer *p, const char *why);
     /* Every file of the release is verified and published. */
     void (*on_complete)(void *user, struct shoal_swarm *s);
+    /* --- loader --- */
+    /* File |file| (manifest index) of |s| was just published (|status| 0)
+     * or failed (see shoal_store_file_cb). Called on whichever thread stored
+     * its last chunk, usually a WORKER thread, at the moment the store
+     * reports it: the hook must be thread-safe. May be NULL. */
+    void (*on_file)(void *user, struct shoal_swarm *s, uint32_t file, int status);
+    /* --- end loader --- */
+    /* --- tracker --- */
+    /* The scheduler wants an origin lease of up to |count| chunks of |s|
+     * near chunk |hint|. Return SHOAL_SWARM_LEASE_ASKED when a tracker was
+     * asked (answer with shoal_swarm_lease_result()), SHOAL_SWARM_LEASE_LATER
+     * to have the scheduler ask again after its back-off, or
+     * SHOAL_SWARM_LEASE_LOCAL to fetch from the origin without a lease (no
+     * tracker configured, or none answering). NULL: always LOCAL. */
+    int (*on_lease_req)(void *user, struct shoal_swarm *s, uint32_t hint, uint32_t count);
+    /* Chunks [first, first+count) of a lease granted by tracker |trk| are
+     * fetched (the owner sends LEASE_DONE). May be NULL. */
+    void (*on_lease_done)(void *user, struct shoal_swarm *s, uint32_t trk, uint32_t first,
+                          uint32_t count);
+    /* The release got its first new chunk since it was opened (the owner
+     * announces early so that peers find it). May be NULL. */
+    void (*on_first_chunk)(void *user, struct shoal_swarm *s);
+    /* --- end tracker --- */
     void *user;
 };
+
+/* --- tracker --- */
+enum shoal_swarm_lease_route {
+    SHOAL_SWARM_LEASE_ASKED = 0,
+    SHOAL_SWARM_LEASE_LATER = 1,
+    SHOAL_SWARM_LEASE_LOCAL = 2,
+};
+/* The origin (hub.h); declared here so that this header needs no curl. */
+struct shoal_hub;
+/* --- end tracker --- */
 
 struct shoal_swarm_cfg {
     uv_loop_t *loop;
@@ -48,6 +87,15 @@ struct shoal_swarm_cfg {
     uint64_t seed;                   /* scheduler seed */
     bool corrupt_uploads;            /* TESTING ONLY: flip a byte of every
                                       * chunk we serve (a malicious node) */
+    int compress_level;              /* --- ctl --- zstd level for chunks we
+                                      * serve (codec.h); 0: send raw */
+    /* --- tracker --- */
+    struct shoal_hub *hub;           /* the origin (Hub or gateway); NULL: none */
+    uint32_t origin_delay_ms;        /* no origin lease this soon after start,
+                                      * so peers' bitfields can arrive first */
+    uint32_t lease_chunks;           /* chunks per lease; 0: scheduler default */
+    uint32_t max_leases;             /* leases held at once; 0: scheduler default */
+    /* --- end tracker --- */
 };
 
 /*
@@ -101,6 +149,28 @@ void shoal_swarm_peer_gone(struct shoal_swarm *s, struct shoal_peer *p);
  */
 bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struct shoal_msg *m);
 
+/* --- loader --- */
+/* True when file |file| (manifest index) is verified and published. */
+bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file);
+/* Opens a new read-only descriptor on completed file |file| (the HF-cache
+ * blob, or the same memfd in memory mode); the caller owns it. Returns 0,
+ * SHOAL_ENOTFOUND (not complete / out of range) or a negated errno. */
+int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd);
+/* Local loaders wait for files |files| (manifest indices, most urgent
+ * first; |n| 0 clears): their chunks are scheduled first. Complete and
+ * empty files in the list are skipped. Returns 0, SHOAL_EBADMSG (an index
+ * out of range) or -ENOMEM. */
+int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n);
+/* --- end loader --- */
+
+/* --- tracker --- */
+/* The answer to an on_lease_req that returned SHOAL_SWARM_LEASE_ASKED:
+ * from tracker |trk|, |status| 0 with lease |l| (count 0: none free now), or
+ * an error (|l| NULL): the scheduler asks again after its back-off. */
+void shoal_swarm_lease_result(struct shoal_swarm *s, uint32_t trk, int status,
+                              const struct shoal_msg_lease *l);
+/* --- end tracker --- */
+
 /* Counters for status and metrics. */
 struct shoal_swarm_stats {
     uint32_t nchunks, have_chunks;
@@ -108,6 +178,15 @@ struct shoal_swarm_stats {
     uint64_t rx_chunk_bytes, tx_chunk_bytes;
     uint32_t peers, inflight;
     uint32_t bad_chunks;
+    /* --- ctl --- */
+    uint64_t rx_chunks;              /* chunks from peers, verified */
+    uint64_t tx_payload_bytes;       /* CHUNK payload bytes sent (after codec) */
+    /* --- end ctl --- */
+    /* --- tracker --- */
+    uint64_t origin_bytes;           /* verified chunk bytes from the origin */
+    uint64_t dup_bytes;              /* received for chunks already held */
+    uint64_t resumed_bytes;          /* held when the release was opened */
+    /* --- end tracker --- */
 };
 void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st);
 

@@ -80,6 +80,25 @@ void shoal_cdc_init(struct shoal_cdc *c, const struct shoal_cdc_params *p);
  * bytes as the final chunk and shoal_cdc_init again for the next stream. */
 size_t shoal_cdc_scan(struct shoal_cdc *c, const uint8_t *p, size_t n, bool *cut);
 
+/* Implementations of the boundary scan; all give identical boundaries.
+ * AVX512 rolls eight stretches of the input at once (see cdc.c) and is used
+ * for long stretches when the average chunk size is at least 32 KiB. */
+enum shoal_cdc_impl {
+    SHOAL_CDC_AUTO = 0,     /* AVX512 when the CPU has it, else SCALAR */
+    SHOAL_CDC_SCALAR = 1,
+    SHOAL_CDC_AVX512 = 2,
+};
+
+/* Chooses the scan implementation for all later shoal_cdc_scan calls in the
+ * process. Without a call it is AUTO, except that the environment variable
+ * SHOAL_CDC=scalar forces SCALAR. Meant for startup, tests and benchmarks.
+ * Returns 0, -ENOTSUP if |impl| is AVX512 and this CPU or build cannot run
+ * it, or -EINVAL for an unknown value. */
+int shoal_cdc_select(enum shoal_cdc_impl impl);
+
+/* The implementation shoal_cdc_scan currently uses: SCALAR or AVX512. */
+enum shoal_cdc_impl shoal_cdc_impl(void);
+
 /* Streaming chunker: boundaries, chunk ids, file sha256 and size in one pass.
  *
  * Called once per chunk, in file order, with the chunk's offset in the file,

@@ -28,13 +28,44 @@ int shoal_hash_init(void);
 void shoal_chunk_id(uint8_t out[SHOAL_HASH_LEN], const void *data, size_t len);
 
 /* Streaming SHA-256 on caller storage; nothing to free. After final the state
- * must be initialized again before reuse. */
+ * must be initialized again before reuse. A state keeps the implementation
+ * it was initialized with (see shoal_sha256_select); fields are private. */
 struct shoal_sha256 {
-    crypto_hash_sha256_state st;
+    union {
+        crypto_hash_sha256_state sodium;
+        struct {
+            uint32_t h[8];     /* chaining value a..h */
+            uint64_t bytes;    /* message length so far */
+            uint8_t buf[64];   /* partial block; bytes % 64 of it used */
+        } ni;
+    } u;
+    int impl;                  /* enum shoal_sha256_impl, never AUTO */
 };
 void shoal_sha256_init(struct shoal_sha256 *s);
 void shoal_sha256_update(struct shoal_sha256 *s, const void *data, size_t len);
 void shoal_sha256_final(struct shoal_sha256 *s, uint8_t out[SHOAL_HASH_LEN]);
+
+/* SHA-256 implementations. SHANI is our own code on the x86 SHA extensions
+ * (several times faster than libsodium, which does not use them); SODIUM is
+ * libsodium's portable code, the fallback. */
+enum shoal_sha256_impl {
+    SHOAL_SHA256_AUTO = 0,    /* SHANI when the CPU has it, else SODIUM */
+    SHOAL_SHA256_SODIUM = 1,
+    SHOAL_SHA256_SHANI = 2,
+};
+
+/* Chooses the implementation that later shoal_sha256_init calls use (states
+ * already initialized keep theirs). Without a call it is AUTO, except that
+ * the environment variable SHOAL_SHA256=sodium forces SODIUM (for comparing
+ * the two, or to rule ours out). Meant for startup and tests: not
+ * synchronized with concurrent shoal_sha256_init calls beyond each seeing
+ * either the old or the new choice. Returns 0, or -ENOTSUP if |impl| is
+ * SHANI and this CPU or build cannot run it, or -EINVAL for an unknown
+ * value. */
+int shoal_sha256_select(enum shoal_sha256_impl impl);
+
+/* The implementation shoal_sha256_init currently picks: SODIUM or SHANI. */
+enum shoal_sha256_impl shoal_sha256_impl(void);
 
 /* Streaming unkeyed BLAKE2b with a 32-byte output, equal to shoal_chunk_id
  * of the concatenated input. Same lifecycle as shoal_sha256. */

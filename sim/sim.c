@@ -74,7 +74,7 @@ struct node {
     uint64_t wake_ms;
     double up_bps, down_bps;
     uint8_t zone;
-    bool alive, joined, done, dirty, seed;
+    bool alive, joined, done, dirty, seed, gone;
 };
 
 struct sim {
@@ -100,6 +100,7 @@ struct sim {
     uint32_t *dirty;
     uint32_t ndirty;
     uint32_t alive_incomplete;
+    uint32_t fails_pending;
     uint64_t rng;
     struct shoal_sim_result *r;
     uint8_t *bitbuf;
@@ -470,7 +471,7 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         for (uint32_t i = 0; i < d->npeers; i++) {
             struct node *q = &S->node[d->peer[i]];
             (void)shoal_sched_peer_have(q->s, dst, c);
-            if (!(q->have[c >> 3] & (1u << (c & 7))))
+            if (shoal_sched_wants(q->s, c))
                 mark_dirty(S, d->peer[i]);
         }
     }
@@ -651,7 +652,9 @@ static int run_sched(struct sim *S, uint32_t x)
                 break;
             }
         }
-    } while (rv == 0 && n == ACT_BATCH);
+        /* Handling a lease queues the ORIGIN_FETCH for the next call: go
+         * on until the scheduler has nothing more to say. */
+    } while (rv == 0 && n > 0);
     uint64_t w = shoal_sched_wakeup(nd->s);
     if (rv == 0 && w != UINT64_MAX && w < nd->wake_ms) {
         nd->wake_ms = w;
@@ -675,6 +678,8 @@ static int join(struct sim *S, uint32_t x)
 {
     struct node *nd = &S->node[x];
     int rv;
+    if (nd->gone)
+        return 0;
     nd->alive = nd->joined = true;
     if (nd->seed) {
         memset(nd->have, 0xff, (S->nchunks + 7) / 8);
@@ -721,6 +726,12 @@ static int fail_node(struct sim *S, uint32_t x)
 {
     struct node *nd = &S->node[x];
     int rv = 0;
+    if (!nd->joined) {
+        /* Dies before it ever joins: it never will. */
+        nd->gone = true;
+        S->r->node[x].failed = true;
+        return 0;
+    }
     if (!nd->alive)
         return 0;
     nd->alive = false;
@@ -813,7 +824,7 @@ static int load_sizes(struct sim *S)
     /* Synthetic: sizes around chunk_avg (sum of three uniforms, a cheap
      * bell shape), clamped to [chunk_min, chunk_max]; the last chunk takes
      * what is left. */
-    uint64_t est = c->release_bytes / c->chunk_avg + 16;
+    uint64_t est = c->release_bytes / c->chunk_min + 2; /* at most this many */
     if (est > SHOAL_SIM_CHUNKS_MAX)
         return -EINVAL;
     S->size = malloc(est * sizeof(uint32_t));
@@ -962,6 +973,7 @@ static int setup(struct sim *S)
             r->node[v].failed = true; /* reset at the failure itself */
             if ((rv = ev_push(S, c->fail_at_s, EV_FAIL, v, 0)) != 0)
                 return rv;
+            S->fails_pending++;
         }
         for (uint32_t i = 0; i < c->nodes; i++)
             r->node[i].failed = false;
@@ -1085,6 +1097,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             rv = join(&S, e.a);
             break;
         case EV_FAIL:
+            S.fails_pending--;
             rv = fail_node(&S, e.a);
             break;
         case EV_ANNOUNCE:
@@ -1122,8 +1135,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         }
         /* Everyone live is done and nobody is left to join: stop, even if
          * periodic events remain. */
-        if (S.alive_incomplete == 0 && e.t >= c->join_spread_s &&
-            (c->fail_frac == 0 || e.t >= c->fail_at_s))
+        if (S.alive_incomplete == 0 && e.t >= c->join_spread_s && S.fails_pending == 0)
             break;
     }
     if (rv == 0) {

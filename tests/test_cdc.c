@@ -269,6 +269,85 @@ static void test_determinism(void)
     free(buf);
 }
 
+/* The AVX-512 scan finds exactly the byte loop's boundaries: for several
+ * parameter sets (including ones whose pieces are at the 128-byte minimum,
+ * so windows hold many matches, some in a lane's warm-up), on random,
+ * constant and periodic data, with whole, random and odd feed sizes; and the
+ * pinned default boundaries hold under both. Skipped where the CPU has no
+ * AVX-512, since there is then one implementation only. */
+static void test_scan_impls_agree(void)
+{
+    static const struct shoal_cdc_params ps[] = {
+        {256u << 10, 1u << 20, 4u << 20},
+        {8u << 10, 32u << 10, 128u << 10},
+        {16u << 10, 64u << 10, 256u << 10},
+        {64u << 10, 256u << 10, 1u << 20},
+    };
+    static const size_t feeds[] = {0, 1111, 65537, 0 /* whole, see below */};
+    size_t len = 12u << 20;
+    uint8_t *bufs[3];
+    int rv = shoal_cdc_select(SHOAL_CDC_AVX512);
+
+    if (rv == -ENOTSUP) {
+        fprintf(stderr, "  note: no AVX-512 here; only the byte loop exists\n");
+        CHECK_EQ(shoal_cdc_impl(), SHOAL_CDC_SCALAR);
+        return;
+    }
+    CHECK_EQ(rv, 0);
+    CHECK_EQ(shoal_cdc_select((enum shoal_cdc_impl)9), -EINVAL);
+    bufs[0] = random_buf(len, 5);
+    bufs[1] = calloc(len, 1);
+    REQUIRE(bufs[1]);
+    bufs[2] = random_buf(len, 6);
+    /* Periodic: a 3000-byte random block repeated, with a flipped byte
+     * every 100 KiB so not every period looks the same. */
+    for (size_t i = 3000; i < len; i++)
+        bufs[2][i] = bufs[2][i % 3000] ^ (uint8_t)(i % 102400 == 0);
+
+    for (size_t pi = 0; pi < sizeof(ps) / sizeof(ps[0]); pi++) {
+        for (size_t bi = 0; bi < 3; bi++) {
+            for (size_t fi = 0; fi < sizeof(feeds) / sizeof(feeds[0]); fi++) {
+                size_t feed = fi + 1 == sizeof(feeds) / sizeof(feeds[0]) ? len : feeds[fi];
+                struct cuts a, b;
+
+                REQUIRE(shoal_cdc_select(SHOAL_CDC_SCALAR) == 0);
+                a = scan_all(&ps[pi], bufs[bi], len, feed);
+                REQUIRE(shoal_cdc_select(SHOAL_CDC_AVX512) == 0);
+                b = scan_all(&ps[pi], bufs[bi], len, feed);
+                CHECK(cuts_equal(&a, &b));
+                if (!cuts_equal(&a, &b))
+                    fprintf(stderr, "  params %zu, data %zu, feed %zu: %zu cuts vs %zu\n",
+                            pi, bi, feed, a.n, b.n);
+                /* Random data must give the lanes matches to find. */
+                if (bi == 0)
+                    CHECK(a.n > len / ps[pi].max_size);
+                free(a.end);
+                free(b.end);
+            }
+        }
+    }
+
+    static const uint64_t pinned_def[] = {1250995, 2719381, 3850254, 5058904};
+    uint8_t *buf = random_buf(16u << 20, 42);
+    for (int impl = SHOAL_CDC_SCALAR; impl <= SHOAL_CDC_AVX512; impl++) {
+        REQUIRE(shoal_cdc_select((enum shoal_cdc_impl)impl) == 0);
+        struct cuts c = scan_all(&ps[0], buf, 16u << 20, 16u << 20);
+
+        REQUIRE(c.n >= 4);
+        for (size_t i = 0; i < sizeof(pinned_def) / sizeof(pinned_def[0]); i++)
+            CHECK_EQ(c.end[i], pinned_def[i]);
+        free(c.end);
+    }
+    /* AUTO is the fast scan unless the environment forces the byte loop. */
+    const char *env = getenv("SHOAL_CDC");
+    bool forced = env && strcmp(env, "scalar") == 0;
+    CHECK_EQ(shoal_cdc_select(SHOAL_CDC_AUTO), 0);
+    CHECK_EQ(shoal_cdc_impl(), forced ? SHOAL_CDC_SCALAR : SHOAL_CDC_AVX512);
+    free(buf);
+    for (size_t bi = 0; bi < 3; bi++)
+        free(bufs[bi]);
+}
+
 /* What the chunker reported. */
 struct rec {
     uint64_t *off;
@@ -587,6 +666,7 @@ int main(int argc, char **argv)
     RUN(test_split_invariance);
     RUN(test_sizes);
     RUN(test_determinism);
+    RUN(test_scan_impls_agree);
     RUN(test_chunker_ids);
     RUN(test_insertion);
     return t_done();

@@ -7,6 +7,7 @@
 #include "error.h"
 #include "registry.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -308,18 +309,23 @@ static void test_lease_limits_and_loss(void)
     CHECK_EQ(shoal_reg_lease(r, 20, m2, SHOAL_REG_CHUNKS_MAX + 1, n1, 1, 0, &f, &c, &e),
              SHOAL_ETOOBIG);
 
-    /* Removing the node frees its leases at once. */
+    /* Removing the node frees its leases at once, and the chunk it fetched
+     * (nobody announces the whole manifest, so nobody else has it). */
     shoal_reg_remove_node(r, n1);
-    uint8_t n2[32];
+    uint8_t n2[32], n3[32];
     key(n2, 1, 2);
+    key(n3, 1, 3);
     CHECK_EQ(shoal_reg_lease(r, 30, m1, 1000, n2, 64, 0, &f, &c, &e), 0);
-    CHECK_EQ(f, 1); /* chunk 0 was fetched, 1..8 were n1's */
-    CHECK_EQ(c, 64);
-    /* Chunk 0 was fetched but nobody ever announced holding m1: once the
-     * TTL has passed since the last done, the swarm has lost it. */
-    CHECK_EQ(shoal_reg_lease(r, 30 + 600, m1, 1000, n2, 64, 0, &f, &c, &e), 0);
     CHECK_EQ(f, 0);
-    CHECK_EQ(c, 1);
+    CHECK_EQ(c, 64);
+    CHECK_EQ(shoal_reg_lease_done(r, 30, m1, n2, 0, 64), 0);
+    CHECK_EQ(shoal_reg_lease(r, 31, m1, 1000, n3, 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 64);
+    /* n2 never announced holding m1 and falls silent: once the TTL has
+     * passed since the last done, the swarm has lost what it fetched. */
+    CHECK_EQ(shoal_reg_lease(r, 30 + 600, m1, 1000, n3, 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 0);
+    CHECK_EQ(c, 64);
     shoal_reg_free(r);
 }
 
@@ -535,6 +541,247 @@ static void test_churn(void)
     shoal_reg_free(r);
 }
 
+/* Review 1: one identity cycling through zone names must not fill the
+ * zone table; zones nobody is in are forgotten, rollout zones are kept. */
+static void test_zone_churn(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t evil[32], good[32], m1[32];
+    key(evil, 1, 666);
+    key(good, 1, 1);
+    key(m1, 2, 1);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "keep", false), 0);
+    char z[32];
+    int refused = 0;
+    for (int i = 0; i < 3 * SHOAL_REG_ZONES_MAX; i++) {
+        snprintf(z, sizeof(z), "junk%d", i);
+        refused += shoal_reg_announce(r, 10, evil, "1.2.3.4:1", z, NULL, 0) != 0;
+    }
+    CHECK_EQ(refused, 0);
+    CHECK_EQ(shoal_reg_announce(r, 10, good, "10.0.0.1:7000", "us-east-1a", NULL, 0), 0);
+    /* The rollout's zone survived the churn: a node there still sees it. */
+    struct shoal_reg_desired d[4];
+    CHECK_EQ(shoal_reg_rollouts_for(r, "keep", false, d, 4), 1);
+    /* Zone moves carry the node's holdings along for peer lists. */
+    announce1(r, 20, 5, "a", m1, 3, false);
+    announce1(r, 20, 5, "b", m1, 3, false);
+    struct shoal_reg_peer p[4];
+    CHECK_EQ(shoal_reg_peers(r, 20, m1, NULL, "b", p, 4), 1);
+    CHECK(strcmp(p[0].zone, "b") == 0);
+    uint32_t comp, part, none;
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "b", false), 0);
+    shoal_reg_rollout_status(r, 20, m1, &comp, &part, &none);
+    CHECK_EQ(comp + part + none, 3); /* no manifest by that name: everyone */
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "keep", true), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "keep", true), SHOAL_ENOTFOUND);
+    shoal_reg_free(r);
+}
+
+/* Review 2: chunks fetched from the origin by a node that then vanished
+ * become leasable again, even while other holders stay alive; a complete
+ * holder keeps them fetched; a lie (done without fetching) is undone by
+ * the fetched TTL while nobody is complete. */
+static void test_fetched_return(void)
+{
+    struct shoal_reg_config cfg;
+    shoal_reg_config_default(&cfg);
+    cfg.node_ttl_ms = 90000;
+    cfg.lease_ms = 60000;
+    cfg.fetched_ttl_ms = 100000;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
+    uint8_t mid[32], a[32], b[32], c[32];
+    key(mid, 3, 1);
+    key(a, 1, 1);
+    key(b, 1, 2);
+    key(c, 1, 3);
+    const char *commit = "0123456789012345678901234567890123456789";
+    REQUIRE(shoal_reg_put_manifest(r, mid, 0, "org/m", commit, 16, (const uint8_t *)"x", 1) == 0);
+    struct shoal_reg_have h = { .total_chunks = 16 };
+    memcpy(h.manifest_id, mid, 32);
+    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1) == 0);
+    uint32_t f, n;
+    uint64_t e;
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 8);
+    CHECK_EQ(shoal_reg_lease_done(r, 2000, mid, a, 0, 8), 0);
+    CHECK_EQ(shoal_reg_lease(r, 3000, mid, 0, b, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(shoal_reg_lease_done(r, 4000, mid, b, 8, 8), 0);
+    /* A crashes; B keeps announcing its 8 chunks. */
+    shoal_reg_remove_node(r, a);
+    h.have_chunks = 8;
+    REQUIRE(shoal_reg_announce(r, 30000, b, "10.0.0.2:1", "z", &h, 1) == 0);
+    CHECK_EQ(shoal_reg_lease(r, 30000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(f, 0);
+    CHECK_EQ(n, 8);
+    CHECK_EQ(shoal_reg_lease_done(r, 31000, mid, c, 0, 8), 0);
+    /* C completes the manifest and announces it; B leaving then costs
+     * nothing: C has B's chunks. */
+    struct shoal_reg_have hc = h;
+    hc.have_chunks = 16;
+    hc.complete = true;
+    REQUIRE(shoal_reg_announce(r, 32000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    shoal_reg_remove_node(r, b);
+    CHECK_EQ(shoal_reg_lease(r, 33000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 0);
+    /* Long after, still complete somewhere: the TTL does not apply. */
+    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    CHECK_EQ(shoal_reg_lease(r, 200000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 0);
+    /* C stops claiming completeness: after the fetched TTL (long passed)
+     * the spans nobody vouches for become leasable again. */
+    hc.complete = false;
+    hc.have_chunks = 3;
+    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    CHECK_EQ(shoal_reg_lease(r, 200001, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 8);
+    shoal_reg_free(r);
+}
+
+/* Review 3: holders of nothing must not crowd seeds out of the walk. */
+static void test_peers_sparse_seeds(void)
+{
+    struct shoal_reg *r = mkreg(100000);
+    uint8_t mid[32];
+    key(mid, 2, 7);
+    for (uint32_t i = 0; i < 10000; i++) {
+        uint8_t k[32];
+        key(k, 1, i);
+        struct shoal_reg_have h = { .have_chunks = i < 3 ? 100 : 0, .total_chunks = 100,
+                                    .complete = i < 3 };
+        memcpy(h.manifest_id, mid, 32);
+        REQUIRE(shoal_reg_announce(r, 1000, k, "10.0.0.1:7000", "z1", &h, 1) == 0);
+    }
+    static struct shoal_reg_peer out[64];
+    int short_lists = 0;
+    for (uint32_t t = 0; t < 1000; t++) {
+        uint8_t k[32];
+        key(k, 1, 5000 + t);
+        short_lists += shoal_reg_peers(r, 1000, mid, k, "z1", out, 50) != 3;
+    }
+    CHECK_EQ(short_lists, 0);
+    /* A holder that gains chunks becomes a candidate; one that loses them
+     * (re-announces 0) stops being one. */
+    uint8_t k5[32], k0[32];
+    key(k5, 1, 5);
+    key(k0, 1, 0);
+    struct shoal_reg_have h = { .have_chunks = 9, .total_chunks = 100 };
+    memcpy(h.manifest_id, mid, 32);
+    REQUIRE(shoal_reg_announce(r, 1000, k5, "10.0.0.5:7000", "z1", &h, 1) == 0);
+    h.have_chunks = 0;
+    REQUIRE(shoal_reg_announce(r, 1000, k0, "10.0.0.0:7000", "z1", &h, 1) == 0);
+    size_t n = shoal_reg_peers(r, 1000, mid, NULL, "z1", out, 50);
+    CHECK_EQ(n, 3);
+    bool saw5 = false, saw0 = false;
+    for (size_t i = 0; i < n; i++) {
+        saw5 = saw5 || memcmp(out[i].node_pk, k5, 32) == 0;
+        saw0 = saw0 || memcmp(out[i].node_pk, k0, 32) == 0;
+    }
+    CHECK(saw5 && !saw0);
+    uint32_t comp, part, none;
+    shoal_reg_rollout_status(r, 1000, mid, &comp, &part, &none);
+    CHECK_EQ(comp, 2);
+    CHECK_EQ(part, 1);
+    CHECK_EQ(none, 9997);
+    shoal_reg_free(r);
+}
+
+/* Review 4: announces cannot size lease state, and a node at its lease
+ * cap cannot charge the global lease budget. */
+static void test_lease_budget(void)
+{
+    struct shoal_reg_config cfg;
+    shoal_reg_config_default(&cfg);
+    cfg.max_lease_chunks = 100;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
+    uint8_t evil[32], good[32], m[4][32];
+    key(evil, 1, 666);
+    key(good, 1, 1);
+    const char *commits[3] = { "0000000000000000000000000000000000000001",
+                               "0000000000000000000000000000000000000002",
+                               "0000000000000000000000000000000000000003" };
+    for (int i = 0; i < 4; i++)
+        key(m[i], 3, (uint32_t)i);
+    for (int i = 0; i < 3; i++)
+        REQUIRE(shoal_reg_put_manifest(r, m[i], 0, "org/m", commits[i], 50,
+                                       (const uint8_t *)"x", 1) == 0);
+    /* An invented manifest claiming 16 Mi chunks gets no lease state. */
+    struct shoal_reg_have h = { .have_chunks = 1, .total_chunks = SHOAL_REG_CHUNKS_MAX };
+    memcpy(h.manifest_id, m[3], 32);
+    REQUIRE(shoal_reg_announce(r, 0, evil, "1.2.3.4:1", "z", &h, 1) == 0);
+    uint32_t f, n;
+    uint64_t e;
+    CHECK_EQ(shoal_reg_lease(r, 0, m[3], 0, evil, 1, 0, &f, &n, &e), SHOAL_ETOOBIG);
+    for (int i = 0; i < SHOAL_REG_LEASES_PER_NODE; i++)
+        CHECK_EQ(shoal_reg_lease(r, 0, m[0], 0, evil, 1, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 0, m[1], 0, evil, 1, 0, &f, &n, &e), SHOAL_EBUSY);
+    /* m[1] was not charged: m[2] still fits the budget. */
+    CHECK_EQ(shoal_reg_lease(r, 0, m[2], 0, good, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 8);
+    CHECK_EQ(shoal_reg_lease(r, 0, m[1], 0, good, 8, 0, &f, &n, &e), SHOAL_ELIMIT);
+    shoal_reg_free(r);
+}
+
+/* Review 10: more than 32768 entries per node (16-bit capacity wrap). */
+static void test_many_entries(void)
+{
+    struct shoal_reg_config cfg;
+    shoal_reg_config_default(&cfg);
+    cfg.max_entries_per_node = 40000;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
+    static struct shoal_reg_have h[40000];
+    memset(h, 0, sizeof(h));
+    for (uint32_t i = 0; i < 40000; i++) {
+        key(h[i].manifest_id, 2, i);
+        h[i].have_chunks = 1 + i;
+    }
+    uint8_t pk[32];
+    key(pk, 1, 1);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 40000), 0);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.entries, 40000);
+    struct shoal_reg_peer p[2];
+    CHECK_EQ(shoal_reg_peers(r, 0, h[39999].manifest_id, NULL, "z", p, 2), 1);
+    CHECK_EQ(p[0].have_chunks, 40000);
+    struct shoal_reg_config bad = cfg;
+    bad.max_entries_per_node = 70000;
+    struct shoal_reg *r2 = NULL;
+    CHECK_EQ(shoal_reg_new(&r2, &bad), -EINVAL);
+    shoal_reg_free(r);
+}
+
+/* Review 11: an older manifest re-put for the same repo@commit does not
+ * take the name back. */
+static void test_name_newest(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t id1[32], id2[32], id3[32];
+    key(id1, 3, 1);
+    key(id2, 3, 2);
+    key(id3, 3, 3);
+    const char *c1 = "0123456789abcdef0123456789abcdef01234567";
+    char name[128];
+    snprintf(name, sizeof(name), "org/model@%s", c1);
+    struct shoal_reg_manifest mf;
+    CHECK_EQ(shoal_reg_put_manifest_ex(r, id2, 0, "org/model", c1, 5, 200, (const uint8_t *)"B", 1),
+             0);
+    CHECK_EQ(shoal_reg_put_manifest_ex(r, id1, 0, "org/model", c1, 5, 100, (const uint8_t *)"A", 1),
+             0);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), 0);
+    CHECK(memcmp(mf.id, id2, 32) == 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id1, &mf), 0); /* still known by id */
+    CHECK_EQ(shoal_reg_put_manifest_ex(r, id3, 0, "org/model", c1, 5, 300, (const uint8_t *)"C", 1),
+             0);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), 0);
+    CHECK(memcmp(mf.id, id3, 32) == 0);
+    shoal_reg_free(r);
+}
+
 int main(void)
 {
     RUN(test_peers_basic);
@@ -549,5 +796,11 @@ int main(void)
     RUN(test_limits);
     RUN(test_prometheus);
     RUN(test_churn);
+    RUN(test_zone_churn);
+    RUN(test_fetched_return);
+    RUN(test_peers_sparse_seeds);
+    RUN(test_lease_budget);
+    RUN(test_many_entries);
+    RUN(test_name_newest);
     return t_done();
 }

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 
 #include "cdc.h"
 #include "cred.h"
+#include "hash.h"
 #include "error.h"
 #include "keys.h"
 #include "manifest.h"
@@ -305,6 +307,10 @@ static void test_expiry_and_zones(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+static void sign_manifest_n(const struct shoal_seckey *sk, int nchunks, uint64_t created,
+                            struct shoal_buf *out);
+static int put_manifest(struct shoal_trkc *c, const uint8_t *p, size_t n);
+
 static int lease(struct shoal_trkc *c, const uint8_t id[32], uint32_t max, uint32_t hint,
                  uint32_t *first, uint32_t *count)
 {
@@ -344,11 +350,19 @@ static void test_leases(void)
     struct shoal_trkc *cb = join(&p, &b, "z", "10.0.0.2:7000", 0, NULL);
     REQUIRE(ca && cb);
     uint8_t m1[32], m9[32];
-    mid(m1, 1);
     mid(m9, 9);
     uint32_t f1 = 0, c1 = 0, f2 = 0, c2 = 0;
     /* Nobody announced m9: its size is unknown, no lease. */
     CHECK_EQ(lease(ca, m9, 8, 0, &f1, &c1), SHOAL_ENOTFOUND);
+    /* Announced with a size but never published: still no lease (an
+     * announce must not size lease state, review 4). */
+    CHECK_EQ(announce(ca, m9, 0, 100), 0);
+    CHECK_EQ(lease(ca, m9, 8, 0, &f1, &c1), SHOAL_ENOTFOUND);
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 100, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    shoal_buf_free(&sm);
     CHECK_EQ(announce(ca, m1, 0, 100), 0);
     CHECK_EQ(announce(cb, m1, 0, 100), 0);
     /* Both ask for the same place: they get disjoint spans. */
@@ -381,22 +395,29 @@ static void test_leases(void)
 
 static const char *COMMIT = "0123456789abcdef0123456789abcdef01234567";
 
-static void sign_manifest(const struct shoal_seckey *sk, struct shoal_buf *out)
+static void sign_manifest_n(const struct shoal_seckey *sk, int nchunks, uint64_t created,
+                            struct shoal_buf *out)
 {
     struct shoal_cdc_params prm;
     shoal_cdc_params_default(&prm);
     struct shoal_manifest *m = NULL;
     REQUIRE(shoal_manifest_new(&m, SHOAL_REPO_MODEL, "org/model", COMMIT, &prm) == 0);
     uint8_t sha[32] = { 1 };
-    REQUIRE(shoal_manifest_add_file(m, "model.safetensors", 3000, sha) == 0);
-    for (int i = 0; i < 3; i++) {
+    REQUIRE(shoal_manifest_add_file(m, "model.safetensors", (uint64_t)nchunks * 1000, sha) == 0);
+    for (int i = 0; i < nchunks; i++) {
         uint8_t cid[32];
         memset(cid, i + 1, 32);
+        memcpy(cid, &i, sizeof(i));
         REQUIRE(shoal_manifest_add_chunk(m, cid, 1000) == 0);
     }
     shoal_buf_init(out, 1 << 20);
-    REQUIRE(shoal_manifest_sign(m, sk, (uint64_t)time(NULL), out) == 0);
+    REQUIRE(shoal_manifest_sign(m, sk, created, out) == 0);
     shoal_manifest_free(m);
+}
+
+static void sign_manifest(const struct shoal_seckey *sk, struct shoal_buf *out)
+{
+    sign_manifest_n(sk, 3, (uint64_t)time(NULL), out);
 }
 
 static int put_manifest(struct shoal_trkc *c, const uint8_t *p, size_t n)
@@ -582,6 +603,231 @@ static void test_bad_input(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+/* Value of metric |name| in a STATS reply on |c|, or -1. */
+static long stat_value(struct shoal_trkc *c, const char *name)
+{
+    g_m.type = SHOAL_MSG_STATS_REQ;
+    if (shoal_trkc_call(c, &g_m, &g_m, TMO) != 0 || g_m.type != SHOAL_MSG_STATS)
+        return -1;
+    char pat[128];
+    int n = snprintf(pat, sizeof(pat), "\n%s ", name);
+    const char *p = memmem(g_m.u.stats.text.p, g_m.u.stats.text.len, pat, (size_t)n);
+    return p ? atol(p + n) : -1;
+}
+
+/* Review 1: a switch back to a verified identity cannot change its zone
+ * (or address); review 8: a credential's end applies to the session. */
+static void test_identity_binding_and_expiry(void)
+{
+    struct proc p = start_tracker(NULL);
+    struct ident a, b, brief;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t m1[32];
+    mid(m1, 1);
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c);
+    REQUIRE(shoal_trkc_auth(c, &b.sk, b.cred, b.cred_len, "east", "10.0.0.2:7000", 0, TMO) == 0);
+    CHECK_EQ(shoal_trkc_switch(c, &a.sk, a.cred, a.cred_len, "east", "10.0.0.1:7000", 0, TMO), 0);
+    CHECK_EQ(announce(c, m1, 1, 10), 0);
+    CHECK_EQ(shoal_trkc_switch(c, &b.sk, b.cred, b.cred_len, "junk1", "10.0.0.2:7000", 0, TMO),
+             SHOAL_EPERM);
+    CHECK(closed_by_peer(c));
+    shoal_trkc_free(c);
+
+    /* A credential valid for two more seconds: fine now, refused after. */
+    uint64_t end = (uint64_t)time(NULL) + 2;
+    mk_ident(&brief, &g_cluster_sk, end);
+    c = join(&p, &brief, "east", "10.0.0.3:7000", 0, NULL);
+    REQUIRE(c);
+    CHECK_EQ(announce(c, m1, 1, 10), 0);
+    for (int i = 0; i < 50 && (uint64_t)time(NULL) < end + 1; i++)
+        sleep_ms(100);
+    g_m.type = SHOAL_MSG_GET_PEERS;
+    memcpy(g_m.u.get_peers.manifest_id, m1, 32);
+    g_m.u.get_peers.max = 4;
+    CHECK(shoal_trkc_call(c, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_ERROR &&
+          g_m.u.error.code == SHOAL_EEXPIRED);
+    CHECK(closed_by_peer(c));
+    shoal_trkc_free(c);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Review 5: silent unauthenticated connections have a pool of their own;
+ * a new one evicts the oldest, nodes still get in. Also the idle timeout
+ * of authenticated connections (review 6). */
+static void test_unauth_pool(void)
+{
+    const char *extra[] = { "--max-unauth", "4", "--auth-timeout-ms", "20000",
+                            "--idle-timeout-ms", "500", NULL };
+    struct proc p = start_tracker(extra);
+    struct shoal_trkc *s[5] = { NULL };
+    for (int i = 0; i < 4; i++)
+        REQUIRE(shoal_trkc_connect(&s[i], p.addr, TMO) == 0);
+    /* Those four stay while there is room. */
+    CHECK_EQ(shoal_trkc_recv(s[0], &g_m, 300), -ETIMEDOUT);
+    REQUIRE(shoal_trkc_connect(&s[4], p.addr, TMO) == 0);
+    CHECK(closed_by_peer(s[0]));
+    CHECK_EQ(shoal_trkc_recv(s[1], &g_m, 100), -ETIMEDOUT);
+    struct ident a;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    struct shoal_trkc *c = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    CHECK(c != NULL);
+    CHECK(closed_by_peer(s[1])); /* made room for the node */
+    /* Authenticated but silent past --idle-timeout-ms: closed. */
+    if (c)
+        CHECK(closed_by_peer(c));
+    shoal_trkc_free(c);
+    for (int i = 0; i < 5; i++)
+        shoal_trkc_free(s[i]);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Review 6: a client that pipelines requests without reading replies is
+ * paused (its requests wait in the socket) instead of having megabytes of
+ * replies queued and then being dropped; it gets every reply once it
+ * reads. */
+static void test_backpressure(void)
+{
+    const char *extra[] = { "--max-peers", "256", NULL };
+    struct proc p = start_tracker(extra);
+    static struct ident many[256];
+    struct ident a;
+    uint8_t m2[32];
+    mid(m2, 2);
+    struct shoal_trkc *cm = NULL;
+    REQUIRE(shoal_trkc_connect(&cm, p.addr, TMO) == 0);
+    for (int i = 0; i < 256; i++) {
+        mk_ident(&many[i], &g_cluster_sk, far_future());
+        char addr[32];
+        snprintf(addr, sizeof(addr), "10.1.%d.%d:7000", i / 100, i % 100);
+        REQUIRE(shoal_trkc_auth(cm, &many[i].sk, many[i].cred, many[i].cred_len, "east", addr, 0,
+                                TMO) == 0);
+        REQUIRE(announce(cm, m2, 3, 10) == 0);
+    }
+    mk_ident(&a, &g_cluster_sk, far_future());
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c);
+    /* 6,000 requests of ~15 KiB replies: 90 MB, above the 64 MiB output
+     * cap of one connection if the tracker read them all at once (the
+     * requests themselves fit the socket buffers). */
+    enum { N = 6000 };
+    struct shoal_buf req;
+    shoal_buf_init(&req, 64);
+    g_m.type = SHOAL_MSG_GET_PEERS;
+    memcpy(g_m.u.get_peers.manifest_id, m2, 32);
+    g_m.u.get_peers.max = 256;
+    REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    size_t one = req.len;
+    uint8_t *all = malloc(one * N);
+    REQUIRE(all);
+    for (int i = 0; i < N; i++)
+        memcpy(all + one * (size_t)i, req.data, one);
+    shoal_buf_free(&req);
+    int fd = shoal_trkc_fd(c);
+    size_t sent = 0;
+    /* Phase 1: write without reading until the socket refuses more. */
+    for (int i = 0; i < 40 && sent < one * N; i++) {
+        struct pollfd pf = { .fd = fd, .events = POLLOUT };
+        if (poll(&pf, 1, 50) <= 0)
+            break;
+        ssize_t w = send(fd, all + sent, one * N - sent, MSG_DONTWAIT);
+        if (w > 0)
+            sent += (size_t)w;
+    }
+    /* Phase 2: read the replies while sending the rest. */
+    int got = 0, bad = 0;
+    for (int spins = 0; got < N && spins < 2000000; spins++) {
+        if (sent < one * N) {
+            ssize_t w = send(fd, all + sent, one * N - sent, MSG_DONTWAIT);
+            if (w > 0)
+                sent += (size_t)w;
+        }
+        int rv = shoal_trkc_recv(c, &g_m, sent < one * N ? 1 : TMO);
+        if (rv == -ETIMEDOUT)
+            continue;
+        if (rv)
+            break;
+        bad += g_m.type != SHOAL_MSG_PEERS || g_m.u.peers.count != 256;
+        got++;
+    }
+    CHECK_EQ(got, N);
+    CHECK_EQ(bad, 0);
+    free(all);
+    shoal_trkc_free(c);
+    shoal_trkc_free(cm);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Review 7: costly requests are rate limited per connection; review 9: a
+ * manifest already held is not parsed and verified again. */
+static void test_rate_limit_and_reput(void)
+{
+    struct proc p = start_tracker(NULL);
+    struct ident a;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c);
+    struct shoal_buf good;
+    sign_manifest(&g_pub_sk, &good);
+    CHECK_EQ(put_manifest(c, good.data, good.len), 0);
+    CHECK_EQ(put_manifest(c, good.data, good.len), 0);
+    CHECK_EQ(put_manifest(c, good.data, good.len), 0);
+    CHECK_EQ(stat_value(c, "shoal_tracker_manifest_verifies_total"), 1);
+    shoal_buf_free(&good);
+    /* 100 rollout status requests in one go: the first ones are served,
+     * the rest refused, and the connection stays. */
+    struct shoal_buf req;
+    shoal_buf_init(&req, 1 << 20);
+    g_m.type = SHOAL_MSG_ROLLOUT_STATUS_REQ;
+    g_m.u.rollout_status_req.text.p = "org/model@x";
+    g_m.u.rollout_status_req.text.len = 11;
+    for (int i = 0; i < 100; i++)
+        REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    CHECK_EQ(shoal_trkc_send_raw(c, req.data, req.len, TMO), 0);
+    shoal_buf_free(&req);
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 100; i++) {
+        if (shoal_trkc_recv(c, &g_m, TMO) != 0)
+            break;
+        ok += g_m.type == SHOAL_MSG_ROLLOUT_STATUS;
+        limited += g_m.type == SHOAL_MSG_ERROR && g_m.u.error.code == SHOAL_EBUSY;
+    }
+    CHECK(ok >= 30 && ok <= 60);
+    CHECK_EQ(ok + limited, 100);
+    uint8_t m1[32];
+    mid(m1, 1);
+    CHECK_EQ(announce(c, m1, 1, 10), 0);
+    shoal_trkc_free(c);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Review 11: a re-put of an older manifest for the same repo@commit does
+ * not take the name back from a newer one. */
+static void test_name_newest(void)
+{
+    struct proc p = start_tracker(NULL);
+    struct ident a;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c);
+    struct shoal_buf older, newer;
+    uint64_t now = (uint64_t)time(NULL);
+    sign_manifest_n(&g_pub_sk, 3, now - 100, &older);
+    sign_manifest_n(&g_pub_sk, 4, now, &newer);
+    CHECK_EQ(put_manifest(c, newer.data, newer.len), 0);
+    CHECK_EQ(put_manifest(c, older.data, older.len), 0);
+    char name[128];
+    snprintf(name, sizeof(name), "org/model@%s", COMMIT);
+    CHECK_EQ(get_manifest_by_name(c, name), 0);
+    CHECK(g_m.u.manifest.signed_manifest.len == newer.len &&
+          memcmp(g_m.u.manifest.signed_manifest.p, newer.data, newer.len) == 0);
+    shoal_buf_free(&older);
+    shoal_buf_free(&newer);
+    shoal_trkc_free(c);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
@@ -611,6 +857,11 @@ int main(int argc, char **argv)
     RUN(test_leases);
     RUN(test_manifests_rollouts_restart);
     RUN(test_bad_input);
+    RUN(test_identity_binding_and_expiry);
+    RUN(test_unauth_pool);
+    RUN(test_backpressure);
+    RUN(test_rate_limit_and_reput);
+    RUN(test_name_newest);
 
     const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
     for (size_t i = 0; i < 4; i++) {

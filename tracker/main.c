@@ -51,18 +51,32 @@ static const char usage[] =
     "    --publisher-keys FILE     keys whose signed manifests are accepted by\n"
     "                              PUT_MANIFEST; without it no manifest is accepted\n"
     "    --auth-timeout SECONDS    close connections silent this long before\n"
-    "                              authenticating (default 10)\n"
+    "                              authenticating (default 3)\n"
     "    --auth-timeout-ms MS      the same in milliseconds\n"
+    "    --max-unauth N            connections waiting to authenticate at once\n"
+    "                              (default 256); when full, or when --max-conns\n"
+    "                              is reached, the oldest of them is closed to\n"
+    "                              make room for a new connection\n"
+    "    --idle-timeout-ms MS      close authenticated connections silent this\n"
+    "                              long (default 300000)\n"
     "    --announce-interval-ms MS announce interval told to nodes (default 30000)\n"
     "    --node-ttl-ms MS          drop nodes silent this long (default 90000)\n"
     "    --lease-ms MS             lifetime of an origin lease (default 60000)\n"
+    "    --fetched-ttl-ms MS       chunks reported fetched from the origin become\n"
+    "                              leasable again after this long while no node\n"
+    "                              announces the whole release (default 600000);\n"
+    "                              they also do when the node that fetched them\n"
+    "                              leaves before anyone holds the whole release\n"
     "    --max-peers N             largest peer list returned (default 50)\n"
     "    --max-conns N             simultaneous connections (default 10000)\n"
     "    --max-nodes N             nodes remembered (default 100000)\n"
     "    --max-manifests N         manifests remembered (default 65536)\n"
     "    --seed N                  seed of the peer-sampling PRNG (default: random)\n"
     "    -h, --help                this text\n"
-    "\n"
+    "\n";
+
+/* Split in two: C11 compilers need only take 4095-byte string literals. */
+static const char usage_more[] =
     "FILES\n"
     "    Key files use the format of shoal's keys: \"shoal-public-key-v1 <hex>\" or\n"
     "    bare 64-digit hex, one per line, '#' starts a comment.\n"
@@ -71,7 +85,18 @@ static const char usage[] =
     "    STATS_REQ returns Prometheus text: shoal_tracker_nodes, _manifests,\n"
     "    _entries, _announces_total, _announces_per_second, _leases_granted_total,\n"
     "    _leases_expired_total, _leases_done_total, _connections,\n"
-    "    _auth_failures_total, _bad_input_total.\n"
+    "    _auth_failures_total, _bad_input_total, _connections_evicted_total,\n"
+    "    _rate_limited_total.\n"
+    "\n"
+    "LIMITS\n"
+    "    A connection may carry several node identities (TRK_AUTH again after\n"
+    "    the fresh challenge); the zone and address are bound when a key is\n"
+    "    verified, and a switch back naming others is refused. A request after\n"
+    "    the current credential expired is refused and the connection closed.\n"
+    "    At most 64 frames of one connection are handled per turn; reading\n"
+    "    pauses while 256 KiB of its replies are unsent. ROLLOUT_STATUS_REQ,\n"
+    "    STATS_REQ, GET_MANIFEST and PUT_MANIFEST are limited to 20 per second\n"
+    "    (bursts of 40) per connection and answered ERROR when over.\n"
     "\n"
     "EXIT STATUS\n"
     "    0 after a signal-initiated shutdown, 1 on a startup error, 2 on usage errors.\n";
@@ -79,6 +104,7 @@ static const char usage[] =
 enum {
     OPT_LISTEN = 256, OPT_CLUSTER, OPT_ADMIN, OPT_PUBLISHER, OPT_AUTH_S, OPT_AUTH_MS,
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
+    OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL,
 };
 
 static const struct option longopts[] = {
@@ -96,6 +122,9 @@ static const struct option longopts[] = {
     { "max-nodes", required_argument, NULL, OPT_NODES },
     { "max-manifests", required_argument, NULL, OPT_MANIFESTS },
     { "seed", required_argument, NULL, OPT_SEED },
+    { "max-unauth", required_argument, NULL, OPT_UNAUTH },
+    { "idle-timeout-ms", required_argument, NULL, OPT_IDLE },
+    { "fetched-ttl-ms", required_argument, NULL, OPT_FETCHED_TTL },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -156,6 +185,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'h':
             fputs(usage, stdout);
+            fputs(usage_more, stdout);
             status = 0;
             goto out;
         case OPT_LISTEN: cfg.listen = optarg; break;
@@ -202,6 +232,18 @@ int main(int argc, char **argv)
             bad = parse_num(name, optarg, UINT64_MAX, &v);
             cfg.reg.seed = v;
             seeded = true;
+            break;
+        case OPT_UNAUTH:
+            bad = parse_num(name, optarg, 1000000, &v);
+            cfg.max_unauth = (uint32_t)v;
+            break;
+        case OPT_IDLE:
+            bad = parse_num(name, optarg, 86400000, &v);
+            cfg.idle_timeout_ms = (uint32_t)v;
+            break;
+        case OPT_FETCHED_TTL:
+            bad = parse_num(name, optarg, UINT32_MAX, &v);
+            cfg.reg.fetched_ttl_ms = (uint32_t)v;
             break;
         default:
             fputs("Try 'shoal-tracker --help'.\n", stderr);

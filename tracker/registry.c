@@ -174,10 +174,22 @@ static void tab_remove(struct tab *t, uint32_t h, uint32_t idx)
 
 /* ---- records ---- */
 
+/* The zone is a copy of the node's, so peer sampling and rollout status
+ * filter on the compact holder array without touching node records. */
 struct holder {
     uint32_t node;
     uint32_t have;
+    uint16_t zone;
     uint8_t complete;
+};
+
+/* A span of chunks a node reported fetched from the origin. While that
+ * node lives the swarm has the chunks; when it goes (or the span outlives
+ * fetched_ttl_ms with no complete holder), they become leasable again. */
+struct fspan {
+    uint32_t node;  /* NONE once the fetcher left while a seed was live */
+    uint32_t first, count;
+    uint64_t done_ms;
 };
 
 struct nent {
@@ -193,6 +205,7 @@ struct node {
     uint16_t nents, cap;
     uint16_t zone;
     uint8_t nleases;
+    uint32_t nfspans;      /* fetched spans recorded under this node */
     uint8_t used;
     char addr[SHOAL_REG_ADDR_MAX + 1];
 };
@@ -205,13 +218,18 @@ struct lease {
 
 struct mani {
     uint8_t id[32];
-    struct holder *h;
-    uint32_t nh, caph;
+    struct holder *h;      /* eligible holders (complete or some chunks)
+                              first: [0, ne), then the others */
+    uint32_t nh, caph, ne;
+    uint32_t ncomplete;    /* holders announcing complete */
     uint32_t nchunks;      /* 0 = unknown */
     uint8_t *chunks;       /* CH_* per chunk, allocated on first lease */
     struct lease *leases;
     uint32_t nl, capl;
+    struct fspan *fs;
+    uint32_t nfs, capfs;
     uint64_t last_done_ms;
+    uint64_t created;      /* signing time, unix seconds (0 = unknown) */
     /* registered: */
     uint8_t *signed_bytes;
     size_t signed_len;
@@ -220,6 +238,15 @@ struct mani {
     uint32_t name_hash;
     uint8_t repo_type;
     uint8_t used;
+};
+
+/* Zones are refcounted (one reference per node in the zone and per rollout
+ * naming it) and freed when unused, so churn through zone names cannot fill
+ * the table; |nodes| feeds rollout status without a scan of every node. */
+struct zone {
+    char *name;       /* NULL = free slot */
+    uint32_t refs;
+    uint32_t nodes;
 };
 
 struct rollout {
@@ -253,8 +280,10 @@ struct shoal_reg {
     struct tab mani_tab;
     struct tab name_tab;
 
-    char *zones[SHOAL_REG_ZONES_MAX];
-    uint32_t nzones;
+    struct zone zones[SHOAL_REG_ZONES_MAX];
+    uint32_t nzones;      /* slots ever used (high-water mark) */
+    uint32_t zone_free[SHOAL_REG_ZONES_MAX];
+    uint32_t nzone_free;
     struct tab zone_tab;
 
     struct rollout rollouts[SHOAL_REG_ROLLOUTS_MAX];
@@ -280,9 +309,10 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->max_entries_per_node = 256;
     c->max_lease_chunks = 64ULL << 20;
     c->max_manifest_bytes = 1ULL << 30;
+    c->fetched_ttl_ms = 600000;
 }
 
-static uint32_t zone_intern(struct shoal_reg *r, const char *z);
+static uint32_t zone_acquire(struct shoal_reg *r, const char *z);
 
 static bool node_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
 {
@@ -307,7 +337,8 @@ static bool name_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
 static bool zone_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
 {
     const struct shoal_reg *r = ctx;
-    return strlen(r->zones[idx]) == klen && memcmp(r->zones[idx], key, klen) == 0;
+    const char *z = r->zones[idx].name;
+    return strlen(z) == klen && memcmp(z, key, klen) == 0;
 }
 
 int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg)
@@ -334,8 +365,9 @@ int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg)
         rv = -ENOMEM;
         goto fail;
     }
-    /* Zone 0 is "", so every node has a valid zone index. */
-    if (zone_intern(r, "") != 0) {
+    /* Zone 0 is "", so every node has a valid zone index; this first
+     * reference is never dropped. */
+    if (zone_acquire(r, "") != 0) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -351,6 +383,7 @@ static void mani_clear(struct mani *m)
     free(m->h);
     free(m->chunks);
     free(m->leases);
+    free(m->fs);
     free(m->signed_bytes);
     free(m->names);
     memset(m, 0, sizeof(*m));
@@ -365,7 +398,7 @@ void shoal_reg_free(struct shoal_reg *r)
     for (uint32_t i = 0; i < r->nmanis_cap; i++)
         mani_clear(&r->manis[i]);
     for (uint32_t i = 0; i < r->nzones; i++)
-        free(r->zones[i]);
+        free(r->zones[i].name);
     free(r->nodes);
     free(r->node_free);
     free(r->manis);
@@ -394,25 +427,46 @@ static uint32_t zone_find(const struct shoal_reg *r, const char *z, size_t n)
     return tab_find(&r->zone_tab, hash_str(r->hkey, z, n), zone_eq, r, z, n);
 }
 
-/* Index of zone |z|, interning it. Returns NONE when the table is full or
- * memory runs out. */
-static uint32_t zone_intern(struct shoal_reg *r, const char *z)
+/* Index of zone |z| with one more reference, interning it. Returns NONE
+ * when the table is full or memory runs out. */
+static uint32_t zone_acquire(struct shoal_reg *r, const char *z)
 {
     size_t n = strlen(z);
     uint32_t idx = zone_find(r, z, n);
-    if (idx != NONE || r->nzones >= SHOAL_REG_ZONES_MAX)
+    if (idx != NONE)
+        goto out;
+    if (!r->nzone_free && r->nzones >= SHOAL_REG_ZONES_MAX)
         goto out;
     char *copy = strdup(z);
     if (!copy)
         goto out;
-    if (tab_insert(&r->zone_tab, hash_str(r->hkey, z, n), r->nzones)) {
+    uint32_t slot = r->nzone_free ? r->zone_free[r->nzone_free - 1] : r->nzones;
+    if (tab_insert(&r->zone_tab, hash_str(r->hkey, z, n), slot)) {
         free(copy);
         goto out;
     }
-    r->zones[r->nzones] = copy;
-    idx = r->nzones++;
+    if (r->nzone_free)
+        r->nzone_free--;
+    else
+        r->nzones++;
+    r->zones[slot] = (struct zone){ .name = copy };
+    idx = slot;
 out:
+    if (idx != NONE)
+        r->zones[idx].refs++;
     return idx;
+}
+
+/* Drops one reference to zone |idx|, freeing the name when unused. */
+static void zone_release(struct shoal_reg *r, uint32_t idx)
+{
+    struct zone *z = &r->zones[idx];
+    if (--z->refs || idx == 0)
+        return;
+    tab_remove(&r->zone_tab, hash_str(r->hkey, z->name, strlen(z->name)), idx);
+    free(z->name);
+    *z = (struct zone){ 0 };
+    r->zone_free[r->nzone_free++] = idx;
 }
 
 /* Takes a slot from a recycled-index array, growing it as needed. */
@@ -470,6 +524,9 @@ static int node_create(struct shoal_reg *r, const uint8_t pk[32], uint32_t *out)
     memset(nd, 0, sizeof(*nd));
     memcpy(nd->pk, pk, 32);
     nd->used = 1;
+    /* Zone 0 ("") until an announce says otherwise. */
+    r->zones[0].refs++;
+    r->zones[0].nodes++;
     r->nnodes_used++;
     r->st.nodes = r->nnodes_used;
     *out = idx;
@@ -518,25 +575,89 @@ static uint32_t mani_get(struct shoal_reg *r, const uint8_t id[32], int *rv)
 
 /* ---- holdings ---- */
 
+static bool holder_eligible(const struct holder *h)
+{
+    return h->complete || h->have;
+}
+
+/* Moves holder |from| of manifest |mi| to slot |to| (overwriting it) and
+ * tells the holder's node where its record went. */
+static void holder_move(struct shoal_reg *r, uint32_t mi, uint32_t from, uint32_t to)
+{
+    struct mani *m = &r->manis[mi];
+    if (from == to)
+        return;
+    m->h[to] = m->h[from];
+    struct node *nd = &r->nodes[m->h[to].node];
+    for (uint16_t k = 0; k < nd->nents; k++) {
+        if (nd->ents[k].mani == mi) {
+            nd->ents[k].slot = to;
+            break;
+        }
+    }
+}
+
+/* Swaps holders |a| and |b| of manifest |mi|, keeping both nodes' slots. */
+static void holder_swap(struct shoal_reg *r, uint32_t mi, uint32_t a, uint32_t b)
+{
+    struct mani *m = &r->manis[mi];
+    if (a == b)
+        return;
+    struct holder tmp = m->h[a];
+    holder_move(r, mi, b, a);
+    /* |b| still holds its old record; park |a|'s there by hand. */
+    m->h[b] = tmp;
+    struct node *nd = &r->nodes[tmp.node];
+    for (uint16_t k = 0; k < nd->nents; k++) {
+        if (nd->ents[k].mani == mi) {
+            nd->ents[k].slot = b;
+            break;
+        }
+    }
+}
+
+/* Sets holder |slot| of manifest |mi| to |have|/|complete|, moving it across
+ * the eligible/ineligible boundary when that changes. */
+static void holder_update(struct shoal_reg *r, uint32_t mi, uint32_t slot, uint32_t have,
+                          bool complete)
+{
+    struct mani *m = &r->manis[mi];
+    struct holder *ho = &m->h[slot];
+    bool was = holder_eligible(ho);
+    m->ncomplete -= ho->complete;
+    ho->have = have;
+    ho->complete = complete;
+    m->ncomplete += ho->complete;
+    bool now = holder_eligible(ho);
+    if (was && !now) {
+        holder_swap(r, mi, slot, m->ne - 1);
+        m->ne--;
+    } else if (!was && now) {
+        holder_swap(r, mi, slot, m->ne);
+        m->ne++;
+    }
+}
+
 /* Removes node entry |e| of node |ni| and its holder record. */
 static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
 {
     struct node *nd = &r->nodes[ni];
-    struct mani *m = &r->manis[nd->ents[e].mani];
+    uint32_t mi = nd->ents[e].mani;
+    struct mani *m = &r->manis[mi];
     uint32_t slot = nd->ents[e].slot;
-    uint32_t last = --m->nh;
-    if (slot != last) {
-        /* The moved holder's node must learn its new slot. */
-        m->h[slot] = m->h[last];
-        struct node *other = &r->nodes[m->h[slot].node];
-        for (uint16_t k = 0; k < other->nents; k++) {
-            if (other->ents[k].mani == nd->ents[e].mani) {
-                other->ents[k].slot = slot;
-                break;
-            }
-        }
-    }
+    m->ncomplete -= m->h[slot].complete;
+    /* The entry goes first so the moves below never find it. */
     nd->ents[e] = nd->ents[--nd->nents];
+    if (slot < m->ne) {
+        /* Fill the hole with the last eligible holder, and that one's old
+         * place with the last holder, keeping the partition. */
+        holder_move(r, mi, m->ne - 1, slot);
+        holder_move(r, mi, m->nh - 1, m->ne - 1);
+        m->ne--;
+    } else {
+        holder_move(r, mi, m->nh - 1, slot);
+    }
+    m->nh--;
     r->st.entries--;
 }
 
@@ -546,16 +667,17 @@ static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct
     struct node *nd = &r->nodes[ni];
     struct mani *m = &r->manis[mi];
     if (nd->nents == nd->cap) {
-        uint16_t ncap = nd->cap ? (uint16_t)(nd->cap * 2) : 4;
+        /* 32-bit arithmetic: doubling a 16-bit capacity would wrap. */
+        uint32_t ncap = nd->cap ? (uint32_t)nd->cap * 2 : 4;
         if (ncap > r->cfg.max_entries_per_node)
-            ncap = (uint16_t)r->cfg.max_entries_per_node;
+            ncap = r->cfg.max_entries_per_node;
         struct nent *ne = realloc(nd->ents, ncap * sizeof(*ne));
         if (!ne) {
             rv = -ENOMEM;
             goto out;
         }
         nd->ents = ne;
-        nd->cap = ncap;
+        nd->cap = (uint16_t)ncap;
     }
     if (m->nh == m->caph) {
         uint32_t ncap = m->caph ? m->caph * 2 : 4;
@@ -567,9 +689,15 @@ static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct
         m->h = nh;
         m->caph = ncap;
     }
-    m->h[m->nh] = (struct holder){ .node = ni, .have = h->have_chunks, .complete = h->complete };
+    m->h[m->nh] = (struct holder){ .node = ni, .have = h->have_chunks, .zone = nd->zone,
+                                   .complete = h->complete };
     nd->ents[nd->nents++] = (struct nent){ .mani = mi, .slot = m->nh, .mark = 1 };
     m->nh++;
+    m->ncomplete += h->complete;
+    if (holder_eligible(&m->h[m->nh - 1])) {
+        holder_swap(r, mi, m->nh - 1, m->ne);
+        m->ne++;
+    }
     r->st.entries++;
 out:
     return rv;
@@ -589,6 +717,35 @@ static void lease_drop(struct shoal_reg *r, struct mani *m, uint32_t li, bool ex
         r->st.leases_expired++;
     m->leases[li] = m->leases[--m->nl];
     r->st.leases_active--;
+}
+
+/* Returns fetched span |fi| to the free pool (its chunks will be leased
+ * again) and forgets it. */
+static void fspan_drop(struct shoal_reg *r, struct mani *m, uint32_t fi, bool refree)
+{
+    struct fspan *f = &m->fs[fi];
+    if (refree)
+        for (uint32_t c = f->first; c < f->first + f->count; c++)
+            if (m->chunks[c] == CH_FETCHED)
+                m->chunks[c] = CH_FREE;
+    if (f->node != NONE && r->nodes[f->node].used && r->nodes[f->node].nfspans)
+        r->nodes[f->node].nfspans--;
+    m->fs[fi] = m->fs[--m->nfs];
+}
+
+/* Fetched spans older than fetched_ttl_ms go back to the pool while no
+ * node announces the whole manifest: a fetcher that lied, or whose copy
+ * never spread, must not block the origin forever. */
+static void mani_expire_fetched(struct shoal_reg *r, struct mani *m, uint64_t now_ms)
+{
+    if (!r->cfg.fetched_ttl_ms || m->ncomplete)
+        return;
+    for (uint32_t i = 0; i < m->nfs;) {
+        if (now_ms >= m->fs[i].done_ms && now_ms - m->fs[i].done_ms >= r->cfg.fetched_ttl_ms)
+            fspan_drop(r, m, i, true);
+        else
+            i++;
+    }
 }
 
 static void mani_expire_leases(struct shoal_reg *r, struct mani *m, uint64_t now_ms)
@@ -622,19 +779,32 @@ static void node_remove_idx(struct shoal_reg *r, uint32_t ni)
     struct node *nd = &r->nodes[ni];
     while (nd->nents)
         entry_remove(r, ni, nd->nents - 1);
-    if (nd->nleases) {
-        for (uint32_t mi = 0; mi < r->nmanis_cap && nd->nleases; mi++) {
-            struct mani *m = &r->manis[mi];
-            if (!m->used)
-                continue;
-            for (uint32_t i = 0; i < m->nl;) {
-                if (m->leases[i].node == ni)
-                    lease_drop(r, m, i, false);
-                else
-                    i++;
+    for (uint32_t mi = 0; mi < r->nmanis_cap && (nd->nleases || nd->nfspans); mi++) {
+        struct mani *m = &r->manis[mi];
+        if (!m->used)
+            continue;
+        for (uint32_t i = 0; i < m->nl;) {
+            if (m->leases[i].node == ni)
+                lease_drop(r, m, i, false);
+            else
+                i++;
+        }
+        /* What this node fetched from the origin left with it, unless a
+         * complete copy is still announced; then only the TTL applies. */
+        for (uint32_t i = 0; i < m->nfs;) {
+            if (m->fs[i].node != ni) {
+                i++;
+            } else if (m->ncomplete) {
+                m->fs[i].node = NONE;
+                nd->nfspans--;
+                i++;
+            } else {
+                fspan_drop(r, m, i, true);
             }
         }
     }
+    r->zones[nd->zone].nodes--;
+    zone_release(r, nd->zone);
     tab_remove(&r->node_tab, hash_key32(r->hkey, nd->pk), ni);
     free(nd->ents);
     memset(nd, 0, sizeof(*nd));
@@ -690,18 +860,30 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         rv = SHOAL_ELIMIT;
         goto out;
     }
-    uint32_t zi = zone_intern(r, zone);
+    uint32_t zi = zone_acquire(r, zone);
     if (zi == NONE) {
         rv = SHOAL_ELIMIT;
         goto out;
     }
     uint32_t ni = node_find(r, node_pk);
-    if (ni == NONE && (rv = node_create(r, node_pk, &ni)) != 0)
+    if (ni == NONE && (rv = node_create(r, node_pk, &ni)) != 0) {
+        zone_release(r, zi);
         goto out;
+    }
 
     struct node *nd = &r->nodes[ni];
     nd->last_ms = now_ms;
-    nd->zone = (uint16_t)zi;
+    if (nd->zone != zi) {
+        /* Moved zones: the holder copies follow. */
+        r->zones[nd->zone].nodes--;
+        zone_release(r, nd->zone);
+        nd->zone = (uint16_t)zi;
+        r->zones[zi].nodes++;
+        for (uint16_t e = 0; e < nd->nents; e++)
+            r->manis[nd->ents[e].mani].h[nd->ents[e].slot].zone = (uint16_t)zi;
+    } else {
+        zone_release(r, zi); /* the node already holds a reference */
+    }
     if (strcmp(nd->addr, addr) != 0)
         strcpy(nd->addr, addr);
     /* Update holdings that stay and drop the others first, so the node's
@@ -712,9 +894,7 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         uint32_t mi = mani_find(r, haves[i].manifest_id);
         uint16_t e = mi == NONE ? nd->nents : node_entry(nd, mi);
         if (e < nd->nents) {
-            struct holder *ho = &r->manis[mi].h[nd->ents[e].slot];
-            ho->have = haves[i].have_chunks;
-            ho->complete = haves[i].complete;
+            holder_update(r, mi, nd->ents[e].slot, haves[i].have_chunks, haves[i].complete);
             nd->ents[e].mark = 1;
         }
     }
@@ -729,15 +909,12 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         uint32_t mi = mani_get(r, h->manifest_id, &rv);
         if (mi == NONE)
             goto out;
-        /* Until a manifest is registered, a holder's total sizes leases. */
-        if (!r->manis[mi].nchunks && h->total_chunks <= SHOAL_REG_CHUNKS_MAX)
-            r->manis[mi].nchunks = h->total_chunks;
+        /* A holder's total_chunks never sizes lease state: only a signed
+         * manifest (or the trusted caller of shoal_reg_lease) may. */
         nd = &r->nodes[ni];
         uint16_t e = node_entry(nd, mi);
         if (e < nd->nents) {
-            struct holder *ho = &r->manis[mi].h[nd->ents[e].slot];
-            ho->have = h->have_chunks;
-            ho->complete = h->complete;
+            holder_update(r, mi, nd->ents[e].slot, h->have_chunks, h->complete);
         } else if ((rv = entry_add(r, ni, mi, h)) != 0) {
             goto out;
         }
@@ -760,9 +937,13 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
     return a;
 }
 
-/* Holders visited per request at most: enough to fill every bucket on any
- * realistic swarm, and a bound on the work one request can cause. */
+/* Eligible holders visited per request at most: a bound on the work one
+ * request can cause. The walk touches only the compact holder array (the
+ * node record only for a candidate that is kept), and once it has seen
+ * PEER_WALK_ENOUGH times the list size it stops as soon as it has enough
+ * candidates to fill the list. */
 #define PEER_WALK_MAX 4096
+#define PEER_WALK_ENOUGH 8
 
 enum { B_ZONE_SEED, B_ZONE_PART, B_OTHER_SEED, B_OTHER_PART, B_N };
 
@@ -800,17 +981,19 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
     if (mi == NONE || want == 0)
         goto out;
     const struct mani *m = &r->manis[mi];
-    if (m->nh == 0)
+    if (m->ne == 0)
         goto out;
-    uint32_t azone = asker_zone ? zone_find(r, asker_zone, strlen(asker_zone)) : zone_find(r, "", 0);
+    uint32_t azone = asker_zone ? zone_find(r, asker_zone, strlen(asker_zone)) : 0;
 
     uint32_t bstore[B_N][SHOAL_REG_PEERS_MAX];
     uint32_t *b[B_N] = { bstore[0], bstore[1], bstore[2], bstore[3] };
     uint32_t nb[B_N] = { 0 }, used[B_N] = { 0 };
 
-    /* Visit holders in a random cyclic order: random start, random stride
-     * coprime with the count, so each holder is seen at most once. */
-    uint64_t nh = m->nh;
+    /* Visit the eligible holders (complete or some chunks: holders of
+     * nothing are kept past m->ne and never sampled) in a random cyclic
+     * order: random start, random stride coprime with the count, so each
+     * holder is seen at most once. */
+    uint64_t nh = m->ne;
     uint64_t pos = splitmix64(&r->rng) % nh;
     uint64_t stride = 1;
     if (nh > 1) {
@@ -819,19 +1002,21 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
         while (gcd64(stride, nh) != 1);
     }
     uint64_t walk = nh < PEER_WALK_MAX ? nh : PEER_WALK_MAX;
+    uint64_t enough = (uint64_t)want * PEER_WALK_ENOUGH;
     for (uint64_t k = 0; k < walk; k++, pos = (pos + stride) % nh) {
         const struct holder *ho = &m->h[pos];
-        const struct node *nd = &r->nodes[ho->node];
-        if (!ho->complete && ho->have == 0)
+        int which = (ho->zone == azone ? B_ZONE_SEED : B_OTHER_SEED) + (ho->complete ? 0 : 1);
+        if (nb[which] >= want)
             continue;
+        const struct node *nd = &r->nodes[ho->node];
         if (!node_live(r, nd, now_ms))
             continue;
         if (asker_pk && memcmp(nd->pk, asker_pk, 32) == 0)
             continue;
-        int which = (nd->zone == azone ? B_ZONE_SEED : B_OTHER_SEED) + (ho->complete ? 0 : 1);
-        if (nb[which] < want)
-            b[which][nb[which]++] = (uint32_t)pos;
+        b[which][nb[which]++] = (uint32_t)pos;
         if (nb[0] >= want && nb[1] >= want && nb[2] >= want && nb[3] >= want)
+            break;
+        if (k >= enough && nb[0] + nb[1] + nb[2] + nb[3] >= want)
             break;
     }
 
@@ -848,7 +1033,7 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
         struct shoal_reg_peer *p = &out[i];
         memcpy(p->node_pk, nd->pk, 32);
         p->addr = nd->addr;
-        p->zone = r->zones[nd->zone];
+        p->zone = r->zones[nd->zone].name;
         p->complete = ho->complete;
         p->have_chunks = ho->have;
     }
@@ -874,8 +1059,8 @@ static struct lease *lease_slot(struct mani *m)
 /* True when some live node announced chunks of |m|. */
 static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uint64_t now_ms)
 {
-    for (uint32_t i = 0; i < m->nh; i++)
-        if ((m->h[i].complete || m->h[i].have) && node_live(r, &r->nodes[m->h[i].node], now_ms))
+    for (uint32_t i = 0; i < m->ne; i++)
+        if (node_live(r, &r->nodes[m->h[i].node], now_ms))
             return true;
     return false;
 }
@@ -888,21 +1073,31 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
     *first = 0;
     *count = 0;
     *expires_ms = 0;
+    /* The size comes from the registered manifest, else the caller; an
+     * unknown size creates nothing. */
+    uint32_t mi = mani_find(r, manifest_id);
+    uint32_t size = mi != NONE && r->manis[mi].nchunks ? r->manis[mi].nchunks : nchunks;
+    if (!size || size > SHOAL_REG_CHUNKS_MAX) {
+        rv = SHOAL_ETOOBIG;
+        goto out;
+    }
     uint32_t ni = node_find(r, node_pk);
     if (ni == NONE) {
         if ((rv = node_create(r, node_pk, &ni)) != 0)
             goto out;
         r->nodes[ni].last_ms = now_ms;
     }
-    uint32_t mi = mani_get(r, manifest_id, &rv);
+    mi = mani_get(r, manifest_id, &rv);
     if (mi == NONE)
         goto out;
     struct mani *m = &r->manis[mi];
     if (!m->nchunks)
-        m->nchunks = nchunks;
-    if (!m->nchunks || m->nchunks > SHOAL_REG_CHUNKS_MAX) {
-        m->nchunks = 0;
-        rv = SHOAL_ETOOBIG;
+        m->nchunks = size;
+    mani_expire_leases(r, m, now_ms);
+    /* The per-node cap comes before any lease state is charged to the
+     * global budget. */
+    if (r->nodes[ni].nleases >= SHOAL_REG_LEASES_PER_NODE) {
+        rv = SHOAL_EBUSY;
         goto out;
     }
     if (!m->chunks) {
@@ -917,15 +1112,13 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
         }
         r->lease_chunks += m->nchunks;
     }
-    mani_expire_leases(r, m, now_ms);
-    if (r->nodes[ni].nleases >= SHOAL_REG_LEASES_PER_NODE) {
-        rv = SHOAL_EBUSY;
-        goto out;
-    }
-    if (!mani_has_holder(r, m, now_ms) && now_ms - m->last_done_ms > r->cfg.node_ttl_ms) {
-        for (uint32_t c = 0; c < m->nchunks; c++)
-            if (m->chunks[c] == CH_FETCHED)
-                m->chunks[c] = CH_FREE;
+    mani_expire_fetched(r, m, now_ms);
+    if (m->nfs && !mani_has_holder(r, m, now_ms) &&
+        now_ms - m->last_done_ms > r->cfg.node_ttl_ms) {
+        /* Nobody announces any of it and nothing was fetched lately: the
+         * swarm lost every fetched chunk. */
+        while (m->nfs)
+            fspan_drop(r, m, m->nfs - 1, true);
     }
     if (max_chunks > SHOAL_REG_LEASE_SPAN_MAX)
         max_chunks = SHOAL_REG_LEASE_SPAN_MAX;
@@ -959,6 +1152,37 @@ out:
     return rv;
 }
 
+/* Records that node |ni| fetched [first, first+count) of |m|, extending the
+ * node's previous span when this one continues it. */
+static int fspan_add(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t first,
+                     uint32_t count, uint64_t now_ms)
+{
+    int rv = 0;
+    if (m->nfs) {
+        struct fspan *last = &m->fs[m->nfs - 1];
+        if (last->node == ni && last->first + last->count == first) {
+            last->count += count;
+            last->done_ms = now_ms;
+            goto out;
+        }
+    }
+    if (m->nfs == m->capfs) {
+        uint32_t ncap = m->capfs ? m->capfs * 2 : 4;
+        struct fspan *nf = realloc(m->fs, (size_t)ncap * sizeof(*nf));
+        if (!nf) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        m->fs = nf;
+        m->capfs = ncap;
+    }
+    m->fs[m->nfs++] = (struct fspan){ .node = ni, .first = first, .count = count,
+                                      .done_ms = now_ms };
+    r->nodes[ni].nfspans++;
+out:
+    return rv;
+}
+
 int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                          const uint8_t node_pk[32], uint32_t first, uint32_t count)
 {
@@ -978,7 +1202,17 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
         if (l->node != ni || first < l->first ||
             (uint64_t)first + count > (uint64_t)l->first + l->count)
             continue;
-        memset(m->chunks + first, CH_FETCHED, count);
+        bool changed = false;
+        for (uint32_t c = first; c < first + count; c++) {
+            changed = changed || m->chunks[c] == CH_LEASED;
+            m->chunks[c] = CH_FETCHED;
+        }
+        if (changed && (rv = fspan_add(r, m, ni, first, count, now_ms)) != 0) {
+            /* Without a record the chunks could never come back: leave
+             * them leased, to revert when the lease expires. */
+            memset(m->chunks + first, CH_LEASED, count);
+            break;
+        }
         m->last_done_ms = now_ms;
         bool all = true;
         for (uint32_t c = l->first; c < l->first + l->count; c++)
@@ -999,6 +1233,8 @@ out:
 static void mani_remove_idx(struct shoal_reg *r, uint32_t mi)
 {
     struct mani *m = &r->manis[mi];
+    while (m->nfs)
+        fspan_drop(r, m, m->nfs - 1, false);
     tab_remove(&r->mani_tab, hash_key32(r->hkey, m->id), mi);
     if (m->chunks)
         r->lease_chunks -= m->nchunks;
@@ -1022,6 +1258,7 @@ void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
         if (!m->used)
             continue;
         mani_expire_leases(r, m, now_ms);
+        mani_expire_fetched(r, m, now_ms);
         /* Lease state without holders is worth keeping only while fetched
          * chunks may still be in the swarm. */
         if (!m->nh && !m->nl && !m->signed_bytes &&
@@ -1047,6 +1284,15 @@ static void mani_describe(const struct mani *m, struct shoal_reg_manifest *out)
 int shoal_reg_put_manifest(struct shoal_reg *r, const uint8_t manifest_id[32], uint8_t repo_type,
                            const char *repo, const char *commit, uint32_t nchunks,
                            const uint8_t *signed_bytes, size_t len)
+{
+    return shoal_reg_put_manifest_ex(r, manifest_id, repo_type, repo, commit, nchunks, 0,
+                                     signed_bytes, len);
+}
+
+int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32],
+                              uint8_t repo_type, const char *repo, const char *commit,
+                              uint32_t nchunks, uint64_t created, const uint8_t *signed_bytes,
+                              size_t len)
 {
     int rv = 0;
     char *names = NULL;
@@ -1088,15 +1334,22 @@ int shoal_reg_put_manifest(struct shoal_reg *r, const uint8_t manifest_id[32], u
     if (mi == NONE && (rv = mani_create(r, manifest_id, &mi)) != 0)
         goto fail;
     uint32_t old = tab_find(&r->name_tab, nh, name_eq, r, full, rl + 1 + cl);
-    if (old != NONE)
-        tab_remove(&r->name_tab, nh, old);
-    if ((rv = tab_insert(&r->name_tab, nh, mi)) != 0)
-        goto fail;
+    /* The newest signing wins the name: an old manifest re-put (say by a
+     * node after a tracker restart) must not take it back. */
+    if (old == NONE || r->manis[old].created <= created) {
+        if ((rv = tab_insert(&r->name_tab, nh, mi)) != 0)
+            goto fail;
+        if (old != NONE)
+            tab_remove(&r->name_tab, nh, old);
+    }
     struct mani *m = &r->manis[mi];
+    m->created = created;
     if (m->chunks && m->nchunks != nchunks) {
         /* Lease state sized by a node's guess: the signed count wins. */
         while (m->nl)
             lease_drop(r, m, m->nl - 1, false);
+        while (m->nfs)
+            fspan_drop(r, m, m->nfs - 1, false);
         free(m->chunks);
         m->chunks = NULL;
         r->lease_chunks -= m->nchunks;
@@ -1159,22 +1412,28 @@ int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const ch
     }
     uint32_t zi = NONE;
     if (*zone) {
-        zi = remove ? zone_find(r, zone, strlen(zone)) : zone_intern(r, zone);
-        if (zi == NONE) {
-            rv = remove ? SHOAL_ENOTFOUND : SHOAL_ELIMIT;
+        zi = zone_find(r, zone, strlen(zone));
+        if (zi == NONE && remove) {
+            rv = SHOAL_ENOTFOUND;
             goto out;
         }
     }
-    uint32_t i;
-    for (i = 0; i < r->nrollouts; i++)
-        if (r->rollouts[i].zone == zi && strcmp(r->rollouts[i].repo_at_rev, repo_at_rev) == 0)
-            break;
+    /* A zone not interned yet has no entries (NONE would match global). */
+    uint32_t i = r->nrollouts;
+    if (!*zone || zi != NONE)
+        for (i = 0; i < r->nrollouts; i++)
+            if (r->rollouts[i].zone == zi &&
+                strcmp(r->rollouts[i].repo_at_rev, repo_at_rev) == 0)
+                break;
     if (remove) {
-        if (i == r->nrollouts)
+        if (i == r->nrollouts) {
             rv = SHOAL_ENOTFOUND;
-        else
-            memmove(&r->rollouts[i], &r->rollouts[i + 1],
-                    (r->nrollouts-- - i - 1) * sizeof(r->rollouts[0]));
+            goto out;
+        }
+        memmove(&r->rollouts[i], &r->rollouts[i + 1],
+                (r->nrollouts-- - i - 1) * sizeof(r->rollouts[0]));
+        if (zi != NONE)
+            zone_release(r, zi);
         goto out;
     }
     if (i < r->nrollouts)
@@ -1183,6 +1442,12 @@ int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const ch
         rv = SHOAL_ELIMIT;
         goto out;
     }
+    /* Each zoned rollout holds a reference on its zone. */
+    if (*zone && (zi = zone_acquire(r, zone)) == NONE) {
+        rv = SHOAL_ELIMIT;
+        goto out;
+    }
+    i = r->nrollouts;
     memcpy(r->rollouts[i].repo_at_rev, repo_at_rev, n + 1);
     r->rollouts[i].zone = zi;
     r->nrollouts++;
@@ -1229,50 +1494,55 @@ void shoal_reg_rollout_status(const struct shoal_reg *r, uint64_t now_ms,
 {
     *complete = *partial = *none = 0;
     uint32_t mi = mani_find(r, manifest_id);
-    /* Zones named by rollouts of this release; any global entry means all. */
-    uint32_t zones[SHOAL_REG_ROLLOUTS_MAX];
-    uint32_t nz = 0;
+    /* Zones named by rollouts of this release; any global entry means all.
+     * A per-zone flag keeps the holder walk below O(1) per holder. */
+    uint8_t want[SHOAL_REG_ZONES_MAX];
     bool all = true;
     if (mi != NONE && r->manis[mi].names) {
         struct shoal_reg_manifest mf;
         mani_describe(&r->manis[mi], &mf);
-        bool global = false;
+        bool global = false, zoned = false;
+        memset(want, 0, sizeof(want));
         for (uint32_t i = 0; i < r->nrollouts; i++) {
             if (strcmp(r->rollouts[i].repo_at_rev, mf.repo_at_rev) != 0)
                 continue;
-            if (r->rollouts[i].zone == NONE)
+            if (r->rollouts[i].zone == NONE) {
                 global = true;
+            } else {
+                want[r->rollouts[i].zone] = 1;
+                zoned = true;
+            }
+        }
+        all = global || !zoned;
+    }
+    /* Nodes in scope come from the per-zone counts; holders of the
+     * manifest split them into complete, partial and (the rest) none, so
+     * the cost is the manifest's holders, never every node. Nodes past
+     * their TTL that expiry has not dropped yet count as none. */
+    uint64_t scope = 0;
+    if (all) {
+        scope = r->nnodes_used;
+    } else {
+        for (uint32_t z = 0; z < r->nzones; z++)
+            if (want[z] && r->zones[z].name)
+                scope += r->zones[z].nodes;
+    }
+    if (mi != NONE) {
+        const struct mani *m = &r->manis[mi];
+        for (uint32_t i = 0; i < m->ne; i++) {
+            const struct holder *h = &m->h[i];
+            if (!all && !want[h->zone])
+                continue;
+            if (!node_live(r, &r->nodes[h->node], now_ms))
+                continue;
+            if (h->complete)
+                (*complete)++;
             else
-                zones[nz++] = r->rollouts[i].zone;
+                (*partial)++;
         }
-        all = global || nz == 0;
     }
-    for (uint32_t ni = 0; ni < r->nnodes_cap; ni++) {
-        const struct node *nd = &r->nodes[ni];
-        if (!node_live(r, nd, now_ms))
-            continue;
-        if (!all) {
-            bool match = false;
-            for (uint32_t k = 0; k < nz && !match; k++)
-                match = zones[k] == nd->zone;
-            if (!match)
-                continue;
-        }
-        int state = 0;
-        for (uint16_t e = 0; mi != NONE && e < nd->nents; e++) {
-            if (nd->ents[e].mani != mi)
-                continue;
-            const struct holder *h = &r->manis[mi].h[nd->ents[e].slot];
-            state = h->complete ? 2 : h->have ? 1 : 0;
-            break;
-        }
-        if (state == 2)
-            (*complete)++;
-        else if (state == 1)
-            (*partial)++;
-        else
-            (*none)++;
-    }
+    uint64_t held = (uint64_t)*complete + *partial;
+    *none = (uint32_t)(scope > held ? scope - held : 0);
 }
 
 /* ---- stats ---- */

@@ -31,7 +31,8 @@
 /* Longest listen address ("host:port") and zone name, in bytes. */
 #define SHOAL_REG_ADDR_MAX 128
 #define SHOAL_REG_ZONE_MAX 64
-/* Distinct zone names the registry will remember (they are never freed). */
+/* Distinct zone names in use at once (by nodes and zoned rollouts); a zone
+ * nobody is in any more is forgotten. */
 #define SHOAL_REG_ZONES_MAX 1024
 /* Longest "org/name@commit" accepted as a release name. */
 #define SHOAL_REG_REPO_MAX 256
@@ -59,18 +60,23 @@ struct shoal_reg_config {
     uint64_t max_lease_chunks;      /* sum of nchunks over manifests with lease
                                        state (1 byte per chunk) */
     uint64_t max_manifest_bytes;    /* sum of registered signed manifests */
+    /* Added by the review fixes: */
+    uint32_t fetched_ttl_ms;        /* fetched-from-origin chunks become
+                                       leasable again after this long while
+                                       no node announces the whole manifest
+                                       (0 = never) */
 };
 
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
  * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
- * 1 GiB of registered manifests. */
+ * 1 GiB of registered manifests, fetched TTL 10 min. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
 
 struct shoal_reg;
 
 /* New empty registry with a copy of |cfg|, into |*out| (written only on
- * success). Returns 0, -EINVAL (a zero interval/ttl/lease/limit) or
- * -ENOMEM. */
+ * success). Returns 0, -EINVAL (a zero interval/ttl/lease/limit,
+ * max_entries_per_node above 65535) or -ENOMEM. */
 int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg);
 /* Frees everything; NULL is accepted. */
 void shoal_reg_free(struct shoal_reg *r);
@@ -88,7 +94,9 @@ struct shoal_reg_have {
  * Records that |node_pk| (listening on |addr|, in |zone|) holds exactly the
  * |n| manifests in |haves|, replacing whatever it announced before, and
  * marks it alive at |now_ms|. A manifest listed twice keeps the last entry.
- * |addr| and |zone| are copied (NUL-terminated; NULL means "").
+ * |addr| and |zone| are copied (NUL-terminated; NULL means ""). A node may
+ * change zone; a zone nobody is in any more is forgotten. The entries'
+ * total_chunks never size lease state (see shoal_reg_lease).
  * Returns 0; SHOAL_ETOOBIG when addr or zone is too long; SHOAL_ELIMIT when
  * |n| > max_entries_per_node or the node, manifest or zone tables are full
  * (nothing is changed then); -ENOMEM (the node may have lost entries).
@@ -97,8 +105,10 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
                        const char *addr, const char *zone, const struct shoal_reg_have *haves,
                        size_t n);
 
-/* Forgets |node_pk|: its holdings, and its leases (their chunks become free
- * again). Unknown keys are ignored. */
+/* Forgets |node_pk|: its holdings, its leases (their chunks become free
+ * again) and the chunks it fetched from the origin (free again unless a
+ * node announcing the whole manifest is still known). Unknown keys are
+ * ignored. */
 void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32]);
 
 /* Pointers are valid until the next call that changes the registry. */
@@ -130,12 +140,19 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  * neither leased nor already fetched from the origin: the first free chunk
  * at or after |hint_chunk| (wrapping), extended while free, up to
  * |max_chunks| and SHOAL_REG_LEASE_SPAN_MAX, never wrapping inside a span.
- * The chunk count is the registered manifest's, else the total_chunks
- * of an announce, else |nchunks| (the first value seen sticks; 0 = unknown). An unknown node is created without holdings so it
- * expires unless it announces.
- * Fetched chunks become free again when the manifest has had no live
- * holder (with chunks) and no completed lease for node_ttl_ms: the swarm
- * lost them.
+ * The chunk count is the registered manifest's, else |nchunks| (the
+ * first value seen sticks; 0 = unknown, and nothing is created). Announces
+ * never set it, so a network-facing caller passes 0 and only manifests
+ * registered with shoal_reg_put_manifest get lease state. The per-node
+ * lease cap is checked before lease state is charged to max_lease_chunks.
+ * An unknown node is created without holdings so it expires unless it
+ * announces.
+ * Fetched chunks become free again (1) when the node that fetched them is
+ * removed or expires while no node announces the whole manifest, (2) when
+ * they were fetched fetched_ttl_ms ago and still no node announces the
+ * whole manifest (a node may report a lease done without fetching), and
+ * (3) all at once when the manifest has had no live holder (with chunks)
+ * and no completed lease for node_ttl_ms: the swarm lost them.
  * On success writes *first, *count (0 when nothing is free) and
  * *expires_ms (absolute, now_ms + lease_ms). Returns 0; SHOAL_EBUSY (with
  * *count = 0) when the node already holds SHOAL_REG_LEASES_PER_NODE leases;
@@ -177,11 +194,20 @@ struct shoal_reg_manifest {
 /*
  * Registers a manifest whose signature the caller has verified: copies
  * |signed_bytes| and the names. Registering an id again is a no-op; a new
- * id for the same "repo@commit" takes over the name. Returns 0,
+ * id for the same "repo@commit" takes over the name when it is not older:
+ * |created| (the signing time, unix seconds) is at least the current
+ * owner's. The copied signed bytes stay at the same address until
+ * shoal_reg_free (registered manifests are never dropped), so a server may
+ * send them by reference. Returns 0,
  * SHOAL_ETOOBIG (repo too long, nchunks too large), SHOAL_EBADMSG (empty
  * repo or commit, '@' in them), SHOAL_ELIMIT (manifest table or byte
  * budget full) or -ENOMEM.
  */
+int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32],
+                              uint8_t repo_type, const char *repo, const char *commit,
+                              uint32_t nchunks, uint64_t created, const uint8_t *signed_bytes,
+                              size_t len);
+/* shoal_reg_put_manifest_ex with |created| 0 (unknown: oldest). */
 int shoal_reg_put_manifest(struct shoal_reg *r, const uint8_t manifest_id[32], uint8_t repo_type,
                            const char *repo, const char *commit, uint32_t nchunks,
                            const uint8_t *signed_bytes, size_t len);
@@ -224,6 +250,8 @@ size_t shoal_reg_rollouts_for(const struct shoal_reg *r, const char *zone, bool 
  * Counts live nodes by how much of |manifest_id| they hold: *complete,
  * *partial (some chunks) and *none. When rollout entries for this
  * manifest's name exist and all name zones, only nodes in those zones count.
+ * Costs O(holders of the manifest + zones), not O(nodes); nodes past their
+ * TTL that shoal_reg_expire has not dropped yet count as none.
  */
 void shoal_reg_rollout_status(const struct shoal_reg *r, uint64_t now_ms,
                               const uint8_t manifest_id[32], uint32_t *complete,

@@ -31,28 +31,56 @@
 #include "frame.h"
 #include "hash.h"
 #include "manifest.h"
+#include "mp.h"
 #include "msg.h"
 
 #define READ_BUF (64 * 1024)
 #define FRAME_MAX_AUTHED (SHOAL_MSG_MANIFEST_MAX + 1024)
+/* Frames handled per connection before others get a turn: bytes left over
+ * wait in the connection (reading paused) until the idle handle comes
+ * back to it. */
+#define FRAMES_PER_TURN 64
+/* Reading pauses while a connection has more reply bytes queued or in
+ * flight than this, and resumes once the peer drained them. */
+#define OUT_HIGH (256 * 1024)
+/* Expensive requests (rollout status, stats, manifests) per connection:
+ * a token bucket of COSTLY_BURST refilled at COSTLY_PER_S. */
+#define COSTLY_BURST 40
+#define COSTLY_PER_S 20
 /* How long a node should wait before asking for a lease again when none
  * was granted. */
 #define LEASE_RETRY_MS 1000
 
+/* A node key verified on a connection. Zone and address are bound at
+ * verification (by keyed hash): a switch back cannot move the node. */
 struct ident {
     uint8_t pk[32];
     uint8_t role;
     uint8_t used;
+    uint64_t bind;          /* keyed hash of zone and listen address */
+    uint64_t deadline_ms;   /* loop time at which the credential expires */
 };
 
 struct conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;       /* authentication deadline */
+    uv_timer_t timer;       /* authentication deadline, then idle check */
     struct shoal_tracker *t;
     struct conn *prev, *next;
+    struct conn *uprev, *unext;   /* unauthenticated, oldest first */
+    struct conn *rnext;           /* ready list: pending input, not reading */
+    bool on_ready;
+    bool reading;
+    uint8_t *pend;          /* input received but not handled yet */
+    size_t pend_len, pend_off;
+    int frames_left;        /* of this turn */
+    uint64_t last_rx_ms;
+    uint64_t cred_deadline_ms;    /* current identity's credential end */
+    double tokens;          /* costly-request bucket */
+    uint64_t tokens_ms;
     struct shoal_frame_dec dec;
     struct shoal_buf out;   /* replies not yet handed to libuv */
     size_t inflight;        /* bytes in uv_write requests */
+    size_t inflight_copy;   /* of which copies (the rest: registry refs) */
     uint8_t nonce[32];      /* the challenge to answer next */
     bool authed;
     bool closing;
@@ -73,7 +101,8 @@ struct wreq {
     uv_write_t req;
     struct conn *c;
     uint8_t *base;  /* malloc'd block to free */
-    size_t len;
+    size_t len;     /* bytes in flight, copies and references */
+    size_t copy;    /* of which copied into |base| */
 };
 
 struct shoal_tracker {
@@ -86,6 +115,13 @@ struct shoal_tracker {
     bool listening, timer_on, shut;
     struct conn *conns;
     uint32_t nconns;
+    struct conn *unauth_head, *unauth_tail;
+    uint32_t nunauth;
+    struct conn *ready;       /* connections with pending input to handle */
+    uv_idle_t idle;
+    bool idle_on, idle_init;
+    size_t outq_copy;         /* copied reply bytes queued, all connections */
+    uint8_t bind_key[crypto_shorthash_KEYBYTES];
     uint8_t rbuf[READ_BUF];
     bool rbuf_busy;
     struct shoal_msg msg;     /* decoded request (large: kept off the stack) */
@@ -93,7 +129,8 @@ struct shoal_tracker {
     struct shoal_reg_have haves[SHOAL_MSG_ANNOUNCE_MAX];
     struct shoal_reg_peer peers[SHOAL_MSG_PEERS_MAX];
     struct shoal_reg_desired desired[SHOAL_MSG_DESIRED_MAX];
-    uint64_t auth_failures, bad_input, conns_total, conns_refused;
+    uint64_t auth_failures, bad_input, conns_total, conns_refused, conns_evicted;
+    uint64_t rate_limited, manifest_verifies;
 };
 
 void shoal_tracker_log(const char *fmt, ...)
@@ -117,10 +154,59 @@ void shoal_tracker_config_default(struct shoal_tracker_config *c)
     memset(c, 0, sizeof(*c));
     c->listen = "127.0.0.1:7700";
     shoal_reg_config_default(&c->reg);
-    c->auth_timeout_ms = 10000;
+    c->auth_timeout_ms = 3000;
     c->max_conns = 10000;
+    c->max_unauth = 256;
     c->max_outq = SHOAL_FRAME_MAX_ABS;
+    c->max_outq_total = 256u << 20;
+    c->idle_timeout_ms = 300000;
     c->max_identities = 100000;
+}
+
+/* ---- lists ---- */
+
+static void unauth_unlink(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    if (!c->uprev && t->unauth_head != c)
+        return; /* not listed */
+    if (c->uprev)
+        c->uprev->unext = c->unext;
+    else
+        t->unauth_head = c->unext;
+    if (c->unext)
+        c->unext->uprev = c->uprev;
+    else
+        t->unauth_tail = c->uprev;
+    c->uprev = c->unext = NULL;
+    t->nunauth--;
+}
+
+static void unauth_append(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    c->uprev = t->unauth_tail;
+    c->unext = NULL;
+    if (t->unauth_tail)
+        t->unauth_tail->unext = c;
+    else
+        t->unauth_head = c;
+    t->unauth_tail = c;
+    t->nunauth++;
+}
+
+static void ready_unlink(struct conn *c)
+{
+    if (!c->on_ready)
+        return;
+    for (struct conn **pp = &c->t->ready; *pp; pp = &(*pp)->rnext) {
+        if (*pp == c) {
+            *pp = c->rnext;
+            break;
+        }
+    }
+    c->rnext = NULL;
+    c->on_ready = false;
 }
 
 /* ---- connection teardown ---- */
@@ -137,6 +223,7 @@ static void conn_free(struct conn *c)
     t->nconns--;
     shoal_frame_dec_free(&c->dec);
     shoal_buf_free(&c->out);
+    free(c->pend);
     free(c->ids);
     free(c);
 }
@@ -153,7 +240,10 @@ static void conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    unauth_unlink(c);
+    ready_unlink(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
@@ -174,11 +264,15 @@ static void conn_drop(struct conn *c, const char *fmt, ...)
 
 /* ---- output ---- */
 
+static void conn_schedule(struct conn *c);
+
 static void on_write(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct conn *c = w->c;
     c->inflight -= w->len;
+    c->inflight_copy -= w->copy;
+    c->t->outq_copy -= w->copy;
     free(w->base);
     free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing) {
@@ -186,7 +280,28 @@ static void on_write(uv_write_t *req, int status)
         conn_close(c);
     } else if (c->close_after_flush && c->inflight == 0) {
         conn_close(c);
+    } else if (!c->closing) {
+        conn_schedule(c); /* maybe below the watermark again */
     }
+}
+
+/* Queues |w| (base/len/copy set) with |nbufs| buffers. Returns 0, or
+ * nonzero after closing |c|. */
+static int conn_write(struct conn *c, struct wreq *w, uv_buf_t *bufs, unsigned nbufs)
+{
+    w->c = c;
+    int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
+    if (rv < 0) {
+        free(w->base);
+        free(w);
+        shoal_tracker_log("closing %s: write: %s", c->peer, uv_strerror(rv));
+        conn_close(c);
+        return 1;
+    }
+    c->inflight += w->len;
+    c->inflight_copy += w->copy;
+    c->t->outq_copy += w->copy;
+    return 0;
 }
 
 /* Hands the gathered replies to the socket. */
@@ -213,23 +328,60 @@ static void conn_flush(struct conn *c)
                 return;
             }
             size_t len;
-            w->c = c;
             w->base = shoal_buf_steal(&c->out, &len);
-            w->len = len - off;
+            w->len = w->copy = len - off;
             uv_buf_t b = uv_buf_init((char *)w->base + off, (unsigned)w->len);
-            int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-            if (rv < 0) {
-                free(w->base);
-                free(w);
-                shoal_tracker_log("closing %s: write: %s", c->peer, uv_strerror(rv));
-                conn_close(c);
+            if (conn_write(c, w, &b, 1) != 0)
                 return;
-            }
-            c->inflight += w->len;
         }
     }
     if (c->close_after_flush && c->inflight == 0)
         conn_close(c);
+}
+
+/* True when |c| should stop taking requests until its peer reads: too
+ * much of its own output pending, or the tracker's copy budget spent
+ * while it has some of that output. */
+static bool conn_backlogged(const struct conn *c)
+{
+    size_t mine = c->out.len + c->inflight;
+    return mine > OUT_HIGH ||
+           (c->t->outq_copy > c->t->cfg.max_outq_total && c->inflight_copy + c->out.len > 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_idle(uv_idle_t *h);
+
+/* Decides whether |c| reads from its socket: not while it has unhandled
+ * input (it waits on the ready list for its next turn) or is backlogged
+ * (on_write calls back here as the peer drains). */
+static void conn_schedule(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    if (c->closing || c->close_after_flush)
+        return;
+    bool pending = c->pend_off < c->pend_len;
+    bool backlog = conn_backlogged(c);
+    if (pending || backlog) {
+        if (c->reading) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = false;
+        }
+        if (pending && !backlog && !c->on_ready) {
+            c->rnext = t->ready;
+            t->ready = c;
+            c->on_ready = true;
+            if (!t->idle_on) {
+                uv_idle_start(&t->idle, on_idle);
+                t->idle_on = true;
+            }
+        }
+    } else if (!c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = true;
+    }
 }
 
 /* Queues |m|. Returns 0, or nonzero after closing |c| (queue overflow). */
@@ -300,8 +452,9 @@ static struct ident *ident_find(struct conn *c, const uint8_t pk[32], uint8_t ro
     }
 }
 
-static int ident_add(struct conn *c, const uint8_t pk[32], uint8_t role)
+static struct ident *ident_add(struct conn *c, const uint8_t pk[32], uint8_t role, int *rvp)
 {
+    struct ident *added = NULL;
     int rv = 0;
     if (c->nids >= c->t->cfg.max_identities) {
         rv = SHOAL_ELIMIT;
@@ -334,8 +487,35 @@ static int ident_add(struct conn *c, const uint8_t pk[32], uint8_t role)
     c->ids[i].role = role;
     c->ids[i].used = 1;
     c->nids++;
+    added = &c->ids[i];
 out:
-    return rv;
+    *rvp = rv;
+    return added;
+}
+
+/* Keyed hash binding a zone and listen address to a verified identity. */
+static uint64_t bind_hash(const struct shoal_tracker *t, const struct shoal_str *zone,
+                          const struct shoal_str *addr)
+{
+    uint8_t buf[SHOAL_MSG_ZONE_MAX + 1 + SHOAL_MSG_ADDR_MAX];
+    uint8_t h[crypto_shorthash_BYTES];
+    uint64_t v;
+    memcpy(buf, zone->p, zone->len);
+    buf[zone->len] = 0;
+    memcpy(buf + zone->len + 1, addr->p, addr->len);
+    crypto_shorthash(h, buf, zone->len + 1 + addr->len, t->bind_key);
+    memcpy(&v, h, sizeof(v));
+    return v;
+}
+
+/* Loop time (ms) at which a credential valid until |expires_unix| ends. */
+static uint64_t cred_deadline(const struct shoal_tracker *t, uint64_t expires_unix)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t left = expires_unix * 1000 > now_ms ? expires_unix * 1000 - now_ms : 0;
+    return uv_now(t->loop) + left;
 }
 
 static const char *role_name(uint8_t role)
@@ -363,6 +543,14 @@ static void copy_str(char *dst, const struct shoal_str *s)
     dst[s->len] = 0;
 }
 
+static void on_idle_check(uv_timer_t *tm)
+{
+    struct conn *c = tm->data;
+    uint64_t quiet = uv_now(c->t->loop) - c->last_rx_ms;
+    if (quiet >= c->t->cfg.idle_timeout_ms)
+        conn_drop(c, "idle for %" PRIu64 " ms", quiet);
+}
+
 static int handle_auth(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
@@ -370,7 +558,13 @@ static int handle_auth(struct conn *c)
     int rv;
     if (a->role > SHOAL_ROLE_ADMIN)
         return auth_fail(c, SHOAL_EBADMSG, "unknown role");
-    bool known = c->authed && ident_find(c, a->node_pk, a->role) != NULL;
+    struct ident *id = c->authed ? ident_find(c, a->node_pk, a->role) : NULL;
+    bool known = id != NULL;
+    uint64_t bind = bind_hash(t, &a->zone, &a->listen_addr);
+    if (known && id->bind != bind)
+        return auth_fail(c, SHOAL_EPERM, "identity switch changes zone or address");
+    if (known && uv_now(t->loop) >= id->deadline_ms)
+        return auth_fail(c, SHOAL_EEXPIRED, "credential expired");
     if (!known) {
         struct shoal_cred cred;
         if ((rv = shoal_cred_decode(&cred, a->cred.p, a->cred.len)) != 0)
@@ -388,16 +582,22 @@ static int handle_auth(struct conn *c)
             return auth_fail(c, SHOAL_EBADSIG, "challenge signature does not verify");
         if (a->role != SHOAL_ROLE_NODE && !shoal_keyset_contains(t->cfg.admin_keys, a->node_pk))
             return auth_fail(c, SHOAL_EPERM, "key not allowed the requested role");
-        if ((rv = ident_add(c, a->node_pk, a->role)) != 0)
+        if ((id = ident_add(c, a->node_pk, a->role, &rv)) == NULL)
             return auth_fail(c, rv, "too many identities on one connection");
+        id->bind = bind;
+        id->deadline_ms = cred_deadline(t, cred.expires_unix);
     }
+    c->cred_deadline_ms = id->deadline_ms;
     memcpy(c->pk, a->node_pk, 32);
     c->role = a->role;
     copy_str(c->zone, &a->zone);
     copy_str(c->addr, &a->listen_addr);
     if (!c->authed) {
         c->authed = true;
-        uv_timer_stop(&c->timer);
+        unauth_unlink(c);
+        /* The timer now watches for silence instead. */
+        uv_timer_start(&c->timer, on_idle_check, t->cfg.idle_timeout_ms / 2 + 1,
+                       t->cfg.idle_timeout_ms / 2 + 1);
         shoal_frame_dec_set_max(&c->dec, FRAME_MAX_AUTHED);
         if (a->role != SHOAL_ROLE_NODE) {
             char hex[65];
@@ -471,6 +671,18 @@ static int handle_put_manifest(struct conn *c)
         rv = send_error(c, SHOAL_EUNTRUSTED, "this tracker trusts no publisher keys");
         goto out;
     }
+    /* The id is the hash of the signed bytes: a manifest already held (the
+     * common re-put after a restart, or a replay) costs a hash, not a
+     * full parse and signature check. */
+    uint8_t early_id[32];
+    struct shoal_reg_manifest held;
+    shoal_chunk_id(early_id, b->p, b->len);
+    if (shoal_reg_manifest_by_id(t->reg, early_id, &held) == 0 && held.signed_len == b->len &&
+        memcmp(held.signed_bytes, b->p, b->len) == 0) {
+        rv = send_ok(c, 0);
+        goto out;
+    }
+    t->manifest_verifies++;
     rv = shoal_manifest_parse(&mf, b->p, b->len, t->cfg.publisher_keys, NULL);
     if (rv) {
         int code = rv;
@@ -483,9 +695,10 @@ static int handle_put_manifest(struct conn *c)
     const uint8_t *id = shoal_manifest_id(mf);
     struct shoal_reg_manifest old;
     bool had = shoal_reg_manifest_by_id(t->reg, id, &old) == 0;
-    rv = shoal_reg_put_manifest(t->reg, id, (uint8_t)shoal_manifest_repo_type(mf),
-                                shoal_manifest_repo_id(mf), shoal_manifest_commit(mf),
-                                shoal_manifest_nchunks(mf), b->p, b->len);
+    rv = shoal_reg_put_manifest_ex(t->reg, id, (uint8_t)shoal_manifest_repo_type(mf),
+                                   shoal_manifest_repo_id(mf), shoal_manifest_commit(mf),
+                                   shoal_manifest_nchunks(mf), shoal_manifest_created(mf), b->p,
+                                   b->len);
     if (rv) {
         rv = send_error(c, rv, rv == SHOAL_ELIMIT ? "tracker manifest store is full"
                                                   : shoal_strerror(rv));
@@ -514,12 +727,40 @@ static int handle_get_manifest(struct conn *c)
                                                     &mf);
     if (rv)
         return send_error(c, SHOAL_ENOTFOUND, "no such manifest");
-    struct shoal_msg *m = &t->reply;
-    m->type = SHOAL_MSG_MANIFEST;
-    memcpy(m->u.manifest.manifest_id, mf.id, 32);
-    m->u.manifest.signed_manifest.p = mf.signed_bytes;
-    m->u.manifest.signed_manifest.len = (uint32_t)mf.signed_len;
-    return conn_send(c, m);
+    /* The signed bytes are sent by reference: the registry keeps them at
+     * one address for its lifetime (see registry.h), so a small request
+     * never copies megabytes into the output queue. Replies gathered so
+     * far go first to keep the order. */
+    conn_flush(c);
+    if (c->closing)
+        return 1;
+    struct shoal_buf hb;
+    struct shoal_mpw w;
+    shoal_buf_init(&hb, 64);
+    rv = shoal_buf_append(&hb, "\0\0\0\0", SHOAL_FRAME_HDR_LEN);
+    shoal_mpw_init(&w, &hb);
+    shoal_mpw_array(&w, 3);
+    shoal_mpw_uint(&w, SHOAL_MSG_MANIFEST);
+    shoal_mpw_bin(&w, mf.id, 32);
+    shoal_mpw_bin_header(&w, mf.signed_len);
+    if (rv == 0)
+        rv = w.err;
+    if (rv == 0)
+        rv = shoal_frame_header(hb.data, hb.len - SHOAL_FRAME_HDR_LEN + mf.signed_len);
+    struct wreq *wr = rv == 0 ? malloc(sizeof(*wr)) : NULL;
+    if (!wr) {
+        shoal_buf_free(&hb);
+        shoal_tracker_log("closing %s: cannot queue a manifest", c->peer);
+        conn_close(c);
+        return 1;
+    }
+    size_t hlen;
+    wr->base = shoal_buf_steal(&hb, &hlen);
+    wr->copy = hlen;
+    wr->len = hlen + mf.signed_len;
+    uv_buf_t bufs[2] = { uv_buf_init((char *)wr->base, (unsigned)hlen),
+                         uv_buf_init((char *)mf.signed_bytes, (unsigned)mf.signed_len) };
+    return conn_write(c, wr, bufs, 2);
 }
 
 static int handle_lease_req(struct conn *c, uint64_t now)
@@ -528,10 +769,12 @@ static int handle_lease_req(struct conn *c, uint64_t now)
     const struct shoal_msg_lease_req *q = &t->msg.u.lease_req;
     uint32_t first, count;
     uint64_t expires;
+    /* Chunk count 0: only manifests published here (signed) get leases;
+     * an announce's total_chunks never sizes lease state. */
     int rv = shoal_reg_lease(t->reg, now, q->manifest_id, 0, c->pk, q->max_chunks, q->hint_chunk,
                              &first, &count, &expires);
     if (rv == SHOAL_ETOOBIG)
-        return send_error(c, SHOAL_ENOTFOUND, "manifest unknown: chunk count not known");
+        return send_error(c, SHOAL_ENOTFOUND, "manifest not published to this tracker");
     if (rv && rv != SHOAL_EBUSY)
         return send_error(c, rv, shoal_strerror(rv));
     struct shoal_msg *m = &t->reply;
@@ -596,7 +839,7 @@ static int handle_stats(struct conn *c, uint64_t now)
     struct shoal_buf b;
     shoal_buf_init(&b, SHOAL_MSG_STATS_MAX);
     int rv = shoal_reg_prometheus(t->reg, now, &b);
-    char extra[1024];
+    char extra[2048];
     int n = snprintf(extra, sizeof(extra),
                      "# HELP shoal_tracker_connections Open connections.\n"
                      "# TYPE shoal_tracker_connections gauge\n"
@@ -606,8 +849,23 @@ static int handle_stats(struct conn *c, uint64_t now)
                      "shoal_tracker_auth_failures_total %" PRIu64 "\n"
                      "# HELP shoal_tracker_bad_input_total Connections closed for bad input.\n"
                      "# TYPE shoal_tracker_bad_input_total counter\n"
-                     "shoal_tracker_bad_input_total %" PRIu64 "\n",
-                     t->nconns, t->auth_failures, t->bad_input);
+                     "shoal_tracker_bad_input_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_connections_evicted_total Unauthenticated "
+                     "connections closed to make room.\n"
+                     "# TYPE shoal_tracker_connections_evicted_total counter\n"
+                     "shoal_tracker_connections_evicted_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_rate_limited_total Requests refused by the "
+                     "per-connection rate limit.\n"
+                     "# TYPE shoal_tracker_rate_limited_total counter\n"
+                     "shoal_tracker_rate_limited_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_manifest_verifies_total Manifests parsed and "
+                     "signature-checked.\n"
+                     "# TYPE shoal_tracker_manifest_verifies_total counter\n"
+                     "shoal_tracker_manifest_verifies_total %" PRIu64 "\n",
+                     t->nconns, t->auth_failures, t->bad_input, t->conns_evicted,
+                     t->rate_limited, t->manifest_verifies);
+    if (rv == 0 && (n < 0 || (size_t)n >= sizeof(extra)))
+        rv = SHOAL_ELIMIT;
     if (rv == 0)
         rv = shoal_buf_append(&b, extra, (size_t)n);
     if (rv == 0) {
@@ -639,6 +897,29 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
         return 1;
     }
     uint64_t now = uv_now(t->loop);
+    /* A credential's end applies to a live session too, not only to the
+     * handshake. */
+    if (c->authed && m->type != SHOAL_MSG_TRK_AUTH && now >= c->cred_deadline_ms) {
+        char hex[65];
+        shoal_hex(hex, c->pk, 32);
+        shoal_tracker_log("closing %s: credential of %.16s expired", c->peer, hex);
+        if (send_error(c, SHOAL_EEXPIRED, "credential expired") == 0)
+            c->close_after_flush = true;
+        return 1;
+    }
+    if (m->type == SHOAL_MSG_ROLLOUT_STATUS_REQ || m->type == SHOAL_MSG_STATS_REQ ||
+        m->type == SHOAL_MSG_GET_MANIFEST || m->type == SHOAL_MSG_PUT_MANIFEST) {
+        c->tokens += (double)(now - c->tokens_ms) * COSTLY_PER_S / 1000.0;
+        if (c->tokens > COSTLY_BURST)
+            c->tokens = COSTLY_BURST;
+        c->tokens_ms = now;
+        if (c->tokens < 1) {
+            t->rate_limited++;
+            rv = send_error(c, SHOAL_EBUSY, "rate limited: retry later");
+            goto done;
+        }
+        c->tokens -= 1;
+    }
     switch (m->type) {
     case SHOAL_MSG_TRK_AUTH: rv = handle_auth(c); break;
     case SHOAL_MSG_ANNOUNCE: rv = handle_announce(c, now); break;
@@ -655,7 +936,11 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
         rv = 1;
         break;
     }
-    return rv || c->closing || c->close_after_flush;
+done:
+    /* Stop after this frame when the turn is used up or the peer is not
+     * reading its replies; the rest waits in c->pend. */
+    return rv || c->closing || c->close_after_flush || --c->frames_left <= 0 ||
+           conn_backlogged(c);
 }
 
 /* ---- libuv callbacks ---- */
@@ -674,6 +959,49 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static const struct shoal_frame_cb frame_cb = { .on_frame = on_frame };
 
+/* Handles up to one turn of frames from |data| (the shared read buffer or
+ * c->pend), keeping what is left in c->pend, then flushes the replies and
+ * decides whether to keep reading. */
+static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
+{
+    c->frames_left = FRAMES_PER_TURN;
+    size_t consumed = 0;
+    int rv = shoal_frame_dec_feed(&c->dec, data, len, &consumed, &frame_cb, c);
+    if (rv == SHOAL_ETOOBIG) {
+        conn_drop(c, "frame larger than %zu bytes", c->dec.max);
+    } else if (rv < 0) {
+        if (!c->closing && !c->close_after_flush)
+            conn_drop(c, "bad frame (%s)", shoal_strerror(rv));
+    } else if (!c->closing && !c->close_after_flush && consumed < len) {
+        if (data == c->pend + c->pend_off) {
+            c->pend_off += consumed;
+        } else {
+            /* Only a fully handled pend lets reading resume, so the rest
+             * of a read always fits a fresh buffer. */
+            uint8_t *p = malloc(len - consumed);
+            if (!p) {
+                shoal_tracker_log("closing %s: out of memory", c->peer);
+                conn_close(c);
+                return;
+            }
+            memcpy(p, data + consumed, len - consumed);
+            free(c->pend);
+            c->pend = p;
+            c->pend_len = len - consumed;
+            c->pend_off = 0;
+        }
+    } else if (data == c->pend + c->pend_off) {
+        c->pend_off = c->pend_len;
+    }
+    if (c->pend && c->pend_off >= c->pend_len) {
+        free(c->pend);
+        c->pend = NULL;
+        c->pend_len = c->pend_off = 0;
+    }
+    conn_flush(c);
+    conn_schedule(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
@@ -686,14 +1014,30 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->closing || c->close_after_flush)
         return; /* ignore what follows a refused handshake */
-    size_t consumed;
-    int rv = shoal_frame_dec_feed(&c->dec, (const uint8_t *)buf->base, (size_t)nread, &consumed,
-                                  &frame_cb, c);
-    if (rv == SHOAL_ETOOBIG)
-        conn_drop(c, "frame larger than %zu bytes", c->dec.max);
-    else if (rv && !c->closing && !c->close_after_flush)
-        conn_drop(c, "bad frame (%s)", shoal_strerror(rv));
-    conn_flush(c);
+    c->last_rx_ms = uv_now(c->t->loop);
+    conn_feed(c, (const uint8_t *)buf->base, (size_t)nread);
+}
+
+/* Gives every connection with pending input one more turn. Connections
+ * that still have input after it queue up again for the next pass, so one
+ * busy peer cannot starve the others. */
+static void on_idle(uv_idle_t *h)
+{
+    struct shoal_tracker *t = h->data;
+    struct conn *list = t->ready;
+    t->ready = NULL;
+    while (list) {
+        struct conn *c = list;
+        list = c->rnext;
+        c->rnext = NULL;
+        c->on_ready = false;
+        if (!c->closing && c->pend)
+            conn_feed(c, c->pend + c->pend_off, c->pend_len - c->pend_off);
+    }
+    if (!t->ready && t->idle_on) {
+        uv_idle_stop(&t->idle);
+        t->idle_on = false;
+    }
 }
 
 static void on_auth_timeout(uv_timer_t *tm)
@@ -750,19 +1094,35 @@ static void on_connection(uv_stream_t *server, int status)
         snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
     }
     t->conns_total++;
-    if (t->nconns > t->cfg.max_conns) {
+    /* Unauthenticated connections cost a peer nothing to open: they get
+     * a small pool of their own, and when it (or the whole table) is full
+     * the oldest of them makes room, so a slow handshake flood can neither
+     * lock nodes out nor keep a slot for long. */
+    bool full = t->nconns > t->cfg.max_conns;
+    if ((full || t->nunauth >= t->cfg.max_unauth) && t->unauth_head) {
+        struct conn *old = t->unauth_head;
+        t->conns_evicted++;
+        shoal_tracker_log("closing %s: evicted, oldest unauthenticated connection (%u waiting)",
+                          old->peer, t->nunauth);
+        conn_close(old);
+        full = false;
+    }
+    if (full) {
         t->conns_refused++;
         shoal_tracker_log("refusing %s: %u connections open", c->peer, t->cfg.max_conns);
         conn_close(c);
         return;
     }
+    unauth_append(c);
+    c->last_rx_ms = uv_now(t->loop);
+    c->tokens = COSTLY_BURST;
+    c->tokens_ms = c->last_rx_ms;
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_start(&c->timer, on_auth_timeout, t->cfg.auth_timeout_ms, 0);
     if (send_challenge(c) != 0)
         return;
     conn_flush(c);
-    if (!c->closing)
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_schedule(c);
 }
 
 static void on_expire_timer(uv_timer_t *tm)
@@ -807,7 +1167,8 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
     if (!cfg->cluster_keys || shoal_keyset_count(cfg->cluster_keys) == 0 ||
-        !cfg->auth_timeout_ms || !cfg->max_conns || cfg->max_outq < SHOAL_FRAME_MAX_PREAUTH ||
+        !cfg->auth_timeout_ms || !cfg->max_conns || !cfg->max_unauth ||
+        !cfg->idle_timeout_ms || !cfg->max_outq_total || cfg->max_outq < SHOAL_FRAME_MAX_PREAUTH ||
         parse_listen(cfg->listen, &ss) != 0) {
         rv = -EINVAL;
         goto fail;
@@ -826,6 +1187,10 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     t->port = -1;
     if ((rv = shoal_reg_new(&t->reg, &cfg->reg)) != 0)
         goto fail;
+    randombytes_buf(t->bind_key, sizeof(t->bind_key));
+    uv_idle_init(loop, &t->idle);
+    t->idle.data = t;
+    t->idle_init = true;
     uv_tcp_init(loop, &t->listener);
     t->listener.data = t;
     t->listening = true;
@@ -876,6 +1241,8 @@ void shoal_tracker_shutdown(struct shoal_tracker *t)
         uv_close((uv_handle_t *)&t->listener, NULL);
     if (t->timer_on)
         uv_close((uv_handle_t *)&t->expire_timer, NULL);
+    if (t->idle_init)
+        uv_close((uv_handle_t *)&t->idle, NULL);
     for (struct conn *c = t->conns; c; c = c->next)
         conn_close(c);
 }

@@ -17,8 +17,15 @@
  * GET_PEERS, LEASE_REQ... act for the current identity. A TRK_AUTH naming
  * an identity (key and role) already verified on this connection just
  * switches back to it (reply OK, no new challenge): the key was proven on
- * this very connection. This lets relays and load generators carry many
- * nodes over a few connections without a signature check per message.
+ * this very connection. The zone and listen address are bound to the
+ * identity when it is verified: a switch naming other ones is refused (the
+ * connection is closed), so a node moves zone only through a new
+ * handshake. This lets relays and load generators carry many nodes over a
+ * few connections without a signature check per message.
+ *
+ * Credentials end. Each verified identity keeps its credential's expiry;
+ * a request made (or a switch attempted) after it gets ERROR
+ * SHOAL_EEXPIRED and the connection is closed.
  *
  * Requests after authentication (replies in brackets):
  *   ANNOUNCE [ANNOUNCE_REPLY: interval, desired releases for the zone]
@@ -35,8 +42,21 @@
  *
  * Limits: frames up to SHOAL_FRAME_MAX_PREAUTH before authentication and
  * SHOAL_MSG_MANIFEST_MAX + 1 KiB after; a silent unauthenticated connection
- * is closed after auth_timeout_ms; at most max_conns connections; a
- * connection whose unsent replies exceed max_outq bytes is closed.
+ * is closed after auth_timeout_ms; at most max_unauth of them at once, the
+ * oldest evicted to make room for a new one (also when all max_conns are
+ * taken); an authenticated connection silent for idle_timeout_ms is
+ * closed. A connection whose unsent replies exceed max_outq bytes is
+ * closed.
+ *
+ * Fairness and back-pressure. At most 64 frames of one connection are
+ * handled per turn; the rest waits (reading paused) while other
+ * connections get theirs. A connection with more than 256 KiB of replies
+ * unsent, or holding copied replies while all connections together hold
+ * more than max_outq_total, is not read until its peer drains them.
+ * Manifests (MANIFEST replies) are sent by reference to the registry's
+ * copy, never copied per request. ROLLOUT_STATUS_REQ, STATS_REQ,
+ * GET_MANIFEST and PUT_MANIFEST share a per-connection budget of 20 per
+ * second (bursts of 40); past it they get ERROR SHOAL_EBUSY.
  *
  * State is soft (see registry.h): after a restart it is whole again within
  * one announce interval, once nodes re-announce and publishers or nodes
@@ -65,11 +85,17 @@ struct shoal_tracker_config {
     uint32_t max_conns;
     size_t max_outq;                /* unsent reply bytes per connection */
     uint32_t max_identities;        /* verified node keys per connection */
+    /* Added by the review fixes: */
+    uint32_t max_unauth;            /* connections not yet authenticated */
+    size_t max_outq_total;          /* copied reply bytes, all connections */
+    uint32_t idle_timeout_ms;       /* authenticated and silent this long */
 };
 
-/* listen 127.0.0.1:7700, registry defaults, auth timeout 10 s, 10,000
- * connections, 64 MiB + 64 KiB output queue (one full manifest reply),
- * 100,000 identities per connection. Key sets NULL. */
+/* listen 127.0.0.1:7700, registry defaults, auth timeout 3 s, 10,000
+ * connections of which 256 unauthenticated, 64 MiB + 64 KiB output queue
+ * per connection (one full manifest reply), 256 MiB of copied replies in
+ * all, idle timeout 300 s, 100,000 identities per connection. Key sets
+ * NULL. */
 void shoal_tracker_config_default(struct shoal_tracker_config *c);
 
 struct shoal_tracker;

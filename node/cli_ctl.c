@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `shoal pull`, `shoal status`, `shoal peers`, `shoal metrics`: the CLI side
+ * of the daemon's control socket (ctl.h). Each connects to the local
+ * shoald's socket, sends one request and prints the reply; `pull` keeps
+ * reading progress until the release is complete, drawing a bar on a
+ * terminal and plain lines otherwise, so scripts and logs stay readable.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cliutil.h"
+#include "ctl.h"
+#include "error.h"
+#include "frame.h"
+#include "hash.h"
+
+/* Replies other than pull progress come at once; this bounds a hung daemon. */
+#define REPLY_TIMEOUT_MS 15000
+
+struct conn {
+    int fd;
+    const char *path;
+    uint8_t *body; /* SHOAL_CTL_FRAME_MAX bytes */
+};
+
+static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap)
+{
+    struct sockaddr_un sa;
+    int rv = 0;
+
+    c->fd = -1;
+    c->body = NULL;
+    if (!path) {
+        if (shoal_ctl_default_path(pathbuf, cap) != 0) {
+            fprintf(stderr, "shoal: no default control socket path; use --socket\n");
+            return -EINVAL;
+        }
+        path = pathbuf;
+    }
+    c->path = path;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "shoal: socket path %s is too long\n", path);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    c->body = malloc(SHOAL_CTL_FRAME_MAX);
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (!c->body || c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        rv = c->body ? -errno : -ENOMEM;
+        fprintf(stderr, "shoal: cannot reach shoald at %s: %s (is it running? --socket PATH)\n",
+                path, strerror(-rv));
+    }
+    return rv;
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->body);
+}
+
+static int conn_send(struct conn *c, const struct shoal_ctl_msg *m)
+{
+    struct shoal_buf b;
+    size_t off = 0;
+    int rv;
+
+    shoal_buf_init(&b, SHOAL_CTL_REQUEST_MAX + SHOAL_FRAME_HDR_LEN);
+    rv = shoal_ctl_encode(m, &b);
+    while (rv == 0 && off < b.len) {
+        ssize_t n = write(c->fd, b.data + off, b.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            rv = -errno;
+        else
+            off += (size_t)n;
+    }
+    shoal_buf_free(&b);
+    return rv;
+}
+
+/* Reads exactly |n| bytes, waiting at most |timeout_ms| for each read
+ * (negative: forever). */
+static int read_full(struct conn *c, uint8_t *p, size_t n, int timeout_ms)
+{
+    while (n > 0) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        ssize_t r;
+        int pr = poll(&pfd, 1, timeout_ms);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0)
+            return -ETIMEDOUT;
+        if (pr < 0)
+            return -errno;
+        r = read(c->fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EPIPE;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* One reply into |m| (views into c->body). */
+static int conn_recv(struct conn *c, struct shoal_ctl_msg *m, int timeout_ms)
+{
+    uint8_t hdr[SHOAL_FRAME_HDR_LEN];
+    uint32_t len;
+    int rv = read_full(c, hdr, sizeof hdr, timeout_ms);
+
+    if (rv != 0)
+        return rv;
+    len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    if (len == 0 || len > SHOAL_CTL_FRAME_MAX)
+        return SHOAL_ETOOBIG;
+    rv = read_full(c, c->body, len, timeout_ms);
+    if (rv == 0)
+        rv = shoal_ctl_decode(m, c->body, len);
+    return rv;
+}
+
+static const char *recv_error(int rv)
+{
+    return rv == -EPIPE ? "shoald closed the connection" : shoal_strerror(rv);
+}
+
+/* Sends a request and reads the one reply of |want| type; an ERROR reply
+ * is printed. Returns 0 or 1 (the exit status). */
+static int request(const char *cmd, const char *sock, uint32_t req, uint32_t want,
+                   struct shoal_ctl_msg *m, struct conn *c)
+{
+    char pathbuf[128];
+    int rv = conn_open(c, sock, pathbuf, sizeof pathbuf);
+
+    if (rv != 0)
+        return 1;
+    memset(m, 0, sizeof *m);
+    m->type = req;
+    rv = conn_send(c, m);
+    if (rv == 0)
+        rv = conn_recv(c, m, REPLY_TIMEOUT_MS);
+    if (rv != 0) {
+        fprintf(stderr, "shoal %s: %s: %s\n", cmd, c->path, recv_error(rv));
+        return 1;
+    }
+    if (m->type == SHOAL_CTL_ERROR) {
+        fprintf(stderr, "shoal %s: %s\n", cmd, m->u.error.message);
+        return 1;
+    }
+    if (m->type != want) {
+        fprintf(stderr, "shoal %s: unexpected reply type %u\n", cmd, m->type);
+        return 1;
+    }
+    return 0;
+}
+
+/* Parses [--socket PATH] plus, for pull, [--timeout S] and [--quiet]; the
+ * one positional argument (if |pos|) goes to |*pos|. Returns 0 or 2. */
+static int parse_args(int argc, char **argv, const char **sock, const char **pos,
+                      double *timeout, int *quiet)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+            *sock = argv[++i];
+        } else if (timeout && strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            *timeout = strtod(argv[++i], &end);
+            if (*end || *timeout < 0)
+                goto usage;
+        } else if (quiet && strcmp(argv[i], "--quiet") == 0) {
+            *quiet = 1;
+        } else if (pos && !*pos && argv[i][0] != '-') {
+            *pos = argv[i];
+        } else {
+            goto usage;
+        }
+    }
+    if (pos && !*pos)
+        goto usage;
+    return 0;
+usage:
+    fprintf(stderr, "usage: shoal %s%s [--socket PATH]%s\n", argv[0],
+            pos ? " ORG/NAME@REV|MANIFEST_ID" : "", timeout ? " [--timeout S] [--quiet]" : "");
+    return 2;
+}
+
+static const char *state_name(uint8_t st)
+{
+    return st == SHOAL_CTL_COMPLETE ? "complete" : st == SHOAL_CTL_PULLING ? "pulling" : "waiting";
+}
+
+static void fmt_eta(char *buf, size_t cap, uint64_t ms)
+{
+    uint64_t s = (ms + 999) / 1000;
+    if (ms == 0)
+        snprintf(buf, cap, "--:--");
+    else if (s >= 3600)
+        snprintf(buf, cap, "%lluh%02llum", (unsigned long long)(s / 3600),
+                 (unsigned long long)(s / 60 % 60));
+    else
+        snprintf(buf, cap, "%llu:%02llu", (unsigned long long)(s / 60),
+                 (unsigned long long)(s % 60));
+}
+
+static unsigned origin_pct(const struct shoal_ctl_release *r)
+{
+    uint64_t all = r->peer_bytes + r->origin_bytes;
+    return all ? (unsigned)(r->origin_bytes * 100 / all) : 0;
+}
+
+static void print_progress(const struct shoal_ctl_release *r, bool tty)
+{
+    char have[32], total[32], rate[32], eta[48], bar[41];
+    double frac = r->total_bytes ? (double)r->have_bytes / (double)r->total_bytes : 0;
+    int fill = (int)(frac * 40.0);
+
+    shoal_fmt_bytes(have, sizeof have, r->have_bytes);
+    shoal_fmt_bytes(total, sizeof total, r->total_bytes);
+    shoal_fmt_bytes(rate, sizeof rate, r->rate_bps);
+    fmt_eta(eta, sizeof eta, r->eta_ms);
+    if (r->state == SHOAL_CTL_WAITING) {
+        fprintf(stdout, "%s%s: waiting for the manifest%s", tty ? "\r\033[K" : "", r->name,
+                tty ? "" : "\n");
+    } else if (tty) {
+        memset(bar, '#', (size_t)fill);
+        memset(bar + fill, '.', (size_t)(40 - fill));
+        bar[40] = '\0';
+        fprintf(stdout, "\r\033[K[%s] %5.1f%% %s/%s %s/s %u peers origin %u%% ETA %s", bar,
+                frac * 100.0, have, total, rate, r->peers, origin_pct(r), eta);
+    } else {
+        fprintf(stdout, "%s %5.1f%% %s/%s %s/s peers %u origin %u%% eta %s\n", r->name,
+                frac * 100.0, have, total, rate, r->peers, origin_pct(r), eta);
+    }
+    fflush(stdout);
+}
+
+int shoal_cmd_pull(int argc, char **argv)
+{
+    const char *sock = NULL, *release = NULL;
+    double timeout = 0, start = shoal_now_s(), last_line = -1e9;
+    struct shoal_ctl_msg *m = malloc(sizeof *m);
+    struct conn c = {.fd = -1};
+    char pathbuf[128], size[32], rate[32];
+    bool tty = isatty(STDOUT_FILENO);
+    int quiet = 0, status = 1, rv;
+
+    if (!m)
+        return 1;
+    status = parse_args(argc, argv, &sock, &release, &timeout, &quiet);
+    if (status != 0)
+        goto out;
+    status = 1;
+    if (strlen(release) > SHOAL_CTL_RELEASE_MAX) {
+        fprintf(stderr, "shoal pull: '%s' is too long for a release name\n", release);
+        goto out;
+    }
+    if (conn_open(&c, sock, pathbuf, sizeof pathbuf) != 0)
+        goto out;
+    memset(m, 0, sizeof *m);
+    m->type = SHOAL_CTL_PULL;
+    memcpy(m->u.pull.release, release, strlen(release) + 1);
+    m->u.pull.follow = true;
+    rv = conn_send(&c, m);
+    for (;;) {
+        int wait_ms = -1;
+        if (timeout > 0) {
+            double left = timeout - (shoal_now_s() - start);
+            if (left <= 0) {
+                rv = -ETIMEDOUT;
+                break;
+            }
+            wait_ms = (int)(left * 1000.0) + 1;
+        }
+        if (rv == 0)
+            rv = conn_recv(&c, m, wait_ms);
+        if (rv != 0)
+            break;
+        if (m->type == SHOAL_CTL_ERROR) {
+            if (tty && !quiet)
+                fputc('\n', stdout);
+            fprintf(stderr, "shoal pull: %s\n", m->u.error.message);
+            goto out;
+        }
+        if (m->type != SHOAL_CTL_PROGRESS) {
+            fprintf(stderr, "shoal pull: unexpected reply type %u\n", m->type);
+            goto out;
+        }
+        if (m->u.progress.state == SHOAL_CTL_COMPLETE)
+            break;
+        /* A line a second is plenty for a log; a terminal redraws each. */
+        if (!quiet && (tty || shoal_now_s() - last_line >= 1.0)) {
+            print_progress(&m->u.progress, tty);
+            last_line = shoal_now_s();
+        }
+    }
+    if (rv != 0) {
+        if (tty && !quiet)
+            fputc('\n', stdout);
+        fprintf(stderr, "shoal pull %s: %s\n", release,
+                rv == -ETIMEDOUT ? "timed out" : recv_error(rv));
+        goto out;
+    }
+    if (!quiet && tty)
+        print_progress(&m->u.progress, tty);
+    shoal_fmt_bytes(size, sizeof size, m->u.progress.total_bytes);
+    shoal_fmt_bytes(rate, sizeof rate,
+                    (uint64_t)((double)(m->u.progress.peer_bytes + m->u.progress.origin_bytes) /
+                               (shoal_now_s() - start > 0.001 ? shoal_now_s() - start : 0.001)));
+    fprintf(stdout, "%scomplete: %s %s, %llu bytes from peers, %llu from origin (%u%%), "
+                    "%.1f s here (%s/s)\n",
+            tty && !quiet ? "\n" : "", m->u.progress.name, size,
+            (unsigned long long)m->u.progress.peer_bytes,
+            (unsigned long long)m->u.progress.origin_bytes, origin_pct(&m->u.progress),
+            shoal_now_s() - start, rate);
+    status = 0;
+out:
+    conn_close(&c);
+    free(m);
+    return status;
+}
+
+int shoal_cmd_status(int argc, char **argv)
+{
+    const char *sock = NULL;
+    struct shoal_ctl_msg *m = malloc(sizeof *m);
+    struct conn c = {.fd = -1};
+    int status;
+
+    if (!m)
+        return 1;
+    status = parse_args(argc, argv, &sock, NULL, NULL, NULL);
+    if (status == 0)
+        status = request("status", sock, SHOAL_CTL_STATUS_REQ, SHOAL_CTL_STATUS, m, &c);
+    if (status == 0) {
+        printf("%-48s %-9s %6s %22s %12s %5s %6s %8s\n", "RELEASE", "STATE", "DONE",
+               "HAVE / TOTAL", "RATE", "PEERS", "ORIGIN", "ETA");
+        for (uint32_t i = 0; i < m->u.status.count; i++) {
+            const struct shoal_ctl_release *r = &m->u.status.v[i];
+            char have[32], total[32], rate[32], both[72], eta[48];
+            shoal_fmt_bytes(have, sizeof have, r->have_bytes);
+            shoal_fmt_bytes(total, sizeof total, r->total_bytes);
+            shoal_fmt_bytes(rate, sizeof rate, r->rate_bps);
+            strcat(rate, "/s");
+            snprintf(both, sizeof both, "%s / %s", have, total);
+            fmt_eta(eta, sizeof eta, r->eta_ms);
+            printf("%-48s %-9s %5.1f%% %22s %12s %5u %5u%% %8s\n", r->name,
+                   state_name(r->state),
+                   r->total_bytes ? 100.0 * (double)r->have_bytes / (double)r->total_bytes
+                                  : r->state == SHOAL_CTL_COMPLETE ? 100.0 : 0.0,
+                   both, rate, r->peers, origin_pct(r), eta);
+        }
+        if (m->u.status.count == 0)
+            printf("(no releases)\n");
+    }
+    conn_close(&c);
+    free(m);
+    return status;
+}
+
+int shoal_cmd_peers(int argc, char **argv)
+{
+    const char *sock = NULL;
+    struct shoal_ctl_msg *m = malloc(sizeof *m);
+    struct conn c = {.fd = -1};
+    int status;
+
+    if (!m)
+        return 1;
+    status = parse_args(argc, argv, &sock, NULL, NULL, NULL);
+    if (status == 0)
+        status = request("peers", sock, SHOAL_CTL_PEERS_REQ, SHOAL_CTL_PEERS, m, &c);
+    if (status == 0) {
+        printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", "NODE", "ADDRESS", "ZONE",
+               "CIPHER", "DIR", "RX", "TX", "RX RATE", "TX RATE");
+        for (uint32_t i = 0; i < m->u.peers.count; i++) {
+            const struct shoal_ctl_peer *p = &m->u.peers.v[i];
+            char key[17], rx[32], tx[32], rxr[32], txr[32];
+            shoal_hex(key, p->node_pk, 8);
+            shoal_fmt_bytes(rx, sizeof rx, p->rx_bytes);
+            shoal_fmt_bytes(tx, sizeof tx, p->tx_bytes);
+            shoal_fmt_bytes(rxr, sizeof rxr, p->rx_bps);
+            shoal_fmt_bytes(txr, sizeof txr, p->tx_bps);
+            strcat(rxr, "/s");
+            strcat(txr, "/s");
+            printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", key, p->addr, p->zone,
+                   p->cipher, p->initiator ? "out" : "in", rx, tx, rxr, txr);
+        }
+        if (m->u.peers.count == 0)
+            printf("(no peers connected)\n");
+    }
+    conn_close(&c);
+    free(m);
+    return status;
+}
+
+int shoal_cmd_metrics(int argc, char **argv)
+{
+    const char *sock = NULL;
+    struct shoal_ctl_msg *m = malloc(sizeof *m);
+    struct conn c = {.fd = -1};
+    int status;
+
+    if (!m)
+        return 1;
+    status = parse_args(argc, argv, &sock, NULL, NULL, NULL);
+    if (status == 0)
+        status = request("metrics", sock, SHOAL_CTL_METRICS_REQ, SHOAL_CTL_METRICS, m, &c);
+    if (status == 0)
+        fwrite(m->u.metrics.text, 1, m->u.metrics.len, stdout);
+    conn_close(&c);
+    free(m);
+    return status;
+}

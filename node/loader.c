@@ -1,0 +1,1020 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The loader socket (see loader.h): accepts local loaders on a Unix socket,
+ * checks who they are, and hands them each completed file of the release
+ * they watch as a LOADER_FILE frame with the file's descriptor attached.
+ *
+ * Sockets are driven with uv_poll on raw descriptors rather than uv_pipe,
+ * because libuv can only pass its own handles, not an arbitrary fd, with a
+ * write. Each connection keeps a queue of outgoing frames; a file's
+ * descriptor is opened only when its frame reaches the head of the queue, so
+ * a loader that stops reading pins no descriptors, only a few bytes per file.
+ */
+#include "loader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "frame.h"
+#include "hash.h"
+#include "manifest.h"
+#include "mp.h"
+#include "msg.h"
+#include "nodelog.h"
+
+#define ACCEPT_BURST 16
+#define READ_CHUNK 65536
+/* Room for one LOADER_FILE frame (path, sha256, five integers). */
+#define OUT_FRAME_MAX (SHOAL_MSG_PATH_MAX + 256u)
+
+enum cstate {
+    C_NEW,      /* authorised, waiting for LOADER_WANT */
+    C_PENDING,  /* release not open yet (a pull is under way) */
+    C_WATCH,    /* receiving files */
+    C_CLOSING,  /* last frames going out, then close */
+};
+
+/* One queued frame; |file| set means "open this file and attach its fd". */
+struct outq {
+    struct outq *next;
+    uint8_t *data;
+    size_t len, off;
+    struct shoal_swarm *swarm;
+    uint32_t file;
+    bool has_file;
+    int fd;          /* opened at the head of the queue, -1 before/after */
+    uint64_t ready_ns; /* when the file was verified; 0 if it already was */
+};
+
+struct client {
+    struct shoal_loader_srv *srv;
+    struct client *prev, *next;
+    int fd;
+    uv_poll_t poll;
+    int poll_events;
+    bool closed;                 /* uv_close issued */
+    enum cstate state;
+    struct shoal_frame_dec dec;
+    pid_t pid;
+    uid_t uid;
+    char name[48];               /* "pid N uid U" for logs */
+    char release[SHOAL_MSG_RELEASE_MAX + 1];
+    uint8_t pend_id[32];         /* C_PENDING: manifest id awaited */
+    uint8_t *order_mp;           /* copy of the LOADER_WANT path list */
+    size_t order_len;
+    uint32_t order_count;
+    struct shoal_swarm *swarm;   /* C_WATCH */
+    uint32_t *want;              /* manifest file index per position */
+    bool *sent;
+    uint32_t nwant, nsent;
+    struct outq *qhead, *qtail;
+};
+
+/* A file event from a worker thread, waiting for the loop. */
+struct fevent {
+    struct shoal_swarm *swarm;
+    uint32_t file;
+    int status;
+    uint64_t t_ns;
+};
+
+struct shoal_loader_srv {
+    uv_loop_t *loop;
+    const struct shoal_loader_srv_hooks *hooks;
+    char *path;
+    dev_t sock_dev;
+    ino_t sock_ino;
+    int lfd;
+    uv_poll_t lpoll;
+    uv_async_t async;
+    bool lpoll_init, async_init, closed;
+    bool has_gid, has_uid;
+    gid_t gid;
+    uid_t uid;
+    uint32_t max_clients, nclients;
+    struct client *clients;
+
+    pthread_mutex_t mu;          /* guards ev, nev, cap, ev_closed */
+    struct fevent *ev;
+    size_t nev, evcap;
+    bool ev_closed;
+};
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- connection teardown ---- */
+
+static void free_queue(struct client *c)
+{
+    struct outq *q = c->qhead, *n;
+    for (; q; q = n) {
+        n = q->next;
+        if (q->fd >= 0)
+            close(q->fd);
+        free(q->data);
+        free(q);
+    }
+    c->qhead = c->qtail = NULL;
+}
+
+static void update_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s);
+
+static void on_client_closed(uv_handle_t *h)
+{
+    struct client *c = h->data;
+    close(c->fd);
+    free_queue(c);
+    shoal_frame_dec_free(&c->dec);
+    free(c->order_mp);
+    free(c->want);
+    free(c->sent);
+    free(c);
+}
+
+/* Drops |c| now: unlinks it, withdraws its priorities, closes the handle. */
+static void client_close(struct client *c, const char *why)
+{
+    struct shoal_loader_srv *l = c->srv;
+    struct shoal_swarm *s = c->state == C_WATCH ? c->swarm : NULL;
+
+    if (c->closed)
+        return;
+    c->closed = true;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    l->nclients--;
+    LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
+    c->swarm = NULL;
+    if (s)
+        update_priorities(l, s);
+    uv_poll_stop(&c->poll);
+    uv_close((uv_handle_t *)&c->poll, on_client_closed);
+}
+
+/* ---- output ---- */
+
+static void on_client_io(uv_poll_t *h, int status, int events);
+
+static void set_events(struct client *c)
+{
+    int ev = c->state == C_CLOSING ? 0 : UV_READABLE;
+    if (c->qhead)
+        ev |= UV_WRITABLE;
+    if (ev == c->poll_events)
+        return;
+    c->poll_events = ev;
+    if (ev)
+        uv_poll_start(&c->poll, ev, on_client_io);
+    else
+        uv_poll_stop(&c->poll);
+}
+
+/* Sends queued frames until the socket is full. Returns 0 or a negated
+ * errno (the connection is broken). */
+static int flush(struct client *c)
+{
+    while (c->qhead) {
+        struct outq *q = c->qhead;
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } cm;
+        struct iovec iov = {q->data + q->off, q->len - q->off};
+        struct msghdr mh = {0};
+        ssize_t n;
+
+        if (q->has_file && q->off == 0 && q->fd < 0) {
+            int rv = shoal_swarm_file_open(q->swarm, q->file, &q->fd);
+            if (rv != 0) {
+                LOG_E("loader %s: cannot open %s for hand-off: %s", c->name,
+                      shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path,
+                      shoal_strerror(rv));
+                return rv;
+            }
+        }
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        if (q->fd >= 0 && q->off == 0) {
+            /* The descriptor rides with the frame's first byte. */
+            memset(&cm, 0, sizeof cm);
+            mh.msg_control = cm.buf;
+            mh.msg_controllen = sizeof cm.buf;
+            cm.h.cmsg_level = SOL_SOCKET;
+            cm.h.cmsg_type = SCM_RIGHTS;
+            cm.h.cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(&cm.h), &q->fd, sizeof(int));
+        }
+        n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return -errno;
+        }
+        if (q->fd >= 0) {
+            /* Sent: the loader holds its own copy now. */
+            close(q->fd);
+            q->fd = -1;
+            if (q->ready_ns)
+                LOG_D("loader %s: descriptor of file %u sent %.0f us after it was verified",
+                      c->name, q->file, (double)(mono_ns() - q->ready_ns) / 1000.0);
+        }
+        q->off += (size_t)n;
+        if (q->off < q->len)
+            continue;
+        c->qhead = q->next;
+        if (!c->qhead)
+            c->qtail = NULL;
+        free(q->data);
+        free(q);
+    }
+    return 0;
+}
+
+/* Flushes and re-arms the poll; closes |c| when broken or finished. */
+static void pump_out(struct client *c)
+{
+    int rv = flush(c);
+
+    if (rv != 0) {
+        client_close(c, rv == -EPIPE || rv == -ECONNRESET ? "loader went away"
+                                                          : shoal_strerror(rv));
+        return;
+    }
+    if (c->state == C_CLOSING && !c->qhead) {
+        client_close(c, c->nwant && c->nsent == c->nwant ? "every file handed" : "done");
+        return;
+    }
+    set_events(c);
+}
+
+/* Queues |buf|'s frame (taken over). Returns 0 or -ENOMEM. */
+static int enqueue(struct client *c, struct shoal_buf *b, struct shoal_swarm *s, uint32_t file,
+                   bool has_file)
+{
+    struct outq *q = calloc(1, sizeof *q);
+
+    if (!q) {
+        shoal_buf_free(b);
+        return -ENOMEM;
+    }
+    q->data = shoal_buf_steal(b, &q->len);
+    q->swarm = s;
+    q->file = file;
+    q->has_file = has_file;
+    q->fd = -1;
+    if (c->qtail)
+        c->qtail->next = q;
+    else
+        c->qhead = q;
+    c->qtail = q;
+    return 0;
+}
+
+/* Queues LOADER_ERROR |text| and closes once it is out. */
+static void send_error(struct client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void send_error(struct client *c, const char *fmt, ...)
+{
+    char text[SHOAL_MSG_ERROR_MAX + 1];
+    struct shoal_msg m;
+    struct shoal_buf b;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    LOG_W("loader %s: %s", c->name, text);
+    memset(&m, 0, sizeof m);
+    m.type = SHOAL_MSG_LOADER_ERROR;
+    m.u.loader_error.text.p = text;
+    m.u.loader_error.text.len = (uint32_t)strlen(text);
+    shoal_buf_init(&b, SHOAL_MSG_ERROR_MAX + 64);
+    if (shoal_msg_encode(&m, &b) == 0)
+        (void)enqueue(c, &b, NULL, 0, false);
+    shoal_buf_free(&b);
+    c->state = C_CLOSING;
+}
+
+/*
+ * LOADER_FILE is [65, path, size, sha256, index, total, ready_ns]: msg.h's
+ * five fields plus a trailing one that decoders skip (forward compatible).
+ * ready_ns is the daemon's CLOCK_MONOTONIC time when the file was verified,
+ * 0 when it was complete before the loader asked; a loader on the same host
+ * measures the hand-off latency with it.
+ */
+static int encode_file(struct shoal_buf *b, const struct shoal_mf_file *f, uint32_t index,
+                       uint32_t total, uint64_t ready_ns)
+{
+    struct shoal_mpw w;
+    uint8_t hdr[SHOAL_FRAME_HDR_LEN] = {0};
+    int rv;
+
+    rv = shoal_buf_append(b, hdr, sizeof hdr);
+    if (rv != 0)
+        return rv;
+    shoal_mpw_init(&w, b);
+    shoal_mpw_array(&w, 7);
+    shoal_mpw_uint(&w, SHOAL_MSG_LOADER_FILE);
+    shoal_mpw_cstr(&w, f->path);
+    shoal_mpw_uint(&w, f->size);
+    shoal_mpw_bin(&w, f->sha256, 32);
+    shoal_mpw_uint(&w, index);
+    shoal_mpw_uint(&w, total);
+    shoal_mpw_uint(&w, ready_ns);
+    if (w.err)
+        return w.err;
+    return shoal_frame_header(b->data, b->len - SHOAL_FRAME_HDR_LEN);
+}
+
+static void queue_done(struct client *c)
+{
+    struct shoal_msg m;
+    struct shoal_buf b;
+
+    memset(&m, 0, sizeof m);
+    m.type = SHOAL_MSG_LOADER_DONE;
+    m.u.loader_done.files = c->nwant;
+    shoal_buf_init(&b, 64);
+    if (shoal_msg_encode(&m, &b) == 0)
+        (void)enqueue(c, &b, NULL, 0, false);
+    shoal_buf_free(&b);
+    c->state = C_CLOSING;
+    LOG_I("loader %s: every one of %u files of %s handed over", c->name, c->nwant, c->release);
+}
+
+/* Queues position |k| of |c|'s order (its file is complete). */
+static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
+{
+    const struct shoal_mf_file *f = shoal_manifest_file(shoal_swarm_manifest(c->swarm),
+                                                        c->want[k]);
+    struct shoal_buf b;
+    int rv;
+
+    shoal_buf_init(&b, OUT_FRAME_MAX);
+    rv = encode_file(&b, f, k, c->nwant, ready_ns);
+    if (rv == 0)
+        rv = enqueue(c, &b, c->swarm, c->want[k], true);
+    shoal_buf_free(&b);
+    if (rv == 0)
+        c->qtail->ready_ns = ready_ns;
+    if (rv != 0)
+        return rv;
+    c->sent[k] = true;
+    c->nsent++;
+    LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->nsent, c->nwant);
+    return 0;
+}
+
+/* ---- priorities ---- */
+
+/*
+ * Tells the scheduler which files loaders of |s| still wait for: the first
+ * unsent file of every loader, then the second of every loader, and so on,
+ * so each loader's first shard is among the first fetched.
+ */
+static void update_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s)
+{
+    uint32_t nfiles = shoal_manifest_nfiles(shoal_swarm_manifest(s));
+    uint32_t *files = NULL, n = 0, depth = 0;
+    uint8_t *seen = NULL;
+    size_t total = 0;
+    bool more = true;
+
+    for (struct client *c = l->clients; c; c = c->next) {
+        if (c->state == C_WATCH && c->swarm == s)
+            total += c->nwant - c->nsent;
+    }
+    if (total == 0) {
+        (void)shoal_swarm_want_files(s, NULL, 0);
+        return;
+    }
+    if (total > nfiles)
+        total = nfiles;
+    files = malloc(sizeof *files * total);
+    seen = calloc(1, nfiles / 8 + 1);
+    if (!files || !seen)
+        goto out; /* priorities are a hint: keep the previous ones */
+    /* Cursor per loader: the depth-th unsent position. Loaders are few, so
+     * rescanning from the start for each depth is cheap enough. */
+    while (more && n < total) {
+        more = false;
+        for (struct client *c = l->clients; c && n < total; c = c->next) {
+            uint32_t seen_unsent = 0;
+            if (c->state != C_WATCH || c->swarm != s)
+                continue;
+            for (uint32_t k = 0; k < c->nwant; k++) {
+                uint32_t fi;
+                if (c->sent[k] || seen_unsent++ < depth)
+                    continue;
+                more = true;
+                fi = c->want[k];
+                if (!(seen[fi / 8] & (1u << (fi % 8)))) {
+                    seen[fi / 8] |= (uint8_t)(1u << (fi % 8));
+                    files[n++] = fi;
+                }
+                break;
+            }
+        }
+        depth++;
+    }
+    (void)shoal_swarm_want_files(s, files, n);
+out:
+    free(files);
+    free(seen);
+}
+
+/* ---- requests ---- */
+
+/* Starts watching |s|: resolves the order, hands what is complete. */
+static void client_bind(struct client *c, struct shoal_swarm *s)
+{
+    const struct shoal_manifest *m = shoal_swarm_manifest(s);
+    uint32_t nfiles = shoal_manifest_nfiles(m), n = c->order_count ? c->order_count : nfiles;
+    struct shoal_msg_paths paths, it;
+    struct shoal_str p;
+    uint8_t *seen = NULL;
+    char path[SHOAL_MSG_PATH_MAX + 1];
+
+    c->want = malloc(sizeof *c->want * (n ? n : 1));
+    c->sent = calloc(n ? n : 1, sizeof *c->sent);
+    seen = calloc(1, nfiles / 8 + 1);
+    if (!c->want || !c->sent || !seen) {
+        send_error(c, "out of memory");
+        goto out;
+    }
+    if (c->order_count == 0) {
+        for (uint32_t i = 0; i < nfiles; i++)
+            c->want[i] = i;
+    } else {
+        memset(&paths, 0, sizeof paths);
+        paths.count = c->order_count;
+        paths.mp = c->order_mp;
+        paths.mp_len = c->order_len;
+        shoal_msg_paths_begin(&it, &paths);
+        for (uint32_t k = 0; k < n && shoal_msg_paths_next(&it, &p); k++) {
+            int fi;
+            memcpy(path, p.p, p.len);
+            path[p.len] = '\0';
+            fi = shoal_manifest_find_file(m, path);
+            if (fi < 0) {
+                send_error(c, "release %s has no file '%s'", c->release, path);
+                goto out;
+            }
+            if (seen[fi / 8] & (1u << (fi % 8))) {
+                send_error(c, "file '%s' is listed twice in the order", path);
+                goto out;
+            }
+            seen[fi / 8] |= (uint8_t)(1u << (fi % 8));
+            c->want[k] = (uint32_t)fi;
+        }
+    }
+    c->nwant = n;
+    c->swarm = s;
+    c->state = C_WATCH;
+    free(c->order_mp);
+    c->order_mp = NULL;
+    LOG_I("loader %s: watching %s@%s (%u files%s)", c->name, shoal_manifest_repo_id(m),
+          shoal_manifest_commit(m), n, c->order_count ? " in its order" : "");
+    for (uint32_t k = 0; k < n; k++) {
+        if (shoal_swarm_file_done(s, c->want[k]) && hand_file(c, k, 0) != 0) {
+            send_error(c, "out of memory");
+            goto out;
+        }
+    }
+    if (c->nsent == c->nwant)
+        queue_done(c);
+    update_priorities(c->srv, s);
+out:
+    free(seen);
+}
+
+static bool parse_hex_id(const char *s, uint8_t id[32])
+{
+    return strlen(s) == 64 && shoal_unhex(id, 32, s, 64) == 0;
+}
+
+static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
+{
+    struct shoal_loader_srv *l = c->srv;
+    struct shoal_swarm *s;
+    int rv;
+
+    memcpy(c->release, w->release.p, w->release.len);
+    c->release[w->release.len] = '\0';
+    if (w->order.count) {
+        c->order_mp = malloc(w->order.mp_len);
+        if (!c->order_mp) {
+            send_error(c, "out of memory");
+            return;
+        }
+        /* The frame body goes away after this call; the order may be
+         * needed only once the release is open. */
+        memcpy(c->order_mp, w->order.mp, w->order.mp_len);
+        c->order_len = w->order.mp_len;
+        c->order_count = w->order.count;
+    }
+    s = l->hooks->find(l->hooks->user, c->release);
+    if (s) {
+        client_bind(c, s);
+        return;
+    }
+    if (!parse_hex_id(c->release, c->pend_id)) {
+        send_error(c, "unknown release '%s': this node does not hold it (ask by manifest id "
+                      "to have it fetched)", c->release);
+        return;
+    }
+    rv = l->hooks->pull ? l->hooks->pull(l->hooks->user, c->pend_id) : SHOAL_ENOTFOUND;
+    if (rv != 0) {
+        send_error(c, "unknown release %s: cannot start fetching it: %s", c->release,
+                   shoal_strerror(rv));
+        return;
+    }
+    c->state = C_PENDING;
+    LOG_I("loader %s: waiting for release %s, now being fetched", c->name, c->release);
+}
+
+static int on_frame(void *user, const uint8_t *body, size_t len)
+{
+    struct client *c = user;
+    struct shoal_msg m;
+    int rv = shoal_msg_decode(&m, body, len);
+
+    if (rv != 0) {
+        send_error(c, "malformed frame: %s", shoal_strerror(rv));
+        return 1;
+    }
+    if (m.type != SHOAL_MSG_LOADER_WANT) {
+        send_error(c, "expected LOADER_WANT, got %s", shoal_msg_type_name(m.type));
+        return 1;
+    }
+    if (c->state != C_NEW) {
+        send_error(c, "one LOADER_WANT per connection");
+        return 1;
+    }
+    on_want(c, &m.u.loader_want);
+    /* Stop after each request: the state decides what the rest means. */
+    return 1;
+}
+
+static void read_client(struct client *c)
+{
+    uint8_t buf[READ_CHUNK];
+    struct shoal_frame_cb cb = {on_frame};
+
+    for (int rounds = 0; rounds < 16 && c->state != C_CLOSING && !c->closed; rounds++) {
+        ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        size_t off = 0, used;
+        int rv = 0;
+
+        if (n == 0) {
+            client_close(c, "loader disconnected");
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                client_close(c, strerror(errno));
+            return;
+        }
+        while (off < (size_t)n && c->state != C_CLOSING) {
+            if (c->state != C_NEW) {
+                /* After the request a loader only listens. */
+                send_error(c, "unexpected bytes after LOADER_WANT");
+                break;
+            }
+            rv = shoal_frame_dec_feed(&c->dec, buf + off, (size_t)n - off, &used, &cb, c);
+            off += used;
+            if (rv < 0) {
+                send_error(c, "bad frame: %s", shoal_strerror(rv));
+                break;
+            }
+            if (rv == 0)
+                break;
+        }
+    }
+}
+
+static void on_client_io(uv_poll_t *h, int status, int events)
+{
+    struct client *c = h->data;
+
+    if (c->closed)
+        return;
+    if (status < 0) {
+        client_close(c, uv_strerror(status));
+        return;
+    }
+    if (events & UV_READABLE)
+        read_client(c);
+    if (!c->closed)
+        pump_out(c);
+}
+
+/* ---- accepting ---- */
+
+/* Whether process |pid| holds group |gid| among its supplementary groups
+ * (read from /proc: precise, and no NSS lookups on the loop). */
+static bool proc_has_group(pid_t pid, gid_t gid)
+{
+    char path[64], line[4096];
+    bool found = false;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    f = fopen(path, "re");
+    if (!f)
+        return false;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *p, *end;
+        if (strncmp(line, "Groups:", 7) != 0)
+            continue;
+        for (p = line + 7;; p = end) {
+            unsigned long g = strtoul(p, &end, 10);
+            if (end == p)
+                break;
+            if ((gid_t)g == gid)
+                found = true;
+        }
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+static bool authorised(const struct shoal_loader_srv *l, const struct ucred *cr)
+{
+    if (cr->uid == 0 || cr->uid == geteuid())
+        return true;
+    if (l->has_uid && cr->uid == l->uid)
+        return true;
+    if (l->has_gid && (cr->gid == l->gid || proc_has_group(cr->pid, l->gid)))
+        return true;
+    return false;
+}
+
+static void client_new(struct shoal_loader_srv *l, int fd)
+{
+    struct client *c = calloc(1, sizeof *c);
+    struct ucred cr;
+    socklen_t crlen = sizeof cr;
+
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->srv = l;
+    c->fd = fd;
+    c->state = C_NEW;
+    shoal_frame_dec_init(&c->dec, SHOAL_LOADER_FRAME_MAX);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0) {
+        LOG_W("loader socket: cannot identify a connecting process: %s", strerror(errno));
+        free(c);
+        close(fd);
+        return;
+    }
+    c->pid = cr.pid;
+    c->uid = cr.uid;
+    snprintf(c->name, sizeof c->name, "pid %d uid %u", (int)cr.pid, (unsigned)cr.uid);
+    if (uv_poll_init(l->loop, &c->poll, fd) != 0) {
+        free(c);
+        close(fd);
+        return;
+    }
+    c->poll.data = c;
+    c->next = l->clients;
+    if (l->clients)
+        l->clients->prev = c;
+    l->clients = c;
+    l->nclients++;
+    if (!authorised(l, &cr)) {
+        send_error(c, "not authorised: uid %u gid %u may not use this loader socket",
+                   (unsigned)cr.uid, (unsigned)cr.gid);
+    } else if (l->nclients > l->max_clients) {
+        send_error(c, "too many loaders connected (%u)", l->max_clients);
+    } else {
+        LOG_I("loader %s connected", c->name);
+    }
+    c->poll_events = UV_READABLE;
+    uv_poll_start(&c->poll, UV_READABLE, on_client_io);
+    pump_out(c);
+}
+
+static void on_accept(uv_poll_t *h, int status, int events)
+{
+    struct shoal_loader_srv *l = h->data;
+
+    if (status < 0 || l->closed)
+        return;
+    for (int i = 0; i < ACCEPT_BURST; i++) {
+        int fd = accept4(l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                LOG_W("loader socket %s: accept: %s", l->path, strerror(errno));
+            return;
+        }
+        client_new(l, fd);
+    }
+}
+
+/* ---- file events ---- */
+
+static void on_async(uv_async_t *h)
+{
+    struct shoal_loader_srv *l = h->data;
+    struct fevent *ev;
+    size_t n;
+
+    pthread_mutex_lock(&l->mu);
+    ev = l->ev;
+    n = l->nev;
+    l->ev = NULL;
+    l->nev = l->evcap = 0;
+    pthread_mutex_unlock(&l->mu);
+
+    for (size_t i = 0; i < n; i++) {
+        struct shoal_swarm *s = ev[i].swarm;
+        bool watched = false;
+        struct client *c, *next;
+
+        if (ev[i].status != 0)
+            continue;
+        for (c = l->clients; c; c = next) {
+            next = c->next; /* pump_out may close c */
+            if (c->state != C_WATCH || c->swarm != s)
+                continue;
+            watched = true;
+            for (uint32_t k = 0; k < c->nwant; k++) {
+                if (c->want[k] == ev[i].file && !c->sent[k]) {
+                    if (hand_file(c, k, ev[i].t_ns) != 0)
+                        send_error(c, "out of memory");
+                    break;
+                }
+            }
+            if (c->state == C_WATCH && c->nsent == c->nwant)
+                queue_done(c);
+            pump_out(c);
+        }
+        if (watched)
+            update_priorities(l, s);
+    }
+    free(ev);
+}
+
+void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t file,
+                                int status)
+{
+    uint64_t t = mono_ns();
+
+    if (!l)
+        return;
+    pthread_mutex_lock(&l->mu);
+    if (!l->ev_closed) {
+        if (l->nev == l->evcap) {
+            size_t cap = l->evcap ? l->evcap * 2 : 16;
+            struct fevent *nv = realloc(l->ev, cap * sizeof *nv);
+            if (nv) {
+                l->ev = nv;
+                l->evcap = cap;
+            }
+        }
+        if (l->nev < l->evcap) {
+            l->ev[l->nev].swarm = s;
+            l->ev[l->nev].file = file;
+            l->ev[l->nev].status = status;
+            l->ev[l->nev].t_ns = t;
+            l->nev++;
+        } else {
+            /* Out of memory: the loader still gets the file when it asks
+             * again; nothing else can be done from a worker thread. */
+            LOG_E("loader socket: cannot queue a file event (out of memory)");
+        }
+        uv_async_send(&l->async);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_swarm *s)
+{
+    struct client *c, *next;
+
+    if (!l)
+        return;
+    for (c = l->clients; c; c = next) {
+        next = c->next;
+        if (c->state == C_PENDING && memcmp(c->pend_id, shoal_swarm_id(s), 32) == 0) {
+            client_bind(c, s);
+            pump_out(c);
+        }
+    }
+}
+
+uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)
+{
+    return l ? l->nclients : 0;
+}
+
+/* ---- setup ---- */
+
+/* Removes a socket file left by a daemon that died; refuses to touch a
+ * live socket or anything that is not a socket. */
+static int clear_stale(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    int fd, rv;
+
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    rv = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
+    close(fd);
+    if (rv == 0)
+        return -EADDRINUSE;
+    return unlink(path) == 0 || errno == ENOENT ? 0 : -errno;
+}
+
+static int lookup_ids(struct shoal_loader_srv *l, const struct shoal_loader_srv_cfg *cfg)
+{
+    char buf[16384];
+    struct group gr, *grp = NULL;
+    struct passwd pw, *pwp = NULL;
+
+    if (cfg->group) {
+        if (getgrnam_r(cfg->group, &gr, buf, sizeof buf, &grp) != 0 || !grp) {
+            LOG_E("loader socket: no group named '%s'", cfg->group);
+            return SHOAL_ENOTFOUND;
+        }
+        l->gid = grp->gr_gid;
+        l->has_gid = true;
+    }
+    if (cfg->user) {
+        if (getpwnam_r(cfg->user, &pw, buf, sizeof buf, &pwp) != 0 || !pwp) {
+            LOG_E("loader socket: no user named '%s'", cfg->user);
+            return SHOAL_ENOTFOUND;
+        }
+        l->uid = pwp->pw_uid;
+        l->has_uid = true;
+    }
+    return 0;
+}
+
+static void on_srv_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loader_srv_cfg *cfg,
+                         const struct shoal_loader_srv_hooks *hooks)
+{
+    struct shoal_loader_srv *l = NULL;
+    struct sockaddr_un sa;
+    struct stat st;
+    int rv;
+
+    if (!out || !cfg || !cfg->loop || !cfg->path || !hooks || !hooks->find)
+        return -EINVAL;
+    if (strlen(cfg->path) >= sizeof sa.sun_path) {
+        LOG_E("loader socket path '%s' is too long (at most %zu bytes)", cfg->path,
+              sizeof sa.sun_path - 1);
+        return -ENAMETOOLONG;
+    }
+    l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->lfd = -1;
+    l->loop = cfg->loop;
+    l->hooks = hooks;
+    l->max_clients = cfg->max_clients ? cfg->max_clients : 64;
+    if (l->max_clients > SHOAL_LOADER_CLIENTS_MAX)
+        l->max_clients = SHOAL_LOADER_CLIENTS_MAX;
+    pthread_mutex_init(&l->mu, NULL);
+    l->path = strdup(cfg->path);
+    if (!l->path) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    rv = lookup_ids(l, cfg);
+    if (rv != 0)
+        goto fail;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, cfg->path, strlen(cfg->path));
+    rv = clear_stale(cfg->path, &sa);
+    if (rv != 0) {
+        LOG_E("loader socket %s: %s", cfg->path,
+              rv == -EADDRINUSE ? "another daemon is listening there"
+              : rv == -EEXIST   ? "exists and is not a socket"
+                                : strerror(-rv));
+        goto fail;
+    }
+    l->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l->lfd < 0) {
+        rv = -errno;
+        goto fail;
+    }
+    /* Between bind and chmod the file may briefly carry the umask's mode;
+     * SO_PEERCRED checks every connection, so that window grants nothing. */
+    if (bind(l->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        chmod(cfg->path, 0660) != 0 ||
+        (l->has_gid && chown(cfg->path, (uid_t)-1, l->gid) != 0) ||
+        lstat(cfg->path, &st) != 0 || listen(l->lfd, 64) != 0) {
+        rv = -errno;
+        LOG_E("loader socket %s: %s", cfg->path, strerror(errno));
+        goto fail;
+    }
+    l->sock_dev = st.st_dev;
+    l->sock_ino = st.st_ino;
+    rv = uv_async_init(l->loop, &l->async, on_async);
+    if (rv != 0)
+        goto fail;
+    l->async_init = true;
+    l->async.data = l;
+    rv = uv_poll_init(l->loop, &l->lpoll, l->lfd);
+    if (rv != 0)
+        goto fail;
+    l->lpoll_init = true;
+    l->lpoll.data = l;
+    rv = uv_poll_start(&l->lpoll, UV_READABLE, on_accept);
+    if (rv != 0)
+        goto fail;
+    LOG_I("loader socket on %s (mode 0660%s%s%s%s)", cfg->path, l->has_gid ? ", group " : "",
+          l->has_gid ? cfg->group : "", l->has_uid ? ", user " : "", l->has_uid ? cfg->user : "");
+    *out = l;
+    return 0;
+fail:
+    /* Handles already initialised must be closed on the loop before the
+     * memory goes: close now, the caller's loop run finishes them. */
+    shoal_loader_srv_close(l);
+    if (!l->async_init && !l->lpoll_init) {
+        shoal_loader_srv_free(l);
+    } else {
+        /* Freed by shoal_loader_srv_free after the close callbacks; we
+         * cannot hand the pointer out, so run the loop just enough. */
+        uv_run(l->loop, UV_RUN_NOWAIT);
+        shoal_loader_srv_free(l);
+    }
+    return rv;
+}
+
+void shoal_loader_srv_close(struct shoal_loader_srv *l)
+{
+    struct stat st;
+
+    if (!l || l->closed)
+        return;
+    l->closed = true;
+    pthread_mutex_lock(&l->mu);
+    l->ev_closed = true;
+    pthread_mutex_unlock(&l->mu);
+    while (l->clients)
+        client_close(l->clients, "daemon shutting down");
+    if (l->lpoll_init && !uv_is_closing((uv_handle_t *)&l->lpoll))
+        uv_close((uv_handle_t *)&l->lpoll, on_srv_handle_closed);
+    if (l->async_init && !uv_is_closing((uv_handle_t *)&l->async))
+        uv_close((uv_handle_t *)&l->async, on_srv_handle_closed);
+    /* Only our own socket file: another daemon may have replaced it. */
+    if (l->sock_ino && lstat(l->path, &st) == 0 && st.st_ino == l->sock_ino &&
+        st.st_dev == l->sock_dev)
+        unlink(l->path);
+}
+
+void shoal_loader_srv_free(struct shoal_loader_srv *l)
+{
+    if (!l)
+        return;
+    if (l->lfd >= 0)
+        close(l->lfd);
+    free(l->ev);
+    pthread_mutex_destroy(&l->mu);
+    free(l->path);
+    free(l);
+}

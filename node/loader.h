@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's loader socket: the zero-copy hand-off from shoald to the
+ * accelerator loader on the same machine (protocol: node/LOADER-PROTOCOL.md).
+ *
+ * A loader connects to a local Unix socket, sends LOADER_WANT (a release as
+ * repo@rev or a hex manifest id, and optionally the files it will load, in
+ * its loading order), and gets one LOADER_FILE per file as soon as that file
+ * is verified and published, with an open read-only descriptor of the stored
+ * file attached (SCM_RIGHTS): the loader maps the very pages the store wrote,
+ * in the HF cache or in a memfd. Files already complete go out at once;
+ * LOADER_DONE follows the last file, then the daemon closes the connection.
+ * Unknown releases get LOADER_ERROR. A hex id that is not held yet starts the
+ * pull (hooks->pull). The files loaders wait for are handed to the scheduler
+ * as priorities (shoal_swarm_want_files), merged across loaders first file
+ * first, and refreshed as files complete.
+ *
+ * Access: the socket file is mode 0660, chown'd to the configured group, and
+ * every connection is checked again with SO_PEERCRED (root, shoald's own
+ * user, the configured user, or a process whose primary or supplementary
+ * groups hold the configured group); others get LOADER_ERROR and are closed.
+ *
+ * The loop thread runs everything except shoal_loader_srv_file_done, which
+ * may be called from any thread (the store reports files on worker threads).
+ */
+#ifndef SHOAL_LOADER_H
+#define SHOAL_LOADER_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "swarm.h"
+
+/* Frames from a loader are at most this big: a LOADER_WANT with a long file
+ * order (100,000 paths of ~100 bytes) fits. */
+#define SHOAL_LOADER_FRAME_MAX (16u * 1024u * 1024u)
+/* Loaders connected at once (others are refused with LOADER_ERROR). */
+#define SHOAL_LOADER_CLIENTS_MAX 256u
+
+struct shoal_loader_srv;
+
+struct shoal_loader_srv_cfg {
+    uv_loop_t *loop;
+    const char *path;     /* socket path (< 108 bytes); its directory must exist */
+    const char *group;    /* group name allowed to connect; NULL: none */
+    const char *user;     /* user name allowed to connect; NULL: none */
+    uint32_t max_clients; /* 0: 64; at most SHOAL_LOADER_CLIENTS_MAX */
+};
+
+struct shoal_loader_srv_hooks {
+    /* The open release named by |release| (NUL-terminated "repo@rev" or 64
+     * hex digits), or NULL when this node does not hold it (yet). */
+    struct shoal_swarm *(*find)(void *user, const char *release);
+    /* Release |id| is not open here: start fetching it. Return 0 when the
+     * pull is under way (announce the release with
+     * shoal_loader_srv_release_opened once it is open) or a negative code
+     * (the loader gets LOADER_ERROR). May be NULL: no pulls on demand. */
+    int (*pull)(void *user, const uint8_t id[32]);
+    void *user;
+};
+
+/*
+ * Creates the socket at |cfg->path| (a stale socket left by a dead daemon is
+ * replaced; a live one, or a non-socket file, is an error), sets its mode and
+ * group, and starts accepting on |cfg->loop|. |cfg| strings are copied;
+ * |hooks| is borrowed and must outlive the server. Writes |*out| only on
+ * success. Returns 0; -ENAMETOOLONG; -EADDRINUSE (another daemon is
+ * listening there); -EEXIST (the path is not a socket); SHOAL_ENOTFOUND (no
+ * such group or user); -ENOMEM; or a negated errno from socket/bind/chown.
+ */
+int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loader_srv_cfg *cfg,
+                         const struct shoal_loader_srv_hooks *hooks);
+
+/* Release |s| is now open (after a pull, or at start): loaders waiting for
+ * it by manifest id start receiving files. Loop thread. */
+void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_swarm *s);
+
+/*
+ * File |file| of |s| was published (|status| 0) or failed (nonzero, then
+ * nothing is sent). Any thread: the event is time-stamped (CLOCK_MONOTONIC)
+ * here, queued and handled on the loop thread. |l| may be NULL.
+ */
+void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t file,
+                                int status);
+
+/* Loaders connected now (for status and tests). */
+uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l);
+
+/* Stops accepting, closes every loader connection and removes the socket
+ * file; the handles close on the loop. Idempotent; NULL is fine. */
+void shoal_loader_srv_close(struct shoal_loader_srv *l);
+
+/* Frees the server. Call shoal_loader_srv_close first and let the loop run
+ * its close callbacks. NULL is fine. */
+void shoal_loader_srv_free(struct shoal_loader_srv *l);
+
+#endif

@@ -1,0 +1,833 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's libuv tracker client (see trkconn.h): a connection per
+ * tracker with its own handshake, reply FIFO, announce timer and reconnect
+ * backoff, and the routing of requests over whichever trackers are up.
+ */
+#include "trkconn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "error.h"
+#include "frame.h"
+#include "nodelog.h"
+#include "peer.h" /* shoal_parse_addr */
+
+#define READ_BUF 65536u
+#define WATCHDOG_MS 250u
+#define SOON_GAP_MS 1000u
+#define DEFAULT_INTERVAL_MS 30000u
+#define MIN_INTERVAL_MS 200u
+#define MAX_INTERVAL_MS (10u * 60u * 1000u)
+/* Unsent bytes per connection: one manifest of the largest size and some. */
+#define MAX_QUEUED ((size_t)SHOAL_MSG_MANIFEST_MAX + (1u << 20))
+/* Largest reply body accepted once authenticated (a full manifest). */
+#define MAX_FRAME_AUTH (SHOAL_MSG_MANIFEST_MAX + 1024u)
+
+enum conn_state { C_IDLE, C_CONNECTING, C_CHALLENGE, C_AUTH, C_READY, C_CLOSING };
+
+/* A manifest lookup; it moves from tracker to tracker until one has it. */
+struct mquery {
+    uint64_t tag;
+    bool by_id;
+    uint8_t id[32];
+    char name[SHOAL_MSG_REPO_MAX + 1];
+    uint32_t tried; /* bit per tracker index that said no */
+};
+
+/* A request waiting for its reply. */
+struct pend {
+    uint32_t type;
+    uint64_t tag;
+    uint64_t sent_ms;
+    struct mquery *q; /* GET_MANIFEST only; owned by the entry */
+};
+
+struct conn {
+    struct shoal_trkconn *t;
+    uint32_t idx;
+    char addr[SHOAL_MSG_ADDR_MAX + 1];
+    struct sockaddr_storage ss;
+    enum conn_state st;
+    uv_tcp_t tcp;
+    bool tcp_open;
+    uv_connect_t creq;
+    uv_timer_t timer; /* reconnect backoff while idle, announces while ready */
+    struct shoal_frame_dec dec;
+    struct pend pend[SHOAL_TRKCONN_PENDING_MAX];
+    uint32_t phead, pn;
+    uint32_t backoff_ms;
+    uint32_t interval_ms;
+    uint64_t since_ms;        /* entered the current state */
+    uint64_t last_announce_ms;
+    uint64_t announce_due_ms;
+    size_t queued;
+    uint32_t fails;           /* attempts since the last success */
+    bool stop_feed;           /* a hook closed us while a read was fed */
+    uint8_t rbuf[READ_BUF];
+};
+
+struct wreq {
+    uv_write_t req;
+    struct conn *c;
+    uint8_t *data;
+    size_t len;
+};
+
+struct shoal_trkconn {
+    const struct shoal_trkconn_cfg *cfg;
+    const struct shoal_trkconn_hooks *hooks;
+    uv_loop_t *loop;
+    struct conn *conns[SHOAL_TRKCONN_MAX];
+    uint32_t n;
+    uv_timer_t watchdog;
+    bool started, stopping;
+    uint64_t rng;
+    uint32_t timeout_ms, bmin, bmax;
+    struct shoal_msg in;   /* decoded reply */
+    struct shoal_msg out;  /* message being encoded */
+};
+
+static const struct shoal_frame_cb frame_cb;
+
+static uint64_t now(const struct shoal_trkconn *t) { return uv_now(t->loop); }
+
+static uint64_t rnd(struct shoal_trkconn *t)
+{
+    /* xorshift64*: jitter only, no need for quality. */
+    t->rng ^= t->rng >> 12;
+    t->rng ^= t->rng << 25;
+    t->rng ^= t->rng >> 27;
+    return t->rng * 2685821657736338717ull;
+}
+
+uint32_t shoal_trkconn_count(const struct shoal_trkconn *t) { return t->n; }
+
+uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < t->n; i++)
+        k += t->conns[i]->st == C_READY;
+    return k;
+}
+
+const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx)
+{
+    return idx < t->n ? t->conns[idx]->addr : "?";
+}
+
+int shoal_trkconn_new(struct shoal_trkconn **out, const struct shoal_trkconn_cfg *cfg,
+                      const struct shoal_trkconn_hooks *hooks)
+{
+    struct shoal_trkconn *t;
+    int rv = 0;
+
+    if (!cfg || !hooks || !cfg->loop || !cfg->sk || cfg->naddrs == 0 ||
+        cfg->naddrs > SHOAL_TRKCONN_MAX)
+        return -EINVAL;
+    t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->cfg = cfg;
+    t->hooks = hooks;
+    t->loop = cfg->loop;
+    t->rng = cfg->seed ? cfg->seed : 0x9e3779b97f4a7c15ull;
+    t->timeout_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 5000;
+    t->bmin = cfg->backoff_min_ms ? cfg->backoff_min_ms : 250;
+    t->bmax = cfg->backoff_max_ms ? cfg->backoff_max_ms : 10000;
+    if (t->bmax < t->bmin)
+        t->bmax = t->bmin;
+    for (size_t i = 0; i < cfg->naddrs; i++) {
+        struct conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            rv = -ENOMEM;
+            goto fail;
+        }
+        t->conns[t->n++] = c;
+        c->t = t;
+        c->idx = (uint32_t)i;
+        c->backoff_ms = t->bmin;
+        c->interval_ms = DEFAULT_INTERVAL_MS;
+        if (strlen(cfg->addrs[i]) >= sizeof c->addr ||
+            shoal_parse_addr(cfg->addrs[i], &c->ss) != 0) {
+            LOG_E("tracker address '%s' is not a numeric host:port", cfg->addrs[i]);
+            rv = -EINVAL;
+            goto fail;
+        }
+        strcpy(c->addr, cfg->addrs[i]);
+    }
+    *out = t;
+    return 0;
+fail:
+    for (uint32_t i = 0; i < t->n; i++)
+        free(t->conns[i]);
+    free(t);
+    return rv;
+}
+
+/* ---- sending ---- */
+
+static void fail_conn(struct conn *c, const char *why, bool loud);
+
+static void write_done(uv_write_t *req, int status)
+{
+    struct wreq *w = req->data;
+    struct conn *c = w->c;
+
+    c->queued -= w->len;
+    free(w->data);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && c->st != C_CLOSING && c->st != C_IDLE) {
+        char why[96];
+        snprintf(why, sizeof why, "write failed: %s", uv_strerror(status));
+        fail_conn(c, why, true);
+    }
+}
+
+/* Encodes t->out and queues it on |c|. Returns 0 or an error (nothing
+ * queued; the connection is left as it was). */
+static int send_out(struct conn *c)
+{
+    struct shoal_trkconn *t = c->t;
+    struct shoal_buf b;
+    struct wreq *w = NULL;
+    uv_buf_t ub;
+    int rv;
+
+    if (!c->tcp_open || c->st == C_CLOSING || c->st == C_IDLE || c->st == C_CONNECTING)
+        return -ENOTCONN;
+    shoal_buf_init(&b, SHOAL_FRAME_HDR_LEN + (size_t)SHOAL_FRAME_MAX_ABS);
+    rv = shoal_msg_encode(&t->out, &b);
+    if (rv == 0 && c->queued + b.len > MAX_QUEUED)
+        rv = SHOAL_ELIMIT;
+    if (rv == 0) {
+        w = calloc(1, sizeof *w);
+        if (!w)
+            rv = -ENOMEM;
+    }
+    if (rv != 0)
+        goto out;
+    w->req.data = w;
+    w->c = c;
+    w->data = shoal_buf_steal(&b, &w->len);
+    ub = uv_buf_init((char *)w->data, (unsigned)w->len);
+    rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, write_done);
+    if (rv != 0) {
+        free(w->data);
+        free(w);
+        goto out;
+    }
+    c->queued += w->len;
+out:
+    shoal_buf_free(&b);
+    return rv;
+}
+
+/* Sends t->out as a request whose reply is matched later. */
+static int request(struct conn *c, uint64_t tag, struct mquery *q)
+{
+    int rv;
+
+    if (c->st != C_READY)
+        return -ENOTCONN;
+    if (c->pn >= SHOAL_TRKCONN_PENDING_MAX)
+        return SHOAL_ELIMIT;
+    rv = send_out(c);
+    if (rv == 0) {
+        struct pend *p = &c->pend[(c->phead + c->pn) % SHOAL_TRKCONN_PENDING_MAX];
+        p->type = c->t->out.type;
+        p->tag = tag;
+        p->sent_ms = now(c->t);
+        p->q = q;
+        c->pn++;
+    }
+    return rv;
+}
+
+/* ---- manifest lookups ---- */
+
+/* Sends |q| to the first ready tracker that has not refused it yet.
+ * Returns 0 or -ENOTCONN (none left; |q| is still the caller's). */
+static int query_send(struct shoal_trkconn *t, struct mquery *q)
+{
+    for (uint32_t i = 0; i < t->n; i++) {
+        struct conn *c = t->conns[i];
+        if (c->st != C_READY || (q->tried & (1u << i)))
+            continue;
+        memset(&t->out, 0, sizeof t->out);
+        t->out.type = SHOAL_MSG_GET_MANIFEST;
+        if (q->by_id) {
+            t->out.u.get_manifest.has_id = true;
+            memcpy(t->out.u.get_manifest.by_id, q->id, 32);
+        } else {
+            t->out.u.get_manifest.has_repo = true;
+            t->out.u.get_manifest.repo_at_rev.p = q->name;
+            t->out.u.get_manifest.repo_at_rev.len = (uint32_t)strlen(q->name);
+        }
+        if (request(c, q->tag, q) == 0)
+            return 0;
+        q->tried |= 1u << i;
+    }
+    return -ENOTCONN;
+}
+
+/* Tracker |idx| could not answer |q|: ask the next, or report not found. */
+static void query_refused(struct shoal_trkconn *t, struct mquery *q, uint32_t idx)
+{
+    q->tried |= 1u << idx;
+    if (t->stopping || query_send(t, q) == 0)
+        return;
+    if (t->hooks->on_manifest)
+        t->hooks->on_manifest(t->hooks->user, q->tag, SHOAL_ENOTFOUND, NULL);
+    free(q);
+}
+
+int shoal_trkconn_get_manifest(struct shoal_trkconn *t, const uint8_t *manifest_id,
+                               const char *repo_at_rev, uint64_t tag)
+{
+    struct mquery *q;
+
+    if (!manifest_id && (!repo_at_rev || !*repo_at_rev ||
+                         strlen(repo_at_rev) > SHOAL_MSG_REPO_MAX))
+        return -EINVAL;
+    if (t->stopping || shoal_trkconn_ready(t) == 0)
+        return -ENOTCONN;
+    q = calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    q->tag = tag;
+    q->by_id = manifest_id != NULL;
+    if (manifest_id)
+        memcpy(q->id, manifest_id, 32);
+    else
+        strcpy(q->name, repo_at_rev);
+    if (query_send(t, q) != 0) {
+        free(q);
+        return -ENOTCONN;
+    }
+    return 0;
+}
+
+/* ---- connection life ---- */
+
+static void connect_now(struct conn *c);
+
+static void on_retry_timer(uv_timer_t *h)
+{
+    struct conn *c = h->data;
+    if (!c->t->stopping && c->st == C_IDLE)
+        connect_now(c);
+}
+
+static void on_tcp_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct shoal_trkconn *t = c->t;
+    uint32_t delay;
+
+    c->tcp_open = false;
+    c->st = C_IDLE;
+    if (t->stopping)
+        return;
+    /* Full jitter over [backoff/2, backoff] keeps a fleet from redialling a
+     * restarted tracker in lockstep. */
+    delay = c->backoff_ms / 2 + (uint32_t)(rnd(t) % (c->backoff_ms / 2 + 1));
+    c->backoff_ms = c->backoff_ms * 2 > t->bmax ? t->bmax : c->backoff_ms * 2;
+    uv_timer_start(&c->timer, on_retry_timer, delay, 0);
+}
+
+/* Fails every request still waiting on |c| (their hooks learn it). */
+static void fail_pending(struct conn *c)
+{
+    struct shoal_trkconn *t = c->t;
+
+    while (c->pn > 0 && !t->stopping) {
+        struct pend p = c->pend[c->phead];
+        c->phead = (c->phead + 1) % SHOAL_TRKCONN_PENDING_MAX;
+        c->pn--;
+        if (p.type == SHOAL_MSG_GET_MANIFEST)
+            query_refused(t, p.q, c->idx);
+        else if (p.type == SHOAL_MSG_LEASE_REQ && t->hooks->on_lease)
+            t->hooks->on_lease(t->hooks->user, p.tag, c->idx, -ECONNRESET, NULL);
+    }
+}
+
+/*
+ * Drops the connection: closes the socket (the close callback schedules
+ * the redial) and fails its pending requests. |loud| logs at warning level;
+ * repeated failures to reach a tracker that is down are logged once.
+ */
+static void fail_conn(struct conn *c, const char *why, bool loud)
+{
+    bool was_ready = c->st == C_READY;
+
+    if (c->st == C_CLOSING || c->st == C_IDLE)
+        return;
+    c->st = C_CLOSING;
+    c->stop_feed = true;
+    c->fails++;
+    if (was_ready)
+        LOG_W("tracker %s: connection lost: %s", c->addr, why);
+    else if (loud || c->fails == 1)
+        LOG_W("tracker %s: %s%s", c->addr, why, c->fails == 1 ? " (will keep retrying)" : "");
+    else
+        LOG_D("tracker %s: %s", c->addr, why);
+    uv_timer_stop(&c->timer);
+    if (c->tcp_open) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+    }
+    fail_pending(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    *buf = uv_buf_init((char *)c->rbuf, sizeof c->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    const uint8_t *p = (const uint8_t *)buf->base;
+    size_t left = nread > 0 ? (size_t)nread : 0, used;
+    int rv;
+
+    if (nread < 0) {
+        fail_conn(c, nread == UV_EOF ? "closed by the tracker" : uv_strerror((int)nread),
+                  c->st == C_READY);
+        return;
+    }
+    c->stop_feed = false;
+    while (left > 0) {
+        rv = shoal_frame_dec_feed(&c->dec, p, left, &used, &frame_cb, c);
+        p += used;
+        left -= used;
+        if (c->stop_feed || c->t->stopping)
+            return;
+        if (rv < 0) {
+            char why[96];
+            snprintf(why, sizeof why, "bad frame from the tracker: %s", shoal_strerror(rv));
+            fail_conn(c, why, true);
+            return;
+        }
+    }
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    if (c->t->stopping || c->st != C_CONNECTING)
+        return;
+    if (status < 0) {
+        char why[96];
+        snprintf(why, sizeof why, "cannot connect: %s", uv_strerror(status));
+        fail_conn(c, why, false);
+        return;
+    }
+    c->st = C_CHALLENGE;
+    c->since_ms = now(c->t);
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        fail_conn(c, "cannot read", true);
+}
+
+static void connect_now(struct conn *c)
+{
+    int rv;
+
+    shoal_frame_dec_free(&c->dec);
+    shoal_frame_dec_init(&c->dec, SHOAL_FRAME_MAX_PREAUTH);
+    c->phead = c->pn = 0;
+    rv = uv_tcp_init(c->t->loop, &c->tcp);
+    if (rv != 0) {
+        uv_timer_start(&c->timer, on_retry_timer, c->backoff_ms, 0);
+        return;
+    }
+    c->tcp.data = c;
+    c->tcp_open = true;
+    c->st = C_CONNECTING;
+    c->since_ms = now(c->t);
+    c->creq.data = c;
+    rv = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&c->ss, on_connected);
+    if (rv != 0) {
+        char why[96];
+        snprintf(why, sizeof why, "cannot connect: %s", uv_strerror(rv));
+        fail_conn(c, why, false);
+    }
+}
+
+/* ---- announces ---- */
+
+static void send_announce(struct conn *c)
+{
+    struct shoal_trkconn *t = c->t;
+    int rv;
+
+    memset(&t->out, 0, sizeof t->out);
+    t->out.type = SHOAL_MSG_ANNOUNCE;
+    if (t->hooks->fill_announce)
+        t->hooks->fill_announce(t->hooks->user, &t->out.u.announce);
+    if (t->out.u.announce.count > SHOAL_MSG_ANNOUNCE_MAX)
+        t->out.u.announce.count = SHOAL_MSG_ANNOUNCE_MAX;
+    rv = request(c, 0, NULL);
+    if (rv != 0)
+        LOG_W("tracker %s: cannot send announce: %s", c->addr, shoal_strerror(rv));
+    c->last_announce_ms = now(t);
+}
+
+static void on_announce_timer(uv_timer_t *h);
+
+static void schedule_announce(struct conn *c, uint64_t due)
+{
+    uint64_t n = now(c->t);
+    c->announce_due_ms = due;
+    uv_timer_start(&c->timer, on_announce_timer, due > n ? due - n : 0, 0);
+}
+
+static void on_announce_timer(uv_timer_t *h)
+{
+    struct conn *c = h->data;
+
+    if (c->t->stopping || c->st != C_READY)
+        return;
+    send_announce(c);
+    schedule_announce(c, c->last_announce_ms + c->interval_ms);
+}
+
+void shoal_trkconn_announce_soon(struct shoal_trkconn *t)
+{
+    for (uint32_t i = 0; i < t->n && !t->stopping; i++) {
+        struct conn *c = t->conns[i];
+        uint64_t due = c->last_announce_ms + SOON_GAP_MS;
+        if (c->st == C_READY && due < c->announce_due_ms)
+            schedule_announce(c, due);
+    }
+}
+
+/* ---- replies ---- */
+
+static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
+{
+    struct shoal_trkconn *t = c->t;
+
+    if (m->type == SHOAL_MSG_ERROR) {
+        LOG_E("tracker %s refused our identity: %.*s (%s)", c->addr, (int)m->u.error.message.len,
+              m->u.error.message.p, shoal_strerror(m->u.error.code));
+        /* Retrying at once will not change the answer. */
+        c->backoff_ms = t->bmax;
+        fail_conn(c, "authentication refused", false);
+        return;
+    }
+    if (m->type != SHOAL_MSG_OK) {
+        fail_conn(c, "unexpected reply to TRK_AUTH", true);
+        return;
+    }
+    c->st = C_READY;
+    c->since_ms = now(t);
+    c->fails = 0;
+    c->backoff_ms = t->bmin;
+    shoal_frame_dec_set_max(&c->dec, MAX_FRAME_AUTH);
+    LOG_I("tracker %s: authenticated", c->addr);
+    send_announce(c);
+    schedule_announce(c, c->last_announce_ms + c->interval_ms);
+    if (t->hooks->on_ready)
+        t->hooks->on_ready(t->hooks->user, c->idx);
+}
+
+static void on_challenge(struct conn *c, const struct shoal_msg *m)
+{
+    struct shoal_trkconn *t = c->t;
+    const struct shoal_trkconn_cfg *cfg = t->cfg;
+    struct shoal_msg_trk_auth *a = &t->out.u.trk_auth;
+    struct shoal_pubkey pk;
+    int rv;
+
+    memset(&t->out, 0, sizeof t->out);
+    t->out.type = SHOAL_MSG_TRK_AUTH;
+    shoal_seckey_public(cfg->sk, &pk);
+    memcpy(a->node_pk, pk.pk, 32);
+    a->cred.p = cfg->cred;
+    a->cred.len = (uint32_t)cfg->cred_len;
+    a->zone.p = cfg->zone ? cfg->zone : "";
+    a->zone.len = (uint32_t)strlen(a->zone.p);
+    a->listen_addr.p = cfg->listen_addr;
+    a->listen_addr.len = (uint32_t)strlen(cfg->listen_addr);
+    a->role = SHOAL_ROLE_NODE;
+    rv = shoal_trk_auth_sign(a->sig, m->u.trk_challenge.nonce, cfg->sk);
+    if (rv == 0)
+        rv = send_out(c);
+    if (rv != 0) {
+        char why[96];
+        snprintf(why, sizeof why, "cannot answer the challenge: %s", shoal_strerror(rv));
+        fail_conn(c, why, true);
+        return;
+    }
+    c->st = C_AUTH;
+}
+
+static int error_code(const struct shoal_msg *m)
+{
+    return m->u.error.code < 0 ? m->u.error.code : SHOAL_EBADMSG;
+}
+
+static void on_reply(struct conn *c, const struct shoal_msg *m)
+{
+    struct shoal_trkconn *t = c->t;
+    bool err = m->type == SHOAL_MSG_ERROR;
+    struct pend p;
+    uint32_t want;
+
+    if (m->type == SHOAL_MSG_TRK_CHALLENGE)
+        return; /* the fresh nonce after OK, for another identity: unused */
+    if (c->pn == 0) {
+        fail_conn(c, "reply without a request", true);
+        return;
+    }
+    p = c->pend[c->phead];
+    switch (p.type) {
+    case SHOAL_MSG_ANNOUNCE: want = SHOAL_MSG_ANNOUNCE_REPLY; break;
+    case SHOAL_MSG_GET_PEERS: want = SHOAL_MSG_PEERS; break;
+    case SHOAL_MSG_GET_MANIFEST: want = SHOAL_MSG_MANIFEST; break;
+    case SHOAL_MSG_LEASE_REQ: want = SHOAL_MSG_LEASE; break;
+    default: want = SHOAL_MSG_OK; break;
+    }
+    if (!err && m->type != want) {
+        char why[96];
+        snprintf(why, sizeof why, "answered %s with %s", shoal_msg_type_name(p.type),
+                 shoal_msg_type_name(m->type));
+        fail_conn(c, why, true);
+        return;
+    }
+    c->phead = (c->phead + 1) % SHOAL_TRKCONN_PENDING_MAX;
+    c->pn--;
+    switch (p.type) {
+    case SHOAL_MSG_ANNOUNCE:
+        if (err) {
+            LOG_W("tracker %s refused our announce: %.*s", c->addr, (int)m->u.error.message.len,
+                  m->u.error.message.p);
+            break;
+        }
+        c->interval_ms = m->u.announce_reply.interval_ms;
+        if (c->interval_ms < MIN_INTERVAL_MS)
+            c->interval_ms = MIN_INTERVAL_MS;
+        if (c->interval_ms > MAX_INTERVAL_MS)
+            c->interval_ms = MAX_INTERVAL_MS;
+        if (c->last_announce_ms + c->interval_ms < c->announce_due_ms)
+            schedule_announce(c, c->last_announce_ms + c->interval_ms);
+        if (t->hooks->on_announce_reply)
+            t->hooks->on_announce_reply(t->hooks->user, c->idx, &m->u.announce_reply);
+        break;
+    case SHOAL_MSG_GET_PEERS:
+        if (!err && t->hooks->on_peers)
+            t->hooks->on_peers(t->hooks->user, c->idx, &m->u.peers);
+        break;
+    case SHOAL_MSG_GET_MANIFEST:
+        if (err) {
+            query_refused(t, p.q, c->idx);
+        } else {
+            if (t->hooks->on_manifest)
+                t->hooks->on_manifest(t->hooks->user, p.tag, 0, &m->u.manifest);
+            free(p.q);
+        }
+        break;
+    case SHOAL_MSG_LEASE_REQ:
+        if (t->hooks->on_lease)
+            t->hooks->on_lease(t->hooks->user, p.tag, c->idx, err ? error_code(m) : 0,
+                               err ? NULL : &m->u.lease);
+        break;
+    default:
+        if (err)
+            LOG_D("tracker %s: %s refused: %.*s", c->addr, shoal_msg_type_name(p.type),
+                  (int)m->u.error.message.len, m->u.error.message.p);
+        break;
+    }
+}
+
+static int on_frame(void *user, const uint8_t *body, size_t len)
+{
+    struct conn *c = user;
+    struct shoal_trkconn *t = c->t;
+    int rv = shoal_msg_decode(&t->in, body, len);
+
+    if (rv != 0) {
+        char why[96];
+        snprintf(why, sizeof why, "undecodable message from the tracker: %s",
+                 shoal_strerror(rv));
+        fail_conn(c, why, true);
+        return 1;
+    }
+    switch (c->st) {
+    case C_CHALLENGE:
+        if (t->in.type != SHOAL_MSG_TRK_CHALLENGE)
+            fail_conn(c, "tracker did not start with a challenge", true);
+        else
+            on_challenge(c, &t->in);
+        break;
+    case C_AUTH:
+        on_auth_reply(c, &t->in);
+        break;
+    case C_READY:
+        on_reply(c, &t->in);
+        break;
+    default:
+        break;
+    }
+    /* A hook may have stopped everything or dropped this connection. */
+    return t->stopping || c->st == C_CLOSING || c->st == C_IDLE;
+}
+
+static const struct shoal_frame_cb frame_cb = {.on_frame = on_frame};
+
+/* ---- watchdog ---- */
+
+static void on_watchdog(uv_timer_t *h)
+{
+    struct shoal_trkconn *t = h->data;
+    uint64_t n = now(t);
+
+    for (uint32_t i = 0; i < t->n && !t->stopping; i++) {
+        struct conn *c = t->conns[i];
+        char why[96];
+        if (c->st == C_CONNECTING || c->st == C_CHALLENGE || c->st == C_AUTH) {
+            if (n - c->since_ms > t->timeout_ms) {
+                snprintf(why, sizeof why, "no handshake within %u ms", t->timeout_ms);
+                fail_conn(c, why, false);
+            }
+        } else if (c->st == C_READY && c->pn > 0 &&
+                   n - c->pend[c->phead].sent_ms > t->timeout_ms) {
+            snprintf(why, sizeof why, "no answer to %s within %u ms",
+                     shoal_msg_type_name(c->pend[c->phead].type), t->timeout_ms);
+            fail_conn(c, why, true);
+        }
+    }
+}
+
+int shoal_trkconn_start(struct shoal_trkconn *t)
+{
+    int rv;
+
+    if (t->started)
+        return 0;
+    rv = uv_timer_init(t->loop, &t->watchdog);
+    if (rv != 0)
+        return rv;
+    t->watchdog.data = t;
+    t->started = true;
+    for (uint32_t i = 0; i < t->n; i++) {
+        struct conn *c = t->conns[i];
+        uv_timer_init(t->loop, &c->timer);
+        c->timer.data = c;
+        connect_now(c);
+    }
+    uv_timer_start(&t->watchdog, on_watchdog, WATCHDOG_MS, WATCHDOG_MS);
+    return 0;
+}
+
+void shoal_trkconn_stop(struct shoal_trkconn *t)
+{
+    if (!t || t->stopping)
+        return;
+    t->stopping = true;
+    if (!t->started)
+        return;
+    uv_close((uv_handle_t *)&t->watchdog, NULL);
+    for (uint32_t i = 0; i < t->n; i++) {
+        struct conn *c = t->conns[i];
+        uv_close((uv_handle_t *)&c->timer, NULL);
+        if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+        }
+        c->st = C_CLOSING;
+    }
+}
+
+void shoal_trkconn_free(struct shoal_trkconn *t)
+{
+    if (!t)
+        return;
+    for (uint32_t i = 0; i < t->n; i++) {
+        struct conn *c = t->conns[i];
+        for (uint32_t k = 0; k < c->pn; k++) {
+            struct pend *p = &c->pend[(c->phead + k) % SHOAL_TRKCONN_PENDING_MAX];
+            free(p->q);
+        }
+        shoal_frame_dec_free(&c->dec);
+        free(c);
+    }
+    free(t);
+}
+
+/* ---- requests ---- */
+
+uint32_t shoal_trkconn_get_peers(struct shoal_trkconn *t, const uint8_t manifest_id[32],
+                                 uint32_t max)
+{
+    uint32_t asked = 0;
+
+    for (uint32_t i = 0; i < t->n && !t->stopping; i++) {
+        memset(&t->out, 0, sizeof t->out);
+        t->out.type = SHOAL_MSG_GET_PEERS;
+        memcpy(t->out.u.get_peers.manifest_id, manifest_id, 32);
+        t->out.u.get_peers.max = max > SHOAL_MSG_PEERS_MAX ? SHOAL_MSG_PEERS_MAX : max;
+        if (request(t->conns[i], 0, NULL) == 0)
+            asked++;
+    }
+    return asked;
+}
+
+int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
+                        uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag)
+{
+    int rv = -ENOTCONN;
+
+    /* The first ready tracker in configuration order, so that while it is
+     * up every node of the region asks the same one. */
+    for (uint32_t i = 0; i < t->n && !t->stopping; i++) {
+        if (t->conns[i]->st != C_READY)
+            continue;
+        memset(&t->out, 0, sizeof t->out);
+        t->out.type = SHOAL_MSG_LEASE_REQ;
+        memcpy(t->out.u.lease_req.manifest_id, manifest_id, 32);
+        t->out.u.lease_req.max_chunks = max_chunks;
+        t->out.u.lease_req.hint_chunk = hint_chunk;
+        rv = request(t->conns[i], tag, NULL);
+        break;
+    }
+    return rv;
+}
+
+void shoal_trkconn_lease_done(struct shoal_trkconn *t, uint32_t idx,
+                              const uint8_t manifest_id[32], uint32_t first, uint32_t count)
+{
+    if (idx >= t->n || t->stopping || count == 0)
+        return;
+    memset(&t->out, 0, sizeof t->out);
+    t->out.type = SHOAL_MSG_LEASE_DONE;
+    memcpy(t->out.u.lease_done.manifest_id, manifest_id, 32);
+    t->out.u.lease_done.first = first;
+    t->out.u.lease_done.count = count;
+    (void)request(t->conns[idx], 0, NULL);
+}
+
+void shoal_trkconn_put_manifest(struct shoal_trkconn *t, uint32_t idx, const uint8_t *signed_mf,
+                                size_t len)
+{
+    if (t->stopping || len == 0 || len > SHOAL_MSG_MANIFEST_MAX)
+        return;
+    for (uint32_t i = 0; i < t->n; i++) {
+        if (idx != SHOAL_TRKCONN_NONE && i != idx)
+            continue;
+        memset(&t->out, 0, sizeof t->out);
+        t->out.type = SHOAL_MSG_PUT_MANIFEST;
+        t->out.u.put_manifest.signed_manifest.p = signed_mf;
+        t->out.u.put_manifest.signed_manifest.len = (uint32_t)len;
+        (void)request(t->conns[i], 0, NULL);
+    }
+}

@@ -1,0 +1,278 @@
+# SPDX-License-Identifier: MIT
+"""The `shoal` CLI against real shoald processes over their control sockets.
+
+Usage: test_ctl.py SHOALD SHOAL CASE
+CASE is one of:
+  pull_status  a seed holds a release; a second node, started with nothing
+               to pull, is asked by `shoal pull <manifest id>` over its
+               control socket and the command exits 0 once the release is
+               complete, with files byte-identical to the source. Then
+               `shoal status`, `shoal peers` and `shoal metrics` on both
+               nodes print what happened: the release complete at 100%, the
+               seed as the one peer with its address, zone and cipher, bytes
+               received equal to the release size, bytes served by the seed
+               equal to it too, and fewer payload bytes than that (the JSON
+               files went zstd-compressed). A release nobody has, asked by
+               name with no tracker, fails with a reason.
+  rate_limit   the seed caps uploads at 4 MiB/s per peer (--peer-rate-up 4M):
+               a 16 MiB release of incompressible bytes takes at least ~3 s
+               to pull (3.5 s in theory; the margin is generous), and still
+               arrives intact.
+Every wait is bounded; all processes are killed at the end.
+"""
+import hashlib
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
+procs = []
+
+
+def run(*args, check=True, timeout=90):
+    r = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        sys.exit(f"shoal {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+    return r
+
+
+class Node:
+    """A shoald process whose stderr is collected by a thread."""
+
+    def __init__(self, name, args):
+        self.name = name
+        self.lines = []
+        self.lock = threading.Lock()
+        self.p = subprocess.Popen([SHOALD, "--listen", "127.0.0.1:0", *args],
+                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        procs.append(self)
+        threading.Thread(target=self._reader, daemon=True).start()
+        line = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
+        if not line:
+            self.dump()
+            sys.exit(f"{name}: did not start")
+        self.addr = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)
+
+    def _reader(self):
+        for line in self.p.stderr:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern, timeout):
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                for line in self.lines:
+                    if rx.search(line):
+                        return line
+            if self.p.poll() is not None:
+                time.sleep(0.1)
+                with self.lock:
+                    hit = [l for l in self.lines if rx.search(l)]
+                return hit[0] if hit else None
+            time.sleep(0.05)
+        return None
+
+    def dump(self):
+        with self.lock:
+            sys.stderr.write(f"---- {self.name} log ----\n" + "\n".join(self.lines) + "\n")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        return self.p.returncode
+
+
+def setup(tmp, files):
+    keys = os.path.join(tmp, "keys")
+    os.makedirs(keys)
+    k = lambda n: os.path.join(keys, n)
+    for n in ("cluster", "publisher", "a", "b"):
+        run("keygen", k(n))
+    for n in ("a", "b"):
+        run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
+            "--out", k(n) + ".cred")
+    repo = os.path.join(tmp, "repo")
+    for path, data in files.items():
+        full = os.path.join(repo, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+    mf = os.path.join(tmp, "rel.manifest")
+    out = run("manifest", "build", repo, "--repo", "org/model", "--commit", "ab" * 20,
+              "--key", k("publisher"), "--out", mf, "--min", "64K", "--avg", "256K",
+              "--max", "1M").stdout
+    mid = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    return k, repo, mf, mid
+
+
+def node_args(k, name, tmp, extra=()):
+    return ["--node-key", k(name), "--cred", k(name) + ".cred",
+            "--cluster-keys", k("cluster") + ".pub",
+            "--publisher-keys", k("publisher") + ".pub",
+            "--cache-dir", os.path.join(tmp, "cache-" + name),
+            "--control-socket", os.path.join(tmp, name + ".sock"),
+            "--reconnect-ms", "300", *extra]
+
+
+def check_snapshot(tmp, name, files):
+    snap = os.path.join(tmp, "cache-" + name, "models--org--model", "snapshots", "ab" * 20)
+    bad = 0
+    for path, data in files.items():
+        try:
+            with open(os.path.join(snap, path), "rb") as f:
+                same = hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
+        except OSError as e:
+            print(f"FAIL {name}: {path}: {e}")
+            bad += 1
+            continue
+        if not same:
+            print(f"FAIL {name}: {path} differs from the source")
+            bad += 1
+    return bad
+
+
+def metric(text, name):
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def case_pull_status(tmp):
+    rnd = random.Random(7)
+    files = {
+        "model.safetensors": rnd.randbytes(3 * 1024 * 1024 + 99),
+        "config.json": b'{"hidden_size": 4096, "num_layers": 32, "vocab_size": 32000}\n' * 40,
+        "tokenizer.json": (b'{"vocab": {' + b",".join(
+            b'"tok%d": %d' % (i, i) for i in range(60000)) + b"}}\n"),
+    }
+    total = sum(len(v) for v in files.values())
+    k, repo, mf, mid = setup(tmp, files)
+    sa, sb = os.path.join(tmp, "a.sock"), os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the nodes did not connect")
+        fails += 1
+
+    r = run("pull", mid, "--socket", sb, "--timeout", "60", check=False)
+    if r.returncode != 0 or "complete: org/model@" + "ab" * 20 not in r.stdout:
+        print(f"FAIL shoal pull: exit {r.returncode}\n{r.stdout}\n{r.stderr}")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    # Asking again for what is here returns at once, by name this time.
+    r = run("pull", "org/model@" + "ab" * 20, "--socket", sb, "--timeout", "10", check=False)
+    if r.returncode != 0:
+        print(f"FAIL a second pull of a complete release: {r.stderr}")
+        fails += 1
+    r = run("pull", "org/nothing@" + "cd" * 20, "--socket", sb, "--timeout", "10", check=False)
+    if r.returncode != 1 or "no tracker" not in r.stderr:
+        print(f"FAIL an unknown release: exit {r.returncode}: {r.stderr}")
+        fails += 1
+
+    st = run("status", "--socket", sb).stdout
+    if not re.search(r"org/model@%s\s+complete\s+100\.0%%" % ("ab" * 20), st):
+        print(f"FAIL status does not show the release complete:\n{st}")
+        fails += 1
+    pe = run("peers", "--socket", sb).stdout
+    if not re.search(r"%s\s+default\s+(aes256gcm|xchacha20poly1305)\s+out" % re.escape(a.addr),
+                     pe):
+        print(f"FAIL peers does not show the seed:\n{pe}")
+        fails += 1
+    mb = run("metrics", "--socket", sb).stdout
+    got = re.search(r'^shoal_received_bytes_total\{source="peers"\} (\d+)$', mb, re.M)
+    if not got or int(got.group(1)) != total:
+        print(f"FAIL puller metrics: bytes from peers != {total}:\n{mb}")
+        fails += 1
+    if metric(mb, "shoal_peers") != 1 or not metric(mb, "shoal_chunks_verified_total") \
+            or metric(mb, "shoal_releases_complete") != 1 or metric(mb, "shoal_bans_total") != 0:
+        print(f"FAIL puller metrics:\n{mb}")
+        fails += 1
+    ma = run("metrics", "--socket", sa).stdout
+    served, payload = metric(ma, "shoal_served_bytes_total"), \
+        metric(ma, "shoal_served_payload_bytes_total")
+    if served != total or payload is None or not payload < served:
+        print(f"FAIL seed metrics: served {served}, payload {payload}, release {total}")
+        fails += 1
+    for n in (a, b):
+        if n.stop() != 0:
+            print(f"FAIL {n.name} did not shut down cleanly")
+            fails += 1
+    for s in (sa, sb):
+        if os.path.exists(s):
+            print(f"FAIL {s} left behind")
+            fails += 1
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
+def case_rate_limit(tmp):
+    files = {"model.safetensors": random.Random(3).randbytes(16 * 1024 * 1024)}
+    k, repo, mf, mid = setup(tmp, files)
+    sb = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer-rate-up", "4M", "--no-encrypt"]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--no-encrypt"]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the nodes did not connect")
+        fails += 1
+    t0 = time.monotonic()
+    r = run("pull", mid, "--socket", sb, "--timeout", "90", check=False)
+    took = time.monotonic() - t0
+    print(f"16 MiB at --peer-rate-up 4M took {took:.2f} s")
+    if r.returncode != 0:
+        print(f"FAIL shoal pull: exit {r.returncode}: {r.stderr}")
+        fails += 1
+    elif took < 2.8:
+        print(f"FAIL the upload cap did not hold: {took:.2f} s < 2.8 s")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    for n in (a, b):
+        if n.stop() != 0:
+            print(f"FAIL {n.name} did not shut down cleanly")
+            fails += 1
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="shoal-ctl-")
+    try:
+        if CASE == "pull_status":
+            fails = case_pull_status(tmp)
+        elif CASE == "rate_limit":
+            fails = case_rate_limit(tmp)
+        else:
+            sys.exit(f"unknown case {CASE}")
+    finally:
+        for n in procs:
+            if n.p.poll() is None:
+                n.p.kill()
+                n.p.wait()
+        if os.environ.get("SHOAL_TEST_VERBOSE"):
+            for n in procs:
+                n.dump()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{CASE}: {'FAIL' if fails else 'ok'}")
+    sys.exit(1 if fails else 0)
+
+
+main()

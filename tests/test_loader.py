@@ -1,0 +1,489 @@
+# SPDX-License-Identifier: MIT
+"""Integration tests of the loader socket with real shoald processes.
+
+Usage: test_loader.py SHOALD SHOAL LOADER_EXAMPLE NODE_DIR CASE
+CASE is one of:
+  multi_node    a seed, a second puller and a loader's node on loopback. The
+                loader asks by manifest id (which starts the pull on its
+                node) for the 8 shards in a shuffled order; it receives every
+                shard exactly once, its first-wanted shard first, each with a
+                descriptor of the very HF-cache blob (same inode), tensors
+                bit-identical to the source. A second loader asking by
+                repo@rev for every file, and the C example loader, get the
+                same files.
+  memory        --store memory: the descriptors are memfds (nothing in the
+                cache dir), two loaders map the same inode, tensors match.
+  refused       an unknown release and an unknown path get LOADER_ERROR; as
+                root, a process running as 'nobody' cannot connect (socket
+                mode), is refused by the SO_PEERCRED check when the mode is
+                opened up, and is accepted when --loader-group lets it in.
+Every wait is bounded; all processes are killed at the end.
+"""
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+SHOALD, SHOAL, EXAMPLE, NODE_DIR, CASE = sys.argv[1:6]
+sys.path.insert(0, NODE_DIR)
+import shoal_loader  # noqa: E402
+
+WAIT_S = 60
+NSHARDS = 8
+procs = []
+
+
+def run(*args):
+    r = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        sys.exit(f"shoal {' '.join(args)} failed: {r.stderr}")
+    return r.stdout
+
+
+class Node:
+    """A shoald process whose stderr is collected by a thread."""
+
+    def __init__(self, name, args):
+        self.name = name
+        self.lines = []
+        self.lock = threading.Lock()
+        self.p = subprocess.Popen([SHOALD, "--listen", "127.0.0.1:0", *args],
+                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        procs.append(self)
+        self.t = threading.Thread(target=self._reader, daemon=True)
+        self.t.start()
+        line = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
+        if not line:
+            self.dump()
+            sys.exit(f"{name}: did not start")
+        self.addr = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)
+
+    def _reader(self):
+        for line in self.p.stderr:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern, timeout):
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                for line in self.lines:
+                    if rx.search(line):
+                        return line
+            if self.p.poll() is not None:
+                time.sleep(0.1)
+                with self.lock:
+                    return next((x for x in self.lines if rx.search(x)), None)
+            time.sleep(0.05)
+        return None
+
+    def log(self):
+        with self.lock:
+            return "\n".join(self.lines)
+
+    def dump(self):
+        sys.stderr.write(f"---- {self.name} log ----\n{self.log()}\n")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.t.join(timeout=5)
+        return self.p.returncode
+
+
+def safetensors_bytes(rnd, tensors):
+    """Builds a safetensors file from {name: numpy array, bf16 as ('BF16', u16 array)}."""
+    hdr, blobs, off = {}, [], 0
+    for name, (dtype, arr) in tensors.items():
+        b = arr.tobytes()
+        hdr[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    hdr["__metadata__"] = {"format": "pt"}
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def make_repo(root, shard_bytes=2 * 1024 * 1024):
+    rng = np.random.default_rng(7)
+    rnd = random.Random(7)
+    files = {}
+    for i in range(NSHARDS):
+        n = shard_bytes // 16
+        tensors = {
+            f"layers.{i}.attn.weight": ("F32", rng.standard_normal((n // 64, 32)).astype("<f4")),
+            f"layers.{i}.mlp.weight": ("BF16", rng.integers(0, 65536, (n // 32, 64),
+                                                             dtype=np.uint16)),
+            f"layers.{i}.ids": ("I64", rng.integers(-2**62, 2**62, (n // 16,), dtype="<i8")),
+            f"layers.{i}.mask": ("U8", rng.integers(0, 256, (n // 8 + i,), dtype=np.uint8)),
+        }
+        files[f"model-{i + 1:05d}-of-{NSHARDS:05d}.safetensors"] = safetensors_bytes(rnd, tensors)
+    files["config.json"] = b'{"hidden_size": 4096}\n'
+    files["empty.txt"] = b""
+    for path, data in files.items():
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+    return files
+
+
+def setup(tmp):
+    keys = os.path.join(tmp, "keys")
+    os.makedirs(keys)
+    k = lambda n: os.path.join(keys, n)
+    for n in ("cluster", "publisher", "a", "b", "c"):
+        run("keygen", k(n))
+        if n in ("a", "b", "c"):
+            run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
+                "--out", k(n) + ".cred")
+    repo = os.path.join(tmp, "repo")
+    files = make_repo(repo)
+    mf = os.path.join(tmp, "rel.manifest")
+    out = run("manifest", "build", repo, "--repo", "org/model", "--commit", "ab" * 20,
+              "--key", k("publisher"), "--out", mf, "--min", "16K", "--avg", "64K",
+              "--max", "256K")
+    mid = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    return k, repo, files, mf, mid
+
+
+def node_args(k, name, tmp, extra=()):
+    return ["--node-key", k(name), "--cred", k(name) + ".cred",
+            "--cluster-keys", k("cluster") + ".pub",
+            "--publisher-keys", k("publisher") + ".pub",
+            "--cache-dir", os.path.join(tmp, "cache-" + name),
+            "--reconnect-ms", "300", *extra]
+
+
+def sock_dir(tmp):
+    d = os.path.join(tmp, "run")
+    os.makedirs(d, exist_ok=True)
+    # Traversable by everyone, so the socket's own mode is what decides.
+    os.chmod(tmp, 0o755)
+    os.chmod(d, 0o755)
+    return d
+
+
+def check_tensors(f, src):
+    """Fails unless every tensor read through the loader equals the source."""
+    bad = 0
+    mm = f.mmap()
+    if hashlib.sha256(mm).digest() != hashlib.sha256(src).digest():
+        print(f"FAIL {f.path}: mapped bytes differ from the source")
+        return 1
+    (hlen,) = struct.unpack("<Q", src[:8])
+    hdr = json.loads(src[8:8 + hlen])
+    hdr.pop("__metadata__", None)
+    got = dict(f.tensors())
+    if set(got) != set(hdr):
+        print(f"FAIL {f.path}: tensors {sorted(got)} != {sorted(hdr)}")
+        return 1
+    want_dtype = {"F32": np.float32, "I64": np.int64, "U8": np.uint8}
+    for name, t in hdr.items():
+        a = got[name]
+        b, e = t["data_offsets"]
+        if a.tobytes() != src[8 + hlen + b:8 + hlen + e] or list(a.shape) != t["shape"]:
+            print(f"FAIL {f.path}: tensor {name} differs from the source")
+            bad += 1
+        if t["dtype"] in want_dtype and a.dtype != want_dtype[t["dtype"]]:
+            print(f"FAIL {f.path}: tensor {name} has dtype {a.dtype}")
+            bad += 1
+        if a.flags.writeable or a.base is None:
+            print(f"FAIL {f.path}: tensor {name} is not a read-only view of the mapping")
+            bad += 1
+    return bad
+
+
+def collect(client, release, order, files, label, inode_of=None):
+    """Drains one loader; returns (fails, [paths in arrival order], inodes)."""
+    fails, seen, inodes = 0, [], {}
+    for f in client.want(release, order):
+        seen.append(f.path)
+        if f.path not in files:
+            print(f"FAIL {label}: got unknown file {f.path}")
+            fails += 1
+            f.close()
+            continue
+        st = os.fstat(f.fd)
+        inodes[f.path] = (st.st_dev, st.st_ino)
+        if f.size != len(files[f.path]) or f.sha256 != hashlib.sha256(files[f.path]).digest():
+            print(f"FAIL {label}: {f.path} metadata differs from the source")
+            fails += 1
+        flags = int(open(f"/proc/self/fdinfo/{f.fd}").read().split("flags:")[1].split()[0], 8)
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            print(f"FAIL {label}: {f.path} descriptor is not read-only")
+            fails += 1
+        if inode_of is not None:
+            want = inode_of(f.path)
+            if want != inodes[f.path]:
+                print(f"FAIL {label}: {f.path} descriptor is inode {inodes[f.path]}, "
+                      f"store has {want}")
+                fails += 1
+        if f.path.endswith(".safetensors"):
+            fails += check_tensors(f, files[f.path])
+        elif f.size and bytes(f.mmap()) != files[f.path]:
+            print(f"FAIL {label}: {f.path} differs from the source")
+            fails += 1
+        f.close()
+    return fails, seen, inodes
+
+
+def exactly_once(seen, want, label):
+    if sorted(seen) != sorted(want) or len(set(seen)) != len(seen):
+        print(f"FAIL {label}: received {seen}, wanted each of {sorted(want)} once")
+        return 1
+    return 0
+
+
+def case_multi_node(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    c = Node("puller-c", node_args(k, "c", tmp, ["--peer", a.addr, "--pull", mid]))
+    b = Node("loader-node", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr,
+                                                    "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"loader socket on", 10) or not b.wait_for(r"authenticated", 10):
+        print("FAIL loader node did not start its socket or connect to peers")
+        return 1
+    mode = stat.S_IMODE(os.stat(sock).st_mode)
+    if mode != 0o660:
+        print(f"FAIL socket mode is {oct(mode)}, not 0o660")
+        fails += 1
+    shards = sorted(p for p in files if p.endswith(".safetensors"))
+    order = shards[:]
+    random.Random(3).shuffle(order)
+    order.remove(shards[-1])
+    order.insert(0, shards[-1])  # the last shard in manifest order comes first
+    blobs = os.path.join(tmp, "cache-b", "models--org--model", "blobs")
+
+    def blob_inode(path):
+        st = os.stat(os.path.join(blobs, hashlib.sha256(files[path]).hexdigest()))
+        return (st.st_dev, st.st_ino)
+
+    result = {}
+
+    def second_loader():
+        # Joins once the release is open on the node, by repo@rev, all files.
+        if not b.wait_for(r"watching org/model@", WAIT_S):
+            result["err"] = "first loader never started watching"
+            return
+        try:
+            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+                result["v"] = collect(cl, "org/model@" + "ab" * 20, None, files, "loader 2")
+        except Exception as e:  # reported below
+            result["err"] = repr(e)
+
+    t = threading.Thread(target=second_loader)
+    t.start()
+    t0 = time.monotonic()
+    with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+        f1, seen, _ = collect(cl, mid, order, files, "loader 1", blob_inode)
+    t.join(WAIT_S)
+    fails += f1 + exactly_once(seen, order, "loader 1")
+    print(f"loader 1 order asked:    {order}\nloader 1 order received: {seen} "
+          f"({time.monotonic() - t0:.2f} s)")
+    if seen and seen[0] != order[0]:
+        print(f"FAIL loader 1 got {seen[0]} first, asked for {order[0]} first")
+        fails += 1
+    if "err" in result or "v" not in result:
+        print(f"FAIL second loader: {result.get('err', 'did not finish')}")
+        fails += 1
+    else:
+        f2, seen2, _ = result["v"]
+        fails += f2 + exactly_once(seen2, list(files), "loader 2")
+    # The C client, through the example loader, on the now complete release.
+    r = subprocess.run([EXAMPLE, sock, mid, *shards[:3]], capture_output=True, text=True,
+                       timeout=WAIT_S)
+    got = re.findall(r"^FILE (\d+) (\S+) (\d+) ([0-9a-f]{64}) ", r.stdout, re.M)
+    if r.returncode != 0 or not r.stdout.rstrip().endswith("DONE 3") or \
+            [g[1] for g in got] != shards[:3] or \
+            any(g[3] != hashlib.sha256(files[g[1]]).hexdigest() for g in got):
+        print(f"FAIL C example loader: rc {r.returncode}\n{r.stdout}{r.stderr}")
+        fails += 1
+    if b.stop() != 0 or a.stop() != 0 or c.stop() != 0:
+        print("FAIL a node did not shut down cleanly")
+        fails += 1
+    if os.path.exists(sock):
+        print("FAIL the socket file outlived the daemon")
+        fails += 1
+    if fails:
+        a.dump()
+        c.dump()
+        b.dump()
+    return fails
+
+
+def case_memory(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("memory-node", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                                    "--store", "memory",
+                                                    "--loader-socket", sock]))
+    fails = 0
+    with shoal_loader.Client(sock, timeout=WAIT_S) as c1:
+        f1, seen1, ino1 = collect(c1, mid, None, files, "loader 1")
+    fails += f1 + exactly_once(seen1, list(files), "loader 1")
+    # A second loader after completion maps the same memfds.
+    with shoal_loader.Client(sock, timeout=WAIT_S) as c2:
+        fds = []
+        for f in c2.want(mid, ["config.json", "model-00001-of-00008.safetensors"]):
+            link = os.readlink(f"/proc/self/fd/{f.fd}")
+            if not link.startswith("/memfd:"):
+                print(f"FAIL {f.path} is not a memfd: {link}")
+                fails += 1
+            st = os.fstat(f.fd)
+            if (st.st_dev, st.st_ino) != ino1.get(f.path):
+                print(f"FAIL {f.path}: second loader got another inode")
+                fails += 1
+            fds.append(f)
+        for f in fds:
+            f.close()
+    cache = os.path.join(tmp, "cache-b")
+    stored = [n for _, _, names in os.walk(cache) for n in names] if os.path.isdir(cache) else []
+    if stored:
+        print(f"FAIL memory store wrote files: {stored}")
+        fails += 1
+    if b.stop() != 0 or a.stop() != 0:
+        print("FAIL a node did not shut down cleanly")
+        fails += 1
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
+def as_nobody(fn, groups=()):
+    """Runs fn() in a forked child as uid/gid nobody; returns its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.setgroups(list(groups))
+            os.setgid(65534)
+            os.setuid(65534)
+            code = fn()
+        except BaseException as e:  # the child must never return into the test
+            print(f"child: {e!r}")
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def try_connect(sock, mid):
+    """0: refused by the socket mode; 1: refused by the daemon; 2: served."""
+    try:
+        cl = shoal_loader.Client(sock, timeout=20)
+    except PermissionError:
+        return 0
+    try:
+        n = 0
+        for f in cl.want(mid):
+            n += 1
+            f.close()
+        return 2 if n else 3
+    except shoal_loader.LoaderError as e:
+        return 1 if "not authorised" in str(e) else 4
+    finally:
+        cl.close()
+
+
+def case_refused(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(sock_dir(tmp), "a.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--loader-socket", sock]))
+    fails = 0
+    for release, order, want in (("org/nope@main", None, "unknown release"),
+                                 (mid, ["no/such/file.bin"], "has no file 'no/such/file.bin'")):
+        try:
+            with shoal_loader.Client(sock, timeout=20) as cl:
+                list(cl.want(release, order))
+            print(f"FAIL {release} {order}: no LOADER_ERROR")
+            fails += 1
+        except shoal_loader.LoaderError as e:
+            if want not in str(e):
+                print(f"FAIL {release}: error '{e}' does not say '{want}'")
+                fails += 1
+    if os.geteuid() != 0:
+        print("not root: skipping the unauthorised-user checks")
+    else:
+        rc = as_nobody(lambda: try_connect(sock, mid))
+        if rc != 0:
+            print(f"FAIL nobody was not stopped by the socket mode (child result {rc})")
+            fails += 1
+        os.chmod(sock, 0o666)
+        rc = as_nobody(lambda: try_connect(sock, mid))
+        if rc != 1:
+            print(f"FAIL nobody was not refused by SO_PEERCRED (child result {rc})")
+            fails += 1
+        if not a.wait_for(r"not authorised: uid 65534", 10):
+            print("FAIL the daemon did not log the refusal")
+            fails += 1
+        # With --loader-group nogroup, the same user is let in.
+        sock2 = os.path.join(sock_dir(tmp), "g.sock")
+        g = Node("group-node", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                                       "--loader-socket", sock2,
+                                                       "--loader-group", "nogroup"]))
+        st = os.stat(sock2)
+        if st.st_gid != 65534:
+            print(f"FAIL the socket was not chown'd to nogroup (gid {st.st_gid})")
+            fails += 1
+        rc = as_nobody(lambda: try_connect(sock2, mid), groups=[65534])
+        if rc != 2:
+            print(f"FAIL a member of --loader-group was not served (child result {rc})")
+            fails += 1
+        if g.stop() != 0:
+            print("FAIL group node did not shut down cleanly")
+            fails += 1
+        if fails:
+            g.dump()
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        a.dump()
+    return fails
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="shoal-loader-")
+    try:
+        fails = {"multi_node": case_multi_node, "memory": case_memory,
+                 "refused": case_refused}[CASE](tmp)
+    finally:
+        for n in procs:
+            if n.p.poll() is None:
+                n.p.kill()
+                n.p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if os.environ.get("SHOAL_TEST_VERBOSE"):
+        for n in procs:
+            n.dump()
+    print(f"{CASE}: {'FAIL' if fails else 'ok'}")
+    sys.exit(1 if fails else 0)
+
+
+main()

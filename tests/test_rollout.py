@@ -1,0 +1,418 @@
+# SPDX-License-Identifier: MIT
+"""Rollouts with real processes on loopback: Hub stand-in, shoal-tracker,
+`shoal publish`, and shoald nodes that find each other through the tracker
+and share origin fetches through its leases.
+
+Usage: test_rollout.py SHOALD SHOAL SHOAL_TRACKER HUB_DIR CASE
+CASE is one of:
+  swarm8        a generated model (64 MiB) on the Hub stand-in, published to
+                the tracker; 8 nodes in two zones, each with its own port and
+                cache, list the live tracker and a dead one. Six pull the
+                release by name (org/name@commit); two start idle and begin
+                pulling when `shoal rollout` records the release. All eight
+                publish byte-identical files (sha256 equal to the generated
+                files) in their HF cache, and the origin serves less than
+                1.2x the release in total.
+  restart       a single node pulls from a slowed origin; it is stopped once
+                a file is complete and started again: it resumes with what
+                it had verified, and what it fetches after the restart is
+                exactly the rest (nothing verified is fetched again; the
+                origin's byte count agrees).
+  tracker_down  the tracker a node lists is down; two nodes holding only the
+                manifest still complete from the origin (no lease) and exit
+                0 with --exit-when-complete.
+Every wait is bounded; all processes are stopped at the end.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+SHOALD, SHOAL, TRACKER, HUB_DIR, CASE = sys.argv[1:6]
+PY = "/usr/bin/python3"
+WAIT_S = 90
+
+procs = []
+
+
+class Proc:
+    """A child process whose stdout/stderr lines are collected by threads."""
+
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.lines = []
+        self.out = []
+        self.lock = threading.Lock()
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env)
+        procs.append(self)
+        self.threads = [threading.Thread(target=self._reader, args=(self.p.stderr, self.lines),
+                                         daemon=True),
+                        threading.Thread(target=self._reader, args=(self.p.stdout, self.out),
+                                         daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _reader(self, f, into):
+        for line in f:
+            with self.lock:
+                into.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern, timeout, stdout=False):
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                src = list(self.out if stdout else self.lines)
+            for line in src:
+                m = rx.search(line)
+                if m:
+                    return m
+            if self.p.poll() is not None:
+                time.sleep(0.2)
+                with self.lock:
+                    if len(src) == len(self.out if stdout else self.lines):
+                        return None
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.05)
+
+    def log(self):
+        with self.lock:
+            return "\n".join(self.out + self.lines)
+
+    def dump(self):
+        sys.stderr.write(f"---- {self.name} ----\n{self.log()}\n")
+
+    def stop(self, timeout=20):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        for t in self.threads:
+            t.join(timeout=5)
+        return self.p.returncode
+
+
+def run(*args, env=None):
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=120, env=env)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Hub:
+    def __init__(self, tmp, size, faults=None):
+        self.root = os.path.join(tmp, "hub")
+        self.commit = run(PY, os.path.join(HUB_DIR, "genrepo.py"), self.root, "acme/model",
+                          "--size", size, "--shards", "4", "--seed", "5").strip()
+        with open(os.path.join(self.root, "models", "acme", "model", "commits", self.commit,
+                               ".files.json")) as f:
+            self.files = {e["path"]: e for e in json.load(f)["files"]}
+        self.size = sum(e["size"] for e in self.files.values())
+        args = [PY, os.path.join(HUB_DIR, "hubstub.py"), self.root, "--port", "0"]
+        if faults:
+            args += ["--faults", json.dumps(faults)]
+        self.proc = Proc("hub", args)
+        m = self.proc.wait_for(r"^(\d+)$", 20, stdout=True)
+        if not m:
+            self.proc.dump()
+            sys.exit("hub stand-in did not start")
+        self.url = f"http://127.0.0.1:{m.group(1)}"
+
+    def stats(self):
+        with urllib.request.urlopen(self.url + "/_stub/stats", timeout=10) as r:
+            return json.load(r)
+
+    def egress(self):
+        return sum(n for k, n in self.stats()["bytes"].items() if k.startswith("model/acme/model/")
+                   or k.startswith("models/acme/model/"))
+
+    def reset(self):
+        req = urllib.request.Request(self.url + "/_stub/reset", data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+def make_keys(tmp, nodes):
+    keys = os.path.join(tmp, "keys")
+    os.makedirs(keys)
+    k = lambda n: os.path.join(keys, n)
+    for n in ["cluster", "publisher", "admin", *nodes]:
+        run(SHOAL, "keygen", k(n))
+    for n in ["admin", *nodes]:
+        run(SHOAL, "cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
+            "--out", k(n) + ".cred")
+    return k
+
+
+def start_tracker(k, listen="127.0.0.1:0"):
+    t = Proc("tracker", [TRACKER, "--listen", listen, "--cluster-key", k("cluster") + ".pub",
+                         "--publisher-keys", k("publisher") + ".pub", "--admin-keys",
+                         k("admin") + ".pub", "--announce-interval-ms", "1000",
+                         "--node-ttl-ms", "5000", "--lease-ms", "20000"])
+    m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        t.dump()
+        sys.exit("tracker did not start")
+    return t, m.group(1)
+
+
+def publish(k, hub, tmp, tracker=None):
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    mf = os.path.join(tmp, "rel.manifest")
+    args = [SHOAL, "publish", "acme/model@main", "--key", k("publisher"), "--out", mf, "--quiet"]
+    if tracker:
+        args += ["--tracker", tracker, "--identity", k("admin"), "--cred", k("admin") + ".cred"]
+    out = run(*args, env=env)
+    mid = re.search(r"manifest id ([0-9a-f]{64})", out).group(1)
+    return mf, mid
+
+
+class Node(Proc):
+    def __init__(self, name, k, tmp, hub, extra):
+        self.cache = os.path.join(tmp, "cache-" + name)
+        env = dict(os.environ)
+        env.pop("HF_TOKEN", None)
+        env.pop("HF_ENDPOINT", None)
+        super().__init__(name, [SHOALD, "--listen", "127.0.0.1:0", "--node-key", k(name),
+                                "--cred", k(name) + ".cred", "--cluster-keys",
+                                k("cluster") + ".pub", "--publisher-keys",
+                                k("publisher") + ".pub", "--cache-dir", self.cache,
+                                "--hub-endpoint", hub.url, *extra], env=env)
+        if not self.wait_for(r"listening on 127\.0\.0\.1:\d+", 20):
+            self.dump()
+            sys.exit(f"{name}: did not start")
+
+    def completion(self, timeout):
+        """(peers, origin, duplicate, held at start, seconds) from the
+        completion line, or None."""
+        m = self.wait_for(r"complete: (\d+) bytes, (\d+) received from peers, (\d+) from origin, "
+                          r"(\d+) duplicate, (\d+) held at start, in ([\d.]+) s", timeout)
+        if not m:
+            return None
+        return tuple(int(m.group(i)) for i in range(2, 6)) + (float(m.group(6)),)
+
+
+def check_files(node, hub):
+    snap = os.path.join(node.cache, "models--acme--model", "snapshots", hub.commit)
+    bad = 0
+    for path, e in hub.files.items():
+        full = os.path.join(snap, path)
+        if not os.path.islink(full):
+            print(f"FAIL {node.name}: {path} is not in the HF cache snapshot")
+            bad += 1
+            continue
+        h = hashlib.sha256()
+        with open(full, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != e["sha256"]:
+            print(f"FAIL {node.name}: {path} differs from the generated file")
+            bad += 1
+    return bad
+
+
+def case_swarm8(tmp):
+    names = [f"n{i}" for i in range(8)]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "64M")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, taddr)
+    hub.reset()  # publishing read the release once; count only the nodes
+    dead = f"127.0.0.1:{free_port()}"
+    release = f"acme/model@{hub.commit}"
+    nodes = []
+    for i, n in enumerate(names):
+        extra = ["--tracker", dead, "--tracker", taddr, "--zone", "zone-" + "ab"[i % 2]]
+        if i < 6:
+            extra += ["--pull", release]
+        nodes.append(Node(n, k, tmp, hub, extra))
+    fails = 0
+    # The idle nodes start pulling only when the rollout is recorded.
+    time.sleep(0.5)
+    for n in nodes[6:]:
+        if "rollout:" in n.log():
+            print(f"FAIL {n.name} pulled before any rollout")
+            fails += 1
+    out = run(SHOAL, "rollout", release, "--tracker", taddr, "--key", k("admin"),
+              "--cred", k("admin") + ".cred")
+    print(out.strip())
+    stats = {}
+    for n in nodes:
+        st = n.completion(WAIT_S)
+        if not st:
+            print(f"FAIL {n.name} did not complete")
+            fails += 1
+            continue
+        stats[n.name] = st
+    for n in nodes[6:]:
+        if not n.wait_for(r"rollout: tracker .* asks for acme/model@", 1):
+            print(f"FAIL {n.name} did not learn the rollout from the tracker")
+            fails += 1
+    for n in nodes:
+        fails += check_files(n, hub)
+    egress = hub.egress()
+    ratio = egress / hub.size
+    for name, st in sorted(stats.items()):
+        print(f"{name}: {st[4]:.2f} s, {st[0]} B from peers, {st[1]} B from origin")
+    print(f"release {hub.size} B; origin egress {egress} B = {ratio:.3f}x the release")
+    print(f"BENCH rollout8_origin_x {ratio:.3f} x")
+    if ratio >= 1.2:
+        print("FAIL origin egress is not under 1.2x the release")
+        fails += 1
+    origin_sum = sum(st[1] for st in stats.values())
+    if origin_sum > egress:
+        print(f"FAIL nodes claim {origin_sum} B from the origin, the origin served {egress} B")
+        fails += 1
+    out = run(SHOAL, "rollout", release, "--status", "--tracker", taddr, "--key", k("n0"),
+              "--cred", k("n0") + ".cred")
+    print(out.strip())
+    for n in nodes:
+        if n.stop() != 0:
+            print(f"FAIL {n.name} did not shut down cleanly")
+            fails += 1
+    if fails:
+        for p in procs:
+            p.dump()
+    return fails
+
+
+def case_restart(tmp):
+    k = make_keys(tmp, ["r"])
+    # 6 MiB/s per origin request: a 24 MiB release takes a few seconds.
+    hub = Hub(tmp, "24M", faults=[{"kind": "slow", "bps": 6 << 20}])
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, taddr)
+    hub.reset()
+    release = f"acme/model@{hub.commit}"
+    extra = ["--tracker", taddr, "--pull", release, "--exit-when-complete"]
+    fails = 0
+    a = Node("r", k, tmp, hub, extra)
+    # A whole shard in: well into the download, and long before its end.
+    if not a.wait_for(r"\.safetensors complete and verified", WAIT_S):
+        print("FAIL no shard completed before the restart")
+        a.dump()
+        return 1
+    if a.stop() != 0:
+        print("FAIL the node did not shut down cleanly mid-download")
+        fails += 1
+    if a.completion(0):
+        print("FAIL the release completed before the restart; the test proves nothing")
+        a.dump()
+        return fails + 1
+    before = hub.egress()
+    hub.reset()
+    b = Node("r", k, tmp, hub, extra)
+    m = b.wait_for(r"resuming with (\d+) of (\d+) chunks \((\d+) bytes\)", 20)
+    st = b.completion(WAIT_S)
+    rc = b.p.wait(timeout=20) if st else None
+    after = hub.egress()
+    if not m or not st:
+        print("FAIL the restarted node did not resume and complete")
+        fails += 1
+    else:
+        had = int(m.group(3))
+        peers, origin, dup, held = st[0], st[1], st[2], st[3]
+        fresh = peers + origin - dup
+        print(f"had {had} of {hub.size} B at restart; fetched {fresh} B after it "
+              f"({dup} duplicate); origin served {before} B before and {after} B after")
+        if not 0 < had < hub.size:
+            print("FAIL the restart did not happen mid-download")
+            fails += 1
+        if held != had or fresh != hub.size - had or dup != 0:
+            print("FAIL verified chunks were fetched again after the restart")
+            fails += 1
+        if after != hub.size - had:
+            print("FAIL the origin served more than the missing part after the restart")
+            fails += 1
+        if rc != 0:
+            print(f"FAIL --exit-when-complete exit status {rc}")
+            fails += 1
+    fails += check_files(b, hub)
+    if fails:
+        for p in procs:
+            p.dump()
+    return fails
+
+
+def case_tracker_down(tmp):
+    k = make_keys(tmp, ["d0", "d1"])
+    hub = Hub(tmp, "16M")
+    mf, mid = publish(k, hub, tmp)
+    hub.reset()
+    dead = f"127.0.0.1:{free_port()}"
+    nodes = [Node(n, k, tmp, hub, ["--tracker", dead, "--manifest", mf, "--pull", mid,
+                                   "--exit-when-complete", "--lease-fallback-ms", "1000"])
+             for n in ("d0", "d1")]
+    fails = 0
+    for n in nodes:
+        try:
+            rc = n.p.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc != 0:
+            print(f"FAIL {n.name} did not complete and exit 0 (exit {rc})")
+            fails += 1
+        st = n.completion(5)
+        if not st or st[1] == 0:
+            print(f"FAIL {n.name} got nothing from the origin")
+            fails += 1
+        if not n.wait_for(r"no tracker has answered .* without a lease", 1):
+            print(f"FAIL {n.name} did not say it fell back to the origin without a lease")
+            fails += 1
+        fails += check_files(n, hub)
+    print(f"origin served {hub.egress()} B for a {hub.size} B release to 2 nodes")
+    if fails:
+        for p in procs:
+            p.dump()
+    return fails
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="shoal-rollout-")
+    fails = 1
+    try:
+        fails = {"swarm8": case_swarm8, "restart": case_restart,
+                 "tracker_down": case_tracker_down}[CASE](tmp)
+    finally:
+        for p in procs:
+            if p.p.poll() is None:
+                p.p.kill()
+                p.p.wait()
+        # Sanitizer builds: a report fails the test even when the process
+        # went on (UBSan prints and continues).
+        for p in procs:
+            if re.search(r"runtime error:|AddressSanitizer|LeakSanitizer", p.log()):
+                print(f"FAIL {p.name}: sanitizer report")
+                p.dump()
+                fails += 1
+        if os.environ.get("SHOAL_TEST_VERBOSE"):
+            for p in procs:
+                p.dump()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{CASE}: {'FAIL' if fails else 'ok'}")
+    sys.exit(1 if fails else 0)
+
+
+main()

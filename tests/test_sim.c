@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of the simulator engine against arithmetic it must get right, and
+ * of its determinism: operators size rollouts with these figures.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "error.h"
+#include "sim.h"
+#include "t.h"
+
+static void base(struct shoal_sim_config *c)
+{
+    shoal_sim_config_default(c);
+    c->lat_zone_ms = c->lat_cross_ms = c->lat_origin_ms = 0;
+    c->release_bytes = 64ull << 20;
+}
+
+static bool near(double a, double b) { return fabs(a - b) <= 1e-9 * fabs(b) + 1e-9; }
+
+/* One node, the origin only: exactly F / min(u_origin, d). */
+static void test_one_node(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 1;
+    c.zones = 1;
+    c.origin_up = 300e6;
+    c.node_down = 100e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    double F = (double)c.release_bytes;
+    CHECK_EQ(r->completed, 1);
+    CHECK(near(r->max, F / 100e6));
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    shoal_sim_result_free(r);
+    c.origin_up = 50e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(near(r->max, F / 50e6));
+    CHECK(near(r->t_min, F / 50e6));
+    shoal_sim_result_free(r);
+}
+
+/* N nodes served by the origin alone: N F / u_origin, for every node. */
+static void test_origin_alone(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 8;
+    c.max_peers = 0;
+    c.tracker = false;
+    c.origin_up = 200e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    double want = 8.0 * (double)c.release_bytes / 200e6;
+    CHECK_EQ(r->completed, 8);
+    CHECK(near(r->p50, want));
+    CHECK(near(r->max, want));
+    CHECK_EQ(r->origin_bytes, 8 * c.release_bytes);
+    shoal_sim_result_free(r);
+}
+
+/* A swarm: every node ends with the release, and the bytes add up. */
+static void test_conservation(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    shoal_sim_config_default(&c);
+    c.nodes = 60;
+    c.zones = 3;
+    c.release_bytes = 48ull << 20;
+    c.hetero = 0.5;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 60);
+    uint64_t got = 0, up = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        const struct shoal_sim_node *n = &r->node[i];
+        CHECK_EQ(n->from_origin + n->from_zone + n->from_cross, c.release_bytes);
+        got += n->from_origin + n->from_zone + n->from_cross;
+        up += n->uploaded;
+    }
+    CHECK_EQ(got, 60 * c.release_bytes);
+    CHECK(r->recv_bytes >= got);
+    /* Everything received that was not from the origin was uploaded by a
+     * peer; duplicates are counted apart. */
+    uint64_t from_origin = 0;
+    for (uint32_t i = 0; i < r->nodes; i++)
+        from_origin += r->node[i].from_origin;
+    CHECK_EQ(up + from_origin, got);
+    CHECK(r->origin_bytes >= c.release_bytes);
+    CHECK(r->max >= r->t_min);
+    shoal_sim_result_free(r);
+}
+
+/* Same seed, same figures; another seed, another run. */
+static void test_determinism(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *a = NULL, *b = NULL, *d = NULL;
+    shoal_sim_config_default(&c);
+    c.nodes = 40;
+    c.release_bytes = 32ull << 20;
+    c.join_spread_s = 0.2;
+    c.fail_frac = 0.1;
+    c.fail_at_s = 0.03;
+    REQUIRE(shoal_sim_run(&c, &a) == 0);
+    REQUIRE(shoal_sim_run(&c, &b) == 0);
+    c.seed = 2;
+    REQUIRE(shoal_sim_run(&c, &d) == 0);
+    CHECK_EQ(a->events, b->events);
+    CHECK_EQ(a->transfers, b->transfers);
+    CHECK(a->max == b->max && a->p50 == b->p50);
+    CHECK_EQ(a->failed, 4);
+    int same = 1;
+    for (uint32_t i = 0; i < a->nodes; i++)
+        if (a->node[i].done_s != b->node[i].done_s ||
+            a->node[i].from_cross != b->node[i].from_cross)
+            same = 0;
+    CHECK(same);
+    CHECK(a->events != d->events || a->max != d->max);
+    shoal_sim_result_free(a);
+    shoal_sim_result_free(b);
+    shoal_sim_result_free(d);
+}
+
+static void test_config(void)
+{
+    struct shoal_sim_config c;
+    shoal_sim_config_default(&c);
+    CHECK_EQ(shoal_sim_config_set(&c, "bandwidth", "10Gbit"), 0);
+    CHECK(near(c.node_up, 1.25e9) && near(c.node_down, 1.25e9));
+    CHECK_EQ(shoal_sim_config_set(&c, "size", "10G"), 0);
+    CHECK_EQ(c.release_bytes, 10ull << 30);
+    CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "colour", "1"), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sim_config_set(&c, "tracker", "maybe"), SHOAL_EBADMSG);
+    struct shoal_sim_result *r = NULL;
+    c.nodes = 0;
+    CHECK(shoal_sim_run(&c, &r) < 0);
+    CHECK(r == NULL);
+}
+
+int main(void)
+{
+    RUN(test_one_node);
+    RUN(test_origin_alone);
+    RUN(test_conservation);
+    RUN(test_determinism);
+    RUN(test_config);
+    return t_done();
+}
