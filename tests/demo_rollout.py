@@ -1,0 +1,228 @@
+# SPDX-License-Identifier: MIT
+"""The local rollout demo (README's first command runs it through .ci/demo).
+
+On one machine, with real processes on loopback: the Hub stand-in serves a
+generated model (DEMO_SIZE, default 1G, in 8 safetensors shards); one
+shoal-tracker; `shoal publish` resolves, chunks, signs and registers the
+release; N shoald daemons (DEMO_NODES, default 8) in two zones, each with its
+own port and HF cache; `shoal rollout` tells the fleet to hold the release.
+It prints each node's completion time, the origin egress as a multiple of
+the release size, and the cache layout one node ended up with.
+
+usage: demo_rollout.py SHOALD SHOAL SHOAL_TRACKER HUB_DIR [--bench]
+With --bench it also prints `BENCH demo_origin_x <value> x`.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+SHOALD, SHOAL, TRACKER, HUB_DIR = (os.path.abspath(a) for a in sys.argv[1:5])
+BENCH = "--bench" in sys.argv[5:]
+PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+SIZE = os.environ.get("DEMO_SIZE", "1G")
+NODES = int(os.environ.get("DEMO_NODES", "8"))
+TIMEOUT_S = float(os.environ.get("DEMO_TIMEOUT", "600"))
+procs = []
+
+
+def say(msg):
+    print(f"\n\033[1m== {msg}\033[0m" if sys.stdout.isatty() else f"\n== {msg}", flush=True)
+
+
+class Proc:
+    """A child process whose stdout/stderr lines are collected by threads."""
+
+    def __init__(self, name, argv, env=None):
+        self.name, self.out, self.err = name, [], []
+        self.lock = threading.Lock()
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env)
+        procs.append(self)
+        for f, into in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
+            threading.Thread(target=self._read, args=(f, into), daemon=True).start()
+
+    def _read(self, f, into):
+        for line in f:
+            with self.lock:
+                into.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern, timeout, stdout=False):
+        rx, end, seen = re.compile(pattern), time.monotonic() + timeout, 0
+        while time.monotonic() < end:
+            with self.lock:
+                lines = (self.out if stdout else self.err)[seen:]
+            seen += len(lines)
+            for line in lines:
+                m = rx.search(line)
+                if m:
+                    return m
+            if self.p.poll() is not None and not lines:
+                return None
+            time.sleep(0.05)
+        return None
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def run(*args, env=None):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(args[:3])} failed:\n{r.stderr}")
+    return r.stdout
+
+
+def human(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.2f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="shoal-demo-")
+    try:
+        return demo(tmp)
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def demo(tmp):
+    k = lambda n: os.path.join(tmp, "keys", n)
+    os.makedirs(k(""))
+    names = [f"node{i}" for i in range(NODES)]
+
+    say(f"1. the Hub stand-in serves a generated model: {SIZE} of bf16 weights in 8 shards")
+    root = os.path.join(tmp, "hub")
+    t0 = time.monotonic()
+    commit = run(PY, os.path.join(HUB_DIR, "genrepo.py"), root, "demo/model", "--size", SIZE,
+                 "--shards", "8").strip()
+    with open(os.path.join(root, "models/demo/model/commits", commit, ".files.json")) as f:
+        files = json.load(f)["files"]
+    size = sum(e["size"] for e in files)
+    print(f"generated demo/model@{commit[:12]}: {len(files)} files, {human(size)} "
+          f"in {time.monotonic() - t0:.1f} s")
+    hub = Proc("hub", [PY, os.path.join(HUB_DIR, "hubstub.py"), root, "--port", "0"])
+    m = hub.wait_for(r"^(\d+)$", 20, stdout=True)
+    if not m:
+        sys.exit("the Hub stand-in did not start:\n" + "\n".join(hub.err))
+    hub_url = f"http://127.0.0.1:{m.group(1)}"
+    print(f"Hub stand-in at {hub_url}")
+
+    say("2. keys: publisher, cluster, an admin, and a credential per node")
+    for n in ["cluster", "publisher", "admin", *names]:
+        run(SHOAL, "keygen", k(n))
+    for n in ["admin", *names]:
+        run(SHOAL, "cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
+            "--out", k(n) + ".cred")
+    print(f"{NODES + 3} key pairs, {NODES + 1} credentials signed by the cluster key")
+
+    say("3. one tracker")
+    trk = Proc("tracker", [TRACKER, "--listen", "127.0.0.1:0",
+                           "--cluster-key", k("cluster") + ".pub",
+                           "--publisher-keys", k("publisher") + ".pub",
+                           "--admin-keys", k("admin") + ".pub",
+                           "--announce-interval-ms", "1000", "--node-ttl-ms", "10000"])
+    m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        sys.exit("the tracker did not start:\n" + "\n".join(trk.err))
+    taddr = m.group(1)
+    print(f"shoal-tracker on {taddr}")
+
+    say("4. shoal publish: resolve on the Hub, chunk, check sha256, sign, register")
+    env = dict(os.environ, HF_ENDPOINT=hub_url)
+    env.pop("HF_TOKEN", None)
+    t0 = time.monotonic()
+    out = run(SHOAL, "publish", "demo/model@main", "--key", k("publisher"), "--tracker", taddr,
+              "--identity", k("admin"), "--cred", k("admin") + ".cred", "--quiet", env=env)
+    print(out.strip())
+    print(f"(publishing read the release from the Hub once, in {time.monotonic() - t0:.1f} s)")
+    with urllib.request.urlopen(urllib.request.Request(hub_url + "/_stub/reset", data=b"",
+                                                       method="POST"), timeout=10):
+        pass
+
+    say(f"5. {NODES} shoald daemons in 2 zones, each with its own port and HF cache")
+    nodes = []
+    for i, n in enumerate(names):
+        cache = os.path.join(tmp, "cache-" + n)
+        denv = dict(os.environ)
+        denv.pop("HF_TOKEN", None)
+        p = Proc(n, [SHOALD, "--listen", "127.0.0.1:0", "--node-key", k(n), "--cred",
+                     k(n) + ".cred", "--cluster-keys", k("cluster") + ".pub",
+                     "--publisher-keys", k("publisher") + ".pub", "--cache-dir", cache,
+                     "--tracker", taddr, "--hub-endpoint", hub_url,
+                     "--zone", "zone-" + "ab"[i % 2], "--control-socket", "none"], env=denv)
+        m = p.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
+        if not m:
+            sys.exit(f"{n} did not start:\n" + "\n".join(p.err[-20:]))
+        p.cache, p.addr = cache, m.group(1)
+        nodes.append(p)
+        print(f"{n}: {p.addr} zone-{'ab'[i % 2]} cache {cache}")
+
+    say(f"6. shoal rollout demo/model@{commit[:12]}: the fleet starts pulling")
+    release = f"demo/model@{commit}"
+    t_start = time.monotonic()
+    print(run(SHOAL, "rollout", release, "--tracker", taddr, "--key", k("admin"), "--cred",
+              k("admin") + ".cred").strip())
+    rx = (r"complete: (\d+) bytes, (\d+) received from peers, (\d+) from origin, (\d+) "
+          r"duplicate, (\d+) held at start, in ([\d.]+) s")
+    results = {}
+    deadline = t_start + TIMEOUT_S
+    for p in nodes:
+        m = p.wait_for(rx, max(1, deadline - time.monotonic()))
+        if not m:
+            print(f"{p.name} did not complete within {TIMEOUT_S:.0f} s; last log lines:")
+            print("\n".join(p.err[-15:]))
+            return 1
+        results[p.name] = (time.monotonic() - t_start, int(m.group(2)), int(m.group(3)))
+    print(f"{'node':8} {'done after':>11} {'from peers':>12} {'from origin':>12}")
+    for n, (t, peers, origin) in sorted(results.items(), key=lambda kv: kv[1][0]):
+        print(f"{n:8} {t:10.2f}s {human(peers):>12} {human(origin):>12}")
+    total_t = max(t for t, _, _ in results.values())
+    print(f"all {NODES} nodes complete in {total_t:.2f} s "
+          f"({NODES * size / total_t / 1e6:.0f} MB/s delivered in aggregate)")
+
+    with urllib.request.urlopen(hub_url + "/_stub/stats", timeout=10) as r:
+        egress = json.load(r)["total_bytes"]
+    x = egress / size
+    print(f"origin egress: {human(egress)} = {x:.3f} x the release "
+          f"(without shoal: {NODES:.0f} x)")
+    if BENCH:
+        print(f"BENCH demo_origin_x {x:.4f} x")
+        print(f"BENCH demo_wall_s {total_t:.2f} s")
+
+    say("7. the Hugging Face cache of node0 (load it offline with HF_HUB_OFFLINE=1)")
+    top = nodes[0].cache
+    for dirpath, dirnames, fnames in sorted(os.walk(top)):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, top)
+        if ".shoal" in rel.split(os.sep):
+            continue
+        depth = 0 if rel == "." else rel.count(os.sep) + 1
+        if rel != ".":
+            print("  " * (depth - 1) + os.path.basename(dirpath) + "/")
+        for f in sorted(fnames):
+            full = os.path.join(dirpath, f)
+            extra = f" -> {os.readlink(full)}" if os.path.islink(full) else ""
+            print("  " * depth + f + extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
