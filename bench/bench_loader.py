@@ -8,7 +8,11 @@ Prints, each on its own line:
       from the daemon's CLOCK_MONOTONIC stamp when the store reported a file
       published (its last chunk verified) to the Python loader holding that
       file's descriptor (same clock, same host); median over every file
-      handed live to two loaders watching a multi-node pull.
+      handed live to two loaders watching a multi-node pull. The loader's
+      stamp is taken as its recvmsg returns the descriptor.
+  BENCH loader_handoff_daemon_p50_us <v> us
+      the daemon's share of that: from the same stamp to its sendmsg of the
+      descriptor returning (from its log), median over the same hand-offs.
   BENCH first_shard_fraction <v> ratio
       a loader asks a node that holds nothing for 8 shards in order (which
       starts the pull from two seeds): time to its first shard over the time
@@ -188,12 +192,14 @@ def bench_pull(tmp):
     lat += second.get("lat", [])
     for x in (b, a, c):
         x.stop()
+    daemon = [float(v) for v in
+              re.findall(r"descriptor of file \d+ sent (\d+) us after", b.log())]
     if os.environ.get("SHOAL_BENCH_VERBOSE"):
         sys.stderr.write(b.log())
     if n != len(shards) or first is None:
         sys.stderr.write(b.log())
         sys.exit(f"loader got {n} of {len(shards)} shards")
-    return lat, (first - t0) / (last - t0), (last - t0) / 1e9
+    return lat, daemon, (first - t0) / (last - t0), (last - t0) / 1e9
 
 
 def bench_read(tmp):
@@ -232,13 +238,19 @@ def main():
     sys.setswitchinterval(0.0002)
     tmp = tempfile.mkdtemp(prefix="shoal-bench-loader-")
     try:
-        lat, frac, pull_s = bench_pull(tmp)
+        lat, daemon, frac, pull_s = bench_pull(tmp)
         lat.sort()
         p50 = lat[len(lat) // 2] / 1000 if lat else float("nan")
         print(f"# handoff samples {len(lat)}: min {lat[0] / 1000:.0f} us, "
               f"max {lat[-1] / 1000:.0f} us; 8 x 32 MiB pull took {pull_s:.2f} s" if lat else
               "# no live hand-off samples")
         print(f"BENCH loader_handoff_p50_us {p50:.0f} us")
+        daemon.sort()
+        if daemon:
+            print(f"# daemon side, {len(daemon)} samples: min {daemon[0]:.0f} us, "
+                  f"max {daemon[-1]:.0f} us")
+        d50 = daemon[len(daemon) // 2] if daemon else float("nan")
+        print(f"BENCH loader_handoff_daemon_p50_us {d50:.0f} us")
         print(f"BENCH first_shard_fraction {frac:.3f} ratio")
         shutil.rmtree(tmp)
         os.makedirs(tmp)

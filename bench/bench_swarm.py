@@ -41,7 +41,9 @@ Figures (MB = 1e6 bytes), each printed as `BENCH <name> <value> <unit>`:
 Environment knobs, for quick runs while developing: SHOAL_BENCH_SIZE (release
 size, default 2G), SHOAL_BENCH_RUNS (default 2), SHOAL_BENCH_PULLERS (default
 32), SHOAL_BENCH_SMALL_SIZE (the many-chunk release, default 120M),
-SHOAL_BENCH_ONLY (loopback or rss). Progress goes to stderr. Every process
+SHOAL_BENCH_ONLY (loopback or rss), SHOAL_BENCH_DAEMON_ARGS (extra options for
+every shoald, e.g. "--compress-level 0"; the figures are of the defaults
+otherwise). Progress goes to stderr. Every process
 started here is killed and the work directory removed at the end, also on
 failure or SIGTERM. Exit status 1 if a transfer fails or a check does not
 hold (the figures measured so far are still printed).
@@ -64,6 +66,7 @@ RUNS = int(os.environ.get("SHOAL_BENCH_RUNS", "2"))
 PULLERS = int(os.environ.get("SHOAL_BENCH_PULLERS", "32"))
 SMALL_SIZE = os.environ.get("SHOAL_BENCH_SMALL_SIZE", "120M")
 ONLY = os.environ.get("SHOAL_BENCH_ONLY", "")
+DAEMON_ARGS = os.environ.get("SHOAL_BENCH_DAEMON_ARGS", "").split()
 MIN_CHUNKS = 100000
 PY = "/usr/bin/python3"
 TRANSFER_TIMEOUT_S = 240
@@ -227,7 +230,7 @@ def node_args(k, name, cache, extra=()):
     return ["--node-key", k(name), "--cred", k(name) + ".cred",
             "--cluster-keys", k("cluster") + ".pub",
             "--publisher-keys", k("publisher") + ".pub",
-            "--cache-dir", cache, "--no-origin", *extra]
+            "--cache-dir", cache, "--no-origin", *DAEMON_ARGS, *extra]
 
 
 def gen_release(tmp, tag, size, shards):

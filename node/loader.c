@@ -9,6 +9,30 @@
  * write. Each connection keeps a queue of outgoing frames; a file's
  * descriptor is opened only when its frame reaches the head of the queue, so
  * a loader that stops reading pins no descriptors, only a few bytes per file.
+ *
+ * Threads. The hand-off of a file that completes during a pull must not wait
+ * behind the loop, which is busy with chunk traffic exactly then: the store's
+ * worker thread that published the file calls shoal_loader_srv_file_done,
+ * which queues the frame and sends it right there with a non-blocking
+ * sendmsg. Only what the worker cannot do goes to the loop through the
+ * uv_async: arming the poll for a socket that would block, closing a
+ * connection (finished or broken), and refreshing the scheduler priorities.
+ * So |mu| guards the client list and every client field a worker touches
+ * (state, swarm, want, sent, nwant, nsent, the queue, kick, broken), the
+ * sending side of each socket, and the dirty-swarm list. The loop takes it
+ * in each of its entry points (accept, socket events, the async, release
+ * opened, close) and drops it before calling into the swarm to set
+ * priorities (which may do anything); the hooks run with it held (loader.h).
+ * Loop-only fields (poll, dec, order, pend_id, closed) need no lock. A
+ * client is freed only after it has been unlinked under |mu|, so a worker
+ * never sees a freed client. Lock order: |mu|, then the store's own lock
+ * (file_open, file_done); the store calls us with none of its locks held.
+ *
+ * Ordering: every frame of a connection goes through its one queue under
+ * |mu|, whichever thread sends it, so frames (and their descriptors) leave
+ * in the order they were queued; sent[] makes each file go out once even
+ * when a worker's event and the loop's scan of completed files (at bind)
+ * race; LOADER_DONE is queued under the same lock right after the last file.
  */
 #include "loader.h"
 
@@ -61,34 +85,28 @@ struct outq {
 
 struct client {
     struct shoal_loader_srv *srv;
-    struct client *prev, *next;
+    struct client *prev, *next;  /* mu */
     int fd;
     uv_poll_t poll;
     int poll_events;
     bool closed;                 /* uv_close issued */
-    enum cstate state;
+    enum cstate state;           /* mu */
     struct shoal_frame_dec dec;
     pid_t pid;
     uid_t uid;
     char name[48];               /* "pid N uid U" for logs */
-    char release[SHOAL_MSG_RELEASE_MAX + 1];
+    char release[SHOAL_MSG_RELEASE_MAX + 1]; /* set before C_WATCH, then fixed */
     uint8_t pend_id[32];         /* C_PENDING: manifest id awaited */
     uint8_t *order_mp;           /* copy of the LOADER_WANT path list */
     size_t order_len;
     uint32_t order_count;
-    struct shoal_swarm *swarm;   /* C_WATCH */
-    uint32_t *want;              /* manifest file index per position */
-    bool *sent;
-    uint32_t nwant, nsent;
-    struct outq *qhead, *qtail;
-};
-
-/* A file event from a worker thread, waiting for the loop. */
-struct fevent {
-    struct shoal_swarm *swarm;
-    uint32_t file;
-    int status;
-    uint64_t t_ns;
+    struct shoal_swarm *swarm;   /* mu; C_WATCH and after */
+    uint32_t *want;              /* mu; manifest file index per position */
+    bool *sent;                  /* mu */
+    uint32_t nwant, nsent;       /* mu */
+    struct outq *qhead, *qtail;  /* mu */
+    bool kick;                   /* mu; a worker left work for the loop */
+    int broken;                  /* mu; a worker's send failed: this error */
 };
 
 struct shoal_loader_srv {
@@ -105,12 +123,12 @@ struct shoal_loader_srv {
     gid_t gid;
     uid_t uid;
     uint32_t max_clients, nclients;
-    struct client *clients;
 
-    pthread_mutex_t mu;          /* guards ev, nev, cap, ev_closed */
-    struct fevent *ev;
-    size_t nev, evcap;
-    bool ev_closed;
+    pthread_mutex_t mu;          /* see the top of this file */
+    struct client *clients;      /* mu */
+    bool ev_closed;              /* mu; no more async wake-ups */
+    struct shoal_swarm **dirty;  /* mu; swarms whose priorities to refresh */
+    size_t ndirty, dirtycap;
 };
 
 static uint64_t mono_ns(void)
@@ -118,6 +136,25 @@ static uint64_t mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Notes that the loaders of |s| changed what they wait for; the loop hands
+ * the new priorities to the scheduler after dropping |mu|. Under |mu|. */
+static void mark_dirty(struct shoal_loader_srv *l, struct shoal_swarm *s)
+{
+    for (size_t i = 0; i < l->ndirty; i++) {
+        if (l->dirty[i] == s)
+            return;
+    }
+    if (l->ndirty == l->dirtycap) {
+        size_t cap = l->dirtycap ? l->dirtycap * 2 : 8;
+        struct shoal_swarm **nv = realloc(l->dirty, cap * sizeof *nv);
+        if (!nv)
+            return; /* priorities are a hint: keep the previous ones */
+        l->dirty = nv;
+        l->dirtycap = cap;
+    }
+    l->dirty[l->ndirty++] = s;
 }
 
 /* ---- connection teardown ---- */
@@ -135,8 +172,6 @@ static void free_queue(struct client *c)
     c->qhead = c->qtail = NULL;
 }
 
-static void update_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s);
-
 static void on_client_closed(uv_handle_t *h)
 {
     struct client *c = h->data;
@@ -149,7 +184,8 @@ static void on_client_closed(uv_handle_t *h)
     free(c);
 }
 
-/* Drops |c| now: unlinks it, withdraws its priorities, closes the handle. */
+/* Drops |c| now: unlinks it, withdraws its priorities, closes the handle.
+ * Loop thread, under |mu|. */
 static void client_close(struct client *c, const char *why)
 {
     struct shoal_loader_srv *l = c->srv;
@@ -168,7 +204,7 @@ static void client_close(struct client *c, const char *why)
     LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
     c->swarm = NULL;
     if (s)
-        update_priorities(l, s);
+        mark_dirty(l, s);
     uv_poll_stop(&c->poll);
     uv_close((uv_handle_t *)&c->poll, on_client_closed);
 }
@@ -177,6 +213,7 @@ static void client_close(struct client *c, const char *why)
 
 static void on_client_io(uv_poll_t *h, int status, int events);
 
+/* Loop thread, under |mu|. */
 static void set_events(struct client *c)
 {
     int ev = c->state == C_CLOSING ? 0 : UV_READABLE;
@@ -191,8 +228,8 @@ static void set_events(struct client *c)
         uv_poll_stop(&c->poll);
 }
 
-/* Sends queued frames until the socket is full. Returns 0 or a negated
- * errno (the connection is broken). */
+/* Sends queued frames until the socket is full. Any thread, under |mu|.
+ * Returns 0 or a negated errno (the connection is broken). */
 static int flush(struct client *c)
 {
     while (c->qhead) {
@@ -238,8 +275,9 @@ static int flush(struct client *c)
             /* Sent: the loader holds its own copy now. */
             close(q->fd);
             q->fd = -1;
+            /* Once per live hand-off: the daemon's share of its latency. */
             if (q->ready_ns)
-                LOG_D("loader %s: descriptor of file %u sent %.0f us after it was verified",
+                LOG_I("loader %s: descriptor of file %u sent %.0f us after it was verified",
                       c->name, q->file, (double)(mono_ns() - q->ready_ns) / 1000.0);
         }
         q->off += (size_t)n;
@@ -254,10 +292,11 @@ static int flush(struct client *c)
     return 0;
 }
 
-/* Flushes and re-arms the poll; closes |c| when broken or finished. */
+/* Flushes and re-arms the poll; closes |c| when broken or finished. Loop
+ * thread, under |mu|. */
 static void pump_out(struct client *c)
 {
-    int rv = flush(c);
+    int rv = c->broken ? c->broken : flush(c);
 
     if (rv != 0) {
         client_close(c, rv == -EPIPE || rv == -ECONNRESET ? "loader went away"
@@ -271,7 +310,8 @@ static void pump_out(struct client *c)
     set_events(c);
 }
 
-/* Queues |buf|'s frame (taken over). Returns 0 or -ENOMEM. */
+/* Queues |buf|'s frame (taken over). Any thread, under |mu| (as are
+ * send_error, queue_done and hand_file). Returns 0 or -ENOMEM. */
 static int enqueue(struct client *c, struct shoal_buf *b, struct shoal_swarm *s, uint32_t file,
                    bool has_file)
 {
@@ -392,37 +432,40 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
 /* ---- priorities ---- */
 
 /*
- * Tells the scheduler which files loaders of |s| still wait for: the first
- * unsent file of every loader, then the second of every loader, and so on,
- * so each loader's first shard is among the first fetched.
+ * The files loaders of |s| still wait for, in the order the scheduler should
+ * fetch them: the first unsent file of every loader, then the second of
+ * every loader, and so on, so each loader's first shard is among the first
+ * fetched. Under |mu|. Writes a malloc'd list (NULL when empty) to |*out|
+ * and its length to |*n|; returns false when out of memory.
  */
-static void update_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s)
+static bool collect_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t **out,
+                               uint32_t *n)
 {
     uint32_t nfiles = shoal_manifest_nfiles(shoal_swarm_manifest(s));
-    uint32_t *files = NULL, n = 0, depth = 0;
+    uint32_t *files = NULL, depth = 0;
     uint8_t *seen = NULL;
     size_t total = 0;
-    bool more = true;
+    bool more = true, ok = false;
 
+    *out = NULL;
+    *n = 0;
     for (struct client *c = l->clients; c; c = c->next) {
         if (c->state == C_WATCH && c->swarm == s)
             total += c->nwant - c->nsent;
     }
-    if (total == 0) {
-        (void)shoal_swarm_want_files(s, NULL, 0);
-        return;
-    }
+    if (total == 0)
+        return true;
     if (total > nfiles)
         total = nfiles;
     files = malloc(sizeof *files * total);
     seen = calloc(1, nfiles / 8 + 1);
     if (!files || !seen)
-        goto out; /* priorities are a hint: keep the previous ones */
+        goto out;
     /* Cursor per loader: the depth-th unsent position. Loaders are few, so
      * rescanning from the start for each depth is cheap enough. */
-    while (more && n < total) {
+    while (more && *n < total) {
         more = false;
-        for (struct client *c = l->clients; c && n < total; c = c->next) {
+        for (struct client *c = l->clients; c && *n < total; c = c->next) {
             uint32_t seen_unsent = 0;
             if (c->state != C_WATCH || c->swarm != s)
                 continue;
@@ -434,17 +477,48 @@ static void update_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s)
                 fi = c->want[k];
                 if (!(seen[fi / 8] & (1u << (fi % 8)))) {
                     seen[fi / 8] |= (uint8_t)(1u << (fi % 8));
-                    files[n++] = fi;
+                    files[(*n)++] = fi;
                 }
                 break;
             }
         }
         depth++;
     }
-    (void)shoal_swarm_want_files(s, files, n);
+    *out = files;
+    files = NULL;
+    ok = true;
 out:
     free(files);
     free(seen);
+    return ok;
+}
+
+/*
+ * Hands the scheduler the priorities of every swarm marked dirty. Loop
+ * thread, WITHOUT |mu|: the swarm pumps its peers from want_files, and
+ * nothing it may do should run under our lock.
+ */
+static void refresh_priorities(struct shoal_loader_srv *l)
+{
+    for (;;) {
+        struct shoal_swarm *s;
+        uint32_t *files, n;
+        bool ok;
+
+        pthread_mutex_lock(&l->mu);
+        if (l->ndirty == 0) {
+            pthread_mutex_unlock(&l->mu);
+            break;
+        }
+        s = l->dirty[0];
+        memmove(l->dirty, l->dirty + 1, --l->ndirty * sizeof *l->dirty);
+        ok = collect_priorities(l, s, &files, &n);
+        pthread_mutex_unlock(&l->mu);
+        /* Out of memory: priorities are a hint, keep the previous ones. */
+        if (ok)
+            (void)shoal_swarm_want_files(s, files, n);
+        free(files);
+    }
 }
 
 /* ---- requests ---- */
@@ -507,7 +581,7 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
     }
     if (c->nsent == c->nwant)
         queue_done(c);
-    update_priorities(c->srv, s);
+    mark_dirty(c->srv, s);
 out:
     free(seen);
 }
@@ -622,17 +696,21 @@ static void read_client(struct client *c)
 static void on_client_io(uv_poll_t *h, int status, int events)
 {
     struct client *c = h->data;
+    struct shoal_loader_srv *l = c->srv;
 
     if (c->closed)
         return;
+    pthread_mutex_lock(&l->mu);
     if (status < 0) {
         client_close(c, uv_strerror(status));
-        return;
+    } else {
+        if (events & UV_READABLE)
+            read_client(c);
+        if (!c->closed)
+            pump_out(c);
     }
-    if (events & UV_READABLE)
-        read_client(c);
-    if (!c->closed)
-        pump_out(c);
+    pthread_mutex_unlock(&l->mu);
+    refresh_priorities(l);
 }
 
 /* ---- accepting ---- */
@@ -677,6 +755,7 @@ static bool authorised(const struct shoal_loader_srv *l, const struct ucred *cr)
     return false;
 }
 
+/* Loop thread, under |mu|. */
 static void client_new(struct shoal_loader_srv *l, int fd)
 {
     struct client *c = calloc(1, sizeof *c);
@@ -737,84 +816,84 @@ static void on_accept(uv_poll_t *h, int status, int events)
                 LOG_W("loader socket %s: accept: %s", l->path, strerror(errno));
             return;
         }
+        pthread_mutex_lock(&l->mu);
         client_new(l, fd);
+        pthread_mutex_unlock(&l->mu);
     }
 }
 
 /* ---- file events ---- */
 
+/* Does on the loop what workers could not: closes connections that broke or
+ * finished, arms the poll of those whose socket was full, and refreshes the
+ * priorities of the swarms whose loaders received files. */
 static void on_async(uv_async_t *h)
 {
     struct shoal_loader_srv *l = h->data;
-    struct fevent *ev;
-    size_t n;
+    struct client *c, *next;
 
     pthread_mutex_lock(&l->mu);
-    ev = l->ev;
-    n = l->nev;
-    l->ev = NULL;
-    l->nev = l->evcap = 0;
-    pthread_mutex_unlock(&l->mu);
-
-    for (size_t i = 0; i < n; i++) {
-        struct shoal_swarm *s = ev[i].swarm;
-        bool watched = false;
-        struct client *c, *next;
-
-        if (ev[i].status != 0)
+    for (c = l->clients; c; c = next) {
+        next = c->next; /* pump_out may close c */
+        if (!c->kick)
             continue;
-        for (c = l->clients; c; c = next) {
-            next = c->next; /* pump_out may close c */
-            if (c->state != C_WATCH || c->swarm != s)
-                continue;
-            watched = true;
-            for (uint32_t k = 0; k < c->nwant; k++) {
-                if (c->want[k] == ev[i].file && !c->sent[k]) {
-                    if (hand_file(c, k, ev[i].t_ns) != 0)
-                        send_error(c, "out of memory");
-                    break;
-                }
-            }
-            if (c->state == C_WATCH && c->nsent == c->nwant)
-                queue_done(c);
-            pump_out(c);
-        }
-        if (watched)
-            update_priorities(l, s);
+        c->kick = false;
+        pump_out(c);
     }
-    free(ev);
+    pthread_mutex_unlock(&l->mu);
+    refresh_priorities(l);
+}
+
+/* Queues file |file| for |c| if it waits for it (and LOADER_DONE after its
+ * last file). Any thread, under |mu|. Returns whether |c| waited for it. */
+static bool offer_file(struct client *c, uint32_t file, uint64_t ready_ns)
+{
+    bool waited = false;
+
+    for (uint32_t k = 0; k < c->nwant; k++) {
+        if (c->want[k] == file) {
+            waited = !c->sent[k];
+            if (waited && hand_file(c, k, ready_ns) != 0)
+                send_error(c, "out of memory");
+            break;
+        }
+    }
+    if (c->state == C_WATCH && c->nsent == c->nwant)
+        queue_done(c);
+    return waited;
 }
 
 void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t file,
                                 int status)
 {
     uint64_t t = mono_ns();
+    bool wake = false;
 
-    if (!l)
+    if (!l || status != 0)
         return;
     pthread_mutex_lock(&l->mu);
-    if (!l->ev_closed) {
-        if (l->nev == l->evcap) {
-            size_t cap = l->evcap ? l->evcap * 2 : 16;
-            struct fevent *nv = realloc(l->ev, cap * sizeof *nv);
-            if (nv) {
-                l->ev = nv;
-                l->evcap = cap;
-            }
-        }
-        if (l->nev < l->evcap) {
-            l->ev[l->nev].swarm = s;
-            l->ev[l->nev].file = file;
-            l->ev[l->nev].status = status;
-            l->ev[l->nev].t_ns = t;
-            l->nev++;
-        } else {
-            /* Out of memory: the loader still gets the file when it asks
-             * again; nothing else can be done from a worker thread. */
-            LOG_E("loader socket: cannot queue a file event (out of memory)");
-        }
-        uv_async_send(&l->async);
+    if (l->ev_closed)
+        goto out;
+    for (struct client *c = l->clients; c; c = c->next) {
+        bool backlog = c->qhead != NULL;
+
+        if (c->state != C_WATCH || c->swarm != s || !offer_file(c, file, t))
+            continue;
+        /* Straight from this thread: the loop may be deep in chunk traffic.
+         * A full socket, an error or a finished connection is the loop's. */
+        if (!c->broken)
+            c->broken = flush(c);
+        if (!backlog && c->qhead && !c->broken)
+            LOG_I("loader %s is not keeping up: its socket is full, frames wait in its queue",
+                  c->name);
+        if (c->broken || c->qhead || c->state == C_CLOSING)
+            c->kick = false;
+        mark_dirty(l, s);
+        wake = true;
     }
+    if (wake)
+        uv_async_send(&l->async);
+out:
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -824,6 +903,7 @@ void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_sw
 
     if (!l)
         return;
+    pthread_mutex_lock(&l->mu);
     for (c = l->clients; c; c = next) {
         next = c->next;
         if (c->state == C_PENDING && memcmp(c->pend_id, shoal_swarm_id(s), 32) == 0) {
@@ -831,6 +911,8 @@ void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_sw
             pump_out(c);
         }
     }
+    pthread_mutex_unlock(&l->mu);
+    refresh_priorities(l);
 }
 
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)
@@ -994,9 +1076,10 @@ void shoal_loader_srv_close(struct shoal_loader_srv *l)
     l->closed = true;
     pthread_mutex_lock(&l->mu);
     l->ev_closed = true;
-    pthread_mutex_unlock(&l->mu);
     while (l->clients)
         client_close(l->clients, "daemon shutting down");
+    pthread_mutex_unlock(&l->mu);
+    refresh_priorities(l);
     if (l->lpoll_init && !uv_is_closing((uv_handle_t *)&l->lpoll))
         uv_close((uv_handle_t *)&l->lpoll, on_srv_handle_closed);
     if (l->async_init && !uv_is_closing((uv_handle_t *)&l->async))
@@ -1013,7 +1096,7 @@ void shoal_loader_srv_free(struct shoal_loader_srv *l)
         return;
     if (l->lfd >= 0)
         close(l->lfd);
-    free(l->ev);
+    free(l->dirty);
     pthread_mutex_destroy(&l->mu);
     free(l->path);
     free(l);

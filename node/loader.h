@@ -20,8 +20,14 @@
  * user, the configured user, or a process whose primary or supplementary
  * groups hold the configured group); others get LOADER_ERROR and are closed.
  *
- * The loop thread runs everything except shoal_loader_srv_file_done, which
- * may be called from any thread (the store reports files on worker threads).
+ * Threads: everything runs on the loop thread except
+ * shoal_loader_srv_file_done, which may be called from any thread (the store
+ * reports files on its worker threads) and sends the file's frame and
+ * descriptor from that very thread, so the hand-off never waits behind the
+ * loop's chunk traffic; only a full socket, a finished or broken connection
+ * and the scheduler priorities are left to the loop. The server's state is
+ * guarded by one mutex (see loader.c); each loader still receives each file
+ * exactly once, frames in the order they were queued, LOADER_DONE last.
  */
 #ifndef SHOAL_LOADER_H
 #define SHOAL_LOADER_H
@@ -48,6 +54,9 @@ struct shoal_loader_srv_cfg {
     uint32_t max_clients; /* 0: 64; at most SHOAL_LOADER_CLIENTS_MAX */
 };
 
+/* Called on the loop thread with the server's lock held: a hook must not
+ * call back into the server (announce with release_opened later, from the
+ * loop, not from inside |pull|). */
 struct shoal_loader_srv_hooks {
     /* The open release named by |release| (NUL-terminated "repo@rev" or 64
      * hex digits), or NULL when this node does not hold it (yet). */
@@ -78,8 +87,12 @@ void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_sw
 
 /*
  * File |file| of |s| was published (|status| 0) or failed (nonzero, then
- * nothing is sent). Any thread: the event is time-stamped (CLOCK_MONOTONIC)
- * here, queued and handled on the loop thread. |l| may be NULL.
+ * nothing is sent). Any thread, but with none of the store's locks held (it
+ * opens the file through the store). The event is time-stamped
+ * (CLOCK_MONOTONIC, the LOADER_FILE's ready_ns) and the frame with the
+ * file's descriptor is sent to every loader waiting for it from the calling
+ * thread with a non-blocking sendmsg; what would block is finished by the
+ * loop. |s| must stay open while loaders watch it. |l| may be NULL.
  */
 void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t file,
                                 int status);

@@ -29,6 +29,10 @@
  * everything else. */
 #define NTIERS 4
 #define TIER_NORMAL (NTIERS - 1)
+/* Rarity buckets distinguish holder counts up to this one; chunks held by
+ * more peers share the last bucket. Rarest-first only matters among rare
+ * chunks, and a HAVE for a common chunk then costs no list move. */
+#define CNT_CAP 15u
 
 enum {
     F_HAVE = 1,       /* verified and stored */
@@ -86,7 +90,7 @@ struct shoal_sched {
     uint8_t *tier;
     uint32_t *nxt;
     uint32_t *prv;
-    uint32_t nb;          /* buckets per tier: max_peers + 1 */
+    uint32_t nb;          /* buckets per tier: min(max_peers, CNT_CAP) + 1 */
     uint32_t *heads;      /* NTIERS * nb */
     uint64_t (*nonempty)[4]; /* per tier: which buckets have chunks */
     uint8_t hslot[512];   /* peer id hash -> slot + 1 (0 = empty) */
@@ -102,6 +106,7 @@ struct shoal_sched {
     struct req *reqs;
     uint32_t nreq;
     uint32_t reqcap;
+    uint32_t cap;         /* max_inflight in effect */
 
     struct shoal_sched_action *pend;
     uint32_t npend, pendhead, pendcap;
@@ -117,6 +122,7 @@ struct shoal_sched {
     uint64_t lease_retry_at;
 
     uint64_t now;
+    uint64_t t0;          /* first shoal_sched_next call, + 1 (0: none yet) */
     uint64_t rng[4];
     uint64_t rbits;
     uint32_t nrbits;
@@ -169,9 +175,14 @@ static inline bool bit_get(const uint8_t *bits, uint32_t i)
 
 static inline void bit_set(uint8_t *bits, uint32_t i) { bits[i >> 3] |= (uint8_t)(1u << (i & 7)); }
 
+static inline uint32_t bcnt(const struct shoal_sched *s, uint32_t c)
+{
+    return s->cnt[c] < CNT_CAP ? s->cnt[c] : CNT_CAP;
+}
+
 static inline uint32_t bucket_of(const struct shoal_sched *s, uint32_t c)
 {
-    return (uint32_t)s->tier[c] * s->nb + s->cnt[c];
+    return (uint32_t)s->tier[c] * s->nb + bcnt(s, c);
 }
 
 static void list_insert(struct shoal_sched *s, uint32_t c)
@@ -181,7 +192,7 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
     if (h == NIL) {
         s->nxt[c] = s->prv[c] = c;
         s->heads[b] = c;
-        s->nonempty[s->tier[c]][s->cnt[c] >> 6] |= 1ull << (s->cnt[c] & 63);
+        s->nonempty[s->tier[c]][0] |= 1ull << bcnt(s, c);
     } else {
         /* Insert before the head: that is the tail of the circular list;
          * a coin flip makes it the new head instead, so list order (and
@@ -205,7 +216,7 @@ static void list_remove(struct shoal_sched *s, uint32_t c)
     uint32_t b = bucket_of(s, c);
     if (s->nxt[c] == c) {
         s->heads[b] = NIL;
-        s->nonempty[s->tier[c]][s->cnt[c] >> 6] &= ~(1ull << (s->cnt[c] & 63));
+        s->nonempty[s->tier[c]][0] &= ~(1ull << bcnt(s, c));
     } else {
         s->prv[s->nxt[c]] = s->prv[c];
         s->nxt[s->prv[c]] = s->nxt[c];
@@ -312,7 +323,8 @@ static void cross_arm(struct shoal_sched *s, uint32_t c)
 {
     if (s->flags[c] & (F_XQ | F_XOK))
         return;
-    if (s->cfg.cross_zone_delay_ms == 0 || s->nsame == 0) {
+    bool mine = s->cfg.import_mod > 0 && c % s->cfg.import_mod == s->cfg.import_rem;
+    if (mine || s->cfg.cross_zone_delay_ms == 0 || s->nsame == 0) {
         mark_xok(s, c);
         return;
     }
@@ -348,16 +360,23 @@ static void cross_poll(struct shoal_sched *s, uint64_t now)
     }
 }
 
+static inline uint32_t bcnt_after(const struct shoal_sched *s, uint32_t c, int delta)
+{
+    uint32_t n = (uint32_t)((int)s->cnt[c] + delta);
+    return n < CNT_CAP ? n : CNT_CAP;
+}
+
 /* Availability of |c| rose or fell by one holder (same-zone or not). */
 static void avail_change(struct shoal_sched *s, uint32_t c, bool same, int delta)
 {
-    bool listed = s->flags[c] & F_LISTED;
-    if (listed)
+    /* Only a change of bucket moves the chunk between lists. */
+    bool move = (s->flags[c] & F_LISTED) && bcnt(s, c) != bcnt_after(s, c, delta);
+    if (move)
         list_remove(s, c);
     s->cnt[c] = (uint8_t)(s->cnt[c] + delta);
     if (same)
         s->cnt_same[c] = (uint8_t)(s->cnt_same[c] + delta);
-    if (listed)
+    if (move)
         list_insert(s, c);
     if (delta > 0 && !same && s->cnt_same[c] == 0)
         cross_arm(s, c);
@@ -522,6 +541,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
         c.lease_chunks = 1;
     if (c.max_leases == 0)
         c.max_leases = 1;
+    if (c.import_mod > 0 && c.import_rem >= c.import_mod)
+        goto fail;
 
     rv = -ENOMEM;
     s = calloc(1, sizeof(*s));
@@ -532,7 +553,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->nbytes_bits = (rel->nchunks + 7) / 8;
     s->avg_chunk = rel->total_bytes ? (double)rel->total_bytes / rel->nchunks : 1048576.0;
     s->nfiles = rel->nfiles;
-    s->nb = c.max_peers + 1;
+    s->nb = (c.max_peers < CNT_CAP ? c.max_peers : CNT_CAP) + 1;
     size_t n = rel->nchunks;
     s->file_first = rel->nfiles ? malloc(rel->nfiles * sizeof(uint32_t)) : NULL;
     s->flags = calloc(n, 1);
@@ -545,6 +566,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
     s->peers = calloc(c.max_peers, sizeof(struct peer));
     s->reqcap = c.max_peers * c.max_depth;
+    s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
     s->reqs = malloc(s->reqcap * sizeof(struct req));
     s->leases = calloc(c.max_leases, sizeof(struct lease));
     if ((rel->nfiles && s->file_first == NULL) || !s->flags || !s->cnt || !s->cnt_same ||
@@ -673,6 +695,21 @@ int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
     if (!bit_get(p->bits, chunk))
         peer_have_one(s, p, chunk);
     return 0;
+}
+
+int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer)
+{
+    int i = find_peer(s, peer);
+    return i >= 0 ? i : SHOAL_ENOTFOUND;
+}
+
+bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
+{
+    struct peer *p = &s->peers[slot];
+    if (bit_get(p->bits, chunk))
+        return false;
+    peer_have_one(s, p, chunk);
+    return (s->flags[chunk] & F_LISTED) && s->nreq < s->cap;
 }
 
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
@@ -884,24 +921,21 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
     uint32_t hc = p->hint;
     if (hc < s->nchunks && (s->flags[hc] & F_LISTED) && bit_get(p->bits, hc)) {
         uint32_t t = 0;
-        while (t < NTIERS && (s->nonempty[t][0] & ~1ull) == 0 && s->nonempty[t][1] == 0 &&
-               s->nonempty[t][2] == 0 && s->nonempty[t][3] == 0)
+        while (t < NTIERS && (s->nonempty[t][0] & ~1ull) == 0)
             t++;
         if (t == s->tier[hc]) {
             uint64_t m0 = s->nonempty[t][0] & ~1ull;
             uint32_t lo = m0 ? (uint32_t)__builtin_ctzll(m0) : 64;
-            if (s->cnt[hc] <= lo)
+            if (bcnt(s, hc) <= lo)
                 return hc;
         }
     }
     for (uint32_t t = 0; t < NTIERS && budget > 0; t++) {
         uint32_t *h = s->heads + (size_t)t * s->nb;
-        for (uint32_t w = 0; w < 4; w++) {
-            uint64_t m = s->nonempty[t][w];
-            if (w == 0)
-                m &= ~1ull; /* bucket 0: orphans, nobody to ask */
+        for (uint32_t w = 0; w < 1; w++) {
+            uint64_t m = s->nonempty[t][w] & ~1ull; /* bucket 0: orphans, nobody to ask */
             while (m) {
-                uint32_t a = w * 64 + (uint32_t)__builtin_ctzll(m);
+                uint32_t a = (uint32_t)__builtin_ctzll(m);
                 m &= m - 1;
                 uint32_t c0 = h[a], c = c0, k = 0;
                 do {
@@ -974,11 +1008,61 @@ static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
     return NIL;
 }
 
+/* Fills the pipelines of our peers, starting at the rotating slot rr, while
+ * the global cap allows; with |cross_only| only cross-zone peers are asked
+ * (an importer's pass). Returns the new count of actions in |out|. */
+static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
+                         size_t n, size_t max, bool cross_only)
+{
+    uint32_t np = s->cfg.max_peers;
+    for (uint32_t k = 0; k < np && n < max && s->nreq < s->cap; k++) {
+        uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
+        struct peer *p = &s->peers[slot];
+        if (!p->used || p->stale || p->nhave == 0 || p->busy_until > now_ms ||
+            (cross_only && p->same_zone))
+            continue;
+        while (n < max && p->inflight < p->depth && s->nreq < s->cap) {
+            uint32_t c = NIL;
+            bool dup = false, exhausted = true;
+            if (s->n_listed > s->n_orphan)
+                c = p->same_zone ? pick_same(s, p, &exhausted) : pick_cross(s, p);
+            if (c == NIL && s->n_listed == 0) {
+                c = pick_endgame(s, slot);
+                dup = true;
+            }
+            if (c == NIL) {
+                /* Even a partial search gives up until news arrives (a
+                 * HAVE, a relisted chunk, a finished request from this
+                 * peer): retrying on every call would walk the same lists
+                 * again. */
+                (void)exhausted;
+                p->stale = true;
+                break;
+            }
+            if (!dup)
+                list_remove(s, c);
+            s->flags[c] |= F_REQ;
+            s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot};
+            p->inflight++;
+            out[n++] = (struct shoal_sched_action){
+                .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
+        }
+    }
+    return n;
+}
+
 size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
                         size_t max)
 {
     size_t n = 0;
     s->now = now_ms;
+    if (s->t0 == 0) {
+        /* The origin delay counts from the first call: the caller's clock
+         * may start anywhere. */
+        s->t0 = now_ms + 1;
+        if (s->lease_retry_at < now_ms + s->cfg.origin_delay_ms)
+            s->lease_retry_at = now_ms + s->cfg.origin_delay_ms;
+    }
     while (n < max && s->pendhead < s->npend)
         out[n++] = s->pend[s->pendhead++];
     if (s->pendhead == s->npend)
@@ -989,41 +1073,13 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
 
     bool endgame = s->n_listed == 0;
     bool pickable = s->n_listed > s->n_orphan;
-    if (pickable || endgame) {
-        uint32_t np = s->cfg.max_peers;
-        for (uint32_t k = 0; k < np && n < max; k++) {
-            uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
-            struct peer *p = &s->peers[slot];
-            if (!p->used || p->stale || p->nhave == 0 || p->busy_until > now_ms)
-                continue;
-            while (n < max && p->inflight < p->depth && s->nreq < s->reqcap) {
-                uint32_t c = NIL;
-                bool dup = false, exhausted = true;
-                if (s->n_listed > s->n_orphan)
-                    c = p->same_zone ? pick_same(s, p, &exhausted) : pick_cross(s, p);
-                if (c == NIL && s->n_listed == 0) {
-                    c = pick_endgame(s, slot);
-                    dup = true;
-                }
-                if (c == NIL) {
-                    /* Even a partial search gives up until news arrives
-                     * (a HAVE, a relisted chunk, a finished request from
-                     * this peer): retrying on every call would walk the
-                     * same lists again. */
-                    (void)exhausted;
-                    p->stale = true;
-                    break;
-                }
-                if (!dup)
-                    list_remove(s, c);
-                s->flags[c] |= F_REQ;
-                s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot};
-                p->inflight++;
-                out[n++] = (struct shoal_sched_action){
-                    .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
-            }
-        }
-        s->rr = (s->rr + 1) % np;
+    if ((pickable || endgame) && s->nreq < s->cap) {
+        /* An importer serves its whole zone: its cross-zone picks go
+         * before its own same-zone ones. */
+        if (s->cfg.import_mod > 0 && pickable && s->nxok > 0)
+            n = fill_peers(s, now_ms, out, n, max, true);
+        n = fill_peers(s, now_ms, out, n, max, false);
+        s->rr = (s->rr + 1) % s->cfg.max_peers;
     }
 
     if (n < max && s->n_orphan > 0 && !s->lease_pending && now_ms >= s->lease_retry_at) {
@@ -1089,3 +1145,5 @@ void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits)
 }
 
 uint32_t shoal_sched_inflight(const struct shoal_sched *s) { return s->nreq; }
+
+bool shoal_sched_has_room(const struct shoal_sched *s) { return s->nreq < s->cap; }

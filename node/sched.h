@@ -31,7 +31,9 @@
  *     span (adjacent missing chunks merged into one range) from the origin.
  *
  * Memory per instance is about 12 bytes per chunk plus one bitfield per
- * peer (nchunks / 8 bytes): no per-chunk per-peer structures.
+ * peer (nchunks / 8 bytes): no per-chunk per-peer structures. A HAVE is
+ * O(1): rarity buckets stop distinguishing counts above a small cap, so a
+ * chunk many peers hold no longer moves between lists.
  *
  * Thread safety: none; one instance is driven by one thread.
  */
@@ -62,11 +64,29 @@ struct shoal_sched_config {
     uint32_t max_leases;           /* origin leases held at once */
     uint32_t lease_retry_ms;       /* wait after an empty or refused lease */
     uint32_t busy_backoff_ms;      /* leave a peer alone after it said busy */
+    /* Added for fleet roles (0 keeps the behaviour above): */
+    uint32_t max_inflight;         /* requests in flight to all peers together
+                                      (0: max_peers x max_depth); a few keep
+                                      chunk latency low, so fresh chunks
+                                      spread in fewer round trips */
+    uint32_t origin_delay_ms;      /* no origin lease before this long after
+                                      the first shoal_sched_next call: most
+                                      nodes of a fleet leave the origin to a
+                                      few fetchers and only step in when a
+                                      chunk stays missing */
+    uint32_t import_mod;           /* > 0: this node imports for its zone the
+                                      chunks c with c % import_mod ==
+                                      import_rem, fetching them cross-zone
+                                      at once (ahead of same-zone picks);
+                                      other cross-zone chunks still wait
+                                      cross_zone_delay_ms */
+    uint32_t import_rem;
 };
 
 /* Defaults: seed 1, 32 peers, depth 2..16, cross-zone delay 200 ms, 2
  * endgame copies, 4-chunk leases, 1 lease at a time, lease retry 500 ms,
- * busy backoff 200 ms. */
+ * busy backoff 200 ms, no global in-flight cap, no origin delay, no import
+ * share. */
 void shoal_sched_config_default(struct shoal_sched_config *c);
 
 /* What the scheduler is asked to fetch. |file_first| lists, for each of the
@@ -133,6 +153,18 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
 /* |peer| announces that it now holds |chunk|. Repeats are harmless.
  * Returns 0, SHOAL_ENOTFOUND or SHOAL_EBADMSG (chunk out of range). */
 int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk);
+
+/* The slot |peer| occupies (0 <= slot < max_peers, stable until the peer
+ * is removed), or SHOAL_ENOTFOUND. Lets a transport that relays many HAVEs
+ * skip the id lookup (see shoal_sched_slot_have). */
+int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer);
+
+/* shoal_sched_peer_have for the peer in |slot| (from shoal_sched_peer_slot).
+ * Returns true when the HAVE can lead to a new request right now: we need
+ * |chunk|, nobody has it requested, and we have room for another request
+ * (a transport may skip calling shoal_sched_next otherwise). The caller
+ * guarantees slot and chunk are valid. */
+bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk);
 
 /* Updates |peer|'s round-trip time. Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
@@ -220,5 +252,7 @@ bool shoal_sched_wants(const struct shoal_sched *s, uint32_t chunk);
 void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits);
 /* Requests in flight to peers (duplicates counted). */
 uint32_t shoal_sched_inflight(const struct shoal_sched *s);
+/* True when a request slot is free (in-flight below max_inflight). */
+bool shoal_sched_has_room(const struct shoal_sched *s);
 
 #endif

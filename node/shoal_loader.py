@@ -251,12 +251,18 @@ def tensors(buf, use_numpy=True):
 # ---- the connection ----
 
 class LoaderFile:
-    """One handed-over file: metadata plus its descriptor (owned here)."""
+    """One handed-over file: metadata plus its descriptor (owned here).
 
-    def __init__(self, path, size, sha256, index, total, ready_ns, fd):
+    ``ready_ns`` is the daemon's CLOCK_MONOTONIC time when the file was
+    verified (0 when it was complete before the request); ``received_ns`` is
+    this process's CLOCK_MONOTONIC time when recvmsg returned the descriptor.
+    """
+
+    def __init__(self, path, size, sha256, index, total, ready_ns, fd, received_ns=None):
         self.path, self.size, self.sha256 = path, size, sha256
         self.index, self.total, self.ready_ns, self.fd = index, total, ready_ns, fd
-        self.received_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.received_ns = (received_ns if received_ns is not None
+                            else time.clock_gettime_ns(time.CLOCK_MONOTONIC))
         self._mm = None
 
     def mmap(self):
@@ -298,15 +304,27 @@ class Client:
     """One connection to the loader socket, watching one release."""
 
     def __init__(self, path, timeout=None):
+        """Connects to the socket at |path|. |timeout|: seconds any one wait
+        for the daemon may last (TimeoutError after), None: forever."""
         self.timeout = timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(path)
+            # The socket stays in blocking mode, the timeout set in the
+            # kernel (SO_RCVTIMEO): a Python socket timeout would poll()
+            # first and recvmsg() after, two wake-ups and two trips for the
+            # GIL on the hand-off path instead of one.
+            if timeout is not None:
+                tv = struct.pack("@ll", int(timeout), int((timeout % 1) * 1e6))
+                if tv == struct.pack("@ll", 0, 0):
+                    tv = struct.pack("@ll", 0, 1)  # zero would mean "never"
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         except OSError:
             self.sock.close()
             raise
         self._buf = bytearray()
-        self._fds = []
+        self._fds = []  # (fd, received_ns), oldest first
         self._wanted = False
 
     def __enter__(self):
@@ -316,7 +334,7 @@ class Client:
         self.close()
 
     def close(self):
-        for fd in self._fds:
+        for fd, _ in self._fds:
             os.close(fd)
         self._fds = []
         if self.sock is not None:
@@ -341,20 +359,22 @@ class Client:
             self.sock.sendall(_frame([LOADER_WANT, release, order]))
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before we asked: its LOADER_ERROR is waiting to be read
+        except BlockingIOError:  # SO_SNDTIMEO expired
+            raise TimeoutError("the daemon did not take the request in time") from None
         self._wanted = True
         return self._files()
 
     def _recv(self):
-        self.sock.settimeout(self.timeout)
         try:
             data, anc, flags, _ = self.sock.recvmsg(
                 65536, socket.CMSG_SPACE(CMSG_FDS * 4), socket.MSG_CMSG_CLOEXEC)
-        except socket.timeout:
+        except (BlockingIOError, socket.timeout):  # SO_RCVTIMEO expired
             raise TimeoutError("no event from the daemon in time") from None
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         for level, typ, cdata in anc:
             if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
                 n = len(cdata) // 4
-                self._fds.extend(struct.unpack(f"{n}i", cdata[:n * 4]))
+                self._fds.extend((fd, now) for fd in struct.unpack(f"{n}i", cdata[:n * 4]))
         if flags & socket.MSG_CTRUNC:
             raise LoaderError("descriptors were dropped (control buffer too small)")
         if not data:
@@ -391,7 +411,8 @@ class Client:
                     raise LoaderError("LOADER_FILE fields are malformed")
                 if not self._fds:
                     raise LoaderError("LOADER_FILE arrived without its descriptor")
-                yield LoaderFile(path, size, sha, index, total, ready, self._fds.pop(0))
+                fd, received = self._fds.pop(0)
+                yield LoaderFile(path, size, sha, index, total, ready, fd, received)
             elif t == LOADER_DONE:
                 return
             elif t == LOADER_ERROR:

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* shoald: the shoal node daemon. Thin: options into a config, then daemon.c. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,6 +53,9 @@ int main(int argc, char **argv)
     char why[512];
     int rc = 1;
 
+    /* A peer, tracker or loader that resets its connection while we write
+     * must fail that write (EPIPE), not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
     if (shoal_config_init(&cfg) != 0)
         return 1;
     /* The config file goes first so command-line options override it. */

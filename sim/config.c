@@ -31,7 +31,13 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->max_peers = 32;
     c->tracker = true;
     c->seed = 1;
-    c->cross_zone_delay_ms = 200;
+    c->cross_zone_delay_ms = 100;
+    c->max_inflight = 8;
+    c->origin_fetchers = 2;
+    c->importers = 2;
+    c->origin_delay_ms = 1000;
+    c->lease_chunks = 64;
+    c->max_leases = 2;
 }
 
 /* A non-negative number with an optional K/M/G/T suffix (|bin|: powers of
@@ -182,6 +188,16 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
         rv = set_u32(&c->lease_chunks, v, 64);
     } else if (!strcmp(key, "endgame_dups")) {
         rv = set_u32(&c->endgame_dups, v, 8);
+    } else if (!strcmp(key, "max_inflight")) {
+        rv = set_u32(&c->max_inflight, v, 64 * 250);
+    } else if (!strcmp(key, "origin_fetchers")) {
+        rv = set_u32(&c->origin_fetchers, v, SHOAL_SIM_NODES_MAX);
+    } else if (!strcmp(key, "importers")) {
+        rv = set_u32(&c->importers, v, SHOAL_SIM_NODES_MAX);
+    } else if (!strcmp(key, "origin_delay")) {
+        rv = set_u32(&c->origin_delay_ms, v, 3600000);
+    } else if (!strcmp(key, "max_leases")) {
+        rv = set_u32(&c->max_leases, v, 8);
     } else {
         rv = SHOAL_ENOTFOUND;
     }

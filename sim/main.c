@@ -41,7 +41,9 @@ static const char usage[] =
     "    -q, --quiet       no progress lines on stderr\n"
     "    -h, --help        this text\n"
     "\n"
-    "SCENARIO KEYS (flags --KEY VALUE, or lines in the config file)\n"
+    "SCENARIO KEYS (flags --KEY VALUE, or lines in the config file)\n";
+
+static const char usage_keys[] =
     "    nodes N           fleet size (default 100)\n"
     "    zones N           zones; nodes are assigned round-robin (default 4)\n"
     "    seeds N           nodes that start with the whole release (default 0)\n"
@@ -72,11 +74,22 @@ static const char usage[] =
     "    seed N            PRNG seed (default 1)\n"
     "    min_depth N, max_depth N\n"
     "                      bounds of each peer's request pipeline (scheduler: 2, 16)\n"
-    "    cross_delay MS    wait before fetching a chunk that only cross-zone peers hold\n"
-    "                      (default 200)\n"
-    "    lease_chunks N    chunks per origin lease (scheduler default 4)\n"
+    "    cross_delay MS    wait before a node that is not an importer fetches a chunk\n"
+    "                      that only cross-zone peers hold (default 100)\n"
+    "    lease_chunks N    chunks per origin lease (default 64)\n"
+    "    max_leases N      origin leases a fetcher holds at once (default 2)\n"
+    "    max_inflight N    requests in flight per node, all peers together (default 8;\n"
+    "                      0: no cap)\n"
+    "    origin_fetchers N nodes per zone that lease from the origin at once (default 2;\n"
+    "                      0: every node does)\n"
+    "    importers N       nodes per zone that each import a share of the chunks from\n"
+    "                      other zones at once (default 2)\n"
+    "    origin_delay MS   wait before other nodes lease from the origin (default 1000)\n"
     "    endgame_dups N    copies of one request in endgame (scheduler default 2)\n"
-    "    max_time S        stop the clock at S seconds\n"
+    "    max_time S        stop the clock at S seconds\n";
+
+/* Split in parts: ISO C caps one string literal at 4095 characters. */
+static const char usage_tail[] =
     "\n"
     "    Sizes take K, M, G, T suffixes (powers of 1024). Rates are bytes per second\n"
     "    with K, M, G, T suffixes (powers of 1000), or bits per second with a 'bit'\n"
@@ -118,6 +131,8 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
+            fputs(usage_keys, stdout);
+            fputs(usage_tail, stdout);
             return 0;
         }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {

@@ -51,7 +51,9 @@ struct conn {
     double remaining;      /* bytes of |cur| still to send */
     double rate;
     double last;           /* time |remaining| was last settled */
-    uint32_t ver;
+    double t_end;          /* when |cur| completes at |rate| */
+    uint64_t fseq;         /* tie-break among equal t_end, as for events */
+    uint32_t hpos;         /* index in the flow heap, NIL when not in it */
     uint32_t up_i, down_i, zz_i;
     bool active;
     bool dead;
@@ -68,9 +70,11 @@ struct node {
     uint32_t nhave;
     uint32_t *peer;        /* peer node indices */
     uint32_t *cin;         /* conn peer -> this node, per peer */
+    uint8_t *rslot;        /* our slot in each peer's scheduler */
     uint32_t npeers;
     uint32_t oconn;        /* conn origin -> this node */
     struct vec up, down;
+    double used_up, used_down; /* bytes/s allocated to active flows */
     uint64_t wake_ms;
     double up_bps, down_bps;
     uint8_t zone;
@@ -93,6 +97,11 @@ struct sim {
     uint32_t *zzn;
     struct ev *heap;
     size_t nheap, heapcap;
+    uint32_t *fh;          /* flow heap: active conns by (t_end, fseq) */
+    uint32_t nfh, fhcap;
+    double origin_used;
+    struct capent *caps;   /* scratch for fill() */
+    uint32_t capn;
     uint64_t seq;
     double now;
     struct shoal_reg *reg;
@@ -202,6 +211,85 @@ static struct ev ev_pop(struct sim *S)
     return top;
 }
 
+/* ---- flow heap ----
+ * Active flows live in a heap of their own, indexed by conn, so that a
+ * change of rate moves the flow in place instead of leaving a stale event
+ * behind: most rate changes happen to flows that are still running. */
+
+static bool fh_less(const struct sim *S, uint32_t a, uint32_t b)
+{
+    const struct conn *x = &S->conn[a], *y = &S->conn[b];
+    return x->t_end < y->t_end || (x->t_end == y->t_end && x->fseq < y->fseq);
+}
+
+static void fh_place(struct sim *S, uint32_t i, uint32_t id)
+{
+    S->fh[i] = id;
+    S->conn[id].hpos = i;
+}
+
+static void fh_up(struct sim *S, uint32_t i)
+{
+    uint32_t id = S->fh[i];
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (!fh_less(S, id, S->fh[p]))
+            break;
+        fh_place(S, i, S->fh[p]);
+        i = p;
+    }
+    fh_place(S, i, id);
+}
+
+static void fh_down(struct sim *S, uint32_t i)
+{
+    uint32_t id = S->fh[i], n = S->nfh;
+    for (;;) {
+        uint32_t l = 2 * i + 1;
+        if (l >= n)
+            break;
+        uint32_t m = (l + 1 < n && fh_less(S, S->fh[l + 1], S->fh[l])) ? l + 1 : l;
+        if (!fh_less(S, S->fh[m], id))
+            break;
+        fh_place(S, i, S->fh[m]);
+        i = m;
+    }
+    fh_place(S, i, id);
+}
+
+/* Inserts |id| or moves it after its t_end changed. The heap has room for
+ * every conn (see new_conn). */
+static void fh_set(struct sim *S, uint32_t id)
+{
+    uint32_t i = S->conn[id].hpos;
+    if (i == NIL) {
+        i = S->nfh++;
+        fh_place(S, i, id);
+        fh_up(S, i);
+        return;
+    }
+    if (i > 0 && fh_less(S, id, S->fh[(i - 1) / 2]))
+        fh_up(S, i);
+    else
+        fh_down(S, i);
+}
+
+static void fh_del(struct sim *S, uint32_t id)
+{
+    uint32_t i = S->conn[id].hpos;
+    if (i == NIL)
+        return;
+    S->conn[id].hpos = NIL;
+    uint32_t last = S->fh[--S->nfh];
+    if (i == S->nfh)
+        return;
+    fh_place(S, i, last);
+    if (i > 0 && fh_less(S, last, S->fh[(i - 1) / 2]))
+        fh_up(S, i);
+    else
+        fh_down(S, i);
+}
+
 /* ---- flows ---- */
 
 static double link_up(const struct sim *S, uint32_t x)
@@ -222,19 +310,21 @@ static uint32_t zz_of(const struct sim *S, const struct conn *cn)
     return zs == zd ? NIL : zs * S->c->zones + zd;
 }
 
-static double conn_rate(struct sim *S, const struct conn *cn)
+static double *used_up(struct sim *S, uint32_t x)
 {
-    double r = link_up(S, cn->src) / up_list(S, cn->src)->n;
-    double d = S->node[cn->dst].down_bps / S->node[cn->dst].down.n;
-    if (d < r)
-        r = d;
-    uint32_t z = zz_of(S, cn);
-    if (z != NIL) {
-        double zc = S->c->zone_cap / S->zz[z].n;
-        if (zc < r)
-            r = zc;
-    }
-    return r;
+    return x == S->n ? &S->origin_used : &S->node[x].used_up;
+}
+
+static double res_up(struct sim *S, uint32_t x)
+{
+    double r = link_up(S, x) - *used_up(S, x);
+    return r > 0 ? r : 0;
+}
+
+static double res_down(struct sim *S, uint32_t y)
+{
+    double r = S->node[y].down_bps - S->node[y].used_down;
+    return r > 0 ? r : 0;
 }
 
 static void settle(struct sim *S, struct conn *cn)
@@ -247,36 +337,100 @@ static void settle(struct sim *S, struct conn *cn)
     cn->last = S->now;
 }
 
-/* Re-times |cn| if its fair share changed (or |force|). */
-static int retime(struct sim *S, uint32_t id, bool force)
+/* Gives |id| rate |r| from now on and re-times its completion. */
+static void set_rate(struct sim *S, uint32_t id, double r)
 {
     struct conn *cn = &S->conn[id];
-    double r = conn_rate(S, cn);
-    if (!force && r == cn->rate)
-        return 0;
     settle(S, cn);
+    *used_up(S, cn->src) += r - cn->rate;
+    S->node[cn->dst].used_down += r - cn->rate;
     cn->rate = r;
-    cn->ver++;
-    return ev_push(S, S->now + cn->remaining / r, EV_FLOW, id, cn->ver);
+    cn->t_end = r > 0 ? S->now + cn->remaining / r : INFINITY;
+    cn->fseq = S->seq++;
+    fh_set(S, id);
 }
 
-static int retime_list(struct sim *S, const struct vec *v, uint32_t skip)
+struct capent {
+    double cap;
+    uint32_t id;
+};
+
+static int cmp_cap(const void *a, const void *b)
 {
-    int rv = 0;
-    for (uint32_t i = 0; i < v->n && rv == 0; i++)
-        if (v->v[i] != skip)
-            rv = retime(S, v->v[i], false);
-    return rv;
+    const struct capent *x = a, *y = b;
+    if (x->cap != y->cap)
+        return x->cap < y->cap ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
 }
 
-static int retime_around(struct sim *S, struct conn *cn, uint32_t skip)
+/*
+ * Progressive filling of one link: |x|'s upload (|up|) or download. Each
+ * of its flows may grow up to what its other end has left (plus what it
+ * already has there, and its zone pair's equal share); the link's capacity
+ * is poured over the flows, the smallest caps filled first, so bandwidth
+ * one flow cannot use goes to the others instead of idling. Only this
+ * link's flows are re-rated: the other ends catch up at their own next
+ * change, and no link is ever given more than its capacity.
+ */
+static int fill(struct sim *S, uint32_t x, bool up)
 {
-    int rv = retime_list(S, up_list(S, cn->src), skip);
+    const struct vec *v = up ? up_list(S, x) : &S->node[x].down;
+    double rem = up ? link_up(S, x) : S->node[x].down_bps;
+    uint32_t k = v->n;
+    if (k == 0)
+        return 0;
+    if (k > S->capn) {
+        struct capent *p = realloc(S->caps, k * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        S->caps = p;
+        S->capn = k;
+    }
+    struct capent *ce = S->caps;
+    for (uint32_t i = 0; i < k; i++) {
+        const struct conn *cn = &S->conn[v->v[i]];
+        double cap = cn->rate + (up ? res_down(S, cn->dst) : res_up(S, cn->src));
+        uint32_t z = zz_of(S, cn);
+        if (z != NIL && S->c->zone_cap / S->zz[z].n < cap)
+            cap = S->c->zone_cap / S->zz[z].n;
+        ce[i] = (struct capent){.cap = cap, .id = v->v[i]};
+    }
+    if (k <= 16) {
+        for (uint32_t i = 1; i < k; i++) {
+            struct capent t = ce[i];
+            uint32_t j = i;
+            while (j > 0 && cmp_cap(&ce[j - 1], &t) > 0) {
+                ce[j] = ce[j - 1];
+                j--;
+            }
+            ce[j] = t;
+        }
+    } else {
+        qsort(ce, k, sizeof(*ce), cmp_cap);
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        double lvl = rem / (double)(k - i);
+        double r = ce[i].cap < lvl ? ce[i].cap : lvl;
+        rem -= r;
+        if (rem < 0)
+            rem = 0;
+        if (r != S->conn[ce[i].id].rate)
+            set_rate(S, ce[i].id, r);
+    }
+    return 0;
+}
+
+/* Re-allocates both links of |cn| after its flow started or stopped. */
+static int refill(struct sim *S, const struct conn *cn)
+{
+    uint32_t src = cn->src, dst = cn->dst;
+    int rv = fill(S, src, true);
     if (rv == 0)
-        rv = retime_list(S, &S->node[cn->dst].down, skip);
-    uint32_t z = zz_of(S, cn);
-    if (rv == 0 && z != NIL)
-        rv = retime_list(S, &S->zz[z], skip);
+        rv = fill(S, dst, false);
+    /* The download may have given the new flow less than the upload
+     * offered: offer the rest to the upload's other flows. */
+    if (rv == 0)
+        rv = fill(S, src, true);
     return rv;
 }
 
@@ -315,9 +469,10 @@ static int activate(struct sim *S, uint32_t id)
     cn->active = true;
     cn->rate = 0;
     cn->last = S->now;
-    if ((rv = retime(S, id, true)) != 0)
-        return rv;
-    return retime_around(S, cn, id);
+    cn->t_end = INFINITY;
+    cn->fseq = S->seq++;
+    fh_set(S, id);
+    return refill(S, cn);
 }
 
 static int deactivate(struct sim *S, uint32_t id)
@@ -330,8 +485,11 @@ static int deactivate(struct sim *S, uint32_t id)
         vec_del(S, &S->zz[z], cn->zz_i, 2);
     cn->active = false;
     cn->cur = NIL;
-    cn->ver++;
-    return retime_around(S, cn, NIL);
+    fh_del(S, id);
+    *used_up(S, cn->src) -= cn->rate;
+    S->node[cn->dst].used_down -= cn->rate;
+    cn->rate = 0;
+    return refill(S, cn);
 }
 
 static void mark_dirty(struct sim *S, uint32_t x)
@@ -366,7 +524,11 @@ static int conn_advance(struct sim *S, uint32_t id)
         cn->last = S->now;
         if (!cn->active)
             return activate(S, id);
-        return retime(S, id, true);
+        /* Same flow, next chunk: the allocation stands. */
+        cn->t_end = cn->rate > 0 ? S->now + cn->remaining / cn->rate : INFINITY;
+        cn->fseq = S->seq++;
+        fh_set(S, id);
+        return 0;
     }
     if (cn->active)
         return deactivate(S, id);
@@ -406,8 +568,13 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
             return -ENOMEM;
         S->conn = p;
         S->conncap = ncap;
+        uint32_t *h = realloc(S->fh, ncap * sizeof(*h));
+        if (h == NULL)
+            return -ENOMEM;
+        S->fh = h;
+        S->fhcap = ncap;
     }
-    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL};
+    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL, .hpos = NIL};
     *out = S->nconn++;
     return 0;
 }
@@ -468,10 +635,17 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
         d->nhave++;
         count_bytes(S, src, dst, bytes);
+        /* The HAVE fan-out is most of the work per transfer: it goes
+         * straight to our slot in each peer's scheduler, and a peer is
+         * only woken when the HAVE can turn into a request now. */
         for (uint32_t i = 0; i < d->npeers; i++) {
-            struct node *q = &S->node[d->peer[i]];
-            (void)shoal_sched_peer_have(q->s, dst, c);
-            if (shoal_sched_wants(q->s, c))
+            struct node *Q = &S->node[d->peer[i]];
+            /* A peer that holds the chunk already gains nothing from the
+             * HAVE (its scheduler never looks at a held chunk's holders),
+             * so it is not sent, as a daemon may suppress it too. */
+            if (Q->have[c >> 3] & (1u << (c & 7)))
+                continue;
+            if (shoal_sched_slot_have(Q->s, d->rslot[i], c))
                 mark_dirty(S, d->peer[i]);
         }
     }
@@ -523,8 +697,10 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
         (rv = shoal_sched_peer_add(B->s, a, same, rtt)) != 0)
         return rv;
     A->peer[A->npeers] = b;
+    A->rslot[A->npeers] = (uint8_t)shoal_sched_peer_slot(B->s, a);
     A->cin[A->npeers++] = ba;
     B->peer[B->npeers] = a;
+    B->rslot[B->npeers] = (uint8_t)shoal_sched_peer_slot(A->s, b);
     B->cin[B->npeers++] = ab;
     size_t nb = (S->nchunks + 7) / 8;
     if (B->nhave)
@@ -699,7 +875,7 @@ static int join(struct sim *S, uint32_t x)
     if (S->c->tracker) {
         if ((rv = ev_push(S, S->now + 30.0, EV_ANNOUNCE, x, 0)) != 0)
             return rv;
-        rv = ev_push(S, S->now + 0.25, EV_REFRESH, x, 0);
+        rv = ev_push(S, S->now + 0.005, EV_REFRESH, x, 0);
     }
     return rv;
 }
@@ -748,6 +924,7 @@ static int fail_node(struct sim *S, uint32_t x)
             (void)shoal_sched_peer_remove(P->s, x);
             P->peer[k] = P->peer[P->npeers - 1];
             P->cin[k] = P->cin[P->npeers - 1];
+            P->rslot[k] = P->rslot[P->npeers - 1];
             P->npeers--;
             mark_dirty(S, p);
         }
@@ -919,6 +1096,7 @@ static int setup(struct sim *S)
         sc.lease_chunks = c->lease_chunks;
     if (c->endgame_dups)
         sc.endgame_dups = c->endgame_dups;
+    sc.max_inflight = c->max_inflight;
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
                                       .nfiles = S->nfiles, .file_first = S->file_first};
     double sum_up = 0, dmin = INFINITY;
@@ -926,12 +1104,25 @@ static int setup(struct sim *S)
     for (uint32_t i = 0; i < c->nodes; i++) {
         struct node *nd = &S->node[i];
         sc.seed = c->seed * 1000003u + i;
+        /* Fleet roles: rank r within the zone (nodes are dealt round-robin
+         * over zones). Without peer exchange everyone fetches at once. */
+        uint32_t rank = i / c->zones;
+        bool fetcher = c->max_peers == 0 || c->origin_fetchers == 0 || rank < c->origin_fetchers;
+        sc.origin_delay_ms = fetcher ? 0 : c->origin_delay_ms;
+        sc.max_leases = fetcher && c->max_leases ? c->max_leases : 1;
+        sc.import_mod = sc.import_rem = 0;
+        if (c->max_peers > 0 && rank >= c->origin_fetchers &&
+            rank - c->origin_fetchers < c->importers) {
+            sc.import_mod = c->importers;
+            sc.import_rem = rank - c->origin_fetchers;
+        }
         if ((rv = shoal_sched_new(&nd->s, &sc, &rel)) != 0)
             return rv;
         nd->have = calloc((S->nchunks + 7) / 8, 1);
         nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
-        if (!nd->have || !nd->peer || !nd->cin)
+        nd->rslot = malloc(sc.max_peers);
+        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot)
             return -ENOMEM;
         nd->zone = (uint8_t)(i % c->zones);
         nd->seed = i < c->seeds;
@@ -996,6 +1187,7 @@ static void teardown(struct sim *S)
             free(S->node[i].have);
             free(S->node[i].peer);
             free(S->node[i].cin);
+            free(S->node[i].rslot);
             free(S->node[i].up.v);
             free(S->node[i].down.v);
         }
@@ -1012,6 +1204,8 @@ static void teardown(struct sim *S)
     free(S->bitbuf);
     free(S->plist);
     free(S->heap);
+    free(S->fh);
+    free(S->caps);
     free(S->size);
     free(S->file_first);
     shoal_reg_free(S->reg);
@@ -1066,8 +1260,19 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
     if ((rv = setup(&S)) != 0)
         goto out;
     S.next_progress = 0;
-    while (S.nheap > 0 && rv == 0) {
-        struct ev e = ev_pop(&S);
+    while ((S.nheap > 0 || S.nfh > 0) && rv == 0) {
+        struct ev e;
+        if (S.nheap == 0 && S.conn[S.fh[0]].t_end == INFINITY)
+            break; /* only stalled flows left: nothing can happen */
+        if (S.nfh > 0 && (S.nheap == 0 || S.conn[S.fh[0]].t_end < S.heap[0].t ||
+                          (S.conn[S.fh[0]].t_end == S.heap[0].t &&
+                           S.conn[S.fh[0]].fseq < S.heap[0].seq))) {
+            uint32_t id = S.fh[0];
+            e = (struct ev){.t = S.conn[id].t_end, .kind = EV_FLOW, .a = id};
+            fh_del(&S, id);
+        } else {
+            e = ev_pop(&S);
+        }
         if (c->max_sim_s > 0 && e.t > c->max_sim_s)
             break;
         S.now = e.t;
@@ -1075,8 +1280,6 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         switch (e.kind) {
         case EV_FLOW: {
             struct conn *cn = &S.conn[e.a];
-            if (!cn->active || cn->ver != e.b)
-                break;
             settle(&S, cn);
             uint32_t chunk = cn->cur;
             rv = deliver(&S, cn->src, cn->dst, chunk, cn->t_req_cur);
@@ -1113,9 +1316,11 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
                 break;
             rv = find_peers(&S, e.a);
             /* Keep looking while short of peers, less often once some
-             * are there. */
+             * are there. The tracker lists only nodes holding chunks, so
+             * at the start there is nobody to find: ask again soon, as
+             * the first holders appear within milliseconds. */
             if (rv == 0 && nd->npeers < c->max_peers / 2)
-                rv = ev_push(&S, S.now + (nd->npeers ? 1.0 : 0.25), EV_REFRESH, e.a, 0);
+                rv = ev_push(&S, S.now + (nd->npeers ? 0.02 : 0.005), EV_REFRESH, e.a, 0);
             else if (rv == 0)
                 rv = ev_push(&S, S.now + 10.0, EV_REFRESH, e.a, 0);
             break;

@@ -60,6 +60,18 @@ struct shoal_sim_config {
     uint32_t cross_zone_delay_ms;
     uint32_t lease_chunks;
     uint32_t endgame_dups;
+    uint32_t max_inflight;     /* requests in flight per node (0: no cap) */
+    /* Fleet roles, used when peers exchange chunks (max_peers > 0): in each
+     * zone the first origin_fetchers nodes lease spans from the origin at
+     * once and the next importers nodes each import a share of the chunks
+     * from other zones at once. Everyone else waits origin_delay_ms before
+     * leasing and cross_zone_delay_ms before a cross-zone fetch, so they
+     * only step in when a role holder is gone. 0 fetchers: everyone leases
+     * at once; 0 importers: everyone waits cross_zone_delay_ms. */
+    uint32_t origin_fetchers;
+    uint32_t importers;
+    uint32_t origin_delay_ms;
+    uint32_t max_leases;       /* origin leases a fetcher holds at once */
     double max_sim_s;          /* stop the clock here (0 = no limit) */
     bool progress;             /* progress lines on stderr */
 };
@@ -68,7 +80,10 @@ struct shoal_sim_config {
  * homogeneous, origin 1.25 GB/s, no zone cap, RTT 0.5 ms in a zone, 10 ms
  * across, 20 ms to the origin, 1 GiB release in 1 MiB (256 KiB..4 MiB)
  * chunks over 1 file, all join at once, no failures, 32 peers, tracker
- * leases, seed 1, the scheduler's defaults. */
+ * leases, seed 1, 8 requests in flight per node, 2 origin fetchers and 2
+ * importers per zone, others waiting 1000 ms for the origin and 100 ms for
+ * a cross-zone fetch, 64-chunk leases (2 at a time), the scheduler's
+ * defaults otherwise. */
 void shoal_sim_config_default(struct shoal_sim_config *c);
 
 /*

@@ -13,6 +13,14 @@ CASE is one of:
                 same files.
   memory        --store memory: the descriptors are memfds (nothing in the
                 cache dir), two loaders map the same inode, tensors match.
+  stalled       a loader that asks for a release of 400 small files (long
+                paths) and then reads nothing until the pull is over: the
+                daemon's socket to it fills (the hand-off threads leave the
+                rest to the loop, which the daemon logs), yet it then gets
+                every file exactly once, indexes 0..n-1 once each (and the
+                same index per path as the other loader), then LOADER_DONE;
+                a second loader reading all along finishes before the
+                stalled one reads anything.
   refused       an unknown release and an unknown path get LOADER_ERROR; as
                 root, a process running as 'nobody' cannot connect (socket
                 mode), is refused by the SO_PEERCRED check when the mode is
@@ -333,6 +341,104 @@ def case_multi_node(tmp):
     return fails
 
 
+STALL_FILES = 400
+
+
+def case_stalled(tmp):
+    keys = os.path.join(tmp, "keys")
+    os.makedirs(keys)
+    k = lambda n: os.path.join(keys, n)
+    for n in ("cluster", "publisher", "a", "b"):
+        run("keygen", k(n))
+        if n in ("a", "b"):
+            run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
+                "--out", k(n) + ".cred")
+    repo = os.path.join(tmp, "repo")
+    rnd = random.Random(11)
+    files = {}
+    # Long paths make big frames, so a few hundred of them fill the socket.
+    for i in range(STALL_FILES):
+        path = f"part-{i % 4}/" + "w" * 200 + f"-{i:04d}.bin"
+        files[path] = rnd.randbytes(64 + rnd.randrange(512))
+        os.makedirs(os.path.dirname(os.path.join(repo, path)), exist_ok=True)
+        with open(os.path.join(repo, path), "wb") as f:
+            f.write(files[path])
+    mf = os.path.join(tmp, "rel.manifest")
+    out = run("manifest", "build", repo, "--repo", "org/many", "--commit", "cd" * 20,
+              "--key", k("publisher"), "--out", mf)
+    mid = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("loader-node", node_args(k, "b", tmp, ["--peer", a.addr,
+                                                    "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"loader socket on", 10) or not b.wait_for(r"authenticated", 10):
+        print("FAIL loader node did not start its socket or connect to its peer")
+        return 1
+    result = {}
+
+    def reader():
+        # Connects once the release is open, reads as files come.
+        if not b.wait_for(r"watching org/many@", WAIT_S):
+            result["err"] = "the stalled loader never started watching"
+            return
+        try:
+            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+                got = []
+                for f in cl.want(mid):
+                    got.append((f.path, f.index))
+                    f.close()
+                result["v"] = got
+        except Exception as e:  # reported below
+            result["err"] = repr(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+        it = cl.want(mid)  # the request goes out now; nothing is read yet
+        done = b.wait_for(r"release [0-9a-f]+ \(org/many@[0-9a-f]+\) complete", WAIT_S)
+        t.join(WAIT_S)  # the other loader is not held up by this one
+        seen, idx = [], []
+        try:
+            for f in it:
+                seen.append(f.path)
+                idx.append(f.index)
+                if f.total != STALL_FILES or f.size != len(files[f.path]) or \
+                        bytes(f.mmap()) != files[f.path]:
+                    print(f"FAIL stalled loader: {f.path} differs from the source")
+                    fails += 1
+                f.close()
+        except shoal_loader.LoaderError as e:
+            print(f"FAIL stalled loader: {e} after {len(seen)} files")
+            fails += 1
+    if not done:
+        print("FAIL the pull did not complete")
+        fails += 1
+    fails += exactly_once(seen, list(files), "stalled loader")
+    if sorted(idx) != list(range(STALL_FILES)):
+        print("FAIL stalled loader: indexes are not 0..n-1 once each")
+        fails += 1
+    if not b.wait_for(r"is not keeping up: its socket is full", 1):
+        print("FAIL the daemon never found the stalled loader's socket full "
+              "(the test did not exercise the loop's fallback)")
+        fails += 1
+    if "err" in result or "v" not in result:
+        print(f"FAIL reading loader: {result.get('err', 'did not finish')}")
+        fails += 1
+    else:
+        fails += exactly_once([p for p, _ in result["v"]], list(files), "reading loader")
+        if sorted(result["v"]) != sorted(zip(seen, idx)):
+            print("FAIL the two loaders got different indexes for the same paths")
+            fails += 1
+    if b.stop() != 0 or a.stop() != 0:
+        print("FAIL a node did not shut down cleanly")
+        fails += 1
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
 def case_memory(tmp):
     k, repo, files, mf, mid = setup(tmp)
     sock = os.path.join(sock_dir(tmp), "b.sock")
@@ -472,7 +578,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="shoal-loader-")
     try:
         fails = {"multi_node": case_multi_node, "memory": case_memory,
-                 "refused": case_refused}[CASE](tmp)
+                 "stalled": case_stalled, "refused": case_refused}[CASE](tmp)
     finally:
         for n in procs:
             if n.p.poll() is None:
