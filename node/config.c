@@ -104,6 +104,11 @@ static const struct key *find_key(const char *name)
     return NULL;
 }
 
+bool shoal_config_is_known(const char *key)
+{
+    return find_key(key) != NULL;
+}
+
 bool shoal_config_is_flag(const char *key)
 {
     const struct key *k = find_key(key);

@@ -87,6 +87,8 @@ int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_
 
 /* True when |key| is a boolean (command line: "--key" takes no value). */
 bool shoal_config_is_flag(const char *key);
+/* True when |key| names a setting at all. */
+bool shoal_config_is_known(const char *key);
 
 /* Writes "  --key VALUE   help" lines for --help. */
 void shoal_config_usage(FILE *out);

@@ -921,7 +921,8 @@ static void start_trackers(struct shoal_daemon *d)
 static void stop_trackers(struct shoal_daemon *d)
 {
     shoal_trkconn_stop(d->trk);
-    if (!uv_is_closing((uv_handle_t *)&d->trk_timer))
+    /* The timer exists only once setup got that far (d is zeroed). */
+    if (d->trk_timer.loop && !uv_is_closing((uv_handle_t *)&d->trk_timer))
         uv_close((uv_handle_t *)&d->trk_timer, NULL);
     d->scfg.hub = NULL;
     shoal_hub_free(d->hub);

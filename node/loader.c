@@ -887,7 +887,7 @@ void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *
             LOG_I("loader %s is not keeping up: its socket is full, frames wait in its queue",
                   c->name);
         if (c->broken || c->qhead || c->state == C_CLOSING)
-            c->kick = false;
+            c->kick = true;
         mark_dirty(l, s);
         wake = true;
     }

@@ -101,6 +101,10 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "%.*s", (int)(eq - key), key);
             key = name;
             val = eq + 1;
+        } else if (!shoal_config_is_known(key)) {
+            fprintf(stderr, "shoald: unknown option --%s (try --help)\n", key);
+            rc = 2;
+            goto out;
         } else if (!shoal_config_is_flag(key)) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "shoald: --%s needs a value (try --help)\n", key);

@@ -1333,6 +1333,21 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         }
         if (rv == 0)
             rv = flush_dirty(&S);
+        if (getenv("SIMDBG") && S.now >= S.next_progress) {
+            uint32_t np0 = 0, npsum = 0, infl = 0, act = 0, upact = 0, nh = 0, room = 0;
+            for (uint32_t i = 0; i < S.n; i++) {
+                struct node *nd = &S.node[i];
+                np0 += nd->npeers == 0;
+                npsum += nd->npeers;
+                infl += shoal_sched_inflight(nd->s);
+                act += nd->down.n;
+                upact += nd->up.n;
+                nh += nd->nhave;
+                room += shoal_sched_has_room(nd->s);
+            }
+            fprintf(stderr, "t=%.3f nopeer %u avgpeers %.1f inflight %.2f down %.2f up %.2f have %.1f room %u origin %u\n", S.now, np0, (double)npsum / S.n, (double)infl / S.n, (double)act / S.n, (double)upact / S.n, (double)nh / S.n, room, S.origin_up.n);
+            S.next_progress = S.now + 0.02;
+        }
         if (c->progress && S.now >= S.next_progress) {
             fprintf(stderr, "sim: t=%.1fs, %u nodes still downloading, %llu transfers\n", S.now,
                     S.alive_incomplete, (unsigned long long)S.r->transfers);

@@ -408,8 +408,8 @@ def case_stalled(tmp):
                     print(f"FAIL stalled loader: {f.path} differs from the source")
                     fails += 1
                 f.close()
-        except shoal_loader.LoaderError as e:
-            print(f"FAIL stalled loader: {e} after {len(seen)} files")
+        except (shoal_loader.LoaderError, TimeoutError) as e:
+            print(f"FAIL stalled loader: {e!r} after {len(seen)} files")
             fails += 1
     if not done:
         print("FAIL the pull did not complete")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# shoald refuses bad setups with a clear message and a clean exit (status 1,
+# no crash, no core), takes every option from the shipped example config, and
+# answers --help and unknown options as documented.
+# usage: test_shoald_errors.sh SHOALD SHOAL EXAMPLE_CONF
+set -u
+shoald=$(readlink -f "$1"); shoal=$(readlink -f "$2"); conf=$(readlink -f "$3")
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; cd "$work"
+fails=0
+expect() { # status, pattern, description, command...
+    local want=$1 pat=$2 what=$3; shift 3
+    timeout 20 "$@" >out.txt 2>&1; local rc=$?
+    if [ $rc -eq "$want" ] && grep -qiE "$pat" out.txt; then echo "ok   $what"
+    else echo "FAIL $what (rc=$rc, want $want)"; cat out.txt; fails=$((fails+1)); fi
+}
+expect 0 "usage: shoald" "--help" "$shoald" --help
+expect 2 "unknown|usage" "unknown option" "$shoald" --no-such-option
+expect 1 "node key /nonexistent" "missing node key named" "$shoald" --node-key /nonexistent --cache-dir "$work/c"
+expect 1 "no node key" "no node key at all" "$shoald" --cache-dir "$work/c"
+"$shoal" keygen n.key >/dev/null; "$shoal" keygen cl.key >/dev/null
+"$shoal" cred issue --cluster-key cl.key --node n.key.pub --out n.cred >/dev/null
+common=(--node-key n.key --cred n.cred --cluster-keys cl.key.pub --publisher-keys cl.key.pub
+        --cache-dir "$work/c" --listen 127.0.0.1:0 --control-socket none)
+expect 1 "store 'bogus'" "bad --store value" "$shoald" "${common[@]}" --store bogus
+expect 1 "log-level" "bad --log-level" "$shoald" "${common[@]}" --log-level loud
+chmod 644 n.key
+expect 1 "n.key" "secret key readable by others" "$shoald" "${common[@]}"
+chmod 600 n.key
+expect 1 "manifest" "unreadable manifest" "$shoald" "${common[@]}" --manifest /nonexistent.mf
+# The example config parses: the only complaint is its (absent) key file.
+expect 1 "node key /etc/shoal/node.key" "example config parses" "$shoald" --config "$conf"
+if grep -qiE "assert|sanitizer|segmentation" out.txt; then echo "FAIL crash text"; fails=$((fails+1)); fi
+[ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
+exit $((fails > 0))
