@@ -523,7 +523,11 @@ static void refresh_priorities(struct shoal_loader_srv *l)
 
 /* ---- requests ---- */
 
-/* Starts watching |s|: resolves the order, hands what is complete. */
+/* Starts watching |s|: resolves the order, hands what is complete. Loop
+ * thread, under |mu|. A file finishing meanwhile is handed here when the
+ * store already counts it done, else by its worker's file_done, which needs
+ * |mu| and so sees C_WATCH; the store marks a file done before it reports
+ * it, and sent[] stops the second of the two. */
 static void client_bind(struct client *c, struct shoal_swarm *s)
 {
     const struct shoal_manifest *m = shoal_swarm_manifest(s);
@@ -591,6 +595,7 @@ static bool parse_hex_id(const char *s, uint8_t id[32])
     return strlen(s) == 64 && shoal_unhex(id, 32, s, 64) == 0;
 }
 
+/* Loop thread, under |mu|: the hooks run with it held (loader.h). */
 static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
 {
     struct shoal_loader_srv *l = c->srv;

@@ -85,6 +85,7 @@ struct shoal_sched {
     uint32_t *file_first;
 
     uint8_t *flags;
+    uint64_t *listed;     /* bitmap of F_LISTED, for pick_scan */
     uint8_t *cnt;
     uint8_t *cnt_same;
     uint8_t *tier;
@@ -206,6 +207,7 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
             s->heads[b] = c;
     }
     s->flags[c] |= F_LISTED;
+    s->listed[c >> 6] |= 1ull << (c & 63);
     s->n_listed++;
     if (s->cnt[c] == 0)
         s->n_orphan++;
@@ -224,6 +226,7 @@ static void list_remove(struct shoal_sched *s, uint32_t c)
             s->heads[b] = s->nxt[c];
     }
     s->flags[c] &= (uint8_t)~F_LISTED;
+    s->listed[c >> 6] &= ~(1ull << (c & 63));
     s->n_listed--;
     if (s->cnt[c] == 0)
         s->n_orphan--;
@@ -495,6 +498,7 @@ void shoal_sched_free(struct shoal_sched *s)
             free(s->peers[i].bits);
     free(s->file_first);
     free(s->flags);
+    free(s->listed);
     free(s->cnt);
     free(s->cnt_same);
     free(s->tier);
@@ -557,6 +561,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     size_t n = rel->nchunks;
     s->file_first = rel->nfiles ? malloc(rel->nfiles * sizeof(uint32_t)) : NULL;
     s->flags = calloc(n, 1);
+    s->listed = calloc((n + 63) / 64, 8);
     s->cnt = calloc(n, 1);
     s->cnt_same = calloc(n, 1);
     s->tier = malloc(n);
@@ -569,7 +574,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
     s->reqs = malloc(s->reqcap * sizeof(struct req));
     s->leases = calloc(c.max_leases, sizeof(struct lease));
-    if ((rel->nfiles && s->file_first == NULL) || !s->flags || !s->cnt || !s->cnt_same ||
+    if ((rel->nfiles && s->file_first == NULL) || !s->flags || !s->listed || !s->cnt || !s->cnt_same ||
         !s->tier || !s->nxt || !s->prv || !s->heads || !s->nonempty || !s->peers || !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
@@ -606,7 +611,8 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     uint32_t i = 0;
     while (s->peers[i].used)
         i++;
-    uint8_t *bits = calloc(s->nbytes_bits, 1);
+    /* Whole 64-bit words, so pick_scan can read them. */
+    uint8_t *bits = calloc((s->nchunks + 63) / 64, 8);
     if (bits == NULL) {
         rv = -ENOMEM;
         goto out;
@@ -900,6 +906,43 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
 
 /* ---- decisions ---- */
 
+static uint64_t word_of(const uint8_t *bits, uint32_t w)
+{
+    uint64_t x;
+    memcpy(&x, bits + (size_t)w * 8, 8);
+    return x;
+}
+
+/* Most candidates pick_scan compares. */
+#define SCAN_MAX 32
+
+/*
+ * A listed chunk that |p| holds, found by ANDing its bitfield with our
+ * listed set word by word from a random word on; among the first SCAN_MAX
+ * candidates the best tier and rarest wins. NIL when there is none at all.
+ * Costs nchunks / 64 word operations at most.
+ */
+static uint32_t pick_scan(struct shoal_sched *s, const struct peer *p)
+{
+    uint32_t nw = (s->nchunks + 63) / 64, best = NIL, bestkey = UINT32_MAX, seen = 0;
+    uint32_t w0 = (uint32_t)(rng_next(s) % nw);
+    for (uint32_t k = 0; k < nw && seen < SCAN_MAX; k++) {
+        uint32_t w = w0 + k < nw ? w0 + k : w0 + k - nw;
+        uint64_t m = s->listed[w] & word_of(p->bits, w);
+        while (m && seen < SCAN_MAX) {
+            uint32_t c = w * 64 + (uint32_t)__builtin_ctzll(m);
+            m &= m - 1;
+            uint32_t key = (uint32_t)s->tier[c] * 64 + bcnt(s, c);
+            if (key < bestkey) {
+                bestkey = key;
+                best = c;
+            }
+            seen++;
+        }
+    }
+    return best;
+}
+
 /* Most chunks one pick examines; see pick_same. */
 #define WALK_MAX 8
 
@@ -915,6 +958,8 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
 {
     uint32_t budget = 2 * WALK_MAX;
     *exhausted = true;
+    if (getenv("SCANONLY"))
+        return pick_scan(s, p);
     /* The chunk the peer announced last is the answer whenever it is as
      * rare (and as urgent) as anything listed: O(1) for the common case of
      * a fresh chunk spreading through the swarm. */
@@ -957,6 +1002,13 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
     if (!*exhausted && p->hint < s->nchunks && (s->flags[p->hint] & F_LISTED) &&
         bit_get(p->bits, p->hint))
         return p->hint;
+    if (!*exhausted) {
+        /* The walk found nothing within budget: answer exactly, from the
+         * peer's bitfield and ours, so a peer holding something we need is
+         * never left idle. */
+        *exhausted = true;
+        return pick_scan(s, p);
+    }
     return NIL;
 }
 

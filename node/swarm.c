@@ -1189,6 +1189,69 @@ static void tick(uv_timer_t *t)
     pump(s);
 }
 
+/* --- dedup --- */
+/* Chunks this release shares with releases already in the cache (another
+ * revision, a related model) are copied locally on a worker instead of being
+ * downloaded; the scheduler learns about them when the copy is done. */
+struct dedup_job {
+    uv_work_t w;
+    struct shoal_swarm *s;
+    int rv;
+    uint32_t copied;
+};
+
+static void dedup_work(uv_work_t *w)
+{
+    struct dedup_job *j = w->data;
+    j->rv = shoal_store_fill_from_local(j->s->store, &j->copied);
+}
+
+static void dedup_done(uv_work_t *w, int status)
+{
+    struct dedup_job *j = w->data;
+    struct shoal_swarm *s = j->s;
+    uint64_t now = now_ms(s);
+    uint64_t bytes = 0;
+
+    s->pending--;
+    if (status == 0 && j->rv != 0)
+        LOG_W("release %s: copying shared chunks from the cache failed: %s", s->idhex,
+              shoal_strerror(j->rv));
+    if (status == 0 && j->copied > 0 && s->sched) {
+        for (uint32_t i = 0; i < s->nchunks; i++) {
+            if (!shoal_store_has(s->store, i) || shoal_sched_have(s->sched, i))
+                continue;
+            shoal_sched_chunk_obtained(s->sched, now, i);
+            bytes += shoal_manifest_chunk(s->m, i)->len;
+            if (!s->stopped)
+                send_have(s, i);
+        }
+        s->resumed_bytes += bytes;
+        LOG_I("release %s: %u chunks (%llu bytes) copied from other releases in the cache",
+              s->idhex, j->copied, (unsigned long long)bytes);
+        check_complete(s);
+    }
+    free(j);
+}
+
+static void start_dedup(struct shoal_swarm *s)
+{
+    struct dedup_job *j;
+    if (s->complete || (s->cfg->store_flags & SHOAL_STORE_MEMORY))
+        return;
+    j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->s = s;
+    j->w.data = j;
+    if (uv_queue_work(s->cfg->loop, &j->w, dedup_work, dedup_done) != 0) {
+        free(j);
+        return;
+    }
+    s->pending++;
+}
+/* --- end dedup --- */
+
 int shoal_swarm_start(struct shoal_swarm *s)
 {
     int rv;
@@ -1201,6 +1264,7 @@ int shoal_swarm_start(struct shoal_swarm *s)
     s->started = true;
     s->start_ms = now_ms(s);
     uv_timer_start(&s->tick, tick, TICK_MS, TICK_MS);
+    start_dedup(s); /* --- dedup --- */
     if (s->complete)
         LOG_I("release %s (%s@%s) is complete here: seeding", s->idhex,
               shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m));

@@ -33,6 +33,8 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->seed = 1;
     c->cross_zone_delay_ms = 100;
     c->max_inflight = 8;
+    c->upload_slots = 4;
+    c->busy_backoff_ms = 10;
     c->origin_fetchers = 2;
     c->importers = 2;
     c->origin_delay_ms = 1000;
@@ -188,6 +190,10 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
         rv = set_u32(&c->lease_chunks, v, 64);
     } else if (!strcmp(key, "endgame_dups")) {
         rv = set_u32(&c->endgame_dups, v, 8);
+    } else if (!strcmp(key, "upload_slots")) {
+        rv = set_u32(&c->upload_slots, v, 250);
+    } else if (!strcmp(key, "busy_backoff")) {
+        rv = set_u32(&c->busy_backoff_ms, v, 3600000);
     } else if (!strcmp(key, "max_inflight")) {
         rv = set_u32(&c->max_inflight, v, 64 * 250);
     } else if (!strcmp(key, "origin_fetchers")) {

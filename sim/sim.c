@@ -540,6 +540,17 @@ static int conn_enqueue(struct sim *S, uint32_t id, uint32_t chunk, double t_req
     struct conn *cn = &S->conn[id];
     if (cn->dead)
         return 0;
+    if (!cn->active && cn->src != S->n && S->c->upload_slots > 0 &&
+        S->node[cn->src].up.n >= S->c->upload_slots) {
+        /* Every upload slot is taken: the uploader answers busy, as a
+         * daemon does, and the requester looks elsewhere for a while. A
+         * node holding a fresh chunk thus feeds a few peers at full speed,
+         * and the others fetch it from them. */
+        S->r->busy++;
+        (void)shoal_sched_req_failed(S->node[cn->dst].s, ms(S->now), cn->src, chunk, true);
+        mark_dirty(S, cn->dst);
+        return 0;
+    }
     if (cn->qn == cn->qcap) {
         uint32_t ncap = cn->qcap ? cn->qcap * 2 : 4;
         struct qent *q = malloc(ncap * sizeof(*q));
@@ -764,6 +775,7 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
             cnt = S->nchunks - first;
         exp = ms(S->now) + 60000;
     }
+    if (getenv("SIMDBG") && x < 4) fprintf(stderr, "lease node %u t=%.4f hint %u -> %u+%u rv %d\n", x, S->now, hint, first, cnt, rv);
     return shoal_sched_lease_granted(nd->s, ms(S->now), first, cnt, exp);
 }
 
@@ -1097,6 +1109,8 @@ static int setup(struct sim *S)
     if (c->endgame_dups)
         sc.endgame_dups = c->endgame_dups;
     sc.max_inflight = c->max_inflight;
+    if (c->busy_backoff_ms)
+        sc.busy_backoff_ms = c->busy_backoff_ms;
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
                                       .nfiles = S->nfiles, .file_first = S->file_first};
     double sum_up = 0, dmin = INFINITY;
@@ -1334,6 +1348,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         if (rv == 0)
             rv = flush_dirty(&S);
         if (getenv("SIMDBG") && S.now >= S.next_progress) {
+            uint32_t idle_useful = 0, nodown = 0, nodown_req = 0;
             uint32_t np0 = 0, npsum = 0, infl = 0, act = 0, upact = 0, nh = 0, room = 0;
             for (uint32_t i = 0; i < S.n; i++) {
                 struct node *nd = &S.node[i];
@@ -1344,8 +1359,35 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
                 upact += nd->up.n;
                 nh += nd->nhave;
                 room += shoal_sched_has_room(nd->s);
+                if (!nd->done && nd->down.n == 0) nodown++;
+                if (!nd->done && nd->down.n == 0 && shoal_sched_inflight(nd->s) > 0) nodown_req++;
+                if (shoal_sched_inflight(nd->s) == 0 && !nd->done) {
+                    uint32_t useful = 0;
+                    for (uint32_t k = 0; k < nd->npeers && !useful; k++) {
+                        struct node *P = &S.node[nd->peer[k]];
+                        for (uint32_t b = 0; b < (S.nchunks + 7) / 8; b++)
+                            if (P->have[b] & ~nd->have[b]) { useful = 1; break; }
+                    }
+                    if (useful) { idle_useful++; if (idle_useful == 1) fprintf(stderr, "node %u dirty %d wake %llu alive %d\n", i, nd->dirty, (unsigned long long)nd->wake_ms, nd->alive); }
+                }
             }
-            fprintf(stderr, "t=%.3f nopeer %u avgpeers %.1f inflight %.2f down %.2f up %.2f have %.1f room %u origin %u\n", S.now, np0, (double)npsum / S.n, (double)infl / S.n, (double)act / S.n, (double)upact / S.n, (double)nh / S.n, room, S.origin_up.n);
+            double usum = 0, rsum = 0; uint32_t zr = 0, maxup = 0;
+            for (uint32_t i = 0; i < S.n; i++) { usum += S.node[i].used_down; if (S.node[i].up.n > maxup) maxup = S.node[i].up.n; }
+            for (uint32_t i = 0; i < S.nconn; i++) if (S.conn[i].active) { rsum += S.conn[i].rate; zr += S.conn[i].rate == 0; }
+            if (S.alive_incomplete > 0 && S.alive_incomplete < 15) {
+                for (uint32_t i = 0; i < S.n; i++) {
+                    struct node *nd = &S.node[i];
+                    if (nd->done || !nd->alive) continue;
+                    uint32_t miss = 0, first = NIL;
+                    for (uint32_t ch = 0; ch < S.nchunks; ch++) if (!(nd->have[ch >> 3] & (1u << (ch & 7)))) { miss++; if (first == NIL) first = ch; }
+                    uint32_t hs = 0, hx = 0;
+                    for (uint32_t k = 0; k < nd->npeers; k++) { struct node *P = &S.node[nd->peer[k]]; if (P->have[first >> 3] & (1u << (first & 7))) { if (P->zone == nd->zone) hs++; else hx++; } }
+                    fprintf(stderr, "  node %u zone %u miss %u first %u holders same %u cross %u inflight %u wants %d down %u rank %u wake %llu\n", i, nd->zone, miss, first, hs, hx, shoal_sched_inflight(nd->s), shoal_sched_wants(nd->s, first), nd->down.n, i / S.c->zones, (unsigned long long)nd->wake_ms);
+                }
+            }
+            fprintf(stderr, "nodown %u nodown_req %u busy %llu\n", nodown, nodown_req, (unsigned long long)S.r->busy);
+            fprintf(stderr, "usum %.3f rsum %.3f zero %u maxup %u\n", usum / S.n / 1.25e9, rsum / S.n / 1.25e9, zr, maxup);
+            fprintf(stderr, "t=%.3f nopeer %u avgpeers %.1f inflight %.2f down %.2f up %.2f have %.1f room %u origin %u idle_useful %u\n", S.now, np0, (double)npsum / S.n, (double)infl / S.n, (double)act / S.n, (double)upact / S.n, (double)nh / S.n, room, S.origin_up.n, idle_useful);
             S.next_progress = S.now + 0.02;
         }
         if (c->progress && S.now >= S.next_progress) {

@@ -61,6 +61,9 @@ struct shoal_sim_config {
     uint32_t lease_chunks;
     uint32_t endgame_dups;
     uint32_t max_inflight;     /* requests in flight per node (0: no cap) */
+    uint32_t upload_slots;     /* peers a node uploads to at once; a request
+                                  beyond them is answered busy (0: no cap) */
+    uint32_t busy_backoff_ms;  /* requester leaves a busy peer alone this long */
     /* Fleet roles, used when peers exchange chunks (max_peers > 0): in each
      * zone the first origin_fetchers nodes lease spans from the origin at
      * once and the next importers nodes each import a share of the chunks
@@ -129,6 +132,7 @@ struct shoal_sim_result {
     uint64_t wasted_bytes;     /* duplicates and aborted transfers */
     uint64_t transfers;        /* chunk transfers completed */
     uint64_t events;
+    uint64_t busy;             /* requests answered busy (upload slots full) */
     double end_s;              /* simulated time at the end */
     struct shoal_sim_node *node;
     /* bytes received by source over time: bins of bin_s seconds,

@@ -280,6 +280,75 @@ def case_bad_peer(tmp):
     return fails
 
 
+def case_dedup(tmp):
+    """A node holding revision 1 pulls revision 2, which shares most chunks
+    with it: the shared chunks are copied from its own cache, only the
+    changed ones come from the peer, and the result is byte-identical."""
+    k, repo, files, mf, mid = setup(tmp)
+    # Revision 2: one shard edited in the middle, a new small file.
+    repo2 = os.path.join(tmp, "repo2")
+    shutil.copytree(repo, repo2)
+    files2 = dict(files)
+    shard = "model-00001-of-00002.safetensors"
+    data = bytearray(files[shard])
+    data[1_500_000:1_500_010] = b"0123456789"
+    files2[shard] = bytes(data)
+    files2["generation_config.json"] = b'{"temperature": 0.7}\n'
+    for path in (shard, "generation_config.json"):
+        with open(os.path.join(repo2, path), "wb") as f:
+            f.write(files2[path])
+    mf2 = os.path.join(tmp, "rel2.manifest")
+    out = run("manifest", "build", repo2, "--repo", "org/model", "--commit", "cd" * 20,
+              "--key", k("publisher"), "--out", mf2, "--min", "16K", "--avg", "64K",
+              "--max", "256K")
+    mid2 = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    total2 = sum(len(v) for v in files2.values())
+    # b already holds revision 1 (seeded from a local copy), a serves revision 2.
+    b0 = Node("b-rev1", node_args(k, "b", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    if b0.stop() != 0:
+        print("FAIL seeding revision 1 did not shut down cleanly")
+        return 1
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf2, "--seed-dir", repo2]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid2,
+                                               "--exit-when-complete"]))
+    rc = wait_exit(b, WAIT_S)
+    fails = 0
+    if rc != 0:
+        print(f"FAIL puller did not complete (exit {rc})")
+        fails += 1
+    m = re.search(r"(\d+) chunks \((\d+) bytes\) copied from other releases", b.log())
+    c = re.search(r"complete: (\d+) bytes, (\d+) received from peers", b.log())
+    if not m or not c:
+        print("FAIL no dedup or completion line")
+        fails += 1
+    else:
+        copied, from_peers = int(m.group(2)), int(c.group(2))
+        print(f"revision 2: {total2} bytes, {copied} copied locally, {from_peers} from the peer")
+        if copied < total2 // 2:
+            print("FAIL less than half of revision 2 was found locally")
+            fails += 1
+        if from_peers > total2 // 2:
+            print("FAIL the peer sent more than half of revision 2")
+            fails += 1
+    snap = os.path.join(tmp, "cache-b", "models--org--model", "snapshots", "cd" * 20)
+    for path, want in files2.items():
+        try:
+            with open(os.path.join(snap, path), "rb") as f:
+                ok = f.read() == want
+        except OSError:
+            ok = False
+        if not ok:
+            print(f"FAIL revision 2's {path} is missing or differs")
+            fails += 1
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="shoal-swarm-")
     try:
@@ -291,6 +360,8 @@ def main():
             fails = case_no_cred(tmp)
         elif CASE == "bad_peer":
             fails = case_bad_peer(tmp)
+        elif CASE == "dedup":
+            fails = case_dedup(tmp)
         else:
             sys.exit(f"unknown case {CASE}")
     finally:
