@@ -50,6 +50,24 @@
 
 enum job_kind { JOB_API, JOB_RANGE };
 
+/* Where a job is. Cancel and free act on this, never on whether |easy| is
+ * set, so a job between attempts cannot be mistaken for a running one. */
+enum job_state {
+    JOB_IDLE,     /* on no list and no transfer: being decided about */
+    JOB_QUEUED,   /* on the pending FIFO */
+    JOB_DELAYED,  /* on the delay list, backing off */
+    JOB_RUNNING,  /* its easy handle is in the multi handle */
+};
+
+/* A failed attempt counts as progress (resetting the failure count and
+ * skipping most of the backoff) only if it delivered this much, or a
+ * quarter of what was left: a gateway that cuts every answer after a few
+ * bytes must not turn a range into a request per byte. */
+#define HUB_PROGRESS_MIN (64 * 1024)
+/* Every job may make cfg.max_attempts attempts plus one per this many
+ * bytes of its range, however much progress each one makes. */
+#define HUB_ATTEMPT_BYTES (64 * 1024)
+
 struct fetch;
 struct api_req;
 
@@ -58,6 +76,7 @@ struct job {
     struct job *prev_all, *next_all; /* every live job, for cancel and free */
     struct shoal_hub *hub;
     enum job_kind kind;
+    enum job_state state;
     struct fetch *fetch;        /* JOB_RANGE */
     struct api_req *api;        /* JOB_API */
     char *url;                  /* where every attempt starts */
@@ -65,6 +84,7 @@ struct job {
     bool offhost;               /* current chain left the endpoint: no token */
     unsigned redirects;
     unsigned attempts;          /* failures since the last progress */
+    unsigned tries;             /* attempts so far (not hops); never reset */
     uint64_t due_ms;            /* when delayed */
     uint64_t off, len, got;     /* JOB_RANGE: the range and bytes delivered */
     uint64_t got_at_start;      /* |got| when this attempt started */
@@ -282,6 +302,7 @@ static void all_unlink(struct shoal_hub *h, struct job *j)
 
 static void pend_push(struct shoal_hub *h, struct job *j)
 {
+    j->state = JOB_QUEUED;
     j->next = NULL;
     if (h->pend_tail)
         h->pend_tail->next = j;
@@ -299,6 +320,7 @@ static struct job *pend_pop(struct shoal_hub *h)
         if (!h->pend_head)
             h->pend_tail = NULL;
         j->next = NULL;
+        j->state = JOB_IDLE;
     }
     return j;
 }
@@ -308,6 +330,7 @@ static void lists_remove(struct shoal_hub *h, struct job *j)
 {
     struct job **pp, *prev = NULL;
 
+    j->state = JOB_IDLE;
     for (pp = &h->pend_head; *pp; prev = *pp, pp = &(*pp)->next) {
         if (*pp == j) {
             *pp = j->next;
@@ -710,6 +733,9 @@ static int start_job(struct shoal_hub *h, struct job *j)
         rv = -EIO;
         goto fail;
     }
+    j->state = JOB_RUNNING;
+    if (j->redirects == 0)
+        j->tries++; /* a redirect hop is part of the same attempt */
     h->inflight++;
     h->stats.requests++;
     return 0;
@@ -728,7 +754,7 @@ static void on_retry_timer(uv_timer_t *t)
     while (h->delayed && h->delayed->due_ms <= now) {
         struct job *j = h->delayed;
         h->delayed = j->next;
-        pend_push(h, j);
+        pend_push(h, j);   /* JOB_DELAYED -> JOB_QUEUED */
     }
     arm_retry_timer(h);
     pump(h);
@@ -749,6 +775,7 @@ static void delay_job(struct shoal_hub *h, struct job *j, uint64_t delay)
 {
     struct job **pp;
 
+    j->state = JOB_DELAYED;
     j->due_ms = now_ms(h) + delay;
     for (pp = &h->delayed; *pp && (*pp)->due_ms <= j->due_ms; pp = &(*pp)->next)
         ;
@@ -876,9 +903,19 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
 {
     char msg[HUB_MSG_MAX];
     int rv;
-    bool progress = j->kind == JOB_RANGE && j->got > j->got_at_start;
+    bool progress = false;
 
+    if (j->kind == JOB_RANGE && j->got > j->got_at_start) {
+        uint64_t left = j->len - j->got_at_start;
+        uint64_t need = left / 4 < HUB_PROGRESS_MIN ? left / 4 : HUB_PROGRESS_MIN;
+        progress = j->got - j->got_at_start >= (need ? need : 1);
+    }
+    /* The handle is done with whatever happens next: a redirect, a retry or
+     * completion each start from a fresh one. */
     curl_multi_remove_handle(h->multi, j->easy);
+    curl_easy_cleanup(j->easy);
+    j->easy = NULL;
+    j->state = JOB_IDLE;
     h->inflight--;
 
     if (j->kind == JOB_RANGE && j->fetch->err) {
@@ -972,9 +1009,10 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         j->attempts = 0;
         h->stats.resumes++;
     }
-    if (++j->attempts >= h->cfg.max_attempts) {
+    uint64_t cap = h->cfg.max_attempts + (j->kind == JOB_RANGE ? j->len / HUB_ATTEMPT_BYTES : 0);
+    if (++j->attempts >= h->cfg.max_attempts || j->tries >= cap) {
         char m2[HUB_MSG_MAX + 64];
-        snprintf(m2, sizeof(m2), "gave up after %u attempts: %s", j->attempts, msg);
+        snprintf(m2, sizeof(m2), "gave up after %u attempts: %s", j->tries, msg);
         job_complete(h, j, rv, m2);
         return;
     }
@@ -990,7 +1028,9 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         job_complete(h, j, -ENOMEM, "out of memory");
         return;
     }
-    delay_job(h, j, progress ? 0 : backoff_ms(h, j->attempts, ra));
+    /* Even a resume waits a little (the first backoff step), so a server
+     * that keeps cutting answers is not hammered. */
+    delay_job(h, j, backoff_ms(h, progress ? 1 : j->attempts, ra));
 }
 
 static void check_multi(struct shoal_hub *h)
@@ -1029,10 +1069,10 @@ static void fetch_cancel_jobs(struct shoal_hub *h, struct fetch *f)
         next = j->next_all;
         if (j->fetch != f)
             continue;
-        if (j->easy) {
+        if (j->state == JOB_RUNNING) {
             curl_multi_remove_handle(h->multi, j->easy);
             h->inflight--;
-        } else {
+        } else if (j->state != JOB_IDLE) {
             lists_remove(h, j);
         }
         all_unlink(h, j);
@@ -1400,7 +1440,7 @@ void shoal_hub_free(struct shoal_hub *h)
     h->freeing = true;
     for (j = h->all; j; j = next) {
         next = j->next_all;
-        if (j->easy)
+        if (j->state == JOB_RUNNING)
             curl_multi_remove_handle(h->multi, j->easy);
         if (j->kind == JOB_RANGE) {
             /* Several jobs share a fetch: free it with its last job. */

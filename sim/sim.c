@@ -733,7 +733,12 @@ static int find_peers(struct sim *S, uint32_t x)
     char zone[16];
     node_pk(x, pk);
     snprintf(zone, sizeof(zone), "z%u", nd->zone);
-    size_t want = S->c->max_peers - nd->npeers;
+    /* A node dials up to 3/4 of its peers and keeps the rest for nodes
+     * that dial it, so latecomers still find someone with room. */
+    uint32_t dial = S->c->max_peers - S->c->max_peers / 4;
+    if (nd->npeers >= dial)
+        return 0;
+    size_t want = dial - nd->npeers;
     if (want > S->c->max_peers / 2 + 1)
         want = S->c->max_peers / 2 + 1;
     size_t n = shoal_reg_peers(S->reg, ms(S->now), S->mid, pk, zone, S->plist, want);
@@ -1108,7 +1113,6 @@ static int setup(struct sim *S)
         sc.lease_chunks = c->lease_chunks;
     if (c->endgame_dups)
         sc.endgame_dups = c->endgame_dups;
-    sc.max_inflight = c->max_inflight;
     if (c->busy_backoff_ms)
         sc.busy_backoff_ms = c->busy_backoff_ms;
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
@@ -1125,10 +1129,14 @@ static int setup(struct sim *S)
         sc.origin_delay_ms = fetcher ? 0 : c->origin_delay_ms;
         sc.max_leases = fetcher && c->max_leases ? c->max_leases : 1;
         sc.import_mod = sc.import_rem = 0;
+        sc.max_inflight = c->max_inflight;
         if (c->max_peers > 0 && rank >= c->origin_fetchers &&
             rank - c->origin_fetchers < c->importers) {
             sc.import_mod = c->importers;
             sc.import_rem = rank - c->origin_fetchers;
+            /* Imports cross a longer round trip: a deeper pipeline keeps
+             * the importer's download full. */
+            sc.max_inflight = c->max_inflight ? 3 * c->max_inflight : 0;
         }
         if ((rv = shoal_sched_new(&nd->s, &sc, &rel)) != 0)
             return rv;
