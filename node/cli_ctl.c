@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,13 +37,20 @@ static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap
 {
     struct sockaddr_un sa;
     int rv = 0;
+    bool check_peer = false;
 
     c->fd = -1;
     c->body = NULL;
     if (!path) {
+        /* The default path of a non-root user may sit in a place another
+         * user could bind first: only talk to a daemon of our own uid (or
+         * root). An explicit --socket is the user's choice and may be a
+         * daemon running as a service user. */
+        check_peer = geteuid() != 0;
         if (shoal_ctl_default_path(pathbuf, cap) != 0) {
             fprintf(stderr, "shoal: no default control socket path; use --socket\n");
-            return -EINVAL;
+            rv = -EINVAL;
+            goto out;
         }
         path = pathbuf;
     }
@@ -51,7 +59,8 @@ static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap
     sa.sun_family = AF_UNIX;
     if (strlen(path) >= sizeof sa.sun_path) {
         fprintf(stderr, "shoal: socket path %s is too long\n", path);
-        return -ENAMETOOLONG;
+        rv = -ENAMETOOLONG;
+        goto out;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
     c->body = malloc(SHOAL_CTL_FRAME_MAX);
@@ -60,7 +69,22 @@ static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap
         rv = c->body ? -errno : -ENOMEM;
         fprintf(stderr, "shoal: cannot reach shoald at %s: %s (is it running? --socket PATH)\n",
                 path, strerror(-rv));
+        goto out;
     }
+    if (check_peer) {
+        struct ucred cr;
+        socklen_t crlen = sizeof cr;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0) {
+            rv = -errno;
+            fprintf(stderr, "shoal: %s: cannot tell who serves it: %s\n", path, strerror(-rv));
+        } else if (cr.uid != geteuid() && cr.uid != 0) {
+            rv = -EPERM;
+            fprintf(stderr, "shoal: %s is served by uid %u, not by you (uid %u) or root: "
+                    "refusing to talk to it (use --socket if this is intended)\n",
+                    path, (unsigned)cr.uid, (unsigned)geteuid());
+        }
+    }
+out:
     return rv;
 }
 

@@ -597,18 +597,48 @@ struct shoal_ctl {
     struct shoal_ctl_msg msg;  /* scratch for replies (large) */
 };
 
-int shoal_ctl_default_path(char *buf, size_t cap)
+/* The default path; |*in_tmp| says it is under the shared /tmp, where its
+ * directory must be made private before use. */
+static int default_path(char *buf, size_t cap, bool *in_tmp)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     int n;
 
-    if (geteuid() == 0)
+    *in_tmp = false;
+    if (geteuid() == 0) {
         n = snprintf(buf, cap, "/run/shoald/shoald.sock");
-    else if (xdg && xdg[0] == '/')
+    } else if (xdg && xdg[0] == '/') {
         n = snprintf(buf, cap, "%s/shoald.sock", xdg);
-    else
-        n = snprintf(buf, cap, "/tmp/shoald-%u.sock", (unsigned)geteuid());
+    } else {
+        /* A socket directly in /tmp can be bound first by any local user;
+         * a directory only this uid may enter cannot be squatted. */
+        n = snprintf(buf, cap, "/tmp/shoald-%u/shoald.sock", (unsigned)geteuid());
+        *in_tmp = true;
+    }
     return n < 0 || (size_t)n >= cap ? SHOAL_ELIMIT : 0;
+}
+
+int shoal_ctl_default_path(char *buf, size_t cap)
+{
+    bool in_tmp;
+
+    return default_path(buf, cap, &in_tmp);
+}
+
+int shoal_ctl_private_dir(const char *dir)
+{
+    struct stat st;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    /* lstat: a symlink planted in /tmp must not lead us elsewhere. Someone
+     * else's directory, or ours with group/other access, is refused rather
+     * than repaired: its contents may already be theirs. */
+    if (lstat(dir, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+        return -EPERM;
+    return 0;
 }
 
 const char *shoal_ctl_path(const struct shoal_ctl *c) { return c->path; }
@@ -970,18 +1000,24 @@ static bool socket_alive(const char *path)
     return alive;
 }
 
-static int prepare_path(const char *path)
+static int prepare_path(const char *path, bool private_dir)
 {
     struct stat st;
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char *slash;
+    int rv;
 
     snprintf(dir, sizeof dir, "%s", path);
     slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = '\0';
-        if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        if (private_dir) {
+            rv = shoal_ctl_private_dir(dir);
+            if (rv != 0)
+                return rv;
+        } else if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
             return -errno;
+        }
     }
     if (lstat(path, &st) != 0)
         return errno == ENOENT ? 0 : -errno;
@@ -1000,6 +1036,7 @@ int shoal_ctl_new(struct shoal_ctl **out, uv_loop_t *loop, const char *path,
 {
     struct shoal_ctl *c = calloc(1, sizeof *c);
     struct stat st;
+    bool in_tmp = false;
     int rv;
 
     if (!c)
@@ -1011,12 +1048,12 @@ int shoal_ctl_new(struct shoal_ctl **out, uv_loop_t *loop, const char *path,
         if (rv == 0)
             memcpy(c->path, path, strlen(path) + 1);
     } else {
-        rv = shoal_ctl_default_path(c->path, sizeof c->path);
+        rv = default_path(c->path, sizeof c->path, &in_tmp);
     }
     if (rv == 0 && !c->path[0])
         rv = -EINVAL;
     if (rv == 0)
-        rv = prepare_path(c->path);
+        rv = prepare_path(c->path, in_tmp);
     if (rv != 0)
         goto fail;
     c->listener = calloc(1, sizeof *c->listener);

@@ -193,15 +193,27 @@ struct shoal_ctl;
 
 /*
  * Writes the default socket path into |buf|: $XDG_RUNTIME_DIR/shoald.sock,
- * /run/shoald/shoald.sock for root, else /tmp/shoald-<uid>.sock.
+ * /run/shoald/shoald.sock for root, else /tmp/shoald-<uid>/shoald.sock
+ * (that directory is made private by shoal_ctl_new()).
  * Returns 0 or SHOAL_ELIMIT when it does not fit.
  */
 int shoal_ctl_default_path(char *buf, size_t cap);
 
 /*
+ * Makes sure |dir| is a directory only the effective uid can use: creates
+ * it mode 0700, or accepts an existing one only if it is a real directory
+ * (not a symlink) owned by the effective uid with no group/other access.
+ * Returns 0, -EPERM (exists but is not private and ours) or a negated
+ * errno.
+ */
+int shoal_ctl_private_dir(const char *dir);
+
+/*
  * Listens on |path| (NULL: the default) on |loop|. A socket file left by a
  * dead daemon is replaced; one a live daemon answers on is not
- * (SHOAL_EBUSY). The parent directory is created (0750) when missing.
+ * (SHOAL_EBUSY). The parent directory is created (0750) when missing; for
+ * the default path under /tmp it must be private (shoal_ctl_private_dir(),
+ * -EPERM otherwise).
  * |ops| is borrowed and must outlive the server. Returns 0, SHOAL_EBUSY,
  * SHOAL_ELIMIT (path too long for a socket) or a negated errno / libuv code.
  */

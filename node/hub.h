@@ -51,7 +51,12 @@ struct shoal_hub_config {
     const char *token;
     const char *token_file;
     unsigned max_inflight;       /* HTTP requests at once; 0 = 4 */
-    unsigned max_attempts;       /* tries per request without progress; 0 = 8 */
+    /* Tries per request without progress; 0 = 8. An attempt that ended
+     * short counts as progress only if it delivered 64 KiB or a quarter of
+     * what was left; a range gets at most max_attempts + len/64 KiB tries
+     * in all, and every retry, resumes included, waits at least one
+     * backoff step. */
+    unsigned max_attempts;
     unsigned backoff_base_ms;    /* first retry delay; 0 = 250 */
     unsigned backoff_max_ms;     /* cap on a delay, Retry-After too; 0 = 30000 */
     unsigned connect_timeout_ms; /* 0 = 10000 */

@@ -3,6 +3,7 @@
 #include "nodelog.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +26,15 @@ int shoal_log_parse_level(const char *s, enum shoal_log_level *out)
     return -EINVAL;
 }
 
+void shoal_log_clean(char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            s[i] = '?';
+    }
+}
+
 void shoal_log(enum shoal_log_level level, const char *fmt, ...)
 {
     char line[1024];
@@ -45,9 +55,10 @@ void shoal_log(enum shoal_log_level level, const char *fmt, ...)
     va_end(ap);
     if (m < 0)
         m = 0;
+    if ((size_t)(n + m) > sizeof line - 2)
+        m = (int)sizeof line - 2 - n;
+    shoal_log_clean(line + n, (size_t)m);
     n += m;
-    if ((size_t)n > sizeof line - 2)
-        n = (int)sizeof line - 2;
     line[n++] = '\n';
     /* One write per line so lines from worker threads never interleave. */
     if (write(STDERR_FILENO, line, (size_t)n) < 0)

@@ -38,6 +38,7 @@ struct shoal_peer {
     enum peer_state st;
     bool initiator;
     bool closing;
+    bool local;        /* --- dperf --- the remote end is on this host */
     int open_handles;
     size_t queued;
     size_t max_queue;
@@ -81,6 +82,7 @@ static const struct shoal_frame_cb frame_cb;
 
 uint64_t shoal_peer_id(const struct shoal_peer *p) { return p->id; }
 bool shoal_peer_initiator(const struct shoal_peer *p) { return p->initiator; }
+bool shoal_peer_local(const struct shoal_peer *p) { return p->local; } /* --- dperf --- */
 const char *shoal_peer_name(const struct shoal_peer *p) { return p->name; }
 const struct shoal_session *shoal_peer_session(const struct shoal_peer *p) { return p->sess; }
 void shoal_peer_set_data(struct shoal_peer *p, void *data) { p->data = data; }
@@ -670,11 +672,50 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     /* --- end ctl --- */
 }
 
+/* --- dperf --- */
+/* True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. */
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return false;
+}
+
+/* Decides p->local from both ends of the connected socket. */
+static void note_locality(struct shoal_peer *p)
+{
+    struct sockaddr_storage me, them;
+    int ml = sizeof me, tl = sizeof them;
+
+    p->local = false;
+    if (uv_tcp_getsockname(&p->tcp, (struct sockaddr *)&me, &ml) != 0 ||
+        uv_tcp_getpeername(&p->tcp, (struct sockaddr *)&them, &tl) != 0 ||
+        me.ss_family != them.ss_family)
+        return;
+    if (is_loopback(&them))
+        p->local = true;
+    else if (them.ss_family == AF_INET)
+        p->local = ((struct sockaddr_in *)&me)->sin_addr.s_addr ==
+                   ((struct sockaddr_in *)&them)->sin_addr.s_addr;
+    else if (them.ss_family == AF_INET6)
+        p->local = memcmp(&((struct sockaddr_in6 *)&me)->sin6_addr,
+                          &((struct sockaddr_in6 *)&them)->sin6_addr,
+                          sizeof(struct in6_addr)) == 0;
+}
+/* --- end dperf --- */
+
 static int start(struct shoal_peer *p)
 {
     struct shoal_buf b;
     int rv;
 
+    note_locality(p); /* --- dperf --- */
     shoal_buf_init(&b, SHOAL_FRAME_MAX_PREAUTH);
     rv = shoal_session_hello(p->sess, &b);
     if (rv == 0)

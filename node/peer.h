@@ -108,6 +108,13 @@ bool shoal_peer_ready(const struct shoal_peer *p);
 uint64_t shoal_peer_id(const struct shoal_peer *p);
 /* True when we connected out. */
 bool shoal_peer_initiator(const struct shoal_peer *p);
+/* --- dperf --- */
+/* True when the remote end is on this host: a loopback address, or the
+ * same address as our end of the connection. Known once connected (false
+ * before). Senders use it to skip compression that cannot pay off when a
+ * byte costs only a memcpy. */
+bool shoal_peer_local(const struct shoal_peer *p);
+/* --- end dperf --- */
 /* "ip:port" of the remote end, or the dialled address. */
 const char *shoal_peer_name(const struct shoal_peer *p);
 /* The handshake state: node key, zone, listen address (after on_hello). */

@@ -280,16 +280,54 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
 
 /* ---- output ---- */
 
+/* fsyncs the directory holding |path|, so a rename into it survives a
+ * crash. */
+static int fsync_parent(const char *path)
+{
+    char *dir = NULL;
+    const char *slash = strrchr(path, '/');
+    int fd, rv = 0;
+
+    if (!slash)
+        dir = strdup(".");
+    else if (slash == path)
+        dir = strdup("/");
+    else
+        dir = strndup(path, (size_t)(slash - path));
+    if (!dir)
+        return -ENOMEM;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        rv = -errno;
+        goto out;
+    }
+    if (fsync(fd) != 0)
+        rv = -errno;
+    close(fd);
+out:
+    free(dir);
+    return rv;
+}
+
+/* Temp file from mkstemp next to |path| (a new name made with O_EXCL, so a
+ * symlink planted at a guessable name is never followed), fsync, rename,
+ * fsync of the directory. */
 static int write_file_atomic(const char *path, const uint8_t *d, size_t n)
 {
     char *tmp = NULL;
     int fd = -1, rv;
     size_t done = 0;
+    bool made = false;
 
-    if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
+    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
         return -ENOMEM;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
+        rv = -errno;
+        goto out;
+    }
+    made = true;
+    if (fchmod(fd, 0644) != 0) {
         rv = -errno;
         goto out;
     }
@@ -303,17 +341,24 @@ static int write_file_atomic(const char *path, const uint8_t *d, size_t n)
         }
         done += (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        fd = -1;
+    if (fsync(fd) != 0) {
         rv = -errno;
         goto out;
     }
+    rv = close(fd) == 0 ? 0 : -errno;
     fd = -1;
-    rv = rename(tmp, path) == 0 ? 0 : -errno;
+    if (rv)
+        goto out;
+    if (rename(tmp, path) != 0) {
+        rv = -errno;
+        goto out;
+    }
+    made = false;
+    rv = fsync_parent(path);
 out:
     if (fd >= 0)
         close(fd);
-    if (rv)
+    if (made)
         unlink(tmp);
     free(tmp);
     return rv;
@@ -340,6 +385,8 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
     repo = strdup(o->repo);
     if (!p || !repo) {
         rv = -ENOMEM;
+        if (p) /* the exit reports p->err: a zero there would be success */
+            p->err = rv;
         goto out;
     }
     p->o = o;

@@ -54,6 +54,8 @@ struct peer {
     uint32_t depth;
     uint32_t rtt_ms;
     uint32_t hint;        /* last chunk it announced that we need */
+    uint32_t ring[4];     /* the last few such chunks (NIL: none) */
+    uint8_t rhead;        /* next ring entry to write */
     bool used;
     bool same_zone;
     bool stale;           /* last pick found nothing; wait for news */
@@ -100,6 +102,7 @@ struct shoal_sched {
     uint32_t nhave;
 
     struct peer *peers;
+    uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
     uint32_t npeers;
     uint32_t nsame;
     uint32_t rr;          /* rotating start for fairness among peers */
@@ -232,11 +235,24 @@ static void list_remove(struct shoal_sched *s, uint32_t c)
         s->n_orphan--;
 }
 
+/* Recomputes |slot|'s bit in the ready mask after its state changed. */
+static void peer_mark(struct shoal_sched *s, uint32_t slot)
+{
+    const struct peer *p = &s->peers[slot];
+    uint64_t bit = 1ull << (slot & 63);
+    if (p->used && !p->stale && p->nhave > 0)
+        s->ready[slot >> 6] |= bit;
+    else
+        s->ready[slot >> 6] &= ~bit;
+}
+
 static void clear_stale(struct shoal_sched *s, bool cross_only)
 {
     for (uint32_t i = 0; i < s->cfg.max_peers; i++)
-        if (!cross_only || !s->peers[i].same_zone)
+        if (s->peers[i].used && (!cross_only || !s->peers[i].same_zone)) {
             s->peers[i].stale = false;
+            peer_mark(s, i);
+        }
 }
 
 static uint32_t hslot_of(uint64_t id)
@@ -618,7 +634,8 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
         goto out;
     }
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
-                                .rtt_ms = rtt_ms, .depth = s->cfg.min_depth};
+                                .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
+                                .ring = {NIL, NIL, NIL, NIL}};
     s->npeers++;
     if (same_zone)
         s->nsame++;
@@ -649,6 +666,7 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     hslot_del(s, peer);
     free(p->bits);
     memset(p, 0, sizeof(*p));
+    peer_mark(s, (uint32_t)i);
     s->npeers--;
     clear_stale(s, false);
     return 0;
@@ -663,8 +681,10 @@ static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
         if (!(s->flags[c] & (F_REQ | F_ORIGIN))) {
             p->stale = false;
             p->hint = c;
+            p->ring[p->rhead++ & 3] = c;
         }
     }
+    peer_mark(s, (uint32_t)(p - s->peers));
 }
 
 int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
@@ -687,6 +707,7 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
                 avail_change(s, c, p->same_zone, -1);
         }
     }
+    peer_mark(s, (uint32_t)i);
     return 0;
 }
 
@@ -748,6 +769,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
         if (req_copies(s, chunk, NIL, &more) == 0)
             s->flags[chunk] &= (uint8_t)~F_REQ;
         p->stale = false;
+        peer_mark(s, (uint32_t)i);
         if (duration_ms > 0) {
             double sample = (double)bytes * 1000.0 / (double)duration_ms;
             p->thr = p->thr == 0 ? sample : 0.75 * p->thr + 0.25 * sample;
@@ -958,22 +980,26 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
 {
     uint32_t budget = 2 * WALK_MAX;
     *exhausted = true;
-    if (getenv("SCANONLY"))
-        return pick_scan(s, p);
-    /* The chunk the peer announced last is the answer whenever it is as
-     * rare (and as urgent) as anything listed: O(1) for the common case of
-     * a fresh chunk spreading through the swarm. */
-    uint32_t hc = p->hint;
-    if (hc < s->nchunks && (s->flags[hc] & F_LISTED) && bit_get(p->bits, hc)) {
-        uint32_t t = 0;
-        while (t < NTIERS && (s->nonempty[t][0] & ~1ull) == 0)
-            t++;
-        if (t == s->tier[hc]) {
-            uint64_t m0 = s->nonempty[t][0] & ~1ull;
-            uint32_t lo = m0 ? (uint32_t)__builtin_ctzll(m0) : 64;
-            if (bcnt(s, hc) <= lo)
-                return hc;
+    /* The rarest of the chunks the peer announced last is the answer
+     * whenever it is as rare (and as urgent) as anything listed: O(1) for
+     * the common case of fresh chunks spreading through the swarm, and the
+     * few entries let peers of one holder pick different fresh chunks. */
+    uint32_t t0 = 0;
+    while (t0 < NTIERS && (s->nonempty[t0][0] & ~1ull) == 0)
+        t0++;
+    if (t0 < NTIERS) {
+        uint64_t m0 = s->nonempty[t0][0] & ~1ull;
+        uint32_t lo = (uint32_t)__builtin_ctzll(m0), best = NIL, bestc = 64;
+        for (uint32_t k = 0; k < 4; k++) {
+            uint32_t c = p->ring[(p->rhead - 1 - k) & 3];
+            if (c < s->nchunks && (s->flags[c] & F_LISTED) && s->tier[c] == t0 &&
+                bcnt(s, c) < bestc) {
+                best = c;
+                bestc = bcnt(s, c);
+            }
         }
+        if (best != NIL && bestc <= lo && bit_get(p->bits, best))
+            return best;
     }
     for (uint32_t t = 0; t < NTIERS && budget > 0; t++) {
         uint32_t *h = s->heads + (size_t)t * s->nb;
@@ -1069,8 +1095,10 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
     uint32_t np = s->cfg.max_peers;
     for (uint32_t k = 0; k < np && n < max && s->nreq < s->cap; k++) {
         uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
+        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1))
+            continue;
         struct peer *p = &s->peers[slot];
-        if (!p->used || p->stale || p->nhave == 0 || p->busy_until > now_ms ||
+        if (p->busy_until > now_ms ||
             (cross_only && p->same_zone))
             continue;
         while (n < max && p->inflight < p->depth && s->nreq < s->cap) {
@@ -1089,6 +1117,7 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
                  * again. */
                 (void)exhausted;
                 p->stale = true;
+                peer_mark(s, slot);
                 break;
             }
             if (!dup)
@@ -1164,9 +1193,12 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
     if (s->n_orphan > 0 && !s->lease_pending && s->lease_retry_at > s->now &&
         s->lease_retry_at < w)
         w = s->lease_retry_at;
+    /* Only a peer worth asking makes waking up for its back-off useful. */
     for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
+        if (!((s->ready[i >> 6] >> (i & 63)) & 1))
+            continue;
         const struct peer *p = &s->peers[i];
-        if (p->used && p->busy_until > s->now && p->busy_until < w)
+        if (p->busy_until > s->now && p->busy_until < w)
             w = p->busy_until;
     }
     return w;

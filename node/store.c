@@ -15,6 +15,18 @@
  * to COMPLETING under |mu|, so exactly one thread hashes and publishes it
  * (with no lock held) while puts for it are skipped. |flush_mu| serializes
  * sidecar rewrites; |link_mu| serializes creating snapshot directories.
+ *
+ * The whole-file sha256 is computed as the file fills, not by reading the
+ * file back at the end: each blob keeps a running sha256 over its longest
+ * verified prefix of chunks. A put advances it over every contiguous
+ * verified chunk after that prefix, taking the chunk in hand from memory
+ * and reading back (from the page cache, as they were just written) only
+ * chunks that arrived out of order. One thread at a time advances a blob
+ * (|hashing|, under |mu|); the thread that finishes the blob waits on
+ * |hash_cv| for it, then hashes whatever is left. The running hash lives in
+ * memory only: after a restart it starts again from the file, so crash
+ * consistency and "nothing published before the whole sha256 matches" are
+ * unchanged.
  */
 #include "store.h"
 
@@ -53,6 +65,9 @@ struct blob {
     int fd;             /* read-write while filling; -1 when not open */
     int state;          /* enum blob_state */
     bool dirty;         /* written since its last fdatasync */
+    bool hashing;       /* a thread owns |sha| (under mu) */
+    uint32_t hashed;    /* primary chunks [0, hashed) are in |sha| */
+    struct shoal_sha256 sha; /* running; touched only by its owner */
 };
 
 struct shoal_store {
@@ -87,6 +102,7 @@ struct shoal_store {
     void *user;
 
     pthread_mutex_t mu, flush_mu, link_mu;
+    pthread_cond_t hash_cv; /* a blob's |hashing| went false */
     char err[512];
 };
 
@@ -809,8 +825,102 @@ static void set_done_locked(struct shoal_store *s, uint32_t b)
     s->blobs[b].state = BLOB_DONE;
 }
 
-/* Called by the one thread that moved blob |b| to COMPLETING. */
-static int finish_blob(struct shoal_store *s, uint32_t b)
+/* ---- running sha256 ---- */
+
+/*
+ * Owner of blob |b|'s running hash (|bl->hashing| set by the caller under
+ * mu): feeds primary chunks from |bl->hashed| on while |more| says the next
+ * one may be hashed. The chunk whose group is that of |idx| comes from
+ * |data| (NULL: none in hand); others are read back from the blob into
+ * |*buf| (allocated here on first need, freed by the caller). Called and
+ * returns with mu held; drops it around the hashing. Returns 0 or the read
+ * error (the prefix hashed so far stays valid).
+ */
+static int hash_run(struct shoal_store *s, uint32_t b, uint32_t idx, const uint8_t *data,
+                    uint8_t **buf, bool to_end)
+{
+    struct blob *bl = &s->blobs[b];
+    const struct shoal_mf_file *pf = file(s, bl->primary);
+    int rv = 0;
+
+    while (bl->hashed < pf->nchunks) {
+        uint32_t next = pf->first_chunk + bl->hashed;
+        const struct shoal_mf_chunk *c = chunk(s, next);
+        const uint8_t *p = data;
+
+        if (!to_end && (bl->state != BLOB_INCOMPLETE || !bit_get(s->bits, next)))
+            break;
+        pthread_mutex_unlock(&s->mu);
+        if (bl->hashed == 0)
+            shoal_sha256_init(&bl->sha);
+        if (!data || s->group[next] != s->group[idx]) {
+            if (!*buf && !(*buf = malloc(s->max_len ? s->max_len : 1)))
+                rv = -ENOMEM;
+            else
+                rv = pread_all(bl->fd, *buf, c->len, c->offset);
+            p = *buf;
+        }
+        if (rv == 0)
+            shoal_sha256_update(&bl->sha, p, c->len);
+        pthread_mutex_lock(&s->mu);
+        if (rv < 0)
+            break;
+        bl->hashed++;
+    }
+    return rv;
+}
+
+/* Advances blob |b|'s running sha256 over its verified prefix, unless
+ * another thread is at it or the blob is no longer filling. |idx|/|data|:
+ * the chunk just put. Best effort: a failed read back leaves the work to
+ * finish_blob. */
+static void hash_advance(struct shoal_store *s, uint32_t b, uint32_t idx, const uint8_t *data)
+{
+    struct blob *bl = &s->blobs[b];
+    uint8_t *buf = NULL;
+
+    pthread_mutex_lock(&s->mu);
+    if (!bl->hashing && bl->state == BLOB_INCOMPLETE) {
+        bl->hashing = true;
+        (void)hash_run(s, b, idx, data, &buf, false);
+        bl->hashing = false;
+        pthread_cond_broadcast(&s->hash_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(buf);
+}
+
+/* The whole-file sha256 of blob |b| (all chunks verified, state
+ * COMPLETING): completes the running hash, reading back what it lacks. */
+static int hash_finish(struct shoal_store *s, uint32_t b, uint32_t idx, const uint8_t *data,
+                       uint8_t out[SHOAL_HASH_LEN])
+{
+    struct blob *bl = &s->blobs[b];
+    uint8_t *buf = NULL;
+    int rv;
+
+    pthread_mutex_lock(&s->mu);
+    while (bl->hashing)
+        pthread_cond_wait(&s->hash_cv, &s->mu);
+    bl->hashing = true;
+    rv = hash_run(s, b, idx, data, &buf, true);
+    if (rv == 0 && bl->hashed == 0) /* a file with no chunks */
+        shoal_sha256_init(&bl->sha);
+    /* Whatever happens next (publish, or back to filling after a mismatch
+     * or an error), the next hash starts from the first chunk. */
+    bl->hashed = 0;
+    bl->hashing = false;
+    pthread_cond_broadcast(&s->hash_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (rv == 0)
+        shoal_sha256_final(&bl->sha, out);
+    free(buf);
+    return rv;
+}
+
+/* Called by the one thread that moved blob |b| to COMPLETING; |idx|/|data|
+ * is the chunk that thread has in hand (NULL: none). */
+static int finish_blob(struct shoal_store *s, uint32_t b, uint32_t idx, const uint8_t *data)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
     uint8_t sha[SHOAL_HASH_LEN];
@@ -818,7 +928,7 @@ static int finish_blob(struct shoal_store *s, uint32_t b)
     bool all = false;
     int rv;
 
-    if ((rv = hash_fd(s->blobs[b].fd, pf->size, sha)) < 0) {
+    if ((rv = hash_finish(s, b, idx, data, sha)) < 0) {
         set_err(s, "reading back %s for its sha256: %s", pf->path, shoal_strerror(rv));
         goto fail;
     }
@@ -1108,6 +1218,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->flush_mu, NULL);
     pthread_mutex_init(&s->link_mu, NULL);
+    pthread_cond_init(&s->hash_cv, NULL);
     s->m = m;
     s->flags = opts->flags;
     s->on_file = opts->on_file;
@@ -1170,7 +1281,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
      * open failed: the caller sees it in file_done and last_error. */
     for (b = 0; b < s->nblobs; b++)
         if (s->blobs[b].state == BLOB_COMPLETING)
-            finish_blob(s, b);
+            finish_blob(s, b, 0, NULL);
     pthread_mutex_lock(&s->mu);
     all = all_done_locked(s);
     pthread_mutex_unlock(&s->mu);
@@ -1218,6 +1329,7 @@ void shoal_store_free(struct shoal_store *s)
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->flush_mu);
     pthread_mutex_destroy(&s->link_mu);
+    pthread_cond_destroy(&s->hash_cv);
     free(s->file_blob);
     free(s->blob_files);
     free(s->blobs);
@@ -1239,8 +1351,8 @@ int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *da
 {
     uint8_t id[SHOAL_HASH_LEN];
     const struct shoal_mf_chunk *c;
-    uint32_t *claimed = NULL;
-    uint32_t nclaimed = 0, g, glen, k;
+    uint32_t *claimed = NULL, *touched;
+    uint32_t nclaimed = 0, ntouched = 0, g, glen, k;
     bool flush = false;
     int rv = 0;
 
@@ -1255,9 +1367,10 @@ int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *da
 
     g = s->group[idx];
     glen = group_len(s, g);
-    claimed = malloc(glen * sizeof *claimed);
+    claimed = malloc(2 * (size_t)glen * sizeof *claimed);
     if (!claimed)
         return -ENOMEM;
+    touched = claimed + glen;
 
     for (k = g; k < g + glen; k++) {
         uint32_t j = s->order[k];
@@ -1302,19 +1415,25 @@ int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *da
         if (--bl->remaining == 0) {
             bl->state = BLOB_COMPLETING;
             claimed[nclaimed++] = b;
+        } else {
+            touched[ntouched++] = b;
         }
     }
     if (++s->since_flush >= s->flush_every)
         flush = true;
     pthread_mutex_unlock(&s->mu);
 
+    /* A blob may be touched twice (the chunk occurs twice in its file):
+     * the second advance finds nothing left to do. */
+    for (k = 0; k < ntouched; k++)
+        hash_advance(s, touched[k], idx, data);
     /* A blob's secondary files were marked above; the primary's chunks in
      * another blob (different file, same chunk) were marked too. */
     for (k = 0; k < nclaimed; k++) {
         pthread_mutex_lock(&s->mu);
         sync_blob_bits(s, claimed[k]);
         pthread_mutex_unlock(&s->mu);
-        finish_blob(s, claimed[k]);
+        finish_blob(s, claimed[k], idx, data);
     }
     if (flush)
         shoal_store_flush(s);

@@ -75,6 +75,7 @@ struct serve_job {
     uint8_t *payload;        /* compressed form, |plen| bytes */
     size_t plen;
     /* --- end ctl --- */
+    unsigned min_saving;     /* --- dperf --- percent a payload must save */
 };
 
 struct shoal_swarm {
@@ -609,9 +610,9 @@ static void serve_work(uv_work_t *w)
      * makes weights that do not compress cheap to skip. Not when corrupting
      * uploads (testing): the bad bytes must reach the peer's hash check. */
     if (j->rv >= 0 && j->s->cfg->compress_level > 0 && !j->s->cfg->corrupt_uploads &&
-        shoal_codec_compress(j->buf, c->len, j->s->cfg->compress_level,
-                             SHOAL_CODEC_F_ZSTD | SHOAL_CODEC_F_BF16, &j->payload, &j->plen,
-                             &j->codec) != 0)
+        shoal_codec_compress_min(j->buf, c->len, j->s->cfg->compress_level,
+                                 shoal_codec_flags_for_level(j->s->cfg->compress_level),
+                                 j->min_saving, &j->payload, &j->plen, &j->codec) != 0)
         j->codec = SHOAL_CODEC_RAW; /* no memory to compress: send it raw */
     /* --- end ctl --- */
 }
@@ -708,6 +709,10 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     j->peer_id = sp->id;
     j->req_id = r->req_id;
     j->chunk = r->chunk_index;
+    /* --- dperf --- on this host a byte costs a memcpy: compress only what
+     * halves (text), never weights. */
+    j->min_saving = shoal_peer_local(sp->p) ? SHOAL_CODEC_LOCAL_SAVING_PCT
+                                            : SHOAL_CODEC_MIN_SAVING_PCT;
     if (uv_queue_work(s->cfg->loop, &j->w, serve_work, serve_done) != 0) {
         free(j);
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 100);

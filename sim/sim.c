@@ -746,9 +746,24 @@ static int find_peers(struct sim *S, uint32_t x)
     uint32_t ids[SHOAL_REG_PEERS_MAX];
     for (size_t i = 0; i < n; i++)
         ids[i] = pk_node(S->plist[i].node_pk);
-    for (size_t i = 0; i < n && rv == 0; i++)
-        if (ids[i] < S->n)
-            rv = connect_peers(S, x, ids[i]);
+    /* Cross-zone peers are kept to a quarter of the peer set: enough to
+     * see what other zones hold, while the chunks themselves come mostly
+     * from the zone. Early on the tracker knows few holders, mostly in
+     * other zones; without the quota a node would keep them for good. */
+    uint32_t ncross = 0;
+    for (uint32_t k = 0; k < nd->npeers; k++)
+        ncross += S->node[nd->peer[k]].zone != nd->zone;
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        if (ids[i] >= S->n)
+            continue;
+        bool cross = S->node[ids[i]].zone != nd->zone;
+        if (cross && ncross >= S->c->max_peers / 4)
+            continue;
+        uint32_t before = nd->npeers;
+        rv = connect_peers(S, x, ids[i]);
+        if (cross && nd->npeers > before)
+            ncross++;
+    }
     return rv;
 }
 
@@ -780,7 +795,6 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
             cnt = S->nchunks - first;
         exp = ms(S->now) + 60000;
     }
-    if (getenv("SIMDBG") && x < 4) fprintf(stderr, "lease node %u t=%.4f hint %u -> %u+%u rv %d\n", x, S->now, hint, first, cnt, rv);
     return shoal_sched_lease_granted(nd->s, ms(S->now), first, cnt, exp);
 }
 
@@ -1355,49 +1369,6 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         }
         if (rv == 0)
             rv = flush_dirty(&S);
-        if (getenv("SIMDBG") && S.now >= S.next_progress) {
-            uint32_t idle_useful = 0, nodown = 0, nodown_req = 0;
-            uint32_t np0 = 0, npsum = 0, infl = 0, act = 0, upact = 0, nh = 0, room = 0;
-            for (uint32_t i = 0; i < S.n; i++) {
-                struct node *nd = &S.node[i];
-                np0 += nd->npeers == 0;
-                npsum += nd->npeers;
-                infl += shoal_sched_inflight(nd->s);
-                act += nd->down.n;
-                upact += nd->up.n;
-                nh += nd->nhave;
-                room += shoal_sched_has_room(nd->s);
-                if (!nd->done && nd->down.n == 0) nodown++;
-                if (!nd->done && nd->down.n == 0 && shoal_sched_inflight(nd->s) > 0) nodown_req++;
-                if (shoal_sched_inflight(nd->s) == 0 && !nd->done) {
-                    uint32_t useful = 0;
-                    for (uint32_t k = 0; k < nd->npeers && !useful; k++) {
-                        struct node *P = &S.node[nd->peer[k]];
-                        for (uint32_t b = 0; b < (S.nchunks + 7) / 8; b++)
-                            if (P->have[b] & ~nd->have[b]) { useful = 1; break; }
-                    }
-                    if (useful) { idle_useful++; if (idle_useful == 1) fprintf(stderr, "node %u dirty %d wake %llu alive %d\n", i, nd->dirty, (unsigned long long)nd->wake_ms, nd->alive); }
-                }
-            }
-            double usum = 0, rsum = 0; uint32_t zr = 0, maxup = 0;
-            for (uint32_t i = 0; i < S.n; i++) { usum += S.node[i].used_down; if (S.node[i].up.n > maxup) maxup = S.node[i].up.n; }
-            for (uint32_t i = 0; i < S.nconn; i++) if (S.conn[i].active) { rsum += S.conn[i].rate; zr += S.conn[i].rate == 0; }
-            if (S.alive_incomplete > 0 && S.alive_incomplete < 15) {
-                for (uint32_t i = 0; i < S.n; i++) {
-                    struct node *nd = &S.node[i];
-                    if (nd->done || !nd->alive) continue;
-                    uint32_t miss = 0, first = NIL;
-                    for (uint32_t ch = 0; ch < S.nchunks; ch++) if (!(nd->have[ch >> 3] & (1u << (ch & 7)))) { miss++; if (first == NIL) first = ch; }
-                    uint32_t hs = 0, hx = 0;
-                    for (uint32_t k = 0; k < nd->npeers; k++) { struct node *P = &S.node[nd->peer[k]]; if (P->have[first >> 3] & (1u << (first & 7))) { if (P->zone == nd->zone) hs++; else hx++; } }
-                    fprintf(stderr, "  node %u zone %u miss %u first %u holders same %u cross %u inflight %u wants %d down %u rank %u wake %llu\n", i, nd->zone, miss, first, hs, hx, shoal_sched_inflight(nd->s), shoal_sched_wants(nd->s, first), nd->down.n, i / S.c->zones, (unsigned long long)nd->wake_ms);
-                }
-            }
-            fprintf(stderr, "nodown %u nodown_req %u busy %llu\n", nodown, nodown_req, (unsigned long long)S.r->busy);
-            fprintf(stderr, "usum %.3f rsum %.3f zero %u maxup %u\n", usum / S.n / 1.25e9, rsum / S.n / 1.25e9, zr, maxup);
-            fprintf(stderr, "t=%.3f nopeer %u avgpeers %.1f inflight %.2f down %.2f up %.2f have %.1f room %u origin %u idle_useful %u\n", S.now, np0, (double)npsum / S.n, (double)infl / S.n, (double)act / S.n, (double)upact / S.n, (double)nh / S.n, room, S.origin_up.n, idle_useful);
-            S.next_progress = S.now + 0.02;
-        }
         if (c->progress && S.now >= S.next_progress) {
             fprintf(stderr, "sim: t=%.1fs, %u nodes still downloading, %llu transfers\n", S.now,
                     S.alive_incomplete, (unsigned long long)S.r->transfers);

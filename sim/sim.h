@@ -8,11 +8,16 @@
  * Model. A node has an upload and a download capacity; the origin has an
  * upload capacity. Between two nodes (or origin and node) a connection
  * carries one chunk at a time, requests queue behind it (pipelining hides
- * the round trip). Active connections share each link equally: a flow's
- * rate is min(up(src) / flows out of src, down(dst) / flows into dst,
- * cap(zone pair) / flows on that pair), recomputed only for the flows of
- * the endpoints whose flow count changed. Requests reach the uploader one
- * round trip after they are made (zero latency models an ideal network).
+ * the round trip). A node uploads to at most upload_slots peers at once and
+ * answers further requests busy, as the daemon does. Bandwidth is shared by
+ * progressive filling on the two links a flow touches: when a flow starts
+ * or stops, the uploader's and the downloader's capacity are poured over
+ * their flows, each flow capped by what its other end has left, so a share
+ * one flow cannot use goes to the others (never above any link's capacity;
+ * links further away catch up at their own next change). Requests reach the
+ * uploader one round trip after they are made (zero latency models an ideal
+ * network). Peers: a node dials up to 3/4 of max_peers (the rest is left
+ * for nodes dialling it), at most a quarter of them in other zones.
  *
  * Thread safety: none; a run is single-threaded and deterministic for a
  * given configuration (seed included).
@@ -82,11 +87,11 @@ struct shoal_sim_config {
 /* Defaults: 100 nodes, 4 zones, 0 seeds, 1.25 GB/s (10 Gbit/s) up and down,
  * homogeneous, origin 1.25 GB/s, no zone cap, RTT 0.5 ms in a zone, 10 ms
  * across, 20 ms to the origin, 1 GiB release in 1 MiB (256 KiB..4 MiB)
- * chunks over 1 file, all join at once, no failures, 32 peers, tracker
- * leases, seed 1, 8 requests in flight per node, 2 origin fetchers and 2
- * importers per zone, others waiting 1000 ms for the origin and 100 ms for
- * a cross-zone fetch, 64-chunk leases (2 at a time), the scheduler's
- * defaults otherwise. */
+ * chunks over 1 file, all join at once, no failures, 16 peers, tracker
+ * leases, seed 1, 8 requests in flight per node, 6 upload slots with a
+ * 10 ms busy back-off, 2 origin fetchers and 4 importers per zone, others
+ * waiting 1000 ms for the origin and 300 ms for a cross-zone fetch,
+ * 64-chunk leases (2 at a time), the scheduler's defaults otherwise. */
 void shoal_sim_config_default(struct shoal_sim_config *c);
 
 /*

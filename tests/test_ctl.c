@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ctl.h"
@@ -543,11 +544,106 @@ static void test_server(void)
     rmdir(dir);
 }
 
+/* Runs in a child whose euid is |uid| (set when we are root): the default
+ * control socket without $XDG_RUNTIME_DIR. It was /tmp/shoald-<uid>.sock,
+ * which any local user could bind first; it must be inside a directory
+ * only this uid can use, and a directory someone else prepared (another
+ * owner, group/other access, a symlink) must be refused, not used. */
+static void default_path_child(bool as_root)
+{
+    uv_loop_t loop;
+    struct shoal_ctl *c = NULL;
+    struct stat st;
+    char path[108], dir[108], other[128];
+    char *slash;
+
+    unsetenv("XDG_RUNTIME_DIR");
+    REQUIRE(shoal_ctl_default_path(path, sizeof path) == 0);
+    snprintf(dir, sizeof dir, "%s", path);
+    slash = strrchr(dir, '/');
+    REQUIRE(slash);
+    *slash = '\0';
+    CHECK(strcmp(dir, "/tmp") != 0);
+    if (as_root) {
+        /* The parent, as root, made it 0777 and gave it to another uid. */
+        REQUIRE(uv_loop_init(&loop) == 0);
+        CHECK_EQ(shoal_ctl_new(&c, &loop, NULL, &ops), -EPERM);
+        CHECK(c == NULL);
+        CHECK(lstat(path, &st) != 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK_EQ(uv_loop_close(&loop), 0);
+        return;
+    }
+    REQUIRE(uv_loop_init(&loop) == 0);
+    rmdir(dir);
+    CHECK_EQ(shoal_ctl_new(&c, &loop, NULL, &ops), 0);
+    CHECK(lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+          (st.st_mode & 0777) == 0700);
+    CHECK(lstat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+    if (c) {
+        shoal_ctl_close(c);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        shoal_ctl_free(c);
+    }
+    c = NULL;
+    /* Ours, but open to others: refused. */
+    CHECK(chmod(dir, 0755) == 0);
+    CHECK_EQ(shoal_ctl_new(&c, &loop, NULL, &ops), -EPERM);
+    CHECK(rmdir(dir) == 0);
+    /* A symlink to a private directory of ours: refused too. */
+    snprintf(other, sizeof other, "%s.real", dir);
+    rmdir(other);
+    CHECK(mkdir(other, 0700) == 0);
+    CHECK(symlink(other, dir) == 0);
+    CHECK_EQ(shoal_ctl_new(&c, &loop, NULL, &ops), -EPERM);
+    CHECK(c == NULL);
+    unlink(dir);
+    rmdir(other);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_default_path_private(void)
+{
+    /* A uid of its own per run: tests in other build trees may run at the
+     * same time, and their directories must not collide with ours. */
+    uid_t uid = geteuid() == 0 ? (uid_t)(40000 + getpid() % 20000) : geteuid();
+    char dir[64];
+    int status = -1;
+    pid_t pid;
+
+    for (int pass = 0; pass < 2; pass++) {
+        bool squat = pass == 1;
+        if (squat && geteuid() != 0)
+            break; /* only root can hand a directory to another uid */
+        snprintf(dir, sizeof dir, "/tmp/shoald-%u", (unsigned)uid);
+        if (squat) {
+            rmdir(dir);
+            REQUIRE(mkdir(dir, 0777) == 0);
+            REQUIRE(chmod(dir, 0777) == 0);
+            REQUIRE(chown(dir, uid + 1, uid + 1) == 0);
+        }
+        fflush(stderr);
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            if (geteuid() == 0 && (setgid(uid) != 0 || setuid(uid) != 0))
+                _exit(3);
+            default_path_child(squat);
+            _exit(t_failures ? 1 : 0);
+        }
+        REQUIRE(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        rmdir(dir);
+    }
+}
+
 int main(void)
 {
     RUN(test_roundtrip);
     RUN(test_decode_strict);
     RUN(test_metrics_text);
     RUN(test_server);
+    RUN(test_default_path_private);
     return t_done();
 }

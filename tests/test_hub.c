@@ -583,6 +583,95 @@ static void test_many_in_flight(void)
     hub_close(h);
 }
 
+/* After a redirect a job waits on the pending list for its next hop. A
+ * receiver abort then cancels it: with one request at a time and four
+ * ranges behind a 302 to the CDN, the cancel once freed queued jobs still
+ * on that list (and wrapped the in-flight count, so the next fetch never
+ * started). The next fetch must run normally. */
+static void test_abort_after_redirect(void)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+    struct fetched f = {0};
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
+    struct shoal_hub_span sp[4] = {{0, 100}, {200000, 100}, {400000, 100}, {600000, 100}};
+    struct shoal_hub_span one = {4096, 10};
+
+    shoal_hub_config_default(&c);
+    c.endpoint = stub.url;
+    c.token = "";
+    c.max_inflight = 1;
+    c.seed = 42;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    stub_reset();
+    f.fail_after = 1;
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, sp, 4, &f, len), SHOAL_EBADHASH);
+    free(f.buf);
+    f.fail_after = 0;
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &one, 1, &f, len), 0);
+    CHECK_EQ(f.delivered, 10);
+    CHECK(memcmp(f.buf + 4096, want + 4096, 10) == 0);
+    free(f.buf);
+    /* Freeing with jobs in every state (running, queued after a redirect)
+     * must not touch freed memory either: start one and free mid-way. */
+    memset(&f, 0, sizeof(f));
+    struct shoal_hub_fetch_req req = {
+        .type = SHOAL_REPO_MODEL, .repo = "org/m", .rev = commit_m, .path = SHARD1,
+        .spans = sp, .nspans = 4, .on_data = on_data, .on_done = on_done, .user = &f,
+    };
+    f.cap = len;
+    f.buf = calloc(1, len);
+    REQUIRE(f.buf);
+    REQUIRE(shoal_hub_fetch(h, &req) == 0);
+    uv_timer_t guard;
+    uv_timer_init(&loop, &guard);
+    uv_timer_start(&guard, on_guard, 10, 10);
+    for (int i = 0; i < 3000 && f.delivered < 100 && !f.done; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&guard, NULL);
+    CHECK(!f.done);
+    shoal_hub_free(h);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    h = NULL;
+    free(want);
+}
+
+/* A gateway that cuts every answer after one byte: each attempt delivers
+ * a byte, which must not count as progress, so the fetch gives up after
+ * max_attempts requests instead of one request per byte. A server that
+ * cuts after 100 kB every time still gets the whole file, resumed. */
+static void test_cut_every_byte(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct fetched f = {0};
+    struct shoal_hub_stats st;
+    struct shoal_hub_span sp = {0, 3000};
+    size_t len;
+    free(read_disk("models", "org/m", commit_m, SHARD1, &len));
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"cut\",\"after\":1,\"times\":-1,\"match\":\"/cdn/\"}]");
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &sp, 1, &f, len), SHOAL_EHTTP);
+    CHECK(strstr(f.msg, "gave up after 8 attempts"));
+    CHECK(f.delivered < 3000);
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "cdn"), 8);
+    shoal_hub_get_stats(h, &st);
+    CHECK_EQ(st.resumes, 0);
+    free(f.buf);
+    hub_close(h);
+
+    h = hub_open(NULL, NULL, 0);
+    stub_reset();
+    stub_fault("[{\"kind\":\"cut\",\"after\":100000,\"times\":-1,\"match\":\"/cdn/\"}]");
+    whole_file(h, SHARD1, &f, 0);
+    shoal_hub_get_stats(h, &st);
+    CHECK_EQ(st.resumes, (len + 99999) / 100000 - 1);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "total_bytes"), (long long)len);
+    free(f.buf);
+    hub_close(h);
+}
+
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -630,6 +719,8 @@ int main(int argc, char **argv)
     RUN(test_env_and_token_file);
     RUN(test_receiver_abort);
     RUN(test_many_in_flight);
+    RUN(test_abort_after_redirect);
+    RUN(test_cut_every_byte);
 
     hubstub_stop(&stub);
     nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);

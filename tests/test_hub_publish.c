@@ -19,10 +19,12 @@
 
 #include "hub/stub.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *py, *hubdir;
 static char root[256], keyp[300], outp[300];
@@ -239,6 +241,75 @@ static void test_dataset(void)
     free(bytes);
 }
 
+/* `--out` writes a temp file next to the manifest and renames it. A
+ * symlink planted at the old guessable temp name (<out>.tmp.<pid>) was
+ * followed: the manifest overwrote the link's target and the link itself
+ * was renamed into place. */
+static void test_out_ignores_planted_link(void)
+{
+    char err[1024], link[400], victim[400];
+    struct shoal_publish_result res;
+    struct stat st;
+    size_t n;
+    uint8_t *v;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    snprintf(victim, sizeof(victim), "%s/victim.txt", root);
+    snprintf(link, sizeof(link), "%s.tmp.%ld", outp, (long)getpid());
+    FILE *f = fopen(victim, "w");
+    REQUIRE(f);
+    fputs("precious\n", f);
+    fclose(f);
+    unlink(link);
+    REQUIRE(symlink(victim, link) == 0);
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    v = slurp(victim, &n);
+    REQUIRE(v);
+    CHECK(n == 9 && memcmp(v, "precious\n", 9) == 0);
+    free(v);
+    CHECK(lstat(outp, &st) == 0 && S_ISREG(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0644);
+    CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode));
+    check_manifest_matches_disk("org/m", commit_m);
+    unlink(link);
+    unlink(victim);
+}
+
+/* Fault injection for the next test: this definition takes the place of
+ * libc's, and fails for one chosen string only. */
+static const char *strdup_fails_for;
+
+char *strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d;
+
+    if (strdup_fails_for && strcmp(s, strdup_fails_for) == 0) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Out of memory copying the repo name once reported success with no
+ * manifest written. */
+static void test_oom_is_an_error(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    unlink(outp);
+    strdup_fails_for = "org/m@v1";
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), -ENOMEM);
+    strdup_fails_for = NULL;
+    CHECK(err[0] != '\0');
+    CHECK(access(outp, F_OK) != 0);
+}
+
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -278,6 +349,8 @@ int main(int argc, char **argv)
     RUN(test_tampered_byte);
     RUN(test_errors_named);
     RUN(test_dataset);
+    RUN(test_out_ignores_planted_link);
+    RUN(test_oom_is_an_error);
 
     hubstub_stop(&stub);
     nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);

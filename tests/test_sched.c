@@ -352,6 +352,133 @@ static void test_pipeline_depth(void)
     shoal_sched_free(s);
 }
 
+/* With max_inflight, no more requests than that are out at once, however
+ * many peers have room; a finished one frees a slot. */
+static void test_inflight_cap(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.max_inflight = 3;
+    struct shoal_sched *s = mk(64, 0, NULL, &cfg);
+    uint8_t all[8];
+    all_bits(all, 64);
+    for (uint64_t p = 1; p <= 4; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, 8), 0);
+    }
+    struct shoal_sched_action a[64];
+    size_t n = shoal_sched_next(s, 0, a, 64);
+    CHECK_EQ(n, 3);
+    CHECK(!shoal_sched_has_room(s));
+    CHECK_EQ(shoal_sched_next(s, 1, a, 64), 0);
+    CHECK_EQ(shoal_sched_req_done(s, 2, a[0].peer, a[0].chunk, 1 << 20, 2), 0);
+    CHECK(shoal_sched_has_room(s));
+    n = shoal_sched_next(s, 2, a, 64);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(shoal_sched_inflight(s), 3);
+    shoal_sched_free(s);
+}
+
+/* A node with an origin delay leaves the origin alone that long after it
+ * starts, then leases like any other. */
+static void test_origin_delay(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.origin_delay_ms = 1000;
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    struct shoal_sched_action a[8];
+    CHECK_EQ(shoal_sched_next(s, 5000, a, 8), 0);
+    CHECK_EQ(shoal_sched_wakeup(s), 6000);
+    CHECK_EQ(shoal_sched_next(s, 5999, a, 8), 0);
+    size_t n = shoal_sched_next(s, 6000, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    shoal_sched_free(s);
+}
+
+/* An importer fetches its share of the chunks that only cross-zone peers
+ * hold at once, ahead of the cross-zone delay; the rest still wait. */
+static void test_import_share(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 100;
+    cfg.import_mod = 2;
+    cfg.import_rem = 1;
+    cfg.min_depth = cfg.max_depth = 8;
+    cfg.origin_delay_ms = 1000000; /* no leases in the way */
+    struct shoal_sched *s = mk(16, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 10), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 15), 0);
+    for (uint32_t c = 0; c < 8; c++)
+        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    int cross = 0, same = 0;
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(a[i].type, SHOAL_SCHED_REQUEST);
+        if (a[i].peer == 2) {
+            CHECK_EQ(a[i].chunk % 2, 1);
+            cross++;
+        } else {
+            CHECK_EQ(a[i].chunk, 15);
+            same++;
+        }
+    }
+    CHECK_EQ(cross, 4); /* 1, 3, 5, 7 */
+    CHECK_EQ(same, 1);
+    /* Cross-zone picks came first: they are the zone's only source. */
+    CHECK_EQ(a[0].peer, 2);
+    /* The even ones after the delay (plus jitter). */
+    n = shoal_sched_next(s, 50, a, 32);
+    CHECK_EQ(n, 0);
+    n = shoal_sched_next(s, 200, a, 32);
+    CHECK_EQ(n, 4);
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ(a[i].chunk % 2, 0);
+    shoal_sched_free(s);
+
+    cfg.import_rem = 2; /* must be below import_mod */
+    struct shoal_sched_release rel = {.nchunks = 4};
+    CHECK_EQ(shoal_sched_new(&s, &cfg, &rel), -EINVAL);
+}
+
+/* A peer whose only chunks we need hide among many equally rare ones held
+ * by another peer still gets asked for them: the bounded walk falls back
+ * to an exact scan instead of writing the peer off. The slot API reports
+ * whether a HAVE can lead to a request. */
+static void test_scan_and_slot_have(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.min_depth = cfg.max_depth = 2;
+    struct shoal_sched *s = mk(2000, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, true, 1), 0);
+    int s1 = shoal_sched_peer_slot(s, 1), s2 = shoal_sched_peer_slot(s, 2);
+    CHECK(s1 >= 0 && s2 >= 0 && s1 != s2);
+    CHECK_EQ(shoal_sched_peer_slot(s, 9), SHOAL_ENOTFOUND);
+    for (uint32_t c = 0; c < 1000; c++)
+        CHECK(shoal_sched_slot_have(s, (uint32_t)s2, c));
+    CHECK(shoal_sched_slot_have(s, (uint32_t)s1, 1500));
+    CHECK(shoal_sched_slot_have(s, (uint32_t)s1, 1600));
+    CHECK(!shoal_sched_slot_have(s, (uint32_t)s1, 1600)); /* repeat: no news */
+    struct shoal_sched_action a[16];
+    size_t n = shoal_sched_next(s, 0, a, 16);
+    int to1 = 0;
+    for (size_t i = 0; i < n; i++)
+        if (a[i].peer == 1) {
+            CHECK(a[i].chunk == 1500 || a[i].chunk == 1600);
+            to1++;
+        }
+    CHECK_EQ(to1, 2);
+    /* Chunk 1500 is requested now: another HAVE for it cannot lead to a
+     * request. */
+    CHECK(!shoal_sched_slot_have(s, (uint32_t)s2, 1500));
+    shoal_sched_free(s);
+}
+
 static void test_bad_args(void)
 {
     struct shoal_sched *s = NULL;
@@ -383,6 +510,10 @@ int main(void)
     RUN(test_endgame);
     RUN(test_failures);
     RUN(test_pipeline_depth);
+    RUN(test_inflight_cap);
+    RUN(test_origin_delay);
+    RUN(test_import_share);
+    RUN(test_scan_and_slot_have);
     RUN(test_bad_args);
     return t_done();
 }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "t.h"
 
@@ -15,6 +16,7 @@
 #include "frame.h"
 #include "keys.h"
 #include "msg.h"
+#include "nodelog.h"
 #include "session.h"
 
 struct node {
@@ -311,6 +313,56 @@ static void test_transcript_binding(void)
     shoal_session_free(m);
 }
 
+/* A peer's BYE reason is logged as the peer sent it. A newline and an
+ * escape sequence in it once reached the log as they were, so a peer could
+ * forge a whole log line ("... authenticated: node ...") or clear the
+ * operator's terminal. Every log line must stay one line of printable
+ * text. */
+static void test_bye_text_cannot_forge_log_lines(void)
+{
+    const char *t = "bye\n2030-01-01T00:00:00.000Z INFO  peer 10.0.0.9:7000 authenticated: "
+                    "node deadbeef\x1b[2J\r\x7f";
+    struct shoal_msg m = {0}, d;
+    struct shoal_buf b;
+    char path[] = "/tmp/shoal-test-log-XXXXXX";
+    char got[2048];
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    ssize_t n;
+
+    REQUIRE(fd >= 0 && saved >= 0);
+    m.type = SHOAL_MSG_BYE;
+    m.u.bye.text.p = t;
+    m.u.bye.text.len = (uint32_t)strlen(t);
+    shoal_buf_init(&b, 4096);
+    REQUIRE(shoal_msg_encode(&m, &b) == 0);
+    REQUIRE(shoal_msg_decode(&d, b.data + SHOAL_FRAME_HDR_LEN, b.len - SHOAL_FRAME_HDR_LEN) == 0);
+    REQUIRE(d.type == SHOAL_MSG_BYE);
+    REQUIRE(dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+    /* As node/peer.c logs a refusal and a goodbye. */
+    LOG_W("peer %s refused us: %.*s", "10.0.0.5:7000", (int)d.u.bye.text.len, d.u.bye.text.p);
+    LOG_I("peer %s: peer said bye: %.*s", "10.0.0.5:7000", (int)d.u.bye.text.len,
+          d.u.bye.text.p);
+    REQUIRE(dup2(saved, STDERR_FILENO) == STDERR_FILENO);
+    close(saved);
+    n = pread(fd, got, sizeof got - 1, 0);
+    REQUIRE(n > 0);
+    got[n] = '\0';
+    size_t lines = 0, ctl = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)got[i];
+        lines += c == '\n';
+        ctl += (c < 0x20 && c != '\n') || c == 0x7f;
+    }
+    CHECK_EQ(lines, 2);
+    CHECK_EQ(ctl, 0);
+    CHECK(got[n - 1] == '\n');
+    CHECK(strstr(got, "refused us: bye?2030-01-01T00:00:00.000Z INFO  peer 10.0.0.9:7000 "
+                      "authenticated: node deadbeef?[2J??\n") != NULL);
+    close(fd);
+    unlink(path);
+    shoal_buf_free(&b);
+}
+
 int main(void)
 {
     REQUIRE(shoal_crypto_init() == 0);
@@ -325,6 +377,7 @@ int main(void)
     RUN(test_plain_when_both_refuse);
     RUN(test_credentials_refused);
     RUN(test_transcript_binding);
+    RUN(test_bye_text_cannot_forge_log_lines);
     shoal_keyset_free(cluster_keys);
     return t_done();
 }

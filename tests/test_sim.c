@@ -124,6 +124,61 @@ static void test_determinism(void)
     shoal_sim_result_free(d);
 }
 
+/* Fleet roles: only the origin fetchers (the first nodes of each zone)
+ * take anything from the origin, each chunk leaves it once, and every node
+ * still ends with the whole release. */
+static void test_roles(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    shoal_sim_config_default(&c);
+    c.nodes = 48;
+    c.zones = 2;
+    c.release_bytes = 32ull << 20;
+    c.origin_fetchers = 1;
+    c.importers = 2;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 48);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        if (i / c.zones >= c.origin_fetchers)
+            CHECK_EQ(r->node[i].from_origin, 0);
+        CHECK_EQ(r->node[i].from_origin + r->node[i].from_zone + r->node[i].from_cross,
+                 c.release_bytes);
+    }
+    /* Each zone imports what the other fetched, about once: far less
+     * than every node fetching across zones. */
+    CHECK(r->cross_bytes < 8 * c.release_bytes);
+    shoal_sim_result_free(r);
+}
+
+/* Upload slots: with one slot a node serves one peer at a time and answers
+ * the others busy; they get the chunks elsewhere and the bytes add up. */
+static void test_upload_slots(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    shoal_sim_config_default(&c);
+    c.nodes = 30;
+    c.zones = 1;
+    c.release_bytes = 16ull << 20;
+    c.upload_slots = 1;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 30);
+    CHECK(r->busy > 0);
+    uint64_t up = 0, from_origin = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        up += r->node[i].uploaded;
+        from_origin += r->node[i].from_origin;
+    }
+    CHECK_EQ(up + from_origin, 30 * c.release_bytes);
+    shoal_sim_result_free(r);
+    c.upload_slots = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->busy, 0);
+    shoal_sim_result_free(r);
+}
+
 static void test_config(void)
 {
     struct shoal_sim_config c;
@@ -147,6 +202,8 @@ int main(void)
     RUN(test_origin_alone);
     RUN(test_conservation);
     RUN(test_determinism);
+    RUN(test_roles);
+    RUN(test_upload_slots);
     RUN(test_config);
     return t_done();
 }
