@@ -51,6 +51,16 @@ struct shoal_peer {
     struct held *held, *held_tail; /* CHUNK frames waiting, not yet sealed */
     bool read_paused;
     /* --- end ctl --- */
+    /* --- dperf: sealing on workers --- */
+    struct txf *txq, *txq_tail; /* sealed sends in counter order */
+    unsigned works;             /* worker jobs holding this peer */
+    bool shut_after_txq;        /* a flushing close waits for txq */
+    struct rxf *rxq, *rxq_tail; /* received sealed frames, in counter order */
+    size_t rxq_bytes;
+    bool rxq_paused;            /* reading stopped: rxq is full */
+    uint8_t *rx_body;           /* body being dispatched, maybe the decoder's */
+    uint8_t *rx_owned;          /* ... or one of ours (from rxq) */
+    /* --- end dperf --- */
     char name[80];
     char reason[256];
     uint8_t rbuf[READ_BUF];
@@ -59,10 +69,47 @@ struct shoal_peer {
 struct wreq {
     uv_write_t req;
     struct shoal_peer *p;
-    uint8_t *a;        /* header, or the whole frame */
+    uint8_t *a;        /* header, or the whole frame (freed, may start before) */
     uint8_t *payload;  /* plain CHUNK payload, or NULL */
     size_t bytes;
 };
+
+/* --- dperf: sealing on workers ---
+ * A frame of a sealed session between taking its counter and being written.
+ * Frames must reach the wire in counter order, so they wait in p->txq until
+ * every frame before them is sealed too; big ones are sealed on a worker. */
+struct txf {
+    uv_work_t w;
+    struct shoal_peer *p;
+    struct txf *next;
+    uint8_t *base;     /* allocation holding the frame (freed) */
+    uint8_t *frame;    /* header slot, body, SHOAL_SESSION_TAG_LEN spare */
+    size_t body_len;   /* plaintext body bytes */
+    size_t flen;       /* bytes to write once sealed */
+    uint64_t ctr;
+    bool sealed;
+    int rv;
+};
+/* Bodies at least this big are sealed on a worker: below it, the hop costs
+ * more than the AEAD. */
+#define SEAL_ASYNC_MIN 65536u
+
+/* A received frame of a sealed session between taking its counter and
+ * being dispatched: big ones are opened on a worker, and every frame after
+ * one of those waits in p->rxq so messages reach the owner in wire order. */
+struct rxf {
+    uv_work_t w;
+    struct shoal_peer *p;
+    struct rxf *next;
+    uint8_t *buf;      /* the body (owned) */
+    size_t len, plain;
+    uint64_t ctr;
+    bool opened;
+    int rv;
+};
+/* Reading pauses while rxq holds more than this. */
+#define RXQ_MAX_BYTES (64u << 20)
+/* --- end dperf --- */
 
 /* --- ctl: rate limits --- */
 /* A CHUNK over the upload budget: sealed only when it is sent, so the
@@ -123,12 +170,10 @@ int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss)
     return -EINVAL;
 }
 
-static void handle_closed(uv_handle_t *h)
+/* Last step of a close: once the handles are closed and no worker job holds
+ * the peer (--- dperf ---). */
+static void peer_free(struct shoal_peer *p)
 {
-    struct shoal_peer *p = h->data;
-
-    if (--p->open_handles > 0)
-        return;
     if (p->cb->on_close)
         p->cb->on_close(p, p->reason, p->user);
     shoal_session_free(p->sess);
@@ -140,7 +185,28 @@ static void handle_closed(uv_handle_t *h)
         free(p->held);
         p->held = next;
     }
+    while (p->txq) { /* --- dperf --- */
+        struct txf *next = p->txq->next;
+        free(p->txq->base);
+        free(p->txq);
+        p->txq = next;
+    }
+    while (p->rxq) { /* --- dperf --- */
+        struct rxf *next = p->rxq->next;
+        free(p->rxq->buf);
+        free(p->rxq);
+        p->rxq = next;
+    }
     free(p);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct shoal_peer *p = h->data;
+
+    if (--p->open_handles > 0 || p->works > 0)
+        return;
+    peer_free(p);
 }
 
 static void close_now(struct shoal_peer *p)
@@ -178,6 +244,12 @@ void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush)
     }
     uv_read_stop((uv_stream_t *)&p->tcp);
     p->shut_req.data = p;
+    if (flush && p->txq) { /* --- dperf --- */
+        /* Frames still being sealed go out first; txq_flush shuts down. */
+        p->shut_after_txq = true;
+        uv_timer_start(&p->timer, grace_expired, CLOSE_GRACE_MS, 0);
+        return;
+    }
     if (flush && p->queued > 0 &&
         uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) == 0) {
         /* A peer that stops reading must not hold us open forever. */
@@ -210,28 +282,29 @@ static void write_done(uv_write_t *req, int status)
     }
 }
 
-/* Queues |a| (and |payload| when not NULL) for writing; takes both. */
-static int queue_write(struct shoal_peer *p, uint8_t *a, size_t alen, uint8_t *payload,
-                       size_t plen)
+/* Queues |alen| bytes at |a| (and |payload| when not NULL) for writing;
+ * takes |base|, the allocation holding |a|, and |payload|. */
+static int queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t alen,
+                      uint8_t *payload, size_t plen)
 {
     struct wreq *w = calloc(1, sizeof *w);
     uv_buf_t bufs[2];
     int rv;
 
     if (!w) {
-        free(a);
+        free(base);
         free(payload);
         return -ENOMEM;
     }
     w->p = p;
-    w->a = a;
+    w->a = base;
     w->payload = payload;
     w->bytes = alen + plen;
     bufs[0] = uv_buf_init((char *)a, (unsigned)alen);
     bufs[1] = uv_buf_init((char *)payload, (unsigned)plen);
     rv = uv_write(&w->req, (uv_stream_t *)&p->tcp, bufs, payload ? 2 : 1, write_done);
     if (rv < 0) {
-        free(a);
+        free(base);
         free(payload);
         free(w);
         return rv;
@@ -241,6 +314,104 @@ static int queue_write(struct shoal_peer *p, uint8_t *a, size_t alen, uint8_t *p
         p->drain_wanted = true;
     return 0;
 }
+
+/* Queues |a| (and |payload| when not NULL) for writing; takes both. */
+static int queue_write(struct shoal_peer *p, uint8_t *a, size_t alen, uint8_t *payload,
+                       size_t plen)
+{
+    return queue_bufs(p, a, a, alen, payload, plen);
+}
+
+/* --- dperf: sealing on workers --- */
+static void close_now(struct shoal_peer *p);
+
+/* Writes the sealed frames at the head of txq, in counter order. A frame
+ * that could not be sealed or written breaks the counter sequence, so the
+ * connection closes. */
+static void txq_flush(struct shoal_peer *p)
+{
+    while (p->txq && p->txq->sealed) {
+        struct txf *t = p->txq;
+        int rv = t->rv;
+
+        p->txq = t->next;
+        if (!p->txq)
+            p->txq_tail = NULL;
+        p->queued -= t->body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN;
+        if (rv == 0 && (!p->closing || p->shut_after_txq))
+            rv = queue_bufs(p, t->base, t->frame, t->flen, NULL, 0);
+        else
+            free(t->base);
+        free(t);
+        if (rv != 0 && !p->closing)
+            shoal_peer_close(p, "cannot seal or queue a frame", false);
+    }
+    if (!p->txq && p->shut_after_txq) {
+        p->shut_after_txq = false;
+        if (uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) != 0)
+            close_now(p);
+    }
+}
+
+static void seal_work(uv_work_t *w)
+{
+    struct txf *t = w->data;
+    t->rv = shoal_session_seal_at(t->p->sess, t->ctr, t->frame, t->body_len, &t->flen);
+}
+
+static void seal_done(uv_work_t *w, int status)
+{
+    struct txf *t = w->data;
+    struct shoal_peer *p = t->p;
+
+    if (status != 0)
+        t->rv = status;
+    t->sealed = true;
+    if (--p->works == 0 && p->open_handles == 0) {
+        peer_free(p);
+        return;
+    }
+    txq_flush(p);
+}
+
+/*
+ * Seals and queues the frame at |frame| (header slot, |body_len| body bytes,
+ * SHOAL_SESSION_TAG_LEN spare) inside |base| (taken) with the session's next
+ * counter; big bodies are sealed on a worker. Only while sealing.
+ */
+static int txq_push(struct shoal_peer *p, uint8_t *base, uint8_t *frame, size_t body_len)
+{
+    struct txf *t = calloc(1, sizeof *t);
+
+    if (!t) {
+        free(base);
+        return -ENOMEM;
+    }
+    t->p = p;
+    t->w.data = t;
+    t->base = base;
+    t->frame = frame;
+    t->body_len = body_len;
+    t->ctr = shoal_session_seal_reserve(p->sess);
+    if (p->txq_tail)
+        p->txq_tail->next = t;
+    else
+        p->txq = t;
+    p->txq_tail = t;
+    p->queued += body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN;
+    if (p->queued > p->max_queue / 2)
+        p->drain_wanted = true;
+    if (body_len >= SEAL_ASYNC_MIN &&
+        uv_queue_work(p->ctx->loop, &t->w, seal_work, seal_done) == 0) {
+        p->works++;
+        return 0;
+    }
+    seal_work(&t->w);
+    t->sealed = true;
+    txq_flush(p);
+    return 0;
+}
+/* --- end dperf --- */
 
 /* Queues the whole contents of |b| (taken over; |b| is left empty). */
 static int queue_buf(struct shoal_peer *p, struct shoal_buf *b)
@@ -263,6 +434,13 @@ static int send_raw(struct shoal_peer *p, const struct shoal_msg *m, size_t max_
         rv = SHOAL_ETOOBIG;
     if (rv == 0)
         rv = shoal_buf_reserve(&b, SHOAL_SESSION_TAG_LEN);
+    /* --- dperf --- sealed frames go through txq, behind those sealing */
+    if (rv == 0 && shoal_session_send_overhead(p->sess) > 0) {
+        size_t body = b.len - SHOAL_FRAME_HDR_LEN;
+        uint8_t *data = shoal_buf_steal(&b, NULL);
+        return txq_push(p, data, data, body);
+    }
+    /* --- end dperf --- */
     if (rv == 0)
         rv = shoal_session_seal(p->sess, b.data, b.len - SHOAL_FRAME_HDR_LEN, &flen);
     if (rv != 0) {
@@ -290,14 +468,21 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
 }
 
 /* Seals (when the session is sealed) and queues CHUNK header |hdr| and
- * |payload|; takes both. */
+ * |payload|; takes both. --- dperf --- |hdr| NULL: |payload| is a buffer of
+ * shoal_peer_send_chunk_buf() whose headroom already holds the |hlen|
+ * header bytes. */
 static int emit_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
                       size_t plen)
 {
     uint8_t *frame = NULL;
-    size_t flen;
     int rv;
 
+    if (!hdr) {
+        frame = payload + SHOAL_PEER_CHUNK_HEADROOM - hlen;
+        if (shoal_session_send_overhead(p->sess) == 0)
+            return queue_bufs(p, payload, frame, hlen + plen, NULL, 0);
+        return txq_push(p, payload, frame, hlen - SHOAL_FRAME_HDR_LEN + plen);
+    }
     if (shoal_session_send_overhead(p->sess) == 0) {
         /* Plain: header and payload go out as two buffers, no copy. */
         return queue_write(p, hdr, hlen, payload, plen);
@@ -310,12 +495,9 @@ static int emit_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *
     }
     memcpy(frame, hdr, hlen);
     memcpy(frame + hlen, payload, plen);
-    rv = shoal_session_seal(p->sess, frame, hlen - SHOAL_FRAME_HDR_LEN + plen, &flen);
-    if (rv != 0)
-        goto fail;
     free(hdr);
     free(payload);
-    return queue_write(p, frame, flen, NULL, 0);
+    return txq_push(p, frame, frame, hlen - SHOAL_FRAME_HDR_LEN + plen);
 fail:
     free(frame);
     free(hdr);
@@ -365,7 +547,8 @@ static void on_pace(uv_timer_t *t)
     }
     if (p->read_paused && !p->closing && shoal_rate_pair_wait(&p->down, now) == 0) {
         p->read_paused = false;
-        if (uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
+        if (!p->rxq_paused && /* --- dperf --- */
+            uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
             shoal_peer_close(p, "cannot resume reading", false);
     }
     arm_pace(p);
@@ -434,6 +617,49 @@ fail:
     shoal_buf_free(&b);
     return rv;
 }
+
+/* --- dperf --- */
+int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk *c,
+                              uint8_t *buf)
+{
+    struct shoal_buf b;
+    size_t plen = c->payload.len, hlen;
+    uint64_t now;
+    int rv;
+
+    shoal_buf_init(&b, SHOAL_PEER_CHUNK_HEADROOM);
+    if (p->closing || p->st != ST_READY) {
+        rv = -EPIPE;
+        goto fail;
+    }
+    if (p->queued > p->max_queue) {
+        rv = SHOAL_EBUSY;
+        goto fail;
+    }
+    rv = shoal_msg_encode_chunk_header(c, &b);
+    if (rv == SHOAL_ELIMIT) /* cannot happen with a valid |c| */
+        rv = -EINVAL;
+    if (rv != 0)
+        goto fail;
+    hlen = b.len;
+    if (hlen - SHOAL_FRAME_HDR_LEN + plen > peer_max_body(p)) {
+        rv = SHOAL_ETOOBIG;
+        goto fail;
+    }
+    /* The header goes right before the payload: one buffer, no copy. */
+    memcpy(buf + SHOAL_PEER_CHUNK_HEADROOM - hlen, b.data, hlen);
+    shoal_buf_free(&b);
+    now = uv_now(p->ctx->loop);
+    if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
+        return hold_chunk(p, NULL, hlen, buf, plen);
+    shoal_rate_pair_take(&p->up, now, hlen + plen);
+    return emit_chunk(p, NULL, hlen, buf, plen);
+fail:
+    free(buf);
+    shoal_buf_free(&b);
+    return rv;
+}
+/* --- end dperf --- */
 
 void shoal_peer_bye(struct shoal_peer *p, const char *reason)
 {
@@ -546,6 +772,9 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
     }
     shoal_frame_dec_set_max(&p->dec, p->ctx->local.max_frame ? p->ctx->local.max_frame
                                                              : SHOAL_FRAME_MAX_AUTH);
+    /* --- dperf --- an authenticated peer's chunk frames get their whole
+     * buffer at once: one allocation, which the owner may then take. */
+    shoal_frame_dec_set_prealloc(&p->dec, SHOAL_FRAME_MAX_AUTH);
     uv_timer_stop(&p->timer);
     p->st = ST_READY;
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
@@ -556,19 +785,13 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
         p->cb->on_ready(p, p->user);
 }
 
-static void on_ready_frame(struct shoal_peer *p, uint8_t *body, size_t len)
+/* Decodes an opened body and hands the message on. */
+static void dispatch(struct shoal_peer *p, uint8_t *body, size_t plain)
 {
     struct shoal_msg m;
-    size_t plain;
     char why[160];
     int rv;
 
-    rv = shoal_session_open(p->sess, body, len, &plain);
-    if (rv != 0) {
-        LOG_W("peer %s: frame fails authentication, closing", p->name);
-        shoal_peer_close(p, "sealed frame does not verify", false);
-        return;
-    }
     rv = shoal_msg_decode(&m, body, plain);
     if (rv != 0) {
         snprintf(why, sizeof why, "malformed message: %s", shoal_strerror(rv));
@@ -597,6 +820,132 @@ static void on_ready_frame(struct shoal_peer *p, uint8_t *body, size_t len)
         break;
     }
 }
+
+/* --- dperf: opening on workers --- */
+static void frame_unverified(struct shoal_peer *p)
+{
+    LOG_W("peer %s: frame fails authentication, closing", p->name);
+    shoal_peer_close(p, "sealed frame does not verify", false);
+}
+
+/* Dispatches the opened frames at the head of rxq, in wire order. */
+static void rxq_flush(struct shoal_peer *p)
+{
+    while (p->rxq && p->rxq->opened && !p->closing) {
+        struct rxf *r = p->rxq;
+
+        p->rxq = r->next;
+        if (!p->rxq)
+            p->rxq_tail = NULL;
+        p->rxq_bytes -= r->len;
+        if (r->rv != 0) {
+            frame_unverified(p);
+        } else {
+            p->rx_owned = r->buf;
+            dispatch(p, r->buf, r->plain);
+            r->buf = p->rx_owned; /* NULL when the owner took it */
+            p->rx_owned = NULL;
+        }
+        free(r->buf);
+        free(r);
+    }
+    if (p->rxq_paused && p->rxq_bytes <= RXQ_MAX_BYTES / 2 && !p->closing) {
+        p->rxq_paused = false;
+        if (!p->read_paused &&
+            uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
+            shoal_peer_close(p, "cannot resume reading", false);
+    }
+}
+
+static void open_work(uv_work_t *w)
+{
+    struct rxf *r = w->data;
+    r->rv = shoal_session_open_at(r->p->sess, r->ctr, r->buf, r->len, &r->plain);
+}
+
+static void open_done(uv_work_t *w, int status)
+{
+    struct rxf *r = w->data;
+    struct shoal_peer *p = r->p;
+
+    if (status != 0)
+        r->rv = status;
+    r->opened = true;
+    if (--p->works == 0 && p->open_handles == 0) {
+        peer_free(p);
+        return;
+    }
+    rxq_flush(p);
+}
+
+/* Queues sealed body |body|/|len| (the decoder's buffer is taken, else it is
+ * copied) with the next receive counter. */
+static void rxq_push(struct shoal_peer *p, uint8_t *body, size_t len)
+{
+    struct rxf *r = calloc(1, sizeof *r);
+    uint8_t *buf = r ? shoal_frame_dec_body_take(&p->dec, body) : NULL;
+
+    if (r && !buf && (buf = malloc(len)) != NULL)
+        memcpy(buf, body, len);
+    if (!r || !buf) {
+        free(r);
+        shoal_peer_close(p, "out of memory", false);
+        return;
+    }
+    r->p = p;
+    r->w.data = r;
+    r->buf = buf;
+    r->len = len;
+    r->ctr = shoal_session_open_reserve(p->sess);
+    if (p->rxq_tail)
+        p->rxq_tail->next = r;
+    else
+        p->rxq = r;
+    p->rxq_tail = r;
+    p->rxq_bytes += len;
+    if (len >= SEAL_ASYNC_MIN &&
+        uv_queue_work(p->ctx->loop, &r->w, open_work, open_done) == 0) {
+        p->works++;
+    } else {
+        open_work(&r->w);
+        r->opened = true;
+        rxq_flush(p);
+    }
+    if (p->rxq_bytes > RXQ_MAX_BYTES && !p->rxq_paused && !p->closing) {
+        uv_read_stop((uv_stream_t *)&p->tcp);
+        p->rxq_paused = true;
+    }
+}
+
+static void on_ready_frame(struct shoal_peer *p, uint8_t *body, size_t len)
+{
+    size_t plain;
+
+    if (shoal_session_encrypted(p->sess) && (p->rxq || len >= SEAL_ASYNC_MIN)) {
+        rxq_push(p, body, len);
+        return;
+    }
+    if (shoal_session_open(p->sess, body, len, &plain) != 0) {
+        frame_unverified(p);
+        return;
+    }
+    p->rx_body = body;
+    dispatch(p, body, plain);
+    p->rx_body = NULL;
+}
+
+uint8_t *shoal_peer_take_body(struct shoal_peer *p)
+{
+    uint8_t *b = p->rx_owned;
+
+    if (b)
+        p->rx_owned = NULL;
+    else if (p->rx_body)
+        b = shoal_frame_dec_body_take(&p->dec, p->rx_body);
+    p->rx_body = NULL;
+    return b;
+}
+/* --- end dperf --- */
 
 static int on_frame(void *user, const uint8_t *cbody, size_t len)
 {

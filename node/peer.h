@@ -100,6 +100,31 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m);
 int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
                           uint8_t *payload);
 
+/* --- dperf --- */
+/* Room a shoal_peer_send_chunk_buf() buffer keeps before the payload (for
+ * the frame and CHUNK header) and after it (for the AEAD tag). */
+#define SHOAL_PEER_CHUNK_HEADROOM 128u
+#define SHOAL_PEER_CHUNK_TAILROOM SHOAL_SESSION_TAG_LEN
+/*
+ * Like shoal_peer_send_chunk(), without copying the payload for sealing:
+ * |buf| (malloc'd, taken over and freed like |payload| there, also on error)
+ * holds SHOAL_PEER_CHUNK_HEADROOM spare bytes, then the |c->payload.len|
+ * payload bytes, then SHOAL_PEER_CHUNK_TAILROOM spare bytes. The header is
+ * written into the headroom and a sealed session seals the frame in place,
+ * on a worker thread when it is big (frames still leave in order). Same
+ * returns as shoal_peer_send().
+ */
+int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk *c,
+                              uint8_t *buf);
+/*
+ * Only from inside on_msg: takes the malloc'd buffer that holds the current
+ * message (the views in the shoal_msg point into it), so the owner can keep
+ * a CHUNK payload without copying it; free it with free(). Returns NULL when
+ * the message lies in storage the peer cannot give away (copy it then).
+ */
+uint8_t *shoal_peer_take_body(struct shoal_peer *p);
+/* --- end dperf --- */
+
 /* Bytes queued for writing. */
 size_t shoal_peer_queued(const struct shoal_peer *p);
 /* True after on_ready and before closing. */

@@ -102,6 +102,9 @@ struct shoal_sched {
     uint32_t nhave;
 
     struct peer *peers;
+    uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
+                             HAVE finds its bit without loading the peer */
+    size_t pbstride;
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
     uint32_t npeers;
     uint32_t nsame;
@@ -509,9 +512,7 @@ void shoal_sched_free(struct shoal_sched *s)
 {
     if (s == NULL)
         return;
-    if (s->peers)
-        for (uint32_t i = 0; i < s->cfg.max_peers; i++)
-            free(s->peers[i].bits);
+    free(s->pbits);
     free(s->file_first);
     free(s->flags);
     free(s->listed);
@@ -586,12 +587,16 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
     s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
     s->peers = calloc(c.max_peers, sizeof(struct peer));
+    /* Whole 64-bit words per peer, so pick_scan can read them. */
+    s->pbstride = (n + 63) / 64 * 8;
+    s->pbits = calloc(c.max_peers, s->pbstride);
     s->reqcap = c.max_peers * c.max_depth;
     s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
     s->reqs = malloc(s->reqcap * sizeof(struct req));
     s->leases = calloc(c.max_leases, sizeof(struct lease));
     if ((rel->nfiles && s->file_first == NULL) || !s->flags || !s->listed || !s->cnt || !s->cnt_same ||
-        !s->tier || !s->nxt || !s->prv || !s->heads || !s->nonempty || !s->peers || !s->reqs || !s->leases)
+        !s->tier || !s->nxt || !s->prv || !s->heads || !s->nonempty || !s->peers || !s->pbits ||
+        !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
         memcpy(s->file_first, rel->file_first, rel->nfiles * sizeof(uint32_t));
@@ -627,12 +632,7 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     uint32_t i = 0;
     while (s->peers[i].used)
         i++;
-    /* Whole 64-bit words, so pick_scan can read them. */
-    uint8_t *bits = calloc((s->nchunks + 63) / 64, 8);
-    if (bits == NULL) {
-        rv = -ENOMEM;
-        goto out;
-    }
+    uint8_t *bits = s->pbits + (size_t)i * s->pbstride; /* zeroed at new or remove */
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
@@ -664,7 +664,7 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     if (p->same_zone)
         s->nsame--;
     hslot_del(s, peer);
-    free(p->bits);
+    memset(p->bits, 0, s->pbstride);
     memset(p, 0, sizeof(*p));
     peer_mark(s, (uint32_t)i);
     s->npeers--;
@@ -732,10 +732,9 @@ int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer)
 
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
-    struct peer *p = &s->peers[slot];
-    if (bit_get(p->bits, chunk))
+    if (bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
         return false;
-    peer_have_one(s, p, chunk);
+    peer_have_one(s, &s->peers[slot], chunk);
     return (s->flags[chunk] & F_LISTED) && s->nreq < s->cap;
 }
 
@@ -970,11 +969,12 @@ static uint32_t pick_scan(struct shoal_sched *s, const struct peer *p)
 
 /*
  * The rarest listed chunk that same-zone peer |p| holds, best tier first.
- * A walk that examines WALK_MAX chunks of a bucket without a match gives up
- * on that bucket for this pick and moves its head past them, so the next
- * pick continues where this one stopped: the cost per pick stays bounded
- * when a peer lacks most of the rare chunks. *|exhausted| tells whether
- * every bucket was searched completely (then nothing is there for |p|).
+ * The peer's last few announced chunks are tried first. A walk that
+ * examines WALK_MAX chunks of a bucket without a match gives up on that
+ * bucket for this pick and moves its head past them, so the next pick
+ * continues where this one stopped; a walk out of budget ends in an exact
+ * scan (pick_scan). *|exhausted| is true on return unless the search was
+ * cut short; NIL then means nothing is there for |p|.
  */
 static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exhausted)
 {

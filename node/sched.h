@@ -14,21 +14,30 @@
  *     a third tier, unwanted files come last);
  *   - within a tier, rarest first among our peers, ties broken at random
  *     (each availability bucket is a list into which chunks are inserted at
- *     the head or the tail by a coin flip, so the pick is O(1) amortized);
+ *     the head or the tail by a coin flip). A pick first tries the last few
+ *     chunks the peer announced (fresh chunks are the rare ones, and peers
+ *     of one holder then pick different ones), then walks the buckets a
+ *     bounded number of steps, then scans the peer's bitfield against our
+ *     missing set, so a peer holding something we need is never skipped;
  *   - same-zone peers first: a chunk that only cross-zone peers hold becomes
  *     fetchable from them after cross_zone_delay_ms (with jitter), unless a
  *     same-zone peer got it in the meantime, so a zone usually imports each
- *     chunk once;
+ *     chunk once; a node given an import share (import_mod, import_rem)
+ *     fetches its share at once, before its same-zone picks, so a few
+ *     importers per zone bring each chunk in and the delay is a fallback;
  *   - each peer gets as many requests in flight as fill its
  *     bandwidth-delay product (measured throughput x RTT / average chunk
- *     size, plus one, at least min_depth);
+ *     size, plus one, at least min_depth), all peers together at most
+ *     max_inflight when set;
  *   - endgame: once every missing chunk is requested, idle peers duplicate
  *     outstanding requests (at most endgame_dups copies); the first copy
  *     that arrives cancels the others;
  *   - the origin is the last resort: while some missing chunk has no
  *     holder among our peers, ask the tracker for a lease of up to
  *     lease_chunks chunks starting near that chunk, and fetch the leased
- *     span (adjacent missing chunks merged into one range) from the origin.
+ *     span (adjacent missing chunks merged into one range) from the origin;
+ *     with origin_delay_ms, not before that long after the first
+ *     shoal_sched_next call (a fleet leaves the origin to a few fetchers).
  *
  * Memory per instance is about 12 bytes per chunk plus one bitfield per
  * peer (nchunks / 8 bytes): no per-chunk per-peer structures. A HAVE is
@@ -121,7 +130,8 @@ struct shoal_sched;
  * |*out| (written only on success). We hold no chunk yet.
  * Returns 0; -EINVAL (nchunks 0 or above SHOAL_SCHED_CHUNKS_MAX, bad file
  * table, max_peers 0 or above SHOAL_SCHED_PEERS_MAX, min_depth 0 or above
- * max_depth, max_depth above SHOAL_SCHED_DEPTH_MAX); -ENOMEM.
+ * max_depth, max_depth above SHOAL_SCHED_DEPTH_MAX, import_rem not below
+ * a non-zero import_mod); -ENOMEM.
  */
 int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *cfg,
                     const struct shoal_sched_release *rel);

@@ -343,39 +343,81 @@ static void make_nonce(uint8_t *nonce, size_t n, uint64_t ctr)
         nonce[i] = (uint8_t)(ctr >> (8 * i));
 }
 
-int shoal_session_seal(struct shoal_session *s, uint8_t *frame, size_t body_len,
-                       size_t *frame_len)
+/* Seals |body_len| bytes after the header slot at |frame| with counter
+ * |ctr| and writes the header; reads only the keys (any thread). */
+static int seal_with(const struct shoal_session *s, uint64_t ctr, uint8_t *frame,
+                     size_t body_len, size_t *frame_len)
 {
     uint8_t nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
-    size_t sealed = body_len;
+    uint8_t *p = frame + SHOAL_FRAME_HDR_LEN;
+    size_t sealed = body_len + SHOAL_SESSION_TAG_LEN;
     int rv;
 
-    if (s->cipher != CIPHER_NONE && s->auth_sent) {
-        uint8_t *p = frame + SHOAL_FRAME_HDR_LEN;
-        sealed = body_len + SHOAL_SESSION_TAG_LEN;
-        if (s->cipher == CIPHER_AESGCM) {
-            make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, s->tx_ctr);
-            crypto_aead_aes256gcm_encrypt_detached_afternm(p, p + body_len, NULL, p, body_len,
-                                                           NULL, 0, NULL, nonce, &s->tx_gcm);
-        } else {
-            make_nonce(nonce, sizeof nonce, s->tx_ctr);
-            crypto_aead_xchacha20poly1305_ietf_encrypt_detached(p, p + body_len, NULL, p,
-                                                                body_len, NULL, 0, NULL,
-                                                                nonce, s->tx_key);
-        }
-        s->tx_ctr++;
-    }
+    /* Checked first: nothing is encrypted for a frame that cannot be sent. */
     rv = shoal_frame_header(frame, sealed);
-    if (rv == 0)
-        *frame_len = sealed + SHOAL_FRAME_HDR_LEN;
+    if (rv != 0)
+        goto out;
+    if (s->cipher == CIPHER_AESGCM) {
+        make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, ctr);
+        crypto_aead_aes256gcm_encrypt_detached_afternm(p, p + body_len, NULL, p, body_len,
+                                                       NULL, 0, NULL, nonce, &s->tx_gcm);
+    } else {
+        make_nonce(nonce, sizeof nonce, ctr);
+        crypto_aead_xchacha20poly1305_ietf_encrypt_detached(p, p + body_len, NULL, p,
+                                                            body_len, NULL, 0, NULL, nonce,
+                                                            s->tx_key);
+    }
+    *frame_len = sealed + SHOAL_FRAME_HDR_LEN;
+out:
     return rv;
 }
 
-int shoal_session_open(struct shoal_session *s, uint8_t *body, size_t len, size_t *plain_len)
+int shoal_session_seal(struct shoal_session *s, uint8_t *frame, size_t body_len,
+                       size_t *frame_len)
+{
+    int rv;
+
+    if (s->cipher == CIPHER_NONE || !s->auth_sent) {
+        rv = shoal_frame_header(frame, body_len);
+        if (rv == 0)
+            *frame_len = body_len + SHOAL_FRAME_HDR_LEN;
+        return rv;
+    }
+    rv = seal_with(s, s->tx_ctr, frame, body_len, frame_len);
+    if (rv == 0)
+        s->tx_ctr++;
+    return rv;
+}
+
+/* Opens |body|/|len| in place with counter |ctr| (any thread). */
+static int open_with(const struct shoal_session *s, uint64_t ctr, uint8_t *body, size_t len,
+                     size_t *plain_len)
 {
     uint8_t nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
     size_t n;
     int rc;
+
+    if (len < SHOAL_SESSION_TAG_LEN)
+        return SHOAL_EBADMSG;
+    n = len - SHOAL_SESSION_TAG_LEN;
+    if (s->cipher == CIPHER_AESGCM) {
+        make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, ctr);
+        rc = crypto_aead_aes256gcm_decrypt_detached_afternm(body, NULL, body, n, body + n,
+                                                            NULL, 0, nonce, &s->rx_gcm);
+    } else {
+        make_nonce(nonce, sizeof nonce, ctr);
+        rc = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(body, NULL, body, n, body + n,
+                                                                 NULL, 0, nonce, s->rx_key);
+    }
+    if (rc != 0)
+        return SHOAL_EBADMSG;
+    *plain_len = n;
+    return 0;
+}
+
+int shoal_session_open(struct shoal_session *s, uint8_t *body, size_t len, size_t *plain_len)
+{
+    int rv;
 
     if (!s->auth_got)
         return -EINVAL;
@@ -383,21 +425,36 @@ int shoal_session_open(struct shoal_session *s, uint8_t *body, size_t len, size_
         *plain_len = len;
         return 0;
     }
-    if (len < SHOAL_SESSION_TAG_LEN)
-        return SHOAL_EBADMSG;
-    n = len - SHOAL_SESSION_TAG_LEN;
-    if (s->cipher == CIPHER_AESGCM) {
-        make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, s->rx_ctr);
-        rc = crypto_aead_aes256gcm_decrypt_detached_afternm(body, NULL, body, n, body + n,
-                                                            NULL, 0, nonce, &s->rx_gcm);
-    } else {
-        make_nonce(nonce, sizeof nonce, s->rx_ctr);
-        rc = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(body, NULL, body, n, body + n,
-                                                                 NULL, 0, nonce, s->rx_key);
-    }
-    if (rc != 0)
-        return SHOAL_EBADMSG;
-    s->rx_ctr++;
-    *plain_len = n;
-    return 0;
+    rv = open_with(s, s->rx_ctr, body, len, plain_len);
+    if (rv == 0)
+        s->rx_ctr++;
+    return rv;
 }
+
+/* --- dperf: sealing off the loop thread --- */
+uint64_t shoal_session_seal_reserve(struct shoal_session *s)
+{
+    return s->tx_ctr++;
+}
+
+int shoal_session_seal_at(const struct shoal_session *s, uint64_t ctr, uint8_t *frame,
+                          size_t body_len, size_t *frame_len)
+{
+    if (s->cipher == CIPHER_NONE || !s->auth_sent)
+        return -EINVAL;
+    return seal_with(s, ctr, frame, body_len, frame_len);
+}
+
+uint64_t shoal_session_open_reserve(struct shoal_session *s)
+{
+    return s->rx_ctr++;
+}
+
+int shoal_session_open_at(const struct shoal_session *s, uint64_t ctr, uint8_t *body,
+                          size_t len, size_t *plain_len)
+{
+    if (!s->auth_got || s->cipher == CIPHER_NONE)
+        return -EINVAL;
+    return open_with(s, ctr, body, len, plain_len);
+}
+/* --- end dperf --- */

@@ -27,7 +27,8 @@
  * replayed or dropped without the next open failing. A sealed body is the
  * ciphertext followed by a 16-byte tag; the frame header counts both.
  *
- * Not thread-safe: one connection, one thread.
+ * Not thread-safe: one connection, one thread, except for the _at calls
+ * below, which worker threads may run while the loop thread goes on.
  */
 #ifndef SHOAL_SESSION_H
 #define SHOAL_SESSION_H
@@ -134,5 +135,34 @@ int shoal_session_seal(struct shoal_session *s, uint8_t *frame, size_t body_len,
  */
 int shoal_session_open(struct shoal_session *s, uint8_t *body, size_t len,
                        size_t *plain_len);
+
+/* --- dperf: sealing off the loop thread ---
+ * Split forms of seal and open for a connection that seals or opens big
+ * frames on worker threads: the loop thread takes the next counter in wire
+ * order with a reserve call (cheap), and any thread then seals or opens with
+ * that counter. The _at calls read only the keys, which do not change after
+ * the handshake, so several may run at once, alongside the loop's own seal,
+ * open and reserve calls; the session must outlive them. Counters from
+ * shoal_session_seal_reserve() and shoal_session_seal() are one sequence:
+ * the frames must reach the wire in counter order, whichever thread sealed
+ * them. On the receiving side, every frame after the handshake takes one
+ * counter in arrival order, so a frame opened late still verifies, while a
+ * replayed, reordered or dropped frame does not. */
+
+/* The counter for the next frame we send (and advances it). Only while
+ * sealing (shoal_session_send_overhead() > 0). */
+uint64_t shoal_session_seal_reserve(struct shoal_session *s);
+/* shoal_session_seal() with counter |ctr| from shoal_session_seal_reserve().
+ * Returns 0, SHOAL_ETOOBIG, or -EINVAL when not sealing. */
+int shoal_session_seal_at(const struct shoal_session *s, uint64_t ctr, uint8_t *frame,
+                          size_t body_len, size_t *frame_len);
+/* The counter of the next frame received from the authenticated peer (and
+ * advances it). Only when shoal_session_encrypted() after the handshake. */
+uint64_t shoal_session_open_reserve(struct shoal_session *s);
+/* shoal_session_open() with counter |ctr| from shoal_session_open_reserve().
+ * Returns 0, SHOAL_EBADMSG or -EINVAL (not authenticated, or not sealed). */
+int shoal_session_open_at(const struct shoal_session *s, uint64_t ctr, uint8_t *body,
+                          size_t len, size_t *plain_len);
+/* --- end dperf --- */
 
 #endif

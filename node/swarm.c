@@ -23,6 +23,8 @@
 
 #define TICK_MS 100u
 #define MAX_INFLIGHT SHOAL_SCHED_DEPTH_MAX
+/* --- dperf --- requests in flight per peer, at least (see swarm_new) */
+#define SWARM_MIN_DEPTH 6u
 #define MAX_SWARM_PEERS SHOAL_SCHED_PEERS_MAX
 
 struct req {
@@ -49,6 +51,7 @@ struct verify_job {
     uint64_t peer_id;
     uint32_t chunk;
     uint8_t *data;
+    uint8_t *base;          /* --- dperf --- allocation holding |data| (freed) */
     uint32_t len;
     uint64_t sent_ms;
     int rv;
@@ -90,6 +93,7 @@ struct shoal_swarm {
     uv_timer_t tick;
     bool started, stopped, complete;
     unsigned pending;          /* worker jobs outstanding */
+    bool dedup_running;        /* copying shared chunks from the cache */
     struct speer *peers[MAX_SWARM_PEERS];
     uint32_t npeers;
     struct serve_job *serving;
@@ -214,6 +218,12 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     }
     shoal_sched_config_default(&sc);
     sc.seed = cfg->seed;
+    /* --- dperf --- the depth from the bandwidth-delay product counts only
+     * the network's round trip; each request also waits for the seed's read
+     * and our verify on worker threads (a few ms per MiB), which a fast link
+     * never hides with two requests in flight. */
+    sc.min_depth = SWARM_MIN_DEPTH;
+    /* --- end dperf --- */
     /* --- tracker --- */
     if (cfg->lease_chunks)
         sc.lease_chunks = cfg->lease_chunks;
@@ -468,8 +478,8 @@ static void verify_work(uv_work_t *w)
         /* |len| is the manifest's, never the wire's: at most the chunk max. */
         uint8_t *raw = malloc(j->len ? j->len : 1);
         int rv = raw ? shoal_codec_decompress(j->codec, j->data, j->plen, raw, j->len) : -ENOMEM;
-        free(j->data);
-        j->data = raw;
+        free(j->base);
+        j->base = j->data = raw;
         if (rv != 0) {
             LOG_W("release %s: %s payload of chunk %u does not decode: %s", j->s->idhex,
                   shoal_codec_name(j->codec), j->chunk, shoal_strerror(rv));
@@ -526,7 +536,7 @@ static void verify_done(uv_work_t *w, int status)
                   shoal_strerror(rv), err);
         }
     }
-    free(j->data);
+    free(j->base);
     free(j);
     if (!s->stopped)
         pump(s);
@@ -566,15 +576,19 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         return true;
     }
     j = calloc(1, sizeof *j);
-    if (j)
-        j->data = malloc(c->payload.len ? c->payload.len : 1);
+    /* --- dperf --- keep the frame's own buffer when the peer gives it */
+    if (j && (j->base = shoal_peer_take_body(sp->p)) != NULL) {
+        j->data = (uint8_t *)c->payload.p;
+    } else if (j && (j->base = j->data = malloc(c->payload.len ? c->payload.len : 1))) {
+        /* The payload lives in the frame buffer only during this callback. */
+        memcpy(j->data, c->payload.p, c->payload.len);
+    }
     if (!j || !j->data) {
         free(j);
         shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, true);
         return true;
     }
-    /* The payload lives in the frame buffer only during this callback. */
-    memcpy(j->data, c->payload.p, c->payload.len);
+    /* --- end dperf --- */
     j->codec = c->codec; /* --- ctl --- decoded on the worker */
     j->plen = c->payload.len;
     j->w.data = j;
@@ -584,7 +598,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     j->len = mc->len;
     j->sent_ms = r.sent_ms;
     if (uv_queue_work(s->cfg->loop, &j->w, verify_work, verify_done) != 0) {
-        free(j->data);
+        free(j->base);
         free(j);
         shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, true);
         return true;
@@ -600,17 +614,21 @@ static void serve_work(uv_work_t *w)
     struct serve_job *j = w->data;
     const struct shoal_mf_chunk *c = shoal_manifest_chunk(j->s->m, j->chunk);
 
-    j->buf = malloc(c->len);
+    /* --- dperf --- room for the frame header and the AEAD tag around the
+     * bytes, so the peer seals in place (shoal_peer_send_chunk_buf). */
+    j->buf = malloc(SHOAL_PEER_CHUNK_HEADROOM + (size_t)c->len + SHOAL_PEER_CHUNK_TAILROOM);
     if (!j->buf) {
         j->rv = -ENOMEM;
         return;
     }
-    j->rv = shoal_store_read_chunk(j->s->store, j->chunk, j->buf, c->len);
+    j->rv = shoal_store_read_chunk(j->s->store, j->chunk, j->buf + SHOAL_PEER_CHUNK_HEADROOM,
+                                   c->len);
     /* --- ctl: codec --- compress here, off the loop; the probe inside
      * makes weights that do not compress cheap to skip. Not when corrupting
      * uploads (testing): the bad bytes must reach the peer's hash check. */
     if (j->rv >= 0 && j->s->cfg->compress_level > 0 && !j->s->cfg->corrupt_uploads &&
-        shoal_codec_compress_min(j->buf, c->len, j->s->cfg->compress_level,
+        shoal_codec_compress_min(j->buf + SHOAL_PEER_CHUNK_HEADROOM, c->len,
+                                 j->s->cfg->compress_level,
                                  shoal_codec_flags_for_level(j->s->cfg->compress_level),
                                  j->min_saving, &j->payload, &j->plen, &j->codec) != 0)
         j->codec = SHOAL_CODEC_RAW; /* no memory to compress: send it raw */
@@ -656,7 +674,7 @@ static void serve_done(uv_work_t *w, int status)
         send_reject(sp, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
     } else {
         if (s->cfg->corrupt_uploads)
-            j->buf[c->len / 2] ^= 0x5a;
+            j->buf[SHOAL_PEER_CHUNK_HEADROOM + c->len / 2] ^= 0x5a;
         memset(&cm, 0, sizeof cm);
         cm.req_id = j->req_id;
         memcpy(cm.chunk_id, c->id, 32);
@@ -668,13 +686,15 @@ static void serve_done(uv_work_t *w, int status)
             cm.codec = j->codec;
             cm.payload.len = (uint32_t)j->plen;
             free(j->buf);
-            j->buf = j->payload;
+            j->buf = NULL;
             s->tx_wire_payload += j->plen;
         } else {
             s->tx_wire_payload += c->len;
         }
         /* --- end ctl --- */
-        if (shoal_peer_send_chunk(sp->p, &cm, j->buf) == 0)
+        /* --- dperf --- raw bytes go out of the read buffer itself */
+        if ((j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
+                    : shoal_peer_send_chunk(sp->p, &cm, j->payload)) == 0)
             s->tx_bytes += c->len;
     }
     free(j);
@@ -1141,7 +1161,9 @@ static void pump(struct shoal_swarm *s)
     struct shoal_sched_action a[64];
     size_t n;
 
-    if (!s->sched || s->complete || s->stopped || !s->started)
+    /* While shared chunks are being copied from the cache, asking peers
+     * for them would only download what is about to be local. */
+    if (!s->sched || s->complete || s->stopped || !s->started || s->dedup_running)
         return;
     do {
         n = shoal_sched_next(s->sched, now_ms(s), a, 64);
@@ -1219,6 +1241,7 @@ static void dedup_done(uv_work_t *w, int status)
     uint64_t bytes = 0;
 
     s->pending--;
+    s->dedup_running = false;
     if (status == 0 && j->rv != 0)
         LOG_W("release %s: copying shared chunks from the cache failed: %s", s->idhex,
               shoal_strerror(j->rv));
@@ -1237,6 +1260,7 @@ static void dedup_done(uv_work_t *w, int status)
         check_complete(s);
     }
     free(j);
+    pump(s);
 }
 
 static void start_dedup(struct shoal_swarm *s)
@@ -1254,6 +1278,7 @@ static void start_dedup(struct shoal_swarm *s)
         return;
     }
     s->pending++;
+    s->dedup_running = true;
 }
 /* --- end dedup --- */
 

@@ -70,7 +70,7 @@ static int grow(struct shoal_frame_dec *d, size_t want)
     size_t cap = d->cap > SIZE_MAX / 2 ? SIZE_MAX : d->cap * 2;
     if (cap < d->len + FRAME_STEP)
         cap = d->len + FRAME_STEP;
-    if (cap > d->need)
+    if (cap > d->need || d->need <= d->prealloc)
         cap = d->need;
     if (cap < want)
         cap = want;
@@ -160,6 +160,27 @@ int shoal_frame_dec_feed(struct shoal_frame_dec *d, const uint8_t *data, size_t 
     *consumed = pos;
     return rv;
 }
+
+/* --- dperf --- */
+void shoal_frame_dec_set_prealloc(struct shoal_frame_dec *d, size_t n)
+{
+    d->prealloc = n;
+}
+
+uint8_t *shoal_frame_dec_body_take(struct shoal_frame_dec *d, const uint8_t *body)
+{
+    uint8_t *p = NULL;
+
+    /* deliver() clears |need| and |len| before the callback, so the only
+     * sign that |body| is ours is the pointer itself. */
+    if (body && body == d->buf) {
+        p = d->buf;
+        d->buf = NULL;
+        d->cap = 0;
+    }
+    return p;
+}
+/* --- end dperf --- */
 
 int shoal_frame_dec_body_buf(struct shoal_frame_dec *d, uint8_t **p, size_t *n)
 {

@@ -61,6 +61,7 @@ struct shoal_frame_dec {
     uint8_t *buf;      /* owned body storage, NULL until a frame needs it */
     size_t len;        /* body bytes held */
     size_t cap;        /* allocated size of buf */
+    size_t prealloc;   /* bodies up to this get their whole buffer at once */
 };
 
 /* Empty decoder accepting bodies up to |max| bytes (clamped to
@@ -115,5 +116,27 @@ int shoal_frame_dec_body_buf(struct shoal_frame_dec *d, uint8_t **p, size_t *n);
  * recorded), or the sticky error. */
 int shoal_frame_dec_body_commit(struct shoal_frame_dec *d, size_t n,
                                 const struct shoal_frame_cb *cb, void *user);
+
+/* --- dperf: handing bodies over without a copy --- */
+
+/*
+ * Lets bodies of up to |n| bytes (clamped to the current maximum when used)
+ * get their whole buffer as soon as the header is in, instead of growing
+ * with the bytes that arrive. Meant for authenticated peers, whose frames
+ * are trusted to be as long as they say; 0 (the default) turns it off.
+ * Takes effect at the next frame header.
+ */
+void shoal_frame_dec_set_prealloc(struct shoal_frame_dec *d, size_t n);
+
+/*
+ * Only from inside on_frame, for the |body| it was handed: when |body| is
+ * the decoder's own buffer, gives that buffer (malloc'd, |body| at its
+ * start, at least the body's length) to the caller, who frees it with
+ * free(), and returns it; the decoder allocates afresh for the next frame.
+ * Returns NULL, and keeps everything, when |body| lies in the caller's input
+ * to shoal_frame_dec_feed() (copy it then) or is not the current body.
+ */
+uint8_t *shoal_frame_dec_body_take(struct shoal_frame_dec *d, const uint8_t *body);
+/* --- end dperf --- */
 
 #endif

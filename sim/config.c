@@ -38,7 +38,6 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->origin_fetchers = 2;
     c->importers = 4;
     c->origin_delay_ms = 1000;
-    c->lease_chunks = 64;
     c->max_leases = 2;
 }
 

@@ -1,15 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The simulation engine (see sim.h for the model). One binary heap of
- * events ordered by (time, sequence number), so equal times replay in the
- * same order; flows are re-timed by pushing a fresh event with a bumped
- * version, and stale events are skipped when popped.
+ * The simulation engine (see sim.h for the model). Two heaps ordered by
+ * (time, sequence number), so equal times replay in the same order: one of
+ * events (requests arriving, wake-ups, joins, failures, announces), and one
+ * of active flows by completion time, indexed by connection so that a
+ * change of rate moves the flow in place.
  *
  * Each node owns a scheduler instance; the engine turns its actions into
  * queued transfers, and delivers outcomes back as scheduler events. Peer
  * lists and origin leases come from one tracker registry, which nodes
  * "announce" to as the daemon would (at join, at the first chunk, at
- * completion and every announce interval).
+ * completion and every announce interval). The work per transfer is kept
+ * near constant: a HAVE goes straight to the peer's scheduler slot and is
+ * not sent to peers that hold the chunk, a peer's scheduler runs only when
+ * the HAVE can become a request, and a flow that starts or stops re-rates
+ * only the flows of its two links.
  */
 #include "sim.h"
 
@@ -71,6 +76,10 @@ struct node {
     uint32_t *peer;        /* peer node indices */
     uint32_t *cin;         /* conn peer -> this node, per peer */
     uint8_t *rslot;        /* our slot in each peer's scheduler */
+    /* Per peer, its scheduler and have-set: the HAVE fan-out reads these
+     * without touching the peer's node record. */
+    struct shoal_sched **psched;
+    const uint8_t **phave;
     uint32_t npeers;
     uint32_t oconn;        /* conn origin -> this node */
     struct vec up, down;
@@ -650,13 +659,12 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
          * straight to our slot in each peer's scheduler, and a peer is
          * only woken when the HAVE can turn into a request now. */
         for (uint32_t i = 0; i < d->npeers; i++) {
-            struct node *Q = &S->node[d->peer[i]];
             /* A peer that holds the chunk already gains nothing from the
              * HAVE (its scheduler never looks at a held chunk's holders),
              * so it is not sent, as a daemon may suppress it too. */
-            if (Q->have[c >> 3] & (1u << (c & 7)))
+            if (d->phave[i][c >> 3] & (1u << (c & 7)))
                 continue;
-            if (shoal_sched_slot_have(Q->s, d->rslot[i], c))
+            if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
                 mark_dirty(S, d->peer[i]);
         }
     }
@@ -709,9 +717,13 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
         return rv;
     A->peer[A->npeers] = b;
     A->rslot[A->npeers] = (uint8_t)shoal_sched_peer_slot(B->s, a);
+    A->psched[A->npeers] = B->s;
+    A->phave[A->npeers] = B->have;
     A->cin[A->npeers++] = ba;
     B->peer[B->npeers] = a;
     B->rslot[B->npeers] = (uint8_t)shoal_sched_peer_slot(A->s, b);
+    B->psched[B->npeers] = A->s;
+    B->phave[B->npeers] = A->have;
     B->cin[B->npeers++] = ab;
     size_t nb = (S->nchunks + 7) / 8;
     if (B->nhave)
@@ -807,8 +819,10 @@ static int run_sched(struct sim *S, uint32_t x)
     nd->dirty = false;
     if (!nd->alive)
         return 0;
+    bool again;
     do {
         n = shoal_sched_next(nd->s, ms(S->now), a, ACT_BATCH);
+        again = n == ACT_BATCH;
         for (size_t i = 0; i < n && rv == 0; i++) {
             switch (a[i].type) {
             case SHOAL_SCHED_REQUEST: {
@@ -838,6 +852,7 @@ static int run_sched(struct sim *S, uint32_t x)
             }
             case SHOAL_SCHED_LEASE_REQUEST:
                 rv = do_lease(S, x, a[i].count, a[i].chunk);
+                again = true;
                 break;
             case SHOAL_SCHED_ORIGIN_FETCH: {
                 double lat = S->c->lat_origin_ms / 1000.0;
@@ -859,9 +874,10 @@ static int run_sched(struct sim *S, uint32_t x)
                 break;
             }
         }
-        /* Handling a lease queues the ORIGIN_FETCH for the next call: go
-         * on until the scheduler has nothing more to say. */
-    } while (rv == 0 && n > 0);
+        /* Handling a lease queues the ORIGIN_FETCH for the next call: ask
+         * again then, or when the batch was full. Anything else that can
+         * make room (a busy answer) marks the node dirty again. */
+    } while (rv == 0 && again);
     uint64_t w = shoal_sched_wakeup(nd->s);
     if (rv == 0 && w != UINT64_MAX && w < nd->wake_ms) {
         nd->wake_ms = w;
@@ -956,6 +972,8 @@ static int fail_node(struct sim *S, uint32_t x)
             P->peer[k] = P->peer[P->npeers - 1];
             P->cin[k] = P->cin[P->npeers - 1];
             P->rslot[k] = P->rslot[P->npeers - 1];
+            P->psched[k] = P->psched[P->npeers - 1];
+            P->phave[k] = P->phave[P->npeers - 1];
             P->npeers--;
             mark_dirty(S, p);
         }
@@ -1123,8 +1141,18 @@ static int setup(struct sim *S)
     if (sc.min_depth > sc.max_depth)
         sc.max_depth = sc.min_depth;
     sc.cross_zone_delay_ms = c->cross_zone_delay_ms;
-    if (c->lease_chunks)
+    if (c->lease_chunks) {
         sc.lease_chunks = c->lease_chunks;
+    } else if (c->max_peers > 0) {
+        /* Auto: spans small enough that every fetcher holds its leases
+         * at once (the origin then serves them all in parallel), at most
+         * the tracker's 64. */
+        uint64_t holders = (uint64_t)c->zones *
+                           (c->origin_fetchers ? c->origin_fetchers : c->nodes) *
+                           (c->max_leases ? c->max_leases : 1);
+        uint64_t span = S->nchunks / (holders ? holders : 1);
+        sc.lease_chunks = span < 1 ? 1 : span > 64 ? 64 : (uint32_t)span;
+    }
     if (c->endgame_dups)
         sc.endgame_dups = c->endgame_dups;
     if (c->busy_backoff_ms)
@@ -1158,7 +1186,9 @@ static int setup(struct sim *S)
         nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->rslot = malloc(sc.max_peers);
-        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot)
+        nd->psched = malloc(sc.max_peers * sizeof(*nd->psched));
+        nd->phave = malloc(sc.max_peers * sizeof(*nd->phave));
+        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched || !nd->phave)
             return -ENOMEM;
         nd->zone = (uint8_t)(i % c->zones);
         nd->seed = i < c->seeds;
@@ -1224,6 +1254,8 @@ static void teardown(struct sim *S)
             free(S->node[i].peer);
             free(S->node[i].cin);
             free(S->node[i].rslot);
+            free(S->node[i].psched);
+            free((void *)S->node[i].phave);
             free(S->node[i].up.v);
             free(S->node[i].down.v);
         }

@@ -63,7 +63,7 @@ struct shoal_sim_config {
     uint32_t min_depth;
     uint32_t max_depth;
     uint32_t cross_zone_delay_ms;
-    uint32_t lease_chunks;
+    uint32_t lease_chunks;     /* 0: sized from the fleet (see defaults) */
     uint32_t endgame_dups;
     uint32_t max_inflight;     /* requests in flight per node (0: no cap) */
     uint32_t upload_slots;     /* peers a node uploads to at once; a request
@@ -91,7 +91,8 @@ struct shoal_sim_config {
  * leases, seed 1, 8 requests in flight per node, 6 upload slots with a
  * 10 ms busy back-off, 2 origin fetchers and 4 importers per zone, others
  * waiting 1000 ms for the origin and 300 ms for a cross-zone fetch,
- * 64-chunk leases (2 at a time), the scheduler's defaults otherwise. */
+ * leases sized so all fetchers hold 2 at once (at most 64 chunks each), the
+ * scheduler's defaults otherwise. */
 void shoal_sim_config_default(struct shoal_sim_config *c);
 
 /*

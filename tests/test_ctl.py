@@ -18,6 +18,12 @@ CASE is one of:
                a 16 MiB release of incompressible bytes takes at least ~3 s
                to pull (3.5 s in theory; the margin is generous), and still
                arrives intact.
+  squat        (root only, else skipped) another local user binds the
+               default control socket paths of a user who has no
+               $XDG_RUNTIME_DIR (the old /tmp/shoald-<uid>.sock and the
+               directory /tmp/shoald-<uid>/, made 0777 by the squatter):
+               `shoal status` run as that user must refuse a socket served
+               by someone else and send it nothing.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -253,6 +259,89 @@ def case_rate_limit(tmp):
     return fails
 
 
+def case_squat(tmp):
+    import select
+    import socket
+    if os.geteuid() != 0:
+        print("squat: needs root to act as two users; skipped")
+        sys.exit(77)
+    # Uids of their own, so runs in other build trees do not collide.
+    victim = 40000 + os.getpid() % 20000
+    squatter = victim + 1
+    paths = [f"/tmp/shoald-{victim}.sock", f"/tmp/shoald-{victim}/shoald.sock"]
+    ready_r, ready_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        got = 0
+        try:
+            os.close(ready_r)
+            os.close(stop_w)
+            os.setgid(squatter)
+            os.setuid(squatter)
+            os.umask(0)
+            os.makedirs(os.path.dirname(paths[1]), mode=0o777, exist_ok=True)
+            listeners, conns = [], []
+            for p in paths:
+                if os.path.exists(p):
+                    os.unlink(p)
+                ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                ls.bind(p)
+                os.chmod(p, 0o777)
+                ls.listen(4)
+                listeners.append(ls)
+            os.write(ready_w, b"r")
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                rd, _, _ = select.select(listeners + conns + [stop_r], [], [], 0.2)
+                if stop_r in rd:
+                    break
+                for s in rd:
+                    if s in listeners:
+                        conns.append(s.accept()[0])
+                    else:
+                        d = s.recv(65536)
+                        got += len(d)
+                        if not d:
+                            conns.remove(s)
+                            s.close()
+            for p in paths:
+                os.unlink(p)
+            os.rmdir(os.path.dirname(paths[1]))
+        finally:
+            os.write(ready_w, str(got).encode())
+            os._exit(0)
+    os.close(ready_w)
+    os.close(stop_r)
+    fails = 0
+    try:
+        if os.read(ready_r, 1) != b"r":
+            sys.exit("squat: the squatter did not start")
+        env = dict(os.environ)
+        env.pop("XDG_RUNTIME_DIR", None)
+
+        def as_victim():
+            os.setgid(victim)
+            os.setuid(victim)
+
+        r = subprocess.run([os.path.abspath(SHOAL), "status"], capture_output=True, text=True,
+                           timeout=40, env=env, preexec_fn=as_victim, cwd="/")
+        if r.returncode == 0:
+            print("squat: shoal status succeeded against a squatter")
+            fails += 1
+        if "refusing" not in r.stderr:
+            print(f"squat: no refusal in shoal's output: {r.stderr.strip()}")
+            fails += 1
+    finally:
+        os.write(stop_w, b"s")
+        got = os.read(ready_r, 32)
+        os.waitpid(pid, 0)
+    if got != b"0":
+        print(f"squat: the squatter received {got.decode()} bytes from shoal")
+        fails += 1
+    return fails
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="shoal-ctl-")
     try:
@@ -260,6 +349,8 @@ def main():
             fails = case_pull_status(tmp)
         elif CASE == "rate_limit":
             fails = case_rate_limit(tmp)
+        elif CASE == "squat":
+            fails = case_squat(tmp)
         else:
             sys.exit(f"unknown case {CASE}")
     finally:

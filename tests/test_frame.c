@@ -397,6 +397,102 @@ static void test_big_buffer_released(void)
     shoal_buf_free(&r.out);
 }
 
+/* --- dperf: body take and prealloc --- */
+struct taker {
+    struct shoal_frame_dec *dec;
+    uint8_t *taken[4];
+    size_t len[4];
+    int frames;
+};
+
+static int take_frame(void *user, const uint8_t *body, size_t len)
+{
+    struct taker *t = user;
+    if (t->frames < 4) {
+        t->taken[t->frames] = shoal_frame_dec_body_take(t->dec, body);
+        t->len[t->frames] = len;
+        /* A second take of the same body finds nothing left to give. */
+        CHECK(shoal_frame_dec_body_take(t->dec, body) == NULL);
+    }
+    t->frames++;
+    return 0;
+}
+
+static void test_body_take(void)
+{
+    /* Two gathered frames, each taken by the callback: the caller owns
+     * buffers holding the exact bodies, and the decoder goes on with a
+     * fresh buffer; a frame handed straight from the input is not given. */
+    static const struct shoal_frame_cb tcb = { take_frame };
+    struct shoal_buf s;
+    shoal_buf_init(&s, 1 << 20);
+    add_frame(&s, 70000, 1);
+    add_frame(&s, 3000, 2);
+    size_t whole = s.len;
+    add_frame(&s, 500, 3);
+    struct shoal_frame_dec d;
+    shoal_frame_dec_init(&d, SHOAL_FRAME_MAX_AUTH);
+    struct taker t = { .dec = &d };
+    size_t used, pos = 0;
+    /* Byte-sized pieces up to the third frame force gathering. */
+    while (pos < whole) {
+        size_t n = whole - pos < 1000 ? whole - pos : 1000;
+        REQUIRE(shoal_frame_dec_feed(&d, s.data + pos, n, &used, &tcb, &t) == 0);
+        pos += n;
+    }
+    CHECK_EQ(t.frames, 2);
+    REQUIRE(t.taken[0] && t.taken[1]);
+    CHECK_EQ(t.len[0], 70000);
+    CHECK_EQ(t.len[1], 3000);
+    CHECK(memcmp(t.taken[0], s.data + 4, 70000) == 0);
+    CHECK(memcmp(t.taken[1], s.data + 4 + 70000 + 4, 3000) == 0);
+    CHECK(t.taken[0] != t.taken[1]);
+    CHECK(d.buf == NULL);
+    CHECK_EQ(shoal_frame_dec_feed(&d, s.data + pos, s.len - pos, &used, &tcb, &t), 0);
+    CHECK_EQ(t.frames, 3);
+    CHECK(t.taken[2] == NULL); /* in the caller's input */
+    for (int i = 0; i < 3; i++)
+        free(t.taken[i]);
+    shoal_frame_dec_free(&d);
+    shoal_buf_free(&s);
+}
+
+static void test_prealloc(void)
+{
+    /* With prealloc, a frame up to the bound gets its whole buffer at its
+     * first body bytes (one allocation, no regrowth); a bigger one still
+     * grows with what arrives. */
+    struct shoal_frame_dec d;
+    struct rec r;
+    uint8_t h[4];
+    size_t used;
+    const uint8_t five[5] = {1, 2, 3, 4, 5};
+
+    rec_init(&r);
+    shoal_frame_dec_init(&d, SHOAL_FRAME_MAX_AUTH);
+    shoal_frame_dec_set_prealloc(&d, 4u << 20);
+    REQUIRE(shoal_frame_header(h, 1u << 20) == 0);
+    CHECK_EQ(shoal_frame_dec_feed(&d, h, 4, &used, &cb, &r), 0);
+    CHECK_EQ(shoal_frame_dec_feed(&d, five, 5, &used, &cb, &r), 0);
+    CHECK_EQ(d.cap, 1u << 20);
+    uint8_t *p;
+    size_t n;
+    CHECK_EQ(shoal_frame_dec_body_buf(&d, &p, &n), 0);
+    CHECK_EQ(n, (1u << 20) - 5);
+    shoal_frame_dec_free(&d);
+
+    shoal_frame_dec_init(&d, SHOAL_FRAME_MAX_AUTH);
+    shoal_frame_dec_set_prealloc(&d, 4u << 20);
+    REQUIRE(shoal_frame_header(h, 8u << 20) == 0);
+    CHECK_EQ(shoal_frame_dec_feed(&d, h, 4, &used, &cb, &r), 0);
+    CHECK_EQ(shoal_frame_dec_feed(&d, five, 5, &used, &cb, &r), 0);
+    CHECK(d.cap <= 32 * 1024);
+    CHECK_EQ(r.frames, 0);
+    shoal_frame_dec_free(&d);
+    shoal_buf_free(&r.out);
+}
+/* --- end dperf --- */
+
 int main(void)
 {
     RUN(test_header);
@@ -409,5 +505,7 @@ int main(void)
     RUN(test_whole_frame_not_copied);
     RUN(test_direct_body_read);
     RUN(test_big_buffer_released);
+    RUN(test_body_take);
+    RUN(test_prealloc);
     return t_done();
 }

@@ -633,7 +633,7 @@ static void test_abort_after_redirect(void)
     CHECK(!f.done);
     shoal_hub_free(h);
     uv_run(&loop, UV_RUN_DEFAULT);
-    h = NULL;
+    free(f.buf);
     free(want);
 }
 
