@@ -158,11 +158,18 @@ static void *announce_worker(void *arg)
         w->err = -ENOMEM;
         return NULL;
     }
+    /* Batches are sent one ahead of the replies being read, so the tracker
+     * always has a batch to work on while this thread drains the last. */
     for (int r = 0; r < ROUNDS && !w->err; r++) {
+        w->err = shoal_trkc_send_raw(w->c, w->frames.data + w->off[0],
+                                     w->off[BATCH < PER_CONN ? BATCH : PER_CONN] - w->off[0], TMO);
         for (int b = 0; b < PER_CONN && !w->err; b += BATCH) {
             int e = b + BATCH < PER_CONN ? b + BATCH : PER_CONN;
-            w->err = shoal_trkc_send_raw(w->c, w->frames.data + w->off[b], w->off[e] - w->off[b],
-                                         TMO);
+            if (e < PER_CONN) {
+                int e2 = e + BATCH < PER_CONN ? e + BATCH : PER_CONN;
+                w->err = shoal_trkc_send_raw(w->c, w->frames.data + w->off[e],
+                                             w->off[e2] - w->off[e], TMO);
+            }
             for (int i = b; i < e && !w->err; i++) {
                 if ((w->err = shoal_trkc_recv(w->c, m, TMO)) == 0 && m->type != SHOAL_MSG_OK)
                     w->err = SHOAL_EPROTO;

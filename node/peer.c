@@ -338,7 +338,8 @@ static void txq_flush(struct shoal_peer *p)
         if (!p->txq)
             p->txq_tail = NULL;
         p->queued -= t->body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN;
-        if (rv == 0 && (!p->closing || p->shut_after_txq))
+        if (rv == 0 && (!p->closing || p->shut_after_txq) &&
+            !uv_is_closing((uv_handle_t *)&p->tcp))
             rv = queue_bufs(p, t->base, t->frame, t->flen, NULL, 0);
         else
             free(t->base);
@@ -348,7 +349,8 @@ static void txq_flush(struct shoal_peer *p)
     }
     if (!p->txq && p->shut_after_txq) {
         p->shut_after_txq = false;
-        if (uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) != 0)
+        if (uv_is_closing((uv_handle_t *)&p->tcp) ||
+            uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) != 0)
             close_now(p);
     }
 }

@@ -906,14 +906,14 @@ static int hash_finish(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
     rv = hash_run(s, b, idx, data, &buf, true);
     if (rv == 0 && bl->hashed == 0) /* a file with no chunks */
         shoal_sha256_init(&bl->sha);
+    if (rv == 0)
+        shoal_sha256_final(&bl->sha, out);
     /* Whatever happens next (publish, or back to filling after a mismatch
      * or an error), the next hash starts from the first chunk. */
     bl->hashed = 0;
     bl->hashing = false;
     pthread_cond_broadcast(&s->hash_cv);
     pthread_mutex_unlock(&s->mu);
-    if (rv == 0)
-        shoal_sha256_final(&bl->sha, out);
     free(buf);
     return rv;
 }

@@ -310,8 +310,12 @@ def case_multi_node(tmp):
     fails += f1 + exactly_once(seen, order, "loader 1")
     print(f"loader 1 order asked:    {order}\nloader 1 order received: {seen} "
           f"({time.monotonic() - t0:.2f} s)")
-    if seen and seen[0] != order[0]:
-        print(f"FAIL loader 1 got {seen[0]} first, asked for {order[0]} first")
+    # "In its order where the swarm allows": a peer that happens to hold
+    # the second-wanted shard already may deliver it first, so the first
+    # wanted shard must be among the first two. (The scheduler ranks the
+    # first two wanted files, then the rest of the wanted set together.)
+    if seen and order[0] not in seen[:2]:
+        print(f"FAIL loader 1 got {seen[:2]} first, asked for {order[0]} first")
         fails += 1
     if "err" in result or "v" not in result:
         print(f"FAIL second loader: {result.get('err', 'did not finish')}")

@@ -172,6 +172,111 @@ static void test_handshake_and_seal(bool aes)
 static void test_aesgcm(void) { test_handshake_and_seal(true); }
 static void test_xchacha(void) { test_handshake_and_seal(false); }
 
+/* --- dperf: split seal/open --- */
+/* Encodes PING |nonce| into |b| with room for the tag. */
+static void ping_frame(struct shoal_buf *b, uint64_t nonce)
+{
+    struct shoal_msg m = {.type = SHOAL_MSG_PING};
+    m.u.ping.nonce = nonce;
+    shoal_buf_init(b, 4096);
+    REQUIRE(shoal_msg_encode(&m, b) == 0);
+    REQUIRE(shoal_buf_reserve(b, SHOAL_SESSION_TAG_LEN) == 0);
+}
+
+/* The PING nonce in an opened body, or 0 when it does not decode. */
+static uint64_t ping_nonce(const uint8_t *body, size_t len)
+{
+    struct shoal_msg m;
+    if (shoal_msg_decode(&m, body, len) != 0 || m.type != SHOAL_MSG_PING)
+        return 0;
+    return m.u.ping.nonce;
+}
+
+static void test_split_seal_open(bool aes)
+{
+    /* Three frames take their counters in wire order but are sealed in
+     * reverse (as workers may finish); sent in counter order they open one
+     * by one with the plain open, and interleave with shoal_session_seal.
+     * On the receiving side, counters reserved in arrival order open out of
+     * order; a frame opened with another frame's counter fails. */
+    struct node na, nb;
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+    make_node(&na, &cluster_sk, exp);
+    make_node(&nb, &cluster_sk, exp);
+    struct shoal_session *a = new_session(&na, true, true, aes);
+    struct shoal_session *b = new_session(&nb, false, true, aes);
+    struct shoal_buf f[4];
+    uint64_t ctr[3];
+    size_t flen[4], plain;
+
+    REQUIRE(handshake(a, b) == 0);
+    for (int i = 0; i < 3; i++) {
+        ping_frame(&f[i], 10 + (uint64_t)i);
+        ctr[i] = shoal_session_seal_reserve(a);
+    }
+    CHECK(ctr[0] + 1 == ctr[1] && ctr[1] + 1 == ctr[2]);
+    for (int i = 2; i >= 0; i--)
+        CHECK_EQ(shoal_session_seal_at(a, ctr[i], f[i].data, f[i].len - SHOAL_FRAME_HDR_LEN,
+                                       &flen[i]), 0);
+    /* The loop's own seal continues the same sequence. */
+    ping_frame(&f[3], 13);
+    CHECK_EQ(shoal_session_seal(a, f[3].data, f[3].len - SHOAL_FRAME_HDR_LEN, &flen[3]), 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(flen[i], f[i].len + SHOAL_SESSION_TAG_LEN);
+        REQUIRE(shoal_session_open(b, f[i].data + SHOAL_FRAME_HDR_LEN,
+                                   flen[i] - SHOAL_FRAME_HDR_LEN, &plain) == 0);
+        CHECK_EQ(ping_nonce(f[i].data + SHOAL_FRAME_HDR_LEN, plain), 10 + (uint64_t)i);
+        shoal_buf_free(&f[i]);
+    }
+
+    /* b -> a, opened on "workers" in the order 2, 0, 1. */
+    for (int i = 0; i < 3; i++) {
+        ping_frame(&f[i], 20 + (uint64_t)i);
+        REQUIRE(shoal_session_seal(b, f[i].data, f[i].len - SHOAL_FRAME_HDR_LEN, &flen[i]) == 0);
+        ctr[i] = shoal_session_open_reserve(a);
+    }
+    /* On a copy: a failed open may scrub the bytes it was given. */
+    uint8_t copy1[128];
+    REQUIRE(flen[1] - SHOAL_FRAME_HDR_LEN <= sizeof copy1);
+    memcpy(copy1, f[1].data + SHOAL_FRAME_HDR_LEN, flen[1] - SHOAL_FRAME_HDR_LEN);
+    CHECK_EQ(shoal_session_open_at(a, ctr[0], copy1, flen[1] - SHOAL_FRAME_HDR_LEN, &plain),
+             SHOAL_EBADMSG);
+    const int order[3] = {2, 0, 1};
+    for (int k = 0; k < 3; k++) {
+        int i = order[k];
+        uint8_t *body = f[i].data + SHOAL_FRAME_HDR_LEN;
+        REQUIRE(shoal_session_open_at(a, ctr[i], body, flen[i] - SHOAL_FRAME_HDR_LEN,
+                                      &plain) == 0);
+        CHECK_EQ(ping_nonce(body, plain), 20 + (uint64_t)i);
+        shoal_buf_free(&f[i]);
+    }
+    shoal_session_free(a);
+    shoal_session_free(b);
+}
+
+static void test_split_aesgcm(void) { test_split_seal_open(true); }
+static void test_split_xchacha(void) { test_split_seal_open(false); }
+
+static void test_split_refused_when_plain(void)
+{
+    struct node na, nb;
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+    uint8_t frame[64] = {0};
+    size_t n;
+
+    make_node(&na, &cluster_sk, exp);
+    make_node(&nb, &cluster_sk, exp);
+    struct shoal_session *a = new_session(&na, true, false, true);
+    struct shoal_session *b = new_session(&nb, false, false, true);
+    REQUIRE(handshake(a, b) == 0);
+    CHECK(!shoal_session_encrypted(a));
+    CHECK_EQ(shoal_session_seal_at(a, 0, frame, 8, &n), -EINVAL);
+    CHECK_EQ(shoal_session_open_at(a, 0, frame + 4, 24, &n), -EINVAL);
+    shoal_session_free(a);
+    shoal_session_free(b);
+}
+/* --- end dperf --- */
+
 static void test_replay_refused(void)
 {
     struct node na, nb;
@@ -374,6 +479,9 @@ int main(void)
     RUN(test_aesgcm);
     RUN(test_xchacha);
     RUN(test_replay_refused);
+    RUN(test_split_aesgcm);
+    RUN(test_split_xchacha);
+    RUN(test_split_refused_when_plain);
     RUN(test_plain_when_both_refuse);
     RUN(test_credentials_refused);
     RUN(test_transcript_binding);
