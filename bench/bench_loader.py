@@ -27,9 +27,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,59 +38,28 @@ import numpy as np
 SHOALD, SHOAL, NODE_DIR = sys.argv[1:4]
 READ_GIB = float(sys.argv[sys.argv.index("--read-gib") + 1]) if "--read-gib" in sys.argv else 2.0
 sys.path.insert(0, NODE_DIR)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import shoalproc  # noqa: E402
 import shoal_loader  # noqa: E402
 
-procs = []
-
-
 def run(*args):
-    r = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        sys.exit(f"shoal {' '.join(args)} failed: {r.stderr}")
-    return r.stdout
+    return shoalproc.run(SHOAL, *args, timeout=600)
 
 
-class Node:
+class Node(shoalproc.Proc):
     def __init__(self, name, args, start_timeout=300):
-        self.name, self.lines, self.lock = name, [], threading.Lock()
-        self.p = subprocess.Popen([SHOALD, "--listen", "127.0.0.1:0", *args],
-                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        procs.append(self)
-        self.t = threading.Thread(target=self._reader, daemon=True)
-        self.t.start()
-        line = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", start_timeout)
-        if not line:
+        super().__init__([SHOALD, "--listen", "127.0.0.1:0", *args], name=name)
+        m = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", start_timeout)
+        if not m:
             sys.stderr.write(self.log())
             sys.exit(f"{name}: did not start")
-        self.addr = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)
-
-    def _reader(self):
-        for line in self.p.stderr:
-            with self.lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout):
-        rx, end = re.compile(pattern), time.monotonic() + timeout
-        while time.monotonic() < end and self.p.poll() is None:
-            with self.lock:
-                hit = next((x for x in self.lines if rx.search(x)), None)
-            if hit:
-                return hit
-            time.sleep(0.05)
-        return None
+        self.addr = m.group(1)
 
     def log(self):
-        with self.lock:
-            return "\n".join(self.lines) + "\n"
+        return super().log() + "\n"
 
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+    def stop(self, timeout=30):
+        return super().stop(timeout)
 
 
 def write_shards(root, nshards, shard_bytes, seed):
@@ -122,15 +89,8 @@ def write_shards(root, nshards, shard_bytes, seed):
 
 
 def keys(tmp, names):
-    kd = os.path.join(tmp, "keys")
-    os.makedirs(kd)
-    k = lambda n: os.path.join(kd, n)
-    for n in ("cluster", "publisher", *names):
-        run("keygen", k(n))
-    for n in names:
-        run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
-            "--out", k(n) + ".cred")
-    return k
+    return shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", *names),
+                               names, timeout=600)
 
 
 def build_manifest(k, repo, out):
@@ -258,10 +218,7 @@ def main():
         print(f"# read {total / 2**30:.2f} GiB of tensors in {dt:.2f} s")
         print(f"BENCH loader_read_gbps {total / dt / 1e9:.2f} GB/s")
     finally:
-        for n in procs:
-            if n.p.poll() is None:
-                n.p.kill()
-                n.p.wait()
+        shoalproc.kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

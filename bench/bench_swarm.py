@@ -60,6 +60,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import shoalproc  # noqa: E402
+
 SHOALD, SHOAL, B2RATE, HUBDIR = sys.argv[1:5]
 SIZE = os.environ.get("SHOAL_BENCH_SIZE", "2G")
 RUNS = int(os.environ.get("SHOAL_BENCH_RUNS", "2"))
@@ -72,7 +75,6 @@ PY = "/usr/bin/python3"
 TRANSFER_TIMEOUT_S = 240
 RSS_TIMEOUT_S = 300
 
-procs = []
 T0 = time.monotonic()
 
 
@@ -131,83 +133,26 @@ def sample_peak(p, peak):
         time.sleep(0.1)
 
 
-class Node:
-    """A shoald on 127.0.0.1:0; a thread keeps its stderr lines."""
+class Node(shoalproc.Proc):
+    """A shoald on 127.0.0.1:0; threads keep its output lines."""
 
     def __init__(self, name, args, wait_listen=True):
-        self.name = name
-        self.lines = []
-        self.lock = threading.Lock()
         self.t_start = time.monotonic()
-        self.p = subprocess.Popen([SHOALD, "--listen", "127.0.0.1:0", *args],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
-        procs.append(self)
-        self.t = threading.Thread(target=self._reader, daemon=True)
-        self.t.start()
+        super().__init__([SHOALD, "--listen", "127.0.0.1:0", *args], name=name,
+                         stdin=subprocess.DEVNULL)
         self.addr = None
         if wait_listen:
-            line = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", 300)
-            if not line:
+            m = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", 300)
+            if not m:
                 self.dump()
                 raise Fail("%s: did not start listening" % name)
-            self.addr = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)
-
-    def _reader(self):
-        for line in self.p.stderr:
-            with self.lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout):
-        rx = re.compile(pattern)
-        end = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < end:
-            with self.lock:
-                new = self.lines[seen:]
-                seen += len(new)
-            for line in new:
-                if rx.search(line):
-                    return line
-            if self.p.poll() is not None:
-                self.t.join(timeout=2)
-                with self.lock:
-                    if seen == len(self.lines):
-                        return None
-            time.sleep(0.02)
-        return None
-
-    def log(self):
-        with self.lock:
-            return "\n".join(self.lines)
+            self.addr = m.group(1)
 
     def dump(self, tail=40):
-        with self.lock:
-            lines = self.lines[-tail:]
-        sys.stderr.write("---- %s log (last %d lines) ----\n%s\n"
-                         % (self.name, len(lines), "\n".join(lines)))
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.t.join(timeout=5)
-        return self.p.returncode
+        super().dump(tail)
 
 
-def kill_all():
-    for n in procs:
-        if n.p.poll() is None:
-            n.p.kill()
-    for n in procs:
-        try:
-            n.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+kill_all = shoalproc.kill_all
 
 
 def make_keys(tmp, names, roots=True):
@@ -381,7 +326,7 @@ def loopback(tmp, k, b2):
             sampler.join()
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             seed_cpu = cpu_s(seed.p.pid) - seed_cpu0
-            b.t.join(timeout=5)
+            b.drain(5)
             if rc != 0:
                 b.dump()
                 seed.dump()

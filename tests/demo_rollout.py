@@ -16,13 +16,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+
+import shoalproc
 
 SHOALD, SHOAL, TRACKER, HUB_DIR = (os.path.abspath(a) for a in sys.argv[1:5])
 BENCH = "--bench" in sys.argv[5:]
@@ -30,60 +29,18 @@ PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executabl
 SIZE = os.environ.get("DEMO_SIZE", "1G")
 NODES = int(os.environ.get("DEMO_NODES", "8"))
 TIMEOUT_S = float(os.environ.get("DEMO_TIMEOUT", "600"))
-procs = []
+procs = shoalproc.procs
 
 
 def say(msg):
     print(f"\n\033[1m== {msg}\033[0m" if sys.stdout.isatty() else f"\n== {msg}", flush=True)
 
 
-class Proc:
-    """A child process whose stdout/stderr lines are collected by threads."""
-
-    def __init__(self, name, argv, env=None):
-        self.name, self.out, self.err = name, [], []
-        self.lock = threading.Lock()
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env)
-        procs.append(self)
-        for f, into in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
-            threading.Thread(target=self._read, args=(f, into), daemon=True).start()
-
-    def _read(self, f, into):
-        for line in f:
-            with self.lock:
-                into.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout, stdout=False):
-        rx, end, seen = re.compile(pattern), time.monotonic() + timeout, 0
-        while time.monotonic() < end:
-            with self.lock:
-                lines = (self.out if stdout else self.err)[seen:]
-            seen += len(lines)
-            for line in lines:
-                m = rx.search(line)
-                if m:
-                    return m
-            if self.p.poll() is not None and not lines:
-                return None
-            time.sleep(0.05)
-        return None
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+Proc = shoalproc.Proc
 
 
 def run(*args, env=None):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(args[:3])} failed:\n{r.stderr}")
-    return r.stdout
+    return shoalproc.run(*args, env=env, timeout=600)
 
 
 def human(n):
@@ -118,30 +75,27 @@ def demo(tmp):
     size = sum(e["size"] for e in files)
     print(f"generated demo/model@{commit[:12]}: {len(files)} files, {human(size)} "
           f"in {time.monotonic() - t0:.1f} s")
-    hub = Proc("hub", [PY, os.path.join(HUB_DIR, "hubstub.py"), root, "--port", "0"])
+    hub = Proc([PY, os.path.join(HUB_DIR, "hubstub.py"), root, "--port", "0"], name="hub")
     m = hub.wait_for(r"^(\d+)$", 20, stdout=True)
     if not m:
-        sys.exit("the Hub stand-in did not start:\n" + "\n".join(hub.err))
+        sys.exit("the Hub stand-in did not start:\n" + "\n".join(hub.lines))
     hub_url = f"http://127.0.0.1:{m.group(1)}"
     print(f"Hub stand-in at {hub_url}")
 
     say("2. keys: publisher, cluster, an admin, and a credential per node")
-    for n in ["cluster", "publisher", "admin", *names]:
-        run(SHOAL, "keygen", k(n))
-    for n in ["admin", *names]:
-        run(SHOAL, "cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
-            "--out", k(n) + ".cred")
+    shoalproc.make_keys(k(""), SHOAL, ["cluster", "publisher", "admin", *names],
+                        ["admin", *names], timeout=600)
     print(f"{NODES + 3} key pairs, {NODES + 1} credentials signed by the cluster key")
 
     say("3. one tracker")
-    trk = Proc("tracker", [TRACKER, "--listen", "127.0.0.1:0",
-                           "--cluster-key", k("cluster") + ".pub",
-                           "--publisher-keys", k("publisher") + ".pub",
-                           "--admin-keys", k("admin") + ".pub",
-                           "--announce-interval-ms", "1000", "--node-ttl-ms", "10000"])
+    trk = Proc([TRACKER, "--listen", "127.0.0.1:0",
+                "--cluster-key", k("cluster") + ".pub",
+                "--publisher-keys", k("publisher") + ".pub",
+                "--admin-keys", k("admin") + ".pub",
+                "--announce-interval-ms", "1000", "--node-ttl-ms", "10000"], name="tracker")
     m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
     if not m:
-        sys.exit("the tracker did not start:\n" + "\n".join(trk.err))
+        sys.exit("the tracker did not start:\n" + "\n".join(trk.lines))
     taddr = m.group(1)
     print(f"shoal-tracker on {taddr}")
 
@@ -163,14 +117,15 @@ def demo(tmp):
         cache = os.path.join(tmp, "cache-" + n)
         denv = dict(os.environ)
         denv.pop("HF_TOKEN", None)
-        p = Proc(n, [SHOALD, "--listen", "127.0.0.1:0", "--node-key", k(n), "--cred",
-                     k(n) + ".cred", "--cluster-keys", k("cluster") + ".pub",
-                     "--publisher-keys", k("publisher") + ".pub", "--cache-dir", cache,
-                     "--tracker", taddr, "--hub-endpoint", hub_url,
-                     "--zone", "zone-" + "ab"[i % 2], "--control-socket", "none"], env=denv)
+        p = Proc([SHOALD, "--listen", "127.0.0.1:0", "--node-key", k(n), "--cred",
+                  k(n) + ".cred", "--cluster-keys", k("cluster") + ".pub",
+                  "--publisher-keys", k("publisher") + ".pub", "--cache-dir", cache,
+                  "--tracker", taddr, "--hub-endpoint", hub_url,
+                  "--zone", "zone-" + "ab"[i % 2], "--control-socket", "none"],
+                 env=denv, name=n)
         m = p.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
         if not m:
-            sys.exit(f"{n} did not start:\n" + "\n".join(p.err[-20:]))
+            sys.exit(f"{n} did not start:\n" + "\n".join(p.lines[-20:]))
         p.cache, p.addr = cache, m.group(1)
         nodes.append(p)
         print(f"{n}: {p.addr} zone-{'ab'[i % 2]} cache {cache}")
@@ -192,7 +147,7 @@ def demo(tmp):
             if p.name in results:
                 continue
             with p.lock:
-                lines = p.err[seen[p.name]:]
+                lines = p.lines[seen[p.name]:]
             seen[p.name] += len(lines)
             for line in lines:
                 m = crx.search(line)
@@ -201,13 +156,13 @@ def demo(tmp):
                                        int(m.group(3)))
                     break
             if p.name not in results and p.p.poll() is not None:
-                print(f"{p.name} exited early; last log lines:\n" + "\n".join(p.err[-15:]))
+                print(f"{p.name} exited early; last log lines:\n" + "\n".join(p.lines[-15:]))
                 return 1
         time.sleep(0.05)
     for p in nodes:
         if p.name not in results:
             print(f"{p.name} did not complete within {TIMEOUT_S:.0f} s; last log lines:")
-            print("\n".join(p.err[-15:]))
+            print("\n".join(p.lines[-15:]))
             return 1
     print(f"{'node':8} {'done after':>11} {'from peers':>12} {'from origin':>12}")
     for n, (t, peers, origin) in sorted(results.items(), key=lambda kv: kv[1][0]):

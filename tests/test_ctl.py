@@ -31,15 +31,15 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
+import shoalproc
+
 SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
-procs = []
+procs = shoalproc.procs
 
 
 def run(*args, check=True, timeout=90):
@@ -49,68 +49,13 @@ def run(*args, check=True, timeout=90):
     return r
 
 
-class Node:
-    """A shoald process whose stderr is collected by a thread."""
-
-    def __init__(self, name, args):
-        self.name = name
-        self.lines = []
-        self.lock = threading.Lock()
-        self.p = subprocess.Popen([SHOALD, "--listen", "127.0.0.1:0", *args],
-                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        procs.append(self)
-        threading.Thread(target=self._reader, daemon=True).start()
-        line = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
-        if not line:
-            self.dump()
-            sys.exit(f"{name}: did not start")
-        self.addr = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)
-
-    def _reader(self):
-        for line in self.p.stderr:
-            with self.lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout):
-        rx = re.compile(pattern)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                for line in self.lines:
-                    if rx.search(line):
-                        return line
-            if self.p.poll() is not None:
-                time.sleep(0.1)
-                with self.lock:
-                    hit = [l for l in self.lines if rx.search(l)]
-                return hit[0] if hit else None
-            time.sleep(0.05)
-        return None
-
-    def dump(self):
-        with self.lock:
-            sys.stderr.write(f"---- {self.name} log ----\n" + "\n".join(self.lines) + "\n")
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        return self.p.returncode
+def Node(name, args):
+    return shoalproc.Shoald(SHOALD, name, args)
 
 
 def setup(tmp, files):
-    keys = os.path.join(tmp, "keys")
-    os.makedirs(keys)
-    k = lambda n: os.path.join(keys, n)
-    for n in ("cluster", "publisher", "a", "b"):
-        run("keygen", k(n))
-    for n in ("a", "b"):
-        run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
-            "--out", k(n) + ".cred")
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "a", "b"),
+                            ("a", "b"), timeout=90)
     repo = os.path.join(tmp, "repo")
     for path, data in files.items():
         full = os.path.join(repo, path)
@@ -354,10 +299,7 @@ def main():
         else:
             sys.exit(f"unknown case {CASE}")
     finally:
-        for n in procs:
-            if n.p.poll() is None:
-                n.p.kill()
-                n.p.wait()
+        shoalproc.kill_all()
         if os.environ.get("SHOAL_TEST_VERBOSE"):
             for n in procs:
                 n.dump()

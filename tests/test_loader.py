@@ -33,7 +33,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import stat
 import struct
 import subprocess
@@ -44,77 +43,23 @@ import time
 
 import numpy as np
 
+import shoalproc
+
 SHOALD, SHOAL, EXAMPLE, NODE_DIR, CASE = sys.argv[1:6]
 sys.path.insert(0, NODE_DIR)
 import shoal_loader  # noqa: E402
 
 WAIT_S = 60
 NSHARDS = 8
-procs = []
+procs = shoalproc.procs
 
 
 def run(*args):
-    r = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        sys.exit(f"shoal {' '.join(args)} failed: {r.stderr}")
-    return r.stdout
+    return shoalproc.run(SHOAL, *args, timeout=60)
 
 
-class Node:
-    """A shoald process whose stderr is collected by a thread."""
-
-    def __init__(self, name, args):
-        self.name = name
-        self.lines = []
-        self.lock = threading.Lock()
-        self.p = subprocess.Popen([SHOALD, "--listen", "127.0.0.1:0", *args],
-                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        procs.append(self)
-        self.t = threading.Thread(target=self._reader, daemon=True)
-        self.t.start()
-        line = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
-        if not line:
-            self.dump()
-            sys.exit(f"{name}: did not start")
-        self.addr = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)
-
-    def _reader(self):
-        for line in self.p.stderr:
-            with self.lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout):
-        rx = re.compile(pattern)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                for line in self.lines:
-                    if rx.search(line):
-                        return line
-            if self.p.poll() is not None:
-                time.sleep(0.1)
-                with self.lock:
-                    return next((x for x in self.lines if rx.search(x)), None)
-            time.sleep(0.05)
-        return None
-
-    def log(self):
-        with self.lock:
-            return "\n".join(self.lines)
-
-    def dump(self):
-        sys.stderr.write(f"---- {self.name} log ----\n{self.log()}\n")
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.t.join(timeout=5)
-        return self.p.returncode
+def Node(name, args):
+    return shoalproc.Shoald(SHOALD, name, args)
 
 
 def safetensors_bytes(rnd, tensors):
@@ -156,14 +101,8 @@ def make_repo(root, shard_bytes=2 * 1024 * 1024):
 
 
 def setup(tmp):
-    keys = os.path.join(tmp, "keys")
-    os.makedirs(keys)
-    k = lambda n: os.path.join(keys, n)
-    for n in ("cluster", "publisher", "a", "b", "c"):
-        run("keygen", k(n))
-        if n in ("a", "b", "c"):
-            run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
-                "--out", k(n) + ".cred")
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b", "c"), ("a", "b", "c"))
     repo = os.path.join(tmp, "repo")
     files = make_repo(repo)
     mf = os.path.join(tmp, "rel.manifest")
@@ -349,14 +288,8 @@ STALL_FILES = 400
 
 
 def case_stalled(tmp):
-    keys = os.path.join(tmp, "keys")
-    os.makedirs(keys)
-    k = lambda n: os.path.join(keys, n)
-    for n in ("cluster", "publisher", "a", "b"):
-        run("keygen", k(n))
-        if n in ("a", "b"):
-            run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
-                "--out", k(n) + ".cred")
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b"), ("a", "b"))
     repo = os.path.join(tmp, "repo")
     rnd = random.Random(11)
     files = {}
@@ -584,10 +517,7 @@ def main():
         fails = {"multi_node": case_multi_node, "memory": case_memory,
                  "stalled": case_stalled, "refused": case_refused}[CASE](tmp)
     finally:
-        for n in procs:
-            if n.p.poll() is None:
-                n.p.kill()
-                n.p.wait()
+        shoalproc.kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
     if os.environ.get("SHOAL_TEST_VERBOSE"):
         for n in procs:

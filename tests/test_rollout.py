@@ -28,89 +28,22 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+
+import shoalproc
 
 SHOALD, SHOAL, TRACKER, HUB_DIR, CASE = sys.argv[1:6]
 PY = "/usr/bin/python3"
 WAIT_S = 90
 
-procs = []
-
-
-class Proc:
-    """A child process whose stdout/stderr lines are collected by threads."""
-
-    def __init__(self, name, argv, env=None):
-        self.name = name
-        self.lines = []
-        self.out = []
-        self.lock = threading.Lock()
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env)
-        procs.append(self)
-        self.threads = [threading.Thread(target=self._reader, args=(self.p.stderr, self.lines),
-                                         daemon=True),
-                        threading.Thread(target=self._reader, args=(self.p.stdout, self.out),
-                                         daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _reader(self, f, into):
-        for line in f:
-            with self.lock:
-                into.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout, stdout=False):
-        rx = re.compile(pattern)
-        end = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                src = list(self.out if stdout else self.lines)
-            for line in src:
-                m = rx.search(line)
-                if m:
-                    return m
-            if self.p.poll() is not None:
-                time.sleep(0.2)
-                with self.lock:
-                    if len(src) == len(self.out if stdout else self.lines):
-                        return None
-            if time.monotonic() >= end:
-                return None
-            time.sleep(0.05)
-
-    def log(self):
-        with self.lock:
-            return "\n".join(self.out + self.lines)
-
-    def dump(self):
-        sys.stderr.write(f"---- {self.name} ----\n{self.log()}\n")
-
-    def stop(self, timeout=20):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        for t in self.threads:
-            t.join(timeout=5)
-        return self.p.returncode
-
-
-def run(*args, env=None):
-    r = subprocess.run(list(args), capture_output=True, text=True, timeout=120, env=env)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
-    return r.stdout
+procs = shoalproc.procs
+Proc = shoalproc.Proc
+run = shoalproc.run
 
 
 def free_port():
@@ -133,7 +66,7 @@ class Hub:
         args = [PY, os.path.join(HUB_DIR, "hubstub.py"), self.root, "--port", "0"]
         if faults:
             args += ["--faults", json.dumps(faults)]
-        self.proc = Proc("hub", args)
+        self.proc = Proc(args, name="hub")
         m = self.proc.wait_for(r"^(\d+)$", 20, stdout=True)
         if not m:
             self.proc.dump()
@@ -154,22 +87,15 @@ class Hub:
 
 
 def make_keys(tmp, nodes):
-    keys = os.path.join(tmp, "keys")
-    os.makedirs(keys)
-    k = lambda n: os.path.join(keys, n)
-    for n in ["cluster", "publisher", "admin", *nodes]:
-        run(SHOAL, "keygen", k(n))
-    for n in ["admin", *nodes]:
-        run(SHOAL, "cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
-            "--out", k(n) + ".cred")
-    return k
+    return shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                               ["cluster", "publisher", "admin", *nodes], ["admin", *nodes])
 
 
 def start_tracker(k, listen="127.0.0.1:0"):
-    t = Proc("tracker", [TRACKER, "--listen", listen, "--cluster-key", k("cluster") + ".pub",
-                         "--publisher-keys", k("publisher") + ".pub", "--admin-keys",
-                         k("admin") + ".pub", "--announce-interval-ms", "1000",
-                         "--node-ttl-ms", "5000", "--lease-ms", "20000"])
+    t = Proc([TRACKER, "--listen", listen, "--cluster-key", k("cluster") + ".pub",
+              "--publisher-keys", k("publisher") + ".pub", "--admin-keys",
+              k("admin") + ".pub", "--announce-interval-ms", "1000",
+              "--node-ttl-ms", "5000", "--lease-ms", "20000"], name="tracker")
     m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
     if not m:
         t.dump()
@@ -195,11 +121,11 @@ class Node(Proc):
         env = dict(os.environ)
         env.pop("HF_TOKEN", None)
         env.pop("HF_ENDPOINT", None)
-        super().__init__(name, [SHOALD, "--listen", "127.0.0.1:0", "--node-key", k(name),
-                                "--cred", k(name) + ".cred", "--cluster-keys",
-                                k("cluster") + ".pub", "--publisher-keys",
-                                k("publisher") + ".pub", "--cache-dir", self.cache,
-                                "--hub-endpoint", hub.url, *extra], env=env)
+        super().__init__([SHOALD, "--listen", "127.0.0.1:0", "--node-key", k(name),
+                          "--cred", k(name) + ".cred", "--cluster-keys",
+                          k("cluster") + ".pub", "--publisher-keys",
+                          k("publisher") + ".pub", "--cache-dir", self.cache,
+                          "--hub-endpoint", hub.url, *extra], env=env, name=name)
         if not self.wait_for(r"listening on 127\.0\.0\.1:\d+", 20):
             self.dump()
             sys.exit(f"{name}: did not start")
@@ -396,10 +322,7 @@ def main():
         fails = {"swarm8": case_swarm8, "restart": case_restart,
                  "tracker_down": case_tracker_down}[CASE](tmp)
     finally:
-        for p in procs:
-            if p.p.poll() is None:
-                p.p.kill()
-                p.p.wait()
+        shoalproc.kill_all()
         # Sanitizer builds: a report fails the test even when the process
         # went on (UBSan prints and continues).
         for p in procs:

@@ -20,86 +20,25 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+import shoalproc
 
 SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
 WAIT_S = 60
 
-procs = []
+procs = shoalproc.procs
 
 
 def run(*args):
-    r = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        sys.exit(f"shoal {' '.join(args)} failed: {r.stderr}")
-    return r.stdout
+    return shoalproc.run(SHOAL, *args, timeout=60)
 
 
-class Node:
-    """A shoald process whose stderr is collected by a thread."""
-
-    def __init__(self, name, args):
-        self.name = name
-        self.lines = []
-        self.lock = threading.Lock()
-        self.p = subprocess.Popen([SHOALD, "--listen", "127.0.0.1:0", *args],
-                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  text=True)
-        procs.append(self)
-        self.t = threading.Thread(target=self._reader, daemon=True)
-        self.t.start()
-        line = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
-        if not line:
-            self.dump()
-            sys.exit(f"{name}: did not start")
-        self.addr = re.search(r"listening on (127\.0\.0\.1:\d+)", line).group(1)
-
-    def _reader(self):
-        for line in self.p.stderr:
-            with self.lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout):
-        rx = re.compile(pattern)
-        end = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < end:
-            with self.lock:
-                new = self.lines[seen:]
-                seen += len(new)
-            for line in new:
-                if rx.search(line):
-                    return line
-            if self.p.poll() is not None and seen == len(self.lines):
-                time.sleep(0.1)  # let the reader drain
-                with self.lock:
-                    if seen == len(self.lines):
-                        return None
-            time.sleep(0.05)
-        return None
-
-    def log(self):
-        with self.lock:
-            return "\n".join(self.lines)
-
-    def dump(self):
-        sys.stderr.write(f"---- {self.name} log ----\n{self.log()}\n")
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.t.join(timeout=5)
-        return self.p.returncode
+def Node(name, args):
+    return shoalproc.Shoald(SHOALD, name, args)
 
 
 def make_repo(root):
@@ -121,15 +60,10 @@ def make_repo(root):
 
 def setup(tmp):
     keys = os.path.join(tmp, "keys")
-    os.makedirs(keys)
-    k = lambda n: os.path.join(keys, n)
-    for n in ("cluster", "rogue-cluster", "publisher", "a", "b", "m", "c"):
-        run("keygen", k(n))
-    for n in ("a", "b", "m"):
-        run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
-            "--out", k(n) + ".cred")
-    run("cred", "issue", "--cluster-key", k("rogue-cluster"), "--node", k("c") + ".pub",
-        "--out", k("c") + ".cred")
+    k = shoalproc.make_keys(keys, SHOAL,
+                            ("cluster", "rogue-cluster", "publisher", "a", "b", "m", "c"),
+                            ("a", "b", "m"))
+    shoalproc.make_keys(keys, SHOAL, (), ("c",), cluster="rogue-cluster")
     repo = os.path.join(tmp, "repo")
     files = make_repo(repo)
     mf = os.path.join(tmp, "rel.manifest")
@@ -365,10 +299,7 @@ def main():
         else:
             sys.exit(f"unknown case {CASE}")
     finally:
-        for n in procs:
-            if n.p.poll() is None:
-                n.p.kill()
-                n.p.wait()
+        shoalproc.kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
     if os.environ.get("SHOAL_TEST_VERBOSE"):
         for n in procs:

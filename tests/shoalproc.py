@@ -1,0 +1,161 @@
+# SPDX-License-Identifier: MIT
+"""Child-process harness shared by the Python integration tests, the demo and
+the benchmarks (standard library only).
+
+A Proc starts a child with its stdout and stderr piped, and one thread per
+stream collects the lines, so a chatty child never blocks on a full pipe and
+a test can look for a log line without racing the child. Every Proc is kept
+in the module-level `procs` list, so a test's `finally:` can kill_all()
+whatever is still running however the test ended. run() runs a command to
+completion and exits the script with its stderr when it fails; make_keys()
+makes the node keys and cluster credentials most cases start from.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+# Every Proc ever started here, in start order; kill_all() walks it.
+procs = []
+
+
+class Proc:
+    """A child process whose stdout (`out`) and stderr (`lines`) lines are
+    collected by reader threads. |name| labels dump(); it defaults to the
+    program's base name. |stdin| is passed to Popen (None inherits ours)."""
+
+    def __init__(self, argv, env=None, name=None, stdin=None):
+        self.argv = list(argv)
+        self.name = name or os.path.basename(self.argv[0])
+        self.lines = []
+        self.out = []
+        self.lock = threading.Lock()
+        self.p = subprocess.Popen(self.argv, stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+        procs.append(self)
+        self.threads = [threading.Thread(target=self._reader, args=(f, into), daemon=True)
+                        for f, into in ((self.p.stderr, self.lines), (self.p.stdout, self.out))]
+        for t in self.threads:
+            t.start()
+
+    def _reader(self, f, into):
+        for line in f:
+            with self.lock:
+                into.append(line.rstrip("\n"))
+
+    def drain(self, timeout=5):
+        """Waits up to |timeout| s in all for the readers to reach EOF (they
+        do once the child and anything sharing its pipes are gone)."""
+        end = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(timeout=max(0.0, end - time.monotonic()))
+
+    def wait_for(self, pattern, timeout, stdout=False):
+        """The re.Match of the first line of stderr (stdout with |stdout|)
+        that |pattern| matches, from the start of the child's output, waiting
+        up to |timeout| s for it; None on timeout or once the child has
+        exited (its remaining output read) without printing one."""
+        rx = re.compile(pattern)
+        src = self.out if stdout else self.lines
+        end = time.monotonic() + timeout
+        seen = 0
+        while True:
+            exited = self.p.poll() is not None
+            if exited:
+                self.drain(2)  # a line printed just before exit is still read
+            with self.lock:
+                new = src[seen:]
+            seen += len(new)
+            for line in new:
+                m = rx.search(line)
+                if m:
+                    return m
+            if exited or time.monotonic() >= end:
+                return None
+            time.sleep(0.05)
+
+    def log(self):
+        """Everything collected so far: stdout lines, then stderr lines."""
+        with self.lock:
+            return "\n".join(self.out + self.lines)
+
+    def dump(self, tail=None):
+        """Writes the log (only its last |tail| lines if given) to stderr."""
+        if tail is None:
+            sys.stderr.write(f"---- {self.name} log ----\n{self.log()}\n")
+            return
+        with self.lock:
+            lines = (self.out + self.lines)[-tail:]
+        sys.stderr.write(f"---- {self.name} log (last {len(lines)} lines) ----\n"
+                         + "\n".join(lines) + "\n")
+
+    def stop(self, timeout=20):
+        """SIGTERM, then SIGKILL if the child is still there after |timeout|
+        s; returns its exit code (negative: the signal that ended it)."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.drain(5)
+        return self.p.returncode
+
+
+class Shoald(Proc):
+    """The shoald at path |shoald| with |args|, listening on 127.0.0.1:0;
+    `addr` is the address it reports. If it does not report one within
+    |start_timeout| s, its log is dumped and the script exits. stop() gives
+    it |stop_timeout| s by default."""
+
+    def __init__(self, shoald, name, args, start_timeout=20, stop_timeout=15):
+        super().__init__([shoald, "--listen", "127.0.0.1:0", *args], name=name)
+        self.stop_timeout = stop_timeout
+        m = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", start_timeout)
+        if not m:
+            self.dump()
+            sys.exit(f"{name}: did not start")
+        self.addr = m.group(1)
+
+    def stop(self, timeout=None):
+        return super().stop(self.stop_timeout if timeout is None else timeout)
+
+
+def kill_all(timeout=10):
+    """SIGKILLs every Proc still running and reaps it (up to |timeout| s each)."""
+    for p in procs:
+        if p.p.poll() is None:
+            p.p.kill()
+    for p in procs:
+        try:
+            p.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def run(*argv, env=None, timeout=120):
+    """Runs |argv| to completion and returns its stdout; exits the script
+    with the command, its exit code and its output if it fails."""
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def make_keys(dir, shoal, names, cred_names, cluster="cluster", timeout=120):
+    """`shoal keygen` for each of |names| in directory |dir| (made if
+    missing), then a credential NAME.cred for each of |cred_names| signed by
+    the key |cluster| (which must be among |names| or already in |dir|).
+    Returns k(name) -> the path of that key in |dir|."""
+    os.makedirs(dir, exist_ok=True)
+    k = lambda n: os.path.join(dir, n)  # noqa: E731
+    for n in names:
+        run(shoal, "keygen", k(n), timeout=timeout)
+    for n in cred_names:
+        run(shoal, "cred", "issue", "--cluster-key", k(cluster), "--node", k(n) + ".pub",
+            "--out", k(n) + ".cred", timeout=timeout)
+    return k
