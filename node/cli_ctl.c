@@ -361,6 +361,17 @@ out:
     return status;
 }
 
+/* Replaces control bytes (below 0x20, and 0x7f) in |str| with '?' in place:
+ * peers and trackers supply zones, addresses and names, and an escape
+ * sequence in them must not reach the terminal. (The same rule as
+ * shoal_log_clean, which lives in the daemon library shoal does not link.) */
+static void clean_str(char *str)
+{
+    for (; *str; str++)
+        if ((unsigned char)*str < 0x20 || *str == 0x7f)
+            *str = '?';
+}
+
 int shoal_cmd_status(int argc, char **argv)
 {
     const char *sock = NULL;
@@ -377,8 +388,9 @@ int shoal_cmd_status(int argc, char **argv)
         printf("%-48s %-9s %6s %22s %12s %5s %6s %8s\n", "RELEASE", "STATE", "DONE",
                "HAVE / TOTAL", "RATE", "PEERS", "ORIGIN", "ETA");
         for (uint32_t i = 0; i < m->u.status.count; i++) {
-            const struct shoal_ctl_release *r = &m->u.status.v[i];
+            struct shoal_ctl_release *r = &m->u.status.v[i];
             char have[32], total[32], rate[32], both[72], eta[48];
+            clean_str(r->name);
             shoal_fmt_bytes(have, sizeof have, r->have_bytes);
             shoal_fmt_bytes(total, sizeof total, r->total_bytes);
             shoal_fmt_bytes(rate, sizeof rate, r->rate_bps);
@@ -415,8 +427,11 @@ int shoal_cmd_peers(int argc, char **argv)
         printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", "NODE", "ADDRESS", "ZONE",
                "CIPHER", "DIR", "RX", "TX", "RX RATE", "TX RATE");
         for (uint32_t i = 0; i < m->u.peers.count; i++) {
-            const struct shoal_ctl_peer *p = &m->u.peers.v[i];
+            struct shoal_ctl_peer *p = &m->u.peers.v[i];
             char key[17], rx[32], tx[32], rxr[32], txr[32];
+            clean_str(p->addr);
+            clean_str(p->zone);
+            clean_str(p->cipher);
             shoal_hex(key, p->node_pk, 8);
             shoal_fmt_bytes(rx, sizeof rx, p->rx_bytes);
             shoal_fmt_bytes(tx, sizeof tx, p->tx_bytes);

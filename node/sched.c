@@ -25,9 +25,10 @@
 #include "error.h"
 
 #define NIL UINT32_MAX
-/* Loader tiers: first wanted file, second wanted file, other wanted files,
- * everything else. */
-#define NTIERS 4
+/* Loader tiers: tier i holds the file at position i of the loader's order
+ * (positions from NTIERS - 2 on share the last wanted tier), unwanted files
+ * are in TIER_NORMAL. 64 tiers keep a tier mask in one word. */
+#define NTIERS 64
 #define TIER_NORMAL (NTIERS - 1)
 /* Rarity buckets distinguish holder counts up to this one; chunks held by
  * more peers share the last bucket. Rarest-first only matters among rare
@@ -64,6 +65,7 @@ struct peer {
 struct req {
     uint32_t chunk;
     uint32_t slot;
+    uint64_t at;          /* when it was sent: the oldest is the slowest */
 };
 
 struct xq_ent {
@@ -96,6 +98,10 @@ struct shoal_sched {
     uint32_t nb;          /* buckets per tier: min(max_peers, CNT_CAP) + 1 */
     uint32_t *heads;      /* NTIERS * nb */
     uint64_t (*nonempty)[4]; /* per tier: which buckets have chunks */
+    uint64_t pickmask;    /* tiers with a listed chunk some peer holds */
+    uint32_t tier_missing[NTIERS]; /* chunks of each tier we do not hold */
+    uint64_t missmask;    /* tiers with tier_missing > 0 */
+    uint32_t fe_last;     /* file-endgame tier seen last (NIL: none) */
     uint8_t hslot[512];   /* peer id hash -> slot + 1 (0 = empty) */
     uint32_t n_listed;
     uint32_t n_orphan;
@@ -200,6 +206,8 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
         s->nxt[c] = s->prv[c] = c;
         s->heads[b] = c;
         s->nonempty[s->tier[c]][0] |= 1ull << bcnt(s, c);
+        if (bcnt(s, c) > 0)
+            s->pickmask |= 1ull << s->tier[c];
     } else {
         /* Insert before the head: that is the tail of the circular list;
          * a coin flip makes it the new head instead, so list order (and
@@ -225,6 +233,8 @@ static void list_remove(struct shoal_sched *s, uint32_t c)
     if (s->nxt[c] == c) {
         s->heads[b] = NIL;
         s->nonempty[s->tier[c]][0] &= ~(1ull << bcnt(s, c));
+        if ((s->nonempty[s->tier[c]][0] & ~1ull) == 0)
+            s->pickmask &= ~(1ull << s->tier[c]);
     } else {
         s->prv[s->nxt[c]] = s->prv[c];
         s->nxt[s->prv[c]] = s->nxt[c];
@@ -236,6 +246,16 @@ static void list_remove(struct shoal_sched *s, uint32_t c)
     s->n_listed--;
     if (s->cnt[c] == 0)
         s->n_orphan--;
+}
+
+/* Tier |t| lost or gained |delta| missing chunks. */
+static void tier_count(struct shoal_sched *s, uint32_t t, int delta)
+{
+    s->tier_missing[t] = (uint32_t)((int64_t)s->tier_missing[t] + delta);
+    if (s->tier_missing[t] > 0)
+        s->missmask |= 1ull << t;
+    else
+        s->missmask &= ~(1ull << t);
 }
 
 /* Recomputes |slot|'s bit in the ready mask after its state changed. */
@@ -465,6 +485,7 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
         list_remove(s, c);
     s->flags[c] |= F_HAVE;
     s->nhave++;
+    tier_count(s, s->tier[c], -1);
     if (s->flags[c] & F_REQ) {
         for (uint32_t i = 0; i < s->nreq;) {
             if (s->reqs[i].chunk == c) {
@@ -601,6 +622,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     if (rel->nfiles)
         memcpy(s->file_first, rel->file_first, rel->nfiles * sizeof(uint32_t));
     memset(s->tier, TIER_NORMAL, n);
+    tier_count(s, TIER_NORMAL, (int)rel->nchunks);
+    s->fe_last = NIL;
     for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
         s->heads[i] = NIL;
     uint64_t seed = c.seed;
@@ -892,34 +915,36 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
 
 /* ---- loader ---- */
 
+/* Moves |c| to tier |t|, keeping its list and the tier counts right. */
+static void set_tier(struct shoal_sched *s, uint32_t c, uint8_t t)
+{
+    bool listed = s->flags[c] & F_LISTED;
+    if (listed)
+        list_remove(s, c);
+    if (!(s->flags[c] & F_HAVE)) {
+        tier_count(s, s->tier[c], -1);
+        tier_count(s, t, 1);
+    }
+    s->tier[c] = t;
+    if (listed)
+        list_insert(s, c);
+}
+
 int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (files[i] >= s->nfiles)
             return SHOAL_EBADMSG;
-    for (uint32_t c = 0; c < s->nchunks; c++) {
-        if (s->tier[c] == TIER_NORMAL)
-            continue;
-        bool listed = s->flags[c] & F_LISTED;
-        if (listed)
-            list_remove(s, c);
-        s->tier[c] = TIER_NORMAL;
-        if (listed)
-            list_insert(s, c);
-    }
+    for (uint32_t c = 0; c < s->nchunks; c++)
+        if (s->tier[c] != TIER_NORMAL)
+            set_tier(s, c, TIER_NORMAL);
     /* Walk the order backwards so a file listed twice keeps its best rank. */
     for (size_t i = n; i-- > 0;) {
         uint32_t f = files[i];
         uint32_t end = f + 1 < s->nfiles ? s->file_first[f + 1] : s->nchunks;
         uint8_t t = (uint8_t)(i < TIER_NORMAL - 1 ? i : TIER_NORMAL - 1);
-        for (uint32_t c = s->file_first[f]; c < end; c++) {
-            bool listed = s->flags[c] & F_LISTED;
-            if (listed)
-                list_remove(s, c);
-            s->tier[c] = t;
-            if (listed)
-                list_insert(s, c);
-        }
+        for (uint32_t c = s->file_first[f]; c < end; c++)
+            set_tier(s, c, t);
     }
     clear_stale(s, false);
     return 0;
@@ -984,10 +1009,8 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
      * whenever it is as rare (and as urgent) as anything listed: O(1) for
      * the common case of fresh chunks spreading through the swarm, and the
      * few entries let peers of one holder pick different fresh chunks. */
-    uint32_t t0 = 0;
-    while (t0 < NTIERS && (s->nonempty[t0][0] & ~1ull) == 0)
-        t0++;
-    if (t0 < NTIERS) {
+    if (s->pickmask != 0) {
+        uint32_t t0 = (uint32_t)__builtin_ctzll(s->pickmask);
         uint64_t m0 = s->nonempty[t0][0] & ~1ull;
         uint32_t lo = (uint32_t)__builtin_ctzll(m0), best = NIL, bestc = 64;
         for (uint32_t k = 0; k < 4; k++) {
@@ -1001,7 +1024,8 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
         if (best != NIL && bestc <= lo && bit_get(p->bits, best))
             return best;
     }
-    for (uint32_t t = 0; t < NTIERS && budget > 0; t++) {
+    for (uint64_t tm = s->pickmask; tm != 0 && budget > 0; tm &= tm - 1) {
+        uint32_t t = (uint32_t)__builtin_ctzll(tm);
         uint32_t *h = s->heads + (size_t)t * s->nb;
         for (uint32_t w = 0; w < 1; w++) {
             uint64_t m = s->nonempty[t][w] & ~1ull; /* bucket 0: orphans, nobody to ask */
@@ -1086,6 +1110,44 @@ static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
     return NIL;
 }
 
+/*
+ * The tier of the loader's most urgent incomplete file when it is in its
+ * own endgame: none of its missing chunks is left to pick from a peer
+ * (all are requested, or orphans waiting for the origin) and no more are
+ * missing than we have peers, so duplicating them costs little. NIL
+ * otherwise.
+ */
+static uint32_t file_endgame_tier(const struct shoal_sched *s)
+{
+    uint64_t m = s->missmask & ~(1ull << TIER_NORMAL);
+    if (m == 0)
+        return NIL;
+    uint32_t t = (uint32_t)__builtin_ctzll(m);
+    return (s->nonempty[t][0] & ~1ull) == 0 && s->tier_missing[t] <= s->npeers ? t : NIL;
+}
+
+/* File endgame: the oldest (so likely slowest) outstanding request of tier
+ * |t| that |slot| holds, has fewer than endgame_dups copies and is not yet
+ * asked of it; NIL when there is none. The file the loader waits for then
+ * does not hang on one slow peer while others sit idle. */
+static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t t)
+{
+    const struct peer *p = &s->peers[slot];
+    uint32_t best = NIL;
+    uint64_t best_at = UINT64_MAX;
+    for (uint32_t i = 0; i < s->nreq; i++) {
+        uint32_t c = s->reqs[i].chunk;
+        bool at;
+        if (s->tier[c] != t || s->reqs[i].at >= best_at || !bit_get(p->bits, c))
+            continue;
+        if (req_copies(s, c, slot, &at) < s->cfg.endgame_dups && !at) {
+            best = c;
+            best_at = s->reqs[i].at;
+        }
+    }
+    return best;
+}
+
 /* Fills the pipelines of our peers, starting at the rotating slot rr, while
  * the global cap allows; with |cross_only| only cross-zone peers are asked
  * (an importer's pass). Returns the new count of actions in |out|. */
@@ -1104,7 +1166,12 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
         while (n < max && p->inflight < p->depth && s->nreq < s->cap) {
             uint32_t c = NIL;
             bool dup = false, exhausted = true;
-            if (s->n_listed > s->n_orphan)
+            uint32_t fe = file_endgame_tier(s);
+            if (fe != NIL) {
+                c = pick_file_endgame(s, slot, fe);
+                dup = c != NIL;
+            }
+            if (c == NIL && s->n_listed > s->n_orphan)
                 c = p->same_zone ? pick_same(s, p, &exhausted) : pick_cross(s, p);
             if (c == NIL && s->n_listed == 0) {
                 c = pick_endgame(s, slot);
@@ -1123,7 +1190,7 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
             if (!dup)
                 list_remove(s, c);
             s->flags[c] |= F_REQ;
-            s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot};
+            s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot, .at = now_ms};
             p->inflight++;
             out[n++] = (struct shoal_sched_action){
                 .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
@@ -1152,7 +1219,15 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     if (s->nhave == s->nchunks || n == max)
         goto out;
 
-    bool endgame = s->n_listed == 0;
+    /* A file entering its own endgame gives peers that found nothing
+     * before something to do: duplicates of its outstanding requests. */
+    uint32_t fe = file_endgame_tier(s);
+    if (fe != s->fe_last) {
+        s->fe_last = fe;
+        if (fe != NIL)
+            clear_stale(s, false);
+    }
+    bool endgame = s->n_listed == 0 || fe != NIL;
     bool pickable = s->n_listed > s->n_orphan;
     if ((pickable || endgame) && s->nreq < s->cap) {
         /* An importer serves its whole zone: its cross-zone picks go

@@ -9,9 +9,9 @@
  * simulator's fake links are two transports for the same decisions.
  *
  * Policy, in order of precedence:
- *   - chunks of files the local loader waits for come first (the first two
- *     files of its order get tiers of their own, the rest of its list share
- *     a third tier, unwanted files come last);
+ *   - chunks of files the local loader waits for come first, in its order
+ *     (each of its first 62 files gets a tier of its own, later ones share
+ *     a 63rd, unwanted files come last);
  *   - within a tier, rarest first among our peers, ties broken at random
  *     (each availability bucket is a list into which chunks are inserted at
  *     the head or the tail by a coin flip). A pick first tries the last few
@@ -32,6 +32,11 @@
  *   - endgame: once every missing chunk is requested, idle peers duplicate
  *     outstanding requests (at most endgame_dups copies); the first copy
  *     that arrives cancels the others;
+ *   - per-file endgame: once no chunk of the loader's most urgent
+ *     incomplete file is left to pick from a peer and it misses no more
+ *     chunks than we have peers, peers with a free slot duplicate its
+ *     outstanding requests, oldest first, before anything else (the file
+ *     the loader waits for must not hang on one slow peer);
  *   - the origin is the last resort: while some missing chunk has no
  *     holder among our peers, ask the tracker for a lease of up to
  *     lease_chunks chunks starting near that chunk, and fetch the leased

@@ -157,6 +157,97 @@ static void test_loader_priority(void)
     shoal_sched_free(s);
 }
 
+/* The loader's whole order counts, not just its first two files: with 6
+ * files of 4 chunks and the order 5, 3, 1, 0, 2, the first 12 requests are
+ * files 5, 3 and 1, and later requests never go back to a better rank. */
+static void test_loader_order(void)
+{
+    uint32_t ff[6] = {0, 4, 8, 12, 16, 20};
+    static const int rank[6] = {3, 2, 4, 1, 5, 0}; /* file -> position; 5: unwanted */
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.min_depth = cfg.max_depth = 6;
+    struct shoal_sched *s = mk(24, 6, ff, &cfg);
+    uint8_t all[3];
+    all_bits(all, 24);
+    for (uint64_t p = 1; p <= 2; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, 3), 0);
+    }
+    uint32_t want[5] = {5, 3, 1, 0, 2};
+    CHECK_EQ(shoal_sched_want_files(s, want, 5), 0);
+    struct shoal_sched_action a[64];
+    size_t n = shoal_sched_next(s, 0, a, 64);
+    CHECK_EQ(n, 12);
+    int top3 = 0;
+    for (size_t i = 0; i < n; i++)
+        top3 += rank[a[i].chunk / 4] < 3;
+    CHECK_EQ(top3, 12); /* the 3rd wanted file is served before the 4th and 5th */
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ(shoal_sched_req_done(s, 1, a[i].peer, a[i].chunk, 1 << 20, 1), 0);
+    n = shoal_sched_next(s, 1, a, 64);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 12);
+    int last = 0, in4 = 0;
+    for (size_t i = 0; i < n; i++) {
+        int r = rank[a[i].chunk / 4];
+        CHECK(r >= last); /* 4th wanted, then 5th, then the unwanted file */
+        last = r;
+        in4 += r == 3;
+    }
+    CHECK_EQ(in4, 4);
+    shoal_sched_free(s);
+}
+
+/* Per-file endgame: once the last chunks of the file the loader waits for
+ * are all in flight, peers with free slots duplicate them (oldest request
+ * first) before fetching later files; the first copy cancels the other. */
+static void test_file_endgame(void)
+{
+    uint32_t ff[2] = {0, 4};
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.min_depth = cfg.max_depth = 1;
+    struct shoal_sched *s = mk(12, 2, ff, &cfg);
+    uint8_t all[2];
+    all_bits(all, 12);
+    for (uint64_t p = 1; p <= 4; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, 2), 0);
+    }
+    uint32_t want = 0;
+    CHECK_EQ(shoal_sched_want_files(s, &want, 1), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    REQUIRE(n == 4);
+    uint64_t holder[4] = {0};
+    for (size_t i = 0; i < n; i++) {
+        REQUIRE(a[i].chunk < 4); /* file 0 first */
+        holder[a[i].chunk] = a[i].peer;
+    }
+    /* Chunks 0 and 1 arrive; 2 and 3 are still in flight at their peers. */
+    CHECK_EQ(shoal_sched_req_done(s, 10, holder[0], 0, 1 << 20, 10), 0);
+    CHECK_EQ(shoal_sched_req_done(s, 10, holder[1], 1, 1 << 20, 10), 0);
+    n = shoal_sched_next(s, 10, a, 32);
+    REQUIRE(n == 2);
+    bool dup2 = false, dup3 = false;
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(a[i].type, SHOAL_SCHED_REQUEST);
+        CHECK(a[i].peer == holder[0] || a[i].peer == holder[1]);
+        dup2 |= a[i].chunk == 2;
+        dup3 |= a[i].chunk == 3;
+    }
+    CHECK(dup2 && dup3); /* not file 1: the loader's file finishes first */
+    CHECK_EQ(shoal_sched_inflight(s), 4);
+    uint64_t dup_peer = a[0].chunk == 2 ? a[0].peer : a[1].peer;
+    CHECK_EQ(shoal_sched_req_done(s, 12, dup_peer, 2, 1 << 20, 2), 0);
+    n = shoal_sched_next(s, 12, a, 32);
+    REQUIRE(n >= 1);
+    CHECK_EQ(a[0].type, SHOAL_SCHED_CANCEL);
+    CHECK_EQ(a[0].peer, holder[2]);
+    CHECK_EQ(a[0].chunk, 2);
+    shoal_sched_free(s);
+}
+
 /* Same-zone peers are asked first; a chunk only a cross-zone peer holds
  * waits for the cross-zone delay, unless a same-zone peer gets it. */
 static void test_same_zone(void)
@@ -505,6 +596,8 @@ int main(void)
     RUN(test_determinism);
     RUN(test_rarest_first);
     RUN(test_loader_priority);
+    RUN(test_loader_order);
+    RUN(test_file_endgame);
     RUN(test_same_zone);
     RUN(test_origin_last_resort);
     RUN(test_endgame);
