@@ -9,6 +9,7 @@
  * end.
  */
 #include "publish.h"
+#include "cliutil.h"
 
 #include "buf.h"
 #include "error.h"
@@ -280,90 +281,6 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
 
 /* ---- output ---- */
 
-/* fsyncs the directory holding |path|, so a rename into it survives a
- * crash. */
-static int fsync_parent(const char *path)
-{
-    char *dir = NULL;
-    const char *slash = strrchr(path, '/');
-    int fd, rv = 0;
-
-    if (!slash)
-        dir = strdup(".");
-    else if (slash == path)
-        dir = strdup("/");
-    else
-        dir = strndup(path, (size_t)(slash - path));
-    if (!dir)
-        return -ENOMEM;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        rv = -errno;
-        goto out;
-    }
-    if (fsync(fd) != 0)
-        rv = -errno;
-    close(fd);
-out:
-    free(dir);
-    return rv;
-}
-
-/* Temp file from mkstemp next to |path| (a new name made with O_EXCL, so a
- * symlink planted at a guessable name is never followed), fsync, rename,
- * fsync of the directory. */
-static int write_file_atomic(const char *path, const uint8_t *d, size_t n)
-{
-    char *tmp = NULL;
-    int fd = -1, rv;
-    size_t done = 0;
-    bool made = false;
-
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
-        return -ENOMEM;
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        rv = -errno;
-        goto out;
-    }
-    made = true;
-    if (fchmod(fd, 0644) != 0) {
-        rv = -errno;
-        goto out;
-    }
-    while (done < n) {
-        ssize_t w = write(fd, d + done, n - done);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            rv = -errno;
-            goto out;
-        }
-        done += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        rv = -errno;
-        goto out;
-    }
-    rv = close(fd) == 0 ? 0 : -errno;
-    fd = -1;
-    if (rv)
-        goto out;
-    if (rename(tmp, path) != 0) {
-        rv = -errno;
-        goto out;
-    }
-    made = false;
-    rv = fsync_parent(path);
-out:
-    if (fd >= 0)
-        close(fd);
-    if (made)
-        unlink(tmp);
-    free(tmp);
-    return rv;
-}
-
 int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_result *res)
 {
     struct pub *p = NULL;
@@ -454,7 +371,7 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         goto out;
     }
     if (o->out_path) {
-        rv = write_file_atomic(o->out_path, out.data, out.len);
+        rv = shoal_write_file_atomic(o->out_path, out.data, out.len);
         if (rv) {
             pub_fail(p, rv, "writing %s: %s", o->out_path, shoal_strerror(rv));
             goto out;
