@@ -159,3 +159,26 @@ def make_keys(dir, shoal, names, cred_names, cluster="cluster", timeout=120):
         run(shoal, "cred", "issue", "--cluster-key", k(cluster), "--node", k(n) + ".pub",
             "--out", k(n) + ".cred", timeout=timeout)
     return k
+
+
+# Small chunks, so a few-MB test release still has dozens of chunks.
+SMALL_CHUNKS = ("--min", "16K", "--avg", "64K", "--max", "256K")
+
+
+def build_manifest(shoal, repo, k, out, repo_id="org/model", commit="ab" * 20,
+                   extra=SMALL_CHUNKS):
+    """`shoal manifest build` of the folder |repo| signed with k("publisher");
+    returns the manifest id (hex)."""
+    text = run(shoal, "manifest", "build", repo, "--repo", repo_id, "--commit", commit,
+               "--key", k("publisher"), "--out", out, *extra, timeout=60)
+    return re.search(r"^id ([0-9a-f]{64})$", text, re.M).group(1)
+
+
+def node_args(k, name, tmp, extra=()):
+    """shoald arguments for node |name|: its key and credential, the cluster
+    and publisher keys, a cache of its own under |tmp|, quick redials."""
+    return ["--node-key", k(name), "--cred", k(name) + ".cred",
+            "--cluster-keys", k("cluster") + ".pub",
+            "--publisher-keys", k("publisher") + ".pub",
+            "--cache-dir", os.path.join(tmp, "cache-" + name),
+            "--reconnect-ms", "300", *extra]

@@ -63,20 +63,14 @@ def setup(tmp, files):
         with open(full, "wb") as f:
             f.write(data)
     mf = os.path.join(tmp, "rel.manifest")
-    out = run("manifest", "build", repo, "--repo", "org/model", "--commit", "ab" * 20,
-              "--key", k("publisher"), "--out", mf, "--min", "64K", "--avg", "256K",
-              "--max", "1M").stdout
-    mid = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
+                                   extra=("--min", "64K", "--avg", "256K", "--max", "1M"))
     return k, repo, mf, mid
 
 
 def node_args(k, name, tmp, extra=()):
-    return ["--node-key", k(name), "--cred", k(name) + ".cred",
-            "--cluster-keys", k("cluster") + ".pub",
-            "--publisher-keys", k("publisher") + ".pub",
-            "--cache-dir", os.path.join(tmp, "cache-" + name),
-            "--control-socket", os.path.join(tmp, name + ".sock"),
-            "--reconnect-ms", "300", *extra]
+    return shoalproc.node_args(k, name, tmp, ["--control-socket",
+                                              os.path.join(tmp, name + ".sock"), *extra])
 
 
 def check_snapshot(tmp, name, files):

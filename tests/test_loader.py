@@ -106,19 +106,11 @@ def setup(tmp):
     repo = os.path.join(tmp, "repo")
     files = make_repo(repo)
     mf = os.path.join(tmp, "rel.manifest")
-    out = run("manifest", "build", repo, "--repo", "org/model", "--commit", "ab" * 20,
-              "--key", k("publisher"), "--out", mf, "--min", "16K", "--avg", "64K",
-              "--max", "256K")
-    mid = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf)
     return k, repo, files, mf, mid
 
 
-def node_args(k, name, tmp, extra=()):
-    return ["--node-key", k(name), "--cred", k(name) + ".cred",
-            "--cluster-keys", k("cluster") + ".pub",
-            "--publisher-keys", k("publisher") + ".pub",
-            "--cache-dir", os.path.join(tmp, "cache-" + name),
-            "--reconnect-ms", "300", *extra]
+node_args = shoalproc.node_args
 
 
 def sock_dir(tmp):
@@ -301,9 +293,8 @@ def case_stalled(tmp):
         with open(os.path.join(repo, path), "wb") as f:
             f.write(files[path])
     mf = os.path.join(tmp, "rel.manifest")
-    out = run("manifest", "build", repo, "--repo", "org/many", "--commit", "cd" * 20,
-              "--key", k("publisher"), "--out", mf)
-    mid = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, repo_id="org/many", commit="cd" * 20,
+                                   extra=())
     sock = os.path.join(sock_dir(tmp), "b.sock")
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
     b = Node("loader-node", node_args(k, "b", tmp, ["--peer", a.addr,

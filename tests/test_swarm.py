@@ -67,19 +67,11 @@ def setup(tmp):
     repo = os.path.join(tmp, "repo")
     files = make_repo(repo)
     mf = os.path.join(tmp, "rel.manifest")
-    out = run("manifest", "build", repo, "--repo", "org/model", "--commit", "ab" * 20,
-              "--key", k("publisher"), "--out", mf, "--min", "16K", "--avg", "64K",
-              "--max", "256K")
-    mid = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf)
     return k, repo, files, mf, mid
 
 
-def node_args(k, name, tmp, extra=()):
-    return ["--node-key", k(name), "--cred", k(name) + ".cred",
-            "--cluster-keys", k("cluster") + ".pub",
-            "--publisher-keys", k("publisher") + ".pub",
-            "--cache-dir", os.path.join(tmp, "cache-" + name),
-            "--reconnect-ms", "300", *extra]
+node_args = shoalproc.node_args
 
 
 def check_snapshot(tmp, name, files):
@@ -232,10 +224,7 @@ def case_dedup(tmp):
         with open(os.path.join(repo2, path), "wb") as f:
             f.write(files2[path])
     mf2 = os.path.join(tmp, "rel2.manifest")
-    out = run("manifest", "build", repo2, "--repo", "org/model", "--commit", "cd" * 20,
-              "--key", k("publisher"), "--out", mf2, "--min", "16K", "--avg", "64K",
-              "--max", "256K")
-    mid2 = re.search(r"^id ([0-9a-f]{64})$", out, re.M).group(1)
+    mid2 = shoalproc.build_manifest(SHOAL, repo2, k, mf2, commit="cd" * 20)
     total2 = sum(len(v) for v in files2.values())
     # b already holds revision 1 (seeded from a local copy), a serves revision 2.
     b0 = Node("b-rev1", node_args(k, "b", tmp, ["--manifest", mf, "--seed-dir", repo]))
