@@ -263,8 +263,18 @@ def case_squat(tmp):
             os.setgid(victim)
             os.setuid(victim)
 
-        r = subprocess.run([os.path.abspath(SHOAL), "status"], capture_output=True, text=True,
-                           timeout=40, env=env, preexec_fn=as_victim, cwd="/")
+        # The victim uid may not traverse the build tree (a checkout in a
+        # 0700 directory): give it its own copy of the binary.
+        bindir = tempfile.mkdtemp(prefix="shoal-ctl-bin-")
+        os.chmod(bindir, 0o755)
+        victim_shoal = os.path.join(bindir, "shoal")
+        shutil.copy2(os.path.abspath(SHOAL), victim_shoal)
+        os.chmod(victim_shoal, 0o755)
+        try:
+            r = subprocess.run([victim_shoal, "status"], capture_output=True, text=True,
+                               timeout=40, env=env, preexec_fn=as_victim, cwd="/")
+        finally:
+            shutil.rmtree(bindir, ignore_errors=True)
         if r.returncode == 0:
             print("squat: shoal status succeeded against a squatter")
             fails += 1
