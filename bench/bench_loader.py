@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: MIT
 """Loader hand-off benchmarks (suite 'loader'), with real shoald processes.
 
-Usage: bench_loader.py SHOALD SHOAL NODE_DIR [--read-gib N]
+Usage: bench_loader.py SHOALD SHOAL NODE_DIR [--read-gib N] [--shard-mib N]
+
+--shard-mib sets the size of each of the 8 shards of the first-shard pull
+(default 32); the figures in README use the default.
 
 Prints, each on its own line:
   BENCH loader_handoff_p50_us <v> us
@@ -37,6 +40,7 @@ import numpy as np
 
 SHOALD, SHOAL, NODE_DIR = sys.argv[1:4]
 READ_GIB = float(sys.argv[sys.argv.index("--read-gib") + 1]) if "--read-gib" in sys.argv else 2.0
+SHARD_MIB = int(sys.argv[sys.argv.index("--shard-mib") + 1]) if "--shard-mib" in sys.argv else 32
 sys.path.insert(0, NODE_DIR)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import shoalproc  # noqa: E402
@@ -110,7 +114,7 @@ def bench_pull(tmp):
     """Handoff latency and first-shard fraction on a 3-node pull."""
     k = keys(tmp, ["a", "c", "b"])
     repo = os.path.join(tmp, "repo-pull")
-    shards = write_shards(repo, 8, 32 << 20, 1)
+    shards = write_shards(repo, 8, SHARD_MIB << 20, 1)
     mf = os.path.join(tmp, "pull.manifest")
     mid = build_manifest(k, repo, mf)
     a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
@@ -202,7 +206,7 @@ def main():
         lat.sort()
         p50 = lat[len(lat) // 2] / 1000 if lat else float("nan")
         print(f"# handoff samples {len(lat)}: min {lat[0] / 1000:.0f} us, "
-              f"max {lat[-1] / 1000:.0f} us; 8 x 32 MiB pull took {pull_s:.2f} s" if lat else
+              f"max {lat[-1] / 1000:.0f} us; 8 x {SHARD_MIB} MiB pull took {pull_s:.2f} s" if lat else
               "# no live hand-off samples")
         print(f"BENCH loader_handoff_p50_us {p50:.0f} us")
         daemon.sort()

@@ -6,7 +6,10 @@ Usage: bench_swarm.py SHOALD SHOAL BLAKE2B_RATE HUBDIR
 Figures (MB = 1e6 bytes), each printed as `BENCH <name> <value> <unit>`:
   blake2b_mbps              one core of BLAKE2b-256 (BLAKE2B_RATE, the same
                             libsodium code the daemon verifies chunks with),
-                            measured in this run: the baseline.
+                            measured in this run: the baseline. Timed in CPU
+                            time, so other work on the machine does not lower
+                            it (it would lower the transfers, not flatter
+                            the ratios).
   loopback_plain_mbps       a 2 GiB release (genrepo.py, 8 bf16 shards, the
                             default 256K/1M/4M chunking) moved from a seed to a
                             puller, both --no-encrypt. The time runs from the
@@ -15,10 +18,12 @@ Figures (MB = 1e6 bytes), each printed as `BENCH <name> <value> <unit>`:
                             fetching and verifying the signed manifest from the
                             seed, every chunk's transfer, BLAKE2b check and
                             pwrite, the whole-file SHA-256 checks and linking
-                            into the HF cache layout. Best of 2 runs; the seed's
-                            files are in the page cache (read once first), the
-                            puller's cache is a fresh directory on the same
-                            filesystem, and dirty pages are synced between runs.
+                            into the HF cache layout. Best of SHOAL_BENCH_RUNS
+                            runs; the seed's files are in the page cache (read
+                            once first), the puller's cache is a fresh
+                            directory on the same filesystem, and dirty pages
+                            are synced before each run. Memory is taken as the
+                            machine has it (no pre-faulting: see below).
   loopback_encrypted_mbps   the same with sealed sessions (AES-256-GCM).
   loopback_plain_ratio      loopback_plain_mbps / blake2b_mbps (target >= 0.7)
   loopback_encrypted_ratio  loopback_encrypted_mbps / blake2b_mbps (>= 0.6)
@@ -37,6 +42,18 @@ Figures (MB = 1e6 bytes), each printed as `BENCH <name> <value> <unit>`:
                             peak covers holding and serving, not the import.
                             node_rss_pullers and node_rss_chunks say how many
                             pullers and chunks the figure was measured with.
+
+Cold memory: the development VM reports freed guest pages to its host
+(virtio-balloon free page reporting, about 2 s after they are freed), and
+the guest's next touch of such a page faults on the host. The puller must
+fill 2 GiB of new page cache, and a page-cache write runs at 0.15 s of CPU
+per GB on pages the host still backs but 0.9-1.3 s/GB on reported ones
+(the host fault counts as the writer's CPU time), so the figures spread
+widely from run to run. Pre-faulting was tried and is not done: touching
+3 GiB of anonymous memory and freeing it just before the puller starts,
+or freeing it 256 MiB at a time just ahead of what the puller had
+written, gave no better figures over several runs on this machine. The
+per-run lines on stderr give each side's CPU seconds per GB.
 
 Environment knobs, for quick runs while developing: SHOAL_BENCH_SIZE (release
 size, default 2G), SHOAL_BENCH_RUNS (default 2), SHOAL_BENCH_PULLERS (default
@@ -279,6 +296,55 @@ def blake2b_rate():
     return float(m.group(1))
 
 
+def pull_once(k, mode, label, seed, mid, pull_cache, total, commit, files):
+    """One puller run from |seed|; returns its MB/s, or None (logged) when it
+    did not complete with the right cipher."""
+    extra = ["--no-encrypt"] if mode == "plain" else []
+    shutil.rmtree(pull_cache, ignore_errors=True)
+    os.sync()
+    seed_cpu0 = cpu_s(seed.p.pid)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    b = Node("puller-%s-%s" % (mode, label),
+             node_args(k, "puller", pull_cache,
+                       ["--peer", seed.addr, "--pull", mid,
+                        "--exit-when-complete", *extra]), wait_listen=False)
+    # Block in waitpid (no polling delay in the figure); a timer kills
+    # a puller that hangs, and a sampler keeps its peak RSS.
+    watchdog = threading.Timer(TRANSFER_TIMEOUT_S, b.p.kill)
+    peak = [0]
+    sampler = threading.Thread(target=sample_peak, args=(b.p, peak), daemon=True)
+    watchdog.start()
+    sampler.start()
+    rc = b.p.wait()
+    dt = time.monotonic() - t0
+    watchdog.cancel()
+    sampler.join()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seed_cpu = cpu_s(seed.p.pid) - seed_cpu0
+    b.drain(5)
+    if rc != 0:
+        b.dump()
+        seed.dump()
+        say("%s %s: puller did not complete (exit %s)" % (mode, label, rc))
+        b.stop()
+        return None
+    want = "none" if mode == "plain" else "aes256gcm|xchacha20poly1305"
+    cm = re.search(r"authenticated: .* cipher (\S+)", b.log())
+    if not cm or not re.fullmatch(want, cm.group(1)):
+        say("%s %s: session cipher is %s, want %s"
+            % (mode, label, cm.group(1) if cm else "?", want))
+        return None
+    check_snapshot(pull_cache, "big", commit, files, full=True)
+    mbps = total / dt / 1e6
+    pcpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    say("%s %s: %d bytes in %.2f s = %.1f MB/s (cipher %s; puller cpu %.2f s = %.2f s/GB, "
+        "seed cpu %.2f s = %.2f s/GB, puller VmHWM %.0f MiB)"
+        % (mode, label, total, dt, mbps, cm.group(1), pcpu, pcpu / (total / 1e9), seed_cpu,
+           seed_cpu / (total / 1e9), peak[0] / 1024))
+    return mbps
+
+
 def loopback(tmp, k, b2):
     say("generating a %s release (genrepo.py, 8 shards)" % SIZE)
     rel, commit, files = gen_release(tmp, "big", SIZE, 8)
@@ -304,50 +370,12 @@ def loopback(tmp, k, b2):
             bench("pagecache_write_mbps", "%.1f" % floor, "MB/s")
         best = 0.0
         for r in range(RUNS):
-            shutil.rmtree(pull_cache, ignore_errors=True)
-            os.sync()
-            seed_cpu0 = cpu_s(seed.p.pid)
-            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.monotonic()
-            b = Node("puller-%s-%d" % (mode, r),
-                     node_args(k, "puller", pull_cache,
-                               ["--peer", seed.addr, "--pull", mid,
-                                "--exit-when-complete", *extra]), wait_listen=False)
-            # Block in waitpid (no polling delay in the figure); a timer kills
-            # a puller that hangs, and a sampler keeps its peak RSS.
-            watchdog = threading.Timer(TRANSFER_TIMEOUT_S, b.p.kill)
-            peak = [0]
-            sampler = threading.Thread(target=sample_peak, args=(b.p, peak), daemon=True)
-            watchdog.start()
-            sampler.start()
-            rc = b.p.wait()
-            dt = time.monotonic() - t0
-            watchdog.cancel()
-            sampler.join()
-            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            seed_cpu = cpu_s(seed.p.pid) - seed_cpu0
-            b.drain(5)
-            if rc != 0:
-                b.dump()
-                seed.dump()
-                say("%s run %d: puller did not complete (exit %s)" % (mode, r, rc))
+            mbps = pull_once(k, mode, "run %d" % r, seed, mid, pull_cache, total, commit,
+                             files)
+            if mbps is None:
                 fails += 1
-                b.stop()
-                continue
-            want = "none" if mode == "plain" else "aes256gcm|xchacha20poly1305"
-            cm = re.search(r"authenticated: .* cipher (\S+)", b.log())
-            if not cm or not re.fullmatch(want, cm.group(1)):
-                say("%s run %d: session cipher is %s, want %s"
-                    % (mode, r, cm.group(1) if cm else "?", want))
-                fails += 1
-                continue
-            check_snapshot(pull_cache, "big", commit, files, full=True)
-            mbps = total / dt / 1e6
-            pcpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-            say("%s run %d: %d bytes in %.2f s = %.1f MB/s (cipher %s; puller cpu %.2f s, "
-                "seed cpu %.2f s, puller VmHWM %.0f MiB)"
-                % (mode, r, total, dt, mbps, cm.group(1), pcpu, seed_cpu, peak[0] / 1024))
-            best = max(best, mbps)
+            else:
+                best = max(best, mbps)
         if seed.stop() != 0:
             say("%s: seed did not shut down cleanly" % mode)
             fails += 1

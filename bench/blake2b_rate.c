@@ -10,6 +10,12 @@
  * crypto_generichash, the code the daemon uses), best of 3 runs, and prints
  *   BENCH blake2b_mbps <MB/s> MB/s
  * with MB = 1e6 bytes. Exit status 0, or 1 if the buffer cannot be had.
+ *
+ * The time is this thread's CPU time, not the wall clock: the figure is
+ * what one core does, and on a machine where other work competes for the
+ * cores (the benchmark's own daemons winding down, other builds) a
+ * wall-clock rate would shrink and flatter every ratio divided by it. The
+ * wall-clock rate goes to stderr for comparison.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,11 +27,11 @@
 #define BUF_LEN ((size_t)256 * 1024 * 1024)
 #define RUNS 3
 
-static double now(void)
+static double now(clockid_t clock)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -52,7 +58,7 @@ int main(void)
     uint8_t id[SHOAL_HASH_LEN];
     uint8_t sink = 0;
     uint8_t *buf = NULL;
-    double best = 0;
+    double best = 0, best_wall = 0;
     int rc = 1;
 
     if (shoal_hash_init() != 0) {
@@ -66,17 +72,20 @@ int main(void)
     }
     fill(buf, BUF_LEN);
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now(), dt;
+        double w0 = now(CLOCK_MONOTONIC), t0 = now(CLOCK_THREAD_CPUTIME_ID), dt, dw;
 
         shoal_chunk_id(id, buf, BUF_LEN);
-        dt = now() - t0;
+        dt = now(CLOCK_THREAD_CPUTIME_ID) - t0;
+        dw = now(CLOCK_MONOTONIC) - w0;
         /* Keep the digest live so the call cannot be optimized away. */
         sink ^= id[r % SHOAL_HASH_LEN];
         if (dt > 0 && (double)BUF_LEN / dt > best)
             best = (double)BUF_LEN / dt;
+        if (dw > 0 && (double)BUF_LEN / dw > best_wall)
+            best_wall = (double)BUF_LEN / dw;
     }
-    fprintf(stderr, "blake2b_rate: %d runs over %zu MiB (digest byte %02x)\n", RUNS,
-            BUF_LEN >> 20, sink);
+    fprintf(stderr, "blake2b_rate: %d runs over %zu MiB (digest byte %02x); wall-clock rate "
+            "%.1f MB/s\n", RUNS, BUF_LEN >> 20, sink, best_wall / 1e6);
     printf("BENCH blake2b_mbps %.1f MB/s\n", best / 1e6);
     rc = 0;
 out:

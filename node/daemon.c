@@ -452,28 +452,23 @@ static struct shoal_swarm *loader_find(void *user, const char *release)
     return NULL;
 }
 
-/* Like --pull ID: ask every peer for the manifest; it opens on arrival. */
-static int loader_pull(void *user, const uint8_t id[32])
+static int ctl_pull(void *user, const char *release, char *why, size_t whylen);
+
+/* The path `shoal pull` takes: a manifest id is asked of the peers and the
+ * trackers, a name is resolved through the trackers (trk_on_manifest
+ * reports a name no tracker knows with shoal_loader_srv_release_failed);
+ * the release opens on arrival. */
+static int loader_pull(void *user, const char *release, char *why, size_t whylen)
 {
     struct shoal_daemon *d = user;
-    struct pull *pl = NULL;
 
-    for (uint32_t i = 0; i < d->npulls; i++) {
-        if (memcmp(d->pulls[i].id, id, 32) == 0)
-            pl = &d->pulls[i];
+    if (!(strlen(release) == 64 && strspn(release, "0123456789abcdefABCDEF") == 64) &&
+        strchr(release, '@') && !d->trk) {
+        snprintf(why, whylen, "this node does not hold it and has no tracker to resolve the "
+                              "name (ask by manifest id to have it fetched from its peers)");
+        return SHOAL_ENOTFOUND;
     }
-    if (!pl) {
-        if (d->npulls >= SHOAL_CONFIG_LIST_MAX || d->stopping)
-            return SHOAL_ELIMIT;
-        pl = &d->pulls[d->npulls++];
-        memcpy(pl->id, id, 32);
-        pl->swarm = NULL;
-        for (uint32_t i = 0; i < d->npeers; i++) {
-            if (shoal_peer_ready(d->peers[i]))
-                want_manifests(d, d->peers[i]);
-        }
-    }
-    return 0;
+    return ctl_pull(d, release, why, whylen);
 }
 
 static int start_loader(struct shoal_daemon *d)
@@ -759,6 +754,11 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         shoal_hex(name, pl->id, 32);
     if (status != 0) {
         LOG_D("no tracker has the manifest of %s yet", name);
+        /* --- loader --- a loader asking by name learns it now; the pull
+         * itself keeps asking, as for `shoal pull` */
+        if (pl->by_name)
+            shoal_loader_srv_release_failed(d->loader, pl->name, "no tracker knows this release");
+        /* --- end loader --- */
         return;
     }
     hex8(hex, mm->manifest_id);

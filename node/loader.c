@@ -18,15 +18,16 @@
  * uv_async: arming the poll for a socket that would block, closing a
  * connection (finished or broken), and refreshing the scheduler priorities.
  * So |mu| guards the client list and every client field a worker touches
- * (state, swarm, want, sent, nwant, nsent, the queue, kick, broken), the
+ * (state, swarm, want, sent, nwant, nsent, unsent, the queue, kick, broken), the
  * sending side of each socket, and the dirty-swarm list. The loop takes it
  * in each of its entry points (accept, socket events, the async, release
  * opened, close) and drops it before calling into the swarm to set
  * priorities (which may do anything); the hooks run with it held (loader.h).
- * Loop-only fields (poll, dec, order, pend_id, closed) need no lock. A
- * client is freed only after it has been unlinked under |mu|, so a worker
- * never sees a freed client. Lock order: |mu|, then the store's own lock
- * (file_open, file_done); the store calls us with none of its locks held.
+ * Loop-only fields (poll, dec, order, pend_id, pend_by_id, closed) need no
+ * lock. A client is freed only after it has been unlinked under |mu|, so a
+ * worker never sees a freed client. Lock order: |mu|, then the store's own
+ * lock (file_open, file_done); the store calls us with none of its locks
+ * held.
  *
  * Ordering: every frame of a connection goes through its one queue under
  * |mu|, whichever thread sends it, so frames (and their descriptors) leave
@@ -96,7 +97,8 @@ struct client {
     uid_t uid;
     char name[48];               /* "pid N uid U" for logs */
     char release[SHOAL_MSG_RELEASE_MAX + 1]; /* set before C_WATCH, then fixed */
-    uint8_t pend_id[32];         /* C_PENDING: manifest id awaited */
+    uint8_t pend_id[32];         /* C_PENDING: manifest id awaited, */
+    bool pend_by_id;             /* ... when asked by id, else by name */
     uint8_t *order_mp;           /* copy of the LOADER_WANT path list */
     size_t order_len;
     uint32_t order_count;
@@ -104,6 +106,7 @@ struct client {
     uint32_t *want;              /* mu; manifest file index per position */
     bool *sent;                  /* mu */
     uint32_t nwant, nsent;       /* mu */
+    uint32_t unsent;             /* mu; every position before it is sent */
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
@@ -425,6 +428,8 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
         return rv;
     c->sent[k] = true;
     c->nsent++;
+    while (c->unsent < c->nwant && c->sent[c->unsent])
+        c->unsent++;
     LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->nsent, c->nwant);
     return 0;
 }
@@ -595,11 +600,26 @@ static bool parse_hex_id(const char *s, uint8_t id[32])
     return strlen(s) == 64 && shoal_unhex(id, 32, s, 64) == 0;
 }
 
+/* Whether C_PENDING |c| waits for release |s|: its manifest id, or its
+ * "repo@commit". */
+static bool pending_for(const struct client *c, struct shoal_swarm *s)
+{
+    const struct shoal_manifest *m = shoal_swarm_manifest(s);
+    const char *repo = shoal_manifest_repo_id(m), *at = strrchr(c->release, '@');
+    size_t rlen = strlen(repo);
+
+    if (c->pend_by_id)
+        return memcmp(c->pend_id, shoal_swarm_id(s), 32) == 0;
+    return at && (size_t)(at - c->release) == rlen && memcmp(c->release, repo, rlen) == 0 &&
+           strcmp(at + 1, shoal_manifest_commit(m)) == 0;
+}
+
 /* Loop thread, under |mu|: the hooks run with it held (loader.h). */
 static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
 {
     struct shoal_loader_srv *l = c->srv;
     struct shoal_swarm *s;
+    char why[256];
     int rv;
 
     memcpy(c->release, w->release.p, w->release.len);
@@ -621,15 +641,16 @@ static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
         client_bind(c, s);
         return;
     }
-    if (!parse_hex_id(c->release, c->pend_id)) {
-        send_error(c, "unknown release '%s': this node does not hold it (ask by manifest id "
-                      "to have it fetched)", c->release);
+    c->pend_by_id = parse_hex_id(c->release, c->pend_id);
+    if (!l->hooks->pull) {
+        send_error(c, "unknown release '%s': this node does not hold it", c->release);
         return;
     }
-    rv = l->hooks->pull ? l->hooks->pull(l->hooks->user, c->pend_id) : SHOAL_ENOTFOUND;
+    why[0] = '\0';
+    rv = l->hooks->pull(l->hooks->user, c->release, why, sizeof why);
     if (rv != 0) {
-        send_error(c, "unknown release %s: cannot start fetching it: %s", c->release,
-                   shoal_strerror(rv));
+        send_error(c, "unknown release '%s': cannot start fetching it: %s", c->release,
+                   why[0] ? why : shoal_strerror(rv));
         return;
     }
     c->state = C_PENDING;
@@ -849,16 +870,31 @@ static void on_async(uv_async_t *h)
     refresh_priorities(l);
 }
 
+/* Earlier positions of the loader's order looked at for files that are
+ * done but not yet reported (see offer_file). */
+#define ORDER_WINDOW 64u
+
 /* Queues file |file| for |c| if it waits for it (and LOADER_DONE after its
- * last file). Any thread, under |mu|. Returns whether |c| waited for it. */
+ * last file). Any thread, under |mu|. Returns whether |c| waited for it.
+ *
+ * Files that the store finished at the same moment (their fsyncs return
+ * together from one journal commit) are reported by their worker threads
+ * in no particular order; so files earlier in the loader's order that are
+ * already done go out first, and their own reports find them sent. */
 static bool offer_file(struct client *c, uint32_t file, uint64_t ready_ns)
 {
     bool waited = false;
 
     for (uint32_t k = 0; k < c->nwant; k++) {
         if (c->want[k] == file) {
+            uint32_t end = k - c->unsent > ORDER_WINDOW ? c->unsent + ORDER_WINDOW : k;
             waited = !c->sent[k];
-            if (waited && hand_file(c, k, ready_ns) != 0)
+            for (uint32_t j = c->unsent; waited && j < end; j++) {
+                if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]) &&
+                    hand_file(c, j, ready_ns) != 0)
+                    send_error(c, "out of memory");
+            }
+            if (waited && c->state == C_WATCH && hand_file(c, k, ready_ns) != 0)
                 send_error(c, "out of memory");
             break;
         }
@@ -911,13 +947,35 @@ void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_sw
     pthread_mutex_lock(&l->mu);
     for (c = l->clients; c; c = next) {
         next = c->next;
-        if (c->state == C_PENDING && memcmp(c->pend_id, shoal_swarm_id(s), 32) == 0) {
+        if (c->state == C_PENDING && pending_for(c, s)) {
             client_bind(c, s);
             pump_out(c);
         }
     }
     pthread_mutex_unlock(&l->mu);
     refresh_priorities(l);
+}
+
+void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *release,
+                                     const char *why)
+{
+    struct client *c, *next;
+    uint8_t id[32];
+    bool by_id;
+
+    if (!l || !release)
+        return;
+    by_id = parse_hex_id(release, id);
+    pthread_mutex_lock(&l->mu);
+    for (c = l->clients; c; c = next) {
+        next = c->next; /* pump_out may close c */
+        if (c->state != C_PENDING || c->pend_by_id != by_id ||
+            (by_id ? memcmp(c->pend_id, id, 32) != 0 : strcmp(c->release, release) != 0))
+            continue;
+        send_error(c, "unknown release '%s': %s", c->release, why ? why : "cannot be fetched");
+        pump_out(c);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)

@@ -10,10 +10,13 @@
  * file attached (SCM_RIGHTS): the loader maps the very pages the store wrote,
  * in the HF cache or in a memfd. Files already complete go out at once;
  * LOADER_DONE follows the last file, then the daemon closes the connection.
- * Unknown releases get LOADER_ERROR. A hex id that is not held yet starts the
- * pull (hooks->pull). The files loaders wait for are handed to the scheduler
- * as priorities (shoal_swarm_want_files), merged across loaders first file
- * first, and refreshed as files complete.
+ * A release that is not held yet, by hex id or by name, starts the pull
+ * (hooks->pull: a name is resolved through the tracker, as `shoal pull`
+ * does); one that cannot be had gets LOADER_ERROR, at once or when the
+ * owner reports it (shoal_loader_srv_release_failed). The files loaders
+ * wait for are handed to the scheduler as priorities
+ * (shoal_swarm_want_files), merged across loaders first file first, and
+ * refreshed as files complete.
  *
  * Access: the socket file is mode 0660, chown'd to the configured group, and
  * every connection is checked again with SO_PEERCRED (root, shoald's own
@@ -61,11 +64,15 @@ struct shoal_loader_srv_hooks {
     /* The open release named by |release| (NUL-terminated "repo@rev" or 64
      * hex digits), or NULL when this node does not hold it (yet). */
     struct shoal_swarm *(*find)(void *user, const char *release);
-    /* Release |id| is not open here: start fetching it. Return 0 when the
-     * pull is under way (announce the release with
-     * shoal_loader_srv_release_opened once it is open) or a negative code
-     * (the loader gets LOADER_ERROR). May be NULL: no pulls on demand. */
-    int (*pull)(void *user, const uint8_t id[32]);
+    /* Release |release| (as for |find|) is not open here: start fetching
+     * it, by manifest id, or by name through the tracker (as `shoal pull`
+     * does). Return 0 when the pull is under way (then announce the release
+     * with shoal_loader_srv_release_opened once it is open, or
+     * shoal_loader_srv_release_failed when it cannot be had), or a negative
+     * code with the reason, for people, in |why| (|whylen| bytes,
+     * NUL-terminated): the loader gets LOADER_ERROR with it. May be NULL:
+     * no pulls on demand. */
+    int (*pull)(void *user, const char *release, char *why, size_t whylen);
     void *user;
 };
 
@@ -82,8 +89,16 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
                          const struct shoal_loader_srv_hooks *hooks);
 
 /* Release |s| is now open (after a pull, or at start): loaders waiting for
- * it by manifest id start receiving files. Loop thread. */
+ * it, by manifest id or by "repo@commit", start receiving files. Loop
+ * thread. */
 void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_swarm *s);
+
+/* The pull of |release| (a 64-hex manifest id or "repo@rev", as a loader
+ * sent it) cannot succeed: |why| (for people, e.g. "no tracker knows it").
+ * Loaders waiting for it get LOADER_ERROR naming the release and |why|,
+ * and are closed. Loop thread; |l| may be NULL. */
+void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *release,
+                                     const char *why);
 
 /*
  * File |file| of |s| was published (|status| 0) or failed (nonzero, then

@@ -7,10 +7,16 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "frame.h"
@@ -61,6 +67,14 @@ struct shoal_peer {
     uint8_t *rx_body;           /* body being dispatched, maybe the decoder's */
     uint8_t *rx_owned;          /* ... or one of ours (from rxq) */
     /* --- end dperf --- */
+    /* --- s2: payloads from files --- */
+    struct sfi *sfq, *sfq_tail; /* frames behind a file payload, in order */
+    uv_poll_t sf_poll;          /* writability of the socket, on sf_fd */
+    int sf_fd;                  /* dup of the socket for sf_poll; -1: none */
+    bool sf_polling;
+    bool sf_busy;               /* in sfq_pump */
+    bool shut_after_sfq;        /* a flushing close waits for sfq */
+    /* --- end s2 --- */
     char name[80];
     char reason[256];
     uint8_t rbuf[READ_BUF];
@@ -111,6 +125,29 @@ struct rxf {
 #define RXQ_MAX_BYTES (64u << 20)
 /* --- end dperf --- */
 
+/* --- s2: payloads from files ---
+ * A plain session can send a served chunk with sendfile(2) from the store's
+ * file: the kernel hands page-cache pages to the socket, with no read into
+ * a buffer and no copy into the socket on this side. libuv does not know
+ * about those bytes, so once a file item is queued every later frame waits
+ * behind it in p->sfq, in order. A file item goes out only when libuv's
+ * own write queue is empty; when the socket is full, a uv_poll on a dup of
+ * its descriptor says when to go on (libuv keys its watchers by descriptor
+ * number, so the dup does not disturb the stream's own). */
+struct sfi {
+    struct sfi *next;
+    uint8_t *base;     /* allocation holding |a| (freed) */
+    uint8_t *a;        /* a memory item's bytes, or a file item's header */
+    size_t alen, adone;
+    uint8_t *payload;  /* a memory item's second buffer (freed), or NULL */
+    size_t plen;
+    int fd;            /* a file item's payload source (closed); -1: memory item */
+    uint64_t off;      /* next payload byte in |fd| */
+    size_t left;       /* payload bytes not yet sent */
+    size_t bytes;      /* counted in p->queued */
+};
+/* --- end s2 --- */
+
 /* --- ctl: rate limits --- */
 /* A CHUNK over the upload budget: sealed only when it is sent, so the
  * session's nonces stay in send order. */
@@ -124,6 +161,83 @@ struct held {
 /* --- end ctl --- */
 
 static uint64_t next_peer_id = 1;
+
+/* --- s2: chunk-sized receive buffers kept for reuse ---
+ * Every received chunk frame needs a buffer of about a MiB, freed on a
+ * worker thread once the chunk is verified and stored. Left to malloc, such
+ * sizes come and go as fresh mappings, and every page of every chunk faults
+ * in anew. Frame bodies come from shoal_peer_buf_alloc(), sized up to whole
+ * MiBs so that one fits most chunks, and the owner hands them back with
+ * shoal_peer_buf_free() when done, up to a bound: a node that only serves
+ * keeps nothing here. */
+#define POOL_MIN (64u * 1024u)         /* smaller ones are left to malloc */
+#define POOL_ROUND (1u << 20)
+#define POOL_BUFS 16u
+#define POOL_BYTES ((size_t)32 << 20)
+
+static struct {
+    pthread_mutex_t mu;
+    uint8_t *buf[POOL_BUFS];
+    size_t cap[POOL_BUFS];
+    unsigned n;
+    size_t bytes;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+uint8_t *shoal_peer_buf_alloc(size_t n, size_t *cap)
+{
+    uint8_t *b = NULL;
+    unsigned best = POOL_BUFS;
+    size_t c;
+
+    if (n >= POOL_MIN) {
+        pthread_mutex_lock(&pool.mu);
+        for (unsigned i = 0; i < pool.n; i++) {
+            if (pool.cap[i] >= n && (best == POOL_BUFS || pool.cap[i] < pool.cap[best]))
+                best = i;
+        }
+        if (best < POOL_BUFS) {
+            b = pool.buf[best];
+            c = pool.cap[best];
+            pool.bytes -= c;
+            pool.n--;
+            pool.buf[best] = pool.buf[pool.n];
+            pool.cap[best] = pool.cap[pool.n];
+        }
+        pthread_mutex_unlock(&pool.mu);
+        if (b) {
+            if (cap)
+                *cap = c;
+            return b;
+        }
+        if (n <= SIZE_MAX - POOL_ROUND)
+            n = (n + POOL_ROUND - 1) / POOL_ROUND * POOL_ROUND;
+    }
+    b = malloc(n ? n : 1);
+    if (b && cap)
+        *cap = n;
+    return b;
+}
+
+void shoal_peer_buf_free(uint8_t *b)
+{
+    size_t c;
+
+    if (!b)
+        return;
+    c = malloc_usable_size(b);
+    if (c >= POOL_MIN) {
+        pthread_mutex_lock(&pool.mu);
+        if (pool.n < POOL_BUFS && pool.bytes + c <= POOL_BYTES) {
+            pool.buf[pool.n] = b;
+            pool.cap[pool.n++] = c;
+            pool.bytes += c;
+            b = NULL;
+        }
+        pthread_mutex_unlock(&pool.mu);
+    }
+    free(b);
+}
+/* --- end s2 --- */
 
 static const struct shoal_frame_cb frame_cb;
 
@@ -170,6 +284,16 @@ int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss)
     return -EINVAL;
 }
 
+/* --- s2 --- */
+static void sfi_free(struct sfi *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->base);
+    free(f->payload);
+    free(f);
+}
+
 /* Last step of a close: once the handles are closed and no worker job holds
  * the peer (--- dperf ---). */
 static void peer_free(struct shoal_peer *p)
@@ -197,6 +321,13 @@ static void peer_free(struct shoal_peer *p)
         free(p->rxq);
         p->rxq = next;
     }
+    while (p->sfq) { /* --- s2 --- */
+        struct sfi *next = p->sfq->next;
+        sfi_free(p->sfq);
+        p->sfq = next;
+    }
+    if (p->sf_fd >= 0)
+        close(p->sf_fd);
     free(p);
 }
 
@@ -217,6 +348,8 @@ static void close_now(struct shoal_peer *p)
         uv_close((uv_handle_t *)&p->timer, handle_closed);
     if (!uv_is_closing((uv_handle_t *)&p->pace)) /* --- ctl --- */
         uv_close((uv_handle_t *)&p->pace, handle_closed);
+    if (p->sf_fd >= 0 && !uv_is_closing((uv_handle_t *)&p->sf_poll)) /* --- s2 --- */
+        uv_close((uv_handle_t *)&p->sf_poll, handle_closed);
 }
 
 static void shutdown_done(uv_shutdown_t *req, int status)
@@ -250,6 +383,12 @@ void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush)
         uv_timer_start(&p->timer, grace_expired, CLOSE_GRACE_MS, 0);
         return;
     }
+    if (flush && p->sfq) { /* --- s2 --- */
+        /* Frames behind a file payload go out first; sfq_pump shuts down. */
+        p->shut_after_sfq = true;
+        uv_timer_start(&p->timer, grace_expired, CLOSE_GRACE_MS, 0);
+        return;
+    }
     if (flush && p->queued > 0 &&
         uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) == 0) {
         /* A peer that stops reading must not hold us open forever. */
@@ -257,6 +396,17 @@ void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush)
         return;
     }
     close_now(p);
+}
+
+static void sfq_pump(struct shoal_peer *p);
+
+static void maybe_drain(struct shoal_peer *p)
+{
+    if (p->drain_wanted && p->queued <= p->max_queue / 2 && !p->closing) {
+        p->drain_wanted = false;
+        if (p->cb->on_drain)
+            p->cb->on_drain(p, p->user);
+    }
 }
 
 static void write_done(uv_write_t *req, int status)
@@ -275,17 +425,18 @@ static void write_done(uv_write_t *req, int status)
         shoal_peer_close(p, why, false);
         return;
     }
-    if (p->drain_wanted && p->queued <= p->max_queue / 2 && !p->closing) {
-        p->drain_wanted = false;
-        if (p->cb->on_drain)
-            p->cb->on_drain(p, p->user);
+    /* --- s2 --- a file payload may be waiting for libuv's queue to empty */
+    if (p->sfq) {
+        sfq_pump(p);
+        return;
     }
+    maybe_drain(p);
 }
 
-/* Queues |alen| bytes at |a| (and |payload| when not NULL) for writing;
- * takes |base|, the allocation holding |a|, and |payload|. */
-static int queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t alen,
-                      uint8_t *payload, size_t plen)
+/* Hands |alen| bytes at |a| (and |payload| when not NULL) to libuv; takes
+ * |base|, the allocation holding |a|, and |payload|. */
+static int uv_queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t alen,
+                         uint8_t *payload, size_t plen)
 {
     struct wreq *w = calloc(1, sizeof *w);
     uv_buf_t bufs[2];
@@ -314,6 +465,179 @@ static int queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t al
         p->drain_wanted = true;
     return 0;
 }
+
+/* --- s2: payloads from files --- */
+static void sfq_add(struct shoal_peer *p, struct sfi *f)
+{
+    if (p->sfq_tail)
+        p->sfq_tail->next = f;
+    else
+        p->sfq = f;
+    p->sfq_tail = f;
+    p->queued += f->bytes;
+    if (p->queued > p->max_queue / 2)
+        p->drain_wanted = true;
+}
+
+/* Writes what it can of file item |f| to socket |sock|: the header, then
+ * the payload with sendfile. Returns 0 when all is sent, -EAGAIN when the
+ * socket is full, or a negated errno (-EIO: the file ended early). */
+static int sfi_send(struct sfi *f, int sock)
+{
+    while (f->adone < f->alen) {
+        /* MSG_MORE: the header leaves with the payload's first bytes. */
+        ssize_t n = send(sock, f->a + f->adone, f->alen - f->adone,
+                         (f->left > 0 ? MSG_MORE : 0) | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        f->adone += (size_t)n;
+    }
+    while (f->left > 0) {
+        off_t off = (off_t)f->off;
+        ssize_t n = sendfile(sock, f->fd, &off, f->left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        if (n == 0)
+            return -EIO;
+        f->off += (uint64_t)n;
+        f->left -= (size_t)n;
+    }
+    return 0;
+}
+
+static void sf_writable(uv_poll_t *h, int status, int events)
+{
+    struct shoal_peer *p = h->data;
+
+    (void)events;
+    if (status < 0 && !p->closing) {
+        char why[128];
+        snprintf(why, sizeof why, "write failed: %s", uv_strerror(status));
+        shoal_peer_close(p, why, false);
+        return;
+    }
+    sfq_pump(p);
+}
+
+/* Waits for the socket to take more (|on|), or stops waiting. */
+static int sf_poll(struct shoal_peer *p, int sock, bool on)
+{
+    int rv;
+
+    if (on == p->sf_polling)
+        return 0;
+    if (!on) {
+        p->sf_polling = false;
+        return uv_poll_stop(&p->sf_poll);
+    }
+    if (p->sf_fd < 0) {
+        int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            return -errno;
+        rv = uv_poll_init_socket(p->ctx->loop, &p->sf_poll, fd);
+        if (rv != 0) {
+            close(fd);
+            return rv;
+        }
+        p->sf_fd = fd;
+        p->sf_poll.data = p;
+        p->open_handles++;
+    }
+    rv = uv_poll_start(&p->sf_poll, UV_WRITABLE, sf_writable);
+    if (rv == 0)
+        p->sf_polling = true;
+    return rv;
+}
+
+/* Sends the items of p->sfq in order: memory items go to libuv, a file item
+ * goes out itself once libuv has written everything before it. */
+static void sfq_pump(struct shoal_peer *p)
+{
+    uv_os_fd_t sock = -1;
+    bool wait = false;
+    int rv = 0;
+
+    if (p->sf_busy)
+        return;
+    p->sf_busy = true;
+    if (uv_fileno((uv_handle_t *)&p->tcp, &sock) != 0)
+        rv = -EBADF;
+    while (rv == 0 && p->sfq && (!p->closing || p->shut_after_sfq) &&
+           !uv_is_closing((uv_handle_t *)&p->tcp)) {
+        struct sfi *f = p->sfq;
+
+        if (f->fd >= 0) {
+            if (uv_stream_get_write_queue_size((uv_stream_t *)&p->tcp) > 0)
+                break; /* write_done pumps again */
+            rv = sfi_send(f, sock);
+            if (rv == -EAGAIN) {
+                rv = 0;
+                wait = true;
+                break;
+            }
+            if (rv == 0)
+                p->tx += f->bytes;
+        }
+        p->sfq = f->next;
+        if (!p->sfq)
+            p->sfq_tail = NULL;
+        p->queued -= f->bytes;
+        if (f->fd < 0 && rv == 0) {
+            rv = uv_queue_bufs(p, f->base, f->a, f->alen, f->payload, f->plen);
+            f->base = f->payload = NULL; /* taken, also on error */
+        }
+        sfi_free(f);
+    }
+    if (rv == 0 && !uv_is_closing((uv_handle_t *)&p->tcp))
+        rv = sf_poll(p, sock, wait);
+    p->sf_busy = false;
+    if (rv != 0 && !p->closing) {
+        char why[128];
+        snprintf(why, sizeof why, "cannot send a chunk: %s", shoal_strerror(rv));
+        shoal_peer_close(p, why, false);
+        return;
+    }
+    if (!p->sfq && p->shut_after_sfq) {
+        p->shut_after_sfq = false;
+        if (uv_is_closing((uv_handle_t *)&p->tcp) ||
+            uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) != 0)
+            close_now(p);
+        return;
+    }
+    maybe_drain(p);
+}
+
+/* Queues |alen| bytes at |a| (and |payload| when not NULL) for writing,
+ * behind any file payload still queued; takes |base|, the allocation
+ * holding |a|, and |payload|. */
+static int queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t alen,
+                      uint8_t *payload, size_t plen)
+{
+    struct sfi *f;
+
+    if (!p->sfq)
+        return uv_queue_bufs(p, base, a, alen, payload, plen);
+    f = calloc(1, sizeof *f);
+    if (!f) {
+        free(base);
+        free(payload);
+        return -ENOMEM;
+    }
+    f->base = base;
+    f->a = a;
+    f->alen = alen;
+    f->payload = payload;
+    f->plen = plen;
+    f->fd = -1;
+    f->bytes = alen + plen;
+    sfq_add(p, f);
+    return 0;
+}
+/* --- end s2 --- */
 
 /* Queues |a| (and |payload| when not NULL) for writing; takes both. */
 static int queue_write(struct shoal_peer *p, uint8_t *a, size_t alen, uint8_t *payload,
@@ -663,6 +987,65 @@ fail:
 }
 /* --- end dperf --- */
 
+/* --- s2 --- */
+bool shoal_peer_can_sendfile(const struct shoal_peer *p)
+{
+    return p->st == ST_READY && !p->closing && shoal_session_send_overhead(p->sess) == 0 &&
+           p->up.own.rate == 0 && (!p->up.global || p->up.global->rate == 0);
+}
+
+int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chunk *c, int fd,
+                               uint64_t off)
+{
+    struct shoal_buf b;
+    struct sfi *f = NULL;
+    size_t plen = c->payload.len, hlen;
+    int rv;
+
+    shoal_buf_init(&b, SHOAL_PEER_CHUNK_HEADROOM);
+    if (p->closing || p->st != ST_READY) {
+        rv = -EPIPE;
+        goto fail;
+    }
+    if (!shoal_peer_can_sendfile(p)) {
+        rv = -ENOTSUP;
+        goto fail;
+    }
+    if (p->queued > p->max_queue) {
+        rv = SHOAL_EBUSY;
+        goto fail;
+    }
+    rv = shoal_msg_encode_chunk_header(c, &b);
+    if (rv == SHOAL_ELIMIT) /* cannot happen with a valid |c| */
+        rv = -EINVAL;
+    if (rv != 0)
+        goto fail;
+    hlen = b.len;
+    if (hlen - SHOAL_FRAME_HDR_LEN + plen > peer_max_body(p)) {
+        rv = SHOAL_ETOOBIG;
+        goto fail;
+    }
+    f = calloc(1, sizeof *f);
+    if (!f) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    f->base = f->a = shoal_buf_steal(&b, NULL);
+    f->alen = hlen;
+    f->fd = fd;
+    f->off = off;
+    f->left = plen;
+    f->bytes = hlen + plen;
+    sfq_add(p, f);
+    sfq_pump(p);
+    return 0;
+fail:
+    close(fd);
+    shoal_buf_free(&b);
+    return rv;
+}
+/* --- end s2 --- */
+
 void shoal_peer_bye(struct shoal_peer *p, const char *reason)
 {
     struct shoal_msg m;
@@ -777,6 +1160,7 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
     /* --- dperf --- an authenticated peer's chunk frames get their whole
      * buffer at once: one allocation, which the owner may then take. */
     shoal_frame_dec_set_prealloc(&p->dec, SHOAL_FRAME_MAX_AUTH);
+    shoal_frame_dec_set_alloc(&p->dec, shoal_peer_buf_alloc); /* --- s2 --- */
     uv_timer_stop(&p->timer);
     p->st = ST_READY;
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
@@ -1120,6 +1504,7 @@ static int peer_alloc(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
     p->id = next_peer_id++;
     p->max_queue = ctx->max_queue ? ctx->max_queue : (64u << 20);
     p->st = ST_CONNECTING;
+    p->sf_fd = -1; /* --- s2 --- */
     shoal_frame_dec_init(&p->dec, SHOAL_FRAME_MAX_PREAUTH);
     uv_tcp_init(ctx->loop, &p->tcp);
     uv_timer_init(ctx->loop, &p->timer);

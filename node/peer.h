@@ -125,6 +125,38 @@ int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk
 uint8_t *shoal_peer_take_body(struct shoal_peer *p);
 /* --- end dperf --- */
 
+/* --- s2 --- */
+/* True when shoal_peer_send_chunk_file() may be used: a ready, plain
+ * (unsealed) session without an upload rate cap. */
+bool shoal_peer_can_sendfile(const struct shoal_peer *p);
+/*
+ * Queues CHUNK |c| whose |c->payload.len| payload bytes are at offset |off|
+ * of file |fd|, which the peer takes over (closed once sent, also on
+ * error). The kernel sends them from the page cache with sendfile(2): no
+ * read into a buffer and no copy into the socket here. Frames queued after
+ * it leave after it. The file must hold those bytes until then, and they
+ * should be in the page cache (sendfile waits for the disk on the loop
+ * thread otherwise). A file that turns out shorter closes the connection.
+ * Same returns as shoal_peer_send(), and -ENOTSUP when
+ * shoal_peer_can_sendfile() is false.
+ */
+int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chunk *c, int fd,
+                               uint64_t off);
+/*
+ * A buffer of at least |n| bytes that free() accepts, its size in |*cap|
+ * (|cap| may be NULL); NULL when out of memory. Chunk-sized requests are
+ * served from buffers handed back with shoal_peer_buf_free(), so their
+ * pages are not faulted in afresh for every chunk. The bodies of received
+ * chunk frames come from here. Any thread.
+ */
+uint8_t *shoal_peer_buf_alloc(size_t n, size_t *cap);
+/* Hands back a malloc'd buffer the caller is done with (NULL is fine):
+ * kept for shoal_peer_buf_alloc() while there is room (a few dozen MiB in
+ * all), else freed. Meant for bodies taken with shoal_peer_take_body(),
+ * which are chunk-sized; other buffers should just be freed. Any thread. */
+void shoal_peer_buf_free(uint8_t *b);
+/* --- end s2 --- */
+
 /* Bytes queued for writing. */
 size_t shoal_peer_queued(const struct shoal_peer *p);
 /* True after on_ready and before closing. */

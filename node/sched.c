@@ -3,12 +3,20 @@
  * The chunk scheduler (see sched.h for the policy). Data layout, chosen so a
  * simulator can hold ten thousand instances at once:
  *
- *   - per chunk: flags (1 byte), availability among all peers and among
- *     same-zone peers (1 byte each), priority tier (1 byte), and two list
- *     links (4 bytes each). A chunk we still need and have not requested
- *     is "listed": it sits in the circular list of bucket (tier, count).
- *     Picking the rarest chunk of a tier walks the buckets from count 1 up;
- *     count 0 holds the orphans no peer has, which drive origin leases.
+ *   - per chunk: one 12-byte record (two list links, flags, availability
+ *     among all peers and among same-zone peers), so a HAVE touches one
+ *     cache line of ours, plus the priority tier (1 byte) apart. A chunk we
+ *     still need and have not requested is "listed": it sits in the
+ *     circular list of bucket (tier, count). Picking the rarest chunk of a
+ *     tier walks the buckets from count 1 up; count 0 holds the orphans no
+ *     peer has, which drive origin leases.
+ *   - counts rise lazily: a HAVE only bumps the count, and the chunk stays
+ *     in the bucket it was listed in until a pick walks past it and moves
+ *     it up (a bucket holds chunks at least that rare, never rarer). Only
+ *     leaving bucket 0 and falling counts (a peer gone) move a chunk at
+ *     once, so the orphan set is exact. With sixteen peers a chunk would
+ *     otherwise change lists on nearly every HAVE, and the HAVE fan-out is
+ *     most of a swarm's scheduling work.
  *     Counts of chunks we hold are not maintained (never read again).
  *   - per peer: its have-bitfield and a few numbers.
  *   - requests in flight: one small array (peers x depth entries at most).
@@ -73,6 +81,15 @@ struct xq_ent {
     uint64_t at;
 };
 
+/* Per-chunk state, packed: the HAVE path reads flags and counts of one
+ * chunk, the list code the links of a few. */
+struct ck {
+    uint32_t nxt, prv;    /* bucket list links (while F_LISTED) */
+    uint8_t flags;
+    uint8_t cnt;          /* peers holding it (while we do not) */
+    uint8_t cnt_same;     /* ... of them in our zone */
+};
+
 struct lease {
     uint32_t first;
     uint32_t count;
@@ -81,62 +98,65 @@ struct lease {
 };
 
 struct shoal_sched {
-    struct shoal_sched_config cfg;
+    /* What a HAVE reads comes first, then what every shoal_sched_next
+     * reads, in as few cache lines as can be: a simulator drives thousands
+     * of instances, each cold when an event reaches it, and fans each HAVE
+     * out to many of them; every line of this header touched is a miss
+     * (shoal_sched_prefetch asks for these lines ahead). */
+    struct ck *ck;
+    uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
+                             HAVE finds its bit without loading the peer */
+    size_t pbstride;
+    struct peer *peers;
+    uint32_t nreq;
+    uint32_t cap;         /* max_inflight in effect */
+    uint32_t nsame;
     uint32_t nchunks;
+    uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
+
+    uint64_t now;
+    uint64_t t0;          /* first shoal_sched_next call, + 1 (0: none yet) */
+    uint64_t pickmask;    /* tiers with a listed chunk some peer holds */
+    uint64_t missmask;    /* tiers with tier_missing > 0 */
+    uint32_t nhave;
+    uint32_t n_listed;
+    uint32_t n_orphan;
+    uint32_t fe_last;     /* file-endgame tier seen last (NIL: none) */
+    uint32_t npeers;
+    uint32_t rr;          /* rotating start for fairness among peers */
+    uint32_t nb;          /* buckets per tier: min(max_peers, CNT_CAP) + 1 */
+    uint32_t nxok, xokcap;
+    uint32_t xqhead, xqn, xqcap;
+    uint32_t npend, pendhead, pendcap;
+    bool lease_pending;
+    uint64_t lease_retry_at;
+    uint64_t rng[4];
+    uint64_t *listed;     /* bitmap of F_LISTED, for pick_scan */
+    uint8_t *tier;
+    uint64_t (*nonempty)[4]; /* per tier: which buckets have chunks */
+    struct req *reqs;
+    struct shoal_sched_action *pend;
+    struct xq_ent *xq;
+    uint32_t *xok;
+    struct lease *leases;
+
+    struct shoal_sched_config cfg;
     uint32_t nbytes_bits;
     double avg_chunk;
     uint32_t nfiles;
     uint32_t *file_first;
 
-    uint8_t *flags;
-    uint64_t *listed;     /* bitmap of F_LISTED, for pick_scan */
-    uint8_t *cnt;
-    uint8_t *cnt_same;
-    uint8_t *tier;
-    uint32_t *nxt;
-    uint32_t *prv;
-    uint32_t nb;          /* buckets per tier: min(max_peers, CNT_CAP) + 1 */
-    uint32_t *heads;      /* NTIERS * nb */
-    uint64_t (*nonempty)[4]; /* per tier: which buckets have chunks */
-    uint64_t pickmask;    /* tiers with a listed chunk some peer holds */
+    uint32_t *heads;      /* NTIERS * nb: first chunk of each bucket list */
     uint32_t tier_missing[NTIERS]; /* chunks of each tier we do not hold */
-    uint64_t missmask;    /* tiers with tier_missing > 0 */
-    uint32_t fe_last;     /* file-endgame tier seen last (NIL: none) */
+    /* --- loader --- chunks [tier_lo, tier_hi) of the one file a loader
+     * tier holds (tier_lo NIL: none, or several files share the tier) */
+    uint32_t tier_lo[NTIERS], tier_hi[NTIERS];
+    double req_ms;        /* requests' time out (send to arrival), EWMA */
+    /* --- end loader --- */
     uint8_t hslot[512];   /* peer id hash -> slot + 1 (0 = empty) */
-    uint32_t n_listed;
-    uint32_t n_orphan;
-    uint32_t nhave;
 
-    struct peer *peers;
-    uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
-                             HAVE finds its bit without loading the peer */
-    size_t pbstride;
-    uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
-    uint32_t npeers;
-    uint32_t nsame;
-    uint32_t rr;          /* rotating start for fairness among peers */
-
-    struct req *reqs;
-    uint32_t nreq;
     uint32_t reqcap;
-    uint32_t cap;         /* max_inflight in effect */
-
-    struct shoal_sched_action *pend;
-    uint32_t npend, pendhead, pendcap;
-
-    struct xq_ent *xq;
-    uint32_t xqhead, xqn, xqcap;
     uint32_t xjitter_ms;
-    uint32_t *xok;
-    uint32_t nxok, xokcap;
-
-    struct lease *leases;
-    bool lease_pending;
-    uint64_t lease_retry_at;
-
-    uint64_t now;
-    uint64_t t0;          /* first shoal_sched_next call, + 1 (0: none yet) */
-    uint64_t rng[4];
     uint64_t rbits;
     uint32_t nrbits;
 };
@@ -190,7 +210,18 @@ static inline void bit_set(uint8_t *bits, uint32_t i) { bits[i >> 3] |= (uint8_t
 
 static inline uint32_t bcnt(const struct shoal_sched *s, uint32_t c)
 {
-    return s->cnt[c] < CNT_CAP ? s->cnt[c] : CNT_CAP;
+    return s->ck[c].cnt < CNT_CAP ? s->ck[c].cnt : CNT_CAP;
+}
+
+/* Which bucket of its tier listed chunk |c| sits in when it heads that
+ * bucket's list, else NIL. With lazy counts the bucket is at most bcnt. */
+static inline uint32_t head_of(const struct shoal_sched *s, uint32_t c)
+{
+    const uint32_t *h = s->heads + (size_t)s->tier[c] * s->nb;
+    for (uint32_t b = 0, e = bcnt(s, c); b <= e; b++)
+        if (h[b] == c)
+            return b;
+    return NIL;
 }
 
 static inline uint32_t bucket_of(const struct shoal_sched *s, uint32_t c)
@@ -203,7 +234,7 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
     uint32_t b = bucket_of(s, c);
     uint32_t h = s->heads[b];
     if (h == NIL) {
-        s->nxt[c] = s->prv[c] = c;
+        s->ck[c].nxt = s->ck[c].prv = c;
         s->heads[b] = c;
         s->nonempty[s->tier[c]][0] |= 1ull << bcnt(s, c);
         if (bcnt(s, c) > 0)
@@ -212,39 +243,40 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
         /* Insert before the head: that is the tail of the circular list;
          * a coin flip makes it the new head instead, so list order (and
          * thus the pick among equally rare chunks) is random. */
-        uint32_t t = s->prv[h];
-        s->nxt[t] = c;
-        s->prv[c] = t;
-        s->nxt[c] = h;
-        s->prv[h] = c;
+        uint32_t t = s->ck[h].prv;
+        s->ck[t].nxt = c;
+        s->ck[c].prv = t;
+        s->ck[c].nxt = h;
+        s->ck[h].prv = c;
         if (rng_bit(s))
             s->heads[b] = c;
     }
-    s->flags[c] |= F_LISTED;
+    s->ck[c].flags |= F_LISTED;
     s->listed[c >> 6] |= 1ull << (c & 63);
     s->n_listed++;
-    if (s->cnt[c] == 0)
+    if (s->ck[c].cnt == 0)
         s->n_orphan++;
 }
 
 static void list_remove(struct shoal_sched *s, uint32_t c)
 {
-    uint32_t b = bucket_of(s, c);
-    if (s->nxt[c] == c) {
-        s->heads[b] = NIL;
-        s->nonempty[s->tier[c]][0] &= ~(1ull << bcnt(s, c));
-        if ((s->nonempty[s->tier[c]][0] & ~1ull) == 0)
-            s->pickmask &= ~(1ull << s->tier[c]);
+    struct ck *k = &s->ck[c];
+    uint32_t t = s->tier[c], b = head_of(s, c);
+    if (k->nxt == c) {
+        s->heads[(size_t)t * s->nb + b] = NIL;
+        s->nonempty[t][0] &= ~(1ull << b);
+        if ((s->nonempty[t][0] & ~1ull) == 0)
+            s->pickmask &= ~(1ull << t);
     } else {
-        s->prv[s->nxt[c]] = s->prv[c];
-        s->nxt[s->prv[c]] = s->nxt[c];
-        if (s->heads[b] == c)
-            s->heads[b] = s->nxt[c];
+        s->ck[k->nxt].prv = k->prv;
+        s->ck[k->prv].nxt = k->nxt;
+        if (b != NIL)
+            s->heads[(size_t)t * s->nb + b] = k->nxt;
     }
-    s->flags[c] &= (uint8_t)~F_LISTED;
+    k->flags &= (uint8_t)~F_LISTED;
     s->listed[c >> 6] &= ~(1ull << (c & 63));
     s->n_listed--;
-    if (s->cnt[c] == 0)
+    if (k->cnt == 0)
         s->n_orphan--;
 }
 
@@ -276,6 +308,22 @@ static void clear_stale(struct shoal_sched *s, bool cross_only)
             s->peers[i].stale = false;
             peer_mark(s, i);
         }
+}
+
+/* |c| just became pickable: the peers (cross-zone ones only, with
+ * |cross_only|) that hold it may have a pick again. Those that do not
+ * stay stale: waking every peer for each relisted chunk (a busy answer
+ * relists one) cost a fruitless search per peer. */
+static void clear_stale_holders(struct shoal_sched *s, uint32_t c, bool cross_only)
+{
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
+        struct peer *p = &s->peers[i];
+        if (p->used && p->stale && (!cross_only || !p->same_zone) &&
+            bit_get(s->pbits + (size_t)i * s->pbstride, c)) {
+            p->stale = false;
+            peer_mark(s, i);
+        }
+    }
 }
 
 static uint32_t hslot_of(uint64_t id)
@@ -338,7 +386,7 @@ static int push_pending(struct shoal_sched *s, enum shoal_sched_action_type type
 
 static void xok_push(struct shoal_sched *s, uint32_t c)
 {
-    if (s->flags[c] & F_XV)
+    if (s->ck[c].flags & F_XV)
         return;
     if (s->nxok == s->xokcap) {
         uint32_t ncap = s->xokcap ? s->xokcap * 2 : 64;
@@ -349,21 +397,21 @@ static void xok_push(struct shoal_sched *s, uint32_t c)
         s->xokcap = ncap;
     }
     s->xok[s->nxok++] = c;
-    s->flags[c] |= F_XV;
+    s->ck[c].flags |= F_XV;
 }
 
 static void mark_xok(struct shoal_sched *s, uint32_t c)
 {
-    s->flags[c] |= F_XOK;
+    s->ck[c].flags |= F_XOK;
     xok_push(s, c);
-    clear_stale(s, true);
+    clear_stale_holders(s, c, true);
 }
 
 /* A cross-zone peer just became a holder of |c|, and no same-zone peer
  * holds it: start its cross-zone delay. */
 static void cross_arm(struct shoal_sched *s, uint32_t c)
 {
-    if (s->flags[c] & (F_XQ | F_XOK))
+    if (s->ck[c].flags & (F_XQ | F_XOK))
         return;
     bool mine = s->cfg.import_mod > 0 && c % s->cfg.import_mod == s->cfg.import_rem;
     if (mine || s->cfg.cross_zone_delay_ms == 0 || s->nsame == 0) {
@@ -387,7 +435,7 @@ static void cross_arm(struct shoal_sched *s, uint32_t c)
     s->xq[(s->xqhead + s->xqn) % s->xqcap] = (struct xq_ent){
         .chunk = c, .at = s->now + s->cfg.cross_zone_delay_ms + s->xjitter_ms};
     s->xqn++;
-    s->flags[c] |= F_XQ;
+    s->ck[c].flags |= F_XQ;
 }
 
 static void cross_poll(struct shoal_sched *s, uint64_t now)
@@ -396,31 +444,29 @@ static void cross_poll(struct shoal_sched *s, uint64_t now)
         uint32_t c = s->xq[s->xqhead].chunk;
         s->xqhead = (s->xqhead + 1) % s->xqcap;
         s->xqn--;
-        s->flags[c] &= (uint8_t)~F_XQ;
-        if (!(s->flags[c] & F_HAVE) && s->cnt_same[c] == 0)
+        s->ck[c].flags &= (uint8_t)~F_XQ;
+        if (!(s->ck[c].flags & F_HAVE) && s->ck[c].cnt_same == 0)
             mark_xok(s, c);
     }
-}
-
-static inline uint32_t bcnt_after(const struct shoal_sched *s, uint32_t c, int delta)
-{
-    uint32_t n = (uint32_t)((int)s->cnt[c] + delta);
-    return n < CNT_CAP ? n : CNT_CAP;
 }
 
 /* Availability of |c| rose or fell by one holder (same-zone or not). */
 static void avail_change(struct shoal_sched *s, uint32_t c, bool same, int delta)
 {
-    /* Only a change of bucket moves the chunk between lists. */
-    bool move = (s->flags[c] & F_LISTED) && bcnt(s, c) != bcnt_after(s, c, delta);
+    struct ck *k = &s->ck[c];
+    /* A rise leaves a listed chunk where it is (see the top of the file)
+     * unless it stops being an orphan; a fall to a lower bucket moves it
+     * now, since a bucket must never hold a chunk rarer than its count. */
+    bool move = (k->flags & F_LISTED) &&
+                (delta > 0 ? k->cnt == 0 : k->cnt <= CNT_CAP);
     if (move)
         list_remove(s, c);
-    s->cnt[c] = (uint8_t)(s->cnt[c] + delta);
+    k->cnt = (uint8_t)(k->cnt + delta);
     if (same)
-        s->cnt_same[c] = (uint8_t)(s->cnt_same[c] + delta);
+        k->cnt_same = (uint8_t)(k->cnt_same + delta);
     if (move)
         list_insert(s, c);
-    if (delta > 0 && !same && s->cnt_same[c] == 0)
+    if (delta > 0 && !same && k->cnt_same == 0)
         cross_arm(s, c);
 }
 
@@ -442,13 +488,13 @@ static uint32_t req_copies(const struct shoal_sched *s, uint32_t c, uint32_t slo
 /* |c| has no request or origin fetch left: list it again if still needed. */
 static void relist_if_needed(struct shoal_sched *s, uint32_t c)
 {
-    uint8_t f = s->flags[c];
+    uint8_t f = s->ck[c].flags;
     if (f & (F_HAVE | F_REQ | F_ORIGIN | F_LISTED))
         return;
     list_insert(s, c);
     if (f & F_XOK)
         xok_push(s, c);
-    clear_stale(s, false);
+    clear_stale_holders(s, c, false);
 }
 
 static void req_drop(struct shoal_sched *s, uint32_t idx)
@@ -463,7 +509,7 @@ static void req_drop(struct shoal_sched *s, uint32_t idx)
             break;
         }
     if (!any) {
-        s->flags[r.chunk] &= (uint8_t)~F_REQ;
+        s->ck[r.chunk].flags &= (uint8_t)~F_REQ;
         relist_if_needed(s, r.chunk);
     }
 }
@@ -479,14 +525,14 @@ static int req_find(const struct shoal_sched *s, uint32_t slot, uint32_t c)
 /* We hold |c| now: take it off the lists, cancel outstanding requests. */
 static void got_chunk(struct shoal_sched *s, uint32_t c)
 {
-    if (s->flags[c] & F_HAVE)
+    if (s->ck[c].flags & F_HAVE)
         return;
-    if (s->flags[c] & F_LISTED)
+    if (s->ck[c].flags & F_LISTED)
         list_remove(s, c);
-    s->flags[c] |= F_HAVE;
+    s->ck[c].flags |= F_HAVE;
     s->nhave++;
     tier_count(s, s->tier[c], -1);
-    if (s->flags[c] & F_REQ) {
+    if (s->ck[c].flags & F_REQ) {
         for (uint32_t i = 0; i < s->nreq;) {
             if (s->reqs[i].chunk == c) {
                 struct peer *p = &s->peers[s->reqs[i].slot];
@@ -497,7 +543,7 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
                 i++;
             }
         }
-        s->flags[c] &= (uint8_t)~F_REQ;
+        s->ck[c].flags &= (uint8_t)~F_REQ;
     }
 }
 
@@ -535,13 +581,9 @@ void shoal_sched_free(struct shoal_sched *s)
         return;
     free(s->pbits);
     free(s->file_first);
-    free(s->flags);
+    free(s->ck);
     free(s->listed);
-    free(s->cnt);
-    free(s->cnt_same);
     free(s->tier);
-    free(s->nxt);
-    free(s->prv);
     free(s->heads);
     free(s->nonempty);
     free(s->peers);
@@ -598,13 +640,9 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->nb = (c.max_peers < CNT_CAP ? c.max_peers : CNT_CAP) + 1;
     size_t n = rel->nchunks;
     s->file_first = rel->nfiles ? malloc(rel->nfiles * sizeof(uint32_t)) : NULL;
-    s->flags = calloc(n, 1);
+    s->ck = calloc(n, sizeof(*s->ck));
     s->listed = calloc((n + 63) / 64, 8);
-    s->cnt = calloc(n, 1);
-    s->cnt_same = calloc(n, 1);
     s->tier = malloc(n);
-    s->nxt = malloc(n * sizeof(uint32_t));
-    s->prv = malloc(n * sizeof(uint32_t));
     s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
     s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
     s->peers = calloc(c.max_peers, sizeof(struct peer));
@@ -615,8 +653,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
     s->reqs = malloc(s->reqcap * sizeof(struct req));
     s->leases = calloc(c.max_leases, sizeof(struct lease));
-    if ((rel->nfiles && s->file_first == NULL) || !s->flags || !s->listed || !s->cnt || !s->cnt_same ||
-        !s->tier || !s->nxt || !s->prv || !s->heads || !s->nonempty || !s->peers || !s->pbits ||
+    if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
+        !s->tier || !s->heads || !s->nonempty || !s->peers || !s->pbits ||
         !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
@@ -626,6 +664,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->fe_last = NIL;
     for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
         s->heads[i] = NIL;
+    for (uint32_t t = 0; t < NTIERS; t++)
+        s->tier_lo[t] = NIL; /* --- loader --- */
     uint64_t seed = c.seed;
     for (int i = 0; i < 4; i++)
         s->rng[i] = splitmix64(&seed);
@@ -681,7 +721,7 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     }
     if (p->nhave > 0) {
         for (uint32_t c = 0; c < s->nchunks; c++)
-            if (bit_get(p->bits, c) && !(s->flags[c] & F_HAVE))
+            if (bit_get(p->bits, c) && !(s->ck[c].flags & F_HAVE))
                 avail_change(s, c, p->same_zone, -1);
     }
     if (p->same_zone)
@@ -699,9 +739,9 @@ static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
 {
     bit_set(p->bits, c);
     p->nhave++;
-    if (!(s->flags[c] & F_HAVE)) {
+    if (!(s->ck[c].flags & F_HAVE)) {
         avail_change(s, c, p->same_zone, 1);
-        if (!(s->flags[c] & (F_REQ | F_ORIGIN))) {
+        if (!(s->ck[c].flags & (F_REQ | F_ORIGIN))) {
             p->stale = false;
             p->hint = c;
             p->ring[p->rhead++ & 3] = c;
@@ -719,16 +759,27 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
     if (nbytes != s->nbytes_bits || bits == NULL)
         return SHOAL_EBADMSG;
     struct peer *p = &s->peers[i];
-    for (uint32_t c = 0; c < s->nchunks; c++) {
-        bool had = bit_get(p->bits, c), has = bit_get(bits, c);
-        if (has && !had) {
-            peer_have_one(s, p, c);
-        } else if (had && !has) {
-            p->bits[c >> 3] &= (uint8_t)~(1u << (c & 7));
-            p->nhave--;
-            if (!(s->flags[c] & F_HAVE))
-                avail_change(s, c, p->same_zone, -1);
+    /* Only the bits that differ matter; whole equal words are skipped (a
+     * fresh peer's bitfield is mostly zeros, a seed's mostly ones). */
+    for (size_t k = 0; k < nbytes;) {
+        if (k + 8 <= nbytes && memcmp(p->bits + k, bits + k, 8) == 0) {
+            k += 8;
+            continue;
         }
+        for (unsigned diff = (unsigned)(p->bits[k] ^ bits[k]); diff != 0; diff &= diff - 1) {
+            uint32_t c = (uint32_t)k * 8 + (uint32_t)__builtin_ctz(diff);
+            if (c >= s->nchunks)
+                break;
+            if (bit_get(bits, c)) {
+                peer_have_one(s, p, c);
+            } else {
+                p->bits[c >> 3] &= (uint8_t)~(1u << (c & 7));
+                p->nhave--;
+                if (!(s->ck[c].flags & F_HAVE))
+                    avail_change(s, c, p->same_zone, -1);
+            }
+        }
+        k++;
     }
     peer_mark(s, (uint32_t)i);
     return 0;
@@ -758,7 +809,20 @@ bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
     if (bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
         return false;
     peer_have_one(s, &s->peers[slot], chunk);
-    return (s->flags[chunk] & F_LISTED) && s->nreq < s->cap;
+    return (s->ck[chunk].flags & F_LISTED) && s->nreq < s->cap;
+}
+
+void shoal_sched_prefetch(const struct shoal_sched *s)
+{
+    for (size_t off = 0; off < offsetof(struct shoal_sched, cfg); off += 64)
+        __builtin_prefetch((const char *)s + off);
+}
+
+void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk)
+{
+    __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);
+    __builtin_prefetch(&s->ck[chunk], 1);
+    __builtin_prefetch(&s->peers[slot], 1);
 }
 
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
@@ -789,7 +853,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
         p->inflight--;
         bool more;
         if (req_copies(s, chunk, NIL, &more) == 0)
-            s->flags[chunk] &= (uint8_t)~F_REQ;
+            s->ck[chunk].flags &= (uint8_t)~F_REQ;
         p->stale = false;
         peer_mark(s, (uint32_t)i);
         if (duration_ms > 0) {
@@ -797,6 +861,9 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
             p->thr = p->thr == 0 ? sample : 0.75 * p->thr + 0.25 * sample;
             update_depth(s, p);
         }
+        /* --- loader --- for late requests (file_endgame_cutoff) */
+        s->req_ms = s->req_ms == 0 ? (double)duration_ms
+                                   : 0.875 * s->req_ms + 0.125 * (double)duration_ms;
     } else {
         rv = SHOAL_ENOTFOUND;
     }
@@ -860,12 +927,12 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
         /* Only orphans are fetched: chunks held, requested or held by a
          * peer come from the swarm (it has them, so the tracker may count
          * them as fetched); a peer request that fails lists it again. */
-        bool want = c < first + count && !(s->flags[c] & (F_HAVE | F_REQ | F_ORIGIN)) &&
-                    s->cnt[c] == 0;
+        bool want = c < first + count && !(s->ck[c].flags & (F_HAVE | F_REQ | F_ORIGIN)) &&
+                    s->ck[c].cnt == 0;
         if (want) {
-            if (s->flags[c] & F_LISTED)
+            if (s->ck[c].flags & F_LISTED)
                 list_remove(s, c);
-            s->flags[c] |= F_ORIGIN;
+            s->ck[c].flags |= F_ORIGIN;
             l->pending++;
             if (run_start == NIL)
                 run_start = c;
@@ -893,9 +960,9 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
     if (chunk >= s->nchunks)
         return SHOAL_EBADMSG;
     s->now = now_ms;
-    if (!(s->flags[chunk] & F_ORIGIN))
+    if (!(s->ck[chunk].flags & F_ORIGIN))
         return 0;
-    s->flags[chunk] &= (uint8_t)~F_ORIGIN;
+    s->ck[chunk].flags &= (uint8_t)~F_ORIGIN;
     if (ok)
         got_chunk(s, chunk);
     else
@@ -918,10 +985,10 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
 /* Moves |c| to tier |t|, keeping its list and the tier counts right. */
 static void set_tier(struct shoal_sched *s, uint32_t c, uint8_t t)
 {
-    bool listed = s->flags[c] & F_LISTED;
+    bool listed = s->ck[c].flags & F_LISTED;
     if (listed)
         list_remove(s, c);
-    if (!(s->flags[c] & F_HAVE)) {
+    if (!(s->ck[c].flags & F_HAVE)) {
         tier_count(s, s->tier[c], -1);
         tier_count(s, t, 1);
     }
@@ -946,6 +1013,18 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
         for (uint32_t c = s->file_first[f]; c < end; c++)
             set_tier(s, c, t);
     }
+    /* --- loader --- each own tier's file range, for pick_front; a file
+     * listed twice belongs to its better rank only. */
+    for (uint32_t t = 0; t < NTIERS; t++)
+        s->tier_lo[t] = NIL;
+    for (size_t i = 0; i < n && i < TIER_NORMAL - 1; i++) {
+        uint32_t f = files[i];
+        if (s->tier[s->file_first[f]] != i)
+            continue;
+        s->tier_lo[i] = s->file_first[f];
+        s->tier_hi[i] = f + 1 < s->nfiles ? s->file_first[f + 1] : s->nchunks;
+    }
+    /* --- end loader --- */
     clear_stale(s, false);
     return 0;
 }
@@ -989,8 +1068,94 @@ static uint32_t pick_scan(struct shoal_sched *s, const struct peer *p)
     return best;
 }
 
+/* --- loader --- */
+/* Candidates pick_front compares. */
+#define FRONT_MAX 8
+
+/*
+ * For tier |t| of a file a loader waits for: the rarest of the first
+ * FRONT_MAX listed chunks of that file that |p| holds, the earliest among
+ * equals; NIL when |p| holds none of them or |t| is not one file's tier.
+ * A wanted file is then fetched roughly front to back, so the store's
+ * running sha256 follows the chunks as they arrive and the file is
+ * published right after its last chunk, instead of after reading most of
+ * it back (random order left ~half the file to hash at the end, on the
+ * loader's critical path); the window still spreads peers over rare chunks.
+ */
+static uint32_t pick_front(const struct shoal_sched *s, const struct peer *p, uint32_t t)
+{
+    uint32_t lo = s->tier_lo[t], hi = s->tier_hi[t], best = NIL, bestc = UINT32_MAX, seen = 0;
+    if (lo == NIL)
+        return NIL;
+    for (uint32_t w = lo >> 6; w <= (hi - 1) >> 6 && seen < FRONT_MAX; w++) {
+        uint64_t m = s->listed[w] & word_of(p->bits, w);
+        if (w == lo >> 6)
+            m &= ~0ull << (lo & 63);
+        if (w == (hi - 1) >> 6 && (hi & 63) != 0)
+            m &= (1ull << (hi & 63)) - 1;
+        while (m && seen < FRONT_MAX) {
+            uint32_t c = w * 64 + (uint32_t)__builtin_ctzll(m);
+            m &= m - 1;
+            if (s->tier[c] != t)
+                continue;
+            if (bcnt(s, c) < bestc) {
+                best = c;
+                bestc = bcnt(s, c);
+                if (bestc <= 1)
+                    return best; /* nothing listed that |p| holds is rarer */
+            }
+            seen++;
+        }
+    }
+    return best;
+}
+/* --- end loader --- */
+
 /* Most chunks one pick examines; see pick_same. */
 #define WALK_MAX 8
+
+/* Moves listed chunk |c| to the bucket of its current count. */
+static void relist(struct shoal_sched *s, uint32_t c)
+{
+    list_remove(s, c);
+    list_insert(s, c);
+}
+
+/*
+ * Walks bucket |a| of tier |t| for a chunk |p| holds, examining at most
+ * WALK_MAX chunks and *|budget|. Chunks whose count rose past the bucket
+ * are moved up on the way, not counted. A walk cut short leaves the head
+ * at the first chunk not examined (the next pick goes on from there) and
+ * clears *|exhausted|. NIL when nothing was found.
+ */
+static uint32_t walk_bucket(struct shoal_sched *s, const struct peer *p, uint32_t t, uint32_t a,
+                            uint32_t *budget, bool *exhausted)
+{
+    uint32_t *hd = s->heads + (size_t)t * s->nb + a;
+    while (*hd != NIL && bcnt(s, *hd) != a)
+        relist(s, *hd);
+    if (*hd == NIL)
+        return NIL;
+    uint32_t start = *hd, c = start, k = 0;
+    for (;;) {
+        if (bit_get(p->bits, c))
+            return c;
+        uint32_t nx = s->ck[c].nxt;
+        while (nx != start && bcnt(s, nx) != a) {
+            uint32_t after = s->ck[nx].nxt;
+            relist(s, nx);
+            nx = after;
+        }
+        if (nx == start)
+            return NIL;
+        c = nx;
+        if (++k >= WALK_MAX || --*budget == 0) {
+            *hd = c;
+            *exhausted = false;
+            return NIL;
+        }
+    }
+}
 
 /*
  * The rarest listed chunk that same-zone peer |p| holds, best tier first.
@@ -1011,11 +1176,18 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
      * few entries let peers of one holder pick different fresh chunks. */
     if (s->pickmask != 0) {
         uint32_t t0 = (uint32_t)__builtin_ctzll(s->pickmask);
+        /* --- loader --- */
+        if (t0 != TIER_NORMAL) {
+            uint32_t c = pick_front(s, p, t0);
+            if (c != NIL)
+                return c;
+        }
+        /* --- end loader --- */
         uint64_t m0 = s->nonempty[t0][0] & ~1ull;
         uint32_t lo = (uint32_t)__builtin_ctzll(m0), best = NIL, bestc = 64;
         for (uint32_t k = 0; k < 4; k++) {
             uint32_t c = p->ring[(p->rhead - 1 - k) & 3];
-            if (c < s->nchunks && (s->flags[c] & F_LISTED) && s->tier[c] == t0 &&
+            if (c < s->nchunks && (s->ck[c].flags & F_LISTED) && s->tier[c] == t0 &&
                 bcnt(s, c) < bestc) {
                 best = c;
                 bestc = bcnt(s, c);
@@ -1026,30 +1198,21 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
     }
     for (uint64_t tm = s->pickmask; tm != 0 && budget > 0; tm &= tm - 1) {
         uint32_t t = (uint32_t)__builtin_ctzll(tm);
-        uint32_t *h = s->heads + (size_t)t * s->nb;
-        for (uint32_t w = 0; w < 1; w++) {
-            uint64_t m = s->nonempty[t][w] & ~1ull; /* bucket 0: orphans, nobody to ask */
-            while (m) {
-                uint32_t a = (uint32_t)__builtin_ctzll(m);
-                m &= m - 1;
-                uint32_t c0 = h[a], c = c0, k = 0;
-                do {
-                    if (bit_get(p->bits, c))
-                        return c;
-                    c = s->nxt[c];
-                } while (c != c0 && ++k < WALK_MAX && --budget > 0);
-                if (c != c0) {
-                    h[a] = c;
-                    *exhausted = false;
-                }
-                if (budget == 0)
-                    break;
-            }
+        /* Bucket 0 holds orphans, nobody to ask. The mask is re-read after
+         * each bucket: a walk moves chunks whose count rose to later ones. */
+        for (uint32_t a = 0; budget > 0;) {
+            uint64_t m = s->nonempty[t][0] & ~((2ull << a) - 1);
+            if (m == 0)
+                break;
+            a = (uint32_t)__builtin_ctzll(m);
+            uint32_t c = walk_bucket(s, p, t, a, &budget, exhausted);
+            if (c != NIL)
+                return c;
         }
     }
     /* Out of budget: the chunk this peer announced last, if still needed,
      * is a fine pick (it is usually a fresh, rare one). */
-    if (!*exhausted && p->hint < s->nchunks && (s->flags[p->hint] & F_LISTED) &&
+    if (!*exhausted && p->hint < s->nchunks && (s->ck[p->hint].flags & F_LISTED) &&
         bit_get(p->bits, p->hint))
         return p->hint;
     if (!*exhausted) {
@@ -1069,12 +1232,12 @@ static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
     uint32_t best = NIL, best_tier = NTIERS;
     for (uint32_t i = 0; i < s->nxok;) {
         uint32_t c = s->xok[i];
-        if (!(s->flags[c] & F_LISTED)) {
-            s->flags[c] &= (uint8_t)~F_XV;
+        if (!(s->ck[c].flags & F_LISTED)) {
+            s->ck[c].flags &= (uint8_t)~F_XV;
             s->xok[i] = s->xok[--s->nxok];
             continue;
         }
-        if (s->cnt_same[c] == 0 && bit_get(p->bits, c) && s->tier[c] < best_tier) {
+        if (s->ck[c].cnt_same == 0 && bit_get(p->bits, c) && s->tier[c] < best_tier) {
             best = c;
             best_tier = s->tier[c];
             if (best_tier == 0)
@@ -1096,7 +1259,7 @@ static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
             continue;
         for (uint32_t c = l->first; c < l->first + l->count; c++) {
             bool at;
-            if ((s->flags[c] & F_ORIGIN) && !(s->flags[c] & F_HAVE) && bit_get(p->bits, c) &&
+            if ((s->ck[c].flags & F_ORIGIN) && !(s->ck[c].flags & F_HAVE) && bit_get(p->bits, c) &&
                 req_copies(s, c, slot, &at) + 1 < s->cfg.endgame_dups && !at)
                 return c;
         }
@@ -1110,12 +1273,34 @@ static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
     return NIL;
 }
 
+/* --- loader --- A request of the loader's most urgent file is late once
+ * it has been out LATE_FACTOR times as long as requests take (queueing at
+ * the peer included), and at least LATE_FLOOR_MS. */
+#define LATE_FACTOR 2.0
+#define LATE_FLOOR_MS 20u
+
+/*
+ * Requests of file-endgame tier |t| sent before the returned time may be
+ * duplicated: all of them (UINT64_MAX) once no more chunks are missing
+ * than we have peers, so duplicating them costs little; else only the
+ * late ones, so a slow or stalled peer holding many of the file's chunks
+ * does not hold the loader up until the request timeout (0: none yet).
+ */
+static uint64_t file_endgame_cutoff(const struct shoal_sched *s, uint32_t t)
+{
+    uint64_t late = (uint64_t)(LATE_FACTOR * s->req_ms) + LATE_FLOOR_MS;
+    if (s->tier_missing[t] <= s->npeers)
+        return UINT64_MAX;
+    return s->now > late ? s->now - late : 0;
+}
+/* --- end loader --- */
+
 /*
  * The tier of the loader's most urgent incomplete file when it is in its
  * own endgame: none of its missing chunks is left to pick from a peer
- * (all are requested, or orphans waiting for the origin) and no more are
- * missing than we have peers, so duplicating them costs little. NIL
- * otherwise.
+ * (all are requested, or orphans waiting for the origin), and either no
+ * more are missing than we have peers or one of its requests is late
+ * (file_endgame_cutoff). NIL otherwise.
  */
 static uint32_t file_endgame_tier(const struct shoal_sched *s)
 {
@@ -1123,18 +1308,27 @@ static uint32_t file_endgame_tier(const struct shoal_sched *s)
     if (m == 0)
         return NIL;
     uint32_t t = (uint32_t)__builtin_ctzll(m);
-    return (s->nonempty[t][0] & ~1ull) == 0 && s->tier_missing[t] <= s->npeers ? t : NIL;
+    if ((s->nonempty[t][0] & ~1ull) != 0)
+        return NIL;
+    uint64_t cut = file_endgame_cutoff(s, t);
+    if (cut == UINT64_MAX)
+        return t;
+    for (uint32_t i = 0; i < s->nreq; i++) /* --- loader --- */
+        if (s->reqs[i].at < cut && s->tier[s->reqs[i].chunk] == t)
+            return t;
+    return NIL;
 }
 
 /* File endgame: the oldest (so likely slowest) outstanding request of tier
- * |t| that |slot| holds, has fewer than endgame_dups copies and is not yet
- * asked of it; NIL when there is none. The file the loader waits for then
- * does not hang on one slow peer while others sit idle. */
+ * |t| that |slot| holds, has fewer than endgame_dups copies, is not yet
+ * asked of it and was sent before file_endgame_cutoff; NIL when there is
+ * none. The file the loader waits for then does not hang on one slow peer
+ * while others sit idle. */
 static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t t)
 {
     const struct peer *p = &s->peers[slot];
     uint32_t best = NIL;
-    uint64_t best_at = UINT64_MAX;
+    uint64_t best_at = file_endgame_cutoff(s, t); /* --- loader --- */
     for (uint32_t i = 0; i < s->nreq; i++) {
         uint32_t c = s->reqs[i].chunk;
         bool at;
@@ -1149,10 +1343,12 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
 }
 
 /* Fills the pipelines of our peers, starting at the rotating slot rr, while
- * the global cap allows; with |cross_only| only cross-zone peers are asked
- * (an importer's pass). Returns the new count of actions in |out|. */
-static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
-                         size_t n, size_t max, bool cross_only)
+ * the global cap allows, each to at most |lim| requests in flight (*|capped|
+ * set when that stopped one short of its depth); with |cross_only| only
+ * cross-zone peers are asked (an importer's pass). Returns the new count of
+ * actions in |out|. */
+static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
+                        size_t n, size_t max, bool cross_only, uint32_t lim, bool *capped)
 {
     uint32_t np = s->cfg.max_peers;
     for (uint32_t k = 0; k < np && n < max && s->nreq < s->cap; k++) {
@@ -1163,7 +1359,7 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
         if (p->busy_until > now_ms ||
             (cross_only && p->same_zone))
             continue;
-        while (n < max && p->inflight < p->depth && s->nreq < s->cap) {
+        while (n < max && p->inflight < p->depth && p->inflight < lim && s->nreq < s->cap) {
             uint32_t c = NIL;
             bool dup = false, exhausted = true;
             uint32_t fe = file_endgame_tier(s);
@@ -1189,14 +1385,41 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
             }
             if (!dup)
                 list_remove(s, c);
-            s->flags[c] |= F_REQ;
+            s->ck[c].flags |= F_REQ;
             s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot, .at = now_ms};
             p->inflight++;
             out[n++] = (struct shoal_sched_action){
                 .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
         }
+        if (p->inflight >= lim && p->inflight < p->depth)
+            *capped = true; /* --- loader --- */
     }
     return n;
+}
+
+/* Fills the pipelines of our peers (see fill_pass). */
+static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
+                         size_t n, size_t max, bool cross_only)
+{
+    bool capped = false;
+    /* --- loader --- While a loader waits for a file, peers get one more
+     * request per pass, so the file's chunks, taken front to back, are
+     * spread over every peer that holds them: its bytes come at the speed
+     * of all of them, and in order, so its running sha256 keeps up. Filled
+     * one peer at a time, the first peer's pipeline would take the whole
+     * front of the file (or all of a small one) and the rest would go to
+     * later files. */
+    if ((s->missmask & ~(1ull << TIER_NORMAL)) != 0) {
+        for (uint32_t lim = 1; lim <= s->cfg.max_depth && n < max && s->nreq < s->cap; lim++) {
+            capped = false;
+            n = fill_pass(s, now_ms, out, n, max, cross_only, lim, &capped);
+            if (!capped)
+                break; /* no peer stopped at |lim|: another pass adds nothing */
+        }
+        return n;
+    }
+    /* --- end loader --- */
+    return fill_pass(s, now_ms, out, n, max, cross_only, UINT32_MAX, &capped);
 }
 
 size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
@@ -1283,7 +1506,7 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
 
 bool shoal_sched_have(const struct shoal_sched *s, uint32_t chunk)
 {
-    return chunk < s->nchunks && (s->flags[chunk] & F_HAVE);
+    return chunk < s->nchunks && (s->ck[chunk].flags & F_HAVE);
 }
 
 uint32_t shoal_sched_have_count(const struct shoal_sched *s) { return s->nhave; }
@@ -1292,14 +1515,14 @@ bool shoal_sched_complete(const struct shoal_sched *s) { return s->nhave == s->n
 
 bool shoal_sched_wants(const struct shoal_sched *s, uint32_t chunk)
 {
-    return chunk < s->nchunks && (s->flags[chunk] & F_LISTED);
+    return chunk < s->nchunks && (s->ck[chunk].flags & F_LISTED);
 }
 
 void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits)
 {
     memset(bits, 0, s->nbytes_bits);
     for (uint32_t c = 0; c < s->nchunks; c++)
-        if (s->flags[c] & F_HAVE)
+        if (s->ck[c].flags & F_HAVE)
             bit_set(bits, c);
 }
 

@@ -44,10 +44,12 @@
  *     with origin_delay_ms, not before that long after the first
  *     shoal_sched_next call (a fleet leaves the origin to a few fetchers).
  *
- * Memory per instance is about 12 bytes per chunk plus one bitfield per
+ * Memory per instance is about 13 bytes per chunk plus one bitfield per
  * peer (nchunks / 8 bytes): no per-chunk per-peer structures. A HAVE is
- * O(1): rarity buckets stop distinguishing counts above a small cap, so a
- * chunk many peers hold no longer moves between lists.
+ * O(1) and touches one record of ours: rarity buckets stop distinguishing
+ * counts above a small cap, and a rising count moves its chunk to its new
+ * bucket only when a pick walks past it (or when it stops being an orphan),
+ * so a HAVE rarely moves a chunk between lists.
  *
  * Thread safety: none; one instance is driven by one thread.
  */
@@ -180,6 +182,18 @@ int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer);
  * (a transport may skip calling shoal_sched_next otherwise). The caller
  * guarantees slot and chunk are valid. */
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk);
+
+/* Asks the CPU to load the state any call on |s| reads first, without
+ * changing anything: a transport driving many instances calls it when it
+ * knows it will soon call shoal_sched_next on |s|, so that the cache
+ * misses overlap with other work. */
+void shoal_sched_prefetch(const struct shoal_sched *s);
+
+/* Asks the CPU to load what shoal_sched_slot_have(|s|, |slot|, |chunk|)
+ * will touch, without changing anything: a transport relaying one HAVE to
+ * many instances prefetches for all of them first, so that the cache
+ * misses overlap. Same preconditions as shoal_sched_slot_have. */
+void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk);
 
 /* Updates |peer|'s round-trip time. Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);

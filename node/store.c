@@ -53,6 +53,9 @@
 #define SIDECAR_HDR 48 /* magic 8, version 4, nchunks 4, manifest id 32 */
 #define FLUSH_EVERY_DEFAULT 256u
 #define HASH_BUF (1u << 20)
+/* Read-back buffers kept for the running sha256: one per thread that may
+ * hash at once (the libuv pool's default size). */
+#define SPARE_BUFS 4u
 /* A kept manifest larger than this is not read back for dedup. */
 #define KEPT_MANIFEST_MAX ((size_t)SHOAL_MF_MAX_BYTES_DEFAULT)
 
@@ -103,6 +106,11 @@ struct shoal_store {
 
     pthread_mutex_t mu, flush_mu, link_mu;
     pthread_cond_t hash_cv; /* a blob's |hashing| went false */
+    /* Read-back buffers of max_len bytes kept between hash runs (under
+     * mu): a fresh multi-MiB allocation per run costs page faults on every
+     * chunk that arrived out of order. */
+    uint8_t *spare[SPARE_BUFS];
+    unsigned nspare;
     char err[512];
 };
 
@@ -827,12 +835,39 @@ static void set_done_locked(struct shoal_store *s, uint32_t b)
 
 /* ---- running sha256 ---- */
 
+/* A read-back buffer of max_len bytes: a kept one, else a new one. Called
+ * without mu. NULL when out of memory. */
+static uint8_t *spare_get(struct shoal_store *s)
+{
+    uint8_t *b = NULL;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->nspare > 0)
+        b = s->spare[--s->nspare];
+    pthread_mutex_unlock(&s->mu);
+    return b ? b : malloc(s->max_len ? s->max_len : 1);
+}
+
+/* Keeps |b| (from spare_get, may be NULL) for the next run, or frees it. */
+static void spare_put(struct shoal_store *s, uint8_t *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (s->nspare < SPARE_BUFS) {
+        s->spare[s->nspare++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(b);
+}
+
 /*
  * Owner of blob |b|'s running hash (|bl->hashing| set by the caller under
  * mu): feeds primary chunks from |bl->hashed| on while |more| says the next
  * one may be hashed. The chunk whose group is that of |idx| comes from
  * |data| (NULL: none in hand); others are read back from the blob into
- * |*buf| (allocated here on first need, freed by the caller). Called and
+ * |*buf| (spare_get on first need; the caller hands it to spare_put). Called and
  * returns with mu held; drops it around the hashing. Returns 0 or the read
  * error (the prefix hashed so far stays valid).
  */
@@ -854,7 +889,7 @@ static int hash_run(struct shoal_store *s, uint32_t b, uint32_t idx, const uint8
         if (bl->hashed == 0)
             shoal_sha256_init(&bl->sha);
         if (!data || s->group[next] != s->group[idx]) {
-            if (!*buf && !(*buf = malloc(s->max_len ? s->max_len : 1)))
+            if (!*buf && !(*buf = spare_get(s)))
                 rv = -ENOMEM;
             else
                 rv = pread_all(bl->fd, *buf, c->len, c->offset);
@@ -887,7 +922,7 @@ static void hash_advance(struct shoal_store *s, uint32_t b, uint32_t idx, const 
         pthread_cond_broadcast(&s->hash_cv);
     }
     pthread_mutex_unlock(&s->mu);
-    free(buf);
+    spare_put(s, buf);
 }
 
 /* The whole-file sha256 of blob |b| (all chunks verified, state
@@ -914,7 +949,7 @@ static int hash_finish(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
     bl->hashing = false;
     pthread_cond_broadcast(&s->hash_cv);
     pthread_mutex_unlock(&s->mu);
-    free(buf);
+    spare_put(s, buf);
     return rv;
 }
 
@@ -1330,6 +1365,8 @@ void shoal_store_free(struct shoal_store *s)
     pthread_mutex_destroy(&s->flush_mu);
     pthread_mutex_destroy(&s->link_mu);
     pthread_cond_destroy(&s->hash_cv);
+    while (s->nspare > 0)
+        free(s->spare[--s->nspare]);
     free(s->file_blob);
     free(s->blob_files);
     free(s->blobs);
@@ -1467,6 +1504,72 @@ int shoal_store_read_chunk(struct shoal_store *s, uint32_t idx, uint8_t *buf, ui
     if ((rv = pread_all(fd, buf, c->len, c->offset)) == 0)
         rv = (int)c->len;
 out:
+    return rv;
+}
+
+/* True when bytes [off, off+len) of |fd| are all in the page cache. Maps
+ * the range without touching it (no fault, no read) just to ask mincore. */
+static bool all_cached(int fd, uint64_t off, uint32_t len)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uint64_t start, span;
+    unsigned char vec[1024], *v = vec;
+    size_t npages;
+    bool all = false;
+    void *map;
+
+    if (pg <= 0 || len == 0)
+        return false;
+    start = off & ~((uint64_t)pg - 1);
+    span = off + len - start;
+    npages = (size_t)((span + (uint64_t)pg - 1) / (uint64_t)pg);
+    if (npages > sizeof vec && !(v = malloc(npages)))
+        return false;
+    map = mmap(NULL, (size_t)span, PROT_READ, MAP_SHARED, fd, (off_t)start);
+    if (map != MAP_FAILED) {
+        if (mincore(map, (size_t)span, v) == 0) {
+            all = true;
+            for (size_t i = 0; i < npages && all; i++)
+                all = v[i] & 1;
+        }
+        munmap(map, (size_t)span);
+    }
+    if (v != vec)
+        free(v);
+    return all;
+}
+
+int shoal_store_chunk_file(struct shoal_store *s, uint32_t idx, int *fd, uint64_t *off)
+{
+    const struct shoal_mf_chunk *c;
+    bool have;
+    int bfd = -1, e = 0, rv = 0;
+
+    if (!s || idx >= s->nchunks)
+        return SHOAL_ENOTFOUND;
+    c = chunk(s, idx);
+    /* The blob's descriptor may be closed and reopened when it completes:
+     * dup it under mu, so the caller's stays valid whatever happens here. */
+    pthread_mutex_lock(&s->mu);
+    have = bit_get(s->bits, idx);
+    if (have && (bfd = fcntl(s->blobs[s->file_blob[c->file]].fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        e = errno;
+    pthread_mutex_unlock(&s->mu);
+    if (!have)
+        return SHOAL_ENOTFOUND;
+    if (bfd < 0)
+        return errno_rv(e);
+    /* Secondary files share the primary's offsets (checked at open). */
+    if (!all_cached(bfd, c->offset, c->len)) {
+        rv = SHOAL_EAGAIN;
+        goto out;
+    }
+    *fd = bfd;
+    *off = c->offset;
+    bfd = -1;
+out:
+    if (bfd >= 0)
+        close(bfd);
     return rv;
 }
 

@@ -133,6 +133,16 @@ int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx,
 int shoal_store_read_chunk(struct shoal_store *s, uint32_t idx, uint8_t *buf,
                            uint32_t cap);
 
+/*
+ * Where verified chunk |idx| can be sent from without reading it here: a
+ * new read-only descriptor of its file in |*fd| (the caller closes it) and
+ * its offset in |*off|, but only when every page of the chunk is in the
+ * page cache, so that sending from it (sendfile) does not wait for the
+ * disk. Returns 0; SHOAL_ENOTFOUND (out of range or not verified);
+ * SHOAL_EAGAIN (not all cached: read it instead); or a negated errno.
+ */
+int shoal_store_chunk_file(struct shoal_store *s, uint32_t idx, int *fd, uint64_t *off);
+
 /* True when chunk |idx| is verified (false when out of range). */
 bool shoal_store_has(struct shoal_store *s, uint32_t idx);
 

@@ -26,6 +26,14 @@
 /* --- dperf --- requests in flight per peer, at least (see swarm_new) */
 #define SWARM_MIN_DEPTH 6u
 #define MAX_SWARM_PEERS SHOAL_SCHED_PEERS_MAX
+/* --- s2 --- after this many chunks of a file in a row went raw, its other
+ * chunks are sent without trying the codec (a file's chunks are alike:
+ * weights do not compress, text does), which also lets a plain session to
+ * another host send them straight from the page cache. */
+#define RAW_RUN_SKIP 2u
+/* --- s2 --- smaller chunks are read and written as usual: for them the
+ * calls that set up a sendfile cost more than the copies they save. */
+#define SENDFILE_MIN (64u * 1024u)
 
 struct req {
     uint32_t req_id;
@@ -79,6 +87,7 @@ struct serve_job {
     size_t plen;
     /* --- end ctl --- */
     unsigned min_saving;     /* --- dperf --- percent a payload must save */
+    bool compress;           /* --- s2 --- try the codec (else send raw) */
 };
 
 struct shoal_swarm {
@@ -114,6 +123,9 @@ struct shoal_swarm {
     bool got_first;                /* a chunk arrived since open */
     bool repump;                   /* a local lease queued new actions */
     /* --- end tracker --- */
+    /* --- s2 --- per file, chunks in a row whose probe chose raw, for
+     * peers on this host [2 * file] and elsewhere [2 * file + 1] */
+    uint8_t *raw_run;
 };
 
 static uint32_t next_req_id = 1;
@@ -250,7 +262,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     s->complete = shoal_store_complete(s->store);
     /* --- tracker --- */
     s->origin_failed = calloc(1, s->nchunks / 8 + 1);
-    if (!s->origin_failed) {
+    s->raw_run = calloc(2, (size_t)shoal_manifest_nfiles(m) + 1); /* --- s2 --- */
+    if (!s->origin_failed || !s->raw_run) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -264,6 +277,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     return 0;
 fail:
     free(file_first);
+    free(s->origin_failed);
+    free(s->raw_run); /* --- s2 --- */
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -279,6 +294,7 @@ void shoal_swarm_free(struct shoal_swarm *s)
     for (uint32_t i = 0; i < s->npeers; i++)
         free(s->peers[i]);
     origin_free_all(s); /* --- tracker --- */
+    free(s->raw_run);   /* --- s2 --- */
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -536,7 +552,7 @@ static void verify_done(uv_work_t *w, int status)
                   shoal_strerror(rv), err);
         }
     }
-    free(j->base);
+    shoal_peer_buf_free(j->base); /* --- s2 --- */
     free(j);
     if (!s->stopped)
         pump(s);
@@ -626,7 +642,7 @@ static void serve_work(uv_work_t *w)
     /* --- ctl: codec --- compress here, off the loop; the probe inside
      * makes weights that do not compress cheap to skip. Not when corrupting
      * uploads (testing): the bad bytes must reach the peer's hash check. */
-    if (j->rv >= 0 && j->s->cfg->compress_level > 0 && !j->s->cfg->corrupt_uploads &&
+    if (j->rv >= 0 && j->compress &&
         shoal_codec_compress_min(j->buf + SHOAL_PEER_CHUNK_HEADROOM, c->len,
                                  j->s->cfg->compress_level,
                                  shoal_codec_flags_for_level(j->s->cfg->compress_level),
@@ -645,6 +661,58 @@ static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint3
     m.u.reject.retry_after_ms = retry_ms;
     (void)shoal_peer_send(sp->p, &m);
 }
+
+/* --- s2 --- */
+/* Counts a probe of a chunk of |file| for a peer |remote| or on this host
+ * that chose |raw|. Missing the lower remote bar misses the local one too. */
+static void note_probe(struct shoal_swarm *s, uint32_t file, bool remote, bool raw)
+{
+    uint8_t *run = s->raw_run + 2 * (size_t)file;
+
+    if (!raw) {
+        run[remote] = 0;
+        return;
+    }
+    if (run[remote] < RAW_RUN_SKIP)
+        run[remote]++;
+    if (remote && run[0] < RAW_RUN_SKIP)
+        run[0]++;
+}
+
+/*
+ * Sends chunk |c| to |sp| straight from the store's page cache when the
+ * session allows it and the bytes are all cached: no read into a buffer,
+ * no copy into the socket. Not to a peer on this host: there the receiver
+ * then copies the bytes out of our page cache, from memory, where the
+ * usual read and send leave them in the cache the two processes share;
+ * measured on loopback, the receiver (also the one that hashes) spends
+ * about as much more as we save. True when sent (or failed to queue: the
+ * peer is then closing or too busy to care).
+ */
+static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
+                            const struct shoal_msg_request *r,
+                            const struct shoal_mf_chunk *c)
+{
+    struct shoal_msg_chunk cm;
+    uint64_t off;
+    int fd;
+
+    if (c->len < SENDFILE_MIN || shoal_peer_local(sp->p) || !shoal_peer_can_sendfile(sp->p) ||
+        shoal_store_chunk_file(s->store, r->chunk_index, &fd, &off) != 0)
+        return false;
+    memset(&cm, 0, sizeof cm);
+    cm.req_id = r->req_id;
+    memcpy(cm.chunk_id, c->id, 32);
+    cm.codec = SHOAL_CODEC_RAW;
+    cm.raw_len = c->len;
+    cm.payload.len = c->len;
+    if (shoal_peer_send_chunk_file(sp->p, &cm, fd, off) == 0) {
+        s->tx_bytes += c->len;
+        s->tx_wire_payload += c->len;
+    }
+    return true;
+}
+/* --- end s2 --- */
 
 static void serve_done(uv_work_t *w, int status)
 {
@@ -681,6 +749,9 @@ static void serve_done(uv_work_t *w, int status)
         cm.codec = SHOAL_CODEC_RAW;
         cm.raw_len = c->len;
         cm.payload.len = c->len;
+        if (j->compress) /* --- s2 --- */
+            note_probe(s, c->file, j->min_saving != SHOAL_CODEC_LOCAL_SAVING_PCT,
+                       j->codec == SHOAL_CODEC_RAW);
         /* --- ctl: codec --- */
         if (j->codec != SHOAL_CODEC_RAW) {
             cm.codec = j->codec;
@@ -706,6 +777,7 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, r->chunk_index);
     uint32_t cap = s->cfg->serve_per_peer ? s->cfg->serve_per_peer : 16;
     struct serve_job *j;
+    bool remote, compress; /* --- s2 --- */
 
     if (!c || memcmp(c->id, r->chunk_id, 32) != 0 || !shoal_store_has(s->store, r->chunk_index)) {
         send_reject(sp, r->req_id, SHOAL_REJECT_UNKNOWN, 0);
@@ -719,6 +791,15 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 50);
         return;
     }
+    /* --- s2 --- what a probe would send raw goes out without one, and on a
+     * plain session without a read either. Not when corrupting uploads
+     * (testing): the bad bytes must reach the peer's hash check. */
+    remote = !shoal_peer_local(sp->p);
+    compress = s->cfg->compress_level > 0 && !s->cfg->corrupt_uploads &&
+               s->raw_run[2 * (size_t)c->file + remote] < RAW_RUN_SKIP;
+    if (!compress && !s->cfg->corrupt_uploads && serve_from_file(s, sp, r, c))
+        return;
+    /* --- end s2 --- */
     j = calloc(1, sizeof *j);
     if (!j) {
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 100);
@@ -729,10 +810,10 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     j->peer_id = sp->id;
     j->req_id = r->req_id;
     j->chunk = r->chunk_index;
+    j->compress = compress; /* --- s2 --- */
     /* --- dperf --- on this host a byte costs a memcpy: compress only what
      * halves (text), never weights. */
-    j->min_saving = shoal_peer_local(sp->p) ? SHOAL_CODEC_LOCAL_SAVING_PCT
-                                            : SHOAL_CODEC_MIN_SAVING_PCT;
+    j->min_saving = remote ? SHOAL_CODEC_MIN_SAVING_PCT : SHOAL_CODEC_LOCAL_SAVING_PCT;
     if (uv_queue_work(s->cfg->loop, &j->w, serve_work, serve_done) != 0) {
         free(j);
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 100);

@@ -74,6 +74,17 @@ static int grow(struct shoal_frame_dec *d, size_t want)
         cap = d->need;
     if (cap < want)
         cap = want;
+    if (!d->buf && d->alloc && cap == d->need && d->need <= d->prealloc) {
+        /* --- s2 --- a whole body from the owner's allocator */
+        uint8_t *b = d->alloc(cap, &cap);
+        if (!b) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        d->buf = b;
+        d->cap = cap;
+        goto out;
+    }
     uint8_t *p = realloc(d->buf, cap);
     if (!p) {
         rv = -ENOMEM;
@@ -165,6 +176,12 @@ int shoal_frame_dec_feed(struct shoal_frame_dec *d, const uint8_t *data, size_t 
 void shoal_frame_dec_set_prealloc(struct shoal_frame_dec *d, size_t n)
 {
     d->prealloc = n;
+}
+
+void shoal_frame_dec_set_alloc(struct shoal_frame_dec *d,
+                               uint8_t *(*alloc)(size_t n, size_t *cap))
+{
+    d->alloc = alloc;
 }
 
 uint8_t *shoal_frame_dec_body_take(struct shoal_frame_dec *d, const uint8_t *body)

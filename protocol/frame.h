@@ -62,6 +62,8 @@ struct shoal_frame_dec {
     size_t len;        /* body bytes held */
     size_t cap;        /* allocated size of buf */
     size_t prealloc;   /* bodies up to this get their whole buffer at once */
+    /* --- s2 --- where those whole buffers come from (NULL: malloc) */
+    uint8_t *(*alloc)(size_t n, size_t *cap);
 };
 
 /* Empty decoder accepting bodies up to |max| bytes (clamped to
@@ -127,6 +129,14 @@ int shoal_frame_dec_body_commit(struct shoal_frame_dec *d, size_t n,
  * Takes effect at the next frame header.
  */
 void shoal_frame_dec_set_prealloc(struct shoal_frame_dec *d, size_t n);
+/* --- s2 ---
+ * Has the whole buffers of set_prealloc() come from |alloc| instead of
+ * malloc (NULL: back to malloc): it returns a buffer that free() accepts,
+ * of at least |n| bytes, and its size in |*cap|; or NULL when out of
+ * memory. Lets the owner recycle the chunk-sized buffers it takes with
+ * shoal_frame_dec_body_take() instead of faulting fresh ones in. */
+void shoal_frame_dec_set_alloc(struct shoal_frame_dec *d,
+                               uint8_t *(*alloc)(size_t n, size_t *cap));
 
 /*
  * Only from inside on_frame, for the |body| it was handed: when |body| is

@@ -58,7 +58,6 @@ struct conn {
     double last;           /* time |remaining| was last settled */
     double t_end;          /* when |cur| completes at |rate| */
     uint64_t fseq;         /* tie-break among equal t_end, as for events */
-    uint32_t hpos;         /* index in the flow heap, NIL when not in it */
     uint32_t up_i, down_i, zz_i;
     bool active;
     bool dead;
@@ -106,7 +105,8 @@ struct sim {
     uint32_t *zzn;
     struct ev *heap;
     size_t nheap, heapcap;
-    uint32_t *fh;          /* flow heap: active conns by (t_end, fseq) */
+    struct fhent *fh;      /* flow heap: active conns by (t_end, fseq) */
+    uint32_t *hpos;        /* per conn: index in fh, NIL when not in it */
     uint32_t nfh, fhcap;
     double origin_used;
     struct capent *caps;   /* scratch for fill() */
@@ -223,61 +223,74 @@ static struct ev ev_pop(struct sim *S)
 /* ---- flow heap ----
  * Active flows live in a heap of their own, indexed by conn, so that a
  * change of rate moves the flow in place instead of leaving a stale event
- * behind: most rate changes happen to flows that are still running. */
+ * behind: most rate changes happen to flows that are still running. The
+ * heap holds the keys itself and the positions live in an array of their
+ * own: a sift compares and moves entries without touching the (large,
+ * cold) conn records. */
 
-static bool fh_less(const struct sim *S, uint32_t a, uint32_t b)
+struct fhent {
+    double t;              /* the conn's t_end ... */
+    uint64_t seq;          /* ... and fseq when it was last set */
+    uint32_t id;
+};
+
+
+static bool fh_less(const struct fhent *a, const struct fhent *b)
 {
-    const struct conn *x = &S->conn[a], *y = &S->conn[b];
-    return x->t_end < y->t_end || (x->t_end == y->t_end && x->fseq < y->fseq);
+    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
 }
 
-static void fh_place(struct sim *S, uint32_t i, uint32_t id)
+static void fh_place(struct sim *S, uint32_t i, struct fhent e)
 {
-    S->fh[i] = id;
-    S->conn[id].hpos = i;
+    S->fh[i] = e;
+    S->hpos[e.id] = i;
 }
 
 static void fh_up(struct sim *S, uint32_t i)
 {
-    uint32_t id = S->fh[i];
+    struct fhent e = S->fh[i];
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        if (!fh_less(S, id, S->fh[p]))
+        if (!fh_less(&e, &S->fh[p]))
             break;
         fh_place(S, i, S->fh[p]);
         i = p;
     }
-    fh_place(S, i, id);
+    fh_place(S, i, e);
 }
 
 static void fh_down(struct sim *S, uint32_t i)
 {
-    uint32_t id = S->fh[i], n = S->nfh;
+    struct fhent e = S->fh[i];
+    uint32_t n = S->nfh;
     for (;;) {
         uint32_t l = 2 * i + 1;
         if (l >= n)
             break;
-        uint32_t m = (l + 1 < n && fh_less(S, S->fh[l + 1], S->fh[l])) ? l + 1 : l;
-        if (!fh_less(S, S->fh[m], id))
+        uint32_t m = (l + 1 < n && fh_less(&S->fh[l + 1], &S->fh[l])) ? l + 1 : l;
+        if (!fh_less(&S->fh[m], &e))
             break;
         fh_place(S, i, S->fh[m]);
         i = m;
     }
-    fh_place(S, i, id);
+    fh_place(S, i, e);
 }
 
 /* Inserts |id| or moves it after its t_end changed. The heap has room for
  * every conn (see new_conn). */
 static void fh_set(struct sim *S, uint32_t id)
 {
-    uint32_t i = S->conn[id].hpos;
+    const struct conn *cn = &S->conn[id];
+    struct fhent e = {.t = cn->t_end, .seq = cn->fseq, .id = id};
+    uint32_t i = S->hpos[id];
     if (i == NIL) {
         i = S->nfh++;
-        fh_place(S, i, id);
+        fh_place(S, i, e);
         fh_up(S, i);
         return;
     }
-    if (i > 0 && fh_less(S, id, S->fh[(i - 1) / 2]))
+    S->fh[i] = e;
+    if (i > 0 && fh_less(&e, &S->fh[(i - 1) / 2]))
         fh_up(S, i);
     else
         fh_down(S, i);
@@ -285,15 +298,15 @@ static void fh_set(struct sim *S, uint32_t id)
 
 static void fh_del(struct sim *S, uint32_t id)
 {
-    uint32_t i = S->conn[id].hpos;
+    uint32_t i = S->hpos[id];
     if (i == NIL)
         return;
-    S->conn[id].hpos = NIL;
-    uint32_t last = S->fh[--S->nfh];
+    S->hpos[id] = NIL;
+    struct fhent last = S->fh[--S->nfh];
     if (i == S->nfh)
         return;
     fh_place(S, i, last);
-    if (i > 0 && fh_less(S, last, S->fh[(i - 1) / 2]))
+    if (i > 0 && fh_less(&last, &S->fh[(i - 1) / 2]))
         fh_up(S, i);
     else
         fh_down(S, i);
@@ -508,6 +521,7 @@ static void mark_dirty(struct sim *S, uint32_t x)
         return;
     nd->dirty = true;
     S->dirty[S->ndirty++] = x;
+    shoal_sched_prefetch(nd->s); /* it runs once this event is handled */
 }
 
 /* Starts the next queued chunk on |id|, or idles it. */
@@ -588,13 +602,18 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
             return -ENOMEM;
         S->conn = p;
         S->conncap = ncap;
-        uint32_t *h = realloc(S->fh, ncap * sizeof(*h));
+        struct fhent *h = realloc(S->fh, ncap * sizeof(*h));
         if (h == NULL)
             return -ENOMEM;
         S->fh = h;
+        uint32_t *hp = realloc(S->hpos, ncap * sizeof(*hp));
+        if (hp == NULL)
+            return -ENOMEM;
+        S->hpos = hp;
         S->fhcap = ncap;
     }
-    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL, .hpos = NIL};
+    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL};
+    S->hpos[S->nconn] = NIL;
     *out = S->nconn++;
     return 0;
 }
@@ -657,7 +676,16 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         count_bytes(S, src, dst, bytes);
         /* The HAVE fan-out is most of the work per transfer: it goes
          * straight to our slot in each peer's scheduler, and a peer is
-         * only woken when the HAVE can turn into a request now. */
+         * only woken when the HAVE can turn into a request now. The
+         * peers' have-sets and schedulers are cold in a large fleet: ask
+         * for all their lines first, so the misses overlap. */
+        for (uint32_t i = 0; i < d->npeers; i++) {
+            __builtin_prefetch(&d->phave[i][c >> 3]);
+            __builtin_prefetch(d->psched[i]);
+        }
+        for (uint32_t i = 0; i < d->npeers; i++)
+            if (!(d->phave[i][c >> 3] & (1u << (c & 7))))
+                shoal_sched_slot_prefetch(d->psched[i], d->rslot[i], c);
         for (uint32_t i = 0; i < d->npeers; i++) {
             /* A peer that holds the chunk already gains nothing from the
              * HAVE (its scheduler never looks at a held chunk's holders),
@@ -1273,6 +1301,7 @@ static void teardown(struct sim *S)
     free(S->plist);
     free(S->heap);
     free(S->fh);
+    free(S->hpos);
     free(S->caps);
     free(S->size);
     free(S->file_first);
@@ -1330,13 +1359,12 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
     S.next_progress = 0;
     while ((S.nheap > 0 || S.nfh > 0) && rv == 0) {
         struct ev e;
-        if (S.nheap == 0 && S.conn[S.fh[0]].t_end == INFINITY)
+        if (S.nheap == 0 && S.fh[0].t == INFINITY)
             break; /* only stalled flows left: nothing can happen */
-        if (S.nfh > 0 && (S.nheap == 0 || S.conn[S.fh[0]].t_end < S.heap[0].t ||
-                          (S.conn[S.fh[0]].t_end == S.heap[0].t &&
-                           S.conn[S.fh[0]].fseq < S.heap[0].seq))) {
-            uint32_t id = S.fh[0];
-            e = (struct ev){.t = S.conn[id].t_end, .kind = EV_FLOW, .a = id};
+        if (S.nfh > 0 && (S.nheap == 0 || S.fh[0].t < S.heap[0].t ||
+                          (S.fh[0].t == S.heap[0].t && S.fh[0].seq < S.heap[0].seq))) {
+            uint32_t id = S.fh[0].id;
+            e = (struct ev){.t = S.fh[0].t, .kind = EV_FLOW, .a = id};
             fh_del(&S, id);
         } else {
             e = ev_pop(&S);

@@ -570,6 +570,57 @@ static void test_scan_and_slot_have(void)
     shoal_sched_free(s);
 }
 
+/* Rarity follows the counts as they change after a chunk was listed: a
+ * chunk whose holders grew in number yields to one that stayed rarer, and
+ * one whose holders fell (a peer gone) becomes the rarest. */
+static void test_rarity_changes(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.min_depth = cfg.max_depth = 1;
+    cfg.max_inflight = 1; /* one request: to the first peer, slot 0 */
+    struct shoal_sched *s = mk(64, 0, NULL, &cfg);
+    for (uint64_t p = 1; p <= 4; p++)
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+    /* Both start with one holder, then chunk 10 gains three more and
+     * chunk 20 one more. */
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 10), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 20), 0);
+    for (uint64_t p = 2; p <= 4; p++)
+        CHECK_EQ(shoal_sched_peer_have(s, p, 10), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 20), 0);
+    struct shoal_sched_action a[8];
+    size_t n = shoal_sched_next(s, 0, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 1);
+    CHECK_EQ(a[0].type, SHOAL_SCHED_REQUEST);
+    CHECK_EQ(a[0].peer, 1);
+    CHECK_EQ(a[0].chunk, 20);
+    shoal_sched_free(s);
+
+    /* Chunks 30 and 40 have three holders each; peer 3, a holder of 30
+     * only, leaves. */
+    s = mk(64, 0, NULL, &cfg);
+    for (uint64_t p = 1; p <= 4; p++)
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+    for (uint64_t p = 1; p <= 3; p++)
+        CHECK_EQ(shoal_sched_peer_have(s, p, 30), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 40), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 40), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 4, 40), 0);
+    CHECK_EQ(shoal_sched_peer_remove(s, 3), 0);
+    n = shoal_sched_next(s, 0, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 1);
+    CHECK_EQ(a[0].peer, 1);
+    CHECK_EQ(a[0].chunk, 30);
+    /* Its request fails: 30 is listed again and picked again (still the
+     * rarer), now that its count is back in an exact bucket. */
+    CHECK_EQ(shoal_sched_req_failed(s, 1, 1, 30, false), 0);
+    n = shoal_sched_next(s, 1, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 1);
+    CHECK_EQ(a[0].chunk, 30);
+    shoal_sched_free(s);
+}
+
 static void test_bad_args(void)
 {
     struct shoal_sched *s = NULL;
@@ -607,6 +658,7 @@ int main(void)
     RUN(test_origin_delay);
     RUN(test_import_share);
     RUN(test_scan_and_slot_have);
+    RUN(test_rarity_changes);
     RUN(test_bad_args);
     return t_done();
 }
