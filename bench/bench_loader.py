@@ -163,6 +163,7 @@ def bench_pull(tmp):
     if n != len(shards) or first is None:
         sys.stderr.write(b.log())
         sys.exit(f"loader got {n} of {len(shards)} shards")
+    print(f"# first shard held at {(first - t0) / 1e6:.0f} ms, last at {(last - t0) / 1e6:.0f} ms")
     return lat, daemon, (first - t0) / (last - t0), (last - t0) / 1e9
 
 

@@ -134,6 +134,7 @@ struct shoal_sched {
     uint64_t *listed;     /* bitmap of F_LISTED, for pick_scan */
     uint8_t *tier;
     uint64_t (*nonempty)[4]; /* per tier: which buckets have chunks */
+    uint32_t *heads;      /* NTIERS * nb: first chunk of each bucket list */
     struct req *reqs;
     struct shoal_sched_action *pend;
     struct xq_ent *xq;
@@ -146,7 +147,6 @@ struct shoal_sched {
     uint32_t nfiles;
     uint32_t *file_first;
 
-    uint32_t *heads;      /* NTIERS * nb: first chunk of each bucket list */
     uint32_t tier_missing[NTIERS]; /* chunks of each tier we do not hold */
     /* --- loader --- chunks [tier_lo, tier_hi) of the one file a loader
      * tier holds (tier_lo NIL: none, or several files share the tier) */
@@ -814,7 +814,8 @@ bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 
 void shoal_sched_prefetch(const struct shoal_sched *s)
 {
-    for (size_t off = 0; off < offsetof(struct shoal_sched, cfg); off += 64)
+    /* The hot fields above, and the configuration after them. */
+    for (size_t off = 0; off < offsetof(struct shoal_sched, nbytes_bits); off += 64)
         __builtin_prefetch((const char *)s + off);
 }
 
