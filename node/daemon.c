@@ -24,6 +24,7 @@
 #include "keys.h"
 #include "loader.h"
 #include "manifest.h"
+#include "mfq.h"
 #include "nodelog.h"
 #include "peer.h"
 #include "store.h"
@@ -33,6 +34,16 @@
 #define MAX_PEERS_HARD 250
 #define MAX_SWARMS 64
 #define MAX_BANS 256
+/* --- s2rob --- Manifest bytes queued on all peers at once: answering a
+ * crowd of WANT_MANIFESTs with a copy each would hold peers x manifest
+ * bytes (3.9 GB for 1,000 pullers of a 100,000-chunk release). Two copies
+ * of such a manifest fit, so one is written while the next is sealed. */
+#define MANIFEST_BUDGET (8u << 20)
+/* A manifest still not written after this long is taken off the budget: a
+ * peer that asks and stops reading must not stall everyone else. Far more
+ * than a few MB takes on any link a fleet shares. */
+#define MANIFEST_STALL_MS 10000
+/* --- end s2rob --- */
 
 struct ban {
     uint8_t pk[32];
@@ -91,6 +102,8 @@ struct shoal_daemon {
     uint32_t nbans;
     bool stopping;
     int exit_code;
+    struct shoal_mfq *mfq; /* --- s2rob --- WANT_MANIFEST answers waiting */
+    uv_timer_t mfq_timer;  /* --- s2rob --- expires stuck ones while some wait */
     /* --- loader --- */
     struct shoal_loader_srv *loader;
     struct shoal_loader_srv_hooks lhooks;
@@ -287,6 +300,93 @@ static void want_manifests(struct shoal_daemon *d, struct shoal_peer *p)
     }
 }
 
+/* --- s2rob: manifests out under a budget --- */
+
+static struct shoal_peer *peer_by_id(struct shoal_daemon *d, uint64_t id)
+{
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        if (shoal_peer_id(d->peers[i]) == id)
+            return d->peers[i];
+    }
+    return NULL;
+}
+
+static void on_mfq_timer(uv_timer_t *t);
+
+/* Sends the manifests waiting in d->mfq that the budget lets go now. */
+static void pump_manifests(struct shoal_daemon *d)
+{
+    struct shoal_mfq_req q;
+
+    while (!d->stopping && shoal_mfq_pop(d->mfq, uv_now(&d->loop), &q)) {
+        struct shoal_peer *p = peer_by_id(d, q.peer);
+        struct shoal_swarm *s = find_swarm(d, q.id);
+        struct shoal_msg r;
+        size_t mlen;
+        int rv;
+
+        if (!p || !s || !shoal_peer_ready(p)) {
+            shoal_mfq_end(d->mfq, q.seq); /* asked, then left */
+            continue;
+        }
+        memset(&r, 0, sizeof r);
+        r.type = SHOAL_MSG_MANIFEST_DATA;
+        memcpy(r.u.manifest.manifest_id, q.id, 32);
+        r.u.manifest.signed_manifest.p = shoal_swarm_signed(s, &mlen);
+        r.u.manifest.signed_manifest.len = (uint32_t)mlen;
+        rv = shoal_peer_send(p, &r);
+        if (rv != 0) {
+            LOG_W("peer %s: cannot send manifest: %s", shoal_peer_name(p), shoal_strerror(rv));
+            shoal_mfq_end(d->mfq, q.seq);
+            continue;
+        }
+        /* The copy in the peer's queue is freed once written; on_drain says
+         * when (or on_close, if the peer goes first). */
+        shoal_mfq_sent(d->mfq, q.seq, shoal_peer_notify_written(p));
+        (void)shoal_mfq_written(d->mfq, q.peer, shoal_peer_tx_bytes(p));
+    }
+    if (d->stopping || shoal_mfq_waiting(d->mfq) == 0)
+        uv_timer_stop(&d->mfq_timer);
+    else if (!uv_is_active((uv_handle_t *)&d->mfq_timer))
+        uv_timer_start(&d->mfq_timer, on_mfq_timer, MANIFEST_STALL_MS / 4,
+                       MANIFEST_STALL_MS / 4);
+}
+
+static void on_mfq_timer(uv_timer_t *t)
+{
+    struct shoal_daemon *d = t->data;
+    uint64_t now = uv_now(&d->loop);
+    uint32_t n;
+
+    if (now <= MANIFEST_STALL_MS)
+        return;
+    n = shoal_mfq_expire(d->mfq, now - MANIFEST_STALL_MS);
+    if (n > 0)
+        LOG_W("%u manifest answers not written after %d s: serving the next ones anyway",
+              n, MANIFEST_STALL_MS / 1000);
+    pump_manifests(d);
+}
+
+static void want_manifest(struct shoal_daemon *d, struct shoal_peer *p, const uint8_t id[32],
+                          size_t len)
+{
+    int rv = shoal_mfq_push(d->mfq, shoal_peer_id(p), id, len);
+
+    if (rv != 0 && rv != SHOAL_EEXIST) {
+        LOG_W("peer %s: cannot queue manifest: %s", shoal_peer_name(p), shoal_strerror(rv));
+        return;
+    }
+    pump_manifests(d);
+}
+
+static void peer_on_drain(struct shoal_peer *p, void *user)
+{
+    struct shoal_daemon *d = user;
+    if (shoal_mfq_written(d->mfq, shoal_peer_id(p), shoal_peer_tx_bytes(p)) > 0)
+        pump_manifests(d);
+}
+/* --- end s2rob --- */
+
 /* ---- peers ---- */
 
 static const char *peer_on_hello(struct shoal_peer *p, void *user)
@@ -324,13 +424,8 @@ static void peer_on_msg(struct shoal_peer *p, const struct shoal_msg *m, void *u
     case SHOAL_MSG_WANT_MANIFEST:
         s = find_swarm(d, m->u.want_manifest.manifest_id);
         if (s) {
-            memset(&r, 0, sizeof r);
-            r.type = SHOAL_MSG_MANIFEST_DATA;
-            memcpy(r.u.manifest.manifest_id, m->u.want_manifest.manifest_id, 32);
-            r.u.manifest.signed_manifest.p = shoal_swarm_signed(s, &mlen);
-            r.u.manifest.signed_manifest.len = (uint32_t)mlen;
-            if (shoal_peer_send(p, &r) != 0)
-                LOG_W("peer %s: cannot send manifest", shoal_peer_name(p));
+            (void)shoal_swarm_signed(s, &mlen);
+            want_manifest(d, p, m->u.want_manifest.manifest_id, mlen);
         }
         return;
     case SHOAL_MSG_MANIFEST_DATA:
@@ -361,6 +456,9 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
     LOG_I("peer %s closed: %s", shoal_peer_name(p), reason);
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_peer_gone(d->swarms[i], p);
+    /* --- s2rob --- its manifest requests leave; others may go in its place */
+    if (d->mfq && shoal_mfq_peer_gone(d->mfq, shoal_peer_id(p)) > 0)
+        pump_manifests(d);
     for (uint32_t i = 0; i < d->npeers; i++) {
         if (d->peers[i] == p) {
             d->peers[i] = d->peers[--d->npeers];
@@ -1205,6 +1303,7 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->redial, NULL);
+    uv_close((uv_handle_t *)&d->mfq_timer, NULL); /* --- s2rob --- */
     shoal_loader_srv_close(d->loader); /* --- loader --- */
     stop_trackers(d); /* --- tracker --- */
     shoal_ctl_close(d->ctl); /* --- ctl --- */
@@ -1414,6 +1513,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     uv_signal_init(&d->loop, &d->sigint);
     uv_timer_init(&d->loop, &d->redial);
     d->sigterm.data = d->sigint.data = d->redial.data = d;
+    uv_timer_init(&d->loop, &d->mfq_timer); /* --- s2rob --- */
+    d->mfq_timer.data = d;
     if (rv != 0)
         goto fail;
 
@@ -1464,6 +1565,11 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->pcb.on_ready = peer_on_ready;
     d->pcb.on_msg = peer_on_msg;
     d->pcb.on_close = peer_on_close;
+    d->pcb.on_drain = peer_on_drain; /* --- s2rob --- */
+    /* --- s2rob --- one request per peer and release at most */
+    rv = shoal_mfq_new(&d->mfq, MANIFEST_BUDGET, MAX_PEERS_HARD * MAX_SWARMS);
+    if (rv != 0)
+        goto fail;
 
     rv = setup_trackers(d); /* --- tracker --- */
     if (rv == 0)
@@ -1533,6 +1639,7 @@ void shoal_daemon_free(struct shoal_daemon *d)
         LOG_W("event loop closed with handles still open");
     shoal_keyset_free(d->cluster_keys);
     shoal_keyset_free(d->publishers);
+    shoal_mfq_free(d->mfq); /* --- s2rob --- */
     sodium_memzero(&d->sk, sizeof d->sk);
     free(d);
 }

@@ -49,6 +49,7 @@ struct shoal_peer {
     size_t queued;
     size_t max_queue;
     bool drain_wanted;
+    uint64_t tx_mark;  /* --- s2rob --- on_drain once tx reaches it (0: none) */
     uint64_t id;
     uint64_t rx, tx;
     /* --- ctl: rate limits --- */
@@ -402,12 +403,34 @@ static void sfq_pump(struct shoal_peer *p);
 
 static void maybe_drain(struct shoal_peer *p)
 {
+    bool call = false;
+
     if (p->drain_wanted && p->queued <= p->max_queue / 2 && !p->closing) {
         p->drain_wanted = false;
-        if (p->cb->on_drain)
-            p->cb->on_drain(p, p->user);
+        call = true;
     }
+    /* --- s2rob --- */
+    if (p->tx_mark && p->tx >= p->tx_mark && !p->closing) {
+        p->tx_mark = 0;
+        call = true;
+    }
+    /* --- end s2rob --- */
+    if (call && p->cb->on_drain)
+        p->cb->on_drain(p, p->user);
 }
+
+/* --- s2rob --- */
+uint64_t shoal_peer_notify_written(struct shoal_peer *p)
+{
+    /* Everything queued now leaves before anything queued later, and each
+     * byte queued is counted in tx once written: tx + queued is the count
+     * at which all of it is out. */
+    uint64_t mark = p->tx + p->queued;
+    if (mark > p->tx && !p->closing)
+        p->tx_mark = mark > p->tx_mark ? mark : p->tx_mark;
+    return mark;
+}
+/* --- end s2rob --- */
 
 static void write_done(uv_write_t *req, int status)
 {

@@ -60,7 +60,8 @@ struct shoal_peer_cb {
     void (*on_msg)(struct shoal_peer *p, const struct shoal_msg *m, void *user);
     /* The peer is closing (|reason| says why); last callback. */
     void (*on_close)(struct shoal_peer *p, const char *reason, void *user);
-    /* The write queue drained below half of max_queue (may be NULL). */
+    /* The write queue drained below half of max_queue, or what was queued
+     * at a shoal_peer_notify_written() call is written (may be NULL). */
     void (*on_drain)(struct shoal_peer *p, void *user);
 };
 
@@ -156,6 +157,14 @@ uint8_t *shoal_peer_buf_alloc(size_t n, size_t *cap);
  * which are chunk-sized; other buffers should just be freed. Any thread. */
 void shoal_peer_buf_free(uint8_t *b);
 /* --- end s2 --- */
+
+/* --- s2rob --- */
+/* Asks for an on_drain call once every byte queued so far has been written,
+ * and returns the shoal_peer_tx_bytes() count at which that is so. When
+ * nothing is queued (or the peer is closing) no call comes: the count is
+ * already reached, or never will be. */
+uint64_t shoal_peer_notify_written(struct shoal_peer *p);
+/* --- end s2rob --- */
 
 /* Bytes queued for writing. */
 size_t shoal_peer_queued(const struct shoal_peer *p);
