@@ -9,7 +9,9 @@ Usage: bench_loader.py SHOALD SHOAL NODE_DIR [--read-gib N] [--shard-mib N]
 Prints, each on its own line:
   BENCH loader_handoff_p50_us <v> us
       from the daemon's CLOCK_MONOTONIC stamp when the store reported a file
-      published (its last chunk verified) to the Python loader holding that
+      ready (its last chunk verified and its whole sha256 matched; this is
+      before the fsync and the renames that publish it in the HF cache,
+      which the loader does not wait for) to the Python loader holding that
       file's descriptor (same clock, same host); median over every file
       handed live to two loaders watching a multi-node pull. The loader's
       stamp is taken as its recvmsg returns the descriptor.
@@ -19,7 +21,8 @@ Prints, each on its own line:
   BENCH first_shard_fraction <v> ratio
       a loader asks a node that holds nothing for 8 shards in order (which
       starts the pull from two seeds): time to its first shard over the time
-      to its last (1/8 would be perfect).
+      to its last (1/8 would be perfect); both are when the loader holds
+      the descriptor, so the cache publication after it is not counted.
   BENCH loader_read_gbps <v> GB/s
       the Python client reading every tensor of a 2 GiB release (8 shards,
       --store memory) as numpy arrays from the received descriptors: wall

@@ -12,7 +12,8 @@
  *
  * Threads. The hand-off of a file that completes during a pull must not wait
  * behind the loop, which is busy with chunk traffic exactly then: the store's
- * worker thread that published the file calls shoal_loader_srv_file_done,
+ * worker thread that verified the file calls shoal_loader_srv_file_done (as
+ * soon as its sha256 matched, before the store makes it durable and names it),
  * which queues the frame and sends it right there with a non-blocking
  * sendmsg. Only what the worker cannot do goes to the loop through the
  * uv_async: arming the poll for a socket that would block, closing a
@@ -231,9 +232,45 @@ static void set_events(struct client *c)
         uv_poll_stop(&c->poll);
 }
 
-/* Sends queued frames until the socket is full. Any thread, under |mu|.
+/* Hand-off latencies measured by a worker's sends, logged only once its
+ * sends to every loader are done and |mu| is dropped: a log line is a write
+ * to a pipe whose reader it may wake, which belongs neither between one
+ * loader's descriptor and the next nor under the lock. */
+#define SENT_LOG_MAX 8u
+struct sent_log {
+    unsigned n;
+    struct {
+        char name[48];
+        uint32_t file;
+        uint64_t ns;
+    } e[SENT_LOG_MAX];
+};
+
+static void sent_log_add(struct sent_log *lg, const struct client *c, uint32_t file,
+                         uint64_t ns)
+{
+    if (!lg || lg->n == SENT_LOG_MAX) {
+        LOG_I("loader %s: descriptor of file %u sent %.0f us after it was verified",
+              c->name, file, (double)ns / 1000.0);
+        return;
+    }
+    memcpy(lg->e[lg->n].name, c->name, sizeof c->name);
+    lg->e[lg->n].file = file;
+    lg->e[lg->n].ns = ns;
+    lg->n++;
+}
+
+static void sent_log_flush(const struct sent_log *lg)
+{
+    for (unsigned i = 0; i < lg->n; i++)
+        LOG_I("loader %s: descriptor of file %u sent %.0f us after it was verified",
+              lg->e[i].name, lg->e[i].file, (double)lg->e[i].ns / 1000.0);
+}
+
+/* Sends queued frames until the socket is full. Any thread, under |mu|;
+ * |lg| (may be NULL: log at once) collects the hand-off latencies.
  * Returns 0 or a negated errno (the connection is broken). */
-static int flush(struct client *c)
+static int flush(struct client *c, struct sent_log *lg)
 {
     while (c->qhead) {
         struct outq *q = c->qhead;
@@ -280,8 +317,7 @@ static int flush(struct client *c)
             q->fd = -1;
             /* Once per live hand-off: the daemon's share of its latency. */
             if (q->ready_ns)
-                LOG_I("loader %s: descriptor of file %u sent %.0f us after it was verified",
-                      c->name, q->file, (double)(mono_ns() - q->ready_ns) / 1000.0);
+                sent_log_add(lg, c, q->file, mono_ns() - q->ready_ns);
         }
         q->off += (size_t)n;
         if (q->off < q->len)
@@ -299,7 +335,7 @@ static int flush(struct client *c)
  * thread, under |mu|. */
 static void pump_out(struct client *c)
 {
-    int rv = c->broken ? c->broken : flush(c);
+    int rv = c->broken ? c->broken : flush(c, NULL);
 
     if (rv != 0) {
         client_close(c, rv == -EPIPE || rv == -ECONNRESET ? "loader went away"
@@ -877,10 +913,10 @@ static void on_async(uv_async_t *h)
 /* Queues file |file| for |c| if it waits for it (and LOADER_DONE after its
  * last file). Any thread, under |mu|. Returns whether |c| waited for it.
  *
- * Files that the store finished at the same moment (their fsyncs return
- * together from one journal commit) are reported by their worker threads
- * in no particular order; so files earlier in the loader's order that are
- * already done go out first, and their own reports find them sent. */
+ * Files that the store finished at the same moment are reported by their
+ * worker threads in no particular order; so files earlier in the loader's
+ * order that are already done go out first, and their own reports find
+ * them sent. */
 static bool offer_file(struct client *c, uint32_t file, uint64_t ready_ns)
 {
     bool waited = false;
@@ -908,10 +944,12 @@ void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *
                                 int status)
 {
     uint64_t t = mono_ns();
+    struct sent_log lg;
     bool wake = false;
 
     if (!l || status != 0)
         return;
+    lg.n = 0;
     pthread_mutex_lock(&l->mu);
     if (l->ev_closed)
         goto out;
@@ -923,7 +961,7 @@ void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *
         /* Straight from this thread: the loop may be deep in chunk traffic.
          * A full socket, an error or a finished connection is the loop's. */
         if (!c->broken)
-            c->broken = flush(c);
+            c->broken = flush(c, &lg);
         if (!backlog && c->qhead && !c->broken)
             LOG_I("loader %s is not keeping up: its socket is full, frames wait in its queue",
                   c->name);
@@ -936,6 +974,7 @@ void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *
         uv_async_send(&l->async);
 out:
     pthread_mutex_unlock(&l->mu);
+    sent_log_flush(&lg);
 }
 
 void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_swarm *s)

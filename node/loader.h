@@ -6,9 +6,10 @@
  * A loader connects to a local Unix socket, sends LOADER_WANT (a release as
  * repo@rev or a hex manifest id, and optionally the files it will load, in
  * its loading order), and gets one LOADER_FILE per file as soon as that file
- * is verified and published, with an open read-only descriptor of the stored
- * file attached (SCM_RIGHTS): the loader maps the very pages the store wrote,
- * in the HF cache or in a memfd. Files already complete go out at once;
+ * is verified (its whole sha256 matched; the store's fsync and renames into
+ * the HF cache follow, see store.h), with an open read-only descriptor of
+ * the stored file attached (SCM_RIGHTS): the loader maps the very pages the
+ * store wrote, in the HF cache or in a memfd. Files already complete go out at once;
  * LOADER_DONE follows the last file, then the daemon closes the connection.
  * A release that is not held yet, by hex id or by name, starts the pull
  * (hooks->pull: a name is resolved through the tracker, as `shoal pull`
@@ -101,8 +102,8 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
                                      const char *why);
 
 /*
- * File |file| of |s| was published (|status| 0) or failed (nonzero, then
- * nothing is sent). Any thread, but with none of the store's locks held (it
+ * File |file| of |s| is ready (|status| 0: verified, shoal_store_file_ready)
+ * or failed (nonzero, then nothing is sent). Any thread, but with none of the store's locks held (it
  * opens the file through the store). The event is time-stamped
  * (CLOCK_MONOTONIC, the LOADER_FILE's ready_ns) and the frame with the
  * file's descriptor is sent to every loader waiting for it from the calling

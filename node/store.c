@@ -68,6 +68,8 @@ struct blob {
     int fd;             /* read-write while filling; -1 when not open */
     int state;          /* enum blob_state */
     bool dirty;         /* written since its last fdatasync */
+    bool ready;         /* sha256 matched: bytes final (under mu; never
+                         * cleared, see shoal_store_file_ready) */
     bool hashing;       /* a thread owns |sha| (under mu) */
     uint32_t hashed;    /* primary chunks [0, hashed) are in |sha| */
     struct shoal_sha256 sha; /* running; touched only by its owner */
@@ -101,7 +103,7 @@ struct shoal_store {
     bool sidecar_dirty;
     bool opening;        /* no callbacks until open returns */
 
-    shoal_store_file_cb on_file;
+    shoal_store_file_cb on_file, on_ready;
     void *user;
 
     pthread_mutex_t mu, flush_mu, link_mu;
@@ -820,6 +822,21 @@ static void notify(struct shoal_store *s, uint32_t b, int status)
         s->on_file(s->user, s->blob_files[bl->fpos + k], status);
 }
 
+/* Marks blob |b| ready and says so: its bytes are verified and final. */
+static void set_ready(struct shoal_store *s, uint32_t b)
+{
+    const struct blob *bl = &s->blobs[b];
+    uint32_t k;
+
+    pthread_mutex_lock(&s->mu);
+    s->blobs[b].ready = true;
+    pthread_mutex_unlock(&s->mu);
+    if (s->opening || !s->on_ready)
+        return;
+    for (k = 0; k < bl->fcount; k++)
+        s->on_ready(s->user, s->blob_files[bl->fpos + k], 0);
+}
+
 static bool all_done_locked(const struct shoal_store *s)
 {
     return s->ndone == s->nblobs;
@@ -831,6 +848,7 @@ static void set_done_locked(struct shoal_store *s, uint32_t b)
     if (s->blobs[b].state != BLOB_DONE)
         s->ndone++;
     s->blobs[b].state = BLOB_DONE;
+    s->blobs[b].ready = true;
 }
 
 /* ---- running sha256 ---- */
@@ -980,8 +998,16 @@ static int finish_blob(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
         notify(s, b, rv);
         goto out;
     }
+    /* On disk the loader need not wait for the fsync and the renames: it
+     * gets the very inode, whose bytes are verified and no longer written.
+     * A memfd is sealed first (that is its publishing, and cheap), so a
+     * loader never holds one that could still change. */
+    if (!(s->flags & SHOAL_STORE_MEMORY))
+        set_ready(s, b);
     if ((rv = publish_blob(s, b)) < 0)
         goto fail;
+    if (s->flags & SHOAL_STORE_MEMORY)
+        set_ready(s, b);
     pthread_mutex_lock(&s->mu);
     set_done_locked(s, b);
     all = all_done_locked(s);
@@ -993,7 +1019,9 @@ static int finish_blob(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
     }
     goto out;
 fail:
-    /* The bytes are verified but not published; a later open retries. */
+    /* The bytes are verified but not published; a later open retries. A
+     * ready blob stays ready: loaders may already hold it, and may still
+     * be given it, since its bytes are right whatever the cache names. */
     pthread_mutex_lock(&s->mu);
     s->blobs[b].state = BLOB_INCOMPLETE;
     pthread_mutex_unlock(&s->mu);
@@ -1257,6 +1285,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     s->m = m;
     s->flags = opts->flags;
     s->on_file = opts->on_file;
+    s->on_ready = opts->on_ready;
     s->user = opts->user;
     s->flush_every = opts->flush_every ? opts->flush_every : FLUSH_EVERY_DEFAULT;
     s->opening = true;
@@ -1434,6 +1463,10 @@ int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *da
                     s->repo_path ? s->repo_path : "memory", inc, shoal_strerror(rv));
             goto out;
         }
+        /* Start writing it out now, so the fsync before publishing finds
+         * little left to do. Only a hint: errors surface at that fsync. */
+        if (!(s->flags & SHOAL_STORE_MEMORY))
+            (void)sync_file_range(fd, (off_t)cj->offset, len, SYNC_FILE_RANGE_WRITE);
     }
 
     pthread_mutex_lock(&s->mu);
@@ -1634,6 +1667,18 @@ bool shoal_store_file_done(struct shoal_store *s, uint32_t fi)
     return v;
 }
 
+bool shoal_store_file_ready(struct shoal_store *s, uint32_t fi)
+{
+    bool v;
+
+    if (!s || fi >= s->nfiles)
+        return false;
+    pthread_mutex_lock(&s->mu);
+    v = s->blobs[s->file_blob[fi]].ready;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
 bool shoal_store_complete(struct shoal_store *s)
 {
     bool v;
@@ -1647,13 +1692,24 @@ bool shoal_store_complete(struct shoal_store *s)
 int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
 {
     char path[128];
-    int nfd;
+    bool ready, done;
+    int bfd, nfd;
 
-    if (!shoal_store_file_done(s, fi))
+    if (!s || fi >= s->nfiles)
         return SHOAL_ENOTFOUND;
-    if (s->flags & SHOAL_STORE_MEMORY) {
-        /* A fresh read-only description of the same memfd (same pages). */
-        snprintf(path, sizeof path, "/proc/self/fd/%d", s->blobs[s->file_blob[fi]].fd);
+    pthread_mutex_lock(&s->mu);
+    ready = s->blobs[s->file_blob[fi]].ready;
+    done = s->blobs[s->file_blob[fi]].state == BLOB_DONE;
+    bfd = s->blobs[s->file_blob[fi]].fd;
+    pthread_mutex_unlock(&s->mu);
+    if (!ready)
+        return SHOAL_ENOTFOUND;
+    if ((s->flags & SHOAL_STORE_MEMORY) || (!done && bfd >= 0)) {
+        /* A fresh read-only description of the inode the store filled (the
+         * memfd's pages; on disk, a blob whose rename may be under way, so
+         * no name of it is stable). |bfd| stays open until the store is
+         * freed. */
+        snprintf(path, sizeof path, "/proc/self/fd/%d", bfd);
         nfd = open(path, O_RDONLY | O_CLOEXEC);
     } else {
         shoal_hf_blob_path(path, sizeof path, file(s, fi)->sha256, false);

@@ -12,6 +12,12 @@
  * refs/<branch> is written. Nothing is ever visible under a final name
  * before its bytes are verified and durable.
  *
+ * A file is "ready" as soon as its sha256 has matched, before that
+ * durability work: from then on its bytes never change, and a descriptor of
+ * the very inode can be handed out (shoal_store_file_open) while it is still
+ * being fsync'd and renamed. A loader that maps it needs the verified pages,
+ * not their durability; the cache names still appear only once durable.
+ *
  * Which chunks are verified is kept in a sidecar,
  * <repo>/.shoal/<manifest id>.state, rewritten atomically (temp file, fsync,
  * rename) after the data it covers has been fdatasync'd, and protected by a
@@ -63,6 +69,12 @@ enum shoal_store_flags {
  * bitfield, file_done, complete, file_open, file_path, last_error). */
 typedef void (*shoal_store_file_cb)(void *user, uint32_t file, int status);
 
+/* opts.on_ready has the same type and rules: called from the thread
+ * finishing file |file| the moment it becomes ready (its whole sha256
+ * matched; sealed in memory mode), before on_file reports whether it was
+ * published; shoal_store_file_open works from then on, even if publishing
+ * then fails. |status| is always 0 there. */
+
 struct shoal_store_opts {
     unsigned flags;              /* enum shoal_store_flags */
     const char *branch;          /* refs/<branch> gets the commit once the
@@ -73,7 +85,8 @@ struct shoal_store_opts {
     uint32_t flush_every;        /* sidecar rewrite after this many newly
                                   * verified chunks; 0: 256 */
     shoal_store_file_cb on_file; /* may be NULL */
-    void *user;                  /* passed to on_file */
+    shoal_store_file_cb on_ready; /* may be NULL */
+    void *user;                  /* passed to on_file and on_ready */
     char *err;                   /* when open fails, a message naming the path
                                   * is written here (NUL-terminated); may be NULL */
     size_t errlen;
@@ -163,13 +176,18 @@ int shoal_store_find_chunk(struct shoal_store *s, const uint8_t id[32]);
 
 /* True when file |file| is verified and published (sealed in memory mode). */
 bool shoal_store_file_done(struct shoal_store *s, uint32_t file);
+/* True when file |file| is ready: its whole sha256 matched (sealed in memory
+ * mode), published or not yet; once true it stays true. */
+bool shoal_store_file_ready(struct shoal_store *s, uint32_t file);
 /* True when every file of the release is done. */
 bool shoal_store_complete(struct shoal_store *s);
 
-/* Opens a new read-only descriptor (O_CLOEXEC) on completed file |file|, for
- * handing to a loader; the caller owns and closes it. Returns 0,
- * SHOAL_ENOTFOUND when the file is out of range or not complete, or a
- * negated errno. */
+/* Opens a new read-only descriptor (O_CLOEXEC) on ready file |file| (see
+ * shoal_store_file_ready), for handing to a loader; the caller owns and
+ * closes it. It is a new open file description of the same inode the store
+ * filled, so a file not yet renamed into blobs/ reads the same whole bytes
+ * and stays the same file after the rename. Returns 0, SHOAL_ENOTFOUND when
+ * the file is out of range or not ready, or a negated errno. */
 int shoal_store_file_open(struct shoal_store *s, uint32_t file, int *fd);
 
 /* Writes the absolute path of completed file |file| in the cache

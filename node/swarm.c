@@ -159,19 +159,42 @@ static void on_file(void *user, uint32_t file, int status)
 {
     struct shoal_swarm *s = user;
     const struct shoal_mf_file *f = shoal_manifest_file(s->m, file);
+    char err[256];
 
     /* Worker thread: only log. */
-    if (status == 0)
+    if (status == 0) {
         LOG_I("release %s: %s complete and verified (%llu bytes)", s->idhex, f->path,
               (unsigned long long)f->size);
-    else
+    } else if (shoal_store_file_ready(s->store, file)) {
+        /* --- loader --- */
+        /* Loaders were handed it at on_ready: they hold verified bytes. */
+        shoal_store_last_error(s->store, err, sizeof err);
+        LOG_E("release %s: %s is verified (and may already be with loaders) but could "
+              "not be published in the cache: %s (%s); a restart retries",
+              s->idhex, f->path, shoal_strerror(status), err);
+        /* --- end loader --- */
+    } else {
         LOG_E("release %s: %s failed its sha256 or could not be published: %s", s->idhex,
               f->path, shoal_strerror(status));
+    }
     /* --- loader --- */
-    if (s->hooks->on_file)
+    /* Success went to the loaders at on_ready; a failure is theirs too. */
+    if (status != 0 && s->hooks->on_file)
         s->hooks->on_file(s->hooks->user, s, file, status);
     /* --- end loader --- */
 }
+
+/* --- loader --- */
+/* Worker thread: the file's sha256 matched, before its fsync and renames:
+ * loaders get it now (shoal_store_file_ready). */
+static void on_ready(void *user, uint32_t file, int status)
+{
+    struct shoal_swarm *s = user;
+
+    if (s->hooks->on_file)
+        s->hooks->on_file(s->hooks->user, s, file, status);
+}
+/* --- end loader --- */
 
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
                     const struct shoal_swarm_hooks *hooks, struct shoal_manifest *m,
@@ -208,6 +231,7 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     so.manifest = signed_mf;
     so.manifest_len = len;
     so.on_file = on_file;
+    so.on_ready = on_ready; /* --- loader --- */
     so.user = s;
     so.err = err;
     so.errlen = sizeof err;
@@ -1495,7 +1519,7 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
 /* --- loader --- */
 bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file)
 {
-    return shoal_store_file_done(s->store, file);
+    return shoal_store_file_ready(s->store, file);
 }
 
 int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd)

@@ -42,8 +42,10 @@ struct shoal_swarm_hooks {
     /* Every file of the release is verified and published. */
     void (*on_complete)(void *user, struct shoal_swarm *s);
     /* --- loader --- */
-    /* File |file| (manifest index) of |s| was just published (|status| 0)
-     * or failed (see shoal_store_file_cb). Called on whichever thread stored
+    /* File |file| (manifest index) of |s| just became ready for loaders
+     * (|status| 0: its sha256 matched, shoal_store_file_ready; publishing
+     * in the cache follows) or failed (see shoal_store_file_cb). Called on
+     * whichever thread stored
      * its last chunk, usually a WORKER thread, at the moment the store
      * reports it: the hook must be thread-safe. May be NULL. */
     void (*on_file)(void *user, struct shoal_swarm *s, uint32_t file, int status);
@@ -150,11 +152,13 @@ void shoal_swarm_peer_gone(struct shoal_swarm *s, struct shoal_peer *p);
 bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struct shoal_msg *m);
 
 /* --- loader --- */
-/* True when file |file| (manifest index) is verified and published. */
+/* True when file |file| (manifest index) is ready for loaders: verified
+ * (shoal_store_file_ready), whether or not its publishing in the cache is
+ * done. */
 bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file);
-/* Opens a new read-only descriptor on completed file |file| (the HF-cache
- * blob, or the same memfd in memory mode); the caller owns it. Returns 0,
- * SHOAL_ENOTFOUND (not complete / out of range) or a negated errno. */
+/* Opens a new read-only descriptor on ready file |file| (the inode of the
+ * HF-cache blob, or the same memfd in memory mode); the caller owns it.
+ * Returns 0, SHOAL_ENOTFOUND (not ready / out of range) or a negated errno. */
 int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd);
 /* Local loaders wait for files |files| (manifest indices, most urgent
  * first; |n| 0 clears): their chunks are scheduled first. Complete and

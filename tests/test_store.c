@@ -5,7 +5,9 @@
  * refused and not written; a store resumes after a clean close and after a
  * crash, and a damaged sidecar is discarded rather than trusted; a second
  * release fills shared chunks from the first locally; a file whose sha256
- * disagrees with the manifest is not published; concurrent puts; memory mode.
+ * disagrees with the manifest is not published; concurrent puts; a file is
+ * handed out (same inode, whole bytes) as soon as its sha256 matches, before
+ * it is published, and stays so when publishing fails; memory mode.
  *
  * Usage: test_store            all tests that need no privileges
  *        test_store diskfull   disk full (private tmpfs when root, else
@@ -832,10 +834,161 @@ static void test_concurrent_puts(void)
     rel_free(&r);
 }
 
+/* What test_ready_early sees at each file's on_ready and on_file. */
+struct ready_ev {
+    struct shoal_store *s;
+    const char *cache;
+    const struct rel *r;
+    int ready[MAXF], done[MAXF], failed[MAXF];
+    dev_t dev[MAXF];
+    ino_t ino[MAXF];
+};
+
+/* At on_ready, before the fsync and the renames: the file is not under any
+ * cache name yet, but a descriptor of it reads its whole, exact bytes. */
+static void on_ready_early(void *user, uint32_t fi, int status)
+{
+    struct ready_ev *ev = user;
+    const struct rel *r = ev->r;
+    char p[1024];
+    struct stat st;
+    uint8_t *back;
+    int fd = -1;
+
+    REQUIRE(fi < MAXF);
+    CHECK_EQ(status, 0);
+    CHECK_EQ(ev->done[fi], 0);
+    ev->ready[fi]++;
+    CHECK(shoal_store_file_ready(ev->s, fi));
+    CHECK(!shoal_store_file_done(ev->s, fi));
+    snap_path(p, sizeof p, ev->cache, r, (int)fi);
+    CHECK(!exists(p));
+    blob_path(p, sizeof p, ev->cache, r, (int)fi, false);
+    CHECK(stat(p, &st) < 0 || !S_ISREG(st.st_mode)); /* the test's blocking dir */
+    CHECK_EQ(shoal_store_file_open(ev->s, fi, &fd), 0);
+    back = malloc(r->f[fi].size + 1);
+    REQUIRE(back && fd >= 0);
+    CHECK(fstat(fd, &st) == 0 && (size_t)st.st_size == r->f[fi].size);
+    CHECK(pread(fd, back, r->f[fi].size + 1, 0) == (ssize_t)r->f[fi].size &&
+          memcmp(back, r->f[fi].data, r->f[fi].size) == 0);
+    CHECK(write(fd, "x", 1) < 0);
+    ev->dev[fi] = st.st_dev;
+    ev->ino[fi] = st.st_ino;
+    close(fd);
+    free(back);
+}
+
+static void on_file_early(void *user, uint32_t fi, int status)
+{
+    struct ready_ev *ev = user;
+
+    REQUIRE(fi < MAXF);
+    /* Ready is always reported first, and stays true whatever follows. */
+    CHECK_EQ(ev->ready[fi], 1);
+    CHECK(shoal_store_file_ready(ev->s, fi));
+    if (status == 0)
+        ev->done[fi]++;
+    else
+        ev->failed[fi]++;
+}
+
+/* A file is handed out once its sha256 matches, before it is durable and
+ * published; it is the same inode that the cache then publishes. When
+ * publishing fails after that, the file stays readable and ready but appears
+ * under no cache name, and a later open publishes it. */
+static void test_ready_early(void)
+{
+    const char *cache = new_cache();
+    struct ready_ev ev = {0};
+    struct shoal_store_opts o = {.branch = "main", .on_file = on_file_early,
+                                 .on_ready = on_ready_early, .user = &ev};
+    struct shoal_store *s = NULL;
+    const struct shoal_mf_file *f2;
+    struct rel r;
+    char p[1024], sub[1100], msg[512];
+    struct stat st;
+    int fd = -1;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    ev.cache = cache;
+    ev.r = &r;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    ev.s = s;
+    CHECK(!shoal_store_file_ready(s, 1));
+    CHECK_EQ(shoal_store_file_open(s, 1, &fd), SHOAL_ENOTFOUND);
+    /* sub/dir/weights.bin cannot take its final name: a directory is there. */
+    blob_path(p, sizeof p, cache, &r, 2, false);
+    snprintf(sub, sizeof sub, "%s/x", p);
+    REQUIRE(mkdir(p, 0755) == 0 && mkdir(sub, 0755) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    for (int fi = 0; fi < 4; fi++)
+        CHECK_EQ(ev.ready[fi], 1);
+    CHECK_EQ(ev.done[1], 1);
+    CHECK_EQ(ev.failed[1], 0);
+    /* The published blob is the inode the loader was given. */
+    blob_path(p, sizeof p, cache, &r, 1, false);
+    CHECK(stat(p, &st) == 0 && st.st_dev == ev.dev[1] && st.st_ino == ev.ino[1]);
+
+    CHECK_EQ(ev.failed[2], 1);
+    CHECK_EQ(ev.done[2], 0);
+    CHECK(shoal_store_file_ready(s, 2));
+    CHECK(!shoal_store_file_done(s, 2));
+    CHECK(!shoal_store_complete(s));
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, "renaming") != NULL);
+    f2 = shoal_manifest_file(r.m, 2);
+    for (uint32_t k = 0; k < f2->nchunks; k++)
+        CHECK(shoal_store_has(s, f2->first_chunk + k));
+    snap_path(p, sizeof p, cache, &r, 2);
+    CHECK(!exists(p));
+    repo_path(p, sizeof p, cache, &r, "refs/main");
+    CHECK(!exists(p));
+    /* Still handed out after the failure, with the right bytes. */
+    CHECK_EQ(shoal_store_file_open(s, 2, &fd), 0);
+    if (fd >= 0) {
+        uint8_t *back = malloc(r.f[2].size);
+        REQUIRE(back);
+        CHECK(pread(fd, back, r.f[2].size, 0) == (ssize_t)r.f[2].size &&
+              memcmp(back, r.f[2].data, r.f[2].size) == 0);
+        CHECK(fstat(fd, &st) == 0 && st.st_ino == ev.ino[2]);
+        free(back);
+        close(fd);
+    }
+    shoal_store_free(s);
+
+    /* With the way clear, the next open publishes it from what is on disk. */
+    blob_path(p, sizeof p, cache, &r, 2, false);
+    REQUIRE(rmdir(sub) == 0 && rmdir(p) == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    CHECK(stat(p, &st) == 0 && st.st_ino == ev.ino[2]);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* Memory mode: a memfd is ready only once sealed, so no loader ever holds
+ * pages that could still change. */
+static void on_ready_sealed(void *user, uint32_t fi, int status)
+{
+    struct ready_ev *ev = user;
+    int fd = -1;
+
+    REQUIRE(fi < MAXF);
+    CHECK_EQ(status, 0);
+    ev->ready[fi]++;
+    CHECK_EQ(shoal_store_file_open(ev->s, fi, &fd), 0);
+    CHECK(fd >= 0 && (fcntl(fd, F_GET_SEALS) & F_SEAL_WRITE) != 0);
+    if (fd >= 0)
+        close(fd);
+}
+
 static void test_memory_mode(void)
 {
-    struct events ev = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    struct shoal_store_opts o = {.flags = SHOAL_STORE_MEMORY, .on_file = on_file, .user = &ev};
+    struct ready_ev rev = {0};
+    struct shoal_store_opts o = {.flags = SHOAL_STORE_MEMORY, .on_file = on_file_early,
+                                 .on_ready = on_ready_sealed, .user = &rev};
     struct shoal_store *s = NULL;
     struct rel r;
     char p[256];
@@ -844,11 +997,13 @@ static void test_memory_mode(void)
 
     rel_std(&r, "org/tiny", C1, -1, 8);
     REQUIRE(shoal_store_open(&s, NULL, r.m, &o) == 0);
+    rev.s = s;
     CHECK_EQ(shoal_store_file_open(s, 1, &fd), SHOAL_ENOTFOUND);
     for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
         CHECK_EQ(put(s, &r, i), 0);
     CHECK(shoal_store_complete(s));
-    CHECK_EQ(ev.done[1], 1);
+    CHECK_EQ(rev.ready[1], 1);
+    CHECK_EQ(rev.done[1], 1);
     CHECK_EQ(shoal_store_file_path(s, 1, p, sizeof p), SHOAL_ENOTFOUND);
     CHECK_EQ(shoal_store_file_open(s, 1, &fd), 0);
     back = malloc(200000);
@@ -994,6 +1149,7 @@ int main(int argc, char **argv)
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_concurrent_puts);
+        RUN(test_ready_early);
         RUN(test_memory_mode);
         rv = t_done();
     }
