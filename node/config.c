@@ -57,6 +57,8 @@ static const struct key keys[] = {
     {"log-level", K_STR, F(log_level), "LEVEL", "error, warn, info (default) or debug"},
     {"test-corrupt-uploads", K_BOOL, F(test_corrupt_uploads), NULL,
      "TESTING ONLY: serve corrupted chunks (to test banning)"},
+    {"test-corrupt-hangup", K_BOOL, F(test_corrupt_hangup), NULL,
+     "TESTING ONLY: serve one corrupted chunk per connection, then hang up"},
     /* --- ctl --- */
     {"control-socket", K_STR, F(control_socket), "PATH",
      "CLI control socket (default $XDG_RUNTIME_DIR/shoald.sock, root: /run/shoald/; "

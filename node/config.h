@@ -39,6 +39,7 @@ struct shoal_config {
     bool verify_store;
     bool exit_when_complete;
     bool test_corrupt_uploads;
+    bool test_corrupt_hangup; /* implies test_corrupt_uploads */
     uint64_t max_frame;
     uint64_t max_peers;
     uint64_t serve_per_peer;

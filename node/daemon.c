@@ -170,20 +170,24 @@ static void add_ban(struct shoal_daemon *d, const uint8_t pk[32])
         d->nbans++;
 }
 
-static void on_ban(void *user, struct shoal_peer *p, const char *why)
+static void on_ban(void *user, struct shoal_peer *p, const uint8_t pk[32], const char *why)
 {
     struct shoal_daemon *d = user;
-    const uint8_t *pk = shoal_peer_session(p) ? shoal_session_peer_pk(shoal_peer_session(p)) : NULL;
     char hex[17] = "?";
 
+    /* More bad chunks from a sender that has gone: it is banned already. */
+    if (!p && pk && is_banned(d, pk))
+        return;
     if (pk) {
         hex8(hex, pk);
         add_ban(d, pk);
     }
     d->bans_total++; /* --- ctl --- */
-    LOG_W("banning node %s (peer %s) for %llu s: %s", hex, shoal_peer_name(p),
+    LOG_W("banning node %s (peer %s) for %llu s: %s", hex,
+          p ? shoal_peer_name(p) : "already disconnected",
           (unsigned long long)d->cfg->ban_seconds, why);
-    shoal_peer_bye(p, "banned: sent a chunk that fails its hash");
+    if (p)
+        shoal_peer_bye(p, "banned: sent a chunk that fails its hash");
 }
 
 /* ---- releases ---- */
@@ -1534,7 +1538,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     /* --- end loader --- */
     d->scfg.serve_per_peer = (uint32_t)cfg->serve_per_peer;
     d->scfg.request_timeout_ms = (uint32_t)cfg->request_timeout_ms;
-    d->scfg.corrupt_uploads = cfg->test_corrupt_uploads;
+    d->scfg.corrupt_uploads = cfg->test_corrupt_uploads || cfg->test_corrupt_hangup;
+    d->scfg.corrupt_hangup = cfg->test_corrupt_hangup;
     d->scfg.compress_level = cfg->compress_level > 19 ? 19 : (int)cfg->compress_level; /* ctl */
     d->scfg.seed = cfg->seed;
     if (!d->scfg.seed)
@@ -1543,7 +1548,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->hooks.on_ban = on_ban;
     d->hooks.on_complete = on_complete;
     d->hooks.user = d;
-    if (cfg->test_corrupt_uploads)
+    if (cfg->test_corrupt_uploads || cfg->test_corrupt_hangup)
         LOG_W("test-corrupt-uploads is on: this node serves WRONG bytes (testing only)");
 
     d->pctx.loop = &d->loop;

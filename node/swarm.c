@@ -50,6 +50,7 @@ struct speer {
     uint32_t nreq;
     struct req req[MAX_INFLIGHT];
     uint32_t serving;  /* its requests being read from the store */
+    bool said_bye;     /* testing (corrupt_hangup): BYE already sent */
 };
 
 /* A received chunk on its way through the store (worker thread). */
@@ -57,6 +58,10 @@ struct verify_job {
     uv_work_t w;
     struct shoal_swarm *s;
     uint64_t peer_id;
+    /* The sender's node key: a peer that sends a bad chunk and hangs up
+     * before the verdict is still banned by key. */
+    uint8_t peer_pk[32];
+    bool have_pk;
     uint32_t chunk;
     uint8_t *data;
     uint8_t *base;          /* --- dperf --- allocation holding |data| (freed) */
@@ -497,14 +502,22 @@ static void check_complete(struct shoal_swarm *s)
  * nothing more is requested from it while it closes. */
 static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
 {
+    const struct shoal_session *ss = shoal_peer_session(sp->p);
+    const uint8_t *pk = ss ? shoal_session_peer_pk(ss) : NULL;
+
     s->bad_chunks++;
     if (sp->joined && s->sched)
         shoal_sched_peer_remove(s->sched, sp->id);
     sp->joined = false;
     sp->nreq = 0;
-    /* Several bad chunks may be in flight: ban and close only once. */
-    if (s->hooks->on_ban && shoal_peer_ready(sp->p))
-        s->hooks->on_ban(s->hooks->user, sp->p, why);
+    /* Several bad chunks may be in flight: ban and close only once. A peer
+     * already closing is still banned by key, so it cannot come back. */
+    if (!s->hooks->on_ban)
+        return;
+    if (shoal_peer_ready(sp->p))
+        s->hooks->on_ban(s->hooks->user, sp->p, pk, why);
+    else if (pk)
+        s->hooks->on_ban(s->hooks->user, NULL, pk, why);
 }
 
 /* ---- receiving chunks ---- */
@@ -565,10 +578,14 @@ static void verify_done(uv_work_t *w, int status)
             char why[160];
             snprintf(why, sizeof why, "sent chunk %u of release %s that fails its hash",
                      j->chunk, s->idhex);
-            if (sp)
+            if (sp) {
                 ban_peer(s, sp, why);
-            else
+            } else {
+                /* The sender hung up before the verdict: ban its key. */
                 s->bad_chunks++;
+                if (s->hooks->on_ban && j->have_pk)
+                    s->hooks->on_ban(s->hooks->user, NULL, j->peer_pk, why);
+            }
         } else if (rv != SHOAL_EBUSY) {
             char err[512];
             shoal_store_last_error(s->store, err, sizeof err);
@@ -634,6 +651,14 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     j->w.data = j;
     j->s = s;
     j->peer_id = sp->id;
+    {
+        const struct shoal_session *ss = shoal_peer_session(sp->p);
+        const uint8_t *pk = ss ? shoal_session_peer_pk(ss) : NULL;
+        if (pk) {
+            memcpy(j->peer_pk, pk, 32);
+            j->have_pk = true;
+        }
+    }
     j->chunk = r.chunk;
     j->len = mc->len;
     j->sent_ms = r.sent_ms;
@@ -791,6 +816,19 @@ static void serve_done(uv_work_t *w, int status)
         if ((j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
                     : shoal_peer_send_chunk(sp->p, &cm, j->payload)) == 0)
             s->tx_bytes += c->len;
+        /* Testing: a malicious node that leaves before the verdict. It
+         * says BYE and lets the other side close: closing here with its
+         * requests unread would reset the connection, and the bad chunk
+         * would never be read. */
+        if (s->cfg->corrupt_hangup && !sp->said_bye) {
+            struct shoal_msg bye;
+            memset(&bye, 0, sizeof bye);
+            bye.type = SHOAL_MSG_BYE;
+            bye.u.bye.text.p = "testing: hanging up after a corrupt chunk";
+            bye.u.bye.text.len = (uint32_t)strlen(bye.u.bye.text.p);
+            (void)shoal_peer_send(sp->p, &bye);
+            sp->said_bye = true;
+        }
     }
     free(j);
 }

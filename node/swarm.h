@@ -36,9 +36,10 @@
 struct shoal_swarm;
 
 struct shoal_swarm_hooks {
-    /* Peer |p| sent a chunk that fails its id: the owner bans its key and
-     * closes it. */
-    void (*on_ban)(void *user, struct shoal_peer *p, const char *why);
+    /* The peer with node key |pk| sent a chunk that fails its id: the
+     * owner bans the key and closes |p|. |p| is NULL when that peer has
+     * already gone (it hung up before the verdict, or is closing). */
+    void (*on_ban)(void *user, struct shoal_peer *p, const uint8_t pk[32], const char *why);
     /* Every file of the release is verified and published. */
     void (*on_complete)(void *user, struct shoal_swarm *s);
     /* --- loader --- */
@@ -89,6 +90,8 @@ struct shoal_swarm_cfg {
     uint64_t seed;                   /* scheduler seed */
     bool corrupt_uploads;            /* TESTING ONLY: flip a byte of every
                                       * chunk we serve (a malicious node) */
+    bool corrupt_hangup;             /* TESTING ONLY: and close the
+                                      * connection right after the first */
     int compress_level;              /* --- ctl --- zstd level for chunks we
                                       * serve (codec.h); 0: send raw */
     /* --- tracker --- */

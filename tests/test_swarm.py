@@ -178,11 +178,16 @@ def case_no_cred(tmp):
     return fails
 
 
-def case_bad_peer(tmp):
+def case_bad_peer(tmp, hangup=False):
+    """A node serving wrong bytes is banned by its key and kept out. With
+    |hangup| it closes the connection right after its first bad chunk, so
+    the puller's verdict usually comes after it has gone: the ban must
+    still hold when it dials back in."""
     k, repo, files, mf, mid = setup(tmp)
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    m = Node("malicious", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
-                                                   "--test-corrupt-uploads"]))
+    m = Node("malicious", node_args(k, "m", tmp, [
+        "--manifest", mf, "--seed-dir", repo,
+        "--test-corrupt-hangup" if hangup else "--test-corrupt-uploads"]))
     # b stays up after completing: it keeps redialling m (a static peer,
     # every 300 ms), so m really tries to get back in and b must refuse it.
     # Whether m itself hears b's BYE is not a thing to check: b closes with
@@ -296,6 +301,8 @@ def main():
             fails = case_no_cred(tmp)
         elif CASE == "bad_peer":
             fails = case_bad_peer(tmp)
+        elif CASE == "bad_peer_hangup":
+            fails = case_bad_peer(tmp, hangup=True)
         elif CASE == "dedup":
             fails = case_dedup(tmp)
         else:
