@@ -554,12 +554,14 @@ static struct shoal_swarm *loader_find(void *user, const char *release)
     return NULL;
 }
 
-static int ctl_pull(void *user, const char *release, char *why, size_t whylen);
-
 /* The path `shoal pull` takes: a manifest id is asked of the peers and the
  * trackers, a name is resolved through the trackers (trk_on_manifest
  * reports a name no tracker knows with shoal_loader_srv_release_failed);
  * the release opens on arrival. */
+static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
+                        size_t whylen);
+
+/* A loader asked for a release this node does not hold. */
 static int loader_pull(void *user, const char *release, char *why, size_t whylen)
 {
     struct shoal_daemon *d = user;
@@ -570,7 +572,7 @@ static int loader_pull(void *user, const char *release, char *why, size_t whylen
                               "name (ask by manifest id to have it fetched from its peers)");
         return SHOAL_ENOTFOUND;
     }
-    return ctl_pull(d, release, why, whylen);
+    return request_pull(d, release, "a loader", why, whylen);
 }
 
 static int start_loader(struct shoal_daemon *d)
@@ -1067,9 +1069,11 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
     }
 }
 
-static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
+/* Starts pulling |release| (repo@rev or a manifest id) for |by| (named in
+ * the log). */
+static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
+                        size_t whylen)
 {
-    struct shoal_daemon *d = user;
     struct shoal_swarm *sw;
     struct pull *pl;
     size_t n = strlen(release);
@@ -1110,7 +1114,7 @@ static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
     if (rv != 0)
         return rv;
     d->npulls++;
-    LOG_I("pull %s asked on the control socket", release);
+    LOG_I("pull %s asked by %s", release, by);
     for (uint32_t i = 0; i < d->npeers; i++) {
         if (shoal_peer_ready(d->peers[i]))
             want_manifests(d, d->peers[i]);
@@ -1118,6 +1122,11 @@ static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
     if (d->trk)
         trk_want_manifests(d, true);
     return 0;
+}
+
+static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
+{
+    return request_pull(user, release, "the control socket", why, whylen);
 }
 
 static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
