@@ -47,6 +47,8 @@ static const struct key keys[] = {
     {"exit-when-complete", K_BOOL, F(exit_when_complete), NULL,
      "exit 0 once every pulled release is complete"},
     {"max-frame", K_SIZE, F(max_frame), "SIZE", "largest frame accepted from peers (16M+1K)"},
+    {"manifest-budget", K_SIZE, F(manifest_budget), "SIZE",
+     "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
     {"max-peers", K_U64, F(max_peers), "N", "connections at once (64)"},
     {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
     {"request-timeout-ms", K_U64, F(request_timeout_ms), "MS", "give up on a request (30000)"},
@@ -128,6 +130,7 @@ int shoal_config_init(struct shoal_config *c)
         return -ENOMEM;
     }
     c->max_frame = 16u * 1024 * 1024 + 1024;
+    c->manifest_budget = 8u << 20;
     c->max_peers = 64;
     c->serve_per_peer = 16;
     c->request_timeout_ms = 30000;

@@ -41,6 +41,7 @@ struct shoal_config {
     bool test_corrupt_uploads;
     bool test_corrupt_hangup; /* implies test_corrupt_uploads */
     uint64_t max_frame;
+    uint64_t manifest_budget; /* bytes of manifests queued to peers at once */
     uint64_t max_peers;
     uint64_t serve_per_peer;
     uint64_t request_timeout_ms;

@@ -38,7 +38,6 @@
  * crowd of WANT_MANIFESTs with a copy each would hold peers x manifest
  * bytes (3.9 GB for 1,000 pullers of a 100,000-chunk release). Two copies
  * of such a manifest fit, so one is written while the next is sealed. */
-#define MANIFEST_BUDGET (8u << 20)
 /* A manifest still not written after this long is taken off the budget: a
  * peer that asks and stops reading must not stall everyone else. Far more
  * than a few MB takes on any link a fleet shares. */
@@ -381,6 +380,10 @@ static void want_manifest(struct shoal_daemon *d, struct shoal_peer *p, const ui
         return;
     }
     pump_manifests(d);
+    if (shoal_mfq_waiting(d->mfq) > 0)
+        LOG_D("peer %s: manifest answer waits its turn (%u waiting, budget %llu bytes)",
+              shoal_peer_name(p), shoal_mfq_waiting(d->mfq),
+              (unsigned long long)d->cfg->manifest_budget);
 }
 
 static void peer_on_drain(struct shoal_peer *p, void *user)
@@ -1581,7 +1584,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->pcb.on_close = peer_on_close;
     d->pcb.on_drain = peer_on_drain; /* --- s2rob --- */
     /* --- s2rob --- one request per peer and release at most */
-    rv = shoal_mfq_new(&d->mfq, MANIFEST_BUDGET, MAX_PEERS_HARD * MAX_SWARMS);
+    rv = shoal_mfq_new(&d->mfq, d->cfg->manifest_budget, MAX_PEERS_HARD * MAX_SWARMS);
     if (rv != 0)
         goto fail;
 

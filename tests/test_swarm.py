@@ -224,6 +224,53 @@ def case_bad_peer(tmp, hangup=False):
     return fails
 
 
+def case_manifest_queue(tmp):
+    """A seed whose manifest budget (1 byte) lets one answer go at a time,
+    asked by four pullers: each answer goes only when the one before it has
+    been written, and every puller still gets the manifest and the whole
+    release, with no answer held until the stall timeout frees it."""
+    k, _, _, _, _ = setup(tmp)
+    names = ("p1", "p2", "p3", "p4")
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, names, names)
+    # Tiny chunks, so the manifest (~20,000 chunks, ~0.7 MB) takes more
+    # than one socket write and an answer stays in flight for a while.
+    repo = os.path.join(tmp, "repo-q")
+    files = {"model.safetensors": random.Random(7).randbytes(2 * 1024 * 1024 + 5)}
+    os.makedirs(repo)
+    with open(os.path.join(repo, "model.safetensors"), "wb") as f:
+        f.write(files["model.safetensors"])
+    mf = os.path.join(tmp, "rel-q.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
+                                   extra=("--min", "64", "--avg", "128", "--max", "256"))
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--manifest-budget", "1", "--log-level", "debug"]))
+    pullers = [Node(n, node_args(k, n, tmp, ["--peer", a.addr, "--pull", mid,
+                                             "--exit-when-complete"])) for n in names]
+    fails = 0
+    for n, b in zip(names, pullers):
+        rc = wait_exit(b, WAIT_S)
+        if rc != 0:
+            print(f"FAIL {n} did not complete (exit {rc})")
+            fails += 1
+        fails += check_snapshot(tmp, n, files)
+    # How many asks arrived while another answer was in flight depends on
+    # timing; what must never happen is an answer whose write completion
+    # went unnoticed, released only by the stall timeout.
+    waited = len(re.findall(r"manifest answer waits its turn", a.log()))
+    print(f"manifest answers that waited behind another: {waited}")
+    if re.search(r"manifest answers not written after", a.log()):
+        print("FAIL a manifest answer was only released by the stall timeout")
+        fails += 1
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        a.dump()
+        for b in pullers:
+            b.dump()
+    return fails
+
+
 def case_dedup(tmp):
     """A node holding revision 1 pulls revision 2, which shares most chunks
     with it: the shared chunks are copied from its own cache, only the
@@ -303,6 +350,8 @@ def main():
             fails = case_bad_peer(tmp)
         elif CASE == "bad_peer_hangup":
             fails = case_bad_peer(tmp, hangup=True)
+        elif CASE == "manifest_queue":
+            fails = case_manifest_queue(tmp)
         elif CASE == "dedup":
             fails = case_dedup(tmp)
         else:
