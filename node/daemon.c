@@ -93,6 +93,11 @@ struct shoal_daemon {
     struct shoal_peer *peers[MAX_PEERS_HARD];
     uint32_t npeers;
     struct shoal_peer *static_conn[SHOAL_CONFIG_LIST_MAX];
+    /* The node key last seen at each --peer address: a banned one is not
+     * redialled (each redial would cost a handshake only to be refused). */
+    uint8_t static_pk[SHOAL_CONFIG_LIST_MAX][32];
+    bool static_pk_known[SHOAL_CONFIG_LIST_MAX];
+    bool static_ban_said[SHOAL_CONFIG_LIST_MAX];
     struct shoal_swarm *swarms[MAX_SWARMS];
     uint32_t nswarms;
     struct pull pulls[SHOAL_CONFIG_LIST_MAX];
@@ -403,6 +408,12 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
 
     if (memcmp(pk, d->pk.pk, 32) == 0)
         return "connected to ourselves";
+    for (size_t i = 0; i < d->cfg->peers.n; i++) {
+        if (d->static_conn[i] == p) {
+            memcpy(d->static_pk[i], pk, 32);
+            d->static_pk_known[i] = true;
+        }
+    }
     if (is_banned(d, pk))
         return "node is banned here";
     /* --- tracker --- */
@@ -517,6 +528,16 @@ static void dial_static(struct shoal_daemon *d)
             continue;
         if (connected_to_addr(d, d->cfg->peers.v[i])) /* --- tracker --- */
             continue;
+        if (d->static_pk_known[i] && is_banned(d, d->static_pk[i])) {
+            if (!d->static_ban_said[i]) {
+                char hex[17];
+                hex8(hex, d->static_pk[i]);
+                LOG_I("not redialling %s while node %s is banned", d->cfg->peers.v[i], hex);
+                d->static_ban_said[i] = true;
+            }
+            continue;
+        }
+        d->static_ban_said[i] = false;
         if (shoal_peer_connect(&p, &d->pctx, &d->pcb, d, d->cfg->peers.v[i]) != 0)
             continue;
         d->static_conn[i] = p;
