@@ -41,7 +41,12 @@ struct shoal_config {
     bool test_corrupt_uploads;
     bool test_corrupt_hangup; /* implies test_corrupt_uploads */
     uint64_t max_frame;
-    uint64_t manifest_budget; /* bytes of manifests queued to peers at once */
+    /* Bytes of manifests queued to peers at once: answering a crowd of
+     * WANT_MANIFESTs with a copy each would hold peers x manifest bytes
+     * (3.9 GB for 1,000 pullers of a 100,000-chunk release). The default
+     * 8M fits two such manifests, so one is written while the next is
+     * sealed. */
+    uint64_t manifest_budget;
     uint64_t max_peers;
     uint64_t serve_per_peer;
     uint64_t request_timeout_ms;

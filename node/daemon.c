@@ -34,11 +34,7 @@
 #define MAX_PEERS_HARD 250
 #define MAX_SWARMS 64
 #define MAX_BANS 256
-/* --- s2rob --- Manifest bytes queued on all peers at once: answering a
- * crowd of WANT_MANIFESTs with a copy each would hold peers x manifest
- * bytes (3.9 GB for 1,000 pullers of a 100,000-chunk release). Two copies
- * of such a manifest fit, so one is written while the next is sealed. */
-/* A manifest still not written after this long is taken off the budget: a
+/* --- s2rob --- A manifest still not written after this long is taken off the budget: a
  * peer that asks and stops reading must not stall everyone else. Far more
  * than a few MB takes on any link a fleet shares. */
 #define MANIFEST_STALL_MS 10000
@@ -134,6 +130,12 @@ struct shoal_daemon {
 };
 
 static void hex8(char out[17], const uint8_t *id) { shoal_hex(out, id, 8); }
+
+/* A release named by its manifest id (64 hex digits) rather than repo@rev. */
+static bool is_manifest_id(const char *release)
+{
+    return strlen(release) == 64 && strspn(release, "0123456789abcdefABCDEF") == 64;
+}
 
 /* --- tracker --- */
 static bool duplicate_refused(struct shoal_daemon *d, struct shoal_peer *p, const uint8_t pk[32]);
@@ -590,7 +592,7 @@ static int loader_pull(void *user, const char *release, char *why, size_t whylen
 {
     struct shoal_daemon *d = user;
 
-    if (!(strlen(release) == 64 && strspn(release, "0123456789abcdefABCDEF") == 64) &&
+    if (!is_manifest_id(release) &&
         strchr(release, '@') && !d->trk) {
         snprintf(why, whylen, "this node does not hold it and has no tracker to resolve the "
                               "name (ask by manifest id to have it fetched from its peers)");
@@ -1107,7 +1109,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     ctl_match(d, release, &sw, &pl);
     if (sw || pl)
         return 0; /* here already, or under way */
-    by_id = n == 64 && strspn(release, "0123456789abcdefABCDEF") == 64;
+    by_id = is_manifest_id(release);
     if (d->stopping) {
         snprintf(why, whylen, "shoald is shutting down");
         return SHOAL_EBUSY;

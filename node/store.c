@@ -882,8 +882,8 @@ static void spare_put(struct shoal_store *s, uint8_t *b)
 
 /*
  * Owner of blob |b|'s running hash (|bl->hashing| set by the caller under
- * mu): feeds primary chunks from |bl->hashed| on while |more| says the next
- * one may be hashed. The chunk whose group is that of |idx| comes from
+ * mu): feeds primary chunks from |bl->hashed| on: to the file's end when
+ * |to_end|, else while the blob is filling and the next chunk is verified. The chunk whose group is that of |idx| comes from
  * |data| (NULL: none in hand); others are read back from the blob into
  * |*buf| (spare_get on first need; the caller hands it to spare_put). Called and
  * returns with mu held; drops it around the hashing. Returns 0 or the read

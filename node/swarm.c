@@ -91,7 +91,7 @@ struct serve_job {
     uint8_t *payload;        /* compressed form, |plen| bytes */
     size_t plen;
     /* --- end ctl --- */
-    unsigned min_saving;     /* --- dperf --- percent a payload must save */
+    bool remote;             /* the peer is on another host (codec policy) */
     bool compress;           /* --- s2 --- try the codec (else send raw) */
 };
 
@@ -498,26 +498,35 @@ static void check_complete(struct shoal_swarm *s)
         s->hooks->on_complete(s->hooks->user, s);
 }
 
+/* The node key |sp| authenticated with; NULL before its handshake. */
+static const uint8_t *speer_pk(const struct speer *sp)
+{
+    const struct shoal_session *ss = shoal_peer_session(sp->p);
+    return ss ? shoal_session_peer_pk(ss) : NULL;
+}
+
+/* Bans key |pk| of a sender that has already gone, so it cannot come back. */
+static void ban_key(struct shoal_swarm *s, const uint8_t *pk, const char *why)
+{
+    if (s->hooks->on_ban && pk)
+        s->hooks->on_ban(s->hooks->user, NULL, pk, why);
+}
+
 /* Takes |sp| out of scheduling before the owner bans and closes it, so
  * nothing more is requested from it while it closes. */
 static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
 {
-    const struct shoal_session *ss = shoal_peer_session(sp->p);
-    const uint8_t *pk = ss ? shoal_session_peer_pk(ss) : NULL;
-
     s->bad_chunks++;
     if (sp->joined && s->sched)
         shoal_sched_peer_remove(s->sched, sp->id);
     sp->joined = false;
     sp->nreq = 0;
     /* Several bad chunks may be in flight: ban and close only once. A peer
-     * already closing is still banned by key, so it cannot come back. */
-    if (!s->hooks->on_ban)
-        return;
-    if (shoal_peer_ready(sp->p))
-        s->hooks->on_ban(s->hooks->user, sp->p, pk, why);
-    else if (pk)
-        s->hooks->on_ban(s->hooks->user, NULL, pk, why);
+     * already closing is still banned by key. */
+    if (!shoal_peer_ready(sp->p))
+        ban_key(s, speer_pk(sp), why);
+    else if (s->hooks->on_ban)
+        s->hooks->on_ban(s->hooks->user, sp->p, speer_pk(sp), why);
 }
 
 /* ---- receiving chunks ---- */
@@ -583,8 +592,7 @@ static void verify_done(uv_work_t *w, int status)
             } else {
                 /* The sender hung up before the verdict: ban its key. */
                 s->bad_chunks++;
-                if (s->hooks->on_ban && j->have_pk)
-                    s->hooks->on_ban(s->hooks->user, NULL, j->peer_pk, why);
+                ban_key(s, j->have_pk ? j->peer_pk : NULL, why);
             }
         } else if (rv != SHOAL_EBUSY) {
             char err[512];
@@ -614,6 +622,7 @@ static struct req *take_req(struct speer *sp, uint32_t req_id, struct req *out)
 static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct shoal_msg_chunk *c)
 {
     const struct shoal_mf_chunk *mc;
+    const uint8_t *pk;
     struct verify_job *j;
     struct req r;
 
@@ -651,13 +660,10 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     j->w.data = j;
     j->s = s;
     j->peer_id = sp->id;
-    {
-        const struct shoal_session *ss = shoal_peer_session(sp->p);
-        const uint8_t *pk = ss ? shoal_session_peer_pk(ss) : NULL;
-        if (pk) {
-            memcpy(j->peer_pk, pk, 32);
-            j->have_pk = true;
-        }
+    pk = speer_pk(sp);
+    if (pk) {
+        memcpy(j->peer_pk, pk, 32);
+        j->have_pk = true;
     }
     j->chunk = r.chunk;
     j->len = mc->len;
@@ -695,7 +701,9 @@ static void serve_work(uv_work_t *w)
         shoal_codec_compress_min(j->buf + SHOAL_PEER_CHUNK_HEADROOM, c->len,
                                  j->s->cfg->compress_level,
                                  shoal_codec_flags_for_level(j->s->cfg->compress_level),
-                                 j->min_saving, &j->payload, &j->plen, &j->codec) != 0)
+                                 j->remote ? SHOAL_CODEC_MIN_SAVING_PCT
+                                            : SHOAL_CODEC_LOCAL_SAVING_PCT,
+                                 &j->payload, &j->plen, &j->codec) != 0)
         j->codec = SHOAL_CODEC_RAW; /* no memory to compress: send it raw */
     /* --- end ctl --- */
 }
@@ -799,7 +807,7 @@ static void serve_done(uv_work_t *w, int status)
         cm.raw_len = c->len;
         cm.payload.len = c->len;
         if (j->compress) /* --- s2 --- */
-            note_probe(s, c->file, j->min_saving != SHOAL_CODEC_LOCAL_SAVING_PCT,
+            note_probe(s, c->file, j->remote,
                        j->codec == SHOAL_CODEC_RAW);
         /* --- ctl: codec --- */
         if (j->codec != SHOAL_CODEC_RAW) {
@@ -875,7 +883,7 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     j->compress = compress; /* --- s2 --- */
     /* --- dperf --- on this host a byte costs a memcpy: compress only what
      * halves (text), never weights. */
-    j->min_saving = remote ? SHOAL_CODEC_MIN_SAVING_PCT : SHOAL_CODEC_LOCAL_SAVING_PCT;
+    j->remote = remote;
     if (uv_queue_work(s->cfg->loop, &j->w, serve_work, serve_done) != 0) {
         free(j);
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 100);

@@ -107,7 +107,7 @@ struct sim {
     size_t nheap, heapcap;
     struct fhent *fh;      /* flow heap: active conns by (t_end, fseq) */
     uint32_t *hpos;        /* per conn: index in fh, NIL when not in it */
-    uint32_t nfh, fhcap;
+    uint32_t nfh;
     double origin_used;
     struct capent *caps;   /* scratch for fill() */
     uint32_t capn;
@@ -359,6 +359,15 @@ static void settle(struct sim *S, struct conn *cn)
     cn->last = S->now;
 }
 
+/* Re-times |id|'s completion from its rate and remaining bytes. */
+static void fh_retime(struct sim *S, uint32_t id)
+{
+    struct conn *cn = &S->conn[id];
+    cn->t_end = cn->rate > 0 ? S->now + cn->remaining / cn->rate : INFINITY;
+    cn->fseq = S->seq++;
+    fh_set(S, id);
+}
+
 /* Gives |id| rate |r| from now on and re-times its completion. */
 static void set_rate(struct sim *S, uint32_t id, double r)
 {
@@ -367,9 +376,7 @@ static void set_rate(struct sim *S, uint32_t id, double r)
     *used_up(S, cn->src) += r - cn->rate;
     S->node[cn->dst].used_down += r - cn->rate;
     cn->rate = r;
-    cn->t_end = r > 0 ? S->now + cn->remaining / r : INFINITY;
-    cn->fseq = S->seq++;
-    fh_set(S, id);
+    fh_retime(S, id);
 }
 
 struct capent {
@@ -491,9 +498,7 @@ static int activate(struct sim *S, uint32_t id)
     cn->active = true;
     cn->rate = 0;
     cn->last = S->now;
-    cn->t_end = INFINITY;
-    cn->fseq = S->seq++;
-    fh_set(S, id);
+    fh_retime(S, id);
     return refill(S, cn);
 }
 
@@ -548,9 +553,7 @@ static int conn_advance(struct sim *S, uint32_t id)
         if (!cn->active)
             return activate(S, id);
         /* Same flow, next chunk: the allocation stands. */
-        cn->t_end = cn->rate > 0 ? S->now + cn->remaining / cn->rate : INFINITY;
-        cn->fseq = S->seq++;
-        fh_set(S, id);
+        fh_retime(S, id);
         return 0;
     }
     if (cn->active)
@@ -610,7 +613,6 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
         if (hp == NULL)
             return -ENOMEM;
         S->hpos = hp;
-        S->fhcap = ncap;
     }
     S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL};
     S->hpos[S->nconn] = NIL;

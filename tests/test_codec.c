@@ -14,44 +14,8 @@
 #include "codec.h"
 #include "error.h"
 #include "msg.h"
+#include "gen.h"
 #include "t.h"
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static double next_unit(void)
-{
-    return ((double)(next_u64() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-/* Weights as trained models hold them: bf16 drawn from N(0, std). */
-static void fill_bf16(uint8_t *p, size_t len, double std)
-{
-    for (size_t i = 0; i + 1 < len; i += 2) {
-        double u1 = next_unit(), u2 = next_unit();
-        float f = (float)(std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-        uint32_t bits;
-        memcpy(&bits, &f, 4);
-        bits += 0x7fff + ((bits >> 16) & 1); /* round to nearest even */
-        p[i] = (uint8_t)(bits >> 16);
-        p[i + 1] = (uint8_t)(bits >> 24);
-    }
-    if (len & 1)
-        p[len - 1] = 0x3c;
-}
-
-static void fill_random(uint8_t *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        p[i] = (uint8_t)next_u64();
-}
 
 /* tokenizer.json-like text. */
 static size_t fill_json(uint8_t *p, size_t cap)
