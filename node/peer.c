@@ -730,8 +730,24 @@ static void seal_done(uv_work_t *w, int status)
  */
 static int txq_push(struct shoal_peer *p, uint8_t *base, uint8_t *frame, size_t body_len)
 {
-    struct txf *t = calloc(1, sizeof *t);
+    struct txf *t;
 
+    /* Nothing sealing ahead of a small frame (HAVE, REQUEST, ...): seal it
+     * here, in order, without a queue entry. A failure breaks the counter
+     * sequence, so the connection closes as in txq_flush. */
+    if (!p->txq && body_len < SEAL_ASYNC_MIN) {
+        size_t flen;
+        int rv = shoal_session_seal(p->sess, frame, body_len, &flen);
+        if (rv == 0 && (!p->closing || p->shut_after_txq) &&
+            !uv_is_closing((uv_handle_t *)&p->tcp))
+            rv = queue_bufs(p, base, frame, flen, NULL, 0);
+        else
+            free(base);
+        if (rv != 0 && !p->closing)
+            shoal_peer_close(p, "cannot seal or queue a frame", false);
+        return 0;
+    }
+    t = calloc(1, sizeof *t);
     if (!t) {
         free(base);
         return -ENOMEM;
