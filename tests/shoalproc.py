@@ -92,6 +92,14 @@ class Proc:
         sys.stderr.write(f"---- {self.name} log (last {len(lines)} lines) ----\n"
                          + "\n".join(lines) + "\n")
 
+    def wait(self, timeout):
+        """Waits up to |timeout| s for the child to exit by itself; returns
+        its exit code, or None if it is still running."""
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout=20):
         """SIGTERM, then SIGKILL if the child is still there after |timeout|
         s; returns its exit code (negative: the signal that ended it)."""

@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -293,10 +292,7 @@ def case_tracker_down(tmp):
              for n in ("d0", "d1")]
     fails = 0
     for n in nodes:
-        try:
-            rc = n.p.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            rc = None
+        rc = n.wait(WAIT_S)
         if rc != 0:
             print(f"FAIL {n.name} did not complete and exit 0 (exit {rc})")
             fails += 1

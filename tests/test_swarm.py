@@ -21,7 +21,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,13 +91,6 @@ def check_snapshot(tmp, name, files):
     return bad
 
 
-def wait_exit(node, timeout):
-    try:
-        return node.p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
-
-
 def case_pull(tmp, encrypt):
     k, repo, files, mf, mid = setup(tmp)
     extra = [] if encrypt else ["--no-encrypt"]
@@ -124,7 +116,7 @@ def case_pull(tmp, encrypt):
                     f.write(f"{key} = true\n")
                     i += 1
         b = Node("puller", ["--config", conf])
-    rc = wait_exit(b, WAIT_S)
+    rc = b.wait(WAIT_S)
     fails = 0
     if rc != 0:
         print(f"FAIL puller did not complete (exit {rc})")
@@ -254,7 +246,7 @@ def case_manifest_queue(tmp):
                                              "--exit-when-complete"])) for n in names]
     fails = 0
     for n, b in zip(names, pullers):
-        rc = wait_exit(b, WAIT_S)
+        rc = b.wait(WAIT_S)
         if rc != 0:
             print(f"FAIL {n} did not complete (exit {rc})")
             fails += 1
@@ -305,7 +297,7 @@ def case_dedup(tmp):
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf2, "--seed-dir", repo2]))
     b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid2,
                                                "--exit-when-complete"]))
-    rc = wait_exit(b, WAIT_S)
+    rc = b.wait(WAIT_S)
     fails = 0
     if rc != 0:
         print(f"FAIL puller did not complete (exit {rc})")
