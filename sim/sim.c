@@ -41,6 +41,18 @@ struct ev {
     uint32_t b;
 };
 
+/* Events a fixed delay after they are scheduled (requests on their way to
+ * a peer or the origin): one FIFO per distinct delay, whose times never
+ * decrease, so these need no heap. Ordered with the heap's events by the
+ * same (time, sequence) key, they replay in exactly the same order. */
+#define NDELAY 4
+
+struct evq {
+    double d;
+    struct ev *v;
+    size_t head, n, cap;
+};
+
 struct qent {
     uint32_t chunk;
     double t_req;
@@ -105,6 +117,9 @@ struct sim {
     uint32_t *zzn;
     struct ev *heap;
     size_t nheap, heapcap;
+    struct evq dq[NDELAY];
+    uint32_t ndq;
+    size_t ndqev;          /* events in all of dq */
     struct fhent *fh;      /* flow heap: active conns by (t_end, fseq) */
     uint32_t *hpos;        /* per conn: index in fh, NIL when not in it */
     uint32_t nfh;
@@ -197,6 +212,38 @@ static int ev_push(struct sim *S, double t, uint32_t kind, uint32_t a, uint32_t 
         i = p;
     }
     S->heap[i] = e;
+    return 0;
+}
+
+/* Schedules an event |d| seconds from now. */
+static int ev_after(struct sim *S, double d, uint32_t kind, uint32_t a, uint32_t b)
+{
+    struct evq *q = NULL;
+    for (uint32_t i = 0; i < S->ndq; i++)
+        if (S->dq[i].d == d)
+            q = &S->dq[i];
+    if (q == NULL) {
+        if (S->ndq == NDELAY)
+            return ev_push(S, S->now + d, kind, a, b);
+        q = &S->dq[S->ndq++];
+        q->d = d;
+    }
+    if (q->n == q->cap) {
+        size_t ncap = q->cap ? q->cap * 2 : 1024;
+        struct ev *v = malloc(ncap * sizeof(*v));
+        if (v == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < q->n; i++)
+            v[i] = q->v[(q->head + i) % q->cap];
+        free(q->v);
+        q->v = v;
+        q->cap = ncap;
+        q->head = 0;
+    }
+    q->v[(q->head + q->n) % q->cap] =
+        (struct ev){.t = S->now + d, .seq = S->seq++, .kind = kind, .a = a, .b = b};
+    q->n++;
+    S->ndqev++;
     return 0;
 }
 
@@ -862,7 +909,7 @@ static int run_sched(struct sim *S, uint32_t x)
                     break;
                 double lat = rtt_ms(S, x, p) / 1000.0;
                 if (lat > 0)
-                    rv = ev_push(S, S->now + lat, EV_REQ, nd->cin[k], a[i].chunk);
+                    rv = ev_after(S, lat, EV_REQ, nd->cin[k], a[i].chunk);
                 else
                     rv = conn_enqueue(S, nd->cin[k], a[i].chunk, S->now);
                 break;
@@ -888,7 +935,7 @@ static int run_sched(struct sim *S, uint32_t x)
                 double lat = S->c->lat_origin_ms / 1000.0;
                 for (uint32_t c = a[i].chunk; c < a[i].chunk + a[i].count && rv == 0; c++) {
                     if (lat > 0)
-                        rv = ev_push(S, S->now + lat, EV_REQ, nd->oconn, c);
+                        rv = ev_after(S, lat, EV_REQ, nd->oconn, c);
                     else
                         rv = conn_enqueue(S, nd->oconn, c, S->now);
                 }
@@ -1302,6 +1349,8 @@ static void teardown(struct sim *S)
     free(S->bitbuf);
     free(S->plist);
     free(S->heap);
+    for (uint32_t i = 0; i < S->ndq; i++)
+        free(S->dq[i].v);
     free(S->fh);
     free(S->hpos);
     free(S->caps);
@@ -1359,15 +1408,31 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
     if ((rv = setup(&S)) != 0)
         goto out;
     S.next_progress = 0;
-    while ((S.nheap > 0 || S.nfh > 0) && rv == 0) {
+    while ((S.nheap > 0 || S.nfh > 0 || S.ndqev > 0) && rv == 0) {
+        /* The earliest of the heap's top, each delay FIFO's head and the
+         * flow heap's top, by (time, sequence). */
+        const struct ev *best = S.nheap > 0 ? &S.heap[0] : NULL;
+        struct evq *bq = NULL;
+        for (uint32_t i = 0; i < S.ndq; i++) {
+            struct evq *q = &S.dq[i];
+            if (q->n > 0 && (best == NULL || ev_less(&q->v[q->head], best))) {
+                best = &q->v[q->head];
+                bq = q;
+            }
+        }
         struct ev e;
-        if (S.nheap == 0 && S.fh[0].t == INFINITY)
-            break; /* only stalled flows left: nothing can happen */
-        if (S.nfh > 0 && (S.nheap == 0 || S.fh[0].t < S.heap[0].t ||
-                          (S.fh[0].t == S.heap[0].t && S.fh[0].seq < S.heap[0].seq))) {
+        if (S.nfh > 0 && (best == NULL || S.fh[0].t < best->t ||
+                          (S.fh[0].t == best->t && S.fh[0].seq < best->seq))) {
+            if (S.fh[0].t == INFINITY)
+                break; /* only stalled flows left: nothing can happen */
             uint32_t id = S.fh[0].id;
             e = (struct ev){.t = S.fh[0].t, .kind = EV_FLOW, .a = id};
             fh_del(&S, id);
+        } else if (bq != NULL) {
+            e = bq->v[bq->head];
+            bq->head = (bq->head + 1) % bq->cap;
+            bq->n--;
+            S.ndqev--;
         } else {
             e = ev_pop(&S);
         }
