@@ -4,8 +4,8 @@
  * simulator can hold ten thousand instances at once:
  *
  *   - per chunk: one 12-byte record (two list links, flags, availability
- *     among all peers and among same-zone peers), so a HAVE touches one
- *     cache line of ours, plus the priority tier (1 byte) apart. A chunk we
+ *     among all peers and among same-zone peers, priority tier), so a HAVE
+ *     or a list move touches one cache line of ours per chunk. A chunk we
  *     still need and have not requested is "listed": it sits in the
  *     circular list of bucket (tier, count). Picking the rarest chunk of a
  *     tier walks the buckets from count 1 up; count 0 holds the orphans no
@@ -88,6 +88,8 @@ struct ck {
     uint8_t flags;
     uint8_t cnt;          /* peers holding it (while we do not) */
     uint8_t cnt_same;     /* ... of them in our zone */
+    uint8_t tier;         /* priority tier; in the record's padding, so the
+                             list code finds it on the line it reads anyway */
 };
 
 struct lease {
@@ -132,7 +134,6 @@ struct shoal_sched {
     uint64_t lease_retry_at;
     uint64_t rng[4];
     uint64_t *listed;     /* bitmap of F_LISTED, for pick_scan */
-    uint8_t *tier;
     uint64_t (*nonempty)[4]; /* per tier: which buckets have chunks */
     uint32_t *heads;      /* NTIERS * nb: first chunk of each bucket list */
     struct req *reqs;
@@ -217,7 +218,7 @@ static inline uint32_t bcnt(const struct shoal_sched *s, uint32_t c)
  * bucket's list, else NIL. With lazy counts the bucket is at most bcnt. */
 static inline uint32_t head_of(const struct shoal_sched *s, uint32_t c)
 {
-    const uint32_t *h = s->heads + (size_t)s->tier[c] * s->nb;
+    const uint32_t *h = s->heads + (size_t)s->ck[c].tier * s->nb;
     for (uint32_t b = 0, e = bcnt(s, c); b <= e; b++)
         if (h[b] == c)
             return b;
@@ -226,7 +227,7 @@ static inline uint32_t head_of(const struct shoal_sched *s, uint32_t c)
 
 static inline uint32_t bucket_of(const struct shoal_sched *s, uint32_t c)
 {
-    return (uint32_t)s->tier[c] * s->nb + bcnt(s, c);
+    return (uint32_t)s->ck[c].tier * s->nb + bcnt(s, c);
 }
 
 static void list_insert(struct shoal_sched *s, uint32_t c)
@@ -236,9 +237,9 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
     if (h == NIL) {
         s->ck[c].nxt = s->ck[c].prv = c;
         s->heads[b] = c;
-        s->nonempty[s->tier[c]][0] |= 1ull << bcnt(s, c);
+        s->nonempty[s->ck[c].tier][0] |= 1ull << bcnt(s, c);
         if (bcnt(s, c) > 0)
-            s->pickmask |= 1ull << s->tier[c];
+            s->pickmask |= 1ull << s->ck[c].tier;
     } else {
         /* Insert before the head: that is the tail of the circular list;
          * a coin flip makes it the new head instead, so list order (and
@@ -261,7 +262,7 @@ static void list_insert(struct shoal_sched *s, uint32_t c)
 static void list_remove(struct shoal_sched *s, uint32_t c)
 {
     struct ck *k = &s->ck[c];
-    uint32_t t = s->tier[c], b = head_of(s, c);
+    uint32_t t = s->ck[c].tier, b = head_of(s, c);
     if (k->nxt == c) {
         s->heads[(size_t)t * s->nb + b] = NIL;
         s->nonempty[t][0] &= ~(1ull << b);
@@ -531,7 +532,7 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
         list_remove(s, c);
     s->ck[c].flags |= F_HAVE;
     s->nhave++;
-    tier_count(s, s->tier[c], -1);
+    tier_count(s, s->ck[c].tier, -1);
     if (s->ck[c].flags & F_REQ) {
         for (uint32_t i = 0; i < s->nreq;) {
             if (s->reqs[i].chunk == c) {
@@ -583,7 +584,6 @@ void shoal_sched_free(struct shoal_sched *s)
     free(s->file_first);
     free(s->ck);
     free(s->listed);
-    free(s->tier);
     free(s->heads);
     free(s->nonempty);
     free(s->peers);
@@ -642,7 +642,6 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->file_first = rel->nfiles ? malloc(rel->nfiles * sizeof(uint32_t)) : NULL;
     s->ck = calloc(n, sizeof(*s->ck));
     s->listed = calloc((n + 63) / 64, 8);
-    s->tier = malloc(n);
     s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
     s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
     s->peers = calloc(c.max_peers, sizeof(struct peer));
@@ -654,12 +653,13 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->reqs = malloc(s->reqcap * sizeof(struct req));
     s->leases = calloc(c.max_leases, sizeof(struct lease));
     if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
-        !s->tier || !s->heads || !s->nonempty || !s->peers || !s->pbits ||
+        !s->heads || !s->nonempty || !s->peers || !s->pbits ||
         !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
         memcpy(s->file_first, rel->file_first, rel->nfiles * sizeof(uint32_t));
-    memset(s->tier, TIER_NORMAL, n);
+    for (size_t i = 0; i < n; i++)
+        s->ck[i].tier = TIER_NORMAL;
     tier_count(s, TIER_NORMAL, (int)rel->nchunks);
     s->fe_last = NIL;
     for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
@@ -990,10 +990,10 @@ static void set_tier(struct shoal_sched *s, uint32_t c, uint8_t t)
     if (listed)
         list_remove(s, c);
     if (!(s->ck[c].flags & F_HAVE)) {
-        tier_count(s, s->tier[c], -1);
+        tier_count(s, s->ck[c].tier, -1);
         tier_count(s, t, 1);
     }
-    s->tier[c] = t;
+    s->ck[c].tier = t;
     if (listed)
         list_insert(s, c);
 }
@@ -1004,7 +1004,7 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
         if (files[i] >= s->nfiles)
             return SHOAL_EBADMSG;
     for (uint32_t c = 0; c < s->nchunks; c++)
-        if (s->tier[c] != TIER_NORMAL)
+        if (s->ck[c].tier != TIER_NORMAL)
             set_tier(s, c, TIER_NORMAL);
     /* Walk the order backwards so a file listed twice keeps its best rank. */
     for (size_t i = n; i-- > 0;) {
@@ -1020,7 +1020,7 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
         s->tier_lo[t] = NIL;
     for (size_t i = 0; i < n && i < TIER_NORMAL - 1; i++) {
         uint32_t f = files[i];
-        if (s->tier[s->file_first[f]] != i)
+        if (s->ck[s->file_first[f]].tier != i)
             continue;
         s->tier_lo[i] = s->file_first[f];
         s->tier_hi[i] = f + 1 < s->nfiles ? s->file_first[f + 1] : s->nchunks;
@@ -1058,7 +1058,7 @@ static uint32_t pick_scan(struct shoal_sched *s, const struct peer *p)
         while (m && seen < SCAN_MAX) {
             uint32_t c = w * 64 + (uint32_t)__builtin_ctzll(m);
             m &= m - 1;
-            uint32_t key = (uint32_t)s->tier[c] * 64 + bcnt(s, c);
+            uint32_t key = (uint32_t)s->ck[c].tier * 64 + bcnt(s, c);
             if (key < bestkey) {
                 bestkey = key;
                 best = c;
@@ -1097,7 +1097,7 @@ static uint32_t pick_front(const struct shoal_sched *s, const struct peer *p, ui
         while (m && seen < FRONT_MAX) {
             uint32_t c = w * 64 + (uint32_t)__builtin_ctzll(m);
             m &= m - 1;
-            if (s->tier[c] != t)
+            if (s->ck[c].tier != t)
                 continue;
             if (bcnt(s, c) < bestc) {
                 best = c;
@@ -1188,7 +1188,7 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
         uint32_t lo = (uint32_t)__builtin_ctzll(m0), best = NIL, bestc = 64;
         for (uint32_t k = 0; k < 4; k++) {
             uint32_t c = p->ring[(p->rhead - 1 - k) & 3];
-            if (c < s->nchunks && (s->ck[c].flags & F_LISTED) && s->tier[c] == t0 &&
+            if (c < s->nchunks && (s->ck[c].flags & F_LISTED) && s->ck[c].tier == t0 &&
                 bcnt(s, c) < bestc) {
                 best = c;
                 bestc = bcnt(s, c);
@@ -1238,9 +1238,9 @@ static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
             s->xok[i] = s->xok[--s->nxok];
             continue;
         }
-        if (s->ck[c].cnt_same == 0 && bit_get(p->bits, c) && s->tier[c] < best_tier) {
+        if (s->ck[c].cnt_same == 0 && bit_get(p->bits, c) && s->ck[c].tier < best_tier) {
             best = c;
-            best_tier = s->tier[c];
+            best_tier = s->ck[c].tier;
             if (best_tier == 0)
                 break;
         }
@@ -1315,7 +1315,7 @@ static uint32_t file_endgame_tier(const struct shoal_sched *s)
     if (cut == UINT64_MAX)
         return t;
     for (uint32_t i = 0; i < s->nreq; i++) /* --- loader --- */
-        if (s->reqs[i].at < cut && s->tier[s->reqs[i].chunk] == t)
+        if (s->reqs[i].at < cut && s->ck[s->reqs[i].chunk].tier == t)
             return t;
     return NIL;
 }
@@ -1333,7 +1333,7 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
     for (uint32_t i = 0; i < s->nreq; i++) {
         uint32_t c = s->reqs[i].chunk;
         bool at;
-        if (s->tier[c] != t || s->reqs[i].at >= best_at || !bit_get(p->bits, c))
+        if (s->ck[c].tier != t || s->reqs[i].at >= best_at || !bit_get(p->bits, c))
             continue;
         if (req_copies(s, c, slot, &at) < s->cfg.endgame_dups && !at) {
             best = c;
