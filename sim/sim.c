@@ -946,13 +946,14 @@ static int join(struct sim *S, uint32_t x)
     }
     if ((rv = announce(S, x)) != 0)
         return rv;
-    if (S->c->tracker && (rv = find_peers(S, x)) != 0)
-        return rv;
     mark_dirty(S, x);
     if (S->c->tracker) {
         if ((rv = ev_push(S, S->now + 30.0, EV_ANNOUNCE, x, 0)) != 0)
             return rv;
-        rv = ev_push(S, S->now + 0.005, EV_REFRESH, x, 0);
+        /* The peer list comes back a round trip after the announce, as
+         * from a real tracker: nodes that join together all see each
+         * other, instead of each seeing only those handled before it. */
+        rv = ev_push(S, S->now + S->c->lat_zone_ms / 1000.0, EV_REFRESH, x, 0);
     }
     return rv;
 }
