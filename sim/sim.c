@@ -1415,9 +1415,8 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
                 break;
             rv = find_peers(&S, e.a);
             /* Keep looking while short of peers, less often once some
-             * are there. The tracker lists only nodes holding chunks, so
-             * at the start there is nobody to find: ask again soon, as
-             * the first holders appear within milliseconds. */
+             * are there. Early on the tracker knows few nodes (those that
+             * announced so far): ask again soon. */
             if (rv == 0 && nd->npeers < c->max_peers / 2)
                 rv = ev_push(&S, S.now + (nd->npeers ? 0.02 : 0.005), EV_REFRESH, e.a, 0);
             else if (rv == 0)
