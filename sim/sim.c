@@ -993,13 +993,14 @@ static int join(struct sim *S, uint32_t x)
     }
     if ((rv = announce(S, x)) != 0)
         return rv;
-    if (S->c->tracker && (rv = find_peers(S, x)) != 0)
-        return rv;
     mark_dirty(S, x);
     if (S->c->tracker) {
         if ((rv = ev_push(S, S->now + 30.0, EV_ANNOUNCE, x, 0)) != 0)
             return rv;
-        rv = ev_push(S, S->now + 0.005, EV_REFRESH, x, 0);
+        /* The peer list comes back a round trip after the announce, as
+         * from a real tracker: nodes that join together all see each
+         * other, instead of each seeing only those handled before it. */
+        rv = ev_push(S, S->now + S->c->lat_zone_ms / 1000.0, EV_REFRESH, x, 0);
     }
     return rv;
 }
@@ -1479,9 +1480,8 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
                 break;
             rv = find_peers(&S, e.a);
             /* Keep looking while short of peers, less often once some
-             * are there. The tracker lists only nodes holding chunks, so
-             * at the start there is nobody to find: ask again soon, as
-             * the first holders appear within milliseconds. */
+             * are there. Early on the tracker knows few nodes (those that
+             * announced so far): ask again soon. */
             if (rv == 0 && nd->npeers < c->max_peers / 2)
                 rv = ev_push(&S, S.now + (nd->npeers ? 0.02 : 0.005), EV_REFRESH, e.a, 0);
             else if (rv == 0)

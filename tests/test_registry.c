@@ -58,9 +58,15 @@ static void test_peers_basic(void)
 
     struct shoal_reg_peer p[16];
     size_t n = shoal_reg_peers(r, 20, m1, asker, "a", p, 16);
-    CHECK_EQ(n, 2);
+    /* The two holders, then node 3 to fill the list: it holds nothing
+     * yet but will, and a fleet that starts together connects at once. */
+    CHECK_EQ(n, 3);
+    uint8_t k3[32];
+    key(k3, 1, 3);
+    CHECK(memcmp(p[2].node_pk, k3, 32) == 0);
+    CHECK_EQ(p[2].have_chunks, 0);
     bool saw1 = false, saw2 = false;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < 2; i++) {
         uint8_t k1[32], k2[32];
         key(k1, 1, 1);
         key(k2, 1, 2);
@@ -79,10 +85,16 @@ static void test_peers_basic(void)
     }
     CHECK(saw1 && saw2);
 
-    /* Re-announcing without m1 removes node 1 from m1's holders. */
+    /* Re-announcing without m1 removes node 1 from m1's holders: node 2
+     * is left, and node 3 after it. */
     announce1(r, 30, 1, "a", m2, 1, false);
     n = shoal_reg_peers(r, 30, m1, asker, "a", p, 16);
+    CHECK_EQ(n, 2);
+    CHECK(memcmp(p[1].node_pk, k3, 32) == 0);
+    /* A list that holders alone fill gets no holder of nothing. */
+    n = shoal_reg_peers(r, 30, m1, asker, "a", p, 1);
     CHECK_EQ(n, 1);
+    CHECK_EQ(p[0].have_chunks, 7);
     n = shoal_reg_peers(r, 30, m2, asker, "a", p, 16);
     CHECK_EQ(n, 2);
     /* Unknown manifest: nobody. */
@@ -655,15 +667,24 @@ static void test_peers_sparse_seeds(void)
         REQUIRE(shoal_reg_announce(r, 1000, k, "10.0.0.1:7000", "z1", &h, 1) == 0);
     }
     static struct shoal_reg_peer out[64];
-    int short_lists = 0;
+    /* Every list has all three seeds, ahead of the holders of nothing that
+     * fill it up. */
+    int bad_lists = 0;
     for (uint32_t t = 0; t < 1000; t++) {
         uint8_t k[32];
         key(k, 1, 5000 + t);
-        short_lists += shoal_reg_peers(r, 1000, mid, k, "z1", out, 50) != 3;
+        size_t got = shoal_reg_peers(r, 1000, mid, k, "z1", out, 50);
+        bool ok = got == 50;
+        for (size_t i = 0; i < got && ok; i++) {
+            uint32_t id;
+            memcpy(&id, out[i].node_pk + 4, 4);
+            ok = (i < 3) == (id < 3) && (i < 3) == (out[i].have_chunks > 0);
+        }
+        bad_lists += !ok;
     }
-    CHECK_EQ(short_lists, 0);
+    CHECK_EQ(bad_lists, 0);
     /* A holder that gains chunks becomes a candidate; one that loses them
-     * (re-announces 0) stops being one. */
+     * (re-announces 0) stops being one and only fills up behind them. */
     uint8_t k5[32], k0[32];
     key(k5, 1, 5);
     key(k0, 1, 0);
@@ -673,9 +694,9 @@ static void test_peers_sparse_seeds(void)
     h.have_chunks = 0;
     REQUIRE(shoal_reg_announce(r, 1000, k0, "10.0.0.0:7000", "z1", &h, 1) == 0);
     size_t n = shoal_reg_peers(r, 1000, mid, NULL, "z1", out, 50);
-    CHECK_EQ(n, 3);
+    CHECK_EQ(n, 50);
     bool saw5 = false, saw0 = false;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < 3; i++) {
         saw5 = saw5 || memcmp(out[i].node_pk, k5, 32) == 0;
         saw0 = saw0 || memcmp(out[i].node_pk, k0, 32) == 0;
     }

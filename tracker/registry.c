@@ -967,6 +967,47 @@ static size_t take_zone(uint32_t *const *b, const uint32_t *nb, uint32_t *used, 
     return n;
 }
 
+/*
+ * Sorts live entries [lo, hi) of |m|'s holder array (never |asker_pk|)
+ * into buckets |b| by zone (|azone| or not) and completeness, at most
+ * |want| per bucket. The walk goes in a random cyclic order (random start,
+ * random stride coprime with the count, so each entry is seen at most once)
+ * and is bounded by PEER_WALK_MAX.
+ */
+static void sample(struct shoal_reg *r, const struct mani *m, uint32_t lo, uint32_t hi,
+                   uint64_t now_ms, const uint8_t *asker_pk, uint32_t azone, size_t want,
+                   uint32_t *const *b, uint32_t *nb)
+{
+    uint64_t nh = hi - lo;
+    if (nh == 0)
+        return;
+    uint64_t pos = splitmix64(&r->rng) % nh;
+    uint64_t stride = 1;
+    if (nh > 1) {
+        do
+            stride = 1 + splitmix64(&r->rng) % (nh - 1);
+        while (gcd64(stride, nh) != 1);
+    }
+    uint64_t walk = nh < PEER_WALK_MAX ? nh : PEER_WALK_MAX;
+    uint64_t enough = (uint64_t)want * PEER_WALK_ENOUGH;
+    for (uint64_t k = 0; k < walk; k++, pos = (pos + stride) % nh) {
+        const struct holder *ho = &m->h[lo + pos];
+        int which = (ho->zone == azone ? B_ZONE_SEED : B_OTHER_SEED) + (ho->complete ? 0 : 1);
+        if (nb[which] >= want)
+            continue;
+        const struct node *nd = &r->nodes[ho->node];
+        if (!node_live(r, nd, now_ms))
+            continue;
+        if (asker_pk && memcmp(nd->pk, asker_pk, 32) == 0)
+            continue;
+        b[which][nb[which]++] = (uint32_t)(lo + pos);
+        if (nb[0] >= want && nb[1] >= want && nb[2] >= want && nb[3] >= want)
+            break;
+        if (k >= enough && nb[0] + nb[1] + nb[2] + nb[3] >= want)
+            break;
+    }
+}
+
 size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                        const uint8_t asker_pk[32], const char *asker_zone,
                        struct shoal_reg_peer *out, size_t max)
@@ -981,7 +1022,7 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
     if (mi == NONE || want == 0)
         goto out;
     const struct mani *m = &r->manis[mi];
-    if (m->ne == 0)
+    if (m->nh == 0)
         goto out;
     uint32_t azone = asker_zone ? zone_find(r, asker_zone, strlen(asker_zone)) : 0;
 
@@ -989,36 +1030,8 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
     uint32_t *b[B_N] = { bstore[0], bstore[1], bstore[2], bstore[3] };
     uint32_t nb[B_N] = { 0 }, used[B_N] = { 0 };
 
-    /* Visit the eligible holders (complete or some chunks: holders of
-     * nothing are kept past m->ne and never sampled) in a random cyclic
-     * order: random start, random stride coprime with the count, so each
-     * holder is seen at most once. */
-    uint64_t nh = m->ne;
-    uint64_t pos = splitmix64(&r->rng) % nh;
-    uint64_t stride = 1;
-    if (nh > 1) {
-        do
-            stride = 1 + splitmix64(&r->rng) % (nh - 1);
-        while (gcd64(stride, nh) != 1);
-    }
-    uint64_t walk = nh < PEER_WALK_MAX ? nh : PEER_WALK_MAX;
-    uint64_t enough = (uint64_t)want * PEER_WALK_ENOUGH;
-    for (uint64_t k = 0; k < walk; k++, pos = (pos + stride) % nh) {
-        const struct holder *ho = &m->h[pos];
-        int which = (ho->zone == azone ? B_ZONE_SEED : B_OTHER_SEED) + (ho->complete ? 0 : 1);
-        if (nb[which] >= want)
-            continue;
-        const struct node *nd = &r->nodes[ho->node];
-        if (!node_live(r, nd, now_ms))
-            continue;
-        if (asker_pk && memcmp(nd->pk, asker_pk, 32) == 0)
-            continue;
-        b[which][nb[which]++] = (uint32_t)pos;
-        if (nb[0] >= want && nb[1] >= want && nb[2] >= want && nb[3] >= want)
-            break;
-        if (k >= enough && nb[0] + nb[1] + nb[2] + nb[3] >= want)
-            break;
-    }
+    /* Eligible holders (complete or some chunks) first. */
+    sample(r, m, 0, m->ne, now_ms, asker_pk, azone, want, b, nb);
 
     uint32_t pick[SHOAL_REG_PEERS_MAX];
     size_t zone_quota = (want * 3 + 3) / 4;
@@ -1026,6 +1039,21 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
     n = take_zone(b, nb, used, B_OTHER_SEED, pick, n, want - n);
     /* Too few foreign holders: give the rest of the slots to the zone. */
     n = take_zone(b, nb, used, B_ZONE_SEED, pick, n, want - n);
+    if (n < want && m->nh > m->ne) {
+        /* Too few holders: fill up with nodes that hold nothing yet, mostly
+         * from the zone. A fleet that starts at once then connects at
+         * once, and the first chunks spread over HAVEs as soon as they
+         * land, instead of each node finding peers only after it got
+         * something itself (a round trip to the origin and then to the
+         * tracker). Holders always come first. */
+        for (int k = 0; k < B_N; k++)
+            nb[k] = used[k] = 0;
+        sample(r, m, m->ne, m->nh, now_ms, asker_pk, azone, want - n, b, nb);
+        size_t left = want - n;
+        n = take_zone(b, nb, used, B_ZONE_SEED, pick, n, left - left / 4);
+        n = take_zone(b, nb, used, B_OTHER_SEED, pick, n, want - n);
+        n = take_zone(b, nb, used, B_ZONE_SEED, pick, n, want - n);
+    }
 
     for (size_t i = 0; i < n; i++) {
         const struct holder *ho = &m->h[pick[i]];

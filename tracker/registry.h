@@ -127,7 +127,10 @@ struct shoal_reg_peer {
  * may be NULL). About 3/4 of the slots go to nodes in |asker_zone| when
  * there are enough of them; within a zone at most about half are complete
  * seeds when partial holders are available, so newcomers spread over the
- * swarm instead of all hitting the same seeds. Returns the number written.
+ * swarm instead of all hitting the same seeds. When the holders do not fill
+ * the list, live nodes that announced the manifest but hold none of it yet
+ * follow them (about 3/4 from |asker_zone| again): a fleet that starts
+ * together connects at once. Returns the number written.
  */
 size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                        const uint8_t asker_pk[32], const char *asker_zone,
