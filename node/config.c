@@ -10,6 +10,7 @@
 
 #include "cliutil.h"
 #include "error.h"
+#include "sched.h"
 
 enum kind { K_STR, K_LIST, K_BOOL, K_U64, K_SIZE };
 
@@ -51,6 +52,8 @@ static const struct key keys[] = {
      "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
     {"max-peers", K_U64, F(max_peers), "N", "connections at once (64)"},
     {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
+    {"upload-slots", K_U64, F(upload_slots), "N",
+     "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
     {"request-timeout-ms", K_U64, F(request_timeout_ms), "MS", "give up on a request (30000)"},
     {"handshake-timeout-ms", K_U64, F(handshake_timeout_ms), "MS", "handshake deadline (10000)"},
     {"ban-seconds", K_U64, F(ban_seconds), "S", "ban a node that sent a bad chunk (600)"},
@@ -133,6 +136,7 @@ int shoal_config_init(struct shoal_config *c)
     c->manifest_budget = 8u << 20;
     c->max_peers = 64;
     c->serve_per_peer = 16;
+    c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     c->request_timeout_ms = 30000;
     c->handshake_timeout_ms = 10000;
     c->ban_seconds = 600;

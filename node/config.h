@@ -49,6 +49,7 @@ struct shoal_config {
     uint64_t manifest_budget;
     uint64_t max_peers;
     uint64_t serve_per_peer;
+    uint64_t upload_slots;
     uint64_t request_timeout_ms;
     uint64_t handshake_timeout_ms;
     uint64_t ban_seconds;

@@ -508,6 +508,9 @@ int shoal_ctl_metrics_text(const struct shoal_ctl_metrics *m, const struct shoal
                     "Chunks received that failed their id (or did not decode).",
                     m->chunks_failed);
     if (rv == 0)
+        rv = metric(out, "shoal_upload_slots_busy_total", "counter",
+                    "Requests told busy because every upload slot was taken.", m->busy_slots);
+    if (rv == 0)
         rv = metric(out, "shoal_peers", "gauge", "Authenticated peer connections.", m->peers);
     if (rv == 0)
         rv = metric(out, "shoal_bans_total", "counter", "Nodes banned since start.",

@@ -153,6 +153,7 @@ struct shoal_ctl_metrics {
     uint64_t bytes_served_payload; /* the same after compression (codec.h) */
     uint64_t chunks_verified;
     uint64_t chunks_failed;      /* failed their hash */
+    uint64_t busy_slots;         /* requests told busy: every upload slot taken */
     uint32_t peers;              /* authenticated connections */
     uint64_t bans_total;
     uint32_t bans_active;

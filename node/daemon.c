@@ -1262,6 +1262,7 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
         m->bytes_served_payload += st.tx_payload_bytes;
         m->chunks_verified += st.rx_chunks;
         m->chunks_failed += st.bad_chunks;
+        m->busy_slots += st.busy_slots;
         m->releases++;
         m->releases_complete += shoal_swarm_complete(d->swarms[i]);
     }
@@ -1572,6 +1573,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->hooks.on_file = loader_on_file;
     /* --- end loader --- */
     d->scfg.serve_per_peer = (uint32_t)cfg->serve_per_peer;
+    d->scfg.upload_slots = (uint32_t)(cfg->upload_slots > UINT32_MAX ? UINT32_MAX
+                                                                     : cfg->upload_slots);
     d->scfg.request_timeout_ms = (uint32_t)cfg->request_timeout_ms;
     d->scfg.corrupt_uploads = cfg->test_corrupt_uploads || cfg->test_corrupt_hangup;
     d->scfg.corrupt_hangup = cfg->test_corrupt_hangup;

@@ -291,6 +291,14 @@ static void tier_count(struct shoal_sched *s, uint32_t t, int delta)
         s->missmask &= ~(1ull << t);
 }
 
+/* Room for another request: below max_inflight, which does not bind while
+ * a loader waits for a file of ours: then the first shard's latency is what
+ * counts, and the cap would hold its chunks behind requests already out. */
+static inline bool room(const struct shoal_sched *s)
+{
+    return s->nreq < s->cap || ((s->missmask & ~(1ull << TIER_NORMAL)) != 0 && s->nreq < s->reqcap);
+}
+
 /* Recomputes |slot|'s bit in the ready mask after its state changed. */
 static void peer_mark(struct shoal_sched *s, uint32_t slot)
 {
@@ -568,12 +576,13 @@ void shoal_sched_config_default(struct shoal_sched_config *c)
     c->max_peers = 32;
     c->min_depth = 2;
     c->max_depth = 16;
-    c->cross_zone_delay_ms = 200;
+    c->cross_zone_delay_ms = 300;
     c->endgame_dups = 2;
     c->lease_chunks = 4;
     c->max_leases = 1;
     c->lease_retry_ms = 500;
-    c->busy_backoff_ms = 200;
+    c->busy_backoff_ms = 10;
+    c->max_inflight = 8;
 }
 
 void shoal_sched_free(struct shoal_sched *s)
@@ -809,7 +818,7 @@ bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
     if (bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
         return false;
     peer_have_one(s, &s->peers[slot], chunk);
-    return (s->ck[chunk].flags & F_LISTED) && s->nreq < s->cap;
+    return (s->ck[chunk].flags & F_LISTED) && room(s);
 }
 
 void shoal_sched_prefetch(const struct shoal_sched *s)
@@ -1352,7 +1361,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
                         size_t n, size_t max, bool cross_only, uint32_t lim, bool *capped)
 {
     uint32_t np = s->cfg.max_peers;
-    for (uint32_t k = 0; k < np && n < max && s->nreq < s->cap; k++) {
+    for (uint32_t k = 0; k < np && n < max && room(s); k++) {
         uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
         if (!((s->ready[slot >> 6] >> (slot & 63)) & 1))
             continue;
@@ -1360,7 +1369,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
         if (p->busy_until > now_ms ||
             (cross_only && p->same_zone))
             continue;
-        while (n < max && p->inflight < p->depth && p->inflight < lim && s->nreq < s->cap) {
+        while (n < max && p->inflight < p->depth && p->inflight < lim && room(s)) {
             uint32_t c = NIL;
             bool dup = false, exhausted = true;
             uint32_t fe = file_endgame_tier(s);
@@ -1411,7 +1420,7 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
      * front of the file (or all of a small one) and the rest would go to
      * later files. */
     if ((s->missmask & ~(1ull << TIER_NORMAL)) != 0) {
-        for (uint32_t lim = 1; lim <= s->cfg.max_depth && n < max && s->nreq < s->cap; lim++) {
+        for (uint32_t lim = 1; lim <= s->cfg.max_depth && n < max && room(s); lim++) {
             capped = false;
             n = fill_pass(s, now_ms, out, n, max, cross_only, lim, &capped);
             if (!capped)
@@ -1453,7 +1462,7 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     }
     bool endgame = s->n_listed == 0 || fe != NIL;
     bool pickable = s->n_listed > s->n_orphan;
-    if ((pickable || endgame) && s->nreq < s->cap) {
+    if ((pickable || endgame) && room(s)) {
         /* An importer serves its whole zone: its cross-zone picks go
          * before its own same-zone ones. */
         if (s->cfg.import_mod > 0 && pickable && s->nxok > 0)
@@ -1529,4 +1538,4 @@ void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits)
 
 uint32_t shoal_sched_inflight(const struct shoal_sched *s) { return s->nreq; }
 
-bool shoal_sched_has_room(const struct shoal_sched *s) { return s->nreq < s->cap; }
+bool shoal_sched_has_room(const struct shoal_sched *s) { return room(s); }

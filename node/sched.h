@@ -84,7 +84,9 @@ struct shoal_sched_config {
     uint32_t max_inflight;         /* requests in flight to all peers together
                                       (0: max_peers x max_depth); a few keep
                                       chunk latency low, so fresh chunks
-                                      spread in fewer round trips */
+                                      spread in fewer round trips. Not
+                                      binding while a loader waits for a
+                                      file (shoal_sched_want_files) */
     uint32_t origin_delay_ms;      /* no origin lease before this long after
                                       the first shoal_sched_next call: most
                                       nodes of a fleet leave the origin to a
@@ -99,11 +101,21 @@ struct shoal_sched_config {
     uint32_t import_rem;
 };
 
-/* Defaults: seed 1, 32 peers, depth 2..16, cross-zone delay 200 ms, 2
+/* Defaults: seed 1, 32 peers, depth 2..16, cross-zone delay 300 ms, 2
  * endgame copies, 4-chunk leases, 1 lease at a time, lease retry 500 ms,
- * busy backoff 200 ms, no global in-flight cap, no origin delay, no import
- * share. */
+ * busy backoff 10 ms, 8 requests in flight in all, no origin delay, no
+ * import share. The daemon and the simulator both start from these, so a
+ * simulated fleet is the fleet the daemon runs (the in-flight cap, the
+ * busy backoff and the cross-zone delay are the values that simulated
+ * fleets complete soonest with). */
 void shoal_sched_config_default(struct shoal_sched_config *c);
+
+/* Serve policy, shared by the daemon and the simulator: a node uploads to
+ * at most this many peers at once and answers a request from any other
+ * peer busy. A node holding a fresh chunk then feeds a few peers at full
+ * speed and they pass it on, instead of trickling it to every asker at
+ * once (in a simulated 1,000-node fleet, no limit finishes 18-25% later). */
+#define SHOAL_UPLOAD_SLOTS_DEFAULT 6u
 
 /* What the scheduler is asked to fetch. |file_first| lists, for each of the
  * |nfiles| files in manifest order, the index of its first chunk (strictly

@@ -50,6 +50,7 @@ struct speer {
     uint32_t nreq;
     struct req req[MAX_INFLIGHT];
     uint32_t serving;  /* its requests being read from the store */
+    uint64_t sent_until; /* tx byte count at which its last chunk is out */
     bool said_bye;     /* testing (corrupt_hangup): BYE already sent */
 };
 
@@ -115,6 +116,7 @@ struct shoal_swarm {
     uint64_t rx_bytes, tx_bytes;
     uint32_t bad_chunks;
     uint64_t rx_chunks, tx_wire_payload; /* --- ctl --- */
+    uint64_t busy_slots;
     char idhex[17];
     /* --- tracker --- */
     struct slease {
@@ -708,6 +710,32 @@ static void serve_work(uv_work_t *w)
     /* --- end ctl --- */
 }
 
+/* Upload slots (SHOAL_UPLOAD_SLOTS_DEFAULT): a peer takes one while any of
+ * its chunks is being read for it or is still in its write queue. */
+static void chunk_queued(struct speer *sp)
+{
+    sp->sent_until = shoal_peer_tx_bytes(sp->p) + shoal_peer_queued(sp->p);
+}
+
+static bool uploading_to(const struct speer *sp)
+{
+    return sp->serving > 0 || shoal_peer_tx_bytes(sp->p) < sp->sent_until;
+}
+
+/* True when a request from |sp| must be told busy: every slot is taken by
+ * other peers. Counted on demand: a release has at most max-peers peers,
+ * and this runs once per request. */
+static bool slots_full(const struct shoal_swarm *s, const struct speer *sp)
+{
+    uint32_t n = 0;
+    if (s->cfg->upload_slots == 0 || uploading_to(sp))
+        return false;
+    for (uint32_t i = 0; i < s->npeers; i++)
+        if (uploading_to(s->peers[i]) && ++n >= s->cfg->upload_slots)
+            return true;
+    return false;
+}
+
 static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint32_t retry_ms)
 {
     struct shoal_msg m;
@@ -766,6 +794,7 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
     if (shoal_peer_send_chunk_file(sp->p, &cm, fd, off) == 0) {
         s->tx_bytes += c->len;
         s->tx_wire_payload += c->len;
+        chunk_queued(sp);
     }
     return true;
 }
@@ -822,8 +851,10 @@ static void serve_done(uv_work_t *w, int status)
         /* --- end ctl --- */
         /* --- dperf --- raw bytes go out of the read buffer itself */
         if ((j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
-                    : shoal_peer_send_chunk(sp->p, &cm, j->payload)) == 0)
+                    : shoal_peer_send_chunk(sp->p, &cm, j->payload)) == 0) {
             s->tx_bytes += c->len;
+            chunk_queued(sp);
+        }
         /* Testing: a malicious node that leaves before the verdict. It
          * says BYE and lets the other side close: closing here with its
          * requests unread would reset the connection, and the bad chunk
@@ -859,6 +890,11 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     }
     if (sp->serving >= cap || shoal_peer_queued(sp->p) > (32u << 20)) {
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 50);
+        return;
+    }
+    if (slots_full(s, sp)) {
+        s->busy_slots++;
+        send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 10);
         return;
     }
     /* --- s2 --- what a probe would send raw goes out without one, and on a
@@ -1622,6 +1658,7 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
     st->rx_chunk_bytes = s->rx_bytes;
     st->tx_chunk_bytes = s->tx_bytes;
     st->bad_chunks = s->bad_chunks;
+    st->busy_slots = s->busy_slots;
     st->rx_chunks = s->rx_chunks; /* --- ctl --- */
     st->tx_payload_bytes = s->tx_wire_payload;
     for (uint32_t i = 0; i < s->npeers; i++) {

@@ -86,6 +86,9 @@ struct shoal_swarm_cfg {
     const char *zone;                /* our zone: peers elsewhere are cross-zone */
     unsigned store_flags;            /* SHOAL_STORE_* */
     uint32_t serve_per_peer;         /* uploads in flight per peer; 0: 16 */
+    uint32_t upload_slots;           /* peers uploaded to at once, others are
+                                      * told busy; 0: no limit (see
+                                      * SHOAL_UPLOAD_SLOTS_DEFAULT) */
     uint32_t request_timeout_ms;     /* 0: 30 s */
     uint64_t seed;                   /* scheduler seed */
     bool corrupt_uploads;            /* TESTING ONLY: flip a byte of every
@@ -185,6 +188,7 @@ struct shoal_swarm_stats {
     uint64_t rx_chunk_bytes, tx_chunk_bytes;
     uint32_t peers, inflight;
     uint32_t bad_chunks;
+    uint64_t busy_slots;             /* requests told busy: all upload slots taken */
     /* --- ctl --- */
     uint64_t rx_chunks;              /* chunks from peers, verified */
     uint64_t tx_payload_bytes;       /* CHUNK payload bytes sent (after codec) */

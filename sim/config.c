@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "sim.h"
+#include "sched.h"
 
 void shoal_sim_config_default(struct shoal_sim_config *c)
 {
@@ -31,10 +32,13 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->max_peers = 16;
     c->tracker = true;
     c->seed = 1;
-    c->cross_zone_delay_ms = 300;
-    c->max_inflight = 8;
-    c->upload_slots = 6;
-    c->busy_backoff_ms = 10;
+    /* The daemon's own scheduler defaults and serve policy. */
+    struct shoal_sched_config sc;
+    shoal_sched_config_default(&sc);
+    c->cross_zone_delay_ms = sc.cross_zone_delay_ms;
+    c->max_inflight = sc.max_inflight;
+    c->busy_backoff_ms = sc.busy_backoff_ms;
+    c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     c->origin_fetchers = 2;
     c->importers = 4;
     c->origin_delay_ms = 1000;

@@ -470,6 +470,35 @@ static void test_inflight_cap(void)
     shoal_sched_free(s);
 }
 
+/* While a loader waits for a file, the cap gives way: the file's chunks go
+ * out at once instead of behind the requests already in flight. */
+static void test_inflight_cap_loader(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.max_inflight = 3;
+    uint32_t ff[2] = {0, 32};
+    struct shoal_sched *s = mk(64, 2, ff, &cfg);
+    uint8_t all[8];
+    all_bits(all, 64);
+    for (uint64_t p = 1; p <= 4; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, 8), 0);
+    }
+    struct shoal_sched_action a[64];
+    CHECK_EQ(shoal_sched_next(s, 0, a, 64), 3);
+    uint32_t want = 1;
+    CHECK_EQ(shoal_sched_want_files(s, &want, 1), 0);
+    size_t n = shoal_sched_next(s, 1, a, 64);
+    CHECK(n > 0);
+    CHECK(shoal_sched_inflight(s) > 3);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(a[i].type, SHOAL_SCHED_REQUEST);
+        CHECK(a[i].chunk >= 32);
+    }
+    shoal_sched_free(s);
+}
+
 /* A node with an origin delay leaves the origin alone that long after it
  * starts, then leases like any other. */
 static void test_origin_delay(void)
@@ -493,6 +522,7 @@ static void test_import_share(void)
 {
     struct shoal_sched_config cfg;
     shoal_sched_config_default(&cfg);
+    cfg.max_inflight = 0; /* no global cap: every peer's pipeline fills */
     cfg.cross_zone_delay_ms = 100;
     cfg.import_mod = 2;
     cfg.import_rem = 1;
@@ -655,6 +685,7 @@ int main(void)
     RUN(test_failures);
     RUN(test_pipeline_depth);
     RUN(test_inflight_cap);
+    RUN(test_inflight_cap_loader);
     RUN(test_origin_delay);
     RUN(test_import_share);
     RUN(test_scan_and_slot_have);

@@ -14,6 +14,9 @@ CASE is one of:
   bad_peer        a second seed serves corrupted chunks: the puller bans it,
                   still completes from the honest seed, verified, and
                   refuses the banned node when it comes back.
+  upload_slots    a seed with one upload slot and three pullers peering with
+                  each other: the seed tells some requests busy, the pullers
+                  feed each other, all complete verified.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -335,6 +338,67 @@ def case_dedup(tmp):
     return fails
 
 
+def metric(text, name):
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def case_upload_slots(tmp):
+    """A seed limited to one upload slot, and three pullers that also peer
+    with each other: the seed uploads to one of them at a time and tells
+    the others busy (its metrics count those answers), the pullers fetch
+    from each other meanwhile, and all three complete with verified files."""
+    k, _, _, _, _ = setup(tmp)
+    names = ("p1", "p2", "p3")
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, names, names)
+    repo = os.path.join(tmp, "repo-s")
+    files = {"model.safetensors": random.Random(9).randbytes(8 * 1024 * 1024 + 3)}
+    os.makedirs(repo)
+    with open(os.path.join(repo, "model.safetensors"), "wb") as f:
+        f.write(files["model.safetensors"])
+    mf = os.path.join(tmp, "rel-s.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
+                                   extra=("--min", "16384", "--avg", "65536", "--max", "262144"))
+
+    def sock(n):
+        return os.path.join(tmp, n + ".sock")
+
+    # The seed's rate cap keeps each upload in its queue for a while, so
+    # the pullers' requests overlap however fast loopback is.
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--upload-slots", "1", "--rate-up", "16M",
+                                             "--control-socket", sock("a")]))
+    pullers = []
+    for n in names:
+        peers = [x for p in [a] + pullers for x in ("--peer", p.addr)]
+        pullers.append(Node(n, node_args(k, n, tmp, [*peers, "--pull", mid,
+                                                     "--control-socket", sock(n)])))
+    fails = 0
+    for n, b in zip(names, pullers):
+        if not b.wait_for(r"\) complete: ", WAIT_S):
+            print(f"FAIL {n} did not complete")
+            fails += 1
+        fails += check_snapshot(tmp, n, files)
+    busy = metric(run("metrics", "--socket", sock("a")), "shoal_upload_slots_busy_total")
+    shared = sum(metric(run("metrics", "--socket", sock(n)), "shoal_served_bytes_total") or 0
+                 for n in names)
+    print(f"seed's busy answers: {busy}; bytes the pullers served each other: {shared}")
+    if not busy:
+        print("FAIL the seed never told a puller busy with one upload slot")
+        fails += 1
+    if not shared:
+        print("FAIL the pullers fetched nothing from each other")
+        fails += 1
+    for n in [a] + pullers:
+        if n.stop() != 0:
+            print(f"FAIL {n.name} did not shut down cleanly")
+            fails += 1
+    if fails:
+        for n in [a] + pullers:
+            n.dump()
+    return fails
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="shoal-swarm-")
     try:
@@ -352,6 +416,8 @@ def main():
             fails = case_manifest_queue(tmp)
         elif CASE == "dedup":
             fails = case_dedup(tmp)
+        elif CASE == "upload_slots":
+            fails = case_upload_slots(tmp)
         else:
             sys.exit(f"unknown case {CASE}")
     finally:
