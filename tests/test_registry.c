@@ -40,7 +40,7 @@ static void announce1(struct shoal_reg *r, uint64_t now, uint32_t node, const ch
     snprintf(addr, sizeof(addr), "10.0.0.%u:7000", node);
     struct shoal_reg_have h = { .have_chunks = have, .total_chunks = 100, .complete = complete };
     memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, now, pk, addr, zone, &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, now, pk, addr, zone, &h, 1, NULL) == 0);
 }
 
 static void test_peers_basic(void)
@@ -438,25 +438,25 @@ static void test_limits(void)
     for (int i = 0; i < 5; i++)
         h[i].have_chunks = 1;
     key(pk, 1, 1);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 4), SHOAL_ELIMIT);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 3), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 4, NULL), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 3, NULL), 0);
     /* Two new manifests would make five: refused, node unchanged. */
     key(pk, 1, 2);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 2, 3), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 2, 3, NULL), SHOAL_ELIMIT);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.nodes, 1);
     CHECK_EQ(st.entries, 3);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 1, 3), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 1, 3, NULL), 0);
     key(pk, 1, 3);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:3", "z", h, 1), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:3", "z", h, 1, NULL), 0);
     key(pk, 1, 4);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:4", "z", h, 1), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:4", "z", h, 1, NULL), SHOAL_ELIMIT);
     char longaddr[200];
     memset(longaddr, 'x', sizeof(longaddr) - 1);
     longaddr[199] = 0;
     key(pk, 1, 1);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, longaddr, "z", h, 1), SHOAL_ETOOBIG);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, longaddr, "z", h, 1, NULL), SHOAL_ETOOBIG);
     shoal_reg_free(r);
 }
 
@@ -519,7 +519,7 @@ static void test_churn(void)
                     n++;
                 }
             }
-            REQUIRE(shoal_reg_announce(r, 1, pk, "x:1", node % 2 ? "a" : "b", h, n) == 0);
+            REQUIRE(shoal_reg_announce(r, 1, pk, "x:1", node % 2 ? "a" : "b", h, n, NULL) == 0);
             alive[node] = true;
         }
         if (step % 97 == 0 || step == 3999) {
@@ -567,10 +567,10 @@ static void test_zone_churn(void)
     int refused = 0;
     for (int i = 0; i < 3 * SHOAL_REG_ZONES_MAX; i++) {
         snprintf(z, sizeof(z), "junk%d", i);
-        refused += shoal_reg_announce(r, 10, evil, "1.2.3.4:1", z, NULL, 0) != 0;
+        refused += shoal_reg_announce(r, 10, evil, "1.2.3.4:1", z, NULL, 0, NULL) != 0;
     }
     CHECK_EQ(refused, 0);
-    CHECK_EQ(shoal_reg_announce(r, 10, good, "10.0.0.1:7000", "us-east-1a", NULL, 0), 0);
+    CHECK_EQ(shoal_reg_announce(r, 10, good, "10.0.0.1:7000", "us-east-1a", NULL, 0, NULL), 0);
     /* The rollout's zone survived the churn: a node there still sees it. */
     struct shoal_reg_desired d[4];
     CHECK_EQ(shoal_reg_rollouts_for(r, "keep", false, d, 4), 1);
@@ -611,8 +611,8 @@ static void test_fetched_return(void)
     REQUIRE(shoal_reg_put_manifest(r, mid, 0, "org/m", commit, 16, (const uint8_t *)"x", 1) == 0);
     struct shoal_reg_have h = { .total_chunks = 16 };
     memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1) == 0);
-    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
     uint32_t f, n;
     uint64_t e;
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
@@ -624,7 +624,7 @@ static void test_fetched_return(void)
     /* A crashes; B keeps announcing its 8 chunks. */
     shoal_reg_remove_node(r, a);
     h.have_chunks = 8;
-    REQUIRE(shoal_reg_announce(r, 30000, b, "10.0.0.2:1", "z", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 30000, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_lease(r, 30000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(f, 0);
     CHECK_EQ(n, 8);
@@ -634,19 +634,19 @@ static void test_fetched_return(void)
     struct shoal_reg_have hc = h;
     hc.have_chunks = 16;
     hc.complete = true;
-    REQUIRE(shoal_reg_announce(r, 32000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 32000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     shoal_reg_remove_node(r, b);
     CHECK_EQ(shoal_reg_lease(r, 33000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* Long after, still complete somewhere: the TTL does not apply. */
-    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_lease(r, 200000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* C stops claiming completeness: after the fetched TTL (long passed)
      * the spans nobody vouches for become leasable again. */
     hc.complete = false;
     hc.have_chunks = 3;
-    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_lease(r, 200001, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 8);
     shoal_reg_free(r);
@@ -664,7 +664,7 @@ static void test_peers_sparse_seeds(void)
         struct shoal_reg_have h = { .have_chunks = i < 3 ? 100 : 0, .total_chunks = 100,
                                     .complete = i < 3 };
         memcpy(h.manifest_id, mid, 32);
-        REQUIRE(shoal_reg_announce(r, 1000, k, "10.0.0.1:7000", "z1", &h, 1) == 0);
+        REQUIRE(shoal_reg_announce(r, 1000, k, "10.0.0.1:7000", "z1", &h, 1, NULL) == 0);
     }
     static struct shoal_reg_peer out[64];
     /* Every list has all three seeds, ahead of the holders of nothing that
@@ -690,9 +690,9 @@ static void test_peers_sparse_seeds(void)
     key(k0, 1, 0);
     struct shoal_reg_have h = { .have_chunks = 9, .total_chunks = 100 };
     memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, 1000, k5, "10.0.0.5:7000", "z1", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 1000, k5, "10.0.0.5:7000", "z1", &h, 1, NULL) == 0);
     h.have_chunks = 0;
-    REQUIRE(shoal_reg_announce(r, 1000, k0, "10.0.0.0:7000", "z1", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 1000, k0, "10.0.0.0:7000", "z1", &h, 1, NULL) == 0);
     size_t n = shoal_reg_peers(r, 1000, mid, NULL, "z1", out, 50);
     CHECK_EQ(n, 50);
     bool saw5 = false, saw0 = false;
@@ -732,7 +732,7 @@ static void test_lease_budget(void)
     /* An invented manifest claiming 16 Mi chunks gets no lease state. */
     struct shoal_reg_have h = { .have_chunks = 1, .total_chunks = SHOAL_REG_CHUNKS_MAX };
     memcpy(h.manifest_id, m[3], 32);
-    REQUIRE(shoal_reg_announce(r, 0, evil, "1.2.3.4:1", "z", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, evil, "1.2.3.4:1", "z", &h, 1, NULL) == 0);
     uint32_t f, n;
     uint64_t e;
     CHECK_EQ(shoal_reg_lease(r, 0, m[3], 0, evil, 1, 0, &f, &n, &e), SHOAL_ETOOBIG);
@@ -762,7 +762,7 @@ static void test_many_entries(void)
     }
     uint8_t pk[32];
     key(pk, 1, 1);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 40000), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 40000, NULL), 0);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.entries, 40000);
