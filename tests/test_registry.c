@@ -43,6 +43,177 @@ static void announce1(struct shoal_reg *r, uint64_t now, uint32_t node, const ch
     REQUIRE(shoal_reg_announce(r, now, pk, addr, zone, &h, 1, NULL) == 0);
 }
 
+/* Announces |mid| for |node| in |zone| and returns the role it got. */
+static struct shoal_reg_role role1(struct shoal_reg *r, uint64_t now, uint32_t node,
+                                   const char *zone, const uint8_t mid[32], bool complete)
+{
+    uint8_t pk[32];
+    key(pk, 1, node);
+    struct shoal_reg_have h = { .have_chunks = complete ? 100 : 1, .total_chunks = 100,
+                                .complete = complete };
+    memcpy(h.manifest_id, mid, 32);
+    struct shoal_reg_role ro;
+    memset(&ro, 0xee, sizeof ro);
+    REQUIRE(shoal_reg_announce(r, now, pk, "10.0.0.1:7000", zone, &h, 1, &ro) == 0);
+    return ro;
+}
+
+/* "F" fetcher, "I<rem>" importer share (mod 4), "-" none. */
+static const char *role_str(struct shoal_reg_role ro)
+{
+    static char buf[8];
+    if (ro.fetcher && ro.import_mod == 0)
+        return "F";
+    if (!ro.fetcher && ro.import_mod == 4 && ro.import_rem < 4) {
+        snprintf(buf, sizeof buf, "I%u", ro.import_rem);
+        return buf;
+    }
+    if (!ro.fetcher && ro.import_mod == 0 && ro.import_rem == 0 &&
+        ro.rank == SHOAL_REG_RANK_NONE)
+        return "-";
+    return "?";
+}
+
+#define ROLE(r, now, node, zone, mid, complete, want) \
+    CHECK(strcmp(role_str(role1(r, now, node, zone, mid, complete)), want) == 0)
+
+/* Ranks per zone, first come first served; kept while a node stays, handed
+ * on (lowest first) when one leaves, expires or moves zone. */
+static void test_roles(void)
+{
+    struct shoal_reg *r = mkreg(1000); /* 2 fetchers, 4 importers */
+    uint8_t m[32];
+    key(m, 2, 1);
+    static const char *want[] = { "F", "F", "I0", "I1", "I2", "I3", "-", "-" };
+    for (uint32_t i = 0; i < 8; i++)
+        ROLE(r, 10, i, "a", m, false, want[i]);
+    /* Another zone counts on its own. */
+    ROLE(r, 10, 10, "b", m, false, "F");
+    /* A repeated announce keeps the role, also once complete. */
+    ROLE(r, 20, 3, "a", m, false, "I1");
+    ROLE(r, 20, 0, "a", m, true, "F");
+    /* A complete node does not take a free rank. */
+    ROLE(r, 20, 20, "c", m, true, "-");
+    ROLE(r, 20, 21, "c", m, false, "F");
+    struct shoal_reg_role ro = role1(r, 20, 21, "c", m, false);
+    CHECK_EQ(ro.rank, 0);
+
+    /* A fetcher leaves: the next announce without a rank takes its rank. */
+    uint8_t pk[32];
+    key(pk, 1, 1);
+    shoal_reg_remove_node(r, pk);
+    ROLE(r, 30, 6, "a", m, false, "F");
+    ROLE(r, 30, 7, "a", m, false, "-");
+    /* Another fetcher leaves and a node without a rank announces first. */
+    key(pk, 1, 0);
+    shoal_reg_remove_node(r, pk);
+    ROLE(r, 40, 7, "a", m, false, "F");
+    ROLE(r, 40, 4, "a", m, false, "I2"); /* rank 4: no lower one is free */
+    /* A fetcher leaves and an importer announces first: it moves up, so
+     * the zone keeps two fetchers, and its share goes to the next node
+     * without a rank (node 6 coming back below). */
+    key(pk, 1, 6);
+    shoal_reg_remove_node(r, pk);
+    ROLE(r, 50, 2, "a", m, false, "F");
+    ROLE(r, 50, 6, "a", m, false, "I0");
+
+    /* Expiry: everyone but node 5 (I3) announces again; it expires and its
+     * share goes to a newcomer. */
+    for (uint32_t i = 2; i <= 7; i++)
+        if (i != 5)
+            (void)role1(r, 900, i, "a", m, false);
+    (void)role1(r, 900, 10, "b", m, false);
+    (void)role1(r, 900, 21, "c", m, false);
+    shoal_reg_expire(r, 1500);
+    ROLE(r, 1500, 8, "a", m, false, "I3");
+    ROLE(r, 1500, 9, "a", m, false, "-");
+
+    /* Moving zone gives back the old zone's rank and takes one in the new. */
+    ROLE(r, 1600, 4, "b", m, false, "F");
+    ROLE(r, 1600, 9, "a", m, false, "I2");
+    /* Dropping the manifest gives its rank back too. */
+    key(pk, 1, 9);
+    REQUIRE(shoal_reg_announce(r, 1700, pk, "10.0.0.1:7000", "a", NULL, 0, NULL) == 0);
+    ROLE(r, 1700, 11, "a", m, false, "I2");
+    shoal_reg_free(r);
+}
+
+/* Ranks are per manifest: one announce can make a node the fetcher of one
+ * release and nothing for another; roles come back in the entries' order. */
+static void test_roles_two_manifests(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t m1[32], m2[32];
+    key(m1, 2, 1);
+    key(m2, 2, 2);
+    for (uint32_t i = 0; i < 6; i++)
+        (void)role1(r, 10, i, "a", m1, false);
+    uint8_t pk[32];
+    key(pk, 1, 6);
+    struct shoal_reg_have h[2] = {
+        { .have_chunks = 0, .total_chunks = 10 },
+        { .have_chunks = 0, .total_chunks = 10 },
+    };
+    memcpy(h[0].manifest_id, m1, 32);
+    memcpy(h[1].manifest_id, m2, 32);
+    struct shoal_reg_role ro[2];
+    REQUIRE(shoal_reg_announce(r, 10, pk, "10.0.0.6:7000", "a", h, 2, ro) == 0);
+    CHECK(strcmp(role_str(ro[0]), "-") == 0);
+    CHECK(strcmp(role_str(ro[1]), "F") == 0);
+    CHECK_EQ(ro[1].rank, 0);
+    /* The other order gives the same roles, in the other order. */
+    memcpy(h[0].manifest_id, m2, 32);
+    memcpy(h[1].manifest_id, m1, 32);
+    REQUIRE(shoal_reg_announce(r, 20, pk, "10.0.0.6:7000", "a", h, 2, ro) == 0);
+    CHECK(strcmp(role_str(ro[0]), "F") == 0);
+    CHECK(strcmp(role_str(ro[1]), "-") == 0);
+    shoal_reg_free(r);
+}
+
+/* 0 fetchers: every node leases at once; importers still get shares. And
+ * the rank budget is checked. */
+static void test_roles_zero_fetchers(void)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    CHECK_EQ(c.origin_fetchers, 2);
+    CHECK_EQ(c.importers, 4);
+    c.origin_fetchers = 0;
+    c.importers = 2;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    uint8_t m[32];
+    key(m, 2, 1);
+    for (uint32_t i = 0; i < 4; i++) {
+        struct shoal_reg_role ro = role1(r, 10, i, "a", m, false);
+        CHECK(ro.fetcher);
+        CHECK_EQ(ro.import_mod, i < 2 ? 2 : 0);
+        CHECK_EQ(ro.import_rem, i < 2 ? i : 0);
+    }
+    shoal_reg_free(r);
+
+    c.importers = 0;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    struct shoal_reg_role ro = role1(r, 10, 0, "a", m, false);
+    CHECK(ro.fetcher);
+    CHECK_EQ(ro.import_mod, 0);
+    CHECK_EQ(ro.rank, SHOAL_REG_RANK_NONE);
+    shoal_reg_free(r);
+
+    c.origin_fetchers = 200;
+    c.importers = 56;
+    r = NULL;
+    CHECK_EQ(shoal_reg_new(&r, &c), -EINVAL);
+    CHECK(r == NULL);
+    c.importers = 55;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    for (uint32_t i = 0; i < 256; i++) {
+        ro = role1(r, 10, i, "a", m, false);
+        CHECK_EQ(ro.rank, i < 255 ? i : SHOAL_REG_RANK_NONE);
+    }
+    shoal_reg_free(r);
+}
+
 static void test_peers_basic(void)
 {
     struct shoal_reg *r = mkreg(1000);
@@ -823,5 +994,8 @@ int main(void)
     RUN(test_lease_budget);
     RUN(test_many_entries);
     RUN(test_name_newest);
+    RUN(test_roles);
+    RUN(test_roles_two_manifests);
+    RUN(test_roles_zero_fetchers);
     return t_done();
 }
