@@ -181,7 +181,7 @@ void shoal_sched_role_fleet(struct shoal_sched_role *out, const struct shoal_sch
  * requests in flight beyond a lowered max_inflight finish; a new import
  * share makes its chunks that wait out the cross-zone delay fetchable at
  * once (chunks already cleared under an old share stay so). The caller
- * asks shoal_sched_wakeup again afterwards.
+ * calls shoal_sched_next again afterwards: something may be due now.
  * Returns 0; -EINVAL (max_leases above SHOAL_SCHED_LEASES_MAX, import_rem
  * not below a non-zero import_mod, or non-zero without one; nothing
  * changes); -ENOMEM (growing the lease table; nothing changes).
