@@ -117,7 +117,8 @@ struct shoal_swarm {
     uint64_t rx_chunks, tx_wire_payload; /* --- ctl --- */
     char idhex[17];
     /* --- tracker --- */
-    uint32_t role;                 /* fleet role in effect (role_key); UINT32_MAX: none told */
+    uint32_t role;                 /* fleet role in effect, packed as in
+                                    * shoal_swarm_set_role; UINT32_MAX: none */
     struct slease {
         bool used;
         uint32_t first, count;
@@ -1645,7 +1646,11 @@ int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mo
     const char *zone = s->cfg->zone && *s->cfg->zone ? s->cfg->zone : "(none)";
     int rv = 0;
 
-    if (!s->sched || key == s->role || import_mod > 255 || import_rem > 255)
+    if (import_mod > 255 || import_rem > 255) {
+        rv = -EINVAL;
+        goto out;
+    }
+    if (!s->sched || key == s->role)
         goto out;
     /* The same knobs the swarm opened with: they are the role-less
      * defaults, and a role only moves them (shoal_sched_role_fleet). */

@@ -145,8 +145,8 @@ const uint8_t *shoal_swarm_id(const struct shoal_swarm *s);
  * (|import_mod| > 0, |import_rem| below it, at most 255) fetches its chunks
  * from other zones at once (shoal_sched_role_fleet). Takes effect mid-
  * download; logs the role once each time it changes. Without a call the
- * release keeps its configured behaviour. Returns 0 or the scheduler's
- * error (-EINVAL, -ENOMEM; the old role stays).
+ * release keeps its configured behaviour. Returns 0, -EINVAL (a share
+ * out of range) or -ENOMEM; the old role stays on error.
  */
 int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mod,
                          uint32_t import_rem);

@@ -663,8 +663,10 @@ static void test_churn(void)
     struct shoal_reg *r = mkreg(1u << 30);
     static uint8_t model[CN][CM]; /* 0 none, else have+1 */
     static bool alive[CN];
+    static uint32_t rank[CN][CM]; /* role rank last told (SHOAL_REG_RANK_NONE) */
     memset(model, 0, sizeof(model));
     memset(alive, 0, sizeof(alive));
+    memset(rank, 0xff, sizeof(rank));
     uint64_t s = 7;
     int bad = 0;
     for (int step = 0; step < 4000; step++) {
@@ -677,9 +679,14 @@ static void test_churn(void)
             shoal_reg_remove_node(r, pk);
             alive[node] = false;
             memset(model[node], 0, CM);
+            memset(rank[node], 0xff, sizeof(rank[node]));
         } else {
             struct shoal_reg_have h[CM];
+            struct shoal_reg_role ro[CM];
+            uint32_t hm[CM];
             size_t n = 0;
+            uint8_t had[CM];
+            memcpy(had, model[node], CM);
             memset(model[node], 0, CM);
             for (uint32_t m = 0; m < CM; m++) {
                 if ((s >> (m + 3)) & 1 && ((s >> 40) % 3)) {
@@ -687,11 +694,36 @@ static void test_churn(void)
                     key(h[n].manifest_id, 2, m);
                     h[n].have_chunks = 1 + (uint32_t)((s >> 50) + m) % 200;
                     model[node][m] = (uint8_t)h[n].have_chunks;
+                    hm[n] = m;
                     n++;
                 }
             }
-            REQUIRE(shoal_reg_announce(r, 1, pk, "x:1", node % 2 ? "a" : "b", h, n, NULL) == 0);
+            REQUIRE(shoal_reg_announce(r, 1, pk, "x:1", node % 2 ? "a" : "b", h, n, ro) == 0);
             alive[node] = true;
+            /* Roles: a rank is held by one node per (zone, manifest), a
+             * node is left without one only when all 6 are held, a rank
+             * only ever falls while the node keeps the manifest, and the
+             * role matches the rank (2 fetchers, 4 importers). */
+            uint32_t old[CM];
+            memcpy(old, rank[node], sizeof(old));
+            memset(rank[node], 0xff, sizeof(rank[node]));
+            for (size_t k = 0; k < n; k++) {
+                uint32_t m = hm[k], rk = ro[k].rank, held = 0;
+                bool clash = false;
+                for (uint32_t j = 0; j < CN; j++) {
+                    if (j == node || !alive[j] || j % 2 != node % 2 || !model[j][m] ||
+                        rank[j][m] == SHOAL_REG_RANK_NONE)
+                        continue;
+                    held++;
+                    clash |= rank[j][m] == rk;
+                }
+                bad += clash || (rk == SHOAL_REG_RANK_NONE ? held != 6 : rk >= 6);
+                bad += had[m] && old[m] != SHOAL_REG_RANK_NONE && rk > old[m];
+                bad += ro[k].fetcher != (rk < 2) ||
+                       ro[k].import_mod != (rk >= 2 && rk < 6 ? 4u : 0u) ||
+                       ro[k].import_rem != (rk >= 2 && rk < 6 ? rk - 2 : 0u);
+                rank[node][m] = rk;
+            }
         }
         if (step % 97 == 0 || step == 3999) {
             uint64_t entries = 0, nodes = 0;
