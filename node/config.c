@@ -94,7 +94,8 @@ static const struct key keys[] = {
      "Bearer token for the origin (default $HF_TOKEN); never sent to peers or trackers"},
     {"no-origin", K_BOOL, F(no_origin), NULL, "never fetch from the origin, only from peers"},
     {"origin-delay-ms", K_U64, F(origin_delay_ms), "MS",
-     "wait this long after a release opens before using the origin (1000)"},
+     "wait this long after a release opens before using the origin (1000); a node the "
+     "tracker makes an origin fetcher for the release does not wait"},
     {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
      "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
     {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (4)"},

@@ -241,6 +241,10 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     if (shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len) != 0)
         return NULL;
     d->swarms[d->nswarms++] = s;
+    /* The tracker's answer carries this release's fleet role: ask soon
+     * rather than at the next interval. */
+    if (d->trk)
+        shoal_trkconn_announce_soon(d->trk);
     LOG_I("release %s: %s@%s, %u files, %u chunks, %llu bytes", hex,
           shoal_manifest_repo_id(shoal_swarm_manifest(s)),
           shoal_manifest_commit(shoal_swarm_manifest(s)),
@@ -805,12 +809,30 @@ static void trk_fill_announce(void *user, struct shoal_msg_announce *a)
     }
 }
 
-/* Desired releases: anything not held or pulled yet becomes a pull. */
+/* Desired releases: anything not held or pulled yet becomes a pull. Fleet
+ * roles: each release the tracker names gets the role it was given (with
+ * several trackers, the last answer naming it wins; a release none names
+ * keeps its configured behaviour). */
 static void trk_on_announce_reply(void *user, uint32_t idx,
                                   const struct shoal_msg_announce_reply *r)
 {
     struct shoal_daemon *d = user;
     bool added = false;
+
+    for (uint32_t i = 0; i < r->nroles && !d->stopping; i++) {
+        const struct shoal_msg_role *ro = &r->roles[i];
+        struct shoal_swarm *s = find_swarm(d, ro->manifest_id);
+        int rv;
+        if (!s || shoal_swarm_complete(s))
+            continue;
+        rv = shoal_swarm_set_role(s, ro->fetcher, ro->import_mod, ro->import_rem);
+        if (rv != 0) {
+            char hex[17];
+            hex8(hex, ro->manifest_id);
+            LOG_W("release %s: role from tracker %s not applied: %s", hex,
+                  shoal_trkconn_addr(d->trk, idx), shoal_strerror(rv));
+        }
+    }
 
     for (uint32_t i = 0; i < r->count && !d->stopping; i++) {
         const struct shoal_msg_desired *w = &r->desired[i];

@@ -141,6 +141,8 @@ struct shoal_sched {
     struct xq_ent *xq;
     uint32_t *xok;
     struct lease *leases;
+    uint32_t lease_slots; /* leases allocated; a role may lower max_leases
+                             below the count still held */
 
     struct shoal_sched_config cfg;
     uint32_t nbytes_bits;
@@ -634,6 +636,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
         c.lease_chunks = 1;
     if (c.max_leases == 0)
         c.max_leases = 1;
+    if (c.max_leases > SHOAL_SCHED_LEASES_MAX)
+        goto fail;
     if (c.import_mod > 0 && c.import_rem >= c.import_mod)
         goto fail;
 
@@ -661,6 +665,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
     s->reqs = malloc(s->reqcap * sizeof(struct req));
     s->leases = calloc(c.max_leases, sizeof(struct lease));
+    s->lease_slots = c.max_leases;
     if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
         !s->heads || !s->nonempty || !s->peers || !s->pbits ||
         !s->reqs || !s->leases)
@@ -685,6 +690,81 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     return 0;
 fail:
     shoal_sched_free(s);
+    return rv;
+}
+
+/* ---- fleet roles ---- */
+
+void shoal_sched_role_fleet(struct shoal_sched_role *out, const struct shoal_sched_config *base,
+                            bool fetcher, uint32_t import_mod, uint32_t import_rem)
+{
+    *out = (struct shoal_sched_role){
+        .origin_delay_ms = fetcher ? 0 : base->origin_delay_ms,
+        .max_leases = fetcher && base->max_leases ? base->max_leases : 1,
+        .max_inflight = base->max_inflight,
+    };
+    if (import_mod > 0 && import_rem < import_mod) {
+        out->import_mod = import_mod;
+        out->import_rem = import_rem;
+        /* Imports cross a longer round trip: a deeper pipeline keeps the
+         * importer's download full. */
+        out->max_inflight = base->max_inflight ? 3 * base->max_inflight : 0;
+    }
+}
+
+int shoal_sched_set_role(struct shoal_sched *s, const struct shoal_sched_role *r)
+{
+    int rv = 0;
+    uint32_t leases = r->max_leases ? r->max_leases : 1;
+    if (leases > SHOAL_SCHED_LEASES_MAX || (r->import_mod > 0 && r->import_rem >= r->import_mod) ||
+        (r->import_mod == 0 && r->import_rem != 0)) {
+        rv = -EINVAL;
+        goto out;
+    }
+    if (leases > s->lease_slots) {
+        struct lease *nl = realloc(s->leases, leases * sizeof(*nl));
+        if (nl == NULL) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        memset(nl + s->lease_slots, 0, (leases - s->lease_slots) * sizeof(*nl));
+        s->leases = nl;
+        s->lease_slots = leases;
+    }
+    /* Leases beyond a lowered max_leases run out; none is asked for until
+     * fewer are held. */
+    s->cfg.max_leases = leases;
+    if (s->t0 != 0) {
+        /* The delay already runs from the first shoal_sched_next call: move
+         * the gate it set. A retry time above the old gate came from a
+         * refused lease and stays. */
+        uint64_t start = s->t0 - 1;
+        uint64_t old_gate = start + s->cfg.origin_delay_ms;
+        uint64_t new_gate = start + r->origin_delay_ms;
+        if (new_gate > old_gate && s->lease_retry_at < new_gate)
+            s->lease_retry_at = new_gate;
+        else if (new_gate < old_gate && s->lease_retry_at <= old_gate &&
+                 s->lease_retry_at > new_gate)
+            s->lease_retry_at = new_gate;
+    }
+    s->cfg.origin_delay_ms = r->origin_delay_ms;
+    s->cfg.max_inflight = r->max_inflight;
+    s->cap = r->max_inflight > 0 && r->max_inflight < s->reqcap ? r->max_inflight : s->reqcap;
+    bool new_share = r->import_mod != s->cfg.import_mod || r->import_rem != s->cfg.import_rem;
+    s->cfg.import_mod = r->import_mod;
+    s->cfg.import_rem = r->import_rem;
+    if (new_share && r->import_mod > 0) {
+        /* Our new share's chunks waiting out the cross-zone delay may be
+         * imported now; cross_poll drops their queue entries later. Chunks
+         * of an old share already cleared stay cleared. */
+        for (uint32_t i = 0; i < s->xqn; i++) {
+            uint32_t c = s->xq[(s->xqhead + i) % s->xqcap].chunk;
+            if (c % r->import_mod == r->import_rem && !(s->ck[c].flags & (F_HAVE | F_XOK)) &&
+                s->ck[c].cnt_same == 0)
+                mark_xok(s, c);
+        }
+    }
+out:
     return rv;
 }
 
@@ -921,7 +1001,7 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
     if (first >= s->nchunks || count > s->nchunks - first)
         return SHOAL_EBADMSG;
     struct lease *l = NULL;
-    for (uint32_t i = 0; i < s->cfg.max_leases; i++)
+    for (uint32_t i = 0; i < s->lease_slots; i++)
         if (!s->leases[i].used) {
             l = &s->leases[i];
             break;
@@ -977,7 +1057,7 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
         got_chunk(s, chunk);
     else
         relist_if_needed(s, chunk);
-    for (uint32_t i = 0; i < s->cfg.max_leases; i++) {
+    for (uint32_t i = 0; i < s->lease_slots; i++) {
         struct lease *l = &s->leases[i];
         if (l->used && chunk >= l->first && chunk - l->first < l->count) {
             if (--l->pending == 0) {
@@ -1263,7 +1343,7 @@ static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
 static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
 {
     const struct peer *p = &s->peers[slot];
-    for (uint32_t i = 0; i < s->cfg.max_leases; i++) {
+    for (uint32_t i = 0; i < s->lease_slots; i++) {
         const struct lease *l = &s->leases[i];
         if (!l->used)
             continue;
@@ -1473,7 +1553,7 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
 
     if (n < max && s->n_orphan > 0 && !s->lease_pending && now_ms >= s->lease_retry_at) {
         uint32_t held = 0;
-        for (uint32_t i = 0; i < s->cfg.max_leases; i++)
+        for (uint32_t i = 0; i < s->lease_slots; i++)
             held += s->leases[i].used;
         if (held < s->cfg.max_leases) {
             uint32_t hint = 0;

@@ -66,6 +66,8 @@
 #define SHOAL_SCHED_PEERS_MAX 250u
 /* Deepest pipeline to one peer. */
 #define SHOAL_SCHED_DEPTH_MAX 64u
+/* Most origin leases held at once. */
+#define SHOAL_SCHED_LEASES_MAX 64u
 /* Most files a release may have (for loader priorities). */
 #define SHOAL_SCHED_FILES_MAX 1048576u
 
@@ -149,13 +151,54 @@ struct shoal_sched;
  * |*out| (written only on success). We hold no chunk yet.
  * Returns 0; -EINVAL (nchunks 0 or above SHOAL_SCHED_CHUNKS_MAX, bad file
  * table, max_peers 0 or above SHOAL_SCHED_PEERS_MAX, min_depth 0 or above
- * max_depth, max_depth above SHOAL_SCHED_DEPTH_MAX, import_rem not below
- * a non-zero import_mod); -ENOMEM.
+ * max_depth, max_depth above SHOAL_SCHED_DEPTH_MAX, max_leases above
+ * SHOAL_SCHED_LEASES_MAX, import_rem not below a non-zero import_mod);
+ * -ENOMEM.
  */
 int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *cfg,
                     const struct shoal_sched_release *rel);
 /* Frees the instance; NULL is accepted. */
 void shoal_sched_free(struct shoal_sched *s);
+
+/* ---- fleet roles ---- */
+
+/* The knobs a node's role in its fleet sets (see shoal_sched_config for
+ * each). A role comes from the tracker (tracker/registry.h) and may change
+ * while a release downloads. */
+struct shoal_sched_role {
+    uint32_t origin_delay_ms;
+    uint32_t max_leases;           /* 0 means 1 */
+    uint32_t max_inflight;
+    uint32_t import_mod;           /* 0: no import share (import_rem 0) */
+    uint32_t import_rem;
+};
+
+/*
+ * The role the daemon and the simulator both give a node the tracker
+ * called a |fetcher| (or not) with import share |import_mod|,
+ * |import_rem| (import_mod 0: none), from the node's configured knobs in
+ * |base|: a fetcher leases at once, up to base->max_leases at a time;
+ * anyone else waits base->origin_delay_ms and holds one lease; an importer
+ * keeps three times base->max_inflight requests in flight (0 stays
+ * uncapped), since its imports cross a longer round trip. Writes |*out|.
+ */
+void shoal_sched_role_fleet(struct shoal_sched_role *out, const struct shoal_sched_config *base,
+                            bool fetcher, uint32_t import_mod, uint32_t import_rem);
+
+/*
+ * Applies |r| from now on, also in the middle of a download: the origin
+ * delay still counts from the first shoal_sched_next call (a shorter one
+ * may let a lease go out at once, a longer one holds back leases not yet
+ * asked for); leases held beyond a lowered max_leases run to their end;
+ * requests in flight beyond a lowered max_inflight finish; a new import
+ * share makes its chunks that wait out the cross-zone delay fetchable at
+ * once (chunks already cleared under an old share stay so). The caller
+ * calls shoal_sched_next again afterwards: something may be due now.
+ * Returns 0; -EINVAL (max_leases above SHOAL_SCHED_LEASES_MAX, import_rem
+ * not below a non-zero import_mod, or non-zero without one; nothing
+ * changes); -ENOMEM (growing the lease table; nothing changes).
+ */
+int shoal_sched_set_role(struct shoal_sched *s, const struct shoal_sched_role *r);
 
 /* ---- peers ---- */
 

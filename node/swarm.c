@@ -119,6 +119,8 @@ struct shoal_swarm {
     uint64_t busy_slots;
     char idhex[17];
     /* --- tracker --- */
+    uint32_t role;                 /* fleet role in effect, packed as in
+                                    * shoal_swarm_set_role; UINT32_MAX: none */
     struct slease {
         bool used;
         uint32_t first, count;
@@ -272,6 +274,10 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
         sc.lease_chunks = cfg->lease_chunks;
     if (cfg->max_leases)
         sc.max_leases = cfg->max_leases > 16 ? 16 : cfg->max_leases;
+    /* The scheduler holds leases back for the delay, so a fleet role from
+     * the tracker can change it (shoal_swarm_set_role). */
+    sc.origin_delay_ms = cfg->origin_delay_ms;
+    s->role = UINT32_MAX;
     /* --- end tracker --- */
     memset(&rel, 0, sizeof rel);
     rel.nchunks = s->nchunks;
@@ -1236,7 +1242,7 @@ static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action 
     uint64_t now = now_ms(s);
     int route;
 
-    if (!s->cfg->hub || now - s->start_ms < s->cfg->origin_delay_ms) {
+    if (!s->cfg->hub) {
         shoal_sched_lease_failed(s->sched, now);
         return;
     }
@@ -1666,3 +1672,46 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
         st->inflight += s->peers[i]->nreq;
     }
 }
+
+/* --- roles --- */
+int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mod,
+                         uint32_t import_rem)
+{
+    struct shoal_sched_config base;
+    struct shoal_sched_role r;
+    uint32_t key = (uint32_t)fetcher | import_mod << 1 | import_rem << 16;
+    const char *zone = s->cfg->zone && *s->cfg->zone ? s->cfg->zone : "(none)";
+    int rv = 0;
+
+    if (import_mod > 255 || import_rem > 255) {
+        rv = -EINVAL;
+        goto out;
+    }
+    if (!s->sched || key == s->role)
+        goto out;
+    /* The same knobs the swarm opened with: they are the role-less
+     * defaults, and a role only moves them (shoal_sched_role_fleet). */
+    shoal_sched_config_default(&base);
+    base.origin_delay_ms = s->cfg->origin_delay_ms;
+    if (s->cfg->max_leases)
+        base.max_leases = s->cfg->max_leases > 16 ? 16 : s->cfg->max_leases;
+    shoal_sched_role_fleet(&r, &base, fetcher, import_mod, import_rem);
+    if ((rv = shoal_sched_set_role(s->sched, &r)) != 0)
+        goto out;
+    s->role = key;
+    if (fetcher && import_mod)
+        LOG_I("release %s: tracker role: origin fetcher and importer of share %u/%u for zone %s",
+              s->idhex, import_rem, import_mod, zone);
+    else if (fetcher)
+        LOG_I("release %s: tracker role: origin fetcher for zone %s", s->idhex, zone);
+    else if (import_mod)
+        LOG_I("release %s: tracker role: importer of share %u/%u for zone %s (origin after "
+              "%u ms)", s->idhex, import_rem, import_mod, zone, r.origin_delay_ms);
+    else
+        LOG_I("release %s: tracker role: none in zone %s (origin after %u ms)", s->idhex, zone,
+              r.origin_delay_ms);
+    pump(s);
+out:
+    return rv;
+}
+/* --- end roles --- */

@@ -140,6 +140,19 @@ int shoal_swarm_start(struct shoal_swarm *s);
 void shoal_swarm_stop(struct shoal_swarm *s);
 
 const uint8_t *shoal_swarm_id(const struct shoal_swarm *s);
+
+/*
+ * Applies the fleet role the tracker gave this node for the release: an
+ * origin |fetcher| leases at once, up to max_leases at a time; anyone else
+ * waits origin_delay_ms and holds one lease; an import share
+ * (|import_mod| > 0, |import_rem| below it, at most 255) fetches its chunks
+ * from other zones at once (shoal_sched_role_fleet). Takes effect mid-
+ * download; logs the role once each time it changes. Without a call the
+ * release keeps its configured behaviour. Returns 0, -EINVAL (a share
+ * out of range) or -ENOMEM; the old role stays on error.
+ */
+int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mod,
+                         uint32_t import_rem);
 const struct shoal_manifest *shoal_swarm_manifest(const struct shoal_swarm *s);
 bool shoal_swarm_complete(const struct shoal_swarm *s);
 /* Signed manifest bytes (owned by the swarm). */

@@ -37,6 +37,9 @@ enum kind {
 /* String rules beyond UTF-8 without NUL. */
 #define S_NONEMPTY 0x1u
 #define S_ADDR 0x2u /* "host:port", implies non-empty */
+/* Any kind: a field added after the first release of its message, which
+ * an older sender leaves out. Only trailing fields may be optional. */
+#define F_OPT 0x80u
 
 struct list_desc;
 
@@ -83,6 +86,8 @@ struct msg_desc {
     { .kind = K_STR_OR_NIL, .flags = (fl), .off = offsetof(st, fld), \
       .has_off = offsetof(st, has), .hi = (h) }
 #define LIST(st, cnt, h, ld) { .kind = K_LIST, .off = offsetof(st, cnt), .hi = (h), .list = (ld) }
+#define LIST_OPT(st, cnt, h, ld) \
+    { .kind = K_LIST, .flags = F_OPT, .off = offsetof(st, cnt), .hi = (h), .list = (ld) }
 #define PATHS(st, fld) { .kind = K_PATHS, .off = offsetof(st, fld), .hi = SHOAL_MSG_ORDER_MAX }
 
 /* ---- the message set ---- */
@@ -178,9 +183,20 @@ static const struct list_desc desired_l = {
     desired_f, ARRAY_LEN(desired_f),
     offsetof(struct shoal_msg_announce_reply, desired), sizeof(struct shoal_msg_desired),
 };
+static const struct field role_f[] = {
+    KEY(struct shoal_msg_role, manifest_id),
+    BOOL(struct shoal_msg_role, fetcher),
+    U32_MAX(struct shoal_msg_role, import_mod, SHOAL_MSG_IMPORT_MAX),
+    U32_MAX(struct shoal_msg_role, import_rem, SHOAL_MSG_IMPORT_MAX),
+};
+static const struct list_desc role_l = {
+    role_f, ARRAY_LEN(role_f),
+    offsetof(struct shoal_msg_announce_reply, roles), sizeof(struct shoal_msg_role),
+};
 static const struct field announce_reply_f[] = {
     U32(struct shoal_msg_announce_reply, interval_ms),
     LIST(struct shoal_msg_announce_reply, count, SHOAL_MSG_DESIRED_MAX, &desired_l),
+    LIST_OPT(struct shoal_msg_announce_reply, nroles, SHOAL_MSG_ANNOUNCE_MAX, &role_l),
 };
 static const struct field get_peers_f[] = {
     KEY(struct shoal_msg_get_peers, manifest_id),
@@ -295,6 +311,18 @@ static int rule_announce(const void *s)
     return rv;
 }
 
+static int rule_announce_reply(const void *s)
+{
+    const struct shoal_msg_announce_reply *a = s;
+    int rv = 0;
+    /* One encoding per role: no share is (0, 0). */
+    for (uint32_t i = 0; i < a->nroles && rv == 0; i++)
+        if (a->roles[i].import_mod ? a->roles[i].import_rem >= a->roles[i].import_mod
+                                   : a->roles[i].import_rem != 0)
+            rv = SHOAL_EBADMSG;
+    return rv;
+}
+
 static int rule_get_manifest(const void *s)
 {
     const struct shoal_msg_get_manifest *g = s;
@@ -331,7 +359,7 @@ static const struct msg_desc msgs[SHOAL_MSG_TYPE_END] = {
     MSG(SHOAL_MSG_TRK_AUTH, "TRK_AUTH", trk_auth_f, struct shoal_msg_trk_auth, NULL),
     MSG(SHOAL_MSG_ANNOUNCE, "ANNOUNCE", announce_f, struct shoal_msg_announce, rule_announce),
     MSG(SHOAL_MSG_ANNOUNCE_REPLY, "ANNOUNCE_REPLY", announce_reply_f,
-        struct shoal_msg_announce_reply, NULL),
+        struct shoal_msg_announce_reply, rule_announce_reply),
     MSG(SHOAL_MSG_GET_PEERS, "GET_PEERS", get_peers_f, struct shoal_msg_get_peers, NULL),
     MSG(SHOAL_MSG_PEERS, "PEERS", peers_f, struct shoal_msg_peers, NULL),
     MSG(SHOAL_MSG_PUT_MANIFEST, "PUT_MANIFEST", put_manifest_f, struct shoal_msg_put_manifest,
@@ -565,16 +593,21 @@ static int decode_field(struct shoal_mpr *r, uint8_t *base, const struct field *
 }
 
 /* Decodes |nf| fields into |base| from an array whose header announced
- * |have| items, skipping the trailing ones this build does not know. */
+ * |have| items, skipping the trailing ones this build does not know. The
+ * optional fields (F_OPT, always last) an older sender left out stay
+ * zero. */
 static int decode_fields(struct shoal_mpr *r, uint8_t *base, const struct field *f, unsigned nf,
                          uint32_t have)
 {
     int rv = 0;
-    if (have < nf)
+    unsigned nreq = nf;
+    while (nreq > 0 && (f[nreq - 1].flags & F_OPT))
+        nreq--;
+    if (have < nreq)
         rv = SHOAL_EPROTO;
-    else if (have - nf > SHOAL_MSG_EXTRA_MAX)
+    else if (have > nf && have - nf > SHOAL_MSG_EXTRA_MAX)
         rv = SHOAL_ETOOBIG;
-    for (unsigned k = 0; rv == 0 && k < nf; k++)
+    for (unsigned k = 0; rv == 0 && k < nf && k < have; k++)
         rv = decode_field(r, base, &f[k]);
     for (uint32_t k = nf; rv == 0 && k < have; k++)
         rv = shoal_mpr_skip(r, SKIP_DEPTH);

@@ -26,7 +26,9 @@
  *   - forward compatibility: a message array, or a list element array, may
  *     carry up to SHOAL_MSG_EXTRA_MAX fields after the ones listed here (a
  *     newer peer appends fields); they are skipped. Fewer fields than listed
- *     is SHOAL_EPROTO;
+ *     is SHOAL_EPROTO, except that a field added to a message later may be
+ *     left out by an older sender (noted beside the message; it decodes as
+ *     zero/empty);
  *   - nothing may follow the top-level array (SHOAL_EPROTO).
  */
 #ifndef SHOAL_MSG_H
@@ -59,6 +61,7 @@
 #define SHOAL_MSG_ORDER_MAX 100000u
 #define SHOAL_MSG_PATH_MAX 1024u        /* file path inside a release */
 #define SHOAL_MSG_EXTRA_MAX 8u          /* unknown trailing fields skipped */
+#define SHOAL_MSG_IMPORT_MAX 255u       /* ANNOUNCE_REPLY role import_mod */
 
 enum shoal_msg_type {
     /* node <-> node */
@@ -259,15 +262,28 @@ struct shoal_msg_announce {
     struct shoal_msg_announce_entry entries[SHOAL_MSG_ANNOUNCE_MAX];
 };
 
-/* ANNOUNCE_REPLY 35: [interval_ms, [[manifest_id, repo], ...]] */
+/* ANNOUNCE_REPLY 35: [interval_ms, [[manifest_id, repo], ...]
+ *                     (, [[manifest_id, fetcher, import_mod, import_rem], ...])]
+ * The role list is optional: a tracker that predates roles leaves it out,
+ * and a manifest it does not list has no role (the node fetches as
+ * configured). import_mod <= SHOAL_MSG_IMPORT_MAX; import_rem is below a
+ * non-zero import_mod and 0 with none. */
 struct shoal_msg_desired {
     uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
     struct shoal_str repo;       /* <= SHOAL_MSG_REPO_MAX, "org/name@commit" */
+};
+struct shoal_msg_role {
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    bool fetcher;                /* lease from the origin at once */
+    uint32_t import_mod;         /* > 0: import chunks c % import_mod == import_rem */
+    uint32_t import_rem;
 };
 struct shoal_msg_announce_reply {
     uint32_t interval_ms;
     uint32_t count;              /* <= SHOAL_MSG_DESIRED_MAX */
     struct shoal_msg_desired desired[SHOAL_MSG_DESIRED_MAX];
+    uint32_t nroles;             /* <= SHOAL_MSG_ANNOUNCE_MAX; 0 when left out */
+    struct shoal_msg_role roles[SHOAL_MSG_ANNOUNCE_MAX];
 };
 
 /* GET_PEERS 36: [manifest_id, max] (max <= SHOAL_MSG_PEERS_MAX) */

@@ -85,11 +85,12 @@ static const char usage_keys[] =
     "    upload_slots N    peers a node uploads to at once; more requests are answered\n"
     "                      busy (default 6; 0: no cap)\n"
     "    busy_backoff MS   how long a requester leaves a busy peer alone (default 10)\n"
-    "    origin_fetchers N nodes per zone that lease from the origin at once (default 2;\n"
-    "                      0: every node does)\n"
-    "    importers N       nodes per zone that each import a share of the chunks from\n"
-    "                      other zones at once (default 4)\n"
-    "    origin_delay MS   wait before other nodes lease from the origin (default 1000)\n"
+    "    origin_fetchers N tracker setting: the first N nodes per zone to announce lease\n"
+    "                      from the origin at once (default 2; 0: every node does)\n"
+    "    importers N       tracker setting: the next N each import a share of the\n"
+    "                      chunks from other zones at once (default 4)\n"
+    "    origin_delay MS   wait before other nodes lease from the origin (default 1000;\n"
+    "                      with tracker 0 there are no roles: every node leases at once)\n"
     "    endgame_dups N    copies of one request in endgame (scheduler default 2)\n"
     "    max_time S        stop the clock at S seconds\n";
 

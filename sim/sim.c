@@ -93,6 +93,7 @@ struct node {
     const uint8_t **phave;
     uint32_t npeers;
     uint32_t oconn;        /* conn origin -> this node */
+    uint32_t role;         /* role_key() of the role in effect */
     struct vec up, down;
     double used_up, used_down; /* bytes/s allocated to active flows */
     uint64_t wake_ms;
@@ -103,6 +104,7 @@ struct node {
 
 struct sim {
     const struct shoal_sim_config *c;
+    struct shoal_sched_config sbase; /* a node's knobs before its role */
     uint32_t n;            /* nodes; index n is the origin */
     uint32_t nchunks;
     uint32_t *size;
@@ -692,6 +694,34 @@ static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t byte
         r->node[src].uploaded += bytes;
 }
 
+/* One number per distinct role, so a repeated answer changes nothing. */
+static uint32_t role_key(bool fetcher, uint32_t import_mod, uint32_t import_rem)
+{
+    return (uint32_t)fetcher | import_mod << 1 | import_rem << 16;
+}
+
+/* Gives node |x| the role the tracker named, as the daemon does
+ * (shoal_sched_role_fleet from the same knobs, then the same setter). */
+static int apply_role(struct sim *S, uint32_t x, bool fetcher, uint32_t import_mod,
+                      uint32_t import_rem)
+{
+    struct node *nd = &S->node[x];
+    uint32_t key = role_key(fetcher, import_mod, import_rem);
+    struct shoal_sched_role sr;
+    int rv = 0;
+    if (key == nd->role)
+        goto out;
+    shoal_sched_role_fleet(&sr, &S->sbase, fetcher, import_mod, import_rem);
+    if ((rv = shoal_sched_set_role(nd->s, &sr)) != 0)
+        goto out;
+    nd->role = key;
+    /* Its next decision may come sooner (a shorter origin delay). */
+    if (nd->joined)
+        mark_dirty(S, x);
+out:
+    return rv;
+}
+
 static int announce(struct sim *S, uint32_t x)
 {
     if (!S->c->tracker || !S->node[x].alive)
@@ -704,7 +734,11 @@ static int announce(struct sim *S, uint32_t x)
     struct shoal_reg_have h = {.have_chunks = S->node[x].nhave, .total_chunks = S->nchunks,
                                .complete = S->node[x].done};
     memcpy(h.manifest_id, S->mid, 32);
-    return shoal_reg_announce(S->reg, ms(S->now), pk, addr, zone, &h, 1);
+    struct shoal_reg_role role;
+    int rv = shoal_reg_announce(S->reg, ms(S->now), pk, addr, zone, &h, 1, &role);
+    if (rv == 0)
+        rv = apply_role(S, x, role.fetcher, role.import_mod, role.import_rem);
+    return rv;
 }
 
 /* The node now holds |c| (delivered by |src|). */
@@ -1204,6 +1238,10 @@ static int setup(struct sim *S)
         rc.max_peers = SHOAL_REG_PEERS_MAX;
         rc.lease_ms = 600000;
         rc.node_ttl_ms = 95000;
+        /* Roles need peers to pass on what the fetchers and importers
+         * bring: without peer exchange everyone leases at once. */
+        rc.origin_fetchers = c->max_peers ? c->origin_fetchers : 0;
+        rc.importers = c->max_peers ? c->importers : 0;
         if ((rv = shoal_reg_new(&S->reg, &rc)) != 0)
             return rv;
     }
@@ -1235,6 +1273,12 @@ static int setup(struct sim *S)
         sc.endgame_dups = c->endgame_dups;
     if (c->busy_backoff_ms)
         sc.busy_backoff_ms = c->busy_backoff_ms;
+    /* The knobs roles are made from: a fetcher's leases, everyone else's
+     * origin delay, the normal in-flight cap. */
+    sc.origin_delay_ms = c->origin_delay_ms;
+    sc.max_leases = c->max_leases ? c->max_leases : 1;
+    sc.max_inflight = c->max_inflight;
+    S->sbase = sc;
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
                                       .nfiles = S->nfiles, .file_first = S->file_first};
     double sum_up = 0, dmin = INFINITY;
@@ -1242,23 +1286,13 @@ static int setup(struct sim *S)
     for (uint32_t i = 0; i < c->nodes; i++) {
         struct node *nd = &S->node[i];
         sc.seed = c->seed * 1000003u + i;
-        /* Fleet roles: rank r within the zone (nodes are dealt round-robin
-         * over zones). Without peer exchange everyone fetches at once. */
-        uint32_t rank = i / c->zones;
-        bool fetcher = c->max_peers == 0 || c->origin_fetchers == 0 || rank < c->origin_fetchers;
-        sc.origin_delay_ms = fetcher ? 0 : c->origin_delay_ms;
-        sc.max_leases = fetcher && c->max_leases ? c->max_leases : 1;
-        sc.import_mod = sc.import_rem = 0;
-        sc.max_inflight = c->max_inflight;
-        if (c->max_peers > 0 && rank >= c->origin_fetchers &&
-            rank - c->origin_fetchers < c->importers) {
-            sc.import_mod = c->importers;
-            sc.import_rem = rank - c->origin_fetchers;
-            /* Imports cross a longer round trip: a deeper pipeline keeps
-             * the importer's download full. */
-            sc.max_inflight = c->max_inflight ? 3 * c->max_inflight : 0;
-        }
         if ((rv = shoal_sched_new(&nd->s, &sc, &rel)) != 0)
+            return rv;
+        /* Fleet roles are the tracker's: a node has none until its first
+         * announce is answered (at join). With no tracker at all every
+         * node leases for itself at once. */
+        nd->role = UINT32_MAX;
+        if ((rv = apply_role(S, i, !c->tracker, 0, 0)) != 0)
             return rv;
         nd->have = calloc((S->nchunks + 7) / 8, 1);
         nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));

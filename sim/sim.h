@@ -69,13 +69,17 @@ struct shoal_sim_config {
     uint32_t upload_slots;     /* peers a node uploads to at once; a request
                                   beyond them is answered busy (0: no cap) */
     uint32_t busy_backoff_ms;  /* requester leaves a busy peer alone this long */
-    /* Fleet roles, used when peers exchange chunks (max_peers > 0): in each
-     * zone the first origin_fetchers nodes lease spans from the origin at
+    /* Fleet roles, the tracker registry's settings (registry.h), used when
+     * peers exchange chunks (max_peers > 0): in each zone the first
+     * origin_fetchers nodes to announce lease spans from the origin at
      * once and the next importers nodes each import a share of the chunks
      * from other zones at once. Everyone else waits origin_delay_ms before
      * leasing and cross_zone_delay_ms before a cross-zone fetch, so they
-     * only step in when a role holder is gone. 0 fetchers: everyone leases
-     * at once; 0 importers: everyone waits cross_zone_delay_ms. */
+     * only step in when a role holder is gone. A node gets its role from
+     * the registry's answer to its announce and applies it as the daemon
+     * does (shoal_sched_role_fleet, shoal_sched_set_role). 0 fetchers:
+     * everyone leases at once; 0 importers: everyone waits
+     * cross_zone_delay_ms; no tracker: no roles, everyone leases at once. */
     uint32_t origin_fetchers;
     uint32_t importers;
     uint32_t origin_delay_ms;

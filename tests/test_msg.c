@@ -47,7 +47,7 @@ static const struct shoal_str sample_paths[3] = {
 /* Every message type, plus the nil branches of the optional fields. */
 static const uint32_t sample_types[] = {
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-    32, 33, 34, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50,
+    32, 33, 34, 35, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50,
     64, 65, 66, 67,
 };
 #define NSAMPLES (sizeof sample_types / sizeof sample_types[0])
@@ -156,6 +156,16 @@ static void sample(struct shoal_msg *m, size_t i)
         m->u.announce_reply.desired[0].repo = S("org/model@0123abcd");
         memcpy(m->u.announce_reply.desired[1].manifest_id, key(19), 32);
         m->u.announce_reply.desired[1].repo = S("org/data@ffff");
+        if (!alt) {
+            /* A fetcher, an importer, and a node with no role. */
+            m->u.announce_reply.nroles = 3;
+            memcpy(m->u.announce_reply.roles[0].manifest_id, key(15), 32);
+            m->u.announce_reply.roles[0].fetcher = true;
+            memcpy(m->u.announce_reply.roles[1].manifest_id, key(16), 32);
+            m->u.announce_reply.roles[1].import_mod = 4;
+            m->u.announce_reply.roles[1].import_rem = 3;
+            memcpy(m->u.announce_reply.roles[2].manifest_id, key(17), 32);
+        }
         break;
     case SHOAL_MSG_GET_PEERS:
         memcpy(m->u.get_peers.manifest_id, key(20), 32);
@@ -367,6 +377,15 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
             const struct shoal_msg_desired *x = &a->u.announce_reply.desired[k];
             const struct shoal_msg_desired *y = &b->u.announce_reply.desired[k];
             if (!KEQ(x->manifest_id, y->manifest_id) || !str_eq(x->repo, y->repo))
+                return false;
+        }
+        if (a->u.announce_reply.nroles != b->u.announce_reply.nroles)
+            return false;
+        for (uint32_t k = 0; k < a->u.announce_reply.nroles; k++) {
+            const struct shoal_msg_role *x = &a->u.announce_reply.roles[k];
+            const struct shoal_msg_role *y = &b->u.announce_reply.roles[k];
+            if (!KEQ(x->manifest_id, y->manifest_id) || x->fetcher != y->fetcher ||
+                x->import_mod != y->import_mod || x->import_rem != y->import_rem)
                 return false;
         }
         return true;
@@ -794,7 +813,20 @@ static void test_field_counts_and_junk(void)
         bad += shoal_msg_decode(&mb, out, len + 1) != SHOAL_EPROTO;
         /* One field short (the array count lowered, the last item dropped). */
         uint32_t n = body[0] & 0x0f;
-        if (n > 1) {
+        if (n > 1 && ma.type == SHOAL_MSG_ANNOUNCE_REPLY) {
+            /* The role list is optional (an older tracker): the reply
+             * decodes without roles; one more field short does not. */
+            size_t ol = replace_item(body, len, n - 1, NULL, 0, out);
+            out[0] = (uint8_t)(0x90 | (n - 1));
+            static struct shoal_msg want;
+            want = ma;
+            want.u.announce_reply.nroles = 0;
+            bad += shoal_msg_decode(&mb, out, ol) != 0 || !msg_eq(&want, &mb);
+            static uint8_t out2[1 << 16];
+            ol = replace_item(out, ol, n - 2, NULL, 0, out2);
+            out2[0] = (uint8_t)(0x90 | (n - 2));
+            bad += shoal_msg_decode(&mb, out2, ol) != SHOAL_EPROTO;
+        } else if (n > 1) {
             size_t ol = replace_item(body, len, n - 1, NULL, 0, out);
             out[0] = (uint8_t)(0x90 | (n - 1));
             bad += shoal_msg_decode(&mb, out, ol) != SHOAL_EPROTO;
@@ -836,6 +868,76 @@ static void test_field_counts_and_junk(void)
     CHECK_EQ(shoal_msg_decode(&mb, (const uint8_t *)"\x90", 1), SHOAL_EPROTO);
     CHECK_EQ(shoal_msg_decode(&mb, (const uint8_t *)"\x04", 1), SHOAL_ETYPE);
     CHECK_EQ(shoal_msg_decode(&mb, (const uint8_t *)"", 0), SHOAL_ETRUNC);
+}
+
+/* ANNOUNCE_REPLY roles: a reply from a tracker without roles (no third
+ * field) means no role for anything; a role list is checked as strictly
+ * as the rest. */
+static void test_announce_reply_roles(void)
+{
+    /* [35, 1000, [[id, "o/m@c"]]]: the shape trackers sent before roles. */
+    wbegin(3, SHOAL_MSG_ANNOUNCE_REPLY);
+    shoal_mpw_uint(&w, 1000);
+    shoal_mpw_array(&w, 1);
+    shoal_mpw_array(&w, 2);
+    shoal_mpw_bin(&w, key(1), 32);
+    shoal_mpw_cstr(&w, "o/m@c");
+    CHECK_EQ(wdecode(), 0);
+    CHECK_EQ(mb.u.announce_reply.interval_ms, 1000);
+    CHECK_EQ(mb.u.announce_reply.count, 1);
+    CHECK_EQ(mb.u.announce_reply.nroles, 0);
+
+    /* [fetcher, import_mod, import_rem] combinations. */
+    static const struct {
+        bool fetcher;
+        uint64_t mod, rem;
+        int want;
+    } cases[] = {
+        { true, 0, 0, 0 },
+        { false, 4, 3, 0 },
+        { true, 255, 254, 0 },
+        { false, 0, 0, 0 },
+        { false, 4, 4, SHOAL_EBADMSG },   /* share outside the modulus */
+        { false, 0, 1, SHOAL_EBADMSG },   /* a remainder without a share */
+        { false, 256, 1, SHOAL_ETOOBIG }, /* above SHOAL_MSG_IMPORT_MAX */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        wbegin(4, SHOAL_MSG_ANNOUNCE_REPLY);
+        shoal_mpw_uint(&w, 1000);
+        shoal_mpw_array(&w, 0);
+        shoal_mpw_array(&w, 1);
+        shoal_mpw_array(&w, 4);
+        shoal_mpw_bin(&w, key(2), 32);
+        shoal_mpw_bool(&w, cases[i].fetcher);
+        shoal_mpw_uint(&w, cases[i].mod);
+        shoal_mpw_uint(&w, cases[i].rem);
+        CHECK_EQ(wdecode(), cases[i].want);
+        if (cases[i].want == 0) {
+            CHECK_EQ(mb.u.announce_reply.nroles, 1);
+            CHECK(memcmp(mb.u.announce_reply.roles[0].manifest_id, key(2), 32) == 0);
+            CHECK_EQ(mb.u.announce_reply.roles[0].fetcher, cases[i].fetcher);
+            CHECK_EQ(mb.u.announce_reply.roles[0].import_mod, cases[i].mod);
+            CHECK_EQ(mb.u.announce_reply.roles[0].import_rem, cases[i].rem);
+        }
+    }
+    /* More roles than an announce may list manifests. */
+    wbegin(4, SHOAL_MSG_ANNOUNCE_REPLY);
+    shoal_mpw_uint(&w, 1000);
+    shoal_mpw_array(&w, 0);
+    shoal_mpw_array(&w, SHOAL_MSG_ANNOUNCE_MAX + 1);
+    for (unsigned k = 0; k <= SHOAL_MSG_ANNOUNCE_MAX; k++)
+        shoal_mpw_nil(&w);
+    CHECK_EQ(wdecode(), SHOAL_ETOOBIG);
+    /* A role element missing its last field. */
+    wbegin(4, SHOAL_MSG_ANNOUNCE_REPLY);
+    shoal_mpw_uint(&w, 1000);
+    shoal_mpw_array(&w, 0);
+    shoal_mpw_array(&w, 1);
+    shoal_mpw_array(&w, 3);
+    shoal_mpw_bin(&w, key(2), 32);
+    shoal_mpw_bool(&w, true);
+    shoal_mpw_uint(&w, 0);
+    CHECK_EQ(wdecode(), SHOAL_EPROTO);
 }
 
 static void test_unknown_type(void)
@@ -1233,6 +1335,7 @@ int main(int argc, char **argv)
     RUN(test_nested_wrong_types);
     RUN(test_over_limits);
     RUN(test_field_counts_and_junk);
+    RUN(test_announce_reply_roles);
     RUN(test_unknown_type);
     RUN(test_encoder_refuses);
     RUN(test_rule_violations);

@@ -40,7 +40,178 @@ static void announce1(struct shoal_reg *r, uint64_t now, uint32_t node, const ch
     snprintf(addr, sizeof(addr), "10.0.0.%u:7000", node);
     struct shoal_reg_have h = { .have_chunks = have, .total_chunks = 100, .complete = complete };
     memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, now, pk, addr, zone, &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, now, pk, addr, zone, &h, 1, NULL) == 0);
+}
+
+/* Announces |mid| for |node| in |zone| and returns the role it got. */
+static struct shoal_reg_role role1(struct shoal_reg *r, uint64_t now, uint32_t node,
+                                   const char *zone, const uint8_t mid[32], bool complete)
+{
+    uint8_t pk[32];
+    key(pk, 1, node);
+    struct shoal_reg_have h = { .have_chunks = complete ? 100 : 1, .total_chunks = 100,
+                                .complete = complete };
+    memcpy(h.manifest_id, mid, 32);
+    struct shoal_reg_role ro;
+    memset(&ro, 0xee, sizeof ro);
+    REQUIRE(shoal_reg_announce(r, now, pk, "10.0.0.1:7000", zone, &h, 1, &ro) == 0);
+    return ro;
+}
+
+/* "F" fetcher, "I<rem>" importer share (mod 4), "-" none. */
+static const char *role_str(struct shoal_reg_role ro)
+{
+    static char buf[8];
+    if (ro.fetcher && ro.import_mod == 0)
+        return "F";
+    if (!ro.fetcher && ro.import_mod == 4 && ro.import_rem < 4) {
+        snprintf(buf, sizeof buf, "I%u", ro.import_rem);
+        return buf;
+    }
+    if (!ro.fetcher && ro.import_mod == 0 && ro.import_rem == 0 &&
+        ro.rank == SHOAL_REG_RANK_NONE)
+        return "-";
+    return "?";
+}
+
+#define ROLE(r, now, node, zone, mid, complete, want) \
+    CHECK(strcmp(role_str(role1(r, now, node, zone, mid, complete)), want) == 0)
+
+/* Ranks per zone, first come first served; kept while a node stays, handed
+ * on (lowest first) when one leaves, expires or moves zone. */
+static void test_roles(void)
+{
+    struct shoal_reg *r = mkreg(1000); /* 2 fetchers, 4 importers */
+    uint8_t m[32];
+    key(m, 2, 1);
+    static const char *want[] = { "F", "F", "I0", "I1", "I2", "I3", "-", "-" };
+    for (uint32_t i = 0; i < 8; i++)
+        ROLE(r, 10, i, "a", m, false, want[i]);
+    /* Another zone counts on its own. */
+    ROLE(r, 10, 10, "b", m, false, "F");
+    /* A repeated announce keeps the role, also once complete. */
+    ROLE(r, 20, 3, "a", m, false, "I1");
+    ROLE(r, 20, 0, "a", m, true, "F");
+    /* A complete node does not take a free rank. */
+    ROLE(r, 20, 20, "c", m, true, "-");
+    ROLE(r, 20, 21, "c", m, false, "F");
+    struct shoal_reg_role ro = role1(r, 20, 21, "c", m, false);
+    CHECK_EQ(ro.rank, 0);
+
+    /* A fetcher leaves: the next announce without a rank takes its rank. */
+    uint8_t pk[32];
+    key(pk, 1, 1);
+    shoal_reg_remove_node(r, pk);
+    ROLE(r, 30, 6, "a", m, false, "F");
+    ROLE(r, 30, 7, "a", m, false, "-");
+    /* Another fetcher leaves and a node without a rank announces first. */
+    key(pk, 1, 0);
+    shoal_reg_remove_node(r, pk);
+    ROLE(r, 40, 7, "a", m, false, "F");
+    ROLE(r, 40, 4, "a", m, false, "I2"); /* rank 4: no lower one is free */
+    /* A fetcher leaves and an importer announces first: it moves up, so
+     * the zone keeps two fetchers, and its share goes to the next node
+     * without a rank (node 6 coming back below). */
+    key(pk, 1, 6);
+    shoal_reg_remove_node(r, pk);
+    ROLE(r, 50, 2, "a", m, false, "F");
+    ROLE(r, 50, 6, "a", m, false, "I0");
+
+    /* Expiry: everyone but node 5 (I3) announces again; it expires and its
+     * share goes to a newcomer. */
+    for (uint32_t i = 2; i <= 7; i++)
+        if (i != 5)
+            (void)role1(r, 900, i, "a", m, false);
+    (void)role1(r, 900, 10, "b", m, false);
+    (void)role1(r, 900, 21, "c", m, false);
+    shoal_reg_expire(r, 1500);
+    ROLE(r, 1500, 8, "a", m, false, "I3");
+    ROLE(r, 1500, 9, "a", m, false, "-");
+
+    /* Moving zone gives back the old zone's rank and takes one in the new. */
+    ROLE(r, 1600, 4, "b", m, false, "F");
+    ROLE(r, 1600, 9, "a", m, false, "I2");
+    /* Dropping the manifest gives its rank back too. */
+    key(pk, 1, 9);
+    REQUIRE(shoal_reg_announce(r, 1700, pk, "10.0.0.1:7000", "a", NULL, 0, NULL) == 0);
+    ROLE(r, 1700, 11, "a", m, false, "I2");
+    shoal_reg_free(r);
+}
+
+/* Ranks are per manifest: one announce can make a node the fetcher of one
+ * release and nothing for another; roles come back in the entries' order. */
+static void test_roles_two_manifests(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t m1[32], m2[32];
+    key(m1, 2, 1);
+    key(m2, 2, 2);
+    for (uint32_t i = 0; i < 6; i++)
+        (void)role1(r, 10, i, "a", m1, false);
+    uint8_t pk[32];
+    key(pk, 1, 6);
+    struct shoal_reg_have h[2] = {
+        { .have_chunks = 0, .total_chunks = 10 },
+        { .have_chunks = 0, .total_chunks = 10 },
+    };
+    memcpy(h[0].manifest_id, m1, 32);
+    memcpy(h[1].manifest_id, m2, 32);
+    struct shoal_reg_role ro[2];
+    REQUIRE(shoal_reg_announce(r, 10, pk, "10.0.0.6:7000", "a", h, 2, ro) == 0);
+    CHECK(strcmp(role_str(ro[0]), "-") == 0);
+    CHECK(strcmp(role_str(ro[1]), "F") == 0);
+    CHECK_EQ(ro[1].rank, 0);
+    /* The other order gives the same roles, in the other order. */
+    memcpy(h[0].manifest_id, m2, 32);
+    memcpy(h[1].manifest_id, m1, 32);
+    REQUIRE(shoal_reg_announce(r, 20, pk, "10.0.0.6:7000", "a", h, 2, ro) == 0);
+    CHECK(strcmp(role_str(ro[0]), "F") == 0);
+    CHECK(strcmp(role_str(ro[1]), "-") == 0);
+    shoal_reg_free(r);
+}
+
+/* 0 fetchers: every node leases at once; importers still get shares. And
+ * the rank budget is checked. */
+static void test_roles_zero_fetchers(void)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    CHECK_EQ(c.origin_fetchers, 2);
+    CHECK_EQ(c.importers, 4);
+    c.origin_fetchers = 0;
+    c.importers = 2;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    uint8_t m[32];
+    key(m, 2, 1);
+    for (uint32_t i = 0; i < 4; i++) {
+        struct shoal_reg_role ro = role1(r, 10, i, "a", m, false);
+        CHECK(ro.fetcher);
+        CHECK_EQ(ro.import_mod, i < 2 ? 2 : 0);
+        CHECK_EQ(ro.import_rem, i < 2 ? i : 0);
+    }
+    shoal_reg_free(r);
+
+    c.importers = 0;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    struct shoal_reg_role ro = role1(r, 10, 0, "a", m, false);
+    CHECK(ro.fetcher);
+    CHECK_EQ(ro.import_mod, 0);
+    CHECK_EQ(ro.rank, SHOAL_REG_RANK_NONE);
+    shoal_reg_free(r);
+
+    c.origin_fetchers = 200;
+    c.importers = 56;
+    r = NULL;
+    CHECK_EQ(shoal_reg_new(&r, &c), -EINVAL);
+    CHECK(r == NULL);
+    c.importers = 55;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    for (uint32_t i = 0; i < 256; i++) {
+        ro = role1(r, 10, i, "a", m, false);
+        CHECK_EQ(ro.rank, i < 255 ? i : SHOAL_REG_RANK_NONE);
+    }
+    shoal_reg_free(r);
 }
 
 static void test_peers_basic(void)
@@ -438,25 +609,25 @@ static void test_limits(void)
     for (int i = 0; i < 5; i++)
         h[i].have_chunks = 1;
     key(pk, 1, 1);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 4), SHOAL_ELIMIT);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 3), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 4, NULL), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 3, NULL), 0);
     /* Two new manifests would make five: refused, node unchanged. */
     key(pk, 1, 2);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 2, 3), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 2, 3, NULL), SHOAL_ELIMIT);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.nodes, 1);
     CHECK_EQ(st.entries, 3);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 1, 3), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 1, 3, NULL), 0);
     key(pk, 1, 3);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:3", "z", h, 1), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:3", "z", h, 1, NULL), 0);
     key(pk, 1, 4);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:4", "z", h, 1), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:4", "z", h, 1, NULL), SHOAL_ELIMIT);
     char longaddr[200];
     memset(longaddr, 'x', sizeof(longaddr) - 1);
     longaddr[199] = 0;
     key(pk, 1, 1);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, longaddr, "z", h, 1), SHOAL_ETOOBIG);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, longaddr, "z", h, 1, NULL), SHOAL_ETOOBIG);
     shoal_reg_free(r);
 }
 
@@ -492,8 +663,10 @@ static void test_churn(void)
     struct shoal_reg *r = mkreg(1u << 30);
     static uint8_t model[CN][CM]; /* 0 none, else have+1 */
     static bool alive[CN];
+    static uint32_t rank[CN][CM]; /* role rank last told (SHOAL_REG_RANK_NONE) */
     memset(model, 0, sizeof(model));
     memset(alive, 0, sizeof(alive));
+    memset(rank, 0xff, sizeof(rank));
     uint64_t s = 7;
     int bad = 0;
     for (int step = 0; step < 4000; step++) {
@@ -506,9 +679,14 @@ static void test_churn(void)
             shoal_reg_remove_node(r, pk);
             alive[node] = false;
             memset(model[node], 0, CM);
+            memset(rank[node], 0xff, sizeof(rank[node]));
         } else {
             struct shoal_reg_have h[CM];
+            struct shoal_reg_role ro[CM];
+            uint32_t hm[CM];
             size_t n = 0;
+            uint8_t had[CM];
+            memcpy(had, model[node], CM);
             memset(model[node], 0, CM);
             for (uint32_t m = 0; m < CM; m++) {
                 if ((s >> (m + 3)) & 1 && ((s >> 40) % 3)) {
@@ -516,11 +694,36 @@ static void test_churn(void)
                     key(h[n].manifest_id, 2, m);
                     h[n].have_chunks = 1 + (uint32_t)((s >> 50) + m) % 200;
                     model[node][m] = (uint8_t)h[n].have_chunks;
+                    hm[n] = m;
                     n++;
                 }
             }
-            REQUIRE(shoal_reg_announce(r, 1, pk, "x:1", node % 2 ? "a" : "b", h, n) == 0);
+            REQUIRE(shoal_reg_announce(r, 1, pk, "x:1", node % 2 ? "a" : "b", h, n, ro) == 0);
             alive[node] = true;
+            /* Roles: a rank is held by one node per (zone, manifest), a
+             * node is left without one only when all 6 are held, a rank
+             * only ever falls while the node keeps the manifest, and the
+             * role matches the rank (2 fetchers, 4 importers). */
+            uint32_t old[CM];
+            memcpy(old, rank[node], sizeof(old));
+            memset(rank[node], 0xff, sizeof(rank[node]));
+            for (size_t k = 0; k < n; k++) {
+                uint32_t m = hm[k], rk = ro[k].rank, held = 0;
+                bool clash = false;
+                for (uint32_t j = 0; j < CN; j++) {
+                    if (j == node || !alive[j] || j % 2 != node % 2 || !model[j][m] ||
+                        rank[j][m] == SHOAL_REG_RANK_NONE)
+                        continue;
+                    held++;
+                    clash |= rank[j][m] == rk;
+                }
+                bad += clash || (rk == SHOAL_REG_RANK_NONE ? held != 6 : rk >= 6);
+                bad += had[m] && old[m] != SHOAL_REG_RANK_NONE && rk > old[m];
+                bad += ro[k].fetcher != (rk < 2) ||
+                       ro[k].import_mod != (rk >= 2 && rk < 6 ? 4u : 0u) ||
+                       ro[k].import_rem != (rk >= 2 && rk < 6 ? rk - 2 : 0u);
+                rank[node][m] = rk;
+            }
         }
         if (step % 97 == 0 || step == 3999) {
             uint64_t entries = 0, nodes = 0;
@@ -567,10 +770,10 @@ static void test_zone_churn(void)
     int refused = 0;
     for (int i = 0; i < 3 * SHOAL_REG_ZONES_MAX; i++) {
         snprintf(z, sizeof(z), "junk%d", i);
-        refused += shoal_reg_announce(r, 10, evil, "1.2.3.4:1", z, NULL, 0) != 0;
+        refused += shoal_reg_announce(r, 10, evil, "1.2.3.4:1", z, NULL, 0, NULL) != 0;
     }
     CHECK_EQ(refused, 0);
-    CHECK_EQ(shoal_reg_announce(r, 10, good, "10.0.0.1:7000", "us-east-1a", NULL, 0), 0);
+    CHECK_EQ(shoal_reg_announce(r, 10, good, "10.0.0.1:7000", "us-east-1a", NULL, 0, NULL), 0);
     /* The rollout's zone survived the churn: a node there still sees it. */
     struct shoal_reg_desired d[4];
     CHECK_EQ(shoal_reg_rollouts_for(r, "keep", false, d, 4), 1);
@@ -611,8 +814,8 @@ static void test_fetched_return(void)
     REQUIRE(shoal_reg_put_manifest(r, mid, 0, "org/m", commit, 16, (const uint8_t *)"x", 1) == 0);
     struct shoal_reg_have h = { .total_chunks = 16 };
     memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1) == 0);
-    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
     uint32_t f, n;
     uint64_t e;
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
@@ -624,7 +827,7 @@ static void test_fetched_return(void)
     /* A crashes; B keeps announcing its 8 chunks. */
     shoal_reg_remove_node(r, a);
     h.have_chunks = 8;
-    REQUIRE(shoal_reg_announce(r, 30000, b, "10.0.0.2:1", "z", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 30000, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_lease(r, 30000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(f, 0);
     CHECK_EQ(n, 8);
@@ -634,19 +837,19 @@ static void test_fetched_return(void)
     struct shoal_reg_have hc = h;
     hc.have_chunks = 16;
     hc.complete = true;
-    REQUIRE(shoal_reg_announce(r, 32000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 32000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     shoal_reg_remove_node(r, b);
     CHECK_EQ(shoal_reg_lease(r, 33000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* Long after, still complete somewhere: the TTL does not apply. */
-    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_lease(r, 200000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* C stops claiming completeness: after the fetched TTL (long passed)
      * the spans nobody vouches for become leasable again. */
     hc.complete = false;
     hc.have_chunks = 3;
-    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_lease(r, 200001, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 8);
     shoal_reg_free(r);
@@ -664,7 +867,7 @@ static void test_peers_sparse_seeds(void)
         struct shoal_reg_have h = { .have_chunks = i < 3 ? 100 : 0, .total_chunks = 100,
                                     .complete = i < 3 };
         memcpy(h.manifest_id, mid, 32);
-        REQUIRE(shoal_reg_announce(r, 1000, k, "10.0.0.1:7000", "z1", &h, 1) == 0);
+        REQUIRE(shoal_reg_announce(r, 1000, k, "10.0.0.1:7000", "z1", &h, 1, NULL) == 0);
     }
     static struct shoal_reg_peer out[64];
     /* Every list has all three seeds, ahead of the holders of nothing that
@@ -690,9 +893,9 @@ static void test_peers_sparse_seeds(void)
     key(k0, 1, 0);
     struct shoal_reg_have h = { .have_chunks = 9, .total_chunks = 100 };
     memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, 1000, k5, "10.0.0.5:7000", "z1", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 1000, k5, "10.0.0.5:7000", "z1", &h, 1, NULL) == 0);
     h.have_chunks = 0;
-    REQUIRE(shoal_reg_announce(r, 1000, k0, "10.0.0.0:7000", "z1", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 1000, k0, "10.0.0.0:7000", "z1", &h, 1, NULL) == 0);
     size_t n = shoal_reg_peers(r, 1000, mid, NULL, "z1", out, 50);
     CHECK_EQ(n, 50);
     bool saw5 = false, saw0 = false;
@@ -732,7 +935,7 @@ static void test_lease_budget(void)
     /* An invented manifest claiming 16 Mi chunks gets no lease state. */
     struct shoal_reg_have h = { .have_chunks = 1, .total_chunks = SHOAL_REG_CHUNKS_MAX };
     memcpy(h.manifest_id, m[3], 32);
-    REQUIRE(shoal_reg_announce(r, 0, evil, "1.2.3.4:1", "z", &h, 1) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, evil, "1.2.3.4:1", "z", &h, 1, NULL) == 0);
     uint32_t f, n;
     uint64_t e;
     CHECK_EQ(shoal_reg_lease(r, 0, m[3], 0, evil, 1, 0, &f, &n, &e), SHOAL_ETOOBIG);
@@ -762,7 +965,7 @@ static void test_many_entries(void)
     }
     uint8_t pk[32];
     key(pk, 1, 1);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 40000), 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 40000, NULL), 0);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.entries, 40000);
@@ -823,5 +1026,8 @@ int main(void)
     RUN(test_lease_budget);
     RUN(test_many_entries);
     RUN(test_name_newest);
+    RUN(test_roles);
+    RUN(test_roles_two_manifests);
+    RUN(test_roles_zero_fetchers);
     return t_done();
 }

@@ -21,6 +21,10 @@ CASE is one of:
   tracker_down  the tracker a node lists is down; two nodes holding only the
                 manifest still complete from the origin (no lease) and exit
                 0 with --exit-when-complete.
+  roles         a tracker with --origin-fetchers 1 --importers 1 and 6 nodes
+                in two zones pulling one release: in each zone exactly one
+                node is told it is the origin fetcher, one the importer, one
+                neither; each logs its role once; all complete.
 Every wait is bounded; all processes are stopped at the end.
 """
 import hashlib
@@ -90,11 +94,11 @@ def make_keys(tmp, nodes):
                                ["cluster", "publisher", "admin", *nodes], ["admin", *nodes])
 
 
-def start_tracker(k, listen="127.0.0.1:0"):
+def start_tracker(k, listen="127.0.0.1:0", extra=()):
     t = Proc([TRACKER, "--listen", listen, "--cluster-key", k("cluster") + ".pub",
               "--publisher-keys", k("publisher") + ".pub", "--admin-keys",
               k("admin") + ".pub", "--announce-interval-ms", "1000",
-              "--node-ttl-ms", "5000", "--lease-ms", "20000"], name="tracker")
+              "--node-ttl-ms", "5000", "--lease-ms", "20000", *extra], name="tracker")
     m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
     if not m:
         t.dump()
@@ -311,12 +315,61 @@ def case_tracker_down(tmp):
     return fails
 
 
+def case_roles(tmp):
+    names = [f"r{i}" for i in range(6)]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "32M")
+    trk, taddr = start_tracker(k, extra=["--origin-fetchers", "1", "--importers", "1"])
+    publish(k, hub, tmp, taddr)
+    hub.reset()
+    release = f"acme/model@{hub.commit}"
+    zone = {n: "zone-" + "ab"[i % 2] for i, n in enumerate(names)}
+    nodes = [Node(n, k, tmp, hub, ["--tracker", taddr, "--zone", zone[n], "--pull", release])
+             for n in names]
+    fails = 0
+    for n in nodes:
+        if not n.completion(WAIT_S):
+            print(f"FAIL {n.name} did not complete")
+            fails += 1
+    pat = re.compile(r"release [0-9a-f]+: tracker role: (origin fetcher|importer of share 0/1|"
+                     r"none) (?:for|in) zone (\S+)")
+    told = {z: [] for z in zone.values()}
+    for n in nodes:
+        roles = pat.findall(n.log())
+        print(f"{n.name} ({zone[n.name]}): {roles}")
+        if len(roles) != 1:
+            print(f"FAIL {n.name} logged {len(roles)} roles, not one")
+            fails += 1
+            continue
+        if roles[0][1] != zone[n.name]:
+            print(f"FAIL {n.name} names zone {roles[0][1]}, not {zone[n.name]}")
+            fails += 1
+        told[zone[n.name]].append(roles[0][0])
+    for z, roles in sorted(told.items()):
+        if sorted(roles) != ["importer of share 0/1", "none", "origin fetcher"]:
+            print(f"FAIL {z}: roles {sorted(roles)}, not one fetcher, one importer, one none")
+            fails += 1
+    ratio = hub.egress() / hub.size
+    print(f"origin egress {ratio:.3f}x the release")
+    if ratio >= 1.2:
+        print("FAIL origin egress is not under 1.2x the release")
+        fails += 1
+    for n in nodes:
+        if n.stop() != 0:
+            print(f"FAIL {n.name} did not shut down cleanly")
+            fails += 1
+    if fails:
+        for p in procs:
+            p.dump()
+    return fails
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="shoal-rollout-")
     fails = 1
     try:
         fails = {"swarm8": case_swarm8, "restart": case_restart,
-                 "tracker_down": case_tracker_down}[CASE](tmp)
+                 "tracker_down": case_tracker_down, "roles": case_roles}[CASE](tmp)
     finally:
         shoalproc.kill_all()
         # Sanitizer builds: a report fails the test even when the process

@@ -565,6 +565,182 @@ static void test_import_share(void)
     CHECK_EQ(shoal_sched_new(&s, &cfg, &rel), -EINVAL);
 }
 
+/* The one mapping from a tracker's role to scheduler knobs. */
+static void test_role_fleet(void)
+{
+    struct shoal_sched_config base;
+    shoal_sched_config_default(&base);
+    base.origin_delay_ms = 1000;
+    base.max_leases = 2;
+    base.max_inflight = 8;
+    struct shoal_sched_role r;
+    shoal_sched_role_fleet(&r, &base, true, 0, 0);
+    CHECK(r.origin_delay_ms == 0 && r.max_leases == 2 && r.max_inflight == 8 &&
+          r.import_mod == 0 && r.import_rem == 0);
+    shoal_sched_role_fleet(&r, &base, false, 0, 0);
+    CHECK(r.origin_delay_ms == 1000 && r.max_leases == 1 && r.max_inflight == 8 &&
+          r.import_mod == 0);
+    shoal_sched_role_fleet(&r, &base, false, 4, 1);
+    CHECK(r.origin_delay_ms == 1000 && r.max_leases == 1 && r.max_inflight == 24 &&
+          r.import_mod == 4 && r.import_rem == 1);
+    shoal_sched_role_fleet(&r, &base, true, 4, 3);
+    CHECK(r.origin_delay_ms == 0 && r.max_leases == 2 && r.max_inflight == 24 &&
+          r.import_mod == 4 && r.import_rem == 3);
+    base.max_inflight = 0; /* uncapped stays uncapped */
+    shoal_sched_role_fleet(&r, &base, false, 4, 1);
+    CHECK_EQ(r.max_inflight, 0);
+}
+
+/* The origin delay moves with the role, also after it started counting:
+ * told it is a fetcher during the wait, a node leases at once; told to
+ * wait before its first lease, it waits from its start. */
+static void test_role_origin_delay(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.origin_delay_ms = 1000;
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    struct shoal_sched_action a[8];
+    CHECK_EQ(shoal_sched_next(s, 5000, a, 8), 0);
+    CHECK_EQ(shoal_sched_wakeup(s), 6000);
+    struct shoal_sched_role r = {.origin_delay_ms = 0, .max_leases = 1};
+    CHECK_EQ(shoal_sched_set_role(s, &r), 0);
+    size_t n = shoal_sched_next(s, 5100, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    shoal_sched_free(s);
+
+    cfg.origin_delay_ms = 0;
+    s = mk(8, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_next(s, 0, a, 0), 0); /* started, nothing asked yet */
+    r.origin_delay_ms = 1000;
+    CHECK_EQ(shoal_sched_set_role(s, &r), 0);
+    CHECK_EQ(shoal_sched_next(s, 500, a, 8), 0);
+    CHECK_EQ(shoal_sched_wakeup(s), 1000);
+    n = shoal_sched_next(s, 1000, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    shoal_sched_free(s);
+}
+
+/* Grants |first|..+|count| and returns how many chunks the scheduler then
+ * fetches from the origin; adds the leases it asks for next to |*asked|. */
+static uint32_t grant(struct shoal_sched *s, uint64_t now, uint32_t first, uint32_t count,
+                      size_t *asked)
+{
+    struct shoal_sched_action a[8];
+    CHECK_EQ(shoal_sched_lease_granted(s, now, first, count, now + 60000), 0);
+    size_t n = shoal_sched_next(s, now, a, 8);
+    uint32_t fetch = 0;
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_ORIGIN_FETCH)
+            fetch += a[i].count;
+    *asked += count_type(a, n, SHOAL_SCHED_LEASE_REQUEST);
+    return fetch;
+}
+
+/* More leases at once after a raise; after a cut, the leases held run to
+ * their end (each ends with LEASE_DONE) and no new one is asked for until
+ * fewer are held than the new limit. */
+static void test_role_leases(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.lease_chunks = 2;
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    struct shoal_sched_action a[8];
+    size_t n = shoal_sched_next(s, 0, a, 8);
+    size_t asked = 0;
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    CHECK_EQ(grant(s, 0, 0, 2, &asked), 2);
+    CHECK_EQ(asked, 0);
+    n = shoal_sched_next(s, 1000, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 0);
+
+    struct shoal_sched_role r = {.max_leases = 3};
+    CHECK_EQ(shoal_sched_set_role(s, &r), 0);
+    n = shoal_sched_next(s, 1000, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    CHECK_EQ(grant(s, 1000, 2, 2, &asked), 2);
+    CHECK_EQ(asked, 1); /* the third, right away */
+    CHECK_EQ(grant(s, 1000, 4, 2, &asked), 2);
+    CHECK_EQ(asked, 1);
+    n = shoal_sched_next(s, 2000, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 0);
+
+    r.max_leases = 1;
+    CHECK_EQ(shoal_sched_set_role(s, &r), 0);
+    /* Every chunk of the three leases arrives: three LEASE_DONEs, and only
+     * then (none held) a lease for the rest. */
+    size_t done = 0;
+    asked = 0;
+    for (uint32_t c = 0; c < 6; c++) {
+        CHECK_EQ(shoal_sched_origin_done(s, 3000, c, true), 0);
+        n = shoal_sched_next(s, 3000, a, 8);
+        done += count_type(a, n, SHOAL_SCHED_LEASE_DONE);
+        asked += count_type(a, n, SHOAL_SCHED_LEASE_REQUEST);
+        if (c < 5)
+            CHECK_EQ(asked, 0);
+    }
+    CHECK_EQ(done, 3);
+    CHECK_EQ(asked, 1);
+    CHECK_EQ(grant(s, 3000, 6, 2, &asked), 2);
+    shoal_sched_free(s);
+}
+
+/* Given an import share mid-download, a node fetches its share of the
+ * cross-zone-only chunks at once instead of after the delay; a lower
+ * in-flight cap holds new requests until enough have finished. */
+static void test_role_import_and_inflight(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 100;
+    cfg.min_depth = cfg.max_depth = 8;
+    cfg.origin_delay_ms = 1000000; /* no leases in the way */
+    struct shoal_sched *s = mk(16, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 10), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 15), 0);
+    for (uint32_t c = 0; c < 8; c++)
+        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(n, 1);
+    CHECK(a[0].peer == 1 && a[0].chunk == 15);
+    CHECK_EQ(shoal_sched_next(s, 10, a, 32), 0);
+
+    struct shoal_sched_role r = {.origin_delay_ms = 1000000, .import_mod = 2, .import_rem = 1};
+    CHECK_EQ(shoal_sched_set_role(s, &r), 0);
+    n = shoal_sched_next(s, 10, a, 32);
+    CHECK_EQ(n, 4);
+    for (size_t i = 0; i < n; i++)
+        CHECK(a[i].type == SHOAL_SCHED_REQUEST && a[i].peer == 2 && a[i].chunk % 2 == 1);
+    CHECK_EQ(shoal_sched_inflight(s), 5);
+
+    /* Cap 3 with 5 out: the even chunks wait even once the delay is over,
+     * until three requests finished (then 2 out, one slot free). */
+    r.max_inflight = 3;
+    CHECK_EQ(shoal_sched_set_role(s, &r), 0);
+    CHECK(!shoal_sched_has_room(s));
+    CHECK_EQ(shoal_sched_next(s, 300, a, 32), 0);
+    CHECK_EQ(shoal_sched_req_done(s, 300, 2, 1, 1 << 20, 10), 0);
+    CHECK_EQ(shoal_sched_req_done(s, 300, 2, 3, 1 << 20, 10), 0);
+    CHECK_EQ(shoal_sched_next(s, 300, a, 32), 0);
+    CHECK_EQ(shoal_sched_req_done(s, 300, 2, 5, 1 << 20, 10), 0);
+    n = shoal_sched_next(s, 300, a, 32);
+    CHECK_EQ(n, 1);
+    CHECK(a[0].peer == 2 && a[0].chunk % 2 == 0);
+
+    /* Bad roles change nothing. */
+    struct shoal_sched_role bad = {.import_mod = 2, .import_rem = 2};
+    CHECK_EQ(shoal_sched_set_role(s, &bad), -EINVAL);
+    bad = (struct shoal_sched_role){.import_rem = 1};
+    CHECK_EQ(shoal_sched_set_role(s, &bad), -EINVAL);
+    bad = (struct shoal_sched_role){.max_leases = SHOAL_SCHED_LEASES_MAX + 1};
+    CHECK_EQ(shoal_sched_set_role(s, &bad), -EINVAL);
+    CHECK(!shoal_sched_has_room(s));
+    shoal_sched_free(s);
+}
+
 /* A peer whose only chunks we need hide among many equally rare ones held
  * by another peer still gets asked for them: the bounded walk falls back
  * to an exact scan instead of writing the peer off. The slot API reports
@@ -688,6 +864,10 @@ int main(void)
     RUN(test_inflight_cap_loader);
     RUN(test_origin_delay);
     RUN(test_import_share);
+    RUN(test_role_fleet);
+    RUN(test_role_origin_delay);
+    RUN(test_role_leases);
+    RUN(test_role_import_and_inflight);
     RUN(test_scan_and_slot_have);
     RUN(test_rarity_changes);
     RUN(test_bad_args);

@@ -197,6 +197,39 @@ static bool closed_by_peer(struct shoal_trkc *c)
     return shoal_trkc_recv(c, &g_m, TMO) == -ECONNRESET;
 }
 
+/* The announce reply carries each incomplete release's role, ranked per
+ * zone in announce order; a complete one gets none listed. */
+static void test_roles(void)
+{
+    const char *extra[] = { "--origin-fetchers", "1", "--importers", "1", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident id[4];
+    struct shoal_trkc *c[4];
+    static const char *zone[4] = { "east", "east", "east", "west" };
+    uint8_t m1[32];
+    mid(m1, 1);
+    for (int i = 0; i < 4; i++) {
+        mk_ident(&id[i], &g_cluster_sk, far_future());
+        c[i] = join(&p, &id[i], zone[i], "10.0.0.1:7000", 0, NULL);
+        REQUIRE(c[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(announce(c[i], m1, 1, 10), 0);
+        const struct shoal_msg_announce_reply *r = &g_m.u.announce_reply;
+        REQUIRE(r->nroles == 1);
+        CHECK(memcmp(r->roles[0].manifest_id, m1, 32) == 0);
+        CHECK_EQ(r->roles[0].fetcher, i == 0 || i == 3);
+        CHECK_EQ(r->roles[0].import_mod, i == 1 ? 1 : 0);
+        CHECK_EQ(r->roles[0].import_rem, 0);
+    }
+    /* Complete: no role listed, though it keeps its rank. */
+    CHECK_EQ(announce(c[0], m1, 10, 10), 0);
+    CHECK_EQ(g_m.u.announce_reply.nroles, 0);
+    for (int i = 0; i < 4; i++)
+        shoal_trkc_free(c[i]);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 static void test_auth_refusals(void)
 {
     struct proc p = start_tracker(NULL);
@@ -862,6 +895,7 @@ int main(int argc, char **argv)
     RUN(test_backpressure);
     RUN(test_rate_limit_and_reput);
     RUN(test_name_newest);
+    RUN(test_roles);
 
     const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
     for (size_t i = 0; i < 4; i++) {

@@ -67,6 +67,13 @@ static const char usage[] =
     "                              announces the whole release (default 600000);\n"
     "                              they also do when the node that fetched them\n"
     "                              leaves before anyone holds the whole release\n"
+    "    --origin-fetchers N       per release and zone, the first N nodes that\n"
+    "                              announce it are told to lease from the origin\n"
+    "                              at once; the others wait (default 2; 0: every\n"
+    "                              node leases at once)\n"
+    "    --importers N             the next N nodes are each told to import a 1/N\n"
+    "                              share of the chunks from other zones at once\n"
+    "                              (default 4; fetchers + importers <= 255)\n"
     "    --max-peers N             largest peer list returned (default 50)\n"
     "    --max-conns N             simultaneous connections (default 10000)\n"
     "    --max-nodes N             nodes remembered (default 100000)\n"
@@ -104,7 +111,7 @@ static const char usage_more[] =
 enum {
     OPT_LISTEN = 256, OPT_CLUSTER, OPT_ADMIN, OPT_PUBLISHER, OPT_AUTH_S, OPT_AUTH_MS,
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
-    OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL,
+    OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_IMPORTERS,
 };
 
 static const struct option longopts[] = {
@@ -125,6 +132,8 @@ static const struct option longopts[] = {
     { "max-unauth", required_argument, NULL, OPT_UNAUTH },
     { "idle-timeout-ms", required_argument, NULL, OPT_IDLE },
     { "fetched-ttl-ms", required_argument, NULL, OPT_FETCHED_TTL },
+    { "origin-fetchers", required_argument, NULL, OPT_FETCHERS },
+    { "importers", required_argument, NULL, OPT_IMPORTERS },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -245,6 +254,14 @@ int main(int argc, char **argv)
             bad = parse_num(name, optarg, UINT32_MAX, &v);
             cfg.reg.fetched_ttl_ms = (uint32_t)v;
             break;
+        case OPT_FETCHERS:
+            bad = parse_num(name, optarg, SHOAL_REG_RANKS_MAX, &v);
+            cfg.reg.origin_fetchers = (uint32_t)v;
+            break;
+        case OPT_IMPORTERS:
+            bad = parse_num(name, optarg, SHOAL_REG_RANKS_MAX, &v);
+            cfg.reg.importers = (uint32_t)v;
+            break;
         default:
             fputs("Try 'shoal-tracker --help'.\n", stderr);
             status = 2;
@@ -258,6 +275,12 @@ int main(int argc, char **argv)
     if (optind < argc || !cluster) {
         fprintf(stderr, "shoal-tracker: %s\nTry 'shoal-tracker --help'.\n",
                 optind < argc ? "unexpected argument" : "--cluster-key is required");
+        status = 2;
+        goto out;
+    }
+    if (cfg.reg.origin_fetchers + cfg.reg.importers > SHOAL_REG_RANKS_MAX) {
+        fprintf(stderr, "shoal-tracker: --origin-fetchers plus --importers is %u, above %u\n",
+                cfg.reg.origin_fetchers + cfg.reg.importers, SHOAL_REG_RANKS_MAX);
         status = 2;
         goto out;
     }

@@ -181,6 +181,15 @@ struct holder {
     uint32_t have;
     uint16_t zone;
     uint8_t complete;
+    uint8_t rank;       /* role rank in (manifest, zone); RANK_NONE: none */
+};
+
+#define RANK_NONE 0xffu
+
+/* Which role ranks of one manifest are taken in one zone. */
+struct zrank {
+    uint64_t bits[4];
+    uint16_t zone;
 };
 
 /* A span of chunks a node reported fetched from the origin. While that
@@ -228,6 +237,8 @@ struct mani {
     uint32_t nl, capl;
     struct fspan *fs;
     uint32_t nfs, capfs;
+    struct zrank *zr;      /* zones with a rank taken, in no order */
+    uint32_t nzr, capzr;
     uint64_t last_done_ms;
     uint64_t created;      /* signing time, unix seconds (0 = unknown) */
     /* registered: */
@@ -310,6 +321,8 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->max_lease_chunks = 64ULL << 20;
     c->max_manifest_bytes = 1ULL << 30;
     c->fetched_ttl_ms = 600000;
+    c->origin_fetchers = 2;
+    c->importers = 4;
 }
 
 static uint32_t zone_acquire(struct shoal_reg *r, const char *z);
@@ -348,7 +361,8 @@ int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg)
     if (!out || !cfg || !cfg->announce_interval_ms || !cfg->node_ttl_ms || !cfg->lease_ms ||
         !cfg->max_nodes || !cfg->max_manifests || !cfg->max_entries_per_node ||
         cfg->max_entries_per_node > UINT16_MAX || cfg->max_nodes >= (1u << 31) ||
-        cfg->max_manifests >= (1u << 31)) {
+        cfg->max_manifests >= (1u << 31) || cfg->origin_fetchers > SHOAL_REG_RANKS_MAX ||
+        cfg->importers > SHOAL_REG_RANKS_MAX - cfg->origin_fetchers) {
         rv = -EINVAL;
         goto fail;
     }
@@ -384,6 +398,7 @@ static void mani_clear(struct mani *m)
     free(m->chunks);
     free(m->leases);
     free(m->fs);
+    free(m->zr);
     free(m->signed_bytes);
     free(m->names);
     memset(m, 0, sizeof(*m));
@@ -638,6 +653,84 @@ static void holder_update(struct shoal_reg *r, uint32_t mi, uint32_t slot, uint3
     }
 }
 
+/* ---- roles ---- */
+
+static struct zrank *zrank_find(struct mani *m, uint16_t zone)
+{
+    for (uint32_t i = 0; i < m->nzr; i++)
+        if (m->zr[i].zone == zone)
+            return &m->zr[i];
+    return NULL;
+}
+
+/* Gives back holder |ho|'s rank (if any) in its zone. */
+static void rank_release(struct mani *m, struct holder *ho)
+{
+    if (ho->rank == RANK_NONE)
+        return;
+    struct zrank *z = zrank_find(m, ho->zone);
+    if (z) {
+        z->bits[ho->rank >> 6] &= ~(1ull << (ho->rank & 63));
+        /* A zone with no rank taken is dropped, so zone churn cannot grow
+         * the array. */
+        if (!(z->bits[0] | z->bits[1] | z->bits[2] | z->bits[3]))
+            *z = m->zr[--m->nzr];
+    }
+    ho->rank = RANK_NONE;
+}
+
+/* Moves holder |ho| to the lowest free rank of its zone when that is
+ * below its own (none counts as the highest). Without memory for a new
+ * zone record it simply stays without a rank. */
+static void rank_take(struct shoal_reg *r, struct mani *m, struct holder *ho)
+{
+    uint32_t nranks = r->cfg.origin_fetchers + r->cfg.importers;
+    if (nranks == 0 || ho->rank == 0)
+        return;
+    struct zrank *z = zrank_find(m, ho->zone);
+    uint32_t lim = ho->rank < nranks ? ho->rank : nranks;
+    uint32_t free_rank = 0;
+    if (z) {
+        while (free_rank < lim && (z->bits[free_rank >> 6] >> (free_rank & 63) & 1))
+            free_rank++;
+    }
+    if (free_rank >= lim)
+        return;
+    if (!z) {
+        if (m->nzr == m->capzr) {
+            uint32_t ncap = m->capzr ? m->capzr * 2 : 2;
+            struct zrank *nz = realloc(m->zr, (size_t)ncap * sizeof(*nz));
+            if (!nz)
+                return;
+            m->zr = nz;
+            m->capzr = ncap;
+        }
+        z = &m->zr[m->nzr++];
+        *z = (struct zrank){ .zone = ho->zone };
+    } else if (ho->rank != RANK_NONE) {
+        z->bits[ho->rank >> 6] &= ~(1ull << (ho->rank & 63));
+    }
+    z->bits[free_rank >> 6] |= 1ull << (free_rank & 63);
+    ho->rank = (uint8_t)free_rank;
+}
+
+static void role_describe(const struct shoal_reg *r, const struct holder *ho,
+                          struct shoal_reg_role *out)
+{
+    uint32_t f = r->cfg.origin_fetchers, rank = ho->rank;
+    *out = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE };
+    out->fetcher = f == 0;
+    if (rank == RANK_NONE)
+        return;
+    out->rank = rank;
+    if (rank < f) {
+        out->fetcher = true;
+    } else if (rank - f < r->cfg.importers) {
+        out->import_mod = r->cfg.importers;
+        out->import_rem = rank - f;
+    }
+}
+
 /* Removes node entry |e| of node |ni| and its holder record. */
 static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
 {
@@ -646,6 +739,7 @@ static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
     struct mani *m = &r->manis[mi];
     uint32_t slot = nd->ents[e].slot;
     m->ncomplete -= m->h[slot].complete;
+    rank_release(m, &m->h[slot]);
     /* The entry goes first so the moves below never find it. */
     nd->ents[e] = nd->ents[--nd->nents];
     if (slot < m->ne) {
@@ -690,7 +784,7 @@ static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct
         m->caph = ncap;
     }
     m->h[m->nh] = (struct holder){ .node = ni, .have = h->have_chunks, .zone = nd->zone,
-                                   .complete = h->complete };
+                                   .complete = h->complete, .rank = RANK_NONE };
     nd->ents[nd->nents++] = (struct nent){ .mani = mi, .slot = m->nh, .mark = 1 };
     m->nh++;
     m->ncomplete += h->complete;
@@ -835,7 +929,7 @@ static void rate_count(struct shoal_reg *r, uint64_t now_ms)
 
 int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32],
                        const char *addr, const char *zone, const struct shoal_reg_have *haves,
-                       size_t n)
+                       size_t n, struct shoal_reg_role *roles)
 {
     int rv = 0;
     if (!addr)
@@ -874,13 +968,17 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
     struct node *nd = &r->nodes[ni];
     nd->last_ms = now_ms;
     if (nd->zone != zi) {
-        /* Moved zones: the holder copies follow. */
+        /* Moved zones: the holder copies follow; ranks are per zone, so
+         * the old ones go back and new ones are taken below. */
         r->zones[nd->zone].nodes--;
         zone_release(r, nd->zone);
         nd->zone = (uint16_t)zi;
         r->zones[zi].nodes++;
-        for (uint16_t e = 0; e < nd->nents; e++)
-            r->manis[nd->ents[e].mani].h[nd->ents[e].slot].zone = (uint16_t)zi;
+        for (uint16_t e = 0; e < nd->nents; e++) {
+            struct mani *m = &r->manis[nd->ents[e].mani];
+            rank_release(m, &m->h[nd->ents[e].slot]);
+            m->h[nd->ents[e].slot].zone = (uint16_t)zi;
+        }
     } else {
         zone_release(r, zi); /* the node already holds a reference */
     }
@@ -918,6 +1016,15 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         } else if ((rv = entry_add(r, ni, mi, h)) != 0) {
             goto out;
         }
+        /* entry_add appended entry |e|. Only this manifest's holders move
+         * its holder records, so the slot stays put for this announce. A
+         * complete node needs no role to take one. */
+        struct mani *m = &r->manis[mi];
+        struct holder *ho = &m->h[nd->ents[e].slot];
+        if (!ho->complete)
+            rank_take(r, m, ho);
+        if (roles)
+            role_describe(r, ho, &roles[i]);
     }
     r->st.announces++;
     rate_count(r, now_ms);

@@ -46,6 +46,10 @@
 #define SHOAL_REG_ROLLOUTS_MAX 64
 /* Most peers returned by one shoal_reg_peers call. */
 #define SHOAL_REG_PEERS_MAX 256
+/* Most role ranks per (manifest, zone): origin_fetchers + importers. */
+#define SHOAL_REG_RANKS_MAX 255
+/* shoal_reg_role.rank of a node without a rank. */
+#define SHOAL_REG_RANK_NONE UINT32_MAX
 
 struct shoal_reg_config {
     uint32_t announce_interval_ms;  /* told to nodes in the announce reply */
@@ -65,18 +69,27 @@ struct shoal_reg_config {
                                        leasable again after this long while
                                        no node announces the whole manifest
                                        (0 = never) */
+    /* Fleet roles (see shoal_reg_announce): per manifest and zone, the
+     * first origin_fetchers announcers lease from the origin at once (0:
+     * every node does) and the next importers each import a 1/importers
+     * share of the chunks from other zones at once. Together at most
+     * SHOAL_REG_RANKS_MAX. */
+    uint32_t origin_fetchers;
+    uint32_t importers;
 };
 
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
  * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
- * 1 GiB of registered manifests, fetched TTL 10 min. */
+ * 1 GiB of registered manifests, fetched TTL 10 min, 2 origin fetchers and
+ * 4 importers per zone. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
 
 struct shoal_reg;
 
 /* New empty registry with a copy of |cfg|, into |*out| (written only on
  * success). Returns 0, -EINVAL (a zero interval/ttl/lease/limit,
- * max_entries_per_node above 65535) or -ENOMEM. */
+ * max_entries_per_node above 65535, origin_fetchers + importers above
+ * SHOAL_REG_RANKS_MAX) or -ENOMEM. */
 int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg);
 /* Frees everything; NULL is accepted. */
 void shoal_reg_free(struct shoal_reg *r);
@@ -90,6 +103,18 @@ struct shoal_reg_have {
     bool complete;
 };
 
+/* A node's part in fetching one manifest, decided by the tracker so that a
+ * fleet of daemons (and the simulator) leaves the origin and the zone
+ * boundary to a few nodes per zone. */
+struct shoal_reg_role {
+    bool fetcher;         /* lease from the origin at once; others wait */
+    uint32_t import_mod;  /* > 0: import the chunks c with c % import_mod ==
+                             import_rem from other zones at once */
+    uint32_t import_rem;
+    uint32_t rank;        /* rank within (manifest, zone), or
+                             SHOAL_REG_RANK_NONE */
+};
+
 /*
  * Records that |node_pk| (listening on |addr|, in |zone|) holds exactly the
  * |n| manifests in |haves|, replacing whatever it announced before, and
@@ -97,13 +122,25 @@ struct shoal_reg_have {
  * |addr| and |zone| are copied (NUL-terminated; NULL means ""). A node may
  * change zone; a zone nobody is in any more is forgotten. The entries'
  * total_chunks never size lease state (see shoal_reg_lease).
+ *
+ * Roles: within each (manifest, zone), ranks 0 .. origin_fetchers +
+ * importers - 1 go to announcers that are not complete, first come first
+ * served. A node keeps its rank while it stays (also once complete); a
+ * rank freed by a node that leaves, expires, moves zone or drops the
+ * manifest goes to the next announce of that manifest in that zone by a
+ * node without a rank or with a higher one, so the lowest ranks (the
+ * fetchers) stay filled. Rank r < origin_fetchers is a fetcher; the next
+ * importers ranks import share r - origin_fetchers of importers; with 0
+ * origin_fetchers every node is a fetcher. When |roles| is not NULL,
+ * roles[i] receives the role for haves[i] (on success only).
+ *
  * Returns 0; SHOAL_ETOOBIG when addr or zone is too long; SHOAL_ELIMIT when
  * |n| > max_entries_per_node or the node, manifest or zone tables are full
  * (nothing is changed then); -ENOMEM (the node may have lost entries).
  */
 int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32],
                        const char *addr, const char *zone, const struct shoal_reg_have *haves,
-                       size_t n);
+                       size_t n, struct shoal_reg_role *roles);
 
 /* Forgets |node_pk|: its holdings, its leases (their chunks become free
  * again) and the chunks it fetched from the origin (free again unless a

@@ -127,6 +127,7 @@ struct shoal_tracker {
     struct shoal_msg msg;     /* decoded request (large: kept off the stack) */
     struct shoal_msg reply;
     struct shoal_reg_have haves[SHOAL_MSG_ANNOUNCE_MAX];
+    struct shoal_reg_role roles[SHOAL_MSG_ANNOUNCE_MAX];
     struct shoal_reg_peer peers[SHOAL_MSG_PEERS_MAX];
     struct shoal_reg_desired desired[SHOAL_MSG_DESIRED_MAX];
     uint64_t auth_failures, bad_input, conns_total, conns_refused, conns_evicted;
@@ -623,7 +624,8 @@ static int handle_announce(struct conn *c, uint64_t now)
         t->haves[i].total_chunks = a->entries[i].total_chunks;
         t->haves[i].complete = a->entries[i].complete;
     }
-    int rv = shoal_reg_announce(t->reg, now, c->pk, c->addr, c->zone, t->haves, a->count);
+    int rv = shoal_reg_announce(t->reg, now, c->pk, c->addr, c->zone, t->haves, a->count,
+                                t->roles);
     if (rv)
         return send_error(c, rv, rv == SHOAL_ELIMIT ? "tracker is full" : shoal_strerror(rv));
     size_t n = shoal_reg_rollouts_for(t->reg, c->zone, true, t->desired, SHOAL_MSG_DESIRED_MAX);
@@ -636,6 +638,19 @@ static int handle_announce(struct conn *c, uint64_t now)
         m->u.announce_reply.desired[i].repo.p = t->desired[i].repo_at_rev;
         m->u.announce_reply.desired[i].repo.len = (uint32_t)strlen(t->desired[i].repo_at_rev);
     }
+    /* Roles only for what the node still fetches: a complete release
+     * needs none, and the reply stays small for a node full of seeds. */
+    uint32_t nr = 0;
+    for (uint32_t i = 0; i < a->count; i++) {
+        if (a->entries[i].complete)
+            continue;
+        struct shoal_msg_role *ro = &m->u.announce_reply.roles[nr++];
+        memcpy(ro->manifest_id, a->entries[i].manifest_id, 32);
+        ro->fetcher = t->roles[i].fetcher;
+        ro->import_mod = t->roles[i].import_mod;
+        ro->import_rem = t->roles[i].import_rem;
+    }
+    m->u.announce_reply.nroles = nr;
     return conn_send(c, m);
 }
 
