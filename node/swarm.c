@@ -69,6 +69,7 @@ struct verify_job {
     uint64_t sent_ms;
     int rv;
     bool dup; /* --- tracker ---: the chunk was already held */
+    bool kept;              /* the store took |base| (and frees it) */
     /* --- ctl: codec --- */
     uint8_t codec;          /* of |data|, which holds |plen| payload bytes */
     uint32_t plen;
@@ -551,7 +552,10 @@ static void verify_work(uv_work_t *w)
         }
     }
     /* --- end ctl --- */
-    j->rv = shoal_store_put_chunk(j->s->store, j->chunk, j->data, j->len);
+    /* The store may keep the buffer to hash the chunk later from memory
+     * (chunks verified a little out of order); it then frees it itself. */
+    j->rv = shoal_store_put_chunk_keep(j->s->store, j->chunk, j->data, j->len, j->base,
+                                       shoal_peer_buf_free, &j->kept);
 }
 
 static void verify_done(uv_work_t *w, int status)
@@ -601,7 +605,8 @@ static void verify_done(uv_work_t *w, int status)
                   shoal_strerror(rv), err);
         }
     }
-    shoal_peer_buf_free(j->base); /* --- s2 --- */
+    if (!j->kept)
+        shoal_peer_buf_free(j->base); /* --- s2 --- */
     free(j);
     if (!s->stopped)
         pump(s);
