@@ -56,14 +56,6 @@
 /* Read-back buffers kept for the running sha256: one per thread that may
  * hash at once (the libuv pool's default size). */
 #define SPARE_BUFS 4u
-/* Verified chunks kept in memory for the running sha256 (see
- * shoal_store_put_chunk_keep): at most this many in the whole store, each
- * at most this many chunks ahead of its blob's hashed prefix. Chunks
- * fetched front to back reach the store a little out of order (several
- * workers verify at once); these few buffers are enough to hash every one
- * of them from memory, and bound what waiting costs. */
-#define KEEP_MAX 8u
-#define KEEP_AHEAD 8u
 /* A kept manifest larger than this is not read back for dedup. */
 #define KEPT_MANIFEST_MAX ((size_t)SHOAL_MF_MAX_BYTES_DEFAULT)
 
@@ -79,7 +71,6 @@ struct blob {
     bool ready;         /* sha256 matched: bytes final (under mu; never
                          * cleared, see shoal_store_file_ready) */
     bool hashing;       /* a thread owns |sha| (under mu) */
-    uint32_t nkept;     /* entries of s->kept for this blob (under mu) */
     uint32_t hashed;    /* primary chunks [0, hashed) are in |sha| */
     struct shoal_sha256 sha; /* running; touched only by its owner */
 };
@@ -122,15 +113,6 @@ struct shoal_store {
      * chunk that arrived out of order. */
     uint8_t *spare[SPARE_BUFS];
     unsigned nspare;
-    /* Chunks kept for the running hash (under mu): the bytes of primary
-     * chunk |pos| of blob |blob| are at |data|, in |base|. */
-    struct kept {
-        uint32_t blob, pos;
-        const uint8_t *data;
-        uint8_t *base;
-        shoal_store_release_cb release;
-    } kept[KEEP_MAX];
-    unsigned nkept;
     char err[512];
 };
 
@@ -871,39 +853,6 @@ static void set_done_locked(struct shoal_store *s, uint32_t b)
 
 /* ---- running sha256 ---- */
 
-/* Moves the kept bytes of primary chunk |pos| of blob |b| to |*out| and
- * forgets them; |out->base| stays NULL when none are kept. Under mu. */
-static void kept_take(struct shoal_store *s, uint32_t b, uint32_t pos, struct kept *out)
-{
-    for (unsigned i = 0; i < s->nkept; i++) {
-        if (s->kept[i].blob == b && s->kept[i].pos == pos) {
-            *out = s->kept[i];
-            s->kept[i] = s->kept[--s->nkept];
-            s->blobs[b].nkept--;
-            return;
-        }
-    }
-}
-
-/* Moves every buffer kept for blob |b| (every blob when |b| is UINT32_MAX)
- * to |out| (room for KEEP_MAX) and returns how many, for the caller to
- * release without mu. Under mu. */
-static unsigned kept_drop(struct shoal_store *s, uint32_t b, struct kept *out)
-{
-    unsigned n = 0;
-
-    for (unsigned i = 0; i < s->nkept;) {
-        if (b == UINT32_MAX || s->kept[i].blob == b) {
-            out[n++] = s->kept[i];
-            s->blobs[s->kept[i].blob].nkept--;
-            s->kept[i] = s->kept[--s->nkept];
-        } else {
-            i++;
-        }
-    }
-    return n;
-}
-
 /* A read-back buffer of max_len bytes: a kept one, else a new one. Called
  * without mu. NULL when out of memory. */
 static uint8_t *spare_get(struct shoal_store *s)
@@ -954,16 +903,10 @@ static int hash_run(struct shoal_store *s, uint32_t b, uint32_t idx, const uint8
 
         if (!to_end && (bl->state != BLOB_INCOMPLETE || !bit_get(s->bits, next)))
             break;
-        struct kept k = {.base = NULL};
-
-        if (bl->nkept > 0)
-            kept_take(s, b, bl->hashed, &k);
         pthread_mutex_unlock(&s->mu);
         if (bl->hashed == 0)
             shoal_sha256_init(&bl->sha);
-        if (k.base) {
-            p = k.data;
-        } else if (!data || s->group[next] != s->group[idx]) {
+        if (!data || s->group[next] != s->group[idx]) {
             if (!*buf && !(*buf = spare_get(s)))
                 rv = -ENOMEM;
             else
@@ -972,8 +915,6 @@ static int hash_run(struct shoal_store *s, uint32_t b, uint32_t idx, const uint8
         }
         if (rv == 0)
             shoal_sha256_update(&bl->sha, p, c->len);
-        if (k.base)
-            k.release(k.base);
         pthread_mutex_lock(&s->mu);
         if (rv < 0)
             break;
@@ -1008,8 +949,6 @@ static int hash_finish(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
                        uint8_t out[SHOAL_HASH_LEN])
 {
     struct blob *bl = &s->blobs[b];
-    struct kept left[KEEP_MAX];
-    unsigned nleft;
     uint8_t *buf = NULL;
     int rv;
 
@@ -1026,12 +965,8 @@ static int hash_finish(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
      * or an error), the next hash starts from the first chunk. */
     bl->hashed = 0;
     bl->hashing = false;
-    /* Only a failed read leaves any: the next hash reads them back. */
-    nleft = kept_drop(s, b, left);
     pthread_cond_broadcast(&s->hash_cv);
     pthread_mutex_unlock(&s->mu);
-    for (unsigned i = 0; i < nleft; i++)
-        left[i].release(left[i].base);
     spare_put(s, buf);
     return rv;
 }
@@ -1461,9 +1396,6 @@ void shoal_store_free(struct shoal_store *s)
     pthread_cond_destroy(&s->hash_cv);
     while (s->nspare > 0)
         free(s->spare[--s->nspare]);
-    /* Kept chunks of blobs that never completed. */
-    for (unsigned i = 0; i < s->nkept; i++)
-        s->kept[i].release(s->kept[i].base);
     free(s->file_blob);
     free(s->blob_files);
     free(s->blobs);
@@ -1483,13 +1415,6 @@ void shoal_store_free(struct shoal_store *s)
 int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *data,
                           uint32_t len)
 {
-    return shoal_store_put_chunk_keep(s, idx, data, len, NULL, NULL, NULL);
-}
-
-int shoal_store_put_chunk_keep(struct shoal_store *s, uint32_t idx, const uint8_t *data,
-                               uint32_t len, uint8_t *base, shoal_store_release_cb release,
-                               bool *kept)
-{
     uint8_t id[SHOAL_HASH_LEN];
     const struct shoal_mf_chunk *c;
     uint32_t *claimed = NULL, *touched;
@@ -1497,8 +1422,6 @@ int shoal_store_put_chunk_keep(struct shoal_store *s, uint32_t idx, const uint8_
     bool flush = false;
     int rv = 0;
 
-    if (kept)
-        *kept = false;
     if (!s || idx >= s->nchunks)
         return SHOAL_ENOTFOUND;
     c = chunk(s, idx);
@@ -1563,19 +1486,7 @@ int shoal_store_put_chunk_keep(struct shoal_store *s, uint32_t idx, const uint8_
             bl->state = BLOB_COMPLETING;
             claimed[nclaimed++] = b;
         } else {
-            uint32_t pos = j - file(s, bl->primary)->first_chunk;
-
             touched[ntouched++] = b;
-            /* Ahead of the hashed prefix, but not far: keep the bytes for
-             * the thread that hashes up to them. One place only (a chunk
-             * that occurs twice is read back as before). */
-            if (release && kept && !*kept && glen == 1 && pos > bl->hashed &&
-                pos - bl->hashed <= KEEP_AHEAD && s->nkept < KEEP_MAX) {
-                s->kept[s->nkept++] = (struct kept){.blob = b, .pos = pos, .data = data,
-                                                     .base = base, .release = release};
-                bl->nkept++;
-                *kept = true;
-            }
         }
     }
     if (++s->since_flush >= s->flush_every)

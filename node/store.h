@@ -138,24 +138,6 @@ void shoal_store_free(struct shoal_store *s);
 int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx,
                           const uint8_t *data, uint32_t len);
 
-/* Frees a buffer the store kept (see shoal_store_put_chunk_keep). */
-typedef void (*shoal_store_release_cb)(uint8_t *base);
-
-/*
- * shoal_store_put_chunk, and the store may also keep the caller's buffer:
- * a verified chunk that arrived a little ahead of its file's hashed prefix
- * is then hashed from memory when the prefix reaches it, instead of being
- * read back from the file. |base| is the allocation holding |data|. On
- * return *|kept| says whether the store took |base|: if so the caller
- * must not touch or free it, and the store calls |release|(|base|) once,
- * from any thread, when done with it (at the latest in shoal_store_free).
- * Without a |release|, or on any error, nothing is kept. Same returns as
- * shoal_store_put_chunk.
- */
-int shoal_store_put_chunk_keep(struct shoal_store *s, uint32_t idx, const uint8_t *data,
-                               uint32_t len, uint8_t *base, shoal_store_release_cb release,
-                               bool *kept);
-
 /* Reads verified chunk |idx| into |buf| (|cap| bytes) for serving. Returns
  * the chunk length (> 0); SHOAL_ENOTFOUND when |idx| is out of range or not
  * verified; SHOAL_ELIMIT when |cap| is smaller than the chunk; a negated

@@ -69,7 +69,6 @@ struct verify_job {
     uint64_t sent_ms;
     int rv;
     bool dup; /* --- tracker ---: the chunk was already held */
-    bool kept;              /* the store took |base| (and frees it) */
     /* --- ctl: codec --- */
     uint8_t codec;          /* of |data|, which holds |plen| payload bytes */
     uint32_t plen;
@@ -132,9 +131,6 @@ struct shoal_swarm {
     /* --- s2 --- per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
     uint8_t *raw_run;
-    /* --- i5 --- a loader's order is in effect; the default front-to-back
-     * order (see one_peer_order) is */
-    bool loader_order, auto_order;
 };
 
 static uint32_t next_req_id = 1;
@@ -442,8 +438,6 @@ void shoal_swarm_peer_ready(struct shoal_swarm *s, struct shoal_peer *p)
         send_bitfield(s, sp);
 }
 
-static void one_peer_order(struct shoal_swarm *s); /* --- i5 --- */
-
 static void drop_peer(struct shoal_swarm *s, struct speer *sp)
 {
     for (uint32_t i = 0; i < s->npeers; i++) {
@@ -459,7 +453,6 @@ static void drop_peer(struct shoal_swarm *s, struct speer *sp)
             j->cancelled = true;
     }
     free(sp);
-    one_peer_order(s); /* --- i5 --- */
 }
 
 void shoal_swarm_peer_gone(struct shoal_swarm *s, struct shoal_peer *p)
@@ -527,7 +520,6 @@ static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
     if (sp->joined && s->sched)
         shoal_sched_peer_remove(s->sched, sp->id);
     sp->joined = false;
-    one_peer_order(s); /* --- i5 --- */
     sp->nreq = 0;
     /* Several bad chunks may be in flight: ban and close only once. A peer
      * already closing is still banned by key. */
@@ -559,10 +551,7 @@ static void verify_work(uv_work_t *w)
         }
     }
     /* --- end ctl --- */
-    /* The store may keep the buffer to hash the chunk later from memory
-     * (chunks verified a little out of order); it then frees it itself. */
-    j->rv = shoal_store_put_chunk_keep(j->s->store, j->chunk, j->data, j->len, j->base,
-                                       shoal_peer_buf_free, &j->kept);
+    j->rv = shoal_store_put_chunk(j->s->store, j->chunk, j->data, j->len);
 }
 
 static void verify_done(uv_work_t *w, int status)
@@ -612,8 +601,7 @@ static void verify_done(uv_work_t *w, int status)
                   shoal_strerror(rv), err);
         }
     }
-    if (!j->kept)
-        shoal_peer_buf_free(j->base); /* --- s2 --- */
+    shoal_peer_buf_free(j->base); /* --- s2 --- */
     free(j);
     if (!s->stopped)
         pump(s);
@@ -1502,7 +1490,6 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
         if (rv != 0)
             return;
         sp->joined = true;
-        one_peer_order(s); /* --- i5 --- */
     }
     /* The wire is most-significant-bit first, the scheduler least. */
     bits = malloc(bf->bits.len ? bf->bits.len : 1);
@@ -1586,9 +1573,7 @@ int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd)
     return shoal_store_file_open(s->store, file, fd);
 }
 
-/* Hands files |files| (manifest indices, |n| 0: none) to the scheduler as
- * the wanted order, skipping complete and empty ones. */
-static int apply_order(struct shoal_swarm *s, const uint32_t *files, size_t n)
+int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n)
 {
     uint32_t nfiles = shoal_manifest_nfiles(s->m), *sched_idx = NULL, *want = NULL;
     size_t nwant = 0;
@@ -1618,68 +1603,11 @@ static int apply_order(struct shoal_swarm *s, const uint32_t *files, size_t n)
         want[nwant++] = sched_idx[files[i]];
     }
     rv = shoal_sched_want_files(s->sched, want, nwant);
+    if (rv == 0)
+        pump(s);
 out:
     free(sched_idx);
     free(want);
-    return rv;
-}
-
-/* --- i5 ---
- * While exactly one peer has joined and no loader has given an order, the
- * release is fetched file by file, front to back (the loader tiers of the
- * scheduler, every file in manifest order), instead of rarest first with a
- * random tie-break. Rarest first serves the swarm: it spreads what peers
- * hold so they can trade. With one peer there is no one to trade with:
- * that peer is our only source and no other node takes anything from us,
- * so the order changes nothing for anyone else, and front to back lets the
- * store hash each file as it arrives instead of reading most of it back
- * (and publish it right after its last chunk). A second peer brings
- * rarest first back at once.
- */
-static void one_peer_order(struct shoal_swarm *s)
-{
-    uint32_t joined = 0, nfiles, *all;
-    bool want;
-
-    if (!s->sched)
-        return;
-    for (uint32_t i = 0; i < s->npeers; i++)
-        joined += s->peers[i]->joined;
-    /* With no peer at all nothing is fetched: keep the order as it is, so
-     * the last peer leaving (or shutdown) changes nothing. */
-    if (joined == 0 && !s->loader_order)
-        return;
-    want = joined == 1 && !s->loader_order;
-    if (want == s->auto_order)
-        return;
-    nfiles = shoal_manifest_nfiles(s->m);
-    all = want ? malloc(sizeof *all * (nfiles + 1)) : NULL;
-    if (want && !all)
-        return; /* no memory: rarest first, as before */
-    for (uint32_t i = 0; want && i < nfiles; i++)
-        all[i] = i;
-    if (apply_order(s, all, want ? nfiles : 0) == 0) {
-        s->auto_order = want;
-        LOG_D("release %s: %s", s->idhex,
-              want ? "one peer: fetching files front to back"
-                   : "rarest first again");
-    }
-    free(all);
-}
-
-int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n)
-{
-    int rv;
-
-    if (!s->sched)
-        return 0; /* an empty release: nothing to schedule */
-    rv = apply_order(s, files, n);
-    if (rv == 0) {
-        s->loader_order = n > 0;
-        s->auto_order = false;
-        one_peer_order(s);
-        pump(s);
-    }
     return rv;
 }
 /* --- end loader --- */

@@ -7,8 +7,7 @@
  * release fills shared chunks from the first locally; a file whose sha256
  * disagrees with the manifest is not published; concurrent puts; a file is
  * handed out (same inode, whole bytes) as soon as its sha256 matches, before
- * it is published, and stays so when publishing fails; memory mode; chunks
- * a little ahead of a file's hashed prefix kept in memory, within bounds.
+ * it is published, and stays so when publishing fails; memory mode.
  *
  * Usage: test_store            all tests that need no privileges
  *        test_store diskfull   disk full (private tmpfs when root, else
@@ -1128,103 +1127,6 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
     return remove(path);
 }
 
-/* Buffers handed to shoal_store_put_chunk_keep: how many the store still
- * holds, the most it held at once, and how many it released. */
-static struct {
-    int held, peak, released;
-} keep_ev;
-
-static void keep_release(uint8_t *base)
-{
-    keep_ev.held--;
-    keep_ev.released++;
-    free(base);
-}
-
-/* Puts chunk |i| from a buffer of its own, which the store may keep. */
-static int put_keep(struct shoal_store *s, const struct rel *r, uint32_t i, bool *kept)
-{
-    uint32_t len = shoal_manifest_chunk(r->m, i)->len;
-    uint8_t *b = dup_bytes(chunk_bytes(r, i), len);
-    int rv = shoal_store_put_chunk_keep(s, i, b, len, b, keep_release, kept);
-
-    if (*kept) {
-        if (++keep_ev.held > keep_ev.peak)
-            keep_ev.peak = keep_ev.held;
-    } else {
-        free(b);
-    }
-    return rv;
-}
-
-/* Chunks that reach the store a little ahead of their file's hashed prefix
- * (as when several workers verify a front-to-back fetch): the store keeps
- * some of the buffers, a bounded number at once, releases each exactly
- * once, and the files are published with the right bytes; buffers kept for
- * a release that never completes are released when the store is freed. */
-static void test_keep_ahead(void)
-{
-    const char *cache = new_cache();
-    struct shoal_store_opts o = {.branch = "main"};
-    struct shoal_store *s = NULL;
-    struct rel r;
-    uint32_t n, nkept = 0;
-    bool kept;
-
-    memset(&keep_ev, 0, sizeof keep_ev);
-    memset(&r, 0, sizeof r);
-    rel_add(&r, "a.bin", gen(300000, 7), 300000);
-    rel_add(&r, "b.bin", gen(200000, 8), 200000);
-    rel_finish(&r, SHOAL_REPO_MODEL, "org/keep", C1, -1);
-    n = shoal_manifest_nchunks(r.m);
-    REQUIRE(n > 40);
-    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
-    /* Each group of four goes last to first: three of them arrive ahead of
-     * the prefix, the first of the group lets it catch up. */
-    for (uint32_t g = 0; g < n; g += 4) {
-        for (uint32_t k = 4; k-- > 0;) {
-            if (g + k >= n)
-                continue;
-            CHECK_EQ(put_keep(s, &r, g + k, &kept), 0);
-            nkept += kept;
-        }
-    }
-    CHECK(shoal_store_complete(s));
-    check_published(cache, &r);
-    CHECK(nkept > n / 2);
-    CHECK(keep_ev.peak <= 8);
-    CHECK_EQ(keep_ev.held, 0);
-    CHECK_EQ(keep_ev.released, (int)nkept);
-    /* A chunk far ahead of the prefix is not kept: it is read back. */
-    shoal_store_free(s);
-    rel_free(&r);
-
-    memset(&keep_ev, 0, sizeof keep_ev);
-    memset(&r, 0, sizeof r);
-    rel_add(&r, "config.json", dup_bytes((const uint8_t *)"{}", 2), 2);
-    rel_add(&r, "c.bin", gen(100000, 9), 100000);
-    rel_finish(&r, SHOAL_REPO_MODEL, "org/keep2", C1, -1);
-    n = shoal_manifest_file(r.m, 1)->nchunks;
-    REQUIRE(n > 12);
-    REQUIRE(shoal_store_open(&s, new_cache(), r.m, &o) == 0);
-    {
-        uint32_t first = shoal_manifest_file(r.m, 1)->first_chunk;
-
-        CHECK_EQ(put_keep(s, &r, first + n - 1, &kept), 0);
-        CHECK(!kept);
-        /* Close ahead, with the first chunk missing: kept until the end. */
-        CHECK_EQ(put_keep(s, &r, first + 2, &kept), 0);
-        CHECK(kept);
-        CHECK_EQ(put_keep(s, &r, first + 1, &kept), 0);
-        CHECK(kept);
-    }
-    CHECK_EQ(keep_ev.held, 2);
-    shoal_store_free(s);
-    CHECK_EQ(keep_ev.held, 0);
-    CHECK_EQ(keep_ev.released, 2);
-    rel_free(&r);
-}
-
 int main(int argc, char **argv)
 {
     struct shoal_pubkey pk;
@@ -1240,7 +1142,6 @@ int main(int argc, char **argv)
     } else {
         RUN(test_hfcache_names);
         RUN(test_publish_random_order);
-        RUN(test_keep_ahead);
         RUN(test_bad_chunk);
         RUN(test_resume);
         RUN(test_crash_and_bad_sidecar);

@@ -14,11 +14,6 @@ CASE is one of:
   bad_peer        a second seed serves corrupted chunks: the puller bans it,
                   still completes from the honest seed, verified, and
                   refuses the banned node when it comes back.
-  one_peer_order  a puller whose only peer is a seed says it fetches the
-                  release file by file, front to back, and four shards of
-                  about 32 chunks each complete in manifest order; a puller
-                  with two seeds goes back to rarest first when the second
-                  joins (and says so).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -227,59 +222,6 @@ def case_bad_peer(tmp, hangup=False):
     return fails
 
 
-def case_one_peer_order(tmp):
-    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
-                            ("cluster", "publisher", "a", "m", "b", "c"), ("a", "m", "b", "c"))
-    repo = os.path.join(tmp, "repo")
-    rnd = random.Random(99)
-    shards = ["model-%05d-of-00004.safetensors" % i for i in range(1, 5)]
-    files = {p: rnd.randbytes(2 * 1024 * 1024 + 313 * i) for i, p in enumerate(shards)}
-    files["config.json"] = b'{"hidden_size": 64}\n'
-    os.makedirs(repo)
-    for path, data in files.items():
-        with open(os.path.join(repo, path), "wb") as f:
-            f.write(data)
-    mf = os.path.join(tmp, "rel.manifest")
-    mid = shoalproc.build_manifest(SHOAL, repo, k, mf)
-    fails = 0
-    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
-                                               "--exit-when-complete", "--log-level", "debug"]))
-    rc = b.wait(WAIT_S)
-    if rc != 0:
-        print(f"FAIL puller did not complete (exit {rc})")
-        fails += 1
-    fails += check_snapshot(tmp, "b", files)
-    done = re.findall(r"(model-\d+-of-00004\.safetensors) complete and verified", b.log())
-    if done != shards:
-        print(f"FAIL with one peer the shards completed in the order {done}, want {shards}")
-        fails += 1
-    if "one peer: fetching files front to back" not in b.log():
-        print("FAIL the puller with one peer did not say it fetches front to back")
-        fails += 1
-    # Two seeds: once the second joins, rarest first again.
-    m = Node("seed2", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    c = Node("puller2", node_args(k, "c", tmp, ["--peer", a.addr, "--peer", m.addr,
-                                                "--pull", mid, "--exit-when-complete",
-                                                "--log-level", "debug"]))
-    rc = c.wait(WAIT_S)
-    if rc != 0:
-        print(f"FAIL puller2 did not complete (exit {rc})")
-        fails += 1
-    fails += check_snapshot(tmp, "c", files)
-    if len(re.findall(r"authenticated: ", c.log())) < 2 or "rarest first again" not in c.log():
-        print("FAIL the puller with two seeds did not go back to rarest first")
-        fails += 1
-    for n in (a, m):
-        if n.stop() != 0:
-            print(f"FAIL {n.name} did not shut down cleanly")
-            fails += 1
-    if fails:
-        for n in (a, m, b, c):
-            n.dump()
-    return fails
-
-
 def case_manifest_queue(tmp):
     """A seed whose manifest budget (1 byte) lets one answer go at a time,
     asked by four pullers: each answer goes only when the one before it has
@@ -406,8 +348,6 @@ def main():
             fails = case_bad_peer(tmp)
         elif CASE == "bad_peer_hangup":
             fails = case_bad_peer(tmp, hangup=True)
-        elif CASE == "one_peer_order":
-            fails = case_one_peer_order(tmp)
         elif CASE == "manifest_queue":
             fails = case_manifest_queue(tmp)
         elif CASE == "dedup":
