@@ -3,7 +3,7 @@
 # to build, test and benchmark, only when something is missing. Works as root
 # (CI) and as a user with sudo.
 shoal_packages="meson ninja-build pkg-config gcc libc6-dev libsodium-dev libuv1-dev
-libmsgpack-dev libzstd-dev libcurl4-openssl-dev python3 python3-numpy curl nginx
+libmsgpack-dev libzstd-dev libcurl4-openssl-dev libssl-dev python3 python3-numpy curl nginx
 clang libclang-rt-14-dev zstd iproute2 procps util-linux"
 
 shoal_install_deps() {

@@ -16,6 +16,7 @@
 #include "cred.h"
 #include "error.h"
 #include "frame.h"
+#include "gcm.h"
 #include "hash.h"
 
 #define HS_DOMAIN "shoal-hs-v1"
@@ -357,7 +358,10 @@ static int seal_with(const struct shoal_session *s, uint64_t ctr, uint8_t *frame
     rv = shoal_frame_header(frame, sealed);
     if (rv != 0)
         goto out;
-    if (s->cipher == CIPHER_AESGCM) {
+    if (s->cipher == CIPHER_AESGCM && shoal_gcm_libcrypto()) {
+        make_nonce(nonce, SHOAL_GCM_NONCE_LEN, ctr);
+        rv = shoal_gcm_seal(s->tx_key, nonce, p, body_len, p + body_len);
+    } else if (s->cipher == CIPHER_AESGCM) {
         make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, ctr);
         crypto_aead_aes256gcm_encrypt_detached_afternm(p, p + body_len, NULL, p, body_len,
                                                        NULL, 0, NULL, nonce, &s->tx_gcm);
@@ -367,7 +371,8 @@ static int seal_with(const struct shoal_session *s, uint64_t ctr, uint8_t *frame
                                                             body_len, NULL, 0, NULL, nonce,
                                                             s->tx_key);
     }
-    *frame_len = sealed + SHOAL_FRAME_HDR_LEN;
+    if (rv == 0)
+        *frame_len = sealed + SHOAL_FRAME_HDR_LEN;
 out:
     return rv;
 }
@@ -400,7 +405,10 @@ static int open_with(const struct shoal_session *s, uint64_t ctr, uint8_t *body,
     if (len < SHOAL_SESSION_TAG_LEN)
         return SHOAL_EBADMSG;
     n = len - SHOAL_SESSION_TAG_LEN;
-    if (s->cipher == CIPHER_AESGCM) {
+    if (s->cipher == CIPHER_AESGCM && shoal_gcm_libcrypto()) {
+        make_nonce(nonce, SHOAL_GCM_NONCE_LEN, ctr);
+        rc = shoal_gcm_open(s->rx_key, nonce, body, n, body + n);
+    } else if (s->cipher == CIPHER_AESGCM) {
         make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, ctr);
         rc = crypto_aead_aes256gcm_decrypt_detached_afternm(body, NULL, body, n, body + n,
                                                             NULL, 0, nonce, &s->rx_gcm);
