@@ -898,7 +898,11 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
     uint32_t first = 0, cnt = 0;
     uint64_t exp = 0;
     int rv = 0;
-    if (S->c->tracker) {
+    /* Leases ration the origin on the premise that peers pass each chunk
+     * on; with no peer exchange a node can only fetch it itself, and a
+     * chunk another node fetched would stay out of reach (until the
+     * tracker's fetched_ttl frees it again, ten simulated minutes). */
+    if (S->c->tracker && S->c->max_peers > 0) {
         uint8_t pk[32];
         node_pk(x, pk);
         rv = shoal_reg_lease(S->reg, ms(S->now), S->mid, S->nchunks, pk, count, hint, &first,
@@ -910,8 +914,8 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
         if (rv != 0)
             return rv;
     } else {
-        /* No tracker: the node goes straight to the gateway for the span
-         * it asked for. */
+        /* No tracker (or no peers): the node goes straight to the gateway
+         * for the span it asked for. */
         first = hint;
         cnt = count;
         if (cnt > S->nchunks - first)

@@ -59,6 +59,17 @@ static void test_origin_alone(void)
     CHECK(near(r->max, want));
     CHECK_EQ(r->origin_bytes, 8 * c.release_bytes);
     shoal_sim_result_free(r);
+    /* The same with the tracker on: no peers means no one to pass a
+     * leased chunk on, so every node still fetches it all itself (the
+     * lease's one-fetch-per-chunk left the others waiting for days). */
+    c.tracker = true;
+    c.max_sim_s = 10 * want; /* a stall fails the test instead of hanging it */
+    r = NULL;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 8);
+    CHECK(near(r->max, want));
+    CHECK_EQ(r->origin_bytes, 8 * c.release_bytes);
+    shoal_sim_result_free(r);
 }
 
 /* A swarm: every node ends with the release, and the bytes add up. */
