@@ -99,7 +99,7 @@ static const struct key keys[] = {
     {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
      "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
     {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (4)"},
-    {"max-leases", K_U64, F(max_leases), "N", "origin leases held at once (1, at most 16)"},
+    {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2, at most 16)"},
     /* --- end tracker --- */
 };
 

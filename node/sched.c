@@ -581,7 +581,7 @@ void shoal_sched_config_default(struct shoal_sched_config *c)
     c->cross_zone_delay_ms = 300;
     c->endgame_dups = 2;
     c->lease_chunks = 4;
-    c->max_leases = 1;
+    c->max_leases = 2;
     c->lease_retry_ms = 500;
     c->busy_backoff_ms = 10;
     c->max_inflight = 8;

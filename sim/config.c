@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "sim.h"
+#include "registry.h"
 #include "sched.h"
 
 void shoal_sim_config_default(struct shoal_sim_config *c)
@@ -39,10 +40,13 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->max_inflight = sc.max_inflight;
     c->busy_backoff_ms = sc.busy_backoff_ms;
     c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
-    c->origin_fetchers = 2;
-    c->importers = 4;
+    /* ... and the tracker's fleet roles. */
+    struct shoal_reg_config rc;
+    shoal_reg_config_default(&rc);
+    c->origin_fetchers = rc.origin_fetchers;
+    c->importers = rc.importers;
     c->origin_delay_ms = 1000;
-    c->max_leases = 2;
+    c->max_leases = sc.max_leases;
 }
 
 /* A non-negative number with an optional K/M/G/T suffix (|bin|: powers of

@@ -645,6 +645,7 @@ static void test_role_leases(void)
     struct shoal_sched_config cfg;
     shoal_sched_config_default(&cfg);
     cfg.lease_chunks = 2;
+    cfg.max_leases = 1; /* one lease held to begin with; the role raises it */
     struct shoal_sched *s = mk(8, 0, NULL, &cfg);
     struct shoal_sched_action a[8];
     size_t n = shoal_sched_next(s, 0, a, 8);
