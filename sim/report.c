@@ -27,6 +27,9 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     fprintf(f, "cross-zone     %.3f GiB (%.5f of bytes received)\n",
             (double)r->cross_bytes / 1073741824.0,
             ratio((double)r->cross_bytes, (double)r->recv_bytes));
+    if (r->lease_chunks)
+        fprintf(f, "origin leases  %u chunks each (shoald --lease-chunks %u asks the same)\n",
+                r->lease_chunks, r->lease_chunks);
     fprintf(f, "received       %.3f GiB, wasted %.3f GiB (duplicates, aborts)\n",
             (double)r->recv_bytes / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);
     fprintf(f, "transfers      %llu chunk transfers, %llu events, %.3f s simulated\n",

@@ -1273,6 +1273,9 @@ static int setup(struct sim *S)
         uint64_t span = S->nchunks / (holders ? holders : 1);
         sc.lease_chunks = span < 1 ? 1 : span > 64 ? 64 : (uint32_t)span;
     }
+    /* A daemon asks for --lease-chunks (its own default is 4): the
+     * summary names the span, so a plan can be run as simulated. */
+    r->lease_chunks = sc.lease_chunks;
     if (c->endgame_dups)
         sc.endgame_dups = c->endgame_dups;
     if (c->busy_backoff_ms)

@@ -143,6 +143,7 @@ struct shoal_sim_result {
     uint64_t transfers;        /* chunk transfers completed */
     uint64_t events;
     uint64_t busy;             /* requests answered busy (upload slots full) */
+    uint32_t lease_chunks;     /* chunks per origin lease the nodes asked for */
     double end_s;              /* simulated time at the end */
     struct shoal_sim_node *node;
     /* bytes received by source over time: bins of bin_s seconds,
