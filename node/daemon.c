@@ -810,16 +810,22 @@ static void trk_fill_announce(void *user, struct shoal_msg_announce *a)
 }
 
 /* Desired releases: anything not held or pulled yet becomes a pull. Fleet
- * roles: each release the tracker names gets the role it was given (with
- * several trackers, the last answer naming it wins; a release none names
- * keeps its configured behaviour). */
+ * roles: each release the tracker names gets the role it was given, taken
+ * only from the tracker that arbitrates leases (shoal_trkconn_arbiter):
+ * trackers rank nodes each on their own, and roles from two of them would
+ * flip a node's role on every answer. A release none names keeps its
+ * configured behaviour. */
 static void trk_on_announce_reply(void *user, uint32_t idx,
                                   const struct shoal_msg_announce_reply *r)
 {
     struct shoal_daemon *d = user;
     bool added = false;
 
-    for (uint32_t i = 0; i < r->nroles && !d->stopping; i++) {
+    if (shoal_trkconn_arbiter(d->trk) != (int)idx && r->nroles > 0)
+        LOG_D("roles from tracker %s ignored: leases go to another tracker",
+              shoal_trkconn_addr(d->trk, idx));
+    for (uint32_t i = 0;
+         i < r->nroles && !d->stopping && shoal_trkconn_arbiter(d->trk) == (int)idx; i++) {
         const struct shoal_msg_role *ro = &r->roles[i];
         struct shoal_swarm *s = find_swarm(d, ro->manifest_id);
         int rv;

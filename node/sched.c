@@ -293,12 +293,19 @@ static void tier_count(struct shoal_sched *s, uint32_t t, int delta)
         s->missmask &= ~(1ull << t);
 }
 
+static uint32_t file_endgame_tier(const struct shoal_sched *s);
+
 /* Room for another request: below max_inflight, which does not bind while
- * a loader waits for a file of ours: then the first shard's latency is what
- * counts, and the cap would hold its chunks behind requests already out. */
-static inline bool room(const struct shoal_sched *s)
+ * a loader's file still has chunks to pick (they are picked first) or is
+ * in its own endgame: then the first shard's latency is what counts, and
+ * the cap would hold its chunks behind requests already out. */
+static bool room(const struct shoal_sched *s)
 {
-    return s->nreq < s->cap || ((s->missmask & ~(1ull << TIER_NORMAL)) != 0 && s->nreq < s->reqcap);
+    if (s->nreq < s->cap)
+        return true;
+    if ((s->missmask & ~(1ull << TIER_NORMAL)) == 0 || s->nreq >= s->reqcap)
+        return false;
+    return (s->pickmask & ~(1ull << TIER_NORMAL)) != 0 || file_endgame_tier(s) != NIL;
 }
 
 /* Recomputes |slot|'s bit in the ready mask after its state changed. */

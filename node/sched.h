@@ -173,6 +173,13 @@ struct shoal_sched_role {
     uint32_t import_rem;
 };
 
+/* One number per distinct tracker role (fetcher, import share), so the
+ * daemon and the simulator skip an answer that repeats the role in effect. */
+static inline uint32_t shoal_sched_role_key(bool fetcher, uint32_t import_mod, uint32_t import_rem)
+{
+    return (uint32_t)fetcher | import_mod << 1 | import_rem << 16;
+}
+
 /*
  * The role the daemon and the simulator both give a node the tracker
  * called a |fetcher| (or not) with import share |import_mod|,

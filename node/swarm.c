@@ -119,8 +119,10 @@ struct shoal_swarm {
     uint64_t busy_slots;
     char idhex[17];
     /* --- tracker --- */
-    uint32_t role;                 /* fleet role in effect, packed as in
-                                    * shoal_swarm_set_role; UINT32_MAX: none */
+    uint32_t role;                 /* shoal_sched_role_key() of the fleet role
+                                    * in effect; UINT32_MAX: none */
+    struct shoal_sched_config sbase; /* the scheduler's settings at open: a
+                                      * role is applied on top of them */
     struct slease {
         bool used;
         uint32_t first, count;
@@ -277,6 +279,7 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     /* The scheduler holds leases back for the delay, so a fleet role from
      * the tracker can change it (shoal_swarm_set_role). */
     sc.origin_delay_ms = cfg->origin_delay_ms;
+    s->sbase = sc;
     s->role = UINT32_MAX;
     /* --- end tracker --- */
     memset(&rel, 0, sizeof rel);
@@ -1677,9 +1680,8 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
 int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mod,
                          uint32_t import_rem)
 {
-    struct shoal_sched_config base;
     struct shoal_sched_role r;
-    uint32_t key = (uint32_t)fetcher | import_mod << 1 | import_rem << 16;
+    uint32_t key = shoal_sched_role_key(fetcher, import_mod, import_rem);
     const char *zone = s->cfg->zone && *s->cfg->zone ? s->cfg->zone : "(none)";
     int rv = 0;
 
@@ -1689,13 +1691,9 @@ int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mo
     }
     if (!s->sched || key == s->role)
         goto out;
-    /* The same knobs the swarm opened with: they are the role-less
-     * defaults, and a role only moves them (shoal_sched_role_fleet). */
-    shoal_sched_config_default(&base);
-    base.origin_delay_ms = s->cfg->origin_delay_ms;
-    if (s->cfg->max_leases)
-        base.max_leases = s->cfg->max_leases > 16 ? 16 : s->cfg->max_leases;
-    shoal_sched_role_fleet(&r, &base, fetcher, import_mod, import_rem);
+    /* The knobs the swarm opened with are the role-less defaults, and a
+     * role only moves them (shoal_sched_role_fleet). */
+    shoal_sched_role_fleet(&r, &s->sbase, fetcher, import_mod, import_rem);
     if ((rv = shoal_sched_set_role(s->sched, &r)) != 0)
         goto out;
     s->role = key;

@@ -115,6 +115,14 @@ uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t)
     return k;
 }
 
+int shoal_trkconn_arbiter(const struct shoal_trkconn *t)
+{
+    for (uint32_t i = 0; i < t->n; i++)
+        if (t->conns[i]->st == C_READY)
+            return (int)i;
+    return -1;
+}
+
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx)
 {
     return idx < t->n ? t->conns[idx]->addr : "?";

@@ -112,6 +112,9 @@ void shoal_trkconn_free(struct shoal_trkconn *t);
 /* Trackers configured / currently authenticated. */
 uint32_t shoal_trkconn_count(const struct shoal_trkconn *t);
 uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t);
+/* The tracker that arbitrates origin fetches (leases go to it): the first
+ * ready one in configuration order; -1 when none is ready. */
+int shoal_trkconn_arbiter(const struct shoal_trkconn *t);
 /* "host:port" of tracker |idx|. */
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx);
 

@@ -93,7 +93,7 @@ struct node {
     const uint8_t **phave;
     uint32_t npeers;
     uint32_t oconn;        /* conn origin -> this node */
-    uint32_t role;         /* role_key() of the role in effect */
+    uint32_t role;         /* shoal_sched_role_key() of the role in effect */
     struct vec up, down;
     double used_up, used_down; /* bytes/s allocated to active flows */
     uint64_t wake_ms;
@@ -694,19 +694,13 @@ static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t byte
         r->node[src].uploaded += bytes;
 }
 
-/* One number per distinct role, so a repeated answer changes nothing. */
-static uint32_t role_key(bool fetcher, uint32_t import_mod, uint32_t import_rem)
-{
-    return (uint32_t)fetcher | import_mod << 1 | import_rem << 16;
-}
-
 /* Gives node |x| the role the tracker named, as the daemon does
  * (shoal_sched_role_fleet from the same knobs, then the same setter). */
 static int apply_role(struct sim *S, uint32_t x, bool fetcher, uint32_t import_mod,
                       uint32_t import_rem)
 {
     struct node *nd = &S->node[x];
-    uint32_t key = role_key(fetcher, import_mod, import_rem);
+    uint32_t key = shoal_sched_role_key(fetcher, import_mod, import_rem);
     struct shoal_sched_role sr;
     int rv = 0;
     if (key == nd->role)

@@ -22,6 +22,7 @@ static struct shoal_sched *mk(uint32_t nchunks, uint32_t nfiles, const uint32_t 
     struct shoal_sched *s = NULL;
 
     shoal_sched_config_default(&cfg);
+    cfg.max_inflight = 0; /* pipelines fill past the wanted files' chunks */
     cfg.min_depth = cfg.max_depth = depth;
     REQUIRE(shoal_sched_new(&s, &cfg, &rel) == 0);
     return s;

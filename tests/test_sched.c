@@ -166,6 +166,7 @@ static void test_loader_order(void)
     static const int rank[6] = {3, 2, 4, 1, 5, 0}; /* file -> position; 5: unwanted */
     struct shoal_sched_config cfg;
     shoal_sched_config_default(&cfg);
+    cfg.max_inflight = 0; /* pipelines fill past the wanted files' chunks */
     cfg.min_depth = cfg.max_depth = 6;
     struct shoal_sched *s = mk(24, 6, ff, &cfg);
     uint8_t all[3];
@@ -470,14 +471,16 @@ static void test_inflight_cap(void)
     shoal_sched_free(s);
 }
 
-/* While a loader waits for a file, the cap gives way: the file's chunks go
- * out at once instead of behind the requests already in flight. */
+/* While a loader waits for a file, the cap gives way to that file's chunks:
+ * they go out at once instead of behind the requests already in flight;
+ * the rest of the release stays capped. */
 static void test_inflight_cap_loader(void)
 {
     struct shoal_sched_config cfg;
     shoal_sched_config_default(&cfg);
     cfg.max_inflight = 3;
-    uint32_t ff[2] = {0, 32};
+    cfg.min_depth = cfg.max_depth = 4; /* room for 16 in the peers' pipelines */
+    uint32_t ff[2] = {0, 56};
     struct shoal_sched *s = mk(64, 2, ff, &cfg);
     uint8_t all[8];
     all_bits(all, 64);
@@ -487,6 +490,10 @@ static void test_inflight_cap_loader(void)
     }
     struct shoal_sched_action a[64];
     CHECK_EQ(shoal_sched_next(s, 0, a, 64), 3);
+    uint32_t out = 0; /* file 1's chunks in flight, one bit each */
+    for (size_t i = 0; i < 3; i++)
+        if (a[i].chunk >= 56)
+            out |= 1u << (a[i].chunk - 56);
     uint32_t want = 1;
     CHECK_EQ(shoal_sched_want_files(s, &want, 1), 0);
     size_t n = shoal_sched_next(s, 1, a, 64);
@@ -494,8 +501,14 @@ static void test_inflight_cap_loader(void)
     CHECK(shoal_sched_inflight(s) > 3);
     for (size_t i = 0; i < n; i++) {
         CHECK_EQ(a[i].type, SHOAL_SCHED_REQUEST);
-        CHECK(a[i].chunk >= 32);
+        CHECK(a[i].chunk >= 56);
+        if (a[i].chunk >= 56)
+            out |= 1u << (a[i].chunk - 56);
     }
+    /* The whole file is out, and nothing else past the cap: nothing more
+     * until the requests in flight fall below it again. */
+    CHECK_EQ(out, 0xffu);
+    CHECK_EQ(shoal_sched_next(s, 2, a, 64), 0);
     shoal_sched_free(s);
 }
 

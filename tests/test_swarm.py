@@ -16,7 +16,8 @@ CASE is one of:
                   refuses the banned node when it comes back.
   upload_slots    a seed with one upload slot and three pullers peering with
                   each other: the seed tells some requests busy, the pullers
-                  feed each other, all complete verified.
+                  feed each other, all complete verified; then a fourth
+                  that knows only the seed gets the slot and completes.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -350,7 +351,7 @@ def case_upload_slots(tmp):
     from each other meanwhile, and all three complete with verified files."""
     k, _, _, _, _ = setup(tmp)
     names = ("p1", "p2", "p3")
-    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, names, names)
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, names + ("p4",), names + ("p4",))
     repo = os.path.join(tmp, "repo-s")
     files = {"model.safetensors": random.Random(9).randbytes(8 * 1024 * 1024 + 3)}
     os.makedirs(repo)
@@ -379,6 +380,15 @@ def case_upload_slots(tmp):
             print(f"FAIL {n} did not complete")
             fails += 1
         fails += check_snapshot(tmp, n, files)
+    # The slot is handed on, not kept: a latecomer that knows only the seed
+    # is served by it once the others are done.
+    late = Node("p4", node_args(k, "p4", tmp, ["--peer", a.addr, "--pull", mid,
+                                              "--exit-when-complete"]))
+    rc = late.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL a puller that knows only the seed did not complete (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "p4", files)
     busy = metric(run("metrics", "--socket", sock("a")), "shoal_upload_slots_busy_total")
     shared = sum(metric(run("metrics", "--socket", sock(n)), "shoal_served_bytes_total") or 0
                  for n in names)
@@ -394,7 +404,7 @@ def case_upload_slots(tmp):
             print(f"FAIL {n.name} did not shut down cleanly")
             fails += 1
     if fails:
-        for n in [a] + pullers:
+        for n in [a] + pullers + [late]:
             n.dump()
     return fails
 
