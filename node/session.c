@@ -53,7 +53,6 @@ struct shoal_session {
 
     uint8_t rx_key[32], tx_key[32];
     uint64_t rx_ctr, tx_ctr;
-    crypto_aead_aes256gcm_state rx_gcm, tx_gcm;
 };
 
 int shoal_session_new(struct shoal_session **out, bool initiator,
@@ -258,10 +257,6 @@ static int finish_hellos(struct shoal_session *s)
     sodium_memzero(s->eph_sk, sizeof s->eph_sk);
     if (rv != 0)
         return SHOAL_EBADMSG; /* the peer's ephemeral key is a bad point */
-    if (s->cipher == CIPHER_AESGCM) {
-        crypto_aead_aes256gcm_beforenm(&s->rx_gcm, s->rx_key);
-        crypto_aead_aes256gcm_beforenm(&s->tx_gcm, s->tx_key);
-    }
     free(s->my_hello);
     free(s->peer_hello);
     s->my_hello = s->peer_hello = NULL;
@@ -358,13 +353,9 @@ static int seal_with(const struct shoal_session *s, uint64_t ctr, uint8_t *frame
     rv = shoal_frame_header(frame, sealed);
     if (rv != 0)
         goto out;
-    if (s->cipher == CIPHER_AESGCM && shoal_gcm_libcrypto()) {
+    if (s->cipher == CIPHER_AESGCM) {
         make_nonce(nonce, SHOAL_GCM_NONCE_LEN, ctr);
         rv = shoal_gcm_seal(s->tx_key, nonce, p, body_len, p + body_len);
-    } else if (s->cipher == CIPHER_AESGCM) {
-        make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, ctr);
-        crypto_aead_aes256gcm_encrypt_detached_afternm(p, p + body_len, NULL, p, body_len,
-                                                       NULL, 0, NULL, nonce, &s->tx_gcm);
     } else {
         make_nonce(nonce, sizeof nonce, ctr);
         crypto_aead_xchacha20poly1305_ietf_encrypt_detached(p, p + body_len, NULL, p,
@@ -405,13 +396,9 @@ static int open_with(const struct shoal_session *s, uint64_t ctr, uint8_t *body,
     if (len < SHOAL_SESSION_TAG_LEN)
         return SHOAL_EBADMSG;
     n = len - SHOAL_SESSION_TAG_LEN;
-    if (s->cipher == CIPHER_AESGCM && shoal_gcm_libcrypto()) {
+    if (s->cipher == CIPHER_AESGCM) {
         make_nonce(nonce, SHOAL_GCM_NONCE_LEN, ctr);
         rc = shoal_gcm_open(s->rx_key, nonce, body, n, body + n);
-    } else if (s->cipher == CIPHER_AESGCM) {
-        make_nonce(nonce, crypto_aead_aes256gcm_NPUBBYTES, ctr);
-        rc = crypto_aead_aes256gcm_decrypt_detached_afternm(body, NULL, body, n, body + n,
-                                                            NULL, 0, nonce, &s->rx_gcm);
     } else {
         make_nonce(nonce, sizeof nonce, ctr);
         rc = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(body, NULL, body, n, body + n,
