@@ -98,7 +98,7 @@ static const struct key keys[] = {
      "tracker makes an origin fetcher for the release does not wait"},
     {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
      "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
-    {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (4)"},
+    {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (64, the most a tracker grants)"},
     {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2, at most 16)"},
     /* --- end tracker --- */
 };

@@ -587,7 +587,7 @@ void shoal_sched_config_default(struct shoal_sched_config *c)
     c->max_depth = 16;
     c->cross_zone_delay_ms = 300;
     c->endgame_dups = 2;
-    c->lease_chunks = 4;
+    c->lease_chunks = 64;
     c->max_leases = 2;
     c->lease_retry_ms = 500;
     c->busy_backoff_ms = 10;
