@@ -119,6 +119,14 @@ void shoal_sched_config_default(struct shoal_sched_config *c);
  * once (in a simulated 1,000-node fleet, no limit finishes 18-25% later). */
 #define SHOAL_UPLOAD_SLOTS_DEFAULT 6u
 
+/* The serve decision itself, for a request from a peer we are not
+ * uploading to already: busy when |uploading| other peers take all |slots|
+ * (0: no limit). */
+static inline bool shoal_sched_upload_busy(uint32_t uploading, uint32_t slots)
+{
+    return slots > 0 && uploading >= slots;
+}
+
 /* What the scheduler is asked to fetch. |file_first| lists, for each of the
  * |nfiles| files in manifest order, the index of its first chunk (strictly
  * increasing from 0, each below nchunks; empty files are not listed). */

@@ -739,10 +739,9 @@ static bool slots_full(const struct shoal_swarm *s, const struct speer *sp)
     uint32_t n = 0;
     if (s->cfg->upload_slots == 0 || uploading_to(sp))
         return false;
-    for (uint32_t i = 0; i < s->npeers; i++)
-        if (uploading_to(s->peers[i]) && ++n >= s->cfg->upload_slots)
-            return true;
-    return false;
+    for (uint32_t i = 0; i < s->npeers && n < s->cfg->upload_slots; i++)
+        n += uploading_to(s->peers[i]);
+    return shoal_sched_upload_busy(n, s->cfg->upload_slots);
 }
 
 static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint32_t retry_ms)

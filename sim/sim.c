@@ -615,8 +615,8 @@ static int conn_enqueue(struct sim *S, uint32_t id, uint32_t chunk, double t_req
     struct conn *cn = &S->conn[id];
     if (cn->dead)
         return 0;
-    if (!cn->active && cn->src != S->n && S->c->upload_slots > 0 &&
-        S->node[cn->src].up.n >= S->c->upload_slots) {
+    if (!cn->active && cn->src != S->n &&
+        shoal_sched_upload_busy(S->node[cn->src].up.n, S->c->upload_slots)) {
         /* Every upload slot is taken: the uploader answers busy, as a
          * daemon does, and the requester looks elsewhere for a while. A
          * node holding a fresh chunk thus feeds a few peers at full speed,
