@@ -900,6 +900,12 @@ int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer)
     return i >= 0 ? i : SHOAL_ENOTFOUND;
 }
 
+uint32_t shoal_sched_peer_have_count(const struct shoal_sched *s, uint64_t peer)
+{
+    int i = find_peer(s, peer);
+    return i >= 0 ? s->peers[i].nhave : UINT32_MAX;
+}
+
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
     if (bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))

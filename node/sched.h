@@ -121,10 +121,15 @@ void shoal_sched_config_default(struct shoal_sched_config *c);
 
 /* The serve decision itself, for a request from a peer we are not
  * uploading to already: busy when |uploading| other peers take all |slots|
- * (0: no limit). */
-static inline bool shoal_sched_upload_busy(uint32_t uploading, uint32_t slots)
+ * (0: no limit), except that a requester |behind_all| of them (holding
+ * fewer chunks than the least advanced one) gets one slot more. The nodes
+ * furthest behind decide when a rollout ends, and without that slot their
+ * requests queue behind uploaders that are already full: in the simulated
+ * 1,000-node fleet (seeds 1-6) last/T_min 1.231 -> 1.174, p99 1.178 ->
+ * 1.159, p50 unchanged. */
+static inline bool shoal_sched_upload_busy(uint32_t uploading, uint32_t slots, bool behind_all)
 {
-    return slots > 0 && uploading >= slots;
+    return slots > 0 && uploading >= slots + (behind_all ? 1u : 0u);
 }
 
 /* What the scheduler is asked to fetch. |file_first| lists, for each of the
@@ -245,6 +250,10 @@ int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk);
  * is removed), or SHOAL_ENOTFOUND. Lets a transport that relays many HAVEs
  * skip the id lookup (see shoal_sched_slot_have). */
 int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer);
+
+/* How many chunks |peer| holds as far as we know (its bitfield and HAVEs
+ * since), or UINT32_MAX when it is not one of our peers. */
+uint32_t shoal_sched_peer_have_count(const struct shoal_sched *s, uint64_t peer);
 
 /* shoal_sched_peer_have for the peer in |slot| (from shoal_sched_peer_slot).
  * Returns true when the HAVE can lead to a new request right now: we need

@@ -732,16 +732,22 @@ static bool uploading_to(const struct speer *sp)
 }
 
 /* True when a request from |sp| must be told busy: every slot is taken by
- * other peers. Counted on demand: a release has at most max-peers peers,
- * and this runs once per request. */
+ * other peers (shoal_sched_upload_busy). Counted on demand: a release has
+ * at most max-peers peers, and this runs once per request. */
 static bool slots_full(const struct shoal_swarm *s, const struct speer *sp)
 {
-    uint32_t n = 0;
-    if (s->cfg->upload_slots == 0 || uploading_to(sp))
+    uint32_t n = 0, least = UINT32_MAX;
+    if (s->cfg->upload_slots == 0 || uploading_to(sp) || !s->sched)
         return false;
-    for (uint32_t i = 0; i < s->npeers && n < s->cfg->upload_slots; i++)
-        n += uploading_to(s->peers[i]);
-    return shoal_sched_upload_busy(n, s->cfg->upload_slots);
+    for (uint32_t i = 0; i < s->npeers; i++) {
+        if (!uploading_to(s->peers[i]))
+            continue;
+        uint32_t h = shoal_sched_peer_have_count(s->sched, s->peers[i]->id);
+        n++;
+        least = h < least ? h : least;
+    }
+    return shoal_sched_upload_busy(n, s->cfg->upload_slots,
+                                   shoal_sched_peer_have_count(s->sched, sp->id) < least);
 }
 
 static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint32_t retry_ms)

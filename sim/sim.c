@@ -610,13 +610,30 @@ static int conn_advance(struct sim *S, uint32_t id)
     return 0;
 }
 
+/* Whether uploader cn->src answers cn->dst busy (shoal_sched_upload_busy,
+ * as a daemon's serve path decides it). A daemon knows its peers' counts
+ * from their HAVEs; the simulator does not deliver a HAVE to a node that
+ * holds the chunk (see deliver), so the counts come from the nodes
+ * themselves. Cheap while slots are free. */
+static bool upload_busy(struct sim *S, const struct conn *cn)
+{
+    const struct node *u = &S->node[cn->src];
+    uint32_t slots = S->c->upload_slots, least = UINT32_MAX;
+    if (!shoal_sched_upload_busy(u->up.n, slots, false))
+        return false;
+    for (uint32_t i = 0; i < u->up.n; i++) {
+        uint32_t h = S->node[S->conn[u->up.v[i]].dst].nhave;
+        least = h < least ? h : least;
+    }
+    return shoal_sched_upload_busy(u->up.n, slots, S->node[cn->dst].nhave < least);
+}
+
 static int conn_enqueue(struct sim *S, uint32_t id, uint32_t chunk, double t_req)
 {
     struct conn *cn = &S->conn[id];
     if (cn->dead)
         return 0;
-    if (!cn->active && cn->src != S->n &&
-        shoal_sched_upload_busy(S->node[cn->src].up.n, S->c->upload_slots)) {
+    if (!cn->active && cn->src != S->n && upload_busy(S, cn)) {
         /* Every upload slot is taken: the uploader answers busy, as a
          * daemon does, and the requester looks elsewhere for a while. A
          * node holding a fresh chunk thus feeds a few peers at full speed,

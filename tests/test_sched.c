@@ -841,6 +841,30 @@ static void test_rarity_changes(void)
     shoal_sched_free(s);
 }
 
+/* The serve decision: busy once the slots are taken, one slot more for a
+ * requester behind every peer being served, no limit with 0 slots; and the
+ * have counts it is fed. */
+static void test_upload_busy(void)
+{
+    CHECK(!shoal_sched_upload_busy(5, 6, false));
+    CHECK(shoal_sched_upload_busy(6, 6, false));
+    CHECK(!shoal_sched_upload_busy(6, 6, true));
+    CHECK(shoal_sched_upload_busy(7, 6, true));
+    CHECK(!shoal_sched_upload_busy(100, 0, false));
+
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    struct shoal_sched *s = mk(64, 0, NULL, &cfg);
+    uint8_t bits[8] = {0x0f}; /* chunks 0-3 */
+    CHECK_EQ(shoal_sched_peer_have_count(s, 7), UINT32_MAX);
+    CHECK_EQ(shoal_sched_peer_add(s, 7, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 7, bits, 8), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 7), 4);
+    CHECK_EQ(shoal_sched_peer_have(s, 7, 40), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 7), 5);
+    shoal_sched_free(s);
+}
+
 static void test_bad_args(void)
 {
     struct shoal_sched *s = NULL;
@@ -884,6 +908,7 @@ int main(void)
     RUN(test_role_import_and_inflight);
     RUN(test_scan_and_slot_have);
     RUN(test_rarity_changes);
+    RUN(test_upload_busy);
     RUN(test_bad_args);
     return t_done();
 }
