@@ -782,8 +782,10 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
                 shoal_sched_slot_prefetch(d->psched[i], d->rslot[i], c);
         for (uint32_t i = 0; i < d->npeers; i++) {
             /* A peer that holds the chunk already gains nothing from the
-             * HAVE (its scheduler never looks at a held chunk's holders),
-             * so it is not sent, as a daemon may suppress it too. */
+             * HAVE for its picks (its scheduler never looks at a held
+             * chunk's holders), so it is not delivered, though a daemon
+             * sends it; the one thing it would update, that peer's count
+             * of our chunks, upload_busy takes from the node itself. */
             if (d->phave[i][c >> 3] & (1u << (c & 7)))
                 continue;
             if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
