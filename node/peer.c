@@ -945,6 +945,30 @@ static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *
 }
 /* --- end ctl --- */
 
+/* What every chunk send checks and builds first: a ready peer with room in
+ * its queue, and the CHUNK frame's header (into |b|, its length in *hlen)
+ * for a payload that fits the peer's largest frame. Returns 0, -EPIPE,
+ * SHOAL_EBUSY, -EINVAL, SHOAL_ETOOBIG or -ENOMEM. */
+static int chunk_header(struct shoal_peer *p, const struct shoal_msg_chunk *c, struct shoal_buf *b,
+                        size_t *hlen)
+{
+    int rv;
+
+    if (p->closing || p->st != ST_READY)
+        return -EPIPE;
+    if (p->queued > p->max_queue)
+        return SHOAL_EBUSY;
+    rv = shoal_msg_encode_chunk_header(c, b);
+    if (rv == SHOAL_ELIMIT) /* cannot happen with a valid |c| */
+        return -EINVAL;
+    if (rv != 0)
+        return rv;
+    *hlen = b->len;
+    if (*hlen - SHOAL_FRAME_HDR_LEN + c->payload.len > peer_max_body(p))
+        return SHOAL_ETOOBIG;
+    return 0;
+}
+
 int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
                           uint8_t *payload)
 {
@@ -954,22 +978,9 @@ int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
     int rv;
 
     shoal_buf_init(&b, 256);
-    if (p->closing || p->st != ST_READY) {
-        rv = -EPIPE;
-        goto fail;
-    }
-    if (p->queued > p->max_queue) {
-        rv = SHOAL_EBUSY;
-        goto fail;
-    }
-    rv = shoal_msg_encode_chunk_header(c, &b);
+    rv = chunk_header(p, c, &b, &hlen);
     if (rv != 0)
         goto fail;
-    hlen = b.len;
-    if (hlen - SHOAL_FRAME_HDR_LEN + plen > peer_max_body(p)) {
-        rv = SHOAL_ETOOBIG;
-        goto fail;
-    }
     /* --- ctl: rate limits --- */
     now = uv_now(p->ctx->loop);
     if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
@@ -993,24 +1004,9 @@ int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk
     int rv;
 
     shoal_buf_init(&b, SHOAL_PEER_CHUNK_HEADROOM);
-    if (p->closing || p->st != ST_READY) {
-        rv = -EPIPE;
-        goto fail;
-    }
-    if (p->queued > p->max_queue) {
-        rv = SHOAL_EBUSY;
-        goto fail;
-    }
-    rv = shoal_msg_encode_chunk_header(c, &b);
-    if (rv == SHOAL_ELIMIT) /* cannot happen with a valid |c| */
-        rv = -EINVAL;
+    rv = chunk_header(p, c, &b, &hlen);
     if (rv != 0)
         goto fail;
-    hlen = b.len;
-    if (hlen - SHOAL_FRAME_HDR_LEN + plen > peer_max_body(p)) {
-        rv = SHOAL_ETOOBIG;
-        goto fail;
-    }
     /* The header goes right before the payload: one buffer, no copy. */
     memcpy(buf + SHOAL_PEER_CHUNK_HEADROOM - hlen, b.data, hlen);
     shoal_buf_free(&b);
@@ -1050,20 +1046,9 @@ int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chun
         rv = -ENOTSUP;
         goto fail;
     }
-    if (p->queued > p->max_queue) {
-        rv = SHOAL_EBUSY;
-        goto fail;
-    }
-    rv = shoal_msg_encode_chunk_header(c, &b);
-    if (rv == SHOAL_ELIMIT) /* cannot happen with a valid |c| */
-        rv = -EINVAL;
+    rv = chunk_header(p, c, &b, &hlen);
     if (rv != 0)
         goto fail;
-    hlen = b.len;
-    if (hlen - SHOAL_FRAME_HDR_LEN + plen > peer_max_body(p)) {
-        rv = SHOAL_ETOOBIG;
-        goto fail;
-    }
     f = calloc(1, sizeof *f);
     if (!f) {
         rv = -ENOMEM;

@@ -778,6 +778,18 @@ static void note_probe(struct shoal_swarm *s, uint32_t file, bool remote, bool r
         run[0]++;
 }
 
+/* The CHUNK answering request |req_id| with |c|'s bytes as stored. */
+static void raw_chunk_msg(struct shoal_msg_chunk *cm, uint32_t req_id,
+                          const struct shoal_mf_chunk *c)
+{
+    memset(cm, 0, sizeof *cm);
+    cm->req_id = req_id;
+    memcpy(cm->chunk_id, c->id, 32);
+    cm->codec = SHOAL_CODEC_RAW;
+    cm->raw_len = c->len;
+    cm->payload.len = c->len;
+}
+
 /*
  * Sends chunk |c| to |sp| straight from the store's page cache when the
  * session allows it and the bytes are all cached: no read into a buffer,
@@ -799,12 +811,7 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
     if (c->len < SENDFILE_MIN || shoal_peer_local(sp->p) || !shoal_peer_can_sendfile(sp->p) ||
         shoal_store_chunk_file(s->store, r->chunk_index, &fd, &off) != 0)
         return false;
-    memset(&cm, 0, sizeof cm);
-    cm.req_id = r->req_id;
-    memcpy(cm.chunk_id, c->id, 32);
-    cm.codec = SHOAL_CODEC_RAW;
-    cm.raw_len = c->len;
-    cm.payload.len = c->len;
+    raw_chunk_msg(&cm, r->req_id, c);
     if (shoal_peer_send_chunk_file(sp->p, &cm, fd, off) == 0) {
         s->tx_bytes += c->len;
         s->tx_wire_payload += c->len;
@@ -843,12 +850,7 @@ static void serve_done(uv_work_t *w, int status)
     } else {
         if (s->cfg->corrupt_uploads)
             j->buf[SHOAL_PEER_CHUNK_HEADROOM + c->len / 2] ^= 0x5a;
-        memset(&cm, 0, sizeof cm);
-        cm.req_id = j->req_id;
-        memcpy(cm.chunk_id, c->id, 32);
-        cm.codec = SHOAL_CODEC_RAW;
-        cm.raw_len = c->len;
-        cm.payload.len = c->len;
+        raw_chunk_msg(&cm, j->req_id, c);
         if (j->compress) /* --- s2 --- */
             note_probe(s, c->file, j->remote,
                        j->codec == SHOAL_CODEC_RAW);

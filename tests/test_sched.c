@@ -529,6 +529,22 @@ static void test_origin_delay(void)
     shoal_sched_free(s);
 }
 
+/* 16 chunks, origin leases held off; a same-zone peer (1) holding chunk
+ * 15 and a cross-zone one (2, 10 ms away) holding chunks 0-7. */
+static struct shoal_sched *import_fleet(struct shoal_sched_config *cfg)
+{
+    cfg->cross_zone_delay_ms = 100;
+    cfg->min_depth = cfg->max_depth = 8;
+    cfg->origin_delay_ms = 1000000; /* no leases in the way */
+    struct shoal_sched *s = mk(16, 0, NULL, cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 10), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 15), 0);
+    for (uint32_t c = 0; c < 8; c++)
+        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    return s;
+}
+
 /* An importer fetches its share of the chunks that only cross-zone peers
  * hold at once, ahead of the cross-zone delay; the rest still wait. */
 static void test_import_share(void)
@@ -536,17 +552,9 @@ static void test_import_share(void)
     struct shoal_sched_config cfg;
     shoal_sched_config_default(&cfg);
     cfg.max_inflight = 0; /* no global cap: every peer's pipeline fills */
-    cfg.cross_zone_delay_ms = 100;
     cfg.import_mod = 2;
     cfg.import_rem = 1;
-    cfg.min_depth = cfg.max_depth = 8;
-    cfg.origin_delay_ms = 1000000; /* no leases in the way */
-    struct shoal_sched *s = mk(16, 0, NULL, &cfg);
-    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
-    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 10), 0);
-    CHECK_EQ(shoal_sched_peer_have(s, 1, 15), 0);
-    for (uint32_t c = 0; c < 8; c++)
-        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    struct shoal_sched *s = import_fleet(&cfg);
     struct shoal_sched_action a[32];
     size_t n = shoal_sched_next(s, 0, a, 32);
     int cross = 0, same = 0;
@@ -707,15 +715,7 @@ static void test_role_import_and_inflight(void)
 {
     struct shoal_sched_config cfg;
     shoal_sched_config_default(&cfg);
-    cfg.cross_zone_delay_ms = 100;
-    cfg.min_depth = cfg.max_depth = 8;
-    cfg.origin_delay_ms = 1000000; /* no leases in the way */
-    struct shoal_sched *s = mk(16, 0, NULL, &cfg);
-    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
-    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 10), 0);
-    CHECK_EQ(shoal_sched_peer_have(s, 1, 15), 0);
-    for (uint32_t c = 0; c < 8; c++)
-        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    struct shoal_sched *s = import_fleet(&cfg);
     struct shoal_sched_action a[32];
     size_t n = shoal_sched_next(s, 0, a, 32);
     CHECK_EQ(n, 1);

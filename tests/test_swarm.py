@@ -78,6 +78,21 @@ def setup(tmp):
 node_args = shoalproc.node_args
 
 
+def one_file_release(tmp, k, tag, seed, size, chunking):
+    """A release of one random model.safetensors of |size| bytes, chunked
+    with |chunking| (min, avg, max): (repo, files, manifest path, id)."""
+    repo = os.path.join(tmp, "repo-" + tag)
+    files = {"model.safetensors": random.Random(seed).randbytes(size)}
+    os.makedirs(repo)
+    with open(os.path.join(repo, "model.safetensors"), "wb") as f:
+        f.write(files["model.safetensors"])
+    mf = os.path.join(tmp, "rel-%s.manifest" % tag)
+    lo, avg, hi = chunking
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
+                                   extra=("--min", str(lo), "--avg", str(avg), "--max", str(hi)))
+    return repo, files, mf, mid
+
+
 def check_snapshot(tmp, name, files):
     snap = os.path.join(tmp, "cache-" + name, "models--org--model", "snapshots", "ab" * 20)
     bad = 0
@@ -236,14 +251,7 @@ def case_manifest_queue(tmp):
     shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, names, names)
     # Tiny chunks, so the manifest (~20,000 chunks, ~0.7 MB) takes more
     # than one socket write and an answer stays in flight for a while.
-    repo = os.path.join(tmp, "repo-q")
-    files = {"model.safetensors": random.Random(7).randbytes(2 * 1024 * 1024 + 5)}
-    os.makedirs(repo)
-    with open(os.path.join(repo, "model.safetensors"), "wb") as f:
-        f.write(files["model.safetensors"])
-    mf = os.path.join(tmp, "rel-q.manifest")
-    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
-                                   extra=("--min", "64", "--avg", "128", "--max", "256"))
+    repo, files, mf, mid = one_file_release(tmp, k, "q", 7, 2 * 1024 * 1024 + 5, (64, 128, 256))
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
                                              "--manifest-budget", "1", "--log-level", "debug"]))
     pullers = [Node(n, node_args(k, n, tmp, ["--peer", a.addr, "--pull", mid,
@@ -352,14 +360,8 @@ def case_upload_slots(tmp):
     k, _, _, _, _ = setup(tmp)
     names = ("p1", "p2", "p3")
     shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, names + ("p4",), names + ("p4",))
-    repo = os.path.join(tmp, "repo-s")
-    files = {"model.safetensors": random.Random(9).randbytes(8 * 1024 * 1024 + 3)}
-    os.makedirs(repo)
-    with open(os.path.join(repo, "model.safetensors"), "wb") as f:
-        f.write(files["model.safetensors"])
-    mf = os.path.join(tmp, "rel-s.manifest")
-    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
-                                   extra=("--min", "16384", "--avg", "65536", "--max", "262144"))
+    repo, files, mf, mid = one_file_release(tmp, k, "s", 9, 8 * 1024 * 1024 + 3,
+                                            (16384, 65536, 262144))
 
     def sock(n):
         return os.path.join(tmp, n + ".sock")
