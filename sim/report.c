@@ -28,8 +28,10 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
             (double)r->cross_bytes / 1073741824.0,
             ratio((double)r->cross_bytes, (double)r->recv_bytes));
     if (r->lease_chunks)
-        fprintf(f, "origin leases  %u chunks each (shoald --lease-chunks %u asks the same)\n",
-                r->lease_chunks, r->lease_chunks);
+        fprintf(f, "origin leases  %u chunks asked (shoald --lease-chunks %u), %llu granted,"
+                   " %.1f chunks each\n",
+                r->lease_chunks, r->lease_chunks, (unsigned long long)r->leases,
+                r->leases ? (double)r->leased_chunks / (double)r->leases : 0.0);
     fprintf(f, "received       %.3f GiB, wasted %.3f GiB (duplicates, aborts)\n",
             (double)r->recv_bytes / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);
     fprintf(f, "transfers      %llu chunk transfers, %llu events, %.3f s simulated\n",

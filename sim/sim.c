@@ -935,6 +935,10 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
             cnt = S->nchunks - first;
         exp = ms(S->now) + 60000;
     }
+    if (cnt > 0) {
+        S->r->leases++;
+        S->r->leased_chunks += cnt;
+    }
     return shoal_sched_lease_granted(nd->s, ms(S->now), first, cnt, exp);
 }
 
@@ -1259,6 +1263,9 @@ static int setup(struct sim *S)
          * bring: without peer exchange everyone leases at once. */
         rc.origin_fetchers = c->max_peers ? c->origin_fetchers : 0;
         rc.importers = c->max_peers ? c->importers : 0;
+        /* The tracker's --fetcher-leases matches the fleet's --max-leases,
+         * as its operator would set it (both default to 2). */
+        rc.fetcher_leases = c->max_leases ? c->max_leases : 1;
         if ((rv = shoal_reg_new(&S->reg, &rc)) != 0)
             return rv;
     }
@@ -1274,20 +1281,11 @@ static int setup(struct sim *S)
     if (sc.min_depth > sc.max_depth)
         sc.max_depth = sc.min_depth;
     sc.cross_zone_delay_ms = c->cross_zone_delay_ms;
-    if (c->lease_chunks) {
+    /* Nodes ask for the daemon's span (--lease-chunks); the tracker
+     * shortens it as the release runs out (shoal_reg_lease), for a
+     * simulated fleet as for a real one. */
+    if (c->lease_chunks)
         sc.lease_chunks = c->lease_chunks;
-    } else if (c->max_peers > 0) {
-        /* Auto: spans small enough that every fetcher holds its leases
-         * at once (the origin then serves them all in parallel), at most
-         * the tracker's 64. */
-        uint64_t holders = (uint64_t)c->zones *
-                           (c->origin_fetchers ? c->origin_fetchers : c->nodes) *
-                           (c->max_leases ? c->max_leases : 1);
-        uint64_t span = S->nchunks / (holders ? holders : 1);
-        sc.lease_chunks = span < 1 ? 1 : span > 64 ? 64 : (uint32_t)span;
-    }
-    /* A daemon asks for --lease-chunks (its own default is 4): the
-     * summary names the span, so a plan can be run as simulated. */
     r->lease_chunks = sc.lease_chunks;
     if (c->endgame_dups)
         sc.endgame_dups = c->endgame_dups;

@@ -63,7 +63,7 @@ struct shoal_sim_config {
     uint32_t min_depth;
     uint32_t max_depth;
     uint32_t cross_zone_delay_ms;
-    uint32_t lease_chunks;     /* 0: sized from the fleet (see defaults) */
+    uint32_t lease_chunks;     /* asked per lease (0: the daemon's default) */
     uint32_t endgame_dups;
     uint32_t max_inflight;     /* requests in flight per node (0: no cap) */
     uint32_t upload_slots;     /* peers a node uploads to at once; a request
@@ -144,6 +144,8 @@ struct shoal_sim_result {
     uint64_t events;
     uint64_t busy;             /* requests answered busy (upload slots full) */
     uint32_t lease_chunks;     /* chunks per origin lease the nodes asked for */
+    uint64_t leases;           /* origin leases granted (non-empty) */
+    uint64_t leased_chunks;    /* chunks they spanned */
     double end_s;              /* simulated time at the end */
     struct shoal_sim_node *node;
     /* bytes received by source over time: bins of bin_s seconds,

@@ -19,10 +19,13 @@ static void key(uint8_t out[32], uint32_t tag, uint32_t i)
     out[31] = 0x5a;
 }
 
-static struct shoal_reg *mkreg(uint32_t ttl)
+/* A registry with node TTL |ttl| and the given fetcher_leases (0: lease
+ * spans are what the node asks, up to the cap). */
+static struct shoal_reg *mkreg_ex(uint32_t ttl, uint32_t fetcher_leases)
 {
     struct shoal_reg_config c;
     shoal_reg_config_default(&c);
+    c.fetcher_leases = fetcher_leases;
     c.node_ttl_ms = ttl;
     c.lease_ms = 1000;
     c.seed = 42;
@@ -30,6 +33,8 @@ static struct shoal_reg *mkreg(uint32_t ttl)
     REQUIRE(shoal_reg_new(&r, &c) == 0 && r);
     return r;
 }
+
+static struct shoal_reg *mkreg(uint32_t ttl) { return mkreg_ex(ttl, 2); }
 
 static void announce1(struct shoal_reg *r, uint64_t now, uint32_t node, const char *zone,
                       const uint8_t mid[32], uint32_t have, bool complete)
@@ -415,9 +420,10 @@ static void test_deterministic(void)
     shoal_reg_free(b);
 }
 
+/* Span mechanics (caps, gaps, wrap, expiry), with spans not shortened. */
 static void test_leases(void)
 {
-    struct shoal_reg *r = mkreg(5000);
+    struct shoal_reg *r = mkreg_ex(5000, 0);
     uint8_t m1[32], n1[32], n2[32];
     key(m1, 2, 1);
     key(n1, 1, 1);
@@ -463,6 +469,64 @@ static void test_leases(void)
     CHECK_EQ(c1, 25);
     CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n2, 64, 5, &f2, &c2, &e2), 0);
     CHECK_EQ(c2, 0);
+    shoal_reg_free(r);
+}
+
+/* Spans are a share of what is still free: long at first, a chunk or two
+ * at the end, and shorter with more zones (more fetchers) in the swarm. */
+static void test_lease_share(void)
+{
+    struct shoal_reg *r = mkreg_ex(5000, 2);
+    uint8_t m1[32], n[4][32];
+    key(m1, 2, 1);
+    for (uint32_t i = 0; i < 4; i++)
+        key(n[i], 1, (uint8_t)(i + 1));
+    announce1(r, 0, 1, "a", m1, 0, false);
+    announce1(r, 0, 2, "a", m1, 0, false);
+    uint8_t got[100] = { 0 };
+    uint32_t f, c, total = 0, last = 0, grants = 0;
+    uint64_t e;
+    /* Two fetchers in one zone, two leases each: 100 free chunks give
+     * ceil(100 / 4) = 25, then ceil(75 / 4) = 19. */
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 25);
+    total += c;
+    memset(got + f, 1, c);
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[1], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 19);
+    total += c;
+    memset(got + f, 1, c);
+    /* Fetch and report the rest span by span: the spans shrink to one
+     * chunk, never overlap, and cover the release. */
+    for (uint32_t i = 0; i < 100 && total < 100; i++) {
+        uint8_t *who = n[i & 1];
+        CHECK_EQ(shoal_reg_lease(r, 20 + i, m1, 100, who, 64, 0, &f, &c, &e), 0);
+        CHECK(c > 0 && c <= 14);
+        for (uint32_t k = f; k < f + c && k < 100; k++) {
+            CHECK_EQ(got[k], 0);
+            got[k] = 1;
+        }
+        CHECK_EQ(shoal_reg_lease_done(r, 20 + i, m1, who, f, c), 0);
+        total += c;
+        last = c;
+        grants++;
+    }
+    CHECK_EQ(total, 100);
+    CHECK_EQ(last, 1);
+    CHECK(grants > 8);
+    CHECK_EQ(shoal_reg_lease(r, 200, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    shoal_reg_free(r);
+
+    /* A second zone doubles the fetchers: ceil(100 / 8) = 13. */
+    r = mkreg_ex(5000, 2);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    announce1(r, 0, 3, "b", m1, 0, false);
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 13);
+    /* A node asking for less gets what it asked. */
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[2], 5, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 5);
     shoal_reg_free(r);
 }
 
@@ -803,6 +867,7 @@ static void test_fetched_return(void)
     cfg.node_ttl_ms = 90000;
     cfg.lease_ms = 60000;
     cfg.fetched_ttl_ms = 100000;
+    cfg.fetcher_leases = 0;
     struct shoal_reg *r = NULL;
     REQUIRE(shoal_reg_new(&r, &cfg) == 0);
     uint8_t mid[32], a[32], b[32], c[32];
@@ -1014,6 +1079,7 @@ int main(void)
     RUN(test_seed_mix);
     RUN(test_deterministic);
     RUN(test_leases);
+    RUN(test_lease_share);
     RUN(test_lease_limits_and_loss);
     RUN(test_manifests);
     RUN(test_rollouts);

@@ -374,7 +374,9 @@ static int lease_done(struct shoal_trkc *c, const uint8_t id[32], uint32_t first
 
 static void test_leases(void)
 {
-    const char *extra[] = { "--lease-ms", "300", NULL };
+    /* Spans as asked (the shares of --fetcher-leases are test_registry's):
+     * two nodes asking for 64 of 100 chunks split them exactly. */
+    const char *extra[] = { "--lease-ms", "300", "--fetcher-leases", "0", NULL };
     struct proc p = start_tracker(extra);
     struct ident a, b;
     mk_ident(&a, &g_cluster_sk, far_future());

@@ -41,7 +41,10 @@ static const char usage[] =
     "    Events (start, authentication failures, connections closed for bad\n"
     "    input, manifests registered, rollouts) are logged to standard error.\n"
     "    SIGTERM or SIGINT closes every connection and exits with status 0.\n"
-    "\n"
+    "\n";
+
+/* Split in three: C11 compilers need only take 4095-byte string literals. */
+static const char usage_options[] =
     "OPTIONS\n"
     "    --listen HOST:PORT        address to listen on (default 127.0.0.1:7700)\n"
     "    --cluster-key FILE        trusted cluster public key(s): a public key file\n"
@@ -74,6 +77,12 @@ static const char usage[] =
     "    --importers N             the next N nodes are each told to import a 1/N\n"
     "                              share of the chunks from other zones at once\n"
     "                              (default 4; fetchers + importers <= 255)\n"
+    "    --fetcher-leases N        size origin leases so that each fetcher can\n"
+    "                              hold N of the chunks still unleased: spans\n"
+    "                              shrink as the release runs out and its last\n"
+    "                              chunks are spread over every fetcher (default\n"
+    "                              2, a daemon's --max-leases; 0: grant what is\n"
+    "                              asked, up to 64)\n"
     "    --max-peers N             largest peer list returned (default 50)\n"
     "    --max-conns N             simultaneous connections (default 10000)\n"
     "    --max-nodes N             nodes remembered (default 100000)\n"
@@ -82,7 +91,6 @@ static const char usage[] =
     "    -h, --help                this text\n"
     "\n";
 
-/* Split in two: C11 compilers need only take 4095-byte string literals. */
 static const char usage_more[] =
     "FILES\n"
     "    Key files use the format of shoal's keys: \"shoal-public-key-v1 <hex>\" or\n"
@@ -111,7 +119,7 @@ static const char usage_more[] =
 enum {
     OPT_LISTEN = 256, OPT_CLUSTER, OPT_ADMIN, OPT_PUBLISHER, OPT_AUTH_S, OPT_AUTH_MS,
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
-    OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_IMPORTERS,
+    OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_IMPORTERS, OPT_FETCHER_LEASES,
 };
 
 static const struct option longopts[] = {
@@ -134,6 +142,7 @@ static const struct option longopts[] = {
     { "fetched-ttl-ms", required_argument, NULL, OPT_FETCHED_TTL },
     { "origin-fetchers", required_argument, NULL, OPT_FETCHERS },
     { "importers", required_argument, NULL, OPT_IMPORTERS },
+    { "fetcher-leases", required_argument, NULL, OPT_FETCHER_LEASES },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -149,19 +158,25 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&g_sigint, NULL);
 }
 
-/* Parses a whole decimal number in [1, max]. */
-static int parse_num(const char *opt, const char *s, uint64_t max, uint64_t *out)
+/* Parses a whole decimal number in [min, max]. */
+static int parse_range(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || v == 0 || v > max || s[0] == '-') {
-        fprintf(stderr, "shoal-tracker: --%s: expected a number from 1 to %llu, got '%s'\n", opt,
-                (unsigned long long)max, s);
+    if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
+        fprintf(stderr, "shoal-tracker: --%s: expected a number from %llu to %llu, got '%s'\n",
+                opt, (unsigned long long)min, (unsigned long long)max, s);
         return -1;
     }
     *out = v;
     return 0;
+}
+
+/* ... in [1, max]: counts and durations where 0 means nothing sensible. */
+static int parse_num(const char *opt, const char *s, uint64_t max, uint64_t *out)
+{
+    return parse_range(opt, s, 1, max, out);
 }
 
 static int load_keys(struct shoal_keyset **ks, const char *opt, const char *path)
@@ -194,6 +209,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'h':
             fputs(usage, stdout);
+            fputs(usage_options, stdout);
             fputs(usage_more, stdout);
             status = 0;
             goto out;
@@ -255,12 +271,16 @@ int main(int argc, char **argv)
             cfg.reg.fetched_ttl_ms = (uint32_t)v;
             break;
         case OPT_FETCHERS:
-            bad = parse_num(name, optarg, SHOAL_REG_RANKS_MAX, &v);
+            bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
             cfg.reg.origin_fetchers = (uint32_t)v;
             break;
         case OPT_IMPORTERS:
-            bad = parse_num(name, optarg, SHOAL_REG_RANKS_MAX, &v);
+            bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
             cfg.reg.importers = (uint32_t)v;
+            break;
+        case OPT_FETCHER_LEASES:
+            bad = parse_range(name, optarg, 0, SHOAL_REG_LEASES_PER_NODE, &v);
+            cfg.reg.fetcher_leases = (uint32_t)v;
             break;
         default:
             fputs("Try 'shoal-tracker --help'.\n", stderr);

@@ -323,6 +323,7 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->fetched_ttl_ms = 600000;
     c->origin_fetchers = 2;
     c->importers = 4;
+    c->fetcher_leases = 2;
 }
 
 static uint32_t zone_acquire(struct shoal_reg *r, const char *z);
@@ -1200,6 +1201,38 @@ static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uin
     return false;
 }
 
+/*
+ * The most chunks one lease of |m| may take now: a 1/(fetchers x
+ * fetcher_leases) share of the chunks nobody has leased or fetched,
+ * rounded up (guided self-scheduling); no limit when fetcher_leases is 0. Early spans are long, so
+ * a large release costs few lease round trips; the last ones are a chunk
+ * or two, so the origin's tail is spread over every fetcher instead of
+ * queueing behind the one that leased it, and a small release is split
+ * over the whole region's fetchers at once, not handed to the first few.
+ * Fetchers: origin_fetchers per zone that has a rank for |m| (at least
+ * one zone), or every live announcer when any node may fetch.
+ */
+static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m, uint64_t now_ms)
+{
+    uint64_t fetchers = 0;
+    if (r->cfg.fetcher_leases == 0)
+        return UINT32_MAX;
+    if (r->cfg.origin_fetchers > 0) {
+        fetchers = (uint64_t)r->cfg.origin_fetchers * (m->nzr > 0 ? m->nzr : 1);
+    } else {
+        for (uint32_t i = 0; i < m->nh; i++)
+            fetchers += node_live(r, &r->nodes[m->h[i].node], now_ms);
+    }
+    if (fetchers == 0)
+        fetchers = 1;
+    uint64_t nfree = 0;
+    for (uint32_t c = 0; c < m->nchunks; c++)
+        nfree += m->chunks[c] == CH_FREE;
+    uint64_t d = fetchers * r->cfg.fetcher_leases;
+    uint64_t share = (nfree + d - 1) / d;
+    return share > UINT32_MAX ? UINT32_MAX : (uint32_t)share;
+}
+
 int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                     uint32_t nchunks, const uint8_t node_pk[32], uint32_t max_chunks,
                     uint32_t hint_chunk, uint32_t *first, uint32_t *count, uint64_t *expires_ms)
@@ -1257,6 +1290,9 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
     }
     if (max_chunks > SHOAL_REG_LEASE_SPAN_MAX)
         max_chunks = SHOAL_REG_LEASE_SPAN_MAX;
+    uint32_t share = lease_share(r, m, now_ms);
+    if (max_chunks > share)
+        max_chunks = share;
     if (max_chunks == 0)
         goto out;
     uint32_t start = hint_chunk < m->nchunks ? hint_chunk : 0;

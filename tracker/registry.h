@@ -76,12 +76,17 @@ struct shoal_reg_config {
      * SHOAL_REG_RANKS_MAX. */
     uint32_t origin_fetchers;
     uint32_t importers;
+    /* Lease spans: at most a 1/(fetchers x fetcher_leases) share of the
+     * chunks nobody has leased or fetched yet, so every fetcher can hold
+     * fetcher_leases of them at once (a daemon's default max_leases is 2,
+     * which the tracker cannot see); 0: spans are not shortened. */
+    uint32_t fetcher_leases;
 };
 
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
  * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
  * 1 GiB of registered manifests, fetched TTL 10 min, 2 origin fetchers and
- * 4 importers per zone. */
+ * 4 importers per zone, spans shared for 2 leases per fetcher. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
 
 struct shoal_reg;
@@ -179,7 +184,10 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  * Grants |node_pk| one contiguous span of chunks of |manifest_id| that are
  * neither leased nor already fetched from the origin: the first free chunk
  * at or after |hint_chunk| (wrapping), extended while free, up to
- * |max_chunks| and SHOAL_REG_LEASE_SPAN_MAX, never wrapping inside a span.
+ * |max_chunks|, SHOAL_REG_LEASE_SPAN_MAX and a share of the chunks still
+ * free (see lease_share in registry.c: spans shrink as the release runs
+ * out, so the origin's last chunks are spread over every fetcher), never
+ * wrapping inside a span.
  * The chunk count is the registered manifest's, else |nchunks| (the
  * first value seen sticks; 0 = unknown, and nothing is created). Announces
  * never set it, so a network-facing caller passes 0 and only manifests
