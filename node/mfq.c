@@ -145,50 +145,57 @@ void shoal_mfq_end(struct shoal_mfq *q, uint64_t seq)
         remove_at(q, i);
 }
 
-uint32_t shoal_mfq_written(struct shoal_mfq *q, uint64_t peer, uint64_t tx)
+/* One test per sweep below; |a| and |b| are the values that sweep compares
+ * against (a peer, a mark, a time). */
+typedef bool (*entry_match)(const struct entry *e, uint64_t a, uint64_t b);
+
+/* Removes every entry |match| accepts, keeping the others in arrival order.
+ * Returns how many went. */
+static uint32_t remove_matching(struct shoal_mfq *q, entry_match match, uint64_t a, uint64_t b)
 {
-    uint32_t ended = 0, i = 0;
+    uint32_t removed = 0, i = 0;
 
     while (i < q->n) {
-        struct entry *e = &q->v[i];
-        if (e->flying && e->r.peer == peer && e->mark != NO_MARK && e->mark <= tx) {
+        if (match(&q->v[i], a, b)) {
             remove_at(q, i);
-            ended++;
+            removed++;
         } else {
             i++;
         }
     }
-    return ended;
+    return removed;
+}
+
+static bool written_to(const struct entry *e, uint64_t peer, uint64_t tx)
+{
+    return e->flying && e->r.peer == peer && e->mark != NO_MARK && e->mark <= tx;
+}
+
+static bool flying_since_before(const struct entry *e, uint64_t before, uint64_t unused)
+{
+    (void)unused;
+    return e->flying && e->since < before;
+}
+
+static bool asked_by(const struct entry *e, uint64_t peer, uint64_t unused)
+{
+    (void)unused;
+    return e->r.peer == peer;
+}
+
+uint32_t shoal_mfq_written(struct shoal_mfq *q, uint64_t peer, uint64_t tx)
+{
+    return remove_matching(q, written_to, peer, tx);
 }
 
 uint32_t shoal_mfq_expire(struct shoal_mfq *q, uint64_t before)
 {
-    uint32_t ended = 0, i = 0;
-
-    while (i < q->n) {
-        if (q->v[i].flying && q->v[i].since < before) {
-            remove_at(q, i);
-            ended++;
-        } else {
-            i++;
-        }
-    }
-    return ended;
+    return remove_matching(q, flying_since_before, before, 0);
 }
 
 uint32_t shoal_mfq_peer_gone(struct shoal_mfq *q, uint64_t peer)
 {
-    uint32_t gone = 0, i = 0;
-
-    while (i < q->n) {
-        if (q->v[i].r.peer == peer) {
-            remove_at(q, i);
-            gone++;
-        } else {
-            i++;
-        }
-    }
-    return gone;
+    return remove_matching(q, asked_by, peer, 0);
 }
 
 uint64_t shoal_mfq_inflight(const struct shoal_mfq *q) { return q->inflight; }
