@@ -372,7 +372,11 @@ static void clean_str(char *str)
             *str = '?';
 }
 
-int shoal_cmd_status(int argc, char **argv)
+/* What status, peers and metrics share: [--socket PATH] only, one request of
+ * type |req| answered by |want|, the answer given to |print|. Returns the exit
+ * status (0, 1 or 2). */
+static int query(int argc, char **argv, const char *cmd, uint32_t req, uint32_t want,
+                 void (*print)(struct shoal_ctl_msg *m))
 {
     const char *sock = NULL;
     struct shoal_ctl_msg *m = malloc(sizeof *m);
@@ -383,88 +387,78 @@ int shoal_cmd_status(int argc, char **argv)
         return 1;
     status = parse_args(argc, argv, &sock, NULL, NULL, NULL);
     if (status == 0)
-        status = request("status", sock, SHOAL_CTL_STATUS_REQ, SHOAL_CTL_STATUS, m, &c);
-    if (status == 0) {
-        printf("%-48s %-9s %6s %22s %12s %5s %6s %8s\n", "RELEASE", "STATE", "DONE",
-               "HAVE / TOTAL", "RATE", "PEERS", "ORIGIN", "ETA");
-        for (uint32_t i = 0; i < m->u.status.count; i++) {
-            struct shoal_ctl_release *r = &m->u.status.v[i];
-            char have[32], total[32], rate[32], both[72], eta[48];
-            clean_str(r->name);
-            shoal_fmt_bytes(have, sizeof have, r->have_bytes);
-            shoal_fmt_bytes(total, sizeof total, r->total_bytes);
-            shoal_fmt_bytes(rate, sizeof rate, r->rate_bps);
-            strcat(rate, "/s");
-            snprintf(both, sizeof both, "%s / %s", have, total);
-            fmt_eta(eta, sizeof eta, r->eta_ms);
-            printf("%-48s %-9s %5.1f%% %22s %12s %5u %5u%% %8s\n", r->name,
-                   state_name(r->state),
-                   r->total_bytes ? 100.0 * (double)r->have_bytes / (double)r->total_bytes
-                                  : r->state == SHOAL_CTL_COMPLETE ? 100.0 : 0.0,
-                   both, rate, r->peers, origin_pct(r), eta);
-        }
-        if (m->u.status.count == 0)
-            printf("(no releases)\n");
-    }
+        status = request(cmd, sock, req, want, m, &c);
+    if (status == 0)
+        print(m);
     conn_close(&c);
     free(m);
     return status;
+}
+
+static void print_status(struct shoal_ctl_msg *m)
+{
+    printf("%-48s %-9s %6s %22s %12s %5s %6s %8s\n", "RELEASE", "STATE", "DONE",
+           "HAVE / TOTAL", "RATE", "PEERS", "ORIGIN", "ETA");
+    for (uint32_t i = 0; i < m->u.status.count; i++) {
+        struct shoal_ctl_release *r = &m->u.status.v[i];
+        char have[32], total[32], rate[32], both[72], eta[48];
+        clean_str(r->name);
+        shoal_fmt_bytes(have, sizeof have, r->have_bytes);
+        shoal_fmt_bytes(total, sizeof total, r->total_bytes);
+        shoal_fmt_bytes(rate, sizeof rate, r->rate_bps);
+        strcat(rate, "/s");
+        snprintf(both, sizeof both, "%s / %s", have, total);
+        fmt_eta(eta, sizeof eta, r->eta_ms);
+        printf("%-48s %-9s %5.1f%% %22s %12s %5u %5u%% %8s\n", r->name,
+               state_name(r->state),
+               r->total_bytes ? 100.0 * (double)r->have_bytes / (double)r->total_bytes
+                              : r->state == SHOAL_CTL_COMPLETE ? 100.0 : 0.0,
+               both, rate, r->peers, origin_pct(r), eta);
+    }
+    if (m->u.status.count == 0)
+        printf("(no releases)\n");
+}
+
+static void print_peers(struct shoal_ctl_msg *m)
+{
+    printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", "NODE", "ADDRESS", "ZONE",
+           "CIPHER", "DIR", "RX", "TX", "RX RATE", "TX RATE");
+    for (uint32_t i = 0; i < m->u.peers.count; i++) {
+        struct shoal_ctl_peer *p = &m->u.peers.v[i];
+        char key[17], rx[32], tx[32], rxr[32], txr[32];
+        clean_str(p->addr);
+        clean_str(p->zone);
+        clean_str(p->cipher);
+        shoal_hex(key, p->node_pk, 8);
+        shoal_fmt_bytes(rx, sizeof rx, p->rx_bytes);
+        shoal_fmt_bytes(tx, sizeof tx, p->tx_bytes);
+        shoal_fmt_bytes(rxr, sizeof rxr, p->rx_bps);
+        shoal_fmt_bytes(txr, sizeof txr, p->tx_bps);
+        strcat(rxr, "/s");
+        strcat(txr, "/s");
+        printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", key, p->addr, p->zone,
+               p->cipher, p->initiator ? "out" : "in", rx, tx, rxr, txr);
+    }
+    if (m->u.peers.count == 0)
+        printf("(no peers connected)\n");
+}
+
+static void print_metrics(struct shoal_ctl_msg *m)
+{
+    fwrite(m->u.metrics.text, 1, m->u.metrics.len, stdout);
+}
+
+int shoal_cmd_status(int argc, char **argv)
+{
+    return query(argc, argv, "status", SHOAL_CTL_STATUS_REQ, SHOAL_CTL_STATUS, print_status);
 }
 
 int shoal_cmd_peers(int argc, char **argv)
 {
-    const char *sock = NULL;
-    struct shoal_ctl_msg *m = malloc(sizeof *m);
-    struct conn c = {.fd = -1};
-    int status;
-
-    if (!m)
-        return 1;
-    status = parse_args(argc, argv, &sock, NULL, NULL, NULL);
-    if (status == 0)
-        status = request("peers", sock, SHOAL_CTL_PEERS_REQ, SHOAL_CTL_PEERS, m, &c);
-    if (status == 0) {
-        printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", "NODE", "ADDRESS", "ZONE",
-               "CIPHER", "DIR", "RX", "TX", "RX RATE", "TX RATE");
-        for (uint32_t i = 0; i < m->u.peers.count; i++) {
-            struct shoal_ctl_peer *p = &m->u.peers.v[i];
-            char key[17], rx[32], tx[32], rxr[32], txr[32];
-            clean_str(p->addr);
-            clean_str(p->zone);
-            clean_str(p->cipher);
-            shoal_hex(key, p->node_pk, 8);
-            shoal_fmt_bytes(rx, sizeof rx, p->rx_bytes);
-            shoal_fmt_bytes(tx, sizeof tx, p->tx_bytes);
-            shoal_fmt_bytes(rxr, sizeof rxr, p->rx_bps);
-            shoal_fmt_bytes(txr, sizeof txr, p->tx_bps);
-            strcat(rxr, "/s");
-            strcat(txr, "/s");
-            printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", key, p->addr, p->zone,
-                   p->cipher, p->initiator ? "out" : "in", rx, tx, rxr, txr);
-        }
-        if (m->u.peers.count == 0)
-            printf("(no peers connected)\n");
-    }
-    conn_close(&c);
-    free(m);
-    return status;
+    return query(argc, argv, "peers", SHOAL_CTL_PEERS_REQ, SHOAL_CTL_PEERS, print_peers);
 }
 
 int shoal_cmd_metrics(int argc, char **argv)
 {
-    const char *sock = NULL;
-    struct shoal_ctl_msg *m = malloc(sizeof *m);
-    struct conn c = {.fd = -1};
-    int status;
-
-    if (!m)
-        return 1;
-    status = parse_args(argc, argv, &sock, NULL, NULL, NULL);
-    if (status == 0)
-        status = request("metrics", sock, SHOAL_CTL_METRICS_REQ, SHOAL_CTL_METRICS, m, &c);
-    if (status == 0)
-        fwrite(m->u.metrics.text, 1, m->u.metrics.len, stdout);
-    conn_close(&c);
-    free(m);
-    return status;
+    return query(argc, argv, "metrics", SHOAL_CTL_METRICS_REQ, SHOAL_CTL_METRICS, print_metrics);
 }
