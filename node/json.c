@@ -299,20 +299,42 @@ static int grow(void **vec, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* Steps over |c| if it comes next. */
+static bool eat(struct parser *ps, char c)
+{
+    if (ps->p < ps->end && *ps->p == c) {
+        ps->p++;
+        return true;
+    }
+    return false;
+}
+
+/* Opens a container whose first byte is under the cursor: 0 if |close|
+ * follows at once (it is empty), 1 if an element is due. */
+static int open_container(struct parser *ps, char close)
+{
+    ps->p++;
+    skip_ws(ps);
+    return eat(ps, close) ? 0 : 1;
+}
+
+/* After a container's element: 1 if a ',' says another follows, 0 if |close|
+ * ends the container, SHOAL_EPROTO otherwise. */
+static int after_element(struct parser *ps, char close)
+{
+    skip_ws(ps);
+    if (eat(ps, ','))
+        return 1;
+    return eat(ps, close) ? 0 : SHOAL_EPROTO;
+}
+
 static int parse_array(struct parser *ps, struct shoal_json *v)
 {
     struct shoal_json *items = NULL;
     size_t n = 0, cap = 0;
-    int rv;
+    int rv = open_container(ps, ']');
 
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-        rv = 0;
-        goto done;
-    }
-    for (;;) {
+    while (rv == 1) {
         rv = grow((void **)&items, &cap, n + 1, sizeof(*items));
         if (rv)
             goto fail;
@@ -320,24 +342,14 @@ static int parse_array(struct parser *ps, struct shoal_json *v)
         if (rv)
             goto fail;
         n++;
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
-            break;
-        }
-        rv = SHOAL_EPROTO;
-        goto fail;
+        rv = after_element(ps, ']');
     }
-    rv = 0;
-done:
+    if (rv)
+        goto fail;
     v->type = SHOAL_JSON_ARRAY;
     v->n = n;
     v->u.items = items;
-    return rv;
+    return 0;
 fail:
     while (n > 0)
         value_free(&items[--n]);
@@ -349,16 +361,9 @@ static int parse_object(struct parser *ps, struct shoal_json *v)
 {
     struct shoal_json_member *m = NULL;
     size_t n = 0, cap = 0;
-    int rv;
+    int rv = open_container(ps, '}');
 
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-        rv = 0;
-        goto done;
-    }
-    for (;;) {
+    while (rv == 1) {
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != '"') {
             rv = SHOAL_EPROTO;
@@ -371,33 +376,22 @@ static int parse_object(struct parser *ps, struct shoal_json *v)
         if (rv)
             goto fail;
         skip_ws(ps);
-        if (ps->p >= ps->end || *ps->p != ':') {
+        if (!eat(ps, ':')) {
             rv = SHOAL_EPROTO;
             goto fail;
         }
-        ps->p++;
         rv = parse_value(ps, &m[n].val);
         if (rv)
             goto fail;
         n++;
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
-            break;
-        }
-        rv = SHOAL_EPROTO;
-        goto fail;
+        rv = after_element(ps, '}');
     }
-    rv = 0;
-done:
+    if (rv)
+        goto fail;
     v->type = SHOAL_JSON_OBJECT;
     v->n = n;
     v->u.members = m;
-    return rv;
+    return 0;
 fail:
     while (n > 0)
         value_free(&m[--n].val);
