@@ -481,11 +481,48 @@ static int metric(struct shoal_buf *out, const char *name, const char *type, con
     return rv;
 }
 
+/* One gauge per release, labelled with its name; |total| picks total_bytes
+ * over have_bytes. Nothing at all when there are no releases. */
+static int release_gauge(struct shoal_buf *out, const char *name, const char *help,
+                         const struct shoal_ctl_release *v, uint32_t n, bool total)
+{
+    char lbl[2 * SHOAL_CTL_RELEASE_MAX + 8];
+    int rv = 0;
+
+    if (n > 0)
+        rv = put(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    for (uint32_t i = 0; rv == 0 && i < n; i++) {
+        label_escape(lbl, sizeof lbl, v[i].name);
+        rv = put(out, "%s{release=\"%s\"} %llu\n", name, lbl,
+                 (unsigned long long)(total ? v[i].total_bytes : v[i].have_bytes));
+    }
+    return rv;
+}
+
 int shoal_ctl_metrics_text(const struct shoal_ctl_metrics *m, const struct shoal_ctl_release *v,
                            uint32_t n, struct shoal_buf *out)
 {
+    /* The unlabelled ones, in the order they are written. */
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } plain[] = {
+        {"shoal_served_bytes_total", "counter", "Chunk bytes sent to peers.", m->bytes_served},
+        {"shoal_served_payload_bytes_total", "counter",
+         "CHUNK payload bytes sent to peers, after compression.", m->bytes_served_payload},
+        {"shoal_chunks_verified_total", "counter",
+         "Chunks received from peers that matched their id.", m->chunks_verified},
+        {"shoal_chunks_failed_total", "counter",
+         "Chunks received that failed their id (or did not decode).", m->chunks_failed},
+        {"shoal_upload_slots_busy_total", "counter",
+         "Requests told busy because every upload slot was taken.", m->busy_slots},
+        {"shoal_peers", "gauge", "Authenticated peer connections.", m->peers},
+        {"shoal_bans_total", "counter", "Nodes banned since start.", m->bans_total},
+        {"shoal_bans_active", "gauge", "Nodes banned right now.", m->bans_active},
+        {"shoal_releases", "gauge", "Releases held or being pulled.", m->releases},
+        {"shoal_releases_complete", "gauge", "Releases complete here.", m->releases_complete},
+    };
     size_t start = out->len;
-    char lbl[2 * SHOAL_CTL_RELEASE_MAX + 8];
     int rv;
 
     rv = put(out, "# HELP shoal_received_bytes_total Verified chunk bytes received, by source.\n"
@@ -493,59 +530,19 @@ int shoal_ctl_metrics_text(const struct shoal_ctl_metrics *m, const struct shoal
                   "shoal_received_bytes_total{source=\"peers\"} %llu\n"
                   "shoal_received_bytes_total{source=\"origin\"} %llu\n",
              (unsigned long long)m->bytes_from_peers, (unsigned long long)m->bytes_from_origin);
-    if (rv == 0)
-        rv = metric(out, "shoal_served_bytes_total", "counter",
-                    "Chunk bytes sent to peers.", m->bytes_served);
-    if (rv == 0)
-        rv = metric(out, "shoal_served_payload_bytes_total", "counter",
-                    "CHUNK payload bytes sent to peers, after compression.",
-                    m->bytes_served_payload);
-    if (rv == 0)
-        rv = metric(out, "shoal_chunks_verified_total", "counter",
-                    "Chunks received from peers that matched their id.", m->chunks_verified);
-    if (rv == 0)
-        rv = metric(out, "shoal_chunks_failed_total", "counter",
-                    "Chunks received that failed their id (or did not decode).",
-                    m->chunks_failed);
-    if (rv == 0)
-        rv = metric(out, "shoal_upload_slots_busy_total", "counter",
-                    "Requests told busy because every upload slot was taken.", m->busy_slots);
-    if (rv == 0)
-        rv = metric(out, "shoal_peers", "gauge", "Authenticated peer connections.", m->peers);
-    if (rv == 0)
-        rv = metric(out, "shoal_bans_total", "counter", "Nodes banned since start.",
-                    m->bans_total);
-    if (rv == 0)
-        rv = metric(out, "shoal_bans_active", "gauge", "Nodes banned right now.",
-                    m->bans_active);
-    if (rv == 0)
-        rv = metric(out, "shoal_releases", "gauge", "Releases held or being pulled.",
-                    m->releases);
-    if (rv == 0)
-        rv = metric(out, "shoal_releases_complete", "gauge", "Releases complete here.",
-                    m->releases_complete);
+    for (size_t i = 0; rv == 0 && i < sizeof plain / sizeof plain[0]; i++)
+        rv = metric(out, plain[i].name, plain[i].type, plain[i].help, plain[i].v);
     if (rv == 0)
         rv = put(out, "# HELP shoal_peer_wire_bytes Frame bytes on the current peer connections.\n"
                       "# TYPE shoal_peer_wire_bytes gauge\n"
                       "shoal_peer_wire_bytes{direction=\"rx\"} %llu\n"
                       "shoal_peer_wire_bytes{direction=\"tx\"} %llu\n",
                  (unsigned long long)m->wire_rx_bytes, (unsigned long long)m->wire_tx_bytes);
-    if (rv == 0 && n > 0)
-        rv = put(out, "# HELP shoal_release_have_bytes Verified bytes of each release here.\n"
-                      "# TYPE shoal_release_have_bytes gauge\n");
-    for (uint32_t i = 0; rv == 0 && i < n; i++) {
-        label_escape(lbl, sizeof lbl, v[i].name);
-        rv = put(out, "shoal_release_have_bytes{release=\"%s\"} %llu\n", lbl,
-                 (unsigned long long)v[i].have_bytes);
-    }
-    if (rv == 0 && n > 0)
-        rv = put(out, "# HELP shoal_release_total_bytes Size of each release.\n"
-                      "# TYPE shoal_release_total_bytes gauge\n");
-    for (uint32_t i = 0; rv == 0 && i < n; i++) {
-        label_escape(lbl, sizeof lbl, v[i].name);
-        rv = put(out, "shoal_release_total_bytes{release=\"%s\"} %llu\n", lbl,
-                 (unsigned long long)v[i].total_bytes);
-    }
+    if (rv == 0)
+        rv = release_gauge(out, "shoal_release_have_bytes", "Verified bytes of each release here.",
+                           v, n, false);
+    if (rv == 0)
+        rv = release_gauge(out, "shoal_release_total_bytes", "Size of each release.", v, n, true);
     if (rv != 0)
         out->len = start;
     return rv;
