@@ -9,12 +9,15 @@ in the module-level `procs` list, so a test's `finally:` can kill_all()
 whatever is still running however the test ended. run() runs a command to
 completion and exits the script with its stderr when it fails; make_keys()
 makes the node keys and cluster credentials most cases start from.
+main() runs one named case of a test script and cleans up after it.
 """
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -143,6 +146,54 @@ def kill_all(timeout=10):
             p.p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             pass
+
+
+def stop_all(nodes):
+    """Stops each of |nodes| in turn, printing a FAIL line naming each one
+    that did not exit 0; returns how many did not."""
+    bad = 0
+    for n in nodes:
+        if n.stop() != 0:
+            print(f"FAIL {n.name} did not shut down cleanly")
+            bad += 1
+    return bad
+
+
+def metric(text, name):
+    """The value of the unlabelled metric |name| in Prometheus text |text|
+    (`shoal metrics`), or None if it is not there."""
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def main(case, cases, prefix, scan_sanitizers=False):
+    """Runs the test case named |case|: cases[case](tmp), which returns how
+    many checks failed, with tmp a new temporary directory named from
+    |prefix|. However the case ends, every Proc still running is killed; with
+    |scan_sanitizers| a sanitizer report in any Proc's log counts as one more
+    failure (UBSan prints and carries on, so the exit code does not show it);
+    with SHOAL_TEST_VERBOSE set every Proc's log is dumped; tmp is removed.
+    Prints "CASE: ok" or "CASE: FAIL" and exits 0 or 1."""
+    if case not in cases:
+        sys.exit(f"unknown case {case}")
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    fails = 1
+    try:
+        fails = cases[case](tmp)
+    finally:
+        kill_all()
+        if scan_sanitizers:
+            for p in procs:
+                if re.search(r"runtime error:|AddressSanitizer|LeakSanitizer", p.log()):
+                    print(f"FAIL {p.name}: sanitizer report")
+                    p.dump()
+                    fails += 1
+        if os.environ.get("SHOAL_TEST_VERBOSE"):
+            for p in procs:
+                p.dump()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{case}: {'FAIL' if fails else 'ok'}")
+    sys.exit(1 if fails else 0)
 
 
 def run(*argv, env=None, timeout=120):

@@ -90,9 +90,7 @@ def check_snapshot(tmp, name, files):
     return bad
 
 
-def metric(text, name):
-    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
-    return int(m.group(1)) if m else None
+metric = shoalproc.metric
 
 
 def case_pull_status(tmp):
@@ -152,10 +150,7 @@ def case_pull_status(tmp):
     if served != total or payload is None or not payload < served:
         print(f"FAIL seed metrics: served {served}, payload {payload}, release {total}")
         fails += 1
-    for n in (a, b):
-        if n.stop() != 0:
-            print(f"FAIL {n.name} did not shut down cleanly")
-            fails += 1
+    fails += shoalproc.stop_all((a, b))
     for s in (sa, sb):
         if os.path.exists(s):
             print(f"FAIL {s} left behind")
@@ -188,10 +183,7 @@ def case_rate_limit(tmp):
         print(f"FAIL the upload cap did not hold: {took:.2f} s < 2.8 s")
         fails += 1
     fails += check_snapshot(tmp, "b", files)
-    for n in (a, b):
-        if n.stop() != 0:
-            print(f"FAIL {n.name} did not shut down cleanly")
-            fails += 1
+    fails += shoalproc.stop_all((a, b))
     if fails:
         a.dump()
         b.dump()
@@ -291,25 +283,5 @@ def case_squat(tmp):
     return fails
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="shoal-ctl-")
-    try:
-        if CASE == "pull_status":
-            fails = case_pull_status(tmp)
-        elif CASE == "rate_limit":
-            fails = case_rate_limit(tmp)
-        elif CASE == "squat":
-            fails = case_squat(tmp)
-        else:
-            sys.exit(f"unknown case {CASE}")
-    finally:
-        shoalproc.kill_all()
-        if os.environ.get("SHOAL_TEST_VERBOSE"):
-            for n in procs:
-                n.dump()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{CASE}: {'FAIL' if fails else 'ok'}")
-    sys.exit(1 if fails else 0)
-
-
-main()
+shoalproc.main(CASE, {"pull_status": case_pull_status, "rate_limit": case_rate_limit,
+                      "squat": case_squat}, "shoal-ctl-")

@@ -41,12 +41,10 @@ import json
 import os
 import random
 import re
-import shutil
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -616,20 +614,6 @@ def case_refused(tmp):
     return fails
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="shoal-loader-")
-    try:
-        fails = {"multi_node": case_multi_node, "memory": case_memory,
-                 "stalled": case_stalled, "refused": case_refused,
-                 "by_name": case_by_name}[CASE](tmp)
-    finally:
-        shoalproc.kill_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    if os.environ.get("SHOAL_TEST_VERBOSE"):
-        for n in procs:
-            n.dump()
-    print(f"{CASE}: {'FAIL' if fails else 'ok'}")
-    sys.exit(1 if fails else 0)
-
-
-main()
+shoalproc.main(CASE, {"multi_node": case_multi_node, "memory": case_memory,
+                      "stalled": case_stalled, "refused": case_refused,
+                      "by_name": case_by_name}, "shoal-loader-")

@@ -31,10 +31,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -217,10 +215,7 @@ def case_swarm8(tmp):
     out = run(SHOAL, "rollout", release, "--status", "--tracker", taddr, "--key", k("n0"),
               "--cred", k("n0") + ".cred")
     print(out.strip())
-    for n in nodes:
-        if n.stop() != 0:
-            print(f"FAIL {n.name} did not shut down cleanly")
-            fails += 1
+    fails += shoalproc.stop_all(nodes)
     if fails:
         for p in procs:
             p.dump()
@@ -354,37 +349,13 @@ def case_roles(tmp):
     if ratio >= 1.2:
         print("FAIL origin egress is not under 1.2x the release")
         fails += 1
-    for n in nodes:
-        if n.stop() != 0:
-            print(f"FAIL {n.name} did not shut down cleanly")
-            fails += 1
+    fails += shoalproc.stop_all(nodes)
     if fails:
         for p in procs:
             p.dump()
     return fails
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="shoal-rollout-")
-    fails = 1
-    try:
-        fails = {"swarm8": case_swarm8, "restart": case_restart,
-                 "tracker_down": case_tracker_down, "roles": case_roles}[CASE](tmp)
-    finally:
-        shoalproc.kill_all()
-        # Sanitizer builds: a report fails the test even when the process
-        # went on (UBSan prints and continues).
-        for p in procs:
-            if re.search(r"runtime error:|AddressSanitizer|LeakSanitizer", p.log()):
-                print(f"FAIL {p.name}: sanitizer report")
-                p.dump()
-                fails += 1
-        if os.environ.get("SHOAL_TEST_VERBOSE"):
-            for p in procs:
-                p.dump()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{CASE}: {'FAIL' if fails else 'ok'}")
-    sys.exit(1 if fails else 0)
-
-
-main()
+shoalproc.main(CASE, {"swarm8": case_swarm8, "restart": case_restart,
+                      "tracker_down": case_tracker_down, "roles": case_roles},
+               "shoal-rollout-", scan_sanitizers=True)

@@ -26,7 +26,6 @@ import random
 import re
 import shutil
 import sys
-import tempfile
 import time
 
 import shoalproc
@@ -347,9 +346,7 @@ def case_dedup(tmp):
     return fails
 
 
-def metric(text, name):
-    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
-    return int(m.group(1)) if m else None
+metric = shoalproc.metric
 
 
 def case_upload_slots(tmp):
@@ -401,45 +398,18 @@ def case_upload_slots(tmp):
     if not shared:
         print("FAIL the pullers fetched nothing from each other")
         fails += 1
-    for n in [a] + pullers:
-        if n.stop() != 0:
-            print(f"FAIL {n.name} did not shut down cleanly")
-            fails += 1
+    fails += shoalproc.stop_all([a] + pullers)
     if fails:
         for n in [a] + pullers + [late]:
             n.dump()
     return fails
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="shoal-swarm-")
-    try:
-        if CASE == "pull_encrypted":
-            fails = case_pull(tmp, True)
-        elif CASE == "pull_plain":
-            fails = case_pull(tmp, False)
-        elif CASE == "no_cred":
-            fails = case_no_cred(tmp)
-        elif CASE == "bad_peer":
-            fails = case_bad_peer(tmp)
-        elif CASE == "bad_peer_hangup":
-            fails = case_bad_peer(tmp, hangup=True)
-        elif CASE == "manifest_queue":
-            fails = case_manifest_queue(tmp)
-        elif CASE == "dedup":
-            fails = case_dedup(tmp)
-        elif CASE == "upload_slots":
-            fails = case_upload_slots(tmp)
-        else:
-            sys.exit(f"unknown case {CASE}")
-    finally:
-        shoalproc.kill_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    if os.environ.get("SHOAL_TEST_VERBOSE"):
-        for n in procs:
-            n.dump()
-    print(f"{CASE}: {'FAIL' if fails else 'ok'}")
-    sys.exit(1 if fails else 0)
-
-
-main()
+shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
+                      "pull_plain": lambda tmp: case_pull(tmp, False),
+                      "no_cred": case_no_cred,
+                      "bad_peer": case_bad_peer,
+                      "bad_peer_hangup": lambda tmp: case_bad_peer(tmp, hangup=True),
+                      "manifest_queue": case_manifest_queue,
+                      "dedup": case_dedup,
+                      "upload_slots": case_upload_slots}, "shoal-swarm-")
