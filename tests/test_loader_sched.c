@@ -36,6 +36,21 @@ static void set_bits(uint8_t *b, uint32_t n, uint32_t except)
             b[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
+/* Peers 1 and 2 join holding all |nchunks| chunks, and a loader waits for
+ * file |want|. */
+static void two_full_peers(struct shoal_sched *s, uint32_t nchunks, uint32_t want)
+{
+    uint8_t all[64];
+
+    REQUIRE(nchunks <= 8 * sizeof all);
+    set_bits(all, nchunks, UINT32_MAX);
+    for (uint64_t p = 1; p <= 2; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, (nchunks + 7) / 8), 0);
+    }
+    CHECK_EQ(shoal_sched_want_files(s, &want, 1), 0);
+}
+
 /* Two peers hold everything; the loader waits for the middle file of
  * three (chunks 100..299 of 400, so the range spans several bitmap words
  * and starts inside one). Every round of requests takes the earliest
@@ -45,16 +60,10 @@ static void test_front_to_back(void)
 {
     uint32_t ff[3] = {0, 100, 300};
     struct shoal_sched *s = mk(400, 3, ff, 4);
-    uint8_t all[50];
     uint32_t want = 1, next = 100;
     struct shoal_sched_action a[64];
 
-    set_bits(all, 400, UINT32_MAX);
-    for (uint64_t p = 1; p <= 2; p++) {
-        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
-        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, sizeof all), 0);
-    }
-    CHECK_EQ(shoal_sched_want_files(s, &want, 1), 0);
+    two_full_peers(s, 400, want);
     for (uint64_t t = 1; next < 300; t++) {
         size_t n = shoal_sched_next(s, t, a, 64);
         uint32_t lo = UINT32_MAX, hi = 0;
@@ -119,16 +128,10 @@ static void test_spread_over_peers(void)
 {
     uint32_t ff[2] = {0, 12};
     struct shoal_sched *s = mk(100, 2, ff, 16);
-    uint8_t all[13];
-    uint32_t want = 0, per[3] = {0};
+    uint32_t per[3] = {0};
     struct shoal_sched_action a[64];
 
-    set_bits(all, 100, UINT32_MAX);
-    for (uint64_t p = 1; p <= 2; p++) {
-        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
-        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, sizeof all), 0);
-    }
-    CHECK_EQ(shoal_sched_want_files(s, &want, 1), 0);
+    two_full_peers(s, 100, 0);
     size_t n = shoal_sched_next(s, 1, a, 64);
     REQUIRE(n == 32);
     for (size_t i = 0; i < n; i++) {
@@ -154,17 +157,10 @@ static void test_late_requests_duplicated(void)
 {
     uint32_t ff[2] = {0, 8};
     struct shoal_sched *s = mk(16, 2, ff, 4);
-    uint8_t all[2];
-    uint32_t want = 0;
     uint64_t fast = 0, slow = 0;
     struct shoal_sched_action a[16];
 
-    set_bits(all, 16, UINT32_MAX);
-    for (uint64_t p = 1; p <= 2; p++) {
-        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
-        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, sizeof all), 0);
-    }
-    CHECK_EQ(shoal_sched_want_files(s, &want, 1), 0);
+    two_full_peers(s, 16, 0);
     size_t n = shoal_sched_next(s, 0, a, 16);
     REQUIRE(n == 8);
     fast = a[0].peer;
