@@ -111,19 +111,40 @@ static int handshake(struct shoal_session *a, struct shoal_session *b)
     return rv;
 }
 
+/* Encodes PING |nonce| into |b| with room for the tag. */
+static void ping_frame(struct shoal_buf *b, uint64_t nonce)
+{
+    struct shoal_msg m = {.type = SHOAL_MSG_PING};
+    m.u.ping.nonce = nonce;
+    shoal_buf_init(b, 4096);
+    REQUIRE(shoal_msg_encode(&m, b) == 0);
+    REQUIRE(shoal_buf_reserve(b, SHOAL_SESSION_TAG_LEN) == 0);
+}
+
+/* Two nodes of the cluster with credentials good for an hour, and a session
+ * for each: |a| dials, |b| answers; |enc_a| and |enc_b| say whether each asks
+ * for encryption, |aes| whether AES-GCM may be chosen. */
+static void two_sessions(struct node *na, struct node *nb, bool enc_a, bool enc_b, bool aes,
+                         struct shoal_session **a, struct shoal_session **b)
+{
+    uint64_t exp = (uint64_t)time(NULL) + 3600;
+
+    make_node(na, &cluster_sk, exp);
+    make_node(nb, &cluster_sk, exp);
+    *a = new_session(na, true, enc_a, aes);
+    *b = new_session(nb, false, enc_b, aes);
+}
+
 /* Seals a PING with |nonce| at |from| and opens it at |to|. */
 static int ping_through(struct shoal_session *from, struct shoal_session *to, uint64_t nonce,
                         bool tamper)
 {
-    struct shoal_msg m = {.type = SHOAL_MSG_PING};
+    struct shoal_msg m;
     struct shoal_buf b;
     size_t flen, plain;
     int rv;
 
-    m.u.ping.nonce = nonce;
-    shoal_buf_init(&b, 4096);
-    REQUIRE(shoal_msg_encode(&m, &b) == 0);
-    REQUIRE(shoal_buf_reserve(&b, SHOAL_SESSION_TAG_LEN) == 0);
+    ping_frame(&b, nonce);
     REQUIRE(shoal_session_seal(from, b.data, b.len - SHOAL_FRAME_HDR_LEN, &flen) == 0);
     if (tamper)
         b.data[SHOAL_FRAME_HDR_LEN + 1] ^= 0x40;
@@ -141,12 +162,9 @@ static int ping_through(struct shoal_session *from, struct shoal_session *to, ui
 static void test_handshake_and_seal(bool aes)
 {
     struct node na, nb;
-    uint64_t exp = (uint64_t)time(NULL) + 3600;
-    make_node(&na, &cluster_sk, exp);
-    make_node(&nb, &cluster_sk, exp);
-    struct shoal_session *a = new_session(&na, true, true, aes);
-    struct shoal_session *b = new_session(&nb, false, false, aes);
+    struct shoal_session *a, *b;
 
+    two_sessions(&na, &nb, true, false, aes, &a, &b);
     CHECK_EQ(handshake(a, b), 0);
     CHECK(shoal_session_authed(a) && shoal_session_authed(b));
     /* One side asking for encryption is enough. */
@@ -173,16 +191,6 @@ static void test_aesgcm(void) { test_handshake_and_seal(true); }
 static void test_xchacha(void) { test_handshake_and_seal(false); }
 
 /* --- dperf: split seal/open --- */
-/* Encodes PING |nonce| into |b| with room for the tag. */
-static void ping_frame(struct shoal_buf *b, uint64_t nonce)
-{
-    struct shoal_msg m = {.type = SHOAL_MSG_PING};
-    m.u.ping.nonce = nonce;
-    shoal_buf_init(b, 4096);
-    REQUIRE(shoal_msg_encode(&m, b) == 0);
-    REQUIRE(shoal_buf_reserve(b, SHOAL_SESSION_TAG_LEN) == 0);
-}
-
 /* The PING nonce in an opened body, or 0 when it does not decode. */
 static uint64_t ping_nonce(const uint8_t *body, size_t len)
 {
@@ -200,15 +208,12 @@ static void test_split_seal_open(bool aes)
      * On the receiving side, counters reserved in arrival order open out of
      * order; a frame opened with another frame's counter fails. */
     struct node na, nb;
-    uint64_t exp = (uint64_t)time(NULL) + 3600;
-    make_node(&na, &cluster_sk, exp);
-    make_node(&nb, &cluster_sk, exp);
-    struct shoal_session *a = new_session(&na, true, true, aes);
-    struct shoal_session *b = new_session(&nb, false, true, aes);
+    struct shoal_session *a, *b;
     struct shoal_buf f[4];
     uint64_t ctr[3];
     size_t flen[4], plain;
 
+    two_sessions(&na, &nb, true, true, aes, &a, &b);
     REQUIRE(handshake(a, b) == 0);
     for (int i = 0; i < 3; i++) {
         ping_frame(&f[i], 10 + (uint64_t)i);
@@ -260,14 +265,11 @@ static void test_split_xchacha(void) { test_split_seal_open(false); }
 static void test_split_refused_when_plain(void)
 {
     struct node na, nb;
-    uint64_t exp = (uint64_t)time(NULL) + 3600;
+    struct shoal_session *a, *b;
     uint8_t frame[64] = {0};
     size_t n;
 
-    make_node(&na, &cluster_sk, exp);
-    make_node(&nb, &cluster_sk, exp);
-    struct shoal_session *a = new_session(&na, true, false, true);
-    struct shoal_session *b = new_session(&nb, false, false, true);
+    two_sessions(&na, &nb, false, false, true, &a, &b);
     REQUIRE(handshake(a, b) == 0);
     CHECK(!shoal_session_encrypted(a));
     CHECK_EQ(shoal_session_seal_at(a, 0, frame, 8, &n), -EINVAL);
@@ -280,20 +282,14 @@ static void test_split_refused_when_plain(void)
 static void test_replay_refused(void)
 {
     struct node na, nb;
-    uint64_t exp = (uint64_t)time(NULL) + 3600;
-    struct shoal_msg m = {.type = SHOAL_MSG_PING};
+    struct shoal_session *a, *s;
     struct shoal_buf b;
     uint8_t copy[64];
     size_t flen, plain;
 
-    make_node(&na, &cluster_sk, exp);
-    make_node(&nb, &cluster_sk, exp);
-    struct shoal_session *a = new_session(&na, true, true, false);
-    struct shoal_session *s = new_session(&nb, false, true, false);
+    two_sessions(&na, &nb, true, true, false, &a, &s);
     REQUIRE(handshake(a, s) == 0);
-    shoal_buf_init(&b, 4096);
-    REQUIRE(shoal_msg_encode(&m, &b) == 0);
-    REQUIRE(shoal_buf_reserve(&b, SHOAL_SESSION_TAG_LEN) == 0);
+    ping_frame(&b, 0);
     REQUIRE(shoal_session_seal(a, b.data, b.len - SHOAL_FRAME_HDR_LEN, &flen) == 0);
     REQUIRE(flen - SHOAL_FRAME_HDR_LEN <= sizeof copy);
     memcpy(copy, b.data + SHOAL_FRAME_HDR_LEN, flen - SHOAL_FRAME_HDR_LEN);
@@ -309,11 +305,9 @@ static void test_replay_refused(void)
 static void test_plain_when_both_refuse(void)
 {
     struct node na, nb;
-    uint64_t exp = (uint64_t)time(NULL) + 3600;
-    make_node(&na, &cluster_sk, exp);
-    make_node(&nb, &cluster_sk, exp);
-    struct shoal_session *a = new_session(&na, true, false, true);
-    struct shoal_session *b = new_session(&nb, false, false, true);
+    struct shoal_session *a, *b;
+
+    two_sessions(&na, &nb, false, false, true, &a, &b);
     REQUIRE(handshake(a, b) == 0);
     CHECK(!shoal_session_encrypted(a));
     CHECK_EQ(shoal_session_send_overhead(a), 0);
