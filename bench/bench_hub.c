@@ -15,7 +15,6 @@
 #include "../tests/hub/stub.h"
 
 #include <arpa/inet.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -144,14 +143,6 @@ static bool wait_port(int port, int seconds)
     return false;
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 int main(int argc, char **argv)
 {
     const char *py, *hubdir, *nginx = "/usr/sbin/nginx", *curl = "/usr/bin/curl";
@@ -248,7 +239,7 @@ out:
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
     }
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    hubstub_rmtree(dir);
     curl_global_cleanup();
     return rc;
 }

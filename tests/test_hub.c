@@ -15,7 +15,6 @@
 
 #include "hub/stub.h"
 
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -672,14 +671,6 @@ static void test_cut_every_byte(void)
     hub_close(h);
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -723,7 +714,7 @@ int main(int argc, char **argv)
     RUN(test_cut_every_byte);
 
     hubstub_stop(&stub);
-    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    hubstub_rmtree(root);
     /* Every hub handle was closed: the loop must close cleanly. */
     CHECK_EQ(uv_loop_close(&loop), 0);
     curl_global_cleanup();

@@ -20,7 +20,6 @@
 #include "hub/stub.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -310,14 +309,6 @@ static void test_oom_is_an_error(void)
     CHECK(access(outp, F_OK) != 0);
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 int main(int argc, char **argv)
 {
     struct shoal_seckey sk;
@@ -353,7 +344,7 @@ int main(int argc, char **argv)
     RUN(test_oom_is_an_error);
 
     hubstub_stop(&stub);
-    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    hubstub_rmtree(root);
     curl_global_cleanup();
     return t_done();
 }

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test helpers for the Hub stand-in: generate repos with genrepo.py, start
- * and stop hubstub.py on an ephemeral loopback port, and talk to its
- * control endpoints (faults, stats, reset). Header-only, blocking, every
- * wait bounded; for tests only. Include after <stdio.h>; link libcurl.
+ * and stop hubstub.py on an ephemeral loopback port, talk to its control
+ * endpoints (faults, stats, reset), and remove the trees a test made
+ * (hubstub_rmtree). Header-only, blocking, every wait bounded; for tests
+ * only. Include after <stdio.h>; link libcurl.
  *
  *   struct hubstub s;
  *   hubstub_genrepo(py, hubdir, root, "org/m", commit, "--size", "4M", NULL);
@@ -16,12 +17,14 @@
 #define SHOAL_TEST_HUBSTUB_H
 
 #include <errno.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,15 +39,12 @@ struct hubstub {
     char url[64];
 };
 
-/* Runs argv (NULL-terminated) and captures up to cap-1 bytes of stdout into
- * |out| (may be NULL). Returns the exit status, or -1. Waits at most
- * |timeout_s| seconds, then kills the child. */
-static inline int hubstub_run(char *const argv[], char *out, size_t cap, int timeout_s)
+/* Starts argv (NULL-terminated) with its stdout on a pipe whose read end
+ * goes to |*fd|. Returns the child's pid, or -1 (no pipe left open). */
+static inline pid_t hubstub_spawn(char *const argv[], int *fd)
 {
-    int fds[2], status = -1;
-    size_t len = 0;
+    int fds[2];
     pid_t pid;
-    time_t deadline = time(NULL) + timeout_s;
 
     if (pipe(fds) != 0)
         return -1;
@@ -62,15 +62,31 @@ static inline int hubstub_run(char *const argv[], char *out, size_t cap, int tim
         _exit(127);
     }
     close(fds[1]);
+    *fd = fds[0];
+    return pid;
+}
+
+/* Runs argv (NULL-terminated) and captures up to cap-1 bytes of stdout into
+ * |out| (may be NULL). Returns the exit status, or -1. Waits at most
+ * |timeout_s| seconds, then kills the child. */
+static inline int hubstub_run(char *const argv[], char *out, size_t cap, int timeout_s)
+{
+    int fd, status = -1;
+    size_t len = 0;
+    time_t deadline = time(NULL) + timeout_s;
+    pid_t pid = hubstub_spawn(argv, &fd);
+
+    if (pid < 0)
+        return -1;
     for (;;) {
-        struct pollfd p = {.fd = fds[0], .events = POLLIN};
+        struct pollfd p = {.fd = fd, .events = POLLIN};
         int left = (int)(deadline - time(NULL));
         if (left <= 0 || poll(&p, 1, left * 1000) <= 0) {
             kill(pid, SIGKILL);
             break;
         }
         char tmp[4096];
-        ssize_t n = read(fds[0], tmp, sizeof(tmp));
+        ssize_t n = read(fd, tmp, sizeof(tmp));
         if (n <= 0)
             break;
         if (out && len + 1 < cap) {
@@ -81,7 +97,7 @@ static inline int hubstub_run(char *const argv[], char *out, size_t cap, int tim
     }
     if (out && cap)
         out[len] = '\0';
-    close(fds[0]);
+    close(fd);
     if (waitpid(pid, &status, 0) != pid)
         return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -125,7 +141,7 @@ static inline int hubstub_start(struct hubstub *s, const char *py, const char *h
 {
     char script[1024], line[32];
     char *argv[HUBSTUB_MAX_ARGS];
-    int argc = 0, fds[2];
+    int argc = 0, fd;
     size_t len = 0;
     va_list ap;
     const char *a;
@@ -140,29 +156,19 @@ static inline int hubstub_start(struct hubstub *s, const char *py, const char *h
         argv[argc++] = (char *)a;
     va_end(ap);
     argv[argc] = NULL;
-    if (pipe(fds) != 0)
-        return -1;
-    s->pid = fork();
+    s->pid = hubstub_spawn(argv, &fd);
     if (s->pid < 0)
         return -1;
-    if (s->pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(fds[1]);
     while (len < sizeof(line) - 1) {
-        struct pollfd p = {.fd = fds[0], .events = POLLIN};
-        if (poll(&p, 1, 10000) <= 0 || read(fds[0], line + len, 1) != 1)
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0 || read(fd, line + len, 1) != 1)
             break;
         if (line[len] == '\n')
             break;
         len++;
     }
     line[len] = '\0';
-    close(fds[0]);
+    close(fd);
     s->port = atoi(line);
     if (s->port <= 0) {
         kill(s->pid, SIGKILL);
@@ -181,6 +187,21 @@ static inline void hubstub_stop(struct hubstub *s)
         waitpid(s->pid, NULL, 0);
         s->pid = 0;
     }
+}
+
+static inline int hubstub_rm_cb(const char *p, const struct stat *sb, int flag,
+                                struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+/* Removes |dir| and everything below it, as far as it can. */
+static inline void hubstub_rmtree(const char *dir)
+{
+    nftw(dir, hubstub_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 struct hubstub_body {
