@@ -44,6 +44,7 @@ struct shoal_peer {
     enum peer_state st;
     bool initiator;
     bool closing;
+    bool flush_close;  /* closing once txq and sfq are out (shut_if_flushed) */
     bool local;        /* --- dperf --- the remote end is on this host */
     int open_handles;
     size_t queued;
@@ -61,7 +62,6 @@ struct shoal_peer {
     /* --- dperf: sealing on workers --- */
     struct txf *txq, *txq_tail; /* sealed sends in counter order */
     unsigned works;             /* worker jobs holding this peer */
-    bool shut_after_txq;        /* a flushing close waits for txq */
     struct rxf *rxq, *rxq_tail; /* received sealed frames, in counter order */
     size_t rxq_bytes;
     bool rxq_paused;            /* reading stopped: rxq is full */
@@ -74,7 +74,6 @@ struct shoal_peer {
     int sf_fd;                  /* dup of the socket for sf_poll; -1: none */
     bool sf_polling;
     bool sf_busy;               /* in sfq_pump */
-    bool shut_after_sfq;        /* a flushing close waits for sfq */
     /* --- end s2 --- */
     char name[80];
     char reason[256];
@@ -378,15 +377,11 @@ void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush)
     }
     uv_read_stop((uv_stream_t *)&p->tcp);
     p->shut_req.data = p;
-    if (flush && p->txq) { /* --- dperf --- */
-        /* Frames still being sealed go out first; txq_flush shuts down. */
-        p->shut_after_txq = true;
-        uv_timer_start(&p->timer, grace_expired, CLOSE_GRACE_MS, 0);
-        return;
-    }
-    if (flush && p->sfq) { /* --- s2 --- */
-        /* Frames behind a file payload go out first; sfq_pump shuts down. */
-        p->shut_after_sfq = true;
+    if (flush && (p->txq || p->sfq)) { /* --- dperf, s2 --- */
+        /* Frames still being sealed, and frames behind a file payload, go
+         * out first; whichever of txq_flush and sfq_pump empties the last
+         * of the two shuts down. */
+        p->flush_close = true;
         uv_timer_start(&p->timer, grace_expired, CLOSE_GRACE_MS, 0);
         return;
     }
@@ -400,6 +395,19 @@ void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush)
 }
 
 static void sfq_pump(struct shoal_peer *p);
+
+/* Ends a flushing close once neither txq nor sfq holds a frame: shuts the
+ * socket down (close_now if it cannot). Returns true if it did. */
+static bool shut_if_flushed(struct shoal_peer *p)
+{
+    if (!p->flush_close || p->txq || p->sfq)
+        return false;
+    p->flush_close = false;
+    if (uv_is_closing((uv_handle_t *)&p->tcp) ||
+        uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) != 0)
+        close_now(p);
+    return true;
+}
 
 static void maybe_drain(struct shoal_peer *p)
 {
@@ -589,7 +597,7 @@ static void sfq_pump(struct shoal_peer *p)
     p->sf_busy = true;
     if (uv_fileno((uv_handle_t *)&p->tcp, &sock) != 0)
         rv = -EBADF;
-    while (rv == 0 && p->sfq && (!p->closing || p->shut_after_sfq) &&
+    while (rv == 0 && p->sfq && (!p->closing || p->flush_close) &&
            !uv_is_closing((uv_handle_t *)&p->tcp)) {
         struct sfi *f = p->sfq;
 
@@ -624,13 +632,8 @@ static void sfq_pump(struct shoal_peer *p)
         shoal_peer_close(p, why, false);
         return;
     }
-    if (!p->sfq && p->shut_after_sfq) {
-        p->shut_after_sfq = false;
-        if (uv_is_closing((uv_handle_t *)&p->tcp) ||
-            uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) != 0)
-            close_now(p);
+    if (shut_if_flushed(p))
         return;
-    }
     maybe_drain(p);
 }
 
@@ -685,7 +688,7 @@ static void txq_flush(struct shoal_peer *p)
         if (!p->txq)
             p->txq_tail = NULL;
         p->queued -= t->body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN;
-        if (rv == 0 && (!p->closing || p->shut_after_txq) &&
+        if (rv == 0 && (!p->closing || p->flush_close) &&
             !uv_is_closing((uv_handle_t *)&p->tcp))
             rv = queue_bufs(p, t->base, t->frame, t->flen, NULL, 0);
         else
@@ -694,12 +697,7 @@ static void txq_flush(struct shoal_peer *p)
         if (rv != 0 && !p->closing)
             shoal_peer_close(p, "cannot seal or queue a frame", false);
     }
-    if (!p->txq && p->shut_after_txq) {
-        p->shut_after_txq = false;
-        if (uv_is_closing((uv_handle_t *)&p->tcp) ||
-            uv_shutdown(&p->shut_req, (uv_stream_t *)&p->tcp, shutdown_done) != 0)
-            close_now(p);
-    }
+    shut_if_flushed(p);
 }
 
 static void seal_work(uv_work_t *w)
@@ -738,7 +736,7 @@ static int txq_push(struct shoal_peer *p, uint8_t *base, uint8_t *frame, size_t 
     if (!p->txq && body_len < SEAL_ASYNC_MIN) {
         size_t flen;
         int rv = shoal_session_seal(p->sess, frame, body_len, &flen);
-        if (rv == 0 && (!p->closing || p->shut_after_txq) &&
+        if (rv == 0 && (!p->closing || p->flush_close) &&
             !uv_is_closing((uv_handle_t *)&p->tcp))
             rv = queue_bufs(p, base, frame, flen, NULL, 0);
         else
