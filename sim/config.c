@@ -30,12 +30,14 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->chunk_min = 256u << 10;
     c->chunk_max = 4u << 20;
     c->files = 1;
-    c->max_peers = 16;
     c->tracker = true;
     c->seed = 1;
     /* The daemon's own scheduler defaults and serve policy. */
     struct shoal_sched_config sc;
     shoal_sched_config_default(&sc);
+    /* A daemon dials every node the tracker lists (up to 64 connections)
+     * and its scheduler tracks up to max_peers of them per release. */
+    c->max_peers = sc.max_peers;
     c->cross_zone_delay_ms = sc.cross_zone_delay_ms;
     c->max_inflight = sc.max_inflight;
     c->busy_backoff_ms = sc.busy_backoff_ms;

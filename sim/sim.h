@@ -91,11 +91,11 @@ struct shoal_sim_config {
 /* Defaults: 100 nodes, 4 zones, 0 seeds, 1.25 GB/s (10 Gbit/s) up and down,
  * homogeneous, origin 1.25 GB/s, no zone cap, RTT 0.5 ms in a zone, 10 ms
  * across, 20 ms to the origin, 1 GiB release in 1 MiB (256 KiB..4 MiB)
- * chunks over 1 file, all join at once, no failures, 16 peers, tracker
+ * chunks over 1 file, all join at once, no failures, 32 peers, tracker
  * leases, seed 1, 8 requests in flight per node, 6 upload slots with a
  * 10 ms busy back-off, 2 origin fetchers and 4 importers per zone, others
  * waiting 1000 ms for the origin and 300 ms for a cross-zone fetch,
- * leases sized so all fetchers hold 2 at once (at most 64 chunks each), the
+ * 2 leases per fetcher of at most 64 chunks (shortened by the registry), the
  * scheduler's defaults otherwise. */
 void shoal_sim_config_default(struct shoal_sim_config *c);
 
