@@ -1481,11 +1481,17 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             uint32_t id = S.fh[0].id;
             e = (struct ev){.t = S.fh[0].t, .kind = EV_FLOW, .a = id};
             fh_del(&S, id);
+            if (S.nfh > 0)
+                __builtin_prefetch(&S.conn[S.fh[0].id]);
         } else if (bq != NULL) {
             e = bq->v[bq->head];
             bq->head = (bq->head + 1) % bq->cap;
             bq->n--;
             S.ndqev--;
+            /* Requests mostly follow each other out of the FIFO: the next
+             * one's connection, cold in a large fleet, loads meanwhile. */
+            if (bq->n > 0)
+                __builtin_prefetch(&S.conn[bq->v[bq->head].a]);
         } else {
             e = ev_pop(&S);
         }
