@@ -28,7 +28,9 @@
  *   - each peer gets as many requests in flight as fill its
  *     bandwidth-delay product (measured throughput x RTT / average chunk
  *     size, plus one, at least min_depth), all peers together at most
- *     max_inflight when set;
+ *     max_inflight when set; the fastest measured peers are filled first
+ *     (peers not yet measured before them), so requests go to uploaders
+ *     with upload to spare;
  *   - endgame: once every missing chunk is requested, idle peers duplicate
  *     outstanding requests (at most endgame_dups copies); the first copy
  *     that arrives cancels the others;
