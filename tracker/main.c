@@ -73,7 +73,7 @@ static const char usage[] =
     "                              node leases at once)\n"
     "    --importers N             the next N nodes are each told to import a 1/N\n"
     "                              share of the chunks from other zones at once\n"
-    "                              (default 4; fetchers + importers <= 255)\n"
+    "                              (default 8; fetchers + importers <= 255)\n"
     "    --max-peers N             largest peer list returned (default 50)\n"
     "    --max-conns N             simultaneous connections (default 10000)\n"
     "    --max-nodes N             nodes remembered (default 100000)\n"
