@@ -21,8 +21,10 @@
  *     missing set, so a peer holding something we need is never skipped;
  *   - same-zone peers first: a chunk that only cross-zone peers hold becomes
  *     fetchable from them after cross_zone_delay_ms (with jitter), unless a
- *     same-zone peer got it in the meantime, so a zone usually imports each
- *     chunk once; a node given an import share (import_mod, import_rem)
+ *     same-zone peer got it in the meantime, so a zone usually imports
+ *     each chunk once (no delay once at most 32 chunks and 1/64 of the
+ *     release are missing: the last chunks must not wait for an
+ *     importer); a node given an import share (import_mod, import_rem)
  *     fetches its share at once, before its same-zone picks, so a few
  *     importers per zone bring each chunk in and the delay is a fallback;
  *   - each peer gets as many requests in flight as fill its

@@ -293,6 +293,55 @@ static void test_same_zone(void)
     shoal_sched_free(s);
 }
 
+/* Requests of |a| (|n| actions) to |peer|. */
+static size_t requests_to(const struct shoal_sched_action *a, size_t n, uint64_t peer)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += a[i].type == SHOAL_SCHED_REQUEST && a[i].peer == peer;
+    return k;
+}
+
+/* The last chunks skip the cross-zone delay: with 33 of 2,048 chunks
+ * missing, one that only a cross-zone peer holds waits; with 32 missing it
+ * is asked for at once, and so is the next one announced. A release of 64
+ * chunks keeps the delay to its last chunk (1/64 of the release). */
+static void test_cross_endgame(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 100;
+    struct shoal_sched *s = mk(2048, 0, NULL, &cfg);
+    struct shoal_sched_action a[32];
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 20), 0);
+    int bad = 0;
+    for (uint32_t c = 0; c < 2048 - 33; c++)
+        bad += shoal_sched_chunk_obtained(s, 0, c) != 0;
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 2047), 0);
+    CHECK_EQ(requests_to(a, shoal_sched_next(s, 1, a, 32), 2), 0);
+    CHECK_EQ(shoal_sched_chunk_obtained(s, 2, 2048 - 33), 0);
+    size_t n = shoal_sched_next(s, 2, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 2046), 0);
+    n = shoal_sched_next(s, 3, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    CHECK_EQ(a[0].chunk, 2046);
+    shoal_sched_free(s);
+
+    s = mk(64, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 20), 0);
+    for (uint32_t c = 0; c < 62; c++)
+        bad += shoal_sched_chunk_obtained(s, 0, c) != 0;
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 63), 0);
+    CHECK_EQ(requests_to(a, shoal_sched_next(s, 1, a, 32), 2), 0);
+    CHECK_EQ(shoal_sched_chunk_obtained(s, 2, 62), 0);
+    CHECK_EQ(requests_to(a, shoal_sched_next(s, 2, a, 32), 2), 1);
+    shoal_sched_free(s);
+}
+
 /* No origin lease while peers hold everything; a lease for a chunk nobody
  * holds; the leased span fetched merged; LEASE_DONE at the end. */
 static void test_origin_last_resort(void)
@@ -894,6 +943,7 @@ int main(void)
     RUN(test_loader_order);
     RUN(test_file_endgame);
     RUN(test_same_zone);
+    RUN(test_cross_endgame);
     RUN(test_origin_last_resort);
     RUN(test_endgame);
     RUN(test_failures);
