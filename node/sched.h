@@ -21,14 +21,18 @@
  *     missing set, so a peer holding something we need is never skipped;
  *   - same-zone peers first: a chunk that only cross-zone peers hold becomes
  *     fetchable from them after cross_zone_delay_ms (with jitter), unless a
- *     same-zone peer got it in the meantime, so a zone usually imports each
- *     chunk once; a node given an import share (import_mod, import_rem)
+ *     same-zone peer got it in the meantime, so a zone usually imports
+ *     each chunk once (no delay once at most 32 chunks and 1/64 of the
+ *     release are missing: the last chunks must not wait for an
+ *     importer); a node given an import share (import_mod, import_rem)
  *     fetches its share at once, before its same-zone picks, so a few
  *     importers per zone bring each chunk in and the delay is a fallback;
  *   - each peer gets as many requests in flight as fill its
  *     bandwidth-delay product (measured throughput x RTT / average chunk
  *     size, plus one, at least min_depth), all peers together at most
- *     max_inflight when set;
+ *     max_inflight when set; the fastest measured peers are filled first
+ *     (peers not yet measured before them), so requests go to uploaders
+ *     with upload to spare;
  *   - endgame: once every missing chunk is requested, idle peers duplicate
  *     outstanding requests (at most endgame_dups copies); the first copy
  *     that arrives cancels the others;

@@ -90,7 +90,7 @@ static const char usage_keys[] =
     "    origin_fetchers N tracker setting: the first N nodes per zone to announce lease\n"
     "                      from the origin at once (default 2; 0: every node does)\n"
     "    importers N       tracker setting: the next N each import a share of the\n"
-    "                      chunks from other zones at once (default 4)\n"
+    "                      chunks from other zones at once (default 8)\n"
     "    origin_delay MS   wait before other nodes lease from the origin (default 1000;\n"
     "                      with tracker 0 there are no roles: every node leases at once)\n"
     "    endgame_dups N    copies of one request in endgame (scheduler default 2)\n"

@@ -93,7 +93,7 @@ struct shoal_sim_config {
  * across, 20 ms to the origin, 1 GiB release in 1 MiB (256 KiB..4 MiB)
  * chunks over 1 file, all join at once, no failures, 32 peers, tracker
  * leases, seed 1, 8 requests in flight per node, 6 upload slots with a
- * 10 ms busy back-off, 2 origin fetchers and 4 importers per zone, others
+ * 10 ms busy back-off, 2 origin fetchers and 8 importers per zone, others
  * waiting 1000 ms for the origin and 300 ms for a cross-zone fetch,
  * 2 leases per fetcher of at most 64 chunks (shortened by the registry), the
  * scheduler's defaults otherwise. */

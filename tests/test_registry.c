@@ -29,6 +29,7 @@ static struct shoal_reg *mkreg_ex(uint32_t ttl, uint32_t fetcher_leases)
     c.node_ttl_ms = ttl;
     c.lease_ms = 1000;
     c.seed = 42;
+    c.importers = 4; /* the role tests count ranks 0-5 */
     struct shoal_reg *r = NULL;
     REQUIRE(shoal_reg_new(&r, &c) == 0 && r);
     return r;
@@ -182,7 +183,7 @@ static void test_roles_zero_fetchers(void)
     struct shoal_reg_config c;
     shoal_reg_config_default(&c);
     CHECK_EQ(c.origin_fetchers, 2);
-    CHECK_EQ(c.importers, 4);
+    CHECK_EQ(c.importers, 8);
     c.origin_fetchers = 0;
     c.importers = 2;
     struct shoal_reg *r = NULL;

@@ -293,6 +293,106 @@ static void test_same_zone(void)
     shoal_sched_free(s);
 }
 
+/* Requests of |a| (|n| actions) to |peer|. */
+static size_t requests_to(const struct shoal_sched_action *a, size_t n, uint64_t peer)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += a[i].type == SHOAL_SCHED_REQUEST && a[i].peer == peer;
+    return k;
+}
+
+/* Peers are filled fastest measured first, one not measured yet before
+ * them: with room for two requests, a peer that took 100 ms per chunk gets
+ * none while one that took 2 ms can take both, wherever the rotation
+ * stands. */
+static void test_fastest_first(void)
+{
+    uint8_t bits[8];
+    all_bits(bits, 64);
+    for (uint32_t start = 0; start < 2; start++) {
+        struct shoal_sched_config cfg;
+        shoal_sched_config_default(&cfg);
+        cfg.max_inflight = 2;
+        struct shoal_sched *s = mk(64, 0, NULL, &cfg);
+        struct shoal_sched_action a[32];
+        CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_add(s, 2, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, 1, bits, 8), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, 2, bits, 8), 0);
+        /* Both unmeasured: the rotation picks; measure each once. The
+         * peer it picks is the slow one when start is 0, else the fast
+         * one, so one of the two runs ends with the rotation at the slow
+         * peer. */
+        uint64_t t = 0;
+        size_t n = shoal_sched_next(s, t, a, 32);
+        CHECK_EQ(n, 2);
+        CHECK_EQ(a[0].peer, a[1].peer);
+        uint64_t first = a[0].peer, other = first == 1 ? 2 : 1;
+        uint32_t c0 = a[0].chunk, c1 = a[1].chunk;
+        uint64_t d_first = start == 0 ? 100 : 2, d_other = start == 0 ? 2 : 100;
+        t += d_first;
+        CHECK_EQ(shoal_sched_req_done(s, t, first, c0, 1 << 20, d_first), 0);
+        n = shoal_sched_next(s, t, a, 32);
+        CHECK_EQ(n, 1);
+        CHECK_EQ(a[0].peer, other); /* unmeasured goes first */
+        t += d_other;
+        CHECK_EQ(shoal_sched_req_done(s, t, other, a[0].chunk, 1 << 20, d_other), 0);
+        CHECK_EQ(shoal_sched_req_done(s, t, first, c1, 1 << 20, d_first), 0);
+        uint64_t fast = start == 0 ? other : first;
+        for (uint32_t round = 0; round < 2; round++) {
+            n = shoal_sched_next(s, t, a, 32);
+            CHECK_EQ(n, 2);
+            for (size_t i = 0; i < n; i++) {
+                CHECK_EQ(a[i].peer, fast);
+                CHECK_EQ(shoal_sched_req_done(s, t + 2, fast, a[i].chunk, 1 << 20, 2), 0);
+            }
+            t += 2;
+        }
+        shoal_sched_free(s);
+    }
+}
+
+/* The last chunks skip the cross-zone delay: with 33 of 2,048 chunks
+ * missing, one that only a cross-zone peer holds waits; with 32 missing it
+ * is asked for at once, and so is the next one announced. A release of 64
+ * chunks keeps the delay to its last chunk (1/64 of the release). */
+static void test_cross_endgame(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 100;
+    struct shoal_sched *s = mk(2048, 0, NULL, &cfg);
+    struct shoal_sched_action a[32];
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 20), 0);
+    int bad = 0;
+    for (uint32_t c = 0; c < 2048 - 33; c++)
+        bad += shoal_sched_chunk_obtained(s, 0, c) != 0;
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 2047), 0);
+    CHECK_EQ(requests_to(a, shoal_sched_next(s, 1, a, 32), 2), 0);
+    CHECK_EQ(shoal_sched_chunk_obtained(s, 2, 2048 - 33), 0);
+    size_t n = shoal_sched_next(s, 2, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 2046), 0);
+    n = shoal_sched_next(s, 3, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    CHECK_EQ(a[0].chunk, 2046);
+    shoal_sched_free(s);
+
+    s = mk(64, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 20), 0);
+    for (uint32_t c = 0; c < 62; c++)
+        bad += shoal_sched_chunk_obtained(s, 0, c) != 0;
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 63), 0);
+    CHECK_EQ(requests_to(a, shoal_sched_next(s, 1, a, 32), 2), 0);
+    CHECK_EQ(shoal_sched_chunk_obtained(s, 2, 62), 0);
+    CHECK_EQ(requests_to(a, shoal_sched_next(s, 2, a, 32), 2), 1);
+    shoal_sched_free(s);
+}
+
 /* No origin lease while peers hold everything; a lease for a chunk nobody
  * holds; the leased span fetched merged; LEASE_DONE at the end. */
 static void test_origin_last_resort(void)
@@ -894,6 +994,8 @@ int main(void)
     RUN(test_loader_order);
     RUN(test_file_endgame);
     RUN(test_same_zone);
+    RUN(test_cross_endgame);
+    RUN(test_fastest_first);
     RUN(test_origin_last_resort);
     RUN(test_endgame);
     RUN(test_failures);

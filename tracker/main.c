@@ -76,7 +76,7 @@ static const char usage_options[] =
     "                              node leases at once)\n"
     "    --importers N             the next N nodes are each told to import a 1/N\n"
     "                              share of the chunks from other zones at once\n"
-    "                              (default 4; fetchers + importers <= 255)\n"
+    "                              (default 8; fetchers + importers <= 255)\n"
     "    --fetcher-leases N        size origin leases so that each fetcher can\n"
     "                              hold N of the chunks still unleased: spans\n"
     "                              shrink as the release runs out and its last\n"

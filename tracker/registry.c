@@ -322,7 +322,11 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->max_manifest_bytes = 1ULL << 30;
     c->fetched_ttl_ms = 600000;
     c->origin_fetchers = 2;
-    c->importers = 4;
+    /* 8 rather than 4: each brings in half as many chunks, so they reach
+     * the zone sooner (simulated 1,000-node fleet, seeds 1-6: last/T_min
+     * 1.143 -> 1.134, cross-zone bytes 0.0043 -> 0.0034 of all; 6: 1.141,
+     * 12: 1.139, 16: 1.150; 3,000 nodes, seed 1: 1.157 -> 1.142). */
+    c->importers = 8;
     c->fetcher_leases = 2;
 }
 

@@ -86,7 +86,7 @@ struct shoal_reg_config {
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
  * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
  * 1 GiB of registered manifests, fetched TTL 10 min, 2 origin fetchers and
- * 4 importers per zone, spans shared for 2 leases per fetcher. */
+ * 8 importers per zone, spans shared for 2 leases per fetcher. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
 
 struct shoal_reg;
