@@ -233,6 +233,7 @@ struct mani {
     uint32_t ncomplete;    /* holders announcing complete */
     uint32_t nchunks;      /* 0 = unknown */
     uint8_t *chunks;       /* CH_* per chunk, allocated on first lease */
+    uint32_t nfree;        /* chunks CH_FREE (with |chunks|) */
     struct lease *leases;
     uint32_t nl, capl;
     struct fspan *fs;
@@ -808,8 +809,10 @@ static void lease_drop(struct shoal_reg *r, struct mani *m, uint32_t li, bool ex
 {
     struct lease *l = &m->leases[li];
     for (uint32_t c = l->first; c < l->first + l->count; c++)
-        if (m->chunks[c] == CH_LEASED)
+        if (m->chunks[c] == CH_LEASED) {
             m->chunks[c] = CH_FREE;
+            m->nfree++;
+        }
     if (l->node < r->nnodes_cap && r->nodes[l->node].used && r->nodes[l->node].nleases)
         r->nodes[l->node].nleases--;
     if (expired)
@@ -825,8 +828,10 @@ static void fspan_drop(struct shoal_reg *r, struct mani *m, uint32_t fi, bool re
     struct fspan *f = &m->fs[fi];
     if (refree)
         for (uint32_t c = f->first; c < f->first + f->count; c++)
-            if (m->chunks[c] == CH_FETCHED)
+            if (m->chunks[c] == CH_FETCHED) {
                 m->chunks[c] = CH_FREE;
+                m->nfree++;
+            }
     if (f->node != NONE && r->nodes[f->node].used && r->nodes[f->node].nfspans)
         r->nodes[f->node].nfspans--;
     m->fs[fi] = m->fs[--m->nfs];
@@ -1214,26 +1219,20 @@ static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uin
  * queueing behind the one that leased it, and a small release is split
  * over the whole region's fetchers at once, not handed to the first few.
  * Fetchers: origin_fetchers per zone that has a rank for |m| (at least
- * one zone), or every live announcer when any node may fetch.
+ * one zone), or every announcer not yet dropped when any node may fetch.
+ * O(1): it runs on every lease request.
  */
-static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m, uint64_t now_ms)
+static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m)
 {
-    uint64_t fetchers = 0;
     if (r->cfg.fetcher_leases == 0)
         return UINT32_MAX;
-    if (r->cfg.origin_fetchers > 0) {
-        fetchers = (uint64_t)r->cfg.origin_fetchers * (m->nzr > 0 ? m->nzr : 1);
-    } else {
-        for (uint32_t i = 0; i < m->nh; i++)
-            fetchers += node_live(r, &r->nodes[m->h[i].node], now_ms);
-    }
+    uint64_t fetchers = r->cfg.origin_fetchers > 0
+                            ? (uint64_t)r->cfg.origin_fetchers * (m->nzr > 0 ? m->nzr : 1)
+                            : m->nh;
     if (fetchers == 0)
         fetchers = 1;
-    uint64_t nfree = 0;
-    for (uint32_t c = 0; c < m->nchunks; c++)
-        nfree += m->chunks[c] == CH_FREE;
     uint64_t d = fetchers * r->cfg.fetcher_leases;
-    uint64_t share = (nfree + d - 1) / d;
+    uint64_t share = ((uint64_t)m->nfree + d - 1) / d;
     return share > UINT32_MAX ? UINT32_MAX : (uint32_t)share;
 }
 
@@ -1278,6 +1277,7 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
             goto out;
         }
         m->chunks = calloc(m->nchunks, 1);
+        m->nfree = m->nchunks;
         if (!m->chunks) {
             rv = -ENOMEM;
             goto out;
@@ -1294,7 +1294,7 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
     }
     if (max_chunks > SHOAL_REG_LEASE_SPAN_MAX)
         max_chunks = SHOAL_REG_LEASE_SPAN_MAX;
-    uint32_t share = lease_share(r, m, now_ms);
+    uint32_t share = lease_share(r, m);
     if (max_chunks > share)
         max_chunks = share;
     if (max_chunks == 0)
@@ -1317,6 +1317,7 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
     *l = (struct lease){ .node = ni, .first = f, .count = c, .expires_ms = now_ms + r->cfg.lease_ms };
     m->nl++;
     memset(m->chunks + f, CH_LEASED, c);
+    m->nfree -= c;
     r->nodes[ni].nleases++;
     r->st.leases_granted++;
     r->st.leases_active++;
