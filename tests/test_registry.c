@@ -528,6 +528,11 @@ static void test_lease_share(void)
     /* A node asking for less gets what it asked. */
     CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[2], 5, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 5);
+    /* Expired leases give their chunks back to the share: all 100 are
+     * free again, ceil(100 / 8) = 13. */
+    announce1(r, 2000, 1, "a", m1, 0, false);
+    CHECK_EQ(shoal_reg_lease(r, 2000, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 13);
     shoal_reg_free(r);
 }
 
