@@ -58,6 +58,7 @@ struct peer {
     uint8_t *bits;
     uint64_t busy_until;
     double thr;           /* bytes per second, EWMA; 0 = unknown */
+    uint64_t thr_ms;      /* when |thr| last took a sample */
     uint32_t nhave;
     uint32_t inflight;
     uint32_t depth;
@@ -983,6 +984,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
              * not move it ahead of the peers (peer_order); 0.25 finished
              * the 1k fleet later than 0.05 (p50 1.136 against 1.130). */
             p->thr = p->thr == 0 ? sample : 0.95 * p->thr + 0.05 * sample;
+            p->thr_ms = now_ms;
             update_depth(s, p);
         }
         /* --- loader --- for late requests (file_endgame_cutoff) */
@@ -1466,6 +1468,9 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
     return best;
 }
 
+/* Age at which a peer's throughput figure no longer ranks it (peer_order). */
+#define THR_PROBE_MS 2000
+
 /* Writes the slots worth asking to |ord|, fastest measured first, peers not
  * measured yet before all (so they get measured); equally fast ones from
  * the rotating slot rr on. Returns how many. The requests in flight are
@@ -1477,19 +1482,24 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
 static uint32_t peer_order(const struct shoal_sched *s, uint32_t *ord)
 {
     uint32_t np = s->cfg.max_peers, no = 0;
+    double key[SHOAL_SCHED_PEERS_MAX];
     for (uint32_t k = 0; k < np; k++) {
         uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
         if (!((s->ready[slot >> 6] >> (slot & 63)) & 1))
             continue;
-        double t = s->peers[slot].thr > 0 ? s->peers[slot].thr : INFINITY;
+        const struct peer *p = &s->peers[slot];
+        /* A peer ranked slow gets no requests while faster ones have
+         * room, so its figure would never change: once it is
+         * THR_PROBE_MS old the peer counts as unmeasured and is asked
+         * again, and an uploader that has emptied out is found. */
+        double t = p->thr > 0 && s->now < p->thr_ms + THR_PROBE_MS ? p->thr : INFINITY;
         uint32_t j = no++;
-        for (; j > 0; j--) {
-            double u = s->peers[ord[j - 1]].thr > 0 ? s->peers[ord[j - 1]].thr : INFINITY;
-            if (u >= t)
-                break;
+        for (; j > 0 && key[j - 1] < t; j--) {
             ord[j] = ord[j - 1];
+            key[j] = key[j - 1];
         }
         ord[j] = slot;
+        key[j] = t;
     }
     return no;
 }
@@ -1500,14 +1510,14 @@ static uint32_t peer_order(const struct shoal_sched *s, uint32_t *ord)
  * are asked (an importer's pass). Returns the new count of actions in
  * |out|. */
 static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
-                        size_t n, size_t max, bool cross_only, uint32_t lim, bool *capped)
+                        size_t n, size_t max, bool cross_only, uint32_t lim, bool *capped,
+                        const uint32_t *ord, uint32_t no)
 {
-    uint32_t ord[SHOAL_SCHED_PEERS_MAX];
-    uint32_t no = peer_order(s, ord);
     for (uint32_t k = 0; k < no && n < max && room(s); k++) {
         uint32_t slot = ord[k];
         struct peer *p = &s->peers[slot];
-        if (p->busy_until > now_ms ||
+        /* An earlier pass of this call may have found nothing there. */
+        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || p->busy_until > now_ms ||
             (cross_only && p->same_zone))
             continue;
         while (n < max && p->inflight < p->depth && p->inflight < lim && room(s)) {
@@ -1548,9 +1558,9 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     return n;
 }
 
-/* Fills the pipelines of our peers (see fill_pass). */
+/* Fills the pipelines of our peers in the order |ord| (see fill_pass). */
 static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
-                         size_t n, size_t max, bool cross_only)
+                         size_t n, size_t max, bool cross_only, const uint32_t *ord, uint32_t no)
 {
     bool capped = false;
     /* --- loader --- While a loader waits for a file, peers get one more
@@ -1563,14 +1573,14 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
     if ((s->missmask & ~(1ull << TIER_NORMAL)) != 0) {
         for (uint32_t lim = 1; lim <= s->cfg.max_depth && n < max && room(s); lim++) {
             capped = false;
-            n = fill_pass(s, now_ms, out, n, max, cross_only, lim, &capped);
+            n = fill_pass(s, now_ms, out, n, max, cross_only, lim, &capped, ord, no);
             if (!capped)
                 break; /* no peer stopped at |lim|: another pass adds nothing */
         }
         return n;
     }
     /* --- end loader --- */
-    return fill_pass(s, now_ms, out, n, max, cross_only, UINT32_MAX, &capped);
+    return fill_pass(s, now_ms, out, n, max, cross_only, UINT32_MAX, &capped, ord, no);
 }
 
 size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
@@ -1604,11 +1614,15 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     bool endgame = s->n_listed == 0 || fe != NIL;
     bool pickable = s->n_listed > s->n_orphan;
     if ((pickable || endgame) && room(s)) {
+        /* Throughputs do not change within a call: one order serves
+         * every pass. */
+        uint32_t ord[SHOAL_SCHED_PEERS_MAX];
+        uint32_t no = peer_order(s, ord);
         /* An importer serves its whole zone: its cross-zone picks go
          * before its own same-zone ones. */
         if (s->cfg.import_mod > 0 && pickable && s->nxok > 0)
-            n = fill_peers(s, now_ms, out, n, max, true);
-        n = fill_peers(s, now_ms, out, n, max, false);
+            n = fill_peers(s, now_ms, out, n, max, true, ord, no);
+        n = fill_peers(s, now_ms, out, n, max, false, ord, no);
         s->rr = (s->rr + 1) % s->cfg.max_peers;
     }
 

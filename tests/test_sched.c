@@ -349,6 +349,20 @@ static void test_fastest_first(void)
             }
             t += 2;
         }
+        /* The slow peer's figure ages while only the fast one is asked
+         * (here: one pair of requests that takes two seconds); then it is
+         * asked first again, as it may have emptied out since. */
+        uint64_t slow = fast == 1 ? 2 : 1;
+        n = shoal_sched_next(s, t, a, 32);
+        CHECK_EQ(n, 2);
+        t += 2001;
+        for (size_t i = 0; i < n; i++) {
+            CHECK_EQ(a[i].peer, fast);
+            CHECK_EQ(shoal_sched_req_done(s, t, fast, a[i].chunk, 1 << 20, 2), 0);
+        }
+        n = shoal_sched_next(s, t, a, 32);
+        CHECK(n > 0);
+        CHECK_EQ(a[0].peer, slow);
         shoal_sched_free(s);
     }
 }
