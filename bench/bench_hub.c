@@ -239,7 +239,7 @@ out:
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
     }
-    hubstub_rmtree(dir);
+    t_rmtree(dir);
     curl_global_cleanup();
     return rc;
 }

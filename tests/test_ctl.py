@@ -37,6 +37,7 @@ import tempfile
 import time
 
 import shoalproc
+from shoalproc import metric
 
 SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
 procs = shoalproc.procs
@@ -88,9 +89,6 @@ def check_snapshot(tmp, name, files):
             print(f"FAIL {name}: {path} differs from the source")
             bad += 1
     return bad
-
-
-metric = shoalproc.metric
 
 
 def case_pull_status(tmp):

@@ -714,7 +714,7 @@ int main(int argc, char **argv)
     RUN(test_cut_every_byte);
 
     hubstub_stop(&stub);
-    hubstub_rmtree(root);
+    t_rmtree(root);
     /* Every hub handle was closed: the loop must close cleanly. */
     CHECK_EQ(uv_loop_close(&loop), 0);
     curl_global_cleanup();

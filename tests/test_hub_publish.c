@@ -344,7 +344,7 @@ int main(int argc, char **argv)
     RUN(test_oom_is_an_error);
 
     hubstub_stop(&stub);
-    hubstub_rmtree(root);
+    t_rmtree(root);
     curl_global_cleanup();
     return t_done();
 }

@@ -14,6 +14,7 @@
  *                              RLIMIT_FSIZE); exit 77 when neither works
  */
 #include "t.h"
+#include "t_fs.h"
 
 #include "cdc.h"
 #include "error.h"
@@ -25,7 +26,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -1119,14 +1119,6 @@ static int test_diskfull(void)
     return t_done();
 }
 
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(int argc, char **argv)
 {
     struct shoal_pubkey pk;
@@ -1153,6 +1145,6 @@ int main(int argc, char **argv)
         RUN(test_memory_mode);
         rv = t_done();
     }
-    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    t_rmtree(root);
     return rv;
 }

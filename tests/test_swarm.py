@@ -29,6 +29,7 @@ import sys
 import time
 
 import shoalproc
+from shoalproc import metric
 
 SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
 WAIT_S = 60
@@ -344,9 +345,6 @@ def case_dedup(tmp):
         a.dump()
         b.dump()
     return fails
-
-
-metric = shoalproc.metric
 
 
 def case_upload_slots(tmp):

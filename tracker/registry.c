@@ -1381,6 +1381,10 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
         bool changed = false;
         for (uint32_t c = first; c < first + count; c++) {
             changed = changed || m->chunks[c] == CH_LEASED;
+            /* A chunk a returned fetched span freed while this lease ran
+             * (lease_ms above fetched_ttl_ms) is taken again. */
+            if (m->chunks[c] == CH_FREE)
+                m->nfree--;
             m->chunks[c] = CH_FETCHED;
         }
         if (changed && (rv = fspan_add(r, m, ni, first, count, now_ms)) != 0) {

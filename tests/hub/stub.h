@@ -2,8 +2,8 @@
 /*
  * Test helpers for the Hub stand-in: generate repos with genrepo.py, start
  * and stop hubstub.py on an ephemeral loopback port, talk to its control
- * endpoints (faults, stats, reset), and remove the trees a test made
- * (hubstub_rmtree). Header-only, blocking, every wait bounded; for tests
+ * endpoints (faults, stats, reset); t_rmtree (t_fs.h, included here)
+ * removes the trees a test made. Header-only, blocking, every wait bounded; for tests
  * only. Include after <stdio.h>; link libcurl.
  *
  *   struct hubstub s;
@@ -17,7 +17,6 @@
 #define SHOAL_TEST_HUBSTUB_H
 
 #include <errno.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -30,6 +29,8 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+
+#include "../t_fs.h"
 
 #define HUBSTUB_MAX_ARGS 32
 
@@ -187,21 +188,6 @@ static inline void hubstub_stop(struct hubstub *s)
         waitpid(s->pid, NULL, 0);
         s->pid = 0;
     }
-}
-
-static inline int hubstub_rm_cb(const char *p, const struct stat *sb, int flag,
-                                struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-/* Removes |dir| and everything below it, as far as it can. */
-static inline void hubstub_rmtree(const char *dir)
-{
-    nftw(dir, hubstub_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 struct hubstub_body {
