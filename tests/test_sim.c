@@ -163,6 +163,26 @@ static void test_roles(void)
     shoal_sim_result_free(r);
 }
 
+/* Origin leases: nodes ask for the daemon's 64 chunks and the (real)
+ * registry shares a small release out over the region's fetchers (2 per
+ * zone, 2 leases each) instead of granting it all to the first one. */
+static void test_lease_spans(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    shoal_sim_config_default(&c);
+    c.nodes = 48;
+    c.zones = 4;
+    c.release_bytes = 64ull << 20;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 48);
+    CHECK_EQ(r->lease_chunks, 64);
+    CHECK(r->leases >= 8);
+    CHECK_EQ(r->leased_chunks, r->nchunks); /* each leased once */
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    shoal_sim_result_free(r);
+}
+
 /* Upload slots: with one slot a node serves one peer at a time and answers
  * the others busy; they get the chunks elsewhere and the bytes add up. */
 static void test_upload_slots(void)
@@ -215,6 +235,7 @@ int main(void)
     RUN(test_determinism);
     RUN(test_roles);
     RUN(test_upload_slots);
+    RUN(test_lease_spans);
     RUN(test_config);
     return t_done();
 }
