@@ -17,6 +17,16 @@ static void base(struct shoal_sim_config *c)
     c->release_bytes = 64ull << 20;
 }
 
+/* The defaults with a fleet of |nodes| in |zones| zones and a release of
+ * |mib| MiB. */
+static void fleet(struct shoal_sim_config *c, uint32_t nodes, uint32_t zones, uint64_t mib)
+{
+    shoal_sim_config_default(c);
+    c->nodes = nodes;
+    c->zones = zones;
+    c->release_bytes = mib << 20;
+}
+
 static bool near(double a, double b) { return fabs(a - b) <= 1e-9 * fabs(b) + 1e-9; }
 
 /* One node, the origin only: exactly F / min(u_origin, d). */
@@ -77,10 +87,7 @@ static void test_conservation(void)
 {
     struct shoal_sim_config c;
     struct shoal_sim_result *r = NULL;
-    shoal_sim_config_default(&c);
-    c.nodes = 60;
-    c.zones = 3;
-    c.release_bytes = 48ull << 20;
+    fleet(&c, 60, 3, 48);
     c.hetero = 0.5;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK_EQ(r->completed, 60);
@@ -142,10 +149,7 @@ static void test_roles(void)
 {
     struct shoal_sim_config c;
     struct shoal_sim_result *r = NULL;
-    shoal_sim_config_default(&c);
-    c.nodes = 48;
-    c.zones = 2;
-    c.release_bytes = 32ull << 20;
+    fleet(&c, 48, 2, 32);
     c.origin_fetchers = 1;
     c.importers = 2;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
@@ -170,10 +174,7 @@ static void test_lease_spans(void)
 {
     struct shoal_sim_config c;
     struct shoal_sim_result *r = NULL;
-    shoal_sim_config_default(&c);
-    c.nodes = 48;
-    c.zones = 4;
-    c.release_bytes = 64ull << 20;
+    fleet(&c, 48, 4, 64);
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK_EQ(r->completed, 48);
     CHECK_EQ(r->lease_chunks, 64);
@@ -189,10 +190,7 @@ static void test_upload_slots(void)
 {
     struct shoal_sim_config c;
     struct shoal_sim_result *r = NULL;
-    shoal_sim_config_default(&c);
-    c.nodes = 30;
-    c.zones = 1;
-    c.release_bytes = 16ull << 20;
+    fleet(&c, 30, 1, 16);
     c.upload_slots = 1;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK_EQ(r->completed, 30);
