@@ -820,12 +820,12 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
 {
     struct shoal_daemon *d = user;
     bool added = false;
+    bool arbiter = shoal_trkconn_arbiter(d->trk) == (int)idx;
 
-    if (shoal_trkconn_arbiter(d->trk) != (int)idx && r->nroles > 0)
+    if (!arbiter && r->nroles > 0)
         LOG_D("roles from tracker %s ignored: leases go to another tracker",
               shoal_trkconn_addr(d->trk, idx));
-    for (uint32_t i = 0;
-         i < r->nroles && !d->stopping && shoal_trkconn_arbiter(d->trk) == (int)idx; i++) {
+    for (uint32_t i = 0; i < r->nroles && !d->stopping && arbiter; i++) {
         const struct shoal_msg_role *ro = &r->roles[i];
         struct shoal_swarm *s = find_swarm(d, ro->manifest_id);
         int rv;

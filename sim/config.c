@@ -206,9 +206,9 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
     } else if (!strcmp(key, "max_inflight")) {
         rv = set_u32(&c->max_inflight, v, 64 * 250);
     } else if (!strcmp(key, "origin_fetchers")) {
-        rv = set_u32(&c->origin_fetchers, v, 255); /* the tracker's rank limit */
+        rv = set_u32(&c->origin_fetchers, v, SHOAL_REG_RANKS_MAX);
     } else if (!strcmp(key, "importers")) {
-        rv = set_u32(&c->importers, v, 255);
+        rv = set_u32(&c->importers, v, SHOAL_REG_RANKS_MAX);
     } else if (!strcmp(key, "origin_delay")) {
         rv = set_u32(&c->origin_delay_ms, v, 3600000);
     } else if (!strcmp(key, "max_leases")) {

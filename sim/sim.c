@@ -1250,6 +1250,7 @@ static int setup(struct sim *S)
     r->nodes = c->nodes;
     r->nchunks = S->nchunks;
     r->release_bytes = S->F;
+    uint32_t leases = c->max_leases ? c->max_leases : 1; /* a fetcher's, at once */
 
     if (c->tracker) {
         struct shoal_reg_config rc;
@@ -1265,7 +1266,7 @@ static int setup(struct sim *S)
         rc.importers = c->max_peers ? c->importers : 0;
         /* The tracker's --fetcher-leases matches the fleet's --max-leases,
          * as its operator would set it (both default to 2). */
-        rc.fetcher_leases = c->max_leases ? c->max_leases : 1;
+        rc.fetcher_leases = leases;
         if ((rv = shoal_reg_new(&S->reg, &rc)) != 0)
             return rv;
     }
@@ -1294,7 +1295,7 @@ static int setup(struct sim *S)
     /* The knobs roles are made from: a fetcher's leases, everyone else's
      * origin delay, the normal in-flight cap. */
     sc.origin_delay_ms = c->origin_delay_ms;
-    sc.max_leases = c->max_leases ? c->max_leases : 1;
+    sc.max_leases = leases;
     sc.max_inflight = c->max_inflight;
     S->sbase = sc;
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,

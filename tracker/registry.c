@@ -1213,9 +1213,9 @@ static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uin
 /*
  * The most chunks one lease of |m| may take now: a 1/(fetchers x
  * fetcher_leases) share of the chunks nobody has leased or fetched,
- * rounded up (guided self-scheduling); no limit when fetcher_leases is 0. Early spans are long, so
- * a large release costs few lease round trips; the last ones are a chunk
- * or two, so the origin's tail is spread over every fetcher instead of
+ * rounded up (guided self-scheduling); no limit when fetcher_leases is 0.
+ * Early spans are long, so a large release costs few lease round trips;
+ * the last ones are a chunk or two, so the origin's tail is spread over every fetcher instead of
  * queueing behind the one that leased it, and a small release is split
  * over the whole region's fetchers at once, not handed to the first few.
  * Fetchers: origin_fetchers per zone that has a rank for |m| (at least
