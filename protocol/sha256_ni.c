@@ -11,6 +11,12 @@
  * lane). sha256rnds2 runs two rounds and returns the new A,B,E,F; the old
  * A,B,E,F are then the new C,D,G,H, so the two registers swap roles every
  * two rounds and nothing needs moving.
+ *
+ * The block loop prefetches the input a fixed distance ahead. In cache the
+ * code runs as fast as OpenSSL's (both ~1.95 GB/s on 16 KiB here), but a
+ * file's bytes usually come from memory or another core's cache, and there
+ * the hardware prefetcher alone left the rounds waiting: 1.18 GB/s over a
+ * 32 MiB buffer, 1.8-1.9 GB/s with the prefetch.
  */
 #include "sha256_ni.h"
 
@@ -27,6 +33,13 @@
 #if HAVE_SHA_NI
 
 #define TARGET __attribute__((target("sha,ssse3,sse4.1")))
+
+/* How far ahead of the block being hashed to prefetch, in bytes: 16
+ * blocks, about 0.5 us of hashing, which covered the latency of memory on
+ * the development VM (256 bytes ahead gained half as much, 512-4096 about
+ * the same). A prefetch past the end of the input is harmless: it never
+ * faults. */
+#define PREFETCH_AHEAD 1024
 
 /* The round constants: first 32 bits of the fractional parts of the cube
  * roots of the first 64 primes (FIPS 180-4, 4.2.2). */
@@ -79,6 +92,12 @@ void shoal_sha256_ni_blocks(uint32_t h[8], const uint8_t *data, size_t nblocks)
 
     for (; nblocks > 0; nblocks--, data += 64) {
         __m128i abef0 = abef, cdgh0 = cdgh;
+
+        /* A block is as long as a cache line, so one prefetch per block
+         * covers every line, aligned or not. The address is formed as an
+         * integer: a pointer past the end of the input would be undefined. */
+        _mm_prefetch((const char *)((uintptr_t)data + PREFETCH_AHEAD), _MM_HINT_T0);
+
         __m128i m0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 0)), bswap);
         __m128i m1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 16)), bswap);
         __m128i m2 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 32)), bswap);

@@ -4,7 +4,8 @@
  * split, and hex parsing refuses anything but exactly 2n hex digits. The
  * SHA-256 tests run once per implementation this machine has (our SHA-NI
  * code and libsodium's), and the SHA-NI one is also cross-checked against
- * libsodium on random input of every length class. */
+ * libsodium on random input of every length class, and on input that ends
+ * where readable memory ends (its block loop prefetches ahead). */
 #include "t.h"
 
 #include "error.h"
@@ -14,6 +15,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const char fox[] = "The quick brown fox jumps over the lazy dog";
 
@@ -211,6 +214,44 @@ static void sha256_cross_check(void)
     CHECK_EQ(bad, 0);
 }
 
+/* Input that ends at the last byte before an inaccessible page: the digest
+ * is right and nothing reads past the end (a load there would fault; the
+ * SHA-NI loop's prefetches run up to 1 KiB beyond its input and must not).
+ * Lengths from one byte to two whole pages, fed in one update and in two,
+ * so the tail goes through both the block loop and the partial block. */
+static void sha256_guard_page(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t page = pg > 0 ? (size_t)pg : 4096;
+    static const size_t lens[] = {1, 63, 64, 65, 1000, 1024, 4095, 4096, 8192};
+    uint8_t ref[SHOAL_HASH_LEN], d[SHOAL_HASH_LEN];
+    uint8_t *map;
+
+    /* Two readable pages, then a PROT_NONE guard. */
+    map = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(map != MAP_FAILED);
+    REQUIRE(mprotect(map + 2 * page, page, PROT_NONE) == 0);
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        size_t len = lens[i] < 2 * page ? lens[i] : 2 * page;
+        uint8_t *msg = map + 2 * page - len;
+        struct shoal_sha256 s;
+
+        fill_random(msg, len, len);
+        crypto_hash_sha256(ref, msg, len);
+        shoal_sha256_init(&s);
+        shoal_sha256_update(&s, msg, len);
+        shoal_sha256_final(&s, d);
+        CHECK(memcmp(d, ref, sizeof(d)) == 0);
+
+        shoal_sha256_init(&s);
+        shoal_sha256_update(&s, msg, len / 3);
+        shoal_sha256_update(&s, msg + len / 3, len - len / 3);
+        shoal_sha256_final(&s, d);
+        CHECK(memcmp(d, ref, sizeof(d)) == 0);
+    }
+    munmap(map, 3 * page);
+}
+
 /* The SHA-256 tests above under each implementation. SHA-NI is expected on
  * the machines we build for; where the CPU lacks it, selecting it must say
  * so rather than silently run something else. */
@@ -231,6 +272,7 @@ static void test_sha256_impls(void)
         sha256_vectors();
         sha256_splits();
         sha256_cross_check();
+        sha256_guard_page();
         test_known_digests();
         test_streaming_splits();
         ran++;
