@@ -109,7 +109,7 @@ struct shoal_sched_config {
 
 /* Defaults: seed 1, 32 peers, depth 2..16, cross-zone delay 300 ms, 2
  * endgame copies, 64-chunk leases, 2 leases at a time, lease retry 500 ms,
- * busy backoff 10 ms, 8 requests in flight in all, no origin delay, no
+ * busy backoff 10 ms, 9 requests in flight in all, no origin delay, no
  * import share. The daemon and the simulator both start from these, so a
  * simulated fleet is the fleet the daemon runs (the in-flight cap, the
  * busy backoff and the cross-zone delay are the values that simulated

@@ -46,6 +46,7 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     struct shoal_reg_config rc;
     shoal_reg_config_default(&rc);
     c->origin_fetchers = rc.origin_fetchers;
+    c->min_fetchers = rc.min_fetchers;
     c->importers = rc.importers;
     c->origin_delay_ms = 1000;
     c->max_leases = sc.max_leases;
@@ -207,6 +208,8 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
         rv = set_u32(&c->max_inflight, v, 64 * 250);
     } else if (!strcmp(key, "origin_fetchers")) {
         rv = set_u32(&c->origin_fetchers, v, SHOAL_REG_RANKS_MAX);
+    } else if (!strcmp(key, "min_fetchers")) {
+        rv = set_u32(&c->min_fetchers, v, SHOAL_REG_RANKS_MAX);
     } else if (!strcmp(key, "importers")) {
         rv = set_u32(&c->importers, v, SHOAL_REG_RANKS_MAX);
     } else if (!strcmp(key, "origin_delay")) {

@@ -1263,6 +1263,7 @@ static int setup(struct sim *S)
         /* Roles need peers to pass on what the fetchers and importers
          * bring: without peer exchange everyone leases at once. */
         rc.origin_fetchers = c->max_peers ? c->origin_fetchers : 0;
+        rc.min_fetchers = c->min_fetchers;
         rc.importers = c->max_peers ? c->importers : 0;
         /* The tracker's --fetcher-leases matches the fleet's --max-leases,
          * as its operator would set it (both default to 2). */

@@ -81,6 +81,8 @@ struct shoal_sim_config {
      * everyone leases at once; 0 importers: everyone waits
      * cross_zone_delay_ms; no tracker: no roles, everyone leases at once. */
     uint32_t origin_fetchers;
+    uint32_t min_fetchers;     /* ... at least this many in all (a zone then
+                                  gets ceil(min_fetchers / zones) if more) */
     uint32_t importers;
     uint32_t origin_delay_ms;
     uint32_t max_leases;       /* origin leases a fetcher holds at once */
@@ -92,8 +94,9 @@ struct shoal_sim_config {
  * homogeneous, origin 1.25 GB/s, no zone cap, RTT 0.5 ms in a zone, 10 ms
  * across, 20 ms to the origin, 1 GiB release in 1 MiB (256 KiB..4 MiB)
  * chunks over 1 file, all join at once, no failures, 32 peers, tracker
- * leases, seed 1, 8 requests in flight per node, 6 upload slots with a
- * 10 ms busy back-off, 2 origin fetchers and 8 importers per zone, others
+ * leases, seed 1, 9 requests in flight per node, 6 upload slots with a
+ * 10 ms busy back-off, 2 origin fetchers (8 in all at least) and 8
+ * importers per zone, others
  * waiting 1000 ms for the origin and 300 ms for a cross-zone fetch,
  * 2 leases per fetcher of at most 64 chunks (shortened by the registry), the
  * scheduler's defaults otherwise. */

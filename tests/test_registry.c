@@ -30,6 +30,9 @@ static struct shoal_reg *mkreg_ex(uint32_t ttl, uint32_t fetcher_leases)
     c.lease_ms = 1000;
     c.seed = 42;
     c.importers = 4; /* the role tests count ranks 0-5 */
+    /* Ranks and spans per zone as set: test_min_fetchers covers the
+     * floor on the fetchers in all. */
+    c.min_fetchers = 0;
     struct shoal_reg *r = NULL;
     REQUIRE(shoal_reg_new(&r, &c) == 0 && r);
     return r;
@@ -142,6 +145,75 @@ static void test_roles(void)
     REQUIRE(shoal_reg_announce(r, 1700, pk, "10.0.0.1:7000", "a", NULL, 0, NULL) == 0);
     ROLE(r, 1700, 11, "a", m, false, "I2");
     shoal_reg_free(r);
+}
+
+
+/* At least min_fetchers fetchers in all: a fleet in one zone gets 8, not
+ * the 2 per zone that suit four zones; as zones appear, each gets its
+ * ceil(8 / zones) share (never fewer than origin_fetchers), the ranks
+ * after them import, and lease spans count the fetchers in all. */
+static void test_min_fetchers(void)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    CHECK_EQ(c.min_fetchers, 8);
+    c.node_ttl_ms = 5000;
+    c.importers = 4;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    uint8_t m[32], pk[32];
+    key(m, 2, 1);
+    for (uint32_t i = 0; i < 14; i++) {
+        static const char *want[] = { "F",  "F",  "F",  "F",  "F", "F", "F",
+                                      "F",  "I0", "I1", "I2", "I3", "-", "-" };
+        ROLE(r, 10, i, "a", m, false, want[i]);
+    }
+    /* One zone, 8 fetchers with 2 leases each: ceil(100 / 16) = 7. */
+    uint32_t f, n;
+    uint64_t e;
+    key(pk, 1, 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, m, 100, pk, 64, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 7);
+    /* A second zone: 4 fetchers each, so zone a's ranks 4-7 import now. */
+    ROLE(r, 20, 100, "b", m, false, "F");
+    ROLE(r, 20, 3, "a", m, false, "F");
+    ROLE(r, 20, 4, "a", m, false, "I0");
+    ROLE(r, 20, 7, "a", m, false, "I3");
+    /* ... and rank 8 keeps its place in line, with no role for now. */
+    struct shoal_reg_role ro = role1(r, 20, 8, "a", m, false);
+    CHECK(!ro.fetcher && ro.import_mod == 0 && ro.rank == 8);
+    /* Still 8 fetchers in all: ceil(93 / 16) = 6. */
+    CHECK_EQ(shoal_reg_lease(r, 20, m, 100, pk, 64, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 6);
+    /* Four zones: 2 each, the per-zone setting. */
+    ROLE(r, 30, 200, "c", m, false, "F");
+    ROLE(r, 30, 300, "d", m, false, "F");
+    ROLE(r, 30, 2, "a", m, false, "I0");
+    ROLE(r, 30, 1, "a", m, false, "F");
+    shoal_reg_free(r);
+
+    /* origin_fetchers above the floor's share wins; 0 still means every
+     * node fetches. */
+    c.origin_fetchers = 3;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    for (uint32_t z = 0; z < 4; z++) {
+        char zone[2] = { (char)('a' + z), 0 };
+        ROLE(r, 10, z, zone, m, false, "F");
+    }
+    ROLE(r, 10, 10, "a", m, false, "F");
+    ROLE(r, 10, 20, "a", m, false, "F");
+    ROLE(r, 10, 30, "a", m, false, "I0");
+    shoal_reg_free(r);
+    c.origin_fetchers = 0;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    for (uint32_t i = 0; i < 6; i++)
+        CHECK(role1(r, 10, i, "a", m, false).fetcher);
+    shoal_reg_free(r);
+    /* The floor counts in the rank limit. */
+    c.origin_fetchers = 2;
+    c.min_fetchers = 250;
+    c.importers = 8;
+    CHECK_EQ(shoal_reg_new(&r, &c), -EINVAL);
 }
 
 /* Ranks are per manifest: one announce can make a node the fetcher of one
@@ -990,6 +1062,7 @@ static void test_lease_budget(void)
     struct shoal_reg_config cfg;
     shoal_reg_config_default(&cfg);
     cfg.max_lease_chunks = 100;
+    cfg.min_fetchers = 0; /* spans for 2 fetchers */
     struct shoal_reg *r = NULL;
     REQUIRE(shoal_reg_new(&r, &cfg) == 0);
     uint8_t evil[32], good[32], m[4][32];
@@ -1099,6 +1172,7 @@ int main(void)
     RUN(test_many_entries);
     RUN(test_name_newest);
     RUN(test_roles);
+    RUN(test_min_fetchers);
     RUN(test_roles_two_manifests);
     RUN(test_roles_zero_fetchers);
     return t_done();

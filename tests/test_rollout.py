@@ -21,10 +21,11 @@ CASE is one of:
   tracker_down  the tracker a node lists is down; two nodes holding only the
                 manifest still complete from the origin (no lease) and exit
                 0 with --exit-when-complete.
-  roles         a tracker with --origin-fetchers 1 --importers 1 and 6 nodes
-                in two zones pulling one release: in each zone exactly one
-                node is told it is the origin fetcher, one the importer, one
-                neither; each logs its role once; all complete.
+  roles         a tracker with --origin-fetchers 1 --min-fetchers 0
+                --importers 1 and 6 nodes in two zones pulling one release:
+                in each zone exactly one node is told it is the origin
+                fetcher, one the importer, one neither; each logs its role
+                once; all complete.
 Every wait is bounded; all processes are stopped at the end.
 """
 import hashlib
@@ -314,7 +315,8 @@ def case_roles(tmp):
     names = [f"r{i}" for i in range(6)]
     k = make_keys(tmp, names)
     hub = Hub(tmp, "32M")
-    trk, taddr = start_tracker(k, extra=["--origin-fetchers", "1", "--importers", "1"])
+    trk, taddr = start_tracker(k, extra=["--origin-fetchers", "1", "--min-fetchers", "0",
+                                         "--importers", "1"])
     publish(k, hub, tmp, taddr)
     hub.reset()
     release = f"acme/model@{hub.commit}"

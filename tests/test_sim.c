@@ -151,6 +151,7 @@ static void test_roles(void)
     struct shoal_sim_result *r = NULL;
     fleet(&c, 48, 2, 32);
     c.origin_fetchers = 1;
+    c.min_fetchers = 0; /* test_one_zone_fetchers has the floor */
     c.importers = 2;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK_EQ(r->completed, 48);
@@ -165,6 +166,27 @@ static void test_roles(void)
      * than every node fetching across zones. */
     CHECK(r->cross_bytes < 8 * c.release_bytes);
     shoal_sim_result_free(r);
+}
+
+/* A fleet in one zone: 2 origin fetchers per zone cannot keep the origin
+ * busy (each one's origin download shares its link with its peer
+ * downloads), so the tracker's floor of 8 fetchers in all gives the one
+ * zone 8. Without the floor every node waits on a half-idle origin. */
+static void test_one_zone_fetchers(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL, *two = NULL;
+    fleet(&c, 64, 1, 128);
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    c.min_fetchers = 0;
+    REQUIRE(shoal_sim_run(&c, &two) == 0);
+    CHECK_EQ(r->completed, 64);
+    CHECK_EQ(two->completed, 64);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    /* 1.48 against 2.63 x T_min when written. */
+    CHECK(r->max < 0.7 * two->max);
+    shoal_sim_result_free(r);
+    shoal_sim_result_free(two);
 }
 
 /* Origin leases: nodes ask for the daemon's 64 chunks and the (real)
@@ -232,6 +254,7 @@ int main(void)
     RUN(test_conservation);
     RUN(test_determinism);
     RUN(test_roles);
+    RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
     RUN(test_lease_spans);
     RUN(test_config);

@@ -201,7 +201,8 @@ static bool closed_by_peer(struct shoal_trkc *c)
  * zone in announce order; a complete one gets none listed. */
 static void test_roles(void)
 {
-    const char *extra[] = { "--origin-fetchers", "1", "--importers", "1", NULL };
+    const char *extra[] = { "--origin-fetchers", "1", "--min-fetchers", "0", "--importers", "1",
+                            NULL };
     struct proc p = start_tracker(extra);
     struct ident id[4];
     struct shoal_trkc *c[4];

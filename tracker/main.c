@@ -74,6 +74,11 @@ static const char usage_options[] =
     "                              announce it are told to lease from the origin\n"
     "                              at once; the others wait (default 2; 0: every\n"
     "                              node leases at once)\n"
+    "    --min-fetchers N          ... but at least N fetchers per release, spread\n"
+    "                              over its zones: a zone gets ceil(N / zones)\n"
+    "                              when that is more, so a fleet in one zone has\n"
+    "                              enough to keep the origin busy (default 8; 0:\n"
+    "                              --origin-fetchers per zone)\n"
     "    --importers N             the next N nodes are each told to import a 1/N\n"
     "                              share of the chunks from other zones at once\n"
     "                              (default 8; fetchers + importers <= 255)\n"
@@ -119,7 +124,7 @@ static const char usage_more[] =
 enum {
     OPT_LISTEN = 256, OPT_CLUSTER, OPT_ADMIN, OPT_PUBLISHER, OPT_AUTH_S, OPT_AUTH_MS,
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
-    OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_IMPORTERS, OPT_FETCHER_LEASES,
+    OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS, OPT_FETCHER_LEASES,
 };
 
 static const struct option longopts[] = {
@@ -141,6 +146,7 @@ static const struct option longopts[] = {
     { "idle-timeout-ms", required_argument, NULL, OPT_IDLE },
     { "fetched-ttl-ms", required_argument, NULL, OPT_FETCHED_TTL },
     { "origin-fetchers", required_argument, NULL, OPT_FETCHERS },
+    { "min-fetchers", required_argument, NULL, OPT_MIN_FETCHERS },
     { "importers", required_argument, NULL, OPT_IMPORTERS },
     { "fetcher-leases", required_argument, NULL, OPT_FETCHER_LEASES },
     { "help", no_argument, NULL, 'h' },
@@ -274,6 +280,10 @@ int main(int argc, char **argv)
             bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
             cfg.reg.origin_fetchers = (uint32_t)v;
             break;
+        case OPT_MIN_FETCHERS:
+            bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
+            cfg.reg.min_fetchers = (uint32_t)v;
+            break;
         case OPT_IMPORTERS:
             bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
             cfg.reg.importers = (uint32_t)v;
@@ -298,9 +308,12 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (cfg.reg.origin_fetchers + cfg.reg.importers > SHOAL_REG_RANKS_MAX) {
-        fprintf(stderr, "shoal-tracker: --origin-fetchers plus --importers is %u, above %u\n",
-                cfg.reg.origin_fetchers + cfg.reg.importers, SHOAL_REG_RANKS_MAX);
+    uint32_t franks = shoal_reg_fetcher_ranks(&cfg.reg);
+    if (franks + cfg.reg.importers > SHOAL_REG_RANKS_MAX) {
+        fprintf(stderr,
+                "shoal-tracker: the larger of --origin-fetchers and --min-fetchers plus "
+                "--importers is %u, above %u\n",
+                franks + cfg.reg.importers, SHOAL_REG_RANKS_MAX);
         status = 2;
         goto out;
     }

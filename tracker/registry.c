@@ -328,10 +328,18 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
      * 1.143 -> 1.134, cross-zone bytes 0.0043 -> 0.0034 of all; 6: 1.141,
      * 12: 1.139, 16: 1.150; 3,000 nodes, seed 1: 1.157 -> 1.142). */
     c->importers = 8;
+    c->min_fetchers = 8;
     c->fetcher_leases = 2;
 }
 
 static uint32_t zone_acquire(struct shoal_reg *r, const char *z);
+
+uint32_t shoal_reg_fetcher_ranks(const struct shoal_reg_config *c)
+{
+    if (c->origin_fetchers == 0)
+        return 0;
+    return c->origin_fetchers > c->min_fetchers ? c->origin_fetchers : c->min_fetchers;
+}
 
 static bool node_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
 {
@@ -368,7 +376,8 @@ int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg)
         !cfg->max_nodes || !cfg->max_manifests || !cfg->max_entries_per_node ||
         cfg->max_entries_per_node > UINT16_MAX || cfg->max_nodes >= (1u << 31) ||
         cfg->max_manifests >= (1u << 31) || cfg->origin_fetchers > SHOAL_REG_RANKS_MAX ||
-        cfg->importers > SHOAL_REG_RANKS_MAX - cfg->origin_fetchers) {
+        cfg->min_fetchers > SHOAL_REG_RANKS_MAX ||
+        cfg->importers > SHOAL_REG_RANKS_MAX - shoal_reg_fetcher_ranks(cfg)) {
         rv = -EINVAL;
         goto fail;
     }
@@ -690,7 +699,7 @@ static void rank_release(struct mani *m, struct holder *ho)
  * zone record it simply stays without a rank. */
 static void rank_take(struct shoal_reg *r, struct mani *m, struct holder *ho)
 {
-    uint32_t nranks = r->cfg.origin_fetchers + r->cfg.importers;
+    uint32_t nranks = shoal_reg_fetcher_ranks(&r->cfg) + r->cfg.importers;
     if (nranks == 0 || ho->rank == 0)
         return;
     struct zrank *z = zrank_find(m, ho->zone);
@@ -720,10 +729,19 @@ static void rank_take(struct shoal_reg *r, struct mani *m, struct holder *ho)
     ho->rank = (uint8_t)free_rank;
 }
 
-static void role_describe(const struct shoal_reg *r, const struct holder *ho,
-                          struct shoal_reg_role *out)
+/* Fetchers per zone of |m| (shoal_reg_announce): origin_fetchers, or more
+ * while few zones share min_fetchers. */
+static uint32_t zone_fetchers(const struct shoal_reg *r, const struct mani *m)
 {
-    uint32_t f = r->cfg.origin_fetchers, rank = ho->rank;
+    uint32_t f = r->cfg.origin_fetchers, zones = m->nzr > 0 ? m->nzr : 1;
+    uint32_t least = (r->cfg.min_fetchers + zones - 1) / zones;
+    return f == 0 || f >= least ? f : least;
+}
+
+static void role_describe(const struct shoal_reg *r, const struct mani *m,
+                          const struct holder *ho, struct shoal_reg_role *out)
+{
+    uint32_t f = zone_fetchers(r, m), rank = ho->rank;
     *out = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE };
     out->fetcher = f == 0;
     if (rank == RANK_NONE)
@@ -1034,7 +1052,7 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         if (!ho->complete)
             rank_take(r, m, ho);
         if (roles)
-            role_describe(r, ho, &roles[i]);
+            role_describe(r, m, ho, &roles[i]);
     }
     r->st.announces++;
     rate_count(r, now_ms);
@@ -1218,8 +1236,8 @@ static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uin
  * the last ones are a chunk or two, so the origin's tail is spread over every fetcher instead of
  * queueing behind the one that leased it, and a small release is split
  * over the whole region's fetchers at once, not handed to the first few.
- * Fetchers: origin_fetchers per zone that has a rank for |m| (at least
- * one zone), or every announcer not yet dropped when any node may fetch.
+ * Fetchers: zone_fetchers per zone that has a rank for |m| (at least one
+ * zone), or every announcer not yet dropped when any node may fetch.
  * O(1): it runs on every lease request.
  */
 static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m)
@@ -1227,7 +1245,7 @@ static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m)
     if (r->cfg.fetcher_leases == 0)
         return UINT32_MAX;
     uint64_t fetchers = r->cfg.origin_fetchers > 0
-                            ? (uint64_t)r->cfg.origin_fetchers * (m->nzr > 0 ? m->nzr : 1)
+                            ? (uint64_t)zone_fetchers(r, m) * (m->nzr > 0 ? m->nzr : 1)
                             : m->nh;
     if (fetchers == 0)
         fetchers = 1;

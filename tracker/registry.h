@@ -76,6 +76,13 @@ struct shoal_reg_config {
      * SHOAL_REG_RANKS_MAX. */
     uint32_t origin_fetchers;
     uint32_t importers;
+    /* ... but a zone gets at least ceil(min_fetchers / zones with a rank)
+     * fetchers (with origin_fetchers > 0), so a fleet in one or two zones
+     * still has enough of them: a fetcher's origin download shares its
+     * link with its peer downloads, and two of them could not keep the
+     * origin busy (simulated 500-node fleet in one zone: completion 1.71 x
+     * T_min with 2 fetchers, 1.13 with 8). 0: origin_fetchers per zone. */
+    uint32_t min_fetchers;
     /* Lease spans: at most a 1/(fetchers x fetcher_leases) share of the
      * chunks nobody has leased or fetched yet, so every fetcher can hold
      * fetcher_leases of them at once (a daemon's default max_leases is 2,
@@ -86,16 +93,22 @@ struct shoal_reg_config {
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
  * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
  * 1 GiB of registered manifests, fetched TTL 10 min, 2 origin fetchers and
- * 8 importers per zone, spans shared for 2 leases per fetcher. */
+ * 8 importers per zone, at least 8 fetchers per manifest, spans shared for
+ * 2 leases per fetcher. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
 
 struct shoal_reg;
 
 /* New empty registry with a copy of |cfg|, into |*out| (written only on
  * success). Returns 0, -EINVAL (a zero interval/ttl/lease/limit,
- * max_entries_per_node above 65535, origin_fetchers + importers above
- * SHOAL_REG_RANKS_MAX) or -ENOMEM. */
+ * max_entries_per_node above 65535, max(origin_fetchers, min_fetchers) +
+ * importers above SHOAL_REG_RANKS_MAX) or -ENOMEM. */
 int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg);
+
+/* Ranks a zone may need for fetchers under |c|: as many as a zone alone
+ * gets, max(origin_fetchers, min_fetchers), or 0 with origin_fetchers 0.
+ * Plus importers, at most SHOAL_REG_RANKS_MAX. */
+uint32_t shoal_reg_fetcher_ranks(const struct shoal_reg_config *c);
 /* Frees everything; NULL is accepted. */
 void shoal_reg_free(struct shoal_reg *r);
 
@@ -128,14 +141,16 @@ struct shoal_reg_role {
  * change zone; a zone nobody is in any more is forgotten. The entries'
  * total_chunks never size lease state (see shoal_reg_lease).
  *
- * Roles: within each (manifest, zone), ranks 0 .. origin_fetchers +
- * importers - 1 go to announcers that are not complete, first come first
- * served. A node keeps its rank while it stays (also once complete); a
- * rank freed by a node that leaves, expires, moves zone or drops the
- * manifest goes to the next announce of that manifest in that zone by a
- * node without a rank or with a higher one, so the lowest ranks (the
- * fetchers) stay filled. Rank r < origin_fetchers is a fetcher; the next
- * importers ranks import share r - origin_fetchers of importers; with 0
+ * Roles: within each (manifest, zone), ranks 0 .. F + importers - 1 go to
+ * announcers that are not complete, first come first served, where F =
+ * max(origin_fetchers, min_fetchers). A node keeps its rank while it stays
+ * (also once complete); a rank freed by a node that leaves, expires, moves
+ * zone or drops the manifest goes to the next announce of that manifest in
+ * that zone by a node without a rank or with a higher one, so the lowest
+ * ranks (the fetchers) stay filled. With f = max(origin_fetchers,
+ * ceil(min_fetchers / zones with a rank)), rank r < f is a fetcher and the
+ * next importers ranks import share r - f of importers (f shrinks as zones
+ * appear, so a role may change from one announce to the next); with 0
  * origin_fetchers every node is a fetcher. When |roles| is not NULL,
  * roles[i] receives the role for haves[i] (on success only).
  *
