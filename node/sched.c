@@ -53,12 +53,13 @@ enum {
     F_XV = 64,        /* present in the xok vector */
 };
 
+/* A peer's throughput and back-off live in arrays of their own (struct
+ * peer_rank, busy_until in struct shoal_sched): peer_order and
+ * shoal_sched_wakeup read them for every ready peer on every call, and in
+ * this record they cost one cold line per peer. */
 struct peer {
     uint64_t id;
     uint8_t *bits;
-    uint64_t busy_until;
-    double thr;           /* bytes per second, EWMA; 0 = unknown */
-    uint64_t thr_ms;      /* when |thr| last took a sample */
     uint32_t nhave;
     uint32_t inflight;
     uint32_t depth;
@@ -69,6 +70,12 @@ struct peer {
     bool used;
     bool same_zone;
     bool stale;           /* last pick found nothing; wait for news */
+};
+
+/* What peer_order reads of a slot. */
+struct peer_rank {
+    double thr;           /* bytes per second, EWMA; 0 = unknown */
+    uint64_t thr_until;   /* when |thr| stops ranking its peer */
 };
 
 struct req {
@@ -111,6 +118,8 @@ struct shoal_sched {
                              HAVE finds its bit without loading the peer */
     size_t pbstride;
     struct peer *peers;
+    struct peer_rank *rank; /* per slot */
+    uint64_t *busy_until; /* per slot: left alone until then after a busy */
     uint32_t nreq;
     uint32_t cap;         /* max_inflight in effect */
     uint32_t nsame;
@@ -584,9 +593,9 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
     }
 }
 
-static void update_depth(struct shoal_sched *s, struct peer *p)
+static void update_depth(struct shoal_sched *s, struct peer *p, double thr)
 {
-    double bdp = p->thr * (double)p->rtt_ms / 1000.0 / s->avg_chunk;
+    double bdp = thr * (double)p->rtt_ms / 1000.0 / s->avg_chunk;
     double d = ceil(bdp) + 1.0;
     if (d < s->cfg.min_depth)
         d = s->cfg.min_depth;
@@ -594,6 +603,9 @@ static void update_depth(struct shoal_sched *s, struct peer *p)
         d = s->cfg.max_depth;
     p->depth = (uint32_t)d;
 }
+
+/* Age at which a peer's throughput figure no longer ranks it (peer_order). */
+#define THR_PROBE_MS 2000
 
 /* ---- lifecycle ---- */
 
@@ -624,6 +636,8 @@ void shoal_sched_free(struct shoal_sched *s)
     free(s->heads);
     free(s->nonempty);
     free(s->peers);
+    free(s->rank);
+    free(s->busy_until);
     free(s->reqs);
     free(s->pend);
     free(s->xq);
@@ -684,6 +698,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
     s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
     s->peers = calloc(c.max_peers, sizeof(struct peer));
+    s->rank = calloc(c.max_peers, sizeof(struct peer_rank));
+    s->busy_until = calloc(c.max_peers, sizeof(uint64_t));
     /* Whole 64-bit words per peer, so pick_scan can read them. */
     s->pbstride = (n + 63) / 64 * 8;
     s->pbits = calloc(c.max_peers, s->pbstride);
@@ -693,7 +709,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->leases = calloc(c.max_leases, sizeof(struct lease));
     s->lease_slots = c.max_leases;
     if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
-        !s->heads || !s->nonempty || !s->peers || !s->pbits ||
+        !s->heads || !s->nonempty || !s->peers || !s->rank || !s->busy_until || !s->pbits ||
         !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
@@ -814,6 +830,8 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
+    s->rank[i] = (struct peer_rank){0};
+    s->busy_until[i] = 0;
     s->npeers++;
     if (same_zone)
         s->nsame++;
@@ -953,7 +971,7 @@ int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
     if (i < 0)
         return SHOAL_ENOTFOUND;
     s->peers[i].rtt_ms = rtt_ms;
-    update_depth(s, &s->peers[i]);
+    update_depth(s, &s->peers[i], s->rank[i].thr);
     return 0;
 }
 
@@ -983,9 +1001,10 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
             /* A slow average: one quick chunk from a crowded uploader must
              * not move it ahead of the peers (peer_order); 0.25 finished
              * the 1k fleet later than 0.05 (p50 1.136 against 1.130). */
-            p->thr = p->thr == 0 ? sample : 0.95 * p->thr + 0.05 * sample;
-            p->thr_ms = now_ms;
-            update_depth(s, p);
+            struct peer_rank *pr = &s->rank[i];
+            pr->thr = pr->thr == 0 ? sample : 0.95 * pr->thr + 0.05 * sample;
+            pr->thr_until = now_ms + THR_PROBE_MS;
+            update_depth(s, p, pr->thr);
         }
         /* --- loader --- for late requests (file_endgame_cutoff) */
         s->req_ms = s->req_ms == 0 ? (double)duration_ms
@@ -1008,7 +1027,7 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
     if (k < 0)
         return SHOAL_ENOTFOUND;
     if (busy)
-        s->peers[i].busy_until = now_ms + s->cfg.busy_backoff_ms;
+        s->busy_until[i] = now_ms + s->cfg.busy_backoff_ms;
     req_drop(s, (uint32_t)k);
     return 0;
 }
@@ -1468,8 +1487,6 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
     return best;
 }
 
-/* Age at which a peer's throughput figure no longer ranks it (peer_order). */
-#define THR_PROBE_MS 2000
 
 /* Writes the slots worth asking to |ord|, fastest measured first, peers not
  * measured yet before all (so they get measured); equally fast ones from
@@ -1487,12 +1504,12 @@ static uint32_t peer_order(const struct shoal_sched *s, uint32_t *ord)
         uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
         if (!((s->ready[slot >> 6] >> (slot & 63)) & 1))
             continue;
-        const struct peer *p = &s->peers[slot];
+        const struct peer_rank *pr = &s->rank[slot];
         /* A peer ranked slow gets no requests while faster ones have
          * room, so its figure would never change: once it is
          * THR_PROBE_MS old the peer counts as unmeasured and is asked
          * again, and an uploader that has emptied out is found. */
-        double t = p->thr > 0 && s->now < p->thr_ms + THR_PROBE_MS ? p->thr : INFINITY;
+        double t = pr->thr > 0 && s->now < pr->thr_until ? pr->thr : INFINITY;
         uint32_t j = no++;
         for (; j > 0 && key[j - 1] < t; j--) {
             ord[j] = ord[j - 1];
@@ -1517,7 +1534,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
         uint32_t slot = ord[k];
         struct peer *p = &s->peers[slot];
         /* An earlier pass of this call may have found nothing there. */
-        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || p->busy_until > now_ms ||
+        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || s->busy_until[slot] > now_ms ||
             (cross_only && p->same_zone))
             continue;
         while (n < max && p->inflight < p->depth && p->inflight < lim && room(s)) {
@@ -1660,9 +1677,8 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
     for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
         if (!((s->ready[i >> 6] >> (i & 63)) & 1))
             continue;
-        const struct peer *p = &s->peers[i];
-        if (p->busy_until > s->now && p->busy_until < w)
-            w = p->busy_until;
+        if (s->busy_until[i] > s->now && s->busy_until[i] < w)
+            w = s->busy_until[i];
     }
     return w;
 }
