@@ -139,6 +139,8 @@ struct shoal_sched {
     uint32_t nb;          /* buckets per tier: min(max_peers, CNT_CAP) + 1 */
     uint32_t nxok, xokcap;
     uint32_t xqhead, xqn, xqcap;
+    uint64_t xq_at;       /* when the FIFO's head is due (UINT64_MAX: empty):
+                             a call that finds nothing due reads no entry */
     uint32_t npend, pendhead, pendcap;
     bool lease_pending;
     uint64_t lease_retry_at;
@@ -479,17 +481,19 @@ static void cross_arm(struct shoal_sched *s, uint32_t c)
     }
     s->xq[(s->xqhead + s->xqn) % s->xqcap] = (struct xq_ent){
         .chunk = c, .at = s->now + s->cfg.cross_zone_delay_ms + s->xjitter_ms};
-    s->xqn++;
+    if (s->xqn++ == 0)
+        s->xq_at = s->xq[s->xqhead].at;
     s->ck[c].flags |= F_XQ;
 }
 
 static void cross_poll(struct shoal_sched *s, uint64_t now)
 {
     bool all = cross_endgame(s);
-    while (s->xqn > 0 && (all || s->xq[s->xqhead].at <= now)) {
+    while (s->xqn > 0 && (all || s->xq_at <= now)) {
         uint32_t c = s->xq[s->xqhead].chunk;
         s->xqhead = (s->xqhead + 1) % s->xqcap;
         s->xqn--;
+        s->xq_at = s->xqn > 0 ? s->xq[s->xqhead].at : UINT64_MAX;
         s->ck[c].flags &= (uint8_t)~F_XQ;
         if (!(s->ck[c].flags & F_HAVE) && s->ck[c].cnt_same == 0)
             mark_xok(s, c);
@@ -718,6 +722,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
         s->ck[i].tier = TIER_NORMAL;
     tier_count(s, TIER_NORMAL, (int)rel->nchunks);
     s->fe_last = NIL;
+    s->xq_at = UINT64_MAX;
     for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
         s->heads[i] = NIL;
     for (uint32_t t = 0; t < NTIERS; t++)
@@ -1669,7 +1674,7 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
     if (s->nhave == s->nchunks)
         return w;
     if (s->xqn > 0)
-        w = s->xq[s->xqhead].at;
+        w = s->xq_at;
     if (s->n_orphan > 0 && !s->lease_pending && s->lease_retry_at > s->now &&
         s->lease_retry_at < w)
         w = s->lease_retry_at;
