@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,9 +57,10 @@ enum {
 /* A peer's throughput and back-off live in arrays of their own (struct
  * peer_rank, busy_until in struct shoal_sched): peer_order and
  * shoal_sched_wakeup read them for every ready peer on every call, and in
- * this record they cost one cold line per peer. */
+ * this record they cost one cold line per peer. What a HAVE updates
+ * fits one line, and the records are line-aligned so it touches one. */
 struct peer {
-    uint64_t id;
+    alignas(64) uint64_t id;
     uint8_t *bits;
     uint32_t nhave;
     uint32_t inflight;
@@ -112,24 +114,27 @@ struct shoal_sched {
      * reads, in as few cache lines as can be: a simulator drives thousands
      * of instances, each cold when an event reaches it, and fans each HAVE
      * out to many of them; every line of this header touched is a miss
-     * (shoal_sched_prefetch asks for these lines ahead). */
-    struct ck *ck;
+     * (shoal_sched_prefetch asks for these lines ahead). The instance is
+     * allocated on a line boundary, so the first line holds everything a
+     * HAVE for one of the first 128 slots reads (shoal_sched_slot_have,
+     * room) and one prefetch of |s| brings it in. */
+    alignas(64) struct ck *ck;
     uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
                              HAVE finds its bit without loading the peer */
-    size_t pbstride;
     struct peer *peers;
-    struct peer_rank *rank; /* per slot */
-    uint64_t *busy_until; /* per slot: left alone until then after a busy */
+    uint32_t pbstride;
     uint32_t nreq;
     uint32_t cap;         /* max_inflight in effect */
-    uint32_t nsame;
     uint32_t nchunks;
+    uint64_t missmask;    /* tiers with tier_missing > 0 */
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
 
+    struct peer_rank *rank; /* per slot */
+    uint64_t *busy_until; /* per slot: left alone until then after a busy */
+    uint32_t nsame;
     uint64_t now;
     uint64_t t0;          /* first shoal_sched_next call, + 1 (0: none yet) */
     uint64_t pickmask;    /* tiers with a listed chunk some peer holds */
-    uint64_t missmask;    /* tiers with tier_missing > 0 */
     uint32_t nhave;
     uint32_t n_listed;
     uint32_t n_orphan;
@@ -686,9 +691,10 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
         goto fail;
 
     rv = -ENOMEM;
-    s = calloc(1, sizeof(*s));
+    s = aligned_alloc(alignof(struct shoal_sched), sizeof(*s));
     if (s == NULL)
         goto fail;
+    memset(s, 0, sizeof(*s));
     s->cfg = c;
     s->nchunks = rel->nchunks;
     s->nbytes_bits = (rel->nchunks + 7) / 8;
@@ -701,11 +707,13 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->listed = calloc((n + 63) / 64, 8);
     s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
     s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
-    s->peers = calloc(c.max_peers, sizeof(struct peer));
+    s->peers = aligned_alloc(alignof(struct peer), c.max_peers * sizeof(struct peer));
+    if (s->peers != NULL)
+        memset(s->peers, 0, c.max_peers * sizeof(struct peer));
     s->rank = calloc(c.max_peers, sizeof(struct peer_rank));
     s->busy_until = calloc(c.max_peers, sizeof(uint64_t));
     /* Whole 64-bit words per peer, so pick_scan can read them. */
-    s->pbstride = (n + 63) / 64 * 8;
+    s->pbstride = (uint32_t)((n + 63) / 64 * 8);
     s->pbits = calloc(c.max_peers, s->pbstride);
     s->reqcap = c.max_peers * c.max_depth;
     s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
