@@ -143,7 +143,7 @@ struct shoal_sched {
     uint32_t rr;          /* rotating start for fairness among peers */
     uint32_t nb;          /* buckets per tier: min(max_peers, CNT_CAP) + 1 */
     uint32_t nxok, xokcap;
-    uint32_t xqhead, xqn, xqcap;
+    uint32_t xqhead, xqn, xqcap; /* xqcap: a power of two (a mask, not a division) */
     uint64_t xq_at;       /* when the FIFO's head is due (UINT64_MAX: empty):
                              a call that finds nothing due reads no entry */
     uint32_t npend, pendhead, pendcap;
@@ -484,7 +484,7 @@ static void cross_arm(struct shoal_sched *s, uint32_t c)
         s->xqcap = ncap;
         s->xqhead = 0;
     }
-    s->xq[(s->xqhead + s->xqn) % s->xqcap] = (struct xq_ent){
+    s->xq[(s->xqhead + s->xqn) & (s->xqcap - 1)] = (struct xq_ent){
         .chunk = c, .at = s->now + s->cfg.cross_zone_delay_ms + s->xjitter_ms};
     if (s->xqn++ == 0)
         s->xq_at = s->xq[s->xqhead].at;
@@ -496,7 +496,7 @@ static void cross_poll(struct shoal_sched *s, uint64_t now)
     bool all = cross_endgame(s);
     while (s->xqn > 0 && (all || s->xq_at <= now)) {
         uint32_t c = s->xq[s->xqhead].chunk;
-        s->xqhead = (s->xqhead + 1) % s->xqcap;
+        s->xqhead = (s->xqhead + 1) & (s->xqcap - 1);
         s->xqn--;
         s->xq_at = s->xqn > 0 ? s->xq[s->xqhead].at : UINT64_MAX;
         s->ck[c].flags &= (uint8_t)~F_XQ;
