@@ -54,8 +54,8 @@ enum {
     F_XV = 64,        /* present in the xok vector */
 };
 
-/* A peer's throughput and back-off live in arrays of their own (struct
- * peer_rank, busy_until in struct shoal_sched): peer_order and
+/* A peer's throughput and back-off live in arrays of their own (thr,
+ * thr_until, busy_until in struct shoal_sched): peer_order and
  * shoal_sched_wakeup read them for every ready peer on every call, and in
  * this record they cost one cold line per peer. What a HAVE updates
  * fits one line, and the records are line-aligned so it touches one. */
@@ -72,12 +72,6 @@ struct peer {
     bool used;
     bool same_zone;
     bool stale;           /* last pick found nothing; wait for news */
-};
-
-/* What peer_order reads of a slot. */
-struct peer_rank {
-    double thr;           /* bytes per second, EWMA; 0 = unknown */
-    uint64_t thr_until;   /* when |thr| stops ranking its peer */
 };
 
 struct req {
@@ -129,7 +123,10 @@ struct shoal_sched {
     uint64_t missmask;    /* tiers with tier_missing > 0 */
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
 
-    struct peer_rank *rank; /* per slot */
+    double *thr;          /* per slot: bytes per second, EWMA; 0 = unknown */
+    uint64_t *thr_until;  /* per slot: when |thr| stops ranking its peer */
+    uint64_t thr_fresh;   /* at most every thr_until of a measured slot:
+                             before it peer_order reads no thr_until */
     uint64_t *busy_until; /* per slot: left alone until then after a busy */
     uint32_t nsame;
     uint64_t now;
@@ -645,7 +642,8 @@ void shoal_sched_free(struct shoal_sched *s)
     free(s->heads);
     free(s->nonempty);
     free(s->peers);
-    free(s->rank);
+    free(s->thr);
+    free(s->thr_until);
     free(s->busy_until);
     free(s->reqs);
     free(s->pend);
@@ -710,7 +708,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->peers = aligned_alloc(alignof(struct peer), c.max_peers * sizeof(struct peer));
     if (s->peers != NULL)
         memset(s->peers, 0, c.max_peers * sizeof(struct peer));
-    s->rank = calloc(c.max_peers, sizeof(struct peer_rank));
+    s->thr = calloc(c.max_peers, sizeof(double));
+    s->thr_until = calloc(c.max_peers, sizeof(uint64_t));
     s->busy_until = calloc(c.max_peers, sizeof(uint64_t));
     /* Whole 64-bit words per peer, so pick_scan can read them. */
     s->pbstride = (uint32_t)((n + 63) / 64 * 8);
@@ -721,7 +720,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->leases = calloc(c.max_leases, sizeof(struct lease));
     s->lease_slots = c.max_leases;
     if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
-        !s->heads || !s->nonempty || !s->peers || !s->rank || !s->busy_until || !s->pbits ||
+        !s->heads || !s->nonempty || !s->peers || !s->thr || !s->thr_until ||
+        !s->busy_until || !s->pbits ||
         !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
@@ -731,6 +731,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     tier_count(s, TIER_NORMAL, (int)rel->nchunks);
     s->fe_last = NIL;
     s->xq_at = UINT64_MAX;
+    s->thr_fresh = UINT64_MAX;
     for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
         s->heads[i] = NIL;
     for (uint32_t t = 0; t < NTIERS; t++)
@@ -843,8 +844,6 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
-    s->rank[i] = (struct peer_rank){0};
-    s->busy_until[i] = 0;
     s->npeers++;
     if (same_zone)
         s->nsame++;
@@ -875,6 +874,9 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     hslot_del(s, peer);
     memset(p->bits, 0, s->pbstride);
     memset(p, 0, sizeof(*p));
+    s->thr[i] = 0;
+    s->thr_until[i] = 0;
+    s->busy_until[i] = 0;
     peer_mark(s, (uint32_t)i);
     s->npeers--;
     clear_stale(s, false);
@@ -984,7 +986,7 @@ int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
     if (i < 0)
         return SHOAL_ENOTFOUND;
     s->peers[i].rtt_ms = rtt_ms;
-    update_depth(s, &s->peers[i], s->rank[i].thr);
+    update_depth(s, &s->peers[i], s->thr[i]);
     return 0;
 }
 
@@ -1014,10 +1016,11 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
             /* A slow average: one quick chunk from a crowded uploader must
              * not move it ahead of the peers (peer_order); 0.25 finished
              * the 1k fleet later than 0.05 (p50 1.136 against 1.130). */
-            struct peer_rank *pr = &s->rank[i];
-            pr->thr = pr->thr == 0 ? sample : 0.95 * pr->thr + 0.05 * sample;
-            pr->thr_until = now_ms + THR_PROBE_MS;
-            update_depth(s, p, pr->thr);
+            s->thr[i] = s->thr[i] == 0 ? sample : 0.95 * s->thr[i] + 0.05 * sample;
+            s->thr_until[i] = now_ms + THR_PROBE_MS;
+            if (s->thr_until[i] < s->thr_fresh)
+                s->thr_fresh = s->thr_until[i];
+            update_depth(s, p, s->thr[i]);
         }
         /* --- loader --- for late requests (file_endgame_cutoff) */
         s->req_ms = s->req_ms == 0 ? (double)duration_ms
@@ -1509,27 +1512,51 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
  * queueing behind a crowded one are what keeps this node's download full
  * (1,000-node simulated fleet, seeds 1-6: p50/T_min 1.150 -> 1.130, last
  * 1.174 -> 1.143; the reverse order 1.40). */
-static uint32_t peer_order(const struct shoal_sched *s, uint32_t *ord)
+static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
 {
-    uint32_t np = s->cfg.max_peers, no = 0;
+    uint32_t nw = (s->cfg.max_peers + 63) / 64, rr = s->rr, no = 0;
     double key[SHOAL_SCHED_PEERS_MAX];
-    for (uint32_t k = 0; k < np; k++) {
-        uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
-        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1))
-            continue;
-        const struct peer_rank *pr = &s->rank[slot];
-        /* A peer ranked slow gets no requests while faster ones have
-         * room, so its figure would never change: once it is
-         * THR_PROBE_MS old the peer counts as unmeasured and is asked
-         * again, and an uploader that has emptied out is found. */
-        double t = pr->thr > 0 && s->now < pr->thr_until ? pr->thr : INFINITY;
-        uint32_t j = no++;
-        for (; j > 0 && key[j - 1] < t; j--) {
-            ord[j] = ord[j - 1];
-            key[j] = key[j - 1];
+    if (s->now >= s->thr_fresh) {
+        /* Some figure may have aged out: find the new bound. */
+        s->thr_fresh = UINT64_MAX;
+        for (uint32_t i = 0; i < s->cfg.max_peers; i++)
+            if (s->thr[i] > 0 && s->thr_until[i] < s->thr_fresh)
+                s->thr_fresh = s->thr_until[i];
+    }
+    bool fresh = s->now < s->thr_fresh;
+    /* The ready slots from rr up, then those below rr, by their bits: a
+     * test per slot mispredicted for about every other one. */
+    for (uint32_t pass = 0; pass < 2; pass++) {
+        for (uint32_t w = 0; w < nw; w++) {
+            uint64_t m = s->ready[w];
+            uint32_t base = w * 64;
+            if (pass == 0 && base + 64 <= rr)
+                m = 0;
+            else if (pass == 0 && base < rr)
+                m &= ~0ull << (rr - base);
+            else if (pass == 1 && base >= rr)
+                m = 0;
+            else if (pass == 1 && base + 64 > rr)
+                m &= (1ull << (rr - base)) - 1;
+            for (; m != 0; m &= m - 1) {
+                uint32_t slot = base + (uint32_t)__builtin_ctzll(m);
+                /* A peer ranked slow gets no requests while faster ones
+                 * have room, so its figure would never change: once it
+                 * is THR_PROBE_MS old the peer counts as unmeasured and
+                 * is asked again, and an uploader that has emptied out
+                 * is found. */
+                double t = s->thr[slot];
+                if (!(t > 0 && (fresh || s->now < s->thr_until[slot])))
+                    t = INFINITY;
+                uint32_t j = no++;
+                for (; j > 0 && key[j - 1] < t; j--) {
+                    ord[j] = ord[j - 1];
+                    key[j] = key[j - 1];
+                }
+                ord[j] = slot;
+                key[j] = t;
+            }
         }
-        ord[j] = slot;
-        key[j] = t;
     }
     return no;
 }
@@ -1687,12 +1714,12 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
         s->lease_retry_at < w)
         w = s->lease_retry_at;
     /* Only a peer worth asking makes waking up for its back-off useful. */
-    for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
-        if (!((s->ready[i >> 6] >> (i & 63)) & 1))
-            continue;
-        if (s->busy_until[i] > s->now && s->busy_until[i] < w)
-            w = s->busy_until[i];
-    }
+    for (uint32_t k = 0; k < (s->cfg.max_peers + 63) / 64; k++)
+        for (uint64_t m = s->ready[k]; m != 0; m &= m - 1) {
+            uint64_t b = s->busy_until[k * 64 + (uint32_t)__builtin_ctzll(m)];
+            if (b > s->now && b < w)
+                w = b;
+        }
     return w;
 }
 
