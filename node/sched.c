@@ -109,9 +109,9 @@ struct shoal_sched {
      * of instances, each cold when an event reaches it, and fans each HAVE
      * out to many of them; every line of this header touched is a miss
      * (shoal_sched_prefetch asks for these lines ahead). The instance is
-     * allocated on a line boundary, so the first line holds everything a
-     * HAVE for one of the first 128 slots reads (shoal_sched_slot_have,
-     * room) and one prefetch of |s| brings it in. */
+     * allocated on a line boundary, so the first line holds what a HAVE
+     * for one of the first 128 slots reads (shoal_sched_slot_have, and
+     * room while no loader waits) and one prefetch of |s| brings it in. */
     alignas(64) struct ck *ck;
     uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
                              HAVE finds its bit without loading the peer */
@@ -1512,7 +1512,6 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
     }
     return best;
 }
-
 
 /* Writes the slots worth asking to |ord|, fastest measured first, peers not
  * measured yet before all (so they get measured); equally fast ones from
