@@ -118,6 +118,7 @@ static int run_10k(void)
 
 int main(int argc, char **argv)
 {
+    shoal_sim_huge_pages(argv);
     if (argc > 1 && strcmp(argv[1], "--10k") == 0)
         return run_10k();
     return run_1k();

@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,12 +54,14 @@ enum {
     F_XV = 64,        /* present in the xok vector */
 };
 
+/* A peer's throughput and back-off live in arrays of their own (thr,
+ * thr_until, busy_until in struct shoal_sched): peer_order and
+ * shoal_sched_wakeup read them for every ready peer on every call, and in
+ * this record they cost one cold line per peer. What a HAVE updates
+ * fits one line, and the records are line-aligned so it touches one. */
 struct peer {
-    uint64_t id;
+    alignas(64) uint64_t id;
     uint8_t *bits;
-    uint64_t busy_until;
-    double thr;           /* bytes per second, EWMA; 0 = unknown */
-    uint64_t thr_ms;      /* when |thr| last took a sample */
     uint32_t nhave;
     uint32_t inflight;
     uint32_t depth;
@@ -105,22 +108,30 @@ struct shoal_sched {
      * reads, in as few cache lines as can be: a simulator drives thousands
      * of instances, each cold when an event reaches it, and fans each HAVE
      * out to many of them; every line of this header touched is a miss
-     * (shoal_sched_prefetch asks for these lines ahead). */
-    struct ck *ck;
+     * (shoal_sched_prefetch asks for these lines ahead). The instance is
+     * allocated on a line boundary, so the first line holds what a HAVE
+     * for one of the first 128 slots reads (shoal_sched_slot_have, and
+     * room while no loader waits) and one prefetch of |s| brings it in. */
+    alignas(64) struct ck *ck;
     uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
                              HAVE finds its bit without loading the peer */
-    size_t pbstride;
     struct peer *peers;
+    uint32_t pbstride;
     uint32_t nreq;
     uint32_t cap;         /* max_inflight in effect */
-    uint32_t nsame;
     uint32_t nchunks;
+    uint64_t missmask;    /* tiers with tier_missing > 0 */
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
 
+    double *thr;          /* per slot: bytes per second, EWMA; 0 = unknown */
+    uint64_t *thr_until;  /* per slot: when |thr| stops ranking its peer */
+    uint64_t thr_fresh;   /* at most every thr_until of a measured slot:
+                             before it peer_order reads no thr_until */
+    uint64_t *busy_until; /* per slot: left alone until then after a busy */
+    uint32_t nsame;
     uint64_t now;
     uint64_t t0;          /* first shoal_sched_next call, + 1 (0: none yet) */
     uint64_t pickmask;    /* tiers with a listed chunk some peer holds */
-    uint64_t missmask;    /* tiers with tier_missing > 0 */
     uint32_t nhave;
     uint32_t n_listed;
     uint32_t n_orphan;
@@ -129,7 +140,9 @@ struct shoal_sched {
     uint32_t rr;          /* rotating start for fairness among peers */
     uint32_t nb;          /* buckets per tier: min(max_peers, CNT_CAP) + 1 */
     uint32_t nxok, xokcap;
-    uint32_t xqhead, xqn, xqcap;
+    uint32_t xqhead, xqn, xqcap; /* xqcap: a power of two (a mask, not a division) */
+    uint64_t xq_at;       /* when the FIFO's head is due (UINT64_MAX: empty):
+                             a call that finds nothing due reads no entry */
     uint32_t npend, pendhead, pendcap;
     bool lease_pending;
     uint64_t lease_retry_at;
@@ -158,6 +171,10 @@ struct shoal_sched {
     double req_ms;        /* requests' time out (send to arrival), EWMA */
     /* --- end loader --- */
     uint8_t hslot[512];   /* peer id hash -> slot + 1 (0 = empty) */
+    /* Every used slot in peer_order's order of the last call: throughputs
+     * move little between calls, so sorting from it again takes a few
+     * moves where sorting from slot order took ~n^2/4. */
+    alignas(64) uint8_t porder[SHOAL_SCHED_PEERS_MAX];
 
     uint32_t reqcap;
     uint32_t xjitter_ms;
@@ -468,19 +485,21 @@ static void cross_arm(struct shoal_sched *s, uint32_t c)
         s->xqcap = ncap;
         s->xqhead = 0;
     }
-    s->xq[(s->xqhead + s->xqn) % s->xqcap] = (struct xq_ent){
+    s->xq[(s->xqhead + s->xqn) & (s->xqcap - 1)] = (struct xq_ent){
         .chunk = c, .at = s->now + s->cfg.cross_zone_delay_ms + s->xjitter_ms};
-    s->xqn++;
+    if (s->xqn++ == 0)
+        s->xq_at = s->xq[s->xqhead].at;
     s->ck[c].flags |= F_XQ;
 }
 
 static void cross_poll(struct shoal_sched *s, uint64_t now)
 {
     bool all = cross_endgame(s);
-    while (s->xqn > 0 && (all || s->xq[s->xqhead].at <= now)) {
+    while (s->xqn > 0 && (all || s->xq_at <= now)) {
         uint32_t c = s->xq[s->xqhead].chunk;
-        s->xqhead = (s->xqhead + 1) % s->xqcap;
+        s->xqhead = (s->xqhead + 1) & (s->xqcap - 1);
         s->xqn--;
+        s->xq_at = s->xqn > 0 ? s->xq[s->xqhead].at : UINT64_MAX;
         s->ck[c].flags &= (uint8_t)~F_XQ;
         if (!(s->ck[c].flags & F_HAVE) && s->ck[c].cnt_same == 0)
             mark_xok(s, c);
@@ -584,9 +603,9 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
     }
 }
 
-static void update_depth(struct shoal_sched *s, struct peer *p)
+static void update_depth(struct shoal_sched *s, struct peer *p, double thr)
 {
-    double bdp = p->thr * (double)p->rtt_ms / 1000.0 / s->avg_chunk;
+    double bdp = thr * (double)p->rtt_ms / 1000.0 / s->avg_chunk;
     double d = ceil(bdp) + 1.0;
     if (d < s->cfg.min_depth)
         d = s->cfg.min_depth;
@@ -594,6 +613,9 @@ static void update_depth(struct shoal_sched *s, struct peer *p)
         d = s->cfg.max_depth;
     p->depth = (uint32_t)d;
 }
+
+/* Age at which a peer's throughput figure no longer ranks it (peer_order). */
+#define THR_PROBE_MS 2000
 
 /* ---- lifecycle ---- */
 
@@ -630,6 +652,9 @@ void shoal_sched_free(struct shoal_sched *s)
     free(s->heads);
     free(s->nonempty);
     free(s->peers);
+    free(s->thr);
+    free(s->thr_until);
+    free(s->busy_until);
     free(s->reqs);
     free(s->pend);
     free(s->xq);
@@ -674,9 +699,10 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
         goto fail;
 
     rv = -ENOMEM;
-    s = calloc(1, sizeof(*s));
+    s = aligned_alloc(alignof(struct shoal_sched), sizeof(*s));
     if (s == NULL)
         goto fail;
+    memset(s, 0, sizeof(*s));
     s->cfg = c;
     s->nchunks = rel->nchunks;
     s->nbytes_bits = (rel->nchunks + 7) / 8;
@@ -689,9 +715,14 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->listed = calloc((n + 63) / 64, 8);
     s->heads = malloc((size_t)NTIERS * s->nb * sizeof(uint32_t));
     s->nonempty = calloc(NTIERS, sizeof(*s->nonempty));
-    s->peers = calloc(c.max_peers, sizeof(struct peer));
+    s->peers = aligned_alloc(alignof(struct peer), c.max_peers * sizeof(struct peer));
+    if (s->peers != NULL)
+        memset(s->peers, 0, c.max_peers * sizeof(struct peer));
+    s->thr = calloc(c.max_peers, sizeof(double));
+    s->thr_until = calloc(c.max_peers, sizeof(uint64_t));
+    s->busy_until = calloc(c.max_peers, sizeof(uint64_t));
     /* Whole 64-bit words per peer, so pick_scan can read them. */
-    s->pbstride = (n + 63) / 64 * 8;
+    s->pbstride = (uint32_t)((n + 63) / 64 * 8);
     s->pbits = calloc(c.max_peers, s->pbstride);
     s->reqcap = c.max_peers * c.max_depth;
     s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
@@ -699,7 +730,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->leases = calloc(c.max_leases, sizeof(struct lease));
     s->lease_slots = c.max_leases;
     if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
-        !s->heads || !s->nonempty || !s->peers || !s->pbits ||
+        !s->heads || !s->nonempty || !s->peers || !s->thr || !s->thr_until ||
+        !s->busy_until || !s->pbits ||
         !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
@@ -708,6 +740,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
         s->ck[i].tier = TIER_NORMAL;
     tier_count(s, TIER_NORMAL, (int)rel->nchunks);
     s->fe_last = NIL;
+    s->xq_at = UINT64_MAX;
+    s->thr_fresh = UINT64_MAX;
     for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
         s->heads[i] = NIL;
     for (uint32_t t = 0; t < NTIERS; t++)
@@ -820,7 +854,7 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
-    s->npeers++;
+    s->porder[s->npeers++] = (uint8_t)i;
     if (same_zone)
         s->nsame++;
     hslot_put(s, peer, i);
@@ -850,7 +884,15 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     hslot_del(s, peer);
     memset(p->bits, 0, s->pbstride);
     memset(p, 0, sizeof(*p));
+    s->thr[i] = 0;
+    s->thr_until[i] = 0;
+    s->busy_until[i] = 0;
     peer_mark(s, (uint32_t)i);
+    for (uint32_t k = 0; k < s->npeers; k++)
+        if (s->porder[k] == i) {
+            memmove(s->porder + k, s->porder + k + 1, s->npeers - k - 1);
+            break;
+        }
     s->npeers--;
     clear_stale(s, false);
     return 0;
@@ -944,6 +986,7 @@ void shoal_sched_prefetch(const struct shoal_sched *s)
     /* The hot fields above, and the configuration after them. */
     for (size_t off = 0; off < offsetof(struct shoal_sched, nbytes_bits); off += 64)
         __builtin_prefetch((const char *)s + off);
+    __builtin_prefetch(s->porder); /* all of it for up to 64 peers */
 }
 
 void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk)
@@ -959,7 +1002,7 @@ int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
     if (i < 0)
         return SHOAL_ENOTFOUND;
     s->peers[i].rtt_ms = rtt_ms;
-    update_depth(s, &s->peers[i]);
+    update_depth(s, &s->peers[i], s->thr[i]);
     return 0;
 }
 
@@ -989,9 +1032,11 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
             /* A slow average: one quick chunk from a crowded uploader must
              * not move it ahead of the peers (peer_order); 0.25 finished
              * the 1k fleet later than 0.05 (p50 1.136 against 1.130). */
-            p->thr = p->thr == 0 ? sample : 0.95 * p->thr + 0.05 * sample;
-            p->thr_ms = now_ms;
-            update_depth(s, p);
+            s->thr[i] = s->thr[i] == 0 ? sample : 0.95 * s->thr[i] + 0.05 * sample;
+            s->thr_until[i] = now_ms + THR_PROBE_MS;
+            if (s->thr_until[i] < s->thr_fresh)
+                s->thr_fresh = s->thr_until[i];
+            update_depth(s, p, s->thr[i]);
         }
         /* --- loader --- for late requests (file_endgame_cutoff) */
         s->req_ms = s->req_ms == 0 ? (double)duration_ms
@@ -1014,7 +1059,7 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
     if (k < 0)
         return SHOAL_ENOTFOUND;
     if (busy)
-        s->peers[i].busy_until = now_ms + s->cfg.busy_backoff_ms;
+        s->busy_until[i] = now_ms + s->cfg.busy_backoff_ms;
     req_drop(s, (uint32_t)k);
     return 0;
 }
@@ -1474,9 +1519,6 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
     return best;
 }
 
-/* Age at which a peer's throughput figure no longer ranks it (peer_order). */
-#define THR_PROBE_MS 2000
-
 /* Writes the slots worth asking to |ord|, fastest measured first, peers not
  * measured yet before all (so they get measured); equally fast ones from
  * the rotating slot rr on. Returns how many. The requests in flight are
@@ -1485,27 +1527,46 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
  * queueing behind a crowded one are what keeps this node's download full
  * (1,000-node simulated fleet, seeds 1-6: p50/T_min 1.150 -> 1.130, last
  * 1.174 -> 1.143; the reverse order 1.40). */
-static uint32_t peer_order(const struct shoal_sched *s, uint32_t *ord)
+static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
 {
-    uint32_t np = s->cfg.max_peers, no = 0;
+    uint32_t np = s->cfg.max_peers, rr = s->rr, no = 0;
     double key[SHOAL_SCHED_PEERS_MAX];
-    for (uint32_t k = 0; k < np; k++) {
-        uint32_t slot = s->rr + k < np ? s->rr + k : s->rr + k - np;
-        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1))
-            continue;
-        const struct peer *p = &s->peers[slot];
+    uint8_t *po = s->porder;
+    if (s->now >= s->thr_fresh) {
+        /* Some figure may have aged out: find the new bound. */
+        s->thr_fresh = UINT64_MAX;
+        for (uint32_t i = 0; i < np; i++)
+            if (s->thr[i] > 0 && s->thr_until[i] < s->thr_fresh)
+                s->thr_fresh = s->thr_until[i];
+    }
+    bool fresh = s->now < s->thr_fresh;
+    /* Sorted by (key descending, position from rr on ascending): a total
+     * order, so the ready slots come out as a stable sort of them taken
+     * from rr on would put them. */
+    for (uint32_t k = 0; k < s->npeers; k++) {
+        uint32_t slot = po[k];
         /* A peer ranked slow gets no requests while faster ones have
          * room, so its figure would never change: once it is
          * THR_PROBE_MS old the peer counts as unmeasured and is asked
          * again, and an uploader that has emptied out is found. */
-        double t = p->thr > 0 && s->now < p->thr_ms + THR_PROBE_MS ? p->thr : INFINITY;
-        uint32_t j = no++;
-        for (; j > 0 && key[j - 1] < t; j--) {
-            ord[j] = ord[j - 1];
+        double t = s->thr[slot];
+        if (!(t > 0 && (fresh || s->now < s->thr_until[slot])))
+            t = INFINITY;
+        uint32_t pos = slot >= rr ? slot - rr : slot + np - rr;
+        uint32_t j = k;
+        for (; j > 0; j--) {
+            uint32_t q = po[j - 1], qpos = q >= rr ? q - rr : q + np - rr;
+            if (key[j - 1] > t || (key[j - 1] == t && qpos < pos))
+                break;
+            po[j] = (uint8_t)q;
             key[j] = key[j - 1];
         }
-        ord[j] = slot;
+        po[j] = (uint8_t)slot;
         key[j] = t;
+    }
+    for (uint32_t k = 0; k < s->npeers; k++) {
+        ord[no] = po[k]; /* kept when ready: no branch to mispredict */
+        no += (uint32_t)(s->ready[po[k] >> 6] >> (po[k] & 63)) & 1;
     }
     return no;
 }
@@ -1523,7 +1584,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
         uint32_t slot = ord[k];
         struct peer *p = &s->peers[slot];
         /* An earlier pass of this call may have found nothing there. */
-        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || p->busy_until > now_ms ||
+        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || s->busy_until[slot] > now_ms ||
             (cross_only && p->same_zone))
             continue;
         while (n < max && p->inflight < p->depth && p->inflight < lim && room(s)) {
@@ -1658,18 +1719,17 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
     if (s->nhave == s->nchunks)
         return w;
     if (s->xqn > 0)
-        w = s->xq[s->xqhead].at;
+        w = s->xq_at;
     if (s->n_orphan > 0 && !s->lease_pending && s->lease_retry_at > s->now &&
         s->lease_retry_at < w)
         w = s->lease_retry_at;
     /* Only a peer worth asking makes waking up for its back-off useful. */
-    for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
-        if (!((s->ready[i >> 6] >> (i & 63)) & 1))
-            continue;
-        const struct peer *p = &s->peers[i];
-        if (p->busy_until > s->now && p->busy_until < w)
-            w = p->busy_until;
-    }
+    for (uint32_t k = 0; k < (s->cfg.max_peers + 63) / 64; k++)
+        for (uint64_t m = s->ready[k]; m != 0; m &= m - 1) {
+            uint64_t b = s->busy_until[k * 64 + (uint32_t)__builtin_ctzll(m)];
+            if (b > s->now && b < w)
+                w = b;
+        }
     return w;
 }
 

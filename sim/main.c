@@ -121,6 +121,7 @@ int main(int argc, char **argv)
     int rv = 0;
     bool quiet = false;
 
+    shoal_sim_huge_pages(argv);
     shoal_sim_config_default(&c);
     /* The config file goes first so flags override it wherever it appears. */
     for (int i = 1; i < argc; i++) {

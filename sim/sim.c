@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "manifest.h"
@@ -1579,6 +1580,23 @@ out:
     }
     teardown(&S);
     return rv;
+}
+
+void shoal_sim_huge_pages(char **argv)
+{
+    const char *t = getenv("GLIBC_TUNABLES");
+    char buf[1024];
+    /* The tunable is read once, at startup: hence the exec. */
+    if (t != NULL && strstr(t, "glibc.malloc.hugetlb") != NULL)
+        return;
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    int n = snprintf(buf, sizeof(buf), "%s%sglibc.malloc.hugetlb=1", t ? t : "", t ? ":" : "");
+    if (len <= 0 || n < 0 || (size_t)n >= sizeof(buf) || setenv("GLIBC_TUNABLES", buf, 1) != 0)
+        return;
+    /* By its own path, so that the process keeps its name (ps, perf). */
+    exe[len] = '\0';
+    execv(exe, argv);
 }
 
 void shoal_sim_result_free(struct shoal_sim_result *r)

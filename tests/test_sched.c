@@ -539,6 +539,38 @@ static void test_failures(void)
     shoal_sched_free(s);
 }
 
+/* Equally fast peers (none measured yet) take turns at the first request,
+ * and still do after one of them leaves and another takes its place. */
+static void test_turns(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.max_peers = 4;
+    cfg.max_inflight = 1;
+    struct shoal_sched *s = mk(64, 0, NULL, &cfg);
+    uint8_t bits[8];
+    all_bits(bits, 64);
+    for (uint64_t p = 10; p < 14; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, bits, sizeof(bits)), 0);
+    }
+    const uint64_t want[16] = {10, 11, 12, 13, 10, 11, 12, 13, 10, 21, 12, 13, 10, 21, 12, 13};
+    for (uint64_t t = 0; t < 16; t++) {
+        if (t == 8) {
+            CHECK_EQ(shoal_sched_peer_remove(s, 11), 0);
+            CHECK_EQ(shoal_sched_peer_add(s, 21, true, 1), 0);
+            CHECK_EQ(shoal_sched_peer_bitfield(s, 21, bits, sizeof(bits)), 0);
+        }
+        struct shoal_sched_action a[8];
+        size_t n = shoal_sched_next(s, t, a, 8);
+        REQUIRE(n == 1 && a[0].type == SHOAL_SCHED_REQUEST);
+        CHECK_EQ(a[0].peer, want[t]);
+        /* A refusal that is not busy measures nothing: all stay equal. */
+        CHECK_EQ(shoal_sched_req_failed(s, t, a[0].peer, a[0].chunk, false), 0);
+    }
+    shoal_sched_free(s);
+}
+
 /* The pipeline to a peer deepens with its bandwidth-delay product. */
 static void test_pipeline_depth(void)
 {
@@ -1013,6 +1045,7 @@ int main(void)
     RUN(test_origin_last_resort);
     RUN(test_endgame);
     RUN(test_failures);
+    RUN(test_turns);
     RUN(test_pipeline_depth);
     RUN(test_inflight_cap);
     RUN(test_inflight_cap_loader);
