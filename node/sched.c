@@ -103,6 +103,8 @@ struct lease {
     bool used;
 };
 
+_Static_assert(SHOAL_SCHED_PEERS_MAX <= 256, "porder keeps a slot in a byte");
+
 struct shoal_sched {
     /* What a HAVE reads comes first, then what every shoal_sched_next
      * reads, in as few cache lines as can be: a simulator drives thousands
@@ -174,7 +176,7 @@ struct shoal_sched {
     /* Every used slot in peer_order's order of the last call: throughputs
      * move little between calls, so sorting from it again takes a few
      * moves where sorting from slot order took ~n^2/4. */
-    alignas(64) uint8_t porder[SHOAL_SCHED_PEERS_MAX];
+    alignas(64) uint8_t porder[SHOAL_SCHED_PEERS_MAX]; /* slots fit a byte */
 
     uint32_t reqcap;
     uint32_t xjitter_ms;

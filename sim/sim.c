@@ -1584,19 +1584,30 @@ out:
 
 void shoal_sim_huge_pages(char **argv)
 {
-    const char *t = getenv("GLIBC_TUNABLES");
+    const char *t = getenv("GLIBC_TUNABLES"), *pre = getenv("LD_PRELOAD");
     char buf[1024];
-    /* The tunable is read once, at startup: hence the exec. */
-    if (t != NULL && strstr(t, "glibc.malloc.hugetlb") != NULL)
+    /* The tunable is read once, at startup: hence the exec. Not under a
+     * preloaded allocator or checker (valgrind preloads its own library
+     * and does not follow an exec: the run would go on unchecked). */
+    if ((t != NULL && strstr(t, "glibc.malloc.hugetlb") != NULL) || (pre != NULL && *pre != '\0'))
         return;
     char exe[4096];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    int n = snprintf(buf, sizeof(buf), "%s%sglibc.malloc.hugetlb=1", t ? t : "", t ? ":" : "");
+    bool had = t != NULL && *t != '\0';
+    char old[1024];
+    if (had && snprintf(old, sizeof(old), "%s", t) >= (int)sizeof(old))
+        return;
+    int n = snprintf(buf, sizeof(buf), "%s%sglibc.malloc.hugetlb=1", had ? t : "", had ? ":" : "");
     if (len <= 0 || n < 0 || (size_t)n >= sizeof(buf) || setenv("GLIBC_TUNABLES", buf, 1) != 0)
         return;
     /* By its own path, so that the process keeps its name (ps, perf). */
     exe[len] = '\0';
     execv(exe, argv);
+    /* Still here: run on with ordinary pages and the caller's setting. */
+    if (had)
+        (void)setenv("GLIBC_TUNABLES", old, 1);
+    else
+        (void)unsetenv("GLIBC_TUNABLES");
 }
 
 void shoal_sim_result_free(struct shoal_sim_result *r)

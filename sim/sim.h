@@ -172,8 +172,8 @@ void shoal_sim_result_free(struct shoal_sim_result *r);
  * Call first thing in main() with main's |argv|: re-executes the program
  * once with glibc's malloc told to back its heap with transparent huge
  * pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1), unless GLIBC_TUNABLES
- * already names that tunable (glibc.malloc.hugetlb=0 keeps 4 KiB pages).
- * A fleet's schedulers are tens of MB to GBs touched at random, and with
+ * already names that tunable (glibc.malloc.hugetlb=0 keeps 4 KiB pages)
+ * or LD_PRELOAD is set (valgrind, a preloaded allocator). A fleet's schedulers are tens of MB to GBs touched at random, and with
  * 4 KiB pages most of those touches also miss the TLB: the 1,000-node
  * fleet runs in ~15% less CPU. The results do not change. Returns only
  * when nothing was done or the exec failed (then the run goes on with

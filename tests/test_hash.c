@@ -216,7 +216,8 @@ static void sha256_cross_check(void)
 
 /* Input that ends at the last byte before an inaccessible page: the digest
  * is right and nothing reads past the end (a load there would fault; the
- * SHA-NI loop's prefetches run up to 1 KiB beyond its input and must not).
+ * SHA-NI loop prefetches up to 1 KiB beyond its input, which must stay a
+ * prefetch: replaced by a load, this test crashes).
  * Lengths from one byte to two whole pages, fed in one update and in two,
  * so the tail goes through both the block loop and the partial block. */
 static void sha256_guard_page(void)

@@ -149,9 +149,17 @@ static void test_roles(void)
 
 
 /* At least min_fetchers fetchers in all: a fleet in one zone gets 8, not
- * the 2 per zone that suit four zones; as zones appear, each gets its
- * ceil(8 / zones) share (never fewer than origin_fetchers), the ranks
- * after them import, and lease spans count the fetchers in all. */
+ * the 2 per zone that suit four zones. Zones share the 8, but a zone with
+ * fewer nodes than its share leaves the rest to the others (a stray node
+ * elsewhere must not halve a one-zone fleet's fetchers); the ranks after
+ * the fetchers import; lease spans count at least 8 fetchers. */
+static void ranks_fill(struct shoal_reg *r, uint64_t now, uint32_t first, uint32_t n,
+                       const char *zone, const uint8_t m[32])
+{
+    for (uint32_t i = first; i < first + n; i++)
+        (void)role1(r, now, i, zone, m, false);
+}
+
 static void test_min_fetchers(void)
 {
     struct shoal_reg_config c;
@@ -174,22 +182,37 @@ static void test_min_fetchers(void)
     key(pk, 1, 0);
     CHECK_EQ(shoal_reg_lease(r, 10, m, 100, pk, 64, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 7);
-    /* A second zone: 4 fetchers each, so zone a's ranks 4-7 import now. */
+    /* One node in a second zone fetches; zone a keeps the other 7. */
     ROLE(r, 20, 100, "b", m, false, "F");
-    ROLE(r, 20, 3, "a", m, false, "F");
-    ROLE(r, 20, 4, "a", m, false, "I0");
-    ROLE(r, 20, 7, "a", m, false, "I3");
-    /* ... and rank 8 keeps its place in line, with no role for now. */
-    struct shoal_reg_role ro = role1(r, 20, 8, "a", m, false);
-    CHECK(!ro.fetcher && ro.import_mod == 0 && ro.rank == 8);
+    ROLE(r, 20, 6, "a", m, false, "F");
+    ROLE(r, 20, 7, "a", m, false, "I0");
+    ROLE(r, 20, 10, "a", m, false, "I3");
+    /* ... and rank 11 keeps its place in line, with no role for now. */
+    struct shoal_reg_role ro = role1(r, 20, 11, "a", m, false);
+    CHECK(!ro.fetcher && ro.import_mod == 0 && ro.rank == 11);
     /* Still 8 fetchers in all: ceil(93 / 16) = 6. */
     CHECK_EQ(shoal_reg_lease(r, 20, m, 100, pk, 64, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 6);
-    /* Four zones: 2 each, the per-zone setting. */
+    /* Two more one-node zones: zone a keeps 5. */
     ROLE(r, 30, 200, "c", m, false, "F");
     ROLE(r, 30, 300, "d", m, false, "F");
-    ROLE(r, 30, 2, "a", m, false, "I0");
-    ROLE(r, 30, 1, "a", m, false, "F");
+    ROLE(r, 30, 4, "a", m, false, "F");
+    ROLE(r, 30, 5, "a", m, false, "I0");
+    /* Four full zones: 2 each, the per-zone setting. */
+    ranks_fill(r, 40, 101, 8, "b", m);
+    ranks_fill(r, 40, 201, 8, "c", m);
+    ranks_fill(r, 40, 301, 8, "d", m);
+    ROLE(r, 40, 1, "a", m, false, "F");
+    ROLE(r, 40, 2, "a", m, false, "I0");
+    ROLE(r, 40, 101, "b", m, false, "F");
+    ROLE(r, 40, 102, "b", m, false, "I0");
+    /* Zones b-d go: zone a has all 8 again. */
+    for (uint32_t i = 100; i < 400; i++) {
+        key(pk, 1, i);
+        shoal_reg_remove_node(r, pk);
+    }
+    ROLE(r, 50, 7, "a", m, false, "F");
+    ROLE(r, 50, 8, "a", m, false, "I0");
     shoal_reg_free(r);
 
     /* origin_fetchers above the floor's share wins; 0 still means every
@@ -198,11 +221,10 @@ static void test_min_fetchers(void)
     REQUIRE(shoal_reg_new(&r, &c) == 0);
     for (uint32_t z = 0; z < 4; z++) {
         char zone[2] = { (char)('a' + z), 0 };
-        ROLE(r, 10, z, zone, m, false, "F");
+        ranks_fill(r, 10, 10 * z, 8, zone, m);
     }
-    ROLE(r, 10, 10, "a", m, false, "F");
-    ROLE(r, 10, 20, "a", m, false, "F");
-    ROLE(r, 10, 30, "a", m, false, "I0");
+    ROLE(r, 10, 2, "a", m, false, "F");
+    ROLE(r, 10, 3, "a", m, false, "I0");
     shoal_reg_free(r);
     c.origin_fetchers = 0;
     REQUIRE(shoal_reg_new(&r, &c) == 0);
@@ -213,7 +235,9 @@ static void test_min_fetchers(void)
     c.origin_fetchers = 2;
     c.min_fetchers = 250;
     c.importers = 8;
+    r = NULL;
     CHECK_EQ(shoal_reg_new(&r, &c), -EINVAL);
+    shoal_reg_free(r);
 }
 
 /* Ranks are per manifest: one announce can make a node the fetcher of one

@@ -240,6 +240,8 @@ struct mani {
     uint32_t nfs, capfs;
     struct zrank *zr;      /* zones with a rank taken, in no order */
     uint32_t nzr, capzr;
+    uint32_t zfetch;       /* fetchers per zone (fetch_level) */
+    uint32_t nfetch;       /* ranked nodes that are fetchers, in all */
     uint64_t last_done_ms;
     uint64_t created;      /* signing time, unix seconds (0 = unknown) */
     /* registered: */
@@ -678,8 +680,60 @@ static struct zrank *zrank_find(struct mani *m, uint16_t zone)
     return NULL;
 }
 
+/* Ranks held in |z| below |lim|. */
+static uint32_t ranks_below(const struct zrank *z, uint32_t lim)
+{
+    uint32_t n = 0;
+    for (uint32_t w = 0; w < 4 && w * 64 < lim; w++) {
+        uint64_t b = z->bits[w];
+        if (lim < (w + 1) * 64)
+            b &= (1ull << (lim - w * 64)) - 1;
+        n += (uint32_t)__builtin_popcountll(b);
+    }
+    return n;
+}
+
+/*
+ * Recomputes m->zfetch and m->nfetch after |m|'s ranks changed: each zone
+ * has origin_fetchers fetchers, or more while min_fetchers shared over the
+ * zones would not be reached. The share is a water level: a zone with
+ * fewer ranked nodes than its share makes all of them fetchers and the
+ * rest of the floor goes to the others, so a stray node in a second zone
+ * does not halve a one-zone fleet's fetchers. O(zones + ranks).
+ */
+static void fetch_level(const struct shoal_reg *r, struct mani *m)
+{
+    uint32_t fr = shoal_reg_fetcher_ranks(&r->cfg);
+    uint32_t cnt[SHOAL_REG_RANKS_MAX + 1] = { 0 };
+    for (uint32_t i = 0; i < m->nzr; i++)
+        cnt[ranks_below(&m->zr[i], fr)]++;
+    /* Zones in ascending order of ranked nodes: one too small for the
+     * level takes all its nodes and leaves the rest to the others. */
+    uint32_t left = r->cfg.min_fetchers, k = m->nzr, level = fr;
+    for (uint32_t v = 0; v <= fr && k > 0; v++) {
+        for (; cnt[v] > 0 && k > 0; cnt[v]--) {
+            uint32_t share = (left + k - 1) / k;
+            if (v >= share)
+                break;
+            left -= v;
+            k--;
+        }
+        if (cnt[v] > 0) {
+            level = (left + k - 1) / k;
+            break;
+        }
+    }
+    uint32_t f = r->cfg.origin_fetchers;
+    m->zfetch = f == 0 ? 0 : f > level ? f : level;
+    m->nfetch = 0;
+    for (uint32_t i = 0; i < m->nzr; i++) {
+        uint32_t a = ranks_below(&m->zr[i], fr);
+        m->nfetch += a < m->zfetch ? a : m->zfetch;
+    }
+}
+
 /* Gives back holder |ho|'s rank (if any) in its zone. */
-static void rank_release(struct mani *m, struct holder *ho)
+static void rank_release(const struct shoal_reg *r, struct mani *m, struct holder *ho)
 {
     if (ho->rank == RANK_NONE)
         return;
@@ -690,6 +744,7 @@ static void rank_release(struct mani *m, struct holder *ho)
          * the array. */
         if (!(z->bits[0] | z->bits[1] | z->bits[2] | z->bits[3]))
             *z = m->zr[--m->nzr];
+        fetch_level(r, m);
     }
     ho->rank = RANK_NONE;
 }
@@ -727,23 +782,16 @@ static void rank_take(struct shoal_reg *r, struct mani *m, struct holder *ho)
     }
     z->bits[free_rank >> 6] |= 1ull << (free_rank & 63);
     ho->rank = (uint8_t)free_rank;
-}
-
-/* Fetchers per zone of |m| (shoal_reg_announce): origin_fetchers, or more
- * while few zones share min_fetchers. */
-static uint32_t zone_fetchers(const struct shoal_reg *r, const struct mani *m)
-{
-    uint32_t f = r->cfg.origin_fetchers, zones = m->nzr > 0 ? m->nzr : 1;
-    uint32_t least = (r->cfg.min_fetchers + zones - 1) / zones;
-    return f == 0 || f >= least ? f : least;
+    fetch_level(r, m);
 }
 
 static void role_describe(const struct shoal_reg *r, const struct mani *m,
                           const struct holder *ho, struct shoal_reg_role *out)
 {
-    uint32_t f = zone_fetchers(r, m), rank = ho->rank;
+    /* A rank was taken, so fetch_level has run. */
+    uint32_t f = r->cfg.origin_fetchers == 0 ? 0 : m->zfetch, rank = ho->rank;
     *out = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE };
-    out->fetcher = f == 0;
+    out->fetcher = r->cfg.origin_fetchers == 0;
     if (rank == RANK_NONE)
         return;
     out->rank = rank;
@@ -763,7 +811,7 @@ static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
     struct mani *m = &r->manis[mi];
     uint32_t slot = nd->ents[e].slot;
     m->ncomplete -= m->h[slot].complete;
-    rank_release(m, &m->h[slot]);
+    rank_release(r, m, &m->h[slot]);
     /* The entry goes first so the moves below never find it. */
     nd->ents[e] = nd->ents[--nd->nents];
     if (slot < m->ne) {
@@ -1004,7 +1052,7 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         r->zones[zi].nodes++;
         for (uint16_t e = 0; e < nd->nents; e++) {
             struct mani *m = &r->manis[nd->ents[e].mani];
-            rank_release(m, &m->h[nd->ents[e].slot]);
+            rank_release(r, m, &m->h[nd->ents[e].slot]);
             m->h[nd->ents[e].slot].zone = (uint16_t)zi;
         }
     } else {
@@ -1236,17 +1284,26 @@ static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uin
  * the last ones are a chunk or two, so the origin's tail is spread over every fetcher instead of
  * queueing behind the one that leased it, and a small release is split
  * over the whole region's fetchers at once, not handed to the first few.
- * Fetchers: zone_fetchers per zone that has a rank for |m| (at least one
- * zone), or every announcer not yet dropped when any node may fetch.
+ * Fetchers: the ranked nodes that are fetchers (fetch_level), at least
+ * origin_fetchers per zone with a rank and min_fetchers, or every
+ * announcer not yet dropped when any node may fetch.
  * O(1): it runs on every lease request.
  */
 static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m)
 {
     if (r->cfg.fetcher_leases == 0)
         return UINT32_MAX;
-    uint64_t fetchers = r->cfg.origin_fetchers > 0
-                            ? (uint64_t)zone_fetchers(r, m) * (m->nzr > 0 ? m->nzr : 1)
-                            : m->nh;
+    /* Fetchers that exist, but never fewer than the settings ask for:
+     * early in a rollout few have announced yet, and the first must not
+     * take a small release's whole share. */
+    uint64_t fetchers = m->nh;
+    if (r->cfg.origin_fetchers > 0) {
+        fetchers = (uint64_t)r->cfg.origin_fetchers * (m->nzr > 0 ? m->nzr : 1);
+        if (fetchers < r->cfg.min_fetchers)
+            fetchers = r->cfg.min_fetchers;
+        if (fetchers < m->nfetch)
+            fetchers = m->nfetch;
+    }
     if (fetchers == 0)
         fetchers = 1;
     uint64_t d = fetchers * r->cfg.fetcher_leases;

@@ -72,16 +72,19 @@ struct shoal_reg_config {
     /* Fleet roles (see shoal_reg_announce): per manifest and zone, the
      * first origin_fetchers announcers lease from the origin at once (0:
      * every node does) and the next importers each import a 1/importers
-     * share of the chunks from other zones at once. Together at most
-     * SHOAL_REG_RANKS_MAX. */
+     * share of the chunks from other zones at once. max(origin_fetchers,
+     * min_fetchers) + importers is at most SHOAL_REG_RANKS_MAX. */
     uint32_t origin_fetchers;
     uint32_t importers;
-    /* ... but a zone gets at least ceil(min_fetchers / zones with a rank)
-     * fetchers (with origin_fetchers > 0), so a fleet in one or two zones
-     * still has enough of them: a fetcher's origin download shares its
-     * link with its peer downloads, and two of them could not keep the
-     * origin busy (simulated 500-node fleet in one zone: completion 1.71 x
-     * T_min with 2 fetchers, 1.13 with 8). 0: origin_fetchers per zone. */
+    /* ... but with origin_fetchers > 0 there are at least min_fetchers in
+     * all while enough nodes hold ranks: the zones share them, a zone with
+     * fewer ranked nodes than its share making all of them fetchers and
+     * leaving the rest to the others (see shoal_reg_announce). A fleet in
+     * one or two zones then still has enough: a fetcher's origin download
+     * shares its link with its peer downloads, and two of them could not
+     * keep the origin busy (simulated 500-node fleet in one zone:
+     * completion 1.71 x T_min with 2 fetchers, 1.13 with 8). 0:
+     * origin_fetchers per zone. */
     uint32_t min_fetchers;
     /* Lease spans: at most a 1/(fetchers x fetcher_leases) share of the
      * chunks nobody has leased or fetched yet, so every fetcher can hold
@@ -147,11 +150,14 @@ struct shoal_reg_role {
  * (also once complete); a rank freed by a node that leaves, expires, moves
  * zone or drops the manifest goes to the next announce of that manifest in
  * that zone by a node without a rank or with a higher one, so the lowest
- * ranks (the fetchers) stay filled. With f = max(origin_fetchers,
- * ceil(min_fetchers / zones with a rank)), rank r < f is a fetcher and the
- * next importers ranks import share r - f of importers (f shrinks as zones
- * appear, so a role may change from one announce to the next); with 0
- * origin_fetchers every node is a fetcher. When |roles| is not NULL,
+ * ranks (the fetchers) stay filled. In every zone rank r < f is a fetcher
+ * and the next importers ranks import share r - f of importers, where f =
+ * max(origin_fetchers, L) and L is the level at which the zones' ranked
+ * nodes below F, each zone counting at most L, add up to min_fetchers
+ * (every such node when they cannot); f changes as nodes come and go, so
+ * a role may change from one announce to the next. Zones count while a
+ * node there holds a rank, complete or not. With 0 origin_fetchers every
+ * node is a fetcher. When |roles| is not NULL,
  * roles[i] receives the role for haves[i] (on success only).
  *
  * Returns 0; SHOAL_ETOOBIG when addr or zone is too long; SHOAL_ELIMIT when
