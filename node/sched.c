@@ -1521,6 +1521,12 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
     return best;
 }
 
+/* |slot|'s place in a walk of np slots that starts at rr. */
+static inline uint32_t rot_pos(uint32_t slot, uint32_t rr, uint32_t np)
+{
+    return slot >= rr ? slot - rr : slot + np - rr;
+}
+
 /* Writes the slots worth asking to |ord|, fastest measured first, peers not
  * measured yet before all (so they get measured); equally fast ones from
  * the rotating slot rr on. Returns how many. The requests in flight are
@@ -1554,10 +1560,10 @@ static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
         double t = s->thr[slot];
         if (!(t > 0 && (fresh || s->now < s->thr_until[slot])))
             t = INFINITY;
-        uint32_t pos = slot >= rr ? slot - rr : slot + np - rr;
+        uint32_t pos = rot_pos(slot, rr, np);
         uint32_t j = k;
         for (; j > 0; j--) {
-            uint32_t q = po[j - 1], qpos = q >= rr ? q - rr : q + np - rr;
+            uint32_t q = po[j - 1], qpos = rot_pos(q, rr, np);
             if (key[j - 1] > t || (key[j - 1] == t && qpos < pos))
                 break;
             po[j] = (uint8_t)q;

@@ -173,11 +173,11 @@ void shoal_sim_result_free(struct shoal_sim_result *r);
  * once with glibc's malloc told to back its heap with transparent huge
  * pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1), unless GLIBC_TUNABLES
  * already names that tunable (glibc.malloc.hugetlb=0 keeps 4 KiB pages)
- * or LD_PRELOAD is set (valgrind, a preloaded allocator). A fleet's schedulers are tens of MB to GBs touched at random, and with
- * 4 KiB pages most of those touches also miss the TLB: the 1,000-node
- * fleet runs in ~15% less CPU. The results do not change. Returns only
- * when nothing was done or the exec failed (then the run goes on with
- * ordinary pages).
+ * or LD_PRELOAD is set (valgrind, a preloaded allocator). A fleet's
+ * schedulers are tens of MB to GBs touched at random, and with 4 KiB pages
+ * most of those touches also miss the TLB: the 1,000-node fleet runs in
+ * ~7% less CPU. The results do not change. Returns only when nothing was
+ * done or the exec failed (then the run goes on with ordinary pages).
  */
 void shoal_sim_huge_pages(char **argv);
 

@@ -704,21 +704,20 @@ static uint32_t ranks_below(const struct zrank *z, uint32_t lim)
 static void fetch_level(const struct shoal_reg *r, struct mani *m)
 {
     uint32_t fr = shoal_reg_fetcher_ranks(&r->cfg);
-    uint32_t cnt[SHOAL_REG_RANKS_MAX + 1] = { 0 };
+    uint32_t cnt[SHOAL_REG_RANKS_MAX + 1] = { 0 }; /* zones by ranked nodes */
     for (uint32_t i = 0; i < m->nzr; i++)
         cnt[ranks_below(&m->zr[i], fr)]++;
     /* Zones in ascending order of ranked nodes: one too small for the
-     * level takes all its nodes and leaves the rest to the others. */
+     * level takes all its nodes and leaves the rest to the others (k
+     * zones are left, so a count not used up leaves k > 0). */
     uint32_t left = r->cfg.min_fetchers, k = m->nzr, level = fr;
     for (uint32_t v = 0; v <= fr && k > 0; v++) {
-        for (; cnt[v] > 0 && k > 0; cnt[v]--) {
-            uint32_t share = (left + k - 1) / k;
-            if (v >= share)
-                break;
+        uint32_t used = 0;
+        for (; used < cnt[v] && v < (left + k - 1) / k; used++) {
             left -= v;
             k--;
         }
-        if (cnt[v] > 0) {
+        if (used < cnt[v]) {
             level = (left + k - 1) / k;
             break;
         }
@@ -726,10 +725,8 @@ static void fetch_level(const struct shoal_reg *r, struct mani *m)
     uint32_t f = r->cfg.origin_fetchers;
     m->zfetch = f == 0 ? 0 : f > level ? f : level;
     m->nfetch = 0;
-    for (uint32_t i = 0; i < m->nzr; i++) {
-        uint32_t a = ranks_below(&m->zr[i], fr);
-        m->nfetch += a < m->zfetch ? a : m->zfetch;
-    }
+    for (uint32_t v = 0; v <= fr; v++)
+        m->nfetch += cnt[v] * (v < m->zfetch ? v : m->zfetch);
 }
 
 /* Gives back holder |ho|'s rank (if any) in its zone. */
@@ -1281,9 +1278,10 @@ static bool mani_has_holder(const struct shoal_reg *r, const struct mani *m, uin
  * fetcher_leases) share of the chunks nobody has leased or fetched,
  * rounded up (guided self-scheduling); no limit when fetcher_leases is 0.
  * Early spans are long, so a large release costs few lease round trips;
- * the last ones are a chunk or two, so the origin's tail is spread over every fetcher instead of
- * queueing behind the one that leased it, and a small release is split
- * over the whole region's fetchers at once, not handed to the first few.
+ * the last ones are a chunk or two, so the origin's tail is spread over
+ * every fetcher instead of queueing behind the one that leased it, and a
+ * small release is split over the whole region's fetchers at once, not
+ * handed to the first few.
  * Fetchers: the ranked nodes that are fetchers (fetch_level), at least
  * origin_fetchers per zone with a rank and min_fetchers, or every
  * announcer not yet dropped when any node may fetch.
