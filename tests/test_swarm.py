@@ -547,13 +547,19 @@ def case_unauth_evict(tmp):
 
 def case_cred_expiry(tmp):
     """A credential's end applies to a live session: a puller fetching
-    slowly and an idle node, both with credentials that expire EXPIRE_S in,
-    are disconnected by the seed at expiry (the idle one told why); the
-    puller receives no chunk after that and its redials are refused."""
+    slowly and an idle node, both with credentials that expire ten seconds
+    after they are issued, are disconnected by the seed at expiry (the idle
+    one told why); the puller receives no chunk after that and its redials
+    are refused."""
     expire_s = 10
     k, _, _, _, _ = setup(tmp)
-    keys = os.path.join(tmp, "keys")
-    shoalproc.make_keys(keys, SHOAL, ("s", "i"), ())
+    repo, files, mf, mid = one_file_release(tmp, k, "x", 11, 8 * 1024 * 1024,
+                                            (16384, 65536, 262144))
+    # 256 KiB/s: the release would take half a minute, well past expiry.
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--rate-up", "256K"]))
+    # Issued only now, so the nodes have most of the ten seconds to connect.
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("s", "i"), ())
     ends = []
     for n in ("s", "i"):
         out = run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
@@ -561,12 +567,7 @@ def case_cred_expiry(tmp):
         ends.append(calendar.timegm(time.strptime(
             re.search(r"expires (.* UTC)", out).group(1), "%Y-%m-%d %H:%M:%S UTC")))
     end = min(ends)  # the first of the two to expire
-    repo, files, mf, mid = one_file_release(tmp, k, "x", 11, 8 * 1024 * 1024,
-                                            (16384, 65536, 262144))
     sock = os.path.join(tmp, "s.sock")
-    # 256 KiB/s: the release would take half a minute, well past expiry.
-    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
-                                             "--rate-up", "256K"]))
     s = Node("slow", node_args(k, "s", tmp, ["--peer", a.addr, "--pull", mid,
                                              "--control-socket", sock]))
     i = Node("idle", node_args(k, "i", tmp, ["--peer", a.addr]))
