@@ -50,7 +50,11 @@ static const struct key keys[] = {
     {"max-frame", K_SIZE, F(max_frame), "SIZE", "largest frame accepted from peers (16M+1K)"},
     {"manifest-budget", K_SIZE, F(manifest_budget), "SIZE",
      "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
-    {"max-peers", K_U64, F(max_peers), "N", "connections at once (64)"},
+    {"max-peers", K_U64, F(max_peers), "N",
+     "authenticated peers (and our dials in progress) at once (64, at most 250)"},
+    {"max-unauth", K_U64, F(max_unauth), "N",
+     "inbound connections still in their handshake at once; a new one closes the oldest "
+     "(64, at most 256)"},
     {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
     {"upload-slots", K_U64, F(upload_slots), "N",
      "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
@@ -136,6 +140,7 @@ int shoal_config_init(struct shoal_config *c)
     c->max_frame = 16u * 1024 * 1024 + 1024;
     c->manifest_budget = 8u << 20;
     c->max_peers = 64;
+    c->max_unauth = 64;
     c->serve_per_peer = 16;
     c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     c->request_timeout_ms = 30000;

@@ -47,7 +47,11 @@ struct shoal_config {
      * 8M fits two such manifests, so one is written while the next is
      * sealed. */
     uint64_t manifest_budget;
-    uint64_t max_peers;
+    uint64_t max_peers;      /* authenticated peers and our dials in progress */
+    /* Inbound connections still in their handshake: a pool of their own,
+     * the oldest closed to admit a new one, so connections that never
+     * authenticate can neither take max_peers slots nor stop our dials. */
+    uint64_t max_unauth;
     uint64_t serve_per_peer;
     uint64_t upload_slots;
     uint64_t request_timeout_ms;

@@ -32,6 +32,12 @@
 #include "trkconn.h"
 
 #define MAX_PEERS_HARD 250
+#define MAX_UNAUTH_HARD 256
+/* Evictions from the handshake pool are logged at most this often: a
+ * flood of connections that never authenticate must not flood the log. */
+#define EVICT_LOG_MS 10000
+/* The close reason of an evicted connection; its close is not logged again. */
+static const char EVICTED[] = "evicted: oldest connection still in its handshake";
 #define MAX_SWARMS 64
 #define MAX_BANS 256
 /* --- s2rob --- A manifest still not written after this long is taken off the budget: a
@@ -86,8 +92,16 @@ struct shoal_daemon {
     uv_signal_t sigterm, sigint;
     uv_timer_t redial;
 
-    struct shoal_peer *peers[MAX_PEERS_HARD];
+    /* Every connection we have not forgotten: authenticated peers, our own
+     * dials in progress (both count against max-peers) and the inbound
+     * connections still in their handshake, which are also in unauth[],
+     * oldest first, and count against max-unauth only. */
+    struct shoal_peer *peers[MAX_PEERS_HARD + MAX_UNAUTH_HARD];
     uint32_t npeers;
+    struct shoal_peer *unauth[MAX_UNAUTH_HARD];
+    uint32_t nunauth;
+    uint64_t evicted_total;   /* connections evicted from unauth[] */
+    uint64_t evict_logged_ms; /* last eviction logged (0: none yet) */
     struct shoal_peer *static_conn[SHOAL_CONFIG_LIST_MAX];
     /* The node key last seen at each --peer address: a banned one is not
      * redialled (each redial would cost a handshake only to be refused). */
@@ -407,6 +421,73 @@ static void peer_on_drain(struct shoal_peer *p, void *user)
 
 /* ---- peers ---- */
 
+static uint32_t peer_limit(const struct shoal_daemon *d)
+{
+    uint64_t n = d->cfg->max_peers ? d->cfg->max_peers : 64;
+    return n > MAX_PEERS_HARD ? MAX_PEERS_HARD : (uint32_t)n;
+}
+
+static uint32_t unauth_limit(const struct shoal_daemon *d)
+{
+    uint64_t n = d->cfg->max_unauth ? d->cfg->max_unauth : 64;
+    return n > MAX_UNAUTH_HARD ? MAX_UNAUTH_HARD : (uint32_t)n;
+}
+
+/* Connections that count against max-peers. */
+static uint32_t counted_peers(const struct shoal_daemon *d)
+{
+    return d->npeers - d->nunauth;
+}
+
+/* Takes |p| out of the handshake pool; false if it was not there. */
+static bool unauth_remove(struct shoal_daemon *d, struct shoal_peer *p)
+{
+    for (uint32_t i = 0; i < d->nunauth; i++) {
+        if (d->unauth[i] == p) {
+            memmove(&d->unauth[i], &d->unauth[i + 1], (d->nunauth - i - 1) * sizeof p);
+            d->nunauth--;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Takes |p| out of peers[] (and the pool): a connection being closed that
+ * must no longer hold a slot. Returns true if it was there. */
+static bool forget_peer(struct shoal_daemon *d, struct shoal_peer *p)
+{
+    unauth_remove(d, p);
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        if (d->peers[i] == p) {
+            d->peers[i] = d->peers[--d->npeers];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Closes the oldest inbound connection still in its handshake, to admit a
+ * new one when the pool is full. An idle connection costs its opener
+ * nothing, so whoever opens them fastest holds the pool; evicting the
+ * oldest gives every newcomer at least the time until max-unauth more
+ * arrive, which a real node's handshake (one round trip) needs. */
+static void evict_oldest(struct shoal_daemon *d)
+{
+    struct shoal_peer *old = d->unauth[0];
+    uint64_t now = uv_now(&d->loop);
+
+    forget_peer(d, old);
+    d->evicted_total++;
+    if (!d->evict_logged_ms || now - d->evict_logged_ms >= EVICT_LOG_MS) {
+        LOG_W("peer %s closed: evicted, the oldest of %u connections still in their "
+              "handshake (max-unauth); %llu evicted since start, logged at most every %u s",
+              shoal_peer_name(old), unauth_limit(d), (unsigned long long)d->evicted_total,
+              EVICT_LOG_MS / 1000);
+        d->evict_logged_ms = now ? now : 1;
+    }
+    shoal_peer_close(old, EVICTED, false);
+}
+
 static const char *peer_on_hello(struct shoal_peer *p, void *user)
 {
     struct shoal_daemon *d = user;
@@ -422,6 +503,9 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
     }
     if (is_banned(d, pk))
         return "node is banned here";
+    /* Our own dials hold their slot from the start. */
+    if (!shoal_peer_initiator(p) && counted_peers(d) >= peer_limit(d))
+        return "connection limit reached";
     /* --- tracker --- */
     if (duplicate_refused(d, p, pk))
         return "duplicate connection";
@@ -432,6 +516,16 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
 static void peer_on_ready(struct shoal_peer *p, void *user)
 {
     struct shoal_daemon *d = user;
+
+    /* It leaves the handshake pool for a peer slot; others may have taken
+     * the last one since its HELLO was let through. */
+    if (unauth_remove(d, p) && counted_peers(d) > peer_limit(d)) {
+        forget_peer(d, p);
+        LOG_W("peer %s refused: connection limit (%u) reached", shoal_peer_name(p),
+              peer_limit(d));
+        shoal_peer_bye(p, "connection limit reached");
+        return;
+    }
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_peer_ready(d->swarms[i], p);
     want_manifests(d, p);
@@ -477,18 +571,16 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
 {
     struct shoal_daemon *d = user;
 
-    LOG_I("peer %s closed: %s", shoal_peer_name(p), reason);
+    if (strcmp(reason, EVICTED) == 0)
+        LOG_D("peer %s closed: %s", shoal_peer_name(p), reason);
+    else
+        LOG_I("peer %s closed: %s", shoal_peer_name(p), reason);
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_peer_gone(d->swarms[i], p);
     /* --- s2rob --- its manifest requests leave; others may go in its place */
     if (d->mfq && shoal_mfq_peer_gone(d->mfq, shoal_peer_id(p)) > 0)
         pump_manifests(d);
-    for (uint32_t i = 0; i < d->npeers; i++) {
-        if (d->peers[i] == p) {
-            d->peers[i] = d->peers[--d->npeers];
-            break;
-        }
-    }
+    forget_peer(d, p);
     for (size_t i = 0; i < d->cfg->peers.n; i++) {
         if (d->static_conn[i] == p)
             d->static_conn[i] = NULL;
@@ -501,12 +593,9 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
     /* --- end tracker --- */
 }
 
-static uint32_t peer_limit(const struct shoal_daemon *d)
-{
-    uint64_t n = d->cfg->max_peers ? d->cfg->max_peers : 64;
-    return n > MAX_PEERS_HARD ? MAX_PEERS_HARD : (uint32_t)n;
-}
-
+/* A new inbound connection joins the handshake pool, not the peers: until
+ * it authenticates it may be anyone, and must not hold a peer slot (the
+ * limit is checked when its HELLO verifies). */
 static void on_connection(uv_stream_t *server, int status)
 {
     struct shoal_daemon *d = server->data;
@@ -516,13 +605,9 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     if (shoal_peer_accept(&p, &d->pctx, &d->pcb, d, server) != 0)
         return;
-    if (d->npeers >= peer_limit(d)) {
-        LOG_W("peer %s refused: connection limit (%u) reached", shoal_peer_name(p),
-              peer_limit(d));
-        /* Still tracked until its close callback runs. */
-        shoal_peer_close(p, "connection limit reached", false);
-        return;
-    }
+    if (d->nunauth >= unauth_limit(d))
+        evict_oldest(d);
+    d->unauth[d->nunauth++] = p;
     d->peers[d->npeers++] = p;
 }
 
@@ -530,7 +615,7 @@ static void dial_static(struct shoal_daemon *d)
 {
     for (size_t i = 0; i < d->cfg->peers.n && !d->stopping; i++) {
         struct shoal_peer *p = NULL;
-        if (d->static_conn[i] || d->npeers >= peer_limit(d))
+        if (d->static_conn[i] || counted_peers(d) >= peer_limit(d))
             continue;
         if (connected_to_addr(d, d->cfg->peers.v[i])) /* --- tracker --- */
             continue;
@@ -705,7 +790,7 @@ static void dial_node(struct shoal_daemon *d, const uint8_t pk[32], const char *
     struct dial *dl = NULL;
 
     if (d->stopping || memcmp(pk, d->pk.pk, 32) == 0 || is_banned(d, pk) ||
-        d->npeers >= peer_limit(d))
+        counted_peers(d) >= peer_limit(d))
         return;
     for (uint32_t i = 0; i < d->npeers; i++) {
         const uint8_t *qpk = known_pk(d->peers[i]);

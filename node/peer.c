@@ -27,12 +27,16 @@
 /* Bodies this large are read straight into the frame decoder. */
 #define DIRECT_READ_MIN 65536u
 #define CLOSE_GRACE_MS 2000u
+/* A live session's credential end is rechecked at least this often, so an
+ * idle session also ends within this time of a wall clock set forward. */
+#define CRED_CHECK_MAX_MS 60000u
 
 enum peer_state { ST_CONNECTING, ST_HELLO, ST_AUTH, ST_READY };
 
 struct shoal_peer {
     uv_tcp_t tcp;
-    uv_timer_t timer;  /* handshake deadline, then the close grace period */
+    uv_timer_t timer;  /* handshake deadline, the peer's credential end, then
+                        * the close grace period */
     uv_connect_t conn_req;
     uv_shutdown_t shut_req;
     const struct shoal_peer_ctx *ctx;
@@ -1153,6 +1157,54 @@ static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len
     p->st = ST_AUTH;
 }
 
+/*
+ * The handshake checks the peer's credential once; a session kept open past
+ * the credential's end would go on serving a node the cluster no longer
+ * vouches for. Returns true, the session closing, once the credential has
+ * expired (from its expiry second on, as shoal_cred_verify counts).
+ */
+static bool cred_ended(struct shoal_peer *p)
+{
+    char hex[17];
+
+    if ((uint64_t)time(NULL) < shoal_session_peer_expires(p->sess))
+        return false;
+    shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
+    LOG_W("peer %s: credential of node %s expired, closing", p->name, hex);
+    /* A BYE would go out behind the frames already queued, chunks the
+     * session must no longer send: with any queued, drop them unsent. */
+    if (p->queued == 0)
+        shoal_peer_bye(p, "credential expired");
+    else
+        shoal_peer_close(p, "credential expired", false);
+    return true;
+}
+
+static void arm_cred_timer(struct shoal_peer *p);
+
+static void cred_timer_cb(uv_timer_t *t)
+{
+    struct shoal_peer *p = t->data;
+
+    if (!p->closing && !cred_ended(p))
+        arm_cred_timer(p);
+}
+
+/* Wakes at the peer's credential end (by the wall clock, as the credential
+ * counts), or in CRED_CHECK_MAX_MS if that is later. */
+static void arm_cred_timer(struct shoal_peer *p)
+{
+    uint64_t end = shoal_session_peer_expires(p->sess), now_ms, delay = CRED_CHECK_MAX_MS;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    /* The first test keeps end * 1000 from overflowing. */
+    if (end <= (uint64_t)ts.tv_sec + CRED_CHECK_MAX_MS / 1000)
+        delay = end * 1000 > now_ms ? end * 1000 - now_ms : 0;
+    uv_timer_start(&p->timer, cred_timer_cb, delay, 0);
+}
+
 static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
 {
     struct shoal_msg m;
@@ -1183,8 +1235,8 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
      * buffer at once: one allocation, which the owner may then take. */
     shoal_frame_dec_set_prealloc(&p->dec, SHOAL_FRAME_MAX_AUTH);
     shoal_frame_dec_set_alloc(&p->dec, shoal_peer_buf_alloc); /* --- s2 --- */
-    uv_timer_stop(&p->timer);
     p->st = ST_READY;
+    arm_cred_timer(p); /* replaces the handshake deadline */
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
     LOG_I("peer %s authenticated: node %s zone '%s' listen %s cipher %s", p->name, hex,
           shoal_session_peer_zone(p->sess), shoal_session_peer_addr(p->sess),
@@ -1200,6 +1252,10 @@ static void dispatch(struct shoal_peer *p, uint8_t *body, size_t plain)
     char why[160];
     int rv;
 
+    /* The timer ends an idle session; this ends a busy one on time even if
+     * the wall clock moved ahead of the timer. */
+    if (cred_ended(p))
+        return;
     rv = shoal_msg_decode(&m, body, plain);
     if (rv != 0) {
         snprintf(why, sizeof why, "malformed message: %s", shoal_strerror(rv));

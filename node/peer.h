@@ -9,6 +9,9 @@
  * fails gets a BYE naming the reason and is disconnected, and the owner never
  * sees a message from it. Afterwards the limit is the configured max_frame.
  * PING is answered here; BYE closes. Everything else goes to on_msg.
+ * The session ends when the peer's credential does (a timer, and a check on
+ * each message): closed with reason "credential expired", with a BYE saying
+ * so unless frames were still queued (those are dropped, not sent late).
  *
  * Lifetime: a peer is freed only by the loop after shoal_peer_close() (or a
  * fatal error) and the on_close callback, never inside one of its callbacks;

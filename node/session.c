@@ -50,6 +50,7 @@ struct shoal_session {
     char peer_addr[SHOAL_MSG_ADDR_MAX + 1];
     uint32_t peer_flags;
     uint32_t peer_max_frame;
+    uint64_t peer_expires;   /* the peer's credential's expires_unix */
 
     uint8_t rx_key[32], tx_key[32];
     uint64_t rx_ctr, tx_ctr;
@@ -207,6 +208,7 @@ int shoal_session_on_hello(struct shoal_session *s, const struct shoal_msg_hello
     copy_str(s->peer_addr, sizeof s->peer_addr, h->listen_addr);
     s->peer_flags = h->flags;
     s->peer_max_frame = h->max_frame;
+    s->peer_expires = cred.expires_unix;
     if (!((s->flags | s->peer_flags) & SHOAL_HELLO_F_ENCRYPT))
         s->cipher = CIPHER_NONE;
     else if (s->flags & s->peer_flags & SHOAL_HELLO_F_AESGCM)
@@ -324,6 +326,7 @@ const uint8_t *shoal_session_peer_pk(const struct shoal_session *s) { return s->
 const char *shoal_session_peer_zone(const struct shoal_session *s) { return s->peer_zone; }
 const char *shoal_session_peer_addr(const struct shoal_session *s) { return s->peer_addr; }
 uint32_t shoal_session_peer_max_frame(const struct shoal_session *s) { return s->peer_max_frame; }
+uint64_t shoal_session_peer_expires(const struct shoal_session *s) { return s->peer_expires; }
 
 size_t shoal_session_send_overhead(const struct shoal_session *s)
 {

@@ -113,6 +113,11 @@ const uint8_t *shoal_session_peer_pk(const struct shoal_session *s);
 const char *shoal_session_peer_zone(const struct shoal_session *s);
 const char *shoal_session_peer_addr(const struct shoal_session *s);
 uint32_t shoal_session_peer_max_frame(const struct shoal_session *s);
+/* When the peer's credential ends (Unix seconds; it is expired from that
+ * second on, as for shoal_cred_verify). Valid after on_hello, 0 before. The
+ * handshake checks it once; keeping a live session to that end is the
+ * connection owner's job (peer.h). */
+uint64_t shoal_session_peer_expires(const struct shoal_session *s);
 
 /* Bytes a frame we send grows by: SHOAL_SESSION_TAG_LEN when we seal, else 0. */
 size_t shoal_session_send_overhead(const struct shoal_session *s);

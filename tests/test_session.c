@@ -187,6 +187,26 @@ static void test_handshake_and_seal(bool aes)
     shoal_session_free(b);
 }
 
+/* Each side learns when the other's credential ends, so the connection can
+ * close the session then (the handshake alone checks it once). */
+static void test_peer_expiry(void)
+{
+    uint64_t now = (uint64_t)time(NULL);
+    struct node na, nb;
+    struct shoal_session *a, *b;
+
+    make_node(&na, &cluster_sk, now + 5);
+    make_node(&nb, &cluster_sk, now + 86400);
+    a = new_session(&na, true, true, true);
+    b = new_session(&nb, false, true, true);
+    CHECK_EQ(shoal_session_peer_expires(a), 0);
+    CHECK_EQ(handshake(a, b), 0);
+    CHECK_EQ(shoal_session_peer_expires(a), now + 86400);
+    CHECK_EQ(shoal_session_peer_expires(b), now + 5);
+    shoal_session_free(a);
+    shoal_session_free(b);
+}
+
 static void test_aesgcm(void) { test_handshake_and_seal(true); }
 static void test_xchacha(void) { test_handshake_and_seal(false); }
 
@@ -478,6 +498,7 @@ int main(void)
     RUN(test_split_refused_when_plain);
     RUN(test_plain_when_both_refuse);
     RUN(test_credentials_refused);
+    RUN(test_peer_expiry);
     RUN(test_transcript_binding);
     RUN(test_bye_text_cannot_forge_log_lines);
     shoal_keyset_free(cluster_keys);

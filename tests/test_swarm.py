@@ -18,13 +18,26 @@ CASE is one of:
                   each other: the seed tells some requests busy, the pullers
                   feed each other, all complete verified; then a fourth
                   that knows only the seed gets the slot and completes.
+  unauth_flood    three times --max-peers idle TCP connections to a seed and
+                  to a puller: the puller still dials the seed, another
+                  puller still gets in, both complete verified.
+  unauth_evict    a seed with --max-unauth 4 and 10 idle connections closes
+                  the oldest to admit each new one (logged, rate-limited); a
+                  real node still gets in, completes, and evicts the next.
+  cred_expiry     a slow puller and an idle node whose credentials expire a
+                  few seconds in: the seed closes both sessions at expiry,
+                  the puller gets no chunk after it and is refused when it
+                  redials.
 Every wait is bounded; all processes are killed at the end.
 """
+import calendar
 import hashlib
 import os
 import random
 import re
+import select
 import shutil
+import socket
 import sys
 import time
 
@@ -108,6 +121,45 @@ def check_snapshot(tmp, name, files):
             print(f"FAIL {name}: {path} differs from the source")
             bad += 1
     return bad
+
+
+def free_port():
+    """A loopback TCP port nothing listens on at the moment, for a node
+    that must start after another one was told to dial it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def idle_connections(addr, n, timeout=20):
+    """|n| TCP connections to |addr| (host:port) that never send a byte,
+    as an attacker without a credential would hold them, opened one by one,
+    each only once the daemon has taken the one before (it sends its HELLO,
+    or closes it). Returns the sockets, oldest first."""
+    host, port = addr.rsplit(":", 1)
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)), timeout=timeout)
+        if not select.select([s], [], [], timeout)[0]:
+            sys.exit(f"{addr} did not take an idle connection within {timeout} s")
+        socks.append(s)
+    return socks
+
+
+def closed_within(s, timeout):
+    """True once the daemon has closed socket |s| (EOF or reset), reading
+    and dropping what it sent (its HELLO); False if |s| is still open after
+    |timeout| s."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            return False
+        try:
+            if not s.recv(65536):
+                return True
+        except OSError:
+            return True
 
 
 def case_pull(tmp, encrypt):
@@ -403,6 +455,178 @@ def case_upload_slots(tmp):
     return fails
 
 
+def case_unauth_flood(tmp):
+    """Connections that never authenticate do not use up peer slots: with
+    three times --max-peers of them held open (the long handshake timeout
+    stands in for an attacker who reconnects as soon as one is dropped), a
+    puller still dials its seed and another node still gets in; both
+    complete verified."""
+    k, repo, files, mf, mid = setup(tmp)
+    limits = ["--max-peers", "4", "--handshake-timeout-ms", "600000"]
+    flood = 12
+    seed_addr = "127.0.0.1:%d" % free_port()
+    # The puller is flooded before its static peer is up, so it must dial
+    # the seed while the idle connections are held.
+    b = Node("dialer", node_args(k, "b", tmp, ["--peer", seed_addr, "--pull", mid,
+                                               "--exit-when-complete", *limits]))
+    held = idle_connections(b.addr, flood)
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--listen", seed_addr, *limits]))
+    held += idle_connections(a.addr, flood)
+    c = Node("newcomer", node_args(k, "m", tmp, ["--peer", a.addr, "--pull", mid,
+                                                 "--exit-when-complete"]))
+    fails = 0
+    deadline = time.monotonic() + WAIT_S
+    for name, n in (("b", b), ("m", c)):
+        rc = n.wait(max(1, deadline - time.monotonic()))
+        if rc != 0:
+            print(f"FAIL {n.name} did not complete past {flood} idle connections (exit {rc})")
+            fails += 1
+        fails += check_snapshot(tmp, name, files)
+    # They hold no slot, but they are not dropped for others either while
+    # their pool has room (--max-unauth, 64 by default).
+    still = sum(not closed_within(s, 0.2) for s in held[flood:])
+    print(f"idle connections to the seed still open: {still} of {flood}")
+    if still != flood:
+        print("FAIL the seed closed idle connections while its handshake pool had room")
+        fails += 1
+    for s in held:
+        s.close()
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        for n in (a, b, c):
+            n.dump()
+    return fails
+
+
+def case_unauth_evict(tmp):
+    """A full handshake pool (--max-unauth) closes its oldest connection
+    to admit each new one, logging it once (not once per eviction), and a
+    real node arriving last still completes its pull."""
+    k, repo, files, mf, mid = setup(tmp)
+    pool, flood = 4, 10
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--max-unauth", str(pool),
+                                             "--handshake-timeout-ms", "600000"]))
+    held = idle_connections(a.addr, flood)
+    fails = 0
+    gone = [closed_within(s, 10 if i == flood - pool - 1 else 0.2)
+            for i, s in enumerate(held)]
+    print("idle connections closed by the seed: " + "".join("x" if g else "." for g in gone))
+    if gone != [True] * (flood - pool) + [False] * pool:
+        print(f"FAIL the seed did not keep exactly the newest {pool} idle connections")
+        fails += 1
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                               "--exit-when-complete"]))
+    rc = b.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL puller did not complete past a full handshake pool (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    # The puller's arrival evicted the oldest one left.
+    if not closed_within(held[flood - pool], 10):
+        print("FAIL the puller's connection did not evict the oldest idle one")
+        fails += 1
+    for s in held:
+        s.close()
+    logged = len(re.findall(r"closed: evicted, the oldest of %d connections" % pool, a.log()))
+    print(f"eviction lines logged: {logged} for {flood - pool + 1} evictions")
+    if not 1 <= logged < flood - pool + 1:
+        print("FAIL evictions were not logged, or logged one line each")
+        fails += 1
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
+def case_cred_expiry(tmp):
+    """A credential's end applies to a live session: a puller fetching
+    slowly and an idle node, both with credentials that expire ten seconds
+    after they are issued, are disconnected by the seed at expiry (the idle
+    one told why); the puller receives no chunk after that and its redials
+    are refused."""
+    expire_s = 10
+    k, _, _, _, _ = setup(tmp)
+    repo, files, mf, mid = one_file_release(tmp, k, "x", 11, 8 * 1024 * 1024,
+                                            (16384, 65536, 262144))
+    # 256 KiB/s: the release would take half a minute, well past expiry.
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--rate-up", "256K"]))
+    # Issued only now, so the nodes have most of the ten seconds to connect.
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("s", "i"), ())
+    ends = []
+    for n in ("s", "i"):
+        out = run("cred", "issue", "--cluster-key", k("cluster"), "--node", k(n) + ".pub",
+                  "--out", k(n) + ".cred", "--days", repr(expire_s / 86400))
+        ends.append(calendar.timegm(time.strptime(
+            re.search(r"expires (.* UTC)", out).group(1), "%Y-%m-%d %H:%M:%S UTC")))
+    end = min(ends)  # the first of the two to expire
+    sock = os.path.join(tmp, "s.sock")
+    s = Node("slow", node_args(k, "s", tmp, ["--peer", a.addr, "--pull", mid,
+                                             "--control-socket", sock]))
+    i = Node("idle", node_args(k, "i", tmp, ["--peer", a.addr]))
+    ids = {n.name: n.wait_for(r"shoald node ([0-9a-f]{16}) ", 5).group(1) for n in (s, i)}
+    fails = 0
+
+    def chunks():
+        return metric(run("metrics", "--socket", sock), "shoal_chunks_verified_total")
+
+    for n in (s, i):
+        if not a.wait_for(r"authenticated: node %s " % ids[n.name], max(1, end - time.time())):
+            print(f"FAIL {n.name} did not authenticate before its credential expired")
+            fails += 1
+    if fails:
+        a.dump()
+        return fails
+    while time.time() < end and not chunks():
+        time.sleep(0.2)
+    before = chunks()
+    print(f"chunks the slow puller verified before expiry: {before}")
+    for n in (s, i):
+        if not a.wait_for(r"credential of node %s expired, closing" % ids[n.name],
+                          end - time.time() + 20):
+            print(f"FAIL the seed kept {n.name}'s session past its credential's end")
+            fails += 1
+    if not i.wait_for(r"closed: peer said bye: credential expired", 10):
+        print("FAIL the idle node was not told its credential expired")
+        fails += 1
+    # The puller has seen the close (reset or BYE) when it logs it; only
+    # then is nothing of the session left in flight.
+    s.wait_for(r"peer %s closed: " % re.escape(a.addr), 10)
+    after = chunks()
+    time.sleep(2)
+    later = chunks()
+    print(f"slow puller's chunks at the close: {after}, 2 s later: {later}")
+    if later != after:
+        print("FAIL the slow puller received chunks after its credential expired")
+        fails += 1
+    if not before:
+        print("FAIL the slow puller fetched nothing before expiry")
+        fails += 1
+    if re.search(r"\) complete: ", s.log()):
+        print("FAIL the slow puller completed the release")
+        fails += 1
+    if not a.wait_for(r"refused: credential rejected: expired", 10):
+        print("FAIL the seed did not refuse a redial with the expired credential")
+        fails += 1
+    for n in (s, i):
+        got = len(re.findall(r"authenticated: node %s " % ids[n.name], a.log()))
+        if got != 1:
+            print(f"FAIL {n.name} had {got} sessions with the seed, not 1")
+            fails += 1
+    fails += shoalproc.stop_all([a, s, i])
+    if fails:
+        for n in (a, s, i):
+            n.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -410,4 +634,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "bad_peer_hangup": lambda tmp: case_bad_peer(tmp, hangup=True),
                       "manifest_queue": case_manifest_queue,
                       "dedup": case_dedup,
-                      "upload_slots": case_upload_slots}, "shoal-swarm-")
+                      "upload_slots": case_upload_slots,
+                      "unauth_flood": case_unauth_flood,
+                      "unauth_evict": case_unauth_evict,
+                      "cred_expiry": case_cred_expiry}, "shoal-swarm-")
