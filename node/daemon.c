@@ -506,10 +506,6 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
     /* Our own dials hold their slot from the start. */
     if (!shoal_peer_initiator(p) && counted_peers(d) >= peer_limit(d))
         return "connection limit reached";
-    /* --- tracker --- */
-    if (duplicate_refused(d, p, pk))
-        return "duplicate connection";
-    /* --- end tracker --- */
     return NULL;
 }
 
@@ -526,6 +522,15 @@ static void peer_on_ready(struct shoal_peer *p, void *user)
         shoal_peer_bye(p, "connection limit reached");
         return;
     }
+    /* --- tracker --- Only now: until its HELLO_AUTH verified, the HELLO
+     * may have been a replay (see known_pk). */
+    if (duplicate_refused(d, p, shoal_session_peer_pk(shoal_peer_session(p)))) {
+        forget_peer(d, p);
+        LOG_I("peer %s refused: duplicate connection", shoal_peer_name(p));
+        shoal_peer_bye(p, "duplicate connection");
+        return;
+    }
+    /* --- end tracker --- */
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_peer_ready(d->swarms[i], p);
     want_manifests(d, p);
@@ -734,12 +739,16 @@ static uint32_t swarm_index(struct shoal_daemon *d, const struct shoal_swarm *s)
     return UINT32_MAX;
 }
 
-/* The remote node key once its HELLO was verified, else NULL. */
+/* The remote node key once the peer proved it holds it (its HELLO_AUTH
+ * verified), else NULL. A HELLO alone proves nothing: it travels in the
+ * clear and anyone who saw one can replay it, so a connection still in its
+ * handshake must not stand for its node (a replayed HELLO left waiting
+ * would otherwise refuse or replace the node's real connections). */
 static const uint8_t *known_pk(const struct shoal_peer *p)
 {
     static const uint8_t zero[32];
     const struct shoal_session *ss = shoal_peer_session(p);
-    const uint8_t *pk = ss ? shoal_session_peer_pk(ss) : NULL;
+    const uint8_t *pk = ss && shoal_peer_ready(p) ? shoal_session_peer_pk(ss) : NULL;
 
     return pk && memcmp(pk, zero, 32) != 0 ? pk : NULL;
 }
@@ -749,7 +758,8 @@ static const uint8_t *known_pk(const struct shoal_peer *p)
  * connections. Both sides keep the same one without talking about it: the
  * one dialled by the node with the smaller key; between two connections
  * dialled by the same side the older stays. Returns true when |p| (whose
- * HELLO from |pk| just verified) is the one to refuse; may close the other.
+ * handshake as |pk| just completed) is the one to refuse; may close the
+ * other.
  */
 static bool duplicate_refused(struct shoal_daemon *d, struct shoal_peer *p, const uint8_t pk[32])
 {

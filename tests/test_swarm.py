@@ -627,6 +627,60 @@ def case_cred_expiry(tmp):
     return fails
 
 
+def case_hello_replay(tmp):
+    """A HELLO replayed by someone who saw it on the network does not stand
+    for its node: a connection that sent node b's captured HELLO and then
+    waits (it cannot answer the HELLO_AUTH challenge) neither makes the seed
+    refuse b's real connection as a duplicate nor replaces it; b completes
+    verified while the replay is held open."""
+    k, repo, files, mf, mid = setup(tmp)
+    # Node b's HELLO, as it dials a listener that never answers.
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(1)
+    lsn.settimeout(10)
+    cap = Node("capture", node_args(k, "b", tmp, ["--peer", "127.0.0.1:%d" % lsn.getsockname()[1]]))
+    conn, _ = lsn.accept()
+    hello, end = b"", time.monotonic() + 2
+    while time.monotonic() < end and select.select([conn], [], [], end - time.monotonic())[0]:
+        got = conn.recv(65536)
+        if not got:
+            break
+        hello += got
+    conn.close()
+    lsn.close()
+    fails = cap.stop()
+    print(f"captured {len(hello)} bytes of b's HELLO")
+    if not hello:
+        print("FAIL node b sent nothing to the listener it dialled")
+        return fails + 1
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--handshake-timeout-ms", "600000"]))
+    host, port = a.addr.rsplit(":", 1)
+    replay = socket.create_connection((host, int(port)), timeout=10)
+    replay.sendall(hello)
+    time.sleep(0.5)  # the seed has read the replayed HELLO
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                          "--exit-when-complete"]))
+    rc = b.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL b did not complete while its replayed HELLO was held open (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    if re.search(r"duplicate connection", a.log()):
+        print("FAIL the seed took the replayed HELLO for a connection of b's")
+        fails += 1
+    if closed_within(replay, 0.2):
+        print("FAIL the seed dropped the replay early (the test proves nothing)")
+        fails += 1
+    replay.close()
+    fails += shoalproc.stop_all([a])
+    if fails:
+        for n in (cap, a, b):
+            n.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -637,4 +691,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "upload_slots": case_upload_slots,
                       "unauth_flood": case_unauth_flood,
                       "unauth_evict": case_unauth_evict,
-                      "cred_expiry": case_cred_expiry}, "shoal-swarm-")
+                      "cred_expiry": case_cred_expiry,
+                      "hello_replay": case_hello_replay}, "shoal-swarm-")
