@@ -1677,6 +1677,9 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
     st->busy_slots = s->busy_slots;
     st->rx_chunks = s->rx_chunks; /* --- ctl --- */
     st->tx_payload_bytes = s->tx_wire_payload;
+    st->origin_bytes = s->origin_bytes; /* --- tracker --- */
+    st->dup_bytes = s->dup_bytes;
+    st->resumed_bytes = s->resumed_bytes;
     for (uint32_t i = 0; i < s->npeers; i++) {
         st->peers += s->peers[i]->joined;
         st->inflight += s->peers[i]->nreq;
