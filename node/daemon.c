@@ -53,6 +53,15 @@ struct pull {
     char name[SHOAL_MSG_REPO_MAX + 1];
     uint64_t asked_ms;         /* last GET_MANIFEST to the trackers */
     /* --- end tracker --- */
+    /* --- dux --- A release that could not be opened (full or read-only
+     * cache): the CLI and status get |why|; the manifest is asked for again
+     * from |retry_ms| on, each failure doubling the wait. */
+    bool failed;
+    int err;
+    char why[SHOAL_CTL_REASON_MAX + 1];
+    uint64_t retry_ms;
+    uint32_t backoff_ms;
+    /* --- end dux --- */
 };
 
 /* --- tracker --- */
@@ -225,9 +234,11 @@ static void on_complete(void *user, struct shoal_swarm *s)
     }
 }
 
-/* Opens release |m| (taken) and adds it; returns the swarm or NULL. */
+/* Opens release |m| (taken) and adds it; returns the swarm, or NULL with
+ * the error in |*err| and the reason for people in |why|. */
 static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
-                                       const uint8_t *signed_mf, size_t len)
+                                       const uint8_t *signed_mf, size_t len, int *err,
+                                       char *why, size_t whylen)
 {
     struct shoal_swarm *s = NULL;
     char hex[17];
@@ -235,10 +246,13 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     hex8(hex, shoal_manifest_id(m));
     if (d->nswarms >= MAX_SWARMS) {
         LOG_E("release %s: too many releases open (%d)", hex, MAX_SWARMS);
+        snprintf(why, whylen, "too many releases open (%d)", MAX_SWARMS);
+        *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
         return NULL;
     }
-    if (shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len) != 0)
+    *err = shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len, why, whylen);
+    if (*err != 0)
         return NULL;
     d->swarms[d->nswarms++] = s;
     /* The tracker's answer carries this release's fleet role: ask soon
@@ -267,17 +281,50 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
         on_complete(d, s);
 }
 
+/* --- dux --- */
+#define PULL_RETRY_FIRST_MS 30000u
+#define PULL_RETRY_MAX_MS 600000u
+
+/* Whether pull |pl| may ask for its manifest now: not while a failed one
+ * waits out its back-off (each answer would only fail again). */
+static bool pull_may_ask(const struct shoal_daemon *d, const struct pull *pl)
+{
+    return !pl->failed || uv_now((uv_loop_t *)&d->loop) >= pl->retry_ms;
+}
+
+/* Release |m| of pull |pl| did not open (|err|, |why|): the pull is marked
+ * failed for the CLI, status and loaders, and asks again after a back-off.
+ * Fills the pull's name from |m| so status names the release. */
+static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *name, int err,
+                        const char *why)
+{
+    if (!pl->name[0])
+        snprintf(pl->name, sizeof pl->name, "%s", name);
+    pl->failed = true;
+    pl->err = err ? err : -EIO;
+    snprintf(pl->why, sizeof pl->why, "%s", why[0] ? why : shoal_strerror(pl->err));
+    pl->backoff_ms = pl->backoff_ms ? pl->backoff_ms * 2 : PULL_RETRY_FIRST_MS;
+    if (pl->backoff_ms > PULL_RETRY_MAX_MS)
+        pl->backoff_ms = PULL_RETRY_MAX_MS;
+    pl->retry_ms = uv_now(&d->loop) + pl->backoff_ms;
+    LOG_E("pull %s failed: %s; trying again in %u s (or at the next `shoal pull`)", pl->name,
+          pl->why, pl->backoff_ms / 1000);
+    shoal_loader_srv_release_failed(d->loader, pl->name, pl->why); /* --- loader --- */
+}
+/* --- end dux --- */
+
 static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
                              const struct shoal_msg_manifest *md)
 {
     struct shoal_manifest *m = NULL;
     struct pull *pl = NULL;
     struct shoal_swarm *s;
-    char hex[17];
+    char hex[17], why[sizeof pl->why], name[SHOAL_MSG_REPO_MAX + 48];
     int rv;
 
     for (uint32_t i = 0; i < d->npulls; i++) {
-        if (memcmp(d->pulls[i].id, md->manifest_id, 32) == 0 && !d->pulls[i].swarm)
+        if (memcmp(d->pulls[i].id, md->manifest_id, 32) == 0 && !d->pulls[i].swarm &&
+            pull_may_ask(d, &d->pulls[i]))
             pl = &d->pulls[i];
     }
     if (!pl)
@@ -294,10 +341,14 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
         return;
     }
     LOG_I("manifest %s received from peer %s, signature verified", hex, shoal_peer_name(p));
-    s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len);
-    if (!s)
+    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len, &rv, why, sizeof why);
+    if (!s) {
+        pull_failed(d, pl, name, rv, why);
         return;
+    }
     pl->swarm = s;
+    pl->failed = false;
     start_release(d, s);
 }
 
@@ -305,7 +356,8 @@ static void want_manifests(struct shoal_daemon *d, struct shoal_peer *p)
 {
     struct shoal_msg m;
     for (uint32_t i = 0; i < d->npulls; i++) {
-        if (d->pulls[i].swarm || d->pulls[i].by_name) /* by_name: --- tracker --- */
+        if (d->pulls[i].swarm || d->pulls[i].by_name || /* by_name: --- tracker --- */
+            !pull_may_ask(d, &d->pulls[i]))              /* --- dux --- */
             continue;
         memset(&m, 0, sizeof m);
         m.type = SHOAL_MSG_WANT_MANIFEST;
@@ -746,7 +798,8 @@ static void trk_want_manifests(struct shoal_daemon *d, bool now_anyway)
 
     for (uint32_t i = 0; i < d->npulls && d->trk; i++) {
         struct pull *pl = &d->pulls[i];
-        if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS))
+        if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS) ||
+            !pull_may_ask(d, pl)) /* --- dux --- */
             continue;
         if (shoal_trkconn_get_manifest(d->trk, pl->by_name ? NULL : pl->id, pl->name, i) == 0)
             pl->asked_ms = now;
@@ -901,10 +954,10 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     struct pull *pl = tag < d->npulls ? &d->pulls[tag] : NULL;
     struct shoal_manifest *m = NULL;
     struct shoal_swarm *s;
-    char hex[17], name[SHOAL_MSG_REPO_MAX + 48];
+    char hex[17], name[SHOAL_MSG_REPO_MAX + 48], why[sizeof pl->why];
     int rv;
 
-    if (!pl || pl->swarm || d->stopping)
+    if (!pl || pl->swarm || d->stopping || !pull_may_ask(d, pl))
         return;
     if (pl->by_name)
         snprintf(name, sizeof name, "%s", pl->name);
@@ -947,12 +1000,17 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     if (s) {
         shoal_manifest_free(m);
         pl->swarm = s;
+        pl->failed = false;
         return;
     }
-    s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len);
-    if (!s)
+    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len, &rv, why, sizeof why);
+    if (!s) {
+        pull_failed(d, pl, name, rv, why);
         return;
+    }
     pl->swarm = s;
+    pl->failed = false;
     /* Another pull may name the same release by id. */
     for (uint32_t i = 0; i < d->npulls; i++) {
         if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
@@ -1135,6 +1193,20 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     int rv = 0;
 
     ctl_match(d, release, &sw, &pl);
+    if (!sw && pl && pl->failed && !d->stopping) {
+        /* --- dux --- asked again: try now, and let this caller see how it
+         * goes rather than the last failure */
+        LOG_I("pull %s asked again by %s after it failed (%s); trying now", release, by, pl->why);
+        pl->failed = false;
+        pl->retry_ms = 0;
+        for (uint32_t i = 0; i < d->npeers; i++) {
+            if (shoal_peer_ready(d->peers[i]))
+                want_manifests(d, d->peers[i]);
+        }
+        if (d->trk)
+            trk_want_manifests(d, true);
+        return 0;
+    }
     if (sw || pl)
         return 0; /* here already, or under way */
     by_id = is_manifest_id(release);
@@ -1207,14 +1279,19 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
 static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
 {
     memset(r, 0, sizeof *r);
-    r->state = SHOAL_CTL_WAITING;
+    r->state = pl->failed ? SHOAL_CTL_FAILED : SHOAL_CTL_WAITING;
+    if (pl->failed)
+        snprintf(r->error, sizeof r->error, "%s", pl->why);
     if (!pl->by_name) {
         r->has_id = true;
         memcpy(r->id, pl->id, 32);
-        shoal_hex(r->name, pl->id, 32);
-    } else {
-        snprintf(r->name, sizeof r->name, "%s", pl->name);
     }
+    /* The name once known (asked by name, or read from a manifest that
+     * then failed to open), else the manifest id. */
+    if (pl->name[0])
+        snprintf(r->name, sizeof r->name, "%s", pl->name);
+    else
+        shoal_hex(r->name, pl->id, 32);
 }
 
 static int ctl_release(void *user, const char *release, struct shoal_ctl_release *r, char *why,
@@ -1228,6 +1305,10 @@ static int ctl_release(void *user, const char *release, struct shoal_ctl_release
     if (sw) {
         ctl_fill(d, sw, r);
         return 0;
+    }
+    if (pl && pl->failed) {
+        snprintf(why, whylen, "pull %s failed: %s", pl->name[0] ? pl->name : release, pl->why);
+        return pl->err;
     }
     if (pl) {
         ctl_fill_waiting(pl, r);
@@ -1469,12 +1550,17 @@ static int open_manifests(struct shoal_daemon *d)
             free(data);
             break;
         }
-        s = find_swarm(d, shoal_manifest_id(m)) ? NULL : add_release(d, m, data, len);
-        free(data);
-        if (!s) {
+        if (find_swarm(d, shoal_manifest_id(m))) {
+            shoal_manifest_free(m);
+            s = NULL;
             rv = -EINVAL;
-            break;
+        } else {
+            char why[256];
+            s = add_release(d, m, data, len, &rv, why, sizeof why);
         }
+        free(data);
+        if (!s)
+            break;
         if (c->seed_dir && !shoal_swarm_complete(s)) {
             rv = shoal_swarm_import_dir(s, c->seed_dir, &imported);
             LOG_I("imported %u chunks from %s%s", imported, c->seed_dir,

@@ -209,7 +209,7 @@ static void on_ready(void *user, uint32_t file, int status)
 
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
                     const struct shoal_swarm_hooks *hooks, struct shoal_manifest *m,
-                    const uint8_t *signed_mf, size_t len)
+                    const uint8_t *signed_mf, size_t len, char *errout, size_t errlen)
 {
     struct shoal_swarm *s = calloc(1, sizeof *s);
     struct shoal_sched_config sc;
@@ -219,6 +219,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     char err[512] = "";
     int rv;
 
+    if (errout && errlen)
+        errout[0] = '\0';
     if (!s) {
         shoal_manifest_free(m);
         return -ENOMEM;
@@ -250,6 +252,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     if (rv != 0) {
         LOG_E("release %s (%s@%s): cannot open store: %s", s->idhex, shoal_manifest_repo_id(m),
               shoal_manifest_commit(m), err[0] ? err : shoal_strerror(rv));
+        if (errout && errlen)
+            snprintf(errout, errlen, "cannot open store: %s", err[0] ? err : shoal_strerror(rv));
         goto fail;
     }
 
@@ -316,6 +320,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     *out = s;
     return 0;
 fail:
+    if (errout && errlen && !errout[0])
+        snprintf(errout, errlen, "cannot open the release: %s", shoal_strerror(rv));
     free(file_first);
     free(s->origin_failed);
     free(s->raw_run); /* --- s2 --- */

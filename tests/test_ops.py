@@ -9,13 +9,23 @@ CASE is one of:
                 `shoal status` shows ORIGIN 100% and the metric
                 shoal_received_bytes_total{source="origin"} is the release
                 size.
+  store_full    (root only, else skipped) the puller's --cache-dir is a
+                20 MiB tmpfs and the release 24 MiB: `shoal pull` fails
+                within seconds, non-zero, printing the store's "no space"
+                error; `shoal status` shows the release by name as failed
+                with that error; no *.incomplete file is left on the tmpfs;
+                the daemon does not retry in a loop (one failed open until
+                the next `shoal pull`, which tries again at once).
 Every wait is bounded; all processes are killed at the end.
 """
+import glob
 import json
 import os
+import random
 import re
 import subprocess
 import sys
+import time
 
 import shoalproc
 
@@ -114,4 +124,82 @@ def case_origin_bytes(tmp):
     return fails
 
 
-shoalproc.main(CASE, {"origin_bytes": case_origin_bytes}, "shoal-ops-", scan_sanitizers=True)
+def local_release(tmp, k, files):
+    """Writes |files| (path -> bytes) under tmp/repo and builds their
+    manifest as org/model@abab...; returns (repo dir, manifest, id)."""
+    repo = os.path.join(tmp, "repo")
+    for path, data in files.items():
+        full = os.path.join(repo, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+    mf = os.path.join(tmp, "local.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
+                                   extra=("--min", "64K", "--avg", "256K", "--max", "1M"))
+    return repo, mf, mid
+
+
+def case_store_full(tmp):
+    if os.geteuid() != 0:
+        print("store_full: needs root to mount a tmpfs; skipped")
+        sys.exit(77)
+    small = os.path.join(tmp, "small")
+    os.makedirs(small)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", small]).returncode:
+        print("store_full: cannot mount a tmpfs; skipped")
+        sys.exit(77)
+    try:
+        return store_full(tmp, small)
+    finally:
+        shoalproc.kill_all()
+        subprocess.run(["umount", "-l", small])
+
+
+def store_full(tmp, small):
+    k = make_keys(tmp, ["a", "b"])
+    rnd = random.Random(11)
+    files = {f"model-{i}.safetensors": rnd.randbytes(8 << 20) for i in range(3)}
+    repo, mf, mid = local_release(tmp, k, files)
+    name = "org/model@" + "ab" * 20
+    a = node("a", k, tmp, None, ["--manifest", mf, "--seed-dir", repo])
+    b = node("b", k, tmp, None, ["--peer", a.addr], cache=os.path.join(small, "hub"))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the nodes did not connect")
+        fails += 1
+    t0 = time.monotonic()
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "30")
+    print(f"shoal pull: exit {r.returncode} after {time.monotonic() - t0:.1f} s: "
+          f"{r.stderr.strip()}")
+    if r.returncode == 0 or "no space left" not in r.stderr or name not in r.stderr:
+        print(f"FAIL shoal pull did not fail naming the release and the store error")
+        fails += 1
+    st = cli("status", "--socket", b.sock).stdout
+    if not re.search(r"^%s\s+failed\s.*\n\s+error: .*no space left" % re.escape(name), st,
+                     re.M):
+        print(f"FAIL status does not show the release failed with the error:\n{st}")
+        fails += 1
+    left = glob.glob(os.path.join(small, "hub", "*", "blobs", "*.incomplete"))
+    if left:
+        print(f"FAIL preallocated files left on the full disk: {left}")
+        fails += 1
+    time.sleep(4)  # twice the old retry period
+    opens = len(re.findall(r"pull \S+ failed: cannot open store", b.log()))
+    if opens != 1:
+        print(f"FAIL {opens} failed opens logged, want 1 (no retry loop)")
+        fails += 1
+    r = cli("pull", name, "--socket", b.sock, "--timeout", "30")
+    if r.returncode == 0 or "no space left" not in r.stderr:
+        print(f"FAIL a second shoal pull did not fail with the store error: {r.stderr}")
+        fails += 1
+    if len(re.findall(r"pull \S+ failed: cannot open store", b.log())) != 2:
+        print("FAIL the second shoal pull did not try to open the release again")
+        fails += 1
+    fails += shoalproc.stop_all([a, b])
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
+shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full}, "shoal-ops-", scan_sanitizers=True)
