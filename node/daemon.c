@@ -61,6 +61,13 @@ struct pull {
     char why[SHOAL_CTL_REASON_MAX + 1];
     uint64_t retry_ms;
     uint32_t backoff_ms;
+    /* Asked for by branch or tag (|asked| "org/name@main", |ref| "main"):
+     * the Hub resolves it to a commit, which goes into |name|. */
+    struct shoal_daemon *owner;
+    char asked[SHOAL_MSG_REPO_MAX + 1];
+    char ref[SHOAL_MSG_REPO_MAX + 1];
+    bool unresolved;           /* |name| is not repo@commit yet */
+    bool resolving;            /* a Hub request is under way */
     /* --- end dux --- */
 };
 
@@ -799,7 +806,7 @@ static void trk_want_manifests(struct shoal_daemon *d, bool now_anyway)
     for (uint32_t i = 0; i < d->npulls && d->trk; i++) {
         struct pull *pl = &d->pulls[i];
         if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS) ||
-            !pull_may_ask(d, pl)) /* --- dux --- */
+            !pull_may_ask(d, pl) || pl->unresolved) /* --- dux --- */
             continue;
         if (shoal_trkconn_get_manifest(d->trk, pl->by_name ? NULL : pl->id, pl->name, i) == 0)
             pl->asked_ms = now;
@@ -1163,7 +1170,8 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
     *pl = NULL;
     for (uint32_t i = 0; i < d->npulls; i++) {
         struct pull *p = &d->pulls[i];
-        if (by_id ? !p->by_name && memcmp(p->id, id, 32) == 0 : strcmp(p->name, release) == 0)
+        if (by_id ? !p->by_name && memcmp(p->id, id, 32) == 0
+                  : strcmp(p->name, release) == 0 || strcmp(p->asked, release) == 0)
             *pl = p;
     }
     if (by_id) {
@@ -1181,6 +1189,89 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
     }
 }
 
+/* --- dux --- */
+/* Checks the "org/name@rev" form of |release| before anything waits on it:
+ * a repo id the Hub could hold (org/name, parts of [A-Za-z0-9._-] with no
+ * "..", "--" or leading/trailing '.'/'-') and a revision. Sets |*commit|
+ * when the revision is a commit (40 lowercase hex digits), which is what
+ * manifests are published under; a branch or tag must be resolved first.
+ * Returns 0, or -EINVAL with the reason in |why|. */
+static int check_release_name(const char *release, bool *commit, char *why, size_t whylen)
+{
+    const char *at = strrchr(release, '@');
+    char repo[SHOAL_MSG_REPO_MAX + 1], folder[SHOAL_MSG_REPO_MAX + 32];
+    size_t n = at ? (size_t)(at - release) : 0;
+    size_t hex = 0, upper = 0;
+
+    if (!at || strlen(release) > SHOAL_MSG_REPO_MAX) {
+        snprintf(why, whylen, "'%s' is not org/name@commit nor a 64-hex manifest id", release);
+        return -EINVAL;
+    }
+    memcpy(repo, release, n);
+    repo[n] = '\0';
+    if (!memchr(repo, '/', n) ||
+        shoal_hf_repo_folder(folder, sizeof folder, SHOAL_REPO_MODEL, repo) != 0) {
+        snprintf(why, whylen,
+                 "'%s' is not a repo id: expected org/name, each made of letters, digits, "
+                 "'.', '_' and '-' (no '..' or '--', not starting or ending with '.' or '-')",
+                 repo);
+        return -EINVAL;
+    }
+    for (const char *c = at + 1; *c; c++) {
+        hex += (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F');
+        upper += *c >= 'A' && *c <= 'F';
+    }
+    *commit = hex == 40 && strlen(at + 1) == 40;
+    if (*commit && upper) {
+        snprintf(why, whylen, "commit '%s' has uppercase hex digits: commits are 40 lowercase "
+                              "hex digits", at + 1);
+        return -EINVAL;
+    }
+    if (!at[1] || !shoal_hf_branch_ok(at + 1)) {
+        snprintf(why, whylen, "'%s' is not a revision: give a 40-hex commit (or, with a Hub "
+                              "endpoint, a branch or tag)", at + 1);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The Hub's answer for pull |user|'s branch or tag. */
+static void on_resolved(void *user, int status, struct shoal_hub_release *rel, const char *msg)
+{
+    struct pull *pl = user;
+    struct shoal_daemon *d = pl->owner;
+
+    pl->resolving = false;
+    if (status != 0) {
+        pull_failed(d, pl, pl->asked, status, msg ? msg : shoal_strerror(status));
+        return;
+    }
+    snprintf(pl->name, sizeof pl->name, "%s@%s", rel->repo, rel->commit);
+    pl->unresolved = false;
+    pl->failed = false;
+    LOG_I("pull %s: the Hub resolves %s to commit %s", pl->asked, pl->ref, rel->commit);
+    shoal_hub_release_free(rel);
+    if (d->trk && !d->stopping)
+        trk_want_manifests(d, true);
+}
+
+/* Asks the Hub which commit pull |pl|'s branch or tag is at. */
+static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size_t whylen)
+{
+    char repo[SHOAL_MSG_REPO_MAX + 1];
+    const char *at = strrchr(pl->asked, '@');
+    int rv;
+
+    snprintf(repo, sizeof repo, "%.*s", (int)(at - pl->asked), pl->asked);
+    rv = shoal_hub_resolve(d->hub, SHOAL_REPO_MODEL, repo, pl->ref, on_resolved, pl);
+    if (rv != 0)
+        snprintf(why, whylen, "cannot ask the Hub for %s: %s", pl->asked, shoal_strerror(rv));
+    else
+        pl->resolving = true;
+    return rv;
+}
+/* --- end dux --- */
+
 /* Starts pulling |release| (repo@rev or a manifest id) for |by| (named in
  * the log). */
 static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
@@ -1189,7 +1280,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     struct shoal_swarm *sw;
     struct pull *pl;
     size_t n = strlen(release);
-    bool by_id;
+    bool by_id, commit = true;
     int rv = 0;
 
     ctl_match(d, release, &sw, &pl);
@@ -1199,6 +1290,8 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         LOG_I("pull %s asked again by %s after it failed (%s); trying now", release, by, pl->why);
         pl->failed = false;
         pl->retry_ms = 0;
+        if (pl->unresolved)
+            return pl->resolving ? 0 : resolve_pull(d, pl, why, whylen);
         for (uint32_t i = 0; i < d->npeers; i++) {
             if (shoal_peer_ready(d->peers[i]))
                 want_manifests(d, d->peers[i]);
@@ -1218,10 +1311,8 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         snprintf(why, whylen, "too many releases being pulled (%d)", SHOAL_CONFIG_LIST_MAX);
         return SHOAL_ELIMIT;
     }
-    if (!by_id && (!strchr(release, '@') || n > SHOAL_MSG_REPO_MAX)) {
-        snprintf(why, whylen, "'%s' is not org/name@commit nor a 64-hex manifest id", release);
-        return -EINVAL;
-    }
+    if (!by_id && (rv = check_release_name(release, &commit, why, whylen)) != 0)
+        return rv;
     if (!by_id && !d->trk) {
         snprintf(why, whylen,
                  "release %s is not here and no tracker is configured to resolve its name: "
@@ -1229,13 +1320,25 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
                  release);
         return SHOAL_ENOTFOUND;
     }
+    if (!commit && !d->hub) {
+        snprintf(why, whylen, "revision must be a 40-hex commit; got '%s' (this node has no "
+                              "Hub endpoint to resolve branches and tags)", strrchr(release, '@') + 1);
+        return -EINVAL;
+    }
     pl = &d->pulls[d->npulls];
     memset(pl, 0, sizeof *pl);
+    pl->owner = d;
     if (by_id) {
         rv = shoal_unhex(pl->id, 32, release, 64);
     } else {
         pl->by_name = true;
         memcpy(pl->name, release, n + 1);
+        memcpy(pl->asked, release, n + 1);
+        if (!commit) {
+            pl->unresolved = true;
+            snprintf(pl->ref, sizeof pl->ref, "%s", strrchr(release, '@') + 1);
+            rv = resolve_pull(d, pl, why, whylen);
+        }
     }
     if (rv != 0)
         return rv;
@@ -1573,15 +1676,10 @@ static int open_manifests(struct shoal_daemon *d)
         struct pull *pl = &d->pulls[d->npulls];
         /* --- tracker --- */
         if (strchr(c->pulls.v[i], '@')) {
-            if (!d->trk || strlen(c->pulls.v[i]) > SHOAL_MSG_REPO_MAX) {
-                LOG_E("pull %s: a release name needs a tracker (tracker) to resolve it%s",
-                      c->pulls.v[i], d->trk ? " and is too long" : "");
-                rv = -EINVAL;
-                break;
-            }
-            pl->by_name = true;
-            strcpy(pl->name, c->pulls.v[i]);
-            d->npulls++;
+            char why[SHOAL_CTL_ERROR_MAX];
+            rv = request_pull(d, c->pulls.v[i], "the configuration", why, sizeof why);
+            if (rv != 0)
+                LOG_E("pull %s: %s", c->pulls.v[i], why);
             continue;
         }
         /* --- end tracker --- */

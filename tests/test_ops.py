@@ -16,6 +16,14 @@ CASE is one of:
                 with that error; no *.incomplete file is left on the tmpfs;
                 the daemon does not retry in a loop (one failed open until
                 the next `shoal pull`, which tries again at once).
+  names         `shoal pull` of a malformed name (../../etc@x, no org, an
+                uppercase commit, an empty revision) or, on a node without a
+                Hub endpoint (--no-origin), of a branch fails at once with a
+                message saying what is wrong, instead of waiting forever.
+  branch        a node with the Hub stand-in and a tracker pulls
+                acme/model@main: the Hub resolves the branch to its commit
+                and the pull completes with that commit's files; a branch
+                the Hub does not have fails with the Hub's reason.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -124,6 +132,81 @@ def case_origin_bytes(tmp):
     return fails
 
 
+def start_tracker(k):
+    t = Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key", k("cluster") + ".pub",
+              "--publisher-keys", k("publisher") + ".pub", "--admin-keys", k("admin") + ".pub",
+              "--announce-interval-ms", "1000"], name="tracker")
+    m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        t.dump()
+        sys.exit("tracker did not start")
+    return t, m.group(1)
+
+
+def expect_refused(n, release, pattern):
+    """`shoal pull RELEASE` on node |n| must fail within 10 s with stderr
+    matching |pattern|; returns 0 or 1 (printing why)."""
+    t0 = time.monotonic()
+    r = cli("pull", release, "--socket", n.sock, "--timeout", "10")
+    took = time.monotonic() - t0
+    print(f"shoal pull {release}: exit {r.returncode} in {took:.1f} s: {r.stderr.strip()}")
+    if r.returncode == 0 or not re.search(pattern, r.stderr) or "timed out" in r.stderr:
+        print(f"FAIL shoal pull {release}: want a refusal matching {pattern!r}")
+        return 1
+    return 0
+
+
+def case_names(tmp):
+    k = make_keys(tmp, ["n"])
+    trk, taddr = start_tracker(k)
+    n = node("n", k, tmp, None, ["--tracker", taddr, "--no-origin"])
+    c = "ab" * 20
+    fails = 0
+    fails += expect_refused(n, "../../etc@x", r"not a repo id")
+    fails += expect_refused(n, "model@" + c, r"'model' is not a repo id: expected org/name")
+    fails += expect_refused(n, "org//model@" + c, r"not a repo id")
+    fails += expect_refused(n, "org/mo..del@" + c, r"not a repo id")
+    fails += expect_refused(n, "org/model@" + c.upper(), r"uppercase hex")
+    fails += expect_refused(n, "org/model@", r"not a revision")
+    fails += expect_refused(n, "org/model@main",
+                            r"revision must be a 40-hex commit; got 'main'")
+    st = cli("status", "--socket", n.sock).stdout
+    if "(no releases)" not in st:
+        print(f"FAIL refused pulls were kept:\n{st}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
+def case_branch(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "4M")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0 or f"complete: acme/model@{hub.commit}" not in r.stdout:
+        print(f"FAIL shoal pull acme/model@main: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    snap = os.path.join(n.cache, "models--acme--model", "snapshots", hub.commit)
+    for path in hub.files:
+        if not os.path.islink(os.path.join(snap, path)):
+            print(f"FAIL {path} is not in the snapshot of {hub.commit}")
+            fails += 1
+    if not n.wait_for(r"the Hub resolves main to commit %s" % hub.commit, 1):
+        print("FAIL the log does not say what main resolved to")
+        fails += 1
+    fails += expect_refused(n, "acme/model@nosuch", r"nosuch")
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
 def local_release(tmp, k, files):
     """Writes |files| (path -> bytes) under tmp/repo and builds their
     manifest as org/model@abab...; returns (repo dir, manifest, id)."""
@@ -202,4 +285,5 @@ def store_full(tmp, small):
     return fails
 
 
-shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full}, "shoal-ops-", scan_sanitizers=True)
+shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
+                      "names": case_names, "branch": case_branch}, "shoal-ops-", scan_sanitizers=True)
