@@ -241,11 +241,12 @@ static void on_complete(void *user, struct shoal_swarm *s)
     }
 }
 
-/* Opens release |m| (taken) and adds it; returns the swarm, or NULL with
- * the error in |*err| and the reason for people in |why|. */
+/* Opens release |m| (taken) and adds it, writing refs/<branch> once it is
+ * complete when |branch| is not NULL; returns the swarm, or NULL with the
+ * error in |*err| and the reason for people in |why|. */
 static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
-                                       const uint8_t *signed_mf, size_t len, int *err,
-                                       char *why, size_t whylen)
+                                       const uint8_t *signed_mf, size_t len, const char *branch,
+                                       int *err, char *why, size_t whylen)
 {
     struct shoal_swarm *s = NULL;
     char hex[17];
@@ -258,7 +259,7 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
         shoal_manifest_free(m);
         return NULL;
     }
-    *err = shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len, why, whylen);
+    *err = shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len, branch, why, whylen);
     if (*err != 0)
         return NULL;
     d->swarms[d->nswarms++] = s;
@@ -349,7 +350,8 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     }
     LOG_I("manifest %s received from peer %s, signature verified", hex, shoal_peer_name(p));
     snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
-    s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len, &rv, why, sizeof why);
+    s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len,
+                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
     if (!s) {
         pull_failed(d, pl, name, rv, why);
         return;
@@ -1011,7 +1013,8 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         return;
     }
     snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
-    s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len, &rv, why, sizeof why);
+    s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len,
+                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
     if (!s) {
         pull_failed(d, pl, name, rv, why);
         return;
@@ -1659,7 +1662,7 @@ static int open_manifests(struct shoal_daemon *d)
             rv = -EINVAL;
         } else {
             char why[256];
-            s = add_release(d, m, data, len, &rv, why, sizeof why);
+            s = add_release(d, m, data, len, NULL, &rv, why, sizeof why);
         }
         free(data);
         if (!s)

@@ -209,7 +209,8 @@ static void on_ready(void *user, uint32_t file, int status)
 
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
                     const struct shoal_swarm_hooks *hooks, struct shoal_manifest *m,
-                    const uint8_t *signed_mf, size_t len, char *errout, size_t errlen)
+                    const uint8_t *signed_mf, size_t len, const char *branch, char *errout,
+                    size_t errlen)
 {
     struct shoal_swarm *s = calloc(1, sizeof *s);
     struct shoal_sched_config sc;
@@ -240,7 +241,7 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
 
     memset(&so, 0, sizeof so);
     so.flags = cfg->store_flags;
-    so.branch = "main";
+    so.branch = branch;
     so.manifest = signed_mf;
     so.manifest_len = len;
     so.on_file = on_file;

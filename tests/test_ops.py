@@ -24,6 +24,11 @@ CASE is one of:
                 acme/model@main: the Hub resolves the branch to its commit
                 and the pull completes with that commit's files; a branch
                 the Hub does not have fails with the Hub's reason.
+  refs          the Hub stand-in has main at one commit and dev at another:
+                `shoal pull acme/model@main` writes refs/main with main's
+                commit; pulling dev's commit by its hash afterwards leaves
+                refs/main alone and writes no ref (as huggingface_hub does:
+                a ref only for a revision asked for by name).
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -207,6 +212,46 @@ def case_branch(tmp):
     return fails
 
 
+def read_ref(n, branch):
+    try:
+        with open(os.path.join(n.cache, "models--acme--model", "refs", branch)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def case_refs(tmp):
+    k = make_keys(tmp, ["r"])
+    hub = Hub(tmp, "4M")
+    main = hub.commit
+    dev = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+              "--shards", "2", "--seed", "10", "--branch", "dev").strip()
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    publish(k, hub, tmp, "dev", taddr)
+    n = node("r", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    for rel in ("acme/model@main", "acme/model@" + dev):
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", str(WAIT_S))
+        if r.returncode != 0:
+            print(f"FAIL shoal pull {rel}: exit {r.returncode}: {r.stderr}")
+            fails += 1
+        print(f"after {rel}: refs/main {read_ref(n, 'main')}, refs/dev {read_ref(n, 'dev')}")
+        if read_ref(n, "main") != main:
+            print(f"FAIL refs/main is not main's commit {main}")
+            fails += 1
+    if read_ref(n, "dev") is not None:
+        print("FAIL a pull by commit wrote refs/dev")
+        fails += 1
+    if not os.path.isdir(os.path.join(n.cache, "models--acme--model", "snapshots", dev)):
+        print("FAIL dev's commit has no snapshot")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
 def local_release(tmp, k, files):
     """Writes |files| (path -> bytes) under tmp/repo and builds their
     manifest as org/model@abab...; returns (repo dir, manifest, id)."""
@@ -286,4 +331,4 @@ def store_full(tmp, small):
 
 
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
-                      "names": case_names, "branch": case_branch}, "shoal-ops-", scan_sanitizers=True)
+                      "names": case_names, "branch": case_branch, "refs": case_refs}, "shoal-ops-", scan_sanitizers=True)
