@@ -47,10 +47,10 @@ static const struct key keys[] = {
     {"verify-store", K_BOOL, F(verify_store), NULL, "re-hash the store at start"},
     {"exit-when-complete", K_BOOL, F(exit_when_complete), NULL,
      "exit 0 once every pulled release is complete"},
-    {"max-frame", K_SIZE, F(max_frame), "SIZE", "largest frame accepted from peers (16M+1K)"},
+    {"max-frame", K_SIZE, F(max_frame), "SIZE", "largest frame accepted from peers (16M+1K; 4M+64K to 64M+64K)"},
     {"manifest-budget", K_SIZE, F(manifest_budget), "SIZE",
      "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
-    {"max-peers", K_U64, F(max_peers), "N", "connections at once (64)"},
+    {"max-peers", K_U64, F(max_peers), "N", "connections at once (64; 1-250)"},
     {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
     {"upload-slots", K_U64, F(upload_slots), "N",
      "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
@@ -99,7 +99,7 @@ static const struct key keys[] = {
     {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
      "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
     {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (64, the most a tracker grants)"},
-    {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2, at most 16)"},
+    {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2; 1-16)"},
     /* --- end tracker --- */
 };
 

@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "cdc.h"
 #include "cliutil.h"
 #include "cred.h"
 #include "ctl.h" /* --- ctl --- */
@@ -1102,6 +1103,13 @@ static int setup_trackers(struct shoal_daemon *d)
         d->hubcfg.token_file = c->hub_token_file;
         d->hubcfg.seed = d->scfg.seed;
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
+        if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
+            /* --- dux --- the token file, not the endpoint, is what failed */
+            LOG_E("hub token file %s: %s", c->hub_token_file,
+                  rv == SHOAL_EPROTO ? "the token holds characters not allowed in an HTTP "
+                                       "header" : shoal_strerror(rv));
+            return rv;
+        }
         if (rv != 0) {
             LOG_E("origin %s: %s", c->hub_endpoint ? c->hub_endpoint : "(from HF_ENDPOINT)",
                   shoal_strerror(rv));
@@ -1732,6 +1740,38 @@ static int start_listening(struct shoal_daemon *d)
     return 0;
 }
 
+/* --- dux --- */
+/* The smallest --max-frame that carries a CHUNK of the largest chunk the
+ * chunker makes by default (4 MiB), with room for its fields and a seal.
+ * Below it pulls of such releases would stall with nothing said. */
+#define MAX_FRAME_MIN (SHOAL_CDC_MAX_DEFAULT + SHOAL_FRAME_MAX_PREAUTH)
+
+/* Refuses values the daemon used to clamp or replace without a word. */
+static int check_ranges(const struct shoal_config *c)
+{
+    if (c->max_frame < MAX_FRAME_MIN || c->max_frame > SHOAL_FRAME_MAX_ABS) {
+        LOG_E("max-frame %llu: use %u (a %u-byte chunk and its framing) to %u bytes",
+              (unsigned long long)c->max_frame, MAX_FRAME_MIN, SHOAL_CDC_MAX_DEFAULT,
+              SHOAL_FRAME_MAX_ABS);
+        return -EINVAL;
+    }
+    if (c->compress_level > 3) {
+        LOG_E("compress-level %llu: use 1-3, or 0 for no compression",
+              (unsigned long long)c->compress_level);
+        return -EINVAL;
+    }
+    if (c->max_peers < 1 || c->max_peers > MAX_PEERS_HARD) {
+        LOG_E("max-peers %llu: use 1-%d", (unsigned long long)c->max_peers, MAX_PEERS_HARD);
+        return -EINVAL;
+    }
+    if (c->max_leases > 16) {
+        LOG_E("max-leases %llu: use 1-16", (unsigned long long)c->max_leases);
+        return -EINVAL;
+    }
+    return 0;
+}
+/* --- end dux --- */
+
 int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
 {
     struct shoal_daemon *d = calloc(1, sizeof *d);
@@ -1749,6 +1789,10 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
             return -EINVAL;
         }
         shoal_log_set_level(lvl);
+    }
+    if (check_ranges(cfg) != 0) { /* --- dux --- */
+        free(d);
+        return -EINVAL;
     }
     rv = uv_loop_init(&d->loop);
     if (rv != 0) {
