@@ -228,7 +228,10 @@ usage:
 
 static const char *state_name(uint8_t st)
 {
-    return st == SHOAL_CTL_COMPLETE ? "complete" : st == SHOAL_CTL_PULLING ? "pulling" : "waiting";
+    return st == SHOAL_CTL_COMPLETE  ? "complete"
+           : st == SHOAL_CTL_PULLING ? "pulling"
+           : st == SHOAL_CTL_FAILED  ? "failed"
+                                     : "waiting";
 }
 
 static void fmt_eta(char *buf, size_t cap, uint64_t ms)
@@ -414,6 +417,10 @@ static void print_status(struct shoal_ctl_msg *m)
                r->total_bytes ? 100.0 * (double)r->have_bytes / (double)r->total_bytes
                               : r->state == SHOAL_CTL_COMPLETE ? 100.0 : 0.0,
                both, rate, r->peers, origin_pct(r), eta);
+        if (r->state == SHOAL_CTL_FAILED) {
+            clean_str(r->error);
+            printf("  error: %s\n", r->error);
+        }
     }
     if (m->u.status.count == 0)
         printf("(no releases)\n");

@@ -47,11 +47,12 @@ static const struct key keys[] = {
     {"verify-store", K_BOOL, F(verify_store), NULL, "re-hash the store at start"},
     {"exit-when-complete", K_BOOL, F(exit_when_complete), NULL,
      "exit 0 once every pulled release is complete"},
-    {"max-frame", K_SIZE, F(max_frame), "SIZE", "largest frame accepted from peers (16M+1K)"},
+    {"max-frame", K_SIZE, F(max_frame), "SIZE",
+     "largest frame accepted from peers (16M+1K; 4M+64K to 64M+64K)"},
     {"manifest-budget", K_SIZE, F(manifest_budget), "SIZE",
      "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
     {"max-peers", K_U64, F(max_peers), "N",
-     "authenticated peers (and our dials in progress) at once (64, at most 250)"},
+     "authenticated peers (and our dials in progress) at once (64; 1-250)"},
     {"max-unauth", K_U64, F(max_unauth), "N",
      "inbound connections still in their handshake at once; a new one closes the oldest "
      "(64, at most 256)"},
@@ -103,7 +104,7 @@ static const struct key keys[] = {
     {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
      "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
     {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (64, the most a tracker grants)"},
-    {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2, at most 16)"},
+    {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2; 1-16)"},
     /* --- end tracker --- */
 };
 

@@ -144,7 +144,7 @@ static int read_release(struct shoal_mpr *r, struct shoal_ctl_release *v)
         rv = read_text(r, v->name, SHOAL_CTL_RELEASE_MAX, true);
     if (rv == 0) {
         uint64_t st;
-        rv = shoal_mpr_uint(r, &st, SHOAL_CTL_COMPLETE);
+        rv = shoal_mpr_uint(r, &st, SHOAL_CTL_FAILED);
         v->state = (uint8_t)st;
     }
     if (rv == 0)
@@ -167,6 +167,11 @@ static int read_release(struct shoal_mpr *r, struct shoal_ctl_release *v)
         rv = read_u64(r, &v->eta_ms);
     if (rv == 0)
         rv = read_u64(r, &v->elapsed_ms);
+    /* Added after the first release of the CLI: optional. */
+    if (rv == 0 && extra > 0) {
+        rv = read_text(r, v->error, SHOAL_CTL_REASON_MAX, false);
+        extra--;
+    }
     if (rv == 0)
         rv = skip_extra(r, extra);
     if (rv == 0 && (v->have_bytes > v->total_bytes || v->have_chunks > v->nchunks))
@@ -288,17 +293,25 @@ int shoal_ctl_decode(struct shoal_ctl_msg *m, const uint8_t *body, size_t len)
     return rv;
 }
 
+/* A NUL-terminated field of a struct that must fit its wire limit. */
+static bool cstr_ok(const char *s, size_t max, bool nonempty)
+{
+    size_t n = strnlen(s, max + 1);
+    return n <= max && (!nonempty || n > 0) && text_ok(s, (uint32_t)n, false);
+}
+
 static bool release_ok(const struct shoal_ctl_release *v)
 {
     size_t n = strnlen(v->name, sizeof v->name);
     return n > 0 && n <= SHOAL_CTL_RELEASE_MAX && text_ok(v->name, (uint32_t)n, false) &&
-           v->state <= SHOAL_CTL_COMPLETE && v->have_bytes <= v->total_bytes &&
+           v->state <= SHOAL_CTL_FAILED && cstr_ok(v->error, SHOAL_CTL_REASON_MAX, false) &&
+           v->have_bytes <= v->total_bytes &&
            v->have_chunks <= v->nchunks;
 }
 
 static void write_release(struct shoal_mpw *w, const struct shoal_ctl_release *v)
 {
-    shoal_mpw_array(w, RELEASE_FIELDS);
+    shoal_mpw_array(w, RELEASE_FIELDS + 1);
     if (v->has_id)
         shoal_mpw_bin(w, v->id, 32);
     else
@@ -315,13 +328,7 @@ static void write_release(struct shoal_mpw *w, const struct shoal_ctl_release *v
     shoal_mpw_uint(w, v->origin_bytes);
     shoal_mpw_uint(w, v->eta_ms);
     shoal_mpw_uint(w, v->elapsed_ms);
-}
-
-/* A NUL-terminated field of a struct that must fit its wire limit. */
-static bool cstr_ok(const char *s, size_t max, bool nonempty)
-{
-    size_t n = strnlen(s, max + 1);
-    return n <= max && (!nonempty || n > 0) && text_ok(s, (uint32_t)n, false);
+    shoal_mpw_cstr(w, v->error);
 }
 
 static bool peer_ok(const struct shoal_ctl_peer *v)

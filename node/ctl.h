@@ -54,6 +54,7 @@ enum shoal_ctl_type {
 
 #define SHOAL_CTL_RELEASE_MAX 256u     /* "org/name@rev" or a 64-hex id */
 #define SHOAL_CTL_ERROR_MAX 512u
+#define SHOAL_CTL_REASON_MAX 384u      /* why a release failed (status) */
 #define SHOAL_CTL_RELEASES_MAX 64u
 #define SHOAL_CTL_PEERS_MAX 256u
 #define SHOAL_CTL_ZONE_MAX 64u
@@ -69,12 +70,15 @@ enum shoal_ctl_state {
     SHOAL_CTL_WAITING = 0,     /* manifest not here yet */
     SHOAL_CTL_PULLING = 1,
     SHOAL_CTL_COMPLETE = 2,
+    SHOAL_CTL_FAILED = 3,      /* could not be opened; |error| says why */
 };
 
 /* One release: PROGRESS, and each element of STATUS.
  * Wire: [id or nil, name, state, have_bytes, total_bytes, have_chunks,
- *        nchunks, rate_bps, peers, peer_bytes, origin_bytes, eta_ms, elapsed_ms];
- * have_bytes <= total_bytes, have_chunks <= nchunks, state known. */
+ *        nchunks, rate_bps, peers, peer_bytes, origin_bytes, eta_ms, elapsed_ms,
+ *        error]; have_bytes <= total_bytes, have_chunks <= nchunks, state
+ * known. |error| (empty unless state is FAILED) may be absent: a reader
+ * takes a missing one as empty. */
 struct shoal_ctl_release {
     bool has_id;
     uint8_t id[32];
@@ -87,6 +91,7 @@ struct shoal_ctl_release {
     uint64_t peer_bytes, origin_bytes;    /* received this run, by source */
     uint64_t eta_ms;                      /* 0: unknown or done */
     uint64_t elapsed_ms;                  /* since the pull started; 0: unknown */
+    char error[SHOAL_CTL_REASON_MAX + 1]; /* why it FAILED; else empty */
 };
 
 /* One connected peer. Wire: [node_pk, addr, zone, cipher, initiator,

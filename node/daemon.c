@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "cdc.h"
 #include "cliutil.h"
 #include "cred.h"
 #include "ctl.h" /* --- ctl --- */
@@ -59,6 +60,22 @@ struct pull {
     char name[SHOAL_MSG_REPO_MAX + 1];
     uint64_t asked_ms;         /* last GET_MANIFEST to the trackers */
     /* --- end tracker --- */
+    /* --- dux --- A release that could not be opened (full or read-only
+     * cache): the CLI and status get |why|; the manifest is asked for again
+     * from |retry_ms| on, each failure doubling the wait. */
+    bool failed;
+    int err;
+    char why[SHOAL_CTL_REASON_MAX + 1];
+    uint64_t retry_ms;
+    uint32_t backoff_ms;
+    /* Asked for by branch or tag (|asked| "org/name@main", |ref| "main"):
+     * the Hub resolves it to a commit, which goes into |name|. */
+    struct shoal_daemon *owner;
+    char asked[SHOAL_MSG_REPO_MAX + 1];
+    char ref[SHOAL_MSG_REPO_MAX + 1];
+    bool unresolved;           /* |name| is not repo@commit yet */
+    bool resolving;            /* a Hub request is under way */
+    /* --- end dux --- */
 };
 
 /* --- tracker --- */
@@ -239,9 +256,12 @@ static void on_complete(void *user, struct shoal_swarm *s)
     }
 }
 
-/* Opens release |m| (taken) and adds it; returns the swarm or NULL. */
+/* Opens release |m| (taken) and adds it, writing refs/<branch> once it is
+ * complete when |branch| is not NULL; returns the swarm, or NULL with the
+ * error in |*err| and the reason for people in |why|. */
 static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
-                                       const uint8_t *signed_mf, size_t len)
+                                       const uint8_t *signed_mf, size_t len, const char *branch,
+                                       int *err, char *why, size_t whylen)
 {
     struct shoal_swarm *s = NULL;
     char hex[17];
@@ -249,10 +269,13 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     hex8(hex, shoal_manifest_id(m));
     if (d->nswarms >= MAX_SWARMS) {
         LOG_E("release %s: too many releases open (%d)", hex, MAX_SWARMS);
+        snprintf(why, whylen, "too many releases open (%d)", MAX_SWARMS);
+        *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
         return NULL;
     }
-    if (shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len) != 0)
+    *err = shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len, branch, why, whylen);
+    if (*err != 0)
         return NULL;
     d->swarms[d->nswarms++] = s;
     /* The tracker's answer carries this release's fleet role: ask soon
@@ -281,17 +304,50 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
         on_complete(d, s);
 }
 
+/* --- dux --- */
+#define PULL_RETRY_FIRST_MS 30000u
+#define PULL_RETRY_MAX_MS 600000u
+
+/* Whether pull |pl| may ask for its manifest now: not while a failed one
+ * waits out its back-off (each answer would only fail again). */
+static bool pull_may_ask(const struct shoal_daemon *d, const struct pull *pl)
+{
+    return !pl->failed || uv_now((uv_loop_t *)&d->loop) >= pl->retry_ms;
+}
+
+/* Release |m| of pull |pl| did not open (|err|, |why|): the pull is marked
+ * failed for the CLI, status and loaders, and asks again after a back-off.
+ * Fills the pull's name from |m| so status names the release. */
+static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *name, int err,
+                        const char *why)
+{
+    if (!pl->name[0])
+        snprintf(pl->name, sizeof pl->name, "%s", name);
+    pl->failed = true;
+    pl->err = err ? err : -EIO;
+    snprintf(pl->why, sizeof pl->why, "%s", why[0] ? why : shoal_strerror(pl->err));
+    pl->backoff_ms = pl->backoff_ms ? pl->backoff_ms * 2 : PULL_RETRY_FIRST_MS;
+    if (pl->backoff_ms > PULL_RETRY_MAX_MS)
+        pl->backoff_ms = PULL_RETRY_MAX_MS;
+    pl->retry_ms = uv_now(&d->loop) + pl->backoff_ms;
+    LOG_E("pull %s failed: %s; trying again in %u s (or at the next `shoal pull`)", pl->name,
+          pl->why, pl->backoff_ms / 1000);
+    shoal_loader_srv_release_failed(d->loader, pl->name, pl->why); /* --- loader --- */
+}
+/* --- end dux --- */
+
 static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
                              const struct shoal_msg_manifest *md)
 {
     struct shoal_manifest *m = NULL;
     struct pull *pl = NULL;
     struct shoal_swarm *s;
-    char hex[17];
+    char hex[17], why[sizeof pl->why], name[SHOAL_MSG_REPO_MAX + 48];
     int rv;
 
     for (uint32_t i = 0; i < d->npulls; i++) {
-        if (memcmp(d->pulls[i].id, md->manifest_id, 32) == 0 && !d->pulls[i].swarm)
+        if (memcmp(d->pulls[i].id, md->manifest_id, 32) == 0 && !d->pulls[i].swarm &&
+            pull_may_ask(d, &d->pulls[i]))
             pl = &d->pulls[i];
     }
     if (!pl)
@@ -308,10 +364,15 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
         return;
     }
     LOG_I("manifest %s received from peer %s, signature verified", hex, shoal_peer_name(p));
-    s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len);
-    if (!s)
+    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len,
+                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+    if (!s) {
+        pull_failed(d, pl, name, rv, why);
         return;
+    }
     pl->swarm = s;
+    pl->failed = false;
     start_release(d, s);
 }
 
@@ -319,7 +380,8 @@ static void want_manifests(struct shoal_daemon *d, struct shoal_peer *p)
 {
     struct shoal_msg m;
     for (uint32_t i = 0; i < d->npulls; i++) {
-        if (d->pulls[i].swarm || d->pulls[i].by_name) /* by_name: --- tracker --- */
+        if (d->pulls[i].swarm || d->pulls[i].by_name || /* by_name: --- tracker --- */
+            !pull_may_ask(d, &d->pulls[i]))              /* --- dux --- */
             continue;
         memset(&m, 0, sizeof m);
         m.type = SHOAL_MSG_WANT_MANIFEST;
@@ -841,7 +903,8 @@ static void trk_want_manifests(struct shoal_daemon *d, bool now_anyway)
 
     for (uint32_t i = 0; i < d->npulls && d->trk; i++) {
         struct pull *pl = &d->pulls[i];
-        if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS))
+        if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS) ||
+            !pull_may_ask(d, pl) || pl->unresolved) /* --- dux --- */
             continue;
         if (shoal_trkconn_get_manifest(d->trk, pl->by_name ? NULL : pl->id, pl->name, i) == 0)
             pl->asked_ms = now;
@@ -996,10 +1059,10 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     struct pull *pl = tag < d->npulls ? &d->pulls[tag] : NULL;
     struct shoal_manifest *m = NULL;
     struct shoal_swarm *s;
-    char hex[17], name[SHOAL_MSG_REPO_MAX + 48];
+    char hex[17], name[SHOAL_MSG_REPO_MAX + 48], why[sizeof pl->why];
     int rv;
 
-    if (!pl || pl->swarm || d->stopping)
+    if (!pl || pl->swarm || d->stopping || !pull_may_ask(d, pl))
         return;
     if (pl->by_name)
         snprintf(name, sizeof name, "%s", pl->name);
@@ -1042,12 +1105,18 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     if (s) {
         shoal_manifest_free(m);
         pl->swarm = s;
+        pl->failed = false;
         return;
     }
-    s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len);
-    if (!s)
+    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len,
+                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+    if (!s) {
+        pull_failed(d, pl, name, rv, why);
         return;
+    }
     pl->swarm = s;
+    pl->failed = false;
     /* Another pull may name the same release by id. */
     for (uint32_t i = 0; i < d->npulls; i++) {
         if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
@@ -1129,6 +1198,13 @@ static int setup_trackers(struct shoal_daemon *d)
         d->hubcfg.token_file = c->hub_token_file;
         d->hubcfg.seed = d->scfg.seed;
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
+        if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
+            /* --- dux --- the token file, not the endpoint, is what failed */
+            LOG_E("hub token file %s: %s", c->hub_token_file,
+                  rv == SHOAL_EPROTO ? "the token holds characters not allowed in an HTTP "
+                                       "header" : shoal_strerror(rv));
+            return rv;
+        }
         if (rv != 0) {
             LOG_E("origin %s: %s", c->hub_endpoint ? c->hub_endpoint : "(from HF_ENDPOINT)",
                   shoal_strerror(rv));
@@ -1200,7 +1276,8 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
     *pl = NULL;
     for (uint32_t i = 0; i < d->npulls; i++) {
         struct pull *p = &d->pulls[i];
-        if (by_id ? !p->by_name && memcmp(p->id, id, 32) == 0 : strcmp(p->name, release) == 0)
+        if (by_id ? !p->by_name && memcmp(p->id, id, 32) == 0
+                  : strcmp(p->name, release) == 0 || strcmp(p->asked, release) == 0)
             *pl = p;
     }
     if (by_id) {
@@ -1218,6 +1295,89 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
     }
 }
 
+/* --- dux --- */
+/* Checks the "org/name@rev" form of |release| before anything waits on it:
+ * a repo id the Hub could hold (org/name, parts of [A-Za-z0-9._-] with no
+ * "..", "--" or leading/trailing '.'/'-') and a revision. Sets |*commit|
+ * when the revision is a commit (40 lowercase hex digits), which is what
+ * manifests are published under; a branch or tag must be resolved first.
+ * Returns 0, or -EINVAL with the reason in |why|. */
+static int check_release_name(const char *release, bool *commit, char *why, size_t whylen)
+{
+    const char *at = strrchr(release, '@');
+    char repo[SHOAL_MSG_REPO_MAX + 1], folder[SHOAL_MSG_REPO_MAX + 32];
+    size_t n = at ? (size_t)(at - release) : 0;
+    size_t hex = 0, upper = 0;
+
+    if (!at || strlen(release) > SHOAL_MSG_REPO_MAX) {
+        snprintf(why, whylen, "'%s' is not org/name@commit nor a 64-hex manifest id", release);
+        return -EINVAL;
+    }
+    memcpy(repo, release, n);
+    repo[n] = '\0';
+    if (!memchr(repo, '/', n) ||
+        shoal_hf_repo_folder(folder, sizeof folder, SHOAL_REPO_MODEL, repo) != 0) {
+        snprintf(why, whylen,
+                 "'%s' is not a repo id: expected org/name, each made of letters, digits, "
+                 "'.', '_' and '-' (no '..' or '--', not starting or ending with '.' or '-')",
+                 repo);
+        return -EINVAL;
+    }
+    for (const char *c = at + 1; *c; c++) {
+        hex += (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F');
+        upper += *c >= 'A' && *c <= 'F';
+    }
+    *commit = hex == 40 && strlen(at + 1) == 40;
+    if (*commit && upper) {
+        snprintf(why, whylen, "commit '%s' has uppercase hex digits: commits are 40 lowercase "
+                              "hex digits", at + 1);
+        return -EINVAL;
+    }
+    if (!at[1] || !shoal_hf_branch_ok(at + 1)) {
+        snprintf(why, whylen, "'%s' is not a revision: give a 40-hex commit (or, with a Hub "
+                              "endpoint, a branch or tag)", at + 1);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The Hub's answer for pull |user|'s branch or tag. */
+static void on_resolved(void *user, int status, struct shoal_hub_release *rel, const char *msg)
+{
+    struct pull *pl = user;
+    struct shoal_daemon *d = pl->owner;
+
+    pl->resolving = false;
+    if (status != 0) {
+        pull_failed(d, pl, pl->asked, status, msg ? msg : shoal_strerror(status));
+        return;
+    }
+    snprintf(pl->name, sizeof pl->name, "%s@%s", rel->repo, rel->commit);
+    pl->unresolved = false;
+    pl->failed = false;
+    LOG_I("pull %s: the Hub resolves %s to commit %s", pl->asked, pl->ref, rel->commit);
+    shoal_hub_release_free(rel);
+    if (d->trk && !d->stopping)
+        trk_want_manifests(d, true);
+}
+
+/* Asks the Hub which commit pull |pl|'s branch or tag is at. */
+static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size_t whylen)
+{
+    char repo[SHOAL_MSG_REPO_MAX + 1];
+    const char *at = strrchr(pl->asked, '@');
+    int rv;
+
+    snprintf(repo, sizeof repo, "%.*s", (int)(at - pl->asked), pl->asked);
+    rv = shoal_hub_resolve(d->hub, SHOAL_REPO_MODEL, repo, pl->ref, on_resolved, pl);
+    if (rv != 0)
+        snprintf(why, whylen, "cannot ask the Hub for %s: %s", pl->asked, shoal_strerror(rv));
+    else
+        pl->resolving = true;
+    return rv;
+}
+/* --- end dux --- */
+
 /* Starts pulling |release| (repo@rev or a manifest id) for |by| (named in
  * the log). */
 static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
@@ -1226,10 +1386,26 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     struct shoal_swarm *sw;
     struct pull *pl;
     size_t n = strlen(release);
-    bool by_id;
+    bool by_id, commit = true;
     int rv = 0;
 
     ctl_match(d, release, &sw, &pl);
+    if (!sw && pl && pl->failed && !d->stopping) {
+        /* --- dux --- asked again: try now, and let this caller see how it
+         * goes rather than the last failure */
+        LOG_I("pull %s asked again by %s after it failed (%s); trying now", release, by, pl->why);
+        pl->failed = false;
+        pl->retry_ms = 0;
+        if (pl->unresolved)
+            return pl->resolving ? 0 : resolve_pull(d, pl, why, whylen);
+        for (uint32_t i = 0; i < d->npeers; i++) {
+            if (shoal_peer_ready(d->peers[i]))
+                want_manifests(d, d->peers[i]);
+        }
+        if (d->trk)
+            trk_want_manifests(d, true);
+        return 0;
+    }
     if (sw || pl)
         return 0; /* here already, or under way */
     by_id = is_manifest_id(release);
@@ -1241,10 +1417,8 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         snprintf(why, whylen, "too many releases being pulled (%d)", SHOAL_CONFIG_LIST_MAX);
         return SHOAL_ELIMIT;
     }
-    if (!by_id && (!strchr(release, '@') || n > SHOAL_MSG_REPO_MAX)) {
-        snprintf(why, whylen, "'%s' is not org/name@commit nor a 64-hex manifest id", release);
-        return -EINVAL;
-    }
+    if (!by_id && (rv = check_release_name(release, &commit, why, whylen)) != 0)
+        return rv;
     if (!by_id && !d->trk) {
         snprintf(why, whylen,
                  "release %s is not here and no tracker is configured to resolve its name: "
@@ -1252,13 +1426,25 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
                  release);
         return SHOAL_ENOTFOUND;
     }
+    if (!commit && !d->hub) {
+        snprintf(why, whylen, "revision must be a 40-hex commit; got '%s' (this node has no "
+                              "Hub endpoint to resolve branches and tags)", strrchr(release, '@') + 1);
+        return -EINVAL;
+    }
     pl = &d->pulls[d->npulls];
     memset(pl, 0, sizeof *pl);
+    pl->owner = d;
     if (by_id) {
         rv = shoal_unhex(pl->id, 32, release, 64);
     } else {
         pl->by_name = true;
         memcpy(pl->name, release, n + 1);
+        memcpy(pl->asked, release, n + 1);
+        if (!commit) {
+            pl->unresolved = true;
+            snprintf(pl->ref, sizeof pl->ref, "%s", strrchr(release, '@') + 1);
+            rv = resolve_pull(d, pl, why, whylen);
+        }
     }
     if (rv != 0)
         return rv;
@@ -1302,14 +1488,19 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
 static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
 {
     memset(r, 0, sizeof *r);
-    r->state = SHOAL_CTL_WAITING;
+    r->state = pl->failed ? SHOAL_CTL_FAILED : SHOAL_CTL_WAITING;
+    if (pl->failed)
+        snprintf(r->error, sizeof r->error, "%s", pl->why);
     if (!pl->by_name) {
         r->has_id = true;
         memcpy(r->id, pl->id, 32);
-        shoal_hex(r->name, pl->id, 32);
-    } else {
-        snprintf(r->name, sizeof r->name, "%s", pl->name);
     }
+    /* The name once known (asked by name, or read from a manifest that
+     * then failed to open), else the manifest id. */
+    if (pl->name[0])
+        snprintf(r->name, sizeof r->name, "%s", pl->name);
+    else
+        shoal_hex(r->name, pl->id, 32);
 }
 
 static int ctl_release(void *user, const char *release, struct shoal_ctl_release *r, char *why,
@@ -1323,6 +1514,10 @@ static int ctl_release(void *user, const char *release, struct shoal_ctl_release
     if (sw) {
         ctl_fill(d, sw, r);
         return 0;
+    }
+    if (pl && pl->failed) {
+        snprintf(why, whylen, "pull %s failed: %s", pl->name[0] ? pl->name : release, pl->why);
+        return pl->err;
     }
     if (pl) {
         ctl_fill_waiting(pl, r);
@@ -1564,12 +1759,17 @@ static int open_manifests(struct shoal_daemon *d)
             free(data);
             break;
         }
-        s = find_swarm(d, shoal_manifest_id(m)) ? NULL : add_release(d, m, data, len);
-        free(data);
-        if (!s) {
+        if (find_swarm(d, shoal_manifest_id(m))) {
+            shoal_manifest_free(m);
+            s = NULL;
             rv = -EINVAL;
-            break;
+        } else {
+            char why[256];
+            s = add_release(d, m, data, len, NULL, &rv, why, sizeof why);
         }
+        free(data);
+        if (!s)
+            break;
         if (c->seed_dir && !shoal_swarm_complete(s)) {
             rv = shoal_swarm_import_dir(s, c->seed_dir, &imported);
             LOG_I("imported %u chunks from %s%s", imported, c->seed_dir,
@@ -1582,15 +1782,10 @@ static int open_manifests(struct shoal_daemon *d)
         struct pull *pl = &d->pulls[d->npulls];
         /* --- tracker --- */
         if (strchr(c->pulls.v[i], '@')) {
-            if (!d->trk || strlen(c->pulls.v[i]) > SHOAL_MSG_REPO_MAX) {
-                LOG_E("pull %s: a release name needs a tracker (tracker) to resolve it%s",
-                      c->pulls.v[i], d->trk ? " and is too long" : "");
-                rv = -EINVAL;
-                break;
-            }
-            pl->by_name = true;
-            strcpy(pl->name, c->pulls.v[i]);
-            d->npulls++;
+            char why[SHOAL_CTL_ERROR_MAX];
+            rv = request_pull(d, c->pulls.v[i], "the configuration", why, sizeof why);
+            if (rv != 0)
+                LOG_E("pull %s: %s", c->pulls.v[i], why);
             continue;
         }
         /* --- end tracker --- */
@@ -1640,6 +1835,38 @@ static int start_listening(struct shoal_daemon *d)
     return 0;
 }
 
+/* --- dux --- */
+/* The smallest --max-frame that carries a CHUNK of the largest chunk the
+ * chunker makes by default (4 MiB), with room for its fields and a seal.
+ * Below it pulls of such releases would stall with nothing said. */
+#define MAX_FRAME_MIN (SHOAL_CDC_MAX_DEFAULT + SHOAL_FRAME_MAX_PREAUTH)
+
+/* Refuses values the daemon used to clamp or replace without a word. */
+static int check_ranges(const struct shoal_config *c)
+{
+    if (c->max_frame < MAX_FRAME_MIN || c->max_frame > SHOAL_FRAME_MAX_ABS) {
+        LOG_E("max-frame %llu: use %u (a %u-byte chunk and its framing) to %u bytes",
+              (unsigned long long)c->max_frame, MAX_FRAME_MIN, SHOAL_CDC_MAX_DEFAULT,
+              SHOAL_FRAME_MAX_ABS);
+        return -EINVAL;
+    }
+    if (c->compress_level > 3) {
+        LOG_E("compress-level %llu: use 1-3, or 0 for no compression",
+              (unsigned long long)c->compress_level);
+        return -EINVAL;
+    }
+    if (c->max_peers < 1 || c->max_peers > MAX_PEERS_HARD) {
+        LOG_E("max-peers %llu: use 1-%d", (unsigned long long)c->max_peers, MAX_PEERS_HARD);
+        return -EINVAL;
+    }
+    if (c->max_leases > 16) {
+        LOG_E("max-leases %llu: use 1-16", (unsigned long long)c->max_leases);
+        return -EINVAL;
+    }
+    return 0;
+}
+/* --- end dux --- */
+
 int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
 {
     struct shoal_daemon *d = calloc(1, sizeof *d);
@@ -1657,6 +1884,10 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
             return -EINVAL;
         }
         shoal_log_set_level(lvl);
+    }
+    if (check_ranges(cfg) != 0) { /* --- dux --- */
+        free(d);
+        return -EINVAL;
     }
     rv = uv_loop_init(&d->loop);
     if (rv != 0) {

@@ -68,6 +68,7 @@ struct blob {
     int fd;             /* read-write while filling; -1 when not open */
     int state;          /* enum blob_state */
     bool dirty;         /* written since its last fdatasync */
+    bool created;       /* its .incomplete file was made by this open */
     bool ready;         /* sha256 matched: bytes final (under mu; never
                          * cleared, see shoal_store_file_ready) */
     bool hashing;       /* a thread owns |sha| (under mu) */
@@ -1123,6 +1124,9 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     }
 
 incomplete:
+    /* Known before O_CREAT, so a failed open can take back what it made. */
+    s->blobs[b].created = fstatat(s->repo_fd, inc, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+                          errno == ENOENT;
     fd = openat(s->repo_fd, inc, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0 || fstat(fd, &st) < 0) {
         rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
@@ -1259,6 +1263,28 @@ static int open_dirs(struct shoal_store *s, const char *cache_dir)
     return 0;
 }
 
+/* After a failed open: removes the .incomplete files this open created.
+ * They hold nothing verified (a new file is never trusted), and left behind
+ * they would keep a full disk full until the next attempt. Files that were
+ * there before, with a sidecar's verified chunks, stay for a resume. */
+static void drop_created(struct shoal_store *s)
+{
+    char inc[128];
+
+    if (!s->blobs || s->repo_fd < 0)
+        return;
+    for (uint32_t b = 0; b < s->nblobs; b++) {
+        if (!s->blobs[b].created)
+            continue;
+        if (s->blobs[b].fd >= 0) {
+            close(s->blobs[b].fd);
+            s->blobs[b].fd = -1;
+        }
+        shoal_hf_blob_path(inc, sizeof inc, file(s, s->blobs[b].primary)->sha256, true);
+        (void)unlinkat(s->repo_fd, inc, 0);
+    }
+}
+
 int shoal_store_open(struct shoal_store **out, const char *cache_dir,
                      const struct shoal_manifest *m,
                      const struct shoal_store_opts *opts)
@@ -1362,6 +1388,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
 fail:
     if (opts->err && opts->errlen)
         snprintf(opts->err, opts->errlen, "%s", s->err[0] ? s->err : shoal_strerror(rv));
+    drop_created(s);
     shoal_store_free(s);
 out:
     free(buf);

@@ -110,8 +110,9 @@ struct shoal_store_opts {
  * repo id or branch, or when a path component in the cache is a symlink or
  * not a directory; SHOAL_ENOSPC when the disk cannot hold the preallocated
  * files; -ENOMEM; or another negated errno (-EACCES, -EROFS, -EFBIG, ...).
- * On failure nothing is published, and what was preallocated stays as
- * *.incomplete for a later attempt.
+ * On failure nothing is published; the *.incomplete files this call created
+ * are removed, ones that were there before (with their verified chunks)
+ * stay for a later attempt.
  */
 int shoal_store_open(struct shoal_store **out, const char *cache_dir,
                      const struct shoal_manifest *m,

@@ -209,7 +209,8 @@ static void on_ready(void *user, uint32_t file, int status)
 
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
                     const struct shoal_swarm_hooks *hooks, struct shoal_manifest *m,
-                    const uint8_t *signed_mf, size_t len)
+                    const uint8_t *signed_mf, size_t len, const char *branch, char *errout,
+                    size_t errlen)
 {
     struct shoal_swarm *s = calloc(1, sizeof *s);
     struct shoal_sched_config sc;
@@ -219,6 +220,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     char err[512] = "";
     int rv;
 
+    if (errout && errlen)
+        errout[0] = '\0';
     if (!s) {
         shoal_manifest_free(m);
         return -ENOMEM;
@@ -238,7 +241,7 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
 
     memset(&so, 0, sizeof so);
     so.flags = cfg->store_flags;
-    so.branch = "main";
+    so.branch = branch;
     so.manifest = signed_mf;
     so.manifest_len = len;
     so.on_file = on_file;
@@ -250,6 +253,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     if (rv != 0) {
         LOG_E("release %s (%s@%s): cannot open store: %s", s->idhex, shoal_manifest_repo_id(m),
               shoal_manifest_commit(m), err[0] ? err : shoal_strerror(rv));
+        if (errout && errlen)
+            snprintf(errout, errlen, "cannot open store: %s", err[0] ? err : shoal_strerror(rv));
         goto fail;
     }
 
@@ -316,6 +321,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     *out = s;
     return 0;
 fail:
+    if (errout && errlen && !errout[0])
+        snprintf(errout, errlen, "cannot open the release: %s", shoal_strerror(rv));
     free(file_first);
     free(s->origin_failed);
     free(s->raw_run); /* --- s2 --- */
@@ -1677,6 +1684,9 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
     st->busy_slots = s->busy_slots;
     st->rx_chunks = s->rx_chunks; /* --- ctl --- */
     st->tx_payload_bytes = s->tx_wire_payload;
+    st->origin_bytes = s->origin_bytes; /* --- tracker --- */
+    st->dup_bytes = s->dup_bytes;
+    st->resumed_bytes = s->resumed_bytes;
     for (uint32_t i = 0; i < s->npeers; i++) {
         st->peers += s->peers[i]->joined;
         st->inflight += s->peers[i]->nreq;

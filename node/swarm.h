@@ -110,12 +110,18 @@ struct shoal_swarm_cfg {
  * Opens release |m| (taken over: freed with the swarm, also on error) whose
  * signed form is |signed_mf|/|len| (copied: served to peers that ask for the
  * manifest). Opens the store, and marks what it already holds.
- * |cfg| and |hooks| are borrowed and must outlive the swarm.
- * Returns 0 or a store error (with a log line naming the path).
+ * |cfg| and |hooks| are borrowed and must outlive the swarm. |branch|, when
+ * not NULL, is the branch or tag the release was asked for by: refs/<branch>
+ * gets its commit once it is complete (as huggingface_hub writes a ref only
+ * for a revision given by name; a pull by commit writes none).
+ * Returns 0 or a store error (with a log line naming the path); then, when
+ * |err| is not NULL, the reason for people goes there (|errlen| bytes,
+ * NUL-terminated).
  */
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
                     const struct shoal_swarm_hooks *hooks, struct shoal_manifest *m,
-                    const uint8_t *signed_mf, size_t len);
+                    const uint8_t *signed_mf, size_t len, const char *branch, char *err,
+                    size_t errlen);
 
 /* Frees the swarm (flushes the store). Only once no worker job of it is
  * pending (shoal_swarm_busy() false), i.e. after the loop has run dry. */

@@ -28,6 +28,14 @@ chmod 644 n.key
 expect 1 "n.key" "secret key readable by others" "$shoald" "${common[@]}"
 chmod 600 n.key
 expect 1 "manifest" "unreadable manifest" "$shoald" "${common[@]}" --manifest /nonexistent.mf
+# Out-of-range values are refused naming the range, not clamped in silence;
+# a missing token file is named as such (not as the origin).
+expect 1 "max-frame 1024: use 4259840 " "--max-frame below one chunk" "$shoald" "${common[@]}" --max-frame 1K
+expect 1 "compress-level 9: use 1-3" "--compress-level 9" "$shoald" "${common[@]}" --compress-level 9
+expect 1 "max-peers 0: use 1-250" "--max-peers 0" "$shoald" "${common[@]}" --max-peers 0
+expect 1 "max-leases 100: use 1-16" "--max-leases 100" "$shoald" "${common[@]}" --max-leases 100
+expect 1 "hub token file /nonexistent: no such file" "missing --hub-token-file named" \
+    "$shoald" "${common[@]}" --hub-token-file /nonexistent
 # The example config parses: the only complaint is its (absent) key file.
 expect 1 "node key /etc/shoal/node.key" "example config parses" "$shoald" --config "$conf"
 if grep -qiE "assert|sanitizer|segmentation" out.txt; then echo "FAIL crash text"; fails=$((fails+1)); fi

@@ -1070,6 +1070,10 @@ static int test_diskfull(void)
     for (int f = 0; f < r.nf; f++) {
         blob_path(p, sizeof p, cache, &r, f, false);
         CHECK(!exists(p));
+        /* The preallocated files the failed open made are gone too: left
+         * behind they would keep the disk full. */
+        blob_path(p, sizeof p, cache, &r, f, true);
+        CHECK(!exists(p));
     }
 
     if (tmpfs) {

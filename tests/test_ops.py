@@ -1,0 +1,334 @@
+# SPDX-License-Identifier: MIT
+"""What an operator sees of shoald through the `shoal` CLI, its log and its
+cache, with real processes on loopback (Hub stand-in, shoal-tracker, shoald).
+
+Usage: test_ops.py SHOALD SHOAL SHOAL_TRACKER HUB_DIR CASE
+CASE is one of:
+  origin_bytes  a node with no peers pulls a release from the Hub stand-in:
+                `shoal pull` reports every byte as from the origin (100%),
+                `shoal status` shows ORIGIN 100% and the metric
+                shoal_received_bytes_total{source="origin"} is the release
+                size.
+  store_full    (root only, else skipped) the puller's --cache-dir is a
+                20 MiB tmpfs and the release 24 MiB: `shoal pull` fails
+                within seconds, non-zero, printing the store's "no space"
+                error; `shoal status` shows the release by name as failed
+                with that error; no *.incomplete file is left on the tmpfs;
+                the daemon does not retry in a loop (one failed open until
+                the next `shoal pull`, which tries again at once).
+  names         `shoal pull` of a malformed name (../../etc@x, no org, an
+                uppercase commit, an empty revision) or, on a node without a
+                Hub endpoint (--no-origin), of a branch fails at once with a
+                message saying what is wrong, instead of waiting forever.
+  branch        a node with the Hub stand-in and a tracker pulls
+                acme/model@main: the Hub resolves the branch to its commit
+                and the pull completes with that commit's files; a branch
+                the Hub does not have fails with the Hub's reason.
+  refs          the Hub stand-in has main at one commit and dev at another:
+                `shoal pull acme/model@main` writes refs/main with main's
+                commit; pulling dev's commit by its hash afterwards leaves
+                refs/main alone and writes no ref (as huggingface_hub does:
+                a ref only for a revision asked for by name).
+Every wait is bounded; all processes are killed at the end.
+"""
+import glob
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+
+import shoalproc
+
+SHOALD, SHOAL, TRACKER, HUB_DIR, CASE = sys.argv[1:6]
+PY = "/usr/bin/python3"
+WAIT_S = 90
+Proc = shoalproc.Proc
+run = shoalproc.run
+
+
+class Hub:
+    """The Hub stand-in serving one generated model, acme/model."""
+
+    def __init__(self, tmp, size, shards="2"):
+        self.root = os.path.join(tmp, "hub")
+        self.commit = run(PY, os.path.join(HUB_DIR, "genrepo.py"), self.root, "acme/model",
+                          "--size", size, "--shards", shards, "--seed", "9").strip()
+        with open(os.path.join(self.root, "models", "acme", "model", "commits", self.commit,
+                               ".files.json")) as f:
+            self.files = {e["path"]: e for e in json.load(f)["files"]}
+        self.size = sum(e["size"] for e in self.files.values())
+        self.proc = Proc([PY, os.path.join(HUB_DIR, "hubstub.py"), self.root, "--port", "0"],
+                         name="hub")
+        m = self.proc.wait_for(r"^(\d+)$", 20, stdout=True)
+        if not m:
+            self.proc.dump()
+            sys.exit("hub stand-in did not start")
+        self.url = f"http://127.0.0.1:{m.group(1)}"
+
+
+def make_keys(tmp, nodes):
+    return shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                               ["cluster", "publisher", "admin", *nodes], ["admin", *nodes])
+
+
+def publish(k, hub, tmp, rev="main", tracker=None):
+    """`shoal publish acme/model@REV`; returns (manifest path, manifest id)."""
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    mf = os.path.join(tmp, f"rel-{rev}.manifest")
+    args = [SHOAL, "publish", f"acme/model@{rev}", "--key", k("publisher"), "--out", mf,
+            "--quiet"]
+    if tracker:
+        args += ["--tracker", tracker, "--identity", k("admin"), "--cred", k("admin") + ".cred"]
+    out = run(*args, env=env)
+    return mf, re.search(r"manifest id ([0-9a-f]{64})", out).group(1)
+
+
+def node(name, k, tmp, hub, extra=(), cache=None):
+    """A shoald with its own control socket (node.sock) and the Hub stand-in
+    as its origin."""
+    args = shoalproc.node_args(k, name, tmp, ["--control-socket",
+                                              os.path.join(tmp, name + ".sock"), *extra])
+    if cache:
+        args[args.index("--cache-dir") + 1] = cache
+    if hub:
+        args += ["--hub-endpoint", hub.url]
+    n = shoalproc.Shoald(SHOALD, name, args)
+    n.sock = os.path.join(tmp, name + ".sock")
+    n.cache = cache or os.path.join(tmp, "cache-" + name)
+    return n
+
+
+def cli(*args, timeout=60):
+    return subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def case_origin_bytes(tmp):
+    k = make_keys(tmp, ["o"])
+    hub = Hub(tmp, "6M")
+    mf, mid = publish(k, hub, tmp)
+    n = node("o", k, tmp, hub, ["--manifest", mf])
+    fails = 0
+    r = cli("pull", mid, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip())
+    m = re.search(r"complete: \S+ [^,]+, (\d+) bytes from peers, (\d+) from origin \((\d+)%\)",
+                  r.stdout)
+    if r.returncode != 0 or not m:
+        print(f"FAIL shoal pull: exit {r.returncode}: {r.stdout}{r.stderr}")
+        return fails + 1
+    if (int(m.group(1)), int(m.group(2)), int(m.group(3))) != (0, hub.size, 100):
+        print(f"FAIL shoal pull: want 0 from peers, {hub.size} from origin (100%)")
+        fails += 1
+    st = cli("status", "--socket", n.sock).stdout
+    if not re.search(r"acme/model@%s\s+complete\s+100\.0%%.*\s100%%\s" % hub.commit, st):
+        print(f"FAIL status does not show 100% from the origin:\n{st}")
+        fails += 1
+    mt = cli("metrics", "--socket", n.sock).stdout
+    got = re.search(r'^shoal_received_bytes_total\{source="origin"\} (\d+)$', mt, re.M)
+    if not got or int(got.group(1)) != hub.size:
+        print(f"FAIL metrics: origin bytes != {hub.size}:\n{mt}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
+def start_tracker(k):
+    t = Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key", k("cluster") + ".pub",
+              "--publisher-keys", k("publisher") + ".pub", "--admin-keys", k("admin") + ".pub",
+              "--announce-interval-ms", "1000"], name="tracker")
+    m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        t.dump()
+        sys.exit("tracker did not start")
+    return t, m.group(1)
+
+
+def expect_refused(n, release, pattern):
+    """`shoal pull RELEASE` on node |n| must fail within 10 s with stderr
+    matching |pattern|; returns 0 or 1 (printing why)."""
+    t0 = time.monotonic()
+    r = cli("pull", release, "--socket", n.sock, "--timeout", "10")
+    took = time.monotonic() - t0
+    print(f"shoal pull {release}: exit {r.returncode} in {took:.1f} s: {r.stderr.strip()}")
+    if r.returncode == 0 or not re.search(pattern, r.stderr) or "timed out" in r.stderr:
+        print(f"FAIL shoal pull {release}: want a refusal matching {pattern!r}")
+        return 1
+    return 0
+
+
+def case_names(tmp):
+    k = make_keys(tmp, ["n"])
+    trk, taddr = start_tracker(k)
+    n = node("n", k, tmp, None, ["--tracker", taddr, "--no-origin"])
+    c = "ab" * 20
+    fails = 0
+    fails += expect_refused(n, "../../etc@x", r"not a repo id")
+    fails += expect_refused(n, "model@" + c, r"'model' is not a repo id: expected org/name")
+    fails += expect_refused(n, "org//model@" + c, r"not a repo id")
+    fails += expect_refused(n, "org/mo..del@" + c, r"not a repo id")
+    fails += expect_refused(n, "org/model@" + c.upper(), r"uppercase hex")
+    fails += expect_refused(n, "org/model@", r"not a revision")
+    fails += expect_refused(n, "org/model@main",
+                            r"revision must be a 40-hex commit; got 'main'")
+    st = cli("status", "--socket", n.sock).stdout
+    if "(no releases)" not in st:
+        print(f"FAIL refused pulls were kept:\n{st}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
+def case_branch(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "4M")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0 or f"complete: acme/model@{hub.commit}" not in r.stdout:
+        print(f"FAIL shoal pull acme/model@main: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    snap = os.path.join(n.cache, "models--acme--model", "snapshots", hub.commit)
+    for path in hub.files:
+        if not os.path.islink(os.path.join(snap, path)):
+            print(f"FAIL {path} is not in the snapshot of {hub.commit}")
+            fails += 1
+    if not n.wait_for(r"the Hub resolves main to commit %s" % hub.commit, 1):
+        print("FAIL the log does not say what main resolved to")
+        fails += 1
+    fails += expect_refused(n, "acme/model@nosuch", r"nosuch")
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
+def read_ref(n, branch):
+    try:
+        with open(os.path.join(n.cache, "models--acme--model", "refs", branch)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def case_refs(tmp):
+    k = make_keys(tmp, ["r"])
+    hub = Hub(tmp, "4M")
+    main = hub.commit
+    dev = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+              "--shards", "2", "--seed", "10", "--branch", "dev").strip()
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    publish(k, hub, tmp, "dev", taddr)
+    n = node("r", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    for rel in ("acme/model@main", "acme/model@" + dev):
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", str(WAIT_S))
+        if r.returncode != 0:
+            print(f"FAIL shoal pull {rel}: exit {r.returncode}: {r.stderr}")
+            fails += 1
+        print(f"after {rel}: refs/main {read_ref(n, 'main')}, refs/dev {read_ref(n, 'dev')}")
+        if read_ref(n, "main") != main:
+            print(f"FAIL refs/main is not main's commit {main}")
+            fails += 1
+    if read_ref(n, "dev") is not None:
+        print("FAIL a pull by commit wrote refs/dev")
+        fails += 1
+    if not os.path.isdir(os.path.join(n.cache, "models--acme--model", "snapshots", dev)):
+        print("FAIL dev's commit has no snapshot")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
+def local_release(tmp, k, files):
+    """Writes |files| (path -> bytes) under tmp/repo and builds their
+    manifest as org/model@abab...; returns (repo dir, manifest, id)."""
+    repo = os.path.join(tmp, "repo")
+    for path, data in files.items():
+        full = os.path.join(repo, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+    mf = os.path.join(tmp, "local.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
+                                   extra=("--min", "64K", "--avg", "256K", "--max", "1M"))
+    return repo, mf, mid
+
+
+def case_store_full(tmp):
+    if os.geteuid() != 0:
+        print("store_full: needs root to mount a tmpfs; skipped")
+        sys.exit(77)
+    small = os.path.join(tmp, "small")
+    os.makedirs(small)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", small]).returncode:
+        print("store_full: cannot mount a tmpfs; skipped")
+        sys.exit(77)
+    try:
+        return store_full(tmp, small)
+    finally:
+        shoalproc.kill_all()
+        subprocess.run(["umount", "-l", small])
+
+
+def store_full(tmp, small):
+    k = make_keys(tmp, ["a", "b"])
+    rnd = random.Random(11)
+    files = {f"model-{i}.safetensors": rnd.randbytes(8 << 20) for i in range(3)}
+    repo, mf, mid = local_release(tmp, k, files)
+    name = "org/model@" + "ab" * 20
+    a = node("a", k, tmp, None, ["--manifest", mf, "--seed-dir", repo])
+    b = node("b", k, tmp, None, ["--peer", a.addr], cache=os.path.join(small, "hub"))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the nodes did not connect")
+        fails += 1
+    t0 = time.monotonic()
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "30")
+    print(f"shoal pull: exit {r.returncode} after {time.monotonic() - t0:.1f} s: "
+          f"{r.stderr.strip()}")
+    if r.returncode == 0 or "no space left" not in r.stderr or name not in r.stderr:
+        print(f"FAIL shoal pull did not fail naming the release and the store error")
+        fails += 1
+    st = cli("status", "--socket", b.sock).stdout
+    if not re.search(r"^%s\s+failed\s.*\n\s+error: .*no space left" % re.escape(name), st,
+                     re.M):
+        print(f"FAIL status does not show the release failed with the error:\n{st}")
+        fails += 1
+    left = glob.glob(os.path.join(small, "hub", "*", "blobs", "*.incomplete"))
+    if left:
+        print(f"FAIL preallocated files left on the full disk: {left}")
+        fails += 1
+    time.sleep(4)  # twice the old retry period
+    opens = len(re.findall(r"pull \S+ failed: cannot open store", b.log()))
+    if opens != 1:
+        print(f"FAIL {opens} failed opens logged, want 1 (no retry loop)")
+        fails += 1
+    r = cli("pull", name, "--socket", b.sock, "--timeout", "30")
+    if r.returncode == 0 or "no space left" not in r.stderr:
+        print(f"FAIL a second shoal pull did not fail with the store error: {r.stderr}")
+        fails += 1
+    if len(re.findall(r"pull \S+ failed: cannot open store", b.log())) != 2:
+        print("FAIL the second shoal pull did not try to open the release again")
+        fails += 1
+    fails += shoalproc.stop_all([a, b])
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
+shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
+                      "names": case_names, "branch": case_branch, "refs": case_refs}, "shoal-ops-", scan_sanitizers=True)
