@@ -122,6 +122,16 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
 int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
                           size_t errlen);
 
+/*
+ * Checks that |c| is a scenario shoal_sim_run can run (it refuses the same
+ * ones with a bare -EINVAL): fleet, zone and seed counts, positive
+ * bandwidths, hetero below 1, ordered chunk sizes, a synthetic release of
+ * at most SHOAL_SIM_CHUNKS_MAX chunks, failure fraction. On a bad scenario
+ * writes a message naming the key, its value and the allowed range to
+ * |err| (|errlen| bytes). Returns 0 or -EINVAL.
+ */
+int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t errlen);
+
 struct shoal_sim_node {
     uint8_t zone;
     bool seed;
