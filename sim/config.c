@@ -301,9 +301,14 @@ int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *er
             snprintf(err, errlen, "%s:%d: line too long", path, lineno);
             goto out;
         }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
+        /* '#' at the start or after a space or tab starts a comment, as in
+         * shoald's config file (a file name may hold a '#' of its own). */
+        for (char *p = line; *p; p++) {
+            if (*p == '#' && (p == line || p[-1] == ' ' || p[-1] == '\t')) {
+                *p = '\0';
+                break;
+            }
+        }
         char *s = trim(line);
         if (*s == '\0')
             continue;

@@ -28,6 +28,16 @@ chmod 644 n.key
 expect 1 "n.key" "secret key readable by others" "$shoald" "${common[@]}"
 chmod 600 n.key
 expect 1 "manifest" "unreadable manifest" "$shoald" "${common[@]}" --manifest /nonexistent.mf
+# Config files: a missing one, a directory, an over-long line are setup
+# errors (status 1) naming the file; an inline comment is not part of a value.
+expect 1 "/nonexistent.conf: No such file" "missing config file" "$shoald" --config /nonexistent.conf
+mkdir cfgdir
+expect 1 "cfgdir: Is a directory" "config file is a directory" "$shoald" --config cfgdir
+{ printf 'zone = '; head -c 5000 /dev/zero | tr '\0' a; printf '\nnode-key = /nonexistent/x.key\n'; } > long.conf
+expect 1 "long.conf:1: line longer than 4095 bytes" "over-long config line" "$shoald" --config long.conf
+printf 'node-key = /nonexistent/k#1.key   # the node key\n' > inline.conf
+expect 1 "node key /nonexistent/k#1.key: No such file" "inline comment cut, '#' in a value kept" \
+    "$shoald" --config inline.conf --cache-dir "$work/c" --control-socket none
 # The example config parses: the only complaint is its (absent) key file.
 expect 1 "node key /etc/shoal/node.key" "example config parses" "$shoald" --config "$conf"
 if grep -qiE "assert|sanitizer|segmentation" out.txt; then echo "FAIL crash text"; fails=$((fails+1)); fi

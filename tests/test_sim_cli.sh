@@ -32,6 +32,13 @@ refuse "more seeds than nodes" "seeds 6: must be 0 to nodes \(5\)" --seeds 6 --n
 refuse "chunk sizes out of order" "chunk_min <= chunk_avg <= chunk_max" "${small[@]}" --chunk_min 2M
 refuse "unwritable --csv" "cannot write /nonexistent/x.csv" "${small[@]}" --csv /nonexistent/x.csv
 refuse "unwritable --svg" "cannot write /nonexistent/x.svg" "${small[@]}" --svg /nonexistent/x.svg
+# Config files take comments after a value, as shoald's do.
+printf 'nodes = 0   # none at all\n' > zero.conf
+refuse "config: nodes = 0 # comment" "nodes 0: must be 1" --config zero.conf --size 4M
+printf '# a fleet\nnodes = 3 # three\nzones = 1\t# one\n' > three.conf
+if "$sim" -q --config three.conf --size 4M > out.txt 2> err.txt && grep -q "^nodes *3 " out.txt; then
+    echo "ok   config with inline comments runs 3 nodes"
+else echo "FAIL config with inline comments"; cat out.txt err.txt; fails=$((fails+1)); fi
 # An unwritable --svg after a good --csv: the CSV made for the run is gone.
 refuse "unwritable --svg with --csv" "cannot write /nonexistent" "${small[@]}" --csv a.csv --svg /nonexistent/x.svg
 [ ! -e a.csv ] && echo "ok   no empty CSV left behind" || { echo "FAIL a.csv left behind"; fails=$((fails+1)); }
