@@ -30,6 +30,12 @@ for k in publisher cluster node admin; do "$shoal" keygen $k.key >/dev/null; don
     --admin-keys admin.key.pub > trk.out 2> trk.err & pids+=($!)
 trkaddr=$(wait_line trk.out 'listening on' | sed 's/.*listening on //') || { bad "tracker did not start"; cat trk.err; exit 1; }
 
+# Exit status as --help says: 1 for a startup error, 2 for a usage error.
+"$tracker" --cluster-key missing.pub > /dev/null 2> tk.err
+rc=$?; [ $rc -eq 1 ] && grep -q "missing.pub" tk.err && ok "tracker: missing key file exits 1" || { bad "tracker: missing key file (rc=$rc)"; cat tk.err; }
+"$tracker" --cluster-key cluster.key.pub --max-peers many > /dev/null 2> tk.err
+rc=$?; [ $rc -eq 2 ] && ok "tracker: malformed number exits 2" || { bad "tracker: malformed number (rc=$rc)"; cat tk.err; }
+
 export HF_ENDPOINT=http://127.0.0.1:$hubport
 if "$shoal" publish acme/tiny@main --key publisher.key --out tiny.mf --tracker "$trkaddr" \
     --identity admin.key --cred admin.cred > pub.out 2> pub.err; then ok "publish"; else bad "publish"; cat pub.err; fi
