@@ -272,6 +272,11 @@ int shoal_cmd_rollout(int argc, char **argv)
                         "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED\n");
         return 2;
     }
+    if (remove && status) {
+        fprintf(stderr, "shoal rollout: --remove and --status do not go together: --status "
+                        "only reads, --remove withdraws the rollout\n");
+        return 2;
+    }
     const char *rel = argv[optind];
     struct shoal_trkc *t = NULL;
     struct shoal_msg *m = calloc(2, sizeof *m);
@@ -286,8 +291,9 @@ int shoal_cmd_rollout(int argc, char **argv)
         rv = trk_call("rollout", t, &m[0], &m[1], SHOAL_MSG_ROLLOUT_STATUS);
         if (rv == 0) {
             const struct shoal_msg_rollout_status *s = &m[1].u.rollout_status;
-            printf("%s: %u nodes complete, %u partial, %u without it%s\n", rel, s->complete,
-                   s->partial, s->none, s->has_manifest_id ? "" : " (no manifest registered)");
+            printf("%s: %u node%s complete, %u partial, %u without it%s\n", rel, s->complete,
+                   s->complete == 1 ? "" : "s", s->partial, s->none,
+                   s->has_manifest_id ? "" : " (no manifest registered)");
         }
     } else {
         m[0].type = SHOAL_MSG_ROLLOUT;
