@@ -67,8 +67,11 @@ static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (!c->body || c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         rv = c->body ? -errno : -ENOMEM;
-        fprintf(stderr, "shoal: cannot reach shoald at %s: %s (is it running? --socket PATH)\n",
-                path, strerror(-rv));
+        /* A non-root user's default is their own daemon's socket; the
+         * system service's is elsewhere, and they may not know. */
+        fprintf(stderr, "shoal: cannot reach shoald at %s: %s (is it running? --socket PATH%s)\n",
+                path, strerror(-rv),
+                check_peer ? "; the system service's is /run/shoald/shoald.sock" : "");
         goto out;
     }
     if (check_peer) {
