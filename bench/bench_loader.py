@@ -55,7 +55,7 @@ def run(*args):
 
 class Node(shoalproc.Proc):
     def __init__(self, name, args, start_timeout=300):
-        super().__init__([SHOALD, "--listen", "127.0.0.1:0", *args], name=name)
+        super().__init__(shoalproc.shoald_argv(SHOALD, name, args), name=name)
         m = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", start_timeout)
         if not m:
             sys.stderr.write(self.log())

@@ -161,7 +161,7 @@ class Node(shoalproc.Proc):
 
     def __init__(self, name, args, wait_listen=True):
         self.t_start = time.monotonic()
-        super().__init__([SHOALD, "--listen", "127.0.0.1:0", *args], name=name,
+        super().__init__(shoalproc.shoald_argv(SHOALD, name, args), name=name,
                          stdin=subprocess.DEVNULL)
         self.addr = None
         if wait_listen:

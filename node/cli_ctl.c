@@ -67,8 +67,11 @@ static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (!c->body || c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         rv = c->body ? -errno : -ENOMEM;
-        fprintf(stderr, "shoal: cannot reach shoald at %s: %s (is it running? --socket PATH)\n",
-                path, strerror(-rv));
+        /* A non-root user's default is their own daemon's socket; the
+         * system service's is elsewhere, and they may not know. */
+        fprintf(stderr, "shoal: cannot reach shoald at %s: %s (is it running? --socket PATH%s)\n",
+                path, strerror(-rv),
+                check_peer ? "; the system service's is /run/shoald/shoald.sock" : "");
         goto out;
     }
     if (check_peer) {
@@ -400,19 +403,26 @@ static int query(int argc, char **argv, const char *cmd, uint32_t req, uint32_t 
 
 static void print_status(struct shoal_ctl_msg *m)
 {
-    printf("%-48s %-9s %6s %22s %12s %5s %6s %8s\n", "RELEASE", "STATE", "DONE",
+    /* The RELEASE column is as wide as its longest name: org/name@<40 hex>
+     * runs past any fixed width that still fits a terminal. */
+    int w = (int)strlen("RELEASE");
+    for (uint32_t i = 0; i < m->u.status.count; i++) {
+        clean_str(m->u.status.v[i].name);
+        int n = (int)strlen(m->u.status.v[i].name);
+        w = n > w ? n : w;
+    }
+    printf("%-*s %-9s %6s %22s %12s %5s %6s %8s\n", w, "RELEASE", "STATE", "DONE",
            "HAVE / TOTAL", "RATE", "PEERS", "ORIGIN", "ETA");
     for (uint32_t i = 0; i < m->u.status.count; i++) {
         struct shoal_ctl_release *r = &m->u.status.v[i];
         char have[32], total[32], rate[32], both[72], eta[48];
-        clean_str(r->name);
         shoal_fmt_bytes(have, sizeof have, r->have_bytes);
         shoal_fmt_bytes(total, sizeof total, r->total_bytes);
         shoal_fmt_bytes(rate, sizeof rate, r->rate_bps);
         strcat(rate, "/s");
         snprintf(both, sizeof both, "%s / %s", have, total);
         fmt_eta(eta, sizeof eta, r->eta_ms);
-        printf("%-48s %-9s %5.1f%% %22s %12s %5u %5u%% %8s\n", r->name,
+        printf("%-*s %-9s %5.1f%% %22s %12s %5u %5u%% %8s\n", w, r->name,
                state_name(r->state),
                r->total_bytes ? 100.0 * (double)r->have_bytes / (double)r->total_bytes
                               : r->state == SHOAL_CTL_COMPLETE ? 100.0 : 0.0,

@@ -9,6 +9,7 @@
 #include "keys.h"
 #include "manifest.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,18 @@ static int manifest_build(int argc, char **argv)
         return usage_err("build needs DIR --repo ORG/NAME --commit SHA --key FILE --out FILE");
     if (shoal_cdc_params_check(&p) != 0)
         return usage_err("chunk sizes need 64 <= min < avg < max <= 64M, avg a power of two");
+    /* The manifest holds the commit as 40 lowercase hex digits; anything
+     * else came back from the encoder as a bare "invalid message". */
+    char commit_lc[41];
+    size_t clen = strlen(commit);
+    if (clen != 40 || strspn(commit, "0123456789abcdefABCDEF") != 40) {
+        fprintf(stderr, "shoal manifest: commit must be 40 hex characters (the full git "
+                        "commit sha), not '%s'\n", commit);
+        return 2;
+    }
+    for (size_t i = 0; i <= clen; i++)
+        commit_lc[i] = (char)tolower((unsigned char)commit[i]);
+    commit = commit_lc;
     const char *dir = argv[optind];
     struct shoal_seckey sk;
     int rv = shoal_seckey_load(keyp, &sk);

@@ -64,6 +64,22 @@ int shoal_cmd_keygen(int argc, char **argv)
 
 /* ---- cred ---- */
 
+/* Longest credential: ten years. */
+#define CRED_DAYS_MAX 3650
+
+/* A whole number of days in [1, CRED_DAYS_MAX], nothing after it (strtod
+ * alone took "3x" as 3 and "abc" as 0). Returns 0 or -EINVAL. */
+static int parse_days(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || s[0] == '+' || v < 1 || v > CRED_DAYS_MAX)
+        return -EINVAL;
+    *out = (double)v;
+    return 0;
+}
+
 static int cred_issue(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -81,12 +97,18 @@ static int cred_issue(int argc, char **argv)
         switch (c) {
         case 'k': keyp = optarg; break;
         case 'n': nodep = optarg; break;
-        case 'd': days = strtod(optarg, NULL); break;
+        case 'd':
+            if (parse_days(optarg, &days) != 0) {
+                fprintf(stderr, "shoal cred: --days needs a number of days from 1 to %d, "
+                                "not '%s'\n", CRED_DAYS_MAX, optarg);
+                return 2;
+            }
+            break;
         case 'o': outp = optarg; break;
         default: return usage_err("cred", "unknown option");
         }
     }
-    if (!keyp || !nodep || !outp || days <= 0)
+    if (!keyp || !nodep || !outp)
         return usage_err("cred", "issue needs --cluster-key FILE --node PUBFILE --out FILE [--days N]");
     struct shoal_seckey sk;
     struct shoal_pubkey node;

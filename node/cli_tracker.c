@@ -57,7 +57,14 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
     }
     rv = shoal_trkc_auth(c, &sk, cb.data, cb.len, "cli", "127.0.0.1:1", role, TRK_TIMEOUT_MS);
     if (rv) {
-        fprintf(stderr, "shoal %s: tracker %s refused us: %s\n", cmd, id->tracker, shoal_strerror(rv));
+        /* The tracker grants the publisher and admin roles only to keys in
+         * its --admin-keys; say so, since "permission denied" alone points
+         * at file modes. */
+        bool role_denied = rv == SHOAL_EPERM && role != SHOAL_ROLE_NODE;
+        fprintf(stderr, "shoal %s: tracker %s refused us: %s%s%s%s\n", cmd, id->tracker,
+                shoal_strerror(rv), role_denied ? " (the public key of " : "",
+                role_denied ? id->key : "",
+                role_denied ? " must be listed in the tracker's --admin-keys)" : "");
         goto out;
     }
     *out = c;
@@ -92,7 +99,39 @@ static int trk_call(const char *cmd, struct shoal_trkc *c, const struct shoal_ms
 
 struct put_ctx {
     const struct trk_ident *id;
+    const char *out_path; /* --out, already written when we are called */
 };
+
+/* Keeps a signed manifest the tracker did not take, so the hashing it cost
+ * is not lost: ORG--NAME@COMMIT.manifest in the working directory, else in
+ * $TMPDIR or /tmp. Prints where, or that it could not. */
+static void save_unregistered(const uint8_t *bytes, size_t len, const struct shoal_manifest *m)
+{
+    const char *tmpdir = getenv("TMPDIR");
+    const char *dirs[] = {".", tmpdir && tmpdir[0] ? tmpdir : "/tmp", "/tmp"};
+    char name[256], path[4096];
+    int n = snprintf(name, sizeof name, "%s@%s.manifest", shoal_manifest_repo_id(m),
+                     shoal_manifest_commit(m));
+    if (n < 0 || (size_t)n >= sizeof name)
+        goto fail;
+    for (char *q = name; *q; q++) {
+        if (*q == '/')
+            *q = '-';
+    }
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        n = snprintf(path, sizeof path, "%s/%s", dirs[i], name);
+        if (n < 0 || (size_t)n >= sizeof path)
+            continue;
+        if (shoal_write_file_atomic(path, bytes, len) == 0) {
+            fprintf(stderr, "shoal publish: the signed manifest is saved in %s (shoald "
+                            "--manifest takes it; or publish again once the tracker accepts it)\n",
+                    path);
+            return;
+        }
+    }
+fail:
+    fprintf(stderr, "shoal publish: could not save the signed manifest anywhere\n");
+}
 
 static int register_with_tracker(void *user, const uint8_t *bytes, size_t len,
                                  const struct shoal_manifest *m)
@@ -100,7 +139,6 @@ static int register_with_tracker(void *user, const uint8_t *bytes, size_t len,
     struct put_ctx *pc = user;
     struct shoal_trkc *c = NULL;
     struct shoal_msg *req = calloc(2, sizeof *req);
-    (void)m;
     int rv = req ? trk_open("publish", pc->id, SHOAL_ROLE_PUBLISHER, &c) : -ENOMEM;
     if (rv == 0) {
         req[0].type = SHOAL_MSG_PUT_MANIFEST;
@@ -110,8 +148,23 @@ static int register_with_tracker(void *user, const uint8_t *bytes, size_t len,
     }
     if (rv == 0)
         fprintf(stderr, "registered with tracker %s\n", pc->id->tracker);
+    else if (pc->out_path)
+        fprintf(stderr, "shoal publish: the signed manifest is in %s\n", pc->out_path);
+    else
+        save_unregistered(bytes, len, m);
     shoal_trkc_free(c);
     free(req);
+    return rv;
+}
+
+/* Before a release is streamed and hashed (minutes for a large one), checks
+ * that the tracker answers and lets this identity publish: the tracker has
+ * no cheaper request than the authentication itself. */
+static int precheck_tracker(const struct trk_ident *id)
+{
+    struct shoal_trkc *c = NULL;
+    int rv = trk_open("publish", id, SHOAL_ROLE_PUBLISHER, &c);
+    shoal_trkc_free(c);
     return rv;
 }
 
@@ -162,8 +215,10 @@ int shoal_cmd_publish(int argc, char **argv)
     o.repo = argv[optind];
     o.errbuf = err;
     o.errlen = sizeof err;
-    struct put_ctx pc = {&id};
+    struct put_ctx pc = {&id, o.out_path};
     if (id.tracker) {
+        if (precheck_tracker(&id) != 0)
+            return 1;
         o.registrar = register_with_tracker;
         o.registrar_user = &pc;
     }
@@ -217,6 +272,11 @@ int shoal_cmd_rollout(int argc, char **argv)
                         "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED\n");
         return 2;
     }
+    if (remove && status) {
+        fprintf(stderr, "shoal rollout: --remove and --status do not go together: --status "
+                        "only reads, --remove withdraws the rollout\n");
+        return 2;
+    }
     const char *rel = argv[optind];
     struct shoal_trkc *t = NULL;
     struct shoal_msg *m = calloc(2, sizeof *m);
@@ -231,8 +291,9 @@ int shoal_cmd_rollout(int argc, char **argv)
         rv = trk_call("rollout", t, &m[0], &m[1], SHOAL_MSG_ROLLOUT_STATUS);
         if (rv == 0) {
             const struct shoal_msg_rollout_status *s = &m[1].u.rollout_status;
-            printf("%s: %u nodes complete, %u partial, %u without it%s\n", rel, s->complete,
-                   s->partial, s->none, s->has_manifest_id ? "" : " (no manifest registered)");
+            printf("%s: %u node%s complete, %u partial, %u without it%s\n", rel, s->complete,
+                   s->complete == 1 ? "" : "s", s->partial, s->none,
+                   s->has_manifest_id ? "" : " (no manifest registered)");
         }
     } else {
         m[0].type = SHOAL_MSG_ROLLOUT;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cliutil.h"
 #include "error.h"
@@ -252,11 +253,27 @@ static char *trim(char *s)
     return s;
 }
 
+/* Longest config line, newline excluded. */
+#define CONFIG_LINE_MAX 4095
+
+/* Cuts a comment off |s|: '#' at the start or after a space or tab, so a
+ * value may still hold a '#' of its own (a URL fragment, a file name). */
+static void strip_comment(char *s)
+{
+    for (char *p = s; *p; p++) {
+        if (*p == '#' && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
 int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_t whylen)
 {
-    char line[4096], inner[512];
+    char line[CONFIG_LINE_MAX + 2], inner[512];
     unsigned lineno = 0;
     FILE *f = fopen(path, "re");
+    struct stat st;
     int rv = 0;
 
     if (!f) {
@@ -264,16 +281,37 @@ int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_
         snprintf(why, whylen, "%s: %s", path, strerror(errno));
         return rv;
     }
+    /* fopen takes a directory, and reading it then fails with EISDIR: say
+     * so instead of reading an empty file. */
+    if (fstat(fileno(f), &st) != 0)
+        rv = -errno;
+    else if (S_ISDIR(st.st_mode))
+        rv = -EISDIR;
+    if (rv) {
+        snprintf(why, whylen, "%s: %s", path, strerror(-rv));
+        goto out;
+    }
     while (fgets(line, sizeof line, f)) {
-        char *s = trim(line), *eq, *key, *val;
+        char *s, *eq, *key, *val;
+        size_t n = strlen(line);
         lineno++;
-        if (!*s || *s == '#')
+        /* fgets splits a longer line in two: refuse it rather than read
+         * its tail as a line of its own. */
+        if (n > CONFIG_LINE_MAX || (n > 0 && line[n - 1] != '\n' && !feof(f))) {
+            snprintf(why, whylen, "%s:%u: line longer than %d bytes", path, lineno,
+                     CONFIG_LINE_MAX);
+            rv = SHOAL_ELIMIT;
+            goto out;
+        }
+        strip_comment(line);
+        s = trim(line);
+        if (!*s)
             continue;
         eq = strchr(s, '=');
         if (!eq) {
             snprintf(why, whylen, "%s:%u: expected 'key = value'", path, lineno);
             rv = -EINVAL;
-            break;
+            goto out;
         }
         *eq = '\0';
         key = trim(s);
@@ -281,9 +319,14 @@ int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_
         rv = shoal_config_set(c, key, val, inner, sizeof inner);
         if (rv != 0) {
             snprintf(why, whylen, "%s:%u: %s", path, lineno, inner);
-            break;
+            goto out;
         }
     }
+    if (ferror(f)) {
+        rv = errno ? -errno : -EIO;
+        snprintf(why, whylen, "%s: %s", path, strerror(-rv));
+    }
+out:
     fclose(f);
     return rv;
 }

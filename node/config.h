@@ -93,8 +93,11 @@ void shoal_config_free(struct shoal_config *c);
 int shoal_config_set(struct shoal_config *c, const char *key, const char *value, char *why,
                      size_t whylen);
 
-/* Reads a config file. Errors name the line: Returns 0, a negated errno
- * (file), or the first shoal_config_set error (message in |why|). */
+/* Reads a config file: 'key = value' lines of at most 4095 bytes; '#' at
+ * the start of a line or after a space or tab starts a comment. Errors name
+ * the line: Returns 0, a negated errno (file; -EISDIR for a directory),
+ * SHOAL_ELIMIT (a longer line), -EINVAL (a line without '='), or the first
+ * shoal_config_set error (message in |why|). */
 int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_t whylen);
 
 /* True when |key| is a boolean (command line: "--key" takes no value). */

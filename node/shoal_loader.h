@@ -9,7 +9,7 @@
  *   struct shoal_loader_client *c;
  *   struct shoal_loader_file f;
  *   int fd;
- *   shoal_loader_connect(&c, "/run/shoal/loader.sock");
+ *   shoal_loader_connect(&c, "/run/shoald/loader.sock");
  *   shoal_loader_want(c, "org/model@<commit>", order, norder);
  *   while (shoal_loader_next_file(c, &f, &fd, -1) == 1) {
  *       void *p = mmap(NULL, f.size, PROT_READ, MAP_SHARED, fd, 0);

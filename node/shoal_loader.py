@@ -13,7 +13,7 @@ ml_dtypes is installed, else a ``uint16`` view of the same bits). Without
 numpy, tensors are read-only ``memoryview`` slices of the mapping.
 
     import shoal_loader
-    with shoal_loader.Client("/run/shoal/loader.sock") as c:
+    with shoal_loader.Client("/run/shoald/loader.sock") as c:
         for f in c.want("org/model@<commit>", order=["model-00001-of-00002.safetensors", ...]):
             for name, t in f.tensors():      # zero-copy views
                 ...                           # jax.device_put(t) / torch.from_numpy(t)

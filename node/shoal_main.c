@@ -2,6 +2,7 @@
 /* `shoal`: the command-line tool. Thin: dispatch to the subcommands in cli*.c. */
 #include "cli.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -44,14 +45,22 @@ static const char usage[] =
     "                                 resolve a release on the Hub (HF_ENDPOINT,\n"
     "                                 HF_TOKEN), stream and chunk every file once,\n"
     "                                 check each against the Hub's sha256, sign the\n"
-    "                                 manifest; write it and/or register it\n"
+    "                                 manifest; write it and/or register it (the\n"
+    "                                 tracker is asked first: NODE_KEY's public key\n"
+    "                                 must be in its --admin-keys, the publisher key\n"
+    "                                 in its --publisher-keys; a manifest it then\n"
+    "                                 refuses is saved and the path printed)\n"
     "  rollout ORG/NAME@COMMIT [--zone Z] [--remove | --status]\n"
     "          --tracker HOST:PORT --key ADMIN_KEY --cred CRED\n"
     "                                 record that every node (in zone Z) should hold\n"
     "                                 the release, or show how many nodes hold it\n"
+    "                                 (recording needs ADMIN_KEY's public key in\n"
+    "                                 the tracker's --admin-keys)\n"
     "\n"
     "The local daemon (shoald), over its control socket (--socket PATH; default\n"
-    "$XDG_RUNTIME_DIR/shoald.sock, /run/shoald/shoald.sock for root):\n"
+    "$XDG_RUNTIME_DIR/shoald.sock, /run/shoald/shoald.sock for root). To reach the\n"
+    "system service (shoald.service) as another user, be in group shoal and pass\n"
+    "--socket /run/shoald/shoald.sock:\n"
     "  pull ORG/NAME@REV|MANIFEST_ID [--timeout S] [--quiet]\n"
     "                                 fetch a release and wait until it is complete,\n"
     "                                 with progress (bytes, rate, peers, share from the\n"
@@ -68,20 +77,53 @@ static const char usage[] =
 struct cmd {
     const char *name;
     int (*fn)(int, char **);
+    bool own_help; /* answers --help itself */
 };
 
+/* True when |argv| asks for help before any "--". */
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Prints the entries of |name| from the usage text: each line that starts
+ * with "  NAME " and the lines indented under it. */
+static void command_help(const char *name)
+{
+    size_t nl = strlen(name);
+    bool in = false;
+    printf("usage:\n");
+    for (const char *l = usage; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t len = e ? (size_t)(e - l) : strlen(l);
+        if (len > 2 && l[0] == ' ' && l[1] == ' ' && l[2] != ' ')
+            in = len > nl + 2 && strncmp(l + 2, name, nl) == 0 && l[2 + nl] == ' ';
+        else if (len == 0 || l[0] != ' ')
+            in = false;
+        /* "shoal " before an entry; its continuation lines move along. */
+        if (in)
+            printf("  %s%.*s\n", l[2] != ' ' ? "shoal " : "      ", (int)len - 2, l + 2);
+        l += len + (e != NULL);
+    }
+    printf("\n'shoal help' describes every command.\n");
+}
+
 static const struct cmd cmds[] = {
-    {"keygen", shoal_cmd_keygen},
-    {"cred", shoal_cmd_cred},
-    {"chunk", shoal_cmd_chunk},
-    {"hash", shoal_cmd_hash},
-    {"manifest", shoal_cmd_manifest},
-    {"publish", shoal_cmd_publish},
-    {"rollout", shoal_cmd_rollout},
-    {"pull", shoal_cmd_pull},
-    {"status", shoal_cmd_status},
-    {"peers", shoal_cmd_peers},
-    {"metrics", shoal_cmd_metrics},
+    {"keygen", shoal_cmd_keygen, false},
+    {"cred", shoal_cmd_cred, false},
+    {"chunk", shoal_cmd_chunk, false},
+    {"hash", shoal_cmd_hash, false},
+    {"manifest", shoal_cmd_manifest, false},
+    {"publish", shoal_cmd_publish, false},
+    {"rollout", shoal_cmd_rollout, false},
+    {"pull", shoal_cmd_pull, true},
+    {"status", shoal_cmd_status, true},
+    {"peers", shoal_cmd_peers, true},
+    {"metrics", shoal_cmd_metrics, true},
 };
 
 int main(int argc, char **argv)
@@ -92,8 +134,13 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        if (strcmp(argv[1], cmds[i].name) == 0)
-            return cmds[i].fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], cmds[i].name) != 0)
+            continue;
+        if (!cmds[i].own_help && wants_help(argc - 1, argv + 1)) {
+            command_help(cmds[i].name);
+            return 0;
+        }
+        return cmds[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "shoal: unknown command '%s'\n\n%s", argv[1], usage);
     return 2;

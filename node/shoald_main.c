@@ -37,7 +37,8 @@ static const char intro[] =
     "\n"
     "Options (each can also be written in the config file as 'key = value', with the\n"
     "option name without dashes; booleans take true/false; command-line options\n"
-    "override the file; list options repeat):\n"
+    "override the file; list options repeat; '#' at the start of a line or after a\n"
+    "space starts a comment, also after a value; lines up to 4095 bytes):\n"
     "  --config FILE                read settings from FILE first\n"
     "  --help                       this text\n";
 
@@ -91,9 +92,11 @@ int main(int argc, char **argv)
                 rc = 2;
                 goto out;
             }
+            /* A config file that cannot be read or holds a bad setting is a
+             * setup error (1), not a command-line usage error (2). */
             if (shoal_config_load(&cfg, argv[i + 1], why, sizeof why) != 0) {
                 fprintf(stderr, "shoald: %s\n", why);
-                rc = 2;
+                rc = 1;
                 goto out;
             }
             i++;

@@ -5,7 +5,9 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,6 +224,55 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
     return rv;
 }
 
+/* sim.c's own refusal is a bare -EINVAL after the whole setup: say here,
+ * before anything runs, which key is wrong and what it may be. */
+int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t errlen)
+{
+    if (c->nodes == 0 || c->nodes > SHOAL_SIM_NODES_MAX) {
+        snprintf(err, errlen, "nodes %" PRIu32 ": must be 1 to %u", c->nodes,
+                 SHOAL_SIM_NODES_MAX);
+    } else if (c->zones == 0 || c->zones > SHOAL_SIM_ZONES_MAX) {
+        snprintf(err, errlen, "zones %" PRIu32 ": must be 1 to %u", c->zones,
+                 SHOAL_SIM_ZONES_MAX);
+    } else if (c->seeds > c->nodes) {
+        snprintf(err, errlen, "seeds %" PRIu32 ": must be 0 to nodes (%" PRIu32 ")", c->seeds,
+                 c->nodes);
+    } else if (!(c->node_up > 0) || !(c->node_down > 0)) {
+        snprintf(err, errlen, "%s %g: node bandwidth must be above 0 (bandwidth, up, down)",
+                 !(c->node_up > 0) ? "up" : "down", !(c->node_up > 0) ? c->node_up : c->node_down);
+    } else if (!(c->origin_up > 0)) {
+        snprintf(err, errlen, "origin %g: must be above 0", c->origin_up);
+    } else if (!(c->hetero >= 0 && c->hetero < 1)) {
+        snprintf(err, errlen, "hetero %g: must be at least 0 and below 1", c->hetero);
+    } else if (c->chunk_min == 0 || c->chunk_min > c->chunk_avg || c->chunk_avg > c->chunk_max) {
+        snprintf(err, errlen,
+                 "chunk_min %" PRIu32 ", chunk_avg %" PRIu32 ", chunk_max %" PRIu32
+                 ": must be 1 <= chunk_min <= chunk_avg <= chunk_max",
+                 c->chunk_min, c->chunk_avg, c->chunk_max);
+    } else if (!c->manifest[0] && c->release_bytes == 0) {
+        snprintf(err, errlen, "size 0: must be at least 1 byte");
+    } else if (!c->manifest[0] &&
+               c->release_bytes / c->chunk_min + 2 > SHOAL_SIM_CHUNKS_MAX) {
+        /* sim.c sizes its chunk table for the worst case, every chunk at
+         * chunk_min. */
+        snprintf(err, errlen,
+                 "size %" PRIu64 ": at most %" PRIu64 " bytes with chunk_min %" PRIu32
+                 " (%u chunks at most; raise chunk_min for a larger release)",
+                 c->release_bytes, (uint64_t)(SHOAL_SIM_CHUNKS_MAX - 2) * c->chunk_min,
+                 c->chunk_min, SHOAL_SIM_CHUNKS_MAX);
+    } else if (c->max_peers > SHOAL_SCHED_PEERS_MAX) {
+        snprintf(err, errlen, "peers %" PRIu32 ": must be 0 to %u", c->max_peers,
+                 SHOAL_SCHED_PEERS_MAX);
+    } else if (!(c->fail_frac >= 0 && c->fail_frac <= 1)) {
+        snprintf(err, errlen, "fail_frac %g: must be 0 to 1", c->fail_frac);
+    } else if (!(c->lat_zone_ms >= 0 && c->lat_cross_ms >= 0 && c->lat_origin_ms >= 0)) {
+        snprintf(err, errlen, "lat_zone, lat_cross, lat_origin: must be 0 or more");
+    } else {
+        return 0;
+    }
+    return -EINVAL;
+}
+
 static char *trim(char *s)
 {
     while (isspace((unsigned char)*s))
@@ -250,9 +301,14 @@ int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *er
             snprintf(err, errlen, "%s:%d: line too long", path, lineno);
             goto out;
         }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
+        /* '#' at the start or after a space or tab starts a comment, as in
+         * shoald's config file (a file name may hold a '#' of its own). */
+        for (char *p = line; *p; p++) {
+            if (*p == '#' && (p == line || p[-1] == ' ' || p[-1] == '\t')) {
+                *p = '\0';
+                break;
+            }
+        }
         char *s = trim(line);
         if (*s == '\0')
             continue;

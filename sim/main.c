@@ -5,9 +5,11 @@
  * and SVG. Everything else lives in sim.c, config.c and report.c.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "sim.h"
@@ -33,8 +35,9 @@ static const char usage[] =
     "    with the ratio of each percentile to it.\n"
     "\n"
     "OPTIONS\n"
-    "    --config FILE     read 'key = value' lines (same keys as the flags below,\n"
-    "                      '#' starts a comment); later flags override the file\n"
+    "    --config FILE     read 'key = value' lines (same keys as the flags below;\n"
+    "                      '#' at the start of a line or after a space starts a\n"
+    "                      comment, also after a value); flags override the file\n"
     "    --csv FILE        write one CSV row per node (zone, bandwidths, join, completion,\n"
     "                      bytes from origin / same zone / cross zone, bytes uploaded)\n"
     "    --svg FILE        write an SVG plot: nodes complete over time, and bytes\n"
@@ -111,6 +114,48 @@ static const char usage_tail[] =
     "EXAMPLE\n"
     "    shoal-sim --nodes 2000 --zones 4 --size 140G --bandwidth 25Gbit \\\n"
     "              --origin 10Gbit --fail_frac 0.05 --fail_at 60 --svg rollout.svg\n";
+
+/* An output file (--csv, --svg), opened before the run. */
+struct output {
+    const char *path;
+    FILE *f;
+    bool created; /* we made it: removed again if the run fails */
+};
+
+/* Opens |o->path| for writing without truncating an existing file yet (a
+ * run that fails leaves it as it was). Returns 0, or -1 with errno set. */
+static int output_open(struct output *o)
+{
+    int fd = open(o->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        o->created = true;
+    } else if (errno == EEXIST) {
+        fd = open(o->path, O_WRONLY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return -1;
+    if ((o->f = fdopen(fd, "w")) == NULL) {
+        int e = errno;
+        close(fd);
+        if (o->created)
+            unlink(o->path);
+        o->created = false;
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+/* Closes an output not written, removing it if we made it. */
+static void output_abandon(struct output *o)
+{
+    if (o->f)
+        fclose(o->f);
+    if (o->created)
+        unlink(o->path);
+    o->f = NULL;
+    o->created = false;
+}
 
 int main(int argc, char **argv)
 {
@@ -193,27 +238,51 @@ int main(int argc, char **argv)
     }
     if (quiet)
         c.progress = false;
+    if (shoal_sim_config_check(&c, err, sizeof(err)) != 0) {
+        fprintf(stderr, "shoal-sim: %s\n", err);
+        return 1;
+    }
+    /* The output files are opened before the run, which may take an hour,
+     * so a path that cannot be written fails now. */
+    struct output outs[2] = {{csv, NULL, false}, {svg, NULL, false}};
+    for (int i = 0; i < 2; i++) {
+        if (outs[i].path && output_open(&outs[i]) != 0) {
+            fprintf(stderr, "shoal-sim: cannot write %s: %s\n", outs[i].path, strerror(errno));
+            rv = 1;
+            goto out;
+        }
+    }
 
     rv = shoal_sim_run(&c, &r);
     if (rv != 0) {
         fprintf(stderr, "shoal-sim: run failed: %s\n", shoal_strerror(rv));
-        return 1;
+        rv = 1;
+        goto out;
     }
     shoal_sim_print_summary(r, stdout);
-    if (csv) {
-        FILE *f = fopen(csv, "w");
-        if (f == NULL || shoal_sim_write_csv(r, f) != 0 || fclose(f) != 0) {
-            fprintf(stderr, "shoal-sim: cannot write %s: %s\n", csv, strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        if (!outs[i].f)
+            continue;
+        /* An existing file was kept as it was until now. */
+        if (ftruncate(fileno(outs[i].f), 0) != 0) {
+            fprintf(stderr, "shoal-sim: cannot write %s: %s\n", outs[i].path, strerror(errno));
+            rv = 1;
+            continue;
+        }
+        int wr = i == 0 ? shoal_sim_write_csv(r, outs[i].f) : shoal_sim_write_svg(r, outs[i].f);
+        FILE *f = outs[i].f;
+        outs[i].f = NULL;
+        outs[i].created = false; /* written (or half written): leave it to be seen */
+        if (ferror(f))
+            wr = -1;
+        if (fclose(f) != 0 || wr != 0) {
+            fprintf(stderr, "shoal-sim: cannot write %s: %s\n", outs[i].path, strerror(errno));
             rv = 1;
         }
     }
-    if (svg) {
-        FILE *f = fopen(svg, "w");
-        if (f == NULL || shoal_sim_write_svg(r, f) != 0 || fclose(f) != 0) {
-            fprintf(stderr, "shoal-sim: cannot write %s: %s\n", svg, strerror(errno));
-            rv = 1;
-        }
-    }
+out:
+    for (int i = 0; i < 2; i++)
+        output_abandon(&outs[i]);
     shoal_sim_result_free(r);
     return rv ? 1 : 0;
 }

@@ -115,12 +115,23 @@ void shoal_sim_config_default(struct shoal_sim_config *c);
 int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *value);
 
 /*
- * Reads "key = value" lines from |path| ('#' starts a comment) into |c|.
+ * Reads "key = value" lines from |path| into |c|; '#' at the start of a
+ * line or after a space or tab starts a comment.
  * On error writes a message naming the file and line to |err|.
  * Returns 0, a negated errno (cannot read) or the config_set error.
  */
 int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
                           size_t errlen);
+
+/*
+ * Checks that |c| is a scenario shoal_sim_run can run (it refuses the same
+ * ones with a bare -EINVAL): fleet, zone and seed counts, positive
+ * bandwidths, hetero below 1, ordered chunk sizes, a synthetic release of
+ * at most SHOAL_SIM_CHUNKS_MAX chunks, failure fraction. On a bad scenario
+ * writes a message naming the key, its value and the allowed range to
+ * |err| (|errlen| bytes). Returns 0 or -EINVAL.
+ */
+int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t errlen);
 
 struct shoal_sim_node {
     uint8_t zone;

@@ -10,7 +10,14 @@ whatever is still running however the test ended. run() runs a command to
 completion and exits the script with its stderr when it fails; make_keys()
 makes the node keys and cluster credentials most cases start from.
 main() runs one named case of a test script and cleans up after it.
+
+Every shoald started here gets a control socket of its own in the test's
+directory (shoald_argv()): without one, a daemon running as root binds
+/run/shoald/shoald.sock, and a second test daemon, a parallel test run or
+the host's own shoald would then make it exit "another shoald is answering
+there".
 """
+import atexit
 import os
 import re
 import shutil
@@ -23,6 +30,32 @@ import time
 
 # Every Proc ever started here, in start order; kill_all() walks it.
 procs = []
+
+# Where shoald_argv() puts control sockets: main()'s test directory, else a
+# directory of our own made on first use and removed at exit.
+ctl_dir = None
+_ctl_seq = [0]
+
+
+def control_socket(name):
+    """A fresh control socket path for the daemon |name|, in ctl_dir."""
+    global ctl_dir
+    if ctl_dir is None:
+        ctl_dir = tempfile.mkdtemp(prefix="shoal-ctl-")
+        atexit.register(shutil.rmtree, ctl_dir, True)
+    _ctl_seq[0] += 1
+    # sun_path holds 107 bytes: keep the name short.
+    return os.path.join(ctl_dir, f"ctl{_ctl_seq[0]}-{name[:16]}.sock")
+
+
+def shoald_argv(shoald, name, args):
+    """The command line of the shoald at |shoald| listening on 127.0.0.1:0
+    with |args|, plus `--control-socket` at control_socket(name) unless
+    |args| names one (or "none")."""
+    extra = []
+    if "--control-socket" not in args:
+        extra = ["--control-socket", control_socket(name)]
+    return [shoald, "--listen", "127.0.0.1:0", *extra, *args]
 
 
 class Proc:
@@ -118,19 +151,27 @@ class Proc:
 
 
 class Shoald(Proc):
-    """The shoald at path |shoald| with |args|, listening on 127.0.0.1:0;
-    `addr` is the address it reports. If it does not report one within
+    """The shoald at path |shoald| with |args|, listening on 127.0.0.1:0
+    with a control socket of its own (shoald_argv(); `ctl` is its path, or
+    None when |args| names one); `addr` is the address it reports. If it does not report one within
     |start_timeout| s, its log is dumped and the script exits. stop() gives
     it |stop_timeout| s by default."""
 
     def __init__(self, shoald, name, args, start_timeout=20, stop_timeout=15):
-        super().__init__([shoald, "--listen", "127.0.0.1:0", *args], name=name)
+        argv = shoald_argv(shoald, name, args)
+        super().__init__(argv, name=name)
+        self.ctl = argv[argv.index("--control-socket") + 1] if "--control-socket" not in args \
+            else None
         self.stop_timeout = stop_timeout
         m = self.wait_for(r"listening on (127\.0\.0\.1:\d+)", start_timeout)
         if not m:
             self.dump()
             sys.exit(f"{name}: did not start")
         self.addr = m.group(1)
+        # The daemon must be on the socket we gave it, never on a shared one.
+        if self.ctl and not self.wait_for(r"control socket " + re.escape(self.ctl) + "$", 5):
+            self.dump()
+            sys.exit(f"{name}: not on its own control socket {self.ctl}")
 
     def stop(self, timeout=None):
         return super().stop(self.stop_timeout if timeout is None else timeout)
@@ -174,9 +215,11 @@ def main(case, cases, prefix, scan_sanitizers=False):
     failure (UBSan prints and carries on, so the exit code does not show it);
     with SHOAL_TEST_VERBOSE set every Proc's log is dumped; tmp is removed.
     Prints "CASE: ok" or "CASE: FAIL" and exits 0 or 1."""
+    global ctl_dir
     if case not in cases:
         sys.exit(f"unknown case {case}")
     tmp = tempfile.mkdtemp(prefix=prefix)
+    ctl_dir = tmp
     fails = 1
     try:
         fails = cases[case](tmp)

@@ -71,5 +71,33 @@ check "chunk lengths add up to the file size" test "$total" = 3000000
 check "unknown command exits 2" test $rc = 2
 check "help" "$shoal" help
 
+# Usage errors exit 2 and say what was wrong with what.
+usage_err() { # description, expected output (grep -E), command...
+    local what=$1 want=$2; shift 2
+    "$@" >out.txt 2>&1; local rc=$?
+    if [ $rc -eq 2 ] && grep -Eq -- "$want" out.txt; then echo "ok   $what: $(tail -1 out.txt)"
+    else echo "FAIL $what (rc=$rc)"; cat out.txt; fails=$((fails+1)); fi
+}
+for cmd in publish rollout "cred issue" manifest chunk hash keygen; do
+    # shellcheck disable=SC2086
+    "$shoal" $cmd --help >out.txt 2>err.txt; rc=$?
+    if [ $rc -eq 0 ] && grep -q "^  shoal ${cmd%% *} " out.txt && [ ! -s err.txt ]; then
+        echo "ok   shoal $cmd --help"
+    else echo "FAIL shoal $cmd --help (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+done
+for d in 0 abc 3x -1 99999; do
+    usage_err "cred issue --days $d" "--days needs a number of days from 1 to 3650, not '$d'" \
+        "$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out d.cred --days "$d"
+done
+check "cred issue --days 7" "$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out d.cred --days 7
+usage_err "manifest build --commit 0123" "commit must be 40 hex characters" \
+    "$shoal" manifest build repo --repo a/b --commit 0123 --key pub.key --out c.mf
+"$shoal" manifest build repo --repo a/b --commit "$(printf 'AB%.0s' $(seq 20))" --key pub.key \
+    --out c.mf > upper.txt 2>&1
+check "manifest build takes an upper-case commit, stored in lower case" \
+    grep -q "a/b@abababababababababababababababababababab" upper.txt
+usage_err "rollout --remove --status" "--remove and --status do not go together" \
+    "$shoal" rollout a/b@0 --remove --status --tracker 127.0.0.1:1 --key node.key --cred node.cred
+
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))

@@ -30,6 +30,12 @@ for k in publisher cluster node admin; do "$shoal" keygen $k.key >/dev/null; don
     --admin-keys admin.key.pub > trk.out 2> trk.err & pids+=($!)
 trkaddr=$(wait_line trk.out 'listening on' | sed 's/.*listening on //') || { bad "tracker did not start"; cat trk.err; exit 1; }
 
+# Exit status as --help says: 1 for a startup error, 2 for a usage error.
+"$tracker" --cluster-key missing.pub > /dev/null 2> tk.err
+rc=$?; [ $rc -eq 1 ] && grep -q "missing.pub" tk.err && ok "tracker: missing key file exits 1" || { bad "tracker: missing key file (rc=$rc)"; cat tk.err; }
+"$tracker" --cluster-key cluster.key.pub --max-peers many > /dev/null 2> tk.err
+rc=$?; [ $rc -eq 2 ] && ok "tracker: malformed number exits 2" || { bad "tracker: malformed number (rc=$rc)"; cat tk.err; }
+
 export HF_ENDPOINT=http://127.0.0.1:$hubport
 if "$shoal" publish acme/tiny@main --key publisher.key --out tiny.mf --tracker "$trkaddr" \
     --identity admin.key --cred admin.cred > pub.out 2> pub.err; then ok "publish"; else bad "publish"; cat pub.err; fi
@@ -37,6 +43,33 @@ commit=$(sed -n 's/^published acme\/tiny@\([0-9a-f]*\):.*/\1/p' pub.out)
 [ ${#commit} -eq 40 ] && ok "publish pinned the commit $commit" || { bad "no commit in output"; cat pub.out; }
 "$shoal" manifest verify tiny.mf --trust publisher.key.pub > /dev/null && ok "published manifest verifies" || bad "manifest does not verify"
 grep -q "registered with tracker" pub.err && ok "registered with the tracker" || bad "not registered"
+
+# A tracker that will not take the release is found out before anything is
+# streamed from the Hub: a key outside --admin-keys, a tracker not there.
+stats() { curl -s "http://127.0.0.1:$hubport/_stub/stats" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["total_bytes"])'; }
+curl -s -X POST "http://127.0.0.1:$hubport/_stub/reset" >/dev/null
+"$shoal" publish acme/tiny@main --key publisher.key --tracker "$trkaddr" \
+    --identity node.key --cred node.cred > np.out 2> np.err
+rc=$?
+if [ $rc -eq 1 ] && grep -q "node.key must be listed in the tracker's --admin-keys" np.err; then
+    ok "publish by a key outside --admin-keys refused: $(tail -1 np.err)"
+else bad "publish by a non-admin key (rc=$rc)"; cat np.err; fi
+[ "$(stats)" = 0 ] && ok "... before streaming the release" || bad "release streamed ($(stats) bytes) before the tracker refused"
+"$shoal" publish acme/tiny@main --key publisher.key --tracker 127.0.0.1:1 \
+    --identity admin.key --cred admin.cred > nt.out 2> nt.err
+rc=$?
+if [ $rc -eq 1 ] && grep -q "tracker 127.0.0.1:1" nt.err && [ "$(stats)" = 0 ]; then
+    ok "unreachable tracker reported before streaming: $(tail -1 nt.err)"
+else bad "unreachable tracker (rc=$rc, $(stats) bytes streamed)"; cat nt.err; fi
+# Registration that fails after the release was hashed (the manifest's
+# signer is not a trusted publisher) keeps the signed manifest and says where.
+mkdir keep && (cd keep && "$shoal" publish acme/tiny@main --key ../node.key --tracker "$trkaddr" \
+    --identity ../admin.key --cred ../admin.cred > ../kp.out 2> ../kp.err)
+rc=$?
+saved=$(sed -n 's/.*the signed manifest is saved in \([^ ]*\) .*/\1/p' kp.err)
+if [ $rc -eq 1 ] && [ -n "$saved" ] && (cd keep && "$shoal" manifest verify "$saved" --trust ../node.key.pub >/dev/null); then
+    ok "rejected manifest kept in keep/$saved"
+else bad "rejected manifest not kept (rc=$rc, '$saved')"; cat kp.err; fi
 
 "$shoal" publish acme/tiny@no-such-branch --key publisher.key --out x.mf > miss.out 2> miss.err
 rc=$?

@@ -128,6 +128,11 @@ def case_pull_status(tmp):
     if not re.search(r"org/model@%s\s+complete\s+100\.0%%" % ("ab" * 20), st):
         print(f"FAIL status does not show the release complete:\n{st}")
         fails += 1
+    # The columns line up under their headings, however long the name.
+    head, row = (st.splitlines() + ["", ""])[:2]
+    if head.find("STATE") < 0 or head.find("STATE") != row.find("complete"):
+        print(f"FAIL status columns do not line up:\n{st}")
+        fails += 1
     pe = run("peers", "--socket", sb).stdout
     if not re.search(r"%s\s+default\s+(aes256gcm|xchacha20poly1305)\s+out" % re.escape(a.addr),
                      pe):

@@ -573,6 +573,16 @@ def case_refused(tmp):
             if want not in str(e):
                 print(f"FAIL {release}: error '{e}' does not say '{want}'")
                 fails += 1
+    # The example loader says what went wrong, without a traceback, and
+    # exits 1: a release the daemon refuses, a socket nobody serves.
+    for argv, want in (([sock, "org/nope@main"], "unknown release"),
+                       ([os.path.join(tmp, "nobody.sock"), mid], "No such file")):
+        r = subprocess.run([sys.executable, os.path.join(NODE_DIR, "examples", "load_model.py"),
+                            *argv], capture_output=True, text=True, timeout=60)
+        if r.returncode != 1 or "Traceback" in r.stderr or not re.search(
+                r"^load_model: .*" + want, r.stderr, re.M):
+            print(f"FAIL load_model.py {argv[1]}: exit {r.returncode}: {r.stderr}")
+            fails += 1
     if os.geteuid() != 0:
         print("not root: skipping the unauthorised-user checks")
     else:

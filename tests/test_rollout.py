@@ -123,11 +123,10 @@ class Node(Proc):
         env = dict(os.environ)
         env.pop("HF_TOKEN", None)
         env.pop("HF_ENDPOINT", None)
-        super().__init__([SHOALD, "--listen", "127.0.0.1:0", "--node-key", k(name),
-                          "--cred", k(name) + ".cred", "--cluster-keys",
-                          k("cluster") + ".pub", "--publisher-keys",
-                          k("publisher") + ".pub", "--cache-dir", self.cache,
-                          "--hub-endpoint", hub.url, *extra], env=env, name=name)
+        super().__init__(shoalproc.shoald_argv(SHOALD, name, [
+            "--node-key", k(name), "--cred", k(name) + ".cred", "--cluster-keys",
+            k("cluster") + ".pub", "--publisher-keys", k("publisher") + ".pub",
+            "--cache-dir", self.cache, "--hub-endpoint", hub.url, *extra]), env=env, name=name)
         if not self.wait_for(r"listening on 127\.0\.0\.1:\d+", 20):
             self.dump()
             sys.exit(f"{name}: did not start")

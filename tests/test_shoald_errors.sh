@@ -36,8 +36,37 @@ expect 1 "max-peers 0: use 1-250" "--max-peers 0" "$shoald" "${common[@]}" --max
 expect 1 "max-leases 100: use 1-16" "--max-leases 100" "$shoald" "${common[@]}" --max-leases 100
 expect 1 "hub token file /nonexistent: no such file" "missing --hub-token-file named" \
     "$shoald" "${common[@]}" --hub-token-file /nonexistent
+# Config files: a missing one, a directory, an over-long line are setup
+# errors (status 1) naming the file; an inline comment is not part of a value.
+expect 1 "/nonexistent.conf: No such file" "missing config file" "$shoald" --config /nonexistent.conf
+mkdir cfgdir
+expect 1 "cfgdir: Is a directory" "config file is a directory" "$shoald" --config cfgdir
+{ printf 'zone = '; head -c 5000 /dev/zero | tr '\0' a; printf '\nnode-key = /nonexistent/x.key\n'; } > long.conf
+expect 1 "long.conf:1: line longer than 4095 bytes" "over-long config line" "$shoald" --config long.conf
+printf 'node-key = /nonexistent/k#1.key   # the node key\n' > inline.conf
+expect 1 "node key /nonexistent/k#1.key: No such file" "inline comment cut, '#' in a value kept" \
+    "$shoald" --config inline.conf --cache-dir "$work/c" --control-socket none
 # The example config parses: the only complaint is its (absent) key file.
 expect 1 "node key /etc/shoal/node.key" "example config parses" "$shoald" --config "$conf"
+# Packaging agrees with itself: the loader socket the docs and clients name
+# is the example config's; the unit's runtime directory lets loader-group
+# members (not in group shoal) reach it, the unit puts the daemon in that
+# group so it may hand the socket over, and Documentation= names no man page
+# that does not exist.
+nodedir=$(dirname "$conf"); unit="$nodedir/shoald.service"
+lsock=$(sed -n 's/^loader-socket *= *//p' "$conf"); lgroup=$(sed -n 's/^loader-group *= *//p' "$conf")
+for f in LOADER-PROTOCOL.md shoal_loader.py shoal_loader.h; do
+    if grep -q "/run/[a-z]*/loader.sock" "$nodedir/$f" && ! grep -q "$lsock" "$nodedir/$f"; then
+        echo "FAIL $f names another loader socket than the example config's $lsock"; fails=$((fails+1))
+    else echo "ok   $f: loader socket $lsock"; fi
+done
+mode=$(sed -n 's/^RuntimeDirectoryMode=//p' "$unit")
+[ $(( 0$mode & 1 )) -eq 1 ] && echo "ok   runtime directory mode $mode is searchable by loader-group" \
+    || { echo "FAIL RuntimeDirectoryMode=$mode: members of $lgroup cannot reach $lsock"; fails=$((fails+1)); }
+grep -q "^SupplementaryGroups=.*\b$lgroup\b" "$unit" && echo "ok   unit joins $lgroup" \
+    || { echo "FAIL unit not in loader-group $lgroup"; fails=$((fails+1)); }
+grep -q "^Documentation=man:" "$unit" && { echo "FAIL Documentation= names a man page shoal does not ship"; fails=$((fails+1)); } \
+    || echo "ok   Documentation= $(sed -n 's/^Documentation=//p' "$unit")"
 if grep -qiE "assert|sanitizer|segmentation" out.txt; then echo "FAIL crash text"; fails=$((fails+1)); fi
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))

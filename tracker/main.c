@@ -301,7 +301,9 @@ int main(int argc, char **argv)
             goto out;
         }
         if (bad) {
-            status = 2;
+            /* load_keys' 1: a key file that cannot be read, a startup
+             * error; parse_num's -1: a malformed value, a usage error. */
+            status = bad < 0 ? 2 : 1;
             goto out;
         }
     }

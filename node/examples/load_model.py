@@ -55,7 +55,20 @@ def pick_backend():
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    sock, release, order = sys.argv[1], sys.argv[2], sys.argv[3:]
+    try:
+        load(*sys.argv[1:3], sys.argv[3:])
+    except shoal_loader.LoaderError as e:
+        # What the daemon said (unknown release, no such file) or a broken
+        # frame: a message for the person who ran us, not a traceback.
+        sys.exit(f"load_model: {e}")
+    except OSError as e:
+        sys.exit(f"load_model: loader socket {sys.argv[1]}: {e.strerror or e}"
+                 " (is shoald running with --loader-socket there, and may you use it?)")
+    except ValueError as e:
+        sys.exit(f"load_model: {e}")
+
+
+def load(sock, release, order):
     backend, put = pick_backend()
     print(f"loader: {release} via {sock}, backend: {backend}")
     t0 = time.monotonic()
