@@ -67,16 +67,18 @@ int shoal_cmd_keygen(int argc, char **argv)
 /* Longest credential: ten years. */
 #define CRED_DAYS_MAX 3650
 
-/* A whole number of days in [1, CRED_DAYS_MAX], nothing after it (strtod
- * alone took "3x" as 3 and "abc" as 0). Returns 0 or -EINVAL. */
+/* A number of days, fractions allowed (short-lived credentials are how a
+ * cluster revokes: an hour is 0.0417), from one second to CRED_DAYS_MAX,
+ * nothing after it (strtod alone took "3x" as 3 and "abc" as 0).
+ * Returns 0 or -EINVAL. */
 static int parse_days(const char *s, double *out)
 {
     char *end;
     errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || s[0] == '+' || v < 1 || v > CRED_DAYS_MAX)
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v * 86400 >= 1) || v > CRED_DAYS_MAX)
         return -EINVAL;
-    *out = (double)v;
+    *out = v;
     return 0;
 }
 
@@ -99,7 +101,8 @@ static int cred_issue(int argc, char **argv)
         case 'n': nodep = optarg; break;
         case 'd':
             if (parse_days(optarg, &days) != 0) {
-                fprintf(stderr, "shoal cred: --days needs a number of days from 1 to %d, "
+                fprintf(stderr, "shoal cred: --days needs a number of days (fractions allowed) from "
+                                "one second to %d, "
                                 "not '%s'\n", CRED_DAYS_MAX, optarg);
                 return 2;
             }

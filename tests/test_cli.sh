@@ -85,11 +85,12 @@ for cmd in publish rollout "cred issue" manifest chunk hash keygen; do
         echo "ok   shoal $cmd --help"
     else echo "FAIL shoal $cmd --help (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
 done
-for d in 0 abc 3x -1 99999; do
-    usage_err "cred issue --days $d" "--days needs a number of days from 1 to 3650, not '$d'" \
+for d in 0 0.00001 abc 3x -1 99999 nan; do
+    usage_err "cred issue --days $d" "from one second to 3650, not '$d'" \
         "$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out d.cred --days "$d"
 done
 check "cred issue --days 7" "$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out d.cred --days 7
+check "cred issue --days 0.0417 (an hour)" "$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out d.cred --days 0.0417
 usage_err "manifest build --commit 0123" "commit must be 40 hex characters" \
     "$shoal" manifest build repo --repo a/b --commit 0123 --key pub.key --out c.mf
 "$shoal" manifest build repo --repo a/b --commit "$(printf 'AB%.0s' $(seq 20))" --key pub.key \
