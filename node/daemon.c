@@ -911,6 +911,18 @@ static void trk_want_manifests(struct shoal_daemon *d, bool now_anyway)
     }
 }
 
+/* A pull was added or asked again: every ready peer and the trackers are
+ * asked for the manifests still missing, now. */
+static void want_manifests_everywhere(struct shoal_daemon *d)
+{
+    for (uint32_t i = 0; i < d->npeers; i++) {
+        if (shoal_peer_ready(d->peers[i]))
+            want_manifests(d, d->peers[i]);
+    }
+    if (d->trk)
+        trk_want_manifests(d, true);
+}
+
 static void discover(struct shoal_daemon *d)
 {
     for (uint32_t i = 0; i < d->nswarms; i++) {
@@ -1020,13 +1032,8 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
         LOG_I("rollout: tracker %s asks for %.*s (manifest %s); pulling it",
               shoal_trkconn_addr(d->trk, idx), (int)w->repo.len, w->repo.p, hex);
     }
-    if (added) {
-        trk_want_manifests(d, true);
-        for (uint32_t i = 0; i < d->npeers; i++) {
-            if (shoal_peer_ready(d->peers[i]))
-                want_manifests(d, d->peers[i]);
-        }
-    }
+    if (added)
+        want_manifests_everywhere(d);
 }
 
 static void trk_on_peers(void *user, uint32_t idx, const struct shoal_msg_peers *m)
@@ -1398,12 +1405,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         pl->retry_ms = 0;
         if (pl->unresolved)
             return pl->resolving ? 0 : resolve_pull(d, pl, why, whylen);
-        for (uint32_t i = 0; i < d->npeers; i++) {
-            if (shoal_peer_ready(d->peers[i]))
-                want_manifests(d, d->peers[i]);
-        }
-        if (d->trk)
-            trk_want_manifests(d, true);
+        want_manifests_everywhere(d);
         return 0;
     }
     if (sw || pl)
@@ -1450,12 +1452,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         return rv;
     d->npulls++;
     LOG_I("pull %s asked by %s", release, by);
-    for (uint32_t i = 0; i < d->npeers; i++) {
-        if (shoal_peer_ready(d->peers[i]))
-            want_manifests(d, d->peers[i]);
-    }
-    if (d->trk)
-        trk_want_manifests(d, true);
+    want_manifests_everywhere(d);
     return 0;
 }
 

@@ -263,6 +263,15 @@ def make_keys(dir, shoal, names, cred_names, cluster="cluster", timeout=120):
     return k
 
 
+def write_files(root, files):
+    """Writes |files| (relative path -> bytes) under the folder |root|."""
+    for path, data in files.items():
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+
+
 # Small chunks, so a few-MB test release still has dozens of chunks.
 SMALL_CHUNKS = ("--min", "16K", "--avg", "64K", "--max", "256K")
 

@@ -58,11 +58,7 @@ def setup(tmp, files):
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "a", "b"),
                             ("a", "b"), timeout=90)
     repo = os.path.join(tmp, "repo")
-    for path, data in files.items():
-        full = os.path.join(repo, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
+    shoalproc.write_files(repo, files)
     mf = os.path.join(tmp, "rel.manifest")
     mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
                                    extra=("--min", "64K", "--avg", "256K", "--max", "1M"))

@@ -100,11 +100,7 @@ def make_repo(root, shard_bytes=2 * 1024 * 1024):
         files[f"model-{i + 1:05d}-of-{NSHARDS:05d}.safetensors"] = safetensors_bytes(rnd, tensors)
     files["config.json"] = b'{"hidden_size": 4096}\n'
     files["empty.txt"] = b""
-    for path, data in files.items():
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
+    shoalproc.write_files(root, files)
     return files
 
 

@@ -256,11 +256,7 @@ def local_release(tmp, k, files):
     """Writes |files| (path -> bytes) under tmp/repo and builds their
     manifest as org/model@abab...; returns (repo dir, manifest, id)."""
     repo = os.path.join(tmp, "repo")
-    for path, data in files.items():
-        full = os.path.join(repo, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
+    shoalproc.write_files(repo, files)
     mf = os.path.join(tmp, "local.manifest")
     mid = shoalproc.build_manifest(SHOAL, repo, k, mf,
                                    extra=("--min", "64K", "--avg", "256K", "--max", "1M"))

@@ -67,11 +67,7 @@ def make_repo(root):
         "sub/tokenizer.json": (b'{"vocab": {' + b",".join(
             b'"tok%d": %d' % (i, i) for i in range(20000)) + b"}}\n"),
     }
-    for path, data in files.items():
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
+    shoalproc.write_files(root, files)
     return files
 
 
