@@ -103,7 +103,7 @@ struct put_ctx {
 };
 
 /* Keeps a signed manifest the tracker did not take, so the hashing it cost
- * is not lost: ORG--NAME@COMMIT.manifest in the working directory, else in
+ * is not lost: ORG-NAME@COMMIT.manifest in the working directory, else in
  * $TMPDIR or /tmp. Prints where, or that it could not. */
 static void save_unregistered(const uint8_t *bytes, size_t len, const struct shoal_manifest *m)
 {

@@ -56,7 +56,7 @@ static const struct key keys[] = {
      "authenticated peers (and our dials in progress) at once (64; 1-250)"},
     {"max-unauth", K_U64, F(max_unauth), "N",
      "inbound connections still in their handshake at once; a new one closes the oldest "
-     "(64, at most 256)"},
+     "(64; 1-256)"},
     {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
     {"upload-slots", K_U64, F(upload_slots), "N",
      "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
@@ -143,6 +143,7 @@ int shoal_config_init(struct shoal_config *c)
     c->manifest_budget = 8u << 20;
     c->max_peers = 64;
     c->max_unauth = 64;
+    c->max_leases = 2; /* the scheduler's default */
     c->serve_per_peer = 16;
     c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     c->request_timeout_ms = 30000;
@@ -297,7 +298,8 @@ int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_
         lineno++;
         /* fgets splits a longer line in two: refuse it rather than read
          * its tail as a line of its own. */
-        if (n > CONFIG_LINE_MAX || (n > 0 && line[n - 1] != '\n' && !feof(f))) {
+        size_t body = n > 0 && line[n - 1] == '\n' ? n - 1 : n; /* without its newline */
+        if (body > CONFIG_LINE_MAX || (n > 0 && line[n - 1] != '\n' && !feof(f))) {
             snprintf(why, whylen, "%s:%u: line longer than %d bytes", path, lineno,
                      CONFIG_LINE_MAX);
             rv = SHOAL_ELIMIT;

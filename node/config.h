@@ -80,7 +80,7 @@ struct shoal_config {
     uint64_t origin_delay_ms;    /* no origin fetch this soon after a release opens */
     uint64_t lease_fallback_ms;  /* no tracker this long: fetch without a lease */
     uint64_t lease_chunks;       /* chunks per origin lease (0: scheduler default) */
-    uint64_t max_leases;         /* origin leases held at once (0: default) */
+    uint64_t max_leases;         /* origin leases held at once (1-16) */
     /* --- end tracker --- */
 };
 

@@ -135,6 +135,7 @@ struct shoal_daemon {
     int exit_code;
     struct shoal_mfq *mfq; /* --- s2rob --- WANT_MANIFEST answers waiting */
     uv_timer_t mfq_timer;  /* --- s2rob --- expires stuck ones while some wait */
+    uv_timer_t retry;      /* --- dux --- failed pulls whose back-off ends */
     /* --- loader --- */
     struct shoal_loader_srv *loader;
     struct shoal_loader_srv_hooks lhooks;
@@ -308,6 +309,23 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
 #define PULL_RETRY_FIRST_MS 30000u
 #define PULL_RETRY_MAX_MS 600000u
 
+static void on_retry(uv_timer_t *t);
+
+/* Wakes when the first failed pull's back-off ends: asking again must not
+ * wait for a peer to connect or for someone to run `shoal pull`. */
+static void arm_retry(struct shoal_daemon *d)
+{
+    uint64_t now = uv_now(&d->loop), next = UINT64_MAX;
+
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        const struct pull *pl = &d->pulls[i];
+        if (pl->failed && pl->retry_ms > now && pl->retry_ms < next)
+            next = pl->retry_ms;
+    }
+    if (next != UINT64_MAX && !d->stopping)
+        uv_timer_start(&d->retry, on_retry, next - now, 0);
+}
+
 /* Whether pull |pl| may ask for its manifest now: not while a failed one
  * waits out its back-off (each answer would only fail again). */
 static bool pull_may_ask(const struct shoal_daemon *d, const struct pull *pl)
@@ -333,6 +351,7 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
     LOG_E("pull %s failed: %s; trying again in %u s (or at the next `shoal pull`)", pl->name,
           pl->why, pl->backoff_ms / 1000);
     shoal_loader_srv_release_failed(d->loader, pl->name, pl->why); /* --- loader --- */
+    arm_retry(d);
 }
 /* --- end dux --- */
 
@@ -485,14 +504,12 @@ static void peer_on_drain(struct shoal_peer *p, void *user)
 
 static uint32_t peer_limit(const struct shoal_daemon *d)
 {
-    uint64_t n = d->cfg->max_peers ? d->cfg->max_peers : 64;
-    return n > MAX_PEERS_HARD ? MAX_PEERS_HARD : (uint32_t)n;
+    return (uint32_t)d->cfg->max_peers; /* 1-MAX_PEERS_HARD (check_ranges) */
 }
 
 static uint32_t unauth_limit(const struct shoal_daemon *d)
 {
-    uint64_t n = d->cfg->max_unauth ? d->cfg->max_unauth : 64;
-    return n > MAX_UNAUTH_HARD ? MAX_UNAUTH_HARD : (uint32_t)n;
+    return (uint32_t)d->cfg->max_unauth; /* 1-MAX_UNAUTH_HARD (check_ranges) */
 }
 
 /* Connections that count against max-peers. */
@@ -1113,6 +1130,12 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         shoal_manifest_free(m);
         pl->swarm = s;
         pl->failed = false;
+        /* --- dux --- open already (by commit, or before the branch
+         * moved): the ref is still written */
+        if (pl->ref[0] && (rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
+            LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
+        if (shoal_swarm_complete(s))
+            on_complete(d, s);
         return;
     }
     snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
@@ -1195,7 +1218,7 @@ static int setup_trackers(struct shoal_daemon *d)
     d->trk_timer.data = d;
     d->scfg.origin_delay_ms = (uint32_t)c->origin_delay_ms;
     d->scfg.lease_chunks = (uint32_t)(c->lease_chunks > 64 ? 64 : c->lease_chunks);
-    d->scfg.max_leases = (uint32_t)(c->max_leases > 16 ? 16 : c->max_leases);
+    d->scfg.max_leases = (uint32_t)c->max_leases; /* 1-16 (check_ranges) */
     d->hooks.on_lease_req = swarm_on_lease_req;
     d->hooks.on_lease_done = swarm_on_lease_done;
     d->hooks.on_first_chunk = swarm_on_first_chunk;
@@ -1383,6 +1406,34 @@ static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size
         pl->resolving = true;
     return rv;
 }
+
+/* Failed pulls whose back-off has ended ask again: a branch or tag the Hub
+ * could not resolve is resolved again, a release that would not open asks
+ * peers and trackers for its manifest (pull_may_ask lets it now). */
+static void on_retry(uv_timer_t *t)
+{
+    struct shoal_daemon *d = t->data;
+    uint64_t now = uv_now(&d->loop);
+    bool ask = false;
+    char why[SHOAL_CTL_REASON_MAX + 1];
+    int rv;
+
+    for (uint32_t i = 0; i < d->npulls && !d->stopping; i++) {
+        struct pull *pl = &d->pulls[i];
+        if (!pl->failed || pl->swarm || pl->retry_ms > now)
+            continue;
+        if (!pl->unresolved) {
+            ask = true;
+        } else if (!pl->resolving) {
+            LOG_I("pull %s: asking the Hub again where %s is", pl->asked, pl->ref);
+            if ((rv = resolve_pull(d, pl, why, sizeof why)) != 0)
+                pull_failed(d, pl, pl->asked, rv, why);
+        }
+    }
+    if (ask && !d->stopping)
+        want_manifests_everywhere(d);
+    arm_retry(d);
+}
 /* --- end dux --- */
 
 /* Starts pulling |release| (repo@rev or a manifest id) for |by| (named in
@@ -1401,12 +1452,30 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         /* --- dux --- asked again: try now, and let this caller see how it
          * goes rather than the last failure */
         LOG_I("pull %s asked again by %s after it failed (%s); trying now", release, by, pl->why);
+        if (pl->unresolved) {
+            if (pl->resolving)
+                return 0;
+            /* Still failed if the Hub cannot even be asked. */
+            if ((rv = resolve_pull(d, pl, why, whylen)) != 0)
+                return rv;
+        }
         pl->failed = false;
         pl->retry_ms = 0;
-        if (pl->unresolved)
-            return pl->resolving ? 0 : resolve_pull(d, pl, why, whylen);
-        want_manifests_everywhere(d);
+        if (!pl->unresolved)
+            want_manifests_everywhere(d);
         return 0;
+    }
+    if (pl && pl->ref[0] && strcmp(pl->asked, release) == 0 && !d->stopping) {
+        /* A branch or tag asked for again may have moved since: the Hub is
+         * asked where it is now, and the pull follows it (to the release
+         * already here, or to a new one; the old one stays open). */
+        if (pl->unresolved)
+            return 0; /* being resolved */
+        LOG_I("pull %s asked again by %s: asking the Hub where %s is now", release, by, pl->ref);
+        pl->unresolved = true;
+        pl->by_name = true;
+        pl->swarm = NULL;
+        return resolve_pull(d, pl, why, whylen);
     }
     if (sw || pl)
         return 0; /* here already, or under way */
@@ -1659,6 +1728,7 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->redial, NULL);
     uv_close((uv_handle_t *)&d->mfq_timer, NULL); /* --- s2rob --- */
+    uv_close((uv_handle_t *)&d->retry, NULL);     /* --- dux --- */
     shoal_loader_srv_close(d->loader); /* --- loader --- */
     stop_trackers(d); /* --- tracker --- */
     shoal_ctl_close(d->ctl); /* --- ctl --- */
@@ -1856,7 +1926,11 @@ static int check_ranges(const struct shoal_config *c)
         LOG_E("max-peers %llu: use 1-%d", (unsigned long long)c->max_peers, MAX_PEERS_HARD);
         return -EINVAL;
     }
-    if (c->max_leases > 16) {
+    if (c->max_unauth < 1 || c->max_unauth > MAX_UNAUTH_HARD) {
+        LOG_E("max-unauth %llu: use 1-%d", (unsigned long long)c->max_unauth, MAX_UNAUTH_HARD);
+        return -EINVAL;
+    }
+    if (c->max_leases < 1 || c->max_leases > 16) {
         LOG_E("max-leases %llu: use 1-16", (unsigned long long)c->max_leases);
         return -EINVAL;
     }
@@ -1906,6 +1980,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->sigterm.data = d->sigint.data = d->redial.data = d;
     uv_timer_init(&d->loop, &d->mfq_timer); /* --- s2rob --- */
     d->mfq_timer.data = d;
+    uv_timer_init(&d->loop, &d->retry); /* --- dux --- */
+    d->retry.data = d;
     if (rv != 0)
         goto fail;
 

@@ -748,19 +748,23 @@ out:
     return rv;
 }
 
-static int write_ref(struct shoal_store *s)
+/* Longest branch or tag name a store keeps. */
+#define BRANCH_MAX 255
+
+/* Writes refs/<|branch|> (NULL: nothing to do) with our commit. */
+static int write_ref(struct shoal_store *s, const char *branch)
 {
     const char *commit = shoal_manifest_commit(s->m);
     const char *leaf;
     int refs = -1, dfd = -1;
     int rv;
 
-    if (!s->branch || (s->flags & SHOAL_STORE_MEMORY))
+    if (!branch || (s->flags & SHOAL_STORE_MEMORY))
         return 0;
     if ((rv = mkdir_open(s->repo_fd, "refs", &refs)) < 0 ||
-        (rv = walk_dirs(refs, s->branch, &dfd, &leaf)) < 0 ||
+        (rv = walk_dirs(refs, branch, &dfd, &leaf)) < 0 ||
         (rv = write_atomic(dfd, leaf, (const uint8_t *)commit, strlen(commit))) < 0)
-        set_err(s, "writing %s/refs/%s: %s", s->repo_path, s->branch, shoal_strerror(rv));
+        set_err(s, "writing %s/refs/%s: %s", s->repo_path, branch, shoal_strerror(rv));
     if (dfd >= 0)
         close(dfd);
     if (refs >= 0)
@@ -978,7 +982,7 @@ static int finish_blob(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
     uint8_t sha[SHOAL_HASH_LEN];
-    char want[65], got[65];
+    char want[65], got[65], branch[BRANCH_MAX + 1] = "";
     bool all = false;
     int rv;
 
@@ -1012,10 +1016,13 @@ static int finish_blob(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
     pthread_mutex_lock(&s->mu);
     set_done_locked(s, b);
     all = all_done_locked(s);
+    /* The loop thread may name another branch meanwhile (set_branch). */
+    if (all && s->branch)
+        snprintf(branch, sizeof branch, "%s", s->branch);
     pthread_mutex_unlock(&s->mu);
     notify(s, b, 0);
     if (all) {
-        write_ref(s);
+        write_ref(s, branch[0] ? branch : NULL);
         shoal_store_flush(s);
     }
     goto out;
@@ -1326,7 +1333,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     }
     shoal_hex(s->idhex, shoal_manifest_id(m), SHOAL_HASH_LEN);
     if (opts->branch && !(opts->flags & SHOAL_STORE_MEMORY)) {
-        if (!shoal_hf_branch_ok(opts->branch)) {
+        if (!shoal_hf_branch_ok(opts->branch) || strlen(opts->branch) > BRANCH_MAX) {
             rv = SHOAL_EBADPATH;
             set_err(s, "unusable branch name %s", opts->branch);
             goto fail;
@@ -1376,7 +1383,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     all = all_done_locked(s);
     pthread_mutex_unlock(&s->mu);
     if (all)
-        write_ref(s);
+        write_ref(s, s->branch);
     /* Replace a stale or discarded sidecar now rather than at the first
      * batch; a failure here shows again at the next flush. */
     shoal_store_flush(s);
@@ -1757,6 +1764,28 @@ int shoal_store_file_path(struct shoal_store *s, uint32_t fi, char *out, size_t 
     n = snprintf(out, cap, "%s/snapshots/%s/%s", s->repo_path,
                  shoal_manifest_commit(s->m), file(s, fi)->path);
     return n < 0 || (size_t)n >= cap ? SHOAL_ELIMIT : 0;
+}
+
+int shoal_store_set_branch(struct shoal_store *s, const char *branch)
+{
+    char *dup;
+    bool all;
+
+    if (s->flags & SHOAL_STORE_MEMORY)
+        return 0;
+    if (!shoal_hf_branch_ok(branch) || strlen(branch) > BRANCH_MAX) {
+        set_err(s, "unusable branch name %s", branch);
+        return SHOAL_EBADPATH;
+    }
+    if (!(dup = strdup(branch)))
+        return -ENOMEM;
+    pthread_mutex_lock(&s->mu);
+    free(s->branch);
+    s->branch = dup;
+    all = all_done_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    /* Complete already: no completion will come to write it. */
+    return all ? write_ref(s, branch) : 0;
 }
 
 void shoal_store_last_error(struct shoal_store *s, char *out, size_t cap)

@@ -118,6 +118,13 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
                      const struct shoal_manifest *m,
                      const struct shoal_store_opts *opts);
 
+/* The release was asked for (again) by branch or tag |branch|: refs/<branch>
+ * gets the commit now if the release is complete, else once it completes
+ * (then only the branch named last). Nothing for a memory store. Loop
+ * thread. Returns 0, SHOAL_EBADPATH (not a usable branch name) or the error
+ * writing the ref (also in last_error). */
+int shoal_store_set_branch(struct shoal_store *s, const char *branch);
+
 /* Flushes the sidecar, closes every file and frees the store. NULL is fine.
  * A release that is not complete stays resumable. */
 void shoal_store_free(struct shoal_store *s);

@@ -157,6 +157,11 @@ static uint64_t now_ms(const struct shoal_swarm *s)
 
 const uint8_t *shoal_swarm_id(const struct shoal_swarm *s) { return shoal_manifest_id(s->m); }
 const struct shoal_manifest *shoal_swarm_manifest(const struct shoal_swarm *s) { return s->m; }
+
+int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch)
+{
+    return shoal_store_set_branch(s->store, branch);
+}
 bool shoal_swarm_complete(const struct shoal_swarm *s) { return s->complete; }
 bool shoal_swarm_busy(const struct shoal_swarm *s) { return s->pending > 0; }
 

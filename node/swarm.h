@@ -160,6 +160,9 @@ const uint8_t *shoal_swarm_id(const struct shoal_swarm *s);
 int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mod,
                          uint32_t import_rem);
 const struct shoal_manifest *shoal_swarm_manifest(const struct shoal_swarm *s);
+/* The open release was asked for by branch or tag |branch| (see
+ * shoal_store_set_branch). Returns 0 or the store's error. */
+int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch);
 bool shoal_swarm_complete(const struct shoal_swarm *s);
 /* Signed manifest bytes (owned by the swarm). */
 const uint8_t *shoal_swarm_signed(const struct shoal_swarm *s, size_t *len);

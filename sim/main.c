@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -263,8 +264,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2; i++) {
         if (!outs[i].f)
             continue;
-        /* An existing file was kept as it was until now. */
-        if (ftruncate(fileno(outs[i].f), 0) != 0) {
+        /* An existing file was kept as it was until now. Only a regular
+         * file can be emptied: a device or a pipe (/dev/null, /dev/stdout
+         * into a pipe) is just written. */
+        struct stat st;
+        if (fstat(fileno(outs[i].f), &st) == 0 && S_ISREG(st.st_mode) &&
+            ftruncate(fileno(outs[i].f), 0) != 0) {
             fprintf(stderr, "shoal-sim: cannot write %s: %s\n", outs[i].path, strerror(errno));
             rv = 1;
             continue;

@@ -1453,13 +1453,8 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
     memset(&S, 0, sizeof(S));
     S.c = c;
     S.n = c->nodes;
-    if (c->nodes == 0 || c->nodes > SHOAL_SIM_NODES_MAX || c->zones == 0 ||
-        c->zones > SHOAL_SIM_ZONES_MAX || c->seeds > c->nodes || !(c->node_up > 0) ||
-        !(c->node_down > 0) || !(c->origin_up > 0) || c->hetero < 0 || c->hetero >= 1 ||
-        c->chunk_min == 0 || c->chunk_min > c->chunk_avg || c->chunk_avg > c->chunk_max ||
-        (c->release_bytes == 0 && !c->manifest[0]) || c->max_peers > SHOAL_SCHED_PEERS_MAX ||
-        c->fail_frac < 0 || c->fail_frac > 1 || c->lat_zone_ms < 0 || c->lat_cross_ms < 0 ||
-        c->lat_origin_ms < 0)
+    char why[256];
+    if (shoal_sim_config_check(c, why, sizeof(why)) != 0)
         goto out;
     if ((rv = setup(&S)) != 0)
         goto out;

@@ -34,6 +34,9 @@ expect 1 "max-frame 1024: use 4259840 " "--max-frame below one chunk" "$shoald" 
 expect 1 "compress-level 9: use 1-3" "--compress-level 9" "$shoald" "${common[@]}" --compress-level 9
 expect 1 "max-peers 0: use 1-250" "--max-peers 0" "$shoald" "${common[@]}" --max-peers 0
 expect 1 "max-leases 100: use 1-16" "--max-leases 100" "$shoald" "${common[@]}" --max-leases 100
+expect 1 "max-leases 0: use 1-16" "--max-leases 0" "$shoald" "${common[@]}" --max-leases 0
+expect 1 "max-unauth 0: use 1-256" "--max-unauth 0" "$shoald" "${common[@]}" --max-unauth 0
+expect 1 "max-unauth 100000: use 1-256" "--max-unauth 100000" "$shoald" "${common[@]}" --max-unauth 100000
 expect 1 "hub token file /nonexistent: no such file" "missing --hub-token-file named" \
     "$shoald" "${common[@]}" --hub-token-file /nonexistent
 # Config files: a missing one, a directory, an over-long line are setup
@@ -43,6 +46,9 @@ mkdir cfgdir
 expect 1 "cfgdir: Is a directory" "config file is a directory" "$shoald" --config cfgdir
 { printf 'zone = '; head -c 5000 /dev/zero | tr '\0' a; printf '\nnode-key = /nonexistent/x.key\n'; } > long.conf
 expect 1 "long.conf:1: line longer than 4095 bytes" "over-long config line" "$shoald" --config long.conf
+# A line of exactly 4095 bytes (and its newline) is fine.
+{ printf 'zone = '; head -c 4088 /dev/zero | tr '\0' a; printf '\nnode-key = /nonexistent/x.key\n'; } > max.conf
+expect 1 "node key /nonexistent/x.key" "a 4095-byte config line is read" "$shoald" --config max.conf
 printf 'node-key = /nonexistent/k#1.key   # the node key\n' > inline.conf
 expect 1 "node key /nonexistent/k#1.key: No such file" "inline comment cut, '#' in a value kept" \
     "$shoald" --config inline.conf --cache-dir "$work/c" --control-socket none

@@ -142,6 +142,25 @@ def idle_connections(addr, n, timeout=20):
     return socks
 
 
+def frames_within(s, n, timeout):
+    """Reads whole frames (4-byte big-endian length, then the body) from
+    socket |s| until |n| have come or |timeout| s passed; returns how many
+    came."""
+    end, buf, got = time.monotonic() + timeout, b"", 0
+    while got < n:
+        while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+            buf = buf[4 + int.from_bytes(buf[:4], "big"):]
+            got += 1
+        left = end - time.monotonic()
+        if got >= n or left <= 0 or not select.select([s], [], [], left)[0]:
+            break
+        data = s.recv(65536)
+        if not data:
+            break
+        buf += data
+    return min(got, n)
+
+
 def closed_within(s, timeout):
     """True once the daemon has closed socket |s| (EOF or reset), reading
     and dropping what it sent (its HELLO); False if |s| is still open after
@@ -655,7 +674,11 @@ def case_hello_replay(tmp):
     host, port = a.addr.rsplit(":", 1)
     replay = socket.create_connection((host, int(port)), timeout=10)
     replay.sendall(hello)
-    time.sleep(0.5)  # the seed has read the replayed HELLO
+    # The seed sent its HELLO on accept; its second frame (HELLO_AUTH) comes
+    # once it has verified the replayed HELLO: only then does b dial.
+    if frames_within(replay, 2, 10) < 2:
+        print("FAIL the seed did not answer the replayed HELLO")
+        return fails + 1
     b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
                                           "--exit-when-complete"]))
     rc = b.wait(WAIT_S)
