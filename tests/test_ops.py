@@ -29,6 +29,11 @@ CASE is one of:
                 commit; pulling dev's commit by its hash afterwards leaves
                 refs/main alone and writes no ref (as huggingface_hub does:
                 a ref only for a revision asked for by name).
+  tracker_stats `shoal tracker-stats` prints a real tracker's Prometheus
+                text: shoal_tracker_nodes goes 0 -> 1 and
+                shoal_tracker_announces_total grows once a shoald announces;
+                a key without a credential the tracker trusts gets exit 1
+                and the tracker's refusal, a missing option exit 2.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -330,5 +335,64 @@ def store_full(tmp, small):
     return fails
 
 
+def tracker_metric(text, name):
+    """The value of |name| in the Prometheus text |text|, or None."""
+    m = re.search(r"^%s ([0-9.e+]+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def case_tracker_stats(tmp):
+    k = make_keys(tmp, ["s"])
+    run(SHOAL, "keygen", k("stranger"))
+    run(SHOAL, "keygen", k("other-cluster"))
+    run(SHOAL, "cred", "issue", "--cluster-key", k("other-cluster"), "--node",
+        k("stranger") + ".pub", "--out", k("stranger") + ".cred")
+    trk, taddr = start_tracker(k)
+    ident = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    fails = 0
+    r = cli("tracker-stats", *ident)
+    before = r.stdout
+    print(f"before: nodes {tracker_metric(before, 'shoal_tracker_nodes')}, announces "
+          f"{tracker_metric(before, 'shoal_tracker_announces_total')}")
+    if r.returncode != 0 or tracker_metric(before, "shoal_tracker_nodes") != 0 or \
+            tracker_metric(before, "shoal_tracker_announces_total") is None or \
+            "# TYPE shoal_tracker_connections gauge" not in before:
+        print(f"FAIL tracker-stats before any node: exit {r.returncode}:\n{r.stdout}{r.stderr}")
+        return 1
+    n = node("s", k, tmp, None, ["--tracker", taddr, "--no-origin"])
+    if not n.wait_for(r"tracker \S+: authenticated", 20):
+        print("FAIL the node did not authenticate with the tracker")
+        fails += 1
+    after = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        after = cli("tracker-stats", *ident).stdout
+        if tracker_metric(after, "shoal_tracker_nodes") == 1 and \
+                tracker_metric(after, "shoal_tracker_announces_total") > \
+                tracker_metric(before, "shoal_tracker_announces_total"):
+            break
+        time.sleep(0.3)
+    else:
+        print(f"FAIL no node or announce counted after the node announced:\n{after}")
+        fails += 1
+    print(f"after: nodes {tracker_metric(after, 'shoal_tracker_nodes')}, announces "
+          f"{tracker_metric(after, 'shoal_tracker_announces_total')}")
+    r = cli("tracker-stats", "--tracker", taddr, "--key", k("stranger"), "--cred",
+            k("stranger") + ".cred")
+    if r.returncode != 1 or "refused us" not in r.stderr or r.stdout:
+        print(f"FAIL an untrusted credential: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    r = cli("tracker-stats", "--tracker", taddr)
+    if r.returncode != 2 or "usage" not in r.stderr:
+        print(f"FAIL without --key/--cred: exit {r.returncode}: {r.stderr}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+        trk.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
-                      "names": case_names, "branch": case_branch, "refs": case_refs}, "shoal-ops-", scan_sanitizers=True)
+                      "names": case_names, "branch": case_branch, "refs": case_refs,
+                      "tracker_stats": case_tracker_stats}, "shoal-ops-", scan_sanitizers=True)
