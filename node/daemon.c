@@ -99,6 +99,9 @@ struct shoal_daemon {
     struct shoal_keyset *publishers;
     char cache_dir[SHOAL_HF_PATH_MAX];
     char listen_addr[SHOAL_MSG_ADDR_MAX + 1];
+    bool listen_wildcard;   /* bound to 0.0.0.0 or :: */
+    char hello_addr[SHOAL_MSG_ADDR_MAX + 1]; /* the listen address HELLO names */
+    uint16_t listen_port;
 
     struct shoal_peer_ctx pctx;
     struct shoal_peer_cb pcb;
@@ -941,6 +944,11 @@ static void trk_on_ready(void *user, uint32_t idx)
 
     d->trk_seen_ms = uv_now(&d->loop);
     d->fallback_logged = false;
+    /* Peers show the address a HELLO names; with a wildcard listener, name
+     * the one the trackers hand out (sessions copy it when they start). */
+    const char *adv = shoal_trkconn_advertised(d->trk, idx);
+    if (adv)
+        snprintf(d->hello_addr, sizeof d->hello_addr, "%s", adv);
     /* A tracker keeps no state across restarts: give it back the manifests
      * we hold so others can resolve them (a known id is a no-op there). */
     for (uint32_t i = 0; i < d->nswarms; i++) {
@@ -1224,6 +1232,10 @@ static int setup_trackers(struct shoal_daemon *d)
     d->tcfg.cred_len = d->cred_len;
     d->tcfg.zone = d->scfg.zone;
     d->tcfg.listen_addr = d->pctx.local.listen_addr;
+    /* A wildcard is no address a peer can dial: tell each tracker the
+     * address this node reaches it from. */
+    if (!c->advertise && d->listen_wildcard)
+        d->tcfg.advertise_port = d->listen_port;
     d->tcfg.seed = d->scfg.seed;
     d->thooks.on_ready = trk_on_ready;
     d->thooks.fill_announce = trk_fill_announce;
@@ -1824,13 +1836,17 @@ static int start_listening(struct shoal_daemon *d)
         return rv;
     }
     if (ss.ss_family == AF_INET) {
-        uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
-        snprintf(d->listen_addr, sizeof d->listen_addr, "%s:%u", host,
-                 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        uv_ip4_name(sin, host, sizeof host);
+        d->listen_port = ntohs(sin->sin_port);
+        d->listen_wildcard = sin->sin_addr.s_addr == htonl(INADDR_ANY);
+        snprintf(d->listen_addr, sizeof d->listen_addr, "%s:%u", host, d->listen_port);
     } else {
-        uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-        snprintf(d->listen_addr, sizeof d->listen_addr, "[%s]:%u", host,
-                 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+        uv_ip6_name(sin6, host, sizeof host);
+        d->listen_port = ntohs(sin6->sin6_port);
+        d->listen_wildcard = IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+        snprintf(d->listen_addr, sizeof d->listen_addr, "[%s]:%u", host, d->listen_port);
     }
     return 0;
 }
@@ -1948,7 +1964,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->pctx.local.cred = d->cred;
     d->pctx.local.cred_len = d->cred_len;
     d->pctx.local.zone = d->scfg.zone;
-    d->pctx.local.listen_addr = cfg->advertise ? cfg->advertise : d->listen_addr;
+    snprintf(d->hello_addr, sizeof d->hello_addr, "%s", d->listen_addr);
+    d->pctx.local.listen_addr = cfg->advertise ? cfg->advertise : d->hello_addr;
     d->pctx.local.encrypt = !cfg->no_encrypt;
     d->pctx.local.allow_aesgcm = !cfg->no_aesgcm;
     d->pctx.local.max_frame = (uint32_t)(cfg->max_frame > SHOAL_FRAME_MAX_ABS

@@ -34,6 +34,12 @@ CASE is one of:
                 shoal_tracker_announces_total grows once a shoald announces;
                 a key without a credential the tracker trusts gets exit 1
                 and the tracker's refusal, a missing option exit 2.
+  wildcard_listen a seed listening on 0.0.0.0 with no --advertise and a
+                tracker on 127.0.0.1 announces itself as 127.0.0.1:PORT (and
+                logs it); a second node gets that address from the tracker,
+                dials it and completes a small release from it. A node
+                with --advertise 0.0.0.0:7600 has its announce refused, and
+                its log shows the tracker's reason.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -335,6 +341,50 @@ def store_full(tmp, small):
     return fails
 
 
+def case_wildcard_listen(tmp):
+    k = make_keys(tmp, ["a", "b", "c"])
+    rnd = random.Random(12)
+    repo, mf, mid = local_release(tmp, k, {"model.safetensors": rnd.randbytes(3 << 20),
+                                           "config.json": b'{"a": 1}'})
+    trk, taddr = start_tracker(k)
+    # Not Shoald(): that one listens on 127.0.0.1.
+    sock_a = os.path.join(tmp, "a.sock")
+    a = Proc([SHOALD, "--listen", "0.0.0.0:0", "--control-socket", sock_a,
+              *shoalproc.node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                                 "--tracker", taddr, "--no-origin"])],
+             name="a")
+    m = a.wait_for(r"listening on 0\.0\.0\.0:(\d+)", 20)
+    if not m:
+        a.dump()
+        return 1
+    want = f"127.0.0.1:{m.group(1)}"
+    fails = 0
+    if not a.wait_for(r"tracker \S+: announcing this node as %s" % re.escape(want), 20):
+        print(f"FAIL the seed did not log that it announces {want}")
+        fails += 1
+    b = node("b", k, tmp, None, ["--tracker", taddr, "--no-origin"])
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "60")
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0 or not re.search(r"complete: .* [1-9]\d* bytes from peers", r.stdout):
+        print(f"FAIL b did not complete from the seed: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    peers = cli("peers", "--socket", b.sock).stdout
+    if want not in peers:
+        print(f"FAIL b is not connected to the seed at {want}:\n{peers}")
+        fails += 1
+    c = node("c", k, tmp, None, ["--tracker", taddr, "--no-origin", "--advertise",
+                                 "0.0.0.0:7600"])
+    if not c.wait_for(r"tracker \S+ refused our announce: address 0\.0\.0\.0:7600 cannot be "
+                      r"dialled by peers: its host is the wildcard 0\.0\.0\.0", 20):
+        print("FAIL c's log does not show the tracker refusing its wildcard address")
+        fails += 1
+    fails += shoalproc.stop_all([a, b, c])
+    if fails:
+        for p in (trk, a, b, c):
+            p.dump()
+    return fails
+
+
 def tracker_metric(text, name):
     """The value of |name| in the Prometheus text |text|, or None."""
     m = re.search(r"^%s ([0-9.e+]+)$" % re.escape(name), text, re.M)
@@ -395,4 +445,5 @@ def case_tracker_stats(tmp):
 
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
-                      "tracker_stats": case_tracker_stats}, "shoal-ops-", scan_sanitizers=True)
+                      "tracker_stats": case_tracker_stats,
+                      "wildcard_listen": case_wildcard_listen}, "shoal-ops-", scan_sanitizers=True)
