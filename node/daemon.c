@@ -1186,6 +1186,32 @@ static void swarm_on_first_chunk(void *user, struct shoal_swarm *s)
         shoal_trkconn_announce_soon(d->trk);
 }
 
+/* The origin's health, for the operator: the first failure at once, then a
+ * count every 30 s while it lasts, and the recovery (the hub rate-limits). */
+static void on_origin_health(void *user, const struct shoal_hub_health *ev)
+{
+    (void)user;
+    switch (ev->event) {
+    case SHOAL_HUB_FAILING:
+        if (ev->failures > 1)
+            LOG_W("origin %s failing: %s (%llu failed requests since the last report; "
+                  "retrying)", ev->host, ev->error, (unsigned long long)ev->failures);
+        else
+            LOG_W("origin %s failing: %s (retrying; while it lasts, a count every 30 s)",
+                  ev->host, ev->error);
+        break;
+    case SHOAL_HUB_STILL_FAILING:
+        LOG_W("origin %s still failing after %llu s: %llu more failed requests, the last: %s",
+              ev->host, (unsigned long long)(ev->run_ms / 1000),
+              (unsigned long long)ev->failures, ev->error);
+        break;
+    case SHOAL_HUB_REACHABLE:
+        LOG_I("origin %s reachable again, after %llu failed requests over %.1f s", ev->host,
+              (unsigned long long)ev->failures, (double)ev->run_ms / 1000.0);
+        break;
+    }
+}
+
 /* Creates the origin client and the tracker client (not started yet). */
 static int setup_trackers(struct shoal_daemon *d)
 {
@@ -1205,6 +1231,8 @@ static int setup_trackers(struct shoal_daemon *d)
         d->hubcfg.endpoint = c->hub_endpoint;
         d->hubcfg.token_file = c->hub_token_file;
         d->hubcfg.seed = d->scfg.seed;
+        d->hubcfg.on_health = on_origin_health;
+        d->hubcfg.health_user = d;
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
         if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
             /* --- dux --- the token file, not the endpoint, is what failed */
@@ -1495,6 +1523,9 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->peers = st.peers;
     r->peer_bytes = st.rx_chunk_bytes;
     r->origin_bytes = st.origin_bytes;
+    /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
+    if (r->state == SHOAL_CTL_PULLING)
+        shoal_hub_failing(d->hub, r->error, sizeof r->error);
 }
 
 static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)

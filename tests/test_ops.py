@@ -40,6 +40,13 @@ CASE is one of:
                 dials it and completes a small release from it. A node
                 with --advertise 0.0.0.0:7600 has its announce refused, and
                 its log shows the tracker's reason.
+  origin_down   the Hub stand-in is stopped after publishing: a node
+                pulling from it logs "origin 127.0.0.1:PORT failing:
+                cannot connect: Connection refused" within 5 s, one
+                warning and no more while it lasts; `shoal status` shows
+                the origin failing under the release; once the stand-in is
+                back on the same port the pull completes and the log says
+                the origin is reachable again.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -385,6 +392,55 @@ def case_wildcard_listen(tmp):
     return fails
 
 
+def case_origin_down(tmp):
+    k = make_keys(tmp, ["o"])
+    hub = Hub(tmp, "2M")
+    mf, mid = publish(k, hub, tmp)
+    port = hub.url.rsplit(":", 1)[1]
+    hub.proc.stop()
+    t0 = time.monotonic()
+    n = node("o", k, tmp, None, ["--manifest", mf, "--hub-endpoint", hub.url])
+    fails = 0
+    failing = r"warn\s+origin 127\.0\.0\.1:%s failing: cannot connect: Connection refused" % port
+    if not n.wait_for(failing, 5):
+        print(f"FAIL no warning naming the origin and the error within 5 s")
+        fails += 1
+    else:
+        print(f"origin failure logged {time.monotonic() - t0:.1f} s after the node started")
+    time.sleep(3)
+    st = cli("status", "--socket", n.sock).stdout
+    print(st.strip())
+    if not re.search(r"pulling .*\n\s+origin 127\.0\.0\.1:%s failing for \d+ s \(\d+ failed "
+                     r"requests?\): cannot connect" % port, st):
+        print("FAIL shoal status does not show the origin failing under the release")
+        fails += 1
+    warned = len(re.findall(r"origin \S+ (still )?failing", n.log()))
+    if warned != 1:
+        print(f"FAIL {warned} origin warnings in 3 s, want 1 (a count every 30 s after it)")
+        fails += 1
+    back = Proc([PY, os.path.join(HUB_DIR, "hubstub.py"), hub.root, "--port", port], name="hub2")
+    if not back.wait_for(r"^(\d+)$", 20, stdout=True):
+        back.dump()
+        return fails + 1
+    r = cli("pull", mid, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0:
+        print(f"FAIL the pull did not complete once the origin was back: {r.stderr}")
+        fails += 1
+    if not n.wait_for(r"info\s+origin 127\.0\.0\.1:%s reachable again, after \d+ failed "
+                      r"requests over [\d.]+ s" % port, 5):
+        print("FAIL the log does not say the origin is reachable again")
+        fails += 1
+    st = cli("status", "--socket", n.sock).stdout
+    if "failing" in st:
+        print(f"FAIL status still shows the origin failing:\n{st}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
 def tracker_metric(text, name):
     """The value of |name| in the Prometheus text |text|, or None."""
     m = re.search(r"^%s ([0-9.e+]+)$" % re.escape(name), text, re.M)
@@ -446,4 +502,5 @@ def case_tracker_stats(tmp):
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
-                      "wildcard_listen": case_wildcard_listen}, "shoal-ops-", scan_sanitizers=True)
+                      "wildcard_listen": case_wildcard_listen,
+                      "origin_down": case_origin_down}, "shoal-ops-", scan_sanitizers=True)
