@@ -15,6 +15,8 @@ int shoal_cmd_hash(int argc, char **argv);
 int shoal_cmd_manifest(int argc, char **argv);
 int shoal_cmd_publish(int argc, char **argv);
 int shoal_cmd_rollout(int argc, char **argv);
+/* Prints a tracker's Prometheus metrics (STATS_REQ). */
+int shoal_cmd_tracker_stats(int argc, char **argv);
 /* The local daemon, over its control socket (cli_ctl.c). */
 int shoal_cmd_pull(int argc, char **argv);
 int shoal_cmd_status(int argc, char **argv);

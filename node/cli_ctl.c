@@ -430,6 +430,9 @@ static void print_status(struct shoal_ctl_msg *m)
         if (r->state == SHOAL_CTL_FAILED) {
             clean_str(r->error);
             printf("  error: %s\n", r->error);
+        } else if (r->error[0]) {
+            clean_str(r->error);
+            printf("  %s\n", r->error);
         }
     }
     if (m->u.status.count == 0)

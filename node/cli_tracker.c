@@ -315,3 +315,47 @@ out:
     free(m);
     return rv ? 1 : 0;
 }
+
+int shoal_cmd_tracker_stats(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"tracker", required_argument, NULL, 't'},
+        {"key", required_argument, NULL, 'k'},
+        {"cred", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
+    };
+    struct trk_ident id = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 't': id.tracker = optarg; break;
+        case 'k': id.key = optarg; break;
+        case 'c': id.cred = optarg; break;
+        default:
+            fprintf(stderr, "shoal tracker-stats: unknown option (try 'shoal help')\n");
+            return 2;
+        }
+    }
+    if (optind != argc || !id.tracker || !id.key || !id.cred) {
+        fprintf(stderr, "shoal tracker-stats: usage: shoal tracker-stats --tracker ADDR --key "
+                        "NODE_KEY --cred CRED\n");
+        return 2;
+    }
+    struct shoal_trkc *t = NULL;
+    struct shoal_msg *m = calloc(2, sizeof *m);
+    /* Any identity the cluster credential vouches for may read the
+     * metrics: they say how the fleet fares, nothing it could misuse. */
+    int rv = m ? trk_open("tracker-stats", &id, SHOAL_ROLE_NODE, &t) : -ENOMEM;
+    if (rv)
+        goto out;
+    m[0].type = SHOAL_MSG_STATS_REQ;
+    rv = trk_call("tracker-stats", t, &m[0], &m[1], SHOAL_MSG_STATS);
+    if (rv == 0 &&
+        fwrite(m[1].u.stats.text.p, 1, m[1].u.stats.text.len, stdout) != m[1].u.stats.text.len)
+        rv = -EIO;
+out:
+    shoal_trkc_free(t);
+    free(m);
+    return rv ? 1 : 0;
+}

@@ -27,7 +27,9 @@ struct key {
 
 static const struct key keys[] = {
     {"listen", K_STR, F(listen), "HOST:PORT", "accept peers here (default 127.0.0.1:7600)"},
-    {"advertise", K_STR, F(advertise), "HOST:PORT", "address peers should dial (default: listen)"},
+    {"advertise", K_STR, F(advertise), "HOST:PORT",
+     "address peers should dial (default: listen; if that is\n"
+     "                               0.0.0.0 or ::, this node's address towards each tracker)"},
     {"zone", K_STR, F(zone), "NAME", "our zone; same-zone peers are preferred"},
     {"node-key", K_STR, F(node_key), "FILE", "node secret key (shoal keygen)"},
     {"cred", K_STR, F(cred), "FILE", "cluster credential for the node key (shoal cred issue)"},

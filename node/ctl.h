@@ -77,7 +77,8 @@ enum shoal_ctl_state {
  * Wire: [id or nil, name, state, have_bytes, total_bytes, have_chunks,
  *        nchunks, rate_bps, peers, peer_bytes, origin_bytes, eta_ms, elapsed_ms,
  *        error]; have_bytes <= total_bytes, have_chunks <= nchunks, state
- * known. |error| (empty unless state is FAILED) may be absent: a reader
+ * known. |error| (empty unless FAILED, or PULLING with the origin
+ * failing) may be absent: a reader
  * takes a missing one as empty. */
 struct shoal_ctl_release {
     bool has_id;
@@ -91,7 +92,9 @@ struct shoal_ctl_release {
     uint64_t peer_bytes, origin_bytes;    /* received this run, by source */
     uint64_t eta_ms;                      /* 0: unknown or done */
     uint64_t elapsed_ms;                  /* since the pull started; 0: unknown */
-    char error[SHOAL_CTL_REASON_MAX + 1]; /* why it FAILED; else empty */
+    /* Why it FAILED; for one PULLING, what is wrong with the origin if
+     * anything; else empty. */
+    char error[SHOAL_CTL_REASON_MAX + 1];
 };
 
 /* One connected peer. Wire: [node_pk, addr, zone, cipher, initiator,

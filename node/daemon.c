@@ -99,6 +99,9 @@ struct shoal_daemon {
     struct shoal_keyset *publishers;
     char cache_dir[SHOAL_HF_PATH_MAX];
     char listen_addr[SHOAL_MSG_ADDR_MAX + 1];
+    bool listen_wildcard;   /* bound to 0.0.0.0 or :: */
+    char hello_addr[SHOAL_MSG_ADDR_MAX + 1]; /* the listen address HELLO names */
+    uint16_t listen_port;
 
     struct shoal_peer_ctx pctx;
     struct shoal_peer_cb pcb;
@@ -970,6 +973,11 @@ static void trk_on_ready(void *user, uint32_t idx)
 
     d->trk_seen_ms = uv_now(&d->loop);
     d->fallback_logged = false;
+    /* Peers show the address a HELLO names; with a wildcard listener, name
+     * the one the trackers hand out (sessions copy it when they start). */
+    const char *adv = shoal_trkconn_advertised(d->trk, idx);
+    if (adv)
+        snprintf(d->hello_addr, sizeof d->hello_addr, "%s", adv);
     /* A tracker keeps no state across restarts: give it back the manifests
      * we hold so others can resolve them (a known id is a no-op there). */
     for (uint32_t i = 0; i < d->nswarms; i++) {
@@ -1208,6 +1216,32 @@ static void swarm_on_first_chunk(void *user, struct shoal_swarm *s)
         shoal_trkconn_announce_soon(d->trk);
 }
 
+/* The origin's health, for the operator: the first failure at once, then a
+ * count every 30 s while it lasts, and the recovery (the hub rate-limits). */
+static void on_origin_health(void *user, const struct shoal_hub_health *ev)
+{
+    (void)user;
+    switch (ev->event) {
+    case SHOAL_HUB_FAILING:
+        if (ev->failures > 1)
+            LOG_W("origin %s failing: %s (%llu failed requests since the last report; "
+                  "retrying)", ev->host, ev->error, (unsigned long long)ev->failures);
+        else
+            LOG_W("origin %s failing: %s (retrying; while it lasts, a count every 30 s)",
+                  ev->host, ev->error);
+        break;
+    case SHOAL_HUB_STILL_FAILING:
+        LOG_W("origin %s still failing after %llu s: %llu more failed requests, the last: %s",
+              ev->host, (unsigned long long)(ev->run_ms / 1000),
+              (unsigned long long)ev->failures, ev->error);
+        break;
+    case SHOAL_HUB_REACHABLE:
+        LOG_I("origin %s reachable again, after %llu failed requests over %.1f s", ev->host,
+              (unsigned long long)ev->failures, (double)ev->run_ms / 1000.0);
+        break;
+    }
+}
+
 /* Creates the origin client and the tracker client (not started yet). */
 static int setup_trackers(struct shoal_daemon *d)
 {
@@ -1227,6 +1261,8 @@ static int setup_trackers(struct shoal_daemon *d)
         d->hubcfg.endpoint = c->hub_endpoint;
         d->hubcfg.token_file = c->hub_token_file;
         d->hubcfg.seed = d->scfg.seed;
+        d->hubcfg.on_health = on_origin_health;
+        d->hubcfg.health_user = d;
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
         if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
             /* --- dux --- the token file, not the endpoint, is what failed */
@@ -1254,6 +1290,10 @@ static int setup_trackers(struct shoal_daemon *d)
     d->tcfg.cred_len = d->cred_len;
     d->tcfg.zone = d->scfg.zone;
     d->tcfg.listen_addr = d->pctx.local.listen_addr;
+    /* A wildcard is no address a peer can dial: tell each tracker the
+     * address this node reaches it from. */
+    if (!c->advertise && d->listen_wildcard)
+        d->tcfg.advertise_port = d->listen_port;
     d->tcfg.seed = d->scfg.seed;
     d->thooks.on_ready = trk_on_ready;
     d->thooks.fill_announce = trk_fill_announce;
@@ -1549,6 +1589,9 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->peers = st.peers;
     r->peer_bytes = st.rx_chunk_bytes;
     r->origin_bytes = st.origin_bytes;
+    /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
+    if (r->state == SHOAL_CTL_PULLING)
+        shoal_hub_failing(d->hub, r->error, sizeof r->error);
 }
 
 static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
@@ -1891,13 +1934,17 @@ static int start_listening(struct shoal_daemon *d)
         return rv;
     }
     if (ss.ss_family == AF_INET) {
-        uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
-        snprintf(d->listen_addr, sizeof d->listen_addr, "%s:%u", host,
-                 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        uv_ip4_name(sin, host, sizeof host);
+        d->listen_port = ntohs(sin->sin_port);
+        d->listen_wildcard = sin->sin_addr.s_addr == htonl(INADDR_ANY);
+        snprintf(d->listen_addr, sizeof d->listen_addr, "%s:%u", host, d->listen_port);
     } else {
-        uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-        snprintf(d->listen_addr, sizeof d->listen_addr, "[%s]:%u", host,
-                 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+        uv_ip6_name(sin6, host, sizeof host);
+        d->listen_port = ntohs(sin6->sin6_port);
+        d->listen_wildcard = IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+        snprintf(d->listen_addr, sizeof d->listen_addr, "[%s]:%u", host, d->listen_port);
     }
     return 0;
 }
@@ -2021,7 +2068,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->pctx.local.cred = d->cred;
     d->pctx.local.cred_len = d->cred_len;
     d->pctx.local.zone = d->scfg.zone;
-    d->pctx.local.listen_addr = cfg->advertise ? cfg->advertise : d->listen_addr;
+    snprintf(d->hello_addr, sizeof d->hello_addr, "%s", d->listen_addr);
+    d->pctx.local.listen_addr = cfg->advertise ? cfg->advertise : d->hello_addr;
     d->pctx.local.encrypt = !cfg->no_encrypt;
     d->pctx.local.allow_aesgcm = !cfg->no_aesgcm;
     d->pctx.local.max_frame = (uint32_t)(cfg->max_frame > SHOAL_FRAME_MAX_ABS

@@ -151,6 +151,14 @@ struct shoal_hub {
     unsigned inflight;
     uint64_t rng;
     struct shoal_hub_stats stats;
+    /* Origin health (see shoal_hub_health): the current run of failures. */
+    bool failing;
+    bool run_reported;          /* a report named this run */
+    uint64_t run_start_ms, run_failures;
+    uint64_t unreported;        /* failures no report counted yet */
+    uint64_t last_report_ms;    /* 0: never */
+    char fail_host[128];
+    char fail_error[160];
     int closing_handles;
     bool freeing;
 };
@@ -878,6 +886,100 @@ static int describe_http(const struct shoal_hub *h, const struct job *j, char *m
     return rv;
 }
 
+/* host[:port] of |url| into |out| ("?" when it does not parse). */
+static void url_host(const char *url, char *out, size_t cap)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL;
+
+    snprintf(out, cap, "?");
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        /* Only a port the URL names: the scheme's default says nothing. */
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK)
+            snprintf(out, cap, "%s:%s", host, port);
+        else
+            snprintf(out, cap, "%s", host);
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+}
+
+static void health_emit(struct shoal_hub *h, enum shoal_hub_health_event ev, const char *host,
+                        uint64_t failures, uint64_t now)
+{
+    struct shoal_hub_health e = {ev, host, ev == SHOAL_HUB_REACHABLE ? "" : h->fail_error,
+                                 failures, now - h->run_start_ms};
+    if (ev != SHOAL_HUB_REACHABLE) {
+        h->last_report_ms = now ? now : 1;
+        h->run_reported = true;
+        h->unreported = 0;
+    }
+    if (h->cfg.on_health)
+        h->cfg.on_health(h->cfg.health_user, &e);
+}
+
+/* Records how an attempt of |j| ended: |error| NULL for an answer, else
+ * what failed. The first failure of a run is reported at once, later ones
+ * at most once per health_summary_ms, counted; so is the first failure of
+ * a run that starts soon after a reported one, so a gateway that fails
+ * every other request (429s among answers) costs a line or two per period,
+ * not two per request. */
+static void health_note(struct shoal_hub *h, const struct job *j, const char *error)
+{
+    uint64_t now = now_ms(h);
+    bool quiet = h->last_report_ms && now - h->last_report_ms < h->cfg.health_summary_ms;
+
+    if (!error) {
+        if (h->failing && h->run_reported) {
+            char host[sizeof h->fail_host];
+            url_host(j->cur_url, host, sizeof host);
+            health_emit(h, SHOAL_HUB_REACHABLE, host, h->run_failures, now);
+        }
+        h->failing = false;
+        return;
+    }
+    url_host(j->cur_url, h->fail_host, sizeof h->fail_host);
+    snprintf(h->fail_error, sizeof h->fail_error, "%s", error);
+    if (!h->failing) {
+        h->failing = true;
+        h->run_reported = false;
+        h->run_start_ms = now;
+        h->run_failures = 0;
+    }
+    h->run_failures++;
+    h->unreported++;
+    if (!quiet)
+        health_emit(h, h->run_reported ? SHOAL_HUB_STILL_FAILING : SHOAL_HUB_FAILING,
+                    h->fail_host, h->unreported, now);
+}
+
+bool shoal_hub_failing(const struct shoal_hub *h, char *why, size_t cap)
+{
+    if (!h || !h->failing)
+        return false;
+    snprintf(why, cap, "origin %s failing for %" PRIu64 " s (%" PRIu64 " failed request%s): %s",
+             h->fail_host, (now_ms(h) - h->run_start_ms) / 1000, h->run_failures,
+             h->run_failures == 1 ? "" : "s", h->fail_error);
+    return true;
+}
+
+/* What went wrong with a transfer that got no answer, for people. */
+static void transport_error(char *out, size_t cap, CURLcode cc, long os_errno)
+{
+    if (cc == CURLE_OPERATION_TIMEDOUT)
+        snprintf(out, cap, "timed out");
+    else if (cc == CURLE_COULDNT_CONNECT && os_errno)
+        snprintf(out, cap, "cannot connect: %s", strerror((int)os_errno));
+    else if (cc == CURLE_COULDNT_RESOLVE_HOST)
+        snprintf(out, cap, "cannot resolve the host name");
+    else if (os_errno)
+        snprintf(out, cap, "%s: %s", curl_easy_strerror(cc), strerror((int)os_errno));
+    else
+        snprintf(out, cap, "%s", curl_easy_strerror(cc));
+}
+
 static bool curl_retryable(CURLcode c)
 {
     switch (c) {
@@ -910,6 +1012,9 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         uint64_t need = left / 4 < HUB_PROGRESS_MIN ? left / 4 : HUB_PROGRESS_MIN;
         progress = j->got - j->got_at_start >= (need ? need : 1);
     }
+    long os_errno = 0;
+    if (cc != CURLE_OK)
+        curl_easy_getinfo(j->easy, CURLINFO_OS_ERRNO, &os_errno);
     /* The handle is done with whatever happens next: a redirect, a retry or
      * completion each start from a fresh one. */
     curl_multi_remove_handle(h->multi, j->easy);
@@ -930,9 +1035,21 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         return;
     }
     if (j->kind == JOB_RANGE && j->got == j->len) {
+        health_note(h, j, NULL);
         job_complete(h, j, 0, NULL);
         return;
     }
+    /* Before anything completes: a completion may start the next request. */
+    char herr[160] = "";
+    if (cc != CURLE_OK && !progress && !(cc == CURLE_WRITE_ERROR && j->kind == JOB_API))
+        transport_error(herr, sizeof herr, cc, os_errno);
+    else if (cc == CURLE_OK && (j->status == 401 || j->status == 403 || j->status == 408 ||
+                                j->status == 429 || j->status >= 500))
+        snprintf(herr, sizeof herr, "HTTP %ld", j->status);
+    else if (cc == CURLE_OK && j->kind == JOB_RANGE && j->status >= 200 && j->status < 300 &&
+             !progress)
+        snprintf(herr, sizeof herr, "HTTP %ld with a short body", j->status);
+    health_note(h, j, herr[0] ? herr : NULL);
     if (cc == CURLE_OK && j->status >= 300 && j->status < 400 && j->status != 304 &&
         j->location) {
         CURLU *u = curl_url();
@@ -1324,6 +1441,8 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         h->cfg.max_inflight = 4;
     if (!h->cfg.max_attempts)
         h->cfg.max_attempts = 8;
+    if (!h->cfg.health_summary_ms)
+        h->cfg.health_summary_ms = 30000;
     if (!h->cfg.backoff_base_ms)
         h->cfg.backoff_base_ms = 250;
     if (!h->cfg.backoff_max_ms)

@@ -42,6 +42,34 @@ struct uv_loop_s;
 /* Largest API response body accepted. */
 #define SHOAL_HUB_MAX_API_BYTES ((size_t)64 << 20)
 
+/* Whether the origin answers, as the hub sees it: a failed request is one
+ * attempt that got no usable answer (no connection, a timeout, a transfer
+ * cut without progress, HTTP 401, 403, 408, 429 or 5xx); any other answer
+ * (404 included: the origin answered) ends a run of failures. */
+enum shoal_hub_health_event {
+    /* The first failure of a run (or, right after a run reported within
+     * health_summary_ms, the first failure once that much time passed). */
+    SHOAL_HUB_FAILING,
+    /* Still failing: at most one per health_summary_ms while it lasts. */
+    SHOAL_HUB_STILL_FAILING,
+    /* An answer after a run of failures that was reported. */
+    SHOAL_HUB_REACHABLE,
+};
+
+struct shoal_hub_health {
+    enum shoal_hub_health_event event;
+    const char *host;   /* host[:port] of the URL that failed (or answered) */
+    const char *error;  /* the last failure, e.g. "cannot connect: Connection
+                           refused", "timed out", "HTTP 503"; "" for REACHABLE */
+    uint64_t failures;  /* FAILING, STILL_FAILING: failed requests since the
+                           last report; REACHABLE: in the whole run */
+    uint64_t run_ms;    /* since the run's first failure */
+};
+
+/* Told about |ev| (views valid during the call), from the loop. The hub
+ * may not be freed from inside it. */
+typedef void (*shoal_hub_health_cb)(void *user, const struct shoal_hub_health *ev);
+
 struct shoal_hub_config {
     /* Base URL without a trailing slash. NULL: $HF_ENDPOINT, else
      * SHOAL_HUB_DEFAULT_ENDPOINT. */
@@ -62,6 +90,9 @@ struct shoal_hub_config {
     unsigned connect_timeout_ms; /* 0 = 10000 */
     unsigned stall_timeout_s;    /* abort a transfer under 1 KiB/s this long; 0 = 30 */
     uint64_t seed;               /* jitter PRNG seed; 0 = from time and pid */
+    shoal_hub_health_cb on_health; /* NULL: nobody is told */
+    void *health_user;
+    unsigned health_summary_ms;  /* least time between failure reports; 0 = 30000 */
 };
 
 struct shoal_hub;
@@ -125,6 +156,10 @@ const char *shoal_hub_endpoint(const struct shoal_hub *h);
 /* True when a token will be sent to the endpoint. */
 bool shoal_hub_has_token(const struct shoal_hub *h);
 void shoal_hub_get_stats(const struct shoal_hub *h, struct shoal_hub_stats *st);
+/* True while the origin's last request failed (see shoal_hub_health);
+ * then |why| (|cap| bytes, NUL-terminated) says since when, how often and
+ * the last error. */
+bool shoal_hub_failing(const struct shoal_hub *h, char *why, size_t cap);
 
 /*
  * Called once per resolve. On success |status| is 0 and |rel| is the

@@ -57,6 +57,9 @@ static const char usage[] =
     "                                 the release, or show how many nodes hold it\n"
     "                                 (recording needs ADMIN_KEY's public key in\n"
     "                                 the tracker's --admin-keys)\n"
+    "  tracker-stats --tracker HOST:PORT --key NODE_KEY --cred CRED\n"
+    "                                 print the tracker's Prometheus metrics (any\n"
+    "                                 node key with a cluster credential)\n"
     "\n"
     "The local daemon (shoald), over its control socket (--socket PATH; default\n"
     "$XDG_RUNTIME_DIR/shoald.sock, /run/shoald/shoald.sock for root). To reach the\n"
@@ -121,6 +124,7 @@ static const struct cmd cmds[] = {
     {"manifest", shoal_cmd_manifest, false},
     {"publish", shoal_cmd_publish, false},
     {"rollout", shoal_cmd_rollout, false},
+    {"tracker-stats", shoal_cmd_tracker_stats, false},
     {"pull", shoal_cmd_pull, true},
     {"status", shoal_cmd_status, true},
     {"peers", shoal_cmd_peers, true},

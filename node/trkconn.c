@@ -67,6 +67,8 @@ struct conn {
     uint64_t announce_due_ms;
     size_t queued;
     uint32_t fails;           /* attempts since the last success */
+    char adv[SHOAL_MSG_ADDR_MAX + 1];     /* cfg->advertise_port: what we announce */
+    char adv_logged[SHOAL_MSG_ADDR_MAX + 1]; /* the last one logged */
     bool stop_feed;           /* a hook closed us while a read was fed */
     uint8_t rbuf[READ_BUF];
 };
@@ -126,6 +128,12 @@ int shoal_trkconn_arbiter(const struct shoal_trkconn *t)
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx)
 {
     return idx < t->n ? t->conns[idx]->addr : "?";
+}
+
+const char *shoal_trkconn_advertised(const struct shoal_trkconn *t, uint32_t idx)
+{
+    return idx < t->n && t->cfg->advertise_port && t->conns[idx]->adv[0] ? t->conns[idx]->adv
+                                                                           : NULL;
 }
 
 int shoal_trkconn_new(struct shoal_trkconn **out, const struct shoal_trkconn_cfg *cfg,
@@ -426,6 +434,34 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* Sets c->adv to this end's address of the connection with the configured
+ * port, and logs it when it is new. Returns 0 or a libuv error. */
+static int local_address(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[64];
+    int rv = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len);
+
+    if (rv == 0 && ss.ss_family == AF_INET)
+        rv = uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+    else if (rv == 0 && ss.ss_family == AF_INET6)
+        rv = uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+    else if (rv == 0)
+        rv = UV_EAFNOSUPPORT;
+    if (rv != 0)
+        return rv;
+    snprintf(c->adv, sizeof c->adv, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+             (unsigned)c->t->cfg->advertise_port);
+    if (strcmp(c->adv, c->adv_logged) != 0) {
+        LOG_I("tracker %s: announcing this node as %s, its address on the connection to the "
+              "tracker (it listens on a wildcard address; --advertise sets another)",
+              c->addr, c->adv);
+        memcpy(c->adv_logged, c->adv, sizeof c->adv);
+    }
+    return 0;
+}
+
 static void on_connected(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
@@ -436,6 +472,10 @@ static void on_connected(uv_connect_t *req, int status)
         char why[96];
         snprintf(why, sizeof why, "cannot connect: %s", uv_strerror(status));
         fail_conn(c, why, false);
+        return;
+    }
+    if (c->t->cfg->advertise_port && local_address(c) != 0) {
+        fail_conn(c, "cannot tell this node's address on the connection", true);
         return;
     }
     c->st = C_CHALLENGE;
@@ -564,8 +604,8 @@ static void on_challenge(struct conn *c, const struct shoal_msg *m)
     a->cred.len = (uint32_t)cfg->cred_len;
     a->zone.p = cfg->zone ? cfg->zone : "";
     a->zone.len = (uint32_t)strlen(a->zone.p);
-    a->listen_addr.p = cfg->listen_addr;
-    a->listen_addr.len = (uint32_t)strlen(cfg->listen_addr);
+    a->listen_addr.p = cfg->advertise_port ? c->adv : cfg->listen_addr;
+    a->listen_addr.len = (uint32_t)strlen(a->listen_addr.p);
     a->role = SHOAL_ROLE_NODE;
     rv = shoal_trk_auth_sign(a->sig, m->u.trk_challenge.nonce, cfg->sk);
     if (rv == 0)

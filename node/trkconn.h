@@ -5,8 +5,9 @@
  *
  * Each connection answers the tracker's TRK_CHALLENGE with TRK_AUTH (node
  * key, cluster credential, the signature of tracker/auth.h, zone, listen
- * address, role node), then announces what the node holds every interval
- * the tracker returns (the contents come from the owner's fill_announce
+ * address (or, with advertise_port, the connection's own local address and
+ * that port; logged when first chosen or changed), role node), then
+ * announces what the node holds every interval the tracker returns (the contents come from the owner's fill_announce
  * hook). A tracker that is down, refuses us, or stops answering a request
  * within request_timeout_ms is dropped and dialled again after an
  * exponential backoff with jitter; the others are unaffected, so the node
@@ -82,6 +83,12 @@ struct shoal_trkconn_cfg {
     size_t cred_len;
     const char *zone;                 /* borrowed */
     const char *listen_addr;          /* what peers should dial; borrowed */
+    /* Nonzero: ignore |listen_addr| and announce this port on the local
+     * address of each tracker connection (getsockname), for a node that
+     * listens on a wildcard address and was given no address to advertise:
+     * the address the node reaches a tracker from is the one the fleet
+     * (on the tracker's side of the network) can reach it at. */
+    uint16_t advertise_port;
     uint32_t request_timeout_ms;      /* 0: 5000 */
     uint32_t backoff_min_ms;          /* 0: 250 */
     uint32_t backoff_max_ms;          /* 0: 10000 */
@@ -117,6 +124,9 @@ uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t);
 int shoal_trkconn_arbiter(const struct shoal_trkconn *t);
 /* "host:port" of tracker |idx|. */
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx);
+/* With advertise_port: the address announced to tracker |idx| (set once
+ * it is connected), else NULL. */
+const char *shoal_trkconn_advertised(const struct shoal_trkconn *t, uint32_t idx);
 
 /* Announces to every ready tracker soon (at most about once a second per
  * tracker), instead of waiting for the interval: after the first chunk of a

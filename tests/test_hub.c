@@ -418,6 +418,92 @@ static void test_gives_up(void)
     hub_close(h);
 }
 
+/* ---- origin health ---- */
+
+struct health_log {
+    struct shoal_hub *h;
+    int n;
+    enum shoal_hub_health_event ev[16];
+    uint64_t failures[16];
+    char host[16][64];
+    char error[16][160];
+    bool failing_seen; /* shoal_hub_failing() said so during FAILING */
+};
+
+static void on_health(void *user, const struct shoal_hub_health *e)
+{
+    struct health_log *l = user;
+    char why[512];
+    if (l->n >= 16)
+        return;
+    l->ev[l->n] = e->event;
+    l->failures[l->n] = e->failures;
+    snprintf(l->host[l->n], sizeof l->host[0], "%s", e->host);
+    snprintf(l->error[l->n], sizeof l->error[0], "%s", e->error);
+    if (e->event == SHOAL_HUB_FAILING && shoal_hub_failing(l->h, why, sizeof why))
+        l->failing_seen = strstr(why, e->error) != NULL;
+    l->n++;
+}
+
+static struct shoal_hub *hub_open_health(const char *endpoint, unsigned attempts,
+                                         struct health_log *l)
+{
+    struct shoal_hub_config c;
+    shoal_hub_config_default(&c);
+    c.endpoint = endpoint;
+    c.token = "";
+    c.max_attempts = attempts;
+    c.backoff_base_ms = 20;
+    c.backoff_max_ms = 100;
+    c.seed = 42;
+    c.on_health = on_health;
+    c.health_user = l;
+    /* Longer than the test: later failures are only counted. */
+    c.health_summary_ms = 600000;
+    memset(l, 0, sizeof *l);
+    REQUIRE(shoal_hub_new(&l->h, &loop, &c) == 0);
+    return l->h;
+}
+
+/* A run of 503s is reported once, at its first failure, naming the host and
+ * the status; the answer that ends it is reported with the run's count. */
+static void test_health_run(void)
+{
+    struct health_log l;
+    struct shoal_hub *h = hub_open_health(stub.url, 10, &l);
+    struct resolved r;
+    char why[512], host[64];
+
+    snprintf(host, sizeof host, "%s", stub.url + strlen("http://"));
+    stub_reset();
+    stub_fault("[{\"kind\":\"status\",\"code\":503,\"times\":5,\"match\":\"/api/\"}]");
+    CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
+    CHECK_EQ(l.n, 2);
+    CHECK(l.ev[0] == SHOAL_HUB_FAILING && l.failures[0] == 1);
+    CHECK(strcmp(l.host[0], host) == 0 && strcmp(l.error[0], "HTTP 503") == 0);
+    CHECK(l.failing_seen);
+    CHECK(l.ev[1] == SHOAL_HUB_REACHABLE && l.failures[1] == 5);
+    CHECK(!shoal_hub_failing(h, why, sizeof why));
+    shoal_hub_release_free(r.rel);
+    hub_close(h);
+}
+
+/* Nothing listens: the first refused connection is reported as such. */
+static void test_health_refused(void)
+{
+    struct health_log l;
+    struct shoal_hub *h = hub_open_health("http://127.0.0.1:1", 3, &l);
+    struct resolved r;
+    char why[512];
+
+    CHECK(resolve(h, "org/m", "main", &r) != 0);
+    CHECK_EQ(l.n, 1);
+    CHECK(l.ev[0] == SHOAL_HUB_FAILING && strcmp(l.host[0], "127.0.0.1:1") == 0);
+    CHECK(strcmp(l.error[0], "cannot connect: Connection refused") == 0);
+    CHECK(shoal_hub_failing(h, why, sizeof why) && strstr(why, "(3 failed requests)"));
+    hub_close(h);
+}
+
 static void test_not_found(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
@@ -704,6 +790,8 @@ int main(int argc, char **argv)
     RUN(test_cut_resume);
     RUN(test_slow_body);
     RUN(test_gives_up);
+    RUN(test_health_run);
+    RUN(test_health_refused);
     RUN(test_not_found);
     RUN(test_private_and_gated);
     RUN(test_token_stays_home);

@@ -29,6 +29,24 @@ CASE is one of:
                 commit; pulling dev's commit by its hash afterwards leaves
                 refs/main alone and writes no ref (as huggingface_hub does:
                 a ref only for a revision asked for by name).
+  tracker_stats `shoal tracker-stats` prints a real tracker's Prometheus
+                text: shoal_tracker_nodes goes 0 -> 1 and
+                shoal_tracker_announces_total grows once a shoald announces;
+                a key without a credential the tracker trusts gets exit 1
+                and the tracker's refusal, a missing option exit 2.
+  wildcard_listen a seed listening on 0.0.0.0 with no --advertise and a
+                tracker on 127.0.0.1 announces itself as 127.0.0.1:PORT (and
+                logs it); a second node gets that address from the tracker,
+                dials it and completes a small release from it. A node
+                with --advertise 0.0.0.0:7600 has its announce refused, and
+                its log shows the tracker's reason.
+  origin_down   the Hub stand-in is stopped after publishing: a node
+                pulling from it logs "origin 127.0.0.1:PORT failing:
+                cannot connect: Connection refused" within 5 s, one
+                warning and no more while it lasts; `shoal status` shows
+                the origin failing under the release; once the stand-in is
+                back on the same port the pull completes and the log says
+                the origin is reachable again.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -326,5 +344,159 @@ def store_full(tmp, small):
     return fails
 
 
+def case_wildcard_listen(tmp):
+    k = make_keys(tmp, ["a", "b", "c"])
+    rnd = random.Random(12)
+    repo, mf, mid = local_release(tmp, k, {"model.safetensors": rnd.randbytes(3 << 20),
+                                           "config.json": b'{"a": 1}'})
+    trk, taddr = start_tracker(k)
+    # Not Shoald(): that one listens on 127.0.0.1.
+    sock_a = os.path.join(tmp, "a.sock")
+    a = Proc([SHOALD, "--listen", "0.0.0.0:0", "--control-socket", sock_a,
+              *shoalproc.node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                                 "--tracker", taddr, "--no-origin"])],
+             name="a")
+    m = a.wait_for(r"listening on 0\.0\.0\.0:(\d+)", 20)
+    if not m:
+        a.dump()
+        return 1
+    want = f"127.0.0.1:{m.group(1)}"
+    fails = 0
+    if not a.wait_for(r"tracker \S+: announcing this node as %s" % re.escape(want), 20):
+        print(f"FAIL the seed did not log that it announces {want}")
+        fails += 1
+    b = node("b", k, tmp, None, ["--tracker", taddr, "--no-origin"])
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "60")
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0 or not re.search(r"complete: .* [1-9]\d* bytes from peers", r.stdout):
+        print(f"FAIL b did not complete from the seed: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    peers = cli("peers", "--socket", b.sock).stdout
+    if want not in peers:
+        print(f"FAIL b is not connected to the seed at {want}:\n{peers}")
+        fails += 1
+    c = node("c", k, tmp, None, ["--tracker", taddr, "--no-origin", "--advertise",
+                                 "0.0.0.0:7600"])
+    if not c.wait_for(r"tracker \S+ refused our announce: address 0\.0\.0\.0:7600 cannot be "
+                      r"dialled by peers: its host is the wildcard 0\.0\.0\.0", 20):
+        print("FAIL c's log does not show the tracker refusing its wildcard address")
+        fails += 1
+    fails += shoalproc.stop_all([a, b, c])
+    if fails:
+        for p in (trk, a, b, c):
+            p.dump()
+    return fails
+
+
+def case_origin_down(tmp):
+    k = make_keys(tmp, ["o"])
+    hub = Hub(tmp, "2M")
+    mf, mid = publish(k, hub, tmp)
+    port = hub.url.rsplit(":", 1)[1]
+    hub.proc.stop()
+    t0 = time.monotonic()
+    n = node("o", k, tmp, None, ["--manifest", mf, "--hub-endpoint", hub.url])
+    fails = 0
+    failing = r"warn\s+origin 127\.0\.0\.1:%s failing: cannot connect: Connection refused" % port
+    if not n.wait_for(failing, 5):
+        print(f"FAIL no warning naming the origin and the error within 5 s")
+        fails += 1
+    else:
+        print(f"origin failure logged {time.monotonic() - t0:.1f} s after the node started")
+    time.sleep(3)
+    st = cli("status", "--socket", n.sock).stdout
+    print(st.strip())
+    if not re.search(r"pulling .*\n\s+origin 127\.0\.0\.1:%s failing for \d+ s \(\d+ failed "
+                     r"requests?\): cannot connect" % port, st):
+        print("FAIL shoal status does not show the origin failing under the release")
+        fails += 1
+    warned = len(re.findall(r"origin \S+ (still )?failing", n.log()))
+    if warned != 1:
+        print(f"FAIL {warned} origin warnings in 3 s, want 1 (a count every 30 s after it)")
+        fails += 1
+    back = Proc([PY, os.path.join(HUB_DIR, "hubstub.py"), hub.root, "--port", port], name="hub2")
+    if not back.wait_for(r"^(\d+)$", 20, stdout=True):
+        back.dump()
+        return fails + 1
+    r = cli("pull", mid, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0:
+        print(f"FAIL the pull did not complete once the origin was back: {r.stderr}")
+        fails += 1
+    if not n.wait_for(r"info\s+origin 127\.0\.0\.1:%s reachable again, after \d+ failed "
+                      r"requests over [\d.]+ s" % port, 5):
+        print("FAIL the log does not say the origin is reachable again")
+        fails += 1
+    st = cli("status", "--socket", n.sock).stdout
+    if "failing" in st:
+        print(f"FAIL status still shows the origin failing:\n{st}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
+def tracker_metric(text, name):
+    """The value of |name| in the Prometheus text |text|, or None."""
+    m = re.search(r"^%s ([0-9.e+]+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def case_tracker_stats(tmp):
+    k = make_keys(tmp, ["s"])
+    run(SHOAL, "keygen", k("stranger"))
+    run(SHOAL, "keygen", k("other-cluster"))
+    run(SHOAL, "cred", "issue", "--cluster-key", k("other-cluster"), "--node",
+        k("stranger") + ".pub", "--out", k("stranger") + ".cred")
+    trk, taddr = start_tracker(k)
+    ident = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    fails = 0
+    r = cli("tracker-stats", *ident)
+    before = r.stdout
+    print(f"before: nodes {tracker_metric(before, 'shoal_tracker_nodes')}, announces "
+          f"{tracker_metric(before, 'shoal_tracker_announces_total')}")
+    if r.returncode != 0 or tracker_metric(before, "shoal_tracker_nodes") != 0 or \
+            tracker_metric(before, "shoal_tracker_announces_total") is None or \
+            "# TYPE shoal_tracker_connections gauge" not in before:
+        print(f"FAIL tracker-stats before any node: exit {r.returncode}:\n{r.stdout}{r.stderr}")
+        return 1
+    n = node("s", k, tmp, None, ["--tracker", taddr, "--no-origin"])
+    if not n.wait_for(r"tracker \S+: authenticated", 20):
+        print("FAIL the node did not authenticate with the tracker")
+        fails += 1
+    after = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        after = cli("tracker-stats", *ident).stdout
+        if tracker_metric(after, "shoal_tracker_nodes") == 1 and \
+                tracker_metric(after, "shoal_tracker_announces_total") > \
+                tracker_metric(before, "shoal_tracker_announces_total"):
+            break
+        time.sleep(0.3)
+    else:
+        print(f"FAIL no node or announce counted after the node announced:\n{after}")
+        fails += 1
+    print(f"after: nodes {tracker_metric(after, 'shoal_tracker_nodes')}, announces "
+          f"{tracker_metric(after, 'shoal_tracker_announces_total')}")
+    r = cli("tracker-stats", "--tracker", taddr, "--key", k("stranger"), "--cred",
+            k("stranger") + ".cred")
+    if r.returncode != 1 or "refused us" not in r.stderr or r.stdout:
+        print(f"FAIL an untrusted credential: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    r = cli("tracker-stats", "--tracker", taddr)
+    if r.returncode != 2 or "usage" not in r.stderr:
+        print(f"FAIL without --key/--cred: exit {r.returncode}: {r.stderr}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+        trk.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
-                      "names": case_names, "branch": case_branch, "refs": case_refs}, "shoal-ops-", scan_sanitizers=True)
+                      "names": case_names, "branch": case_branch, "refs": case_refs,
+                      "tracker_stats": case_tracker_stats,
+                      "wildcard_listen": case_wildcard_listen,
+                      "origin_down": case_origin_down}, "shoal-ops-", scan_sanitizers=True)

@@ -91,6 +91,7 @@ struct conn {
     uint8_t role;
     char zone[SHOAL_MSG_ZONE_MAX + 1];
     char addr[SHOAL_MSG_ADDR_MAX + 1];
+    bool addr_refused_logged; /* its unusable address was logged once */
     /* identities verified on this connection */
     struct ident *ids;
     uint32_t ids_cap, nids;
@@ -614,10 +615,58 @@ static int handle_auth(struct conn *c)
 
 /* ---- requests ---- */
 
+/* Why peers could not dial |addr| ("host:port" or "[v6]:port"), or NULL
+ * when they might: a wildcard host (a node listening on 0.0.0.0 or :: that
+ * announced its listen address as is) would make every node that gets it
+ * dial itself, and port 0 is nobody. A host that is not a numeric address
+ * is left to the nodes. */
+static const char *addr_unusable(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    char host[SHOAL_MSG_ADDR_MAX + 1];
+    unsigned char raw[16];
+    char *end;
+    size_t hl;
+
+    if (!colon || colon == addr)
+        return "it is not host:port";
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port > 65535)
+        return "its port is not a number from 1 to 65535";
+    if (port == 0)
+        return "its port is 0";
+    hl = (size_t)(colon - addr);
+    if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']') {
+        addr++;
+        hl -= 2;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = 0;
+    if (uv_inet_pton(AF_INET, host, raw) == 0)
+        return memcmp(raw, "\0\0\0\0", 4) == 0 ? "its host is the wildcard 0.0.0.0" : NULL;
+    if (uv_inet_pton(AF_INET6, host, raw) == 0) {
+        static const unsigned char zero[16];
+        return memcmp(raw, zero, 16) == 0 ? "its host is the wildcard ::" : NULL;
+    }
+    return NULL;
+}
+
 static int handle_announce(struct conn *c, uint64_t now)
 {
     struct shoal_tracker *t = c->t;
     const struct shoal_msg_announce *a = &t->msg.u.announce;
+    const char *bad = addr_unusable(c->addr);
+    if (bad) {
+        char why[SHOAL_MSG_ADDR_MAX + 160];
+        snprintf(why, sizeof why, "address %s cannot be dialled by peers: %s (set --advertise "
+                 "HOST:PORT)", c->addr, bad);
+        if (!c->addr_refused_logged) {
+            c->addr_refused_logged = true;
+            shoal_tracker_log("%s: announce refused: %s", c->peer, why);
+        }
+        return send_error(c, SHOAL_EBADMSG, why);
+    }
     for (uint32_t i = 0; i < a->count; i++) {
         memcpy(t->haves[i].manifest_id, a->entries[i].manifest_id, 32);
         t->haves[i].have_chunks = a->entries[i].have_chunks;
