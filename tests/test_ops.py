@@ -40,6 +40,11 @@ CASE is one of:
                 dials it and completes a small release from it. A node
                 with --advertise 0.0.0.0:7600 has its announce refused, and
                 its log shows the tracker's reason.
+  branch_follow a branch pulled after its commit gets its ref; a branch
+                that moved on the Hub is followed when pulled again (new
+                snapshot, refs/main moves); a pull of a branch the Hub does
+                not have yet fails, and the daemon's retry after its
+                back-off (30 s) completes it once the branch exists.
   origin_down   the Hub stand-in is stopped after publishing: a node
                 pulling from it logs "origin 127.0.0.1:PORT failing:
                 cannot connect: Connection refused" within 5 s, one
@@ -495,8 +500,67 @@ def case_tracker_stats(tmp):
     return fails
 
 
+def case_branch_follow(tmp):
+    k = make_keys(tmp, ["f"])
+    hub = Hub(tmp, "4M")
+    a = hub.commit
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    n = node("f", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+
+    def pull(rel, want_rc=0):
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", str(WAIT_S))
+        print(f"pull {rel}: exit {r.returncode}, refs/main {read_ref(n, 'main')}")
+        if r.returncode != want_rc:
+            print(f"FAIL shoal pull {rel}: exit {r.returncode}, not {want_rc}: "
+                  f"{r.stdout}{r.stderr}")
+            return 1
+        return 0
+
+    # By commit first (no ref), then by branch: the release is open already
+    # and the ref must still be written.
+    fails += pull("acme/model@" + a)
+    fails += pull("acme/model@main")
+    if read_ref(n, "main") != a:
+        print("FAIL refs/main not written for a branch pulled after its commit")
+        fails += 1
+    # The branch moves on the Hub: asking for it again follows it.
+    b = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+            "--shards", "2", "--seed", "10", "--branch", "main").strip()
+    publish(k, hub, tmp, "main", taddr)
+    fails += pull("acme/model@main")
+    if read_ref(n, "main") != b:
+        print(f"FAIL refs/main is not main's new commit {b} after a second pull")
+        fails += 1
+    if not os.path.isdir(os.path.join(n.cache, "models--acme--model", "snapshots", b)):
+        print("FAIL main's new commit has no snapshot")
+        fails += 1
+    # A branch the Hub does not have yet fails the pull; once it is there,
+    # the daemon's retry (30 s after the failure) finds it without another
+    # `shoal pull`.
+    fails += pull("acme/model@dev", want_rc=1)
+    dev = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+              "--shards", "2", "--seed", "11", "--branch", "dev").strip()
+    publish(k, hub, tmp, "dev", taddr)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and read_ref(n, "dev") != dev:
+        time.sleep(0.5)
+    if read_ref(n, "dev") != dev:
+        print("FAIL a pull whose branch the Hub lacked was not retried")
+        fails += 1
+    elif not n.wait_for(r"asking the Hub again where dev is", 1):
+        print("FAIL the retry is not in the log")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
                       "wildcard_listen": case_wildcard_listen,
-                      "origin_down": case_origin_down}, "shoal-ops-", scan_sanitizers=True)
+                      "origin_down": case_origin_down,
+                      "branch_follow": case_branch_follow}, "shoal-ops-", scan_sanitizers=True)
