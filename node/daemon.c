@@ -336,6 +336,25 @@ static bool pull_may_ask(const struct shoal_daemon *d, const struct pull *pl)
     return !pl->failed || uv_now((uv_loop_t *)&d->loop) >= pl->retry_ms;
 }
 
+/* Drops a UTF-8 sequence cut short at the end of |s| (by a truncating
+ * snprintf): status messages must be valid UTF-8 or the whole answer is
+ * refused, and reasons carry the Hub's text ("—" is three bytes). */
+static void utf8_cut(char *s)
+{
+    size_t n = strlen(s), i = n, need;
+
+    while (i > 0 && n - i < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0 || ((unsigned char)s[i - 1] & 0x80) == 0)
+        return; /* ends in ASCII (or holds nothing but continuation bytes) */
+    need = ((unsigned char)s[i - 1] & 0xE0) == 0xC0   ? 2
+           : ((unsigned char)s[i - 1] & 0xF0) == 0xE0 ? 3
+           : ((unsigned char)s[i - 1] & 0xF8) == 0xF0 ? 4
+                                                       : 0;
+    if (need != n - i + 1)
+        s[i - 1] = '\0';
+}
+
 /* Release |m| of pull |pl| did not open (|err|, |why|): the pull is marked
  * failed for the CLI, status and loaders, and asks again after a back-off.
  * Fills the pull's name from |m| so status names the release. */
@@ -347,6 +366,7 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
     pl->failed = true;
     pl->err = err ? err : -EIO;
     snprintf(pl->why, sizeof pl->why, "%s", why[0] ? why : shoal_strerror(pl->err));
+    utf8_cut(pl->why);
     pl->backoff_ms = pl->backoff_ms ? pl->backoff_ms * 2 : PULL_RETRY_FIRST_MS;
     if (pl->backoff_ms > PULL_RETRY_MAX_MS)
         pl->backoff_ms = PULL_RETRY_MAX_MS;

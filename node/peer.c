@@ -1166,8 +1166,12 @@ static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len
 static bool cred_ended(struct shoal_peer *p)
 {
     char hex[17];
+    struct timespec ts;
 
-    if ((uint64_t)time(NULL) < shoal_session_peer_expires(p->sess))
+    /* The clock the timer is armed by (time() may lag it by a tick, and
+     * the timer would then re-arm at 0 ms until it caught up). */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if ((uint64_t)ts.tv_sec < shoal_session_peer_expires(p->sess))
         return false;
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
     LOG_W("peer %s: credential of node %s expired, closing", p->name, hex);
