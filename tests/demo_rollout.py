@@ -180,7 +180,12 @@ def demo(tmp):
         print(f"BENCH demo_origin_x {x:.4f} x")
         print(f"BENCH demo_wall_s {total_t:.2f} s")
 
-    say("7. the Hugging Face cache of node0 (load it offline with HF_HUB_OFFLINE=1)")
+    say("7. the Hugging Face cache of node0")
+    # A rollout names a commit, and like huggingface_hub a node writes
+    # refs/<branch> only for a release asked for by branch, so offline
+    # loaders name the commit.
+    print(f"load it offline: HF_HUB_CACHE={nodes[0].cache} HF_HUB_OFFLINE=1 and "
+          f"from_pretrained(\"demo/model\", revision=\"{commit}\")")
     top = nodes[0].cache
     for dirpath, dirnames, fnames in sorted(os.walk(top)):
         dirnames.sort()
