@@ -15,8 +15,13 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
 {
     double F = (double)r->release_bytes;
     fprintf(f, "release        %.3f GiB in %u chunks\n", F / 1073741824.0, r->nchunks);
-    fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
-            r->completed, r->failed, r->incomplete);
+    uint32_t seeds = r->nodes - r->completed - r->failed - r->incomplete;
+    if (seeds > 0)
+        fprintf(f, "nodes          %u (%u seeds, %u completed, %u failed, %u incomplete)\n",
+                r->nodes, seeds, r->completed, r->failed, r->incomplete);
+    else
+        fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
+                r->completed, r->failed, r->incomplete);
     fprintf(f, "T_min          %.3f s\n", r->t_min);
     fprintf(f, "completion p50 %.3f s (%.3f x T_min)\n", r->p50, ratio(r->p50, r->t_min));
     fprintf(f, "completion p90 %.3f s (%.3f x T_min)\n", r->p90, ratio(r->p90, r->t_min));

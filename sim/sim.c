@@ -137,6 +137,7 @@ struct sim {
     uint32_t ndirty;
     uint32_t alive_incomplete;
     uint32_t fails_pending;
+    uint32_t joins_pending;  /* nodes still to join: a run is not over before */
     uint64_t rng;
     struct shoal_sim_result *r;
     uint8_t *bitbuf;
@@ -1343,6 +1344,7 @@ static int setup(struct sim *S)
             dmin = nd->down_bps;
         if ((rv = ev_push(S, rn->join_s, EV_JOIN, i, 0)) != 0)
             return rv;
+        S->joins_pending++;
     }
     double F = (double)S->F;
     uint32_t nleech = c->nodes - c->seeds;
@@ -1517,6 +1519,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             }
             break;
         case EV_JOIN:
+            S.joins_pending--;
             rv = join(&S, e.a);
             break;
         case EV_FAIL:
@@ -1558,8 +1561,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             S.next_progress = S.now + (S.r->t_min > 0 ? S.r->t_min / 10 : 10);
         }
         /* Everyone live is done and nobody is left to join: stop, even if
-         * periodic events remain. */
-        if (S.alive_incomplete == 0 && e.t >= c->join_spread_s && S.fails_pending == 0)
+         * periodic events remain. (Seeds join complete: with them first, no
+         * one is downloading yet while the others still have to join.) */
+        if (S.alive_incomplete == 0 && S.joins_pending == 0 && S.fails_pending == 0)
             break;
     }
     if (rv == 0) {

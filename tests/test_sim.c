@@ -82,6 +82,23 @@ static void test_origin_alone(void)
     shoal_sim_result_free(r);
 }
 
+/* Seeds join complete, before the others: the run still waits for every
+ * node (it ended at the first seed's join, having simulated nothing), and
+ * the seeds serve most of the bytes. */
+static void test_seeds(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 40, 2, 16);
+    c.seeds = 4;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 36);
+    CHECK_EQ(r->incomplete, 0);
+    CHECK(r->transfers >= 36ull * r->nchunks);
+    CHECK(r->origin_bytes < 36 * c.release_bytes / 2);
+    shoal_sim_result_free(r);
+}
+
 /* A swarm: every node ends with the release, and the bytes add up. */
 static void test_conservation(void)
 {
@@ -252,6 +269,7 @@ int main(void)
     RUN(test_one_node);
     RUN(test_origin_alone);
     RUN(test_conservation);
+    RUN(test_seeds);
     RUN(test_determinism);
     RUN(test_roles);
     RUN(test_one_zone_fetchers);
