@@ -374,6 +374,8 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
     LOG_E("pull %s failed: %s; trying again in %u s (or at the next `shoal pull`)", pl->name,
           pl->why, pl->backoff_ms / 1000);
     shoal_loader_srv_release_failed(d->loader, pl->name, pl->why); /* --- loader --- */
+    if (pl->asked[0] && strcmp(pl->asked, pl->name) != 0)
+        shoal_loader_srv_release_failed(d->loader, pl->asked, pl->why);
     arm_retry(d);
 }
 /* --- end dux --- */
@@ -1162,6 +1164,8 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
          * moved): the ref is still written */
         if (pl->ref[0] && (rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
             LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
+        if (pl->ref[0])
+            shoal_loader_srv_release_named(d->loader, s, pl->asked); /* --- loader --- */
         if (shoal_swarm_complete(s))
             on_complete(d, s);
         return;
@@ -1182,6 +1186,8 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
             d->pulls[i].swarm = s;
     }
     start_release(d, s);
+    if (pl->ref[0])
+        shoal_loader_srv_release_named(d->loader, s, pl->asked); /* --- loader --- */
     if (!d->stopping)
         discover(d);
 }

@@ -995,6 +995,25 @@ void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_sw
     refresh_priorities(l);
 }
 
+void shoal_loader_srv_release_named(struct shoal_loader_srv *l, struct shoal_swarm *s,
+                                    const char *name)
+{
+    struct client *c, *next;
+
+    if (!l || !name)
+        return;
+    pthread_mutex_lock(&l->mu);
+    for (c = l->clients; c; c = next) {
+        next = c->next;
+        if (c->state == C_PENDING && !c->pend_by_id && strcmp(c->release, name) == 0) {
+            client_bind(c, s);
+            pump_out(c);
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    refresh_priorities(l);
+}
+
 void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *release,
                                      const char *why)
 {

@@ -94,6 +94,13 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
  * thread. */
 void shoal_loader_srv_release_opened(struct shoal_loader_srv *l, struct shoal_swarm *s);
 
+/* Release |s| is what |name| ("repo@branch" or "repo@tag", as a loader
+ * sent it) resolved to: loaders waiting for that name start receiving its
+ * files (release_opened matches only ids and commits). Loop thread; |l|
+ * may be NULL. */
+void shoal_loader_srv_release_named(struct shoal_loader_srv *l, struct shoal_swarm *s,
+                                    const char *name);
+
 /* The pull of |release| (a 64-hex manifest id or "repo@rev", as a loader
  * sent it) cannot succeed: |why| (for people, e.g. "no tracker knows it").
  * Loaders waiting for it get LOADER_ERROR naming the release and |why|,

@@ -45,6 +45,8 @@ CASE is one of:
                 snapshot, refs/main moves); a pull of a branch the Hub does
                 not have yet fails, and the daemon's retry after its
                 back-off (30 s) completes it once the branch exists.
+  loader_branch a loader asking for acme/model@main (a branch) on a node
+                that holds main's commit (pulled by commit) gets every file.
   origin_down   the Hub stand-in is stopped after publishing: a node
                 pulling from it logs "origin 127.0.0.1:PORT failing:
                 cannot connect: Connection refused" within 5 s, one
@@ -558,9 +560,44 @@ def case_branch_follow(tmp):
     return fails
 
 
+def case_loader_branch(tmp):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
+    import shoal_loader
+    k = make_keys(tmp, ["l"])
+    hub = Hub(tmp, "4M")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    lsock = os.path.join(tmp, "loader.sock")
+    n = node("l", k, tmp, hub, ["--tracker", taddr, "--loader-socket", lsock])
+    fails = 0
+    # Held already (pulled by commit); a loader names it by branch.
+    r = cli("pull", "acme/model@" + hub.commit, "--socket", n.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0:
+        print(f"FAIL shoal pull by commit: exit {r.returncode}: {r.stderr}")
+        fails += 1
+    got = []
+    try:
+        with shoal_loader.Client(lsock, timeout=30) as c:
+            for f in c.want("acme/model@main"):
+                got.append(f.path)
+                f.close()
+    except (shoal_loader.LoaderError, TimeoutError, OSError) as e:
+        print(f"FAIL a loader asking by branch: {e!r}")
+        fails += 1
+    print(f"files handed to a loader asking for acme/model@main: {len(got)} of {len(hub.files)}")
+    if sorted(got) != sorted(hub.files):
+        print("FAIL the loader did not get every file of main's commit")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
                       "wildcard_listen": case_wildcard_listen,
                       "origin_down": case_origin_down,
-                      "branch_follow": case_branch_follow}, "shoal-ops-", scan_sanitizers=True)
+                      "branch_follow": case_branch_follow,
+                      "loader_branch": case_loader_branch}, "shoal-ops-", scan_sanitizers=True)
