@@ -256,6 +256,8 @@ static unsigned origin_pct(const struct shoal_ctl_release *r)
     return all ? (unsigned)(r->origin_bytes * 100 / all) : 0;
 }
 
+static void clean_str(char *str);
+
 static void print_progress(const struct shoal_ctl_release *r, bool tty)
 {
     char have[32], total[32], rate[32], eta[48], bar[41];
@@ -267,8 +269,14 @@ static void print_progress(const struct shoal_ctl_release *r, bool tty)
     shoal_fmt_bytes(rate, sizeof rate, r->rate_bps);
     fmt_eta(eta, sizeof eta, r->eta_ms);
     if (r->state == SHOAL_CTL_WAITING) {
-        fprintf(stdout, "%s%s: waiting for the manifest%s", tty ? "\r\033[K" : "", r->name,
-                tty ? "" : "\n");
+        /* Why it waits, when the daemon knows (the Hub resolving a branch,
+         * no tracker knowing the release): a wait with no end in sight
+         * must not look like one about to end. */
+        char why[sizeof r->error];
+        snprintf(why, sizeof why, "%s", r->error);
+        clean_str(why);
+        fprintf(stdout, "%s%s: waiting for the manifest%s%s%s%s", tty ? "\r\033[K" : "",
+                r->name, why[0] ? " (" : "", why, why[0] ? ")" : "", tty ? "" : "\n");
     } else if (tty) {
         memset(bar, '#', (size_t)fill);
         memset(bar + fill, '.', (size_t)(40 - fill));

@@ -77,8 +77,8 @@ enum shoal_ctl_state {
  * Wire: [id or nil, name, state, have_bytes, total_bytes, have_chunks,
  *        nchunks, rate_bps, peers, peer_bytes, origin_bytes, eta_ms, elapsed_ms,
  *        error]; have_bytes <= total_bytes, have_chunks <= nchunks, state
- * known. |error| (empty unless FAILED, or PULLING with the origin
- * failing) may be absent: a reader
+ * known. |error| (empty unless FAILED, PULLING with the origin failing,
+ * or WAITING for a reason the daemon knows) may be absent: a reader
  * takes a missing one as empty. */
 struct shoal_ctl_release {
     bool has_id;

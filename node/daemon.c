@@ -74,6 +74,8 @@ struct pull {
     char asked[SHOAL_MSG_REPO_MAX + 1];
     char ref[SHOAL_MSG_REPO_MAX + 1];
     bool unresolved;           /* |name| is not repo@commit yet */
+    bool unknown;              /* the trackers said they have no such
+                                  manifest (yet): status says so */
     bool resolving;            /* a Hub request is under way */
     /* --- end dux --- */
 };
@@ -1124,6 +1126,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         shoal_hex(name, pl->id, 32);
     if (status != 0) {
         LOG_D("no tracker has the manifest of %s yet", name);
+        pl->unknown = true;
         /* --- loader --- a loader asking by name learns it now; the pull
          * itself keeps asking, as for `shoal pull` */
         if (pl->by_name)
@@ -1626,6 +1629,10 @@ static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
     r->state = pl->failed ? SHOAL_CTL_FAILED : SHOAL_CTL_WAITING;
     if (pl->failed)
         snprintf(r->error, sizeof r->error, "%s", pl->why);
+    else if (pl->unresolved)
+        snprintf(r->error, sizeof r->error, "asking the Hub where %s is", pl->ref);
+    else if (pl->unknown)
+        snprintf(r->error, sizeof r->error, "no tracker knows this release yet; is it published?");
     if (!pl->by_name) {
         r->has_id = true;
         memcpy(r->id, pl->id, 32);

@@ -23,7 +23,8 @@ CASE is one of:
   branch        a node with the Hub stand-in and a tracker pulls
                 acme/model@main: the Hub resolves the branch to its commit
                 and the pull completes with that commit's files; a branch
-                the Hub does not have fails with the Hub's reason.
+                the Hub does not have fails with the Hub's reason; a
+                commit nobody published waits, saying no tracker knows it.
   refs          the Hub stand-in has main at one commit and dev at another:
                 `shoal pull acme/model@main` writes refs/main with main's
                 commit; pulling dev's commit by its hash afterwards leaves
@@ -231,6 +232,13 @@ def case_branch(tmp):
         print("FAIL the log does not say what main resolved to")
         fails += 1
     fails += expect_refused(n, "acme/model@nosuch", r"nosuch")
+    # A commit nobody published: the pull waits (it may be published
+    # later) but says why.
+    r = cli("pull", "acme/model@" + "3" * 40, "--socket", n.sock, "--timeout", "4")
+    print(r.stdout.strip().splitlines()[-1:])
+    if r.returncode == 0 or "no tracker knows this release yet" not in r.stdout:
+        print(f"FAIL an unpublished release: exit {r.returncode}, no reason shown: {r.stdout}")
+        fails += 1
     fails += shoalproc.stop_all([n])
     if fails:
         n.dump()
