@@ -272,6 +272,13 @@ int shoal_cmd_rollout(int argc, char **argv)
                         "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED\n");
         return 2;
     }
+    if (status && zone) {
+        /* The status request names no zone: the tracker counts the nodes
+         * of every zone the release's rollouts name. */
+        fprintf(stderr, "shoal rollout: --status counts the nodes of every zone the rollout "
+                        "names; it takes no --zone\n");
+        return 2;
+    }
     if (remove && status) {
         fprintf(stderr, "shoal rollout: --remove and --status do not go together: --status "
                         "only reads, --remove withdraws the rollout\n");
@@ -293,7 +300,8 @@ int shoal_cmd_rollout(int argc, char **argv)
             const struct shoal_msg_rollout_status *s = &m[1].u.rollout_status;
             printf("%s: %u node%s complete, %u partial, %u without it%s\n", rel, s->complete,
                    s->complete == 1 ? "" : "s", s->partial, s->none,
-                   s->has_manifest_id ? "" : " (no manifest registered)");
+                   s->has_manifest_id ? " (nodes in the zones its rollouts name)"
+                                      : " (no manifest registered: no node will act on it)");
         }
     } else {
         m[0].type = SHOAL_MSG_ROLLOUT;

@@ -1616,7 +1616,10 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->have_chunks = st.have_chunks;
     r->nchunks = st.nchunks;
     r->peers = st.peers;
-    r->peer_bytes = st.rx_chunk_bytes;
+    /* Each chunk once, as the release splits between the two: endgame
+     * duplicates are received bytes (metrics count them) but not the
+     * release's. */
+    r->peer_bytes = st.rx_chunk_bytes - st.rx_dup_bytes;
     r->origin_bytes = st.origin_bytes;
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
     if (r->state == SHOAL_CTL_PULLING)

@@ -131,6 +131,7 @@ struct shoal_swarm {
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
     struct ofetch *ofetches;       /* origin fetches alive */
     uint64_t origin_bytes, dup_bytes, resumed_bytes;
+    uint64_t rx_dup_bytes; /* the part of dup_bytes that came from peers */
     bool got_first;                /* a chunk arrived since open */
     bool repump;                   /* a local lease queued new actions */
     /* --- end tracker --- */
@@ -589,10 +590,12 @@ static void verify_done(uv_work_t *w, int status)
         s->rx_bytes += j->len;
         s->rx_chunks++; /* --- ctl --- */
         /* --- tracker --- */
-        if (j->dup)
+        if (j->dup) {
             s->dup_bytes += j->len;
-        else
+            s->rx_dup_bytes += j->len;
+        } else {
             note_first_chunk(s);
+        }
         /* --- end tracker --- */
         if (sp && sp->joined)
             shoal_sched_req_done(s->sched, now, j->peer_id, j->chunk, j->len,
@@ -1691,6 +1694,7 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
     st->tx_payload_bytes = s->tx_wire_payload;
     st->origin_bytes = s->origin_bytes; /* --- tracker --- */
     st->dup_bytes = s->dup_bytes;
+    st->rx_dup_bytes = s->rx_dup_bytes;
     st->resumed_bytes = s->resumed_bytes;
     for (uint32_t i = 0; i < s->npeers; i++) {
         st->peers += s->peers[i]->joined;

@@ -218,6 +218,7 @@ struct shoal_swarm_stats {
     /* --- tracker --- */
     uint64_t origin_bytes;           /* verified chunk bytes from the origin */
     uint64_t dup_bytes;              /* received for chunks already held */
+    uint64_t rx_dup_bytes;           /* ... of them from peers (in rx_chunk_bytes) */
     uint64_t resumed_bytes;          /* held when the release was opened */
     /* --- end tracker --- */
 };

@@ -152,8 +152,13 @@ def demo(tmp):
             for line in lines:
                 m = crx.search(line)
                 if m:
-                    results[p.name] = (time.monotonic() - t_start, int(m.group(2)),
-                                       int(m.group(3)))
+                    # Each byte of the release once, from where it came
+                    # first: "received from peers" counts endgame
+                    # duplicates too, so the peers' share is what neither
+                    # the origin nor the cache at start gave.
+                    total, origin, held = int(m.group(1)), int(m.group(3)), int(m.group(5))
+                    results[p.name] = (time.monotonic() - t_start,
+                                       max(0, total - origin - held), origin)
                     break
             if p.name not in results and p.p.poll() is not None:
                 print(f"{p.name} exited early; last log lines:\n" + "\n".join(p.lines[-15:]))

@@ -97,6 +97,8 @@ usage_err "manifest build --commit 0123" "commit must be 40 hex characters" \
     --out c.mf > upper.txt 2>&1
 check "manifest build takes an upper-case commit, stored in lower case" \
     grep -q "a/b@abababababababababababababababababababab" upper.txt
+usage_err "rollout --status --zone" "--status counts the nodes of every zone the rollout names" \
+    "$shoal" rollout a/b@0 --status --zone za --tracker 127.0.0.1:1 --key node.key --cred node.cred
 usage_err "rollout --remove --status" "--remove and --status do not go together" \
     "$shoal" rollout a/b@0 --remove --status --tracker 127.0.0.1:1 --key node.key --cred node.cred
 
