@@ -54,7 +54,9 @@ static const char outro[] =
     "           --publisher-keys pub.pub --peer 10.0.0.1:7600 --pull <manifest id>\n"
     "\n"
     "Signals: SIGTERM or SIGINT shut down gracefully (BYE to peers, queued writes\n"
-    "flushed, store state synced); a release left incomplete resumes on restart.\n"
+    "flushed, store state synced). Verified chunks survive a restart: releases\n"
+    "named by --pull/--manifest or by a tracker's rollout resume at once; one\n"
+    "pulled with `shoal pull` or by a loader resumes when asked for again.\n"
     "Logs go to stderr, one line per event. Exit status: 0 after a clean shutdown,\n"
     "1 on a setup error, 2 on a usage error.\n";
 
