@@ -134,6 +134,11 @@ struct shoal_swarm {
     uint64_t rx_dup_bytes; /* the part of dup_bytes that came from peers */
     bool got_first;                /* a chunk arrived since open */
     bool repump;                   /* a local lease queued new actions */
+    /* Lease requests answered with nothing (refused or empty) in a row,
+     * since when, and when that was last logged: a stall shows in the log
+     * at most every LEASE_EMPTY_LOG_MS. */
+    uint32_t lease_empty;
+    uint64_t lease_empty_since_ms, lease_empty_logged_ms;
     /* --- end tracker --- */
     /* --- s2 --- per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
@@ -141,6 +146,13 @@ struct shoal_swarm {
 };
 
 static uint32_t next_req_id = 1;
+
+/* Empty lease answers in a row, and for how long, before a stall is
+ * logged (a fleet's nodes often wait a few seconds for others' leases),
+ * and the least time between two such lines. */
+#define LEASE_EMPTY_LOG_MIN 5
+#define LEASE_EMPTY_LOG_AFTER_MS 10000
+#define LEASE_EMPTY_LOG_MS 30000
 
 /* --- tracker --- */
 struct ofetch;
@@ -1285,11 +1297,37 @@ static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action 
     s->repump = true;
 }
 
+/* Counts a lease request answered with nothing and logs, at most every
+ * LEASE_EMPTY_LOG_MS, that the tracker keeps granting none while chunks
+ * are missing: the daemon then waits for peers or for leases (perhaps its
+ * own, from before a restart) to end, and without a word it looks hung. */
+static void lease_empty_note(struct shoal_swarm *s, uint32_t trk, int status)
+{
+    uint64_t now = now_ms(s);
+    if (s->lease_empty++ == 0)
+        s->lease_empty_since_ms = now;
+    if (s->complete || s->lease_empty < LEASE_EMPTY_LOG_MIN ||
+        now - s->lease_empty_since_ms < LEASE_EMPTY_LOG_AFTER_MS ||
+        (s->lease_empty_logged_ms && now - s->lease_empty_logged_ms < LEASE_EMPTY_LOG_MS))
+        return;
+    s->lease_empty_logged_ms = now;
+    uint32_t have = shoal_sched_have_count(s->sched);
+    LOG_I("release %s: tracker %u granted no origin lease for %u requests over %.0f s (%s) "
+          "with %u of %u chunks missing; waiting for peers or for other leases to end",
+          s->idhex, trk, s->lease_empty, (double)(now - s->lease_empty_since_ms) / 1000.0,
+          status ? shoal_strerror(status) : "everything missing is leased or fetched",
+          s->nchunks - have, s->nchunks);
+}
+
 void shoal_swarm_lease_result(struct shoal_swarm *s, uint32_t trk, int status,
                               const struct shoal_msg_lease *l)
 {
     if (!s->sched || s->stopped)
         return; /* an unused lease simply expires at the tracker */
+    if (status != 0 || !l || l->count == 0)
+        lease_empty_note(s, trk, status);
+    else
+        s->lease_empty = 0;
     if (status != 0 || !l) {
         shoal_sched_lease_failed(s->sched, now_ms(s));
     } else {

@@ -55,6 +55,12 @@ CASE is one of:
                 the origin failing under the release; once the stand-in is
                 back on the same port the pull completes and the log says
                 the origin is reachable again.
+  restart       a node pulling from a slowed Hub stand-in through a tracker
+                with --lease-ms and --fetched-ttl-ms at 120 s is killed
+                (SIGKILL) mid-download and started again on the same cache:
+                the tracker logs that it voided the old process's leases,
+                and the second `shoal pull` completes within 60 s (before,
+                it waited for the dead process's leases to expire).
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -65,6 +71,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 import shoalproc
 
@@ -510,6 +517,79 @@ def case_tracker_stats(tmp):
     return fails
 
 
+def release_pct(n, commit):
+    """The progress `shoal status` shows for acme/model@COMMIT, or None."""
+    st = cli("status", "--socket", n.sock).stdout
+    m = re.search(r"acme/model@%s\s+\S+\s+([\d.]+)%%" % commit, st)
+    return float(m.group(1)) if m else None
+
+
+def case_restart(tmp):
+    k = make_keys(tmp, ["r"])
+    hub = Hub(tmp, "24M", shards="3")
+    # About 1.5 MB/s per range request: long enough to kill mid-download
+    # while the node holds leases, short enough to finish well within the
+    # bound below after the restart.
+    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
+                                 data=json.dumps([{"kind": "slow", "bps": 1500000,
+                                                   "match": "/cdn/"}]).encode())
+    urllib.request.urlopen(req, timeout=10).read()
+    t = Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key", k("cluster") + ".pub",
+              "--publisher-keys", k("publisher") + ".pub", "--admin-keys", k("admin") + ".pub",
+              "--announce-interval-ms", "1000", "--lease-ms", "120000",
+              "--fetched-ttl-ms", "120000"], name="tracker")
+    m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        t.dump()
+        sys.exit("tracker did not start")
+    taddr = m.group(1)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    fails = 0
+    n = node("r", k, tmp, hub, ["--tracker", taddr])
+    first = subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pct = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pct = release_pct(n, hub.commit)
+        if pct is not None and pct >= 15:
+            break
+        time.sleep(0.2)
+    if pct is None or pct < 15 or pct >= 85:
+        print(f"FAIL could not catch the pull mid-download (at {pct}%)")
+        n.dump()
+        first.kill()
+        first.wait()
+        return 1
+    n.p.kill()
+    n.p.wait()
+    first.wait(timeout=30)
+    print(f"killed the node (SIGKILL) at {pct:.1f}%")
+    n2 = node("r", k, tmp, hub, ["--tracker", taddr])
+    t0 = time.monotonic()
+    r = cli("pull", mid, "--socket", n2.sock, "--timeout", "60", timeout=90)
+    took = time.monotonic() - t0
+    print(f"pull after the restart: exit {r.returncode} in {took:.1f} s: "
+          f"{(r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]}")
+    if r.returncode != 0:
+        print("FAIL the restarted node did not complete within 60 s (--lease-ms and "
+              "--fetched-ttl-ms are 120 s)")
+        fails += 1
+    v = t.wait_for(r"node [0-9a-f]{16} announced in a new session: voided (\d+) origin leases?, "
+                   r"(\d+) fetched chunks? leasable again", 5)
+    if not v or int(v.group(1)) + int(v.group(2)) == 0:
+        print("FAIL the tracker did not log voiding the old process's leases")
+        fails += 1
+    else:
+        print(v.group(0))
+    fails += shoalproc.stop_all([n2])
+    if fails:
+        n.dump(tail=40)
+        n2.dump(tail=60)
+        t.dump(tail=40)
+    return fails
+
+
 def case_branch_follow(tmp):
     k = make_keys(tmp, ["f"])
     hub = Hub(tmp, "4M")
@@ -608,4 +688,5 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "wildcard_listen": case_wildcard_listen,
                       "origin_down": case_origin_down,
                       "branch_follow": case_branch_follow,
-                      "loader_branch": case_loader_branch}, "shoal-ops-", scan_sanitizers=True)
+                      "loader_branch": case_loader_branch,
+                      "restart": case_restart}, "shoal-ops-", scan_sanitizers=True)

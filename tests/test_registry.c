@@ -1022,6 +1022,96 @@ static void test_fetched_return(void)
     shoal_reg_free(r);
 }
 
+/* A restarted node (new session): the leases its old process held are
+ * void at once, and the chunks it reported fetched are leasable again
+ * unless it announces the whole manifest or another node does; other
+ * nodes' leases and credit stay, and an unknown key changes nothing. */
+static void test_node_restarted(void)
+{
+    struct shoal_reg_config cfg;
+    shoal_reg_config_default(&cfg);
+    cfg.node_ttl_ms = 90000;
+    cfg.lease_ms = 120000;
+    cfg.fetched_ttl_ms = 120000;
+    cfg.fetcher_leases = 0;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
+    uint8_t mid[32], a[32], b[32], c[32];
+    key(mid, 3, 1);
+    key(a, 1, 1);
+    key(b, 1, 2);
+    key(c, 1, 3);
+    const char *commit = "0123456789012345678901234567890123456789";
+    REQUIRE(shoal_reg_put_manifest(r, mid, 0, "org/m", commit, 32, (const uint8_t *)"x", 1) == 0);
+    struct shoal_reg_have h = { .total_chunks = 32 };
+    memcpy(h.manifest_id, mid, 32);
+    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
+    uint32_t f, n, nl = 99, nc = 99;
+    uint64_t e;
+    /* A fetched 0..7 and holds 8..15 and 16..23 leased; B holds 24..31. */
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 8);
+    CHECK_EQ(shoal_reg_lease_done(r, 2000, mid, a, 0, 8), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 16 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, b, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 24 && n == 8);
+    /* Before the restart nothing is free, long before any TTL. */
+    CHECK_EQ(shoal_reg_lease(r, 3000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 0);
+
+    /* Unknown keys: nothing to void. */
+    CHECK_EQ(shoal_reg_node_restarted(r, c, &nl, &nc), 0);
+    CHECK(nl == 0 && nc == 0);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_active, 3);
+
+    /* A comes back with 3 chunks of 32: both its leases and its 8 fetched
+     * chunks are free again at once. */
+    h.have_chunks = 3;
+    REQUIRE(shoal_reg_announce(r, 4000, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
+    CHECK_EQ(shoal_reg_node_restarted(r, a, &nl, &nc), 1);
+    CHECK_EQ(nl, 2);
+    CHECK_EQ(nc, 8);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_active, 1);
+    CHECK_EQ(st.leases_expired, 0);
+    /* The old lease of 8..15 is gone: its lease_done is refused. */
+    CHECK_EQ(shoal_reg_lease_done(r, 4000, mid, a, 8, 8), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, a, 32, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 24);
+    /* B's lease is untouched: nothing beyond A's span is free. */
+    CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 5000, mid, b, 24, 8), 0);
+
+    /* A second session of A: its new lease is void again; a node
+     * announcing complete keeps its credit. */
+    CHECK_EQ(shoal_reg_lease_done(r, 5000, mid, a, 0, 24), 0);
+    h.have_chunks = 32;
+    h.complete = true;
+    REQUIRE(shoal_reg_announce(r, 6000, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
+    CHECK_EQ(shoal_reg_node_restarted(r, a, &nl, &nc), 0);
+    CHECK(nl == 0 && nc == 0);
+    CHECK_EQ(shoal_reg_lease(r, 6000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 0);
+    /* B restarts while A is complete: B's credit stays with the swarm
+     * (A has the chunks), nothing is re-leased. */
+    struct shoal_reg_have hb = h;
+    hb.have_chunks = 0;
+    hb.complete = false;
+    REQUIRE(shoal_reg_announce(r, 7000, b, "10.0.0.2:1", "z", &hb, 1, NULL) == 0);
+    CHECK_EQ(shoal_reg_node_restarted(r, b, &nl, &nc), 0);
+    CHECK(nl == 0 && nc == 0);
+    CHECK_EQ(shoal_reg_lease(r, 7000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 0);
+    shoal_reg_free(r);
+}
+
 /* Review 3: holders of nothing must not crowd seeds out of the walk. */
 static void test_peers_sparse_seeds(void)
 {
@@ -1191,6 +1281,7 @@ int main(void)
     RUN(test_churn);
     RUN(test_zone_churn);
     RUN(test_fetched_return);
+    RUN(test_node_restarted);
     RUN(test_peers_sparse_seeds);
     RUN(test_lease_budget);
     RUN(test_many_entries);

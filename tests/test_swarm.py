@@ -631,9 +631,13 @@ def case_cred_expiry(tmp):
         print("FAIL the seed did not refuse a redial with the expired credential")
         fails += 1
     for n in (s, i):
-        got = len(re.findall(r"authenticated: node %s " % ids[n.name], a.log()))
-        if got != 1:
-            print(f"FAIL {n.name} had {got} sessions with the seed, not 1")
+        # A reconnect before expiry (a slow handshake on a loaded machine)
+        # is fine; no session may start after it.
+        log = a.log()
+        end_at = log.find("credential of node %s expired" % ids[n.name])
+        got = len(re.findall(r"authenticated: node %s " % ids[n.name], log[end_at:]))
+        if end_at < 0 or got != 0:
+            print(f"FAIL {n.name} had {got} sessions with the seed after its credential ended")
             fails += 1
     fails += shoalproc.stop_all([a, s, i])
     if fails:

@@ -987,6 +987,58 @@ void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32])
         node_remove_idx(r, ni);
 }
 
+int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uint32_t *leases,
+                             uint32_t *chunks)
+{
+    uint32_t nl = 0, nc = 0;
+    uint32_t ni = node_find(r, node_pk);
+    if (ni == NONE)
+        goto out;
+    struct node *nd = &r->nodes[ni];
+    for (uint32_t mi = 0; mi < r->nmanis_cap && (nd->nleases || nd->nfspans); mi++) {
+        struct mani *m = &r->manis[mi];
+        if (!m->used)
+            continue;
+        for (uint32_t i = 0; i < m->nl;) {
+            if (m->leases[i].node == ni) {
+                lease_drop(r, m, i, false);
+                nl++;
+            } else {
+                i++;
+            }
+        }
+        if (!m->nfs)
+            continue;
+        /* A node that announces the whole manifest still has what it
+         * fetched; any other count says nothing about which chunks it kept,
+         * so the credit goes as if it had left and come back: a complete
+         * copy elsewhere keeps the chunks in the swarm (the TTL applies),
+         * otherwise they are leasable again at once. */
+        uint16_t e = node_entry(nd, mi);
+        if (e < nd->nents && m->h[nd->ents[e].slot].complete)
+            continue;
+        for (uint32_t i = 0; i < m->nfs;) {
+            if (m->fs[i].node != ni) {
+                i++;
+            } else if (m->ncomplete) {
+                m->fs[i].node = NONE;
+                nd->nfspans--;
+                i++;
+            } else {
+                uint32_t before = m->nfree;
+                fspan_drop(r, m, i, true);
+                nc += m->nfree - before;
+            }
+        }
+    }
+out:
+    if (leases)
+        *leases = nl;
+    if (chunks)
+        *chunks = nc;
+    return nl || nc;
+}
+
 /* ---- announce ---- */
 
 static void rate_count(struct shoal_reg *r, uint64_t now_ms)

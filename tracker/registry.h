@@ -174,6 +174,23 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
  * ignored. */
 void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32]);
 
+/*
+ * Tells the registry that |node_pk| runs a new session (the server calls it
+ * on the node's first announce over a new connection): whatever the old
+ * process leased or fetched may be gone with it. Voids every origin lease
+ * the node holds, so its chunks are leasable at once instead of after
+ * lease_ms, and drops its fetched-from-origin credit for each manifest it
+ * does not now announce complete: those chunks become leasable at once
+ * unless a node announcing the whole manifest is known (then only the
+ * fetched_ttl_ms rule applies, as when a node leaves). Its holdings and
+ * roles are untouched. Writes the count of leases voided to |*leases| and
+ * of chunks made leasable again by dropped credit to |*chunks| (either may
+ * be NULL). Returns 1 when anything was voided or dropped, else 0 (also
+ * for an unknown key).
+ */
+int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uint32_t *leases,
+                             uint32_t *chunks);
+
 /* Pointers are valid until the next call that changes the registry. */
 struct shoal_reg_peer {
     uint8_t node_pk[32];

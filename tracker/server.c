@@ -59,6 +59,8 @@ struct ident {
     uint8_t used;
     uint64_t bind;          /* keyed hash of zone and listen address */
     uint64_t deadline_ms;   /* loop time at which the credential expires */
+    bool announced;         /* announced on this connection (see
+                               handle_announce) */
 };
 
 struct conn {
@@ -677,6 +679,24 @@ static int handle_announce(struct conn *c, uint64_t now)
                                 t->roles);
     if (rv)
         return send_error(c, rv, rv == SHOAL_ELIMIT ? "tracker is full" : shoal_strerror(rv));
+    /* A key's first announce on a connection starts a session: a daemon
+     * that restarted (or lost us) may have lost what it leased or fetched
+     * from the origin, and nobody else could lease those chunks until its
+     * old leases and fetched credit timed out. A daemon announces before
+     * anything else on a connection, so this never voids a lease it took
+     * in this session. */
+    struct ident *id = ident_find(c, c->pk, c->role);
+    if (id && !id->announced) {
+        uint32_t nl, nc;
+        id->announced = true;
+        if (shoal_reg_node_restarted(t->reg, c->pk, &nl, &nc)) {
+            char hex[65];
+            shoal_hex(hex, c->pk, 32);
+            shoal_tracker_log("%s: node %.16s announced in a new session: voided %u origin "
+                              "lease%s, %u fetched chunk%s leasable again",
+                              c->peer, hex, nl, nl == 1 ? "" : "s", nc, nc == 1 ? "" : "s");
+        }
+    }
     size_t n = shoal_reg_rollouts_for(t->reg, c->zone, true, t->desired, SHOAL_MSG_DESIRED_MAX);
     struct shoal_msg *m = &t->reply;
     m->type = SHOAL_MSG_ANNOUNCE_REPLY;
