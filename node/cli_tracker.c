@@ -300,7 +300,8 @@ int shoal_cmd_rollout(int argc, char **argv)
             const struct shoal_msg_rollout_status *s = &m[1].u.rollout_status;
             printf("%s: %u node%s complete, %u partial, %u without it%s\n", rel, s->complete,
                    s->complete == 1 ? "" : "s", s->partial, s->none,
-                   s->has_manifest_id ? " (nodes in the zones its rollouts name)"
+                   s->has_manifest_id ? " (nodes in the zones its rollouts name; every node "
+                                        "if it has none)"
                                       : " (no manifest registered: no node will act on it)");
         }
     } else {

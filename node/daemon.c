@@ -1453,6 +1453,7 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
     }
     snprintf(pl->name, sizeof pl->name, "%s@%s", rel->repo, rel->commit);
     pl->unresolved = false;
+    pl->unknown = false; /* a new commit, not yet asked for */
     pl->failed = false;
     LOG_I("pull %s: the Hub resolves %s to commit %s", pl->asked, pl->ref, rel->commit);
     shoal_hub_release_free(rel);
@@ -1542,6 +1543,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
             return 0; /* being resolved */
         LOG_I("pull %s asked again by %s: asking the Hub where %s is now", release, by, pl->ref);
         pl->unresolved = true;
+        pl->unknown = false;
         pl->by_name = true;
         pl->swarm = NULL;
         return resolve_pull(d, pl, why, whylen);
@@ -1635,7 +1637,8 @@ static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
     else if (pl->unresolved)
         snprintf(r->error, sizeof r->error, "asking the Hub where %s is", pl->ref);
     else if (pl->unknown)
-        snprintf(r->error, sizeof r->error, "no tracker knows this release yet; is it published?");
+        snprintf(r->error, sizeof r->error,
+                 "no tracker has answered with its manifest yet (not published?)");
     if (!pl->by_name) {
         r->has_id = true;
         memcpy(r->id, pl->id, 32);

@@ -1549,7 +1549,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         }
         case EV_EXPIRE:
             shoal_reg_expire(S.reg, ms(S.now));
-            if (S.alive_incomplete > 0)
+            if (S.alive_incomplete > 0 || S.joins_pending > 0)
                 rv = ev_push(&S, S.now + 10.0, EV_EXPIRE, 0, 0);
             break;
         }

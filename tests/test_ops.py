@@ -24,7 +24,7 @@ CASE is one of:
                 acme/model@main: the Hub resolves the branch to its commit
                 and the pull completes with that commit's files; a branch
                 the Hub does not have fails with the Hub's reason; a
-                commit nobody published waits, saying no tracker knows it.
+                commit nobody published waits, saying no tracker has its manifest.
   refs          the Hub stand-in has main at one commit and dev at another:
                 `shoal pull acme/model@main` writes refs/main with main's
                 commit; pulling dev's commit by its hash afterwards leaves
@@ -243,7 +243,7 @@ def case_branch(tmp):
     # later) but says why.
     r = cli("pull", "acme/model@" + "3" * 40, "--socket", n.sock, "--timeout", "4")
     print(r.stdout.strip().splitlines()[-1:])
-    if r.returncode == 0 or "no tracker knows this release yet" not in r.stdout:
+    if r.returncode == 0 or "no tracker has answered with its manifest yet" not in r.stdout:
         print(f"FAIL an unpublished release: exit {r.returncode}, no reason shown: {r.stdout}")
         fails += 1
     fails += shoalproc.stop_all([n])
