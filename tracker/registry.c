@@ -941,6 +941,42 @@ static uint16_t node_entry(const struct node *nd, uint32_t mi)
 
 /* ---- node removal ---- */
 
+/* Ends every lease node |ni| holds on |m|; returns how many. */
+static uint32_t drop_node_leases(struct shoal_reg *r, struct mani *m, uint32_t ni)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < m->nl;) {
+        if (m->leases[i].node == ni) {
+            lease_drop(r, m, i, false);
+            n++;
+        } else {
+            i++;
+        }
+    }
+    return n;
+}
+
+/* What node |ni| fetched from the origin for |m| is no longer its credit:
+ * with a complete copy still announced the chunks stay fetched (only the
+ * TTL applies), else they are leasable again. Returns the chunks freed. */
+static uint32_t drop_node_fetched(struct shoal_reg *r, struct mani *m, uint32_t ni)
+{
+    struct node *nd = &r->nodes[ni];
+    uint32_t before = m->nfree;
+    for (uint32_t i = 0; i < m->nfs;) {
+        if (m->fs[i].node != ni) {
+            i++;
+        } else if (m->ncomplete) {
+            m->fs[i].node = NONE;
+            nd->nfspans--;
+            i++;
+        } else {
+            fspan_drop(r, m, i, true);
+        }
+    }
+    return m->nfree - before;
+}
+
 static void node_remove_idx(struct shoal_reg *r, uint32_t ni)
 {
     struct node *nd = &r->nodes[ni];
@@ -950,25 +986,9 @@ static void node_remove_idx(struct shoal_reg *r, uint32_t ni)
         struct mani *m = &r->manis[mi];
         if (!m->used)
             continue;
-        for (uint32_t i = 0; i < m->nl;) {
-            if (m->leases[i].node == ni)
-                lease_drop(r, m, i, false);
-            else
-                i++;
-        }
-        /* What this node fetched from the origin left with it, unless a
-         * complete copy is still announced; then only the TTL applies. */
-        for (uint32_t i = 0; i < m->nfs;) {
-            if (m->fs[i].node != ni) {
-                i++;
-            } else if (m->ncomplete) {
-                m->fs[i].node = NONE;
-                nd->nfspans--;
-                i++;
-            } else {
-                fspan_drop(r, m, i, true);
-            }
-        }
+        drop_node_leases(r, m, ni);
+        /* What this node fetched from the origin left with it. */
+        drop_node_fetched(r, m, ni);
     }
     r->zones[nd->zone].nodes--;
     zone_release(r, nd->zone);
@@ -999,14 +1019,7 @@ int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uin
         struct mani *m = &r->manis[mi];
         if (!m->used)
             continue;
-        for (uint32_t i = 0; i < m->nl;) {
-            if (m->leases[i].node == ni) {
-                lease_drop(r, m, i, false);
-                nl++;
-            } else {
-                i++;
-            }
-        }
+        nl += drop_node_leases(r, m, ni);
         if (!m->nfs)
             continue;
         /* A node that announces the whole manifest still has what it
@@ -1017,19 +1030,7 @@ int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uin
         uint16_t e = node_entry(nd, mi);
         if (e < nd->nents && m->h[nd->ents[e].slot].complete)
             continue;
-        for (uint32_t i = 0; i < m->nfs;) {
-            if (m->fs[i].node != ni) {
-                i++;
-            } else if (m->ncomplete) {
-                m->fs[i].node = NONE;
-                nd->nfspans--;
-                i++;
-            } else {
-                uint32_t before = m->nfree;
-                fspan_drop(r, m, i, true);
-                nc += m->nfree - before;
-            }
-        }
+        nc += drop_node_fetched(r, m, ni);
     }
 out:
     if (leases)
