@@ -1457,7 +1457,29 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
     pl->failed = false;
     LOG_I("pull %s: the Hub resolves %s to commit %s", pl->asked, pl->ref, rel->commit);
     shoal_hub_release_free(rel);
-    if (d->trk && !d->stopping)
+    if (d->stopping)
+        return;
+    /* Open here already (pulled by commit, or before the branch moved
+     * back): no tracker is needed to follow the name to it. */
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
+        char got[SHOAL_MSG_REPO_MAX + 48];
+        int rv;
+
+        snprintf(got, sizeof got, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+        if (strcmp(got, pl->name) != 0)
+            continue;
+        pl->swarm = d->swarms[i];
+        memcpy(pl->id, shoal_manifest_id(m), 32);
+        pl->by_name = false;
+        if ((rv = shoal_swarm_set_branch(pl->swarm, pl->ref)) != 0)
+            LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
+        shoal_loader_srv_release_named(d->loader, pl->swarm, pl->asked); /* --- loader --- */
+        if (shoal_swarm_complete(pl->swarm))
+            on_complete(d, pl->swarm);
+        return;
+    }
+    if (d->trk)
         trk_want_manifests(d, true);
 }
 
@@ -1624,8 +1646,8 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->peer_bytes = st.rx_chunk_bytes - st.rx_dup_bytes;
     r->origin_bytes = st.origin_bytes;
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
-    if (r->state == SHOAL_CTL_PULLING)
-        shoal_hub_failing(d->hub, r->error, sizeof r->error);
+    if (r->state == SHOAL_CTL_PULLING && shoal_hub_failing(d->hub, r->error, sizeof r->error))
+        utf8_cut(r->error); /* the host may be an internationalised name */
 }
 
 static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)

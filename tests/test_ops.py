@@ -47,7 +47,8 @@ CASE is one of:
                 not have yet fails, and the daemon's retry after its
                 back-off (30 s) completes it once the branch exists.
   loader_branch a loader asking for acme/model@main (a branch) on a node
-                that holds main's commit (pulled by commit) gets every file.
+                that holds main's commit (pulled by commit) gets every file,
+                again once the tracker is gone (the Hub resolves the name).
   origin_down   the Hub stand-in is stopped after publishing: a node
                 pulling from it logs "origin 127.0.0.1:PORT failing:
                 cannot connect: Connection refused" within 5 s, one
@@ -675,6 +676,21 @@ def case_loader_branch(tmp):
     print(f"files handed to a loader asking for acme/model@main: {len(got)} of {len(hub.files)}")
     if sorted(got) != sorted(hub.files):
         print("FAIL the loader did not get every file of main's commit")
+        fails += 1
+    # With the tracker gone the Hub still resolves the branch, and the
+    # release it names is open here: no tracker is needed.
+    trk.stop()
+    got = []
+    try:
+        with shoal_loader.Client(lsock, timeout=20) as c:
+            for f in c.want("acme/model@main"):
+                got.append(f.path)
+                f.close()
+    except (shoal_loader.LoaderError, TimeoutError, OSError) as e:
+        print(f"FAIL a loader asking by branch with no tracker up: {e!r}")
+        fails += 1
+    if sorted(got) != sorted(hub.files):
+        print(f"FAIL with no tracker up the loader got {len(got)} of {len(hub.files)} files")
         fails += 1
     fails += shoalproc.stop_all([n])
     if fails:
