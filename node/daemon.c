@@ -244,6 +244,21 @@ static struct shoal_swarm *find_swarm(struct shoal_daemon *d, const uint8_t id[3
     return NULL;
 }
 
+/* The open release "repo@commit" names, or NULL. */
+static struct shoal_swarm *find_swarm_named(struct shoal_daemon *d, const char *release)
+{
+    const char *at = strrchr(release, '@');
+
+    for (uint32_t i = 0; at && i < d->nswarms; i++) {
+        const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
+        const char *repo = shoal_manifest_repo_id(m);
+        if (strlen(repo) == (size_t)(at - release) && memcmp(repo, release, strlen(repo)) == 0 &&
+            strcmp(shoal_manifest_commit(m), at + 1) == 0)
+            return d->swarms[i];
+    }
+    return NULL;
+}
+
 static bool all_pulls_complete(struct shoal_daemon *d)
 {
     for (uint32_t i = 0; i < d->npulls; i++) {
@@ -381,6 +396,20 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
     arm_retry(d);
 }
 /* --- end dux --- */
+
+/* Pull |pl| names a branch or tag (|ref|) and has just been bound to
+ * |s|, a release open already: refs/<ref> is still written, and loaders
+ * waiting for the name get its files (both happen at open otherwise). */
+static void follow_branch(struct shoal_daemon *d, const struct pull *pl, struct shoal_swarm *s)
+{
+    int rv;
+
+    if (!pl->ref[0])
+        return;
+    if ((rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
+        LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
+    shoal_loader_srv_release_named(d->loader, s, pl->asked); /* --- loader --- */
+}
 
 static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
                              const struct shoal_msg_manifest *md)
@@ -763,21 +792,11 @@ static void loader_on_file(void *user, struct shoal_swarm *s, uint32_t file, int
 static struct shoal_swarm *loader_find(void *user, const char *release)
 {
     struct shoal_daemon *d = user;
-    const char *at = strrchr(release, '@');
     uint8_t id[32];
 
     if (strlen(release) == 64 && shoal_unhex(id, 32, release, 64) == 0)
         return find_swarm(d, id);
-    if (!at)
-        return NULL;
-    for (uint32_t i = 0; i < d->nswarms; i++) {
-        const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
-        const char *repo = shoal_manifest_repo_id(m);
-        if (strlen(repo) == (size_t)(at - release) && memcmp(repo, release, strlen(repo)) == 0 &&
-            strcmp(shoal_manifest_commit(m), at + 1) == 0)
-            return d->swarms[i];
-    }
-    return NULL;
+    return find_swarm_named(d, release);
 }
 
 /* The path `shoal pull` takes: a manifest id is asked of the peers and the
@@ -1163,12 +1182,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         shoal_manifest_free(m);
         pl->swarm = s;
         pl->failed = false;
-        /* --- dux --- open already (by commit, or before the branch
-         * moved): the ref is still written */
-        if (pl->ref[0] && (rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
-            LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
-        if (pl->ref[0])
-            shoal_loader_srv_release_named(d->loader, s, pl->asked); /* --- loader --- */
+        follow_branch(d, pl, s); /* --- dux --- */
         if (shoal_swarm_complete(s))
             on_complete(d, s);
         return;
@@ -1367,7 +1381,6 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
                       struct pull **pl)
 {
     size_t n = strlen(release);
-    const char *at = strrchr(release, '@');
     uint8_t id[32];
     bool by_id = n == 64 && shoal_unhex(id, 32, release, 64) == 0;
 
@@ -1383,14 +1396,8 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
         *sw = find_swarm(d, id);
     } else if (*pl && (*pl)->swarm) {
         *sw = (*pl)->swarm;
-    } else if (at) {
-        for (uint32_t i = 0; i < d->nswarms && !*sw; i++) {
-            const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
-            const char *repo = shoal_manifest_repo_id(m);
-            if (strlen(repo) == (size_t)(at - release) && memcmp(repo, release, strlen(repo)) == 0 &&
-                strcmp(shoal_manifest_commit(m), at + 1) == 0)
-                *sw = d->swarms[i];
-        }
+    } else {
+        *sw = find_swarm_named(d, release);
     }
 }
 
@@ -1461,22 +1468,14 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
         return;
     /* Open here already (pulled by commit, or before the branch moved
      * back): no tracker is needed to follow the name to it. */
-    for (uint32_t i = 0; i < d->nswarms; i++) {
-        const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
-        char got[SHOAL_MSG_REPO_MAX + 48];
-        int rv;
-
-        snprintf(got, sizeof got, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
-        if (strcmp(got, pl->name) != 0)
-            continue;
-        pl->swarm = d->swarms[i];
-        memcpy(pl->id, shoal_manifest_id(m), 32);
+    struct shoal_swarm *s = find_swarm_named(d, pl->name);
+    if (s) {
+        pl->swarm = s;
+        memcpy(pl->id, shoal_swarm_id(s), 32);
         pl->by_name = false;
-        if ((rv = shoal_swarm_set_branch(pl->swarm, pl->ref)) != 0)
-            LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
-        shoal_loader_srv_release_named(d->loader, pl->swarm, pl->asked); /* --- loader --- */
-        if (shoal_swarm_complete(pl->swarm))
-            on_complete(d, pl->swarm);
+        follow_branch(d, pl, s);
+        if (shoal_swarm_complete(s))
+            on_complete(d, s);
         return;
     }
     if (d->trk)

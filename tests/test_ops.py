@@ -74,6 +74,7 @@ import sys
 import time
 import urllib.request
 
+import hubfix
 import shoalproc
 
 SHOALD, SHOAL, TRACKER, HUB_DIR, CASE = sys.argv[1:6]
@@ -83,42 +84,16 @@ Proc = shoalproc.Proc
 run = shoalproc.run
 
 
-class Hub:
-    """The Hub stand-in serving one generated model, acme/model."""
-
-    def __init__(self, tmp, size, shards="2"):
-        self.root = os.path.join(tmp, "hub")
-        self.commit = run(PY, os.path.join(HUB_DIR, "genrepo.py"), self.root, "acme/model",
-                          "--size", size, "--shards", shards, "--seed", "9").strip()
-        with open(os.path.join(self.root, "models", "acme", "model", "commits", self.commit,
-                               ".files.json")) as f:
-            self.files = {e["path"]: e for e in json.load(f)["files"]}
-        self.size = sum(e["size"] for e in self.files.values())
-        self.proc = Proc([PY, os.path.join(HUB_DIR, "hubstub.py"), self.root, "--port", "0"],
-                         name="hub")
-        m = self.proc.wait_for(r"^(\d+)$", 20, stdout=True)
-        if not m:
-            self.proc.dump()
-            sys.exit("hub stand-in did not start")
-        self.url = f"http://127.0.0.1:{m.group(1)}"
+def Hub(tmp, size, shards="2"):
+    return hubfix.Hub(HUB_DIR, tmp, size, shards, "9")
 
 
 def make_keys(tmp, nodes):
-    return shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
-                               ["cluster", "publisher", "admin", *nodes], ["admin", *nodes])
+    return hubfix.make_keys(SHOAL, tmp, nodes)
 
 
 def publish(k, hub, tmp, rev="main", tracker=None):
-    """`shoal publish acme/model@REV`; returns (manifest path, manifest id)."""
-    env = dict(os.environ, HF_ENDPOINT=hub.url)
-    env.pop("HF_TOKEN", None)
-    mf = os.path.join(tmp, f"rel-{rev}.manifest")
-    args = [SHOAL, "publish", f"acme/model@{rev}", "--key", k("publisher"), "--out", mf,
-            "--quiet"]
-    if tracker:
-        args += ["--tracker", tracker, "--identity", k("admin"), "--cred", k("admin") + ".cred"]
-    out = run(*args, env=env)
-    return mf, re.search(r"manifest id ([0-9a-f]{64})", out).group(1)
+    return hubfix.publish(SHOAL, k, hub, tmp, rev, tracker)
 
 
 def node(name, k, tmp, hub, extra=(), cache=None):
@@ -172,14 +147,7 @@ def case_origin_bytes(tmp):
 
 
 def start_tracker(k):
-    t = Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key", k("cluster") + ".pub",
-              "--publisher-keys", k("publisher") + ".pub", "--admin-keys", k("admin") + ".pub",
-              "--announce-interval-ms", "1000"], name="tracker")
-    m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
-    if not m:
-        t.dump()
-        sys.exit("tracker did not start")
-    return t, m.group(1)
+    return hubfix.start_tracker(TRACKER, k)
 
 
 def expect_refused(n, release, pattern):
@@ -337,7 +305,7 @@ def store_full(tmp, small):
     print(f"shoal pull: exit {r.returncode} after {time.monotonic() - t0:.1f} s: "
           f"{r.stderr.strip()}")
     if r.returncode == 0 or "no space left" not in r.stderr or name not in r.stderr:
-        print(f"FAIL shoal pull did not fail naming the release and the store error")
+        print("FAIL shoal pull did not fail naming the release and the store error")
         fails += 1
     st = cli("status", "--socket", b.sock).stdout
     if not re.search(r"^%s\s+failed\s.*\n\s+error: .*no space left" % re.escape(name), st,
@@ -422,7 +390,7 @@ def case_origin_down(tmp):
     fails = 0
     failing = r"warn\s+origin 127\.0\.0\.1:%s failing: cannot connect: Connection refused" % port
     if not n.wait_for(failing, 5):
-        print(f"FAIL no warning naming the origin and the error within 5 s")
+        print("FAIL no warning naming the origin and the error within 5 s")
         fails += 1
     else:
         print(f"origin failure logged {time.monotonic() - t0:.1f} s after the node started")

@@ -958,31 +958,45 @@ static void test_zone_churn(void)
     shoal_reg_free(r);
 }
 
+/* A registry with lease and fetched TTLs |lease_ms| / |fetched_ttl_ms|, no
+ * fetcher ranking, one manifest |mid| of |nchunks| chunks, and nodes |a|
+ * and |b| announced holding nothing of it (|c| is a third key); |h| is
+ * their HAVE entry, ready to be announced again. */
+static struct shoal_reg *two_nodes(uint64_t lease_ms, uint64_t fetched_ttl_ms, uint32_t nchunks,
+                                   uint8_t mid[32], uint8_t a[32], uint8_t b[32], uint8_t c[32],
+                                   struct shoal_reg_have *h)
+{
+    struct shoal_reg_config cfg;
+    shoal_reg_config_default(&cfg);
+    cfg.node_ttl_ms = 90000;
+    cfg.lease_ms = lease_ms;
+    cfg.fetched_ttl_ms = fetched_ttl_ms;
+    cfg.fetcher_leases = 0;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
+    key(mid, 3, 1);
+    key(a, 1, 1);
+    key(b, 1, 2);
+    key(c, 1, 3);
+    const char *commit = "0123456789012345678901234567890123456789";
+    REQUIRE(shoal_reg_put_manifest(r, mid, 0, "org/m", commit, nchunks, (const uint8_t *)"x",
+                                   1) == 0);
+    *h = (struct shoal_reg_have){.total_chunks = nchunks};
+    memcpy(h->manifest_id, mid, 32);
+    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", h, 1, NULL) == 0);
+    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", h, 1, NULL) == 0);
+    return r;
+}
+
 /* Review 2: chunks fetched from the origin by a node that then vanished
  * become leasable again, even while other holders stay alive; a complete
  * holder keeps them fetched; a lie (done without fetching) is undone by
  * the fetched TTL while nobody is complete. */
 static void test_fetched_return(void)
 {
-    struct shoal_reg_config cfg;
-    shoal_reg_config_default(&cfg);
-    cfg.node_ttl_ms = 90000;
-    cfg.lease_ms = 60000;
-    cfg.fetched_ttl_ms = 100000;
-    cfg.fetcher_leases = 0;
-    struct shoal_reg *r = NULL;
-    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
     uint8_t mid[32], a[32], b[32], c[32];
-    key(mid, 3, 1);
-    key(a, 1, 1);
-    key(b, 1, 2);
-    key(c, 1, 3);
-    const char *commit = "0123456789012345678901234567890123456789";
-    REQUIRE(shoal_reg_put_manifest(r, mid, 0, "org/m", commit, 16, (const uint8_t *)"x", 1) == 0);
-    struct shoal_reg_have h = { .total_chunks = 16 };
-    memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
-    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
+    struct shoal_reg_have h;
+    struct shoal_reg *r = two_nodes(60000, 100000, 16, mid, a, b, c, &h);
     uint32_t f, n;
     uint64_t e;
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
@@ -1028,25 +1042,9 @@ static void test_fetched_return(void)
  * nodes' leases and credit stay, and an unknown key changes nothing. */
 static void test_node_restarted(void)
 {
-    struct shoal_reg_config cfg;
-    shoal_reg_config_default(&cfg);
-    cfg.node_ttl_ms = 90000;
-    cfg.lease_ms = 120000;
-    cfg.fetched_ttl_ms = 120000;
-    cfg.fetcher_leases = 0;
-    struct shoal_reg *r = NULL;
-    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
     uint8_t mid[32], a[32], b[32], c[32];
-    key(mid, 3, 1);
-    key(a, 1, 1);
-    key(b, 1, 2);
-    key(c, 1, 3);
-    const char *commit = "0123456789012345678901234567890123456789";
-    REQUIRE(shoal_reg_put_manifest(r, mid, 0, "org/m", commit, 32, (const uint8_t *)"x", 1) == 0);
-    struct shoal_reg_have h = { .total_chunks = 32 };
-    memcpy(h.manifest_id, mid, 32);
-    REQUIRE(shoal_reg_announce(r, 0, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
-    REQUIRE(shoal_reg_announce(r, 0, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
+    struct shoal_reg_have h;
+    struct shoal_reg *r = two_nodes(120000, 120000, 32, mid, a, b, c, &h);
     uint32_t f, n, nl = 99, nc = 99;
     uint64_t e;
     /* A fetched 0..7 and holds 8..15 and 16..23 leased; B holds 24..31. */

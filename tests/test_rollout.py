@@ -29,14 +29,13 @@ CASE is one of:
 Every wait is bounded; all processes are stopped at the end.
 """
 import hashlib
-import json
 import os
 import re
 import socket
 import sys
 import time
-import urllib.request
 
+import hubfix
 import shoalproc
 
 SHOALD, SHOAL, TRACKER, HUB_DIR, CASE = sys.argv[1:6]
@@ -56,65 +55,21 @@ def free_port():
     return port
 
 
-class Hub:
-    def __init__(self, tmp, size, faults=None):
-        self.root = os.path.join(tmp, "hub")
-        self.commit = run(PY, os.path.join(HUB_DIR, "genrepo.py"), self.root, "acme/model",
-                          "--size", size, "--shards", "4", "--seed", "5").strip()
-        with open(os.path.join(self.root, "models", "acme", "model", "commits", self.commit,
-                               ".files.json")) as f:
-            self.files = {e["path"]: e for e in json.load(f)["files"]}
-        self.size = sum(e["size"] for e in self.files.values())
-        args = [PY, os.path.join(HUB_DIR, "hubstub.py"), self.root, "--port", "0"]
-        if faults:
-            args += ["--faults", json.dumps(faults)]
-        self.proc = Proc(args, name="hub")
-        m = self.proc.wait_for(r"^(\d+)$", 20, stdout=True)
-        if not m:
-            self.proc.dump()
-            sys.exit("hub stand-in did not start")
-        self.url = f"http://127.0.0.1:{m.group(1)}"
-
-    def stats(self):
-        with urllib.request.urlopen(self.url + "/_stub/stats", timeout=10) as r:
-            return json.load(r)
-
-    def egress(self):
-        return sum(n for k, n in self.stats()["bytes"].items() if k.startswith("model/acme/model/")
-                   or k.startswith("models/acme/model/"))
-
-    def reset(self):
-        req = urllib.request.Request(self.url + "/_stub/reset", data=b"", method="POST")
-        urllib.request.urlopen(req, timeout=10).read()
+def Hub(tmp, size, faults=None):
+    return hubfix.Hub(HUB_DIR, tmp, size, "4", "5", faults)
 
 
 def make_keys(tmp, nodes):
-    return shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
-                               ["cluster", "publisher", "admin", *nodes], ["admin", *nodes])
+    return hubfix.make_keys(SHOAL, tmp, nodes)
 
 
 def start_tracker(k, listen="127.0.0.1:0", extra=()):
-    t = Proc([TRACKER, "--listen", listen, "--cluster-key", k("cluster") + ".pub",
-              "--publisher-keys", k("publisher") + ".pub", "--admin-keys",
-              k("admin") + ".pub", "--announce-interval-ms", "1000",
-              "--node-ttl-ms", "5000", "--lease-ms", "20000", *extra], name="tracker")
-    m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
-    if not m:
-        t.dump()
-        sys.exit("tracker did not start")
-    return t, m.group(1)
+    return hubfix.start_tracker(TRACKER, k, listen,
+                                ("--node-ttl-ms", "5000", "--lease-ms", "20000", *extra))
 
 
 def publish(k, hub, tmp, tracker=None):
-    env = dict(os.environ, HF_ENDPOINT=hub.url)
-    env.pop("HF_TOKEN", None)
-    mf = os.path.join(tmp, "rel.manifest")
-    args = [SHOAL, "publish", "acme/model@main", "--key", k("publisher"), "--out", mf, "--quiet"]
-    if tracker:
-        args += ["--tracker", tracker, "--identity", k("admin"), "--cred", k("admin") + ".cred"]
-    out = run(*args, env=env)
-    mid = re.search(r"manifest id ([0-9a-f]{64})", out).group(1)
-    return mf, mid
+    return hubfix.publish(SHOAL, k, hub, tmp, "main", tracker)
 
 
 class Node(Proc):
