@@ -1112,6 +1112,19 @@ static void peer_said_bye(struct shoal_peer *p, const struct shoal_msg *m)
     shoal_peer_close(p, why, false);
 }
 
+/* Seconds of the wall clock credentials count in. The handshake's check,
+ * the live session's check and its timer all read CLOCK_REALTIME: time()
+ * may lag it by a tick, and then a redial in the expiry's first
+ * milliseconds was let in after its session had been closed for it (and
+ * the timer re-armed at 0 ms until time() caught up). */
+static uint64_t wall_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec;
+}
+
 static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
 {
     struct shoal_msg m;
@@ -1133,8 +1146,8 @@ static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len
         fail_handshake(p, "expected HELLO, got %s", shoal_msg_type_name(m.type));
         return;
     }
-    rv = shoal_session_on_hello(p->sess, &m.u.hello, body, len, p->ctx->cluster_keys,
-                                (uint64_t)time(NULL), why, sizeof why);
+    rv = shoal_session_on_hello(p->sess, &m.u.hello, body, len, p->ctx->cluster_keys, wall_s(),
+                                why, sizeof why);
     if (rv != 0) {
         fail_handshake(p, "%s", why);
         return;
@@ -1166,12 +1179,8 @@ static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len
 static bool cred_ended(struct shoal_peer *p)
 {
     char hex[17];
-    struct timespec ts;
 
-    /* The clock the timer is armed by (time() may lag it by a tick, and
-     * the timer would then re-arm at 0 ms until it caught up). */
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if ((uint64_t)ts.tv_sec < shoal_session_peer_expires(p->sess))
+    if (wall_s() < shoal_session_peer_expires(p->sess))
         return false;
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
     LOG_W("peer %s: credential of node %s expired, closing", p->name, hex);
