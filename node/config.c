@@ -2,15 +2,14 @@
 /* shoald's settings table, config file parser and option help (config.h). */
 #include "config.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cliutil.h"
 #include "error.h"
+#include "kvfile.h"
 #include "sched.h"
 
 enum kind { K_STR, K_LIST, K_BOOL, K_U64, K_SIZE };
@@ -245,94 +244,14 @@ bad_num:
     return -EINVAL;
 }
 
-static char *trim(char *s)
+static int set_one(void *ctx, const char *key, const char *value, char *why, size_t whylen)
 {
-    char *e;
-    while (isspace((unsigned char)*s))
-        s++;
-    e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
-
-/* Longest config line, newline excluded. */
-#define CONFIG_LINE_MAX 4095
-
-/* Cuts a comment off |s|: '#' at the start or after a space or tab, so a
- * value may still hold a '#' of its own (a URL fragment, a file name). */
-static void strip_comment(char *s)
-{
-    for (char *p = s; *p; p++) {
-        if (*p == '#' && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
-            *p = '\0';
-            return;
-        }
-    }
+    return shoal_config_set(ctx, key, value, why, whylen);
 }
 
 int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_t whylen)
 {
-    char line[CONFIG_LINE_MAX + 2], inner[512];
-    unsigned lineno = 0;
-    FILE *f = fopen(path, "re");
-    struct stat st;
-    int rv = 0;
-
-    if (!f) {
-        rv = -errno;
-        snprintf(why, whylen, "%s: %s", path, strerror(errno));
-        return rv;
-    }
-    /* fopen takes a directory, and reading it then fails with EISDIR: say
-     * so instead of reading an empty file. */
-    if (fstat(fileno(f), &st) != 0)
-        rv = -errno;
-    else if (S_ISDIR(st.st_mode))
-        rv = -EISDIR;
-    if (rv) {
-        snprintf(why, whylen, "%s: %s", path, strerror(-rv));
-        goto out;
-    }
-    while (fgets(line, sizeof line, f)) {
-        char *s, *eq, *key, *val;
-        size_t n = strlen(line);
-        lineno++;
-        /* fgets splits a longer line in two: refuse it rather than read
-         * its tail as a line of its own. */
-        size_t body = n > 0 && line[n - 1] == '\n' ? n - 1 : n; /* without its newline */
-        if (body > CONFIG_LINE_MAX || (n > 0 && line[n - 1] != '\n' && !feof(f))) {
-            snprintf(why, whylen, "%s:%u: line longer than %d bytes", path, lineno,
-                     CONFIG_LINE_MAX);
-            rv = SHOAL_ELIMIT;
-            goto out;
-        }
-        strip_comment(line);
-        s = trim(line);
-        if (!*s)
-            continue;
-        eq = strchr(s, '=');
-        if (!eq) {
-            snprintf(why, whylen, "%s:%u: expected 'key = value'", path, lineno);
-            rv = -EINVAL;
-            goto out;
-        }
-        *eq = '\0';
-        key = trim(s);
-        val = trim(eq + 1);
-        rv = shoal_config_set(c, key, val, inner, sizeof inner);
-        if (rv != 0) {
-            snprintf(why, whylen, "%s:%u: %s", path, lineno, inner);
-            goto out;
-        }
-    }
-    if (ferror(f)) {
-        rv = errno ? -errno : -EIO;
-        snprintf(why, whylen, "%s: %s", path, strerror(-rv));
-    }
-out:
-    fclose(f);
-    return rv;
+    return shoal_kvfile_load(path, set_one, c, why, whylen);
 }
 
 void shoal_config_usage(FILE *out)

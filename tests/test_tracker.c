@@ -695,7 +695,7 @@ static void test_identity_binding_and_expiry(void)
 static void test_unauth_pool(void)
 {
     const char *extra[] = { "--max-unauth", "4", "--auth-timeout-ms", "20000",
-                            "--idle-timeout-ms", "500", NULL };
+                            "--idle-timeout-ms", "500", "--announce-interval-ms", "200", NULL };
     struct proc p = start_tracker(extra);
     struct shoal_trkc *s[5] = { NULL };
     for (int i = 0; i < 4; i++)

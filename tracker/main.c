@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "keys.h"
+#include "kvfile.h"
 #include "server.h"
 
 static const char usage[] =
@@ -44,9 +45,14 @@ static const char usage[] =
     "    SIGTERM or SIGINT closes every connection and exits with status 0.\n"
     "\n";
 
-/* Split in three: C11 compilers need only take 4095-byte string literals. */
+/* Split in four: C11 compilers need only take 4095-byte string literals. */
 static const char usage_options[] =
     "OPTIONS\n"
+    "    --config FILE             read settings from FILE: 'key = value' lines,\n"
+    "                              the keys are the long options below without\n"
+    "                              '--' (cluster-key may repeat); '#' at the start\n"
+    "                              of a line or after a space starts a comment;\n"
+    "                              options on the command line override the file\n"
     "    --listen HOST:PORT        address to listen on (default 127.0.0.1:7700)\n"
     "    --cluster-key FILE        trusted cluster public key(s): a public key file\n"
     "                              or a list, one key per line; may repeat; required\n"
@@ -63,8 +69,13 @@ static const char usage_options[] =
     "                              make room for a new connection\n"
     "    --idle-timeout-ms MS      close authenticated connections silent this\n"
     "                              long (default 300000)\n"
+    ;
+
+static const char usage_options2[] =
     "    --announce-interval-ms MS announce interval told to nodes (default 30000)\n"
-    "    --node-ttl-ms MS          drop nodes silent this long (default 90000)\n"
+    "    --node-ttl-ms MS          drop nodes silent this long (default 90000;\n"
+    "                              must exceed the announce interval, as must\n"
+    "                              --idle-timeout-ms)\n"
     "    --lease-ms MS             lifetime of an origin lease (default 60000)\n"
     "    --fetched-ttl-ms MS       chunks reported fetched from the origin become\n"
     "                              leasable again after this long while no node\n"
@@ -130,7 +141,7 @@ enum {
     OPT_LISTEN = 256, OPT_CLUSTER, OPT_ADMIN, OPT_PUBLISHER, OPT_AUTH_S, OPT_AUTH_MS,
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
-    OPT_FETCHER_LEASES,
+    OPT_FETCHER_LEASES, OPT_CONFIG,
 };
 
 static const struct option longopts[] = {
@@ -155,6 +166,7 @@ static const struct option longopts[] = {
     { "min-fetchers", required_argument, NULL, OPT_MIN_FETCHERS },
     { "importers", required_argument, NULL, OPT_IMPORTERS },
     { "fetcher-leases", required_argument, NULL, OPT_FETCHER_LEASES },
+    { "config", required_argument, NULL, OPT_CONFIG },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -170,15 +182,25 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&g_sigint, NULL);
 }
 
+/* What the options build up, from the command line and --config files. */
+struct args {
+    struct shoal_tracker_config cfg;
+    struct shoal_keyset *cluster, *admin, *publisher;
+    bool seeded;
+    char *kept[256];       /* values read from --config files */
+    size_t nkept;
+};
+
 /* Parses a whole decimal number in [min, max]. */
-static int parse_range(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+static int parse_range(const char *s, uint64_t min, uint64_t max, uint64_t *out, char *why,
+                       size_t whylen)
 {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s || *end || v < min || v > max || s[0] == '-') {
-        fprintf(stderr, "shoal-tracker: --%s: expected a number from %llu to %llu, got '%s'\n",
-                opt, (unsigned long long)min, (unsigned long long)max, s);
+        snprintf(why, whylen, "expected a number from %llu to %llu, got '%s'",
+                 (unsigned long long)min, (unsigned long long)max, s);
         return -1;
     }
     *out = v;
@@ -186,12 +208,12 @@ static int parse_range(const char *opt, const char *s, uint64_t min, uint64_t ma
 }
 
 /* ... in [1, max]: counts and durations where 0 means nothing sensible. */
-static int parse_num(const char *opt, const char *s, uint64_t max, uint64_t *out)
+static int parse_num(const char *s, uint64_t max, uint64_t *out, char *why, size_t whylen)
 {
-    return parse_range(opt, s, 1, max, out);
+    return parse_range(s, 1, max, out, why, whylen);
 }
 
-static int load_keys(struct shoal_keyset **ks, const char *opt, const char *path)
+static int load_keys(struct shoal_keyset **ks, const char *path, char *why, size_t whylen)
 {
     int rv = 0;
     if (!*ks && (rv = shoal_keyset_new(ks)) != 0)
@@ -199,145 +221,195 @@ static int load_keys(struct shoal_keyset **ks, const char *opt, const char *path
     rv = shoal_keyset_load_file(*ks, path);
 out:
     if (rv)
-        fprintf(stderr, "shoal-tracker: --%s %s: %s\n", opt, path, shoal_strerror(rv));
-    return rv;
+        snprintf(why, whylen, "%s: %s", path, shoal_strerror(rv));
+    return rv ? 1 : 0;
+}
+
+/*
+ * Applies one option (|opt| from longopts) with value |val|. Returns 0, -1
+ * for a malformed value (a usage error) or 1 for a key file that cannot be
+ * read (a setup error), with the reason in |why|.
+ */
+static int set_opt(struct args *A, int opt, const char *val, char *why, size_t whylen)
+{
+    struct shoal_tracker_config *cfg = &A->cfg;
+    uint64_t v = 0;
+    int bad = 0;
+
+#define NUM(max) (bad = parse_num(val, (max), &v, why, whylen))
+#define RANGE(min, max) (bad = parse_range(val, (min), (max), &v, why, whylen))
+    switch (opt) {
+    case OPT_LISTEN: cfg->listen = val; break;
+    case OPT_CLUSTER: return load_keys(&A->cluster, val, why, whylen);
+    case OPT_ADMIN: return load_keys(&A->admin, val, why, whylen);
+    case OPT_PUBLISHER: return load_keys(&A->publisher, val, why, whylen);
+    case OPT_AUTH_S: NUM(86400); cfg->auth_timeout_ms = (uint32_t)(v * 1000); break;
+    case OPT_AUTH_MS: NUM(86400000); cfg->auth_timeout_ms = (uint32_t)v; break;
+    case OPT_INTERVAL: NUM(86400000); cfg->reg.announce_interval_ms = (uint32_t)v; break;
+    case OPT_TTL: NUM(86400000); cfg->reg.node_ttl_ms = (uint32_t)v; break;
+    case OPT_LEASE: NUM(86400000); cfg->reg.lease_ms = (uint32_t)v; break;
+    case OPT_PEERS: NUM(256); cfg->reg.max_peers = (uint32_t)v; break;
+    case OPT_CONNS: NUM(1000000); cfg->max_conns = (uint32_t)v; break;
+    case OPT_NODES: NUM(100000000); cfg->reg.max_nodes = (uint32_t)v; break;
+    case OPT_MANIFESTS: NUM(100000000); cfg->reg.max_manifests = (uint32_t)v; break;
+    case OPT_SEED: NUM(UINT64_MAX); cfg->reg.seed = v; A->seeded = true; break;
+    case OPT_UNAUTH: NUM(1000000); cfg->max_unauth = (uint32_t)v; break;
+    case OPT_IDLE: NUM(86400000); cfg->idle_timeout_ms = (uint32_t)v; break;
+    case OPT_FETCHED_TTL: NUM(UINT32_MAX); cfg->reg.fetched_ttl_ms = (uint32_t)v; break;
+    case OPT_FETCHERS:
+        RANGE(0, SHOAL_REG_RANKS_MAX);
+        cfg->reg.origin_fetchers = (uint32_t)v;
+        break;
+    case OPT_MIN_FETCHERS:
+        RANGE(0, SHOAL_REG_RANKS_MAX);
+        cfg->reg.min_fetchers = (uint32_t)v;
+        break;
+    case OPT_IMPORTERS: RANGE(0, SHOAL_REG_RANKS_MAX); cfg->reg.importers = (uint32_t)v; break;
+    case OPT_FETCHER_LEASES:
+        RANGE(0, SHOAL_REG_LEASES_PER_NODE);
+        cfg->reg.fetcher_leases = (uint32_t)v;
+        break;
+    default:
+        snprintf(why, whylen, "unknown option");
+        return -1;
+    }
+#undef NUM
+#undef RANGE
+    return bad;
+}
+
+/* A --config file's line: the key is a long option's name. */
+static int set_from_file(void *ctx, const char *key, const char *val, char *why, size_t whylen)
+{
+    struct args *A = ctx;
+    int rv;
+    for (const struct option *o = longopts; o->name; o++) {
+        if (o->val < OPT_LISTEN || o->val == OPT_CONFIG || strcmp(o->name, key) != 0)
+            continue;
+        /* The file's buffer is reused line by line; the config keeps the
+         * listen address by pointer. */
+        char *keep = strdup(val);
+        if (!keep)
+            return -ENOMEM;
+        if (A->nkept == sizeof A->kept / sizeof A->kept[0]) {
+            free(keep);
+            snprintf(why, whylen, "too many settings");
+            return SHOAL_ELIMIT;
+        }
+        A->kept[A->nkept++] = keep;
+        char inner[400];
+        inner[0] = '\0';
+        rv = set_opt(A, o->val, keep, inner, sizeof inner);
+        if (rv) {
+            snprintf(why, whylen, "%s: %s", key, inner);
+            /* Both kinds are the file's fault: a setup error. */
+            return SHOAL_EBADMSG;
+        }
+        return 0;
+    }
+    snprintf(why, whylen, "unknown key '%s' (the keys are the long options, without --)", key);
+    return -EINVAL;
 }
 
 int main(int argc, char **argv)
 {
     int status = 1;
-    struct shoal_tracker_config cfg;
-    struct shoal_keyset *cluster = NULL, *admin = NULL, *publisher = NULL;
+    struct args A;
     uv_loop_t loop;
     bool loop_ok = false;
-    bool seeded = false;
-    shoal_tracker_config_default(&cfg);
+    char why[1024];
+    memset(&A, 0, sizeof A);
+    shoal_tracker_config_default(&A.cfg);
+    struct shoal_tracker_config *cfg = &A.cfg;
+
+    /* --config first, wherever it stands, so flags override the file. */
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc)
+                break; /* getopt below reports the missing value */
+            path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            path = argv[i] + 9;
+        }
+        if (path && shoal_kvfile_load(path, set_from_file, &A, why, sizeof why) != 0) {
+            fprintf(stderr, "shoal-tracker: %s\n", why);
+            goto out;
+        }
+    }
 
     int opt;
-    uint64_t v = 0;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        const char *name = opt >= OPT_LISTEN ? longopts[opt - OPT_LISTEN].name : "";
         int bad = 0;
-        switch (opt) {
-        case 'h':
+        if (opt == 'h') {
             fputs(usage, stdout);
             fputs(usage_options, stdout);
+            fputs(usage_options2, stdout);
             fputs(usage_more, stdout);
             status = 0;
             goto out;
-        case OPT_LISTEN: cfg.listen = optarg; break;
-        case OPT_CLUSTER: bad = load_keys(&cluster, name, optarg) ? 1 : 0; break;
-        case OPT_ADMIN: bad = load_keys(&admin, name, optarg) ? 1 : 0; break;
-        case OPT_PUBLISHER: bad = load_keys(&publisher, name, optarg) ? 1 : 0; break;
-        case OPT_AUTH_S:
-            bad = parse_num(name, optarg, 86400, &v);
-            cfg.auth_timeout_ms = (uint32_t)(v * 1000);
-            break;
-        case OPT_AUTH_MS:
-            bad = parse_num(name, optarg, 86400000, &v);
-            cfg.auth_timeout_ms = (uint32_t)v;
-            break;
-        case OPT_INTERVAL:
-            bad = parse_num(name, optarg, 86400000, &v);
-            cfg.reg.announce_interval_ms = (uint32_t)v;
-            break;
-        case OPT_TTL:
-            bad = parse_num(name, optarg, 86400000, &v);
-            cfg.reg.node_ttl_ms = (uint32_t)v;
-            break;
-        case OPT_LEASE:
-            bad = parse_num(name, optarg, 86400000, &v);
-            cfg.reg.lease_ms = (uint32_t)v;
-            break;
-        case OPT_PEERS:
-            bad = parse_num(name, optarg, 256, &v);
-            cfg.reg.max_peers = (uint32_t)v;
-            break;
-        case OPT_CONNS:
-            bad = parse_num(name, optarg, 1000000, &v);
-            cfg.max_conns = (uint32_t)v;
-            break;
-        case OPT_NODES:
-            bad = parse_num(name, optarg, 100000000, &v);
-            cfg.reg.max_nodes = (uint32_t)v;
-            break;
-        case OPT_MANIFESTS:
-            bad = parse_num(name, optarg, 100000000, &v);
-            cfg.reg.max_manifests = (uint32_t)v;
-            break;
-        case OPT_SEED:
-            bad = parse_num(name, optarg, UINT64_MAX, &v);
-            cfg.reg.seed = v;
-            seeded = true;
-            break;
-        case OPT_UNAUTH:
-            bad = parse_num(name, optarg, 1000000, &v);
-            cfg.max_unauth = (uint32_t)v;
-            break;
-        case OPT_IDLE:
-            bad = parse_num(name, optarg, 86400000, &v);
-            cfg.idle_timeout_ms = (uint32_t)v;
-            break;
-        case OPT_FETCHED_TTL:
-            bad = parse_num(name, optarg, UINT32_MAX, &v);
-            cfg.reg.fetched_ttl_ms = (uint32_t)v;
-            break;
-        case OPT_FETCHERS:
-            bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
-            cfg.reg.origin_fetchers = (uint32_t)v;
-            break;
-        case OPT_MIN_FETCHERS:
-            bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
-            cfg.reg.min_fetchers = (uint32_t)v;
-            break;
-        case OPT_IMPORTERS:
-            bad = parse_range(name, optarg, 0, SHOAL_REG_RANKS_MAX, &v);
-            cfg.reg.importers = (uint32_t)v;
-            break;
-        case OPT_FETCHER_LEASES:
-            bad = parse_range(name, optarg, 0, SHOAL_REG_LEASES_PER_NODE, &v);
-            cfg.reg.fetcher_leases = (uint32_t)v;
-            break;
-        default:
+        }
+        if (opt == OPT_CONFIG)
+            continue;
+        if (opt < OPT_LISTEN) {
             fputs("Try 'shoal-tracker --help'.\n", stderr);
             status = 2;
             goto out;
         }
+        bad = set_opt(&A, opt, optarg, why, sizeof why);
         if (bad) {
-            /* load_keys' 1: a key file that cannot be read, a startup
-             * error; parse_num's -1: a malformed value, a usage error. */
+            fprintf(stderr, "shoal-tracker: --%s %s\n", longopts[opt - OPT_LISTEN].name, why);
+            /* A key file that cannot be read is a startup error, a
+             * malformed value a usage error. */
             status = bad < 0 ? 2 : 1;
             goto out;
         }
     }
-    if (optind < argc || !cluster) {
+    if (optind < argc || !A.cluster) {
         fprintf(stderr, "shoal-tracker: %s\nTry 'shoal-tracker --help'.\n",
                 optind < argc ? "unexpected argument" : "--cluster-key is required");
         status = 2;
         goto out;
     }
-    uint32_t franks = shoal_reg_fetcher_ranks(&cfg.reg);
-    if (franks + cfg.reg.importers > SHOAL_REG_RANKS_MAX) {
+    uint32_t franks = shoal_reg_fetcher_ranks(&cfg->reg);
+    if (franks + cfg->reg.importers > SHOAL_REG_RANKS_MAX) {
         fprintf(stderr,
                 "shoal-tracker: the larger of --origin-fetchers and --min-fetchers plus "
                 "--importers is %u, above %u\n",
-                franks + cfg.reg.importers, SHOAL_REG_RANKS_MAX);
+                franks + cfg->reg.importers, SHOAL_REG_RANKS_MAX);
         status = 2;
         goto out;
     }
-    if (!seeded)
-        cfg.reg.seed = (uint64_t)uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32);
-    cfg.cluster_keys = cluster;
-    cfg.admin_keys = admin;
-    cfg.publisher_keys = publisher;
+    /* A node announces every interval: a TTL or idle timeout no longer
+     * than that drops healthy nodes between two announces. */
+    if (cfg->reg.node_ttl_ms <= cfg->reg.announce_interval_ms ||
+        cfg->idle_timeout_ms <= cfg->reg.announce_interval_ms) {
+        fprintf(stderr,
+                "shoal-tracker: --%s %u ms is not longer than --announce-interval-ms %u ms: "
+                "nodes would be dropped between two announces (default ttl is 3 intervals)\n",
+                cfg->reg.node_ttl_ms <= cfg->reg.announce_interval_ms ? "node-ttl-ms"
+                                                                      : "idle-timeout-ms",
+                cfg->reg.node_ttl_ms <= cfg->reg.announce_interval_ms ? cfg->reg.node_ttl_ms
+                                                                      : cfg->idle_timeout_ms,
+                cfg->reg.announce_interval_ms);
+        status = 2;
+        goto out;
+    }
+    if (!A.seeded)
+        cfg->reg.seed = (uint64_t)uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32);
+    cfg->cluster_keys = A.cluster;
+    cfg->admin_keys = A.admin;
+    cfg->publisher_keys = A.publisher;
 
     signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&loop) != 0)
         goto out;
     loop_ok = true;
-    int rv = shoal_tracker_new(&g_tracker, &loop, &cfg);
+    int rv = shoal_tracker_new(&g_tracker, &loop, cfg);
     if (rv) {
-        fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg.listen,
+        fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg->listen,
                 rv > -1000 ? uv_strerror(rv) : shoal_strerror(rv));
         goto out;
     }
@@ -347,15 +419,15 @@ int main(int argc, char **argv)
     uv_signal_start(&g_sigint, on_signal, SIGINT);
 
     /* Report the bound port; keep the host as given. */
-    const char *colon = strrchr(cfg.listen, ':');
-    printf("listening on %.*s:%d\n", (int)(colon - cfg.listen), cfg.listen,
+    const char *colon = strrchr(cfg->listen, ':');
+    printf("listening on %.*s:%d\n", (int)(colon - cfg->listen), cfg->listen,
            shoal_tracker_port(g_tracker));
     fflush(stdout);
     shoal_tracker_log("started on %.*s:%d, %zu cluster key(s), announce %u ms, ttl %u ms, "
                       "lease %u ms",
-                      (int)(colon - cfg.listen), cfg.listen, shoal_tracker_port(g_tracker),
-                      shoal_keyset_count(cluster), cfg.reg.announce_interval_ms,
-                      cfg.reg.node_ttl_ms, cfg.reg.lease_ms);
+                      (int)(colon - cfg->listen), cfg->listen, shoal_tracker_port(g_tracker),
+                      shoal_keyset_count(A.cluster), cfg->reg.announce_interval_ms,
+                      cfg->reg.node_ttl_ms, cfg->reg.lease_ms);
     uv_run(&loop, UV_RUN_DEFAULT);
     status = 0;
     shoal_tracker_log("stopped");
@@ -368,8 +440,10 @@ out:
         }
     }
     shoal_tracker_free(g_tracker);
-    shoal_keyset_free(cluster);
-    shoal_keyset_free(admin);
-    shoal_keyset_free(publisher);
+    shoal_keyset_free(A.cluster);
+    shoal_keyset_free(A.admin);
+    shoal_keyset_free(A.publisher);
+    for (size_t i = 0; i < A.nkept; i++)
+        free(A.kept[i]);
     return status;
 }

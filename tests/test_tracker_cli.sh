@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# shoal-tracker's command line as an operator meets it: settings from a
+# --config file (flags override it), bad files and values refused naming the
+# file, line and key, and time-outs that would drop healthy nodes between two
+# announces refused up front.
+# usage: test_tracker_cli.sh SHOAL_TRACKER SHOAL
+set -u
+tracker=$(readlink -f "$1"); shoal=$(readlink -f "$2")
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; cd "$work"
+fails=0
+expect() { # status, pattern, description, command...
+    local want=$1 pat=$2 what=$3; shift 3
+    timeout 20 "$@" >out.txt 2>&1; local rc=$?
+    if [ $rc -eq "$want" ] && grep -qiE -- "$pat" out.txt; then echo "ok   $what"
+    else echo "FAIL $what (rc=$rc, want $want)"; cat out.txt; fails=$((fails+1)); fi
+}
+"$shoal" keygen cl.key >/dev/null
+# Runs the tracker until it has logged its start line (at most 10 s), stops it
+# with SIGTERM and leaves its output in run.txt.
+run_until_started() {
+    "$tracker" "$@" >run.txt 2>&1 & local pid=$!
+    for _ in $(seq 100); do grep -q "started on" run.txt && break; sleep 0.1; done
+    kill -TERM $pid 2>/dev/null; wait $pid; echo "exit $?" >>run.txt
+}
+printf '%s\n' '# a tracker for one zone' 'cluster-key = cl.key.pub   # the cluster' \
+    'listen = 127.0.0.1:0' 'announce-interval-ms = 2000' 'node-ttl-ms = 7000' \
+    'lease-ms = 5000' >good.conf
+run_until_started --config good.conf
+if grep -q "listening on 127.0.0.1:" run.txt &&
+   grep -q "announce 2000 ms, ttl 7000 ms, lease 5000 ms" run.txt && grep -q "exit 0" run.txt
+then echo "ok   settings read from --config"
+else echo "FAIL settings read from --config"; cat run.txt; fails=$((fails+1)); fi
+run_until_started --lease-ms 9000 --config good.conf
+if grep -q "lease 9000 ms" run.txt; then echo "ok   a flag overrides the file (given before it)"
+else echo "FAIL a flag overrides the file"; cat run.txt; fails=$((fails+1)); fi
+
+expect 1 "/nonexistent.conf: No such file" "missing config file" "$tracker" --config /nonexistent.conf
+mkdir cfgdir
+expect 1 "cfgdir: Is a directory" "config file is a directory" "$tracker" --config cfgdir
+printf 'cluster-key = cl.key.pub\nmax-peerz = 3\n' >typo.conf
+expect 1 "typo.conf:2: unknown key 'max-peerz'" "unknown key named with its line" \
+    "$tracker" --config typo.conf
+printf 'cluster-key = cl.key.pub\nmax-peers = 0\n' >range.conf
+expect 1 "range.conf:2: max-peers: expected a number from 1 to 256, got '0'" \
+    "out-of-range value named with its line" "$tracker" --config range.conf
+printf 'cluster-key = /nonexistent/c#1.pub   # the cluster key\n' >inline.conf
+expect 1 "inline.conf:1: cluster-key: /nonexistent/c#1.pub: " \
+    "inline comment cut, '#' in a value kept" "$tracker" --config inline.conf
+{ printf 'listen = '; head -c 5000 /dev/zero | tr '\0' a; printf '\n'; } >long.conf
+expect 1 "long.conf:1: line longer than 4095 bytes" "over-long line" "$tracker" --config long.conf
+expect 2 "node-ttl-ms 30000 ms is not longer than --announce-interval-ms 30000" \
+    "node TTL not above the announce interval" "$tracker" --cluster-key cl.key.pub --node-ttl-ms 30000
+expect 2 "idle-timeout-ms 1000 ms is not longer than --announce-interval-ms 2000" \
+    "idle timeout not above the announce interval (from the file)" \
+    "$tracker" --config good.conf --idle-timeout-ms 1000
+expect 2 "max-peers expected a number from 1 to 256" "bad flag value is a usage error" \
+    "$tracker" --cluster-key cl.key.pub --max-peers 999
+expect 0 "--config FILE" "--help documents --config" "$tracker" --help
+echo "$fails failed"
+[ $fails -eq 0 ]
