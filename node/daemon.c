@@ -1649,7 +1649,26 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
         utf8_cut(r->error); /* the host may be an internationalised name */
 }
 
-static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
+/* Why a pull with a known commit or id still has no manifest: who could
+ * give it one, as far as this node can tell. */
+static void waiting_reason(struct shoal_daemon *d, char *out, size_t cap)
+{
+    uint32_t ready = 0;
+    for (uint32_t i = 0; i < d->npeers; i++)
+        ready += shoal_peer_ready(d->peers[i]) ? 1 : 0;
+    if (d->trk && shoal_trkconn_ready(d->trk) == 0)
+        snprintf(out, cap, "no tracker reachable yet; %u peer%s asked for its manifest", ready,
+                 ready == 1 ? "" : "s");
+    else if (!d->trk && ready == 0)
+        snprintf(out, cap, "no tracker configured and no peer connected: nobody can offer its "
+                 "manifest");
+    else if (!d->trk)
+        snprintf(out, cap, "no tracker configured; none of %u peer%s has offered its manifest",
+                 ready, ready == 1 ? "" : "s");
+}
+
+static void ctl_fill_waiting(struct shoal_daemon *d, const struct pull *pl,
+                             struct shoal_ctl_release *r)
 {
     memset(r, 0, sizeof *r);
     r->state = pl->failed ? SHOAL_CTL_FAILED : SHOAL_CTL_WAITING;
@@ -1660,6 +1679,8 @@ static void ctl_fill_waiting(const struct pull *pl, struct shoal_ctl_release *r)
     else if (pl->unknown)
         snprintf(r->error, sizeof r->error,
                  "no tracker has answered with its manifest yet (not published?)");
+    else
+        waiting_reason(d, r->error, sizeof r->error);
     if (!pl->by_name) {
         r->has_id = true;
         memcpy(r->id, pl->id, 32);
@@ -1689,7 +1710,7 @@ static int ctl_release(void *user, const char *release, struct shoal_ctl_release
         return pl->err;
     }
     if (pl) {
-        ctl_fill_waiting(pl, r);
+        ctl_fill_waiting(d, pl, r);
         return 0;
     }
     snprintf(why, whylen, "release %s is neither here nor being pulled", release);
@@ -1705,7 +1726,7 @@ static uint32_t ctl_releases(void *user, struct shoal_ctl_release *v, uint32_t m
         ctl_fill(d, d->swarms[i], &v[n++]);
     for (uint32_t i = 0; i < d->npulls && n < max; i++) {
         if (!d->pulls[i].swarm)
-            ctl_fill_waiting(&d->pulls[i], &v[n++]);
+            ctl_fill_waiting(d, &d->pulls[i], &v[n++]);
     }
     return n;
 }

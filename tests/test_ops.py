@@ -666,6 +666,37 @@ def case_loader_branch(tmp):
     return fails
 
 
+def case_waiting_reason(tmp):
+    """A pull by manifest id that nobody can serve yet says why it waits:
+    no tracker and no peer, then a peer that does not have it."""
+    k = make_keys(tmp, ["w", "p"])
+    n = node("w", k, tmp, None, ["--no-origin"])
+    mid = "5a" * 32
+    fails = 0
+    want = "no tracker configured and no peer connected"
+    r = cli("pull", mid, "--socket", n.sock, "--timeout", "3")
+    print(r.stdout.strip().splitlines()[-1:])
+    if r.returncode == 0 or want not in r.stdout:
+        print(f"FAIL a by-id pull with nobody to ask shows no reason: {r.stdout}{r.stderr}")
+        fails += 1
+    p = node("p", k, tmp, None, ["--no-origin", "--peer", n.addr])
+    want = "no tracker configured; none of 1 peer has offered its manifest"
+    st = ""
+    for _ in range(50):
+        st = cli("status", "--socket", n.sock).stdout
+        if want in st:
+            break
+        time.sleep(0.2)
+    print(st.strip())
+    if want not in st:
+        print("FAIL status does not say the one peer has not offered the manifest")
+        fails += 1
+    fails += shoalproc.stop_all([n, p])
+    if fails:
+        n.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
@@ -673,4 +704,5 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "origin_down": case_origin_down,
                       "branch_follow": case_branch_follow,
                       "loader_branch": case_loader_branch,
-                      "restart": case_restart}, "shoal-ops-", scan_sanitizers=True)
+                      "restart": case_restart,
+                      "waiting_reason": case_waiting_reason}, "shoal-ops-", scan_sanitizers=True)
