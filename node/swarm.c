@@ -138,7 +138,7 @@ struct shoal_swarm {
      * since when, and when that was last logged: a stall shows in the log
      * at most every LEASE_EMPTY_LOG_MS. */
     uint32_t lease_empty;
-    uint64_t lease_empty_since_ms, lease_empty_logged_ms;
+    uint64_t lease_empty_since_ms, lease_empty_logged_ms, lease_empty_last_ms;
     /* --- end tracker --- */
     /* --- s2 --- per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
@@ -1304,6 +1304,11 @@ static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action 
 static void lease_empty_note(struct shoal_swarm *s, uint32_t trk, int status)
 {
     uint64_t now = now_ms(s);
+    /* A pause in asking (peers had what we needed) ends the run: the
+     * line must not count the pause as time spent refused. */
+    if (s->lease_empty > 0 && now - s->lease_empty_last_ms > LEASE_EMPTY_LOG_AFTER_MS)
+        s->lease_empty = 0;
+    s->lease_empty_last_ms = now;
     if (s->lease_empty++ == 0)
         s->lease_empty_since_ms = now;
     if (s->complete || s->lease_empty < LEASE_EMPTY_LOG_MIN ||
