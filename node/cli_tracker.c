@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TRK_TIMEOUT_MS 10000
 
@@ -157,6 +158,33 @@ static int register_with_tracker(void *user, const uint8_t *bytes, size_t len,
     return rv;
 }
 
+/* shoal_publish_lookup_fn: the manifest the tracker holds under the name,
+ * if any. */
+static int lookup_on_tracker(void *user, const char *repo_at_commit, struct shoal_buf *out)
+{
+    struct put_ctx *pc = user;
+    struct shoal_trkc *c = NULL;
+    struct shoal_msg *req = calloc(2, sizeof *req);
+    int rv = req ? trk_open("publish", pc->id, SHOAL_ROLE_PUBLISHER, &c) : -ENOMEM;
+    if (rv == 0) {
+        req[0].type = SHOAL_MSG_GET_MANIFEST;
+        req[0].u.get_manifest.has_repo = true;
+        req[0].u.get_manifest.repo_at_rev.p = repo_at_commit;
+        req[0].u.get_manifest.repo_at_rev.len = (uint32_t)strlen(repo_at_commit);
+        rv = shoal_trkc_call(c, &req[0], &req[1], TRK_TIMEOUT_MS);
+    }
+    if (rv == 0 && req[1].type == SHOAL_MSG_ERROR)
+        rv = req[1].u.error.code == SHOAL_ENOTFOUND ? SHOAL_ENOTFOUND : SHOAL_EBADMSG;
+    else if (rv == 0 && req[1].type != SHOAL_MSG_MANIFEST)
+        rv = SHOAL_EPROTO;
+    if (rv == 0)
+        rv = shoal_buf_append(out, req[1].u.manifest.signed_manifest.p,
+                              req[1].u.manifest.signed_manifest.len);
+    shoal_trkc_free(c);
+    free(req);
+    return rv;
+}
+
 /* Before a release is streamed and hashed (minutes for a large one), checks
  * that the tracker answers and lets this identity publish: the tracker has
  * no cheaper request than the authentication itself. */
@@ -180,6 +208,7 @@ int shoal_cmd_publish(int argc, char **argv)
         {"hub-endpoint", required_argument, NULL, 'e'},
         {"hub-token-file", required_argument, NULL, 'T'},
         {"quiet", no_argument, NULL, 'q'},
+        {"force", no_argument, NULL, 'f'},
         {NULL, 0, NULL, 0},
     };
     struct shoal_publish_opts o;
@@ -200,6 +229,7 @@ int shoal_cmd_publish(int argc, char **argv)
         case 'e': o.hub.endpoint = optarg; break;
         case 'T': o.hub.token_file = optarg; break;
         case 'q': o.progress = SHOAL_PUBLISH_PROGRESS_NONE; break;
+        case 'f': o.force = true; break;
         default:
             fprintf(stderr, "shoal publish: unknown option (try 'shoal help')\n");
             return 2;
@@ -209,7 +239,7 @@ int shoal_cmd_publish(int argc, char **argv)
         (id.tracker && (!id.key || !id.cred))) {
         fprintf(stderr, "shoal publish: usage: shoal publish ORG/NAME[@REV] [--dataset] --key "
                         "PUBLISHER_KEY (--out FILE | --tracker ADDR --identity NODE_KEY --cred "
-                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE]\n");
+                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE] [--quiet] [--force]\n");
         return 2;
     }
     o.repo = argv[optind];
@@ -221,6 +251,8 @@ int shoal_cmd_publish(int argc, char **argv)
             return 1;
         o.registrar = register_with_tracker;
         o.registrar_user = &pc;
+        o.lookup = lookup_on_tracker;
+        o.lookup_user = &pc;
     }
     struct shoal_publish_result res;
     int rv = shoal_publish_run(&o, &res);
@@ -231,6 +263,18 @@ int shoal_cmd_publish(int argc, char **argv)
     char hex[2 * SHOAL_HASH_LEN + 1], sz[32];
     shoal_hex(hex, res.manifest_id, sizeof res.manifest_id);
     int namelen = (int)strcspn(o.repo, "@");
+    if (res.reused) {
+        char when[32];
+        time_t t = (time_t)res.created;
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&t, &tm));
+        printf("already published %.*s@%s: %u files, %u chunks, %s, signed by this key %s\n"
+               "manifest id %s (nothing streamed; --force publishes anew)%s%s\n",
+               namelen, o.repo, res.commit, res.nfiles, res.nchunks,
+               shoal_fmt_bytes(sz, sizeof sz, res.total_bytes), when, hex,
+               o.out_path ? "\nwritten to " : "", o.out_path ? o.out_path : "");
+        return 0;
+    }
     printf("published %.*s@%s: %u files, %u chunks, %s\nmanifest id %s%s%s\n", namelen, o.repo,
            res.commit,
            res.nfiles, res.nchunks, shoal_fmt_bytes(sz, sizeof sz, res.total_bytes), hex,

@@ -54,6 +54,9 @@ struct pub {
     uint64_t file_done, total_done, total_size;
     uint64_t last_progress_ns;
     enum shoal_publish_progress_mode mode;
+    struct shoal_seckey sk;
+    struct shoal_buf reuse;     /* signed bytes of a manifest reused as is */
+    bool reused;
     bool finished;
     int err;
     char msg[1024];
@@ -252,6 +255,81 @@ static void start_file(struct pub *p)
         pub_fail(p, rv, "%s: cannot start the download: %s", f->path, shoal_strerror(rv));
 }
 
+/* Why |m| does not describe the release just resolved, or NULL when it
+ * does: same signer, type, commit, chunking, and the Hub's files. */
+static const char *reuse_mismatch(const struct pub *p, const struct shoal_manifest *m)
+{
+    const struct shoal_hub_release *rel = p->rel;
+    const struct shoal_cdc_params *mp = shoal_manifest_params(m);
+    struct shoal_pubkey pk;
+
+    shoal_seckey_public(&p->sk, &pk);
+    if (memcmp(shoal_manifest_signer(m), pk.pk, sizeof pk.pk) != 0)
+        return "it was signed by another publisher key";
+    if (shoal_manifest_repo_type(m) != rel->type || strcmp(shoal_manifest_repo_id(m), rel->repo) ||
+        strcmp(shoal_manifest_commit(m), rel->commit))
+        return "it names another release";
+    if (mp->min_size != p->params.min_size || mp->avg_size != p->params.avg_size ||
+        mp->max_size != p->params.max_size)
+        return "it was chunked with other sizes";
+    if (shoal_manifest_nfiles(m) != rel->nfiles)
+        return "its file list differs from the Hub's";
+    for (size_t i = 0; i < rel->nfiles; i++) {
+        const struct shoal_hub_file *f = &rel->files[i];
+        int k = shoal_manifest_find_file(m, f->path);
+        const struct shoal_mf_file *mf = k >= 0 ? shoal_manifest_file(m, (uint32_t)k) : NULL;
+        if (!mf || mf->size != f->size || (f->lfs && memcmp(mf->sha256, f->sha256, 32) != 0))
+            return "its file list differs from the Hub's";
+    }
+    return NULL;
+}
+
+/* Asks the lookup hook for a manifest of this commit and takes it when it
+ * describes the release (see shoal_publish_opts.lookup). True when the
+ * publish is done (reused, or failed). */
+static bool try_reuse(struct pub *p)
+{
+    const struct shoal_publish_opts *o = p->o;
+    const struct shoal_hub_release *rel = p->rel;
+    struct shoal_manifest *m = NULL;
+    char name[512];
+    const char *why = NULL;
+    int rv;
+
+    if (!o->lookup || o->force)
+        return false;
+    snprintf(name, sizeof name, "%s@%s", rel->repo, rel->commit);
+    rv = o->lookup(o->lookup_user, name, &p->reuse);
+    if (rv == SHOAL_ENOTFOUND)
+        return false;
+    if (rv) {
+        pub_fail(p, rv, "%s: asking for a manifest already published: %s", name,
+                 shoal_strerror(rv));
+        return true;
+    }
+    /* Any trusted signer may hold the name; only our own signature is
+     * reused (reuse_mismatch checks the signer; parse checks the
+     * signature). */
+    rv = shoal_manifest_parse(&m, p->reuse.data, p->reuse.len, NULL, NULL);
+    if (rv == 0)
+        why = reuse_mismatch(p, m);
+    else
+        why = "it does not parse";
+    if (why) {
+        fprintf(stderr, "publish: %s has a manifest already, but %s: publishing a new one\n", name,
+                why);
+        shoal_manifest_free(m);
+        shoal_buf_reset(&p->reuse);
+        return false;
+    }
+    p->m = m;
+    p->reused = true;
+    p->total_chunks = shoal_manifest_nchunks(m);
+    p->finished = true;
+    uv_stop(&p->loop);
+    return true;
+}
+
 static void on_resolved(void *user, int status, struct shoal_hub_release *rel, const char *msg)
 {
     struct pub *p = user;
@@ -268,6 +346,8 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
     }
     for (size_t i = 0; i < rel->nfiles; i++)
         p->total_size += rel->files[i].size;
+    if (try_reuse(p))
+        return;
     rv = shoal_manifest_new(&p->m, rel->type, rel->repo, rel->commit, &p->params);
     if (rv) {
         pub_fail(p, rv, "cannot start a manifest: %s", shoal_strerror(rv));
@@ -284,7 +364,6 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
 int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_result *res)
 {
     struct pub *p = NULL;
-    struct shoal_seckey sk;
     struct shoal_buf out;
     char *repo = NULL, *at;
     const char *rev;
@@ -292,6 +371,7 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
     int rv;
 
     shoal_buf_init(&out, PUB_MANIFEST_MAX);
+    struct shoal_buf *signed_bytes = &out;
     if (!o || !o->repo || !o->key_path) {
         rv = -EINVAL;
         if (o && o->errbuf && o->errlen)
@@ -307,6 +387,7 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         goto out;
     }
     p->o = o;
+    shoal_buf_init(&p->reuse, PUB_MANIFEST_MAX);
     rev = o->rev;
     if ((at = strchr(repo, '@'))) {
         *at = '\0';
@@ -324,7 +405,7 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         shoal_cdc_params_default(&p->params);
 
     /* Load the key first: no point downloading gigabytes to fail at the end. */
-    rv = shoal_seckey_load(o->key_path, &sk);
+    rv = shoal_seckey_load(o->key_path, &p->sk);
     if (rv) {
         snprintf(p->msg, sizeof(p->msg), "publisher key %s: %s", o->key_path, shoal_strerror(rv));
         p->err = rv;
@@ -364,20 +445,25 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         pub_fail(p, -EIO, "the event loop stopped before the publish finished");
     if (p->err)
         goto out;
-    rv = shoal_manifest_sign(p->m, &sk, (uint64_t)time(NULL), &out);
+    if (p->reused) {
+        signed_bytes = &p->reuse;
+        rv = 0;
+    } else {
+        rv = shoal_manifest_sign(p->m, &p->sk, (uint64_t)time(NULL), &out);
+    }
     if (rv) {
         pub_fail(p, rv, "%s@%s: cannot sign the manifest: %s", p->rel->repo, p->rel->commit,
                  shoal_strerror(rv));
         goto out;
     }
     if (o->out_path) {
-        rv = shoal_write_file_atomic(o->out_path, out.data, out.len);
+        rv = shoal_write_file_atomic(o->out_path, signed_bytes->data, signed_bytes->len);
         if (rv) {
             pub_fail(p, rv, "writing %s: %s", o->out_path, shoal_strerror(rv));
             goto out;
         }
     }
-    if (o->registrar) {
+    if (o->registrar && !p->reused) {
         rv = o->registrar(o->registrar_user, out.data, out.len, p->m);
         if (rv) {
             pub_fail(p, rv, "registering the manifest: %s", shoal_strerror(rv));
@@ -385,6 +471,8 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         }
     }
     if (res) {
+        res->reused = p->reused;
+        res->created = shoal_manifest_created(p->m);
         memcpy(res->commit, p->rel->commit, sizeof(res->commit));
         memcpy(res->manifest_id, shoal_manifest_id(p->m), 32);
         res->nfiles = (uint32_t)p->rel->nfiles;
@@ -392,7 +480,10 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         res->total_bytes = p->total_size;
     }
 out:
-    sodium_memzero(&sk, sizeof(sk));
+    if (p) {
+        sodium_memzero(&p->sk, sizeof(p->sk));
+        shoal_buf_free(&p->reuse);
+    }
     rv = p ? p->err : rv;
     if (p && rv && o->errbuf && o->errlen)
         snprintf(o->errbuf, o->errlen, "%s", p->msg[0] ? p->msg : shoal_strerror(rv));

@@ -43,6 +43,14 @@ struct shoal_publish_progress {
 typedef int (*shoal_publish_register_fn)(void *user, const uint8_t *signed_bytes, size_t len,
                                          const struct shoal_manifest *m);
 
+/* Hook to find a manifest already published for |repo_at_commit| (e.g. on a
+ * tracker), asked once the commit is known and before anything is
+ * streamed. Appends the signed bytes to |out| and returns 0, returns
+ * SHOAL_ENOTFOUND when there is none, or another error (which fails the
+ * publish). */
+typedef int (*shoal_publish_lookup_fn)(void *user, const char *repo_at_commit,
+                                       struct shoal_buf *out);
+
 struct shoal_publish_opts {
     const char *repo;          /* "name", "org/name" or "org/name@rev" */
     const char *rev;           /* NULL: the "@rev" part of |repo|, else "main" */
@@ -59,11 +67,23 @@ struct shoal_publish_opts {
     void *progress_user;
     shoal_publish_register_fn registrar; /* NULL: no registration */
     void *registrar_user;
+    /* NULL, or |force|: always stream and sign anew. Otherwise a manifest
+     * the lookup finds is reused when this key signed it for the same
+     * commit, type and chunking and it lists the Hub's files (paths, sizes,
+     * LFS oids): a commit's bytes never change, so streaming them again
+     * would only make a second manifest of the same release, which nodes
+     * then hold as two. A reused manifest is written to |out_path| and not
+     * registered again. */
+    shoal_publish_lookup_fn lookup;
+    void *lookup_user;
+    bool force;
     char *errbuf;              /* on failure, a message naming repo/rev/file */
     size_t errlen;
 };
 
 struct shoal_publish_result {
+    bool reused;               /* an existing manifest was reused (see lookup) */
+    uint64_t created;          /* its signing time, unix seconds */
     char commit[41];
     uint8_t manifest_id[32];
     uint32_t nfiles;

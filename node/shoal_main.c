@@ -38,11 +38,14 @@ static const char usage[] =
     "                                 check the signature against trusted publishers\n"
     "  manifest show FILE [--trust PUBFILE] [--chunks]\n"
     "                                 print what a manifest holds\n"
-    "\n"
+    "\n";
+
+/* The rest; C11 compilers need only take 4095-byte string literals. */
+static const char usage_more[] =
     "Hub and tracker:\n"
     "  publish ORG/NAME[@REV] [--dataset] --key PUBLISHER_KEY\n"
     "          (--out FILE | --tracker HOST:PORT --identity NODE_KEY --cred CRED)\n"
-    "          [--hub-endpoint URL] [--hub-token-file FILE] [--quiet]\n"
+    "          [--hub-endpoint URL] [--hub-token-file FILE] [--quiet] [--force]\n"
     "                                 resolve a release on the Hub (HF_ENDPOINT,\n"
     "                                 HF_TOKEN), stream and chunk every file once,\n"
     "                                 check each against the Hub's sha256, sign the\n"
@@ -50,7 +53,11 @@ static const char usage[] =
     "                                 tracker is asked first: NODE_KEY's public key\n"
     "                                 must be in its --admin-keys, the publisher key\n"
     "                                 in its --publisher-keys; a manifest it then\n"
-    "                                 refuses is saved and the path printed)\n"
+    "                                 refuses is saved and the path printed). A\n"
+    "                                 commit the tracker already holds a manifest\n"
+    "                                 of, signed by this key with the same chunking,\n"
+    "                                 is not streamed again: that manifest is kept\n"
+    "                                 (and written to --out); --force signs anew\n"
     "  rollout ORG/NAME@COMMIT [--zone Z] [--remove | --status]\n"
     "          --tracker HOST:PORT --key ADMIN_KEY --cred CRED\n"
     "                                 record that every node (in zone Z) should hold\n"
@@ -100,18 +107,21 @@ static void command_help(const char *name)
 {
     size_t nl = strlen(name);
     bool in = false;
+    const char *parts[] = {usage, usage_more};
     printf("usage:\n");
-    for (const char *l = usage; *l;) {
-        const char *e = strchr(l, '\n');
-        size_t len = e ? (size_t)(e - l) : strlen(l);
-        if (len > 2 && l[0] == ' ' && l[1] == ' ' && l[2] != ' ')
-            in = len > nl + 2 && strncmp(l + 2, name, nl) == 0 && l[2 + nl] == ' ';
-        else if (len == 0 || l[0] != ' ')
-            in = false;
-        /* "shoal " before an entry; its continuation lines move along. */
-        if (in)
-            printf("  %s%.*s\n", l[2] != ' ' ? "shoal " : "      ", (int)len - 2, l + 2);
-        l += len + (e != NULL);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        for (const char *l = parts[i]; *l;) {
+            const char *e = strchr(l, '\n');
+            size_t len = e ? (size_t)(e - l) : strlen(l);
+            if (len > 2 && l[0] == ' ' && l[1] == ' ' && l[2] != ' ')
+                in = len > nl + 2 && strncmp(l + 2, name, nl) == 0 && l[2 + nl] == ' ';
+            else if (len == 0 || l[0] != ' ')
+                in = false;
+            /* "shoal " before an entry; its continuation lines move along. */
+            if (in)
+                printf("  %s%.*s\n", l[2] != ' ' ? "shoal " : "      ", (int)len - 2, l + 2);
+            l += len + (e != NULL);
+        }
     }
     printf("\n'shoal help' describes every command.\n");
 }
@@ -135,7 +145,9 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
-        fputs(usage, argc < 2 ? stderr : stdout);
+        FILE *out = argc < 2 ? stderr : stdout;
+        fputs(usage, out);
+        fputs(usage_more, out);
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
@@ -147,6 +159,6 @@ int main(int argc, char **argv)
         }
         return cmds[i].fn(argc - 1, argv + 1);
     }
-    fprintf(stderr, "shoal: unknown command '%s'\n\n%s", argv[1], usage);
+    fprintf(stderr, "shoal: unknown command '%s'\n\n%s%s", argv[1], usage, usage_more);
     return 2;
 }

@@ -44,6 +44,26 @@ commit=$(sed -n 's/^published acme\/tiny@\([0-9a-f]*\):.*/\1/p' pub.out)
 "$shoal" manifest verify tiny.mf --trust publisher.key.pub > /dev/null && ok "published manifest verifies" || bad "manifest does not verify"
 grep -q "registered with tracker" pub.err && ok "registered with the tracker" || bad "not registered"
 
+stats() { curl -s "http://127.0.0.1:$hubport/_stub/stats" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["total_bytes"])'; }
+# Publishing the same commit again (a re-run pipeline) streams nothing and
+# keeps the manifest nodes already hold; --force signs a new one.
+id1=$(sed -n 's/^manifest id \([0-9a-f]*\).*/\1/p' pub.out)
+curl -s -X POST "http://127.0.0.1:$hubport/_stub/reset" >/dev/null
+"$shoal" publish acme/tiny@main --key publisher.key --out again.mf --tracker "$trkaddr" \
+    --identity admin.key --cred admin.cred > again.out 2> again.err
+rc=$?
+id2=$(sed -n 's/^manifest id \([0-9a-f]*\).*/\1/p' again.out)
+if [ $rc -eq 0 ] && grep -q "^already published acme/tiny@$commit" again.out && [ "$id2" = "$id1" ] &&
+   [ "$(stats)" = 0 ] && cmp -s tiny.mf again.mf; then
+    ok "publishing the same commit again streams nothing and keeps manifest $id1"
+else bad "re-publish (rc=$rc, id $id2 vs $id1, $(stats) bytes streamed)"; cat again.out again.err; fi
+"$shoal" publish acme/tiny@main --key publisher.key --force --tracker "$trkaddr" \
+    --identity admin.key --cred admin.cred > force.out 2> force.err
+id3=$(sed -n 's/^manifest id \([0-9a-f]*\).*/\1/p' force.out)
+if grep -q "^published acme/tiny@$commit" force.out && [ -n "$id3" ] && [ "$(stats)" -gt 0 ]; then
+    ok "--force streams and signs anew ($id3)"
+else bad "--force (id '$id3', $(stats) bytes streamed)"; cat force.out force.err; fi
+
 # A tracker that will not take the release is found out before anything is
 # streamed from the Hub: a key outside --admin-keys, a tracker not there.
 stats() { curl -s "http://127.0.0.1:$hubport/_stub/stats" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["total_bytes"])'; }
