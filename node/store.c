@@ -1449,6 +1449,12 @@ void shoal_store_free(struct shoal_store *s)
 int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *data,
                           uint32_t len)
 {
+    return shoal_store_put_chunk_first(s, idx, data, len, NULL);
+}
+
+int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8_t *data,
+                                uint32_t len, bool *first)
+{
     uint8_t id[SHOAL_HASH_LEN];
     const struct shoal_mf_chunk *c;
     uint32_t *claimed = NULL, *touched;
@@ -1456,6 +1462,8 @@ int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *da
     bool flush = false;
     int rv = 0;
 
+    if (first)
+        *first = false;
     if (!s || idx >= s->nchunks)
         return SHOAL_ENOTFOUND;
     c = chunk(s, idx);
@@ -1513,6 +1521,8 @@ int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx, const uint8_t *da
         if (bit_get(s->bits, j))
             continue;
         mark(s, j);
+        if (j == idx && first)
+            *first = true;
         if (bl->primary != cj->file || bl->state != BLOB_INCOMPLETE)
             continue;
         bl->dirty = true;

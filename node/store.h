@@ -145,6 +145,11 @@ void shoal_store_free(struct shoal_store *s);
  */
 int shoal_store_put_chunk(struct shoal_store *s, uint32_t idx,
                           const uint8_t *data, uint32_t len);
+/* The same, and sets *|first| to whether this call verified |idx| (false
+ * when it was verified already, also by a put racing this one on another
+ * thread): a chunk received twice counts as a duplicate exactly once. */
+int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8_t *data,
+                                uint32_t len, bool *first);
 
 /* Reads verified chunk |idx| into |buf| (|cap| bytes) for serving. Returns
  * the chunk length (> 0); SHOAL_ENOTFOUND when |idx| is out of range or not

@@ -570,7 +570,6 @@ static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
 static void verify_work(uv_work_t *w)
 {
     struct verify_job *j = w->data;
-    j->dup = shoal_store_has(j->s->store, j->chunk); /* --- tracker --- */
     /* --- ctl: codec --- */
     if (j->codec != SHOAL_CODEC_RAW) {
         /* |len| is the manifest's, never the wire's: at most the chunk max. */
@@ -587,7 +586,9 @@ static void verify_work(uv_work_t *w)
         }
     }
     /* --- end ctl --- */
-    j->rv = shoal_store_put_chunk(j->s->store, j->chunk, j->data, j->len);
+    bool first = false;
+    j->rv = shoal_store_put_chunk_first(j->s->store, j->chunk, j->data, j->len, &first);
+    j->dup = !first; /* --- tracker --- */
 }
 
 static void verify_done(uv_work_t *w, int status)
@@ -1072,8 +1073,9 @@ static void ojob_work(uv_work_t *w)
     struct ojob *j = w->data;
     struct shoal_store *st = j->of->s->store;
 
-    j->dup = shoal_store_has(st, j->chunk);
-    j->rv = shoal_store_put_chunk(st, j->chunk, j->data, j->len);
+    bool first = false;
+    j->rv = shoal_store_put_chunk_first(st, j->chunk, j->data, j->len, &first);
+    j->dup = !first;
 }
 
 static void ojob_done(uv_work_t *w, int status)

@@ -795,6 +795,7 @@ struct worker {
     const struct rel *r;
     uint32_t first, step;
     int errors;
+    uint32_t firsts; /* puts that verified their chunk (dup_worker) */
 };
 
 static void *put_worker(void *arg)
@@ -820,7 +821,7 @@ static void test_concurrent_puts(void)
     rel_std(&r, "org/tiny", C1, -1, 7);
     REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
     for (int i = 0; i < 4; i++) {
-        w[i] = (struct worker){s, &r, (uint32_t)i, 4, 0};
+        w[i] = (struct worker){s, &r, (uint32_t)i, 4, 0, 0};
         REQUIRE(pthread_create(&th[i], NULL, put_worker, &w[i]) == 0);
     }
     for (int i = 0; i < 4; i++) {
@@ -829,6 +830,65 @@ static void test_concurrent_puts(void)
     }
     CHECK(shoal_store_complete(s));
     CHECK_EQ(shoal_store_count(s), shoal_manifest_nchunks(r.m));
+    check_published(cache, &r);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* Every worker stores every chunk, as peers answering one endgame request
+ * twice do: each chunk counts as verified first by exactly one put (a chunk
+ * id that occurs at several places is verified at all of them by one put). */
+static void *dup_worker(void *arg)
+{
+    struct worker *w = arg;
+    uint32_t n = shoal_manifest_nchunks(w->r->m);
+
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (k + w->first * 7) % n;
+        bool first = true;
+        if (shoal_store_put_chunk_first(w->s, i, chunk_bytes(w->r, i),
+                                        shoal_manifest_chunk(w->r->m, i)->len, &first) != 0)
+            w->errors++;
+        w->firsts += first ? 1 : 0;
+    }
+    return NULL;
+}
+
+static void test_duplicates_counted_once(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct worker w[4];
+    pthread_t th[4];
+    struct rel r;
+    uint32_t firsts = 0;
+    bool first = true;
+
+    rel_std(&r, "org/tiny", C1, -1, 7);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct worker){s, &r, (uint32_t)i, 1, 0, 0};
+        REQUIRE(pthread_create(&th[i], NULL, dup_worker, &w[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(w[i].errors, 0);
+        firsts += w[i].firsts;
+    }
+    uint32_t n = shoal_manifest_nchunks(r.m), distinct = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = 0;
+        while (k < i && memcmp(shoal_manifest_chunk(r.m, k)->id, shoal_manifest_chunk(r.m, i)->id,
+                               32) != 0)
+            k++;
+        distinct += k == i ? 1 : 0;
+    }
+    CHECK(distinct < n); /* the release repeats chunks, as real ones do */
+    CHECK_EQ(firsts, distinct);
+    CHECK(shoal_store_complete(s));
+    CHECK_EQ(shoal_store_put_chunk_first(s, 0, chunk_bytes(&r, 0),
+                                         shoal_manifest_chunk(r.m, 0)->len, &first), 0);
+    CHECK(!first);
     check_published(cache, &r);
     shoal_store_free(s);
     rel_free(&r);
@@ -1095,6 +1155,7 @@ static int test_diskfull(void)
     /* A write that fails after open (file size limit past a chunk's offset):
      * the chunk stays unverified, the error names the file, a retry works. */
     signal(SIGXFSZ, SIG_IGN);
+        RUN(test_duplicates_counted_once);
     REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
     lim = old;
     lim.rlim_cur = 1000;
@@ -1145,6 +1206,7 @@ int main(int argc, char **argv)
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_concurrent_puts);
+        RUN(test_duplicates_counted_once);
         RUN(test_ready_early);
         RUN(test_memory_mode);
         rv = t_done();
