@@ -102,6 +102,7 @@ struct shoal_daemon {
     char cache_dir[SHOAL_HF_PATH_MAX];
     char listen_addr[SHOAL_MSG_ADDR_MAX + 1];
     bool listen_wildcard;   /* bound to 0.0.0.0 or :: */
+    bool listen_ipv4;       /* ... an IPv4 address (:: takes both) */
     char hello_addr[SHOAL_MSG_ADDR_MAX + 1]; /* the listen address HELLO names */
     uint16_t listen_port;
 
@@ -1335,8 +1336,10 @@ static int setup_trackers(struct shoal_daemon *d)
     d->tcfg.listen_addr = d->pctx.local.listen_addr;
     /* A wildcard is no address a peer can dial: tell each tracker the
      * address this node reaches it from. */
-    if (!c->advertise && d->listen_wildcard)
+    if (!c->advertise && d->listen_wildcard) {
         d->tcfg.advertise_port = d->listen_port;
+        d->tcfg.advertise_ipv4_only = d->listen_ipv4;
+    }
     d->tcfg.seed = d->scfg.seed;
     d->thooks.on_ready = trk_on_ready;
     d->thooks.fill_announce = trk_fill_announce;
@@ -2019,6 +2022,7 @@ static int start_listening(struct shoal_daemon *d)
         uv_ip4_name(sin, host, sizeof host);
         d->listen_port = ntohs(sin->sin_port);
         d->listen_wildcard = sin->sin_addr.s_addr == htonl(INADDR_ANY);
+        d->listen_ipv4 = true;
         snprintf(d->listen_addr, sizeof d->listen_addr, "%s:%u", host, d->listen_port);
     } else {
         const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;

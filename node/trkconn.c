@@ -435,23 +435,42 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 }
 
 /* Sets c->adv to this end's address of the connection with the configured
- * port, and logs it when it is new. Returns 0 or a libuv error. */
-static int local_address(struct conn *c)
+ * port, and logs it when it is new. Returns 0, or an error with the reason
+ * in |why|. */
+static int local_address(struct conn *c, char *why, size_t whylen)
 {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     char host[64];
     int rv = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len);
+    bool v6 = rv == 0 && ss.ss_family == AF_INET6;
 
-    if (rv == 0 && ss.ss_family == AF_INET)
-        rv = uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
-    else if (rv == 0 && ss.ss_family == AF_INET6)
+    if (v6 && c->t->cfg->advertise_ipv4_only) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+        if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            snprintf(why, whylen, "this node listens on IPv4 only (0.0.0.0) but reaches the "
+                     "tracker over IPv6, so peers could not dial the address it would "
+                     "announce: listen on [::] or set --advertise");
+            return UV_EAFNOSUPPORT;
+        }
+        /* ::ffff:a.b.c.d is an IPv4 peer's view: announce a.b.c.d. */
+        struct sockaddr_in s4 = {.sin_family = AF_INET};
+        memcpy(&s4.sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+        rv = uv_ip4_name(&s4, host, sizeof host);
+        v6 = false;
+    } else if (v6) {
         rv = uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-    else if (rv == 0)
+    } else if (rv == 0 && ss.ss_family == AF_INET) {
+        rv = uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+    } else if (rv == 0) {
         rv = UV_EAFNOSUPPORT;
-    if (rv != 0)
+    }
+    if (rv != 0) {
+        snprintf(why, whylen, "cannot tell this node's address on the connection: %s",
+                 uv_strerror(rv));
         return rv;
-    snprintf(c->adv, sizeof c->adv, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+    }
+    snprintf(c->adv, sizeof c->adv, v6 ? "[%s]:%u" : "%s:%u", host,
              (unsigned)c->t->cfg->advertise_port);
     if (strcmp(c->adv, c->adv_logged) != 0) {
         LOG_I("tracker %s: announcing this node as %s, its address on the connection to the "
@@ -474,8 +493,9 @@ static void on_connected(uv_connect_t *req, int status)
         fail_conn(c, why, false);
         return;
     }
-    if (c->t->cfg->advertise_port && local_address(c) != 0) {
-        fail_conn(c, "cannot tell this node's address on the connection", true);
+    char why[256];
+    if (c->t->cfg->advertise_port && local_address(c, why, sizeof why) != 0) {
+        fail_conn(c, why, false); /* logged once: it will not change by itself */
         return;
     }
     c->st = C_CHALLENGE;

@@ -89,6 +89,10 @@ struct shoal_trkconn_cfg {
      * the address the node reaches a tracker from is the one the fleet
      * (on the tracker's side of the network) can reach it at. */
     uint16_t advertise_port;
+    /* With advertise_port: the listener takes IPv4 only (0.0.0.0), so a
+     * tracker reached over IPv6 cannot be told an address peers could
+     * dial; such a connection fails, saying so. */
+    bool advertise_ipv4_only;
     uint32_t request_timeout_ms;      /* 0: 5000 */
     uint32_t backoff_min_ms;          /* 0: 250 */
     uint32_t backoff_max_ms;          /* 0: 10000 */

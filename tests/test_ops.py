@@ -40,7 +40,12 @@ CASE is one of:
                 logs it); a second node gets that address from the tracker,
                 dials it and completes a small release from it. A node
                 with --advertise 0.0.0.0:7600 has its announce refused, and
-                its log shows the tracker's reason.
+                its log shows the tracker's reason. A node listening on
+                0.0.0.0 that reaches a tracker on [::1] announces nothing
+                and says to listen on [::] or set --advertise.
+  waiting_reason a pull by manifest id with no tracker and no peer says
+                so; with a peer that lacks it, status says none of 1 peer
+                has offered its manifest.
   branch_follow a branch pulled after its commit gets its ref; a branch
                 that moved on the Hub is followed when pulled again (new
                 snapshot, refs/main moves); a pull of a branch the Hub does
@@ -336,7 +341,7 @@ def store_full(tmp, small):
 
 
 def case_wildcard_listen(tmp):
-    k = make_keys(tmp, ["a", "b", "c"])
+    k = make_keys(tmp, ["a", "b", "c", "d"])
     rnd = random.Random(12)
     repo, mf, mid = local_release(tmp, k, {"model.safetensors": rnd.randbytes(3 << 20),
                                            "config.json": b'{"a": 1}'})
@@ -372,9 +377,23 @@ def case_wildcard_listen(tmp):
                       r"dialled by peers: its host is the wildcard 0\.0\.0\.0", 20):
         print("FAIL c's log does not show the tracker refusing its wildcard address")
         fails += 1
-    fails += shoalproc.stop_all([a, b, c])
+    # A tracker reached over IPv6 by a node listening on IPv4 only: no
+    # address peers could dial is announced, and the log says what to do.
+    trk6, taddr6 = hubfix.start_tracker(TRACKER, k, "[::1]:0")
+    sock_d = os.path.join(tmp, "d.sock")
+    d = Proc([SHOALD, "--listen", "0.0.0.0:0", "--control-socket", sock_d,
+              *shoalproc.node_args(k, "d", tmp, ["--tracker", taddr6, "--no-origin"])],
+             name="d")
+    if not d.wait_for(r"listens on IPv4 only \(0\.0\.0\.0\) but reaches the tracker over "
+                      r"IPv6.*listen on \[::\] or set --advertise", 20):
+        print("FAIL an IPv4-only node reaching an IPv6 tracker does not say why it cannot "
+              "announce")
+        fails += 1
+    procs = [a, b, c, d]
+    fails += shoalproc.stop_all(procs)
+    trk6.stop()
     if fails:
-        for p in (trk, a, b, c):
+        for p in (trk, trk6, *procs):
             p.dump()
     return fails
 
