@@ -278,6 +278,8 @@ static void on_complete(void *user, struct shoal_swarm *s)
     }
 }
 
+static void discover(struct shoal_daemon *d);
+
 /* Opens release |m| (taken) and adds it, writing refs/<branch> once it is
  * complete when |branch| is not NULL; returns the swarm, or NULL with the
  * error in |*err| and the reason for people in |why|. */
@@ -301,9 +303,12 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
         return NULL;
     d->swarms[d->nswarms++] = s;
     /* The tracker's answer carries this release's fleet role: ask soon
-     * rather than at the next interval. */
-    if (d->trk)
+     * rather than at the next interval; and ask for peers now, not at the
+     * next discovery tick (a rollout's first second is otherwise idle). */
+    if (d->trk) {
         shoal_trkconn_announce_soon(d->trk);
+        discover(d);
+    }
     LOG_I("release %s: %s@%s, %u files, %u chunks, %llu bytes", hex,
           shoal_manifest_repo_id(shoal_swarm_manifest(s)),
           shoal_manifest_commit(shoal_swarm_manifest(s)),

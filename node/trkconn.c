@@ -19,7 +19,10 @@
 
 #define READ_BUF 65536u
 #define WATCHDOG_MS 250u
-#define SOON_GAP_MS 1000u
+/* Least time between an announce and one asked for "soon" (a release
+ * opened, a first chunk): a rollout's nodes wait for that reply's fleet
+ * role before they use the origin. */
+#define SOON_GAP_MS 100u
 #define DEFAULT_INTERVAL_MS 30000u
 #define MIN_INTERVAL_MS 200u
 #define MAX_INTERVAL_MS (10u * 60u * 1000u)

@@ -2,7 +2,8 @@
 """A stand-in for the Hugging Face Hub, for tests and demos with no internet.
 
 Serves the repos genrepo.py writes, in the Hub's URL layout and API shape,
-on 127.0.0.1 only. Python standard library only.
+on 127.0.0.1 (or --host, for the network namespaces bench_netns.py makes).
+Python standard library only.
 
 On-disk layout (ROOT is the directory given on the command line):
   ROOT/{models,datasets}/<org>/<name>/repo.json
@@ -52,7 +53,7 @@ Control (never faulted):
        "times" defaults to 1 for status/cut and to unlimited (-1) otherwise.
   The same rules can be given at start with --faults JSON.
 
-Usage: hubstub.py ROOT [--port 0] [--token T] [--token-file F]
+Usage: hubstub.py ROOT [--port 0] [--host 127.0.0.1] [--token T] [--token-file F]
                   [--faults JSON] [--cdn-host H]
 Prints the bound port as the first line of stdout.
 """
@@ -506,6 +507,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Hugging Face Hub stand-in")
     ap.add_argument("root")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--token", action="append", default=[])
     ap.add_argument("--token-file")
     ap.add_argument("--faults", help="JSON list of fault rules")
@@ -518,7 +520,7 @@ def main(argv=None):
     state = State(a.root, tokens, a.cdn_host)
     if a.faults:
         state.add_faults(json.loads(a.faults))
-    srv = Server(("127.0.0.1", a.port), Handler)
+    srv = Server((a.host, a.port), Handler)
     srv.state = state
     print(srv.server_port, flush=True)
     try:
