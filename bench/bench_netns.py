@@ -210,9 +210,6 @@ def run(tmp, net):
                             "--tracker", taddr, "--hub-endpoint", hub_url, "--zone", "z1",
                             "--pull", "acme/model@" + commit, *EXTRA], env=denv, name=n)
         nodes.append(p)
-    crx = re.compile(r"complete: (\d+) bytes, .* in ([\d.]+) s")
-    done = {}
-    seen = {p.name: 0 for p in nodes}
     deadline = t_start + 10 * tmin + 60
     # Bytes on the wire each second, from the bridge side of the veths:
     # what the origin sent, and what the nodes received in all (as a share
@@ -221,33 +218,30 @@ def run(tmp, net):
         with open("/sys/class/net/%s/statistics/%s_bytes" % (dev, what)) as f:
             return int(f.read())
 
-    next_poll, timeline = t_start + 1, []
-    prev = (wire(hub_outer, "rx"), sum(wire(h[3], "tx") for h in hosts))
-    while len(done) < NODES and time.monotonic() < deadline:
-        if time.monotonic() >= next_poll:
-            next_poll += 1
-            cur = (wire(hub_outer, "rx"), sum(wire(h[3], "tx") for h in hosts))
-            timeline.append("%.0f/%.0f%%" % ((cur[0] - prev[0]) / uo * 100,
-                                             (cur[1] - prev[1]) / (NODES * d) * 100))
-            prev = cur
+    timeline = []
+    state = {"next": t_start + 1,
+             "prev": (wire(hub_outer, "rx"), sum(wire(h[3], "tx") for h in hosts))}
+
+    def sample():
+        if time.monotonic() < state["next"]:
+            return
+        state["next"] += 1
+        cur = (wire(hub_outer, "rx"), sum(wire(h[3], "tx") for h in hosts))
+        prev = state["prev"]
+        timeline.append("%.0f/%.0f%%" % ((cur[0] - prev[0]) / uo * 100,
+                                         (cur[1] - prev[1]) / (NODES * d) * 100))
+        state["prev"] = cur
+
+    got, early = shoalproc.watch_all(nodes, r"complete: \d+ bytes, .* in [\d.]+ s", t_start,
+                                     deadline, sample)
+    if early or len(got) < NODES:
         for p in nodes:
-            if p.name in done:
-                continue
-            with p.lock:
-                lines = p.lines[seen[p.name]:]
-            seen[p.name] += len(lines)
-            if any(crx.search(line) for line in lines):
-                done[p.name] = time.monotonic() - t_start
-            elif p.p.poll() is not None:
+            if p.name not in got:
                 p.dump(20)
-                raise RuntimeError("%s exited before completing" % p.name)
-        time.sleep(0.02)
-    if len(done) < NODES:
-        for p in nodes:
-            if p.name not in done:
-                p.dump(20)
-        raise RuntimeError("%d of %d nodes did not complete in %.0f s"
-                           % (NODES - len(done), NODES, deadline - t_start))
+        raise RuntimeError("%s exited before completing" % early if early else
+                           "%d of %d nodes did not complete in %.0f s"
+                           % (NODES - len(got), NODES, deadline - t_start))
+    done = {name: t for name, (t, _) in got.items()}
     with urllib.request.urlopen(hub_url + "/_stub/stats", timeout=10) as r:
         egress = json.load(r)["total_bytes"]
     times = sorted(done.values())

@@ -14,7 +14,6 @@ With --bench it also prints `BENCH demo_origin_x <value> x`.
 """
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -137,33 +136,20 @@ def demo(tmp):
               k("admin") + ".cred").strip())
     rx = (r"complete: (\d+) bytes, (\d+) received from peers, (\d+) from origin, (\d+) "
           r"duplicate, (\d+) held at start, in ([\d.]+) s")
-    results = {}
-    deadline = t_start + TIMEOUT_S
-    seen = {p.name: 0 for p in nodes}
-    crx = re.compile(rx)
     # Watch every node at once, so each completion time is when it happened.
-    while len(results) < len(nodes) and time.monotonic() < deadline:
-        for p in nodes:
-            if p.name in results:
-                continue
-            with p.lock:
-                lines = p.lines[seen[p.name]:]
-            seen[p.name] += len(lines)
-            for line in lines:
-                m = crx.search(line)
-                if m:
-                    # Each byte of the release once, from where it came
-                    # first: "received from peers" counts endgame
-                    # duplicates too, so the peers' share is what neither
-                    # the origin nor the cache at start gave.
-                    total, origin, held = int(m.group(1)), int(m.group(3)), int(m.group(5))
-                    results[p.name] = (time.monotonic() - t_start,
-                                       max(0, total - origin - held), origin)
-                    break
-            if p.name not in results and p.p.poll() is not None:
-                print(f"{p.name} exited early; last log lines:\n" + "\n".join(p.lines[-15:]))
-                return 1
-        time.sleep(0.05)
+    got, early = shoalproc.watch_all(nodes, rx, t_start, t_start + TIMEOUT_S)
+    if early:
+        p = next(p for p in nodes if p.name == early)
+        print(f"{p.name} exited early; last log lines:\n" + "\n".join(p.lines[-15:]))
+        return 1
+    results = {}
+    for name, (t, m) in got.items():
+        # Each byte of the release once, from where it came first:
+        # "received from peers" counts endgame duplicates too, so the
+        # peers' share is what neither the origin nor the cache at start
+        # gave.
+        total, origin, held = int(m.group(1)), int(m.group(3)), int(m.group(5))
+        results[name] = (t, max(0, total - origin - held), origin)
     for p in nodes:
         if p.name not in results:
             print(f"{p.name} did not complete within {TIMEOUT_S:.0f} s; last log lines:")

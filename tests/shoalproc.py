@@ -200,6 +200,36 @@ def stop_all(nodes):
     return bad
 
 
+def watch_all(nodes, pattern, t_start, deadline, tick=None):
+    """Watches the stderr of every Proc in |nodes| at once for a line
+    matching |pattern|, so each is timed when it happened: returns
+    {name: (seconds since t_start, re.Match)} for those that printed one
+    before the monotonic |deadline|, and the name of a node that exited
+    without printing one (None if none did), at which point it stops.
+    |tick|, when given, is called on every pass (about every 20 ms)."""
+    rx = re.compile(pattern)
+    seen = {p.name: 0 for p in nodes}
+    got = {}
+    while len(got) < len(nodes) and time.monotonic() < deadline:
+        if tick:
+            tick()
+        for p in nodes:
+            if p.name in got:
+                continue
+            with p.lock:
+                lines = p.lines[seen[p.name]:]
+            seen[p.name] += len(lines)
+            for line in lines:
+                m = rx.search(line)
+                if m:
+                    got[p.name] = (time.monotonic() - t_start, m)
+                    break
+            if p.name not in got and p.p.poll() is not None:
+                return got, p.name
+        time.sleep(0.02)
+    return got, None
+
+
 def metric(text, name):
     """The value of the unlabelled metric |name| in Prometheus text |text|
     (`shoal metrics`), or None if it is not there."""
