@@ -22,6 +22,9 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     else
         fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
                 r->completed, r->failed, r->incomplete);
+    if (r->died_done > 0)
+        fprintf(f, "               %u of the completed died afterwards (counted as completed;"
+                   " they stopped uploading)\n", r->died_done);
     fprintf(f, "T_min          %.3f s\n", r->t_min);
     fprintf(f, "completion p50 %.3f s (%.3f x T_min)\n", r->p50, ratio(r->p50, r->t_min));
     fprintf(f, "completion p90 %.3f s (%.3f x T_min)\n", r->p90, ratio(r->p90, r->t_min));
@@ -46,16 +49,19 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
 int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
 {
     fprintf(f, "node,zone,seed,failed,up_Bps,down_Bps,join_s,done_s,from_origin,from_zone,"
-               "from_cross,uploaded\n");
+               "from_cross,uploaded,died_s\n");
     for (uint32_t i = 0; i < r->nodes; i++) {
         const struct shoal_sim_node *n = &r->node[i];
         fprintf(f, "%u,%u,%d,%d,%.0f,%.0f,%.6f,", i, n->zone, n->seed, n->failed, n->up,
                 n->down, n->join_s);
         if (n->done_s >= 0)
             fprintf(f, "%.6f", n->done_s);
-        fprintf(f, ",%llu,%llu,%llu,%llu\n", (unsigned long long)n->from_origin,
+        fprintf(f, ",%llu,%llu,%llu,%llu,", (unsigned long long)n->from_origin,
                 (unsigned long long)n->from_zone, (unsigned long long)n->from_cross,
                 (unsigned long long)n->uploaded);
+        if (n->died_s >= 0)
+            fprintf(f, "%.6f", n->died_s);
+        fputc('\n', f);
     }
     return ferror(f) ? -EIO : 0;
 }

@@ -1088,14 +1088,20 @@ static int fail_node(struct sim *S, uint32_t x)
         /* Dies before it ever joins: it never will. */
         nd->gone = true;
         S->r->node[x].failed = true;
+        S->r->node[x].died_s = S->now;
         return 0;
     }
     if (!nd->alive)
         return 0;
     nd->alive = false;
-    S->r->node[x].failed = true;
-    if (!nd->done)
+    S->r->node[x].died_s = S->now;
+    /* A node that completed before it died did complete: an operator asks
+     * how long the nodes took to get the release, and this one had it.
+     * It is gone all the same, so it serves nobody from now on. */
+    if (!nd->done) {
+        S->r->node[x].failed = true;
         S->alive_incomplete--;
+    }
     for (uint32_t i = 0; i < nd->npeers && rv == 0; i++) {
         uint32_t p = nd->peer[i];
         struct node *P = &S->node[p];
@@ -1338,6 +1344,7 @@ static int setup(struct sim *S)
         rn->up = nd->up_bps;
         rn->down = nd->down_bps;
         rn->done_s = -1;
+        rn->died_s = -1;
         rn->join_s = nd->seed || c->join_spread_s <= 0 ? 0 : c->join_spread_s * rnd01(&S->rng);
         sum_up += nd->up_bps;
         if (!nd->seed && nd->down_bps < dmin)
@@ -1431,8 +1438,10 @@ static void finish(struct sim *S)
     for (uint32_t i = 0; i < S->c->nodes; i++) {
         if (r->node[i].failed)
             r->failed++;
-        else if (r->node[i].done_s >= 0 && !r->node[i].seed)
+        else if (r->node[i].done_s >= 0 && !r->node[i].seed) {
             t[n++] = r->node[i].done_s;
+            r->died_done += r->node[i].died_s >= 0;
+        }
         else if (r->node[i].done_s < 0)
             r->incomplete++;
     }

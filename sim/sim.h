@@ -136,10 +136,14 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
 struct shoal_sim_node {
     uint8_t zone;
     bool seed;
-    bool failed;
+    bool failed;               /* died before it completed (it never did) */
     double up, down;           /* bytes/s */
     double join_s;
     double done_s;             /* < 0: never completed */
+    double died_s;             /* < 0: never died. A node that completed
+                                  and died later keeps its done_s and counts
+                                  as completed; from died_s on it uploads
+                                  nothing */
     uint64_t from_origin, from_zone, from_cross, uploaded;
 };
 
@@ -149,7 +153,8 @@ struct shoal_sim_result {
     uint64_t release_bytes;
     double t_min;              /* max(F/u_o, F/d_min, N F / (u_o + sum u)) */
     double p50, p90, p99, max; /* completion times of completed nodes, s */
-    uint32_t completed, failed, incomplete;
+    uint32_t completed, failed, incomplete; /* failed: died before completing */
+    uint32_t died_done;        /* completed nodes that died afterwards */
     uint64_t origin_bytes;     /* egress from the origin, all of it */
     uint64_t cross_bytes;      /* bytes received across zones */
     uint64_t recv_bytes;       /* bytes of chunks received (incl. duplicates) */

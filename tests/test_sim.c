@@ -159,6 +159,63 @@ static void test_determinism(void)
     shoal_sim_result_free(d);
 }
 
+/* "What if 10% die at fail_at": a node that completed before it died did
+ * complete. Dying after the whole fleet is done changes no completion
+ * figure (the old engine counted those nodes failed: 36 of 40 completed);
+ * dying half-way counts as failed only the nodes that had not completed. */
+static void test_fail_after_done(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r0 = NULL, *r = NULL;
+    fleet(&c, 40, 2, 16);
+    REQUIRE(shoal_sim_run(&c, &r0) == 0);
+    REQUIRE(r0->completed == 40);
+    c.fail_frac = 0.1;
+    c.fail_at_s = r0->max + 1.0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 40);
+    CHECK_EQ(r->failed, 0);
+    CHECK_EQ(r->incomplete, 0);
+    CHECK_EQ(r->died_done, 4);
+    CHECK(r->p50 == r0->p50 && r->max == r0->max);
+    uint32_t died = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        CHECK(r->node[i].done_s == r0->node[i].done_s);
+        CHECK(!r->node[i].failed);
+        died += r->node[i].died_s == c.fail_at_s;
+    }
+    CHECK_EQ(died, 4);
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* Half-way: each victim is either failed (it had not completed) or
+     * completed before it died; none counts twice. */
+    c.fail_at_s = r0->p50;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed + r->failed + r->incomplete, 40);
+    CHECK_EQ(r->failed + r->died_done, 4);
+    uint32_t failed = 0, done_then_died = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        const struct shoal_sim_node *n = &r->node[i];
+        if (n->died_s < 0) {
+            CHECK(!n->failed && n->done_s >= 0);
+            continue;
+        }
+        CHECK(n->died_s == c.fail_at_s);
+        if (n->failed) {
+            CHECK(n->done_s < 0);
+            failed++;
+        } else {
+            CHECK(n->done_s >= 0 && n->done_s <= n->died_s);
+            done_then_died++;
+        }
+    }
+    CHECK_EQ(failed, r->failed);
+    CHECK_EQ(done_then_died, r->died_done);
+    shoal_sim_result_free(r);
+    shoal_sim_result_free(r0);
+}
+
 /* Fleet roles: only the origin fetchers (the first nodes of each zone)
  * take anything from the origin, each chunk leaves it once, and every node
  * still ends with the whole release. */
@@ -271,6 +328,7 @@ int main(void)
     RUN(test_conservation);
     RUN(test_seeds);
     RUN(test_determinism);
+    RUN(test_fail_after_done);
     RUN(test_roles);
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
