@@ -117,7 +117,7 @@ struct sim {
     struct conn *conn;
     uint32_t nconn, conncap;
     struct vec *zz;        /* active cross-zone conns per ordered zone pair */
-    uint32_t *zzn;
+    double *zzused;        /* per pair: bytes/s allocated to its flows */
     struct ev *heap;
     size_t nheap, heapcap;
     struct evq dq[NDELAY];
@@ -400,6 +400,13 @@ static double res_down(struct sim *S, uint32_t y)
     return r > 0 ? r : 0;
 }
 
+/* What zone pair |z| has left (zone_cap set). */
+static double res_zz(const struct sim *S, uint32_t z)
+{
+    double r = S->c->zone_cap - S->zzused[z];
+    return r > 0 ? r : 0;
+}
+
 static void settle(struct sim *S, struct conn *cn)
 {
     if (cn->rate > 0) {
@@ -426,6 +433,9 @@ static void set_rate(struct sim *S, uint32_t id, double r)
     settle(S, cn);
     *used_up(S, cn->src) += r - cn->rate;
     S->node[cn->dst].used_down += r - cn->rate;
+    uint32_t z = zz_of(S, cn);
+    if (z != NIL)
+        S->zzused[z] += r - cn->rate;
     cn->rate = r;
     fh_retime(S, id);
 }
@@ -443,38 +453,9 @@ static int cmp_cap(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/*
- * Progressive filling of one link: |x|'s upload (|up|) or download. Each
- * of its flows may grow up to what its other end has left (plus what it
- * already has there, and its zone pair's equal share); the link's capacity
- * is poured over the flows, the smallest caps filled first, so bandwidth
- * one flow cannot use goes to the others instead of idling. Only this
- * link's flows are re-rated: the other ends catch up at their own next
- * change, and no link is ever given more than its capacity.
- */
-static int fill(struct sim *S, uint32_t x, bool up)
+/* Sorts |k| entries of |ce| by cap (ties by id, for determinism). */
+static void sort_caps(struct capent *ce, uint32_t k)
 {
-    const struct vec *v = up ? up_list(S, x) : &S->node[x].down;
-    double rem = up ? link_up(S, x) : S->node[x].down_bps;
-    uint32_t k = v->n;
-    if (k == 0)
-        return 0;
-    if (k > S->capn) {
-        struct capent *p = realloc(S->caps, k * sizeof(*p));
-        if (p == NULL)
-            return -ENOMEM;
-        S->caps = p;
-        S->capn = k;
-    }
-    struct capent *ce = S->caps;
-    for (uint32_t i = 0; i < k; i++) {
-        const struct conn *cn = &S->conn[v->v[i]];
-        double cap = cn->rate + (up ? res_down(S, cn->dst) : res_up(S, cn->src));
-        uint32_t z = zz_of(S, cn);
-        if (z != NIL && S->c->zone_cap / S->zz[z].n < cap)
-            cap = S->c->zone_cap / S->zz[z].n;
-        ce[i] = (struct capent){.cap = cap, .id = v->v[i]};
-    }
     if (k <= 16) {
         for (uint32_t i = 1; i < k; i++) {
             struct capent t = ce[i];
@@ -488,9 +469,57 @@ static int fill(struct sim *S, uint32_t x, bool up)
     } else {
         qsort(ce, k, sizeof(*ce), cmp_cap);
     }
+}
+
+static int caps_room(struct sim *S, uint32_t k)
+{
+    if (k > S->capn) {
+        struct capent *p = realloc(S->caps, k * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        S->caps = p;
+        S->capn = k;
+    }
+    return 0;
+}
+
+/*
+ * Progressive filling of one link: |x|'s upload (|up|) or download. Each
+ * of its flows may grow up to what its other end has left (plus what it
+ * already has there, and what its zone pair has left); the link's capacity
+ * is poured over the flows, the smallest caps filled first, so bandwidth
+ * one flow cannot use goes to the others instead of idling. Only this
+ * link's flows are re-rated: the other ends catch up at their own next
+ * change, and no link is ever given more than its capacity.
+ */
+static int fill(struct sim *S, uint32_t x, bool up)
+{
+    const struct vec *v = up ? up_list(S, x) : &S->node[x].down;
+    double rem = up ? link_up(S, x) : S->node[x].down_bps;
+    uint32_t k = v->n;
+    if (k == 0)
+        return 0;
+    if (caps_room(S, k) != 0)
+        return -ENOMEM;
+    struct capent *ce = S->caps;
+    for (uint32_t i = 0; i < k; i++) {
+        const struct conn *cn = &S->conn[v->v[i]];
+        double cap = cn->rate + (up ? res_down(S, cn->dst) : res_up(S, cn->src));
+        uint32_t z = zz_of(S, cn);
+        if (z != NIL && cn->rate + res_zz(S, z) < cap)
+            cap = cn->rate + res_zz(S, z);
+        ce[i] = (struct capent){.cap = cap, .id = v->v[i]};
+    }
+    sort_caps(ce, k);
     for (uint32_t i = 0; i < k; i++) {
         double lvl = rem / (double)(k - i);
         double r = ce[i].cap < lvl ? ce[i].cap : lvl;
+        const struct conn *cn = &S->conn[ce[i].id];
+        uint32_t z = zz_of(S, cn);
+        /* Several of this link's flows may cross the same zone pair:
+         * what the pair has left is read as it is now, not as it was. */
+        if (z != NIL && cn->rate + res_zz(S, z) < r)
+            r = cn->rate + res_zz(S, z);
         rem -= r;
         if (rem < 0)
             rem = 0;
@@ -500,13 +529,62 @@ static int fill(struct sim *S, uint32_t x, bool up)
     return 0;
 }
 
-/* Re-allocates both links of |cn| after its flow started or stopped. */
+/*
+ * Progressive filling of zone pair |z| (zone_cap set): its capacity is
+ * poured over all its flows, each capped by what its upload and download
+ * links have left, smallest caps first. The pair is a link like the
+ * others, shared by every flow crossing it: when a flow joins or leaves
+ * it, every flow's share changes. (Before, each flow was capped by
+ * zone_cap / flows when one of its own links changed, so flows that had
+ * started when the pair was emptier kept their larger shares: the pair
+ * carried up to 1.58 x its cap, and a share freed went unused.)
+ */
+static int fill_zz(struct sim *S, uint32_t z)
+{
+    const struct vec *v = &S->zz[z];
+    double rem = S->c->zone_cap;
+    uint32_t k = v->n;
+    if (k == 0)
+        return 0;
+    if (caps_room(S, k) != 0)
+        return -ENOMEM;
+    struct capent *ce = S->caps;
+    for (uint32_t i = 0; i < k; i++) {
+        const struct conn *cn = &S->conn[v->v[i]];
+        double ru = res_up(S, cn->src), rd = res_down(S, cn->dst);
+        ce[i] = (struct capent){.cap = cn->rate + (ru < rd ? ru : rd), .id = v->v[i]};
+    }
+    sort_caps(ce, k);
+    for (uint32_t i = 0; i < k; i++) {
+        double lvl = rem / (double)(k - i);
+        double r = ce[i].cap < lvl ? ce[i].cap : lvl;
+        const struct conn *cn = &S->conn[ce[i].id];
+        /* Two of the pair's flows may share an uploader or a downloader:
+         * read what each link has left now. */
+        double ru = res_up(S, cn->src), rd = res_down(S, cn->dst);
+        double room = cn->rate + (ru < rd ? ru : rd);
+        if (room < r)
+            r = room;
+        rem -= r;
+        if (rem < 0)
+            rem = 0;
+        if (r != cn->rate)
+            set_rate(S, ce[i].id, r);
+    }
+    return 0;
+}
+
+/* Re-allocates both links of |cn| after its flow started or stopped, and
+ * its zone pair if it crosses a capped one. */
 static int refill(struct sim *S, const struct conn *cn)
 {
     uint32_t src = cn->src, dst = cn->dst;
+    uint32_t z = zz_of(S, cn);
     int rv = fill(S, src, true);
     if (rv == 0)
         rv = fill(S, dst, false);
+    if (rv == 0 && z != NIL)
+        rv = fill_zz(S, z);
     /* The download may have given the new flow less than the upload
      * offered: offer the rest to the upload's other flows. */
     if (rv == 0)
@@ -559,8 +637,11 @@ static int deactivate(struct sim *S, uint32_t id)
     vec_del(S, up_list(S, cn->src), cn->up_i, 0);
     vec_del(S, &S->node[cn->dst].down, cn->down_i, 1);
     uint32_t z = zz_of(S, cn);
-    if (z != NIL)
+    if (z != NIL) {
         vec_del(S, &S->zz[z], cn->zz_i, 2);
+        /* Exactly nothing once empty, so rounding cannot pile up. */
+        S->zzused[z] = S->zz[z].n ? S->zzused[z] - cn->rate : 0;
+    }
     cn->active = false;
     cn->cur = NIL;
     fh_del(S, id);
@@ -1245,7 +1326,8 @@ static int setup(struct sim *S)
     S->plist = malloc(SHOAL_REG_PEERS_MAX * sizeof(struct shoal_reg_peer));
     if (c->zone_cap > 0) {
         S->zz = calloc((size_t)c->zones * c->zones, sizeof(struct vec));
-        if (S->zz == NULL)
+        S->zzused = calloc((size_t)c->zones * c->zones, sizeof(double));
+        if (S->zz == NULL || S->zzused == NULL)
             return -ENOMEM;
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
@@ -1407,6 +1489,7 @@ static void teardown(struct sim *S)
         for (uint32_t i = 0; i < S->c->zones * S->c->zones; i++)
             free(S->zz[i].v);
     free(S->zz);
+    free(S->zzused);
     free(S->conn);
     free(S->origin_up.v);
     free(S->node);
