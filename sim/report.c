@@ -25,7 +25,18 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     if (r->died_done > 0)
         fprintf(f, "               %u of the completed died afterwards (counted as completed;"
                    " they stopped uploading)\n", r->died_done);
-    fprintf(f, "T_min          %.3f s\n", r->t_min);
+    if (r->t_min_zone > 0) {
+        /* Say which bound binds, and what it is made of: an operator
+         * reading a ratio far above 1 should see whether the caps set it. */
+        fprintf(f, "T_min          %.3f s = max(links %.3f s, zone caps %.3f s)\n", r->t_min,
+                r->t_min_links, r->t_min_zone);
+        fprintf(f, "               links: max(F/u_origin, F/d_min, N*F/(u_origin + sum u_i))\n"
+                   "               zone caps: least T with u_origin*T >= sum over zones z of\n"
+                   "               max(0, F - (Z-1)*cap*T if z has no seed,"
+                   " N_z*F - (U_z + (Z-1)*cap)*T)\n");
+    } else {
+        fprintf(f, "T_min          %.3f s\n", r->t_min);
+    }
     fprintf(f, "completion p50 %.3f s (%.3f x T_min)\n", r->p50, ratio(r->p50, r->t_min));
     fprintf(f, "completion p90 %.3f s (%.3f x T_min)\n", r->p90, ratio(r->p90, r->t_min));
     fprintf(f, "completion p99 %.3f s (%.3f x T_min)\n", r->p99, ratio(r->p99, r->t_min));

@@ -1314,6 +1314,75 @@ static int load_sizes(struct sim *S)
     return 0;
 }
 
+/*
+ * The part of T_min that capped zone pairs add (zone_cap > 0, 2 or more
+ * zones with nodes). A lower bound on the time T by which every node
+ * holds the release, F bytes, over any schedule whatever, with
+ *   Z'   zones that have nodes, c = zone_cap (each ordered pair),
+ *   o_z  bytes the origin sends into zone z by T,
+ *   N_z  nodes of zone z that start empty, U_z the upload capacity of all
+ *        of zone z's nodes (seeds included):
+ *   (1) the origin is shared by all zones:        sum_z o_z <= u_origin T;
+ *   (2) zone z takes in at most (Z'-1) c T bytes from the other zones
+ *       (its inbound pairs; a zone without nodes sends nothing);
+ *   (3) a zone without a seed must bring every byte in from outside at
+ *       least once, from the origin or across its pairs:
+ *                                         F <= o_z + (Z'-1) c T;
+ *   (4) its N_z nodes receive N_z F bytes, which come from the origin,
+ *       across its pairs or from its own nodes' uploads:
+ *                                     N_z F <= o_z + (Z'-1) c T + U_z T.
+ * So o_z >= need_z(T) = max(0, F - (Z'-1) c T [no seed in z],
+ * N_z F - (U_z + (Z'-1) c) T), and with (1) T must satisfy
+ *   g(T) = sum_z need_z(T) - u_origin T <= 0.
+ * g falls strictly as T grows (u_origin > 0), so the least such T is found
+ * by bisection. Every term only drops constraints a real schedule has
+ * (the other zones' own upload limits, the nodes' download links, time
+ * before a byte can be passed on), so it stays a lower bound. With one
+ * zone it says no more than F/u_origin and N F/(u_origin + sum u_i).
+ * Example: 2 zones, zone 0 holding the only seed: zone 1 needs F through
+ * c and the origin, T >= F / (c + u_origin), however fast the seed is.
+ */
+static double zone_cap_bound(const struct sim *S, const double *U, const uint32_t *N,
+                             const bool *seeded)
+{
+    const struct shoal_sim_config *c = S->c;
+    double F = (double)S->F;
+    uint32_t zn = 0;
+    for (uint32_t z = 0; z < c->zones; z++)
+        zn += N[z] > 0 || seeded[z];
+    if (c->zone_cap <= 0 || zn < 2)
+        return 0;
+    double in = (double)(zn - 1) * c->zone_cap;
+    double lo = 0, hi = 1;
+    for (;;) {
+        /* g(hi) <= 0 for hi large enough: find such an hi first. */
+        double g = -c->origin_up * hi;
+        for (uint32_t z = 0; z < c->zones; z++) {
+            double need = seeded[z] || N[z] == 0 ? 0 : F - in * hi;
+            double nz = (double)N[z] * F - (U[z] + in) * hi;
+            need = fmax(0, fmax(need, nz));
+            g += need;
+        }
+        if (g <= 0)
+            break;
+        lo = hi;
+        hi *= 2;
+    }
+    for (int it = 0; it < 200 && hi - lo > 1e-12 * hi; it++) {
+        double t = (lo + hi) / 2, g = -c->origin_up * t;
+        for (uint32_t z = 0; z < c->zones; z++) {
+            double need = seeded[z] || N[z] == 0 ? 0 : F - in * t;
+            double nz = (double)N[z] * F - (U[z] + in) * t;
+            g += fmax(0, fmax(need, nz));
+        }
+        if (g <= 0)
+            hi = t;
+        else
+            lo = t;
+    }
+    return hi;
+}
+
 static int setup(struct sim *S)
 {
     const struct shoal_sim_config *c = S->c;
@@ -1392,6 +1461,11 @@ static int setup(struct sim *S)
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
                                       .nfiles = S->nfiles, .file_first = S->file_first};
     double sum_up = 0, dmin = INFINITY;
+    /* Per zone, for the zone-cap bound: upload capacity, empty nodes,
+     * whether it holds a seed. */
+    double zup[SHOAL_SIM_ZONES_MAX] = {0};
+    uint32_t zleech[SHOAL_SIM_ZONES_MAX] = {0};
+    bool zseed[SHOAL_SIM_ZONES_MAX] = {false};
     /* Pick the failing nodes up front (never seeds), deterministically. */
     for (uint32_t i = 0; i < c->nodes; i++) {
         struct node *nd = &S->node[i];
@@ -1429,6 +1503,9 @@ static int setup(struct sim *S)
         rn->died_s = -1;
         rn->join_s = nd->seed || c->join_spread_s <= 0 ? 0 : c->join_spread_s * rnd01(&S->rng);
         sum_up += nd->up_bps;
+        zup[nd->zone] += nd->up_bps;
+        zleech[nd->zone] += !nd->seed;
+        zseed[nd->zone] |= nd->seed;
         if (!nd->seed && nd->down_bps < dmin)
             dmin = nd->down_bps;
         if ((rv = ev_push(S, rn->join_s, EV_JOIN, i, 0)) != 0)
@@ -1442,6 +1519,10 @@ static int setup(struct sim *S)
         double t2 = F / dmin, t3 = (double)nleech * F / (c->origin_up + sum_up);
         r->t_min = c->seeds ? (t2 > t3 ? t2 : t3) : fmax(r->t_min, fmax(t2, t3));
     }
+    r->t_min_links = r->t_min;
+    r->t_min_zone = zone_cap_bound(S, zup, zleech, zseed);
+    if (r->t_min_zone > r->t_min)
+        r->t_min = r->t_min_zone;
     if (c->fail_frac > 0) {
         uint32_t nfail = (uint32_t)floor(c->fail_frac * nleech + 0.5);
         for (uint32_t k = 0; k < nfail; k++) {

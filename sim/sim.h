@@ -151,7 +151,12 @@ struct shoal_sim_result {
     uint32_t nodes;
     uint32_t nchunks;
     uint64_t release_bytes;
-    double t_min;              /* max(F/u_o, F/d_min, N F / (u_o + sum u)) */
+    double t_min;              /* the larger of the two below */
+    double t_min_links;        /* max(F/u_o, F/d_min, N F / (u_o + sum u)) */
+    double t_min_zone;         /* zone_cap's bound (sim.c zone_cap_bound:
+                                  each zone brings the release in through
+                                  the origin, which all zones share, and its
+                                  inbound pairs); 0 without zone_cap */
     double p50, p90, p99, max; /* completion times of completed nodes, s */
     uint32_t completed, failed, incomplete; /* failed: died before completing */
     uint32_t died_done;        /* completed nodes that died afterwards */

@@ -216,6 +216,63 @@ static void test_fail_after_done(void)
     shoal_sim_result_free(r0);
 }
 
+/* Capped zone pairs raise T_min (sim.c zone_cap_bound). With the only
+ * seed in zone 0, zone 1 gets the release through its one inbound pair
+ * and the origin, however fast the seed is: T_min = F / (cap + u_origin),
+ * and the run must take at least that and, with one node there fetching
+ * everything across, not much more. (Before, T_min ignored the cap: 0.054
+ * s here, against a run of 0.54 s.) */
+static void test_zone_cap_bound(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 3; /* zone 0: the seed and node 2; zone 1: node 1 */
+    c.zones = 2;
+    c.seeds = 1;
+    c.zone_cap = 125e6;
+    c.origin_up = 1.25e6;
+    double F = (double)c.release_bytes;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 2);
+    CHECK(near(r->t_min_zone, F / (125e6 + 1.25e6)));
+    CHECK(near(r->t_min, r->t_min_zone));
+    CHECK(r->t_min_links < 0.2 * r->t_min);
+    CHECK(r->max >= r->t_min * (1 - 1e-9));
+    CHECK(r->max <= 1.05 * r->t_min);
+    CHECK(r->node[1].done_s == r->max);
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* No seeds, two zones of 10, origin 4 x cap: each zone needs F from
+     * the origin and its inbound pair, the origin serves both, so
+     * 2 (F - cap T) <= u_origin T: T_min = 2F / (u_origin + 2 cap), above
+     * F / u_origin. A fleet that takes each byte from the origin once
+     * cannot reach it (each zone imports half: F / (2 cap)), but no run
+     * may beat it. */
+    base(&c);
+    c.nodes = 20;
+    c.zones = 2;
+    c.zone_cap = 125e6;
+    c.origin_up = 500e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 20);
+    CHECK(near(r->t_min_zone, 2 * F / (500e6 + 2 * 125e6)));
+    CHECK(near(r->t_min_links, F / 500e6));
+    CHECK(near(r->t_min, r->t_min_zone));
+    CHECK(r->max >= r->t_min);
+    CHECK(r->max >= F / (2 * 125e6));
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* One zone: no pair, nothing to add. */
+    c.zones = 1;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->t_min_zone == 0);
+    CHECK(near(r->t_min, r->t_min_links));
+    shoal_sim_result_free(r);
+}
+
 /* Fleet roles: only the origin fetchers (the first nodes of each zone)
  * take anything from the origin, each chunk leaves it once, and every node
  * still ends with the whole release. */
@@ -329,6 +386,7 @@ int main(void)
     RUN(test_seeds);
     RUN(test_determinism);
     RUN(test_fail_after_done);
+    RUN(test_zone_cap_bound);
     RUN(test_roles);
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
