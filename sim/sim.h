@@ -14,7 +14,9 @@
  * or stops, the uploader's and the downloader's capacity are poured over
  * their flows, each flow capped by what its other end has left, so a share
  * one flow cannot use goes to the others (never above any link's capacity;
- * links further away catch up at their own next change). Requests reach the
+ * links further away catch up at their own next change). A capped zone pair
+ * (zone_cap) is such a link too, shared by every flow crossing it, and is
+ * filled again whenever one of its flows starts or stops. Requests reach the
  * uploader one round trip after they are made (zero latency models an ideal
  * network). Peers: a node dials up to 3/4 of max_peers (the rest is left
  * for nodes dialling it), at most a quarter of them in other zones.
