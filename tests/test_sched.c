@@ -312,6 +312,46 @@ static size_t requests_to(const struct shoal_sched_action *a, size_t n, uint64_t
     return k;
 }
 
+/* A fallback crossing that took longer than the cross-zone delay says the
+ * links between zones are slow: the zone's importers are likely still
+ * bringing the rest in, so the next fallback waits 3 times as long. */
+static void test_fallback_hold(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 100;
+    cfg.origin_delay_ms = 1000000; /* no leases in the way */
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);   /* same zone */
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 20), 0); /* other zone */
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 7), 0);
+    for (uint32_t c = 0; c < 7; c++)
+        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 1);
+    n = shoal_sched_next(s, 200, a, 32); /* past delay + jitter */
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 2);
+    uint32_t c1 = a[0].chunk;
+    /* 150 ms for one chunk across: held until 350 + 3 x 150. */
+    CHECK_EQ(shoal_sched_req_done(s, 350, 2, c1, 1 << 20, 150), 0);
+    n = shoal_sched_next(s, 350, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 0);
+    CHECK_EQ(shoal_sched_wakeup(s), 800);
+    n = shoal_sched_next(s, 799, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 0);
+    n = shoal_sched_next(s, 800, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    CHECK(a[0].chunk != c1 && a[0].chunk < 7);
+    /* A quick crossing holds nothing back. */
+    CHECK_EQ(shoal_sched_req_done(s, 820, 2, a[0].chunk, 1 << 20, 20), 0);
+    n = shoal_sched_next(s, 820, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    shoal_sched_free(s);
+}
+
 /* Peers are filled fastest measured first, one not measured yet before
  * them: with room for two requests, a peer that took 100 ms per chunk gets
  * none while one that took 2 ms can take both, wherever the rotation
@@ -1057,6 +1097,7 @@ int main(void)
     RUN(test_loader_order);
     RUN(test_file_endgame);
     RUN(test_same_zone);
+    RUN(test_fallback_hold);
     RUN(test_cross_endgame);
     RUN(test_fastest_first);
     RUN(test_origin_last_resort);

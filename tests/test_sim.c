@@ -279,7 +279,7 @@ static void test_zone_cap_bound(void)
  * Imports take far longer than the cross-zone delay here; nodes used to
  * fall back to fetching the same chunks across at full depth, and each
  * zone imported each chunk ~4 times (0.51 GiB across for 128 MiB, last
- * node at 3.25 s; now 0.24 GiB, 1.51 s). */
+ * node at 3.25 s; now 0.24 GiB, 1.52 s). */
 static void test_zone_cap_flood(void)
 {
     struct shoal_sim_config c;
