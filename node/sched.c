@@ -180,6 +180,7 @@ struct shoal_sched {
 
     uint32_t reqcap;
     uint32_t xjitter_ms;
+    uint64_t fb_hold;     /* no fallback crossing before (0: none held) */
     uint64_t rbits;
     uint32_t nrbits;
 };
@@ -462,14 +463,59 @@ static bool cross_endgame(const struct shoal_sched *s)
     return missing <= CROSS_ENDGAME && (uint64_t)missing * 64 <= s->nchunks;
 }
 
+/*
+ * Fallback crossings (a chunk outside this node's import share, fetched
+ * across because no same-zone peer got it within cross_zone_delay_ms) in
+ * flight at once, outside the cross endgame. The delay is there so that a
+ * zone's importers bring each chunk in once; a fallback covers an importer
+ * that is late or gone, and one crossing at a time per node covers a dead
+ * importer's share with every node of the zone at once. When the links
+ * between zones are slow (a capped interconnect shared by many transfers)
+ * an import takes far longer than the delay, and every node fell back at
+ * its full request depth: the crossings split the interconnect further,
+ * each took longer still, and a zone imported each chunk ~5 times (100
+ * nodes, 2 zones, 1 Gbit/s between them: 4.5 GiB across for a 1 GiB
+ * release, 21.0 s; with one fallback in flight 1.9 GiB, 10.0 s). The 1k
+ * fleet without caps is unchanged within noise (last/T_min seed 1 1.0976
+ * -> 1.0970, seeds 2-6 mean 1.0984 -> 1.0990; 5% dying half-way, seeds
+ * 2, 3: 1.116 -> 1.118, 1.171 -> 1.177: a dead importer's share comes in
+ * one crossing per node at a time).
+ */
+#define XFALLBACK_MAX 1u
+/* A fallback crossing that took longer than cross_zone_delay_ms shows that
+ * crossings are slow here, so the zone's importers are likely still on
+ * their way with the rest: the next fallback waits XHOLD_K times as long
+ * as that one took. Without a cap crossings take tens of ms and this never
+ * holds anything (the 1k and 300-node runs are bit-identical); with one,
+ * 100 nodes, 2 zones, 1 Gbit/s: 1.92 -> 1.72 GiB across, 10.0 -> 9.7 s;
+ * 20 nodes, origin 4 Gbit/s: 2.19 -> 1.87 s. */
+#define XHOLD_K 3u
+
+static bool xmine(const struct shoal_sched *s, uint32_t c)
+{
+    return s->cfg.import_mod > 0 && c % s->cfg.import_mod == s->cfg.import_rem;
+}
+
+/* Whether another fallback crossing may start. */
+static bool fallback_room(const struct shoal_sched *s)
+{
+    if (cross_endgame(s))
+        return true;
+    if (s->fb_hold > s->now)
+        return false;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->nreq; i++)
+        n += !s->peers[s->reqs[i].slot].same_zone && !xmine(s, s->reqs[i].chunk);
+    return n < XFALLBACK_MAX;
+}
+
 /* A cross-zone peer just became a holder of |c|, and no same-zone peer
  * holds it: start its cross-zone delay. */
 static void cross_arm(struct shoal_sched *s, uint32_t c)
 {
     if (s->ck[c].flags & (F_XQ | F_XOK))
         return;
-    bool mine = s->cfg.import_mod > 0 && c % s->cfg.import_mod == s->cfg.import_rem;
-    if (mine || s->cfg.cross_zone_delay_ms == 0 || s->nsame == 0 || cross_endgame(s)) {
+    if (xmine(s, c) || s->cfg.cross_zone_delay_ms == 0 || s->nsame == 0 || cross_endgame(s)) {
         mark_xok(s, c);
         return;
     }
@@ -1040,6 +1086,13 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
                 s->thr_fresh = s->thr_until[i];
             update_depth(s, p, s->thr[i]);
         }
+        /* A fallback crossing may be free again: cross-zone peers that
+         * found nothing to pick for that reason may now. */
+        if (!p->same_zone) {
+            clear_stale(s, true);
+            if (!xmine(s, chunk) && duration_ms > s->cfg.cross_zone_delay_ms)
+                s->fb_hold = now_ms + XHOLD_K * duration_ms;
+        }
         /* --- loader --- for late requests (file_endgame_cutoff) */
         s->req_ms = s->req_ms == 0 ? (double)duration_ms
                                    : 0.875 * s->req_ms + 0.125 * (double)duration_ms;
@@ -1412,10 +1465,12 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
 }
 
 /* A cross-zone-eligible chunk that cross-zone peer |p| holds and no
- * same-zone peer does. Drops entries that no longer qualify. */
+ * same-zone peer does; one outside our import share only while
+ * fallback_room. Drops entries that no longer qualify. */
 static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
 {
     uint32_t best = NIL, best_tier = NTIERS;
+    bool fallback = fallback_room(s);
     for (uint32_t i = 0; i < s->nxok;) {
         uint32_t c = s->xok[i];
         if (!(s->ck[c].flags & F_LISTED)) {
@@ -1423,7 +1478,8 @@ static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
             s->xok[i] = s->xok[--s->nxok];
             continue;
         }
-        if (s->ck[c].cnt_same == 0 && bit_get(p->bits, c) && s->ck[c].tier < best_tier) {
+        if (s->ck[c].cnt_same == 0 && bit_get(p->bits, c) && s->ck[c].tier < best_tier &&
+            (fallback || xmine(s, c))) {
             best = c;
             best_tier = s->ck[c].tier;
             if (best_tier == 0)
@@ -1682,6 +1738,11 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     if (s->pendhead == s->npend)
         s->pendhead = s->npend = 0;
     cross_poll(s, now_ms);
+    if (s->fb_hold != 0 && now_ms >= s->fb_hold) {
+        /* Cross-zone peers held back may pick again. */
+        s->fb_hold = 0;
+        clear_stale(s, true);
+    }
     if (s->nhave == s->nchunks || n == max)
         goto out;
 
@@ -1735,6 +1796,8 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
         return w;
     if (s->xqn > 0)
         w = s->xq_at;
+    if (s->fb_hold != 0 && s->nxok > 0 && s->fb_hold < w)
+        w = s->fb_hold;
     if (s->n_orphan > 0 && !s->lease_pending && s->lease_retry_at > s->now &&
         s->lease_retry_at < w)
         w = s->lease_retry_at;

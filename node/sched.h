@@ -27,6 +27,12 @@
  *     importer); a node given an import share (import_mod, import_rem)
  *     fetches its share at once, before its same-zone picks, so a few
  *     importers per zone bring each chunk in and the delay is a fallback;
+ *     a node keeps at most one such fallback crossing (outside its share,
+ *     before the last 32 chunks) in flight, and after one that took
+ *     longer than cross_zone_delay_ms starts the next no sooner than 3
+ *     times that duration later, so that slow links between zones are
+ *     not flooded with copies of what the importers are still bringing
+ *     in;
  *   - each peer gets as many requests in flight as fill its
  *     bandwidth-delay product (measured throughput x RTT / average chunk
  *     size, plus one, at least min_depth), all peers together at most

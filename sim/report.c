@@ -22,7 +22,21 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     else
         fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
                 r->completed, r->failed, r->incomplete);
-    fprintf(f, "T_min          %.3f s\n", r->t_min);
+    if (r->died_done > 0)
+        fprintf(f, "               %u of the completed died afterwards (counted as completed;"
+                   " they stopped uploading)\n", r->died_done);
+    if (r->t_min_zone > 0) {
+        /* Say which bound binds, and what it is made of: an operator
+         * reading a ratio far above 1 should see whether the caps set it. */
+        fprintf(f, "T_min          %.3f s = max(links %.3f s, zone caps %.3f s)\n", r->t_min,
+                r->t_min_links, r->t_min_zone);
+        fprintf(f, "               links: max(F/u_origin, F/d_min, N*F/(u_origin + sum u_i))\n"
+                   "               zone caps: least T with u_origin*T >= sum over zones z of\n"
+                   "               max(0, F - (Z-1)*cap*T if z has no seed,"
+                   " N_z*F - (U_z + (Z-1)*cap)*T)\n");
+    } else {
+        fprintf(f, "T_min          %.3f s\n", r->t_min);
+    }
     fprintf(f, "completion p50 %.3f s (%.3f x T_min)\n", r->p50, ratio(r->p50, r->t_min));
     fprintf(f, "completion p90 %.3f s (%.3f x T_min)\n", r->p90, ratio(r->p90, r->t_min));
     fprintf(f, "completion p99 %.3f s (%.3f x T_min)\n", r->p99, ratio(r->p99, r->t_min));
@@ -46,16 +60,19 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
 int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
 {
     fprintf(f, "node,zone,seed,failed,up_Bps,down_Bps,join_s,done_s,from_origin,from_zone,"
-               "from_cross,uploaded\n");
+               "from_cross,uploaded,died_s\n");
     for (uint32_t i = 0; i < r->nodes; i++) {
         const struct shoal_sim_node *n = &r->node[i];
         fprintf(f, "%u,%u,%d,%d,%.0f,%.0f,%.6f,", i, n->zone, n->seed, n->failed, n->up,
                 n->down, n->join_s);
         if (n->done_s >= 0)
             fprintf(f, "%.6f", n->done_s);
-        fprintf(f, ",%llu,%llu,%llu,%llu\n", (unsigned long long)n->from_origin,
+        fprintf(f, ",%llu,%llu,%llu,%llu,", (unsigned long long)n->from_origin,
                 (unsigned long long)n->from_zone, (unsigned long long)n->from_cross,
                 (unsigned long long)n->uploaded);
+        if (n->died_s >= 0)
+            fprintf(f, "%.6f", n->died_s);
+        fputc('\n', f);
     }
     return ferror(f) ? -EIO : 0;
 }

@@ -117,7 +117,7 @@ struct sim {
     struct conn *conn;
     uint32_t nconn, conncap;
     struct vec *zz;        /* active cross-zone conns per ordered zone pair */
-    uint32_t *zzn;
+    double *zzused;        /* per pair: bytes/s allocated to its flows */
     struct ev *heap;
     size_t nheap, heapcap;
     struct evq dq[NDELAY];
@@ -400,6 +400,13 @@ static double res_down(struct sim *S, uint32_t y)
     return r > 0 ? r : 0;
 }
 
+/* What zone pair |z| has left (zone_cap set). */
+static double res_zz(const struct sim *S, uint32_t z)
+{
+    double r = S->c->zone_cap - S->zzused[z];
+    return r > 0 ? r : 0;
+}
+
 static void settle(struct sim *S, struct conn *cn)
 {
     if (cn->rate > 0) {
@@ -426,6 +433,9 @@ static void set_rate(struct sim *S, uint32_t id, double r)
     settle(S, cn);
     *used_up(S, cn->src) += r - cn->rate;
     S->node[cn->dst].used_down += r - cn->rate;
+    uint32_t z = zz_of(S, cn);
+    if (z != NIL)
+        S->zzused[z] += r - cn->rate;
     cn->rate = r;
     fh_retime(S, id);
 }
@@ -443,38 +453,9 @@ static int cmp_cap(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/*
- * Progressive filling of one link: |x|'s upload (|up|) or download. Each
- * of its flows may grow up to what its other end has left (plus what it
- * already has there, and its zone pair's equal share); the link's capacity
- * is poured over the flows, the smallest caps filled first, so bandwidth
- * one flow cannot use goes to the others instead of idling. Only this
- * link's flows are re-rated: the other ends catch up at their own next
- * change, and no link is ever given more than its capacity.
- */
-static int fill(struct sim *S, uint32_t x, bool up)
+/* Sorts |k| entries of |ce| by cap (ties by id, for determinism). */
+static void sort_caps(struct capent *ce, uint32_t k)
 {
-    const struct vec *v = up ? up_list(S, x) : &S->node[x].down;
-    double rem = up ? link_up(S, x) : S->node[x].down_bps;
-    uint32_t k = v->n;
-    if (k == 0)
-        return 0;
-    if (k > S->capn) {
-        struct capent *p = realloc(S->caps, k * sizeof(*p));
-        if (p == NULL)
-            return -ENOMEM;
-        S->caps = p;
-        S->capn = k;
-    }
-    struct capent *ce = S->caps;
-    for (uint32_t i = 0; i < k; i++) {
-        const struct conn *cn = &S->conn[v->v[i]];
-        double cap = cn->rate + (up ? res_down(S, cn->dst) : res_up(S, cn->src));
-        uint32_t z = zz_of(S, cn);
-        if (z != NIL && S->c->zone_cap / S->zz[z].n < cap)
-            cap = S->c->zone_cap / S->zz[z].n;
-        ce[i] = (struct capent){.cap = cap, .id = v->v[i]};
-    }
     if (k <= 16) {
         for (uint32_t i = 1; i < k; i++) {
             struct capent t = ce[i];
@@ -488,9 +469,57 @@ static int fill(struct sim *S, uint32_t x, bool up)
     } else {
         qsort(ce, k, sizeof(*ce), cmp_cap);
     }
+}
+
+static int caps_room(struct sim *S, uint32_t k)
+{
+    if (k > S->capn) {
+        struct capent *p = realloc(S->caps, k * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        S->caps = p;
+        S->capn = k;
+    }
+    return 0;
+}
+
+/*
+ * Progressive filling of one link: |x|'s upload (|up|) or download. Each
+ * of its flows may grow up to what its other end has left (plus what it
+ * already has there, and what its zone pair has left); the link's capacity
+ * is poured over the flows, the smallest caps filled first, so bandwidth
+ * one flow cannot use goes to the others instead of idling. Only this
+ * link's flows are re-rated: the other ends catch up at their own next
+ * change, and no link is ever given more than its capacity.
+ */
+static int fill(struct sim *S, uint32_t x, bool up)
+{
+    const struct vec *v = up ? up_list(S, x) : &S->node[x].down;
+    double rem = up ? link_up(S, x) : S->node[x].down_bps;
+    uint32_t k = v->n;
+    if (k == 0)
+        return 0;
+    if (caps_room(S, k) != 0)
+        return -ENOMEM;
+    struct capent *ce = S->caps;
+    for (uint32_t i = 0; i < k; i++) {
+        const struct conn *cn = &S->conn[v->v[i]];
+        double cap = cn->rate + (up ? res_down(S, cn->dst) : res_up(S, cn->src));
+        uint32_t z = zz_of(S, cn);
+        if (z != NIL && cn->rate + res_zz(S, z) < cap)
+            cap = cn->rate + res_zz(S, z);
+        ce[i] = (struct capent){.cap = cap, .id = v->v[i]};
+    }
+    sort_caps(ce, k);
     for (uint32_t i = 0; i < k; i++) {
         double lvl = rem / (double)(k - i);
         double r = ce[i].cap < lvl ? ce[i].cap : lvl;
+        const struct conn *cn = &S->conn[ce[i].id];
+        uint32_t z = zz_of(S, cn);
+        /* Several of this link's flows may cross the same zone pair:
+         * what the pair has left is read as it is now, not as it was. */
+        if (z != NIL && cn->rate + res_zz(S, z) < r)
+            r = cn->rate + res_zz(S, z);
         rem -= r;
         if (rem < 0)
             rem = 0;
@@ -500,13 +529,62 @@ static int fill(struct sim *S, uint32_t x, bool up)
     return 0;
 }
 
-/* Re-allocates both links of |cn| after its flow started or stopped. */
+/*
+ * Progressive filling of zone pair |z| (zone_cap set): its capacity is
+ * poured over all its flows, each capped by what its upload and download
+ * links have left, smallest caps first. The pair is a link like the
+ * others, shared by every flow crossing it: when a flow joins or leaves
+ * it, every flow's share changes. (Before, each flow was capped by
+ * zone_cap / flows when one of its own links changed, so flows that had
+ * started when the pair was emptier kept their larger shares: the pair
+ * carried up to 1.58 x its cap, and a share freed went unused.)
+ */
+static int fill_zz(struct sim *S, uint32_t z)
+{
+    const struct vec *v = &S->zz[z];
+    double rem = S->c->zone_cap;
+    uint32_t k = v->n;
+    if (k == 0)
+        return 0;
+    if (caps_room(S, k) != 0)
+        return -ENOMEM;
+    struct capent *ce = S->caps;
+    for (uint32_t i = 0; i < k; i++) {
+        const struct conn *cn = &S->conn[v->v[i]];
+        double ru = res_up(S, cn->src), rd = res_down(S, cn->dst);
+        ce[i] = (struct capent){.cap = cn->rate + (ru < rd ? ru : rd), .id = v->v[i]};
+    }
+    sort_caps(ce, k);
+    for (uint32_t i = 0; i < k; i++) {
+        double lvl = rem / (double)(k - i);
+        double r = ce[i].cap < lvl ? ce[i].cap : lvl;
+        const struct conn *cn = &S->conn[ce[i].id];
+        /* Two of the pair's flows may share an uploader or a downloader:
+         * read what each link has left now. */
+        double ru = res_up(S, cn->src), rd = res_down(S, cn->dst);
+        double room = cn->rate + (ru < rd ? ru : rd);
+        if (room < r)
+            r = room;
+        rem -= r;
+        if (rem < 0)
+            rem = 0;
+        if (r != cn->rate)
+            set_rate(S, ce[i].id, r);
+    }
+    return 0;
+}
+
+/* Re-allocates both links of |cn| after its flow started or stopped, and
+ * its zone pair if it crosses a capped one. */
 static int refill(struct sim *S, const struct conn *cn)
 {
     uint32_t src = cn->src, dst = cn->dst;
+    uint32_t z = zz_of(S, cn);
     int rv = fill(S, src, true);
     if (rv == 0)
         rv = fill(S, dst, false);
+    if (rv == 0 && z != NIL)
+        rv = fill_zz(S, z);
     /* The download may have given the new flow less than the upload
      * offered: offer the rest to the upload's other flows. */
     if (rv == 0)
@@ -559,8 +637,11 @@ static int deactivate(struct sim *S, uint32_t id)
     vec_del(S, up_list(S, cn->src), cn->up_i, 0);
     vec_del(S, &S->node[cn->dst].down, cn->down_i, 1);
     uint32_t z = zz_of(S, cn);
-    if (z != NIL)
+    if (z != NIL) {
         vec_del(S, &S->zz[z], cn->zz_i, 2);
+        /* Exactly nothing once empty, so rounding cannot pile up. */
+        S->zzused[z] = S->zz[z].n ? S->zzused[z] - cn->rate : 0;
+    }
     cn->active = false;
     cn->cur = NIL;
     fh_del(S, id);
@@ -1088,14 +1169,20 @@ static int fail_node(struct sim *S, uint32_t x)
         /* Dies before it ever joins: it never will. */
         nd->gone = true;
         S->r->node[x].failed = true;
+        S->r->node[x].died_s = S->now;
         return 0;
     }
     if (!nd->alive)
         return 0;
     nd->alive = false;
-    S->r->node[x].failed = true;
-    if (!nd->done)
+    S->r->node[x].died_s = S->now;
+    /* A node that completed before it died did complete: an operator asks
+     * how long the nodes took to get the release, and this one had it.
+     * It is gone all the same, so it serves nobody from now on. */
+    if (!nd->done) {
+        S->r->node[x].failed = true;
         S->alive_incomplete--;
+    }
     for (uint32_t i = 0; i < nd->npeers && rv == 0; i++) {
         uint32_t p = nd->peer[i];
         struct node *P = &S->node[p];
@@ -1227,6 +1314,75 @@ static int load_sizes(struct sim *S)
     return 0;
 }
 
+/*
+ * The part of T_min that capped zone pairs add (zone_cap > 0, 2 or more
+ * zones with nodes). A lower bound on the time T by which every node
+ * holds the release, F bytes, over any schedule whatever, with
+ *   Z'   zones that have nodes, c = zone_cap (each ordered pair),
+ *   o_z  bytes the origin sends into zone z by T,
+ *   N_z  nodes of zone z that start empty, U_z the upload capacity of all
+ *        of zone z's nodes (seeds included):
+ *   (1) the origin is shared by all zones:        sum_z o_z <= u_origin T;
+ *   (2) zone z takes in at most (Z'-1) c T bytes from the other zones
+ *       (its inbound pairs; a zone without nodes sends nothing);
+ *   (3) a zone without a seed must bring every byte in from outside at
+ *       least once, from the origin or across its pairs:
+ *                                         F <= o_z + (Z'-1) c T;
+ *   (4) its N_z nodes receive N_z F bytes, which come from the origin,
+ *       across its pairs or from its own nodes' uploads:
+ *                                     N_z F <= o_z + (Z'-1) c T + U_z T.
+ * So o_z >= need_z(T) = max(0, F - (Z'-1) c T [no seed in z],
+ * N_z F - (U_z + (Z'-1) c) T), and with (1) T must satisfy
+ *   g(T) = sum_z need_z(T) - u_origin T <= 0.
+ * g falls strictly as T grows (u_origin > 0), so the least such T is found
+ * by bisection. Every term only drops constraints a real schedule has
+ * (the other zones' own upload limits, the nodes' download links, time
+ * before a byte can be passed on), so it stays a lower bound. With one
+ * zone it says no more than F/u_origin and N F/(u_origin + sum u_i).
+ * Example: 2 zones, zone 0 holding the only seed: zone 1 needs F through
+ * c and the origin, T >= F / (c + u_origin), however fast the seed is.
+ */
+static double zone_cap_bound(const struct sim *S, const double *U, const uint32_t *N,
+                             const bool *seeded)
+{
+    const struct shoal_sim_config *c = S->c;
+    double F = (double)S->F;
+    uint32_t zn = 0;
+    for (uint32_t z = 0; z < c->zones; z++)
+        zn += N[z] > 0 || seeded[z];
+    if (c->zone_cap <= 0 || zn < 2)
+        return 0;
+    double in = (double)(zn - 1) * c->zone_cap;
+    double lo = 0, hi = 1;
+    for (;;) {
+        /* g(hi) <= 0 for hi large enough: find such an hi first. */
+        double g = -c->origin_up * hi;
+        for (uint32_t z = 0; z < c->zones; z++) {
+            double need = seeded[z] || N[z] == 0 ? 0 : F - in * hi;
+            double nz = (double)N[z] * F - (U[z] + in) * hi;
+            need = fmax(0, fmax(need, nz));
+            g += need;
+        }
+        if (g <= 0)
+            break;
+        lo = hi;
+        hi *= 2;
+    }
+    for (int it = 0; it < 200 && hi - lo > 1e-12 * hi; it++) {
+        double t = (lo + hi) / 2, g = -c->origin_up * t;
+        for (uint32_t z = 0; z < c->zones; z++) {
+            double need = seeded[z] || N[z] == 0 ? 0 : F - in * t;
+            double nz = (double)N[z] * F - (U[z] + in) * t;
+            g += fmax(0, fmax(need, nz));
+        }
+        if (g <= 0)
+            hi = t;
+        else
+            lo = t;
+    }
+    return hi;
+}
+
 static int setup(struct sim *S)
 {
     const struct shoal_sim_config *c = S->c;
@@ -1239,7 +1395,8 @@ static int setup(struct sim *S)
     S->plist = malloc(SHOAL_REG_PEERS_MAX * sizeof(struct shoal_reg_peer));
     if (c->zone_cap > 0) {
         S->zz = calloc((size_t)c->zones * c->zones, sizeof(struct vec));
-        if (S->zz == NULL)
+        S->zzused = calloc((size_t)c->zones * c->zones, sizeof(double));
+        if (S->zz == NULL || S->zzused == NULL)
             return -ENOMEM;
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
@@ -1304,6 +1461,11 @@ static int setup(struct sim *S)
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
                                       .nfiles = S->nfiles, .file_first = S->file_first};
     double sum_up = 0, dmin = INFINITY;
+    /* Per zone, for the zone-cap bound: upload capacity, empty nodes,
+     * whether it holds a seed. */
+    double zup[SHOAL_SIM_ZONES_MAX] = {0};
+    uint32_t zleech[SHOAL_SIM_ZONES_MAX] = {0};
+    bool zseed[SHOAL_SIM_ZONES_MAX] = {false};
     /* Pick the failing nodes up front (never seeds), deterministically. */
     for (uint32_t i = 0; i < c->nodes; i++) {
         struct node *nd = &S->node[i];
@@ -1338,8 +1500,12 @@ static int setup(struct sim *S)
         rn->up = nd->up_bps;
         rn->down = nd->down_bps;
         rn->done_s = -1;
+        rn->died_s = -1;
         rn->join_s = nd->seed || c->join_spread_s <= 0 ? 0 : c->join_spread_s * rnd01(&S->rng);
         sum_up += nd->up_bps;
+        zup[nd->zone] += nd->up_bps;
+        zleech[nd->zone] += !nd->seed;
+        zseed[nd->zone] |= nd->seed;
         if (!nd->seed && nd->down_bps < dmin)
             dmin = nd->down_bps;
         if ((rv = ev_push(S, rn->join_s, EV_JOIN, i, 0)) != 0)
@@ -1353,6 +1519,10 @@ static int setup(struct sim *S)
         double t2 = F / dmin, t3 = (double)nleech * F / (c->origin_up + sum_up);
         r->t_min = c->seeds ? (t2 > t3 ? t2 : t3) : fmax(r->t_min, fmax(t2, t3));
     }
+    r->t_min_links = r->t_min;
+    r->t_min_zone = zone_cap_bound(S, zup, zleech, zseed);
+    if (r->t_min_zone > r->t_min)
+        r->t_min = r->t_min_zone;
     if (c->fail_frac > 0) {
         uint32_t nfail = (uint32_t)floor(c->fail_frac * nleech + 0.5);
         for (uint32_t k = 0; k < nfail; k++) {
@@ -1400,6 +1570,7 @@ static void teardown(struct sim *S)
         for (uint32_t i = 0; i < S->c->zones * S->c->zones; i++)
             free(S->zz[i].v);
     free(S->zz);
+    free(S->zzused);
     free(S->conn);
     free(S->origin_up.v);
     free(S->node);
@@ -1431,8 +1602,10 @@ static void finish(struct sim *S)
     for (uint32_t i = 0; i < S->c->nodes; i++) {
         if (r->node[i].failed)
             r->failed++;
-        else if (r->node[i].done_s >= 0 && !r->node[i].seed)
+        else if (r->node[i].done_s >= 0 && !r->node[i].seed) {
             t[n++] = r->node[i].done_s;
+            r->died_done += r->node[i].died_s >= 0;
+        }
         else if (r->node[i].done_s < 0)
             r->incomplete++;
     }

@@ -14,7 +14,9 @@
  * or stops, the uploader's and the downloader's capacity are poured over
  * their flows, each flow capped by what its other end has left, so a share
  * one flow cannot use goes to the others (never above any link's capacity;
- * links further away catch up at their own next change). Requests reach the
+ * links further away catch up at their own next change). A capped zone pair
+ * (zone_cap) is such a link too, shared by every flow crossing it, and is
+ * filled again whenever one of its flows starts or stops. Requests reach the
  * uploader one round trip after they are made (zero latency models an ideal
  * network). Peers: a node dials up to 3/4 of max_peers (the rest is left
  * for nodes dialling it), at most a quarter of them in other zones.
@@ -136,10 +138,14 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
 struct shoal_sim_node {
     uint8_t zone;
     bool seed;
-    bool failed;
+    bool failed;               /* died before it completed (it never did) */
     double up, down;           /* bytes/s */
     double join_s;
     double done_s;             /* < 0: never completed */
+    double died_s;             /* < 0: never died. A node that completed
+                                  and died later keeps its done_s and counts
+                                  as completed; from died_s on it uploads
+                                  nothing */
     uint64_t from_origin, from_zone, from_cross, uploaded;
 };
 
@@ -147,9 +153,15 @@ struct shoal_sim_result {
     uint32_t nodes;
     uint32_t nchunks;
     uint64_t release_bytes;
-    double t_min;              /* max(F/u_o, F/d_min, N F / (u_o + sum u)) */
+    double t_min;              /* the larger of the two below */
+    double t_min_links;        /* max(F/u_o, F/d_min, N F / (u_o + sum u)) */
+    double t_min_zone;         /* zone_cap's bound (sim.c zone_cap_bound:
+                                  each zone brings the release in through
+                                  the origin, which all zones share, and its
+                                  inbound pairs); 0 without zone_cap */
     double p50, p90, p99, max; /* completion times of completed nodes, s */
-    uint32_t completed, failed, incomplete;
+    uint32_t completed, failed, incomplete; /* failed: died before completing */
+    uint32_t died_done;        /* completed nodes that died afterwards */
     uint64_t origin_bytes;     /* egress from the origin, all of it */
     uint64_t cross_bytes;      /* bytes received across zones */
     uint64_t recv_bytes;       /* bytes of chunks received (incl. duplicates) */

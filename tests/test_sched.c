@@ -284,12 +284,22 @@ static void test_same_zone(void)
     CHECK_EQ(n, 1);
     CHECK_EQ(a[0].peer, 1);
     CHECK_EQ(a[0].chunk, 0);
+    /* After the delay the cross-zone peer is asked, one fallback crossing
+     * at a time (its pipeline has room for 2): the zone's importers may
+     * still be bringing the rest in over a slow link. */
     n = shoal_sched_next(s, w, a, 32);
-    CHECK_EQ(n, 2); /* the cross-zone peer's pipeline (depth 2) */
-    for (size_t i = 0; i < n; i++) {
-        CHECK_EQ(a[i].peer, 2);
-        CHECK(a[i].chunk != 0 && a[i].chunk != 3 && a[i].chunk != 4);
-    }
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 2);
+    uint32_t first = a[0].chunk;
+    CHECK(first != 0 && first != 3 && first != 4);
+    n = shoal_sched_next(s, w + 1, a, 32);
+    CHECK_EQ(n, 0);
+    /* It arrives: the next one goes out. */
+    CHECK_EQ(shoal_sched_req_done(s, w + 5, 2, first, 1 << 20, 5), 0);
+    n = shoal_sched_next(s, w + 5, a, 32);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 2);
+    CHECK(a[0].chunk != first && a[0].chunk != 0 && a[0].chunk != 3 && a[0].chunk != 4);
     shoal_sched_free(s);
 }
 
@@ -300,6 +310,46 @@ static size_t requests_to(const struct shoal_sched_action *a, size_t n, uint64_t
     for (size_t i = 0; i < n; i++)
         k += a[i].type == SHOAL_SCHED_REQUEST && a[i].peer == peer;
     return k;
+}
+
+/* A fallback crossing that took longer than the cross-zone delay says the
+ * links between zones are slow: the zone's importers are likely still
+ * bringing the rest in, so the next fallback waits 3 times as long. */
+static void test_fallback_hold(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 100;
+    cfg.origin_delay_ms = 1000000; /* no leases in the way */
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);   /* same zone */
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 20), 0); /* other zone */
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 7), 0);
+    for (uint32_t c = 0; c < 7; c++)
+        CHECK_EQ(shoal_sched_peer_have(s, 2, c), 0);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 1);
+    n = shoal_sched_next(s, 200, a, 32); /* past delay + jitter */
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 2);
+    uint32_t c1 = a[0].chunk;
+    /* 150 ms for one chunk across: held until 350 + 3 x 150. */
+    CHECK_EQ(shoal_sched_req_done(s, 350, 2, c1, 1 << 20, 150), 0);
+    n = shoal_sched_next(s, 350, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 0);
+    CHECK_EQ(shoal_sched_wakeup(s), 800);
+    n = shoal_sched_next(s, 799, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 0);
+    n = shoal_sched_next(s, 800, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    CHECK(a[0].chunk != c1 && a[0].chunk < 7);
+    /* A quick crossing holds nothing back. */
+    CHECK_EQ(shoal_sched_req_done(s, 820, 2, a[0].chunk, 1 << 20, 20), 0);
+    n = shoal_sched_next(s, 820, a, 32);
+    CHECK_EQ(requests_to(a, n, 2), 1);
+    shoal_sched_free(s);
 }
 
 /* Peers are filled fastest measured first, one not measured yet before
@@ -718,13 +768,20 @@ static void test_import_share(void)
     CHECK_EQ(same, 1);
     /* Cross-zone picks came first: they are the zone's only source. */
     CHECK_EQ(a[0].peer, 2);
-    /* The even ones after the delay (plus jitter). */
+    /* The even ones after the delay (plus jitter), as fallbacks: one in
+     * flight at a time, beside the importer's own share. */
     n = shoal_sched_next(s, 50, a, 32);
     CHECK_EQ(n, 0);
     n = shoal_sched_next(s, 200, a, 32);
-    CHECK_EQ(n, 4);
-    for (size_t i = 0; i < n; i++)
-        CHECK_EQ(a[i].chunk % 2, 0);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].peer, 2);
+    CHECK_EQ(a[0].chunk % 2, 0);
+    uint32_t even = a[0].chunk;
+    CHECK_EQ(shoal_sched_req_done(s, 210, 2, even, 1 << 20, 10), 0);
+    n = shoal_sched_next(s, 210, a, 32);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(a[0].chunk % 2, 0);
+    CHECK(a[0].chunk != even);
     shoal_sched_free(s);
 
     cfg.import_rem = 2; /* must be below import_mod */
@@ -1040,6 +1097,7 @@ int main(void)
     RUN(test_loader_order);
     RUN(test_file_endgame);
     RUN(test_same_zone);
+    RUN(test_fallback_hold);
     RUN(test_cross_endgame);
     RUN(test_fastest_first);
     RUN(test_origin_last_resort);

@@ -159,6 +159,147 @@ static void test_determinism(void)
     shoal_sim_result_free(d);
 }
 
+/* "What if 10% die at fail_at": a node that completed before it died did
+ * complete. Dying after the whole fleet is done changes no completion
+ * figure (the old engine counted those nodes failed: 36 of 40 completed);
+ * dying half-way counts as failed only the nodes that had not completed. */
+static void test_fail_after_done(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r0 = NULL, *r = NULL;
+    fleet(&c, 40, 2, 16);
+    REQUIRE(shoal_sim_run(&c, &r0) == 0);
+    REQUIRE(r0->completed == 40);
+    c.fail_frac = 0.1;
+    c.fail_at_s = r0->max + 1.0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 40);
+    CHECK_EQ(r->failed, 0);
+    CHECK_EQ(r->incomplete, 0);
+    CHECK_EQ(r->died_done, 4);
+    CHECK(r->p50 == r0->p50 && r->max == r0->max);
+    uint32_t died = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        CHECK(r->node[i].done_s == r0->node[i].done_s);
+        CHECK(!r->node[i].failed);
+        died += r->node[i].died_s == c.fail_at_s;
+    }
+    CHECK_EQ(died, 4);
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* Half-way: each victim is either failed (it had not completed) or
+     * completed before it died; none counts twice. */
+    c.fail_at_s = r0->p50;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed + r->failed + r->incomplete, 40);
+    CHECK_EQ(r->failed + r->died_done, 4);
+    uint32_t failed = 0, done_then_died = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        const struct shoal_sim_node *n = &r->node[i];
+        if (n->died_s < 0) {
+            CHECK(!n->failed && n->done_s >= 0);
+            continue;
+        }
+        CHECK(n->died_s == c.fail_at_s);
+        if (n->failed) {
+            CHECK(n->done_s < 0);
+            failed++;
+        } else {
+            CHECK(n->done_s >= 0 && n->done_s <= n->died_s);
+            done_then_died++;
+        }
+    }
+    CHECK_EQ(failed, r->failed);
+    CHECK_EQ(done_then_died, r->died_done);
+    shoal_sim_result_free(r);
+    shoal_sim_result_free(r0);
+}
+
+/* Capped zone pairs raise T_min (sim.c zone_cap_bound). With the only
+ * seed in zone 0, zone 1 gets the release through its one inbound pair
+ * and the origin, however fast the seed is: T_min = F / (cap + u_origin),
+ * and the run must take at least that and, with one node there fetching
+ * everything across, not much more. (Before, T_min ignored the cap: 0.054
+ * s here, against a run of 0.54 s.) */
+static void test_zone_cap_bound(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 3; /* zone 0: the seed and node 2; zone 1: node 1 */
+    c.zones = 2;
+    c.seeds = 1;
+    c.zone_cap = 125e6;
+    c.origin_up = 1.25e6;
+    double F = (double)c.release_bytes;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 2);
+    CHECK(near(r->t_min_zone, F / (125e6 + 1.25e6)));
+    CHECK(near(r->t_min, r->t_min_zone));
+    CHECK(r->t_min_links < 0.2 * r->t_min);
+    CHECK(r->max >= r->t_min * (1 - 1e-9));
+    CHECK(r->max <= 1.05 * r->t_min);
+    CHECK(r->node[1].done_s == r->max);
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* No seeds, two zones of 10, origin 4 x cap: each zone needs F from
+     * the origin and its inbound pair, the origin serves both, so
+     * 2 (F - cap T) <= u_origin T: T_min = 2F / (u_origin + 2 cap), above
+     * F / u_origin. A fleet that takes each byte from the origin once
+     * cannot reach it (each zone imports half: F / (2 cap)), but no run
+     * may beat it. */
+    base(&c);
+    c.nodes = 20;
+    c.zones = 2;
+    c.zone_cap = 125e6;
+    c.origin_up = 500e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 20);
+    CHECK(near(r->t_min_zone, 2 * F / (500e6 + 2 * 125e6)));
+    CHECK(near(r->t_min_links, F / 500e6));
+    CHECK(near(r->t_min, r->t_min_zone));
+    CHECK(r->max >= r->t_min);
+    CHECK(r->max >= F / (2 * 125e6));
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* One zone: no pair, nothing to add. */
+    c.zones = 1;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->t_min_zone == 0);
+    CHECK(near(r->t_min, r->t_min_links));
+    shoal_sim_result_free(r);
+}
+
+/* A capped interconnect: 60 nodes in 2 zones over 1 Gbit/s pairs. Each
+ * zone must import what the other fetched from the origin (F in all, the
+ * origin sending each byte once), and no pair may carry more than its cap.
+ * Imports take far longer than the cross-zone delay here; nodes used to
+ * fall back to fetching the same chunks across at full depth, and each
+ * zone imported each chunk ~4 times (0.51 GiB across for 128 MiB, last
+ * node at 3.25 s; now 0.24 GiB, 1.52 s). */
+static void test_zone_cap_flood(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 60, 2, 128);
+    c.zone_cap = 125e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    double F = (double)c.release_bytes;
+    CHECK_EQ(r->completed, 60);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    CHECK(r->cross_bytes >= c.release_bytes);
+    /* Two pairs, each at most zone_cap for the whole run. */
+    CHECK((double)r->cross_bytes <= 2 * c.zone_cap * r->end_s);
+    CHECK((double)r->cross_bytes < 2.5 * F);
+    /* Each zone imports half the release through one pair: F / (2 cap). */
+    CHECK(r->max >= F / (2 * c.zone_cap));
+    CHECK(r->max < 4 * F / (2 * c.zone_cap));
+    shoal_sim_result_free(r);
+}
+
 /* Fleet roles: only the origin fetchers (the first nodes of each zone)
  * take anything from the origin, each chunk leaves it once, and every node
  * still ends with the whole release. */
@@ -271,6 +412,9 @@ int main(void)
     RUN(test_conservation);
     RUN(test_seeds);
     RUN(test_determinism);
+    RUN(test_fail_after_done);
+    RUN(test_zone_cap_bound);
+    RUN(test_zone_cap_flood);
     RUN(test_roles);
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
