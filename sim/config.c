@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "kvfile.h"
 #include "sim.h"
 #include "registry.h"
 #include "sched.h"
@@ -273,66 +274,18 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
     return -EINVAL;
 }
 
-static char *trim(char *s)
+/* shoal_kvfile_fn over shoal_sim_config_set. */
+static int set_one(void *ctx, const char *key, const char *value, char *why, size_t whylen)
 {
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
+    int rv = shoal_sim_config_set(ctx, key, value);
+    if (rv != 0)
+        snprintf(why, whylen, "%s '%s'", rv == SHOAL_ENOTFOUND ? "unknown key" : "bad value for",
+                 key);
+    return rv;
 }
 
 int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
                           size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    int rv = 0, lineno = 0;
-    if (f == NULL) {
-        rv = -errno;
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-rv));
-        goto out;
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        lineno++;
-        if (strchr(line, '\n') == NULL && !feof(f)) {
-            rv = SHOAL_EBADMSG;
-            snprintf(err, errlen, "%s:%d: line too long", path, lineno);
-            goto out;
-        }
-        /* '#' at the start or after a space or tab starts a comment, as in
-         * shoald's config file (a file name may hold a '#' of its own). */
-        for (char *p = line; *p; p++) {
-            if (*p == '#' && (p == line || p[-1] == ' ' || p[-1] == '\t')) {
-                *p = '\0';
-                break;
-            }
-        }
-        char *s = trim(line);
-        if (*s == '\0')
-            continue;
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            rv = SHOAL_EBADMSG;
-            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
-            goto out;
-        }
-        *eq = '\0';
-        char *k = trim(s), *v = trim(eq + 1);
-        rv = shoal_sim_config_set(c, k, v);
-        if (rv != 0) {
-            snprintf(err, errlen, "%s:%d: %s '%s'", path, lineno,
-                     rv == SHOAL_ENOTFOUND ? "unknown key" : "bad value for", k);
-            goto out;
-        }
-    }
-    if (ferror(f)) {
-        rv = -EIO;
-        snprintf(err, errlen, "%s: read error", path);
-    }
-out:
-    if (f)
-        fclose(f);
-    return rv;
+    return shoal_kvfile_load(path, set_one, c, err, errlen);
 }

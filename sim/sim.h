@@ -117,8 +117,8 @@ void shoal_sim_config_default(struct shoal_sim_config *c);
 int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *value);
 
 /*
- * Reads "key = value" lines from |path| into |c|; '#' at the start of a
- * line or after a space or tab starts a comment.
+ * Reads "key = value" lines from |path| into |c| (protocol/kvfile.h: the
+ * format shoald's and shoal-tracker's --config files share).
  * On error writes a message naming the file and line to |err|.
  * Returns 0, a negated errno (cannot read) or the config_set error.
  */
