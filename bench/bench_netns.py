@@ -34,7 +34,7 @@ Environment: SHOAL_NETNS_NODES (default 8), SHOAL_NETNS_RATE (Mbit/s per node
 and direction, default 200), SHOAL_NETNS_ORIGIN (Mbit/s, default the node
 rate), SHOAL_NETNS_SIZE (default 256M), SHOAL_NETNS_LOGS (a directory to
 keep every process's log in), SHOAL_NETNS_ARGS (extra options for every
-shoald). Every process, namespace and link
+shoald), SHOAL_NETNS_QUEUE_MS (tbf's queue, as latency; default 50). Every process, namespace and link
 made here is removed at the end, also on failure or SIGTERM. Addresses are
 in 10.213.X.0/24 on the bridge only; X avoids any route the machine has.
 """
@@ -58,6 +58,7 @@ RATE = float(os.environ.get("SHOAL_NETNS_RATE", "200"))
 ORIGIN = float(os.environ.get("SHOAL_NETNS_ORIGIN", str(RATE)))
 SIZE = os.environ.get("SHOAL_NETNS_SIZE", "256M")
 EXTRA = os.environ.get("SHOAL_NETNS_ARGS", "").split()
+TBF_LATENCY_MS = int(os.environ.get("SHOAL_NETNS_QUEUE_MS", "50"))
 PY = "/usr/bin/python3"
 T0 = time.monotonic()
 TAG = "sh%d" % (os.getpid() % 100000)
@@ -119,7 +120,7 @@ class Net:
         burst = max(32 * 1024, int(rate / 100))
         pre = ["ip", "netns", "exec", ns] if ns else []
         sh(*pre, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "%dbit" % (mbit * 1e6),
-           "burst", str(burst), "latency", "50ms")
+           "burst", str(burst), "latency", "%dms" % TBF_LATENCY_MS)
 
     def undo(self):
         for ns in self.netns:
@@ -212,24 +213,27 @@ def run(tmp, net):
         nodes.append(p)
     deadline = t_start + 10 * tmin + 60
     # Bytes on the wire each second, from the bridge side of the veths:
-    # what the origin sent, and what the nodes received in all (as a share
-    # of their download capacity), for the timeline on stderr.
+    # what the origin sent, and what the nodes received and sent in all (as
+    # shares of their capacity), for the timeline on stderr.
     def wire(dev, what):
         with open("/sys/class/net/%s/statistics/%s_bytes" % (dev, what)) as f:
             return int(f.read())
 
+    def counters():
+        return (wire(hub_outer, "rx"), sum(wire(h[3], "tx") for h in hosts),
+                sum(wire(h[3], "rx") for h in hosts))
+
     timeline = []
-    state = {"next": t_start + 1,
-             "prev": (wire(hub_outer, "rx"), sum(wire(h[3], "tx") for h in hosts))}
+    state = {"next": t_start + 1, "prev": counters()}
 
     def sample():
         if time.monotonic() < state["next"]:
             return
         state["next"] += 1
-        cur = (wire(hub_outer, "rx"), sum(wire(h[3], "tx") for h in hosts))
-        prev = state["prev"]
-        timeline.append("%.0f/%.0f%%" % ((cur[0] - prev[0]) / uo * 100,
-                                         (cur[1] - prev[1]) / (NODES * d) * 100))
+        cur, prev = counters(), state["prev"]
+        timeline.append("%.0f/%.0f/%.0f%%" % ((cur[0] - prev[0]) / uo * 100,
+                                              (cur[1] - prev[1]) / (NODES * d) * 100,
+                                              (cur[2] - prev[2]) / (NODES * u) * 100))
         state["prev"] = cur
 
     got, early = shoalproc.watch_all(nodes, r"complete: \d+ bytes, .* in [\d.]+ s", t_start,
@@ -248,7 +252,7 @@ def run(tmp, net):
     last, p50 = times[-1], times[(len(times) - 1) // 2]
     say("completion: " + ", ".join("%s %.2f s" % kv for kv in sorted(done.items())))
     say("origin served %d bytes (%.3f x the release)" % (egress, egress / size))
-    say("each second, origin link / node downloads busy: " + " ".join(timeline))
+    say("each second, origin link / node downloads / node uploads busy: " + " ".join(timeline))
     logs = os.environ.get("SHOAL_NETNS_LOGS")
     if logs:
         os.makedirs(logs, exist_ok=True)
