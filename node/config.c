@@ -38,6 +38,10 @@ static const struct key keys[] = {
     {"publisher-keys", K_STR, F(publisher_keys), "FILE", "trusted manifest publisher keys"},
     {"cache-dir", K_STR, F(cache_dir), "DIR",
      "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
+    {"state-dir", K_STR, F(state_dir), "DIR",
+     "keep the list of open releases here, reopened at start (default $STATE_DIRECTORY;\n"
+     "                               root: /var/lib/shoald; else $XDG_STATE_HOME/shoald or\n"
+     "                               ~/.local/state/shoald); one file per cache dir; 'none': off"},
     {"peer", K_LIST, F(peers), "HOST:PORT", "a peer to keep connected to (repeatable)"},
     {"manifest", K_LIST, F(manifests), "FILE", "hold this signed release (repeatable)"},
     {"pull", K_LIST, F(pulls), "ID|ORG/NAME@COMMIT",
