@@ -39,9 +39,10 @@ static const struct key keys[] = {
     {"cache-dir", K_STR, F(cache_dir), "DIR",
      "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
     {"state-dir", K_STR, F(state_dir), "DIR",
-     "keep the list of open releases here, reopened at start (default $STATE_DIRECTORY;\n"
-     "                               root: /var/lib/shoald; else $XDG_STATE_HOME/shoald or\n"
-     "                               ~/.local/state/shoald); one file per cache dir; 'none': off"},
+     "list the open releases here; all reopen at start (default\n"
+     "                               $STATE_DIRECTORY, root: /var/lib/shoald, else\n"
+     "                               $XDG_STATE_HOME/shoald or ~/.local/state/shoald);\n"
+     "                               one file per cache dir; 'none': keep no list"},
     {"peer", K_LIST, F(peers), "HOST:PORT", "a peer to keep connected to (repeatable)"},
     {"manifest", K_LIST, F(manifests), "FILE", "hold this signed release (repeatable)"},
     {"pull", K_LIST, F(pulls), "ID|ORG/NAME@COMMIT",

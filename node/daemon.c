@@ -157,6 +157,8 @@ struct shoal_daemon {
     /* The state file (state.h): open releases, reopened at start. */
     bool state_on;      /* a path was found and the store is on disk */
     bool state_ready;   /* start-up reopening done: changes are written */
+    uint8_t state_hash[32]; /* of the entries last written: an unchanged */
+    bool state_written;     /* list is not written again (and fsync'd) */
     char state_path[SHOAL_STATE_PATH_MAX];
     char state_dir[SHOAL_STATE_PATH_MAX];
     char abs_cache[SHOAL_STATE_PATH_MAX];
@@ -365,8 +367,20 @@ static void save_state(struct shoal_daemon *d)
         e->complete = shoal_swarm_complete(d->swarms[i]);
         rv = manifest_path(d, m, e->manifest, sizeof e->manifest);
     }
-    if (rv == 0)
+    if (rv == 0) {
+        uint8_t h[32];
+        /* calloc and snprintf leave every byte of an entry defined. */
+        crypto_generichash(h, sizeof h, (const uint8_t *)v, n * sizeof *v, NULL, 0);
+        if (d->state_written && memcmp(h, d->state_hash, 32) == 0) {
+            free(v);
+            return;
+        }
         rv = shoal_state_save(d->state_path, d->abs_cache, v, n);
+        if (rv == 0) {
+            memcpy(d->state_hash, h, 32);
+            d->state_written = true;
+        }
+    }
     if (rv != 0)
         LOG_E("state file %s not updated: %s (a restart may not reopen every release)",
               d->state_path, shoal_strerror(rv));
