@@ -22,5 +22,6 @@ int shoal_cmd_pull(int argc, char **argv);
 int shoal_cmd_status(int argc, char **argv);
 int shoal_cmd_peers(int argc, char **argv);
 int shoal_cmd_metrics(int argc, char **argv);
+int shoal_cmd_drop(int argc, char **argv);
 
 #endif

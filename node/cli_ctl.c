@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * `shoal pull`, `shoal status`, `shoal peers`, `shoal metrics`: the CLI side
+ * `shoal pull`, `shoal status`, `shoal peers`, `shoal metrics`, `shoal drop`: the CLI side
  * of the daemon's control socket (ctl.h). Each connects to the local
  * shoald's socket, sends one request and prints the reply; `pull` keeps
  * reading progress until the release is complete, drawing a bar on a
@@ -489,4 +489,58 @@ int shoal_cmd_peers(int argc, char **argv)
 int shoal_cmd_metrics(int argc, char **argv)
 {
     return query(argc, argv, "metrics", SHOAL_CTL_METRICS_REQ, SHOAL_CTL_METRICS, print_metrics);
+}
+
+int shoal_cmd_drop(int argc, char **argv)
+{
+    const char *sock = NULL, *release = NULL;
+    struct shoal_ctl_msg *m = malloc(sizeof *m);
+    struct conn c = {.fd = -1};
+    char pathbuf[128];
+    int status, rv;
+
+    if (!m)
+        return 1;
+    status = parse_args(argc, argv, &sock, &release, NULL, NULL);
+    if (status != 0)
+        goto out;
+    status = 1;
+    if (strlen(release) > SHOAL_CTL_RELEASE_MAX) {
+        fprintf(stderr, "shoal drop: '%s' is too long for a release name\n", release);
+        goto out;
+    }
+    if (conn_open(&c, sock, pathbuf, sizeof pathbuf) != 0)
+        goto out;
+    memset(m, 0, sizeof *m);
+    m->type = SHOAL_CTL_DROP;
+    memcpy(m->u.drop.release, release, strlen(release) + 1);
+    rv = conn_send(&c, m);
+    if (rv == 0)
+        rv = conn_recv(&c, m, REPLY_TIMEOUT_MS);
+    if (rv != 0) {
+        fprintf(stderr, "shoal drop: %s: %s\n", c.path, recv_error(rv));
+        goto out;
+    }
+    if (m->type == SHOAL_CTL_ERROR) {
+        fprintf(stderr, "shoal drop: %s\n", m->u.error.message);
+        goto out;
+    }
+    if (m->type != SHOAL_CTL_DROPPED) {
+        fprintf(stderr, "shoal drop: unexpected reply type %u\n", m->type);
+        goto out;
+    }
+    clean_str(m->u.dropped.name);
+    clean_str(m->u.dropped.repo_dir);
+    printf("dropped %s: this node no longer fetches or serves it, and does not reopen it "
+           "when shoald restarts.\n", m->u.dropped.name);
+    if (m->u.dropped.repo_dir[0])
+        printf("Its files stay in the Hugging Face cache (%s); delete them with "
+               "`huggingface-cli delete-cache`.\n", m->u.dropped.repo_dir);
+    else
+        printf("Nothing of it was on disk.\n");
+    status = 0;
+out:
+    conn_close(&c);
+    free(m);
+    return status;
 }

@@ -37,6 +37,11 @@ static const struct key keys[] = {
     {"publisher-keys", K_STR, F(publisher_keys), "FILE", "trusted manifest publisher keys"},
     {"cache-dir", K_STR, F(cache_dir), "DIR",
      "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
+    {"state-dir", K_STR, F(state_dir), "DIR",
+     "list the open releases here; all reopen at start (default\n"
+     "                               $STATE_DIRECTORY, root: /var/lib/shoald, else\n"
+     "                               $XDG_STATE_HOME/shoald or ~/.local/state/shoald);\n"
+     "                               one file per cache dir; 'none': keep no list"},
     {"peer", K_LIST, F(peers), "HOST:PORT", "a peer to keep connected to (repeatable)"},
     {"manifest", K_LIST, F(manifests), "FILE", "hold this signed release (repeatable)"},
     {"pull", K_LIST, F(pulls), "ID|ORG/NAME@COMMIT",

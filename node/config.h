@@ -30,6 +30,7 @@ struct shoal_config {
     struct shoal_config_list cluster_keys;  /* trust files of cluster keys */
     char *publisher_keys;    /* trust file of manifest publishers */
     char *cache_dir;         /* NULL: HF_HUB_CACHE / HF_HOME/hub / ~/.cache/... */
+    char *state_dir;         /* NULL: $STATE_DIRECTORY, /var/lib/shoald, ... (state.h) */
     struct shoal_config_list peers;      /* static peers host:port */
     struct shoal_config_list manifests;  /* signed manifest files to hold */
     struct shoal_config_list pulls;      /* manifest ids (hex) or org/name@commit */

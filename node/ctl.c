@@ -220,6 +220,8 @@ static int nfields(uint32_t type)
     case SHOAL_CTL_STATUS: return 1;
     case SHOAL_CTL_PEERS: return 1;
     case SHOAL_CTL_METRICS: return 1;
+    case SHOAL_CTL_DROP: return 1;
+    case SHOAL_CTL_DROPPED: return 2;
     case SHOAL_CTL_STATUS_REQ:
     case SHOAL_CTL_PEERS_REQ:
     case SHOAL_CTL_METRICS_REQ: return 0;
@@ -277,6 +279,14 @@ int shoal_ctl_decode(struct shoal_ctl_msg *m, const uint8_t *body, size_t len)
         rv = shoal_mpr_array(&r, &m->u.peers.count, SHOAL_CTL_PEERS_MAX);
         for (uint32_t i = 0; rv == 0 && i < m->u.peers.count; i++)
             rv = read_peer(&r, &m->u.peers.v[i]);
+        break;
+    case SHOAL_CTL_DROP:
+        rv = read_text(&r, m->u.drop.release, SHOAL_CTL_RELEASE_MAX, true);
+        break;
+    case SHOAL_CTL_DROPPED:
+        rv = read_text(&r, m->u.dropped.name, SHOAL_CTL_RELEASE_MAX, true);
+        if (rv == 0)
+            rv = read_text(&r, m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false);
         break;
     case SHOAL_CTL_METRICS:
         rv = shoal_mpr_str(&r, &m->u.metrics.text, &m->u.metrics.len, SHOAL_CTL_METRICS_MAX);
@@ -363,6 +373,13 @@ static int validate(const struct shoal_ctl_msg *m)
         return release_ok(&m->u.progress) ? 0 : SHOAL_EBADMSG;
     case SHOAL_CTL_ERROR:
         return cstr_ok(m->u.error.message, SHOAL_CTL_ERROR_MAX, false) ? 0 : SHOAL_EBADMSG;
+    case SHOAL_CTL_DROP:
+        return cstr_ok(m->u.drop.release, SHOAL_CTL_RELEASE_MAX, true) ? 0 : SHOAL_EBADMSG;
+    case SHOAL_CTL_DROPPED:
+        return cstr_ok(m->u.dropped.name, SHOAL_CTL_RELEASE_MAX, true) &&
+                       cstr_ok(m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false)
+                   ? 0
+                   : SHOAL_EBADMSG;
     case SHOAL_CTL_STATUS:
         if (m->u.status.count > SHOAL_CTL_RELEASES_MAX)
             return SHOAL_ETOOBIG;
@@ -431,6 +448,13 @@ int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
         break;
     case SHOAL_CTL_METRICS:
         shoal_mpw_str(&w, m->u.metrics.text, m->u.metrics.len);
+        break;
+    case SHOAL_CTL_DROP:
+        shoal_mpw_cstr(&w, m->u.drop.release);
+        break;
+    case SHOAL_CTL_DROPPED:
+        shoal_mpw_cstr(&w, m->u.dropped.name);
+        shoal_mpw_cstr(&w, m->u.dropped.repo_dir);
         break;
     default:
         break;
@@ -896,6 +920,22 @@ static void handle_request(struct client *cl, const struct shoal_ctl_msg *req)
             send_error(cl, rv, "cannot format metrics: %s", shoal_strerror(rv));
         }
         shoal_buf_free(&text);
+        return;
+    case SHOAL_CTL_DROP:
+        if (!c->ops->drop) {
+            send_error(cl, SHOAL_EPROTO, "%s", "this daemon cannot drop releases");
+            return;
+        }
+        memset(&m->u.dropped, 0, sizeof m->u.dropped);
+        rv = c->ops->drop(c->ops->user, req->u.drop.release, m->u.dropped.name,
+                          sizeof m->u.dropped.name, m->u.dropped.repo_dir,
+                          sizeof m->u.dropped.repo_dir, why, sizeof why);
+        if (rv != 0) {
+            send_error(cl, rv, "%s", why[0] ? why : shoal_strerror(rv));
+            return;
+        }
+        m->type = SHOAL_CTL_DROPPED;
+        client_send(cl, m);
         return;
     default:
         send_error(cl, SHOAL_EPROTO, "%s", "not a request");

@@ -14,6 +14,11 @@
  *   CTL_STATUS_REQ []               -> CTL_STATUS [[release fields]...]
  *   CTL_PEERS_REQ []                -> CTL_PEERS [[peer fields]...]
  *   CTL_METRICS_REQ []              -> CTL_METRICS [text] (Prometheus)
+ *   CTL_DROP [release]              -> CTL_DROPPED [name, repo_dir]: the
+ *                                      release is no longer fetched nor
+ *                                      served, nor reopened at start; its
+ *                                      files stay in the cache at repo_dir
+ *                                      ("" when nothing is on disk)
  * A request the daemon cannot serve gets CTL_ERROR [code, message].
  *
  * The decoder is as strict as msg.h's: known type, every field of its type
@@ -50,6 +55,8 @@ enum shoal_ctl_type {
     SHOAL_CTL_PEERS = 86,
     SHOAL_CTL_METRICS_REQ = 87,
     SHOAL_CTL_METRICS = 88,
+    SHOAL_CTL_DROP = 89,
+    SHOAL_CTL_DROPPED = 90,
 };
 
 #define SHOAL_CTL_RELEASE_MAX 256u     /* "org/name@rev" or a 64-hex id */
@@ -61,6 +68,7 @@ enum shoal_ctl_type {
 #define SHOAL_CTL_ADDR_MAX 128u
 #define SHOAL_CTL_CIPHER_MAX 32u
 #define SHOAL_CTL_METRICS_MAX (1u << 20)
+#define SHOAL_CTL_PATH_MAX 4096u       /* a directory in a DROPPED reply */
 /* Largest frame body either side accepts: a full CTL_PEERS or metrics. */
 #define SHOAL_CTL_FRAME_MAX (SHOAL_CTL_METRICS_MAX + 4096u)
 /* Largest request body the daemon accepts. */
@@ -131,6 +139,13 @@ struct shoal_ctl_msg {
             struct shoal_ctl_peer v[SHOAL_CTL_PEERS_MAX];
         } peers;
         struct {
+            char release[SHOAL_CTL_RELEASE_MAX + 1]; /* non-empty */
+        } drop;
+        struct {
+            char name[SHOAL_CTL_RELEASE_MAX + 1];    /* "org/name@commit"; non-empty */
+            char repo_dir[SHOAL_CTL_PATH_MAX + 1];   /* where its files stay; may be "" */
+        } dropped;
+        struct {
             const char *text; /* view into the body; NOT NUL-terminated */
             uint32_t len;     /* <= SHOAL_CTL_METRICS_MAX */
         } metrics;
@@ -195,6 +210,14 @@ struct shoal_ctl_ops {
     /* Fills up to |max| authenticated peers (rates left for ctl). */
     uint32_t (*peers)(void *user, struct shoal_ctl_peer *v, uint32_t max);
     void (*metrics)(void *user, struct shoal_ctl_metrics *m);
+    /* Stops fetching and serving |release| (as for pull) and forgets it
+     * (`shoal drop`): fills |name| (|namelen| bytes) with "org/name@commit"
+     * (or what was asked, for a pull still waiting for its manifest) and
+     * |dir| (|dirlen| bytes) with the repo folder its files stay in ("" if
+     * none). Returns 0, SHOAL_ENOTFOUND (neither open nor being pulled) or
+     * another error; the reason for people in |why|. */
+    int (*drop)(void *user, const char *release, char *name, size_t namelen, char *dir,
+                size_t dirlen, char *why, size_t whylen);
     void *user;
 };
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <uv.h>
 
@@ -28,6 +29,7 @@
 #include "mfq.h"
 #include "nodelog.h"
 #include "peer.h"
+#include "state.h"
 #include "store.h"
 #include "swarm.h"
 #include "trkconn.h"
@@ -53,6 +55,8 @@ struct ban {
 };
 
 struct pull {
+    uint64_t serial;           /* unique: tags trackers' and the Hub's answers,
+                                * which may come after the pull was dropped */
     uint8_t id[32];
     struct shoal_swarm *swarm; /* once the manifest arrived */
     /* --- tracker --- */
@@ -133,6 +137,32 @@ struct shoal_daemon {
     bool static_ban_said[SHOAL_CONFIG_LIST_MAX];
     struct shoal_swarm *swarms[MAX_SWARMS];
     uint32_t nswarms;
+    /* Per swarms[] slot, moved with it: a unique tag for the tracker's
+     * lease answers (an index would name another release after a drop),
+     * and the branch or tag it was pulled by ("" if none), for the state. */
+    uint64_t swarm_tag[MAX_SWARMS];
+    char swarm_branch[MAX_SWARMS][SHOAL_STATE_BRANCH_MAX + 1];
+    uint64_t next_serial;
+    /* Dropped releases wait here until their worker jobs and origin
+     * fetches end; the reaper frees them. */
+    struct shoal_swarm *dropped[MAX_SWARMS];
+    uint32_t ndropped;
+    uv_timer_t reaper;
+    /* The Hub's answers to branch resolves carry one of these: the pull is
+     * found again by serial, as it may have moved or been dropped. */
+    struct resolve_ctx {
+        struct shoal_daemon *d;
+        uint64_t serial;
+        bool used;
+    } resolves[2 * SHOAL_CONFIG_LIST_MAX];
+    /* The state file (state.h): open releases, reopened at start. */
+    bool state_on;      /* a path was found and the store is on disk */
+    bool state_ready;   /* start-up reopening done: changes are written */
+    uint8_t state_hash[32]; /* of the entries last written: an unchanged */
+    bool state_written;     /* list is not written again (and fsync'd) */
+    char state_path[SHOAL_STATE_PATH_MAX];
+    char state_dir[SHOAL_STATE_PATH_MAX];
+    char abs_cache[SHOAL_STATE_PATH_MAX];
     struct pull pulls[SHOAL_CONFIG_LIST_MAX];
     uint32_t npulls;
     struct ban bans[MAX_BANS];
@@ -260,6 +290,106 @@ static struct shoal_swarm *find_swarm_named(struct shoal_daemon *d, const char *
     return NULL;
 }
 
+/* The swarms[] slot of |s|, or UINT32_MAX. */
+static uint32_t swarm_slot(const struct shoal_daemon *d, const struct shoal_swarm *s)
+{
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        if (d->swarms[i] == s)
+            return i;
+    }
+    return UINT32_MAX;
+}
+
+static struct pull *find_pull_serial(struct shoal_daemon *d, uint64_t serial)
+{
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        if (d->pulls[i].serial == serial)
+            return &d->pulls[i];
+    }
+    return NULL;
+}
+
+/* The next free pull slot, cleared and numbered; the caller counts it in
+ * (d->npulls++) once it is filled. */
+static struct pull *new_pull(struct shoal_daemon *d)
+{
+    struct pull *pl = &d->pulls[d->npulls];
+
+    memset(pl, 0, sizeof *pl);
+    pl->owner = d;
+    pl->serial = ++d->next_serial;
+    return pl;
+}
+
+/* ---- the state file ---- */
+
+/* Where the store keeps the signed manifest of |m| (store.c's
+ * keep_manifest): <cache>/<repo folder>/.shoal/<id>.manifest. */
+static int manifest_path(const struct shoal_daemon *d, const struct shoal_manifest *m, char *out,
+                         size_t cap)
+{
+    char folder[SHOAL_HF_PATH_MAX], hex[65];
+    int rv = shoal_hf_repo_folder(folder, sizeof folder, shoal_manifest_repo_type(m),
+                                  shoal_manifest_repo_id(m));
+    int n;
+
+    if (rv != 0)
+        return rv;
+    shoal_hex(hex, shoal_manifest_id(m), 32);
+    n = snprintf(out, cap, "%s/%s/.shoal/%s.manifest", d->abs_cache, folder, hex);
+    return n < 0 || (size_t)n >= cap ? SHOAL_ELIMIT : 0;
+}
+
+/* Writes the open releases to the state file. Called whenever the set (or
+ * what the file says of a release: complete, its branch) changes; a
+ * failure is logged and tried again at the next change. */
+static void save_state(struct shoal_daemon *d)
+{
+    struct shoal_state_entry *v;
+    uint32_t n = 0;
+    int rv = 0;
+
+    if (!d->state_on || !d->state_ready)
+        return;
+    v = calloc(d->nswarms ? d->nswarms : 1, sizeof *v);
+    if (!v) {
+        LOG_E("state file %s not updated: out of memory", d->state_path);
+        return;
+    }
+    for (uint32_t i = 0; i < d->nswarms && rv == 0; i++) {
+        const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
+        struct shoal_state_entry *e = &v[n++];
+
+        memcpy(e->id, shoal_manifest_id(m), 32);
+        e->type = shoal_manifest_repo_type(m);
+        snprintf(e->repo, sizeof e->repo, "%s", shoal_manifest_repo_id(m));
+        snprintf(e->commit, sizeof e->commit, "%s", shoal_manifest_commit(m));
+        snprintf(e->branch, sizeof e->branch, "%s", d->swarm_branch[i]);
+        e->complete = shoal_swarm_complete(d->swarms[i]);
+        rv = manifest_path(d, m, e->manifest, sizeof e->manifest);
+    }
+    if (rv == 0) {
+        uint8_t h[32];
+        /* calloc and snprintf leave every byte of an entry defined. */
+        crypto_generichash(h, sizeof h, (const uint8_t *)v, n * sizeof *v, NULL, 0);
+        if (d->state_written && memcmp(h, d->state_hash, 32) == 0) {
+            free(v);
+            return;
+        }
+        rv = shoal_state_save(d->state_path, d->abs_cache, v, n);
+        if (rv == 0) {
+            memcpy(d->state_hash, h, 32);
+            d->state_written = true;
+        }
+    }
+    if (rv != 0)
+        LOG_E("state file %s not updated: %s (a restart may not reopen every release)",
+              d->state_path, shoal_strerror(rv));
+    else
+        LOG_D("state file %s: %u releases", d->state_path, n);
+    free(v);
+}
+
 static bool all_pulls_complete(struct shoal_daemon *d)
 {
     for (uint32_t i = 0; i < d->npulls; i++) {
@@ -272,6 +402,8 @@ static bool all_pulls_complete(struct shoal_daemon *d)
 static void on_complete(void *user, struct shoal_swarm *s)
 {
     struct shoal_daemon *d = user;
+
+    save_state(d);
     if (d->cfg->exit_when_complete && d->npulls > 0 && all_pulls_complete(d)) {
         LOG_I("every pulled release is complete; exiting as asked");
         shoal_daemon_stop(d, 0);
@@ -298,10 +430,30 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
         shoal_manifest_free(m);
         return NULL;
     }
+    /* Dropped a moment ago: its store must be closed before another opens
+     * the same files, or its last sidecar flush could undo the new one's. */
+    for (uint32_t i = 0; i < d->ndropped; i++) {
+        if (memcmp(shoal_swarm_id(d->dropped[i]), shoal_manifest_id(m), 32) != 0)
+            continue;
+        if (!shoal_swarm_idle(d->dropped[i])) {
+            snprintf(why, whylen, "the release was just dropped and is still closing; ask "
+                                  "again in a moment");
+            *err = SHOAL_EBUSY;
+            shoal_manifest_free(m);
+            return NULL;
+        }
+        shoal_swarm_free(d->dropped[i]);
+        d->dropped[i] = d->dropped[--d->ndropped];
+        break;
+    }
     *err = shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len, branch, why, whylen);
     if (*err != 0)
         return NULL;
+    d->swarm_tag[d->nswarms] = ++d->next_serial;
+    snprintf(d->swarm_branch[d->nswarms], sizeof d->swarm_branch[0], "%s",
+             branch ? branch : "");
     d->swarms[d->nswarms++] = s;
+    save_state(d);
     /* The tracker's answer carries this release's fleet role: ask soon
      * rather than at the next interval; and ask for peers now, not at the
      * next discovery tick (a rollout's first second is otherwise idle). */
@@ -412,8 +564,15 @@ static void follow_branch(struct shoal_daemon *d, const struct pull *pl, struct 
 
     if (!pl->ref[0])
         return;
+    uint32_t k = swarm_slot(d, s);
+
     if ((rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
         LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
+    if (k != UINT32_MAX && strcmp(d->swarm_branch[k], pl->ref) != 0) {
+        snprintf(d->swarm_branch[k], sizeof d->swarm_branch[0], "%.*s",
+                 (int)SHOAL_STATE_BRANCH_MAX, pl->ref);
+        save_state(d);
+    }
     shoal_loader_srv_release_named(d->loader, s, pl->asked); /* --- loader --- */
 }
 
@@ -861,15 +1020,6 @@ static int start_loader(struct shoal_daemon *d)
 /* Ask for more peers while a release has fewer than this many. */
 #define WANT_PEERS 16u
 
-static uint32_t swarm_index(struct shoal_daemon *d, const struct shoal_swarm *s)
-{
-    for (uint32_t i = 0; i < d->nswarms; i++) {
-        if (d->swarms[i] == s)
-            return i;
-    }
-    return UINT32_MAX;
-}
-
 /* The remote node key once the peer proved it holds it (its HELLO_AUTH
  * verified), else NULL. A HELLO alone proves nothing: it travels in the
  * clear and anyone who saw one can replay it, so a connection still in its
@@ -975,7 +1125,8 @@ static void trk_want_manifests(struct shoal_daemon *d, bool now_anyway)
         if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS) ||
             !pull_may_ask(d, pl) || pl->unresolved) /* --- dux --- */
             continue;
-        if (shoal_trkconn_get_manifest(d->trk, pl->by_name ? NULL : pl->id, pl->name, i) == 0)
+        if (shoal_trkconn_get_manifest(d->trk, pl->by_name ? NULL : pl->id, pl->name,
+                                       pl->serial) == 0)
             pl->asked_ms = now;
     }
 }
@@ -1099,8 +1250,7 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
                   hex, SHOAL_CONFIG_LIST_MAX);
             continue;
         }
-        memset(&d->pulls[d->npulls], 0, sizeof d->pulls[0]);
-        memcpy(d->pulls[d->npulls].id, w->manifest_id, 32);
+        memcpy(new_pull(d)->id, w->manifest_id, 32);
         d->npulls++;
         added = true;
         LOG_I("rollout: tracker %s asks for %.*s (manifest %s); pulling it",
@@ -1137,7 +1287,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
                             const struct shoal_msg_manifest *mm)
 {
     struct shoal_daemon *d = user;
-    struct pull *pl = tag < d->npulls ? &d->pulls[tag] : NULL;
+    struct pull *pl = find_pull_serial(d, tag);
     struct shoal_manifest *m = NULL;
     struct shoal_swarm *s;
     char hex[17], name[SHOAL_MSG_REPO_MAX + 48], why[sizeof pl->why];
@@ -1219,7 +1369,12 @@ static void trk_on_lease(void *user, uint64_t tag, uint32_t idx, int status,
                          const struct shoal_msg_lease *l)
 {
     struct shoal_daemon *d = user;
-    struct shoal_swarm *s = tag < d->nswarms ? d->swarms[tag] : NULL;
+    struct shoal_swarm *s = NULL;
+
+    for (uint32_t i = 0; i < d->nswarms && !s; i++) {
+        if (d->swarm_tag[i] == tag)
+            s = d->swarms[i];
+    }
 
     if (!s || (l && memcmp(l->manifest_id, shoal_swarm_id(s), 32) != 0))
         return;
@@ -1237,7 +1392,8 @@ static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, 
 
     if (!d->trk)
         return SHOAL_SWARM_LEASE_LOCAL;
-    if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, swarm_index(d, s)) == 0)
+    if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint,
+                            d->swarm_tag[swarm_slot(d, s)]) == 0)
         return SHOAL_SWARM_LEASE_ASKED;
     if (shoal_trkconn_ready(d->trk) > 0 || now - d->trk_seen_ms < d->cfg->lease_fallback_ms)
         return SHOAL_SWARM_LEASE_LATER;
@@ -1458,9 +1614,16 @@ static int check_release_name(const char *release, bool *commit, char *why, size
 /* The Hub's answer for pull |user|'s branch or tag. */
 static void on_resolved(void *user, int status, struct shoal_hub_release *rel, const char *msg)
 {
-    struct pull *pl = user;
-    struct shoal_daemon *d = pl->owner;
+    struct resolve_ctx *rc = user;
+    struct shoal_daemon *d = rc->d;
+    struct pull *pl = find_pull_serial(d, rc->serial);
 
+    rc->used = false;
+    if (!pl) {
+        /* Dropped while the Hub was asked. */
+        shoal_hub_release_free(rel);
+        return;
+    }
     pl->resolving = false;
     if (status != 0) {
         pull_failed(d, pl, pl->asked, status, msg ? msg : shoal_strerror(status));
@@ -1495,10 +1658,23 @@ static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size
 {
     char repo[SHOAL_MSG_REPO_MAX + 1];
     const char *at = strrchr(pl->asked, '@');
+    struct resolve_ctx *rc = NULL;
     int rv;
 
+    for (size_t i = 0; i < sizeof d->resolves / sizeof d->resolves[0] && !rc; i++) {
+        if (!d->resolves[i].used)
+            rc = &d->resolves[i];
+    }
+    if (!rc) {
+        snprintf(why, whylen, "cannot ask the Hub for %s: too many questions under way",
+                 pl->asked);
+        return SHOAL_EBUSY;
+    }
+    rc->d = d;
+    rc->serial = pl->serial;
     snprintf(repo, sizeof repo, "%.*s", (int)(at - pl->asked), pl->asked);
-    rv = shoal_hub_resolve(d->hub, SHOAL_REPO_MODEL, repo, pl->ref, on_resolved, pl);
+    rv = shoal_hub_resolve(d->hub, SHOAL_REPO_MODEL, repo, pl->ref, on_resolved, rc);
+    rc->used = rv == 0;
     if (rv != 0)
         snprintf(why, whylen, "cannot ask the Hub for %s: %s", pl->asked, shoal_strerror(rv));
     else
@@ -1602,9 +1778,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
                               "Hub endpoint to resolve branches and tags)", strrchr(release, '@') + 1);
         return -EINVAL;
     }
-    pl = &d->pulls[d->npulls];
-    memset(pl, 0, sizeof *pl);
-    pl->owner = d;
+    pl = new_pull(d);
     if (by_id) {
         rv = shoal_unhex(pl->id, 32, release, 64);
     } else {
@@ -1794,6 +1968,124 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
         m->bans_active += d->bans[i].until_ms > now;
 }
 
+/* ---- dropping a release (`shoal drop`) ---- */
+
+#define REAP_MS 200u
+
+/* Frees dropped swarms whose worker jobs and origin fetches have ended;
+ * runs while some wait. */
+static void on_reap(uv_timer_t *t)
+{
+    struct shoal_daemon *d = t->data;
+
+    for (uint32_t i = 0; i < d->ndropped;) {
+        if (!shoal_swarm_idle(d->dropped[i])) {
+            i++;
+            continue;
+        }
+        shoal_swarm_free(d->dropped[i]);
+        d->dropped[i] = d->dropped[--d->ndropped];
+    }
+    if (d->ndropped == 0)
+        uv_timer_stop(&d->reaper);
+}
+
+/* Forgets pull |pl|: loaders still waiting for it by the names it was
+ * asked under get |why|. Moves the pulls after it. */
+static void remove_pull(struct shoal_daemon *d, struct pull *pl, const char *why)
+{
+    char hex[65];
+    uint32_t i = (uint32_t)(pl - d->pulls);
+
+    if (pl->asked[0])
+        shoal_loader_srv_release_failed(d->loader, pl->asked, why);
+    if (pl->name[0] && strcmp(pl->name, pl->asked) != 0)
+        shoal_loader_srv_release_failed(d->loader, pl->name, why);
+    if (!pl->by_name) {
+        shoal_hex(hex, pl->id, 32);
+        shoal_loader_srv_release_failed(d->loader, hex, why);
+    }
+    memmove(&d->pulls[i], &d->pulls[i + 1], (d->npulls - i - 1) * sizeof d->pulls[0]);
+    d->npulls--;
+}
+
+/* Takes open release |s| out of service: loaders watching it get |why|,
+ * peers get CANCELs for what we asked of them (and REJECT unknown for
+ * what they ask next), the trackers stop hearing of it at the next
+ * announce; the swarm is freed by the reaper once nothing of it runs. */
+static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const char *why)
+{
+    uint32_t k = swarm_slot(d, s);
+
+    shoal_loader_srv_release_dropped(d->loader, s, why);
+    shoal_swarm_withdraw(s);
+    memmove(&d->swarms[k], &d->swarms[k + 1], (d->nswarms - k - 1) * sizeof d->swarms[0]);
+    memmove(&d->swarm_tag[k], &d->swarm_tag[k + 1],
+            (d->nswarms - k - 1) * sizeof d->swarm_tag[0]);
+    memmove(&d->swarm_branch[k], &d->swarm_branch[k + 1],
+            (d->nswarms - k - 1) * sizeof d->swarm_branch[0]);
+    d->nswarms--;
+    d->dropped[d->ndropped++] = s;
+    if (!uv_is_active((uv_handle_t *)&d->reaper))
+        uv_timer_start(&d->reaper, on_reap, REAP_MS, REAP_MS);
+    if (d->trk)
+        shoal_trkconn_announce_soon(d->trk);
+}
+
+static int ctl_drop(void *user, const char *release, char *name, size_t namelen, char *dir,
+                    size_t dirlen, char *why, size_t whylen)
+{
+    struct shoal_daemon *d = user;
+    struct shoal_swarm *sw;
+    struct pull *pl;
+    char reason[160], folder[SHOAL_HF_PATH_MAX], hex[17];
+
+    uint64_t pl_serial;
+
+    ctl_match(d, release, &sw, &pl);
+    pl_serial = pl ? pl->serial : 0; /* serials start at 1 */
+    if (!sw && !pl) {
+        snprintf(why, whylen, "release %s is neither open here nor being pulled (`shoal "
+                              "status` lists what is)", release);
+        return SHOAL_ENOTFOUND;
+    }
+    if (d->stopping) {
+        snprintf(why, whylen, "shoald is shutting down");
+        return SHOAL_EBUSY;
+    }
+    dir[0] = '\0';
+    if (sw) {
+        const struct shoal_manifest *m = shoal_swarm_manifest(sw);
+        snprintf(name, namelen, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+        if (!(d->scfg.store_flags & SHOAL_STORE_MEMORY) &&
+            shoal_hf_repo_folder(folder, sizeof folder, shoal_manifest_repo_type(m),
+                                 shoal_manifest_repo_id(m)) == 0)
+            snprintf(dir, dirlen, "%s/%s", d->abs_cache[0] ? d->abs_cache : d->cache_dir,
+                     folder);
+        hex8(hex, shoal_swarm_id(sw));
+    } else {
+        snprintf(name, namelen, "%s", pl->name[0] ? pl->name : release);
+        snprintf(hex, sizeof hex, "-");
+    }
+    snprintf(reason, sizeof reason, "dropped on this node (shoal drop %s)", name);
+    /* Every pull that leads to it goes: by id, by name, by branch. */
+    for (uint32_t i = 0; i < d->npulls;) {
+        struct pull *p = &d->pulls[i];
+        if (p->serial == pl_serial || (sw && p->swarm == sw) ||
+            (sw && !p->by_name && memcmp(p->id, shoal_swarm_id(sw), 32) == 0)) {
+            remove_pull(d, p, reason);
+            continue;
+        }
+        i++;
+    }
+    if (sw)
+        remove_swarm(d, sw, reason);
+    LOG_I("release %s (%s) dropped by the control socket: no longer fetched or served, "
+          "not reopened at start; its files stay in the cache", name, hex);
+    save_state(d);
+    return 0;
+}
+
 /* Rate caps into the peer context, and the control socket. A socket at
  * the default path that another daemon holds is not fatal (the CLI then
  * talks to that one); one the operator named is. */
@@ -1824,6 +2116,7 @@ static int start_ctl(struct shoal_daemon *d)
     d->ctl_ops.releases = ctl_releases;
     d->ctl_ops.peers = ctl_peers;
     d->ctl_ops.metrics = ctl_metrics;
+    d->ctl_ops.drop = ctl_drop;
     d->ctl_ops.user = d;
     rv = shoal_ctl_new(&d->ctl, &d->loop, path, &d->ctl_ops);
     if (rv == 0) {
@@ -1861,6 +2154,7 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->redial, NULL);
     uv_close((uv_handle_t *)&d->mfq_timer, NULL); /* --- s2rob --- */
     uv_close((uv_handle_t *)&d->retry, NULL);     /* --- dux --- */
+    uv_close((uv_handle_t *)&d->reaper, NULL);
     shoal_loader_srv_close(d->loader); /* --- loader --- */
     stop_trackers(d); /* --- tracker --- */
     shoal_ctl_close(d->ctl); /* --- ctl --- */
@@ -1978,7 +2272,7 @@ static int open_manifests(struct shoal_daemon *d)
         }
     }
     for (size_t i = 0; i < c->pulls.n && rv == 0; i++) {
-        struct pull *pl = &d->pulls[d->npulls];
+        struct pull *pl;
         /* --- tracker --- */
         if (strchr(c->pulls.v[i], '@')) {
             char why[SHOAL_CTL_ERROR_MAX];
@@ -1988,6 +2282,7 @@ static int open_manifests(struct shoal_daemon *d)
             continue;
         }
         /* --- end tracker --- */
+        pl = new_pull(d);
         if (shoal_unhex(pl->id, 32, c->pulls.v[i], strlen(c->pulls.v[i])) != 0) {
             LOG_E("pull %s: not a 64-hex manifest id or org/name@commit", c->pulls.v[i]);
             rv = -EINVAL;
@@ -1997,6 +2292,110 @@ static int open_manifests(struct shoal_daemon *d)
         d->npulls++;
     }
     return rv;
+}
+
+/* Finds the state file and reopens every release it lists that is not
+ * open yet (after --manifest and --pull): complete ones seed, incomplete
+ * ones resume, as a --manifest release does. A release whose manifest or
+ * files are gone is logged and left out of the file from now on; a file
+ * that cannot be read is logged and kept aside, and never stops the start. */
+static void reopen_state(struct shoal_daemon *d)
+{
+    const struct shoal_config *c = d->cfg;
+    struct shoal_state_entry *v = NULL;
+    size_t n = 0, skipped = 0;
+    uint32_t opened = 0, dropped = 0;
+    char why[1024], aside[SHOAL_STATE_PATH_MAX + 16];
+    int rv;
+
+    if (c->state_dir && strcmp(c->state_dir, "none") == 0) {
+        LOG_I("no state file (state-dir none): releases opened by `shoal pull` or a loader "
+              "are not reopened after a restart");
+        return;
+    }
+    if (d->scfg.store_flags & SHOAL_STORE_MEMORY) {
+        LOG_I("no state file with store memory: nothing survives a restart");
+        return;
+    }
+    rv = shoal_state_path(d->state_path, sizeof d->state_path, d->state_dir,
+                          sizeof d->state_dir, d->abs_cache, sizeof d->abs_cache, c->state_dir,
+                          d->cache_dir);
+    if (rv != 0) {
+        LOG_E("no state file: %s (set state-dir); releases opened by `shoal pull` or a "
+              "loader will not be reopened after a restart",
+              rv == SHOAL_ENOTFOUND ? "no STATE_DIRECTORY, XDG_STATE_HOME or HOME"
+                                    : shoal_strerror(rv));
+        return;
+    }
+    d->state_on = true;
+    rv = shoal_state_load(d->state_path, d->abs_cache, &v, &n, &skipped, why, sizeof why);
+    if (rv != 0) {
+        /* Kept aside, not overwritten by the next save: an operator may
+         * want to see what was in it. */
+        snprintf(aside, sizeof aside, "%s.bad", d->state_path);
+        LOG_E("state file %s ignored: %s; moved to %s (releases it listed are not reopened: "
+              "pull them again)", d->state_path, why,
+              rename(d->state_path, aside) == 0 ? aside : "nowhere, it stays");
+    } else if (skipped > 0) {
+        LOG_E("state file %s: %zu bad lines skipped, the first: %s", d->state_path, skipped,
+              why);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct shoal_state_entry *e = &v[i];
+        struct shoal_manifest *m = NULL;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        char hex[17], snap[SHOAL_HF_PATH_MAX + 64], folder[SHOAL_HF_PATH_MAX];
+        struct stat st;
+
+        hex8(hex, e->id);
+        if (find_swarm(d, e->id))
+            continue; /* named by --manifest or --pull too */
+        rv = shoal_read_file(e->manifest, SHOAL_MSG_MANIFEST_MAX, &data, &len);
+        if (rv == 0)
+            rv = shoal_manifest_parse(&m, data, len, d->publishers, NULL);
+        if (rv == 0 && (memcmp(shoal_manifest_id(m), e->id, 32) != 0 ||
+                        strcmp(shoal_manifest_repo_id(m), e->repo) != 0 ||
+                        strcmp(shoal_manifest_commit(m), e->commit) != 0))
+            rv = SHOAL_EBADMSG;
+        if (rv != 0) {
+            LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: its "
+                  "manifest %s: %s", e->repo, e->commit, hex, e->manifest,
+                  rv == -ENOENT ? "gone (deleted from the cache?)" : shoal_strerror(rv));
+            shoal_manifest_free(m);
+            free(data);
+            dropped++;
+            continue;
+        }
+        /* A complete release whose snapshot is gone was deleted from the
+         * cache on purpose (huggingface-cli delete-cache): fetching it
+         * again would undo that. */
+        if (e->complete &&
+            (shoal_hf_repo_folder(folder, sizeof folder, e->type, e->repo) != 0 ||
+             snprintf(snap, sizeof snap, "%s/%s/snapshots/%s", d->cache_dir, folder,
+                      e->commit) >= (int)sizeof snap ||
+             stat(snap, &st) != 0)) {
+            LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: its files "
+                  "are gone from the cache", e->repo, e->commit, hex);
+            shoal_manifest_free(m);
+            free(data);
+            dropped++;
+            continue;
+        }
+        if (add_release(d, m, data, len, e->branch[0] ? e->branch : NULL, &rv, why,
+                        sizeof why)) {
+            opened++;
+        } else {
+            LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
+                  e->repo, e->commit, hex, why[0] ? why : shoal_strerror(rv));
+            dropped++;
+        }
+        free(data);
+    }
+    free(v);
+    LOG_I("state file %s: %u releases reopened, %u dropped", d->state_path, opened, dropped);
+    d->state_ready = true;
+    save_state(d);
 }
 
 static int start_listening(struct shoal_daemon *d)
@@ -2119,6 +2518,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->mfq_timer.data = d;
     uv_timer_init(&d->loop, &d->retry); /* --- dux --- */
     d->retry.data = d;
+    uv_timer_init(&d->loop, &d->reaper);
+    d->reaper.data = d;
     if (rv != 0)
         goto fail;
 
@@ -2183,6 +2584,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     if (rv == 0)
         rv = open_manifests(d);
     if (rv == 0)
+        reopen_state(d);
+    if (rv == 0)
         rv = start_loader(d); /* --- loader --- */
     if (rv == 0)
         rv = start_ctl(d); /* --- ctl --- */
@@ -2240,6 +2643,8 @@ void shoal_daemon_free(struct shoal_daemon *d)
     uv_run(&d->loop, UV_RUN_DEFAULT);
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_free(d->swarms[i]);
+    for (uint32_t i = 0; i < d->ndropped; i++)
+        shoal_swarm_free(d->dropped[i]);
     shoal_loader_srv_free(d->loader); /* --- loader --- */
     shoal_ctl_free(d->ctl); /* --- ctl --- */
     shoal_trkconn_free(d->trk); /* --- tracker --- */

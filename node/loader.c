@@ -1036,6 +1036,61 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Takes the frames of |s| that have not started out of |c|'s queue (a
+ * frame whose first byte is out already carried its descriptor). Under
+ * |mu|. */
+static void unqueue_swarm(struct client *c, struct shoal_swarm *s)
+{
+    struct outq **pp = &c->qhead, *q;
+
+    c->qtail = NULL;
+    while ((q = *pp)) {
+        if (q->swarm == s && q->off == 0) {
+            *pp = q->next;
+            if (q->fd >= 0)
+                close(q->fd);
+            free(q->data);
+            free(q);
+            continue;
+        }
+        q->swarm = q->swarm == s ? NULL : q->swarm;
+        c->qtail = q;
+        pp = &q->next;
+    }
+}
+
+void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_swarm *s,
+                                      const char *why)
+{
+    struct client *c, *next;
+
+    if (!l)
+        return;
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->ndirty; i++) {
+        if (l->dirty[i] == s) {
+            l->dirty[i] = l->dirty[--l->ndirty];
+            break;
+        }
+    }
+    for (c = l->clients; c; c = next) {
+        next = c->next; /* pump_out may close c */
+        if (c->state == C_PENDING && pending_for(c, s)) {
+            send_error(c, "release '%s': %s", c->release, why);
+            pump_out(c);
+            continue;
+        }
+        if (c->swarm != s)
+            continue;
+        unqueue_swarm(c, s);
+        c->swarm = NULL;
+        if (c->state == C_WATCH)
+            send_error(c, "release '%s': %s", c->release, why);
+        pump_out(c);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)
 {
     return l ? l->nclients : 0;

@@ -120,6 +120,14 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
 void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t file,
                                 int status);
 
+/* Release |s| is being dropped (`shoal drop`): every loader receiving its
+ * files, or still waiting for it by manifest id or "repo@commit", gets
+ * LOADER_ERROR naming |why| and is closed; frames of |s| not yet started
+ * are discarded, so nothing opens a file of |s| afterwards and |s| may be
+ * freed once its worker jobs end. Loop thread; |l| may be NULL. */
+void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_swarm *s,
+                                      const char *why);
+
 /* Loaders connected now (for status and tests). */
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l);
 

@@ -6,7 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char usage[] =
+/* In two parts: ISO C promises only 4095-byte string literals. */
+static const char usage_tools[] =
     "usage: shoal <command> [options]\n"
     "\n"
     "shoal moves a model release (a Hugging Face repo at one commit) across a fleet:\n"
@@ -40,8 +41,7 @@ static const char usage[] =
     "                                 print what a manifest holds\n"
     "\n";
 
-/* The rest; C11 compilers need only take 4095-byte string literals. */
-static const char usage_more[] =
+static const char usage_fleet[] =
     "Hub and tracker:\n"
     "  publish ORG/NAME[@REV] [--dataset] --key PUBLISHER_KEY\n"
     "          (--out FILE | --tracker HOST:PORT --identity NODE_KEY --cred CRED)\n"
@@ -79,11 +79,29 @@ static const char usage_more[] =
     "  status                         releases here and their progress\n"
     "  peers                          connected peers: node, address, zone, cipher, rates\n"
     "  metrics                        counters in Prometheus text format\n"
+    "  drop ORG/NAME@COMMIT|MANIFEST_ID\n"
+    "                                 stop fetching and serving a release and forget it:\n"
+    "                                 shoald keeps a list of the releases it has open\n"
+    "                                 (--state-dir) and reopens them when it restarts;\n"
+    "                                 a dropped one is not. Its files stay in the\n"
+    "                                 Hugging Face cache (delete them with\n"
+    "                                 huggingface-cli delete-cache); loaders waiting for\n"
+    "                                 it get an error. A release named by shoald's\n"
+    "                                 --pull/--manifest or a tracker rollout comes back\n"
+    "                                 (change those first). Exit 1 if it is not here\n"
     "\n"
     "  help                           this text\n"
     "\n"
     "Sizes accept K, M, G suffixes (powers of 1024). Exit status: 0 success,\n"
     "1 failure, 2 usage error.\n";
+
+static const char *const usage[] = {usage_tools, usage_fleet, NULL};
+
+static void print_usage(FILE *out)
+{
+    for (const char *const *part = usage; *part; part++)
+        fputs(*part, out);
+}
 
 struct cmd {
     const char *name;
@@ -107,10 +125,11 @@ static void command_help(const char *name)
 {
     size_t nl = strlen(name);
     bool in = false;
-    const char *parts[] = {usage, usage_more};
+    const char *l;
+
     printf("usage:\n");
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        for (const char *l = parts[i]; *l;) {
+    for (const char *const *part = usage; *part; part++) {
+        for (l = *part; *l;) {
             const char *e = strchr(l, '\n');
             size_t len = e ? (size_t)(e - l) : strlen(l);
             if (len > 2 && l[0] == ' ' && l[1] == ' ' && l[2] != ' ')
@@ -139,15 +158,14 @@ static const struct cmd cmds[] = {
     {"status", shoal_cmd_status, true},
     {"peers", shoal_cmd_peers, true},
     {"metrics", shoal_cmd_metrics, true},
+    {"drop", shoal_cmd_drop, false},
 };
 
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
-        FILE *out = argc < 2 ? stderr : stdout;
-        fputs(usage, out);
-        fputs(usage_more, out);
+        print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
@@ -159,6 +177,7 @@ int main(int argc, char **argv)
         }
         return cmds[i].fn(argc - 1, argv + 1);
     }
-    fprintf(stderr, "shoal: unknown command '%s'\n\n%s%s", argv[1], usage, usage_more);
+    fprintf(stderr, "shoal: unknown command '%s'\n\n", argv[1]);
+    print_usage(stderr);
     return 2;
 }

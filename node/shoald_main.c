@@ -54,9 +54,15 @@ static const char outro[] =
     "           --publisher-keys pub.pub --peer 10.0.0.1:7600 --pull <manifest id>\n"
     "\n"
     "Signals: SIGTERM or SIGINT shut down gracefully (BYE to peers, queued writes\n"
-    "flushed, store state synced). Verified chunks survive a restart: releases\n"
-    "named by --pull/--manifest or by a tracker's rollout resume at once; one\n"
-    "pulled with `shoal pull` or by a loader resumes when asked for again.\n"
+    "flushed, store state synced). A restart changes nothing: verified chunks stay,\n"
+    "and shoald lists the releases it has open in a state file (--state-dir, one file\n"
+    "per cache dir, rewritten atomically when the set changes) and reopens them all\n"
+    "at start, after --pull/--manifest: complete ones seed, incomplete ones resume,\n"
+    "whoever asked for them (`shoal pull`, a loader, a rollout). One whose manifest\n"
+    "or files are gone from the cache is logged and forgotten; an unreadable state\n"
+    "file is logged, moved aside (.bad) and does not stop the start. `shoal drop\n"
+    "ORG/NAME@COMMIT` stops fetching and serving a release and forgets it (its files\n"
+    "stay in the cache: huggingface-cli delete-cache removes them).\n"
     "Logs go to stderr, one line per event. Exit status: 0 after a clean shutdown,\n"
     "1 on a setup error, 2 on a usage error.\n";
 

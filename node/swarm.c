@@ -107,6 +107,7 @@ struct shoal_swarm {
     uint32_t nchunks;
     uv_timer_t tick;
     bool started, stopped, complete;
+    bool tick_closed;          /* the tick's close callback has run */
     unsigned pending;          /* worker jobs outstanding */
     bool dedup_running;        /* copying shared chunks from the cache */
     struct speer *peers[MAX_SWARM_PEERS];
@@ -1151,6 +1152,11 @@ static int ofetch_data(void *user, uint64_t off, const uint8_t *p, size_t n)
 {
     struct ofetch *of = user;
 
+    /* Withdrawn: nobody wants these bytes, and the swarm waits for its
+     * fetches to end before it is freed. */
+    if (of->s->stopped)
+        return -ECANCELED;
+
     if (off < of->base || off - of->base > of->len || n > of->len - (off - of->base))
         return SHOAL_EPROTO;
     memcpy(of->buf + (off - of->base), p, n);
@@ -1564,13 +1570,44 @@ int shoal_swarm_start(struct shoal_swarm *s)
     return 0;
 }
 
+bool shoal_swarm_idle(const struct shoal_swarm *s)
+{
+    return s->pending == 0 && !s->ofetches && (!s->started || s->tick_closed);
+}
+
+static void on_tick_closed(uv_handle_t *h)
+{
+    struct shoal_swarm *s = h->data;
+    s->tick_closed = true;
+}
+
+void shoal_swarm_withdraw(struct shoal_swarm *s)
+{
+    struct shoal_msg m;
+
+    /* Peers stay connected for the other releases: tell each what we no
+     * longer want, so they do not read and send chunks for nothing. */
+    while (s->npeers > 0) {
+        struct speer *sp = s->peers[s->npeers - 1];
+        for (uint32_t i = 0; i < sp->nreq; i++) {
+            memset(&m, 0, sizeof m);
+            m.type = SHOAL_MSG_CANCEL;
+            m.u.cancel.req_id = sp->req[i].req_id;
+            (void)shoal_peer_send(sp->p, &m);
+        }
+        sp->nreq = 0;
+        drop_peer(s, sp);
+    }
+    shoal_swarm_stop(s);
+}
+
 void shoal_swarm_stop(struct shoal_swarm *s)
 {
     if (s->stopped)
         return;
     s->stopped = true;
     if (s->started && !uv_is_closing((uv_handle_t *)&s->tick))
-        uv_close((uv_handle_t *)&s->tick, NULL);
+        uv_close((uv_handle_t *)&s->tick, on_tick_closed);
     (void)shoal_store_flush(s->store);
 }
 

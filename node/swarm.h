@@ -144,6 +144,15 @@ int shoal_swarm_import_dir(struct shoal_swarm *s, const char *dir, uint32_t *imp
 int shoal_swarm_start(struct shoal_swarm *s);
 /* Stops timers (their handles close on the loop) and stops requesting. */
 void shoal_swarm_stop(struct shoal_swarm *s);
+/* Withdraws the release while the daemon runs on (`shoal drop`): CANCELs
+ * every request in flight to a peer, forgets every peer (chunks being read
+ * for them are dropped when the read finishes, not sent), cancels origin
+ * fetches at their next bytes and stops (shoal_swarm_stop). Free it once
+ * shoal_swarm_idle() says so. */
+void shoal_swarm_withdraw(struct shoal_swarm *s);
+/* True when no worker job and no origin fetch of the swarm is under way
+ * and its timer has closed: it may be freed. */
+bool shoal_swarm_idle(const struct shoal_swarm *s);
 
 const uint8_t *shoal_swarm_id(const struct shoal_swarm *s);
 

@@ -120,7 +120,8 @@ def demo(tmp):
                   k(n) + ".cred", "--cluster-keys", k("cluster") + ".pub",
                   "--publisher-keys", k("publisher") + ".pub", "--cache-dir", cache,
                   "--tracker", taddr, "--hub-endpoint", hub_url,
-                  "--zone", "zone-" + "ab"[i % 2], "--control-socket", "none"],
+                  "--zone", "zone-" + "ab"[i % 2], "--control-socket", "none",
+                  "--state-dir", os.path.join(tmp, "state")],
                  env=denv, name=n)
         m = p.wait_for(r"listening on (127\.0\.0\.1:\d+)", 20)
         if not m:

@@ -15,7 +15,8 @@ Every shoald started here gets a control socket of its own in the test's
 directory (shoald_argv()): without one, a daemon running as root binds
 /run/shoald/shoald.sock, and a second test daemon, a parallel test run or
 the host's own shoald would then make it exit "another shoald is answering
-there".
+there". Likewise a --state-dir in the test's directory, so no test writes
+to /var/lib/shoald or ~/.local/state.
 """
 import atexit
 import os
@@ -48,13 +49,24 @@ def control_socket(name):
     return os.path.join(ctl_dir, f"ctl{_ctl_seq[0]}-{name[:16]}.sock")
 
 
+def state_dir():
+    """The state directory every shoald started here shares (its files are
+    named after each daemon's cache, so daemons do not mix): in ctl_dir,
+    never the user's ~/.local/state or root's /var/lib/shoald."""
+    control_socket("")  # makes ctl_dir when there is none yet
+    return os.path.join(ctl_dir, "state")
+
+
 def shoald_argv(shoald, name, args):
     """The command line of the shoald at |shoald| listening on 127.0.0.1:0
     with |args|, plus `--control-socket` at control_socket(name) unless
-    |args| names one (or "none")."""
+    |args| names one (or "none"), and `--state-dir` at state_dir() unless
+    |args| names one."""
     extra = []
     if "--control-socket" not in args:
         extra = ["--control-socket", control_socket(name)]
+    if "--state-dir" not in args:
+        extra += ["--state-dir", state_dir()]
     return [shoald, "--listen", "127.0.0.1:0", *extra, *args]
 
 
@@ -322,4 +334,4 @@ def node_args(k, name, tmp, extra=()):
             "--cluster-keys", k("cluster") + ".pub",
             "--publisher-keys", k("publisher") + ".pub",
             "--cache-dir", os.path.join(tmp, "cache-" + name),
-            "--reconnect-ms", "300", *extra]
+            "--state-dir", state_dir(), "--reconnect-ms", "300", *extra]

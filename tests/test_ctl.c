@@ -71,6 +71,27 @@ static void test_roundtrip(void)
     CHECK_EQ(mb.type, SHOAL_CTL_PULL);
     CHECK(strcmp(mb.u.pull.release, "org/model@ab12") == 0 && mb.u.pull.follow);
 
+    /* --- keep --- */
+    ma.type = SHOAL_CTL_DROP;
+    snprintf(ma.u.drop.release, sizeof ma.u.drop.release, "org/model@%s", "cd34");
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK_EQ(mb.type, SHOAL_CTL_DROP);
+    CHECK(strcmp(mb.u.drop.release, "org/model@cd34") == 0);
+    ma.u.drop.release[0] = '\0'; /* a drop names a release */
+    CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
+    ma.type = SHOAL_CTL_DROPPED;
+    snprintf(ma.u.dropped.name, sizeof ma.u.dropped.name, "org/model@cd34");
+    snprintf(ma.u.dropped.repo_dir, sizeof ma.u.dropped.repo_dir, "/c/models--org--model");
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK(strcmp(mb.u.dropped.name, "org/model@cd34") == 0 &&
+          strcmp(mb.u.dropped.repo_dir, "/c/models--org--model") == 0);
+    ma.u.dropped.repo_dir[0] = '\0'; /* memory store: nothing on disk */
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK(mb.u.dropped.repo_dir[0] == '\0');
+    ma.u.dropped.repo_dir[0] = '\x1b'; /* no terminal escapes */
+    CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
+    /* --- end keep --- */
+
     ma.type = SHOAL_CTL_PROGRESS;
     set_release(&ma.u.progress, "org/model@ab12", 7);
     CHECK_EQ(cycle(&ma, &mb, &b), 0);

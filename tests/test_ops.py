@@ -67,6 +67,25 @@ CASE is one of:
                 the tracker logs that it voided the old process's leases,
                 and the second `shoal pull` completes within 60 s (before,
                 it waited for the dead process's leases to expire).
+  keep_seed     a release pulled with `shoal pull acme/model@main` is
+                complete; the node is stopped (SIGTERM) and started again
+                with the same --state-dir and the Hub stand-in stopped: it
+                reopens the release unasked (its state file lists it, with
+                the branch), and a second node with --no-origin, only that
+                node as peer and no tracker pulls it by manifest id.
+  keep_resume   a node pulling from a slowed Hub stand-in is killed
+                (SIGKILL) mid-download; started again, it completes the
+                release with nobody running `shoal pull` again.
+  keep_drop     while a release is pulling from a slowed Hub stand-in, a
+                loader waits for it and `shoal pull` follows it; `shoal drop
+                acme/model@COMMIT` exits 0 saying the files stay in the cache,
+                the loader gets an error and `shoal pull` exits 1 (neither
+                hangs); status no longer lists it, a second drop exits 1
+                saying it is not here; after a restart it is not reopened;
+                pulled again, it completes.
+  keep_corrupt  a state file full of garbage is reported ("ignored"), moved
+                aside as .bad, and the daemon starts and answers `shoal
+                status`; a good header with one bad line loads the rest.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -716,6 +735,279 @@ def case_waiting_reason(tmp):
     return fails
 
 
+def state_file(n):
+    """The state file node |n| logged at start (None if it did not)."""
+    m = n.wait_for(r"state file (\S+): \d+ releases reopened", 5)
+    return m.group(1) if m else None
+
+
+def status_lists(n, commit):
+    return ("acme/model@" + commit) in cli("status", "--socket", n.sock).stdout
+
+
+def case_keep_seed(tmp):
+    k = make_keys(tmp, ["s", "p"])
+    hub = Hub(tmp, "4M")
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    fails = 0
+    n = node("s", k, tmp, hub, ["--tracker", taddr])
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0:
+        print(f"FAIL shoal pull acme/model@main: exit {r.returncode}: {r.stderr}")
+        return 1
+    path = state_file(n)
+    if n.stop() != 0:
+        print("FAIL the node did not stop cleanly")
+        fails += 1
+    text = open(path).read() if path and os.path.exists(path) else ""
+    print(f"state file {path}:\n{text.strip()}")
+    if not re.search(r"^%s model acme/model@%s main complete /\S+/\.shoal/%s\.manifest$"
+                     % (mid, hub.commit, mid), text, re.M):
+        print("FAIL the state file does not list the release (id, repo@commit, branch main, "
+              "complete, its manifest)")
+        fails += 1
+    # Nothing from the Hub or a tracker from here on: the release must come
+    # back from the cache and the state file alone.
+    hub.proc.stop()
+    trk.stop()
+    n2 = node("s", k, tmp, hub)
+    if not n2.wait_for(r"state file \S+: 1 releases reopened, 0 dropped", 10):
+        print("FAIL the restarted node did not say it reopened one release")
+        fails += 1
+    if not status_lists(n2, hub.commit):
+        print("FAIL the restarted node's status does not list the release")
+        fails += 1
+    p = node("p", k, tmp, None, ["--no-origin", "--peer", n2.addr])
+    t0 = time.monotonic()
+    r = cli("pull", mid, "--socket", p.sock, "--timeout", "60", timeout=90)
+    print(f"second node's pull by manifest id from the restarted node: exit {r.returncode} "
+          f"in {time.monotonic() - t0:.1f} s")
+    if r.returncode != 0:
+        print(f"FAIL the restarted node does not seed the release: {r.stderr.strip()}")
+        fails += 1
+    fails += shoalproc.stop_all([p, n2])
+    if fails:
+        n.dump(tail=30)
+        n2.dump(tail=40)
+        p.dump(tail=40)
+    return fails
+
+
+def slow_hub(hub, bps):
+    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
+                                 data=json.dumps([{"kind": "slow", "bps": bps,
+                                                   "match": "/cdn/"}]).encode())
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def wait_pct(n, commit, lo, hi, timeout=60):
+    """Waits until `shoal status` shows the release between |lo| and |hi|
+    percent; returns the last figure seen (None: not listed)."""
+    pct = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pct = release_pct(n, commit)
+        if pct is not None and pct >= lo:
+            break
+        time.sleep(0.2)
+    return pct
+
+
+def case_keep_resume(tmp):
+    k = make_keys(tmp, ["r"])
+    hub = Hub(tmp, "16M", shards="2")
+    slow_hub(hub, 1500000)
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    fails = 0
+    n = node("r", k, tmp, hub, ["--tracker", taddr])
+    first = subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pct = wait_pct(n, hub.commit, 10, 85)
+    if pct is None or pct < 10 or pct >= 85:
+        print(f"FAIL could not catch the pull mid-download (at {pct}%)")
+        first.kill()
+        first.wait()
+        n.dump()
+        return 1
+    n.p.kill()
+    n.p.wait()
+    first.wait(timeout=30)
+    print(f"killed the node (SIGKILL) at {pct:.1f}%")
+    slow_hub(hub, 20000000)
+    n2 = node("r", k, tmp, hub, ["--tracker", taddr])
+    if not n2.wait_for(r"state file \S+: 1 releases reopened", 10):
+        print("FAIL the restarted node did not reopen the release it was pulling")
+        fails += 1
+    # Nobody asks again: the node must finish on its own.
+    done = n2.wait_for(r"release [0-9a-f]{16} \(acme/model@%s\) complete" % hub.commit, 60)
+    print(f"completed after the restart, unasked: {bool(done)}")
+    if not done:
+        print("FAIL the interrupted pull did not resume after the restart")
+        fails += 1
+    elif release_pct(n2, hub.commit) != 100.0:
+        print("FAIL status does not show the release complete")
+        fails += 1
+    fails += shoalproc.stop_all([n2])
+    if fails:
+        n.dump(tail=30)
+        n2.dump(tail=60)
+    return fails
+
+
+def case_keep_drop(tmp):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
+    import shoal_loader
+    import threading
+    k = make_keys(tmp, ["d"])
+    hub = Hub(tmp, "16M", shards="2")
+    slow_hub(hub, 1000000)
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    rel = "acme/model@" + hub.commit
+    lsock = os.path.join(tmp, "loader.sock")
+    fails = 0
+    n = node("d", k, tmp, hub, ["--tracker", taddr, "--loader-socket", lsock])
+    follower = subprocess.Popen([SHOAL, "pull", rel, "--socket", n.sock, "--timeout", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pct = wait_pct(n, hub.commit, 5, 90)
+    if pct is None or pct >= 90:
+        print(f"FAIL could not catch the pull mid-download (at {pct}%)")
+        follower.kill()
+        follower.communicate()
+        n.dump()
+        return 1
+    got = {"err": None, "files": 0}
+
+    def loader():
+        try:
+            with shoal_loader.Client(lsock, timeout=30) as c:
+                for f in c.want(rel):
+                    got["files"] += 1
+                    f.close()
+        except Exception as e:  # noqa: BLE001 - any outcome is recorded
+            got["err"] = e
+    lt = threading.Thread(target=loader, daemon=True)
+    lt.start()
+    if not n.wait_for(r"loader pid \d+ uid \d+: ", 10):
+        print("FAIL the loader did not connect")
+        fails += 1
+    r = cli("drop", rel, "--socket", n.sock)
+    print(f"shoal drop {rel}: exit {r.returncode}\n{r.stdout.strip()}{r.stderr.strip()}")
+    if r.returncode != 0 or "huggingface-cli delete-cache" not in r.stdout \
+            or "models--acme--model" not in r.stdout:
+        print("FAIL shoal drop did not succeed saying where the files stay and how to "
+              "delete them")
+        fails += 1
+    lt.join(15)
+    print(f"loader: {got['files']} files, then {got['err']!r}")
+    if lt.is_alive() or not isinstance(got["err"], shoal_loader.LoaderError) \
+            or "dropped" not in str(got["err"]):
+        print("FAIL the loader waiting for the dropped release did not get an error")
+        fails += 1
+    try:
+        out, err = follower.communicate(timeout=15)
+        print(f"the following `shoal pull`: exit {follower.returncode}: {err.strip()}")
+        if follower.returncode != 1:
+            print("FAIL the `shoal pull` following the dropped release did not fail")
+            fails += 1
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        follower.communicate()
+        print("FAIL the `shoal pull` following the dropped release hangs")
+        fails += 1
+    if status_lists(n, hub.commit):
+        print("FAIL status still lists the dropped release")
+        fails += 1
+    r = cli("drop", rel, "--socket", n.sock)
+    print(f"second drop: exit {r.returncode}: {r.stderr.strip()}")
+    if r.returncode != 1 or "neither open here nor being pulled" not in r.stderr:
+        print("FAIL a drop of a release that is not here must exit 1 saying so")
+        fails += 1
+    if not glob.glob(os.path.join(n.cache, "models--acme--model", ".shoal", "*.manifest")):
+        print("FAIL the dropped release's files were removed from the cache")
+        fails += 1
+    path = state_file(n)
+    if n.stop() != 0:
+        print("FAIL the node did not stop cleanly after the drop")
+        fails += 1
+    text = open(path).read() if path and os.path.exists(path) else None
+    if text is None or mid in text:
+        print(f"FAIL the state file still lists the dropped release:\n{text}")
+        fails += 1
+    n2 = node("d", k, tmp, hub, ["--tracker", taddr])
+    if not n2.wait_for(r"state file \S+: 0 releases reopened", 10):
+        print("FAIL the restarted node's log does not say it reopened nothing")
+        fails += 1
+    time.sleep(1)
+    if status_lists(n2, hub.commit):
+        print("FAIL the dropped release was reopened after a restart")
+        fails += 1
+    # Dropped is not banned: asked for again, it resumes from what is held.
+    slow_hub(hub, 20000000)
+    r = cli("pull", rel, "--socket", n2.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0:
+        print(f"FAIL pulling the dropped release again: exit {r.returncode}: {r.stderr}")
+        fails += 1
+    fails += shoalproc.stop_all([n2])
+    if fails:
+        n.dump(tail=60)
+        n2.dump(tail=40)
+    return fails
+
+
+def case_keep_corrupt(tmp):
+    k = make_keys(tmp, ["c"])
+    fails = 0
+    n = node("c", k, tmp, None)
+    path = state_file(n)
+    n.stop()
+    if not path:
+        print("FAIL the node did not log its state file")
+        n.dump()
+        return 1
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"\x00\xffnot a state file\n" * 3)
+    n2 = node("c", k, tmp, None)
+    m = n2.wait_for(r"state file %s ignored: (.*)" % re.escape(path), 5)
+    print(m.group(0) if m else "no report of the corrupt state file")
+    if not m or "not a shoald state file" not in m.group(1):
+        print("FAIL a corrupt state file was not reported clearly")
+        fails += 1
+    if not os.path.exists(path + ".bad"):
+        print("FAIL the corrupt state file was not kept aside as .bad")
+        fails += 1
+    r = cli("status", "--socket", n2.sock)
+    if r.returncode != 0:
+        print(f"FAIL the daemon does not answer after a corrupt state file: {r.stderr}")
+        fails += 1
+    fails += shoalproc.stop_all([n2])
+    # A good header with one bad line: the line is named, the rest loads
+    # (here: nothing else, so the one release listed is dropped, as its
+    # manifest is not in this cache).
+    with open(path) as f:
+        header = f.readline()
+    with open(path, "w") as f:
+        f.write(header + "this line is wrong\n" + "ab" * 32 + " model acme/model@" + "cd" * 20
+                + " - complete /nonexistent/x.manifest\n")
+    n3 = node("c", k, tmp, None)
+    if not n3.wait_for(r"state file \S+: 1 bad lines skipped, the first: line 2: expected 6 "
+                       r"fields", 5):
+        print("FAIL a bad line is not named")
+        fails += 1
+    if not n3.wait_for(r"state: release acme/model@(cd)+ \(abababababababab\) not reopened, "
+                       r"dropped from the state: its manifest /nonexistent/x\.manifest: gone", 5):
+        print("FAIL a listed release whose manifest is gone is not reported")
+        fails += 1
+    fails += shoalproc.stop_all([n3])
+    if fails:
+        n2.dump()
+        n3.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
@@ -724,4 +1016,6 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "branch_follow": case_branch_follow,
                       "loader_branch": case_loader_branch,
                       "restart": case_restart,
-                      "waiting_reason": case_waiting_reason}, "shoal-ops-", scan_sanitizers=True)
+                      "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
+                      "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
+                      "keep_corrupt": case_keep_corrupt}, "shoal-ops-", scan_sanitizers=True)

@@ -73,6 +73,10 @@ grep -q "^SupplementaryGroups=.*\b$lgroup\b" "$unit" && echo "ok   unit joins $l
     || { echo "FAIL unit not in loader-group $lgroup"; fails=$((fails+1)); }
 grep -q "^Documentation=man:" "$unit" && { echo "FAIL Documentation= names a man page shoal does not ship"; fails=$((fails+1)); } \
     || echo "ok   Documentation= $(sed -n 's/^Documentation=//p' "$unit")"
+# shoald takes the first entry of $STATE_DIRECTORY as its state directory.
+first=$(sed -n 's/^StateDirectory=//p' "$unit" | awk '{print $1}')
+[ "$first" = shoald ] && echo "ok   StateDirectory= lists shoald first" \
+    || { echo "FAIL StateDirectory= lists '$first' first: shoald would keep its state there"; fails=$((fails+1)); }
 if grep -qiE "assert|sanitizer|segmentation" out.txt; then echo "FAIL crash text"; fails=$((fails+1)); fi
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))
