@@ -83,6 +83,10 @@ struct shoal_trkconn_cfg {
     size_t cred_len;
     const char *zone;                 /* borrowed */
     const char *listen_addr;          /* what peers should dial; borrowed */
+    /* SHOAL_MSG_SESSION_LEN bytes drawn once per process, sent with every
+     * login so a tracker tells a reconnect (leases kept) from a restart
+     * (leases voided); borrowed. NULL: none (treated as a new process). */
+    const uint8_t *session;
     /* Nonzero: ignore |listen_addr| and announce this port on the local
      * address of each tracker connection (getsockname), for a node that
      * listens on a wildcard address and was given no address to advertise:
