@@ -201,7 +201,7 @@ int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uin
  * the session recorded by the previous call for this key (the same process
  * lost its connection and came back: the server then keeps its leases and
  * fetched credit), else 0 (no session now or before, another one, or an
- * unknown key, for which nothing is recorded). The record lives with the
+ * unknown key, for which nothing is recorded). The record is part of the
  * node's and goes when the node expires or is removed. With 1, writes the
  * origin leases the node holds to |*leases| (may be NULL).
  */

@@ -51,6 +51,9 @@
  * was granted. */
 #define LEASE_RETRY_MS 1000
 
+/* The registry keeps the wire's session id as it is. */
+_Static_assert(SHOAL_REG_SESSION_LEN == SHOAL_MSG_SESSION_LEN, "session id sizes differ");
+
 /* A node key verified on a connection. Zone, address and process session
  * are bound at verification (by keyed hash): a switch back cannot move the
  * node or pass for another process. */
@@ -707,12 +710,14 @@ static int handle_announce(struct conn *c, uint64_t now)
      * What a client can do with the session id: nothing beyond its own
      * key's state, since only the holder of the node key and a cluster
      * credential gets here as that key, and the id is a label, not a
-     * secret. Repeating an old id after a real restart keeps its leases
-     * until --lease-ms and its fetched credit under the fetched TTL, as
-     * for any node that goes quiet (at most SHOAL_REG_LEASES_PER_NODE
-     * spans); a fresh id on every connection voids only its own leases and
-     * credit, costing at most repeated origin fetches that a credentialed
-     * node could make anyway. */
+     * secret; like zone and address it is not signed, as whoever can alter
+     * this connection can announce and report leases for the key anyway.
+     * Repeating an old id after a real restart keeps its leases until
+     * --lease-ms and its fetched credit under the fetched TTL, as for any
+     * node that goes quiet (at most SHOAL_REG_LEASES_PER_NODE spans); a
+     * fresh id on every connection voids only its own leases and credit,
+     * costing at most repeated origin fetches that a credentialed node
+     * could make anyway. */
     struct ident *id = ident_find(c, c->pk, c->role);
     if (id && !id->announced) {
         uint32_t nl, nc;
