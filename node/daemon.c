@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
 #include <uv.h>
 
 #include "cdc.h"
@@ -181,6 +182,7 @@ struct shoal_daemon {
     struct shoal_hub_config hubcfg;
     struct shoal_trkconn *trk;
     struct shoal_trkconn_cfg tcfg;
+    uint8_t session[SHOAL_MSG_SESSION_LEN]; /* this process, for trackers */
     struct shoal_trkconn_hooks thooks;
     uv_timer_t trk_timer;            /* discovery, manifest lookups */
     uint64_t trk_seen_ms;            /* last time some tracker was ready */
@@ -1495,6 +1497,10 @@ static int setup_trackers(struct shoal_daemon *d)
     d->tcfg.cred_len = d->cred_len;
     d->tcfg.zone = d->scfg.zone;
     d->tcfg.listen_addr = d->pctx.local.listen_addr;
+    /* Drawn once: every reconnect presents the same id, a restart a new
+     * one, which is how the tracker knows whether our leases are alive. */
+    randombytes_buf(d->session, sizeof d->session);
+    d->tcfg.session = d->session;
     /* A wildcard is no address a peer can dial: tell each tracker the
      * address this node reaches it from. */
     if (!c->advertise && d->listen_wildcard) {

@@ -630,6 +630,10 @@ static void on_challenge(struct conn *c, const struct shoal_msg *m)
     a->listen_addr.p = cfg->advertise_port ? c->adv : cfg->listen_addr;
     a->listen_addr.len = (uint32_t)strlen(a->listen_addr.p);
     a->role = SHOAL_ROLE_NODE;
+    if (cfg->session) {
+        a->has_session = true;
+        memcpy(a->session, cfg->session, SHOAL_MSG_SESSION_LEN);
+    }
     rv = shoal_trk_auth_sign(a->sig, m->u.trk_challenge.nonce, cfg->sk);
     if (rv == 0)
         rv = send_out(c);

@@ -6,8 +6,11 @@
  * Each connection answers the tracker's TRK_CHALLENGE with TRK_AUTH (node
  * key, cluster credential, the signature of tracker/auth.h, zone, listen
  * address (or, with advertise_port, the connection's own local address and
- * that port; logged when first chosen or changed), role node), then
- * announces what the node holds every interval the tracker returns (the contents come from the owner's fill_announce
+ * that port; logged when first chosen or changed), role node, and the
+ * process session id when the config has one: the same on every
+ * reconnect, so the tracker keeps the leases of a daemon that only lost
+ * its connection), then announces what the node holds every interval the
+ * tracker returns (the contents come from the owner's fill_announce
  * hook). A tracker that is down, refuses us, or stops answering a request
  * within request_timeout_ms is dropped and dialled again after an
  * exponential backoff with jitter; the others are unaffected, so the node
@@ -83,6 +86,10 @@ struct shoal_trkconn_cfg {
     size_t cred_len;
     const char *zone;                 /* borrowed */
     const char *listen_addr;          /* what peers should dial; borrowed */
+    /* SHOAL_MSG_SESSION_LEN bytes drawn once per process, sent with every
+     * login so a tracker tells a reconnect (leases kept) from a restart
+     * (leases voided); borrowed. NULL: none (treated as a new process). */
+    const uint8_t *session;
     /* Nonzero: ignore |listen_addr| and announce this port on the local
      * address of each tracker connection (getsockname), for a node that
      * listens on a wildcard address and was given no address to advertise:

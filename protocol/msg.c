@@ -80,6 +80,10 @@ struct msg_desc {
 #define KEY_OR_NIL(st, fld, has) \
     { .kind = K_FIX_OR_NIL, .off = offsetof(st, fld), .has_off = offsetof(st, has), \
       .hi = SHOAL_MSG_KEY_LEN }
+/* A fixed-size bin or nil, added after the first release of its message. */
+#define FIX_OR_NIL_OPT(st, fld, has, n) \
+    { .kind = K_FIX_OR_NIL, .flags = F_OPT, .off = offsetof(st, fld), \
+      .has_off = offsetof(st, has), .hi = (n) }
 #define BIN(st, fld, h) { .kind = K_BIN, .off = offsetof(st, fld), .hi = (h) }
 #define STR(st, fld, h, fl) { .kind = K_STR, .flags = (fl), .off = offsetof(st, fld), .hi = (h) }
 #define STR_OR_NIL(st, fld, has, h, fl) \
@@ -161,6 +165,7 @@ static const struct field trk_auth_f[] = {
     STR(struct shoal_msg_trk_auth, zone, SHOAL_MSG_ZONE_MAX, 0),
     STR(struct shoal_msg_trk_auth, listen_addr, SHOAL_MSG_ADDR_MAX, S_ADDR),
     U8(struct shoal_msg_trk_auth, role, SHOAL_ROLE_NODE, SHOAL_ROLE_ADMIN),
+    FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, session, has_session, SHOAL_MSG_SESSION_LEN),
 };
 static const struct field announce_entry_f[] = {
     KEY(struct shoal_msg_announce_entry, manifest_id),

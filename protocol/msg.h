@@ -43,6 +43,7 @@
 /* ---- limits ---- */
 #define SHOAL_MSG_KEY_LEN 32u           /* node keys, ids, nonces, hashes */
 #define SHOAL_MSG_SIG_LEN 64u           /* Ed25519 signatures */
+#define SHOAL_MSG_SESSION_LEN 16u       /* TRK_AUTH process session id */
 #define SHOAL_MSG_CRED_MAX 512u
 #define SHOAL_MSG_ZONE_MAX 64u
 #define SHOAL_MSG_ADDR_MAX 128u         /* "host:port" */
@@ -239,7 +240,12 @@ struct shoal_msg_trk_challenge {
     uint64_t server_time;
 };
 
-/* TRK_AUTH 33: [node_pk, cred, sig, zone, listen_addr, role] */
+/* TRK_AUTH 33: [node_pk, cred, sig, zone, listen_addr, role
+ *               (, session or nil)]
+ * session is exactly SHOAL_MSG_SESSION_LEN bytes that a daemon draws once
+ * per process, so a tracker can tell a reconnect from a restart. It is
+ * optional: a client that predates it leaves it out, one that is no daemon
+ * (the CLI) sends nil; both decode with has_session false. */
 struct shoal_msg_trk_auth {
     uint8_t node_pk[SHOAL_MSG_KEY_LEN];
     struct shoal_bytes cred;     /* <= SHOAL_MSG_CRED_MAX, opaque */
@@ -247,6 +253,8 @@ struct shoal_msg_trk_auth {
     struct shoal_str zone;       /* <= SHOAL_MSG_ZONE_MAX */
     struct shoal_str listen_addr;/* <= SHOAL_MSG_ADDR_MAX, host:port */
     uint8_t role;                /* enum shoal_role */
+    bool has_session;
+    uint8_t session[SHOAL_MSG_SESSION_LEN]; /* meaningful with has_session */
 };
 
 /* ANNOUNCE 34: [[[manifest_id, have_chunks, total_chunks, complete], ...]]

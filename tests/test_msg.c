@@ -47,7 +47,7 @@ static const struct shoal_str sample_paths[3] = {
 /* Every message type, plus the nil branches of the optional fields. */
 static const uint32_t sample_types[] = {
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-    32, 33, 34, 35, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50,
+    32, 33, 33, 34, 35, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50,
     64, 65, 66, 67,
 };
 #define NSAMPLES (sizeof sample_types / sizeof sample_types[0])
@@ -136,6 +136,11 @@ static void sample(struct shoal_msg *m, size_t i)
         a->zone = S("us-east-2b");
         a->listen_addr = S("[fe80::1]:7400");
         a->role = SHOAL_ROLE_PUBLISHER;
+        /* The alternative is a login without a session id (the CLI). */
+        if (!alt) {
+            a->has_session = true;
+            memcpy(a->session, key(41), SHOAL_MSG_SESSION_LEN);
+        }
         break;
     }
     case SHOAL_MSG_ANNOUNCE:
@@ -356,7 +361,8 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
         const struct shoal_msg_trk_auth *x = &a->u.trk_auth, *y = &b->u.trk_auth;
         return KEQ(x->node_pk, y->node_pk) && bytes_eq(x->cred, y->cred) && KEQ(x->sig, y->sig) &&
                str_eq(x->zone, y->zone) && str_eq(x->listen_addr, y->listen_addr) &&
-               x->role == y->role;
+               x->role == y->role && x->has_session == y->has_session &&
+               (!x->has_session || KEQ(x->session, y->session));
     }
     case SHOAL_MSG_ANNOUNCE:
         if (a->u.announce.count != b->u.announce.count)
@@ -813,14 +819,18 @@ static void test_field_counts_and_junk(void)
         bad += shoal_msg_decode(&mb, out, len + 1) != SHOAL_EPROTO;
         /* One field short (the array count lowered, the last item dropped). */
         uint32_t n = body[0] & 0x0f;
-        if (n > 1 && ma.type == SHOAL_MSG_ANNOUNCE_REPLY) {
-            /* The role list is optional (an older tracker): the reply
-             * decodes without roles; one more field short does not. */
+        if (n > 1 && (ma.type == SHOAL_MSG_ANNOUNCE_REPLY || ma.type == SHOAL_MSG_TRK_AUTH)) {
+            /* The last field is optional (an older sender): the role list
+             * of a reply, the session id of a login. The message decodes
+             * without it; one more field short does not. */
             size_t ol = replace_item(body, len, n - 1, NULL, 0, out);
             out[0] = (uint8_t)(0x90 | (n - 1));
             static struct shoal_msg want;
             want = ma;
-            want.u.announce_reply.nroles = 0;
+            if (ma.type == SHOAL_MSG_TRK_AUTH)
+                want.u.trk_auth.has_session = false;
+            else
+                want.u.announce_reply.nroles = 0;
             bad += shoal_msg_decode(&mb, out, ol) != 0 || !msg_eq(&want, &mb);
             static uint8_t out2[1 << 16];
             ol = replace_item(out, ol, n - 2, NULL, 0, out2);
@@ -938,6 +948,82 @@ static void test_announce_reply_roles(void)
     shoal_mpw_bool(&w, true);
     shoal_mpw_uint(&w, 0);
     CHECK_EQ(wdecode(), SHOAL_EPROTO);
+}
+
+/* TRK_AUTH's session id: exactly SHOAL_MSG_SESSION_LEN bytes, nil, or
+ * left out by a client that predates it; nothing else. */
+static void trk_auth_head(uint32_t nfields)
+{
+    wbegin(nfields, SHOAL_MSG_TRK_AUTH);
+    shoal_mpw_bin(&w, key(13), 32);
+    shoal_mpw_bin(&w, blob(10), 10);
+    shoal_mpw_bin(&w, key(14), 64);
+    shoal_mpw_cstr(&w, "z");
+    shoal_mpw_cstr(&w, "10.0.0.1:7400");
+    shoal_mpw_uint(&w, SHOAL_ROLE_NODE);
+}
+
+static void test_trk_auth_session(void)
+{
+    /* The six fields clients sent before session ids. */
+    trk_auth_head(7);
+    CHECK_EQ(wdecode(), 0);
+    CHECK(!mb.u.trk_auth.has_session);
+    CHECK_EQ(mb.u.trk_auth.role, SHOAL_ROLE_NODE);
+    /* nil: no session either. */
+    trk_auth_head(8);
+    shoal_mpw_nil(&w);
+    CHECK_EQ(wdecode(), 0);
+    CHECK(!mb.u.trk_auth.has_session);
+    /* 16 bytes: the daemon's id, kept as sent. */
+    trk_auth_head(8);
+    shoal_mpw_bin(&w, key(42), SHOAL_MSG_SESSION_LEN);
+    CHECK_EQ(wdecode(), 0);
+    CHECK(mb.u.trk_auth.has_session);
+    CHECK(memcmp(mb.u.trk_auth.session, key(42), SHOAL_MSG_SESSION_LEN) == 0);
+    /* and a field a newer client appends after it is skipped. */
+    trk_auth_head(9);
+    shoal_mpw_bin(&w, key(42), SHOAL_MSG_SESSION_LEN);
+    shoal_mpw_cstr(&w, "future");
+    CHECK_EQ(wdecode(), 0);
+    CHECK(mb.u.trk_auth.has_session);
+    /* Any other length, even one byte off, is refused. */
+    static const uint32_t bad_len[] = {0, 1, SHOAL_MSG_SESSION_LEN - 1,
+                                       SHOAL_MSG_SESSION_LEN + 1, 32};
+    for (size_t i = 0; i < sizeof bad_len / sizeof bad_len[0]; i++) {
+        trk_auth_head(8);
+        shoal_mpw_bin(&w, key(42), bad_len[i]);
+        CHECK_EQ(wdecode(), SHOAL_EBADMSG);
+    }
+    /* A declared length with no bytes behind it reads nothing. */
+    trk_auth_head(8);
+    shoal_buf_append(&wb, "\xc6\xff\xff\xff\xff", 5);
+    CHECK_EQ(wdecode(), SHOAL_ETRUNC);
+    /* Not a bin or nil. */
+    trk_auth_head(8);
+    shoal_mpw_cstr(&w, "0123456789abcdef");
+    CHECK_EQ(wdecode(), SHOAL_ETYPE);
+    trk_auth_head(8);
+    shoal_mpw_bool(&w, false);
+    CHECK_EQ(wdecode(), SHOAL_ETYPE);
+    /* Encoded: a session as a 16-byte bin, none as nil (never left out, so
+     * a decoder cannot mistake the next field for it). */
+    memset(&ma, 0, sizeof ma);
+    ma.type = SHOAL_MSG_TRK_AUTH;
+    ma.u.trk_auth.zone = S("z");
+    ma.u.trk_auth.listen_addr = S("h:1");
+    struct shoal_buf b;
+    encode_ok(&ma, &b);
+    CHECK_EQ(b.data[4], 0x98); /* type and seven fields */
+    CHECK_EQ(b.data[b.len - 1], 0xc0);
+    shoal_buf_free(&b);
+    ma.u.trk_auth.has_session = true;
+    memcpy(ma.u.trk_auth.session, key(43), SHOAL_MSG_SESSION_LEN);
+    encode_ok(&ma, &b);
+    CHECK_EQ(b.data[4], 0x98); /* type and seven fields */
+    CHECK(b.len > 18 && b.data[b.len - 18] == 0xc4 && b.data[b.len - 17] == 16 &&
+          memcmp(b.data + b.len - 16, key(43), 16) == 0);
+    shoal_buf_free(&b);
 }
 
 static void test_unknown_type(void)
@@ -1336,6 +1422,7 @@ int main(int argc, char **argv)
     RUN(test_over_limits);
     RUN(test_field_counts_and_junk);
     RUN(test_announce_reply_roles);
+    RUN(test_trk_auth_session);
     RUN(test_unknown_type);
     RUN(test_encoder_refuses);
     RUN(test_rule_violations);

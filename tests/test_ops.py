@@ -86,6 +86,16 @@ CASE is one of:
   keep_corrupt  a state file full of garbage is reported ("ignored"), moved
                 aside as .bad, and the daemon starts and answers `shoal
                 status`; a good header with one bad line loads the rest.
+  reconnect     two nodes pull from the slowed Hub stand-in through that
+                tracker, one of them through a TCP proxy in this script;
+                mid-download the proxy cuts its connections, so the daemon
+                (the same process) reconnects: the tracker logs that the
+                node reconnected in the same session and kept its leases,
+                and voids nothing; both pulls complete with the generated
+                bytes, the origin was asked for no byte twice and served
+                exactly the release (before, the tracker voided the
+                reconnected node's leases, refused their LEASE_DONE and
+                granted the same chunks to the other node).
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -93,8 +103,10 @@ import json
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -531,39 +543,52 @@ def release_pct(n, commit):
     return float(m.group(1)) if m else None
 
 
-def case_restart(tmp):
-    k = make_keys(tmp, ["r"])
-    hub = Hub(tmp, "24M", shards="3")
-    # About 1.5 MB/s per range request: long enough to kill mid-download
-    # while the node holds leases, short enough to finish well within the
-    # bound below after the restart.
+def slow_origin(hub):
+    """About 1.5 MB/s per range request from the Hub stand-in: long enough
+    to act mid-download while a node holds leases, short enough to finish
+    well within the tests' bounds."""
     req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
                                  data=json.dumps([{"kind": "slow", "bps": 1500000,
                                                    "match": "/cdn/"}]).encode())
     urllib.request.urlopen(req, timeout=10).read()
-    t = Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key", k("cluster") + ".pub",
-              "--publisher-keys", k("publisher") + ".pub", "--admin-keys", k("admin") + ".pub",
-              "--announce-interval-ms", "1000", "--lease-ms", "120000",
-              "--fetched-ttl-ms", "120000"], name="tracker")
-    m = t.wait_for(r"listening on (\S+)", 20, stdout=True)
-    if not m:
-        t.dump()
-        sys.exit("tracker did not start")
-    taddr = m.group(1)
+
+
+def lease_tracker(k):
+    """A tracker whose leases and fetched credit outlive the test (120 s):
+    only a void can free a node's chunks. Returns (process, address)."""
+    return hubfix.start_tracker(TRACKER, k, extra=["--lease-ms", "120000",
+                                                   "--fetched-ttl-ms", "120000"])
+
+
+def catch_mid_download(n, commit, low=15, high=85):
+    """Waits (60 s at most) until `shoal status` on |n| shows the release
+    at |low|% or more; returns that percentage, or None (printing a FAIL
+    line) when it was not caught between |low| and |high|."""
+    pct = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pct = release_pct(n, commit)
+        if pct is not None and pct >= low:
+            break
+        time.sleep(0.2)
+    if pct is None or pct < low or pct >= high:
+        print(f"FAIL could not catch the pull mid-download (at {pct}%)")
+        return None
+    return pct
+
+
+def case_restart(tmp):
+    k = make_keys(tmp, ["r"])
+    hub = Hub(tmp, "24M", shards="3")
+    slow_origin(hub)
+    t, taddr = lease_tracker(k)
     _, mid = publish(k, hub, tmp, "main", taddr)
     fails = 0
     n = node("r", k, tmp, hub, ["--tracker", taddr])
     first = subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pct = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pct = release_pct(n, hub.commit)
-        if pct is not None and pct >= 15:
-            break
-        time.sleep(0.2)
-    if pct is None or pct < 15 or pct >= 85:
-        print(f"FAIL could not catch the pull mid-download (at {pct}%)")
+    pct = catch_mid_download(n, hub.commit)
+    if pct is None:
         n.dump()
         first.kill()
         first.wait()
@@ -593,6 +618,167 @@ def case_restart(tmp):
     if fails:
         n.dump(tail=40)
         n2.dump(tail=60)
+        t.dump(tail=40)
+    return fails
+
+
+class CutProxy:
+    """A TCP proxy on 127.0.0.1 in front of |target| ("host:port"), run by
+    threads of this script. cut() ends every connection it carries, as a
+    network failure would, and it keeps listening, so a client redials
+    through it. `accepted` counts the connections it took."""
+
+    def __init__(self, target):
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
+        self.lock = threading.Lock()
+        self.socks = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return  # closed
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.socks += [c, u]
+                self.accepted += 1
+            for src, dst in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        # Each socket is the source of one pump, which alone closes it.
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        src.close()
+
+    def cut(self):
+        """Ends every connection now (both sides see them close)."""
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
+        self.cut()
+
+
+def origin_repeats(hub):
+    """Byte ranges of one file that the Hub stand-in was asked for more than
+    once, from its request log: [(file, start, end)]."""
+    seen = {}
+    for e in hub.stats()["log"]:
+        m = re.match(r"bytes=(\d+)-(\d+)$", e.get("range") or "")
+        if "/cdn/" not in e["path"] or not m:
+            continue
+        seen.setdefault(e["path"].split("?")[0], []).append((int(m.group(1)), int(m.group(2))))
+    rep = []
+    for f, spans in seen.items():
+        spans.sort()
+        for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+            if s1 <= e0:
+                rep.append((f, s1, min(e0, e1)))
+    return rep
+
+
+def case_reconnect(tmp):
+    k = make_keys(tmp, ["a", "b"])
+    hub = Hub(tmp, "24M", shards="3")
+    t, taddr = lease_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    hub.reset()  # forget what publishing read (and the faults: set them after)
+    slow_origin(hub)
+    proxy = CutProxy(taddr)
+    fails = 0
+    a = node("a", k, tmp, hub, ["--tracker", proxy.addr])
+    b = node("b", k, tmp, hub, ["--tracker", taddr])
+    pulls = [subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "90"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for n in (a, b)]
+    pct = catch_mid_download(a, hub.commit)
+    if pct is None:
+        for p in pulls:
+            p.kill()
+            p.wait()
+        a.dump(tail=40)
+        t.dump(tail=40)
+        return 1
+    proxy.cut()
+    print(f"cut node a's tracker connection at {pct:.1f}%")
+    kept = t.wait_for(r"node [0-9a-f]{16} reconnected in the same session: kept its (\d+) "
+                      r"origin leases?", 20)
+    if not kept:
+        print("FAIL the tracker did not log that node a reconnected in the same session")
+        fails += 1
+    else:
+        print(kept.group(0))
+        # Mid-download the node holds leases (its max is 2): with none the
+        # case would prove nothing.
+        if int(kept.group(1)) == 0:
+            print("FAIL node a held no lease when its connection was cut")
+            fails += 1
+    for n, p in zip((a, b), pulls):
+        try:
+            out, _ = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        last = (out.strip().splitlines() or ["(no output)"])[-1]
+        print(f"{n.name}: shoal pull exit {p.returncode}: {last}")
+        if p.returncode != 0:
+            print(f"FAIL node {n.name} did not complete the release")
+            fails += 1
+        fails += hubfix.check_files(n, hub)
+    if proxy.accepted < 2:
+        print(f"FAIL node a connected through the proxy {proxy.accepted} time(s), not 2")
+        fails += 1
+    voided = re.findall(r".*announced in a new session: voided.*", t.log())
+    if voided:
+        print("FAIL the tracker voided leases of a node that only reconnected:\n"
+              + "\n".join(voided))
+        fails += 1
+    repeats = origin_repeats(hub)
+    egress = hub.egress()
+    print(f"origin served {egress} B for a {hub.size} B release to 2 nodes; "
+          f"ranges asked for twice: {len(repeats)}")
+    if repeats:
+        print(f"FAIL the origin was asked for the same bytes twice: {repeats[:5]}")
+        fails += 1
+    if egress != hub.size:
+        print(f"FAIL the origin served {egress} B, not the release's {hub.size} B")
+        fails += 1
+    proxy.close()
+    fails += shoalproc.stop_all([a, b])
+    if fails:
+        a.dump(tail=60)
+        b.dump(tail=30)
         t.dump(tail=40)
     return fails
 
@@ -1018,4 +1204,5 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "restart": case_restart,
                       "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
-                      "keep_corrupt": case_keep_corrupt}, "shoal-ops-", scan_sanitizers=True)
+                      "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect},
+               "shoal-ops-", scan_sanitizers=True)

@@ -1110,6 +1110,56 @@ static void test_node_restarted(void)
     shoal_reg_free(r);
 }
 
+/* Process sessions: the same id again is a reconnect (reported with the
+ * leases the node holds, which stay good), anything else is not; the
+ * record is per key, replaced by each call, and goes with the node. */
+static void test_node_session(void)
+{
+    uint8_t mid[32], a[32], b[32], c[32];
+    struct shoal_reg_have h;
+    struct shoal_reg *r = two_nodes(120000, 120000, 32, mid, a, b, c, &h);
+    uint8_t s1[SHOAL_REG_SESSION_LEN], s2[SHOAL_REG_SESSION_LEN];
+    uint32_t f, n, nl = 99;
+    uint64_t e;
+    memset(s1, 1, sizeof s1);
+    memset(s2, 1, sizeof s2);
+    s2[SHOAL_REG_SESSION_LEN - 1] = 2; /* differs in the last byte only */
+
+    /* An unknown key records nothing. */
+    CHECK_EQ(shoal_reg_node_session(r, c, s1, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, c, s1, &nl), 0);
+    CHECK_EQ(nl, 99);
+    /* A's first login: nothing to compare with. */
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(shoal_reg_lease_done(r, 1500, mid, a, 8, 8), 0);
+    /* Back with the same id: a reconnect, and its open lease is kept. */
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 1);
+    CHECK_EQ(nl, 1);
+    CHECK_EQ(shoal_reg_lease_done(r, 2000, mid, a, 0, 8), 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, NULL), 1);
+    /* Another key's id is its own: B with A's id is no reconnect. */
+    CHECK_EQ(shoal_reg_node_session(r, b, s1, &nl), 0);
+    /* A different id, then none, then the first one again: none of these
+     * is a reconnect, as each replaces the record. */
+    CHECK_EQ(shoal_reg_node_session(r, a, s2, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, NULL, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, NULL, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 1);
+    CHECK_EQ(nl, 0);
+    /* A removed and back (as after its node TTL): a new record. */
+    shoal_reg_remove_node(r, a);
+    REQUIRE(shoal_reg_announce(r, 3000, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 1);
+    shoal_reg_free(r);
+}
+
 /* Review 3: holders of nothing must not crowd seeds out of the walk. */
 static void test_peers_sparse_seeds(void)
 {
@@ -1280,6 +1330,7 @@ int main(void)
     RUN(test_zone_churn);
     RUN(test_fetched_return);
     RUN(test_node_restarted);
+    RUN(test_node_session);
     RUN(test_peers_sparse_seeds);
     RUN(test_lease_budget);
     RUN(test_many_entries);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "cdc.h"
 #include "cred.h"
 #include "hash.h"
@@ -371,6 +372,116 @@ static int lease_done(struct shoal_trkc *c, const uint8_t id[32], uint32_t first
     int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
     return rv ? rv : g_m.type == SHOAL_MSG_OK ? 0 : g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code
                                                                                  : SHOAL_EPROTO;
+}
+
+/* TRK_AUTH for |id| on |c| as shoald sends it, with the process session
+ * id |session| (NULL: nil, as the CLI). For an identity new on |c| it also
+ * reads the fresh challenge that follows the OK. Returns 0 or the
+ * tracker's error code. */
+static int auth_session(struct shoal_trkc *c, const struct ident *id, const char *addr,
+                        const uint8_t *session, bool fresh)
+{
+    memset(&g_m, 0, sizeof(g_m));
+    g_m.type = SHOAL_MSG_TRK_AUTH;
+    struct shoal_msg_trk_auth *a = &g_m.u.trk_auth;
+    memcpy(a->node_pk, id->pk.pk, 32);
+    a->cred.p = id->cred;
+    a->cred.len = (uint32_t)id->cred_len;
+    REQUIRE(shoal_trk_auth_sign(a->sig, shoal_trkc_nonce(c), &id->sk) == 0);
+    a->zone.p = "z";
+    a->zone.len = 1;
+    a->listen_addr.p = addr;
+    a->listen_addr.len = (uint32_t)strlen(addr);
+    a->role = SHOAL_ROLE_NODE;
+    a->has_session = session != NULL;
+    if (session)
+        memcpy(a->session, session, SHOAL_MSG_SESSION_LEN);
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    if (rv == 0 && g_m.type != SHOAL_MSG_OK)
+        rv = g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code : SHOAL_EPROTO;
+    if (rv == 0 && fresh) {
+        rv = shoal_trkc_recv(c, &g_m, TMO);
+        if (rv == 0 && g_m.type != SHOAL_MSG_TRK_CHALLENGE)
+            rv = SHOAL_EPROTO;
+    }
+    return rv;
+}
+
+static struct shoal_trkc *join_session(const struct proc *p, const struct ident *id,
+                                       const char *addr, const uint8_t *session)
+{
+    struct shoal_trkc *c = NULL;
+    REQUIRE(shoal_trkc_connect(&c, p->addr, TMO) == 0);
+    REQUIRE(auth_session(c, id, addr, session, true) == 0);
+    return c;
+}
+
+/* A daemon that lost its connection logs in again with the session id it
+ * drew at start: its leases and fetched credit are kept (LEASE_DONE is
+ * accepted on the new connection, nobody else is granted its chunks). A
+ * login with another id, or none, is a new process: its leases are
+ * voided. An identity switch cannot change the id. */
+static void test_session_reconnect(void)
+{
+    const char *extra[] = { "--lease-ms", "60000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t s1[SHOAL_MSG_SESSION_LEN], s2[SHOAL_MSG_SESSION_LEN], m1[32];
+    memset(s1, 0x51, sizeof(s1));
+    memcpy(s2, s1, sizeof(s2));
+    s2[0] ^= 1;
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    uint32_t f = 0, n = 0;
+
+    struct shoal_trkc *ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    shoal_buf_free(&sm);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease(ca, m1, 16, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    shoal_trkc_free(ca);
+
+    /* Same process back: the lease from the lost connection is still its. */
+    ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease_done(ca, m1, 0, 16), 0);
+    CHECK_EQ(lease(ca, m1, 16, 0, &f, &n), 0);
+    CHECK(f == 16 && n == 16);
+    shoal_trkc_free(ca);
+    ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(announce(ca, m1, 16, 40), 0);
+    /* B (a CLI-style login, no id) gets only what A neither holds nor
+     * fetched. */
+    struct shoal_trkc *cb = join_session(&p, &b, "10.0.0.2:7000", NULL);
+    CHECK_EQ(announce(cb, m1, 0, 40), 0);
+    CHECK_EQ(lease(cb, m1, 64, 0, &f, &n), 0);
+    CHECK(f == 32 && n == 8);
+    /* Switching back to A on this connection cannot bring another id. */
+    CHECK_EQ(auth_session(ca, &a, "10.0.0.1:7000", s2, false), SHOAL_EPERM);
+    CHECK(closed_by_peer(ca));
+    shoal_trkc_free(ca);
+
+    /* A restarted (another id): its lease is void, LEASE_DONE refused,
+     * and its chunks, with the credit for 0..15, go to B. */
+    ca = join_session(&p, &a, "10.0.0.1:7000", s2);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease_done(ca, m1, 16, 16), SHOAL_ENOTFOUND);
+    CHECK_EQ(lease(cb, m1, 64, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 32);
+    CHECK_EQ(lease(ca, m1, 64, 0, &f, &n), 0);
+    CHECK_EQ(n, 0);
+    /* B logs in again without an id: a new process, whatever it held. */
+    shoal_trkc_free(cb);
+    cb = join_session(&p, &b, "10.0.0.2:7000", NULL);
+    CHECK_EQ(announce(cb, m1, 0, 40), 0);
+    CHECK_EQ(lease_done(cb, m1, 0, 32), SHOAL_ENOTFOUND);
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
 }
 
 static void test_leases(void)
@@ -891,6 +1002,7 @@ int main(int argc, char **argv)
     RUN(test_auth_refusals);
     RUN(test_expiry_and_zones);
     RUN(test_leases);
+    RUN(test_session_reconnect);
     RUN(test_manifests_rollouts_restart);
     RUN(test_bad_input);
     RUN(test_identity_binding_and_expiry);

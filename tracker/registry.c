@@ -216,6 +216,8 @@ struct node {
     uint8_t nleases;
     uint32_t nfspans;      /* fetched spans recorded under this node */
     uint8_t used;
+    uint8_t has_session;
+    uint8_t session[SHOAL_REG_SESSION_LEN]; /* see shoal_reg_node_session */
     char addr[SHOAL_REG_ADDR_MAX + 1];
 };
 
@@ -1038,6 +1040,25 @@ out:
     if (chunks)
         *chunks = nc;
     return nl || nc;
+}
+
+int shoal_reg_node_session(struct shoal_reg *r, const uint8_t node_pk[32],
+                           const uint8_t *session, uint32_t *leases)
+{
+    int same = 0;
+    uint32_t ni = node_find(r, node_pk);
+    if (ni == NONE)
+        goto out;
+    struct node *nd = &r->nodes[ni];
+    same = session && nd->has_session &&
+           memcmp(nd->session, session, SHOAL_REG_SESSION_LEN) == 0;
+    nd->has_session = session != NULL;
+    if (session)
+        memcpy(nd->session, session, SHOAL_REG_SESSION_LEN);
+    if (same && leases)
+        *leases = nd->nleases;
+out:
+    return same;
 }
 
 /* ---- announce ---- */

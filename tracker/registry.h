@@ -191,6 +191,23 @@ void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32]);
 int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uint32_t *leases,
                              uint32_t *chunks);
 
+/* Bytes of a process session id (shoal_reg_node_session). */
+#define SHOAL_REG_SESSION_LEN 16
+
+/*
+ * Records that |node_pk| logged in from the process session |session|
+ * (SHOAL_REG_SESSION_LEN bytes, or NULL when the client sent none) and
+ * tells a reconnect from a new session: returns 1 when |session| equals
+ * the session recorded by the previous call for this key (the same process
+ * lost its connection and came back: the server then keeps its leases and
+ * fetched credit), else 0 (no session now or before, another one, or an
+ * unknown key, for which nothing is recorded). The record is part of the
+ * node's and goes when the node expires or is removed. With 1, writes the
+ * origin leases the node holds to |*leases| (may be NULL).
+ */
+int shoal_reg_node_session(struct shoal_reg *r, const uint8_t node_pk[32],
+                           const uint8_t *session, uint32_t *leases);
+
 /* Pointers are valid until the next call that changes the registry. */
 struct shoal_reg_peer {
     uint8_t node_pk[32];

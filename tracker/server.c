@@ -51,13 +51,19 @@
  * was granted. */
 #define LEASE_RETRY_MS 1000
 
-/* A node key verified on a connection. Zone and address are bound at
- * verification (by keyed hash): a switch back cannot move the node. */
+/* The registry keeps the wire's session id as it is. */
+_Static_assert(SHOAL_REG_SESSION_LEN == SHOAL_MSG_SESSION_LEN, "session id sizes differ");
+
+/* A node key verified on a connection. Zone, address and process session
+ * are bound at verification (by keyed hash): a switch back cannot move the
+ * node or pass for another process. */
 struct ident {
     uint8_t pk[32];
     uint8_t role;
     uint8_t used;
-    uint64_t bind;          /* keyed hash of zone and listen address */
+    bool has_session;       /* the client sent a process session id */
+    uint8_t session[SHOAL_MSG_SESSION_LEN];
+    uint64_t bind;          /* keyed hash of zone, listen address, session */
     uint64_t deadline_ms;   /* loop time at which the credential expires */
     bool announced;         /* announced on this connection (see
                                handle_announce) */
@@ -497,17 +503,27 @@ out:
     return added;
 }
 
-/* Keyed hash binding a zone and listen address to a verified identity. */
-static uint64_t bind_hash(const struct shoal_tracker *t, const struct shoal_str *zone,
-                          const struct shoal_str *addr)
+/* Keyed hash binding the zone, listen address and session id of |a| to a
+ * verified identity. */
+static uint64_t bind_hash(const struct shoal_tracker *t, const struct shoal_msg_trk_auth *a)
 {
-    uint8_t buf[SHOAL_MSG_ZONE_MAX + 1 + SHOAL_MSG_ADDR_MAX];
+    uint8_t buf[1 + SHOAL_MSG_SESSION_LEN + SHOAL_MSG_ZONE_MAX + 1 + SHOAL_MSG_ADDR_MAX];
     uint8_t h[crypto_shorthash_BYTES];
     uint64_t v;
-    memcpy(buf, zone->p, zone->len);
-    buf[zone->len] = 0;
-    memcpy(buf + zone->len + 1, addr->p, addr->len);
-    crypto_shorthash(h, buf, zone->len + 1 + addr->len, t->bind_key);
+    size_t n = 0;
+    /* Fixed-size parts first: the zone's NUL then splits zone from address. */
+    buf[n++] = a->has_session;
+    if (a->has_session)
+        memcpy(buf + n, a->session, SHOAL_MSG_SESSION_LEN);
+    else
+        memset(buf + n, 0, SHOAL_MSG_SESSION_LEN);
+    n += SHOAL_MSG_SESSION_LEN;
+    memcpy(buf + n, a->zone.p, a->zone.len);
+    n += a->zone.len;
+    buf[n++] = 0;
+    memcpy(buf + n, a->listen_addr.p, a->listen_addr.len);
+    n += a->listen_addr.len;
+    crypto_shorthash(h, buf, n, t->bind_key);
     memcpy(&v, h, sizeof(v));
     return v;
 }
@@ -564,9 +580,9 @@ static int handle_auth(struct conn *c)
         return auth_fail(c, SHOAL_EBADMSG, "unknown role");
     struct ident *id = c->authed ? ident_find(c, a->node_pk, a->role) : NULL;
     bool known = id != NULL;
-    uint64_t bind = bind_hash(t, &a->zone, &a->listen_addr);
+    uint64_t bind = bind_hash(t, a);
     if (known && id->bind != bind)
-        return auth_fail(c, SHOAL_EPERM, "identity switch changes zone or address");
+        return auth_fail(c, SHOAL_EPERM, "identity switch changes zone, address or session");
     if (known && uv_now(t->loop) >= id->deadline_ms)
         return auth_fail(c, SHOAL_EEXPIRED, "credential expired");
     if (!known) {
@@ -589,6 +605,8 @@ static int handle_auth(struct conn *c)
         if ((id = ident_add(c, a->node_pk, a->role, &rv)) == NULL)
             return auth_fail(c, rv, "too many identities on one connection");
         id->bind = bind;
+        id->has_session = a->has_session;
+        memcpy(id->session, a->session, SHOAL_MSG_SESSION_LEN);
         id->deadline_ms = cred_deadline(t, cred.expires_unix);
     }
     c->cred_deadline_ms = id->deadline_ms;
@@ -679,17 +697,38 @@ static int handle_announce(struct conn *c, uint64_t now)
                                 t->roles);
     if (rv)
         return send_error(c, rv, rv == SHOAL_ELIMIT ? "tracker is full" : shoal_strerror(rv));
-    /* A key's first announce on a connection starts a session: a daemon
-     * that restarted (or lost us) may have lost what it leased or fetched
-     * from the origin, and nobody else could lease those chunks until its
-     * old leases and fetched credit timed out. A daemon announces before
-     * anything else on a connection, so this never voids a lease it took
-     * in this session. */
+    /* A key's first announce on a connection may start a new process
+     * session: a daemon that restarted may have lost what it leased or
+     * fetched from the origin, and nobody else could lease those chunks
+     * until its old leases and fetched credit timed out. A daemon that
+     * merely lost its connection logs in with the session id it drew at
+     * start and still runs its origin fetches: voiding its leases would
+     * refuse their LEASE_DONE and grant the same chunks to another node,
+     * so the origin would serve them twice. A daemon announces before
+     * anything else on a connection, so voiding never hits a lease it took
+     * on this one.
+     * What a client can do with the session id: nothing beyond its own
+     * key's state, since only the holder of the node key and a cluster
+     * credential gets here as that key, and the id is a label, not a
+     * secret; like zone and address it is not signed, as whoever can alter
+     * this connection can announce and report leases for the key anyway.
+     * Repeating an old id after a real restart keeps its leases until
+     * --lease-ms and its fetched credit under the fetched TTL, as for any
+     * node that goes quiet (at most SHOAL_REG_LEASES_PER_NODE spans); a
+     * fresh id on every connection voids only its own leases and credit,
+     * costing at most repeated origin fetches that a credentialed node
+     * could make anyway. */
     struct ident *id = ident_find(c, c->pk, c->role);
     if (id && !id->announced) {
         uint32_t nl, nc;
         id->announced = true;
-        if (shoal_reg_node_restarted(t->reg, c->pk, &nl, &nc)) {
+        if (shoal_reg_node_session(t->reg, c->pk, id->has_session ? id->session : NULL, &nl)) {
+            char hex[65];
+            shoal_hex(hex, c->pk, 32);
+            shoal_tracker_log("%s: node %.16s reconnected in the same session: kept its %u "
+                              "origin lease%s and fetched credit", c->peer, hex, nl,
+                              nl == 1 ? "" : "s");
+        } else if (shoal_reg_node_restarted(t->reg, c->pk, &nl, &nc)) {
             char hex[65];
             shoal_hex(hex, c->pk, 32);
             shoal_tracker_log("%s: node %.16s announced in a new session: voided %u origin "

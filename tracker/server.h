@@ -17,11 +17,21 @@
  * GET_PEERS, LEASE_REQ... act for the current identity. A TRK_AUTH naming
  * an identity (key and role) already verified on this connection just
  * switches back to it (reply OK, no new challenge): the key was proven on
- * this very connection. The zone and listen address are bound to the
- * identity when it is verified: a switch naming other ones is refused (the
- * connection is closed), so a node moves zone only through a new
- * handshake. This lets relays and load generators carry many nodes over a
- * few connections without a signature check per message.
+ * this very connection. The zone, listen address and session id are bound
+ * to the identity when it is verified: a switch naming other ones is
+ * refused (the connection is closed), so a node moves zone only through a
+ * new handshake. This lets relays and load generators carry many nodes
+ * over a few connections without a signature check per message.
+ *
+ * Sessions. A daemon sends with TRK_AUTH a session id it drew once at
+ * start; the CLI sends none. On an identity's first ANNOUNCE on a
+ * connection the tracker compares the id with the one the key last came
+ * with (shoal_reg_node_session): the same id is a reconnect of the same
+ * process, whose origin leases and fetched credit are kept (logged "node K
+ * reconnected in the same session: kept its N origin leases"); no id or
+ * another one is a new process, whose leases are voided and whose fetched
+ * credit is dropped (shoal_reg_node_restarted; logged "node K announced in
+ * a new session: voided N origin leases, M fetched chunks leasable again").
  *
  * Credentials end. Each verified identity keeps its credential's expiry;
  * a request made (or a switch attempted) after it gets ERROR
