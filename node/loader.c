@@ -60,6 +60,7 @@
 #include "mp.h"
 #include "msg.h"
 #include "nodelog.h"
+#include "sched.h"
 
 #define ACCEPT_BURST 16
 #define READ_CHUNK 65536
@@ -106,6 +107,12 @@ struct client {
     struct shoal_swarm *swarm;   /* mu; C_WATCH and after */
     uint32_t *want;              /* mu; manifest file index per position */
     bool *sent;                  /* mu */
+    /* mu; positions not sent yet, a list in position order (priorities
+     * walk only these: UINT32_MAX ends it), and each manifest file's
+     * position + 1 (0: not wanted), so a file event finds its place at
+     * once however long the order. */
+    uint32_t *wnext, *wprev, whead;
+    uint32_t *pos;
     uint32_t nwant, nsent;       /* mu */
     uint32_t unsent;             /* mu; every position before it is sent */
     struct outq *qhead, *qtail;  /* mu */
@@ -185,6 +192,9 @@ static void on_client_closed(uv_handle_t *h)
     free(c->order_mp);
     free(c->want);
     free(c->sent);
+    free(c->wnext);
+    free(c->wprev);
+    free(c->pos);
     free(c);
 }
 
@@ -464,6 +474,12 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
         return rv;
     c->sent[k] = true;
     c->nsent++;
+    if (c->wprev[k] != UINT32_MAX)
+        c->wnext[c->wprev[k]] = c->wnext[k];
+    else
+        c->whead = c->wnext[k];
+    if (c->wnext[k] != UINT32_MAX)
+        c->wprev[c->wnext[k]] = c->wprev[k];
     while (c->unsent < c->nwant && c->sent[c->unsent])
         c->unsent++;
     LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->nsent, c->nwant);
@@ -476,62 +492,38 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
  * The files loaders of |s| still wait for, in the order the scheduler should
  * fetch them: the first unsent file of every loader, then the second of
  * every loader, and so on, so each loader's first shard is among the first
- * fetched. Under |mu|. Writes a malloc'd list (NULL when empty) to |*out|
- * and its length to |*n|; returns false when out of memory.
+ * fetched (shoal_sched_merge_waits; it walks only the positions not sent
+ * yet, so this runs after every completed file at a cost of the files still
+ * waited for). Under |mu|. Writes a malloc'd list (NULL when empty) to
+ * |*out| and its length to |*n|; returns false when out of memory.
  */
 static bool collect_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t **out,
                                uint32_t *n)
 {
-    uint32_t nfiles = shoal_manifest_nfiles(shoal_swarm_manifest(s));
-    uint32_t *files = NULL, depth = 0;
-    uint8_t *seen = NULL;
-    size_t total = 0;
-    bool more = true, ok = false;
+    struct shoal_sched_wait *w = NULL;
+    size_t nw = 0, i = 0;
+    int rv;
 
     *out = NULL;
     *n = 0;
-    for (struct client *c = l->clients; c; c = c->next) {
-        if (c->state == C_WATCH && c->swarm == s)
-            total += c->nwant - c->nsent;
-    }
-    if (total == 0)
+    for (struct client *c = l->clients; c; c = c->next)
+        nw += c->state == C_WATCH && c->swarm == s && c->whead != UINT32_MAX;
+    if (nw == 0)
         return true;
-    if (total > nfiles)
-        total = nfiles;
-    files = malloc(sizeof *files * total);
-    seen = calloc(1, nfiles / 8 + 1);
-    if (!files || !seen)
-        goto out;
-    /* Cursor per loader: the depth-th unsent position. Loaders are few, so
-     * rescanning from the start for each depth is cheap enough. */
-    while (more && *n < total) {
-        more = false;
-        for (struct client *c = l->clients; c && *n < total; c = c->next) {
-            uint32_t seen_unsent = 0;
-            if (c->state != C_WATCH || c->swarm != s)
-                continue;
-            for (uint32_t k = 0; k < c->nwant; k++) {
-                uint32_t fi;
-                if (c->sent[k] || seen_unsent++ < depth)
-                    continue;
-                more = true;
-                fi = c->want[k];
-                if (!(seen[fi / 8] & (1u << (fi % 8)))) {
-                    seen[fi / 8] |= (uint8_t)(1u << (fi % 8));
-                    files[(*n)++] = fi;
-                }
-                break;
-            }
-        }
-        depth++;
+    w = malloc(sizeof *w * nw);
+    if (!w)
+        return false;
+    for (struct client *c = l->clients; c; c = c->next) {
+        if (c->state != C_WATCH || c->swarm != s || c->whead == UINT32_MAX)
+            continue;
+        w[i].want = c->want;
+        w[i].next = c->wnext;
+        w[i].head = c->whead;
+        i++;
     }
-    *out = files;
-    files = NULL;
-    ok = true;
-out:
-    free(files);
-    free(seen);
-    return ok;
+    rv = shoal_sched_merge_waits(w, nw, shoal_manifest_nfiles(shoal_swarm_manifest(s)), out, n);
+    free(w);
+    return rv == 0;
 }
 
 /*
@@ -580,8 +572,11 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
 
     c->want = malloc(sizeof *c->want * (n ? n : 1));
     c->sent = calloc(n ? n : 1, sizeof *c->sent);
+    c->wnext = malloc(sizeof *c->wnext * (n ? n : 1));
+    c->wprev = malloc(sizeof *c->wprev * (n ? n : 1));
+    c->pos = calloc(nfiles ? nfiles : 1, sizeof *c->pos);
     seen = calloc(1, nfiles / 8 + 1);
-    if (!c->want || !c->sent || !seen) {
+    if (!c->want || !c->sent || !c->wnext || !c->wprev || !c->pos || !seen) {
         send_error(c, "out of memory");
         goto out;
     }
@@ -611,6 +606,12 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
             c->want[k] = (uint32_t)fi;
         }
     }
+    for (uint32_t k = 0; k < n; k++) {
+        c->pos[c->want[k]] = k + 1;
+        c->wnext[k] = k + 1 < n ? k + 1 : UINT32_MAX;
+        c->wprev[k] = k ? k - 1 : UINT32_MAX;
+    }
+    c->whead = n ? 0 : UINT32_MAX;
     c->nwant = n;
     c->swarm = s;
     c->state = C_WATCH;
@@ -920,20 +921,18 @@ static void on_async(uv_async_t *h)
 static bool offer_file(struct client *c, uint32_t file, uint64_t ready_ns)
 {
     bool waited = false;
+    uint32_t k = c->pos[file];
 
-    for (uint32_t k = 0; k < c->nwant; k++) {
-        if (c->want[k] == file) {
-            uint32_t end = k - c->unsent > ORDER_WINDOW ? c->unsent + ORDER_WINDOW : k;
-            waited = !c->sent[k];
-            for (uint32_t j = c->unsent; waited && j < end; j++) {
-                if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]) &&
-                    hand_file(c, j, ready_ns) != 0)
-                    send_error(c, "out of memory");
-            }
-            if (waited && c->state == C_WATCH && hand_file(c, k, ready_ns) != 0)
+    if (k-- > 0) {
+        uint32_t end = k - c->unsent > ORDER_WINDOW ? c->unsent + ORDER_WINDOW : k;
+        waited = !c->sent[k];
+        for (uint32_t j = c->unsent; waited && j < end; j++) {
+            if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]) &&
+                hand_file(c, j, ready_ns) != 0)
                 send_error(c, "out of memory");
-            break;
         }
+        if (waited && c->state == C_WATCH && hand_file(c, k, ready_ns) != 0)
+            send_error(c, "out of memory");
     }
     if (c->state == C_WATCH && c->nsent == c->nwant)
         queue_done(c);
