@@ -118,6 +118,9 @@ struct client {
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
+    uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
+    size_t rx;                   /* bytes of the request received so far */
+    size_t rx_charged;           /* of them, counted in srv->rx_charged */
 };
 
 struct shoal_loader_srv {
@@ -133,7 +136,10 @@ struct shoal_loader_srv {
     bool has_gid, has_uid;
     gid_t gid;
     uid_t uid;
-    uint32_t max_clients, nclients;
+    uint32_t max_clients, nclients, max_per_uid, want_timeout_ms;
+    uv_timer_t timer;            /* deadlines of requests still arriving */
+    bool timer_init, timer_on;
+    size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET */
 
     pthread_mutex_t mu;          /* see the top of this file */
     struct client *clients;      /* mu */
@@ -215,6 +221,8 @@ static void client_close(struct client *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     l->nclients--;
+    l->rx_charged -= c->rx_charged;
+    c->rx_charged = 0;
     LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
     c->swarm = NULL;
     if (s)
@@ -717,6 +725,31 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     return 1;
 }
 
+/* Counts |n| more bytes of |c|'s request; false when they would overdraw
+ * SHOAL_LOADER_RX_BUDGET (bytes past SHOAL_LOADER_RX_FREE of a request
+ * draw on it). Under |mu|. */
+static bool rx_charge(struct client *c, size_t n)
+{
+    struct shoal_loader_srv *l = c->srv;
+    size_t now = c->rx + n > SHOAL_LOADER_RX_FREE ? c->rx + n - SHOAL_LOADER_RX_FREE : 0;
+
+    if (now - c->rx_charged > SHOAL_LOADER_RX_BUDGET - l->rx_charged)
+        return false;
+    l->rx_charged += now - c->rx_charged;
+    c->rx_charged = now;
+    c->rx += n;
+    return true;
+}
+
+/* The request is in (or refused): its buffer and its share of the budget
+ * go; a loader only listens from now on. Under |mu|. */
+static void rx_done(struct client *c)
+{
+    c->srv->rx_charged -= c->rx_charged;
+    c->rx_charged = 0;
+    shoal_frame_dec_free(&c->dec);
+}
+
 static void read_client(struct client *c)
 {
     uint8_t buf[READ_CHUNK];
@@ -738,6 +771,12 @@ static void read_client(struct client *c)
                 client_close(c, strerror(errno));
             return;
         }
+        if (c->state == C_NEW && !rx_charge(c, (size_t)n)) {
+            send_error(c, "busy: unfinished loader requests hold %u MiB already; retry",
+                       SHOAL_LOADER_RX_BUDGET >> 20);
+            rx_done(c);
+            break;
+        }
         while (off < (size_t)n && c->state != C_CLOSING) {
             if (c->state != C_NEW) {
                 /* After the request a loader only listens. */
@@ -753,6 +792,8 @@ static void read_client(struct client *c)
             if (rv == 0)
                 break;
         }
+        if (c->state != C_NEW && c->rx)
+            rx_done(c);
     }
 }
 
@@ -779,7 +820,9 @@ static void on_client_io(uv_poll_t *h, int status, int events)
 /* ---- accepting ---- */
 
 /* Whether process |pid| holds group |gid| among its supplementary groups
- * (read from /proc: precise, and no NSS lookups on the loop). */
+ * (read from /proc: no NSS lookups on the loop; but the process may have
+ * exited and its pid gone to another by now, so only for kernels without
+ * SO_PEERGROUPS). */
 static bool proc_has_group(pid_t pid, gid_t gid)
 {
     char path[64], line[4096];
@@ -807,15 +850,96 @@ static bool proc_has_group(pid_t pid, gid_t gid)
     return found;
 }
 
-static bool authorised(const struct shoal_loader_srv *l, const struct ucred *cr)
+/* Whether the peer of |fd| held group |gid| among its supplementary groups
+ * when it connected: SO_PEERGROUPS (Linux 4.13) records them with the
+ * connection, as SO_PEERCRED does the ids, so they cannot be another
+ * process's; older kernels fall back to /proc/<pid>. */
+static bool peer_has_group(int fd, pid_t pid, gid_t gid)
+{
+#ifdef SO_PEERGROUPS
+    gid_t small[64], *g = small;
+    socklen_t len = sizeof small;
+    bool found = false;
+    int rv = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+
+    if (rv != 0 && errno == ERANGE && len > sizeof small) {
+        /* |len| now says how much room the list needs. */
+        g = malloc(len);
+        if (!g)
+            return false;
+        rv = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+    }
+    if (rv == 0) {
+        for (size_t i = 0; i < len / sizeof *g && !found; i++)
+            found = g[i] == gid;
+    }
+    if (g != small)
+        free(g);
+    if (rv == 0 || errno != ENOPROTOOPT)
+        return found;
+#endif
+    return proc_has_group(pid, gid);
+}
+
+static bool authorised(const struct shoal_loader_srv *l, int fd, const struct ucred *cr)
 {
     if (cr->uid == 0 || cr->uid == geteuid())
         return true;
     if (l->has_uid && cr->uid == l->uid)
         return true;
-    if (l->has_gid && (cr->gid == l->gid || proc_has_group(cr->pid, l->gid)))
+    if (l->has_gid && (cr->gid == l->gid || peer_has_group(fd, cr->pid, l->gid)))
         return true;
     return false;
+}
+
+static uint32_t clients_of_uid(const struct shoal_loader_srv *l, uid_t uid)
+{
+    uint32_t n = 0;
+    for (const struct client *c = l->clients; c; c = c->next)
+        n += c->uid == uid;
+    return n;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Loop thread, under |mu|. */
+static void start_timer(struct shoal_loader_srv *l)
+{
+    uint64_t period = l->want_timeout_ms / 10 + 1;
+
+    if (l->timer_on || !l->timer_init || l->closed)
+        return;
+    l->timer_on = uv_timer_start(&l->timer, on_timer, period, period) == 0;
+}
+
+/* Closes connections whose request did not arrive in time; stops when no
+ * request is awaited. */
+static void on_timer(uv_timer_t *t)
+{
+    struct shoal_loader_srv *l = t->data;
+    uint64_t now = uv_now(l->loop);
+    struct client *c, *next;
+    bool waiting = false;
+
+    pthread_mutex_lock(&l->mu);
+    for (c = l->clients; c; c = next) {
+        next = c->next; /* pump_out may close c */
+        if (c->state != C_NEW)
+            continue;
+        if (now - c->since_ms < l->want_timeout_ms) {
+            waiting = true;
+            continue;
+        }
+        send_error(c, "no LOADER_WANT within %.1f s of connecting (%zu bytes of it came)",
+                   (double)l->want_timeout_ms / 1000.0, c->rx);
+        rx_done(c);
+        pump_out(c);
+    }
+    if (!waiting) {
+        uv_timer_stop(&l->timer);
+        l->timer_on = false;
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* Loop thread, under |mu|. */
@@ -841,6 +965,7 @@ static void client_new(struct shoal_loader_srv *l, int fd)
     }
     c->pid = cr.pid;
     c->uid = cr.uid;
+    c->since_ms = uv_now(l->loop);
     snprintf(c->name, sizeof c->name, "pid %d uid %u", (int)cr.pid, (unsigned)cr.uid);
     if (uv_poll_init(l->loop, &c->poll, fd) != 0) {
         free(c);
@@ -853,13 +978,17 @@ static void client_new(struct shoal_loader_srv *l, int fd)
         l->clients->prev = c;
     l->clients = c;
     l->nclients++;
-    if (!authorised(l, &cr)) {
+    if (!authorised(l, fd, &cr)) {
         send_error(c, "not authorised: uid %u gid %u may not use this loader socket",
                    (unsigned)cr.uid, (unsigned)cr.gid);
     } else if (l->nclients > l->max_clients) {
         send_error(c, "too many loaders connected (%u)", l->max_clients);
+    } else if (clients_of_uid(l, cr.uid) > l->max_per_uid) {
+        send_error(c, "too many loaders of uid %u connected (at most %u of one user)",
+                   (unsigned)cr.uid, l->max_per_uid);
     } else {
         LOG_I("loader %s connected", c->name);
+        start_timer(l);
     }
     c->poll_events = UV_READABLE;
     uv_poll_start(&c->poll, UV_READABLE, on_client_io);
@@ -1117,6 +1246,11 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
     l->max_clients = cfg->max_clients ? cfg->max_clients : 64;
     if (l->max_clients > SHOAL_LOADER_CLIENTS_MAX)
         l->max_clients = SHOAL_LOADER_CLIENTS_MAX;
+    l->max_per_uid = cfg->max_per_uid ? cfg->max_per_uid : l->max_clients / 4;
+    if (l->max_per_uid == 0)
+        l->max_per_uid = 1;
+    l->want_timeout_ms = cfg->want_timeout_ms ? cfg->want_timeout_ms
+                                              : SHOAL_LOADER_WANT_TIMEOUT_MS;
     pthread_mutex_init(&l->mu, NULL);
     l->path = strdup(cfg->path);
     if (!l->path) {
@@ -1160,6 +1294,11 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
         goto fail;
     l->async_init = true;
     l->async.data = l;
+    rv = uv_timer_init(l->loop, &l->timer);
+    if (rv != 0)
+        goto fail;
+    l->timer_init = true;
+    l->timer.data = l;
     rv = uv_poll_init(l->loop, &l->lpoll, l->lfd);
     if (rv != 0)
         goto fail;
@@ -1176,7 +1315,7 @@ fail:
     /* Handles already initialised must be closed on the loop before the
      * memory goes: close now, the caller's loop run finishes them. */
     shoal_loader_srv_close(l);
-    if (!l->async_init && !l->lpoll_init) {
+    if (!l->async_init && !l->lpoll_init && !l->timer_init) {
         shoal_loader_srv_free(l);
     } else {
         /* Freed by shoal_loader_srv_free after the close callbacks; we
@@ -1204,6 +1343,8 @@ void shoal_loader_srv_close(struct shoal_loader_srv *l)
         uv_close((uv_handle_t *)&l->lpoll, on_srv_handle_closed);
     if (l->async_init && !uv_is_closing((uv_handle_t *)&l->async))
         uv_close((uv_handle_t *)&l->async, on_srv_handle_closed);
+    if (l->timer_init && !uv_is_closing((uv_handle_t *)&l->timer))
+        uv_close((uv_handle_t *)&l->timer, on_srv_handle_closed);
     /* Only our own socket file: another daemon may have replaced it. */
     if (l->sock_ino && lstat(l->path, &st) == 0 && st.st_ino == l->sock_ino &&
         st.st_dev == l->sock_dev)
