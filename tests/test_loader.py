@@ -781,6 +781,12 @@ def case_limits(tmp):
         busy += bool(data and b"busy: unfinished loader requests" in data)
         s.close()
     print(f"16 unfinished 8 MiB requests: RSS +{grew} KiB, {busy} refused as busy")
+    with open(f"/proc/{a.p.pid}/maps") as f, open(SHOALD, "rb") as exe:
+        if "libasan" in f.read() or b"__asan_init" in exe.read():
+            # AddressSanitizer keeps freed buffers in quarantine: RSS says
+            # nothing about what the daemon holds there.
+            print("AddressSanitizer build: RSS not checked")
+            grew = 0
     if grew >= 64 << 10 or busy < 11:
         print(f"FAIL unfinished requests held {grew} KiB ({busy} of 16 refused as busy)")
         fails += 1
