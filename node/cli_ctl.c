@@ -107,7 +107,9 @@ static int conn_send(struct conn *c, const struct shoal_ctl_msg *m)
     shoal_buf_init(&b, SHOAL_CTL_REQUEST_MAX + SHOAL_FRAME_HDR_LEN);
     rv = shoal_ctl_encode(m, &b);
     while (rv == 0 && off < b.len) {
-        ssize_t n = write(c->fd, b.data + off, b.len - off);
+        /* No SIGPIPE: a daemon that refused us closed its end, and its
+         * CTL_ERROR saying why is still to be read (conn_exchange). */
+        ssize_t n = send(c->fd, b.data + off, b.len - off, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -164,6 +166,23 @@ static int conn_recv(struct conn *c, struct shoal_ctl_msg *m, int timeout_ms)
     return rv;
 }
 
+/* Sends |m| and reads the first reply into it. A daemon that refuses the
+ * connection (too many clients) writes CTL_ERROR and hangs up, perhaps
+ * before our request is written: that reply is read all the same. */
+static int conn_exchange(struct conn *c, struct shoal_ctl_msg *m, int timeout_ms)
+{
+    int rv = conn_send(c, m);
+
+    if (rv == 0)
+        return conn_recv(c, m, timeout_ms);
+    if (rv == -EPIPE || rv == -ECONNRESET) {
+        int r2 = conn_recv(c, m, 1000);
+        if (r2 == 0)
+            return 0;
+    }
+    return rv;
+}
+
 static const char *recv_error(int rv)
 {
     return rv == -EPIPE ? "shoald closed the connection" : shoal_strerror(rv);
@@ -181,9 +200,7 @@ static int request(const char *cmd, const char *sock, uint32_t req, uint32_t wan
         return 1;
     memset(m, 0, sizeof *m);
     m->type = req;
-    rv = conn_send(c, m);
-    if (rv == 0)
-        rv = conn_recv(c, m, REPLY_TIMEOUT_MS);
+    rv = conn_exchange(c, m, REPLY_TIMEOUT_MS);
     if (rv != 0) {
         fprintf(stderr, "shoal %s: %s: %s\n", cmd, c->path, recv_error(rv));
         return 1;
@@ -297,7 +314,7 @@ int shoal_cmd_pull(int argc, char **argv)
     struct shoal_ctl_msg *m = malloc(sizeof *m);
     struct conn c = {.fd = -1};
     char pathbuf[128], size[32], rate[32];
-    bool tty = isatty(STDOUT_FILENO);
+    bool tty = isatty(STDOUT_FILENO), have;
     int quiet = 0, status = 1, rv;
 
     if (!m)
@@ -316,7 +333,10 @@ int shoal_cmd_pull(int argc, char **argv)
     m->type = SHOAL_CTL_PULL;
     memcpy(m->u.pull.release, release, strlen(release) + 1);
     m->u.pull.follow = true;
-    rv = conn_send(&c, m);
+    /* The first reply may be a refusal that came before our request
+     * could be written (conn_exchange). */
+    rv = conn_exchange(&c, m, timeout > 0 ? (int)(timeout * 1000.0) + 1 : -1);
+    have = rv == 0;
     for (;;) {
         int wait_ms = -1;
         if (timeout > 0) {
@@ -327,8 +347,9 @@ int shoal_cmd_pull(int argc, char **argv)
             }
             wait_ms = (int)(left * 1000.0) + 1;
         }
-        if (rv == 0)
+        if (rv == 0 && !have)
             rv = conn_recv(&c, m, wait_ms);
+        have = false;
         if (rv != 0)
             break;
         if (m->type == SHOAL_CTL_ERROR) {

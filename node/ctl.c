@@ -590,6 +590,7 @@ struct client {
     bool closing;
     bool close_when_flushed;
     bool following;
+    uint64_t last_ms;       /* loop time of its last request (or accept) */
     char follow[SHOAL_CTL_RELEASE_MAX + 1]; /* as the client named it */
     uint8_t rbuf[4096];
 };
@@ -618,6 +619,7 @@ struct shoal_ctl {
     bool timer_on, closed;
     struct client *clients;
     uint32_t nclients;
+    uint32_t idle_ms;       /* see shoal_ctl_set_idle_ms */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     dev_t dev;
     ino_t ino;
@@ -951,6 +953,7 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
 
     if (cl->closing || cl->close_when_flushed)
         return 1;
+    cl->last_ms = uv_now(cl->c->loop);
     /* The request is decoded apart from the reply scratch it may fill. */
     req = malloc(sizeof *req);
     if (!req) {
@@ -1014,20 +1017,53 @@ static void on_connection(uv_stream_t *server, int status)
     cl->next = c->clients;
     c->clients = cl;
     c->nclients++;
-    if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0 || c->nclients > MAX_CLIENTS ||
-        uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0)
+    cl->last_ms = uv_now(c->loop);
+    if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0) {
         client_close(cl);
+    } else if (c->nclients > MAX_CLIENTS) {
+        /* Say why, so `shoal` can tell its user rather than just fail. */
+        char n[16];
+        snprintf(n, sizeof n, "%u", MAX_CLIENTS);
+        cl->close_when_flushed = true;
+        send_error(cl, SHOAL_EBUSY, "too many clients (%s); try again", n);
+    } else if (uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0) {
+        client_close(cl);
+    }
 }
 
 static void on_tick(uv_timer_t *t)
 {
     struct shoal_ctl *c = t->data;
 
+    uint64_t now = uv_now(c->loop);
+
     sample_all(c);
     for (struct client *cl = c->clients; cl; cl = cl->next) {
-        if (cl->following && !cl->closing)
+        if (cl->closing)
+            continue;
+        if (cl->following) {
+            cl->last_ms = now; /* idle only from when it stops following */
             send_progress(cl);
+            continue;
+        }
+        /* Slots are few: one that asks nothing is given back. A pull being
+         * followed is never idle (it gets progress every tick). */
+        if (now - cl->last_ms < c->idle_ms)
+            continue;
+        if (!cl->close_when_flushed) {
+            char secs[16];
+            snprintf(secs, sizeof secs, "%.1f", (double)c->idle_ms / 1000.0);
+            cl->close_when_flushed = true;
+            send_error(cl, -ETIMEDOUT, "no request for %s s: closing", secs);
+        } else if (now - cl->last_ms >= 2 * (uint64_t)c->idle_ms) {
+            client_close(cl); /* not even reading the error */
+        }
     }
+}
+
+void shoal_ctl_set_idle_ms(struct shoal_ctl *c, uint32_t ms)
+{
+    c->idle_ms = ms ? ms : SHOAL_CTL_IDLE_MS;
 }
 
 /* Is a daemon answering on |path|? Decides whether a socket file is stale. */
@@ -1090,6 +1126,7 @@ int shoal_ctl_new(struct shoal_ctl **out, uv_loop_t *loop, const char *path,
         return -ENOMEM;
     c->loop = loop;
     c->ops = ops;
+    c->idle_ms = SHOAL_CTL_IDLE_MS;
     if (path) {
         rv = strlen(path) < sizeof c->path ? 0 : SHOAL_ELIMIT;
         if (rv == 0)

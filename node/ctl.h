@@ -253,6 +253,13 @@ int shoal_ctl_new(struct shoal_ctl **out, uv_loop_t *loop, const char *path,
                   const struct shoal_ctl_ops *ops);
 /* The path listened on. */
 const char *shoal_ctl_path(const struct shoal_ctl *c);
+/* A client that neither follows a pull nor sent a request for this long
+ * gets CTL_ERROR "no request for N s" and is closed, so idle connections
+ * cannot keep the socket's few slots (a client past them gets CTL_ERROR
+ * "too many clients (N)" and is closed). */
+#define SHOAL_CTL_IDLE_MS 5000u
+/* Sets that idle time (0: SHOAL_CTL_IDLE_MS); for tests. */
+void shoal_ctl_set_idle_ms(struct shoal_ctl *c, uint32_t ms);
 /* Stops: closes the listener, every client and the timer (handles close on
  * the loop) and removes the socket file if it is still ours. Idempotent. */
 void shoal_ctl_close(struct shoal_ctl *c);

@@ -60,6 +60,7 @@
 #include "mp.h"
 #include "msg.h"
 #include "nodelog.h"
+#include "sched.h"
 
 #define ACCEPT_BURST 16
 #define READ_CHUNK 65536
@@ -106,11 +107,20 @@ struct client {
     struct shoal_swarm *swarm;   /* mu; C_WATCH and after */
     uint32_t *want;              /* mu; manifest file index per position */
     bool *sent;                  /* mu */
+    /* mu; positions not sent yet, a list in position order (priorities
+     * walk only these: UINT32_MAX ends it), and each manifest file's
+     * position + 1 (0: not wanted), so a file event finds its place at
+     * once however long the order. */
+    uint32_t *wnext, *wprev, whead;
+    uint32_t *pos;
     uint32_t nwant, nsent;       /* mu */
     uint32_t unsent;             /* mu; every position before it is sent */
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
+    uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
+    size_t rx;                   /* bytes of the request received so far */
+    size_t rx_charged;           /* of them, counted in srv->rx_charged */
 };
 
 struct shoal_loader_srv {
@@ -126,7 +136,10 @@ struct shoal_loader_srv {
     bool has_gid, has_uid;
     gid_t gid;
     uid_t uid;
-    uint32_t max_clients, nclients;
+    uint32_t max_clients, nclients, max_per_uid, want_timeout_ms;
+    uv_timer_t timer;            /* deadlines of requests still arriving */
+    bool timer_init, timer_on;
+    size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET */
 
     pthread_mutex_t mu;          /* see the top of this file */
     struct client *clients;      /* mu */
@@ -185,6 +198,9 @@ static void on_client_closed(uv_handle_t *h)
     free(c->order_mp);
     free(c->want);
     free(c->sent);
+    free(c->wnext);
+    free(c->wprev);
+    free(c->pos);
     free(c);
 }
 
@@ -205,6 +221,8 @@ static void client_close(struct client *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     l->nclients--;
+    l->rx_charged -= c->rx_charged;
+    c->rx_charged = 0;
     LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
     c->swarm = NULL;
     if (s)
@@ -464,6 +482,12 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
         return rv;
     c->sent[k] = true;
     c->nsent++;
+    if (c->wprev[k] != UINT32_MAX)
+        c->wnext[c->wprev[k]] = c->wnext[k];
+    else
+        c->whead = c->wnext[k];
+    if (c->wnext[k] != UINT32_MAX)
+        c->wprev[c->wnext[k]] = c->wprev[k];
     while (c->unsent < c->nwant && c->sent[c->unsent])
         c->unsent++;
     LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->nsent, c->nwant);
@@ -476,62 +500,38 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
  * The files loaders of |s| still wait for, in the order the scheduler should
  * fetch them: the first unsent file of every loader, then the second of
  * every loader, and so on, so each loader's first shard is among the first
- * fetched. Under |mu|. Writes a malloc'd list (NULL when empty) to |*out|
- * and its length to |*n|; returns false when out of memory.
+ * fetched (shoal_sched_merge_waits; it walks only the positions not sent
+ * yet, so this runs after every completed file at a cost of the files still
+ * waited for). Under |mu|. Writes a malloc'd list (NULL when empty) to
+ * |*out| and its length to |*n|; returns false when out of memory.
  */
 static bool collect_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t **out,
                                uint32_t *n)
 {
-    uint32_t nfiles = shoal_manifest_nfiles(shoal_swarm_manifest(s));
-    uint32_t *files = NULL, depth = 0;
-    uint8_t *seen = NULL;
-    size_t total = 0;
-    bool more = true, ok = false;
+    struct shoal_sched_wait *w = NULL;
+    size_t nw = 0, i = 0;
+    int rv;
 
     *out = NULL;
     *n = 0;
-    for (struct client *c = l->clients; c; c = c->next) {
-        if (c->state == C_WATCH && c->swarm == s)
-            total += c->nwant - c->nsent;
-    }
-    if (total == 0)
+    for (struct client *c = l->clients; c; c = c->next)
+        nw += c->state == C_WATCH && c->swarm == s && c->whead != UINT32_MAX;
+    if (nw == 0)
         return true;
-    if (total > nfiles)
-        total = nfiles;
-    files = malloc(sizeof *files * total);
-    seen = calloc(1, nfiles / 8 + 1);
-    if (!files || !seen)
-        goto out;
-    /* Cursor per loader: the depth-th unsent position. Loaders are few, so
-     * rescanning from the start for each depth is cheap enough. */
-    while (more && *n < total) {
-        more = false;
-        for (struct client *c = l->clients; c && *n < total; c = c->next) {
-            uint32_t seen_unsent = 0;
-            if (c->state != C_WATCH || c->swarm != s)
-                continue;
-            for (uint32_t k = 0; k < c->nwant; k++) {
-                uint32_t fi;
-                if (c->sent[k] || seen_unsent++ < depth)
-                    continue;
-                more = true;
-                fi = c->want[k];
-                if (!(seen[fi / 8] & (1u << (fi % 8)))) {
-                    seen[fi / 8] |= (uint8_t)(1u << (fi % 8));
-                    files[(*n)++] = fi;
-                }
-                break;
-            }
-        }
-        depth++;
+    w = malloc(sizeof *w * nw);
+    if (!w)
+        return false;
+    for (struct client *c = l->clients; c; c = c->next) {
+        if (c->state != C_WATCH || c->swarm != s || c->whead == UINT32_MAX)
+            continue;
+        w[i].want = c->want;
+        w[i].next = c->wnext;
+        w[i].head = c->whead;
+        i++;
     }
-    *out = files;
-    files = NULL;
-    ok = true;
-out:
-    free(files);
-    free(seen);
-    return ok;
+    rv = shoal_sched_merge_waits(w, nw, shoal_manifest_nfiles(shoal_swarm_manifest(s)), out, n);
+    free(w);
+    return rv == 0;
 }
 
 /*
@@ -580,8 +580,11 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
 
     c->want = malloc(sizeof *c->want * (n ? n : 1));
     c->sent = calloc(n ? n : 1, sizeof *c->sent);
+    c->wnext = malloc(sizeof *c->wnext * (n ? n : 1));
+    c->wprev = malloc(sizeof *c->wprev * (n ? n : 1));
+    c->pos = calloc(nfiles ? nfiles : 1, sizeof *c->pos);
     seen = calloc(1, nfiles / 8 + 1);
-    if (!c->want || !c->sent || !seen) {
+    if (!c->want || !c->sent || !c->wnext || !c->wprev || !c->pos || !seen) {
         send_error(c, "out of memory");
         goto out;
     }
@@ -611,6 +614,12 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
             c->want[k] = (uint32_t)fi;
         }
     }
+    for (uint32_t k = 0; k < n; k++) {
+        c->pos[c->want[k]] = k + 1;
+        c->wnext[k] = k + 1 < n ? k + 1 : UINT32_MAX;
+        c->wprev[k] = k ? k - 1 : UINT32_MAX;
+    }
+    c->whead = n ? 0 : UINT32_MAX;
     c->nwant = n;
     c->swarm = s;
     c->state = C_WATCH;
@@ -716,6 +725,31 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     return 1;
 }
 
+/* Counts |n| more bytes of |c|'s request; false when they would overdraw
+ * SHOAL_LOADER_RX_BUDGET (bytes past SHOAL_LOADER_RX_FREE of a request
+ * draw on it). Under |mu|. */
+static bool rx_charge(struct client *c, size_t n)
+{
+    struct shoal_loader_srv *l = c->srv;
+    size_t now = c->rx + n > SHOAL_LOADER_RX_FREE ? c->rx + n - SHOAL_LOADER_RX_FREE : 0;
+
+    if (now - c->rx_charged > SHOAL_LOADER_RX_BUDGET - l->rx_charged)
+        return false;
+    l->rx_charged += now - c->rx_charged;
+    c->rx_charged = now;
+    c->rx += n;
+    return true;
+}
+
+/* The request is in (or refused): its buffer and its share of the budget
+ * go; a loader only listens from now on. Under |mu|. */
+static void rx_done(struct client *c)
+{
+    c->srv->rx_charged -= c->rx_charged;
+    c->rx_charged = 0;
+    shoal_frame_dec_free(&c->dec);
+}
+
 static void read_client(struct client *c)
 {
     uint8_t buf[READ_CHUNK];
@@ -737,6 +771,12 @@ static void read_client(struct client *c)
                 client_close(c, strerror(errno));
             return;
         }
+        if (c->state == C_NEW && !rx_charge(c, (size_t)n)) {
+            send_error(c, "busy: unfinished loader requests hold %u MiB already; retry",
+                       SHOAL_LOADER_RX_BUDGET >> 20);
+            rx_done(c);
+            break;
+        }
         while (off < (size_t)n && c->state != C_CLOSING) {
             if (c->state != C_NEW) {
                 /* After the request a loader only listens. */
@@ -752,6 +792,8 @@ static void read_client(struct client *c)
             if (rv == 0)
                 break;
         }
+        if (c->state != C_NEW && c->rx)
+            rx_done(c);
     }
 }
 
@@ -778,7 +820,9 @@ static void on_client_io(uv_poll_t *h, int status, int events)
 /* ---- accepting ---- */
 
 /* Whether process |pid| holds group |gid| among its supplementary groups
- * (read from /proc: precise, and no NSS lookups on the loop). */
+ * (read from /proc: no NSS lookups on the loop; but the process may have
+ * exited and its pid gone to another by now, so only for kernels without
+ * SO_PEERGROUPS). */
 static bool proc_has_group(pid_t pid, gid_t gid)
 {
     char path[64], line[4096];
@@ -806,15 +850,96 @@ static bool proc_has_group(pid_t pid, gid_t gid)
     return found;
 }
 
-static bool authorised(const struct shoal_loader_srv *l, const struct ucred *cr)
+/* Whether the peer of |fd| held group |gid| among its supplementary groups
+ * when it connected: SO_PEERGROUPS (Linux 4.13) records them with the
+ * connection, as SO_PEERCRED does the ids, so they cannot be another
+ * process's; older kernels fall back to /proc/<pid>. */
+static bool peer_has_group(int fd, pid_t pid, gid_t gid)
+{
+#ifdef SO_PEERGROUPS
+    gid_t small[64], *g = small;
+    socklen_t len = sizeof small;
+    bool found = false;
+    int rv = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+
+    if (rv != 0 && errno == ERANGE && len > sizeof small) {
+        /* |len| now says how much room the list needs. */
+        g = malloc(len);
+        if (!g)
+            return false;
+        rv = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+    }
+    if (rv == 0) {
+        for (size_t i = 0; i < len / sizeof *g && !found; i++)
+            found = g[i] == gid;
+    }
+    if (g != small)
+        free(g);
+    if (rv == 0 || errno != ENOPROTOOPT)
+        return found;
+#endif
+    return proc_has_group(pid, gid);
+}
+
+static bool authorised(const struct shoal_loader_srv *l, int fd, const struct ucred *cr)
 {
     if (cr->uid == 0 || cr->uid == geteuid())
         return true;
     if (l->has_uid && cr->uid == l->uid)
         return true;
-    if (l->has_gid && (cr->gid == l->gid || proc_has_group(cr->pid, l->gid)))
+    if (l->has_gid && (cr->gid == l->gid || peer_has_group(fd, cr->pid, l->gid)))
         return true;
     return false;
+}
+
+static uint32_t clients_of_uid(const struct shoal_loader_srv *l, uid_t uid)
+{
+    uint32_t n = 0;
+    for (const struct client *c = l->clients; c; c = c->next)
+        n += c->uid == uid;
+    return n;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Loop thread, under |mu|. */
+static void start_timer(struct shoal_loader_srv *l)
+{
+    uint64_t period = l->want_timeout_ms / 10 + 1;
+
+    if (l->timer_on || !l->timer_init || l->closed)
+        return;
+    l->timer_on = uv_timer_start(&l->timer, on_timer, period, period) == 0;
+}
+
+/* Closes connections whose request did not arrive in time; stops when no
+ * request is awaited. */
+static void on_timer(uv_timer_t *t)
+{
+    struct shoal_loader_srv *l = t->data;
+    uint64_t now = uv_now(l->loop);
+    struct client *c, *next;
+    bool waiting = false;
+
+    pthread_mutex_lock(&l->mu);
+    for (c = l->clients; c; c = next) {
+        next = c->next; /* pump_out may close c */
+        if (c->state != C_NEW)
+            continue;
+        if (now - c->since_ms < l->want_timeout_ms) {
+            waiting = true;
+            continue;
+        }
+        send_error(c, "no LOADER_WANT within %.1f s of connecting (%zu bytes of it came)",
+                   (double)l->want_timeout_ms / 1000.0, c->rx);
+        rx_done(c);
+        pump_out(c);
+    }
+    if (!waiting) {
+        uv_timer_stop(&l->timer);
+        l->timer_on = false;
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* Loop thread, under |mu|. */
@@ -840,6 +965,7 @@ static void client_new(struct shoal_loader_srv *l, int fd)
     }
     c->pid = cr.pid;
     c->uid = cr.uid;
+    c->since_ms = uv_now(l->loop);
     snprintf(c->name, sizeof c->name, "pid %d uid %u", (int)cr.pid, (unsigned)cr.uid);
     if (uv_poll_init(l->loop, &c->poll, fd) != 0) {
         free(c);
@@ -852,13 +978,17 @@ static void client_new(struct shoal_loader_srv *l, int fd)
         l->clients->prev = c;
     l->clients = c;
     l->nclients++;
-    if (!authorised(l, &cr)) {
+    if (!authorised(l, fd, &cr)) {
         send_error(c, "not authorised: uid %u gid %u may not use this loader socket",
                    (unsigned)cr.uid, (unsigned)cr.gid);
     } else if (l->nclients > l->max_clients) {
         send_error(c, "too many loaders connected (%u)", l->max_clients);
+    } else if (clients_of_uid(l, cr.uid) > l->max_per_uid) {
+        send_error(c, "too many loaders of uid %u connected (at most %u of one user)",
+                   (unsigned)cr.uid, l->max_per_uid);
     } else {
         LOG_I("loader %s connected", c->name);
+        start_timer(l);
     }
     c->poll_events = UV_READABLE;
     uv_poll_start(&c->poll, UV_READABLE, on_client_io);
@@ -920,20 +1050,18 @@ static void on_async(uv_async_t *h)
 static bool offer_file(struct client *c, uint32_t file, uint64_t ready_ns)
 {
     bool waited = false;
+    uint32_t k = c->pos[file];
 
-    for (uint32_t k = 0; k < c->nwant; k++) {
-        if (c->want[k] == file) {
-            uint32_t end = k - c->unsent > ORDER_WINDOW ? c->unsent + ORDER_WINDOW : k;
-            waited = !c->sent[k];
-            for (uint32_t j = c->unsent; waited && j < end; j++) {
-                if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]) &&
-                    hand_file(c, j, ready_ns) != 0)
-                    send_error(c, "out of memory");
-            }
-            if (waited && c->state == C_WATCH && hand_file(c, k, ready_ns) != 0)
+    if (k-- > 0) {
+        uint32_t end = k - c->unsent > ORDER_WINDOW ? c->unsent + ORDER_WINDOW : k;
+        waited = !c->sent[k];
+        for (uint32_t j = c->unsent; waited && j < end; j++) {
+            if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]) &&
+                hand_file(c, j, ready_ns) != 0)
                 send_error(c, "out of memory");
-            break;
         }
+        if (waited && c->state == C_WATCH && hand_file(c, k, ready_ns) != 0)
+            send_error(c, "out of memory");
     }
     if (c->state == C_WATCH && c->nsent == c->nwant)
         queue_done(c);
@@ -1173,6 +1301,11 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
     l->max_clients = cfg->max_clients ? cfg->max_clients : 64;
     if (l->max_clients > SHOAL_LOADER_CLIENTS_MAX)
         l->max_clients = SHOAL_LOADER_CLIENTS_MAX;
+    l->max_per_uid = cfg->max_per_uid ? cfg->max_per_uid : l->max_clients / 4;
+    if (l->max_per_uid == 0)
+        l->max_per_uid = 1;
+    l->want_timeout_ms = cfg->want_timeout_ms ? cfg->want_timeout_ms
+                                              : SHOAL_LOADER_WANT_TIMEOUT_MS;
     pthread_mutex_init(&l->mu, NULL);
     l->path = strdup(cfg->path);
     if (!l->path) {
@@ -1216,6 +1349,11 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
         goto fail;
     l->async_init = true;
     l->async.data = l;
+    rv = uv_timer_init(l->loop, &l->timer);
+    if (rv != 0)
+        goto fail;
+    l->timer_init = true;
+    l->timer.data = l;
     rv = uv_poll_init(l->loop, &l->lpoll, l->lfd);
     if (rv != 0)
         goto fail;
@@ -1232,7 +1370,7 @@ fail:
     /* Handles already initialised must be closed on the loop before the
      * memory goes: close now, the caller's loop run finishes them. */
     shoal_loader_srv_close(l);
-    if (!l->async_init && !l->lpoll_init) {
+    if (!l->async_init && !l->lpoll_init && !l->timer_init) {
         shoal_loader_srv_free(l);
     } else {
         /* Freed by shoal_loader_srv_free after the close callbacks; we
@@ -1260,6 +1398,8 @@ void shoal_loader_srv_close(struct shoal_loader_srv *l)
         uv_close((uv_handle_t *)&l->lpoll, on_srv_handle_closed);
     if (l->async_init && !uv_is_closing((uv_handle_t *)&l->async))
         uv_close((uv_handle_t *)&l->async, on_srv_handle_closed);
+    if (l->timer_init && !uv_is_closing((uv_handle_t *)&l->timer))
+        uv_close((uv_handle_t *)&l->timer, on_srv_handle_closed);
     /* Only our own socket file: another daemon may have replaced it. */
     if (l->sock_ino && lstat(l->path, &st) == 0 && st.st_ino == l->sock_ino &&
         st.st_dev == l->sock_dev)

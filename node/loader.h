@@ -22,7 +22,11 @@
  * Access: the socket file is mode 0660, chown'd to the configured group, and
  * every connection is checked again with SO_PEERCRED (root, shoald's own
  * user, the configured user, or a process whose primary or supplementary
- * groups hold the configured group); others get LOADER_ERROR and are closed.
+ * groups hold the configured group: SO_PEERGROUPS, the groups it had when
+ * it connected); others get LOADER_ERROR and are closed. Slots are bounded:
+ * at most max_per_uid connections of one uid, a LOADER_WANT complete within
+ * want_timeout_ms of connecting, and SHOAL_LOADER_RX_BUDGET bytes of
+ * unfinished requests in all.
  *
  * Threads: everything runs on the loop thread except
  * shoal_loader_srv_file_done, which may be called from any thread (the store
@@ -45,6 +49,17 @@
 /* Frames from a loader are at most this big: a LOADER_WANT with a long file
  * order (100,000 paths of ~100 bytes) fits. */
 #define SHOAL_LOADER_FRAME_MAX (16u * 1024u * 1024u)
+/* A request may take this many bytes on its own; beyond that (a long
+ * order), its bytes count against SHOAL_LOADER_RX_BUDGET, shared by every
+ * connection whose request is still arriving. A request that would
+ * overdraw it is refused (LOADER_ERROR, "busy"), so connections that
+ * start large requests and never finish them hold at most the budget, and
+ * ordinary requests are never refused for it. */
+#define SHOAL_LOADER_RX_FREE (64u * 1024u)
+#define SHOAL_LOADER_RX_BUDGET (32u * 1024u * 1024u)
+/* A connection's LOADER_WANT must be complete this long after it was
+ * accepted, else it gets LOADER_ERROR and is closed (its slot is freed). */
+#define SHOAL_LOADER_WANT_TIMEOUT_MS 5000u
 /* Loaders connected at once (others are refused with LOADER_ERROR). */
 #define SHOAL_LOADER_CLIENTS_MAX 256u
 
@@ -56,6 +71,8 @@ struct shoal_loader_srv_cfg {
     const char *group;    /* group name allowed to connect; NULL: none */
     const char *user;     /* user name allowed to connect; NULL: none */
     uint32_t max_clients; /* 0: 64; at most SHOAL_LOADER_CLIENTS_MAX */
+    uint32_t max_per_uid; /* connections of one uid at once; 0: max_clients / 4 */
+    uint32_t want_timeout_ms; /* 0: SHOAL_LOADER_WANT_TIMEOUT_MS */
 };
 
 /* Called on the loop thread with the server's lock held: a hook must not

@@ -1261,6 +1261,61 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
     return 0;
 }
 
+int shoal_sched_merge_waits(const struct shoal_sched_wait *w, size_t nw, uint32_t nfiles,
+                            uint32_t **out, uint32_t *n)
+{
+    uint32_t *files = NULL, *cur = NULL, got = 0;
+    uint8_t *seen = NULL;
+    size_t live = 0;
+    int rv = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (nw == 0 || nfiles == 0)
+        return 0;
+    /* Each loader's cursor walks its own list once over all depths: the
+     * whole merge visits each waiting position once. */
+    cur = malloc(sizeof *cur * nw);
+    files = malloc(sizeof *files * nfiles);
+    seen = calloc(1, nfiles / 8 + 1);
+    if (!cur || !files || !seen) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nw; i++) {
+        cur[i] = w[i].head;
+        live += cur[i] != UINT32_MAX;
+    }
+    while (live > 0 && got < nfiles) {
+        for (size_t i = 0; i < nw && got < nfiles; i++) {
+            uint32_t k = cur[i], fi;
+            if (k == UINT32_MAX)
+                continue;
+            fi = w[i].want[k];
+            if (fi >= nfiles) {
+                rv = SHOAL_EBADMSG;
+                goto out;
+            }
+            if (!(seen[fi / 8] & (1u << (fi % 8)))) {
+                seen[fi / 8] |= (uint8_t)(1u << (fi % 8));
+                files[got++] = fi;
+            }
+            cur[i] = w[i].next[k];
+            live -= cur[i] == UINT32_MAX;
+        }
+    }
+    if (got > 0) {
+        *out = files;
+        *n = got;
+        files = NULL;
+    }
+out:
+    free(files);
+    free(cur);
+    free(seen);
+    return rv;
+}
+
 /* ---- decisions ---- */
 
 static uint64_t word_of(const uint8_t *bits, uint32_t w)

@@ -342,6 +342,29 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
  * Returns 0 or SHOAL_EBADMSG (an index out of range). */
 int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t n);
 
+/* One loader's files still to come, for shoal_sched_merge_waits: its order
+ * as a list threaded through |next| (positions not yet handed over, in
+ * order of position), so a merge visits only what is waited for. */
+struct shoal_sched_wait {
+    const uint32_t *want; /* manifest file index at each position of its order */
+    const uint32_t *next; /* the waiting position after each waiting one; UINT32_MAX ends */
+    uint32_t head;        /* first waiting position; UINT32_MAX: none */
+};
+
+/*
+ * Merges the waits of |nw| loaders into the order to hand to
+ * shoal_sched_want_files: every loader's first waiting file, then every
+ * loader's second, and so on (loaders in array order at each depth), each
+ * file once, at its first place. Costs O(files waited for + nfiles / 8)
+ * whatever was handed over before, so it may run after every completed
+ * file. Every file index must be < |nfiles|. On success writes a malloc'd
+ * list (the caller frees it; NULL when nothing is waited for) to |*out|,
+ * its length to |*n|, and returns 0; SHOAL_EBADMSG (a file index out of
+ * range) or -ENOMEM, then |*out| is NULL and |*n| 0.
+ */
+int shoal_sched_merge_waits(const struct shoal_sched_wait *w, size_t nw, uint32_t nfiles,
+                            uint32_t **out, uint32_t *n);
+
 /* ---- decisions ---- */
 
 /*

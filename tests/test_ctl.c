@@ -5,7 +5,9 @@
  * a real loop, talked to by a blocking client thread like the `shoal` CLI:
  * status, a followed pull that streams progress to completion, a refused
  * pull, a malformed request, a stale socket file replaced and a live one
- * left alone. The loop must close cleanly at the end.
+ * left alone; and its slots: idle clients are closed with a reason, a
+ * followed pull is never idle, a client past the last slot is told why.
+ * The loop must close cleanly at the end.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -565,6 +567,79 @@ static void test_server(void)
     rmdir(dir);
 }
 
+/* Slots, with an idle time of 1 s: a followed pull streams progress to
+ * COMPLETE over ~2 s (four ticks of 500 ms) without being cut off as idle,
+ * while 31 silent clients hold the other slots; a 33rd client is refused
+ * with 'too many clients (32)'; each silent one gets 'no request for 1.0
+ * s', then EOF. */
+static void *slots_client(void *arg)
+{
+    int fds[31], pull, extra, n = 0, idle_closed = 0;
+    bool done = false;
+
+    fake.release_calls = 0;
+    pull = dial();
+    C_CHECK(pull >= 0);
+    creq.type = SHOAL_CTL_PULL;
+    strcpy(creq.u.pull.release, "org/model@1");
+    creq.u.pull.follow = true;
+    C_CHECK(send_msg(pull, &creq));
+    for (int i = 0; i < 31; i++)
+        fds[i] = dial();
+    extra = dial();
+    C_CHECK(extra >= 0 && recv_msg(extra, &crep) == 0 && crep.type == SHOAL_CTL_ERROR &&
+            strstr(crep.u.error.message, "too many clients (32)") != NULL);
+    C_CHECK(recv_msg(extra, &crep) == -EPIPE);
+    close(extra);
+    while (!done && n < 50 && recv_msg(pull, &crep) == 0) {
+        n++;
+        C_CHECK(crep.type == SHOAL_CTL_PROGRESS);
+        done = crep.u.progress.state == SHOAL_CTL_COMPLETE;
+    }
+    C_CHECK(done && n >= 4);
+    close(pull);
+    for (int i = 0; i < 31; i++) {
+        C_CHECK(fds[i] >= 0);
+        if (fds[i] < 0)
+            continue;
+        if (recv_msg(fds[i], &crep) == 0 && crep.type == SHOAL_CTL_ERROR &&
+            strstr(crep.u.error.message, "no request for 1.0 s") != NULL &&
+            recv_msg(fds[i], &crep) == -EPIPE)
+            idle_closed++;
+        close(fds[i]);
+    }
+    C_CHECK(idle_closed == 31);
+    atomic_store(&client_done, 1);
+    return arg;
+}
+
+static void test_server_slots(void)
+{
+    uv_loop_t loop;
+    char dir[] = "/tmp/shoal-ctl-XXXXXX";
+    pthread_t th;
+
+    REQUIRE(mkdtemp(dir));
+    snprintf(sock_path, sizeof sock_path, "%s/shoald.sock", dir);
+    REQUIRE(uv_loop_init(&loop) == 0);
+    CHECK_EQ(shoal_ctl_new(&server, &loop, sock_path, &ops), 0);
+    REQUIRE(server);
+    shoal_ctl_set_idle_ms(server, 1000);
+    atomic_store(&client_done, 0);
+    client_failures = 0;
+    watch_ticks = 0;
+    uv_timer_init(&loop, &watch);
+    uv_timer_start(&watch, on_watch, 20, 20);
+    REQUIRE(pthread_create(&th, NULL, slots_client, NULL) == 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+    CHECK(atomic_load(&client_done));
+    CHECK_EQ(client_failures, 0);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    shoal_ctl_free(server);
+    rmdir(dir);
+}
+
 /* Runs in a child whose euid is |uid| (set when we are root): the default
  * control socket without $XDG_RUNTIME_DIR. It was /tmp/shoald-<uid>.sock,
  * which any local user could bind first; it must be inside a directory
@@ -665,6 +740,7 @@ int main(void)
     RUN(test_decode_strict);
     RUN(test_metrics_text);
     RUN(test_server);
+    RUN(test_server_slots);
     RUN(test_default_path_private);
     return t_done();
 }

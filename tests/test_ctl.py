@@ -24,6 +24,14 @@ CASE is one of:
                directory /tmp/shoald-<uid>/, made 0777 by the squatter):
                `shoal status` run as that user must refuse a socket served
                by someone else and send it nothing.
+  slots        a `shoal pull` and 31 clients that send nothing hold every
+               slot: `shoal status` is
+               refused with 'too many clients (32)' and exit 1 (it was
+               killed by SIGPIPE, exit 141, saying nothing); each idle
+               client gets 'no request for 5.0 s' and is closed, and then
+               `shoal status` works. The pull (of a release nobody has)
+               keeps receiving progress past the idle time, until its own
+               --timeout.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -282,5 +290,63 @@ def case_squat(tmp):
     return fails
 
 
+def case_slots(tmp):
+    import select
+    import socket
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "a"),
+                            ("a",), timeout=90)
+    sa = os.path.join(tmp, "a.sock")
+    a = Node("node", node_args(k, "a", tmp))
+    fails = 0
+    # A followed pull is not idle, however long it waits: it holds one of
+    # the 32 slots throughout.
+    t0 = time.monotonic()
+    pull = subprocess.Popen([SHOAL, "pull", "ef" * 32, "--socket", sa, "--timeout", "9"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    held = []
+    for _ in range(31):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sa)
+        held.append(s)
+    time.sleep(0.3)  # let the daemon accept them all
+    r = run("status", "--socket", sa, check=False, timeout=30)
+    if r.returncode != 1 or "too many clients (32)" not in r.stderr:
+        print(f"FAIL status with every slot held: exit {r.returncode}: {r.stderr.strip()}")
+        fails += 1
+    end, closed = time.monotonic() + 20, 0
+    for s in held:
+        data = b""
+        while time.monotonic() < end:
+            if not select.select([s], [], [], max(0.1, end - time.monotonic()))[0]:
+                continue
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        closed += b"no request for 5.0 s" in data
+        s.close()
+    if closed != 31:
+        print(f"FAIL {closed} of 31 idle clients were closed with a reason")
+        fails += 1
+    r = run("status", "--socket", sa, check=False, timeout=30)
+    if r.returncode != 0:
+        print(f"FAIL status once the idle clients were gone: exit {r.returncode}: {r.stderr}")
+        fails += 1
+    try:
+        out, err = pull.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pull.kill()
+        out, err = pull.communicate()
+    took = time.monotonic() - t0
+    if pull.returncode != 1 or "timed out" not in err or took < 8:
+        print(f"FAIL a pull waiting {took:.1f} s: exit {pull.returncode}: {err.strip()}")
+        fails += 1
+    fails += shoalproc.stop_all((a,))
+    if fails:
+        a.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"pull_status": case_pull_status, "rate_limit": case_rate_limit,
-                      "squat": case_squat}, "shoal-ctl-")
+                      "squat": case_squat, "slots": case_slots}, "shoal-ctl-")

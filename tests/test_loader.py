@@ -33,7 +33,20 @@ CASE is one of:
   refused       an unknown release and an unknown path get LOADER_ERROR; as
                 root, a process running as 'nobody' cannot connect (socket
                 mode), is refused by the SO_PEERCRED check when the mode is
-                opened up, and is accepted when --loader-group lets it in.
+                opened up, and is accepted when --loader-group lets it in,
+                also as a supplementary group of a process that connected
+                and exited before the daemon accepted (the groups are the
+                connection's, SO_PEERGROUPS, not read from a pid that may
+                be gone or another process's by then).
+  limits        slots and memory of clients that never finish a request:
+                a connection that sends nothing, or half a frame, gets
+                LOADER_ERROR 'no LOADER_WANT within 5.0 s' and is closed;
+                of 64 idle connections of one uid, 48 are refused ('too
+                many loaders of uid 0') and another user is still served;
+                16 connections each sending 8 MiB of an unfinished request
+                raise the daemon's RSS by less than 64 MiB (most get 'busy'),
+                while a complete request of 2 MB (an order of 2,000 long
+                paths) is still read and answered.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -41,6 +54,9 @@ import json
 import os
 import random
 import re
+import select
+import signal
+import socket
 import stat
 import struct
 import subprocess
@@ -552,6 +568,60 @@ def try_connect(sock, mid):
         cl.close()
 
 
+def check_departed_member(node, sock, mid):
+    """A process (uid nobody, primary gid 65533, supplementary nogroup)
+    connects and sends its request while the daemon is stopped, hands the
+    socket to us and exits; then the daemon runs on and accepts. It must
+    judge the groups the connection was made with: the pid it would read
+    /proc for is gone (or, on a busy machine, someone else's). Served."""
+    ours, theirs = socket.socketpair()
+    os.kill(node.p.pid, signal.SIGSTOP)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 99
+            try:
+                os.setgroups([65534])
+                os.setgid(65533)
+                os.setuid(65534)
+                cl = socket.socket(socket.AF_UNIX)
+                cl.connect(sock)
+                cl.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+                socket.send_fds(theirs, [b"s"], [cl.fileno()])
+                code = 0
+            except BaseException as e:  # the child must never return into the test
+                print(f"child: {e!r}")
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        got = socket.recv_fds(ours, 16, 1) if os.waitstatus_to_exitcode(status) == 0 else None
+    finally:
+        os.kill(node.p.pid, signal.SIGCONT)
+    if not got or not got[1]:
+        print("FAIL the departed member's connection could not be set up")
+        return 1
+    cl = socket.socket(fileno=got[1][0])
+    cl.settimeout(20)
+    data = b""
+    try:
+        while True:
+            b = cl.recv(65536)
+            if not b:
+                break
+            data += b
+    except OSError as e:
+        print(f"FAIL the departed member's connection: {e}")
+        return 1
+    finally:
+        cl.close()
+    # Served: the first frame is a LOADER_FILE, [65, path, ...] (7 fields).
+    if data[4:6] != bytes([0x97, shoal_loader.LOADER_FILE]):
+        print(f"FAIL a member that exited before the accept was not served: {data[:200]!r}")
+        return 1
+    return 0
+
+
 def case_refused(tmp):
     k, repo, files, mf, mid = setup(tmp)
     sock = os.path.join(sock_dir(tmp), "a.sock")
@@ -607,6 +677,7 @@ def case_refused(tmp):
         if rc != 2:
             print(f"FAIL a member of --loader-group was not served (child result {rc})")
             fails += 1
+        fails += check_departed_member(g, sock2, mid)
         if g.stop() != 0:
             print("FAIL group node did not shut down cleanly")
             fails += 1
@@ -620,6 +691,120 @@ def case_refused(tmp):
     return fails
 
 
+def read_until_closed(s, timeout):
+    """Every byte |s| receives until the daemon closes it (or |timeout| s
+    pass: then None)."""
+    data, end = b"", time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            return None
+        try:
+            b = s.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not b:
+            return data
+        data += b
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def case_limits(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(sock_dir(tmp), "a.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--loader-socket", sock, "--loader-user", "nobody"]))
+    fails = 0
+    if not a.wait_for(r"loader socket on", 10):
+        print("FAIL no loader socket")
+        return 1
+
+    # Silent, and half a frame: both closed after the deadline, saying why.
+    quiet, half = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    quiet.connect(sock)
+    half.connect(sock)
+    half.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []])[:9])
+    for name, s in (("silent", quiet), ("half-frame", half)):
+        data = read_until_closed(s, 20)
+        if data is None or b"no LOADER_WANT within 5.0 s" not in data:
+            print(f"FAIL a {name} connection was not closed with a reason: {data!r}")
+            fails += 1
+        s.close()
+
+    # One uid cannot take every slot: of 64 idle connections, those past 16
+    # are refused at once, and another user is served meanwhile.
+    held = []
+    for _ in range(64):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        held.append(s)
+    too_many, end = 0, time.monotonic() + 15
+    for s in held[16:]:
+        data = read_until_closed(s, max(0.1, end - time.monotonic()))
+        too_many += bool(data and b"too many loaders of uid 0" in data)
+    if too_many != 48:
+        print(f"FAIL {too_many} of 48 connections past one uid's share were refused")
+        fails += 1
+    os.chmod(sock, 0o666)
+    rc = as_nobody(lambda: try_connect(sock, mid))
+    if rc != 2:
+        print(f"FAIL another user was not served while uid 0 held its slots (child {rc})")
+        fails += 1
+    for s in held:
+        s.close()
+
+    # Unfinished large requests: at most the daemon's budget is held.
+    before = rss_kib(a.p.pid)
+    big = []
+    busy = 0
+    for _ in range(16):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.settimeout(20)
+        big.append(s)
+        try:
+            s.sendall(struct.pack(">I", 16 << 20) + b"\x92" + b"\0" * ((8 << 20) - 1))
+        except OSError:
+            pass  # refused half-way: the daemon closed it
+    time.sleep(0.5)
+    grew = rss_kib(a.p.pid) - before
+    end = time.monotonic() + 20
+    for s in big:
+        data = read_until_closed(s, max(0.1, end - time.monotonic()))
+        busy += bool(data and b"busy: unfinished loader requests" in data)
+        s.close()
+    print(f"16 unfinished 8 MiB requests: RSS +{grew} KiB, {busy} refused as busy")
+    with open(f"/proc/{a.p.pid}/maps") as f, open(SHOALD, "rb") as exe:
+        if "libasan" in f.read() or b"__asan_init" in exe.read():
+            # AddressSanitizer keeps freed buffers in quarantine: RSS says
+            # nothing about what the daemon holds there.
+            print("AddressSanitizer build: RSS not checked")
+            grew = 0
+    if grew >= 64 << 10 or busy < 11:
+        print(f"FAIL unfinished requests held {grew} KiB ({busy} of 16 refused as busy)")
+        fails += 1
+
+    # A long order is still a request: 2,000 paths of 1,000 bytes (2 MB).
+    order = ["x" * 996 + f"{i:04d}" for i in range(2000)]
+    err = loader_error(sock, mid, order)
+    if not err or "has no file '" + order[0][:100] not in err:
+        print(f"FAIL a 2 MB request was not read and answered: {err and err[:200]}")
+        fails += 1
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        a.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
-                      "by_name": case_by_name}, "shoal-loader-")
+                      "by_name": case_by_name, "limits": case_limits}, "shoal-loader-")
