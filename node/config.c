@@ -60,6 +60,10 @@ static const struct key keys[] = {
      "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
     {"max-peers", K_U64, F(max_peers), "N",
      "authenticated peers (and our dials in progress) at once (64; 1-250)"},
+    {"max-releases", K_U64, F(max_releases), "N",
+     "releases kept open at once (64; 1-64); to open one more, the complete release "
+     "used least recently (not one a tracker rollout names) is closed, its files staying "
+     "in the cache"},
     {"max-unauth", K_U64, F(max_unauth), "N",
      "inbound connections still in their handshake at once; a new one closes the oldest "
      "(64; 1-256)"},
@@ -150,6 +154,7 @@ int shoal_config_init(struct shoal_config *c)
     c->max_peers = 64;
     c->max_unauth = 64;
     c->max_leases = 2; /* the scheduler's default */
+    c->max_releases = 64;
     c->serve_per_peer = 16;
     c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     c->request_timeout_ms = 30000;

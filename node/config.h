@@ -82,6 +82,7 @@ struct shoal_config {
     uint64_t lease_fallback_ms;  /* no tracker this long: fetch without a lease */
     uint64_t lease_chunks;       /* chunks per origin lease (0: scheduler default) */
     uint64_t max_leases;         /* origin leases held at once (1-16) */
+    uint64_t max_releases;       /* releases open at once (1-64) */
     /* --- end tracker --- */
 };
 

@@ -143,6 +143,15 @@ struct shoal_daemon {
      * and the branch or tag it was pulled by ("" if none), for the state. */
     uint64_t swarm_tag[MAX_SWARMS];
     char swarm_branch[MAX_SWARMS][SHOAL_STATE_BRANCH_MAX + 1];
+    /* ... and when it was last used (opened, asked for, or seen uploading)
+     * and its upload count then: with max-releases open, the complete one
+     * used least recently is closed to make room. */
+    uint64_t swarm_used_ms[MAX_SWARMS];
+    uint64_t swarm_tx[MAX_SWARMS];
+    /* The releases the trackers' rollouts named last: never closed for
+     * room (the next announce would open them again). */
+    uint8_t rollout_ids[SHOAL_MSG_DESIRED_MAX][32];
+    uint32_t nrollout_ids;
     uint64_t next_serial;
     /* Dropped releases wait here until their worker jobs and origin
      * fetches end; the reaper frees them. */
@@ -413,10 +422,108 @@ static void on_complete(void *user, struct shoal_swarm *s)
 }
 
 static void discover(struct shoal_daemon *d);
+static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const char *why);
+
+/* Marks open release |s| as used now (see swarm_used_ms). */
+static void touch_swarm(struct shoal_daemon *d, const struct shoal_swarm *s)
+{
+    uint32_t k = swarm_slot(d, s);
+    if (k != UINT32_MAX)
+        d->swarm_used_ms[k] = uv_now(&d->loop);
+}
+
+/* A release uploading since the last look counts as used: peers still
+ * want it. Called every discovery tick. */
+static void note_uploads(struct shoal_daemon *d)
+{
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        struct shoal_swarm_stats st;
+        shoal_swarm_stats(d->swarms[i], &st);
+        if (st.tx_chunk_bytes != d->swarm_tx[i]) {
+            d->swarm_tx[i] = st.tx_chunk_bytes;
+            d->swarm_used_ms[i] = uv_now(&d->loop);
+        }
+    }
+}
+
+static bool in_rollout(const struct shoal_daemon *d, const uint8_t id[32])
+{
+    for (uint32_t i = 0; i < d->nrollout_ids; i++) {
+        if (memcmp(d->rollout_ids[i], id, 32) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* With max-releases open, closes the complete release used least recently
+ * (not one a rollout names, nor |m| itself) so |m| can open: its files
+ * stay in the cache, and asking for it again reopens it from there.
+ * Pulls that led to it are done and go with it. Returns whether there is
+ * room now. */
+static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
+{
+    uint32_t victim = UINT32_MAX;
+    char why[160], hex[17], name[SHOAL_MSG_REPO_MAX + 48];
+
+    if (d->ndropped >= MAX_SWARMS)
+        return false; /* too many still closing */
+    note_uploads(d);
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        const struct shoal_swarm *s = d->swarms[i];
+        if (!shoal_swarm_complete(s) || in_rollout(d, shoal_swarm_id(s)) ||
+            memcmp(shoal_swarm_id(s), shoal_manifest_id(m), 32) == 0)
+            continue;
+        if (victim == UINT32_MAX || d->swarm_used_ms[i] < d->swarm_used_ms[victim])
+            victim = i;
+    }
+    if (victim == UINT32_MAX)
+        return false;
+    struct shoal_swarm *v = d->swarms[victim];
+    const struct shoal_manifest *vm = shoal_swarm_manifest(v);
+    hex8(hex, shoal_swarm_id(v));
+    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(vm), shoal_manifest_commit(vm));
+    LOG_I("release %s (%s) closed to make room for %s@%s: max-releases (%llu) are open and it "
+          "was used least recently, %.0f s ago; its files stay in the cache, and asking for "
+          "it again reopens it", hex, name, shoal_manifest_repo_id(m), shoal_manifest_commit(m),
+          (unsigned long long)d->cfg->max_releases,
+          (double)(uv_now(&d->loop) - d->swarm_used_ms[victim]) / 1000.0);
+    snprintf(why, sizeof why, "closed on this node to make room for another release");
+    for (uint32_t i = 0; i < d->npulls;) {
+        if (d->pulls[i].swarm == v) {
+            memmove(&d->pulls[i], &d->pulls[i + 1], (d->npulls - i - 1) * sizeof d->pulls[0]);
+            d->npulls--;
+            continue;
+        }
+        i++;
+    }
+    remove_swarm(d, v, why);
+    return true;
+}
+
+/* Pulls whose release is complete have done their job: when the table is
+ * full their slots go back (asking again finds the release open, and a
+ * branch is resolved anew). Not with --exit-when-complete, which counts
+ * them. Returns whether a slot is free. */
+static bool pull_room(struct shoal_daemon *d)
+{
+    for (uint32_t i = 0; d->npulls >= SHOAL_CONFIG_LIST_MAX && !d->cfg->exit_when_complete &&
+                         i < d->npulls;) {
+        const struct pull *p = &d->pulls[i];
+        if (p->swarm && shoal_swarm_complete(p->swarm)) {
+            memmove(&d->pulls[i], &d->pulls[i + 1], (d->npulls - i - 1) * sizeof d->pulls[0]);
+            d->npulls--;
+            continue;
+        }
+        i++;
+    }
+    return d->npulls < SHOAL_CONFIG_LIST_MAX;
+}
 
 /* Opens release |m| (taken) and adds it, writing refs/<branch> once it is
  * complete when |branch| is not NULL; returns the swarm, or NULL with the
- * error in |*err| and the reason for people in |why|. */
+ * error in |*err| and the reason for people in |why|. With max-releases
+ * open it first closes one (make_room), which removes pulls from
+ * d->pulls: a caller holding a pull finds it again by its serial. */
 static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
                                        const uint8_t *signed_mf, size_t len, const char *branch,
                                        int *err, char *why, size_t whylen)
@@ -425,9 +532,12 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     char hex[17];
 
     hex8(hex, shoal_manifest_id(m));
-    if (d->nswarms >= MAX_SWARMS) {
-        LOG_E("release %s: too many releases open (%d)", hex, MAX_SWARMS);
-        snprintf(why, whylen, "too many releases open (%d)", MAX_SWARMS);
+    if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
+        LOG_E("release %s: %u releases open (max-releases), none of them complete and "
+              "unneeded by a rollout", hex, d->nswarms);
+        snprintf(why, whylen, "%u releases open (max-releases), none of them complete and "
+                 "unneeded by a rollout: drop one (shoal drop) or raise max-releases",
+                 d->nswarms);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
         return NULL;
@@ -454,6 +564,8 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     d->swarm_tag[d->nswarms] = ++d->next_serial;
     snprintf(d->swarm_branch[d->nswarms], sizeof d->swarm_branch[0], "%s",
              branch ? branch : "");
+    d->swarm_used_ms[d->nswarms] = uv_now(&d->loop);
+    d->swarm_tx[d->nswarms] = 0;
     d->swarms[d->nswarms++] = s;
     save_state(d);
     /* The tracker's answer carries this release's fleet role: ask soon
@@ -607,8 +719,14 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     }
     LOG_I("manifest %s received from peer %s, signature verified", hex, shoal_peer_name(p));
     snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    uint64_t serial = pl->serial;
     s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len,
                     pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+    /* Opening may have closed another release, and the pulls that led to
+     * it: ours is still there (it had no release), maybe moved. */
+    pl = find_pull_serial(d, serial);
+    if (!pl)
+        return; /* cannot happen: it had no release, so make_room kept it */
     if (!s) {
         pull_failed(d, pl, name, rv, why);
         return;
@@ -961,9 +1079,15 @@ static struct shoal_swarm *loader_find(void *user, const char *release)
     struct shoal_daemon *d = user;
     uint8_t id[32];
 
+    struct shoal_swarm *s;
+
     if (strlen(release) == 64 && shoal_unhex(id, 32, release, 64) == 0)
-        return find_swarm(d, id);
-    return find_swarm_named(d, release);
+        s = find_swarm(d, id);
+    else
+        s = find_swarm_named(d, release);
+    if (s)
+        touch_swarm(d, s);
+    return s;
 }
 
 /* The path `shoal pull` takes: a manifest id is asked of the peers and the
@@ -1167,6 +1291,7 @@ static void on_trk_timer(uv_timer_t *h)
         d->trk_seen_ms = uv_now(&d->loop);
     trk_want_manifests(d, false);
     discover(d);
+    note_uploads(d);
 }
 
 static void trk_on_ready(void *user, uint32_t idx)
@@ -1219,6 +1344,10 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
     bool added = false;
     bool arbiter = shoal_trkconn_arbiter(d->trk) == (int)idx;
 
+    d->nrollout_ids = 0;
+    for (uint32_t i = 0; i < r->count && i < SHOAL_MSG_DESIRED_MAX; i++)
+        memcpy(d->rollout_ids[d->nrollout_ids++], r->desired[i].manifest_id, 32);
+
     if (!arbiter && r->nroles > 0)
         LOG_D("roles from tracker %s ignored: leases go to another tracker",
               shoal_trkconn_addr(d->trk, idx));
@@ -1247,9 +1376,9 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
         if (known)
             continue;
         hex8(hex, w->manifest_id);
-        if (d->npulls >= SHOAL_CONFIG_LIST_MAX) {
-            LOG_W("rollout of %.*s (%s) ignored: %d pulls already", (int)w->repo.len, w->repo.p,
-                  hex, SHOAL_CONFIG_LIST_MAX);
+        if (!pull_room(d)) {
+            LOG_W("rollout of %.*s (%s) ignored: %d pulls under way already", (int)w->repo.len,
+                  w->repo.p, hex, SHOAL_CONFIG_LIST_MAX);
             continue;
         }
         memcpy(new_pull(d)->id, w->manifest_id, 32);
@@ -1346,8 +1475,12 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         return;
     }
     snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    uint64_t serial = pl->serial;
     s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len,
                     pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+    pl = find_pull_serial(d, serial); /* see on_manifest_data */
+    if (!pl)
+        return;
     if (!s) {
         pull_failed(d, pl, name, rv, why);
         return;
@@ -1759,6 +1892,8 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         pl->swarm = NULL;
         return resolve_pull(d, pl, why, whylen);
     }
+    if (sw)
+        touch_swarm(d, sw);
     if (sw || pl)
         return 0; /* here already, or under way */
     by_id = is_manifest_id(release);
@@ -1766,8 +1901,9 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         snprintf(why, whylen, "shoald is shutting down");
         return SHOAL_EBUSY;
     }
-    if (d->npulls >= SHOAL_CONFIG_LIST_MAX) {
-        snprintf(why, whylen, "too many releases being pulled (%d)", SHOAL_CONFIG_LIST_MAX);
+    if (!pull_room(d)) {
+        snprintf(why, whylen, "too many releases being pulled (%d under way)",
+                 SHOAL_CONFIG_LIST_MAX);
         return SHOAL_ELIMIT;
     }
     if (!by_id && (rv = check_release_name(release, &commit, why, whylen)) != 0)
@@ -2030,6 +2166,9 @@ static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const ch
             (d->nswarms - k - 1) * sizeof d->swarm_tag[0]);
     memmove(&d->swarm_branch[k], &d->swarm_branch[k + 1],
             (d->nswarms - k - 1) * sizeof d->swarm_branch[0]);
+    memmove(&d->swarm_used_ms[k], &d->swarm_used_ms[k + 1],
+            (d->nswarms - k - 1) * sizeof d->swarm_used_ms[0]);
+    memmove(&d->swarm_tx[k], &d->swarm_tx[k + 1], (d->nswarms - k - 1) * sizeof d->swarm_tx[0]);
     d->nswarms--;
     d->dropped[d->ndropped++] = s;
     if (!uv_is_active((uv_handle_t *)&d->reaper))
@@ -2474,6 +2613,10 @@ static int check_ranges(const struct shoal_config *c)
     }
     if (c->max_leases < 1 || c->max_leases > 16) {
         LOG_E("max-leases %llu: use 1-16", (unsigned long long)c->max_leases);
+        return -EINVAL;
+    }
+    if (c->max_releases < 1 || c->max_releases > MAX_SWARMS) {
+        LOG_E("max-releases %llu: use 1-%d", (unsigned long long)c->max_releases, MAX_SWARMS);
         return -EINVAL;
     }
     return 0;

@@ -43,6 +43,10 @@ CASE is one of:
                 its log shows the tracker's reason. A node listening on
                 0.0.0.0 that reaches a tracker on [::1] announces nothing
                 and says to listen on [::] or set --advertise.
+  max_releases  a node with --max-releases 2 pulls three releases: the third
+                closes the first (least recently used), status lists two,
+                and pulling the first again reopens it from the cache (0
+                bytes from peers), closing the second.
   waiting_reason a pull by manifest id with no tracker and no peer says
                 so; with a peer that lacks it, status says none of 1 peer
                 has offered its manifest.
@@ -1194,6 +1198,57 @@ def case_keep_corrupt(tmp):
     return fails
 
 
+def case_max_releases(tmp):
+    """With --max-releases 2, opening a third release closes the complete
+    one used least recently; asked for again, it reopens from the cache."""
+    k = make_keys(tmp, ["s", "m"])
+    rnd = random.Random(7)
+    both = os.path.join(tmp, "all")
+    rels = []
+    for i in range(3):
+        files = {f"w{i}.safetensors": rnd.randbytes(1 << 20)}
+        repo = os.path.join(tmp, f"repo{i}")
+        shoalproc.write_files(repo, files)
+        shoalproc.write_files(both, files)
+        mf = os.path.join(tmp, f"r{i}.manifest")
+        commit = "%x" % (i + 1) * 40
+        mid = shoalproc.build_manifest(SHOAL, repo, k, mf, repo_id=f"org/m{i}", commit=commit,
+                                       extra=("--min", "64K", "--avg", "256K", "--max", "1M"))
+        rels.append((mf, mid, f"org/m{i}@{commit}"))
+    seed = node("s", k, tmp, None, ["--no-origin", "--seed-dir", both,
+                                    *[a for mf, _, _ in rels for a in ("--manifest", mf)]])
+    m = node("m", k, tmp, None, ["--no-origin", "--peer", seed.addr, "--max-releases", "2"])
+    fails = 0
+
+    def pull(i, want=r"complete: "):
+        r = cli("pull", rels[i][1], "--socket", m.sock, "--timeout", "60")
+        if r.returncode != 0 or not re.search(want, r.stdout):
+            print(f"FAIL pull of {rels[i][2]}: exit {r.returncode}: {r.stdout}{r.stderr}")
+            return 1
+        return 0
+
+    fails += pull(0) + pull(1) + pull(2)
+    if not m.wait_for(r"release \S+ \(%s\) closed to make room for %s: max-releases \(2\)"
+                      % (re.escape(rels[0][2]), re.escape(rels[2][2])), 10):
+        print("FAIL opening a third release did not close the least recently used one")
+        fails += 1
+    st = cli("status", "--socket", m.sock).stdout
+    print(st.strip())
+    if rels[0][2] in st or rels[1][2] not in st or rels[2][2] not in st:
+        print("FAIL status should list the last two releases only")
+        fails += 1
+    # Reopened from the cache: nothing comes from peers again.
+    fails += pull(0, r"complete: .* 0 bytes from peers")
+    if not m.wait_for(r"\(%s\) closed to make room for %s" % (re.escape(rels[1][2]),
+                                                                re.escape(rels[0][2])), 10):
+        print("FAIL reopening the first release did not close the next least recently used")
+        fails += 1
+    fails += shoalproc.stop_all([m, seed])
+    if fails:
+        m.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
@@ -1204,5 +1259,6 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "restart": case_restart,
                       "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
-                      "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect},
+                      "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
+                      "max_releases": case_max_releases},
                "shoal-ops-", scan_sanitizers=True)
