@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "cdc.h"
 #include "cred.h"
 #include "hash.h"
@@ -1020,6 +1022,51 @@ static void test_conns_per_key(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+/* Hardening 2: one node announcing junk ids (fresh ones each time) cannot
+ * fill the manifest table: its announces go on being answered, another
+ * node's announce of a new release is recorded and a publisher's put is
+ * accepted. 128 manifests here (64 for unregistered ids); a node may hold
+ * 32 unregistered ones. */
+static void test_junk_announces(void)
+{
+    const char *extra[] = { "--max-manifests", "128", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident atk, vic;
+    mk_ident(&atk, &g_cluster_sk, far_future());
+    mk_ident(&vic, &g_cluster_sk, far_future());
+    struct shoal_trkc *a = join(&p, &atk, "east", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *v = join(&p, &vic, "east", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(a && v);
+    int refused = 0;
+    for (int round = 0; round < 20; round++) {
+        g_m.type = SHOAL_MSG_ANNOUNCE;
+        g_m.u.announce.count = 40;
+        for (uint32_t i = 0; i < 40; i++) {
+            struct shoal_msg_announce_entry *e = &g_m.u.announce.entries[i];
+            randombytes_buf(e->manifest_id, 32);
+            e->have_chunks = 1;
+            e->total_chunks = 10;
+            e->complete = false;
+        }
+        REQUIRE(shoal_trkc_call(a, &g_m, &g_m, TMO) == 0);
+        refused += g_m.type != SHOAL_MSG_ANNOUNCE_REPLY;
+    }
+    CHECK_EQ(refused, 0);
+    CHECK(stat_value(a, "shoal_tracker_manifests") <= 32);
+    CHECK_EQ(stat_value(a, "shoal_tracker_entries_skipped_total"), 20 * 8);
+    uint8_t m3[32];
+    mid(m3, 3);
+    CHECK_EQ(announce(v, m3, 1, 10), 0);
+    CHECK_EQ(get_peers(a, m3, 10), 1);
+    struct shoal_buf good;
+    sign_manifest(&g_pub_sk, &good);
+    CHECK_EQ(put_manifest(v, good.data, good.len), 0);
+    shoal_buf_free(&good);
+    shoal_trkc_free(a);
+    shoal_trkc_free(v);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
@@ -1058,6 +1105,7 @@ int main(int argc, char **argv)
     RUN(test_frame_limits);
     RUN(test_frame_deadline);
     RUN(test_conns_per_key);
+    RUN(test_junk_announces);
 
     const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
     for (size_t i = 0; i < 4; i++) {

@@ -113,7 +113,13 @@ static const char usage_options2[] =
     "    --max-peers N             largest peer list returned (default 50)\n"
     "    --max-conns N             simultaneous connections (default 10000)\n"
     "    --max-nodes N             nodes remembered (default 100000)\n"
-    "    --max-manifests N         manifests remembered (default 65536)\n"
+    "    --max-manifests N         manifests remembered (default 65536); ids\n"
+    "                              announced but not registered here fill at\n"
+    "                              most half, registered ones have the rest\n"
+    "    --max-unregistered-per-node N\n"
+    "                              releases not registered here one node's\n"
+    "                              announce may record (default 32); the others\n"
+    "                              are skipped until their manifest is put\n"
     "    --seed N                  seed of the peer-sampling PRNG (default: random)\n"
     "    -h, --help                this text\n"
     "\n";
@@ -159,6 +165,7 @@ enum {
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
+    OPT_UNREG,
 };
 
 static const struct option longopts[] = {
@@ -188,6 +195,7 @@ static const struct option longopts[] = {
     { "max-partial-mb", required_argument, NULL, OPT_PARTIAL },
     { "frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
     { "frame-min-kibps", required_argument, NULL, OPT_FRAME_RATE },
+    { "max-unregistered-per-node", required_argument, NULL, OPT_UNREG },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -276,6 +284,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_SEED: NUM(UINT64_MAX); cfg->reg.seed = v; A->seeded = true; break;
     case OPT_UNAUTH: NUM(1000000); cfg->max_unauth = (uint32_t)v; break;
     case OPT_IDLE: NUM(86400000); cfg->idle_timeout_ms = (uint32_t)v; break;
+    case OPT_UNREG: RANGE(0, 65535); cfg->reg.max_unregistered_per_node = (uint32_t)v; break;
     case OPT_PER_KEY: NUM(1000000); cfg->max_conns_per_key = (uint32_t)v; break;
     case OPT_PARTIAL: NUM(1u << 20); cfg->max_partial_total = (size_t)v << 20; break;
     case OPT_FRAME_TMO: NUM(86400000); cfg->frame_timeout_ms = (uint32_t)v; break;

@@ -213,6 +213,7 @@ struct node {
     struct nent *ents;
     uint16_t nents, cap;
     uint16_t zone;
+    uint16_t nunreg;       /* entries for manifests not registered here */
     uint8_t nleases;
     uint32_t nfspans;      /* fetched spans recorded under this node */
     uint8_t used;
@@ -289,6 +290,7 @@ struct shoal_reg {
 
     struct mani *manis;
     uint32_t nmanis_cap, nmanis_used;
+    uint32_t nunreg;       /* records without signed bytes (see mani_create) */
     uint32_t *mani_free;
     uint32_t nmani_free;
     struct tab mani_tab;
@@ -321,6 +323,7 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->max_nodes = 100000;
     c->max_manifests = 65536;
     c->max_entries_per_node = 256;
+    c->max_unregistered_per_node = 32;
     c->max_lease_chunks = 64ULL << 20;
     c->max_manifest_bytes = 1ULL << 30;
     c->fetched_ttl_ms = 600000;
@@ -376,7 +379,8 @@ int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg)
     struct shoal_reg *r = NULL;
     if (!out || !cfg || !cfg->announce_interval_ms || !cfg->node_ttl_ms || !cfg->lease_ms ||
         !cfg->max_nodes || !cfg->max_manifests || !cfg->max_entries_per_node ||
-        cfg->max_entries_per_node > UINT16_MAX || cfg->max_nodes >= (1u << 31) ||
+        cfg->max_entries_per_node > UINT16_MAX || cfg->max_unregistered_per_node > UINT16_MAX ||
+        cfg->max_nodes >= (1u << 31) ||
         cfg->max_manifests >= (1u << 31) || cfg->origin_fetchers > SHOAL_REG_RANKS_MAX ||
         cfg->min_fetchers > SHOAL_REG_RANKS_MAX ||
         cfg->importers > SHOAL_REG_RANKS_MAX - shoal_reg_fetcher_ranks(cfg)) {
@@ -566,11 +570,22 @@ out:
     return rv;
 }
 
-static int mani_create(struct shoal_reg *r, const uint8_t id[32], uint32_t *out)
+/* Records for ids nobody registered may fill at most this much of the
+ * table, so registered manifests always have the rest. */
+static uint32_t unreg_cap(const struct shoal_reg *r)
+{
+    return r->cfg.max_manifests - r->cfg.max_manifests / 2;
+}
+
+/* Creates the record of |id|; |registering| when a signed manifest comes
+ * with it, else it counts as unregistered (limited by unreg_cap). */
+static int mani_create(struct shoal_reg *r, const uint8_t id[32], bool registering,
+                       uint32_t *out)
 {
     int rv;
     uint32_t idx;
-    if (r->nmanis_used >= r->cfg.max_manifests) {
+    if (r->nmanis_used >= r->cfg.max_manifests ||
+        (!registering && r->nunreg >= unreg_cap(r))) {
         rv = SHOAL_ELIMIT;
         goto out;
     }
@@ -590,7 +605,11 @@ static int mani_create(struct shoal_reg *r, const uint8_t id[32], uint32_t *out)
     memcpy(m->id, id, 32);
     m->used = 1;
     r->nmanis_used++;
+    /* Unregistered until shoal_reg_put_manifest_ex gives it signed bytes
+     * (a put that fails half way leaves it so, for expiry to drop). */
+    r->nunreg++;
     r->st.manifests = r->nmanis_used;
+    r->st.unregistered = r->nunreg;
     *out = idx;
 out:
     return rv;
@@ -600,7 +619,7 @@ static uint32_t mani_get(struct shoal_reg *r, const uint8_t id[32], int *rv)
 {
     uint32_t idx = mani_find(r, id);
     *rv = 0;
-    if (idx == NONE && (*rv = mani_create(r, id, &idx)) != 0)
+    if (idx == NONE && (*rv = mani_create(r, id, false, &idx)) != 0)
         idx = NONE;
     return idx;
 }
@@ -800,7 +819,11 @@ static void role_describe(const struct shoal_reg *r, const struct mani *m,
     }
 }
 
-/* Removes node entry |e| of node |ni| and its holder record. */
+static void mani_remove_idx(struct shoal_reg *r, uint32_t mi);
+
+/* Removes node entry |e| of node |ni| and its holder record. A record of
+ * an unregistered id left with no holder and no lease state goes at once:
+ * ids announced and dropped again cannot pile up between expiries. */
 static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
 {
     struct node *nd = &r->nodes[ni];
@@ -822,6 +845,11 @@ static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
     }
     m->nh--;
     r->st.entries--;
+    if (!m->signed_bytes) {
+        nd->nunreg--;
+        if (!m->nh && !m->nl && !m->nfs && !m->chunks)
+            mani_remove_idx(r, mi);
+    }
 }
 
 static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct shoal_reg_have *h)
@@ -856,6 +884,8 @@ static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct
                                    .complete = h->complete, .rank = RANK_NONE };
     nd->ents[nd->nents++] = (struct nent){ .mani = mi, .slot = m->nh, .mark = 1 };
     m->nh++;
+    if (!m->signed_bytes)
+        nd->nunreg++;
     m->ncomplete += h->complete;
     if (holder_eligible(&m->h[m->nh - 1])) {
         holder_swap(r, mi, m->nh - 1, m->ne);
@@ -1071,15 +1101,8 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         goto out;
     }
     /* Check every limit before changing anything, so a refused announce
-     * leaves the node as it was. */
-    uint32_t missing = 0;
-    for (size_t i = 0; i < n; i++)
-        if (mani_find(r, haves[i].manifest_id) == NONE)
-            missing++;
-    if ((uint64_t)r->nmanis_used + missing > r->cfg.max_manifests) {
-        rv = SHOAL_ELIMIT;
-        goto out;
-    }
+     * leaves the node as it was. (A full manifest table refuses no
+     * announce: see the skipped entries below.) */
     uint32_t zi = zone_acquire(r, zone);
     if (zi == NONE) {
         rv = SHOAL_ELIMIT;
@@ -1130,13 +1153,28 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
     }
     for (size_t i = 0; i < n; i++) {
         const struct shoal_reg_have *h = &haves[i];
-        uint32_t mi = mani_get(r, h->manifest_id, &rv);
-        if (mi == NONE)
+        uint32_t mi = mani_find(r, h->manifest_id);
+        nd = &r->nodes[ni];
+        uint16_t e = mi == NONE ? nd->nents : node_entry(nd, mi);
+        /* Ids nobody registered here (a release published elsewhere, or
+         * one whose manifest comes back with the node's re-put after a
+         * tracker restart, or junk) are recorded only within the node's
+         * quota and the table's share for them: one node cannot fill the
+         * table. Past them the entry is skipped, not the announce. */
+        if (e == nd->nents && (mi == NONE || !r->manis[mi].signed_bytes) &&
+            (nd->nunreg >= r->cfg.max_unregistered_per_node ||
+             (mi == NONE && (r->nunreg >= unreg_cap(r) ||
+                             r->nmanis_used >= r->cfg.max_manifests)))) {
+            r->st.entries_skipped++;
+            if (roles)
+                roles[i] = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE,
+                                                    .untracked = true };
+            continue;
+        }
+        if (mi == NONE && (rv = mani_create(r, h->manifest_id, false, &mi)) != 0)
             goto out;
         /* A holder's total_chunks never sizes lease state: only a signed
          * manifest (or the trusted caller of shoal_reg_lease) may. */
-        nd = &r->nodes[ni];
-        uint16_t e = node_entry(nd, mi);
         if (e < nd->nents) {
             holder_update(r, mi, nd->ents[e].slot, h->have_chunks, h->complete);
         } else if ((rv = entry_add(r, ni, mi, h)) != 0) {
@@ -1544,6 +1582,9 @@ static void mani_remove_idx(struct shoal_reg *r, uint32_t mi)
     tab_remove(&r->mani_tab, hash_key32(r->hkey, m->id), mi);
     if (m->chunks)
         r->lease_chunks -= m->nchunks;
+    if (!m->signed_bytes)
+        r->nunreg--;
+    r->st.unregistered = r->nunreg;
     mani_clear(m);
     r->mani_free[r->nmani_free++] = mi;
     r->nmanis_used--;
@@ -1637,7 +1678,7 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
     memcpy(bytes, signed_bytes, len);
     const char *full = names + rl + 1 + cl + 1;
     uint32_t nh = hash_str(r->hkey, full, rl + 1 + cl);
-    if (mi == NONE && (rv = mani_create(r, manifest_id, &mi)) != 0)
+    if (mi == NONE && (rv = mani_create(r, manifest_id, true, &mi)) != 0)
         goto fail;
     uint32_t old = tab_find(&r->name_tab, nh, name_eq, r, full, rl + 1 + cl);
     /* The newest signing wins the name: an old manifest re-put (say by a
@@ -1666,6 +1707,13 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
     m->repo_len = rl;
     m->commit_len = cl;
     m->name_hash = nh;
+    if (!m->signed_bytes) {
+        /* Its holders' entries no longer count against their quota. */
+        r->nunreg--;
+        r->st.unregistered = r->nunreg;
+        for (uint32_t i = 0; i < m->nh; i++)
+            r->nodes[m->h[i].node].nunreg--;
+    }
     m->signed_bytes = bytes;
     m->signed_len = len;
     r->manifest_bytes += len;
@@ -1888,8 +1936,14 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
                    (double)s->manifests)) ||
         (rv = prom(out, "shoal_tracker_manifests_registered", "gauge",
                    "Signed manifests held.", (double)s->registered)) ||
+        (rv = prom(out, "shoal_tracker_manifests_unregistered", "gauge",
+                   "Manifests known by id from announces only (no signed bytes).",
+                   (double)s->unregistered)) ||
         (rv = prom(out, "shoal_tracker_entries", "gauge", "Node-manifest holdings.",
                    (double)s->entries)) ||
+        (rv = prom(out, "shoal_tracker_entries_skipped_total", "counter",
+                   "Announced holdings of unregistered manifests not recorded (over a "
+                   "node's quota or the table's share).", (double)s->entries_skipped)) ||
         (rv = prom(out, "shoal_tracker_announces_total", "counter", "Announces accepted.",
                    (double)s->announces)) ||
         (rv = prom(out, "shoal_tracker_announces_per_second", "gauge",

@@ -60,6 +60,10 @@ struct shoal_reg_config {
     uint32_t max_nodes;
     uint32_t max_manifests;         /* manifests known by id (announced or put) */
     uint32_t max_entries_per_node;  /* manifests one announce may list */
+    /* Added by the hardening against authenticated clients: */
+    uint32_t max_unregistered_per_node; /* holdings one node may have of
+                                       manifests not registered here (see
+                                       shoal_reg_announce) */
     /* Added beyond the original sketch: */
     uint64_t max_lease_chunks;      /* sum of nchunks over manifests with lease
                                        state (1 byte per chunk) */
@@ -94,7 +98,8 @@ struct shoal_reg_config {
 };
 
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
- * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
+ * 100,000 nodes, 65,536 manifests, 256 entries per node (of which 32 for
+ * unregistered manifests), 64 Mi lease chunks,
  * 1 GiB of registered manifests, fetched TTL 10 min, 2 origin fetchers and
  * 8 importers per zone, at least 8 fetchers per manifest, spans shared for
  * 2 leases per fetcher. */
@@ -104,7 +109,8 @@ struct shoal_reg;
 
 /* New empty registry with a copy of |cfg|, into |*out| (written only on
  * success). Returns 0, -EINVAL (a zero interval/ttl/lease/limit,
- * max_entries_per_node above 65535, max(origin_fetchers, min_fetchers) +
+ * max_entries_per_node or max_unregistered_per_node (which may be 0)
+ * above 65535, max(origin_fetchers, min_fetchers) +
  * importers above SHOAL_REG_RANKS_MAX) or -ENOMEM. */
 int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg);
 
@@ -134,6 +140,8 @@ struct shoal_reg_role {
     uint32_t import_rem;
     uint32_t rank;        /* rank within (manifest, zone), or
                              SHOAL_REG_RANK_NONE */
+    bool untracked;       /* the holding was not recorded (see
+                             shoal_reg_announce): no role */
 };
 
 /*
@@ -160,9 +168,21 @@ struct shoal_reg_role {
  * node is a fetcher. When |roles| is not NULL,
  * roles[i] receives the role for haves[i] (on success only).
  *
+ * Manifests not registered (no signed bytes here): a node's holdings of
+ * them are recorded only up to max_unregistered_per_node, in announce
+ * order (those it already holds first), and records for such ids fill at
+ * most half of max_manifests, so registered manifests always have the
+ * other half. A holding past either limit, or one that would need a
+ * record while the table is full, is skipped: not recorded, its role
+ * marked untracked, counted in entries_skipped; the rest of the announce
+ * applies. A node holding more releases than its quota right after a
+ * tracker restart (before its re-puts) has them all recorded at its next
+ * announce. A record of an unregistered id that no node holds any more
+ * and that has no lease state is dropped at once.
+ *
  * Returns 0; SHOAL_ETOOBIG when addr or zone is too long; SHOAL_ELIMIT when
- * |n| > max_entries_per_node or the node, manifest or zone tables are full
- * (nothing is changed then); -ENOMEM (the node may have lost entries).
+ * |n| > max_entries_per_node or the node or zone tables are full (nothing
+ * is changed then); -ENOMEM (the node may have lost entries).
  */
 int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32],
                        const char *addr, const char *zone, const struct shoal_reg_have *haves,
@@ -349,6 +369,7 @@ struct shoal_reg_stats {
     uint64_t nodes;            /* nodes currently known */
     uint64_t manifests;        /* manifests known by id */
     uint64_t registered;       /* of which registered (signed bytes held) */
+    uint64_t unregistered;     /* of which known from announces only */
     uint64_t entries;          /* node-manifest holdings */
     uint64_t announces;        /* total since start */
     uint64_t leases_granted;
@@ -356,6 +377,8 @@ struct shoal_reg_stats {
     uint64_t leases_done;
     uint64_t leases_active;
     uint64_t nodes_expired;
+    uint64_t entries_skipped;  /* holdings of unregistered manifests not
+                                  recorded (see shoal_reg_announce) */
 };
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);

@@ -902,7 +902,7 @@ static int handle_announce(struct conn *c, uint64_t now)
      * needs none, and the reply stays small for a node full of seeds. */
     uint32_t nr = 0;
     for (uint32_t i = 0; i < a->count; i++) {
-        if (a->entries[i].complete)
+        if (a->entries[i].complete || t->roles[i].untracked)
             continue;
         struct shoal_msg_role *ro = &m->u.announce_reply.roles[nr++];
         memcpy(ro->manifest_id, a->entries[i].manifest_id, 32);
