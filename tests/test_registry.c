@@ -909,6 +909,78 @@ static void test_unregistered_quota(void)
     shoal_reg_free(r);
 }
 
+
+/* Hardening 4: registered manifests are not kept forever. One nobody
+ * holds or uses for manifest_ttl_ms is forgotten; when the table is full,
+ * the least recently used one nobody holds makes room; bytes held by a
+ * sender outlive the manifest. */
+static void test_manifest_forget(void)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    c.max_manifests = 4;
+    c.manifest_ttl_ms = 1000;
+    c.node_ttl_ms = 100000;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    uint8_t id[6][32];
+    char commit[6][41];
+    uint8_t body[6][100];
+    for (int i = 0; i < 6; i++) {
+        key(id[i], 9, (uint32_t)i);
+        snprintf(commit[i], sizeof commit[i], "%040d", i);
+        memset(body[i], 'a' + i, sizeof body[i]);
+    }
+    /* Four registered (table full), used at 0, 10, 20, 30; one held. */
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(shoal_reg_put_manifest(r, id[i], 0, "org/m", commit[i], 10, body[i], 100), 0);
+        shoal_reg_manifest_used(r, id[i], (uint64_t)i * 10);
+    }
+    announce1(r, 0, 1, "z", id[0], 10, true);
+    struct shoal_reg_manifest mf;
+    REQUIRE(shoal_reg_manifest_by_id(r, id[1], &mf) == 0);
+    const uint8_t *held = mf.signed_bytes;
+    shoal_reg_bytes_hold(held);
+    /* A fifth: the least recently used one nobody holds (id1) goes. */
+    CHECK_EQ(shoal_reg_put_manifest(r, id[4], 0, "org/m", commit[4], 10, body[4], 100), 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[1], &mf), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[0], &mf), 0);
+    char name[64];
+    snprintf(name, sizeof name, "org/m@%s", commit[1]);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), SHOAL_ENOTFOUND);
+    /* ... while a sender's reference keeps its bytes. */
+    CHECK(memcmp(held, body[1], 100) == 0);
+    shoal_reg_bytes_release(held);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.registered, 4);
+    CHECK_EQ(st.manifests_forgotten, 1);
+    /* TTL: id2 fetched at 1500 stays at 2000; id3 (30) and id4 (put at the
+     * registry's latest time, 30) go; id0 is held and stays. */
+    shoal_reg_manifest_used(r, id[2], 1500);
+    announce1(r, 1500, 1, "z", id[0], 10, true);
+    shoal_reg_expire(r, 2000);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[0], &mf), 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[2], &mf), 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[3], &mf), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[4], &mf), SHOAL_ENOTFOUND);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.registered, 2);
+    CHECK_EQ(st.manifests_forgotten, 3);
+    /* A forgotten manifest can be put again. */
+    CHECK_EQ(shoal_reg_put_manifest(r, id[3], 0, "org/m", commit[3], 10, body[3], 100), 0);
+    snprintf(name, sizeof name, "org/m@%s", commit[3]);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), 0);
+    /* Full of manifests that are held: a new one is refused. */
+    for (int i = 2; i <= 3; i++)
+        announce1(r, 2000, 10 + (uint32_t)i, "z", id[i], 1, false);
+    CHECK_EQ(shoal_reg_put_manifest(r, id[5], 0, "org/m", commit[5], 10, body[5], 100), 0);
+    announce1(r, 2000, 20, "z", id[5], 1, false);
+    CHECK_EQ(shoal_reg_put_manifest(r, id[1], 0, "org/m", commit[1], 10, body[1], 100),
+             SHOAL_ELIMIT);
+    shoal_reg_free(r);
+}
+
 static void test_prometheus(void)
 {
     struct shoal_reg *r = mkreg(1000);
@@ -1390,6 +1462,7 @@ int main(void)
     RUN(test_rollouts);
     RUN(test_limits);
     RUN(test_unregistered_quota);
+    RUN(test_manifest_forget);
     RUN(test_prometheus);
     RUN(test_churn);
     RUN(test_zone_churn);

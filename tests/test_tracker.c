@@ -1067,6 +1067,73 @@ static void test_junk_announces(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+/* Hardening 4: a full manifest store makes room: the least recently used
+ * manifest nobody holds is forgotten for a new publish (the old tracker
+ * refused it until restarted). Replies already queued with the forgotten
+ * manifest's bytes still carry them whole. */
+static void test_manifest_lru(void)
+{
+    const char *extra[] = { "--max-manifests", "2", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c);
+    uint64_t now = (uint64_t)time(NULL);
+    struct shoal_buf mf[3];
+    uint8_t ids[3][32];
+    for (int i = 0; i < 3; i++) {
+        sign_manifest_n(&g_pub_sk, 3000 + i, now + (uint64_t)i, &mf[i]);
+        shoal_chunk_id(ids[i], mf[i].data, mf[i].len);
+    }
+    CHECK_EQ(put_manifest(c, mf[0].data, mf[0].len), 0);
+    CHECK_EQ(put_manifest(c, mf[1].data, mf[1].len), 0);
+    /* Pipelined: three fetches of the first, one of the second, then the
+     * third's put, which forgets the first (least recently used; the
+     * older one also when both were used in the same millisecond). */
+    struct shoal_buf req;
+    shoal_buf_init(&req, 1 << 20);
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
+    g_m.u.get_manifest.has_id = true;
+    memcpy(g_m.u.get_manifest.by_id, ids[0], 32);
+    for (int i = 0; i < 3; i++)
+        REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    memcpy(g_m.u.get_manifest.by_id, ids[1], 32);
+    REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    g_m.type = SHOAL_MSG_PUT_MANIFEST;
+    g_m.u.put_manifest.signed_manifest.p = mf[2].data;
+    g_m.u.put_manifest.signed_manifest.len = (uint32_t)mf[2].len;
+    REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    CHECK_EQ(shoal_trkc_send_raw(c, req.data, req.len, TMO), 0);
+    shoal_buf_free(&req);
+    for (int i = 0; i < 4; i++) {
+        REQUIRE(shoal_trkc_recv(c, &g_m, TMO) == 0);
+        const struct shoal_buf *want = &mf[i < 3 ? 0 : 1];
+        CHECK(g_m.type == SHOAL_MSG_MANIFEST &&
+              g_m.u.manifest.signed_manifest.len == want->len &&
+              memcmp(g_m.u.manifest.signed_manifest.p, want->data, want->len) == 0);
+    }
+    REQUIRE(shoal_trkc_recv(c, &g_m, TMO) == 0);
+    CHECK(g_m.type == SHOAL_MSG_OK);
+    /* The second (fetched last) and the third are kept, the first gone. */
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    g_m.u.get_manifest.has_id = true;
+    memcpy(g_m.u.get_manifest.by_id, ids[0], 32);
+    REQUIRE(shoal_trkc_call(c, &g_m, &g_m, TMO) == 0);
+    CHECK(g_m.type == SHOAL_MSG_ERROR && g_m.u.error.code == SHOAL_ENOTFOUND);
+    memcpy(g_m.u.get_manifest.by_id, ids[1], 32);
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    REQUIRE(shoal_trkc_call(c, &g_m, &g_m, TMO) == 0);
+    CHECK(g_m.type == SHOAL_MSG_MANIFEST);
+    CHECK_EQ(stat_value(c, "shoal_tracker_manifests_forgotten_total"), 1);
+    for (int i = 0; i < 3; i++)
+        shoal_buf_free(&mf[i]);
+    shoal_trkc_free(c);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
@@ -1106,6 +1173,7 @@ int main(int argc, char **argv)
     RUN(test_frame_deadline);
     RUN(test_conns_per_key);
     RUN(test_junk_announces);
+    RUN(test_manifest_lru);
 
     const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
     for (size_t i = 0; i < 4; i++) {

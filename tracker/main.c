@@ -116,6 +116,10 @@ static const char usage_options2[] =
     "    --max-manifests N         manifests remembered (default 65536); ids\n"
     "                              announced but not registered here fill at\n"
     "                              most half, registered ones have the rest\n"
+    "    --manifest-ttl-h H        forget a registered manifest nobody holds,\n"
+    "                              leases, puts or fetches for H hours (default\n"
+    "                              168; 0: never); when the store is full the\n"
+    "                              least recently used of those make room\n"
     "    --max-unregistered-per-node N\n"
     "                              releases not registered here one node's\n"
     "                              announce may record (default 32); the others\n"
@@ -136,7 +140,8 @@ static const char usage_more[] =
     "    _auth_failures_total, _bad_input_total, _connections_evicted_total,\n"
     "    _rate_limited_total, _manifest_verifies_total, _partial_bytes,\n"
     "    _partial_evicted_total, _frames_timed_out_total, _frames_refused_total,\n"
-    "    _conns_per_key_refused_total. `shoal tracker-stats\n"
+    "    _conns_per_key_refused_total, _manifests_unregistered,\n"
+    "    _entries_skipped_total, _manifests_forgotten_total. `shoal tracker-stats\n"
     "    --tracker ADDR --key KEY --cred CRED` prints them (any node key with a\n"
     "    cluster credential).\n"
     "\n"
@@ -165,7 +170,7 @@ enum {
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
-    OPT_UNREG,
+    OPT_UNREG, OPT_MANIFEST_TTL,
 };
 
 static const struct option longopts[] = {
@@ -196,6 +201,7 @@ static const struct option longopts[] = {
     { "frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
     { "frame-min-kibps", required_argument, NULL, OPT_FRAME_RATE },
     { "max-unregistered-per-node", required_argument, NULL, OPT_UNREG },
+    { "manifest-ttl-h", required_argument, NULL, OPT_MANIFEST_TTL },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -284,6 +290,10 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_SEED: NUM(UINT64_MAX); cfg->reg.seed = v; A->seeded = true; break;
     case OPT_UNAUTH: NUM(1000000); cfg->max_unauth = (uint32_t)v; break;
     case OPT_IDLE: NUM(86400000); cfg->idle_timeout_ms = (uint32_t)v; break;
+    case OPT_MANIFEST_TTL:
+        RANGE(0, 1000000);
+        cfg->reg.manifest_ttl_ms = v * 3600 * 1000;
+        break;
     case OPT_UNREG: RANGE(0, 65535); cfg->reg.max_unregistered_per_node = (uint32_t)v; break;
     case OPT_PER_KEY: NUM(1000000); cfg->max_conns_per_key = (uint32_t)v; break;
     case OPT_PARTIAL: NUM(1u << 20); cfg->max_partial_total = (size_t)v << 20; break;

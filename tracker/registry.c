@@ -20,6 +20,7 @@
 #include "registry.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,8 @@ struct mani {
     uint32_t nfetch;       /* ranked nodes that are fetchers, in all */
     uint64_t last_done_ms;
     uint64_t created;      /* signing time, unix seconds (0 = unknown) */
+    uint64_t used_ms;      /* last put, fetch or announce by a holder */
+    uint64_t used_seq;     /* order of that use among all (LRU) */
     /* registered: */
     uint8_t *signed_bytes;
     size_t signed_len;
@@ -305,6 +308,8 @@ struct shoal_reg {
     struct rollout rollouts[SHOAL_REG_ROLLOUTS_MAX];
     uint32_t nrollouts;
 
+    uint64_t now_ms;         /* latest time a call was given */
+    uint64_t use_seq;        /* uses of manifests so far (mani_touch) */
     uint64_t lease_chunks;   /* sum of nchunks with lease state */
     uint64_t manifest_bytes; /* sum of registered signed bytes */
 
@@ -327,6 +332,7 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->max_lease_chunks = 64ULL << 20;
     c->max_manifest_bytes = 1ULL << 30;
     c->fetched_ttl_ms = 600000;
+    c->manifest_ttl_ms = 168ull * 3600 * 1000;
     c->origin_fetchers = 2;
     /* 8 rather than 4: each brings in half as many chunks, so they reach
      * the zone sooner (simulated 1,000-node fleet, seeds 1-6: last/T_min
@@ -413,6 +419,53 @@ fail:
     return rv;
 }
 
+/* Signed manifest bytes live in a block with a reference count in front:
+ * the registry holds one reference, and a server sending them by
+ * reference holds another until its write is done, so forgetting a
+ * manifest never frees bytes a write still points at. */
+struct blob {
+    size_t refs;
+    size_t pad;      /* keeps data 16-byte aligned */
+    uint8_t data[];
+};
+
+static struct blob *blob_of(const uint8_t *data)
+{
+    return (struct blob *)(uintptr_t)(data - offsetof(struct blob, data));
+}
+
+static uint8_t *blob_new(const uint8_t *p, size_t len)
+{
+    struct blob *b = malloc(sizeof(*b) + (len ? len : 1));
+    if (!b)
+        return NULL;
+    b->refs = 1;
+    memcpy(b->data, p, len);
+    return b->data;
+}
+
+void shoal_reg_bytes_hold(const uint8_t *signed_bytes)
+{
+    blob_of(signed_bytes)->refs++;
+}
+
+void shoal_reg_bytes_release(const uint8_t *signed_bytes)
+{
+    if (!signed_bytes)
+        return;
+    struct blob *b = blob_of(signed_bytes);
+    if (--b->refs == 0)
+        free(b);
+}
+
+/* Records a use of |m| at |now_ms|: kept manifest_ttl_ms from now, and
+ * last in line to make room. */
+static void mani_touch(struct shoal_reg *r, struct mani *m, uint64_t now_ms)
+{
+    m->used_ms = now_ms;
+    m->used_seq = ++r->use_seq;
+}
+
 static void mani_clear(struct mani *m)
 {
     free(m->h);
@@ -420,7 +473,7 @@ static void mani_clear(struct mani *m)
     free(m->leases);
     free(m->fs);
     free(m->zr);
-    free(m->signed_bytes);
+    shoal_reg_bytes_release(m->signed_bytes);
     free(m->names);
     memset(m, 0, sizeof(*m));
 }
@@ -1100,6 +1153,8 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         rv = SHOAL_ELIMIT;
         goto out;
     }
+    if (now_ms > r->now_ms)
+        r->now_ms = now_ms;
     /* Check every limit before changing anything, so a refused announce
      * leaves the node as it was. (A full manifest table refuses no
      * announce: see the skipped entries below.) */
@@ -1185,6 +1240,7 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
          * complete node needs no role to take one. */
         struct mani *m = &r->manis[mi];
         struct holder *ho = &m->h[nd->ents[e].slot];
+        mani_touch(r, m, now_ms); /* held: not to be forgotten */
         if (!ho->complete)
             rank_take(r, m, ho);
         if (roles)
@@ -1591,8 +1647,53 @@ static void mani_remove_idx(struct shoal_reg *r, uint32_t mi)
     r->st.manifests = r->nmanis_used;
 }
 
+/* Forgets registered manifest |mi|: its name, its bytes (once no write
+ * holds them) and its record. The caller checked nobody holds or leases
+ * it. */
+static void mani_forget(struct shoal_reg *r, uint32_t mi)
+{
+    struct mani *m = &r->manis[mi];
+    tab_remove(&r->name_tab, m->name_hash, mi);
+    r->manifest_bytes -= m->signed_len;
+    r->st.registered--;
+    r->st.manifests_forgotten++;
+    mani_remove_idx(r, mi);
+}
+
+/* Makes room for one more registered manifest of |len| bytes, and a
+ * record when |need_slot|, by forgetting the least recently used ones
+ * nobody holds or leases. Returns 0 or SHOAL_ELIMIT. */
+static int mani_make_room(struct shoal_reg *r, size_t len, bool need_slot)
+{
+    while ((need_slot && r->nmanis_used >= r->cfg.max_manifests) ||
+           r->manifest_bytes + len > r->cfg.max_manifest_bytes) {
+        uint32_t lru = NONE;
+        for (uint32_t mi = 0; mi < r->nmanis_cap; mi++) {
+            const struct mani *m = &r->manis[mi];
+            if (m->used && m->signed_bytes && !m->nh && !m->nl &&
+                (lru == NONE || m->used_seq < r->manis[lru].used_seq))
+                lru = mi;
+        }
+        if (lru == NONE)
+            return SHOAL_ELIMIT;
+        mani_forget(r, lru);
+    }
+    return 0;
+}
+
+void shoal_reg_manifest_used(struct shoal_reg *r, const uint8_t manifest_id[32], uint64_t now_ms)
+{
+    uint32_t mi = mani_find(r, manifest_id);
+    if (now_ms > r->now_ms)
+        r->now_ms = now_ms;
+    if (mi != NONE)
+        mani_touch(r, &r->manis[mi], now_ms);
+}
+
 void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
 {
+    if (now_ms > r->now_ms)
+        r->now_ms = now_ms;
     for (uint32_t ni = 0; ni < r->nnodes_cap; ni++) {
         struct node *nd = &r->nodes[ni];
         if (nd->used && !node_live(r, nd, now_ms)) {
@@ -1606,6 +1707,11 @@ void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
             continue;
         mani_expire_leases(r, m, now_ms);
         mani_expire_fetched(r, m, now_ms);
+        if (m->signed_bytes && r->cfg.manifest_ttl_ms && !m->nh && !m->nl &&
+            now_ms > m->used_ms && now_ms - m->used_ms >= r->cfg.manifest_ttl_ms) {
+            mani_forget(r, mi);
+            continue;
+        }
         /* Lease state without holders is worth keeping only while fetched
          * chunks may still be in the swarm. */
         if (!m->nh && !m->nl && !m->signed_bytes &&
@@ -1654,14 +1760,16 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
         goto fail;
     }
     uint32_t mi = mani_find(r, manifest_id);
-    if (mi != NONE && r->manis[mi].signed_bytes)
+    if (mi != NONE && r->manis[mi].signed_bytes) {
+        mani_touch(r, &r->manis[mi], r->now_ms);
         goto fail; /* already registered: rv is 0 */
-    if (r->manifest_bytes + len > r->cfg.max_manifest_bytes) {
+    }
+    if (len > r->cfg.max_manifest_bytes) {
         rv = SHOAL_ELIMIT;
         goto fail;
     }
     names = malloc(rl + 1 + cl + 1 + rl + 1 + cl + 1);
-    bytes = malloc(len ? len : 1);
+    bytes = blob_new(signed_bytes, len);
     if (!names || !bytes) {
         rv = -ENOMEM;
         goto fail;
@@ -1675,9 +1783,11 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
     memcpy(w, repo, rl);
     w[rl] = '@';
     memcpy(w + rl + 1, commit, cl + 1);
-    memcpy(bytes, signed_bytes, len);
     const char *full = names + rl + 1 + cl + 1;
     uint32_t nh = hash_str(r->hkey, full, rl + 1 + cl);
+    /* Full: the least recently used manifests nobody holds make room. */
+    if ((rv = mani_make_room(r, len, mi == NONE)) != 0)
+        goto fail;
     if (mi == NONE && (rv = mani_create(r, manifest_id, true, &mi)) != 0)
         goto fail;
     uint32_t old = tab_find(&r->name_tab, nh, name_eq, r, full, rl + 1 + cl);
@@ -1716,12 +1826,13 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
     }
     m->signed_bytes = bytes;
     m->signed_len = len;
+    mani_touch(r, m, r->now_ms);
     r->manifest_bytes += len;
     r->st.registered++;
     return 0;
 fail:
     free(names);
-    free(bytes);
+    shoal_reg_bytes_release(bytes);
     return rv;
 }
 
@@ -1939,6 +2050,9 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
         (rv = prom(out, "shoal_tracker_manifests_unregistered", "gauge",
                    "Manifests known by id from announces only (no signed bytes).",
                    (double)s->unregistered)) ||
+        (rv = prom(out, "shoal_tracker_manifests_forgotten_total", "counter",
+                   "Registered manifests forgotten: unused for --manifest-ttl-h, or least "
+                   "recently used when the store was full.", (double)s->manifests_forgotten)) ||
         (rv = prom(out, "shoal_tracker_entries", "gauge", "Node-manifest holdings.",
                    (double)s->entries)) ||
         (rv = prom(out, "shoal_tracker_entries_skipped_total", "counter",

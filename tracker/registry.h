@@ -64,6 +64,10 @@ struct shoal_reg_config {
     uint32_t max_unregistered_per_node; /* holdings one node may have of
                                        manifests not registered here (see
                                        shoal_reg_announce) */
+    uint64_t manifest_ttl_ms;       /* a registered manifest nobody holds,
+                                       leases, puts or fetches this long is
+                                       forgotten (0 = never; see
+                                       shoal_reg_put_manifest_ex) */
     /* Added beyond the original sketch: */
     uint64_t max_lease_chunks;      /* sum of nchunks over manifests with lease
                                        state (1 byte per chunk) */
@@ -100,7 +104,7 @@ struct shoal_reg_config {
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
  * 100,000 nodes, 65,536 manifests, 256 entries per node (of which 32 for
  * unregistered manifests), 64 Mi lease chunks,
- * 1 GiB of registered manifests, fetched TTL 10 min, 2 origin fetchers and
+ * 1 GiB of registered manifests, manifest TTL 168 h, fetched TTL 10 min, 2 origin fetchers and
  * 8 importers per zone, at least 8 fetchers per manifest, spans shared for
  * 2 leases per fetcher. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
@@ -280,7 +284,9 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
                          const uint8_t node_pk[32], uint32_t first, uint32_t count);
 
 /* Drops nodes not announced within node_ttl_ms (with their leases), reverts
- * expired leases and forgets manifests nobody holds, leases or registered. */
+ * expired leases, forgets unregistered manifests nobody holds or leases,
+ * and registered ones nobody held, leased, put or fetched (see
+ * shoal_reg_manifest_used) for manifest_ttl_ms. */
 void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms);
 
 /* ---- manifests ---- */
@@ -302,12 +308,19 @@ struct shoal_reg_manifest {
  * |signed_bytes| and the names. Registering an id again is a no-op; a new
  * id for the same "repo@commit" takes over the name when it is not older:
  * |created| (the signing time, unix seconds) is at least the current
- * owner's. The copied signed bytes stay at the same address until
- * shoal_reg_free (registered manifests are never dropped), so a server may
- * send them by reference. Returns 0,
- * SHOAL_ETOOBIG (repo too long, nchunks too large), SHOAL_EBADMSG (empty
- * repo or commit, '@' in them), SHOAL_ELIMIT (manifest table or byte
- * budget full) or -ENOMEM.
+ * owner's. A re-put counts as a use (see shoal_reg_manifest_used, at the
+ * latest time the registry was given).
+ *
+ * Registered manifests are forgotten (name, bytes and all) when nobody
+ * holds or leases them and they were not used for manifest_ttl_ms (by
+ * shoal_reg_expire), and, when the table or max_manifest_bytes is full, the
+ * least recently used of those make room for a new one. The copied signed
+ * bytes stay at one address until then; a server that sends them by
+ * reference takes shoal_reg_bytes_hold() on them and they stay valid until
+ * its shoal_reg_bytes_release(), even past the manifest or the registry.
+ * Returns 0, SHOAL_ETOOBIG (repo too long, nchunks too large),
+ * SHOAL_EBADMSG (empty repo or commit, '@' in them), SHOAL_ELIMIT (manifest
+ * table or byte budget full of manifests held or leased) or -ENOMEM.
  */
 int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32],
                               uint8_t repo_type, const char *repo, const char *commit,
@@ -317,6 +330,19 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
 int shoal_reg_put_manifest(struct shoal_reg *r, const uint8_t manifest_id[32], uint8_t repo_type,
                            const char *repo, const char *commit, uint32_t nchunks,
                            const uint8_t *signed_bytes, size_t len);
+
+/* Records a use of registered manifest |manifest_id| at |now_ms| (a fetch
+ * or a put): it is kept manifest_ttl_ms from then. Unknown ids are
+ * ignored. */
+void shoal_reg_manifest_used(struct shoal_reg *r, const uint8_t manifest_id[32], uint64_t now_ms);
+
+/* Takes a reference on |signed_bytes| (shoal_reg_manifest.signed_bytes of
+ * a registered manifest): they stay valid, at that address, until the
+ * matching shoal_reg_bytes_release, whatever the registry forgets or
+ * frees meanwhile. Single-threaded, as the registry. */
+void shoal_reg_bytes_hold(const uint8_t *signed_bytes);
+/* Drops a reference from shoal_reg_bytes_hold; NULL is accepted. */
+void shoal_reg_bytes_release(const uint8_t *signed_bytes);
 
 /* Looks up a registered manifest by id. Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_reg_manifest_by_id(const struct shoal_reg *r, const uint8_t manifest_id[32],
@@ -379,6 +405,7 @@ struct shoal_reg_stats {
     uint64_t nodes_expired;
     uint64_t entries_skipped;  /* holdings of unregistered manifests not
                                   recorded (see shoal_reg_announce) */
+    uint64_t manifests_forgotten; /* registered ones, by TTL or to make room */
 };
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);

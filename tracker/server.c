@@ -136,6 +136,7 @@ struct wreq {
     uv_write_t req;
     struct conn *c;
     uint8_t *base;  /* malloc'd block to free */
+    const uint8_t *ref; /* registry bytes held for this write, or NULL */
     size_t len;     /* bytes in flight, copies and references */
     size_t copy;    /* of which copied into |base| */
 };
@@ -415,6 +416,7 @@ static void on_write(uv_write_t *req, int status)
     c->inflight -= w->len;
     c->inflight_copy -= w->copy;
     c->t->outq_copy -= w->copy;
+    shoal_reg_bytes_release(w->ref);
     free(w->base);
     free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing) {
@@ -434,6 +436,7 @@ static int conn_write(struct conn *c, struct wreq *w, uv_buf_t *bufs, unsigned n
     w->c = c;
     int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
     if (rv < 0) {
+        shoal_reg_bytes_release(w->ref);
         free(w->base);
         free(w);
         shoal_tracker_log("closing %s: write: %s", c->peer, uv_strerror(rv));
@@ -470,6 +473,7 @@ static void conn_flush(struct conn *c)
                 return;
             }
             size_t len;
+            w->ref = NULL;
             w->base = shoal_buf_steal(&c->out, &len);
             w->len = w->copy = len - off;
             uv_buf_t b = uv_buf_init((char *)w->base + off, (unsigned)w->len);
@@ -954,6 +958,7 @@ static int handle_put_manifest(struct conn *c)
     shoal_chunk_id(early_id, b->p, b->len);
     if (shoal_reg_manifest_by_id(t->reg, early_id, &held) == 0 && held.signed_len == b->len &&
         memcmp(held.signed_bytes, b->p, b->len) == 0) {
+        shoal_reg_manifest_used(t->reg, early_id, uv_now(t->loop));
         rv = send_ok(c, 0);
         goto out;
     }
@@ -979,6 +984,7 @@ static int handle_put_manifest(struct conn *c)
                                                   : shoal_strerror(rv));
         goto out;
     }
+    shoal_reg_manifest_used(t->reg, id, uv_now(t->loop));
     if (!had) {
         char hex[65];
         shoal_hex(hex, id, 32);
@@ -1002,10 +1008,11 @@ static int handle_get_manifest(struct conn *c)
                                                     &mf);
     if (rv)
         return send_error(c, SHOAL_ENOTFOUND, "no such manifest");
-    /* The signed bytes are sent by reference: the registry keeps them at
-     * one address for its lifetime (see registry.h), so a small request
-     * never copies megabytes into the output queue. Replies gathered so
-     * far go first to keep the order. */
+    /* The signed bytes are sent by reference, held until the write is
+     * done (the registry may forget the manifest meanwhile, see
+     * registry.h), so a small request never copies megabytes into the
+     * output queue. Replies gathered so far go first to keep the order. */
+    shoal_reg_manifest_used(t->reg, mf.id, uv_now(t->loop));
     conn_flush(c);
     if (c->closing)
         return 1;
@@ -1033,6 +1040,8 @@ static int handle_get_manifest(struct conn *c)
     wr->base = shoal_buf_steal(&hb, &hlen);
     wr->copy = hlen;
     wr->len = hlen + mf.signed_len;
+    wr->ref = mf.signed_bytes;
+    shoal_reg_bytes_hold(wr->ref);
     uv_buf_t bufs[2] = { uv_buf_init((char *)wr->base, (unsigned)hlen),
                          uv_buf_init((char *)mf.signed_bytes, (unsigned)mf.signed_len) };
     return conn_write(c, wr, bufs, 2);
