@@ -440,7 +440,8 @@ static uint8_t *blob_new(const uint8_t *p, size_t len)
     if (!b)
         return NULL;
     b->refs = 1;
-    memcpy(b->data, p, len);
+    if (len)
+        memcpy(b->data, p, len);
     return b->data;
 }
 
