@@ -1123,8 +1123,10 @@ static void test_manifest_lru(void)
     memcpy(g_m.u.get_manifest.by_id, ids[0], 32);
     REQUIRE(shoal_trkc_call(c, &g_m, &g_m, TMO) == 0);
     CHECK(g_m.type == SHOAL_MSG_ERROR && g_m.u.error.code == SHOAL_ENOTFOUND);
-    memcpy(g_m.u.get_manifest.by_id, ids[1], 32);
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
     g_m.type = SHOAL_MSG_GET_MANIFEST;
+    g_m.u.get_manifest.has_id = true;
+    memcpy(g_m.u.get_manifest.by_id, ids[1], 32);
     REQUIRE(shoal_trkc_call(c, &g_m, &g_m, TMO) == 0);
     CHECK(g_m.type == SHOAL_MSG_MANIFEST);
     CHECK_EQ(stat_value(c, "shoal_tracker_manifests_forgotten_total"), 1);
