@@ -39,7 +39,8 @@
 /* Largest frame other than PUT_MANIFEST from a connection without a
  * publisher or admin identity. The largest such request is an ANNOUNCE of
  * SHOAL_MSG_ANNOUNCE_MAX (256) entries of at most 46 bytes each (a 34-byte
- * id, two 5-byte counts, a bool, the entry's array header): about 11.8 KiB;
+ * id, two 5-byte counts, a bool, the entry's array header): 11,785 bytes
+ * with the frame header, encoded with every count at its maximum;
  * a TRK_AUTH (credential, zone, address, key, signature) stays under 1 KiB
  * and the others under 512 bytes. 64 KiB, the pre-authentication limit,
  * leaves room for the trailing fields later versions may add. */
