@@ -61,6 +61,17 @@ size_t shoal_frame_dec_body_left(const struct shoal_frame_dec *d)
     return d->err || d->need == 0 ? 0 : d->need - d->len;
 }
 
+size_t shoal_frame_dec_partial(const struct shoal_frame_dec *d, const uint8_t **head,
+                               size_t *held, size_t *alloc)
+{
+    size_t declared = d->err ? 0 : d->need;
+    *head = declared && d->len ? d->buf : NULL;
+    *held = declared ? d->len : 0;
+    if (alloc)
+        *alloc = d->cap;
+    return declared;
+}
+
 /* Makes room for at least |want| body bytes in total (want <= need). */
 static int grow(struct shoal_frame_dec *d, size_t want)
 {

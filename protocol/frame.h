@@ -69,7 +69,9 @@ struct shoal_frame_dec {
 /* Empty decoder accepting bodies up to |max| bytes (clamped to
  * SHOAL_FRAME_MAX_ABS). Allocates nothing. */
 void shoal_frame_dec_init(struct shoal_frame_dec *d, size_t max);
-/* Frees the buffer. Accepts a decoder that was zeroed or already freed. */
+/* Frees the buffer. Accepts a decoder that was zeroed or already freed.
+ * Between frames (shoal_frame_dec_partial() returns 0) the decoder stays
+ * usable: this only gives back a buffer kept from an earlier frame. */
 void shoal_frame_dec_free(struct shoal_frame_dec *d);
 /*
  * Changes the largest accepted body (clamped to SHOAL_FRAME_MAX_ABS). Takes
@@ -95,6 +97,17 @@ void shoal_frame_dec_set_max(struct shoal_frame_dec *d, size_t max);
  */
 int shoal_frame_dec_feed(struct shoal_frame_dec *d, const uint8_t *data, size_t len,
                          size_t *consumed, const struct shoal_frame_cb *cb, void *user);
+
+/*
+ * The frame being gathered, for owners that apply limits of their own to
+ * frames in progress (by message type, or to the memory unfinished frames
+ * pin): returns its declared body length, 0 between frames (also while a
+ * header is incomplete or after a sticky error). Sets |*head| to the body
+ * bytes buffered so far and |*held| to their count (NULL and 0 when none),
+ * and |*alloc| (may be NULL) to the bytes the decoder holds allocated.
+ */
+size_t shoal_frame_dec_partial(const struct shoal_frame_dec *d, const uint8_t **head,
+                               size_t *held, size_t *alloc);
 
 /*
  * Zero-copy receive for large bodies. While a frame body is partly in

@@ -763,7 +763,7 @@ static void test_limits(void)
     struct shoal_reg_config c;
     shoal_reg_config_default(&c);
     c.max_nodes = 3;
-    c.max_manifests = 4;
+    c.max_manifests = 8; /* 4 of them for unregistered ids */
     c.max_entries_per_node = 3;
     struct shoal_reg *r = NULL;
     REQUIRE(shoal_reg_new(&r, &c) == 0);
@@ -777,23 +777,207 @@ static void test_limits(void)
     key(pk, 1, 1);
     CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 4, NULL), SHOAL_ELIMIT);
     CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 3, NULL), 0);
-    /* Two new manifests would make five: refused, node unchanged. */
+    /* h2 is known, h3 takes the last unregistered record, h4 is skipped:
+     * the announce still applies. */
     key(pk, 1, 2);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 2, 3, NULL), SHOAL_ELIMIT);
+    struct shoal_reg_role roles[3];
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 2, 3, roles), 0);
+    CHECK(!roles[0].untracked && !roles[1].untracked && roles[2].untracked);
+    CHECK(!roles[2].fetcher && roles[2].import_mod == 0);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
-    CHECK_EQ(st.nodes, 1);
-    CHECK_EQ(st.entries, 3);
-    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h + 1, 3, NULL), 0);
+    CHECK_EQ(st.nodes, 2);
+    CHECK_EQ(st.entries, 5);
+    CHECK_EQ(st.manifests, 4);
+    CHECK_EQ(st.unregistered, 4);
+    CHECK_EQ(st.entries_skipped, 1);
     key(pk, 1, 3);
     CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:3", "z", h, 1, NULL), 0);
     key(pk, 1, 4);
     CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:4", "z", h, 1, NULL), SHOAL_ELIMIT);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.nodes, 3);
     char longaddr[200];
     memset(longaddr, 'x', sizeof(longaddr) - 1);
     longaddr[199] = 0;
     key(pk, 1, 1);
     CHECK_EQ(shoal_reg_announce(r, 0, pk, longaddr, "z", h, 1, NULL), SHOAL_ETOOBIG);
+    c.max_unregistered_per_node = 70000;
+    struct shoal_reg *r2 = NULL;
+    CHECK_EQ(shoal_reg_new(&r2, &c), -EINVAL);
+    shoal_reg_free(r);
+}
+
+/* Hardening 2: one node announcing junk ids cannot fill the manifest
+ * table. Its holdings of unregistered ids are capped per node, records it
+ * drops go at once, those ids fill at most half the table, and registered
+ * manifests keep the other half. */
+static void test_unregistered_quota(void)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    c.max_manifests = 32;
+    c.max_unregistered_per_node = 4;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    struct shoal_reg_have h[8];
+    struct shoal_reg_role roles[8];
+    struct shoal_reg_stats st;
+    uint8_t pk[32];
+    memset(h, 0, sizeof(h));
+    key(pk, 1, 1);
+    for (uint32_t round = 0; round < 3; round++) {
+        for (uint32_t i = 0; i < 8; i++) {
+            key(h[i].manifest_id, 3, round * 8 + i);
+            h[i].have_chunks = 1;
+            h[i].total_chunks = 10;
+        }
+        CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:1", "z", h, 8, roles), 0);
+        for (uint32_t i = 0; i < 8; i++)
+            CHECK_EQ(roles[i].untracked, i >= 4);
+        /* The previous round's ids are forgotten at once. */
+        shoal_reg_stats(r, &st);
+        CHECK_EQ(st.manifests, 4);
+        CHECK_EQ(st.entries, 4);
+    }
+    CHECK_EQ(st.entries_skipped, 12);
+    /* Three more nodes fill the unregistered half (16). */
+    for (uint32_t n = 2; n <= 4; n++) {
+        key(pk, 1, n);
+        for (uint32_t i = 0; i < 4; i++)
+            key(h[i].manifest_id, 4, n * 4 + i);
+        CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:2", "z", h, 4, roles), 0);
+        CHECK(!roles[3].untracked);
+    }
+    key(pk, 1, 5);
+    key(h[0].manifest_id, 5, 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:5", "z", h, 1, roles), 0);
+    CHECK(roles[0].untracked);
+    /* Registered manifests have the other half. */
+    for (uint32_t i = 0; i < 16; i++) {
+        uint8_t id[32];
+        char commit[41];
+        key(id, 6, i);
+        snprintf(commit, sizeof commit, "%040u", i);
+        CHECK_EQ(shoal_reg_put_manifest(r, id, 0, "org/m", commit, 10, (const uint8_t *)"x", 1),
+                 0);
+    }
+    /* ... and are recorded for anyone, past the unregistered quota. */
+    key(h[0].manifest_id, 6, 0);
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:5", "z", h, 1, roles), 0);
+    CHECK(!roles[0].untracked);
+    struct shoal_reg_peer p[4];
+    CHECK_EQ(shoal_reg_peers(r, 0, h[0].manifest_id, NULL, "z", p, 4), 1);
+    /* A node with 6 releases announces before it re-puts them (a tracker
+     * restart): 4 recorded at first, all 6 once they are registered. */
+    shoal_reg_free(r);
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    key(pk, 1, 9);
+    for (uint32_t i = 0; i < 6; i++) {
+        key(h[i].manifest_id, 7, i);
+        h[i].have_chunks = 10;
+        h[i].complete = true;
+    }
+    CHECK_EQ(shoal_reg_announce(r, 0, pk, "h:9", "z", h, 6, roles), 0);
+    CHECK(roles[4].untracked && roles[5].untracked);
+    for (uint32_t i = 0; i < 6; i++) {
+        char commit[41];
+        snprintf(commit, sizeof commit, "%040u", i);
+        CHECK_EQ(shoal_reg_put_manifest(r, h[i].manifest_id, 0, "org/m", commit, 10,
+                                        (const uint8_t *)"x", 1), 0);
+    }
+    CHECK_EQ(shoal_reg_announce(r, 1, pk, "h:9", "z", h, 6, roles), 0);
+    for (uint32_t i = 0; i < 6; i++)
+        CHECK(!roles[i].untracked);
+    CHECK_EQ(shoal_reg_peers(r, 1, h[5].manifest_id, NULL, "z", p, 4), 1);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.entries, 6);
+    CHECK_EQ(st.unregistered, 0);
+    /* Junk from this node is still capped: its registered holdings do not
+     * count, so 4 more unregistered are recorded and no more. */
+    struct shoal_reg_have h2[12];
+    memcpy(h2, h, 6 * sizeof(h[0]));
+    for (uint32_t i = 6; i < 12; i++) {
+        memset(&h2[i], 0, sizeof(h2[i]));
+        key(h2[i].manifest_id, 8, i);
+        h2[i].have_chunks = 1;
+    }
+    struct shoal_reg_role roles2[12];
+    CHECK_EQ(shoal_reg_announce(r, 2, pk, "h:9", "z", h2, 12, roles2), 0);
+    for (uint32_t i = 0; i < 12; i++)
+        CHECK_EQ(roles2[i].untracked, i >= 10);
+    shoal_reg_free(r);
+}
+
+
+/* Hardening 4: registered manifests are not kept forever. One nobody
+ * holds or uses for manifest_ttl_ms is forgotten; when the table is full,
+ * the least recently used one nobody holds makes room; bytes held by a
+ * sender outlive the manifest. */
+static void test_manifest_forget(void)
+{
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    c.max_manifests = 4;
+    c.manifest_ttl_ms = 1000;
+    c.node_ttl_ms = 100000;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    uint8_t id[6][32];
+    char commit[6][41];
+    uint8_t body[6][100];
+    for (int i = 0; i < 6; i++) {
+        key(id[i], 9, (uint32_t)i);
+        snprintf(commit[i], sizeof commit[i], "%040d", i);
+        memset(body[i], 'a' + i, sizeof body[i]);
+    }
+    /* Four registered (table full), used at 0, 10, 20, 30; one held. */
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(shoal_reg_put_manifest(r, id[i], 0, "org/m", commit[i], 10, body[i], 100), 0);
+        shoal_reg_manifest_used(r, id[i], (uint64_t)i * 10);
+    }
+    announce1(r, 0, 1, "z", id[0], 10, true);
+    struct shoal_reg_manifest mf;
+    REQUIRE(shoal_reg_manifest_by_id(r, id[1], &mf) == 0);
+    const uint8_t *held = mf.signed_bytes;
+    shoal_reg_bytes_hold(held);
+    /* A fifth: the least recently used one nobody holds (id1) goes. */
+    CHECK_EQ(shoal_reg_put_manifest(r, id[4], 0, "org/m", commit[4], 10, body[4], 100), 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[1], &mf), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[0], &mf), 0);
+    char name[64];
+    snprintf(name, sizeof name, "org/m@%s", commit[1]);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), SHOAL_ENOTFOUND);
+    /* ... while a sender's reference keeps its bytes. */
+    CHECK(memcmp(held, body[1], 100) == 0);
+    shoal_reg_bytes_release(held);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.registered, 4);
+    CHECK_EQ(st.manifests_forgotten, 1);
+    /* TTL: id2 fetched at 1500 stays at 2000; id3 (30) and id4 (put at the
+     * registry's latest time, 30) go; id0 is held and stays. */
+    shoal_reg_manifest_used(r, id[2], 1500);
+    announce1(r, 1500, 1, "z", id[0], 10, true);
+    shoal_reg_expire(r, 2000);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[0], &mf), 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[2], &mf), 0);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[3], &mf), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[4], &mf), SHOAL_ENOTFOUND);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.registered, 2);
+    CHECK_EQ(st.manifests_forgotten, 3);
+    /* A forgotten manifest can be put again. */
+    CHECK_EQ(shoal_reg_put_manifest(r, id[3], 0, "org/m", commit[3], 10, body[3], 100), 0);
+    snprintf(name, sizeof name, "org/m@%s", commit[3]);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, name, strlen(name), &mf), 0);
+    /* Full of manifests that are held: a new one is refused. */
+    for (int i = 2; i <= 3; i++)
+        announce1(r, 2000, 10 + (uint32_t)i, "z", id[i], 1, false);
+    CHECK_EQ(shoal_reg_put_manifest(r, id[5], 0, "org/m", commit[5], 10, body[5], 100), 0);
+    announce1(r, 2000, 20, "z", id[5], 1, false);
+    CHECK_EQ(shoal_reg_put_manifest(r, id[1], 0, "org/m", commit[1], 10, body[1], 100),
+             SHOAL_ELIMIT);
     shoal_reg_free(r);
 }
 
@@ -1261,6 +1445,8 @@ static void test_many_entries(void)
     struct shoal_reg_config cfg;
     shoal_reg_config_default(&cfg);
     cfg.max_entries_per_node = 40000;
+    cfg.max_unregistered_per_node = 40000;
+    cfg.max_manifests = 100000; /* half for ids nobody registered */
     struct shoal_reg *r = NULL;
     REQUIRE(shoal_reg_new(&r, &cfg) == 0);
     static struct shoal_reg_have h[40000];
@@ -1325,6 +1511,8 @@ int main(void)
     RUN(test_manifests);
     RUN(test_rollouts);
     RUN(test_limits);
+    RUN(test_unregistered_quota);
+    RUN(test_manifest_forget);
     RUN(test_prometheus);
     RUN(test_churn);
     RUN(test_zone_churn);

@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "auth.h"
 #include "cdc.h"
 #include "cred.h"
@@ -975,6 +977,276 @@ static void test_name_newest(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+/* Starts a frame of |declared| body bytes of message |type| on |c| and
+ * sends |body| bytes of it (the rest never comes). Returns 0 or the send
+ * error. */
+static int start_frame(struct shoal_trkc *c, uint32_t declared, uint8_t type, size_t body)
+{
+    uint8_t *b = calloc(1, 4 + body);
+    REQUIRE(b);
+    b[0] = (uint8_t)(declared >> 24);
+    b[1] = (uint8_t)(declared >> 16);
+    b[2] = (uint8_t)(declared >> 8);
+    b[3] = (uint8_t)declared;
+    if (body >= 2) {
+        b[4] = 0x92; /* [type, ...] */
+        b[5] = type;
+    }
+    int rv = shoal_trkc_send_raw(c, b, 4 + body, TMO);
+    free(b);
+    return rv;
+}
+
+/* Waits up to |ms| for the tracker to close |c|; true when it did. */
+static bool closed_within(struct shoal_trkc *c, int ms)
+{
+    for (int waited = 0; waited < ms; waited += 100) {
+        int rv = shoal_trkc_recv(c, &g_m, 100);
+        if (rv == -ECONNRESET)
+            return true;
+        if (rv != -ETIMEDOUT)
+            return false;
+    }
+    return false;
+}
+
+/* Hardening 1: one node key cannot make the tracker hold big unfinished
+ * frames. A connection without a publisher identity may send only
+ * PUT_MANIFEST above 64 KiB (a node re-putting what it holds still can);
+ * unfinished frames share a budget, the slowest going first past it. */
+static void test_frame_limits(void)
+{
+    const char *extra[] = { "--max-partial-mb", "2", "--frame-timeout-ms", "60000", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    struct shoal_trkc *obs = join(&p, &b, "east", "10.0.0.2:7000", 0, NULL);
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(obs && c);
+    /* An ANNOUNCE-typed frame of 1 MiB from a node: refused once its type
+     * is in, without waiting for the rest. */
+    CHECK_EQ(start_frame(c, 1u << 20, SHOAL_MSG_ANNOUNCE, 1000), 0);
+    CHECK(closed_within(c, TMO));
+    CHECK_EQ(stat_value(obs, "shoal_tracker_frames_refused_total"), 1);
+    shoal_trkc_free(c);
+    /* A node's re-put of a manifest above 64 KiB goes through. */
+    struct shoal_buf big;
+    sign_manifest_n(&g_pub_sk, 3000, (uint64_t)time(NULL), &big);
+    REQUIRE(big.len > 64 * 1024);
+    c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c);
+    CHECK_EQ(put_manifest(c, big.data, big.len), 0);
+    shoal_buf_free(&big);
+    /* Budget 2 MiB: a frame parked with 1 MiB in, then another that
+     * streams 1.5 MiB: the parked one (slower on average) is closed, the
+     * streaming one stays. */
+    struct shoal_trkc *slow = c, *fast = NULL;
+    CHECK_EQ(start_frame(slow, 8u << 20, SHOAL_MSG_PUT_MANIFEST, 1u << 20), 0);
+    sleep_ms(1000);
+    fast = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(fast);
+    CHECK_EQ(start_frame(fast, 8u << 20, SHOAL_MSG_PUT_MANIFEST, 3u << 19), 0);
+    CHECK(closed_within(slow, TMO));
+    CHECK_EQ(shoal_trkc_recv(fast, &g_m, 200), -ETIMEDOUT);
+    CHECK_EQ(stat_value(obs, "shoal_tracker_partial_evicted_total"), 1);
+    CHECK_EQ(stat_value(obs, "shoal_tracker_partial_bytes"), 3 << 19);
+    shoal_trkc_free(slow);
+    shoal_trkc_free(fast);
+    /* Gone with its connection. */
+    for (int i = 0; i < 20 && stat_value(obs, "shoal_tracker_partial_bytes") != 0; i++)
+        sleep_ms(50);
+    CHECK_EQ(stat_value(obs, "shoal_tracker_partial_bytes"), 0);
+    shoal_trkc_free(obs);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Hardening 1: a frame that is begun must be finished in time; trickling
+ * a byte now and then (which keeps the idle timeout away) does not keep
+ * it open. 1 MiB at 4 MiB/s plus 400 ms: 650 ms. */
+static void test_frame_deadline(void)
+{
+    const char *extra[] = { "--frame-timeout-ms", "400", "--frame-min-kibps", "4096", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    struct shoal_trkc *obs = join(&p, &b, "east", "10.0.0.2:7000", 0, NULL);
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(obs && c);
+    CHECK_EQ(start_frame(c, 1u << 20, SHOAL_MSG_PUT_MANIFEST, 1000), 0);
+    bool closed = false;
+    for (int i = 0; i < 50 && !closed; i++) {
+        uint8_t one = 0;
+        if (shoal_trkc_send_raw(c, &one, 1, TMO) != 0)
+            closed = true;
+        else
+            closed = shoal_trkc_recv(c, &g_m, 100) == -ECONNRESET;
+    }
+    CHECK(closed);
+    CHECK_EQ(stat_value(obs, "shoal_tracker_frames_timed_out_total"), 1);
+    /* Requests that come whole are not affected. */
+    uint8_t m1[32];
+    mid(m1, 1);
+    CHECK_EQ(announce(obs, m1, 1, 10), 0);
+    shoal_trkc_free(c);
+    shoal_trkc_free(obs);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Hardening 3: one node key cannot take every connection slot. The
+ * connection past --max-conns-per-key is refused with a reason; other keys
+ * still get in; a key's closed connection frees its place; an identity
+ * added to another key's connection counts too. */
+static void test_conns_per_key(void)
+{
+    const char *extra[] = { "--max-conns-per-key", "2", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    struct shoal_trkc *c1 = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *c2 = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c1 && c2);
+    int rv = 0;
+    struct shoal_trkc *c3 = join(&p, &a, "east", "10.0.0.1:7000", 0, &rv);
+    CHECK(c3 == NULL);
+    CHECK_EQ(rv, SHOAL_EBUSY);
+    struct shoal_trkc *cb = join(&p, &b, "east", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(cb);
+    CHECK_EQ(stat_value(cb, "shoal_tracker_conns_per_key_refused_total"), 1);
+    /* Key a as a second identity on b's connection: a third for a. */
+    CHECK_EQ(shoal_trkc_auth(cb, &a.sk, a.cred, a.cred_len, "east", "10.0.0.1:7000", 0, TMO),
+             SHOAL_EBUSY);
+    shoal_trkc_free(cb);
+    shoal_trkc_free(c1);
+    c3 = NULL;
+    for (int i = 0; i < 40 && !c3; i++) {
+        sleep_ms(50);
+        c3 = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    }
+    CHECK(c3 != NULL);
+    if (c3)
+        CHECK_EQ(stat_value(c3, "shoal_tracker_conns_per_key_refused_total"), 2);
+    shoal_trkc_free(c3);
+    shoal_trkc_free(c2);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Hardening 2: one node announcing junk ids (fresh ones each time) cannot
+ * fill the manifest table: its announces go on being answered, another
+ * node's announce of a new release is recorded and a publisher's put is
+ * accepted. 128 manifests here (64 for unregistered ids); a node may hold
+ * 32 unregistered ones. */
+static void test_junk_announces(void)
+{
+    const char *extra[] = { "--max-manifests", "128", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident atk, vic;
+    mk_ident(&atk, &g_cluster_sk, far_future());
+    mk_ident(&vic, &g_cluster_sk, far_future());
+    struct shoal_trkc *a = join(&p, &atk, "east", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *v = join(&p, &vic, "east", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(a && v);
+    int refused = 0;
+    for (int round = 0; round < 20; round++) {
+        g_m.type = SHOAL_MSG_ANNOUNCE;
+        g_m.u.announce.count = 40;
+        for (uint32_t i = 0; i < 40; i++) {
+            struct shoal_msg_announce_entry *e = &g_m.u.announce.entries[i];
+            randombytes_buf(e->manifest_id, 32);
+            e->have_chunks = 1;
+            e->total_chunks = 10;
+            e->complete = false;
+        }
+        REQUIRE(shoal_trkc_call(a, &g_m, &g_m, TMO) == 0);
+        refused += g_m.type != SHOAL_MSG_ANNOUNCE_REPLY;
+    }
+    CHECK_EQ(refused, 0);
+    CHECK(stat_value(a, "shoal_tracker_manifests") <= 32);
+    CHECK_EQ(stat_value(a, "shoal_tracker_entries_skipped_total"), 20 * 8);
+    uint8_t m3[32];
+    mid(m3, 3);
+    CHECK_EQ(announce(v, m3, 1, 10), 0);
+    CHECK_EQ(get_peers(a, m3, 10), 1);
+    struct shoal_buf good;
+    sign_manifest(&g_pub_sk, &good);
+    CHECK_EQ(put_manifest(v, good.data, good.len), 0);
+    shoal_buf_free(&good);
+    shoal_trkc_free(a);
+    shoal_trkc_free(v);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Hardening 4: a full manifest store makes room: the least recently used
+ * manifest nobody holds is forgotten for a new publish (the old tracker
+ * refused it until restarted). Replies already queued with the forgotten
+ * manifest's bytes still carry them whole. */
+static void test_manifest_lru(void)
+{
+    const char *extra[] = { "--max-manifests", "2", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    struct shoal_trkc *c = join(&p, &a, "east", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(c);
+    uint64_t now = (uint64_t)time(NULL);
+    struct shoal_buf mf[3];
+    uint8_t ids[3][32];
+    for (int i = 0; i < 3; i++) {
+        sign_manifest_n(&g_pub_sk, 3000 + i, now + (uint64_t)i, &mf[i]);
+        shoal_chunk_id(ids[i], mf[i].data, mf[i].len);
+    }
+    CHECK_EQ(put_manifest(c, mf[0].data, mf[0].len), 0);
+    CHECK_EQ(put_manifest(c, mf[1].data, mf[1].len), 0);
+    /* Pipelined: three fetches of the first, one of the second, then the
+     * third's put, which forgets the first (least recently used; the
+     * older one also when both were used in the same millisecond). */
+    struct shoal_buf req;
+    shoal_buf_init(&req, 1 << 20);
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
+    g_m.u.get_manifest.has_id = true;
+    memcpy(g_m.u.get_manifest.by_id, ids[0], 32);
+    for (int i = 0; i < 3; i++)
+        REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    memcpy(g_m.u.get_manifest.by_id, ids[1], 32);
+    REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    g_m.type = SHOAL_MSG_PUT_MANIFEST;
+    g_m.u.put_manifest.signed_manifest.p = mf[2].data;
+    g_m.u.put_manifest.signed_manifest.len = (uint32_t)mf[2].len;
+    REQUIRE(shoal_msg_encode(&g_m, &req) == 0);
+    CHECK_EQ(shoal_trkc_send_raw(c, req.data, req.len, TMO), 0);
+    shoal_buf_free(&req);
+    for (int i = 0; i < 4; i++) {
+        REQUIRE(shoal_trkc_recv(c, &g_m, TMO) == 0);
+        const struct shoal_buf *want = &mf[i < 3 ? 0 : 1];
+        CHECK(g_m.type == SHOAL_MSG_MANIFEST &&
+              g_m.u.manifest.signed_manifest.len == want->len &&
+              memcmp(g_m.u.manifest.signed_manifest.p, want->data, want->len) == 0);
+    }
+    REQUIRE(shoal_trkc_recv(c, &g_m, TMO) == 0);
+    CHECK(g_m.type == SHOAL_MSG_OK);
+    /* The second (fetched last) and the third are kept, the first gone. */
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    g_m.u.get_manifest.has_id = true;
+    memcpy(g_m.u.get_manifest.by_id, ids[0], 32);
+    REQUIRE(shoal_trkc_call(c, &g_m, &g_m, TMO) == 0);
+    CHECK(g_m.type == SHOAL_MSG_ERROR && g_m.u.error.code == SHOAL_ENOTFOUND);
+    memset(&g_m.u.get_manifest, 0, sizeof(g_m.u.get_manifest));
+    g_m.type = SHOAL_MSG_GET_MANIFEST;
+    g_m.u.get_manifest.has_id = true;
+    memcpy(g_m.u.get_manifest.by_id, ids[1], 32);
+    REQUIRE(shoal_trkc_call(c, &g_m, &g_m, TMO) == 0);
+    CHECK(g_m.type == SHOAL_MSG_MANIFEST);
+    CHECK_EQ(stat_value(c, "shoal_tracker_manifests_forgotten_total"), 1);
+    for (int i = 0; i < 3; i++)
+        shoal_buf_free(&mf[i]);
+    shoal_trkc_free(c);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
@@ -1011,6 +1283,11 @@ int main(int argc, char **argv)
     RUN(test_rate_limit_and_reput);
     RUN(test_name_newest);
     RUN(test_roles);
+    RUN(test_frame_limits);
+    RUN(test_frame_deadline);
+    RUN(test_conns_per_key);
+    RUN(test_junk_announces);
+    RUN(test_manifest_lru);
 
     const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
     for (size_t i = 0; i < 4; i++) {

@@ -69,6 +69,14 @@ static const char usage_options[] =
     "                              make room for a new connection\n"
     "    --idle-timeout-ms MS      close authenticated connections silent this\n"
     "                              long (default 300000)\n"
+    "    --max-conns-per-key N     authenticated connections one node key may\n"
+    "                              hold (default 8); the next is refused\n"
+    "    --max-partial-mb N        MiB all connections together may hold in\n"
+    "                              frames not yet whole (default 128); past it\n"
+    "                              the one whose frame came slowest is closed\n"
+    "    --frame-timeout-ms MS     a frame must be whole this long after it\n"
+    "                              began ... (default 10000)\n"
+    "    --frame-min-kibps N       ... plus its length at N KiB/s (default 512)\n"
     ;
 
 static const char usage_options2[] =
@@ -108,7 +116,17 @@ static const char usage_options2[] =
     "    --max-peers N             largest peer list returned (default 50)\n"
     "    --max-conns N             simultaneous connections (default 10000)\n"
     "    --max-nodes N             nodes remembered (default 100000)\n"
-    "    --max-manifests N         manifests remembered (default 65536)\n"
+    "    --max-manifests N         manifests remembered (default 65536); ids\n"
+    "                              announced but not registered here fill at\n"
+    "                              most half, registered ones have the rest\n"
+    "    --manifest-ttl-h H        forget a registered manifest nobody holds,\n"
+    "                              leases, puts or fetches for H hours (default\n"
+    "                              168; 0: never); when the store is full the\n"
+    "                              least recently used of those make room\n"
+    "    --max-unregistered-per-node N\n"
+    "                              releases not registered here one node's\n"
+    "                              announce may record (default 32); the others\n"
+    "                              are skipped until their manifest is put\n"
     "    --seed N                  seed of the peer-sampling PRNG (default: random)\n"
     "    -h, --help                this text\n"
     "\n";
@@ -123,7 +141,10 @@ static const char usage_more[] =
     "    _entries, _announces_total, _announces_per_second, _leases_granted_total,\n"
     "    _leases_expired_total, _leases_done_total, _connections,\n"
     "    _auth_failures_total, _bad_input_total, _connections_evicted_total,\n"
-    "    _rate_limited_total, _manifest_verifies_total. `shoal tracker-stats\n"
+    "    _rate_limited_total, _manifest_verifies_total, _partial_bytes,\n"
+    "    _partial_evicted_total, _frames_timed_out_total, _frames_refused_total,\n"
+    "    _conns_per_key_refused_total, _manifests_unregistered,\n"
+    "    _entries_skipped_total, _manifests_forgotten_total. `shoal tracker-stats\n"
     "    --tracker ADDR --key KEY --cred CRED` prints them (any node key with a\n"
     "    cluster credential).\n"
     "\n"
@@ -137,6 +158,13 @@ static const char usage_more[] =
     "    pauses while 256 KiB of its replies are unsent. ROLLOUT_STATUS_REQ,\n"
     "    STATS_REQ, GET_MANIFEST and PUT_MANIFEST are limited to 20 per second\n"
     "    (bursts of 40) per connection and answered ERROR when over.\n"
+    "    Frames: 64 KiB before authentication; after it, 64 MiB + 1 KiB for a\n"
+    "    PUT_MANIFEST (nodes re-put what they hold) or on a connection with a\n"
+    "    publisher or admin identity, 64 KiB for anything else. Frames not yet\n"
+    "    whole share --max-partial-mb and must finish within --frame-timeout-ms\n"
+    "    plus their length at --frame-min-kibps. One node key may hold\n"
+    "    --max-conns-per-key authenticated connections; the next TRK_AUTH for\n"
+    "    it gets ERROR (busy) and is closed (logged at most once per 10 s).\n"
     "\n"
     "EXIT STATUS\n"
     "    0 after a signal-initiated shutdown, 1 on a startup error, 2 on usage errors.\n";
@@ -145,7 +173,8 @@ enum {
     OPT_LISTEN = 256, OPT_CLUSTER, OPT_ADMIN, OPT_PUBLISHER, OPT_AUTH_S, OPT_AUTH_MS,
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
-    OPT_FETCHER_LEASES, OPT_CONFIG,
+    OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
+    OPT_UNREG, OPT_MANIFEST_TTL,
 };
 
 static const struct option longopts[] = {
@@ -171,6 +200,12 @@ static const struct option longopts[] = {
     { "importers", required_argument, NULL, OPT_IMPORTERS },
     { "fetcher-leases", required_argument, NULL, OPT_FETCHER_LEASES },
     { "config", required_argument, NULL, OPT_CONFIG },
+    { "max-conns-per-key", required_argument, NULL, OPT_PER_KEY },
+    { "max-partial-mb", required_argument, NULL, OPT_PARTIAL },
+    { "frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
+    { "frame-min-kibps", required_argument, NULL, OPT_FRAME_RATE },
+    { "max-unregistered-per-node", required_argument, NULL, OPT_UNREG },
+    { "manifest-ttl-h", required_argument, NULL, OPT_MANIFEST_TTL },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -259,6 +294,15 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_SEED: NUM(UINT64_MAX); cfg->reg.seed = v; A->seeded = true; break;
     case OPT_UNAUTH: NUM(1000000); cfg->max_unauth = (uint32_t)v; break;
     case OPT_IDLE: NUM(86400000); cfg->idle_timeout_ms = (uint32_t)v; break;
+    case OPT_MANIFEST_TTL:
+        RANGE(0, 1000000);
+        cfg->reg.manifest_ttl_ms = v * 3600 * 1000;
+        break;
+    case OPT_UNREG: RANGE(0, 65535); cfg->reg.max_unregistered_per_node = (uint32_t)v; break;
+    case OPT_PER_KEY: NUM(1000000); cfg->max_conns_per_key = (uint32_t)v; break;
+    case OPT_PARTIAL: NUM(1u << 20); cfg->max_partial_total = (size_t)v << 20; break;
+    case OPT_FRAME_TMO: NUM(86400000); cfg->frame_timeout_ms = (uint32_t)v; break;
+    case OPT_FRAME_RATE: NUM(4u << 20); cfg->frame_min_rate = (uint32_t)(v * 1024); break;
     case OPT_FETCHED_TTL: NUM(UINT32_MAX); cfg->reg.fetched_ttl_ms = (uint32_t)v; break;
     case OPT_FETCHERS:
         RANGE(0, SHOAL_REG_RANKS_MAX);

@@ -20,6 +20,7 @@
 #include "registry.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,7 @@ struct node {
     struct nent *ents;
     uint16_t nents, cap;
     uint16_t zone;
+    uint16_t nunreg;       /* entries for manifests not registered here */
     uint8_t nleases;
     uint32_t nfspans;      /* fetched spans recorded under this node */
     uint8_t used;
@@ -246,6 +248,8 @@ struct mani {
     uint32_t nfetch;       /* ranked nodes that are fetchers, in all */
     uint64_t last_done_ms;
     uint64_t created;      /* signing time, unix seconds (0 = unknown) */
+    uint64_t used_ms;      /* last put, fetch or announce by a holder */
+    uint64_t used_seq;     /* order of that use among all (LRU) */
     /* registered: */
     uint8_t *signed_bytes;
     size_t signed_len;
@@ -291,6 +295,7 @@ struct shoal_reg {
 
     struct mani *manis;
     uint32_t nmanis_cap, nmanis_used;
+    uint32_t nunreg;       /* records without signed bytes (see mani_create) */
     uint32_t *mani_free;
     uint32_t nmani_free;
     struct tab mani_tab;
@@ -305,6 +310,8 @@ struct shoal_reg {
     struct rollout rollouts[SHOAL_REG_ROLLOUTS_MAX];
     uint32_t nrollouts;
 
+    uint64_t now_ms;         /* latest time a call was given */
+    uint64_t use_seq;        /* uses of manifests so far (mani_touch) */
     uint64_t lease_chunks;   /* sum of nchunks with lease state */
     uint64_t manifest_bytes; /* sum of registered signed bytes */
 
@@ -323,9 +330,11 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->max_nodes = 100000;
     c->max_manifests = 65536;
     c->max_entries_per_node = 256;
+    c->max_unregistered_per_node = 32;
     c->max_lease_chunks = 64ULL << 20;
     c->max_manifest_bytes = 1ULL << 30;
     c->fetched_ttl_ms = 600000;
+    c->manifest_ttl_ms = 168ull * 3600 * 1000;
     c->origin_fetchers = 2;
     /* 8 rather than 4: each brings in half as many chunks, so they reach
      * the zone sooner (simulated 1,000-node fleet, seeds 1-6: last/T_min
@@ -378,7 +387,8 @@ int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg)
     struct shoal_reg *r = NULL;
     if (!out || !cfg || !cfg->announce_interval_ms || !cfg->node_ttl_ms || !cfg->lease_ms ||
         !cfg->max_nodes || !cfg->max_manifests || !cfg->max_entries_per_node ||
-        cfg->max_entries_per_node > UINT16_MAX || cfg->max_nodes >= (1u << 31) ||
+        cfg->max_entries_per_node > UINT16_MAX || cfg->max_unregistered_per_node > UINT16_MAX ||
+        cfg->max_nodes >= (1u << 31) ||
         cfg->max_manifests >= (1u << 31) || cfg->origin_fetchers > SHOAL_REG_RANKS_MAX ||
         cfg->min_fetchers > SHOAL_REG_RANKS_MAX ||
         cfg->importers > SHOAL_REG_RANKS_MAX - shoal_reg_fetcher_ranks(cfg)) {
@@ -411,6 +421,54 @@ fail:
     return rv;
 }
 
+/* Signed manifest bytes live in a block with a reference count in front:
+ * the registry holds one reference, and a server sending them by
+ * reference holds another until its write is done, so forgetting a
+ * manifest never frees bytes a write still points at. */
+struct blob {
+    size_t refs;
+    size_t pad;      /* keeps data 16-byte aligned */
+    uint8_t data[];
+};
+
+static struct blob *blob_of(const uint8_t *data)
+{
+    return (struct blob *)(uintptr_t)(data - offsetof(struct blob, data));
+}
+
+static uint8_t *blob_new(const uint8_t *p, size_t len)
+{
+    struct blob *b = malloc(sizeof(*b) + (len ? len : 1));
+    if (!b)
+        return NULL;
+    b->refs = 1;
+    if (len)
+        memcpy(b->data, p, len);
+    return b->data;
+}
+
+void shoal_reg_bytes_hold(const uint8_t *signed_bytes)
+{
+    blob_of(signed_bytes)->refs++;
+}
+
+void shoal_reg_bytes_release(const uint8_t *signed_bytes)
+{
+    if (!signed_bytes)
+        return;
+    struct blob *b = blob_of(signed_bytes);
+    if (--b->refs == 0)
+        free(b);
+}
+
+/* Records a use of |m| at |now_ms|: kept manifest_ttl_ms from now, and
+ * last in line to make room. */
+static void mani_touch(struct shoal_reg *r, struct mani *m, uint64_t now_ms)
+{
+    m->used_ms = now_ms;
+    m->used_seq = ++r->use_seq;
+}
+
 static void mani_clear(struct mani *m)
 {
     free(m->h);
@@ -418,7 +476,7 @@ static void mani_clear(struct mani *m)
     free(m->leases);
     free(m->fs);
     free(m->zr);
-    free(m->signed_bytes);
+    shoal_reg_bytes_release(m->signed_bytes);
     free(m->names);
     memset(m, 0, sizeof(*m));
 }
@@ -568,11 +626,22 @@ out:
     return rv;
 }
 
-static int mani_create(struct shoal_reg *r, const uint8_t id[32], uint32_t *out)
+/* Records for ids nobody registered may fill at most this much of the
+ * table, so registered manifests always have the rest. */
+static uint32_t unreg_cap(const struct shoal_reg *r)
+{
+    return r->cfg.max_manifests - r->cfg.max_manifests / 2;
+}
+
+/* Creates the record of |id|; |registering| when a signed manifest comes
+ * with it, else it counts as unregistered (limited by unreg_cap). */
+static int mani_create(struct shoal_reg *r, const uint8_t id[32], bool registering,
+                       uint32_t *out)
 {
     int rv;
     uint32_t idx;
-    if (r->nmanis_used >= r->cfg.max_manifests) {
+    if (r->nmanis_used >= r->cfg.max_manifests ||
+        (!registering && r->nunreg >= unreg_cap(r))) {
         rv = SHOAL_ELIMIT;
         goto out;
     }
@@ -592,7 +661,11 @@ static int mani_create(struct shoal_reg *r, const uint8_t id[32], uint32_t *out)
     memcpy(m->id, id, 32);
     m->used = 1;
     r->nmanis_used++;
+    /* Unregistered until shoal_reg_put_manifest_ex gives it signed bytes
+     * (a put that fails half way leaves it so, for expiry to drop). */
+    r->nunreg++;
     r->st.manifests = r->nmanis_used;
+    r->st.unregistered = r->nunreg;
     *out = idx;
 out:
     return rv;
@@ -602,7 +675,7 @@ static uint32_t mani_get(struct shoal_reg *r, const uint8_t id[32], int *rv)
 {
     uint32_t idx = mani_find(r, id);
     *rv = 0;
-    if (idx == NONE && (*rv = mani_create(r, id, &idx)) != 0)
+    if (idx == NONE && (*rv = mani_create(r, id, false, &idx)) != 0)
         idx = NONE;
     return idx;
 }
@@ -802,7 +875,11 @@ static void role_describe(const struct shoal_reg *r, const struct mani *m,
     }
 }
 
-/* Removes node entry |e| of node |ni| and its holder record. */
+static void mani_remove_idx(struct shoal_reg *r, uint32_t mi);
+
+/* Removes node entry |e| of node |ni| and its holder record. A record of
+ * an unregistered id left with no holder and no lease state goes at once:
+ * ids announced and dropped again cannot pile up between expiries. */
 static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
 {
     struct node *nd = &r->nodes[ni];
@@ -824,6 +901,11 @@ static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
     }
     m->nh--;
     r->st.entries--;
+    if (!m->signed_bytes) {
+        nd->nunreg--;
+        if (!m->nh && !m->nl && !m->nfs && !m->chunks)
+            mani_remove_idx(r, mi);
+    }
 }
 
 static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct shoal_reg_have *h)
@@ -858,6 +940,8 @@ static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct
                                    .complete = h->complete, .rank = RANK_NONE };
     nd->ents[nd->nents++] = (struct nent){ .mani = mi, .slot = m->nh, .mark = 1 };
     m->nh++;
+    if (!m->signed_bytes)
+        nd->nunreg++;
     m->ncomplete += h->complete;
     if (holder_eligible(&m->h[m->nh - 1])) {
         holder_swap(r, mi, m->nh - 1, m->ne);
@@ -1091,16 +1175,11 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         rv = SHOAL_ELIMIT;
         goto out;
     }
+    if (now_ms > r->now_ms)
+        r->now_ms = now_ms;
     /* Check every limit before changing anything, so a refused announce
-     * leaves the node as it was. */
-    uint32_t missing = 0;
-    for (size_t i = 0; i < n; i++)
-        if (mani_find(r, haves[i].manifest_id) == NONE)
-            missing++;
-    if ((uint64_t)r->nmanis_used + missing > r->cfg.max_manifests) {
-        rv = SHOAL_ELIMIT;
-        goto out;
-    }
+     * leaves the node as it was. (A full manifest table refuses no
+     * announce: see the skipped entries below.) */
     uint32_t zi = zone_acquire(r, zone);
     if (zi == NONE) {
         rv = SHOAL_ELIMIT;
@@ -1151,13 +1230,28 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
     }
     for (size_t i = 0; i < n; i++) {
         const struct shoal_reg_have *h = &haves[i];
-        uint32_t mi = mani_get(r, h->manifest_id, &rv);
-        if (mi == NONE)
+        uint32_t mi = mani_find(r, h->manifest_id);
+        nd = &r->nodes[ni];
+        uint16_t e = mi == NONE ? nd->nents : node_entry(nd, mi);
+        /* Ids nobody registered here (a release published elsewhere, or
+         * one whose manifest comes back with the node's re-put after a
+         * tracker restart, or junk) are recorded only within the node's
+         * quota and the table's share for them: one node cannot fill the
+         * table. Past them the entry is skipped, not the announce. */
+        if (e == nd->nents && (mi == NONE || !r->manis[mi].signed_bytes) &&
+            (nd->nunreg >= r->cfg.max_unregistered_per_node ||
+             (mi == NONE && (r->nunreg >= unreg_cap(r) ||
+                             r->nmanis_used >= r->cfg.max_manifests)))) {
+            r->st.entries_skipped++;
+            if (roles)
+                roles[i] = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE,
+                                                    .untracked = true };
+            continue;
+        }
+        if (mi == NONE && (rv = mani_create(r, h->manifest_id, false, &mi)) != 0)
             goto out;
         /* A holder's total_chunks never sizes lease state: only a signed
          * manifest (or the trusted caller of shoal_reg_lease) may. */
-        nd = &r->nodes[ni];
-        uint16_t e = node_entry(nd, mi);
         if (e < nd->nents) {
             holder_update(r, mi, nd->ents[e].slot, h->have_chunks, h->complete);
         } else if ((rv = entry_add(r, ni, mi, h)) != 0) {
@@ -1168,6 +1262,7 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
          * complete node needs no role to take one. */
         struct mani *m = &r->manis[mi];
         struct holder *ho = &m->h[nd->ents[e].slot];
+        mani_touch(r, m, now_ms); /* held: not to be forgotten */
         if (!ho->complete)
             rank_take(r, m, ho);
         if (roles)
@@ -1565,14 +1660,62 @@ static void mani_remove_idx(struct shoal_reg *r, uint32_t mi)
     tab_remove(&r->mani_tab, hash_key32(r->hkey, m->id), mi);
     if (m->chunks)
         r->lease_chunks -= m->nchunks;
+    if (!m->signed_bytes)
+        r->nunreg--;
+    r->st.unregistered = r->nunreg;
     mani_clear(m);
     r->mani_free[r->nmani_free++] = mi;
     r->nmanis_used--;
     r->st.manifests = r->nmanis_used;
 }
 
+/* Forgets registered manifest |mi|: its name, its bytes (once no write
+ * holds them) and its record. The caller checked nobody holds or leases
+ * it. */
+static void mani_forget(struct shoal_reg *r, uint32_t mi)
+{
+    struct mani *m = &r->manis[mi];
+    tab_remove(&r->name_tab, m->name_hash, mi);
+    r->manifest_bytes -= m->signed_len;
+    r->st.registered--;
+    r->st.manifests_forgotten++;
+    mani_remove_idx(r, mi);
+}
+
+/* Makes room for one more registered manifest of |len| bytes, and a
+ * record when |need_slot|, by forgetting the least recently used ones
+ * nobody holds or leases. Returns 0 or SHOAL_ELIMIT. */
+static int mani_make_room(struct shoal_reg *r, size_t len, bool need_slot)
+{
+    while ((need_slot && r->nmanis_used >= r->cfg.max_manifests) ||
+           r->manifest_bytes + len > r->cfg.max_manifest_bytes) {
+        uint32_t lru = NONE;
+        for (uint32_t mi = 0; mi < r->nmanis_cap; mi++) {
+            const struct mani *m = &r->manis[mi];
+            if (m->used && m->signed_bytes && !m->nh && !m->nl &&
+                (lru == NONE || m->used_seq < r->manis[lru].used_seq))
+                lru = mi;
+        }
+        if (lru == NONE)
+            return SHOAL_ELIMIT;
+        mani_forget(r, lru);
+    }
+    return 0;
+}
+
+void shoal_reg_manifest_used(struct shoal_reg *r, const uint8_t manifest_id[32], uint64_t now_ms)
+{
+    uint32_t mi = mani_find(r, manifest_id);
+    if (now_ms > r->now_ms)
+        r->now_ms = now_ms;
+    if (mi != NONE)
+        mani_touch(r, &r->manis[mi], now_ms);
+}
+
 void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
 {
+    if (now_ms > r->now_ms)
+        r->now_ms = now_ms;
     for (uint32_t ni = 0; ni < r->nnodes_cap; ni++) {
         struct node *nd = &r->nodes[ni];
         if (nd->used && !node_live(r, nd, now_ms)) {
@@ -1586,6 +1729,11 @@ void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
             continue;
         mani_expire_leases(r, m, now_ms);
         mani_expire_fetched(r, m, now_ms);
+        if (m->signed_bytes && r->cfg.manifest_ttl_ms && !m->nh && !m->nl &&
+            now_ms > m->used_ms && now_ms - m->used_ms >= r->cfg.manifest_ttl_ms) {
+            mani_forget(r, mi);
+            continue;
+        }
         /* Lease state without holders is worth keeping only while fetched
          * chunks may still be in the swarm. */
         if (!m->nh && !m->nl && !m->signed_bytes &&
@@ -1634,14 +1782,16 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
         goto fail;
     }
     uint32_t mi = mani_find(r, manifest_id);
-    if (mi != NONE && r->manis[mi].signed_bytes)
+    if (mi != NONE && r->manis[mi].signed_bytes) {
+        mani_touch(r, &r->manis[mi], r->now_ms);
         goto fail; /* already registered: rv is 0 */
-    if (r->manifest_bytes + len > r->cfg.max_manifest_bytes) {
+    }
+    if (len > r->cfg.max_manifest_bytes) {
         rv = SHOAL_ELIMIT;
         goto fail;
     }
     names = malloc(rl + 1 + cl + 1 + rl + 1 + cl + 1);
-    bytes = malloc(len ? len : 1);
+    bytes = blob_new(signed_bytes, len);
     if (!names || !bytes) {
         rv = -ENOMEM;
         goto fail;
@@ -1655,10 +1805,12 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
     memcpy(w, repo, rl);
     w[rl] = '@';
     memcpy(w + rl + 1, commit, cl + 1);
-    memcpy(bytes, signed_bytes, len);
     const char *full = names + rl + 1 + cl + 1;
     uint32_t nh = hash_str(r->hkey, full, rl + 1 + cl);
-    if (mi == NONE && (rv = mani_create(r, manifest_id, &mi)) != 0)
+    /* Full: the least recently used manifests nobody holds make room. */
+    if ((rv = mani_make_room(r, len, mi == NONE)) != 0)
+        goto fail;
+    if (mi == NONE && (rv = mani_create(r, manifest_id, true, &mi)) != 0)
         goto fail;
     uint32_t old = tab_find(&r->name_tab, nh, name_eq, r, full, rl + 1 + cl);
     /* The newest signing wins the name: an old manifest re-put (say by a
@@ -1687,14 +1839,22 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
     m->repo_len = rl;
     m->commit_len = cl;
     m->name_hash = nh;
+    if (!m->signed_bytes) {
+        /* Its holders' entries no longer count against their quota. */
+        r->nunreg--;
+        r->st.unregistered = r->nunreg;
+        for (uint32_t i = 0; i < m->nh; i++)
+            r->nodes[m->h[i].node].nunreg--;
+    }
     m->signed_bytes = bytes;
     m->signed_len = len;
+    mani_touch(r, m, r->now_ms);
     r->manifest_bytes += len;
     r->st.registered++;
     return 0;
 fail:
     free(names);
-    free(bytes);
+    shoal_reg_bytes_release(bytes);
     return rv;
 }
 
@@ -1909,8 +2069,17 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
                    (double)s->manifests)) ||
         (rv = prom(out, "shoal_tracker_manifests_registered", "gauge",
                    "Signed manifests held.", (double)s->registered)) ||
+        (rv = prom(out, "shoal_tracker_manifests_unregistered", "gauge",
+                   "Manifests known by id from announces only (no signed bytes).",
+                   (double)s->unregistered)) ||
+        (rv = prom(out, "shoal_tracker_manifests_forgotten_total", "counter",
+                   "Registered manifests forgotten: unused for --manifest-ttl-h, or least "
+                   "recently used when the store was full.", (double)s->manifests_forgotten)) ||
         (rv = prom(out, "shoal_tracker_entries", "gauge", "Node-manifest holdings.",
                    (double)s->entries)) ||
+        (rv = prom(out, "shoal_tracker_entries_skipped_total", "counter",
+                   "Announced holdings of unregistered manifests not recorded (over a "
+                   "node's quota or the table's share).", (double)s->entries_skipped)) ||
         (rv = prom(out, "shoal_tracker_announces_total", "counter", "Announces accepted.",
                    (double)s->announces)) ||
         (rv = prom(out, "shoal_tracker_announces_per_second", "gauge",

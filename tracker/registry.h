@@ -60,6 +60,14 @@ struct shoal_reg_config {
     uint32_t max_nodes;
     uint32_t max_manifests;         /* manifests known by id (announced or put) */
     uint32_t max_entries_per_node;  /* manifests one announce may list */
+    /* Added by the hardening against authenticated clients: */
+    uint32_t max_unregistered_per_node; /* holdings one node may have of
+                                       manifests not registered here (see
+                                       shoal_reg_announce) */
+    uint64_t manifest_ttl_ms;       /* a registered manifest nobody holds,
+                                       leases, puts or fetches this long is
+                                       forgotten (0 = never; see
+                                       shoal_reg_put_manifest_ex) */
     /* Added beyond the original sketch: */
     uint64_t max_lease_chunks;      /* sum of nchunks over manifests with lease
                                        state (1 byte per chunk) */
@@ -94,8 +102,9 @@ struct shoal_reg_config {
 };
 
 /* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
- * 100,000 nodes, 65,536 manifests, 256 entries per node, 64 Mi lease chunks,
- * 1 GiB of registered manifests, fetched TTL 10 min, 2 origin fetchers and
+ * 100,000 nodes, 65,536 manifests, 256 entries per node (of which 32 for
+ * unregistered manifests), 64 Mi lease chunks,
+ * 1 GiB of registered manifests, manifest TTL 168 h, fetched TTL 10 min, 2 origin fetchers and
  * 8 importers per zone, at least 8 fetchers per manifest, spans shared for
  * 2 leases per fetcher. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
@@ -104,7 +113,8 @@ struct shoal_reg;
 
 /* New empty registry with a copy of |cfg|, into |*out| (written only on
  * success). Returns 0, -EINVAL (a zero interval/ttl/lease/limit,
- * max_entries_per_node above 65535, max(origin_fetchers, min_fetchers) +
+ * max_entries_per_node or max_unregistered_per_node (which may be 0)
+ * above 65535, max(origin_fetchers, min_fetchers) +
  * importers above SHOAL_REG_RANKS_MAX) or -ENOMEM. */
 int shoal_reg_new(struct shoal_reg **out, const struct shoal_reg_config *cfg);
 
@@ -134,6 +144,8 @@ struct shoal_reg_role {
     uint32_t import_rem;
     uint32_t rank;        /* rank within (manifest, zone), or
                              SHOAL_REG_RANK_NONE */
+    bool untracked;       /* the holding was not recorded (see
+                             shoal_reg_announce): no role */
 };
 
 /*
@@ -160,9 +172,21 @@ struct shoal_reg_role {
  * node is a fetcher. When |roles| is not NULL,
  * roles[i] receives the role for haves[i] (on success only).
  *
+ * Manifests not registered (no signed bytes here): a node's holdings of
+ * them are recorded only up to max_unregistered_per_node, in announce
+ * order (those it already holds first), and records for such ids fill at
+ * most half of max_manifests, so registered manifests always have the
+ * other half. A holding past either limit, or one that would need a
+ * record while the table is full, is skipped: not recorded, its role
+ * marked untracked, counted in entries_skipped; the rest of the announce
+ * applies. A node holding more releases than its quota right after a
+ * tracker restart (before its re-puts) has them all recorded at its next
+ * announce. A record of an unregistered id that no node holds any more
+ * and that has no lease state is dropped at once.
+ *
  * Returns 0; SHOAL_ETOOBIG when addr or zone is too long; SHOAL_ELIMIT when
- * |n| > max_entries_per_node or the node, manifest or zone tables are full
- * (nothing is changed then); -ENOMEM (the node may have lost entries).
+ * |n| > max_entries_per_node or the node or zone tables are full (nothing
+ * is changed then); -ENOMEM (the node may have lost entries).
  */
 int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32],
                        const char *addr, const char *zone, const struct shoal_reg_have *haves,
@@ -277,7 +301,9 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
                          const uint8_t node_pk[32], uint32_t first, uint32_t count);
 
 /* Drops nodes not announced within node_ttl_ms (with their leases), reverts
- * expired leases and forgets manifests nobody holds, leases or registered. */
+ * expired leases, forgets unregistered manifests nobody holds or leases,
+ * and registered ones nobody held, leased, put or fetched (see
+ * shoal_reg_manifest_used) for manifest_ttl_ms. */
 void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms);
 
 /* ---- manifests ---- */
@@ -299,12 +325,19 @@ struct shoal_reg_manifest {
  * |signed_bytes| and the names. Registering an id again is a no-op; a new
  * id for the same "repo@commit" takes over the name when it is not older:
  * |created| (the signing time, unix seconds) is at least the current
- * owner's. The copied signed bytes stay at the same address until
- * shoal_reg_free (registered manifests are never dropped), so a server may
- * send them by reference. Returns 0,
- * SHOAL_ETOOBIG (repo too long, nchunks too large), SHOAL_EBADMSG (empty
- * repo or commit, '@' in them), SHOAL_ELIMIT (manifest table or byte
- * budget full) or -ENOMEM.
+ * owner's. A re-put counts as a use (see shoal_reg_manifest_used, at the
+ * latest time the registry was given).
+ *
+ * Registered manifests are forgotten (name, bytes and all) when nobody
+ * holds or leases them and they were not used for manifest_ttl_ms (by
+ * shoal_reg_expire), and, when the table or max_manifest_bytes is full, the
+ * least recently used of those make room for a new one. The copied signed
+ * bytes stay at one address until then; a server that sends them by
+ * reference takes shoal_reg_bytes_hold() on them and they stay valid until
+ * its shoal_reg_bytes_release(), even past the manifest or the registry.
+ * Returns 0, SHOAL_ETOOBIG (repo too long, nchunks too large),
+ * SHOAL_EBADMSG (empty repo or commit, '@' in them), SHOAL_ELIMIT (manifest
+ * table or byte budget full of manifests held or leased) or -ENOMEM.
  */
 int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32],
                               uint8_t repo_type, const char *repo, const char *commit,
@@ -314,6 +347,19 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
 int shoal_reg_put_manifest(struct shoal_reg *r, const uint8_t manifest_id[32], uint8_t repo_type,
                            const char *repo, const char *commit, uint32_t nchunks,
                            const uint8_t *signed_bytes, size_t len);
+
+/* Records a use of registered manifest |manifest_id| at |now_ms| (a fetch
+ * or a put): it is kept manifest_ttl_ms from then. Unknown ids are
+ * ignored. */
+void shoal_reg_manifest_used(struct shoal_reg *r, const uint8_t manifest_id[32], uint64_t now_ms);
+
+/* Takes a reference on |signed_bytes| (shoal_reg_manifest.signed_bytes of
+ * a registered manifest): they stay valid, at that address, until the
+ * matching shoal_reg_bytes_release, whatever the registry forgets or
+ * frees meanwhile. Single-threaded, as the registry. */
+void shoal_reg_bytes_hold(const uint8_t *signed_bytes);
+/* Drops a reference from shoal_reg_bytes_hold; NULL is accepted. */
+void shoal_reg_bytes_release(const uint8_t *signed_bytes);
 
 /* Looks up a registered manifest by id. Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_reg_manifest_by_id(const struct shoal_reg *r, const uint8_t manifest_id[32],
@@ -366,6 +412,7 @@ struct shoal_reg_stats {
     uint64_t nodes;            /* nodes currently known */
     uint64_t manifests;        /* manifests known by id */
     uint64_t registered;       /* of which registered (signed bytes held) */
+    uint64_t unregistered;     /* of which known from announces only */
     uint64_t entries;          /* node-manifest holdings */
     uint64_t announces;        /* total since start */
     uint64_t leases_granted;
@@ -373,6 +420,9 @@ struct shoal_reg_stats {
     uint64_t leases_done;
     uint64_t leases_active;
     uint64_t nodes_expired;
+    uint64_t entries_skipped;  /* holdings of unregistered manifests not
+                                  recorded (see shoal_reg_announce) */
+    uint64_t manifests_forgotten; /* registered ones, by TTL or to make room */
 };
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);

@@ -36,6 +36,20 @@
 
 #define READ_BUF (64 * 1024)
 #define FRAME_MAX_AUTHED (SHOAL_MSG_MANIFEST_MAX + 1024)
+/* Largest frame other than PUT_MANIFEST from a connection without a
+ * publisher or admin identity. The largest such request is an ANNOUNCE of
+ * SHOAL_MSG_ANNOUNCE_MAX (256) entries of at most 46 bytes each (a 34-byte
+ * id, two 5-byte counts, a bool, the entry's array header): 11,785 bytes
+ * with the frame header, encoded with every count at its maximum;
+ * a TRK_AUTH (credential, zone, address, key, signature) stays under 1 KiB
+ * and the others under 512 bytes. 64 KiB, the pre-authentication limit,
+ * leaves room for the trailing fields later versions may add. */
+#define FRAME_MAX_NODE SHOAL_FRAME_MAX_PREAUTH
+/* How often frames in progress are checked against their deadline. */
+#define FRAME_SWEEP_MS 1000
+/* A refused connection over --max-conns-per-key is logged at most once per
+ * this long (the count of the others goes with the next line). */
+#define KEY_LOG_MS 10000
 /* Frames handled per connection before others get a turn: bytes left over
  * wait in the connection (reading paused) until the idle handle comes
  * back to it. */
@@ -67,6 +81,15 @@ struct ident {
     uint64_t deadline_ms;   /* loop time at which the credential expires */
     bool announced;         /* announced on this connection (see
                                handle_announce) */
+    bool counted;           /* holds the connection's count for this key
+                               (see key_acquire) */
+};
+
+/* Authenticated connections per node key (--max-conns-per-key). */
+struct keyconns {
+    uint8_t pk[32];
+    uint32_t n;
+    struct keyconns *next;
 };
 
 struct conn {
@@ -100,6 +123,16 @@ struct conn {
     char zone[SHOAL_MSG_ZONE_MAX + 1];
     char addr[SHOAL_MSG_ADDR_MAX + 1];
     bool addr_refused_logged; /* its unusable address was logged once */
+    bool big_ok;            /* a publisher or admin identity was verified:
+                               frames above FRAME_MAX_NODE of any type */
+    /* The frame being gathered, while one is (see conn_track_frame). */
+    struct conn *pprev, *pnext;
+    bool on_partial;
+    size_t partial;         /* body bytes received for it */
+    size_t frame_len;       /* declared body length */
+    uint64_t frame_start_ms, frame_deadline_ms;
+    uint64_t frames_in;     /* frames delivered so far */
+    uint64_t frame_seq;     /* frames_in when the current frame was seen */
     /* identities verified on this connection */
     struct ident *ids;
     uint32_t ids_cap, nids;
@@ -110,6 +143,7 @@ struct wreq {
     uv_write_t req;
     struct conn *c;
     uint8_t *base;  /* malloc'd block to free */
+    const uint8_t *ref; /* registry bytes held for this write, or NULL */
     size_t len;     /* bytes in flight, copies and references */
     size_t copy;    /* of which copied into |base| */
 };
@@ -141,6 +175,16 @@ struct shoal_tracker {
     struct shoal_reg_desired desired[SHOAL_MSG_DESIRED_MAX];
     uint64_t auth_failures, bad_input, conns_total, conns_refused, conns_evicted;
     uint64_t rate_limited, manifest_verifies;
+    /* unfinished frames */
+    struct conn *partial_head;
+    size_t partial_total;     /* sum of conn.partial */
+    uv_timer_t frame_timer;
+    bool frame_timer_init, frame_timer_on;
+    uint64_t partial_evicted, frames_timed_out, frames_refused;
+    /* connections per node key */
+    struct keyconns **keyconns;
+    uint32_t keyconns_mask;
+    uint64_t conns_key_refused, key_log_ms, key_log_skipped;
 };
 
 void shoal_tracker_log(const char *fmt, ...)
@@ -171,6 +215,13 @@ void shoal_tracker_config_default(struct shoal_tracker_config *c)
     c->max_outq_total = 256u << 20;
     c->idle_timeout_ms = 300000;
     c->max_identities = 100000;
+    /* Two full-size manifest uploads at once. */
+    c->max_partial_total = 128u << 20;
+    c->frame_timeout_ms = 10000;
+    c->frame_min_rate = 512u * 1024u;
+    /* A daemon holds one connection per tracker and each CLI command one;
+     * 8 leaves room for reconnects while the old connection times out. */
+    c->max_conns_per_key = 8;
 }
 
 /* ---- lists ---- */
@@ -219,6 +270,91 @@ static void ready_unlink(struct conn *c)
     c->on_ready = false;
 }
 
+/* ---- unfinished frames ---- */
+
+static void on_frame_timer(uv_timer_t *tm);
+
+static void partial_unlink(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    if (!c->on_partial)
+        return;
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        t->partial_head = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+    c->pprev = c->pnext = NULL;
+    c->on_partial = false;
+    t->partial_total -= c->partial;
+    c->partial = 0;
+    if (!t->partial_head && t->frame_timer_on) {
+        uv_timer_stop(&t->frame_timer);
+        t->frame_timer_on = false;
+    }
+}
+
+static void partial_link(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    if (c->on_partial)
+        return;
+    c->pprev = NULL;
+    c->pnext = t->partial_head;
+    if (t->partial_head)
+        t->partial_head->pprev = c;
+    t->partial_head = c;
+    c->on_partial = true;
+    if (!t->frame_timer_on) {
+        uint64_t every = t->cfg.frame_timeout_ms / 4 + 1;
+        if (every > FRAME_SWEEP_MS)
+            every = FRAME_SWEEP_MS;
+        uv_timer_start(&t->frame_timer, on_frame_timer, every, every);
+        t->frame_timer_on = true;
+    }
+}
+
+/* ---- connections per node key ---- */
+
+static struct keyconns **key_slot(struct shoal_tracker *t, const uint8_t pk[32])
+{
+    uint32_t h;
+    memcpy(&h, pk, 4); /* verified keys are cluster-signed: random bytes */
+    struct keyconns **pp = &t->keyconns[h & t->keyconns_mask];
+    while (*pp && memcmp((*pp)->pk, pk, 32) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Counts one more connection for |pk|. Returns 0, SHOAL_EBUSY when it has
+ * max_conns_per_key already, or -ENOMEM. */
+static int key_acquire(struct shoal_tracker *t, const uint8_t pk[32])
+{
+    struct keyconns **pp = key_slot(t, pk);
+    if (*pp && (*pp)->n >= t->cfg.max_conns_per_key)
+        return SHOAL_EBUSY;
+    if (!*pp) {
+        struct keyconns *k = calloc(1, sizeof(*k));
+        if (!k)
+            return -ENOMEM;
+        memcpy(k->pk, pk, 32);
+        *pp = k;
+    }
+    (*pp)->n++;
+    return 0;
+}
+
+static void key_release(struct shoal_tracker *t, const uint8_t pk[32])
+{
+    struct keyconns **pp = key_slot(t, pk);
+    struct keyconns *k = *pp;
+    if (k && --k->n == 0) {
+        *pp = k->next;
+        free(k);
+    }
+}
+
 /* ---- connection teardown ---- */
 
 static void conn_free(struct conn *c)
@@ -231,6 +367,9 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     t->nconns--;
+    for (uint32_t i = 0; i < c->ids_cap; i++)
+        if (c->ids[i].used && c->ids[i].counted)
+            key_release(t, c->ids[i].pk);
     shoal_frame_dec_free(&c->dec);
     shoal_buf_free(&c->out);
     free(c->pend);
@@ -252,6 +391,7 @@ static void conn_close(struct conn *c)
     c->closing = true;
     unauth_unlink(c);
     ready_unlink(c);
+    partial_unlink(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
@@ -283,6 +423,7 @@ static void on_write(uv_write_t *req, int status)
     c->inflight -= w->len;
     c->inflight_copy -= w->copy;
     c->t->outq_copy -= w->copy;
+    shoal_reg_bytes_release(w->ref);
     free(w->base);
     free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing) {
@@ -302,6 +443,7 @@ static int conn_write(struct conn *c, struct wreq *w, uv_buf_t *bufs, unsigned n
     w->c = c;
     int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
     if (rv < 0) {
+        shoal_reg_bytes_release(w->ref);
         free(w->base);
         free(w);
         shoal_tracker_log("closing %s: write: %s", c->peer, uv_strerror(rv));
@@ -338,6 +480,7 @@ static void conn_flush(struct conn *c)
                 return;
             }
             size_t len;
+            w->ref = NULL;
             w->base = shoal_buf_steal(&c->out, &len);
             w->len = w->copy = len - off;
             uv_buf_t b = uv_buf_init((char *)w->base + off, (unsigned)w->len);
@@ -571,6 +714,45 @@ static void on_idle_check(uv_timer_t *tm)
         conn_drop(c, "idle for %" PRIu64 " ms", quiet);
 }
 
+/* Refuses a key past max_conns_per_key: tells the client, closes after
+ * the reply, logs at most one line per KEY_LOG_MS. Returns nonzero. */
+static int key_refuse(struct conn *c, const uint8_t pk[32])
+{
+    struct shoal_tracker *t = c->t;
+    uint64_t now = uv_now(t->loop);
+    char why[128];
+    t->conns_key_refused++;
+    if (t->key_log_ms == 0 || now - t->key_log_ms >= KEY_LOG_MS) {
+        char hex[65];
+        shoal_hex(hex, pk, 32);
+        char more[64] = "";
+        if (t->key_log_skipped)
+            snprintf(more, sizeof more, " (%" PRIu64 " more refused since the last such line)",
+                     t->key_log_skipped);
+        shoal_tracker_log("refusing %s: node key %.16s already has %u authenticated "
+                          "connections (--max-conns-per-key)%s", c->peer, hex,
+                          t->cfg.max_conns_per_key, more);
+        t->key_log_ms = now ? now : 1;
+        t->key_log_skipped = 0;
+    } else {
+        t->key_log_skipped++;
+    }
+    snprintf(why, sizeof why, "too many connections for this node key (at most %u)",
+             t->cfg.max_conns_per_key);
+    if (send_error(c, SHOAL_EBUSY, why) == 0)
+        c->close_after_flush = true;
+    return 1;
+}
+
+/* True when a key was verified on |c| in any role. */
+static bool conn_has_key(struct conn *c, const uint8_t pk[32])
+{
+    for (uint8_t role = SHOAL_ROLE_NODE; role <= SHOAL_ROLE_ADMIN; role++)
+        if (ident_find(c, pk, role))
+            return true;
+    return false;
+}
+
 static int handle_auth(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
@@ -602,14 +784,28 @@ static int handle_auth(struct conn *c)
             return auth_fail(c, SHOAL_EBADSIG, "challenge signature does not verify");
         if (a->role != SHOAL_ROLE_NODE && !shoal_keyset_contains(t->cfg.admin_keys, a->node_pk))
             return auth_fail(c, SHOAL_EPERM, "key not allowed the requested role");
-        if ((id = ident_add(c, a->node_pk, a->role, &rv)) == NULL)
+        /* One key cannot take every connection slot: count connections
+         * per key, once per connection whatever the roles. */
+        bool counted = !conn_has_key(c, a->node_pk);
+        if (counted && (rv = key_acquire(t, a->node_pk)) != 0) {
+            if (rv == SHOAL_EBUSY)
+                return key_refuse(c, a->node_pk);
+            return auth_fail(c, rv, "out of memory");
+        }
+        if ((id = ident_add(c, a->node_pk, a->role, &rv)) == NULL) {
+            if (counted)
+                key_release(t, a->node_pk);
             return auth_fail(c, rv, "too many identities on one connection");
+        }
+        id->counted = counted;
         id->bind = bind;
         id->has_session = a->has_session;
         memcpy(id->session, a->session, SHOAL_MSG_SESSION_LEN);
         id->deadline_ms = cred_deadline(t, cred.expires_unix);
     }
     c->cred_deadline_ms = id->deadline_ms;
+    if (a->role != SHOAL_ROLE_NODE)
+        c->big_ok = true;
     memcpy(c->pk, a->node_pk, 32);
     c->role = a->role;
     copy_str(c->zone, &a->zone);
@@ -750,7 +946,7 @@ static int handle_announce(struct conn *c, uint64_t now)
      * needs none, and the reply stays small for a node full of seeds. */
     uint32_t nr = 0;
     for (uint32_t i = 0; i < a->count; i++) {
-        if (a->entries[i].complete)
+        if (a->entries[i].complete || t->roles[i].untracked)
             continue;
         struct shoal_msg_role *ro = &m->u.announce_reply.roles[nr++];
         memcpy(ro->manifest_id, a->entries[i].manifest_id, 32);
@@ -802,6 +998,7 @@ static int handle_put_manifest(struct conn *c)
     shoal_chunk_id(early_id, b->p, b->len);
     if (shoal_reg_manifest_by_id(t->reg, early_id, &held) == 0 && held.signed_len == b->len &&
         memcmp(held.signed_bytes, b->p, b->len) == 0) {
+        shoal_reg_manifest_used(t->reg, early_id, uv_now(t->loop));
         rv = send_ok(c, 0);
         goto out;
     }
@@ -827,6 +1024,7 @@ static int handle_put_manifest(struct conn *c)
                                                   : shoal_strerror(rv));
         goto out;
     }
+    shoal_reg_manifest_used(t->reg, id, uv_now(t->loop));
     if (!had) {
         char hex[65];
         shoal_hex(hex, id, 32);
@@ -850,10 +1048,11 @@ static int handle_get_manifest(struct conn *c)
                                                     &mf);
     if (rv)
         return send_error(c, SHOAL_ENOTFOUND, "no such manifest");
-    /* The signed bytes are sent by reference: the registry keeps them at
-     * one address for its lifetime (see registry.h), so a small request
-     * never copies megabytes into the output queue. Replies gathered so
-     * far go first to keep the order. */
+    /* The signed bytes are sent by reference, held until the write is
+     * done (the registry may forget the manifest meanwhile, see
+     * registry.h), so a small request never copies megabytes into the
+     * output queue. Replies gathered so far go first to keep the order. */
+    shoal_reg_manifest_used(t->reg, mf.id, uv_now(t->loop));
     conn_flush(c);
     if (c->closing)
         return 1;
@@ -881,6 +1080,8 @@ static int handle_get_manifest(struct conn *c)
     wr->base = shoal_buf_steal(&hb, &hlen);
     wr->copy = hlen;
     wr->len = hlen + mf.signed_len;
+    wr->ref = mf.signed_bytes;
+    shoal_reg_bytes_hold(wr->ref);
     uv_buf_t bufs[2] = { uv_buf_init((char *)wr->base, (unsigned)hlen),
                          uv_buf_init((char *)mf.signed_bytes, (unsigned)mf.signed_len) };
     return conn_write(c, wr, bufs, 2);
@@ -962,7 +1163,7 @@ static int handle_stats(struct conn *c, uint64_t now)
     struct shoal_buf b;
     shoal_buf_init(&b, SHOAL_MSG_STATS_MAX);
     int rv = shoal_reg_prometheus(t->reg, now, &b);
-    char extra[2048];
+    char extra[4096];
     int n = snprintf(extra, sizeof(extra),
                      "# HELP shoal_tracker_connections Open connections.\n"
                      "# TYPE shoal_tracker_connections gauge\n"
@@ -984,9 +1185,31 @@ static int handle_stats(struct conn *c, uint64_t now)
                      "# HELP shoal_tracker_manifest_verifies_total Manifests parsed and "
                      "signature-checked.\n"
                      "# TYPE shoal_tracker_manifest_verifies_total counter\n"
-                     "shoal_tracker_manifest_verifies_total %" PRIu64 "\n",
+                     "shoal_tracker_manifest_verifies_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_partial_bytes Body bytes received for unfinished "
+                     "frames.\n"
+                     "# TYPE shoal_tracker_partial_bytes gauge\n"
+                     "shoal_tracker_partial_bytes %zu\n"
+                     "# HELP shoal_tracker_partial_evicted_total Connections closed because "
+                     "unfinished frames held more than --max-partial-mb.\n"
+                     "# TYPE shoal_tracker_partial_evicted_total counter\n"
+                     "shoal_tracker_partial_evicted_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_frames_timed_out_total Connections closed for a "
+                     "frame not finished in time.\n"
+                     "# TYPE shoal_tracker_frames_timed_out_total counter\n"
+                     "shoal_tracker_frames_timed_out_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_frames_refused_total Frames too large for a "
+                     "connection without a publisher identity.\n"
+                     "# TYPE shoal_tracker_frames_refused_total counter\n"
+                     "shoal_tracker_frames_refused_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_conns_per_key_refused_total Authentications "
+                     "refused over --max-conns-per-key.\n"
+                     "# TYPE shoal_tracker_conns_per_key_refused_total counter\n"
+                     "shoal_tracker_conns_per_key_refused_total %" PRIu64 "\n",
                      t->nconns, t->auth_failures, t->bad_input, t->conns_evicted,
-                     t->rate_limited, t->manifest_verifies);
+                     t->rate_limited, t->manifest_verifies, t->partial_total,
+                     t->partial_evicted, t->frames_timed_out, t->frames_refused,
+                     t->conns_key_refused);
     if (rv == 0 && (n < 0 || (size_t)n >= sizeof(extra)))
         rv = SHOAL_ELIMIT;
     if (rv == 0)
@@ -1010,9 +1233,18 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     struct conn *c = user;
     struct shoal_tracker *t = c->t;
     struct shoal_msg *m = &t->msg;
+    c->frames_in++;
     int rv = shoal_msg_decode(m, body, len);
     if (rv) {
         conn_drop(c, "malformed message (%s)", shoal_strerror(rv));
+        return 1;
+    }
+    /* conn_track_frame refuses these while they come in; one that arrived
+     * before its type could be seen is refused here. */
+    if (len > FRAME_MAX_NODE && !c->big_ok && m->type != SHOAL_MSG_PUT_MANIFEST) {
+        t->frames_refused++;
+        conn_drop(c, "%s of %zu bytes: only PUT_MANIFEST may exceed %u bytes without a "
+                  "publisher identity", shoal_msg_type_name(m->type), len, FRAME_MAX_NODE);
         return 1;
     }
     if (!c->authed && m->type != SHOAL_MSG_TRK_AUTH) {
@@ -1082,6 +1314,122 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static const struct shoal_frame_cb frame_cb = { .on_frame = on_frame };
 
+/* The message type a frame body starts with: >= 0, -1 while too few
+ * bytes are in, -2 when it does not start [type, ...]. */
+static int body_type(const uint8_t *p, size_t n)
+{
+    size_t off, w;
+    if (n < 1)
+        return -1;
+    if ((p[0] & 0xf0) == 0x90)
+        off = 1;
+    else if (p[0] == 0xdc || p[0] == 0xdd)
+        off = p[0] == 0xdc ? 3 : 5;
+    else
+        return -2;
+    if (n <= off)
+        return -1;
+    if (p[off] <= 0x7f)
+        return p[off];
+    w = p[off] == 0xcc ? 1 : p[off] == 0xcd ? 2 : p[off] == 0xce ? 4 : 0;
+    if (!w)
+        return -2;
+    if (n <= off + w)
+        return -1;
+    uint32_t v = 0;
+    for (size_t i = 1; i <= w; i++)
+        v = v << 8 | p[off + i];
+    return v > 0xffff ? -2 : (int)v;
+}
+
+/* Closes connections until the unfinished frames fit max_partial_total,
+ * first the one whose frame came in slowest on average since it began:
+ * a client parking a frame (or trickling it) goes before one that
+ * streams a big manifest at line rate. */
+static void partial_enforce(struct shoal_tracker *t)
+{
+    uint64_t now = uv_now(t->loop);
+    while (t->partial_total > t->cfg.max_partial_total && t->partial_head) {
+        struct conn *victim = NULL;
+        double worst = 0;
+        for (struct conn *p = t->partial_head; p; p = p->pnext) {
+            double rate = (double)p->partial / (double)(now - p->frame_start_ms + 1);
+            if (!victim || rate < worst) {
+                victim = p;
+                worst = rate;
+            }
+        }
+        t->partial_evicted++;
+        shoal_tracker_log("closing %s: unfinished frames hold %zu bytes, over the %zu of "
+                          "--max-partial-mb; its frame of %zu bytes came slowest (%.0f "
+                          "bytes/s since it began %" PRIu64 " ms ago)", victim->peer,
+                          t->partial_total, t->cfg.max_partial_total, victim->frame_len,
+                          worst * 1000.0, now - victim->frame_start_ms);
+        conn_close(victim);
+    }
+}
+
+/* After a feed: keeps c's frame in progress on the partial list with its
+ * deadline and memory, refuses a large frame that a connection without a
+ * publisher identity may not send, and gives back a buffer the decoder
+ * kept from a finished frame (tracker requests are small; a manifest's
+ * buffer would otherwise stay with an idle connection). */
+static void conn_track_frame(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    const uint8_t *head;
+    size_t held, alloc;
+    size_t declared = shoal_frame_dec_partial(&c->dec, &head, &held, &alloc);
+    if (!declared) {
+        if (alloc > READ_BUF)
+            shoal_frame_dec_free(&c->dec);
+        partial_unlink(c);
+        return;
+    }
+    if (!c->on_partial || c->frame_seq != c->frames_in) {
+        uint64_t now = uv_now(t->loop);
+        c->frame_seq = c->frames_in;
+        c->frame_len = declared;
+        c->frame_start_ms = now;
+        c->frame_deadline_ms = now + t->cfg.frame_timeout_ms +
+                               (uint64_t)declared * 1000 / t->cfg.frame_min_rate;
+        partial_link(c);
+    }
+    if (declared > FRAME_MAX_NODE && !c->big_ok) {
+        int type = body_type(head, held);
+        if (type == -2 || (type >= 0 && type != SHOAL_MSG_PUT_MANIFEST)) {
+            t->frames_refused++;
+            conn_drop(c, "frame of %zu bytes (type %d): only PUT_MANIFEST may exceed %u bytes "
+                      "without a publisher identity", declared, type, FRAME_MAX_NODE);
+            return;
+        }
+    }
+    /* Counted as received rather than as allocated (the decoder's buffer
+     * may be up to twice that): what a client sent is what decides which
+     * connection goes, so the choice does not hang on growth steps. */
+    t->partial_total = t->partial_total - c->partial + held;
+    c->partial = held;
+    partial_enforce(t);
+}
+
+static void on_frame_timer(uv_timer_t *tm)
+{
+    struct shoal_tracker *t = tm->data;
+    uint64_t now = uv_now(t->loop);
+    struct conn *next;
+    for (struct conn *c = t->partial_head; c; c = next) {
+        next = c->pnext;
+        if (now < c->frame_deadline_ms)
+            continue;
+        const uint8_t *head;
+        size_t held;
+        (void)shoal_frame_dec_partial(&c->dec, &head, &held, NULL);
+        t->frames_timed_out++;
+        conn_drop(c, "frame of %zu bytes not finished within %" PRIu64 " ms (%zu bytes in)",
+                  c->frame_len, c->frame_deadline_ms - c->frame_start_ms, held);
+    }
+}
+
 /* Handles up to one turn of frames from |data| (the shared read buffer or
  * c->pend), keeping what is left in c->pend, then flushes the replies and
  * decides whether to keep reading. */
@@ -1121,6 +1469,8 @@ static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
         c->pend = NULL;
         c->pend_len = c->pend_off = 0;
     }
+    if (!c->closing)
+        conn_track_frame(c);
     conn_flush(c);
     conn_schedule(c);
 }
@@ -1292,6 +1642,8 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     if (!cfg->cluster_keys || shoal_keyset_count(cfg->cluster_keys) == 0 ||
         !cfg->auth_timeout_ms || !cfg->max_conns || !cfg->max_unauth ||
         !cfg->idle_timeout_ms || !cfg->max_outq_total || cfg->max_outq < SHOAL_FRAME_MAX_PREAUTH ||
+        !cfg->max_partial_total || !cfg->frame_timeout_ms || !cfg->frame_min_rate ||
+        !cfg->max_conns_per_key ||
         parse_listen(cfg->listen, &ss) != 0) {
         rv = -EINVAL;
         goto fail;
@@ -1311,6 +1663,18 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     if ((rv = shoal_reg_new(&t->reg, &cfg->reg)) != 0)
         goto fail;
     randombytes_buf(t->bind_key, sizeof(t->bind_key));
+    uint32_t nb = 64;
+    while (nb < cfg->max_conns && nb < (1u << 20))
+        nb *= 2;
+    t->keyconns = calloc(nb, sizeof(*t->keyconns));
+    if (!t->keyconns) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    t->keyconns_mask = nb - 1;
+    uv_timer_init(loop, &t->frame_timer);
+    t->frame_timer.data = t;
+    t->frame_timer_init = true;
     uv_idle_init(loop, &t->idle);
     t->idle.data = t;
     t->idle_init = true;
@@ -1366,6 +1730,8 @@ void shoal_tracker_shutdown(struct shoal_tracker *t)
         uv_close((uv_handle_t *)&t->expire_timer, NULL);
     if (t->idle_init)
         uv_close((uv_handle_t *)&t->idle, NULL);
+    if (t->frame_timer_init)
+        uv_close((uv_handle_t *)&t->frame_timer, NULL);
     for (struct conn *c = t->conns; c; c = c->next)
         conn_close(c);
 }
@@ -1375,5 +1741,13 @@ void shoal_tracker_free(struct shoal_tracker *t)
     if (!t)
         return;
     shoal_reg_free(t->reg);
+    for (uint32_t i = 0; t->keyconns && i <= t->keyconns_mask; i++) {
+        while (t->keyconns[i]) {
+            struct keyconns *k = t->keyconns[i];
+            t->keyconns[i] = k->next;
+            free(k);
+        }
+    }
+    free(t->keyconns);
     free(t);
 }

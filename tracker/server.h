@@ -51,7 +51,17 @@
  * connection only, with a logged reason.
  *
  * Limits: frames up to SHOAL_FRAME_MAX_PREAUTH before authentication and
- * SHOAL_MSG_MANIFEST_MAX + 1 KiB after; a silent unauthenticated connection
+ * SHOAL_MSG_MANIFEST_MAX + 1 KiB after. A connection on which no publisher
+ * or admin identity was verified may send only PUT_MANIFEST (a node's
+ * re-put) above 64 KiB; any other frame declared larger is refused as soon
+ * as its type is in. Memory for unfinished frames is bounded: all
+ * connections together hold at most max_partial_total bytes for them (past
+ * it the connection whose frame advanced slowest on average since it began
+ * is closed), and a frame must be whole within frame_timeout_ms plus its
+ * length at frame_min_rate, or its connection is closed. At most
+ * max_conns_per_key connections may have verified the same node key: the
+ * next TRK_AUTH for it gets ERROR SHOAL_EBUSY and is closed. A silent
+ * unauthenticated connection
  * is closed after auth_timeout_ms; at most max_unauth of them at once, the
  * oldest evicted to make room for a new one (also when all max_conns are
  * taken); an authenticated connection silent for idle_timeout_ms is
@@ -99,13 +109,23 @@ struct shoal_tracker_config {
     uint32_t max_unauth;            /* connections not yet authenticated */
     size_t max_outq_total;          /* copied reply bytes, all connections */
     uint32_t idle_timeout_ms;       /* authenticated and silent this long */
+    /* Added by the hardening against authenticated clients: */
+    size_t max_partial_total;       /* body bytes received for unfinished
+                                       frames, all connections together (the
+                                       buffers may be up to twice that) */
+    uint32_t frame_timeout_ms;      /* a frame must be whole this long after
+                                       it began ... */
+    uint32_t frame_min_rate;        /* ... plus its length at this many
+                                       bytes per second */
+    uint32_t max_conns_per_key;     /* authenticated connections per node key */
 };
 
 /* listen 127.0.0.1:7700, registry defaults, auth timeout 3 s, 10,000
  * connections of which 256 unauthenticated, 64 MiB + 64 KiB output queue
  * per connection (one full manifest reply), 256 MiB of copied replies in
- * all, idle timeout 300 s, 100,000 identities per connection. Key sets
- * NULL. */
+ * all, idle timeout 300 s, 100,000 identities per connection, 128 MiB of
+ * unfinished frames in all, frames whole within 10 s plus 512 KiB/s of
+ * their length, 8 connections per node key. Key sets NULL. */
 void shoal_tracker_config_default(struct shoal_tracker_config *c);
 
 struct shoal_tracker;
