@@ -29,12 +29,26 @@ Figures, each as `BENCH <name> <value> <unit>`:
 Context lines: netns_nodes, netns_node_mbit, netns_origin_mbit,
 netns_tmin_s, netns_last_s.
 
+On stderr, a per-second timeline of how busy the origin's link and the
+nodes' links were, in wire bytes (headers included) over the nominal rates.
+Peers send the generated bf16 shards zstd'd (about 22% smaller), so the
+nodes' figures understate the release bytes they move: a node at 78% of its
+download on the wire receives the release at about the origin's rate. With
+the origin as fast as a node (the default), the origin's link bounds the
+rollout, and the run's distance from T_min is the TCP/IP headers (about
+4.4% of a 1500-byte packet), the first fraction of a second (before a first
+chunk has arrived anywhere, no peer has anything to pass on) and the tail
+(the origin's last chunks still have to reach everyone).
+
 Needs root (ip netns, tc). Without it, it says so and exits 77 (skipped).
 Environment: SHOAL_NETNS_NODES (default 8), SHOAL_NETNS_RATE (Mbit/s per node
 and direction, default 200), SHOAL_NETNS_ORIGIN (Mbit/s, default the node
 rate), SHOAL_NETNS_SIZE (default 256M), SHOAL_NETNS_LOGS (a directory to
 keep every process's log in), SHOAL_NETNS_ARGS (extra options for every
-shoald), SHOAL_NETNS_QUEUE_MS (tbf's queue, as latency; default 50). Every process, namespace and link
+shoald), SHOAL_NETNS_QUEUE_MS (tbf's queue, as latency; default 50),
+SHOAL_NETNS_CHUNKS (MIN,AVG,MAX chunk sizes, e.g. 64K,256K,1M: the release
+is then chunked here and handed to every node as --manifest instead of
+being published with the default 256K/1M/4M). Every process, namespace and link
 made here is removed at the end, also on failure or SIGTERM. Addresses are
 in 10.213.X.0/24 on the bridge only; X avoids any route the machine has.
 """
@@ -59,6 +73,7 @@ ORIGIN = float(os.environ.get("SHOAL_NETNS_ORIGIN", str(RATE)))
 SIZE = os.environ.get("SHOAL_NETNS_SIZE", "256M")
 EXTRA = os.environ.get("SHOAL_NETNS_ARGS", "").split()
 TBF_LATENCY_MS = int(os.environ.get("SHOAL_NETNS_QUEUE_MS", "50"))
+CHUNKS = os.environ.get("SHOAL_NETNS_CHUNKS", "")
 PY = "/usr/bin/python3"
 T0 = time.monotonic()
 TAG = "sh%d" % (os.getpid() % 100000)
@@ -90,7 +105,7 @@ class Net:
         used = sh("ip", "-4", "route", "show", "table", "all")
         self.net = next("10.213.%d" % x for x in range(20 + os.getpid() % 200, 256)
                         if "10.213.%d." % x not in used)
-        self.bridge = TAG + "br"
+        self.bridge = TAG + "sw"  # host links are TAG+"a"/"b"+name: no clash
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         self.links.append(self.bridge)
         sh("ip", "addr", "add", self.net + ".1/24", "dev", self.bridge)
@@ -181,6 +196,17 @@ def run(tmp, net):
     shoalproc.run(SHOAL, "publish", "acme/model@" + commit, "--key", k("publisher"), "--out", mf,
                   "--tracker", taddr, "--identity", k("admin"), "--cred", k("admin") + ".cred",
                   "--quiet", env=env, timeout=600)
+    release = ["--pull", "acme/model@" + commit]
+    if CHUNKS:
+        # Other chunk sizes than publish's: the release is chunked here, and
+        # every node is handed the manifest (no tracker lookup).
+        files = os.path.join(tmp, "files")
+        src = os.path.join(root, "models/acme/model/commits", commit)
+        shutil.copytree(src, files, ignore=shutil.ignore_patterns(".files.json"))
+        mn, av, mx = CHUNKS.split(",")
+        shoalproc.build_manifest(SHOAL, files, k, mf, repo_id="acme/model", commit=commit,
+                                 extra=("--min", mn, "--avg", av, "--max", mx))
+        release = ["--manifest", mf]
     urllib.request.urlopen(urllib.request.Request(hub_url + "/_stub/reset", data=b"",
                                                   method="POST"), timeout=10).read()
     net.shape(hub_inner, ORIGIN, hub_ns)
@@ -207,9 +233,10 @@ def run(tmp, net):
                             "--cluster-keys", k("cluster") + ".pub",
                             "--publisher-keys", k("publisher") + ".pub",
                             "--cache-dir", os.path.join(tmp, "cache-" + n),
+                            "--state-dir", os.path.join(tmp, "state"),
                             "--control-socket", os.path.join(tmp, n + ".sock"),
                             "--tracker", taddr, "--hub-endpoint", hub_url, "--zone", "z1",
-                            "--pull", "acme/model@" + commit, *EXTRA], env=denv, name=n)
+                            *release, *EXTRA], env=denv, name=n)
         nodes.append(p)
     deadline = t_start + 10 * tmin + 60
     # Bytes on the wire each second, from the bridge side of the veths:
@@ -256,6 +283,11 @@ def run(tmp, net):
     logs = os.environ.get("SHOAL_NETNS_LOGS")
     if logs:
         os.makedirs(logs, exist_ok=True)
+        for n, _, _, _ in hosts:
+            r = subprocess.run([SHOAL, "metrics", "--socket", os.path.join(tmp, n + ".sock")],
+                               capture_output=True, text=True, timeout=10)
+            with open(os.path.join(logs, n + ".metrics"), "w") as f:
+                f.write(r.stdout + r.stderr)
         for p in [hub, trk, *nodes]:
             with open(os.path.join(logs, p.name + ".log"), "w") as f:
                 f.write(p.log() + "\n")
