@@ -23,6 +23,10 @@
  * opened, a first chunk): a rollout's nodes wait for that reply's fleet
  * role before they use the origin. */
 #define SOON_GAP_MS 100u
+/* LEASE_DONEs kept per tracker while its connection is down: a daemon
+ * holds at most 16 leases per release (--max-leases), a few releases at
+ * once; beyond this the oldest are dropped (their leases expire). */
+#define HELD_DONE_MAX 64u
 #define DEFAULT_INTERVAL_MS 30000u
 #define MIN_INTERVAL_MS 200u
 #define MAX_INTERVAL_MS (10u * 60u * 1000u)
@@ -73,6 +77,15 @@ struct conn {
     char adv[SHOAL_MSG_ADDR_MAX + 1];     /* cfg->advertise_port: what we announce */
     char adv_logged[SHOAL_MSG_ADDR_MAX + 1]; /* the last one logged */
     bool stop_feed;           /* a hook closed us while a read was fed */
+    /* LEASE_DONEs that found the connection down: sent after the next
+     * login's first announce. This process logs in with the same session
+     * id, so the tracker kept the leases and takes them then (a lease that
+     * expired meanwhile is refused, as it would have been anyway). */
+    struct {
+        uint8_t id[32];
+        uint32_t first, count;
+    } held_done[HELD_DONE_MAX];
+    uint32_t nheld_done;
     uint8_t rbuf[READ_BUF];
 };
 
@@ -583,6 +596,8 @@ void shoal_trkconn_announce_soon(struct shoal_trkconn *t)
 
 /* ---- replies ---- */
 
+static void send_held_done(struct conn *c);
+
 static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
 {
     struct shoal_trkconn *t = c->t;
@@ -606,6 +621,7 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
     shoal_frame_dec_set_max(&c->dec, MAX_FRAME_AUTH);
     LOG_I("tracker %s: authenticated", c->addr);
     send_announce(c);
+    send_held_done(c);
     schedule_announce(c, c->last_announce_ms + c->interval_ms);
     if (t->hooks->on_ready)
         t->hooks->on_ready(t->hooks->user, c->idx);
@@ -697,6 +713,8 @@ static void on_reply(struct conn *c, const struct shoal_msg *m)
             schedule_announce(c, c->last_announce_ms + c->interval_ms);
         if (t->hooks->on_announce_reply)
             t->hooks->on_announce_reply(t->hooks->user, c->idx, &m->u.announce_reply);
+        if (c->nheld_done > 0)
+            send_held_done(c); /* some found the request window full */
         break;
     case SHOAL_MSG_GET_PEERS:
         if (!err && t->hooks->on_peers)
@@ -878,17 +896,58 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
     return rv;
 }
 
-void shoal_trkconn_lease_done(struct shoal_trkconn *t, uint32_t idx,
-                              const uint8_t manifest_id[32], uint32_t first, uint32_t count)
+static int send_lease_done(struct conn *c, const uint8_t manifest_id[32], uint32_t first,
+                           uint32_t count)
 {
-    if (idx >= t->n || t->stopping || count == 0)
-        return;
+    struct shoal_trkconn *t = c->t;
     memset(&t->out, 0, sizeof t->out);
     t->out.type = SHOAL_MSG_LEASE_DONE;
     memcpy(t->out.u.lease_done.manifest_id, manifest_id, 32);
     t->out.u.lease_done.first = first;
     t->out.u.lease_done.count = count;
-    (void)request(t->conns[idx], 0, NULL);
+    return request(c, 0, NULL);
+}
+
+void shoal_trkconn_lease_done(struct shoal_trkconn *t, uint32_t idx,
+                              const uint8_t manifest_id[32], uint32_t first, uint32_t count)
+{
+    struct conn *c;
+
+    if (idx >= t->n || t->stopping || count == 0)
+        return;
+    c = t->conns[idx];
+    if (send_lease_done(c, manifest_id, first, count) == 0)
+        return;
+    /* Down (or its request window full): hold it for the next login, so
+     * the fetch is credited and nobody else is granted those chunks. */
+    if (c->nheld_done == HELD_DONE_MAX) {
+        LOG_D("tracker %s: LEASE_DONE of chunks %u..%u not kept: %u already wait", c->addr,
+              c->held_done[0].first, c->held_done[0].first + c->held_done[0].count - 1,
+              HELD_DONE_MAX);
+        memmove(&c->held_done[0], &c->held_done[1],
+                (HELD_DONE_MAX - 1) * sizeof c->held_done[0]);
+        c->nheld_done--;
+    }
+    memcpy(c->held_done[c->nheld_done].id, manifest_id, 32);
+    c->held_done[c->nheld_done].first = first;
+    c->held_done[c->nheld_done].count = count;
+    c->nheld_done++;
+}
+
+/* After a login's first announce: the LEASE_DONEs the outage held. */
+static void send_held_done(struct conn *c)
+{
+    uint32_t sent = 0;
+    while (sent < c->nheld_done && c->st == C_READY &&
+           send_lease_done(c, c->held_done[sent].id, c->held_done[sent].first,
+                           c->held_done[sent].count) == 0)
+        sent++;
+    if (sent > 0)
+        LOG_I("tracker %s: sent %u LEASE_DONE%s held while the connection was down", c->addr,
+              sent, sent == 1 ? "" : "s");
+    memmove(&c->held_done[0], &c->held_done[sent],
+            (c->nheld_done - sent) * sizeof c->held_done[0]);
+    c->nheld_done -= sent;
 }
 
 void shoal_trkconn_put_manifest(struct shoal_trkconn *t, uint32_t idx, const uint8_t *signed_mf,
