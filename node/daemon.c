@@ -148,9 +148,13 @@ struct shoal_daemon {
      * used least recently is closed to make room. */
     uint64_t swarm_used_ms[MAX_SWARMS];
     uint64_t swarm_tx[MAX_SWARMS];
-    /* The releases the trackers' rollouts named last: never closed for
-     * room (the next announce would open them again). */
-    uint8_t rollout_ids[SHOAL_MSG_DESIRED_MAX][32];
+    /* The releases each tracker's rollouts named last (a rollout is kept
+     * by one tracker, so the union counts): never closed for room (the
+     * next announce would open them again). */
+    struct {
+        uint32_t trk;
+        uint8_t id[32];
+    } rollout_ids[4 * SHOAL_MSG_DESIRED_MAX];
     uint32_t nrollout_ids;
     uint64_t next_serial;
     /* Dropped releases wait here until their worker jobs and origin
@@ -449,7 +453,7 @@ static void note_uploads(struct shoal_daemon *d)
 static bool in_rollout(const struct shoal_daemon *d, const uint8_t id[32])
 {
     for (uint32_t i = 0; i < d->nrollout_ids; i++) {
-        if (memcmp(d->rollout_ids[i], id, 32) == 0)
+        if (memcmp(d->rollout_ids[i].id, id, 32) == 0)
             return true;
     }
     return false;
@@ -1344,9 +1348,19 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
     bool added = false;
     bool arbiter = shoal_trkconn_arbiter(d->trk) == (int)idx;
 
-    d->nrollout_ids = 0;
-    for (uint32_t i = 0; i < r->count && i < SHOAL_MSG_DESIRED_MAX; i++)
-        memcpy(d->rollout_ids[d->nrollout_ids++], r->desired[i].manifest_id, 32);
+    /* This tracker's list replaces what it said before; the others' stay. */
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < d->nrollout_ids; i++) {
+        if (d->rollout_ids[i].trk != idx)
+            d->rollout_ids[kept++] = d->rollout_ids[i];
+    }
+    d->nrollout_ids = kept;
+    for (uint32_t i = 0; i < r->count; i++) {
+        if (d->nrollout_ids == sizeof d->rollout_ids / sizeof d->rollout_ids[0])
+            break; /* more than that many rollouts: the rest may be closed for room */
+        d->rollout_ids[d->nrollout_ids].trk = idx;
+        memcpy(d->rollout_ids[d->nrollout_ids++].id, r->desired[i].manifest_id, 32);
+    }
 
     if (!arbiter && r->nroles > 0)
         LOG_D("roles from tracker %s ignored: leases go to another tracker",
@@ -2196,6 +2210,12 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
     }
     if (d->stopping) {
         snprintf(why, whylen, "shoald is shutting down");
+        return SHOAL_EBUSY;
+    }
+    /* Dropped releases wait in d->dropped until their jobs end. */
+    if (sw && d->ndropped >= MAX_SWARMS) {
+        snprintf(why, whylen, "%d dropped releases are still closing (their origin fetches "
+                 "end first); drop this one again in a moment", MAX_SWARMS);
         return SHOAL_EBUSY;
     }
     dir[0] = '\0';

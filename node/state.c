@@ -61,23 +61,42 @@ static int state_dir_of(char *dir, size_t cap, const char *flag)
     return SHOAL_ENOTFOUND;
 }
 
-/* |path| made absolute: resolved when it exists, else joined to the working
- * directory (a cache not made yet still names one file). */
+/* |path| made absolute, its existing part resolved (symlinks followed) and
+ * the rest appended as written: a cache not made yet names the file it
+ * will name once made, also through a symlinked home or HF_HOME. */
 static int absolute(char *out, size_t cap, const char *path)
 {
-    char cwd[SHOAL_STATE_PATH_MAX], *real = realpath(path, NULL);
+    char buf[SHOAL_STATE_PATH_MAX], cwd[SHOAL_STATE_PATH_MAX];
+    const char *rest = "";
+    char *real = NULL;
     int rv;
 
-    if (real) {
-        rv = fmt(out, cap, "%s%s", real, "");
-        free(real);
-        return rv;
-    }
     if (path[0] == '/')
-        return fmt(out, cap, "%s%s", path, "");
-    if (!getcwd(cwd, sizeof cwd))
+        rv = fmt(buf, sizeof buf, "%s%s", path, "");
+    else if (!getcwd(cwd, sizeof cwd))
         return -errno;
-    return fmt(out, cap, "%s/%s", cwd, path);
+    else
+        rv = fmt(buf, sizeof buf, "%s/%s", cwd, path);
+    if (rv != 0)
+        return rv;
+    /* The longest leading part that exists is resolved; the rest (from a
+     * '/' on) is appended as written. */
+    char prefix[SHOAL_STATE_PATH_MAX];
+    size_t cut = strlen(buf);
+    memcpy(prefix, buf, cut + 1);
+    for (;;) {
+        prefix[cut] = '\0';
+        if ((real = realpath(cut ? prefix : "/", NULL)) != NULL)
+            break;
+        if ((errno != ENOENT && errno != ENOTDIR) || cut == 0)
+            return fmt(out, cap, "%s%s", buf, ""); /* as written */
+        char *slash = strrchr(prefix, '/');
+        cut = slash ? (size_t)(slash - prefix) : 0;
+    }
+    rest = buf + cut;
+    rv = fmt(out, cap, "%s%s", strcmp(real, "/") == 0 && rest[0] ? "" : real, rest);
+    free(real);
+    return rv;
 }
 
 int shoal_state_path(char *out, size_t cap, char *dir, size_t dircap, char *abs_cache,

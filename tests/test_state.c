@@ -157,6 +157,18 @@ static void test_path(void)
                               "not-yet"), 0);
     CHECK(strcmp(p1, p3) != 0);
     CHECK(strstr(abs2, "/not-yet") != NULL && abs2[0] == '/');
+    /* A cache below a symlink (a linked home or HF_HOME) names the same
+     * file before and after it is made: the first restart after a fresh
+     * pull must find what the first run wrote. */
+    REQUIRE(mkdir("real", 0700) == 0);
+    REQUIRE(symlink("real", "link") == 0);
+    CHECK_EQ(shoal_state_path(p2, sizeof p2, dir, sizeof dir, abs2, sizeof abs2, "/sd",
+                              "link/hf/hub"), 0);
+    REQUIRE(mkdir("real/hf", 0700) == 0 && mkdir("real/hf/hub", 0700) == 0);
+    CHECK_EQ(shoal_state_path(p3, sizeof p3, dir, sizeof dir, abs1, sizeof abs1, "/sd",
+                              "link/hf/hub"), 0);
+    CHECK(strcmp(p2, p3) == 0);
+    CHECK(strcmp(abs1, abs2) == 0 && strstr(abs1, "/real/hf/hub") != NULL);
     REQUIRE(chdir(cwd) == 0);
     /* Without the option: $STATE_DIRECTORY's first entry... */
     setenv("STATE_DIRECTORY", "/var/lib/a:/var/lib/b", 1);

@@ -302,7 +302,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_PER_KEY: NUM(1000000); cfg->max_conns_per_key = (uint32_t)v; break;
     case OPT_PARTIAL: NUM(1u << 20); cfg->max_partial_total = (size_t)v << 20; break;
     case OPT_FRAME_TMO: NUM(86400000); cfg->frame_timeout_ms = (uint32_t)v; break;
-    case OPT_FRAME_RATE: NUM(4u << 20); cfg->frame_min_rate = (uint32_t)(v * 1024); break;
+    case OPT_FRAME_RATE: NUM(UINT32_MAX / 1024); cfg->frame_min_rate = (uint32_t)(v * 1024); break;
     case OPT_FETCHED_TTL: NUM(UINT32_MAX); cfg->reg.fetched_ttl_ms = (uint32_t)v; break;
     case OPT_FETCHERS:
         RANGE(0, SHOAL_REG_RANKS_MAX);
