@@ -956,13 +956,19 @@ static void test_manifest_forget(void)
     CHECK_EQ(st.registered, 4);
     CHECK_EQ(st.manifests_forgotten, 1);
     /* TTL: id2 fetched at 1500 stays at 2000; id3 (30) and id4 (put at the
-     * registry's latest time, 30) go; id0 is held and stays. */
+     * registry's latest time, 30) go; id0 is held and stays; so does one a
+     * rollout names, unheld (nodes are told to pull it by that name). */
+    snprintf(name, sizeof name, "org/m@%s", commit[4]);
+    CHECK_EQ(shoal_reg_rollout_set(r, name, NULL, false), 0);
     shoal_reg_manifest_used(r, id[2], 1500);
     announce1(r, 1500, 1, "z", id[0], 10, true);
     shoal_reg_expire(r, 2000);
     CHECK_EQ(shoal_reg_manifest_by_id(r, id[0], &mf), 0);
     CHECK_EQ(shoal_reg_manifest_by_id(r, id[2], &mf), 0);
     CHECK_EQ(shoal_reg_manifest_by_id(r, id[3], &mf), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_manifest_by_id(r, id[4], &mf), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, name, NULL, true), 0);
+    shoal_reg_expire(r, 2001);
     CHECK_EQ(shoal_reg_manifest_by_id(r, id[4], &mf), SHOAL_ENOTFOUND);
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.registered, 2);

@@ -1682,6 +1682,18 @@ static void mani_forget(struct shoal_reg *r, uint32_t mi)
     mani_remove_idx(r, mi);
 }
 
+/* Whether a rollout names |m|'s release: nodes are told to pull it by
+ * name, and the tracker must still be able to hand them its manifest. */
+static bool mani_rolled_out(const struct shoal_reg *r, const struct mani *m)
+{
+    const char *full = m->names ? m->names + m->repo_len + 1 + m->commit_len + 1 : NULL;
+    for (uint32_t i = 0; full && i < r->nrollouts; i++) {
+        if (strcmp(r->rollouts[i].repo_at_rev, full) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Makes room for one more registered manifest of |len| bytes, and a
  * record when |need_slot|, by forgetting the least recently used ones
  * nobody holds or leases. Returns 0 or SHOAL_ELIMIT. */
@@ -1692,7 +1704,7 @@ static int mani_make_room(struct shoal_reg *r, size_t len, bool need_slot)
         uint32_t lru = NONE;
         for (uint32_t mi = 0; mi < r->nmanis_cap; mi++) {
             const struct mani *m = &r->manis[mi];
-            if (m->used && m->signed_bytes && !m->nh && !m->nl &&
+            if (m->used && m->signed_bytes && !m->nh && !m->nl && !mani_rolled_out(r, m) &&
                 (lru == NONE || m->used_seq < r->manis[lru].used_seq))
                 lru = mi;
         }
@@ -1730,7 +1742,8 @@ void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
         mani_expire_leases(r, m, now_ms);
         mani_expire_fetched(r, m, now_ms);
         if (m->signed_bytes && r->cfg.manifest_ttl_ms && !m->nh && !m->nl &&
-            now_ms > m->used_ms && now_ms - m->used_ms >= r->cfg.manifest_ttl_ms) {
+            now_ms > m->used_ms && now_ms - m->used_ms >= r->cfg.manifest_ttl_ms &&
+            !mani_rolled_out(r, m)) {
             mani_forget(r, mi);
             continue;
         }
