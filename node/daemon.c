@@ -138,16 +138,19 @@ struct shoal_daemon {
     bool static_ban_said[SHOAL_CONFIG_LIST_MAX];
     struct shoal_swarm *swarms[MAX_SWARMS];
     uint32_t nswarms;
-    /* Per swarms[] slot, moved with it: a unique tag for the tracker's
-     * lease answers (an index would name another release after a drop),
-     * and the branch or tag it was pulled by ("" if none), for the state. */
-    uint64_t swarm_tag[MAX_SWARMS];
-    char swarm_branch[MAX_SWARMS][SHOAL_STATE_BRANCH_MAX + 1];
-    /* ... and when it was last used (opened, asked for, or seen uploading)
-     * and its upload count then: with max-releases open, the complete one
-     * used least recently is closed to make room. */
-    uint64_t swarm_used_ms[MAX_SWARMS];
-    uint64_t swarm_tx[MAX_SWARMS];
+    /* Per swarms[] slot, moved with it. */
+    struct slot {
+        /* A unique tag for the tracker's lease answers (an index would
+         * name another release after a drop). */
+        uint64_t tag;
+        /* The branch or tag it was pulled by ("" if none), for the state. */
+        char branch[SHOAL_STATE_BRANCH_MAX + 1];
+        /* When it was last used (opened, asked for, or seen uploading) and
+         * its upload count then: with max-releases open, the complete one
+         * used least recently is closed to make room. */
+        uint64_t used_ms;
+        uint64_t tx;
+    } slot[MAX_SWARMS];
     /* The releases each tracker's rollouts named last (a rollout is kept
      * by one tracker, so the union counts): never closed for room (the
      * next announce would open them again). */
@@ -336,6 +339,21 @@ static struct pull *new_pull(struct shoal_daemon *d)
     return pl;
 }
 
+/* Takes pulls[i] out of the table, moving the pulls after it: pointers
+ * into d->pulls go stale (callers keep serials). */
+static void forget_pull(struct shoal_daemon *d, uint32_t i)
+{
+    memmove(&d->pulls[i], &d->pulls[i + 1], (d->npulls - i - 1) * sizeof d->pulls[0]);
+    d->npulls--;
+}
+
+/* Frees dropped[i], whose jobs have ended, moving the last one there. */
+static void free_dropped(struct shoal_daemon *d, uint32_t i)
+{
+    shoal_swarm_free(d->dropped[i]);
+    d->dropped[i] = d->dropped[--d->ndropped];
+}
+
 /* ---- the state file ---- */
 
 /* Where the store keeps the signed manifest of |m| (store.c's
@@ -379,7 +397,7 @@ static void save_state(struct shoal_daemon *d)
         e->type = shoal_manifest_repo_type(m);
         snprintf(e->repo, sizeof e->repo, "%s", shoal_manifest_repo_id(m));
         snprintf(e->commit, sizeof e->commit, "%s", shoal_manifest_commit(m));
-        snprintf(e->branch, sizeof e->branch, "%s", d->swarm_branch[i]);
+        snprintf(e->branch, sizeof e->branch, "%s", d->slot[i].branch);
         e->complete = shoal_swarm_complete(d->swarms[i]);
         rv = manifest_path(d, m, e->manifest, sizeof e->manifest);
     }
@@ -428,12 +446,12 @@ static void on_complete(void *user, struct shoal_swarm *s)
 static void discover(struct shoal_daemon *d);
 static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const char *why);
 
-/* Marks open release |s| as used now (see swarm_used_ms). */
+/* Marks open release |s| as used now (see struct slot). */
 static void touch_swarm(struct shoal_daemon *d, const struct shoal_swarm *s)
 {
     uint32_t k = swarm_slot(d, s);
     if (k != UINT32_MAX)
-        d->swarm_used_ms[k] = uv_now(&d->loop);
+        d->slot[k].used_ms = uv_now(&d->loop);
 }
 
 /* A release uploading since the last look counts as used: peers still
@@ -443,9 +461,9 @@ static void note_uploads(struct shoal_daemon *d)
     for (uint32_t i = 0; i < d->nswarms; i++) {
         struct shoal_swarm_stats st;
         shoal_swarm_stats(d->swarms[i], &st);
-        if (st.tx_chunk_bytes != d->swarm_tx[i]) {
-            d->swarm_tx[i] = st.tx_chunk_bytes;
-            d->swarm_used_ms[i] = uv_now(&d->loop);
+        if (st.tx_chunk_bytes != d->slot[i].tx) {
+            d->slot[i].tx = st.tx_chunk_bytes;
+            d->slot[i].used_ms = uv_now(&d->loop);
         }
     }
 }
@@ -477,7 +495,7 @@ static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
         if (!shoal_swarm_complete(s) || in_rollout(d, shoal_swarm_id(s)) ||
             memcmp(shoal_swarm_id(s), shoal_manifest_id(m), 32) == 0)
             continue;
-        if (victim == UINT32_MAX || d->swarm_used_ms[i] < d->swarm_used_ms[victim])
+        if (victim == UINT32_MAX || d->slot[i].used_ms < d->slot[victim].used_ms)
             victim = i;
     }
     if (victim == UINT32_MAX)
@@ -490,12 +508,11 @@ static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
           "was used least recently, %.0f s ago; its files stay in the cache, and asking for "
           "it again reopens it", hex, name, shoal_manifest_repo_id(m), shoal_manifest_commit(m),
           (unsigned long long)d->cfg->max_releases,
-          (double)(uv_now(&d->loop) - d->swarm_used_ms[victim]) / 1000.0);
+          (double)(uv_now(&d->loop) - d->slot[victim].used_ms) / 1000.0);
     snprintf(why, sizeof why, "closed on this node to make room for another release");
     for (uint32_t i = 0; i < d->npulls;) {
         if (d->pulls[i].swarm == v) {
-            memmove(&d->pulls[i], &d->pulls[i + 1], (d->npulls - i - 1) * sizeof d->pulls[0]);
-            d->npulls--;
+            forget_pull(d, i);
             continue;
         }
         i++;
@@ -514,8 +531,7 @@ static bool pull_room(struct shoal_daemon *d)
                          i < d->npulls;) {
         const struct pull *p = &d->pulls[i];
         if (p->swarm && shoal_swarm_complete(p->swarm)) {
-            memmove(&d->pulls[i], &d->pulls[i + 1], (d->npulls - i - 1) * sizeof d->pulls[0]);
-            d->npulls--;
+            forget_pull(d, i);
             continue;
         }
         i++;
@@ -558,18 +574,17 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
             shoal_manifest_free(m);
             return NULL;
         }
-        shoal_swarm_free(d->dropped[i]);
-        d->dropped[i] = d->dropped[--d->ndropped];
+        free_dropped(d, i);
         break;
     }
     *err = shoal_swarm_new(&s, &d->scfg, &d->hooks, m, signed_mf, len, branch, why, whylen);
     if (*err != 0)
         return NULL;
-    d->swarm_tag[d->nswarms] = ++d->next_serial;
-    snprintf(d->swarm_branch[d->nswarms], sizeof d->swarm_branch[0], "%s",
+    d->slot[d->nswarms].tag = ++d->next_serial;
+    snprintf(d->slot[d->nswarms].branch, sizeof d->slot[0].branch, "%s",
              branch ? branch : "");
-    d->swarm_used_ms[d->nswarms] = uv_now(&d->loop);
-    d->swarm_tx[d->nswarms] = 0;
+    d->slot[d->nswarms].used_ms = uv_now(&d->loop);
+    d->slot[d->nswarms].tx = 0;
     d->swarms[d->nswarms++] = s;
     save_state(d);
     /* The tracker's answer carries this release's fleet role: ask soon
@@ -686,8 +701,8 @@ static void follow_branch(struct shoal_daemon *d, const struct pull *pl, struct 
 
     if ((rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
         LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
-    if (k != UINT32_MAX && strcmp(d->swarm_branch[k], pl->ref) != 0) {
-        snprintf(d->swarm_branch[k], sizeof d->swarm_branch[0], "%.*s",
+    if (k != UINT32_MAX && strcmp(d->slot[k].branch, pl->ref) != 0) {
+        snprintf(d->slot[k].branch, sizeof d->slot[0].branch, "%.*s",
                  (int)SHOAL_STATE_BRANCH_MAX, pl->ref);
         save_state(d);
     }
@@ -1521,7 +1536,7 @@ static void trk_on_lease(void *user, uint64_t tag, uint32_t idx, int status,
     struct shoal_swarm *s = NULL;
 
     for (uint32_t i = 0; i < d->nswarms && !s; i++) {
-        if (d->swarm_tag[i] == tag)
+        if (d->slot[i].tag == tag)
             s = d->swarms[i];
     }
 
@@ -1542,7 +1557,7 @@ static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, 
     if (!d->trk)
         return SHOAL_SWARM_LEASE_LOCAL;
     if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint,
-                            d->swarm_tag[swarm_slot(d, s)]) == 0)
+                            d->slot[swarm_slot(d, s)].tag) == 0)
         return SHOAL_SWARM_LEASE_ASKED;
     if (shoal_trkconn_ready(d->trk) > 0 || now - d->trk_seen_ms < d->cfg->lease_fallback_ms)
         return SHOAL_SWARM_LEASE_LATER;
@@ -2139,8 +2154,7 @@ static void on_reap(uv_timer_t *t)
             i++;
             continue;
         }
-        shoal_swarm_free(d->dropped[i]);
-        d->dropped[i] = d->dropped[--d->ndropped];
+        free_dropped(d, i);
     }
     if (d->ndropped == 0)
         uv_timer_stop(&d->reaper);
@@ -2161,8 +2175,7 @@ static void remove_pull(struct shoal_daemon *d, struct pull *pl, const char *why
         shoal_hex(hex, pl->id, 32);
         shoal_loader_srv_release_failed(d->loader, hex, why);
     }
-    memmove(&d->pulls[i], &d->pulls[i + 1], (d->npulls - i - 1) * sizeof d->pulls[0]);
-    d->npulls--;
+    forget_pull(d, i);
 }
 
 /* Takes open release |s| out of service: loaders watching it get |why|,
@@ -2176,13 +2189,7 @@ static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const ch
     shoal_loader_srv_release_dropped(d->loader, s, why);
     shoal_swarm_withdraw(s);
     memmove(&d->swarms[k], &d->swarms[k + 1], (d->nswarms - k - 1) * sizeof d->swarms[0]);
-    memmove(&d->swarm_tag[k], &d->swarm_tag[k + 1],
-            (d->nswarms - k - 1) * sizeof d->swarm_tag[0]);
-    memmove(&d->swarm_branch[k], &d->swarm_branch[k + 1],
-            (d->nswarms - k - 1) * sizeof d->swarm_branch[0]);
-    memmove(&d->swarm_used_ms[k], &d->swarm_used_ms[k + 1],
-            (d->nswarms - k - 1) * sizeof d->swarm_used_ms[0]);
-    memmove(&d->swarm_tx[k], &d->swarm_tx[k + 1], (d->nswarms - k - 1) * sizeof d->swarm_tx[0]);
+    memmove(&d->slot[k], &d->slot[k + 1], (d->nswarms - k - 1) * sizeof d->slot[0]);
     d->nswarms--;
     d->dropped[d->ndropped++] = s;
     if (!uv_is_active((uv_handle_t *)&d->reaper))
