@@ -132,6 +132,9 @@ struct shoal_swarm {
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
     struct ofetch *ofetches;       /* origin fetches alive */
     uint64_t origin_bytes, dup_bytes, resumed_bytes;
+    /* Chunk puts queued on workers whose results the loop has not counted:
+     * the store can be complete before the last of them is. */
+    uint32_t storing;
     uint64_t rx_dup_bytes; /* the part of dup_bytes that came from peers */
     bool got_first;                /* a chunk arrived since open */
     bool repump;                   /* a local lease queued new actions */
@@ -517,7 +520,7 @@ static void send_have(struct shoal_swarm *s, uint32_t chunk)
 
 static void check_complete(struct shoal_swarm *s)
 {
-    if (s->complete || !shoal_store_complete(s->store))
+    if (s->complete || s->storing > 0 || !shoal_store_complete(s->store))
         return;
     s->complete = true;
     (void)shoal_store_flush(s->store);
@@ -600,6 +603,7 @@ static void verify_done(uv_work_t *w, int status)
     uint64_t now = now_ms(s);
 
     s->pending--;
+    s->storing--;
     if (status == 0 && j->rv == 0) {
         s->rx_bytes += j->len;
         s->rx_chunks++; /* --- ctl --- */
@@ -643,6 +647,7 @@ static void verify_done(uv_work_t *w, int status)
     }
     shoal_peer_buf_free(j->base); /* --- s2 --- */
     free(j);
+    check_complete(s); /* this may have been the last put outstanding */
     if (!s->stopped)
         pump(s);
 }
@@ -715,6 +720,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         return true;
     }
     s->pending++;
+    s->storing++;
     return true;
 }
 
@@ -1087,6 +1093,7 @@ static void ojob_done(uv_work_t *w, int status)
     int rv = status ? status : j->rv;
 
     s->pending--;
+    s->storing--;
     if (rv == 0) {
         if (j->dup) {
             s->dup_bytes += j->len;
@@ -1110,6 +1117,7 @@ static void ojob_done(uv_work_t *w, int status)
     }
     free(j);
     ofetch_unref(of);
+    check_complete(s);
     if (!s->stopped)
         pump(s);
 }
@@ -1145,6 +1153,7 @@ static void ofetch_dispatch(struct ofetch *of)
         }
         of->refs++;
         s->pending++;
+        s->storing++;
     }
 }
 
