@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "atomicfile.h" /* shoal_write_file_atomic, used by every CLI writer */
+
 /* Parses "123", "4K", "1M", "2G", "1.5G" (powers of 1024). Returns 0 or -EINVAL. */
 int shoal_parse_size(const char *s, uint64_t *out);
 
@@ -21,12 +23,6 @@ const char *shoal_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
  * the caller frees. Returns 0, SHOAL_ETOOBIG, or a negated errno. */
 int shoal_read_file(const char *path, uint64_t max, uint8_t **data, size_t *len);
 
-/* Writes |len| bytes to |path| atomically, mode 0644: a fresh temp file
- * made with mkstemp next to |path| (never an existing name, so a planted
- * symlink is not followed), fsync, rename over |path|, then fsync of the
- * directory. On failure |path| is untouched and the temp file removed.
- * Returns 0 or a negated errno. */
-int shoal_write_file_atomic(const char *path, const void *data, size_t len);
 
 /* Progress reporting for long work: on a terminal a single redrawn line,
  * otherwise at most one line every few seconds. */

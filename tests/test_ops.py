@@ -101,6 +101,15 @@ CASE is one of:
                 exactly the release (before, the tracker voided the
                 reconnected node's leases, refused their LEASE_DONE and
                 granted the same chunks to the other node).
+  tracker_rollouts a tracker with --rollout-file records two rollouts (one
+                for a zone named with a space) in the file; restarted on
+                the same port it says it restored 2, and a node started
+                after the restart with nothing to pull learns the rollout
+                and completes the release. Lines that do not parse are
+                skipped and logged, the file is kept as FILE.bad and
+                rewritten with the good entries; `shoal rollout --remove`
+                takes an entry out of the file; a rollout the tracker
+                cannot write (the file is a directory) is refused, exit 1.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -1263,6 +1272,84 @@ def case_max_releases(tmp):
     return fails
 
 
+def case_tracker_rollouts(tmp):
+    k = make_keys(tmp, ["s", "n"])
+    hub = Hub(tmp, "4M")
+    rf = os.path.join(tmp, "rollouts")
+    extra = ["--rollout-file", rf]
+    t1, taddr = hubfix.start_tracker(TRACKER, k, extra=extra)
+    publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    other = "acme/other@" + "ab" * 20
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    fails = 0
+    seed = node("s", k, tmp, hub, ["--tracker", taddr])
+    for args in ([rel], [other, "--zone", "zone b"]):
+        r = cli("rollout", *args, *admin)
+        if r.returncode != 0:
+            print(f"FAIL shoal rollout {' '.join(args)}: exit {r.returncode}: {r.stderr}")
+            return 1
+    if not seed.wait_for(r"release \S+ \(%s\) complete: " % re.escape(rel), WAIT_S):
+        print("FAIL the seed did not complete the rolled-out release")
+        seed.dump(tail=30)
+        return 1
+    text = open(rf).read()
+    print(f"rollout file:\n{text.strip()}")
+    want = [f"rollout {rel}", f"rollout {other} zone zone%20b"]
+    if [ln for ln in text.splitlines() if not ln.startswith("#")] != want:
+        print(f"FAIL the rollout file should hold exactly {want}")
+        fails += 1
+    if t1.stop() != 0:
+        print("FAIL the tracker did not stop cleanly")
+        fails += 1
+    t2, _ = hubfix.start_tracker(TRACKER, k, listen=taddr, extra=extra)
+    if not t2.wait_for(r"rollout file \S+: 2 rollout\(s\) restored", 10):
+        print("FAIL the restarted tracker did not say it restored 2 rollouts")
+        fails += 1
+    # Started after the restart with nothing to pull: only the restored
+    # rollout can make it pull (the seed re-puts the manifest).
+    n = node("n", k, tmp, hub, ["--tracker", taddr])
+    if not n.wait_for(r"rollout: tracker .* asks for %s" % re.escape(rel), 30):
+        print("FAIL a node joining after the restart was not told of the rollout")
+        fails += 1
+    elif not n.wait_for(r"release \S+ \(%s\) complete: " % re.escape(rel), WAIT_S):
+        print("FAIL the node joining after the restart did not complete the release")
+        fails += 1
+    t2.stop()
+    with open(rf, "a") as f:
+        f.write("rollout\nnonsense here\n")
+    t3, _ = hubfix.start_tracker(TRACKER, k, listen=taddr, extra=extra)
+    if not t3.wait_for(r"rollout file \S+: 2 line\(s\) skipped \(line 4: expected "
+                       r"'rollout ORG/NAME@COMMIT \[zone ZONE\]'\); the file is kept as "
+                       r"\S+\.bad", 10):
+        print("FAIL the tracker did not report the two bad lines")
+        fails += 1
+    bad = open(rf + ".bad").read() if os.path.exists(rf + ".bad") else ""
+    good = [ln for ln in open(rf).read().splitlines() if not ln.startswith("#")]
+    if "nonsense here" not in bad or good != want:
+        print(f"FAIL want the old file kept as .bad and the file rewritten with {want}; "
+              f"got {good}")
+        fails += 1
+    r = cli("rollout", other, "--zone", "zone b", "--remove", *admin)
+    good = [ln for ln in open(rf).read().splitlines() if not ln.startswith("#")]
+    if r.returncode != 0 or good != want[:1]:
+        print(f"FAIL shoal rollout --remove: exit {r.returncode} {r.stderr.strip()}; "
+              f"file now {good}")
+        fails += 1
+    os.remove(rf)
+    os.mkdir(rf)
+    r = cli("rollout", other, *admin)
+    print(f"rollout with an unwritable file: exit {r.returncode}: {r.stderr.strip()}")
+    if r.returncode != 1 or "cannot write" not in r.stderr:
+        print("FAIL a rollout the tracker cannot record must be refused, saying why")
+        fails += 1
+    fails += shoalproc.stop_all([n, seed])
+    if fails:
+        for p in (t1, t2, t3):
+            p.dump(tail=20)
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
@@ -1274,5 +1361,6 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
-                      "max_releases": case_max_releases},
+                      "max_releases": case_max_releases,
+                      "tracker_rollouts": case_tracker_rollouts},
                "shoal-ops-", scan_sanitizers=True)

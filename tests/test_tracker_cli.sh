@@ -3,10 +3,12 @@
 # shoal-tracker's command line as an operator meets it: settings from a
 # --config file (flags override it), bad files and values refused naming the
 # file, line and key, and time-outs that would drop healthy nodes between two
-# announces refused up front.
-# usage: test_tracker_cli.sh SHOAL_TRACKER SHOAL
+# announces refused up front; a --rollout-file it cannot read or write stops
+# the start.
+# usage: test_tracker_cli.sh SHOAL_TRACKER SHOAL [EXAMPLE_CONF]
 set -u
 tracker=$(readlink -f "$1"); shoal=$(readlink -f "$2")
+example=$(readlink -f "${3:-/nonexistent}")
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; cd "$work"
 fails=0
 expect() { # status, pattern, description, command...
@@ -57,5 +59,24 @@ expect 2 "idle-timeout-ms 1000 ms is not longer than --announce-interval-ms 2000
 expect 2 "max-peers expected a number from 1 to 256" "bad flag value is a usage error" \
     "$tracker" --cluster-key cl.key.pub --max-peers 999
 expect 0 "--config FILE" "--help documents --config" "$tracker" --help
+# --rollout-file: checked at start, so a tracker that could not keep its
+# rollouts never runs as if it could.
+expect 1 "cannot write the rollout file /nonexistent/r: No such file" \
+    "rollout file in a missing directory" "$tracker" --cluster-key cl.key.pub \
+    --listen 127.0.0.1:0 --rollout-file /nonexistent/r
+mkfifo fifo
+expect 1 "cannot read the rollout file fifo: not a regular file" "rollout file is a FIFO" \
+    "$tracker" --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file fifo
+# The shipped example config works once its paths point here.
+if [ -f "$example" ]; then
+    for k in cluster publishers admins; do "$shoal" keygen $k >/dev/null; done
+    sed -e 's|/etc/shoal/||; s|/var/lib/shoal-tracker/||; s|0.0.0.0:7700|127.0.0.1:0|' \
+        "$example" >example.conf
+    run_until_started --config example.conf
+    if grep -q "announce 30000 ms, ttl 90000 ms" run.txt && grep -q "exit 0" run.txt &&
+       [ -f rollouts ]
+    then echo "ok   the example config starts a tracker (and its rollout file)"
+    else echo "FAIL the example config"; cat run.txt; fails=$((fails+1)); fi
+fi
 echo "$fails failed"
 [ $fails -eq 0 ]

@@ -15,6 +15,7 @@
 #include "error.h"
 #include "keys.h"
 #include "kvfile.h"
+#include "rollfile.h"
 #include "server.h"
 
 static const char usage[] =
@@ -32,11 +33,12 @@ static const char usage[] =
     "    an operator rolled out. Every client proves its node key and presents\n"
     "    a cluster credential signed by a key in --cluster-key.\n"
     "\n"
-    "    State is soft: nothing is written to disk. After a restart the tracker\n"
-    "    knows every node again within one announce interval, as nodes\n"
-    "    re-announce and publishers (or nodes holding them) re-put manifests;\n"
-    "    rollouts are not kept: run `shoal rollout` again. Run several\n"
-    "    trackers side by side for availability; nodes announce to each.\n"
+    "    State is soft: after a restart the tracker knows every node again\n"
+    "    within one announce interval, as nodes re-announce and publishers (or\n"
+    "    nodes holding them) re-put manifests. Rollouts, which no node can give\n"
+    "    back, are kept in --rollout-file when one is given (else run `shoal\n"
+    "    rollout` again after a restart). Run several trackers side by side for\n"
+    "    availability; nodes announce to each.\n"
     "\n"
     "    On start it prints \"listening on HOST:PORT\" on standard output (the\n"
     "    port actually bound, so --listen 127.0.0.1:0 is usable in scripts).\n"
@@ -127,6 +129,12 @@ static const char usage_options2[] =
     "                              releases not registered here one node's\n"
     "                              announce may record (default 32); the others\n"
     "                              are skipped until their manifest is put\n"
+    "    --rollout-file FILE       keep rollouts in FILE: read at start, rewritten\n"
+    "                              (atomically) on every change; a change that\n"
+    "                              cannot be written is refused; lines that do\n"
+    "                              not parse are skipped, logged, and the file\n"
+    "                              kept as FILE.bad (default: rollouts are lost\n"
+    "                              on restart)\n"
     "    --seed N                  seed of the peer-sampling PRNG (default: random)\n"
     "    -h, --help                this text\n"
     "\n";
@@ -174,7 +182,7 @@ enum {
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
-    OPT_UNREG, OPT_MANIFEST_TTL,
+    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE,
 };
 
 static const struct option longopts[] = {
@@ -206,6 +214,7 @@ static const struct option longopts[] = {
     { "frame-min-kibps", required_argument, NULL, OPT_FRAME_RATE },
     { "max-unregistered-per-node", required_argument, NULL, OPT_UNREG },
     { "manifest-ttl-h", required_argument, NULL, OPT_MANIFEST_TTL },
+    { "rollout-file", required_argument, NULL, OPT_ROLLOUT_FILE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -279,6 +288,13 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
 #define RANGE(min, max) (bad = parse_range(val, (min), (max), &v, why, whylen))
     switch (opt) {
     case OPT_LISTEN: cfg->listen = val; break;
+    case OPT_ROLLOUT_FILE:
+        if (!*val) {
+            snprintf(why, whylen, "needs a file name");
+            return -1;
+        }
+        cfg->rollout_file = val;
+        break;
     case OPT_CLUSTER: return load_keys(&A->cluster, val, why, whylen);
     case OPT_ADMIN: return load_keys(&A->admin, val, why, whylen);
     case OPT_PUBLISHER: return load_keys(&A->publisher, val, why, whylen);
@@ -324,6 +340,44 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
 #undef NUM
 #undef RANGE
     return bad;
+}
+
+/* Brings back the rollouts of an earlier run. An unreadable file stops the
+ * start (the operator must see it); lines that do not parse are skipped and
+ * the file is kept aside as FILE.bad before it is rewritten, so nothing an
+ * operator wrote is lost. */
+static int load_rollouts(const char *path, struct shoal_tracker *t)
+{
+    struct shoal_rollfile_result res;
+    struct shoal_reg *reg = shoal_tracker_registry(t);
+    int rv = shoal_rollfile_load(path, reg, &res);
+
+    if (rv) {
+        fprintf(stderr, "shoal-tracker: cannot read the rollout file %s: %s\n", path,
+                rv == -EINVAL ? "not a regular file" : shoal_strerror(rv));
+        return -1;
+    }
+    if (res.bad) {
+        char aside[4096];
+        snprintf(aside, sizeof aside, "%s.bad", path);
+        shoal_tracker_log("rollout file %s: %u line(s) skipped (%s); the file is kept as %s",
+                          path, res.bad, res.first_bad, aside);
+        if (rename(path, aside) != 0 || (rv = shoal_rollfile_save(path, reg)) != 0) {
+            fprintf(stderr, "shoal-tracker: cannot set the rollout file %s aside and rewrite it: "
+                    "%s\n", path, rv ? shoal_strerror(rv) : strerror(errno));
+            return -1;
+        }
+    }
+    /* Written now, so a file the tracker cannot write stops the start
+     * rather than the first rollout. */
+    if (!res.bad && (rv = shoal_rollfile_save(path, reg)) != 0) {
+        fprintf(stderr, "shoal-tracker: cannot write the rollout file %s: %s\n", path,
+                shoal_strerror(rv));
+        return -1;
+    }
+    if (res.loaded)
+        shoal_tracker_log("rollout file %s: %u rollout(s) restored", path, res.loaded);
+    return 0;
 }
 
 /* A --config file's line: the key is a long option's name. */
@@ -459,6 +513,11 @@ int main(int argc, char **argv)
     if (rv) {
         fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg->listen,
                 rv > -1000 ? uv_strerror(rv) : shoal_strerror(rv));
+        goto out;
+    }
+    if (cfg->rollout_file && load_rollouts(cfg->rollout_file, g_tracker) != 0) {
+        shoal_tracker_shutdown(g_tracker);
+        uv_run(&loop, UV_RUN_DEFAULT);
         goto out;
     }
     uv_signal_init(&loop, &g_sigterm);

@@ -1955,6 +1955,17 @@ out:
     return rv;
 }
 
+size_t shoal_reg_rollouts_all(const struct shoal_reg *r, struct shoal_reg_rollout_entry *out,
+                              size_t max)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < r->nrollouts && n < max; i++, n++) {
+        out[n].repo_at_rev = r->rollouts[i].repo_at_rev;
+        out[n].zone = r->rollouts[i].zone == NONE ? "" : r->zones[r->rollouts[i].zone].name;
+    }
+    return n;
+}
+
 size_t shoal_reg_rollouts_for(const struct shoal_reg *r, const char *zone, bool known_only,
                               struct shoal_reg_desired *out, size_t max)
 {

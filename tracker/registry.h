@@ -382,6 +382,17 @@ int shoal_reg_manifest_by_name(const struct shoal_reg *r, const char *repo_at_re
 int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const char *zone,
                           bool remove);
 
+/* One rollout entry as set; both strings are valid until the next change. */
+struct shoal_reg_rollout_entry {
+    const char *repo_at_rev;
+    const char *zone;  /* "" = every zone */
+};
+
+/* Writes up to |max| rollout entries, in the order they were set, for
+ * saving them (shoal_rollfile_save). Returns the count written. */
+size_t shoal_reg_rollouts_all(const struct shoal_reg *r, struct shoal_reg_rollout_entry *out,
+                              size_t max);
+
 struct shoal_reg_desired {
     const char *repo_at_rev;  /* valid until the next change */
     uint8_t manifest_id[32];  /* meaningful only when |known| */

@@ -33,6 +33,7 @@
 #include "manifest.h"
 #include "mp.h"
 #include "msg.h"
+#include "rollfile.h"
 
 #define READ_BUF (64 * 1024)
 #define FRAME_MAX_AUTHED (SHOAL_MSG_MANIFEST_MAX + 1024)
@@ -1129,11 +1130,28 @@ static int handle_rollout(struct conn *c)
     copy_str(name, &ro->repo_at_rev);
     if (ro->has_zone)
         copy_str(zone, &ro->zone);
+    struct shoal_reg_rollout_entry all[SHOAL_REG_ROLLOUTS_MAX];
+    size_t before = shoal_reg_rollouts_all(c->t->reg, all, SHOAL_REG_ROLLOUTS_MAX);
     int rv = shoal_reg_rollout_set(c->t->reg, name, zone, ro->remove);
     if (rv)
         return send_error(c, rv, rv == SHOAL_EBADMSG ? "expected org/name@commit"
                                  : rv == SHOAL_ELIMIT ? "too many rollouts"
                                                       : shoal_strerror(rv));
+    bool changed = shoal_reg_rollouts_all(c->t->reg, all, SHOAL_REG_ROLLOUTS_MAX) != before;
+    /* Written on the loop: rollouts are rare operator actions and the file
+     * is small. A rollout the tracker could not record is undone, so what
+     * the admin is told matches what a restart will bring back. */
+    if (changed && c->t->cfg.rollout_file) {
+        int wrv = shoal_rollfile_save(c->t->cfg.rollout_file, c->t->reg);
+        if (wrv) {
+            char why[512];
+            (void)shoal_reg_rollout_set(c->t->reg, name, zone, !ro->remove);
+            snprintf(why, sizeof why, "rollout not %s: cannot write %s: %s",
+                     ro->remove ? "removed" : "set", c->t->cfg.rollout_file, strerror(-wrv));
+            shoal_tracker_log("%s (asked by %s)", why, c->peer);
+            return send_error(c, wrv, why);
+        }
+    }
     shoal_tracker_log("rollout %s %s%s%s by %s", ro->remove ? "removed" : "set", name,
                       *zone ? " zone " : "", zone, c->peer);
     return send_ok(c, 0);

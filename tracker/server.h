@@ -118,6 +118,8 @@ struct shoal_tracker_config {
     uint32_t frame_min_rate;        /* ... plus its length at this many
                                        bytes per second */
     uint32_t max_conns_per_key;     /* authenticated connections per node key */
+    const char *rollout_file;       /* rollouts saved here on every change
+                                       (rollfile.h); NULL = kept in memory */
 };
 
 /* listen 127.0.0.1:7700, registry defaults, auth timeout 3 s, 10,000
