@@ -1687,7 +1687,7 @@ static void on_idle(uv_timer_t *t)
     /* Fetches with nothing to do still report, but never re-entrantly. */
     while (h->nempty > 0) {
         struct fetch *f = h->empty_fetches[--h->nempty];
-        f->on_done(f->user, 0, NULL);
+        f->on_done(f->user, f->err, f->err ? f->msg : NULL);
         fetch_free(f);
     }
     pump(h);
@@ -1698,6 +1698,24 @@ static void on_idle(uv_timer_t *t)
 static void kick(struct shoal_hub *h)
 {
     uv_timer_start(&h->idle, on_idle, 0, 0);
+}
+
+/* Room for |more| entries in empty_fetches. */
+static int empty_reserve(struct shoal_hub *h, size_t more)
+{
+    size_t nc = h->capempty ? h->capempty : 4;
+    struct fetch **nv;
+
+    if (h->nempty + more <= h->capempty)
+        return 0;
+    while (nc < h->nempty + more)
+        nc *= 2;
+    nv = realloc(h->empty_fetches, nc * sizeof(*nv));
+    if (!nv)
+        return -ENOMEM;
+    h->empty_fetches = nv;
+    h->capempty = nc;
+    return 0;
 }
 
 int shoal_hub_fetch(struct shoal_hub *h, const struct shoal_hub_fetch_req *req)
@@ -1759,14 +1777,8 @@ int shoal_hub_fetch(struct shoal_hub *h, const struct shoal_hub_fetch_req *req)
     if (!url)
         goto out;
     if (m == 0) {
-        if (h->nempty == h->capempty) {
-            size_t nc = h->capempty ? h->capempty * 2 : 4;
-            struct fetch **nv = realloc(h->empty_fetches, nc * sizeof(*nv));
-            if (!nv)
-                goto out;
-            h->empty_fetches = nv;
-            h->capempty = nc;
-        }
+        if (empty_reserve(h, 1) != 0)
+            goto out;
         h->empty_fetches[h->nempty++] = f;
         f = NULL;
         kick(h);
@@ -1808,6 +1820,43 @@ out:
     free(epath);
     free(url);
     return rv;
+}
+
+static struct job *first_job_of(struct shoal_hub *h, void *user)
+{
+    for (struct job *j = h->all; j; j = j->next_all) {
+        if (j->kind == JOB_RANGE && j->fetch->user == user && j->fetch->err == 0)
+            return j;
+    }
+    return NULL;
+}
+
+int shoal_hub_cancel(struct shoal_hub *h, void *user)
+{
+    size_t jobs = 0;
+    int n = 0;
+    struct job *j;
+
+    if (!h || h->freeing)
+        return 0;
+    for (j = h->all; j; j = j->next_all)
+        jobs += j->kind == JOB_RANGE && j->fetch->user == user && j->fetch->err == 0;
+    if (jobs == 0)
+        return 0;
+    /* Reserved first: a fetch whose jobs are gone must reach its done
+     * callback, which runs from the idle timer out of this list. */
+    if (empty_reserve(h, jobs) != 0)
+        return -ENOMEM;
+    while ((j = first_job_of(h, user))) {
+        struct fetch *f = j->fetch;
+        f->err = -ECANCELED;
+        snprintf(f->msg, sizeof(f->msg), "cancelled");
+        fetch_cancel_jobs(h, f);
+        h->empty_fetches[h->nempty++] = f;
+        n++;
+    }
+    kick(h);
+    return n;
 }
 
 /* ---------------------------------------------------------------------- */

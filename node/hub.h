@@ -228,6 +228,17 @@ struct shoal_hub_fetch_req {
  */
 int shoal_hub_fetch(struct shoal_hub *h, const struct shoal_hub_fetch_req *req);
 
+/*
+ * Ends every fetch of |user| (its request's |user|) that has not completed:
+ * running transfers stop now, queued ones never start, and each fetch's
+ * on_done runs later from the loop with -ECANCELED (bytes delivered stay
+ * delivered). Without it a fetch stops only at its next data callback, which
+ * a stalled gateway may not make for the whole stall time-out. Not to be
+ * called from a hub callback. Returns the fetches cancelled, or -ENOMEM
+ * (none cancelled; they still stop at their next data callback if told to).
+ */
+int shoal_hub_cancel(struct shoal_hub *h, void *user);
+
 /* ---- git blob ids (SHA-1 of "blob <size>\0" + content) ---- */
 
 struct shoal_gitsha1 {

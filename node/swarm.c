@@ -1181,7 +1181,10 @@ static void ofetch_done(void *user, int status, const char *msg)
     struct shoal_swarm *s = of->s;
 
     of->fetching = false;
-    if (status != 0 || of->queued < of->count) {
+    if (status == -ECANCELED && s->stopped) {
+        while (of->queued < of->count)
+            origin_chunk_failed(s, of->first + of->queued++);
+    } else if (status != 0 || of->queued < of->count) {
         LOG_W("release %s: origin fetch of chunks %u..%u failed: %s", s->idhex, of->first,
               of->first + of->count - 1, status ? msg : "short answer");
         while (of->queued < of->count)
@@ -1608,6 +1611,12 @@ void shoal_swarm_withdraw(struct shoal_swarm *s)
         drop_peer(s, sp);
     }
     shoal_swarm_stop(s);
+    /* The swarm is freed once its fetches end; a stalled gateway would hold
+     * them (and a pull of the same release again) until its time-out. */
+    for (struct ofetch *of = s->ofetches; of; of = of->next) {
+        if (of->fetching)
+            (void)shoal_hub_cancel(s->cfg->hub, of);
+    }
 }
 
 void shoal_swarm_stop(struct shoal_swarm *s)

@@ -685,6 +685,70 @@ static void test_many_in_flight(void)
     hub_close(h);
 }
 
+/* A gateway that sends headers and then nothing: shoal_hub_cancel ends the
+ * running request and the queued ones at once (max_inflight 1, four
+ * ranges), the done callback comes from the loop with -ECANCELED, another
+ * user's fetch is untouched, and the hub serves the next fetch normally. */
+static void test_cancel_stalled(void)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+    struct fetched f = {0}, g = {0};
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
+    struct shoal_hub_span sp[4] = {{0, 100}, {200000, 100}, {400000, 100}, {600000, 100}};
+    struct shoal_hub_span one = {4096, 10};
+
+    shoal_hub_config_default(&c);
+    c.endpoint = stub.url;
+    c.token = "";
+    c.max_inflight = 1;
+    c.seed = 42;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    stub_settle();
+    stub_reset();
+    stub_fault("[{\"kind\": \"stall\", \"seconds\": 30, \"match\": \"/cdn/\", \"times\": 1}]");
+    struct shoal_hub_fetch_req req = {
+        .type = SHOAL_REPO_MODEL, .repo = "org/m", .rev = commit_m, .path = SHARD1,
+        .spans = sp, .nspans = 4, .on_data = on_data, .on_done = on_done, .user = &f,
+    };
+    f.cap = g.cap = len;
+    f.buf = calloc(1, len);
+    g.buf = calloc(1, len);
+    REQUIRE(f.buf && g.buf);
+    REQUIRE(shoal_hub_fetch(h, &req) == 0);
+    req.spans = &one;
+    req.nspans = 1;
+    req.user = &g;
+    REQUIRE(shoal_hub_fetch(h, &req) == 0);
+    /* Until the stand-in holds the first range request. */
+    for (int i = 0; i < 100 && hubstub_stat(&stub, "\"requests\"", "cdn") < 1; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(20000);
+    }
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "cdn"), 1);
+    CHECK(!f.done);
+    uint64_t t0 = uv_hrtime();
+    CHECK_EQ(shoal_hub_cancel(h, &f), 1);
+    CHECK(!f.done); /* reported from the loop, not from inside the call */
+    CHECK_EQ(shoal_hub_cancel(h, &f), 0);
+    run_until(&f.done, 10);
+    CHECK(f.done);
+    CHECK_EQ(f.status, -ECANCELED);
+    CHECK_EQ(f.delivered, 0);
+    CHECK(uv_hrtime() - t0 < 5000000000ull);
+    /* The other user's fetch then runs (the stall was used up). */
+    run_until(&g.done, 30);
+    CHECK(g.done);
+    CHECK_EQ(g.status, 0);
+    CHECK_EQ(g.delivered, 10);
+    CHECK(memcmp(g.buf + 4096, want + 4096, 10) == 0);
+    free(f.buf);
+    free(g.buf);
+    free(want);
+    hub_close(h);
+}
+
 /* After a redirect a job waits on the pending list for its next hop. A
  * receiver abort then cancels it: with one request at a time and four
  * ranges behind a 302 to the CDN, the cancel once freed queued jobs still
@@ -816,6 +880,7 @@ int main(int argc, char **argv)
     RUN(test_env_and_token_file);
     RUN(test_receiver_abort);
     RUN(test_many_in_flight);
+    RUN(test_cancel_stalled);
     RUN(test_abort_after_redirect);
     RUN(test_cut_every_byte);
 

@@ -101,6 +101,12 @@ CASE is one of:
                 exactly the release (before, the tracker voided the
                 reconnected node's leases, refused their LEASE_DONE and
                 granted the same chunks to the other node).
+  drop_stalled  the Hub stand-in sends the headers of every file answer and
+                then nothing for 60 s; `shoal drop` of the release pulling
+                from it ends those requests at once, so the same release can
+                be pulled again within 3 s (before, it was "still closing"
+                until the stalled requests timed out, 30 s); the stand-in
+                sees the requests closed.
   tracker_rollouts a tracker with --rollout-file records two rollouts (one
                 for a zone named with a space) in the file; restarted on
                 the same port it says it restored 2, and a node started
@@ -1272,6 +1278,58 @@ def case_max_releases(tmp):
     return fails
 
 
+def case_drop_stalled(tmp):
+    k = make_keys(tmp, ["d"])
+    hub = Hub(tmp, "8M", shards="2")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    rel = "acme/model@" + hub.commit
+    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
+                                 data=json.dumps([{"kind": "stall", "seconds": 60,
+                                                   "match": "/cdn/", "times": -1}]).encode())
+    urllib.request.urlopen(req, timeout=10).read()
+    fails = 0
+    n = node("d", k, tmp, hub, ["--tracker", taddr])
+    follower = subprocess.Popen([SHOAL, "pull", rel, "--socket", n.sock, "--timeout", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stalled = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not stalled:
+        stalled = any("/cdn/" in e.get("path", "") for e in hub.stats().get("log", []))
+        time.sleep(0.2)
+    if not stalled:
+        print("FAIL the node never asked the stalled stand-in for a file")
+        follower.kill()
+        follower.communicate()
+        n.dump(tail=40)
+        return 1
+    time.sleep(0.5)
+    r = cli("drop", rel, "--socket", n.sock)
+    t_drop = time.monotonic()
+    print(f"shoal drop {rel}: exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL shoal drop: {r.stderr.strip()}")
+        fails += 1
+    follower.communicate(timeout=15)
+    again = None
+    while time.monotonic() - t_drop < 3:
+        again = cli("pull", rel, "--socket", n.sock, "--timeout", "1", timeout=20)
+        if "still closing" not in again.stderr:
+            break
+        time.sleep(0.2)
+    took = time.monotonic() - t_drop
+    print(f"pulled again {took:.1f} s after the drop: exit {again.returncode}: "
+          f"{again.stderr.strip()}")
+    if "still closing" in again.stderr:
+        print("FAIL the dropped release was still closing 3 s after the drop: its stalled "
+              "origin requests were not ended")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump(tail=40)
+    return fails
+
+
 def case_tracker_rollouts(tmp):
     k = make_keys(tmp, ["s", "n"])
     hub = Hub(tmp, "4M")
@@ -1362,5 +1420,6 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
                       "max_releases": case_max_releases,
-                      "tracker_rollouts": case_tracker_rollouts},
+                      "tracker_rollouts": case_tracker_rollouts,
+                      "drop_stalled": case_drop_stalled},
                "shoal-ops-", scan_sanitizers=True)

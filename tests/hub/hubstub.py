@@ -48,6 +48,8 @@ Control (never faulted):
             connection after K body bytes
        {"kind": "flip", "file": "path in repo", "offset": X, "times": n}
             bytes served of that file have byte X inverted
+       {"kind": "stall", "seconds": S, "match": ..., "times": n}  send the
+            headers of a file answer, then nothing for S seconds
        {"kind": "cdn_host", "host": "127.0.0.1"}  redirect LFS files to
             this host name instead of the one the client used
        "times" defaults to 1 for status/cut and to unlimited (-1) otherwise.
@@ -101,7 +103,7 @@ class State:
                 if kind == "cdn_host":
                     self.cdn_host = r.get("host") or None
                     continue
-                if kind not in ("status", "slow", "cut", "flip"):
+                if kind not in ("status", "slow", "cut", "flip", "stall"):
                     raise ValueError("unknown fault kind %r" % kind)
                 r = dict(r)
                 r.setdefault("times", 1 if kind in ("status", "cut") else -1)
@@ -283,6 +285,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD" or length == 0:
             return
+        stall = self.st.take_fault("stall", self.path)
+        if stall is not None:
+            self.wfile.flush()
+            time.sleep(float(stall.get("seconds", 60)))
         cut = self.st.take_fault("cut", self.path)
         slow = self.st.take_fault("slow", self.path)
         flips = [o for o in self.st.flips_for(file_key) if start <= o <= end]
