@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,6 +70,8 @@ struct blob {
     int state;          /* enum blob_state */
     bool dirty;         /* written since its last fdatasync */
     bool created;       /* its .incomplete file was made by this open */
+    bool own_inc;       /* filled under this release's own partial name
+                         * (blob_inc_path): the shared one was locked */
     bool ready;         /* sha256 matched: bytes final (under mu; never
                          * cleared, see shoal_store_file_ready) */
     bool hashing;       /* a thread owns |sha| (under mu) */
@@ -483,6 +486,19 @@ static int64_t find_group(const struct shoal_store *s, const uint8_t *id)
     return -1;
 }
 
+/* The partial file blob |b| fills: blobs/<sha>.incomplete, shared with any
+ * other release listing the same sha256 (and named as huggingface_hub
+ * names its own), or blobs/<sha>.<release id>.incomplete when another
+ * store held the shared one's lock at open (see lock_partial). */
+static void blob_inc_path(const struct shoal_store *s, uint32_t b, char *out, size_t cap)
+{
+    shoal_hf_blob_path(out, cap, file(s, s->blobs[b].primary)->sha256, true);
+    if (s->blobs[b].own_inc) {
+        size_t n = strlen(out) - (sizeof ".incomplete" - 1);
+        snprintf(out + n, cap - n, ".%.16s.incomplete", s->idhex);
+    }
+}
+
 /* ---- verified bits (callers hold mu) ---- */
 
 static void mark(struct shoal_store *s, uint32_t i)
@@ -789,7 +805,7 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
         }
         goto out;
     }
-    shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
+    blob_inc_path(s, b, inc, sizeof inc);
     shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
     /* Durable before it gets its final name: after a crash a blob under
      * blobs/<sha> must hold the verified bytes, not zeros. */
@@ -1131,20 +1147,48 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     }
 
 incomplete:
-    /* Known before O_CREAT, so a failed open can take back what it made. */
-    s->blobs[b].created = fstatat(s->repo_fd, inc, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
-                          errno == ENOENT;
-    fd = openat(s->repo_fd, inc, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
-        set_err(s, "opening %s/%s for %s: %s", s->repo_path, inc, pf->path,
-                shoal_strerror(rv));
-        goto out;
+    /* A partial file of our own from an earlier run comes first: the
+     * sidecar's bits talk about it. */
+    s->blobs[b].own_inc = true;
+    blob_inc_path(s, b, inc, sizeof inc);
+    if (fstatat(s->repo_fd, inc, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        s->blobs[b].own_inc = false;
+        blob_inc_path(s, b, inc, sizeof inc);
     }
-    if (!S_ISREG(st.st_mode)) {
-        rv = SHOAL_EBADPATH;
-        set_err(s, "%s/%s is not a regular file", s->repo_path, inc);
-        goto out;
+    for (;;) {
+        /* Known before O_CREAT, so a failed open can take back what it made. */
+        s->blobs[b].created = fstatat(s->repo_fd, inc, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+                              errno == ENOENT;
+        fd = openat(s->repo_fd, inc, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 || fstat(fd, &st) < 0) {
+            rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
+            set_err(s, "opening %s/%s for %s: %s", s->repo_path, inc, pf->path,
+                    shoal_strerror(rv));
+            goto out;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            rv = SHOAL_EBADPATH;
+            set_err(s, "%s/%s is not a regular file", s->repo_path, inc);
+            goto out;
+        }
+        /* One writer per partial file. Two releases may list the same
+         * sha256 but chunk it differently, and each verifies only its own
+         * chunks: bytes the other wrote after ours were hashed would reach
+         * blobs/<sha> unchecked, and a release signed by any trusted key
+         * could so poison another's file. The second filler takes a name of
+         * its own instead (the shared file stays the first one's). */
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            break;
+        rv = errno == EWOULDBLOCK ? SHOAL_EBUSY : errno_rv(errno);
+        if (rv != SHOAL_EBUSY || s->blobs[b].own_inc) {
+            set_err(s, "locking %s/%s for %s: %s", s->repo_path, inc, pf->path,
+                    rv == SHOAL_EBUSY ? "another process is filling it" : shoal_strerror(rv));
+            goto out;
+        }
+        close(fd);
+        fd = -1;
+        s->blobs[b].own_inc = true;
+        blob_inc_path(s, b, inc, sizeof inc);
     }
     if ((uint64_t)st.st_size != pf->size) {
         /* New, or not the file the sidecar talks about: trust none of it. */
@@ -1287,7 +1331,7 @@ static void drop_created(struct shoal_store *s)
             close(s->blobs[b].fd);
             s->blobs[b].fd = -1;
         }
-        shoal_hf_blob_path(inc, sizeof inc, file(s, s->blobs[b].primary)->sha256, true);
+        blob_inc_path(s, b, inc, sizeof inc);
         (void)unlinkat(s->repo_fd, inc, 0);
     }
 }
@@ -1499,7 +1543,7 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
         if ((rv = pwrite_all(fd, data, len, cj->offset)) < 0) {
             char inc[128];
 
-            shoal_hf_blob_path(inc, sizeof inc, file(s, cj->file)->sha256, true);
+            blob_inc_path(s, b, inc, sizeof inc);
             set_err(s, "writing %u bytes at offset %llu of %s (%s/%s): %s", len,
                     (unsigned long long)cj->offset, file(s, cj->file)->path,
                     s->repo_path ? s->repo_path : "memory", inc, shoal_strerror(rv));
