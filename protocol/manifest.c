@@ -125,7 +125,9 @@ static int path_check(const char *s, size_t n, uint32_t max)
                 continue;
         }
         size_t len = i - start;
-        if (len == 0 || (len == 1 && s[start] == '.') ||
+        /* 255: NAME_MAX of Linux file systems. A longer name verifies, is
+         * fetched whole, then can never be linked into the snapshot. */
+        if (len == 0 || len > 255 || (len == 1 && s[start] == '.') ||
             (len == 2 && s[start] == '.' && s[start + 1] == '.'))
             return SHOAL_EBADPATH;
         start = i + 1;

@@ -463,6 +463,19 @@ static void test_validation(void)
     CASE(0, s.files[0].path = "..a/.b/c..");
     CASE(SHOAL_EBADPATH, s.files[0].path = "a\x01z");
     CASE(SHOAL_EBADPATH, s.files[0].path = "del\x7f");
+    {
+        /* A name component over NAME_MAX (255) could never be linked. */
+        static char longc[300];
+        memset(longc, 'a', 256);
+        longc[256] = '\0';
+        CASE(SHOAL_EBADPATH, s.files[0].path = longc);
+        longc[255] = '\0';
+        CASE(0, s.files[0].path = longc);
+        memcpy(longc, "a/", 2);
+        memset(longc + 2, 'b', 256);
+        longc[258] = '\0';
+        CASE(SHOAL_EBADPATH, s.files[0].path = longc);
+    }
     /* commit, repo, type, params */
     CASE(SHOAL_EBADMSG, s.commit = "0123456789ABCDEF0123456789abcdef01234567");
     CASE(SHOAL_EBADMSG, s.commit = "0123456789abcdef0123456789abcdef0123456");
@@ -541,6 +554,9 @@ static void test_limits(void)
     char longpath[SHOAL_MF_MAX_PATH_DEFAULT + 2];
     memset(longpath, 'p', sizeof longpath - 1);
     longpath[sizeof longpath - 1] = '\0';
+    /* Directories of 100 bytes: a component may not pass 255 bytes. */
+    for (size_t i = 100; i + 1 < sizeof longpath - 1; i += 101)
+        longpath[i] = '/';
     s.files[0].path = longpath;
     CHECK_EQ(parse_spec(&s, NULL), SHOAL_ETOOBIG);
     longpath[SHOAL_MF_MAX_PATH_DEFAULT] = '\0';
