@@ -1998,7 +1998,12 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->peer_bytes = st.rx_chunk_bytes - st.rx_dup_bytes;
     r->origin_bytes = st.origin_bytes;
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
-    if (r->state == SHOAL_CTL_PULLING && shoal_hub_failing(d->hub, r->error, sizeof r->error))
+    if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_publish_error(sw)) {
+        snprintf(r->error, sizeof r->error, "verified, but not yet in the cache: %s (trying "
+                 "again)", shoal_swarm_publish_error(sw));
+        utf8_cut(r->error); /* file names may be cut mid-character */
+    } else if (r->state == SHOAL_CTL_PULLING &&
+             shoal_hub_failing(d->hub, r->error, sizeof r->error))
         utf8_cut(r->error); /* the host may be an internationalised name */
 }
 

@@ -849,10 +849,15 @@ static void set_ready(struct shoal_store *s, uint32_t b)
     const struct blob *bl = &s->blobs[b];
     uint32_t k;
 
+    bool was;
+
     pthread_mutex_lock(&s->mu);
+    was = s->blobs[b].ready;
     s->blobs[b].ready = true;
     pthread_mutex_unlock(&s->mu);
-    if (s->opening || !s->on_ready)
+    /* Once: a publish tried again (shoal_store_retry_publish) passes here
+     * a second time, and loaders already have the file. */
+    if (was || s->opening || !s->on_ready)
         return;
     for (k = 0; k < bl->fcount; k++)
         s->on_ready(s->user, s->blob_files[bl->fpos + k], 0);
@@ -1936,6 +1941,34 @@ static int fill_from_manifest(struct shoal_store *s, const struct shoal_manifest
         if (rv < 0)
             break;
     }
+    return rv;
+}
+
+int shoal_store_retry_publish(struct shoal_store *s, uint32_t *tried)
+{
+    uint32_t n = 0;
+    int rv = 0;
+
+    for (uint32_t b = 0; s && b < s->nblobs; b++) {
+        bool take;
+
+        pthread_mutex_lock(&s->mu);
+        /* Every chunk in, yet not filling and not done: a publish failed.
+         * Taking it to COMPLETING keeps a racing put from finishing it
+         * twice. */
+        take = s->blobs[b].state == BLOB_INCOMPLETE && s->blobs[b].remaining == 0;
+        if (take)
+            s->blobs[b].state = BLOB_COMPLETING;
+        pthread_mutex_unlock(&s->mu);
+        if (!take)
+            continue;
+        n++;
+        int r = finish_blob(s, b, UINT32_MAX, NULL);
+        if (r != 0 && rv == 0)
+            rv = r;
+    }
+    if (tried)
+        *tried = n;
     return rv;
 }
 

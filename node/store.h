@@ -220,6 +220,16 @@ int shoal_store_file_path(struct shoal_store *s, uint32_t file, char *out,
  */
 int shoal_store_fill_from_local(struct shoal_store *s, uint32_t *copied);
 
+/*
+ * Tries again to finish the files whose every chunk is verified but that
+ * could not be published (a full disk or inode table when linking, an
+ * fsync error): each is hashed again from disk, then published. For a worker thread. Writes how many files were
+ * tried to |*tried| (may be NULL). Returns 0 or the first error (details
+ * in shoal_store_last_error); a file that fails stays as it was, to be
+ * tried again.
+ */
+int shoal_store_retry_publish(struct shoal_store *s, uint32_t *tried);
+
 /* Rewrites the sidecar now if anything changed since the last time: data
  * files are fdatasync'd first, so every bit it records is durable. Returns 0
  * or a negated errno / SHOAL_ENOSPC. */

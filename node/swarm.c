@@ -110,6 +110,12 @@ struct shoal_swarm {
     bool tick_closed;          /* the tick's close callback has run */
     unsigned pending;          /* worker jobs outstanding */
     bool dedup_running;        /* copying shared chunks from the cache */
+    /* Every chunk verified but a file not published (disk or inode table
+     * full when linking, ...): tried again on a worker with a back-off. */
+    bool publish_running;
+    uint64_t publish_at_ms;        /* next try; 0: nothing waits */
+    uint32_t publish_wait_ms;      /* back-off after the last failure */
+    char publish_err[256];         /* the last failure; "" when none */
     struct speer *peers[MAX_SWARM_PEERS];
     uint32_t npeers;
     struct serve_job *serving;
@@ -1489,11 +1495,91 @@ static void expire_requests(struct shoal_swarm *s)
     }
 }
 
+/* --- publish retry --- */
+#define PUBLISH_FIRST_MS 5000u
+#define PUBLISH_MAX_MS 60000u
+
+struct publish_job {
+    uv_work_t w;
+    struct shoal_swarm *s;
+    int rv;
+    uint32_t tried;
+};
+
+static void publish_work(uv_work_t *w)
+{
+    struct publish_job *j = w->data;
+    j->rv = shoal_store_retry_publish(j->s->store, &j->tried);
+}
+
+static void publish_done(uv_work_t *w, int status)
+{
+    struct publish_job *j = w->data;
+    struct shoal_swarm *s = j->s;
+
+    s->pending--;
+    s->publish_running = false;
+    if (status == 0 && j->rv != 0) {
+        shoal_store_last_error(s->store, s->publish_err, sizeof s->publish_err);
+        s->publish_wait_ms = s->publish_wait_ms ? s->publish_wait_ms * 2 : PUBLISH_FIRST_MS;
+        if (s->publish_wait_ms > PUBLISH_MAX_MS)
+            s->publish_wait_ms = PUBLISH_MAX_MS;
+        LOG_E("release %s: every chunk is verified but publishing into the cache failed "
+              "again: %s (%s); trying again in %u s", s->idhex, shoal_strerror(j->rv),
+              s->publish_err, s->publish_wait_ms / 1000);
+    } else if (status == 0 && j->tried > 0) {
+        LOG_I("release %s: %u file(s) published into the cache on a new try", s->idhex,
+              j->tried);
+        s->publish_err[0] = '\0';
+        s->publish_wait_ms = 0;
+    }
+    s->publish_at_ms = now_ms(s) + (s->publish_wait_ms ? s->publish_wait_ms : PUBLISH_FIRST_MS);
+    free(j);
+    check_complete(s);
+}
+
+/* Once every chunk is verified, a release that is still not complete has a
+ * file its store could not publish: nothing else would try again (a
+ * restart did), so `shoal pull` and loaders waited forever. */
+static void publish_check(struct shoal_swarm *s)
+{
+    struct publish_job *j;
+    uint64_t now = now_ms(s);
+
+    if (s->complete || s->stopped || s->publish_running || s->storing > 0 ||
+        shoal_store_count(s->store) < s->nchunks) {
+        s->publish_at_ms = 0;
+        return;
+    }
+    if (s->publish_at_ms == 0) /* let a publish under way finish first */
+        s->publish_at_ms = now + PUBLISH_FIRST_MS;
+    if (now < s->publish_at_ms)
+        return;
+    j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->s = s;
+    j->w.data = j;
+    if (uv_queue_work(s->cfg->loop, &j->w, publish_work, publish_done) != 0) {
+        free(j);
+        return;
+    }
+    s->pending++;
+    s->publish_running = true;
+}
+
+const char *shoal_swarm_publish_error(const struct shoal_swarm *s)
+{
+    return s->complete ? "" : s->publish_err;
+}
+/* --- end publish retry --- */
+
 static void tick(uv_timer_t *t)
 {
     struct shoal_swarm *s = t->data;
     if (s->sched && !s->complete)
         expire_requests(s);
+    publish_check(s);
     pump(s);
 }
 

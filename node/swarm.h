@@ -173,6 +173,10 @@ const struct shoal_manifest *shoal_swarm_manifest(const struct shoal_swarm *s);
  * shoal_store_set_branch). Returns 0 or the store's error. */
 int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch);
 bool shoal_swarm_complete(const struct shoal_swarm *s);
+/* Why a release whose every chunk is verified is not complete yet (a file
+ * its store could not publish into the cache; tried again with a back-off),
+ * or "". */
+const char *shoal_swarm_publish_error(const struct shoal_swarm *s);
 /* Signed manifest bytes (owned by the swarm). */
 const uint8_t *shoal_swarm_signed(const struct shoal_swarm *s, size_t *len);
 

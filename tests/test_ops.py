@@ -107,6 +107,13 @@ CASE is one of:
                 be pulled again within 3 s (before, it was "still closing"
                 until the stalled requests timed out, 30 s); the stand-in
                 sees the requests closed.
+  publish_retry a directory sits where the snapshot link of config.json
+                must go, so every chunk verifies but the release cannot be
+                published: `shoal status` says "verified, but not yet in
+                the cache" with the reason and the log says it will try
+                again; once the directory is removed the daemon publishes
+                on its own and `shoal pull` completes (before, nothing tried
+                again until a restart and the pull waited forever).
   tracker_rollouts a tracker with --rollout-file records two rollouts (one
                 for a zone named with a space) in the file; restarted on
                 the same port it says it restored 2, and a node started
@@ -1330,6 +1337,56 @@ def case_drop_stalled(tmp):
     return fails
 
 
+def case_publish_retry(tmp):
+    k = make_keys(tmp, ["p"])
+    hub = Hub(tmp, "4M", shards="2")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    rel = "acme/model@" + hub.commit
+    n = node("p", k, tmp, hub, ["--tracker", taddr])
+    blocker = os.path.join(n.cache, "models--acme--model", "snapshots", hub.commit,
+                           "config.json")
+    os.makedirs(os.path.join(blocker, "in-the-way"))
+    fails = 0
+    follower = subprocess.Popen([SHOAL, "pull", rel, "--socket", n.sock, "--timeout", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "not yet in the cache" not in seen:
+        seen = cli("status", "--socket", n.sock).stdout
+        time.sleep(0.3)
+    print(f"status while the link is blocked:\n{seen.strip()}")
+    if "verified, but not yet in the cache" not in seen or "config.json" not in seen:
+        print("FAIL status does not say the verified release could not be published, and why")
+        fails += 1
+    if not n.wait_for(r"publishing into the cache failed again: .*config\.json.*trying again "
+                      r"in \d+ s", 20):
+        print("FAIL the log does not say publishing failed and will be tried again")
+        fails += 1
+    t0 = time.monotonic()
+    os.rename(blocker, os.path.join(tmp, "moved-away"))
+    try:
+        out, err = follower.communicate(timeout=60)
+        print(f"shoal pull after the blocker went: exit {follower.returncode} in "
+              f"{time.monotonic() - t0:.1f} s")
+        if follower.returncode != 0:
+            print(f"FAIL shoal pull did not complete once the cache had room: {err.strip()}")
+            fails += 1
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        follower.communicate()
+        print("FAIL shoal pull still waits 60 s after the blocker went")
+        fails += 1
+    if not n.wait_for(r"file\(s\) published into the cache on a new try", 5):
+        print("FAIL the log does not say the new try published the file")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump(tail=40)
+    return fails
+
+
 def case_tracker_rollouts(tmp):
     k = make_keys(tmp, ["s", "n"])
     hub = Hub(tmp, "4M")
@@ -1421,5 +1478,6 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
                       "max_releases": case_max_releases,
                       "tracker_rollouts": case_tracker_rollouts,
-                      "drop_stalled": case_drop_stalled},
+                      "drop_stalled": case_drop_stalled,
+                      "publish_retry": case_publish_retry},
                "shoal-ops-", scan_sanitizers=True)
