@@ -136,6 +136,12 @@ struct shoal_swarm {
         uint32_t trk;              /* SHOAL_TRKCONN_NONE-like: UINT32_MAX, local */
     } leases[16];
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
+    /* Origin chunks that failed (bad bytes, a write error) since the last
+     * that arrived, and until when local leases wait
+     * because of them: without a tracker's lease expiry to slow it, a bad
+     * chunk was fetched again at once, hundreds of times a second. */
+    uint32_t origin_fails;
+    uint64_t origin_hold_until;
     struct ofetch *ofetches;       /* origin fetches alive */
     uint64_t origin_bytes, dup_bytes, resumed_bytes;
     /* Chunk puts queued on workers whose results the loop has not counted:
@@ -1075,6 +1081,18 @@ static void origin_free_all(struct shoal_swarm *s)
     free(s->origin_failed);
 }
 
+/* The origin's bytes for a chunk were wrong, or could not be stored: hold
+ * local leases back (fetches that failed outright have the hub's own
+ * retries and back-off). */
+static void origin_hold(struct shoal_swarm *s)
+{
+    uint32_t n = s->origin_fails < 8 ? s->origin_fails : 7;
+    uint64_t hold = 500ull << n; /* 0.5 s, doubling to 60 s */
+
+    s->origin_fails++;
+    s->origin_hold_until = now_ms(s) + (hold < 60000 ? hold : 60000);
+}
+
 static void origin_chunk_failed(struct shoal_swarm *s, uint32_t c)
 {
     origin_mark_failed(s, c);
@@ -1105,6 +1123,7 @@ static void ojob_done(uv_work_t *w, int status)
             s->dup_bytes += j->len;
         } else {
             s->origin_bytes += j->len;
+            s->origin_fails = 0;
             note_first_chunk(s);
         }
         shoal_sched_origin_done(s->sched, now_ms(s), j->chunk, true);
@@ -1119,6 +1138,7 @@ static void ojob_done(uv_work_t *w, int status)
             shoal_store_last_error(s->store, err, sizeof err);
         LOG_E("release %s: chunk %u from the origin not stored: %s (%s)", s->idhex, j->chunk,
               shoal_strerror(rv), err);
+        origin_hold(s);
         origin_chunk_failed(s, j->chunk);
     }
     free(j);
@@ -1314,6 +1334,12 @@ static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action 
     if (route == SHOAL_SWARM_LEASE_ASKED)
         return;
     if (route != SHOAL_SWARM_LEASE_LOCAL) {
+        shoal_sched_lease_failed(s->sched, now);
+        return;
+    }
+    /* The origin just failed us: wait before fetching again (a tracker's
+     * leases give the same pause by expiring). */
+    if (now < s->origin_hold_until) {
         shoal_sched_lease_failed(s->sched, now);
         return;
     }

@@ -114,6 +114,12 @@ CASE is one of:
                 again; once the directory is removed the daemon publishes
                 on its own and `shoal pull` completes (before, nothing tried
                 again until a restart and the pull waited forever).
+  origin_bad    a node with no tracker pulls from a Hub stand-in that
+                serves one shard with a byte inverted, every time: the
+                node logs the bad chunk, and over 6 s asks the stand-in for
+                that shard at most 10 times (before, with nothing to slow
+                it, hundreds of times: about 19 a second); once the stand-in
+                serves the right bytes again the pull completes.
   tracker_rollouts a tracker with --rollout-file records two rollouts (one
                 for a zone named with a space) in the file; restarted on
                 the same port it says it restored 2, and a node started
@@ -1387,6 +1393,43 @@ def case_publish_retry(tmp):
     return fails
 
 
+def case_origin_bad(tmp):
+    k = make_keys(tmp, ["b"])
+    hub = Hub(tmp, "4M", shards="2")
+    mf, _ = publish(k, hub, tmp, "main")
+    shard = "model-00001-of-00002.safetensors"
+    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
+                                 data=json.dumps([{"kind": "flip", "file": shard,
+                                                   "offset": 1000, "times": -1}]).encode())
+    urllib.request.urlopen(req, timeout=10).read()
+    fails = 0
+    n = node("b", k, tmp, hub, ["--manifest", mf])
+    if not n.wait_for(r"chunk \d+ from the origin not stored: .*do not match", 20):
+        print("FAIL the node did not report the origin's bad bytes")
+        n.dump(tail=30)
+        return 1
+    hub.reset()  # also clears the fault: re-add it, then count for 6 s
+    urllib.request.urlopen(req, timeout=10).read()
+    time.sleep(6)
+    asked = sum(1 for e in hub.stats().get("log", []) if shard in e.get("path", "")
+                and "/cdn/" in e.get("path", ""))
+    print(f"requests for the bad shard over 6 s: {asked}")
+    if asked > 10:
+        print("FAIL the node asks the origin again and again for the chunk it just got wrong")
+        fails += 1
+    hub.reset()
+    r = cli("pull", f"acme/model@{hub.commit}", "--socket", n.sock, "--timeout", "90",
+            timeout=120)
+    print(f"pull once the stand-in is right again: exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL the pull did not complete: {r.stderr.strip()}")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump(tail=40)
+    return fails
+
+
 def case_tracker_rollouts(tmp):
     k = make_keys(tmp, ["s", "n"])
     hub = Hub(tmp, "4M")
@@ -1479,5 +1522,6 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "max_releases": case_max_releases,
                       "tracker_rollouts": case_tracker_rollouts,
                       "drop_stalled": case_drop_stalled,
-                      "publish_retry": case_publish_retry},
+                      "publish_retry": case_publish_retry,
+                      "origin_bad": case_origin_bad},
                "shoal-ops-", scan_sanitizers=True)
