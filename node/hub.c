@@ -44,6 +44,11 @@
 #define HUB_MAX_REDIRECTS 10
 #define hub_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 #define HUB_ERRBODY_MAX 2048
+/* A gateway that ignores Range answers 200 with the whole file: a request
+ * for a span past this offset is refused rather than paid for with every
+ * byte before it (each lease of a 10 GB shard would read gigabytes). The
+ * default of shoal_hub_config.range_skip_max. */
+#define HUB_RANGE_SKIP_MAX (8u << 20)
 #define HUB_TOKEN_MAX 4096
 #define HUB_MSG_MAX 1024
 #define HUB_RECV_BUFFER (512 * 1024)
@@ -102,6 +107,7 @@ struct job {
     bool body_started;
     bool done_early;            /* we stopped the body because we had it all */
     bool aborted;               /* a data callback asked to stop */
+    bool no_range;              /* ... or we did: a 200 to a far Range */
     int abort_rv;
     struct shoal_buf body;      /* API body, or the first bytes of an error body */
 };
@@ -637,6 +643,11 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
          * (or, without Content-Range, where we asked). */
         if (j->status == 206)
             j->pos = j->have_cr ? j->cr_start : j->off + j->got;
+        else if (j->off + j->got > j->hub->cfg.range_skip_max) {
+            j->aborted = j->no_range = true;
+            j->abort_rv = SHOAL_EPROTO;
+            return 0;
+        }
     }
     uint64_t want_lo = j->off + j->got;
     uint64_t want_hi = j->off + j->len;
@@ -1025,6 +1036,15 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
 
     if (j->kind == JOB_RANGE && j->fetch->err) {
         job_complete(h, j, j->fetch->err, j->fetch->msg);
+        return;
+    }
+    if (j->aborted && j->no_range) {
+        snprintf(msg, sizeof(msg), "%s@%s file %s: the origin ignores Range requests (HTTP 200, "
+                 "the whole file, for bytes from %" PRIu64 "): refused, as reading up to them "
+                 "would cost every byte before", j->fetch->repo, j->fetch->rev, j->fetch->path,
+                 j->off + j->got);
+        health_note(h, j, "ignores Range requests");
+        job_complete(h, j, j->abort_rv, msg);
         return;
     }
     if (j->aborted) {
@@ -1451,6 +1471,8 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         h->cfg.connect_timeout_ms = 10000;
     if (!h->cfg.stall_timeout_s)
         h->cfg.stall_timeout_s = 30;
+    if (!h->cfg.range_skip_max)
+        h->cfg.range_skip_max = HUB_RANGE_SKIP_MAX;
     h->rng = h->cfg.seed ? h->cfg.seed
                          : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ uv_hrtime();
 

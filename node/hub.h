@@ -93,6 +93,10 @@ struct shoal_hub_config {
     shoal_hub_health_cb on_health; /* NULL: nobody is told */
     void *health_user;
     unsigned health_summary_ms;  /* least time between failure reports; 0 = 30000 */
+    /* A 200 (the whole file) answering a Range request for bytes past this
+     * offset fails the fetch ("ignores Range") instead of reading every byte
+     * before them; 0 = 8 MiB. */
+    uint64_t range_skip_max;
 };
 
 struct shoal_hub;

@@ -1213,6 +1213,10 @@ static void ofetch_done(void *user, int status, const char *msg)
     } else if (status != 0 || of->queued < of->count) {
         LOG_W("release %s: origin fetch of chunks %u..%u failed: %s", s->idhex, of->first,
               of->first + of->count - 1, status ? msg : "short answer");
+        /* An origin breaking the protocol (ignoring Range, a bad redirect)
+         * answers the same when asked again at once. */
+        if (status == SHOAL_EPROTO)
+            origin_hold(s);
         while (of->queued < of->count)
             origin_chunk_failed(s, of->first + of->queued++);
     }

@@ -685,6 +685,42 @@ static void test_many_in_flight(void)
     hub_close(h);
 }
 
+/* A gateway that ignores Range answers 200 with the whole file. A span near
+ * the start is still cut out of it; one past range_skip_max fails with a
+ * message saying why, instead of reading every byte before it (62x the
+ * bytes wanted for eight 1 MiB spans near the end of a 64 MiB file). */
+static void test_ignores_range(void)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+    struct fetched f = {0};
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
+    struct shoal_hub_span near = {4096, 10}, far = {600000, 100};
+
+    shoal_hub_config_default(&c);
+    c.endpoint = stub.url;
+    c.token = "";
+    c.seed = 42;
+    c.range_skip_max = 64 * 1024;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    stub_settle();
+    stub_reset();
+    stub_fault("[{\"kind\": \"norange\", \"match\": \"/cdn/\", \"times\": -1}]");
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &near, 1, &f, len), 0);
+    CHECK_EQ(f.delivered, 10);
+    CHECK(memcmp(f.buf + 4096, want + 4096, 10) == 0);
+    free(f.buf);
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &far, 1, &f, len), SHOAL_EPROTO);
+    CHECK_EQ(f.delivered, 0);
+    CHECK(strstr(f.msg, "ignores Range") != NULL);
+    fprintf(stderr, "  %s\n", f.msg);
+    free(f.buf);
+    stub_reset();
+    free(want);
+    hub_close(h);
+}
+
 /* A gateway that sends headers and then nothing: shoal_hub_cancel ends the
  * running request and the queued ones at once (max_inflight 1, four
  * ranges), the done callback comes from the loop with -ECANCELED, another
@@ -881,6 +917,7 @@ int main(int argc, char **argv)
     RUN(test_receiver_abort);
     RUN(test_many_in_flight);
     RUN(test_cancel_stalled);
+    RUN(test_ignores_range);
     RUN(test_abort_after_redirect);
     RUN(test_cut_every_byte);
 

@@ -48,6 +48,8 @@ Control (never faulted):
             connection after K body bytes
        {"kind": "flip", "file": "path in repo", "offset": X, "times": n}
             bytes served of that file have byte X inverted
+       {"kind": "norange", "match": ..., "times": n}  answer a Range request
+            with 200 and the whole file, as a gateway ignoring Range does
        {"kind": "stall", "seconds": S, "match": ..., "times": n}  send the
             headers of a file answer, then nothing for S seconds
        {"kind": "cdn_host", "host": "127.0.0.1"}  redirect LFS files to
@@ -103,7 +105,7 @@ class State:
                 if kind == "cdn_host":
                     self.cdn_host = r.get("host") or None
                     continue
-                if kind not in ("status", "slow", "cut", "flip", "stall"):
+                if kind not in ("status", "slow", "cut", "flip", "stall", "norange"):
                     raise ValueError("unknown fault kind %r" % kind)
                 r = dict(r)
                 r.setdefault("times", 1 if kind in ("status", "cut") else -1)
@@ -269,6 +271,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_file_bytes(self, disk_path, size, file_key, headers, status_ok=200):
         rng = parse_range(self.headers.get("Range"), size)
+        if rng is not None and self.st.take_fault("norange", self.path) is not None:
+            rng = None
         if rng is None:
             start, end, code = 0, size - 1, status_ok
         else:
