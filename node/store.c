@@ -1088,14 +1088,21 @@ static int rescan_blob(struct shoal_store *s, uint32_t b, uint8_t *buf)
  * first, so no snapshot entry points at bad bytes. */
 static int unpublish(struct shoal_store *s, uint32_t b, const char *inc, const char *fin)
 {
-    char rel[SHOAL_HF_PATH_MAX];
     uint32_t k;
+    int snap;
 
-    for (k = 0; k < s->blobs[b].fcount; k++) {
+    /* Through directory fds opened without following links, as link_file
+     * does: in a shared cache another user may have put a symlink where a
+     * snapshot directory goes, and a path walk would unlink past it. */
+    for (k = 0; k < s->blobs[b].fcount && open_snap_dir(s, &snap) == 0; k++) {
         uint32_t f = s->blob_files[s->blobs[b].fpos + k];
-        if (shoal_hf_snapshot_path(rel, sizeof rel, shoal_manifest_commit(s->m),
-                                   file(s, f)->path) == 0)
-            unlinkat(s->repo_fd, rel, 0);
+        const char *leaf;
+        int dfd;
+
+        if (walk_dirs(snap, file(s, f)->path, &dfd, &leaf) == 0) {
+            unlinkat(dfd, leaf, 0);
+            close(dfd);
+        }
     }
     if (renameat(s->repo_fd, fin, s->repo_fd, inc) < 0)
         return errno_rv(errno);

@@ -793,6 +793,53 @@ static void test_shared_partial(void)
     rel_free(&b);
 }
 
+/* --verify-store takes back a published blob whose bytes are wrong, and
+ * unlinks its snapshot links. In a shared cache another user can plant a
+ * symlink where a snapshot directory goes: the unlink must not follow it
+ * (it used to delete <victim>/dir/weights.bin, outside the cache). */
+static void test_verify_no_follow(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {.flags = SHOAL_STORE_VERIFY};
+    struct shoal_store *s = NULL;
+    char victim[256], p[1024], hex[65];
+    struct rel r;
+    FILE *fp;
+
+    rel_std(&r, "org/poc", C1, -1, 5);
+    REQUIRE(strcmp(r.f[2].path, "sub/dir/weights.bin") == 0);
+    snprintf(victim, sizeof victim, "%s/victim-%d", root, dir_seq++);
+    REQUIRE(mkdir(victim, 0755) == 0);
+    snprintf(p, sizeof p, "%s/dir", victim);
+    REQUIRE(mkdir(p, 0755) == 0);
+    snprintf(p, sizeof p, "%s/dir/weights.bin", victim);
+    REQUIRE((fp = fopen(p, "w")) != NULL);
+    fputs("precious\n", fp);
+    fclose(fp);
+    REQUIRE(mkdir(cache, 0755) == 0);
+    snprintf(p, sizeof p, "%s/models--org--poc", cache);
+    REQUIRE(mkdir(p, 0777) == 0);
+    snprintf(p, sizeof p, "%s/models--org--poc/blobs", cache);
+    REQUIRE(mkdir(p, 0777) == 0);
+    snprintf(p, sizeof p, "%s/models--org--poc/snapshots", cache);
+    REQUIRE(mkdir(p, 0777) == 0);
+    snprintf(p, sizeof p, "%s/models--org--poc/snapshots/%s", cache, C1);
+    REQUIRE(mkdir(p, 0777) == 0);
+    snprintf(p, sizeof p, "%s/models--org--poc/snapshots/%s/sub", cache, C1);
+    REQUIRE(symlink(victim, p) == 0);
+    shoal_hex(hex, shoal_manifest_file(r.m, 2)->sha256, 32);
+    snprintf(p, sizeof p, "%s/models--org--poc/blobs/%s", cache, hex);
+    REQUIRE((fp = fopen(p, "w")) != NULL);
+    for (size_t i = 0; i < r.f[2].size; i++) /* right size, wrong bytes */
+        fputc('x', fp);
+    fclose(fp);
+    (void)shoal_store_open(&s, cache, r.m, &o);
+    snprintf(p, sizeof p, "%s/dir/weights.bin", victim);
+    CHECK(exists(p));
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 static void test_sha_mismatch(void)
 {
     const char *cache = new_cache();
@@ -1341,6 +1388,7 @@ int main(int argc, char **argv)
         RUN(test_crash_and_bad_sidecar);
         RUN(test_dedup_releases);
         RUN(test_shared_partial);
+        RUN(test_verify_no_follow);
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_concurrent_puts);
