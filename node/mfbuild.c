@@ -54,12 +54,16 @@ int shoal_mfbuild_dir(const char *dir, enum shoal_repo_type type, const char *re
     uint8_t *blk = malloc(MFB_BLOCK);
     int fd = -1;
     const char *failed_path = dir;
+    char why[1024 + 256];
     int rv = blk ? 0 : -ENOMEM;
     if (rv)
         goto out;
-    rv = shoal_repodir_list(dir, SHOAL_MF_MAX_FILES_DEFAULT, &list);
-    if (rv)
+    rv = shoal_repodir_list(dir, SHOAL_MF_MAX_FILES_DEFAULT, &list, why, sizeof why);
+    if (rv) {
+        fprintf(stderr, "manifest: %s/%s\n", dir, why[0] ? why : shoal_strerror(rv));
+        failed_path = NULL; /* said */
         goto out;
+    }
     uint64_t total = 0;
     for (size_t i = 0; i < list.n; i++)
         total += list.v[i].size;
@@ -121,7 +125,7 @@ int shoal_mfbuild_dir(const char *dir, enum shoal_repo_type type, const char *re
     *out = m;
     m = NULL;
 out:
-    if (rv)
+    if (rv && failed_path)
         fprintf(stderr, "manifest: %s/%s: %s\n", dir, failed_path == dir ? "" : failed_path,
                 rv == -EAGAIN ? "file changed while reading" : shoal_strerror(rv));
     if (fd >= 0)

@@ -3,8 +3,10 @@
  * Lists the files of a model repository laid out on disk (a git checkout or
  * a snapshot folder): every regular file below the root, as relative paths
  * with '/' separators, sorted bytewise, skipping the .git directory.
- * Symlinks are followed only when they resolve to regular files (HF cache
- * snapshots are symlinks to blobs).
+ * Symlinks are followed only when they resolve inside the folder or, for a
+ * Hugging Face snapshot folder (<repo>/snapshots/<commit>), inside its repo
+ * folder (the snapshot's links point to ../../blobs); one pointing anywhere
+ * else, or nowhere, is an error naming it.
  */
 #ifndef SHOAL_REPODIR_H
 #define SHOAL_REPODIR_H
@@ -23,9 +25,11 @@ struct shoal_repodir {
 };
 
 /* Fills |out| with the files under |root|, at most |max_files|.
- * Returns 0, SHOAL_ETOOBIG (too many files or a path over 1024 bytes),
- * or a negated errno naming nothing (the caller names |root|). */
-int shoal_repodir_list(const char *root, size_t max_files, struct shoal_repodir *out);
+ * Returns 0, SHOAL_ETOOBIG (too many files, a path over 1024 bytes, nested
+ * too deep), SHOAL_EBADPATH (a symlink out of the folder) or a negated
+ * errno, with "PATH: what is wrong" (PATH relative to |root|) in |why|. */
+int shoal_repodir_list(const char *root, size_t max_files, struct shoal_repodir *out,
+                       char *why, size_t whylen);
 /* Frees the entries; |d| is left empty. */
 void shoal_repodir_free(struct shoal_repodir *d);
 

@@ -49,6 +49,28 @@ check "show lists the shard with its sha256" grep -q "model.safetensors .*$sha" 
 check "show lists nested files" grep -q "sub/file.txt" show.txt
 if grep -q "\.git" show.txt; then echo "FAIL .git was included"; fails=$((fails+1)); else echo "ok   .git is skipped"; fi
 refuse "untrusted publisher" "$shoal" manifest verify r.mf --trust other.key.pub
+# Symlinks: a Hugging Face snapshot's links into ../../blobs are followed;
+# one leading out of the folder (a secret elsewhere) is refused, named.
+mkdir -p hf/models--o--n/blobs hf/models--o--n/snapshots/$commit outside
+echo '{"b": 2}' > hf/models--o--n/blobs/aaaa
+ln -s ../../blobs/aaaa hf/models--o--n/snapshots/$commit/config.json
+check "manifest build of an HF snapshot folder (links into its blobs)" \
+    "$shoal" manifest build hf/models--o--n/snapshots/$commit --repo o/n --commit $commit \
+    --key pub.key --out hf.mf
+echo 'secret' > outside/id_secret
+ln -s "$work/outside/id_secret" repo/tokenizer.json
+refuse "manifest build refuses a symlink out of the folder" \
+    "$shoal" manifest build repo --repo org/name --commit $commit --key pub.key --out bad.mf
+if grep -q "tokenizer.json: a symlink to .*outside the folder" out.txt && [ ! -e bad.mf ]; then
+    echo "ok   the refusal names the link and writes nothing"
+else echo "FAIL the refusal should name repo/tokenizer.json"; cat out.txt; fails=$((fails+1)); fi
+rm repo/tokenizer.json
+ln -s "$work/nowhere" repo/dangling
+refuse "manifest build refuses a dangling symlink" \
+    "$shoal" manifest build repo --repo org/name --commit $commit --key pub.key --out bad.mf
+grep -q "dangling: a symlink whose target cannot be read" out.txt ||
+    { echo "FAIL the dangling link is not named"; cat out.txt; fails=$((fails+1)); }
+rm repo/dangling
 size=$(stat -c %s r.mf)
 flips=0
 for off in 0 7 $((size/3)) $((size/2)) $((size-70)) $((size-1)); do
