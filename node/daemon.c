@@ -1641,8 +1641,10 @@ static int setup_trackers(struct shoal_daemon *d)
             return rv;
         }
         if (rv != 0) {
-            LOG_E("origin %s: %s", c->hub_endpoint ? c->hub_endpoint : "(from HF_ENDPOINT)",
-                  shoal_strerror(rv));
+            char shown[512];
+            shoal_url_redact(c->hub_endpoint ? c->hub_endpoint : "(from HF_ENDPOINT)", shown,
+                             sizeof shown);
+            LOG_E("origin %s: %s", shown, shoal_strerror(rv));
             return rv;
         }
         d->scfg.hub = d->hub;

@@ -145,6 +145,7 @@ struct shoal_hub {
     uv_timer_t retry_timer;     /* earliest delayed job */
     uv_timer_t idle;            /* runs completions that have no transfer */
     char *endpoint;
+    char *endpoint_shown;       /* for logs: credentials redacted */
     char *ep_scheme, *ep_host, *ep_port;
     char *token;                /* NULL: none */
     struct shoal_hub_config cfg;
@@ -428,6 +429,7 @@ static void on_handle_closed(uv_handle_t *handle)
         free(hub_container_of((uv_poll_t *)handle, struct sock_ctx, poll));
     if (--h->closing_handles == 0 && h->freeing) {
         free(h->endpoint);
+        free(h->endpoint_shown);
         free(h->ep_scheme);
         free(h->ep_host);
         free(h->ep_port);
@@ -1488,6 +1490,12 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
     }
     while (*h->endpoint && h->endpoint[strlen(h->endpoint) - 1] == '/')
         h->endpoint[strlen(h->endpoint) - 1] = '\0';
+    h->endpoint_shown = malloc(strlen(h->endpoint) + 4);
+    if (!h->endpoint_shown) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    shoal_url_redact(h->endpoint, h->endpoint_shown, strlen(h->endpoint) + 4);
     u = curl_url();
     if (!u || curl_url_set(u, CURLUPART_URL, h->endpoint, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &h->ep_scheme, 0) != CURLUE_OK ||
@@ -1565,6 +1573,7 @@ fail:
     if (h->multi)
         curl_multi_cleanup(h->multi);
     free(h->endpoint);
+    free(h->endpoint_shown);
     free(h->ep_scheme);
     free(h->ep_host);
     free(h->ep_port);
@@ -1616,9 +1625,25 @@ void shoal_hub_free(struct shoal_hub *h)
     h->closing_handles--; /* the guard taken above */
 }
 
+void shoal_url_redact(const char *url, char *out, size_t cap)
+{
+    const char *sep = strstr(url, "://");
+    const char *auth = sep ? sep + 3 : url;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = NULL;
+
+    for (const char *p = auth; p < auth + alen; p++)
+        if (*p == '@')
+            at = p;
+    if (!at)
+        snprintf(out, cap, "%s", url);
+    else
+        snprintf(out, cap, "%.*s***%s", (int)(auth - url), url, at);
+}
+
 const char *shoal_hub_endpoint(const struct shoal_hub *h)
 {
-    return h->endpoint;
+    return h->endpoint_shown;
 }
 
 bool shoal_hub_has_token(const struct shoal_hub *h)

@@ -155,8 +155,13 @@ int shoal_hub_new(struct shoal_hub **out, struct uv_loop_s *loop,
  */
 void shoal_hub_free(struct shoal_hub *h);
 
-/* The endpoint in use (no trailing slash). */
+/* The endpoint in use (no trailing slash), fit for logs: a user:password@
+ * in it shows as ***@. */
 const char *shoal_hub_endpoint(const struct shoal_hub *h);
+
+/* |url| with any user:password@ of its authority shown as ***@, into |out|
+ * (cut to |cap|). For logs and messages. */
+void shoal_url_redact(const char *url, char *out, size_t cap);
 /* True when a token will be sent to the endpoint. */
 bool shoal_hub_has_token(const struct shoal_hub *h);
 void shoal_hub_get_stats(const struct shoal_hub *h, struct shoal_hub_stats *st);

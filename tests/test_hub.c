@@ -619,6 +619,16 @@ static void test_env_and_token_file(void)
     REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
     CHECK(strcmp(shoal_hub_endpoint(h), stub.url) == 0);
     CHECK(shoal_hub_has_token(h));
+    {
+        /* Credentials in the endpoint never reach a log line. */
+        char out[128];
+        shoal_url_redact("http://gwuser:s3cret@gw:8080/hub?x=a@b", out, sizeof out);
+        CHECK(strcmp(out, "http://***@gw:8080/hub?x=a@b") == 0);
+        shoal_url_redact("https://hub.example/p@q", out, sizeof out);
+        CHECK(strcmp(out, "https://hub.example/p@q") == 0);
+        shoal_url_redact("u:p@host", out, sizeof out);
+        CHECK(strcmp(out, "***@host") == 0);
+    }
     CHECK_EQ(resolve(h, "org/p", "main", &r), 0);
     shoal_hub_release_free(r.rel);
     hub_close(h);
