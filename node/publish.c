@@ -344,8 +344,24 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
         pub_fail(p, SHOAL_ENOTFOUND, "%s@%s: the release has no files", rel->repo, rel->rev);
         return;
     }
-    for (size_t i = 0; i < rel->nfiles; i++)
+    for (size_t i = 0; i < rel->nfiles; i++) {
+        /* Refused now, not after downloading every file before it. */
+        rv = shoal_manifest_path_ok(rel->files[i].path);
+        if (rv) {
+            char shown[512];
+            size_t n = 0;
+            /* Control bytes shown escaped: they are why it is refused. */
+            for (const char *c = rel->files[i].path; *c && n + 5 < sizeof shown; c++) {
+                unsigned char b = (unsigned char)*c;
+                n += (size_t)snprintf(shown + n, sizeof shown - n, b < 0x20 || b == 0x7f
+                                                                       ? "\\x%02x" : "%c", b);
+            }
+            pub_fail(p, rv, "%s@%s: the file '%s' cannot be named in a manifest: %s",
+                     rel->repo, rel->rev, shown, shoal_strerror(rv));
+            return;
+        }
         p->total_size += rel->files[i].size;
+    }
     if (try_reuse(p))
         return;
     rv = shoal_manifest_new(&p->m, rel->type, rel->repo, rel->commit, &p->params);

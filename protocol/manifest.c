@@ -282,6 +282,11 @@ static int grow(void **arr, uint32_t *cap, uint32_t n, size_t size)
     return 0;
 }
 
+int shoal_manifest_path_ok(const char *path)
+{
+    return path_check(path, strlen(path), SHOAL_MF_MAX_PATH_DEFAULT);
+}
+
 int shoal_manifest_add_file(struct shoal_manifest *m, const char *path, uint64_t size,
                             const uint8_t sha256[32])
 {

@@ -108,6 +108,11 @@ int shoal_manifest_new(struct shoal_manifest **out, enum shoal_repo_type t,
                        const char *repo_id, const char *commit,
                        const struct shoal_cdc_params *p);
 
+/* Whether |path| may name a file in a manifest (the syntax add_file and
+ * parse check, under the default length limit): 0, SHOAL_EBADPATH or
+ * SHOAL_ETOOBIG. Lets a publisher refuse a release before downloading it. */
+int shoal_manifest_path_ok(const char *path);
+
 /*
  * Appends a file (|path| copied). Its chunks follow with add_chunk.
  * Returns 0, SHOAL_EBADPATH (path syntax, see above; duplicates are found by

@@ -4,7 +4,8 @@
 # loopback: the Hub stand-in serves a generated model, a real shoal-tracker
 # runs; publishing writes a manifest that verifies and registers it with the
 # tracker; a rollout needs the admin role and then shows up in the status;
-# a release the Hub does not have fails with a message naming it.
+# a release the Hub does not have fails with a message naming it; one with a
+# file no manifest may name is refused before anything is downloaded.
 # usage: test_cli_publish.sh SHOAL SHOAL_TRACKER HUB_DIR
 set -u
 shoal=$(readlink -f "$1"); tracker=$(readlink -f "$2"); hubdir=$(readlink -f "$3")
@@ -101,6 +102,30 @@ if [ $rc -eq 1 ] && grep -q "acme/tiny" miss.err; then ok "missing revision: $(t
     && ok "rollout recorded" || { bad "rollout"; cat r2.err; }
 "$shoal" rollout "acme/tiny@$commit" --status --tracker "$trkaddr" --key node.key --cred node.cred > st.out 2> st.err
 if grep -q "0 nodes complete" st.out && ! grep -q "no manifest" st.out; then ok "status: $(cat st.out)"; else bad "status"; cat st.out st.err; fi
+
+# A release with a file no manifest may name (a DEL byte in its name) is
+# refused before anything is downloaded, naming the file.
+/usr/bin/python3 "$hubdir/genrepo.py" --size 2M --shards 1 hub acme/odd >/dev/null
+/usr/bin/python3 - hub/models/acme/odd <<'PY'
+import hashlib, json, os, sys
+d = sys.argv[1]
+c = os.listdir(os.path.join(d, "commits"))[0]
+name, data = "odd\x7fname.txt", b"hello\n"
+with open(os.path.join(d, "commits", c, name), "wb") as f:
+    f.write(data)
+listing = os.path.join(d, "commits", c, ".files.json")
+j = json.load(open(listing))
+j["files"].append({"path": name, "size": len(data), "lfs": False,
+                   "sha256": hashlib.sha256(data).hexdigest(),
+                   "blob_id": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()})
+json.dump(j, open(listing, "w"))
+PY
+curl -s -X POST "http://127.0.0.1:$hubport/_stub/reset" >/dev/null
+"$shoal" publish acme/odd@main --key publisher.key --out odd.mf > odd.out 2> odd.err
+rc=$?
+if [ $rc -eq 1 ] && grep -q "cannot be named in a manifest" odd.err && [ "$(stats)" = 0 ]; then
+    ok "a file no manifest may name is refused before any download: $(tail -1 odd.err)"
+else bad "odd file name (rc=$rc, $(stats) bytes downloaded)"; cat odd.err; fi
 
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))
