@@ -486,6 +486,14 @@ static int64_t find_group(const struct shoal_store *s, const uint8_t *id)
     return -1;
 }
 
+/* |path| ("blobs/<name>", from shoal_hf_blob_path or blob_inc_path)
+ * relative to blobs_fd: a "blobs" replaced by a symlink after open is not
+ * followed (openat's O_NOFOLLOW covers only the last component). */
+static const char *in_blobs(const char *path)
+{
+    return path + sizeof "blobs/" - 1;
+}
+
 /* The partial file blob |b| fills: blobs/<sha>.incomplete, shared with any
  * other release listing the same sha256 (and named as huggingface_hub
  * names its own), or blobs/<sha>.<release id>.incomplete when another
@@ -815,10 +823,10 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
                 shoal_strerror(rv));
         goto out;
     }
-    if (renameat(s->repo_fd, inc, s->repo_fd, fin) < 0) {
+    if (renameat(s->blobs_fd, in_blobs(inc), s->blobs_fd, in_blobs(fin)) < 0) {
         e = errno;
         /* Another release with this blob may have published it first. */
-        if (!(e == ENOENT && fstatat(s->repo_fd, fin, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        if (!(e == ENOENT && fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
               S_ISREG(st.st_mode) && (uint64_t)st.st_size == pf->size)) {
             rv = errno_rv(e);
             set_err(s, "renaming %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
@@ -1104,7 +1112,7 @@ static int unpublish(struct shoal_store *s, uint32_t b, const char *inc, const c
             close(dfd);
         }
     }
-    if (renameat(s->repo_fd, fin, s->repo_fd, inc) < 0)
+    if (renameat(s->blobs_fd, in_blobs(fin), s->blobs_fd, in_blobs(inc)) < 0)
         return errno_rv(errno);
     return 0;
 }
@@ -1123,9 +1131,9 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
     shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
 
-    if (fstatat(s->repo_fd, fin, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+    if (fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
         (uint64_t)st.st_size == pf->size) {
-        fd = openat(s->repo_fd, fin, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        fd = openat(s->blobs_fd, in_blobs(fin), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
             rv = -errno;
             set_err(s, "opening %s/%s: %s", s->repo_path, fin, shoal_strerror(rv));
@@ -1163,15 +1171,15 @@ incomplete:
      * sidecar's bits talk about it. */
     s->blobs[b].own_inc = true;
     blob_inc_path(s, b, inc, sizeof inc);
-    if (fstatat(s->repo_fd, inc, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (fstatat(s->blobs_fd, in_blobs(inc), &st, AT_SYMLINK_NOFOLLOW) < 0) {
         s->blobs[b].own_inc = false;
         blob_inc_path(s, b, inc, sizeof inc);
     }
     for (;;) {
         /* Known before O_CREAT, so a failed open can take back what it made. */
-        s->blobs[b].created = fstatat(s->repo_fd, inc, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+        s->blobs[b].created = fstatat(s->blobs_fd, in_blobs(inc), &st, AT_SYMLINK_NOFOLLOW) < 0 &&
                               errno == ENOENT;
-        fd = openat(s->repo_fd, inc, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        fd = openat(s->blobs_fd, in_blobs(inc), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0 || fstat(fd, &st) < 0) {
             rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
             set_err(s, "opening %s/%s for %s: %s", s->repo_path, inc, pf->path,
@@ -1344,7 +1352,7 @@ static void drop_created(struct shoal_store *s)
             s->blobs[b].fd = -1;
         }
         blob_inc_path(s, b, inc, sizeof inc);
-        (void)unlinkat(s->repo_fd, inc, 0);
+        (void)unlinkat(s->blobs_fd, in_blobs(inc), 0);
     }
 }
 
@@ -1902,7 +1910,7 @@ out:
 /* Copies what this store needs from the published blobs of manifest |om|
  * (whose repo folder is |repo_fd|). */
 static int fill_from_manifest(struct shoal_store *s, const struct shoal_manifest *om,
-                              int repo_fd, uint8_t *buf, uint32_t *copied)
+                              int blobs_fd, uint8_t *buf, uint32_t *copied)
 {
     char fin[128];
     uint32_t nf = shoal_manifest_nfiles(om), i, k;
@@ -1925,7 +1933,7 @@ static int fill_from_manifest(struct shoal_store *s, const struct shoal_manifest
                 continue;
             if (fd < 0) {
                 shoal_hf_blob_path(fin, sizeof fin, of->sha256, false);
-                fd = openat(repo_fd, fin, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                fd = openat(blobs_fd, in_blobs(fin), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
                 if (fd < 0)
                     break;
                 if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
@@ -2030,8 +2038,14 @@ int shoal_store_fill_from_local(struct shoal_store *s, uint32_t *copied)
                 strncmp(me->d_name, s->idhex, sizeof s->idhex - 1) == 0)
                 continue;
             if (read_small(dirfd(meta), me->d_name, KEPT_MANIFEST_MAX, &bytes, &len) == 0 &&
-                shoal_manifest_parse(&om, bytes, len, NULL, NULL) == 0)
-                rv = fill_from_manifest(s, om, repo_fd, buf, &n);
+                shoal_manifest_parse(&om, bytes, len, NULL, NULL) == 0) {
+                int bfd = openat(repo_fd, "blobs",
+                                 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (bfd >= 0) {
+                    rv = fill_from_manifest(s, om, bfd, buf, &n);
+                    close(bfd);
+                }
+            }
             shoal_manifest_free(om);
             free(bytes);
         }

@@ -24,6 +24,7 @@
 #include "manifest.h"
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -840,6 +841,39 @@ static void test_verify_no_follow(void)
     rel_free(&r);
 }
 
+/* Another user swaps the repo's blobs folder for a symlink after the store
+ * opened it: every blob operation stays in the folder that was opened
+ * (blobs_fd), nothing is written or renamed through the link. */
+static void test_blobs_swapped(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    char blobs[1024], moved[1024], elsewhere[256];
+    struct rel r;
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+
+    rel_std(&r, "org/swap", C1, -1, 12);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere-%d", root, dir_seq++);
+    REQUIRE(mkdir(elsewhere, 0755) == 0);
+    repo_path(blobs, sizeof blobs, cache, &r, "blobs");
+    repo_path(moved, sizeof moved, cache, &r, "blobs.real");
+    REQUIRE(rename(blobs, moved) == 0);
+    REQUIRE(symlink(elsewhere, blobs) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    REQUIRE((d = opendir(elsewhere)) != NULL);
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    CHECK_EQ(n, 0);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 static void test_sha_mismatch(void)
 {
     const char *cache = new_cache();
@@ -1389,6 +1423,7 @@ int main(int argc, char **argv)
         RUN(test_dedup_releases);
         RUN(test_shared_partial);
         RUN(test_verify_no_follow);
+        RUN(test_blobs_swapped);
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_concurrent_puts);
