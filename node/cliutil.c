@@ -57,47 +57,6 @@ const char *shoal_fmt_bytes(char *buf, size_t cap, uint64_t bytes)
     return buf;
 }
 
-int shoal_read_file(const char *path, uint64_t max, uint8_t **data, size_t *len)
-{
-    int rv = 0;
-    uint8_t *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rv = -errno;
-        goto out;
-    }
-    if ((uint64_t)st.st_size > max) {
-        rv = SHOAL_ETOOBIG;
-        goto out;
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    buf = malloc(n ? n : 1);
-    if (!buf) {
-        rv = -ENOMEM;
-        goto out;
-    }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            rv = r < 0 ? -errno : -EIO;
-            goto out;
-        }
-        got += (size_t)r;
-    }
-    *data = buf;
-    *len = n;
-    buf = NULL;
-out:
-    free(buf);
-    close(fd);
-    return rv;
-}
-
 double shoal_now_s(void)
 {
     struct timespec ts;

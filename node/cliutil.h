@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "atomicfile.h" /* shoal_write_file_atomic, used by every CLI writer */
+#include "smallfile.h" /* shoal_read_file, shoal_write_file_atomic */
 
 /* Parses "123", "4K", "1M", "2G", "1.5G" (powers of 1024). Returns 0 or -EINVAL. */
 int shoal_parse_size(const char *s, uint64_t *out);
@@ -19,9 +19,6 @@ int shoal_parse_size(const char *s, uint64_t *out);
 /* Formats |bytes| as "1.50 GiB" into |buf|. Returns buf. */
 const char *shoal_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
 
-/* Reads the whole file |path| (at most |max| bytes) into a malloc'd buffer
- * the caller frees. Returns 0, SHOAL_ETOOBIG, or a negated errno. */
-int shoal_read_file(const char *path, uint64_t max, uint8_t **data, size_t *len);
 
 
 /* Progress reporting for long work: on a terminal a single redrawn line,

@@ -1525,46 +1525,73 @@ static void expire_requests(struct shoal_swarm *s)
     }
 }
 
+/* A store call that reads or writes whole files (copies from other
+ * releases, a publish tried again) runs on a worker; |then| gets its result
+ * on the loop. */
+struct store_job {
+    uv_work_t w;
+    struct shoal_swarm *s;
+    int (*call)(struct shoal_store *st, uint32_t *n);
+    void (*then)(struct shoal_swarm *s, int status, int rv, uint32_t n);
+    int rv;
+    uint32_t n;
+};
+
+static void store_job_work(uv_work_t *w)
+{
+    struct store_job *j = w->data;
+    j->rv = j->call(j->s->store, &j->n);
+}
+
+static void store_job_done(uv_work_t *w, int status)
+{
+    struct store_job *j = w->data;
+
+    j->s->pending--;
+    j->then(j->s, status, j->rv, j->n);
+    free(j);
+}
+
+static bool store_job_start(struct shoal_swarm *s, int (*call)(struct shoal_store *, uint32_t *),
+                            void (*then)(struct shoal_swarm *, int, int, uint32_t))
+{
+    struct store_job *j = calloc(1, sizeof *j);
+
+    if (!j)
+        return false;
+    j->s = s;
+    j->w.data = j;
+    j->call = call;
+    j->then = then;
+    if (uv_queue_work(s->cfg->loop, &j->w, store_job_work, store_job_done) != 0) {
+        free(j);
+        return false;
+    }
+    s->pending++;
+    return true;
+}
+
 /* --- publish retry --- */
 #define PUBLISH_FIRST_MS 5000u
 #define PUBLISH_MAX_MS 60000u
 
-struct publish_job {
-    uv_work_t w;
-    struct shoal_swarm *s;
-    int rv;
-    uint32_t tried;
-};
-
-static void publish_work(uv_work_t *w)
+static void publish_done(struct shoal_swarm *s, int status, int rv, uint32_t tried)
 {
-    struct publish_job *j = w->data;
-    j->rv = shoal_store_retry_publish(j->s->store, &j->tried);
-}
-
-static void publish_done(uv_work_t *w, int status)
-{
-    struct publish_job *j = w->data;
-    struct shoal_swarm *s = j->s;
-
-    s->pending--;
     s->publish_running = false;
-    if (status == 0 && j->rv != 0) {
+    if (status == 0 && rv != 0) {
         shoal_store_last_error(s->store, s->publish_err, sizeof s->publish_err);
         s->publish_wait_ms = s->publish_wait_ms ? s->publish_wait_ms * 2 : PUBLISH_FIRST_MS;
         if (s->publish_wait_ms > PUBLISH_MAX_MS)
             s->publish_wait_ms = PUBLISH_MAX_MS;
         LOG_E("release %s: every chunk is verified but publishing into the cache failed "
-              "again: %s (%s); trying again in %u s", s->idhex, shoal_strerror(j->rv),
+              "again: %s (%s); trying again in %u s", s->idhex, shoal_strerror(rv),
               s->publish_err, s->publish_wait_ms / 1000);
-    } else if (status == 0 && j->tried > 0) {
-        LOG_I("release %s: %u file(s) published into the cache on a new try", s->idhex,
-              j->tried);
+    } else if (status == 0 && tried > 0) {
+        LOG_I("release %s: %u file(s) published into the cache on a new try", s->idhex, tried);
         s->publish_err[0] = '\0';
         s->publish_wait_ms = 0;
     }
     s->publish_at_ms = now_ms(s) + (s->publish_wait_ms ? s->publish_wait_ms : PUBLISH_FIRST_MS);
-    free(j);
     check_complete(s);
 }
 
@@ -1573,7 +1600,6 @@ static void publish_done(uv_work_t *w, int status)
  * restart did), so `shoal pull` and loaders waited forever. */
 static void publish_check(struct shoal_swarm *s)
 {
-    struct publish_job *j;
     uint64_t now = now_ms(s);
 
     if (s->complete || s->stopped || s->publish_running || s->storing > 0 ||
@@ -1583,19 +1609,9 @@ static void publish_check(struct shoal_swarm *s)
     }
     if (s->publish_at_ms == 0) /* let a publish under way finish first */
         s->publish_at_ms = now + PUBLISH_FIRST_MS;
-    if (now < s->publish_at_ms)
-        return;
-    j = calloc(1, sizeof *j);
-    if (!j)
-        return;
-    j->s = s;
-    j->w.data = j;
-    if (uv_queue_work(s->cfg->loop, &j->w, publish_work, publish_done) != 0) {
-        free(j);
-        return;
-    }
-    s->pending++;
-    s->publish_running = true;
+    if (now >= s->publish_at_ms &&
+        store_job_start(s, shoal_store_retry_publish, publish_done))
+        s->publish_running = true;
 }
 
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s)
@@ -1617,32 +1633,16 @@ static void tick(uv_timer_t *t)
 /* Chunks this release shares with releases already in the cache (another
  * revision, a related model) are copied locally on a worker instead of being
  * downloaded; the scheduler learns about them when the copy is done. */
-struct dedup_job {
-    uv_work_t w;
-    struct shoal_swarm *s;
-    int rv;
-    uint32_t copied;
-};
-
-static void dedup_work(uv_work_t *w)
+static void dedup_done(struct shoal_swarm *s, int status, int rv, uint32_t copied)
 {
-    struct dedup_job *j = w->data;
-    j->rv = shoal_store_fill_from_local(j->s->store, &j->copied);
-}
-
-static void dedup_done(uv_work_t *w, int status)
-{
-    struct dedup_job *j = w->data;
-    struct shoal_swarm *s = j->s;
     uint64_t now = now_ms(s);
     uint64_t bytes = 0;
 
-    s->pending--;
     s->dedup_running = false;
-    if (status == 0 && j->rv != 0)
+    if (status == 0 && rv != 0)
         LOG_W("release %s: copying shared chunks from the cache failed: %s", s->idhex,
-              shoal_strerror(j->rv));
-    if (status == 0 && j->copied > 0 && s->sched) {
+              shoal_strerror(rv));
+    if (status == 0 && copied > 0 && s->sched) {
         for (uint32_t i = 0; i < s->nchunks; i++) {
             if (!shoal_store_has(s->store, i) || shoal_sched_have(s->sched, i))
                 continue;
@@ -1653,29 +1653,18 @@ static void dedup_done(uv_work_t *w, int status)
         }
         s->resumed_bytes += bytes;
         LOG_I("release %s: %u chunks (%llu bytes) copied from other releases in the cache",
-              s->idhex, j->copied, (unsigned long long)bytes);
+              s->idhex, copied, (unsigned long long)bytes);
         check_complete(s);
     }
-    free(j);
     pump(s);
 }
 
 static void start_dedup(struct shoal_swarm *s)
 {
-    struct dedup_job *j;
     if (s->complete || (s->cfg->store_flags & SHOAL_STORE_MEMORY))
         return;
-    j = calloc(1, sizeof *j);
-    if (!j)
-        return;
-    j->s = s;
-    j->w.data = j;
-    if (uv_queue_work(s->cfg->loop, &j->w, dedup_work, dedup_done) != 0) {
-        free(j);
-        return;
-    }
-    s->pending++;
-    s->dedup_running = true;
+    if (store_job_start(s, shoal_store_fill_from_local, dedup_done))
+        s->dedup_running = true;
 }
 /* --- end dedup --- */
 

@@ -49,6 +49,12 @@ class Hub:
         return sum(n for k, n in self.stats()["bytes"].items() if k.startswith("model/acme/model/")
                    or k.startswith("models/acme/model/"))
 
+    def add_faults(self, rules):
+        """Appends fault rules (see hubstub.py) to the stand-in's."""
+        req = urllib.request.Request(self.url + "/_stub/faults", method="POST",
+                                     data=json.dumps(rules).encode())
+        urllib.request.urlopen(req, timeout=10).read()
+
     def reset(self):
         req = urllib.request.Request(self.url + "/_stub/reset", data=b"", method="POST")
         urllib.request.urlopen(req, timeout=10).read()

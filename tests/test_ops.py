@@ -132,7 +132,6 @@ CASE is one of:
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
-import json
 import os
 import random
 import re
@@ -141,7 +140,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import hubfix
 import shoalproc
@@ -580,10 +578,7 @@ def slow_origin(hub):
     """About 1.5 MB/s per range request from the Hub stand-in: long enough
     to act mid-download while a node holds leases, short enough to finish
     well within the tests' bounds."""
-    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
-                                 data=json.dumps([{"kind": "slow", "bps": 1500000,
-                                                   "match": "/cdn/"}]).encode())
-    urllib.request.urlopen(req, timeout=10).read()
+    hub.add_faults([{"kind": "slow", "bps": 1500000, "match": "/cdn/"}])
 
 
 def lease_tracker(k):
@@ -1027,10 +1022,7 @@ def case_keep_seed(tmp):
 
 
 def slow_hub(hub, bps):
-    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
-                                 data=json.dumps([{"kind": "slow", "bps": bps,
-                                                   "match": "/cdn/"}]).encode())
-    urllib.request.urlopen(req, timeout=10).read()
+    hub.add_faults([{"kind": "slow", "bps": bps, "match": "/cdn/"}])
 
 
 def wait_pct(n, commit, lo, hi, timeout=60):
@@ -1297,10 +1289,7 @@ def case_drop_stalled(tmp):
     trk, taddr = start_tracker(k)
     publish(k, hub, tmp, "main", taddr)
     rel = "acme/model@" + hub.commit
-    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
-                                 data=json.dumps([{"kind": "stall", "seconds": 60,
-                                                   "match": "/cdn/", "times": -1}]).encode())
-    urllib.request.urlopen(req, timeout=10).read()
+    hub.add_faults([{"kind": "stall", "seconds": 60, "match": "/cdn/", "times": -1}])
     fails = 0
     n = node("d", k, tmp, hub, ["--tracker", taddr])
     follower = subprocess.Popen([SHOAL, "pull", rel, "--socket", n.sock, "--timeout", "60"],
@@ -1398,10 +1387,8 @@ def case_origin_bad(tmp):
     hub = Hub(tmp, "4M", shards="2")
     mf, _ = publish(k, hub, tmp, "main")
     shard = "model-00001-of-00002.safetensors"
-    req = urllib.request.Request(hub.url + "/_stub/faults", method="POST",
-                                 data=json.dumps([{"kind": "flip", "file": shard,
-                                                   "offset": 1000, "times": -1}]).encode())
-    urllib.request.urlopen(req, timeout=10).read()
+    flip = [{"kind": "flip", "file": shard, "offset": 1000, "times": -1}]
+    hub.add_faults(flip)
     fails = 0
     n = node("b", k, tmp, hub, ["--manifest", mf])
     if not n.wait_for(r"chunk \d+ from the origin not stored: .*do not match", 20):
@@ -1409,7 +1396,7 @@ def case_origin_bad(tmp):
         n.dump(tail=30)
         return 1
     hub.reset()  # also clears the fault: re-add it, then count for 6 s
-    urllib.request.urlopen(req, timeout=10).read()
+    hub.add_faults(flip)
     time.sleep(6)
     asked = sum(1 for e in hub.stats().get("log", []) if shard in e.get("path", "")
                 and "/cdn/" in e.get("path", ""))

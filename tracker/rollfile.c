@@ -11,74 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "atomicfile.h"
 #include "error.h"
-
-/* Reads the whole of |path|, at most |max| bytes, NUL-terminated. */
-static int read_all(const char *path, size_t max, char **out, size_t *len)
-{
-    struct stat st;
-    char *buf = NULL;
-    size_t n = 0;
-    int rv = 0;
-    /* O_NONBLOCK: a FIFO put at the path must not hang the start. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) != 0) {
-        rv = -errno;
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rv = -EINVAL;
-        goto out;
-    }
-    if ((uint64_t)st.st_size > max) {
-        rv = SHOAL_ETOOBIG;
-        goto out;
-    }
-    buf = malloc(max + 1);
-    if (!buf) {
-        rv = -ENOMEM;
-        goto out;
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf + n, max + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rv = -errno;
-            goto out;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n > max) { /* grew while being read */
-            rv = SHOAL_ETOOBIG;
-            goto out;
-        }
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    buf = NULL;
-out:
-    free(buf);
-    close(fd);
-    return rv;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "hash.h"
+#include "smallfile.h"
 
 /* Decodes the percent-encoded token |s| into |out| (|cap| bytes with the
  * NUL). False on a bad escape, an encoded NUL or a name too long. */
@@ -89,10 +24,10 @@ static bool decode(const char *s, char *out, size_t cap)
     for (; *s; s++) {
         int c = (unsigned char)*s;
         if (c == '%') {
-            int hi = hexval(s[1]), lo = hi < 0 ? -1 : hexval(s[2]);
-            if (lo < 0 || (hi == 0 && lo == 0))
+            uint8_t v;
+            if (strnlen(s + 1, 2) < 2 || shoal_unhex(&v, 1, s + 1, 2) != 0 || v == 0)
                 return false;
-            c = hi * 16 + lo;
+            c = v;
             s += 2;
         }
         if (n + 1 >= cap)
@@ -148,7 +83,7 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
     int rv;
 
     memset(res, 0, sizeof *res);
-    rv = read_all(path, SHOAL_ROLLFILE_MAX, &text, &len);
+    rv = shoal_read_file(path, SHOAL_ROLLFILE_MAX, (uint8_t **)&text, &len);
     if (rv == -ENOENT)
         return 0;
     if (rv)

@@ -37,7 +37,7 @@ struct shoal_rollfile_result {
 int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
                         struct shoal_rollfile_result *res);
 
-/* Replaces |path| whole with the registry's rollouts (see atomicfile.h).
+/* Replaces |path| whole with the registry's rollouts (see smallfile.h).
  * Returns 0 or a negated errno. */
 int shoal_rollfile_save(const char *path, const struct shoal_reg *reg);
 

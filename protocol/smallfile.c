@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Whole-file replacement; see atomicfile.h. */
-#include "atomicfile.h"
+/* Small whole files, read and replaced; see smallfile.h. */
+#include "smallfile.h"
+#include "error.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -90,5 +91,52 @@ out:
         close(fd);
     if (made)
         unlink(tmp);
+    return rv;
+}
+
+int shoal_read_file(const char *path, uint64_t max, uint8_t **data, size_t *len)
+{
+    int rv = 0;
+    uint8_t *buf = NULL;
+    /* O_NONBLOCK: a FIFO put at the path must not hang the caller. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rv = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rv = -EINVAL;
+        goto out;
+    }
+    if ((uint64_t)st.st_size > max) {
+        rv = SHOAL_ETOOBIG;
+        goto out;
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    buf = malloc(n + 1);
+    if (!buf) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rv = r < 0 ? -errno : -EIO;
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
     return rv;
 }
