@@ -51,9 +51,11 @@ struct shoal_peer {
     bool flush_close;  /* closing once txq and sfq are out (shut_if_flushed) */
     bool local;        /* --- dperf --- the remote end is on this host */
     int open_handles;
-    size_t queued;
+    size_t queued;     /* wire bytes queued (see q_add) */
+    size_t qitems;     /* ... in this many items */
     size_t max_queue;
     bool drain_wanted;
+    bool q_paused;     /* not reading while our replies to it pile up */
     uint64_t tx_mark;  /* --- s2rob --- on_drain once tx reaches it (0: none) */
     uint64_t id;
     uint64_t rx, tx;
@@ -413,11 +415,66 @@ static bool shut_if_flushed(struct shoal_peer *p)
     return true;
 }
 
+/* Memory a queued item holds beyond its wire bytes (its request struct,
+ * buffer slack): counted so that a flood of tiny frames a peer provokes
+ * (PONGs, REJECTs: ~31 wire bytes, ~570 in memory) meets max_queue near its
+ * real size rather than at twenty times it. */
+#define ITEM_COST 512
+
+static size_t queue_load(const struct shoal_peer *p)
+{
+    return p->queued + p->qitems * ITEM_COST;
+}
+
+static void q_pause_check(struct shoal_peer *p);
+
+static void q_add(struct shoal_peer *p, size_t bytes)
+{
+    p->queued += bytes;
+    p->qitems++;
+    if (queue_load(p) > p->max_queue / 2)
+        p->drain_wanted = true;
+    q_pause_check(p);
+}
+
+static void q_sub(struct shoal_peer *p, size_t bytes)
+{
+    p->queued -= bytes;
+    p->qitems--;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Reading stops while a peer's replies are past max_queue: what it sends
+ * makes us queue more (PONG for PING, REJECT for a bad REQUEST, manifests),
+ * so a peer that never reads would otherwise grow our memory without
+ * bound. Chunk uploads are held far below max_queue by the swarm, so a
+ * peer that reads is never paused. */
+static void q_pause_check(struct shoal_peer *p)
+{
+    if (!p->q_paused && !p->closing && queue_load(p) > p->max_queue) {
+        p->q_paused = true;
+        uv_read_stop((uv_stream_t *)&p->tcp);
+    }
+}
+
+static void q_resume_check(struct shoal_peer *p)
+{
+    if (p->q_paused && !p->closing && queue_load(p) <= p->max_queue / 2) {
+        p->q_paused = false;
+        if (!p->read_paused && !p->rxq_paused &&
+            uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
+            shoal_peer_close(p, "cannot resume reading", false);
+    }
+}
+
 static void maybe_drain(struct shoal_peer *p)
 {
     bool call = false;
 
-    if (p->drain_wanted && p->queued <= p->max_queue / 2 && !p->closing) {
+    q_resume_check(p);
+    if (p->drain_wanted && queue_load(p) <= p->max_queue / 2 && !p->closing) {
         p->drain_wanted = false;
         call = true;
     }
@@ -449,7 +506,7 @@ static void write_done(uv_write_t *req, int status)
     struct wreq *w = (struct wreq *)req;
     struct shoal_peer *p = w->p;
 
-    p->queued -= w->bytes;
+    q_sub(p, w->bytes);
     p->tx += w->bytes;
     free(w->a);
     free(w->payload);
@@ -495,9 +552,7 @@ static int uv_queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t
         free(w);
         return rv;
     }
-    p->queued += w->bytes;
-    if (p->queued > p->max_queue / 2)
-        p->drain_wanted = true;
+    q_add(p, w->bytes);
     return 0;
 }
 
@@ -509,9 +564,7 @@ static void sfq_add(struct shoal_peer *p, struct sfi *f)
     else
         p->sfq = f;
     p->sfq_tail = f;
-    p->queued += f->bytes;
-    if (p->queued > p->max_queue / 2)
-        p->drain_wanted = true;
+    q_add(p, f->bytes);
 }
 
 /* Writes what it can of file item |f| to socket |sock|: the header, then
@@ -620,7 +673,7 @@ static void sfq_pump(struct shoal_peer *p)
         p->sfq = f->next;
         if (!p->sfq)
             p->sfq_tail = NULL;
-        p->queued -= f->bytes;
+        q_sub(p, f->bytes);
         if (f->fd < 0 && rv == 0) {
             rv = uv_queue_bufs(p, f->base, f->a, f->alen, f->payload, f->plen);
             f->base = f->payload = NULL; /* taken, also on error */
@@ -691,7 +744,7 @@ static void txq_flush(struct shoal_peer *p)
         p->txq = t->next;
         if (!p->txq)
             p->txq_tail = NULL;
-        p->queued -= t->body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN;
+        q_sub(p, t->body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN);
         if (rv == 0 && (!p->closing || p->flush_close) &&
             !uv_is_closing((uv_handle_t *)&p->tcp))
             rv = queue_bufs(p, t->base, t->frame, t->flen, NULL, 0);
@@ -765,9 +818,7 @@ static int txq_push(struct shoal_peer *p, uint8_t *base, uint8_t *frame, size_t 
     else
         p->txq = t;
     p->txq_tail = t;
-    p->queued += body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN;
-    if (p->queued > p->max_queue / 2)
-        p->drain_wanted = true;
+    q_add(p, body_len + SHOAL_FRAME_HDR_LEN + SHOAL_SESSION_TAG_LEN);
     if (body_len >= SEAL_ASYNC_MIN &&
         uv_queue_work(p->ctx->loop, &t->w, seal_work, seal_done) == 0) {
         p->works++;
@@ -829,7 +880,7 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
 {
     if (p->closing || p->st != ST_READY)
         return -EPIPE;
-    if (p->queued > p->max_queue)
+    if (queue_load(p) > p->max_queue)
         return SHOAL_EBUSY;
     return send_raw(p, m, peer_max_body(p));
 }
@@ -906,7 +957,7 @@ static void on_pace(uv_timer_t *t)
         p->held = h->next;
         if (!p->held)
             p->held_tail = NULL;
-        p->queued -= h->hlen + h->plen;
+        q_sub(p, h->hlen + h->plen);
         shoal_rate_pair_take(&p->up, now, h->hlen + h->plen);
         if (emit_chunk(p, h->hdr, h->hlen, h->payload, h->plen) != 0 && !p->closing)
             shoal_peer_close(p, "cannot queue a chunk", false);
@@ -914,7 +965,7 @@ static void on_pace(uv_timer_t *t)
     }
     if (p->read_paused && !p->closing && shoal_rate_pair_wait(&p->down, now) == 0) {
         p->read_paused = false;
-        if (!p->rxq_paused && /* --- dperf --- */
+        if (!p->rxq_paused && !p->q_paused && /* --- dperf --- */
             uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
             shoal_peer_close(p, "cannot resume reading", false);
     }
@@ -941,7 +992,7 @@ static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *
     else
         p->held = h;
     p->held_tail = h;
-    p->queued += hlen + plen;
+    q_add(p, hlen + plen);
     arm_pace(p);
     return 0;
 }
@@ -958,7 +1009,7 @@ static int chunk_header(struct shoal_peer *p, const struct shoal_msg_chunk *c, s
 
     if (p->closing || p->st != ST_READY)
         return -EPIPE;
-    if (p->queued > p->max_queue)
+    if (queue_load(p) > p->max_queue)
         return SHOAL_EBUSY;
     rv = shoal_msg_encode_chunk_header(c, b);
     if (rv == SHOAL_ELIMIT) /* cannot happen with a valid |c| */
@@ -1328,7 +1379,7 @@ static void rxq_flush(struct shoal_peer *p)
     }
     if (p->rxq_paused && p->rxq_bytes <= RXQ_MAX_BYTES / 2 && !p->closing) {
         p->rxq_paused = false;
-        if (!p->read_paused &&
+        if (!p->read_paused && !p->q_paused &&
             uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
             shoal_peer_close(p, "cannot resume reading", false);
     }

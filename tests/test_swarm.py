@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Integration tests of shoald with real processes on loopback.
 
-Usage: test_swarm.py SHOALD SHOAL CASE
+Usage: test_swarm.py SHOALD SHOAL CASE [HOSTILE_PEER]
 CASE is one of:
   pull_encrypted  two nodes: a seed imports a release from a local folder, a
                   second node fetches the manifest and every chunk from it
@@ -28,6 +28,12 @@ CASE is one of:
                   few seconds in: the seed closes both sessions at expiry,
                   the puller gets no chunk after it and is refused when it
                   redials.
+  ping_flood      a peer with a valid credential sends up to 2,000,000 PINGs
+                  and never reads the PONGs: the seed stops reading from it
+                  once its replies fill the peer's write queue, so its memory
+                  grows by less than 400 MiB (before: 1.25 GB for 3,000,000);
+                  an honest puller then still completes from the seed.
+                  (HOSTILE_PEER, the fifth argument, is tests/hostile_peer.c.)
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -38,6 +44,7 @@ import re
 import select
 import shutil
 import socket
+import subprocess
 import sys
 import time
 
@@ -45,6 +52,7 @@ import shoalproc
 from shoalproc import metric
 
 SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
+HOSTILE = sys.argv[4] if len(sys.argv) > 4 else None
 WAIT_S = 60
 
 procs = shoalproc.procs
@@ -74,8 +82,8 @@ def make_repo(root):
 def setup(tmp):
     keys = os.path.join(tmp, "keys")
     k = shoalproc.make_keys(keys, SHOAL,
-                            ("cluster", "rogue-cluster", "publisher", "a", "b", "m", "c"),
-                            ("a", "b", "m"))
+                            ("cluster", "rogue-cluster", "publisher", "a", "b", "m", "c", "x"),
+                            ("a", "b", "m", "x"))
     shoalproc.make_keys(keys, SHOAL, (), ("c",), cluster="rogue-cluster")
     repo = os.path.join(tmp, "repo")
     files = make_repo(repo)
@@ -704,6 +712,62 @@ def case_hello_replay(tmp):
     return fails
 
 
+def vm_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def case_ping_flood(tmp):
+    """A credentialed peer that floods PINGs and never reads the PONGs is
+    held to the seed's per-peer write queue, and the seed keeps serving."""
+    k, repo, files, mf, mid = setup(tmp)
+    # Under AddressSanitizer freed memory waits in a 256 MiB quarantine and
+    # counts in RSS: keep it small so the figure is the queue's.
+    os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
+                                  ":quarantine_size_mb=16").lstrip(":")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    fails = 0
+    time.sleep(0.5)
+    before = vm_rss_mib(a.p.pid)
+    h = subprocess.Popen([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                          "ping", "2000000", "8"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, HOLD="60"))
+    sent = None
+    r, _, _ = select.select([h.stdout], [], [], 40)
+    if r:
+        m = re.match(r"sent (\d+)", h.stdout.readline())
+        sent = int(m.group(1)) if m else None
+    time.sleep(1)
+    after = vm_rss_mib(a.p.pid)
+    print(f"PINGs sent without reading: {sent}; seed RSS {before:.0f} -> {after:.0f} MiB")
+    if sent is None or sent < 10000:
+        print(f"FAIL the hostile peer did not get through its handshake and flood: "
+              f"{h.stderr.read() if h.poll() is not None else ''}")
+        fails += 1
+    elif after - before > 400:
+        print("FAIL a peer that never reads grew the seed's memory past its write queue")
+        fails += 1
+    c = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                               "--exit-when-complete"]))
+    rc = c.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL an honest puller did not complete from the flooded seed (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    h.kill()
+    h.wait()
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        for n in (a, c):
+            n.dump(tail=30)
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -715,4 +779,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "unauth_flood": case_unauth_flood,
                       "unauth_evict": case_unauth_evict,
                       "cred_expiry": case_cred_expiry,
-                      "hello_replay": case_hello_replay}, "shoal-swarm-")
+                      "hello_replay": case_hello_replay,
+                      "ping_flood": case_ping_flood}, "shoal-swarm-")

@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A shoal peer that misbehaves on purpose, for tests (test_swarm.py): it
+ * completes a real handshake with a node key and cluster credential, then
+ *
+ *   ping N SECONDS          sends up to N PINGs within SECONDS and never
+ *                           reads what the node answers;
+ *   bitflood ID NCHUNKS N   sends N HAVE_BITFIELDs for release ID (64 hex),
+ *                           alternately all chunks and none, reading and
+ *                           dropping what the node sends.
+ *
+ * Prints "sent N" on stdout when done, then holds the connection open for
+ * HOLD seconds (environment, default 0) so the test can look at the node.
+ *
+ * usage: hostile_peer HOST:PORT KEY CRED CLUSTER_PUB MODE ARGS...
+ * Exit status 0, or 1 when the handshake fails, 2 on usage errors.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "cred.h"
+#include "frame.h"
+#include "hash.h"
+#include "keys.h"
+#include "msg.h"
+#include "session.h"
+
+static int sock = -1;
+static struct shoal_session *sess;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Writes all of |p| before |deadline| (0: none). False when the node stopped
+ * reading until the deadline, or the connection failed. */
+static bool write_all(const uint8_t *p, size_t n, double deadline)
+{
+    while (n > 0) {
+        ssize_t k = send(sock, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k > 0) {
+            p += k;
+            n -= (size_t)k;
+            continue;
+        }
+        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return false;
+        double left = deadline > 0 ? deadline - now_s() : 1.0;
+        if (left <= 0)
+            return false;
+        struct pollfd pf = {.fd = sock, .events = POLLOUT};
+        (void)poll(&pf, 1, (int)(left * 1000) + 1);
+    }
+    return true;
+}
+
+static bool read_all(uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = recv(sock, p, n, 0);
+        if (k <= 0)
+            return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* One frame's body (malloc'd), or NULL. */
+static uint8_t *read_frame(size_t *len)
+{
+    uint8_t h[SHOAL_FRAME_HDR_LEN];
+    uint8_t *b;
+
+    if (!read_all(h, sizeof h))
+        return NULL;
+    *len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+    if (*len > SHOAL_FRAME_MAX_AUTH || !(b = malloc(*len ? *len : 1)))
+        return NULL;
+    if (!read_all(b, *len)) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static bool send_msg(const struct shoal_msg *m, double deadline)
+{
+    struct shoal_buf b;
+    size_t flen;
+    bool ok;
+
+    shoal_buf_init(&b, SHOAL_FRAME_MAX_AUTH);
+    ok = shoal_msg_encode(m, &b) == 0 && shoal_buf_reserve(&b, SHOAL_SESSION_TAG_LEN) == 0 &&
+         shoal_session_seal(sess, b.data, b.len - SHOAL_FRAME_HDR_LEN, &flen) == 0 &&
+         write_all(b.data, flen, deadline);
+    shoal_buf_free(&b);
+    return ok;
+}
+
+static int handshake(const char *key, const char *credf, const char *cluster)
+{
+    struct shoal_seckey sk;
+    struct shoal_cred cred;
+    struct shoal_buf cb, b;
+    struct shoal_keyset *ks = NULL;
+    struct shoal_msg m;
+    uint8_t *body = NULL;
+    size_t len;
+    char why[256] = "";
+    int rv = 1;
+
+    shoal_buf_init(&cb, 4096);
+    shoal_buf_init(&b, 65536);
+    if (shoal_crypto_init() != 0 || shoal_seckey_load(key, &sk) != 0 ||
+        shoal_cred_load(credf, &cred) != 0 || shoal_cred_encode(&cred, &cb) != 0 ||
+        shoal_keyset_new(&ks) != 0 || shoal_keyset_load_file(ks, cluster) != 0) {
+        fprintf(stderr, "hostile_peer: cannot load the key, credential or cluster key\n");
+        goto out;
+    }
+    struct shoal_session_local loc = {
+        .node_sk = &sk, .cred = cb.data, .cred_len = cb.len, .zone = "hostile",
+        .listen_addr = "127.0.0.1:1", .encrypt = true, .allow_aesgcm = true,
+        .max_frame = SHOAL_FRAME_MAX_AUTH,
+    };
+    if (shoal_session_new(&sess, true, &loc) != 0 || shoal_session_hello(sess, &b) != 0 ||
+        !write_all(b.data, b.len, 0))
+        goto out;
+    if (!(body = read_frame(&len)) || shoal_msg_decode(&m, body, len) != 0 ||
+        m.type != SHOAL_MSG_HELLO ||
+        shoal_session_on_hello(sess, &m.u.hello, body, len, ks, (uint64_t)time(NULL), why,
+                               sizeof why) != 0) {
+        fprintf(stderr, "hostile_peer: no usable HELLO: %s\n", why);
+        goto out;
+    }
+    free(body);
+    body = NULL;
+    shoal_buf_reset(&b);
+    if (shoal_session_auth(sess, &b) != 0 || !write_all(b.data, b.len, 0))
+        goto out;
+    if (!(body = read_frame(&len)) || shoal_msg_decode(&m, body, len) != 0 ||
+        m.type != SHOAL_MSG_HELLO_AUTH || shoal_session_on_auth(sess, &m.u.hello_auth) != 0) {
+        fprintf(stderr, "hostile_peer: the node did not authenticate\n");
+        goto out;
+    }
+    rv = 0;
+out:
+    free(body);
+    shoal_buf_free(&b);
+    shoal_buf_free(&cb);
+    shoal_keyset_free(ks);
+    return rv;
+}
+
+static int connect_to(const char *hostport)
+{
+    char host[64];
+    const char *colon = strrchr(hostport, ':');
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+
+    if (!colon || (size_t)(colon - hostport) >= sizeof host)
+        return -1;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    sock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* A small receive buffer: the node's answers back up at once. */
+    int rcv = 4096;
+    (void)setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    return sock >= 0 && connect(sock, (struct sockaddr *)&sa, sizeof sa) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct shoal_msg m;
+    long n, sent = 0;
+
+    if (argc < 7) {
+        fprintf(stderr, "usage: hostile_peer HOST:PORT KEY CRED CLUSTER_PUB "
+                        "ping N SECONDS | bitflood ID NCHUNKS N\n");
+        return 2;
+    }
+    if (connect_to(argv[1]) != 0) {
+        perror("hostile_peer: connect");
+        return 1;
+    }
+    if (handshake(argv[2], argv[3], argv[4]) != 0)
+        return 1;
+    memset(&m, 0, sizeof m);
+    if (strcmp(argv[5], "ping") == 0 && argc == 8) {
+        double deadline = now_s() + atof(argv[7]);
+        n = atol(argv[6]);
+        m.type = SHOAL_MSG_PING;
+        for (; sent < n; sent++) {
+            m.u.ping.nonce = (uint64_t)sent;
+            if (!send_msg(&m, deadline))
+                break;
+        }
+    } else if (strcmp(argv[5], "bitflood") == 0 && argc == 9) {
+        uint32_t nch = (uint32_t)atol(argv[7]);
+        size_t nb = (nch + 7) / 8;
+        uint8_t *ones = malloc(nb ? nb : 1), *zeros = calloc(1, nb ? nb : 1);
+        char junk[65536];
+
+        n = atol(argv[8]);
+        if (!ones || !zeros || shoal_unhex(m.u.have_bitfield.manifest_id, 32, argv[6], 64) != 0)
+            return 2;
+        memset(ones, 0xff, nb);
+        if (nch % 8)
+            ones[nb - 1] = (uint8_t)(0xff << (8 - nch % 8));
+        m.type = SHOAL_MSG_HAVE_BITFIELD;
+        m.u.have_bitfield.nchunks = nch;
+        m.u.have_bitfield.bits.len = (uint32_t)nb;
+        for (; sent < n; sent++) {
+            m.u.have_bitfield.bits.p = (sent & 1) ? zeros : ones;
+            if (!send_msg(&m, now_s() + 10))
+                break;
+            while (recv(sock, junk, sizeof junk, MSG_DONTWAIT) > 0) {
+            }
+        }
+        free(ones);
+        free(zeros);
+    } else {
+        fprintf(stderr, "hostile_peer: unknown mode or arguments\n");
+        return 2;
+    }
+    printf("sent %ld\n", sent);
+    fflush(stdout);
+    const char *hold = getenv("HOLD");
+    if (hold)
+        sleep((unsigned)atoi(hold));
+    close(sock);
+    shoal_session_free(sess);
+    return 0;
+}
