@@ -87,9 +87,15 @@ struct pull {
 
 /* --- tracker --- */
 #define MAX_DIALS 256
+/* Dials to tracker-listed nodes still in their handshake: a tracker (or
+ * someone posing as one: nothing proves a tracker's identity to a node)
+ * listing many keys at addresses that accept and never answer would
+ * otherwise hold every peer slot. */
+#define MAX_DIALING 16
 /* A node we dialled because a tracker listed it. */
 struct dial {
     uint8_t pk[32];
+    char addr[SHOAL_MSG_ADDR_MAX + 1];
     struct shoal_peer *p;      /* while that connection lives */
     uint64_t last_ms;
 };
@@ -934,6 +940,13 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
 
     if (memcmp(pk, d->pk.pk, 32) == 0)
         return "connected to ourselves";
+    /* --- tracker --- A node dialled at a tracker's word must be the one it
+     * named: else a tracker could point us at any service under any key. */
+    for (uint32_t i = 0; i < d->ndials; i++) {
+        if (d->dials[i].p == p && memcmp(d->dials[i].pk, pk, 32) != 0)
+            return "not the node the tracker listed at this address";
+    }
+    /* --- end tracker --- */
     for (size_t i = 0; i < d->cfg->peers.n; i++) {
         if (d->static_conn[i] == p) {
             memcpy(d->static_pk[i], pk, 32);
@@ -1225,14 +1238,30 @@ static void dial_node(struct shoal_daemon *d, const uint8_t pk[32], const char *
     struct shoal_peer *p = NULL;
     struct dial *dl = NULL;
 
+    uint32_t dialing = 0;
+
     if (d->stopping || memcmp(pk, d->pk.pk, 32) == 0 || is_banned(d, pk) ||
         counted_peers(d) >= peer_limit(d))
+        return;
+    /* Our own address, under another key: only a lying tracker lists it. */
+    if (strcmp(addr, d->hello_addr) == 0 || strcmp(addr, d->listen_addr) == 0 ||
+        strcmp(addr, d->pctx.local.listen_addr) == 0)
         return;
     for (uint32_t i = 0; i < d->npeers; i++) {
         const uint8_t *qpk = known_pk(d->peers[i]);
         if (qpk && memcmp(qpk, pk, 32) == 0)
             return;
     }
+    /* One dial per address at a time, and each address at most every
+     * DIAL_RETRY_MS whatever key it is listed under. */
+    for (uint32_t i = 0; i < d->ndials; i++) {
+        const struct dial *o = &d->dials[i];
+        if (strcmp(o->addr, addr) == 0 && (o->p || now - o->last_ms < DIAL_RETRY_MS))
+            return;
+        dialing += o->p && !shoal_peer_ready(o->p);
+    }
+    if (dialing >= MAX_DIALING)
+        return;
     for (uint32_t i = 0; i < d->ndials && !dl; i++) {
         if (memcmp(d->dials[i].pk, pk, 32) == 0)
             dl = &d->dials[i];
@@ -1253,6 +1282,7 @@ static void dial_node(struct shoal_daemon *d, const uint8_t pk[32], const char *
         }
         memcpy(dl->pk, pk, 32);
     }
+    snprintf(dl->addr, sizeof dl->addr, "%s", addr);
     dl->last_ms = now;
     if (shoal_peer_connect(&p, &d->pctx, &d->pcb, d, addr) != 0)
         return;

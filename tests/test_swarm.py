@@ -34,6 +34,15 @@ CASE is one of:
                   grows by less than 400 MiB (before: 1.25 GB for 3,000,000);
                   an honest puller then still completes from the seed.
                   (HOSTILE_PEER, the fifth argument, is tests/hostile_peer.c.)
+  tracker_lies    a puller's only tracker lies (tests/fake_tracker.c, the
+                  sixth argument): it lists 256 made-up node keys per
+                  answer, alternately at a socket that accepts and never
+                  answers and at the puller's own address. The puller dials
+                  the silent socket at most once per 5 s and never itself
+                  (before: 7 dials in 3 s, and dials to itself), and a seed
+                  that dials it gets a peer slot: the release completes.
+                  With --max-peers 64 the old dials held every slot and the
+                  seed was refused ("connection limit reached").
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -53,6 +62,7 @@ from shoalproc import metric
 
 SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
 HOSTILE = sys.argv[4] if len(sys.argv) > 4 else None
+FAKE_TRACKER = sys.argv[5] if len(sys.argv) > 5 else None
 WAIT_S = 60
 
 procs = shoalproc.procs
@@ -768,6 +778,64 @@ def case_ping_flood(tmp):
     return fails
 
 
+def case_tracker_lies(tmp):
+    """A lying tracker's peer lists neither fill the peer slots nor make the
+    node dial itself."""
+    k, repo, files, mf, mid = setup(tmp)
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(512)
+    sink_addr = "127.0.0.1:%d" % sink.getsockname()[1]
+    own = "127.0.0.1:%d" % free_port()
+    trk = shoalproc.Proc([FAKE_TRACKER, f"{sink_addr},{own}"], name="fake-tracker")
+    m = trk.wait_for(r"listening on (\S+)", 10, stdout=True)
+    if not m:
+        trk.dump()
+        return 1
+    fails = 0
+    # The release is open from the start (its manifest given), so the puller
+    # asks the tracker for peers before any real one is there.
+    b = Node("puller", node_args(k, "b", tmp, ["--listen", own, "--tracker", m.group(1),
+                                               "--manifest", mf, "--max-peers", "8"]))
+    if not trk.wait_for(r"PEERS \d+", 20, stdout=True):
+        print("FAIL the puller never asked the lying tracker for peers")
+        fails += 1
+    time.sleep(2)  # the lists have been tried for a while before the seed comes
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    t0 = time.monotonic()
+    done = b.wait_for(r"release \S+ \(org/model@\S+\) complete: ", WAIT_S)
+    took = time.monotonic() - t0
+    accepted = []
+    sink.setblocking(False)
+    while True:
+        try:
+            accepted.append(sink.accept()[0])
+        except BlockingIOError:
+            break
+    window = took + 3
+    print(f"complete: {bool(done)}, {took:.1f} s after the seed started; the silent socket "
+          f"was dialled {len(accepted)} times in about {window:.0f} s")
+    if not done:
+        print("FAIL the puller did not complete: a lying tracker's lists kept the seed out")
+        fails += 1
+    if len(accepted) > window / 5 + 2:
+        print("FAIL the silent address was dialled more than once per 5 s")
+        fails += 1
+    if re.search(r"connected to ourselves", b.log()):
+        print("FAIL the puller dialled its own address")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    for s in accepted:
+        s.close()
+    sink.close()
+    fails += shoalproc.stop_all([a, b])
+    if fails:
+        for n in (a, b):
+            n.dump(tail=30)
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -780,4 +848,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "unauth_evict": case_unauth_evict,
                       "cred_expiry": case_cred_expiry,
                       "hello_replay": case_hello_replay,
-                      "ping_flood": case_ping_flood}, "shoal-swarm-")
+                      "ping_flood": case_ping_flood,
+                      "tracker_lies": case_tracker_lies}, "shoal-swarm-")
