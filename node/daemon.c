@@ -260,8 +260,15 @@ static void add_ban(struct shoal_daemon *d, const uint8_t pk[32])
             break;
         }
     }
-    if (slot == MAX_BANS)
-        slot = 0; /* full: the oldest entries go first */
+    if (slot == MAX_BANS) {
+        /* Full of live bans: the one ending first goes (slot 0 every time
+         * would let each new ban undo the last). */
+        slot = 0;
+        for (uint32_t i = 1; i < d->nbans; i++) {
+            if (d->bans[i].until_ms < d->bans[slot].until_ms)
+                slot = i;
+        }
+    }
     memcpy(d->bans[slot].pk, pk, 32);
     d->bans[slot].until_ms = until;
     if (slot == d->nbans)
