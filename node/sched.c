@@ -996,6 +996,30 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
     return 0;
 }
 
+int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
+                                  size_t nbytes)
+{
+    int i = find_peer(s, peer);
+    if (i < 0)
+        return SHOAL_ENOTFOUND;
+    if (nbytes != s->nbytes_bits || bits == NULL)
+        return SHOAL_EBADMSG;
+    struct peer *p = &s->peers[i];
+    int added = 0;
+    for (size_t k = 0; k < nbytes; k++) {
+        for (unsigned add = (unsigned)(bits[k] & ~p->bits[k]); add != 0; add &= add - 1) {
+            uint32_t c = (uint32_t)k * 8 + (uint32_t)__builtin_ctz(add);
+            if (c >= s->nchunks)
+                break;
+            peer_have_one(s, p, c);
+            added++;
+        }
+    }
+    if (added)
+        peer_mark(s, (uint32_t)i);
+    return added;
+}
+
 int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
 {
     int i = find_peer(s, peer);

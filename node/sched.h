@@ -251,6 +251,14 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer);
  * Returns 0, SHOAL_ENOTFOUND or SHOAL_EBADMSG (nbytes != ceil(nchunks/8)). */
 int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
                               size_t nbytes);
+/* Adds the chunks set in |bits| to |peer|'s holdings and removes none: what
+ * a peer's later bitfields may say (a peer does not lose chunks within a
+ * session), at a cost of the bits it adds, so alternating full and empty
+ * bitfields cannot make the scheduler redo a release's availability on
+ * every message. Returns how many chunks it added, SHOAL_ENOTFOUND or
+ * SHOAL_EBADMSG. */
+int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
+                                  size_t nbytes);
 
 /* |peer| announces that it now holds |chunk|. Repeats are harmless.
  * Returns 0, SHOAL_ENOTFOUND or SHOAL_EBADMSG (chunk out of range). */

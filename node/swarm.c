@@ -1769,13 +1769,17 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
         return;
     for (uint32_t i = 0; i < bf->bits.len; i++)
         bits[i] = bitrev(bf->bits.p[i]);
-    shoal_sched_peer_bitfield(s->sched, sp->id, bits, bf->bits.len);
+    /* Later bitfields only add: a peer alternating full and empty ones made
+     * the scheduler redo the release's availability on every message. */
+    int added = first ? shoal_sched_peer_bitfield(s->sched, sp->id, bits, bf->bits.len)
+                      : shoal_sched_peer_bitfield_add(s->sched, sp->id, bits, bf->bits.len);
     free(bits);
     /* The first bitfield from a peer is answered with ours, once, so a
      * release opened after the connection still gets both sides talking. */
     if (first)
         send_bitfield(s, sp);
-    pump(s);
+    if (first || added > 0)
+        pump(s);
 }
 
 bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struct shoal_msg *m)

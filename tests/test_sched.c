@@ -126,6 +126,34 @@ static void test_rarest_first(void)
     shoal_sched_free(s);
 }
 
+/* Later bitfields only add: an empty one removes nothing (a peer that
+ * alternates full and empty ones cannot make the scheduler redo the
+ * release), and one with new bits adds just those. */
+static void test_bitfield_add(void)
+{
+    struct shoal_sched *s = mk(64, 0, NULL, NULL);
+    uint8_t none[8] = {0}, some[8] = {0}, all[8];
+
+    all_bits(all, 64);
+    some[0] = 0x0f;
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, some, 8), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 4);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 1, none, 8), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 4);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 1, some, 8), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 1, all, 8), 60);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 64);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 1, none, 8), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 64);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 1, all, 7), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 9, all, 8), SHOAL_ENOTFOUND);
+    /* The whole release is requestable from it now. */
+    struct shoal_sched_action a[4];
+    CHECK(shoal_sched_next(s, 0, a, 4) > 0);
+    shoal_sched_free(s);
+}
+
 /* The loader waits for file 2, then file 0: their chunks come first. */
 static void test_loader_priority(void)
 {
@@ -1093,6 +1121,7 @@ int main(void)
 {
     RUN(test_determinism);
     RUN(test_rarest_first);
+    RUN(test_bitfield_add);
     RUN(test_loader_priority);
     RUN(test_loader_order);
     RUN(test_file_endgame);
