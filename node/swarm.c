@@ -63,6 +63,9 @@ struct verify_job {
      * before the verdict is still banned by key. */
     uint8_t peer_pk[32];
     bool have_pk;
+    /* Received over a plain (--no-encrypt) session: nothing proves the
+     * bytes are the sender's, so a bad chunk closes it but bans nobody. */
+    bool plain;
     uint32_t chunk;
     uint8_t *data;
     uint8_t *base;          /* --- dperf --- allocation holding |data| (freed) */
@@ -639,7 +642,18 @@ static void verify_done(uv_work_t *w, int status)
         int rv = status ? status : j->rv;
         if (sp && sp->joined)
             shoal_sched_req_failed(s->sched, now, j->peer_id, j->chunk, false);
-        if (rv == SHOAL_EBADHASH) {
+        if (rv == SHOAL_EBADHASH && j->plain) {
+            /* Anyone on the path can change plain frames: banning the key
+             * would let them shut an honest node out. */
+            s->bad_chunks++;
+            LOG_W("release %s: chunk %u from %s fails its hash; the session is plain "
+                  "(--no-encrypt), so the bytes may have been changed on the way: "
+                  "connection closed, node not banned", s->idhex, j->chunk,
+                  sp ? shoal_peer_name(sp->p) : "a peer already gone");
+            if (sp)
+                shoal_peer_close(sp->p, "sent a chunk that fails its hash (plain session)",
+                                 false);
+        } else if (rv == SHOAL_EBADHASH) {
             char why[160];
             snprintf(why, sizeof why, "sent chunk %u of release %s that fails its hash",
                      j->chunk, s->idhex);
@@ -717,6 +731,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     j->w.data = j;
     j->s = s;
     j->peer_id = sp->id;
+    j->plain = strcmp(shoal_session_cipher(shoal_peer_session(sp->p)), "none") == 0;
     pk = speer_pk(sp);
     if (pk) {
         memcpy(j->peer_pk, pk, 32);

@@ -14,6 +14,11 @@ CASE is one of:
   bad_peer        a second seed serves corrupted chunks: the puller bans it,
                   still completes from the honest seed, verified, and
                   refuses the banned node when it comes back.
+  bad_peer_plain  the same over plain sessions (--no-encrypt everywhere):
+                  nothing proves plain bytes are the sender's (anyone on the
+                  path could flip them and get an honest node banned), so
+                  the puller closes the connection, says why, bans nobody,
+                  and still completes verified.
   upload_slots    a seed with one upload slot and three pullers peering with
                   each other: the seed tells some requests busy, the pullers
                   feed each other, all complete verified; then a fourth
@@ -323,6 +328,35 @@ def case_bad_peer(tmp, hangup=False):
         a.dump()
         m.dump()
         b.dump()
+    return fails
+
+
+def case_bad_peer_plain(tmp):
+    """Bad chunks over a plain session close it without a ban."""
+    k, repo, files, mf, mid = setup(tmp)
+    plain = ["--no-encrypt"]
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, *plain]))
+    m = Node("malicious", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                                  "--test-corrupt-uploads", *plain]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", m.addr, "--peer", a.addr,
+                                               "--pull", mid, *plain]))
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", WAIT_S):
+        print("FAIL puller did not complete")
+        fails += 1
+    said = re.search(r"fails its hash; the session is plain .* node not banned", b.log())
+    print(said.group(0) if said else "no plain-session verdict in the log")
+    if not said:
+        print("FAIL the puller did not say why it closed the plain session without a ban")
+        fails += 1
+    if re.search(r"banning node", b.log()):
+        print("FAIL a node was banned on the word of a plain session")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all([b, a, m])
+    if fails:
+        for n in (a, m, b):
+            n.dump(tail=30)
     return fails
 
 
@@ -841,6 +875,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "no_cred": case_no_cred,
                       "bad_peer": case_bad_peer,
                       "bad_peer_hangup": lambda tmp: case_bad_peer(tmp, hangup=True),
+                      "bad_peer_plain": case_bad_peer_plain,
                       "manifest_queue": case_manifest_queue,
                       "dedup": case_dedup,
                       "upload_slots": case_upload_slots,
