@@ -56,6 +56,8 @@ struct shoal_peer {
     size_t max_queue;
     bool drain_wanted;
     bool q_paused;     /* not reading while our replies to it pile up */
+    unsigned sfq_fds;  /* --- s2 --- file descriptors held by queued sendfile
+                          items (at most SFQ_FDS_MAX) */
     uint64_t tx_mark;  /* --- s2rob --- on_drain once tx reaches it (0: none) */
     uint64_t id;
     uint64_t rx, tx;
@@ -291,10 +293,12 @@ int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss)
 }
 
 /* --- s2 --- */
-static void sfi_free(struct sfi *f)
+static void sfi_free(struct shoal_peer *p, struct sfi *f)
 {
-    if (f->fd >= 0)
+    if (f->fd >= 0) {
         close(f->fd);
+        p->sfq_fds--;
+    }
     free(f->base);
     free(f->payload);
     free(f);
@@ -329,7 +333,7 @@ static void peer_free(struct shoal_peer *p)
     }
     while (p->sfq) { /* --- s2 --- */
         struct sfi *next = p->sfq->next;
-        sfi_free(p->sfq);
+        sfi_free(p, p->sfq);
         p->sfq = next;
     }
     if (p->sf_fd >= 0)
@@ -420,6 +424,12 @@ static bool shut_if_flushed(struct shoal_peer *p)
  * (PONGs, REJECTs: ~31 wire bytes, ~570 in memory) meets max_queue near its
  * real size rather than at twenty times it. */
 #define ITEM_COST 512
+
+/* Sendfile items a peer may have queued, each holding a file descriptor:
+ * its 32 MiB of queued chunks could otherwise hold 512 (64 KiB chunks),
+ * and a few slow readers would exhaust the process's descriptors. Past it
+ * chunks go through memory. */
+#define SFQ_FDS_MAX 32u
 
 static size_t queue_load(const struct shoal_peer *p)
 {
@@ -678,7 +688,7 @@ static void sfq_pump(struct shoal_peer *p)
             rv = uv_queue_bufs(p, f->base, f->a, f->alen, f->payload, f->plen);
             f->base = f->payload = NULL; /* taken, also on error */
         }
-        sfi_free(f);
+        sfi_free(p, f);
     }
     if (rv == 0 && !uv_is_closing((uv_handle_t *)&p->tcp))
         rv = sf_poll(p, sock, wait);
@@ -1079,7 +1089,8 @@ fail:
 bool shoal_peer_can_sendfile(const struct shoal_peer *p)
 {
     return p->st == ST_READY && !p->closing && shoal_session_send_overhead(p->sess) == 0 &&
-           p->up.own.rate == 0 && (!p->up.global || p->up.global->rate == 0);
+           p->up.own.rate == 0 && (!p->up.global || p->up.global->rate == 0) &&
+           p->sfq_fds < SFQ_FDS_MAX;
 }
 
 int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chunk *c, int fd,
@@ -1110,6 +1121,7 @@ int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chun
     f->base = f->a = shoal_buf_steal(&b, NULL);
     f->alen = hlen;
     f->fd = fd;
+    p->sfq_fds++;
     f->off = off;
     f->left = plen;
     f->bytes = hlen + plen;
