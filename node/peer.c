@@ -47,6 +47,11 @@ struct shoal_peer {
     struct shoal_frame_dec dec;
     enum peer_state st;
     bool initiator;
+    /* Accepted side: our HELLO (node key, credential, zone, address) waits
+     * until the initiator's HELLO has verified, so a connection that
+     * proves nothing learns nothing of this node. */
+    uint8_t *hello_held;
+    size_t hello_held_len;
     bool closing;
     bool flush_close;  /* closing once txq and sfq are out (shut_if_flushed) */
     bool local;        /* --- dperf --- the remote end is on this host */
@@ -312,6 +317,7 @@ static void peer_free(struct shoal_peer *p)
         p->cb->on_close(p, p->reason, p->user);
     shoal_session_free(p->sess);
     shoal_frame_dec_free(&p->dec);
+    free(p->hello_held);
     while (p->held) { /* --- ctl --- */
         struct held *next = p->held->next;
         free(p->held->hdr);
@@ -1220,6 +1226,14 @@ static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len
         fail_handshake(p, "%s", veto);
         return;
     }
+    if (p->hello_held) {
+        rv = queue_write(p, p->hello_held, p->hello_held_len, NULL, 0);
+        p->hello_held = NULL;
+        if (rv != 0) {
+            fail_handshake(p, "cannot answer HELLO: %s", shoal_strerror(rv));
+            return;
+        }
+    }
     shoal_buf_init(&b, 256);
     rv = shoal_session_auth(p->sess, &b);
     if (rv == 0)
@@ -1607,10 +1621,14 @@ static int start(struct shoal_peer *p)
     note_locality(p); /* --- dperf --- */
     shoal_buf_init(&b, SHOAL_FRAME_MAX_PREAUTH);
     rv = shoal_session_hello(p->sess, &b);
-    if (rv == 0)
+    if (rv == 0 && !p->initiator) {
+        p->hello_held_len = b.len;
+        p->hello_held = shoal_buf_steal(&b, NULL);
+    } else if (rv == 0) {
         rv = queue_buf(p, &b);
-    else
+    } else {
         shoal_buf_free(&b);
+    }
     if (rv == 0)
         rv = uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb);
     if (rv == 0)

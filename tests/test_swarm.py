@@ -25,7 +25,9 @@ CASE is one of:
                   that knows only the seed gets the slot and completes.
   unauth_flood    three times --max-peers idle TCP connections to a seed and
                   to a puller: the puller still dials the seed, another
-                  puller still gets in, both complete verified.
+                  puller still gets in, both complete verified; the idle
+                  connections received nothing (a node sends its HELLO only
+                  after the other side's has verified).
   unauth_evict    a seed with --max-unauth 4 and 10 idle connections closes
                   the oldest to admit each new one (logged, rate-limited); a
                   real node still gets in, completes, and evicts the next.
@@ -150,17 +152,33 @@ def free_port():
         return s.getsockname()[1]
 
 
+def accept_backlog(port):
+    """Connections waiting in the accept queue of the IPv4 socket listening
+    on |port| (/proc/net/tcp: rx_queue of a LISTEN entry), or None."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if int(cols[1].split(":")[1], 16) == port and cols[3] == "0A":
+                return int(cols[4].split(":")[1], 16)
+    return None
+
+
 def idle_connections(addr, n, timeout=20):
     """|n| TCP connections to |addr| (host:port) that never send a byte,
     as an attacker without a credential would hold them, opened one by one,
-    each only once the daemon has taken the one before (it sends its HELLO,
-    or closes it). Returns the sockets, oldest first."""
+    each only once the daemon has accepted the one before (its listening
+    socket's accept queue is empty again: the daemon sends nothing to a
+    connection before its HELLO verifies). Returns the sockets, oldest
+    first."""
     host, port = addr.rsplit(":", 1)
     socks = []
     for _ in range(n):
         s = socket.create_connection((host, int(port)), timeout=timeout)
-        if not select.select([s], [], [], timeout)[0]:
-            sys.exit(f"{addr} did not take an idle connection within {timeout} s")
+        end = time.monotonic() + timeout
+        while accept_backlog(int(port)) != 0:
+            if time.monotonic() > end:
+                sys.exit(f"{addr} did not take an idle connection within {timeout} s")
+            time.sleep(0.01)
         socks.append(s)
     return socks
 
@@ -186,7 +204,7 @@ def frames_within(s, n, timeout):
 
 def closed_within(s, timeout):
     """True once the daemon has closed socket |s| (EOF or reset), reading
-    and dropping what it sent (its HELLO); False if |s| is still open after
+    and dropping anything it sent; False if |s| is still open after
     |timeout| s."""
     end = time.monotonic() + timeout
     while True:
@@ -552,6 +570,12 @@ def case_unauth_flood(tmp):
         fails += check_snapshot(tmp, name, files)
     # They hold no slot, but they are not dropped for others either while
     # their pool has room (--max-unauth, 64 by default).
+    # Nothing is sent to a connection that has not proven anything: the
+    # node's key, credential, zone and address are not given away.
+    told = sum(bool(select.select([s], [], [], 0)[0]) for s in held[flood:])
+    if told:
+        print(f"FAIL {told} idle connections received data before sending a HELLO")
+        fails += 1
     still = sum(not closed_within(s, 0.2) for s in held[flood:])
     print(f"idle connections to the seed still open: {still} of {flood}")
     if still != flood:
