@@ -1673,8 +1673,10 @@ static int setup_trackers(struct shoal_daemon *d)
         if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
             /* --- dux --- the token file, not the endpoint, is what failed */
             LOG_E("hub token file %s: %s", c->hub_token_file,
-                  rv == SHOAL_EPROTO ? "the token holds characters not allowed in an HTTP "
-                                       "header" : shoal_strerror(rv));
+                  rv == SHOAL_EPROTO     ? "the token holds characters not allowed in an HTTP "
+                                           "header"
+                  : rv == SHOAL_EBADPATH ? "not a regular file"
+                                         : shoal_strerror(rv));
             return rv;
         }
         if (rv != 0) {
@@ -1687,6 +1689,9 @@ static int setup_trackers(struct shoal_daemon *d)
         d->scfg.hub = d->hub;
         LOG_I("origin %s (%s token)", shoal_hub_endpoint(d->hub),
               shoal_hub_has_token(d->hub) ? "with a" : "without a");
+        if (shoal_hub_token_exposed(d->hub))
+            LOG_W("hub token file %s can be read by other users: chmod 600 it",
+                  c->hub_token_file);
     }
     if (c->trackers.n == 0)
         return 0;

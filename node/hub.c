@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -148,6 +149,7 @@ struct shoal_hub {
     char *endpoint_shown;       /* for logs: credentials redacted */
     char *ep_scheme, *ep_host, *ep_port;
     char *token;                /* NULL: none */
+    bool token_exposed;         /* its token file is readable by others */
     struct shoal_hub_config cfg;
     struct job *pend_head, *pend_tail;
     struct job *delayed;        /* sorted by due_ms */
@@ -1393,16 +1395,25 @@ void shoal_hub_release_free(struct shoal_hub_release *r)
     free(r);
 }
 
-static int read_token_file(const char *path, char **out)
+static int read_token_file(const char *path, char **out, bool *exposed)
 {
     char buf[HUB_TOKEN_MAX + 2];
+    struct stat st;
     int fd, rv;
     ssize_t n;
     size_t len = 0;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO at the path must not hang the start. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return -errno;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rv = SHOAL_EBADPATH;
+        goto out;
+    }
+    /* huggingface_hub writes its token file with the umask's mode, often
+     * 0644: the caller warns rather than refuses. */
+    *exposed = (st.st_mode & (S_IRWXG | S_IRWXO)) != 0;
     while (len < sizeof(buf) - 1) {
         n = read(fd, buf + len, sizeof(buf) - 1 - len);
         if (n < 0) {
@@ -1527,7 +1538,7 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
             goto fail;
         }
     } else if (cfg && cfg->token_file) {
-        rv = read_token_file(cfg->token_file, &h->token);
+        rv = read_token_file(cfg->token_file, &h->token, &h->token_exposed);
         if (rv)
             goto fail;
     } else if ((env = getenv("HF_TOKEN")) && *env) {
@@ -1644,6 +1655,11 @@ void shoal_url_redact(const char *url, char *out, size_t cap)
 const char *shoal_hub_endpoint(const struct shoal_hub *h)
 {
     return h->endpoint_shown;
+}
+
+bool shoal_hub_token_exposed(const struct shoal_hub *h)
+{
+    return h->token_exposed;
 }
 
 bool shoal_hub_has_token(const struct shoal_hub *h)

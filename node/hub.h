@@ -141,8 +141,9 @@ void shoal_hub_config_default(struct shoal_hub_config *c);
  * Creates a client on |loop| (which must outlive it). |cfg| NULL means all
  * defaults. Initialises libcurl globally on first use.
  * Returns 0, -EINVAL (bad endpoint URL), -ENOMEM, a negated errno reading
- * the token file, or SHOAL_EPROTO (token with characters not allowed in an
- * HTTP header).
+ * the token file, SHOAL_EBADPATH (the token file is not a regular file: a
+ * FIFO is not waited on), or SHOAL_EPROTO (token with characters not
+ * allowed in an HTTP header).
  */
 int shoal_hub_new(struct shoal_hub **out, struct uv_loop_s *loop,
                   const struct shoal_hub_config *cfg);
@@ -163,6 +164,9 @@ const char *shoal_hub_endpoint(const struct shoal_hub *h);
  * (cut to |cap|). For logs and messages. */
 void shoal_url_redact(const char *url, char *out, size_t cap);
 /* True when a token will be sent to the endpoint. */
+/* True when the token came from a file other users may read (group or
+ * other permission bits set): worth a warning, as a node key would be. */
+bool shoal_hub_token_exposed(const struct shoal_hub *h);
 bool shoal_hub_has_token(const struct shoal_hub *h);
 void shoal_hub_get_stats(const struct shoal_hub *h, struct shoal_hub_stats *st);
 /* True while the origin's last request failed (see shoal_hub_health);

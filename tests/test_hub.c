@@ -642,10 +642,21 @@ static void test_env_and_token_file(void)
     fclose(fp);
     shoal_hub_config_default(&c);
     c.token_file = tf;
+    REQUIRE(chmod(tf, 0600) == 0);
     REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK(!shoal_hub_token_exposed(h));
     CHECK_EQ(resolve(h, "org/p", "main", &r), 0);
     shoal_hub_release_free(r.rel);
     hub_close(h);
+    /* Readable by others: used, and said (the daemon warns). */
+    REQUIRE(chmod(tf, 0644) == 0);
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK(shoal_hub_token_exposed(h));
+    hub_close(h);
+    /* A FIFO in its place is refused at once, not waited on. */
+    REQUIRE(unlink(tf) == 0 && mkfifo(tf, 0600) == 0);
+    CHECK_EQ(shoal_hub_new(&h, &loop, &c), SHOAL_EBADPATH);
+    REQUIRE(unlink(tf) == 0);
     unsetenv("HF_ENDPOINT");
 
     /* No token anywhere: the private repo is refused. */
