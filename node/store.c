@@ -31,6 +31,7 @@
 #include "store.h"
 
 #include <dirent.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1356,6 +1357,83 @@ static void drop_created(struct shoal_store *s)
     }
 }
 
+/* ---- leftovers of a crash ---- */
+
+/* A temp name (write_atomic, link_file) is renamed away within a call; one
+ * this old was left by a process that died in between. Age, not the pid in
+ * the name: a live process in another pid namespace may share the cache. */
+#define TMP_STALE_S 600
+
+static void sweep_tmp(int dirfd)
+{
+    int fd = dup(dirfd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+    struct stat st;
+    time_t now = time(NULL);
+
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    while ((e = readdir(dir))) {
+        if (strncmp(e->d_name, ".shoal-tmp-", 11) == 0 &&
+            fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            now - st.st_mtime > TMP_STALE_S)
+            (void)unlinkat(dirfd, e->d_name, 0);
+    }
+    closedir(dir);
+}
+
+/* Opens directory |path| under |dirfd| without creating or following
+ * anything; -1 when any part is missing. */
+static int open_existing(int dirfd, const char *path)
+{
+    char comp[NAME_MAX + 1];
+    int cur = dup(dirfd), next;
+
+    while (cur >= 0 && *path) {
+        size_t len = strcspn(path, "/");
+        if (len == 0 || len > NAME_MAX)
+            break;
+        memcpy(comp, path, len);
+        comp[len] = '\0';
+        next = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(cur);
+        cur = next;
+        path += len + (path[len] == '/');
+    }
+    return cur;
+}
+
+/* Removes stale temp files from where this release writes: its .shoal
+ * state, its snapshot folder and the folders of its files. Hugging Face
+ * tools would otherwise list a dead ".shoal-tmp-..." link as a file of the
+ * snapshot. */
+static void sweep_leftovers(struct shoal_store *s)
+{
+    char dirpath[SHOAL_HF_PATH_MAX];
+    int snap, d;
+
+    sweep_tmp(s->meta_fd);
+    snprintf(dirpath, sizeof dirpath, "snapshots/%s", shoal_manifest_commit(s->m));
+    if ((snap = open_existing(s->repo_fd, dirpath)) < 0)
+        return;
+    sweep_tmp(snap);
+    for (uint32_t f = 0; f < s->nfiles; f++) {
+        const char *path = file(s, f)->path, *slash = strrchr(path, '/');
+        if (!slash || (f > 0 && strncmp(path, file(s, f - 1)->path, (size_t)(slash - path + 1)) == 0))
+            continue; /* top level, or the same folder as the file before */
+        snprintf(dirpath, sizeof dirpath, "%.*s", (int)(slash - path), path);
+        if ((d = open_existing(snap, dirpath)) >= 0) {
+            sweep_tmp(d);
+            close(d);
+        }
+    }
+    close(snap);
+}
+
 int shoal_store_open(struct shoal_store **out, const char *cache_dir,
                      const struct shoal_manifest *m,
                      const struct shoal_store_opts *opts)
@@ -1430,6 +1508,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     } else {
         if ((rv = open_dirs(s, cache_dir)) < 0)
             goto fail;
+        sweep_leftovers(s);
         if (opts->manifest && (rv = keep_manifest(s, opts->manifest, opts->manifest_len)) < 0)
             goto fail;
         sidecar_load(s);

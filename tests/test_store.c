@@ -874,6 +874,49 @@ static void test_blobs_swapped(void)
     rel_free(&r);
 }
 
+/* A crash between a temp link and its rename leaves ".shoal-tmp-..." in
+ * the snapshot (Hugging Face tools would list it as a file) or in .shoal:
+ * the next open removes those older than 10 minutes and leaves fresh ones
+ * (another process may be between the two steps right now). */
+static void test_sweeps_leftovers(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    char snap[1024], stale[1200], fresh[1200], meta[1200], nested[1200];
+    struct timespec old[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    struct rel r;
+
+    rel_std(&r, "org/sweep", C1, -1, 13);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    shoal_store_free(s);
+    repo_path(snap, sizeof snap, cache, &r, "snapshots/" );
+    snprintf(snap + strlen(snap), sizeof snap - strlen(snap), "%s", C1);
+    snprintf(stale, sizeof stale, "%s/.shoal-tmp-4242-1", snap);
+    snprintf(fresh, sizeof fresh, "%s/.shoal-tmp-4242-2", snap);
+    snprintf(nested, sizeof nested, "%s/sub/dir/.shoal-tmp-4242-3", snap);
+    repo_path(meta, sizeof meta, cache, &r, ".shoal/.shoal-tmp-4242-4");
+    REQUIRE(symlink("../../blobs/nothing", stale) == 0);
+    REQUIRE(symlink("../../blobs/nothing", fresh) == 0);
+    REQUIRE(symlink("../../../../blobs/nothing", nested) == 0);
+    FILE *fp = fopen(meta, "w");
+    REQUIRE(fp);
+    fclose(fp);
+    REQUIRE(utimensat(AT_FDCWD, stale, old, AT_SYMLINK_NOFOLLOW) == 0);
+    REQUIRE(utimensat(AT_FDCWD, nested, old, AT_SYMLINK_NOFOLLOW) == 0);
+    REQUIRE(utimensat(AT_FDCWD, meta, old, 0) == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s));
+    struct stat st;
+    CHECK(lstat(stale, &st) < 0);
+    CHECK(lstat(nested, &st) < 0);
+    CHECK(lstat(meta, &st) < 0);
+    CHECK(lstat(fresh, &st) == 0);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 static void test_sha_mismatch(void)
 {
     const char *cache = new_cache();
@@ -1424,6 +1467,7 @@ int main(int argc, char **argv)
         RUN(test_shared_partial);
         RUN(test_verify_no_follow);
         RUN(test_blobs_swapped);
+        RUN(test_sweeps_leftovers);
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_concurrent_puts);
