@@ -88,10 +88,9 @@ struct node {
     uint32_t *peer;        /* peer node indices */
     uint32_t *cin;         /* conn peer -> this node, per peer */
     uint8_t *rslot;        /* our slot in each peer's scheduler */
-    /* Per peer, its scheduler and have-set: the HAVE fan-out reads these
-     * without touching the peer's node record. */
+    /* Per peer, its scheduler: the HAVE fan-out reads it without touching
+     * the peer's node record. */
     struct shoal_sched **psched;
-    const uint8_t **phave;
     uint32_t npeers;
     uint32_t oconn;        /* conn origin -> this node */
     uint32_t role;         /* shoal_sched_role_key() of the role in effect */
@@ -141,6 +140,12 @@ struct sim {
     uint64_t rng;
     struct shoal_sim_result *r;
     uint8_t *bitbuf;
+    /* Who holds each chunk: row c (hrow bytes) has bit x set once node x
+     * holds chunk c. The transpose of the nodes' have-sets, for the HAVE
+     * fan-out: which of a node's peers lack a chunk is one or two lines
+     * of one row (1,000 nodes) instead of one line of each peer's set. */
+    uint8_t *hold;
+    size_t hrow;
     struct shoal_reg_peer *plist;
     double next_progress;
 };
@@ -850,27 +855,31 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
     } else {
         d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
         d->nhave++;
+        uint8_t *row = S->hold + (size_t)c * S->hrow;
+        row[dst >> 3] |= (uint8_t)(1u << (dst & 7));
         count_bytes(S, src, dst, bytes);
         /* The HAVE fan-out is most of the work per transfer: it goes
          * straight to our slot in each peer's scheduler, and a peer is
-         * only woken when the HAVE can turn into a request now. The
-         * peers' have-sets and schedulers are cold in a large fleet: ask
-         * for all their lines first, so the misses overlap. */
+         * only woken when the HAVE can turn into a request now. A peer
+         * that holds the chunk already gains nothing from the HAVE for
+         * its picks (its scheduler never looks at a held chunk's
+         * holders), so it is not delivered, though a daemon sends it; the
+         * one thing it would update, that peer's count of our chunks,
+         * upload_busy takes from the node itself. The chunk's row says
+         * which peers lack it; their schedulers are cold in a large
+         * fleet: ask for all their lines first, so the misses overlap. */
+        uint32_t to[SHOAL_SCHED_PEERS_MAX], nto = 0;
         for (uint32_t i = 0; i < d->npeers; i++) {
-            __builtin_prefetch(&d->phave[i][c >> 3]);
-            __builtin_prefetch(d->psched[i]);
+            uint32_t p = d->peer[i];
+            to[nto] = i;
+            nto += !((row[p >> 3] >> (p & 7)) & 1);
         }
-        for (uint32_t i = 0; i < d->npeers; i++)
-            if (!(d->phave[i][c >> 3] & (1u << (c & 7))))
-                shoal_sched_slot_prefetch(d->psched[i], d->rslot[i], c);
-        for (uint32_t i = 0; i < d->npeers; i++) {
-            /* A peer that holds the chunk already gains nothing from the
-             * HAVE for its picks (its scheduler never looks at a held
-             * chunk's holders), so it is not delivered, though a daemon
-             * sends it; the one thing it would update, that peer's count
-             * of our chunks, upload_busy takes from the node itself. */
-            if (d->phave[i][c >> 3] & (1u << (c & 7)))
-                continue;
+        for (uint32_t k = 0; k < nto; k++)
+            __builtin_prefetch(d->psched[to[k]]);
+        for (uint32_t k = 0; k < nto; k++)
+            shoal_sched_slot_prefetch(d->psched[to[k]], d->rslot[to[k]], c);
+        for (uint32_t k = 0; k < nto; k++) {
+            uint32_t i = to[k];
             if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
                 mark_dirty(S, d->peer[i]);
         }
@@ -925,12 +934,10 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
     A->peer[A->npeers] = b;
     A->rslot[A->npeers] = (uint8_t)shoal_sched_peer_slot(B->s, a);
     A->psched[A->npeers] = B->s;
-    A->phave[A->npeers] = B->have;
     A->cin[A->npeers++] = ba;
     B->peer[B->npeers] = a;
     B->rslot[B->npeers] = (uint8_t)shoal_sched_peer_slot(A->s, b);
     B->psched[B->npeers] = A->s;
-    B->phave[B->npeers] = A->have;
     B->cin[B->npeers++] = ab;
     size_t nb = (S->nchunks + 7) / 8;
     if (B->nhave)
@@ -1122,6 +1129,8 @@ static int join(struct sim *S, uint32_t x)
     if (nd->seed) {
         memset(nd->have, 0xff, (S->nchunks + 7) / 8);
         for (uint32_t c = 0; c < S->nchunks; c++)
+            S->hold[(size_t)c * S->hrow + (x >> 3)] |= (uint8_t)(1u << (x & 7));
+        for (uint32_t c = 0; c < S->nchunks; c++)
             (void)shoal_sched_chunk_obtained(nd->s, ms(S->now), c);
         nd->nhave = S->nchunks;
         nd->done = true;
@@ -1195,7 +1204,6 @@ static int fail_node(struct sim *S, uint32_t x)
             P->cin[k] = P->cin[P->npeers - 1];
             P->rslot[k] = P->rslot[P->npeers - 1];
             P->psched[k] = P->psched[P->npeers - 1];
-            P->phave[k] = P->phave[P->npeers - 1];
             P->npeers--;
             mark_dirty(S, p);
         }
@@ -1393,6 +1401,8 @@ static int setup(struct sim *S)
     S->dirty = malloc(c->nodes * sizeof(uint32_t));
     S->bitbuf = malloc((S->nchunks + 7) / 8);
     S->plist = malloc(SHOAL_REG_PEERS_MAX * sizeof(struct shoal_reg_peer));
+    S->hrow = (c->nodes + 7) / 8;
+    S->hold = calloc(S->nchunks, S->hrow);
     if (c->zone_cap > 0) {
         S->zz = calloc((size_t)c->zones * c->zones, sizeof(struct vec));
         S->zzused = calloc((size_t)c->zones * c->zones, sizeof(double));
@@ -1401,7 +1411,7 @@ static int setup(struct sim *S)
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
-    if (!S->node || !S->dirty || !S->bitbuf || !S->plist || !r)
+    if (!S->node || !S->dirty || !S->bitbuf || !S->plist || !S->hold || !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
     if (r->node == NULL)
@@ -1483,8 +1493,7 @@ static int setup(struct sim *S)
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->rslot = malloc(sc.max_peers);
         nd->psched = malloc(sc.max_peers * sizeof(*nd->psched));
-        nd->phave = malloc(sc.max_peers * sizeof(*nd->phave));
-        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched || !nd->phave)
+        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched)
             return -ENOMEM;
         nd->zone = (uint8_t)(i % c->zones);
         nd->seed = i < c->seeds;
@@ -1560,7 +1569,6 @@ static void teardown(struct sim *S)
             free(S->node[i].cin);
             free(S->node[i].rslot);
             free(S->node[i].psched);
-            free((void *)S->node[i].phave);
             free(S->node[i].up.v);
             free(S->node[i].down.v);
         }
@@ -1576,6 +1584,7 @@ static void teardown(struct sim *S)
     free(S->node);
     free(S->dirty);
     free(S->bitbuf);
+    free(S->hold);
     free(S->plist);
     free(S->heap);
     for (uint32_t i = 0; i < S->ndq; i++)
