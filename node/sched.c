@@ -1578,6 +1578,10 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
 static uint32_t pick_cross(struct shoal_sched *s, const uint8_t *bits)
 {
     uint32_t best = NIL, best_tier = NTIERS;
+    /* Mostly nothing is eligible: spare fallback_room's pass over the
+     * requests (a division each). */
+    if (s->nxok == 0)
+        return NIL;
     bool fallback = fallback_room(s);
     for (uint32_t i = 0; i < s->nxok;) {
         uint32_t c = s->xok[i];
