@@ -81,10 +81,19 @@ struct vec {
     uint32_t n, cap;
 };
 
+/* A node's links (the origin's upload is the last entry): capacity and
+ * what its active flows have been given, bytes/s. Dense, apart from the
+ * node records: filling a link reads the other end of each of its flows,
+ * and in an array of 32-byte entries those reads mostly hit the cache
+ * where a node record each was a miss in a large fleet. */
+struct link {
+    double up, down;
+    double used_up, used_down;
+};
+
 struct node {
     struct shoal_sched *s;
     uint8_t *have;
-    uint32_t nhave;
     uint32_t *peer;        /* peer node indices */
     uint32_t *cin;         /* conn peer -> this node, per peer */
     uint8_t *rslot;        /* our slot in each peer's scheduler */
@@ -95,9 +104,7 @@ struct node {
     uint32_t oconn;        /* conn origin -> this node */
     uint32_t role;         /* shoal_sched_role_key() of the role in effect */
     struct vec up, down;
-    double used_up, used_down; /* bytes/s allocated to active flows */
     uint64_t wake_ms;
-    double up_bps, down_bps;
     uint8_t zone;
     bool alive, joined, done, dirty, seed, gone;
 };
@@ -112,6 +119,8 @@ struct sim {
     uint32_t nfiles;
     uint32_t *file_first;
     struct node *node;
+    struct link *lk;       /* per node, and the origin's at index n */
+    uint32_t *nhave;       /* per node: chunks held (dense, for upload_busy) */
     struct vec origin_up;
     struct conn *conn;
     uint32_t nconn, conncap;
@@ -125,7 +134,6 @@ struct sim {
     struct fhent *fh;      /* flow heap: active conns by (t_end, fseq) */
     uint32_t *hpos;        /* per conn: index in fh, NIL when not in it */
     uint32_t nfh;
-    double origin_used;
     struct capent *caps;   /* scratch for fill() */
     uint32_t capn;
     uint64_t seq;
@@ -370,10 +378,7 @@ static void fh_del(struct sim *S, uint32_t id)
 
 /* ---- flows ---- */
 
-static double link_up(const struct sim *S, uint32_t x)
-{
-    return x == S->n ? S->c->origin_up : S->node[x].up_bps;
-}
+static double link_up(const struct sim *S, uint32_t x) { return S->lk[x].up; }
 
 static struct vec *up_list(struct sim *S, uint32_t x)
 {
@@ -388,10 +393,7 @@ static uint32_t zz_of(const struct sim *S, const struct conn *cn)
     return zs == zd ? NIL : zs * S->c->zones + zd;
 }
 
-static double *used_up(struct sim *S, uint32_t x)
-{
-    return x == S->n ? &S->origin_used : &S->node[x].used_up;
-}
+static double *used_up(struct sim *S, uint32_t x) { return &S->lk[x].used_up; }
 
 static double res_up(struct sim *S, uint32_t x)
 {
@@ -401,7 +403,7 @@ static double res_up(struct sim *S, uint32_t x)
 
 static double res_down(struct sim *S, uint32_t y)
 {
-    double r = S->node[y].down_bps - S->node[y].used_down;
+    double r = S->lk[y].down - S->lk[y].used_down;
     return r > 0 ? r : 0;
 }
 
@@ -437,7 +439,7 @@ static void set_rate(struct sim *S, uint32_t id, double r)
     struct conn *cn = &S->conn[id];
     settle(S, cn);
     *used_up(S, cn->src) += r - cn->rate;
-    S->node[cn->dst].used_down += r - cn->rate;
+    S->lk[cn->dst].used_down += r - cn->rate;
     uint32_t z = zz_of(S, cn);
     if (z != NIL)
         S->zzused[z] += r - cn->rate;
@@ -500,7 +502,7 @@ static int caps_room(struct sim *S, uint32_t k)
 static int fill(struct sim *S, uint32_t x, bool up)
 {
     const struct vec *v = up ? up_list(S, x) : &S->node[x].down;
-    double rem = up ? link_up(S, x) : S->node[x].down_bps;
+    double rem = up ? link_up(S, x) : S->lk[x].down;
     uint32_t k = v->n;
     if (k == 0)
         return 0;
@@ -651,7 +653,7 @@ static int deactivate(struct sim *S, uint32_t id)
     cn->cur = NIL;
     fh_del(S, id);
     *used_up(S, cn->src) -= cn->rate;
-    S->node[cn->dst].used_down -= cn->rate;
+    S->lk[cn->dst].used_down -= cn->rate;
     cn->rate = 0;
     return refill(S, cn);
 }
@@ -710,10 +712,10 @@ static bool upload_busy(struct sim *S, const struct conn *cn)
     if (!shoal_sched_upload_busy(u->up.n, slots, false))
         return false;
     for (uint32_t i = 0; i < u->up.n; i++) {
-        uint32_t h = S->node[S->conn[u->up.v[i]].dst].nhave;
+        uint32_t h = S->nhave[S->conn[u->up.v[i]].dst];
         least = h < least ? h : least;
     }
-    return shoal_sched_upload_busy(u->up.n, slots, S->node[cn->dst].nhave < least);
+    return shoal_sched_upload_busy(u->up.n, slots, S->nhave[cn->dst] < least);
 }
 
 static int conn_enqueue(struct sim *S, uint32_t id, uint32_t chunk, double t_req)
@@ -830,7 +832,7 @@ static int announce(struct sim *S, uint32_t x)
     snprintf(addr, sizeof(addr), "n%u", x);
     snprintf(zone, sizeof(zone), "z%u", S->node[x].zone);
     node_pk(x, pk);
-    struct shoal_reg_have h = {.have_chunks = S->node[x].nhave, .total_chunks = S->nchunks,
+    struct shoal_reg_have h = {.have_chunks = S->nhave[x], .total_chunks = S->nchunks,
                                .complete = S->node[x].done};
     memcpy(h.manifest_id, S->mid, 32);
     struct shoal_reg_role role;
@@ -854,7 +856,7 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         S->r->wasted_bytes += bytes;
     } else {
         d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
-        d->nhave++;
+        S->nhave[dst]++;
         uint8_t *row = S->hold + (size_t)c * S->hrow;
         row[dst >> 3] |= (uint8_t)(1u << (dst & 7));
         count_bytes(S, src, dst, bytes);
@@ -890,12 +892,12 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         (void)shoal_sched_req_done(d->s, ms(S->now), src, c, bytes,
                                    ms(S->now) - ms(t_req) + 1);
     mark_dirty(S, dst);
-    if (d->nhave == S->nchunks && !d->done) {
+    if (S->nhave[dst] == S->nchunks && !d->done) {
         d->done = true;
         S->r->node[dst].done_s = S->now;
         S->alive_incomplete--;
         rv = announce(S, dst);
-    } else if (d->nhave == 1) {
+    } else if (S->nhave[dst] == 1) {
         rv = announce(S, dst);
     }
     return rv;
@@ -940,9 +942,9 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
     B->psched[B->npeers] = A->s;
     B->cin[B->npeers++] = ab;
     size_t nb = (S->nchunks + 7) / 8;
-    if (B->nhave)
+    if (S->nhave[b])
         (void)shoal_sched_peer_bitfield(A->s, b, B->have, nb);
-    if (A->nhave)
+    if (S->nhave[a])
         (void)shoal_sched_peer_bitfield(B->s, a, A->have, nb);
     mark_dirty(S, a);
     mark_dirty(S, b);
@@ -1132,7 +1134,7 @@ static int join(struct sim *S, uint32_t x)
             S->hold[(size_t)c * S->hrow + (x >> 3)] |= (uint8_t)(1u << (x & 7));
         for (uint32_t c = 0; c < S->nchunks; c++)
             (void)shoal_sched_chunk_obtained(nd->s, ms(S->now), c);
-        nd->nhave = S->nchunks;
+        S->nhave[x] = S->nchunks;
         nd->done = true;
         S->r->node[x].done_s = S->now;
     } else {
@@ -1401,6 +1403,10 @@ static int setup(struct sim *S)
     S->dirty = malloc(c->nodes * sizeof(uint32_t));
     S->bitbuf = malloc((S->nchunks + 7) / 8);
     S->plist = malloc(SHOAL_REG_PEERS_MAX * sizeof(struct shoal_reg_peer));
+    S->lk = calloc((size_t)c->nodes + 1, sizeof(*S->lk));
+    S->nhave = calloc(c->nodes, sizeof(*S->nhave));
+    if (S->lk != NULL)
+        S->lk[c->nodes].up = c->origin_up;
     S->hrow = (c->nodes + 7) / 8;
     S->hold = calloc(S->nchunks, S->hrow);
     if (c->zone_cap > 0) {
@@ -1411,7 +1417,8 @@ static int setup(struct sim *S)
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
-    if (!S->node || !S->dirty || !S->bitbuf || !S->plist || !S->hold || !r)
+    if (!S->node || !S->lk || !S->nhave || !S->dirty || !S->bitbuf || !S->plist || !S->hold ||
+        !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
     if (r->node == NULL)
@@ -1498,25 +1505,25 @@ static int setup(struct sim *S)
         nd->zone = (uint8_t)(i % c->zones);
         nd->seed = i < c->seeds;
         double h = c->hetero > 0 ? 1.0 + c->hetero * (2.0 * rnd01(&S->rng) - 1.0) : 1.0;
-        nd->up_bps = c->node_up * h;
-        nd->down_bps = c->node_down * h;
+        S->lk[i].up = c->node_up * h;
+        S->lk[i].down = c->node_down * h;
         nd->wake_ms = UINT64_MAX;
         if ((rv = new_conn(S, S->n, i, &nd->oconn)) != 0)
             return rv;
         struct shoal_sim_node *rn = &r->node[i];
         rn->zone = nd->zone;
         rn->seed = nd->seed;
-        rn->up = nd->up_bps;
-        rn->down = nd->down_bps;
+        rn->up = S->lk[i].up;
+        rn->down = S->lk[i].down;
         rn->done_s = -1;
         rn->died_s = -1;
         rn->join_s = nd->seed || c->join_spread_s <= 0 ? 0 : c->join_spread_s * rnd01(&S->rng);
-        sum_up += nd->up_bps;
-        zup[nd->zone] += nd->up_bps;
+        sum_up += S->lk[i].up;
+        zup[nd->zone] += S->lk[i].up;
         zleech[nd->zone] += !nd->seed;
         zseed[nd->zone] |= nd->seed;
-        if (!nd->seed && nd->down_bps < dmin)
-            dmin = nd->down_bps;
+        if (!nd->seed && S->lk[i].down < dmin)
+            dmin = S->lk[i].down;
         if ((rv = ev_push(S, rn->join_s, EV_JOIN, i, 0)) != 0)
             return rv;
         S->joins_pending++;
@@ -1585,6 +1592,8 @@ static void teardown(struct sim *S)
     free(S->dirty);
     free(S->bitbuf);
     free(S->hold);
+    free(S->lk);
+    free(S->nhave);
     free(S->plist);
     free(S->heap);
     for (uint32_t i = 0; i < S->ndq; i++)
