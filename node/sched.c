@@ -1089,6 +1089,24 @@ void shoal_sched_prefetch(const struct shoal_sched *s)
     __builtin_prefetch(s->porder); /* all of it for up to 64 peers */
 }
 
+void shoal_sched_prefetch_deep(const struct shoal_sched *s)
+{
+    shoal_sched_prefetch(s);
+    /* What the next call reads for the peers it may ask: their
+     * throughput and back-off entries and their records, the request
+     * array and the normal tier's bucket heads. */
+    for (uint32_t w = 0; w < 4; w++)
+        for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
+            uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
+            __builtin_prefetch(&s->thr[slot]);
+            __builtin_prefetch(&s->busy_until[slot]);
+            __builtin_prefetch(&s->peers[slot]);
+        }
+    __builtin_prefetch(s->reqs);
+    __builtin_prefetch(&s->heads[(size_t)TIER_NORMAL * s->nb]);
+    __builtin_prefetch(&s->nonempty[TIER_NORMAL]);
+}
+
 void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
     __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);

@@ -658,15 +658,23 @@ static int deactivate(struct sim *S, uint32_t id)
     return refill(S, cn);
 }
 
-static void mark_dirty(struct sim *S, uint32_t x)
+/* |x|'s scheduler runs once this event is handled: its state loads
+ * meanwhile. With |warm| the caller has just called into it, so its first
+ * lines are cached and the lines behind them can be asked for too. */
+static void mark_dirty_as(struct sim *S, uint32_t x, bool warm)
 {
     struct node *nd = &S->node[x];
     if (nd->dirty || !nd->alive)
         return;
     nd->dirty = true;
     S->dirty[S->ndirty++] = x;
-    shoal_sched_prefetch(nd->s); /* it runs once this event is handled */
+    if (warm)
+        shoal_sched_prefetch_deep(nd->s);
+    else
+        shoal_sched_prefetch(nd->s);
 }
+
+static void mark_dirty(struct sim *S, uint32_t x) { mark_dirty_as(S, x, false); }
 
 /* Starts the next queued chunk on |id|, or idles it. */
 static int conn_advance(struct sim *S, uint32_t id)
@@ -883,7 +891,7 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         for (uint32_t k = 0; k < nto; k++) {
             uint32_t i = to[k];
             if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
-                mark_dirty(S, d->peer[i]);
+                mark_dirty_as(S, d->peer[i], true);
         }
     }
     if (src == S->n)
@@ -891,7 +899,7 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
     else
         (void)shoal_sched_req_done(d->s, ms(S->now), src, c, bytes,
                                    ms(S->now) - ms(t_req) + 1);
-    mark_dirty(S, dst);
+    mark_dirty_as(S, dst, true);
     if (S->nhave[dst] == S->nchunks && !d->done) {
         d->done = true;
         S->r->node[dst].done_s = S->now;
