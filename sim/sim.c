@@ -1647,6 +1647,32 @@ static void finish(struct sim *S)
     free(t);
 }
 
+/*
+ * The events to come are known a step or two ahead (the flow heap's top and
+ * its successor, min of its two children; a delay FIFO's next entries), and
+ * in a large fleet everything they touch is cold: ask for it in a pipeline.
+ * The connection of the event after next is asked for now; that of the
+ * next one, asked for an event ago, is read, and the records of its two
+ * ends, its links and its queue's head are asked for.
+ */
+static void prefetch_conn(const struct sim *S, uint32_t id)
+{
+    __builtin_prefetch(&S->conn[id]);
+    __builtin_prefetch((const char *)&S->conn[id] + 64);
+}
+
+static void prefetch_ends(const struct sim *S, uint32_t id)
+{
+    const struct conn *cn = &S->conn[id];
+    if (cn->src < S->n)
+        __builtin_prefetch(&S->node[cn->src]);
+    __builtin_prefetch(&S->node[cn->dst]);
+    __builtin_prefetch(&S->lk[cn->src]);
+    __builtin_prefetch(&S->lk[cn->dst]);
+    if (cn->qn > 0)
+        __builtin_prefetch(&cn->q[cn->qh]);
+}
+
 int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **out)
 {
     struct sim S;
@@ -1681,7 +1707,11 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             e = (struct ev){.t = S.fh[0].t, .kind = EV_FLOW, .a = id};
             fh_del(&S, id);
             if (S.nfh > 0)
-                __builtin_prefetch(&S.conn[S.fh[0].id]);
+                prefetch_ends(&S, S.fh[0].id);
+            if (S.nfh > 1) {
+                uint32_t k = S.nfh > 2 && fh_less(&S.fh[2], &S.fh[1]) ? 2 : 1;
+                prefetch_conn(&S, S.fh[k].id);
+            }
         } else if (bq != NULL) {
             e = bq->v[bq->head];
             bq->head = (bq->head + 1) % bq->cap;
@@ -1690,7 +1720,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             /* Requests mostly follow each other out of the FIFO: the next
              * one's connection, cold in a large fleet, loads meanwhile. */
             if (bq->n > 0)
-                __builtin_prefetch(&S.conn[bq->v[bq->head].a]);
+                prefetch_ends(&S, bq->v[bq->head].a);
+            if (bq->n > 1)
+                prefetch_conn(&S, bq->v[(bq->head + 1) % bq->cap].a);
         } else {
             e = ev_pop(&S);
         }
