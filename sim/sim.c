@@ -860,7 +860,9 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
     S->r->transfers++;
     if (src == S->n)
         S->r->origin_bytes += bytes;
-    if (d->have[c >> 3] & (1u << (c & 7))) {
+    uint32_t to[SHOAL_SCHED_PEERS_MAX], nto = 0;
+    bool fresh = !(d->have[c >> 3] & (1u << (c & 7)));
+    if (!fresh) {
         S->r->wasted_bytes += bytes;
     } else {
         d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
@@ -878,7 +880,6 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
          * upload_busy takes from the node itself. The chunk's row says
          * which peers lack it; their schedulers are cold in a large
          * fleet: ask for all their lines first, so the misses overlap. */
-        uint32_t to[SHOAL_SCHED_PEERS_MAX], nto = 0;
         for (uint32_t i = 0; i < d->npeers; i++) {
             uint32_t p = d->peer[i];
             to[nto] = i;
@@ -886,19 +887,20 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         }
         for (uint32_t k = 0; k < nto; k++)
             __builtin_prefetch(d->psched[to[k]]);
-        for (uint32_t k = 0; k < nto; k++)
-            shoal_sched_slot_prefetch(d->psched[to[k]], d->rslot[to[k]], c);
-        for (uint32_t k = 0; k < nto; k++) {
-            uint32_t i = to[k];
-            if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
-                mark_dirty_as(S, d->peer[i], true);
-        }
     }
+    /* Our own scheduler meanwhile: it shares nothing with the peers'. */
     if (src == S->n)
         (void)shoal_sched_origin_done(d->s, ms(S->now), c, true);
     else
         (void)shoal_sched_req_done(d->s, ms(S->now), src, c, bytes,
                                    ms(S->now) - ms(t_req) + 1);
+    for (uint32_t k = 0; k < nto; k++)
+        shoal_sched_slot_prefetch(d->psched[to[k]], d->rslot[to[k]], c);
+    for (uint32_t k = 0; k < nto; k++) {
+        uint32_t i = to[k];
+        if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
+            mark_dirty_as(S, d->peer[i], true);
+    }
     mark_dirty_as(S, dst, true);
     if (S->nhave[dst] == S->nchunks && !d->done) {
         d->done = true;
