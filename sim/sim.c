@@ -91,6 +91,11 @@ struct link {
     double used_up, used_down;
 };
 
+/* Bytes a node received by source and uploaded (shoal_sim_node's). */
+struct acc {
+    uint64_t from_origin, from_zone, from_cross, uploaded;
+};
+
 struct node {
     struct shoal_sched *s;
     uint8_t *have;
@@ -121,6 +126,10 @@ struct sim {
     struct node *node;
     struct link *lk;       /* per node, and the origin's at index n */
     uint32_t *nhave;       /* per node: chunks held (dense, for upload_busy) */
+    uint8_t *zone;         /* per node: its zone (dense: every transfer and
+                              request compares two nodes' zones) */
+    struct acc *acc;       /* per node: bytes by source, copied to the
+                              result at the end (dense, like the others) */
     struct vec origin_up;
     struct conn *conn;
     uint32_t nconn, conncap;
@@ -389,7 +398,7 @@ static uint32_t zz_of(const struct sim *S, const struct conn *cn)
 {
     if (S->c->zone_cap <= 0 || cn->src == S->n)
         return NIL;
-    uint32_t zs = S->node[cn->src].zone, zd = S->node[cn->dst].zone;
+    uint32_t zs = S->zone[cn->src], zd = S->zone[cn->dst];
     return zs == zd ? NIL : zs * S->c->zones + zd;
 }
 
@@ -795,18 +804,18 @@ static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t byte
     int kind;
     if (src == S->n) {
         kind = 0;
-        r->node[dst].from_origin += bytes;
-    } else if (S->node[src].zone == S->node[dst].zone) {
+        S->acc[dst].from_origin += bytes;
+    } else if (S->zone[src] == S->zone[dst]) {
         kind = 1;
-        r->node[dst].from_zone += bytes;
+        S->acc[dst].from_zone += bytes;
     } else {
         kind = 2;
-        r->node[dst].from_cross += bytes;
+        S->acc[dst].from_cross += bytes;
         r->cross_bytes += bytes;
     }
     r->bins[bin][kind] += bytes;
     if (src != S->n)
-        r->node[src].uploaded += bytes;
+        S->acc[src].uploaded += bytes;
 }
 
 /* Gives node |x| the role the tracker named, as the daemon does
@@ -925,7 +934,7 @@ static int peer_index(const struct node *nd, uint32_t p)
 
 static double rtt_ms(const struct sim *S, uint32_t a, uint32_t b)
 {
-    return S->node[a].zone == S->node[b].zone ? S->c->lat_zone_ms : S->c->lat_cross_ms;
+    return S->zone[a] == S->zone[b] ? S->c->lat_zone_ms : S->c->lat_cross_ms;
 }
 
 static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
@@ -1415,6 +1424,8 @@ static int setup(struct sim *S)
     S->plist = malloc(SHOAL_REG_PEERS_MAX * sizeof(struct shoal_reg_peer));
     S->lk = calloc((size_t)c->nodes + 1, sizeof(*S->lk));
     S->nhave = calloc(c->nodes, sizeof(*S->nhave));
+    S->zone = calloc(c->nodes, 1);
+    S->acc = calloc(c->nodes, sizeof(*S->acc));
     if (S->lk != NULL)
         S->lk[c->nodes].up = c->origin_up;
     S->hrow = (c->nodes + 7) / 8;
@@ -1427,7 +1438,7 @@ static int setup(struct sim *S)
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
-    if (!S->node || !S->lk || !S->nhave || !S->dirty || !S->bitbuf || !S->plist || !S->hold ||
+    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->dirty || !S->bitbuf || !S->plist || !S->hold ||
         !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
@@ -1513,6 +1524,7 @@ static int setup(struct sim *S)
         if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched)
             return -ENOMEM;
         nd->zone = (uint8_t)(i % c->zones);
+        S->zone[i] = nd->zone;
         nd->seed = i < c->seeds;
         double h = c->hetero > 0 ? 1.0 + c->hetero * (2.0 * rnd01(&S->rng) - 1.0) : 1.0;
         S->lk[i].up = c->node_up * h;
@@ -1604,6 +1616,8 @@ static void teardown(struct sim *S)
     free(S->hold);
     free(S->lk);
     free(S->nhave);
+    free(S->zone);
+    free(S->acc);
     free(S->plist);
     free(S->heap);
     for (uint32_t i = 0; i < S->ndq; i++)
@@ -1625,6 +1639,12 @@ static int cmp_double(const void *a, const void *b)
 static void finish(struct sim *S)
 {
     struct shoal_sim_result *r = S->r;
+    for (uint32_t i = 0; i < S->c->nodes; i++) {
+        r->node[i].from_origin = S->acc[i].from_origin;
+        r->node[i].from_zone = S->acc[i].from_zone;
+        r->node[i].from_cross = S->acc[i].from_cross;
+        r->node[i].uploaded = S->acc[i].uploaded;
+    }
     double *t = malloc(S->c->nodes * sizeof(double));
     uint32_t n = 0;
     for (uint32_t i = 0; i < S->c->nodes; i++) {
