@@ -70,7 +70,8 @@ struct peer {
     uint32_t ring[4];     /* the last few such chunks (NIL: none) */
     uint8_t rhead;        /* next ring entry to write */
     bool used;
-    bool same_zone;       /* also in samem, like used in usedm */
+    bool same_zone;
+    bool stale;           /* last pick found nothing; wait for news */
 };
 
 struct req {
@@ -126,12 +127,6 @@ struct shoal_sched {
     uint64_t open[4];     /* slots with fewer requests in flight than their
                              depth: a call skips full peers without loading
                              their records (half the peers it visited) */
-    /* Per slot, as bits: used, same-zone, stale (the last pick found
-     * nothing: wait for news), holds something. The ready mask is made
-     * of them, and the passes that wake or skip many peers at once (a
-     * cross-zone delivery wakes every cross-zone peer, and most of those
-     * then find nothing) read no peer record. */
-    uint64_t usedm[4], samem[4], stalem[4], havem[4];
 
     double *thr;          /* per slot: bytes per second, EWMA; 0 = unknown */
     uint64_t *thr_until;  /* per slot: when |thr| stops ranking its peer */
@@ -340,26 +335,12 @@ static bool room(const struct shoal_sched *s)
 /* Recomputes |slot|'s bit in the ready mask after its state changed. */
 static void peer_mark(struct shoal_sched *s, uint32_t slot)
 {
-    uint32_t w = slot >> 6;
+    const struct peer *p = &s->peers[slot];
     uint64_t bit = 1ull << (slot & 63);
-    if (s->usedm[w] & ~s->stalem[w] & s->havem[w] & bit)
-        s->ready[w] |= bit;
+    if (p->used && !p->stale && p->nhave > 0)
+        s->ready[slot >> 6] |= bit;
     else
-        s->ready[w] &= ~bit;
-}
-
-static inline bool slot_bit(const uint64_t *m, uint32_t slot)
-{
-    return (m[slot >> 6] >> (slot & 63)) & 1;
-}
-
-static inline void slot_put(uint64_t *m, uint32_t slot, bool on)
-{
-    uint64_t bit = 1ull << (slot & 63);
-    if (on)
-        m[slot >> 6] |= bit;
-    else
-        m[slot >> 6] &= ~bit;
+        s->ready[slot >> 6] &= ~bit;
 }
 
 /* Recomputes |slot|'s bit in the open mask after its requests in flight
@@ -376,11 +357,11 @@ static void peer_open(struct shoal_sched *s, uint32_t slot)
 
 static void clear_stale(struct shoal_sched *s, bool cross_only)
 {
-    for (uint32_t w = 0; w < (s->cfg.max_peers + 63) / 64; w++) {
-        uint64_t sel = s->usedm[w] & (cross_only ? ~s->samem[w] : ~0ull);
-        s->stalem[w] &= ~sel;
-        s->ready[w] = (s->ready[w] & ~sel) | (sel & s->havem[w]);
-    }
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++)
+        if (s->peers[i].used && (!cross_only || !s->peers[i].same_zone)) {
+            s->peers[i].stale = false;
+            peer_mark(s, i);
+        }
 }
 
 /* |c| just became pickable: the peers (cross-zone ones only, with
@@ -389,14 +370,12 @@ static void clear_stale(struct shoal_sched *s, bool cross_only)
  * relists one) cost a fruitless search per peer. */
 static void clear_stale_holders(struct shoal_sched *s, uint32_t c, bool cross_only)
 {
-    for (uint32_t w = 0; w < (s->cfg.max_peers + 63) / 64; w++) {
-        uint64_t m = s->usedm[w] & s->stalem[w] & (cross_only ? ~s->samem[w] : ~0ull);
-        for (; m != 0; m &= m - 1) {
-            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
-            if (bit_get(s->pbits + (size_t)i * s->pbstride, c)) {
-                slot_put(s->stalem, i, false);
-                peer_mark(s, i);
-            }
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
+        struct peer *p = &s->peers[i];
+        if (p->used && p->stale && (!cross_only || !p->same_zone) &&
+            bit_get(s->pbits + (size_t)i * s->pbstride, c)) {
+            p->stale = false;
+            peer_mark(s, i);
         }
     }
 }
@@ -541,7 +520,7 @@ static bool fallback_room(const struct shoal_sched *s)
         return false;
     uint32_t n = 0;
     for (uint32_t i = 0; i < s->nreq; i++)
-        n += !slot_bit(s->samem, s->reqs[i].slot) && !xmine(s, s->reqs[i].chunk);
+        n += !s->peers[s->reqs[i].slot].same_zone && !xmine(s, s->reqs[i].chunk);
     return n < XFALLBACK_MAX;
 }
 
@@ -942,10 +921,6 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
     s->porder[s->npeers++] = (uint8_t)i;
-    slot_put(s->usedm, i, true);
-    slot_put(s->samem, i, same_zone);
-    slot_put(s->stalem, i, false);
-    slot_put(s->havem, i, false);
     peer_open(s, i);
     if (same_zone)
         s->nsame++;
@@ -976,10 +951,6 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     hslot_del(s, peer);
     memset(p->bits, 0, s->pbstride);
     memset(p, 0, sizeof(*p));
-    slot_put(s->usedm, (uint32_t)i, false);
-    slot_put(s->samem, (uint32_t)i, false);
-    slot_put(s->stalem, (uint32_t)i, false);
-    slot_put(s->havem, (uint32_t)i, false);
     s->thr[i] = 0;
     s->thr_until[i] = 0;
     s->busy_until[i] = 0;
@@ -997,19 +968,17 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
 
 static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
 {
-    uint32_t slot = (uint32_t)(p - s->peers);
     bit_set(p->bits, c);
     p->nhave++;
-    slot_put(s->havem, slot, true);
     if (!(s->ck[c].flags & F_HAVE)) {
         avail_change(s, c, p->same_zone, 1);
         if (!(s->ck[c].flags & (F_REQ | F_ORIGIN))) {
-            slot_put(s->stalem, slot, false);
+            p->stale = false;
             p->hint = c;
             p->ring[p->rhead++ & 3] = c;
         }
     }
-    peer_mark(s, slot);
+    peer_mark(s, (uint32_t)(p - s->peers));
 }
 
 int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
@@ -1043,7 +1012,6 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
         }
         k++;
     }
-    slot_put(s->havem, (uint32_t)i, p->nhave > 0);
     peer_mark(s, (uint32_t)i);
     return 0;
 }
@@ -1144,7 +1112,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
         bool more;
         if (req_copies(s, chunk, NIL, &more) == 0)
             s->ck[chunk].flags &= (uint8_t)~F_REQ;
-        slot_put(s->stalem, (uint32_t)i, false);
+        p->stale = false;
         peer_mark(s, (uint32_t)i);
         if (duration_ms > 0) {
             double sample = (double)bytes * 1000.0 / (double)duration_ms;
@@ -1593,7 +1561,7 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
 /* A cross-zone-eligible chunk that cross-zone peer |p| holds and no
  * same-zone peer does; one outside our import share only while
  * fallback_room. Drops entries that no longer qualify. */
-static uint32_t pick_cross(struct shoal_sched *s, const uint8_t *bits)
+static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
 {
     uint32_t best = NIL, best_tier = NTIERS;
     /* Mostly nothing is eligible: spare fallback_room's pass over the
@@ -1608,7 +1576,7 @@ static uint32_t pick_cross(struct shoal_sched *s, const uint8_t *bits)
             s->xok[i] = s->xok[--s->nxok];
             continue;
         }
-        if (s->ck[c].cnt_same == 0 && bit_get(bits, c) && s->ck[c].tier < best_tier &&
+        if (s->ck[c].cnt_same == 0 && bit_get(p->bits, c) && s->ck[c].tier < best_tier &&
             (fallback || xmine(s, c))) {
             best = c;
             best_tier = s->ck[c].tier;
@@ -1786,17 +1754,11 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     for (uint32_t k = 0; k < no && n < max && room(s); k++) {
         uint32_t slot = ord[k];
         struct peer *p = &s->peers[slot];
-        bool same = slot_bit(s->samem, slot);
         /* An earlier pass of this call may have found nothing there. */
-        if (!slot_bit(s->ready, slot) || s->busy_until[slot] > now_ms || (cross_only && same))
+        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || s->busy_until[slot] > now_ms ||
+            (cross_only && p->same_zone))
             continue;
-        /* The peer's record is read only to pick from a same-zone peer
-         * and to ask: most cross-zone peers visited find nothing. Without
-         * a loader's limit the open mask says whether it has room. */
-        while (n < max &&
-               (lim == UINT32_MAX ? slot_bit(s->open, slot)
-                                  : p->inflight < p->depth && p->inflight < lim) &&
-               room(s)) {
+        while (n < max && p->inflight < p->depth && p->inflight < lim && room(s)) {
             uint32_t c = NIL;
             bool dup = false, exhausted = true;
             uint32_t fe = file_endgame_tier(s);
@@ -1805,8 +1767,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
                 dup = c != NIL;
             }
             if (c == NIL && s->n_listed > s->n_orphan)
-                c = same ? pick_same(s, p, &exhausted)
-                         : pick_cross(s, s->pbits + (size_t)slot * s->pbstride);
+                c = p->same_zone ? pick_same(s, p, &exhausted) : pick_cross(s, p);
             if (c == NIL && s->n_listed == 0) {
                 c = pick_endgame(s, slot);
                 dup = true;
@@ -1817,7 +1778,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
                  * peer): retrying on every call would walk the same lists
                  * again. */
                 (void)exhausted;
-                slot_put(s->stalem, slot, true);
+                p->stale = true;
                 peer_mark(s, slot);
                 break;
             }
@@ -1830,7 +1791,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
             out[n++] = (struct shoal_sched_action){
                 .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
         }
-        if (lim != UINT32_MAX && p->inflight >= lim && p->inflight < p->depth)
+        if (p->inflight >= lim && p->inflight < p->depth)
             *capped = true; /* --- loader --- */
     }
     return n;
