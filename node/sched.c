@@ -124,6 +124,9 @@ struct shoal_sched {
     uint32_t nchunks;
     uint64_t missmask;    /* tiers with tier_missing > 0 */
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
+    uint64_t open[4];     /* slots with fewer requests in flight than their
+                             depth: a call skips full peers without loading
+                             their records (half the peers it visited) */
 
     double *thr;          /* per slot: bytes per second, EWMA; 0 = unknown */
     uint64_t *thr_until;  /* per slot: when |thr| stops ranking its peer */
@@ -338,6 +341,18 @@ static void peer_mark(struct shoal_sched *s, uint32_t slot)
         s->ready[slot >> 6] |= bit;
     else
         s->ready[slot >> 6] &= ~bit;
+}
+
+/* Recomputes |slot|'s bit in the open mask after its requests in flight
+ * or its depth changed. */
+static void peer_open(struct shoal_sched *s, uint32_t slot)
+{
+    const struct peer *p = &s->peers[slot];
+    uint64_t bit = 1ull << (slot & 63);
+    if (p->used && p->inflight < p->depth)
+        s->open[slot >> 6] |= bit;
+    else
+        s->open[slot >> 6] &= ~bit;
 }
 
 static void clear_stale(struct shoal_sched *s, bool cross_only)
@@ -606,6 +621,7 @@ static void req_drop(struct shoal_sched *s, uint32_t idx)
     struct req r = s->reqs[idx];
     s->reqs[idx] = s->reqs[--s->nreq];
     s->peers[r.slot].inflight--;
+    peer_open(s, r.slot);
     bool any = false;
     for (uint32_t i = 0; i < s->nreq; i++)
         if (s->reqs[i].chunk == r.chunk) {
@@ -642,6 +658,7 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
                 struct peer *p = &s->peers[s->reqs[i].slot];
                 (void)push_pending(s, SHOAL_SCHED_CANCEL, p->id, c, 1);
                 p->inflight--;
+                peer_open(s, s->reqs[i].slot);
                 s->reqs[i] = s->reqs[--s->nreq];
             } else {
                 i++;
@@ -660,6 +677,7 @@ static void update_depth(struct shoal_sched *s, struct peer *p, double thr)
     if (d > s->cfg.max_depth)
         d = s->cfg.max_depth;
     p->depth = (uint32_t)d;
+    peer_open(s, (uint32_t)(p - s->peers));
 }
 
 /* Age at which a peer's throughput figure no longer ranks it (peer_order). */
@@ -903,6 +921,7 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
     s->porder[s->npeers++] = (uint8_t)i;
+    peer_open(s, i);
     if (same_zone)
         s->nsame++;
     hslot_put(s, peer, i);
@@ -936,6 +955,7 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     s->thr_until[i] = 0;
     s->busy_until[i] = 0;
     peer_mark(s, (uint32_t)i);
+    peer_open(s, (uint32_t)i);
     for (uint32_t k = 0; k < s->npeers; k++)
         if (s->porder[k] == i) {
             memmove(s->porder + k, s->porder + k + 1, s->npeers - k - 1);
@@ -1061,6 +1081,24 @@ void shoal_sched_prefetch(const struct shoal_sched *s)
     __builtin_prefetch(s->porder); /* all of it for up to 64 peers */
 }
 
+void shoal_sched_prefetch_deep(const struct shoal_sched *s)
+{
+    shoal_sched_prefetch(s);
+    /* What the next call reads for the peers it may ask: their
+     * throughput and back-off entries and their records, the request
+     * array and the normal tier's bucket heads. */
+    for (uint32_t w = 0; w < 4; w++)
+        for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
+            uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
+            __builtin_prefetch(&s->thr[slot]);
+            __builtin_prefetch(&s->busy_until[slot]);
+            __builtin_prefetch(&s->peers[slot]);
+        }
+    __builtin_prefetch(s->reqs);
+    __builtin_prefetch(&s->heads[(size_t)TIER_NORMAL * s->nb]);
+    __builtin_prefetch(&s->nonempty[TIER_NORMAL]);
+}
+
 void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
     __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);
@@ -1094,6 +1132,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
         /* Remove this request first so got_chunk cancels only the others. */
         s->reqs[k] = s->reqs[--s->nreq];
         p->inflight--;
+        peer_open(s, (uint32_t)i);
         bool more;
         if (req_copies(s, chunk, NIL, &more) == 0)
             s->ck[chunk].flags &= (uint8_t)~F_REQ;
@@ -1549,6 +1588,10 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
 static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
 {
     uint32_t best = NIL, best_tier = NTIERS;
+    /* Mostly nothing is eligible: spare fallback_room's pass over the
+     * requests (a division each). */
+    if (s->nxok == 0)
+        return NIL;
     bool fallback = fallback_room(s);
     for (uint32_t i = 0; i < s->nxok;) {
         uint32_t c = s->xok[i];
@@ -1714,9 +1757,11 @@ static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
         po[j] = (uint8_t)slot;
         key[j] = t;
     }
+    /* A full peer stays full through the call (a call only adds
+     * requests): leave it out. */
     for (uint32_t k = 0; k < s->npeers; k++) {
-        ord[no] = po[k]; /* kept when ready: no branch to mispredict */
-        no += (uint32_t)(s->ready[po[k] >> 6] >> (po[k] & 63)) & 1;
+        ord[no] = po[k]; /* kept when ready and open: no branch to mispredict */
+        no += (uint32_t)((s->ready[po[k] >> 6] & s->open[po[k] >> 6]) >> (po[k] & 63)) & 1;
     }
     return no;
 }
@@ -1766,6 +1811,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
             s->ck[c].flags |= F_REQ;
             s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot, .at = now_ms};
             p->inflight++;
+            peer_open(s, slot);
             out[n++] = (struct shoal_sched_action){
                 .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
         }

@@ -286,6 +286,13 @@ bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
  * misses overlap with other work. */
 void shoal_sched_prefetch(const struct shoal_sched *s);
 
+/* As shoal_sched_prefetch, and also what a call reads for the peers it may
+ * ask (their records, throughputs and back-offs), the requests in flight
+ * and the bucket heads. It reads |s|'s first lines to find these: for a
+ * caller that has just called into |s| (after shoal_sched_slot_have, say),
+ * when those lines are in the cache. */
+void shoal_sched_prefetch_deep(const struct shoal_sched *s);
+
 /* Asks the CPU to load what shoal_sched_slot_have(|s|, |slot|, |chunk|)
  * will touch, without changing anything: a transport relaying one HAVE to
  * many instances prefetches for all of them first, so that the cache

@@ -81,24 +81,35 @@ struct vec {
     uint32_t n, cap;
 };
 
+/* A node's links (the origin's upload is the last entry): capacity and
+ * what its active flows have been given, bytes/s. Dense, apart from the
+ * node records: filling a link reads the other end of each of its flows,
+ * and in an array of 32-byte entries those reads mostly hit the cache
+ * where a node record each was a miss in a large fleet. */
+struct link {
+    double up, down;
+    double used_up, used_down;
+};
+
+/* Bytes a node received by source and uploaded (shoal_sim_node's). */
+struct acc {
+    uint64_t from_origin, from_zone, from_cross, uploaded;
+};
+
 struct node {
     struct shoal_sched *s;
     uint8_t *have;
-    uint32_t nhave;
     uint32_t *peer;        /* peer node indices */
     uint32_t *cin;         /* conn peer -> this node, per peer */
     uint8_t *rslot;        /* our slot in each peer's scheduler */
-    /* Per peer, its scheduler and have-set: the HAVE fan-out reads these
-     * without touching the peer's node record. */
+    /* Per peer, its scheduler: the HAVE fan-out reads it without touching
+     * the peer's node record. */
     struct shoal_sched **psched;
-    const uint8_t **phave;
     uint32_t npeers;
     uint32_t oconn;        /* conn origin -> this node */
     uint32_t role;         /* shoal_sched_role_key() of the role in effect */
     struct vec up, down;
-    double used_up, used_down; /* bytes/s allocated to active flows */
     uint64_t wake_ms;
-    double up_bps, down_bps;
     uint8_t zone;
     bool alive, joined, done, dirty, seed, gone;
 };
@@ -113,6 +124,12 @@ struct sim {
     uint32_t nfiles;
     uint32_t *file_first;
     struct node *node;
+    struct link *lk;       /* per node, and the origin's at index n */
+    uint32_t *nhave;       /* per node: chunks held (dense, for upload_busy) */
+    uint8_t *zone;         /* per node: its zone (dense: every transfer and
+                              request compares two nodes' zones) */
+    struct acc *acc;       /* per node: bytes by source, copied to the
+                              result at the end (dense, like the others) */
     struct vec origin_up;
     struct conn *conn;
     uint32_t nconn, conncap;
@@ -126,7 +143,6 @@ struct sim {
     struct fhent *fh;      /* flow heap: active conns by (t_end, fseq) */
     uint32_t *hpos;        /* per conn: index in fh, NIL when not in it */
     uint32_t nfh;
-    double origin_used;
     struct capent *caps;   /* scratch for fill() */
     uint32_t capn;
     uint64_t seq;
@@ -141,6 +157,12 @@ struct sim {
     uint64_t rng;
     struct shoal_sim_result *r;
     uint8_t *bitbuf;
+    /* Who holds each chunk: row c (hrow bytes) has bit x set once node x
+     * holds chunk c. The transpose of the nodes' have-sets, for the HAVE
+     * fan-out: which of a node's peers lack a chunk is one or two lines
+     * of one row (1,000 nodes) instead of one line of each peer's set. */
+    uint8_t *hold;
+    size_t hrow;
     struct shoal_reg_peer *plist;
     double next_progress;
 };
@@ -365,10 +387,7 @@ static void fh_del(struct sim *S, uint32_t id)
 
 /* ---- flows ---- */
 
-static double link_up(const struct sim *S, uint32_t x)
-{
-    return x == S->n ? S->c->origin_up : S->node[x].up_bps;
-}
+static double link_up(const struct sim *S, uint32_t x) { return S->lk[x].up; }
 
 static struct vec *up_list(struct sim *S, uint32_t x)
 {
@@ -379,14 +398,11 @@ static uint32_t zz_of(const struct sim *S, const struct conn *cn)
 {
     if (S->c->zone_cap <= 0 || cn->src == S->n)
         return NIL;
-    uint32_t zs = S->node[cn->src].zone, zd = S->node[cn->dst].zone;
+    uint32_t zs = S->zone[cn->src], zd = S->zone[cn->dst];
     return zs == zd ? NIL : zs * S->c->zones + zd;
 }
 
-static double *used_up(struct sim *S, uint32_t x)
-{
-    return x == S->n ? &S->origin_used : &S->node[x].used_up;
-}
+static double *used_up(struct sim *S, uint32_t x) { return &S->lk[x].used_up; }
 
 static double res_up(struct sim *S, uint32_t x)
 {
@@ -396,7 +412,7 @@ static double res_up(struct sim *S, uint32_t x)
 
 static double res_down(struct sim *S, uint32_t y)
 {
-    double r = S->node[y].down_bps - S->node[y].used_down;
+    double r = S->lk[y].down - S->lk[y].used_down;
     return r > 0 ? r : 0;
 }
 
@@ -432,7 +448,7 @@ static void set_rate(struct sim *S, uint32_t id, double r)
     struct conn *cn = &S->conn[id];
     settle(S, cn);
     *used_up(S, cn->src) += r - cn->rate;
-    S->node[cn->dst].used_down += r - cn->rate;
+    S->lk[cn->dst].used_down += r - cn->rate;
     uint32_t z = zz_of(S, cn);
     if (z != NIL)
         S->zzused[z] += r - cn->rate;
@@ -495,7 +511,7 @@ static int caps_room(struct sim *S, uint32_t k)
 static int fill(struct sim *S, uint32_t x, bool up)
 {
     const struct vec *v = up ? up_list(S, x) : &S->node[x].down;
-    double rem = up ? link_up(S, x) : S->node[x].down_bps;
+    double rem = up ? link_up(S, x) : S->lk[x].down;
     uint32_t k = v->n;
     if (k == 0)
         return 0;
@@ -646,20 +662,28 @@ static int deactivate(struct sim *S, uint32_t id)
     cn->cur = NIL;
     fh_del(S, id);
     *used_up(S, cn->src) -= cn->rate;
-    S->node[cn->dst].used_down -= cn->rate;
+    S->lk[cn->dst].used_down -= cn->rate;
     cn->rate = 0;
     return refill(S, cn);
 }
 
-static void mark_dirty(struct sim *S, uint32_t x)
+/* |x|'s scheduler runs once this event is handled: its state loads
+ * meanwhile. With |warm| the caller has just called into it, so its first
+ * lines are cached and the lines behind them can be asked for too. */
+static void mark_dirty_as(struct sim *S, uint32_t x, bool warm)
 {
     struct node *nd = &S->node[x];
     if (nd->dirty || !nd->alive)
         return;
     nd->dirty = true;
     S->dirty[S->ndirty++] = x;
-    shoal_sched_prefetch(nd->s); /* it runs once this event is handled */
+    if (warm)
+        shoal_sched_prefetch_deep(nd->s);
+    else
+        shoal_sched_prefetch(nd->s);
 }
+
+static void mark_dirty(struct sim *S, uint32_t x) { mark_dirty_as(S, x, false); }
 
 /* Starts the next queued chunk on |id|, or idles it. */
 static int conn_advance(struct sim *S, uint32_t id)
@@ -705,10 +729,10 @@ static bool upload_busy(struct sim *S, const struct conn *cn)
     if (!shoal_sched_upload_busy(u->up.n, slots, false))
         return false;
     for (uint32_t i = 0; i < u->up.n; i++) {
-        uint32_t h = S->node[S->conn[u->up.v[i]].dst].nhave;
+        uint32_t h = S->nhave[S->conn[u->up.v[i]].dst];
         least = h < least ? h : least;
     }
-    return shoal_sched_upload_busy(u->up.n, slots, S->node[cn->dst].nhave < least);
+    return shoal_sched_upload_busy(u->up.n, slots, S->nhave[cn->dst] < least);
 }
 
 static int conn_enqueue(struct sim *S, uint32_t id, uint32_t chunk, double t_req)
@@ -780,18 +804,18 @@ static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t byte
     int kind;
     if (src == S->n) {
         kind = 0;
-        r->node[dst].from_origin += bytes;
-    } else if (S->node[src].zone == S->node[dst].zone) {
+        S->acc[dst].from_origin += bytes;
+    } else if (S->zone[src] == S->zone[dst]) {
         kind = 1;
-        r->node[dst].from_zone += bytes;
+        S->acc[dst].from_zone += bytes;
     } else {
         kind = 2;
-        r->node[dst].from_cross += bytes;
+        S->acc[dst].from_cross += bytes;
         r->cross_bytes += bytes;
     }
     r->bins[bin][kind] += bytes;
     if (src != S->n)
-        r->node[src].uploaded += bytes;
+        S->acc[src].uploaded += bytes;
 }
 
 /* Gives node |x| the role the tracker named, as the daemon does
@@ -825,7 +849,7 @@ static int announce(struct sim *S, uint32_t x)
     snprintf(addr, sizeof(addr), "n%u", x);
     snprintf(zone, sizeof(zone), "z%u", S->node[x].zone);
     node_pk(x, pk);
-    struct shoal_reg_have h = {.have_chunks = S->node[x].nhave, .total_chunks = S->nchunks,
+    struct shoal_reg_have h = {.have_chunks = S->nhave[x], .total_chunks = S->nchunks,
                                .complete = S->node[x].done};
     memcpy(h.manifest_id, S->mid, 32);
     struct shoal_reg_role role;
@@ -845,48 +869,54 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
     S->r->transfers++;
     if (src == S->n)
         S->r->origin_bytes += bytes;
-    if (d->have[c >> 3] & (1u << (c & 7))) {
+    uint32_t to[SHOAL_SCHED_PEERS_MAX], nto = 0;
+    bool fresh = !(d->have[c >> 3] & (1u << (c & 7)));
+    if (!fresh) {
         S->r->wasted_bytes += bytes;
     } else {
         d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
-        d->nhave++;
+        S->nhave[dst]++;
+        uint8_t *row = S->hold + (size_t)c * S->hrow;
+        row[dst >> 3] |= (uint8_t)(1u << (dst & 7));
         count_bytes(S, src, dst, bytes);
         /* The HAVE fan-out is most of the work per transfer: it goes
          * straight to our slot in each peer's scheduler, and a peer is
-         * only woken when the HAVE can turn into a request now. The
-         * peers' have-sets and schedulers are cold in a large fleet: ask
-         * for all their lines first, so the misses overlap. */
+         * only woken when the HAVE can turn into a request now. A peer
+         * that holds the chunk already gains nothing from the HAVE for
+         * its picks (its scheduler never looks at a held chunk's
+         * holders), so it is not delivered, though a daemon sends it; the
+         * one thing it would update, that peer's count of our chunks,
+         * upload_busy takes from the node itself. The chunk's row says
+         * which peers lack it; their schedulers are cold in a large
+         * fleet: ask for all their lines first, so the misses overlap. */
         for (uint32_t i = 0; i < d->npeers; i++) {
-            __builtin_prefetch(&d->phave[i][c >> 3]);
-            __builtin_prefetch(d->psched[i]);
+            uint32_t p = d->peer[i];
+            to[nto] = i;
+            nto += !((row[p >> 3] >> (p & 7)) & 1);
         }
-        for (uint32_t i = 0; i < d->npeers; i++)
-            if (!(d->phave[i][c >> 3] & (1u << (c & 7))))
-                shoal_sched_slot_prefetch(d->psched[i], d->rslot[i], c);
-        for (uint32_t i = 0; i < d->npeers; i++) {
-            /* A peer that holds the chunk already gains nothing from the
-             * HAVE for its picks (its scheduler never looks at a held
-             * chunk's holders), so it is not delivered, though a daemon
-             * sends it; the one thing it would update, that peer's count
-             * of our chunks, upload_busy takes from the node itself. */
-            if (d->phave[i][c >> 3] & (1u << (c & 7)))
-                continue;
-            if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
-                mark_dirty(S, d->peer[i]);
-        }
+        for (uint32_t k = 0; k < nto; k++)
+            __builtin_prefetch(d->psched[to[k]]);
     }
+    /* Our own scheduler meanwhile: it shares nothing with the peers'. */
     if (src == S->n)
         (void)shoal_sched_origin_done(d->s, ms(S->now), c, true);
     else
         (void)shoal_sched_req_done(d->s, ms(S->now), src, c, bytes,
                                    ms(S->now) - ms(t_req) + 1);
-    mark_dirty(S, dst);
-    if (d->nhave == S->nchunks && !d->done) {
+    for (uint32_t k = 0; k < nto; k++)
+        shoal_sched_slot_prefetch(d->psched[to[k]], d->rslot[to[k]], c);
+    for (uint32_t k = 0; k < nto; k++) {
+        uint32_t i = to[k];
+        if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
+            mark_dirty_as(S, d->peer[i], true);
+    }
+    mark_dirty_as(S, dst, true);
+    if (S->nhave[dst] == S->nchunks && !d->done) {
         d->done = true;
         S->r->node[dst].done_s = S->now;
         S->alive_incomplete--;
         rv = announce(S, dst);
-    } else if (d->nhave == 1) {
+    } else if (S->nhave[dst] == 1) {
         rv = announce(S, dst);
     }
     return rv;
@@ -904,7 +934,7 @@ static int peer_index(const struct node *nd, uint32_t p)
 
 static double rtt_ms(const struct sim *S, uint32_t a, uint32_t b)
 {
-    return S->node[a].zone == S->node[b].zone ? S->c->lat_zone_ms : S->c->lat_cross_ms;
+    return S->zone[a] == S->zone[b] ? S->c->lat_zone_ms : S->c->lat_cross_ms;
 }
 
 static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
@@ -925,17 +955,15 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
     A->peer[A->npeers] = b;
     A->rslot[A->npeers] = (uint8_t)shoal_sched_peer_slot(B->s, a);
     A->psched[A->npeers] = B->s;
-    A->phave[A->npeers] = B->have;
     A->cin[A->npeers++] = ba;
     B->peer[B->npeers] = a;
     B->rslot[B->npeers] = (uint8_t)shoal_sched_peer_slot(A->s, b);
     B->psched[B->npeers] = A->s;
-    B->phave[B->npeers] = A->have;
     B->cin[B->npeers++] = ab;
     size_t nb = (S->nchunks + 7) / 8;
-    if (B->nhave)
+    if (S->nhave[b])
         (void)shoal_sched_peer_bitfield(A->s, b, B->have, nb);
-    if (A->nhave)
+    if (S->nhave[a])
         (void)shoal_sched_peer_bitfield(B->s, a, A->have, nb);
     mark_dirty(S, a);
     mark_dirty(S, b);
@@ -1122,8 +1150,10 @@ static int join(struct sim *S, uint32_t x)
     if (nd->seed) {
         memset(nd->have, 0xff, (S->nchunks + 7) / 8);
         for (uint32_t c = 0; c < S->nchunks; c++)
+            S->hold[(size_t)c * S->hrow + (x >> 3)] |= (uint8_t)(1u << (x & 7));
+        for (uint32_t c = 0; c < S->nchunks; c++)
             (void)shoal_sched_chunk_obtained(nd->s, ms(S->now), c);
-        nd->nhave = S->nchunks;
+        S->nhave[x] = S->nchunks;
         nd->done = true;
         S->r->node[x].done_s = S->now;
     } else {
@@ -1195,7 +1225,6 @@ static int fail_node(struct sim *S, uint32_t x)
             P->cin[k] = P->cin[P->npeers - 1];
             P->rslot[k] = P->rslot[P->npeers - 1];
             P->psched[k] = P->psched[P->npeers - 1];
-            P->phave[k] = P->phave[P->npeers - 1];
             P->npeers--;
             mark_dirty(S, p);
         }
@@ -1393,6 +1422,14 @@ static int setup(struct sim *S)
     S->dirty = malloc(c->nodes * sizeof(uint32_t));
     S->bitbuf = malloc((S->nchunks + 7) / 8);
     S->plist = malloc(SHOAL_REG_PEERS_MAX * sizeof(struct shoal_reg_peer));
+    S->lk = calloc((size_t)c->nodes + 1, sizeof(*S->lk));
+    S->nhave = calloc(c->nodes, sizeof(*S->nhave));
+    S->zone = calloc(c->nodes, 1);
+    S->acc = calloc(c->nodes, sizeof(*S->acc));
+    if (S->lk != NULL)
+        S->lk[c->nodes].up = c->origin_up;
+    S->hrow = (c->nodes + 7) / 8;
+    S->hold = calloc(S->nchunks, S->hrow);
     if (c->zone_cap > 0) {
         S->zz = calloc((size_t)c->zones * c->zones, sizeof(struct vec));
         S->zzused = calloc((size_t)c->zones * c->zones, sizeof(double));
@@ -1401,7 +1438,8 @@ static int setup(struct sim *S)
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
-    if (!S->node || !S->dirty || !S->bitbuf || !S->plist || !r)
+    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->dirty || !S->bitbuf || !S->plist || !S->hold ||
+        !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
     if (r->node == NULL)
@@ -1483,31 +1521,31 @@ static int setup(struct sim *S)
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->rslot = malloc(sc.max_peers);
         nd->psched = malloc(sc.max_peers * sizeof(*nd->psched));
-        nd->phave = malloc(sc.max_peers * sizeof(*nd->phave));
-        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched || !nd->phave)
+        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched)
             return -ENOMEM;
         nd->zone = (uint8_t)(i % c->zones);
+        S->zone[i] = nd->zone;
         nd->seed = i < c->seeds;
         double h = c->hetero > 0 ? 1.0 + c->hetero * (2.0 * rnd01(&S->rng) - 1.0) : 1.0;
-        nd->up_bps = c->node_up * h;
-        nd->down_bps = c->node_down * h;
+        S->lk[i].up = c->node_up * h;
+        S->lk[i].down = c->node_down * h;
         nd->wake_ms = UINT64_MAX;
         if ((rv = new_conn(S, S->n, i, &nd->oconn)) != 0)
             return rv;
         struct shoal_sim_node *rn = &r->node[i];
         rn->zone = nd->zone;
         rn->seed = nd->seed;
-        rn->up = nd->up_bps;
-        rn->down = nd->down_bps;
+        rn->up = S->lk[i].up;
+        rn->down = S->lk[i].down;
         rn->done_s = -1;
         rn->died_s = -1;
         rn->join_s = nd->seed || c->join_spread_s <= 0 ? 0 : c->join_spread_s * rnd01(&S->rng);
-        sum_up += nd->up_bps;
-        zup[nd->zone] += nd->up_bps;
+        sum_up += S->lk[i].up;
+        zup[nd->zone] += S->lk[i].up;
         zleech[nd->zone] += !nd->seed;
         zseed[nd->zone] |= nd->seed;
-        if (!nd->seed && nd->down_bps < dmin)
-            dmin = nd->down_bps;
+        if (!nd->seed && S->lk[i].down < dmin)
+            dmin = S->lk[i].down;
         if ((rv = ev_push(S, rn->join_s, EV_JOIN, i, 0)) != 0)
             return rv;
         S->joins_pending++;
@@ -1560,7 +1598,6 @@ static void teardown(struct sim *S)
             free(S->node[i].cin);
             free(S->node[i].rslot);
             free(S->node[i].psched);
-            free((void *)S->node[i].phave);
             free(S->node[i].up.v);
             free(S->node[i].down.v);
         }
@@ -1576,6 +1613,11 @@ static void teardown(struct sim *S)
     free(S->node);
     free(S->dirty);
     free(S->bitbuf);
+    free(S->hold);
+    free(S->lk);
+    free(S->nhave);
+    free(S->zone);
+    free(S->acc);
     free(S->plist);
     free(S->heap);
     for (uint32_t i = 0; i < S->ndq; i++)
@@ -1597,6 +1639,12 @@ static int cmp_double(const void *a, const void *b)
 static void finish(struct sim *S)
 {
     struct shoal_sim_result *r = S->r;
+    for (uint32_t i = 0; i < S->c->nodes; i++) {
+        r->node[i].from_origin = S->acc[i].from_origin;
+        r->node[i].from_zone = S->acc[i].from_zone;
+        r->node[i].from_cross = S->acc[i].from_cross;
+        r->node[i].uploaded = S->acc[i].uploaded;
+    }
     double *t = malloc(S->c->nodes * sizeof(double));
     uint32_t n = 0;
     for (uint32_t i = 0; i < S->c->nodes; i++) {
@@ -1619,6 +1667,32 @@ static void finish(struct sim *S)
         r->max = t[n - 1];
     }
     free(t);
+}
+
+/*
+ * The events to come are known a step or two ahead (the flow heap's top and
+ * its successor, min of its two children; a delay FIFO's next entries), and
+ * in a large fleet everything they touch is cold: ask for it in a pipeline.
+ * The connection of the event after next is asked for now; that of the
+ * next one, asked for an event ago, is read, and the records of its two
+ * ends, its links and its queue's head are asked for.
+ */
+static void prefetch_conn(const struct sim *S, uint32_t id)
+{
+    __builtin_prefetch(&S->conn[id]);
+    __builtin_prefetch((const char *)&S->conn[id] + 64);
+}
+
+static void prefetch_ends(const struct sim *S, uint32_t id)
+{
+    const struct conn *cn = &S->conn[id];
+    if (cn->src < S->n)
+        __builtin_prefetch(&S->node[cn->src]);
+    __builtin_prefetch(&S->node[cn->dst]);
+    __builtin_prefetch(&S->lk[cn->src]);
+    __builtin_prefetch(&S->lk[cn->dst]);
+    if (cn->qn > 0)
+        __builtin_prefetch(&cn->q[cn->qh]);
 }
 
 int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **out)
@@ -1655,7 +1729,11 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             e = (struct ev){.t = S.fh[0].t, .kind = EV_FLOW, .a = id};
             fh_del(&S, id);
             if (S.nfh > 0)
-                __builtin_prefetch(&S.conn[S.fh[0].id]);
+                prefetch_ends(&S, S.fh[0].id);
+            if (S.nfh > 1) {
+                uint32_t k = S.nfh > 2 && fh_less(&S.fh[2], &S.fh[1]) ? 2 : 1;
+                prefetch_conn(&S, S.fh[k].id);
+            }
         } else if (bq != NULL) {
             e = bq->v[bq->head];
             bq->head = (bq->head + 1) % bq->cap;
@@ -1664,7 +1742,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             /* Requests mostly follow each other out of the FIFO: the next
              * one's connection, cold in a large fleet, loads meanwhile. */
             if (bq->n > 0)
-                __builtin_prefetch(&S.conn[bq->v[bq->head].a]);
+                prefetch_ends(&S, bq->v[bq->head].a);
+            if (bq->n > 1)
+                prefetch_conn(&S, bq->v[(bq->head + 1) % bq->cap].a);
         } else {
             e = ev_pop(&S);
         }
