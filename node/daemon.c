@@ -1244,7 +1244,6 @@ static void dial_node(struct shoal_daemon *d, const uint8_t pk[32], const char *
     uint64_t now = uv_now(&d->loop);
     struct shoal_peer *p = NULL;
     struct dial *dl = NULL;
-
     uint32_t dialing = 0;
 
     if (d->stopping || memcmp(pk, d->pk.pk, 32) == 0 || is_banned(d, pk) ||

@@ -140,9 +140,9 @@ struct shoal_swarm {
     } leases[16];
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
     /* Origin chunks that failed (bad bytes, a write error) since the last
-     * that arrived, and until when local leases wait
-     * because of them: without a tracker's lease expiry to slow it, a bad
-     * chunk was fetched again at once, hundreds of times a second. */
+     * that arrived, and until when local leases wait because of them:
+     * without a tracker's lease expiry to slow it, a bad chunk was fetched
+     * again at once, hundreds of times a second. */
     uint32_t origin_fails;
     uint64_t origin_hold_until;
     struct ofetch *ofetches;       /* origin fetches alive */
