@@ -56,6 +56,23 @@ static void hub_close(struct shoal_hub *h)
     uv_run(&loop, UV_RUN_DEFAULT);
 }
 
+/* A hub on the stand-in with no token, the fixed jitter seed, and
+ * |max_inflight| (0: the default) and |range_skip_max| (0: the default). */
+static struct shoal_hub *hub_with(unsigned max_inflight, uint64_t range_skip_max)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+
+    shoal_hub_config_default(&c);
+    c.endpoint = stub.url;
+    c.token = "";
+    c.max_inflight = max_inflight;
+    c.range_skip_max = range_skip_max;
+    c.seed = 42;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    return h;
+}
+
 static struct shoal_hub *hub_open(const char *endpoint, const char *token, unsigned attempts)
 {
     struct shoal_hub_config c;
@@ -712,19 +729,12 @@ static void test_many_in_flight(void)
  * bytes wanted for eight 1 MiB spans near the end of a 64 MiB file). */
 static void test_ignores_range(void)
 {
-    struct shoal_hub_config c;
-    struct shoal_hub *h = NULL;
+    struct shoal_hub *h = hub_with(0, 64 * 1024);
     struct fetched f = {0};
     size_t len;
     uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
     struct shoal_hub_span near = {4096, 10}, far = {600000, 100};
 
-    shoal_hub_config_default(&c);
-    c.endpoint = stub.url;
-    c.token = "";
-    c.seed = 42;
-    c.range_skip_max = 64 * 1024;
-    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
     stub_settle();
     stub_reset();
     stub_fault("[{\"kind\": \"norange\", \"match\": \"/cdn/\", \"times\": -1}]");
@@ -748,20 +758,13 @@ static void test_ignores_range(void)
  * user's fetch is untouched, and the hub serves the next fetch normally. */
 static void test_cancel_stalled(void)
 {
-    struct shoal_hub_config c;
-    struct shoal_hub *h = NULL;
+    struct shoal_hub *h = hub_with(1, 0);
     struct fetched f = {0}, g = {0};
     size_t len;
     uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
     struct shoal_hub_span sp[4] = {{0, 100}, {200000, 100}, {400000, 100}, {600000, 100}};
     struct shoal_hub_span one = {4096, 10};
 
-    shoal_hub_config_default(&c);
-    c.endpoint = stub.url;
-    c.token = "";
-    c.max_inflight = 1;
-    c.seed = 42;
-    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
     stub_settle();
     stub_reset();
     stub_fault("[{\"kind\": \"stall\", \"seconds\": 30, \"match\": \"/cdn/\", \"times\": 1}]");
@@ -813,20 +816,13 @@ static void test_cancel_stalled(void)
  * started). The next fetch must run normally. */
 static void test_abort_after_redirect(void)
 {
-    struct shoal_hub_config c;
-    struct shoal_hub *h = NULL;
+    struct shoal_hub *h = hub_with(1, 0);
     struct fetched f = {0};
     size_t len;
     uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
     struct shoal_hub_span sp[4] = {{0, 100}, {200000, 100}, {400000, 100}, {600000, 100}};
     struct shoal_hub_span one = {4096, 10};
 
-    shoal_hub_config_default(&c);
-    c.endpoint = stub.url;
-    c.token = "";
-    c.max_inflight = 1;
-    c.seed = 42;
-    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
     stub_reset();
     f.fail_after = 1;
     CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, sp, 4, &f, len), SHOAL_EBADHASH);
