@@ -788,15 +788,14 @@ static void test_cancel_stalled(void)
     }
     CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "cdn"), 1);
     CHECK(!f.done);
-    uint64_t t0 = uv_hrtime();
     CHECK_EQ(shoal_hub_cancel(h, &f), 1);
     CHECK(!f.done); /* reported from the loop, not from inside the call */
     CHECK_EQ(shoal_hub_cancel(h, &f), 0);
+    /* The stall lasts 30 s: done well before it means the cancel ended it. */
     run_until(&f.done, 10);
     CHECK(f.done);
     CHECK_EQ(f.status, -ECANCELED);
     CHECK_EQ(f.delivered, 0);
-    CHECK(uv_hrtime() - t0 < 5000000000ull);
     /* The other user's fetch then runs (the stall was used up). */
     run_until(&g.done, 30);
     CHECK(g.done);
