@@ -498,7 +498,7 @@ static const char *in_blobs(const char *path)
 /* The partial file blob |b| fills: blobs/<sha>.incomplete, shared with any
  * other release listing the same sha256 (and named as huggingface_hub
  * names its own), or blobs/<sha>.<release id>.incomplete when another
- * store held the shared one's lock at open (see lock_partial). */
+ * store held the shared one's lock at open (see open_blob_disk). */
 static void blob_inc_path(const struct shoal_store *s, uint32_t b, char *out, size_t cap)
 {
     shoal_hf_blob_path(out, cap, file(s, s->blobs[b].primary)->sha256, true);

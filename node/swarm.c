@@ -731,7 +731,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     j->w.data = j;
     j->s = s;
     j->peer_id = sp->id;
-    j->plain = strcmp(shoal_session_cipher(shoal_peer_session(sp->p)), "none") == 0;
+    j->plain = shoal_session_send_overhead(shoal_peer_session(sp->p)) == 0;
     pk = speer_pk(sp);
     if (pk) {
         memcpy(j->peer_pk, pk, 32);

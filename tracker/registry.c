@@ -1955,6 +1955,11 @@ out:
     return rv;
 }
 
+uint32_t shoal_reg_rollout_count(const struct shoal_reg *r)
+{
+    return r->nrollouts;
+}
+
 size_t shoal_reg_rollouts_all(const struct shoal_reg *r, struct shoal_reg_rollout_entry *out,
                               size_t max)
 {

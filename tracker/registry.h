@@ -388,6 +388,9 @@ struct shoal_reg_rollout_entry {
     const char *zone;  /* "" = every zone */
 };
 
+/* Rollout entries set now. */
+uint32_t shoal_reg_rollout_count(const struct shoal_reg *r);
+
 /* Writes up to |max| rollout entries, in the order they were set, for
  * saving them (shoal_rollfile_save). Returns the count written. */
 size_t shoal_reg_rollouts_all(const struct shoal_reg *r, struct shoal_reg_rollout_entry *out,

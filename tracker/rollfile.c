@@ -3,13 +3,10 @@
 #include "rollfile.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "error.h"
 #include "hash.h"
@@ -121,10 +118,7 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
             continue;
         }
     }
-    {
-        struct shoal_reg_rollout_entry all[SHOAL_REG_ROLLOUTS_MAX];
-        res->loaded = (unsigned)shoal_reg_rollouts_all(reg, all, SHOAL_REG_ROLLOUTS_MAX);
-    }
+    res->loaded = shoal_reg_rollout_count(reg);
     free(text);
     return 0;
 }

@@ -1130,14 +1130,13 @@ static int handle_rollout(struct conn *c)
     copy_str(name, &ro->repo_at_rev);
     if (ro->has_zone)
         copy_str(zone, &ro->zone);
-    struct shoal_reg_rollout_entry all[SHOAL_REG_ROLLOUTS_MAX];
-    size_t before = shoal_reg_rollouts_all(c->t->reg, all, SHOAL_REG_ROLLOUTS_MAX);
+    uint32_t before = shoal_reg_rollout_count(c->t->reg);
     int rv = shoal_reg_rollout_set(c->t->reg, name, zone, ro->remove);
     if (rv)
         return send_error(c, rv, rv == SHOAL_EBADMSG ? "expected org/name@commit"
                                  : rv == SHOAL_ELIMIT ? "too many rollouts"
                                                       : shoal_strerror(rv));
-    bool changed = shoal_reg_rollouts_all(c->t->reg, all, SHOAL_REG_ROLLOUTS_MAX) != before;
+    bool changed = shoal_reg_rollout_count(c->t->reg) != before;
     /* Written on the loop: rollouts are rare operator actions and the file
      * is small. A rollout the tracker could not record is undone, so what
      * the admin is told matches what a restart will bring back. */
