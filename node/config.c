@@ -58,6 +58,10 @@ static const struct key keys[] = {
      "largest frame accepted from peers (16M+1K; 4M+64K to 64M+64K)"},
     {"manifest-budget", K_SIZE, F(manifest_budget), "SIZE",
      "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
+    {"max-queue-total", K_SIZE, F(max_queue_total), "SIZE",
+     "what all peers' write queues may hold together; past it, reading stops from\n"
+     "                               peers holding more than SIZE / max-peers (512M; 0: no\n"
+     "                               limit beyond 64M per peer)"},
     {"max-peers", K_U64, F(max_peers), "N",
      "authenticated peers (and our dials in progress) at once (64; 1-250)"},
     {"max-releases", K_U64, F(max_releases), "N",
@@ -151,6 +155,7 @@ int shoal_config_init(struct shoal_config *c)
     }
     c->max_frame = 16u * 1024 * 1024 + 1024;
     c->manifest_budget = 8u << 20;
+    c->max_queue_total = 512u << 20;
     c->max_peers = 64;
     c->max_unauth = 64;
     c->max_leases = 2; /* the scheduler's default */

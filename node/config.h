@@ -48,6 +48,7 @@ struct shoal_config {
      * 8M fits two such manifests, so one is written while the next is
      * sealed. */
     uint64_t manifest_budget;
+    uint64_t max_queue_total; /* write queues of all peers together (0: none) */
     uint64_t max_peers;      /* authenticated peers and our dials in progress */
     /* Inbound connections still in their handshake: a pool of their own,
      * the oldest closed to admit a new one, so connections that never

@@ -216,6 +216,7 @@ struct shoal_daemon {
     struct shoal_ctl *ctl;
     struct shoal_ctl_ops ctl_ops;
     struct shoal_rate_cfg rate;
+    struct shoal_peer_budget qbudget; /* --max-queue-total */
     struct shoal_bucket up_bucket, down_bucket; /* node-wide caps */
     uint64_t bans_total;
     /* --- end ctl --- */
@@ -2682,6 +2683,11 @@ static int check_ranges(const struct shoal_config *c)
         LOG_E("max-peers %llu: use 1-%d", (unsigned long long)c->max_peers, MAX_PEERS_HARD);
         return -EINVAL;
     }
+    if (c->max_queue_total != 0 && c->max_queue_total < (1u << 20)) {
+        LOG_E("max-queue-total %llu: use 0 (no limit) or at least 1M",
+              (unsigned long long)c->max_queue_total);
+        return -EINVAL;
+    }
     if (c->max_unauth < 1 || c->max_unauth > MAX_UNAUTH_HARD) {
         LOG_E("max-unauth %llu: use 1-%d", (unsigned long long)c->max_unauth, MAX_UNAUTH_HARD);
         return -EINVAL;
@@ -2794,6 +2800,11 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
                                                    : cfg->max_frame);
     d->pctx.cluster_keys = d->cluster_keys;
     d->pctx.handshake_timeout_ms = (uint32_t)cfg->handshake_timeout_ms;
+    if (cfg->max_queue_total) {
+        d->qbudget.max = (size_t)cfg->max_queue_total;
+        d->qbudget.shares = (size_t)cfg->max_peers;
+        d->pctx.budget = &d->qbudget;
+    }
     d->pcb.on_hello = peer_on_hello;
     d->pcb.on_ready = peer_on_ready;
     d->pcb.on_msg = peer_on_msg;

@@ -309,6 +309,8 @@ static void sfi_free(struct shoal_peer *p, struct sfi *f)
     free(f);
 }
 
+static size_t queue_load(const struct shoal_peer *p);
+
 /* Last step of a close: once the handles are closed and no worker job holds
  * the peer (--- dperf ---). */
 static void peer_free(struct shoal_peer *p)
@@ -344,6 +346,9 @@ static void peer_free(struct shoal_peer *p)
     }
     if (p->sf_fd >= 0)
         close(p->sf_fd);
+    /* What was still queued goes back to the node-wide budget. */
+    if (p->ctx->budget)
+        p->ctx->budget->used -= queue_load(p);
     free(p);
 }
 
@@ -442,12 +447,39 @@ static size_t queue_load(const struct shoal_peer *p)
     return p->queued + p->qitems * ITEM_COST;
 }
 
+/* This peer's share of the node-wide budget while the budget is spent, or
+ * SIZE_MAX when there is no budget or it is not spent. */
+static size_t budget_share(const struct shoal_peer *p)
+{
+    const struct shoal_peer_budget *b = p->ctx->budget;
+    if (!b || b->max == 0 || b->used <= b->max)
+        return SIZE_MAX;
+    return b->max / (b->shares ? b->shares : 1);
+}
+
+/* Past what this peer may have queued: no more sends, no more reading. */
+static bool q_over(const struct shoal_peer *p)
+{
+    size_t l = queue_load(p);
+    return l > p->max_queue || l > budget_share(p);
+}
+
+/* Drained enough to read again and to take sends: half of each limit, so
+ * a peer at the edge does not flip on every write. */
+static bool q_low(const struct shoal_peer *p)
+{
+    size_t l = queue_load(p), share = budget_share(p);
+    return l <= p->max_queue / 2 && (share == SIZE_MAX || l <= share / 2);
+}
+
 static void q_pause_check(struct shoal_peer *p);
 
 static void q_add(struct shoal_peer *p, size_t bytes)
 {
     p->queued += bytes;
     p->qitems++;
+    if (p->ctx->budget)
+        p->ctx->budget->used += bytes + ITEM_COST;
     if (queue_load(p) > p->max_queue / 2)
         p->drain_wanted = true;
     q_pause_check(p);
@@ -457,6 +489,8 @@ static void q_sub(struct shoal_peer *p, size_t bytes)
 {
     p->queued -= bytes;
     p->qitems--;
+    if (p->ctx->budget)
+        p->ctx->budget->used -= bytes + ITEM_COST;
 }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -469,7 +503,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
  * peer that reads is never paused. */
 static void q_pause_check(struct shoal_peer *p)
 {
-    if (!p->q_paused && !p->closing && queue_load(p) > p->max_queue) {
+    if (!p->q_paused && !p->closing && q_over(p)) {
         p->q_paused = true;
         uv_read_stop((uv_stream_t *)&p->tcp);
     }
@@ -477,7 +511,7 @@ static void q_pause_check(struct shoal_peer *p)
 
 static void q_resume_check(struct shoal_peer *p)
 {
-    if (p->q_paused && !p->closing && queue_load(p) <= p->max_queue / 2) {
+    if (p->q_paused && !p->closing && q_low(p)) {
         p->q_paused = false;
         if (!p->read_paused && !p->rxq_paused &&
             uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
@@ -490,7 +524,7 @@ static void maybe_drain(struct shoal_peer *p)
     bool call = false;
 
     q_resume_check(p);
-    if (p->drain_wanted && queue_load(p) <= p->max_queue / 2 && !p->closing) {
+    if (p->drain_wanted && q_low(p) && !p->closing) {
         p->drain_wanted = false;
         call = true;
     }
@@ -896,8 +930,10 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
 {
     if (p->closing || p->st != ST_READY)
         return -EPIPE;
-    if (queue_load(p) > p->max_queue)
+    if (q_over(p)) {
+        p->drain_wanted = true;
         return SHOAL_EBUSY;
+    }
     return send_raw(p, m, peer_max_body(p));
 }
 
@@ -1025,8 +1061,10 @@ static int chunk_header(struct shoal_peer *p, const struct shoal_msg_chunk *c, s
 
     if (p->closing || p->st != ST_READY)
         return -EPIPE;
-    if (queue_load(p) > p->max_queue)
+    if (q_over(p)) {
+        p->drain_wanted = true;
         return SHOAL_EBUSY;
+    }
     rv = shoal_msg_encode_chunk_header(c, b);
     if (rv == SHOAL_ELIMIT) /* cannot happen with a valid |c| */
         return -EINVAL;

@@ -33,6 +33,18 @@
 
 struct shoal_peer;
 
+/* Write-queue memory all peers of a node share. While |used| is past |max|,
+ * a peer holding more than its share (max / shares) counts as over its own
+ * max_queue: reading from it stops and sends to it are refused. Peers that
+ * never read then hold at most about twice |max| between them, not
+ * max_queue each. Set |max| and |shares| (the most peers at once, at
+ * least 1) before the first peer; |used| is the peers' to keep. */
+struct shoal_peer_budget {
+    size_t max;
+    size_t shares;
+    size_t used;
+};
+
 /* Shared by all peers of one node; borrowed, must outlive them. */
 struct shoal_peer_ctx {
     uv_loop_t *loop;
@@ -41,6 +53,7 @@ struct shoal_peer_ctx {
     uint32_t handshake_timeout_ms;        /* 0: 10 s */
     size_t max_queue;                     /* write-queue bytes before sends are
                                            * refused (SHOAL_EBUSY); 0: 64 MiB */
+    struct shoal_peer_budget *budget;     /* node-wide queue budget (NULL: none) */
     /* --- ctl: rate limits --- */
     /* Per-connection caps (peer_up, peer_down; 0 none) and the node-wide
      * buckets every connection also draws from (NULL: none). CHUNK frames

@@ -836,6 +836,59 @@ def case_ping_flood(tmp):
     return fails
 
 
+def case_queue_budget(tmp):
+    """Several credentialed peers that flood PINGs and never read hold the
+    node-wide --max-queue-total between them, not 64 MiB each, and the seed
+    keeps serving."""
+    k, repo, files, mf, mid = setup(tmp)
+    floods = ("f1", "f2", "f3", "f4")
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, floods, floods)
+    os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
+                                  ":quarantine_size_mb=16").lstrip(":")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                              "--max-queue-total", "32M"]))
+    fails = 0
+    time.sleep(0.5)
+    before = vm_rss_mib(a.p.pid)
+    hs = [subprocess.Popen([HOSTILE, a.addr, k(f), k(f) + ".cred", k("cluster") + ".pub",
+                            "ping", "2000000", "8"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=dict(os.environ, HOLD="60"))
+          for f in floods]
+    sent = []
+    deadline = time.monotonic() + 60
+    for h in hs:
+        r, _, _ = select.select([h.stdout], [], [], max(0.1, deadline - time.monotonic()))
+        m = re.match(r"sent (\d+)", h.stdout.readline()) if r else None
+        sent.append(int(m.group(1)) if m else None)
+    time.sleep(1)
+    after = vm_rss_mib(a.p.pid)
+    print(f"PINGs sent without reading, per peer: {sent}; seed RSS {before:.0f} -> "
+          f"{after:.0f} MiB (each peer alone may queue 64 MiB; all together 32 MiB)")
+    if any(n is None or n < 10000 for n in sent):
+        print("FAIL a hostile peer did not get through its handshake and flood")
+        fails += 1
+    elif after - before > 130:
+        print("FAIL peers that never read grew the seed's memory past --max-queue-total")
+        fails += 1
+    c = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                               "--exit-when-complete"]))
+    rc = c.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL an honest puller did not complete from the flooded seed (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    for h in hs:
+        h.kill()
+        h.wait()
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        for n in (a, c):
+            n.dump(tail=30)
+    return fails
+
+
 def case_tracker_lies(tmp):
     """A lying tracker's peer lists neither fill the peer slots nor make the
     node dial itself."""
@@ -909,4 +962,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "cred_expiry": case_cred_expiry,
                       "hello_replay": case_hello_replay,
                       "ping_flood": case_ping_flood,
+                      "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies}, "shoal-swarm-")
