@@ -108,6 +108,10 @@ static const struct key keys[] = {
     /* --- tracker --- */
     {"tracker", K_LIST, F(trackers), "HOST:PORT",
      "announce to this tracker, find peers and origin leases there (repeatable)"},
+    {"tracker-keys", K_STR, F(tracker_keys), "FILE",
+     "public keys of this fleet's trackers (one per line): a tracker must prove it\n"
+     "                               holds one (shoal-tracker --key) before the node uses it\n"
+     "                               (default: trackers are not authenticated)"},
     {"hub-endpoint", K_STR, F(hub_endpoint), "URL",
      "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
     {"hub-token-file", K_STR, F(hub_token_file), "FILE",

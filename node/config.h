@@ -29,6 +29,7 @@ struct shoal_config {
     char *cred;              /* credential file */
     struct shoal_config_list cluster_keys;  /* trust files of cluster keys */
     char *publisher_keys;    /* trust file of manifest publishers */
+    char *tracker_keys;      /* keys trackers must prove (NULL: none) */
     char *cache_dir;         /* NULL: HF_HUB_CACHE / HF_HOME/hub / ~/.cache/... */
     char *state_dir;         /* NULL: $STATE_DIRECTORY, /var/lib/shoald, ... (state.h) */
     struct shoal_config_list peers;      /* static peers host:port */

@@ -110,6 +110,7 @@ struct shoal_daemon {
     size_t cred_len;
     struct shoal_keyset *cluster_keys;
     struct shoal_keyset *publishers;
+    struct shoal_keyset *tracker_keys; /* NULL: trackers not authenticated */
     char cache_dir[SHOAL_HF_PATH_MAX];
     char listen_addr[SHOAL_MSG_ADDR_MAX + 1];
     bool listen_wildcard;   /* bound to 0.0.0.0 or :: */
@@ -1714,6 +1715,7 @@ static int setup_trackers(struct shoal_daemon *d)
         d->tcfg.advertise_ipv4_only = d->listen_ipv4;
     }
     d->tcfg.seed = d->scfg.seed;
+    d->tcfg.tracker_keys = d->tracker_keys;
     d->thooks.on_ready = trk_on_ready;
     d->thooks.fill_announce = trk_fill_announce;
     d->thooks.on_announce_reply = trk_on_announce_reply;
@@ -2450,6 +2452,18 @@ static int load_identity(struct shoal_daemon *d)
     } else {
         LOG_W("no publisher keys (publisher-keys): no manifest will be accepted");
     }
+    if (c->tracker_keys) {
+        rv = shoal_keyset_new(&d->tracker_keys);
+        if (rv == 0)
+            rv = shoal_keyset_load_file(d->tracker_keys, c->tracker_keys);
+        if (rv == 0 && shoal_keyset_count(d->tracker_keys) == 0)
+            rv = SHOAL_EBADMSG;
+        if (rv != 0) {
+            LOG_E("tracker keys %s: %s", c->tracker_keys,
+                  rv == SHOAL_EBADMSG ? "no key in the file" : shoal_strerror(rv));
+            return rv;
+        }
+    }
     return 0;
 }
 
@@ -2887,6 +2901,7 @@ void shoal_daemon_free(struct shoal_daemon *d)
         LOG_W("event loop closed with handles still open");
     shoal_keyset_free(d->cluster_keys);
     shoal_keyset_free(d->publishers);
+    shoal_keyset_free(d->tracker_keys);
     shoal_mfq_free(d->mfq); /* --- s2rob --- */
     sodium_memzero(&d->sk, sizeof d->sk);
     free(d);

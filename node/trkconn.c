@@ -11,9 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "auth.h"
 #include "error.h"
 #include "frame.h"
+#include "hash.h"
 #include "nodelog.h"
 #include "peer.h" /* shoal_parse_addr */
 
@@ -77,6 +80,10 @@ struct conn {
     char adv[SHOAL_MSG_ADDR_MAX + 1];     /* cfg->advertise_port: what we announce */
     char adv_logged[SHOAL_MSG_ADDR_MAX + 1]; /* the last one logged */
     bool stop_feed;           /* a hook closed us while a read was fed */
+    /* cfg->tracker_keys: the nonces of this login and whether the tracker
+     * proved its key over them (TRK_PROOF before the OK). */
+    uint8_t chal[32], cnonce[32];
+    bool proven;
     /* LEASE_DONEs that found the connection down: sent after the next
      * login's first announce. This process logs in with the same session
      * id, so the tracker kept the leases and takes them then (a lease that
@@ -598,6 +605,31 @@ void shoal_trkconn_announce_soon(struct shoal_trkconn *t)
 
 static void send_held_done(struct conn *c);
 
+/* A TRK_PROOF while tracker keys are pinned: the tracker's key must be one
+ * of them and its signature must cover this login's nonces. */
+static void on_proof(struct conn *c, const struct shoal_msg_trk_proof *p)
+{
+    struct shoal_trkconn *t = c->t;
+    struct shoal_pubkey pk;
+    const char *why = NULL;
+    char hex[65];
+
+    shoal_seckey_public(t->cfg->sk, &pk);
+    shoal_hex(hex, p->tracker_pk, 32);
+    if (!shoal_keyset_contains(t->cfg->tracker_keys, p->tracker_pk))
+        why = "its key is not in tracker-keys";
+    else if (shoal_trk_id_verify(p->sig, c->chal, c->cnonce, pk.pk, p->tracker_pk) != 0)
+        why = "its proof does not verify";
+    if (why) {
+        LOG_E("tracker %s refused: %s (key %.16s): not used", c->addr, why, hex);
+        c->backoff_ms = t->bmax;
+        fail_conn(c, "tracker identity refused", false);
+        return;
+    }
+    c->proven = true;
+    LOG_I("tracker %s proved its key %.16s", c->addr, hex);
+}
+
 static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
 {
     struct shoal_trkconn *t = c->t;
@@ -610,8 +642,20 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
         fail_conn(c, "authentication refused", false);
         return;
     }
+    if (m->type == SHOAL_MSG_TRK_PROOF && t->cfg->tracker_keys && !c->proven) {
+        on_proof(c, &m->u.trk_proof);
+        return;
+    }
     if (m->type != SHOAL_MSG_OK) {
         fail_conn(c, "unexpected reply to TRK_AUTH", true);
+        return;
+    }
+    if (t->cfg->tracker_keys && !c->proven) {
+        LOG_E("tracker %s did not prove its identity (tracker-keys is set, and it sent no "
+              "TRK_PROOF: an old shoal-tracker, one run without --key, or not a tracker of "
+              "this fleet): not used", c->addr);
+        c->backoff_ms = t->bmax;
+        fail_conn(c, "tracker identity not proven", false);
         return;
     }
     c->st = C_READY;
@@ -649,6 +693,13 @@ static void on_challenge(struct conn *c, const struct shoal_msg *m)
     if (cfg->session) {
         a->has_session = true;
         memcpy(a->session, cfg->session, SHOAL_MSG_SESSION_LEN);
+    }
+    c->proven = false;
+    if (cfg->tracker_keys) {
+        memcpy(c->chal, m->u.trk_challenge.nonce, 32);
+        randombytes_buf(c->cnonce, sizeof c->cnonce);
+        a->has_client_nonce = true;
+        memcpy(a->client_nonce, c->cnonce, 32);
     }
     rv = shoal_trk_auth_sign(a->sig, m->u.trk_challenge.nonce, cfg->sk);
     if (rv == 0)

@@ -100,6 +100,10 @@ struct shoal_trkconn_cfg {
      * tracker reached over IPv6 cannot be told an address peers could
      * dial; such a connection fails, saying so. */
     bool advertise_ipv4_only;
+    /* Non-NULL: a tracker must prove it holds one of these keys (TRK_PROOF,
+     * tracker/auth.h) before anything it says is used; one that does not
+     * is refused, logged, and tried again at the longest back-off. */
+    const struct shoal_keyset *tracker_keys; /* borrowed */
     uint32_t request_timeout_ms;      /* 0: 5000 */
     uint32_t backoff_min_ms;          /* 0: 250 */
     uint32_t backoff_max_ms;          /* 0: 10000 */

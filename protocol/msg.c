@@ -166,6 +166,11 @@ static const struct field trk_auth_f[] = {
     STR(struct shoal_msg_trk_auth, listen_addr, SHOAL_MSG_ADDR_MAX, S_ADDR),
     U8(struct shoal_msg_trk_auth, role, SHOAL_ROLE_NODE, SHOAL_ROLE_ADMIN),
     FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, session, has_session, SHOAL_MSG_SESSION_LEN),
+    FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, client_nonce, has_client_nonce, SHOAL_MSG_KEY_LEN),
+};
+static const struct field trk_proof_f[] = {
+    KEY(struct shoal_msg_trk_proof, tracker_pk),
+    SIG(struct shoal_msg_trk_proof, sig),
 };
 static const struct field announce_entry_f[] = {
     KEY(struct shoal_msg_announce_entry, manifest_id),
@@ -385,6 +390,7 @@ static const struct msg_desc msgs[SHOAL_MSG_TYPE_END] = {
     /* STATS_REQ has no fields; a zero-length table cannot be written in C. */
     [SHOAL_MSG_STATS_REQ] = { .name = "STATS_REQ", .f = NULL, .nf = 0, .size = 0 },
     MSG(SHOAL_MSG_STATS, "STATS", stats_f, struct shoal_msg_text, NULL),
+    MSG(SHOAL_MSG_TRK_PROOF, "TRK_PROOF", trk_proof_f, struct shoal_msg_trk_proof, NULL),
     MSG(SHOAL_MSG_LOADER_WANT, "LOADER_WANT", loader_want_f, struct shoal_msg_loader_want,
         NULL),
     MSG(SHOAL_MSG_LOADER_FILE, "LOADER_FILE", loader_file_f, struct shoal_msg_loader_file,

@@ -99,6 +99,7 @@ enum shoal_msg_type {
     SHOAL_MSG_ERROR = 48,
     SHOAL_MSG_STATS_REQ = 49,
     SHOAL_MSG_STATS = 50,
+    SHOAL_MSG_TRK_PROOF = 51,
     /* loader socket */
     SHOAL_MSG_LOADER_WANT = 64,
     SHOAL_MSG_LOADER_FILE = 65,
@@ -241,11 +242,13 @@ struct shoal_msg_trk_challenge {
 };
 
 /* TRK_AUTH 33: [node_pk, cred, sig, zone, listen_addr, role
- *               (, session or nil)]
+ *               (, session or nil (, client_nonce or nil))]
  * session is exactly SHOAL_MSG_SESSION_LEN bytes that a daemon draws once
  * per process, so a tracker can tell a reconnect from a restart. It is
  * optional: a client that predates it leaves it out, one that is no daemon
- * (the CLI) sends nil; both decode with has_session false. */
+ * (the CLI) sends nil; both decode with has_session false. client_nonce
+ * (32 random bytes, optional the same way) asks the tracker to prove its
+ * own key: it answers TRK_PROOF before the OK (tracker/auth.h). */
 struct shoal_msg_trk_auth {
     uint8_t node_pk[SHOAL_MSG_KEY_LEN];
     struct shoal_bytes cred;     /* <= SHOAL_MSG_CRED_MAX, opaque */
@@ -255,6 +258,16 @@ struct shoal_msg_trk_auth {
     uint8_t role;                /* enum shoal_role */
     bool has_session;
     uint8_t session[SHOAL_MSG_SESSION_LEN]; /* meaningful with has_session */
+    bool has_client_nonce;
+    uint8_t client_nonce[SHOAL_MSG_KEY_LEN]; /* meaningful with has_client_nonce */
+};
+
+/* TRK_PROOF 51: [tracker_pk, sig]: the tracker's answer to a TRK_AUTH with
+ * a client_nonce, sent before its OK; sig is tracker_pk's signature of
+ * shoal_trk_id_sign's message. */
+struct shoal_msg_trk_proof {
+    uint8_t tracker_pk[SHOAL_MSG_KEY_LEN];
+    uint8_t sig[SHOAL_MSG_SIG_LEN];
 };
 
 /* ANNOUNCE 34: [[[manifest_id, have_chunks, total_chunks, complete], ...]]
@@ -430,6 +443,7 @@ struct shoal_msg {
         struct shoal_msg_text bye;
         struct shoal_msg_trk_challenge trk_challenge;
         struct shoal_msg_trk_auth trk_auth;
+        struct shoal_msg_trk_proof trk_proof;
         struct shoal_msg_announce announce;
         struct shoal_msg_announce_reply announce_reply;
         struct shoal_msg_get_peers get_peers;

@@ -47,7 +47,7 @@ static const struct shoal_str sample_paths[3] = {
 /* Every message type, plus the nil branches of the optional fields. */
 static const uint32_t sample_types[] = {
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-    32, 33, 33, 34, 35, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50,
+    32, 33, 33, 34, 35, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50, 51,
     64, 65, 66, 67,
 };
 #define NSAMPLES (sizeof sample_types / sizeof sample_types[0])
@@ -140,9 +140,15 @@ static void sample(struct shoal_msg *m, size_t i)
         if (!alt) {
             a->has_session = true;
             memcpy(a->session, key(41), SHOAL_MSG_SESSION_LEN);
+            a->has_client_nonce = true;
+            memcpy(a->client_nonce, key(44), 32);
         }
         break;
     }
+    case SHOAL_MSG_TRK_PROOF:
+        memcpy(m->u.trk_proof.tracker_pk, key(45), 32);
+        memcpy(m->u.trk_proof.sig, key(46), 64);
+        break;
     case SHOAL_MSG_ANNOUNCE:
         m->u.announce.count = 3;
         for (unsigned k = 0; k < 3; k++) {
@@ -362,8 +368,13 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
         return KEQ(x->node_pk, y->node_pk) && bytes_eq(x->cred, y->cred) && KEQ(x->sig, y->sig) &&
                str_eq(x->zone, y->zone) && str_eq(x->listen_addr, y->listen_addr) &&
                x->role == y->role && x->has_session == y->has_session &&
-               (!x->has_session || KEQ(x->session, y->session));
+               (!x->has_session || KEQ(x->session, y->session)) &&
+               x->has_client_nonce == y->has_client_nonce &&
+               (!x->has_client_nonce || KEQ(x->client_nonce, y->client_nonce));
     }
+    case SHOAL_MSG_TRK_PROOF:
+        return KEQ(a->u.trk_proof.tracker_pk, b->u.trk_proof.tracker_pk) &&
+               KEQ(a->u.trk_proof.sig, b->u.trk_proof.sig);
     case SHOAL_MSG_ANNOUNCE:
         if (a->u.announce.count != b->u.announce.count)
             return false;
@@ -505,7 +516,7 @@ static void test_roundtrip_every_type(void)
         CHECK(named == seen[t]);
         known += named;
     }
-    CHECK_EQ(known, 13 + 19 + 4);
+    CHECK_EQ(known, 13 + 20 + 4);
 }
 
 static void test_wire_layout(void)
@@ -820,22 +831,31 @@ static void test_field_counts_and_junk(void)
         /* One field short (the array count lowered, the last item dropped). */
         uint32_t n = body[0] & 0x0f;
         if (n > 1 && (ma.type == SHOAL_MSG_ANNOUNCE_REPLY || ma.type == SHOAL_MSG_TRK_AUTH)) {
-            /* The last field is optional (an older sender): the role list
-             * of a reply, the session id of a login. The message decodes
-             * without it; one more field short does not. */
+            /* The last fields are optional (an older sender): the role
+             * list of a reply, the session id and client nonce of a login.
+             * The message decodes without them; one more field short does
+             * not. */
             size_t ol = replace_item(body, len, n - 1, NULL, 0, out);
             out[0] = (uint8_t)(0x90 | (n - 1));
             static struct shoal_msg want;
             want = ma;
             if (ma.type == SHOAL_MSG_TRK_AUTH)
-                want.u.trk_auth.has_session = false;
+                want.u.trk_auth.has_client_nonce = false;
             else
                 want.u.announce_reply.nroles = 0;
             bad += shoal_msg_decode(&mb, out, ol) != 0 || !msg_eq(&want, &mb);
             static uint8_t out2[1 << 16];
             ol = replace_item(out, ol, n - 2, NULL, 0, out2);
             out2[0] = (uint8_t)(0x90 | (n - 2));
-            bad += shoal_msg_decode(&mb, out2, ol) != SHOAL_EPROTO;
+            if (ma.type == SHOAL_MSG_TRK_AUTH) {
+                want.u.trk_auth.has_session = false;
+                bad += shoal_msg_decode(&mb, out2, ol) != 0 || !msg_eq(&want, &mb);
+                ol = replace_item(out2, ol, n - 3, NULL, 0, out);
+                out[0] = (uint8_t)(0x90 | (n - 3));
+                bad += shoal_msg_decode(&mb, out, ol) != SHOAL_EPROTO;
+            } else {
+                bad += shoal_msg_decode(&mb, out2, ol) != SHOAL_EPROTO;
+            }
         } else if (n > 1) {
             size_t ol = replace_item(body, len, n - 1, NULL, 0, out);
             out[0] = (uint8_t)(0x90 | (n - 1));
@@ -981,12 +1001,26 @@ static void test_trk_auth_session(void)
     CHECK_EQ(wdecode(), 0);
     CHECK(mb.u.trk_auth.has_session);
     CHECK(memcmp(mb.u.trk_auth.session, key(42), SHOAL_MSG_SESSION_LEN) == 0);
-    /* and a field a newer client appends after it is skipped. */
+    /* A client nonce after it: 32 bytes or nil. */
+    trk_auth_head(9);
+    shoal_mpw_nil(&w);
+    shoal_mpw_bin(&w, key(44), 32);
+    CHECK_EQ(wdecode(), 0);
+    CHECK(!mb.u.trk_auth.has_session);
+    CHECK(mb.u.trk_auth.has_client_nonce);
+    CHECK(memcmp(mb.u.trk_auth.client_nonce, key(44), 32) == 0);
     trk_auth_head(9);
     shoal_mpw_bin(&w, key(42), SHOAL_MSG_SESSION_LEN);
+    shoal_mpw_bin(&w, key(44), 31);
+    CHECK_EQ(wdecode(), SHOAL_EBADMSG);
+    /* and a field a newer client appends after them is skipped. */
+    trk_auth_head(10);
+    shoal_mpw_bin(&w, key(42), SHOAL_MSG_SESSION_LEN);
+    shoal_mpw_nil(&w);
     shoal_mpw_cstr(&w, "future");
     CHECK_EQ(wdecode(), 0);
     CHECK(mb.u.trk_auth.has_session);
+    CHECK(!mb.u.trk_auth.has_client_nonce);
     /* Any other length, even one byte off, is refused. */
     static const uint32_t bad_len[] = {0, 1, SHOAL_MSG_SESSION_LEN - 1,
                                        SHOAL_MSG_SESSION_LEN + 1, 32};
@@ -1014,21 +1048,22 @@ static void test_trk_auth_session(void)
     ma.u.trk_auth.listen_addr = S("h:1");
     struct shoal_buf b;
     encode_ok(&ma, &b);
-    CHECK_EQ(b.data[4], 0x98); /* type and seven fields */
+    CHECK_EQ(b.data[4], 0x99); /* type and eight fields */
+    CHECK_EQ(b.data[b.len - 2], 0xc0);
     CHECK_EQ(b.data[b.len - 1], 0xc0);
     shoal_buf_free(&b);
     ma.u.trk_auth.has_session = true;
     memcpy(ma.u.trk_auth.session, key(43), SHOAL_MSG_SESSION_LEN);
     encode_ok(&ma, &b);
-    CHECK_EQ(b.data[4], 0x98); /* type and seven fields */
-    CHECK(b.len > 18 && b.data[b.len - 18] == 0xc4 && b.data[b.len - 17] == 16 &&
-          memcmp(b.data + b.len - 16, key(43), 16) == 0);
+    CHECK_EQ(b.data[4], 0x99); /* type and eight fields */
+    CHECK(b.len > 19 && b.data[b.len - 19] == 0xc4 && b.data[b.len - 18] == 16 &&
+          memcmp(b.data + b.len - 17, key(43), 16) == 0 && b.data[b.len - 1] == 0xc0);
     shoal_buf_free(&b);
 }
 
 static void test_unknown_type(void)
 {
-    static const uint64_t types[] = {0, 14, 31, 51, 63, 68, 79, 255, 1u << 20, 1ULL << 40};
+    static const uint64_t types[] = {0, 14, 31, 52, 63, 68, 79, 255, 1u << 20, 1ULL << 40};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         wbegin(2, 0);
         shoal_buf_reset(&wb);

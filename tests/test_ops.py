@@ -1495,9 +1495,66 @@ def case_tracker_rollouts(tmp):
     return fails
 
 
+def case_tracker_identity(tmp):
+    """Nodes that pin their trackers' keys (--tracker-keys) use a tracker
+    that proves one of them, and refuse one that proves another key or
+    none, before using anything it says."""
+    k = make_keys(tmp, ["s", "n", "p", "q"])
+    for name in ("trk", "other"):
+        run(SHOAL, "keygen", k(name))
+    hub = Hub(tmp, "4M")
+    t, taddr = hubfix.start_tracker(TRACKER, k, extra=["--key", k("trk")])
+    t2, taddr2 = hubfix.start_tracker(TRACKER, k)
+    fails = 0
+    if not t.wait_for(r"tracker key [0-9a-f]{64}: proven to nodes that pin it", 10):
+        print("FAIL the tracker did not log its key")
+        fails += 1
+    mf, mid = publish(k, hub, tmp, "main", taddr)
+    pin = ["--tracker-keys", k("trk") + ".pub"]
+    seed = node("s", k, tmp, hub, ["--tracker", taddr, *pin, "--manifest", mf])
+    r = cli("pull", mid, "--socket", seed.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0:
+        print(f"FAIL the seed did not pull from the origin: {r.stderr.strip()}")
+        fails += 1
+    # No origin and no --peer: only peers the pinned tracker lists can serve.
+    n = node("n", k, tmp, None, ["--tracker", taddr, *pin, "--no-origin"])
+    r = cli("pull", mid, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(f"pull through the proven tracker: exit {r.returncode} {r.stdout.strip()[-90:]}")
+    if r.returncode != 0:
+        print(f"FAIL a node pinning the tracker's key did not complete: {r.stderr.strip()}")
+        fails += 1
+    if not n.wait_for(r"tracker \S+ proved its key [0-9a-f]{16}", 5):
+        print("FAIL the node did not log the tracker's proof")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    p = node("p", k, tmp, None, ["--tracker", taddr, "--tracker-keys", k("other") + ".pub",
+                                 "--no-origin"])
+    if not p.wait_for(r"tracker \S+ refused: its key is not in tracker-keys", 20):
+        print("FAIL a tracker proving another key was not refused")
+        fails += 1
+    q = node("q", k, tmp, None, ["--tracker", taddr2, *pin, "--no-origin"])
+    if not q.wait_for(r"tracker \S+ did not prove its identity", 20):
+        print("FAIL a tracker proving no key was not refused")
+        fails += 1
+    for x in (p, q):
+        if x.wait_for(r"tracker \S+: authenticated", 0.5):
+            print(f"FAIL node {x.name} used a tracker it refused")
+            fails += 1
+    fails += shoalproc.stop_all([n, p, q, seed])
+    for tr in (t, t2):
+        if tr.stop() != 0:
+            print("FAIL a tracker did not stop cleanly")
+            fails += 1
+    if fails:
+        for x in (t, seed, n, p, q):
+            x.dump(tail=20)
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
+                      "tracker_identity": case_tracker_identity,
                       "wildcard_listen": case_wildcard_listen,
                       "origin_down": case_origin_down,
                       "branch_follow": case_branch_follow,

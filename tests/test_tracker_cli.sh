@@ -69,11 +69,12 @@ expect 1 "cannot read the rollout file fifo: not a regular file" "rollout file i
     "$tracker" --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file fifo
 # The shipped example config works once its paths point here.
 if [ -f "$example" ]; then
-    for k in cluster publishers admins; do "$shoal" keygen $k >/dev/null; done
+    for k in cluster publishers admins tracker.key; do "$shoal" keygen $k >/dev/null; done
     sed -e 's|/etc/shoal/||; s|/var/lib/shoal-tracker/||; s|0.0.0.0:7700|127.0.0.1:0|' \
         "$example" >example.conf
     run_until_started --config example.conf
     if grep -q "announce 30000 ms, ttl 90000 ms" run.txt && grep -q "exit 0" run.txt &&
+       grep -q "tracker key $(awk '{print $2}' tracker.key.pub): proven" run.txt &&
        [ -f rollouts ]
     then echo "ok   the example config starts a tracker (and its rollout file)"
     else echo "FAIL the example config"; cat run.txt; fails=$((fails+1)); fi

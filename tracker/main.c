@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
 #include <uv.h>
 
 #include "error.h"
+#include "hash.h"
 #include "keys.h"
 #include "kvfile.h"
 #include "rollfile.h"
@@ -62,6 +64,9 @@ static const char usage_options[] =
     "                              (admins may set rollouts)\n"
     "    --publisher-keys FILE     keys whose signed manifests are accepted by\n"
     "                              PUT_MANIFEST; without it no manifest is accepted\n"
+    "    --key FILE                this tracker's own secret key (shoal keygen);\n"
+    "                              proven to nodes that pin it (shoald\n"
+    "                              --tracker-keys); its public key is logged\n"
     "    --auth-timeout SECONDS    close connections silent this long before\n"
     "                              authenticating (default 3)\n"
     "    --auth-timeout-ms MS      the same in milliseconds\n"
@@ -182,7 +187,7 @@ enum {
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
-    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE,
+    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY,
 };
 
 static const struct option longopts[] = {
@@ -215,6 +220,7 @@ static const struct option longopts[] = {
     { "max-unregistered-per-node", required_argument, NULL, OPT_UNREG },
     { "manifest-ttl-h", required_argument, NULL, OPT_MANIFEST_TTL },
     { "rollout-file", required_argument, NULL, OPT_ROLLOUT_FILE },
+    { "key", required_argument, NULL, OPT_KEY },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -234,6 +240,8 @@ static void on_signal(uv_signal_t *s, int signum)
 struct args {
     struct shoal_tracker_config cfg;
     struct shoal_keyset *cluster, *admin, *publisher;
+    struct shoal_seckey key; /* --key */
+    bool has_key;
     bool seeded;
     char *kept[256];       /* values read from --config files */
     size_t nkept;
@@ -295,6 +303,15 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
         }
         cfg->rollout_file = val;
         break;
+    case OPT_KEY: {
+        int rv = shoal_seckey_load(val, &A->key);
+        if (rv) {
+            snprintf(why, whylen, "%s: %s", val, shoal_strerror(rv));
+            return 1;
+        }
+        A->has_key = true;
+        break;
+    }
     case OPT_CLUSTER: return load_keys(&A->cluster, val, why, whylen);
     case OPT_ADMIN: return load_keys(&A->admin, val, why, whylen);
     case OPT_PUBLISHER: return load_keys(&A->publisher, val, why, whylen);
@@ -504,6 +521,14 @@ int main(int argc, char **argv)
     cfg->cluster_keys = A.cluster;
     cfg->admin_keys = A.admin;
     cfg->publisher_keys = A.publisher;
+    if (A.has_key) {
+        struct shoal_pubkey pk;
+        char hex[65];
+        cfg->id_key = &A.key;
+        shoal_seckey_public(&A.key, &pk);
+        shoal_hex(hex, pk.pk, 32);
+        shoal_tracker_log("tracker key %s: proven to nodes that pin it", hex);
+    }
 
     signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&loop) != 0)
@@ -550,6 +575,7 @@ out:
     shoal_keyset_free(A.cluster);
     shoal_keyset_free(A.admin);
     shoal_keyset_free(A.publisher);
+    sodium_memzero(&A.key, sizeof A.key);
     for (size_t i = 0; i < A.nkept; i++)
         free(A.kept[i]);
     return status;

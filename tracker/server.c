@@ -573,6 +573,23 @@ static int send_ok(struct conn *c, uint32_t req)
     return conn_send(c, m);
 }
 
+/* Proves our key to a client that asked (TRK_AUTH with a client nonce),
+ * over the challenge it just answered. */
+static int send_proof(struct conn *c, const struct shoal_msg_trk_auth *a)
+{
+    struct shoal_msg *m = &c->t->reply;
+    struct shoal_pubkey pk;
+    uint8_t sig[SHOAL_SIG_LEN];
+    int rv = shoal_trk_id_sign(sig, c->nonce, a->client_nonce, a->node_pk, c->t->cfg.id_key);
+    if (rv != 0)
+        return rv;
+    shoal_seckey_public(c->t->cfg.id_key, &pk);
+    m->type = SHOAL_MSG_TRK_PROOF;
+    memcpy(m->u.trk_proof.tracker_pk, pk.pk, 32);
+    memcpy(m->u.trk_proof.sig, sig, SHOAL_SIG_LEN);
+    return conn_send(c, m);
+}
+
 static int send_challenge(struct conn *c)
 {
     struct shoal_msg *m = &c->t->reply;
@@ -824,6 +841,8 @@ static int handle_auth(struct conn *c)
             shoal_tracker_log("%s authenticated as %s %.16s", c->peer, role_name(a->role), hex);
         }
     }
+    if (a->has_client_nonce && t->cfg.id_key && (rv = send_proof(c, a)) != 0)
+        return rv;
     if ((rv = send_ok(c, 0)) != 0)
         return rv;
     /* A fresh nonce lets the client prove another identity next. */

@@ -120,6 +120,9 @@ struct shoal_tracker_config {
     uint32_t max_conns_per_key;     /* authenticated connections per node key */
     const char *rollout_file;       /* rollouts saved here on every change
                                        (rollfile.h); NULL = kept in memory */
+    const struct shoal_seckey *id_key; /* the tracker's own key, proven to
+                                       nodes that pin it (TRK_PROOF; auth.h);
+                                       NULL: none; borrowed */
 };
 
 /* listen 127.0.0.1:7700, registry defaults, auth timeout 3 s, 10,000
