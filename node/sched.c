@@ -61,7 +61,7 @@ enum {
  * fits one line, and the records are line-aligned so it touches one. */
 struct peer {
     alignas(64) uint64_t id;
-    uint8_t *bits;
+    uint8_t *bits;        /* its slot in pbits, or the caller's (borrowed) */
     uint32_t nhave;
     uint32_t inflight;
     uint32_t depth;
@@ -72,6 +72,7 @@ struct peer {
     bool used;
     bool same_zone;
     bool stale;           /* last pick found nothing; wait for news */
+    bool borrowed;        /* |bits| is the caller's: never written here */
 };
 
 struct req {
@@ -119,6 +120,7 @@ struct shoal_sched {
                              HAVE finds its bit without loading the peer */
     struct peer *peers;
     uint32_t pbstride;
+    uint32_t nborrowed;   /* peers whose bitfield is the caller's */
     uint32_t nreq;
     uint32_t cap;         /* max_inflight in effect */
     uint32_t nchunks;
@@ -373,7 +375,7 @@ static void clear_stale_holders(struct shoal_sched *s, uint32_t c, bool cross_on
     for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
         struct peer *p = &s->peers[i];
         if (p->used && p->stale && (!cross_only || !p->same_zone) &&
-            bit_get(s->pbits + (size_t)i * s->pbstride, c)) {
+            bit_get(p->bits, c)) {
             p->stale = false;
             peer_mark(s, i);
         }
@@ -948,8 +950,10 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     }
     if (p->same_zone)
         s->nsame--;
+    if (p->borrowed)
+        s->nborrowed--;
     hslot_del(s, peer);
-    memset(p->bits, 0, s->pbstride);
+    memset(s->pbits + (size_t)i * s->pbstride, 0, s->pbstride);
     memset(p, 0, sizeof(*p));
     s->thr[i] = 0;
     s->thr_until[i] = 0;
@@ -968,7 +972,8 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
 
 static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
 {
-    bit_set(p->bits, c);
+    if (!p->borrowed)
+        bit_set(p->bits, c);
     p->nhave++;
     if (!(s->ck[c].flags & F_HAVE)) {
         avail_change(s, c, p->same_zone, 1);
@@ -990,6 +995,8 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
     if (nbytes != s->nbytes_bits || bits == NULL)
         return SHOAL_EBADMSG;
     struct peer *p = &s->peers[i];
+    if (p->borrowed)
+        return -EINVAL;
     /* Only the bits that differ matter; whole equal words are skipped (a
      * fresh peer's bitfield is mostly zeros, a seed's mostly ones). */
     for (size_t k = 0; k < nbytes;) {
@@ -1026,6 +1033,8 @@ int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const ui
         return SHOAL_EBADMSG;
     struct peer *p = &s->peers[i];
     int added = 0;
+    if (p->borrowed)
+        return -EINVAL;
     for (size_t k = 0; k < nbytes; k++) {
         for (unsigned add = (unsigned)(bits[k] & ~p->bits[k]); add != 0; add &= add - 1) {
             uint32_t c = (uint32_t)k * 8 + (uint32_t)__builtin_ctz(add);
@@ -1048,9 +1057,39 @@ int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
     if (chunk >= s->nchunks)
         return SHOAL_EBADMSG;
     struct peer *p = &s->peers[i];
+    if (p->borrowed)
+        return -EINVAL;
     if (!bit_get(p->bits, chunk))
         peer_have_one(s, p, chunk);
     return 0;
+}
+
+int shoal_sched_peer_bitfield_borrow(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
+                                     size_t nbytes)
+{
+    int i = find_peer(s, peer);
+    if (i < 0)
+        return SHOAL_ENOTFOUND;
+    if (nbytes != s->nbytes_bits || bits == NULL)
+        return SHOAL_EBADMSG;
+    struct peer *p = &s->peers[i];
+    if (p->borrowed || p->nhave != 0)
+        return -EINVAL;
+    /* Counted as a first bitfield would be, then read in place. */
+    int rv = shoal_sched_peer_bitfield(s, peer, bits, nbytes);
+    if (rv != 0)
+        return rv;
+    memset(p->bits, 0, s->pbstride);
+    p->bits = (uint8_t *)(uintptr_t)bits;
+    p->borrowed = true;
+    s->nborrowed++;
+    return 0;
+}
+
+bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
+{
+    peer_have_one(s, &s->peers[slot], chunk);
+    return (s->ck[chunk].flags & F_LISTED) && room(s);
 }
 
 int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer)
@@ -1067,7 +1106,7 @@ uint32_t shoal_sched_peer_have_count(const struct shoal_sched *s, uint64_t peer)
 
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
-    if (bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
+    if (s->peers[slot].borrowed || bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
         return false;
     peer_have_one(s, &s->peers[slot], chunk);
     return (s->ck[chunk].flags & F_LISTED) && room(s);
@@ -1101,7 +1140,10 @@ void shoal_sched_prefetch_deep(const struct shoal_sched *s)
 
 void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
-    __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);
+    /* The bit itself only for a bitfield of ours: a borrowed one is set
+     * by its owner, and finding out which it is would cost the miss. */
+    if (s->nborrowed < s->npeers)
+        __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);
     __builtin_prefetch(&s->ck[chunk], 1);
     __builtin_prefetch(&s->peers[slot], 1);
 }

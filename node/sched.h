@@ -260,6 +260,27 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
 int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
                                   size_t nbytes);
 
+/*
+ * Like a first shoal_sched_peer_bitfield for |peer| (which must hold
+ * nothing yet), but the scheduler then reads |peer|'s holdings from |bits|
+ * itself instead of a copy: the caller keeps |bits| allocated and current
+ * until the peer is removed, only ever sets bits, and reports each bit it
+ * sets with shoal_sched_slot_have_borrowed (a HAVE for a chunk this
+ * scheduler holds may be left out: its holders are never looked at). For a
+ * transport that keeps every node's have-set anyway (the simulator): one
+ * set read by all of a node's peers instead of a copy in each. Such a peer
+ * takes no other bitfield or HAVE calls (-EINVAL; shoal_sched_slot_have
+ * returns false). Returns 0, SHOAL_ENOTFOUND, SHOAL_EBADMSG (nbytes !=
+ * ceil(nchunks/8)) or -EINVAL (the peer holds something already, or
+ * borrows already).
+ */
+int shoal_sched_peer_bitfield_borrow(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
+                                     size_t nbytes);
+
+/* shoal_sched_slot_have for a peer whose bitfield is borrowed, after the
+ * caller set |chunk| there (each chunk once). Same return. */
+bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32_t chunk);
+
 /* |peer| announces that it now holds |chunk|. Repeats are harmless.
  * Returns 0, SHOAL_ENOTFOUND or SHOAL_EBADMSG (chunk out of range). */
 int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk);

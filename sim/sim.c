@@ -907,7 +907,7 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
         shoal_sched_slot_prefetch(d->psched[to[k]], d->rslot[to[k]], c);
     for (uint32_t k = 0; k < nto; k++) {
         uint32_t i = to[k];
-        if (shoal_sched_slot_have(d->psched[i], d->rslot[i], c))
+        if (shoal_sched_slot_have_borrowed(d->psched[i], d->rslot[i], c))
             mark_dirty_as(S, d->peer[i], true);
     }
     mark_dirty_as(S, dst, true);
@@ -960,11 +960,13 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
     B->rslot[B->npeers] = (uint8_t)shoal_sched_peer_slot(A->s, b);
     B->psched[B->npeers] = A->s;
     B->cin[B->npeers++] = ab;
+    /* Each scheduler reads its peer's own have-set, which deliver()
+     * keeps current: one set per node, not a copy per peer (a daemon
+     * keeps copies; the decisions are the same). */
     size_t nb = (S->nchunks + 7) / 8;
-    if (S->nhave[b])
-        (void)shoal_sched_peer_bitfield(A->s, b, B->have, nb);
-    if (S->nhave[a])
-        (void)shoal_sched_peer_bitfield(B->s, a, A->have, nb);
+    if ((rv = shoal_sched_peer_bitfield_borrow(A->s, b, B->have, nb)) != 0 ||
+        (rv = shoal_sched_peer_bitfield_borrow(B->s, a, A->have, nb)) != 0)
+        return rv;
     mark_dirty(S, a);
     mark_dirty(S, b);
     return 0;
