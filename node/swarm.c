@@ -47,6 +47,7 @@ struct speer {
     uint64_t id;
     bool joined;       /* in the scheduler (its bitfield arrived) */
     bool sent_bf;      /* we sent our bitfield on this connection */
+    uint64_t rejoin_ms; /* its last JOIN bitfield we acted on (0: none) */
     uint32_t nreq;
     struct req req[MAX_INFLIGHT];
     uint32_t serving;  /* its requests being read from the store */
@@ -480,6 +481,12 @@ static void send_bitfield(struct shoal_swarm *s, struct speer *sp)
         m.u.have_bitfield.nchunks = s->nchunks;
         m.u.have_bitfield.bits.p = bits;
         m.u.have_bitfield.bits.len = (uint32_t)nb;
+        /* Our first on this connection for this open of the release: a
+         * peer that knew us from an earlier open (we dropped the release
+         * and opened it again) answers with its own, which it would not
+         * for a later bitfield. */
+        if (!sp->sent_bf)
+            m.u.have_bitfield.flags = SHOAL_BITFIELD_F_JOIN;
         if (shoal_peer_send(sp->p, &m) == 0)
             sp->sent_bf = true;
     }
@@ -1762,7 +1769,7 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
                             const struct shoal_msg_have_bitfield *bf)
 {
     uint8_t *bits;
-    bool first = !sp->joined;
+    bool first = !sp->joined, rejoin = false;
 
     if (bf->nchunks != s->nchunks) {
         LOG_W("peer %s: bitfield for %s has %u chunks, manifest has %u; ignored",
@@ -1771,6 +1778,18 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
     }
     if (!s->sched || s->stopped)
         return;
+    if (sp->joined && (bf->flags & SHOAL_BITFIELD_F_JOIN)) {
+        /* The peer opened the release again (after dropping it): what it
+         * holds may differ from what we knew, and it waits for our
+         * bitfield. Acted on at most once a second, so a peer sending
+         * nothing but JOINs costs us one bitfield a second, not one per
+         * message (it is then only added, as a later bitfield is). */
+        uint64_t now = now_ms(s);
+        if (!sp->rejoin_ms || now - sp->rejoin_ms >= 1000) {
+            sp->rejoin_ms = now ? now : 1;
+            rejoin = true;
+        }
+    }
     if (!sp->joined) {
         const char *pz = shoal_session_peer_zone(shoal_peer_session(sp->p));
         int rv = shoal_sched_peer_add(s->sched, sp->id, strcmp(pz, s->cfg->zone) == 0, 1);
@@ -1786,14 +1805,16 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
         bits[i] = bitrev(bf->bits.p[i]);
     /* Later bitfields only add: a peer alternating full and empty ones made
      * the scheduler redo the release's availability on every message. */
-    int added = first ? shoal_sched_peer_bitfield(s->sched, sp->id, bits, bf->bits.len)
-                      : shoal_sched_peer_bitfield_add(s->sched, sp->id, bits, bf->bits.len);
+    int added = first || rejoin
+                    ? shoal_sched_peer_bitfield(s->sched, sp->id, bits, bf->bits.len)
+                    : shoal_sched_peer_bitfield_add(s->sched, sp->id, bits, bf->bits.len);
     free(bits);
     /* The first bitfield from a peer is answered with ours, once, so a
-     * release opened after the connection still gets both sides talking. */
-    if (first)
+     * release opened after the connection still gets both sides talking;
+     * so is a JOIN from a peer that opened the release again. */
+    if (first || rejoin)
         send_bitfield(s, sp);
-    if (first || added > 0)
+    if (first || rejoin || added > 0)
         pump(s);
 }
 

@@ -72,6 +72,8 @@ struct msg_desc {
 #define U8(st, fld, l, h) { .kind = K_U8, .off = offsetof(st, fld), .lo = (l), .hi = (h) }
 #define U32(st, fld) { .kind = K_U32, .off = offsetof(st, fld), .hi = UINT32_MAX }
 #define U32_MAX(st, fld, h) { .kind = K_U32, .off = offsetof(st, fld), .hi = (h) }
+/* A number added after the first release of its message (0 when absent). */
+#define U32_OPT(st, fld) { .kind = K_U32, .flags = F_OPT, .off = offsetof(st, fld), .hi = UINT32_MAX }
 #define U64(st, fld) { .kind = K_U64, .off = offsetof(st, fld), .hi = UINT64_MAX }
 #define I32(st, fld) { .kind = K_I32, .off = offsetof(st, fld) }
 #define BOOL(st, fld) { .kind = K_BOOL, .off = offsetof(st, fld) }
@@ -114,6 +116,7 @@ static const struct field have_bitfield_f[] = {
     KEY(struct shoal_msg_have_bitfield, manifest_id),
     U32_MAX(struct shoal_msg_have_bitfield, nchunks, SHOAL_MSG_NCHUNKS_MAX),
     BIN(struct shoal_msg_have_bitfield, bits, (SHOAL_MSG_NCHUNKS_MAX + 7) / 8),
+    U32_OPT(struct shoal_msg_have_bitfield, flags),
 };
 static const struct field have_f[] = {
     KEY(struct shoal_msg_have, manifest_id),

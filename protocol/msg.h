@@ -166,13 +166,18 @@ struct shoal_msg_hello_auth {
     uint8_t sig[SHOAL_MSG_SIG_LEN];
 };
 
-/* HAVE_BITFIELD 3: [manifest_id, nchunks, bits]. bits.len must equal
- * ceil(nchunks / 8) and the unused low bits of the last byte must be zero.
- * Bit i is (bits[i / 8] >> (7 - i % 8)) & 1 (most significant first). */
+/* HAVE_BITFIELD 3: [manifest_id, nchunks, bits (, flags)]. bits.len must
+ * equal ceil(nchunks / 8) and the unused low bits of the last byte must be
+ * zero. Bit i is (bits[i / 8] >> (7 - i % 8)) & 1 (most significant first).
+ * flags is optional (0 when left out by an older sender); unknown bits are
+ * ignored. */
+#define SHOAL_BITFIELD_F_JOIN 0x1u /* the sender (re)opened the release on
+                                    * this connection: answer with yours */
 struct shoal_msg_have_bitfield {
     uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
     uint32_t nchunks;            /* <= SHOAL_MSG_NCHUNKS_MAX */
     struct shoal_bytes bits;
+    uint32_t flags;              /* SHOAL_BITFIELD_F_* */
 };
 
 /* HAVE 4: [manifest_id, chunk_index] */

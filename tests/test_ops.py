@@ -1551,10 +1551,50 @@ def case_tracker_identity(tmp):
     return fails
 
 
+def case_drop_repull(tmp):
+    """`shoal drop` then `shoal pull` of the same release while the peer it
+    came from stays connected: the pull goes on from that peer (which knew
+    this node from the first open of the release) instead of waiting for
+    ever."""
+    k = make_keys(tmp, ["s", "p"])
+    hub = Hub(tmp, "16M")
+    mf, mid = publish(k, hub, tmp)
+    fails = 0
+    seed = node("s", k, tmp, hub, ["--manifest", mf])
+    r = cli("pull", mid, "--socket", seed.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0:
+        print(f"FAIL the seed did not pull from the origin: {r.stderr.strip()}")
+        return 1
+    # No origin: only the seed can serve, and slowly enough to drop midway.
+    p = node("p", k, tmp, None, ["--peer", seed.addr, "--no-origin", "--peer-rate-down", "3M"])
+    first = subprocess.Popen([SHOAL, "pull", mid, "--socket", p.sock, "--timeout", "60"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pct = wait_pct(p, hub.commit, 15, 85)
+    r = cli("drop", mid, "--socket", p.sock)
+    first.communicate(timeout=30)
+    print(f"dropped at {pct}%: exit {r.returncode}")
+    if pct is None or pct >= 85 or r.returncode != 0:
+        print("FAIL could not drop the release mid-download")
+        fails += 1
+    r = cli("pull", mid, "--socket", p.sock, "--timeout", "40")
+    print(f"pulled again: exit {r.returncode} {r.stdout.strip()[-100:]} {r.stderr.strip()}")
+    if r.returncode != 0:
+        print("FAIL pulling a dropped release again did not complete from the connected seed")
+        fails += 1
+    else:
+        fails += hubfix.check_files(p, hub)
+    fails += shoalproc.stop_all([p, seed])
+    if fails:
+        for x in (seed, p):
+            x.dump(tail=20)
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
                       "tracker_identity": case_tracker_identity,
+                      "drop_repull": case_drop_repull,
                       "wildcard_listen": case_wildcard_listen,
                       "origin_down": case_origin_down,
                       "branch_follow": case_branch_follow,
