@@ -1367,7 +1367,7 @@ static void trk_on_ready(void *user, uint32_t idx)
     for (uint32_t i = 0; i < d->nswarms; i++) {
         size_t len;
         const uint8_t *mf = shoal_swarm_signed(d->swarms[i], &len);
-        shoal_trkconn_put_manifest(d->trk, idx, mf, len);
+        shoal_trkconn_put_manifest(d->trk, idx, shoal_swarm_id(d->swarms[i]), mf, len);
     }
     trk_want_manifests(d, true);
     discover(d);

@@ -30,6 +30,16 @@
  * holds at most 16 leases per release (--max-leases), a few releases at
  * once; beyond this the oldest are dropped (their leases expire). */
 #define HELD_DONE_MAX 64u
+/* Manifests remembered as accepted by a tracker process (a node holds at
+ * most 64 releases). */
+#define PUT_IDS 64u
+/* The slowest link to a tracker a request's time-out allows for. */
+#define LINK_MIN_BPS (64u * 1024u)
+/* A login that lasted this long was a success: the reconnect back-off
+ * starts again from its minimum. One that ends sooner (a tracker that
+ * closes right after the login, a proxy cutting the link) keeps doubling
+ * it, instead of redialling 4 times a second for ever. */
+#define STABLE_MS 10000u
 #define DEFAULT_INTERVAL_MS 30000u
 #define MIN_INTERVAL_MS 200u
 #define MAX_INTERVAL_MS (10u * 60u * 1000u)
@@ -54,6 +64,8 @@ struct pend {
     uint32_t type;
     uint64_t tag;
     uint64_t sent_ms;
+    uint64_t due_ms;  /* sent_ms + timeout + its share of a slow link */
+    uint8_t id[32];   /* PUT_MANIFEST: the manifest's id */
     struct mquery *q; /* GET_MANIFEST only; owned by the entry */
 };
 
@@ -84,6 +96,13 @@ struct conn {
      * proved its key over them (TRK_PROOF before the OK). */
     uint8_t chal[32], cnonce[32];
     bool proven;
+    /* The tracker process of the last challenge (has_boot: it sent one),
+     * and the manifests it accepted from us (put_ids, a ring of PUT_IDS);
+     * put_boot is the process those were accepted by. */
+    bool has_boot, put_valid;
+    uint8_t boot[SHOAL_MSG_SESSION_LEN], put_boot[SHOAL_MSG_SESSION_LEN];
+    uint8_t put_ids[PUT_IDS][32];
+    uint32_t nput, put_next;
     /* LEASE_DONEs that found the connection down: sent after the next
      * login's first announce. This process logs in with the same session
      * id, so the tracker kept the leases and takes them then (a lease that
@@ -266,7 +285,10 @@ out:
     return rv;
 }
 
-/* Sends t->out as a request whose reply is matched later. */
+/* Sends t->out as a request whose reply is matched later. A request
+ * queued behind megabytes (a manifest put on a slow link) is given the
+ * time those take at LINK_MIN_BPS on top of the time-out, or it would
+ * time out, reconnect and be sent again for ever. */
 static int request(struct conn *c, uint64_t tag, struct mquery *q)
 {
     int rv;
@@ -281,6 +303,7 @@ static int request(struct conn *c, uint64_t tag, struct mquery *q)
         p->type = c->t->out.type;
         p->tag = tag;
         p->sent_ms = now(c->t);
+        p->due_ms = p->sent_ms + c->t->timeout_ms + (uint64_t)c->queued * 1000 / LINK_MIN_BPS;
         p->q = q;
         c->pn++;
     }
@@ -406,6 +429,8 @@ static void fail_conn(struct conn *c, const char *why, bool loud)
 
     if (c->st == C_CLOSING || c->st == C_IDLE)
         return;
+    if (was_ready && now(c->t) - c->since_ms >= STABLE_MS)
+        c->backoff_ms = c->t->bmin;
     c->st = C_CLOSING;
     c->stop_feed = true;
     c->fails++;
@@ -604,6 +629,7 @@ void shoal_trkconn_announce_soon(struct shoal_trkconn *t)
 /* ---- replies ---- */
 
 static void send_held_done(struct conn *c);
+static void put_accepted(struct conn *c, const uint8_t id[32]);
 
 /* A TRK_PROOF while tracker keys are pinned: the tracker's key must be one
  * of them and its signature must cover this login's nonces. */
@@ -661,7 +687,6 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
     c->st = C_READY;
     c->since_ms = now(t);
     c->fails = 0;
-    c->backoff_ms = t->bmin;
     shoal_frame_dec_set_max(&c->dec, MAX_FRAME_AUTH);
     LOG_I("tracker %s: authenticated", c->addr);
     send_announce(c);
@@ -694,6 +719,8 @@ static void on_challenge(struct conn *c, const struct shoal_msg *m)
         a->has_session = true;
         memcpy(a->session, cfg->session, SHOAL_MSG_SESSION_LEN);
     }
+    c->has_boot = m->u.trk_challenge.has_boot;
+    memcpy(c->boot, m->u.trk_challenge.boot, sizeof c->boot);
     c->proven = false;
     if (cfg->tracker_keys) {
         memcpy(c->chal, m->u.trk_challenge.nonce, 32);
@@ -785,6 +812,14 @@ static void on_reply(struct conn *c, const struct shoal_msg *m)
             t->hooks->on_lease(t->hooks->user, p.tag, c->idx, err ? error_code(m) : 0,
                                err ? NULL : &m->u.lease);
         break;
+    case SHOAL_MSG_PUT_MANIFEST:
+        if (!err) {
+            put_accepted(c, p.id);
+            break;
+        }
+        LOG_D("tracker %s: %s refused: %.*s", c->addr, shoal_msg_type_name(p.type),
+              (int)m->u.error.message.len, m->u.error.message.p);
+        break;
     default:
         if (err)
             LOG_D("tracker %s: %s refused: %.*s", c->addr, shoal_msg_type_name(p.type),
@@ -844,9 +879,10 @@ static void on_watchdog(uv_timer_t *h)
                 fail_conn(c, why, false);
             }
         } else if (c->st == C_READY && c->pn > 0 &&
-                   n - c->pend[c->phead].sent_ms > t->timeout_ms) {
-            snprintf(why, sizeof why, "no answer to %s within %u ms",
-                     shoal_msg_type_name(c->pend[c->phead].type), t->timeout_ms);
+                   n > c->pend[c->phead].due_ms) {
+            snprintf(why, sizeof why, "no answer to %s within %llu ms",
+                     shoal_msg_type_name(c->pend[c->phead].type),
+                     (unsigned long long)(c->pend[c->phead].due_ms - c->pend[c->phead].sent_ms));
             fail_conn(c, why, true);
         }
     }
@@ -1001,18 +1037,49 @@ static void send_held_done(struct conn *c)
     c->nheld_done -= sent;
 }
 
-void shoal_trkconn_put_manifest(struct shoal_trkconn *t, uint32_t idx, const uint8_t *signed_mf,
-                                size_t len)
+/* Whether tracker process c->boot accepted manifest |id| from us. */
+static bool put_known(struct conn *c, const uint8_t id[32])
+{
+    if (!c->has_boot || !c->put_valid || memcmp(c->boot, c->put_boot, sizeof c->boot) != 0)
+        return false;
+    for (uint32_t k = 0; k < c->nput; k++)
+        if (memcmp(c->put_ids[k], id, 32) == 0)
+            return true;
+    return false;
+}
+
+static void put_accepted(struct conn *c, const uint8_t id[32])
+{
+    if (!c->has_boot)
+        return;
+    if (!c->put_valid || memcmp(c->boot, c->put_boot, sizeof c->boot) != 0) {
+        /* Another tracker process: it knows none of what the last one did. */
+        memcpy(c->put_boot, c->boot, sizeof c->boot);
+        c->put_valid = true;
+        c->nput = c->put_next = 0;
+    }
+    if (put_known(c, id))
+        return;
+    memcpy(c->put_ids[c->put_next], id, 32);
+    c->put_next = (c->put_next + 1) % PUT_IDS;
+    if (c->nput < PUT_IDS)
+        c->nput++;
+}
+
+void shoal_trkconn_put_manifest(struct shoal_trkconn *t, uint32_t idx, const uint8_t id[32],
+                                const uint8_t *signed_mf, size_t len)
 {
     if (t->stopping || len == 0 || len > SHOAL_MSG_MANIFEST_MAX)
         return;
     for (uint32_t i = 0; i < t->n; i++) {
-        if (idx != SHOAL_TRKCONN_NONE && i != idx)
+        struct conn *c = t->conns[i];
+        if ((idx != SHOAL_TRKCONN_NONE && i != idx) || put_known(c, id))
             continue;
         memset(&t->out, 0, sizeof t->out);
         t->out.type = SHOAL_MSG_PUT_MANIFEST;
         t->out.u.put_manifest.signed_manifest.p = signed_mf;
         t->out.u.put_manifest.signed_manifest.len = (uint32_t)len;
-        (void)request(t->conns[i], 0, NULL);
+        if (request(c, 0, NULL) == 0)
+            memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, id, 32);
     }
 }

@@ -177,9 +177,12 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
 void shoal_trkconn_lease_done(struct shoal_trkconn *t, uint32_t idx,
                               const uint8_t manifest_id[32], uint32_t first, uint32_t count);
 
-/* Registers a signed manifest (bytes copied into the frame) with tracker
- * |idx|, or with every ready tracker when |idx| is SHOAL_TRKCONN_NONE. */
-void shoal_trkconn_put_manifest(struct shoal_trkconn *t, uint32_t idx, const uint8_t *signed_mf,
-                                size_t len);
+/* Registers signed manifest |id| (bytes copied into the frame) with tracker
+ * |idx|, or with every ready tracker when |idx| is SHOAL_TRKCONN_NONE;
+ * skipped for a tracker that accepted it before in the same tracker
+ * process (the boot id of its challenges), so reconnects do not send every
+ * manifest again. */
+void shoal_trkconn_put_manifest(struct shoal_trkconn *t, uint32_t idx, const uint8_t id[32],
+                                const uint8_t *signed_mf, size_t len);
 
 #endif

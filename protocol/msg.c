@@ -160,6 +160,7 @@ static const struct field bye_f[] = {
 static const struct field trk_challenge_f[] = {
     KEY(struct shoal_msg_trk_challenge, nonce),
     U64(struct shoal_msg_trk_challenge, server_time),
+    FIX_OR_NIL_OPT(struct shoal_msg_trk_challenge, boot, has_boot, SHOAL_MSG_SESSION_LEN),
 };
 static const struct field trk_auth_f[] = {
     KEY(struct shoal_msg_trk_auth, node_pk),

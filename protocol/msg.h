@@ -240,10 +240,15 @@ struct shoal_msg_text {
     struct shoal_str text;
 };
 
-/* TRK_CHALLENGE 32: [nonce, server_time] (unix seconds) */
+/* TRK_CHALLENGE 32: [nonce, server_time (, boot or nil)] (unix seconds).
+ * boot (SHOAL_MSG_SESSION_LEN bytes, optional) is drawn once per tracker
+ * process: a client that sees the same one again knows the tracker still
+ * holds what it registered there (manifests), and need not send it again. */
 struct shoal_msg_trk_challenge {
     uint8_t nonce[SHOAL_MSG_KEY_LEN];
     uint64_t server_time;
+    bool has_boot;
+    uint8_t boot[SHOAL_MSG_SESSION_LEN];
 };
 
 /* TRK_AUTH 33: [node_pk, cred, sig, zone, listen_addr, role

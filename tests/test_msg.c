@@ -128,6 +128,8 @@ static void sample(struct shoal_msg *m, size_t i)
     case SHOAL_MSG_TRK_CHALLENGE:
         memcpy(m->u.trk_challenge.nonce, key(12), 32);
         m->u.trk_challenge.server_time = 1700000000;
+        m->u.trk_challenge.has_boot = true;
+        memcpy(m->u.trk_challenge.boot, key(47), SHOAL_MSG_SESSION_LEN);
         break;
     case SHOAL_MSG_TRK_AUTH: {
         struct shoal_msg_trk_auth *a = &m->u.trk_auth;
@@ -364,7 +366,10 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
         return str_eq(a->u.bye.text, b->u.bye.text);
     case SHOAL_MSG_TRK_CHALLENGE:
         return KEQ(a->u.trk_challenge.nonce, b->u.trk_challenge.nonce) &&
-               a->u.trk_challenge.server_time == b->u.trk_challenge.server_time;
+               a->u.trk_challenge.server_time == b->u.trk_challenge.server_time &&
+               a->u.trk_challenge.has_boot == b->u.trk_challenge.has_boot &&
+               (!a->u.trk_challenge.has_boot ||
+                memcmp(a->u.trk_challenge.boot, b->u.trk_challenge.boot, SHOAL_MSG_SESSION_LEN) == 0);
     case SHOAL_MSG_TRK_AUTH: {
         const struct shoal_msg_trk_auth *x = &a->u.trk_auth, *y = &b->u.trk_auth;
         return KEQ(x->node_pk, y->node_pk) && bytes_eq(x->cred, y->cred) && KEQ(x->sig, y->sig) &&
@@ -833,7 +838,7 @@ static void test_field_counts_and_junk(void)
         /* One field short (the array count lowered, the last item dropped). */
         uint32_t n = body[0] & 0x0f;
         if (n > 1 && (ma.type == SHOAL_MSG_ANNOUNCE_REPLY || ma.type == SHOAL_MSG_TRK_AUTH ||
-                      ma.type == SHOAL_MSG_HAVE_BITFIELD)) {
+                      ma.type == SHOAL_MSG_HAVE_BITFIELD || ma.type == SHOAL_MSG_TRK_CHALLENGE)) {
             /* The last fields are optional (an older sender): the role
              * list of a reply, the session id and client nonce of a login.
              * The message decodes without them; one more field short does
@@ -846,6 +851,8 @@ static void test_field_counts_and_junk(void)
                 want.u.trk_auth.has_client_nonce = false;
             else if (ma.type == SHOAL_MSG_HAVE_BITFIELD)
                 want.u.have_bitfield.flags = 0;
+            else if (ma.type == SHOAL_MSG_TRK_CHALLENGE)
+                want.u.trk_challenge.has_boot = false;
             else
                 want.u.announce_reply.nroles = 0;
             bad += shoal_msg_decode(&mb, out, ol) != 0 || !msg_eq(&want, &mb);

@@ -1551,6 +1551,124 @@ def case_tracker_identity(tmp):
     return fails
 
 
+class FlappingTracker:
+    """A tracker stand-in (the wire by hand) that logs any node in, answers
+    its announce and manifest puts, and closes each connection 300 ms after
+    the login: counts connections and manifest puts. |boot| is the tracker
+    process id its challenges carry."""
+
+    def __init__(self):
+        import struct
+        self.struct = struct
+        self.boot = os.urandom(16)
+        self.conns = self.puts = 0
+        self.stop = False
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.ls.settimeout(0.2)
+        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
+        self.th = threading.Thread(target=self.run, daemon=True)
+        self.th.start()
+
+    def frame(self, body):
+        return self.struct.pack(">I", len(body)) + body
+
+    def read(self, c):
+        hdr = b""
+        while len(hdr) < 4:
+            d = c.recv(4 - len(hdr))
+            if not d:
+                return None
+            hdr += d
+        n = self.struct.unpack(">I", hdr)[0]
+        body = b""
+        while len(body) < n:
+            d = c.recv(min(1 << 20, n - len(body)))
+            if not d:
+                return None
+            body += d
+        return body
+
+    def serve(self, c):
+        c.settimeout(2)
+        c.sendall(self.frame(bytes([0x94, 32, 0xc4, 32]) + os.urandom(32) + b"\xcf" +
+                             self.struct.pack(">Q", int(time.time())) + b"\xc4\x10" + self.boot))
+        if self.read(c) is None:  # TRK_AUTH, not checked
+            return
+        c.sendall(self.frame(bytes([0x92, 47, 0])))
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            c.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                body = self.read(c)
+            except socket.timeout:
+                break
+            if body is None:
+                break
+            kind = body[1]
+            if kind == 34:    # ANNOUNCE -> ANNOUNCE_REPLY [1000 ms, no releases]
+                c.sendall(self.frame(bytes([0x93, 35, 0xcd, 0x03, 0xe8, 0x90])))
+            elif kind == 38:  # PUT_MANIFEST -> OK
+                self.puts += 1
+                c.sendall(self.frame(bytes([0x92, 47, 0])))
+            else:             # anything else: this tracker goes away
+                break
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            self.conns += 1
+            try:
+                self.serve(c)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.th.join(5)
+        self.ls.close()
+
+
+def case_tracker_flap(tmp):
+    """A tracker that closes every connection right after the login is
+    redialled with a growing back-off, not 4 times a second, and a manifest
+    it accepted is not sent again until another tracker process answers."""
+    k = make_keys(tmp, ["s"])
+    hub = Hub(tmp, "2M")
+    mf, mid = publish(k, hub, tmp)
+    ft = FlappingTracker()
+    fails = 0
+    n = node("s", k, tmp, hub, ["--manifest", mf, "--tracker", ft.addr])
+    time.sleep(8)
+    conns, puts = ft.conns, ft.puts
+    print(f"8 s against a tracker that closes after each login: {conns} logins, {puts} "
+          f"manifest puts")
+    if conns < 2 or conns > 12:
+        print("FAIL want a few logins with a growing back-off (2-12 in 8 s; 42 before)")
+        fails += 1
+    if puts != 1:
+        print("FAIL the manifest the tracker accepted was put again on the same tracker process")
+        fails += 1
+    ft.boot = os.urandom(16)  # the tracker restarted: it knows nothing
+    deadline = time.monotonic() + 20
+    while ft.puts == puts and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"after the tracker process changed: {ft.puts} puts")
+    if ft.puts != puts + 1:
+        print("FAIL a new tracker process was not given the manifest again")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    ft.close()
+    if fails:
+        n.dump(tail=30)
+    return fails
+
+
 def case_drop_repull(tmp):
     """`shoal drop` then `shoal pull` of the same release while the peer it
     came from stays connected: the pull goes on from that peer (which knew
@@ -1595,6 +1713,7 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "tracker_stats": case_tracker_stats,
                       "tracker_identity": case_tracker_identity,
                       "drop_repull": case_drop_repull,
+                      "tracker_flap": case_tracker_flap,
                       "wildcard_listen": case_wildcard_listen,
                       "origin_down": case_origin_down,
                       "branch_follow": case_branch_follow,

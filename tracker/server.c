@@ -153,6 +153,7 @@ struct shoal_tracker {
     uv_loop_t *loop;
     struct shoal_tracker_config cfg;
     struct shoal_reg *reg;
+    uint8_t boot[SHOAL_MSG_SESSION_LEN]; /* this process: sent in challenges */
     uv_tcp_t listener;
     uv_timer_t expire_timer;
     int port;
@@ -597,6 +598,8 @@ static int send_challenge(struct conn *c)
     m->type = SHOAL_MSG_TRK_CHALLENGE;
     memcpy(m->u.trk_challenge.nonce, c->nonce, 32);
     m->u.trk_challenge.server_time = (uint64_t)time(NULL);
+    m->u.trk_challenge.has_boot = true;
+    memcpy(m->u.trk_challenge.boot, c->t->boot, sizeof c->t->boot);
     return conn_send(c, m);
 }
 
@@ -1696,6 +1699,7 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     t->loop = loop;
     t->cfg = *cfg;
     t->port = -1;
+    randombytes_buf(t->boot, sizeof t->boot);
     if ((rv = shoal_reg_new(&t->reg, &cfg->reg)) != 0)
         goto fail;
     randombytes_buf(t->bind_key, sizeof(t->bind_key));
