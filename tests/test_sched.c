@@ -154,6 +154,60 @@ static void test_bitfield_add(void)
     shoal_sched_free(s);
 }
 
+/* A borrowed bitfield is read in place: what its owner sets and reports
+ * becomes requestable, the holders it had are counted at the borrow and
+ * uncounted at the remove, and no other bitfield call may touch it. */
+static void test_bitfield_borrow(void)
+{
+    struct shoal_sched *s = mk(64, 0, NULL, NULL);
+    uint8_t theirs[8] = {0}, mine[8] = {0};
+    struct shoal_sched_action a[8];
+
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, true, 1), 0);
+    theirs[0] = 0x01; /* chunk 0 */
+    CHECK_EQ(shoal_sched_peer_bitfield_borrow(s, 1, theirs, 7), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sched_peer_bitfield_borrow(s, 9, theirs, 8), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sched_peer_bitfield_borrow(s, 1, theirs, 8), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield_borrow(s, 1, theirs, 8), -EINVAL);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 1);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, mine, 8), -EINVAL);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 1, mine, 8), -EINVAL);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 3), -EINVAL);
+    int slot = shoal_sched_peer_slot(s, 1);
+    CHECK(!shoal_sched_slot_have(s, (uint32_t)slot, 3)); /* not for a borrowed one */
+    /* The owner sets chunk 5 and reports it. */
+    theirs[0] |= 0x20;
+    CHECK(shoal_sched_slot_have_borrowed(s, (uint32_t)slot, 5));
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 2);
+    /* (The other 62 chunks nobody holds: a lease request goes out too.) */
+    size_t n = shoal_sched_next(s, 0, a, 8);
+    bool got0 = false, got5 = false;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].type != SHOAL_SCHED_REQUEST)
+            continue;
+        CHECK(a[i].peer == 1);
+        got0 |= a[i].chunk == 0;
+        got5 |= a[i].chunk == 5;
+    }
+    CHECK(got0 && got5);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 2);
+    /* Gone: its holdings no longer count, and the requests become the
+     * other peer's to take once it holds them. */
+    CHECK_EQ(shoal_sched_peer_remove(s, 1), 0);
+    mine[0] = 0x21;
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 2, mine, 8), 0);
+    n = shoal_sched_next(s, 1, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 2);
+    for (size_t i = 0; i < n; i++)
+        CHECK(a[i].type != SHOAL_SCHED_REQUEST ||
+              (a[i].peer == 2 && (a[i].chunk == 0 || a[i].chunk == 5)));
+    /* A new peer in the freed slot starts from nothing of its own. */
+    CHECK_EQ(shoal_sched_peer_add(s, 3, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 3), 0);
+    shoal_sched_free(s);
+}
+
 /* The loader waits for file 2, then file 0: their chunks come first. */
 static void test_loader_priority(void)
 {
@@ -1122,6 +1176,7 @@ int main(void)
     RUN(test_determinism);
     RUN(test_rarest_first);
     RUN(test_bitfield_add);
+    RUN(test_bitfield_borrow);
     RUN(test_loader_priority);
     RUN(test_loader_order);
     RUN(test_file_endgame);
