@@ -96,6 +96,13 @@ struct conn {
      * proved its key over them (TRK_PROOF before the OK). */
     uint8_t chal[32], cnonce[32];
     bool proven;
+    /* Our ephemeral X25519 pair for this login (the secret wiped once the
+     * keys are derived), and the sealed session from the OK on. */
+    uint8_t eph_pk[32], eph_sk[32];
+    struct shoal_trk_seal seal;
+    bool seal_next;
+    uint8_t *opened;          /* a sealed frame's body, opened */
+    size_t opened_cap;
     /* The tracker process of the last challenge (has_boot: it sent one),
      * and the manifests it accepted from us (put_ids, a ring of PUT_IDS);
      * put_boot is the process those were accepted by. */
@@ -260,6 +267,15 @@ static int send_out(struct conn *c)
         return -ENOTCONN;
     shoal_buf_init(&b, SHOAL_FRAME_HDR_LEN + (size_t)SHOAL_FRAME_MAX_ABS);
     rv = shoal_msg_encode(&t->out, &b);
+    if (rv == 0 && c->seal.on) {
+        static const uint8_t tag[SHOAL_TRK_SEAL_TAG];
+        size_t blen = b.len - SHOAL_FRAME_HDR_LEN;
+        rv = shoal_buf_append(&b, tag, sizeof tag);
+        if (rv == 0)
+            rv = shoal_trk_seal(&c->seal, b.data + SHOAL_FRAME_HDR_LEN, blen);
+        if (rv == 0)
+            rv = shoal_frame_header(b.data, blen + SHOAL_TRK_SEAL_TAG);
+    }
     if (rv == 0 && c->queued + b.len > MAX_QUEUED)
         rv = SHOAL_ELIMIT;
     if (rv == 0) {
@@ -640,12 +656,25 @@ static void on_proof(struct conn *c, const struct shoal_msg_trk_proof *p)
     const char *why = NULL;
     char hex[65];
 
+    struct shoal_trk_id id;
+
     shoal_seckey_public(t->cfg->sk, &pk);
     shoal_hex(hex, p->tracker_pk, 32);
+    memset(&id, 0, sizeof id);
+    memcpy(id.chal, c->chal, 32);
+    memcpy(id.cnonce, c->cnonce, 32);
+    memcpy(id.node_pk, pk.pk, 32);
+    memcpy(id.client_eph, c->eph_pk, 32);
+    memcpy(id.tracker_eph, p->tracker_eph, 32);
     if (!shoal_keyset_contains(t->cfg->tracker_keys, p->tracker_pk))
         why = "its key is not in tracker-keys";
-    else if (shoal_trk_id_verify(p->sig, c->chal, c->cnonce, pk.pk, p->tracker_pk) != 0)
+    else if (!p->has_tracker_eph)
+        why = "it offers no sealed session";
+    else if (shoal_trk_id_verify(p->sig, &id, p->tracker_pk) != 0)
         why = "its proof does not verify";
+    else if (shoal_trk_seal_keys(&c->seal, true, c->eph_pk, c->eph_sk, p->tracker_eph) != 0)
+        why = "its ephemeral key is unusable";
+    sodium_memzero(c->eph_sk, sizeof c->eph_sk);
     if (why) {
         LOG_E("tracker %s refused: %s (key %.16s): not used", c->addr, why, hex);
         c->backoff_ms = t->bmax;
@@ -653,7 +682,8 @@ static void on_proof(struct conn *c, const struct shoal_msg_trk_proof *p)
         return;
     }
     c->proven = true;
-    LOG_I("tracker %s proved its key %.16s", c->addr, hex);
+    c->seal_next = true;
+    LOG_I("tracker %s proved its key %.16s; the session is sealed from its OK on", c->addr, hex);
 }
 
 static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
@@ -687,7 +717,11 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
     c->st = C_READY;
     c->since_ms = now(t);
     c->fails = 0;
-    shoal_frame_dec_set_max(&c->dec, MAX_FRAME_AUTH);
+    if (c->seal_next) {
+        c->seal_next = false;
+        c->seal.on = true;
+    }
+    shoal_frame_dec_set_max(&c->dec, MAX_FRAME_AUTH + SHOAL_TRK_SEAL_TAG);
     LOG_I("tracker %s: authenticated", c->addr);
     send_announce(c);
     send_held_done(c);
@@ -722,11 +756,16 @@ static void on_challenge(struct conn *c, const struct shoal_msg *m)
     c->has_boot = m->u.trk_challenge.has_boot;
     memcpy(c->boot, m->u.trk_challenge.boot, sizeof c->boot);
     c->proven = false;
+    c->seal_next = false;
+    memset(&c->seal, 0, sizeof c->seal);
     if (cfg->tracker_keys) {
         memcpy(c->chal, m->u.trk_challenge.nonce, 32);
         randombytes_buf(c->cnonce, sizeof c->cnonce);
         a->has_client_nonce = true;
         memcpy(a->client_nonce, c->cnonce, 32);
+        crypto_kx_keypair(c->eph_pk, c->eph_sk);
+        a->has_client_eph = true;
+        memcpy(a->client_eph, c->eph_pk, 32);
     }
     rv = shoal_trk_auth_sign(a->sig, m->u.trk_challenge.nonce, cfg->sk);
     if (rv == 0)
@@ -832,7 +871,27 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
 {
     struct conn *c = user;
     struct shoal_trkconn *t = c->t;
-    int rv = shoal_msg_decode(&t->in, body, len);
+    int rv;
+
+    if (c->seal.on) {
+        if (c->opened_cap < len) {
+            uint8_t *p = realloc(c->opened, len);
+            if (!p) {
+                fail_conn(c, "out of memory opening a sealed frame", true);
+                return 1;
+            }
+            c->opened = p;
+            c->opened_cap = len;
+        }
+        if (shoal_trk_open(&c->seal, body, len, c->opened) != 0) {
+            fail_conn(c, "a sealed frame from the tracker does not open (changed on the way)",
+                      true);
+            return 1;
+        }
+        body = c->opened;
+        len -= SHOAL_TRK_SEAL_TAG;
+    }
+    rv = shoal_msg_decode(&t->in, body, len);
 
     if (rv != 0) {
         char why[96];
@@ -939,6 +998,8 @@ void shoal_trkconn_free(struct shoal_trkconn *t)
             free(p->q);
         }
         shoal_frame_dec_free(&c->dec);
+        free(c->opened);
+        sodium_memzero(c, sizeof *c);
         free(c);
     }
     free(t);

@@ -171,10 +171,12 @@ static const struct field trk_auth_f[] = {
     U8(struct shoal_msg_trk_auth, role, SHOAL_ROLE_NODE, SHOAL_ROLE_ADMIN),
     FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, session, has_session, SHOAL_MSG_SESSION_LEN),
     FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, client_nonce, has_client_nonce, SHOAL_MSG_KEY_LEN),
+    FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, client_eph, has_client_eph, SHOAL_MSG_KEY_LEN),
 };
 static const struct field trk_proof_f[] = {
     KEY(struct shoal_msg_trk_proof, tracker_pk),
     SIG(struct shoal_msg_trk_proof, sig),
+    FIX_OR_NIL_OPT(struct shoal_msg_trk_proof, tracker_eph, has_tracker_eph, SHOAL_MSG_KEY_LEN),
 };
 static const struct field announce_entry_f[] = {
     KEY(struct shoal_msg_announce_entry, manifest_id),

@@ -252,13 +252,15 @@ struct shoal_msg_trk_challenge {
 };
 
 /* TRK_AUTH 33: [node_pk, cred, sig, zone, listen_addr, role
- *               (, session or nil (, client_nonce or nil))]
+ *               (, session or nil (, client_nonce or nil (, client_eph or nil)))]
  * session is exactly SHOAL_MSG_SESSION_LEN bytes that a daemon draws once
  * per process, so a tracker can tell a reconnect from a restart. It is
  * optional: a client that predates it leaves it out, one that is no daemon
  * (the CLI) sends nil; both decode with has_session false. client_nonce
  * (32 random bytes, optional the same way) asks the tracker to prove its
- * own key: it answers TRK_PROOF before the OK (tracker/auth.h). */
+ * own key: it answers TRK_PROOF before the OK (tracker/auth.h); with
+ * client_eph (an ephemeral X25519 public key) too, what follows the OK is
+ * sealed. */
 struct shoal_msg_trk_auth {
     uint8_t node_pk[SHOAL_MSG_KEY_LEN];
     struct shoal_bytes cred;     /* <= SHOAL_MSG_CRED_MAX, opaque */
@@ -270,14 +272,19 @@ struct shoal_msg_trk_auth {
     uint8_t session[SHOAL_MSG_SESSION_LEN]; /* meaningful with has_session */
     bool has_client_nonce;
     uint8_t client_nonce[SHOAL_MSG_KEY_LEN]; /* meaningful with has_client_nonce */
+    bool has_client_eph;
+    uint8_t client_eph[SHOAL_MSG_KEY_LEN];   /* meaningful with has_client_eph */
 };
 
-/* TRK_PROOF 51: [tracker_pk, sig]: the tracker's answer to a TRK_AUTH with
- * a client_nonce, sent before its OK; sig is tracker_pk's signature of
- * shoal_trk_id_sign's message. */
+/* TRK_PROOF 51: [tracker_pk, sig (, tracker_eph or nil)]: the tracker's
+ * answer to a TRK_AUTH with a client_nonce, sent before its OK; sig is
+ * tracker_pk's signature of shoal_trk_id_sign's message. tracker_eph (its
+ * ephemeral X25519 key) answers a client_eph. */
 struct shoal_msg_trk_proof {
     uint8_t tracker_pk[SHOAL_MSG_KEY_LEN];
     uint8_t sig[SHOAL_MSG_SIG_LEN];
+    bool has_tracker_eph;
+    uint8_t tracker_eph[SHOAL_MSG_KEY_LEN];
 };
 
 /* ANNOUNCE 34: [[[manifest_id, have_chunks, total_chunks, complete], ...]]

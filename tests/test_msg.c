@@ -145,12 +145,16 @@ static void sample(struct shoal_msg *m, size_t i)
             memcpy(a->session, key(41), SHOAL_MSG_SESSION_LEN);
             a->has_client_nonce = true;
             memcpy(a->client_nonce, key(44), 32);
+            a->has_client_eph = true;
+            memcpy(a->client_eph, key(48), 32);
         }
         break;
     }
     case SHOAL_MSG_TRK_PROOF:
         memcpy(m->u.trk_proof.tracker_pk, key(45), 32);
         memcpy(m->u.trk_proof.sig, key(46), 64);
+        m->u.trk_proof.has_tracker_eph = true;
+        memcpy(m->u.trk_proof.tracker_eph, key(49), 32);
         break;
     case SHOAL_MSG_ANNOUNCE:
         m->u.announce.count = 3;
@@ -377,11 +381,16 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
                x->role == y->role && x->has_session == y->has_session &&
                (!x->has_session || KEQ(x->session, y->session)) &&
                x->has_client_nonce == y->has_client_nonce &&
-               (!x->has_client_nonce || KEQ(x->client_nonce, y->client_nonce));
+               (!x->has_client_nonce || KEQ(x->client_nonce, y->client_nonce)) &&
+               x->has_client_eph == y->has_client_eph &&
+               (!x->has_client_eph || KEQ(x->client_eph, y->client_eph));
     }
     case SHOAL_MSG_TRK_PROOF:
         return KEQ(a->u.trk_proof.tracker_pk, b->u.trk_proof.tracker_pk) &&
-               KEQ(a->u.trk_proof.sig, b->u.trk_proof.sig);
+               KEQ(a->u.trk_proof.sig, b->u.trk_proof.sig) &&
+               a->u.trk_proof.has_tracker_eph == b->u.trk_proof.has_tracker_eph &&
+               (!a->u.trk_proof.has_tracker_eph ||
+                KEQ(a->u.trk_proof.tracker_eph, b->u.trk_proof.tracker_eph));
     case SHOAL_MSG_ANNOUNCE:
         if (a->u.announce.count != b->u.announce.count)
             return false;
@@ -821,6 +830,40 @@ static void test_over_limits(void)
     CHECK_EQ(wdecode(), SHOAL_ETOOBIG);
 }
 
+/* How many of |type|'s last fields are optional. */
+static uint32_t opt_fields(uint32_t type)
+{
+    switch (type) {
+    case SHOAL_MSG_TRK_AUTH: return 3;
+    case SHOAL_MSG_ANNOUNCE_REPLY:
+    case SHOAL_MSG_HAVE_BITFIELD:
+    case SHOAL_MSG_TRK_CHALLENGE:
+    case SHOAL_MSG_TRK_PROOF: return 1;
+    default: return 0;
+    }
+}
+
+/* Clears optional field |k| (0: the first optional one) of |m|, as a
+ * sender that left it out. */
+static void clear_opt(struct shoal_msg *m, uint32_t k)
+{
+    switch (m->type) {
+    case SHOAL_MSG_TRK_AUTH:
+        if (k == 0)
+            m->u.trk_auth.has_session = false;
+        else if (k == 1)
+            m->u.trk_auth.has_client_nonce = false;
+        else
+            m->u.trk_auth.has_client_eph = false;
+        break;
+    case SHOAL_MSG_ANNOUNCE_REPLY: m->u.announce_reply.nroles = 0; break;
+    case SHOAL_MSG_HAVE_BITFIELD: m->u.have_bitfield.flags = 0; break;
+    case SHOAL_MSG_TRK_CHALLENGE: m->u.trk_challenge.has_boot = false; break;
+    case SHOAL_MSG_TRK_PROOF: m->u.trk_proof.has_tracker_eph = false; break;
+    default: break;
+    }
+}
+
 static void test_field_counts_and_junk(void)
 {
     int bad = 0;
@@ -837,41 +880,25 @@ static void test_field_counts_and_junk(void)
         bad += shoal_msg_decode(&mb, out, len + 1) != SHOAL_EPROTO;
         /* One field short (the array count lowered, the last item dropped). */
         uint32_t n = body[0] & 0x0f;
-        if (n > 1 && (ma.type == SHOAL_MSG_ANNOUNCE_REPLY || ma.type == SHOAL_MSG_TRK_AUTH ||
-                      ma.type == SHOAL_MSG_HAVE_BITFIELD || ma.type == SHOAL_MSG_TRK_CHALLENGE)) {
-            /* The last fields are optional (an older sender): the role
-             * list of a reply, the session id and client nonce of a login.
-             * The message decodes without them; one more field short does
-             * not. */
-            size_t ol = replace_item(body, len, n - 1, NULL, 0, out);
-            out[0] = (uint8_t)(0x90 | (n - 1));
-            static struct shoal_msg want;
-            want = ma;
-            if (ma.type == SHOAL_MSG_TRK_AUTH)
-                want.u.trk_auth.has_client_nonce = false;
-            else if (ma.type == SHOAL_MSG_HAVE_BITFIELD)
-                want.u.have_bitfield.flags = 0;
-            else if (ma.type == SHOAL_MSG_TRK_CHALLENGE)
-                want.u.trk_challenge.has_boot = false;
-            else
-                want.u.announce_reply.nroles = 0;
-            bad += shoal_msg_decode(&mb, out, ol) != 0 || !msg_eq(&want, &mb);
-            static uint8_t out2[1 << 16];
-            ol = replace_item(out, ol, n - 2, NULL, 0, out2);
-            out2[0] = (uint8_t)(0x90 | (n - 2));
-            if (ma.type == SHOAL_MSG_TRK_AUTH) {
-                want.u.trk_auth.has_session = false;
-                bad += shoal_msg_decode(&mb, out2, ol) != 0 || !msg_eq(&want, &mb);
-                ol = replace_item(out2, ol, n - 3, NULL, 0, out);
-                out[0] = (uint8_t)(0x90 | (n - 3));
-                bad += shoal_msg_decode(&mb, out, ol) != SHOAL_EPROTO;
-            } else {
-                bad += shoal_msg_decode(&mb, out2, ol) != SHOAL_EPROTO;
+        /* The last fields of some messages are optional (an older sender
+         * leaves them out): the message decodes without each of them, the
+         * last first; one field more short does not. */
+        uint32_t nopt = opt_fields(ma.type);
+        static uint8_t cur[1 << 16], nxt[1 << 16];
+        static struct shoal_msg want;
+        size_t cl = len;
+        memcpy(cur, body, len);
+        want = ma;
+        for (uint32_t d = 1; n > d && d <= nopt + 1; d++) {
+            cl = replace_item(cur, cl, n - d, NULL, 0, nxt);
+            nxt[0] = (uint8_t)(0x90 | (n - d));
+            memcpy(cur, nxt, cl);
+            if (d > nopt) {
+                bad += shoal_msg_decode(&mb, cur, cl) != SHOAL_EPROTO;
+                break;
             }
-        } else if (n > 1) {
-            size_t ol = replace_item(body, len, n - 1, NULL, 0, out);
-            out[0] = (uint8_t)(0x90 | (n - 1));
-            bad += shoal_msg_decode(&mb, out, ol) != SHOAL_EPROTO;
+            clear_opt(&want, nopt - d);
+            bad += shoal_msg_decode(&mb, cur, cl) != 0 || !msg_eq(&want, &mb);
         }
         /* Unknown trailing fields are skipped (a newer peer)... */
         memcpy(out, body, len);
@@ -1026,13 +1053,16 @@ static void test_trk_auth_session(void)
     shoal_mpw_bin(&w, key(44), 31);
     CHECK_EQ(wdecode(), SHOAL_EBADMSG);
     /* and a field a newer client appends after them is skipped. */
-    trk_auth_head(10);
+    trk_auth_head(11);
     shoal_mpw_bin(&w, key(42), SHOAL_MSG_SESSION_LEN);
     shoal_mpw_nil(&w);
+    shoal_mpw_bin(&w, key(48), 32);
     shoal_mpw_cstr(&w, "future");
     CHECK_EQ(wdecode(), 0);
     CHECK(mb.u.trk_auth.has_session);
     CHECK(!mb.u.trk_auth.has_client_nonce);
+    CHECK(mb.u.trk_auth.has_client_eph);
+    CHECK(memcmp(mb.u.trk_auth.client_eph, key(48), 32) == 0);
     /* Any other length, even one byte off, is refused. */
     static const uint32_t bad_len[] = {0, 1, SHOAL_MSG_SESSION_LEN - 1,
                                        SHOAL_MSG_SESSION_LEN + 1, 32};
@@ -1060,16 +1090,18 @@ static void test_trk_auth_session(void)
     ma.u.trk_auth.listen_addr = S("h:1");
     struct shoal_buf b;
     encode_ok(&ma, &b);
-    CHECK_EQ(b.data[4], 0x99); /* type and eight fields */
+    CHECK_EQ(b.data[4], 0x9a); /* type and nine fields */
+    CHECK_EQ(b.data[b.len - 3], 0xc0);
     CHECK_EQ(b.data[b.len - 2], 0xc0);
     CHECK_EQ(b.data[b.len - 1], 0xc0);
     shoal_buf_free(&b);
     ma.u.trk_auth.has_session = true;
     memcpy(ma.u.trk_auth.session, key(43), SHOAL_MSG_SESSION_LEN);
     encode_ok(&ma, &b);
-    CHECK_EQ(b.data[4], 0x99); /* type and eight fields */
-    CHECK(b.len > 19 && b.data[b.len - 19] == 0xc4 && b.data[b.len - 18] == 16 &&
-          memcmp(b.data + b.len - 17, key(43), 16) == 0 && b.data[b.len - 1] == 0xc0);
+    CHECK_EQ(b.data[4], 0x9a); /* type and nine fields */
+    CHECK(b.len > 20 && b.data[b.len - 20] == 0xc4 && b.data[b.len - 19] == 16 &&
+          memcmp(b.data + b.len - 18, key(43), 16) == 0 && b.data[b.len - 2] == 0xc0 &&
+          b.data[b.len - 1] == 0xc0);
     shoal_buf_free(&b);
 }
 

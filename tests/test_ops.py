@@ -1495,11 +1495,64 @@ def case_tracker_rollouts(tmp):
     return fails
 
 
+class RecordingProxy:
+    """A TCP relay to |target| ("host:port") on 127.0.0.1 that keeps every
+    byte it relays from the target (self.down) and to it (self.up)."""
+
+    def __init__(self, target):
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.up, self.down = bytearray(), bytearray()
+        self.stop = False
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.ls.settimeout(0.2)
+        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def pump(self, a, b, sink):
+        a.settimeout(0.2)
+        while not self.stop:
+            try:
+                d = a.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not d:
+                break
+            sink += d
+            try:
+                b.sendall(d)
+            except OSError:
+                break
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            t = socket.create_connection(self.target)
+            threading.Thread(target=self.pump, args=(c, t, self.up), daemon=True).start()
+            threading.Thread(target=self.pump, args=(t, c, self.down), daemon=True).start()
+
+    def close(self):
+        self.stop = True
+        self.ls.close()
+
+
 def case_tracker_identity(tmp):
     """Nodes that pin their trackers' keys (--tracker-keys) use a tracker
     that proves one of them, and refuse one that proves another key or
     none, before using anything it says."""
-    k = make_keys(tmp, ["s", "n", "p", "q"])
+    k = make_keys(tmp, ["s", "n", "m", "p", "q"])
     for name in ("trk", "other"):
         run(SHOAL, "keygen", k(name))
     hub = Hub(tmp, "4M")
@@ -1517,7 +1570,9 @@ def case_tracker_identity(tmp):
         print(f"FAIL the seed did not pull from the origin: {r.stderr.strip()}")
         fails += 1
     # No origin and no --peer: only peers the pinned tracker lists can serve.
-    n = node("n", k, tmp, None, ["--tracker", taddr, *pin, "--no-origin"])
+    # Its tracker connection goes through a proxy that records it.
+    px = RecordingProxy(taddr)
+    n = node("n", k, tmp, None, ["--tracker", px.addr, *pin, "--no-origin"])
     r = cli("pull", mid, "--socket", n.sock, "--timeout", str(WAIT_S))
     print(f"pull through the proven tracker: exit {r.returncode} {r.stdout.strip()[-90:]}")
     if r.returncode != 0:
@@ -1527,6 +1582,23 @@ def case_tracker_identity(tmp):
         print("FAIL the node did not log the tracker's proof")
         fails += 1
     fails += hubfix.check_files(n, hub)
+    # What the pinned tracker told the node (the release's name and
+    # commit, peers, leases) came sealed; a node that does not pin it gets
+    # the same in the clear (so the check can see it).
+    px2 = RecordingProxy(taddr)
+    m2 = node("m", k, tmp, None, ["--tracker", px2.addr, "--no-origin"])
+    r2 = cli("pull", mid, "--socket", m2.sock, "--timeout", str(WAIT_S))
+    time.sleep(0.5)
+    sealed, clear = bytes(px.down), bytes(px2.down)
+    print(f"tracker to node: {len(sealed)} bytes sealed, {len(clear)} in the clear")
+    if r2.returncode != 0 or b"model" not in clear or hub.commit.encode() not in clear:
+        print("FAIL the unpinned node's tracker traffic should show the manifest in the clear")
+        fails += 1
+    if len(sealed) < 512 or b"model" in sealed or hub.commit.encode() in sealed:
+        print("FAIL the pinned tracker's answers were readable on the way")
+        fails += 1
+    px.close()
+    px2.close()
     p = node("p", k, tmp, None, ["--tracker", taddr, "--tracker-keys", k("other") + ".pub",
                                  "--no-origin"])
     if not p.wait_for(r"tracker \S+ refused: its key is not in tracker-keys", 20):
@@ -1540,7 +1612,7 @@ def case_tracker_identity(tmp):
         if x.wait_for(r"tracker \S+: authenticated", 0.5):
             print(f"FAIL node {x.name} used a tracker it refused")
             fails += 1
-    fails += shoalproc.stop_all([n, p, q, seed])
+    fails += shoalproc.stop_all([n, m2, p, q, seed])
     for tr in (t, t2):
         if tr.stop() != 0:
             print("FAIL a tracker did not stop cleanly")

@@ -38,34 +38,74 @@ int shoal_trk_auth_verify(const uint8_t sig[SHOAL_SIG_LEN], const uint8_t nonce[
     return crypto_sign_verify_detached(sig, msg, sizeof(msg), node_pk) == 0 ? 0 : SHOAL_EBADSIG;
 }
 
-#define ID_LEN (sizeof(SHOAL_TRK_ID_DOMAIN) + 32 + 32 + SHOAL_PUBKEY_LEN)
+#define ID_LEN (sizeof(SHOAL_TRK_ID_DOMAIN) + 5 * 32)
 
-static void id_message(uint8_t out[ID_LEN], const uint8_t chal[32], const uint8_t cnonce[32],
-                       const uint8_t node_pk[SHOAL_PUBKEY_LEN])
+static void id_message(uint8_t out[ID_LEN], const struct shoal_trk_id *id)
 {
     size_t o = sizeof(SHOAL_TRK_ID_DOMAIN);
     memcpy(out, SHOAL_TRK_ID_DOMAIN, o);
-    memcpy(out + o, chal, 32);
-    memcpy(out + o + 32, cnonce, 32);
-    memcpy(out + o + 64, node_pk, SHOAL_PUBKEY_LEN);
+    memcpy(out + o, id->chal, 32);
+    memcpy(out + o + 32, id->cnonce, 32);
+    memcpy(out + o + 64, id->node_pk, 32);
+    memcpy(out + o + 96, id->client_eph, 32);
+    memcpy(out + o + 128, id->tracker_eph, 32);
 }
 
-int shoal_trk_id_sign(uint8_t sig[SHOAL_SIG_LEN], const uint8_t chal[32], const uint8_t cnonce[32],
-                      const uint8_t node_pk[SHOAL_PUBKEY_LEN], const struct shoal_seckey *sk)
+int shoal_trk_id_sign(uint8_t sig[SHOAL_SIG_LEN], const struct shoal_trk_id *id,
+                      const struct shoal_seckey *sk)
 {
     uint8_t msg[ID_LEN];
     if (shoal_crypto_init() != 0)
         return -EIO;
-    id_message(msg, chal, cnonce, node_pk);
+    id_message(msg, id);
     return crypto_sign_detached(sig, NULL, msg, sizeof(msg), sk->sk) == 0 ? 0 : -EIO;
 }
 
-int shoal_trk_id_verify(const uint8_t sig[SHOAL_SIG_LEN], const uint8_t chal[32],
-                        const uint8_t cnonce[32], const uint8_t node_pk[SHOAL_PUBKEY_LEN],
+int shoal_trk_id_verify(const uint8_t sig[SHOAL_SIG_LEN], const struct shoal_trk_id *id,
                         const uint8_t tracker_pk[SHOAL_PUBKEY_LEN])
 {
     uint8_t msg[ID_LEN];
-    id_message(msg, chal, cnonce, node_pk);
+    id_message(msg, id);
     return crypto_sign_verify_detached(sig, msg, sizeof(msg), tracker_pk) == 0 ? 0
                                                                               : SHOAL_EBADSIG;
+}
+
+int shoal_trk_seal_keys(struct shoal_trk_seal *s, bool client, const uint8_t pk[32],
+                        const uint8_t sk[32], const uint8_t peer_pk[32])
+{
+    int rv = client ? crypto_kx_client_session_keys(s->rx, s->tx, pk, sk, peer_pk)
+                    : crypto_kx_server_session_keys(s->rx, s->tx, pk, sk, peer_pk);
+    s->rx_ctr = s->tx_ctr = 0;
+    s->on = false;
+    return rv == 0 ? 0 : SHOAL_EBADSIG;
+}
+
+static void ctr_nonce(uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES], uint64_t ctr)
+{
+    memset(n, 0, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    for (int i = 0; i < 8; i++)
+        n[i] = (uint8_t)(ctr >> (8 * i));
+}
+
+int shoal_trk_seal(struct shoal_trk_seal *s, uint8_t *p, size_t len)
+{
+    uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+    unsigned long long clen;
+    ctr_nonce(n, s->tx_ctr++);
+    return crypto_aead_xchacha20poly1305_ietf_encrypt(p, &clen, p, len, NULL, 0, NULL, n, s->tx) == 0
+               ? 0
+               : -EIO;
+}
+
+int shoal_trk_open(struct shoal_trk_seal *s, const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+    unsigned long long mlen;
+    if (len < SHOAL_TRK_SEAL_TAG)
+        return SHOAL_EBADMSG;
+    ctr_nonce(n, s->rx_ctr);
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &mlen, NULL, in, len, NULL, 0, n, s->rx) != 0)
+        return SHOAL_EBADMSG;
+    s->rx_ctr++;
+    return 0;
 }

@@ -13,6 +13,8 @@
 #ifndef SHOAL_TRK_AUTH_H
 #define SHOAL_TRK_AUTH_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "keys.h"
@@ -21,13 +23,20 @@
 
 /*
  * The other direction, for nodes that pin their trackers' keys: a client
- * that sent a client_nonce in TRK_AUTH gets TRK_PROOF [tracker_pk, sig],
- * an Ed25519 signature by the tracker's key over
+ * that sent a client_nonce (and an ephemeral X25519 key, client_eph) in
+ * TRK_AUTH gets TRK_PROOF [tracker_pk, sig, tracker_eph], an Ed25519
+ * signature by the tracker's key over
  *     "shoal-trk-id-v1" NUL || challenge nonce || client_nonce || node_pk
- * The client's fresh nonce makes a recorded proof worthless to anyone
- * else listening on the tracker's address; the node key binds the proof to
- * the identity just proven, and another domain string keeps it apart from
- * the node's own signature.
+ *                           || client_eph || tracker_eph
+ * (an absent ephemeral key as 32 zero bytes). The client's fresh nonce
+ * makes a recorded proof worthless to anyone else listening on the
+ * tracker's address; the node key binds the proof to the identity just
+ * proven, and another domain string keeps it apart from the node's own
+ * signature. With both ephemeral keys, everything after the tracker's OK
+ * is sealed in both directions (shoal_trk_seal_*), with keys no one but
+ * the two ends can derive: a node that pins the tracker's key talks to it
+ * alone, and what it learns (manifests, peers, leases) is neither read nor
+ * changed on the way.
  */
 #define SHOAL_TRK_ID_DOMAIN "shoal-trk-id-v1"
 
@@ -39,16 +48,47 @@ int shoal_trk_auth_sign(uint8_t sig[SHOAL_SIG_LEN], const uint8_t nonce[32],
 int shoal_trk_auth_verify(const uint8_t sig[SHOAL_SIG_LEN], const uint8_t nonce[32],
                           const uint8_t node_pk[SHOAL_PUBKEY_LEN]);
 
-/* Signs the TRK_PROOF message for |chal| (our challenge nonce), the
- * client's |cnonce| and |node_pk| with tracker key |sk| into |sig|.
- * Returns 0 or -EIO. */
-int shoal_trk_id_sign(uint8_t sig[SHOAL_SIG_LEN], const uint8_t chal[32], const uint8_t cnonce[32],
-                      const uint8_t node_pk[SHOAL_PUBKEY_LEN], const struct shoal_seckey *sk);
+/* What a TRK_PROOF signs, besides the domain string. */
+struct shoal_trk_id {
+    uint8_t chal[32];      /* the tracker's challenge nonce */
+    uint8_t cnonce[32];    /* the client's nonce */
+    uint8_t node_pk[SHOAL_PUBKEY_LEN];
+    uint8_t client_eph[32]; /* zero: none */
+    uint8_t tracker_eph[32];
+};
 
-/* Checks a TRK_PROOF signature |sig| by |tracker_pk|. Returns 0 or
- * SHOAL_EBADSIG. */
-int shoal_trk_id_verify(const uint8_t sig[SHOAL_SIG_LEN], const uint8_t chal[32],
-                        const uint8_t cnonce[32], const uint8_t node_pk[SHOAL_PUBKEY_LEN],
+/* Signs |id| with tracker key |sk| into |sig|. Returns 0 or -EIO. */
+int shoal_trk_id_sign(uint8_t sig[SHOAL_SIG_LEN], const struct shoal_trk_id *id,
+                      const struct shoal_seckey *sk);
+
+/* Checks a TRK_PROOF signature |sig| by |tracker_pk| over |id|. Returns 0
+ * or SHOAL_EBADSIG. */
+int shoal_trk_id_verify(const uint8_t sig[SHOAL_SIG_LEN], const struct shoal_trk_id *id,
                         const uint8_t tracker_pk[SHOAL_PUBKEY_LEN]);
+
+/* One end of a sealed tracker connection: XChaCha20-Poly1305 with a key
+ * per direction and a frame counter as the nonce, so frames cannot be
+ * dropped, replayed or reordered unnoticed. */
+#define SHOAL_TRK_SEAL_TAG 16u
+struct shoal_trk_seal {
+    uint8_t rx[32], tx[32];
+    uint64_t rx_ctr, tx_ctr;
+    bool on;               /* set by the caller once both ends seal */
+};
+
+/* Derives |s|'s keys from our ephemeral X25519 pair (|pk|, |sk|), the
+ * other end's |peer_pk| and our role (|client|: the node). Returns 0 or
+ * SHOAL_EBADSIG (a degenerate peer key). |s| is not switched on. */
+int shoal_trk_seal_keys(struct shoal_trk_seal *s, bool client, const uint8_t pk[32],
+                        const uint8_t sk[32], const uint8_t peer_pk[32]);
+
+/* Seals the |len| bytes at |p| in place and writes the tag after them
+ * (|p| has room for len + SHOAL_TRK_SEAL_TAG). Returns 0 or -EIO. */
+int shoal_trk_seal(struct shoal_trk_seal *s, uint8_t *p, size_t len);
+
+/* Opens sealed frame body |in| (|len| bytes, tag included) into |out|
+ * (len - SHOAL_TRK_SEAL_TAG bytes). Returns 0 or SHOAL_EBADMSG (too short,
+ * or not sealed by the other end in this order). */
+int shoal_trk_open(struct shoal_trk_seal *s, const uint8_t *in, size_t len, uint8_t *out);
 
 #endif

@@ -114,6 +114,10 @@ struct conn {
     size_t inflight;        /* bytes in uv_write requests */
     size_t inflight_copy;   /* of which copies (the rest: registry refs) */
     uint8_t nonce[32];      /* the challenge to answer next */
+    /* Sealed after the OK of a login that asked for it (TRK_AUTH with
+     * client_eph, answered with our key's proof: auth.h). */
+    struct shoal_trk_seal seal;
+    bool seal_next;         /* keys derived: seal from the next OK on */
     bool authed;
     bool closing;
     bool close_after_flush;
@@ -170,6 +174,8 @@ struct shoal_tracker {
     uint8_t rbuf[READ_BUF];
     bool rbuf_busy;
     struct shoal_msg msg;     /* decoded request (large: kept off the stack) */
+    uint8_t *opened;          /* a sealed frame's body, opened */
+    size_t opened_cap;
     struct shoal_msg reply;
     struct shoal_reg_have haves[SHOAL_MSG_ANNOUNCE_MAX];
     struct shoal_reg_role roles[SHOAL_MSG_ANNOUNCE_MAX];
@@ -545,7 +551,22 @@ static int conn_send(struct conn *c, const struct shoal_msg *m)
     /* The cap on out covers what is in flight too. */
     size_t room = c->t->cfg.max_outq > c->inflight ? c->t->cfg.max_outq - c->inflight : 0;
     c->out.max = room;
+    size_t start = c->out.len;
     int rv = shoal_msg_encode(m, &c->out);
+    if (rv == 0 && c->seal.on) {
+        /* Sealed in place, the tag after the body, the length fixed. */
+        static const uint8_t tag[SHOAL_TRK_SEAL_TAG];
+        size_t blen = c->out.len - start - SHOAL_FRAME_HDR_LEN;
+        rv = shoal_buf_append(&c->out, tag, sizeof tag);
+        if (rv == 0)
+            rv = shoal_trk_seal(&c->seal, c->out.data + start + SHOAL_FRAME_HDR_LEN, blen);
+        if (rv == 0)
+            rv = shoal_frame_header(c->out.data + start, blen + SHOAL_TRK_SEAL_TAG);
+        if (rv != 0)
+            c->out.len = start; /* nothing half-sealed goes out */
+        if (rv == SHOAL_ETOOBIG)
+            rv = SHOAL_ELIMIT;
+    }
     if (rv == SHOAL_ELIMIT) {
         conn_drop(c, "reader too slow: more than %zu reply bytes queued", c->t->cfg.max_outq);
     } else if (rv) {
@@ -574,20 +595,43 @@ static int send_ok(struct conn *c, uint32_t req)
     return conn_send(c, m);
 }
 
+static int auth_fail(struct conn *c, int code, const char *why);
+
 /* Proves our key to a client that asked (TRK_AUTH with a client nonce),
  * over the challenge it just answered. */
 static int send_proof(struct conn *c, const struct shoal_msg_trk_auth *a)
 {
     struct shoal_msg *m = &c->t->reply;
     struct shoal_pubkey pk;
-    uint8_t sig[SHOAL_SIG_LEN];
-    int rv = shoal_trk_id_sign(sig, c->nonce, a->client_nonce, a->node_pk, c->t->cfg.id_key);
+    struct shoal_trk_id id;
+    uint8_t sig[SHOAL_SIG_LEN], esk[32];
+    /* Keys for a sealed session once, on the connection's first login
+     * that asks: a later identity switch rides in the sealed stream. */
+    bool seal = a->has_client_eph && !c->seal.on && !c->seal_next;
+    int rv = 0;
+
+    memset(&id, 0, sizeof id);
+    memcpy(id.chal, c->nonce, 32);
+    memcpy(id.cnonce, a->client_nonce, 32);
+    memcpy(id.node_pk, a->node_pk, 32);
+    if (seal) {
+        memcpy(id.client_eph, a->client_eph, 32);
+        crypto_kx_keypair(id.tracker_eph, esk);
+        rv = shoal_trk_seal_keys(&c->seal, false, id.tracker_eph, esk, a->client_eph);
+        sodium_memzero(esk, sizeof esk);
+        if (rv != 0)
+            return auth_fail(c, rv, "unusable ephemeral key");
+        c->seal_next = true;
+    }
+    rv = shoal_trk_id_sign(sig, &id, c->t->cfg.id_key);
     if (rv != 0)
         return rv;
     shoal_seckey_public(c->t->cfg.id_key, &pk);
     m->type = SHOAL_MSG_TRK_PROOF;
     memcpy(m->u.trk_proof.tracker_pk, pk.pk, 32);
     memcpy(m->u.trk_proof.sig, sig, SHOAL_SIG_LEN);
+    m->u.trk_proof.has_tracker_eph = seal;
+    memcpy(m->u.trk_proof.tracker_eph, id.tracker_eph, 32);
     return conn_send(c, m);
 }
 
@@ -837,7 +881,7 @@ static int handle_auth(struct conn *c)
         /* The timer now watches for silence instead. */
         uv_timer_start(&c->timer, on_idle_check, t->cfg.idle_timeout_ms / 2 + 1,
                        t->cfg.idle_timeout_ms / 2 + 1);
-        shoal_frame_dec_set_max(&c->dec, FRAME_MAX_AUTHED);
+        shoal_frame_dec_set_max(&c->dec, FRAME_MAX_AUTHED + SHOAL_TRK_SEAL_TAG);
         if (a->role != SHOAL_ROLE_NODE) {
             char hex[65];
             shoal_hex(hex, a->node_pk, 32);
@@ -848,6 +892,10 @@ static int handle_auth(struct conn *c)
         return rv;
     if ((rv = send_ok(c, 0)) != 0)
         return rv;
+    if (c->seal_next) {
+        c->seal_next = false;
+        c->seal.on = true;
+    }
     /* A fresh nonce lets the client prove another identity next. */
     return known ? 0 : send_challenge(c);
 }
@@ -1076,6 +1124,15 @@ static int handle_get_manifest(struct conn *c)
      * registry.h), so a small request never copies megabytes into the
      * output queue. Replies gathered so far go first to keep the order. */
     shoal_reg_manifest_used(t->reg, mf.id, uv_now(t->loop));
+    if (c->seal.on) {
+        /* Sealed: a copy, sealed with the other replies in order. */
+        struct shoal_msg *m = &t->reply;
+        m->type = SHOAL_MSG_MANIFEST;
+        memcpy(m->u.manifest.manifest_id, mf.id, 32);
+        m->u.manifest.signed_manifest.p = mf.signed_bytes;
+        m->u.manifest.signed_manifest.len = (uint32_t)mf.signed_len;
+        return conn_send(c, m);
+    }
     conn_flush(c);
     if (c->closing)
         return 1;
@@ -1273,6 +1330,27 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     struct shoal_tracker *t = c->t;
     struct shoal_msg *m = &t->msg;
     c->frames_in++;
+    if (c->seal.on) {
+        if (len < SHOAL_TRK_SEAL_TAG) {
+            conn_drop(c, "sealed frame of %zu bytes", len);
+            return 1;
+        }
+        if (t->opened_cap < len) {
+            uint8_t *p = realloc(t->opened, len);
+            if (!p) {
+                conn_drop(c, "out of memory opening a sealed frame");
+                return 1;
+            }
+            t->opened = p;
+            t->opened_cap = len;
+        }
+        if (shoal_trk_open(&c->seal, body, len, t->opened) != 0) {
+            conn_drop(c, "sealed frame does not open (changed on the way, or out of order)");
+            return 1;
+        }
+        body = t->opened;
+        len -= SHOAL_TRK_SEAL_TAG;
+    }
     int rv = shoal_msg_decode(m, body, len);
     if (rv) {
         conn_drop(c, "malformed message (%s)", shoal_strerror(rv));
@@ -1434,7 +1512,8 @@ static void conn_track_frame(struct conn *c)
                                (uint64_t)declared * 1000 / t->cfg.frame_min_rate;
         partial_link(c);
     }
-    if (declared > FRAME_MAX_NODE && !c->big_ok) {
+    /* A sealed frame's type is known once it is whole and opened. */
+    if (declared > FRAME_MAX_NODE && !c->big_ok && !c->seal.on) {
         int type = body_type(head, held);
         if (type == -2 || (type >= 0 && type != SHOAL_MSG_PUT_MANIFEST)) {
             t->frames_refused++;
@@ -1789,5 +1868,6 @@ void shoal_tracker_free(struct shoal_tracker *t)
         }
     }
     free(t->keyconns);
+    free(t->opened);
     free(t);
 }
