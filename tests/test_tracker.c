@@ -486,6 +486,100 @@ static void test_session_reconnect(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+/* Review 9: a LEASE reply lost with the connection. The same process back
+ * on a new connection asks again (from elsewhere in the release) and is
+ * granted the lease it did not know it held, once; others are not granted
+ * those chunks meanwhile. (The client read the first reply here; the
+ * tracker cannot tell.) */
+static void test_lease_reply_lost(void)
+{
+    const char *extra[] = { "--lease-ms", "60000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t s1[SHOAL_MSG_SESSION_LEN], m1[32];
+    memset(s1, 0x33, sizeof(s1));
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    uint32_t f = 0, n = 0;
+    struct shoal_trkc *ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    shoal_buf_free(&sm);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease(ca, m1, 16, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    shoal_trkc_free(ca);
+
+    ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease(ca, m1, 16, 30, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    CHECK(g_m.u.lease.expires_ms > 0 && g_m.u.lease.expires_ms <= 60000);
+    /* Once: the next request is for more. */
+    CHECK_EQ(lease(ca, m1, 8, 30, &f, &n), 0);
+    CHECK(f == 30 && n == 8);
+    struct shoal_trkc *cb = join_session(&p, &b, "10.0.0.2:7000", NULL);
+    CHECK_EQ(announce(cb, m1, 0, 40), 0);
+    CHECK_EQ(lease(cb, m1, 64, 0, &f, &n), 0);
+    CHECK(f == 16 && n == 14);
+    CHECK_EQ(lease_done(ca, m1, 0, 16), 0);
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Review 9: one node claims every chunk with instant LEASE_DONEs and
+ * announces the release complete, and keeps claiming whatever comes free.
+ * An honest node asking for leases is granted chunks once the claim has
+ * gone unvouched for --fetched-ttl-ms (before: never). */
+static void test_fetched_claim(void)
+{
+    const char *extra[] = { "--fetched-ttl-ms", "1000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident e, h;
+    mk_ident(&e, &g_cluster_sk, far_future());
+    mk_ident(&h, &g_cluster_sk, far_future());
+    uint8_t m1[32];
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    struct shoal_trkc *ce = join(&p, &e, "z", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *ch = join(&p, &h, "z", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(ce && ch);
+    CHECK_EQ(put_manifest(ch, sm.data, sm.len), 0);
+    shoal_buf_free(&sm);
+    CHECK_EQ(announce(ch, m1, 0, 40), 0);
+    uint32_t f = 0, n = 0, claimed = 0, granted = 0;
+    for (int i = 0; i < 10; i++) {
+        CHECK_EQ(lease(ce, m1, 64, 0, &f, &n), 0);
+        if (n == 0)
+            break;
+        CHECK_EQ(lease_done(ce, m1, f, n), 0);
+        claimed += n;
+    }
+    CHECK_EQ(claimed, 40);
+    CHECK_EQ(announce(ce, m1, 40, 40), 0);
+    for (int i = 0; i < 60 && granted == 0; i++) {
+        sleep_ms(100);
+        CHECK_EQ(announce(ce, m1, 40, 40), 0);
+        for (int k = 0; k < 10; k++) {
+            CHECK_EQ(lease(ce, m1, 64, 0, &f, &n), 0);
+            if (n == 0)
+                break;
+            CHECK_EQ(lease_done(ce, m1, f, n), 0);
+        }
+        CHECK_EQ(announce(ch, m1, 0, 40), 0);
+        CHECK_EQ(lease(ch, m1, 64, 0, &f, &n), 0);
+        granted = n;
+    }
+    CHECK_EQ(granted, 40);
+    shoal_trkc_free(ce);
+    shoal_trkc_free(ch);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 static void test_leases(void)
 {
     /* Spans as asked (the shares of --fetcher-leases are test_registry's):
@@ -1275,6 +1369,8 @@ int main(int argc, char **argv)
     RUN(test_expiry_and_zones);
     RUN(test_leases);
     RUN(test_session_reconnect);
+    RUN(test_lease_reply_lost);
+    RUN(test_fetched_claim);
     RUN(test_manifests_rollouts_restart);
     RUN(test_bad_input);
     RUN(test_identity_binding_and_expiry);

@@ -94,12 +94,20 @@ static const char usage_options2[] =
     "    --lease-ms MS             lifetime of an origin lease (default 60000);\n"
     "                              a restarted daemon's leases end at its first\n"
     "                              announce (it logs in with a new session id),\n"
-    "                              one that only reconnected keeps them\n"
+    "                              one that only reconnected keeps them (and is\n"
+    "                              granted again, once, a lease it never reported\n"
+    "                              on: the reply may have been lost)\n"
     "    --fetched-ttl-ms MS       chunks reported fetched from the origin become\n"
     "                              leasable again after this long while no node\n"
-    "                              announces the whole release (default 600000);\n"
-    "                              they also do when the node that fetched them\n"
-    "                              leaves before anyone holds the whole release\n"
+    "                              but their fetcher announces the whole release\n"
+    "                              (default 600000), though not to that fetcher for\n"
+    "                              as long again; they also do when the node that\n"
+    "                              fetched them leaves before anyone holds the\n"
+    "                              whole release\n"
+    ;
+
+/* Split: C11 compilers need not take longer string literals. */
+static const char usage_options3[] =
     "    --origin-fetchers N       per release and zone, the first N nodes that\n"
     "                              announce it are told to lease from the origin\n"
     "                              at once; the others wait (default 2; 0: every\n"
@@ -466,6 +474,7 @@ int main(int argc, char **argv)
             fputs(usage, stdout);
             fputs(usage_options, stdout);
             fputs(usage_options2, stdout);
+            fputs(usage_options3, stdout);
             fputs(usage_more, stdout);
             status = 0;
             goto out;

@@ -1113,10 +1113,21 @@ static int handle_lease_req(struct conn *c, uint64_t now)
     const struct shoal_msg_lease_req *q = &t->msg.u.lease_req;
     uint32_t first, count;
     uint64_t expires;
+    struct shoal_reg_stats before, after;
+    shoal_reg_stats(t->reg, &before);
     /* Chunk count 0: only manifests published here (signed) get leases;
      * an announce's total_chunks never sizes lease state. */
     int rv = shoal_reg_lease(t->reg, now, q->manifest_id, 0, c->pk, q->max_chunks, q->hint_chunk,
                              &first, &count, &expires);
+    shoal_reg_stats(t->reg, &after);
+    if (rv == 0 && after.leases_regranted != before.leases_regranted) {
+        char hex[65], mid[65];
+        shoal_hex(hex, c->pk, 32);
+        shoal_hex(mid, q->manifest_id, 32);
+        shoal_tracker_log("node %.16s granted its lease of chunks %u..%u of %.16s again: "
+                          "held since before it reconnected and never reported on, so the "
+                          "reply may have been lost", hex, first, first + count - 1, mid);
+    }
     if (rv == SHOAL_ETOOBIG)
         return send_error(c, SHOAL_ENOTFOUND, "manifest not published to this tracker");
     if (rv && rv != SHOAL_EBUSY)
