@@ -147,9 +147,9 @@ static const char usage_options3[] =
     "    --rollout-file FILE       keep rollouts in FILE: read at start, rewritten\n"
     "                              (atomically) on every change; a change that\n"
     "                              cannot be written is refused; lines that do\n"
-    "                              not parse are skipped, logged, and the file\n"
-    "                              kept as FILE.bad (default: rollouts are lost\n"
-    "                              on restart)\n"
+    "                              not parse are skipped, logged, and appended\n"
+    "                              to FILE.bad (default: rollouts are lost on\n"
+    "                              restart)\n"
     "    --seed N                  seed of the peer-sampling PRNG (default: random)\n"
     "    -h, --help                this text\n"
     "\n";
@@ -371,8 +371,9 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
 
 /* Brings back the rollouts of an earlier run. An unreadable file stops the
  * start (the operator must see it); lines that do not parse are skipped and
- * the file is kept aside as FILE.bad before it is rewritten, so nothing an
- * operator wrote is lost. */
+ * appended to FILE.bad before the file is rewritten (atomically), so
+ * nothing an operator wrote is lost: not by the next start with another
+ * bad line, not by a crash in between. */
 static int load_rollouts(const char *path, struct shoal_tracker *t)
 {
     struct shoal_rollfile_result res;
@@ -387,14 +388,23 @@ static int load_rollouts(const char *path, struct shoal_tracker *t)
     if (res.bad) {
         char aside[4096];
         snprintf(aside, sizeof aside, "%s.bad", path);
-        shoal_tracker_log("rollout file %s: %u line(s) skipped (%s); the file is kept as %s",
-                          path, res.bad, res.first_bad, aside);
-        if (rename(path, aside) != 0 || (rv = shoal_rollfile_save(path, reg)) != 0) {
-            fprintf(stderr, "shoal-tracker: cannot set the rollout file %s aside and rewrite it: "
-                    "%s\n", path, rv ? shoal_strerror(rv) : strerror(errno));
+        rv = shoal_rollfile_keep_bad(path, aside, &res);
+        shoal_rollfile_result_free(&res);
+        if (rv) {
+            fprintf(stderr, "shoal-tracker: rollout file %s: %u line(s) do not parse (%s) and "
+                    "cannot be copied to %s: %s; the file is left as it is\n", path, res.bad,
+                    res.first_bad, aside, strerror(-rv));
+            return -1;
+        }
+        shoal_tracker_log("rollout file %s: %u line(s) skipped (%s); copied to %s", path,
+                          res.bad, res.first_bad, aside);
+        if ((rv = shoal_rollfile_save(path, reg)) != 0) {
+            fprintf(stderr, "shoal-tracker: cannot rewrite the rollout file %s: %s\n", path,
+                    shoal_strerror(rv));
             return -1;
         }
     }
+    shoal_rollfile_result_free(&res);
     /* Written now, so a file the tracker cannot write stops the start
      * rather than the first rollout. */
     if (!res.bad && (rv = shoal_rollfile_save(path, reg)) != 0) {
