@@ -1445,8 +1445,9 @@ int main(int argc, char **argv)
     RUN(test_junk_announces);
     RUN(test_manifest_lru);
 
-    const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
-    for (size_t i = 0; i < 4; i++) {
+    const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk",
+                            "flood.log" };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof(path), "%s/%s", g_dir, files[i]);
         unlink(path);
     }
