@@ -1465,14 +1465,14 @@ def case_tracker_rollouts(tmp):
         f.write("rollout\nnonsense here\n")
     t3, _ = hubfix.start_tracker(TRACKER, k, listen=taddr, extra=extra)
     if not t3.wait_for(r"rollout file \S+: 2 line\(s\) skipped \(line 4: expected "
-                       r"'rollout ORG/NAME@COMMIT \[zone ZONE\]'\); the file is kept as "
+                       r"'rollout ORG/NAME@COMMIT \[zone ZONE\]'\); copied to "
                        r"\S+\.bad", 10):
         print("FAIL the tracker did not report the two bad lines")
         fails += 1
     bad = open(rf + ".bad").read() if os.path.exists(rf + ".bad") else ""
     good = [ln for ln in open(rf).read().splitlines() if not ln.startswith("#")]
     if "nonsense here" not in bad or good != want:
-        print(f"FAIL want the old file kept as .bad and the file rewritten with {want}; "
+        print(f"FAIL want the bad lines copied to .bad and the file rewritten with {want}; "
               f"got {good}")
         fails += 1
     r = cli("rollout", other, "--zone", "zone b", "--remove", *admin)

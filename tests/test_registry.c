@@ -1212,7 +1212,9 @@ static void test_fetched_return(void)
     shoal_reg_remove_node(r, b);
     CHECK_EQ(shoal_reg_lease(r, 33000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
-    /* Long after, still complete somewhere: the TTL does not apply. */
+    /* Long after, still complete somewhere: C vouches for B's span (the
+     * TTL does not apply to it), and its own 0..7, which nobody else
+     * vouches for, is leasable again but not by C. */
     REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_lease(r, 200000, mid, 0, c, 8, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
@@ -1347,6 +1349,171 @@ static void test_node_session(void)
     REQUIRE(shoal_reg_announce(r, 3000, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
     CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 1);
+    shoal_reg_free(r);
+}
+
+/* Review 9: one node claims a release's every chunk with instant
+ * LEASE_DONEs. Whether it then announces the release complete or holding
+ * nothing, its claim runs out after the fetched TTL (nobody else vouches
+ * for it), the honest node is granted the chunks, and the claimant cannot
+ * take them back before the honest node had a TTL to ask. A complete node
+ * other than the fetcher still keeps the credit. */
+static void test_fetched_claim_runs_out(void)
+{
+    for (int lie = 0; lie < 2; lie++) {
+        uint8_t mid[32], a[32], b[32], c[32];
+        struct shoal_reg_have h;
+        struct shoal_reg *r = two_nodes(60000, 4000, 64, mid, a, b, c, &h);
+        uint32_t f, n, got = 0;
+        uint64_t e;
+        /* A (the claimant) takes every chunk and reports it done at once. */
+        for (int i = 0; i < 100; i++) {
+            CHECK_EQ(shoal_reg_lease(r, 100, mid, 0, a, 64, 0, &f, &n, &e), 0);
+            if (n == 0)
+                break;
+            CHECK_EQ(shoal_reg_lease_done(r, 100, mid, a, f, n), 0);
+            got += n;
+        }
+        CHECK_EQ(got, 64);
+        struct shoal_reg_have ha = h;
+        ha.have_chunks = lie ? 64 : 0;
+        ha.complete = lie;
+        REQUIRE(shoal_reg_announce(r, 200, a, "10.0.0.1:1", "z", &ha, 1, NULL) == 0);
+        /* Before the TTL nobody gets anything: the claim stands. */
+        CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, b, 64, 0, &f, &n, &e), 0);
+        CHECK_EQ(n, 0);
+        /* After it, A asks first and repeatedly (and keeps announcing):
+         * it gets nothing back; B does. */
+        REQUIRE(shoal_reg_announce(r, 4200, a, "10.0.0.1:1", "z", &ha, 1, NULL) == 0);
+        for (int i = 0; i < 3; i++) {
+            CHECK_EQ(shoal_reg_lease(r, 4200 + (uint64_t)i, mid, 0, a, 64, 0, &f, &n, &e), 0);
+            CHECK_EQ(n, 0);
+        }
+        CHECK_EQ(shoal_reg_lease(r, 4300, mid, 0, b, 64, 0, &f, &n, &e), 0);
+        CHECK(f == 0 && n == 64);
+        CHECK_EQ(shoal_reg_lease_done(r, 5000, mid, b, 0, 64), 0);
+        struct shoal_reg_stats st;
+        shoal_reg_stats(r, &st);
+        CHECK_EQ(st.fetched_expired, 64);
+        /* C completes from B: a complete node other than B vouches for
+         * B's credit past the TTL, also once A's bar ran out. */
+        struct shoal_reg_have hc = h;
+        hc.have_chunks = 64;
+        hc.complete = true;
+        REQUIRE(shoal_reg_announce(r, 5100, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
+        REQUIRE(shoal_reg_announce(r, 100000, a, "10.0.0.1:1", "z", &ha, 1, NULL) == 0);
+        REQUIRE(shoal_reg_announce(r, 100000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
+        CHECK_EQ(shoal_reg_lease(r, 100000, mid, 0, a, 64, 0, &f, &n, &e), 0);
+        CHECK_EQ(n, 0);
+        shoal_reg_stats(r, &st);
+        CHECK_EQ(st.fetched_expired, 64);
+        shoal_reg_free(r);
+    }
+}
+
+/* The bar covers only the claimant's expired spans, ends with the node,
+ * and a barred node is still granted chunks outside it. */
+static void test_fetched_bar_scope(void)
+{
+    uint8_t mid[32], a[32], b[32], c[32];
+    struct shoal_reg_have h;
+    struct shoal_reg *r = two_nodes(60000, 1000, 32, mid, a, b, c, &h);
+    uint32_t f, n;
+    uint64_t e;
+    /* A claims 8..15 and 24..27; B leases 0..7 and keeps the lease. */
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 8, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 8, 8), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 4, 24, &f, &n, &e), 0);
+    CHECK(f == 24 && n == 4);
+    CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 24, 4), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, b, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 8);
+    /* After the TTL, A asking from 8 skips its bars: 16..23, then 28..31,
+     * then (wrapping) nothing else is free to it. */
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 8, &f, &n, &e), 0);
+    CHECK(f == 16 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 8, &f, &n, &e), 0);
+    CHECK(f == 28 && n == 4);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(n, 0);
+    /* C gets the barred spans. */
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    /* A leaves: a new node taking its index is not barred. */
+    shoal_reg_remove_node(r, a);
+    uint8_t d[32];
+    memcpy(d, c, 32);
+    d[20] = 9;
+    REQUIRE(shoal_reg_announce(r, 2100, d, "10.0.0.4:1", "z", &h, 1, NULL) == 0);
+    CHECK_EQ(shoal_reg_lease(r, 2100, mid, 0, d, 4, 24, &f, &n, &e), 0);
+    CHECK(f == 24 && n == 4);
+    shoal_reg_free(r);
+
+    /* A bar ends fetched_ttl_ms after the claim ran out. */
+    r = two_nodes(60000, 1000, 32, mid, a, b, c, &h);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 0, 8), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 2499, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 16 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 2500, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 8);
+    shoal_reg_free(r);
+}
+
+/* Review 9: a LEASE reply lost with the connection. The node comes back in
+ * the same session and asks again: it is granted the lease it holds (the
+ * one covering its hint first), once; a lease it reported on, or one
+ * granted on the new connection, is not handed out twice. */
+static void test_lease_regrant(void)
+{
+    uint8_t mid[32], a[32], b[32], c[32];
+    struct shoal_reg_have h;
+    struct shoal_reg *r = two_nodes(60000, 600000, 64, mid, a, b, c, &h);
+    uint8_t s1[SHOAL_REG_SESSION_LEN];
+    memset(s1, 7, sizeof s1);
+    uint32_t f, n, nl;
+    uint64_t e, e1;
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
+    /* Three leases: 0..7 reported in part, 8..15 and 16..23 not. */
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e1), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK(f == 16 && n == 8);
+    /* On the same connection a request is a request for more. */
+    CHECK_EQ(shoal_reg_lease(r, 1100, mid, 0, a, 8, 10, &f, &n, &e), 0);
+    CHECK(f == 24 && n == 8);
+    CHECK_EQ(shoal_reg_lease_done(r, 1200, mid, a, 24, 8), 0);
+    /* The connection drops; the same process is back. */
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 1);
+    CHECK_EQ(nl, 3);
+    CHECK_EQ(shoal_reg_lease_done(r, 2000, mid, a, 0, 4), 0);
+    /* Asking from chunk 10: the lease 8..15 again, with its own expiry. */
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 10, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(e, e1);
+    /* Next: 16..23 (0..7 was reported on, so the node knows it). */
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 40, &f, &n, &e), 0);
+    CHECK(f == 16 && n == 8);
+    /* Then new chunks, from the hint. */
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 40, &f, &n, &e), 0);
+    CHECK(f == 40 && n == 8);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_regranted, 2);
+    /* Nobody else was granted any of A's spans meanwhile. */
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, b, 64, 0, &f, &n, &e), 0);
+    CHECK(f == 32 && n == 8);
+    /* A new session voids instead (shoal_reg_node_restarted), and a node
+     * without a session never gets a lease twice. */
+    CHECK_EQ(shoal_reg_node_session(r, b, NULL, &nl), 0);
+    CHECK_EQ(shoal_reg_node_session(r, b, NULL, &nl), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2100, mid, 0, b, 8, 32, &f, &n, &e), 0);
+    CHECK(f == 48 && n == 8);
     shoal_reg_free(r);
 }
 
@@ -1525,6 +1692,9 @@ int main(void)
     RUN(test_fetched_return);
     RUN(test_node_restarted);
     RUN(test_node_session);
+    RUN(test_fetched_claim_runs_out);
+    RUN(test_fetched_bar_scope);
+    RUN(test_lease_regrant);
     RUN(test_peers_sparse_seeds);
     RUN(test_lease_budget);
     RUN(test_many_entries);

@@ -10,6 +10,7 @@
 #include "t.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -38,6 +39,7 @@ static const char *g_bin;
 static char g_dir[64];
 static struct shoal_seckey g_cluster_sk, g_other_cluster_sk, g_pub_sk, g_rogue_pub_sk;
 static struct shoal_msg g_m; /* large: not on the stack */
+static const char *g_errlog; /* the next tracker's stderr, when set */
 
 struct ident {
     struct shoal_seckey sk;
@@ -98,6 +100,13 @@ static struct proc start_tracker(const char *const *extra)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
+        if (g_errlog) {
+            int lf = open(g_errlog, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (lf >= 0) {
+                dup2(lf, 2);
+                close(lf);
+            }
+        }
         execv(g_bin, (char *const *)argv);
         _exit(127);
     }
@@ -486,6 +495,100 @@ static void test_session_reconnect(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+/* Review 9: a LEASE reply lost with the connection. The same process back
+ * on a new connection asks again (from elsewhere in the release) and is
+ * granted the lease it did not know it held, once; others are not granted
+ * those chunks meanwhile. (The client read the first reply here; the
+ * tracker cannot tell.) */
+static void test_lease_reply_lost(void)
+{
+    const char *extra[] = { "--lease-ms", "60000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t s1[SHOAL_MSG_SESSION_LEN], m1[32];
+    memset(s1, 0x33, sizeof(s1));
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    uint32_t f = 0, n = 0;
+    struct shoal_trkc *ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    shoal_buf_free(&sm);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease(ca, m1, 16, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    shoal_trkc_free(ca);
+
+    ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease(ca, m1, 16, 30, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    CHECK(g_m.u.lease.expires_ms > 0 && g_m.u.lease.expires_ms <= 60000);
+    /* Once: the next request is for more. */
+    CHECK_EQ(lease(ca, m1, 8, 30, &f, &n), 0);
+    CHECK(f == 30 && n == 8);
+    struct shoal_trkc *cb = join_session(&p, &b, "10.0.0.2:7000", NULL);
+    CHECK_EQ(announce(cb, m1, 0, 40), 0);
+    CHECK_EQ(lease(cb, m1, 64, 0, &f, &n), 0);
+    CHECK(f == 16 && n == 14);
+    CHECK_EQ(lease_done(ca, m1, 0, 16), 0);
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Review 9: one node claims every chunk with instant LEASE_DONEs and
+ * announces the release complete, and keeps claiming whatever comes free.
+ * An honest node asking for leases is granted chunks once the claim has
+ * gone unvouched for --fetched-ttl-ms (before: never). */
+static void test_fetched_claim(void)
+{
+    const char *extra[] = { "--fetched-ttl-ms", "1000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident e, h;
+    mk_ident(&e, &g_cluster_sk, far_future());
+    mk_ident(&h, &g_cluster_sk, far_future());
+    uint8_t m1[32];
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    struct shoal_trkc *ce = join(&p, &e, "z", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *ch = join(&p, &h, "z", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(ce && ch);
+    CHECK_EQ(put_manifest(ch, sm.data, sm.len), 0);
+    shoal_buf_free(&sm);
+    CHECK_EQ(announce(ch, m1, 0, 40), 0);
+    uint32_t f = 0, n = 0, claimed = 0, granted = 0;
+    for (int i = 0; i < 10; i++) {
+        CHECK_EQ(lease(ce, m1, 64, 0, &f, &n), 0);
+        if (n == 0)
+            break;
+        CHECK_EQ(lease_done(ce, m1, f, n), 0);
+        claimed += n;
+    }
+    CHECK_EQ(claimed, 40);
+    CHECK_EQ(announce(ce, m1, 40, 40), 0);
+    for (int i = 0; i < 60 && granted == 0; i++) {
+        sleep_ms(100);
+        CHECK_EQ(announce(ce, m1, 40, 40), 0);
+        for (int k = 0; k < 10; k++) {
+            CHECK_EQ(lease(ce, m1, 64, 0, &f, &n), 0);
+            if (n == 0)
+                break;
+            CHECK_EQ(lease_done(ce, m1, f, n), 0);
+        }
+        CHECK_EQ(announce(ch, m1, 0, 40), 0);
+        CHECK_EQ(lease(ch, m1, 64, 0, &f, &n), 0);
+        granted = n;
+    }
+    CHECK_EQ(granted, 40);
+    shoal_trkc_free(ce);
+    shoal_trkc_free(ch);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 static void test_leases(void)
 {
     /* Spans as asked (the shares of --fetcher-leases are test_registry's):
@@ -830,6 +933,56 @@ static void test_unauth_pool(void)
     for (int i = 0; i < 5; i++)
         shoal_trkc_free(s[i]);
     CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* Counts the lines of file |path| containing |needle|. */
+static int count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[2048];
+    int n = 0;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Review 9: one source (127.0.0.1) opening connections as fast as it can
+ * evicts only its own: a login in progress from another source
+ * (127.0.0.2, also loopback) completes. The evictions are logged once
+ * with a count, not once each (the review's flood: 109k lines, 13 MB in
+ * 3 s). */
+static void test_unauth_flood(void)
+{
+    char log[128];
+    snprintf(log, sizeof log, "%s/flood.log", g_dir);
+    g_errlog = log;
+    const char *extra[] = { "--max-unauth", "8", "--auth-timeout-ms", "20000", NULL };
+    struct proc p = start_tracker(extra);
+    g_errlog = NULL;
+    struct ident a;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    struct shoal_trkc *login = NULL, *fl[16] = { NULL };
+    REQUIRE(shoal_trkc_connect_from(&login, p.addr, "127.0.0.2", TMO) == 0);
+    int opened = 0;
+    for (int i = 0; i < 300; i++) {
+        shoal_trkc_free(fl[i % 16]);
+        fl[i % 16] = NULL;
+        if (shoal_trkc_connect_from(&fl[i % 16], p.addr, "127.0.0.1", TMO) == 0)
+            opened++;
+    }
+    CHECK_EQ(opened, 300);
+    CHECK_EQ(shoal_trkc_auth(login, &a.sk, a.cred, a.cred_len, "z", "10.0.0.1:7000", 0, TMO),
+             0);
+    CHECK_EQ(announce(login, (uint8_t[32]){ 1 }, 0, 10), 0);
+    shoal_trkc_free(login);
+    for (int i = 0; i < 16; i++)
+        shoal_trkc_free(fl[i]);
+    CHECK_EQ(stop_tracker(&p), 0);
+    int evicted = count_lines(log, "evicted");
+    CHECK(evicted >= 1 && evicted <= 2);
 }
 
 /* Review 6: a client that pipelines requests without reading replies is
@@ -1275,10 +1428,13 @@ int main(int argc, char **argv)
     RUN(test_expiry_and_zones);
     RUN(test_leases);
     RUN(test_session_reconnect);
+    RUN(test_lease_reply_lost);
+    RUN(test_fetched_claim);
     RUN(test_manifests_rollouts_restart);
     RUN(test_bad_input);
     RUN(test_identity_binding_and_expiry);
     RUN(test_unauth_pool);
+    RUN(test_unauth_flood);
     RUN(test_backpressure);
     RUN(test_rate_limit_and_reput);
     RUN(test_name_newest);
@@ -1289,8 +1445,9 @@ int main(int argc, char **argv)
     RUN(test_junk_announces);
     RUN(test_manifest_lru);
 
-    const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk" };
-    for (size_t i = 0; i < 4; i++) {
+    const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk",
+                            "flood.log" };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof(path), "%s/%s", g_dir, files[i]);
         unlink(path);
     }

@@ -67,6 +67,28 @@ expect 1 "cannot write the rollout file /nonexistent/r: No such file" \
 mkfifo fifo
 expect 1 "cannot read the rollout file fifo: not a regular file" "rollout file is a FIFO" \
     "$tracker" --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file fifo
+# Lines of the rollout file that do not parse are appended to FILE.bad,
+# never moved there: a second start with another bad line keeps the first
+# one's copy, and a .bad that cannot be written leaves the file untouched.
+good_line="rollout org/a@0123456789abcdef0123456789abcdef01234567"
+printf '%s\nnonsense one\n' "$good_line" >rf
+run_until_started --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file rf
+echo "nonsense two" >>rf
+run_until_started --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file rf
+if grep -q "1 line(s) skipped (line 3: expected 'rollout ORG/NAME@COMMIT \[zone ZONE\]'); copied to rf.bad" run.txt &&
+   grep -qx "nonsense one" rf.bad && grep -qx "nonsense two" rf.bad &&
+   grep -q "^# line 2: expected" rf.bad &&
+   [ "$(grep -v '^#' rf)" = "$good_line" ]
+then echo "ok   bad rollout lines appended to FILE.bad across starts, the file rewritten"
+else echo "FAIL bad rollout lines kept in FILE.bad"; cat run.txt rf rf.bad; fails=$((fails+1)); fi
+printf '%s\nnonsense three\n' "$good_line" >rf2
+cp rf2 rf2.orig
+mkdir rf2.bad
+expect 1 "rf2: 1 line\(s\) do not parse .* cannot be copied to rf2.bad: Is a directory; the file is left as it is" \
+    "a .bad that cannot be written stops the start" \
+    "$tracker" --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file rf2
+if cmp -s rf2 rf2.orig; then echo "ok   ... and leaves the rollout file as it was"
+else echo "FAIL the rollout file changed although its bad lines were not kept"; fails=$((fails+1)); fi
 # The shipped example config works once its paths point here.
 if [ -f "$example" ]; then
     for k in cluster publishers admins tracker.key; do "$shoal" keygen $k >/dev/null; done

@@ -72,8 +72,10 @@ static const char usage_options[] =
     "    --auth-timeout-ms MS      the same in milliseconds\n"
     "    --max-unauth N            connections waiting to authenticate at once\n"
     "                              (default 256); when full, or when --max-conns\n"
-    "                              is reached, the oldest of them is closed to\n"
-    "                              make room for a new connection\n"
+    "                              is reached, the oldest of the source (IPv4\n"
+    "                              address, IPv6 /64) holding the most is closed\n"
+    "                              to make room for a new connection (logged at\n"
+    "                              most every 10 s, with a count)\n"
     "    --idle-timeout-ms MS      close authenticated connections silent this\n"
     "                              long (default 300000)\n"
     "    --max-conns-per-key N     authenticated connections one node key may\n"
@@ -94,12 +96,20 @@ static const char usage_options2[] =
     "    --lease-ms MS             lifetime of an origin lease (default 60000);\n"
     "                              a restarted daemon's leases end at its first\n"
     "                              announce (it logs in with a new session id),\n"
-    "                              one that only reconnected keeps them\n"
+    "                              one that only reconnected keeps them (and is\n"
+    "                              granted again, once, a lease it never reported\n"
+    "                              on: the reply may have been lost)\n"
     "    --fetched-ttl-ms MS       chunks reported fetched from the origin become\n"
     "                              leasable again after this long while no node\n"
-    "                              announces the whole release (default 600000);\n"
-    "                              they also do when the node that fetched them\n"
-    "                              leaves before anyone holds the whole release\n"
+    "                              but their fetcher announces the whole release\n"
+    "                              (default 600000), though not to that fetcher for\n"
+    "                              as long again; they also do when the node that\n"
+    "                              fetched them leaves before anyone holds the\n"
+    "                              whole release\n"
+    ;
+
+/* Split: C11 compilers need not take longer string literals. */
+static const char usage_options3[] =
     "    --origin-fetchers N       per release and zone, the first N nodes that\n"
     "                              announce it are told to lease from the origin\n"
     "                              at once; the others wait (default 2; 0: every\n"
@@ -137,9 +147,9 @@ static const char usage_options2[] =
     "    --rollout-file FILE       keep rollouts in FILE: read at start, rewritten\n"
     "                              (atomically) on every change; a change that\n"
     "                              cannot be written is refused; lines that do\n"
-    "                              not parse are skipped, logged, and the file\n"
-    "                              kept as FILE.bad (default: rollouts are lost\n"
-    "                              on restart)\n"
+    "                              not parse are skipped, logged, and appended\n"
+    "                              to FILE.bad (default: rollouts are lost on\n"
+    "                              restart)\n"
     "    --seed N                  seed of the peer-sampling PRNG (default: random)\n"
     "    -h, --help                this text\n"
     "\n";
@@ -157,7 +167,8 @@ static const char usage_more[] =
     "    _rate_limited_total, _manifest_verifies_total, _partial_bytes,\n"
     "    _partial_evicted_total, _frames_timed_out_total, _frames_refused_total,\n"
     "    _conns_per_key_refused_total, _manifests_unregistered,\n"
-    "    _entries_skipped_total, _manifests_forgotten_total. `shoal tracker-stats\n"
+    "    _entries_skipped_total, _manifests_forgotten_total,\n"
+    "    _fetched_expired_total, _leases_regranted_total. `shoal tracker-stats\n"
     "    --tracker ADDR --key KEY --cred CRED` prints them (any node key with a\n"
     "    cluster credential).\n"
     "\n"
@@ -177,7 +188,9 @@ static const char usage_more[] =
     "    whole share --max-partial-mb and must finish within --frame-timeout-ms\n"
     "    plus their length at --frame-min-kibps. One node key may hold\n"
     "    --max-conns-per-key authenticated connections; the next TRK_AUTH for\n"
-    "    it gets ERROR (busy) and is closed (logged at most once per 10 s).\n"
+    "    it gets ERROR (busy) and is closed (logged at most once per 10 s, as\n"
+    "    are evictions, closes and failed handshakes of unauthenticated\n"
+    "    connections).\n"
     "\n"
     "EXIT STATUS\n"
     "    0 after a signal-initiated shutdown, 1 on a startup error, 2 on usage errors.\n";
@@ -361,8 +374,9 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
 
 /* Brings back the rollouts of an earlier run. An unreadable file stops the
  * start (the operator must see it); lines that do not parse are skipped and
- * the file is kept aside as FILE.bad before it is rewritten, so nothing an
- * operator wrote is lost. */
+ * appended to FILE.bad before the file is rewritten (atomically), so
+ * nothing an operator wrote is lost: not by the next start with another
+ * bad line, not by a crash in between. */
 static int load_rollouts(const char *path, struct shoal_tracker *t)
 {
     struct shoal_rollfile_result res;
@@ -377,14 +391,23 @@ static int load_rollouts(const char *path, struct shoal_tracker *t)
     if (res.bad) {
         char aside[4096];
         snprintf(aside, sizeof aside, "%s.bad", path);
-        shoal_tracker_log("rollout file %s: %u line(s) skipped (%s); the file is kept as %s",
-                          path, res.bad, res.first_bad, aside);
-        if (rename(path, aside) != 0 || (rv = shoal_rollfile_save(path, reg)) != 0) {
-            fprintf(stderr, "shoal-tracker: cannot set the rollout file %s aside and rewrite it: "
-                    "%s\n", path, rv ? shoal_strerror(rv) : strerror(errno));
+        rv = shoal_rollfile_keep_bad(path, aside, &res);
+        shoal_rollfile_result_free(&res);
+        if (rv) {
+            fprintf(stderr, "shoal-tracker: rollout file %s: %u line(s) do not parse (%s) and "
+                    "cannot be copied to %s: %s; the file is left as it is\n", path, res.bad,
+                    res.first_bad, aside, strerror(-rv));
+            return -1;
+        }
+        shoal_tracker_log("rollout file %s: %u line(s) skipped (%s); copied to %s", path,
+                          res.bad, res.first_bad, aside);
+        if ((rv = shoal_rollfile_save(path, reg)) != 0) {
+            fprintf(stderr, "shoal-tracker: cannot rewrite the rollout file %s: %s\n", path,
+                    shoal_strerror(rv));
             return -1;
         }
     }
+    shoal_rollfile_result_free(&res);
     /* Written now, so a file the tracker cannot write stops the start
      * rather than the first rollout. */
     if (!res.bad && (rv = shoal_rollfile_save(path, reg)) != 0) {
@@ -466,6 +489,7 @@ int main(int argc, char **argv)
             fputs(usage, stdout);
             fputs(usage_options, stdout);
             fputs(usage_options2, stdout);
+            fputs(usage_options3, stdout);
             fputs(usage_more, stdout);
             status = 0;
             goto out;

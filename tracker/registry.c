@@ -202,6 +202,15 @@ struct fspan {
     uint64_t done_ms;
 };
 
+/* A span whose fetched credit ran out with nobody vouching for it (see
+ * mani_expire_fetched): its chunks are leasable again, but not by the node
+ * that claimed them until |until_ms|. */
+struct bar {
+    uint32_t node;
+    uint32_t first, count;
+    uint64_t until_ms;
+};
+
 struct nent {
     uint32_t mani;
     uint32_t slot : 31;  /* index in the manifest's holder array */
@@ -217,6 +226,7 @@ struct node {
     uint16_t nunreg;       /* entries for manifests not registered here */
     uint8_t nleases;
     uint32_t nfspans;      /* fetched spans recorded under this node */
+    uint32_t nbars;        /* bars on this node, over all manifests */
     uint8_t used;
     uint8_t has_session;
     uint8_t session[SHOAL_REG_SESSION_LEN]; /* see shoal_reg_node_session */
@@ -227,6 +237,10 @@ struct lease {
     uint32_t node;
     uint32_t first, count;
     uint64_t expires_ms;
+    /* Granted before the node's current connection and not reported on
+     * since: the reply may have been lost with that connection (see
+     * shoal_reg_node_session). */
+    bool unconfirmed;
 };
 
 struct mani {
@@ -242,6 +256,8 @@ struct mani {
     uint32_t nl, capl;
     struct fspan *fs;
     uint32_t nfs, capfs;
+    struct bar *bars;
+    uint32_t nbars, capbars;
     struct zrank *zr;      /* zones with a rank taken, in no order */
     uint32_t nzr, capzr;
     uint32_t zfetch;       /* fetchers per zone (fetch_level) */
@@ -475,6 +491,7 @@ static void mani_clear(struct mani *m)
     free(m->chunks);
     free(m->leases);
     free(m->fs);
+    free(m->bars);
     free(m->zr);
     shoal_reg_bytes_release(m->signed_bytes);
     free(m->names);
@@ -986,18 +1003,97 @@ static void fspan_drop(struct shoal_reg *r, struct mani *m, uint32_t fi, bool re
     m->fs[fi] = m->fs[--m->nfs];
 }
 
-/* Fetched spans older than fetched_ttl_ms go back to the pool while no
- * node announces the whole manifest: a fetcher that lied, or whose copy
- * never spread, must not block the origin forever. */
-static void mani_expire_fetched(struct shoal_reg *r, struct mani *m, uint64_t now_ms)
+/* Bars node |ni| from leasing [first, first+count) of |m| until
+ * |until_ms|, continuing the node's last bar when this one follows it.
+ * Returns 0 or -ENOMEM (then nothing is barred). */
+static int bar_add(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t first,
+                   uint32_t count, uint64_t until_ms)
 {
-    if (!r->cfg.fetched_ttl_ms || m->ncomplete)
-        return;
-    for (uint32_t i = 0; i < m->nfs;) {
-        if (now_ms >= m->fs[i].done_ms && now_ms - m->fs[i].done_ms >= r->cfg.fetched_ttl_ms)
-            fspan_drop(r, m, i, true);
+    int rv = 0;
+    if (m->nbars) {
+        struct bar *last = &m->bars[m->nbars - 1];
+        if (last->node == ni && last->first + last->count == first) {
+            last->count += count;
+            last->until_ms = until_ms;
+            goto out;
+        }
+    }
+    if (m->nbars == m->capbars) {
+        uint32_t ncap = m->capbars ? m->capbars * 2 : 4;
+        struct bar *nb = realloc(m->bars, (size_t)ncap * sizeof(*nb));
+        if (!nb) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        m->bars = nb;
+        m->capbars = ncap;
+    }
+    m->bars[m->nbars++] = (struct bar){ .node = ni, .first = first, .count = count,
+                                        .until_ms = until_ms };
+    r->nodes[ni].nbars++;
+out:
+    return rv;
+}
+
+static void bar_drop(struct shoal_reg *r, struct mani *m, uint32_t bi)
+{
+    struct node *nd = &r->nodes[m->bars[bi].node];
+    if (nd->used && nd->nbars)
+        nd->nbars--;
+    m->bars[bi] = m->bars[--m->nbars];
+}
+
+/* Drops the bars of |m| that ran out by |now_ms| and, with |ni| not
+ * NONE, every bar on node |ni|. */
+static void mani_drop_bars(struct shoal_reg *r, struct mani *m, uint64_t now_ms, uint32_t ni)
+{
+    for (uint32_t i = 0; i < m->nbars;) {
+        if (m->bars[i].until_ms <= now_ms || m->bars[i].node == ni)
+            bar_drop(r, m, i);
         else
             i++;
+    }
+}
+
+/*
+ * Fetched credit says the swarm has the chunks, so nobody is granted them
+ * again. A node other than the fetcher announcing the whole manifest
+ * vouches for that: its copy has them. Otherwise the credit runs out
+ * fetched_ttl_ms after the span was reported, also while the fetcher
+ * itself announces complete, which proves nothing: a node could claim a
+ * release's every chunk with instant LEASE_DONEs, announce it complete and
+ * keep the origin from everyone else for good. In an honest fleet the
+ * fetcher's copy has spread long before, and other nodes complete.
+ * Chunks whose credit ran out are leasable again, but not by the node that
+ * claimed them for another fetched_ttl_ms (a bar): it would take them back
+ * at once, with the same claim, before anyone else asked. An honest
+ * fetcher loses nothing by it: it holds those chunks.
+ */
+static void mani_expire_fetched(struct shoal_reg *r, struct mani *m, uint64_t now_ms)
+{
+    uint32_t ttl = r->cfg.fetched_ttl_ms;
+    if (!ttl || !m->nfs || m->ncomplete > 1)
+        return;
+    /* With one complete holder, it vouches for every span but its own. */
+    uint32_t sole = NONE;
+    for (uint32_t i = 0; i < m->ne && m->ncomplete; i++) {
+        if (m->h[i].complete) {
+            sole = m->h[i].node;
+            break;
+        }
+    }
+    for (uint32_t i = 0; i < m->nfs;) {
+        const struct fspan *f = &m->fs[i];
+        bool vouched = m->ncomplete && f->node != sole;
+        if (vouched || now_ms < f->done_ms || now_ms - f->done_ms < ttl) {
+            i++;
+            continue;
+        }
+        /* Without memory for the bar the chunks still come free. */
+        if (f->node != NONE)
+            (void)bar_add(r, m, f->node, f->first, f->count, now_ms + ttl);
+        r->st.fetched_expired += f->count;
+        fspan_drop(r, m, i, true);
     }
 }
 
@@ -1068,13 +1164,16 @@ static void node_remove_idx(struct shoal_reg *r, uint32_t ni)
     struct node *nd = &r->nodes[ni];
     while (nd->nents)
         entry_remove(r, ni, nd->nents - 1);
-    for (uint32_t mi = 0; mi < r->nmanis_cap && (nd->nleases || nd->nfspans); mi++) {
+    for (uint32_t mi = 0; mi < r->nmanis_cap && (nd->nleases || nd->nfspans || nd->nbars);
+         mi++) {
         struct mani *m = &r->manis[mi];
         if (!m->used)
             continue;
         drop_node_leases(r, m, ni);
         /* What this node fetched from the origin left with it. */
         drop_node_fetched(r, m, ni);
+        /* Its index will be another node's. */
+        mani_drop_bars(r, m, 0, ni);
     }
     r->zones[nd->zone].nodes--;
     zone_release(r, nd->zone);
@@ -1139,8 +1238,22 @@ int shoal_reg_node_session(struct shoal_reg *r, const uint8_t node_pk[32],
     nd->has_session = session != NULL;
     if (session)
         memcpy(nd->session, session, SHOAL_REG_SESSION_LEN);
-    if (same && leases)
+    if (!same)
+        goto out;
+    if (leases)
         *leases = nd->nleases;
+    /* Any lease may have been granted in a reply the old connection lost
+     * (see shoal_reg_lease). */
+    uint32_t left = nd->nleases;
+    for (uint32_t mi = 0; mi < r->nmanis_cap && left; mi++) {
+        struct mani *m = &r->manis[mi];
+        for (uint32_t i = 0; m->used && i < m->nl; i++) {
+            if (m->leases[i].node == ni) {
+                m->leases[i].unconfirmed = true;
+                left--;
+            }
+        }
+    }
 out:
     return same;
 }
@@ -1478,6 +1591,100 @@ static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m)
     return share > UINT32_MAX ? UINT32_MAX : (uint32_t)share;
 }
 
+/* A run of chunks [first, end). */
+struct run {
+    uint32_t first, end;
+};
+
+static int run_cmp(const void *a, const void *b)
+{
+    const struct run *x = a, *y = b;
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+/* First chunk of |m| in [from, to) that is free and outside |runs| (|n|,
+ * sorted by first), or NONE. */
+static uint32_t free_outside(const struct mani *m, const struct run *runs, uint32_t n,
+                             uint32_t from, uint32_t to)
+{
+    uint32_t j = 0;
+    for (uint32_t c = from; c < to;) {
+        const uint8_t *p = memchr(m->chunks + c, CH_FREE, to - c);
+        if (!p)
+            break;
+        c = (uint32_t)(p - m->chunks);
+        while (j < n && runs[j].end <= c)
+            j++;
+        if (j == n || runs[j].first > c)
+            return c;
+        c = runs[j].end;
+    }
+    return NONE;
+}
+
+/*
+ * Picks the span to lease to node |ni|: the first free chunk of |m| at or
+ * after |start| (wrapping) that the node is not barred from, extended
+ * while free and not barred, up to |max| chunks. Writes *first and *count
+ * (0 when nothing is free). Returns 0 or -ENOMEM. O(bars of |m| log) on
+ * top of the scan, and only for a node with bars.
+ */
+static int span_pick(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t start,
+                     uint32_t max, uint32_t *first, uint32_t *count)
+{
+    int rv = 0;
+    struct run *runs = NULL;
+    uint32_t n = 0;
+    *count = 0;
+    if (r->nodes[ni].nbars) {
+        runs = malloc((size_t)m->nbars * sizeof(*runs) + 1);
+        if (!runs) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        for (uint32_t i = 0; i < m->nbars; i++)
+            if (m->bars[i].node == ni)
+                runs[n++] = (struct run){ m->bars[i].first,
+                                          m->bars[i].first + m->bars[i].count };
+        qsort(runs, n, sizeof(*runs), run_cmp);
+    }
+    uint32_t f = free_outside(m, runs, n, start, m->nchunks);
+    if (f == NONE && start)
+        f = free_outside(m, runs, n, 0, start);
+    if (f == NONE)
+        goto out;
+    /* The span stops at the next bar. */
+    uint32_t end = m->nchunks;
+    for (uint32_t j = 0; j < n; j++)
+        if (runs[j].first > f && runs[j].first < end)
+            end = runs[j].first;
+    uint32_t c = 0;
+    while (c < max && f + c < end && m->chunks[f + c] == CH_FREE)
+        c++;
+    *first = f;
+    *count = c;
+out:
+    free(runs);
+    return rv;
+}
+
+/* An unconfirmed lease node |ni| holds on |m| that covers |hint|, else
+ * its first unconfirmed one, of at most |max| chunks; or NULL. */
+static struct lease *lease_unconfirmed(struct mani *m, uint32_t ni, uint32_t hint, uint32_t max)
+{
+    struct lease *any = NULL;
+    for (uint32_t i = 0; i < m->nl; i++) {
+        struct lease *l = &m->leases[i];
+        if (l->node != ni || !l->unconfirmed || l->count > max)
+            continue;
+        if (hint >= l->first && hint - l->first < l->count)
+            return l;
+        if (!any)
+            any = l;
+    }
+    return any;
+}
+
 int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                     uint32_t nchunks, const uint8_t node_pk[32], uint32_t max_chunks,
                     uint32_t hint_chunk, uint32_t *first, uint32_t *count, uint64_t *expires_ms)
@@ -1507,6 +1714,25 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
     if (!m->nchunks)
         m->nchunks = size;
     mani_expire_leases(r, m, now_ms);
+    /* A lease granted before the node's last reconnect that it never
+     * reported on may have been granted in a reply lost with the old
+     * connection: the node would not fetch it and everyone would wait
+     * lease_ms for it. Its next request gets the same lease again, once
+     * (the node then knows it). A node that did know it treats the span as
+     * already leased: nothing in it is fetched twice. */
+    if (r->nodes[ni].nleases) {
+        uint32_t mx = max_chunks < SHOAL_REG_LEASE_SPAN_MAX ? max_chunks
+                                                             : SHOAL_REG_LEASE_SPAN_MAX;
+        struct lease *old = lease_unconfirmed(m, ni, hint_chunk, mx);
+        if (old) {
+            old->unconfirmed = false;
+            r->st.leases_regranted++;
+            *first = old->first;
+            *count = old->count;
+            *expires_ms = old->expires_ms;
+            goto out;
+        }
+    }
     /* The per-node cap comes before any lease state is charged to the
      * global budget. */
     if (r->nodes[ni].nleases >= SHOAL_REG_LEASES_PER_NODE) {
@@ -1527,6 +1753,7 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
         r->lease_chunks += m->nchunks;
     }
     mani_expire_fetched(r, m, now_ms);
+    mani_drop_bars(r, m, now_ms, NONE);
     if (m->nfs && !mani_has_holder(r, m, now_ms) &&
         now_ms - m->last_done_ms > r->cfg.node_ttl_ms) {
         /* Nobody announces any of it and nothing was fetched lately: the
@@ -1542,15 +1769,9 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
     if (max_chunks == 0)
         goto out;
     uint32_t start = hint_chunk < m->nchunks ? hint_chunk : 0;
-    const uint8_t *p = memchr(m->chunks + start, CH_FREE, m->nchunks - start);
-    if (!p && start)
-        p = memchr(m->chunks, CH_FREE, start);
-    if (!p)
+    uint32_t f = 0, c = 0;
+    if ((rv = span_pick(r, m, ni, start, max_chunks, &f, &c)) != 0 || c == 0)
         goto out;
-    uint32_t f = (uint32_t)(p - m->chunks);
-    uint32_t c = 0;
-    while (c < max_chunks && f + c < m->nchunks && m->chunks[f + c] == CH_FREE)
-        c++;
     struct lease *l = lease_slot(m);
     if (!l) {
         rv = -ENOMEM;
@@ -1620,6 +1841,7 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
         if (l->node != ni || first < l->first ||
             (uint64_t)first + count > (uint64_t)l->first + l->count)
             continue;
+        l->unconfirmed = false; /* the node knows it */
         bool changed = false;
         for (uint32_t c = first; c < first + count; c++) {
             changed = changed || m->chunks[c] == CH_LEASED;
@@ -1657,6 +1879,8 @@ static void mani_remove_idx(struct shoal_reg *r, uint32_t mi)
     struct mani *m = &r->manis[mi];
     while (m->nfs)
         fspan_drop(r, m, m->nfs - 1, false);
+    while (m->nbars)
+        bar_drop(r, m, m->nbars - 1);
     tab_remove(&r->mani_tab, hash_key32(r->hkey, m->id), mi);
     if (m->chunks)
         r->lease_chunks -= m->nchunks;
@@ -1741,6 +1965,7 @@ void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
             continue;
         mani_expire_leases(r, m, now_ms);
         mani_expire_fetched(r, m, now_ms);
+        mani_drop_bars(r, m, now_ms, NONE);
         if (m->signed_bytes && r->cfg.manifest_ttl_ms && !m->nh && !m->nl &&
             now_ms > m->used_ms && now_ms - m->used_ms >= r->cfg.manifest_ttl_ms &&
             !mani_rolled_out(r, m)) {
@@ -2123,7 +2348,15 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
         (rv = prom(out, "shoal_tracker_leases_active", "gauge", "Origin leases outstanding.",
                    (double)s->leases_active)) ||
         (rv = prom(out, "shoal_tracker_nodes_expired_total", "counter",
-                   "Nodes dropped for not announcing.", (double)s->nodes_expired)))
+                   "Nodes dropped for not announcing.", (double)s->nodes_expired)) ||
+        (rv = prom(out, "shoal_tracker_fetched_expired_total", "counter",
+                   "Chunks reported fetched from the origin made leasable again: no other "
+                   "node announced the whole release within --fetched-ttl-ms.",
+                   (double)s->fetched_expired)) ||
+        (rv = prom(out, "shoal_tracker_leases_regranted_total", "counter",
+                   "Leases granted again to a node back on a new connection that had not "
+                   "reported on them (the reply may have been lost).",
+                   (double)s->leases_regranted)))
         goto out;
 out:
     return rv;

@@ -75,8 +75,9 @@ struct shoal_reg_config {
     /* Added by the review fixes: */
     uint32_t fetched_ttl_ms;        /* fetched-from-origin chunks become
                                        leasable again after this long while
-                                       no node announces the whole manifest
-                                       (0 = never) */
+                                       no node but their fetcher announces
+                                       the whole manifest (0 = never; see
+                                       shoal_reg_lease) */
     /* Fleet roles (see shoal_reg_announce): per manifest and zone, the
      * first origin_fetchers announcers lease from the origin at once (0:
      * every node does) and the next importers each import a 1/importers
@@ -227,7 +228,9 @@ int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uin
  * fetched credit), else 0 (no session now or before, another one, or an
  * unknown key, for which nothing is recorded). The record is part of the
  * node's and goes when the node expires or is removed. With 1, writes the
- * origin leases the node holds to |*leases| (may be NULL).
+ * origin leases the node holds to |*leases| (may be NULL) and marks them
+ * unconfirmed until the node reports on them or is granted them again
+ * (see shoal_reg_lease).
  */
 int shoal_reg_node_session(struct shoal_reg *r, const uint8_t node_pk[32],
                            const uint8_t *session, uint32_t *leases);
@@ -276,10 +279,17 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  * announces.
  * Fetched chunks become free again (1) when the node that fetched them is
  * removed or expires while no node announces the whole manifest, (2) when
- * they were fetched fetched_ttl_ms ago and still no node announces the
- * whole manifest (a node may report a lease done without fetching), and
+ * they were fetched fetched_ttl_ms ago and no node other than their
+ * fetcher announces the whole manifest (a node may report a lease done
+ * without fetching, and announce complete without holding anything); the
+ * fetcher is then not granted them again for another fetched_ttl_ms, and
  * (3) all at once when the manifest has had no live holder (with chunks)
  * and no completed lease for node_ttl_ms: the swarm lost them.
+ * A node back on a new connection in the same session (see
+ * shoal_reg_node_session) that asks while it holds a lease of the
+ * manifest it has not reported on is granted that lease again (the one
+ * covering |hint_chunk| first; same span and expiry; once per lease):
+ * the reply that granted it may have been lost with the old connection.
  * On success writes *first, *count (0 when nothing is free) and
  * *expires_ms (absolute, now_ms + lease_ms). Returns 0; SHOAL_EBUSY (with
  * *count = 0) when the node already holds SHOAL_REG_LEASES_PER_NODE leases;
@@ -437,6 +447,10 @@ struct shoal_reg_stats {
     uint64_t entries_skipped;  /* holdings of unregistered manifests not
                                   recorded (see shoal_reg_announce) */
     uint64_t manifests_forgotten; /* registered ones, by TTL or to make room */
+    uint64_t fetched_expired;  /* chunks whose fetched credit ran out with
+                                  nobody vouching for it (fetched_ttl_ms) */
+    uint64_t leases_regranted; /* leases granted again to a node that may
+                                  have lost the reply (shoal_reg_lease) */
 };
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);

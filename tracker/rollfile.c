@@ -3,10 +3,14 @@
 #include "rollfile.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "hash.h"
@@ -78,6 +82,7 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
     size_t len = 0;
     unsigned lineno = 0;
     int rv;
+    FILE *bad = NULL;
 
     memset(res, 0, sizeof *res);
     rv = shoal_read_file(path, SHOAL_ROLLFILE_MAX, (uint8_t **)&text, &len);
@@ -85,6 +90,11 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
         return 0;
     if (rv)
         return rv;
+    bad = open_memstream(&res->bad_text, &res->bad_len);
+    if (!bad) {
+        rv = -ENOMEM;
+        goto out;
+    }
     end = text + len;
     for (char *p = text; p < end; p = next) {
         char repo[SHOAL_REG_REPO_MAX + 2], zone[SHOAL_REG_ZONE_MAX + 2];
@@ -102,7 +112,14 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
             line = p + strspn(p, " \t\r");
             if (!*line || *line == '#')
                 continue;
-            why = parse_line(line, repo, sizeof repo, zone, sizeof zone);
+            /* Parsed on a copy: the line itself may have to be kept. */
+            char *copy = strdup(line);
+            if (!copy) {
+                rv = -ENOMEM;
+                goto out;
+            }
+            why = parse_line(copy, repo, sizeof repo, zone, sizeof zone);
+            free(copy);
         }
         if (!why) {
             int r = shoal_reg_rollout_set(reg, repo, zone, false);
@@ -115,12 +132,90 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
         if (why) {
             if (res->bad++ == 0)
                 snprintf(res->first_bad, sizeof res->first_bad, "line %u: %s", lineno, why);
+            fprintf(bad, "# line %u: %s\n", lineno, why);
+            fwrite(p, 1, span, bad);
+            fputc('\n', bad);
             continue;
         }
     }
     res->loaded = shoal_reg_rollout_count(reg);
+out:
+    if (bad && fclose(bad) != 0 && rv == 0)
+        rv = -ENOMEM;
+    if (rv)
+        shoal_rollfile_result_free(res);
     free(text);
+    return rv;
+}
+
+void shoal_rollfile_result_free(struct shoal_rollfile_result *res)
+{
+    free(res->bad_text);
+    res->bad_text = NULL;
+    res->bad_len = 0;
+}
+
+/* Writes all |len| bytes of |p| to |fd|. Returns 0 or a negated errno. */
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        len -= (size_t)w;
+    }
     return 0;
+}
+
+int shoal_rollfile_keep_bad(const char *path, const char *bad_path,
+                            const struct shoal_rollfile_result *res)
+{
+    int rv = 0, fd = -1, dfd = -1;
+    char head[512], stamp[32], *dir = NULL;
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (!res->bad || !res->bad_len)
+        goto out;
+    bool existed = access(bad_path, F_OK) == 0;
+    fd = open(bad_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        rv = -errno;
+        goto out;
+    }
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(head, sizeof head, "# %s: %u line(s) of %s skipped at start\n", stamp, res->bad,
+             path);
+    if ((rv = write_all(fd, head, strlen(head))) != 0 ||
+        (rv = write_all(fd, res->bad_text, res->bad_len)) != 0)
+        goto out;
+    if (fsync(fd) != 0) {
+        rv = -errno;
+        goto out;
+    }
+    if (!existed) {
+        /* The new name must survive a crash as well as its bytes. */
+        if (!(dir = strdup(bad_path))) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0) {
+            rv = -errno;
+            goto out;
+        }
+    }
+out:
+    if (fd >= 0 && close(fd) != 0 && rv == 0)
+        rv = -errno;
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    return rv;
 }
 
 int shoal_rollfile_save(const char *path, const struct shoal_reg *reg)

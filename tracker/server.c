@@ -48,9 +48,11 @@
 #define FRAME_MAX_NODE SHOAL_FRAME_MAX_PREAUTH
 /* How often frames in progress are checked against their deadline. */
 #define FRAME_SWEEP_MS 1000
-/* A refused connection over --max-conns-per-key is logged at most once per
- * this long (the count of the others goes with the next line). */
-#define KEY_LOG_MS 10000
+/* Events anyone can cause many times a second (a refused connection over
+ * --max-conns-per-key, an unauthenticated connection evicted, closed or
+ * failing its handshake) are logged at most once per this long per kind;
+ * the count of the others goes with the next line. */
+#define EVENT_LOG_MS 10000
 /* Frames handled per connection before others get a turn: bytes left over
  * wait in the connection (reading paused) until the idle handle comes
  * back to it. */
@@ -93,12 +95,29 @@ struct keyconns {
     struct keyconns *next;
 };
 
+/* A source of unauthenticated connections: an IPv4 address, or an IPv6
+ * /64 (one host commonly holds a whole /64), with how many of the pool's
+ * connections came from it. */
+struct usrc {
+    uint8_t key[16];
+    uint32_t n;
+    struct usrc *next;      /* hash chain */
+};
+
+/* Rate limit of one kind of log line (see EVENT_LOG_MS). */
+struct loglimit {
+    uint64_t last_ms;       /* 0: never logged */
+    uint64_t skipped;
+};
+
 struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;       /* authentication deadline, then idle check */
     struct shoal_tracker *t;
     struct conn *prev, *next;
     struct conn *uprev, *unext;   /* unauthenticated, oldest first */
+    struct usrc *src;             /* its source while in that list, or NULL */
+    uint8_t src_key[16];
     struct conn *rnext;           /* ready list: pending input, not reading */
     bool on_ready;
     bool reading;
@@ -166,6 +185,13 @@ struct shoal_tracker {
     uint32_t nconns;
     struct conn *unauth_head, *unauth_tail;
     uint32_t nunauth;
+    /* sources of the unauthenticated connections */
+    struct usrc **src_tab;
+    uint32_t src_mask;
+    uint32_t *src_at;         /* [k]: sources holding k connections */
+    uint32_t src_max;         /* most connections one source holds */
+    uint8_t src_hkey[crypto_shorthash_KEYBYTES];
+    struct loglimit log_evict, log_unauth, log_authfail;
     struct conn *ready;       /* connections with pending input to handle */
     uv_idle_t idle;
     bool idle_on, idle_init;
@@ -192,7 +218,8 @@ struct shoal_tracker {
     /* connections per node key */
     struct keyconns **keyconns;
     uint32_t keyconns_mask;
-    uint64_t conns_key_refused, key_log_ms, key_log_skipped;
+    uint64_t conns_key_refused;
+    struct loglimit log_key;
 };
 
 void shoal_tracker_log(const char *fmt, ...)
@@ -232,13 +259,113 @@ void shoal_tracker_config_default(struct shoal_tracker_config *c)
     c->max_conns_per_key = 8;
 }
 
+/* True when a line limited by |l| may be logged now; writes to |more|
+ * (|n| bytes) how many such events went unlogged since the last line, or
+ * "". */
+static bool log_due(struct shoal_tracker *t, struct loglimit *l, char *more, size_t n)
+{
+    uint64_t now = uv_now(t->loop);
+    more[0] = 0;
+    if (l->last_ms && now - l->last_ms < EVENT_LOG_MS) {
+        l->skipped++;
+        return false;
+    }
+    if (l->skipped)
+        snprintf(more, n, " (and %" PRIu64 " more since the last such line)", l->skipped);
+    l->last_ms = now ? now : 1;
+    l->skipped = 0;
+    return true;
+}
+
 /* ---- lists ---- */
+
+/* The source key of |ss|: IPv4 addresses whole (as v4-mapped IPv6), IPv6
+ * by their /64. Anything else is one source. */
+static void src_key_of(const struct sockaddr_storage *ss, uint8_t key[16])
+{
+    memset(key, 0, 16);
+    if (ss->ss_family == AF_INET) {
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    } else if (ss->ss_family == AF_INET6) {
+        const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+        memcpy(key, a, memcmp(a, mapped, 12) == 0 ? 16 : 8);
+    }
+}
+
+static struct usrc **src_bucket(struct shoal_tracker *t, const uint8_t key[16])
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    uint32_t v;
+    crypto_shorthash(h, key, 16, t->src_hkey);
+    memcpy(&v, h, sizeof(v));
+    return &t->src_tab[v & t->src_mask];
+}
+
+/* Counts one more connection of source |key| and returns its record, or
+ * NULL without memory (the connection then counts for no source). */
+static struct usrc *src_acquire(struct shoal_tracker *t, const uint8_t key[16])
+{
+    struct usrc **b = src_bucket(t, key), *s = *b;
+    while (s && memcmp(s->key, key, 16) != 0)
+        s = s->next;
+    if (!s) {
+        if (!(s = calloc(1, sizeof(*s))))
+            return NULL;
+        memcpy(s->key, key, 16);
+        s->next = *b;
+        *b = s;
+    }
+    if (s->n)
+        t->src_at[s->n]--;
+    s->n++;
+    t->src_at[s->n]++;
+    if (s->n > t->src_max)
+        t->src_max = s->n;
+    return s;
+}
+
+/* Counts one connection of |s| less, forgetting a source with none. */
+static void src_release(struct shoal_tracker *t, struct usrc *s)
+{
+    t->src_at[s->n]--;
+    s->n--;
+    if (s->n) {
+        t->src_at[s->n]++;
+    } else {
+        struct usrc **p = src_bucket(t, s->key);
+        while (*p != s)
+            p = &(*p)->next;
+        *p = s->next;
+        free(s);
+    }
+    while (t->src_max && !t->src_at[t->src_max])
+        t->src_max--;
+}
+
+/* The connection to evict when the unauthenticated pool is full: the
+ * oldest of those whose source holds the most of them. One source opening
+ * connections as fast as it can then only evicts its own, and other
+ * sources' handshakes finish. O(pool) at worst, but the walk stops at the
+ * first such connection, which for a flood is at the head. */
+static struct conn *unauth_victim(struct shoal_tracker *t)
+{
+    for (struct conn *c = t->unauth_head; c; c = c->unext)
+        if (c->src && c->src->n == t->src_max)
+            return c;
+    return t->unauth_head;
+}
 
 static void unauth_unlink(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
     if (!c->uprev && t->unauth_head != c)
         return; /* not listed */
+    if (c->src) {
+        src_release(t, c->src);
+        c->src = NULL;
+    }
     if (c->uprev)
         c->uprev->unext = c->unext;
     else
@@ -254,6 +381,7 @@ static void unauth_unlink(struct conn *c)
 static void unauth_append(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
+    c->src = src_acquire(t, c->src_key);
     c->uprev = t->unauth_tail;
     c->unext = NULL;
     if (t->unauth_tail)
@@ -416,7 +544,10 @@ static void conn_drop(struct conn *c, const char *fmt, ...)
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
     c->t->bad_input++;
-    shoal_tracker_log("closing %s: %s", c->peer, why);
+    /* Before authentication anyone can cause this at will: rate-limited. */
+    char more[80] = "";
+    if (c->authed || log_due(c->t, &c->t->log_unauth, more, sizeof more))
+        shoal_tracker_log("closing %s: %s%s", c->peer, why, more);
     conn_close(c);
 }
 
@@ -759,7 +890,10 @@ static int auth_fail(struct conn *c, int code, const char *why)
     char hex[65];
     shoal_hex(hex, c->t->msg.u.trk_auth.node_pk, 32);
     c->t->auth_failures++;
-    shoal_tracker_log("auth failure from %s (key %.16s): %s", c->peer, hex, why);
+    /* Anyone can fail a handshake at will: one line per EVENT_LOG_MS. */
+    char more[80];
+    if (log_due(c->t, &c->t->log_authfail, more, sizeof more))
+        shoal_tracker_log("auth failure from %s (key %.16s): %s%s", c->peer, hex, why, more);
     if (send_error(c, code, why) == 0)
         c->close_after_flush = true;
     return 1;
@@ -780,27 +914,18 @@ static void on_idle_check(uv_timer_t *tm)
 }
 
 /* Refuses a key past max_conns_per_key: tells the client, closes after
- * the reply, logs at most one line per KEY_LOG_MS. Returns nonzero. */
+ * the reply, logs at most one line per EVENT_LOG_MS. Returns nonzero. */
 static int key_refuse(struct conn *c, const uint8_t pk[32])
 {
     struct shoal_tracker *t = c->t;
-    uint64_t now = uv_now(t->loop);
-    char why[128];
+    char why[128], more[80];
     t->conns_key_refused++;
-    if (t->key_log_ms == 0 || now - t->key_log_ms >= KEY_LOG_MS) {
+    if (log_due(t, &t->log_key, more, sizeof more)) {
         char hex[65];
         shoal_hex(hex, pk, 32);
-        char more[64] = "";
-        if (t->key_log_skipped)
-            snprintf(more, sizeof more, " (%" PRIu64 " more refused since the last such line)",
-                     t->key_log_skipped);
         shoal_tracker_log("refusing %s: node key %.16s already has %u authenticated "
                           "connections (--max-conns-per-key)%s", c->peer, hex,
                           t->cfg.max_conns_per_key, more);
-        t->key_log_ms = now ? now : 1;
-        t->key_log_skipped = 0;
-    } else {
-        t->key_log_skipped++;
     }
     snprintf(why, sizeof why, "too many connections for this node key (at most %u)",
              t->cfg.max_conns_per_key);
@@ -1173,10 +1298,21 @@ static int handle_lease_req(struct conn *c, uint64_t now)
     const struct shoal_msg_lease_req *q = &t->msg.u.lease_req;
     uint32_t first, count;
     uint64_t expires;
+    struct shoal_reg_stats before, after;
+    shoal_reg_stats(t->reg, &before);
     /* Chunk count 0: only manifests published here (signed) get leases;
      * an announce's total_chunks never sizes lease state. */
     int rv = shoal_reg_lease(t->reg, now, q->manifest_id, 0, c->pk, q->max_chunks, q->hint_chunk,
                              &first, &count, &expires);
+    shoal_reg_stats(t->reg, &after);
+    if (rv == 0 && after.leases_regranted != before.leases_regranted) {
+        char hex[65], mid[65];
+        shoal_hex(hex, c->pk, 32);
+        shoal_hex(mid, q->manifest_id, 32);
+        shoal_tracker_log("node %.16s granted its lease of chunks %u..%u of %.16s again: "
+                          "held since before it reconnected and never reported on, so the "
+                          "reply may have been lost", hex, first, first + count - 1, mid);
+    }
     if (rv == SHOAL_ETOOBIG)
         return send_error(c, SHOAL_ENOTFOUND, "manifest not published to this tracker");
     if (rv && rv != SHOAL_EBUSY)
@@ -1598,8 +1734,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct conn *c = s->data;
     c->t->rbuf_busy = false;
     if (nread < 0) {
-        if (nread != UV_EOF)
-            shoal_tracker_log("closing %s: read: %s", c->peer, uv_strerror((int)nread));
+        char more[80] = "";
+        if (nread != UV_EOF && (c->authed || log_due(c->t, &c->t->log_unauth, more, sizeof more)))
+            shoal_tracker_log("closing %s: read: %s%s", c->peer, uv_strerror((int)nread), more);
         conn_close(c);
         return;
     }
@@ -1683,18 +1820,25 @@ static void on_connection(uv_stream_t *server, int status)
             port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
         snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+        src_key_of(&ss, c->src_key);
     }
     t->conns_total++;
     /* Unauthenticated connections cost a peer nothing to open: they get
      * a small pool of their own, and when it (or the whole table) is full
-     * the oldest of them makes room, so a slow handshake flood can neither
-     * lock nodes out nor keep a slot for long. */
+     * the oldest of the source holding the most makes room, so a slow
+     * handshake flood can neither lock nodes out nor keep a slot for long,
+     * and a flood from one source evicts its own connections, not other
+     * sources' logins. */
     bool full = t->nconns > t->cfg.max_conns;
     if ((full || t->nunauth >= t->cfg.max_unauth) && t->unauth_head) {
-        struct conn *old = t->unauth_head;
+        struct conn *old = unauth_victim(t);
+        char more[80];
         t->conns_evicted++;
-        shoal_tracker_log("closing %s: evicted, oldest unauthenticated connection (%u waiting)",
-                          old->peer, t->nunauth);
+        if (log_due(t, &t->log_evict, more, sizeof more))
+            shoal_tracker_log("closing %s: evicted, the oldest unauthenticated connection of "
+                              "the source holding the most (%u of %u waiting); logged at most "
+                              "every 10 s%s", old->peer, old->src ? old->src->n : 1,
+                              t->nunauth, more);
         conn_close(old);
         full = false;
     }
@@ -1782,6 +1926,17 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     if ((rv = shoal_reg_new(&t->reg, &cfg->reg)) != 0)
         goto fail;
     randombytes_buf(t->bind_key, sizeof(t->bind_key));
+    randombytes_buf(t->src_hkey, sizeof(t->src_hkey));
+    uint32_t sb = 64;
+    while (sb < cfg->max_unauth && sb < (1u << 16))
+        sb *= 2;
+    t->src_tab = calloc(sb, sizeof(*t->src_tab));
+    t->src_at = calloc((size_t)cfg->max_unauth + 2, sizeof(*t->src_at));
+    if (!t->src_tab || !t->src_at) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    t->src_mask = sb - 1;
     uint32_t nb = 64;
     while (nb < cfg->max_conns && nb < (1u << 20))
         nb *= 2;
@@ -1869,5 +2024,14 @@ void shoal_tracker_free(struct shoal_tracker *t)
     }
     free(t->keyconns);
     free(t->opened);
+    for (uint32_t i = 0; t->src_tab && i <= t->src_mask; i++) {
+        while (t->src_tab[i]) {
+            struct usrc *s = t->src_tab[i];
+            t->src_tab[i] = s->next;
+            free(s);
+        }
+    }
+    free(t->src_tab);
+    free(t->src_at);
     free(t);
 }

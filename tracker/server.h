@@ -63,8 +63,10 @@
  * next TRK_AUTH for it gets ERROR SHOAL_EBUSY and is closed. A silent
  * unauthenticated connection
  * is closed after auth_timeout_ms; at most max_unauth of them at once, the
- * oldest evicted to make room for a new one (also when all max_conns are
- * taken); an authenticated connection silent for idle_timeout_ms is
+ * oldest of the source (IPv4 address, IPv6 /64) holding the most evicted
+ * to make room for a new one (also when all max_conns are taken); such
+ * evictions, and unauthenticated connections' closes and failed
+ * handshakes, are logged at most once per 10 s each; an authenticated connection silent for idle_timeout_ms is
  * closed. A connection whose unsent replies exceed max_outq bytes is
  * closed.
  *

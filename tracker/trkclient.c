@@ -169,7 +169,14 @@ static int expect_challenge(struct shoal_trkc *c, int timeout_ms)
 
 int shoal_trkc_connect(struct shoal_trkc **out, const char *host_port, int timeout_ms)
 {
+    return shoal_trkc_connect_from(out, host_port, NULL, timeout_ms);
+}
+
+int shoal_trkc_connect_from(struct shoal_trkc **out, const char *host_port, const char *from,
+                            int timeout_ms)
+{
     int rv;
+    struct sockaddr_in src = { .sin_family = AF_INET };
     struct shoal_trkc *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
@@ -185,12 +192,13 @@ int shoal_trkc_connect(struct shoal_trkc **out, const char *host_port, int timeo
     memcpy(host, host_port, (size_t)(colon - host_port));
     host[colon - host_port] = 0;
     sa.sin_port = htons((uint16_t)atoi(colon + 1));
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 ||
+        (from && inet_pton(AF_INET, from, &src.sin_addr) != 1)) {
         rv = -EINVAL;
         goto fail;
     }
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
+    if (c->fd < 0 || (from && bind(c->fd, (struct sockaddr *)&src, sizeof(src)) != 0)) {
         rv = -errno;
         goto fail;
     }

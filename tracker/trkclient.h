@@ -26,6 +26,12 @@ struct shoal_trkc;
  * a negated errno, or -ENOMEM. */
 int shoal_trkc_connect(struct shoal_trkc **out, const char *host_port, int timeout_ms);
 
+/* shoal_trkc_connect from the local IPv4 address |from| (NULL: any), so
+ * tests can be several sources on loopback (127.0.0.2 ...). -EINVAL also
+ * for a |from| that is not an IPv4 address. */
+int shoal_trkc_connect_from(struct shoal_trkc **out, const char *host_port, const char *from,
+                            int timeout_ms);
+
 /* Closes the socket and frees the client; NULL is accepted. */
 void shoal_trkc_free(struct shoal_trkc *c);
 
