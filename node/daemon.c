@@ -83,7 +83,16 @@ struct pull {
                                   manifest (yet): status says so */
     bool resolving;            /* a Hub request is under way */
     /* --- end dux --- */
+    /* Asked for by loaders only (no `shoal pull`, configuration or
+     * rollout): withdrawn when no loader waits for it any more before its
+     * release opened (withdraw_orphans), so loaders that leave, or ask for
+     * ids nobody has, cannot keep the node's pull slots. */
+    bool loader_only;
 };
+
+/* Pulls only loaders asked for, at most: the rest of the table stays for
+ * `shoal pull`, the configuration and rollouts. */
+#define LOADER_PULLS_MAX (SHOAL_CONFIG_LIST_MAX / 2)
 
 /* --- tracker --- */
 #define MAX_DIALS 256
@@ -1135,8 +1144,8 @@ static struct shoal_swarm *loader_find(void *user, const char *release)
  * trackers, a name is resolved through the trackers (trk_on_manifest
  * reports a name no tracker knows with shoal_loader_srv_release_failed);
  * the release opens on arrival. */
-static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
-                        size_t whylen);
+static int request_pull(struct shoal_daemon *d, const char *release, const char *by,
+                        bool from_loader, char *why, size_t whylen);
 
 /* A loader asked for a release this node does not hold. */
 static int loader_pull(void *user, const char *release, char *why, size_t whylen)
@@ -1149,7 +1158,54 @@ static int loader_pull(void *user, const char *release, char *why, size_t whylen
                               "name (ask by manifest id to have it fetched from its peers)");
         return SHOAL_ENOTFOUND;
     }
-    return request_pull(d, release, "a loader", why, whylen);
+    return request_pull(d, release, "a loader", true, why, whylen);
+}
+
+/* Whether a loader still waits for pull |pl| under any name it has. */
+static bool loader_waits(struct shoal_daemon *d, const struct pull *pl)
+{
+    char hex[65];
+
+    if (pl->asked[0] && shoal_loader_srv_waiting(d->loader, pl->asked))
+        return true;
+    if (pl->name[0] && shoal_loader_srv_waiting(d->loader, pl->name))
+        return true;
+    if (pl->by_name)
+        return false;
+    shoal_hex(hex, pl->id, 32);
+    return shoal_loader_srv_waiting(d->loader, hex);
+}
+
+/* Withdraws the pulls only loaders asked for whose release has not opened
+ * and for which no loader waits any more: the loaders left, or were told
+ * it cannot be had (a name no tracker knows). Their slots go back at once,
+ * instead of asking peers and trackers for a manifest nobody wants, maybe
+ * forever (an id nobody has). A release that opened stays: it is
+ * fetched as any other. Not from inside a loader hook other than |left|. */
+static void withdraw_orphans(struct shoal_daemon *d)
+{
+    for (uint32_t i = 0; i < d->npulls;) {
+        struct pull *pl = &d->pulls[i];
+        char hex[65];
+
+        if (!pl->loader_only || pl->swarm || (!pl->by_name && in_rollout(d, pl->id)) ||
+            loader_waits(d, pl)) {
+            i++;
+            continue;
+        }
+        if (pl->by_name)
+            snprintf(hex, sizeof hex, "%s", pl->asked[0] ? pl->asked : pl->name);
+        else
+            shoal_hex(hex, pl->id, 32);
+        LOG_I("pull %s withdrawn: only loaders asked for it, and none waits for it any more "
+              "(it had not opened)", hex);
+        forget_pull(d, i);
+    }
+}
+
+static void loader_left(void *user)
+{
+    withdraw_orphans(user);
 }
 
 static int start_loader(struct shoal_daemon *d)
@@ -1165,6 +1221,7 @@ static int start_loader(struct shoal_daemon *d)
     lc.user = d->cfg->loader_user;
     d->lhooks.find = loader_find;
     d->lhooks.pull = loader_pull;
+    d->lhooks.left = loader_left;
     d->lhooks.user = d;
     return shoal_loader_srv_new(&d->loader, &lc, &d->lhooks);
 }
@@ -1926,9 +1983,9 @@ static void on_retry(uv_timer_t *t)
 /* --- end dux --- */
 
 /* Starts pulling |release| (repo@rev or a manifest id) for |by| (named in
- * the log). */
-static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
-                        size_t whylen)
+ * the log); |from_loader|: a loader asks (see struct pull, loader_only). */
+static int request_pull(struct shoal_daemon *d, const char *release, const char *by,
+                        bool from_loader, char *why, size_t whylen)
 {
     struct shoal_swarm *sw;
     struct pull *pl;
@@ -1937,6 +1994,8 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     int rv = 0;
 
     ctl_match(d, release, &sw, &pl);
+    if (pl && !from_loader)
+        pl->loader_only = false; /* someone other than a loader wants it now */
     if (!sw && pl && pl->failed && !d->stopping) {
         /* --- dux --- asked again: try now, and let this caller see how it
          * goes rather than the last failure */
@@ -1981,6 +2040,16 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
                  SHOAL_CONFIG_LIST_MAX);
         return SHOAL_ELIMIT;
     }
+    if (from_loader) {
+        uint32_t nl = 0;
+        for (uint32_t i = 0; i < d->npulls; i++)
+            nl += d->pulls[i].loader_only && !d->pulls[i].swarm;
+        if (nl >= LOADER_PULLS_MAX) {
+            snprintf(why, whylen, "busy: loaders wait for %u releases being fetched already "
+                     "(at most %u); ask again once one has opened", nl, (unsigned)LOADER_PULLS_MAX);
+            return SHOAL_EBUSY;
+        }
+    }
     if (!by_id && (rv = check_release_name(release, &commit, why, whylen)) != 0)
         return rv;
     if (!by_id && !d->trk) {
@@ -2010,6 +2079,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     }
     if (rv != 0)
         return rv;
+    pl->loader_only = from_loader;
     d->npulls++;
     LOG_I("pull %s asked by %s", release, by);
     want_manifests_everywhere(d);
@@ -2018,7 +2088,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
 
 static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
 {
-    return request_pull(user, release, "the control socket", why, whylen);
+    return request_pull(user, release, "the control socket", false, why, whylen);
 }
 
 static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
@@ -2511,7 +2581,7 @@ static int open_manifests(struct shoal_daemon *d)
         /* --- tracker --- */
         if (strchr(c->pulls.v[i], '@')) {
             char why[SHOAL_CTL_ERROR_MAX];
-            rv = request_pull(d, c->pulls.v[i], "the configuration", why, sizeof why);
+            rv = request_pull(d, c->pulls.v[i], "the configuration", false, why, sizeof why);
             if (rv != 0)
                 LOG_E("pull %s: %s", c->pulls.v[i], why);
             continue;

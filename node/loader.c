@@ -140,6 +140,8 @@ struct shoal_loader_srv {
     uv_timer_t timer;            /* deadlines of requests still arriving */
     bool timer_init, timer_on;
     size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET */
+    bool pend_left;              /* mu; a C_PENDING loader stopped waiting:
+                                  * hooks->left at the next async */
 
     pthread_mutex_t mu;          /* see the top of this file */
     struct client *clients;      /* mu */
@@ -175,6 +177,19 @@ static void mark_dirty(struct shoal_loader_srv *l, struct shoal_swarm *s)
 }
 
 /* ---- connection teardown ---- */
+
+/* |c| stops waiting for a release that has not opened: the owner hears of
+ * it (hooks->left) from the loop, without |mu|, so it can withdraw a pull
+ * nobody waits for any more. Under |mu|, before |c| leaves C_PENDING. */
+static void note_left(struct client *c)
+{
+    struct shoal_loader_srv *l = c->srv;
+
+    if (c->state != C_PENDING || !l->hooks->left || l->ev_closed)
+        return;
+    l->pend_left = true;
+    uv_async_send(&l->async);
+}
 
 static void free_queue(struct client *c)
 {
@@ -213,6 +228,7 @@ static void client_close(struct client *c, const char *why)
 
     if (c->closed)
         return;
+    note_left(c);
     c->closed = true;
     if (c->prev)
         c->prev->next = c->next;
@@ -413,6 +429,7 @@ static void send_error(struct client *c, const char *fmt, ...)
     if (shoal_msg_encode(&m, &b) == 0)
         (void)enqueue(c, &b, NULL, 0, false);
     shoal_buf_free(&b);
+    note_left(c);
     c->state = C_CLOSING;
 }
 
@@ -659,6 +676,29 @@ static bool pending_for(const struct client *c, struct shoal_swarm *s)
            strcmp(at + 1, shoal_manifest_commit(m)) == 0;
 }
 
+/* How many releases other than |c|'s the C_PENDING loaders of |c|'s uid
+ * wait for (0 when one of them waits for |c|'s already: |c| joins that
+ * wait and starts nothing). Under |mu|. */
+static uint32_t pending_of_uid(const struct client *c)
+{
+    const struct shoal_loader_srv *l = c->srv;
+    uint32_t n = 0;
+
+    for (const struct client *a = l->clients; a; a = a->next) {
+        bool seen = false;
+        if (a == c || a->uid != c->uid || a->state != C_PENDING)
+            continue;
+        if (strcmp(a->release, c->release) == 0)
+            return 0;
+        /* Counted already under an earlier loader of the list? */
+        for (const struct client *b = l->clients; b != a && !seen; b = b->next)
+            seen = b != c && b->uid == c->uid && b->state == C_PENDING &&
+                   strcmp(b->release, a->release) == 0;
+        n += !seen;
+    }
+    return n;
+}
+
 /* Loop thread, under |mu|: the hooks run with it held (loader.h). */
 static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
 {
@@ -689,6 +729,15 @@ static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
     c->pend_by_id = parse_hex_id(c->release, c->pend_id);
     if (!l->hooks->pull) {
         send_error(c, "unknown release '%s': this node does not hold it", c->release);
+        return;
+    }
+    /* Each wait may hold one of the node's pull slots until its loader
+     * leaves: one user's loaders may hold only a few. */
+    if (pending_of_uid(c) >= SHOAL_LOADER_PENDING_PER_UID) {
+        send_error(c, "busy: loaders of uid %u already wait for %u releases being fetched "
+                   "(at most %u per user); ask again once one has opened",
+                   (unsigned)c->uid, SHOAL_LOADER_PENDING_PER_UID,
+                   SHOAL_LOADER_PENDING_PER_UID);
         return;
     }
     why[0] = '\0';
@@ -1023,6 +1072,7 @@ static void on_async(uv_async_t *h)
 {
     struct shoal_loader_srv *l = h->data;
     struct client *c, *next;
+    bool left;
 
     pthread_mutex_lock(&l->mu);
     for (c = l->clients; c; c = next) {
@@ -1032,8 +1082,12 @@ static void on_async(uv_async_t *h)
         c->kick = false;
         pump_out(c);
     }
+    left = l->pend_left && !l->ev_closed;
+    l->pend_left = false;
     pthread_mutex_unlock(&l->mu);
     refresh_priorities(l);
+    if (left)
+        l->hooks->left(l->hooks->user);
 }
 
 /* Earlier positions of the loader's order looked at for files that are
@@ -1217,6 +1271,22 @@ void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_s
         pump_out(c);
     }
     pthread_mutex_unlock(&l->mu);
+}
+
+bool shoal_loader_srv_waiting(struct shoal_loader_srv *l, const char *release)
+{
+    uint8_t id[32];
+    bool by_id, found = false;
+
+    if (!l || !release)
+        return false;
+    by_id = parse_hex_id(release, id);
+    pthread_mutex_lock(&l->mu);
+    for (const struct client *c = l->clients; c && !found; c = c->next)
+        found = c->state == C_PENDING && c->pend_by_id == by_id &&
+                (by_id ? memcmp(c->pend_id, id, 32) == 0 : strcmp(c->release, release) == 0);
+    pthread_mutex_unlock(&l->mu);
+    return found;
 }
 
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)

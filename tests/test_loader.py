@@ -47,6 +47,14 @@ CASE is one of:
                 raise the daemon's RSS by less than 64 MiB (most get 'busy'),
                 while a complete request of 2 MB (an order of 2,000 long
                 paths) is still read and answered.
+  abandoned     pull slots that loaders leave behind come back: 64 loaders
+                each ask for an id nobody has and hang up; `shoal pull` of
+                the real release then still starts (before: 'too many
+                releases being pulled (64 under way)' for good), and
+                `shoal status` lists none of the 64. One uid's loaders wait
+                for at most 4 releases not open yet: a fifth is refused
+                'busy', one joining a wait under way is not, and once they
+                hang up their pulls are withdrawn too.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -805,6 +813,82 @@ def case_limits(tmp):
     return fails
 
 
+def status_ids(ctl, ids):
+    """Which of |ids| (hex) `shoal status` at |ctl| still lists."""
+    out = subprocess.run([SHOAL, "status", "--socket", ctl], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [i for i in ids if i[:16] in out or i in out]
+
+
+def case_abandoned(tmp):
+    k, repo, files, mf, mid = setup(tmp, shard_bytes=256 * 1024)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the puller did not reach the seed")
+        return 1
+    rnd = random.Random(11)
+    bogus = [rnd.randbytes(32).hex() for _ in range(64)]
+    for mid_x in bogus:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid_x, []]))
+        time.sleep(0.02)  # the daemon reads the request before the hang-up
+        s.close()
+    # Withdrawn as their loaders leave: bounded wait for the status to say so.
+    left, end = bogus, time.monotonic() + 20
+    while left and time.monotonic() < end:
+        time.sleep(0.2)
+        left = status_ids(b.ctl, bogus)
+    if left:
+        print(f"FAIL {len(left)} of 64 pulls whose loaders left are still listed")
+        fails += 1
+    r = subprocess.run([SHOAL, "pull", mid, "--socket", b.ctl, "--timeout", "60"],
+                       capture_output=True, text=True, timeout=90)
+    if r.returncode != 0:
+        print(f"FAIL shoal pull after 64 abandoned loader pulls: {r.returncode} {r.stderr}")
+        fails += 1
+
+    # One uid: 4 releases not open yet at once; joining one is free.
+    held = []
+    for mid_x in bogus[:4] + [bogus[0]]:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid_x, []]))
+        held.append(s)
+    if not b.wait_for(r"loader .*: waiting for release " + bogus[3], 10):
+        print("FAIL the fourth loader's release is not being fetched")
+        fails += 1
+    err = loader_error(sock, bogus[4])
+    if not err or "busy: loaders of uid 0 already wait for 4 releases" not in err:
+        print(f"FAIL a fifth release for one uid was not refused as busy: {err}")
+        fails += 1
+    for s in held:
+        if select.select([s], [], [], 0.5)[0]:
+            print(f"FAIL a waiting loader was answered: {s.recv(300)!r}")
+            fails += 1
+            break
+    if len(status_ids(b.ctl, bogus[:4])) != 4:
+        print("FAIL the 4 releases loaders wait for are not being pulled")
+        fails += 1
+    for s in held:
+        s.close()
+    left, end = bogus[:4], time.monotonic() + 20
+    while left and time.monotonic() < end:
+        time.sleep(0.2)
+        left = status_ids(b.ctl, bogus[:4])
+    if left:
+        print(f"FAIL {len(left)} pulls still listed after their loaders left")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(200)
+    return fails
+
+
 shoalproc.main(CASE, {"multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
-                      "by_name": case_by_name, "limits": case_limits}, "shoal-loader-")
+                      "by_name": case_by_name, "limits": case_limits,
+                      "abandoned": case_abandoned}, "shoal-loader-")
