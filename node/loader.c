@@ -102,6 +102,8 @@ struct client {
     uint8_t pend_id[32];         /* C_PENDING: manifest id awaited, */
     bool pend_by_id;             /* ... when asked by id, else by name */
     uint8_t *order_mp;           /* copy of the LOADER_WANT path list */
+    size_t order_charged;        /* mu; of its bytes, counted in
+                                  * srv->rx_charged while C_PENDING */
     size_t order_len;
     uint32_t order_count;
     struct shoal_swarm *swarm;   /* mu; C_WATCH and after */
@@ -139,7 +141,8 @@ struct shoal_loader_srv {
     uint32_t max_clients, nclients, max_per_uid, want_timeout_ms;
     uv_timer_t timer;            /* deadlines of requests still arriving */
     bool timer_init, timer_on;
-    size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET */
+    size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET (requests
+                                  * arriving and orders kept while pending) */
     bool pend_left;              /* mu; a C_PENDING loader stopped waiting:
                                   * hooks->left at the next async */
 
@@ -177,6 +180,16 @@ static void mark_dirty(struct shoal_loader_srv *l, struct shoal_swarm *s)
 }
 
 /* ---- connection teardown ---- */
+
+/* Frees |c|'s copy of its order and gives its bytes back to the budget.
+ * Under |mu|. */
+static void order_free(struct client *c)
+{
+    c->srv->rx_charged -= c->order_charged;
+    c->order_charged = 0;
+    free(c->order_mp);
+    c->order_mp = NULL;
+}
 
 /* |c| stops waiting for a release that has not opened: the owner hears of
  * it (hooks->left) from the loop, without |mu|, so it can withdraw a pull
@@ -239,6 +252,7 @@ static void client_close(struct client *c, const char *why)
     l->nclients--;
     l->rx_charged -= c->rx_charged;
     c->rx_charged = 0;
+    order_free(c);
     LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
     c->swarm = NULL;
     if (s)
@@ -640,8 +654,7 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
     c->nwant = n;
     c->swarm = s;
     c->state = C_WATCH;
-    free(c->order_mp);
-    c->order_mp = NULL;
+    order_free(c);
     LOG_I("loader %s: watching %s@%s (%u files%s)", c->name, shoal_manifest_repo_id(m),
           shoal_manifest_commit(m), n, c->order_count ? " in its order" : "");
     for (uint32_t k = 0; k < n; k++) {
@@ -730,6 +743,24 @@ static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
     if (!l->hooks->pull) {
         send_error(c, "unknown release '%s': this node does not hold it", c->release);
         return;
+    }
+    /* The order is kept until the release opens, which may be never: past
+     * SHOAL_LOADER_RX_FREE it counts in the budget of requests still
+     * arriving (its own request's share goes once it is read, so it takes
+     * that share over), so waiting loaders cannot pin more than that. */
+    if (c->order_len > SHOAL_LOADER_RX_FREE) {
+        size_t need = c->order_len - SHOAL_LOADER_RX_FREE;
+        l->rx_charged -= c->rx_charged;
+        c->rx_charged = 0;
+        if (need > SHOAL_LOADER_RX_BUDGET - l->rx_charged) {
+            order_free(c);
+            send_error(c, "busy: loaders waiting for releases not open yet, and requests "
+                       "still arriving, hold %u MiB of file orders already; retry, or send "
+                       "a shorter order", SHOAL_LOADER_RX_BUDGET >> 20);
+            return;
+        }
+        l->rx_charged += need;
+        c->order_charged = need;
     }
     /* Each wait may hold one of the node's pull slots until its loader
      * leaves: one user's loaders may hold only a few. */

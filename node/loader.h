@@ -52,7 +52,8 @@
 #define SHOAL_LOADER_FRAME_MAX (16u * 1024u * 1024u)
 /* A request may take this many bytes on its own; beyond that (a long
  * order), its bytes count against SHOAL_LOADER_RX_BUDGET, shared by every
- * connection whose request is still arriving. A request that would
+ * connection whose request is still arriving, and by the orders kept for
+ * loaders waiting for a release that is not open yet. A request that would
  * overdraw it is refused (LOADER_ERROR, "busy"), so connections that
  * start large requests and never finish them hold at most the budget, and
  * ordinary requests are never refused for it. */

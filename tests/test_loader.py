@@ -55,6 +55,13 @@ CASE is one of:
                 for at most 4 releases not open yet: a fifth is refused
                 'busy', one joining a wait under way is not, and once they
                 hang up their pulls are withdrawn too.
+  pending_orders
+                loaders waiting for a release that never comes keep their
+                orders within the 32 MiB request budget: of 12 loaders each
+                sending an 8 MB order for an id nobody has, those past the
+                budget get 'busy' (before: all 12 kept, RSS +100 MB), the
+                daemon's RSS grows by less than 64 MiB, and once they hang
+                up the budget is whole again.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -888,7 +895,75 @@ def case_abandoned(tmp):
     return fails
 
 
+def asan_build(pid):
+    """Whether shoald (process |pid|) runs with AddressSanitizer, which keeps
+    freed buffers in quarantine: RSS then says nothing of what it holds."""
+    with open(f"/proc/{pid}/maps") as f, open(SHOALD, "rb") as exe:
+        return "libasan" in f.read() or b"__asan_init" in exe.read()
+
+
+def case_pending_orders(tmp):
+    k, repo, files, mf, mid = setup(tmp, shard_bytes=256 * 1024)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    b = Node("b", node_args(k, "b", tmp, ["--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"loader socket on", 10):
+        print("FAIL no loader socket")
+        return 1
+    nobody = random.Random(3).randbytes(32).hex()
+    order = [f"p{i:05d}-" + "x" * 993 for i in range(8000)]  # 8 MB
+    frame = shoal_loader._frame([shoal_loader.LOADER_WANT, nobody, order])
+    before = rss_kib(b.p.pid)
+    held = []
+    for _ in range(12):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.settimeout(30)
+        try:
+            s.sendall(frame)
+        except OSError:
+            pass  # refused half-way: the daemon closed it
+        held.append(s)
+    busy = waiting = 0
+    end = time.monotonic() + 20
+    for s in held:
+        # A waiting loader hears nothing; a refused one is told and closed.
+        if not select.select([s], [], [], max(0.1, min(1.0, end - time.monotonic())))[0]:
+            waiting += 1
+            continue
+        data = read_until_closed(s, max(0.1, end - time.monotonic())) or b""
+        # Refused as its order arrived, or once it was in: both say busy.
+        busy += b"busy: " in data
+    grew = rss_kib(b.p.pid) - before
+    print(f"12 loaders with 8 MB orders waiting: {waiting} kept, {busy} busy, RSS +{grew} KiB")
+    if asan_build(b.p.pid):
+        print("AddressSanitizer build: RSS not checked")
+        grew = 0
+    if waiting > 4 or busy + waiting != 12 or grew >= 64 << 10:
+        print(f"FAIL waiting loaders' orders are not bounded by the budget")
+        fails += 1
+    for s in held:
+        s.close()
+    # Their bytes come back: a new one is kept again (bounded wait).
+    ok, end = False, time.monotonic() + 20
+    while not ok and time.monotonic() < end:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(frame)
+        ok = not select.select([s], [], [], 1.0)[0]
+        s.close()
+    if not ok:
+        print("FAIL the budget did not come back after the waiting loaders left")
+        fails += 1
+    if b.stop() != 0:
+        print("FAIL b did not shut down cleanly")
+        fails += 1
+    if fails:
+        b.dump(100)
+    return fails
+
+
 shoalproc.main(CASE, {"multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
-                      "abandoned": case_abandoned}, "shoal-loader-")
+                      "abandoned": case_abandoned, "pending_orders": case_pending_orders}, "shoal-loader-")
