@@ -82,6 +82,7 @@ struct outq {
     struct shoal_swarm *swarm;
     uint32_t file;
     bool has_file;
+    bool done;       /* LOADER_DONE */
     int fd;          /* opened at the head of the queue, -1 before/after */
     uint64_t ready_ns; /* when the file was verified; 0 if it already was */
 };
@@ -120,6 +121,7 @@ struct client {
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
+    bool errored;                /* mu; LOADER_ERROR queued */
     uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
     size_t rx;                   /* bytes of the request received so far */
     size_t rx_charged;           /* of them, counted in srv->rx_charged */
@@ -391,7 +393,7 @@ static void pump_out(struct client *c)
         return;
     }
     if (c->state == C_CLOSING && !c->qhead) {
-        client_close(c, c->nwant && c->nsent == c->nwant ? "every file handed" : "done");
+        client_close(c, c->errored ? "LOADER_ERROR sent" : "every file handed");
         return;
     }
     set_events(c);
@@ -444,6 +446,7 @@ static void send_error(struct client *c, const char *fmt, ...)
         (void)enqueue(c, &b, NULL, 0, false);
     shoal_buf_free(&b);
     note_left(c);
+    c->errored = true;
     c->state = C_CLOSING;
 }
 
@@ -487,11 +490,12 @@ static void queue_done(struct client *c)
     m.type = SHOAL_MSG_LOADER_DONE;
     m.u.loader_done.files = c->nwant;
     shoal_buf_init(&b, 64);
-    if (shoal_msg_encode(&m, &b) == 0)
-        (void)enqueue(c, &b, NULL, 0, false);
+    if (shoal_msg_encode(&m, &b) == 0 && enqueue(c, &b, NULL, 0, false) == 0)
+        c->qtail->done = true;
     shoal_buf_free(&b);
     c->state = C_CLOSING;
-    LOG_I("loader %s: every one of %u files of %s handed over", c->name, c->nwant, c->release);
+    LOG_I("loader %s: every one of %u files of %s queued for it, LOADER_DONE last", c->name,
+          c->nwant, c->release);
 }
 
 /* Queues position |k| of |c|'s order (its file is complete). */
@@ -1250,15 +1254,19 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
 }
 
 /* Takes the frames of |s| that have not started out of |c|'s queue (a
- * frame whose first byte is out already carried its descriptor). Under
+ * frame whose first byte is out already carried its descriptor), and the
+ * LOADER_DONE behind them if any went: the loader did not get every file.
+ * Returns how many file frames went (they no longer count as sent). Under
  * |mu|. */
-static void unqueue_swarm(struct client *c, struct shoal_swarm *s)
+static uint32_t unqueue_swarm(struct client *c, struct shoal_swarm *s)
 {
     struct outq **pp = &c->qhead, *q;
+    uint32_t removed = 0;
 
     c->qtail = NULL;
     while ((q = *pp)) {
-        if (q->swarm == s && q->off == 0) {
+        if ((q->swarm == s || (q->done && removed)) && q->off == 0) {
+            removed += q->has_file;
             *pp = q->next;
             if (q->fd >= 0)
                 close(q->fd);
@@ -1270,12 +1278,15 @@ static void unqueue_swarm(struct client *c, struct shoal_swarm *s)
         c->qtail = q;
         pp = &q->next;
     }
+    c->nsent -= removed;
+    return removed;
 }
 
 void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_swarm *s,
                                       const char *why)
 {
     struct client *c, *next;
+    uint32_t removed;
 
     if (!l)
         return;
@@ -1295,10 +1306,13 @@ void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_s
         }
         if (c->swarm != s)
             continue;
-        unqueue_swarm(c, s);
+        /* A loader whose LOADER_DONE was queued but not sent (it reads
+         * slowly) must not get it now: files ahead of it are gone. */
+        removed = unqueue_swarm(c, s);
         c->swarm = NULL;
-        if (c->state == C_WATCH)
-            send_error(c, "release '%s': %s", c->release, why);
+        if (c->state == C_WATCH || removed)
+            send_error(c, "release '%s': %s (%u of its %u files were handed over)",
+                       c->release, why, c->nsent, c->nwant);
         pump_out(c);
     }
     pthread_mutex_unlock(&l->mu);

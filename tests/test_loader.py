@@ -62,6 +62,11 @@ CASE is one of:
                 budget get 'busy' (before: all 12 kept, RSS +100 MB), the
                 daemon's RSS grows by less than 64 MiB, and once they hang
                 up the budget is whole again.
+  short_done    a loader that reads slowly while its release is dropped gets
+                LOADER_ERROR (saying how many files were handed), not the
+                LOADER_DONE that was queued behind files never sent; and both
+                clients (shoal_loader.py, the C example) treat a LOADER_DONE
+                that comes before every announced file as an error.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -963,7 +968,133 @@ def case_pending_orders(tmp):
     return fails
 
 
+def read_frames(data):
+    """The msgpack bodies of the frames in |data|, decoded."""
+    out, off = [], 0
+    while off + 4 <= len(data):
+        (n,) = struct.unpack(">I", data[off:off + 4])
+        if off + 4 + n > len(data):
+            break
+        out.append(shoal_loader._Reader(data[off + 4:off + 4 + n]).item())
+        off += 4 + n
+    return out
+
+
+def fake_daemon(path, frames_for):
+    """A loader socket at |path| that answers one connection's request with
+    the frames frames_for(fd) returns ([(bytes, fd or None)]), then closes;
+    runs in a thread, returns it."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+
+    def serve():
+        srv.settimeout(WAIT_S)
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)  # the request
+            fd = os.open(path + ".blob", os.O_RDONLY)
+            for data, with_fd in frames_for(fd):
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", with_fd))] \
+                    if with_fd is not None else []
+                conn.sendmsg([data], anc)
+            os.close(fd)
+        srv.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def case_short_done(tmp):
+    # The daemon: a dropped release does not end a slow loader with DONE.
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "b"),
+                            ("b",))
+    repo = os.path.join(tmp, "repo")
+    files = {f"shard-{i:04d}.bin": os.urandom(100) + bytes([i % 256]) for i in range(1500)}
+    shoalproc.write_files(repo, files)
+    mf = os.path.join(tmp, "rel.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    b = Node("b", node_args(k, "b", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                          "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"release .* complete", 30):
+        print("FAIL the release did not complete from its seed dir")
+        return 1
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    # Every file is queued at once (complete already); the socket fills.
+    if not b.wait_for(r"every one of 1500 files of .* queued", 20):
+        print("FAIL the loader's files were not queued")
+        fails += 1
+    r = subprocess.run([SHOAL, "drop", mid, "--socket", b.ctl], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0:
+        print(f"FAIL shoal drop: {r.returncode} {r.stderr}")
+        fails += 1
+    data = read_until_closed(s, 20)
+    s.close()
+    frames = read_frames(data or b"")
+    nfile = sum(1 for f in frames if f and f[0] == shoal_loader.LOADER_FILE)
+    last = frames[-1] if frames else None
+    print(f"slow loader during the drop: {nfile} files, then {last and last[:2]}")
+    if nfile >= 1500:
+        print("FAIL every file fit in the socket: the case shows nothing")
+        fails += 1
+    elif not last or last[0] != shoal_loader.LOADER_ERROR or "dropped" not in last[1] or \
+            f"({nfile} of its 1500 files were handed over)" not in last[1]:
+        print(f"FAIL the slow loader did not end with LOADER_ERROR naming {nfile} files")
+        fails += 1
+    if not b.wait_for(rf"closed: LOADER_ERROR sent \({nfile} of 1500 files handed\)", 10):
+        print("FAIL the daemon's log does not say how many files were handed")
+        fails += 1
+    if b.stop() != 0:
+        print("FAIL b did not shut down cleanly")
+        fails += 1
+
+    # The clients: LOADER_DONE before every announced file is an error.
+    blob = b"x" * 100
+    for label, done_files in (("DONE short of total", 1), ("DONE lying", 2)):
+        path = os.path.join(sock_dir(tmp), f"fake{done_files}.sock")
+        with open(path + ".blob", "wb") as f:
+            f.write(blob)
+        sha = hashlib.sha256(blob).digest()
+
+        def frames_for(fd):
+            return [(shoal_loader._frame([shoal_loader.LOADER_FILE, "a.bin", 100, sha, 0, 2, 0]),
+                     fd),
+                    (shoal_loader._frame([shoal_loader.LOADER_DONE, done_files]), None)]
+        for client in ("python", "c"):
+            t = fake_daemon(path, frames_for)
+            if client == "python":
+                try:
+                    with shoal_loader.Client(path, timeout=WAIT_S) as cl:
+                        n = sum(1 for f in cl.want("org/x@" + "ab" * 20) if not f.close())
+                    err = f"ended normally after {n} files"
+                except shoal_loader.LoaderError as e:
+                    err = str(e)
+                ok = "LOADER_DONE after 1 files of 2" in err
+            else:
+                r = subprocess.run([EXAMPLE, path, "org/x@" + "ab" * 20], capture_output=True,
+                                   text=True, timeout=WAIT_S)
+                err = f"exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}"
+                ok = r.returncode != 0 and "LOADER_DONE after 1 files of 2" in r.stderr
+            t.join(WAIT_S)
+            os.unlink(path)
+            if not ok:
+                print(f"FAIL {client} client, {label}: {err}")
+                fails += 1
+    if fails:
+        b.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
-                      "abandoned": case_abandoned, "pending_orders": case_pending_orders}, "shoal-loader-")
+                      "abandoned": case_abandoned, "pending_orders": case_pending_orders,
+                      "short_done": case_short_done}, "shoal-loader-")
