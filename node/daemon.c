@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <sodium.h>
 #include <uv.h>
@@ -196,6 +197,8 @@ struct shoal_daemon {
     char state_path[SHOAL_STATE_PATH_MAX];
     char state_dir[SHOAL_STATE_PATH_MAX];
     char abs_cache[SHOAL_STATE_PATH_MAX];
+    int cache_lock;     /* the cache's lock (shoal_store_lock_cache), */
+    bool cache_locked;  /* ... held while this is set */
     struct pull pulls[SHOAL_CONFIG_LIST_MAX];
     uint32_t npulls;
     struct ban bans[MAX_BANS];
@@ -2788,6 +2791,37 @@ static int check_ranges(const struct shoal_config *c)
 }
 /* --- end dux --- */
 
+/* One daemon per cache: a second one would fill the same partial files
+ * (and leave them half-written for good when the two disagree). A memory
+ * store writes nothing there. A lock that cannot be taken at all (a
+ * read-only cache) is logged and the start goes on: the store reports
+ * what it cannot write, per release. Returns 0 or SHOAL_EBUSY. */
+static int lock_cache(struct shoal_daemon *d)
+{
+    char path[SHOAL_HF_PATH_MAX + 32];
+    long holder = 0;
+    int rv;
+
+    if (d->cfg->store && strcmp(d->cfg->store, "memory") == 0)
+        return 0;
+    rv = shoal_store_lock_cache(d->cache_dir, &d->cache_lock, &holder, path, sizeof path);
+    if (rv == SHOAL_EBUSY) {
+        char pid[32] = "";
+        if (holder > 0)
+            snprintf(pid, sizeof pid, " (pid %ld)", holder);
+        LOG_E("cache %s is used by another shoald%s: it holds %s; stop that one or give this "
+              "one another cache-dir", d->cache_dir, pid, path);
+        return rv;
+    }
+    if (rv != 0) {
+        LOG_W("cache %s: cannot take the lock %s: %s (another shoald on this cache would not "
+              "be noticed)", d->cache_dir, path, shoal_strerror(rv));
+        return 0;
+    }
+    d->cache_locked = true;
+    return 0;
+}
+
 int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
 {
     struct shoal_daemon *d = calloc(1, sizeof *d);
@@ -2823,6 +2857,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         LOG_E("no cache directory: set cache-dir (or HF_HOME / HOME)");
         goto fail;
     }
+    rv = lock_cache(d);
+    if (rv != 0)
+        goto fail;
     rv = start_listening(d);
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
@@ -2973,6 +3010,8 @@ void shoal_daemon_free(struct shoal_daemon *d)
     shoal_keyset_free(d->publishers);
     shoal_keyset_free(d->tracker_keys);
     shoal_mfq_free(d->mfq); /* --- s2rob --- */
+    if (d->cache_locked)
+        close(d->cache_lock); /* the next daemon on this cache may start */
     sodium_memzero(&d->sk, sizeof d->sk);
     free(d);
 }
