@@ -39,6 +39,14 @@ CASE is one of:
                buffers up to twice that: +200 MB), `shoal status` is still
                answered, and once they hang up their slots come back. A
                client that reads late still gets every one of 2,000 replies.
+  pull_summary `shoal pull`'s last line counts this command's own bytes: a pull
+               from nothing says it fetched the release's size, at a rate;
+               asking again for the complete release says nothing was
+               fetched (before: "0.0 s here (15.62 GiB/s)", the daemon's
+               run counters over this command's 10 ms). With shoald
+               stopped (SIGSTOP), `shoal pull` without --timeout exits 1
+               saying shoald is not answering, after ~10 s without a
+               progress message (before: it waited forever).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -437,5 +445,51 @@ def case_unread(tmp):
     return fails
 
 
+def case_pull_summary(tmp):
+    import signal
+    files = {"model.safetensors": random.Random(5).randbytes(6 * 1024 * 1024)}
+    k, repo, mf, mid = setup(tmp, files)
+    sb = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the nodes did not connect")
+        return 1
+    line = re.compile(r"complete: \S+ (\S+ \S+), \d+ bytes from peers, \d+ from origin "
+                      r"\(\d+%\), [\d.]+ s here, (.*)$", re.M)
+    r = run("pull", mid, "--socket", sb, "--timeout", "60", check=False)
+    m = line.search(r.stdout)
+    print(m.group(0) if m else r.stdout + r.stderr)
+    if r.returncode != 0 or not m or not re.fullmatch(re.escape(m.group(1)) +
+                                                      r" fetched \([\d.]+ \S+/s\)", m.group(2)):
+        print("FAIL a pull from nothing does not say it fetched the whole release")
+        fails += 1
+    r = run("pull", mid, "--socket", sb, "--timeout", "60", check=False)
+    m = line.search(r.stdout)
+    print(m.group(0) if m else r.stdout + r.stderr)
+    if r.returncode != 0 or not m or m.group(2) != "nothing fetched (it was here already)":
+        print("FAIL a pull of a complete release claims a rate")
+        fails += 1
+    # A stopped daemon: the pull must not wait silently forever.
+    os.kill(b.p.pid, signal.SIGSTOP)
+    try:
+        try:
+            r = subprocess.run([SHOAL, "pull", mid, "--socket", sb], capture_output=True,
+                               text=True, timeout=60)
+            rc, err = r.returncode, r.stderr.strip()
+        except subprocess.TimeoutExpired:
+            rc, err = None, "still waiting after 60 s"
+    finally:
+        os.kill(b.p.pid, signal.SIGCONT)
+    print(f"pull with shoald stopped: exit {rc}: {err}")
+    if rc != 1 or "shoald is not answering" not in err:
+        print("FAIL a pull from a stopped shoald did not give up saying why")
+        fails += 1
+    fails += shoalproc.stop_all((b, a))
+    return fails
+
+
 shoalproc.main(CASE, {"pull_status": case_pull_status, "rate_limit": case_rate_limit,
-                      "squat": case_squat, "slots": case_slots, "unread": case_unread}, "shoal-ctl-")
+                      "squat": case_squat, "slots": case_slots, "unread": case_unread,
+                      "pull_summary": case_pull_summary}, "shoal-ctl-")
