@@ -2753,6 +2753,10 @@ static int start_listening(struct shoal_daemon *d)
 #define MAX_FRAME_MIN (SHOAL_CDC_MAX_DEFAULT + SHOAL_FRAME_MAX_PREAUTH)
 
 /* Refuses values the daemon used to clamp or replace without a word. */
+#define RECONNECT_MS_MIN 10u
+#define TIMEOUT_MS_MIN 100u
+#define TIMEOUT_MS_MAX 3600000u /* an hour */
+
 static int check_ranges(const struct shoal_config *c)
 {
     if (c->max_frame < MAX_FRAME_MIN || c->max_frame > SHOAL_FRAME_MAX_ABS) {
@@ -2785,6 +2789,24 @@ static int check_ranges(const struct shoal_config *c)
     }
     if (c->max_releases < 1 || c->max_releases > MAX_SWARMS) {
         LOG_E("max-releases %llu: use 1-%d", (unsigned long long)c->max_releases, MAX_SWARMS);
+        return -EINVAL;
+    }
+    /* 0 would stop redialling lost --peer addresses for good (a one-shot
+     * timer); past 32 bits the peer and swarm timeouts wrapped, to 0,
+     * which means their default. */
+    if (c->reconnect_ms < RECONNECT_MS_MIN || c->reconnect_ms > TIMEOUT_MS_MAX) {
+        LOG_E("reconnect-ms %llu: use %u-%u (how long to wait before redialling a lost --peer)",
+              (unsigned long long)c->reconnect_ms, RECONNECT_MS_MIN, TIMEOUT_MS_MAX);
+        return -EINVAL;
+    }
+    if (c->request_timeout_ms < TIMEOUT_MS_MIN || c->request_timeout_ms > TIMEOUT_MS_MAX) {
+        LOG_E("request-timeout-ms %llu: use %u-%u", (unsigned long long)c->request_timeout_ms,
+              TIMEOUT_MS_MIN, TIMEOUT_MS_MAX);
+        return -EINVAL;
+    }
+    if (c->handshake_timeout_ms < TIMEOUT_MS_MIN || c->handshake_timeout_ms > TIMEOUT_MS_MAX) {
+        LOG_E("handshake-timeout-ms %llu: use %u-%u",
+              (unsigned long long)c->handshake_timeout_ms, TIMEOUT_MS_MIN, TIMEOUT_MS_MAX);
         return -EINVAL;
     }
     return 0;
