@@ -1189,7 +1189,7 @@ static void withdraw_orphans(struct shoal_daemon *d)
 {
     for (uint32_t i = 0; i < d->npulls;) {
         struct pull *pl = &d->pulls[i];
-        char hex[65];
+        char name[sizeof pl->asked > 65 ? sizeof pl->asked : 65];
 
         if (!pl->loader_only || pl->swarm || (!pl->by_name && in_rollout(d, pl->id)) ||
             loader_waits(d, pl)) {
@@ -1197,11 +1197,11 @@ static void withdraw_orphans(struct shoal_daemon *d)
             continue;
         }
         if (pl->by_name)
-            snprintf(hex, sizeof hex, "%s", pl->asked[0] ? pl->asked : pl->name);
+            snprintf(name, sizeof name, "%s", pl->asked[0] ? pl->asked : pl->name);
         else
-            shoal_hex(hex, pl->id, 32);
+            shoal_hex(name, pl->id, 32);
         LOG_I("pull %s withdrawn: only loaders asked for it, and none waits for it any more "
-              "(it had not opened)", hex);
+              "(it had not opened)", name);
         forget_pull(d, i);
     }
 }
