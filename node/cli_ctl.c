@@ -307,14 +307,38 @@ static void print_progress(const struct shoal_ctl_release *r, bool tty)
     fflush(stdout);
 }
 
+/* The daemon sends a PROGRESS every 500 ms to a pull it follows: this
+ * long without one, it is stopped or stuck, and waiting on says nothing. */
+#define PULL_SILENCE_MS 10000
+
+/* How long to wait for the next reply: until --timeout (0: none) runs out,
+ * but no longer than PULL_SILENCE_MS. */
+static int pull_wait_ms(double timeout, double start, bool *timed_out)
+{
+    int ms = PULL_SILENCE_MS;
+
+    *timed_out = false;
+    if (timeout > 0) {
+        double left = timeout - (shoal_now_s() - start);
+        if (left <= 0) {
+            *timed_out = true;
+            return 0;
+        }
+        if (left * 1000.0 < ms)
+            ms = (int)(left * 1000.0) + 1;
+    }
+    return ms;
+}
+
 int shoal_cmd_pull(int argc, char **argv)
 {
     const char *sock = NULL, *release = NULL;
     double timeout = 0, start = shoal_now_s(), last_line = -1e9;
     struct shoal_ctl_msg *m = malloc(sizeof *m);
     struct conn c = {.fd = -1};
-    char pathbuf[128], size[32], rate[32];
-    bool tty = isatty(STDOUT_FILENO), have;
+    char pathbuf[128], size[32], rate[32], got[32];
+    bool tty = isatty(STDOUT_FILENO), have, first = true, timed_out;
+    uint64_t base = 0;
     int quiet = 0, status = 1, rv;
 
     if (!m)
@@ -335,21 +359,17 @@ int shoal_cmd_pull(int argc, char **argv)
     m->u.pull.follow = true;
     /* The first reply may be a refusal that came before our request
      * could be written (conn_exchange). */
-    rv = conn_exchange(&c, m, timeout > 0 ? (int)(timeout * 1000.0) + 1 : -1);
+    rv = conn_exchange(&c, m, pull_wait_ms(timeout, start, &timed_out));
     have = rv == 0;
     for (;;) {
-        int wait_ms = -1;
-        if (timeout > 0) {
-            double left = timeout - (shoal_now_s() - start);
-            if (left <= 0) {
-                rv = -ETIMEDOUT;
-                break;
-            }
-            wait_ms = (int)(left * 1000.0) + 1;
-        }
+        int wait_ms = pull_wait_ms(timeout, start, &timed_out);
+        if (rv == 0 && !have && timed_out)
+            rv = -ETIMEDOUT;
         if (rv == 0 && !have)
             rv = conn_recv(&c, m, wait_ms);
         have = false;
+        if (rv == -ETIMEDOUT)
+            (void)pull_wait_ms(timeout, start, &timed_out); /* ours, or its silence? */
         if (rv != 0)
             break;
         if (m->type == SHOAL_CTL_ERROR) {
@@ -362,6 +382,13 @@ int shoal_cmd_pull(int argc, char **argv)
             fprintf(stderr, "shoal pull: unexpected reply type %u\n", m->type);
             goto out;
         }
+        /* The release's byte counters count from when it opened on the
+         * daemon (0 while it waits for its manifest); what they held when
+         * this command began was not its doing. */
+        if (first) {
+            first = false;
+            base = m->u.progress.peer_bytes + m->u.progress.origin_bytes;
+        }
         if (m->u.progress.state == SHOAL_CTL_COMPLETE)
             break;
         /* A line a second is plenty for a log; a terminal redraws each. */
@@ -373,22 +400,36 @@ int shoal_cmd_pull(int argc, char **argv)
     if (rv != 0) {
         if (tty && !quiet)
             fputc('\n', stdout);
-        fprintf(stderr, "shoal pull %s: %s\n", release,
-                rv == -ETIMEDOUT ? "timed out" : recv_error(rv));
+        if (rv == -ETIMEDOUT && !timed_out)
+            fprintf(stderr, "shoal pull %s: shoald is not answering (no progress for %d s; "
+                            "it sends some every 0.5 s): is it stopped or stuck?\n",
+                    release, PULL_SILENCE_MS / 1000);
+        else
+            fprintf(stderr, "shoal pull %s: %s\n", release,
+                    rv == -ETIMEDOUT ? "timed out" : recv_error(rv));
         goto out;
     }
     if (!quiet && tty)
         print_progress(&m->u.progress, tty);
     shoal_fmt_bytes(size, sizeof size, m->u.progress.total_bytes);
-    shoal_fmt_bytes(rate, sizeof rate,
-                    (uint64_t)((double)(m->u.progress.peer_bytes + m->u.progress.origin_bytes) /
-                               (shoal_now_s() - start > 0.001 ? shoal_now_s() - start : 0.001)));
+    /* The byte counters are the daemon's since the release opened (maybe
+     * long before, or resumed from the cache); the rate is this command's
+     * own: bytes fetched while it ran, over its time. */
+    uint64_t now_bytes = m->u.progress.peer_bytes + m->u.progress.origin_bytes;
+    uint64_t gained = now_bytes > base ? now_bytes - base : 0;
+    double took = shoal_now_s() - start;
+    if (gained) {
+        shoal_fmt_bytes(got, sizeof got, gained);
+        shoal_fmt_bytes(rate, sizeof rate,
+                        (uint64_t)((double)gained / (took > 0.001 ? took : 0.001)));
+    }
     fprintf(stdout, "%scomplete: %s %s, %llu bytes from peers, %llu from origin (%u%%), "
-                    "%.1f s here (%s/s)\n",
+                    "%.1f s here, %s%s%s%s\n",
             tty && !quiet ? "\n" : "", m->u.progress.name, size,
             (unsigned long long)m->u.progress.peer_bytes,
             (unsigned long long)m->u.progress.origin_bytes, origin_pct(&m->u.progress),
-            shoal_now_s() - start, rate);
+            shoal_now_s() - start, gained ? got : "nothing fetched (it was here already)",
+            gained ? " fetched (" : "", gained ? rate : "", gained ? "/s)" : "");
     status = 0;
 out:
     conn_close(&c);

@@ -25,8 +25,14 @@
 #define PEER_FIELDS 10u
 #define TICK_MS 500u
 #define MAX_CLIENTS 32u
-/* A client that does not read its replies is dropped past this. */
-#define CLIENT_QUEUE_MAX (8u << 20)
+/* Reply bytes a client may have queued (counted as allocated, with the
+ * write request): while it holds this much, its requests are not read,
+ * so a client that asks and never reads holds at most this plus one reply
+ * (up to SHOAL_CTL_FRAME_MAX, a metrics text). Replies are a few KiB; the
+ * largest, status of 64 releases or peers of 256, are ~100 KiB. */
+#define CLIENT_QUEUE_MAX (256u << 10)
+/* malloc's own bytes per block, roughly. */
+#define ALLOC_OVERHEAD 32u
 
 /* ---- codec ---- */
 
@@ -586,7 +592,9 @@ struct client {
     struct shoal_ctl *c;
     struct client *next;
     struct shoal_frame_dec dec;
-    size_t queued;
+    size_t queued;          /* reply bytes in flight, as allocated */
+    bool reading;           /* uv_read_start in effect */
+    size_t rpos, rlen;      /* rbuf[rpos..rlen): read, not yet decoded */
     bool closing;
     bool close_when_flushed;
     bool following;
@@ -600,6 +608,7 @@ struct wreq {
     struct client *cl;
     uint8_t *data;
     size_t len;
+    size_t cost;            /* what it counts in cl->queued */
 };
 
 /* Rates come from counters sampled every tick. */
@@ -781,20 +790,28 @@ static void client_close(struct client *cl)
     uv_close((uv_handle_t *)&cl->pipe, client_closed);
 }
 
+static void client_consume(struct client *cl);
+
 static void write_done(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct client *cl = w->cl;
 
-    cl->queued -= w->len;
+    cl->queued -= w->cost;
     free(w->data);
     free(w);
-    if (status < 0 || (cl->close_when_flushed && cl->queued == 0))
+    if (status < 0 || (cl->close_when_flushed && cl->queued == 0)) {
         client_close(cl);
+        return;
+    }
+    /* Its requests waited while its replies did: read on. */
+    if (!cl->reading && cl->queued < CLIENT_QUEUE_MAX)
+        client_consume(cl);
 }
 
-/* Encodes |m| and queues it to |cl|. A client that cannot keep up is
- * dropped. */
+/* Encodes |m| and queues it to |cl|. Requests are not read while a client
+ * holds CLIENT_QUEUE_MAX (client_consume), so this stays under that plus
+ * one reply; a client past that (progress it does not read) is dropped. */
 static void client_send(struct client *cl, const struct shoal_ctl_msg *m)
 {
     struct shoal_buf b;
@@ -804,7 +821,7 @@ static void client_send(struct client *cl, const struct shoal_ctl_msg *m)
 
     if (cl->closing)
         return;
-    if (cl->queued > CLIENT_QUEUE_MAX) {
+    if (cl->queued > CLIENT_QUEUE_MAX + SHOAL_CTL_FRAME_MAX) {
         client_close(cl);
         return;
     }
@@ -815,13 +832,24 @@ static void client_send(struct client *cl, const struct shoal_ctl_msg *m)
         rv = w ? 0 : -ENOMEM;
     }
     if (rv == 0) {
+        size_t cap = b.cap;
         w->cl = cl;
         w->len = b.len;
         w->data = shoal_buf_steal(&b, NULL);
+        /* The buffer grew by doubling: give back what the frame does not
+         * use rather than hold up to twice its size while it waits. */
+        if (cap > w->len + w->len / 8) {
+            uint8_t *p = realloc(w->data, w->len);
+            if (p) {
+                w->data = p;
+                cap = w->len;
+            }
+        }
+        w->cost = cap + sizeof *w + 2 * ALLOC_OVERHEAD;
         ub = uv_buf_init((char *)w->data, (unsigned)w->len);
         rv = uv_write(&w->req, (uv_stream_t *)&cl->pipe, &ub, 1, write_done);
         if (rv == 0) {
-            cl->queued += w->len;
+            cl->queued += w->cost;
             return;
         }
         free(w->data);
@@ -862,6 +890,11 @@ static void send_progress(struct client *cl)
         cl->following = false;
         cl->close_when_flushed = true;
         send_error(cl, rv, "%s", why[0] ? why : shoal_strerror(rv));
+        return;
+    }
+    if (cl->queued >= CLIENT_QUEUE_MAX) {
+        /* Not reading its progress for minutes: gone, or stuck. */
+        client_close(cl);
         return;
     }
     add_release_rate(c, &m->u.progress);
@@ -968,7 +1001,8 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
         handle_request(cl, req);
     }
     free(req);
-    return cl->closing ? 1 : 0;
+    /* Stop at a full queue: the rest waits in rbuf (client_consume). */
+    return cl->closing || cl->queued >= CLIENT_QUEUE_MAX ? 1 : 0;
 }
 
 static const struct shoal_frame_cb frame_cb = {.on_frame = on_frame};
@@ -979,11 +1013,45 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)cl->rbuf, sizeof cl->rbuf);
 }
 
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Decodes and answers the requests read into rbuf until they are done or
+ * the client's queue is full; reading stops while bytes wait (rbuf is
+ * the read buffer) and goes on once they are answered, so a client that
+ * asks and never reads holds one queue of replies, not one per request. */
+static void client_consume(struct client *cl)
+{
+    while (cl->rpos < cl->rlen && !cl->closing && !cl->close_when_flushed &&
+           cl->queued < CLIENT_QUEUE_MAX) {
+        size_t consumed = 0;
+        int rv = shoal_frame_dec_feed(&cl->dec, cl->rbuf + cl->rpos, cl->rlen - cl->rpos,
+                                      &consumed, &frame_cb, cl);
+        cl->rpos += consumed;
+        if (rv < 0 && !cl->closing && !cl->close_when_flushed) {
+            cl->close_when_flushed = true;
+            send_error(cl, rv, "bad frame: %s", shoal_strerror(rv));
+        }
+        if (rv < 0)
+            cl->rpos = cl->rlen;
+    }
+    if (cl->closing)
+        return;
+    if (cl->close_when_flushed)
+        cl->rpos = cl->rlen; /* nothing more is answered */
+    if (cl->rpos < cl->rlen) {
+        if (cl->reading)
+            uv_read_stop((uv_stream_t *)&cl->pipe);
+        cl->reading = false;
+    } else if (!cl->reading) {
+        cl->reading = uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) == 0;
+        if (!cl->reading)
+            client_close(cl);
+    }
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct client *cl = s->data;
-    size_t consumed;
-    int rv;
 
     if (cl->closing)
         return;
@@ -993,11 +1061,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    rv = shoal_frame_dec_feed(&cl->dec, cl->rbuf, (size_t)nread, &consumed, &frame_cb, cl);
-    if (rv < 0 && !cl->closing && !cl->close_when_flushed) {
-        cl->close_when_flushed = true;
-        send_error(cl, rv, "bad frame: %s", shoal_strerror(rv));
-    }
+    cl->rpos = 0;
+    cl->rlen = (size_t)nread;
+    client_consume(cl);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -1028,6 +1094,8 @@ static void on_connection(uv_stream_t *server, int status)
         send_error(cl, SHOAL_EBUSY, "too many clients (%s); try again", n);
     } else if (uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0) {
         client_close(cl);
+    } else {
+        cl->reading = true;
     }
 }
 

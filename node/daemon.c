@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <sodium.h>
 #include <uv.h>
@@ -83,7 +84,16 @@ struct pull {
                                   manifest (yet): status says so */
     bool resolving;            /* a Hub request is under way */
     /* --- end dux --- */
+    /* Asked for by loaders only (no `shoal pull`, configuration or
+     * rollout): withdrawn when no loader waits for it any more before its
+     * release opened (withdraw_orphans), so loaders that leave, or ask for
+     * ids nobody has, cannot keep the node's pull slots. */
+    bool loader_only;
 };
+
+/* Pulls only loaders asked for, at most: the rest of the table stays for
+ * `shoal pull`, the configuration and rollouts. */
+#define LOADER_PULLS_MAX (SHOAL_CONFIG_LIST_MAX / 2)
 
 /* --- tracker --- */
 #define MAX_DIALS 256
@@ -187,6 +197,8 @@ struct shoal_daemon {
     char state_path[SHOAL_STATE_PATH_MAX];
     char state_dir[SHOAL_STATE_PATH_MAX];
     char abs_cache[SHOAL_STATE_PATH_MAX];
+    int cache_lock;     /* the cache's lock (shoal_store_lock_cache), */
+    bool cache_locked;  /* ... held while this is set */
     struct pull pulls[SHOAL_CONFIG_LIST_MAX];
     uint32_t npulls;
     struct ban bans[MAX_BANS];
@@ -1135,8 +1147,8 @@ static struct shoal_swarm *loader_find(void *user, const char *release)
  * trackers, a name is resolved through the trackers (trk_on_manifest
  * reports a name no tracker knows with shoal_loader_srv_release_failed);
  * the release opens on arrival. */
-static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
-                        size_t whylen);
+static int request_pull(struct shoal_daemon *d, const char *release, const char *by,
+                        bool from_loader, char *why, size_t whylen);
 
 /* A loader asked for a release this node does not hold. */
 static int loader_pull(void *user, const char *release, char *why, size_t whylen)
@@ -1149,7 +1161,54 @@ static int loader_pull(void *user, const char *release, char *why, size_t whylen
                               "name (ask by manifest id to have it fetched from its peers)");
         return SHOAL_ENOTFOUND;
     }
-    return request_pull(d, release, "a loader", why, whylen);
+    return request_pull(d, release, "a loader", true, why, whylen);
+}
+
+/* Whether a loader still waits for pull |pl| under any name it has. */
+static bool loader_waits(struct shoal_daemon *d, const struct pull *pl)
+{
+    char hex[65];
+
+    if (pl->asked[0] && shoal_loader_srv_waiting(d->loader, pl->asked))
+        return true;
+    if (pl->name[0] && shoal_loader_srv_waiting(d->loader, pl->name))
+        return true;
+    if (pl->by_name)
+        return false;
+    shoal_hex(hex, pl->id, 32);
+    return shoal_loader_srv_waiting(d->loader, hex);
+}
+
+/* Withdraws the pulls only loaders asked for whose release has not opened
+ * and for which no loader waits any more: the loaders left, or were told
+ * it cannot be had (a name no tracker knows). Their slots go back at once,
+ * instead of asking peers and trackers for a manifest nobody wants, maybe
+ * forever (an id nobody has). A release that opened stays: it is
+ * fetched as any other. Not from inside a loader hook other than |left|. */
+static void withdraw_orphans(struct shoal_daemon *d)
+{
+    for (uint32_t i = 0; i < d->npulls;) {
+        struct pull *pl = &d->pulls[i];
+        char name[sizeof pl->asked > 65 ? sizeof pl->asked : 65];
+
+        if (!pl->loader_only || pl->swarm || (!pl->by_name && in_rollout(d, pl->id)) ||
+            loader_waits(d, pl)) {
+            i++;
+            continue;
+        }
+        if (pl->by_name)
+            snprintf(name, sizeof name, "%s", pl->asked[0] ? pl->asked : pl->name);
+        else
+            shoal_hex(name, pl->id, 32);
+        LOG_I("pull %s withdrawn: only loaders asked for it, and none waits for it any more "
+              "(it had not opened)", name);
+        forget_pull(d, i);
+    }
+}
+
+static void loader_left(void *user)
+{
+    withdraw_orphans(user);
 }
 
 static int start_loader(struct shoal_daemon *d)
@@ -1165,6 +1224,7 @@ static int start_loader(struct shoal_daemon *d)
     lc.user = d->cfg->loader_user;
     d->lhooks.find = loader_find;
     d->lhooks.pull = loader_pull;
+    d->lhooks.left = loader_left;
     d->lhooks.user = d;
     return shoal_loader_srv_new(&d->loader, &lc, &d->lhooks);
 }
@@ -1926,9 +1986,9 @@ static void on_retry(uv_timer_t *t)
 /* --- end dux --- */
 
 /* Starts pulling |release| (repo@rev or a manifest id) for |by| (named in
- * the log). */
-static int request_pull(struct shoal_daemon *d, const char *release, const char *by, char *why,
-                        size_t whylen)
+ * the log); |from_loader|: a loader asks (see struct pull, loader_only). */
+static int request_pull(struct shoal_daemon *d, const char *release, const char *by,
+                        bool from_loader, char *why, size_t whylen)
 {
     struct shoal_swarm *sw;
     struct pull *pl;
@@ -1937,6 +1997,8 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     int rv = 0;
 
     ctl_match(d, release, &sw, &pl);
+    if (pl && !from_loader)
+        pl->loader_only = false; /* someone other than a loader wants it now */
     if (!sw && pl && pl->failed && !d->stopping) {
         /* --- dux --- asked again: try now, and let this caller see how it
          * goes rather than the last failure */
@@ -1981,6 +2043,16 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
                  SHOAL_CONFIG_LIST_MAX);
         return SHOAL_ELIMIT;
     }
+    if (from_loader) {
+        uint32_t nl = 0;
+        for (uint32_t i = 0; i < d->npulls; i++)
+            nl += d->pulls[i].loader_only && !d->pulls[i].swarm;
+        if (nl >= LOADER_PULLS_MAX) {
+            snprintf(why, whylen, "busy: loaders wait for %u releases being fetched already "
+                     "(at most %u); ask again once one has opened", nl, (unsigned)LOADER_PULLS_MAX);
+            return SHOAL_EBUSY;
+        }
+    }
     if (!by_id && (rv = check_release_name(release, &commit, why, whylen)) != 0)
         return rv;
     if (!by_id && !d->trk) {
@@ -2010,6 +2082,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     }
     if (rv != 0)
         return rv;
+    pl->loader_only = from_loader;
     d->npulls++;
     LOG_I("pull %s asked by %s", release, by);
     want_manifests_everywhere(d);
@@ -2018,7 +2091,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
 
 static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
 {
-    return request_pull(user, release, "the control socket", why, whylen);
+    return request_pull(user, release, "the control socket", false, why, whylen);
 }
 
 static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
@@ -2511,7 +2584,7 @@ static int open_manifests(struct shoal_daemon *d)
         /* --- tracker --- */
         if (strchr(c->pulls.v[i], '@')) {
             char why[SHOAL_CTL_ERROR_MAX];
-            rv = request_pull(d, c->pulls.v[i], "the configuration", why, sizeof why);
+            rv = request_pull(d, c->pulls.v[i], "the configuration", false, why, sizeof why);
             if (rv != 0)
                 LOG_E("pull %s: %s", c->pulls.v[i], why);
             continue;
@@ -2680,6 +2753,10 @@ static int start_listening(struct shoal_daemon *d)
 #define MAX_FRAME_MIN (SHOAL_CDC_MAX_DEFAULT + SHOAL_FRAME_MAX_PREAUTH)
 
 /* Refuses values the daemon used to clamp or replace without a word. */
+#define RECONNECT_MS_MIN 10u
+#define TIMEOUT_MS_MIN 100u
+#define TIMEOUT_MS_MAX 3600000u /* an hour */
+
 static int check_ranges(const struct shoal_config *c)
 {
     if (c->max_frame < MAX_FRAME_MIN || c->max_frame > SHOAL_FRAME_MAX_ABS) {
@@ -2714,9 +2791,58 @@ static int check_ranges(const struct shoal_config *c)
         LOG_E("max-releases %llu: use 1-%d", (unsigned long long)c->max_releases, MAX_SWARMS);
         return -EINVAL;
     }
+    /* 0 would stop redialling lost --peer addresses for good (a one-shot
+     * timer); past 32 bits the peer and swarm timeouts wrapped, to 0,
+     * which means their default. */
+    if (c->reconnect_ms < RECONNECT_MS_MIN || c->reconnect_ms > TIMEOUT_MS_MAX) {
+        LOG_E("reconnect-ms %llu: use %u-%u (how long to wait before redialling a lost --peer)",
+              (unsigned long long)c->reconnect_ms, RECONNECT_MS_MIN, TIMEOUT_MS_MAX);
+        return -EINVAL;
+    }
+    if (c->request_timeout_ms < TIMEOUT_MS_MIN || c->request_timeout_ms > TIMEOUT_MS_MAX) {
+        LOG_E("request-timeout-ms %llu: use %u-%u", (unsigned long long)c->request_timeout_ms,
+              TIMEOUT_MS_MIN, TIMEOUT_MS_MAX);
+        return -EINVAL;
+    }
+    if (c->handshake_timeout_ms < TIMEOUT_MS_MIN || c->handshake_timeout_ms > TIMEOUT_MS_MAX) {
+        LOG_E("handshake-timeout-ms %llu: use %u-%u",
+              (unsigned long long)c->handshake_timeout_ms, TIMEOUT_MS_MIN, TIMEOUT_MS_MAX);
+        return -EINVAL;
+    }
     return 0;
 }
 /* --- end dux --- */
+
+/* One daemon per cache: a second one would fill the same partial files
+ * (and leave them half-written for good when the two disagree). A memory
+ * store writes nothing there. A lock that cannot be taken at all (a
+ * read-only cache) is logged and the start goes on: the store reports
+ * what it cannot write, per release. Returns 0 or SHOAL_EBUSY. */
+static int lock_cache(struct shoal_daemon *d)
+{
+    char path[SHOAL_HF_PATH_MAX + 32];
+    long holder = 0;
+    int rv;
+
+    if (d->cfg->store && strcmp(d->cfg->store, "memory") == 0)
+        return 0;
+    rv = shoal_store_lock_cache(d->cache_dir, &d->cache_lock, &holder, path, sizeof path);
+    if (rv == SHOAL_EBUSY) {
+        char pid[32] = "";
+        if (holder > 0)
+            snprintf(pid, sizeof pid, " (pid %ld)", holder);
+        LOG_E("cache %s is used by another shoald%s: it holds %s; stop that one or give this "
+              "one another cache-dir", d->cache_dir, pid, path);
+        return rv;
+    }
+    if (rv != 0) {
+        LOG_W("cache %s: cannot take the lock %s: %s (another shoald on this cache would not "
+              "be noticed)", d->cache_dir, path, shoal_strerror(rv));
+        return 0;
+    }
+    d->cache_locked = true;
+    return 0;
+}
 
 int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
 {
@@ -2753,6 +2879,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         LOG_E("no cache directory: set cache-dir (or HF_HOME / HOME)");
         goto fail;
     }
+    rv = lock_cache(d);
+    if (rv != 0)
+        goto fail;
     rv = start_listening(d);
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
@@ -2903,6 +3032,8 @@ void shoal_daemon_free(struct shoal_daemon *d)
     shoal_keyset_free(d->publishers);
     shoal_keyset_free(d->tracker_keys);
     shoal_mfq_free(d->mfq); /* --- s2rob --- */
+    if (d->cache_locked)
+        close(d->cache_lock); /* the next daemon on this cache may start */
     sodium_memzero(&d->sk, sizeof d->sk);
     free(d);
 }

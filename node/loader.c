@@ -82,6 +82,7 @@ struct outq {
     struct shoal_swarm *swarm;
     uint32_t file;
     bool has_file;
+    bool done;       /* LOADER_DONE */
     int fd;          /* opened at the head of the queue, -1 before/after */
     uint64_t ready_ns; /* when the file was verified; 0 if it already was */
 };
@@ -102,6 +103,8 @@ struct client {
     uint8_t pend_id[32];         /* C_PENDING: manifest id awaited, */
     bool pend_by_id;             /* ... when asked by id, else by name */
     uint8_t *order_mp;           /* copy of the LOADER_WANT path list */
+    size_t order_charged;        /* mu; of its bytes, counted in
+                                  * srv->rx_charged while C_PENDING */
     size_t order_len;
     uint32_t order_count;
     struct shoal_swarm *swarm;   /* mu; C_WATCH and after */
@@ -118,6 +121,7 @@ struct client {
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
+    bool errored;                /* mu; LOADER_ERROR queued */
     uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
     size_t rx;                   /* bytes of the request received so far */
     size_t rx_charged;           /* of them, counted in srv->rx_charged */
@@ -139,7 +143,10 @@ struct shoal_loader_srv {
     uint32_t max_clients, nclients, max_per_uid, want_timeout_ms;
     uv_timer_t timer;            /* deadlines of requests still arriving */
     bool timer_init, timer_on;
-    size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET */
+    size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET (requests
+                                  * arriving and orders kept while pending) */
+    bool pend_left;              /* mu; a C_PENDING loader stopped waiting:
+                                  * hooks->left at the next async */
 
     pthread_mutex_t mu;          /* see the top of this file */
     struct client *clients;      /* mu */
@@ -175,6 +182,29 @@ static void mark_dirty(struct shoal_loader_srv *l, struct shoal_swarm *s)
 }
 
 /* ---- connection teardown ---- */
+
+/* Frees |c|'s copy of its order and gives its bytes back to the budget.
+ * Under |mu|. */
+static void order_free(struct client *c)
+{
+    c->srv->rx_charged -= c->order_charged;
+    c->order_charged = 0;
+    free(c->order_mp);
+    c->order_mp = NULL;
+}
+
+/* |c| stops waiting for a release that has not opened: the owner hears of
+ * it (hooks->left) from the loop, without |mu|, so it can withdraw a pull
+ * nobody waits for any more. Under |mu|, before |c| leaves C_PENDING. */
+static void note_left(struct client *c)
+{
+    struct shoal_loader_srv *l = c->srv;
+
+    if (c->state != C_PENDING || !l->hooks->left || l->ev_closed)
+        return;
+    l->pend_left = true;
+    uv_async_send(&l->async);
+}
 
 static void free_queue(struct client *c)
 {
@@ -213,6 +243,7 @@ static void client_close(struct client *c, const char *why)
 
     if (c->closed)
         return;
+    note_left(c);
     c->closed = true;
     if (c->prev)
         c->prev->next = c->next;
@@ -223,6 +254,7 @@ static void client_close(struct client *c, const char *why)
     l->nclients--;
     l->rx_charged -= c->rx_charged;
     c->rx_charged = 0;
+    order_free(c);
     LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
     c->swarm = NULL;
     if (s)
@@ -361,7 +393,7 @@ static void pump_out(struct client *c)
         return;
     }
     if (c->state == C_CLOSING && !c->qhead) {
-        client_close(c, c->nwant && c->nsent == c->nwant ? "every file handed" : "done");
+        client_close(c, c->errored ? "LOADER_ERROR sent" : "every file handed");
         return;
     }
     set_events(c);
@@ -413,6 +445,8 @@ static void send_error(struct client *c, const char *fmt, ...)
     if (shoal_msg_encode(&m, &b) == 0)
         (void)enqueue(c, &b, NULL, 0, false);
     shoal_buf_free(&b);
+    note_left(c);
+    c->errored = true;
     c->state = C_CLOSING;
 }
 
@@ -456,11 +490,12 @@ static void queue_done(struct client *c)
     m.type = SHOAL_MSG_LOADER_DONE;
     m.u.loader_done.files = c->nwant;
     shoal_buf_init(&b, 64);
-    if (shoal_msg_encode(&m, &b) == 0)
-        (void)enqueue(c, &b, NULL, 0, false);
+    if (shoal_msg_encode(&m, &b) == 0 && enqueue(c, &b, NULL, 0, false) == 0)
+        c->qtail->done = true;
     shoal_buf_free(&b);
     c->state = C_CLOSING;
-    LOG_I("loader %s: every one of %u files of %s handed over", c->name, c->nwant, c->release);
+    LOG_I("loader %s: every one of %u files of %s queued for it, LOADER_DONE last", c->name,
+          c->nwant, c->release);
 }
 
 /* Queues position |k| of |c|'s order (its file is complete). */
@@ -623,8 +658,7 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
     c->nwant = n;
     c->swarm = s;
     c->state = C_WATCH;
-    free(c->order_mp);
-    c->order_mp = NULL;
+    order_free(c);
     LOG_I("loader %s: watching %s@%s (%u files%s)", c->name, shoal_manifest_repo_id(m),
           shoal_manifest_commit(m), n, c->order_count ? " in its order" : "");
     for (uint32_t k = 0; k < n; k++) {
@@ -659,6 +693,29 @@ static bool pending_for(const struct client *c, struct shoal_swarm *s)
            strcmp(at + 1, shoal_manifest_commit(m)) == 0;
 }
 
+/* How many releases other than |c|'s the C_PENDING loaders of |c|'s uid
+ * wait for (0 when one of them waits for |c|'s already: |c| joins that
+ * wait and starts nothing). Under |mu|. */
+static uint32_t pending_of_uid(const struct client *c)
+{
+    const struct shoal_loader_srv *l = c->srv;
+    uint32_t n = 0;
+
+    for (const struct client *a = l->clients; a; a = a->next) {
+        bool seen = false;
+        if (a == c || a->uid != c->uid || a->state != C_PENDING)
+            continue;
+        if (strcmp(a->release, c->release) == 0)
+            return 0;
+        /* Counted already under an earlier loader of the list? */
+        for (const struct client *b = l->clients; b != a && !seen; b = b->next)
+            seen = b != c && b->uid == c->uid && b->state == C_PENDING &&
+                   strcmp(b->release, a->release) == 0;
+        n += !seen;
+    }
+    return n;
+}
+
 /* Loop thread, under |mu|: the hooks run with it held (loader.h). */
 static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
 {
@@ -689,6 +746,33 @@ static void on_want(struct client *c, const struct shoal_msg_loader_want *w)
     c->pend_by_id = parse_hex_id(c->release, c->pend_id);
     if (!l->hooks->pull) {
         send_error(c, "unknown release '%s': this node does not hold it", c->release);
+        return;
+    }
+    /* The order is kept until the release opens, which may be never: past
+     * SHOAL_LOADER_RX_FREE it counts in the budget of requests still
+     * arriving (its own request's share goes once it is read, so it takes
+     * that share over), so waiting loaders cannot pin more than that. */
+    if (c->order_len > SHOAL_LOADER_RX_FREE) {
+        size_t need = c->order_len - SHOAL_LOADER_RX_FREE;
+        l->rx_charged -= c->rx_charged;
+        c->rx_charged = 0;
+        if (need > SHOAL_LOADER_RX_BUDGET - l->rx_charged) {
+            order_free(c);
+            send_error(c, "busy: loaders waiting for releases not open yet, and requests "
+                       "still arriving, hold %u MiB of file orders already; retry, or send "
+                       "a shorter order", SHOAL_LOADER_RX_BUDGET >> 20);
+            return;
+        }
+        l->rx_charged += need;
+        c->order_charged = need;
+    }
+    /* Each wait may hold one of the node's pull slots until its loader
+     * leaves: one user's loaders may hold only a few. */
+    if (pending_of_uid(c) >= SHOAL_LOADER_PENDING_PER_UID) {
+        send_error(c, "busy: loaders of uid %u already wait for %u releases being fetched "
+                   "(at most %u per user); ask again once one has opened",
+                   (unsigned)c->uid, SHOAL_LOADER_PENDING_PER_UID,
+                   SHOAL_LOADER_PENDING_PER_UID);
         return;
     }
     why[0] = '\0';
@@ -1023,6 +1107,7 @@ static void on_async(uv_async_t *h)
 {
     struct shoal_loader_srv *l = h->data;
     struct client *c, *next;
+    bool left;
 
     pthread_mutex_lock(&l->mu);
     for (c = l->clients; c; c = next) {
@@ -1032,8 +1117,12 @@ static void on_async(uv_async_t *h)
         c->kick = false;
         pump_out(c);
     }
+    left = l->pend_left && !l->ev_closed;
+    l->pend_left = false;
     pthread_mutex_unlock(&l->mu);
     refresh_priorities(l);
+    if (left)
+        l->hooks->left(l->hooks->user);
 }
 
 /* Earlier positions of the loader's order looked at for files that are
@@ -1165,15 +1254,19 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
 }
 
 /* Takes the frames of |s| that have not started out of |c|'s queue (a
- * frame whose first byte is out already carried its descriptor). Under
+ * frame whose first byte is out already carried its descriptor), and the
+ * LOADER_DONE behind them if any went: the loader did not get every file.
+ * Returns how many file frames went (they no longer count as sent). Under
  * |mu|. */
-static void unqueue_swarm(struct client *c, struct shoal_swarm *s)
+static uint32_t unqueue_swarm(struct client *c, struct shoal_swarm *s)
 {
     struct outq **pp = &c->qhead, *q;
+    uint32_t removed = 0;
 
     c->qtail = NULL;
     while ((q = *pp)) {
-        if (q->swarm == s && q->off == 0) {
+        if ((q->swarm == s || (q->done && removed)) && q->off == 0) {
+            removed += q->has_file;
             *pp = q->next;
             if (q->fd >= 0)
                 close(q->fd);
@@ -1185,12 +1278,15 @@ static void unqueue_swarm(struct client *c, struct shoal_swarm *s)
         c->qtail = q;
         pp = &q->next;
     }
+    c->nsent -= removed;
+    return removed;
 }
 
 void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_swarm *s,
                                       const char *why)
 {
     struct client *c, *next;
+    uint32_t removed;
 
     if (!l)
         return;
@@ -1210,13 +1306,32 @@ void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_s
         }
         if (c->swarm != s)
             continue;
-        unqueue_swarm(c, s);
+        /* A loader whose LOADER_DONE was queued but not sent (it reads
+         * slowly) must not get it now: files ahead of it are gone. */
+        removed = unqueue_swarm(c, s);
         c->swarm = NULL;
-        if (c->state == C_WATCH)
-            send_error(c, "release '%s': %s", c->release, why);
+        if (c->state == C_WATCH || removed)
+            send_error(c, "release '%s': %s (%u of its %u files were handed over)",
+                       c->release, why, c->nsent, c->nwant);
         pump_out(c);
     }
     pthread_mutex_unlock(&l->mu);
+}
+
+bool shoal_loader_srv_waiting(struct shoal_loader_srv *l, const char *release)
+{
+    uint8_t id[32];
+    bool by_id, found = false;
+
+    if (!l || !release)
+        return false;
+    by_id = parse_hex_id(release, id);
+    pthread_mutex_lock(&l->mu);
+    for (const struct client *c = l->clients; c && !found; c = c->next)
+        found = c->state == C_PENDING && c->pend_by_id == by_id &&
+                (by_id ? memcmp(c->pend_id, id, 32) == 0 : strcmp(c->release, release) == 0);
+    pthread_mutex_unlock(&l->mu);
+    return found;
 }
 
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)

@@ -40,6 +40,7 @@
 #ifndef SHOAL_LOADER_H
 #define SHOAL_LOADER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -51,7 +52,8 @@
 #define SHOAL_LOADER_FRAME_MAX (16u * 1024u * 1024u)
 /* A request may take this many bytes on its own; beyond that (a long
  * order), its bytes count against SHOAL_LOADER_RX_BUDGET, shared by every
- * connection whose request is still arriving. A request that would
+ * connection whose request is still arriving, and by the orders kept for
+ * loaders waiting for a release that is not open yet. A request that would
  * overdraw it is refused (LOADER_ERROR, "busy"), so connections that
  * start large requests and never finish them hold at most the budget, and
  * ordinary requests are never refused for it. */
@@ -62,6 +64,11 @@
 #define SHOAL_LOADER_WANT_TIMEOUT_MS 5000u
 /* Loaders connected at once (others are refused with LOADER_ERROR). */
 #define SHOAL_LOADER_CLIENTS_MAX 256u
+/* Releases not open yet that the loaders of one uid may wait for at once
+ * (each may start a pull, hooks->pull): a loader asking for one more is
+ * refused ("busy"). Loaders joining a wait already under way are not
+ * counted again. */
+#define SHOAL_LOADER_PENDING_PER_UID 4u
 
 struct shoal_loader_srv;
 
@@ -75,9 +82,9 @@ struct shoal_loader_srv_cfg {
     uint32_t want_timeout_ms; /* 0: SHOAL_LOADER_WANT_TIMEOUT_MS */
 };
 
-/* Called on the loop thread with the server's lock held: a hook must not
- * call back into the server (announce with release_opened later, from the
- * loop, not from inside |pull|). */
+/* Called on the loop thread with the server's lock held (except |left|): a
+ * hook must not call back into the server (announce with release_opened
+ * later, from the loop, not from inside |pull|). */
 struct shoal_loader_srv_hooks {
     /* The open release named by |release| (NUL-terminated "repo@rev" or 64
      * hex digits), or NULL when this node does not hold it (yet). */
@@ -91,6 +98,11 @@ struct shoal_loader_srv_hooks {
      * NUL-terminated): the loader gets LOADER_ERROR with it. May be NULL:
      * no pulls on demand. */
     int (*pull)(void *user, const char *release, char *why, size_t whylen);
+    /* Some loader stopped waiting for a release that had not opened (it
+     * left, or was refused): a pull that only loaders asked for may have
+     * nobody waiting any more (shoal_loader_srv_waiting says). Called from
+     * the loop WITHOUT the server's lock, soon after; may be NULL. */
+    void (*left)(void *user);
     void *user;
 };
 
@@ -144,6 +156,12 @@ void shoal_loader_srv_file_done(struct shoal_loader_srv *l, struct shoal_swarm *
  * freed once its worker jobs end. Loop thread; |l| may be NULL. */
 void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_swarm *s,
                                       const char *why);
+
+/* Whether a loader still waits for |release| (a 64-hex manifest id or
+ * "repo@rev", matched as shoal_loader_srv_release_failed does) to open.
+ * Loop thread, not from inside a hook other than |left|; |l| may be NULL
+ * (then false). */
+bool shoal_loader_srv_waiting(struct shoal_loader_srv *l, const char *release);
 
 /* Loaders connected now (for status and tests). */
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l);

@@ -46,6 +46,7 @@ struct shoal_loader_client {
     int got;                     /* 0 none, 1 file, 2 done, 3 error */
     int err;
     struct shoal_loader_file *info;
+    uint32_t nrecv, total;       /* LOADER_FILEs received; their total */
     char errmsg[SHOAL_MSG_ERROR_MAX + 64];
 };
 
@@ -192,10 +193,21 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
         c->info->index = f->index;
         c->info->total = f->total;
         c->info->ready_ns = trailing_ready_ns(body, len);
+        c->total = (uint32_t)f->total;
+        c->nrecv++;
         c->got = 1;
         break;
     }
     case SHOAL_MSG_LOADER_DONE:
+        /* Every file announced must have come: a LOADER_DONE short of them
+         * is a daemon bug or a dropped release, not success. */
+        if ((c->nrecv && c->nrecv != c->total) || m.u.loader_done.files != c->nrecv) {
+            snprintf(c->errmsg, sizeof c->errmsg, "LOADER_DONE after %u files of %u", c->nrecv,
+                     c->nrecv ? c->total : m.u.loader_done.files);
+            c->got = 3;
+            c->err = SHOAL_EPROTO;
+            break;
+        }
         c->got = 2;
         break;
     case SHOAL_MSG_LOADER_ERROR:

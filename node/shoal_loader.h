@@ -76,8 +76,9 @@ int shoal_loader_want(struct shoal_loader_client *c, const char *release,
  *       unknown path, not authorised): see shoal_loader_error();
  *   -ETIMEDOUT  nothing arrived in time (call again to keep waiting);
  *   -ECONNRESET the daemon closed the connection before LOADER_DONE;
- *   SHOAL_EPROTO / SHOAL_ETOOBIG / SHOAL_EBADMSG a malformed frame, or a
- *       LOADER_FILE without its descriptor (the connection is unusable);
+ *   SHOAL_EPROTO / SHOAL_ETOOBIG / SHOAL_EBADMSG a malformed frame, a
+ *       LOADER_FILE without its descriptor, or a LOADER_DONE before every
+ *       file announced (`total`) came (the connection is unusable);
  *   or another negated errno.
  */
 int shoal_loader_next_file(struct shoal_loader_client *c, struct shoal_loader_file *info,

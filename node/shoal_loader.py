@@ -394,6 +394,7 @@ class Client:
             self._recv()
 
     def _files(self):
+        got, total = 0, None
         while True:
             msg = _Reader(self._next_body()).item()
             if not isinstance(msg, list) or not msg or not isinstance(msg[0], int):
@@ -412,8 +413,15 @@ class Client:
                 if not self._fds:
                     raise LoaderError("LOADER_FILE arrived without its descriptor")
                 fd, received = self._fds.pop(0)
+                got += 1
                 yield LoaderFile(path, size, sha, index, total, ready, fd, received)
             elif t == LOADER_DONE:
+                # Every file announced must have come: a LOADER_DONE short of
+                # them is a daemon bug or a dropped release, not success.
+                files = msg[1] if len(msg) > 1 and isinstance(msg[1], int) else None
+                if (total is not None and got != total) or (files is not None and got != files):
+                    raise LoaderError(f"LOADER_DONE after {got} files of "
+                                      f"{total if total is not None else files}")
                 return
             elif t == LOADER_ERROR:
                 raise LoaderError(str(msg[1]) if len(msg) > 1 else "LOADER_ERROR")

@@ -72,14 +72,15 @@ static const char usage_fleet[] =
     "$XDG_RUNTIME_DIR/shoald.sock, /run/shoald/shoald.sock for root). To reach the\n"
     "system service (shoald.service) as another user, be in group shoal and pass\n"
     "--socket /run/shoald/shoald.sock:\n"
-    "  pull ORG/NAME@REV|MANIFEST_ID [--timeout S] [--quiet]\n"
+    "  pull ORG/NAME@REV|MANIFEST_ID [--socket PATH] [--timeout S] [--quiet]\n"
     "                                 fetch a release and wait until it is complete,\n"
     "                                 with progress (bytes, rate, peers, share from the\n"
-    "                                 origin, ETA); exit 0 when complete\n"
-    "  status                         releases here and their progress\n"
-    "  peers                          connected peers: node, address, zone, cipher, rates\n"
-    "  metrics                        counters in Prometheus text format\n"
-    "  drop ORG/NAME@COMMIT|MANIFEST_ID\n"
+    "                                 origin, ETA); exit 0 when complete; exit 1 if\n"
+    "                                 shoald sends nothing for 10 s (stopped, stuck)\n"
+    "  status [--socket PATH]         releases here and their progress\n"
+    "  peers [--socket PATH]          connected peers: node, address, zone, cipher, rates\n"
+    "  metrics [--socket PATH]        counters in Prometheus text format\n"
+    "  drop ORG/NAME@COMMIT|MANIFEST_ID [--socket PATH]\n"
     "                                 stop fetching and serving a release and forget it:\n"
     "                                 shoald keeps a list of the releases it has open\n"
     "                                 (--state-dir) and reopens them when it restarts;\n"
@@ -103,10 +104,11 @@ static void print_usage(FILE *out)
         fputs(*part, out);
 }
 
+/* Every command's --help (or -h) is answered here, from the usage text:
+ * exit 0, on stdout. */
 struct cmd {
     const char *name;
     int (*fn)(int, char **);
-    bool own_help; /* answers --help itself */
 };
 
 /* True when |argv| asks for help before any "--". */
@@ -146,19 +148,19 @@ static void command_help(const char *name)
 }
 
 static const struct cmd cmds[] = {
-    {"keygen", shoal_cmd_keygen, false},
-    {"cred", shoal_cmd_cred, false},
-    {"chunk", shoal_cmd_chunk, false},
-    {"hash", shoal_cmd_hash, false},
-    {"manifest", shoal_cmd_manifest, false},
-    {"publish", shoal_cmd_publish, false},
-    {"rollout", shoal_cmd_rollout, false},
-    {"tracker-stats", shoal_cmd_tracker_stats, false},
-    {"pull", shoal_cmd_pull, true},
-    {"status", shoal_cmd_status, true},
-    {"peers", shoal_cmd_peers, true},
-    {"metrics", shoal_cmd_metrics, true},
-    {"drop", shoal_cmd_drop, false},
+    {"keygen", shoal_cmd_keygen},
+    {"cred", shoal_cmd_cred},
+    {"chunk", shoal_cmd_chunk},
+    {"hash", shoal_cmd_hash},
+    {"manifest", shoal_cmd_manifest},
+    {"publish", shoal_cmd_publish},
+    {"rollout", shoal_cmd_rollout},
+    {"tracker-stats", shoal_cmd_tracker_stats},
+    {"pull", shoal_cmd_pull},
+    {"status", shoal_cmd_status},
+    {"peers", shoal_cmd_peers},
+    {"metrics", shoal_cmd_metrics},
+    {"drop", shoal_cmd_drop},
 };
 
 int main(int argc, char **argv)
@@ -171,7 +173,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name) != 0)
             continue;
-        if (!cmds[i].own_help && wants_help(argc - 1, argv + 1)) {
+        if (wants_help(argc - 1, argv + 1)) {
             command_help(cmds[i].name);
             return 0;
         }

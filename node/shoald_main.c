@@ -94,20 +94,27 @@ int main(int argc, char **argv)
             rc = 0;
             goto out;
         }
-        if (strcmp(argv[i], "--config") == 0) {
-            if (i + 1 >= argc) {
+        /* --config FILE or --config=FILE */
+        if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0) {
+            const char *file = argv[i][8] == '=' ? argv[i] + 9 : argv[i + 1];
+            if (argv[i][8] != '=' && i + 1 >= argc) {
+                fprintf(stderr, "shoald: --config needs a file\n");
+                rc = 2;
+                goto out;
+            }
+            if (!*file) {
                 fprintf(stderr, "shoald: --config needs a file\n");
                 rc = 2;
                 goto out;
             }
             /* A config file that cannot be read or holds a bad setting is a
              * setup error (1), not a command-line usage error (2). */
-            if (shoal_config_load(&cfg, argv[i + 1], why, sizeof why) != 0) {
+            if (shoal_config_load(&cfg, file, why, sizeof why) != 0) {
                 fprintf(stderr, "shoald: %s\n", why);
                 rc = 1;
                 goto out;
             }
-            i++;
+            i += argv[i][8] != '=';
         }
     }
     for (int i = 1; i < argc; i++) {
@@ -119,6 +126,8 @@ int main(int argc, char **argv)
             i++;
             continue;
         }
+        if (strncmp(a, "--config=", 9) == 0)
+            continue; /* read above */
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "shoald: unexpected argument '%s' (try --help)\n", a);
             rc = 2;

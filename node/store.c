@@ -254,6 +254,47 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+int shoal_store_lock_cache(const char *cache_dir, int *fd, long *holder, char *path,
+                           size_t cap)
+{
+    char dir[SHOAL_HF_PATH_MAX], buf[32];
+    int lfd = -1, n, rv;
+    ssize_t got;
+
+    *fd = -1;
+    *holder = 0;
+    n = snprintf(dir, sizeof dir, "%s/.locks", cache_dir);
+    if (n < 0 || (size_t)n >= sizeof dir || snprintf(path, cap, "%s/shoald.lock", dir) >= (int)cap)
+        return SHOAL_ELIMIT;
+    if ((rv = mkdir_p(dir)) < 0)
+        return rv;
+    lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (lfd < 0)
+        return errno_rv(errno);
+    if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+        rv = errno == EWOULDBLOCK ? SHOAL_EBUSY : errno_rv(errno);
+        if (rv == SHOAL_EBUSY && (got = pread(lfd, buf, sizeof buf - 1, 0)) > 0) {
+            buf[got] = '\0';
+            *holder = strtol(buf, NULL, 10);
+        }
+        goto out;
+    }
+    /* For the message another daemon prints; the lock, not the pid, says
+     * who owns the cache (a pid left by a dead daemon means nothing). */
+    n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(lfd, 0) != 0 || pwrite(lfd, buf, (size_t)n, 0) != n) {
+        rv = errno_rv(errno);
+        goto out;
+    }
+    *fd = lfd;
+    lfd = -1;
+    rv = 0;
+out:
+    if (lfd >= 0)
+        close(lfd);
+    return rv;
+}
+
 /* Walks the directories of relative |path| under |dirfd| (creating them),
  * leaving the directory fd in |*dfd| and the last component in |*leaf|. */
 static int walk_dirs(int dirfd, const char *path, int *dfd, const char **leaf)

@@ -118,6 +118,22 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
                      const struct shoal_manifest *m,
                      const struct shoal_store_opts *opts);
 
+/*
+ * Takes the lock that says one shoald owns cache |cache_dir|: an flock
+ * (LOCK_EX | LOCK_NB) on <cache_dir>/.locks/shoald.lock (the folder where
+ * huggingface_hub keeps its own locks, which `huggingface-cli scan-cache`
+ * skips), creating the cache and the folder when missing; the file then
+ * holds this process's pid. Two daemons filling one cache would write the
+ * same partial files. On success |*fd| is the open lock (close-on-exec;
+ * the lock lasts while it is open, and goes with the process). Returns 0;
+ * SHOAL_EBUSY when another process holds it, with its pid in |*holder|
+ * (0 when it has not written one yet); or a negated errno / SHOAL_ELIMIT
+ * when the lock cannot be taken at all (read-only cache, path too long).
+ * |path| (|cap| bytes) gets the lock file's path in every case.
+ */
+int shoal_store_lock_cache(const char *cache_dir, int *fd, long *holder, char *path,
+                           size_t cap);
+
 /* The release was asked for (again) by branch or tag |branch|: refs/<branch>
  * gets the commit now if the release is complete, else once it completes
  * (then only the branch named last). Nothing for a memory store. Loop

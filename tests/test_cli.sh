@@ -100,7 +100,9 @@ usage_err() { # description, expected output (grep -E), command...
     if [ $rc -eq 2 ] && grep -Eq -- "$want" out.txt; then echo "ok   $what: $(tail -1 out.txt)"
     else echo "FAIL $what (rc=$rc)"; cat out.txt; fails=$((fails+1)); fi
 }
-for cmd in publish rollout "cred issue" manifest chunk hash keygen; do
+# The daemon's commands too (they printed a one-line usage to stderr, exit 2).
+for cmd in publish rollout "cred issue" manifest chunk hash keygen pull status peers metrics \
+           drop "pull org/x@main"; do
     # shellcheck disable=SC2086
     "$shoal" $cmd --help >out.txt 2>err.txt; rc=$?
     if [ $rc -eq 0 ] && grep -q "^  shoal ${cmd%% *} " out.txt && [ ! -s err.txt ]; then

@@ -32,6 +32,21 @@ CASE is one of:
                `shoal status` works. The pull (of a release nobody has)
                keeps receiving progress past the idle time, until its own
                --timeout.
+  unread       clients that ask and never read their replies: 16 of them
+               each send 2,000 `metrics` requests (~5 MB of replies) and read
+               nothing; the daemon stops reading each one at a 256 KiB queue,
+               so its RSS grows by less than 32 MiB (before: ~8 MiB each, in
+               buffers up to twice that: +200 MB), `shoal status` is still
+               answered, and once they hang up their slots come back. A
+               client that reads late still gets every one of 2,000 replies.
+  pull_summary `shoal pull`'s last line counts this command's own bytes: a pull
+               from nothing says it fetched the release's size, at a rate;
+               asking again for the complete release says nothing was
+               fetched (before: "0.0 s here (15.62 GiB/s)", the daemon's
+               run counters over this command's 10 ms). With shoald
+               stopped (SIGSTOP), `shoal pull` without --timeout exits 1
+               saying shoald is not answering, after ~10 s without a
+               progress message (before: it waited forever).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -348,5 +363,133 @@ def case_slots(tmp):
     return fails
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def case_unread(tmp):
+    import select
+    import socket
+    import struct
+    files = {"m.bin": random.Random(4).randbytes(1 << 20)}
+    k, repo, mf, mid = setup(tmp, files)
+    sa = os.path.join(tmp, "a.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    fails = 0
+    reply = len(run("metrics", "--socket", sa).stdout)
+    req = struct.pack(">I", 2) + bytes([0x91, 87])  # [METRICS_REQ]
+    n = 2000
+    before = rss_kib(a.p.pid)
+    held = []
+    for _ in range(16):
+        s = socket.socket(socket.AF_UNIX)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(sa)
+        s.setblocking(False)
+        held.append([s, req * n])
+    # Send everything (the daemon reads only while a client's queue has room,
+    # so a send may block: keep going round, bounded in time).
+    end = time.monotonic() + 20
+    while any(h[1] for h in held) and time.monotonic() < end:
+        for h in held:
+            try:
+                h[1] = h[1][h[0].send(h[1]):] if h[1] else h[1]
+            except BlockingIOError:
+                pass
+        time.sleep(0.05)
+    time.sleep(1)
+    grew = rss_kib(a.p.pid) - before
+    unsent = sum(len(h[1]) for h in held)
+    print(f"16 clients x {n} metrics requests of ~{reply} B, unread: RSS +{grew} KiB "
+          f"({unsent} request bytes left unsent)")
+    with open(f"/proc/{a.p.pid}/maps") as f, open(SHOALD, "rb") as exe:
+        if "libasan" in f.read() or b"__asan_init" in exe.read():
+            print("AddressSanitizer build: RSS not checked")
+            grew = 0
+    if grew >= 32 << 10:
+        print(f"FAIL clients that never read held {grew} KiB of the daemon")
+        fails += 1
+    r = run("status", "--socket", sa, check=False, timeout=30)
+    if r.returncode != 0:
+        print(f"FAIL status while unread clients wait: exit {r.returncode}: {r.stderr}")
+        fails += 1
+    for h in held:
+        h[0].close()
+    # A client that reads late gets every reply: its requests waited, none lost.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sa)
+    s.sendall(req * n)
+    time.sleep(1)
+    data, got, end = b"", 0, time.monotonic() + 60
+    while got < n and time.monotonic() < end:
+        if not select.select([s], [], [], 1)[0]:
+            continue
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        data += b
+        while len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
+            data = data[4 + struct.unpack(">I", data[:4])[0]:]
+            got += 1
+    s.close()
+    if got != n:
+        print(f"FAIL a client reading late got {got} of {n} replies")
+        fails += 1
+    fails += shoalproc.stop_all((a,))
+    if fails:
+        a.dump(60)
+    return fails
+
+
+def case_pull_summary(tmp):
+    import signal
+    files = {"model.safetensors": random.Random(5).randbytes(6 * 1024 * 1024)}
+    k, repo, mf, mid = setup(tmp, files)
+    sb = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the nodes did not connect")
+        return 1
+    line = re.compile(r"complete: \S+ (\S+ \S+), \d+ bytes from peers, \d+ from origin "
+                      r"\(\d+%\), [\d.]+ s here, (.*)$", re.M)
+    r = run("pull", mid, "--socket", sb, "--timeout", "60", check=False)
+    m = line.search(r.stdout)
+    print(m.group(0) if m else r.stdout + r.stderr)
+    if r.returncode != 0 or not m or not re.fullmatch(re.escape(m.group(1)) +
+                                                      r" fetched \([\d.]+ \S+/s\)", m.group(2)):
+        print("FAIL a pull from nothing does not say it fetched the whole release")
+        fails += 1
+    r = run("pull", mid, "--socket", sb, "--timeout", "60", check=False)
+    m = line.search(r.stdout)
+    print(m.group(0) if m else r.stdout + r.stderr)
+    if r.returncode != 0 or not m or m.group(2) != "nothing fetched (it was here already)":
+        print("FAIL a pull of a complete release claims a rate")
+        fails += 1
+    # A stopped daemon: the pull must not wait silently forever.
+    os.kill(b.p.pid, signal.SIGSTOP)
+    try:
+        try:
+            r = subprocess.run([SHOAL, "pull", mid, "--socket", sb], capture_output=True,
+                               text=True, timeout=60)
+            rc, err = r.returncode, r.stderr.strip()
+        except subprocess.TimeoutExpired:
+            rc, err = None, "still waiting after 60 s"
+    finally:
+        os.kill(b.p.pid, signal.SIGCONT)
+    print(f"pull with shoald stopped: exit {rc}: {err}")
+    if rc != 1 or "shoald is not answering" not in err:
+        print("FAIL a pull from a stopped shoald did not give up saying why")
+        fails += 1
+    fails += shoalproc.stop_all((b, a))
+    return fails
+
+
 shoalproc.main(CASE, {"pull_status": case_pull_status, "rate_limit": case_rate_limit,
-                      "squat": case_squat, "slots": case_slots}, "shoal-ctl-")
+                      "squat": case_squat, "slots": case_slots, "unread": case_unread,
+                      "pull_summary": case_pull_summary}, "shoal-ctl-")

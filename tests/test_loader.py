@@ -47,6 +47,26 @@ CASE is one of:
                 raise the daemon's RSS by less than 64 MiB (most get 'busy'),
                 while a complete request of 2 MB (an order of 2,000 long
                 paths) is still read and answered.
+  abandoned     pull slots that loaders leave behind come back: 64 loaders
+                each ask for an id nobody has and hang up; `shoal pull` of
+                the real release then still starts (before: 'too many
+                releases being pulled (64 under way)' for good), and
+                `shoal status` lists none of the 64. One uid's loaders wait
+                for at most 4 releases not open yet: a fifth is refused
+                'busy', one joining a wait under way is not, and once they
+                hang up their pulls are withdrawn too.
+  pending_orders
+                loaders waiting for a release that never comes keep their
+                orders within the 32 MiB request budget: of 12 loaders each
+                sending an 8 MB order for an id nobody has, those past the
+                budget get 'busy' (before: all 12 kept, RSS +100 MB), the
+                daemon's RSS grows by less than 64 MiB, and once they hang
+                up the budget is whole again.
+  short_done    a loader that reads slowly while its release is dropped gets
+                LOADER_ERROR (saying how many files were handed), not the
+                LOADER_DONE that was queued behind files never sent; and both
+                clients (shoal_loader.py, the C example) treat a LOADER_DONE
+                that comes before every announced file as an error.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -805,6 +825,276 @@ def case_limits(tmp):
     return fails
 
 
+def status_ids(ctl, ids):
+    """Which of |ids| (hex) `shoal status` at |ctl| still lists."""
+    out = subprocess.run([SHOAL, "status", "--socket", ctl], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [i for i in ids if i[:16] in out or i in out]
+
+
+def case_abandoned(tmp):
+    k, repo, files, mf, mid = setup(tmp, shard_bytes=256 * 1024)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the puller did not reach the seed")
+        return 1
+    rnd = random.Random(11)
+    bogus = [rnd.randbytes(32).hex() for _ in range(64)]
+    for mid_x in bogus:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid_x, []]))
+        time.sleep(0.02)  # the daemon reads the request before the hang-up
+        s.close()
+    # Withdrawn as their loaders leave: bounded wait for the status to say so.
+    left, end = bogus, time.monotonic() + 20
+    while left and time.monotonic() < end:
+        time.sleep(0.2)
+        left = status_ids(b.ctl, bogus)
+    if left:
+        print(f"FAIL {len(left)} of 64 pulls whose loaders left are still listed")
+        fails += 1
+    r = subprocess.run([SHOAL, "pull", mid, "--socket", b.ctl, "--timeout", "60"],
+                       capture_output=True, text=True, timeout=90)
+    if r.returncode != 0:
+        print(f"FAIL shoal pull after 64 abandoned loader pulls: {r.returncode} {r.stderr}")
+        fails += 1
+
+    # One uid: 4 releases not open yet at once; joining one is free.
+    held = []
+    for mid_x in bogus[:4] + [bogus[0]]:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid_x, []]))
+        held.append(s)
+    if not b.wait_for(r"loader .*: waiting for release " + bogus[3], 10):
+        print("FAIL the fourth loader's release is not being fetched")
+        fails += 1
+    err = loader_error(sock, bogus[4])
+    if not err or "busy: loaders of uid 0 already wait for 4 releases" not in err:
+        print(f"FAIL a fifth release for one uid was not refused as busy: {err}")
+        fails += 1
+    for s in held:
+        if select.select([s], [], [], 0.5)[0]:
+            print(f"FAIL a waiting loader was answered: {s.recv(300)!r}")
+            fails += 1
+            break
+    if len(status_ids(b.ctl, bogus[:4])) != 4:
+        print("FAIL the 4 releases loaders wait for are not being pulled")
+        fails += 1
+    for s in held:
+        s.close()
+    left, end = bogus[:4], time.monotonic() + 20
+    while left and time.monotonic() < end:
+        time.sleep(0.2)
+        left = status_ids(b.ctl, bogus[:4])
+    if left:
+        print(f"FAIL {len(left)} pulls still listed after their loaders left")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(200)
+    return fails
+
+
+def asan_build(pid):
+    """Whether shoald (process |pid|) runs with AddressSanitizer, which keeps
+    freed buffers in quarantine: RSS then says nothing of what it holds."""
+    with open(f"/proc/{pid}/maps") as f, open(SHOALD, "rb") as exe:
+        return "libasan" in f.read() or b"__asan_init" in exe.read()
+
+
+def case_pending_orders(tmp):
+    k, repo, files, mf, mid = setup(tmp, shard_bytes=256 * 1024)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    b = Node("b", node_args(k, "b", tmp, ["--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"loader socket on", 10):
+        print("FAIL no loader socket")
+        return 1
+    nobody = random.Random(3).randbytes(32).hex()
+    order = [f"p{i:05d}-" + "x" * 993 for i in range(8000)]  # 8 MB
+    frame = shoal_loader._frame([shoal_loader.LOADER_WANT, nobody, order])
+    before = rss_kib(b.p.pid)
+    held = []
+    for _ in range(12):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.settimeout(30)
+        try:
+            s.sendall(frame)
+        except OSError:
+            pass  # refused half-way: the daemon closed it
+        held.append(s)
+    busy = waiting = 0
+    end = time.monotonic() + 20
+    for s in held:
+        # A waiting loader hears nothing; a refused one is told and closed.
+        if not select.select([s], [], [], max(0.1, min(1.0, end - time.monotonic())))[0]:
+            waiting += 1
+            continue
+        data = read_until_closed(s, max(0.1, end - time.monotonic())) or b""
+        # Refused as its order arrived, or once it was in: both say busy.
+        busy += b"busy: " in data
+    grew = rss_kib(b.p.pid) - before
+    print(f"12 loaders with 8 MB orders waiting: {waiting} kept, {busy} busy, RSS +{grew} KiB")
+    if asan_build(b.p.pid):
+        print("AddressSanitizer build: RSS not checked")
+        grew = 0
+    if waiting > 4 or busy + waiting != 12 or grew >= 64 << 10:
+        print(f"FAIL waiting loaders' orders are not bounded by the budget")
+        fails += 1
+    for s in held:
+        s.close()
+    # Their bytes come back: a new one is kept again (bounded wait).
+    ok, end = False, time.monotonic() + 20
+    while not ok and time.monotonic() < end:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(frame)
+        ok = not select.select([s], [], [], 1.0)[0]
+        s.close()
+    if not ok:
+        print("FAIL the budget did not come back after the waiting loaders left")
+        fails += 1
+    if b.stop() != 0:
+        print("FAIL b did not shut down cleanly")
+        fails += 1
+    if fails:
+        b.dump(100)
+    return fails
+
+
+def read_frames(data):
+    """The msgpack bodies of the frames in |data|, decoded."""
+    out, off = [], 0
+    while off + 4 <= len(data):
+        (n,) = struct.unpack(">I", data[off:off + 4])
+        if off + 4 + n > len(data):
+            break
+        out.append(shoal_loader._Reader(data[off + 4:off + 4 + n]).item())
+        off += 4 + n
+    return out
+
+
+def fake_daemon(path, frames_for):
+    """A loader socket at |path| that answers one connection's request with
+    the frames frames_for(fd) returns ([(bytes, fd or None)]), then closes;
+    runs in a thread, returns it."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+
+    def serve():
+        srv.settimeout(WAIT_S)
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)  # the request
+            fd = os.open(path + ".blob", os.O_RDONLY)
+            for data, with_fd in frames_for(fd):
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", with_fd))] \
+                    if with_fd is not None else []
+                conn.sendmsg([data], anc)
+            os.close(fd)
+        srv.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def case_short_done(tmp):
+    # The daemon: a dropped release does not end a slow loader with DONE.
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "b"),
+                            ("b",))
+    repo = os.path.join(tmp, "repo")
+    files = {f"shard-{i:04d}.bin": os.urandom(100) + bytes([i % 256]) for i in range(1500)}
+    shoalproc.write_files(repo, files)
+    mf = os.path.join(tmp, "rel.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    b = Node("b", node_args(k, "b", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                          "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"release .* complete", 30):
+        print("FAIL the release did not complete from its seed dir")
+        return 1
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    # Every file is queued at once (complete already); the socket fills.
+    if not b.wait_for(r"every one of 1500 files of .* queued", 20):
+        print("FAIL the loader's files were not queued")
+        fails += 1
+    r = subprocess.run([SHOAL, "drop", mid, "--socket", b.ctl], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0:
+        print(f"FAIL shoal drop: {r.returncode} {r.stderr}")
+        fails += 1
+    data = read_until_closed(s, 20)
+    s.close()
+    frames = read_frames(data or b"")
+    nfile = sum(1 for f in frames if f and f[0] == shoal_loader.LOADER_FILE)
+    last = frames[-1] if frames else None
+    print(f"slow loader during the drop: {nfile} files, then {last and last[:2]}")
+    if nfile >= 1500:
+        print("FAIL every file fit in the socket: the case shows nothing")
+        fails += 1
+    elif not last or last[0] != shoal_loader.LOADER_ERROR or "dropped" not in last[1] or \
+            f"({nfile} of its 1500 files were handed over)" not in last[1]:
+        print(f"FAIL the slow loader did not end with LOADER_ERROR naming {nfile} files")
+        fails += 1
+    if not b.wait_for(rf"closed: LOADER_ERROR sent \({nfile} of 1500 files handed\)", 10):
+        print("FAIL the daemon's log does not say how many files were handed")
+        fails += 1
+    if b.stop() != 0:
+        print("FAIL b did not shut down cleanly")
+        fails += 1
+
+    # The clients: LOADER_DONE before every announced file is an error.
+    blob = b"x" * 100
+    for label, done_files in (("DONE short of total", 1), ("DONE lying", 2)):
+        path = os.path.join(sock_dir(tmp), f"fake{done_files}.sock")
+        with open(path + ".blob", "wb") as f:
+            f.write(blob)
+        sha = hashlib.sha256(blob).digest()
+
+        def frames_for(fd):
+            return [(shoal_loader._frame([shoal_loader.LOADER_FILE, "a.bin", 100, sha, 0, 2, 0]),
+                     fd),
+                    (shoal_loader._frame([shoal_loader.LOADER_DONE, done_files]), None)]
+        for client in ("python", "c"):
+            t = fake_daemon(path, frames_for)
+            if client == "python":
+                try:
+                    with shoal_loader.Client(path, timeout=WAIT_S) as cl:
+                        n = sum(1 for f in cl.want("org/x@" + "ab" * 20) if not f.close())
+                    err = f"ended normally after {n} files"
+                except shoal_loader.LoaderError as e:
+                    err = str(e)
+                ok = "LOADER_DONE after 1 files of 2" in err
+            else:
+                r = subprocess.run([EXAMPLE, path, "org/x@" + "ab" * 20], capture_output=True,
+                                   text=True, timeout=WAIT_S)
+                err = f"exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}"
+                ok = r.returncode != 0 and "LOADER_DONE after 1 files of 2" in r.stderr
+            t.join(WAIT_S)
+            os.unlink(path)
+            if not ok:
+                print(f"FAIL {client} client, {label}: {err}")
+                fails += 1
+    if fails:
+        b.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
-                      "by_name": case_by_name, "limits": case_limits}, "shoal-loader-")
+                      "by_name": case_by_name, "limits": case_limits,
+                      "abandoned": case_abandoned, "pending_orders": case_pending_orders,
+                      "short_done": case_short_done}, "shoal-loader-")

@@ -128,6 +128,13 @@ CASE is one of:
                 rewritten with the good entries; `shoal rollout --remove`
                 takes an entry out of the file; a rollout the tracker
                 cannot write (the file is a directory) is refused, exit 1.
+  cache_lock    a second shoald on a cache another one uses exits 1 at once,
+                saying "cache DIR is used by another shoald (pid N)" with
+                the first one's pid: with the same --cache-dir, and with it
+                spelt another way and --state-dir none (before, both ran
+                and filled the same partial files). One with --store
+                memory, which writes nothing there, starts; and once the
+                first is killed (SIGKILL) the cache is free again.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -1780,6 +1787,44 @@ def case_drop_repull(tmp):
     return fails
 
 
+def case_cache_lock(tmp):
+    k = make_keys(tmp, ["a", "b"])
+    a = node("a", k, tmp, None)
+    cache = a.cache
+    fails = 0
+    other_way = os.path.join(cache, "..", os.path.basename(cache))
+    for label, cdir, extra in (("same cache-dir", cache, []),
+                               ("spelt another way, state-dir none", other_way,
+                                ["--state-dir", "none"])):
+        args = shoalproc.node_args(k, "b", tmp, ["--control-socket",
+                                                 os.path.join(tmp, "b.sock")])
+        args[args.index("--cache-dir") + 1] = cdir
+        if extra:
+            args[args.index("--state-dir") + 1] = extra[1]
+        b = Proc(shoalproc.shoald_argv(SHOALD, "b", args), name="b")
+        rc = b.wait(30)
+        want = f"used by another shoald (pid {a.p.pid})"
+        if rc != 1 or want not in b.log():
+            print(f"FAIL {label}: a second shoald on the cache: exit {rc}, "
+                  f"expected 1 and '{want}'")
+            b.dump(20)
+            fails += 1
+        if rc is None:
+            b.p.kill()
+            b.p.wait()
+    args = shoalproc.node_args(k, "b", tmp, ["--control-socket", os.path.join(tmp, "m.sock"),
+                                             "--store", "memory"])
+    args[args.index("--cache-dir") + 1] = cache
+    m = shoalproc.Shoald(SHOALD, "memory", args)
+    fails += shoalproc.stop_all([m])
+    a.p.kill()
+    a.p.wait()
+    b = node("b", k, tmp, None, cache=cache)
+    print(f"after the first was killed: {b.name} started on {cache}")
+    fails += shoalproc.stop_all([b])
+    return fails
+
+
 shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
@@ -1790,7 +1835,7 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "origin_down": case_origin_down,
                       "branch_follow": case_branch_follow,
                       "loader_branch": case_loader_branch,
-                      "restart": case_restart,
+                      "restart": case_restart, "cache_lock": case_cache_lock,
                       "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,

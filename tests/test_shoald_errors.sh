@@ -37,6 +37,14 @@ expect 1 "max-leases 100: use 1-16" "--max-leases 100" "$shoald" "${common[@]}" 
 expect 1 "max-leases 0: use 1-16" "--max-leases 0" "$shoald" "${common[@]}" --max-leases 0
 expect 1 "max-unauth 0: use 1-256" "--max-unauth 0" "$shoald" "${common[@]}" --max-unauth 0
 expect 1 "max-unauth 100000: use 1-256" "--max-unauth 100000" "$shoald" "${common[@]}" --max-unauth 100000
+# 0 would stop redialling for good; 2^32 wrapped to 0, i.e. the default.
+expect 1 "reconnect-ms 0: use 10-3600000" "--reconnect-ms 0" "$shoald" "${common[@]}" --reconnect-ms 0
+expect 1 "request-timeout-ms 4294967296: use 100-3600000" "--request-timeout-ms 2^32" \
+    "$shoald" "${common[@]}" --request-timeout-ms 4294967296
+expect 1 "handshake-timeout-ms 4294967296: use 100-3600000" "--handshake-timeout-ms 2^32" \
+    "$shoald" "${common[@]}" --handshake-timeout-ms 4294967296
+expect 1 "handshake-timeout-ms 0: use 100-3600000" "--handshake-timeout-ms 0" \
+    "$shoald" "${common[@]}" --handshake-timeout-ms 0
 expect 1 "hub token file /nonexistent: no such file" "missing --hub-token-file named" \
     "$shoald" "${common[@]}" --hub-token-file /nonexistent
 # Config files: a missing one, a directory, an over-long line are setup
@@ -49,6 +57,10 @@ expect 1 "long.conf:1: line longer than 4095 bytes" "over-long config line" "$sh
 # A line of exactly 4095 bytes (and its newline) is fine.
 { printf 'zone = '; head -c 4088 /dev/zero | tr '\0' a; printf '\nnode-key = /nonexistent/x.key\n'; } > max.conf
 expect 1 "node key /nonexistent/x.key" "a 4095-byte config line is read" "$shoald" --config max.conf
+# --config=FILE as well as --config FILE (it was "unknown setting 'config'").
+expect 1 "node key /nonexistent/x.key" "--config=FILE" "$shoald" --config=max.conf
+expect 1 "/nonexistent.conf: No such file" "--config=FILE missing" "$shoald" --config=/nonexistent.conf
+expect 2 "config needs a file" "--config= with no file" "$shoald" --config=
 printf 'node-key = /nonexistent/k#1.key   # the node key\n' > inline.conf
 expect 1 "node key /nonexistent/k#1.key: No such file" "inline comment cut, '#' in a value kept" \
     "$shoald" --config inline.conf --cache-dir "$work/c" --control-socket none
