@@ -182,7 +182,7 @@ def demo(tmp):
     for dirpath, dirnames, fnames in sorted(os.walk(top)):
         dirnames.sort()
         rel = os.path.relpath(dirpath, top)
-        if ".shoal" in rel.split(os.sep):
+        if ".shoal" in rel.split(os.sep) or ".locks" in rel.split(os.sep):
             continue
         depth = 0 if rel == "." else rel.count(os.sep) + 1
         if rel != ".":
