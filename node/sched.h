@@ -268,7 +268,9 @@ int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const ui
  * sets with shoal_sched_slot_have_borrowed (a HAVE for a chunk this
  * scheduler holds may be left out: its holders are never looked at). For a
  * transport that keeps every node's have-set anyway (the simulator): one
- * set read by all of a node's peers instead of a copy in each. Such a peer
+ * set read by all of a node's peers instead of a copy in each. |bits| must
+ * be readable in whole 64-bit words (ceil(nchunks / 64) * 8 bytes, the
+ * bits past nchunks zero): the scheduler scans it a word at a time. Such a peer
  * takes no other bitfield or HAVE calls (-EINVAL; shoal_sched_slot_have
  * returns false). Returns 0, SHOAL_ENOTFOUND, SHOAL_EBADMSG (nbytes !=
  * ceil(nchunks/8)) or -EINVAL (the peer holds something already, or

@@ -1518,7 +1518,9 @@ static int setup(struct sim *S)
         nd->role = UINT32_MAX;
         if ((rv = apply_role(S, i, !c->tracker, 0, 0)) != 0)
             return rv;
-        nd->have = calloc((S->nchunks + 7) / 8, 1);
+        /* Whole 64-bit words: the peers' schedulers read it in place
+         * (shoal_sched_peer_bitfield_borrow). */
+        nd->have = calloc(((size_t)S->nchunks + 63) / 64 * 8, 1);
         nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->rslot = malloc(sc.max_peers);
