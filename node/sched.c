@@ -986,14 +986,24 @@ static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
     peer_mark(s, (uint32_t)(p - s->peers));
 }
 
+/* The checks every bitfield call makes: |peer| is ours (its slot in
+ * *|slot|) and |bits| is a whole bitfield. Returns 0, SHOAL_ENOTFOUND or
+ * SHOAL_EBADMSG. */
+static int bitfield_args(const struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
+                         size_t nbytes, int *slot)
+{
+    *slot = find_peer(s, peer);
+    if (*slot < 0)
+        return SHOAL_ENOTFOUND;
+    return nbytes != s->nbytes_bits || bits == NULL ? SHOAL_EBADMSG : 0;
+}
+
 int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
                               size_t nbytes)
 {
-    int i = find_peer(s, peer);
-    if (i < 0)
-        return SHOAL_ENOTFOUND;
-    if (nbytes != s->nbytes_bits || bits == NULL)
-        return SHOAL_EBADMSG;
+    int i, rv = bitfield_args(s, peer, bits, nbytes, &i);
+    if (rv != 0)
+        return rv;
     struct peer *p = &s->peers[i];
     if (p->borrowed)
         return -EINVAL;
@@ -1026,11 +1036,9 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
 int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
                                   size_t nbytes)
 {
-    int i = find_peer(s, peer);
-    if (i < 0)
-        return SHOAL_ENOTFOUND;
-    if (nbytes != s->nbytes_bits || bits == NULL)
-        return SHOAL_EBADMSG;
+    int i, rv = bitfield_args(s, peer, bits, nbytes, &i);
+    if (rv != 0)
+        return rv;
     struct peer *p = &s->peers[i];
     int added = 0;
     if (p->borrowed)
@@ -1067,16 +1075,14 @@ int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
 int shoal_sched_peer_bitfield_borrow(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
                                      size_t nbytes)
 {
-    int i = find_peer(s, peer);
-    if (i < 0)
-        return SHOAL_ENOTFOUND;
-    if (nbytes != s->nbytes_bits || bits == NULL)
-        return SHOAL_EBADMSG;
+    int i, rv = bitfield_args(s, peer, bits, nbytes, &i);
+    if (rv != 0)
+        return rv;
     struct peer *p = &s->peers[i];
     if (p->borrowed || p->nhave != 0)
         return -EINVAL;
     /* Counted as a first bitfield would be, then read in place. */
-    int rv = shoal_sched_peer_bitfield(s, peer, bits, nbytes);
+    rv = shoal_sched_peer_bitfield(s, peer, bits, nbytes);
     if (rv != 0)
         return rv;
     memset(p->bits, 0, s->pbstride);

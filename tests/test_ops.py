@@ -1502,7 +1502,37 @@ def case_tracker_rollouts(tmp):
     return fails
 
 
-class RecordingProxy:
+class Listener:
+    """A server on 127.0.0.1 (self.addr) that hands each connection to
+    self.handle(conn) on its own thread, until close()."""
+
+    def __init__(self):
+        self.conns = 0
+        self.stop = False
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.ls.settimeout(0.2)
+        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
+        self.th = threading.Thread(target=self.run, daemon=True)
+        self.th.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            self.conns += 1
+            self.handle(c)
+
+    def close(self):
+        self.stop = True
+        self.th.join(5)
+        self.ls.close()
+
+
+class RecordingProxy(Listener):
     """A TCP relay to |target| ("host:port") on 127.0.0.1 that keeps every
     byte it relays from the target (self.down) and to it (self.up)."""
 
@@ -1510,13 +1540,7 @@ class RecordingProxy:
         host, port = target.rsplit(":", 1)
         self.target = (host, int(port))
         self.up, self.down = bytearray(), bytearray()
-        self.stop = False
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(8)
-        self.ls.settimeout(0.2)
-        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
-        threading.Thread(target=self.run, daemon=True).start()
+        super().__init__()
 
     def pump(self, a, b, sink):
         a.settimeout(0.2)
@@ -1540,19 +1564,10 @@ class RecordingProxy:
             except OSError:
                 pass
 
-    def run(self):
-        while not self.stop:
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            t = socket.create_connection(self.target)
-            threading.Thread(target=self.pump, args=(c, t, self.up), daemon=True).start()
-            threading.Thread(target=self.pump, args=(t, c, self.down), daemon=True).start()
-
-    def close(self):
-        self.stop = True
-        self.ls.close()
+    def handle(self, c):
+        t = socket.create_connection(self.target)
+        threading.Thread(target=self.pump, args=(c, t, self.up), daemon=True).start()
+        threading.Thread(target=self.pump, args=(t, c, self.down), daemon=True).start()
 
 
 def case_tracker_identity(tmp):
@@ -1630,7 +1645,7 @@ def case_tracker_identity(tmp):
     return fails
 
 
-class FlappingTracker:
+class FlappingTracker(Listener):
     """A tracker stand-in (the wire by hand) that logs any node in, answers
     its announce and manifest puts, and closes each connection 300 ms after
     the login: counts connections and manifest puts. |boot| is the tracker
@@ -1640,15 +1655,8 @@ class FlappingTracker:
         import struct
         self.struct = struct
         self.boot = os.urandom(16)
-        self.conns = self.puts = 0
-        self.stop = False
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(16)
-        self.ls.settimeout(0.2)
-        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
-        self.th = threading.Thread(target=self.run, daemon=True)
-        self.th.start()
+        self.puts = 0
+        super().__init__()
 
     def frame(self, body):
         return self.struct.pack(">I", len(body)) + body
@@ -1694,23 +1702,12 @@ class FlappingTracker:
             else:             # anything else: this tracker goes away
                 break
 
-    def run(self):
-        while not self.stop:
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            self.conns += 1
-            try:
-                self.serve(c)
-            except OSError:
-                pass
-            c.close()
-
-    def close(self):
-        self.stop = True
-        self.th.join(5)
-        self.ls.close()
+    def handle(self, c):
+        try:
+            self.serve(c)
+        except OSError:
+            pass
+        c.close()
 
 
 def case_tracker_flap(tmp):

@@ -790,65 +790,19 @@ def vm_rss_mib(pid):
     return 0
 
 
-def case_ping_flood(tmp):
-    """A credentialed peer that floods PINGs and never reads the PONGs is
-    held to the seed's per-peer write queue, and the seed keeps serving."""
+def ping_flood(tmp, floods, budget, limit, what):
+    """Credentialed peers (keys |floods|) that flood PINGs and never read
+    the PONGs may grow the seed (--max-queue-total |budget|, None: its
+    default) by at most |limit| MiB, and the seed keeps serving."""
     k, repo, files, mf, mid = setup(tmp)
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                        [f for f in floods if f != "x"], [f for f in floods if f != "x"])
     # Under AddressSanitizer freed memory waits in a 256 MiB quarantine and
-    # counts in RSS: keep it small so the figure is the queue's.
+    # counts in RSS: keep it small so the figure is the queues'.
     os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
                                   ":quarantine_size_mb=16").lstrip(":")
-    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    fails = 0
-    time.sleep(0.5)
-    before = vm_rss_mib(a.p.pid)
-    h = subprocess.Popen([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
-                          "ping", "2000000", "8"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, HOLD="60"))
-    sent = None
-    r, _, _ = select.select([h.stdout], [], [], 40)
-    if r:
-        m = re.match(r"sent (\d+)", h.stdout.readline())
-        sent = int(m.group(1)) if m else None
-    time.sleep(1)
-    after = vm_rss_mib(a.p.pid)
-    print(f"PINGs sent without reading: {sent}; seed RSS {before:.0f} -> {after:.0f} MiB")
-    if sent is None or sent < 10000:
-        print(f"FAIL the hostile peer did not get through its handshake and flood: "
-              f"{h.stderr.read() if h.poll() is not None else ''}")
-        fails += 1
-    elif after - before > 400:
-        print("FAIL a peer that never reads grew the seed's memory past its write queue")
-        fails += 1
-    c = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
-                                               "--exit-when-complete"]))
-    rc = c.wait(WAIT_S)
-    if rc != 0:
-        print(f"FAIL an honest puller did not complete from the flooded seed (exit {rc})")
-        fails += 1
-    fails += check_snapshot(tmp, "b", files)
-    h.kill()
-    h.wait()
-    if a.stop() != 0:
-        print("FAIL seed did not shut down cleanly")
-        fails += 1
-    if fails:
-        for n in (a, c):
-            n.dump(tail=30)
-    return fails
-
-
-def case_queue_budget(tmp):
-    """Several credentialed peers that flood PINGs and never read hold the
-    node-wide --max-queue-total between them, not 64 MiB each, and the seed
-    keeps serving."""
-    k, repo, files, mf, mid = setup(tmp)
-    floods = ("f1", "f2", "f3", "f4")
-    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, floods, floods)
-    os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
-                                  ":quarantine_size_mb=16").lstrip(":")
-    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
-                                              "--max-queue-total", "32M"]))
+    extra = ["--max-queue-total", budget] if budget else []
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, *extra]))
     fails = 0
     time.sleep(0.5)
     before = vm_rss_mib(a.p.pid)
@@ -865,12 +819,12 @@ def case_queue_budget(tmp):
     time.sleep(1)
     after = vm_rss_mib(a.p.pid)
     print(f"PINGs sent without reading, per peer: {sent}; seed RSS {before:.0f} -> "
-          f"{after:.0f} MiB (each peer alone may queue 64 MiB; all together 32 MiB)")
+          f"{after:.0f} MiB ({what})")
     if any(n is None or n < 10000 for n in sent):
         print("FAIL a hostile peer did not get through its handshake and flood")
         fails += 1
-    elif after - before > 130:
-        print("FAIL peers that never read grew the seed's memory past --max-queue-total")
+    elif after - before > limit:
+        print(f"FAIL peers that never read grew the seed's memory by more than {limit} MiB")
         fails += 1
     c = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
                                                "--exit-when-complete"]))
@@ -889,6 +843,18 @@ def case_queue_budget(tmp):
         for n in (a, c):
             n.dump(tail=30)
     return fails
+
+
+def case_ping_flood(tmp):
+    """One such peer is held to the seed's per-peer write queue (64 MiB)."""
+    return ping_flood(tmp, ("x",), None, 400, "one peer may queue 64 MiB")
+
+
+def case_queue_budget(tmp):
+    """Four such peers hold the node-wide --max-queue-total between them,
+    not 64 MiB each (244 MiB without the budget)."""
+    return ping_flood(tmp, ("x", "f2", "f3", "f4"), "32M", 130,
+                      "each peer alone may queue 64 MiB; all together 32 MiB")
 
 
 def case_tracker_lies(tmp):
