@@ -1518,7 +1518,10 @@ static int setup(struct sim *S)
         nd->role = UINT32_MAX;
         if ((rv = apply_role(S, i, !c->tracker, 0, 0)) != 0)
             return rv;
-        nd->have = calloc((S->nchunks + 7) / 8, 1);
+        /* Whole 64-bit words: the schedulers that borrow this set read
+         * it a word at a time (node/sched.c word_of), past the last byte
+         * of a set of ceil(nchunks/8) bytes (ASan: heap-buffer-overflow). */
+        nd->have = calloc((S->nchunks + 63) / 64, 8);
         nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->rslot = malloc(sc.max_peers);
