@@ -44,6 +44,7 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->cross_zone_delay_ms = sc.cross_zone_delay_ms;
     c->max_inflight = sc.max_inflight;
     c->busy_backoff_ms = sc.busy_backoff_ms;
+    c->endgame_dups = sc.endgame_dups;
     c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     /* ... and the tracker's fleet roles. */
     struct shoal_reg_config rc;
@@ -186,10 +187,12 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
     } else if (!strcmp(key, "progress")) {
         rv = set_bool(&c->progress, v);
     } else if (!strcmp(key, "seed")) {
+        /* Decimal digits only: strtoull alone takes a sign (-1 wraps to
+         * 2^64-1), leading blanks, and with base 0 reads 010 as 8. */
         char *end;
         errno = 0;
-        unsigned long long s = strtoull(v, &end, 0);
-        if (end == v || *end || errno)
+        unsigned long long s = isdigit((unsigned char)v[0]) ? strtoull(v, &end, 10) : 0;
+        if (!isdigit((unsigned char)v[0]) || *end || errno)
             rv = SHOAL_EBADMSG;
         else
             c->seed = s;
@@ -268,6 +271,33 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
         snprintf(err, errlen, "fail_frac %g: must be 0 to 1", c->fail_frac);
     } else if (!(c->lat_zone_ms >= 0 && c->lat_cross_ms >= 0 && c->lat_origin_ms >= 0)) {
         snprintf(err, errlen, "lat_zone, lat_cross, lat_origin: must be 0 or more");
+    } else if (!(c->lat_zone_ms <= SHOAL_SIM_LAT_MAX_MS && c->lat_cross_ms <= SHOAL_SIM_LAT_MAX_MS &&
+                 c->lat_origin_ms <= SHOAL_SIM_LAT_MAX_MS)) {
+        const char *k = c->lat_zone_ms > SHOAL_SIM_LAT_MAX_MS    ? "lat_zone"
+                        : c->lat_cross_ms > SHOAL_SIM_LAT_MAX_MS ? "lat_cross"
+                                                                 : "lat_origin";
+        double v = c->lat_zone_ms > SHOAL_SIM_LAT_MAX_MS    ? c->lat_zone_ms
+                   : c->lat_cross_ms > SHOAL_SIM_LAT_MAX_MS ? c->lat_cross_ms
+                                                            : c->lat_origin_ms;
+        snprintf(err, errlen,
+                 "%s %g: a round trip is in milliseconds, at most %.0f (one minute)", k, v,
+                 SHOAL_SIM_LAT_MAX_MS);
+    } else if (c->fail_frac > 0 && c->max_sim_s > 0 && c->fail_at_s > c->max_sim_s) {
+        snprintf(err, errlen, "fail_at %g: after max_time %g, the failures would never happen",
+                 c->fail_at_s, c->max_sim_s);
+    } else if (c->busy_backoff_ms == 0 || c->endgame_dups == 0 || c->max_leases == 0) {
+        /* 0 used to stand for the default, which --help did not say. */
+        struct shoal_sched_config sc;
+        shoal_sched_config_default(&sc);
+        if (c->busy_backoff_ms == 0)
+            snprintf(err, errlen, "busy_backoff 0: must be at least 1 ms (default %" PRIu32 ")",
+                     sc.busy_backoff_ms);
+        else if (c->endgame_dups == 0)
+            snprintf(err, errlen, "endgame_dups 0: must be at least 1 (default %" PRIu32 ")",
+                     sc.endgame_dups);
+        else
+            snprintf(err, errlen, "max_leases 0: must be at least 1 (default %" PRIu32 ")",
+                     sc.max_leases);
     } else {
         return 0;
     }

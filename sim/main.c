@@ -30,19 +30,28 @@ static const char usage[] =
     "    one transfer cannot use goes to the others). The run is deterministic for a\n"
     "    given seed.\n"
     "\n"
-    "    It prints completion-time percentiles, origin egress as a multiple of the\n"
-    "    release, cross-zone bytes, and the lower bound\n"
-    "        T_min = max(F/u_origin, F/d_min, N*F/(u_origin + sum of u_i))\n"
-    "    with the ratio of each percentile to it. With zone_cap (Z zones with nodes,\n"
-    "    cap per ordered pair) T_min is at least the least T with\n"
-    "        u_origin*T >= sum over zones z of\n"
-    "            max(0, F - (Z-1)*cap*T       if z has no seed,\n"
-    "                   N_z*F - (U_z + (Z-1)*cap)*T)\n"
-    "    (N_z nodes of z to fill, U_z their upload): every zone must bring the\n"
-    "    release in at least once through the origin, which all zones share, and\n"
-    "    its Z-1 inbound pairs, and its nodes receive N_z*F bytes from the origin,\n"
-    "    those pairs and their own uploads. The bound lets the origin send a byte\n"
-    "    to each zone; a fleet whose origin egress is 1x also needs\n"
+    "    It prints completion-time percentiles (a node left incomplete ranks as\n"
+    "    never done: 'not reached'), origin egress as a multiple of the release,\n"
+    "    cross-zone bytes, and a lower bound T_min on the time by which the N\n"
+    "    survivors (nodes neither seeds nor picked to fail) hold the release, with\n"
+    "    the ratio of each percentile to it. No byte moves before t0, the first\n"
+    "    join plus a round trip (to the origin without seeds); survivor i gets\n"
+    "    nothing before s_i = max(t0, join_i + its shortest round trip). Then\n"
+    "        T_min = max(t0 + F/u_origin (no seeds), s_i + F/d_i,\n"
+    "                    the least T by which u_origin + sum of u_i carry k*F\n"
+    "                    after s_i to the k survivors that start at s_i or later)\n"
+    "    where a failing node uploads only until fail_at, and without peer\n"
+    "    exchange (peers 0, tracker no) nobody uploads. With zone_cap (Z zones\n"
+    "    with nodes, cap per ordered pair) T_min is at least the least T with\n"
+    "        u_origin*(T-t0) >= sum over zones z of\n"
+    "            max(0, F - (Z-1)*cap*(T-t0)       if z has no seed,\n"
+    "                   N_z*F - (U_z + (Z-1)*cap)*(T-t0))\n"
+    "    (N_z survivors of z, U_z their upload, a failing node's until fail_at):\n"
+    "    every zone must bring the release in at least once through the origin,\n"
+    "    which all zones share, and its Z-1 inbound pairs, and its survivors\n"
+    "    receive N_z*F bytes from the origin, those pairs and their own uploads.\n"
+    "    The bound lets the origin send a byte to each zone; a fleet whose origin\n"
+    "    egress is 1x also needs\n"
     "    T >= F/(Z*cap) (the zones import (Z-1)*F over Z*(Z-1) pairs).\n"
     "\n"
     "OPTIONS\n"
@@ -72,7 +81,7 @@ static const char usage_keys[] =
     "                      [1-H, 1+H] (default 0: homogeneous)\n"
     "    lat_zone MS, lat_cross MS, lat_origin MS\n"
     "                      round-trip times within a zone, across zones and to the\n"
-    "                      origin (defaults 0.5, 10, 20)\n"
+    "                      origin (defaults 0.5, 10, 20; at most 60000)\n"
     "    size BYTES        synthetic release size (default 1G)\n"
     "    chunk_avg, chunk_min, chunk_max BYTES\n"
     "                      synthetic chunk sizes (defaults 1M, 256K, 4M)\n"
@@ -82,29 +91,32 @@ static const char usage_keys[] =
     "    join_spread S     nodes join uniformly over [0, S] seconds (default 0: all at\n"
     "                      once)\n"
     "    fail_frac F, fail_at S\n"
-    "                      a fraction F of the nodes dies at time S (default none).\n"
-    "                      A node that completed before S counts as completed (it\n"
-    "                      stops uploading at S); only those that had not count as\n"
-    "                      failed\n"
+    "                      a fraction F of the nodes dies at time S (default none;\n"
+    "                      S at most max_time). A node that completed before S\n"
+    "                      counts as completed (it stops uploading at S); only those\n"
+    "                      that had not count as failed. When every live node is\n"
+    "                      done before S the run ends there and the deaths are only\n"
+    "                      recorded\n"
     "    peers N           peers per node (default 32, as many as shoald's scheduler\n"
     "                      tracks per release); 0 disables peer exchange, and every\n"
     "                      node then fetches the whole release from the origin\n"
     "    tracker BOOL      origin leases from the tracker registry (default yes); with\n"
     "                      'no', every node fetches what it lacks straight from the\n"
     "                      origin, as a daemon does when no tracker answers\n"
-    "    seed N            PRNG seed (default 1)\n"
+    "    seed N            PRNG seed, decimal (default 1)\n"
     "    min_depth N, max_depth N\n"
     "                      bounds of each peer's request pipeline (scheduler: 2, 16)\n"
     "    cross_delay MS    wait before a node that is not an importer fetches a chunk\n"
     "                      that only cross-zone peers hold (default 300)\n"
     "    lease_chunks N    chunks a node asks per origin lease (default 0: shoald's\n"
     "                      64); the tracker grants fewer as the release runs out\n"
-    "    max_leases N      origin leases a fetcher holds at once (default 2)\n"
+    "    max_leases N      origin leases a fetcher holds at once (default 2; at least 1)\n"
     "    max_inflight N    requests in flight per node, all peers together (default 9;\n"
     "                      0: no cap)\n"
     "    upload_slots N    peers a node uploads to at once; more requests are answered\n"
     "                      busy (default 6; 0: no cap)\n"
-    "    busy_backoff MS   how long a requester leaves a busy peer alone (default 10)\n"
+    "    busy_backoff MS   how long a requester leaves a busy peer alone (default 10;\n"
+    "                      at least 1)\n"
     "    origin_fetchers N tracker setting: the first N nodes per zone to announce lease\n"
     "                      from the origin at once (default 2; 0: every node does)\n"
     "    min_fetchers N    tracker setting: at least N fetchers in all, shared by the\n"
@@ -113,8 +125,10 @@ static const char usage_keys[] =
     "                      chunks from other zones at once (default 8)\n"
     "    origin_delay MS   wait before other nodes lease from the origin (default 1000;\n"
     "                      with tracker 0 there are no roles: every node leases at once)\n"
-    "    endgame_dups N    copies of one request in endgame (scheduler default 2)\n"
-    "    max_time S        stop the clock at S seconds\n";
+    "    endgame_dups N    copies of one request in endgame (default 2, the\n"
+    "                      scheduler's; 1 to 8)\n"
+    "    max_time S        stop the clock at S seconds (default 0: run to the end)\n"
+    "    progress BOOL     progress lines on stderr (default yes; -q turns them off)\n";
 
 /* Split in parts: ISO C caps one string literal at 4095 characters. */
 static const char usage_tail[] =
@@ -124,7 +138,10 @@ static const char usage_tail[] =
     "    unit: 10Gbit = 1.25G.\n"
     "\n"
     "EXIT STATUS\n"
-    "    0 when the run finished, 1 on a bad option or a failed run.\n"
+    "    0 when every node that had to complete did, 1 on a bad option or a failed\n"
+    "    run, 2 when the run ended (max_time, or nothing left to happen) with live\n"
+    "    nodes, or nodes yet to join, left incomplete (the summary, CSV and SVG are\n"
+    "    written all the same).\n"
     "\n"
     "EXAMPLE\n"
     "    shoal-sim --nodes 2000 --zones 4 --size 140G --bandwidth 25Gbit \\\n"
@@ -183,6 +200,9 @@ int main(int argc, char **argv)
 
     shoal_sim_huge_pages(argv);
     shoal_sim_config_default(&c);
+    /* The command line shows progress unless told otherwise; set before
+     * the config file, whose 'progress = no' was overridden here. */
+    c.progress = true;
     /* The config file goes first so flags override it wherever it appears. */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc) {
@@ -197,7 +217,6 @@ int main(int argc, char **argv)
             }
         }
     }
-    c.progress = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -275,6 +294,10 @@ int main(int argc, char **argv)
         goto out;
     }
     shoal_sim_print_summary(r, stdout);
+    if (r->incomplete > 0)
+        fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s"
+                        " (exit status 2)\n",
+                r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s);
     for (int i = 0; i < 2; i++) {
         if (!outs[i].f)
             continue;
@@ -302,6 +325,7 @@ int main(int argc, char **argv)
 out:
     for (int i = 0; i < 2; i++)
         output_abandon(&outs[i]);
+    bool cut = rv == 0 && r != NULL && r->incomplete > 0;
     shoal_sim_result_free(r);
-    return rv ? 1 : 0;
+    return rv ? 1 : cut ? 2 : 0;
 }

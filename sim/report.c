@@ -5,11 +5,66 @@
  * The SVG is written by hand so the simulator needs no plotting library.
  */
 #include <errno.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "sim.h"
 
 static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One percentile line: a time that was reached with its ratio to T_min,
+ * else why there is none. */
+static void pct_line(FILE *f, const char *name, double t, const struct shoal_sim_result *r)
+{
+    if (isnan(t))
+        fprintf(f, "%s none (no node had to complete: all seeds or failed)\n", name);
+    else if (isinf(t))
+        fprintf(f, "%s not reached (%u of %u nodes incomplete at %.3f s)\n", name,
+                r->incomplete, r->completed + r->incomplete, r->end_s);
+    else if (r->t_min > 0)
+        fprintf(f, "%s %.3f s (%.3f x T_min)\n", name, t, ratio(t, r->t_min));
+    else
+        fprintf(f, "%s %.3f s\n", name, t);
+}
+
+/* With staggered joins, how long the nodes took from their own join: the
+ * same ranking as the percentiles (incomplete nodes never done). */
+static void since_join_line(const struct shoal_sim_result *r, FILE *f)
+{
+    double *t = malloc((r->nodes + 1) * sizeof(double));
+    uint32_t n = 0;
+    bool staggered = false;
+    if (t == NULL)
+        return;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        const struct shoal_sim_node *nd = &r->node[i];
+        if (nd->seed || nd->failed)
+            continue;
+        staggered |= nd->join_s > 0;
+        t[n++] = nd->done_s >= 0 ? nd->done_s - nd->join_s : INFINITY;
+    }
+    if (staggered && n > 0) {
+        qsort(t, n, sizeof(double), cmp_double);
+        double p50 = t[(size_t)ceil(0.50 * n) - 1], mx = t[n - 1];
+        fprintf(f, "since join     ");
+        if (isinf(p50))
+            fprintf(f, "p50 not reached, ");
+        else
+            fprintf(f, "p50 %.3f s, ", p50);
+        if (isinf(mx))
+            fprintf(f, "max not reached\n");
+        else
+            fprintf(f, "max %.3f s\n", mx);
+    }
+    free(t);
+}
 
 void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
 {
@@ -25,22 +80,36 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     if (r->died_done > 0)
         fprintf(f, "               %u of the completed died afterwards (counted as completed;"
                    " they stopped uploading)\n", r->died_done);
-    if (r->t_min_zone > 0) {
+    if (r->died_after_end > 0) {
+        double at = 0; /* every failure is at fail_at */
+        for (uint32_t i = 0; i < r->nodes && at == 0; i++)
+            at = r->node[i].died_s > 0 ? r->node[i].died_s : 0;
+        fprintf(f, "               %u of them at fail_at %.3f s, after the rollout had ended"
+                   " (not simulated: no one needed them)\n", r->died_after_end, at);
+    }
+    if (r->t_min <= 0) {
+        fprintf(f, "T_min          0 s (no node has to complete: all are seeds or fail)\n");
+    } else if (r->t_min_zone > 0) {
         /* Say which bound binds, and what it is made of: an operator
          * reading a ratio far above 1 should see whether the caps set it. */
         fprintf(f, "T_min          %.3f s = max(links %.3f s, zone caps %.3f s)\n", r->t_min,
                 r->t_min_links, r->t_min_zone);
-        fprintf(f, "               links: max(F/u_origin, F/d_min, N*F/(u_origin + sum u_i))\n"
-                   "               zone caps: least T with u_origin*T >= sum over zones z of\n"
-                   "               max(0, F - (Z-1)*cap*T if z has no seed,"
-                   " N_z*F - (U_z + (Z-1)*cap)*T)\n");
+        fprintf(f, "               no byte moves before t0 = %.3f s (first join, round trip)\n"
+                   "               links: max(t0 + F/u_origin, s_i + F/d_i, survivors"
+                   " starting after s_i over u_origin + sum u_i)\n"
+                   "               zone caps: least T with u_origin*(T-t0) >= sum over zones z"
+                   " of\n"
+                   "               max(0, F - (Z-1)*cap*(T-t0) if z has no seed,"
+                   " N_z*F - (U_z + (Z-1)*cap)*(T-t0))\n", r->t_min_t0);
     } else {
-        fprintf(f, "T_min          %.3f s\n", r->t_min);
+        fprintf(f, "T_min          %.3f s (no byte moves before %.3f s: first join, round trip)\n",
+                r->t_min, r->t_min_t0);
     }
-    fprintf(f, "completion p50 %.3f s (%.3f x T_min)\n", r->p50, ratio(r->p50, r->t_min));
-    fprintf(f, "completion p90 %.3f s (%.3f x T_min)\n", r->p90, ratio(r->p90, r->t_min));
-    fprintf(f, "completion p99 %.3f s (%.3f x T_min)\n", r->p99, ratio(r->p99, r->t_min));
-    fprintf(f, "completion max %.3f s (%.3f x T_min)\n", r->max, ratio(r->max, r->t_min));
+    pct_line(f, "completion p50", r->p50, r);
+    pct_line(f, "completion p90", r->p90, r);
+    pct_line(f, "completion p99", r->p99, r);
+    pct_line(f, "completion max", r->max, r);
+    since_join_line(r, f);
     fprintf(f, "origin egress  %.3f GiB (%.4f x release)\n", (double)r->origin_bytes / 1073741824.0,
             ratio((double)r->origin_bytes, F));
     fprintf(f, "cross-zone     %.3f GiB (%.5f of bytes received)\n",
@@ -75,12 +144,6 @@ int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
         fputc('\n', f);
     }
     return ferror(f) ? -EIO : 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* Plot frame at (x0, y0) of w x h with axis labels and ticks. */

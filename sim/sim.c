@@ -110,6 +110,7 @@ struct node {
     uint32_t role;         /* shoal_sched_role_key() of the role in effect */
     struct vec up, down;
     uint64_t wake_ms;
+    double found_s;        /* when it joined or last found a new peer */
     uint8_t zone;
     bool alive, joined, done, dirty, seed, gone;
 };
@@ -153,6 +154,7 @@ struct sim {
     uint32_t ndirty;
     uint32_t alive_incomplete;
     uint32_t fails_pending;
+    uint8_t *victim;         /* per node: picked to fail at fail_at */
     uint32_t joins_pending;  /* nodes still to join: a run is not over before */
     uint64_t rng;
     struct shoal_sim_result *r;
@@ -178,6 +180,12 @@ static uint64_t rnd(uint64_t *x)
 }
 
 static double rnd01(uint64_t *x) { return (double)(rnd(x) >> 11) / 9007199254740992.0; }
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static int vec_push(struct vec *v, uint32_t x)
 {
@@ -795,12 +803,32 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
 
 /* ---- bookkeeping ---- */
 
+/* Makes the rate bins reach time |t| and returns its bin. The run may go
+ * on for any multiple of the bins' span: they are merged in pairs
+ * (doubling their width, so earlier bins keep their edges) until |t|
+ * falls in one. Time only moves forward: the bins in use end with |t|'s. */
+static uint32_t bins_cover(struct shoal_sim_result *r, double t)
+{
+    while (t >= r->bin_s * SHOAL_SIM_BINS) {
+        for (uint32_t i = 0; i < SHOAL_SIM_BINS / 2; i++)
+            for (int k = 0; k < 3; k++)
+                r->bins[i][k] = r->bins[2 * i][k] + r->bins[2 * i + 1][k];
+        memset(r->bins + SHOAL_SIM_BINS / 2, 0, SHOAL_SIM_BINS / 2 * sizeof(*r->bins));
+        r->bin_s *= 2;
+        r->nbins = (r->nbins + 1) / 2;
+    }
+    uint32_t bin = (uint32_t)(t / r->bin_s);
+    if (bin >= SHOAL_SIM_BINS)
+        bin = SHOAL_SIM_BINS - 1; /* rounding at the very edge */
+    if (bin >= r->nbins)
+        r->nbins = bin + 1;
+    return bin;
+}
+
 static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t bytes)
 {
     struct shoal_sim_result *r = S->r;
-    uint32_t bin = (uint32_t)(S->now / r->bin_s);
-    if (bin >= r->nbins)
-        bin = r->nbins - 1;
+    uint32_t bin = bins_cover(r, S->now);
     int kind;
     if (src == S->n) {
         kind = 0;
@@ -1048,7 +1076,7 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
             cnt = S->nchunks - first;
         exp = ms(S->now) + 60000;
     }
-    if (cnt > 0) {
+    if (cnt > 0 && S->c->tracker && S->c->max_peers > 0) {
         S->r->leases++;
         S->r->leased_chunks += cnt;
     }
@@ -1149,6 +1177,7 @@ static int join(struct sim *S, uint32_t x)
     if (nd->gone)
         return 0;
     nd->alive = nd->joined = true;
+    nd->found_s = S->now;
     if (nd->seed) {
         memset(nd->have, 0xff, (S->nchunks + 7) / 8);
         for (uint32_t c = 0; c < S->nchunks; c++)
@@ -1345,73 +1374,206 @@ static int load_sizes(struct sim *S)
     return 0;
 }
 
+/* ---- the lower bound T_min ----
+ *
+ * A bound on the time T by which every survivor holds the release, F
+ * bytes, over any schedule whatever. Survivors are the nodes that must
+ * end with it: not seeds, and not picked to fail (a failing node may
+ * complete before it dies, but nothing obliges it to, and after its death
+ * it uploads nothing). The bound only drops constraints a real schedule
+ * has, so no run can beat it:
+ *  - no byte moves before t0: a node's first request goes out when it
+ *    joins and reaches its peer or the origin one round trip later (the
+ *    engine delays requests by the round trip and sends the data at
+ *    once), and without seeds every byte first leaves the origin, so
+ *    t0 = min over joining nodes of join + lat_origin; with seeds the
+ *    shortest round trip instead;
+ *  - survivor i receives nothing before s_i = max(t0, join_i + rtt), rtt
+ *    the shortest round trip it has (to the origin alone without peer
+ *    exchange), then at most d_i: T >= s_i + F/d_i;
+ *  - without seeds the release leaves the origin at least once: T >= t0 +
+ *    F/u_origin;
+ *  - the survivors that start at s or later receive their k*F bytes after
+ *    s from the origin and the nodes' uploads (a failing node's only until
+ *    it dies; no uploads at all without peer exchange, seeds included);
+ *    for every s_i, the least T whose capacity over [s_i, T] covers them;
+ *  - capped zone pairs: zone_cap_bound.
+ */
+struct bound_in {
+    bool exchange;         /* peers pass chunks on (max_peers > 0 and a
+                              tracker: without one a node finds no peer) */
+    double t0;             /* no byte moves anywhere before this */
+    double fa;             /* when the failing nodes die; INFINITY: never */
+    double up_live;        /* upload of nodes that do not fail (seeds too) */
+    double up_fail;        /* upload of the failing nodes, until fa */
+    /* Per zone: survivors, upload of nodes that do not fail and of those
+     * that do, whether it holds a seed, whether it has any node. */
+    uint32_t zsurv[SHOAL_SIM_ZONES_MAX];
+    double zup_live[SHOAL_SIM_ZONES_MAX];
+    double zup_fail[SHOAL_SIM_ZONES_MAX];
+    bool zseed[SHOAL_SIM_ZONES_MAX];
+    bool zany[SHOAL_SIM_ZONES_MAX];
+};
+
+/* Bytes that uploads of |live| (for ever) and |fail| (until |fa|) bytes/s
+ * can carry over [s, T]. */
+static double carried(double s, double T, double live, double fail, double fa)
+{
+    double x = T > s ? T - s : 0, y = (T < fa ? T : fa) - s;
+    return live * x + fail * (y > 0 ? y : 0);
+}
+
+/* The least T >= s with carried(s, T, live, fail, fa) >= need (live > 0). */
+static double carry_time(double s, double need, double live, double fail, double fa)
+{
+    if (need <= 0)
+        return s;
+    if (fa > s) {
+        double t = s + need / (live + fail);
+        if (t <= fa)
+            return t;
+        need -= (live + fail) * (fa - s);
+        s = fa;
+    }
+    return s + need / live;
+}
+
 /*
- * The part of T_min that capped zone pairs add (zone_cap > 0, 2 or more
- * zones with nodes). A lower bound on the time T by which every node
- * holds the release, F bytes, over any schedule whatever, with
+ * The part of T_min that capped zone pairs add (zone_cap > 0, peer
+ * exchange, 2 or more zones with nodes), with
  *   Z'   zones that have nodes, c = zone_cap (each ordered pair),
  *   o_z  bytes the origin sends into zone z by T,
- *   N_z  nodes of zone z that start empty, U_z the upload capacity of all
- *        of zone z's nodes (seeds included):
- *   (1) the origin is shared by all zones:        sum_z o_z <= u_origin T;
- *   (2) zone z takes in at most (Z'-1) c T bytes from the other zones
+ *   N_z  survivors of zone z, U_z the upload of zone z's nodes (seeds
+ *        included; a failing node's only until it dies):
+ *   (1) the origin is shared by all zones:     sum_z o_z <= u_origin (T-t0);
+ *   (2) zone z takes in at most (Z'-1) c (T-t0) bytes from the other zones
  *       (its inbound pairs; a zone without nodes sends nothing);
  *   (3) a zone without a seed must bring every byte in from outside at
  *       least once, from the origin or across its pairs:
- *                                         F <= o_z + (Z'-1) c T;
- *   (4) its N_z nodes receive N_z F bytes, which come from the origin,
+ *                                      F <= o_z + (Z'-1) c (T-t0);
+ *   (4) its N_z survivors receive N_z F bytes, which come from the origin,
  *       across its pairs or from its own nodes' uploads:
- *                                     N_z F <= o_z + (Z'-1) c T + U_z T.
- * So o_z >= need_z(T) = max(0, F - (Z'-1) c T [no seed in z],
- * N_z F - (U_z + (Z'-1) c) T), and with (1) T must satisfy
- *   g(T) = sum_z need_z(T) - u_origin T <= 0.
+ *                              N_z F <= o_z + (Z'-1) c (T-t0) + U_z(T).
+ * So o_z >= need_z(T) = max(0, F - (Z'-1) c (T-t0) [no seed in z],
+ * N_z F - (Z'-1) c (T-t0) - U_z(T)), and with (1) T must satisfy
+ *   g(T) = sum_z need_z(T) - u_origin (T-t0) <= 0.
  * g falls strictly as T grows (u_origin > 0), so the least such T is found
  * by bisection. Every term only drops constraints a real schedule has
  * (the other zones' own upload limits, the nodes' download links, time
  * before a byte can be passed on), so it stays a lower bound. With one
- * zone it says no more than F/u_origin and N F/(u_origin + sum u_i).
+ * zone it says no more than the links' bound.
  * Example: 2 zones, zone 0 holding the only seed: zone 1 needs F through
- * c and the origin, T >= F / (c + u_origin), however fast the seed is.
+ * c and the origin, T >= t0 + F / (c + u_origin), however fast the seed is.
  */
-static double zone_cap_bound(const struct sim *S, const double *U, const uint32_t *N,
-                             const bool *seeded)
+static double zone_cap_g(const struct sim *S, const struct bound_in *B, double in, double T)
 {
     const struct shoal_sim_config *c = S->c;
-    double F = (double)S->F;
+    double F = (double)S->F, x = T - B->t0;
+    double g = -c->origin_up * x;
+    for (uint32_t z = 0; z < c->zones; z++) {
+        double need = B->zseed[z] || B->zsurv[z] == 0 ? 0 : F - in * x;
+        double nz = (double)B->zsurv[z] * F - in * x -
+                    carried(B->t0, T, B->zup_live[z], B->zup_fail[z], B->fa);
+        g += fmax(0, fmax(need, nz));
+    }
+    return g;
+}
+
+static double zone_cap_bound(const struct sim *S, const struct bound_in *B)
+{
+    const struct shoal_sim_config *c = S->c;
     uint32_t zn = 0;
     for (uint32_t z = 0; z < c->zones; z++)
-        zn += N[z] > 0 || seeded[z];
-    if (c->zone_cap <= 0 || zn < 2)
+        zn += B->zany[z];
+    if (c->zone_cap <= 0 || zn < 2 || !B->exchange)
         return 0;
     double in = (double)(zn - 1) * c->zone_cap;
-    double lo = 0, hi = 1;
-    for (;;) {
-        /* g(hi) <= 0 for hi large enough: find such an hi first. */
-        double g = -c->origin_up * hi;
-        for (uint32_t z = 0; z < c->zones; z++) {
-            double need = seeded[z] || N[z] == 0 ? 0 : F - in * hi;
-            double nz = (double)N[z] * F - (U[z] + in) * hi;
-            need = fmax(0, fmax(need, nz));
-            g += need;
-        }
-        if (g <= 0)
-            break;
+    double lo = 0, hi = 1; /* T - t0 */
+    /* g(t0 + hi) <= 0 for hi large enough: find such an hi first. */
+    while (zone_cap_g(S, B, in, B->t0 + hi) > 0) {
         lo = hi;
         hi *= 2;
     }
     for (int it = 0; it < 200 && hi - lo > 1e-12 * hi; it++) {
-        double t = (lo + hi) / 2, g = -c->origin_up * t;
-        for (uint32_t z = 0; z < c->zones; z++) {
-            double need = seeded[z] || N[z] == 0 ? 0 : F - in * t;
-            double nz = (double)N[z] * F - (U[z] + in) * t;
-            g += fmax(0, fmax(need, nz));
-        }
-        if (g <= 0)
-            hi = t;
+        double x = (lo + hi) / 2;
+        if (zone_cap_g(S, B, in, B->t0 + x) <= 0)
+            hi = x;
         else
-            lo = t;
+            lo = x;
     }
-    return hi;
+    return B->t0 + hi;
+}
+
+/* The links' part of T_min (see above). |start| holds each survivor's s_i
+ * (|nsurv| of them, reordered here); |t_node| is max_i s_i + F/d_i. */
+static double links_bound(const struct sim *S, const struct bound_in *B, double *start,
+                          uint32_t nsurv, double t_node)
+{
+    const struct shoal_sim_config *c = S->c;
+    double F = (double)S->F, t = t_node;
+    if (nsurv == 0)
+        return 0;
+    if (!B->exchange || c->seeds == 0)
+        t = fmax(t, B->t0 + F / c->origin_up);
+    double live = c->origin_up + (B->exchange ? B->up_live : 0);
+    double fail = B->exchange ? B->up_fail : 0;
+    qsort(start, nsurv, sizeof(double), cmp_double);
+    for (uint32_t k = 0; k < nsurv; k++)
+        t = fmax(t, carry_time(start[k], (double)(nsurv - k) * F, live, fail, B->fa));
+    return t;
+}
+
+/* Sets S->r's T_min and its parts from the fleet drawn in setup (links,
+ * joins, the failing nodes picked). Returns 0 or -ENOMEM. */
+static int lower_bound(struct sim *S)
+{
+    const struct shoal_sim_config *c = S->c;
+    struct shoal_sim_result *r = S->r;
+    struct bound_in B;
+    double F = (double)S->F;
+    double lat_o = c->lat_origin_ms / 1000.0;
+    uint32_t ns = 0;
+    int rv = 0;
+    memset(&B, 0, sizeof(B));
+    B.exchange = c->max_peers > 0 && c->tracker;
+    B.fa = S->fails_pending > 0 ? c->fail_at_s : INFINITY;
+    double rtt = lat_o;
+    if (B.exchange)
+        rtt = fmin(rtt, fmin(c->lat_zone_ms, c->lat_cross_ms) / 1000.0);
+    double *start = malloc((c->nodes + 1) * sizeof(double));
+    if (start == NULL)
+        return -ENOMEM;
+    B.t0 = INFINITY;
+    for (uint32_t i = 0; i < c->nodes; i++)
+        if (!S->node[i].seed)
+            B.t0 = fmin(B.t0, r->node[i].join_s + (B.exchange && c->seeds ? rtt : lat_o));
+    if (B.t0 == INFINITY)
+        B.t0 = 0;
+    double t_node = 0;
+    for (uint32_t i = 0; i < c->nodes; i++) {
+        uint8_t z = S->zone[i];
+        B.zany[z] = true;
+        B.zseed[z] |= S->node[i].seed;
+        if (S->victim[i]) {
+            B.up_fail += S->lk[i].up;
+            B.zup_fail[z] += S->lk[i].up;
+            continue;
+        }
+        B.up_live += S->lk[i].up;
+        B.zup_live[z] += S->lk[i].up;
+        if (S->node[i].seed)
+            continue;
+        B.zsurv[z]++;
+        start[ns] = fmax(B.t0, r->node[i].join_s + rtt);
+        t_node = fmax(t_node, start[ns] + F / S->lk[i].down);
+        ns++;
+    }
+    r->t_min_t0 = ns > 0 ? B.t0 : 0;
+    r->t_min_links = links_bound(S, &B, start, ns, t_node);
+    r->t_min_zone = ns > 0 ? zone_cap_bound(S, &B) : 0;
+    r->t_min = fmax(r->t_min_links, r->t_min_zone);
+    free(start);
+    return rv;
 }
 
 static int setup(struct sim *S)
@@ -1428,6 +1590,7 @@ static int setup(struct sim *S)
     S->nhave = calloc(c->nodes, sizeof(*S->nhave));
     S->zone = calloc(c->nodes, 1);
     S->acc = calloc(c->nodes, sizeof(*S->acc));
+    S->victim = calloc(c->nodes, 1);
     if (S->lk != NULL)
         S->lk[c->nodes].up = c->origin_up;
     S->hrow = (c->nodes + 7) / 8;
@@ -1440,8 +1603,8 @@ static int setup(struct sim *S)
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
-    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->dirty || !S->bitbuf || !S->plist || !S->hold ||
-        !r)
+    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->victim || !S->dirty ||
+        !S->bitbuf || !S->plist || !S->hold || !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
     if (r->node == NULL)
@@ -1449,7 +1612,7 @@ static int setup(struct sim *S)
     r->nodes = c->nodes;
     r->nchunks = S->nchunks;
     r->release_bytes = S->F;
-    uint32_t leases = c->max_leases ? c->max_leases : 1; /* a fetcher's, at once */
+    uint32_t leases = c->max_leases; /* a fetcher's, at once (config_check: >= 1) */
 
     if (c->tracker) {
         struct shoal_reg_config rc;
@@ -1487,11 +1650,11 @@ static int setup(struct sim *S)
      * simulated fleet as for a real one. */
     if (c->lease_chunks)
         sc.lease_chunks = c->lease_chunks;
-    r->lease_chunks = sc.lease_chunks;
-    if (c->endgame_dups)
-        sc.endgame_dups = c->endgame_dups;
-    if (c->busy_backoff_ms)
-        sc.busy_backoff_ms = c->busy_backoff_ms;
+    /* Only the tracker grants leases; without one (or without peer
+     * exchange) a node fetches what it lacks and there are none to report. */
+    r->lease_chunks = c->tracker && c->max_peers > 0 ? sc.lease_chunks : 0;
+    sc.endgame_dups = c->endgame_dups;
+    sc.busy_backoff_ms = c->busy_backoff_ms;
     /* The knobs roles are made from: a fetcher's leases, everyone else's
      * origin delay, the normal in-flight cap. */
     sc.origin_delay_ms = c->origin_delay_ms;
@@ -1500,13 +1663,6 @@ static int setup(struct sim *S)
     S->sbase = sc;
     struct shoal_sched_release rel = {.nchunks = S->nchunks, .total_bytes = S->F,
                                       .nfiles = S->nfiles, .file_first = S->file_first};
-    double sum_up = 0, dmin = INFINITY;
-    /* Per zone, for the zone-cap bound: upload capacity, empty nodes,
-     * whether it holds a seed. */
-    double zup[SHOAL_SIM_ZONES_MAX] = {0};
-    uint32_t zleech[SHOAL_SIM_ZONES_MAX] = {0};
-    bool zseed[SHOAL_SIM_ZONES_MAX] = {false};
-    /* Pick the failing nodes up front (never seeds), deterministically. */
     for (uint32_t i = 0; i < c->nodes; i++) {
         struct node *nd = &S->node[i];
         sc.seed = c->seed * 1000003u + i;
@@ -1519,7 +1675,7 @@ static int setup(struct sim *S)
         if ((rv = apply_role(S, i, !c->tracker, 0, 0)) != 0)
             return rv;
         /* Whole 64-bit words: the peers' schedulers read it in place
-         * (shoal_sched_peer_bitfield_borrow). */
+         * (shoal_sched_peer_bitfield_borrow), a word at a time. */
         nd->have = calloc(((size_t)S->nchunks + 63) / 64 * 8, 1);
         nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
@@ -1544,47 +1700,34 @@ static int setup(struct sim *S)
         rn->done_s = -1;
         rn->died_s = -1;
         rn->join_s = nd->seed || c->join_spread_s <= 0 ? 0 : c->join_spread_s * rnd01(&S->rng);
-        sum_up += S->lk[i].up;
-        zup[nd->zone] += S->lk[i].up;
-        zleech[nd->zone] += !nd->seed;
-        zseed[nd->zone] |= nd->seed;
-        if (!nd->seed && S->lk[i].down < dmin)
-            dmin = S->lk[i].down;
         if ((rv = ev_push(S, rn->join_s, EV_JOIN, i, 0)) != 0)
             return rv;
         S->joins_pending++;
     }
-    double F = (double)S->F;
+    /* Pick the failing nodes up front (never seeds), deterministically. */
     uint32_t nleech = c->nodes - c->seeds;
-    r->t_min = F / (c->origin_up + (c->seeds ? sum_up : 0));
-    if (nleech > 0) {
-        double t2 = F / dmin, t3 = (double)nleech * F / (c->origin_up + sum_up);
-        r->t_min = c->seeds ? (t2 > t3 ? t2 : t3) : fmax(r->t_min, fmax(t2, t3));
-    }
-    r->t_min_links = r->t_min;
-    r->t_min_zone = zone_cap_bound(S, zup, zleech, zseed);
-    if (r->t_min_zone > r->t_min)
-        r->t_min = r->t_min_zone;
     if (c->fail_frac > 0) {
         uint32_t nfail = (uint32_t)floor(c->fail_frac * nleech + 0.5);
         for (uint32_t k = 0; k < nfail; k++) {
-            /* Partial Fisher-Yates over the non-seed range via the heap:
-             * pick distinct victims by rejection (nfail is a small share). */
+            /* Distinct victims by rejection (nfail is a small share). */
             uint32_t v;
             do {
                 v = c->seeds + (uint32_t)(rnd(&S->rng) % nleech);
-            } while (r->node[v].failed);
-            r->node[v].failed = true; /* reset at the failure itself */
+            } while (S->victim[v]);
+            S->victim[v] = 1;
             if ((rv = ev_push(S, c->fail_at_s, EV_FAIL, v, 0)) != 0)
                 return rv;
             S->fails_pending++;
         }
-        for (uint32_t i = 0; i < c->nodes; i++)
-            r->node[i].failed = false;
     }
-    r->bin_s = r->t_min > 0 ? r->t_min / 100.0 : 1.0;
-    r->nbins = 1000;
-    r->bins = calloc(r->nbins, sizeof(*r->bins));
+    if ((rv = lower_bound(S)) != 0)
+        return rv;
+    /* Bins start a hundredth of T_min wide and widen as the run goes on
+     * (count_bytes): a run ten or a thousand times T_min is plotted in
+     * full, in at most SHOAL_SIM_BINS bins. */
+    r->bin_s = r->t_min > 0 ? r->t_min / 100.0 : 1e-3;
+    r->nbins = 0;
+    r->bins = calloc(SHOAL_SIM_BINS, sizeof(*r->bins));
     if (r->bins == NULL)
         return -ENOMEM;
     if (c->tracker)
@@ -1622,6 +1765,7 @@ static void teardown(struct sim *S)
     free(S->nhave);
     free(S->zone);
     free(S->acc);
+    free(S->victim);
     free(S->plist);
     free(S->heap);
     for (uint32_t i = 0; i < S->ndq; i++)
@@ -1634,13 +1778,15 @@ static void teardown(struct sim *S)
     shoal_reg_free(S->reg);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void finish(struct sim *S)
+/* Fills in the figures at the end of the run. |all_done|: it ended with
+ * every live node complete and nobody left to join; failures still to come
+ * then could change nothing (they kill complete nodes that no one needs),
+ * so they are recorded at fail_at instead of simulating the wait. Nodes
+ * left incomplete (max_time, or nothing left to happen) rank as never
+ * completing: a percentile that falls on one is INFINITY, and with no node
+ * to rank at all (every one failed or a seed) the percentiles are NAN.
+ * Returns 0 or -ENOMEM. */
+static int finish(struct sim *S, bool all_done)
 {
     struct shoal_sim_result *r = S->r;
     for (uint32_t i = 0; i < S->c->nodes; i++) {
@@ -1648,22 +1794,34 @@ static void finish(struct sim *S)
         r->node[i].from_zone = S->acc[i].from_zone;
         r->node[i].from_cross = S->acc[i].from_cross;
         r->node[i].uploaded = S->acc[i].uploaded;
-    }
-    double *t = malloc(S->c->nodes * sizeof(double));
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < S->c->nodes; i++) {
-        if (r->node[i].failed)
-            r->failed++;
-        else if (r->node[i].done_s >= 0 && !r->node[i].seed) {
-            t[n++] = r->node[i].done_s;
-            r->died_done += r->node[i].died_s >= 0;
+        if (all_done && S->fails_pending > 0 && S->victim[i] && r->node[i].died_s < 0) {
+            r->node[i].died_s = S->c->fail_at_s;
+            r->died_after_end++;
         }
-        else if (r->node[i].done_s < 0)
-            r->incomplete++;
     }
-    r->completed = n;
+    double *t = malloc((S->c->nodes + 1) * sizeof(double));
+    uint32_t n = 0;
+    if (t == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < S->c->nodes; i++) {
+        const struct shoal_sim_node *nd = &r->node[i];
+        if (nd->failed) {
+            r->failed++;
+        } else if (nd->seed) {
+            continue;
+        } else if (nd->done_s >= 0) {
+            t[n++] = nd->done_s;
+            r->completed++;
+            r->died_done += nd->died_s >= 0;
+        } else {
+            t[n++] = INFINITY;
+            r->incomplete++;
+        }
+    }
     r->end_s = S->now;
-    if (t != NULL && n > 0) {
+    (void)bins_cover(r, r->end_s);
+    r->p50 = r->p90 = r->p99 = r->max = NAN;
+    if (n > 0) {
         qsort(t, n, sizeof(double), cmp_double);
         r->p50 = t[(size_t)ceil(0.50 * n) - 1];
         r->p90 = t[(size_t)ceil(0.90 * n) - 1];
@@ -1671,6 +1829,7 @@ static void finish(struct sim *S)
         r->max = t[n - 1];
     }
     free(t);
+    return 0;
 }
 
 /*
@@ -1712,6 +1871,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
     if ((rv = setup(&S)) != 0)
         goto out;
     S.next_progress = 0;
+    bool all_done = false;
     while ((S.nheap > 0 || S.nfh > 0 || S.ndqev > 0) && rv == 0) {
         /* The earliest of the heap's top, each delay FIFO's head and the
          * flow heap's top, by (time, sequence). */
@@ -1752,8 +1912,10 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         } else {
             e = ev_pop(&S);
         }
-        if (c->max_sim_s > 0 && e.t > c->max_sim_s)
+        if (c->max_sim_s > 0 && e.t > c->max_sim_s) {
+            S.now = c->max_sim_s; /* the clock ran to max_time, idle or not */
             break;
+        }
         S.now = e.t;
         S.r->events++;
         switch (e.kind) {
@@ -1794,14 +1956,25 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             struct node *nd = &S.node[e.a];
             if (!nd->alive || nd->npeers >= c->max_peers)
                 break;
+            uint32_t before = nd->npeers;
             rv = find_peers(&S, e.a);
+            if (nd->npeers > before)
+                nd->found_s = S.now;
             /* Keep looking while short of peers, less often once some
              * are there. Early on the tracker knows few nodes (those that
-             * announced so far): ask again soon. */
-            if (rv == 0 && nd->npeers < c->max_peers / 2)
-                rv = ev_push(&S, S.now + (nd->npeers ? 0.02 : 0.005), EV_REFRESH, e.a, 0);
-            else if (rv == 0)
-                rv = ev_push(&S, S.now + 10.0, EV_REFRESH, e.a, 0);
+             * announced so far): ask again soon. But a fleet smaller than
+             * half the peer set never gets there, and its nodes asked every
+             * 20 ms for as long as the run went on (50 events a second
+             * each, for nothing): once the tracker has had no one new for
+             * a node for 10 s, it asks every 10 s, as a node with peers
+             * enough does. (Sooner would change which peers the tracker's
+             * random picks give everyone else in fleets that are still
+             * joining.) */
+            double next = 10.0;
+            if (nd->npeers < c->max_peers / 2 && S.now - nd->found_s < 10.0)
+                next = nd->npeers ? 0.02 : 0.005;
+            if (rv == 0)
+                rv = ev_push(&S, S.now + next, EV_REFRESH, e.a, 0);
             break;
         }
         case EV_EXPIRE:
@@ -1818,13 +1991,18 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             S.next_progress = S.now + (S.r->t_min > 0 ? S.r->t_min / 10 : 10);
         }
         /* Everyone live is done and nobody is left to join: stop, even if
-         * periodic events remain. (Seeds join complete: with them first, no
-         * one is downloading yet while the others still have to join.) */
-        if (S.alive_incomplete == 0 && S.joins_pending == 0 && S.fails_pending == 0)
+         * periodic events or failures remain (those could only kill
+         * complete nodes: finish records them). Seeds join complete: with
+         * them first, no one is downloading yet while the others still
+         * have to join. */
+        if (S.alive_incomplete == 0 && S.joins_pending == 0) {
+            all_done = true;
             break;
+        }
     }
+    if (rv == 0)
+        rv = finish(&S, all_done);
     if (rv == 0) {
-        finish(&S);
         *out = S.r;
         S.r = NULL;
     }

@@ -35,6 +35,11 @@
 #define SHOAL_SIM_NODES_MAX 1000000u
 #define SHOAL_SIM_ZONES_MAX 64u
 #define SHOAL_SIM_CHUNKS_MAX 4000000u
+/* Round trips above this are a typo (milliseconds); a run with them would
+ * take simulated days. */
+#define SHOAL_SIM_LAT_MAX_MS 60000.0
+/* Rate bins kept for the SVG (shoal_sim_result.bins). */
+#define SHOAL_SIM_BINS 1024u
 
 struct shoal_sim_config {
     uint32_t nodes;            /* fleet size */
@@ -56,7 +61,7 @@ struct shoal_sim_config {
     char manifest[512];        /* signed manifest file; overrides synthetic sizes */
     double join_spread_s;      /* 0: all join at t=0; else uniform over [0, spread] */
     double fail_frac;          /* fraction of nodes that die ... */
-    double fail_at_s;          /* ... at this time */
+    double fail_at_s;          /* ... at this time (at most max_sim_s) */
     uint32_t max_peers;        /* peers per node (0: no peer exchange) */
     bool tracker;              /* leases from the tracker registry; else the
                                   origin grants any lease (no-tracker fallback) */
@@ -66,11 +71,12 @@ struct shoal_sim_config {
     uint32_t max_depth;
     uint32_t cross_zone_delay_ms;
     uint32_t lease_chunks;     /* asked per lease (0: the daemon's default) */
-    uint32_t endgame_dups;
+    uint32_t endgame_dups;     /* 1 or more */
     uint32_t max_inflight;     /* requests in flight per node (0: no cap) */
     uint32_t upload_slots;     /* peers a node uploads to at once; a request
                                   beyond them is answered busy (0: no cap) */
-    uint32_t busy_backoff_ms;  /* requester leaves a busy peer alone this long */
+    uint32_t busy_backoff_ms;  /* requester leaves a busy peer alone this long
+                                  (1 or more) */
     /* Fleet roles, the tracker registry's settings (registry.h), used when
      * peers exchange chunks (max_peers > 0): in each zone the first
      * origin_fetchers nodes to announce lease spans from the origin at
@@ -87,7 +93,8 @@ struct shoal_sim_config {
                                   gets ceil(min_fetchers / zones) if more) */
     uint32_t importers;
     uint32_t origin_delay_ms;
-    uint32_t max_leases;       /* origin leases a fetcher holds at once */
+    uint32_t max_leases;       /* origin leases a fetcher holds at once (1 or
+                                  more) */
     double max_sim_s;          /* stop the clock here (0 = no limit) */
     bool progress;             /* progress lines on stderr */
 };
@@ -129,7 +136,9 @@ int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *er
  * Checks that |c| is a scenario shoal_sim_run can run (it refuses the same
  * ones with a bare -EINVAL): fleet, zone and seed counts, positive
  * bandwidths, hetero below 1, ordered chunk sizes, a synthetic release of
- * at most SHOAL_SIM_CHUNKS_MAX chunks, failure fraction. On a bad scenario
+ * at most SHOAL_SIM_CHUNKS_MAX chunks, failure fraction, fail_at within
+ * max_time, round trips up to SHOAL_SIM_LAT_MAX_MS, and busy_backoff,
+ * endgame_dups and max_leases of at least 1. On a bad scenario
  * writes a message naming the key, its value and the allowed range to
  * |err| (|errlen| bytes). Returns 0 or -EINVAL.
  */
@@ -153,15 +162,33 @@ struct shoal_sim_result {
     uint32_t nodes;
     uint32_t nchunks;
     uint64_t release_bytes;
+    /* A lower bound on the time by which every survivor (a node neither a
+     * seed nor picked to fail) holds the release, over any schedule (sim.c,
+     * "the lower bound T_min"); 0 when no node has to complete. */
     double t_min;              /* the larger of the two below */
-    double t_min_links;        /* max(F/u_o, F/d_min, N F / (u_o + sum u)) */
+    double t_min_links;        /* links, joins, round trips, failures: the
+                                  largest of t0 + F/u_o (no seeds), s_i +
+                                  F/d_i, and what the origin and the uploads
+                                  can carry to the survivors that start
+                                  at s_i or later */
     double t_min_zone;         /* zone_cap's bound (sim.c zone_cap_bound:
                                   each zone brings the release in through
                                   the origin, which all zones share, and its
                                   inbound pairs); 0 without zone_cap */
-    double p50, p90, p99, max; /* completion times of completed nodes, s */
-    uint32_t completed, failed, incomplete; /* failed: died before completing */
+    double t_min_t0;           /* no byte can move before this: the first
+                                  join plus a round trip (to the origin
+                                  without seeds) */
+    /* Completion times of the nodes that must complete (not seeds, not
+     * failed), s; one left incomplete ranks as never done (INFINITY), and
+     * with no node to rank they are NAN. */
+    double p50, p90, p99, max;
+    uint32_t completed, failed, incomplete; /* failed: died before completing;
+                                  incomplete: live (or yet to join) and
+                                  without the release when the run ended */
     uint32_t died_done;        /* completed nodes that died afterwards */
+    uint32_t died_after_end;   /* ... of which at fail_at after the run had
+                                  ended (every live node complete): not
+                                  simulated, they could change nothing */
     uint64_t origin_bytes;     /* egress from the origin, all of it */
     uint64_t cross_bytes;      /* bytes received across zones */
     uint64_t recv_bytes;       /* bytes of chunks received (incl. duplicates) */
@@ -174,17 +201,21 @@ struct shoal_sim_result {
     uint64_t leased_chunks;    /* chunks they spanned */
     double end_s;              /* simulated time at the end */
     struct shoal_sim_node *node;
-    /* bytes received by source over time: bins of bin_s seconds,
-     * [i][0] origin, [i][1] same zone, [i][2] cross zone */
+    /* bytes received by source over time: nbins bins of bin_s seconds
+     * from 0 to end_s (bin_s doubles as the run goes on, so that at most
+     * SHOAL_SIM_BINS cover it), [i][0] origin, [i][1] same zone, [i][2]
+     * cross zone */
     uint32_t nbins;
     double bin_s;
     uint64_t (*bins)[3];
 };
 
 /*
- * Runs the scenario |c| to the end (every live node complete, or nothing
- * left to happen, or max_sim_s) and returns the figures in |*out| (written
- * only on success; free with shoal_sim_result_free).
+ * Runs the scenario |c| to the end (every live node complete and nobody
+ * left to join, or nothing left to happen, or max_sim_s) and returns the
+ * figures in |*out| (written only on success; free with
+ * shoal_sim_result_free). A run cut short leaves nodes incomplete
+ * (|incomplete| > 0): the figures say so, it is not an error.
  * Returns 0; -EINVAL (inconsistent configuration), a manifest parse error,
  * a registry error, or -ENOMEM.
  */

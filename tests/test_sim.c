@@ -3,6 +3,7 @@
  * Tests of the simulator engine against arithmetic it must get right, and
  * of its determinism: operators size rollouts with these figures.
  */
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 
@@ -388,6 +389,274 @@ static void test_upload_slots(void)
     shoal_sim_result_free(r);
 }
 
+/* The reviewer's run (issue 7, #1): half the fleet dies at 0 s. T_min is a
+ * bound on the survivors only, whose bytes come from the origin and the
+ * survivors' uploads once the others are gone: N_s F / (u_o + U_live).
+ * (It counted every node and every upload: 0.447 s against a run of
+ * 0.436 s, 0.975 x "the lower bound".) */
+static void test_tmin_failures(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 10;
+    c.zones = 1;
+    c.origin_up = 1e9;
+    c.node_up = 0.5e9;
+    c.node_down = 10e9;
+    c.release_bytes = 256ull << 20;
+    c.fail_frac = 0.5;
+    c.fail_at_s = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    double F = (double)c.release_bytes, up_live = 0;
+    uint32_t surv = 0;
+    for (uint32_t i = 0; i < r->nodes; i++)
+        if (r->node[i].died_s < 0) {
+            surv++;
+            up_live += r->node[i].up;
+        }
+    CHECK_EQ(surv, 5);
+    CHECK_EQ(r->completed, 5);
+    double want = fmax(F / c.origin_up, (double)surv * F / (c.origin_up + up_live));
+    CHECK(near(r->t_min, want));
+    CHECK(r->max >= r->t_min);
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* A failing node uploads until it dies: with fail_at before the
+     * survivors' bound the capacity drops then (piecewise linear), here
+     * to 0.312 s, past the origin's F/u_o = 0.268 s. */
+    c.fail_at_s = 0.1;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    double up_fail = 0;
+    up_live = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        if (r->node[i].died_s >= 0)
+            up_fail += r->node[i].up;
+        else
+            up_live += r->node[i].up;
+    }
+    double need = 5 * F - (c.origin_up + up_live + up_fail) * c.fail_at_s;
+    CHECK(need > 0);
+    CHECK(c.fail_at_s + need / (c.origin_up + up_live) > F / c.origin_up);
+    CHECK(near(r->t_min, c.fail_at_s + need / (c.origin_up + up_live)));
+    CHECK(r->max >= r->t_min);
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    /* Zone caps count survivors too: 2 zones of one node, one dies at 0.
+     * Only the survivor's zone needs the release: F <= (u_o + cap) T, not
+     * 2 F <= (u_o + 2 cap) T as when the dead zone counted. */
+    base(&c);
+    c.nodes = 2;
+    c.zones = 2;
+    c.origin_up = 125e6;
+    c.zone_cap = 125e6;
+    c.fail_frac = 0.5;
+    c.fail_at_s = 0;
+    F = (double)c.release_bytes;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->failed, 1);
+    CHECK(near(r->t_min_zone, F / (125e6 + 125e6)));
+    CHECK(near(r->t_min, F / 125e6));
+    CHECK(r->max >= r->t_min);
+    shoal_sim_result_free(r);
+}
+
+/* Without peer exchange (peers 0, or no tracker to find peers with) every
+ * node fetches the whole release from the origin and no one uploads:
+ * T_min = max(F/d, N F/u_o), and this run is optimal (#2: it printed
+ * 4.000 x T_min). */
+static void test_tmin_no_exchange(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 4;
+    c.zones = 1;
+    c.origin_up = 1e9;
+    c.node_up = c.node_down = 10e9;
+    c.max_peers = 0;
+    double F = (double)c.release_bytes;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(near(r->t_min, 4 * F / 1e9));
+    CHECK(near(r->max, r->t_min));
+    CHECK_EQ(r->lease_chunks, 0); /* #10: no tracker leases to report */
+    CHECK_EQ(r->leases, 0);
+    shoal_sim_result_free(r);
+    r = NULL;
+    c.max_peers = 32;
+    c.tracker = false;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(near(r->t_min, 4 * F / 1e9));
+    CHECK(near(r->max, r->t_min));
+    CHECK_EQ(r->lease_chunks, 0);
+    shoal_sim_result_free(r);
+}
+
+/* Staggered joins (#3): a node cannot finish before it joins and downloads
+ * the release, T_min >= max_i (join_i + F/d_i). Nodes joining over 10 s at
+ * 1 GB/s each finish close to that (it printed 37.2 x T_min). */
+static void test_tmin_joins(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 20;
+    c.zones = 1;
+    c.origin_up = 1e9;
+    c.node_up = c.node_down = 1e9;
+    c.release_bytes = 256ull << 20;
+    c.join_spread_s = 10;
+    double F = (double)c.release_bytes, want = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 20);
+    for (uint32_t i = 0; i < r->nodes; i++)
+        want = fmax(want, r->node[i].join_s + F / r->node[i].down);
+    CHECK(r->t_min >= want * (1 - 1e-12));
+    CHECK(r->max >= r->t_min);
+    CHECK(r->max <= 1.05 * r->t_min);
+    shoal_sim_result_free(r);
+}
+
+/* Round trips (#9): without seeds no byte moves before a request reaches
+ * the origin, one lat_origin after the first join. One node and a 1-byte
+ * release: T_min = lat_origin + 1/u_o, the run itself (it printed
+ * 25000001 x T_min). */
+static void test_tmin_latency(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    shoal_sim_config_default(&c);
+    c.nodes = 1;
+    c.release_bytes = 1;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(near(r->t_min, c.lat_origin_ms / 1000 + 1 / c.origin_up));
+    CHECK(near(r->max, r->t_min));
+    shoal_sim_result_free(r);
+}
+
+/* Nodes left incomplete (#4) rank as never done: with 18 of 20 still
+ * downloading at max_time, p50 and max are not reached (they were the
+ * two that had finished: p50 2.868 s); with every node failed there is
+ * no percentile at all (it printed 0). */
+static void test_incomplete_percentiles(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    base(&c);
+    c.nodes = 20;
+    c.zones = 1;
+    c.origin_up = c.node_up = c.node_down = 1e9;
+    c.release_bytes = 256ull << 20;
+    c.join_spread_s = 10;
+    c.max_sim_s = 3;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 2);
+    CHECK_EQ(r->incomplete, 18);
+    CHECK(isinf(r->p50) && isinf(r->p90) && isinf(r->max));
+    CHECK(r->end_s == 3);
+    shoal_sim_result_free(r);
+    r = NULL;
+    c.max_sim_s = 0;
+    c.join_spread_s = 0;
+    c.fail_frac = 1;
+    c.fail_at_s = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->failed, 20);
+    CHECK(isnan(r->p50) && isnan(r->max));
+    CHECK(r->t_min == 0);
+    shoal_sim_result_free(r);
+}
+
+/* Checks the rate bins behind the SVG: they cover the whole run, add up
+ * to the bytes the nodes got, and no bin holds more than the nodes'
+ * downloads could carry in it (plus a chunk per node under way at its
+ * start). */
+static void check_bins(const struct shoal_sim_result *r, uint32_t chunk_max)
+{
+    double down = 0;
+    uint64_t got = 0, binned = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        down += r->node[i].down;
+        got += r->node[i].from_origin + r->node[i].from_zone + r->node[i].from_cross;
+    }
+    CHECK(r->nbins > 0 && r->nbins <= 1024);
+    CHECK(r->nbins * r->bin_s > r->end_s);
+    CHECK((r->nbins - 1) * r->bin_s <= r->end_s);
+    double worst = 0;
+    for (uint32_t i = 0; i < r->nbins; i++) {
+        uint64_t b = r->bins[i][0] + r->bins[i][1] + r->bins[i][2];
+        binned += b;
+        worst = fmax(worst, (double)b);
+    }
+    CHECK_EQ(binned, got);
+    CHECK(worst <= down * r->bin_s + (double)r->nodes * chunk_max);
+}
+
+/* The SVG's rate plot (#5) for runs far longer than T_min: its bins were
+ * a hundredth of T_min, a thousand of them, and everything after 10 x
+ * T_min landed in the last one (an axis to 127 GB/s for 20 nodes of
+ * 1.25 GB/s). A zone-capped run (80 x T_min) and staggered joins. */
+static void test_rate_bins(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    shoal_sim_config_default(&c);
+    c.nodes = 20;
+    c.zones = 2;
+    c.zone_cap = 10e6;
+    c.release_bytes = 16ull << 20;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->end_s > 20 * r->t_min);
+    check_bins(r, c.chunk_max);
+    shoal_sim_result_free(r);
+    r = NULL;
+    base(&c);
+    c.nodes = 20;
+    c.zones = 1;
+    c.origin_up = c.node_up = c.node_down = 1e9;
+    c.release_bytes = 256ull << 20;
+    c.join_spread_s = 10;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    check_bins(r, c.chunk_max);
+    shoal_sim_result_free(r);
+}
+
+/* A fail_at long after the rollout (#6): the run ends when every live node
+ * is done, and the deaths are recorded at fail_at (it simulated 1000 s in
+ * 501,956 events). A small fleet still joining asks the tracker every
+ * 20 ms only while it finds someone new, then every 10 s. */
+static void test_fail_after_end(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 10, 1, 64);
+    c.fail_frac = 0.2;
+    c.fail_at_s = 1000;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 10);
+    CHECK_EQ(r->died_done, 2);
+    CHECK_EQ(r->died_after_end, 2);
+    CHECK(r->end_s < 1);
+    CHECK(r->events < 5000);
+    uint32_t died = 0;
+    for (uint32_t i = 0; i < r->nodes; i++)
+        died += r->node[i].died_s == 1000;
+    CHECK_EQ(died, 2);
+    shoal_sim_result_free(r);
+    r = NULL;
+    /* 4 nodes joining over 100 s: ~25 s apart, each done in milliseconds
+     * (8,305 events before, mostly refreshes; 2,634 now). */
+    fleet(&c, 4, 1, 4);
+    c.join_spread_s = 100;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 4);
+    CHECK(r->end_s > 50);
+    CHECK(r->events < 5000);
+    shoal_sim_result_free(r);
+}
+
 static void test_config(void)
 {
     struct shoal_sim_config c;
@@ -399,6 +668,43 @@ static void test_config(void)
     CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3"), SHOAL_EBADMSG);
     CHECK_EQ(shoal_sim_config_set(&c, "colour", "1"), SHOAL_ENOTFOUND);
     CHECK_EQ(shoal_sim_config_set(&c, "tracker", "maybe"), SHOAL_EBADMSG);
+    /* Seeds are decimal (#11): 010 is ten, not octal 8; no sign, no blank,
+     * no hex. */
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "010"), 0);
+    CHECK_EQ(c.seed, 10);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551615"), 0);
+    CHECK_EQ(c.seed, UINT64_MAX);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551616"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "-1"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "+1"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", " 1"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "0x10"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", ""), SHOAL_EBADMSG);
+    /* 0 no longer stands for the default (#8), and round trips and
+     * fail_at have limits (#6): refused by name. */
+    char err[256];
+    const char *zero[] = {"busy_backoff", "endgame_dups", "max_leases"};
+    for (int i = 0; i < 3; i++) {
+        struct shoal_sim_config z;
+        shoal_sim_config_default(&z);
+        CHECK_EQ(shoal_sim_config_check(&z, err, sizeof(err)), 0);
+        CHECK_EQ(shoal_sim_config_set(&z, zero[i], "0"), 0);
+        CHECK_EQ(shoal_sim_config_check(&z, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, zero[i]) != NULL && strstr(err, "at least 1") != NULL);
+    }
+    struct shoal_sim_config l;
+    shoal_sim_config_default(&l);
+    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60000"), 0);
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), 0);
+    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60001"), 0);
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "lat_cross 60001") != NULL);
+    shoal_sim_config_default(&l);
+    l.fail_frac = 0.1;
+    l.fail_at_s = 5;
+    l.max_sim_s = 4;
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "fail_at 5") != NULL);
     struct shoal_sim_result *r = NULL;
     c.nodes = 0;
     CHECK(shoal_sim_run(&c, &r) < 0);
@@ -419,6 +725,13 @@ int main(void)
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
     RUN(test_lease_spans);
+    RUN(test_tmin_failures);
+    RUN(test_tmin_no_exchange);
+    RUN(test_tmin_joins);
+    RUN(test_tmin_latency);
+    RUN(test_incomplete_percentiles);
+    RUN(test_rate_bins);
+    RUN(test_fail_after_end);
     RUN(test_config);
     return t_done();
 }
