@@ -267,15 +267,8 @@ static int send_out(struct conn *c)
         return -ENOTCONN;
     shoal_buf_init(&b, SHOAL_FRAME_HDR_LEN + (size_t)SHOAL_FRAME_MAX_ABS);
     rv = shoal_msg_encode(&t->out, &b);
-    if (rv == 0 && c->seal.on) {
-        static const uint8_t tag[SHOAL_TRK_SEAL_TAG];
-        size_t blen = b.len - SHOAL_FRAME_HDR_LEN;
-        rv = shoal_buf_append(&b, tag, sizeof tag);
-        if (rv == 0)
-            rv = shoal_trk_seal(&c->seal, b.data + SHOAL_FRAME_HDR_LEN, blen);
-        if (rv == 0)
-            rv = shoal_frame_header(b.data, blen + SHOAL_TRK_SEAL_TAG);
-    }
+    if (rv == 0 && c->seal.on)
+        rv = shoal_trk_seal_frame(&c->seal, &b, 0);
     if (rv == 0 && c->queued + b.len > MAX_QUEUED)
         rv = SHOAL_ELIMIT;
     if (rv == 0) {
@@ -873,23 +866,12 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     struct shoal_trkconn *t = c->t;
     int rv;
 
-    if (c->seal.on) {
-        if (c->opened_cap < len) {
-            uint8_t *p = realloc(c->opened, len);
-            if (!p) {
-                fail_conn(c, "out of memory opening a sealed frame", true);
-                return 1;
-            }
-            c->opened = p;
-            c->opened_cap = len;
-        }
-        if (shoal_trk_open(&c->seal, body, len, c->opened) != 0) {
-            fail_conn(c, "a sealed frame from the tracker does not open (changed on the way)",
-                      true);
-            return 1;
-        }
-        body = c->opened;
-        len -= SHOAL_TRK_SEAL_TAG;
+    if (c->seal.on && (rv = shoal_trk_open_frame(&c->seal, &body, &len, &c->opened,
+                                                 &c->opened_cap)) != 0) {
+        fail_conn(c, rv == -ENOMEM ? "out of memory opening a sealed frame"
+                                   : "a sealed frame from the tracker does not open (changed "
+                                     "on the way)", true);
+        return 1;
     }
     rv = shoal_msg_decode(&t->in, body, len);
 

@@ -189,6 +189,15 @@ class Shoald(Proc):
         return super().stop(self.stop_timeout if timeout is None else timeout)
 
 
+def rss_kib(pid):
+    """Resident set of process |pid| (VmRSS), KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def kill_all(timeout=10):
     """SIGKILLs every Proc still running and reaps it (up to |timeout| s each)."""
     for p in procs:

@@ -363,14 +363,6 @@ def case_slots(tmp):
     return fails
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def case_unread(tmp):
     import select
     import socket
@@ -383,7 +375,7 @@ def case_unread(tmp):
     reply = len(run("metrics", "--socket", sa).stdout)
     req = struct.pack(">I", 2) + bytes([0x91, 87])  # [METRICS_REQ]
     n = 2000
-    before = rss_kib(a.p.pid)
+    before = shoalproc.rss_kib(a.p.pid)
     held = []
     for _ in range(16):
         s = socket.socket(socket.AF_UNIX)
@@ -402,7 +394,7 @@ def case_unread(tmp):
                 pass
         time.sleep(0.05)
     time.sleep(1)
-    grew = rss_kib(a.p.pid) - before
+    grew = shoalproc.rss_kib(a.p.pid) - before
     unsent = sum(len(h[1]) for h in held)
     print(f"16 clients x {n} metrics requests of ~{reply} B, unread: RSS +{grew} KiB "
           f"({unsent} request bytes left unsent)")

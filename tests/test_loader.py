@@ -728,14 +728,6 @@ def read_until_closed(s, timeout):
         data += b
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def case_limits(tmp):
     k, repo, files, mf, mid = setup(tmp)
     sock = os.path.join(sock_dir(tmp), "a.sock")
@@ -781,7 +773,7 @@ def case_limits(tmp):
         s.close()
 
     # Unfinished large requests: at most the daemon's budget is held.
-    before = rss_kib(a.p.pid)
+    before = shoalproc.rss_kib(a.p.pid)
     big = []
     busy = 0
     for _ in range(16):
@@ -794,7 +786,7 @@ def case_limits(tmp):
         except OSError:
             pass  # refused half-way: the daemon closed it
     time.sleep(0.5)
-    grew = rss_kib(a.p.pid) - before
+    grew = shoalproc.rss_kib(a.p.pid) - before
     end = time.monotonic() + 20
     for s in big:
         data = read_until_closed(s, max(0.1, end - time.monotonic()))
@@ -918,7 +910,7 @@ def case_pending_orders(tmp):
     nobody = random.Random(3).randbytes(32).hex()
     order = [f"p{i:05d}-" + "x" * 993 for i in range(8000)]  # 8 MB
     frame = shoal_loader._frame([shoal_loader.LOADER_WANT, nobody, order])
-    before = rss_kib(b.p.pid)
+    before = shoalproc.rss_kib(b.p.pid)
     held = []
     for _ in range(12):
         s = socket.socket(socket.AF_UNIX)
@@ -939,13 +931,13 @@ def case_pending_orders(tmp):
         data = read_until_closed(s, max(0.1, end - time.monotonic())) or b""
         # Refused as its order arrived, or once it was in: both say busy.
         busy += b"busy: " in data
-    grew = rss_kib(b.p.pid) - before
+    grew = shoalproc.rss_kib(b.p.pid) - before
     print(f"12 loaders with 8 MB orders waiting: {waiting} kept, {busy} busy, RSS +{grew} KiB")
     if asan_build(b.p.pid):
         print("AddressSanitizer build: RSS not checked")
         grew = 0
     if waiting > 4 or busy + waiting != 12 or grew >= 64 << 10:
-        print(f"FAIL waiting loaders' orders are not bounded by the budget")
+        print("FAIL waiting loaders' orders are not bounded by the budget")
         fails += 1
     for s in held:
         s.close()

@@ -782,14 +782,6 @@ def case_hello_replay(tmp):
     return fails
 
 
-def vm_rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
-
-
 def ping_flood(tmp, floods, budget, limit, what):
     """Credentialed peers (keys |floods|) that flood PINGs and never read
     the PONGs may grow the seed (--max-queue-total |budget|, None: its
@@ -805,7 +797,7 @@ def ping_flood(tmp, floods, budget, limit, what):
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, *extra]))
     fails = 0
     time.sleep(0.5)
-    before = vm_rss_mib(a.p.pid)
+    before = shoalproc.rss_kib(a.p.pid) / 1024
     hs = [subprocess.Popen([HOSTILE, a.addr, k(f), k(f) + ".cred", k("cluster") + ".pub",
                             "ping", "2000000", "8"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, HOLD="60"))
@@ -817,7 +809,7 @@ def ping_flood(tmp, floods, budget, limit, what):
         m = re.match(r"sent (\d+)", h.stdout.readline()) if r else None
         sent.append(int(m.group(1)) if m else None)
     time.sleep(1)
-    after = vm_rss_mib(a.p.pid)
+    after = shoalproc.rss_kib(a.p.pid) / 1024
     print(f"PINGs sent without reading, per peer: {sent}; seed RSS {before:.0f} -> "
           f"{after:.0f} MiB ({what})")
     if any(n is None or n < 10000 for n in sent):

@@ -6,11 +6,13 @@
 #include "auth.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
 #include "error.h"
+#include "frame.h"
 
 #define MSG_LEN (sizeof(SHOAL_TRK_AUTH_DOMAIN) + 32)
 
@@ -87,25 +89,48 @@ static void ctr_nonce(uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES], u
         n[i] = (uint8_t)(ctr >> (8 * i));
 }
 
-int shoal_trk_seal(struct shoal_trk_seal *s, uint8_t *p, size_t len)
+int shoal_trk_seal_frame(struct shoal_trk_seal *s, struct shoal_buf *b, size_t start)
 {
+    static const uint8_t tag[SHOAL_TRK_SEAL_TAG];
     uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
     unsigned long long clen;
-    ctr_nonce(n, s->tx_ctr++);
-    return crypto_aead_xchacha20poly1305_ietf_encrypt(p, &clen, p, len, NULL, 0, NULL, n, s->tx) == 0
-               ? 0
-               : -EIO;
+    size_t blen = b->len - start - SHOAL_FRAME_HDR_LEN;
+    int rv = shoal_buf_append(b, tag, sizeof tag);
+    if (rv == 0) {
+        uint8_t *p = b->data + start + SHOAL_FRAME_HDR_LEN;
+        ctr_nonce(n, s->tx_ctr++);
+        rv = crypto_aead_xchacha20poly1305_ietf_encrypt(p, &clen, p, blen, NULL, 0, NULL, n,
+                                                        s->tx) == 0 ? 0 : -EIO;
+    }
+    if (rv == 0)
+        rv = shoal_frame_header(b->data + start, blen + SHOAL_TRK_SEAL_TAG);
+    if (rv == SHOAL_ETOOBIG)
+        rv = SHOAL_ELIMIT;
+    if (rv != 0)
+        b->len = start;
+    return rv;
 }
 
-int shoal_trk_open(struct shoal_trk_seal *s, const uint8_t *in, size_t len, uint8_t *out)
+int shoal_trk_open_frame(struct shoal_trk_seal *s, const uint8_t **body, size_t *len,
+                         uint8_t **scratch, size_t *cap)
 {
     uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
     unsigned long long mlen;
-    if (len < SHOAL_TRK_SEAL_TAG)
+    if (*len < SHOAL_TRK_SEAL_TAG)
         return SHOAL_EBADMSG;
+    if (*cap < *len) {
+        uint8_t *p = realloc(*scratch, *len);
+        if (!p)
+            return -ENOMEM;
+        *scratch = p;
+        *cap = *len;
+    }
     ctr_nonce(n, s->rx_ctr);
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &mlen, NULL, in, len, NULL, 0, n, s->rx) != 0)
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(*scratch, &mlen, NULL, *body, *len, NULL, 0, n,
+                                                   s->rx) != 0)
         return SHOAL_EBADMSG;
     s->rx_ctr++;
+    *body = *scratch;
+    *len = (size_t)mlen;
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "keys.h"
 
 #define SHOAL_TRK_AUTH_DOMAIN "shoal-trk-auth-v1"
@@ -82,13 +83,18 @@ struct shoal_trk_seal {
 int shoal_trk_seal_keys(struct shoal_trk_seal *s, bool client, const uint8_t pk[32],
                         const uint8_t sk[32], const uint8_t peer_pk[32]);
 
-/* Seals the |len| bytes at |p| in place and writes the tag after them
- * (|p| has room for len + SHOAL_TRK_SEAL_TAG). Returns 0 or -EIO. */
-int shoal_trk_seal(struct shoal_trk_seal *s, uint8_t *p, size_t len);
+/* Seals the frame (header and body) encoded at b->data + |start| up to
+ * b->len in place: the tag goes after the body and the header gets the
+ * new length. On failure b->len is |start| again (nothing half-sealed is
+ * left). Returns 0, SHOAL_ELIMIT (past b's max or the frame limit) or
+ * -EIO / -ENOMEM. */
+int shoal_trk_seal_frame(struct shoal_trk_seal *s, struct shoal_buf *b, size_t start);
 
-/* Opens sealed frame body |in| (|len| bytes, tag included) into |out|
- * (len - SHOAL_TRK_SEAL_TAG bytes). Returns 0 or SHOAL_EBADMSG (too short,
- * or not sealed by the other end in this order). */
-int shoal_trk_open(struct shoal_trk_seal *s, const uint8_t *in, size_t len, uint8_t *out);
+/* Opens the sealed frame body *|body| (*|len| bytes, tag included) into
+ * *|scratch| (grown as needed, *|cap| bytes; the caller frees it) and
+ * points *|body|, *|len| at the opened bytes. Returns 0, SHOAL_EBADMSG
+ * (too short, or not sealed by the other end in this order) or -ENOMEM. */
+int shoal_trk_open_frame(struct shoal_trk_seal *s, const uint8_t **body, size_t *len,
+                         uint8_t **scratch, size_t *cap);
 
 #endif

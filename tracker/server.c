@@ -684,20 +684,8 @@ static int conn_send(struct conn *c, const struct shoal_msg *m)
     c->out.max = room;
     size_t start = c->out.len;
     int rv = shoal_msg_encode(m, &c->out);
-    if (rv == 0 && c->seal.on) {
-        /* Sealed in place, the tag after the body, the length fixed. */
-        static const uint8_t tag[SHOAL_TRK_SEAL_TAG];
-        size_t blen = c->out.len - start - SHOAL_FRAME_HDR_LEN;
-        rv = shoal_buf_append(&c->out, tag, sizeof tag);
-        if (rv == 0)
-            rv = shoal_trk_seal(&c->seal, c->out.data + start + SHOAL_FRAME_HDR_LEN, blen);
-        if (rv == 0)
-            rv = shoal_frame_header(c->out.data + start, blen + SHOAL_TRK_SEAL_TAG);
-        if (rv != 0)
-            c->out.len = start; /* nothing half-sealed goes out */
-        if (rv == SHOAL_ETOOBIG)
-            rv = SHOAL_ELIMIT;
-    }
+    if (rv == 0 && c->seal.on)
+        rv = shoal_trk_seal_frame(&c->seal, &c->out, start);
     if (rv == SHOAL_ELIMIT) {
         conn_drop(c, "reader too slow: more than %zu reply bytes queued", c->t->cfg.max_outq);
     } else if (rv) {
@@ -1467,25 +1455,12 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     struct shoal_msg *m = &t->msg;
     c->frames_in++;
     if (c->seal.on) {
-        if (len < SHOAL_TRK_SEAL_TAG) {
-            conn_drop(c, "sealed frame of %zu bytes", len);
+        int orv = shoal_trk_open_frame(&c->seal, &body, &len, &t->opened, &t->opened_cap);
+        if (orv != 0) {
+            conn_drop(c, "sealed frame does not open (%s)",
+                      orv == -ENOMEM ? "out of memory" : "changed on the way, or out of order");
             return 1;
         }
-        if (t->opened_cap < len) {
-            uint8_t *p = realloc(t->opened, len);
-            if (!p) {
-                conn_drop(c, "out of memory opening a sealed frame");
-                return 1;
-            }
-            t->opened = p;
-            t->opened_cap = len;
-        }
-        if (shoal_trk_open(&c->seal, body, len, t->opened) != 0) {
-            conn_drop(c, "sealed frame does not open (changed on the way, or out of order)");
-            return 1;
-        }
-        body = t->opened;
-        len -= SHOAL_TRK_SEAL_TAG;
     }
     int rv = shoal_msg_decode(m, body, len);
     if (rv) {
