@@ -711,6 +711,14 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
     shoal_loader_srv_release_failed(d->loader, pl->name, pl->why); /* --- loader --- */
     if (pl->asked[0] && strcmp(pl->asked, pl->name) != 0)
         shoal_loader_srv_release_failed(d->loader, pl->asked, pl->why);
+    /* Loaders may wait for the same release by manifest id: once the id
+     * is known (always, for a release that failed to open), they are told
+     * too, instead of waiting for a release that will not come. */
+    if (!pl->by_name) {
+        char hex[65];
+        shoal_hex(hex, pl->id, 32);
+        shoal_loader_srv_release_failed(d->loader, hex, pl->why);
+    }
     arm_retry(d);
 }
 /* --- end dux --- */

@@ -1247,7 +1247,7 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
         if (c->state != C_PENDING || c->pend_by_id != by_id ||
             (by_id ? memcmp(c->pend_id, id, 32) != 0 : strcmp(c->release, release) != 0))
             continue;
-        send_error(c, "unknown release '%s': %s", c->release, why ? why : "cannot be fetched");
+        send_error(c, "release '%s' cannot be fetched: %s", c->release, why ? why : "no reason given");
         pump_out(c);
     }
     pthread_mutex_unlock(&l->mu);

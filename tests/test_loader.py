@@ -62,6 +62,10 @@ CASE is one of:
                 budget get 'busy' (before: all 12 kept, RSS +100 MB), the
                 daemon's RSS grows by less than 64 MiB, and once they hang
                 up the budget is whole again.
+  store_full    a loader asking by manifest id for a release that cannot be
+                opened (the node's cache is an 8 MiB tmpfs, the release 13
+                MiB; root only) gets LOADER_ERROR naming the disk error
+                soon, rather than waiting for a release that will not come.
   short_done    a loader that reads slowly while its release is dropped gets
                 LOADER_ERROR (saying how many files were handed), not the
                 LOADER_DONE that was queued behind files never sent; and both
@@ -391,7 +395,7 @@ def case_by_name(tmp):
     unknown = "org/model@" + "ef" * 20
     t0 = time.monotonic()
     err = loader_error(sock, unknown, order)
-    if err is None or f"unknown release '{unknown}'" not in err or "no tracker knows" not in err:
+    if err is None or f"release '{unknown}' cannot be fetched" not in err or "no tracker knows" not in err:
         print(f"FAIL a name the tracker does not know got {err!r}")
         fails += 1
     print(f"unknown name refused in {time.monotonic() - t0:.2f} s: {err}")
@@ -1085,7 +1089,52 @@ def case_short_done(tmp):
     return fails
 
 
-shoalproc.main(CASE, {"multi_node": case_multi_node, "memory": case_memory,
+def case_store_full(tmp):
+    if os.geteuid() != 0:
+        print("store_full: needs root to mount a tmpfs; skipped")
+        sys.exit(77)
+    small = os.path.join(tmp, "small")
+    os.makedirs(small)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", small]).returncode:
+        print("store_full: cannot mount a tmpfs; skipped")
+        sys.exit(77)
+    try:
+        return loader_store_full(tmp, small)
+    finally:
+        shoalproc.kill_all()
+        subprocess.run(["umount", "-l", small])
+
+
+def loader_store_full(tmp, small):
+    k, repo, files, mf, mid = setup(tmp, shard_bytes=4 * 1024 * 1024)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    args = node_args(k, "b", tmp, ["--peer", a.addr, "--loader-socket", sock])
+    args[args.index("--cache-dir") + 1] = os.path.join(small, "hub")
+    b = Node("puller", args)
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the puller did not reach the seed")
+        return 1
+    try:
+        with shoal_loader.Client(sock, timeout=30) as cl:
+            n = sum(1 for f in cl.want(mid) if not f.close())
+        err = f"got {n} files from a release that does not fit"
+    except shoal_loader.LoaderError as e:
+        err = str(e)
+        print(f"loader: {err}")
+    except OSError as e:  # the old daemon: no answer at all
+        err = f"no answer: {e}"
+    if "no space left" not in err.lower():
+        print(f"FAIL the loader waiting by id was not told the release failed: {err}")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
+shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
