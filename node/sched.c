@@ -237,6 +237,14 @@ static inline bool bit_get(const uint8_t *bits, uint32_t i)
 
 static inline void bit_set(uint8_t *bits, uint32_t i) { bits[i >> 3] |= (uint8_t)(1u << (i & 7)); }
 
+/* Chunks 64w .. 64w+63 of a bitfield, chunk 64w in bit 0 (little-endian). */
+static uint64_t word_of(const uint8_t *bits, uint32_t w)
+{
+    uint64_t x;
+    memcpy(&x, bits + (size_t)w * 8, 8);
+    return x;
+}
+
 static inline uint32_t bcnt(const struct shoal_sched *s, uint32_t c)
 {
     return s->ck[c].cnt < CNT_CAP ? s->ck[c].cnt : CNT_CAP;
@@ -918,7 +926,8 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     uint32_t i = 0;
     while (s->peers[i].used)
         i++;
-    uint8_t *bits = s->pbits + (size_t)i * s->pbstride; /* zeroed at new or remove */
+    /* Zeroed at new or remove; none after shoal_sched_borrow_all. */
+    uint8_t *bits = s->pbits ? s->pbits + (size_t)i * s->pbstride : NULL;
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
@@ -952,8 +961,9 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
         s->nsame--;
     if (p->borrowed)
         s->nborrowed--;
+    else if (s->pbits)
+        memset(s->pbits + (size_t)i * s->pbstride, 0, s->pbstride);
     hslot_del(s, peer);
-    memset(s->pbits + (size_t)i * s->pbstride, 0, s->pbstride);
     memset(p, 0, sizeof(*p));
     s->thr[i] = 0;
     s->thr_until[i] = 0;
@@ -1005,7 +1015,7 @@ int shoal_sched_peer_bitfield(struct shoal_sched *s, uint64_t peer, const uint8_
     if (rv != 0)
         return rv;
     struct peer *p = &s->peers[i];
-    if (p->borrowed)
+    if (p->borrowed || !p->bits)
         return -EINVAL;
     /* Only the bits that differ matter; whole equal words are skipped (a
      * fresh peer's bitfield is mostly zeros, a seed's mostly ones). */
@@ -1041,7 +1051,7 @@ int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const ui
         return rv;
     struct peer *p = &s->peers[i];
     int added = 0;
-    if (p->borrowed)
+    if (p->borrowed || !p->bits)
         return -EINVAL;
     for (size_t k = 0; k < nbytes; k++) {
         for (unsigned add = (unsigned)(bits[k] & ~p->bits[k]); add != 0; add &= add - 1) {
@@ -1065,7 +1075,7 @@ int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
     if (chunk >= s->nchunks)
         return SHOAL_EBADMSG;
     struct peer *p = &s->peers[i];
-    if (p->borrowed)
+    if (p->borrowed || !p->bits)
         return -EINVAL;
     if (!bit_get(p->bits, chunk))
         peer_have_one(s, p, chunk);
@@ -1081,14 +1091,29 @@ int shoal_sched_peer_bitfield_borrow(struct shoal_sched *s, uint64_t peer, const
     struct peer *p = &s->peers[i];
     if (p->borrowed || p->nhave != 0)
         return -EINVAL;
-    /* Counted as a first bitfield would be, then read in place. */
-    rv = shoal_sched_peer_bitfield(s, peer, bits, nbytes);
-    if (rv != 0)
-        return rv;
-    memset(p->bits, 0, s->pbstride);
+    /* Read in place from now on, and counted as a first bitfield would be.
+     * The slot's own bitfield is never touched: in a simulator whose every
+     * peer is borrowed those pages are never made resident. */
     p->bits = (uint8_t *)(uintptr_t)bits;
     p->borrowed = true;
     s->nborrowed++;
+    for (uint32_t w = 0; (size_t)w * 8 < nbytes; w++)
+        for (uint64_t m = word_of(bits, w); m != 0; m &= m - 1) {
+            uint32_t c = w * 64 + (uint32_t)__builtin_ctzll(m);
+            if (c >= s->nchunks)
+                break;
+            peer_have_one(s, p, c);
+        }
+    peer_mark(s, (uint32_t)i);
+    return 0;
+}
+
+int shoal_sched_borrow_all(struct shoal_sched *s)
+{
+    if (s->npeers != 0)
+        return -EINVAL;
+    free(s->pbits);
+    s->pbits = NULL;
     return 0;
 }
 
@@ -1112,7 +1137,8 @@ uint32_t shoal_sched_peer_have_count(const struct shoal_sched *s, uint64_t peer)
 
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
-    if (s->peers[slot].borrowed || bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
+    if (s->peers[slot].borrowed || !s->pbits ||
+        bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
         return false;
     peer_have_one(s, &s->peers[slot], chunk);
     return (s->ck[chunk].flags & F_LISTED) && room(s);
@@ -1148,7 +1174,7 @@ void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint3
 {
     /* The bit itself only for a bitfield of ours: a borrowed one is set
      * by its owner, and finding out which it is would cost the miss. */
-    if (s->nborrowed < s->npeers)
+    if (s->pbits && s->nborrowed < s->npeers)
         __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);
     __builtin_prefetch(&s->ck[chunk], 1);
     __builtin_prefetch(&s->peers[slot], 1);
@@ -1428,13 +1454,6 @@ out:
 }
 
 /* ---- decisions ---- */
-
-static uint64_t word_of(const uint8_t *bits, uint32_t w)
-{
-    uint64_t x;
-    memcpy(&x, bits + (size_t)w * 8, 8);
-    return x;
-}
 
 /* Most candidates pick_scan compares. */
 #define SCAN_MAX 32

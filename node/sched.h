@@ -279,6 +279,15 @@ int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const ui
 int shoal_sched_peer_bitfield_borrow(struct shoal_sched *s, uint64_t peer, const uint8_t *bits,
                                      size_t nbytes);
 
+/* Every peer of |s| will borrow its bitfield: the scheduler frees the
+ * copies it would keep (max_peers x ceil(nchunks/64) x 8 bytes; 400 MB in
+ * a 10,000-node simulated fleet), and its peers then take no bitfield or
+ * HAVE call but shoal_sched_peer_bitfield_borrow and
+ * shoal_sched_slot_have_borrowed (-EINVAL; shoal_sched_slot_have returns
+ * false). Only before the first shoal_sched_peer_add: returns 0 or
+ * -EINVAL. */
+int shoal_sched_borrow_all(struct shoal_sched *s);
+
 /* shoal_sched_slot_have for a peer whose bitfield is borrowed, after the
  * caller set |chunk| there (each chunk once). Same return. */
 bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32_t chunk);

@@ -1668,6 +1668,9 @@ static int setup(struct sim *S)
         sc.seed = c->seed * 1000003u + i;
         if ((rv = shoal_sched_new(&nd->s, &sc, &rel)) != 0)
             return rv;
+        /* Its peers' have-sets are the nodes' own (see connect_peers). */
+        if ((rv = shoal_sched_borrow_all(nd->s)) != 0)
+            return rv;
         /* Fleet roles are the tracker's: a node has none until its first
          * announce is answered (at join). With no tracker at all every
          * node leases for itself at once. */

@@ -208,6 +208,39 @@ static void test_bitfield_borrow(void)
     shoal_sched_free(s);
 }
 
+/* With shoal_sched_borrow_all the scheduler keeps no bitfield copies: only
+ * borrowed peers work, chosen before the first peer, and a borrowed peer
+ * that leaves is uncounted as with copies. */
+static void test_borrow_all(void)
+{
+    struct shoal_sched *s = mk(64, 0, NULL, NULL);
+    uint8_t theirs[8] = {0}, mine[8] = {0};
+    struct shoal_sched_action a[8];
+
+    CHECK_EQ(shoal_sched_borrow_all(s), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, true, 1), 0);
+    CHECK_EQ(shoal_sched_borrow_all(s), -EINVAL); /* peers there already */
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 2, mine, 8), -EINVAL);
+    CHECK_EQ(shoal_sched_peer_bitfield_add(s, 2, mine, 8), -EINVAL);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 3), -EINVAL);
+    CHECK(!shoal_sched_slot_have(s, (uint32_t)shoal_sched_peer_slot(s, 2), 3));
+    theirs[0] = 0x03; /* chunks 0 and 1 */
+    CHECK_EQ(shoal_sched_peer_bitfield_borrow(s, 1, theirs, 8), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 2);
+    theirs[0] |= 0x08;
+    CHECK(shoal_sched_slot_have_borrowed(s, (uint32_t)shoal_sched_peer_slot(s, 1), 3));
+    size_t n = shoal_sched_next(s, 0, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 2); /* its depth: 2 in flight */
+    CHECK_EQ(shoal_sched_peer_remove(s, 1), 0);
+    CHECK_EQ(shoal_sched_peer_remove(s, 2), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 3, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 3), 0);
+    n = shoal_sched_next(s, 1, a, 8);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 0);
+    shoal_sched_free(s);
+}
+
 /* The loader waits for file 2, then file 0: their chunks come first. */
 static void test_loader_priority(void)
 {
@@ -1177,6 +1210,7 @@ int main(void)
     RUN(test_rarest_first);
     RUN(test_bitfield_add);
     RUN(test_bitfield_borrow);
+    RUN(test_borrow_all);
     RUN(test_loader_priority);
     RUN(test_loader_order);
     RUN(test_file_endgame);
