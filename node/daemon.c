@@ -305,8 +305,11 @@ static void on_ban(void *user, struct shoal_peer *p, const uint8_t pk[32], const
     LOG_W("banning node %s (peer %s) for %llu s: %s", hex,
           p ? shoal_peer_name(p) : "already disconnected",
           (unsigned long long)d->cfg->ban_seconds, why);
-    if (p)
-        shoal_peer_bye(p, "banned: sent a chunk that fails its hash");
+    if (p) {
+        char bye[200];
+        snprintf(bye, sizeof bye, "banned: %s", why);
+        shoal_peer_bye(p, bye);
+    }
 }
 
 /* ---- releases ---- */

@@ -1253,6 +1253,40 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
     if (busy)
         s->busy_until[i] = now_ms + s->cfg.busy_backoff_ms;
     req_drop(s, (uint32_t)k);
+    /* A crossing that failed for good frees the fallback room as one that
+     * arrived does (req_done): cross-zone peers that found nothing to
+     * pick for want of it may pick again. (A busy one is asked again.) */
+    if (!busy && !s->peers[i].same_zone)
+        clear_stale(s, true);
+    return 0;
+}
+
+int shoal_sched_peer_lacks(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk)
+{
+    s->now = now_ms;
+    int i = find_peer(s, peer);
+    if (i < 0)
+        return SHOAL_ENOTFOUND;
+    if (chunk >= s->nchunks)
+        return SHOAL_EBADMSG;
+    struct peer *p = &s->peers[i];
+    if (p->borrowed || !p->bits)
+        return -EINVAL;
+    /* The claim goes first, so relisting the chunk below wakes only the
+     * peers that still hold it, and the count it is listed by is right. */
+    if (bit_get(p->bits, chunk)) {
+        p->bits[chunk >> 3] &= (uint8_t)~(1u << (chunk & 7));
+        p->nhave--;
+        if (!(s->ck[chunk].flags & F_HAVE))
+            avail_change(s, chunk, p->same_zone, -1);
+    }
+    int k = req_find(s, (uint32_t)i, chunk);
+    if (k >= 0) {
+        req_drop(s, (uint32_t)k);
+        if (!p->same_zone)
+            clear_stale(s, true); /* as in shoal_sched_req_failed */
+    }
+    peer_mark(s, (uint32_t)i);
     return 0;
 }
 

@@ -347,6 +347,17 @@ int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
 int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk,
                          uint64_t bytes, uint64_t duration_ms);
 
+/* |peer| does not hold |chunk| after all: it answered a request for it
+ * "unknown", or did not answer at all. Its claim is withdrawn (a later
+ * HAVE for the chunk restores it) and a request to it for the chunk is
+ * dropped, so the chunk goes to another holder, or, with no holder left,
+ * to the origin, instead of back to the same peer at once. A peer that
+ * claims everything and serves nothing can then hold a chunk back for one
+ * answer at most, not for as long as it stays connected. Returns 0,
+ * SHOAL_ENOTFOUND, SHOAL_EBADMSG (chunk out of range) or -EINVAL (a
+ * borrowed bitfield: its owner's to change). */
+int shoal_sched_peer_lacks(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk);
+
 /* The request for |chunk| at |peer| failed (bad data, timeout); the chunk
  * becomes requestable again. With |busy| the peer refused it for load and is
  * left alone for busy_backoff_ms. Returns 0 or SHOAL_ENOTFOUND. */

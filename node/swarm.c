@@ -53,6 +53,9 @@ struct speer {
     uint32_t serving;  /* its requests being read from the store */
     uint64_t sent_until; /* tx byte count at which its last chunk is out */
     bool said_bye;     /* testing (corrupt_hangup): BYE already sent */
+    /* When it joined or last sent a chunk that verified: a peer that lets
+     * requests time out with nothing from it for as long is banned. */
+    uint64_t served_ms;
 };
 
 /* A received chunk on its way through the store (worker thread). */
@@ -163,6 +166,11 @@ struct shoal_swarm {
     /* --- s2 --- per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
     uint8_t *raw_run;
+    /* Bit per chunk our store could not read for a peer (a cached file
+     * cut short or gone): no longer served, so a peer asking for it gets
+     * "unknown" at once, and it is logged once, not once per request. */
+    uint8_t *unreadable;
+    uint32_t nunreadable;
 };
 
 static uint32_t next_req_id = 1;
@@ -346,7 +354,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     /* --- tracker --- */
     s->origin_failed = calloc(1, s->nchunks / 8 + 1);
     s->raw_run = calloc(2, (size_t)shoal_manifest_nfiles(m) + 1); /* --- s2 --- */
-    if (!s->origin_failed || !s->raw_run) {
+    s->unreadable = calloc(1, s->nchunks / 8 + 1);
+    if (!s->origin_failed || !s->raw_run || !s->unreadable) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -364,6 +373,7 @@ fail:
     free(file_first);
     free(s->origin_failed);
     free(s->raw_run); /* --- s2 --- */
+    free(s->unreadable);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -380,6 +390,7 @@ void shoal_swarm_free(struct shoal_swarm *s)
         free(s->peers[i]);
     origin_free_all(s); /* --- tracker --- */
     free(s->raw_run);   /* --- s2 --- */
+    free(s->unreadable);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -578,7 +589,6 @@ static void ban_key(struct shoal_swarm *s, const uint8_t *pk, const char *why)
  * nothing more is requested from it while it closes. */
 static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
 {
-    s->bad_chunks++;
     if (sp->joined && s->sched)
         shoal_sched_peer_remove(s->sched, sp->id);
     sp->joined = false;
@@ -637,6 +647,8 @@ static void verify_done(uv_work_t *w, int status)
             note_first_chunk(s);
         }
         /* --- end tracker --- */
+        if (sp)
+            sp->served_ms = now;
         if (sp && sp->joined)
             shoal_sched_req_done(s->sched, now, j->peer_id, j->chunk, j->len,
                                  now > j->sent_ms ? now - j->sent_ms : 1);
@@ -665,6 +677,7 @@ static void verify_done(uv_work_t *w, int status)
             snprintf(why, sizeof why, "sent chunk %u of release %s that fails its hash",
                      j->chunk, s->idhex);
             if (sp) {
+                s->bad_chunks++;
                 ban_peer(s, sp, why);
             } else {
                 /* The sender hung up before the verdict: ban its key. */
@@ -716,6 +729,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, false);
         snprintf(why, sizeof why, "answered request for chunk %u of %s with another chunk",
                  r.chunk, s->idhex);
+        s->bad_chunks++;
         ban_peer(s, sp, why);
         return true;
     }
@@ -913,8 +927,23 @@ static void serve_done(uv_work_t *w, int status)
     } else if (status != 0 || j->rv < 0) {
         free(j->buf);
         free(j->payload); /* --- ctl --- */
-        LOG_W("release %s: cannot read chunk %u for peer %s: %s", s->idhex, j->chunk,
-              shoal_peer_name(sp->p), shoal_strerror(status ? status : j->rv));
+        if (!(s->unreadable[j->chunk >> 3] & (1u << (j->chunk & 7)))) {
+            const struct shoal_mf_file *f = shoal_manifest_file(s->m, c->file);
+            bool first = true;
+            for (uint32_t k = f->first_chunk; k < f->first_chunk + f->nchunks && first; k++)
+                first = !(s->unreadable[k >> 3] & (1u << (k & 7)));
+            s->unreadable[j->chunk >> 3] |= (uint8_t)(1u << (j->chunk & 7));
+            s->nunreadable++;
+            /* Once per file: a file cut short fails every chunk past the cut. */
+            if (first)
+                LOG_E("release %s: cannot read chunk %u (file %s) from the store: %s; no longer "
+                      "serving the chunks of this file that fail to read (was the cached file "
+                      "cut short or removed?)", s->idhex, j->chunk, f->path,
+                      shoal_strerror(status ? status : j->rv));
+            else
+                LOG_D("release %s: chunk %u unreadable too (%u in all)", s->idhex, j->chunk,
+                      s->nunreadable);
+        }
         send_reject(sp, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
     } else {
         if (s->cfg->corrupt_uploads)
@@ -965,7 +994,8 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     struct serve_job *j;
     bool remote, compress; /* --- s2 --- */
 
-    if (!c || memcmp(c->id, r->chunk_id, 32) != 0 || !shoal_store_has(s->store, r->chunk_index)) {
+    if (!c || memcmp(c->id, r->chunk_id, 32) != 0 || !shoal_store_has(s->store, r->chunk_index) ||
+        (s->unreadable[r->chunk_index >> 3] & (1u << (r->chunk_index & 7)))) {
         send_reject(sp, r->req_id, SHOAL_REJECT_UNKNOWN, 0);
         return;
     }
@@ -1534,15 +1564,29 @@ static void expire_requests(struct shoal_swarm *s)
 
     for (uint32_t i = 0; i < s->npeers; i++) {
         struct speer *sp = s->peers[i];
+        bool late = false;
         for (uint32_t k = 0; k < sp->nreq;) {
             if (now - sp->req[k].sent_ms > limit) {
                 LOG_W("release %s: peer %s did not answer request for chunk %u in %u ms",
                       s->idhex, shoal_peer_name(sp->p), sp->req[k].chunk, limit);
-                shoal_sched_req_failed(s->sched, now, sp->id, sp->req[k].chunk, false);
+                /* Its claim goes with it: asked again, it would hold the
+                 * chunk back for another time-out. */
+                shoal_sched_peer_lacks(s->sched, now, sp->id, sp->req[k].chunk);
                 sp->req[k] = sp->req[--sp->nreq];
+                late = true;
             } else {
                 k++;
             }
+        }
+        /* Nothing from it for a whole time-out while it had requests: a
+         * peer that claims chunks and serves none (or is wedged) would
+         * otherwise be asked again after every time-out, and while its
+         * claims stand nothing goes to the origin. */
+        if (late && sp->joined && now - sp->served_ms > limit) {
+            char why[160];
+            snprintf(why, sizeof why, "announced chunks of release %s but sent none of them "
+                     "in %u ms", s->idhex, limit);
+            ban_peer(s, sp, why);
         }
     }
 }
@@ -1796,6 +1840,7 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
         if (rv != 0)
             return;
         sp->joined = true;
+        sp->served_ms = now_ms(s);
     }
     /* The wire is most-significant-bit first, the scheduler least. */
     bits = malloc(bf->bits.len ? bf->bits.len : 1);
@@ -1855,9 +1900,15 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
         sp = find_peer(s, shoal_peer_id(p));
         if (!sp || !take_req(sp, m->u.reject.req_id, &r))
             return false;
-        shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk,
-                               m->u.reject.reason == SHOAL_REJECT_BUSY ||
-                                   m->u.reject.reason == SHOAL_REJECT_RATE_LIMITED);
+        /* Busy: asked again after a back-off. Anything else (unknown: it
+         * cannot serve the chunk after all; shutting down; not authorised)
+         * withdraws its claim, or the scheduler would ask it again at once,
+         * in a loop as fast as the peer answers. */
+        if (m->u.reject.reason == SHOAL_REJECT_BUSY ||
+            m->u.reject.reason == SHOAL_REJECT_RATE_LIMITED)
+            shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, true);
+        else
+            shoal_sched_peer_lacks(s->sched, now_ms(s), sp->id, r.chunk);
         pump(s);
         return true;
     }

@@ -7,7 +7,12 @@
  *                           reads what the node answers;
  *   bitflood ID NCHUNKS N   sends N HAVE_BITFIELDs for release ID (64 hex),
  *                           alternately all chunks and none, reading and
- *                           dropping what the node sends.
+ *                           dropping what the node sends;
+ *   liar ID NCHUNKS SECONDS ignore|reject
+ *                           announces every chunk of release ID, then for
+ *                           SECONDS answers no REQUEST (ignore) or each with
+ *                           REJECT unknown (reject); prints "requests N"
+ *                           and "closed by the node" if it was.
  *
  * Prints "sent N" on stdout when done, then holds the connection open for
  * HOLD seconds (environment, default 0) so the test can look at the node.
@@ -96,6 +101,24 @@ static uint8_t *read_frame(size_t *len)
         return NULL;
     }
     return b;
+}
+
+/* One frame opened and decoded into |m| (its bytes in *|body|, to free);
+ * false when the connection ended or the frame is bad. */
+static bool read_msg(struct shoal_msg *m, uint8_t **body)
+{
+    size_t len, plain;
+
+    *body = read_frame(&len);
+    if (!*body)
+        return false;
+    if (shoal_session_open(sess, *body, len, &plain) != 0 ||
+        shoal_msg_decode(m, *body, plain) != 0) {
+        free(*body);
+        *body = NULL;
+        return false;
+    }
+    return true;
 }
 
 static bool send_msg(const struct shoal_msg *m, double deadline)
@@ -192,7 +215,8 @@ int main(int argc, char **argv)
 
     if (argc < 7) {
         fprintf(stderr, "usage: hostile_peer HOST:PORT KEY CRED CLUSTER_PUB "
-                        "ping N SECONDS | bitflood ID NCHUNKS N\n");
+                        "ping N SECONDS | bitflood ID NCHUNKS N | "
+                        "liar ID NCHUNKS SECONDS ignore|reject\n");
         return 2;
     }
     if (connect_to(argv[1]) != 0) {
@@ -235,6 +259,55 @@ int main(int argc, char **argv)
         }
         free(ones);
         free(zeros);
+    } else if (strcmp(argv[5], "liar") == 0 && argc == 10) {
+        uint32_t nch = (uint32_t)atol(argv[7]);
+        size_t nb = (nch + 7) / 8;
+        uint8_t *ones = malloc(nb ? nb : 1);
+        double end = now_s() + atof(argv[8]);
+        bool reject = strcmp(argv[9], "reject") == 0, closed = false;
+
+        if (!ones || shoal_unhex(m.u.have_bitfield.manifest_id, 32, argv[6], 64) != 0)
+            return 2;
+        memset(ones, 0xff, nb);
+        if (nch % 8)
+            ones[nb - 1] = (uint8_t)(0xff << (8 - nch % 8));
+        m.type = SHOAL_MSG_HAVE_BITFIELD;
+        m.u.have_bitfield.nchunks = nch;
+        m.u.have_bitfield.bits.len = (uint32_t)nb;
+        m.u.have_bitfield.bits.p = ones;
+        if (!send_msg(&m, now_s() + 10))
+            return 1;
+        while (now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body)) {
+                closed = true;
+                break;
+            }
+            if (in.type == SHOAL_MSG_REQUEST) {
+                sent++;
+                if (reject) {
+                    struct shoal_msg r;
+                    memset(&r, 0, sizeof r);
+                    r.type = SHOAL_MSG_REJECT;
+                    r.u.reject.req_id = in.u.request.req_id;
+                    r.u.reject.reason = SHOAL_REJECT_UNKNOWN;
+                    (void)send_msg(&r, now_s() + 5);
+                }
+            }
+            free(body);
+        }
+        free(ones);
+        printf("requests %ld\n", sent);
+        if (closed)
+            printf("closed by the node\n");
+        fflush(stdout);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
     } else {
         fprintf(stderr, "hostile_peer: unknown mode or arguments\n");
         return 2;

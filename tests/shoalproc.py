@@ -338,9 +338,12 @@ def build_manifest(shoal, repo, k, out, repo_id="org/model", commit="ab" * 20,
 
 def node_args(k, name, tmp, extra=()):
     """shoald arguments for node |name|: its key and credential, the cluster
-    and publisher keys, a cache of its own under |tmp|, quick redials."""
+    and publisher keys, a cache of its own under |tmp|, quick redials. Its
+    origin is a loopback port nobody serves (a later --hub-endpoint in
+    |extra| wins): a test node never reaches for the real Hub."""
     return ["--node-key", k(name), "--cred", k(name) + ".cred",
             "--cluster-keys", k("cluster") + ".pub",
             "--publisher-keys", k("publisher") + ".pub",
             "--cache-dir", os.path.join(tmp, "cache-" + name),
-            "--state-dir", state_dir(), "--reconnect-ms", "300", *extra]
+            "--state-dir", state_dir(), "--reconnect-ms", "300",
+            "--hub-endpoint", "http://127.0.0.1:9", *extra]

@@ -208,6 +208,47 @@ static void test_bitfield_borrow(void)
     shoal_sched_free(s);
 }
 
+/* A peer that claims every chunk and answers "unknown" (or nothing): each
+ * chunk it fails is no longer asked of it, and one nobody else holds goes
+ * to the origin, instead of straight back to the same peer. */
+static void test_peer_lacks(void)
+{
+    struct shoal_sched *s = mk(8, 0, NULL, NULL);
+    uint8_t all[1] = {0xff};
+    struct shoal_sched_action a[16];
+
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, 1), 0);
+    size_t n = shoal_sched_next(s, 0, a, 16);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 0); /* no orphans */
+    uint32_t c = UINT32_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_REQUEST)
+            c = a[i].chunk;
+    REQUIRE(c != UINT32_MAX);
+    CHECK_EQ(shoal_sched_peer_lacks(s, 1, 9, c), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sched_peer_lacks(s, 1, 1, 8), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sched_peer_lacks(s, 1, 1, c), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 7);
+    n = shoal_sched_next(s, 2, a, 16);
+    bool lease = false;
+    size_t reqs = 0;
+    for (size_t i = 0; i < n; i++) {
+        CHECK(a[i].type != SHOAL_SCHED_REQUEST || a[i].chunk != c);
+        lease |= a[i].type == SHOAL_SCHED_LEASE_REQUEST;
+        reqs += a[i].type == SHOAL_SCHED_REQUEST;
+    }
+    CHECK(lease); /* c is an orphan now: the origin is asked */
+    CHECK_EQ(reqs, 1); /* and the peer for another chunk, in c's place */
+    /* Lacking a chunk twice, or one never claimed, changes nothing more. */
+    CHECK_EQ(shoal_sched_peer_lacks(s, 3, 1, c), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 7);
+    /* A later HAVE restores the claim. */
+    CHECK_EQ(shoal_sched_peer_have(s, 1, c), 0);
+    CHECK_EQ(shoal_sched_peer_have_count(s, 1), 8);
+    shoal_sched_free(s);
+}
+
 /* With shoal_sched_borrow_all the scheduler keeps no bitfield copies: only
  * borrowed peers work, chosen before the first peer, and a borrowed peer
  * that leaves is uncounted as with copies. */
@@ -1211,6 +1252,7 @@ int main(void)
     RUN(test_bitfield_add);
     RUN(test_bitfield_borrow);
     RUN(test_borrow_all);
+    RUN(test_peer_lacks);
     RUN(test_loader_priority);
     RUN(test_loader_order);
     RUN(test_file_endgame);

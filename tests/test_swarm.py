@@ -41,6 +41,20 @@ CASE is one of:
                   grows by less than 400 MiB (before: 1.25 GB for 3,000,000);
                   an honest puller then still completes from the seed.
                   (HOSTILE_PEER, the fifth argument, is tests/hostile_peer.c.)
+  liar            a peer announces every chunk of a release to a puller that
+                  has no other source, then answers each request "unknown":
+                  it is asked for each chunk once at most (before: a request
+                  loop, ~40,000 a second), and for the others after each
+                  refusal (a failed crossing frees the one cross-zone
+                  fallback slot, as one that arrived does); a second one answers nothing: its
+                  requests time out (--request-timeout-ms 1500) and it is
+                  banned, the log saying why; an honest seed that comes
+                  later completes the release, verified.
+  cut_seed        a seed's cached shard is cut to a third after import: it
+                  says once that it cannot read chunks of that file and stops
+                  serving them, and answers later requests "unknown" without a read
+                  (before: the same failed read in a loop with the puller);
+                  the puller completes once a second seed joins.
   tracker_lies    a puller's only tracker lies (tests/fake_tracker.c, the
                   sixth argument): it lists 256 made-up node keys per
                   answer, alternately at a socket that accepts and never
@@ -782,6 +796,98 @@ def case_hello_replay(tmp):
     return fails
 
 
+def case_liar(tmp):
+    """A credentialed peer that announces every chunk and then serves none:
+    answering "unknown" withdraws its claim chunk by chunk (no request loop),
+    and one that lets requests time out is banned; an honest seed that
+    comes later then gets the release through."""
+    k, repo, files, mf, mid = setup(tmp)
+    nch = int(re.search(r"(\d+) chunks", run("manifest", "show", mf)).group(1))
+    b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf, "--request-timeout-ms", "1500"]))
+    fails = 0
+    for how, key in (("reject", "m"), ("ignore", "x")):
+        h = subprocess.run([HOSTILE, b.addr, k(key), k(key) + ".cred", k("cluster") + ".pub",
+                            "liar", mid, str(nch), "6", how], capture_output=True, text=True,
+                           timeout=60)
+        m = re.search(r"requests (\d+)", h.stdout)
+        reqs = int(m.group(1)) if m else None
+        closed = "closed by the node" in h.stdout
+        print(f"liar ({how}): {reqs} requests in 6 s for {nch} chunks"
+              f"{', closed by the node' if closed else ''}")
+        if reqs is None:
+            print(f"FAIL the liar did not get through: {h.stdout} {h.stderr}")
+            fails += 1
+        elif how == "reject" and not nch // 2 <= reqs <= nch:
+            # Each chunk once at most (no loop), yet the others still asked
+            # for after one is refused: it is the only source here.
+            print(f"FAIL a peer answering 'unknown' was asked {reqs} times for {nch} chunks")
+            fails += 1
+        elif how == "ignore" and not closed:
+            print("FAIL a peer that answered no request was not disconnected")
+            fails += 1
+    if not b.wait_for(r"banning node .*announced chunks of release .* but sent none", 10):
+        print("FAIL the silent peer was not banned, saying why")
+        fails += 1
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete", WAIT_S):
+        print("FAIL the puller did not complete from the honest seed")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all((a, b))
+    if fails:
+        b.dump(80)
+    return fails
+
+
+def case_cut_seed(tmp):
+    """A seed whose cached file was cut short after it was verified (a tool
+    writing through the snapshot link): it says so once per chunk it cannot
+    read and stops offering them, instead of failing the same reads in a
+    loop with the puller; the puller gets the rest from it and the cut
+    chunks from a second seed."""
+    k, repo, files, mf, mid = setup(tmp)
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    fails = 0
+    if not a.wait_for(r"imported \d+ chunks from", WAIT_S):
+        print("FAIL the seed did not import the release")
+        return 1
+    snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20)
+    cut = "model-00001-of-00002.safetensors"
+    with open(os.path.join(snap, cut), "r+b") as f:
+        f.truncate(len(files[cut]) // 3)
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid]))
+    # Bounded wait: the other files arrive, the cut chunks never do.
+    end, st = time.monotonic() + 30, ""
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        st = run("status", "--socket", b.ctl)
+        if "model-00002-of-00002.safetensors" in b.log() and \
+                len(re.findall(r"complete and verified", b.log())) >= 3:
+            break
+    time.sleep(2)  # a request loop would show in these seconds
+    reads = len(re.findall(r"cannot read chunk \d+ \(file %s\)" % re.escape(cut), a.log()))
+    print(f"seed: {reads} lines on unreadable chunks of the file; puller: "
+          f"{len(re.findall(r'complete and verified', b.log()))} files complete")
+    if reads != 1:
+        print(f"FAIL the seed logged {reads} unreadable chunks of {cut}, want 1 line")
+        fails += 1
+    if "no longer serving the chunks of this file" not in a.log():
+        print("FAIL the seed did not say it stops serving the unreadable chunks")
+        fails += 1
+    c = Node("seed2", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete", WAIT_S):
+        print("FAIL the puller did not complete with a second seed")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all((a, b, c))
+    if fails:
+        a.dump(40)
+        b.dump(40)
+    return fails
+
+
 def ping_flood(tmp, floods, budget, limit, what):
     """Credentialed peers (keys |floods|) that flood PINGs and never read
     the PONGs may grow the seed (--max-queue-total |budget|, None: its
@@ -921,6 +1027,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "unauth_evict": case_unauth_evict,
                       "cred_expiry": case_cred_expiry,
                       "hello_replay": case_hello_replay,
-                      "ping_flood": case_ping_flood,
+                      "ping_flood": case_ping_flood, "liar": case_liar,
+                      "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies}, "shoal-swarm-")
