@@ -70,7 +70,10 @@ static const struct key keys[] = {
      "in the cache"},
     {"max-unauth", K_U64, F(max_unauth), "N",
      "inbound connections still in their handshake at once; a new one closes the oldest "
-     "(64; 1-256)"},
+     "of the address holding the most (64; 1-256)"},
+    {"hello-rate", K_U64, F(hello_rate), "N",
+     "inbound HELLOs checked per second from one address (IPv6: /64), bursts of 2N; "
+     "more are refused unchecked (20; 0: no limit; at most 100000)"},
     {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
     {"upload-slots", K_U64, F(upload_slots), "N",
      "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
@@ -162,6 +165,7 @@ int shoal_config_init(struct shoal_config *c)
     c->max_queue_total = 512u << 20;
     c->max_peers = 64;
     c->max_unauth = 64;
+    c->hello_rate = 20;
     c->max_leases = 2; /* the scheduler's default */
     c->max_releases = 64;
     c->serve_per_peer = 16;

@@ -55,6 +55,10 @@ struct shoal_config {
      * the oldest closed to admit a new one, so connections that never
      * authenticate can neither take max_peers slots nor stop our dials. */
     uint64_t max_unauth;
+    /* Inbound HELLOs verified per second from one source (netsrc.h), with
+     * twice that as burst; beyond it a HELLO is refused unverified. 0: no
+     * limit. */
+    uint64_t hello_rate;
     uint64_t serve_per_peer;
     uint64_t upload_slots;
     uint64_t request_timeout_ms;

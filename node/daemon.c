@@ -29,8 +29,10 @@
 #include "loader.h"
 #include "manifest.h"
 #include "mfq.h"
+#include "netsrc.h"
 #include "nodelog.h"
 #include "peer.h"
+#include "srclimit.h"
 #include "state.h"
 #include "store.h"
 #include "swarm.h"
@@ -43,6 +45,9 @@
 #define EVICT_LOG_MS 10000
 /* The close reason of an evicted connection; its close is not logged again. */
 static const char EVICTED[] = "evicted: oldest connection still in its handshake";
+/* ... and of a HELLO refused unchecked (hello-rate): the BYE's text too. */
+static const char HELLO_BUSY[] = "busy: too many handshakes from your address, retry later";
+#define HELLO_RATE_MAX 100000u
 #define MAX_SWARMS 64
 #define MAX_BANS 256
 /* --- s2rob --- A manifest still not written after this long is taken off the budget: a
@@ -147,6 +152,11 @@ struct shoal_daemon {
     uint32_t nunauth;
     uint64_t evicted_total;   /* connections evicted from unauth[] */
     uint64_t evict_logged_ms; /* last eviction logged (0: none yet) */
+    /* Inbound HELLOs each source may have checked (--hello-rate). */
+    struct shoal_srclimit *hello_budget;
+    uint64_t hello_refused_total;
+    uint64_t hello_refused_logged;   /* ... of them when last logged */
+    uint64_t hello_logged_ms;        /* last refusal logged (0: none yet) */
     struct shoal_peer *static_conn[SHOAL_CONFIG_LIST_MAX];
     /* The node key last seen at each --peer address: a banned one is not
      * redialled (each redial would cost a handshake only to be refused). */
@@ -943,26 +953,100 @@ static bool forget_peer(struct shoal_daemon *d, struct shoal_peer *p)
     return false;
 }
 
-/* Closes the oldest inbound connection still in its handshake, to admit a
- * new one when the pool is full. An idle connection costs its opener
- * nothing, so whoever opens them fastest holds the pool; evicting the
- * oldest gives every newcomer at least the time until max-unauth more
- * arrive, which a real node's handshake (one round trip) needs. */
+/* Slots of victim_of_most()'s count table: a power of two over twice the
+ * pool's largest size, so probes stay short. */
+#define SRC_COUNT_SLOTS 512u
+
+static uint32_t src_slot(const uint8_t key[SHOAL_SRC_KEY_LEN])
+{
+    uint32_t h = 2166136261u; /* FNV-1a; collisions only cost probes */
+    for (unsigned i = 0; i < SHOAL_SRC_KEY_LEN; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h & (SRC_COUNT_SLOTS - 1);
+}
+
+/* The pool's connection to evict: the oldest of the source (netsrc.h)
+ * holding the most of them. O(pool): a count per source in a table on the
+ * stack, then one walk from the oldest. */
+static uint32_t victim_of_most(const struct shoal_daemon *d)
+{
+    const uint8_t *keys[SRC_COUNT_SLOTS] = { NULL };
+    uint16_t count[SRC_COUNT_SLOTS] = { 0 };
+    uint32_t at[MAX_UNAUTH_HARD], most = 0, victim = 0;
+
+    for (uint32_t i = 0; i < d->nunauth; i++) {
+        const uint8_t *k = shoal_peer_source(d->unauth[i]);
+        uint32_t j = src_slot(k);
+        while (keys[j] && memcmp(keys[j], k, SHOAL_SRC_KEY_LEN) != 0)
+            j = (j + 1) & (SRC_COUNT_SLOTS - 1);
+        keys[j] = k;
+        at[i] = j;
+        if (++count[j] > most)
+            most = count[j];
+    }
+    for (uint32_t i = 0; i < d->nunauth; i++) {
+        if (count[at[i]] == most) {
+            victim = i;
+            break;
+        }
+    }
+    return victim;
+}
+
+/* Closes the oldest inbound connection still in its handshake of the
+ * address holding the most of them, to admit a new one when the pool is
+ * full. An idle connection costs its opener nothing, so whoever opens
+ * them fastest holds the pool: evicting the oldest gives every newcomer at
+ * least the time until max-unauth more arrive, which a real node's
+ * handshake (one round trip) needs, and taking it from the address holding
+ * the most makes one address opening connections as fast as it can evict
+ * its own, not another address's handshake in progress. */
 static void evict_oldest(struct shoal_daemon *d)
 {
-    struct shoal_peer *old = d->unauth[0];
+    uint32_t v = victim_of_most(d);
+    struct shoal_peer *old = d->unauth[v];
+    uint32_t held = 0;
     uint64_t now = uv_now(&d->loop);
 
+    for (uint32_t i = 0; i < d->nunauth; i++)
+        held += memcmp(shoal_peer_source(d->unauth[i]), shoal_peer_source(old),
+                       SHOAL_SRC_KEY_LEN) == 0;
     forget_peer(d, old);
     d->evicted_total++;
     if (!d->evict_logged_ms || now - d->evict_logged_ms >= EVICT_LOG_MS) {
-        LOG_W("peer %s closed: evicted, the oldest of %u connections still in their "
-              "handshake (max-unauth); %llu evicted since start, logged at most every %u s",
-              shoal_peer_name(old), unauth_limit(d), (unsigned long long)d->evicted_total,
+        LOG_W("peer %s closed: evicted, the oldest handshake of the address holding the "
+              "most (%u of %u; max-unauth); %llu evicted since start, logged at most every %u s",
+              shoal_peer_name(old), held, unauth_limit(d), (unsigned long long)d->evicted_total,
               EVICT_LOG_MS / 1000);
         d->evict_logged_ms = now ? now : 1;
     }
     shoal_peer_close(old, EVICTED, false);
+}
+
+/* An inbound HELLO is about to be checked: a captured HELLO passes, so
+ * each source may have --hello-rate checked a second (each costs a
+ * signature check, our answer and its signature); past that it is refused
+ * unchecked, logged at most every EVICT_LOG_MS. */
+static const char *peer_before_hello(struct shoal_peer *p, void *user)
+{
+    struct shoal_daemon *d = user;
+    uint64_t now = uv_now(&d->loop);
+
+    if (shoal_srclimit_take(d->hello_budget, shoal_peer_source(p), now))
+        return NULL;
+    d->hello_refused_total++;
+    if (!d->hello_logged_ms || now - d->hello_logged_ms >= EVICT_LOG_MS) {
+        LOG_W("peer %s refused: more than %llu HELLOs a second from its address (hello-rate); "
+              "%llu refused since start, %llu since the last such line, logged at most every "
+              "%u s",
+              shoal_peer_name(p), (unsigned long long)d->cfg->hello_rate,
+              (unsigned long long)d->hello_refused_total,
+              (unsigned long long)(d->hello_refused_total - d->hello_refused_logged),
+              EVICT_LOG_MS / 1000);
+        d->hello_logged_ms = now ? now : 1;
+        d->hello_refused_logged = d->hello_refused_total;
+    }
+    return HELLO_BUSY;
 }
 
 static const char *peer_on_hello(struct shoal_peer *p, void *user)
@@ -1060,7 +1144,7 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
 {
     struct shoal_daemon *d = user;
 
-    if (strcmp(reason, EVICTED) == 0)
+    if (strcmp(reason, EVICTED) == 0 || strcmp(reason, HELLO_BUSY) == 0)
         LOG_D("peer %s closed: %s", shoal_peer_name(p), reason);
     else
         LOG_I("peer %s closed: %s", shoal_peer_name(p), reason);
@@ -2794,6 +2878,11 @@ static int check_ranges(const struct shoal_config *c)
         LOG_E("max-unauth %llu: use 1-%d", (unsigned long long)c->max_unauth, MAX_UNAUTH_HARD);
         return -EINVAL;
     }
+    if (c->hello_rate > HELLO_RATE_MAX) {
+        LOG_E("hello-rate %llu: use 0 (no limit) to %u", (unsigned long long)c->hello_rate,
+              HELLO_RATE_MAX);
+        return -EINVAL;
+    }
     if (c->max_leases < 1 || c->max_leases > 16) {
         LOG_E("max-leases %llu: use 1-16", (unsigned long long)c->max_leases);
         return -EINVAL;
@@ -2959,6 +3048,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         d->qbudget.shares = (size_t)cfg->max_peers;
         d->pctx.budget = &d->qbudget;
     }
+    d->pcb.before_hello = peer_before_hello;
     d->pcb.on_hello = peer_on_hello;
     d->pcb.on_ready = peer_on_ready;
     d->pcb.on_msg = peer_on_msg;
@@ -2966,6 +3056,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->pcb.on_drain = peer_on_drain; /* --- s2rob --- */
     /* --- s2rob --- one request per peer and release at most */
     rv = shoal_mfq_new(&d->mfq, d->cfg->manifest_budget, MAX_PEERS_HARD * MAX_SWARMS);
+    if (rv == 0)
+        rv = shoal_srclimit_new(&d->hello_budget, (uint32_t)cfg->hello_rate,
+                                (uint32_t)cfg->hello_rate * 2);
     if (rv != 0)
         goto fail;
 
@@ -3043,6 +3136,7 @@ void shoal_daemon_free(struct shoal_daemon *d)
     shoal_keyset_free(d->publishers);
     shoal_keyset_free(d->tracker_keys);
     shoal_mfq_free(d->mfq); /* --- s2rob --- */
+    shoal_srclimit_free(d->hello_budget);
     if (d->cache_locked)
         close(d->cache_lock); /* the next daemon on this cache may start */
     sodium_memzero(&d->sk, sizeof d->sk);

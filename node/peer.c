@@ -21,6 +21,7 @@
 #include "error.h"
 #include "frame.h"
 #include "hash.h"
+#include "netsrc.h"
 #include "nodelog.h"
 
 #define READ_BUF 65536u
@@ -48,10 +49,13 @@ struct shoal_peer {
     enum peer_state st;
     bool initiator;
     /* Accepted side: our HELLO (node key, credential, zone, address) waits
-     * until the initiator's HELLO has verified, so a connection that
-     * proves nothing learns nothing of this node. */
+     * until the initiator's HELLO has verified, so a connection without a
+     * cluster member's HELLO learns nothing of this node. One replaying a
+     * HELLO it captured does learn those (public to any cluster member),
+     * never a session: it cannot sign the HELLO_AUTH. */
     uint8_t *hello_held;
     size_t hello_held_len;
+    uint8_t src[SHOAL_SRC_KEY_LEN]; /* accepted side: where it came from */
     bool closing;
     bool flush_close;  /* closing once txq and sfq are out (shut_if_flushed) */
     bool local;        /* --- dperf --- the remote end is on this host */
@@ -258,6 +262,7 @@ uint64_t shoal_peer_id(const struct shoal_peer *p) { return p->id; }
 bool shoal_peer_initiator(const struct shoal_peer *p) { return p->initiator; }
 bool shoal_peer_local(const struct shoal_peer *p) { return p->local; } /* --- dperf --- */
 const char *shoal_peer_name(const struct shoal_peer *p) { return p->name; }
+const uint8_t *shoal_peer_source(const struct shoal_peer *p) { return p->src; }
 const struct shoal_session *shoal_peer_session(const struct shoal_peer *p) { return p->sess; }
 void shoal_peer_set_data(struct shoal_peer *p, void *data) { p->data = data; }
 void *shoal_peer_data(const struct shoal_peer *p) { return p->data; }
@@ -1253,6 +1258,13 @@ static void on_hello_frame(struct shoal_peer *p, const uint8_t *body, size_t len
         fail_handshake(p, "expected HELLO, got %s", shoal_msg_type_name(m.type));
         return;
     }
+    /* Checking the credential and answering is the costly part, and a
+     * captured HELLO passes it: the owner may refuse before (budgets). */
+    veto = !p->initiator && p->cb->before_hello ? p->cb->before_hello(p, p->user) : NULL;
+    if (veto) {
+        shoal_peer_bye(p, veto);
+        return;
+    }
     rv = shoal_session_on_hello(p->sess, &m.u.hello, body, len, p->ctx->cluster_keys, wall_s(),
                                 why, sizeof why);
     if (rv != 0) {
@@ -1780,10 +1792,12 @@ int shoal_peer_accept(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
             uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
             snprintf(p->name, sizeof p->name, "%s:%u", host,
                      ntohs(((struct sockaddr_in *)&ss)->sin_port));
+            shoal_src_key(&ss, p->src);
         } else {
             uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
             snprintf(p->name, sizeof p->name, "[%s]:%u", host,
                      ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+            shoal_src_key(&ss, p->src);
         }
     }
     if (rv == 0)

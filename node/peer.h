@@ -66,6 +66,12 @@ struct shoal_peer_ctx {
 };
 
 struct shoal_peer_cb {
+    /* An accepted connection's HELLO decoded and is about to be verified
+     * (its credential checked, our HELLO and HELLO_AUTH sent): return NULL
+     * to go on, or a reason (static string) to refuse it unverified. The
+     * reason goes out in a BYE and to on_close, and is not logged here:
+     * anyone can cause it at will. May be NULL. */
+    const char *(*before_hello)(struct shoal_peer *p, void *user);
     /* After the peer's HELLO verified: return NULL to go on, or a reason
      * (static string) to refuse it (banned key, duplicate connection). */
     const char *(*on_hello)(struct shoal_peer *p, void *user);
@@ -199,6 +205,9 @@ bool shoal_peer_local(const struct shoal_peer *p);
 /* --- end dperf --- */
 /* "ip:port" of the remote end, or the dialled address. */
 const char *shoal_peer_name(const struct shoal_peer *p);
+/* The source (netsrc.h) an accepted connection came from; all zero for our
+ * own dials and when the address could not be read. */
+const uint8_t *shoal_peer_source(const struct shoal_peer *p);
 /* The handshake state: node key, zone, listen address (after on_hello). */
 const struct shoal_session *shoal_peer_session(const struct shoal_peer *p);
 /* Owner's per-peer pointer. */

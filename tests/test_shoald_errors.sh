@@ -37,6 +37,7 @@ expect 1 "max-leases 100: use 1-16" "--max-leases 100" "$shoald" "${common[@]}" 
 expect 1 "max-leases 0: use 1-16" "--max-leases 0" "$shoald" "${common[@]}" --max-leases 0
 expect 1 "max-unauth 0: use 1-256" "--max-unauth 0" "$shoald" "${common[@]}" --max-unauth 0
 expect 1 "max-unauth 100000: use 1-256" "--max-unauth 100000" "$shoald" "${common[@]}" --max-unauth 100000
+expect 1 "hello-rate 100001: use 0 .no limit. to 100000" "--hello-rate 100001" "$shoald" "${common[@]}" --hello-rate 100001
 # 0 would stop redialling for good; 2^32 wrapped to 0, i.e. the default.
 expect 1 "reconnect-ms 0: use 10-3600000" "--reconnect-ms 0" "$shoald" "${common[@]}" --reconnect-ms 0
 expect 1 "request-timeout-ms 4294967296: use 100-3600000" "--request-timeout-ms 2^32" \

@@ -31,6 +31,11 @@ CASE is one of:
   unauth_evict    a seed with --max-unauth 4 and 10 idle connections closes
                   the oldest to admit each new one (logged, rate-limited); a
                   real node still gets in, completes, and evicts the next.
+  unauth_source   a flood of idle connections from 127.0.0.2 into a full
+                  handshake pool evicts its own, never a handshake in
+                  progress from 127.0.0.1; a real node still completes.
+  hello_budget    HELLO replays from 127.0.0.2 past --hello-rate are refused
+                  unchecked (logged once), and b from 127.0.0.1 completes.
   cred_expiry     a slow puller and an idle node whose credentials expire a
                   few seconds in: the seed closes both sessions at expiry,
                   the puller gets no chunk after it and is refused when it
@@ -177,17 +182,18 @@ def accept_backlog(port):
     return None
 
 
-def idle_connections(addr, n, timeout=20):
+def idle_connections(addr, n, timeout=20, src=None):
     """|n| TCP connections to |addr| (host:port) that never send a byte,
     as an attacker without a credential would hold them, opened one by one,
     each only once the daemon has accepted the one before (its listening
     socket's accept queue is empty again: the daemon sends nothing to a
-    connection before its HELLO verifies). Returns the sockets, oldest
-    first."""
+    connection before its HELLO verifies), from address |src| if given.
+    Returns the sockets, oldest first."""
     host, port = addr.rsplit(":", 1)
     socks = []
     for _ in range(n):
-        s = socket.create_connection((host, int(port)), timeout=timeout)
+        s = socket.create_connection((host, int(port)), timeout=timeout,
+                                     source_address=(src, 0) if src else None)
         end = time.monotonic() + timeout
         while accept_backlog(int(port)) != 0:
             if time.monotonic() > end:
@@ -214,6 +220,53 @@ def frames_within(s, n, timeout):
             break
         buf += data
     return min(got, n)
+
+
+def read_frames(s, n, timeout):
+    """The bytes of up to |n| whole frames from socket |s|, read until they
+    came, the other side closed, or |timeout| s passed."""
+    end, buf = time.monotonic() + timeout, b""
+    while True:
+        at, got = 0, 0
+        while len(buf) >= at + 4 and len(buf) >= at + 4 + int.from_bytes(buf[at:at + 4], "big"):
+            at += 4 + int.from_bytes(buf[at:at + 4], "big")
+            got += 1
+        left = end - time.monotonic()
+        if got >= n or left <= 0 or not select.select([s], [], [], left)[0]:
+            return buf
+        try:
+            data = s.recv(65536)
+        except OSError:
+            return buf
+        if not data:
+            return buf
+        buf += data
+
+
+def capture_hello(tmp, k, name):
+    """Node |name|'s HELLO as it sends it in clear to a listener it dials,
+    which anyone on the path can record: (bytes, failures)."""
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(1)
+    lsn.settimeout(10)
+    cap = Node("capture", node_args(k, name, tmp, ["--peer", "127.0.0.1:%d" % lsn.getsockname()[1]]))
+    conn, _ = lsn.accept()
+    hello, end = b"", time.monotonic() + 2
+    while time.monotonic() < end and select.select([conn], [], [], end - time.monotonic())[0]:
+        got = conn.recv(65536)
+        if not got:
+            break
+        hello += got
+    conn.close()
+    lsn.close()
+    fails = cap.stop()
+    print(f"captured {len(hello)} bytes of {name}'s HELLO")
+    if not hello:
+        print(f"FAIL node {name} sent nothing to the listener it dialled")
+        cap.dump()
+        fails += 1
+    return hello, fails
 
 
 def closed_within(s, timeout):
@@ -638,7 +691,8 @@ def case_unauth_evict(tmp):
         fails += 1
     for s in held:
         s.close()
-    logged = len(re.findall(r"closed: evicted, the oldest of %d connections" % pool, a.log()))
+    logged = len(re.findall(r"closed: evicted, the oldest handshake of the address holding "
+                            r"the most \(\d+ of %d" % pool, a.log()))
     print(f"eviction lines logged: {logged} for {flood - pool + 1} evictions")
     if not 1 <= logged < flood - pool + 1:
         print("FAIL evictions were not logged, or logged one line each")
@@ -745,26 +799,9 @@ def case_hello_replay(tmp):
     refuse b's real connection as a duplicate nor replaces it; b completes
     verified while the replay is held open."""
     k, repo, files, mf, mid = setup(tmp)
-    # Node b's HELLO, as it dials a listener that never answers.
-    lsn = socket.socket()
-    lsn.bind(("127.0.0.1", 0))
-    lsn.listen(1)
-    lsn.settimeout(10)
-    cap = Node("capture", node_args(k, "b", tmp, ["--peer", "127.0.0.1:%d" % lsn.getsockname()[1]]))
-    conn, _ = lsn.accept()
-    hello, end = b"", time.monotonic() + 2
-    while time.monotonic() < end and select.select([conn], [], [], end - time.monotonic())[0]:
-        got = conn.recv(65536)
-        if not got:
-            break
-        hello += got
-    conn.close()
-    lsn.close()
-    fails = cap.stop()
-    print(f"captured {len(hello)} bytes of b's HELLO")
+    hello, fails = capture_hello(tmp, k, "b")
     if not hello:
-        print("FAIL node b sent nothing to the listener it dialled")
-        return fails + 1
+        return fails
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
                                              "--handshake-timeout-ms", "600000"]))
     host, port = a.addr.rsplit(":", 1)
@@ -791,7 +828,7 @@ def case_hello_replay(tmp):
     replay.close()
     fails += shoalproc.stop_all([a])
     if fails:
-        for n in (cap, a, b):
+        for n in (a, b):
             n.dump()
     return fails
 
@@ -858,10 +895,9 @@ def case_cut_seed(tmp):
         f.truncate(len(files[cut]) // 3)
     b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid]))
     # Bounded wait: the other files arrive, the cut chunks never do.
-    end, st = time.monotonic() + 30, ""
+    end = time.monotonic() + 30
     while time.monotonic() < end:
         time.sleep(0.5)
-        st = run("status", "--socket", b.ctl)
         if "model-00002-of-00002.safetensors" in b.log() and \
                 len(re.findall(r"complete and verified", b.log())) >= 3:
             break
@@ -885,6 +921,118 @@ def case_cut_seed(tmp):
     if fails:
         a.dump(40)
         b.dump(40)
+    return fails
+
+
+def case_hello_budget(tmp):
+    """Replaying a captured HELLO costs a node a bounded amount of work: from
+    one address, past --hello-rate 2 (bursts of 4) HELLOs a second, the
+    seed refuses them unchecked with a BYE that gives nothing of it away,
+    logs that once (not once per replay), and a real node from another
+    address still gets in and completes."""
+    k, repo, files, mf, mid = setup(tmp)
+    hello, fails = capture_hello(tmp, k, "b")
+    if not hello:
+        return fails
+    rate = 2
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--hello-rate", str(rate)]))
+    host, port = a.addr.rsplit(":", 1)
+    answered = refused = other = tries = 0
+    t0 = time.monotonic()
+    while tries < 200 and refused < 20:
+        tries += 1
+        s = socket.create_connection((host, int(port)), timeout=10,
+                                     source_address=("127.0.0.2", 0))
+        s.sendall(hello)
+        got = read_frames(s, 2, 10)
+        s.close()
+        if a.addr.encode() in got:
+            answered += 1  # the seed's HELLO: it checked the replay
+        elif b"too many handshakes" in got:
+            refused += 1
+        else:
+            other += 1
+    took = time.monotonic() - t0
+    # What the budget allows in the time the replays took, with a token of
+    # slack for the clocks' ticks.
+    allowed = 2 * rate + rate * took + 1
+    print(f"replays from 127.0.0.2: {tries}, answered {answered} (allowed {allowed:.1f}), "
+          f"refused {refused}, other {other}")
+    if answered > allowed or not refused:
+        print("FAIL the seed checked and answered replayed HELLOs beyond --hello-rate")
+        fails += 1
+    if other:
+        print("FAIL replays got neither the seed's answer nor a refusal")
+        fails += 1
+    logged = len(re.findall(r"HELLOs a second from its address \(hello-rate\)", a.log()))
+    print(f"refusal lines logged: {logged} for {refused} refusals")
+    if refused and not 1 <= logged < refused:
+        print("FAIL refusals were not logged, or logged one line each")
+        fails += 1
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                          "--exit-when-complete"]))
+    rc = b.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL b did not complete from 127.0.0.1 after the replays (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all([a])
+    if fails:
+        for n in (a, b):
+            n.dump()
+    return fails
+
+
+def case_unauth_source(tmp):
+    """One address opening idle connections as fast as it can (127.0.0.2)
+    into a full handshake pool (--max-unauth 8) evicts its own, not a
+    handshake in progress from another address (127.0.0.1): before, that
+    one was the first evicted. A real node from 127.0.0.1 then still gets in
+    and completes, evicting one of 127.0.0.2's."""
+    k, repo, files, mf, mid = setup(tmp)
+    pool, flood = 8, 30
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--max-unauth", str(pool),
+                                             "--handshake-timeout-ms", "600000"]))
+    slow = idle_connections(a.addr, 1)[0]
+    held = idle_connections(a.addr, flood, src="127.0.0.2")
+    fails = 0
+    if closed_within(slow, 0.5):
+        print("FAIL the flood from 127.0.0.2 evicted 127.0.0.1's handshake in progress")
+        fails += 1
+    keep = pool - 1
+    gone = [closed_within(s, 10 if i == flood - keep - 1 else 0.2) for i, s in enumerate(held)]
+    print("127.0.0.2's connections closed by the seed: " +
+          "".join("x" if g else "." for g in gone))
+    if gone != [True] * (flood - keep) + [False] * keep:
+        print(f"FAIL the seed did not keep exactly 127.0.0.2's newest {keep}")
+        fails += 1
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                               "--exit-when-complete"]))
+    rc = b.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL puller did not complete past a full handshake pool (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    if not closed_within(held[flood - keep], 10):
+        print("FAIL the puller's connection did not evict 127.0.0.2's oldest")
+        fails += 1
+    if closed_within(slow, 0.2):
+        print("FAIL 127.0.0.1's handshake in progress was evicted")
+        fails += 1
+    logged = len(re.findall(r"closed: evicted, the oldest handshake of the address holding "
+                            r"the most \(\d+ of %d" % pool, a.log()))
+    print(f"eviction lines logged: {logged} for {flood - keep + 1} evictions")
+    if not 1 <= logged < flood - keep + 1:
+        print("FAIL evictions were not logged, or logged one line each")
+        fails += 1
+    for s in held + [slow]:
+        s.close()
+    fails += shoalproc.stop_all([a])
+    if fails:
+        a.dump()
+        b.dump()
     return fails
 
 
@@ -1027,6 +1175,8 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "unauth_evict": case_unauth_evict,
                       "cred_expiry": case_cred_expiry,
                       "hello_replay": case_hello_replay,
+                      "hello_budget": case_hello_budget,
+                      "unauth_source": case_unauth_source,
                       "ping_flood": case_ping_flood, "liar": case_liar,
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,

@@ -33,6 +33,7 @@
 #include "manifest.h"
 #include "mp.h"
 #include "msg.h"
+#include "netsrc.h"
 #include "rollfile.h"
 
 #define READ_BUF (64 * 1024)
@@ -95,9 +96,8 @@ struct keyconns {
     struct keyconns *next;
 };
 
-/* A source of unauthenticated connections: an IPv4 address, or an IPv6
- * /64 (one host commonly holds a whole /64), with how many of the pool's
- * connections came from it. */
+/* A source of unauthenticated connections (netsrc.h: an IPv4 address or
+ * an IPv6 /64), with how many of the pool's connections came from it. */
 struct usrc {
     uint8_t key[16];
     uint32_t n;
@@ -278,21 +278,6 @@ static bool log_due(struct shoal_tracker *t, struct loglimit *l, char *more, siz
 }
 
 /* ---- lists ---- */
-
-/* The source key of |ss|: IPv4 addresses whole (as v4-mapped IPv6), IPv6
- * by their /64. Anything else is one source. */
-static void src_key_of(const struct sockaddr_storage *ss, uint8_t key[16])
-{
-    memset(key, 0, 16);
-    if (ss->ss_family == AF_INET) {
-        key[10] = key[11] = 0xff;
-        memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
-    } else if (ss->ss_family == AF_INET6) {
-        const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
-        static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-        memcpy(key, a, memcmp(a, mapped, 12) == 0 ? 16 : 8);
-    }
-}
 
 static struct usrc **src_bucket(struct shoal_tracker *t, const uint8_t key[16])
 {
@@ -1795,7 +1780,7 @@ static void on_connection(uv_stream_t *server, int status)
             port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
         snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
-        src_key_of(&ss, c->src_key);
+        shoal_src_key(&ss, c->src_key);
     }
     t->conns_total++;
     /* Unauthenticated connections cost a peer nothing to open: they get
