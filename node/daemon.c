@@ -299,7 +299,8 @@ static void add_ban(struct shoal_daemon *d, const uint8_t pk[32])
         d->nbans++;
 }
 
-static void on_ban(void *user, struct shoal_peer *p, const uint8_t pk[32], const char *why)
+static void on_ban(void *user, struct shoal_swarm *s, struct shoal_peer *p, const uint8_t pk[32],
+                   uint32_t chunk, const char *why)
 {
     struct shoal_daemon *d = user;
     char hex[17] = "?";
@@ -315,10 +316,15 @@ static void on_ban(void *user, struct shoal_peer *p, const uint8_t pk[32], const
     LOG_W("banning node %s (peer %s) for %llu s: %s", hex,
           p ? shoal_peer_name(p) : "already disconnected",
           (unsigned long long)d->cfg->ban_seconds, why);
+    /* Naming the chunk lets an honest node whose cached copy changed on
+     * disk find out (shoal_swarm_chunk_disputed); it learns nothing else. */
     if (p) {
         char bye[200];
         snprintf(bye, sizeof bye, "banned: %s", why);
-        shoal_peer_bye(p, bye);
+        if (chunk != SHOAL_SWARM_NO_CHUNK)
+            shoal_peer_bye_chunk(p, bye, shoal_swarm_id(s), chunk);
+        else
+            shoal_peer_bye(p, bye);
     }
 }
 
@@ -1123,6 +1129,13 @@ static void peer_on_msg(struct shoal_peer *p, const struct shoal_msg *m, void *u
         on_manifest_data(d, p, &m->u.manifest);
         return;
     case SHOAL_MSG_PONG:
+        return;
+    case SHOAL_MSG_BYE:
+        /* The peer banned us for a chunk of ours that failed its hash
+         * (shoal_peer passes on only such BYEs); it is closing. */
+        s = find_swarm(d, m->u.bye.manifest_id);
+        if (s && m->u.bye.has_chunk)
+            shoal_swarm_chunk_disputed(s, p, m->u.bye.chunk_index);
         return;
     default:
         break;
@@ -2212,7 +2225,10 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->peer_bytes = st.rx_chunk_bytes - st.rx_dup_bytes;
     r->origin_bytes = st.origin_bytes;
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
-    if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_publish_error(sw)) {
+    if (*shoal_swarm_disk_error(sw)) { /* --- rot --- a file changed on disk */
+        snprintf(r->error, sizeof r->error, "%s", shoal_swarm_disk_error(sw));
+        utf8_cut(r->error);
+    } else if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_publish_error(sw)) {
         snprintf(r->error, sizeof r->error, "verified, but not yet in the cache: %s (trying "
                  "again)", shoal_swarm_publish_error(sw));
         utf8_cut(r->error); /* file names may be cut mid-character */

@@ -1186,6 +1186,12 @@ fail:
 
 void shoal_peer_bye(struct shoal_peer *p, const char *reason)
 {
+    shoal_peer_bye_chunk(p, reason, NULL, 0);
+}
+
+void shoal_peer_bye_chunk(struct shoal_peer *p, const char *reason, const uint8_t *manifest_id,
+                          uint32_t chunk)
+{
     struct shoal_msg m;
 
     if (p->closing)
@@ -1194,6 +1200,11 @@ void shoal_peer_bye(struct shoal_peer *p, const char *reason)
     m.type = SHOAL_MSG_BYE;
     m.u.bye.text.p = reason;
     m.u.bye.text.len = (uint32_t)strnlen(reason, SHOAL_MSG_REASON_MAX);
+    if (manifest_id) {
+        m.u.bye.has_chunk = true;
+        memcpy(m.u.bye.manifest_id, manifest_id, SHOAL_MSG_KEY_LEN);
+        m.u.bye.chunk_index = chunk;
+    }
     /* Before the handshake the BYE goes out plain: it is the one thing a
      * refused peer is told. */
     if (p->st != ST_CONNECTING)
@@ -1412,6 +1423,10 @@ static void dispatch(struct shoal_peer *p, uint8_t *body, size_t plain)
         snprintf(why, sizeof why, "peer said bye: %.*s", (int)m.u.bye.text.len,
                  m.u.bye.text.p);
         LOG_I("peer %s: %s", p->name, why);
+        /* A BYE naming a chunk (the peer banned us for its bytes) goes to
+         * the owner too, before the close, so it can check its copy. */
+        if (m.u.bye.has_chunk && p->cb->on_msg)
+            p->cb->on_msg(p, &m, p->user);
         shoal_peer_close(p, why, false);
         break;
     case SHOAL_MSG_HELLO:

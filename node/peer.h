@@ -8,7 +8,8 @@
  * and nothing but HELLO / HELLO_AUTH is accepted; a peer whose credential
  * fails gets a BYE naming the reason and is disconnected, and the owner never
  * sees a message from it. Afterwards the limit is the configured max_frame.
- * PING is answered here; BYE closes. Everything else goes to on_msg.
+ * PING is answered here; BYE closes (one that names a chunk goes to on_msg
+ * first). Everything else goes to on_msg.
  * The session ends when the peer's credential does (a timer, and a check on
  * each message): closed with reason "credential expired", with a BYE saying
  * so unless frames were still queued (those are dropped, not sent late).
@@ -104,6 +105,11 @@ int shoal_peer_accept(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
 void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush);
 /* Sends BYE with |reason| then closes with flush. */
 void shoal_peer_bye(struct shoal_peer *p, const char *reason);
+/* The same, naming chunk |chunk| of release |manifest_id| (32 bytes,
+ * copied; NULL: none, as shoal_peer_bye) whose bytes from |p| failed their
+ * hash, so that an honest sender can check its copy (BYE in msg.h). */
+void shoal_peer_bye_chunk(struct shoal_peer *p, const char *reason, const uint8_t *manifest_id,
+                          uint32_t chunk);
 
 /*
  * Queues message |m| (encoded and sealed now; |m|'s views are only read).

@@ -874,6 +874,15 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
             set_err(s, "renaming %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
             goto out;
         }
+    } else {
+        /* Ours from now on never change (chunks are served from it
+         * unhashed): read-only, so that a tool writing through the snapshot
+         * link as a user other than root fails instead of corrupting it.
+         * Only the mode: the store writes no published blob (a repair
+         * takes it back first, see unpublish), and removing it from the
+         * cache needs write permission on the directory, not on the file.
+         * Best effort: a cache on a filesystem without modes still works. */
+        (void)fchmod(s->blobs[b].fd, 0444);
     }
     fsync(s->blobs_fd);
     for (f = 0; f < s->blobs[b].fcount && rv == 0; f++)
@@ -1156,6 +1165,10 @@ static int unpublish(struct shoal_store *s, uint32_t b, const char *inc, const c
     }
     if (renameat(s->blobs_fd, in_blobs(fin), s->blobs_fd, in_blobs(inc)) < 0)
         return errno_rv(errno);
+    /* Published blobs are read-only (publish_blob); the repair writes the
+     * bad chunks again. If it cannot (another user's blob), opening it for
+     * writing says so. */
+    (void)fchmodat(s->blobs_fd, in_blobs(inc), 0644, 0);
     return 0;
 }
 

@@ -35,6 +35,19 @@
  * calls that set up a sendfile cost more than the copies they save. */
 #define SENDFILE_MIN (64u * 1024u)
 
+/* --- rot --- disputed chunks (shoal_swarm_chunk_disputed): at most
+ * ROT_BUDGET checks per ROT_WINDOW_MS per release, ROT_QUEUE waiting; a
+ * node whose dispute proved false is not heard for ROT_LIAR_MS (the last
+ * ROT_LIARS such nodes are kept); a file scan hashes at most ROT_SLICE
+ * bytes per worker job. */
+#define ROT_BUDGET 16u
+#define ROT_WINDOW_MS 60000u
+#define ROT_QUEUE 8u
+#define ROT_LIARS 8u
+#define ROT_LIAR_MS 600000u
+#define ROT_SLICE (64u << 20)
+enum { ROT_FILE_OK = 0, ROT_FILE_SCANNING = 1, ROT_FILE_SCANNED = 2 };
+
 struct req {
     uint32_t req_id;
     uint32_t chunk;
@@ -171,6 +184,29 @@ struct shoal_swarm {
      * "unknown" at once, and it is logged once, not once per request. */
     uint8_t *unreadable;
     uint32_t nunreadable;
+    /* --- rot --- chunks a peer banned us for (its BYE named them), hashed
+     * again from the store: see shoal_swarm_chunk_disputed. */
+    uint8_t *rot_bad;          /* bit per chunk: changed on disk after it was
+                                * verified; neither served nor advertised */
+    uint8_t *rot_ok;           /* bit per chunk: a dispute found it right;
+                                * later disputes of it are not checked */
+    uint8_t *rot_file;         /* per file: ROT_FILE_* */
+    struct rot_claim {
+        uint32_t chunk;
+        uint8_t pk[32];
+        char peer[64];
+    } rot_queue[ROT_QUEUE];    /* disputes waiting for the worker */
+    uint32_t rot_nqueue;
+    bool rot_running;          /* a check or file scan on a worker */
+    uint64_t rot_window_ms;    /* start of the current budget window */
+    uint32_t rot_window_n;     /* checks started in it */
+    uint64_t rot_refused_log_ms; /* last "dispute not checked" line */
+    struct rot_liar {
+        uint8_t pk[32];
+        uint64_t until_ms;
+    } rot_liars[ROT_LIARS];    /* keys whose dispute was false: ignored */
+    char rot_err[320];         /* for status: the last file found changed;
+                                * "" while nothing is withheld */
 };
 
 static uint32_t next_req_id = 1;
@@ -190,6 +226,8 @@ static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action 
 static void do_origin_fetch(struct shoal_swarm *s, const struct shoal_sched_action *a);
 static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action *a);
 /* --- end tracker --- */
+
+static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk); /* --- rot --- */
 
 static uint64_t now_ms(const struct shoal_swarm *s)
 {
@@ -355,7 +393,12 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     s->origin_failed = calloc(1, s->nchunks / 8 + 1);
     s->raw_run = calloc(2, (size_t)shoal_manifest_nfiles(m) + 1); /* --- s2 --- */
     s->unreadable = calloc(1, s->nchunks / 8 + 1);
-    if (!s->origin_failed || !s->raw_run || !s->unreadable) {
+    /* --- rot --- */
+    s->rot_bad = calloc(1, s->nchunks / 8 + 1);
+    s->rot_ok = calloc(1, s->nchunks / 8 + 1);
+    s->rot_file = calloc(1, (size_t)shoal_manifest_nfiles(m) + 1);
+    if (!s->origin_failed || !s->raw_run || !s->rot_bad || !s->rot_ok || !s->rot_file ||
+        !s->unreadable) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -374,6 +417,9 @@ fail:
     free(s->origin_failed);
     free(s->raw_run); /* --- s2 --- */
     free(s->unreadable);
+    free(s->rot_bad); /* --- rot --- */
+    free(s->rot_ok);
+    free(s->rot_file);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -391,6 +437,9 @@ void shoal_swarm_free(struct shoal_swarm *s)
     origin_free_all(s); /* --- tracker --- */
     free(s->raw_run);   /* --- s2 --- */
     free(s->unreadable);
+    free(s->rot_bad);   /* --- rot --- */
+    free(s->rot_ok);
+    free(s->rot_file);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -486,6 +535,12 @@ static void send_bitfield(struct shoal_swarm *s, struct speer *sp)
     if (!bits)
         return;
     if (shoal_store_bitfield(s->store, bits, nb) >= 0) {
+        /* --- rot --- what changed on disk is not offered: a peer would
+         * only be refused it. */
+        for (uint32_t i = 0; s->rot_err[0] && i < s->nchunks; i++) {
+            if (rot_withheld(s, i))
+                bits[i / 8] &= (uint8_t)~(0x80u >> (i % 8));
+        }
         memset(&m, 0, sizeof m);
         m.type = SHOAL_MSG_HAVE_BITFIELD;
         memcpy(m.u.have_bitfield.manifest_id, shoal_manifest_id(s->m), 32);
@@ -582,12 +637,15 @@ static const uint8_t *speer_pk(const struct speer *sp)
 static void ban_key(struct shoal_swarm *s, const uint8_t *pk, const char *why)
 {
     if (s->hooks->on_ban && pk)
-        s->hooks->on_ban(s->hooks->user, NULL, pk, why);
+        s->hooks->on_ban(s->hooks->user, s, NULL, pk, SHOAL_SWARM_NO_CHUNK, why);
 }
 
 /* Takes |sp| out of scheduling before the owner bans and closes it, so
- * nothing more is requested from it while it closes. */
-static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
+ * nothing more is requested from it while it closes. |chunk| is the chunk
+ * whose bytes failed their hash (SHOAL_SWARM_NO_CHUNK: another reason): the
+ * owner's BYE names it, so an honest sender whose copy changed on disk
+ * learns which. */
+static void ban_peer(struct shoal_swarm *s, struct speer *sp, uint32_t chunk, const char *why)
 {
     if (sp->joined && s->sched)
         shoal_sched_peer_remove(s->sched, sp->id);
@@ -598,7 +656,7 @@ static void ban_peer(struct shoal_swarm *s, struct speer *sp, const char *why)
     if (!shoal_peer_ready(sp->p))
         ban_key(s, speer_pk(sp), why);
     else if (s->hooks->on_ban)
-        s->hooks->on_ban(s->hooks->user, sp->p, speer_pk(sp), why);
+        s->hooks->on_ban(s->hooks->user, s, sp->p, speer_pk(sp), chunk, why);
 }
 
 /* ---- receiving chunks ---- */
@@ -669,16 +727,18 @@ static void verify_done(uv_work_t *w, int status)
                   "(--no-encrypt), so the bytes may have been changed on the way: "
                   "connection closed, node not banned", s->idhex, j->chunk,
                   sp ? shoal_peer_name(sp->p) : "a peer already gone");
+            /* The BYE names the chunk: if the sender's own copy is bad,
+             * it finds out (shoal_swarm_chunk_disputed). */
             if (sp)
-                shoal_peer_close(sp->p, "sent a chunk that fails its hash (plain session)",
-                                 false);
+                shoal_peer_bye_chunk(sp->p, "sent a chunk that fails its hash (plain session)",
+                                     shoal_manifest_id(s->m), j->chunk);
         } else if (rv == SHOAL_EBADHASH) {
             char why[160];
             snprintf(why, sizeof why, "sent chunk %u of release %s that fails its hash",
                      j->chunk, s->idhex);
             if (sp) {
                 s->bad_chunks++;
-                ban_peer(s, sp, why);
+                ban_peer(s, sp, j->chunk, why);
             } else {
                 /* The sender hung up before the verdict: ban its key. */
                 s->bad_chunks++;
@@ -730,7 +790,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         snprintf(why, sizeof why, "answered request for chunk %u of %s with another chunk",
                  r.chunk, s->idhex);
         s->bad_chunks++;
-        ban_peer(s, sp, why);
+        ban_peer(s, sp, SHOAL_SWARM_NO_CHUNK, why);
         return true;
     }
     j = calloc(1, sizeof *j);
@@ -771,6 +831,302 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     s->storing++;
     return true;
 }
+
+/* ---- chunks a peer disputes (--- rot ---) ----
+ *
+ * Served chunks are not hashed again (the receiver does; hashing each here
+ * would cost the seed about a second of CPU per GB). So a verified file
+ * that changed on disk afterwards (a tool writing through the snapshot
+ * symlink, bit rot) would go on being served, and every peer would ban us
+ * for it, without our knowing. A peer that bans us names the chunk in its
+ * BYE; we hash that one chunk again on a worker. If it fails, the file
+ * changed: it is withheld (neither served nor advertised) while every chunk
+ * of it is hashed again, then only the chunks that fail stay withheld,
+ * until the operator repairs the file (--verify-store at the next start)
+ * or it hashes right again. A false dispute is logged and nothing else.
+ * Disputes are budgeted (ROT_*) so that a hostile peer cannot have us hash
+ * the store over and over.
+ */
+
+static bool bit_get(const uint8_t *b, uint32_t i) { return (b[i / 8] >> (i % 8)) & 1u; }
+static void bit_put(uint8_t *b, uint32_t i, bool v)
+{
+    if (v)
+        b[i / 8] |= (uint8_t)(1u << (i % 8));
+    else
+        b[i / 8] &= (uint8_t)~(1u << (i % 8));
+}
+
+/* True when chunk |chunk| must not be served: it, or the file it is in
+ * while that is being scanned, changed on disk after it was verified. */
+static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk)
+{
+    const struct shoal_mf_chunk *c;
+
+    if (chunk >= s->nchunks)
+        return false;
+    if (bit_get(s->rot_bad, chunk))
+        return true;
+    c = shoal_manifest_chunk(s->m, chunk);
+    return s->rot_file[c->file] == ROT_FILE_SCANNING;
+}
+
+/* One dispute being checked, or one slice of a file scan. */
+struct rot_job {
+    uv_work_t w;
+    struct shoal_swarm *s;
+    struct rot_claim claim;    /* the dispute (scan: the one that began it) */
+    bool scan;                 /* hashing every chunk of |file| */
+    uint32_t file;
+    uint32_t next, end;        /* scan: chunks [next, end) of the release left */
+    uint32_t nbad;             /* scan: chunks found changed so far */
+    uint8_t *bad;              /* scan: bit per chunk of the file */
+    int rv;                    /* check: 0 right, SHOAL_EBADHASH, or a read error */
+};
+
+static void rot_work(uv_work_t *w)
+{
+    struct rot_job *j = w->data;
+    struct shoal_swarm *s = j->s;
+    uint32_t maxlen = shoal_manifest_params(s->m)->max_size;
+    uint8_t *buf = malloc(maxlen ? maxlen : 1), id[32];
+    uint64_t done = 0;
+
+    if (!buf) {
+        j->rv = -ENOMEM;
+        return;
+    }
+    if (!j->scan) {
+        const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, j->claim.chunk);
+        int n = shoal_store_read_chunk(s->store, j->claim.chunk, buf, maxlen);
+        if (n == (int)c->len) {
+            shoal_chunk_id(id, buf, c->len);
+            j->rv = memcmp(id, c->id, 32) == 0 ? 0 : SHOAL_EBADHASH;
+        } else {
+            j->rv = n < 0 ? n : -EIO;
+        }
+        goto out;
+    }
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, j->file);
+    while (j->next < j->end && done < ROT_SLICE) {
+        const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, j->next);
+        int n = shoal_store_read_chunk(s->store, j->next, buf, maxlen);
+        bool bad = true;
+        if (n == (int)c->len) {
+            shoal_chunk_id(id, buf, c->len);
+            bad = memcmp(id, c->id, 32) != 0;
+        }
+        if (bad) {
+            bit_put(j->bad, j->next - f->first_chunk, true);
+            j->nbad++;
+        }
+        done += c->len;
+        j->next++;
+    }
+out:
+    free(buf);
+}
+
+static void rot_next(struct shoal_swarm *s);
+
+/* Where file |file| is, for the log: its snapshot path, else its path in
+ * the release. */
+static void rot_file_name(struct shoal_swarm *s, uint32_t file, char *out, size_t cap)
+{
+    if (shoal_store_file_path(s->store, file, out, cap) != 0)
+        snprintf(out, cap, "%s", shoal_manifest_file(s->m, file)->path);
+}
+
+static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
+{
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, j->file);
+    char where[4096];
+
+    for (uint32_t k = 0; k < f->nchunks; k++)
+        bit_put(s->rot_bad, f->first_chunk + k, bit_get(j->bad, k));
+    s->rot_file[j->file] = ROT_FILE_SCANNED;
+    rot_file_name(s, j->file, where, sizeof where);
+    if (j->nbad == 0) {
+        LOG_W("release %s: %s hashes right again in all its %u chunks: serving it again",
+              s->idhex, where, f->nchunks);
+        bool any = false;
+        for (uint32_t i = 0; i < s->nchunks / 8 + 1 && !any; i++)
+            any = s->rot_bad[i] != 0;
+        if (!any)
+            s->rot_err[0] = '\0';
+        return;
+    }
+    LOG_E("release %s (%s@%s): %s: %u of its %u chunks changed on disk after they were "
+          "verified; they are no longer served, the rest are; restart shoald with "
+          "--verify-store to fetch the file again", s->idhex, shoal_manifest_repo_id(s->m),
+          shoal_manifest_commit(s->m), where, j->nbad, f->nchunks);
+    snprintf(s->rot_err, sizeof s->rot_err,
+             "CORRUPT ON DISK: %s: %u of %u chunks changed after they were verified (not "
+             "served; restart with --verify-store to repair)", f->path, j->nbad, f->nchunks);
+}
+
+/* The disputed chunk failed: the file changed on disk. Withhold all of it
+ * and hash every chunk. */
+static void rot_found(struct shoal_swarm *s, struct rot_job *j)
+{
+    const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, j->claim.chunk);
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, c->file);
+    char where[4096];
+
+    bit_put(s->rot_bad, j->claim.chunk, true);
+    rot_file_name(s, c->file, where, sizeof where);
+    LOG_E("release %s (%s@%s): cached file %s changed on disk after it was verified: chunk %u "
+          "(offset %llu, %u bytes) no longer matches the manifest (peer %s banned this node "
+          "for it); the file is not served until its chunks are hashed again, and the ones "
+          "that fail stay unserved; restart shoald with --verify-store to repair it",
+          s->idhex, shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m), where,
+          j->claim.chunk, (unsigned long long)c->offset, c->len, j->claim.peer);
+    snprintf(s->rot_err, sizeof s->rot_err,
+             "CORRUPT ON DISK: %s changed after it was verified (chunk %u; not served; "
+             "restart with --verify-store to repair)", f->path, j->claim.chunk);
+    if (s->rot_file[c->file] == ROT_FILE_SCANNING)
+        return;
+    j->bad = calloc(1, f->nchunks / 8 + 1);
+    if (!j->bad)
+        return; /* the chunk alone stays withheld */
+    s->rot_file[c->file] = ROT_FILE_SCANNING;
+    j->scan = true;
+    j->file = c->file;
+    j->next = f->first_chunk;
+    j->end = f->first_chunk + f->nchunks;
+    j->nbad = 0;
+}
+
+static void rot_done(uv_work_t *w, int status)
+{
+    struct rot_job *j = w->data;
+    struct shoal_swarm *s = j->s;
+    bool again = false;
+
+    s->pending--;
+    s->rot_running = false;
+    if (s->stopped || status != 0) {
+        if (j->scan)
+            s->rot_file[j->file] = ROT_FILE_SCANNED; /* what it found so far stays */
+    } else if (j->scan && j->rv == -ENOMEM) {
+        s->rot_file[j->file] = ROT_FILE_SCANNED;
+    } else if (j->scan) {
+        if (j->next < j->end)
+            again = true;
+        else
+            rot_scan_done(s, j);
+    } else if (j->rv == 0) {
+        char hex[17];
+        bit_put(s->rot_ok, j->claim.chunk, true);
+        /* Not heard again for a while: the budget is not its to spend. */
+        uint32_t slot = 0;
+        for (uint32_t i = 1; i < ROT_LIARS; i++) {
+            if (s->rot_liars[i].until_ms < s->rot_liars[slot].until_ms)
+                slot = i;
+        }
+        memcpy(s->rot_liars[slot].pk, j->claim.pk, 32);
+        s->rot_liars[slot].until_ms = now_ms(s) + ROT_LIAR_MS;
+        shoal_hex(hex, j->claim.pk, 8);
+        LOG_W("release %s: peer %s (node %s) banned this node for chunk %u, which it says "
+              "failed its hash; our copy hashes right, so its claim is false", s->idhex,
+              j->claim.peer, hex, j->claim.chunk);
+    } else if (j->rv == SHOAL_EBADHASH) {
+        rot_found(s, j);
+        again = j->scan;
+    } else {
+        LOG_W("release %s: cannot read chunk %u again to check what peer %s said of it: %s",
+              s->idhex, j->claim.chunk, j->claim.peer, shoal_strerror(j->rv));
+    }
+    if (again && uv_queue_work(s->cfg->loop, &j->w, rot_work, rot_done) == 0) {
+        s->pending++;
+        s->rot_running = true;
+        return;
+    }
+    if (again) /* could not queue the rest: what it found so far stays */
+        s->rot_file[j->file] = ROT_FILE_SCANNED;
+    free(j->bad);
+    free(j);
+    rot_next(s);
+}
+
+/* Starts the next queued dispute if none is being checked. */
+static void rot_next(struct shoal_swarm *s)
+{
+    struct rot_job *j;
+
+    if (s->rot_running || s->rot_nqueue == 0 || s->stopped)
+        return;
+    j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->w.data = j;
+    j->s = s;
+    j->claim = s->rot_queue[0];
+    memmove(&s->rot_queue[0], &s->rot_queue[1], sizeof s->rot_queue[0] * --s->rot_nqueue);
+    if (uv_queue_work(s->cfg->loop, &j->w, rot_work, rot_done) != 0) {
+        free(j);
+        return;
+    }
+    s->pending++;
+    s->rot_running = true;
+}
+
+void shoal_swarm_chunk_disputed(struct shoal_swarm *s, struct shoal_peer *p, uint32_t chunk)
+{
+    const struct shoal_session *ss = shoal_peer_session(p);
+    const uint8_t *pk = ss ? shoal_session_peer_pk(ss) : NULL;
+    uint64_t now = now_ms(s);
+    const char *why = NULL;
+
+    if (!pk || s->stopped)
+        return;
+    if (chunk >= s->nchunks || !shoal_store_has(s->store, chunk)) {
+        LOG_W("release %s: peer %s banned this node for chunk %u, which this node does not "
+              "hold: not acted on", s->idhex, shoal_peer_name(p), chunk);
+        return;
+    }
+    /* Known already, or checked already: nothing to learn. */
+    if (rot_withheld(s, chunk) || bit_get(s->rot_ok, chunk))
+        return;
+    for (uint32_t i = 0; i < s->rot_nqueue; i++) {
+        if (s->rot_queue[i].chunk == chunk)
+            return;
+    }
+    for (uint32_t i = 0; i < ROT_LIARS && !why; i++) {
+        if (s->rot_liars[i].until_ms > now && memcmp(s->rot_liars[i].pk, pk, 32) == 0)
+            why = "its last such claim was false";
+    }
+    if (now - s->rot_window_ms >= ROT_WINDOW_MS || s->rot_window_ms == 0) {
+        s->rot_window_ms = now;
+        s->rot_window_n = 0;
+    }
+    if (!why && s->rot_window_n >= ROT_BUDGET)
+        why = "too many such claims this minute";
+    if (!why && s->rot_nqueue >= ROT_QUEUE)
+        why = "too many such claims waiting";
+    if (why) {
+        if (now - s->rot_refused_log_ms >= 10000 || s->rot_refused_log_ms == 0) {
+            s->rot_refused_log_ms = now;
+            LOG_W("release %s: peer %s banned this node for chunk %u, which it says failed "
+                  "its hash; not checked: %s", s->idhex, shoal_peer_name(p), chunk, why);
+        }
+        return;
+    }
+    s->rot_window_n++;
+    struct rot_claim *c = &s->rot_queue[s->rot_nqueue++];
+    c->chunk = chunk;
+    memcpy(c->pk, pk, 32);
+    snprintf(c->peer, sizeof c->peer, "%s", shoal_peer_name(p));
+    LOG_W("release %s: peer %s banned this node for chunk %u, which it says failed its hash: "
+          "hashing our copy again", s->idhex, shoal_peer_name(p), chunk);
+    rot_next(s);
+}
+
+const char *shoal_swarm_disk_error(const struct shoal_swarm *s)
+{
+    return s->rot_err;
+}
+/* --- end rot --- */
 
 /* ---- serving chunks ---- */
 
@@ -994,7 +1350,10 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     struct serve_job *j;
     bool remote, compress; /* --- s2 --- */
 
+    /* --- rot --- nor what changed on disk: not even read; nor what the
+     * store could not read before */
     if (!c || memcmp(c->id, r->chunk_id, 32) != 0 || !shoal_store_has(s->store, r->chunk_index) ||
+        rot_withheld(s, r->chunk_index) ||
         (s->unreadable[r->chunk_index >> 3] & (1u << (r->chunk_index & 7)))) {
         send_reject(sp, r->req_id, SHOAL_REJECT_UNKNOWN, 0);
         return;
@@ -1586,7 +1945,7 @@ static void expire_requests(struct shoal_swarm *s)
             char why[160];
             snprintf(why, sizeof why, "announced chunks of release %s but sent none of them "
                      "in %u ms", s->idhex, limit);
-            ban_peer(s, sp, why);
+            ban_peer(s, sp, SHOAL_SWARM_NO_CHUNK, why);
         }
     }
 }

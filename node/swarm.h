@@ -35,11 +35,17 @@
 
 struct shoal_swarm;
 
+/* No chunk (on_ban for a reason other than a chunk's hash). */
+#define SHOAL_SWARM_NO_CHUNK UINT32_MAX
+
 struct shoal_swarm_hooks {
-    /* The peer with node key |pk| sent a chunk that fails its id: the
-     * owner bans the key and closes |p|. |p| is NULL when that peer has
+    /* The peer with node key |pk| sent a chunk of |s| that fails its id:
+     * the owner bans the key and closes |p| (with a BYE naming |chunk|,
+     * the chunk that failed, unless it is SHOAL_SWARM_NO_CHUNK: the bytes
+     * were not even the chunk asked for). |p| is NULL when that peer has
      * already gone (it hung up before the verdict, or is closing). */
-    void (*on_ban)(void *user, struct shoal_peer *p, const uint8_t pk[32], const char *why);
+    void (*on_ban)(void *user, struct shoal_swarm *s, struct shoal_peer *p, const uint8_t pk[32],
+                   uint32_t chunk, const char *why);
     /* Every file of the release is verified and published. */
     void (*on_complete)(void *user, struct shoal_swarm *s);
     /* --- loader --- */
@@ -191,6 +197,25 @@ void shoal_swarm_peer_gone(struct shoal_swarm *s, struct shoal_peer *p);
  * false to let the caller try another swarm.
  */
 bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struct shoal_msg *m);
+
+/* --- rot --- */
+/*
+ * Peer |p| banned us because chunk |chunk| we sent it failed its hash (its
+ * BYE named the chunk). Our copy is hashed again on a worker thread: if it
+ * fails, the cached file changed on disk after it was verified; that is
+ * logged as an error naming the file, the file stops being served and
+ * advertised while all its chunks are hashed again, and then the chunks
+ * that fail stay unserved (shoal_swarm_disk_error says so) until a restart
+ * with --verify-store repairs the file. If it hashes right, the false claim
+ * is logged and that node's claims are ignored for a while. Checks are
+ * budgeted per release (a chunk found right is not checked again; a few
+ * per minute); claims beyond that are dropped with a log line.
+ */
+void shoal_swarm_chunk_disputed(struct shoal_swarm *s, struct shoal_peer *p, uint32_t chunk);
+/* "" or, once a cached file of the release was found changed on disk, a
+ * line for `shoal status` naming it (owned by the swarm). */
+const char *shoal_swarm_disk_error(const struct shoal_swarm *s);
+/* --- end rot --- */
 
 /* --- loader --- */
 /* True when file |file| (manifest index) is ready for loaders: verified

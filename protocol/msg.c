@@ -155,7 +155,9 @@ static const struct field manifest_f[] = {
     BIN(struct shoal_msg_manifest, signed_manifest, SHOAL_MSG_MANIFEST_MAX),
 };
 static const struct field bye_f[] = {
-    STR(struct shoal_msg_text, text, SHOAL_MSG_REASON_MAX, 0),
+    STR(struct shoal_msg_bye, text, SHOAL_MSG_REASON_MAX, 0),
+    FIX_OR_NIL_OPT(struct shoal_msg_bye, manifest_id, has_chunk, SHOAL_MSG_KEY_LEN),
+    U32_OPT(struct shoal_msg_bye, chunk_index),
 };
 static const struct field trk_challenge_f[] = {
     KEY(struct shoal_msg_trk_challenge, nonce),
@@ -339,6 +341,13 @@ static int rule_announce_reply(const void *s)
     return rv;
 }
 
+static int rule_bye(const void *s)
+{
+    const struct shoal_msg_bye *b = s;
+    /* One encoding for "no chunk named". */
+    return !b->has_chunk && b->chunk_index != 0 ? SHOAL_EBADMSG : 0;
+}
+
 static int rule_get_manifest(const void *s)
 {
     const struct shoal_msg_get_manifest *g = s;
@@ -369,7 +378,7 @@ static const struct msg_desc msgs[SHOAL_MSG_TYPE_END] = {
     MSG(SHOAL_MSG_WANT_MANIFEST, "WANT_MANIFEST", want_manifest_f,
         struct shoal_msg_want_manifest, NULL),
     MSG(SHOAL_MSG_MANIFEST_DATA, "MANIFEST_DATA", manifest_f, struct shoal_msg_manifest, NULL),
-    MSG(SHOAL_MSG_BYE, "BYE", bye_f, struct shoal_msg_text, NULL),
+    MSG(SHOAL_MSG_BYE, "BYE", bye_f, struct shoal_msg_bye, rule_bye),
     MSG(SHOAL_MSG_TRK_CHALLENGE, "TRK_CHALLENGE", trk_challenge_f,
         struct shoal_msg_trk_challenge, NULL),
     MSG(SHOAL_MSG_TRK_AUTH, "TRK_AUTH", trk_auth_f, struct shoal_msg_trk_auth, NULL),

@@ -232,8 +232,19 @@ struct shoal_msg_manifest {
     struct shoal_bytes signed_manifest; /* <= SHOAL_MSG_MANIFEST_MAX, opaque */
 };
 
-/* BYE 13: [reason] (<= SHOAL_MSG_REASON_MAX);
- * ROLLOUT_STATUS_REQ 45: [repo_at_rev] (<= SHOAL_MSG_REPO_MAX, non-empty);
+/* BYE 13: [reason (, manifest_id or nil, chunk_index)]; reason <=
+ * SHOAL_MSG_REASON_MAX. The optional pair (has_chunk) names the chunk whose
+ * bytes from the receiver failed their hash, so an honest node whose cached
+ * file changed on disk learns which chunk to check (node/swarm.c). An older
+ * sender leaves both out; chunk_index must be 0 when manifest_id is nil. */
+struct shoal_msg_bye {
+    struct shoal_str text;
+    bool has_chunk;
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN]; /* meaningful with has_chunk */
+    uint32_t chunk_index;
+};
+
+/* ROLLOUT_STATUS_REQ 45: [repo_at_rev] (<= SHOAL_MSG_REPO_MAX, non-empty);
  * STATS 50: [text] (<= SHOAL_MSG_STATS_MAX, Prometheus text);
  * LOADER_ERROR 67: [message] (<= SHOAL_MSG_ERROR_MAX). */
 struct shoal_msg_text {
@@ -457,7 +468,7 @@ struct shoal_msg {
         struct shoal_msg_ping ping;          /* PING and PONG */
         struct shoal_msg_want_manifest want_manifest;
         struct shoal_msg_manifest manifest;  /* MANIFEST_DATA and MANIFEST */
-        struct shoal_msg_text bye;
+        struct shoal_msg_bye bye;
         struct shoal_msg_trk_challenge trk_challenge;
         struct shoal_msg_trk_auth trk_auth;
         struct shoal_msg_trk_proof trk_proof;

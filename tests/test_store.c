@@ -971,11 +971,20 @@ static void test_verify_repairs_published(void)
     CHECK(shoal_store_complete(s));
     shoal_store_free(s);
 
-    /* Bit rot in a published blob: the cheap mode trusts it... */
+    /* Published blobs are read-only (a write through the snapshot link by
+     * a user other than root fails)... */
+    struct stat st;
     blob_path(p, sizeof p, cache, &r, 2, false);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0444);
+
+    /* Bit rot in a published blob (or root writing: the mode is put back
+     * as it was, so that a test not run as root writes too): the cheap
+     * mode trusts it... */
+    REQUIRE(chmod(p, 0644) == 0);
     fd = open(p, O_WRONLY);
     REQUIRE(fd >= 0 && pwrite(fd, "X", 1, 70000) == 1);
     close(fd);
+    REQUIRE(chmod(p, 0444) == 0);
     REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
     CHECK(shoal_store_complete(s));
     shoal_store_free(s);
@@ -988,6 +997,9 @@ static void test_verify_repairs_published(void)
     CHECK(!exists(p));
     blob_path(p, sizeof p, cache, &r, 2, false);
     CHECK(!exists(p));
+    /* ...writable again while it is repaired... */
+    blob_path(p, sizeof p, cache, &r, 2, true);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0644);
     check_bits_true(s, &r);
     for (uint32_t i = 0; i < n; i++) {
         if (shoal_store_has(s, i))
@@ -998,6 +1010,9 @@ static void test_verify_repairs_published(void)
     CHECK_EQ(puts, 1);
     CHECK(shoal_store_complete(s));
     check_published(cache, &r);
+    /* ...and read-only once published again. */
+    blob_path(p, sizeof p, cache, &r, 2, false);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0444);
     shoal_store_free(s);
     rel_free(&r);
 }

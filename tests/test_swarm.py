@@ -69,6 +69,17 @@ CASE is one of:
                   that dials it gets a peer slot: the release completes.
                   With --max-peers 64 the old dials held every slot and the
                   seed was refused ("connection limit reached").
+  disk_rot        an honest seed's cached file changes on disk after it was
+                  verified (one byte flipped through its snapshot symlink):
+                  the first puller bans it for the chunk and completes from
+                  a second seed; its BYE names the chunk, the seed hashes
+                  that chunk again and logs that the file changed on disk
+                  (naming it; `shoal status` says so too) and stops serving
+                  and offering its bad chunks. A second puller that has only
+                  that seed at first gets everything else from it, does not
+                  ban it, and completes byte-identical once the second seed
+                  is back. (Before: the seed went on serving the chunk, and
+                  every puller banned it.)
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -1162,6 +1173,92 @@ def case_tracker_lies(tmp):
     return fails
 
 
+def case_disk_rot(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    fails = 0
+    if not a.wait_for(r"is complete here: seeding", 20):
+        print("FAIL the seed did not import the release")
+        a.dump()
+        return 1
+    snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
+    size = os.path.getsize(snap)
+    # As root writing through the snapshot link would (the blob is read-only
+    # to anyone else), or bit rot; the mode is put back as it was.
+    mode = os.stat(snap).st_mode & 0o777
+    os.chmod(snap, mode | 0o200)
+    with open(snap, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 1]))
+    os.chmod(snap, mode)
+    # The second seed's address is known before it runs: the first puller
+    # has only the rotten seed until it has banned it.
+    h_addr = "127.0.0.1:%d" % free_port()
+    h_args = node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo, "--listen", h_addr])
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", h_addr,
+                                                 "--pull", mid]))
+    if not p1.wait_for(r"banning node .* fails its hash", WAIT_S):
+        print("FAIL the first puller did not ban the seed for the changed chunk")
+        fails += 1
+    h = Node("seed2", h_args)
+    if not p1.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", WAIT_S):
+        print("FAIL the first puller did not complete from the second seed")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    err = a.wait_for(r"cached file \S*%s changed on disk after it was verified: chunk \d+"
+                     % re.escape(shard), 20)
+    print(err.group(0) if err else "no corruption error on the seed")
+    if not err or not re.search(r"Z error .*" + re.escape(err.group(0)), a.log()):
+        print("FAIL the seed did not log an error naming the changed file and chunk")
+        fails += 1
+    scanned = a.wait_for(r"%s: (\d+) of its (\d+) chunks changed on disk" % re.escape(shard), 20)
+    if not scanned or scanned.group(1) != "1":
+        print("FAIL the seed did not hash the file again and find one bad chunk")
+        fails += 1
+    st = run("status", "--socket", a.ctl)
+    if not re.search(r"CORRUPT ON DISK: %s" % re.escape(shard), st):
+        print("FAIL `shoal status` on the seed does not name the corrupt file:\n" + st)
+        fails += 1
+    # The second puller has only the rotten seed until it has taken all
+    # that seed offers; the second seed then comes back for the rest.
+    if h.stop() != 0:
+        print("FAIL the second seed did not shut down cleanly")
+        fails += 1
+    p2 = Node("puller2", node_args(k, "x", tmp, ["--peer", a.addr, "--peer", h_addr,
+                                                 "--pull", mid, "--exit-when-complete"]))
+    others = [p for p in files if p != shard]
+    deadline = time.monotonic() + WAIT_S
+    for path in others:
+        got = p2.wait_for(r"%s complete and verified|banning node" % re.escape(path),
+                          max(1, deadline - time.monotonic()))
+        if not got or got.group(0) == "banning node":
+            print(f"FAIL the second puller did not get {path} from the seed")
+            fails += 1
+            break
+    # A bad chunk would have come with the rest: give its verdict time.
+    banned = p2.wait_for(r"banning node", 3)
+    if banned:
+        print("FAIL the second puller banned the seed: " + banned.group(0))
+        fails += 1
+    h = Node("seed2", h_args)
+    rc = p2.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL the second puller did not complete (exit {rc})")
+        fails += 1
+    if re.search(r"banning node", p2.log()):
+        print("FAIL the second puller banned a node")
+        fails += 1
+    fails += check_snapshot(tmp, "x", files)
+    fails += shoalproc.stop_all([p1, h, a])
+    if fails:
+        for n in (a, h, p1, p2):
+            n.dump(tail=40)
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -1180,4 +1277,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "ping_flood": case_ping_flood, "liar": case_liar,
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
-                      "tracker_lies": case_tracker_lies}, "shoal-swarm-")
+                      "tracker_lies": case_tracker_lies,
+                      "disk_rot": case_disk_rot}, "shoal-swarm-")
