@@ -69,6 +69,7 @@ struct speer {
     /* When it joined or last sent a chunk that verified: a peer that lets
      * requests time out with nothing from it for as long is banned. */
     uint64_t served_ms;
+    bool busy_noted;   /* logged as busy for a whole time-out since then */
 };
 
 /* A received chunk on its way through the store (worker thread). */
@@ -705,8 +706,10 @@ static void verify_done(uv_work_t *w, int status)
             note_first_chunk(s);
         }
         /* --- end tracker --- */
-        if (sp)
+        if (sp) {
             sp->served_ms = now;
+            sp->busy_noted = false;
+        }
         if (sp && sp->joined)
             shoal_sched_req_done(s->sched, now, j->peer_id, j->chunk, j->len,
                                  now > j->sent_ms ? now - j->sent_ms : 1);
@@ -1916,10 +1919,16 @@ static void pump(struct shoal_swarm *s)
     } while (n == 64 && !s->stopped);
 }
 
+/* How long a request may go unanswered (--request-timeout-ms). */
+static uint32_t request_limit(const struct shoal_swarm *s)
+{
+    return s->cfg->request_timeout_ms ? s->cfg->request_timeout_ms : 30000;
+}
+
 static void expire_requests(struct shoal_swarm *s)
 {
     uint64_t now = now_ms(s);
-    uint32_t limit = s->cfg->request_timeout_ms ? s->cfg->request_timeout_ms : 30000;
+    uint32_t limit = request_limit(s);
 
     for (uint32_t i = 0; i < s->npeers; i++) {
         struct speer *sp = s->peers[i];
@@ -2262,12 +2271,26 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
         /* Busy: asked again after a back-off. Anything else (unknown: it
          * cannot serve the chunk after all; shutting down; not authorised)
          * withdraws its claim, or the scheduler would ask it again at once,
-         * in a loop as fast as the peer answers. */
-        if (m->u.reject.reason == SHOAL_REJECT_BUSY ||
-            m->u.reject.reason == SHOAL_REJECT_RATE_LIMITED)
-            shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, true);
+         * in a loop as fast as the peer answers. So does busy from a peer
+         * that has sent nothing for a whole request time-out: while its
+         * claims stood, a chunk only it claims would wait for it forever,
+         * never going to the origin (one that answers busy to everything
+         * and serves nothing would hold a pull for as long as it stays). */
+        uint64_t now = now_ms(s);
+        bool busy = m->u.reject.reason == SHOAL_REJECT_BUSY ||
+                    m->u.reject.reason == SHOAL_REJECT_RATE_LIMITED;
+        if (busy && now - sp->served_ms > request_limit(s)) {
+            if (!sp->busy_noted)
+                LOG_W("release %s: peer %s has answered busy, with no chunk, for %u ms: its "
+                      "claims no longer hold chunks back from other sources", s->idhex,
+                      shoal_peer_name(p), request_limit(s));
+            sp->busy_noted = true;
+            busy = false;
+        }
+        if (busy)
+            shoal_sched_req_failed(s->sched, now, sp->id, r.chunk, true);
         else
-            shoal_sched_peer_lacks(s->sched, now_ms(s), sp->id, r.chunk);
+            shoal_sched_peer_lacks(s->sched, now, sp->id, r.chunk);
         pump(s);
         return true;
     }

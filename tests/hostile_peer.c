@@ -8,11 +8,11 @@
  *   bitflood ID NCHUNKS N   sends N HAVE_BITFIELDs for release ID (64 hex),
  *                           alternately all chunks and none, reading and
  *                           dropping what the node sends;
- *   liar ID NCHUNKS SECONDS ignore|reject
+ *   liar ID NCHUNKS SECONDS ignore|reject|busy
  *                           announces every chunk of release ID, then for
  *                           SECONDS answers no REQUEST (ignore) or each with
- *                           REJECT unknown (reject); prints "requests N"
- *                           and "closed by the node" if it was.
+ *                           REJECT unknown (reject) or busy (busy); prints
+ *                           "requests N" and "closed by the node" if it was.
  *
  * Prints "sent N" on stdout when done, then holds the connection open for
  * HOLD seconds (environment, default 0) so the test can look at the node.
@@ -216,7 +216,7 @@ int main(int argc, char **argv)
     if (argc < 7) {
         fprintf(stderr, "usage: hostile_peer HOST:PORT KEY CRED CLUSTER_PUB "
                         "ping N SECONDS | bitflood ID NCHUNKS N | "
-                        "liar ID NCHUNKS SECONDS ignore|reject\n");
+                        "liar ID NCHUNKS SECONDS ignore|reject|busy\n");
         return 2;
     }
     if (connect_to(argv[1]) != 0) {
@@ -264,7 +264,8 @@ int main(int argc, char **argv)
         size_t nb = (nch + 7) / 8;
         uint8_t *ones = malloc(nb ? nb : 1);
         double end = now_s() + atof(argv[8]);
-        bool reject = strcmp(argv[9], "reject") == 0, closed = false;
+        bool reject = strcmp(argv[9], "reject") == 0, busy = strcmp(argv[9], "busy") == 0;
+        bool closed = false;
 
         if (!ones || shoal_unhex(m.u.have_bitfield.manifest_id, 32, argv[6], 64) != 0)
             return 2;
@@ -289,12 +290,12 @@ int main(int argc, char **argv)
             }
             if (in.type == SHOAL_MSG_REQUEST) {
                 sent++;
-                if (reject) {
+                if (reject || busy) {
                     struct shoal_msg r;
                     memset(&r, 0, sizeof r);
                     r.type = SHOAL_MSG_REJECT;
                     r.u.reject.req_id = in.u.request.req_id;
-                    r.u.reject.reason = SHOAL_REJECT_UNKNOWN;
+                    r.u.reject.reason = busy ? SHOAL_REJECT_BUSY : SHOAL_REJECT_UNKNOWN;
                     (void)send_msg(&r, now_s() + 5);
                 }
             }

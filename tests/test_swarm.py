@@ -53,7 +53,10 @@ CASE is one of:
                   refusal (a failed crossing frees the one cross-zone
                   fallback slot, as one that arrived does); a second one answers nothing: its
                   requests time out (--request-timeout-ms 1500) and it is
-                  banned, the log saying why; an honest seed that comes
+                  banned, the log saying why; one answering busy to
+                  everything for a request time-out loses its claims
+                  (logged), so they stop holding chunks back from the
+                  origin; an honest seed that comes
                   later completes the release, verified.
   cut_seed        a seed's cached shard is cut to a third after import: it
                   says once that it cannot read chunks of that file and stops
@@ -850,10 +853,11 @@ def case_liar(tmp):
     and one that lets requests time out is banned; an honest seed that
     comes later then gets the release through."""
     k, repo, files, mf, mid = setup(tmp)
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ["y"], ["y"])
     nch = int(re.search(r"(\d+) chunks", run("manifest", "show", mf)).group(1))
     b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf, "--request-timeout-ms", "1500"]))
     fails = 0
-    for how, key in (("reject", "m"), ("ignore", "x")):
+    for how, key in (("busy", "y"), ("reject", "m"), ("ignore", "x")):
         h = subprocess.run([HOSTILE, b.addr, k(key), k(key) + ".cred", k("cluster") + ".pub",
                             "liar", mid, str(nch), "6", how], capture_output=True, text=True,
                            timeout=60)
@@ -869,6 +873,13 @@ def case_liar(tmp):
             # Each chunk once at most (no loop), yet the others still asked
             # for after one is refused: it is the only source here.
             print(f"FAIL a peer answering 'unknown' was asked {reqs} times for {nch} chunks")
+            fails += 1
+        elif how == "busy" and (reqs > nch + 300 or not b.wait_for(
+                r"has answered busy, with no chunk, for 1500 ms", 5)):
+            # Asked again after each busy (10 ms back-off) for one
+            # time-out, then each chunk once more at most as its claims go.
+            print(f"FAIL a peer answering busy to everything was asked {reqs} times, "
+                  "or its claims were not dropped after a time-out")
             fails += 1
         elif how == "ignore" and not closed:
             print("FAIL a peer that answered no request was not disconnected")
