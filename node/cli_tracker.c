@@ -41,14 +41,18 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
     shoal_buf_init(&cb, SHOAL_CRED_MAX_ENCODED);
     int rv = shoal_seckey_load(id->key, &sk);
     if (rv) {
-        fprintf(stderr, "shoal %s: key %s: %s\n", cmd, id->key, shoal_strerror(rv));
+        char why[512];
+        fprintf(stderr, "shoal %s: key %s\n", cmd,
+                shoal_keyfile_strerror(id->key, rv, why, sizeof why));
         goto out;
     }
     rv = shoal_cred_load(id->cred, &cred);
     if (rv == 0)
         rv = shoal_cred_encode(&cred, &cb);
     if (rv) {
-        fprintf(stderr, "shoal %s: credential %s: %s\n", cmd, id->cred, shoal_strerror(rv));
+        char why[512];
+        fprintf(stderr, "shoal %s: credential %s\n", cmd,
+                shoal_keyfile_strerror(id->cred, rv, why, sizeof why));
         goto out;
     }
     rv = shoal_trkc_connect(&c, id->tracker, TRK_TIMEOUT_MS);

@@ -290,7 +290,7 @@ static int load_keys(struct shoal_keyset **ks, const char *path, char *why, size
     rv = shoal_keyset_load_file(*ks, path);
 out:
     if (rv)
-        snprintf(why, whylen, "%s: %s", path, shoal_strerror(rv));
+        shoal_keyfile_strerror(path, rv, why, whylen);
     return rv ? 1 : 0;
 }
 
@@ -319,7 +319,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_KEY: {
         int rv = shoal_seckey_load(val, &A->key);
         if (rv) {
-            snprintf(why, whylen, "%s: %s", val, shoal_strerror(rv));
+            shoal_keyfile_strerror(val, rv, why, whylen);
             return 1;
         }
         A->has_key = true;
