@@ -36,6 +36,16 @@ if grep -q "listening on 127.0.0.1:" run.txt &&
    grep -q "announce 2000 ms, ttl 7000 ms, lease 5000 ms" run.txt && grep -q "exit 0" run.txt
 then echo "ok   settings read from --config"
 else echo "FAIL settings read from --config"; cat run.txt; fails=$((fails+1)); fi
+# shoald's spelling of the option is taken too, on the command line and in
+# a --config file.
+run_until_started --cluster-keys cl.key.pub --listen 127.0.0.1:0
+if grep -q "started on" run.txt && grep -q "exit 0" run.txt
+then echo "ok   --cluster-keys is --cluster-key"
+else echo "FAIL --cluster-keys"; cat run.txt; fails=$((fails+1)); fi
+printf 'cluster-keys = cl.key.pub\nlisten = 127.0.0.1:0\n' >alias.conf
+run_until_started --config alias.conf
+if grep -q "started on" run.txt; then echo "ok   cluster-keys in a --config file"
+else echo "FAIL cluster-keys in a --config file"; cat run.txt; fails=$((fails+1)); fi
 run_until_started --lease-ms 9000 --config good.conf
 if grep -q "lease 9000 ms" run.txt; then echo "ok   a flag overrides the file (given before it)"
 else echo "FAIL a flag overrides the file"; cat run.txt; fails=$((fails+1)); fi

@@ -60,6 +60,7 @@ static const char usage_options[] =
     "    --listen HOST:PORT        address to listen on (default 127.0.0.1:7700)\n"
     "    --cluster-key FILE        trusted cluster public key(s): a public key file\n"
     "                              or a list, one key per line; may repeat; required\n"
+    "                              (--cluster-keys, shoald's spelling, is the same)\n"
     "    --admin-keys FILE         node keys allowed the publisher and admin roles\n"
     "                              (admins may set rollouts)\n"
     "    --publisher-keys FILE     keys whose signed manifests are accepted by\n"
@@ -234,6 +235,8 @@ static const struct option longopts[] = {
     { "manifest-ttl-h", required_argument, NULL, OPT_MANIFEST_TTL },
     { "rollout-file", required_argument, NULL, OPT_ROLLOUT_FILE },
     { "key", required_argument, NULL, OPT_KEY },
+    /* shoald's spelling; after every option indexed by its OPT_ value. */
+    { "cluster-keys", required_argument, NULL, OPT_CLUSTER },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
