@@ -47,6 +47,12 @@ CASE is one of:
                 closes the first (least recently used), status lists two,
                 and pulling the first again reopens it from the cache (0
                 bytes from peers), closing the second.
+  pull_refused  `shoal status` and `shoal pull` of a node whose credential
+                is for another key say the tracker refused its identity
+                and why, and of a node whose --publisher-keys do not list
+                the signer say "manifest refused: signed by an untrusted
+                key (check --publisher-keys)" (before: "no tracker
+                reachable yet" and a bare "waiting for the manifest").
   waiting_reason a pull by manifest id with no tracker and no peer says
                 so; with a peer that lacks it, status says none of 1 peer
                 has offered its manifest.
@@ -973,6 +979,52 @@ def case_waiting_reason(tmp):
     return fails
 
 
+def case_pull_refused(tmp):
+    """A pull stuck on a refusal says so: a node whose credential is for
+    another key (the tracker refuses its login), and one whose
+    --publisher-keys do not list the manifest's signer."""
+    k = make_keys(tmp, ["a", "b"])
+    hub = Hub(tmp, "4M")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    fails = 0
+    cases = (
+        # b's credential: the tracker refuses a's login, every time.
+        ("a", ["--cred", k("b") + ".cred"],
+         f"tracker {taddr} refused this node's identity: credential is for another node key"),
+        # the admin's key is no publisher: the manifest comes and is refused.
+        ("b", ["--publisher-keys", k("admin") + ".pub"],
+         "manifest refused: signed by an untrusted key (check --publisher-keys)"),
+    )
+    nodes = []
+    for name, extra, want in cases:
+        n = node(name, k, tmp, None, ["--no-origin", "--tracker", taddr, *extra])
+        nodes.append(n)
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", "1")
+        st = ""
+        for _ in range(50):
+            st = cli("status", "--socket", n.sock).stdout
+            if want in st:
+                break
+            time.sleep(0.2)
+        print(f"{name}: {st.strip()}")
+        if want not in st:
+            print(f"FAIL shoal status does not say \"{want}\"")
+            fails += 1
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", "2")
+        last = (r.stdout.strip().splitlines() or [""])[-1]
+        print(f"{name}: shoal pull: exit {r.returncode}: {last}")
+        if r.returncode == 0 or want not in r.stdout:
+            print(f"FAIL shoal pull does not say \"{want}\"")
+            fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for n in nodes:
+            n.dump(tail=20)
+    return fails
+
+
 def state_file(n):
     """The state file node |n| logged at start (None if it did not)."""
     m = n.wait_for(r"state file (\S+): \d+ releases reopened", 5)
@@ -1858,6 +1910,7 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "loader_branch": case_loader_branch,
                       "restart": case_restart, "cache_lock": case_cache_lock,
                       "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
+                      "pull_refused": case_pull_refused,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
                       "max_releases": case_max_releases,
