@@ -68,6 +68,8 @@ static const char usage_options[] =
     "    --key FILE                this tracker's own secret key (shoal keygen);\n"
     "                              proven to nodes that pin it (shoald\n"
     "                              --tracker-keys); its public key is logged\n"
+    "                              (shoal-tracker.service passes it as a systemd\n"
+    "                              credential: --key %d/tracker.key)\n"
     "    --auth-timeout SECONDS    close connections silent this long before\n"
     "                              authenticating (default 3)\n"
     "    --auth-timeout-ms MS      the same in milliseconds\n"
