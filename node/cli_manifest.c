@@ -79,7 +79,9 @@ static int manifest_build(int argc, char **argv)
     struct shoal_seckey sk;
     int rv = shoal_seckey_load(keyp, &sk);
     if (rv) {
-        fprintf(stderr, "shoal manifest: publisher key %s: %s\n", keyp, shoal_strerror(rv));
+        char why[512];
+        fprintf(stderr, "shoal manifest: publisher key %s\n",
+                shoal_keyfile_strerror(keyp, rv, why, sizeof why));
         return 1;
     }
     struct shoal_manifest *m = NULL;
@@ -186,7 +188,9 @@ static int manifest_verify_show(int argc, char **argv, bool show)
         }
         rv = shoal_keyset_load_file(ks, optarg);
         if (rv) {
-            fprintf(stderr, "shoal manifest: trusted key %s: %s\n", optarg, shoal_strerror(rv));
+            char why[512];
+            fprintf(stderr, "shoal manifest: trusted key %s\n",
+                    shoal_keyfile_strerror(optarg, rv, why, sizeof why));
             goto out;
         }
     }

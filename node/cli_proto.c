@@ -117,13 +117,17 @@ static int cred_issue(int argc, char **argv)
     struct shoal_pubkey node;
     int rv = shoal_seckey_load(keyp, &sk);
     if (rv) {
-        fprintf(stderr, "shoal cred: cluster key %s: %s\n", keyp, shoal_strerror(rv));
+        char why[512];
+        fprintf(stderr, "shoal cred: cluster key %s\n",
+                shoal_keyfile_strerror(keyp, rv, why, sizeof why));
         return 1;
     }
     rv = shoal_pubkey_load(nodep, &node);
     if (rv) {
         sodium_memzero(&sk, sizeof sk);
-        fprintf(stderr, "shoal cred: node public key %s: %s\n", nodep, shoal_strerror(rv));
+        char why[512];
+        fprintf(stderr, "shoal cred: node public key %s\n",
+                shoal_keyfile_strerror(nodep, rv, why, sizeof why));
         return 1;
     }
     struct shoal_cred cred;
@@ -161,7 +165,9 @@ static int cred_verify(int argc, char **argv)
         }
         rv = shoal_keyset_load_file(ks, optarg);
         if (rv) {
-            fprintf(stderr, "shoal cred: cluster public key %s: %s\n", optarg, shoal_strerror(rv));
+            char why[512];
+            fprintf(stderr, "shoal cred: cluster public key %s\n",
+                    shoal_keyfile_strerror(optarg, rv, why, sizeof why));
             goto out;
         }
     }

@@ -28,6 +28,11 @@ struct trk_ident {
     const char *tracker;
     const char *key;
     const char *cred;
+    /* publish: the manifest signing key's public half, asked about at
+     * login (the tracker refuses a key outside its --publisher-keys) */
+    bool has_publisher;
+    struct shoal_pubkey publisher;
+    const char *publisher_path;
 };
 
 /* Connects to |id->tracker| and authenticates as |role|. Prints why not. */
@@ -41,14 +46,18 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
     shoal_buf_init(&cb, SHOAL_CRED_MAX_ENCODED);
     int rv = shoal_seckey_load(id->key, &sk);
     if (rv) {
-        fprintf(stderr, "shoal %s: key %s: %s\n", cmd, id->key, shoal_strerror(rv));
+        char why[512];
+        fprintf(stderr, "shoal %s: key %s\n", cmd,
+                shoal_keyfile_strerror(id->key, rv, why, sizeof why));
         goto out;
     }
     rv = shoal_cred_load(id->cred, &cred);
     if (rv == 0)
         rv = shoal_cred_encode(&cred, &cb);
     if (rv) {
-        fprintf(stderr, "shoal %s: credential %s: %s\n", cmd, id->cred, shoal_strerror(rv));
+        char why[512];
+        fprintf(stderr, "shoal %s: credential %s\n", cmd,
+                shoal_keyfile_strerror(id->cred, rv, why, sizeof why));
         goto out;
     }
     rv = shoal_trkc_connect(&c, id->tracker, TRK_TIMEOUT_MS);
@@ -56,14 +65,25 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
         fprintf(stderr, "shoal %s: tracker %s: %s\n", cmd, id->tracker, shoal_strerror(rv));
         goto out;
     }
+    if (id->has_publisher && role == SHOAL_ROLE_PUBLISHER)
+        shoal_trkc_set_publisher(c, id->publisher.pk);
     rv = shoal_trkc_auth(c, &sk, cb.data, cb.len, "cli", "127.0.0.1:1", role, TRK_TIMEOUT_MS);
+    if (rv == SHOAL_EUNTRUSTED && id->has_publisher) {
+        fprintf(stderr, "shoal %s: tracker %s will not take manifests signed by %s: %s (add "
+                        "%s.pub to its --publisher-keys; nodes need it in theirs too)\n",
+                cmd, id->tracker, id->publisher_path,
+                shoal_trkc_error(c)[0] ? shoal_trkc_error(c) : shoal_strerror(rv),
+                id->publisher_path);
+        goto out;
+    }
     if (rv) {
         /* The tracker grants the publisher and admin roles only to keys in
          * its --admin-keys; say so, since "permission denied" alone points
          * at file modes. */
         bool role_denied = rv == SHOAL_EPERM && role != SHOAL_ROLE_NODE;
+        const char *said = c ? shoal_trkc_error(c) : "";
         fprintf(stderr, "shoal %s: tracker %s refused us: %s%s%s%s\n", cmd, id->tracker,
-                shoal_strerror(rv), role_denied ? " (the public key of " : "",
+                said[0] ? said : shoal_strerror(rv), role_denied ? " (the public key of " : "",
                 role_denied ? id->key : "",
                 role_denied ? " must be listed in the tracker's --admin-keys)" : "");
         goto out;
@@ -106,7 +126,8 @@ struct put_ctx {
 /* Keeps a signed manifest the tracker did not take, so the hashing it cost
  * is not lost: ORG-NAME@COMMIT.manifest in the working directory, else in
  * $TMPDIR or /tmp. Prints where, or that it could not. */
-static void save_unregistered(const uint8_t *bytes, size_t len, const struct shoal_manifest *m)
+static void save_unregistered(const uint8_t *bytes, size_t len, const struct shoal_manifest *m,
+                              int why)
 {
     const char *tmpdir = getenv("TMPDIR");
     const char *dirs[] = {".", tmpdir && tmpdir[0] ? tmpdir : "/tmp", "/tmp"};
@@ -124,9 +145,19 @@ static void save_unregistered(const uint8_t *bytes, size_t len, const struct sho
         if (n < 0 || (size_t)n >= sizeof path)
             continue;
         if (shoal_write_file_atomic(path, bytes, len) == 0) {
-            fprintf(stderr, "shoal publish: the signed manifest is saved in %s (shoald "
-                            "--manifest takes it; or publish again once the tracker accepts it)\n",
-                    path);
+            /* Nodes check the signer against their own --publisher-keys:
+             * a manifest the tracker found untrusted is useless to them
+             * too until the key is listed. */
+            if (why == SHOAL_EUNTRUSTED)
+                fprintf(stderr, "shoal publish: the signed manifest is saved in %s (its signer "
+                                "is not trusted: nodes refuse it as the tracker did; list the "
+                                "key's .pub in the tracker's and the nodes' --publisher-keys, "
+                                "then publish again)\n", path);
+            else
+                fprintf(stderr, "shoal publish: the signed manifest is saved in %s (publish "
+                                "again once the tracker accepts it; shoald --manifest also "
+                                "takes it, on nodes whose --publisher-keys list its signer)\n",
+                        path);
             return;
         }
     }
@@ -152,7 +183,7 @@ static int register_with_tracker(void *user, const uint8_t *bytes, size_t len,
     else if (pc->out_path)
         fprintf(stderr, "shoal publish: the signed manifest is in %s\n", pc->out_path);
     else
-        save_unregistered(bytes, len, m);
+        save_unregistered(bytes, len, m, rv);
     shoal_trkc_free(c);
     free(req);
     return rv;
@@ -185,13 +216,27 @@ static int lookup_on_tracker(void *user, const char *repo_at_commit, struct shoa
     return rv;
 }
 
-/* Before a release is streamed and hashed (minutes for a large one), checks
- * that the tracker answers and lets this identity publish: the tracker has
- * no cheaper request than the authentication itself. */
-static int precheck_tracker(const struct trk_ident *id)
+/* Before a release is streamed and hashed (minutes for a large one, and a
+ * full read from the Hub), checks that the tracker answers, lets this
+ * identity publish and trusts the signing key: the login itself asks all
+ * three (TRK_AUTH publisher_pk). A tracker that predates the signing-key
+ * question skips it; its PUT_MANIFEST still refuses an untrusted signer. */
+static int precheck_tracker(struct trk_ident *id, const char *key_path)
 {
+    struct shoal_seckey sk;
     struct shoal_trkc *c = NULL;
-    int rv = trk_open("publish", id, SHOAL_ROLE_PUBLISHER, &c);
+    char why[512];
+    int rv = shoal_seckey_load(key_path, &sk);
+    if (rv) {
+        fprintf(stderr, "shoal publish: publisher key %s\n",
+                shoal_keyfile_strerror(key_path, rv, why, sizeof why));
+        return rv;
+    }
+    shoal_seckey_public(&sk, &id->publisher);
+    sodium_memzero(&sk, sizeof sk);
+    id->has_publisher = true;
+    id->publisher_path = key_path;
+    rv = trk_open("publish", id, SHOAL_ROLE_PUBLISHER, &c);
     shoal_trkc_free(c);
     return rv;
 }
@@ -247,7 +292,7 @@ int shoal_cmd_publish(int argc, char **argv)
     o.errlen = sizeof err;
     struct put_ctx pc = {&id, o.out_path};
     if (id.tracker) {
-        if (precheck_tracker(&id) != 0)
+        if (precheck_tracker(&id, o.key_path) != 0)
             return 1;
         o.registrar = register_with_tracker;
         o.registrar_user = &pc;
@@ -290,6 +335,8 @@ int shoal_cmd_rollout(int argc, char **argv)
         {"status", no_argument, NULL, 's'},
         {"tracker", required_argument, NULL, 't'},
         {"key", required_argument, NULL, 'k'},
+        /* publish's name for the login identity */
+        {"identity", required_argument, NULL, 'k'},
         {"cred", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
@@ -314,6 +361,17 @@ int shoal_cmd_rollout(int argc, char **argv)
     if (optind != argc - 1 || !id.tracker || !id.key || !id.cred || !strchr(argv[optind], '@')) {
         fprintf(stderr, "shoal rollout: usage: shoal rollout ORG/NAME@COMMIT [--zone Z] "
                         "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED\n");
+        return 2;
+    }
+    /* Nodes hold what a rollout names by its manifest, which names one
+     * commit: a branch would be pinned to whatever it was when published,
+     * and a typo names nothing. --remove and --status still take any name,
+     * so a rollout recorded before this check can be read and withdrawn. */
+    const char *rev = strrchr(argv[optind], '@') + 1;
+    if (!remove && !status && (strlen(rev) != 40 || strspn(rev, "0123456789abcdef") != 40)) {
+        fprintf(stderr, "shoal rollout: '%s' is not a commit: a rollout pins a release to the "
+                        "full 40-hex commit (lowercase) its manifest was published for, not a "
+                        "branch, tag or short sha (`shoal publish` prints it)\n", rev);
         return 2;
     }
     if (status && zone) {
@@ -374,6 +432,8 @@ int shoal_cmd_tracker_stats(int argc, char **argv)
     static const struct option opts[] = {
         {"tracker", required_argument, NULL, 't'},
         {"key", required_argument, NULL, 'k'},
+        /* publish's name for the login identity */
+        {"identity", required_argument, NULL, 'k'},
         {"cred", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };

@@ -89,6 +89,9 @@ struct pull {
                                   manifest (yet): status says so */
     bool resolving;            /* a Hub request is under way */
     /* --- end dux --- */
+    /* The last manifest that came for this pull and was refused (0: none):
+     * status says why instead of "waiting for the manifest". */
+    int refused;
     /* Asked for by loaders only (no `shoal pull`, configuration or
      * rollout): withdrawn when no loader waits for it any more before its
      * release opened (withdraw_orphans), so loaders that leave, or ask for
@@ -787,6 +790,7 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     if (rv != 0) {
         LOG_W("peer %s sent manifest %s that we refuse: %s", shoal_peer_name(p), hex,
               shoal_strerror(rv));
+        pl->refused = rv;
         shoal_manifest_free(m);
         return;
     }
@@ -1693,6 +1697,8 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     if (rv != 0) {
         LOG_W("tracker answered %s with manifest %s that we refuse: %s", name, hex,
               shoal_strerror(rv));
+        pl->refused = rv;
+        pl->unknown = false; /* a tracker has one: it is the refusal that holds us */
         shoal_manifest_free(m);
         return;
     }
@@ -2242,9 +2248,17 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
 static void waiting_reason(struct shoal_daemon *d, char *out, size_t cap)
 {
     uint32_t ready = 0;
+    const char *refused = NULL;
     for (uint32_t i = 0; i < d->npeers; i++)
         ready += shoal_peer_ready(d->peers[i]) ? 1 : 0;
-    if (d->trk && shoal_trkconn_ready(d->trk) == 0)
+    /* A tracker that refused us will not change its mind by itself: say
+     * so, not that it is unreachable. */
+    for (uint32_t i = 0; d->trk && !refused && i < shoal_trkconn_count(d->trk); i++)
+        refused = shoal_trkconn_refused(d->trk, i);
+    if (d->trk && shoal_trkconn_ready(d->trk) == 0 && refused)
+        snprintf(out, cap, "%s; %u peer%s asked for its manifest", refused, ready,
+                 ready == 1 ? "" : "s");
+    else if (d->trk && shoal_trkconn_ready(d->trk) == 0)
         snprintf(out, cap, "no tracker reachable yet; %u peer%s asked for its manifest", ready,
                  ready == 1 ? "" : "s");
     else if (!d->trk && ready == 0)
@@ -2264,6 +2278,11 @@ static void ctl_fill_waiting(struct shoal_daemon *d, const struct pull *pl,
         snprintf(r->error, sizeof r->error, "%s", pl->why);
     else if (pl->unresolved)
         snprintf(r->error, sizeof r->error, "asking the Hub where %s is", pl->ref);
+    else if (pl->refused == SHOAL_EUNTRUSTED)
+        snprintf(r->error, sizeof r->error,
+                 "manifest refused: signed by an untrusted key (check --publisher-keys)");
+    else if (pl->refused)
+        snprintf(r->error, sizeof r->error, "manifest refused: %s", shoal_strerror(pl->refused));
     else if (pl->unknown)
         snprintf(r->error, sizeof r->error,
                  "no tracker has answered with its manifest yet (not published?)");

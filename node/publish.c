@@ -423,7 +423,9 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
     /* Load the key first: no point downloading gigabytes to fail at the end. */
     rv = shoal_seckey_load(o->key_path, &p->sk);
     if (rv) {
-        snprintf(p->msg, sizeof(p->msg), "publisher key %s: %s", o->key_path, shoal_strerror(rv));
+        char why[512];
+        snprintf(p->msg, sizeof(p->msg), "publisher key %s",
+                 shoal_keyfile_strerror(o->key_path, rv, why, sizeof why));
         p->err = rv;
         goto out;
     }

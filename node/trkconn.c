@@ -89,6 +89,10 @@ struct conn {
     uint64_t announce_due_ms;
     size_t queued;
     uint32_t fails;           /* attempts since the last success */
+    /* Why the last login failed on the tracker's word or on ours (it
+     * refused our identity, or did not prove its own); "" once a login
+     * succeeds or the tracker cannot be reached at all. */
+    char refused[SHOAL_MSG_ERROR_MAX + 96];
     char adv[SHOAL_MSG_ADDR_MAX + 1];     /* cfg->advertise_port: what we announce */
     char adv_logged[SHOAL_MSG_ADDR_MAX + 1]; /* the last one logged */
     bool stop_feed;           /* a hook closed us while a read was fed */
@@ -177,6 +181,11 @@ int shoal_trkconn_arbiter(const struct shoal_trkconn *t)
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx)
 {
     return idx < t->n ? t->conns[idx]->addr : "?";
+}
+
+const char *shoal_trkconn_refused(const struct shoal_trkconn *t, uint32_t idx)
+{
+    return idx < t->n && t->conns[idx]->refused[0] ? t->conns[idx]->refused : NULL;
 }
 
 const char *shoal_trkconn_advertised(const struct shoal_trkconn *t, uint32_t idx)
@@ -547,6 +556,7 @@ static void on_connected(uv_connect_t *req, int status)
     if (status < 0) {
         char why[96];
         snprintf(why, sizeof why, "cannot connect: %s", uv_strerror(status));
+        c->refused[0] = '\0'; /* down now: an old refusal is not the reason */
         fail_conn(c, why, false);
         return;
     }
@@ -670,6 +680,8 @@ static void on_proof(struct conn *c, const struct shoal_msg_trk_proof *p)
     sodium_memzero(c->eph_sk, sizeof c->eph_sk);
     if (why) {
         LOG_E("tracker %s refused: %s (key %.16s): not used", c->addr, why, hex);
+        snprintf(c->refused, sizeof c->refused, "this node does not use tracker %s: %s (key %.16s)",
+                 c->addr, why, hex);
         c->backoff_ms = t->bmax;
         fail_conn(c, "tracker identity refused", false);
         return;
@@ -686,6 +698,8 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
     if (m->type == SHOAL_MSG_ERROR) {
         LOG_E("tracker %s refused our identity: %.*s (%s)", c->addr, (int)m->u.error.message.len,
               m->u.error.message.p, shoal_strerror(m->u.error.code));
+        snprintf(c->refused, sizeof c->refused, "tracker %s refused this node's identity: %.*s",
+                 c->addr, (int)m->u.error.message.len, m->u.error.message.p);
         /* Retrying at once will not change the answer. */
         c->backoff_ms = t->bmax;
         fail_conn(c, "authentication refused", false);
@@ -703,6 +717,8 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
         LOG_E("tracker %s did not prove its identity (tracker-keys is set, and it sent no "
               "TRK_PROOF: an old shoal-tracker, one run without --key, or not a tracker of "
               "this fleet): not used", c->addr);
+        snprintf(c->refused, sizeof c->refused, "this node does not use tracker %s: it did not "
+                 "prove its identity (tracker-keys is set)", c->addr);
         c->backoff_ms = t->bmax;
         fail_conn(c, "tracker identity not proven", false);
         return;
@@ -710,6 +726,7 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
     c->st = C_READY;
     c->since_ms = now(t);
     c->fails = 0;
+    c->refused[0] = '\0';
     if (c->seal_next) {
         c->seal_next = false;
         c->seal.on = true;

@@ -139,6 +139,13 @@ uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t);
 int shoal_trkconn_arbiter(const struct shoal_trkconn *t);
 /* "host:port" of tracker |idx|. */
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx);
+/* Why tracker |idx| is not in use when the last login failed on a refusal
+ * ("tracker ADDR refused this node's identity: <its ERROR text>", or "this
+ * node does not use tracker ADDR: <why>" when it did not prove the key
+ * tracker_keys pin), else NULL (logged in, never refused, or unreachable
+ * since). Valid until the next call into this client. */
+const char *shoal_trkconn_refused(const struct shoal_trkconn *t, uint32_t idx);
+
 /* With advertise_port: the address announced to tracker |idx| (set once
  * it is connected), else NULL. */
 const char *shoal_trkconn_advertised(const struct shoal_trkconn *t, uint32_t idx);

@@ -18,6 +18,11 @@ const char *shoal_strerror(int code)
     case SHOAL_EPERM: return "permission denied";
     case SHOAL_EHTTP: return "HTTP error";
     case SHOAL_ENOSPC: return "no space left on device";
+    case SHOAL_EKEYMODE:
+        return "secret key readable or writable by group/others: chmod 600 it";
+    case SHOAL_EKEYPUB:
+        return "a public key, where a secret key is expected (the file without .pub)";
+    case SHOAL_EKEYSEC: return "a secret key, where a public key is expected (its .pub file)";
     case SHOAL_EPROTO: return "malformed encoding";
     case SHOAL_ETOOBIG: return "length or count over limit";
     case SHOAL_ETYPE: return "wrong type";

@@ -18,9 +18,15 @@ enum shoal_err {
     SHOAL_EBUSY = -1004,       /* resource in use, try later */
     SHOAL_EEXPIRED = -1005,    /* credential or lease past its expiry */
     SHOAL_EUNTRUSTED = -1006,  /* valid signature, but not by a trusted key */
-    SHOAL_EPERM = -1007,       /* not allowed (permissions on a key file, auth) */
+    SHOAL_EPERM = -1007,       /* not allowed (auth, role) */
     SHOAL_EHTTP = -1008,       /* HTTP status error from the Hub */
     SHOAL_ENOSPC = -1009,      /* disk full */
+    /* Key files given the wrong way round or too open (keys.c): each says
+     * what to do, since "permission denied" sent operators to file modes
+     * for a file that was simply the wrong one. */
+    SHOAL_EKEYMODE = -1010,    /* secret key readable/writable by group or others */
+    SHOAL_EKEYPUB = -1011,     /* a public key where a secret key is expected */
+    SHOAL_EKEYSEC = -1012,     /* a secret key where a public key is expected */
 
     /* Fatal for the connection or input: never retry the same bytes. */
     SHOAL_EFATAL_BASE = -2000,

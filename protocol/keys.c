@@ -153,8 +153,9 @@ int shoal_keyfile_save(const char *path, const char *tag, const uint8_t *data, s
 }
 
 /* Reads at most SHOAL_KEYFILE_MAX bytes of |path| into |buf| (capacity
- * SHOAL_KEYFILE_MAX + 1, NUL-terminated). */
-static int read_file(const char *path, char *buf, size_t *len, bool secret)
+ * SHOAL_KEYFILE_MAX + 1, NUL-terminated); |*mode| gets the file's mode, taken
+ * from the open descriptor so a swap after the check cannot help. */
+static int read_file(const char *path, char *buf, size_t *len, mode_t *mode)
 {
     int rv = 0;
     size_t got = 0;
@@ -170,11 +171,7 @@ static int read_file(const char *path, char *buf, size_t *len, bool secret)
         rv = -EINVAL;
         goto out;
     }
-    /* Checked on the open descriptor, so a swap after the check cannot help. */
-    if (secret && (st.st_mode & (S_IRWXG | S_IRWXO))) {
-        rv = SHOAL_EPERM;
-        goto out;
-    }
+    *mode = st.st_mode;
     for (;;) {
         ssize_t r = read(fd, buf + got, SHOAL_KEYFILE_MAX + 1 - got);
         if (r < 0) {
@@ -196,6 +193,17 @@ static int read_file(const char *path, char *buf, size_t *len, bool secret)
 out:
     close(fd);
     return rv;
+}
+
+/* True when buf[0..len), blanks first skipped, starts with "|tag| ". */
+static bool starts_with_tag(const char *buf, size_t len, const char *tag)
+{
+    size_t taglen = strlen(tag);
+    while (len > 0 && is_blank(buf[0])) {
+        buf++;
+        len--;
+    }
+    return len > taglen && memcmp(buf, tag, taglen) == 0 && buf[taglen] == ' ';
 }
 
 /* Decodes "<tag> <hex>" from buf[0..len) with blanks around it ignored. */
@@ -227,15 +235,62 @@ int shoal_keyfile_load(const char *path, const char *tag, uint8_t *out, size_t c
                        bool secret)
 {
     size_t len = 0;
+    mode_t mode = 0;
     char *buf = malloc(SHOAL_KEYFILE_MAX + 1);
     if (!buf)
         return -ENOMEM;
-    int rv = read_file(path, buf, &len, secret);
-    if (rv == 0)
+    int rv = read_file(path, buf, &len, &mode);
+    if (rv)
+        goto out;
+    /* The wrong half of a key pair is the likelier mistake, and a public
+     * key is not secret: say that before any word about its mode. */
+    bool want_sec = strcmp(tag, SHOAL_SECKEY_TAG) == 0;
+    bool want_pub = strcmp(tag, SHOAL_PUBKEY_TAG) == 0;
+    if (want_sec && starts_with_tag(buf, len, SHOAL_PUBKEY_TAG))
+        rv = SHOAL_EKEYPUB;
+    else if (want_pub && starts_with_tag(buf, len, SHOAL_SECKEY_TAG))
+        rv = SHOAL_EKEYSEC;
+    else if (secret && (mode & (S_IRWXG | S_IRWXO)))
+        rv = SHOAL_EKEYMODE;
+    else
         rv = parse_tagged(buf, len, tag, out, cap, n);
+out:
     sodium_memzero(buf, SHOAL_KEYFILE_MAX + 1);
     free(buf);
     return rv;
+}
+
+const char *shoal_keyfile_strerror(const char *path, int rv, char *buf, size_t cap)
+{
+    struct stat st;
+    size_t plen = strlen(path);
+    switch (rv) {
+    case SHOAL_EKEYMODE:
+        if (stat(path, &st) == 0)
+            snprintf(buf, cap, "%s is %s by group/others (mode %04o): chmod 600 %s", path,
+                     (st.st_mode & (S_IRGRP | S_IROTH)) ? "readable" : "writable",
+                     (unsigned)(st.st_mode & 07777), path);
+        else
+            snprintf(buf, cap, "%s is readable or writable by group/others: chmod 600 %s", path,
+                     path);
+        break;
+    case SHOAL_EKEYPUB:
+        if (plen > 4 && strcmp(path + plen - 4, ".pub") == 0)
+            snprintf(buf, cap, "%s is a public key; a secret key is expected here (the file "
+                     "without .pub: %.*s)", path, (int)(plen - 4), path);
+        else
+            snprintf(buf, cap, "%s is a public key; a secret key is expected here (the file "
+                     "without .pub)", path);
+        break;
+    case SHOAL_EKEYSEC:
+        snprintf(buf, cap, "%s is a secret key; give the public key (%s.pub)", path, path);
+        break;
+    default:
+        snprintf(buf, cap, "%s: %s", path,
+                 rv == -EINVAL ? "not a regular file" : shoal_strerror(rv));
+        break;
+    }
+    return buf;
 }
 
 int shoal_seckey_save(const char *path, const struct shoal_seckey *sk)
@@ -363,7 +418,8 @@ int shoal_keyset_load_file(struct shoal_keyset *ks, const char *path)
     char *buf = malloc(SHOAL_KEYFILE_MAX + 1);
     if (!buf)
         return -ENOMEM;
-    int rv = read_file(path, buf, &len, false);
+    mode_t mode = 0;
+    int rv = read_file(path, buf, &len, &mode);
     if (rv)
         goto out;
     for (size_t pos = 0; pos < len;) {
@@ -377,6 +433,10 @@ int shoal_keyset_load_file(struct shoal_keyset *ks, const char *path)
         if (i == n || line[i] == '#')
             continue;
         struct shoal_pubkey pk;
+        if (starts_with_tag(line + i, n - i, SHOAL_SECKEY_TAG)) {
+            rv = SHOAL_EKEYSEC;
+            goto out;
+        }
         rv = shoal_pubkey_parse(&pk, line + i, n - i);
         if (rv)
             goto out;
@@ -386,6 +446,8 @@ int shoal_keyset_load_file(struct shoal_keyset *ks, const char *path)
     }
     *ks = staged;
 out:
+    /* A secret key given by mistake must not linger in freed memory. */
+    sodium_memzero(buf, SHOAL_KEYFILE_MAX + 1);
     free(buf);
     return rv;
 }

@@ -64,9 +64,10 @@ int shoal_seckey_save(const char *path, const struct shoal_seckey *sk);
 /*
  * Reads a secret key file into |sk|. The file must be a regular file that
  * neither group nor others may read or write, and its public half must match
- * its seed. Returns 0, SHOAL_EPERM (mode allows group/other access),
- * SHOAL_EPROTO (bad format or inconsistent key), SHOAL_ETOOBIG, or a negated
- * errno (-ENOENT ...). |sk| is written only on success.
+ * its seed. Returns 0, SHOAL_EKEYMODE (mode allows group/other access),
+ * SHOAL_EKEYPUB (the file is a public key), SHOAL_EPROTO (bad format or
+ * inconsistent key), SHOAL_ETOOBIG, -EINVAL (not a regular file) or a
+ * negated errno (-ENOENT ...). |sk| is written only on success.
  */
 int shoal_seckey_load(const char *path, struct shoal_seckey *sk);
 
@@ -78,7 +79,8 @@ int shoal_pubkey_save(const char *path, const struct shoal_pubkey *pk);
 
 /*
  * Reads a public key file into |pk| (written only on success).
- * Returns 0, SHOAL_EPROTO, SHOAL_ETOOBIG or a negated errno.
+ * Returns 0, SHOAL_EKEYSEC (the file is a secret key), SHOAL_EPROTO,
+ * SHOAL_ETOOBIG or a negated errno.
  */
 int shoal_pubkey_load(const char *path, struct shoal_pubkey *pk);
 
@@ -100,13 +102,27 @@ int shoal_keyfile_save(const char *path, const char *tag, const uint8_t *data, s
 /*
  * Reads a file written by shoal_keyfile_save with |tag| and decodes its hex
  * into |out| (capacity |cap|); |*n| gets the decoded length. With |secret|,
- * a file readable or writable by group or others is refused (SHOAL_EPERM).
- * Returns 0, SHOAL_EPERM, SHOAL_EPROTO (bad format, or more than |cap|
- * bytes of data), SHOAL_ETOOBIG (file larger than SHOAL_KEYFILE_MAX), -EINVAL
- * (not a regular file) or a negated errno.
+ * a file readable or writable by group or others is refused
+ * (SHOAL_EKEYMODE). Where |tag| is the secret-key tag, a public key file is
+ * SHOAL_EKEYPUB; where it is the public-key tag, a secret key file is
+ * SHOAL_EKEYSEC (the usual mix-ups, named as such). Returns 0, those,
+ * SHOAL_EPROTO (bad format, or more than |cap| bytes of data),
+ * SHOAL_ETOOBIG (file larger than SHOAL_KEYFILE_MAX), -EINVAL (not a
+ * regular file) or a negated errno.
  */
 int shoal_keyfile_load(const char *path, const char *tag, uint8_t *out, size_t cap, size_t *n,
                        bool secret);
+
+/*
+ * Writes into |buf| (capacity |cap|) what a person should read when key,
+ * credential or trust-list file |path| failed to load with |rv|: the file
+ * named, what is wrong and, for the mix-ups above, what to do ("X is
+ * readable by group/others (mode 0644): chmod 600 X", "X is a public key;
+ * a secret key is expected here (the file without .pub: Y)", "X is a secret
+ * key; give the public key (X.pub)"); otherwise "X: <shoal_strerror>".
+ * Returns |buf|.
+ */
+const char *shoal_keyfile_strerror(const char *path, int rv, char *buf, size_t cap);
 
 /* ---- trusted keys ---- */
 
@@ -126,8 +142,9 @@ bool shoal_keyset_contains(const struct shoal_keyset *ks, const uint8_t pk[SHOAL
 size_t shoal_keyset_count(const struct shoal_keyset *ks);
 /*
  * Adds every key listed in the trust file |path| (format above). All or
- * nothing: on any error |ks| is unchanged. Returns 0, SHOAL_EPROTO (a line
- * that is neither comment nor key), SHOAL_ELIMIT (set would overflow),
+ * nothing: on any error |ks| is unchanged. Returns 0, SHOAL_EKEYSEC (a line
+ * holds a secret key), SHOAL_EPROTO (a line that is neither comment nor
+ * key), SHOAL_ELIMIT (set would overflow),
  * SHOAL_ETOOBIG (file too large) or a negated errno.
  */
 int shoal_keyset_load_file(struct shoal_keyset *ks, const char *path);

@@ -174,6 +174,7 @@ static const struct field trk_auth_f[] = {
     FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, session, has_session, SHOAL_MSG_SESSION_LEN),
     FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, client_nonce, has_client_nonce, SHOAL_MSG_KEY_LEN),
     FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, client_eph, has_client_eph, SHOAL_MSG_KEY_LEN),
+    FIX_OR_NIL_OPT(struct shoal_msg_trk_auth, publisher_pk, has_publisher, SHOAL_MSG_KEY_LEN),
 };
 static const struct field trk_proof_f[] = {
     KEY(struct shoal_msg_trk_proof, tracker_pk),

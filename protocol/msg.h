@@ -263,7 +263,8 @@ struct shoal_msg_trk_challenge {
 };
 
 /* TRK_AUTH 33: [node_pk, cred, sig, zone, listen_addr, role
- *               (, session or nil (, client_nonce or nil (, client_eph or nil)))]
+ *               (, session or nil (, client_nonce or nil (, client_eph or nil
+ *               (, publisher_pk or nil))))]
  * session is exactly SHOAL_MSG_SESSION_LEN bytes that a daemon draws once
  * per process, so a tracker can tell a reconnect from a restart. It is
  * optional: a client that predates it leaves it out, one that is no daemon
@@ -271,7 +272,11 @@ struct shoal_msg_trk_challenge {
  * (32 random bytes, optional the same way) asks the tracker to prove its
  * own key: it answers TRK_PROOF before the OK (tracker/auth.h); with
  * client_eph (an ephemeral X25519 public key) too, what follows the OK is
- * sealed. */
+ * sealed. publisher_pk (optional the same way; meaningful with role
+ * publisher) asks whether the tracker would take manifests signed by that
+ * key: one that would not refuses the login with ERROR SHOAL_EUNTRUSTED,
+ * so `shoal publish` learns it before reading a release from the Hub. A
+ * tracker that predates it skips the field and logs in as before. */
 struct shoal_msg_trk_auth {
     uint8_t node_pk[SHOAL_MSG_KEY_LEN];
     struct shoal_bytes cred;     /* <= SHOAL_MSG_CRED_MAX, opaque */
@@ -285,6 +290,8 @@ struct shoal_msg_trk_auth {
     uint8_t client_nonce[SHOAL_MSG_KEY_LEN]; /* meaningful with has_client_nonce */
     bool has_client_eph;
     uint8_t client_eph[SHOAL_MSG_KEY_LEN];   /* meaningful with has_client_eph */
+    bool has_publisher;
+    uint8_t publisher_pk[SHOAL_MSG_KEY_LEN]; /* meaningful with has_publisher */
 };
 
 /* TRK_PROOF 51: [tracker_pk, sig (, tracker_eph or nil)]: the tracker's

@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int t_failures;
 static int t_checks;
@@ -32,6 +33,18 @@ static int t_checks;
             t_failures++;                                                   \
             fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld vs %lld)\n", \
                     __FILE__, __LINE__, #a, #b, t_a_, t_b_);                 \
+        }                                                                   \
+    } while (0)
+
+/* Two NUL-terminated strings are equal; both are printed when not. */
+#define CHECK_STR(a, b)                                                     \
+    do {                                                                    \
+        const char *t_sa_ = (a), *t_sb_ = (b);                              \
+        t_checks++;                                                         \
+        if (strcmp(t_sa_, t_sb_) != 0) {                                    \
+            t_failures++;                                                   \
+            fprintf(stderr, "%s:%d: CHECK_STR failed: %s == %s\n  got:  %s\n  want: %s\n", \
+                    __FILE__, __LINE__, #a, #b, t_sa_, t_sb_);              \
         }                                                                   \
     } while (0)
 

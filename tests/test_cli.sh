@@ -21,17 +21,35 @@ refuse() { # description, command... (must fail with status 1 and say why)
     if [ $rc -eq 1 ] && [ -s out.txt ]; then echo "ok   $what: $(tail -1 out.txt)"; else echo "FAIL $what (rc=$rc)"; cat out.txt; fails=$((fails+1)); fi
 }
 
+says() { # description, text, command... (must fail with status 1, printing text)
+    local what=$1 text=$2; shift 2
+    "$@" >out.txt 2>&1; local rc=$?
+    if [ $rc -eq 1 ] && grep -qF -- "$text" out.txt; then echo "ok   $what"
+    else echo "FAIL $what (rc=$rc; want \"$text\")"; cat out.txt; fails=$((fails+1)); fi
+}
+
 check "keygen" "$shoal" keygen pub.key
 check "secret key is mode 600" test "$(stat -c %a pub.key)" = 600
 refuse "keygen refuses to overwrite" "$shoal" keygen pub.key
 chmod 644 pub.key
-refuse "a secret key readable by others is refused" "$shoal" manifest build . --repo a/b --commit 0000000000000000000000000000000000000000 --key pub.key --out x
+says "a secret key readable by others is refused, saying so" \
+    "pub.key is readable by group/others (mode 0644): chmod 600 pub.key" \
+    "$shoal" manifest build . --repo a/b --commit 0000000000000000000000000000000000000000 --key pub.key --out x
 chmod 600 pub.key
 
 check "cluster keygen" "$shoal" keygen cluster.key
 check "node keygen" "$shoal" keygen node.key
 check "cred issue" "$shoal" cred issue --cluster-key cluster.key --node node.key.pub --out node.cred
 check "cred verify" "$shoal" cred verify --cluster-pub cluster.key.pub node.cred
+# The halves of a key pair given the wrong way round: each named as such.
+says "a .pub where a secret key is expected" \
+    "cluster.key.pub is a public key; a secret key is expected here (the file without .pub: cluster.key)" \
+    "$shoal" cred issue --cluster-key cluster.key.pub --node node.key.pub --out x.cred
+says "a secret key where a public key is expected" \
+    "node.key is a secret key; give the public key (node.key.pub)" \
+    "$shoal" cred issue --cluster-key cluster.key --node node.key --out x.cred
+says "a secret key as a trust list" "cluster.key is a secret key; give the public key" \
+    "$shoal" cred verify --cluster-pub cluster.key node.cred
 "$shoal" keygen other.key >/dev/null
 refuse "cred from another cluster" "$shoal" cred verify --cluster-pub other.key.pub node.cred
 

@@ -111,14 +111,63 @@ static void test_secret_mode_refused(void)
     const mode_t bad[] = {0644, 0640, 0604, 0620, 0602, 0660, 0606};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         REQUIRE(chmod(p, bad[i]) == 0);
-        CHECK_EQ(shoal_seckey_load(p, &got), SHOAL_EPERM);
+        CHECK_EQ(shoal_seckey_load(p, &got), SHOAL_EKEYMODE);
     }
+    /* The message names the file, its mode and the fix. */
+    REQUIRE(chmod(p, 0644) == 0);
+    char msg[1024], want[1024];
+    snprintf(want, sizeof want, "%s is readable by group/others (mode 0644): chmod 600 %s", p, p);
+    CHECK_STR(shoal_keyfile_strerror(p, SHOAL_EKEYMODE, msg, sizeof msg), want);
     /* Nothing was written into the output on refusal. */
     for (size_t i = 0; i < sizeof got.sk; i++)
         CHECK_EQ(got.sk[i], 0xaa);
     REQUIRE(chmod(p, 0600) == 0);
     CHECK_EQ(shoal_seckey_load(p, &got), 0);
     unlink(p);
+}
+
+/* The two halves of a key pair given the wrong way round say so, whatever
+ * the mode, instead of "permission denied" or "malformed encoding". */
+static void test_key_mixups(void)
+{
+    struct shoal_pubkey pk, gotpk;
+    struct shoal_seckey sk, gotsk;
+    struct shoal_keyset *ks = NULL;
+    char msg[1024], want[1024];
+    REQUIRE(shoal_key_generate(&pk, &sk) == 0);
+    const char *p = tpath("n3");
+    char pub[300];
+    snprintf(pub, sizeof pub, "%s.pub", p);
+    REQUIRE(shoal_seckey_save(p, &sk) == 0);
+    REQUIRE(shoal_pubkey_save(pub, &pk) == 0);
+
+    /* A .pub where a secret key is expected: 0644 as written, and 0600. */
+    CHECK_EQ(shoal_seckey_load(pub, &gotsk), SHOAL_EKEYPUB);
+    REQUIRE(chmod(pub, 0600) == 0);
+    CHECK_EQ(shoal_seckey_load(pub, &gotsk), SHOAL_EKEYPUB);
+    snprintf(want, sizeof want,
+             "%s is a public key; a secret key is expected here (the file without .pub: %s)",
+             pub, p);
+    CHECK_STR(shoal_keyfile_strerror(pub, SHOAL_EKEYPUB, msg, sizeof msg), want);
+
+    /* A secret key where a public key or a trust list is expected. */
+    CHECK_EQ(shoal_pubkey_load(p, &gotpk), SHOAL_EKEYSEC);
+    REQUIRE(shoal_keyset_new(&ks) == 0);
+    CHECK_EQ(shoal_keyset_load_file(ks, p), SHOAL_EKEYSEC);
+    CHECK_EQ(shoal_keyset_count(ks), 0);
+    snprintf(want, sizeof want, "%s is a secret key; give the public key (%s.pub)", p, p);
+    CHECK_STR(shoal_keyfile_strerror(p, SHOAL_EKEYSEC, msg, sizeof msg), want);
+
+    /* Others keep their plain text, naming the file. */
+    snprintf(want, sizeof want, "%s: not found", p);
+    CHECK_STR(shoal_keyfile_strerror(p, SHOAL_ENOTFOUND, msg, sizeof msg), want);
+    /* And the right files still load. */
+    CHECK_EQ(shoal_seckey_load(p, &gotsk), 0);
+    CHECK_EQ(shoal_pubkey_load(pub, &gotpk), 0);
+    CHECK_EQ(shoal_keyset_load_file(ks, pub), 0);
+    shoal_keyset_free(ks);
+    unlink(p);
+    unlink(pub);
 }
 
 static void test_secret_bad_format(void)
@@ -131,8 +180,11 @@ static void test_secret_bad_format(void)
     char line[300];
     const char *p = tpath("bad.key");
 
-    /* Wrong tag. */
+    /* Wrong tag: the public one is named as such (test_key_mixups). */
     snprintf(line, sizeof line, "%s %s\n", SHOAL_PUBKEY_TAG, hex);
+    write_text(p, line, 0600);
+    CHECK_EQ(shoal_seckey_load(p, &got), SHOAL_EKEYPUB);
+    snprintf(line, sizeof line, "shoal-cred-v1 %s\n", hex);
     write_text(p, line, 0600);
     CHECK_EQ(shoal_seckey_load(p, &got), SHOAL_EPROTO);
     /* Not hex. */
@@ -292,6 +344,7 @@ int main(void)
     RUN(test_secret_roundtrip);
     RUN(test_secret_not_overwritten);
     RUN(test_secret_mode_refused);
+    RUN(test_key_mixups);
     RUN(test_secret_bad_format);
     RUN(test_public_roundtrip);
     RUN(test_keyset);

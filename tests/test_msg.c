@@ -150,6 +150,8 @@ static void sample(struct shoal_msg *m, size_t i)
             memcpy(a->client_nonce, key(44), 32);
             a->has_client_eph = true;
             memcpy(a->client_eph, key(48), 32);
+            a->has_publisher = true;
+            memcpy(a->publisher_pk, key(50), 32);
         }
         break;
     }
@@ -390,7 +392,9 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
                x->has_client_nonce == y->has_client_nonce &&
                (!x->has_client_nonce || KEQ(x->client_nonce, y->client_nonce)) &&
                x->has_client_eph == y->has_client_eph &&
-               (!x->has_client_eph || KEQ(x->client_eph, y->client_eph));
+               (!x->has_client_eph || KEQ(x->client_eph, y->client_eph)) &&
+               x->has_publisher == y->has_publisher &&
+               (!x->has_publisher || KEQ(x->publisher_pk, y->publisher_pk));
     }
     case SHOAL_MSG_TRK_PROOF:
         return KEQ(a->u.trk_proof.tracker_pk, b->u.trk_proof.tracker_pk) &&
@@ -841,7 +845,7 @@ static void test_over_limits(void)
 static uint32_t opt_fields(uint32_t type)
 {
     switch (type) {
-    case SHOAL_MSG_TRK_AUTH: return 3;
+    case SHOAL_MSG_TRK_AUTH: return 4;
     case SHOAL_MSG_BYE: return 2;
     case SHOAL_MSG_ANNOUNCE_REPLY:
     case SHOAL_MSG_HAVE_BITFIELD:
@@ -861,8 +865,10 @@ static void clear_opt(struct shoal_msg *m, uint32_t k)
             m->u.trk_auth.has_session = false;
         else if (k == 1)
             m->u.trk_auth.has_client_nonce = false;
-        else
+        else if (k == 2)
             m->u.trk_auth.has_client_eph = false;
+        else
+            m->u.trk_auth.has_publisher = false;
         break;
     case SHOAL_MSG_ANNOUNCE_REPLY: m->u.announce_reply.nroles = 0; break;
     case SHOAL_MSG_HAVE_BITFIELD: m->u.have_bitfield.flags = 0; break;
@@ -1066,16 +1072,34 @@ static void test_trk_auth_session(void)
     shoal_mpw_bin(&w, key(42), SHOAL_MSG_SESSION_LEN);
     shoal_mpw_bin(&w, key(44), 31);
     CHECK_EQ(wdecode(), SHOAL_EBADMSG);
-    /* and a field a newer client appends after them is skipped. */
+    /* The publisher's signing key (shoal publish asks whether the tracker
+     * trusts it): 32 bytes or nil, after the ephemeral key. */
     trk_auth_head(11);
+    shoal_mpw_nil(&w);
+    shoal_mpw_nil(&w);
+    shoal_mpw_nil(&w);
+    shoal_mpw_bin(&w, key(50), 32);
+    CHECK_EQ(wdecode(), 0);
+    CHECK(mb.u.trk_auth.has_publisher);
+    CHECK(memcmp(mb.u.trk_auth.publisher_pk, key(50), 32) == 0);
+    trk_auth_head(11);
+    shoal_mpw_nil(&w);
+    shoal_mpw_nil(&w);
+    shoal_mpw_nil(&w);
+    shoal_mpw_bin(&w, key(50), 33);
+    CHECK_EQ(wdecode(), SHOAL_EBADMSG);
+    /* and a field a newer client appends after them is skipped. */
+    trk_auth_head(12);
     shoal_mpw_bin(&w, key(42), SHOAL_MSG_SESSION_LEN);
     shoal_mpw_nil(&w);
     shoal_mpw_bin(&w, key(48), 32);
+    shoal_mpw_nil(&w);
     shoal_mpw_cstr(&w, "future");
     CHECK_EQ(wdecode(), 0);
     CHECK(mb.u.trk_auth.has_session);
     CHECK(!mb.u.trk_auth.has_client_nonce);
     CHECK(mb.u.trk_auth.has_client_eph);
+    CHECK(!mb.u.trk_auth.has_publisher);
     CHECK(memcmp(mb.u.trk_auth.client_eph, key(48), 32) == 0);
     /* Any other length, even one byte off, is refused. */
     static const uint32_t bad_len[] = {0, 1, SHOAL_MSG_SESSION_LEN - 1,
@@ -1104,7 +1128,8 @@ static void test_trk_auth_session(void)
     ma.u.trk_auth.listen_addr = S("h:1");
     struct shoal_buf b;
     encode_ok(&ma, &b);
-    CHECK_EQ(b.data[4], 0x9a); /* type and nine fields */
+    CHECK_EQ(b.data[4], 0x9b); /* type and ten fields */
+    CHECK_EQ(b.data[b.len - 4], 0xc0);
     CHECK_EQ(b.data[b.len - 3], 0xc0);
     CHECK_EQ(b.data[b.len - 2], 0xc0);
     CHECK_EQ(b.data[b.len - 1], 0xc0);
@@ -1112,10 +1137,10 @@ static void test_trk_auth_session(void)
     ma.u.trk_auth.has_session = true;
     memcpy(ma.u.trk_auth.session, key(43), SHOAL_MSG_SESSION_LEN);
     encode_ok(&ma, &b);
-    CHECK_EQ(b.data[4], 0x9a); /* type and nine fields */
-    CHECK(b.len > 20 && b.data[b.len - 20] == 0xc4 && b.data[b.len - 19] == 16 &&
-          memcmp(b.data + b.len - 18, key(43), 16) == 0 && b.data[b.len - 2] == 0xc0 &&
-          b.data[b.len - 1] == 0xc0);
+    CHECK_EQ(b.data[4], 0x9b); /* type and ten fields */
+    CHECK(b.len > 21 && b.data[b.len - 21] == 0xc4 && b.data[b.len - 20] == 16 &&
+          memcmp(b.data + b.len - 19, key(43), 16) == 0 && b.data[b.len - 3] == 0xc0 &&
+          b.data[b.len - 2] == 0xc0 && b.data[b.len - 1] == 0xc0);
     shoal_buf_free(&b);
 }
 

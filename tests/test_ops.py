@@ -47,6 +47,12 @@ CASE is one of:
                 closes the first (least recently used), status lists two,
                 and pulling the first again reopens it from the cache (0
                 bytes from peers), closing the second.
+  pull_refused  `shoal status` and `shoal pull` of a node whose credential
+                is for another key say the tracker refused its identity
+                and why, and of a node whose --publisher-keys do not list
+                the signer say "manifest refused: signed by an untrusted
+                key (check --publisher-keys)" (before: "no tracker
+                reachable yet" and a bare "waiting for the manifest").
   waiting_reason a pull by manifest id with no tracker and no peer says
                 so; with a peer that lacks it, status says none of 1 peer
                 has offered its manifest.
@@ -119,15 +125,20 @@ CASE is one of:
                 that shard at most 10 times (before, with nothing to slow
                 it, hundreds of times: about 19 a second); once the stand-in
                 serves the right bytes again the pull completes.
-  tracker_rollouts a tracker with --rollout-file records two rollouts (one
-                for a zone named with a space) in the file; restarted on
+  tracker_rollouts `shoal rollout` refuses a branch (exit 2, "not a
+                commit") and the tracker a commit with no manifest
+                registered ("publish it first", exit 1; before, both were
+                recorded and nothing happened). A tracker with
+                --rollout-file keeps two rollouts (one from the file, for
+                a zone named with a space) in the file; restarted on
                 the same port it says it restored 2, and a node started
                 after the restart with nothing to pull learns the rollout
                 and completes the release. Lines that do not parse are
                 skipped and logged, the file is kept as FILE.bad and
                 rewritten with the good entries; `shoal rollout --remove`
-                takes an entry out of the file; a rollout the tracker
-                cannot write (the file is a directory) is refused, exit 1.
+                takes an entry out of the file (one never published: a
+                removal needs no manifest); a change the tracker cannot
+                write (the file is a directory) is refused, exit 1.
   cache_lock    a second shoald on a cache another one uses exits 1 at once,
                 saying "cache DIR is used by another shoald (pid N)" with
                 the first one's pid: with the same --cache-dir, and with it
@@ -968,6 +979,52 @@ def case_waiting_reason(tmp):
     return fails
 
 
+def case_pull_refused(tmp):
+    """A pull stuck on a refusal says so: a node whose credential is for
+    another key (the tracker refuses its login), and one whose
+    --publisher-keys do not list the manifest's signer."""
+    k = make_keys(tmp, ["a", "b"])
+    hub = Hub(tmp, "4M")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    fails = 0
+    cases = (
+        # b's credential: the tracker refuses a's login, every time.
+        ("a", ["--cred", k("b") + ".cred"],
+         f"tracker {taddr} refused this node's identity: credential is for another node key"),
+        # the admin's key is no publisher: the manifest comes and is refused.
+        ("b", ["--publisher-keys", k("admin") + ".pub"],
+         "manifest refused: signed by an untrusted key (check --publisher-keys)"),
+    )
+    nodes = []
+    for name, extra, want in cases:
+        n = node(name, k, tmp, None, ["--no-origin", "--tracker", taddr, *extra])
+        nodes.append(n)
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", "1")
+        st = ""
+        for _ in range(50):
+            st = cli("status", "--socket", n.sock).stdout
+            if want in st:
+                break
+            time.sleep(0.2)
+        print(f"{name}: {st.strip()}")
+        if want not in st:
+            print(f"FAIL shoal status does not say \"{want}\"")
+            fails += 1
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", "2")
+        last = (r.stdout.strip().splitlines() or [""])[-1]
+        print(f"{name}: shoal pull: exit {r.returncode}: {last}")
+        if r.returncode == 0 or want not in r.stdout:
+            print(f"FAIL shoal pull does not say \"{want}\"")
+            fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for n in nodes:
+            n.dump(tail=20)
+    return fails
+
+
 def state_file(n):
     """The state file node |n| logged at start (None if it did not)."""
     m = n.wait_for(r"state file (\S+): \d+ releases reopened", 5)
@@ -1429,6 +1486,8 @@ def case_tracker_rollouts(tmp):
     hub = Hub(tmp, "4M")
     rf = os.path.join(tmp, "rollouts")
     extra = ["--rollout-file", rf]
+    with open(rf, "w") as f:
+        f.write(f"rollout {'acme/other@' + 'ab' * 20} zone zone%20b\n")
     t1, taddr = hubfix.start_tracker(TRACKER, k, extra=extra)
     publish(k, hub, tmp, "main", taddr)
     rel = f"acme/model@{hub.commit}"
@@ -1436,18 +1495,35 @@ def case_tracker_rollouts(tmp):
     admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
     fails = 0
     seed = node("s", k, tmp, hub, ["--tracker", taddr])
-    for args in ([rel], [other, "--zone", "zone b"]):
+    # A rollout names a commit whose manifest the tracker holds: a branch
+    # is refused by the CLI, a commit nobody published by the tracker
+    # (before, both were "recorded", and no node ever acted on them).
+    typo = "acme/model@" + hub.commit[:-1] + ("0" if hub.commit[-1] != "0" else "1")
+    for args, rc, says in (
+            (["acme/model@main"], 2, "'main' is not a commit: a rollout pins a release to "
+                                     "the full 40-hex commit"),
+            ([typo], 1, f"tracker says: no manifest registered for {typo}: publish it first "
+                        "(shoal publish)")):
         r = cli("rollout", *args, *admin)
-        if r.returncode != 0:
-            print(f"FAIL shoal rollout {' '.join(args)}: exit {r.returncode}: {r.stderr}")
-            return 1
+        print(f"shoal rollout {args[0]}: exit {r.returncode}: {r.stderr.strip()}")
+        if r.returncode != rc or says not in r.stderr:
+            print(f"FAIL want exit {rc} saying \"{says}\"")
+            fails += 1
+    # `other` was never published: it can only come from the file (as one
+    # recorded by an older tracker would), which is how it is set here.
+    # --identity is rollout's other name for --key.
+    r = cli("rollout", rel, "--tracker", taddr, "--identity", k("admin"), "--cred",
+            k("admin") + ".cred")
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout {rel} --identity: exit {r.returncode}: {r.stderr}")
+        return 1
     if not seed.wait_for(r"release \S+ \(%s\) complete: " % re.escape(rel), WAIT_S):
         print("FAIL the seed did not complete the rolled-out release")
         seed.dump(tail=30)
         return 1
     text = open(rf).read()
     print(f"rollout file:\n{text.strip()}")
-    want = [f"rollout {rel}", f"rollout {other} zone zone%20b"]
+    want = [f"rollout {other} zone zone%20b", f"rollout {rel}"]
     if [ln for ln in text.splitlines() if not ln.startswith("#")] != want:
         print(f"FAIL the rollout file should hold exactly {want}")
         fails += 1
@@ -1484,13 +1560,13 @@ def case_tracker_rollouts(tmp):
         fails += 1
     r = cli("rollout", other, "--zone", "zone b", "--remove", *admin)
     good = [ln for ln in open(rf).read().splitlines() if not ln.startswith("#")]
-    if r.returncode != 0 or good != want[:1]:
+    if r.returncode != 0 or good != want[1:]:
         print(f"FAIL shoal rollout --remove: exit {r.returncode} {r.stderr.strip()}; "
               f"file now {good}")
         fails += 1
     os.remove(rf)
     os.mkdir(rf)
-    r = cli("rollout", other, *admin)
+    r = cli("rollout", rel, "--remove", *admin)
     print(f"rollout with an unwritable file: exit {r.returncode}: {r.stderr.strip()}")
     if r.returncode != 1 or "cannot write" not in r.stderr:
         print("FAIL a rollout the tracker cannot record must be refused, saying why")
@@ -1834,6 +1910,7 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "loader_branch": case_loader_branch,
                       "restart": case_restart, "cache_lock": case_cache_lock,
                       "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
+                      "pull_refused": case_pull_refused,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
                       "max_releases": case_max_releases,

@@ -764,6 +764,21 @@ static void test_manifests_rollouts_restart(void)
     g_m.u.rollout.zone.len = 4;
     g_m.u.rollout.remove = false;
     CHECK(shoal_trkc_call(ca, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_OK);
+    /* A release with no manifest registered here (a typo'd commit) is
+     * refused, saying what to do (removals need none: test_ops
+     * tracker_rollouts). */
+    const char *unknown = "org/model@00000000000000000000000000000000000000ff";
+    static const char want[] = "no manifest registered for org/model@0000000000000000"
+                               "0000000000000000000000ff: publish it first (shoal publish)";
+    g_m.type = SHOAL_MSG_ROLLOUT;
+    g_m.u.rollout.repo_at_rev.p = unknown;
+    g_m.u.rollout.repo_at_rev.len = (uint32_t)strlen(unknown);
+    g_m.u.rollout.has_zone = false;
+    g_m.u.rollout.remove = false;
+    REQUIRE(shoal_trkc_call(ca, &g_m, &g_m, TMO) == 0);
+    CHECK(g_m.type == SHOAL_MSG_ERROR && g_m.u.error.code == SHOAL_ENOTFOUND &&
+          g_m.u.error.message.len == sizeof want - 1 &&
+          memcmp(g_m.u.error.message.p, want, sizeof want - 1) == 0);
     uint8_t m5[32];
     mid(m5, 5);
     CHECK_EQ(announce(cn, m5, 1, 2), 0);

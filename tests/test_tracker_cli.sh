@@ -5,10 +5,13 @@
 # file, line and key, and time-outs that would drop healthy nodes between two
 # announces refused up front; a --rollout-file it cannot read or write stops
 # the start.
-# usage: test_tracker_cli.sh SHOAL_TRACKER SHOAL [EXAMPLE_CONF]
+# The shipped unit and example config start a tracker as the unit's dynamic
+# user would run it: the secret key reaches it as a systemd credential.
+# usage: test_tracker_cli.sh SHOAL_TRACKER SHOAL [EXAMPLE_CONF [UNIT]]
 set -u
 tracker=$(readlink -f "$1"); shoal=$(readlink -f "$2")
 example=$(readlink -f "${3:-/nonexistent}")
+unit=$(readlink -f "${4:-/nonexistent}")
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; cd "$work"
 fails=0
 expect() { # status, pattern, description, command...
@@ -33,6 +36,16 @@ if grep -q "listening on 127.0.0.1:" run.txt &&
    grep -q "announce 2000 ms, ttl 7000 ms, lease 5000 ms" run.txt && grep -q "exit 0" run.txt
 then echo "ok   settings read from --config"
 else echo "FAIL settings read from --config"; cat run.txt; fails=$((fails+1)); fi
+# shoald's spelling of the option is taken too, on the command line and in
+# a --config file.
+run_until_started --cluster-keys cl.key.pub --listen 127.0.0.1:0
+if grep -q "started on" run.txt && grep -q "exit 0" run.txt
+then echo "ok   --cluster-keys is --cluster-key"
+else echo "FAIL --cluster-keys"; cat run.txt; fails=$((fails+1)); fi
+printf 'cluster-keys = cl.key.pub\nlisten = 127.0.0.1:0\n' >alias.conf
+run_until_started --config alias.conf
+if grep -q "started on" run.txt; then echo "ok   cluster-keys in a --config file"
+else echo "FAIL cluster-keys in a --config file"; cat run.txt; fails=$((fails+1)); fi
 run_until_started --lease-ms 9000 --config good.conf
 if grep -q "lease 9000 ms" run.txt; then echo "ok   a flag overrides the file (given before it)"
 else echo "FAIL a flag overrides the file"; cat run.txt; fails=$((fails+1)); fi
@@ -94,12 +107,48 @@ if [ -f "$example" ]; then
     for k in cluster publishers admins tracker.key; do "$shoal" keygen $k >/dev/null; done
     sed -e 's|/etc/shoal/||; s|/var/lib/shoal-tracker/||; s|0.0.0.0:7700|127.0.0.1:0|' \
         "$example" >example.conf
-    run_until_started --config example.conf
+    # The key comes from the command line, as in the unit (see below).
+    run_until_started --config example.conf --key tracker.key
     if grep -q "announce 30000 ms, ttl 90000 ms" run.txt && grep -q "exit 0" run.txt &&
        grep -q "tracker key $(awk '{print $2}' tracker.key.pub): proven" run.txt &&
        [ -f rollouts ]
     then echo "ok   the example config starts a tracker (and its rollout file)"
     else echo "FAIL the example config"; cat run.txt; fails=$((fails+1)); fi
+fi
+# The unit runs the tracker as a dynamic user (DynamicUser=yes), which cannot
+# read a root-owned 0600 key; the key must come as a credential: systemd
+# copies it into a directory only that user can read, mode 0400, and %d
+# names it. Done as systemd would, with nobody standing in for the dynamic
+# user (root only: setpriv).
+if [ -f "$unit" ] && [ -f "$example" ] && [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+    cred=$(sed -n 's/^LoadCredential=//p' "$unit")
+    exec_line=$(sed -n 's/^ExecStart=//p' "$unit")
+    if [ "$cred" = "tracker.key:/etc/shoal/tracker.key" ] &&
+       grep -q '^DynamicUser=yes' "$unit" && ! grep -qE '^[[:space:]]*key[[:space:]]*=' "$example"
+    then echo "ok   the unit loads the key as a credential; the example config names no key"
+    else echo "FAIL unit credential '$cred' / example config key line"; fails=$((fails+1)); fi
+    svc="$work/svc"; mkdir -p "$svc/creds" "$svc/state"
+    chmod 755 "$work" "$svc"
+    for k in cluster publishers admins; do cp "$k.pub" "$svc/$k.pub"; done
+    cp tracker.key "$svc/tracker.key"   # /etc/shoal/tracker.key: root's, 0600
+    cp tracker.key "$svc/creds/tracker.key"
+    chown -R nobody:nogroup "$svc/creds" "$svc/state"
+    chmod 0400 "$svc/creds/tracker.key"; chmod 0500 "$svc/creds"
+    sed -e "s|/etc/shoal/|$svc/|; s|/var/lib/shoal-tracker/|$svc/state/|; s|0.0.0.0:7700|127.0.0.1:0|" \
+        "$example" >"$svc/shoal-tracker.conf"
+    # shellcheck disable=SC2086 # the unit's command line, split as systemd does
+    set -- $(printf '%s\n' "$exec_line" | sed -e "s|%d|$svc/creds|g" \
+        -e "s|/etc/shoal/|$svc/|g" -e "s|^/usr/local/bin/shoal-tracker||")
+    ( setpriv --reuid=nobody --regid=nogroup --clear-groups "$tracker" "$@" >run.txt 2>&1 &
+      pid=$!
+      for _ in $(seq 100); do grep -q "started on" run.txt && break
+          kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+      kill -TERM $pid 2>/dev/null; wait $pid; echo "exit $?" >>run.txt )
+    if grep -q "tracker key $(awk '{print $2}' tracker.key.pub): proven" run.txt &&
+       grep -q "exit 0" run.txt
+    then echo "ok   the unit's command line starts the tracker as its user, key from credentials"
+    else echo "FAIL the unit's command line as a dynamic user would run it:"
+         echo "     $exec_line"; cat run.txt; fails=$((fails+1)); fi
 fi
 echo "$fails failed"
 [ $fails -eq 0 ]

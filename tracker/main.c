@@ -60,6 +60,7 @@ static const char usage_options[] =
     "    --listen HOST:PORT        address to listen on (default 127.0.0.1:7700)\n"
     "    --cluster-key FILE        trusted cluster public key(s): a public key file\n"
     "                              or a list, one key per line; may repeat; required\n"
+    "                              (--cluster-keys, shoald's spelling, is the same)\n"
     "    --admin-keys FILE         node keys allowed the publisher and admin roles\n"
     "                              (admins may set rollouts)\n"
     "    --publisher-keys FILE     keys whose signed manifests are accepted by\n"
@@ -67,6 +68,8 @@ static const char usage_options[] =
     "    --key FILE                this tracker's own secret key (shoal keygen);\n"
     "                              proven to nodes that pin it (shoald\n"
     "                              --tracker-keys); its public key is logged\n"
+    "                              (shoal-tracker.service passes it as a systemd\n"
+    "                              credential: --key %d/tracker.key)\n"
     "    --auth-timeout SECONDS    close connections silent this long before\n"
     "                              authenticating (default 3)\n"
     "    --auth-timeout-ms MS      the same in milliseconds\n"
@@ -234,6 +237,8 @@ static const struct option longopts[] = {
     { "manifest-ttl-h", required_argument, NULL, OPT_MANIFEST_TTL },
     { "rollout-file", required_argument, NULL, OPT_ROLLOUT_FILE },
     { "key", required_argument, NULL, OPT_KEY },
+    /* shoald's spelling; after every option indexed by its OPT_ value. */
+    { "cluster-keys", required_argument, NULL, OPT_CLUSTER },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -290,7 +295,7 @@ static int load_keys(struct shoal_keyset **ks, const char *path, char *why, size
     rv = shoal_keyset_load_file(*ks, path);
 out:
     if (rv)
-        snprintf(why, whylen, "%s: %s", path, shoal_strerror(rv));
+        shoal_keyfile_strerror(path, rv, why, whylen);
     return rv ? 1 : 0;
 }
 
@@ -319,7 +324,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_KEY: {
         int rv = shoal_seckey_load(val, &A->key);
         if (rv) {
-            snprintf(why, whylen, "%s: %s", val, shoal_strerror(rv));
+            shoal_keyfile_strerror(val, rv, why, whylen);
             return 1;
         }
         A->has_key = true;

@@ -916,6 +916,23 @@ static bool conn_has_key(struct conn *c, const uint8_t pk[32])
     return false;
 }
 
+/* A publisher's login named a signing key (publisher_pk) this tracker
+ * would refuse manifests from: say so now, before `shoal publish` reads a
+ * release from the Hub only to have its manifest refused. Closes after the
+ * reply; returns nonzero. Only a verified admin-key identity gets here. */
+static int publisher_refuse(struct conn *c, const uint8_t pk[32])
+{
+    char hex[65], why[256];
+    shoal_hex(hex, pk, 32);
+    snprintf(why, sizeof why, "signing key %.16s is not a trusted publisher here (not in the "
+             "tracker's --publisher-keys): a manifest it signs would be refused", hex);
+    shoal_tracker_log("%s: publisher login refused: signing key %.16s is not in "
+                      "--publisher-keys", c->peer, hex);
+    if (send_error(c, SHOAL_EUNTRUSTED, why) == 0)
+        c->close_after_flush = true;
+    return 1;
+}
+
 static int handle_auth(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
@@ -930,6 +947,9 @@ static int handle_auth(struct conn *c)
         return auth_fail(c, SHOAL_EPERM, "identity switch changes zone, address or session");
     if (known && uv_now(t->loop) >= id->deadline_ms)
         return auth_fail(c, SHOAL_EEXPIRED, "credential expired");
+    if (known && a->role == SHOAL_ROLE_PUBLISHER && a->has_publisher &&
+        !shoal_keyset_contains(t->cfg.publisher_keys, a->publisher_pk))
+        return publisher_refuse(c, a->publisher_pk);
     if (!known) {
         struct shoal_cred cred;
         if ((rv = shoal_cred_decode(&cred, a->cred.p, a->cred.len)) != 0)
@@ -947,6 +967,9 @@ static int handle_auth(struct conn *c)
             return auth_fail(c, SHOAL_EBADSIG, "challenge signature does not verify");
         if (a->role != SHOAL_ROLE_NODE && !shoal_keyset_contains(t->cfg.admin_keys, a->node_pk))
             return auth_fail(c, SHOAL_EPERM, "key not allowed the requested role");
+        if (a->role == SHOAL_ROLE_PUBLISHER && a->has_publisher &&
+            !shoal_keyset_contains(t->cfg.publisher_keys, a->publisher_pk))
+            return publisher_refuse(c, a->publisher_pk);
         /* One key cannot take every connection slot: count connections
          * per key, once per connection whatever the roles. */
         bool counted = !conn_has_key(c, a->node_pk);
@@ -1318,6 +1341,19 @@ static int handle_rollout(struct conn *c)
     copy_str(name, &ro->repo_at_rev);
     if (ro->has_zone)
         copy_str(zone, &ro->zone);
+    /* Nodes act on a rollout only through the manifest registered under
+     * its name: refuse one no node could act on (a typo, or a release not
+     * published here yet) rather than record it silently. A removal needs
+     * none, so old entries can always be withdrawn. */
+    struct shoal_reg_manifest mf;
+    if (!ro->remove && shoal_reg_manifest_by_name(c->t->reg, name, strlen(name), &mf) != 0) {
+        char why[SHOAL_MSG_REPO_MAX + 128];
+        snprintf(why, sizeof why, "no manifest registered for %s: publish it first (shoal publish)",
+                 name);
+        shoal_tracker_log("rollout of %s refused (asked by %s): no manifest registered", name,
+                          c->peer);
+        return send_error(c, SHOAL_ENOTFOUND, why);
+    }
     uint32_t before = shoal_reg_rollout_count(c->t->reg);
     int rv = shoal_reg_rollout_set(c->t->reg, name, zone, ro->remove);
     if (rv)

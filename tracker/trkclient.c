@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -29,6 +30,9 @@ struct shoal_trkc {
     size_t consumed;   /* bytes of |in| handed out by the last recv */
     uint8_t nonce[32];
     struct shoal_buf out;
+    bool has_publisher;            /* shoal_trkc_set_publisher */
+    uint8_t publisher_pk[32];
+    char err[SHOAL_MSG_ERROR_MAX + 1]; /* the last login's ERROR text */
 };
 
 static int64_t now_ms(void)
@@ -249,6 +253,18 @@ const uint8_t *shoal_trkc_nonce(const struct shoal_trkc *c)
     return c->nonce;
 }
 
+void shoal_trkc_set_publisher(struct shoal_trkc *c, const uint8_t pk[32])
+{
+    c->has_publisher = pk != NULL;
+    if (pk)
+        memcpy(c->publisher_pk, pk, 32);
+}
+
+const char *shoal_trkc_error(const struct shoal_trkc *c)
+{
+    return c->err;
+}
+
 static int do_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const uint8_t *cred,
                    size_t cred_len, const char *zone, const char *addr, uint8_t role,
                    int timeout_ms, bool fresh)
@@ -272,10 +288,15 @@ static int do_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const ui
     a->listen_addr.p = addr;
     a->listen_addr.len = (uint32_t)strlen(addr);
     a->role = role;
+    a->has_publisher = c->has_publisher;
+    memcpy(a->publisher_pk, c->publisher_pk, 32);
+    c->err[0] = '\0';
     if ((rv = shoal_trkc_call(c, m, m, timeout_ms)) != 0)
         goto out;
     if (m->type == SHOAL_MSG_ERROR) {
         rv = m->u.error.code < 0 ? m->u.error.code : SHOAL_EPERM;
+        snprintf(c->err, sizeof c->err, "%.*s", (int)m->u.error.message.len,
+                 m->u.error.message.p);
         goto out;
     }
     if (m->type != SHOAL_MSG_OK) {

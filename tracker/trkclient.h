@@ -77,4 +77,13 @@ int shoal_trkc_call(struct shoal_trkc *c, const struct shoal_msg *req, struct sh
 /* The last challenge nonce received. */
 const uint8_t *shoal_trkc_nonce(const struct shoal_trkc *c);
 
+/* Logins from now on (role publisher) ask whether the tracker trusts the
+ * manifest signing key |pk| (TRK_AUTH publisher_pk, copied); one that does
+ * not refuses with SHOAL_EUNTRUSTED. NULL stops asking. */
+void shoal_trkc_set_publisher(struct shoal_trkc *c, const uint8_t pk[32]);
+
+/* The text of the ERROR that refused the last login ("" when it was not
+ * refused); valid until the next login on |c|. */
+const char *shoal_trkc_error(const struct shoal_trkc *c);
+
 #endif
