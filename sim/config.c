@@ -54,6 +54,9 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->importers = rc.importers;
     c->origin_delay_ms = 1000;
     c->max_leases = sc.max_leases;
+    /* No failure time until one is given: fail_frac alone is refused
+     * (config_check), it used to kill the nodes at t = 0. */
+    c->fail_at_s = -1;
 }
 
 /* A non-negative number with an optional K/M/G/T suffix (|bin|: powers of
@@ -110,10 +113,29 @@ static int set_bool(bool *dst, const char *v)
     return 0;
 }
 
-int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *v)
+/* The daemon's and the tracker's spellings of the same quantity in the
+ * same unit, taken as they are (after dashes became underscores). */
+static const struct {
+    const char *alias, *key;
+} aliases[] = {
+    {"origin_delay_ms", "origin_delay"}, /* shoald --origin-delay-ms */
+};
+
+int shoal_sim_config_set(struct shoal_sim_config *c, const char *name, const char *v)
 {
     double x = 0;
     int rv = 0;
+    /* Dashes are the spelling of every other shoal program (--zone-cap);
+     * the underscores of the first versions still work. */
+    char key[64];
+    size_t kl = strlen(name);
+    if (kl >= sizeof(key))
+        return SHOAL_ENOTFOUND;
+    for (size_t i = 0; i <= kl; i++)
+        key[i] = name[i] == '-' ? '_' : name[i];
+    for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
+        if (!strcmp(key, aliases[i].alias))
+            strcpy(key, aliases[i].key);
     if (!strcmp(key, "nodes")) {
         rv = set_u32(&c->nodes, v, SHOAL_SIM_NODES_MAX);
     } else if (!strcmp(key, "zones")) {
@@ -186,6 +208,12 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
         rv = set_bool(&c->tracker, v);
     } else if (!strcmp(key, "progress")) {
         rv = set_bool(&c->progress, v);
+    } else if (!strcmp(key, "progress_every")) {
+        rv = parse_num(v, false, false, &x);
+        if (rv == 0 && !(x > 0 && x <= 86400))
+            rv = SHOAL_EBADMSG;
+        if (rv == 0)
+            c->progress_every_s = x;
     } else if (!strcmp(key, "seed")) {
         /* Decimal digits only: strtoull alone takes a sign (-1 wraps to
          * 2^64-1), leading blanks, and with base 0 reads 010 as 8. */
@@ -250,8 +278,8 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
         snprintf(err, errlen, "hetero %g: must be at least 0 and below 1", c->hetero);
     } else if (c->chunk_min == 0 || c->chunk_min > c->chunk_avg || c->chunk_avg > c->chunk_max) {
         snprintf(err, errlen,
-                 "chunk_min %" PRIu32 ", chunk_avg %" PRIu32 ", chunk_max %" PRIu32
-                 ": must be 1 <= chunk_min <= chunk_avg <= chunk_max",
+                 "chunk-min %" PRIu32 ", chunk-avg %" PRIu32 ", chunk-max %" PRIu32
+                 ": must be 1 <= chunk-min <= chunk-avg <= chunk-max",
                  c->chunk_min, c->chunk_avg, c->chunk_max);
     } else if (!c->manifest[0] && c->release_bytes == 0) {
         snprintf(err, errlen, "size 0: must be at least 1 byte");
@@ -260,22 +288,28 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
         /* sim.c sizes its chunk table for the worst case, every chunk at
          * chunk_min. */
         snprintf(err, errlen,
-                 "size %" PRIu64 ": at most %" PRIu64 " bytes with chunk_min %" PRIu32
-                 " (%u chunks at most; raise chunk_min for a larger release)",
+                 "size %" PRIu64 ": at most %" PRIu64 " bytes with chunk-min %" PRIu32
+                 " (%u chunks at most; raise chunk-min for a larger release)",
                  c->release_bytes, (uint64_t)(SHOAL_SIM_CHUNKS_MAX - 2) * c->chunk_min,
                  c->chunk_min, SHOAL_SIM_CHUNKS_MAX);
     } else if (c->max_peers > SHOAL_SCHED_PEERS_MAX) {
         snprintf(err, errlen, "peers %" PRIu32 ": must be 0 to %u", c->max_peers,
                  SHOAL_SCHED_PEERS_MAX);
     } else if (!(c->fail_frac >= 0 && c->fail_frac <= 1)) {
-        snprintf(err, errlen, "fail_frac %g: must be 0 to 1", c->fail_frac);
+        snprintf(err, errlen, "fail-frac %g: must be 0 to 1", c->fail_frac);
+    } else if (c->fail_frac > 0 && !(c->fail_at_s >= 0)) {
+        /* It used to mean t = 0, which --help called "none": say when. */
+        snprintf(err, errlen,
+                 "fail-frac %g without fail-at: say when those nodes die (--fail-at SECONDS;"
+                 " half of T_min, which a run without failures prints, is mid-rollout)",
+                 c->fail_frac);
     } else if (!(c->lat_zone_ms >= 0 && c->lat_cross_ms >= 0 && c->lat_origin_ms >= 0)) {
-        snprintf(err, errlen, "lat_zone, lat_cross, lat_origin: must be 0 or more");
+        snprintf(err, errlen, "lat-zone, lat-cross, lat-origin: must be 0 or more");
     } else if (!(c->lat_zone_ms <= SHOAL_SIM_LAT_MAX_MS && c->lat_cross_ms <= SHOAL_SIM_LAT_MAX_MS &&
                  c->lat_origin_ms <= SHOAL_SIM_LAT_MAX_MS)) {
-        const char *k = c->lat_zone_ms > SHOAL_SIM_LAT_MAX_MS    ? "lat_zone"
-                        : c->lat_cross_ms > SHOAL_SIM_LAT_MAX_MS ? "lat_cross"
-                                                                 : "lat_origin";
+        const char *k = c->lat_zone_ms > SHOAL_SIM_LAT_MAX_MS    ? "lat-zone"
+                        : c->lat_cross_ms > SHOAL_SIM_LAT_MAX_MS ? "lat-cross"
+                                                                 : "lat-origin";
         double v = c->lat_zone_ms > SHOAL_SIM_LAT_MAX_MS    ? c->lat_zone_ms
                    : c->lat_cross_ms > SHOAL_SIM_LAT_MAX_MS ? c->lat_cross_ms
                                                             : c->lat_origin_ms;
@@ -283,20 +317,20 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
                  "%s %g: a round trip is in milliseconds, at most %.0f (one minute)", k, v,
                  SHOAL_SIM_LAT_MAX_MS);
     } else if (c->fail_frac > 0 && c->max_sim_s > 0 && c->fail_at_s > c->max_sim_s) {
-        snprintf(err, errlen, "fail_at %g: after max_time %g, the failures would never happen",
+        snprintf(err, errlen, "fail-at %g: after max-time %g, the failures would never happen",
                  c->fail_at_s, c->max_sim_s);
     } else if (c->busy_backoff_ms == 0 || c->endgame_dups == 0 || c->max_leases == 0) {
         /* 0 used to stand for the default, which --help did not say. */
         struct shoal_sched_config sc;
         shoal_sched_config_default(&sc);
         if (c->busy_backoff_ms == 0)
-            snprintf(err, errlen, "busy_backoff 0: must be at least 1 ms (default %" PRIu32 ")",
+            snprintf(err, errlen, "busy-backoff 0: must be at least 1 ms (default %" PRIu32 ")",
                      sc.busy_backoff_ms);
         else if (c->endgame_dups == 0)
-            snprintf(err, errlen, "endgame_dups 0: must be at least 1 (default %" PRIu32 ")",
+            snprintf(err, errlen, "endgame-dups 0: must be at least 1 (default %" PRIu32 ")",
                      sc.endgame_dups);
         else
-            snprintf(err, errlen, "max_leases 0: must be at least 1 (default %" PRIu32 ")",
+            snprintf(err, errlen, "max-leases 0: must be at least 1 (default %" PRIu32 ")",
                      sc.max_leases);
     } else {
         return 0;

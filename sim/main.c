@@ -21,6 +21,7 @@ static const char usage[] =
     "\n"
     "SYNOPSIS\n"
     "    shoal-sim [--config FILE] [--KEY VALUE | --KEY=VALUE]... [--csv FILE] [--svg FILE]\n"
+    "    shoal-sim --dry-run [--config FILE] [--KEY VALUE]...\n"
     "\n"
     "DESCRIPTION\n"
     "    Runs a discrete-event, flow-level simulation of a fleet of VMs pulling one\n"
@@ -40,13 +41,13 @@ static const char usage[] =
     "        T_min = max(t0 + F/u_origin (no seeds), s_i + F/d_i,\n"
     "                    the least T by which u_origin + sum of u_i carry k*F\n"
     "                    after s_i to the k survivors that start at s_i or later)\n"
-    "    where a failing node uploads only until fail_at, and without peer\n"
-    "    exchange (peers 0, tracker no) nobody uploads. With zone_cap (Z zones\n"
+    "    where a failing node uploads only until fail-at, and without peer\n"
+    "    exchange (peers 0, tracker no) nobody uploads. With zone-cap (Z zones\n"
     "    with nodes, cap per ordered pair) T_min is at least the least T with\n"
     "        u_origin*(T-t0) >= sum over zones z of\n"
     "            max(0, F - (Z-1)*cap*(T-t0)       if z has no seed,\n"
     "                   N_z*F - (U_z + (Z-1)*cap)*(T-t0))\n"
-    "    (N_z survivors of z, U_z their upload, a failing node's until fail_at):\n"
+    "    (N_z survivors of z, U_z their upload, a failing node's until fail-at):\n"
     "    every zone must bring the release in at least once through the origin,\n"
     "    which all zones share, and its Z-1 inbound pairs, and its survivors\n"
     "    receive N_z*F bytes from the origin, those pairs and their own uploads.\n"
@@ -63,10 +64,15 @@ static const char usage[] =
     "                      time of death if it died)\n"
     "    --svg FILE        write an SVG plot: nodes complete over time, and bytes\n"
     "                      received per second by source\n"
-    "    -q, --quiet       no progress lines on stderr\n"
+    "    --dry-run         print what the run would cost (transfers, memory, time)\n"
+    "                      and exit without running it\n"
+    "    -q, --quiet       no progress lines on stderr (a large run is still warned\n"
+    "                      about)\n"
     "    -h, --help        this text\n"
     "\n"
-    "SCENARIO KEYS (flags --KEY VALUE, or lines in the config file)\n";
+    "SCENARIO KEYS (flags --KEY VALUE, or lines in the config file)\n"
+    "    Keys are spelt with dashes, like every shoal program's options; the\n"
+    "    underscores of earlier versions work too (--zone_cap, zone_cap = 1G).\n";
 
 static const char usage_keys[] =
     "    nodes N           fleet size (default 100)\n"
@@ -75,60 +81,72 @@ static const char usage_keys[] =
     "    bandwidth RATE    node upload and download capacity (default 10Gbit)\n"
     "    up RATE, down RATE    the two separately\n"
     "    origin RATE       origin (gateway) upload capacity (default 10Gbit)\n"
-    "    zone_cap RATE     capacity of each ordered zone pair, shared by its flows\n"
+    "    zone-cap RATE     capacity of each ordered zone pair, shared by its flows\n"
     "                      (default 0: unlimited)\n"
     "    hetero H          scale each node's bandwidths by a factor drawn from\n"
     "                      [1-H, 1+H] (default 0: homogeneous)\n"
-    "    lat_zone MS, lat_cross MS, lat_origin MS\n"
+    "    lat-zone MS, lat-cross MS, lat-origin MS\n"
     "                      round-trip times within a zone, across zones and to the\n"
     "                      origin (defaults 0.5, 10, 20; at most 60000)\n"
     "    size BYTES        synthetic release size (default 1G)\n"
-    "    chunk_avg, chunk_min, chunk_max BYTES\n"
+    "    chunk-avg, chunk-min, chunk-max BYTES\n"
     "                      synthetic chunk sizes (defaults 1M, 256K, 4M)\n"
     "    files N           synthetic files of equal chunk counts (default 1)\n"
     "    manifest FILE     take chunk sizes and files from a signed shoal manifest\n"
     "                      (its signature must verify; the signer is not checked)\n"
-    "    join_spread S     nodes join uniformly over [0, S] seconds (default 0: all at\n"
+    "    join-spread S     nodes join uniformly over [0, S] seconds (default 0: all at\n"
     "                      once)\n"
-    "    fail_frac F, fail_at S\n"
+    "    fail-frac F, fail-at S\n"
     "                      a fraction F of the nodes dies at time S (default none;\n"
-    "                      S at most max_time). A node that completed before S\n"
+    "                      F needs S: half of T_min, which a run without failures\n"
+    "                      prints, is mid-rollout; S at most max-time; the summary\n"
+    "                      says when they died). A node that completed before S\n"
     "                      counts as completed (it stops uploading at S); only those\n"
     "                      that had not count as failed. When every live node is\n"
     "                      done before S the run ends there and the deaths are only\n"
-    "                      recorded\n"
+    "                      recorded\n";
+
+static const char usage_keys2[] =
     "    peers N           peers per node (default 32, as many as shoald's scheduler\n"
     "                      tracks per release); 0 disables peer exchange, and every\n"
-    "                      node then fetches the whole release from the origin\n"
+    "                      node then fetches the whole release from the origin (not\n"
+    "                      shoald's --max-peers, the connections it keeps)\n"
     "    tracker BOOL      origin leases from the tracker registry (default yes); with\n"
     "                      'no', every node fetches what it lacks straight from the\n"
     "                      origin, as a daemon does when no tracker answers\n"
     "    seed N            PRNG seed, decimal (default 1)\n"
-    "    min_depth N, max_depth N\n"
+    "    min-depth N, max-depth N\n"
     "                      bounds of each peer's request pipeline (scheduler: 2, 16)\n"
-    "    cross_delay MS    wait before a node that is not an importer fetches a chunk\n"
+    "    cross-delay MS    wait before a node that is not an importer fetches a chunk\n"
     "                      that only cross-zone peers hold (default 300)\n"
-    "    lease_chunks N    chunks a node asks per origin lease (default 0: shoald's\n"
+    "    lease-chunks N    chunks a node asks per origin lease (default 0: shoald's\n"
     "                      64); the tracker grants fewer as the release runs out\n"
-    "    max_leases N      origin leases a fetcher holds at once (default 2; at least 1)\n"
-    "    max_inflight N    requests in flight per node, all peers together (default 9;\n"
+    "    max-leases N      origin leases a fetcher holds at once (default 2; at least 1)\n"
+    "    max-inflight N    requests in flight per node, all peers together (default 9;\n"
     "                      0: no cap)\n"
-    "    upload_slots N    peers a node uploads to at once; more requests are answered\n"
+    "    upload-slots N    peers a node uploads to at once; more requests are answered\n"
     "                      busy (default 6; 0: no cap)\n"
-    "    busy_backoff MS   how long a requester leaves a busy peer alone (default 10;\n"
+    "    busy-backoff MS   how long a requester leaves a busy peer alone (default 10;\n"
     "                      at least 1)\n"
-    "    origin_fetchers N tracker setting: the first N nodes per zone to announce lease\n"
+    "    origin-fetchers N tracker setting: the first N nodes per zone to announce lease\n"
     "                      from the origin at once (default 2; 0: every node does)\n"
-    "    min_fetchers N    tracker setting: at least N fetchers in all, shared by the\n"
+    "    min-fetchers N    tracker setting: at least N fetchers in all, shared by the\n"
     "                      zones (default 8)\n"
     "    importers N       tracker setting: the next N each import a share of the\n"
     "                      chunks from other zones at once (default 8)\n"
-    "    origin_delay MS   wait before other nodes lease from the origin (default 1000;\n"
-    "                      with tracker 0 there are no roles: every node leases at once)\n"
-    "    endgame_dups N    copies of one request in endgame (default 2, the\n"
+    "    origin-delay MS   wait before other nodes lease from the origin (default 1000;\n"
+    "                      with tracker 0 there are no roles: every node leases at once);\n"
+    "                      also origin-delay-ms, shoald's name for it\n"
+    "    endgame-dups N    copies of one request in endgame (default 2, the\n"
     "                      scheduler's; 1 to 8)\n"
-    "    max_time S        stop the clock at S seconds (default 0: run to the end)\n"
-    "    progress BOOL     progress lines on stderr (default yes; -q turns them off)\n";
+    "    max-time S        stop the clock at S seconds (default 0: run to the end)\n"
+    "    progress BOOL     progress lines on stderr (default yes; -q turns them off):\n"
+    "                      at the start the estimated transfers, memory and time,\n"
+    "                      then a line every tenth of T_min of simulated time and\n"
+    "                      at least every progress-every seconds of wall time, with\n"
+    "                      transfers done out of those expected (nodes x chunks),\n"
+    "                      their rate, an ETA and the memory in use\n"
+    "    progress-every S  wall seconds between progress lines at most (default 10)\n";
 
 /* Split in parts: ISO C caps one string literal at 4095 characters. */
 static const char usage_tail[] =
@@ -139,13 +157,13 @@ static const char usage_tail[] =
     "\n"
     "EXIT STATUS\n"
     "    0 when every node that had to complete did, 1 on a bad option or a failed\n"
-    "    run, 2 when the run ended (max_time, or nothing left to happen) with live\n"
+    "    run, 2 when the run ended (max-time, or nothing left to happen) with live\n"
     "    nodes, or nodes yet to join, left incomplete (the summary, CSV and SVG are\n"
     "    written all the same).\n"
     "\n"
     "EXAMPLE\n"
     "    shoal-sim --nodes 2000 --zones 4 --size 140G --bandwidth 25Gbit \\\n"
-    "              --origin 10Gbit --fail_frac 0.05 --fail_at 60 --svg rollout.svg\n";
+    "              --origin 10Gbit --fail-frac 0.05 --fail-at 60 --svg rollout.svg\n";
 
 /* An output file (--csv, --svg), opened before the run. */
 struct output {
@@ -196,7 +214,7 @@ int main(int argc, char **argv)
     const char *csv = NULL, *svg = NULL;
     char err[512];
     int rv = 0;
-    bool quiet = false;
+    bool quiet = false, dry_run = false;
 
     shoal_sim_huge_pages(argv);
     shoal_sim_config_default(&c);
@@ -222,11 +240,16 @@ int main(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             fputs(usage_keys, stdout);
+            fputs(usage_keys2, stdout);
             fputs(usage_tail, stdout);
             return 0;
         }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
+            continue;
+        }
+        if (!strcmp(a, "--dry-run") || !strcmp(a, "--dry_run")) {
+            dry_run = true;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -276,6 +299,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-sim: %s\n", err);
         return 1;
     }
+    /* What the run will cost, before it costs it: a 2,000-node fleet
+     * pulling 140 GiB takes most of an hour and GBs of memory. */
+    struct shoal_sim_cost cost;
+    rv = shoal_sim_estimate(&c, &cost);
+    if (rv == 0) {
+        shoal_sim_cost_print(&c, &cost, c.progress || dry_run, dry_run ? stdout : stderr);
+    } else if (dry_run) {
+        fprintf(stderr, "shoal-sim: cannot size the release%s%s: %s\n",
+                c.manifest[0] ? " from " : "", c.manifest, shoal_strerror(rv));
+        return 1;
+    }
+    rv = 0;
+    if (dry_run)
+        return 0;
     /* The output files are opened before the run, which may take an hour,
      * so a path that cannot be written fails now. */
     struct output outs[2] = {{csv, NULL, false}, {svg, NULL, false}};

@@ -77,15 +77,16 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     else
         fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
                 r->completed, r->failed, r->incomplete);
+    if (r->died > 0)
+        fprintf(f, "failures       %u node%s died at %.3f s (fail-at): %u before completing,"
+                   " %u after\n", r->died, r->died == 1 ? "" : "s", r->fail_at_s, r->failed,
+                r->died - r->failed);
     if (r->died_done > 0)
         fprintf(f, "               %u of the completed died afterwards (counted as completed;"
                    " they stopped uploading)\n", r->died_done);
     if (r->died_after_end > 0) {
-        double at = 0; /* every failure is at fail_at */
-        for (uint32_t i = 0; i < r->nodes && at == 0; i++)
-            at = r->node[i].died_s > 0 ? r->node[i].died_s : 0;
-        fprintf(f, "               %u of them at fail_at %.3f s, after the rollout had ended"
-                   " (not simulated: no one needed them)\n", r->died_after_end, at);
+        fprintf(f, "               %u of them at fail-at %.3f s, after the rollout had ended"
+                   " (not simulated: no one needed them)\n", r->died_after_end, r->fail_at_s);
     }
     if (r->t_min <= 0) {
         fprintf(f, "T_min          0 s (no node has to complete: all are seeds or fail)\n");

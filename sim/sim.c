@@ -166,7 +166,7 @@ struct sim {
     uint8_t *hold;
     size_t hrow;
     struct shoal_reg_peer *plist;
-    double next_progress;
+    struct shoal_sim_progress prog; /* when c->progress */
 };
 
 /* ---- small utilities ---- */
@@ -1723,6 +1723,7 @@ static int setup(struct sim *S)
             S->fails_pending++;
         }
     }
+    r->fail_at_s = S->fails_pending > 0 ? c->fail_at_s : -1;
     if ((rv = lower_bound(S)) != 0)
         return rv;
     /* Bins start a hundredth of T_min wide and widen as the run goes on
@@ -1801,6 +1802,7 @@ static int finish(struct sim *S, bool all_done)
             r->node[i].died_s = S->c->fail_at_s;
             r->died_after_end++;
         }
+        r->died += r->node[i].died_s >= 0;
     }
     double *t = malloc((S->c->nodes + 1) * sizeof(double));
     uint32_t n = 0;
@@ -1871,9 +1873,15 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
     char why[256];
     if (shoal_sim_config_check(c, why, sizeof(why)) != 0)
         goto out;
+    if (c->progress)
+        shoal_sim_progress_init(&S.prog, c);
     if ((rv = setup(&S)) != 0)
         goto out;
-    S.next_progress = 0;
+    if (c->progress) {
+        struct shoal_sim_cost k;
+        shoal_sim_cost(c, S.nchunks, &k);
+        shoal_sim_progress_start(&S.prog, c->nodes, k.transfers, S.r->t_min, stderr);
+    }
     bool all_done = false;
     while ((S.nheap > 0 || S.nfh > 0 || S.ndqev > 0) && rv == 0) {
         /* The earliest of the heap's top, each delay FIFO's head and the
@@ -1988,11 +1996,13 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         }
         if (rv == 0)
             rv = flush_dirty(&S);
-        if (c->progress && S.now >= S.next_progress) {
-            fprintf(stderr, "sim: t=%.1fs, %u nodes still downloading, %llu transfers\n", S.now,
-                    S.alive_incomplete, (unsigned long long)S.r->transfers);
-            S.next_progress = S.now + (S.r->t_min > 0 ? S.r->t_min / 10 : 10);
-        }
+        /* Every T_min/10 of simulated time, and every progress_every_s
+         * of wall time: a large fleet's first simulated seconds take
+         * minutes. The clock is read every 1,024 events (a few ms). */
+        if (c->progress &&
+            (S.now >= S.prog.next_sim ||
+             ((S.r->events & 1023) == 0 && shoal_sim_progress_wall_due(&S.prog))))
+            shoal_sim_progress_print(&S.prog, S.now, S.alive_incomplete, S.r->transfers, stderr);
         /* Everyone live is done and nobody is left to join: stop, even if
          * periodic events or failures remain (those could only kill
          * complete nodes: finish records them). Seeds join complete: with
@@ -2015,6 +2025,24 @@ out:
         free(S.r->bins);
         free(S.r);
     }
+    teardown(&S);
+    return rv;
+}
+
+int shoal_sim_estimate(const struct shoal_sim_config *c, struct shoal_sim_cost *out)
+{
+    struct sim S;
+    char why[256];
+    int rv = -EINVAL;
+    memset(&S, 0, sizeof(S));
+    S.c = c;
+    S.n = c->nodes;
+    if (shoal_sim_config_check(c, why, sizeof(why)) != 0)
+        return rv;
+    /* The chunk sizes as the run draws them (or the manifest's): only the
+     * size table is allocated, and teardown frees it. */
+    if ((rv = load_sizes(&S)) == 0)
+        shoal_sim_cost(c, S.nchunks, out);
     teardown(&S);
     return rv;
 }

@@ -97,6 +97,9 @@ struct shoal_sim_config {
                                   more) */
     double max_sim_s;          /* stop the clock here (0 = no limit) */
     bool progress;             /* progress lines on stderr */
+    double progress_every_s;   /* ... at least every this many seconds of
+                                  wall time (0: 10 s), and every T_min/10
+                                  of simulated time */
 };
 
 /* Defaults: 100 nodes, 4 zones, 0 seeds, 1.25 GB/s (10 Gbit/s) up and down,
@@ -117,7 +120,9 @@ void shoal_sim_config_default(struct shoal_sim_config *c);
  * origin, zone_cap, lat_zone, lat_cross, lat_origin, size, chunk_avg,
  * chunk_min, chunk_max, files, manifest, join_spread, fail_frac, fail_at,
  * peers, tracker, seed, min_depth, max_depth, cross_delay, lease_chunks,
- * endgame_dups, max_time, progress). Sizes and rates accept K/M/G/T
+ * endgame_dups, max_time, progress, progress_every, ...), spelt with
+ * dashes or underscores alike ("zone-cap" is "zone_cap"); shoald's
+ * "origin-delay-ms" is "origin_delay". Sizes and rates accept K/M/G/T
  * suffixes (powers of 1024 for sizes; rates: "10Gbit" or bytes "1.25G").
  * Returns 0, SHOAL_ENOTFOUND (unknown key) or SHOAL_EBADMSG (bad value).
  */
@@ -189,6 +194,8 @@ struct shoal_sim_result {
     uint32_t died_after_end;   /* ... of which at fail_at after the run had
                                   ended (every live node complete): not
                                   simulated, they could change nothing */
+    uint32_t died;             /* nodes that died (all at fail_at_s) */
+    double fail_at_s;          /* when; -1 when no node was picked to fail */
     uint64_t origin_bytes;     /* egress from the origin, all of it */
     uint64_t cross_bytes;      /* bytes received across zones */
     uint64_t recv_bytes;       /* bytes of chunks received (incl. duplicates) */
@@ -234,6 +241,66 @@ void shoal_sim_result_free(struct shoal_sim_result *r);
  * done or the exec failed (then the run goes on with ordinary pages).
  */
 void shoal_sim_huge_pages(char **argv);
+
+/* What a run will cost, estimated before it starts (sim/progress.c,
+ * calibrated on the benchmarks in README.md: within a factor of ~1.5 on an
+ * idle machine, slower on a shared one). */
+struct shoal_sim_cost {
+    uint32_t nchunks;
+    uint64_t transfers;        /* expected: (nodes - seeds) x chunks; the
+                                  run also counts endgame duplicates */
+    double mem_bytes;          /* resident memory at the peak */
+    double us_per_transfer;    /* CPU per transfer at that size */
+    double seconds;            /* transfers x us_per_transfer */
+};
+
+/* A run estimated above this many transfers is warned about. */
+#define SHOAL_SIM_LARGE_TRANSFERS 1e8
+
+/* Fills |out| for the scenario |c| with |nchunks| chunks. */
+void shoal_sim_cost(const struct shoal_sim_config *c, uint32_t nchunks,
+                    struct shoal_sim_cost *out);
+
+/*
+ * Estimates the cost of |c| as shoal_sim_run would set it up: the synthetic
+ * chunk sizes are drawn, or the manifest is read and verified, but nothing
+ * else is allocated. Returns 0, -EINVAL (shoal_sim_config_check refuses
+ * |c|), -ENOMEM, or the manifest's read or parse error.
+ */
+int shoal_sim_estimate(const struct shoal_sim_config *c, struct shoal_sim_cost *out);
+
+/* True when |k| is above SHOAL_SIM_LARGE_TRANSFERS transfers or 80% of
+ * this machine's memory. */
+bool shoal_sim_cost_large(const struct shoal_sim_cost *k);
+
+/* Writes the estimate line to |f| when |progress|, and a warning line when
+ * the run is large (shoal_sim_cost_large), whatever |progress|. */
+void shoal_sim_cost_print(const struct shoal_sim_config *c, const struct shoal_sim_cost *k,
+                          bool progress, FILE *f);
+
+/* Progress lines of a run (shoal_sim_run keeps one when c->progress):
+ * simulated time, nodes still downloading, transfers done out of those
+ * expected, transfers per second of wall time, an ETA at that rate, wall
+ * time so far and resident memory. */
+struct shoal_sim_progress {
+    uint64_t expect;           /* transfers expected */
+    double t_min;
+    double sim_step, next_sim; /* simulated seconds */
+    double every, next_wall;   /* wall clock (CLOCK_MONOTONIC) */
+    double wall0, run0;        /* when set-up began, when the run did */
+};
+/* Call before the set-up, which takes a while in a large fleet. */
+void shoal_sim_progress_init(struct shoal_sim_progress *p, const struct shoal_sim_config *c);
+/* Call after it, with the transfers expected and T_min: writes a line
+ * saying the set-up is done, how long it took and the memory in use. */
+void shoal_sim_progress_start(struct shoal_sim_progress *p, uint32_t nodes, uint64_t expect,
+                              double t_min, FILE *f);
+/* True once c->progress_every_s of wall time have passed since the last
+ * line (a clock read: call it every thousand events or so, not each one). */
+bool shoal_sim_progress_wall_due(const struct shoal_sim_progress *p);
+/* Writes one line to |f| and sets when the next is due. */
+void shoal_sim_progress_print(struct shoal_sim_progress *p, double now, uint32_t downloading,
+                              uint64_t transfers, FILE *f);
 
 /* Human-readable summary (percentiles, T_min and the ratios, origin egress
  * as a multiple of the release, cross-zone share). */

@@ -26,10 +26,10 @@ refuse "no zones" "zones 0: must be 1 to 64" "${small[@]}" --zones 0
 refuse "hetero 1" "hetero 1: must be at least 0 and below 1" "${small[@]}" --hetero 1
 refuse "no bandwidth" "up 0: node bandwidth must be above 0" "${small[@]}" --bandwidth 0
 refuse "no origin" "origin 0: must be above 0" "${small[@]}" --origin 0
-refuse "release over the chunk limit" "size 1099511627776: at most [0-9]+ bytes with chunk_min 262144" \
+refuse "release over the chunk limit" "size 1099511627776: at most [0-9]+ bytes with chunk-min 262144" \
     --nodes 4 --size 1T
 refuse "more seeds than nodes" "seeds 6: must be 0 to nodes \(5\)" --seeds 6 --nodes 5 --size 4M
-refuse "chunk sizes out of order" "chunk_min <= chunk_avg <= chunk_max" "${small[@]}" --chunk_min 2M
+refuse "chunk sizes out of order" "chunk-min <= chunk-avg <= chunk-max" "${small[@]}" --chunk_min 2M
 refuse "unwritable --csv" "cannot write /nonexistent/x.csv" "${small[@]}" --csv /nonexistent/x.csv
 refuse "unwritable --svg" "cannot write /nonexistent/x.svg" "${small[@]}" --svg /nonexistent/x.svg
 # Config files take comments after a value, as shoald's do.
@@ -52,14 +52,14 @@ else echo "FAIL good run"; cat err.txt; head -3 b.csv; fails=$((fails+1)); fi
 # Issue 7. Values that used to run something else than asked: 0 meaning
 # the default (#8), a signed or octal seed (#11), round trips in the
 # billions of ms and failures after max_time (#6, a run that hung).
-refuse "busy_backoff 0" "busy_backoff 0: must be at least 1 ms" "${small[@]}" --busy_backoff 0
-refuse "endgame_dups 0" "endgame_dups 0: must be at least 1" "${small[@]}" --endgame_dups 0
-refuse "max_leases 0" "max_leases 0: must be at least 1" "${small[@]}" --max_leases 0
+refuse "busy_backoff 0" "busy-backoff 0: must be at least 1 ms" "${small[@]}" --busy_backoff 0
+refuse "endgame_dups 0" "endgame-dups 0: must be at least 1" "${small[@]}" --endgame_dups 0
+refuse "max_leases 0" "max-leases 0: must be at least 1" "${small[@]}" --max_leases 0
 refuse "seed -1" "bad value for '--seed': -1" "${small[@]}" --seed -1
-refuse "lat_zone 1e12" "lat_zone 1e\+12: a round trip is in milliseconds, at most 60000" \
+refuse "lat_zone 1e12" "lat-zone 1e\+12: a round trip is in milliseconds, at most 60000" \
     "${small[@]}" --lat_zone 1e12
-refuse "lat_origin 1e12" "lat_origin 1e\+12: .* at most 60000" "${small[@]}" --lat_origin 1e12
-refuse "fail_at after max_time" "fail_at 5: after max_time 2" "${small[@]}" --fail_frac 0.5 \
+refuse "lat_origin 1e12" "lat-origin 1e\+12: .* at most 60000" "${small[@]}" --lat_origin 1e12
+refuse "fail_at after max_time" "fail-at 5: after max-time 2" "${small[@]}" --fail_frac 0.5 \
     --fail_at 5 --max_time 2
 "$sim" -q "${small[@]}" --seed 010 --csv s010.csv > /dev/null 2>&1
 "$sim" -q "${small[@]}" --seed 10 --csv s10.csv > /dev/null 2>&1
@@ -97,5 +97,60 @@ done
 "$sim" -q "${small[@]}" > out.txt 2>&1
 grep -q "^origin leases" out.txt && echo "ok   lease line with a tracker" ||
     { echo "FAIL no lease line with a tracker"; fails=$((fails+1)); }
+# Ops review 1: a run says up front what it will cost, warns when that is
+# large, and its progress lines give transfers done out of those expected,
+# their rate and an ETA, at least every progress-every seconds of wall
+# time; none of it touches stdout or the CSV.
+ex=(--nodes 2000 --zones 4 --size 140G --bandwidth 25Gbit --origin 10Gbit --fail-frac 0.05 --fail-at 60)
+"$sim" --dry-run "${ex[@]}" > out.txt 2> err.txt; rc=$?
+if [ $rc -eq 0 ] && grep -Eq "^sim: 2000 nodes x [0-9]+ chunks: ~2\.[0-9]+e\+08 transfers, ~[0-9.]+ GiB of memory" out.txt &&
+    grep -Eq "^sim: warning: a large run: .* roughly [0-9]+ min at ~[0-9]+k transfers/s" out.txt &&
+    ! grep -q T_min out.txt; then echo "ok   --dry-run of the --help example: estimate and warning"
+else echo "FAIL --dry-run (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+mid=(--nodes 200 --zones 4 --size 256M)
+"$sim" "${mid[@]}" --csv p.csv > p.out 2> p.err
+"$sim" "${mid[@]}" --progress-every 0.001 --csv pe.csv > pe.out 2> pe.err
+"$sim" -q "${mid[@]}" --csv q.csv > q.out 2> q.err
+if grep -Eq "^sim: 200 nodes x [0-9]+ chunks: ~[0-9.e+]+ transfers, ~[0-9]+ MiB of memory" p.err &&
+    grep -Eq "^sim: t=[0-9.]+s \(T_min [0-9.]+s\), [0-9]+ nodes still downloading, [0-9]+ of ~[0-9]+ transfers \([0-9.]+%\), [0-9.]+[kM]?/s, ETA " p.err &&
+    [ "$(grep -c '^sim: t=' pe.err)" -gt "$(grep -c '^sim: t=' p.err)" ] && [ ! -s q.err ] &&
+    cmp -s p.out pe.out && cmp -s p.out q.out && cmp -s p.csv pe.csv && cmp -s p.csv q.csv; then
+    echo "ok   progress: estimate, transfers of expected, ETA, wall-clock lines; -q silent; same stdout and CSV"
+else echo "FAIL progress lines"; head -3 p.err; grep -c '^sim: t=' p.err pe.err; cat q.err; fails=$((fails+1)); fi
+printf 'progress = no\n' > quiet.conf
+"$sim" --config quiet.conf "${mid[@]}" > out.txt 2> err.txt
+[ ! -s err.txt ] && cmp -s out.txt p.out && echo "ok   progress = no: nothing on stderr" ||
+    { echo "FAIL progress = no"; cat err.txt; fails=$((fails+1)); }
+refuse "progress-every 0" "bad value for '--progress-every': 0" "${small[@]}" --progress-every 0
+# Ops review 2: fail-frac without fail-at killed the nodes at t = 0 while
+# --help said "default none"; it is refused, and the summary says when.
+refuse "fail-frac without fail-at" "fail-frac 0.05 without fail-at: say when those nodes die" \
+    --nodes 20 --fail-frac 0.05
+printf 'nodes = 20\nfail_frac = 0.05\n' > ff.conf
+refuse "fail_frac without fail_at in a config file" "fail-frac 0.05 without fail-at" --config ff.conf
+"$sim" -q --nodes 20 --size 64M --fail-frac 0.1 --fail-at 0.02 --csv ff.csv > out.txt 2> err.txt; rc=$?
+if [ $rc -eq 0 ] && grep -Eq "^failures +2 nodes died at 0\.020 s \(fail-at\): [0-9] before completing, [0-9] after" out.txt &&
+    [ "$(awk -F, 'NR > 1 && $13 != "" { print $13 }' ff.csv | sort -u)" = "0.020000" ]; then
+    echo "ok   failures: summary and CSV say when"
+else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+# Ops review 3: dashes as every other shoal program spells its options,
+# underscores as before, on the command line and in a config file, and
+# shoald's --origin-delay-ms for origin_delay; all the same run.
+"$sim" -q "${small[@]}" --zone_cap 1Gbit --origin_delay 500 --lat_cross 5 --csv u.csv > u.out 2> err.txt
+"$sim" -q "${small[@]}" --zone-cap 1Gbit --origin-delay 500 --lat-cross=5 --csv d.csv > d.out 2> err.txt; rc=$?
+"$sim" -q "${small[@]}" --zone-cap 1Gbit --origin-delay-ms 500 --lat-cross 5 --csv a.csv > a.out 2>> err.txt
+printf 'zone-cap = 1Gbit\norigin-delay-ms = 500\nlat_cross = 5\n' > dash.conf
+"$sim" -q "${small[@]}" --config dash.conf --csv f.csv > f.out 2>> err.txt
+"$sim" -q "${small[@]}" --csv plain.csv > /dev/null 2>&1
+if [ $rc -eq 0 ] && [ ! -s err.txt ] && cmp -s u.csv d.csv && cmp -s u.csv a.csv && cmp -s u.csv f.csv &&
+    cmp -s u.out d.out && cmp -s u.out f.out && ! cmp -s u.csv plain.csv; then
+    echo "ok   --zone-cap, --origin-delay-ms, dashed config keys: same run as the underscores"
+else echo "FAIL dashed options (rc=$rc)"; cat err.txt; fails=$((fails+1)); fi
+refuse "unknown dashed option" "unknown option '--zone-kap'" "${small[@]}" --zone-kap 1G
+"$sim" --help > help.txt
+if grep -q "^    zone-cap RATE" help.txt && grep -q "fail-frac F, fail-at S" help.txt &&
+    grep -q "origin-delay-ms" help.txt && ! grep -Eq "^    [a-z]+_[a-z_]+ " help.txt &&
+    grep -q -- "--fail-frac 0.05 --fail-at 60" help.txt; then echo "ok   --help spells keys with dashes"
+else echo "FAIL --help spelling"; fails=$((fails+1)); fi
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))

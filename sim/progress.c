@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What a shoal-sim run will cost, and the progress lines that tell an
+ * operator where a long one is. A fleet's run is one transfer per node and
+ * chunk, each a few microseconds of CPU, and its memory is a scheduler per
+ * node with ~13 bytes per chunk: 2,000 nodes pulling 140 GiB is 2.9e8
+ * transfers and ~4.5 GB, most of an hour, and without these lines the
+ * first ten simulated seconds printed nothing for minutes. Nothing here
+ * touches the simulation: it only reads its counters and the wall clock.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sim.h"
+
+/* The model, from the benchmarks in README.md (bench_sim, session 8, an
+ * idle machine): memory is a fixed ~8 MiB, ~30 KiB per node (peer tables,
+ * connections, the node's records) and ~15.5 bytes per node and chunk
+ * (the scheduler's 12-byte chunk record and its buckets, the node's
+ * have-set, the holder bitmap): 1,000 nodes x 2,048 chunks 63 MB, 10,000 x
+ * 10,240 1,976 MiB, 2,000 x 143,416 (140 GiB) ~4.5 GB. The CPU per
+ * transfer grows with that state, since a transfer touches ~100 lines of
+ * other nodes' state and the larger it is the fewer hit the cache. On a
+ * shared machine a run takes longer: the progress lines' ETA is measured. */
+#define MEM_FIXED (8.0 * 1048576)
+#define MEM_PER_NODE (30.0 * 1024)
+#define MEM_PER_NODE_CHUNK 15.5
+
+static const struct {
+    double mem;   /* bytes resident */
+    double us;    /* microseconds of CPU per transfer */
+} cpu_model[] = {
+    {24e6, 2.2},  /* 300 nodes */
+    {71e6, 3.0},  /* 1,000 nodes, 2 GiB: ~330k transfers/s */
+    {213e6, 4.8}, /* 3,000 nodes */
+    {2.07e9, 7.0}, /* 10,000 nodes, 10 GiB: 7.0 us, 724 s */
+    /* 2,000 nodes, 140 GiB (143k chunks a node, --help's example): 4.7x
+     * the 1,000-node run's CPU per transfer on the same machine in its
+     * first minutes (42k against 197k transfers per CPU-second, both
+     * slower than the README's idle machine) */
+    {4.5e9, 15.0}
+};
+
+static double us_per_transfer(double mem)
+{
+    const size_t n = sizeof(cpu_model) / sizeof(cpu_model[0]);
+    if (mem <= cpu_model[0].mem)
+        return cpu_model[0].us;
+    /* Linear in log(memory) between the points, and beyond the last one
+     * along the last segment's slope. */
+    size_t i = 1;
+    while (i < n - 1 && mem > cpu_model[i].mem)
+        i++;
+    double x0 = log(cpu_model[i - 1].mem), x1 = log(cpu_model[i].mem);
+    double y0 = cpu_model[i - 1].us, y1 = cpu_model[i].us;
+    return y0 + (y1 - y0) * (log(mem) - x0) / (x1 - x0);
+}
+
+void shoal_sim_cost(const struct shoal_sim_config *c, uint32_t nchunks,
+                    struct shoal_sim_cost *out)
+{
+    memset(out, 0, sizeof(*out));
+    uint32_t leech = c->nodes > c->seeds ? c->nodes - c->seeds : 0;
+    out->nchunks = nchunks;
+    out->transfers = (uint64_t)leech * nchunks;
+    out->mem_bytes =
+        MEM_FIXED + MEM_PER_NODE * c->nodes + MEM_PER_NODE_CHUNK * (double)c->nodes * nchunks;
+    out->us_per_transfer = us_per_transfer(out->mem_bytes);
+    out->seconds = (double)out->transfers * out->us_per_transfer * 1e-6;
+}
+
+/* "45 s", "12 min", "3.5 h": an order of magnitude a person reads at once. */
+static void fmt_dur(char *buf, size_t len, double s)
+{
+    if (!(s >= 0) || !isfinite(s))
+        snprintf(buf, len, "?");
+    else if (s < 10)
+        snprintf(buf, len, "%.1f s", s);
+    else if (s < 90)
+        snprintf(buf, len, "%.0f s", s);
+    else if (s < 90 * 60)
+        snprintf(buf, len, "%.0f min", s / 60);
+    else
+        snprintf(buf, len, "%.1f h", s / 3600);
+}
+
+static void fmt_bytes(char *buf, size_t len, double b)
+{
+    if (b >= 1073741824.0)
+        snprintf(buf, len, "%.1f GiB", b / 1073741824.0);
+    else
+        snprintf(buf, len, "%.0f MiB", b / 1048576.0);
+}
+
+static void fmt_rate(char *buf, size_t len, double r)
+{
+    if (r >= 1e6)
+        snprintf(buf, len, "%.2fM", r / 1e6);
+    else if (r >= 1e3)
+        snprintf(buf, len, "%.0fk", r / 1e3);
+    else
+        snprintf(buf, len, "%.0f", r);
+}
+
+/* Physical memory (0 when unknown). */
+static double phys_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (double)pages * (double)psz : 0;
+}
+
+bool shoal_sim_cost_large(const struct shoal_sim_cost *k)
+{
+    double phys = phys_bytes();
+    return (double)k->transfers > SHOAL_SIM_LARGE_TRANSFERS ||
+           (phys > 0 && k->mem_bytes > 0.8 * phys);
+}
+
+void shoal_sim_cost_print(const struct shoal_sim_config *c, const struct shoal_sim_cost *k,
+                          bool progress, FILE *f)
+{
+    char mem[32], dur[32], rate[32];
+    fmt_bytes(mem, sizeof(mem), k->mem_bytes);
+    fmt_dur(dur, sizeof(dur), k->seconds);
+    fmt_rate(rate, sizeof(rate), 1e6 / k->us_per_transfer);
+    if (progress)
+        fprintf(f, "sim: %u nodes x %u chunks: ~%.3g transfers, ~%s of memory, roughly %s"
+                   " at ~%s transfers/s\n",
+                c->nodes, k->nchunks, (double)k->transfers, mem, dur, rate);
+    if (!shoal_sim_cost_large(k))
+        return;
+    double phys = phys_bytes();
+    char note[64] = "";
+    if (phys > 0 && k->mem_bytes > 0.8 * phys) {
+        char b[32];
+        fmt_bytes(b, sizeof(b), phys);
+        snprintf(note, sizeof(note), " (this machine has %s)", b);
+    }
+    fprintf(f, "sim: warning: a large run: ~%.3g transfers will take roughly %s at ~%s"
+               " transfers/s and need ~%s of memory%s; fewer nodes, a smaller --size or a"
+               " larger --chunk-avg make it smaller\n",
+            (double)k->transfers, dur, rate, mem, note);
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Resident memory now, from /proc (0 where there is none). */
+static double rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &size, &res) != 2)
+        res = 0;
+    fclose(f);
+    return (double)res * (double)sysconf(_SC_PAGESIZE);
+}
+
+void shoal_sim_progress_init(struct shoal_sim_progress *p, const struct shoal_sim_config *c)
+{
+    memset(p, 0, sizeof(*p));
+    p->every = c->progress_every_s > 0 ? c->progress_every_s : 10;
+    p->wall0 = p->run0 = wall_now();
+    p->next_wall = p->wall0 + p->every;
+}
+
+void shoal_sim_progress_start(struct shoal_sim_progress *p, uint32_t nodes, uint64_t expect,
+                              double t_min, FILE *f)
+{
+    double w = wall_now(), m = rss_bytes();
+    char dur[32], rss[32];
+    p->expect = expect;
+    p->t_min = t_min;
+    p->sim_step = t_min > 0 ? t_min / 10 : 10;
+    p->next_sim = 0;
+    p->run0 = w;
+    p->next_wall = w + p->every;
+    fmt_dur(dur, sizeof(dur), w - p->wall0);
+    fmt_bytes(rss, sizeof(rss), m);
+    /* Setting up a large fleet's schedulers takes a while too (40 s for
+     * 2,000 nodes of 143k chunks): say it is done. */
+    fprintf(f, "sim: %u nodes set up in %s%s%s; T_min %.3f s; simulating\n", nodes, dur,
+            m > 0 ? ", RSS " : "", m > 0 ? rss : "", t_min);
+    fflush(f);
+}
+
+bool shoal_sim_progress_wall_due(const struct shoal_sim_progress *p)
+{
+    return wall_now() >= p->next_wall;
+}
+
+void shoal_sim_progress_print(struct shoal_sim_progress *p, double now, uint32_t downloading,
+                              uint64_t transfers, FILE *f)
+{
+    double w = wall_now(), el = w - p->wall0, run = w - p->run0;
+    char eta[32], rate[32], wall[32], rss[32];
+    double rt = run > 0 ? (double)transfers / run : 0;
+    if (transfers >= p->expect)
+        snprintf(eta, sizeof(eta), "soon");
+    else if (rt > 0 && transfers > 0)
+        fmt_dur(eta, sizeof(eta), (double)(p->expect - transfers) / rt);
+    else
+        snprintf(eta, sizeof(eta), "?");
+    fmt_rate(rate, sizeof(rate), rt);
+    fmt_dur(wall, sizeof(wall), el);
+    double m = rss_bytes();
+    if (m > 0)
+        fmt_bytes(rss, sizeof(rss), m);
+    fprintf(f, "sim: t=%.1fs", now);
+    if (p->t_min > 0)
+        fprintf(f, " (T_min %.1fs)", p->t_min);
+    fprintf(f, ", %u nodes still downloading, %llu of ~%llu transfers (%.1f%%), %s/s,"
+               " ETA %s, wall %s%s%s\n",
+            downloading, (unsigned long long)transfers, (unsigned long long)p->expect,
+            p->expect ? 100.0 * (double)transfers / (double)p->expect : 100.0, rate, eta, wall,
+            m > 0 ? ", RSS " : "", m > 0 ? rss : "");
+    fflush(f);
+    p->next_sim = now + p->sim_step;
+    p->next_wall = w + p->every;
+}
