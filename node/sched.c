@@ -1067,16 +1067,26 @@ int shoal_sched_peer_bitfield_add(struct shoal_sched *s, uint64_t peer, const ui
     return added;
 }
 
-int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
+/* The checks of a call about one chunk of a peer's own bitfield: |peer| is
+ * ours (its record in *|out|), |chunk| in range, the bitfield ours to
+ * change. Returns 0, SHOAL_ENOTFOUND, SHOAL_EBADMSG or -EINVAL. */
+static int peer_chunk_args(struct shoal_sched *s, uint64_t peer, uint32_t chunk, struct peer **out)
 {
     int i = find_peer(s, peer);
     if (i < 0)
         return SHOAL_ENOTFOUND;
     if (chunk >= s->nchunks)
         return SHOAL_EBADMSG;
-    struct peer *p = &s->peers[i];
-    if (p->borrowed || !p->bits)
-        return -EINVAL;
+    *out = &s->peers[i];
+    return (*out)->borrowed || !(*out)->bits ? -EINVAL : 0;
+}
+
+int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk)
+{
+    struct peer *p;
+    int rv = peer_chunk_args(s, peer, chunk, &p);
+    if (rv != 0)
+        return rv;
     if (!bit_get(p->bits, chunk))
         peer_have_one(s, p, chunk);
     return 0;
@@ -1264,14 +1274,11 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
 int shoal_sched_peer_lacks(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk)
 {
     s->now = now_ms;
-    int i = find_peer(s, peer);
-    if (i < 0)
-        return SHOAL_ENOTFOUND;
-    if (chunk >= s->nchunks)
-        return SHOAL_EBADMSG;
-    struct peer *p = &s->peers[i];
-    if (p->borrowed || !p->bits)
-        return -EINVAL;
+    struct peer *p;
+    int rv = peer_chunk_args(s, peer, chunk, &p);
+    if (rv != 0)
+        return rv;
+    uint32_t i = (uint32_t)(p - s->peers);
     /* The claim goes first, so relisting the chunk below wakes only the
      * peers that still hold it, and the count it is listed by is right. */
     if (bit_get(p->bits, chunk)) {
@@ -1280,13 +1287,13 @@ int shoal_sched_peer_lacks(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
         if (!(s->ck[chunk].flags & F_HAVE))
             avail_change(s, chunk, p->same_zone, -1);
     }
-    int k = req_find(s, (uint32_t)i, chunk);
+    int k = req_find(s, i, chunk);
     if (k >= 0) {
         req_drop(s, (uint32_t)k);
         if (!p->same_zone)
             clear_stale(s, true); /* as in shoal_sched_req_failed */
     }
-    peer_mark(s, (uint32_t)i);
+    peer_mark(s, i);
     return 0;
 }
 

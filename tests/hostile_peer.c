@@ -5,9 +5,6 @@
  *
  *   ping N SECONDS          sends up to N PINGs within SECONDS and never
  *                           reads what the node answers;
- *   bitflood ID NCHUNKS N   sends N HAVE_BITFIELDs for release ID (64 hex),
- *                           alternately all chunks and none, reading and
- *                           dropping what the node sends;
  *   liar ID NCHUNKS SECONDS ignore|reject|busy
  *                           announces every chunk of release ID, then for
  *                           SECONDS answers no REQUEST (ignore) or each with
@@ -189,6 +186,28 @@ out:
     return rv;
 }
 
+/* Makes |m| a HAVE_BITFIELD of all NCHUNKS (text) chunks of release IDHEX;
+ * returns its bits (malloc'd, the caller frees), NULL on a bad argument. */
+static uint8_t *full_bitfield(struct shoal_msg *m, const char *idhex, const char *nchunks)
+{
+    uint32_t nch = (uint32_t)atol(nchunks);
+    size_t nb = (nch + 7) / 8;
+    uint8_t *ones = malloc(nb ? nb : 1);
+
+    if (!ones || shoal_unhex(m->u.have_bitfield.manifest_id, 32, idhex, 64) != 0) {
+        free(ones);
+        return NULL;
+    }
+    memset(ones, 0xff, nb);
+    if (nch % 8)
+        ones[nb - 1] = (uint8_t)(0xff << (8 - nch % 8));
+    m->type = SHOAL_MSG_HAVE_BITFIELD;
+    m->u.have_bitfield.nchunks = nch;
+    m->u.have_bitfield.bits.len = (uint32_t)nb;
+    m->u.have_bitfield.bits.p = ones;
+    return ones;
+}
+
 static int connect_to(const char *hostport)
 {
     char host[64];
@@ -215,7 +234,7 @@ int main(int argc, char **argv)
 
     if (argc < 7) {
         fprintf(stderr, "usage: hostile_peer HOST:PORT KEY CRED CLUSTER_PUB "
-                        "ping N SECONDS | bitflood ID NCHUNKS N | "
+                        "ping N SECONDS | "
                         "liar ID NCHUNKS SECONDS ignore|reject|busy\n");
         return 2;
     }
@@ -235,47 +254,14 @@ int main(int argc, char **argv)
             if (!send_msg(&m, deadline))
                 break;
         }
-    } else if (strcmp(argv[5], "bitflood") == 0 && argc == 9) {
-        uint32_t nch = (uint32_t)atol(argv[7]);
-        size_t nb = (nch + 7) / 8;
-        uint8_t *ones = malloc(nb ? nb : 1), *zeros = calloc(1, nb ? nb : 1);
-        char junk[65536];
-
-        n = atol(argv[8]);
-        if (!ones || !zeros || shoal_unhex(m.u.have_bitfield.manifest_id, 32, argv[6], 64) != 0)
-            return 2;
-        memset(ones, 0xff, nb);
-        if (nch % 8)
-            ones[nb - 1] = (uint8_t)(0xff << (8 - nch % 8));
-        m.type = SHOAL_MSG_HAVE_BITFIELD;
-        m.u.have_bitfield.nchunks = nch;
-        m.u.have_bitfield.bits.len = (uint32_t)nb;
-        for (; sent < n; sent++) {
-            m.u.have_bitfield.bits.p = (sent & 1) ? zeros : ones;
-            if (!send_msg(&m, now_s() + 10))
-                break;
-            while (recv(sock, junk, sizeof junk, MSG_DONTWAIT) > 0) {
-            }
-        }
-        free(ones);
-        free(zeros);
     } else if (strcmp(argv[5], "liar") == 0 && argc == 10) {
-        uint32_t nch = (uint32_t)atol(argv[7]);
-        size_t nb = (nch + 7) / 8;
-        uint8_t *ones = malloc(nb ? nb : 1);
+        uint8_t *ones = full_bitfield(&m, argv[6], argv[7]);
         double end = now_s() + atof(argv[8]);
         bool reject = strcmp(argv[9], "reject") == 0, busy = strcmp(argv[9], "busy") == 0;
         bool closed = false;
 
-        if (!ones || shoal_unhex(m.u.have_bitfield.manifest_id, 32, argv[6], 64) != 0)
+        if (!ones)
             return 2;
-        memset(ones, 0xff, nb);
-        if (nch % 8)
-            ones[nb - 1] = (uint8_t)(0xff << (8 - nch % 8));
-        m.type = SHOAL_MSG_HAVE_BITFIELD;
-        m.u.have_bitfield.nchunks = nch;
-        m.u.have_bitfield.bits.len = (uint32_t)nb;
-        m.u.have_bitfield.bits.p = ones;
         if (!send_msg(&m, now_s() + 10))
             return 1;
         while (now_s() < end) {

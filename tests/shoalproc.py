@@ -198,6 +198,25 @@ def rss_kib(pid):
     return 0
 
 
+def on_small_disk(tmp, size, fn, what):
+    """Runs fn(path) with |path| a fresh tmpfs of |size| (e.g. "8m") under
+    |tmp|, for a disk that fills up; every process is killed and the tmpfs
+    unmounted after. Skips (exit 77) unless root can mount one."""
+    if os.geteuid() != 0:
+        print(f"{what}: needs root to mount a tmpfs; skipped")
+        sys.exit(77)
+    small = os.path.join(tmp, "small")
+    os.makedirs(small)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", small]).returncode:
+        print(f"{what}: cannot mount a tmpfs; skipped")
+        sys.exit(77)
+    try:
+        return fn(small)
+    finally:
+        kill_all()
+        subprocess.run(["umount", "-l", small])
+
+
 def kill_all(timeout=10):
     """SIGKILLs every Proc still running and reaps it (up to |timeout| s each)."""
     for p in procs:

@@ -357,19 +357,8 @@ def local_release(tmp, k, files):
 
 
 def case_store_full(tmp):
-    if os.geteuid() != 0:
-        print("store_full: needs root to mount a tmpfs; skipped")
-        sys.exit(77)
-    small = os.path.join(tmp, "small")
-    os.makedirs(small)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", small]).returncode:
-        print("store_full: cannot mount a tmpfs; skipped")
-        sys.exit(77)
-    try:
-        return store_full(tmp, small)
-    finally:
-        shoalproc.kill_all()
-        subprocess.run(["umount", "-l", small])
+    return shoalproc.on_small_disk(tmp, "20m", lambda small: store_full(tmp, small),
+                                   "store_full")
 
 
 def store_full(tmp, small):

@@ -342,7 +342,6 @@ def case_pull(tmp, encrypt):
         fails += 1
     if fails:
         a.dump()
-        b.dump()
     return fails
 
 
@@ -563,7 +562,6 @@ def case_dedup(tmp):
         fails += 1
     if fails:
         a.dump()
-        b.dump()
     return fails
 
 
@@ -675,6 +673,25 @@ def case_unauth_flood(tmp):
     return fails
 
 
+def puller_past_pool(tmp, k, a, mid, files, victim, what):
+    """A puller dialling seed |a| past its full handshake pool completes,
+    verified, and its arrival closes |victim| (|what|). Returns failures."""
+    fails = 0
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                               "--exit-when-complete"]))
+    rc = b.wait(WAIT_S)
+    if rc != 0:
+        print(f"FAIL puller did not complete past a full handshake pool (exit {rc})")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    if not closed_within(victim, 10):
+        print(f"FAIL the puller's connection did not evict {what}")
+        fails += 1
+    if fails:
+        b.dump()
+    return fails
+
+
 def case_unauth_evict(tmp):
     """A full handshake pool (--max-unauth) closes its oldest connection
     to admit each new one, logging it once (not once per eviction), and a
@@ -692,17 +709,8 @@ def case_unauth_evict(tmp):
     if gone != [True] * (flood - pool) + [False] * pool:
         print(f"FAIL the seed did not keep exactly the newest {pool} idle connections")
         fails += 1
-    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
-                                               "--exit-when-complete"]))
-    rc = b.wait(WAIT_S)
-    if rc != 0:
-        print(f"FAIL puller did not complete past a full handshake pool (exit {rc})")
-        fails += 1
-    fails += check_snapshot(tmp, "b", files)
-    # The puller's arrival evicted the oldest one left.
-    if not closed_within(held[flood - pool], 10):
-        print("FAIL the puller's connection did not evict the oldest idle one")
-        fails += 1
+    # The puller's arrival evicts the oldest one left.
+    fails += puller_past_pool(tmp, k, a, mid, files, held[flood - pool], "the oldest idle one")
     for s in held:
         s.close()
     logged = len(re.findall(r"closed: evicted, the oldest handshake of the address holding "
@@ -716,7 +724,6 @@ def case_unauth_evict(tmp):
         fails += 1
     if fails:
         a.dump()
-        b.dump()
     return fails
 
 
@@ -1030,16 +1037,7 @@ def case_unauth_source(tmp):
     if gone != [True] * (flood - keep) + [False] * keep:
         print(f"FAIL the seed did not keep exactly 127.0.0.2's newest {keep}")
         fails += 1
-    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
-                                               "--exit-when-complete"]))
-    rc = b.wait(WAIT_S)
-    if rc != 0:
-        print(f"FAIL puller did not complete past a full handshake pool (exit {rc})")
-        fails += 1
-    fails += check_snapshot(tmp, "b", files)
-    if not closed_within(held[flood - keep], 10):
-        print("FAIL the puller's connection did not evict 127.0.0.2's oldest")
-        fails += 1
+    fails += puller_past_pool(tmp, k, a, mid, files, held[flood - keep], "127.0.0.2's oldest")
     if closed_within(slow, 0.2):
         print("FAIL 127.0.0.1's handshake in progress was evicted")
         fails += 1
@@ -1054,7 +1052,6 @@ def case_unauth_source(tmp):
     fails += shoalproc.stop_all([a])
     if fails:
         a.dump()
-        b.dump()
     return fails
 
 
