@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,24 +14,60 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The number at the start of |s|: digits with at most one '.', nothing
+ * else (strtod would also take "nan", "inf", "-1", "0x10" and "1e9",
+ * none of which an operator means as a size or rate). Returns 0 and the
+ * value and where it ended, or -EINVAL. */
+static int parse_number(const char *s, double *v, const char **end)
+{
+    size_t i = 0, digits = 0;
+    bool dot = false;
+    char *e;
+
+    for (;; i++) {
+        if (s[i] >= '0' && s[i] <= '9')
+            digits++;
+        else if (s[i] == '.' && !dot)
+            dot = true;
+        else
+            break;
+    }
+    if (digits == 0)
+        return -EINVAL;
+    errno = 0;
+    *v = strtod(s, &e);
+    if (errno || e != s + i || !isfinite(*v))
+        return -EINVAL;
+    *end = e;
+    return 0;
+}
+
+/* K/M/G/T (either case) into |*mul| as a power of |base|; 1 if none. */
+static const char *multiplier(const char *p, double base, double *mul)
+{
+    *mul = 1;
+    switch (*p) {
+    case 'k': case 'K': *mul = base; break;
+    case 'm': case 'M': *mul = base * base; break;
+    case 'g': case 'G': *mul = base * base * base; break;
+    case 't': case 'T': *mul = base * base * base * base; break;
+    default: return p;
+    }
+    return p + 1;
+}
+
 int shoal_parse_size(const char *s, uint64_t *out)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
+    const char *end;
+    double v, mul;
+
+    if (parse_number(s, &v, &end) != 0)
         return -EINVAL;
-    double mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
-    }
+    end = multiplier(end, 1024.0, &mul);
     if (*end == 'i' || *end == 'I')
         end++;
-    if (*end == 'b' || *end == 'B')
+    /* A lowercase b means bits elsewhere (rates); a size is bytes. */
+    if (*end == 'B')
         end++;
     if (*end != '\0')
         return -EINVAL;
@@ -39,6 +76,63 @@ int shoal_parse_size(const char *s, uint64_t *out)
         return -EINVAL;
     *out = (uint64_t)r;
     return 0;
+}
+
+int shoal_parse_rate(const char *s, uint64_t *out, char *why, size_t whylen)
+{
+    const char *end;
+    double v, mul, r;
+    bool bits = false;
+
+    if (parse_number(s, &v, &end) != 0)
+        goto bad;
+    /* Bits: K/M/G/T are powers of 1000 (as link speeds and shoal-sim
+     * count them); bytes: powers of 1024, as shoald always took them. */
+    const char *u = multiplier(end, 1000.0, &mul);
+    bool bin = *u == 'i' || *u == 'I';
+    if (bin)
+        u++;
+    if (strncmp(u, "bit", 3) == 0 || strncmp(u, "bps", 3) == 0) {
+        bits = true;
+        u += 3;
+    } else if (*u == 'b') {
+        bits = true;
+        u++;
+    } else if (*u == 'B') {
+        u++;
+    }
+    if (!bits && strncmp(u, "ps", 2) == 0)
+        goto bad; /* "MBps": say MB/s */
+    if (strcmp(u, "/s") == 0)
+        u += 2;
+    if (*u != '\0')
+        goto bad;
+    if (bits && bin) {
+        snprintf(why, whylen, "'%s': a bit rate takes K/M/G/T as powers of 1000 (Mbit, "
+                 "not Mibit); for powers of 1024 give bytes (MiB)", s);
+        return -EINVAL;
+    }
+    if (bits) {
+        r = v * mul / 8;
+    } else {
+        multiplier(end, 1024.0, &mul);
+        r = v * mul;
+    }
+    if (r > (double)SHOAL_RATE_MAX) {
+        snprintf(why, whylen, "'%s' is more than the most a rate may be (1T, 1 TiB/s)", s);
+        return -EINVAL;
+    }
+    if (r > 0 && r < 1) {
+        snprintf(why, whylen, "'%s' is less than 1 byte/s (0 means no cap)", s);
+        return -EINVAL;
+    }
+    *out = (uint64_t)r;
+    return 0;
+bad:
+    snprintf(why, whylen, "'%s' is not a rate: give bytes/s as a number with K, M, G or T "
+             "(powers of 1024: 100M is 100 MiB/s), or bits/s with bit or b (powers of "
+             "1000: 100Mbit or 100Mb is 100 Mbit/s)", s);
+    return -EINVAL;
 }
 
 const char *shoal_fmt_bytes(char *buf, size_t cap, uint64_t bytes)
@@ -54,6 +148,26 @@ const char *shoal_fmt_bytes(char *buf, size_t cap, uint64_t bytes)
         snprintf(buf, cap, "%llu B", (unsigned long long)bytes);
     else
         snprintf(buf, cap, "%.2f %s", v, unit[u]);
+    return buf;
+}
+
+const char *shoal_fmt_rate(char *buf, size_t cap, uint64_t bytes_per_s)
+{
+    static const char *si[] = {"bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"};
+    char b[32];
+    double bits = (double)bytes_per_s * 8;
+    unsigned u = 0;
+
+    if (bytes_per_s == 0) {
+        snprintf(buf, cap, "none");
+        return buf;
+    }
+    while (bits >= 1000 && u < 4) {
+        bits /= 1000;
+        u++;
+    }
+    shoal_fmt_bytes(b, sizeof b, bytes_per_s);
+    snprintf(buf, cap, "%s/s (%.4g %s)", b, bits, si[u]);
     return buf;
 }
 

@@ -13,8 +13,30 @@
 
 #include "smallfile.h" /* shoal_read_file, shoal_write_file_atomic */
 
-/* Parses "123", "4K", "1M", "2G", "1.5G" (powers of 1024). Returns 0 or -EINVAL. */
+/* Parses a size in bytes: "123", "4K", "1M", "2G", "1.5G", also "4KiB",
+ * "1MB" (K/M/G/T are powers of 1024; a lowercase "b", bits in a rate, is
+ * refused, as are signs, exponents, "nan" and "inf"). Returns 0 or
+ * -EINVAL. */
 int shoal_parse_size(const char *s, uint64_t *out);
+
+/* Most a rate may be: 1 TiB/s. */
+#define SHOAL_RATE_MAX (1ull << 40)
+
+/*
+ * Parses a rate into bytes per second: a number with K/M/G/T for bytes/s
+ * in powers of 1024 ("100M", "100MB", "100MiB", "100MB/s" are all 100 MiB/s;
+ * "B" alone is bytes), or with "bit", "bps" or a lowercase "b" for bits/s
+ * in powers of 1000, as link speeds and shoal-sim count them ("100Mbit",
+ * "100Mb", "100Mbit/s" are 12,500,000 bytes/s). 0 is 0 (no cap). Refused
+ * with a reason in |why|: anything else, "nan", "inf", a sign, more than
+ * SHOAL_RATE_MAX, a non-zero rate under 1 byte/s, "Mibit". Returns 0 or
+ * -EINVAL.
+ */
+int shoal_parse_rate(const char *s, uint64_t *out, char *why, size_t whylen);
+
+/* Formats a rate in bytes/s as "11.92 MiB/s (100 Mbit/s)", or "none" for
+ * 0, into |buf|. Returns buf. */
+const char *shoal_fmt_rate(char *buf, size_t cap, uint64_t bytes_per_s);
 
 /* Formats |bytes| as "1.50 GiB" into |buf|. Returns buf. */
 const char *shoal_fmt_bytes(char *buf, size_t cap, uint64_t bytes);

@@ -12,7 +12,7 @@
 #include "kvfile.h"
 #include "sched.h"
 
-enum kind { K_STR, K_LIST, K_BOOL, K_U64, K_SIZE };
+enum kind { K_STR, K_LIST, K_BOOL, K_U64, K_SIZE, K_RATE };
 
 struct key {
     const char *name;
@@ -31,10 +31,16 @@ static const struct key keys[] = {
      "                               0.0.0.0 or ::, this node's address towards each tracker)"},
     {"zone", K_STR, F(zone), "NAME", "our zone; same-zone peers are preferred"},
     {"node-key", K_STR, F(node_key), "FILE", "node secret key (shoal keygen)"},
-    {"cred", K_STR, F(cred), "FILE", "cluster credential for the node key (shoal cred issue)"},
+    {"cred", K_STR, F(cred), "FILE",
+     "cluster credential for the node key (shoal cred issue); checked at start against\n"
+     "                               node-key, cluster-keys and the clock. Required with a\n"
+     "                               tracker or a peer; a standalone node (neither) may run\n"
+     "                               without one and fetch from the origin only"},
     {"cluster-keys", K_LIST, F(cluster_keys), "FILE",
      "trusted cluster public keys; peers must hold a credential by one (repeatable)"},
-    {"publisher-keys", K_STR, F(publisher_keys), "FILE", "trusted manifest publisher keys"},
+    {"publisher-keys", K_LIST, F(publisher_keys), "FILE",
+     "trusted manifest publisher keys (repeatable; required: without one no manifest\n"
+     "                               is accepted)"},
     {"cache-dir", K_STR, F(cache_dir), "DIR",
      "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
     {"state-dir", K_STR, F(state_dir), "DIR",
@@ -74,12 +80,13 @@ static const struct key keys[] = {
     {"hello-rate", K_U64, F(hello_rate), "N",
      "inbound HELLOs checked per second from one address (IPv6: /64), bursts of 2N; "
      "more are refused unchecked (20; 0: no limit; at most 100000)"},
-    {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16)"},
+    {"serve-per-peer", K_U64, F(serve_per_peer), "N", "uploads in flight per peer (16; 1-64)"},
     {"upload-slots", K_U64, F(upload_slots), "N",
      "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
     {"request-timeout-ms", K_U64, F(request_timeout_ms), "MS", "give up on a request (30000; 100-3600000)"},
     {"handshake-timeout-ms", K_U64, F(handshake_timeout_ms), "MS", "handshake deadline (10000; 100-3600000)"},
-    {"ban-seconds", K_U64, F(ban_seconds), "S", "ban a node that sent a bad chunk (600)"},
+    {"ban-seconds", K_U64, F(ban_seconds), "S",
+     "ban a node that sent a bad chunk (600; 1-31536000, a year)"},
     {"reconnect-ms", K_U64, F(reconnect_ms), "MS", "redial lost --peer addresses (2000; 10-3600000)"},
     {"seed", K_U64, F(seed), "N", "scheduler random seed (default: from the node key)"},
     {"log-level", K_STR, F(log_level), "LEVEL", "error, warn, info (default) or debug"},
@@ -91,10 +98,14 @@ static const struct key keys[] = {
     {"control-socket", K_STR, F(control_socket), "PATH",
      "CLI control socket (default $XDG_RUNTIME_DIR/shoald.sock, root: /run/shoald/; "
      "'none': off)"},
-    {"rate-up", K_SIZE, F(rate_up), "BYTES/S", "cap on chunk uploads, whole node (K/M/G; 0 none)"},
-    {"rate-down", K_SIZE, F(rate_down), "BYTES/S", "cap on downloads from peers, whole node"},
-    {"peer-rate-up", K_SIZE, F(peer_rate_up), "BYTES/S", "cap on chunk uploads to each peer"},
-    {"peer-rate-down", K_SIZE, F(peer_rate_down), "BYTES/S", "cap on downloads from each peer"},
+    {"rate-up", K_RATE, F(rate_up), "RATE",
+     "cap on chunk uploads, whole node (0: none). RATE is bytes/s with K/M/G/T\n"
+     "                               in powers of 1024 (100M = 100MB = 100 MiB/s), or bits/s\n"
+     "                               with bit or a lowercase b, in powers of 1000 (100Mbit =\n"
+     "                               100Mb = 100 Mbit/s = 12.5 MB/s); at most 1T"},
+    {"rate-down", K_RATE, F(rate_down), "RATE", "cap on downloads from peers, whole node (0: none)"},
+    {"peer-rate-up", K_RATE, F(peer_rate_up), "RATE", "cap on chunk uploads to each peer (0: none)"},
+    {"peer-rate-down", K_RATE, F(peer_rate_down), "RATE", "cap on downloads from each peer (0: none)"},
     {"compress-level", K_U64, F(compress_level), "N",
      "zstd level (1-3) for chunks served where it saves >=10%; 0: never (1)"},
     /* --- end ctl --- */
@@ -111,10 +122,10 @@ static const struct key keys[] = {
     /* --- tracker --- */
     {"tracker", K_LIST, F(trackers), "HOST:PORT",
      "announce to this tracker, find peers and origin leases there (repeatable)"},
-    {"tracker-keys", K_STR, F(tracker_keys), "FILE",
-     "public keys of this fleet's trackers (one per line): a tracker must prove it\n"
-     "                               holds one (shoal-tracker --key) before the node uses it\n"
-     "                               (default: trackers are not authenticated)"},
+    {"tracker-keys", K_LIST, F(tracker_keys), "FILE",
+     "public keys of this fleet's trackers (one per line; repeatable): a tracker must\n"
+     "                               prove it holds one (shoal-tracker --key) before the node\n"
+     "                               uses it (default: trackers are not authenticated)"},
     {"hub-endpoint", K_STR, F(hub_endpoint), "URL",
      "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
     {"hub-token-file", K_STR, F(hub_token_file), "FILE",
@@ -125,7 +136,8 @@ static const struct key keys[] = {
      "tracker makes an origin fetcher for the release does not wait"},
     {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
      "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
-    {"lease-chunks", K_U64, F(lease_chunks), "N", "chunks asked for per origin lease (64, the most a tracker grants)"},
+    {"lease-chunks", K_U64, F(lease_chunks), "N",
+     "chunks asked for per origin lease (64; 1-64, the most a tracker grants)"},
     {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2; 1-16)"},
     /* --- end tracker --- */
 };
@@ -178,6 +190,7 @@ int shoal_config_init(struct shoal_config *c)
     /* --- tracker --- */
     c->origin_delay_ms = 1000;
     c->lease_fallback_ms = 5000;
+    c->lease_chunks = 64; /* the scheduler's default and a tracker's most */
     /* --- end tracker --- */
     return 0;
 }
@@ -202,7 +215,7 @@ int shoal_config_set(struct shoal_config *c, const char *key, const char *value,
 {
     const struct key *k = find_key(key);
     void *f;
-    char *end, *dup;
+    char *end, *dup, rwhy[256];
     uint64_t v;
 
     if (!k) {
@@ -246,13 +259,25 @@ int shoal_config_set(struct shoal_config *c, const char *key, const char *value,
             return -EINVAL;
         }
         return 0;
+    case K_RATE:
+        if (!value)
+            goto bad_num;
+        if (shoal_parse_rate(value, &v, rwhy, sizeof rwhy) != 0) {
+            snprintf(why, whylen, "'%s': %s", key, rwhy);
+            return -EINVAL;
+        }
+        *(uint64_t *)f = v;
+        return 0;
     case K_U64:
     case K_SIZE:
         if (!value)
             goto bad_num;
         if (k->kind == K_SIZE) {
-            if (shoal_parse_size(value, &v) != 0)
-                goto bad_num;
+            if (shoal_parse_size(value, &v) != 0) {
+                snprintf(why, whylen, "'%s' needs a size in bytes (a number, K/M/G/T as powers "
+                         "of 1024: 16M, 1.5G), not '%s'", key, value);
+                return -EINVAL;
+            }
         } else {
             errno = 0;
             v = strtoull(value, &end, 10);

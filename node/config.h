@@ -4,7 +4,8 @@
  * ("key = value" lines, '#' comments) and by the command line ("--key value",
  * "--flag" for booleans), so every flag can be set in the file and the two
  * never drift apart. Command-line values are applied after the file's.
- * List keys (peer, manifest, pull, cluster-keys, tracker) accumulate.
+ * List keys (peer, manifest, pull, cluster-keys, publisher-keys,
+ * tracker-keys, tracker) accumulate.
  */
 #ifndef SHOAL_CONFIG_H
 #define SHOAL_CONFIG_H
@@ -28,8 +29,8 @@ struct shoal_config {
     char *node_key;          /* secret key file */
     char *cred;              /* credential file */
     struct shoal_config_list cluster_keys;  /* trust files of cluster keys */
-    char *publisher_keys;    /* trust file of manifest publishers */
-    char *tracker_keys;      /* keys trackers must prove (NULL: none) */
+    struct shoal_config_list publisher_keys; /* trust files of manifest publishers */
+    struct shoal_config_list tracker_keys;   /* keys trackers must prove (none: not checked) */
     char *cache_dir;         /* NULL: HF_HUB_CACHE / HF_HOME/hub / ~/.cache/... */
     char *state_dir;         /* NULL: $STATE_DIRECTORY, /var/lib/shoald, ... (state.h) */
     struct shoal_config_list peers;      /* static peers host:port */
@@ -86,7 +87,7 @@ struct shoal_config {
     bool no_origin;          /* never fetch from the origin */
     uint64_t origin_delay_ms;    /* no origin fetch this soon after a release opens */
     uint64_t lease_fallback_ms;  /* no tracker this long: fetch without a lease */
-    uint64_t lease_chunks;       /* chunks per origin lease (0: scheduler default) */
+    uint64_t lease_chunks;       /* chunks per origin lease (1-64) */
     uint64_t max_leases;         /* origin leases held at once (1-16) */
     uint64_t max_releases;       /* releases open at once (1-64) */
     /* --- end tracker --- */

@@ -576,6 +576,23 @@ int shoal_ctl_metrics_text(const struct shoal_ctl_metrics *m, const struct shoal
                       "shoal_peer_wire_bytes{direction=\"tx\"} %llu\n",
                  (unsigned long long)m->wire_rx_bytes, (unsigned long long)m->wire_tx_bytes);
     if (rv == 0)
+        rv = metric(out, "shoal_trackers", "gauge", "Trackers configured.", m->trackers);
+    if (rv == 0)
+        rv = metric(out, "shoal_trackers_connected", "gauge",
+                    "Trackers this node is logged in to.", m->trackers_connected);
+    /* Both forms, so an alert needs no arithmetic: "expires within 7 days"
+     * is shoal_credential_expiry_seconds < 604800 (negative once ended). */
+    if (rv == 0 && m->cred_expires_unix)
+        rv = metric(out, "shoal_credential_expiry_timestamp_seconds", "gauge",
+                    "When this node's cluster credential ends (unix time).",
+                    m->cred_expires_unix);
+    if (rv == 0 && m->cred_expires_unix)
+        rv = put(out, "# HELP shoal_credential_expiry_seconds Seconds until this node's cluster "
+                      "credential ends (negative: ended; renew with shoal cred issue).\n"
+                      "# TYPE shoal_credential_expiry_seconds gauge\n"
+                      "shoal_credential_expiry_seconds %lld\n",
+                 (long long)m->cred_expires_unix - (long long)m->now_unix);
+    if (rv == 0)
         rv = release_gauge(out, "shoal_release_have_bytes", "Verified bytes of each release here.",
                            v, n, false);
     if (rv == 0)

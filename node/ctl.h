@@ -182,6 +182,10 @@ struct shoal_ctl_metrics {
     uint32_t bans_active;
     uint32_t releases, releases_complete;
     uint64_t wire_rx_bytes, wire_tx_bytes; /* frames, all peers, this run */
+    /* The node's credential: its end (unix time; 0: no credential, and
+     * neither credential gauge is written) and the time now. */
+    uint64_t cred_expires_unix, now_unix;
+    uint32_t trackers, trackers_connected; /* configured / authenticated */
 };
 
 /*

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -126,6 +127,8 @@ struct shoal_daemon {
     struct shoal_pubkey pk;
     uint8_t cred[SHOAL_MSG_CRED_MAX];
     size_t cred_len;
+    uint64_t cred_expires;  /* unix time; 0: no credential */
+    uv_timer_t cred_timer;  /* warns while the credential nears its end */
     struct shoal_keyset *cluster_keys;
     struct shoal_keyset *publishers;
     struct shoal_keyset *tracker_keys; /* NULL: trackers not authenticated */
@@ -1832,7 +1835,7 @@ static int setup_trackers(struct shoal_daemon *d)
     uv_timer_init(&d->loop, &d->trk_timer);
     d->trk_timer.data = d;
     d->scfg.origin_delay_ms = (uint32_t)c->origin_delay_ms;
-    d->scfg.lease_chunks = (uint32_t)(c->lease_chunks > 64 ? 64 : c->lease_chunks);
+    d->scfg.lease_chunks = (uint32_t)c->lease_chunks; /* 1-64: check_ranges */
     d->scfg.max_leases = (uint32_t)c->max_leases; /* 1-16 (check_ranges) */
     d->hooks.on_lease_req = swarm_on_lease_req;
     d->hooks.on_lease_done = swarm_on_lease_done;
@@ -1898,6 +1901,39 @@ static int setup_trackers(struct shoal_daemon *d)
     d->thooks.on_lease = trk_on_lease;
     d->thooks.user = d;
     return shoal_trkconn_new(&d->trk, &d->tcfg, &d->thooks);
+}
+
+/* True when |addr| ("host:port") names this host only: 127.0.0.0/8,
+ * ::1 (also as ::ffff:127.x.y.z) or "localhost". */
+static bool loopback_addr(const char *addr)
+{
+    struct sockaddr_storage ss;
+
+    if (strncmp(addr, "localhost:", 10) == 0)
+        return true;
+    if (shoal_parse_addr(addr, &ss) != 0)
+        return false;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+/* The default --listen is 127.0.0.1:7600: a node started with only a
+ * tracker added announces an address no other host can dial, and nothing
+ * else says so (its peers simply never connect). A warning, not an error:
+ * a fleet on one host (the tests, a demo) is loopback on purpose. */
+static void warn_loopback_announce(struct shoal_daemon *d)
+{
+    const struct shoal_config *c = d->cfg;
+    const char *adv = c->advertise ? c->advertise : d->listen_wildcard ? NULL : d->listen_addr;
+
+    if (!c->trackers.n || !adv || !loopback_addr(adv))
+        return;
+    LOG_W("announcing a loopback address (%s) to tracker %s%s: peers on other hosts cannot "
+          "reach this node; set --listen 0.0.0.0:%u or --advertise HOST:PORT", adv,
+          c->trackers.v[0], c->trackers.n > 1 ? " and the others" : "",
+          (unsigned)(d->listen_port ? d->listen_port : 7600));
 }
 
 static void start_trackers(struct shoal_daemon *d)
@@ -2391,6 +2427,10 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
     m->bans_total = d->bans_total;
     for (uint32_t i = 0; i < d->nbans; i++)
         m->bans_active += d->bans[i].until_ms > now;
+    m->cred_expires_unix = d->cred_expires;
+    m->now_unix = (uint64_t)time(NULL);
+    m->trackers = d->trk ? shoal_trkconn_count(d->trk) : 0;
+    m->trackers_connected = d->trk ? shoal_trkconn_ready(d->trk) : 0;
 }
 
 /* ---- dropping a release (`shoal drop`) ---- */
@@ -2530,10 +2570,14 @@ static int start_ctl(struct shoal_daemon *d)
     d->pctx.rate = &d->rate;
     d->pctx.global_up = c->rate_up ? &d->up_bucket : NULL;
     d->pctx.global_down = c->rate_down ? &d->down_bucket : NULL;
-    if (c->rate_up || c->rate_down || c->peer_rate_up || c->peer_rate_down)
-        LOG_I("rate limits (bytes/s, 0 none): up %llu, down %llu, per peer up %llu, down %llu",
-              (unsigned long long)c->rate_up, (unsigned long long)c->rate_down,
-              (unsigned long long)c->peer_rate_up, (unsigned long long)c->peer_rate_down);
+    if (c->rate_up || c->rate_down || c->peer_rate_up || c->peer_rate_down) {
+        char up[64], down[64], pup[64], pdown[64];
+        LOG_I("rate limits: up %s, down %s, per peer up %s, down %s",
+              shoal_fmt_rate(up, sizeof up, c->rate_up),
+              shoal_fmt_rate(down, sizeof down, c->rate_down),
+              shoal_fmt_rate(pup, sizeof pup, c->peer_rate_up),
+              shoal_fmt_rate(pdown, sizeof pdown, c->peer_rate_down));
+    }
 
     if (path && strcmp(path, "none") == 0)
         return 0;
@@ -2581,6 +2625,7 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->mfq_timer, NULL); /* --- s2rob --- */
     uv_close((uv_handle_t *)&d->retry, NULL);     /* --- dux --- */
     uv_close((uv_handle_t *)&d->reaper, NULL);
+    uv_close((uv_handle_t *)&d->cred_timer, NULL);
     shoal_loader_srv_close(d->loader); /* --- loader --- */
     stop_trackers(d); /* --- tracker --- */
     shoal_ctl_close(d->ctl); /* --- ctl --- */
@@ -2594,11 +2639,169 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
 
 /* ---- setup ---- */
 
-static int load_identity(struct shoal_daemon *d)
+/* "2026-11-23 19:32 UTC" for |unix| into |buf|. */
+static const char *fmt_utc(char *buf, size_t cap, uint64_t unix_s)
+{
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+
+    if (!gmtime_r(&t, &tm) || strftime(buf, cap, "%Y-%m-%d %H:%M UTC", &tm) == 0)
+        snprintf(buf, cap, "%llu (unix time)", (unsigned long long)unix_s);
+    return buf;
+}
+
+/* A short "3 days 4 h" / "5 h 12 min" / "40 s" for |secs|. */
+static const char *fmt_span(char *buf, size_t cap, uint64_t secs)
+{
+    if (secs >= 86400)
+        snprintf(buf, cap, "%llu days %llu h", (unsigned long long)(secs / 86400),
+                 (unsigned long long)(secs % 86400 / 3600));
+    else if (secs >= 3600)
+        snprintf(buf, cap, "%llu h %llu min", (unsigned long long)(secs / 3600),
+                 (unsigned long long)(secs % 3600 / 60));
+    else
+        snprintf(buf, cap, "%llu s", (unsigned long long)secs);
+    return buf;
+}
+
+/* Loads every trust file of |files| into |ks|; |what| names them in the
+ * error. Returns 0 or the first error (logged). */
+static int load_keysets(struct shoal_keyset *ks, const struct shoal_config_list *files,
+                        const char *what)
+{
+    for (size_t i = 0; i < files->n; i++) {
+        int rv = shoal_keyset_load_file(ks, files->v[i]);
+        if (rv != 0) {
+            LOG_E("%s %s: %s", what, files->v[i], shoal_strerror(rv));
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* The credential of |c| checked as a peer will check it (node key,
+ * signature, cluster key trusted, expiry): a node whose credential fails
+ * here is refused by every peer and tracker of its fleet, so it is better
+ * not started, saying why, than running and logging "listening". */
+static int load_cred(struct shoal_daemon *d)
 {
     const struct shoal_config *c = d->cfg;
     struct shoal_cred cred;
     struct shoal_buf b;
+    char hex_a[17], hex_b[17], when[64];
+    uint64_t now = (uint64_t)time(NULL);
+    int rv;
+
+    if (!c->cred) {
+        /* Only a node that talks to nobody may run without one. */
+        if (c->trackers.n || c->peers.n) {
+            LOG_E("no credential (cred): every %s would refuse this node; issue one with "
+                  "'shoal cred issue --cluster-key CLUSTER.key --node %s.pub --out FILE' and "
+                  "set cred (only a standalone node, with no tracker and no peer, runs "
+                  "without one)", c->trackers.n ? "tracker and peer" : "peer", c->node_key);
+            return -EINVAL;
+        }
+        LOG_I("no credential (cred): a standalone node, fetching from the origin only; "
+              "peers will refuse it");
+        return 0;
+    }
+    rv = shoal_cred_load(c->cred, &cred);
+    if (rv != 0) {
+        LOG_E("credential %s: %s", c->cred, shoal_strerror(rv));
+        return rv;
+    }
+    if (memcmp(cred.node_pk, d->pk.pk, 32) != 0) {
+        hex8(hex_a, cred.node_pk);
+        hex8(hex_b, d->pk.pk);
+        LOG_E("credential %s was issued for node key %s, not this node's %s (node-key %s): "
+              "peers would refuse it; issue one for %s.pub with 'shoal cred issue'",
+              c->cred, hex_a, hex_b, c->node_key, c->node_key);
+        return SHOAL_EPERM;
+    }
+    if (shoal_keyset_count(d->cluster_keys) == 0) {
+        LOG_E("no cluster keys (cluster-keys): the credential %s cannot be checked and every "
+              "peer would be refused; set cluster-keys to the cluster's public key file",
+              c->cred);
+        return -EINVAL;
+    }
+    rv = shoal_cred_verify(&cred, d->cluster_keys, now);
+    if (rv == SHOAL_EBADSIG) {
+        LOG_E("credential %s: its signature does not verify (damaged or forged): issue a new "
+              "one with 'shoal cred issue'", c->cred);
+        return rv;
+    }
+    if (rv == SHOAL_EUNTRUSTED) {
+        hex8(hex_a, cred.cluster_pk);
+        LOG_E("credential %s was issued by cluster key %s, which is not in cluster-keys (%s%s): "
+              "peers trusting those keys would refuse this node; set cluster-keys to that "
+              "cluster's public key, or issue a credential with the key of the cluster in "
+              "cluster-keys", c->cred, hex_a, c->cluster_keys.v[0],
+              c->cluster_keys.n > 1 ? ", ..." : "");
+        return rv;
+    }
+    if (rv == SHOAL_EEXPIRED) {
+        LOG_E("credential %s expired at %s: every peer and tracker would refuse this node; "
+              "issue a new one ('shoal cred issue --cluster-key CLUSTER.key --node %s.pub --out "
+              "%s [--days N]') and start shoald again", c->cred,
+              fmt_utc(when, sizeof when, cred.expires_unix), c->node_key, c->cred);
+        return rv;
+    }
+    if (rv != 0) {
+        LOG_E("credential %s: %s", c->cred, shoal_strerror(rv));
+        return rv;
+    }
+    d->cred_expires = cred.expires_unix;
+    shoal_buf_init(&b, sizeof d->cred);
+    rv = shoal_cred_encode(&cred, &b);
+    if (rv == 0) {
+        memcpy(d->cred, b.data, b.len);
+        d->cred_len = b.len;
+    }
+    shoal_buf_free(&b);
+    return rv;
+}
+
+/* A credential ending within this long is warned about, at start and then
+ * once a day: `shoal cred issue` gives 30 days by default, and a fleet
+ * whose credentials were issued together would otherwise drop off all at
+ * once with nothing said before. */
+#define CRED_WARN_S (7u * 86400)
+#define CRED_CHECK_S 86400u
+
+/* Logs how long the credential has left when that is under CRED_WARN_S
+ * (an error once it has ended), and runs again in a day, or at its end if
+ * that comes first. */
+static void on_cred_timer(uv_timer_t *t)
+{
+    struct shoal_daemon *d = t->data;
+    const struct shoal_config *c = d->cfg;
+    uint64_t now = (uint64_t)time(NULL), next = CRED_CHECK_S;
+    char when[64], left[48];
+
+    if (!d->cred_expires || d->stopping)
+        return;
+    if (now >= d->cred_expires) {
+        LOG_E("credential %s expired at %s: peers and trackers refuse this node; issue a new "
+              "one ('shoal cred issue --cluster-key CLUSTER.key --node %s.pub --out %s') and "
+              "restart shoald", c->cred, fmt_utc(when, sizeof when, d->cred_expires),
+              c->node_key, c->cred);
+    } else {
+        uint64_t rem = d->cred_expires - now;
+        if (rem <= CRED_WARN_S)
+            LOG_W("credential %s expires at %s, in %s: then peers and trackers refuse this "
+                  "node; issue a new one ('shoal cred issue --cluster-key CLUSTER.key --node "
+                  "%s.pub --out %s [--days N]') and restart shoald before then", c->cred,
+                  fmt_utc(when, sizeof when, d->cred_expires),
+                  fmt_span(left, sizeof left, rem), c->node_key, c->cred);
+        if (rem < next)
+            next = rem + 1; /* once more, just past its end */
+    }
+    uv_timer_start(&d->cred_timer, on_cred_timer, next * 1000, 0);
+}
+
+static int load_identity(struct shoal_daemon *d)
+{
+    const struct shoal_config *c = d->cfg;
     int rv;
 
     if (!c->node_key) {
@@ -2611,61 +2814,48 @@ static int load_identity(struct shoal_daemon *d)
         return rv;
     }
     shoal_seckey_public(&d->sk, &d->pk);
-    if (c->cred) {
-        rv = shoal_cred_load(c->cred, &cred);
-        if (rv != 0) {
-            LOG_E("credential %s: %s", c->cred, shoal_strerror(rv));
-            return rv;
-        }
-        if (memcmp(cred.node_pk, d->pk.pk, 32) != 0)
-            LOG_W("credential %s was issued for another node key: peers will refuse us",
-                  c->cred);
-        shoal_buf_init(&b, sizeof d->cred);
-        rv = shoal_cred_encode(&cred, &b);
-        if (rv == 0) {
-            memcpy(d->cred, b.data, b.len);
-            d->cred_len = b.len;
-        }
-        shoal_buf_free(&b);
-        if (rv != 0)
-            return rv;
-    } else {
-        LOG_W("no credential (cred): peers will refuse this node");
-    }
     rv = shoal_keyset_new(&d->cluster_keys);
     if (rv == 0)
         rv = shoal_keyset_new(&d->publishers);
     if (rv != 0)
         return rv;
-    for (size_t i = 0; i < c->cluster_keys.n; i++) {
-        rv = shoal_keyset_load_file(d->cluster_keys, c->cluster_keys.v[i]);
-        if (rv != 0) {
-            LOG_E("cluster keys %s: %s", c->cluster_keys.v[i], shoal_strerror(rv));
-            return rv;
-        }
-    }
+    rv = load_keysets(d->cluster_keys, &c->cluster_keys, "cluster keys");
+    if (rv != 0)
+        return rv;
+    rv = load_cred(d);
+    if (rv != 0)
+        return rv;
     if (shoal_keyset_count(d->cluster_keys) == 0)
         LOG_W("no cluster keys (cluster-keys): every peer will be refused");
-    if (c->publisher_keys) {
-        rv = shoal_keyset_load_file(d->publishers, c->publisher_keys);
-        if (rv != 0) {
-            LOG_E("publisher keys %s: %s", c->publisher_keys, shoal_strerror(rv));
-            return rv;
-        }
-    } else {
-        LOG_W("no publisher keys (publisher-keys): no manifest will be accepted");
+    /* Every release, --manifest ones included, is a manifest checked
+     * against these: without one no release can ever open. */
+    rv = load_keysets(d->publishers, &c->publisher_keys, "publisher keys");
+    if (rv != 0)
+        return rv;
+    if (shoal_keyset_count(d->publishers) == 0) {
+        LOG_E("no publisher keys (publisher-keys): no manifest could be accepted, so no "
+              "release could open; set publisher-keys to the publishers' public key file");
+        return -EINVAL;
     }
-    if (c->tracker_keys) {
+    if (c->tracker_keys.n) {
         rv = shoal_keyset_new(&d->tracker_keys);
-        if (rv == 0)
-            rv = shoal_keyset_load_file(d->tracker_keys, c->tracker_keys);
-        if (rv == 0 && shoal_keyset_count(d->tracker_keys) == 0)
-            rv = SHOAL_EBADMSG;
-        if (rv != 0) {
-            LOG_E("tracker keys %s: %s", c->tracker_keys,
-                  rv == SHOAL_EBADMSG ? "no key in the file" : shoal_strerror(rv));
-            return rv;
+        for (size_t i = 0; rv == 0 && i < c->tracker_keys.n; i++) {
+            /* Each file on its own first: one with no key is a mistake. */
+            struct shoal_keyset *one = NULL;
+            rv = shoal_keyset_new(&one);
+            if (rv == 0)
+                rv = shoal_keyset_load_file(one, c->tracker_keys.v[i]);
+            if (rv == 0 && shoal_keyset_count(one) == 0)
+                rv = SHOAL_EBADMSG;
+            shoal_keyset_free(one);
+            if (rv == 0)
+                rv = shoal_keyset_load_file(d->tracker_keys, c->tracker_keys.v[i]);
+            if (rv != 0)
+                LOG_E("tracker keys %s: %s", c->tracker_keys.v[i],
+                      rv == SHOAL_EBADMSG ? "no key in the file" : shoal_strerror(rv));
         }
+        if (rv != 0)
+            return rv;
     }
     return 0;
 }
@@ -2886,6 +3076,10 @@ static int start_listening(struct shoal_daemon *d)
 #define RECONNECT_MS_MIN 10u
 #define TIMEOUT_MS_MIN 100u
 #define TIMEOUT_MS_MAX 3600000u /* an hour */
+#define LEASE_CHUNKS_MAX 64u
+#define BAN_SECONDS_MAX 31536000u /* a year */
+/* Each upload in flight holds a chunk (up to 4 MiB) in memory. */
+#define SERVE_PER_PEER_MAX 64u
 
 static int check_ranges(const struct shoal_config *c)
 {
@@ -2922,6 +3116,26 @@ static int check_ranges(const struct shoal_config *c)
         LOG_E("max-leases %llu: use 1-16", (unsigned long long)c->max_leases);
         return -EINVAL;
     }
+    /* A tracker grants at most 64 chunks a lease: more was cut to 64 in
+     * silence, and 0 meant the default. */
+    if (c->lease_chunks < 1 || c->lease_chunks > LEASE_CHUNKS_MAX) {
+        LOG_E("lease-chunks %llu: use 1-%u (chunks asked for per origin lease; a tracker grants "
+              "at most %u)", (unsigned long long)c->lease_chunks, LEASE_CHUNKS_MAX,
+              LEASE_CHUNKS_MAX);
+        return -EINVAL;
+    }
+    /* Past 2^64 / 1000 the ban's end in ms wrapped, to a ban already over. */
+    if (c->ban_seconds < 1 || c->ban_seconds > BAN_SECONDS_MAX) {
+        LOG_E("ban-seconds %llu: use 1-%u (a year)", (unsigned long long)c->ban_seconds,
+              BAN_SECONDS_MAX);
+        return -EINVAL;
+    }
+    /* 0 became 16 in silence. */
+    if (c->serve_per_peer < 1 || c->serve_per_peer > SERVE_PER_PEER_MAX) {
+        LOG_E("serve-per-peer %llu: use 1-%u (uploads in flight to one peer)",
+              (unsigned long long)c->serve_per_peer, SERVE_PER_PEER_MAX);
+        return -EINVAL;
+    }
     if (c->max_releases < 1 || c->max_releases > MAX_SWARMS) {
         LOG_E("max-releases %llu: use 1-%d", (unsigned long long)c->max_releases, MAX_SWARMS);
         return -EINVAL;
@@ -2950,9 +3164,11 @@ static int check_ranges(const struct shoal_config *c)
 
 /* One daemon per cache: a second one would fill the same partial files
  * (and leave them half-written for good when the two disagree). A memory
- * store writes nothing there. A lock that cannot be taken at all (a
- * read-only cache) is logged and the start goes on: the store reports
- * what it cannot write, per release. Returns 0 or SHOAL_EBUSY. */
+ * store writes nothing there. A cache where the lock file cannot be made
+ * (a directory that cannot be created, or is not writable by this user)
+ * stops the start: every pull would fail on it later, while the daemon
+ * looked healthy. Only a filesystem without flock(2) is let through, with
+ * a warning. Returns 0, SHOAL_EBUSY or the error. */
 static int lock_cache(struct shoal_daemon *d)
 {
     char path[SHOAL_HF_PATH_MAX + 32];
@@ -2970,10 +3186,16 @@ static int lock_cache(struct shoal_daemon *d)
               "one another cache-dir", d->cache_dir, pid, path);
         return rv;
     }
-    if (rv != 0) {
+    if (rv == -ENOLCK || rv == -EOPNOTSUPP || rv == -ENOSYS) {
         LOG_W("cache %s: cannot take the lock %s: %s (another shoald on this cache would not "
               "be noticed)", d->cache_dir, path, shoal_strerror(rv));
         return 0;
+    }
+    if (rv != 0) {
+        LOG_E("cache %s cannot be written by this user (uid %ld): creating %s: %s; make the "
+              "directory writable (or creatable) by the user shoald runs as, or set cache-dir "
+              "to one that is", d->cache_dir, (long)geteuid(), path, shoal_strerror(rv));
+        return rv;
     }
     d->cache_locked = true;
     return 0;
@@ -3006,6 +3228,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         free(d);
         return rv;
     }
+    uv_timer_init(&d->loop, &d->cred_timer);
+    d->cred_timer.data = d;
     rv = shoal_hash_init() == 0 ? load_identity(d) : -EIO;
     if (rv != 0)
         goto fail;
@@ -3099,6 +3323,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
 
     rv = setup_trackers(d); /* --- tracker --- */
     if (rv == 0)
+        warn_loopback_announce(d);
+    if (rv == 0)
         rv = open_manifests(d);
     if (rv == 0)
         reopen_state(d);
@@ -3123,6 +3349,7 @@ int shoal_daemon_run(struct shoal_daemon *d)
 {
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    on_cred_timer(&d->cred_timer); /* warns now if the end is near */
     for (uint32_t i = 0; i < d->nswarms; i++)
         start_release(d, d->swarms[i]);
     dial_static(d);

@@ -47,8 +47,22 @@ CASE is one of:
                stopped (SIGSTOP), `shoal pull` without --timeout exits 1
                saying shoald is not answering, after ~10 s without a
                progress message (before: it waited forever).
+  cred_expiry  a node whose credential ends in 3 days logs a warning at start
+               naming the file, when it ends and how to renew it; `shoal
+               metrics` has shoal_credential_expiry_seconds (2-3 days) and
+               shoal_credential_expiry_timestamp_seconds (the credential's
+               end), shoal_trackers 1 and shoal_trackers_connected 0 (its
+               tracker's port is closed). A node whose credential has 30
+               days logs no such warning (before: no warning, no gauge; a
+               fleet's credentials ended together with nothing said).
+  loopback_announce a node listening on 127.0.0.1 with a tracker warns that
+               it announces a loopback address other hosts cannot reach,
+               saying to set --listen 0.0.0.0:PORT or --advertise; one with
+               --advertise on a routable address, or without a tracker,
+               does not (before: silent).
 Every wait is bounded; all processes are killed at the end.
 """
+import calendar
 import hashlib
 import os
 import random
@@ -482,6 +496,76 @@ def case_pull_summary(tmp):
     return fails
 
 
+def case_cred_expiry(tmp):
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "a", "b"),
+                            ("b",), timeout=90)
+    out = run("cred", "issue", "--cluster-key", k("cluster"), "--node", k("a") + ".pub",
+              "--out", k("a") + ".cred", "--days", "3").stdout
+    end = calendar.timegm(time.strptime(re.search(r"expires (.* UTC)", out).group(1),
+                                        "%Y-%m-%d %H:%M:%S UTC"))
+    # A tracker address nobody answers on: configured, never connected.
+    a = Node("a", node_args(k, "a", tmp, ["--tracker", "127.0.0.1:9"]))
+    b = Node("b", node_args(k, "b", tmp))
+    fails = 0
+    cred = re.escape(k("a") + ".cred")
+    if not a.wait_for(r"warn .*credential %s expires at \S+ \S+ UTC, in [23] days .*"
+                      r"shoal cred issue .*restart shoald" % cred, 10):
+        print("FAIL no warning that the credential ends within 7 days")
+        fails += 1
+    text = run("metrics", "--socket", os.path.join(tmp, "a.sock")).stdout
+    left = re.search(r"^shoal_credential_expiry_seconds (-?\d+)$", text, re.M)
+    print(f"credential ends {end}; metrics: expiry_seconds "
+          f"{left.group(1) if left else None}, timestamp "
+          f"{metric(text, 'shoal_credential_expiry_timestamp_seconds')}")
+    if not left or not 2 * 86400 < int(left.group(1)) <= 3 * 86400:
+        print("FAIL shoal_credential_expiry_seconds missing or not about 3 days")
+        fails += 1
+    if metric(text, "shoal_credential_expiry_timestamp_seconds") != end:
+        print("FAIL shoal_credential_expiry_timestamp_seconds is not the credential's end")
+        fails += 1
+    if metric(text, "shoal_trackers") != 1 or metric(text, "shoal_trackers_connected") != 0:
+        print("FAIL shoal_trackers 1 / shoal_trackers_connected 0 expected")
+        fails += 1
+    text = run("metrics", "--socket", os.path.join(tmp, "b.sock")).stdout
+    left = re.search(r"^shoal_credential_expiry_seconds (-?\d+)$", text, re.M)
+    if not left or int(left.group(1)) <= 29 * 86400:
+        print("FAIL b's 30-day credential: expiry_seconds missing or short")
+        fails += 1
+    if "credential" in "\n".join(l for l in b.lines if " warn " in l):
+        print("FAIL a 30-day credential was warned about")
+        fails += 1
+    fails += shoalproc.stop_all([a, b])
+    if fails:
+        a.dump()
+        b.dump()
+    return fails
+
+
+def case_loopback_announce(tmp):
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b", "c"), ("a", "b", "c"), timeout=90)
+    a = Node("a", node_args(k, "a", tmp, ["--tracker", "127.0.0.1:9"]))
+    b = Node("b", node_args(k, "b", tmp, ["--tracker", "127.0.0.1:9",
+                                          "--advertise", "10.0.0.12:7600"]))
+    c = Node("c", node_args(k, "c", tmp))
+    fails = 0
+    if not a.wait_for(r"warn .*announcing a loopback address \(%s\) to tracker 127\.0\.0\.1:9: "
+                      r"peers on other hosts cannot reach this node; set --listen "
+                      r"0\.0\.0\.0:\d+ or --advertise" % re.escape(a.addr), 5):
+        print("FAIL no warning that a loopback address is announced to the tracker")
+        fails += 1
+    fails += shoalproc.stop_all([a, b, c])
+    for n in (b, c):
+        if "loopback" in n.log():
+            print(f"FAIL {n.name} warned about a loopback announce it does not make")
+            fails += 1
+    if fails:
+        for n in (a, b, c):
+            n.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"pull_status": case_pull_status, "rate_limit": case_rate_limit,
                       "squat": case_squat, "slots": case_slots, "unread": case_unread,
-                      "pull_summary": case_pull_summary}, "shoal-ctl-")
+                      "pull_summary": case_pull_summary, "cred_expiry": case_cred_expiry,
+                      "loopback_announce": case_loopback_announce}, "shoal-ctl-")

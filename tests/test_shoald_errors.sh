@@ -48,6 +48,117 @@ expect 1 "handshake-timeout-ms 0: use 100-3600000" "--handshake-timeout-ms 0" \
     "$shoald" "${common[@]}" --handshake-timeout-ms 0
 expect 1 "hub token file /nonexistent: no such file" "missing --hub-token-file named" \
     "$shoald" "${common[@]}" --hub-token-file /nonexistent
+# Were clamped or replaced in silence: 1000000 chunks a lease became 64, 0
+# the default; 10^17 ban seconds wrapped (x1000) to a ban already over;
+# serve-per-peer 0 became 16.
+expect 1 "lease-chunks 1000000: use 1-64" "--lease-chunks 1000000" "$shoald" "${common[@]}" --lease-chunks 1000000
+expect 1 "lease-chunks 0: use 1-64" "--lease-chunks 0" "$shoald" "${common[@]}" --lease-chunks 0
+expect 1 "ban-seconds 99999999999999999: use 1-31536000" "--ban-seconds 10^17" \
+    "$shoald" "${common[@]}" --ban-seconds 99999999999999999
+expect 1 "serve-per-peer 0: use 1-64" "--serve-per-peer 0" "$shoald" "${common[@]}" --serve-per-peer 0
+expect 0 "lease-chunks N +chunks asked for per origin lease \(64; 1-64" "--help states lease-chunks' range" "$shoald" --help
+expect 0 "serve-per-peer N +uploads in flight per peer \(16; 1-64\)" "--help states serve-per-peer's range" "$shoald" --help
+# Rates: nonsense is refused (nan was 9223372036854775808 bytes/s), as is
+# a bit rate in powers of 1024 ("Mibit").
+expect 2 "'nan' is not a rate" "--rate-up nan" "$shoald" "${common[@]}" --rate-up nan
+expect 2 "'-5M' is not a rate" "--rate-up -5M" "$shoald" "${common[@]}" --rate-up -5M
+expect 2 "'inf' is not a rate" "--peer-rate-down inf" "$shoald" "${common[@]}" --peer-rate-down inf
+expect 2 "'100Mibit': a bit rate takes K/M/G/T as powers of 1000" "--rate-down 100Mibit" \
+    "$shoald" "${common[@]}" --rate-down 100Mibit
+printf 'rate-up = 100 M\n' > rate.conf
+expect 1 "'100 M' is not a rate" "a bad rate in the config file" "$shoald" --config rate.conf
+expect 0 "in powers of 1000 \(100Mbit =" "--help says what b and bit mean" "$shoald" --help
+
+# starts WHAT PATTERN CMD...: CMD gets to "listening" and its log matches
+# PATTERN; then it is stopped (SIGTERM).
+starts() {
+    local what=$1 pat=$2; shift 2
+    "$@" >start.txt 2>&1 & local pid=$! i
+    for i in $(seq 100); do
+        grep -q "listening on" start.txt && break
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.1
+    done
+    if grep -q "listening on" start.txt && grep -qE "$pat" start.txt; then echo "ok   $what"
+    else echo "FAIL $what"; cat start.txt; fails=$((fails+1)); fi
+    kill $pid 2>/dev/null; wait $pid 2>/dev/null
+}
+# "100Mb" is 100 Mbit/s, as in shoal-sim (it was 100 MiB/s), and the log
+# gives every cap in both units.
+starts "--rate-up 100Mb is 100 Mbit/s, logged in both units" \
+    "rate limits: up 11.92 MiB/s \(100 Mbit/s\), down 2.00 MiB/s \(16.78 Mbit/s\)" \
+    "$shoald" "${common[@]}" --rate-up 100Mb --rate-down 2M
+
+# Setups that can never work are refused at start, not discovered later:
+# a credential for another node key (was a warning), one issued by a
+# cluster not in --cluster-keys (was silent: every peer refused the node),
+# an expired one (was not checked), none at all on a node with a tracker
+# or a peer, no publisher keys (no manifest could ever be accepted).
+"$shoal" keygen other.key >/dev/null; "$shoal" keygen rogue.key >/dev/null
+"$shoal" cred issue --cluster-key cl.key --node other.key.pub --out other.cred >/dev/null
+"$shoal" cred issue --cluster-key rogue.key --node n.key.pub --out rogue.cred >/dev/null
+"$shoal" cred issue --cluster-key cl.key --node n.key.pub --out short.cred --days 0.0000116 >/dev/null
+base=(--node-key n.key --cluster-keys cl.key.pub --publisher-keys cl.key.pub
+      --cache-dir "$work/c" --listen 127.0.0.1:0 --control-socket none --state-dir none)
+expect 1 "credential other.cred was issued for node key [0-9a-f]+, not this node's" \
+    "credential of another node key" "$shoald" "${base[@]}" --cred other.cred
+expect 1 "credential rogue.cred was issued by cluster key [0-9a-f]+, which is not in cluster-keys \(cl.key.pub\)" \
+    "credential of another cluster" "$shoald" "${base[@]}" --cred rogue.cred
+sleep 2 # short.cred has ended
+expect 1 "credential short.cred expired at .*shoal cred issue" "expired credential" \
+    "$shoald" "${base[@]}" --cred short.cred
+expect 1 "no credential \(cred\): every tracker and peer would refuse this node" \
+    "no credential, with a tracker" "$shoald" "${base[@]}" --tracker 127.0.0.1:9
+expect 1 "no credential \(cred\): every peer would refuse" "no credential, with a peer" \
+    "$shoald" "${base[@]}" --peer 127.0.0.1:9
+starts "no credential, standalone (no tracker, no peer): starts" "no credential .*standalone" \
+    "$shoald" "${base[@]}"
+expect 1 "no cluster keys \(cluster-keys\): the credential n.cred cannot be checked" \
+    "a credential and no cluster keys" "$shoald" --node-key n.key --cred n.cred \
+    --publisher-keys cl.key.pub --cache-dir "$work/c" --listen 127.0.0.1:0 --control-socket none
+expect 1 "no publisher keys \(publisher-keys\)" "no publisher keys" "$shoald" --node-key n.key \
+    --cred n.cred --cluster-keys cl.key.pub --cache-dir "$work/c" --listen 127.0.0.1:0 --control-socket none
+expect 0 "Required with a" "--help says when cred is required" "$shoald" --help
+# A cache that cannot be created or written (was a warning about the lock;
+# every pull failed later while systemd showed the daemon active).
+touch notadir
+expect 1 "cache $work/notadir/sub/hub cannot be written by this user .*Not a directory" \
+    "cache dir under a file" "$shoald" "${common[@]}" --cache-dir "$work/notadir/sub/hub"
+mkdir -p rootonly
+if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null; then
+    # nobody must read the keys: a copy it owns, the cache under root's.
+    mkdir nob; cp n.key n.cred cl.key.pub nob/; chown -R nobody nob; chmod 700 nob
+    chmod 755 "$work"  # mktemp -d is 0700: nobody could not reach nob/
+    expect 1 "cache $work/rootonly/sub/hub cannot be written by this user \(uid [0-9]+\).*Permission denied" \
+        "cache dir not writable (runuser -u nobody)" runuser -u nobody -- "$shoald" \
+        --node-key nob/n.key --cred nob/n.cred --cluster-keys nob/cl.key.pub --publisher-keys nob/cl.key.pub \
+        --listen 127.0.0.1:0 --control-socket none --state-dir none --cache-dir "$work/rootonly/sub/hub"
+else
+    chmod 555 rootonly
+    expect 1 "cache $work/rootonly/sub/hub cannot be written by this user .*Permission denied" \
+        "cache dir not writable" "$shoald" "${common[@]}" --cache-dir "$work/rootonly/sub/hub"
+    chmod 755 rootonly
+fi
+# publisher-keys (and tracker-keys) may repeat: each file's keys count
+# (a second line used to replace the first, so the release signed by the
+# first file's key was refused).
+"$shoal" keygen pub1.key >/dev/null; "$shoal" keygen pub2.key >/dev/null
+mkdir -p repo; echo '{"a": 1}' > repo/config.json
+"$shoal" manifest build repo --repo org/m --commit "$(printf 'ab%.0s' $(seq 20))" --key pub1.key \
+    --out rel.manifest >/dev/null
+printf 'publisher-keys = pub1.key.pub\npublisher-keys = pub2.key.pub\ntracker-keys = pub1.key.pub\ntracker-keys = pub2.key.pub\n' > twopub.conf
+starts "publisher-keys repeated: a release signed by the first file's key opens" \
+    "release [0-9a-f]+: org/m@" "$shoald" --config twopub.conf --node-key n.key --cred n.cred \
+    --cluster-keys cl.key.pub --cache-dir "$work/c2" --listen 127.0.0.1:0 --control-socket none \
+    --state-dir none --manifest rel.manifest
+# The example config is a template for many VMs: no fixed advertise address.
+if grep -qE '^[[:space:]]*advertise[[:space:]]*=' "$conf"; then
+    echo "FAIL the example config sets advertise: every VM copying it would announce one host"
+    fails=$((fails+1))
+else echo "ok   example config leaves advertise unset"; fi
+grep -q '^# may repeat (peer, manifest, pull, tracker, cluster-keys, publisher-keys,' "$conf" \
+    && echo "ok   example config lists tracker among the keys that repeat" \
+    || { echo "FAIL example config's list of repeatable keys"; fails=$((fails+1)); }
 # Config files: a missing one, a directory, an over-long line are setup
 # errors (status 1) naming the file; an inline comment is not part of a value.
 expect 1 "/nonexistent.conf: No such file" "missing config file" "$shoald" --config /nonexistent.conf

@@ -10,7 +10,9 @@ CASE is one of:
   pull_plain      the same with --no-encrypt on both sides.
   no_cred         a node whose credential is signed by an untrusted cluster
                   key is refused at HELLO (reason logged on both sides) and
-                  stores no chunk.
+                  stores no chunk. (It trusts its own rogue cluster, so its
+                  credential verifies locally and it starts: shoald refuses
+                  to start with a credential its own --cluster-keys reject.)
   bad_peer        a second seed serves corrupted chunks: the puller bans it,
                   still completes from the honest seed, verified, and
                   refuses the banned node when it comes back.
@@ -348,7 +350,11 @@ def case_pull(tmp, encrypt):
 def case_no_cred(tmp):
     k, repo, files, mf, mid = setup(tmp)
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    c = Node("intruder", node_args(k, "c", tmp, ["--peer", a.addr, "--pull", mid]))
+    # The intruder trusts its own (rogue) cluster: its credential verifies
+    # there, so it starts; the real cluster must still refuse it.
+    cargs = node_args(k, "c", tmp, ["--peer", a.addr, "--pull", mid])
+    cargs[cargs.index("--cluster-keys") + 1] = k("rogue-cluster") + ".pub"
+    c = Node("intruder", cargs)
     fails = 0
     if not a.wait_for(r"refused: credential rejected", 20):
         print("FAIL seed did not log refusing the intruder's credential")
