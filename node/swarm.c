@@ -180,11 +180,6 @@ struct shoal_swarm {
     /* --- s2 --- per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
     uint8_t *raw_run;
-    /* Bit per chunk our store could not read for a peer (a cached file
-     * cut short or gone): no longer served, so a peer asking for it gets
-     * "unknown" at once, and it is logged once, not once per request. */
-    uint8_t *unreadable;
-    uint32_t nunreadable;
     /* --- rot --- chunks a peer banned us for (its BYE named them), hashed
      * again from the store: see shoal_swarm_chunk_disputed. */
     uint8_t *rot_bad;          /* bit per chunk: changed on disk after it was
@@ -393,13 +388,11 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     /* --- tracker --- */
     s->origin_failed = calloc(1, s->nchunks / 8 + 1);
     s->raw_run = calloc(2, (size_t)shoal_manifest_nfiles(m) + 1); /* --- s2 --- */
-    s->unreadable = calloc(1, s->nchunks / 8 + 1);
     /* --- rot --- */
     s->rot_bad = calloc(1, s->nchunks / 8 + 1);
     s->rot_ok = calloc(1, s->nchunks / 8 + 1);
     s->rot_file = calloc(1, (size_t)shoal_manifest_nfiles(m) + 1);
-    if (!s->origin_failed || !s->raw_run || !s->rot_bad || !s->rot_ok || !s->rot_file ||
-        !s->unreadable) {
+    if (!s->origin_failed || !s->raw_run || !s->rot_bad || !s->rot_ok || !s->rot_file) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -417,7 +410,6 @@ fail:
     free(file_first);
     free(s->origin_failed);
     free(s->raw_run); /* --- s2 --- */
-    free(s->unreadable);
     free(s->rot_bad); /* --- rot --- */
     free(s->rot_ok);
     free(s->rot_file);
@@ -437,7 +429,6 @@ void shoal_swarm_free(struct shoal_swarm *s)
         free(s->peers[i]);
     origin_free_all(s); /* --- tracker --- */
     free(s->raw_run);   /* --- s2 --- */
-    free(s->unreadable);
     free(s->rot_bad);   /* --- rot --- */
     free(s->rot_ok);
     free(s->rot_file);
@@ -1286,22 +1277,30 @@ static void serve_done(uv_work_t *w, int status)
     } else if (status != 0 || j->rv < 0) {
         free(j->buf);
         free(j->payload); /* --- ctl --- */
-        if (!(s->unreadable[j->chunk >> 3] & (1u << (j->chunk & 7)))) {
+        /* --- rot --- a chunk the store cannot read (the cached file cut
+         * short or gone) is withheld like one that changed on disk: not
+         * served again, so a peer asking for it gets "unknown" at once,
+         * not another failed read, nor offered; said once per file. */
+        if (!bit_get(s->rot_bad, j->chunk)) {
             const struct shoal_mf_file *f = shoal_manifest_file(s->m, c->file);
             bool first = true;
             for (uint32_t k = f->first_chunk; k < f->first_chunk + f->nchunks && first; k++)
-                first = !(s->unreadable[k >> 3] & (1u << (k & 7)));
-            s->unreadable[j->chunk >> 3] |= (uint8_t)(1u << (j->chunk & 7));
-            s->nunreadable++;
-            /* Once per file: a file cut short fails every chunk past the cut. */
-            if (first)
-                LOG_E("release %s: cannot read chunk %u (file %s) from the store: %s; no longer "
+                first = !bit_get(s->rot_bad, k);
+            bit_put(s->rot_bad, j->chunk, true);
+            if (first) {
+                char where[4096];
+                rot_file_name(s, c->file, where, sizeof where);
+                LOG_E("release %s: cannot read chunk %u of %s from the store: %s; no longer "
                       "serving the chunks of this file that fail to read (was the cached file "
-                      "cut short or removed?)", s->idhex, j->chunk, f->path,
+                      "cut short or removed?); restart shoald with --verify-store to fetch "
+                      "them again", s->idhex, j->chunk, where,
                       shoal_strerror(status ? status : j->rv));
-            else
-                LOG_D("release %s: chunk %u unreadable too (%u in all)", s->idhex, j->chunk,
-                      s->nunreadable);
+                snprintf(s->rot_err, sizeof s->rot_err,
+                         "UNREADABLE ON DISK: %s: %s (not served; restart with --verify-store "
+                         "to repair)", f->path, shoal_strerror(status ? status : j->rv));
+            } else {
+                LOG_D("release %s: chunk %u unreadable too", s->idhex, j->chunk);
+            }
         }
         send_reject(sp, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
     } else {
@@ -1353,11 +1352,10 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     struct serve_job *j;
     bool remote, compress; /* --- s2 --- */
 
-    /* --- rot --- nor what changed on disk: not even read; nor what the
-     * store could not read before */
+    /* --- rot --- nor what changed on disk or could not be read: not even
+     * read again */
     if (!c || memcmp(c->id, r->chunk_id, 32) != 0 || !shoal_store_has(s->store, r->chunk_index) ||
-        rot_withheld(s, r->chunk_index) ||
-        (s->unreadable[r->chunk_index >> 3] & (1u << (r->chunk_index & 7)))) {
+        rot_withheld(s, r->chunk_index)) {
         send_reject(sp, r->req_id, SHOAL_REJECT_UNKNOWN, 0);
         return;
     }

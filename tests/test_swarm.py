@@ -62,7 +62,8 @@ CASE is one of:
                   later completes the release, verified.
   cut_seed        a seed's cached shard is cut to a third after import: it
                   says once that it cannot read chunks of that file and stops
-                  serving them, and answers later requests "unknown" without a read
+                  serving and offering them (shoal status: UNREADABLE ON
+                  DISK), and answers later requests "unknown" without a read
                   (before: the same failed read in a loop with the puller);
                   the puller completes once a second seed joins.
   tracker_lies    a puller's only tracker lies (tests/fake_tracker.c, the
@@ -937,7 +938,8 @@ def case_cut_seed(tmp):
                 len(re.findall(r"complete and verified", b.log())) >= 3:
             break
     time.sleep(2)  # a request loop would show in these seconds
-    reads = len(re.findall(r"cannot read chunk \d+ \(file %s\)" % re.escape(cut), a.log()))
+    reads = len(re.findall(r"cannot read chunk \d+ of \S*%s from the store" % re.escape(cut),
+                           a.log()))
     print(f"seed: {reads} lines on unreadable chunks of the file; puller: "
           f"{len(re.findall(r'complete and verified', b.log()))} files complete")
     if reads != 1:
@@ -945,6 +947,10 @@ def case_cut_seed(tmp):
         fails += 1
     if "no longer serving the chunks of this file" not in a.log():
         print("FAIL the seed did not say it stops serving the unreadable chunks")
+        fails += 1
+    st = run("status", "--socket", a.ctl)
+    if "UNREADABLE ON DISK: " + cut not in st:
+        print(f"FAIL the seed's status does not name the unreadable file:\n{st}")
         fails += 1
     c = Node("seed2", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
                                              "--peer", b.addr]))
