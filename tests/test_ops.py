@@ -180,13 +180,16 @@ def publish(k, hub, tmp, rev="main", tracker=None):
     return hubfix.publish(SHOAL, k, hub, tmp, rev, tracker)
 
 
-def node(name, k, tmp, hub, extra=(), cache=None):
+def node(name, k, tmp, hub, extra=(), cache=None, publishers=None):
     """A shoald with its own control socket (node.sock) and the Hub stand-in
-    as its origin."""
+    as its origin; |publishers| replaces the publisher key list (repeated
+    --publisher-keys add up)."""
     args = shoalproc.node_args(k, name, tmp, ["--control-socket",
                                               os.path.join(tmp, name + ".sock"), *extra])
     if cache:
         args[args.index("--cache-dir") + 1] = cache
+    if publishers:
+        args[args.index("--publisher-keys") + 1] = publishers
     if hub:
         args += ["--hub-endpoint", hub.url]
     n = shoalproc.Shoald(SHOALD, name, args)
@@ -969,26 +972,29 @@ def case_waiting_reason(tmp):
 
 
 def case_pull_refused(tmp):
-    """A pull stuck on a refusal says so: a node whose credential is for
-    another key (the tracker refuses its login), and one whose
-    --publisher-keys do not list the manifest's signer."""
+    """A pull stuck on a refusal says so: a node whose credential another
+    cluster signed (it starts, trusting that cluster's key, and the tracker
+    refuses its login), and one whose --publisher-keys do not list the
+    manifest's signer."""
     k = make_keys(tmp, ["a", "b"])
+    shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ["rogue", "r"], ["r"],
+                        cluster="rogue")
     hub = Hub(tmp, "4M")
     trk, taddr = start_tracker(k)
     publish(k, hub, tmp, "main", taddr)
     rel = f"acme/model@{hub.commit}"
     fails = 0
     cases = (
-        # b's credential: the tracker refuses a's login, every time.
-        ("a", ["--cred", k("b") + ".cred"],
-         f"tracker {taddr} refused this node's identity: credential is for another node key"),
+        # another cluster's credential: the tracker refuses r's login, every time.
+        ("r", ["--cluster-keys", k("rogue") + ".pub"], None,
+         f"tracker {taddr} refused this node's identity: "),
         # the admin's key is no publisher: the manifest comes and is refused.
-        ("b", ["--publisher-keys", k("admin") + ".pub"],
+        ("b", [], k("admin") + ".pub",
          "manifest refused: signed by an untrusted key (check --publisher-keys)"),
     )
     nodes = []
-    for name, extra, want in cases:
-        n = node(name, k, tmp, None, ["--no-origin", "--tracker", taddr, *extra])
+    for name, extra, pubs, want in cases:
+        n = node(name, k, tmp, None, ["--no-origin", "--tracker", taddr, *extra], publishers=pubs)
         nodes.append(n)
         r = cli("pull", rel, "--socket", n.sock, "--timeout", "1")
         st = ""

@@ -126,11 +126,13 @@ expect 1 "cache $work/notadir/sub/hub cannot be written by this user .*Not a dir
     "cache dir under a file" "$shoald" "${common[@]}" --cache-dir "$work/notadir/sub/hub"
 mkdir -p rootonly
 if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null; then
-    # nobody must read the keys: a copy it owns, the cache under root's.
-    mkdir nob; cp n.key n.cred cl.key.pub nob/; chown -R nobody nob; chmod 700 nob
+    # nobody must read the keys and run shoald: copies it owns (the build
+    # may sit below a 0700 directory, as a CI clone in mktemp -d does), the
+    # cache under root's.
+    mkdir nob; cp n.key n.cred cl.key.pub "$shoald" nob/; chown -R nobody nob; chmod 700 nob
     chmod 755 "$work"  # mktemp -d is 0700: nobody could not reach nob/
     expect 1 "cache $work/rootonly/sub/hub cannot be written by this user \(uid [0-9]+\).*Permission denied" \
-        "cache dir not writable (runuser -u nobody)" runuser -u nobody -- "$shoald" \
+        "cache dir not writable (runuser -u nobody)" runuser -u nobody -- "$work/nob/shoald" \
         --node-key nob/n.key --cred nob/n.cred --cluster-keys nob/cl.key.pub --publisher-keys nob/cl.key.pub \
         --listen 127.0.0.1:0 --control-socket none --state-dir none --cache-dir "$work/rootonly/sub/hub"
 else
