@@ -86,7 +86,8 @@ static const struct key keys[] = {
     {"request-timeout-ms", K_U64, F(request_timeout_ms), "MS", "give up on a request (30000; 100-3600000)"},
     {"handshake-timeout-ms", K_U64, F(handshake_timeout_ms), "MS", "handshake deadline (10000; 100-3600000)"},
     {"ban-seconds", K_U64, F(ban_seconds), "S",
-     "ban a node that sent a bad chunk (600; 1-31536000, a year)"},
+     "ban a node that sent a bad chunk, or announced chunks and sent none for a "
+     "request time-out (600; 1-31536000, a year)"},
     {"reconnect-ms", K_U64, F(reconnect_ms), "MS", "redial lost --peer addresses (2000; 10-3600000)"},
     {"seed", K_U64, F(seed), "N", "scheduler random seed (default: from the node key)"},
     {"log-level", K_STR, F(log_level), "LEVEL", "error, warn, info (default) or debug"},

@@ -1133,6 +1133,13 @@ bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32
     return (s->ck[chunk].flags & F_LISTED) && room(s);
 }
 
+uint32_t shoal_sched_holders(const struct shoal_sched *s, uint32_t chunk)
+{
+    if (chunk >= s->nchunks || (s->ck[chunk].flags & F_HAVE))
+        return 0;
+    return s->ck[chunk].cnt;
+}
+
 int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer)
 {
     int i = find_peer(s, peer);

@@ -296,6 +296,10 @@ bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32
  * Returns 0, SHOAL_ENOTFOUND or SHOAL_EBADMSG (chunk out of range). */
 int shoal_sched_peer_have(struct shoal_sched *s, uint64_t peer, uint32_t chunk);
 
+/* How many peers claim |chunk| (0 once we hold it, or out of range;
+ * counted up to 255). */
+uint32_t shoal_sched_holders(const struct shoal_sched *s, uint32_t chunk);
+
 /* The slot |peer| occupies (0 <= slot < max_peers, stable until the peer
  * is removed), or SHOAL_ENOTFOUND. Lets a transport that relays many HAVEs
  * skip the id lookup (see shoal_sched_slot_have). */

@@ -773,6 +773,9 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
 
     if (!take_req(sp, c->req_id, &r))
         return false;
+    /* It answered: while the chunk waits to be hashed, its other requests
+     * timing out must not make it look silent (a bad hash bans it anyway). */
+    sp->served_ms = now_ms(s);
     mc = shoal_manifest_chunk(s->m, r.chunk);
     /* --- ctl: codec --- a compressed payload must declare the manifest's
      * length and be no bigger than the raw chunk. */
@@ -939,6 +942,11 @@ static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
     for (uint32_t k = 0; k < f->nchunks; k++)
         bit_put(s->rot_bad, f->first_chunk + k, bit_get(j->bad, k));
     s->rot_file[j->file] = ROT_FILE_SCANNED;
+    /* While the file was withheld its chunks were refused "unknown", and
+     * peers dropped our claims on them: announce the good ones again. */
+    for (uint32_t k = 0; k < f->nchunks && !s->stopped; k++)
+        if (!bit_get(j->bad, k))
+            send_have(s, f->first_chunk + k);
     rot_file_name(s, j->file, where, sizeof where);
     if (j->nbad == 0) {
         LOG_W("release %s: %s hashes right again in all its %u chunks: serving it again",
@@ -1057,6 +1065,13 @@ static void rot_next(struct shoal_swarm *s)
     j->s = s;
     j->claim = s->rot_queue[0];
     memmove(&s->rot_queue[0], &s->rot_queue[1], sizeof s->rot_queue[0] * --s->rot_nqueue);
+    /* A dispute queued behind one that led to a scan of its file may be
+     * settled already: not hashed (and logged, and scanned) twice. */
+    if (rot_withheld(s, j->claim.chunk) || bit_get(s->rot_ok, j->claim.chunk)) {
+        free(j);
+        rot_next(s);
+        return;
+    }
     if (uv_queue_work(s->cfg->loop, &j->w, rot_work, rot_done) != 0) {
         free(j);
         return;
@@ -1280,7 +1295,14 @@ static void serve_done(uv_work_t *w, int status)
         /* --- rot --- a chunk the store cannot read (the cached file cut
          * short or gone) is withheld like one that changed on disk: not
          * served again, so a peer asking for it gets "unknown" at once,
-         * not another failed read, nor offered; said once per file. */
+         * not another failed read, nor offered; said once per file. No
+         * memory is not the disk's fault: that peer is told busy. */
+        int err = status ? status : j->rv;
+        if (err == -ENOMEM) {
+            send_reject(sp, j->req_id, SHOAL_REJECT_BUSY, 100);
+            free(j);
+            return;
+        }
         if (!bit_get(s->rot_bad, j->chunk)) {
             const struct shoal_mf_file *f = shoal_manifest_file(s->m, c->file);
             bool first = true;
@@ -1294,10 +1316,10 @@ static void serve_done(uv_work_t *w, int status)
                       "serving the chunks of this file that fail to read (was the cached file "
                       "cut short or removed?); restart shoald with --verify-store to fetch "
                       "them again", s->idhex, j->chunk, where,
-                      shoal_strerror(status ? status : j->rv));
+                      shoal_strerror(err));
                 snprintf(s->rot_err, sizeof s->rot_err,
                          "UNREADABLE ON DISK: %s: %s (not served; restart with --verify-store "
-                         "to repair)", f->path, shoal_strerror(status ? status : j->rv));
+                         "to repair)", f->path, shoal_strerror(err));
             } else {
                 LOG_D("release %s: chunk %u unreadable too", s->idhex, j->chunk);
             }
@@ -2270,14 +2292,17 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
          * cannot serve the chunk after all; shutting down; not authorised)
          * withdraws its claim, or the scheduler would ask it again at once,
          * in a loop as fast as the peer answers. So does busy from a peer
-         * that has sent nothing for a whole request time-out: while its
-         * claims stood, a chunk only it claims would wait for it forever,
-         * never going to the origin (one that answers busy to everything
-         * and serves nothing would hold a pull for as long as it stays). */
+         * that has sent nothing for a whole request time-out, for a chunk
+         * only it claims: that chunk would wait for it forever, never going
+         * to the origin (one that answers busy to everything and serves
+         * nothing would hold a pull for as long as it stays). Chunks that
+         * others hold too keep its claim: a seed that is only busy serving
+         * them is asked again later. */
         uint64_t now = now_ms(s);
         bool busy = m->u.reject.reason == SHOAL_REJECT_BUSY ||
                     m->u.reject.reason == SHOAL_REJECT_RATE_LIMITED;
-        if (busy && now - sp->served_ms > request_limit(s)) {
+        if (busy && now - sp->served_ms > request_limit(s) &&
+            shoal_sched_holders(s->sched, r.chunk) <= 1) {
             if (!sp->busy_noted)
                 LOG_W("release %s: peer %s has answered busy, with no chunk, for %u ms: its "
                       "claims no longer hold chunks back from other sources", s->idhex,

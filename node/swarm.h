@@ -39,11 +39,14 @@ struct shoal_swarm;
 #define SHOAL_SWARM_NO_CHUNK UINT32_MAX
 
 struct shoal_swarm_hooks {
-    /* The peer with node key |pk| sent a chunk of |s| that fails its id:
-     * the owner bans the key and closes |p| (with a BYE naming |chunk|,
-     * the chunk that failed, unless it is SHOAL_SWARM_NO_CHUNK: the bytes
-     * were not even the chunk asked for). |p| is NULL when that peer has
-     * already gone (it hung up before the verdict, or is closing). */
+    /* The peer with node key |pk| is to be banned for |why|: it sent a
+     * chunk of |s| that fails its id, or not even the chunk asked for, or
+     * it announced chunks and sent none of them for a whole request
+     * time-out. The owner bans the key and closes |p| with a BYE giving
+     * |why| and naming |chunk|, the chunk that failed its hash, unless it
+     * is SHOAL_SWARM_NO_CHUNK (the other reasons). |p| is NULL when that
+     * peer has already gone (it hung up before the verdict, or is
+     * closing). */
     void (*on_ban)(void *user, struct shoal_swarm *s, struct shoal_peer *p, const uint8_t pk[32],
                    uint32_t chunk, const char *why);
     /* Every file of the release is verified and published. */

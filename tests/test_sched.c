@@ -228,8 +228,10 @@ static void test_peer_lacks(void)
     REQUIRE(c != UINT32_MAX);
     CHECK_EQ(shoal_sched_peer_lacks(s, 1, 9, c), SHOAL_ENOTFOUND);
     CHECK_EQ(shoal_sched_peer_lacks(s, 1, 1, 8), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sched_holders(s, c), 1);
     CHECK_EQ(shoal_sched_peer_lacks(s, 1, 1, c), 0);
     CHECK_EQ(shoal_sched_peer_have_count(s, 1), 7);
+    CHECK_EQ(shoal_sched_holders(s, c), 0);
     n = shoal_sched_next(s, 2, a, 16);
     bool lease = false;
     size_t reqs = 0;
