@@ -979,9 +979,9 @@ static uint32_t src_slot(const uint8_t key[SHOAL_SRC_KEY_LEN])
 }
 
 /* The pool's connection to evict: the oldest of the source (netsrc.h)
- * holding the most of them. O(pool): a count per source in a table on the
- * stack, then one walk from the oldest. */
-static uint32_t victim_of_most(const struct shoal_daemon *d)
+ * holding the most of them (*|held| of them). O(pool): a count per source
+ * in a table on the stack, then one walk from the oldest. */
+static uint32_t victim_of_most(const struct shoal_daemon *d, uint32_t *held)
 {
     const uint8_t *keys[SRC_COUNT_SLOTS] = { NULL };
     uint16_t count[SRC_COUNT_SLOTS] = { 0 };
@@ -1003,6 +1003,7 @@ static uint32_t victim_of_most(const struct shoal_daemon *d)
             break;
         }
     }
+    *held = most;
     return victim;
 }
 
@@ -1016,14 +1017,11 @@ static uint32_t victim_of_most(const struct shoal_daemon *d)
  * its own, not another address's handshake in progress. */
 static void evict_oldest(struct shoal_daemon *d)
 {
-    uint32_t v = victim_of_most(d);
+    uint32_t held;
+    uint32_t v = victim_of_most(d, &held);
     struct shoal_peer *old = d->unauth[v];
-    uint32_t held = 0;
     uint64_t now = uv_now(&d->loop);
 
-    for (uint32_t i = 0; i < d->nunauth; i++)
-        held += memcmp(shoal_peer_source(d->unauth[i]), shoal_peer_source(old),
-                       SHOAL_SRC_KEY_LEN) == 0;
     forget_peer(d, old);
     d->evicted_total++;
     if (!d->evict_logged_ms || now - d->evict_logged_ms >= EVICT_LOG_MS) {

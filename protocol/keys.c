@@ -268,7 +268,9 @@ const char *shoal_keyfile_strerror(const char *path, int rv, char *buf, size_t c
     case SHOAL_EKEYMODE:
         if (stat(path, &st) == 0)
             snprintf(buf, cap, "%s is %s by group/others (mode %04o): chmod 600 %s", path,
-                     (st.st_mode & (S_IRGRP | S_IROTH)) ? "readable" : "writable",
+                     (st.st_mode & (S_IRGRP | S_IROTH))   ? "readable"
+                     : (st.st_mode & (S_IWGRP | S_IWOTH)) ? "writable"
+                                                          : "accessible",
                      (unsigned)(st.st_mode & 07777), path);
         else
             snprintf(buf, cap, "%s is readable or writable by group/others: chmod 600 %s", path,
