@@ -202,6 +202,18 @@ def cli(*args, timeout=60):
     return subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def status_saying(n, want, tries=50):
+    """Node |n|'s `shoal status` once it says |want|, or after |tries| looks
+    0.2 s apart (the caller checks)."""
+    st = ""
+    for _ in range(tries):
+        st = cli("status", "--socket", n.sock).stdout
+        if want in st:
+            break
+        time.sleep(0.2)
+    return st
+
+
 def case_origin_bytes(tmp):
     k = make_keys(tmp, ["o"])
     hub = Hub(tmp, "6M")
@@ -955,12 +967,7 @@ def case_waiting_reason(tmp):
         fails += 1
     p = node("p", k, tmp, None, ["--no-origin", "--peer", n.addr])
     want = "no tracker configured; none of 1 peer has offered its manifest"
-    st = ""
-    for _ in range(50):
-        st = cli("status", "--socket", n.sock).stdout
-        if want in st:
-            break
-        time.sleep(0.2)
+    st = status_saying(n, want)
     print(st.strip())
     if want not in st:
         print("FAIL status does not say the one peer has not offered the manifest")
@@ -997,12 +1004,7 @@ def case_pull_refused(tmp):
         n = node(name, k, tmp, None, ["--no-origin", "--tracker", taddr, *extra], publishers=pubs)
         nodes.append(n)
         r = cli("pull", rel, "--socket", n.sock, "--timeout", "1")
-        st = ""
-        for _ in range(50):
-            st = cli("status", "--socket", n.sock).stdout
-            if want in st:
-                break
-            time.sleep(0.2)
+        st = status_saying(n, want)
         print(f"{name}: {st.strip()}")
         if want not in st:
             print(f"FAIL shoal status does not say \"{want}\"")
