@@ -1798,6 +1798,16 @@ static void swarm_on_first_chunk(void *user, struct shoal_swarm *s)
         shoal_trkconn_announce_soon(d->trk);
 }
 
+/* --- rot --- chunks withheld or fetched again: trackers hear it now,
+ * not at the next interval. */
+static void swarm_on_withheld(void *user, struct shoal_swarm *s)
+{
+    struct shoal_daemon *d = user;
+    (void)s;
+    if (d->trk)
+        shoal_trkconn_announce_soon(d->trk);
+}
+
 /* The origin's health, for the operator: the first failure at once, then a
  * count every 30 s while it lasts, and the recovery (the hub rate-limits). */
 static void on_origin_health(void *user, const struct shoal_hub_health *ev)
@@ -1838,6 +1848,7 @@ static int setup_trackers(struct shoal_daemon *d)
     d->hooks.on_lease_req = swarm_on_lease_req;
     d->hooks.on_lease_done = swarm_on_lease_done;
     d->hooks.on_first_chunk = swarm_on_first_chunk;
+    d->hooks.on_withheld = swarm_on_withheld; /* --- rot --- */
     if (!c->no_origin) {
         shoal_hub_config_default(&d->hubcfg);
         d->hubcfg.endpoint = c->hub_endpoint;

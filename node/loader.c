@@ -317,6 +317,9 @@ static void sent_log_flush(const struct sent_log *lg)
               lg->e[i].name, lg->e[i].file, (double)lg->e[i].ns / 1000.0);
 }
 
+static void send_error(struct client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Sends queued frames until the socket is full. Any thread, under |mu|;
  * |lg| (may be NULL: log at once) collects the hand-off latencies.
  * Returns 0 or a negated errno (the connection is broken). */
@@ -334,6 +337,28 @@ static int flush(struct client *c, struct sent_log *lg)
 
         if (q->has_file && q->off == 0 && q->fd < 0) {
             int rv = shoal_swarm_file_open(q->swarm, q->file, &q->fd);
+            if (rv == SHOAL_EBADHASH) {
+                /* --- rot --- found changed on disk since it was queued:
+                 * never handed. What is queued goes (this frame is the
+                 * first of the rest, nothing of it sent), an error says why. */
+                const char *path =
+                    shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path;
+                char what[SHOAL_MSG_PATH_MAX + 1];
+                snprintf(what, sizeof what, "%s", path);
+                while (c->qhead) {
+                    struct outq *nx = c->qhead->next;
+                    if (c->qhead->fd >= 0)
+                        close(c->qhead->fd);
+                    free(c->qhead->data);
+                    free(c->qhead);
+                    c->qhead = nx;
+                }
+                c->qtail = NULL;
+                send_error(c, "release '%s': file '%s' changed on disk on this node after it "
+                           "was verified and is not handed out; the node fetches its bad "
+                           "chunks again: ask again once it is whole", c->release, what);
+                continue;
+            }
             if (rv != 0) {
                 LOG_E("loader %s: cannot open %s for hand-off: %s", c->name,
                       shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path,

@@ -1315,6 +1315,35 @@ int shoal_sched_chunk_obtained(struct shoal_sched *s, uint64_t now_ms, uint32_t 
 
 /* ---- origin ---- */
 
+int shoal_sched_chunk_lost(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk)
+{
+    if (chunk >= s->nchunks)
+        return SHOAL_EBADMSG;
+    s->now = now_ms;
+    struct ck *k = &s->ck[chunk];
+    if (!(k->flags & F_HAVE))
+        return 0;
+    k->flags &= (uint8_t)~F_HAVE;
+    s->nhave--;
+    tier_count(s, k->tier, 1);
+    /* Holders are not counted while we hold a chunk (peer_have_one): count
+     * them again from the peers' bitfields. */
+    uint32_t cnt = 0, same = 0;
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
+        const struct peer *p = &s->peers[i];
+        if (p->used && bit_get(p->bits, chunk)) {
+            cnt++;
+            same += p->same_zone;
+        }
+    }
+    k->cnt = (uint8_t)cnt;
+    k->cnt_same = (uint8_t)same;
+    relist_if_needed(s, chunk);
+    if (cnt > 0 && same == 0)
+        cross_arm(s, chunk);
+    return 0;
+}
+
 int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
                               uint32_t count, uint64_t expires_ms)
 {

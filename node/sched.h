@@ -373,6 +373,12 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
  * for CANCEL. Returns 0 or SHOAL_EBADMSG. */
 int shoal_sched_chunk_obtained(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk);
 
+/* We no longer hold |chunk| (our stored copy changed on disk and was
+ * dropped): it is needed again, from the peers holding it or, with none,
+ * the origin. Nothing happens when it was not held. Returns 0 or
+ * SHOAL_EBADMSG. */
+int shoal_sched_chunk_lost(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk);
+
 /* ---- origin ---- */
 
 /*

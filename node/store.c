@@ -75,6 +75,8 @@ struct blob {
                          * (blob_inc_path): the shared one was locked */
     bool ready;         /* sha256 matched: bytes final (under mu; never
                          * cleared, see shoal_store_file_ready) */
+    bool bad;           /* found changed on disk after it was verified
+                         * (under mu): not ready, never handed out */
     bool hashing;       /* a thread owns |sha| (under mu) */
     uint32_t hashed;    /* primary chunks [0, hashed) are in |sha| */
     struct shoal_sha256 sha; /* running; touched only by its owner */
@@ -911,8 +913,11 @@ static void set_ready(struct shoal_store *s, uint32_t b)
     bool was;
 
     pthread_mutex_lock(&s->mu);
-    was = s->blobs[b].ready;
+    was = s->blobs[b].ready && !s->blobs[b].bad;
     s->blobs[b].ready = true;
+    /* Its whole sha256 matched just now: whatever was found wrong with it
+     * before has been fetched again. */
+    s->blobs[b].bad = false;
     pthread_mutex_unlock(&s->mu);
     /* Once: a publish tried again (shoal_store_retry_publish) passes here
      * a second time, and loaders already have the file. */
@@ -1915,7 +1920,7 @@ bool shoal_store_file_ready(struct shoal_store *s, uint32_t fi)
     if (!s || fi >= s->nfiles)
         return false;
     pthread_mutex_lock(&s->mu);
-    v = s->blobs[s->file_blob[fi]].ready;
+    v = s->blobs[s->file_blob[fi]].ready && !s->blobs[s->file_blob[fi]].bad;
     pthread_mutex_unlock(&s->mu);
     return v;
 }
@@ -1933,16 +1938,19 @@ bool shoal_store_complete(struct shoal_store *s)
 int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
 {
     char path[128];
-    bool ready, done;
+    bool ready, done, bad;
     int bfd, nfd;
 
     if (!s || fi >= s->nfiles)
         return SHOAL_ENOTFOUND;
     pthread_mutex_lock(&s->mu);
     ready = s->blobs[s->file_blob[fi]].ready;
+    bad = s->blobs[s->file_blob[fi]].bad;
     done = s->blobs[s->file_blob[fi]].state == BLOB_DONE;
     bfd = s->blobs[s->file_blob[fi]].fd;
     pthread_mutex_unlock(&s->mu);
+    if (bad)
+        return SHOAL_EBADHASH;
     if (!ready)
         return SHOAL_ENOTFOUND;
     if ((s->flags & SHOAL_STORE_MEMORY) || (!done && bfd >= 0)) {
@@ -1960,6 +1968,144 @@ int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
         return -errno;
     *fd = nfd;
     return 0;
+}
+
+void shoal_store_file_suspect(struct shoal_store *s, uint32_t fi, bool bad)
+{
+    if (!s || fi >= s->nfiles)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->blobs[s->file_blob[fi]].bad = bad;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Under mu: chunks |chunks| of file |fi| (blob |b|, not completing) lose
+ * their verified bits, and the blob is filling again. */
+static void forget_locked(struct shoal_store *s, uint32_t b, uint32_t fi, const uint32_t *chunks,
+                          uint32_t n)
+{
+    struct blob *bl = &s->blobs[b];
+    const struct shoal_mf_file *f = file(s, fi), *pf = file(s, bl->primary);
+
+    /* The running sha256 may cover a chunk that is going: start it over. */
+    while (bl->hashing)
+        pthread_cond_wait(&s->hash_cv, &s->mu);
+    for (uint32_t i = 0; i < n; i++)
+        unmark(s, pf->first_chunk + (chunks[i] - f->first_chunk));
+    sync_blob_bits(s, b);
+    bl->hashed = 0;
+    bl->dirty = true;
+    bl->state = BLOB_INCOMPLETE;
+}
+
+int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *chunks, uint32_t n)
+{
+    const struct shoal_mf_file *f, *pf;
+    char inc[128], fin[128];
+    struct stat st;
+    struct blob *bl;
+    uint32_t b;
+    int fd = -1, rv = 0;
+
+    if (!s || fi >= s->nfiles)
+        return SHOAL_ENOTFOUND;
+    if (s->flags & SHOAL_STORE_MEMORY)
+        return -EROFS; /* a sealed memfd is never written again */
+    b = s->file_blob[fi];
+    bl = &s->blobs[b];
+    f = file(s, fi);
+    pf = file(s, bl->primary);
+    for (uint32_t i = 0; i < n; i++)
+        if (chunks[i] < f->first_chunk || chunks[i] - f->first_chunk >= f->nchunks)
+            return SHOAL_ENOTFOUND;
+    pthread_mutex_lock(&s->mu);
+    if (bl->state == BLOB_COMPLETING) {
+        /* Being hashed and published right now: whatever it finds decides. */
+        pthread_mutex_unlock(&s->mu);
+        return SHOAL_EBUSY;
+    }
+    bl->bad = true;
+    if (bl->state == BLOB_INCOMPLETE) {
+        /* Still filling (or not published): nothing to rename, and its
+         * descriptor is open for writing. */
+        forget_locked(s, b, fi, chunks, n);
+        pthread_mutex_unlock(&s->mu);
+        goto flush;
+    }
+    /* Done, so every bit is set: puts skip it while COMPLETING, and nothing
+     * publishes it while its names change. */
+    bl->state = BLOB_COMPLETING;
+    /* Under a partial name of this release's own: the shared one may be
+     * another release's to fill. */
+    bl->own_inc = true;
+    pthread_mutex_unlock(&s->mu);
+
+    blob_inc_path(s, b, inc, sizeof inc);
+    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    if ((rv = unpublish(s, b, inc, fin)) < 0) {
+        set_err(s, "taking back %s/%s to fetch chunks of %s again: %s", s->repo_path, fin,
+                f->path, shoal_strerror(rv));
+        goto fail;
+    }
+    /* Filled by this open: its descriptor is open for writing and holds
+     * the partial file's lock (which a second description could not take).
+     * Published before this open: read-only, so it is opened again. */
+    if ((fcntl(bl->fd, F_GETFL) & O_ACCMODE) == O_RDWR) {
+        fd = fcntl(bl->fd, F_DUPFD_CLOEXEC, 0);
+    } else if ((fd = openat(s->blobs_fd, in_blobs(inc), O_RDWR | O_NOFOLLOW | O_CLOEXEC)) >= 0 &&
+               flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        fd = -1;
+        errno = e;
+    }
+    if (fd < 0) {
+        rv = errno == EWOULDBLOCK ? SHOAL_EBUSY : errno_rv(errno);
+        set_err(s, "opening %s/%s to fetch chunks of %s again: %s", s->repo_path, inc,
+                f->path, shoal_strerror(rv));
+        goto relink;
+    }
+    /* Cut short: back to its size, so that what is still good stays where
+     * a restart finds it (a partial file of another size is not trusted). */
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size != pf->size &&
+        ftruncate(fd, (off_t)pf->size) != 0) {
+        rv = errno_rv(errno);
+        set_err(s, "restoring the size of %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
+        goto relink;
+    }
+    /* In place of the old descriptor, atomically: readers on other threads
+     * took its number under mu and may be reading from it now. */
+    if (fd != bl->fd && dup3(fd, bl->fd, O_CLOEXEC) < 0) {
+        rv = -errno;
+        set_err(s, "reopening %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
+        goto relink;
+    }
+    close(fd);
+    fd = -1;
+    pthread_mutex_lock(&s->mu);
+    forget_locked(s, b, fi, chunks, n);
+    s->ndone--;
+    pthread_mutex_unlock(&s->mu);
+flush:
+    /* The sidecar now says these chunks are missing: a restart fetches them
+     * again instead of serving what is on disk. A failed write is tried
+     * again at the next flush (and is in last_error). */
+    (void)shoal_store_flush(s);
+    return 0;
+relink:
+    /* Back under its name: the cache keeps showing it (the node withholds
+     * the bad chunks), as it did before. */
+    (void)fchmodat(s->blobs_fd, in_blobs(inc), 0444, 0);
+    if (renameat(s->blobs_fd, in_blobs(inc), s->blobs_fd, in_blobs(fin)) == 0)
+        for (uint32_t k = 0; k < bl->fcount; k++)
+            (void)link_file(s, s->blob_files[bl->fpos + k]);
+fail:
+    if (fd >= 0)
+        close(fd);
+    pthread_mutex_lock(&s->mu);
+    bl->state = BLOB_DONE;
+    pthread_mutex_unlock(&s->mu);
+    return rv;
 }
 
 int shoal_store_file_path(struct shoal_store *s, uint32_t fi, char *out, size_t cap)

@@ -31,7 +31,8 @@
  * completed files are handed out with shoal_store_file_open.
  *
  * Threads: plain blocking I/O meant for worker threads. put_chunk,
- * read_chunk, has, count, bitfield, file_done, flush and fill_from_local may
+ * read_chunk, has, count, bitfield, file_done, file_suspect, take_back,
+ * flush and fill_from_local may
  * be called concurrently from any threads on one store (concurrent puts of
  * the same chunk are harmless too). open and free must not overlap anything
  * else on the same store. Two stores for different releases may share a
@@ -206,7 +207,8 @@ int shoal_store_find_chunk(struct shoal_store *s, const uint8_t id[32]);
 /* True when file |file| is verified and published (sealed in memory mode). */
 bool shoal_store_file_done(struct shoal_store *s, uint32_t file);
 /* True when file |file| is ready: its whole sha256 matched (sealed in memory
- * mode), published or not yet; once true it stays true. */
+ * mode), published or not yet; it stays true unless the file is found
+ * changed on disk (shoal_store_file_suspect), until it matches again. */
 bool shoal_store_file_ready(struct shoal_store *s, uint32_t file);
 /* True when every file of the release is done. */
 bool shoal_store_complete(struct shoal_store *s);
@@ -216,8 +218,38 @@ bool shoal_store_complete(struct shoal_store *s);
  * closes it. It is a new open file description of the same inode the store
  * filled, so a file not yet renamed into blobs/ reads the same whole bytes
  * and stays the same file after the rename. Returns 0, SHOAL_ENOTFOUND when
- * the file is out of range or not ready, or a negated errno. */
+ * the file is out of range or not ready, SHOAL_EBADHASH when it was found
+ * changed on disk (file_suspect), or a negated errno. */
 int shoal_store_file_open(struct shoal_store *s, uint32_t file, int *fd);
+
+/* Marks the blob of file |file| as found changed on disk after it was
+ * verified (|bad|), or cleared of that suspicion: while bad it is not ready
+ * (shoal_store_file_ready is false, shoal_store_file_open fails with
+ * SHOAL_EBADHASH), so no loader is handed it. Any thread. A bad blob is
+ * good again once its whole sha256 matches (after take_back and refetch),
+ * or when cleared here. */
+void shoal_store_file_suspect(struct shoal_store *s, uint32_t file, bool bad);
+
+/*
+ * Takes chunks |chunks| (|n| release indices, all in file |file|) back to
+ * missing after they were found changed on disk: a published blob is
+ * unpublished first (its snapshot links removed, renamed to its partial
+ * name blobs/<sha>.<release id>.incomplete, made writable again and
+ * reopened for writing), then the chunks lose their verified bits and the
+ * sidecar is rewritten, so neither this process nor a restarted one
+ * serves them; a later put of each fills the file in place, and its last
+ * one checks and publishes the file again. The blob is bad (see
+ * file_suspect) until then. For a worker thread (renames, fsync).
+ *
+ * Returns 0 (a failed sidecar write is in last_error and tried again at
+ * the next flush); SHOAL_ENOTFOUND (a chunk not in |file|); SHOAL_EBUSY
+ * (the file is being published right now, or another process holds its
+ * partial file); -EROFS in memory mode; or the error renaming or opening
+ * it (also in last_error). On failure the chunks stay verified, the file
+ * keeps its names and stays bad.
+ */
+int shoal_store_take_back(struct shoal_store *s, uint32_t file, const uint32_t *chunks,
+                          uint32_t n);
 
 /* Writes the absolute path of completed file |file| in the cache
  * (<cache>/<repo>/snapshots/<commit>/<path>). Returns 0, SHOAL_ENOTFOUND

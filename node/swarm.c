@@ -46,7 +46,13 @@
 #define ROT_LIARS 8u
 #define ROT_LIAR_MS 600000u
 #define ROT_SLICE (64u << 20)
-enum { ROT_FILE_OK = 0, ROT_FILE_SCANNING = 1, ROT_FILE_SCANNED = 2 };
+/* Per file: OK; SCANNING (all of it withheld while every chunk is hashed
+ * again); SCANNED (the chunks that failed are withheld, in rot_bad: being
+ * taken back, or that failed); REFETCH (they were taken back from the
+ * store and are missing again, fetched like any other). */
+enum { ROT_FILE_OK = 0, ROT_FILE_SCANNING = 1, ROT_FILE_SCANNED = 2, ROT_FILE_REFETCH = 3 };
+/* Per file, what was found: changed bytes, or bytes that cannot be read. */
+enum { ROT_WHY_CHANGED = 0, ROT_WHY_UNREADABLE = 1 };
 
 struct req {
     uint32_t req_id;
@@ -187,8 +193,10 @@ struct shoal_swarm {
     uint8_t *rot_ok;           /* bit per chunk: a dispute found it right;
                                 * later disputes of it are not checked */
     uint8_t *rot_file;         /* per file: ROT_FILE_* */
+    uint8_t *rot_why;          /* per file: ROT_WHY_* */
     struct rot_claim {
         uint32_t chunk;
+        bool scan;             /* not a dispute: scan the chunk's file */
         uint8_t pk[32];
         char peer[64];
     } rot_queue[ROT_QUEUE];    /* disputes waiting for the worker */
@@ -201,8 +209,8 @@ struct shoal_swarm {
         uint8_t pk[32];
         uint64_t until_ms;
     } rot_liars[ROT_LIARS];    /* keys whose dispute was false: ignored */
-    char rot_err[320];         /* for status: the last file found changed;
-                                * "" while nothing is withheld */
+    char rot_err[320];         /* for status (rot_status): a file withheld or
+                                * being fetched again; "" while none is */
 };
 
 static uint32_t next_req_id = 1;
@@ -392,7 +400,9 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     s->rot_bad = calloc(1, s->nchunks / 8 + 1);
     s->rot_ok = calloc(1, s->nchunks / 8 + 1);
     s->rot_file = calloc(1, (size_t)shoal_manifest_nfiles(m) + 1);
-    if (!s->origin_failed || !s->raw_run || !s->rot_bad || !s->rot_ok || !s->rot_file) {
+    s->rot_why = calloc(1, (size_t)shoal_manifest_nfiles(m) + 1);
+    if (!s->origin_failed || !s->raw_run || !s->rot_bad || !s->rot_ok || !s->rot_file ||
+        !s->rot_why) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -413,6 +423,7 @@ fail:
     free(s->rot_bad); /* --- rot --- */
     free(s->rot_ok);
     free(s->rot_file);
+    free(s->rot_why);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -432,6 +443,7 @@ void shoal_swarm_free(struct shoal_swarm *s)
     free(s->rot_bad);   /* --- rot --- */
     free(s->rot_ok);
     free(s->rot_file);
+    free(s->rot_why);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -598,9 +610,14 @@ static void send_have(struct shoal_swarm *s, uint32_t chunk)
     }
 }
 
+static void rot_repaired(struct shoal_swarm *s); /* --- rot --- */
+
 static void check_complete(struct shoal_swarm *s)
 {
-    if (s->complete || s->storing > 0 || !shoal_store_complete(s->store))
+    rot_repaired(s);
+    /* --- rot --- not while chunks are withheld or fetched again: trackers
+     * and peers would count on chunks we do not serve. */
+    if (s->complete || s->storing > 0 || s->rot_err[0] || !shoal_store_complete(s->store))
         return;
     s->complete = true;
     (void)shoal_store_flush(s->store);
@@ -837,12 +854,16 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
  * symlink, bit rot) would go on being served, and every peer would ban us
  * for it, without our knowing. A peer that bans us names the chunk in its
  * BYE; we hash that one chunk again on a worker. If it fails, the file
- * changed: it is withheld (neither served nor advertised) while every chunk
- * of it is hashed again, then only the chunks that fail stay withheld,
- * until the operator repairs the file (--verify-store at the next start)
- * or it hashes right again. A false dispute is logged and nothing else.
- * Disputes are budgeted (ROT_*) so that a hostile peer cannot have us hash
- * the store over and over.
+ * changed: it is withheld (neither served nor advertised, nor handed to a
+ * loader: shoal_store_file_suspect) while every chunk of it is hashed
+ * again, then only the chunks that fail stay withheld, and they are taken
+ * back from the store (shoal_store_take_back: unpublished, their verified
+ * bits cleared in the sidecar), so they are missing again and fetched like
+ * any other, and a restart does not serve them either. A chunk the store
+ * cannot read starts the same scan. Until the file hashes right again the
+ * release is not complete: trackers hear what we actually serve. A false
+ * dispute is logged and nothing else. Disputes are budgeted (ROT_*) so
+ * that a hostile peer cannot have us hash the store over and over.
  */
 
 static bool bit_get(const uint8_t *b, uint32_t i) { return (b[i / 8] >> (i % 8)) & 1u; }
@@ -868,17 +889,88 @@ static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk)
     return s->rot_file[c->file] == ROT_FILE_SCANNING;
 }
 
-/* One dispute being checked, or one slice of a file scan. */
+/* Chunks the store holds that are withheld: not counted as held in what
+ * we announce. */
+static uint32_t rot_withheld_count(const struct shoal_swarm *s)
+{
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; s->rot_err[0] && i < s->nchunks; i++)
+        n += rot_withheld(s, i) && shoal_store_has(s->store, i);
+    return n;
+}
+
+/* What a tracker or a peer counts on changed outside of chunks arriving. */
+static void rot_announce(struct shoal_swarm *s)
+{
+    if (s->hooks->on_withheld && !s->stopped)
+        s->hooks->on_withheld(s->hooks->user, s);
+}
+
+/* Rewrites rot_err, the line `shoal status` shows, from the files' states:
+ * the first file withheld or fetched again, and how many more there are;
+ * "" when none. */
+static void rot_status(struct shoal_swarm *s)
+{
+    uint32_t nf = shoal_manifest_nfiles(s->m), first = UINT32_MAX, more = 0;
+    char tail[64] = "";
+
+    for (uint32_t i = 0; i < nf; i++) {
+        if (s->rot_file[i] == ROT_FILE_OK)
+            continue;
+        if (first == UINT32_MAX)
+            first = i;
+        else
+            more++;
+    }
+    s->rot_err[0] = '\0';
+    if (first == UINT32_MAX)
+        return;
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, first);
+    const char *what = s->rot_why[first] == ROT_WHY_UNREADABLE ? "UNREADABLE ON DISK"
+                                                              : "CORRUPT ON DISK";
+    const char *how = s->rot_why[first] == ROT_WHY_UNREADABLE ? "could not be read"
+                                                             : "changed after they were verified";
+    uint32_t n = 0;
+    if (more)
+        snprintf(tail, sizeof tail, "; %u more file%s", more, more == 1 ? "" : "s");
+    switch (s->rot_file[first]) {
+    case ROT_FILE_SCANNING:
+        snprintf(s->rot_err, sizeof s->rot_err,
+                 "%s: %s (not served while its chunks are hashed again%s)", what, f->path, tail);
+        break;
+    case ROT_FILE_SCANNED:
+        for (uint32_t k = 0; k < f->nchunks; k++)
+            n += bit_get(s->rot_bad, f->first_chunk + k);
+        snprintf(s->rot_err, sizeof s->rot_err,
+                 "%s: %s: %u of %u chunks %s (not served; restart with --verify-store to "
+                 "repair%s)", what, f->path, n, f->nchunks, how, tail);
+        break;
+    default:
+        for (uint32_t k = 0; k < f->nchunks; k++)
+            n += !shoal_store_has(s->store, f->first_chunk + k);
+        snprintf(s->rot_err, sizeof s->rot_err,
+                 "%s: %s: %u of %u chunks %s (fetching them again%s)", what, f->path, n,
+                 f->nchunks, how, tail);
+        break;
+    }
+}
+
+/* One dispute being checked, one slice of a file scan, or taking bad
+ * chunks back from the store. */
 struct rot_job {
     uv_work_t w;
     struct shoal_swarm *s;
     struct rot_claim claim;    /* the dispute (scan: the one that began it) */
     bool scan;                 /* hashing every chunk of |file| */
+    bool take;                 /* shoal_store_take_back of |list| */
     uint32_t file;
     uint32_t next, end;        /* scan: chunks [next, end) of the release left */
     uint32_t nbad;             /* scan: chunks found changed so far */
     uint8_t *bad;              /* scan: bit per chunk of the file */
-    int rv;                    /* check: 0 right, SHOAL_EBADHASH, or a read error */
+    uint32_t *list;            /* take: the |nbad| chunks */
+    int rv;                    /* check: 0 right, SHOAL_EBADHASH, or a read error;
+                                * take: shoal_store_take_back's */
 };
 
 static void rot_work(uv_work_t *w)
@@ -886,9 +978,14 @@ static void rot_work(uv_work_t *w)
     struct rot_job *j = w->data;
     struct shoal_swarm *s = j->s;
     uint32_t maxlen = shoal_manifest_params(s->m)->max_size;
-    uint8_t *buf = malloc(maxlen ? maxlen : 1), id[32];
+    uint8_t *buf, id[32];
     uint64_t done = 0;
 
+    if (j->take) {
+        j->rv = shoal_store_take_back(s->store, j->file, j->list, j->nbad);
+        return;
+    }
+    buf = malloc(maxlen ? maxlen : 1);
     if (!buf) {
         j->rv = -ENOMEM;
         return;
@@ -912,6 +1009,8 @@ static void rot_work(uv_work_t *w)
         if (n == (int)c->len) {
             shoal_chunk_id(id, buf, c->len);
             bad = memcmp(id, c->id, 32) != 0;
+        } else if (n == SHOAL_ENOTFOUND) {
+            bad = false; /* not held (the file is still filling): nothing to withhold */
         }
         if (bad) {
             bit_put(j->bad, j->next - f->first_chunk, true);
@@ -925,6 +1024,7 @@ out:
 }
 
 static void rot_next(struct shoal_swarm *s);
+static void rot_done(uv_work_t *w, int status);
 
 /* Where file |file| is, for the log: its snapshot path, else its path in
  * the release. */
@@ -932,6 +1032,108 @@ static void rot_file_name(struct shoal_swarm *s, uint32_t file, char *out, size_
 {
     if (shoal_store_file_path(s->store, file, out, cap) != 0)
         snprintf(out, cap, "%s", shoal_manifest_file(s->m, file)->path);
+}
+
+/* File |file| is suspect: withheld whole, from peers and loaders alike,
+ * and the release no longer complete. */
+static void rot_suspect(struct shoal_swarm *s, uint32_t file, int why)
+{
+    s->rot_file[file] = ROT_FILE_SCANNING;
+    s->rot_why[file] = (uint8_t)why;
+    shoal_store_file_suspect(s->store, file, true);
+    s->complete = false;
+    rot_status(s);
+    rot_announce(s);
+}
+
+/* A scan ended before its last chunk (the node is stopping, no memory, no
+ * worker): what it did not hash stays withheld with what it found bad. */
+static void rot_scan_cut(struct shoal_swarm *s, struct rot_job *j)
+{
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, j->file);
+
+    for (uint32_t k = 0; k < f->nchunks; k++) {
+        uint32_t c = f->first_chunk + k;
+        if ((j->bad && bit_get(j->bad, k)) || c >= j->next)
+            bit_put(s->rot_bad, c, true);
+    }
+    s->rot_file[j->file] = ROT_FILE_SCANNED;
+    rot_status(s);
+}
+
+/* The bad chunks of a scanned file go back to missing (on a worker); |j|
+ * is reused. False when that could not even start (they stay withheld). */
+static bool rot_take_back(struct shoal_swarm *s, struct rot_job *j)
+{
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, j->file);
+    uint32_t n = 0;
+
+    j->list = malloc(sizeof *j->list * (j->nbad ? j->nbad : 1));
+    if (!j->list)
+        return false;
+    for (uint32_t k = 0; k < f->nchunks && n < j->nbad; k++)
+        if (bit_get(j->bad, k))
+            j->list[n++] = f->first_chunk + k;
+    j->nbad = n;
+    j->scan = false;
+    j->take = true;
+    if (uv_queue_work(s->cfg->loop, &j->w, rot_work, rot_done) != 0)
+        return false;
+    s->pending++;
+    s->rot_running = true;
+    return true;
+}
+
+/* A take-back finished: its chunks are missing now (fetched again), or it
+ * failed and they stay withheld. */
+static void rot_taken(struct shoal_swarm *s, struct rot_job *j)
+{
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, j->file);
+    char where[4096], err[512];
+    uint32_t held = 0;
+
+    rot_file_name(s, j->file, where, sizeof where);
+    if (j->rv != 0) {
+        shoal_store_last_error(s->store, err, sizeof err);
+        LOG_E("release %s: %s: its %u bad chunks cannot be fetched again while it is open "
+              "(%s: %s); they stay unserved; restart shoald with --verify-store to repair "
+              "it", s->idhex, where, j->nbad, shoal_strerror(j->rv), err);
+        return;
+    }
+    /* Taken back (a failed sidecar write is tried again at the next flush). */
+    for (uint32_t i = 0; i < j->nbad; i++) {
+        bit_put(s->rot_bad, j->list[i], false);
+        if (s->sched && !shoal_store_has(s->store, j->list[i]))
+            shoal_sched_chunk_lost(s->sched, now_ms(s), j->list[i]);
+        held += shoal_store_has(s->store, j->list[i]);
+    }
+    s->rot_file[j->file] = ROT_FILE_REFETCH;
+    LOG_W("release %s: %s: fetching its %u bad chunks again (the file is out of the cache "
+          "until they are in and it hashes right)", s->idhex, f->path, j->nbad - held);
+    rot_status(s);
+    rot_announce(s);
+    if (!s->stopped)
+        pump(s);
+}
+
+/* Files being fetched again that hash right now: served and handed to
+ * loaders again (the store did that), and no longer reported. */
+static void rot_repaired(struct shoal_swarm *s)
+{
+    bool any = false;
+
+    for (uint32_t i = 0; s->rot_err[0] && i < shoal_manifest_nfiles(s->m); i++) {
+        if (s->rot_file[i] != ROT_FILE_REFETCH || !shoal_store_file_ready(s->store, i))
+            continue;
+        s->rot_file[i] = ROT_FILE_OK;
+        LOG_I("release %s: %s is whole again: its bad chunks were fetched again and it "
+              "matches its sha256", s->idhex, shoal_manifest_file(s->m, i)->path);
+        any = true;
+    }
+    if (any) {
+        rot_status(s);
+        rot_announce(s);
+    }
 }
 
 static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
@@ -945,26 +1147,41 @@ static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
     /* While the file was withheld its chunks were refused "unknown", and
      * peers dropped our claims on them: announce the good ones again. */
     for (uint32_t k = 0; k < f->nchunks && !s->stopped; k++)
-        if (!bit_get(j->bad, k))
+        if (!bit_get(j->bad, k) && shoal_store_has(s->store, f->first_chunk + k))
             send_have(s, f->first_chunk + k);
     rot_file_name(s, j->file, where, sizeof where);
     if (j->nbad == 0) {
         LOG_W("release %s: %s hashes right again in all its %u chunks: serving it again",
               s->idhex, where, f->nchunks);
-        bool any = false;
-        for (uint32_t i = 0; i < s->nchunks / 8 + 1 && !any; i++)
-            any = s->rot_bad[i] != 0;
-        if (!any)
-            s->rot_err[0] = '\0';
+        s->rot_file[j->file] = ROT_FILE_OK;
+        shoal_store_file_suspect(s->store, j->file, false);
+        rot_status(s);
+        rot_announce(s);
+        check_complete(s);
         return;
     }
-    LOG_E("release %s (%s@%s): %s: %u of its %u chunks changed on disk after they were "
-          "verified; they are no longer served, the rest are; restart shoald with "
-          "--verify-store to fetch the file again", s->idhex, shoal_manifest_repo_id(s->m),
-          shoal_manifest_commit(s->m), where, j->nbad, f->nchunks);
-    snprintf(s->rot_err, sizeof s->rot_err,
-             "CORRUPT ON DISK: %s: %u of %u chunks changed after they were verified (not "
-             "served; restart with --verify-store to repair)", f->path, j->nbad, f->nchunks);
+    LOG_E("release %s (%s@%s): %s: %u of its %u chunks %s; they are no longer served, the "
+          "rest are", s->idhex, shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m),
+          where, j->nbad, f->nchunks,
+          s->rot_why[j->file] == ROT_WHY_UNREADABLE ? "cannot be read"
+                                                     : "changed on disk after they were verified");
+    rot_status(s);
+}
+
+/* Withholds all of file |file| and hashes every chunk of it, with |j|. */
+static void rot_begin_scan(struct shoal_swarm *s, struct rot_job *j, uint32_t file, int why)
+{
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, file);
+
+    j->bad = calloc(1, f->nchunks / 8 + 1);
+    if (!j->bad)
+        return; /* what is in rot_bad alone stays withheld */
+    rot_suspect(s, file, why);
+    j->scan = true;
+    j->file = file;
+    j->next = f->first_chunk;
+    j->end = f->first_chunk + f->nchunks;
+    j->nbad = 0;
 }
 
 /* The disputed chunk failed: the file changed on disk. Withhold all of it
@@ -972,7 +1189,6 @@ static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
 static void rot_found(struct shoal_swarm *s, struct rot_job *j)
 {
     const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, j->claim.chunk);
-    const struct shoal_mf_file *f = shoal_manifest_file(s->m, c->file);
     char where[4096];
 
     bit_put(s->rot_bad, j->claim.chunk, true);
@@ -980,23 +1196,20 @@ static void rot_found(struct shoal_swarm *s, struct rot_job *j)
     LOG_E("release %s (%s@%s): cached file %s changed on disk after it was verified: chunk %u "
           "(offset %llu, %u bytes) no longer matches the manifest (peer %s banned this node "
           "for it); the file is not served until its chunks are hashed again, and the ones "
-          "that fail stay unserved; restart shoald with --verify-store to repair it",
-          s->idhex, shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m), where,
-          j->claim.chunk, (unsigned long long)c->offset, c->len, j->claim.peer);
-    snprintf(s->rot_err, sizeof s->rot_err,
-             "CORRUPT ON DISK: %s changed after it was verified (chunk %u; not served; "
-             "restart with --verify-store to repair)", f->path, j->claim.chunk);
+          "that fail are fetched again", s->idhex, shoal_manifest_repo_id(s->m),
+          shoal_manifest_commit(s->m), where, j->claim.chunk, (unsigned long long)c->offset,
+          c->len, j->claim.peer);
     if (s->rot_file[c->file] == ROT_FILE_SCANNING)
         return;
-    j->bad = calloc(1, f->nchunks / 8 + 1);
-    if (!j->bad)
-        return; /* the chunk alone stays withheld */
-    s->rot_file[c->file] = ROT_FILE_SCANNING;
-    j->scan = true;
-    j->file = c->file;
-    j->next = f->first_chunk;
-    j->end = f->first_chunk + f->nchunks;
-    j->nbad = 0;
+    rot_begin_scan(s, j, c->file, ROT_WHY_CHANGED);
+    if (!j->scan) {
+        /* No memory to scan: the chunk alone stays withheld. */
+        s->rot_file[c->file] = ROT_FILE_SCANNED;
+        s->rot_why[c->file] = ROT_WHY_CHANGED;
+        s->complete = false;
+        rot_status(s);
+        rot_announce(s);
+    }
 }
 
 static void rot_done(uv_work_t *w, int status)
@@ -1007,16 +1220,23 @@ static void rot_done(uv_work_t *w, int status)
 
     s->pending--;
     s->rot_running = false;
-    if (s->stopped || status != 0) {
-        if (j->scan)
-            s->rot_file[j->file] = ROT_FILE_SCANNED; /* what it found so far stays */
-    } else if (j->scan && j->rv == -ENOMEM) {
-        s->rot_file[j->file] = ROT_FILE_SCANNED;
+    if (j->take) {
+        if (status != 0)
+            j->rv = status;
+        rot_taken(s, j);
+    } else if (j->scan && (s->stopped || status != 0 || j->rv == -ENOMEM)) {
+        rot_scan_cut(s, j);
+    } else if (s->stopped || status != 0) {
+        /* a dispute not checked: nothing learnt */
     } else if (j->scan) {
-        if (j->next < j->end)
+        if (j->next < j->end) {
             again = true;
-        else
+        } else {
             rot_scan_done(s, j);
+            /* The chunks that failed go back to missing, to be fetched. */
+            if (j->nbad > 0 && !s->stopped && rot_take_back(s, j))
+                return;
+        }
     } else if (j->rv == 0) {
         char hex[17];
         bit_put(s->rot_ok, j->claim.chunk, true);
@@ -1044,14 +1264,15 @@ static void rot_done(uv_work_t *w, int status)
         s->rot_running = true;
         return;
     }
-    if (again) /* could not queue the rest: what it found so far stays */
-        s->rot_file[j->file] = ROT_FILE_SCANNED;
+    if (again) /* could not queue the rest */
+        rot_scan_cut(s, j);
     free(j->bad);
+    free(j->list);
     free(j);
     rot_next(s);
 }
 
-/* Starts the next queued dispute if none is being checked. */
+/* Starts the next queued dispute or scan if none is being worked on. */
 static void rot_next(struct shoal_swarm *s)
 {
     struct rot_job *j;
@@ -1065,19 +1286,62 @@ static void rot_next(struct shoal_swarm *s)
     j->s = s;
     j->claim = s->rot_queue[0];
     memmove(&s->rot_queue[0], &s->rot_queue[1], sizeof s->rot_queue[0] * --s->rot_nqueue);
-    /* A dispute queued behind one that led to a scan of its file may be
-     * settled already: not hashed (and logged, and scanned) twice. */
-    if (rot_withheld(s, j->claim.chunk) || bit_get(s->rot_ok, j->claim.chunk)) {
+    if (j->claim.scan) {
+        /* A chunk that cannot be read: scan its file, unless that is under
+         * way or done already. */
+        uint32_t file = shoal_manifest_chunk(s->m, j->claim.chunk)->file;
+        if (s->rot_file[file] == ROT_FILE_OK || s->rot_file[file] == ROT_FILE_SCANNED)
+            rot_begin_scan(s, j, file, ROT_WHY_UNREADABLE);
+        if (!j->scan) {
+            free(j);
+            rot_next(s);
+            return;
+        }
+    } else if (rot_withheld(s, j->claim.chunk) || bit_get(s->rot_ok, j->claim.chunk)) {
+        /* A dispute queued behind one that led to a scan of its file may
+         * be settled already: not hashed (and logged, and scanned) twice. */
         free(j);
         rot_next(s);
         return;
     }
     if (uv_queue_work(s->cfg->loop, &j->w, rot_work, rot_done) != 0) {
+        if (j->scan)
+            rot_scan_cut(s, j);
+        free(j->bad);
         free(j);
         return;
     }
     s->pending++;
     s->rot_running = true;
+}
+
+/* Chunk |chunk| could not be read for serving: it is withheld at once, and
+ * its file scanned (then what fails is fetched again). */
+static void rot_unreadable(struct shoal_swarm *s, uint32_t chunk)
+{
+    const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, chunk);
+
+    bit_put(s->rot_bad, chunk, true);
+    if (s->rot_file[c->file] == ROT_FILE_OK) {
+        s->rot_why[c->file] = ROT_WHY_UNREADABLE;
+        s->rot_file[c->file] = ROT_FILE_SCANNED; /* the chunk alone, until the scan */
+        shoal_store_file_suspect(s->store, c->file, true);
+        s->complete = false;
+        rot_status(s);
+        rot_announce(s);
+    }
+    for (uint32_t i = 0; i < s->rot_nqueue; i++)
+        if (s->rot_queue[i].scan &&
+            shoal_manifest_chunk(s->m, s->rot_queue[i].chunk)->file == c->file)
+            return;
+    if (s->rot_file[c->file] == ROT_FILE_SCANNED && s->rot_nqueue < ROT_QUEUE) {
+        struct rot_claim *q = &s->rot_queue[s->rot_nqueue++];
+        memset(q, 0, sizeof *q);
+        q->chunk = chunk;
+        q->scan = true;
+        snprintf(q->peer, sizeof q->peer, "this node");
+        rot_next(s);
+    }
 }
 
 void shoal_swarm_chunk_disputed(struct shoal_swarm *s, struct shoal_peer *p, uint32_t chunk)
@@ -1305,24 +1569,18 @@ static void serve_done(uv_work_t *w, int status)
         }
         if (!bit_get(s->rot_bad, j->chunk)) {
             const struct shoal_mf_file *f = shoal_manifest_file(s->m, c->file);
-            bool first = true;
-            for (uint32_t k = f->first_chunk; k < f->first_chunk + f->nchunks && first; k++)
-                first = !bit_get(s->rot_bad, k);
-            bit_put(s->rot_bad, j->chunk, true);
+            bool first = s->rot_file[c->file] == ROT_FILE_OK;
             if (first) {
                 char where[4096];
                 rot_file_name(s, c->file, where, sizeof where);
                 LOG_E("release %s: cannot read chunk %u of %s from the store: %s; no longer "
                       "serving the chunks of this file that fail to read (was the cached file "
-                      "cut short or removed?); restart shoald with --verify-store to fetch "
-                      "them again", s->idhex, j->chunk, where,
-                      shoal_strerror(err));
-                snprintf(s->rot_err, sizeof s->rot_err,
-                         "UNREADABLE ON DISK: %s: %s (not served; restart with --verify-store "
-                         "to repair)", f->path, shoal_strerror(err));
+                      "cut short or removed?); hashing all of %s again and fetching again "
+                      "what fails", s->idhex, j->chunk, where, shoal_strerror(err), f->path);
             } else {
                 LOG_D("release %s: chunk %u unreadable too", s->idhex, j->chunk);
             }
+            rot_unreadable(s, j->chunk);
         }
         send_reject(sp, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
     } else {
@@ -2384,7 +2642,8 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
 {
     memset(st, 0, sizeof *st);
     st->nchunks = s->nchunks;
-    st->have_chunks = shoal_store_count(s->store);
+    /* --- rot --- what we serve: withheld chunks are not counted */
+    st->have_chunks = shoal_store_count(s->store) - rot_withheld_count(s);
     st->total_bytes = shoal_manifest_total_size(s->m);
     st->have_bytes = shoal_store_bytes(s->store);
     st->rx_chunk_bytes = s->rx_bytes;

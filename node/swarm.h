@@ -75,6 +75,12 @@ struct shoal_swarm_hooks {
     /* The release got its first new chunk since it was opened (the owner
      * announces early so that peers find it). May be NULL. */
     void (*on_first_chunk)(void *user, struct shoal_swarm *s);
+    /* --- rot --- What |s| serves changed other than by a chunk arriving:
+     * chunks found bad on disk are withheld (the release is then not
+     * complete), taken back to be fetched again, or served again. The
+     * owner announces soon, so trackers count what it actually serves.
+     * May be NULL. */
+    void (*on_withheld)(void *user, struct shoal_swarm *s);
     /* --- end tracker --- */
     void *user;
 };
@@ -181,6 +187,8 @@ const struct shoal_manifest *shoal_swarm_manifest(const struct shoal_swarm *s);
 /* The open release was asked for by branch or tag |branch| (see
  * shoal_store_set_branch). Returns 0 or the store's error. */
 int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch);
+/* True when every file is verified and published and nothing of it is
+ * withheld as changed on disk (see shoal_swarm_chunk_disputed). */
 bool shoal_swarm_complete(const struct shoal_swarm *s);
 /* Why a release whose every chunk is verified is not complete yet (a file
  * its store could not publish into the cache; tried again with a back-off),
@@ -207,16 +215,23 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
  * BYE named the chunk). Our copy is hashed again on a worker thread: if it
  * fails, the cached file changed on disk after it was verified; that is
  * logged as an error naming the file, the file stops being served and
- * advertised while all its chunks are hashed again, and then the chunks
- * that fail stay unserved (shoal_swarm_disk_error says so) until a restart
- * with --verify-store repairs the file. If it hashes right, the false claim
+ * advertised (and handed to no loader) while all its chunks are hashed
+ * again; then the chunks that fail are taken back from the store (out of
+ * the cache and out of the sidecar, so a restart does not serve them
+ * either) and fetched again like missing ones, and the file is served and
+ * handed to loaders again once it matches its sha256. Meanwhile the release
+ * is not complete (shoal_swarm_complete), and shoal_swarm_disk_error says
+ * so. A chunk the store cannot read starts the same scan. When taking back
+ * fails (memory store, a blob another user owns), the chunks that fail stay
+ * unserved until a restart with --verify-store. If it hashes right, the false claim
  * is logged and that node's claims are ignored for a while. Checks are
  * budgeted per release (a chunk found right is not checked again; a few
  * per minute); claims beyond that are dropped with a log line.
  */
 void shoal_swarm_chunk_disputed(struct shoal_swarm *s, struct shoal_peer *p, uint32_t chunk);
-/* "" or, once a cached file of the release was found changed on disk, a
- * line for `shoal status` naming it (owned by the swarm). */
+/* "" or, while a cached file of the release found changed on disk (or
+ * unreadable) is withheld or fetched again, a line for `shoal status`
+ * naming it (owned by the swarm). */
 const char *shoal_swarm_disk_error(const struct shoal_swarm *s);
 /* --- end rot --- */
 

@@ -86,6 +86,18 @@ CASE is one of:
                   ban it, and completes byte-identical once the second seed
                   is back. (Before: the seed went on serving the chunk, and
                   every puller banned it.)
+  disk_rot_repair
+                  the same rotten seed, with a shoal-tracker and a loader
+                  socket: once it finds the chunk bad it tells the tracker
+                  it is no longer complete (before: it went on announcing
+                  complete), a loader asking it for the release gets every
+                  file but the rotten one (before: the rotten one too) and
+                  waits for it; restarted without --verify-store it resumes
+                  one chunk short instead of serving the chunk again
+                  (before: complete); once a good seed is back it fetches
+                  that chunk, the loader gets the file whole, the snapshot
+                  is byte-identical and the tracker counts it complete.
+                  (Extra arguments: SHOAL_TRACKER, NODE_DIR.)
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -106,6 +118,9 @@ from shoalproc import metric
 SHOALD, SHOAL, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
 HOSTILE = sys.argv[4] if len(sys.argv) > 4 else None
 FAKE_TRACKER = sys.argv[5] if len(sys.argv) > 5 else None
+TRACKER = sys.argv[6] if len(sys.argv) > 6 else None
+if len(sys.argv) > 7:
+    sys.path.insert(0, sys.argv[7])
 WAIT_S = 60
 
 procs = shoalproc.procs
@@ -1279,6 +1294,145 @@ def case_disk_rot(tmp):
     return fails
 
 
+def case_disk_rot_repair(tmp):
+    import shoal_loader
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    name = "org/model@" + "ab" * 20
+    trk = shoalproc.Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key",
+                          k("cluster") + ".pub", "--publisher-keys", k("publisher") + ".pub",
+                          "--announce-interval-ms", "500"], name="tracker")
+    m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        trk.dump()
+        return 1
+    taddr = m.group(1)
+    sock = os.path.join(tmp, "a-loader.sock")
+    a_args = node_args(k, "a", tmp, ["--manifest", mf, "--tracker", taddr, "--no-origin",
+                                     "--loader-socket", sock])
+    a = Node("seed", a_args[:] + ["--seed-dir", repo])
+    fails = 0
+    if not a.wait_for(r"is complete here: seeding", 20):
+        print("FAIL the seed did not import the release")
+        a.dump()
+        return 1
+    snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
+    size = os.path.getsize(snap)
+    mode = os.stat(snap).st_mode & 0o777
+    os.chmod(snap, mode | 0o200)
+    with open(snap, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 1]))
+    os.chmod(snap, mode)
+
+    def tracker_complete(want, timeout):
+        """Polls the tracker until it counts |want| complete nodes; the last count."""
+        end, n = time.monotonic() + timeout, None
+        while time.monotonic() < end:
+            out = run("rollout", name, "--status", "--tracker", taddr, "--key", k("x"),
+                      "--cred", k("x") + ".cred")
+            got = re.search(r"(\d+) nodes? complete", out)
+            n = int(got.group(1)) if got else None
+            if n == want:
+                break
+            time.sleep(0.3)
+        return n
+
+    if tracker_complete(1, 20) != 1:
+        print("FAIL the tracker never counted the seed complete")
+        fails += 1
+    h_addr = "127.0.0.1:%d" % free_port()
+    h_args = node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo, "--listen", h_addr,
+                                     "--tracker", taddr])
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", h_addr,
+                                                 "--pull", mid, "--no-origin"]))
+    if not p1.wait_for(r"banning node .* fails its hash", WAIT_S):
+        print("FAIL the first puller did not ban the seed for the changed chunk")
+        fails += 1
+    took = a.wait_for(r"%s: fetching its (\d+) bad chunks again" % re.escape(shard), 20)
+    if not took or took.group(1) != "1":
+        print("FAIL the seed did not take back its one bad chunk to fetch it again")
+        fails += 1
+    # (3) What the seed serves, not complete, reaches the tracker.
+    n = tracker_complete(0, 10)
+    print(f"tracker: {n} nodes complete while the seed withholds a chunk")
+    if n != 0:
+        print("FAIL the seed still announces the release complete while it withholds a chunk")
+        fails += 1
+    # (1) A loader gets every file but the rotten one, and waits for it.
+    got, waited = {}, False
+    try:
+        with shoal_loader.Client(sock, timeout=4) as cl:
+            for lf in cl.want(mid):
+                got[lf.path] = hashlib.sha256(bytes(lf.mmap()) if lf.size else b"").digest()
+                lf.close()
+    except TimeoutError:
+        waited = True
+    except shoal_loader.LoaderError as e:
+        print(f"loader: {e}")
+    print(f"loader: got {sorted(got)}{', then waited' if waited else ''}")
+    if shard in got:
+        print("FAIL a loader was handed the file known to be corrupt" +
+              (" (its bytes differ from the source)"
+               if got[shard] != hashlib.sha256(files[shard]).digest() else ""))
+        fails += 1
+    elif not waited or len(got) != len(files) - 1:
+        print("FAIL the loader did not get the other files and wait for the rotten one")
+        fails += 1
+    # (2) A restart (no --verify-store, no seed dir) does not trust the chunk.
+    if a.stop() != 0:
+        print("FAIL the seed did not shut down cleanly")
+        fails += 1
+    a0, a = a, Node("seed-again", a_args)
+    res = a.wait_for(r"resuming with (\d+) of (\d+) chunks|is complete here: seeding", 20)
+    print("restarted seed: " + (res.group(0) if res else "nothing"))
+    if not res or not res.group(1) or int(res.group(1)) != int(res.group(2)) - 1:
+        print("FAIL the restarted seed does not know it lacks the bad chunk")
+        fails += 1
+    # The loader waits; a good seed comes; the seed fetches the chunk and
+    # the loader gets the whole file.
+    result = {}
+
+    def load():
+        try:
+            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+                for lf in cl.want(mid, [shard]):
+                    result[lf.path] = hashlib.sha256(bytes(lf.mmap())).digest()
+                    lf.close()
+        except (TimeoutError, shoal_loader.LoaderError, OSError) as e:
+            result["error"] = str(e)
+
+    import threading
+    th = threading.Thread(target=load)
+    th.start()
+    time.sleep(1)
+    h = Node("seed2", h_args + ["--peer", a.addr])
+    if not a.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", WAIT_S):
+        print("FAIL the restarted seed did not fetch its bad chunk again")
+        fails += 1
+    th.join(WAIT_S)
+    if result.get(shard) != hashlib.sha256(files[shard]).digest():
+        print(f"FAIL the loader did not get the repaired file whole: {result}")
+        fails += 1
+    fails += check_snapshot(tmp, "a", files)
+    if not p1.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", WAIT_S):
+        print("FAIL the first puller did not complete")
+        fails += 1
+    n = tracker_complete(2, 20)  # the repaired seed and the second one
+    print(f"tracker: {n} nodes complete at the end")
+    if n != 2:
+        print("FAIL the tracker does not count the repaired seed complete")
+        fails += 1
+    fails += shoalproc.stop_all([p1, h, a])
+    if fails:
+        for x in (a0, a, h, p1):
+            x.dump(tail=40)
+    trk.stop()
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -1298,4 +1452,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
-                      "disk_rot": case_disk_rot}, "shoal-swarm-")
+                      "disk_rot": case_disk_rot,
+                      "disk_rot_repair": case_disk_rot_repair}, "shoal-swarm-")
