@@ -801,10 +801,22 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     if (rv == 0 && memcmp(shoal_manifest_id(m), md->manifest_id, 32) != 0)
         rv = SHOAL_EBADHASH;
     if (rv != 0) {
-        LOG_W("peer %s sent manifest %s that we refuse: %s", shoal_peer_name(p), hex,
-              shoal_strerror(rv));
         pl->refused = rv;
         shoal_manifest_free(m);
+        /* Bytes that do not hash to the id asked for, or whose signature
+         * fails, are a lie (an honest peer sends what it verified itself):
+         * the peer goes, so each connection costs this node one such check
+         * at most. A signer we do not trust, a format version we do not
+         * know or our own failure say nothing against the peer. */
+        if (rv == SHOAL_EUNTRUSTED || rv == SHOAL_EVERSION || rv == -ENOMEM || rv == -EIO) {
+            LOG_W("peer %s sent manifest %s that we refuse: %s", shoal_peer_name(p), hex,
+                  shoal_strerror(rv));
+            return;
+        }
+        snprintf(why, sizeof why, "manifest %s refused: %s", hex, shoal_strerror(rv));
+        LOG_W("peer %s sent manifest %s that we refuse: %s; closing the connection",
+              shoal_peer_name(p), hex, shoal_strerror(rv));
+        shoal_peer_bye(p, why);
         return;
     }
     LOG_I("manifest %s received from peer %s, signature verified", hex, shoal_peer_name(p));

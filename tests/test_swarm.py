@@ -60,6 +60,12 @@ CASE is one of:
                   (logged), so they stop holding chunks back from the
                   origin; an honest seed that comes
                   later completes the release, verified.
+  bad_manifest    a peer answers the puller's WANT_MANIFEST with 200
+                  copies of the signed manifest, its signature broken: the
+                  puller checks one, logs "bad signature; closing the
+                  connection" and closes it (before: it hashed and checked
+                  all 200 on its loop thread and kept the peer); an
+                  honest seed then completes it.
   cut_seed        a seed's cached shard is cut to a third after import: it
                   says once that it cannot read chunks of that file and stops
                   serving and offering them (shoal status: UNREADABLE ON
@@ -913,6 +919,54 @@ def case_liar(tmp):
     return fails
 
 
+def case_bad_manifest(tmp):
+    """A peer that answers the puller's WANT_MANIFEST with 200 copies of the
+    manifest, its signature broken: the puller checks one, closes the
+    connection saying why, and checks no more; an honest seed that comes
+    later still gets the release through."""
+    k, repo, files, mf, mid = setup(tmp)
+    b = Node("puller", node_args(k, "b", tmp))
+    fails = 0
+    pull = subprocess.Popen([SHOAL, "pull", mid, "--socket", b.ctl, "--timeout", str(WAIT_S),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    if not b.wait_for(r"pull %s asked by" % mid, 10):
+        print("FAIL the pull was not asked for")
+        fails += 1
+    h = subprocess.run([HOSTILE, b.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                        "manifest", mf, "200", "10"], capture_output=True, text=True,
+                       timeout=60)
+    print(h.stdout.strip().replace("\n", ", "), h.stderr.strip())
+    checked = len(re.findall(r"sent manifest [0-9a-f]+ that we refuse", b.log()))
+    print(f"the puller checked {checked} of them")
+    if "never asked" in h.stdout or not re.search(r"sent \d+", h.stdout):
+        print("FAIL the hostile peer was never asked for the manifest")
+        fails += 1
+    if checked != 1:
+        print(f"FAIL the puller checked {checked} bad manifests from one peer, not 1")
+        fails += 1
+    if "closed by the node" not in h.stdout or not b.wait_for(
+            r"that we refuse: bad signature; closing the connection", 1):
+        print("FAIL the peer that sent a badly signed manifest was not disconnected, "
+              "saying why")
+        fails += 1
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    try:
+        out, _ = pull.communicate(timeout=WAIT_S + 10)
+    except subprocess.TimeoutExpired:
+        pull.kill()
+        out, _ = pull.communicate()
+    if pull.returncode != 0:
+        print(f"FAIL the pull did not complete from the honest seed: {out}")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all((a, b))
+    if fails:
+        b.dump(80)
+    return fails
+
+
 def case_cut_seed(tmp):
     """A seed whose cached file was cut short after it was verified (a tool
     writing through the snapshot link): it says so once per chunk it cannot
@@ -1298,4 +1352,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
-                      "disk_rot": case_disk_rot}, "shoal-swarm-")
+                      "disk_rot": case_disk_rot, "bad_manifest": case_bad_manifest},
+               "shoal-swarm-")
