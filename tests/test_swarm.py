@@ -60,6 +60,13 @@ CASE is one of:
                   (logged), so they stop holding chunks back from the
                   origin; an honest seed that comes
                   later completes the release, verified.
+  unknown_codec   a peer answers each request with a CHUNK of codec 7 (as a
+                  newer version might): the puller closes it with a BYE
+                  "CHUNK with codec 7, which this node does not know (a
+                  newer shoal version?): closing, not banning" and logs it;
+                  the peer connects again and is asked again (before: its
+                  CHUNK failed as a bad hash and the peer was banned as a
+                  liar); an honest seed then completes the release.
   bad_manifest    a peer answers the puller's WANT_MANIFEST with 200
                   copies of the signed manifest, its signature broken: the
                   puller checks one, logs "bad signature; closing the
@@ -919,6 +926,48 @@ def case_liar(tmp):
     return fails
 
 
+def case_unknown_codec(tmp):
+    """A peer that answers requests with CHUNKs of a codec this node does
+    not know (as a newer version would) is disconnected with a BYE saying
+    so, and not banned: it connects again and is asked again."""
+    k, repo, files, mf, mid = setup(tmp)
+    nch = int(re.search(r"(\d+) chunks", run("manifest", "show", mf)).group(1))
+    b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf]))
+    fails = 0
+    for attempt in (1, 2):
+        h = subprocess.run([HOSTILE, b.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                            "codec", mid, str(nch), "7", "6"], capture_output=True, text=True,
+                           timeout=60)
+        print(f"attempt {attempt}: {h.stdout.strip()} {h.stderr.strip()}".replace("\n", ", "))
+        m = re.search(r"requests (\d+)", h.stdout)
+        if not m or int(m.group(1)) == 0:
+            print(f"FAIL attempt {attempt}: the peer was not asked for a chunk (banned?)")
+            fails += 1
+        if "closed by the node" not in h.stdout or not re.search(
+                r"bye: CHUNK with codec 7, which this node does not know", h.stdout):
+            print(f"FAIL attempt {attempt}: not closed with a BYE naming the codec")
+            fails += 1
+    mt = run("metrics", "--socket", b.ctl)
+    if re.search(r"banning node|is banned", b.log()) or metric(mt, "shoal_bans_total") != 0:
+        print("FAIL the peer was banned for a codec it is newer than")
+        fails += 1
+    if not b.wait_for(r"peer \S+ answered the request for chunk \d+ with a CHUNK with codec 7, "
+                      r"which this node does not know \(a newer shoal version\?\): closing, "
+                      r"not banning", 1):
+        print("FAIL the log does not say why the peer was closed")
+        fails += 1
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete", WAIT_S):
+        print("FAIL the puller did not complete from the honest seed")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all((a, b))
+    if fails:
+        b.dump(80)
+    return fails
+
+
 def case_bad_manifest(tmp):
     """A peer that answers the puller's WANT_MANIFEST with 200 copies of the
     manifest, its signature broken: the puller checks one, closes the
@@ -1352,5 +1401,6 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
-                      "disk_rot": case_disk_rot, "bad_manifest": case_bad_manifest},
+                      "disk_rot": case_disk_rot, "bad_manifest": case_bad_manifest,
+                      "unknown_codec": case_unknown_codec},
                "shoal-swarm-")
