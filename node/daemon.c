@@ -2911,16 +2911,17 @@ static int load_identity(struct shoal_daemon *d)
     if (c->tracker_keys.n) {
         rv = shoal_keyset_new(&d->tracker_keys);
         for (size_t i = 0; rv == 0 && i < c->tracker_keys.n; i++) {
-            /* Each file on its own first: one with no key is a mistake. */
+            /* Each file on its own first: one with no key is a mistake.
+             * Read once and merged, so the keys checked are the keys used. */
             struct shoal_keyset *one = NULL;
             rv = shoal_keyset_new(&one);
             if (rv == 0)
                 rv = shoal_keyset_load_file(one, c->tracker_keys.v[i]);
             if (rv == 0 && shoal_keyset_count(one) == 0)
                 rv = SHOAL_EBADMSG;
-            shoal_keyset_free(one);
             if (rv == 0)
-                rv = shoal_keyset_load_file(d->tracker_keys, c->tracker_keys.v[i]);
+                rv = shoal_keyset_merge(d->tracker_keys, one);
+            shoal_keyset_free(one);
             if (rv != 0)
                 LOG_E("tracker keys %s: %s", c->tracker_keys.v[i],
                       rv == SHOAL_EBADMSG ? "no key in the file" : shoal_strerror(rv));
