@@ -2496,6 +2496,8 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
         m->wire_tx_bytes += shoal_peer_tx_bytes(d->peers[i]);
     }
     m->bans_total = d->bans_total;
+    m->hello_refused = d->hello_refused_total;
+    m->handshake_evictions = d->evicted_total;
     for (uint32_t i = 0; i < d->nbans; i++)
         m->bans_active += d->bans[i].until_ms > now;
     m->cred_expires_unix = d->cred_expires;

@@ -35,9 +35,13 @@ CASE is one of:
                   real node still gets in, completes, and evicts the next.
   unauth_source   a flood of idle connections from 127.0.0.2 into a full
                   handshake pool evicts its own, never a handshake in
-                  progress from 127.0.0.1; a real node still completes.
+                  progress from 127.0.0.1; a real node still completes;
+                  `shoal metrics` counts each eviction in
+                  shoal_handshake_evictions_total (before: only logged).
   hello_budget    HELLO replays from 127.0.0.2 past --hello-rate are refused
-                  unchecked (logged once), and b from 127.0.0.1 completes.
+                  unchecked (logged once; `shoal metrics` counts them in
+                  shoal_hello_refused_total, before: only logged), and b
+                  from 127.0.0.1 completes.
   cred_expiry     a slow puller and an idle node whose credentials expire a
                   few seconds in: the seed closes both sessions at expiry,
                   the puller gets no chunk after it and is refused when it
@@ -1114,6 +1118,11 @@ def case_hello_budget(tmp):
     if refused and not 1 <= logged < refused:
         print("FAIL refusals were not logged, or logged one line each")
         fails += 1
+    counted = metric(run("metrics", "--socket", a.ctl), "shoal_hello_refused_total")
+    print(f"shoal_hello_refused_total {counted}")
+    if counted is None or counted < refused:
+        print(f"FAIL shoal metrics does not count the {refused} refused HELLOs")
+        fails += 1
     b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
                                           "--exit-when-complete"]))
     rc = b.wait(WAIT_S)
@@ -1161,6 +1170,11 @@ def case_unauth_source(tmp):
     print(f"eviction lines logged: {logged} for {flood - keep + 1} evictions")
     if not 1 <= logged < flood - keep + 1:
         print("FAIL evictions were not logged, or logged one line each")
+        fails += 1
+    counted = metric(run("metrics", "--socket", a.ctl), "shoal_handshake_evictions_total")
+    print(f"shoal_handshake_evictions_total {counted}")
+    if counted != flood - keep + 1:
+        print(f"FAIL shoal metrics does not count the {flood - keep + 1} evictions")
         fails += 1
     for s in held + [slow]:
         s.close()
