@@ -9,12 +9,15 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -32,6 +35,46 @@ struct conn {
     const char *path;
     uint8_t *body; /* SHOAL_CTL_FRAME_MAX bytes */
 };
+
+/* Connecting to |path| was refused for want of permission (the socket is
+ * 0660, its owner the daemon's user): a bare "Permission denied" leaves
+ * the operator to guess whether shoald runs at all. Says whose socket it
+ * is and what would reach it. */
+static void explain_denied(const char *path)
+{
+    struct stat st;
+    const struct passwd *pw;
+    const struct group *gr;
+    char user[64], group[64];
+
+    if (stat(path, &st) != 0) {
+        /* Not even its owner can be seen: a directory on the way is shut. */
+        fprintf(stderr, "shoal: permission denied on %s: a directory on the way to it is "
+                        "not open to you (uid %u); run shoal as shoald's user or root, or "
+                        "as a member of the directory's group\n",
+                path, (unsigned)geteuid());
+        return;
+    }
+    pw = getpwuid(st.st_uid);
+    gr = getgrgid(st.st_gid);
+    if (pw)
+        snprintf(user, sizeof user, "%s", pw->pw_name);
+    else
+        snprintf(user, sizeof user, "uid %u", (unsigned)st.st_uid);
+    if (gr)
+        snprintf(group, sizeof group, "%s", gr->gr_name);
+    else
+        snprintf(group, sizeof group, "gid %u", (unsigned)st.st_gid);
+    fprintf(stderr, "shoal: permission denied on %s (owner %s, group %s, mode %04o): run shoal "
+                    "as %s%s",
+            path, user, group, (unsigned)(st.st_mode & 07777), user,
+            st.st_uid == 0 ? "" : " or root");
+    /* Joining the group helps only if the group may write to it. */
+    if (st.st_mode & S_IWGRP)
+        fprintf(stderr, ", or as a member of group %s (e.g. `usermod -aG %s $USER`, then log "
+                        "in again)", group, group);
+    fputc('\n', stderr);
+}
 
 static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap)
 {
@@ -67,6 +110,10 @@ static int conn_open(struct conn *c, const char *path, char *pathbuf, size_t cap
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (!c->body || c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         rv = c->body ? -errno : -ENOMEM;
+        if (rv == -EACCES || rv == -EPERM) {
+            explain_denied(path);
+            goto out;
+        }
         /* A non-root user's default is their own daemon's socket; the
          * system service's is elsewhere, and they may not know. */
         fprintf(stderr, "shoal: cannot reach shoald at %s: %s (is it running? --socket PATH%s)\n",

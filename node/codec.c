@@ -53,6 +53,12 @@ void shoal_codec_ungroup16(uint8_t *dst, const uint8_t *src, size_t len)
         dst[len - 1] = src[len - 1];
 }
 
+bool shoal_codec_known(uint8_t codec)
+{
+    return codec == SHOAL_CODEC_RAW || codec == SHOAL_CODEC_ZSTD ||
+           codec == SHOAL_CODEC_ZSTD_BF16;
+}
+
 const char *shoal_codec_name(uint8_t codec)
 {
     switch (codec) {

@@ -31,6 +31,7 @@
 #ifndef SHOAL_CODEC_H
 #define SHOAL_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -104,6 +105,10 @@ int shoal_codec_decompress(uint8_t codec, const uint8_t *p, size_t plen, uint8_t
  * |src| are |len| bytes and must not overlap. */
 void shoal_codec_group16(uint8_t *dst, const uint8_t *src, size_t len);
 void shoal_codec_ungroup16(uint8_t *dst, const uint8_t *src, size_t len);
+
+/* True for a codec this build can decode (raw, zstd, zstd-bf16); a CHUNK
+ * with another comes from a newer sender. */
+bool shoal_codec_known(uint8_t codec);
 
 /* "raw", "zstd", "zstd-bf16", or "unknown". Static storage. */
 const char *shoal_codec_name(uint8_t codec);

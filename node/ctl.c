@@ -556,6 +556,11 @@ int shoal_ctl_metrics_text(const struct shoal_ctl_metrics *m, const struct shoal
         {"shoal_peers", "gauge", "Authenticated peer connections.", m->peers},
         {"shoal_bans_total", "counter", "Nodes banned since start.", m->bans_total},
         {"shoal_bans_active", "gauge", "Nodes banned right now.", m->bans_active},
+        {"shoal_hello_refused_total", "counter",
+         "HELLOs refused unchecked: their address was over --hello-rate.", m->hello_refused},
+        {"shoal_handshake_evictions_total", "counter",
+         "Connections in their handshake closed to make room for a new one (--max-unauth).",
+         m->handshake_evictions},
         {"shoal_releases", "gauge", "Releases held or being pulled.", m->releases},
         {"shoal_releases_complete", "gauge", "Releases complete here.", m->releases_complete},
     };

@@ -180,6 +180,8 @@ struct shoal_ctl_metrics {
     uint32_t peers;              /* authenticated connections */
     uint64_t bans_total;
     uint32_t bans_active;
+    uint64_t hello_refused;      /* HELLOs refused unchecked (--hello-rate) */
+    uint64_t handshake_evictions; /* handshakes closed for a newcomer (--max-unauth) */
     uint32_t releases, releases_complete;
     uint64_t wire_rx_bytes, wire_tx_bytes; /* frames, all peers, this run */
     /* The node's credential: its end (unix time; 0: no credential, and

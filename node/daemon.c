@@ -205,6 +205,16 @@ struct shoal_daemon {
         uint64_t serial;
         bool used;
     } resolves[2 * SHOAL_CONFIG_LIST_MAX];
+    /* Pulls the Hub refused for good (404, 401/403) are dropped at once;
+     * the last few are remembered so that the `shoal pull` following one
+     * is told why rather than "neither here nor being pulled". A new pull
+     * of the same name forgets its entry. */
+    struct gone_pull {
+        char asked[SHOAL_MSG_REPO_MAX + 1];
+        char why[SHOAL_CTL_ERROR_MAX + 1];
+        int err;
+    } gone[8];
+    uint32_t gone_next;
     /* The state file (state.h): open releases, reopened at start. */
     bool state_on;      /* a path was found and the store is on disk */
     bool state_ready;   /* start-up reopening done: changes are written */
@@ -791,10 +801,22 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     if (rv == 0 && memcmp(shoal_manifest_id(m), md->manifest_id, 32) != 0)
         rv = SHOAL_EBADHASH;
     if (rv != 0) {
-        LOG_W("peer %s sent manifest %s that we refuse: %s", shoal_peer_name(p), hex,
-              shoal_strerror(rv));
         pl->refused = rv;
         shoal_manifest_free(m);
+        /* Bytes that do not hash to the id asked for, or whose signature
+         * fails, are a lie (an honest peer sends what it verified itself):
+         * the peer goes, so each connection costs this node one such check
+         * at most. A signer we do not trust, a format version we do not
+         * know or our own failure say nothing against the peer. */
+        if (rv == SHOAL_EUNTRUSTED || rv == SHOAL_EVERSION || rv == -ENOMEM || rv == -EIO) {
+            LOG_W("peer %s sent manifest %s that we refuse: %s", shoal_peer_name(p), hex,
+                  shoal_strerror(rv));
+            return;
+        }
+        snprintf(why, sizeof why, "manifest %s refused: %s", hex, shoal_strerror(rv));
+        LOG_W("peer %s sent manifest %s that we refuse: %s; closing the connection",
+              shoal_peer_name(p), hex, shoal_strerror(rv));
+        shoal_peer_bye(p, why);
         return;
     }
     LOG_I("manifest %s received from peer %s, signature verified", hex, shoal_peer_name(p));
@@ -2044,6 +2066,41 @@ static int check_release_name(const char *release, bool *commit, char *why, size
     return 0;
 }
 
+static void remove_pull(struct shoal_daemon *d, struct pull *pl, const char *why);
+
+/* The Hub answered pull |pl|'s name with 404 (no such repo or revision) or
+ * 401/403 (private or gated, no token or the wrong one): asking again
+ * gets the same answer until someone changes the name, the Hub or the
+ * token, so the pull is dropped (loaders waiting for it are told) instead
+ * of being retried until `shoal drop`. |msg| is the Hub client's text
+ * ("org/name@rev: HTTP 404 RevisionNotFound: ..."). A later `shoal pull`
+ * asks the Hub afresh. */
+static void pull_refused_by_hub(struct shoal_daemon *d, struct pull *pl, int status,
+                                const char *msg)
+{
+    struct gone_pull *g = &d->gone[d->gone_next++ % (sizeof d->gone / sizeof d->gone[0])];
+    const char *detail = msg ? msg : shoal_strerror(status);
+    char asked[sizeof pl->asked];
+    size_t n;
+
+    memcpy(asked, pl->asked, sizeof asked);
+    n = strlen(asked);
+    /* The client's text starts with the name: said once is enough. */
+    if (strncmp(detail, asked, n) == 0 && detail[n] == ':' && detail[n + 1] == ' ')
+        detail += n + 2;
+    snprintf(g->why, sizeof g->why, "%s %s the Hub %s (%s); not tried again: %s", asked,
+             status == SHOAL_ENOTFOUND ? "not found on" : "refused by", shoal_hub_endpoint(d->hub),
+             detail,
+             status == SHOAL_ENOTFOUND ? "check the name, then shoal pull again"
+                                       : "give shoald a token that may read it, then shoal "
+                                         "pull again");
+    utf8_cut(g->why);
+    snprintf(g->asked, sizeof g->asked, "%s", asked);
+    g->err = status;
+    LOG_E("pull dropped: %s", g->why);
+    remove_pull(d, pl, g->why);
+}
+
 /* The Hub's answer for pull |user|'s branch or tag. */
 static void on_resolved(void *user, int status, struct shoal_hub_release *rel, const char *msg)
 {
@@ -2058,6 +2115,12 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
         return;
     }
     pl->resolving = false;
+    if (status == SHOAL_ENOTFOUND || status == SHOAL_EPERM) {
+        pull_refused_by_hub(d, pl, status, msg);
+        return;
+    }
+    /* Anything else (5xx or timeouts past the client's own retries, a
+     * malformed answer) may pass: tried again after a back-off. */
     if (status != 0) {
         pull_failed(d, pl, pl->asked, status, msg ? msg : shoal_strerror(status));
         return;
@@ -2226,6 +2289,10 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
                               "Hub endpoint to resolve branches and tags)", strrchr(release, '@') + 1);
         return -EINVAL;
     }
+    for (size_t i = 0; i < sizeof d->gone / sizeof d->gone[0]; i++) {
+        if (strcmp(d->gone[i].asked, release) == 0)
+            d->gone[i].asked[0] = '\0'; /* asked again: this pull's fate, not that one's */
+    }
     pl = new_pull(d);
     if (by_id) {
         rv = shoal_unhex(pl->id, 32, release, 64);
@@ -2365,6 +2432,12 @@ static int ctl_release(void *user, const char *release, struct shoal_ctl_release
         ctl_fill_waiting(d, pl, r);
         return 0;
     }
+    for (size_t i = 0; i < sizeof d->gone / sizeof d->gone[0]; i++) {
+        if (d->gone[i].asked[0] && strcmp(d->gone[i].asked, release) == 0) {
+            snprintf(why, whylen, "%s", d->gone[i].why);
+            return d->gone[i].err;
+        }
+    }
     snprintf(why, whylen, "release %s is neither here nor being pulled", release);
     return SHOAL_ENOTFOUND;
 }
@@ -2434,6 +2507,8 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
         m->wire_tx_bytes += shoal_peer_tx_bytes(d->peers[i]);
     }
     m->bans_total = d->bans_total;
+    m->hello_refused = d->hello_refused_total;
+    m->handshake_evictions = d->evicted_total;
     for (uint32_t i = 0; i < d->nbans; i++)
         m->bans_active += d->bans[i].until_ms > now;
     m->cred_expires_unix = d->cred_expires;
@@ -2849,16 +2924,17 @@ static int load_identity(struct shoal_daemon *d)
     if (c->tracker_keys.n) {
         rv = shoal_keyset_new(&d->tracker_keys);
         for (size_t i = 0; rv == 0 && i < c->tracker_keys.n; i++) {
-            /* Each file on its own first: one with no key is a mistake. */
+            /* Each file on its own first: one with no key is a mistake.
+             * Read once and merged, so the keys checked are the keys used. */
             struct shoal_keyset *one = NULL;
             rv = shoal_keyset_new(&one);
             if (rv == 0)
                 rv = shoal_keyset_load_file(one, c->tracker_keys.v[i]);
             if (rv == 0 && shoal_keyset_count(one) == 0)
                 rv = SHOAL_EBADMSG;
-            shoal_keyset_free(one);
             if (rv == 0)
-                rv = shoal_keyset_load_file(d->tracker_keys, c->tracker_keys.v[i]);
+                rv = shoal_keyset_merge(d->tracker_keys, one);
+            shoal_keyset_free(one);
             if (rv != 0)
                 LOG_E("tracker keys %s: %s", c->tracker_keys.v[i],
                       rv == SHOAL_EBADMSG ? "no key in the file" : shoal_strerror(rv));

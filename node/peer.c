@@ -47,6 +47,10 @@ struct shoal_peer {
     struct shoal_session *sess;
     struct shoal_frame_dec dec;
     enum peer_state st;
+    /* WANT_MANIFESTs sent and not yet answered: a MANIFEST_DATA beyond them
+     * was not asked for, and is refused before its owner spends a hash and
+     * a signature check of up to a frame's bytes on it. */
+    uint32_t manifests_asked;
     bool initiator;
     /* Accepted side: our HELLO (node key, credential, zone, address) waits
      * until the initiator's HELLO has verified, so a connection without a
@@ -939,7 +943,10 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
         p->drain_wanted = true;
         return SHOAL_EBUSY;
     }
-    return send_raw(p, m, peer_max_body(p));
+    int rv = send_raw(p, m, peer_max_body(p));
+    if (rv == 0 && m->type == SHOAL_MSG_WANT_MANIFEST && p->manifests_asked < UINT32_MAX)
+        p->manifests_asked++;
+    return rv;
 }
 
 /* Seals (when the session is sealed) and queues CHUNK header |hdr| and
@@ -1432,6 +1439,18 @@ static void dispatch(struct shoal_peer *p, uint8_t *body, size_t plain)
     case SHOAL_MSG_HELLO:
     case SHOAL_MSG_HELLO_AUTH:
         shoal_peer_close(p, "handshake message after the handshake", false);
+        break;
+    case SHOAL_MSG_MANIFEST_DATA:
+        /* Each WANT_MANIFEST earns one answer: more is a peer making us
+         * hash whatever it sends, as fast as it can send it. */
+        if (p->manifests_asked == 0) {
+            LOG_W("peer %s sent a manifest this node did not ask it for, closing", p->name);
+            shoal_peer_bye(p, "MANIFEST_DATA not asked for");
+            break;
+        }
+        p->manifests_asked--;
+        if (p->cb->on_msg)
+            p->cb->on_msg(p, &m, p->user);
         break;
     default:
         if (p->cb->on_msg)

@@ -793,6 +793,19 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     /* It answered: while the chunk waits to be hashed, its other requests
      * timing out must not make it look silent (a bad hash bans it anyway). */
     sp->served_ms = now_ms(s);
+    /* --- ctl: codec --- A codec we cannot decode says nothing about the
+     * bytes: the sender is a newer shoal, not a liar. Refused as version
+     * skew (its claims go with it; nobody is banned). */
+    if (!shoal_codec_known(c->codec)) {
+        char why[160];
+        shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, false);
+        snprintf(why, sizeof why, "CHUNK with codec %u, which this node does not know "
+                 "(a newer shoal version?): closing, not banning", (unsigned)c->codec);
+        LOG_W("release %s: peer %s answered the request for chunk %u with a %s", s->idhex,
+              shoal_peer_name(sp->p), r.chunk, why);
+        shoal_peer_bye(sp->p, why);
+        return true;
+    }
     mc = shoal_manifest_chunk(s->m, r.chunk);
     /* --- ctl: codec --- a compressed payload must declare the manifest's
      * length and be no bigger than the raw chunk. */

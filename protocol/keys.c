@@ -413,6 +413,19 @@ int shoal_keyset_add(struct shoal_keyset *ks, const struct shoal_pubkey *pk)
     return 0;
 }
 
+int shoal_keyset_merge(struct shoal_keyset *dst, const struct shoal_keyset *src)
+{
+    size_t fresh = 0;
+
+    for (size_t i = 0; i < src->n; i++)
+        fresh += !shoal_keyset_contains(dst, src->keys[i].pk);
+    if (fresh > SHOAL_KEYSET_MAX - dst->n)
+        return SHOAL_ELIMIT;
+    for (size_t i = 0; i < src->n; i++)
+        (void)shoal_keyset_add(dst, &src->keys[i]);
+    return 0;
+}
+
 int shoal_keyset_load_file(struct shoal_keyset *ks, const char *path)
 {
     size_t len = 0;

@@ -136,6 +136,9 @@ void shoal_keyset_free(struct shoal_keyset *ks);
 /* Adds a copy of |pk|; adding a key already present does nothing.
  * Returns 0 or SHOAL_ELIMIT when the set is full. */
 int shoal_keyset_add(struct shoal_keyset *ks, const struct shoal_pubkey *pk);
+/* Adds every key of |src| to |dst| (keys already there count once). All
+ * or nothing: returns 0, or SHOAL_ELIMIT with |dst| unchanged. */
+int shoal_keyset_merge(struct shoal_keyset *dst, const struct shoal_keyset *src);
 /* True when |pk| is in |ks| (false for a NULL set). */
 bool shoal_keyset_contains(const struct shoal_keyset *ks, const uint8_t pk[SHOAL_PUBKEY_LEN]);
 /* Number of keys in |ks|. */

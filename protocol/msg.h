@@ -199,7 +199,8 @@ struct shoal_msg_request {
 struct shoal_msg_chunk {
     uint32_t req_id;
     uint8_t chunk_id[SHOAL_MSG_KEY_LEN];
-    uint8_t codec;               /* enum shoal_chunk_codec */
+    uint8_t codec;               /* enum shoal_chunk_codec; any value
+                                    decodes, the receiver checks it knows it */
     uint32_t raw_len;            /* <= SHOAL_MSG_RAW_MAX */
     struct shoal_bytes payload;  /* <= SHOAL_MSG_PAYLOAD_MAX */
 };

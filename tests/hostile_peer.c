@@ -10,6 +10,17 @@
  *                           SECONDS answers no REQUEST (ignore) or each with
  *                           REJECT unknown (reject) or busy (busy); prints
  *                           "requests N" and "closed by the node" if it was.
+ *   codec ID NCHUNKS VALUE SECONDS
+ *                           announces every chunk of release ID and answers
+ *                           each REQUEST with a CHUNK of codec VALUE (one
+ *                           no node knows, as from a newer version); prints
+ *                           "requests N", the node's BYE reason ("bye:
+ *                           ...") and "closed by the node" if it was.
+ *   manifest FILE N SECONDS waits (SECONDS at most) for the node's first
+ *                           WANT_MANIFEST, then answers it N times with the
+ *                           signed manifest FILE, its last byte (in the
+ *                           signature) inverted; prints "sent N" and
+ *                           "closed by the node" if it was.
  *
  * Prints "sent N" on stdout when done, then holds the connection open for
  * HOLD seconds (environment, default 0) so the test can look at the node.
@@ -235,7 +246,9 @@ int main(int argc, char **argv)
     if (argc < 7) {
         fprintf(stderr, "usage: hostile_peer HOST:PORT KEY CRED CLUSTER_PUB "
                         "ping N SECONDS | "
-                        "liar ID NCHUNKS SECONDS ignore|reject|busy\n");
+                        "liar ID NCHUNKS SECONDS ignore|reject|busy | "
+                        "codec ID NCHUNKS VALUE SECONDS | "
+                        "manifest FILE N SECONDS\n");
         return 2;
     }
     if (connect_to(argv[1]) != 0) {
@@ -291,6 +304,106 @@ int main(int argc, char **argv)
         printf("requests %ld\n", sent);
         if (closed)
             printf("closed by the node\n");
+        fflush(stdout);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
+    } else if (strcmp(argv[5], "codec") == 0 && argc == 10) {
+        uint8_t *ones = full_bitfield(&m, argv[6], argv[7]);
+        uint8_t junk[64] = {0};
+        double end = now_s() + atof(argv[9]);
+        bool closed = false;
+
+        if (!ones)
+            return 2;
+        if (!send_msg(&m, now_s() + 10))
+            return 1;
+        while (!closed && now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in, r;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body)) {
+                closed = true;
+                break;
+            }
+            if (in.type == SHOAL_MSG_BYE)
+                printf("bye: %.*s\n", (int)in.u.bye.text.len, in.u.bye.text.p);
+            if (in.type == SHOAL_MSG_REQUEST) {
+                sent++;
+                memset(&r, 0, sizeof r);
+                r.type = SHOAL_MSG_CHUNK;
+                r.u.chunk.req_id = in.u.request.req_id;
+                memcpy(r.u.chunk.chunk_id, in.u.request.chunk_id, 32);
+                r.u.chunk.codec = (uint8_t)atoi(argv[8]);
+                r.u.chunk.raw_len = sizeof junk;
+                r.u.chunk.payload.p = junk;
+                r.u.chunk.payload.len = sizeof junk;
+                (void)send_msg(&r, now_s() + 5);
+            }
+            free(body);
+        }
+        free(ones);
+        printf("requests %ld\n%s", sent, closed ? "closed by the node\n" : "");
+        fflush(stdout);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
+    } else if (strcmp(argv[5], "manifest") == 0 && argc == 9) {
+        double end = now_s() + atof(argv[8]);
+        bool asked = false, closed = false;
+        uint8_t *mf = NULL;
+        long mflen = 0;
+        FILE *f = fopen(argv[6], "rb");
+
+        if (f && fseek(f, 0, SEEK_END) == 0 && (mflen = ftell(f)) > 0 &&
+            fseek(f, 0, SEEK_SET) == 0 && (mf = malloc((size_t)mflen)) &&
+            fread(mf, 1, (size_t)mflen, f) == (size_t)mflen) {
+            mf[mflen - 1] ^= 0xff;
+        } else {
+            fprintf(stderr, "hostile_peer: cannot read %s\n", argv[6]);
+            return 2;
+        }
+        fclose(f);
+        n = atol(argv[7]);
+        while (!asked && now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body)) {
+                closed = true;
+                break;
+            }
+            if (in.type == SHOAL_MSG_WANT_MANIFEST) {
+                asked = true;
+                memcpy(m.u.manifest.manifest_id, in.u.want_manifest.manifest_id, 32);
+            }
+            free(body);
+        }
+        m.type = SHOAL_MSG_MANIFEST_DATA;
+        m.u.manifest.signed_manifest.p = mf;
+        m.u.manifest.signed_manifest.len = (uint32_t)mflen;
+        for (; asked && sent < n; sent++) {
+            if (!send_msg(&m, end))
+                break;
+        }
+        /* The node's answer: EOF (or a reset) once it closed us. */
+        while (asked && !closed && now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body))
+                closed = true;
+            free(body);
+        }
+        free(mf);
+        printf("sent %ld\n%s%s", sent, asked ? "" : "never asked\n",
+               closed ? "closed by the node\n" : "");
         fflush(stdout);
         close(sock);
         shoal_session_free(sess);

@@ -60,6 +60,13 @@ CASE is one of:
                saying to set --listen 0.0.0.0:PORT or --advertise; one with
                --advertise on a routable address, or without a tracker,
                does not (before: silent).
+  socket_denied (root only, else skipped) `shoal status` and `shoal metrics`
+               run by a uid that may not open the daemon's 0660 socket say
+               "permission denied on PATH (owner root, group root, mode
+               0660)" and to run as root or join group root (before: "cannot
+               reach shoald at PATH: Permission denied (is it running?)");
+               in the socket's group the same uid gets its status; with a
+               directory on the way shut to it, that is what is said.
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -565,7 +572,72 @@ def case_loopback_announce(tmp):
     return fails
 
 
+def case_socket_denied(tmp):
+    if os.geteuid() != 0:
+        print("socket_denied: needs root to act as another user; skipped")
+        sys.exit(77)
+    # A uid and a gid of their own, so runs in other build trees do not
+    # collide; neither has a name, as a fresh service user's might not.
+    uid = 40000 + os.getpid() % 20000
+    gid = uid + 7
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "a"),
+                            ("a",), timeout=90)
+    # The socket's directory must be open to that uid (tmp may be 0700);
+    # so must a copy of the binary (the build tree may not be).
+    pub = tempfile.mkdtemp(prefix="shoal-ctl-denied-")
+    os.chmod(pub, 0o755)
+    sockdir = os.path.join(pub, "run")
+    os.mkdir(sockdir, 0o755)
+    sock = os.path.join(sockdir, "a.sock")
+    other_shoal = os.path.join(pub, "shoal")
+    shutil.copy2(os.path.abspath(SHOAL), other_shoal)
+    os.chmod(other_shoal, 0o755)
+    a = Node("a", shoalproc.node_args(k, "a", tmp, ["--control-socket", sock]))
+    fails = 0
+
+    def shoal_as(groups, *args):
+        def become():
+            os.setgroups(groups)
+            os.setgid(uid)
+            os.setuid(uid)
+        return subprocess.run([other_shoal, *args, "--socket", sock], capture_output=True,
+                              text=True, timeout=40, preexec_fn=become, cwd="/")
+
+    try:
+        for cmd in ("status", "metrics"):
+            r = shoal_as([], cmd)
+            print(f"shoal {cmd} as uid {uid}: exit {r.returncode}: {r.stderr.strip()}")
+            if r.returncode == 0 or not re.search(
+                    r"permission denied on %s \(owner root, group root, mode 0660\): run shoal "
+                    r"as root, or as a member of group root" % re.escape(sock),
+                    r.stderr):
+                print(f"FAIL shoal {cmd}: want 'permission denied on {sock}' naming the "
+                      "owner and the group to join")
+                fails += 1
+        # The hint holds: in the socket's group, the same user gets in.
+        os.chown(sock, 0, gid)
+        r = shoal_as([gid], "status")
+        if r.returncode != 0:
+            print(f"FAIL shoal status in the socket's group: exit {r.returncode}: {r.stderr}")
+            fails += 1
+        # A directory on the way it may not search is named as such.
+        os.chmod(sockdir, 0o700)
+        r = shoal_as([], "status")
+        print(f"shoal status through a shut directory: {r.stderr.strip()}")
+        if r.returncode == 0 or not re.search(r"permission denied on %s: a directory on the way"
+                                              % re.escape(sock), r.stderr):
+            print("FAIL a shut directory on the way is not named")
+            fails += 1
+    finally:
+        fails += shoalproc.stop_all([a])
+        shutil.rmtree(pub, ignore_errors=True)
+    if fails:
+        a.dump()
+    return fails
+
+
 shoalproc.main(CASE, {"pull_status": case_pull_status, "rate_limit": case_rate_limit,
                       "squat": case_squat, "slots": case_slots, "unread": case_unread,
                       "pull_summary": case_pull_summary, "cred_expiry": case_cred_expiry,
-                      "loopback_announce": case_loopback_announce}, "shoal-ctl-")
+                      "loopback_announce": case_loopback_announce,
+                      "socket_denied": case_socket_denied}, "shoal-ctl-")

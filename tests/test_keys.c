@@ -263,6 +263,27 @@ static void test_keyset(void)
     CHECK(!shoal_keyset_contains(ks, keys[SHOAL_KEYSET_MAX].pk));
     CHECK(shoal_keyset_contains(ks, keys[SHOAL_KEYSET_MAX - 1].pk));
     CHECK(!shoal_keyset_contains(NULL, keys[0].pk));
+    /* Merging: keys already there count once; a merge that would overflow
+     * changes nothing. */
+    struct shoal_keyset *two = NULL, *full = ks;
+    REQUIRE(shoal_keyset_new(&ks) == 0);
+    REQUIRE(shoal_keyset_new(&two) == 0);
+    CHECK_EQ(shoal_keyset_add(ks, &keys[0]), 0);
+    CHECK_EQ(shoal_keyset_add(two, &keys[0]), 0);
+    CHECK_EQ(shoal_keyset_add(two, &keys[1]), 0);
+    CHECK_EQ(shoal_keyset_merge(ks, two), 0);
+    CHECK_EQ(shoal_keyset_count(ks), 2);
+    CHECK(shoal_keyset_contains(ks, keys[1].pk));
+    CHECK_EQ(shoal_keyset_merge(two, full), 0); /* keys[0..MAX-1]: fits exactly */
+    CHECK_EQ(shoal_keyset_count(two), SHOAL_KEYSET_MAX);
+    shoal_keyset_free(two);
+    REQUIRE(shoal_keyset_new(&two) == 0);
+    CHECK_EQ(shoal_keyset_add(two, &keys[SHOAL_KEYSET_MAX]), 0);
+    CHECK_EQ(shoal_keyset_merge(full, two), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_keyset_count(full), SHOAL_KEYSET_MAX);
+    CHECK(!shoal_keyset_contains(full, keys[SHOAL_KEYSET_MAX].pk));
+    shoal_keyset_free(two);
+    shoal_keyset_free(full);
     shoal_keyset_free(ks);
     shoal_keyset_free(NULL);
 }

@@ -59,8 +59,16 @@ CASE is one of:
   branch_follow a branch pulled after its commit gets its ref; a branch
                 that moved on the Hub is followed when pulled again (new
                 snapshot, refs/main moves); a pull of a branch the Hub does
-                not have yet fails, and the daemon's retry after its
-                back-off (30 s) completes it once the branch exists.
+                not have yet fails at once and is dropped, and a new pull
+                once the branch exists completes it.
+  hub_refused   `shoal pull` of a repo (acme/nosuch@main) or a revision
+                (acme/model@nosuch) the Hub answers 404 for fails at once,
+                exit 1, "ORG/NAME@REV not found on the Hub URL (HTTP 404
+                ...)"; of a private repo or a gated one with no token,
+                "refused by the Hub ... HTTP 401" saying private or gated;
+                each pull is dropped (status lists none, the log says so,
+                `shoal drop` finds nothing) rather than retried every 30 s
+                until someone drops it (before: kept and retried).
   loader_branch a loader asking for acme/model@main (a branch) on a node
                 that holds main's commit (pulled by commit) gets every file,
                 again once the tracker is gone (the Hub resolves the name).
@@ -881,21 +889,54 @@ def case_branch_follow(tmp):
     if not os.path.isdir(os.path.join(n.cache, "models--acme--model", "snapshots", b)):
         print("FAIL main's new commit has no snapshot")
         fails += 1
-    # A branch the Hub does not have yet fails the pull; once it is there,
-    # the daemon's retry (30 s after the failure) finds it without another
-    # `shoal pull`.
-    fails += pull("acme/model@dev", want_rc=1)
+    # A branch the Hub does not have fails the pull and is dropped (a 404
+    # is the Hub's answer, not an outage); once the branch is there, a new
+    # `shoal pull` asks the Hub again and completes.
+    fails += expect_refused(n, "acme/model@dev", r"acme/model@dev not found on the Hub")
     dev = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
               "--shards", "2", "--seed", "11", "--branch", "dev").strip()
     publish(k, hub, tmp, "dev", taddr)
-    end = time.monotonic() + 60
-    while time.monotonic() < end and read_ref(n, "dev") != dev:
-        time.sleep(0.5)
+    fails += pull("acme/model@dev")
     if read_ref(n, "dev") != dev:
-        print("FAIL a pull whose branch the Hub lacked was not retried")
+        print(f"FAIL refs/dev is not {dev} after pulling the branch once it existed")
         fails += 1
-    elif not n.wait_for(r"asking the Hub again where dev is", 1):
-        print("FAIL the retry is not in the log")
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump()
+    return fails
+
+
+def case_hub_refused(tmp):
+    k = make_keys(tmp, ["r"])
+    hub = Hub(tmp, "4M")
+    for repo, flag in (("acme/secret", "--private"), ("acme/gated", "--gated")):
+        run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, repo, "--size", "1M",
+            "--shards", "1", flag)
+    trk, taddr = start_tracker(k)
+    n = node("r", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    fails += expect_refused(n, "acme/nosuch@main",
+                            r"acme/nosuch@main not found on the Hub http://127\.0\.0\.1:\d+ "
+                            r"\(HTTP 404 RepoNotFound.*not tried again")
+    fails += expect_refused(n, "acme/model@nosuch",
+                            r"acme/model@nosuch not found on the Hub .*RevisionNotFound: no such "
+                            r"revision")
+    fails += expect_refused(n, "acme/secret@main",
+                            r"acme/secret@main refused by the Hub .*HTTP 401.*private or gated.*"
+                            r"no token")
+    fails += expect_refused(n, "acme/gated@main",
+                            r"acme/gated@main refused by the Hub .*HTTP 401 GatedRepo")
+    # Dropped, not retried: nothing is left for `shoal drop` to end.
+    st = status_saying(n, "(no releases)", 10)
+    if "(no releases)" not in st:
+        print(f"FAIL pulls the Hub refused are still kept:\n{st}")
+        fails += 1
+    if not n.wait_for(r"pull dropped: acme/nosuch@main not found on the Hub", 1):
+        print("FAIL the log does not say the pull was dropped")
+        fails += 1
+    r = cli("drop", "acme/model@nosuch", "--socket", n.sock)
+    if r.returncode == 0:
+        print(f"FAIL shoal drop found the refused pull still there: {r.stdout}")
         fails += 1
     fails += shoalproc.stop_all([n])
     if fails:
@@ -1914,5 +1955,5 @@ shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_stor
                       "tracker_rollouts": case_tracker_rollouts,
                       "drop_stalled": case_drop_stalled,
                       "publish_retry": case_publish_retry,
-                      "origin_bad": case_origin_bad},
+                      "origin_bad": case_origin_bad, "hub_refused": case_hub_refused},
                "shoal-ops-", scan_sanitizers=True)

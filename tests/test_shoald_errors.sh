@@ -153,6 +153,11 @@ starts "publisher-keys repeated: a release signed by the first file's key opens"
     "release [0-9a-f]+: org/m@" "$shoald" --config twopub.conf --node-key n.key --cred n.cred \
     --cluster-keys cl.key.pub --cache-dir "$work/c2" --listen 127.0.0.1:0 --control-socket none \
     --state-dir none --manifest rel.manifest
+# A tracker-keys file with no key in it is named (each file is read once,
+# checked on its own, then merged).
+printf '# nothing here yet\n' > nokeys.pub
+expect 1 "tracker keys nokeys.pub: no key in the file" "tracker-keys file with no key" \
+    "$shoald" "${common[@]}" --tracker 127.0.0.1:9 --tracker-keys nokeys.pub
 # The example config is a template for many VMs: no fixed advertise address.
 if grep -qE '^[[:space:]]*advertise[[:space:]]*=' "$conf"; then
     echo "FAIL the example config sets advertise: every VM copying it would announce one host"

@@ -35,9 +35,13 @@ CASE is one of:
                   real node still gets in, completes, and evicts the next.
   unauth_source   a flood of idle connections from 127.0.0.2 into a full
                   handshake pool evicts its own, never a handshake in
-                  progress from 127.0.0.1; a real node still completes.
+                  progress from 127.0.0.1; a real node still completes;
+                  `shoal metrics` counts each eviction in
+                  shoal_handshake_evictions_total (before: only logged).
   hello_budget    HELLO replays from 127.0.0.2 past --hello-rate are refused
-                  unchecked (logged once), and b from 127.0.0.1 completes.
+                  unchecked (logged once; `shoal metrics` counts them in
+                  shoal_hello_refused_total, before: only logged), and b
+                  from 127.0.0.1 completes.
   cred_expiry     a slow puller and an idle node whose credentials expire a
                   few seconds in: the seed closes both sessions at expiry,
                   the puller gets no chunk after it and is refused when it
@@ -60,6 +64,19 @@ CASE is one of:
                   (logged), so they stop holding chunks back from the
                   origin; an honest seed that comes
                   later completes the release, verified.
+  unknown_codec   a peer answers each request with a CHUNK of codec 7 (as a
+                  newer version might): the puller closes it with a BYE
+                  "CHUNK with codec 7, which this node does not know (a
+                  newer shoal version?): closing, not banning" and logs it;
+                  the peer connects again and is asked again (before: its
+                  CHUNK failed as a bad hash and the peer was banned as a
+                  liar); an honest seed then completes the release.
+  bad_manifest    a peer answers the puller's WANT_MANIFEST with 200
+                  copies of the signed manifest, its signature broken: the
+                  puller checks one, logs "bad signature; closing the
+                  connection" and closes it (before: it hashed and checked
+                  all 200 on its loop thread and kept the peer); an
+                  honest seed then completes it.
   cut_seed        a seed's cached shard is cut to a third after import: it
                   says once that it cannot read chunks of that file and stops
                   serving and offering them (shoal status: UNREADABLE ON
@@ -928,6 +945,96 @@ def case_liar(tmp):
     return fails
 
 
+def case_unknown_codec(tmp):
+    """A peer that answers requests with CHUNKs of a codec this node does
+    not know (as a newer version would) is disconnected with a BYE saying
+    so, and not banned: it connects again and is asked again."""
+    k, repo, files, mf, mid = setup(tmp)
+    nch = int(re.search(r"(\d+) chunks", run("manifest", "show", mf)).group(1))
+    b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf]))
+    fails = 0
+    for attempt in (1, 2):
+        h = subprocess.run([HOSTILE, b.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                            "codec", mid, str(nch), "7", "6"], capture_output=True, text=True,
+                           timeout=60)
+        print(f"attempt {attempt}: {h.stdout.strip()} {h.stderr.strip()}".replace("\n", ", "))
+        m = re.search(r"requests (\d+)", h.stdout)
+        if not m or int(m.group(1)) == 0:
+            print(f"FAIL attempt {attempt}: the peer was not asked for a chunk (banned?)")
+            fails += 1
+        if "closed by the node" not in h.stdout or not re.search(
+                r"bye: CHUNK with codec 7, which this node does not know", h.stdout):
+            print(f"FAIL attempt {attempt}: not closed with a BYE naming the codec")
+            fails += 1
+    mt = run("metrics", "--socket", b.ctl)
+    if re.search(r"banning node|is banned", b.log()) or metric(mt, "shoal_bans_total") != 0:
+        print("FAIL the peer was banned for a codec it is newer than")
+        fails += 1
+    if not b.wait_for(r"peer \S+ answered the request for chunk \d+ with a CHUNK with codec 7, "
+                      r"which this node does not know \(a newer shoal version\?\): closing, "
+                      r"not banning", 1):
+        print("FAIL the log does not say why the peer was closed")
+        fails += 1
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete", WAIT_S):
+        print("FAIL the puller did not complete from the honest seed")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all((a, b))
+    if fails:
+        b.dump(80)
+    return fails
+
+
+def case_bad_manifest(tmp):
+    """A peer that answers the puller's WANT_MANIFEST with 200 copies of the
+    manifest, its signature broken: the puller checks one, closes the
+    connection saying why, and checks no more; an honest seed that comes
+    later still gets the release through."""
+    k, repo, files, mf, mid = setup(tmp)
+    b = Node("puller", node_args(k, "b", tmp))
+    fails = 0
+    pull = subprocess.Popen([SHOAL, "pull", mid, "--socket", b.ctl, "--timeout", str(WAIT_S),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    if not b.wait_for(r"pull %s asked by" % mid, 10):
+        print("FAIL the pull was not asked for")
+        fails += 1
+    h = subprocess.run([HOSTILE, b.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                        "manifest", mf, "200", "10"], capture_output=True, text=True,
+                       timeout=60)
+    print(h.stdout.strip().replace("\n", ", "), h.stderr.strip())
+    checked = len(re.findall(r"sent manifest [0-9a-f]+ that we refuse", b.log()))
+    print(f"the puller checked {checked} of them")
+    if "never asked" in h.stdout or not re.search(r"sent \d+", h.stdout):
+        print("FAIL the hostile peer was never asked for the manifest")
+        fails += 1
+    if checked != 1:
+        print(f"FAIL the puller checked {checked} bad manifests from one peer, not 1")
+        fails += 1
+    if "closed by the node" not in h.stdout or not b.wait_for(
+            r"that we refuse: bad signature; closing the connection", 1):
+        print("FAIL the peer that sent a badly signed manifest was not disconnected, "
+              "saying why")
+        fails += 1
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    try:
+        out, _ = pull.communicate(timeout=WAIT_S + 10)
+    except subprocess.TimeoutExpired:
+        pull.kill()
+        out, _ = pull.communicate()
+    if pull.returncode != 0:
+        print(f"FAIL the pull did not complete from the honest seed: {out}")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all((a, b))
+    if fails:
+        b.dump(80)
+    return fails
+
+
 def case_cut_seed(tmp):
     """A seed whose cached file was cut short after it was verified (a tool
     writing through the snapshot link): it says so once per chunk it cannot
@@ -1026,6 +1133,11 @@ def case_hello_budget(tmp):
     if refused and not 1 <= logged < refused:
         print("FAIL refusals were not logged, or logged one line each")
         fails += 1
+    counted = metric(run("metrics", "--socket", a.ctl), "shoal_hello_refused_total")
+    print(f"shoal_hello_refused_total {counted}")
+    if counted is None or counted < refused:
+        print(f"FAIL shoal metrics does not count the {refused} refused HELLOs")
+        fails += 1
     b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
                                           "--exit-when-complete"]))
     rc = b.wait(WAIT_S)
@@ -1073,6 +1185,11 @@ def case_unauth_source(tmp):
     print(f"eviction lines logged: {logged} for {flood - keep + 1} evictions")
     if not 1 <= logged < flood - keep + 1:
         print("FAIL evictions were not logged, or logged one line each")
+        fails += 1
+    counted = metric(run("metrics", "--socket", a.ctl), "shoal_handshake_evictions_total")
+    print(f"shoal_handshake_evictions_total {counted}")
+    if counted != flood - keep + 1:
+        print(f"FAIL shoal metrics does not count the {flood - keep + 1} evictions")
         fails += 1
     for s in held + [slow]:
         s.close()
@@ -1453,4 +1570,6 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
                       "disk_rot": case_disk_rot,
-                      "disk_rot_repair": case_disk_rot_repair}, "shoal-swarm-")
+                      "disk_rot_repair": case_disk_rot_repair,
+                      "bad_manifest": case_bad_manifest,
+                      "unknown_codec": case_unknown_codec}, "shoal-swarm-")

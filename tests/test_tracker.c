@@ -1000,6 +1000,62 @@ static void test_unauth_flood(void)
     CHECK(evicted >= 1 && evicted <= 2);
 }
 
+/* The admin identity main() wrote (admin.sk, listed in admin.keys), with a
+ * fresh credential. */
+static void load_admin(struct ident *admin)
+{
+    char path[128];
+    struct shoal_cred cr;
+    struct shoal_buf cb;
+    snprintf(path, sizeof(path), "%s/admin.sk", g_dir);
+    REQUIRE(shoal_seckey_load(path, &admin->sk) == 0);
+    shoal_seckey_public(&admin->sk, &admin->pk);
+    REQUIRE(shoal_cred_issue(&cr, &g_cluster_sk, &admin->pk, far_future()) == 0);
+    shoal_buf_init(&cb, sizeof(admin->cred));
+    REQUIRE(shoal_cred_encode(&cr, &cb) == 0);
+    memcpy(admin->cred, cb.data, cb.len);
+    admin->cred_len = cb.len;
+    shoal_buf_free(&cb);
+}
+
+/* A publisher login naming an untrusted signing key, again and again: each
+ * is refused and counted as an auth failure, and the log gets one line
+ * (throttled like any failed login), not one per attempt. */
+static void test_publisher_refuse_throttled(void)
+{
+    char log[128];
+    snprintf(log, sizeof log, "%s/pubrefuse.log", g_dir);
+    g_errlog = log;
+    struct proc p = start_tracker(NULL);
+    g_errlog = NULL;
+    struct ident admin, node;
+    struct shoal_pubkey rogue_pk;
+    load_admin(&admin);
+    mk_ident(&node, &g_cluster_sk, far_future());
+    shoal_seckey_public(&g_rogue_pub_sk, &rogue_pk);
+    int refused = 0;
+    for (int i = 0; i < 30; i++) {
+        struct shoal_trkc *c = NULL;
+        REQUIRE(shoal_trkc_connect(&c, p.addr, TMO) == 0);
+        shoal_trkc_set_publisher(c, rogue_pk.pk);
+        refused += shoal_trkc_auth(c, &admin.sk, admin.cred, admin.cred_len, "z",
+                                   "10.0.0.1:1", SHOAL_ROLE_PUBLISHER, TMO) == SHOAL_EUNTRUSTED;
+        shoal_trkc_free(c);
+    }
+    CHECK_EQ(refused, 30);
+    struct shoal_trkc *cn = join(&p, &node, "z", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(cn);
+    CHECK(stat_value(cn, "shoal_tracker_auth_failures_total") >= 30);
+    shoal_trkc_free(cn);
+    CHECK_EQ(stop_tracker(&p), 0);
+    int lines = count_lines(log, "is not a trusted publisher");
+    if (lines < 0)
+        lines = 0;
+    lines += count_lines(log, "publisher login refused");
+    CHECK(lines >= 1 && lines <= 2);
+    unlink(log);
+}
+
 /* Review 6: a client that pipelines requests without reading replies is
  * paused (its requests wait in the socket) instead of having megabytes of
  * replies queued and then being dropped; it gets every reply once it
@@ -1450,6 +1506,7 @@ int main(int argc, char **argv)
     RUN(test_identity_binding_and_expiry);
     RUN(test_unauth_pool);
     RUN(test_unauth_flood);
+    RUN(test_publisher_refuse_throttled);
     RUN(test_backpressure);
     RUN(test_rate_limit_and_reput);
     RUN(test_name_newest);

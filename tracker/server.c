@@ -918,19 +918,17 @@ static bool conn_has_key(struct conn *c, const uint8_t pk[32])
 
 /* A publisher's login named a signing key (publisher_pk) this tracker
  * would refuse manifests from: say so now, before `shoal publish` reads a
- * release from the Hub only to have its manifest refused. Closes after the
- * reply; returns nonzero. Only a verified admin-key identity gets here. */
+ * release from the Hub only to have its manifest refused. A failed login
+ * like any other (counted, logged at most once per EVENT_LOG_MS: an admin
+ * key retrying in a loop must not flood the log). Returns nonzero. Only a
+ * verified admin-key identity gets here. */
 static int publisher_refuse(struct conn *c, const uint8_t pk[32])
 {
     char hex[65], why[256];
     shoal_hex(hex, pk, 32);
     snprintf(why, sizeof why, "signing key %.16s is not a trusted publisher here (not in the "
              "tracker's --publisher-keys): a manifest it signs would be refused", hex);
-    shoal_tracker_log("%s: publisher login refused: signing key %.16s is not in "
-                      "--publisher-keys", c->peer, hex);
-    if (send_error(c, SHOAL_EUNTRUSTED, why) == 0)
-        c->close_after_flush = true;
-    return 1;
+    return auth_fail(c, SHOAL_EUNTRUSTED, why);
 }
 
 static int handle_auth(struct conn *c)
