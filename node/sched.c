@@ -73,6 +73,12 @@ struct peer {
     bool same_zone;
     bool stale;           /* last pick found nothing; wait for news */
     bool borrowed;        /* |bits| is the caller's: never written here */
+    /* A search of the whole list found nothing this peer holds, and since
+     * then it has announced only ring's last |nfresh| chunks (<= 4) and no
+     * chunk it holds was listed again: those are all it can give us, and
+     * pick_same looks at them alone. */
+    bool fresh_only;
+    uint8_t nfresh;
 };
 
 struct req {
@@ -370,6 +376,7 @@ static void clear_stale(struct shoal_sched *s, bool cross_only)
     for (uint32_t i = 0; i < s->cfg.max_peers; i++)
         if (s->peers[i].used && (!cross_only || !s->peers[i].same_zone)) {
             s->peers[i].stale = false;
+            s->peers[i].fresh_only = false;
             peer_mark(s, i);
         }
 }
@@ -382,9 +389,10 @@ static void clear_stale_holders(struct shoal_sched *s, uint32_t c, bool cross_on
 {
     for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
         struct peer *p = &s->peers[i];
-        if (p->used && p->stale && (!cross_only || !p->same_zone) &&
+        if (p->used && (p->stale || p->fresh_only) && (!cross_only || !p->same_zone) &&
             bit_get(p->bits, c)) {
             p->stale = false;
+            p->fresh_only = false;
             peer_mark(s, i);
         }
     }
@@ -597,6 +605,10 @@ static void avail_change(struct shoal_sched *s, uint32_t c, bool same, int delta
         list_insert(s, c);
     if (delta > 0 && !same && k->cnt_same == 0)
         cross_arm(s, c);
+    /* Its last same-zone holder went: cross-zone holders may be asked for
+     * it again (they are not woken by their own HAVEs of it meanwhile). */
+    if (delta < 0 && same && k->cnt_same == 0 && (k->flags & F_XOK) && (k->flags & F_LISTED))
+        clear_stale_holders(s, c, true);
 }
 
 /* Requests of |c| in flight, and whether |slot| has one. */
@@ -659,8 +671,13 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
         return;
     if (s->ck[c].flags & F_LISTED)
         list_remove(s, c);
+    bool was_xend = cross_endgame(s);
     s->ck[c].flags |= F_HAVE;
     s->nhave++;
+    /* Fallback crossings are free from now on (fallback_room): cross-zone
+     * peers held back by that may pick again. */
+    if (!was_xend && cross_endgame(s))
+        clear_stale(s, true);
     tier_count(s, s->ck[c].tier, -1);
     if (s->ck[c].flags & F_REQ) {
         for (uint32_t i = 0; i < s->nreq;) {
@@ -987,10 +1004,18 @@ static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
     p->nhave++;
     if (!(s->ck[c].flags & F_HAVE)) {
         avail_change(s, c, p->same_zone, 1);
-        if (!(s->ck[c].flags & (F_REQ | F_ORIGIN))) {
+        /* A cross-zone peer can be asked only for a chunk on the xok list
+         * that no same-zone peer holds (pick_cross); a chunk that becomes
+         * one later wakes its holders then (mark_xok, avail_change). Woken
+         * for every HAVE, cross-zone peers were most of the searches that
+         * found nothing (1,000-node simulated fleet: 3.1 a transfer). */
+        if (!(s->ck[c].flags & (F_REQ | F_ORIGIN)) &&
+            (p->same_zone || ((s->ck[c].flags & F_XOK) && s->ck[c].cnt_same == 0))) {
             p->stale = false;
             p->hint = c;
             p->ring[p->rhead++ & 3] = c;
+            if (p->fresh_only && ++p->nfresh > 4)
+                p->fresh_only = false;
         }
     }
     peer_mark(s, (uint32_t)(p - s->peers));
@@ -1130,7 +1155,7 @@ int shoal_sched_borrow_all(struct shoal_sched *s)
 bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
     peer_have_one(s, &s->peers[slot], chunk);
-    return (s->ck[chunk].flags & F_LISTED) && room(s);
+    return (s->ck[chunk].flags & F_LISTED) && room(s) && ((s->ready[slot >> 6] >> (slot & 63)) & 1);
 }
 
 uint32_t shoal_sched_holders(const struct shoal_sched *s, uint32_t chunk)
@@ -1158,7 +1183,7 @@ bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
         bit_get(s->pbits + (size_t)slot * s->pbstride, chunk))
         return false;
     peer_have_one(s, &s->peers[slot], chunk);
-    return (s->ck[chunk].flags & F_LISTED) && room(s);
+    return (s->ck[chunk].flags & F_LISTED) && room(s) && ((s->ready[slot >> 6] >> (slot & 63)) & 1);
 }
 
 void shoal_sched_prefetch(const struct shoal_sched *s)
@@ -1605,6 +1630,32 @@ static uint32_t pick_front(const struct shoal_sched *s, const struct peer *p, ui
 }
 /* --- end loader --- */
 
+/*
+ * pick_same for a peer with fresh_only: the best of the chunks it
+ * announced since a search found nothing, most urgent tier first, then
+ * rarest; among equals the newest (the first of a file for a loader's
+ * tier, as pick_front). NIL clears the list: a chunk that is not listed
+ * now comes back only by relist_if_needed, which clears fresh_only.
+ */
+static uint32_t pick_fresh(struct shoal_sched *s, struct peer *p)
+{
+    uint32_t best = NIL, bestkey = UINT32_MAX;
+    for (uint32_t k = 0; k < p->nfresh; k++) {
+        uint32_t c = p->ring[(p->rhead - 1 - k) & 3];
+        if (c >= s->nchunks || !(s->ck[c].flags & F_LISTED) || s->ck[c].cnt == 0 ||
+            !bit_get(p->bits, c))
+            continue;
+        uint32_t key = (uint32_t)s->ck[c].tier * 64 + bcnt(s, c);
+        if (key < bestkey || (key == bestkey && s->ck[c].tier != TIER_NORMAL && c < best)) {
+            bestkey = key;
+            best = c;
+        }
+    }
+    if (best == NIL)
+        p->nfresh = 0;
+    return best;
+}
+
 /* Most chunks one pick examines in one bucket (twice that in all; see
  * pick_same). A bucket holds chunks as rare as each other, mostly held by
  * other peers than the one a pick is for, so a walk rarely finds one: in
@@ -1667,10 +1718,12 @@ static uint32_t walk_bucket(struct shoal_sched *s, const struct peer *p, uint32_
  * scan (pick_scan). *|exhausted| is true on return unless the search was
  * cut short; NIL then means nothing is there for |p|.
  */
-static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exhausted)
+static uint32_t pick_same(struct shoal_sched *s, struct peer *p, bool *exhausted)
 {
     uint32_t budget = 2 * WALK_MAX;
     *exhausted = true;
+    if (p->fresh_only)
+        return pick_fresh(s, p);
     /* The rarest of the chunks the peer announced last is the answer
      * whenever it is as rare (and as urgent) as anything listed: O(1) for
      * the common case of fresh chunks spreading through the swarm, and the
@@ -1716,14 +1769,19 @@ static uint32_t pick_same(struct shoal_sched *s, const struct peer *p, bool *exh
     if (!*exhausted && p->hint < s->nchunks && (s->ck[p->hint].flags & F_LISTED) &&
         bit_get(p->bits, p->hint))
         return p->hint;
+    uint32_t c = NIL;
     if (!*exhausted) {
         /* The walk found nothing within budget: answer exactly, from the
          * peer's bitfield and ours, so a peer holding something we need is
          * never left idle. */
         *exhausted = true;
-        return pick_scan(s, p);
+        c = pick_scan(s, p);
     }
-    return NIL;
+    if (c == NIL) {
+        p->fresh_only = true;
+        p->nfresh = 0;
+    }
+    return c;
 }
 
 /* A cross-zone-eligible chunk that cross-zone peer |p| holds and no

@@ -311,8 +311,10 @@ uint32_t shoal_sched_peer_have_count(const struct shoal_sched *s, uint64_t peer)
 
 /* shoal_sched_peer_have for the peer in |slot| (from shoal_sched_peer_slot).
  * Returns true when the HAVE can lead to a new request right now: we need
- * |chunk|, nobody has it requested, and we have room for another request
- * (a transport may skip calling shoal_sched_next otherwise). The caller
+ * |chunk|, nobody has it requested, we have room for another request, and
+ * the peer may be asked (not one that found nothing to give us since, as a
+ * cross-zone peer announcing a chunk a same-zone one holds) (a transport
+ * may skip calling shoal_sched_next otherwise). The caller
  * guarantees slot and chunk are valid. */
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk);
 

@@ -1247,6 +1247,57 @@ static void test_bad_args(void)
     shoal_sched_free(NULL);
 }
 
+/* A peer that had nothing for us is asked again as soon as it does: for
+ * a chunk it held all along that comes back to the list when its request
+ * elsewhere failed (a peer that found nothing is then searched by what it
+ * announces only, so a relisted chunk must reach it too), and for a chunk
+ * it announces. A cross-zone peer announcing a chunk a same-zone peer
+ * holds leads to no request, and the slot API says so. */
+static void test_nothing_then_news(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.min_depth = cfg.max_depth = 1;
+    cfg.busy_backoff_ms = 1000;
+    struct shoal_sched *s = mk(100, 0, NULL, &cfg);
+    for (uint64_t p = 1; p <= 4; p++)
+        CHECK_EQ(shoal_sched_peer_add(s, p, p != 3, 1), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 5), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 5), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 3, 30), 0); /* only across: not yet */
+    CHECK_EQ(shoal_sched_peer_have(s, 4, 50), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 4, 51), 0);
+    struct shoal_sched_action a[16];
+    size_t n = shoal_sched_next(s, 10, a, 16);
+    uint64_t first = 0;
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 2u); /* 5, and 50 or 51 */
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_REQUEST && a[i].chunk == 5)
+            first = a[i].peer;
+    REQUIRE(first == 1 || first == 2);
+    uint64_t other = first == 1 ? 2 : 1;
+    CHECK_EQ(count_type(a, shoal_sched_next(s, 11, a, 16), SHOAL_SCHED_REQUEST), 0u);
+    /* The first answers busy: chunk 5 goes to the other holder at once. */
+    CHECK_EQ(shoal_sched_req_failed(s, 12, first, 5, true), 0);
+    n = shoal_sched_next(s, 12, a, 16);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 1u);
+    CHECK(n >= 1 && a[0].chunk == 5 && a[0].peer == other);
+    /* News from a peer that had nothing: asked for it. */
+    CHECK_EQ(shoal_sched_req_done(s, 13, other, 5, 1 << 20, 1), 0);
+    int so = shoal_sched_peer_slot(s, other), s3 = shoal_sched_peer_slot(s, 3);
+    REQUIRE(so >= 0 && s3 >= 0);
+    CHECK(shoal_sched_slot_have(s, (uint32_t)so, 9));
+    n = shoal_sched_next(s, 14, a, 16);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 1u);
+    CHECK(n >= 1 && a[0].chunk == 9 && a[0].peer == other);
+    /* Peer 4 holds the listed one of 50 and 51 in our zone: the
+     * cross-zone peer announcing it can lead to nothing. */
+    uint32_t left = shoal_sched_wants(s, 50) && shoal_sched_holders(s, 50) == 1 ? 50 : 51;
+    CHECK(!shoal_sched_slot_have(s, (uint32_t)s3, left));
+    CHECK_EQ(count_type(a, shoal_sched_next(s, 15, a, 16), SHOAL_SCHED_REQUEST), 0u);
+    shoal_sched_free(s);
+}
+
 int main(void)
 {
     RUN(test_determinism);
@@ -1277,6 +1328,7 @@ int main(void)
     RUN(test_role_import_and_inflight);
     RUN(test_scan_and_slot_have);
     RUN(test_rarity_changes);
+    RUN(test_nothing_then_news);
     RUN(test_upload_busy);
     RUN(test_bad_args);
     return t_done();
