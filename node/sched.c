@@ -110,7 +110,7 @@ struct lease {
     bool used;
 };
 
-_Static_assert(SHOAL_SCHED_PEERS_MAX <= 256, "porder keeps a slot in a byte");
+_Static_assert(SHOAL_SCHED_PEERS_MAX <= 256, "ready and open are 4 words of slots");
 
 struct shoal_sched {
     /* What a HAVE reads comes first, then what every shoal_sched_next
@@ -184,10 +184,6 @@ struct shoal_sched {
     double req_ms;        /* requests' time out (send to arrival), EWMA */
     /* --- end loader --- */
     uint8_t hslot[512];   /* peer id hash -> slot + 1 (0 = empty) */
-    /* Every used slot in peer_order's order of the last call: throughputs
-     * move little between calls, so sorting from it again takes a few
-     * moves where sorting from slot order took ~n^2/4. */
-    alignas(64) uint8_t porder[SHOAL_SCHED_PEERS_MAX]; /* slots fit a byte */
 
     uint32_t reqcap;
     uint32_t xjitter_ms;
@@ -605,10 +601,17 @@ static void avail_change(struct shoal_sched *s, uint32_t c, bool same, int delta
         list_insert(s, c);
     if (delta > 0 && !same && k->cnt_same == 0)
         cross_arm(s, c);
-    /* Its last same-zone holder went: cross-zone holders may be asked for
-     * it again (they are not woken by their own HAVEs of it meanwhile). */
-    if (delta < 0 && same && k->cnt_same == 0 && (k->flags & F_XOK) && (k->flags & F_LISTED))
-        clear_stale_holders(s, c, true);
+    /* Its last same-zone holder went, and cross-zone peers hold it: it is
+     * theirs to give now. Not yet cleared for crossing, it starts its
+     * cross-zone delay as if they had just announced it (else nothing
+     * fetched it: no same-zone holder, and not an orphan for the origin);
+     * cleared already, they are woken (their own HAVEs of it did not). */
+    if (delta < 0 && same && k->cnt_same == 0 && k->cnt > 0) {
+        if (!(k->flags & (F_XQ | F_XOK)))
+            cross_arm(s, c);
+        else if ((k->flags & F_XOK) && (k->flags & F_LISTED))
+            clear_stale_holders(s, c, true);
+    }
 }
 
 /* Requests of |c| in flight, and whether |slot| has one. */
@@ -680,9 +683,14 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
         clear_stale(s, true);
     tier_count(s, s->ck[c].tier, -1);
     if (s->ck[c].flags & F_REQ) {
+        bool xfree = false;
         for (uint32_t i = 0; i < s->nreq;) {
             if (s->reqs[i].chunk == c) {
                 struct peer *p = &s->peers[s->reqs[i].slot];
+                /* A fallback crossing cancelled frees its room, as one
+                 * that arrived does (shoal_sched_req_done). */
+                if (!p->same_zone && !xmine(s, c))
+                    xfree = true;
                 (void)push_pending(s, SHOAL_SCHED_CANCEL, p->id, c, 1);
                 p->inflight--;
                 peer_open(s, s->reqs[i].slot);
@@ -692,6 +700,8 @@ static void got_chunk(struct shoal_sched *s, uint32_t c)
             }
         }
         s->ck[c].flags &= (uint8_t)~F_REQ;
+        if (xfree)
+            clear_stale(s, true);
     }
 }
 
@@ -948,7 +958,7 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
-    s->porder[s->npeers++] = (uint8_t)i;
+    s->npeers++;
     peer_open(s, i);
     if (same_zone)
         s->nsame++;
@@ -987,11 +997,6 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     s->busy_until[i] = 0;
     peer_mark(s, (uint32_t)i);
     peer_open(s, (uint32_t)i);
-    for (uint32_t k = 0; k < s->npeers; k++)
-        if (s->porder[k] == i) {
-            memmove(s->porder + k, s->porder + k + 1, s->npeers - k - 1);
-            break;
-        }
     s->npeers--;
     clear_stale(s, false);
     return 0;
@@ -1191,7 +1196,6 @@ void shoal_sched_prefetch(const struct shoal_sched *s)
     /* The hot fields above, and the configuration after them. */
     for (size_t off = 0; off < offsetof(struct shoal_sched, nbytes_bits); off += 64)
         __builtin_prefetch((const char *)s + off);
-    __builtin_prefetch(s->porder); /* all of it for up to 64 peers */
 }
 
 void shoal_sched_prefetch_deep(const struct shoal_sched *s)
@@ -1921,12 +1925,14 @@ static inline uint32_t rot_pos(uint32_t slot, uint32_t rr, uint32_t np)
  * quickly has upload to spare, and the requests that go to it instead of
  * queueing behind a crowded one are what keeps this node's download full
  * (1,000-node simulated fleet, seeds 1-6: p50/T_min 1.150 -> 1.130, last
- * 1.174 -> 1.143; the reverse order 1.40). */
+ * 1.174 -> 1.143; the reverse order 1.40). Only the slots ready and open
+ * are sorted (a full peer stays full through a call, which only adds
+ * requests): in a swarm a call mostly finds one or two, and sorting all
+ * the peers read every peer's throughput for them. */
 static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
 {
     uint32_t np = s->cfg.max_peers, rr = s->rr, no = 0;
     double key[SHOAL_SCHED_PEERS_MAX];
-    uint8_t *po = s->porder;
     if (s->now >= s->thr_fresh) {
         /* Some figure may have aged out: find the new bound. */
         s->thr_fresh = UINT64_MAX;
@@ -1936,35 +1942,28 @@ static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
     }
     bool fresh = s->now < s->thr_fresh;
     /* Sorted by (key descending, position from rr on ascending): a total
-     * order, so the ready slots come out as a stable sort of them taken
-     * from rr on would put them. */
-    for (uint32_t k = 0; k < s->npeers; k++) {
-        uint32_t slot = po[k];
-        /* A peer ranked slow gets no requests while faster ones have
-         * room, so its figure would never change: once it is
-         * THR_PROBE_MS old the peer counts as unmeasured and is asked
-         * again, and an uploader that has emptied out is found. */
-        double t = s->thr[slot];
-        if (!(t > 0 && (fresh || s->now < s->thr_until[slot])))
-            t = INFINITY;
-        uint32_t pos = rot_pos(slot, rr, np);
-        uint32_t j = k;
-        for (; j > 0; j--) {
-            uint32_t q = po[j - 1], qpos = rot_pos(q, rr, np);
-            if (key[j - 1] > t || (key[j - 1] == t && qpos < pos))
-                break;
-            po[j] = (uint8_t)q;
-            key[j] = key[j - 1];
+     * order, so which slots are sorted cannot change their order. */
+    for (uint32_t w = 0; w < 4; w++)
+        for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
+            uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
+            /* A peer ranked slow gets no requests while faster ones have
+             * room, so its figure would never change: once it is
+             * THR_PROBE_MS old the peer counts as unmeasured and is asked
+             * again, and an uploader that has emptied out is found. */
+            double t = s->thr[slot];
+            if (!(t > 0 && (fresh || s->now < s->thr_until[slot])))
+                t = INFINITY;
+            uint32_t pos = rot_pos(slot, rr, np), j = no++;
+            for (; j > 0; j--) {
+                uint32_t q = ord[j - 1];
+                if (key[j - 1] > t || (key[j - 1] == t && rot_pos(q, rr, np) < pos))
+                    break;
+                ord[j] = q;
+                key[j] = key[j - 1];
+            }
+            ord[j] = slot;
+            key[j] = t;
         }
-        po[j] = (uint8_t)slot;
-        key[j] = t;
-    }
-    /* A full peer stays full through the call (a call only adds
-     * requests): leave it out. */
-    for (uint32_t k = 0; k < s->npeers; k++) {
-        ord[no] = po[k]; /* kept when ready and open: no branch to mispredict */
-        no += (uint32_t)((s->ready[po[k] >> 6] & s->open[po[k] >> 6]) >> (po[k] & 63)) & 1;
-    }
     return no;
 }
 

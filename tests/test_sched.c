@@ -1298,6 +1298,77 @@ static void test_nothing_then_news(void)
     shoal_sched_free(s);
 }
 
+/* A chunk whose only same-zone holder goes (it says it lacks the chunk,
+ * or disconnects) while a cross-zone peer holds it is fetched from that
+ * peer after the cross-zone delay: no same-zone holder is left to ask,
+ * and with a holder it is no orphan for the origin. */
+static void holder_gone(bool remove)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.endgame_dups = 1;
+    cfg.cross_zone_delay_ms = 100;
+    struct shoal_sched *s = mk(64, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 1), 0);
+    for (uint32_t c = 0; c < 64; c++)
+        if (c != 7)
+            CHECK_EQ(shoal_sched_chunk_obtained(s, 1, c), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 7), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 7), 0);
+    struct shoal_sched_action a[16];
+    size_t n = shoal_sched_next(s, 2, a, 16);
+    REQUIRE(n == 1 && a[0].type == SHOAL_SCHED_REQUEST && a[0].peer == 1 && a[0].chunk == 7);
+    if (remove)
+        CHECK_EQ(shoal_sched_peer_remove(s, 1), 0);
+    else
+        CHECK_EQ(shoal_sched_peer_lacks(s, 4, 1, 7), 0);
+    size_t asked = 0;
+    for (uint64_t t = 5; t < 10000 && asked == 0; t += 50) {
+        n = shoal_sched_next(s, t, a, 16);
+        for (size_t i = 0; i < n; i++)
+            asked += a[i].type == SHOAL_SCHED_REQUEST && a[i].peer == 2 && a[i].chunk == 7;
+    }
+    CHECK_EQ(asked, 1u);
+    shoal_sched_free(s);
+}
+
+static void test_holder_gone(void)
+{
+    holder_gone(false);
+    holder_gone(true);
+}
+
+/* One fallback crossing at a time: when the chunk crossing arrives from
+ * elsewhere first, the crossing is cancelled and the next one starts. */
+static void test_fallback_cancelled(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.cross_zone_delay_ms = 0;
+    struct shoal_sched *s = mk(100, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, false, 1), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 10), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 2, 11), 0);
+    struct shoal_sched_action a[16];
+    size_t n = shoal_sched_next(s, 1, a, 16);
+    uint32_t first = UINT32_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_REQUEST) {
+            CHECK(first == UINT32_MAX); /* one crossing at a time */
+            first = a[i].chunk;
+        }
+    REQUIRE(first == 10 || first == 11);
+    CHECK_EQ(shoal_sched_chunk_obtained(s, 2, first), 0);
+    n = shoal_sched_next(s, 3, a, 16);
+    size_t asked = 0;
+    for (size_t i = 0; i < n; i++)
+        asked += a[i].type == SHOAL_SCHED_REQUEST && a[i].peer == 2 && a[i].chunk == 21 - first;
+    CHECK_EQ(asked, 1u);
+    shoal_sched_free(s);
+}
+
 int main(void)
 {
     RUN(test_determinism);
@@ -1329,6 +1400,8 @@ int main(void)
     RUN(test_scan_and_slot_have);
     RUN(test_rarity_changes);
     RUN(test_nothing_then_news);
+    RUN(test_holder_gone);
+    RUN(test_fallback_cancelled);
     RUN(test_upload_busy);
     RUN(test_bad_args);
     return t_done();
