@@ -661,6 +661,12 @@ int shoal_manifest_parse(struct shoal_manifest **out, const uint8_t *p, size_t n
         goto fail;
     }
 
+    /* A signer we would refuse anyway costs no signature check: a peer
+     * sending manifests nobody here trusts gets the cheap answer. */
+    if (trusted && !shoal_keyset_contains(trusted, signer)) {
+        rv = SHOAL_EUNTRUSTED;
+        goto fail;
+    }
     rv = shoal_crypto_init();
     if (rv)
         goto fail;
@@ -677,10 +683,6 @@ int shoal_manifest_parse(struct shoal_manifest **out, const uint8_t *p, size_t n
     }
     free(msg);
     msg = NULL;
-    if (trusted && !shoal_keyset_contains(trusted, signer)) {
-        rv = SHOAL_EUNTRUSTED;
-        goto fail;
-    }
 
     m = manifest_alloc();
     if (!m) {

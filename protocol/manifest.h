@@ -146,9 +146,10 @@ int shoal_manifest_sign(struct shoal_manifest *m, const struct shoal_seckey *sk,
 /* ---- parsing (node and tracker side) ---- */
 
 /*
- * Parses the signed form p[0..n): checks the envelope, the signature, that
- * the signer is in |trusted| (NULL skips only this check, never the
- * signature), then decodes and validates the body under |lim| (NULL: the
+ * Parses the signed form p[0..n): checks the envelope, that the signer is
+ * in |trusted| (NULL skips only this check, never the signature; an
+ * untrusted signer is refused before its signature is checked), the
+ * signature, then decodes and validates the body under |lim| (NULL: the
  * defaults). Nothing in the body is decoded before the signature verifies.
  * Returns 0 with a new manifest in *out (free with shoal_manifest_free; it
  * does not point into |p|), or:

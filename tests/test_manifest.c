@@ -261,6 +261,12 @@ static void test_documented_form(void)
     REQUIRE(shoal_mpr_bin(&r, &body, &n, UINT32_MAX) == 0);
     seal(body, n, &sec, "shoal-cred-v1", 1, &again);
     CHECK_EQ(shoal_manifest_parse(&p, again.data, again.len, NULL, NULL), SHOAL_EBADSIG);
+    /* A signer not trusted here is refused as such before its signature
+     * is checked: forged copies from a stranger cost no verification. */
+    struct shoal_keyset *none = NULL;
+    REQUIRE(shoal_keyset_new(&none) == 0);
+    CHECK_EQ(shoal_manifest_parse(&p, again.data, again.len, none, NULL), SHOAL_EUNTRUSTED);
+    shoal_keyset_free(none);
     seal(body, n, &sec, SHOAL_MANIFEST_SIGN_DOMAIN, 2, &again);
     CHECK_EQ(shoal_manifest_parse(&p, again.data, again.len, NULL, NULL), SHOAL_EVERSION);
     CHECK(p == NULL);
