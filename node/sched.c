@@ -190,6 +190,15 @@ struct shoal_sched {
     uint64_t fb_hold;     /* no fallback crossing before (0: none held) */
     uint64_t rbits;
     uint32_t nrbits;
+    /* Each slot's |bits| again, and the slots that are stale or
+     * fresh_only: clear_stale_holders asks only those whether they hold
+     * a chunk, without loading a peer record (a line each) for it. */
+    uint64_t quiet[4];
+    /* Slots that answered busy, their back-off maybe over (cleared as
+     * peer_order finds it over): shoal_sched_wakeup looks at these
+     * alone. */
+    uint64_t busym[4];
+    const uint8_t *bitsp[SHOAL_SCHED_PEERS_MAX];
 };
 
 /* ---- PRNG: xoshiro256** seeded through splitmix64 ---- */
@@ -353,6 +362,10 @@ static void peer_mark(struct shoal_sched *s, uint32_t slot)
         s->ready[slot >> 6] |= bit;
     else
         s->ready[slot >> 6] &= ~bit;
+    if (p->used && (p->stale || p->fresh_only))
+        s->quiet[slot >> 6] |= bit;
+    else
+        s->quiet[slot >> 6] &= ~bit;
 }
 
 /* Recomputes |slot|'s bit in the open mask after its requests in flight
@@ -369,8 +382,12 @@ static void peer_open(struct shoal_sched *s, uint32_t slot)
 
 static void clear_stale(struct shoal_sched *s, bool cross_only)
 {
-    for (uint32_t i = 0; i < s->cfg.max_peers; i++)
-        if (s->peers[i].used && (!cross_only || !s->peers[i].same_zone)) {
+    /* Only the quiet ones have anything to clear. */
+    for (uint32_t w = 0; w < 4; w++)
+        for (uint64_t m = s->quiet[w]; m != 0; m &= m - 1) {
+            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+            if (cross_only && s->peers[i].same_zone)
+                continue;
             s->peers[i].stale = false;
             s->peers[i].fresh_only = false;
             peer_mark(s, i);
@@ -383,15 +400,18 @@ static void clear_stale(struct shoal_sched *s, bool cross_only)
  * relists one) cost a fruitless search per peer. */
 static void clear_stale_holders(struct shoal_sched *s, uint32_t c, bool cross_only)
 {
-    for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
-        struct peer *p = &s->peers[i];
-        if (p->used && (p->stale || p->fresh_only) && (!cross_only || !p->same_zone) &&
-            bit_get(p->bits, c)) {
+    for (uint32_t w = 0; w < 4; w++)
+        for (uint64_t m = s->quiet[w]; m != 0; m &= m - 1) {
+            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+            if (!bit_get(s->bitsp[i], c))
+                continue;
+            struct peer *p = &s->peers[i];
+            if (cross_only && p->same_zone)
+                continue;
             p->stale = false;
             p->fresh_only = false;
             peer_mark(s, i);
         }
-    }
 }
 
 static uint32_t hslot_of(uint64_t id)
@@ -955,6 +975,7 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
         i++;
     /* Zeroed at new or remove; none after shoal_sched_borrow_all. */
     uint8_t *bits = s->pbits ? s->pbits + (size_t)i * s->pbstride : NULL;
+    s->bitsp[i] = bits;
     s->peers[i] = (struct peer){.id = peer, .bits = bits, .used = true, .same_zone = same_zone,
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
@@ -992,9 +1013,11 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
         memset(s->pbits + (size_t)i * s->pbstride, 0, s->pbstride);
     hslot_del(s, peer);
     memset(p, 0, sizeof(*p));
+    s->bitsp[i] = NULL;
     s->thr[i] = 0;
     s->thr_until[i] = 0;
     s->busy_until[i] = 0;
+    s->busym[i >> 6] &= ~(1ull << (i & 63));
     peer_mark(s, (uint32_t)i);
     peer_open(s, (uint32_t)i);
     s->npeers--;
@@ -1135,6 +1158,7 @@ int shoal_sched_peer_bitfield_borrow(struct shoal_sched *s, uint64_t peer, const
      * The slot's own bitfield is never touched: in a simulator whose every
      * peer is borrowed those pages are never made resident. */
     p->bits = (uint8_t *)(uintptr_t)bits;
+    s->bitsp[i] = bits;
     p->borrowed = true;
     s->nborrowed++;
     for (uint32_t w = 0; (size_t)w * 8 < nbytes; w++)
@@ -1296,8 +1320,10 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
     int k = i >= 0 ? req_find(s, (uint32_t)i, chunk) : -1;
     if (k < 0)
         return SHOAL_ENOTFOUND;
-    if (busy)
+    if (busy) {
         s->busy_until[i] = now_ms + s->cfg.busy_backoff_ms;
+        s->busym[i >> 6] |= 1ull << (i & 63);
+    }
     req_drop(s, (uint32_t)k);
     /* A crossing that failed for good frees the fallback room as one that
      * arrived does (req_done): cross-zone peers that found nothing to
@@ -1918,21 +1944,30 @@ static inline uint32_t rot_pos(uint32_t slot, uint32_t rr, uint32_t np)
     return slot >= rr ? slot - rr : slot + np - rr;
 }
 
-/* Writes the slots worth asking to |ord|, fastest measured first, peers not
- * measured yet before all (so they get measured); equally fast ones from
- * the rotating slot rr on. Returns how many. The requests in flight are
+/*
+ * The slots worth asking, in the order they are asked: fastest measured
+ * first, peers not measured yet before all (so they get measured); equally
+ * fast ones from the rotating slot rr on. The requests in flight are
  * capped, so the order decides who gets them: an uploader that answers
  * quickly has upload to spare, and the requests that go to it instead of
  * queueing behind a crowded one are what keeps this node's download full
  * (1,000-node simulated fleet, seeds 1-6: p50/T_min 1.150 -> 1.130, last
  * 1.174 -> 1.143; the reverse order 1.40). Only the slots ready and open
- * are sorted (a full peer stays full through a call, which only adds
- * requests): in a swarm a call mostly finds one or two, and sorting all
- * the peers read every peer's throughput for them. */
-static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
+ * are candidates (a full peer stays full through a call, which only adds
+ * requests), and the order is found as far as it is used (order_at): the
+ * cap mostly ends a call after a peer or two of a dozen candidates, and
+ * sorting them all was a tenth of the simulator's instructions.
+ */
+struct order {
+    uint32_t n, sorted;   /* candidates; [0, sorted) are in order */
+    uint32_t slot[SHOAL_SCHED_PEERS_MAX];
+    uint32_t pos[SHOAL_SCHED_PEERS_MAX]; /* place in a walk from rr on */
+    double key[SHOAL_SCHED_PEERS_MAX];   /* throughput; INFINITY: unmeasured */
+};
+
+static void peer_order(struct shoal_sched *s, struct order *o)
 {
-    uint32_t np = s->cfg.max_peers, rr = s->rr, no = 0;
-    double key[SHOAL_SCHED_PEERS_MAX];
+    uint32_t np = s->cfg.max_peers, rr = s->rr;
     if (s->now >= s->thr_fresh) {
         /* Some figure may have aged out: find the new bound. */
         s->thr_fresh = UINT64_MAX;
@@ -1941,11 +1976,13 @@ static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
                 s->thr_fresh = s->thr_until[i];
     }
     bool fresh = s->now < s->thr_fresh;
-    /* Sorted by (key descending, position from rr on ascending): a total
-     * order, so which slots are sorted cannot change their order. */
+    o->n = o->sorted = 0;
     for (uint32_t w = 0; w < 4; w++)
         for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
             uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
+            if (s->busy_until[slot] > s->now)
+                continue; /* backing off through the whole call */
+            s->busym[w] &= ~(1ull << (slot & 63));
             /* A peer ranked slow gets no requests while faster ones have
              * room, so its figure would never change: once it is
              * THR_PROBE_MS old the peer counts as unmeasured and is asked
@@ -1953,18 +1990,33 @@ static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
             double t = s->thr[slot];
             if (!(t > 0 && (fresh || s->now < s->thr_until[slot])))
                 t = INFINITY;
-            uint32_t pos = rot_pos(slot, rr, np), j = no++;
-            for (; j > 0; j--) {
-                uint32_t q = ord[j - 1];
-                if (key[j - 1] > t || (key[j - 1] == t && rot_pos(q, rr, np) < pos))
-                    break;
-                ord[j] = q;
-                key[j] = key[j - 1];
-            }
-            ord[j] = slot;
-            key[j] = t;
+            o->slot[o->n] = slot;
+            o->pos[o->n] = rot_pos(slot, rr, np);
+            o->key[o->n] = t;
+            o->n++;
         }
-    return no;
+}
+
+/* The |k|th slot to ask (k < o->n): by key descending, then position from
+ * rr on ascending, a total order. */
+static uint32_t order_at(struct order *o, uint32_t k)
+{
+    while (o->sorted <= k) {
+        uint32_t a = o->sorted, b = a;
+        for (uint32_t i = a + 1; i < o->n; i++)
+            if (o->key[i] > o->key[b] || (o->key[i] == o->key[b] && o->pos[i] < o->pos[b]))
+                b = i;
+        uint32_t ts = o->slot[a], tp = o->pos[a];
+        double tk = o->key[a];
+        o->slot[a] = o->slot[b];
+        o->pos[a] = o->pos[b];
+        o->key[a] = o->key[b];
+        o->slot[b] = ts;
+        o->pos[b] = tp;
+        o->key[b] = tk;
+        o->sorted++;
+    }
+    return o->slot[k];
 }
 
 /* Fills the pipelines of our peers in peer_order while the global cap
@@ -1974,10 +2026,10 @@ static uint32_t peer_order(struct shoal_sched *s, uint32_t *ord)
  * |out|. */
 static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
                         size_t n, size_t max, bool cross_only, uint32_t lim, bool *capped,
-                        const uint32_t *ord, uint32_t no)
+                        struct order *o)
 {
-    for (uint32_t k = 0; k < no && n < max && room(s); k++) {
-        uint32_t slot = ord[k];
+    for (uint32_t k = 0; k < o->n && n < max && room(s); k++) {
+        uint32_t slot = order_at(o, k);
         struct peer *p = &s->peers[slot];
         /* An earlier pass of this call may have found nothing there. */
         if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || s->busy_until[slot] > now_ms ||
@@ -2024,7 +2076,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
 
 /* Fills the pipelines of our peers in the order |ord| (see fill_pass). */
 static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
-                         size_t n, size_t max, bool cross_only, const uint32_t *ord, uint32_t no)
+                         size_t n, size_t max, bool cross_only, struct order *o)
 {
     bool capped = false;
     /* --- loader --- While a loader waits for a file, peers get one more
@@ -2037,14 +2089,14 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
     if ((s->missmask & ~(1ull << TIER_NORMAL)) != 0) {
         for (uint32_t lim = 1; lim <= s->cfg.max_depth && n < max && room(s); lim++) {
             capped = false;
-            n = fill_pass(s, now_ms, out, n, max, cross_only, lim, &capped, ord, no);
+            n = fill_pass(s, now_ms, out, n, max, cross_only, lim, &capped, o);
             if (!capped)
                 break; /* no peer stopped at |lim|: another pass adds nothing */
         }
         return n;
     }
     /* --- end loader --- */
-    return fill_pass(s, now_ms, out, n, max, cross_only, UINT32_MAX, &capped, ord, no);
+    return fill_pass(s, now_ms, out, n, max, cross_only, UINT32_MAX, &capped, o);
 }
 
 size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
@@ -2085,13 +2137,13 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     if ((pickable || endgame) && room(s)) {
         /* Throughputs do not change within a call: one order serves
          * every pass. */
-        uint32_t ord[SHOAL_SCHED_PEERS_MAX];
-        uint32_t no = peer_order(s, ord);
+        struct order o;
+        peer_order(s, &o);
         /* An importer serves its whole zone: its cross-zone picks go
          * before its own same-zone ones. */
         if (s->cfg.import_mod > 0 && pickable && s->nxok > 0)
-            n = fill_peers(s, now_ms, out, n, max, true, ord, no);
-        n = fill_peers(s, now_ms, out, n, max, false, ord, no);
+            n = fill_peers(s, now_ms, out, n, max, true, &o);
+        n = fill_peers(s, now_ms, out, n, max, false, &o);
         s->rr = (s->rr + 1) % s->cfg.max_peers;
     }
 
@@ -2129,7 +2181,7 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
         w = s->lease_retry_at;
     /* Only a peer worth asking makes waking up for its back-off useful. */
     for (uint32_t k = 0; k < (s->cfg.max_peers + 63) / 64; k++)
-        for (uint64_t m = s->ready[k]; m != 0; m &= m - 1) {
+        for (uint64_t m = s->ready[k] & s->busym[k]; m != 0; m &= m - 1) {
             uint64_t b = s->busy_until[k * 64 + (uint32_t)__builtin_ctzll(m)];
             if (b > s->now && b < w)
                 w = b;
