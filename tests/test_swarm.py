@@ -212,6 +212,23 @@ def check_snapshot(tmp, name, files):
     return bad
 
 
+def honest_seed_finishes(k, tmp, mf, repo, b, files, fails):
+    """An honest seed dialling puller |b| gets the release through to it,
+    verified; stops both (dumping b's log when anything failed, |fails|
+    included). Returns the failures found here."""
+    bad = 0
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--peer", b.addr]))
+    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete", WAIT_S):
+        print("FAIL the puller did not complete from the honest seed")
+        bad += 1
+    bad += check_snapshot(tmp, "b", files)
+    bad += shoalproc.stop_all((a, b))
+    if fails or bad:
+        b.dump(80)
+    return bad
+
+
 def free_port():
     """A loopback TCP port nothing listens on at the moment, for a node
     that must start after another one was told to dial it."""
@@ -933,16 +950,7 @@ def case_liar(tmp):
     if not b.wait_for(r"banning node .*announced chunks of release .* but sent none", 10):
         print("FAIL the silent peer was not banned, saying why")
         fails += 1
-    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
-                                             "--peer", b.addr]))
-    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete", WAIT_S):
-        print("FAIL the puller did not complete from the honest seed")
-        fails += 1
-    fails += check_snapshot(tmp, "b", files)
-    fails += shoalproc.stop_all((a, b))
-    if fails:
-        b.dump(80)
-    return fails
+    return fails + honest_seed_finishes(k, tmp, mf, repo, b, files, fails)
 
 
 def case_unknown_codec(tmp):
@@ -975,16 +983,7 @@ def case_unknown_codec(tmp):
                       r"not banning", 1):
         print("FAIL the log does not say why the peer was closed")
         fails += 1
-    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
-                                             "--peer", b.addr]))
-    if not b.wait_for(r"release [0-9a-f]+ \(.*\) complete", WAIT_S):
-        print("FAIL the puller did not complete from the honest seed")
-        fails += 1
-    fails += check_snapshot(tmp, "b", files)
-    fails += shoalproc.stop_all((a, b))
-    if fails:
-        b.dump(80)
-    return fails
+    return fails + honest_seed_finishes(k, tmp, mf, repo, b, files, fails)
 
 
 def case_bad_manifest(tmp):
