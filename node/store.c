@@ -73,8 +73,9 @@ struct blob {
     bool created;       /* its .incomplete file was made by this open */
     bool own_inc;       /* filled under this release's own partial name
                          * (blob_inc_path): the shared one was locked */
-    bool ready;         /* sha256 matched: bytes final (under mu; never
-                         * cleared, see shoal_store_file_ready) */
+    bool ready;         /* sha256 matched: bytes final (under mu; cleared
+                         * only when chunks are taken back, see
+                         * shoal_store_take_back) */
     bool bad;           /* found changed on disk after it was verified
                          * (under mu): not ready, never handed out */
     bool hashing;       /* a thread owns |sha| (under mu) */
@@ -551,6 +552,16 @@ static void blob_inc_path(const struct shoal_store *s, uint32_t b, char *out, si
     }
 }
 
+/* This release's own partial name for blob |b|, whatever it fills now. */
+static void own_inc_path(const struct shoal_store *s, uint32_t b, char *out, size_t cap)
+{
+    size_t n;
+
+    shoal_hf_blob_path(out, cap, file(s, s->blobs[b].primary)->sha256, true);
+    n = strlen(out) - (sizeof ".incomplete" - 1);
+    snprintf(out + n, cap - n, ".%.16s.incomplete", s->idhex);
+}
+
 /* ---- verified bits (callers hold mu) ---- */
 
 static void mark(struct shoal_store *s, uint32_t i)
@@ -881,7 +892,7 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
          * unhashed): read-only, so that a tool writing through the snapshot
          * link as a user other than root fails instead of corrupting it.
          * Only the mode: the store writes no published blob (a repair
-         * takes it back first, see unpublish), and removing it from the
+         * fills a copy and renames it over, see repair_copy), and removing it from the
          * cache needs write permission on the directory, not on the file.
          * Best effort: a cache on a filesystem without modes still works. */
         (void)fchmod(s->blobs[b].fd, 0444);
@@ -932,7 +943,9 @@ static bool all_done_locked(const struct shoal_store *s)
     return s->ndone == s->nblobs;
 }
 
-/* The only way into BLOB_DONE, which is never left once reached. */
+/* The only way into BLOB_DONE. It is left only by shoal_store_take_back,
+ * for chunks found changed on disk, and then reached again through
+ * finish_blob once the file matches its sha256. */
 static void set_done_locked(struct shoal_store *s, uint32_t b)
 {
     if (s->blobs[b].state != BLOB_DONE)
@@ -1148,9 +1161,11 @@ static int rescan_blob(struct shoal_store *s, uint32_t b, uint8_t *buf)
     return 0;
 }
 
-/* Takes a published blob that failed its sha256 back to incomplete: links
- * first, so no snapshot entry points at bad bytes. */
-static int unpublish(struct shoal_store *s, uint32_t b, const char *inc, const char *fin)
+/* Removes the snapshot links of blob |b|'s files in this release, so that
+ * none of ours points at bytes found wrong. Best effort: a link left behind
+ * points at the published blob, as it did before. Other releases' links to
+ * the same blob are theirs and stay. */
+static void unlink_links(struct shoal_store *s, uint32_t b)
 {
     uint32_t k;
     int snap;
@@ -1168,28 +1183,140 @@ static int unpublish(struct shoal_store *s, uint32_t b, const char *inc, const c
             close(dfd);
         }
     }
-    if (renameat(s->blobs_fd, in_blobs(fin), s->blobs_fd, in_blobs(inc)) < 0)
-        return errno_rv(errno);
-    /* Published blobs are read-only (publish_blob); the repair writes the
-     * bad chunks again. If it cannot (another user's blob), opening it for
-     * writing says so. */
-    (void)fchmodat(s->blobs_fd, in_blobs(inc), 0644, 0);
+}
+
+/* Copies bytes [0, |size|) of |from| to |to| (in the kernel where it can:
+ * a reflink on filesystems that share extents). A |from| that ends sooner
+ * (a blob cut short) is copied as far as it goes: the caller sizes |to|,
+ * and what is missing reads as zeros, which no chunk id matches. */
+static int copy_bytes(int from, int to, uint64_t size)
+{
+    struct stat st;
+    uint64_t off = 0;
+    uint8_t *buf = NULL;
+    int rv = 0;
+
+    if (fstat(from, &st) != 0)
+        return -errno;
+    if ((uint64_t)st.st_size < size)
+        size = (uint64_t)st.st_size;
+    while (off < size) {
+        loff_t in = (loff_t)off, out = (loff_t)off;
+        ssize_t n = copy_file_range(from, &in, to, &out, (size_t)(size - off), 0);
+        if (n > 0) {
+            off += (uint64_t)n;
+            continue;
+        }
+        if (n == 0)
+            goto out; /* cut short meanwhile */
+        if (errno == EINTR)
+            continue;
+        if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
+            rv = errno_rv(errno);
+            goto out;
+        }
+        break; /* not supported here: copy through a buffer */
+    }
+    if (off < size && !(buf = malloc(HASH_BUF))) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    while (off < size) {
+        size_t want = size - off < HASH_BUF ? (size_t)(size - off) : HASH_BUF;
+        ssize_t n = pread(from, buf, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rv = -errno;
+            goto out;
+        }
+        if (n == 0)
+            goto out;
+        if ((rv = pwrite_all(to, buf, (size_t)n, off)) < 0)
+            goto out;
+        off += (uint64_t)n;
+    }
+out:
+    free(buf);
+    return rv;
+}
+
+/*
+ * A repair of blob |b| (published as blobs/<sha>, its bytes found wrong):
+ * copies it from |src| into this release's own partial file,
+ * blobs/<sha>.<release id>.incomplete (created, or a leftover reused),
+ * locked, writable and of the right size, and returns that in |*out|. The
+ * good chunks are then where the sidecar says; the bad ones are filled
+ * again in the copy, which is renamed over blobs/<sha> once its sha256
+ * matches (publish_blob). blobs/<sha> itself is never renamed away or
+ * written: other releases in the cache (open here, or only on disk) link to
+ * it, and must keep a valid name throughout. On failure nothing of ours is
+ * left under the partial name and s->err says why.
+ */
+static int repair_copy(struct shoal_store *s, uint32_t b, int src, int *out)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char own[128], fin[128];
+    int fd = -1, rv = 0;
+
+    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    own_inc_path(s, b, own, sizeof own);
+    fd = openat(s->blobs_fd, in_blobs(own), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
+        set_err(s, "creating %s/%s to fetch chunks of %s again: %s", s->repo_path, own,
+                pf->path, shoal_strerror(rv));
+        return rv;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        rv = errno == EWOULDBLOCK ? SHOAL_EBUSY : errno_rv(errno);
+        set_err(s, "locking %s/%s for %s: %s", s->repo_path, own, pf->path,
+                rv == SHOAL_EBUSY ? "another process is filling it" : shoal_strerror(rv));
+        close(fd);
+        return rv; /* not ours to remove */
+    }
+    if (ftruncate(fd, 0) != 0 || (rv = copy_bytes(src, fd, pf->size)) < 0 ||
+        ftruncate(fd, (off_t)pf->size) != 0) {
+        if (rv == 0)
+            rv = errno_rv(errno);
+        set_err(s, "copying %s/%s to %s to repair %s: %s", s->repo_path, fin, own,
+                pf->path, shoal_strerror(rv));
+        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+        close(fd);
+        return rv;
+    }
+    *out = fd;
     return 0;
+}
+
+/* True when the sidecar (as loaded) holds every chunk of blob |b|. */
+static bool blob_all_marked(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    bool all = true;
+
+    pthread_mutex_lock(&s->mu);
+    for (uint32_t i = 0; i < pf->nchunks && all; i++)
+        all = bit_get(s->bits, pf->first_chunk + i);
+    pthread_mutex_unlock(&s->mu);
+    return all;
 }
 
 static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
-    char inc[128], fin[128];
+    char inc[128], fin[128], own[128];
     uint8_t sha[SHOAL_HASH_LEN];
     struct stat st;
-    bool rescan = (s->flags & SHOAL_STORE_VERIFY) != 0;
+    bool rescan = (s->flags & SHOAL_STORE_VERIFY) != 0, own_there;
     uint32_t k;
-    int fd = -1;
+    int fd = -1, cfd = -1;
     int rv;
 
     shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
     shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    own_inc_path(s, b, own, sizeof own);
+    own_there = fstatat(s->blobs_fd, in_blobs(own), &st, AT_SYMLINK_NOFOLLOW) == 0;
 
     if (fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
         (uint64_t)st.st_size == pf->size) {
@@ -1199,20 +1326,40 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
             set_err(s, "opening %s/%s: %s", s->repo_path, fin, shoal_strerror(rv));
             goto out;
         }
-        if (rescan) {
-            if ((rv = hash_fd(fd, pf->size, sha)) < 0)
+        /* Our own partial file next to the published blob, and a sidecar
+         * that lacks some of its chunks: a repair was under way (chunks
+         * taken back, or --verify-store), and the published blob is the one
+         * found wrong, unless another release has replaced it since. So it
+         * is hashed before it is trusted. (Also after losing the race to
+         * fill a shared blob: then it hashes right.) */
+        if (rescan || (own_there && !blob_all_marked(s, b))) {
+            if ((rv = hash_fd(fd, pf->size, sha)) < 0) {
+                set_err(s, "reading %s/%s for its sha256: %s", s->repo_path, fin,
+                        shoal_strerror(rv));
                 goto out;
+            }
             if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
+                /* Repaired in a copy of our own: blobs/<sha> keeps its
+                 * name for the releases that link to it. A copy there
+                 * already is the repair under way, with the sidecar's
+                 * bits; a new one is checked chunk by chunk (rescan). */
+                if (!own_there) {
+                    if ((rv = repair_copy(s, b, fd, &cfd)) < 0)
+                        goto out;
+                    close(cfd);
+                    cfd = -1;
+                    rescan = true;
+                }
                 close(fd);
                 fd = -1;
-                if ((rv = unpublish(s, b, inc, fin)) < 0) {
-                    set_err(s, "taking back corrupt %s/%s: %s", s->repo_path, fin,
-                            shoal_strerror(rv));
-                    goto out;
-                }
+                unlink_links(s, b);
                 goto incomplete;
             }
         }
+        /* The published blob is whole: a partial file of ours is a leftover
+         * (a repair or a fill that another release finished first). */
+        if (own_there)
+            (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
         s->blobs[b].fd = fd;
         fd = -1;
         pthread_mutex_lock(&s->mu);
@@ -1972,11 +2119,25 @@ int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
 
 void shoal_store_file_suspect(struct shoal_store *s, uint32_t fi, bool bad)
 {
+    const struct blob *bl;
+    bool was, now;
+
     if (!s || fi >= s->nfiles)
         return;
+    bl = &s->blobs[s->file_blob[fi]];
     pthread_mutex_lock(&s->mu);
+    was = bl->ready && !bl->bad;
     s->blobs[s->file_blob[fi]].bad = bad;
+    now = bl->ready && !bl->bad;
     pthread_mutex_unlock(&s->mu);
+    /* Found right after all: whoever waited for it while it was suspect
+     * (a loader that asked meanwhile) hears it now, as at set_ready. A
+     * blob whose chunks were taken back is not ready here: it becomes so
+     * only when its whole sha256 matches again. */
+    if (was || !now || s->opening || !s->on_ready)
+        return;
+    for (uint32_t k = 0; k < bl->fcount; k++)
+        s->on_ready(s->user, s->blob_files[bl->fpos + k], 0);
 }
 
 /* Under mu: chunks |chunks| of file |fi| (blob |b|, not completing) lose
@@ -1996,13 +2157,14 @@ static void forget_locked(struct shoal_store *s, uint32_t b, uint32_t fi, const 
     bl->hashed = 0;
     bl->dirty = true;
     bl->state = BLOB_INCOMPLETE;
+    /* No longer whole: ready again only through set_ready, once its sha256
+     * matches, whatever is said of it meanwhile (file_suspect). */
+    bl->ready = false;
 }
 
 int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *chunks, uint32_t n)
 {
-    const struct shoal_mf_file *f, *pf;
-    char inc[128], fin[128];
-    struct stat st;
+    const struct shoal_mf_file *f;
     struct blob *bl;
     uint32_t b;
     int fd = -1, rv = 0;
@@ -2014,7 +2176,6 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
     b = s->file_blob[fi];
     bl = &s->blobs[b];
     f = file(s, fi);
-    pf = file(s, bl->primary);
     for (uint32_t i = 0; i < n; i++)
         if (chunks[i] < f->first_chunk || chunks[i] - f->first_chunk >= f->nchunks)
             return SHOAL_ENOTFOUND;
@@ -2026,79 +2187,51 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
     }
     bl->bad = true;
     if (bl->state == BLOB_INCOMPLETE) {
-        /* Still filling (or not published): nothing to rename, and its
+        /* Still filling (or not published): nothing to copy, and its
          * descriptor is open for writing. */
         forget_locked(s, b, fi, chunks, n);
         pthread_mutex_unlock(&s->mu);
         goto flush;
     }
     /* Done, so every bit is set: puts skip it while COMPLETING, and nothing
-     * publishes it while its names change. */
+     * publishes it while it is copied. */
     bl->state = BLOB_COMPLETING;
-    /* Under a partial name of this release's own: the shared one may be
-     * another release's to fill. */
-    bl->own_inc = true;
     pthread_mutex_unlock(&s->mu);
 
-    blob_inc_path(s, b, inc, sizeof inc);
-    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
-    if ((rv = unpublish(s, b, inc, fin)) < 0) {
-        set_err(s, "taking back %s/%s to fetch chunks of %s again: %s", s->repo_path, fin,
-                f->path, shoal_strerror(rv));
+    /* The blob keeps its name (other releases link to it); the repair is
+     * a copy under a partial name of this release's own (the shared one
+     * may be another release's to fill). */
+    if ((rv = repair_copy(s, b, bl->fd, &fd)) < 0)
         goto fail;
-    }
-    /* Filled by this open: its descriptor is open for writing and holds
-     * the partial file's lock (which a second description could not take).
-     * Published before this open: read-only, so it is opened again. */
-    if ((fcntl(bl->fd, F_GETFL) & O_ACCMODE) == O_RDWR) {
-        fd = fcntl(bl->fd, F_DUPFD_CLOEXEC, 0);
-    } else if ((fd = openat(s->blobs_fd, in_blobs(inc), O_RDWR | O_NOFOLLOW | O_CLOEXEC)) >= 0 &&
-               flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        close(fd);
-        fd = -1;
-        errno = e;
-    }
-    if (fd < 0) {
-        rv = errno == EWOULDBLOCK ? SHOAL_EBUSY : errno_rv(errno);
-        set_err(s, "opening %s/%s to fetch chunks of %s again: %s", s->repo_path, inc,
-                f->path, shoal_strerror(rv));
-        goto relink;
-    }
-    /* Cut short: back to its size, so that what is still good stays where
-     * a restart finds it (a partial file of another size is not trusted). */
-    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size != pf->size &&
-        ftruncate(fd, (off_t)pf->size) != 0) {
-        rv = errno_rv(errno);
-        set_err(s, "restoring the size of %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
-        goto relink;
-    }
     /* In place of the old descriptor, atomically: readers on other threads
-     * took its number under mu and may be reading from it now. */
-    if (fd != bl->fd && dup3(fd, bl->fd, O_CLOEXEC) < 0) {
+     * took its number under mu and may be reading from it now (the copy
+     * holds the same bytes). */
+    if (dup3(fd, bl->fd, O_CLOEXEC) < 0) {
+        char own[128];
+
         rv = -errno;
-        set_err(s, "reopening %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
-        goto relink;
+        own_inc_path(s, b, own, sizeof own);
+        set_err(s, "reopening %s/%s: %s", s->repo_path, own, shoal_strerror(rv));
+        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+        goto fail;
     }
     close(fd);
     fd = -1;
+    /* Nothing below fails: our snapshot links go last, so a failure above
+     * leaves them as they were. */
+    unlink_links(s, b);
     pthread_mutex_lock(&s->mu);
+    bl->own_inc = true;
     forget_locked(s, b, fi, chunks, n);
     s->ndone--;
     pthread_mutex_unlock(&s->mu);
 flush:
     /* The sidecar now says these chunks are missing: a restart fetches them
-     * again instead of serving what is on disk. A failed write is tried
-     * again at the next flush (and is in last_error). */
+     * again instead of serving what is on disk (open_blob_disk finds our
+     * partial file and hashes the published blob before trusting it). A
+     * failed write is tried again at the next flush (and is in last_error). */
     (void)shoal_store_flush(s);
     return 0;
-relink:
-    /* Back under its name: the cache keeps showing it (the node withholds
-     * the bad chunks), as it did before. */
-    (void)fchmodat(s->blobs_fd, in_blobs(inc), 0444, 0);
-    if (renameat(s->blobs_fd, in_blobs(inc), s->blobs_fd, in_blobs(fin)) == 0)
-        for (uint32_t k = 0; k < bl->fcount; k++)
-            (void)link_file(s, s->blob_files[bl->fpos + k]);
 fail:
     if (fd >= 0)
         close(fd);

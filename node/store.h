@@ -52,9 +52,10 @@ struct shoal_store;
 enum shoal_store_flags {
     /* At open, re-hash every chunk of every incomplete file (ignoring the
      * sidecar, so it also recovers a lost sidecar) and the sha256 of every
-     * file found complete; a published file that fails is taken back to
-     * blobs/<sha>.incomplete and its chunks are checked one by one. Without
-     * it the sidecar and the published blobs are trusted. */
+     * file found complete; a published file that fails is repaired in a
+     * copy, as by shoal_store_take_back, its chunks checked one by one.
+     * Without it the sidecar and the published blobs are trusted, except a
+     * published blob whose repair was under way (it is hashed first). */
     SHOAL_STORE_VERIFY = 1u << 0,
     /* memfd-backed files; |cache_dir| is ignored and may be NULL. */
     SHOAL_STORE_MEMORY = 1u << 1,
@@ -74,7 +75,9 @@ typedef void (*shoal_store_file_cb)(void *user, uint32_t file, int status);
  * finishing file |file| the moment it becomes ready (its whole sha256
  * matched; sealed in memory mode), before on_file reports whether it was
  * published; shoal_store_file_open works from then on, even if publishing
- * then fails. |status| is always 0 there. */
+ * then fails. Also called, from the thread calling
+ * shoal_store_file_suspect, for each file of a ready blob whose suspicion
+ * is cleared (it was not ready while suspect). |status| is always 0 there. */
 
 struct shoal_store_opts {
     unsigned flags;              /* enum shoal_store_flags */
@@ -207,8 +210,10 @@ int shoal_store_find_chunk(struct shoal_store *s, const uint8_t id[32]);
 /* True when file |file| is verified and published (sealed in memory mode). */
 bool shoal_store_file_done(struct shoal_store *s, uint32_t file);
 /* True when file |file| is ready: its whole sha256 matched (sealed in memory
- * mode), published or not yet; it stays true unless the file is found
- * changed on disk (shoal_store_file_suspect), until it matches again. */
+ * mode), published or not yet; it stays true unless the file is suspected
+ * of having changed on disk (shoal_store_file_suspect: until cleared) or
+ * its chunks are taken back (shoal_store_take_back: until its sha256
+ * matches again). */
 bool shoal_store_file_ready(struct shoal_store *s, uint32_t file);
 /* True when every file of the release is done. */
 bool shoal_store_complete(struct shoal_store *s);
@@ -222,31 +227,41 @@ bool shoal_store_complete(struct shoal_store *s);
  * changed on disk (file_suspect), or a negated errno. */
 int shoal_store_file_open(struct shoal_store *s, uint32_t file, int *fd);
 
-/* Marks the blob of file |file| as found changed on disk after it was
- * verified (|bad|), or cleared of that suspicion: while bad it is not ready
- * (shoal_store_file_ready is false, shoal_store_file_open fails with
- * SHOAL_EBADHASH), so no loader is handed it. Any thread. A bad blob is
- * good again once its whole sha256 matches (after take_back and refetch),
- * or when cleared here. */
+/* Marks the blob of file |file| (so every file with its sha256) as found
+ * changed on disk after it was verified (|bad|), or cleared of that
+ * suspicion (its bytes, read through any of its files, hashed right): while
+ * bad it is not ready (shoal_store_file_ready is false,
+ * shoal_store_file_open fails with SHOAL_EBADHASH), so no loader is handed
+ * it. A bad blob is good again once its whole sha256 matches (after
+ * take_back and refetch), or when cleared here; clearing a blob that is
+ * ready calls on_ready for its files (from this thread, with no store lock
+ * held). Clearing does not make a blob whose chunks were taken back ready:
+ * only its sha256 matching does. Any thread. */
 void shoal_store_file_suspect(struct shoal_store *s, uint32_t file, bool bad);
 
 /*
  * Takes chunks |chunks| (|n| release indices, all in file |file|) back to
- * missing after they were found changed on disk: a published blob is
- * unpublished first (its snapshot links removed, renamed to its partial
- * name blobs/<sha>.<release id>.incomplete, made writable again and
- * reopened for writing), then the chunks lose their verified bits and the
- * sidecar is rewritten, so neither this process nor a restarted one
- * serves them; a later put of each fills the file in place, and its last
- * one checks and publishes the file again. The blob is bad (see
- * file_suspect) until then. For a worker thread (renames, fsync).
+ * missing after they were found changed on disk. A published blob is
+ * repaired in a copy: blobs/<sha> is copied to this release's own partial
+ * file blobs/<sha>.<release id>.incomplete, which becomes the file the
+ * store reads and fills, and this release's snapshot links to the blob are
+ * removed. blobs/<sha> itself keeps its name and bytes meanwhile (other
+ * releases in the cache link to it) until the copy, refilled and matching
+ * its sha256, is renamed over it and linked again. Then the chunks lose
+ * their verified bits and the sidecar is rewritten, so neither this
+ * process nor a restarted one serves them (a restart finds the partial
+ * file and hashes blobs/<sha> before trusting it); a later put of each
+ * fills the file in place, and its last one checks and publishes the file
+ * again. The blob is bad (see file_suspect) and not ready until then. For
+ * a worker thread (copies, fsync).
  *
  * Returns 0 (a failed sidecar write is in last_error and tried again at
  * the next flush); SHOAL_ENOTFOUND (a chunk not in |file|); SHOAL_EBUSY
  * (the file is being published right now, or another process holds its
- * partial file); -EROFS in memory mode; or the error renaming or opening
- * it (also in last_error). On failure the chunks stay verified, the file
- * keeps its names and stays bad.
+ * partial file); -EROFS in memory mode; or the error creating or copying
+ * the partial file (also in last_error: ENOSPC, EACCES, ...). On failure
+ * the chunks stay verified, the file keeps its names and links (nothing
+ * was changed in the cache) and stays bad.
  */
 int shoal_store_take_back(struct shoal_store *s, uint32_t file, const uint32_t *chunks,
                           uint32_t n);

@@ -47,10 +47,13 @@
 #define ROT_LIAR_MS 600000u
 #define ROT_SLICE (64u << 20)
 /* Per file: OK; SCANNING (all of it withheld while every chunk is hashed
- * again); SCANNED (the chunks that failed are withheld, in rot_bad: being
- * taken back, or that failed); REFETCH (they were taken back from the
- * store and are missing again, fetched like any other). */
-enum { ROT_FILE_OK = 0, ROT_FILE_SCANNING = 1, ROT_FILE_SCANNED = 2, ROT_FILE_REFETCH = 3 };
+ * again); SCANNED (the chunks that failed are withheld, in rot_bad, and are
+ * being taken back, or a scan is queued); REFETCH (they were taken back
+ * from the store and are missing again, fetched like any other); KEPT (the
+ * chunks in rot_bad stay withheld and nothing under way repairs them: the
+ * take-back failed or could not start, or the scan was cut short). */
+enum { ROT_FILE_OK = 0, ROT_FILE_SCANNING = 1, ROT_FILE_SCANNED = 2, ROT_FILE_REFETCH = 3,
+       ROT_FILE_KEPT = 4 };
 /* Per file, what was found: changed bytes, or bytes that cannot be read. */
 enum { ROT_WHY_CHANGED = 0, ROT_WHY_UNREADABLE = 1 };
 
@@ -285,7 +288,9 @@ static void on_file(void *user, uint32_t file, int status)
 
 /* --- loader --- */
 /* Worker thread: the file's sha256 matched, before its fsync and renames:
- * loaders get it now (shoal_store_file_ready). */
+ * loaders get it now (shoal_store_file_ready). Also the loop thread, when
+ * a file suspected of having changed on disk hashed right after all (see
+ * rot_scan_done): loaders that asked meanwhile get it then. */
 static void on_ready(void *user, uint32_t file, int status)
 {
     struct shoal_swarm *s = user;
@@ -870,8 +875,9 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
  * changed: it is withheld (neither served nor advertised, nor handed to a
  * loader: shoal_store_file_suspect) while every chunk of it is hashed
  * again, then only the chunks that fail stay withheld, and they are taken
- * back from the store (shoal_store_take_back: unpublished, their verified
- * bits cleared in the sidecar), so they are missing again and fetched like
+ * back from the store (shoal_store_take_back: out of our snapshot,
+ * repaired in a copy, their verified bits cleared in the sidecar), so they
+ * are missing again and fetched like
  * any other, and a restart does not serve them either. A chunk the store
  * cannot read starts the same scan. Until the file hashes right again the
  * release is not complete: trackers hear what we actually serve. A false
@@ -902,15 +908,33 @@ static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk)
     return s->rot_file[c->file] == ROT_FILE_SCANNING;
 }
 
-/* Chunks the store holds that are withheld: not counted as held in what
- * we announce. */
-static uint32_t rot_withheld_count(const struct shoal_swarm *s)
+/* Chunks (and their bytes) that the store holds and we serve: withheld
+ * ones are not counted in what we announce. From one copy of the store's
+ * bits, so that puts landing meanwhile (worker threads) cannot make the
+ * withheld outnumber the held. */
+static void rot_served(const struct shoal_swarm *s, uint32_t *n, uint64_t *bytes)
 {
-    uint32_t n = 0;
+    size_t nb = ((size_t)s->nchunks + 7) / 8;
+    uint8_t *held;
 
-    for (uint32_t i = 0; s->rot_err[0] && i < s->nchunks; i++)
-        n += rot_withheld(s, i) && shoal_store_has(s->store, i);
-    return n;
+    if (!s->rot_err[0] || !(held = malloc(nb ? nb : 1))) {
+        /* Nothing withheld (or no memory to count: the held ones). */
+        *n = shoal_store_count(s->store);
+        *bytes = shoal_store_bytes(s->store);
+        return;
+    }
+    *n = 0;
+    *bytes = 0;
+    if (shoal_store_bitfield(s->store, held, nb) >= 0) {
+        for (uint32_t i = 0; i < s->nchunks; i++) {
+            /* The store's bitfield is most significant bit first. */
+            if (!((held[i / 8] >> (7 - i % 8)) & 1u) || rot_withheld(s, i))
+                continue;
+            (*n)++;
+            *bytes += shoal_manifest_chunk(s->m, i)->len;
+        }
+    }
+    free(held);
 }
 
 /* What a tracker or a peer counts on changed outside of chunks arriving. */
@@ -953,11 +977,17 @@ static void rot_status(struct shoal_swarm *s)
                  "%s: %s (not served while its chunks are hashed again%s)", what, f->path, tail);
         break;
     case ROT_FILE_SCANNED:
+    case ROT_FILE_KEPT:
         for (uint32_t k = 0; k < f->nchunks; k++)
             n += bit_get(s->rot_bad, f->first_chunk + k);
-        snprintf(s->rot_err, sizeof s->rot_err,
-                 "%s: %s: %u of %u chunks %s (not served; restart with --verify-store to "
-                 "repair%s)", what, f->path, n, f->nchunks, how, tail);
+        snprintf(s->rot_err, sizeof s->rot_err, "%s: %s: %u of %u chunks %s (not served; %s%s)",
+                 what, f->path, n, f->nchunks, how,
+                 s->rot_file[first] == ROT_FILE_SCANNED ? "to be fetched again"
+                 : (s->cfg->store_flags & SHOAL_STORE_MEMORY)
+                     ? "a memory store cannot fetch them again: drop the release and pull it "
+                       "again"
+                     : "restart shoald with --verify-store to repair",
+                 tail);
         break;
     default:
         for (uint32_t k = 0; k < f->nchunks; k++)
@@ -978,6 +1008,8 @@ struct rot_job {
     bool scan;                 /* hashing every chunk of |file| */
     bool take;                 /* shoal_store_take_back of |list| */
     uint32_t file;
+    bool refetch;              /* scan: of a file whose bad chunks were being
+                                * fetched again (some are missing) */
     uint32_t next, end;        /* scan: chunks [next, end) of the release left */
     uint32_t nbad;             /* scan: chunks found changed so far */
     uint8_t *bad;              /* scan: bit per chunk of the file */
@@ -1070,7 +1102,7 @@ static void rot_scan_cut(struct shoal_swarm *s, struct rot_job *j)
         if ((j->bad && bit_get(j->bad, k)) || c >= j->next)
             bit_put(s->rot_bad, c, true);
     }
-    s->rot_file[j->file] = ROT_FILE_SCANNED;
+    s->rot_file[j->file] = ROT_FILE_KEPT;
     rot_status(s);
 }
 
@@ -1107,10 +1139,26 @@ static void rot_taken(struct shoal_swarm *s, struct rot_job *j)
 
     rot_file_name(s, j->file, where, sizeof where);
     if (j->rv != 0) {
-        shoal_store_last_error(s->store, err, sizeof err);
-        LOG_E("release %s: %s: its %u bad chunks cannot be fetched again while it is open "
-              "(%s: %s); they stay unserved; restart shoald with --verify-store to repair "
-              "it", s->idhex, where, j->nbad, shoal_strerror(j->rv), err);
+        s->rot_file[j->file] = ROT_FILE_KEPT;
+        rot_status(s);
+        if (j->rv == UV_ECANCELED || s->stopped) {
+            /* Their bits are still set in the sidecar: the next start
+             * trusts them unless it hashes the file (--verify-store), and
+             * then a peer that gets one reports it again. */
+            LOG_W("release %s: %s: shutting down before its %u bad chunks were taken back; "
+                  "start shoald with --verify-store to have them fetched again", s->idhex,
+                  where, j->nbad);
+        } else if (s->cfg->store_flags & SHOAL_STORE_MEMORY) {
+            LOG_E("release %s: %s: its %u bad chunks stay unserved: a memory store (--store "
+                  "memory) cannot fetch chunks of a finished file again; drop the release and "
+                  "pull it again to repair it", s->idhex, where, j->nbad);
+        } else {
+            shoal_store_last_error(s->store, err, sizeof err);
+            LOG_E("release %s: %s: its %u bad chunks cannot be fetched again while it is open "
+                  "(%s%s%s); they stay unserved; restart shoald with --verify-store to repair "
+                  "it", s->idhex, where, j->nbad, shoal_strerror(j->rv), err[0] ? ": " : "",
+                  err);
+        }
         return;
     }
     /* Taken back (a failed sidecar write is tried again at the next flush). */
@@ -1130,15 +1178,25 @@ static void rot_taken(struct shoal_swarm *s, struct rot_job *j)
 }
 
 /* Files being fetched again that hash right now: served and handed to
- * loaders again (the store did that), and no longer reported. */
+ * loaders again (the store did that), and no longer reported. Also a file
+ * whose chunks stayed withheld (KEPT) once it matches its sha256 (it was
+ * being fetched again when a scan of it was cut short): a file is ready
+ * again only when its whole sha256 matched, whatever was withheld of it. */
 static void rot_repaired(struct shoal_swarm *s)
 {
     bool any = false;
 
     for (uint32_t i = 0; s->rot_err[0] && i < shoal_manifest_nfiles(s->m); i++) {
-        if (s->rot_file[i] != ROT_FILE_REFETCH || !shoal_store_file_ready(s->store, i))
+        const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
+
+        if ((s->rot_file[i] != ROT_FILE_REFETCH && s->rot_file[i] != ROT_FILE_KEPT) ||
+            !shoal_store_file_ready(s->store, i))
             continue;
         s->rot_file[i] = ROT_FILE_OK;
+        /* A chunk found unreadable meanwhile was read back whole by that
+         * hash: served again. */
+        for (uint32_t k = 0; k < f->nchunks; k++)
+            bit_put(s->rot_bad, f->first_chunk + k, false);
         LOG_I("release %s: %s is whole again: its bad chunks were fetched again and it "
               "matches its sha256", s->idhex, shoal_manifest_file(s->m, i)->path);
         any = true;
@@ -1163,10 +1221,24 @@ static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
         if (!bit_get(j->bad, k) && shoal_store_has(s->store, f->first_chunk + k))
             send_have(s, f->first_chunk + k);
     rot_file_name(s, j->file, where, sizeof where);
+    if (j->nbad == 0 && j->refetch) {
+        /* Its bad chunks are still being fetched again: it stays out of the
+         * cache and from loaders until its sha256 matches (the store). */
+        LOG_W("release %s: %s hashes right in all the chunks it holds: serving them again; "
+              "the rest are still being fetched again", s->idhex, where);
+        s->rot_file[j->file] = ROT_FILE_REFETCH;
+        shoal_store_file_suspect(s->store, j->file, false);
+        rot_status(s);
+        rot_announce(s);
+        check_complete(s);
+        return;
+    }
     if (j->nbad == 0) {
         LOG_W("release %s: %s hashes right again in all its %u chunks: serving it again",
               s->idhex, where, f->nchunks);
         s->rot_file[j->file] = ROT_FILE_OK;
+        /* Ready again, so loaders that asked for it meanwhile get it now
+         * (the store calls on_ready). */
         shoal_store_file_suspect(s->store, j->file, false);
         rot_status(s);
         rot_announce(s);
@@ -1189,6 +1261,7 @@ static void rot_begin_scan(struct shoal_swarm *s, struct rot_job *j, uint32_t fi
     j->bad = calloc(1, f->nchunks / 8 + 1);
     if (!j->bad)
         return; /* what is in rot_bad alone stays withheld */
+    j->refetch = s->rot_file[file] == ROT_FILE_REFETCH;
     rot_suspect(s, file, why);
     j->scan = true;
     j->file = file;
@@ -1216,9 +1289,11 @@ static void rot_found(struct shoal_swarm *s, struct rot_job *j)
         return;
     rot_begin_scan(s, j, c->file, ROT_WHY_CHANGED);
     if (!j->scan) {
-        /* No memory to scan: the chunk alone stays withheld. */
-        s->rot_file[c->file] = ROT_FILE_SCANNED;
+        /* No memory to scan: the chunk alone stays withheld, and the file
+         * goes to no loader. */
+        s->rot_file[c->file] = ROT_FILE_KEPT;
         s->rot_why[c->file] = ROT_WHY_CHANGED;
+        shoal_store_file_suspect(s->store, c->file, true);
         s->complete = false;
         rot_status(s);
         rot_announce(s);
@@ -1249,6 +1324,10 @@ static void rot_done(uv_work_t *w, int status)
             /* The chunks that failed go back to missing, to be fetched. */
             if (j->nbad > 0 && !s->stopped && rot_take_back(s, j))
                 return;
+            if (j->nbad > 0) { /* could not start: they stay withheld */
+                s->rot_file[j->file] = ROT_FILE_KEPT;
+                rot_status(s);
+            }
         }
     } else if (j->rv == 0) {
         char hex[17];
@@ -1303,9 +1382,13 @@ static void rot_next(struct shoal_swarm *s)
         /* A chunk that cannot be read: scan its file, unless that is under
          * way or done already. */
         uint32_t file = shoal_manifest_chunk(s->m, j->claim.chunk)->file;
-        if (s->rot_file[file] == ROT_FILE_OK || s->rot_file[file] == ROT_FILE_SCANNED)
+        if (s->rot_file[file] != ROT_FILE_SCANNING)
             rot_begin_scan(s, j, file, ROT_WHY_UNREADABLE);
         if (!j->scan) {
+            if (s->rot_file[file] == ROT_FILE_SCANNED) {
+                s->rot_file[file] = ROT_FILE_KEPT; /* no memory to scan it */
+                rot_status(s);
+            }
             free(j);
             rot_next(s);
             return;
@@ -1347,13 +1430,19 @@ static void rot_unreadable(struct shoal_swarm *s, uint32_t chunk)
         if (s->rot_queue[i].scan &&
             shoal_manifest_chunk(s->m, s->rot_queue[i].chunk)->file == c->file)
             return;
-    if (s->rot_file[c->file] == ROT_FILE_SCANNED && s->rot_nqueue < ROT_QUEUE) {
+    /* Also in a file being fetched again, or one whose bad chunks stayed:
+     * the scan withholds what fails to read and has it fetched again
+     * (rot_bad alone would withhold it for good). */
+    if (s->rot_file[c->file] != ROT_FILE_SCANNING && s->rot_nqueue < ROT_QUEUE) {
         struct rot_claim *q = &s->rot_queue[s->rot_nqueue++];
         memset(q, 0, sizeof *q);
         q->chunk = chunk;
         q->scan = true;
         snprintf(q->peer, sizeof q->peer, "this node");
         rot_next(s);
+    } else if (s->rot_file[c->file] == ROT_FILE_SCANNED) {
+        s->rot_file[c->file] = ROT_FILE_KEPT; /* no room to queue its scan */
+        rot_status(s);
     }
 }
 
@@ -1577,6 +1666,13 @@ static void serve_done(uv_work_t *w, int status)
         int err = status ? status : j->rv;
         if (err == -ENOMEM) {
             send_reject(sp, j->req_id, SHOAL_REJECT_BUSY, 100);
+            free(j);
+            return;
+        }
+        /* No longer held: taken back (found changed on disk) between the
+         * request and the read. Nothing wrong with the disk. */
+        if (err == SHOAL_ENOTFOUND) {
+            send_reject(sp, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
             free(j);
             return;
         }
@@ -2656,9 +2752,8 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
     memset(st, 0, sizeof *st);
     st->nchunks = s->nchunks;
     /* --- rot --- what we serve: withheld chunks are not counted */
-    st->have_chunks = shoal_store_count(s->store) - rot_withheld_count(s);
+    rot_served(s, &st->have_chunks, &st->have_bytes);
     st->total_bytes = shoal_manifest_total_size(s->m);
-    st->have_bytes = shoal_store_bytes(s->store);
     st->rx_chunk_bytes = s->rx_bytes;
     st->tx_chunk_bytes = s->tx_bytes;
     st->bad_chunks = s->bad_chunks;

@@ -221,9 +221,11 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
  * either) and fetched again like missing ones, and the file is served and
  * handed to loaders again once it matches its sha256. Meanwhile the release
  * is not complete (shoal_swarm_complete), and shoal_swarm_disk_error says
- * so. A chunk the store cannot read starts the same scan. When taking back
- * fails (memory store, a blob another user owns), the chunks that fail stay
- * unserved until a restart with --verify-store. If it hashes right, the false claim
+ * so. A chunk the store cannot read starts the same scan (also while the
+ * file is fetched again). When taking back fails (no room or permission for
+ * the copy in blobs/), the chunks that fail stay unserved until a restart
+ * with --verify-store (a memory store: until the release is dropped and
+ * pulled again). If it hashes right, the false claim
  * is logged and that node's claims are ignored for a while. Checks are
  * budgeted per release (a chunk found right is not checked again; a few
  * per minute); claims beyond that are dropped with a log line.

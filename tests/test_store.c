@@ -552,6 +552,17 @@ static uint32_t chunks_in_done_files(struct shoal_store *s, const struct rel *r)
     return n;
 }
 
+/* blobs/<sha>.<release id>.incomplete: a release's own partial file. */
+static void own_partial(char *out, size_t cap, const char *cache, const struct rel *r, int f)
+{
+    char hex[17];
+
+    blob_path(out, cap, cache, r, f, true);
+    out[strlen(out) - strlen(".incomplete")] = '\0';
+    shoal_hex(hex, shoal_manifest_id(r->m), 8);
+    snprintf(out + strlen(out), cap - strlen(out), ".%s.incomplete", hex);
+}
+
 static void sidecar_path(char *out, size_t cap, const char *cache, const struct rel *r)
 {
     char rest[128], hex[65];
@@ -995,10 +1006,11 @@ static void test_verify_repairs_published(void)
     CHECK(shoal_store_file_done(s, 1));
     snap_path(p, sizeof p, cache, &r, 2);
     CHECK(!exists(p));
+    /* ...the blob keeps its name (other releases may link to it) while a
+     * writable copy of this release's own is repaired... */
     blob_path(p, sizeof p, cache, &r, 2, false);
-    CHECK(!exists(p));
-    /* ...writable again while it is repaired... */
-    blob_path(p, sizeof p, cache, &r, 2, true);
+    CHECK(exists(p));
+    own_partial(p, sizeof p, cache, &r, 2);
     CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0644);
     check_bits_true(s, &r);
     for (uint32_t i = 0; i < n; i++) {
@@ -1013,6 +1025,277 @@ static void test_verify_repairs_published(void)
     /* ...and read-only once published again. */
     blob_path(p, sizeof p, cache, &r, 2, false);
     CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0444);
+    own_partial(p, sizeof p, cache, &r, 2);
+    CHECK(!exists(p));
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* ---- chunks found changed on disk (take_back, file_suspect) ---- */
+
+/* Flips one byte of file |f|'s published blob at |off| (as root would, or
+ * bit rot: the mode is put back). */
+static void rot_blob(const char *cache, const struct rel *r, int f, uint64_t off)
+{
+    char p[1024];
+    uint8_t b;
+    int fd;
+
+    blob_path(p, sizeof p, cache, r, f, false);
+    REQUIRE(chmod(p, 0644) == 0);
+    fd = open(p, O_RDWR);
+    REQUIRE(fd >= 0 && pread(fd, &b, 1, (off_t)off) == 1);
+    b ^= 1;
+    REQUIRE(pwrite(fd, &b, 1, (off_t)off) == 1);
+    close(fd);
+    REQUIRE(chmod(p, 0444) == 0);
+}
+
+/* The chunk of file |f| holding byte |off|. */
+static uint32_t chunk_at(const struct rel *r, int f, uint64_t off)
+{
+    const struct shoal_mf_file *mf = shoal_manifest_file(r->m, (uint32_t)f);
+
+    for (uint32_t k = 0; k < mf->nchunks; k++) {
+        const struct shoal_mf_chunk *c = shoal_manifest_chunk(r->m, mf->first_chunk + k);
+        if (off >= c->offset && off < c->offset + c->len)
+            return mf->first_chunk + k;
+    }
+    REQUIRE(!"offset outside the file");
+    return UINT32_MAX;
+}
+
+/* True when |s| hands out file |f| with exactly its bytes. */
+static bool opens_right(struct shoal_store *s, const struct rel *r, int f)
+{
+    uint8_t *back = malloc(r->f[f].size + 1);
+    bool ok = false;
+    int fd = -1;
+
+    REQUIRE(back);
+    if (shoal_store_file_open(s, (uint32_t)f, &fd) == 0) {
+        ok = pread(fd, back, r->f[f].size + 1, 0) == (ssize_t)r->f[f].size &&
+             memcmp(back, r->f[f].data, r->f[f].size) == 0;
+        close(fd);
+    }
+    free(back);
+    return ok;
+}
+
+/* Two releases in one cache share a blob (the same shard under two
+ * commits). Release a finds it changed on disk and takes the bad chunk
+ * back: b's snapshot link must keep resolving all along, b stays complete
+ * and its loaders can still open the file; b finding the same rot takes it
+ * back too (it used to fail with ENOENT, a's take-back having renamed the
+ * blob away, and lose b's links); both refill and end published with the
+ * right bytes. */
+static void test_take_back_shared(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *a = NULL, *b = NULL;
+    struct rel ra, rb;
+    char p[1024];
+    struct stat st;
+    uint32_t ca, cb;
+    int fd = -1;
+
+    rel_std(&ra, "org/tiny", C1, -1, 10);
+    rel_std(&rb, "org/tiny", C2, -1, 10);
+    REQUIRE(shoal_store_open(&a, cache, ra.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(ra.m); i++)
+        CHECK_EQ(put(a, &ra, i), 0);
+    REQUIRE(shoal_store_open(&b, cache, rb.m, NULL) == 0);
+    CHECK(shoal_store_complete(b));
+    rot_blob(cache, &ra, 1, 100000);
+    ca = chunk_at(&ra, 1, 100000);
+    cb = chunk_at(&rb, 1, 100000);
+    shoal_store_file_suspect(a, 1, true);
+    CHECK_EQ(shoal_store_take_back(a, 1, &ca, 1), 0);
+    CHECK(!shoal_store_has(a, ca));
+    CHECK(!shoal_store_complete(a));
+    snap_path(p, sizeof p, cache, &ra, 1);
+    CHECK(!exists(p)); /* a's own link goes: a says it lacks the file */
+    snap_path(p, sizeof p, cache, &rb, 1);
+    CHECK(stat(p, &st) == 0 && S_ISREG(st.st_mode));
+    CHECK(shoal_store_complete(b));
+    CHECK_EQ(shoal_store_file_open(b, 1, &fd), 0);
+    if (fd >= 0)
+        close(fd);
+    fd = -1;
+
+    /* b finds the same rot. */
+    shoal_store_file_suspect(b, 1, true);
+    CHECK_EQ(shoal_store_take_back(b, 1, &cb, 1), 0);
+    CHECK(!shoal_store_has(b, cb));
+    CHECK(!shoal_store_complete(b));
+
+    /* a refills first: the blob is replaced by a's verified copy, and b's
+     * link (b still repairing) resolves to the right bytes. */
+    CHECK_EQ(put(a, &ra, ca), 0);
+    CHECK(shoal_store_complete(a));
+    check_published(cache, &ra);
+    CHECK(opens_right(a, &ra, 1));
+    snap_path(p, sizeof p, cache, &rb, 3);
+    CHECK(!exists(p)); /* b's own links went with its take-back */
+    blob_path(p, sizeof p, cache, &rb, 1, false);
+    CHECK(file_is(p, rb.f[1].data, rb.f[1].size));
+    CHECK_EQ(put(b, &rb, cb), 0);
+    CHECK(shoal_store_complete(b));
+    check_published(cache, &rb);
+    check_published(cache, &ra);
+    CHECK(opens_right(b, &rb, 3));
+    shoal_store_free(a);
+    shoal_store_free(b);
+
+    /* A restart trusts the repaired blob. */
+    REQUIRE(shoal_store_open(&a, cache, ra.m, NULL) == 0);
+    CHECK(shoal_store_complete(a));
+    shoal_store_free(a);
+    rel_free(&ra);
+    rel_free(&rb);
+}
+
+/* A take-back that fails changes nothing in the cache: the snapshot links
+ * stay (they used to be removed before the rename that then failed), the
+ * chunks stay verified, the file stays done and suspect. */
+static void test_take_back_fails(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], msg[512];
+    uint32_t c;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    rot_blob(cache, &r, 1, 100000);
+    c = chunk_at(&r, 1, 100000);
+    /* Something in the way of the partial file (works as root too). */
+    own_partial(p, sizeof p, cache, &r, 1);
+    REQUIRE(mkdir(p, 0755) == 0);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK(shoal_store_take_back(s, 1, &c, 1) < 0);
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, "model.safetensors") != NULL);
+    CHECK(shoal_store_has(s, c));
+    CHECK(shoal_store_file_done(s, 1));
+    CHECK(shoal_store_complete(s));
+    CHECK(!shoal_store_file_ready(s, 1));
+    for (int f = 0; f < r.nf; f++) {
+        struct stat st;
+        snap_path(p, sizeof p, cache, &r, f);
+        CHECK(stat(p, &st) == 0 && S_ISREG(st.st_mode));
+    }
+    own_partial(p, sizeof p, cache, &r, 1);
+    REQUIRE(rmdir(p) == 0);
+    /* Tried again once the way is clear, it works. */
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), 0);
+    CHECK_EQ(put(s, &r, c), 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+struct ready_count {
+    int ready[MAXF];
+};
+
+static void count_ready(void *user, uint32_t fi, int status)
+{
+    struct ready_count *rc = user;
+
+    if (fi < MAXF && status == 0)
+        rc->ready[fi]++;
+}
+
+/* While its chunks are fetched again a blob is not ready, whatever is said
+ * of it: clearing a suspicion through another file with the same sha256
+ * (the copy in copy/model.safetensors) used to make the half-refetched
+ * file ready, and a loader got its bad bytes. It is ready (and announced)
+ * again once its sha256 matches; a restart in between resumes the repair
+ * instead of trusting the published blob. */
+static void test_take_back_not_ready(void)
+{
+    const char *cache = new_cache();
+    struct ready_count rc = {0};
+    struct shoal_store_opts o = {.on_ready = count_ready, .user = &rc};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024];
+    struct stat st;
+    uint32_t c;
+    int fd = -1;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(strcmp(r.f[3].path, "copy/model.safetensors") == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK_EQ(rc.ready[1], 1);
+    rot_blob(cache, &r, 1, 100000);
+    c = chunk_at(&r, 1, 100000);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), 0);
+    shoal_store_file_suspect(s, 3, false);
+    CHECK(!shoal_store_file_ready(s, 1));
+    CHECK(!shoal_store_file_ready(s, 3));
+    CHECK(shoal_store_file_open(s, 1, &fd) != 0);
+    CHECK_EQ(rc.ready[1], 1);
+
+    /* A restart meanwhile: the published blob is still the bad one. */
+    shoal_store_free(s);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    CHECK(!shoal_store_has(s, c));
+    CHECK(!shoal_store_file_ready(s, 1));
+    CHECK(!shoal_store_complete(s));
+    snap_path(p, sizeof p, cache, &r, 1);
+    CHECK(!exists(p));
+    CHECK_EQ(put(s, &r, c), 0);
+    CHECK(shoal_store_complete(s));
+    CHECK(shoal_store_file_ready(s, 1));
+    CHECK(opens_right(s, &r, 1));
+    CHECK_EQ(rc.ready[1], 2);
+    CHECK_EQ(rc.ready[3], 2);
+    check_published(cache, &r);
+    blob_path(p, sizeof p, cache, &r, 1, false);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0444);
+    own_partial(p, sizeof p, cache, &r, 1);
+    CHECK(!exists(p));
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* A suspicion cleared (the file hashed right after all) makes the file
+ * ready again, and says so: a loader that asked for it meanwhile waits on
+ * on_ready, which used to fire only when a file is first completed. */
+static void test_suspect_cleared(void)
+{
+    const char *cache = new_cache();
+    struct ready_count rc = {0};
+    struct shoal_store_opts o = {.on_ready = count_ready, .user = &rc};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    int fd = -1;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK_EQ(rc.ready[1], 1);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK(!shoal_store_file_ready(s, 3));
+    CHECK_EQ(shoal_store_file_open(s, 3, &fd), SHOAL_EBADHASH);
+    shoal_store_file_suspect(s, 1, false);
+    CHECK(shoal_store_file_ready(s, 1));
+    CHECK_EQ(rc.ready[1], 2);
+    CHECK_EQ(rc.ready[3], 2); /* the same blob */
+    CHECK_EQ(rc.ready[2], 1); /* another one: untouched */
+    shoal_store_file_suspect(s, 1, false); /* nothing to clear: no event */
+    CHECK_EQ(rc.ready[1], 2);
+    CHECK(opens_right(s, &r, 1));
     shoal_store_free(s);
     rel_free(&r);
 }
@@ -1485,6 +1768,10 @@ int main(int argc, char **argv)
         RUN(test_sweeps_leftovers);
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
+        RUN(test_take_back_shared);
+        RUN(test_take_back_fails);
+        RUN(test_take_back_not_ready);
+        RUN(test_suspect_cleared);
         RUN(test_concurrent_puts);
         RUN(test_duplicates_counted_once);
         RUN(test_ready_early);

@@ -115,10 +115,25 @@ CASE is one of:
                   that chunk, the loader gets the file whole, the snapshot
                   is byte-identical and the tracker counts it complete.
                   (Extra arguments: SHOAL_TRACKER, NODE_DIR.)
+  disk_rot_inproc the same repair without a restart: the loader waiting for
+                  the shard gets it with the right bytes once a good seed
+                  sends the chunk again, the snapshot shows it again and
+                  the tracker counts the seed complete again.
+  disk_rot_refetch_cut
+                  a seed's shard cut short: it takes the chunks it cannot
+                  read back; the partial file it refills is then cut
+                  shorter still: the chunks that now fail to read are
+                  scanned and fetched again too (before: withheld for good,
+                  so a puller with only that seed never completed).
+  disk_rot_kept   the rotten seed cannot take the chunk back (a directory
+                  where its partial file goes): the snapshot link stays
+                  (before: removed by the failed take-back), the log and
+                  `shoal status` say a restart with --verify-store repairs.
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
 import hashlib
+import glob
 import os
 import random
 import re
@@ -1549,6 +1564,256 @@ def case_disk_rot_repair(tmp):
     return fails
 
 
+def tracker_complete(k, taddr, name, want, timeout):
+    """Polls tracker |taddr| until it counts |want| nodes complete for
+    release |name|; the last count seen (None: no answer)."""
+    end, n = time.monotonic() + timeout, None
+    while time.monotonic() < end:
+        out = run("rollout", name, "--status", "--tracker", taddr, "--key", k("x"),
+                  "--cred", k("x") + ".cred")
+        got = re.search(r"(\d+) nodes? complete", out)
+        n = int(got.group(1)) if got else None
+        if n == want:
+            break
+        time.sleep(0.3)
+    return n
+
+
+def case_disk_rot_inproc(tmp):
+    """The disk-rot repair without a restart: the seed whose shard changed on
+    disk takes the bad chunk back, a loader waiting for the shard gets it
+    once a good seed has sent the chunk again (with the right bytes), the
+    cache shows the file again, and the tracker counts the seed complete
+    again."""
+    import shoal_loader
+    import threading
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    name = "org/model@" + "ab" * 20
+    trk = shoalproc.Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key",
+                          k("cluster") + ".pub", "--publisher-keys", k("publisher") + ".pub",
+                          "--announce-interval-ms", "500"], name="tracker")
+    m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        trk.dump()
+        return 1
+    taddr = m.group(1)
+    sock = os.path.join(tmp, "a-loader.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--tracker", taddr,
+                                             "--no-origin", "--loader-socket", sock,
+                                             "--seed-dir", repo]))
+    fails = 0
+    if not a.wait_for(r"is complete here: seeding", 20):
+        print("FAIL the seed did not import the release")
+        a.dump()
+        trk.stop()
+        return 1
+    snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
+    size = os.path.getsize(snap)
+    mode = os.stat(snap).st_mode & 0o777
+    os.chmod(snap, mode | 0o200)
+    with open(snap, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 1]))
+    os.chmod(snap, mode)
+    if tracker_complete(k, taddr, name, 1, 20) != 1:
+        print("FAIL the tracker never counted the seed complete")
+        fails += 1
+    # The puller also knows where the good seed will be (it completes from
+    # it once it has banned the rotten one).
+    h_addr = "127.0.0.1:%d" % free_port()
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", h_addr,
+                                                 "--pull", mid, "--no-origin"]))
+    if not p1.wait_for(r"banning node .* fails its hash", WAIT_S):
+        print("FAIL the puller did not ban the seed for the changed chunk")
+        fails += 1
+    took = a.wait_for(r"%s: fetching its (\d+) bad chunks again" % re.escape(shard), 20)
+    if not took or took.group(1) != "1":
+        print("FAIL the seed did not take back its one bad chunk to fetch it again")
+        fails += 1
+    n = tracker_complete(k, taddr, name, 0, 10)
+    if n != 0:
+        print(f"FAIL the tracker counts {n} nodes complete while the seed lacks a chunk")
+        fails += 1
+    # A loader asks for the shard while it is being fetched again: it waits.
+    result = {}
+
+    def load():
+        try:
+            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+                for lf in cl.want(mid, [shard]):
+                    result[lf.path] = hashlib.sha256(bytes(lf.mmap())).digest()
+                    lf.close()
+        except (TimeoutError, shoal_loader.LoaderError, OSError) as e:
+            result["error"] = str(e)
+
+    th = threading.Thread(target=load)
+    th.start()
+    time.sleep(1)
+    if result:
+        print(f"FAIL the loader did not wait for the shard being fetched again: {result}")
+        fails += 1
+    h = Node("seed2", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                              "--listen", h_addr, "--tracker", taddr,
+                                              "--peer", a.addr]))
+    if not a.wait_for(r"%s is whole again" % re.escape(shard), WAIT_S):
+        print("FAIL the seed did not fetch its bad chunk again")
+        fails += 1
+    th.join(WAIT_S)
+    if result.get(shard) != hashlib.sha256(files[shard]).digest():
+        print(f"FAIL the loader did not get the repaired shard whole: {result}")
+        fails += 1
+    fails += check_snapshot(tmp, "a", files)
+    if "ON DISK" in run("status", "--socket", a.ctl):
+        print("FAIL the seed's status still reports the repaired file")
+        fails += 1
+    if not p1.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", WAIT_S):
+        print("FAIL the puller did not complete")
+        fails += 1
+    n = tracker_complete(k, taddr, name, 2, 20)  # the repaired seed and the second one
+    print(f"tracker: {n} nodes complete at the end")
+    if n != 2:
+        print("FAIL the tracker does not count the repaired seed complete")
+        fails += 1
+    fails += shoalproc.stop_all([p1, h, a])
+    th.join(5)
+    if fails:
+        for x in (a, h, p1):
+            x.dump(tail=40)
+    trk.stop()
+    return fails
+
+
+def case_disk_rot_refetch_cut(tmp):
+    """Chunks that cannot be read while a file is being fetched again: a
+    seed's shard is cut short, so it takes the chunks it cannot read back
+    and fetches them again; then the partial file it refills is cut shorter
+    still. The chunks that now fail to read are hashed again and fetched
+    again too (they used to be withheld for good, with no scan), so once a
+    good seed has sent them the seed is whole and serves every chunk again:
+    a new puller that has only this seed completes."""
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--no-origin"]))
+    fails = 0
+    if not a.wait_for(r"is complete here: seeding", 20):
+        print("FAIL the seed did not import the release")
+        a.dump()
+        return 1
+    snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
+    size = len(files[shard])
+    blob = os.path.realpath(snap)
+    mode = os.stat(blob).st_mode & 0o777
+    os.chmod(blob, mode | 0o200)
+    os.truncate(blob, size * 3 // 4)
+    os.chmod(blob, mode)
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                                 "--no-origin"]))
+    took = a.wait_for(r"%s: fetching its (\d+) bad chunks again" % re.escape(shard), WAIT_S)
+    if not took:
+        print("FAIL the seed did not take back the chunks it could not read")
+        a.dump(40)
+        fails += shoalproc.stop_all([p1, a])
+        return fails + 1
+    # What it refills is cut shorter: chunks it holds and offers no longer
+    # read. A second puller (nothing yet) asks for them.
+    if p1.stop() != 0:
+        print("FAIL the first puller did not shut down cleanly")
+        fails += 1
+    parts = glob.glob(os.path.join(os.path.dirname(blob), "*.incomplete"))
+    if len(parts) != 1:
+        print(f"FAIL want one partial file being refilled, found {parts}")
+        fails += 1
+    else:
+        os.truncate(parts[0], size // 4)
+    before = len(re.findall(r"fetching its \d+ bad chunks again", a.log()))
+    t2 = os.path.join(tmp, "p2")
+    os.makedirs(t2)
+    p2 = Node("puller2", node_args(k, "b", t2, ["--peer", a.addr, "--pull", mid,
+                                                "--no-origin"]))
+    end = time.monotonic() + 20
+    while time.monotonic() < end and \
+            len(re.findall(r"fetching its \d+ bad chunks again", a.log())) <= before:
+        time.sleep(0.2)
+    again = len(re.findall(r"fetching its \d+ bad chunks again", a.log())) - before
+    print(f"seed: {again} more take-backs after the partial file was cut")
+    if again < 1:
+        print("FAIL the seed did not take back the chunks of the file being fetched again "
+              "that it could not read")
+        fails += 1
+    h = Node("seed2", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                              "--peer", a.addr]))
+    # (Bounded so that the old code fails rather than times out.)
+    if not a.wait_for(r"%s is whole again" % re.escape(shard), 40):
+        print("FAIL the seed did not fetch its bad chunks again")
+        fails += 1
+    fails += check_snapshot(tmp, "a", files)
+    if not fails and not p2.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", WAIT_S):
+        print("FAIL a puller with only the repaired seed did not complete (chunks withheld "
+              "for good?)")
+        fails += 1
+    st = run("status", "--socket", a.ctl)
+    if "ON DISK" in st:
+        print(f"FAIL the seed's status still reports the file:\n{st}")
+        fails += 1
+    fails += shoalproc.stop_all([p2, h, a])
+    if fails:
+        for x in (a, h, p1, p2):
+            x.dump(tail=40)
+    return fails
+
+def case_disk_rot_kept(tmp):
+    """A seed that finds its shard changed on disk but cannot take the bad
+    chunk back (something in the way of the partial file it would refill):
+    the cache is left as it was (the snapshot link still resolves; it used
+    to be removed before the step that failed), the chunk stays withheld,
+    and the log and `shoal status` say a restart with --verify-store
+    repairs it."""
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--no-origin"]))
+    fails = 0
+    if not a.wait_for(r"is complete here: seeding", 20):
+        print("FAIL the seed did not import the release")
+        a.dump()
+        return 1
+    snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
+    blob = os.path.realpath(snap)
+    os.mkdir("%s.%s.incomplete" % (blob, mid[:16]))
+    size = os.path.getsize(blob)
+    mode = os.stat(blob).st_mode & 0o777
+    os.chmod(blob, mode | 0o200)
+    with open(blob, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 1]))
+    os.chmod(blob, mode)
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                                 "--no-origin"]))
+    if not a.wait_for(r"%s: its 1 bad chunks cannot be fetched again while it is open .*"
+                      r"restart shoald with --verify-store" % re.escape(shard), WAIT_S):
+        print("FAIL the seed did not say it could not take the bad chunk back")
+        fails += 1
+    if not os.path.islink(snap) or not os.path.exists(snap):
+        print("FAIL the failed take-back removed the shard's snapshot link")
+        fails += 1
+    st = run("status", "--socket", a.ctl)
+    print(st)
+    if "CORRUPT ON DISK: %s: 1 of" % shard not in st or \
+            "restart shoald with --verify-store to repair" not in st:
+        print("FAIL the seed's status does not say the chunk stays unserved until a repair")
+        fails += 1
+    fails += shoalproc.stop_all([p1, a])
+    if fails:
+        for x in (a, p1):
+            x.dump(tail=40)
+    return fails
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -1570,5 +1835,8 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "tracker_lies": case_tracker_lies,
                       "disk_rot": case_disk_rot,
                       "disk_rot_repair": case_disk_rot_repair,
+                      "disk_rot_inproc": case_disk_rot_inproc,
+                      "disk_rot_refetch_cut": case_disk_rot_refetch_cut,
+                      "disk_rot_kept": case_disk_rot_kept,
                       "bad_manifest": case_bad_manifest,
                       "unknown_codec": case_unknown_codec}, "shoal-swarm-")
