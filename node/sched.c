@@ -198,7 +198,7 @@ struct shoal_sched {
      * peer_order finds it over): shoal_sched_wakeup looks at these
      * alone. */
     uint64_t busym[4];
-    const uint8_t *bitsp[SHOAL_SCHED_PEERS_MAX];
+    const uint8_t **bitsp; /* per slot */
 };
 
 /* ---- PRNG: xoshiro256** seeded through splitmix64 ---- */
@@ -778,6 +778,7 @@ void shoal_sched_free(struct shoal_sched *s)
     free(s->thr);
     free(s->thr_until);
     free(s->busy_until);
+    free(s->bitsp);
     free(s->reqs);
     free(s->pend);
     free(s->xq);
@@ -844,6 +845,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->thr = calloc(c.max_peers, sizeof(double));
     s->thr_until = calloc(c.max_peers, sizeof(uint64_t));
     s->busy_until = calloc(c.max_peers, sizeof(uint64_t));
+    s->bitsp = calloc(c.max_peers, sizeof(*s->bitsp));
     /* Whole 64-bit words per peer, so pick_scan can read them. */
     s->pbstride = (uint32_t)((n + 63) / 64 * 8);
     s->pbits = calloc(c.max_peers, s->pbstride);
@@ -854,7 +856,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->lease_slots = c.max_leases;
     if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
         !s->heads || !s->nonempty || !s->peers || !s->thr || !s->thr_until ||
-        !s->busy_until || !s->pbits ||
+        !s->busy_until || !s->bitsp || !s->pbits ||
         !s->reqs || !s->leases)
         goto fail;
     if (rel->nfiles)
