@@ -79,6 +79,8 @@ struct blob {
     bool bad;           /* found changed on disk after it was verified
                          * (under mu): not ready, never handed out */
     bool hashing;       /* a thread owns |sha| (under mu) */
+    int repair_rv;      /* why its repair could not start at open, or 0
+                         * (shoal_store_file_withheld) */
     uint32_t hashed;    /* primary chunks [0, hashed) are in |sha| */
     struct shoal_sha256 sha; /* running; touched only by its owner */
 };
@@ -1138,8 +1140,10 @@ out:
 
 /* ---- open ---- */
 
-/* Re-hashes every chunk of blob |b|'s primary file and sets bits to match. */
-static int rescan_blob(struct shoal_store *s, uint32_t b, uint8_t *buf)
+/* Re-hashes every chunk of blob |b|'s primary file and sets bits to match.
+ * A chunk that cannot be read (EIO) is not verified: it is fetched again
+ * and written over (s->err says so). */
+static void rescan_blob(struct shoal_store *s, uint32_t b, uint8_t *buf)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
     uint8_t id[SHOAL_HASH_LEN];
@@ -1148,17 +1152,20 @@ static int rescan_blob(struct shoal_store *s, uint32_t b, uint8_t *buf)
 
     for (i = 0; i < pf->nchunks; i++) {
         const struct shoal_mf_chunk *c = chunk(s, pf->first_chunk + i);
-        if ((rv = pread_all(s->blobs[b].fd, buf, c->len, c->offset)) < 0)
-            return rv;
-        shoal_chunk_id(id, buf, c->len);
+        if ((rv = pread_all(s->blobs[b].fd, buf, c->len, c->offset)) < 0) {
+            set_err(s, "re-verifying %s: chunk at offset %llu: %s (fetched again)", pf->path,
+                    (unsigned long long)c->offset, shoal_strerror(rv));
+            memset(id, 0, sizeof id);
+        } else {
+            shoal_chunk_id(id, buf, c->len);
+        }
         pthread_mutex_lock(&s->mu);
-        if (memcmp(id, c->id, SHOAL_HASH_LEN) == 0)
+        if (rv == 0 && memcmp(id, c->id, SHOAL_HASH_LEN) == 0)
             mark(s, pf->first_chunk + i);
         else
             unmark(s, pf->first_chunk + i);
         pthread_mutex_unlock(&s->mu);
     }
-    return 0;
 }
 
 /* Removes the snapshot links of blob |b|'s files in this release, so that
@@ -1185,56 +1192,62 @@ static void unlink_links(struct shoal_store *s, uint32_t b)
     }
 }
 
-/* Copies bytes [0, |size|) of |from| to |to| (in the kernel where it can:
- * a reflink on filesystems that share extents). A |from| that ends sooner
- * (a blob cut short) is copied as far as it goes: the caller sizes |to|,
- * and what is missing reads as zeros, which no chunk id matches. */
-static int copy_bytes(int from, int to, uint64_t size)
+/*
+ * Copies blob |b|'s chunks from |from| to |to| (sized and reserved by the
+ * caller) one by one, in the kernel where it can (a reflink on filesystems
+ * that share extents). Not copied, so left as zeros, which no chunk id
+ * matches unless the chunk is zeros: chunks whose position in the primary
+ * file is set in |skip| (taken back: fetched again anyway), what |from|
+ * lacks (a blob cut short), and a chunk that cannot be read (EIO: a bad
+ * sector), whose position is then set in |unreadable| (may be NULL) for the
+ * caller to take back too. Fails only on a write error.
+ */
+static int copy_chunks(struct shoal_store *s, uint32_t b, int from, int to, const uint8_t *skip,
+                       uint8_t *unreadable)
 {
-    struct stat st;
-    uint64_t off = 0;
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    bool kernel = true;
     uint8_t *buf = NULL;
     int rv = 0;
 
-    if (fstat(from, &st) != 0)
-        return -errno;
-    if ((uint64_t)st.st_size < size)
-        size = (uint64_t)st.st_size;
-    while (off < size) {
-        loff_t in = (loff_t)off, out = (loff_t)off;
-        ssize_t n = copy_file_range(from, &in, to, &out, (size_t)(size - off), 0);
-        if (n > 0) {
+    for (uint32_t i = 0; i < pf->nchunks; i++) {
+        const struct shoal_mf_chunk *c = chunk(s, pf->first_chunk + i);
+        uint64_t off = c->offset, end = c->offset + c->len;
+
+        if (skip && bit_get(skip, i))
+            continue;
+        while (kernel && off < end) {
+            loff_t in = (loff_t)off, out = (loff_t)off;
+            ssize_t n = copy_file_range(from, &in, to, &out, (size_t)(end - off), 0);
+            if (n > 0) {
+                off += (uint64_t)n;
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                          errno == EOPNOTSUPP))
+                kernel = false; /* not here: through a buffer from now on */
+            /* End of |from|, or an error: the buffer tells a read error
+             * (this chunk is bad) from a write one (the copy fails). */
+            break;
+        }
+        if (off < end && !buf && !(buf = malloc(s->max_len ? s->max_len : 1))) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        while (off < end) {
+            ssize_t n = pread(from, buf, (size_t)(end - off), (off_t)off);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && unreadable)
+                bit_set(unreadable, i);
+            if (n <= 0)
+                break;
+            if ((rv = pwrite_all(to, buf, (size_t)n, off)) < 0)
+                goto out;
             off += (uint64_t)n;
-            continue;
         }
-        if (n == 0)
-            goto out; /* cut short meanwhile */
-        if (errno == EINTR)
-            continue;
-        if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
-            rv = errno_rv(errno);
-            goto out;
-        }
-        break; /* not supported here: copy through a buffer */
-    }
-    if (off < size && !(buf = malloc(HASH_BUF))) {
-        rv = -ENOMEM;
-        goto out;
-    }
-    while (off < size) {
-        size_t want = size - off < HASH_BUF ? (size_t)(size - off) : HASH_BUF;
-        ssize_t n = pread(from, buf, want, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rv = -errno;
-            goto out;
-        }
-        if (n == 0)
-            goto out;
-        if ((rv = pwrite_all(to, buf, (size_t)n, off)) < 0)
-            goto out;
-        off += (uint64_t)n;
     }
 out:
     free(buf);
@@ -1245,15 +1258,21 @@ out:
  * A repair of blob |b| (published as blobs/<sha>, its bytes found wrong):
  * copies it from |src| into this release's own partial file,
  * blobs/<sha>.<release id>.incomplete (created, or a leftover reused),
- * locked, writable and of the right size, and returns that in |*out|. The
- * good chunks are then where the sidecar says; the bad ones are filled
- * again in the copy, which is renamed over blobs/<sha> once its sha256
- * matches (publish_blob). blobs/<sha> itself is never renamed away or
- * written: other releases in the cache (open here, or only on disk) link to
- * it, and must keep a valid name throughout. On failure nothing of ours is
- * left under the partial name and s->err says why.
+ * locked, writable and of the right size (all of it reserved), and returns
+ * that in |*out|. Chunks set in |skip| (positions in the primary file, may
+ * be NULL) are not copied, and those that cannot be read are set in
+ * |unreadable| (see copy_chunks). The good chunks are then where the
+ * sidecar says; the bad ones are filled again in the copy, which is renamed
+ * over blobs/<sha> once its sha256 matches (publish_blob). blobs/<sha>
+ * itself is never renamed away or written: other releases in the cache
+ * (open here, or only on disk) link to it, and must keep a valid name
+ * throughout. The copy's name is made durable before returning: a restart
+ * after a crash from here on finds it, and then hashes blobs/<sha> before
+ * trusting it (open_blob_disk). On failure nothing of ours is left under
+ * the partial name and s->err says why.
  */
-static int repair_copy(struct shoal_store *s, uint32_t b, int src, int *out)
+static int repair_copy(struct shoal_store *s, uint32_t b, int src, const uint8_t *skip,
+                       uint8_t *unreadable, int *out)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
     char own[128], fin[128];
@@ -1275,31 +1294,38 @@ static int repair_copy(struct shoal_store *s, uint32_t b, int src, int *out)
         close(fd);
         return rv; /* not ours to remove */
     }
-    if (ftruncate(fd, 0) != 0 || (rv = copy_bytes(src, fd, pf->size)) < 0 ||
-        ftruncate(fd, (off_t)pf->size) != 0) {
-        if (rv == 0)
-            rv = errno_rv(errno);
-        set_err(s, "copying %s/%s to %s to repair %s: %s", s->repo_path, fin, own,
-                pf->path, shoal_strerror(rv));
-        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
-        close(fd);
-        return rv;
+    if (ftruncate(fd, 0) != 0) {
+        rv = errno_rv(errno);
+        goto fail;
+    }
+    if ((rv = preallocate(fd, pf->size)) < 0 ||
+        (rv = copy_chunks(s, b, src, fd, skip, unreadable)) < 0)
+        goto fail;
+    if (fsync(s->blobs_fd) != 0) {
+        rv = errno_rv(errno);
+        goto fail;
     }
     *out = fd;
     return 0;
+fail:
+    set_err(s, "copying %s/%s to %s/%s (%llu bytes) to repair %s: %s", s->repo_path, fin,
+            s->repo_path, own, (unsigned long long)pf->size, pf->path, shoal_strerror(rv));
+    (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+    close(fd);
+    return rv;
 }
 
-/* True when the sidecar (as loaded) holds every chunk of blob |b|. */
-static bool blob_all_marked(struct shoal_store *s, uint32_t b)
+/* Removes |own| (a partial file of ours left next to a whole published
+ * blob), unless another process holds its lock: then it is that one's. */
+static void drop_leftover(struct shoal_store *s, const char *own)
 {
-    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
-    bool all = true;
+    int fd = openat(s->blobs_fd, in_blobs(own), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
-    pthread_mutex_lock(&s->mu);
-    for (uint32_t i = 0; i < pf->nchunks && all; i++)
-        all = bit_get(s->bits, pf->first_chunk + i);
-    pthread_mutex_unlock(&s->mu);
-    return all;
+    if (fd < 0)
+        return;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+    close(fd);
 }
 
 static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
@@ -1308,10 +1334,10 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     char inc[128], fin[128], own[128];
     uint8_t sha[SHOAL_HASH_LEN];
     struct stat st;
-    bool rescan = (s->flags & SHOAL_STORE_VERIFY) != 0, own_there;
+    bool rescan = (s->flags & SHOAL_STORE_VERIFY) != 0, own_there, copied = false;
     uint32_t k;
     int fd = -1, cfd = -1;
-    int rv;
+    int rv = 0;
 
     shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
     shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
@@ -1326,30 +1352,35 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
             set_err(s, "opening %s/%s: %s", s->repo_path, fin, shoal_strerror(rv));
             goto out;
         }
-        /* Our own partial file next to the published blob, and a sidecar
-         * that lacks some of its chunks: a repair was under way (chunks
-         * taken back, or --verify-store), and the published blob is the one
-         * found wrong, unless another release has replaced it since. So it
-         * is hashed before it is trusted. (Also after losing the race to
-         * fill a shared blob: then it hashes right.) */
-        if (rescan || (own_there && !blob_all_marked(s, b))) {
-            if ((rv = hash_fd(fd, pf->size, sha)) < 0) {
-                set_err(s, "reading %s/%s for its sha256: %s", s->repo_path, fin,
-                        shoal_strerror(rv));
+        /* Our own partial file next to the published blob: a repair may
+         * have been under way (chunks taken back, or --verify-store), and
+         * then the published blob is the one found wrong, unless another
+         * release has replaced it since; whatever the sidecar says, since a
+         * crash or a failed write may have left it as it was before the
+         * copy. So it is hashed before it is trusted. (Also after losing the
+         * race to fill a shared blob: then it hashes right.) One that cannot
+         * be read (EIO) is repaired like one that hashes wrong. */
+        if (rescan || own_there) {
+            rv = hash_fd(fd, pf->size, sha);
+            if (rv == -ENOMEM)
                 goto out;
-            }
-            if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
+            if (rv < 0)
+                set_err(s, "reading %s/%s for its sha256: %s (repairing it)", s->repo_path, fin,
+                        shoal_strerror(rv));
+            if (rv < 0 || memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
                 /* Repaired in a copy of our own: blobs/<sha> keeps its
                  * name for the releases that link to it. A copy there
-                 * already is the repair under way, with the sidecar's
-                 * bits; a new one is checked chunk by chunk (rescan). */
+                 * already is the repair under way, but what of it the
+                 * sidecar vouches for is not known (see above): it is
+                 * checked chunk by chunk (rescan), as a new one is. */
                 if (!own_there) {
-                    if ((rv = repair_copy(s, b, fd, &cfd)) < 0)
-                        goto out;
+                    if ((rv = repair_copy(s, b, fd, NULL, NULL, &cfd)) < 0)
+                        goto withhold;
                     close(cfd);
                     cfd = -1;
-                    rescan = true;
+                    copied = true;
                 }
+                rescan = true;
                 close(fd);
                 fd = -1;
                 unlink_links(s, b);
@@ -1357,9 +1388,10 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
             }
         }
         /* The published blob is whole: a partial file of ours is a leftover
-         * (a repair or a fill that another release finished first). */
+         * (a repair or a fill that another release finished first), unless
+         * another process holds it (two stores of this release). */
         if (own_there)
-            (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+            drop_leftover(s, own);
         s->blobs[b].fd = fd;
         fd = -1;
         pthread_mutex_lock(&s->mu);
@@ -1431,13 +1463,31 @@ incomplete:
     }
     s->blobs[b].fd = fd;
     fd = -1;
-    if (rescan && (rv = rescan_blob(s, b, buf)) < 0) {
-        set_err(s, "re-verifying %s: %s", pf->path, shoal_strerror(rv));
-        goto out;
-    }
+    if (rescan)
+        rescan_blob(s, b, buf);
     pthread_mutex_lock(&s->mu);
+    /* A fresh copy: nothing has synced its bytes yet, and the sidecar is
+     * about to vouch for them. */
+    if (copied)
+        s->blobs[b].dirty = true;
     sync_blob_bits(s, b);
     s->blobs[b].state = s->blobs[b].remaining == 0 ? BLOB_COMPLETING : BLOB_INCOMPLETE;
+    pthread_mutex_unlock(&s->mu);
+    rv = 0;
+    goto out;
+withhold:
+    /* No room (or no permission) for the copy: the blob stays as it was,
+     * published and linked, its chunks verified, but bad (not ready, not
+     * handed out) and withheld by the caller (shoal_store_file_withheld)
+     * until a later open repairs it. The rest of the release opens. */
+    s->blobs[b].fd = fd;
+    fd = -1;
+    pthread_mutex_lock(&s->mu);
+    blob_set_all(s, b, true);
+    set_done_locked(s, b);
+    s->blobs[b].ready = false;
+    s->blobs[b].bad = true;
+    s->blobs[b].repair_rv = rv;
     pthread_mutex_unlock(&s->mu);
     rv = 0;
     goto out;
@@ -2164,10 +2214,13 @@ static void forget_locked(struct shoal_store *s, uint32_t b, uint32_t fi, const 
 
 int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *chunks, uint32_t n)
 {
-    const struct shoal_mf_file *f;
+    const struct shoal_mf_file *f, *pf;
     struct blob *bl;
-    uint32_t b;
-    int fd = -1, rv = 0;
+    uint8_t *skip = NULL, *unread;
+    uint32_t *list = NULL, nlist = 0, b;
+    size_t nb;
+    char own[128];
+    int fd = -1, orig = -1, rv = 0;
 
     if (!s || fi >= s->nfiles)
         return SHOAL_ENOTFOUND;
@@ -2176,6 +2229,7 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
     b = s->file_blob[fi];
     bl = &s->blobs[b];
     f = file(s, fi);
+    pf = file(s, bl->primary);
     for (uint32_t i = 0; i < n; i++)
         if (chunks[i] < f->first_chunk || chunks[i] - f->first_chunk >= f->nchunks)
             return SHOAL_ENOTFOUND;
@@ -2188,57 +2242,127 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
     bl->bad = true;
     if (bl->state == BLOB_INCOMPLETE) {
         /* Still filling (or not published): nothing to copy, and its
-         * descriptor is open for writing. */
+         * descriptor is open for writing. A failed sidecar write is tried
+         * again at the next flush: until then a restart may trust these
+         * chunks, but the file is not published and is hashed whole before
+         * it is. */
         forget_locked(s, b, fi, chunks, n);
         pthread_mutex_unlock(&s->mu);
-        goto flush;
+        (void)shoal_store_flush(s);
+        return 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+
+    /* Positions in the file: those taken back, and those found unreadable
+     * while copying, which go too. */
+    nb = ((size_t)pf->nchunks + 7) / 8 + 1;
+    skip = calloc(2, nb);
+    list = malloc(((size_t)pf->nchunks + 1) * sizeof *list);
+    if (!skip || !list) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    unread = skip + nb;
+    for (uint32_t i = 0; i < n; i++)
+        bit_set(skip, chunks[i] - f->first_chunk);
+
+    pthread_mutex_lock(&s->mu);
+    if (bl->state != BLOB_DONE) {
+        pthread_mutex_unlock(&s->mu);
+        rv = SHOAL_EBUSY;
+        goto out;
     }
     /* Done, so every bit is set: puts skip it while COMPLETING, and nothing
-     * publishes it while it is copied. */
+     * publishes it while it is copied. The published descriptor is kept
+     * to go back to if the sidecar cannot say what was taken back. */
     bl->state = BLOB_COMPLETING;
+    orig = fcntl(bl->fd, F_DUPFD_CLOEXEC, 0);
     pthread_mutex_unlock(&s->mu);
+    own_inc_path(s, b, own, sizeof own);
+    if (orig < 0) {
+        rv = errno_rv(errno);
+        set_err(s, "duplicating the descriptor of %s: %s", pf->path, shoal_strerror(rv));
+        goto fail;
+    }
 
     /* The blob keeps its name (other releases link to it); the repair is
      * a copy under a partial name of this release's own (the shared one
      * may be another release's to fill). */
-    if ((rv = repair_copy(s, b, bl->fd, &fd)) < 0)
+    if ((rv = repair_copy(s, b, orig, skip, unread, &fd)) < 0)
         goto fail;
     /* In place of the old descriptor, atomically: readers on other threads
      * took its number under mu and may be reading from it now (the copy
-     * holds the same bytes). */
+     * holds the same bytes, but for the chunks going). */
     if (dup3(fd, bl->fd, O_CLOEXEC) < 0) {
-        char own[128];
-
         rv = -errno;
-        own_inc_path(s, b, own, sizeof own);
         set_err(s, "reopening %s/%s: %s", s->repo_path, own, shoal_strerror(rv));
         (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
         goto fail;
     }
     close(fd);
     fd = -1;
-    /* Nothing below fails: our snapshot links go last, so a failure above
-     * leaves them as they were. */
-    unlink_links(s, b);
+    for (uint32_t i = 0; i < pf->nchunks; i++)
+        if (bit_get(skip, i) || bit_get(unread, i))
+            list[nlist++] = pf->first_chunk + i;
     pthread_mutex_lock(&s->mu);
     bl->own_inc = true;
-    forget_locked(s, b, fi, chunks, n);
+    forget_locked(s, b, bl->primary, list, nlist);
+    /* Still no puts until the sidecar says these chunks are missing. */
+    bl->state = BLOB_COMPLETING;
+    pthread_mutex_unlock(&s->mu);
+    /* Else a restart would trust them (and the published blob) again: the
+     * sidecar would say they are there. The partial file alone would not
+     * save that (open_blob_disk hashes blobs/<sha> when it finds one), but
+     * a failed write means no room, which the repair needs anyway. */
+    if ((rv = shoal_store_flush(s)) < 0) {
+        char err[512];
+
+        shoal_store_last_error(s, err, sizeof err);
+        pthread_mutex_lock(&s->mu);
+        (void)dup3(orig, bl->fd, O_CLOEXEC);
+        bl->own_inc = false;
+        blob_set_all(s, b, true);
+        bl->dirty = false;
+        bl->ready = true;
+        bl->state = BLOB_DONE;
+        pthread_mutex_unlock(&s->mu);
+        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+        set_err(s, "%s; %s/%s removed, %s left as it was", err, s->repo_path, own, pf->path);
+        goto out;
+    }
+    /* Our snapshot links go last, so a failure above leaves them as they
+     * were. */
+    unlink_links(s, b);
+    pthread_mutex_lock(&s->mu);
+    bl->state = BLOB_INCOMPLETE;
     s->ndone--;
     pthread_mutex_unlock(&s->mu);
-flush:
-    /* The sidecar now says these chunks are missing: a restart fetches them
-     * again instead of serving what is on disk (open_blob_disk finds our
-     * partial file and hashes the published blob before trusting it). A
-     * failed write is tried again at the next flush (and is in last_error). */
-    (void)shoal_store_flush(s);
-    return 0;
+    rv = 0;
+    goto out;
 fail:
     if (fd >= 0)
         close(fd);
     pthread_mutex_lock(&s->mu);
     bl->state = BLOB_DONE;
     pthread_mutex_unlock(&s->mu);
+out:
+    if (orig >= 0)
+        close(orig);
+    free(skip);
+    free(list);
     return rv;
+}
+
+int shoal_store_file_withheld(struct shoal_store *s, uint32_t fi)
+{
+    int v;
+
+    if (!s || fi >= s->nfiles)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    v = s->blobs[s->file_blob[fi]].bad ? s->blobs[s->file_blob[fi]].repair_rv : 0;
+    pthread_mutex_unlock(&s->mu);
+    return v;
 }
 
 int shoal_store_file_path(struct shoal_store *s, uint32_t fi, char *out, size_t cap)

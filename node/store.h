@@ -53,9 +53,14 @@ enum shoal_store_flags {
     /* At open, re-hash every chunk of every incomplete file (ignoring the
      * sidecar, so it also recovers a lost sidecar) and the sha256 of every
      * file found complete; a published file that fails is repaired in a
-     * copy, as by shoal_store_take_back, its chunks checked one by one.
-     * Without it the sidecar and the published blobs are trusted, except a
-     * published blob whose repair was under way (it is hashed first). */
+     * copy, as by shoal_store_take_back, its chunks checked one by one
+     * (one that cannot be read is fetched again); a published file
+     * whose copy cannot be made (no room) is left as it was, bad and
+     * withheld (shoal_store_file_withheld), and the rest opens. Without
+     * it the sidecar and the published blobs are trusted, except a
+     * published blob next to a partial file of this release's own (a
+     * repair under way): it is hashed first, and if wrong the partial
+     * file is checked chunk by chunk. */
     SHOAL_STORE_VERIFY = 1u << 0,
     /* memfd-backed files; |cache_dir| is ignored and may be NULL. */
     SHOAL_STORE_MEMORY = 1u << 1,
@@ -242,29 +247,42 @@ void shoal_store_file_suspect(struct shoal_store *s, uint32_t file, bool bad);
 /*
  * Takes chunks |chunks| (|n| release indices, all in file |file|) back to
  * missing after they were found changed on disk. A published blob is
- * repaired in a copy: blobs/<sha> is copied to this release's own partial
- * file blobs/<sha>.<release id>.incomplete, which becomes the file the
- * store reads and fills, and this release's snapshot links to the blob are
- * removed. blobs/<sha> itself keeps its name and bytes meanwhile (other
- * releases in the cache link to it) until the copy, refilled and matching
- * its sha256, is renamed over it and linked again. Then the chunks lose
- * their verified bits and the sidecar is rewritten, so neither this
- * process nor a restarted one serves them (a restart finds the partial
- * file and hashes blobs/<sha> before trusting it); a later put of each
- * fills the file in place, and its last one checks and publishes the file
- * again. The blob is bad (see file_suspect) and not ready until then. For
- * a worker thread (copies, fsync).
+ * repaired in a copy: blobs/<sha> is copied, chunk by chunk and without the
+ * chunks taken back, to this release's own partial file
+ * blobs/<sha>.<release id>.incomplete (which needs room for the whole
+ * file), which becomes the file the store reads and fills; a chunk that
+ * cannot be read while copying (EIO) is taken back too. blobs/<sha> itself
+ * keeps its name and bytes meanwhile (other releases in the cache link to
+ * it) until the copy, refilled and matching its sha256, is renamed over it
+ * and linked again. Then the chunks lose their verified bits and the
+ * sidecar is rewritten, so neither this process nor a restarted one serves
+ * them (a restart finds the partial file and hashes blobs/<sha> before
+ * trusting it, whatever the sidecar says), and this release's snapshot
+ * links to the blob are removed; a later put of each fills the file in
+ * place, and its last one checks and publishes the file again. The blob
+ * is bad (see file_suspect) and not ready until then. For a worker thread
+ * (copies, fsync).
  *
- * Returns 0 (a failed sidecar write is in last_error and tried again at
- * the next flush); SHOAL_ENOTFOUND (a chunk not in |file|); SHOAL_EBUSY
- * (the file is being published right now, or another process holds its
- * partial file); -EROFS in memory mode; or the error creating or copying
- * the partial file (also in last_error: ENOSPC, EACCES, ...). On failure
- * the chunks stay verified, the file keeps its names and links (nothing
- * was changed in the cache) and stays bad.
+ * Returns 0; SHOAL_ENOTFOUND (a chunk not in |file|); SHOAL_EBUSY (the
+ * file is being published right now, or another process holds its partial
+ * file); -EROFS in memory mode; or the error creating or copying the
+ * partial file, or writing the sidecar after it (also in last_error:
+ * SHOAL_ENOSPC, EACCES, ...). On failure the copy is removed, the chunks
+ * stay verified, the file keeps its names and links (nothing was changed
+ * in the cache) and stays bad. (A file not yet published has no copy: its
+ * chunks are taken back in place, and a failed sidecar write there is
+ * tried again at the next flush.)
  */
 int shoal_store_take_back(struct shoal_store *s, uint32_t file, const uint32_t *chunks,
                           uint32_t n);
+
+/* 0, or, for a file found wrong at open (SHOAL_STORE_VERIFY, or a repair
+ * under way) whose repair copy could not be made, the error that kept it
+ * (SHOAL_ENOSPC: room for the whole file is needed in the cache, ...; the
+ * message is in last_error). Such a file is done but bad (not ready, see
+ * file_suspect), its chunks still verified: the caller must withhold them
+ * until a later open repairs it. */
+int shoal_store_file_withheld(struct shoal_store *s, uint32_t file);
 
 /* Writes the absolute path of completed file |file| in the cache
  * (<cache>/<repo>/snapshots/<commit>/<path>). Returns 0, SHOAL_ENOTFOUND

@@ -214,6 +214,7 @@ struct shoal_swarm {
     } rot_liars[ROT_LIARS];    /* keys whose dispute was false: ignored */
     char rot_err[320];         /* for status (rot_status): a file withheld or
                                 * being fetched again; "" while none is */
+    int rot_kept_rv;           /* why the last repair failed (KEPT files) */
 };
 
 static uint32_t next_req_id = 1;
@@ -235,6 +236,7 @@ static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action
 /* --- end tracker --- */
 
 static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk); /* --- rot --- */
+static void rot_open_withheld(struct shoal_swarm *s);
 
 static uint64_t now_ms(const struct shoal_swarm *s)
 {
@@ -411,6 +413,7 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
         rv = -ENOMEM;
         goto fail;
     }
+    rot_open_withheld(s); /* --- rot --- */
     s->resumed_bytes = shoal_store_bytes(s->store);
     if (!s->complete && shoal_store_count(s->store) > 0)
         LOG_I("release %s: resuming with %u of %u chunks (%llu bytes) already verified",
@@ -980,6 +983,15 @@ static void rot_status(struct shoal_swarm *s)
     case ROT_FILE_KEPT:
         for (uint32_t k = 0; k < f->nchunks; k++)
             n += bit_get(s->rot_bad, f->first_chunk + k);
+        if (s->rot_file[first] == ROT_FILE_KEPT && s->rot_kept_rv == SHOAL_ENOSPC &&
+            !(s->cfg->store_flags & SHOAL_STORE_MEMORY)) {
+            snprintf(s->rot_err, sizeof s->rot_err,
+                     "%s: %s: %u of %u chunks %s (not served; no room to repair it: free %llu "
+                     "bytes in %s, then restart shoald with --verify-store%s)",
+                     what, f->path, n, f->nchunks, how, (unsigned long long)f->size,
+                     s->cfg->cache_dir, tail);
+            break;
+        }
         snprintf(s->rot_err, sizeof s->rot_err, "%s: %s: %u of %u chunks %s (not served; %s%s)",
                  what, f->path, n, f->nchunks, how,
                  s->rot_file[first] == ROT_FILE_SCANNED ? "to be fetched again"
@@ -997,6 +1009,37 @@ static void rot_status(struct shoal_swarm *s)
                  f->nchunks, how, tail);
         break;
     }
+}
+
+/* Files found wrong at open whose repair could not start (no room for the
+ * copy): withheld, as after a failed take-back, until a restart repairs
+ * them; the release is not complete meanwhile. */
+static void rot_open_withheld(struct shoal_swarm *s)
+{
+    for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++) {
+        const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
+        char err[512];
+        int wrv = shoal_store_file_withheld(s->store, i);
+
+        if (wrv == 0)
+            continue;
+        for (uint32_t k = 0; k < f->nchunks; k++)
+            bit_put(s->rot_bad, f->first_chunk + k, true);
+        s->rot_file[i] = ROT_FILE_KEPT;
+        s->rot_kept_rv = wrv;
+        s->complete = false;
+        shoal_store_last_error(s->store, err, sizeof err);
+        if (wrv == SHOAL_ENOSPC)
+            LOG_E("release %s: %s does not match its sha256 and there is no room for the copy "
+                  "that repairs it (%s): not served; free %llu bytes in %s, then restart "
+                  "shoald with --verify-store", s->idhex, f->path, err,
+                  (unsigned long long)f->size, s->cfg->cache_dir);
+        else
+            LOG_E("release %s: %s does not match its sha256 and cannot be repaired (%s): not "
+                  "served; restart shoald with --verify-store once that is fixed", s->idhex,
+                  f->path, err);
+    }
+    rot_status(s);
 }
 
 /* One dispute being checked, one slice of a file scan, or taking bad
@@ -1154,20 +1197,31 @@ static void rot_taken(struct shoal_swarm *s, struct rot_job *j)
                   "pull it again to repair it", s->idhex, where, j->nbad);
         } else {
             shoal_store_last_error(s->store, err, sizeof err);
-            LOG_E("release %s: %s: its %u bad chunks cannot be fetched again while it is open "
-                  "(%s%s%s); they stay unserved; restart shoald with --verify-store to repair "
-                  "it", s->idhex, where, j->nbad, shoal_strerror(j->rv), err[0] ? ": " : "",
-                  err);
+            s->rot_kept_rv = j->rv;
+            rot_status(s);
+            if (j->rv == SHOAL_ENOSPC)
+                LOG_E("release %s: %s: its %u bad chunks cannot be fetched again: no room for "
+                      "the copy that repairs it (%s); they stay unserved; free %llu bytes in %s, "
+                      "then restart shoald with --verify-store to repair it", s->idhex, where,
+                      j->nbad, err[0] ? err : shoal_strerror(j->rv),
+                      (unsigned long long)f->size, s->cfg->cache_dir);
+            else
+                LOG_E("release %s: %s: its %u bad chunks cannot be fetched again while it is "
+                      "open (%s%s%s); they stay unserved; restart shoald with --verify-store to "
+                      "repair it", s->idhex, where, j->nbad, shoal_strerror(j->rv),
+                      err[0] ? ": " : "", err);
         }
         return;
     }
-    /* Taken back (a failed sidecar write is tried again at the next flush). */
     for (uint32_t i = 0; i < j->nbad; i++) {
         bit_put(s->rot_bad, j->list[i], false);
-        if (s->sched && !shoal_store_has(s->store, j->list[i]))
-            shoal_sched_chunk_lost(s->sched, now_ms(s), j->list[i]);
         held += shoal_store_has(s->store, j->list[i]);
     }
+    /* Taken back: those asked for, and any other chunk of the file that
+     * could not be read while it was copied. */
+    for (uint32_t k = 0; s->sched && k < f->nchunks; k++)
+        if (!shoal_store_has(s->store, f->first_chunk + k))
+            shoal_sched_chunk_lost(s->sched, now_ms(s), f->first_chunk + k);
     s->rot_file[j->file] = ROT_FILE_REFETCH;
     LOG_W("release %s: %s: fetching its %u bad chunks again (the file is out of the cache "
           "until they are in and it hashes right)", s->idhex, f->path, j->nbad - held);

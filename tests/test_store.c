@@ -12,6 +12,8 @@
  * Usage: test_store            all tests that need no privileges
  *        test_store diskfull   disk full (private tmpfs when root, else
  *                              RLIMIT_FSIZE); exit 77 when neither works
+ *        test_store rotfull    no room to repair a file found changed on
+ *                              disk (private tmpfs: root, else exit 77)
  */
 #include "t.h"
 #include "t_fs.h"
@@ -25,6 +27,7 @@
 #include "store.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -33,8 +36,10 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1743,6 +1748,368 @@ static int test_diskfull(void)
     return t_done();
 }
 
+/* ---- repairs interrupted, unreadable chunks, no room ---- */
+
+static uint8_t *slurp(const char *p, size_t *n)
+{
+    FILE *fp = fopen(p, "rb");
+    uint8_t *b = malloc(1 << 20);
+
+    REQUIRE(fp && b);
+    *n = fread(b, 1, 1 << 20, fp);
+    fclose(fp);
+    return b;
+}
+
+static void spit(const char *p, const uint8_t *b, size_t n)
+{
+    FILE *fp = fopen(p, "wb");
+
+    REQUIRE(fp && fwrite(b, 1, n, fp) == n);
+    fclose(fp);
+}
+
+/* Puts chunk |c| again and checks file |f| ends whole and handed out. */
+static void refill_ok(struct shoal_store *s, const struct rel *r, int f, uint32_t c)
+{
+    CHECK_EQ(put(s, r, c), 0);
+    CHECK(shoal_store_file_done(s, (uint32_t)f));
+    CHECK(opens_right(s, r, f));
+}
+
+/* A take-back made its copy, and then the process died before the sidecar
+ * said the chunk was gone (or that write failed): the sidecar still has
+ * every bit. The restart must not trust the rotten published blob because
+ * of it (it hashes it, our partial file being there): it used to come
+ * back complete and hand out the wrong bytes. */
+static void test_take_back_crash(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char sc[1024], p[1024];
+    uint8_t *old;
+    size_t n;
+    uint32_t c;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    shoal_store_flush(s);
+    sidecar_path(sc, sizeof sc, cache, &r);
+    old = slurp(sc, &n);
+    rot_blob(cache, &r, 1, 100000);
+    c = chunk_at(&r, 1, 100000);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), 0);
+    own_partial(p, sizeof p, cache, &r, 1);
+    CHECK(exists(p));
+    shoal_store_free(s);
+    spit(sc, old, n); /* as if the process died before the sidecar write */
+    free(old);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(!shoal_store_complete(s));
+    CHECK(!shoal_store_file_ready(s, 1));
+    CHECK(!shoal_store_has(s, c));
+    CHECK(exists(p));
+    CHECK(shoal_store_file_done(s, 0) && shoal_store_file_done(s, 2));
+    refill_ok(s, &r, 1, c);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* --verify-store repaired a rotten blob in a copy, and the process died
+ * before its end-of-open flush: the old sidecar and our copy are there.
+ * The next plain open hashes the blob and checks the copy chunk by chunk
+ * (it used to trust the blob). */
+static void test_verify_crash(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts vo = {.flags = SHOAL_STORE_VERIFY};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char sc[1024];
+    uint8_t *old;
+    size_t n;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    shoal_store_free(s);
+    sidecar_path(sc, sizeof sc, cache, &r);
+    old = slurp(sc, &n);
+    rot_blob(cache, &r, 1, 100000);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
+    CHECK(!shoal_store_file_done(s, 1));
+    shoal_store_free(s);
+    spit(sc, old, n);
+    free(old);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(!shoal_store_complete(s));
+    CHECK(!shoal_store_has(s, chunk_at(&r, 1, 100000)));
+    refill_ok(s, &r, 1, chunk_at(&r, 1, 100000));
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* Our partial file next to a whole published blob is a leftover, removed
+ * at open, but not while another process holds its lock (it used to be
+ * removed under that one's feet). */
+static void test_leftover_locked(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024];
+    int fd;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    shoal_store_free(s);
+    own_partial(p, sizeof p, cache, &r, 1);
+    fd = open(p, O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s));
+    CHECK(exists(p));
+    shoal_store_free(s);
+    close(fd); /* its lock goes with it */
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(!exists(p));
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* Reads of one inode at one offset fail with EIO (a bad sector), through
+ * both ways the store reads a blob. */
+static ino_t eio_ino;
+static off_t eio_off = -1;
+
+static bool eio_hit(int fd, off_t off, size_t n)
+{
+    struct stat st;
+
+    return eio_off >= 0 && fstat(fd, &st) == 0 && st.st_ino == eio_ino && off <= eio_off &&
+           eio_off < off + (off_t)n;
+}
+
+ssize_t pread64(int fd, void *b, size_t n, off_t off);
+ssize_t pread64(int fd, void *b, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, void *, size_t, off_t);
+
+    if (!real) {
+        void *v = dlsym(RTLD_NEXT, "pread64");
+        memcpy(&real, &v, sizeof real);
+    }
+    if (eio_hit(fd, off, n)) {
+        if (off < eio_off)
+            return real(fd, b, (size_t)(eio_off - off), off);
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, b, n, off);
+}
+
+ssize_t copy_file_range(int in, loff_t *ioff, int out, loff_t *ooff, size_t n, unsigned fl)
+{
+    static ssize_t (*real)(int, loff_t *, int, loff_t *, size_t, unsigned);
+
+    if (!real) {
+        void *v = dlsym(RTLD_NEXT, "copy_file_range");
+        memcpy(&real, &v, sizeof real);
+    }
+    if (eio_hit(in, *ioff, n)) {
+        if (*ioff < eio_off)
+            return real(in, ioff, out, ooff, (size_t)(eio_off - *ioff), fl);
+        errno = EIO;
+        return -1;
+    }
+    return real(in, ioff, out, ooff, n, fl);
+}
+
+static void eio_at(const char *cache, const struct rel *r, int f, off_t off)
+{
+    char p[1024];
+    struct stat st;
+
+    blob_path(p, sizeof p, cache, r, f, false);
+    REQUIRE(stat(p, &st) == 0);
+    eio_ino = st.st_ino;
+    eio_off = off;
+}
+
+/* A chunk that cannot be read (EIO) is taken back and fetched again: the
+ * copy skips it, and a read error in another chunk takes that one back
+ * too. Both used to fail the take-back (the copy read every byte), and
+ * the advised restart with --verify-store failed to open the release. */
+static void test_take_back_eio(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts vo = {.flags = SHOAL_STORE_VERIFY};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint8_t buf[16384];
+    uint32_t c, c2;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    c = chunk_at(&r, 1, 100000);
+    c2 = chunk_at(&r, 1, 150000);
+    REQUIRE(c != c2);
+    eio_at(cache, &r, 1, 100000);
+    CHECK(shoal_store_read_chunk(s, c, buf, sizeof buf) < 0);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), 0);
+    CHECK(!shoal_store_has(s, c));
+    refill_ok(s, &r, 1, c);
+    /* Now a bad sector in a chunk other than the one taken back. */
+    eio_at(cache, &r, 1, 150000);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), 0);
+    CHECK(!shoal_store_has(s, c) && !shoal_store_has(s, c2));
+    CHECK_EQ(put(s, &r, c), 0);
+    CHECK(!shoal_store_file_done(s, 1));
+    eio_off = -1;
+    refill_ok(s, &r, 1, c2);
+    shoal_store_free(s);
+    /* The restart with --verify-store, the sector still unreadable. */
+    eio_at(cache, &r, 1, 100000);
+    REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
+    CHECK(!shoal_store_has(s, c));
+    CHECK(shoal_store_file_done(s, 0) && shoal_store_file_done(s, 2));
+    eio_off = -1;
+    refill_ok(s, &r, 1, c);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/* Fills |cache| (a small tmpfs) so that |room| bytes stay free. */
+static void fill_to(const char *cache, uint64_t room)
+{
+    struct statvfs sv;
+    char p[1024];
+    uint64_t freeb;
+    int fd;
+
+    REQUIRE(statvfs(cache, &sv) == 0);
+    freeb = (uint64_t)sv.f_bavail * sv.f_frsize;
+    REQUIRE(freeb > room);
+    snprintf(p, sizeof p, "%s/filler", cache);
+    fd = open(p, O_CREAT | O_WRONLY, 0644);
+    REQUIRE(fd >= 0 && posix_fallocate(fd, 0, (off_t)(freeb - room)) == 0);
+    close(fd);
+}
+
+/* No room for the repair copy: the take-back fails leaving things as they
+ * were, and the restart with --verify-store opens the release (it used to
+ * fail whole) with that file withheld and the rest done; last_error names
+ * the copy in its repo. Once there is room, the next one repairs it. */
+static int test_repair_no_room(void)
+{
+    char cache[128], p[1024], msg[512] = "", want[1024];
+    struct shoal_store_opts vo = {.flags = SHOAL_STORE_VERIFY, .err = msg, .errlen = sizeof msg};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t c;
+
+    snprintf(cache, sizeof cache, "%s/noroom", root);
+    REQUIRE(mkdir(cache, 0755) == 0);
+    if (!private_tmpfs(cache, "2m"))
+        return 77;
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    fill_to(cache, 100000); /* less than the 200000-byte shard */
+    rot_blob(cache, &r, 1, 100000);
+    c = chunk_at(&r, 1, 100000);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), SHOAL_ENOSPC);
+    own_partial(p, sizeof p, cache, &r, 1);
+    CHECK(!exists(p));
+    CHECK(shoal_store_has(s, c));
+    shoal_store_free(s);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
+    CHECK(shoal_store_file_done(s, 0) && shoal_store_file_done(s, 2));
+    CHECK(!shoal_store_file_ready(s, 1));
+    CHECK_EQ(shoal_store_file_withheld(s, 1), SHOAL_ENOSPC);
+    CHECK_EQ(shoal_store_file_withheld(s, 0), 0);
+    shoal_store_last_error(s, msg, sizeof msg);
+    repo_path(want, sizeof want, cache, &r, "blobs/");
+    fprintf(stderr, "  %s\n", msg);
+    CHECK(strstr(msg, want) != NULL && strstr(msg, ".incomplete") != NULL);
+    CHECK(strstr(msg, shoal_strerror(SHOAL_ENOSPC)) != NULL);
+    CHECK(!exists(p));
+    shoal_store_free(s);
+    snprintf(p, sizeof p, "%s/filler", cache);
+    REQUIRE(unlink(p) == 0);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
+    CHECK_EQ(shoal_store_file_withheld(s, 1), 0);
+    CHECK(!shoal_store_has(s, c));
+    refill_ok(s, &r, 1, c);
+    shoal_store_free(s);
+    umount(cache);
+    rel_free(&r);
+    return t_done();
+}
+
+/* The copy takes the last free space, so the sidecar write after it fails:
+ * the take-back fails and undoes itself (it used to return 0 with the
+ * sidecar still vouching for the chunk, so a restart served the rot), and
+ * once there is room a restart with --verify-store repairs the file. */
+static int test_take_back_sidecar_full(void)
+{
+    char cache[128], p[1024], msg[512] = "";
+    struct shoal_store_opts vo = {.flags = SHOAL_STORE_VERIFY};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t c;
+    int rv;
+
+    snprintf(cache, sizeof cache, "%s/nosidecar", root);
+    REQUIRE(mkdir(cache, 0755) == 0);
+    if (!private_tmpfs(cache, "2m"))
+        return 77;
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    fill_to(cache, (200000 + 4095) / 4096 * 4096);
+    rot_blob(cache, &r, 1, 100000);
+    c = chunk_at(&r, 1, 100000);
+    shoal_store_file_suspect(s, 1, true);
+    rv = shoal_store_take_back(s, 1, &c, 1);
+    shoal_store_last_error(s, msg, sizeof msg);
+    fprintf(stderr, "  take_back: %s: %s\n", shoal_strerror(rv), msg);
+    CHECK_EQ(rv, SHOAL_ENOSPC);
+    CHECK(strstr(msg, "sidecar") != NULL);
+    own_partial(p, sizeof p, cache, &r, 1);
+    CHECK(!exists(p));
+    CHECK(shoal_store_has(s, c) && shoal_store_file_done(s, 1) && !shoal_store_file_ready(s, 1));
+    shoal_store_free(s);
+    snprintf(p, sizeof p, "%s/filler", cache);
+    REQUIRE(unlink(p) == 0); /* the operator makes room and restarts */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
+    CHECK(!shoal_store_has(s, c));
+    refill_ok(s, &r, 1, c);
+    shoal_store_free(s);
+    umount(cache);
+    rel_free(&r);
+    return t_done();
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_pubkey pk;
@@ -1755,6 +2122,10 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "diskfull") == 0) {
         rv = test_diskfull();
+    } else if (argc > 1 && strcmp(argv[1], "rotfull") == 0) {
+        rv = test_repair_no_room();
+        if (rv == 0)
+            rv = test_take_back_sidecar_full();
     } else {
         RUN(test_hfcache_names);
         RUN(test_publish_random_order);
@@ -1772,6 +2143,10 @@ int main(int argc, char **argv)
         RUN(test_take_back_fails);
         RUN(test_take_back_not_ready);
         RUN(test_suspect_cleared);
+        RUN(test_take_back_crash);
+        RUN(test_verify_crash);
+        RUN(test_leftover_locked);
+        RUN(test_take_back_eio);
         RUN(test_concurrent_puts);
         RUN(test_duplicates_counted_once);
         RUN(test_ready_early);
