@@ -853,6 +853,35 @@ static int write_ref(struct shoal_store *s, const char *branch)
     return rv;
 }
 
+/* 0 when blobs/<sha> (|fin|) holds |pf|'s bytes; SHOAL_EBADHASH (with
+ * the error text set) or the read error otherwise. */
+static int blob_name_matches(struct shoal_store *s, const char *fin,
+                             const struct shoal_mf_file *pf)
+{
+    uint8_t sha[SHOAL_HASH_LEN];
+    int fd = openat(s->blobs_fd, in_blobs(fin), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int rv;
+
+    if (fd < 0) {
+        rv = errno_rv(errno);
+        set_err(s, "opening %s/%s: %s", s->repo_path, fin, shoal_strerror(rv));
+        return rv;
+    }
+    rv = hash_fd(fd, pf->size, sha);
+    close(fd);
+    if (rv < 0) {
+        set_err(s, "reading %s/%s: %s", s->repo_path, fin, shoal_strerror(rv));
+        return rv;
+    }
+    if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
+        set_err(s, "%s: its partial file was removed before it could replace %s/%s, which "
+                "does not match its sha256: restart shoald with --verify-store to fetch it "
+                "again", pf->path, s->repo_path, fin);
+        return SHOAL_EBADHASH;
+    }
+    return 0;
+}
+
 static int publish_blob(struct shoal_store *s, uint32_t b)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
@@ -889,6 +918,12 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
             set_err(s, "renaming %s/%s: %s", s->repo_path, inc, shoal_strerror(rv));
             goto out;
         }
+        /* Or our partial file was removed (by hand, say) while the name
+         * holds the very bytes a repair replaces: link only a blob that
+         * hashes right. Rare (two releases finishing one blob at once),
+         * so the whole-file hash is affordable. */
+        if ((rv = blob_name_matches(s, fin, pf)) < 0)
+            goto out;
     } else {
         /* Ours from now on never change (chunks are served from it
          * unhashed): read-only, so that a tool writing through the snapshot
@@ -1240,7 +1275,9 @@ static int copy_chunks(struct shoal_store *s, uint32_t b, int from, int to, cons
             ssize_t n = pread(from, buf, (size_t)(end - off), (off_t)off);
             if (n < 0 && errno == EINTR)
                 continue;
-            if (n < 0 && unreadable)
+            /* A read error, or the file ends inside the chunk (cut
+             * short): either way the chunk is not in the copy. */
+            if (n <= 0 && unreadable)
                 bit_set(unreadable, i);
             if (n <= 0)
                 break;
@@ -2221,6 +2258,7 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
     size_t nb;
     char own[128];
     int fd = -1, orig = -1, rv = 0;
+    bool was_ready;
 
     if (!s || fi >= s->nfiles)
         return SHOAL_ENOTFOUND;
@@ -2306,6 +2344,7 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
             list[nlist++] = pf->first_chunk + i;
     pthread_mutex_lock(&s->mu);
     bl->own_inc = true;
+    was_ready = bl->ready;
     forget_locked(s, b, bl->primary, list, nlist);
     /* Still no puts until the sidecar says these chunks are missing. */
     bl->state = BLOB_COMPLETING;
@@ -2318,15 +2357,17 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
         char err[512];
 
         shoal_store_last_error(s, err, sizeof err);
+        /* Removed while its lock is still held (the dup3 below closes the
+         * copy's last descriptor). */
+        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
         pthread_mutex_lock(&s->mu);
         (void)dup3(orig, bl->fd, O_CLOEXEC);
         bl->own_inc = false;
         blob_set_all(s, b, true);
         bl->dirty = false;
-        bl->ready = true;
+        bl->ready = was_ready; /* a file withheld at open stays so */
         bl->state = BLOB_DONE;
         pthread_mutex_unlock(&s->mu);
-        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
         set_err(s, "%s; %s/%s removed, %s left as it was", err, s->repo_path, own, pf->path);
         goto out;
     }

@@ -506,7 +506,10 @@ int shoal_swarm_import_dir(struct shoal_swarm *s, const char *dir, uint32_t *imp
         close(fd);
     }
     free(buf);
-    s->complete = shoal_store_complete(s->store);
+    /* --- rot --- a file withheld at open stays withheld: the store counts
+     * it done, so the import neither fills it nor makes the release
+     * complete (check_complete says when it is). */
+    s->complete = shoal_store_complete(s->store) && !s->rot_err[0];
     if (imported)
         *imported = done;
     if (rv == 0)

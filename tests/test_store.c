@@ -1777,6 +1777,38 @@ static void refill_ok(struct shoal_store *s, const struct rel *r, int f, uint32_
     CHECK(opens_right(s, r, f));
 }
 
+/* A repair whose partial file is removed (say by an operator freeing
+ * room) before it completes: the rotten blobs/<sha> is not linked in its
+ * place (it used to be, its size being right), and the error says what to
+ * do. */
+static void test_repair_partial_removed(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], err[512];
+    uint32_t c;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    rot_blob(cache, &r, 1, 100000);
+    c = chunk_at(&r, 1, 100000);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), 0);
+    own_partial(p, sizeof p, cache, &r, 1);
+    REQUIRE(unlink(p) == 0);
+    (void)put(s, &r, c);
+    CHECK(!shoal_store_file_done(s, 1));
+    snap_path(p, sizeof p, cache, &r, 1);
+    CHECK(access(p, F_OK) != 0 || file_is(p, r.f[1].data, r.f[1].size));
+    shoal_store_last_error(s, err, sizeof err);
+    CHECK(strstr(err, "--verify-store") != NULL);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 /* A take-back made its copy, and then the process died before the sidecar
  * said the chunk was gone (or that write failed): the sidecar still has
  * every bit. The restart must not trust the rotten published blob because
@@ -2144,6 +2176,7 @@ int main(int argc, char **argv)
         RUN(test_take_back_not_ready);
         RUN(test_suspect_cleared);
         RUN(test_take_back_crash);
+        RUN(test_repair_partial_removed);
         RUN(test_verify_crash);
         RUN(test_leftover_locked);
         RUN(test_take_back_eio);
