@@ -227,6 +227,28 @@ def check_snapshot(tmp, name, files):
     return bad
 
 
+def load_in_background(sock, mid, paths):
+    """A loader asking for |paths| of release |mid| on loader socket
+    |sock|, in a thread (started): returns it and a dict that gets each
+    path handed over with its sha256, or "error" with what failed."""
+    import shoal_loader
+    import threading
+    result = {}
+
+    def load():
+        try:
+            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+                for lf in cl.want(mid, paths):
+                    result[lf.path] = hashlib.sha256(bytes(lf.mmap())).digest()
+                    lf.close()
+        except (TimeoutError, shoal_loader.LoaderError, OSError) as e:
+            result["error"] = str(e)
+
+    th = threading.Thread(target=load)
+    th.start()
+    return th, result
+
+
 def republished(node, path):
     """Waits (10 s at most) until |node| has published |path| a second
     time: a repaired file is linked into the snapshot just after "is whole
@@ -1535,20 +1557,7 @@ def case_disk_rot_repair(tmp):
         fails += 1
     # The loader waits; a good seed comes; the seed fetches the chunk and
     # the loader gets the whole file.
-    result = {}
-
-    def load():
-        try:
-            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
-                for lf in cl.want(mid, [shard]):
-                    result[lf.path] = hashlib.sha256(bytes(lf.mmap())).digest()
-                    lf.close()
-        except (TimeoutError, shoal_loader.LoaderError, OSError) as e:
-            result["error"] = str(e)
-
-    import threading
-    th = threading.Thread(target=load)
-    th.start()
+    th, result = load_in_background(sock, mid, [shard])
     time.sleep(1)
     h = Node("seed2", h_args + ["--peer", a.addr])
     if not a.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", WAIT_S):
@@ -1596,8 +1605,6 @@ def case_disk_rot_inproc(tmp):
     once a good seed has sent the chunk again (with the right bytes), the
     cache shows the file again, and the tracker counts the seed complete
     again."""
-    import shoal_loader
-    import threading
     k, repo, files, mf, mid = setup(tmp)
     shard = "model-00001-of-00002.safetensors"
     name = "org/model@" + "ab" * 20
@@ -1649,19 +1656,7 @@ def case_disk_rot_inproc(tmp):
         print(f"FAIL the tracker counts {n} nodes complete while the seed lacks a chunk")
         fails += 1
     # A loader asks for the shard while it is being fetched again: it waits.
-    result = {}
-
-    def load():
-        try:
-            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
-                for lf in cl.want(mid, [shard]):
-                    result[lf.path] = hashlib.sha256(bytes(lf.mmap())).digest()
-                    lf.close()
-        except (TimeoutError, shoal_loader.LoaderError, OSError) as e:
-            result["error"] = str(e)
-
-    th = threading.Thread(target=load)
-    th.start()
+    th, result = load_in_background(sock, mid, [shard])
     time.sleep(1)
     if result:
         print(f"FAIL the loader did not wait for the shard being fetched again: {result}")
