@@ -1038,6 +1038,20 @@ static void test_verify_repairs_published(void)
 
 /* ---- chunks found changed on disk (take_back, file_suspect) ---- */
 
+/* Release "org/tiny" (rel_std, 10 chunks' worth) in a new store on
+ * |cache|, every chunk put. */
+static struct shoal_store *filled(const char *cache, struct rel *r,
+                                  const struct shoal_store_opts *o)
+{
+    struct shoal_store *s = NULL;
+
+    rel_std(r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r->m, o) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r->m); i++)
+        CHECK_EQ(put(s, r, i), 0);
+    return s;
+}
+
 /* Flips one byte of file |f|'s published blob at |off| (as root would, or
  * bit rot: the mode is put back). */
 static void rot_blob(const char *cache, const struct rel *r, int f, uint64_t off)
@@ -1171,10 +1185,7 @@ static void test_take_back_fails(void)
     char p[1024], msg[512];
     uint32_t c;
 
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     rot_blob(cache, &r, 1, 100000);
     c = chunk_at(&r, 1, 100000);
     /* Something in the way of the partial file (works as root too). */
@@ -1285,10 +1296,7 @@ static void test_suspect_cleared(void)
     struct rel r;
     int fd = -1;
 
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, &o);
     CHECK_EQ(rc.ready[1], 1);
     shoal_store_file_suspect(s, 1, true);
     CHECK(!shoal_store_file_ready(s, 3));
@@ -1789,10 +1797,7 @@ static void test_repair_partial_removed(void)
     char p[1024], err[512];
     uint32_t c;
 
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     rot_blob(cache, &r, 1, 100000);
     c = chunk_at(&r, 1, 100000);
     shoal_store_file_suspect(s, 1, true);
@@ -1824,10 +1829,7 @@ static void test_take_back_crash(void)
     size_t n;
     uint32_t c;
 
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     shoal_store_flush(s);
     sidecar_path(sc, sizeof sc, cache, &r);
     old = slurp(sc, &n);
@@ -1865,10 +1867,7 @@ static void test_verify_crash(void)
     uint8_t *old;
     size_t n;
 
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     shoal_store_free(s);
     sidecar_path(sc, sizeof sc, cache, &r);
     old = slurp(sc, &n);
@@ -1897,10 +1896,7 @@ static void test_leftover_locked(void)
     char p[1024];
     int fd;
 
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     shoal_store_free(s);
     own_partial(p, sizeof p, cache, &r, 1);
     fd = open(p, O_RDWR | O_CREAT, 0644);
@@ -1988,10 +1984,7 @@ static void test_take_back_eio(void)
     uint8_t buf[16384];
     uint32_t c, c2;
 
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     c = chunk_at(&r, 1, 100000);
     c2 = chunk_at(&r, 1, 150000);
     REQUIRE(c != c2);
@@ -2055,10 +2048,7 @@ static int test_repair_no_room(void)
     REQUIRE(mkdir(cache, 0755) == 0);
     if (!private_tmpfs(cache, "2m"))
         return 77;
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     CHECK(shoal_store_complete(s));
     fill_to(cache, 100000); /* less than the 200000-byte shard */
     rot_blob(cache, &r, 1, 100000);
@@ -2112,10 +2102,7 @@ static int test_take_back_sidecar_full(void)
     REQUIRE(mkdir(cache, 0755) == 0);
     if (!private_tmpfs(cache, "2m"))
         return 77;
-    rel_std(&r, "org/tiny", C1, -1, 10);
-    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
-        CHECK_EQ(put(s, &r, i), 0);
+    s = filled(cache, &r, NULL);
     CHECK(shoal_store_complete(s));
     fill_to(cache, (200000 + 4095) / 4096 * 4096);
     rot_blob(cache, &r, 1, 100000);
