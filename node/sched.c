@@ -190,9 +190,10 @@ struct shoal_sched {
     uint64_t fb_hold;     /* no fallback crossing before (0: none held) */
     uint64_t rbits;
     uint32_t nrbits;
-    /* Each slot's |bits| again, and the slots that are stale or
-     * fresh_only: clear_stale_holders asks only those whether they hold
-     * a chunk, without loading a peer record (a line each) for it. */
+    /* The slots that are stale or fresh_only: clear_stale and
+     * clear_stale_holders look at these alone, the latter through bitsp
+     * (each slot's |bits| again), without loading a peer record (a line
+     * each) to learn whether it holds a chunk. */
     uint64_t quiet[4];
     /* Slots that answered busy, their back-off maybe over (cleared as
      * peer_order finds it over): shoal_sched_wakeup looks at these
