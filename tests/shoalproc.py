@@ -355,6 +355,21 @@ def build_manifest(shoal, repo, k, out, repo_id="org/model", commit="ab" * 20,
     return re.search(r"^id ([0-9a-f]{64})$", text, re.M).group(1)
 
 
+def start_tracker(tracker, k):
+    """A shoal-tracker on a free loopback port for the cluster and publisher
+    keys of |k| (make_keys), announcing every 500 ms: (its Proc, its
+    address), or (its Proc, None), its output dumped, if it did not
+    start."""
+    trk = Proc([tracker, "--listen", "127.0.0.1:0", "--cluster-key", k("cluster") + ".pub",
+                "--publisher-keys", k("publisher") + ".pub", "--announce-interval-ms", "500"],
+               name="tracker")
+    m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
+    if not m:
+        trk.dump()
+        return trk, None
+    return trk, m.group(1)
+
+
 def node_args(k, name, tmp, extra=()):
     """shoald arguments for node |name|: its key and credential, the cluster
     and publisher keys, a cache of its own under |tmp|, quick redials. Its

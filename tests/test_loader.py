@@ -360,14 +360,9 @@ def case_by_name(tmp):
         return 1
     k, repo, files, mf, mid = setup(tmp)
     name = "org/model@" + "ab" * 20
-    trk = shoalproc.Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key",
-                          k("cluster") + ".pub", "--publisher-keys", k("publisher") + ".pub",
-                          "--announce-interval-ms", "500"], name="tracker")
-    m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
-    if not m:
-        trk.dump()
+    trk, taddr = shoalproc.start_tracker(TRACKER, k)
+    if not taddr:
         return 1
-    taddr = m.group(1)
     # The seed gives the tracker the manifest it holds, and announces it.
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
                                              "--tracker", taddr]))

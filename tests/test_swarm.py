@@ -1463,14 +1463,9 @@ def case_disk_rot_repair(tmp):
     k, repo, files, mf, mid = setup(tmp)
     shard = "model-00001-of-00002.safetensors"
     name = "org/model@" + "ab" * 20
-    trk = shoalproc.Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key",
-                          k("cluster") + ".pub", "--publisher-keys", k("publisher") + ".pub",
-                          "--announce-interval-ms", "500"], name="tracker")
-    m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
-    if not m:
-        trk.dump()
+    trk, taddr = shoalproc.start_tracker(TRACKER, k)
+    if not taddr:
         return 1
-    taddr = m.group(1)
     sock = os.path.join(tmp, "a-loader.sock")
     a_args = node_args(k, "a", tmp, ["--manifest", mf, "--tracker", taddr, "--no-origin",
                                      "--loader-socket", sock])
@@ -1608,14 +1603,9 @@ def case_disk_rot_inproc(tmp):
     k, repo, files, mf, mid = setup(tmp)
     shard = "model-00001-of-00002.safetensors"
     name = "org/model@" + "ab" * 20
-    trk = shoalproc.Proc([TRACKER, "--listen", "127.0.0.1:0", "--cluster-key",
-                          k("cluster") + ".pub", "--publisher-keys", k("publisher") + ".pub",
-                          "--announce-interval-ms", "500"], name="tracker")
-    m = trk.wait_for(r"listening on (\S+)", 20, stdout=True)
-    if not m:
-        trk.dump()
+    trk, taddr = shoalproc.start_tracker(TRACKER, k)
+    if not taddr:
         return 1
-    taddr = m.group(1)
     sock = os.path.join(tmp, "a-loader.sock")
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--tracker", taddr,
                                              "--no-origin", "--loader-socket", sock,
