@@ -382,9 +382,34 @@ static void close_now(struct shoal_peer *p)
         uv_close((uv_handle_t *)&p->sf_poll, handle_closed);
 }
 
+static void linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct shoal_peer *p = h->data;
+
+    (void)suggested;
+    *buf = uv_buf_init((char *)p->rbuf, sizeof p->rbuf);
+}
+
+static void linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (nread < 0)
+        close_now(s->data);
+}
+
+/* Our last frames (a BYE saying why) are out and our side is shut: closing
+ * the socket now, with the peer's frames still arriving unread, would send
+ * a reset, and a peer busy writing to us would see "broken pipe" and never
+ * read the BYE before it (a seed banned for a rotten chunk would not learn
+ * it). So what arrives is read and dropped until the peer closes too, or
+ * the grace timer already running ends it. */
 static void shutdown_done(uv_shutdown_t *req, int status)
 {
-    close_now(req->data);
+    struct shoal_peer *p = req->data;
+
+    if (status < 0 || uv_is_closing((uv_handle_t *)&p->tcp) ||
+        uv_read_start((uv_stream_t *)&p->tcp, linger_alloc, linger_read) != 0)
+        close_now(p);
 }
 
 static void grace_expired(uv_timer_t *t)

@@ -496,8 +496,9 @@ def case_bad_peer(tmp, hangup=False):
     # b stays up after completing and would redial m (a static peer, every
     # 300 ms): it must either refuse m or, knowing m's key is banned, not
     # dial it at all.
-    # Whether m itself hears b's BYE is not a thing to check: b closes with
-    # m's chunks unread, so m may well see a broken pipe first.
+    # m keeps sending chunks while b bans it: b must still let it read the
+    # BYE saying why (a seed whose disk rotted learns it this way), not reset
+    # the connection under m's writes. With |hangup| m has gone already.
     b = Node("puller", node_args(k, "b", tmp, ["--peer", m.addr, "--peer", a.addr,
                                                "--pull", mid]))
     fails = 0
@@ -507,6 +508,12 @@ def case_bad_peer(tmp, hangup=False):
     if not re.search(r"banning node .* fails its hash", b.log()):
         print("FAIL the malicious node was not banned")
         fails += 1
+    if not hangup:
+        told = m.wait_for(r"peer said bye: banned: sent chunk \d+ of release [0-9a-f]+ "
+                          r"that fails its hash", 10)
+        if not told:
+            print("FAIL the malicious node was not told why it was banned")
+            fails += 1
     mid_m = m.wait_for(r"shoald node ([0-9a-f]{16}) ", 5).group(1)
     port = m.addr.split(":")[1]
     kept = b.wait_for(r"peer 127\.0\.0\.1:%s refused: node is banned here|"
