@@ -51,7 +51,10 @@
 #include "hfcache.h"
 
 #define SIDECAR_MAGIC "SHOALSC\0"
-#define SIDECAR_VERSION 1u
+/* Version 2 adds, after the chunk bits, a bit per file: "found changed on
+ * disk, not repaired yet" (see struct blob's |recheck|). Version 1 is still
+ * read (no file is suspect then). */
+#define SIDECAR_VERSION 2u
 #define SIDECAR_HDR 48 /* magic 8, version 4, nchunks 4, manifest id 32 */
 #define FLUSH_EVERY_DEFAULT 256u
 #define HASH_BUF (1u << 20)
@@ -81,6 +84,10 @@ struct blob {
     bool hashing;       /* a thread owns |sha| (under mu) */
     int repair_rv;      /* why its repair could not start at open, or 0
                          * (shoal_store_file_withheld) */
+    bool recheck;       /* the sidecar said it was bad when last written:
+                         * hashed at open before it is trusted, as with
+                         * SHOAL_STORE_VERIFY (a repair that could not
+                         * happen must not be forgotten by a restart) */
     uint32_t hashed;    /* primary chunks [0, hashed) are in |sha| */
     struct shoal_sha256 sha; /* running; touched only by its owner */
 };
@@ -105,6 +112,9 @@ struct shoal_store {
     size_t nbytes_bits;
     uint8_t *bits;       /* verified chunks, MSB first */
     uint8_t *flush_bits; /* snapshot written by flush (under flush_mu) */
+    size_t nbytes_files;
+    uint8_t *flush_bad;  /* per file: its blob bad, as flush writes it, and */
+    uint8_t *disk_bad;   /* as the sidecar on disk says (both under flush_mu) */
     int *flush_fds;      /* scratch for flush (under flush_mu) */
 
     uint32_t count;
@@ -632,7 +642,7 @@ static void blob_set_all(struct shoal_store *s, uint32_t b, bool on)
 
 static size_t sidecar_size(const struct shoal_store *s)
 {
-    return SIDECAR_HDR + s->nbytes_bits + SHOAL_HASH_LEN;
+    return SIDECAR_HDR + s->nbytes_bits + s->nbytes_files + SHOAL_HASH_LEN;
 }
 
 static void sidecar_name(const struct shoal_store *s, char *out, size_t cap)
@@ -654,14 +664,16 @@ static uint32_t get_le32(const uint8_t *p)
            (uint32_t)p[3] << 24;
 }
 
-/* Loads the sidecar into s->bits when it is intact and for this manifest;
- * anything else leaves the bits clear (the chunks are fetched again). */
+/* Loads the sidecar into s->bits, and its suspect files into the blobs'
+ * |recheck|, when it is intact and for this manifest; anything else leaves
+ * the bits clear (the chunks are fetched again). */
 static void sidecar_load(struct shoal_store *s)
 {
     char name[NAME_MAX + 1];
-    size_t want = sidecar_size(s);
+    size_t want = sidecar_size(s), v1 = want - s->nbytes_files;
     uint8_t sum[SHOAL_HASH_LEN];
     uint8_t *buf = NULL;
+    uint32_t version;
     ssize_t n;
     int fd;
 
@@ -674,12 +686,15 @@ static void sidecar_load(struct shoal_store *s)
         goto out;
     /* One byte more than expected, to notice a file that is too long. */
     n = pread(fd, buf, want + 1, 0);
+    version = n >= 12 ? get_le32(buf + 8) : 0;
+    if (version == 1)
+        want = v1; /* written before files could be marked suspect */
     if (n != (ssize_t)want) {
         set_err(s, "sidecar %s/.shoal/%s: wrong size, discarded", s->repo_path, name);
         goto out;
     }
     shoal_chunk_id(sum, buf, want - SHOAL_HASH_LEN);
-    if (memcmp(buf, SIDECAR_MAGIC, 8) != 0 || get_le32(buf + 8) != SIDECAR_VERSION ||
+    if (memcmp(buf, SIDECAR_MAGIC, 8) != 0 || (version != 1 && version != SIDECAR_VERSION) ||
         get_le32(buf + 12) != s->nchunks ||
         memcmp(buf + 16, shoal_manifest_id(s->m), SHOAL_HASH_LEN) != 0 ||
         sodium_memcmp(sum, buf + want - SHOAL_HASH_LEN, SHOAL_HASH_LEN) != 0) {
@@ -690,6 +705,12 @@ static void sidecar_load(struct shoal_store *s)
     for (uint32_t i = 0; i < s->nchunks; i++)
         if (bit_get(buf + SIDECAR_HDR, i))
             mark(s, i);
+    if (version == 1)
+        goto out;
+    memcpy(s->disk_bad, buf + SIDECAR_HDR + s->nbytes_bits, s->nbytes_files);
+    for (uint32_t f = 0; f < s->nfiles; f++)
+        if (bit_get(s->disk_bad, f))
+            s->blobs[s->file_blob[f]].recheck = true;
 out:
     free(buf);
     if (fd >= 0)
@@ -707,7 +728,13 @@ int shoal_store_flush(struct shoal_store *s)
         return 0;
     pthread_mutex_lock(&s->flush_mu);
     pthread_mutex_lock(&s->mu);
-    if (!s->sidecar_dirty) {
+    /* A blob found bad (or cleared) changes the sidecar too: a restart
+     * must hash a file whose repair has not happened yet. */
+    memset(s->flush_bad, 0, s->nbytes_files);
+    for (uint32_t f = 0; f < s->nfiles; f++)
+        if (s->blobs[s->file_blob[f]].bad)
+            bit_set(s->flush_bad, f);
+    if (!s->sidecar_dirty && memcmp(s->flush_bad, s->disk_bad, s->nbytes_files) == 0) {
         pthread_mutex_unlock(&s->mu);
         goto out;
     }
@@ -742,6 +769,7 @@ int shoal_store_flush(struct shoal_store *s)
     put_le32(img + 12, s->nchunks);
     memcpy(img + 16, shoal_manifest_id(s->m), SHOAL_HASH_LEN);
     memcpy(img + SIDECAR_HDR, s->flush_bits, s->nbytes_bits);
+    memcpy(img + SIDECAR_HDR + s->nbytes_bits, s->flush_bad, s->nbytes_files);
     shoal_chunk_id(img + size - SHOAL_HASH_LEN, img, size - SHOAL_HASH_LEN);
     sidecar_name(s, name, sizeof name);
     if ((rv = write_atomic(s->meta_fd, name, img, size)) < 0) {
@@ -749,6 +777,7 @@ int shoal_store_flush(struct shoal_store *s)
                 shoal_strerror(rv));
         goto requeue;
     }
+    memcpy(s->disk_bad, s->flush_bad, s->nbytes_files);
     goto out;
 requeue:
     /* Try again next time; blobs are all re-synced then. */
@@ -1371,7 +1400,8 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     char inc[128], fin[128], own[128];
     uint8_t sha[SHOAL_HASH_LEN];
     struct stat st;
-    bool rescan = (s->flags & SHOAL_STORE_VERIFY) != 0, own_there, copied = false;
+    bool rescan = (s->flags & SHOAL_STORE_VERIFY) || s->blobs[b].recheck, own_there,
+         copied = false;
     uint32_t k;
     int fd = -1, cfd = -1;
     int rv = 0;
@@ -1396,7 +1426,10 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
          * crash or a failed write may have left it as it was before the
          * copy. So it is hashed before it is trusted. (Also after losing the
          * race to fill a shared blob: then it hashes right.) One that cannot
-         * be read (EIO) is repaired like one that hashes wrong. */
+         * be read (EIO) is repaired like one that hashes wrong. So is one
+         * the sidecar marks as found bad (recheck): its repair could not
+         * start last time (no room), and it is hashed as --verify-store
+         * would. */
         if (rescan || own_there) {
             rv = hash_fd(fd, pf->size, sha);
             if (rv == -ENOMEM)
@@ -1781,8 +1814,11 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     s->nbytes_bits = ((size_t)s->nchunks + 7) / 8;
     s->bits = calloc(s->nbytes_bits + 1, 1);
     s->flush_bits = calloc(s->nbytes_bits + 1, 1);
+    s->nbytes_files = ((size_t)s->nfiles + 7) / 8;
+    s->flush_bad = calloc(s->nbytes_files + 1, 1);
+    s->disk_bad = calloc(s->nbytes_files + 1, 1);
     s->flush_fds = calloc(s->nfiles + 1, sizeof *s->flush_fds);
-    if (!s->bits || !s->flush_bits || !s->flush_fds) {
+    if (!s->bits || !s->flush_bits || !s->flush_bad || !s->disk_bad || !s->flush_fds) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -1873,6 +1909,8 @@ void shoal_store_free(struct shoal_store *s)
     free(s->group);
     free(s->bits);
     free(s->flush_bits);
+    free(s->flush_bad);
+    free(s->disk_bad);
     free(s->flush_fds);
     free(s->cache_dir);
     free(s->repo_path);
@@ -2249,6 +2287,24 @@ static void forget_locked(struct shoal_store *s, uint32_t b, uint32_t fi, const 
     bl->ready = false;
 }
 
+/* After a failed take-back: writes the sidecar so that it marks the blob
+ * bad (see flush), keeping last_error's message (why the take-back failed)
+ * and adding to it when the mark could not be written either. */
+static void keep_bad_mark(struct shoal_store *s, const char *path)
+{
+    char why[sizeof s->err], err[sizeof s->err];
+    int rv;
+
+    shoal_store_last_error(s, why, sizeof why);
+    if ((rv = shoal_store_flush(s)) == 0) {
+        set_err(s, "%s", why);
+        return;
+    }
+    shoal_store_last_error(s, err, sizeof err);
+    set_err(s, "%s; and %s cannot be marked for repair (%s): a restart without "
+            "--verify-store would trust it", why, path, err);
+}
+
 int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *chunks, uint32_t n)
 {
     const struct shoal_mf_file *f, *pf;
@@ -2386,6 +2442,9 @@ fail:
     pthread_mutex_lock(&s->mu);
     bl->state = BLOB_DONE;
     pthread_mutex_unlock(&s->mu);
+    /* The file stays bad: the sidecar says so, or a restart (without
+     * --verify-store) would trust and serve it again. */
+    keep_bad_mark(s, pf->path);
 out:
     if (orig >= 0)
         close(orig);

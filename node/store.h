@@ -60,7 +60,9 @@ enum shoal_store_flags {
      * it the sidecar and the published blobs are trusted, except a
      * published blob next to a partial file of this release's own (a
      * repair under way): it is hashed first, and if wrong the partial
-     * file is checked chunk by chunk. */
+     * file is checked chunk by chunk; and except a file the sidecar marks
+     * as found bad (file_suspect, a failed take_back: a repair that could
+     * not happen), which is checked as this flag would. */
     SHOAL_STORE_VERIFY = 1u << 0,
     /* memfd-backed files; |cache_dir| is ignored and may be NULL. */
     SHOAL_STORE_MEMORY = 1u << 1,
@@ -269,7 +271,9 @@ void shoal_store_file_suspect(struct shoal_store *s, uint32_t file, bool bad);
  * partial file, or writing the sidecar after it (also in last_error:
  * SHOAL_ENOSPC, EACCES, ...). On failure the copy is removed, the chunks
  * stay verified, the file keeps its names and links (nothing was changed
- * in the cache) and stays bad. (A file not yet published has no copy: its
+ * in the cache) and stays bad, and the sidecar is rewritten to say so: a
+ * restart hashes the file before trusting it (last_error adds it when
+ * that write fails too). (A file not yet published has no copy: its
  * chunks are taken back in place, and a failed sidecar write there is
  * tried again at the next flush.)
  */
@@ -311,7 +315,8 @@ int shoal_store_fill_from_local(struct shoal_store *s, uint32_t *copied);
  */
 int shoal_store_retry_publish(struct shoal_store *s, uint32_t *tried);
 
-/* Rewrites the sidecar now if anything changed since the last time: data
+/* Rewrites the sidecar now if anything changed since the last time (chunks
+ * verified or taken back, a file found bad or cleared): data
  * files are fdatasync'd first, so every bit it records is durable. Returns 0
  * or a negated errno / SHOAL_ENOSPC. */
 int shoal_store_flush(struct shoal_store *s);

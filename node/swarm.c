@@ -1093,6 +1093,11 @@ static void rot_work(uv_work_t *w)
         goto out;
     }
     const struct shoal_mf_file *f = shoal_manifest_file(s->m, j->file);
+    /* The file is bad now (shoal_store_file_suspect): the sidecar says so
+     * from the scan's start, so that a restart meanwhile, even after a
+     * crash, hashes it before trusting it. */
+    if (j->next == f->first_chunk)
+        (void)shoal_store_flush(s->store);
     while (j->next < j->end && done < ROT_SLICE) {
         const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, j->next);
         int n = shoal_store_read_chunk(s->store, j->next, buf, maxlen);

@@ -13,7 +13,8 @@
  *        test_store diskfull   disk full (private tmpfs when root, else
  *                              RLIMIT_FSIZE); exit 77 when neither works
  *        test_store rotfull    no room to repair a file found changed on
- *                              disk (private tmpfs: root, else exit 77)
+ *                              disk, also across restarts (private
+ *                              tmpfs: root, else exit 77)
  */
 #include "t.h"
 #include "t_fs.h"
@@ -2085,6 +2086,57 @@ static int test_repair_no_room(void)
     return t_done();
 }
 
+/* No room for the repair copy, then a restart WITHOUT --verify-store: the
+ * file found bad stays withheld (it used to be trusted again, whatever its
+ * bytes, and served: peers banned the node again), a second plain restart
+ * still withholds it, and once there is room a plain restart repairs it;
+ * after that it is trusted as any other. */
+static int test_kept_survives_restart(void)
+{
+    char cache[128], p[1024];
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t c;
+    int fd = -1;
+
+    snprintf(cache, sizeof cache, "%s/keptrestart", root);
+    REQUIRE(mkdir(cache, 0755) == 0);
+    if (!private_tmpfs(cache, "2m"))
+        return 77;
+    s = filled(cache, &r, NULL);
+    fill_to(cache, 100000); /* less than the 200000-byte shard */
+    rot_blob(cache, &r, 1, 100000);
+    c = chunk_at(&r, 1, 100000);
+    shoal_store_file_suspect(s, 1, true);
+    CHECK_EQ(shoal_store_take_back(s, 1, &c, 1), SHOAL_ENOSPC);
+    shoal_store_free(s);
+    for (int round = 0; round < 2; round++) {
+        s = NULL;
+        REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+        CHECK(!shoal_store_file_ready(s, 1));
+        CHECK_EQ(shoal_store_file_withheld(s, 1), SHOAL_ENOSPC);
+        CHECK_EQ(shoal_store_file_open(s, 1, &fd), SHOAL_EBADHASH);
+        CHECK(shoal_store_file_ready(s, 0) && shoal_store_file_ready(s, 2));
+        CHECK_EQ(shoal_store_file_withheld(s, 0), 0);
+        shoal_store_free(s);
+    }
+    snprintf(p, sizeof p, "%s/filler", cache);
+    REQUIRE(unlink(p) == 0);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(shoal_store_file_withheld(s, 1), 0);
+    CHECK(!shoal_store_has(s, c));
+    refill_ok(s, &r, 1, c);
+    shoal_store_free(s);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s) && shoal_store_file_ready(s, 1));
+    shoal_store_free(s);
+    umount(cache);
+    rel_free(&r);
+    return t_done();
+}
+
 /* The copy takes the last free space, so the sidecar write after it fails:
  * the take-back fails and undoes itself (it used to return 0 with the
  * sidecar still vouching for the chunk, so a restart served the rot), and
@@ -2145,6 +2197,8 @@ int main(int argc, char **argv)
         rv = test_repair_no_room();
         if (rv == 0)
             rv = test_take_back_sidecar_full();
+        if (rv == 0)
+            rv = test_kept_survives_restart();
     } else {
         RUN(test_hfcache_names);
         RUN(test_publish_random_order);
