@@ -129,6 +129,12 @@ CASE is one of:
                   where its partial file goes): the snapshot link stays
                   (before: removed by the failed take-back), the log and
                   `shoal status` say a restart with --verify-store repairs.
+  disk_rot_seed_dir
+                  a --seed-dir seed restarted with --verify-store finds its
+                  shard changed and has no room to repair it (8 MiB tmpfs,
+                  root only): the import does not call the release complete
+                  and `shoal status` shows it withheld (before: "release
+                  complete", announced and shown as complete).
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -1819,6 +1825,65 @@ def case_disk_rot_kept(tmp):
             x.dump(tail=40)
     return fails
 
+def case_disk_rot_seed_dir(tmp):
+    return shoalproc.on_small_disk(tmp, "8m", lambda small: disk_rot_seed_dir(tmp, small),
+                                   "disk_rot_seed_dir")
+
+
+def disk_rot_seed_dir(tmp, small):
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    args = node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, "--no-origin"])
+    cache = os.path.join(small, "hub")
+    args[args.index("--cache-dir") + 1] = cache
+    a = Node("seed", args)
+    fails = 0
+    if not a.wait_for(r"is complete here: seeding", 20):
+        print("FAIL the seed did not import the release")
+        a.dump()
+        return 1
+    if a.stop() != 0:
+        print("FAIL the seed did not shut down cleanly")
+        fails += 1
+    snap = os.path.join(cache, "models--org--model", "snapshots", "ab" * 20, shard)
+    blob = os.path.realpath(snap)
+    size = os.path.getsize(blob)
+    mode = os.stat(blob).st_mode & 0o777
+    os.chmod(blob, mode | 0o200)
+    with open(blob, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 1]))
+    os.chmod(blob, mode)
+    # Leave 1 MiB free: the repair copy needs the shard's 3 MiB.
+    st = os.statvfs(small)
+    with open(os.path.join(small, "filler"), "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - (1 << 20))
+    a = Node("seed-again", args + ["--verify-store"])
+    if not a.wait_for(r"%s does not match its sha256 and there is no room" % re.escape(shard),
+                      20):
+        print("FAIL the restarted seed did not withhold the shard it cannot repair")
+        fails += 1
+    res = a.wait_for(r"imported \d+ chunks from .*", 20)
+    print("restarted seed: " + (res.group(0) if res else "no import line"))
+    if not res or "release complete" in res.group(0):
+        print("FAIL the import called the release complete with a file withheld")
+        fails += 1
+    out = run("status", "--socket", a.ctl)
+    print(out)
+    if "CORRUPT ON DISK: %s" % shard not in out or re.search(r"\bcomplete\b\s+100", out):
+        print("FAIL `shoal status` does not show the release incomplete with the shard withheld")
+        fails += 1
+    if a.wait_for(r"is complete here: seeding", 1):
+        print("FAIL the seed says it seeds the whole release")
+        fails += 1
+    fails += shoalproc.stop_all([a])
+    if fails:
+        a.dump(tail=40)
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -1843,5 +1908,6 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "disk_rot_inproc": case_disk_rot_inproc,
                       "disk_rot_refetch_cut": case_disk_rot_refetch_cut,
                       "disk_rot_kept": case_disk_rot_kept,
+                      "disk_rot_seed_dir": case_disk_rot_seed_dir,
                       "bad_manifest": case_bad_manifest,
                       "unknown_codec": case_unknown_codec}, "shoal-swarm-")
