@@ -84,6 +84,8 @@ struct blob {
     bool hashing;       /* a thread owns |sha| (under mu) */
     int repair_rv;      /* why its repair could not start at open, or 0
                          * (shoal_store_file_withheld) */
+    char *repair_msg;   /* and the message saying so, its own: last_error
+                         * is overwritten by the next blob's (NULL: none) */
     bool recheck;       /* the sidecar said it was bad when last written:
                          * hashed at open before it is trusted, as with
                          * SHOAL_STORE_VERIFY (a repair that could not
@@ -1558,6 +1560,7 @@ withhold:
     s->blobs[b].ready = false;
     s->blobs[b].bad = true;
     s->blobs[b].repair_rv = rv;
+    s->blobs[b].repair_msg = strdup(s->err); /* NULL: the caller says rv alone */
     pthread_mutex_unlock(&s->mu);
     rv = 0;
     goto out;
@@ -1883,9 +1886,11 @@ void shoal_store_free(struct shoal_store *s)
     if (!s->opening)
         shoal_store_flush(s);
     if (s->blobs)
-        for (b = 0; b < s->nblobs; b++)
+        for (b = 0; b < s->nblobs; b++) {
             if (s->blobs[b].fd >= 0)
                 close(s->blobs[b].fd);
+            free(s->blobs[b].repair_msg);
+        }
     if (s->snap_fd >= 0)
         close(s->snap_fd);
     if (s->meta_fd >= 0)
@@ -2453,14 +2458,20 @@ out:
     return rv;
 }
 
-int shoal_store_file_withheld(struct shoal_store *s, uint32_t fi)
+int shoal_store_file_withheld(struct shoal_store *s, uint32_t fi, char *why, size_t cap)
 {
+    const struct blob *bl;
     int v;
 
+    if (why && cap)
+        why[0] = '\0';
     if (!s || fi >= s->nfiles)
         return 0;
+    bl = &s->blobs[s->file_blob[fi]];
     pthread_mutex_lock(&s->mu);
-    v = s->blobs[s->file_blob[fi]].bad ? s->blobs[s->file_blob[fi]].repair_rv : 0;
+    v = bl->bad ? bl->repair_rv : 0;
+    if (v != 0 && why && cap)
+        snprintf(why, cap, "%s", bl->repair_msg ? bl->repair_msg : shoal_strerror(v));
     pthread_mutex_unlock(&s->mu);
     return v;
 }

@@ -280,13 +280,16 @@ void shoal_store_file_suspect(struct shoal_store *s, uint32_t file, bool bad);
 int shoal_store_take_back(struct shoal_store *s, uint32_t file, const uint32_t *chunks,
                           uint32_t n);
 
-/* 0, or, for a file found wrong at open (SHOAL_STORE_VERIFY, or a repair
- * under way) whose repair copy could not be made, the error that kept it
- * (SHOAL_ENOSPC: room for the whole file is needed in the cache, ...; the
- * message is in last_error). Such a file is done but bad (not ready, see
+/* 0, or, for a file found wrong at open (SHOAL_STORE_VERIFY, a file the
+ * sidecar marks bad, or a repair under way) whose repair copy could not be
+ * made, the error that kept it (SHOAL_ENOSPC: room for the whole file is
+ * needed in the cache, ...). Such a file is done but bad (not ready, see
  * file_suspect), its chunks still verified: the caller must withhold them
- * until a later open repairs it. */
-int shoal_store_file_withheld(struct shoal_store *s, uint32_t file);
+ * until a later open repairs it. When it is not 0 and |why| is not NULL,
+ * the message for this file (which path, what failed; last_error holds
+ * only the last one's) is written to |why| (|cap| bytes, NUL-terminated);
+ * otherwise |why| gets "". */
+int shoal_store_file_withheld(struct shoal_store *s, uint32_t file, char *why, size_t cap);
 
 /* Writes the absolute path of completed file |file| in the cache
  * (<cache>/<repo>/snapshots/<commit>/<path>). Returns 0, SHOAL_ENOTFOUND

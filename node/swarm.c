@@ -1022,7 +1022,7 @@ static void rot_open_withheld(struct shoal_swarm *s)
     for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++) {
         const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
         char err[512];
-        int wrv = shoal_store_file_withheld(s->store, i);
+        int wrv = shoal_store_file_withheld(s->store, i, err, sizeof err);
 
         if (wrv == 0)
             continue;
@@ -1031,7 +1031,6 @@ static void rot_open_withheld(struct shoal_swarm *s)
         s->rot_file[i] = ROT_FILE_KEPT;
         s->rot_kept_rv = wrv;
         s->complete = false;
-        shoal_store_last_error(s->store, err, sizeof err);
         if (wrv == SHOAL_ENOSPC)
             LOG_E("release %s: %s does not match its sha256 and there is no room for the copy "
                   "that repairs it (%s): not served; free %llu bytes in %s, then restart "

@@ -2064,8 +2064,10 @@ static int test_repair_no_room(void)
     REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
     CHECK(shoal_store_file_done(s, 0) && shoal_store_file_done(s, 2));
     CHECK(!shoal_store_file_ready(s, 1));
-    CHECK_EQ(shoal_store_file_withheld(s, 1), SHOAL_ENOSPC);
-    CHECK_EQ(shoal_store_file_withheld(s, 0), 0);
+    CHECK_EQ(shoal_store_file_withheld(s, 1, msg, sizeof msg), SHOAL_ENOSPC);
+    CHECK(strstr(msg, "to repair model.safetensors: ") != NULL); /* its own reason */
+    CHECK_EQ(shoal_store_file_withheld(s, 0, msg, sizeof msg), 0);
+    CHECK(msg[0] == '\0');
     shoal_store_last_error(s, msg, sizeof msg);
     repo_path(want, sizeof want, cache, &r, "blobs/");
     fprintf(stderr, "  %s\n", msg);
@@ -2077,7 +2079,7 @@ static int test_repair_no_room(void)
     REQUIRE(unlink(p) == 0);
     s = NULL;
     REQUIRE(shoal_store_open(&s, cache, r.m, &vo) == 0);
-    CHECK_EQ(shoal_store_file_withheld(s, 1), 0);
+    CHECK_EQ(shoal_store_file_withheld(s, 1, NULL, 0), 0);
     CHECK(!shoal_store_has(s, c));
     refill_ok(s, &r, 1, c);
     shoal_store_free(s);
@@ -2114,17 +2116,17 @@ static int test_kept_survives_restart(void)
         s = NULL;
         REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
         CHECK(!shoal_store_file_ready(s, 1));
-        CHECK_EQ(shoal_store_file_withheld(s, 1), SHOAL_ENOSPC);
+        CHECK_EQ(shoal_store_file_withheld(s, 1, NULL, 0), SHOAL_ENOSPC);
         CHECK_EQ(shoal_store_file_open(s, 1, &fd), SHOAL_EBADHASH);
         CHECK(shoal_store_file_ready(s, 0) && shoal_store_file_ready(s, 2));
-        CHECK_EQ(shoal_store_file_withheld(s, 0), 0);
+        CHECK_EQ(shoal_store_file_withheld(s, 0, NULL, 0), 0);
         shoal_store_free(s);
     }
     snprintf(p, sizeof p, "%s/filler", cache);
     REQUIRE(unlink(p) == 0);
     s = NULL;
     REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
-    CHECK_EQ(shoal_store_file_withheld(s, 1), 0);
+    CHECK_EQ(shoal_store_file_withheld(s, 1, NULL, 0), 0);
     CHECK(!shoal_store_has(s, c));
     refill_ok(s, &r, 1, c);
     shoal_store_free(s);

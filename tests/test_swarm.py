@@ -130,11 +130,12 @@ CASE is one of:
                   (before: removed by the failed take-back), the log and
                   `shoal status` say a restart with --verify-store repairs.
   disk_rot_seed_dir
-                  a --seed-dir seed restarted with --verify-store finds its
-                  shard changed and has no room to repair it (8 MiB tmpfs,
-                  root only): the import does not call the release complete
-                  and `shoal status` shows it withheld (before: "release
-                  complete", announced and shown as complete).
+                  a --seed-dir seed restarted with --verify-store finds both
+                  shards changed and has no room to repair them (8 MiB
+                  tmpfs, root only): each is withheld with a log line giving
+                  its own reason (before: both gave the last file's), the
+                  import does not call the release complete and `shoal
+                  status` shows them withheld (before: "release complete").
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -1845,26 +1846,35 @@ def disk_rot_seed_dir(tmp, small):
     if a.stop() != 0:
         print("FAIL the seed did not shut down cleanly")
         fails += 1
-    snap = os.path.join(cache, "models--org--model", "snapshots", "ab" * 20, shard)
-    blob = os.path.realpath(snap)
-    size = os.path.getsize(blob)
-    mode = os.stat(blob).st_mode & 0o777
-    os.chmod(blob, mode | 0o200)
-    with open(blob, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 1]))
-    os.chmod(blob, mode)
-    # Leave 1 MiB free: the repair copy needs the shard's 3 MiB.
+    shards = (shard, "model-00002-of-00002.safetensors")
+    for name in shards:
+        snap = os.path.join(cache, "models--org--model", "snapshots", "ab" * 20, name)
+        blob = os.path.realpath(snap)
+        size = os.path.getsize(blob)
+        mode = os.stat(blob).st_mode & 0o777
+        os.chmod(blob, mode | 0o200)
+        with open(blob, "r+b") as f:
+            f.seek(size // 2)
+            b = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([b[0] ^ 1]))
+        os.chmod(blob, mode)
+    # Leave 1 MiB free: the repair copies need the shards' 3 and 2 MiB.
     st = os.statvfs(small)
     with open(os.path.join(small, "filler"), "wb") as f:
         os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - (1 << 20))
     a = Node("seed-again", args + ["--verify-store"])
-    if not a.wait_for(r"%s does not match its sha256 and there is no room" % re.escape(shard),
-                      20):
-        print("FAIL the restarted seed did not withhold the shard it cannot repair")
-        fails += 1
+    for name in shards:
+        res = a.wait_for(r"%s does not match its sha256 and there is no room for the copy that "
+                         r"repairs it \((.*)\): not served" % re.escape(name), 20)
+        if not res:
+            print(f"FAIL the restarted seed did not withhold {name}, which it cannot repair")
+            fails += 1
+        elif "to repair %s: " % name not in res.group(1):
+            # Each line gives its own file's reason, not the last error.
+            print(f"FAIL the line withholding {name} gives another file's reason: "
+                  f"{res.group(1)}")
+            fails += 1
     res = a.wait_for(r"imported \d+ chunks from .*", 20)
     print("restarted seed: " + (res.group(0) if res else "no import line"))
     if not res or "release complete" in res.group(0):
