@@ -214,7 +214,7 @@ struct shoal_swarm {
     } rot_liars[ROT_LIARS];    /* keys whose dispute was false: ignored */
     char rot_err[320];         /* for status (rot_status): a file withheld or
                                 * being fetched again; "" while none is */
-    int rot_kept_rv;           /* why the last repair failed (KEPT files) */
+    int *rot_kept_rv;          /* per file: why its repair failed (KEPT), or 0 */
 };
 
 static uint32_t next_req_id = 1;
@@ -408,8 +408,9 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     s->rot_ok = calloc(1, s->nchunks / 8 + 1);
     s->rot_file = calloc(1, (size_t)shoal_manifest_nfiles(m) + 1);
     s->rot_why = calloc(1, (size_t)shoal_manifest_nfiles(m) + 1);
+    s->rot_kept_rv = calloc((size_t)shoal_manifest_nfiles(m) + 1, sizeof *s->rot_kept_rv);
     if (!s->origin_failed || !s->raw_run || !s->rot_bad || !s->rot_ok || !s->rot_file ||
-        !s->rot_why) {
+        !s->rot_why || !s->rot_kept_rv) {
         rv = -ENOMEM;
         goto fail;
     }
@@ -432,6 +433,7 @@ fail:
     free(s->rot_ok);
     free(s->rot_file);
     free(s->rot_why);
+    free(s->rot_kept_rv);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -452,6 +454,7 @@ void shoal_swarm_free(struct shoal_swarm *s)
     free(s->rot_ok);
     free(s->rot_file);
     free(s->rot_why);
+    free(s->rot_kept_rv);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -986,7 +989,7 @@ static void rot_status(struct shoal_swarm *s)
     case ROT_FILE_KEPT:
         for (uint32_t k = 0; k < f->nchunks; k++)
             n += bit_get(s->rot_bad, f->first_chunk + k);
-        if (s->rot_file[first] == ROT_FILE_KEPT && s->rot_kept_rv == SHOAL_ENOSPC &&
+        if (s->rot_file[first] == ROT_FILE_KEPT && s->rot_kept_rv[first] == SHOAL_ENOSPC &&
             !(s->cfg->store_flags & SHOAL_STORE_MEMORY)) {
             snprintf(s->rot_err, sizeof s->rot_err,
                      "%s: %s: %u of %u chunks %s (not served; no room to repair it: free %llu "
@@ -1029,7 +1032,7 @@ static void rot_open_withheld(struct shoal_swarm *s)
         for (uint32_t k = 0; k < f->nchunks; k++)
             bit_put(s->rot_bad, f->first_chunk + k, true);
         s->rot_file[i] = ROT_FILE_KEPT;
-        s->rot_kept_rv = wrv;
+        s->rot_kept_rv[i] = wrv;
         s->complete = false;
         if (wrv == SHOAL_ENOSPC)
             LOG_E("release %s: %s does not match its sha256 and there is no room for the copy "
@@ -1135,6 +1138,7 @@ static void rot_suspect(struct shoal_swarm *s, uint32_t file, int why)
 {
     s->rot_file[file] = ROT_FILE_SCANNING;
     s->rot_why[file] = (uint8_t)why;
+    s->rot_kept_rv[file] = 0; /* a new scan: what failed before is not known */
     shoal_store_file_suspect(s->store, file, true);
     s->complete = false;
     rot_status(s);
@@ -1204,7 +1208,7 @@ static void rot_taken(struct shoal_swarm *s, struct rot_job *j)
                   "pull it again to repair it", s->idhex, where, j->nbad);
         } else {
             shoal_store_last_error(s->store, err, sizeof err);
-            s->rot_kept_rv = j->rv;
+            s->rot_kept_rv[j->file] = j->rv;
             rot_status(s);
             if (j->rv == SHOAL_ENOSPC)
                 LOG_E("release %s: %s: its %u bad chunks cannot be fetched again: no room for "

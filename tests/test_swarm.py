@@ -136,6 +136,12 @@ CASE is one of:
                   its own reason (before: both gave the last file's), the
                   import does not call the release complete and `shoal
                   status` shows them withheld (before: "release complete").
+  disk_rot_status_reason
+                  that seed withholds shard 1 for want of room, then shard 2
+                  rots while served and its take-back fails for another
+                  reason (a directory where its copy goes): `shoal status`
+                  still says to free room for shard 1 (before: the advice
+                  came from the last failure, shard 2's).
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -1826,6 +1832,29 @@ def case_disk_rot_kept(tmp):
             x.dump(tail=40)
     return fails
 
+def flip_middle_byte(snap):
+    """Flips the byte in the middle of the blob snapshot link |snap| points
+    at, as bit rot would (its mode is put back)."""
+    blob = os.path.realpath(snap)
+    size = os.path.getsize(blob)
+    mode = os.stat(blob).st_mode & 0o777
+    os.chmod(blob, mode | 0o200)
+    with open(blob, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 1]))
+    os.chmod(blob, mode)
+    return blob
+
+
+def fill_leaving(small, left):
+    """Fills the tmpfs at |small| up to |left| bytes free."""
+    st = os.statvfs(small)
+    with open(os.path.join(small, "filler"), "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - left)
+
+
 def case_disk_rot_seed_dir(tmp):
     return shoalproc.on_small_disk(tmp, "8m", lambda small: disk_rot_seed_dir(tmp, small),
                                    "disk_rot_seed_dir")
@@ -1848,21 +1877,9 @@ def disk_rot_seed_dir(tmp, small):
         fails += 1
     shards = (shard, "model-00002-of-00002.safetensors")
     for name in shards:
-        snap = os.path.join(cache, "models--org--model", "snapshots", "ab" * 20, name)
-        blob = os.path.realpath(snap)
-        size = os.path.getsize(blob)
-        mode = os.stat(blob).st_mode & 0o777
-        os.chmod(blob, mode | 0o200)
-        with open(blob, "r+b") as f:
-            f.seek(size // 2)
-            b = f.read(1)
-            f.seek(size // 2)
-            f.write(bytes([b[0] ^ 1]))
-        os.chmod(blob, mode)
+        flip_middle_byte(os.path.join(cache, "models--org--model", "snapshots", "ab" * 20, name))
     # Leave 1 MiB free: the repair copies need the shards' 3 and 2 MiB.
-    st = os.statvfs(small)
-    with open(os.path.join(small, "filler"), "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - (1 << 20))
+    fill_leaving(small, 1 << 20)
     a = Node("seed-again", args + ["--verify-store"])
     for name in shards:
         res = a.wait_for(r"%s does not match its sha256 and there is no room for the copy that "
@@ -1894,6 +1911,59 @@ def disk_rot_seed_dir(tmp, small):
     return fails
 
 
+def case_disk_rot_status_reason(tmp):
+    return shoalproc.on_small_disk(tmp, "8m", lambda small: disk_rot_status_reason(tmp, small),
+                                   "disk_rot_status_reason")
+
+
+def disk_rot_status_reason(tmp, small):
+    k, repo, files, mf, mid = setup(tmp)
+    shard1, shard2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    args = node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, "--no-origin"])
+    cache = os.path.join(small, "hub")
+    args[args.index("--cache-dir") + 1] = cache
+    snaps = os.path.join(cache, "models--org--model", "snapshots", "ab" * 20)
+    a = Node("seed", args)
+    fails = 0
+    if not a.wait_for(r"is complete here: seeding", 20):
+        print("FAIL the seed did not import the release")
+        a.dump()
+        return 1
+    if a.stop() != 0:
+        print("FAIL the seed did not shut down cleanly")
+        fails += 1
+    # Shard 1: no room for its repair copy at the restart.
+    flip_middle_byte(os.path.join(snaps, shard1))
+    fill_leaving(small, 1 << 20)
+    a = Node("seed-again", args + ["--verify-store"])
+    if not a.wait_for(r"%s does not match its sha256 and there is no room" % re.escape(shard1),
+                      20):
+        print("FAIL the restarted seed did not withhold shard 1")
+        fails += 1
+    # Shard 2 rots while served, with a directory where its copy goes.
+    blob = flip_middle_byte(os.path.join(snaps, shard2))
+    os.mkdir("%s.%s.incomplete" % (blob, mid[:16]))
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                                 "--no-origin"]))
+    if not a.wait_for(r"%s: its 1 bad chunks cannot be fetched again while it is open" %
+                      re.escape(shard2), WAIT_S):
+        print("FAIL the seed did not say it could not take shard 2's bad chunk back")
+        fails += 1
+    st = run("status", "--socket", a.ctl)
+    print(st)
+    # The first file's line keeps its own advice: shard 2's failure is not
+    # for want of room.
+    if "CORRUPT ON DISK: %s" % shard1 not in st or "no room to repair it: free" not in st or \
+            "1 more file" not in st:
+        print("FAIL `shoal status` does not give shard 1's own reason (no room)")
+        fails += 1
+    fails += shoalproc.stop_all([p1, a])
+    if fails:
+        for x in (a, p1):
+            x.dump(tail=40)
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -1919,5 +1989,6 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "disk_rot_refetch_cut": case_disk_rot_refetch_cut,
                       "disk_rot_kept": case_disk_rot_kept,
                       "disk_rot_seed_dir": case_disk_rot_seed_dir,
+                      "disk_rot_status_reason": case_disk_rot_status_reason,
                       "bad_manifest": case_bad_manifest,
                       "unknown_codec": case_unknown_codec}, "shoal-swarm-")
