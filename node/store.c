@@ -1448,8 +1448,6 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
                 if (!own_there) {
                     if ((rv = repair_copy(s, b, fd, NULL, NULL, &cfd)) < 0)
                         goto withhold;
-                    close(cfd);
-                    cfd = -1;
                     copied = true;
                 }
                 rescan = true;
@@ -1482,6 +1480,20 @@ incomplete:
      * sidecar's bits talk about it. */
     s->blobs[b].own_inc = true;
     blob_inc_path(s, b, inc, sizeof inc);
+    if (cfd >= 0) {
+        /* The copy just made is that file, and it is locked: closed and
+         * opened again here, it would be unlocked in between, for another
+         * filler to take. */
+        fd = cfd;
+        cfd = -1;
+        if (fstat(fd, &st) < 0) {
+            rv = errno_rv(errno);
+            set_err(s, "opening %s/%s for %s: %s", s->repo_path, inc, pf->path,
+                    shoal_strerror(rv));
+            goto out;
+        }
+        goto opened;
+    }
     if (fstatat(s->blobs_fd, in_blobs(inc), &st, AT_SYMLINK_NOFOLLOW) < 0) {
         s->blobs[b].own_inc = false;
         blob_inc_path(s, b, inc, sizeof inc);
@@ -1521,6 +1533,7 @@ incomplete:
         s->blobs[b].own_inc = true;
         blob_inc_path(s, b, inc, sizeof inc);
     }
+opened:
     if ((uint64_t)st.st_size != pf->size) {
         /* New, or not the file the sidecar talks about: trust none of it. */
         pthread_mutex_lock(&s->mu);

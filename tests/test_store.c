@@ -1786,6 +1786,78 @@ static void refill_ok(struct shoal_store *s, const struct rel *r, int f, uint32_
     CHECK(opens_right(s, r, f));
 }
 
+/* A stand-in for another filler: armed with a partial file's path, each
+ * close of a descriptor of that file is followed at once by an attempt to
+ * lock it from a description of its own, as a second process would; the
+ * lock it gets is kept until disarmed. */
+static char thief_path[1024];
+static int thief_fd = -1;
+
+int close(int fd)
+{
+    static int (*real)(int);
+    char link[64], at[1024];
+    ssize_t n = -1;
+    int rv, t;
+
+    if (!real) {
+        void *v = dlsym(RTLD_NEXT, "close");
+        memcpy(&real, &v, sizeof real);
+    }
+    if (thief_path[0] && thief_fd < 0) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        n = readlink(link, at, sizeof at - 1);
+    }
+    rv = real(fd);
+    if (n > 0 && (at[n] = '\0', strcmp(at, thief_path) == 0) &&
+        (t = open(thief_path, O_RDONLY | O_CLOEXEC)) >= 0) {
+        if (flock(t, LOCK_EX | LOCK_NB) == 0)
+            thief_fd = t;
+        else
+            real(t);
+    }
+    return rv;
+}
+
+static void thief_disarm(void)
+{
+    thief_path[0] = '\0';
+    if (thief_fd >= 0)
+        close(thief_fd);
+    thief_fd = -1;
+}
+
+/* --verify-store repairing a published blob keeps the lock on its copy
+ * from the moment it is made: it used to close the copy and open it again,
+ * unlocked in between, so another filler could take it there (and this
+ * open then failed, "another process is filling it"). */
+static void test_verify_copy_stays_locked(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts vo = {.flags = SHOAL_STORE_VERIFY};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024];
+    int rv;
+
+    s = filled(cache, &r, NULL);
+    shoal_store_free(s);
+    s = NULL;
+    rot_blob(cache, &r, 1, 100000);
+    REQUIRE(realpath(cache, p) != NULL); /* /proc shows the path resolved */
+    own_partial(thief_path, sizeof thief_path, p, &r, 1);
+    rv = shoal_store_open(&s, cache, r.m, &vo);
+    CHECK_EQ(rv, 0);
+    CHECK(thief_fd < 0); /* nobody else could lock the copy meanwhile */
+    thief_disarm();
+    if (s) {
+        CHECK(!shoal_store_has(s, chunk_at(&r, 1, 100000)));
+        refill_ok(s, &r, 1, chunk_at(&r, 1, 100000));
+        shoal_store_free(s);
+    }
+    rel_free(&r);
+}
+
 /* A repair whose partial file is removed (say by an operator freeing
  * room) before it completes: the rotten blobs/<sha> is not linked in its
  * place (it used to be, its size being right), and the error says what to
@@ -2223,6 +2295,7 @@ int main(int argc, char **argv)
         RUN(test_verify_crash);
         RUN(test_leftover_locked);
         RUN(test_take_back_eio);
+        RUN(test_verify_copy_stays_locked);
         RUN(test_concurrent_puts);
         RUN(test_duplicates_counted_once);
         RUN(test_ready_early);
