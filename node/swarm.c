@@ -1286,24 +1286,18 @@ static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
         if (!bit_get(j->bad, k) && shoal_store_has(s->store, f->first_chunk + k))
             send_have(s, f->first_chunk + k);
     rot_file_name(s, j->file, where, sizeof where);
-    if (j->nbad == 0 && j->refetch) {
-        /* Its bad chunks are still being fetched again: it stays out of the
-         * cache and from loaders until its sha256 matches (the store). */
-        LOG_W("release %s: %s hashes right in all the chunks it holds: serving them again; "
-              "the rest are still being fetched again", s->idhex, where);
-        s->rot_file[j->file] = ROT_FILE_REFETCH;
-        shoal_store_file_suspect(s->store, j->file, false);
-        rot_status(s);
-        rot_announce(s);
-        check_complete(s);
-        return;
-    }
     if (j->nbad == 0) {
-        LOG_W("release %s: %s hashes right again in all its %u chunks: serving it again",
-              s->idhex, where, f->nchunks);
-        s->rot_file[j->file] = ROT_FILE_OK;
-        /* Ready again, so loaders that asked for it meanwhile get it now
-         * (the store calls on_ready). */
+        /* Cleared: a whole file is ready again, so loaders that asked for
+         * it meanwhile get it now (the store calls on_ready); one whose bad
+         * chunks are still being fetched again (refetch) stays out of the
+         * cache and from loaders until its sha256 matches (the store). */
+        if (j->refetch)
+            LOG_W("release %s: %s hashes right in all the chunks it holds: serving them "
+                  "again; the rest are still being fetched again", s->idhex, where);
+        else
+            LOG_W("release %s: %s hashes right again in all its %u chunks: serving it again",
+                  s->idhex, where, f->nchunks);
+        s->rot_file[j->file] = j->refetch ? ROT_FILE_REFETCH : ROT_FILE_OK;
         shoal_store_file_suspect(s->store, j->file, false);
         rot_status(s);
         rot_announce(s);
