@@ -1786,6 +1786,45 @@ static void refill_ok(struct shoal_store *s, const struct rel *r, int f, uint32_
     CHECK(opens_right(s, r, f));
 }
 
+/* A sidecar written before files could be marked suspect (version 1: no
+ * per-file bits) is still read: an upgraded daemon resumes a partial
+ * release where it was instead of fetching it all again. */
+static void test_sidecar_v1_read(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char sc[1024];
+    size_t n, nbits, v1;
+    uint8_t *img;
+    uint32_t put_n;
+    int fd;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i += 2)
+        CHECK_EQ(put(s, &r, i), 0);
+    put_n = shoal_store_count(s);
+    CHECK(put_n > 0 && !shoal_store_complete(s));
+    shoal_store_free(s);
+    sidecar_path(sc, sizeof sc, cache, &r);
+    img = slurp(sc, &n);
+    REQUIRE(img);
+    nbits = (shoal_manifest_nchunks(r.m) + 7) / 8;
+    v1 = 48 + nbits + 32;
+    REQUIRE(n == v1 + (shoal_manifest_nfiles(r.m) + 7) / 8);
+    img[8] = 1; /* version, little-endian */
+    shoal_chunk_id(img + 48 + nbits, img, 48 + nbits);
+    fd = open(sc, O_WRONLY | O_TRUNC);
+    REQUIRE(fd >= 0 && write(fd, img, v1) == (ssize_t)v1);
+    close(fd);
+    free(img);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(shoal_store_count(s), put_n);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 /* A stand-in for another filler: armed with a partial file's path, each
  * close of a descriptor of that file is followed at once by an attempt to
  * lock it from a description of its own, as a second process would; the
@@ -2296,6 +2335,7 @@ int main(int argc, char **argv)
         RUN(test_leftover_locked);
         RUN(test_take_back_eio);
         RUN(test_verify_copy_stays_locked);
+        RUN(test_sidecar_v1_read);
         RUN(test_concurrent_puts);
         RUN(test_duplicates_counted_once);
         RUN(test_ready_early);
