@@ -105,10 +105,14 @@ struct job {
     bool have_cr;
     uint64_t cr_start;          /* Content-Range start of a 206 */
     uint64_t pos;               /* file offset of the next body byte */
+    uint64_t body_start;        /* file offset of the body's first byte */
     bool body_started;
     bool done_early;            /* we stopped the body because we had it all */
     bool aborted;               /* a data callback asked to stop */
-    bool no_range;              /* ... or we did: a 200 to a far Range */
+    bool no_range;              /* ... or we did: a body starting far before
+                                   the Range asked (a 200, or a 206 whose
+                                   Content-Range starts early) */
+    bool no_cr;                 /* ... or a 206 without a Content-Range */
     int abort_rv;
     struct shoal_buf body;      /* API body, or the first bytes of an error body */
 };
@@ -381,6 +385,7 @@ static void attempt_reset(struct job *j)
     j->have_cr = false;
     j->cr_start = 0;
     j->pos = 0;
+    j->body_start = 0;
     j->done_early = false;
     j->body_started = false;
     shoal_buf_reset(&j->body);
@@ -583,6 +588,31 @@ static long parse_retry_after(const char *v, size_t n)
     return when > now ? (long)(when - now) * 1000 : 0;
 }
 
+/* The first byte's offset of "bytes A-B/S" (S may be "*"), into |*start|.
+ * False for anything else: a Content-Range we cannot read places the body
+ * nowhere, and is treated as missing. */
+static bool parse_cr_start(const char *v, size_t n, uint64_t *start)
+{
+    uint64_t a = 0, b = 0;
+    size_t i = 0, k;
+
+    if (n < 6 || strncasecmp(v, "bytes", 5) != 0)
+        return false;
+    for (i = 5; i < n && v[i] == ' '; i++)
+        ;
+    /* At most 19 digits each: no overflow of a uint64_t. */
+    for (k = 0; i < n && isdigit((unsigned char)v[i]) && k < 19; i++, k++)
+        a = a * 10 + (uint64_t)(v[i] - '0');
+    if (k == 0 || i >= n || v[i++] != '-')
+        return false;
+    for (k = 0; i < n && isdigit((unsigned char)v[i]) && k < 19; i++, k++)
+        b = b * 10 + (uint64_t)(v[i] - '0');
+    if (k == 0 || i >= n || v[i] != '/' || b < a)
+        return false;
+    *start = a;
+    return true;
+}
+
 static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 {
     struct job *j = ud;
@@ -609,16 +639,9 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
     } else if (header_is(line, n, "X-Error-Message", &v, &vl)) {
         copy_field(j->err_msg, sizeof(j->err_msg), v, vl);
     } else if (header_is(line, n, "Content-Range", &v, &vl)) {
-        char tmp[96];
-        unsigned long long a;
-        if (vl < sizeof(tmp)) {
-            memcpy(tmp, v, vl);
-            tmp[vl] = '\0';
-            if (sscanf(tmp, "bytes %llu-", &a) == 1) {
-                j->have_cr = true;
-                j->cr_start = a;
-            }
-        }
+        uint64_t a;
+        j->have_cr = parse_cr_start(v, vl, &a);
+        j->cr_start = j->have_cr ? a : 0;
     }
     return n;
 }
@@ -641,19 +664,28 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         return n;
     }
     /* JOB_RANGE: hand over the part of [pos, pos+n) inside our range. */
+    uint64_t want_lo = j->off + j->got;
     if (!j->body_started) {
         j->body_started = true;
-        /* A 200 is the whole file from byte 0; a 206 starts where it says
-         * (or, without Content-Range, where we asked). */
-        if (j->status == 206)
-            j->pos = j->have_cr ? j->cr_start : j->off + j->got;
-        else if (j->off + j->got > j->hub->cfg.range_skip_max) {
+        /* A 200 is the whole file from byte 0; a 206 starts where its
+         * Content-Range says. A 206 without one is refused: taking it to
+         * start where we asked would write a misplaced body as good bytes
+         * (the chunk hashes would catch it, after the origin was paid). */
+        if (j->status == 206 && !j->have_cr) {
+            j->aborted = j->no_cr = true;
+            j->abort_rv = SHOAL_EPROTO;
+            return 0;
+        }
+        j->pos = j->body_start = j->status == 206 ? j->cr_start : 0;
+        /* Reading up to the bytes asked for costs every byte before them,
+         * whether the origin ignored Range (200) or answered from an
+         * earlier offset (206): refused past range_skip_max, not paid. */
+        if (j->pos < want_lo && want_lo - j->pos > j->hub->cfg.range_skip_max) {
             j->aborted = j->no_range = true;
             j->abort_rv = SHOAL_EPROTO;
             return 0;
         }
     }
-    uint64_t want_lo = j->off + j->got;
     uint64_t want_hi = j->off + j->len;
     uint64_t lo = j->pos, hi = j->pos + n;
     j->pos = hi;
@@ -1043,11 +1075,25 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         return;
     }
     if (j->aborted && j->no_range) {
-        snprintf(msg, sizeof(msg), "%s@%s file %s: the origin ignores Range requests (HTTP 200, "
-                 "the whole file, for bytes from %" PRIu64 "): refused, as reading up to them "
-                 "would cost every byte before", j->fetch->repo, j->fetch->rev, j->fetch->path,
-                 j->off + j->got);
+        char what[96];
+        if (j->status == 206)
+            snprintf(what, sizeof what, "HTTP 206 from byte %" PRIu64, j->body_start);
+        else
+            snprintf(what, sizeof what, "HTTP %ld, the whole file", j->status);
+        snprintf(msg, sizeof(msg), "%s@%s file %s: the origin ignores Range requests (%s, "
+                 "for bytes from %" PRIu64 "): refused, as reading up to them would cost the "
+                 "%" PRIu64 " bytes before", j->fetch->repo, j->fetch->rev, j->fetch->path,
+                 what, j->off + j->got, j->off + j->got - j->body_start);
         health_note(h, j, "ignores Range requests");
+        job_complete(h, j, j->abort_rv, msg);
+        return;
+    }
+    if (j->aborted && j->no_cr) {
+        snprintf(msg, sizeof(msg), "%s@%s file %s: the origin answered a Range request (bytes "
+                 "from %" PRIu64 ") with HTTP 206 but no valid Content-Range: refused, as where "
+                 "its bytes start is unknown", j->fetch->repo, j->fetch->rev, j->fetch->path,
+                 j->off + j->got);
+        health_note(h, j, "HTTP 206 without Content-Range");
         job_complete(h, j, j->abort_rv, msg);
         return;
     }

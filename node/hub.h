@@ -93,9 +93,11 @@ struct shoal_hub_config {
     shoal_hub_health_cb on_health; /* NULL: nobody is told */
     void *health_user;
     unsigned health_summary_ms;  /* least time between failure reports; 0 = 30000 */
-    /* A 200 (the whole file) answering a Range request for bytes past this
-     * offset fails the fetch ("ignores Range") instead of reading every byte
-     * before them; 0 = 8 MiB. */
+    /* An answer to a Range request whose body starts more than this many
+     * bytes before the first byte asked for (a 200, the whole file, or a
+     * 206 whose Content-Range starts early) fails the fetch with
+     * SHOAL_EPROTO ("ignores Range") instead of reading every byte before
+     * them; 0 = 8 MiB. A 206 without a Content-Range fails it too. */
     uint64_t range_skip_max;
 };
 

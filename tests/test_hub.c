@@ -752,6 +752,55 @@ static void test_ignores_range(void)
     hub_close(h);
 }
 
+/* A gateway that answers every Range with a 206 from byte 0 (its cached
+ * block, say) is the same waste as one ignoring Range: a span near the
+ * start is cut out of it, one past range_skip_max fails at its first body
+ * byte instead of reading everything before it (the review's origin made a
+ * 25.5 MB release cost 113 MB that way, without a word). A 206 without a
+ * Content-Range is refused rather than taken to start where we asked. The
+ * stand-in sends at 1 MB/s, so what it sent is what the client read. */
+static void test_range_starts_early(void)
+{
+    struct shoal_hub *h = hub_with(0, 64 * 1024);
+    struct fetched f = {0};
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
+    struct shoal_hub_span near = {4096, 10}, far = {600000, 100};
+
+    stub_settle();
+    stub_reset();
+    stub_fault("[{\"kind\": \"cr_early\", \"match\": \"/cdn/\", \"times\": -1},"
+               " {\"kind\": \"slow\", \"bps\": 1000000, \"match\": \"/cdn/\", \"times\": -1}]");
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &near, 1, &f, len), 0);
+    CHECK_EQ(f.delivered, 10);
+    CHECK(memcmp(f.buf + 4096, want + 4096, 10) == 0);
+    free(f.buf);
+    CHECK(hubstub_stat(&stub, NULL, "total_bytes") == 4096 + 10);
+    stub_reset();
+    stub_fault("[{\"kind\": \"cr_early\", \"match\": \"/cdn/\", \"times\": -1},"
+               " {\"kind\": \"slow\", \"bps\": 1000000, \"match\": \"/cdn/\", \"times\": -1}]");
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &far, 1, &f, len), SHOAL_EPROTO);
+    CHECK_EQ(f.delivered, 0);
+    CHECK(strstr(f.msg, "ignores Range") && strstr(f.msg, "206 from byte 0"));
+    fprintf(stderr, "  %s\n", f.msg);
+    free(f.buf);
+    /* The 600,000 bytes before the span were not all read. */
+    long long sent = hubstub_stat(&stub, NULL, "total_bytes");
+    CHECK(sent >= 0 && sent < 300000);
+    fprintf(stderr, "  origin sent %lld bytes\n", sent);
+
+    stub_reset();
+    stub_fault("[{\"kind\": \"nocr\", \"match\": \"/cdn/\", \"times\": -1}]");
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &far, 1, &f, len), SHOAL_EPROTO);
+    CHECK_EQ(f.delivered, 0);
+    CHECK(strstr(f.msg, "206 but no valid Content-Range") != NULL);
+    fprintf(stderr, "  %s\n", f.msg);
+    free(f.buf);
+    stub_reset();
+    free(want);
+    hub_close(h);
+}
+
 /* A gateway that sends headers and then nothing: shoal_hub_cancel ends the
  * running request and the queued ones at once (max_inflight 1, four
  * ranges), the done callback comes from the loop with -ECANCELED, another
@@ -934,6 +983,7 @@ int main(int argc, char **argv)
     RUN(test_many_in_flight);
     RUN(test_cancel_stalled);
     RUN(test_ignores_range);
+    RUN(test_range_starts_early);
     RUN(test_abort_after_redirect);
     RUN(test_cut_every_byte);
 

@@ -50,6 +50,12 @@ Control (never faulted):
             bytes served of that file have byte X inverted
        {"kind": "norange", "match": ..., "times": n}  answer a Range request
             with 200 and the whole file, as a gateway ignoring Range does
+       {"kind": "cr_early", "from": X, "match": ..., "times": n}  answer a
+            Range request with 206 and "Content-Range: bytes X-END/SIZE"
+            (X defaults to 0), sending the bytes from X: a gateway that
+            serves its cached block from the start of the file
+       {"kind": "nocr", "match": ..., "times": n}  answer a Range request
+            with 206 and the bytes asked for, but no Content-Range header
        {"kind": "stall", "seconds": S, "match": ..., "times": n}  send the
             headers of a file answer, then nothing for S seconds
        {"kind": "cdn_host", "host": "127.0.0.1"}  redirect LFS files to
@@ -105,7 +111,8 @@ class State:
                 if kind == "cdn_host":
                     self.cdn_host = r.get("host") or None
                     continue
-                if kind not in ("status", "slow", "cut", "flip", "stall", "norange"):
+                if kind not in ("status", "slow", "cut", "flip", "stall", "norange",
+                                "cr_early", "nocr"):
                     raise ValueError("unknown fault kind %r" % kind)
                 r = dict(r)
                 r.setdefault("times", 1 if kind in ("status", "cut") else -1)
@@ -273,10 +280,16 @@ class Handler(BaseHTTPRequestHandler):
         rng = parse_range(self.headers.get("Range"), size)
         if rng is not None and self.st.take_fault("norange", self.path) is not None:
             rng = None
+        send_cr = True
         if rng is None:
             start, end, code = 0, size - 1, status_ok
         else:
             start, end, code = rng[0], rng[1], 206
+            early = self.st.take_fault("cr_early", self.path)
+            if early is not None:
+                start = min(start, int(early.get("from", 0)))
+            elif self.st.take_fault("nocr", self.path) is not None:
+                send_cr = False
         length = end - start + 1 if size else 0
         self.send_response(code)
         for k, v in headers.items():
@@ -284,7 +297,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
-        if code == 206:
+        if code == 206 and send_cr:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
         self.end_headers()
         if self.command == "HEAD" or length == 0:
