@@ -50,6 +50,13 @@
  * byte before it (each lease of a 10 GB shard would read gigabytes). The
  * default of shoal_hub_config.range_skip_max. */
 #define HUB_RANGE_SKIP_MAX (8u << 20)
+/* The longest wait a Retry-After may ask for (10 min), the default of
+ * shoal_hub_config.retry_after_max_ms: an origin rate-limiting us knows
+ * better than our backoff cap how long to stay away. */
+#define HUB_RETRY_AFTER_MAX_MS (600u * 1000)
+/* Hosts remembered as having asked us to wait (per-host "not before"). */
+#define HUB_HOLDS 16
+#define HUB_HOST_MAX 128
 #define HUB_TOKEN_MAX 4096
 #define HUB_MSG_MAX 1024
 #define HUB_RECV_BUFFER (512 * 1024)
@@ -87,6 +94,7 @@ struct job {
     struct api_req *api;        /* JOB_API */
     char *url;                  /* where every attempt starts */
     char *cur_url;              /* current hop */
+    char host[HUB_HOST_MAX];    /* host[:port] of cur_url, for holds */
     bool offhost;               /* current chain left the endpoint: no token */
     unsigned redirects;
     unsigned attempts;          /* failures since the last progress */
@@ -143,11 +151,19 @@ struct sock_ctx {
     struct sock_ctx *prev, *next; /* live (not closing) sockets */
 };
 
+/* A host that answered 429 or 503 with a Retry-After: no request goes to
+ * it before |until_ms|. */
+struct host_hold {
+    char host[HUB_HOST_MAX];
+    uint64_t until_ms;          /* 0: a free slot */
+};
+
 struct shoal_hub {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t curl_timer;      /* libcurl's timeout */
     uv_timer_t retry_timer;     /* earliest delayed job */
+    uv_timer_t hold_timer;      /* earliest end of a hold that keeps a job queued */
     uv_timer_t idle;            /* runs completions that have no transfer */
     char *endpoint;
     char *endpoint_shown;       /* for logs: credentials redacted */
@@ -157,6 +173,7 @@ struct shoal_hub {
     struct shoal_hub_config cfg;
     struct job *pend_head, *pend_tail;
     struct job *delayed;        /* sorted by due_ms */
+    struct host_hold holds[HUB_HOLDS];
     struct job *all;
     struct sock_ctx *socks;
     struct fetch **empty_fetches; /* fetches with no job, completed on idle */
@@ -330,20 +347,6 @@ static void pend_push(struct shoal_hub *h, struct job *j)
     else
         h->pend_head = j;
     h->pend_tail = j;
-}
-
-static struct job *pend_pop(struct shoal_hub *h)
-{
-    struct job *j = h->pend_head;
-
-    if (j) {
-        h->pend_head = j->next;
-        if (!h->pend_head)
-            h->pend_tail = NULL;
-        j->next = NULL;
-        j->state = JOB_IDLE;
-    }
-    return j;
 }
 
 /* Removes |j| from the pending or delayed list if it is on one. */
@@ -840,7 +843,8 @@ static void delay_job(struct shoal_hub *h, struct job *j, uint64_t delay)
 }
 
 /* Backoff before attempt |attempts|+1: base*2^(attempts-1) capped, full
- * jitter in [d/2, d], and never earlier than the server's Retry-After. */
+ * jitter in [d/2, d], and never earlier than the server's Retry-After
+ * (capped by retry_after_max_ms, not by backoff_max_ms). */
 static uint64_t backoff_ms(struct shoal_hub *h, unsigned attempts, long retry_after_ms)
 {
     uint64_t d = h->cfg.backoff_base_ms;
@@ -853,8 +857,8 @@ static uint64_t backoff_ms(struct shoal_hub *h, unsigned attempts, long retry_af
     d = d / 2 + (d > 1 ? rng_next(h) % (d / 2 + 1) : 0);
     if (retry_after_ms >= 0) {
         uint64_t ra = (uint64_t)retry_after_ms;
-        if (ra > h->cfg.backoff_max_ms)
-            ra = h->cfg.backoff_max_ms;
+        if (ra > h->cfg.retry_after_max_ms)
+            ra = h->cfg.retry_after_max_ms;
         if (ra > d)
             d = ra;
     }
@@ -953,6 +957,66 @@ static void url_host(const char *url, char *out, size_t cap)
     curl_url_cleanup(u);
 }
 
+/* Points |j|'s current hop at |url| (copied) and notes its host.
+ * Returns 0 or -ENOMEM (cur_url is then NULL). */
+static int job_set_url(struct job *j, const char *url)
+{
+    free(j->cur_url);
+    j->cur_url = strdup(url);
+    if (!j->cur_url)
+        return -ENOMEM;
+    url_host(url, j->host, sizeof j->host);
+    return 0;
+}
+
+/* ---- per-host holds ("not before", from Retry-After) ---- */
+
+/* Until when |host| asked us to wait, or 0 if it did not (or that passed). */
+static uint64_t hold_until(const struct shoal_hub *h, const char *host, uint64_t now)
+{
+    for (size_t i = 0; i < HUB_HOLDS; i++)
+        if (h->holds[i].until_ms > now && strcmp(h->holds[i].host, host) == 0)
+            return h->holds[i].until_ms;
+    return 0;
+}
+
+static bool hold_any(const struct shoal_hub *h, uint64_t now)
+{
+    for (size_t i = 0; i < HUB_HOLDS; i++)
+        if (h->holds[i].until_ms > now)
+            return true;
+    return false;
+}
+
+/* Holds every request to |host| until |until|: its own slot if it has one
+ * (never shortened), else a free or passed one, else the one ending first
+ * (more than HUB_HOLDS hosts rate-limiting us at once: the shortest hold is
+ * the cheapest to forget, as its job still waits its own Retry-After). */
+static void hold_set(struct shoal_hub *h, const char *host, uint64_t until, uint64_t now)
+{
+    struct host_hold *slot = NULL;
+
+    for (size_t i = 0; i < HUB_HOLDS && !slot; i++)
+        if (h->holds[i].until_ms > now && strcmp(h->holds[i].host, host) == 0)
+            slot = &h->holds[i];
+    if (slot) {
+        if (until > slot->until_ms)
+            slot->until_ms = until;
+        return;
+    }
+    slot = &h->holds[0];
+    for (size_t i = 0; i < HUB_HOLDS; i++) {
+        if (h->holds[i].until_ms <= now) {
+            slot = &h->holds[i];
+            break;
+        }
+        if (h->holds[i].until_ms < slot->until_ms)
+            slot = &h->holds[i];
+    }
+    snprintf(slot->host, sizeof slot->host, "%s", host);
+    slot->until_ms = until;
+}
+
 static void health_emit(struct shoal_hub *h, enum shoal_hub_health_event ev, const char *host,
                         uint64_t failures, uint64_t now)
 {
@@ -979,6 +1043,11 @@ static void health_note(struct shoal_hub *h, const struct job *j, const char *er
     bool quiet = h->last_report_ms && now - h->last_report_ms < h->cfg.health_summary_ms;
 
     if (!error) {
+        /* A transfer already running when its host asked us to wait may
+         * still end well; the origin is not "reachable again" until the
+         * wait it asked for is over. */
+        if (h->failing && hold_until(h, j->host, now))
+            return;
         if (h->failing && h->run_reported) {
             char host[sizeof h->fail_host];
             url_host(j->cur_url, host, sizeof host);
@@ -1113,7 +1182,17 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
     char herr[160] = "";
     if (cc != CURLE_OK && !progress && !(cc == CURLE_WRITE_ERROR && j->kind == JOB_API))
         transport_error(herr, sizeof herr, cc, os_errno);
-    else if (cc == CURLE_OK && (j->status == 401 || j->status == 403 || j->status == 408 ||
+    else if (cc == CURLE_OK && (j->status == 429 || j->status == 503) && j->retry_after_ms >= 0) {
+        /* The origin says when to come back: nothing goes to this host
+         * before then, not just this request's retry. */
+        uint64_t ra = (uint64_t)j->retry_after_ms;
+        if (ra > h->cfg.retry_after_max_ms)
+            ra = h->cfg.retry_after_max_ms;
+        hold_set(h, j->host, now_ms(h) + ra, now_ms(h));
+        snprintf(herr, sizeof herr, "HTTP %ld, asked to wait %" PRIu64 " s%s: no request to it "
+                 "before then", j->status, (ra + 999) / 1000,
+                 (uint64_t)j->retry_after_ms > ra ? " (capped)" : "");
+    } else if (cc == CURLE_OK && (j->status == 401 || j->status == 403 || j->status == 408 ||
                                 j->status == 429 || j->status >= 500))
         snprintf(herr, sizeof herr, "HTTP %ld", j->status);
     else if (cc == CURLE_OK && j->kind == JOB_RANGE && j->status >= 200 && j->status < 300 &&
@@ -1141,10 +1220,9 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
             job_complete(h, j, rv, msg);
             return;
         }
-        free(j->cur_url);
-        j->cur_url = strdup(next);
+        rv = job_set_url(j, next);
         curl_free(next);
-        if (!j->cur_url) {
+        if (rv != 0) {
             job_complete(h, j, -ENOMEM, "out of memory");
             return;
         }
@@ -1206,12 +1284,11 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
     h->stats.retries++;
     long ra = j->retry_after_ms;
     /* Restart from the original URL: a signed CDN URL may have expired. */
-    free(j->cur_url);
-    j->cur_url = strdup(j->url);
+    rv = job_set_url(j, j->url);
     j->offhost = false;
     j->redirects = 0;
     attempt_reset(j);
-    if (!j->cur_url) {
+    if (rv != 0) {
         job_complete(h, j, -ENOMEM, "out of memory");
         return;
     }
@@ -1236,14 +1313,46 @@ static void check_multi(struct shoal_hub *h)
     pump(h);
 }
 
+static void on_hold_timer(uv_timer_t *t)
+{
+    pump(t->data);
+}
+
+/* Starts queued jobs in FIFO order while slots are free, passing over
+ * those whose host asked us to wait (they keep their place); the hold
+ * timer wakes us when the first such wait ends. */
 static void pump(struct shoal_hub *h)
 {
-    while (!h->freeing && h->inflight < h->cfg.max_inflight && h->pend_head) {
-        struct job *j = pend_pop(h);
+    uint64_t now = now_ms(h), wake = 0;
+    bool holds = hold_any(h, now);
+    struct job **pp = &h->pend_head, *prev = NULL;
+
+    while (!h->freeing && h->inflight < h->cfg.max_inflight && *pp) {
+        struct job *j = *pp;
+        uint64_t until = holds ? hold_until(h, j->host, now) : 0;
+        if (until) {
+            if (!wake || until < wake)
+                wake = until;
+            prev = j;
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        if (h->pend_tail == j)
+            h->pend_tail = prev;
+        j->next = NULL;
+        j->state = JOB_IDLE;
         int rv = start_job(h, j);
-        if (rv != 0)
+        if (rv != 0) {
             job_complete(h, j, rv, "could not start an HTTP request");
+            /* Completion may have cancelled queued jobs (|prev| among
+             * them): walk again from the head. */
+            pp = &h->pend_head;
+            prev = NULL;
+        }
     }
+    if (wake && !h->freeing)
+        uv_timer_start(&h->hold_timer, on_hold_timer, wake - now, 0);
 }
 
 /* ---- fetch completion ---- */
@@ -1526,6 +1635,8 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         h->cfg.backoff_base_ms = 250;
     if (!h->cfg.backoff_max_ms)
         h->cfg.backoff_max_ms = 30000;
+    if (!h->cfg.retry_after_max_ms)
+        h->cfg.retry_after_max_ms = HUB_RETRY_AFTER_MAX_MS;
     if (!h->cfg.connect_timeout_ms)
         h->cfg.connect_timeout_ms = 10000;
     if (!h->cfg.stall_timeout_s)
@@ -1616,8 +1727,9 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->cfg.max_inflight * 2);
     uv_timer_init(loop, &h->curl_timer);
     uv_timer_init(loop, &h->retry_timer);
+    uv_timer_init(loop, &h->hold_timer);
     uv_timer_init(loop, &h->idle);
-    h->curl_timer.data = h->retry_timer.data = h->idle.data = h;
+    h->curl_timer.data = h->retry_timer.data = h->hold_timer.data = h->idle.data = h;
     curl_url_cleanup(u);
     *out = h;
     return 0;
@@ -1675,9 +1787,10 @@ void shoal_hub_free(struct shoal_hub *h)
         free(h->token);
         h->token = NULL;
     }
-    h->closing_handles += 3;
+    h->closing_handles += 4;
     uv_close((uv_handle_t *)&h->curl_timer, on_handle_closed);
     uv_close((uv_handle_t *)&h->retry_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&h->hold_timer, on_handle_closed);
     uv_close((uv_handle_t *)&h->idle, on_handle_closed);
     h->closing_handles--; /* the guard taken above */
 }
@@ -1729,8 +1842,7 @@ static struct job *job_new(struct shoal_hub *h, enum job_kind kind, const char *
     j->retry_after_ms = -1;
     shoal_buf_init(&j->body, kind == JOB_API ? SHOAL_HUB_MAX_API_BYTES : HUB_ERRBODY_MAX);
     j->url = strdup(url);
-    j->cur_url = strdup(url);
-    if (!j->url || !j->cur_url) {
+    if (!j->url || job_set_url(j, url) != 0) {
         job_free(j);
         return NULL;
     }

@@ -12,7 +12,9 @@
  * for anything but the Hub.
  *
  * Failures: 429, 408 and 5xx answers and transport errors are retried with
- * exponential backoff and full jitter, honouring Retry-After; a body cut
+ * exponential backoff and full jitter; a Retry-After on a 429 or 503 holds
+ * every request to that host until it passes (up to retry_after_max_ms),
+ * not only the retry of the request that got it; a body cut
  * short resumes with a new Range from the last byte delivered (an attempt
  * that made progress does not count against the retry cap); 401/403/404/416
  * fail at once with a message naming the repo, revision and file.
@@ -86,7 +88,11 @@ struct shoal_hub_config {
      * backoff step. */
     unsigned max_attempts;
     unsigned backoff_base_ms;    /* first retry delay; 0 = 250 */
-    unsigned backoff_max_ms;     /* cap on a delay, Retry-After too; 0 = 30000 */
+    unsigned backoff_max_ms;     /* cap on a backoff delay; 0 = 30000 */
+    /* Cap on a Retry-After (of a 429 or 503), which holds every request
+     * to that host[:port], queued ones of other fetches too, until it
+     * passes; 0 = 600000 (10 min). */
+    unsigned retry_after_max_ms;
     unsigned connect_timeout_ms; /* 0 = 10000 */
     unsigned stall_timeout_s;    /* abort a transfer under 1 KiB/s this long; 0 = 30 */
     uint64_t seed;               /* jitter PRNG seed; 0 = from time and pid */
