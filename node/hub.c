@@ -885,6 +885,7 @@ static int describe_http(const struct shoal_hub *h, const struct job *j, char *m
     const char *repo, *rev, *path = NULL;
     enum shoal_repo_type type;
     const char *hint = "";
+    char moved[2 * HUB_HOST_MAX + 160] = "";
     int rv;
 
     if (j->kind == JOB_API) {
@@ -897,16 +898,25 @@ static int describe_http(const struct shoal_hub *h, const struct job *j, char *m
         path = j->fetch->path;
         type = j->fetch->type;
     }
+    if ((j->status == 401 || j->status == 403) && j->offhost && h->token) {
+        /* The token was not sent, so it was not refused: say where the
+         * request went and how to reach the repo with it. */
+        snprintf(moved, sizeof moved, "redirected to %s, where the token is not sent (only to "
+                 "the endpoint's host %s:%s): if %s serves the repo, set hub-endpoint to it",
+                 j->host, h->ep_host, h->ep_port, j->host);
+    }
     switch (j->status) {
     case 401:
         rv = SHOAL_EPERM;
-        hint = h->token ? "the token was refused, or the repo does not exist"
+        hint = moved[0] ? moved
+               : h->token ? "the token was refused, or the repo does not exist"
                         : "the repo is private or gated, or does not exist, and no token was "
                           "given (set HF_TOKEN or a token file)";
         break;
     case 403:
         rv = SHOAL_EPERM;
-        hint = strcmp(j->err_code, "GatedRepo") == 0
+        hint = moved[0] ? moved
+               : strcmp(j->err_code, "GatedRepo") == 0
                    ? "gated repo: this token has not been granted access"
                    : "access denied";
         break;

@@ -696,6 +696,38 @@ static void test_token_stays_home(void)
     hub_close(h);
 }
 
+/* A Hub that redirects to another host name (localhost -> 127.0.0.1) for
+ * a private repo: the token stays home, so the 401 there must not be
+ * blamed on the token ("the token was refused"): the message names where
+ * the request went and says to point hub-endpoint at it. Both for a
+ * file and for the API. */
+static void test_offhost_401(void)
+{
+    char ep[64], there[64];
+    struct shoal_hub *h;
+    struct fetched f = {0};
+    struct resolved r;
+    struct shoal_hub_span sp = {0, 100};
+
+    snprintf(ep, sizeof(ep), "http://localhost:%d", stub.port);
+    snprintf(there, sizeof(there), "redirected to 127.0.0.1:%d", stub.port);
+    h = hub_open(ep, "tok", 0);
+    stub_reset();
+    stub_fault("[{\"kind\":\"redirect\",\"host\":\"127.0.0.1\",\"match\":\"/resolve/\"}]");
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, 100), SHOAL_EPERM);
+    CHECK(strstr(f.msg, "HTTP 401") && strstr(f.msg, there) && strstr(f.msg, "hub-endpoint"));
+    CHECK(strstr(f.msg, "token was refused") == NULL);
+    fprintf(stderr, "  %s\n", f.msg);
+    free(f.buf);
+    stub_fault("[{\"kind\":\"redirect\",\"host\":\"127.0.0.1\",\"match\":\"/api/\"}]");
+    CHECK_EQ(resolve(h, "org/p", "main", &r), SHOAL_EPERM);
+    CHECK(strstr(r.msg, there) && strstr(r.msg, "token was refused") == NULL);
+    /* Control: without the redirect the token works. */
+    CHECK_EQ(resolve(h, "org/p", "main", &r), 0);
+    shoal_hub_release_free(r.rel);
+    hub_close(h);
+}
+
 static void test_env_and_token_file(void)
 {
     struct shoal_hub_config c;
@@ -1054,6 +1086,7 @@ int main(int argc, char **argv)
     RUN(test_not_found);
     RUN(test_private_and_gated);
     RUN(test_token_stays_home);
+    RUN(test_offhost_401);
     RUN(test_env_and_token_file);
     RUN(test_receiver_abort);
     RUN(test_many_in_flight);

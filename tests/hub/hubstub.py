@@ -60,7 +60,11 @@ Control (never faulted):
             headers of a file answer, then nothing for S seconds
        {"kind": "cdn_host", "host": "127.0.0.1"}  redirect LFS files to
             this host name instead of the one the client used
-       "times" defaults to 1 for status/cut and to unlimited (-1) otherwise.
+       {"kind": "redirect", "host": H, "match": ..., "times": n}  answer
+            302 to the same path on host name H (and this port), as a Hub
+            moved to another name does
+       "times" defaults to 1 for status/cut/redirect and to unlimited (-1)
+       otherwise.
   The same rules can be given at start with --faults JSON.
 
 Usage: hubstub.py ROOT [--port 0] [--host 127.0.0.1] [--token T] [--token-file F]
@@ -112,10 +116,10 @@ class State:
                     self.cdn_host = r.get("host") or None
                     continue
                 if kind not in ("status", "slow", "cut", "flip", "stall", "norange",
-                                "cr_early", "nocr"):
+                                "cr_early", "nocr", "redirect"):
                     raise ValueError("unknown fault kind %r" % kind)
                 r = dict(r)
-                r.setdefault("times", 1 if kind in ("status", "cut") else -1)
+                r.setdefault("times", 1 if kind in ("status", "cut", "redirect") else -1)
                 r.setdefault("match", "")
                 self.faults.append(r)
 
@@ -267,6 +271,11 @@ class Handler(BaseHTTPRequestHandler):
             return commit, json.load(f)["files"]
 
     def check_status_fault(self, path):
+        r = self.st.take_fault("redirect", path)
+        if r is not None:
+            loc = "http://%s:%d%s" % (r.get("host", "127.0.0.1"), self.server.server_port, path)
+            self.send_json(302, {"error": "moved"}, {"Location": loc})
+            return True
         r = self.st.take_fault("status", path)
         if r is None:
             return False
