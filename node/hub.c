@@ -57,6 +57,11 @@
 /* Hosts remembered as having asked us to wait (per-host "not before"). */
 #define HUB_HOLDS 16
 #define HUB_HOST_MAX 128
+/* Defaults of shoal_hub_config.slow_floor_bps and slow_window_ms: a range
+ * attempt that gets less than 64 KiB/s over a minute is ended and resumed
+ * on a new connection rather than left to trickle for hours. */
+#define HUB_SLOW_FLOOR_BPS (64u * 1024)
+#define HUB_SLOW_WINDOW_MS (60u * 1000)
 #define HUB_TOKEN_MAX 4096
 #define HUB_MSG_MAX 1024
 #define HUB_RECV_BUFFER (512 * 1024)
@@ -121,6 +126,10 @@ struct job {
                                    the Range asked (a 200, or a 206 whose
                                    Content-Range starts early) */
     bool no_cr;                 /* ... or a 206 without a Content-Range */
+    bool slow;                  /* ... or the rate stayed under the floor */
+    uint64_t win_start_ms;      /* slow check: this window's start */
+    uint64_t win_bytes;         /* ... and bytes received before it */
+    uint64_t slow_bps;          /* the rate of the window that was too slow */
     int abort_rv;
     struct shoal_buf body;      /* API body, or the first bytes of an error body */
 };
@@ -389,6 +398,9 @@ static void attempt_reset(struct job *j)
     j->cr_start = 0;
     j->pos = 0;
     j->body_start = 0;
+    j->slow = false;
+    j->win_start_ms = 0;
+    j->win_bytes = 0;
     j->done_early = false;
     j->body_started = false;
     shoal_buf_reset(&j->body);
@@ -736,6 +748,33 @@ static bool same_origin(const struct shoal_hub *h, const char *url)
     return same;
 }
 
+/* libcurl's progress callback (at least once a second while a transfer
+ * runs): ends a range attempt whose origin sent under slow_floor_bps over a
+ * whole slow_window_ms. libcurl's own low-speed limit (stall_timeout_s)
+ * only catches a transfer that has all but stopped. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    struct job *j = ud;
+    const struct shoal_hub *h = j->hub;
+    uint64_t now = now_ms(h), got = dlnow > 0 ? (uint64_t)dlnow : 0;
+
+    (void)dltotal;
+    (void)ultotal;
+    (void)ulnow;
+    if (j->kind != JOB_RANGE || now - j->win_start_ms < h->cfg.slow_window_ms)
+        return 0;
+    uint64_t rate = (got - j->win_bytes) * 1000 / (now - j->win_start_ms);
+    if (rate < h->cfg.slow_floor_bps) {
+        j->slow = true;
+        j->slow_bps = rate;
+        return 1; /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    j->win_start_ms = now;
+    j->win_bytes = got;
+    return 0;
+}
+
 static int start_job(struct shoal_hub *h, struct job *j)
 {
     int rv = -ENOMEM;
@@ -786,6 +825,10 @@ static int start_job(struct shoal_hub *h, struct job *j)
     curl_easy_setopt(j->easy, CURLOPT_HEADERDATA, j);
     curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
+    j->win_start_ms = now_ms(h);
+    curl_easy_setopt(j->easy, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(j->easy, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(j->easy, CURLOPT_XFERINFODATA, j);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, j);
     if (curl_multi_add_handle(h->multi, j->easy) != CURLM_OK) {
         rv = -EIO;
@@ -1133,7 +1176,10 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
     int rv;
     bool progress = false;
 
-    if (j->kind == JOB_RANGE && j->got > j->got_at_start) {
+    /* A slow attempt that delivered bytes is resumed from them, but is
+     * still a failed attempt: an origin slow on every try is given up on. */
+    bool resumed = j->kind == JOB_RANGE && j->got > j->got_at_start;
+    if (resumed && !j->slow) {
         uint64_t left = j->len - j->got_at_start;
         uint64_t need = left / 4 < HUB_PROGRESS_MIN ? left / 4 : HUB_PROGRESS_MIN;
         progress = j->got - j->got_at_start >= (need ? need : 1);
@@ -1190,7 +1236,12 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
     }
     /* Before anything completes: a completion may start the next request. */
     char herr[160] = "";
-    if (cc != CURLE_OK && !progress && !(cc == CURLE_WRITE_ERROR && j->kind == JOB_API))
+    if (j->slow) {
+        h->stats.slow++;
+        snprintf(herr, sizeof herr, "slow: %" PRIu64 " B/s over %.1f s, under the floor of %"
+                 PRIu64 " B/s (resumed on a new connection)", j->slow_bps,
+                 h->cfg.slow_window_ms / 1000.0, h->cfg.slow_floor_bps);
+    } else if (cc != CURLE_OK && !progress && !(cc == CURLE_WRITE_ERROR && j->kind == JOB_API))
         transport_error(herr, sizeof herr, cc, os_errno);
     else if (cc == CURLE_OK && (j->status == 429 || j->status == 503) && j->retry_after_ms >= 0) {
         /* The origin says when to come back: nothing goes to this host
@@ -1248,7 +1299,14 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         return;
     }
     bool retry;
-    if (cc != CURLE_OK) {
+    if (j->slow) {
+        retry = true;
+        snprintf(msg, sizeof(msg), "%s@%s file %s: too slow: %" PRIu64 " B/s over %.1f s, "
+                 "under the floor of %" PRIu64 " B/s", j->fetch->repo, j->fetch->rev,
+                 j->fetch->path, j->slow_bps, h->cfg.slow_window_ms / 1000.0,
+                 h->cfg.slow_floor_bps);
+        rv = -ETIMEDOUT;
+    } else if (cc != CURLE_OK) {
         /* A write error on a range is a gap in the server's answer. */
         retry = curl_retryable(cc) || (cc == CURLE_WRITE_ERROR && j->kind == JOB_RANGE);
         snprintf(msg, sizeof(msg), "%s@%s%s%s: transfer failed: %s",
@@ -1280,10 +1338,10 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         job_complete(h, j, rv, msg);
         return;
     }
-    if (progress) {
+    if (progress)
         j->attempts = 0;
+    if (progress || (j->slow && resumed))
         h->stats.resumes++;
-    }
     uint64_t cap = h->cfg.max_attempts + (j->kind == JOB_RANGE ? j->len / HUB_ATTEMPT_BYTES : 0);
     if (++j->attempts >= h->cfg.max_attempts || j->tries >= cap) {
         char m2[HUB_MSG_MAX + 64];
@@ -1653,6 +1711,10 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         h->cfg.stall_timeout_s = 30;
     if (!h->cfg.range_skip_max)
         h->cfg.range_skip_max = HUB_RANGE_SKIP_MAX;
+    if (!h->cfg.slow_floor_bps)
+        h->cfg.slow_floor_bps = HUB_SLOW_FLOOR_BPS;
+    if (!h->cfg.slow_window_ms)
+        h->cfg.slow_window_ms = HUB_SLOW_WINDOW_MS;
     h->rng = h->cfg.seed ? h->cfg.seed
                          : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ uv_hrtime();
 

@@ -16,7 +16,8 @@
  * every request to that host until it passes (up to retry_after_max_ms),
  * not only the retry of the request that got it; a body cut
  * short resumes with a new Range from the last byte delivered (an attempt
- * that made progress does not count against the retry cap); 401/403/404/416
+ * that made progress does not count against the retry cap), and so does one
+ * slower than a floor for a window (counted as failed); 401/403/404/416
  * fail at once with a message naming the repo, revision and file.
  *
  * Integrity is the caller's: bytes are handed over as they arrive, and the
@@ -95,6 +96,13 @@ struct shoal_hub_config {
     unsigned retry_after_max_ms;
     unsigned connect_timeout_ms; /* 0 = 10000 */
     unsigned stall_timeout_s;    /* abort a transfer under 1 KiB/s this long; 0 = 30 */
+    /* A range attempt that receives under slow_floor_bps bytes/s over a
+     * whole slow_window_ms is ended and resumed from its last byte on a
+     * new connection, counted as a failed attempt (so an origin slow on
+     * every try is given up on after max_attempts) and reported as
+     * "slow: ..." to on_health. 0 = 65536 bytes/s, 60000 ms. */
+    uint64_t slow_floor_bps;
+    unsigned slow_window_ms;
     uint64_t seed;               /* jitter PRNG seed; 0 = from time and pid */
     shoal_hub_health_cb on_health; /* NULL: nobody is told */
     void *health_user;
@@ -138,7 +146,8 @@ struct shoal_hub_stats {
     uint64_t requests;   /* HTTP requests started, redirect hops included */
     uint64_t redirects;
     uint64_t retries;    /* requests re-issued after a failure */
-    uint64_t resumes;    /* of those, ones that continued a cut body */
+    uint64_t resumes;    /* of those, ones that continued a cut or slow body */
+    uint64_t slow;       /* range attempts ended as too slow */
     uint64_t bytes;      /* range bytes delivered to callers */
 };
 
