@@ -6,6 +6,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -3262,7 +3263,8 @@ static int lock_cache(struct shoal_daemon *d)
 
     if (d->cfg->store && strcmp(d->cfg->store, "memory") == 0)
         return 0;
-    rv = shoal_store_lock_cache(d->cache_dir, &d->cache_lock, &holder, path, sizeof path);
+    rv = shoal_store_lock_cache(d->cache_dir, d->scfg.has_group ? (long)d->scfg.group : -1,
+                                &d->cache_lock, &holder, path, sizeof path);
     if (rv == SHOAL_EBUSY) {
         char pid[32] = "";
         if (holder > 0)
@@ -3283,6 +3285,24 @@ static int lock_cache(struct shoal_daemon *d)
         return rv;
     }
     d->cache_locked = true;
+    return 0;
+}
+
+/* The cache's folders belong to --loader-group (mode 02750), so that its
+ * members read the models with ordinary tools and nobody else does. */
+static int cache_group(struct shoal_daemon *d)
+{
+    char buf[16384];
+    struct group gr, *grp = NULL;
+
+    if (!d->cfg->loader_group)
+        return 0;
+    if (getgrnam_r(d->cfg->loader_group, &gr, buf, sizeof buf, &grp) != 0 || !grp) {
+        LOG_E("loader-group: no group named '%s'", d->cfg->loader_group);
+        return SHOAL_ENOTFOUND;
+    }
+    d->scfg.has_group = true;
+    d->scfg.group = (uint32_t)grp->gr_gid;
     return 0;
 }
 
@@ -3323,6 +3343,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         LOG_E("no cache directory: set cache-dir (or HF_HOME / HOME)");
         goto fail;
     }
+    rv = cache_group(d);
+    if (rv != 0)
+        goto fail;
     rv = lock_cache(d);
     if (rv != 0)
         goto fail;

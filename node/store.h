@@ -98,6 +98,8 @@ struct shoal_store_opts {
     shoal_store_file_cb on_file; /* may be NULL */
     shoal_store_file_cb on_ready; /* may be NULL */
     void *user;                  /* passed to on_file and on_ready */
+    bool has_group;              /* the repo folders get |group| (mode 02750) */
+    uint32_t group;              /* gid of --loader-group, when has_group */
     char *err;                   /* when open fails, a message naming the path
                                   * is written here (NUL-terminated); may be NULL */
     size_t errlen;
@@ -140,9 +142,11 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
  * SHOAL_EBUSY when another process holds it, with its pid in |*holder|
  * (0 when it has not written one yet); or a negated errno / SHOAL_ELIMIT
  * when the lock cannot be taken at all (read-only cache, path too long).
- * |path| (|cap| bytes) gets the lock file's path in every case.
+ * |path| (|cap| bytes) gets the lock file's path in every case. Directories
+ * it creates get group |gid| and mode 02750 (|gid| < 0: the umask's mode),
+ * so that the loader group can reach the cache.
  */
-int shoal_store_lock_cache(const char *cache_dir, int *fd, long *holder, char *path,
+int shoal_store_lock_cache(const char *cache_dir, long gid, int *fd, long *holder, char *path,
                            size_t cap);
 
 /* The release was asked for (again) by branch or tag |branch|: refs/<branch>

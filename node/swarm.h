@@ -100,6 +100,8 @@ struct shoal_swarm_cfg {
     const char *cache_dir;           /* store root (HF hub cache) */
     const char *zone;                /* our zone: peers elsewhere are cross-zone */
     unsigned store_flags;            /* SHOAL_STORE_* */
+    bool has_group;                  /* the cache's folders go to |group| */
+    uint32_t group;                  /* gid of --loader-group */
     uint32_t serve_per_peer;         /* uploads in flight per peer; 0: 16 */
     uint32_t upload_slots;           /* peers uploaded to at once, others are
                                       * told busy; 0: no limit (see

@@ -71,6 +71,13 @@ CASE is one of:
                 LOADER_DONE that was queued behind files never sent; and both
                 clients (shoal_loader.py, the C example) treat a LOADER_DONE
                 that comes before every announced file as an error.
+  cache_perm    after a pull, a local user outside --loader-group (nobody,
+                no supplementary groups; root only) can open no blob and no
+                snapshot path of the cache (before: every folder 0755, every
+                blob 0444), while the same uid with the loader group as a
+                supplementary group reads every file, bit-identical; the
+                owner's mode bits allow reading (0440 blobs, 02750 folders
+                of the loader group).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1118,8 +1125,90 @@ def loader_store_full(tmp, small):
     return fails
 
 
+def loader_group():
+    """A group nobody is not in, for --loader-group: (name, gid)."""
+    import grp
+    for name in ("users", "staff", "daemon"):
+        try:
+            return name, grp.getgrnam(name).gr_gid
+        except KeyError:
+            continue
+    return None, None
+
+
+def try_read(paths, files):
+    """For as_nobody: 0 when no path opens, 1 when all read right, 2 mixed,
+    3 when something read differs from the source."""
+    opened = 0
+    for p, rel in paths:
+        try:
+            with open(p, "rb") as fh:
+                data = fh.read()
+        except PermissionError:
+            continue
+        opened += 1
+        if data != files[rel]:
+            print(f"child: {p} differs from the source")
+            return 3
+    return 0 if opened == 0 else 1 if opened == len(paths) else 2
+
+
+def case_cache_perm(tmp):
+    if os.geteuid() != 0:
+        print("not root: cannot run a check as another user")
+        sys.exit(77)
+    gname, gid = loader_group()
+    if gname is None:
+        print("no group to use as --loader-group")
+        sys.exit(77)
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(sock_dir(tmp), "b.sock")  # tmp is now traversable by all
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                          "--loader-socket", sock, "--loader-group", gname]))
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(org/model@[0-9a-f]+\) complete", WAIT_S):
+        print("FAIL the pull did not complete")
+        fails += 1
+    cache = os.path.join(tmp, "cache-b")
+    folder = os.path.join(cache, "models--org--model")
+    snaps = os.path.join(folder, "snapshots")
+    commits = os.listdir(snaps) if os.path.isdir(snaps) else []
+    paths = [(os.path.join(snaps, c, rel), rel) for c in commits for rel in files]
+    for rel in files:  # the blobs, found by the snapshot links
+        if commits:
+            paths.append((os.path.realpath(os.path.join(snaps, commits[0], rel)), rel))
+    if len(paths) != 2 * len(files):
+        print(f"FAIL the cache holds {len(paths)} of {2 * len(files)} expected paths")
+        fails += 1
+    for p, _ in paths:
+        st = os.stat(p)
+        if p.startswith(os.path.join(folder, "blobs")) and stat.S_IMODE(st.st_mode) != 0o440:
+            print(f"FAIL blob {p} has mode {oct(stat.S_IMODE(st.st_mode))}, not 0440")
+            fails += 1
+    for d in (folder, os.path.join(folder, "blobs"), snaps):
+        st = os.stat(d)
+        if st.st_gid != gid or stat.S_IMODE(st.st_mode) != 0o2750:
+            print(f"FAIL folder {d}: group {st.st_gid} mode {oct(stat.S_IMODE(st.st_mode))}, "
+                  f"not group {gid} mode 02750")
+            fails += 1
+    rc = as_nobody(lambda: try_read(paths, files))
+    if rc != 0:
+        print(f"FAIL nobody (not in {gname}) could read the cache (child result {rc})")
+        fails += 1
+    rc = as_nobody(lambda: try_read(paths, files), groups=[gid])
+    if rc != 1:
+        print(f"FAIL a member of {gname} could not read every file of the cache "
+              f"(child result {rc})")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
-                      "short_done": case_short_done}, "shoal-loader-")
+                      "short_done": case_short_done, "cache_perm": case_cache_perm}, "shoal-loader-")
