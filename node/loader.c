@@ -61,6 +61,7 @@
 #include "msg.h"
 #include "nodelog.h"
 #include "sched.h"
+#include "store.h"
 
 #define ACCEPT_BURST 16
 #define READ_CHUNK 65536
@@ -116,7 +117,8 @@ struct client {
      * once however long the order. */
     uint32_t *wnext, *wprev, whead;
     uint32_t *pos;
-    uint32_t nwant, nsent;       /* mu */
+    uint32_t nwant, nsent;       /* mu; nsent: queued (or being built) */
+    uint32_t nhanded;            /* mu; descriptors actually sent */
     uint32_t unsent;             /* mu; every position before it is sent */
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
@@ -255,7 +257,7 @@ static void client_close(struct client *c, const char *why)
     l->rx_charged -= c->rx_charged;
     c->rx_charged = 0;
     order_free(c);
-    LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
+    LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nhanded, c->nwant);
     c->swarm = NULL;
     if (s)
         mark_dirty(l, s);
@@ -320,6 +322,44 @@ static void sent_log_flush(const struct sent_log *lg)
 static void send_error(struct client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Drops every frame queued for |c| (closing their descriptors): the
+ * LOADER_ERROR queued next replaces them. Under |mu|. */
+static void drop_queue(struct client *c)
+{
+    while (c->qhead) {
+        struct outq *nx = c->qhead->next;
+        if (c->qhead->fd >= 0)
+            close(c->qhead->fd);
+        free(c->qhead->data);
+        free(c->qhead);
+        c->qhead = nx;
+    }
+    c->qtail = NULL;
+}
+
+/* File |q| of |c| cannot be handed (|rv| from opening or sending it):
+ * what is queued goes (nothing of |q| was sent) and a LOADER_ERROR names
+ * the file and the cause, instead of a silent close. Under |mu|. */
+static void cannot_hand(struct client *c, const struct outq *q, int rv)
+{
+    char what[SHOAL_MSG_PATH_MAX + 1];
+
+    snprintf(what, sizeof what, "%s",
+             shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path);
+    drop_queue(c);
+    if (rv == SHOAL_EBADHASH) /* --- rot --- found changed on disk since it was queued */
+        send_error(c, "release '%s': file '%s' changed on disk on this node after it "
+                   "was verified and is not handed out; the node fetches its bad "
+                   "chunks again: ask again once it is whole", c->release, what);
+    else if (rv == SHOAL_ENOTFOUND) /* its chunks were taken back since it was queued */
+        send_error(c, "release '%s': file '%s' is not whole on this node any more (its "
+                   "bad chunks are being fetched again) and is not handed out: ask "
+                   "again once it is whole", c->release, what);
+    else
+        send_error(c, "release '%s': file '%s' cannot be handed: %s (was the cache "
+                   "changed under the daemon?)", c->release, what, shoal_strerror(rv));
+}
+
 /* Sends queued frames until the socket is full. Any thread, under |mu|;
  * |lg| (may be NULL: log at once) collects the hand-off latencies.
  * Returns 0 or a negated errno (the connection is broken). */
@@ -337,33 +377,15 @@ static int flush(struct client *c, struct sent_log *lg)
 
         if (q->has_file && q->off == 0 && q->fd < 0) {
             int rv = shoal_swarm_file_open(q->swarm, q->file, &q->fd);
-            if (rv == SHOAL_EBADHASH) {
-                /* --- rot --- found changed on disk since it was queued:
-                 * never handed. What is queued goes (this frame is the
-                 * first of the rest, nothing of it sent), an error says why. */
-                const char *path =
-                    shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path;
-                char what[SHOAL_MSG_PATH_MAX + 1];
-                snprintf(what, sizeof what, "%s", path);
-                while (c->qhead) {
-                    struct outq *nx = c->qhead->next;
-                    if (c->qhead->fd >= 0)
-                        close(c->qhead->fd);
-                    free(c->qhead->data);
-                    free(c->qhead);
-                    c->qhead = nx;
-                }
-                c->qtail = NULL;
-                send_error(c, "release '%s': file '%s' changed on disk on this node after it "
-                           "was verified and is not handed out; the node fetches its bad "
-                           "chunks again: ask again once it is whole", c->release, what);
-                continue;
+            if (rv == SHOAL_STORE_UNLINKED) {
+                LOG_W("loader %s: the cache entry of %s was removed under the daemon "
+                      "(not by shoal drop); handing the node's own open copy", c->name,
+                      shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path);
+                rv = 0;
             }
             if (rv != 0) {
-                LOG_E("loader %s: cannot open %s for hand-off: %s", c->name,
-                      shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path,
-                      shoal_strerror(rv));
-                return rv;
+                cannot_hand(c, q, rv);
+                continue;
             }
         }
         mh.msg_iov = &iov;
@@ -380,16 +402,24 @@ static int flush(struct client *c, struct sent_log *lg)
         }
         n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
-            if (errno == EINTR)
+            int e = errno;
+            if (e == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            if (e == EAGAIN || e == EWOULDBLOCK)
                 break;
-            return -errno;
+            /* The connection is fine but this descriptor could not go:
+             * say so on it, rather than closing without a word. */
+            if (q->has_file && q->off == 0 && e != EPIPE && e != ECONNRESET && !c->errored) {
+                cannot_hand(c, q, -e);
+                continue;
+            }
+            return -e;
         }
         if (q->fd >= 0) {
             /* Sent: the loader holds its own copy now. */
             close(q->fd);
             q->fd = -1;
+            c->nhanded++;
             /* Once per live hand-off: the daemon's share of its latency. */
             if (q->ready_ns)
                 sent_log_add(lg, c, q->file, mono_ns() - q->ready_ns);

@@ -2307,6 +2307,16 @@ int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
     } else {
         shoal_hf_blob_path(path, sizeof path, file(s, fi)->sha256, false);
         nfd = openat(s->repo_fd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (nfd < 0 && errno == ENOENT && bfd >= 0) {
+            /* The cache entry was removed under us (rm, huggingface-cli
+             * delete-cache): the verified inode is still the one we hold
+             * open, read-only, so the loader gets it rather than nothing. */
+            snprintf(path, sizeof path, "/proc/self/fd/%d", bfd);
+            nfd = open(path, O_RDONLY | O_CLOEXEC);
+            if (nfd >= 0)
+                return *fd = nfd, SHOAL_STORE_UNLINKED;
+            errno = ENOENT;
+        }
     }
     if (nfd < 0)
         return -errno;

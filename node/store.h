@@ -233,9 +233,15 @@ bool shoal_store_complete(struct shoal_store *s);
  * shoal_store_file_ready), for handing to a loader; the caller owns and
  * closes it. It is a new open file description of the same inode the store
  * filled, so a file not yet renamed into blobs/ reads the same whole bytes
- * and stays the same file after the rename. Returns 0, SHOAL_ENOTFOUND when
- * the file is out of range or not ready, SHOAL_EBADHASH when it was found
+ * and stays the same file after the rename. A published blob whose name
+ * was removed from the cache under the daemon (rm, huggingface-cli
+ * delete-cache) is opened through the store's own descriptor of the same
+ * verified inode, and SHOAL_STORE_UNLINKED (positive: |*fd| is set, as for
+ * 0) says so, for the caller's log. Returns 0, SHOAL_STORE_UNLINKED,
+ * SHOAL_ENOTFOUND when the file is out of range or not ready (e.g. chunks
+ * taken back and being fetched again), SHOAL_EBADHASH when it was found
  * changed on disk (file_suspect), or a negated errno. */
+#define SHOAL_STORE_UNLINKED 1
 int shoal_store_file_open(struct shoal_store *s, uint32_t file, int *fd);
 
 /* Marks the blob of file |file| (so every file with its sha256) as found

@@ -78,6 +78,14 @@ CASE is one of:
                 supplementary group reads every file, bit-identical; the
                 owner's mode bits allow reading (0440 blobs, 02750 folders
                 of the loader group).
+  cache_removed the cache folder of a complete, open release is removed
+                (rm -r, as huggingface-cli delete-cache does, without shoal
+                drop): a loader still gets every file, bit-identical (the
+                node hands its own open copy of each verified inode and logs
+                that the cache entry was removed), and the log counts the
+                descriptors sent. Before: 'daemon closed the connection
+                before LOADER_DONE' with no LOADER_ERROR, logged as '(8 of 8
+                files handed)' when none was.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1207,8 +1215,51 @@ def case_cache_perm(tmp):
     return fails
 
 
+def case_cache_removed(tmp):
+    import shutil
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                          "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(org/model@[0-9a-f]+\) complete", WAIT_S):
+        print("FAIL the pull did not complete")
+        return 1
+    shutil.rmtree(os.path.join(tmp, "cache-b", "models--org--model"))
+    got = {}
+    try:
+        with shoal_loader.Client(sock, timeout=20) as cl:
+            for f in cl.want(mid):
+                got[f.path] = hashlib.sha256(f.mmap()).digest() if f.size else \
+                    hashlib.sha256(b"").digest()
+                f.close()
+    except (shoal_loader.LoaderError, OSError) as e:
+        print(f"FAIL the loader got {len(got)} of {len(files)} files, then: {e}")
+        fails += 1
+    for rel, data in files.items():
+        if rel in got and got[rel] != hashlib.sha256(data).digest():
+            print(f"FAIL {rel}: the bytes handed differ from the source")
+            fails += 1
+    if not fails and len(got) != len(files):
+        print(f"FAIL the loader got {len(got)} of {len(files)} files")
+        fails += 1
+    if not b.wait_for(r"cache entry of .* was removed under the daemon", 10):
+        print("FAIL the daemon did not log that the cache entry was removed")
+        fails += 1
+    n = len(files)
+    if not b.wait_for(rf"closed: every file handed \({n} of {n} files handed\)", 10):
+        print("FAIL the log does not count the files handed")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
-                      "short_done": case_short_done, "cache_perm": case_cache_perm}, "shoal-loader-")
+                      "short_done": case_short_done, "cache_perm": case_cache_perm,
+                      "cache_removed": case_cache_removed}, "shoal-loader-")
