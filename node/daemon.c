@@ -555,8 +555,11 @@ static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
     note_uploads(d);
     for (uint32_t i = 0; i < d->nswarms; i++) {
         const struct shoal_swarm *s = d->swarms[i];
+        /* Not one a loader is still receiving: its used_ms says when it
+         * asked, not that it is done (a slow loader was cut off). */
         if (!shoal_swarm_complete(s) || in_rollout(d, shoal_swarm_id(s)) ||
-            memcmp(shoal_swarm_id(s), shoal_manifest_id(m), 32) == 0)
+            memcmp(shoal_swarm_id(s), shoal_manifest_id(m), 32) == 0 ||
+            shoal_loader_srv_watching(d->loader, s))
             continue;
         if (victim == UINT32_MAX || d->slot[i].used_ms < d->slot[victim].used_ms)
             victim = i;
@@ -617,9 +620,10 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     hex8(hex, shoal_manifest_id(m));
     if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
         LOG_E("release %s: %u releases open (max-releases), none of them complete and "
-              "unneeded by a rollout", hex, d->nswarms);
+              "unneeded by a rollout or a loader receiving its files", hex, d->nswarms);
         snprintf(why, whylen, "%u releases open (max-releases), none of them complete and "
-                 "unneeded by a rollout: drop one (shoal drop) or raise max-releases",
+                 "unneeded by a rollout or a loader receiving its files: ask again once "
+                 "the loaders are done, drop one (shoal drop) or raise max-releases",
                  d->nswarms);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);

@@ -1389,6 +1389,20 @@ bool shoal_loader_srv_waiting(struct shoal_loader_srv *l, const char *release)
     return found;
 }
 
+bool shoal_loader_srv_watching(struct shoal_loader_srv *l, const struct shoal_swarm *s)
+{
+    bool found = false;
+
+    if (!l || !s)
+        return false;
+    pthread_mutex_lock(&l->mu);
+    /* C_CLOSING too: its last files (or LOADER_DONE) may still be queued. */
+    for (const struct client *c = l->clients; c && !found; c = c->next)
+        found = !c->closed && c->swarm == s;
+    pthread_mutex_unlock(&l->mu);
+    return found;
+}
+
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)
 {
     return l ? l->nclients : 0;

@@ -86,6 +86,13 @@ CASE is one of:
                 descriptors sent. Before: 'daemon closed the connection
                 before LOADER_DONE' with no LOADER_ERROR, logged as '(8 of 8
                 files handed)' when none was.
+  evict         --max-releases 1 and a loader receiving a complete release
+                of 600 small files that reads nothing yet: `shoal pull` of
+                another release is refused saying a loader is receiving its
+                files (before: the release was closed under the loader,
+                which got LOADER_ERROR 'closed on this node to make room'
+                part-way), the loader then gets all 600 files and
+                LOADER_DONE, and the same pull then succeeds.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1257,9 +1264,87 @@ def case_cache_removed(tmp):
     return fails
 
 
+def recv_all(s, timeout):
+    """Frames and descriptors |s| receives until the daemon closes it:
+    (list of decoded frames, number of descriptors); the descriptors are
+    closed. None on timeout."""
+    data, nfd, end = b"", 0, time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            return None
+        d, anc, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
+        for lvl, typ, fds in anc:
+            if lvl == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                for i in range(0, len(fds) - len(fds) % 4, 4):
+                    os.close(struct.unpack("i", fds[i:i + 4])[0])
+                    nfd += 1
+        if not d:
+            return read_frames(data), nfd
+        data += d
+
+
+def case_evict(tmp):
+    n = 600
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b"), ("a", "b"))
+    repo = os.path.join(tmp, "repo")
+    rnd = random.Random(7)
+    shoalproc.write_files(repo, {f"f-{i:04d}.bin": rnd.randbytes(1024) for i in range(n)})
+    mf, mf2 = os.path.join(tmp, "rel.manifest"), os.path.join(tmp, "rel2.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, commit="ab" * 20)
+    mid2 = shoalproc.build_manifest(SHOAL, repo, k, mf2, commit="cd" * 20)
+    sock = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--manifest", mf2,
+                                             "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid, "--max-releases", "1",
+                                          "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(org/model@ab[0-9a-f]+\) complete", WAIT_S):
+        print("FAIL the pull did not complete")
+        return 1
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    if not b.wait_for(r"loader .*: every one of 600 files", 10):
+        print("FAIL the loader's files were not queued")
+        fails += 1
+    r = subprocess.run([SHOAL, "pull", mid2, "--socket", b.ctl, "--timeout", "20", "--quiet"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode == 0 or "loader" not in r.stderr:
+        print(f"FAIL shoal pull while a loader receives the only release: exit "
+              f"{r.returncode}: {r.stderr.strip()[:300]}")
+        fails += 1
+    got = recv_all(s, 20)
+    s.close()
+    if got is None:
+        print("FAIL the loader was not served to the end")
+        fails += 1
+    else:
+        frames, nfd = got
+        kinds = [f[0] for f in frames]
+        if nfd != n or kinds.count(shoal_loader.LOADER_FILE) != n or \
+                kinds[-1:] != [shoal_loader.LOADER_DONE]:
+            print(f"FAIL the slow loader got {nfd} descriptors, "
+                  f"{kinds.count(shoal_loader.LOADER_FILE)} LOADER_FILE, last "
+                  f"{frames[-1] if frames else None!r}")
+            fails += 1
+    # Its loader done, the release may go: the same pull now opens.
+    r = subprocess.run([SHOAL, "pull", mid2, "--socket", b.ctl, "--timeout", "30", "--quiet"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        print(f"FAIL shoal pull once the loader was done: exit {r.returncode}: "
+              f"{r.stderr.strip()[:300]}")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
                       "short_done": case_short_done, "cache_perm": case_cache_perm,
-                      "cache_removed": case_cache_removed}, "shoal-loader-")
+                      "cache_removed": case_cache_removed, "evict": case_evict}, "shoal-loader-")
