@@ -124,6 +124,7 @@ struct client {
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
     bool errored;                /* mu; LOADER_ERROR queued */
+    bool rd_eof;                 /* mu; it shut down its sending side */
     uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
     size_t rx;                   /* bytes of the request received so far */
     size_t rx_charged;           /* of them, counted in srv->rx_charged */
@@ -272,7 +273,7 @@ static void on_client_io(uv_poll_t *h, int status, int events);
 /* Loop thread, under |mu|. */
 static void set_events(struct client *c)
 {
-    int ev = c->state == C_CLOSING ? 0 : UV_READABLE;
+    int ev = c->state == C_CLOSING || c->rd_eof ? 0 : UV_READABLE;
     if (c->qhead)
         ev |= UV_WRITABLE;
     if (ev == c->poll_events)
@@ -899,8 +900,17 @@ static void read_client(struct client *c)
         size_t off = 0, used;
         int rv = 0;
 
-        if (n == 0) {
+        if (n == 0 && c->state == C_NEW) {
             client_close(c, "loader disconnected");
+            return;
+        }
+        if (n == 0) {
+            /* After its request a loader may shut down its sending side
+             * (shutdown(SHUT_WR)): it still reads. Stop polling for reads
+             * (EOF would wake us forever) and keep sending; if it is gone
+             * altogether, the next send says so (EPIPE). */
+            LOG_D("loader %s: shut down its sending side; still sending to it", c->name);
+            c->rd_eof = true;
             return;
         }
         if (n < 0) {

@@ -93,6 +93,10 @@ CASE is one of:
                 which got LOADER_ERROR 'closed on this node to make room'
                 part-way), the loader then gets all 600 files and
                 LOADER_DONE, and the same pull then succeeds.
+  half_close    a loader that shuts down its sending side (SHUT_WR) right
+                after its LOADER_WANT, for a release its node pulls on
+                demand, still gets every file and LOADER_DONE (before: taken
+                for gone, the pull withdrawn, nothing sent).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1342,9 +1346,41 @@ def case_evict(tmp):
     return fails
 
 
+def case_half_close(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the node did not reach the seed")
+        return 1
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    s.shutdown(socket.SHUT_WR)
+    got = recv_all(s, WAIT_S)
+    s.close()
+    if got is None:
+        print("FAIL the half-closed loader was not served to the end")
+        fails += 1
+    else:
+        frames, nfd = got
+        kinds = [f[0] for f in frames]
+        if nfd != len(files) or kinds[-1:] != [shoal_loader.LOADER_DONE]:
+            print(f"FAIL the half-closed loader got {nfd} of {len(files)} descriptors, last "
+                  f"{frames[-1] if frames else None!r}")
+            fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
                       "short_done": case_short_done, "cache_perm": case_cache_perm,
-                      "cache_removed": case_cache_removed, "evict": case_evict}, "shoal-loader-")
+                      "cache_removed": case_cache_removed, "evict": case_evict,
+                      "half_close": case_half_close}, "shoal-loader-")
