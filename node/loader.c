@@ -1527,9 +1527,12 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
         goto fail;
     }
     /* Between bind and chmod the file may briefly carry the umask's mode;
-     * SO_PEERCRED checks every connection, so that window grants nothing. */
+     * SO_PEERCRED checks every connection, so that window grants nothing.
+     * For the same reason --loader-user opens the mode to everyone: with
+     * 0660 that user (neither shoald's nor in the group) could not even
+     * connect, and the check below still refuses every other uid. */
     if (bind(l->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        chmod(cfg->path, 0660) != 0 ||
+        chmod(cfg->path, l->has_uid ? 0666 : 0660) != 0 ||
         (l->has_gid && chown(cfg->path, (uid_t)-1, l->gid) != 0) ||
         lstat(cfg->path, &st) != 0 || listen(l->lfd, 64) != 0) {
         rv = -errno;
@@ -1556,7 +1559,8 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
     rv = uv_poll_start(&l->lpoll, UV_READABLE, on_accept);
     if (rv != 0)
         goto fail;
-    LOG_I("loader socket on %s (mode 0660%s%s%s%s)", cfg->path, l->has_gid ? ", group " : "",
+    LOG_I("loader socket on %s (mode %s%s%s%s%s)", cfg->path, l->has_uid ? "0666, each "
+          "connection checked with SO_PEERCRED" : "0660", l->has_gid ? ", group " : "",
           l->has_gid ? cfg->group : "", l->has_uid ? ", user " : "", l->has_uid ? cfg->user : "");
     *out = l;
     return 0;

@@ -42,7 +42,10 @@ CASE is one of:
                 a connection that sends nothing, or half a frame, gets
                 LOADER_ERROR 'no LOADER_WANT within 5.0 s' and is closed;
                 of 64 idle connections of one uid, 48 are refused ('too
-                many loaders of uid 0') and another user is still served;
+                many loaders of uid 0') and another user is still served,
+                let in by --loader-user alone (the socket is 0666 then;
+                before, it was 0660 and nobody got EACCES), while uid 1 is
+                refused 'not authorised';
                 16 connections each sending 8 MiB of an unfinished request
                 raise the daemon's RSS by less than 64 MiB (most get 'busy'),
                 while a complete request of 2 MB (an order of 2,000 long
@@ -576,15 +579,16 @@ def case_memory(tmp):
     return fails
 
 
-def as_nobody(fn, groups=()):
-    """Runs fn() in a forked child as uid/gid nobody; returns its exit code."""
+def as_nobody(fn, groups=(), uid=65534):
+    """Runs fn() in a forked child as uid/gid nobody (or |uid|); returns its
+    exit code."""
     pid = os.fork()
     if pid == 0:
         code = 99
         try:
             os.setgroups(list(groups))
             os.setgid(65534)
-            os.setuid(65534)
+            os.setuid(uid)
             code = fn()
         except BaseException as e:  # the child must never return into the test
             print(f"child: {e!r}")
@@ -789,10 +793,16 @@ def case_limits(tmp):
     if too_many != 48:
         print(f"FAIL {too_many} of 48 connections past one uid's share were refused")
         fails += 1
-    os.chmod(sock, 0o666)
+    # --loader-user alone lets nobody in: the socket's mode no longer
+    # stops it before the credential check (the test used to chmod 0666).
     rc = as_nobody(lambda: try_connect(sock, mid))
     if rc != 2:
         print(f"FAIL another user was not served while uid 0 held its slots (child {rc})")
+        fails += 1
+    # ...and any other uid is still refused, saying so.
+    rc = as_nobody(lambda: try_connect(sock, mid), uid=1)
+    if rc != 1:
+        print(f"FAIL uid 1 was not refused by SO_PEERCRED (child {rc})")
         fails += 1
     for s in held:
         s.close()
