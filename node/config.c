@@ -114,9 +114,11 @@ static const struct key keys[] = {
     {"loader-socket", K_STR, F(loader_socket), "PATH",
      "hand completed files to local loaders on this Unix socket (mode 0660)"},
     {"loader-group", K_STR, F(loader_group), "GROUP",
-     "members of GROUP may use the loader socket (it is chown'd to GROUP)"},
+     "members of GROUP may use the loader socket (it is chown'd to GROUP) and read the "
+     "cache (its folders are GROUP's, mode 02750)"},
     {"loader-user", K_STR, F(loader_user), "USER",
-     "USER may use the loader socket (besides root and shoald's own user)"},
+     "USER may use the loader socket (besides root and shoald's own user; the socket is "
+     "then mode 0666, every connection checked with SO_PEERCRED)"},
     {"store", K_STR, F(store), "disk|memory",
      "disk: the HF cache (default); memory: memfd-backed files, nothing on disk"},
     /* --- end loader --- */

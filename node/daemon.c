@@ -6,6 +6,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -554,8 +555,11 @@ static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
     note_uploads(d);
     for (uint32_t i = 0; i < d->nswarms; i++) {
         const struct shoal_swarm *s = d->swarms[i];
+        /* Not one a loader is still receiving: its used_ms says when it
+         * asked, not that it is done (a slow loader was cut off). */
         if (!shoal_swarm_complete(s) || in_rollout(d, shoal_swarm_id(s)) ||
-            memcmp(shoal_swarm_id(s), shoal_manifest_id(m), 32) == 0)
+            memcmp(shoal_swarm_id(s), shoal_manifest_id(m), 32) == 0 ||
+            shoal_loader_srv_watching(d->loader, s))
             continue;
         if (victim == UINT32_MAX || d->slot[i].used_ms < d->slot[victim].used_ms)
             victim = i;
@@ -616,9 +620,10 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     hex8(hex, shoal_manifest_id(m));
     if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
         LOG_E("release %s: %u releases open (max-releases), none of them complete and "
-              "unneeded by a rollout", hex, d->nswarms);
+              "unneeded by a rollout or a loader receiving its files", hex, d->nswarms);
         snprintf(why, whylen, "%u releases open (max-releases), none of them complete and "
-                 "unneeded by a rollout: drop one (shoal drop) or raise max-releases",
+                 "unneeded by a rollout or a loader receiving its files: ask again once "
+                 "the loaders are done, drop one (shoal drop) or raise max-releases",
                  d->nswarms);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
@@ -3262,7 +3267,8 @@ static int lock_cache(struct shoal_daemon *d)
 
     if (d->cfg->store && strcmp(d->cfg->store, "memory") == 0)
         return 0;
-    rv = shoal_store_lock_cache(d->cache_dir, &d->cache_lock, &holder, path, sizeof path);
+    rv = shoal_store_lock_cache(d->cache_dir, d->scfg.has_group ? (long)d->scfg.group : -1,
+                                &d->cache_lock, &holder, path, sizeof path);
     if (rv == SHOAL_EBUSY) {
         char pid[32] = "";
         if (holder > 0)
@@ -3283,6 +3289,24 @@ static int lock_cache(struct shoal_daemon *d)
         return rv;
     }
     d->cache_locked = true;
+    return 0;
+}
+
+/* The cache's folders belong to --loader-group (mode 02750), so that its
+ * members read the models with ordinary tools and nobody else does. */
+static int cache_group(struct shoal_daemon *d)
+{
+    char buf[16384];
+    struct group gr, *grp = NULL;
+
+    if (!d->cfg->loader_group)
+        return 0;
+    if (getgrnam_r(d->cfg->loader_group, &gr, buf, sizeof buf, &grp) != 0 || !grp) {
+        LOG_E("loader-group: no group named '%s'", d->cfg->loader_group);
+        return SHOAL_ENOTFOUND;
+    }
+    d->scfg.has_group = true;
+    d->scfg.group = (uint32_t)grp->gr_gid;
     return 0;
 }
 
@@ -3323,6 +3347,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         LOG_E("no cache directory: set cache-dir (or HF_HOME / HOME)");
         goto fail;
     }
+    rv = cache_group(d);
+    if (rv != 0)
+        goto fail;
     rv = lock_cache(d);
     if (rv != 0)
         goto fail;

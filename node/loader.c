@@ -61,6 +61,7 @@
 #include "msg.h"
 #include "nodelog.h"
 #include "sched.h"
+#include "store.h"
 
 #define ACCEPT_BURST 16
 #define READ_CHUNK 65536
@@ -116,12 +117,14 @@ struct client {
      * once however long the order. */
     uint32_t *wnext, *wprev, whead;
     uint32_t *pos;
-    uint32_t nwant, nsent;       /* mu */
+    uint32_t nwant, nsent;       /* mu; nsent: queued (or being built) */
+    uint32_t nhanded;            /* mu; descriptors actually sent */
     uint32_t unsent;             /* mu; every position before it is sent */
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
     bool errored;                /* mu; LOADER_ERROR queued */
+    bool rd_eof;                 /* mu; it shut down its sending side */
     uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
     size_t rx;                   /* bytes of the request received so far */
     size_t rx_charged;           /* of them, counted in srv->rx_charged */
@@ -255,7 +258,7 @@ static void client_close(struct client *c, const char *why)
     l->rx_charged -= c->rx_charged;
     c->rx_charged = 0;
     order_free(c);
-    LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nsent, c->nwant);
+    LOG_I("loader %s: closed: %s (%u of %u files handed)", c->name, why, c->nhanded, c->nwant);
     c->swarm = NULL;
     if (s)
         mark_dirty(l, s);
@@ -270,7 +273,7 @@ static void on_client_io(uv_poll_t *h, int status, int events);
 /* Loop thread, under |mu|. */
 static void set_events(struct client *c)
 {
-    int ev = c->state == C_CLOSING ? 0 : UV_READABLE;
+    int ev = c->state == C_CLOSING || c->rd_eof ? 0 : UV_READABLE;
     if (c->qhead)
         ev |= UV_WRITABLE;
     if (ev == c->poll_events)
@@ -320,6 +323,44 @@ static void sent_log_flush(const struct sent_log *lg)
 static void send_error(struct client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Drops every frame queued for |c| (closing their descriptors): the
+ * LOADER_ERROR queued next replaces them. Under |mu|. */
+static void drop_queue(struct client *c)
+{
+    while (c->qhead) {
+        struct outq *nx = c->qhead->next;
+        if (c->qhead->fd >= 0)
+            close(c->qhead->fd);
+        free(c->qhead->data);
+        free(c->qhead);
+        c->qhead = nx;
+    }
+    c->qtail = NULL;
+}
+
+/* File |q| of |c| cannot be handed (|rv| from opening or sending it):
+ * what is queued goes (nothing of |q| was sent) and a LOADER_ERROR names
+ * the file and the cause, instead of a silent close. Under |mu|. */
+static void cannot_hand(struct client *c, const struct outq *q, int rv)
+{
+    char what[SHOAL_MSG_PATH_MAX + 1];
+
+    snprintf(what, sizeof what, "%s",
+             shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path);
+    drop_queue(c);
+    if (rv == SHOAL_EBADHASH) /* --- rot --- found changed on disk since it was queued */
+        send_error(c, "release '%s': file '%s' changed on disk on this node after it "
+                   "was verified and is not handed out; the node fetches its bad "
+                   "chunks again: ask again once it is whole", c->release, what);
+    else if (rv == SHOAL_ENOTFOUND) /* its chunks were taken back since it was queued */
+        send_error(c, "release '%s': file '%s' is not whole on this node any more (its "
+                   "bad chunks are being fetched again) and is not handed out: ask "
+                   "again once it is whole", c->release, what);
+    else
+        send_error(c, "release '%s': file '%s' cannot be handed: %s (was the cache "
+                   "changed under the daemon?)", c->release, what, shoal_strerror(rv));
+}
+
 /* Sends queued frames until the socket is full. Any thread, under |mu|;
  * |lg| (may be NULL: log at once) collects the hand-off latencies.
  * Returns 0 or a negated errno (the connection is broken). */
@@ -337,33 +378,15 @@ static int flush(struct client *c, struct sent_log *lg)
 
         if (q->has_file && q->off == 0 && q->fd < 0) {
             int rv = shoal_swarm_file_open(q->swarm, q->file, &q->fd);
-            if (rv == SHOAL_EBADHASH) {
-                /* --- rot --- found changed on disk since it was queued:
-                 * never handed. What is queued goes (this frame is the
-                 * first of the rest, nothing of it sent), an error says why. */
-                const char *path =
-                    shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path;
-                char what[SHOAL_MSG_PATH_MAX + 1];
-                snprintf(what, sizeof what, "%s", path);
-                while (c->qhead) {
-                    struct outq *nx = c->qhead->next;
-                    if (c->qhead->fd >= 0)
-                        close(c->qhead->fd);
-                    free(c->qhead->data);
-                    free(c->qhead);
-                    c->qhead = nx;
-                }
-                c->qtail = NULL;
-                send_error(c, "release '%s': file '%s' changed on disk on this node after it "
-                           "was verified and is not handed out; the node fetches its bad "
-                           "chunks again: ask again once it is whole", c->release, what);
-                continue;
+            if (rv == SHOAL_STORE_UNLINKED) {
+                LOG_W("loader %s: the cache entry of %s was removed under the daemon "
+                      "(not by shoal drop); handing the node's own open copy", c->name,
+                      shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path);
+                rv = 0;
             }
             if (rv != 0) {
-                LOG_E("loader %s: cannot open %s for hand-off: %s", c->name,
-                      shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path,
-                      shoal_strerror(rv));
-                return rv;
+                cannot_hand(c, q, rv);
+                continue;
             }
         }
         mh.msg_iov = &iov;
@@ -380,16 +403,24 @@ static int flush(struct client *c, struct sent_log *lg)
         }
         n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
-            if (errno == EINTR)
+            int e = errno;
+            if (e == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            if (e == EAGAIN || e == EWOULDBLOCK)
                 break;
-            return -errno;
+            /* The connection is fine but this descriptor could not go:
+             * say so on it, rather than closing without a word. */
+            if (q->has_file && q->off == 0 && e != EPIPE && e != ECONNRESET && !c->errored) {
+                cannot_hand(c, q, -e);
+                continue;
+            }
+            return -e;
         }
         if (q->fd >= 0) {
             /* Sent: the loader holds its own copy now. */
             close(q->fd);
             q->fd = -1;
+            c->nhanded++;
             /* Once per live hand-off: the daemon's share of its latency. */
             if (q->ready_ns)
                 sent_log_add(lg, c, q->file, mono_ns() - q->ready_ns);
@@ -869,8 +900,17 @@ static void read_client(struct client *c)
         size_t off = 0, used;
         int rv = 0;
 
-        if (n == 0) {
+        if (n == 0 && c->state == C_NEW) {
             client_close(c, "loader disconnected");
+            return;
+        }
+        if (n == 0) {
+            /* After its request a loader may shut down its sending side
+             * (shutdown(SHUT_WR)): it still reads. Stop polling for reads
+             * (EOF would wake us forever) and keep sending; if it is gone
+             * altogether, the next send says so (EPIPE). */
+            LOG_D("loader %s: shut down its sending side; still sending to it", c->name);
+            c->rd_eof = true;
             return;
         }
         if (n < 0) {
@@ -1359,6 +1399,20 @@ bool shoal_loader_srv_waiting(struct shoal_loader_srv *l, const char *release)
     return found;
 }
 
+bool shoal_loader_srv_watching(struct shoal_loader_srv *l, const struct shoal_swarm *s)
+{
+    bool found = false;
+
+    if (!l || !s)
+        return false;
+    pthread_mutex_lock(&l->mu);
+    /* C_CLOSING too: its last files (or LOADER_DONE) may still be queued. */
+    for (const struct client *c = l->clients; c && !found; c = c->next)
+        found = !c->closed && c->swarm == s;
+    pthread_mutex_unlock(&l->mu);
+    return found;
+}
+
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l)
 {
     return l ? l->nclients : 0;
@@ -1473,9 +1527,12 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
         goto fail;
     }
     /* Between bind and chmod the file may briefly carry the umask's mode;
-     * SO_PEERCRED checks every connection, so that window grants nothing. */
+     * SO_PEERCRED checks every connection, so that window grants nothing.
+     * For the same reason --loader-user opens the mode to everyone: with
+     * 0660 that user (neither shoald's nor in the group) could not even
+     * connect, and the check below still refuses every other uid. */
     if (bind(l->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        chmod(cfg->path, 0660) != 0 ||
+        chmod(cfg->path, l->has_uid ? 0666 : 0660) != 0 ||
         (l->has_gid && chown(cfg->path, (uid_t)-1, l->gid) != 0) ||
         lstat(cfg->path, &st) != 0 || listen(l->lfd, 64) != 0) {
         rv = -errno;
@@ -1502,7 +1559,8 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
     rv = uv_poll_start(&l->lpoll, UV_READABLE, on_accept);
     if (rv != 0)
         goto fail;
-    LOG_I("loader socket on %s (mode 0660%s%s%s%s)", cfg->path, l->has_gid ? ", group " : "",
+    LOG_I("loader socket on %s (mode %s%s%s%s%s)", cfg->path, l->has_uid ? "0666, each "
+          "connection checked with SO_PEERCRED" : "0660", l->has_gid ? ", group " : "",
           l->has_gid ? cfg->group : "", l->has_uid ? ", user " : "", l->has_uid ? cfg->user : "");
     *out = l;
     return 0;

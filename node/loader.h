@@ -163,6 +163,12 @@ void shoal_loader_srv_release_dropped(struct shoal_loader_srv *l, struct shoal_s
  * (then false). */
 bool shoal_loader_srv_waiting(struct shoal_loader_srv *l, const char *release);
 
+/* Whether a loader is still being handed files of open release |s| (it
+ * asked for them and has not received its LOADER_DONE or error yet): such a
+ * release must not be closed to make room. Loop thread, not from inside a
+ * hook; |l| may be NULL (then false). */
+bool shoal_loader_srv_watching(struct shoal_loader_srv *l, const struct shoal_swarm *s);
+
 /* Loaders connected now (for status and tests). */
 uint32_t shoal_loader_srv_clients(const struct shoal_loader_srv *l);
 

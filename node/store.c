@@ -104,6 +104,7 @@ struct shoal_store {
     char *branch;       /* NULL: no ref */
     char idhex[2 * SHOAL_HASH_LEN + 1];
     int cache_fd, repo_fd, blobs_fd, meta_fd, snap_fd;
+    long gid;           /* the loader group for the folders, or -1 */
 
     uint32_t *file_blob; /* file -> blob */
     uint32_t *blob_files; /* files grouped by blob (sorted by sha256) */
@@ -241,7 +242,9 @@ static int mkdir_open(int dirfd, const char *name, int *out)
 {
     int fd;
 
-    if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+    /* 0750: the repo folder above it is the gate (see guard_dir); in it
+     * new directories inherit its group and its setgid bit. */
+    if (mkdirat(dirfd, name, 0750) < 0 && errno != EEXIST)
         return errno_rv(errno);
     fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
@@ -250,12 +253,39 @@ static int mkdir_open(int dirfd, const char *name, int *out)
     return 0;
 }
 
+/* Gives directory |fd| (|what| for messages) to the cache's group: mode
+ * 0750 with no group, 02750 and group |gid| with one (|gid| < 0: none), so
+ * only shoald's user and the loader group can enter it, and what is created
+ * in it inherits that group. A directory of another owner is left as it is
+ * (we could not change it; its owner chose its mode). Returns 0 or a negated
+ * errno (chown to a group shoald's user is not in: -EPERM). */
+static int guard_dir(int fd, long gid)
+{
+    struct stat st;
+    mode_t want;
+
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (st.st_uid != geteuid())
+        return 0;
+    if (gid >= 0 && st.st_gid != (gid_t)gid && fchown(fd, (uid_t)-1, (gid_t)gid) != 0)
+        return -errno;
+    /* Keep a setgid bit someone set; a chown may have cleared ours. */
+    want = (gid >= 0 ? S_ISGID : (st.st_mode & S_ISGID)) | 0750;
+    if ((st.st_mode & 07777) != want && fchmod(fd, want) != 0)
+        return -errno;
+    return 0;
+}
+
 /* Creates |path| and its parents (the user-given cache dir: symlinks in it
- * are the user's business and are followed). */
-static int mkdir_p(const char *path)
+ * are the user's business and are followed). Directories it creates get
+ * group |gid| (see guard_dir) when |gid| >= 0: the loader group must be
+ * able to reach the repo folders; otherwise the umask decides. */
+static int mkdir_p(const char *path, long gid)
 {
     char buf[SHOAL_HF_PATH_MAX];
     size_t n = strlen(path), i;
+    int fd, rv;
 
     if (n == 0 || n >= sizeof buf)
         return SHOAL_ELIMIT;
@@ -264,14 +294,24 @@ static int mkdir_p(const char *path)
         if (buf[i] != '/' && buf[i] != '\0')
             continue;
         buf[i] = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return errno_rv(errno);
+        if (mkdir(buf, 0755) < 0) {
+            if (errno != EEXIST)
+                return errno_rv(errno);
+        } else if (gid >= 0) {
+            fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (fd < 0)
+                return -errno;
+            rv = guard_dir(fd, gid);
+            close(fd);
+            if (rv < 0)
+                return rv;
+        }
         buf[i] = i == n ? '\0' : '/';
     }
     return 0;
 }
 
-int shoal_store_lock_cache(const char *cache_dir, int *fd, long *holder, char *path,
+int shoal_store_lock_cache(const char *cache_dir, long gid, int *fd, long *holder, char *path,
                            size_t cap)
 {
     char dir[SHOAL_HF_PATH_MAX], buf[32];
@@ -283,7 +323,7 @@ int shoal_store_lock_cache(const char *cache_dir, int *fd, long *holder, char *p
     n = snprintf(dir, sizeof dir, "%s/.locks", cache_dir);
     if (n < 0 || (size_t)n >= sizeof dir || snprintf(path, cap, "%s/shoald.lock", dir) >= (int)cap)
         return SHOAL_ELIMIT;
-    if ((rv = mkdir_p(dir)) < 0)
+    if ((rv = mkdir_p(dir, gid)) < 0)
         return rv;
     lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (lfd < 0)
@@ -356,7 +396,7 @@ static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t l
 
     snprintf(tmp, sizeof tmp, ".shoal-tmp-%d-%u", (int)getpid(),
              atomic_fetch_add(&tmp_counter, 1));
-    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0) {
         rv = errno_rv(errno);
         goto out;
@@ -962,8 +1002,10 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
          * Only the mode: the store writes no published blob (a repair
          * fills a copy and renames it over, see repair_copy), and removing it from the
          * cache needs write permission on the directory, not on the file.
-         * Best effort: a cache on a filesystem without modes still works. */
-        (void)fchmod(s->blobs[b].fd, 0444);
+         * Best effort: a cache on a filesystem without modes still works.
+         * Others get nothing (the folder shuts them out too): only
+         * shoald's user and the loader group may read the models. */
+        (void)fchmod(s->blobs[b].fd, 0440);
     }
     fsync(s->blobs_fd);
     for (f = 0; f < s->blobs[b].fcount && rv == 0; f++)
@@ -1348,7 +1390,7 @@ static int repair_copy(struct shoal_store *s, uint32_t b, int src, const uint8_t
 
     shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
     own_inc_path(s, b, own, sizeof own);
-    fd = openat(s->blobs_fd, in_blobs(own), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    fd = openat(s->blobs_fd, in_blobs(own), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0) {
         rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
         set_err(s, "creating %s/%s to fetch chunks of %s again: %s", s->repo_path, own,
@@ -1502,7 +1544,7 @@ incomplete:
         /* Known before O_CREAT, so a failed open can take back what it made. */
         s->blobs[b].created = fstatat(s->blobs_fd, in_blobs(inc), &st, AT_SYMLINK_NOFOLLOW) < 0 &&
                               errno == ENOENT;
-        fd = openat(s->blobs_fd, in_blobs(inc), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        fd = openat(s->blobs_fd, in_blobs(inc), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
         if (fd < 0 || fstat(fd, &st) < 0) {
             rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
             set_err(s, "opening %s/%s for %s: %s", s->repo_path, inc, pf->path,
@@ -1658,7 +1700,7 @@ static int open_dirs(struct shoal_store *s, const char *cache_dir)
     if (!s->cache_dir || !s->repo_path)
         return -ENOMEM;
     snprintf(s->repo_path, len, "%s/%s", cache_dir, folder);
-    if ((rv = mkdir_p(cache_dir)) < 0) {
+    if ((rv = mkdir_p(cache_dir, s->gid)) < 0) {
         set_err(s, "creating cache dir %s: %s", cache_dir, shoal_strerror(rv));
         return rv;
     }
@@ -1672,6 +1714,17 @@ static int open_dirs(struct shoal_store *s, const char *cache_dir)
         (rv = mkdir_open(s->repo_fd, "blobs", &s->blobs_fd)) < 0 ||
         (rv = mkdir_open(s->repo_fd, ".shoal", &s->meta_fd)) < 0) {
         set_err(s, "creating %s/{blobs,.shoal}: %s", s->repo_path, shoal_strerror(rv));
+        return rv;
+    }
+    /* The repo folder is the gate: any local user could read every model
+     * of a 0755 folder. blobs/ too, for a cache made before: blobs created
+     * in it must get the loader group. */
+    if ((rv = guard_dir(s->repo_fd, s->gid)) < 0 || (rv = guard_dir(s->blobs_fd, s->gid)) < 0) {
+        if (s->gid >= 0)
+            set_err(s, "giving %s to group %ld (mode 02750): %s (is shoald's user in "
+                    "loader-group?)", s->repo_path, s->gid, shoal_strerror(rv));
+        else
+            set_err(s, "making %s mode 0750: %s", s->repo_path, shoal_strerror(rv));
         return rv;
     }
     return 0;
@@ -1805,6 +1858,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     s->on_ready = opts->on_ready;
     s->user = opts->user;
     s->flush_every = opts->flush_every ? opts->flush_every : FLUSH_EVERY_DEFAULT;
+    s->gid = opts->has_group ? (long)opts->group : -1;
     s->opening = true;
     s->nfiles = shoal_manifest_nfiles(m);
     s->nchunks = shoal_manifest_nchunks(m);
@@ -2253,6 +2307,16 @@ int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
     } else {
         shoal_hf_blob_path(path, sizeof path, file(s, fi)->sha256, false);
         nfd = openat(s->repo_fd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (nfd < 0 && errno == ENOENT && bfd >= 0) {
+            /* The cache entry was removed under us (rm, huggingface-cli
+             * delete-cache): the verified inode is still the one we hold
+             * open, read-only, so the loader gets it rather than nothing. */
+            snprintf(path, sizeof path, "/proc/self/fd/%d", bfd);
+            nfd = open(path, O_RDONLY | O_CLOEXEC);
+            if (nfd >= 0)
+                return *fd = nfd, SHOAL_STORE_UNLINKED;
+            errno = ENOENT;
+        }
     }
     if (nfd < 0)
         return -errno;

@@ -98,6 +98,8 @@ struct shoal_store_opts {
     shoal_store_file_cb on_file; /* may be NULL */
     shoal_store_file_cb on_ready; /* may be NULL */
     void *user;                  /* passed to on_file and on_ready */
+    bool has_group;              /* the repo folders get |group| (mode 02750) */
+    uint32_t group;              /* gid of --loader-group, when has_group */
     char *err;                   /* when open fails, a message naming the path
                                   * is written here (NUL-terminated); may be NULL */
     size_t errlen;
@@ -140,9 +142,11 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
  * SHOAL_EBUSY when another process holds it, with its pid in |*holder|
  * (0 when it has not written one yet); or a negated errno / SHOAL_ELIMIT
  * when the lock cannot be taken at all (read-only cache, path too long).
- * |path| (|cap| bytes) gets the lock file's path in every case.
+ * |path| (|cap| bytes) gets the lock file's path in every case. Directories
+ * it creates get group |gid| and mode 02750 (|gid| < 0: the umask's mode),
+ * so that the loader group can reach the cache.
  */
-int shoal_store_lock_cache(const char *cache_dir, int *fd, long *holder, char *path,
+int shoal_store_lock_cache(const char *cache_dir, long gid, int *fd, long *holder, char *path,
                            size_t cap);
 
 /* The release was asked for (again) by branch or tag |branch|: refs/<branch>
@@ -229,9 +233,15 @@ bool shoal_store_complete(struct shoal_store *s);
  * shoal_store_file_ready), for handing to a loader; the caller owns and
  * closes it. It is a new open file description of the same inode the store
  * filled, so a file not yet renamed into blobs/ reads the same whole bytes
- * and stays the same file after the rename. Returns 0, SHOAL_ENOTFOUND when
- * the file is out of range or not ready, SHOAL_EBADHASH when it was found
+ * and stays the same file after the rename. A published blob whose name
+ * was removed from the cache under the daemon (rm, huggingface-cli
+ * delete-cache) is opened through the store's own descriptor of the same
+ * verified inode, and SHOAL_STORE_UNLINKED (positive: |*fd| is set, as for
+ * 0) says so, for the caller's log. Returns 0, SHOAL_STORE_UNLINKED,
+ * SHOAL_ENOTFOUND when the file is out of range or not ready (e.g. chunks
+ * taken back and being fetched again), SHOAL_EBADHASH when it was found
  * changed on disk (file_suspect), or a negated errno. */
+#define SHOAL_STORE_UNLINKED 1
 int shoal_store_file_open(struct shoal_store *s, uint32_t file, int *fd);
 
 /* Marks the blob of file |file| (so every file with its sha256) as found

@@ -336,6 +336,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
 
     memset(&so, 0, sizeof so);
     so.flags = cfg->store_flags;
+    so.has_group = cfg->has_group;
+    so.group = cfg->group;
     so.branch = branch;
     so.manifest = signed_mf;
     so.manifest_len = len;

@@ -100,6 +100,8 @@ struct shoal_swarm_cfg {
     const char *cache_dir;           /* store root (HF hub cache) */
     const char *zone;                /* our zone: peers elsewhere are cross-zone */
     unsigned store_flags;            /* SHOAL_STORE_* */
+    bool has_group;                  /* the cache's folders go to |group| */
+    uint32_t group;                  /* gid of --loader-group */
     uint32_t serve_per_peer;         /* uploads in flight per peer; 0: 16 */
     uint32_t upload_slots;           /* peers uploaded to at once, others are
                                       * told busy; 0: no limit (see
@@ -244,7 +246,9 @@ const char *shoal_swarm_disk_error(const struct shoal_swarm *s);
 bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file);
 /* Opens a new read-only descriptor on ready file |file| (the inode of the
  * HF-cache blob, or the same memfd in memory mode); the caller owns it.
- * Returns 0, SHOAL_ENOTFOUND (not ready / out of range) or a negated errno. */
+ * Returns 0, SHOAL_STORE_UNLINKED (opened, but its cache entry was removed
+ * under the daemon: see shoal_store_file_open), SHOAL_ENOTFOUND (not ready /
+ * out of range), SHOAL_EBADHASH (found changed on disk) or a negated errno. */
 int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd);
 /* Local loaders wait for files |files| (manifest indices, most urgent
  * first; |n| 0 clears): their chunks are scheduled first. Complete and

@@ -42,7 +42,10 @@ CASE is one of:
                 a connection that sends nothing, or half a frame, gets
                 LOADER_ERROR 'no LOADER_WANT within 5.0 s' and is closed;
                 of 64 idle connections of one uid, 48 are refused ('too
-                many loaders of uid 0') and another user is still served;
+                many loaders of uid 0') and another user is still served,
+                let in by --loader-user alone (the socket is 0666 then;
+                before, it was 0660 and nobody got EACCES), while uid 1 is
+                refused 'not authorised';
                 16 connections each sending 8 MiB of an unfinished request
                 raise the daemon's RSS by less than 64 MiB (most get 'busy'),
                 while a complete request of 2 MB (an order of 2,000 long
@@ -71,6 +74,32 @@ CASE is one of:
                 LOADER_DONE that was queued behind files never sent; and both
                 clients (shoal_loader.py, the C example) treat a LOADER_DONE
                 that comes before every announced file as an error.
+  cache_perm    after a pull, a local user outside --loader-group (nobody,
+                no supplementary groups; root only) can open no blob and no
+                snapshot path of the cache (before: every folder 0755, every
+                blob 0444), while the same uid with the loader group as a
+                supplementary group reads every file, bit-identical; the
+                owner's mode bits allow reading (0440 blobs, 02750 folders
+                of the loader group).
+  cache_removed the cache folder of a complete, open release is removed
+                (rm -r, as huggingface-cli delete-cache does, without shoal
+                drop): a loader still gets every file, bit-identical (the
+                node hands its own open copy of each verified inode and logs
+                that the cache entry was removed), and the log counts the
+                descriptors sent. Before: 'daemon closed the connection
+                before LOADER_DONE' with no LOADER_ERROR, logged as '(8 of 8
+                files handed)' when none was.
+  evict         --max-releases 1 and a loader receiving a complete release
+                of 600 small files that reads nothing yet: `shoal pull` of
+                another release is refused saying a loader is receiving its
+                files (before: the release was closed under the loader,
+                which got LOADER_ERROR 'closed on this node to make room'
+                part-way), the loader then gets all 600 files and
+                LOADER_DONE, and the same pull then succeeds.
+  half_close    a loader that shuts down its sending side (SHUT_WR) right
+                after its LOADER_WANT, for a release its node pulls on
+                demand, still gets every file and LOADER_DONE (before: taken
+                for gone, the pull withdrawn, nothing sent).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -550,15 +579,16 @@ def case_memory(tmp):
     return fails
 
 
-def as_nobody(fn, groups=()):
-    """Runs fn() in a forked child as uid/gid nobody; returns its exit code."""
+def as_nobody(fn, groups=(), uid=65534):
+    """Runs fn() in a forked child as uid/gid nobody (or |uid|); returns its
+    exit code."""
     pid = os.fork()
     if pid == 0:
         code = 99
         try:
             os.setgroups(list(groups))
             os.setgid(65534)
-            os.setuid(65534)
+            os.setuid(uid)
             code = fn()
         except BaseException as e:  # the child must never return into the test
             print(f"child: {e!r}")
@@ -763,10 +793,16 @@ def case_limits(tmp):
     if too_many != 48:
         print(f"FAIL {too_many} of 48 connections past one uid's share were refused")
         fails += 1
-    os.chmod(sock, 0o666)
+    # --loader-user alone lets nobody in: the socket's mode no longer
+    # stops it before the credential check (the test used to chmod 0666).
     rc = as_nobody(lambda: try_connect(sock, mid))
     if rc != 2:
         print(f"FAIL another user was not served while uid 0 held its slots (child {rc})")
+        fails += 1
+    # ...and any other uid is still refused, saying so.
+    rc = as_nobody(lambda: try_connect(sock, mid), uid=1)
+    if rc != 1:
+        print(f"FAIL uid 1 was not refused by SO_PEERCRED (child {rc})")
         fails += 1
     for s in held:
         s.close()
@@ -1118,8 +1154,243 @@ def loader_store_full(tmp, small):
     return fails
 
 
+def loader_group():
+    """A group nobody is not in, for --loader-group: (name, gid)."""
+    import grp
+    for name in ("users", "staff", "daemon"):
+        try:
+            return name, grp.getgrnam(name).gr_gid
+        except KeyError:
+            continue
+    return None, None
+
+
+def try_read(paths, files):
+    """For as_nobody: 0 when no path opens, 1 when all read right, 2 mixed,
+    3 when something read differs from the source."""
+    opened = 0
+    for p, rel in paths:
+        try:
+            with open(p, "rb") as fh:
+                data = fh.read()
+        except PermissionError:
+            continue
+        opened += 1
+        if data != files[rel]:
+            print(f"child: {p} differs from the source")
+            return 3
+    return 0 if opened == 0 else 1 if opened == len(paths) else 2
+
+
+def case_cache_perm(tmp):
+    if os.geteuid() != 0:
+        print("not root: cannot run a check as another user")
+        sys.exit(77)
+    gname, gid = loader_group()
+    if gname is None:
+        print("no group to use as --loader-group")
+        sys.exit(77)
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(sock_dir(tmp), "b.sock")  # tmp is now traversable by all
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                          "--loader-socket", sock, "--loader-group", gname]))
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(org/model@[0-9a-f]+\) complete", WAIT_S):
+        print("FAIL the pull did not complete")
+        fails += 1
+    cache = os.path.join(tmp, "cache-b")
+    folder = os.path.join(cache, "models--org--model")
+    snaps = os.path.join(folder, "snapshots")
+    commits = os.listdir(snaps) if os.path.isdir(snaps) else []
+    paths = [(os.path.join(snaps, c, rel), rel) for c in commits for rel in files]
+    for rel in files:  # the blobs, found by the snapshot links
+        if commits:
+            paths.append((os.path.realpath(os.path.join(snaps, commits[0], rel)), rel))
+    if len(paths) != 2 * len(files):
+        print(f"FAIL the cache holds {len(paths)} of {2 * len(files)} expected paths")
+        fails += 1
+    for p, _ in paths:
+        st = os.stat(p)
+        if p.startswith(os.path.join(folder, "blobs")) and stat.S_IMODE(st.st_mode) != 0o440:
+            print(f"FAIL blob {p} has mode {oct(stat.S_IMODE(st.st_mode))}, not 0440")
+            fails += 1
+    for d in (folder, os.path.join(folder, "blobs"), snaps):
+        st = os.stat(d)
+        if st.st_gid != gid or stat.S_IMODE(st.st_mode) != 0o2750:
+            print(f"FAIL folder {d}: group {st.st_gid} mode {oct(stat.S_IMODE(st.st_mode))}, "
+                  f"not group {gid} mode 02750")
+            fails += 1
+    rc = as_nobody(lambda: try_read(paths, files))
+    if rc != 0:
+        print(f"FAIL nobody (not in {gname}) could read the cache (child result {rc})")
+        fails += 1
+    rc = as_nobody(lambda: try_read(paths, files), groups=[gid])
+    if rc != 1:
+        print(f"FAIL a member of {gname} could not read every file of the cache "
+              f"(child result {rc})")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
+def case_cache_removed(tmp):
+    import shutil
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                          "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(org/model@[0-9a-f]+\) complete", WAIT_S):
+        print("FAIL the pull did not complete")
+        return 1
+    shutil.rmtree(os.path.join(tmp, "cache-b", "models--org--model"))
+    got = {}
+    try:
+        with shoal_loader.Client(sock, timeout=20) as cl:
+            for f in cl.want(mid):
+                got[f.path] = hashlib.sha256(f.mmap()).digest() if f.size else \
+                    hashlib.sha256(b"").digest()
+                f.close()
+    except (shoal_loader.LoaderError, OSError) as e:
+        print(f"FAIL the loader got {len(got)} of {len(files)} files, then: {e}")
+        fails += 1
+    for rel, data in files.items():
+        if rel in got and got[rel] != hashlib.sha256(data).digest():
+            print(f"FAIL {rel}: the bytes handed differ from the source")
+            fails += 1
+    if not fails and len(got) != len(files):
+        print(f"FAIL the loader got {len(got)} of {len(files)} files")
+        fails += 1
+    if not b.wait_for(r"cache entry of .* was removed under the daemon", 10):
+        print("FAIL the daemon did not log that the cache entry was removed")
+        fails += 1
+    n = len(files)
+    if not b.wait_for(rf"closed: every file handed \({n} of {n} files handed\)", 10):
+        print("FAIL the log does not count the files handed")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
+def recv_all(s, timeout):
+    """Frames and descriptors |s| receives until the daemon closes it:
+    (list of decoded frames, number of descriptors); the descriptors are
+    closed. None on timeout."""
+    data, nfd, end = b"", 0, time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            return None
+        d, anc, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
+        for lvl, typ, fds in anc:
+            if lvl == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                for i in range(0, len(fds) - len(fds) % 4, 4):
+                    os.close(struct.unpack("i", fds[i:i + 4])[0])
+                    nfd += 1
+        if not d:
+            return read_frames(data), nfd
+        data += d
+
+
+def case_evict(tmp):
+    n = 600
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b"), ("a", "b"))
+    repo = os.path.join(tmp, "repo")
+    rnd = random.Random(7)
+    shoalproc.write_files(repo, {f"f-{i:04d}.bin": rnd.randbytes(1024) for i in range(n)})
+    mf, mf2 = os.path.join(tmp, "rel.manifest"), os.path.join(tmp, "rel2.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, commit="ab" * 20)
+    mid2 = shoalproc.build_manifest(SHOAL, repo, k, mf2, commit="cd" * 20)
+    sock = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--manifest", mf2,
+                                             "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid, "--max-releases", "1",
+                                          "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(org/model@ab[0-9a-f]+\) complete", WAIT_S):
+        print("FAIL the pull did not complete")
+        return 1
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    if not b.wait_for(r"loader .*: every one of 600 files", 10):
+        print("FAIL the loader's files were not queued")
+        fails += 1
+    r = subprocess.run([SHOAL, "pull", mid2, "--socket", b.ctl, "--timeout", "20", "--quiet"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode == 0 or "loader" not in r.stderr:
+        print(f"FAIL shoal pull while a loader receives the only release: exit "
+              f"{r.returncode}: {r.stderr.strip()[:300]}")
+        fails += 1
+    got = recv_all(s, 20)
+    s.close()
+    if got is None:
+        print("FAIL the loader was not served to the end")
+        fails += 1
+    else:
+        frames, nfd = got
+        kinds = [f[0] for f in frames]
+        if nfd != n or kinds.count(shoal_loader.LOADER_FILE) != n or \
+                kinds[-1:] != [shoal_loader.LOADER_DONE]:
+            print(f"FAIL the slow loader got {nfd} descriptors, "
+                  f"{kinds.count(shoal_loader.LOADER_FILE)} LOADER_FILE, last "
+                  f"{frames[-1] if frames else None!r}")
+            fails += 1
+    # Its loader done, the release may go: the same pull now opens.
+    r = subprocess.run([SHOAL, "pull", mid2, "--socket", b.ctl, "--timeout", "30", "--quiet"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        print(f"FAIL shoal pull once the loader was done: exit {r.returncode}: "
+              f"{r.stderr.strip()[:300]}")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
+def case_half_close(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    sock = os.path.join(tmp, "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("b", node_args(k, "b", tmp, ["--peer", a.addr, "--loader-socket", sock]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the node did not reach the seed")
+        return 1
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    s.shutdown(socket.SHUT_WR)
+    got = recv_all(s, WAIT_S)
+    s.close()
+    if got is None:
+        print("FAIL the half-closed loader was not served to the end")
+        fails += 1
+    else:
+        frames, nfd = got
+        kinds = [f[0] for f in frames]
+        if nfd != len(files) or kinds[-1:] != [shoal_loader.LOADER_DONE]:
+            print(f"FAIL the half-closed loader got {nfd} of {len(files)} descriptors, last "
+                  f"{frames[-1] if frames else None!r}")
+            fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
-                      "short_done": case_short_done}, "shoal-loader-")
+                      "short_done": case_short_done, "cache_perm": case_cache_perm,
+                      "cache_removed": case_cache_removed, "evict": case_evict,
+                      "half_close": case_half_close}, "shoal-loader-")

@@ -992,7 +992,7 @@ static void test_verify_repairs_published(void)
      * a user other than root fails)... */
     struct stat st;
     blob_path(p, sizeof p, cache, &r, 2, false);
-    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0444);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0440);
 
     /* Bit rot in a published blob (or root writing: the mode is put back
      * as it was, so that a test not run as root writes too): the cheap
@@ -1017,7 +1017,7 @@ static void test_verify_repairs_published(void)
     blob_path(p, sizeof p, cache, &r, 2, false);
     CHECK(exists(p));
     own_partial(p, sizeof p, cache, &r, 2);
-    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0644);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0640);
     check_bits_true(s, &r);
     for (uint32_t i = 0; i < n; i++) {
         if (shoal_store_has(s, i))
@@ -1030,7 +1030,7 @@ static void test_verify_repairs_published(void)
     check_published(cache, &r);
     /* ...and read-only once published again. */
     blob_path(p, sizeof p, cache, &r, 2, false);
-    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0444);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0440);
     own_partial(p, sizeof p, cache, &r, 2);
     CHECK(!exists(p));
     shoal_store_free(s);
@@ -1278,7 +1278,7 @@ static void test_take_back_not_ready(void)
     CHECK_EQ(rc.ready[3], 2);
     check_published(cache, &r);
     blob_path(p, sizeof p, cache, &r, 1, false);
-    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0444);
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0440);
     own_partial(p, sizeof p, cache, &r, 1);
     CHECK(!exists(p));
     shoal_store_free(s);
