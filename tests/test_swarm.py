@@ -1392,6 +1392,22 @@ def case_tracker_lies(tmp):
     return fails
 
 
+def flip_middle_byte(snap):
+    """Flips the byte in the middle of the blob snapshot link |snap| points
+    at, as bit rot would (its mode is put back)."""
+    blob = os.path.realpath(snap)
+    size = os.path.getsize(blob)
+    mode = os.stat(blob).st_mode & 0o777
+    os.chmod(blob, mode | 0o200)
+    with open(blob, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 1]))
+    os.chmod(blob, mode)
+    return blob
+
+
 def case_disk_rot(tmp):
     k, repo, files, mf, mid = setup(tmp)
     shard = "model-00001-of-00002.safetensors"
@@ -1402,17 +1418,9 @@ def case_disk_rot(tmp):
         a.dump()
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
-    size = os.path.getsize(snap)
     # As root writing through the snapshot link would (the blob is read-only
-    # to anyone else), or bit rot; the mode is put back as it was.
-    mode = os.stat(snap).st_mode & 0o777
-    os.chmod(snap, mode | 0o200)
-    with open(snap, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 1]))
-    os.chmod(snap, mode)
+    # to anyone else), or bit rot.
+    flip_middle_byte(snap)
     # The second seed's address is known before it runs: the first puller
     # has only the rotten seed until it has banned it.
     h_addr = "127.0.0.1:%d" % free_port()
@@ -1496,15 +1504,7 @@ def case_disk_rot_repair(tmp):
         a.dump()
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
-    size = os.path.getsize(snap)
-    mode = os.stat(snap).st_mode & 0o777
-    os.chmod(snap, mode | 0o200)
-    with open(snap, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 1]))
-    os.chmod(snap, mode)
+    flip_middle_byte(snap)
 
     def tracker_complete(want, timeout):
         """Polls the tracker until it counts |want| complete nodes; the last count."""
@@ -1637,15 +1637,7 @@ def case_disk_rot_inproc(tmp):
         trk.stop()
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
-    size = os.path.getsize(snap)
-    mode = os.stat(snap).st_mode & 0o777
-    os.chmod(snap, mode | 0o200)
-    with open(snap, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 1]))
-    os.chmod(snap, mode)
+    flip_middle_byte(snap)
     if tracker_complete(k, taddr, name, 1, 20) != 1:
         print("FAIL the tracker never counted the seed complete")
         fails += 1
@@ -1802,15 +1794,7 @@ def case_disk_rot_kept(tmp):
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
     blob = os.path.realpath(snap)
     os.mkdir("%s.%s.incomplete" % (blob, mid[:16]))
-    size = os.path.getsize(blob)
-    mode = os.stat(blob).st_mode & 0o777
-    os.chmod(blob, mode | 0o200)
-    with open(blob, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 1]))
-    os.chmod(blob, mode)
+    flip_middle_byte(snap)
     p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
                                                  "--no-origin"]))
     if not a.wait_for(r"%s: its 1 bad chunks cannot be fetched again while it is open .*"
@@ -1832,20 +1816,6 @@ def case_disk_rot_kept(tmp):
             x.dump(tail=40)
     return fails
 
-def flip_middle_byte(snap):
-    """Flips the byte in the middle of the blob snapshot link |snap| points
-    at, as bit rot would (its mode is put back)."""
-    blob = os.path.realpath(snap)
-    size = os.path.getsize(blob)
-    mode = os.stat(blob).st_mode & 0o777
-    os.chmod(blob, mode | 0o200)
-    with open(blob, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 1]))
-    os.chmod(blob, mode)
-    return blob
 
 
 def fill_leaving(small, left):
