@@ -317,7 +317,11 @@ static struct ev ev_pop(struct sim *S)
  * behind: most rate changes happen to flows that are still running. The
  * heap holds the keys itself and the positions live in an array of their
  * own: a sift compares and moves entries without touching the (large,
- * cold) conn records. */
+ * cold) conn records. It is 4-ary: half the levels of a binary heap, each
+ * a dependent step that misses in a large fleet, for siblings that share
+ * a line or two. (Keys are a total order, so the order of pops, hence the
+ * run, does not depend on the heap's shape.) */
+#define FH_D 4u
 
 struct fhent {
     double t;              /* the conn's t_end ... */
@@ -341,7 +345,7 @@ static void fh_up(struct sim *S, uint32_t i)
 {
     struct fhent e = S->fh[i];
     while (i > 0) {
-        uint32_t p = (i - 1) / 2;
+        uint32_t p = (i - 1) / FH_D;
         if (!fh_less(&e, &S->fh[p]))
             break;
         fh_place(S, i, S->fh[p]);
@@ -355,10 +359,13 @@ static void fh_down(struct sim *S, uint32_t i)
     struct fhent e = S->fh[i];
     uint32_t n = S->nfh;
     for (;;) {
-        uint32_t l = 2 * i + 1;
+        uint32_t l = FH_D * i + 1;
         if (l >= n)
             break;
-        uint32_t m = (l + 1 < n && fh_less(&S->fh[l + 1], &S->fh[l])) ? l + 1 : l;
+        uint32_t m = l, end = n - l < FH_D ? n : l + FH_D;
+        for (uint32_t k = l + 1; k < end; k++)
+            if (fh_less(&S->fh[k], &S->fh[m]))
+                m = k;
         if (!fh_less(&S->fh[m], &e))
             break;
         fh_place(S, i, S->fh[m]);
@@ -381,7 +388,7 @@ static void fh_set(struct sim *S, uint32_t id)
         return;
     }
     S->fh[i] = e;
-    if (i > 0 && fh_less(&e, &S->fh[(i - 1) / 2]))
+    if (i > 0 && fh_less(&e, &S->fh[(i - 1) / FH_D]))
         fh_up(S, i);
     else
         fh_down(S, i);
@@ -397,7 +404,7 @@ static void fh_del(struct sim *S, uint32_t id)
     if (i == S->nfh)
         return;
     fh_place(S, i, last);
-    if (i > 0 && fh_less(&last, &S->fh[(i - 1) / 2]))
+    if (i > 0 && fh_less(&last, &S->fh[(i - 1) / FH_D]))
         fh_up(S, i);
     else
         fh_down(S, i);
@@ -1940,7 +1947,10 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             if (S.nfh > 0)
                 prefetch_ends(&S, S.fh[0].id, true);
             if (S.nfh > 1) {
-                uint32_t k = S.nfh > 2 && fh_less(&S.fh[2], &S.fh[1]) ? 2 : 1;
+                uint32_t k = 1, end = S.nfh < 1 + FH_D ? S.nfh : 1 + FH_D;
+                for (uint32_t i = 2; i < end; i++)
+                    if (fh_less(&S.fh[i], &S.fh[k]))
+                        k = i;
                 prefetch_conn(&S, S.fh[k].id);
             }
         } else if (bq != NULL) {
