@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -890,6 +891,17 @@ static void rx_done(struct client *c)
     shoal_frame_dec_free(&c->dec);
 }
 
+static void start_timer(struct shoal_loader_srv *l);
+
+/* Whether the loader at the other end of |fd| has closed its socket
+ * altogether (both ways shut: POLLHUP), not just its sending side. */
+static bool loader_gone(int fd)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLOUT};
+
+    return poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR)) != 0;
+}
+
 static void read_client(struct client *c)
 {
     uint8_t buf[READ_CHUNK];
@@ -904,13 +916,20 @@ static void read_client(struct client *c)
             client_close(c, "loader disconnected");
             return;
         }
+        if (n == 0 && loader_gone(c->fd)) {
+            client_close(c, "loader disconnected");
+            return;
+        }
         if (n == 0) {
             /* After its request a loader may shut down its sending side
              * (shutdown(SHUT_WR)): it still reads. Stop polling for reads
-             * (EOF would wake us forever) and keep sending; if it is gone
-             * altogether, the next send says so (EPIPE). */
+             * (EOF would wake us forever) and keep sending; whether it
+             * has gone altogether since is checked on the timer (a pull
+             * only it asked for is withdrawn then), or the next send says
+             * so (EPIPE). */
             LOG_D("loader %s: shut down its sending side; still sending to it", c->name);
             c->rd_eof = true;
+            start_timer(c->srv);
             return;
         }
         if (n < 0) {
@@ -1061,8 +1080,9 @@ static void start_timer(struct shoal_loader_srv *l)
     l->timer_on = uv_timer_start(&l->timer, on_timer, period, period) == 0;
 }
 
-/* Closes connections whose request did not arrive in time; stops when no
- * request is awaited. */
+/* Closes connections whose request did not arrive in time, and those of
+ * loaders that shut their sending side and have gone since; stops when
+ * there are none of either. */
 static void on_timer(uv_timer_t *t)
 {
     struct shoal_loader_srv *l = t->data;
@@ -1073,6 +1093,13 @@ static void on_timer(uv_timer_t *t)
     pthread_mutex_lock(&l->mu);
     for (c = l->clients; c; c = next) {
         next = c->next; /* pump_out may close c */
+        if (c->rd_eof && c->state != C_CLOSING && !c->closed) {
+            if (loader_gone(c->fd))
+                client_close(c, "loader disconnected");
+            else
+                waiting = true;
+            continue;
+        }
         if (c->state != C_NEW)
             continue;
         if (now - c->since_ms < l->want_timeout_ms) {
