@@ -6,9 +6,14 @@
  *
  * Sockets are driven with uv_poll on raw descriptors rather than uv_pipe,
  * because libuv can only pass its own handles, not an arbitrary fd, with a
- * write. Each connection keeps a queue of outgoing frames; a file's
- * descriptor is opened only when its frame reaches the head of the queue, so
- * a loader that stops reading pins no descriptors, only a few bytes per file.
+ * write. Each connection keeps the positions of its order that are ready
+ * (complete, owed to the loader), in the order they go out, and builds a
+ * file's frame only when the socket can take it: the queue of built frames
+ * holds at most the one being sent (and LOADER_DONE or LOADER_ERROR behind
+ * it), and a file's descriptor is opened only when its frame is that one.
+ * So a loader that stops reading pins no descriptors and 12 bytes per file,
+ * not a frame per file (16 such loaders of a 20,000-file release held 111
+ * MiB of queued frames before).
  *
  * Threads. The hand-off of a file that completes during a pull must not wait
  * behind the loop, which is busy with chunk traffic exactly then: the store's
@@ -19,7 +24,8 @@
  * uv_async: arming the poll for a socket that would block, closing a
  * connection (finished or broken), and refreshing the scheduler priorities.
  * So |mu| guards the client list and every client field a worker touches
- * (state, swarm, want, sent, nwant, nsent, unsent, the queue, kick, broken), the
+ * (state, swarm, want, sent, nwant, nsent, unsent, ready, the queue, kick,
+ * broken), the
  * sending side of each socket, and the dirty-swarm list. The loop takes it
  * in each of its entry points (accept, socket events, the async, release
  * opened, close) and drops it before calling into the swarm to set
@@ -30,11 +36,13 @@
  * lock (file_open, file_done); the store calls us with none of its locks
  * held.
  *
- * Ordering: every frame of a connection goes through its one queue under
- * |mu|, whichever thread sends it, so frames (and their descriptors) leave
- * in the order they were queued; sent[] makes each file go out once even
- * when a worker's event and the loop's scan of completed files (at bind)
- * race; LOADER_DONE is queued under the same lock right after the last file.
+ * Ordering: every file of a connection joins its one ready list under |mu|,
+ * whichever thread finds it ready, and every frame is built from that list
+ * and sent under |mu|, so frames (and their descriptors) leave in the order
+ * files became ready; sent[] makes each file go out once even when a
+ * worker's event and the loop's scan of completed files (at bind) race;
+ * LOADER_DONE is queued under the same lock once the last file's frame is
+ * out of the list.
  */
 #include "loader.h"
 
@@ -117,9 +125,16 @@ struct client {
      * once however long the order. */
     uint32_t *wnext, *wprev, whead;
     uint32_t *pos;
-    uint32_t nwant, nsent;       /* mu; nsent: queued (or being built) */
+    uint32_t nwant, nsent;       /* mu; nsent: ready (sent[]), built or not */
     uint32_t nhanded;            /* mu; descriptors actually sent */
     uint32_t unsent;             /* mu; every position before it is sent */
+    /* mu; the positions ready, in the order their frames go out, and when
+     * each file was verified (0: before the request): ready[rnext..nready)
+     * have no frame built yet. Each position enters once (sent[]), so
+     * nwant entries always suffice. */
+    uint32_t *ready;
+    uint64_t *ready_ns;
+    uint32_t nready, rnext;
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
@@ -231,6 +246,8 @@ static void on_client_closed(uv_handle_t *h)
     free(c->order_mp);
     free(c->want);
     free(c->sent);
+    free(c->ready);
+    free(c->ready_ns);
     free(c->wnext);
     free(c->wprev);
     free(c->pos);
@@ -323,10 +340,13 @@ static void sent_log_flush(const struct sent_log *lg)
 static void send_error(struct client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Drops every frame queued for |c| (closing their descriptors): the
- * LOADER_ERROR queued next replaces them. Under |mu|. */
+/* Drops every frame queued for |c| (closing their descriptors) and the
+ * ready files not built yet: the LOADER_ERROR queued next replaces them.
+ * Under |mu|. */
 static void drop_queue(struct client *c)
 {
+    c->nsent -= c->nready - c->rnext;
+    c->rnext = c->nready;
     while (c->qhead) {
         struct outq *nx = c->qhead->next;
         if (c->qhead->fd >= 0)
@@ -361,21 +381,33 @@ static void cannot_hand(struct client *c, const struct outq *q, int rv)
                    "changed under the daemon?)", c->release, what, shoal_strerror(rv));
 }
 
-/* Sends queued frames until the socket is full. Any thread, under |mu|;
- * |lg| (may be NULL: log at once) collects the hand-off latencies.
+static int next_frame(struct client *c);
+
+/* Sends queued frames, building the next ready file's when the queue is
+ * empty, until the socket is full or nothing is left. Any thread, under
+ * |mu|; |lg| (may be NULL: log at once) collects the hand-off latencies.
  * Returns 0 or a negated errno (the connection is broken). */
 static int flush(struct client *c, struct sent_log *lg)
 {
-    while (c->qhead) {
-        struct outq *q = c->qhead;
+    for (;;) {
+        struct outq *q;
         union {
             struct cmsghdr h;
             char buf[CMSG_SPACE(sizeof(int))];
         } cm;
-        struct iovec iov = {q->data + q->off, q->len - q->off};
+        struct iovec iov;
         struct msghdr mh = {0};
         ssize_t n;
 
+        if (!c->qhead && next_frame(c) != 0) {
+            send_error(c, "out of memory");
+            continue;
+        }
+        q = c->qhead;
+        if (!q)
+            break;
+        iov.iov_base = q->data + q->off;
+        iov.iov_len = q->len - q->off;
         if (q->has_file && q->off == 0 && q->fd < 0) {
             int rv = shoal_swarm_file_open(q->swarm, q->file, &q->fd);
             if (rv == SHOAL_STORE_UNLINKED) {
@@ -456,7 +488,7 @@ static void pump_out(struct client *c)
 }
 
 /* Queues |buf|'s frame (taken over). Any thread, under |mu| (as are
- * send_error, queue_done and hand_file). Returns 0 or -ENOMEM. */
+ * send_error, queue_done and next_frame). Returns 0 or -ENOMEM. */
 static int enqueue(struct client *c, struct shoal_buf *b, struct shoal_swarm *s, uint32_t file,
                    bool has_file)
 {
@@ -550,27 +582,13 @@ static void queue_done(struct client *c)
         c->qtail->done = true;
     shoal_buf_free(&b);
     c->state = C_CLOSING;
-    LOG_I("loader %s: every one of %u files of %s queued for it, LOADER_DONE last", c->name,
-          c->nwant, c->release);
 }
 
-/* Queues position |k| of |c|'s order (its file is complete). */
-static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
+/* Position |k| of |c|'s order is ready (its file is complete, verified at
+ * |ready_ns|): it leaves the positions the scheduler is asked for and joins
+ * the ready list, whose frames flush builds as the socket takes them. */
+static void hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
 {
-    const struct shoal_mf_file *f = shoal_manifest_file(shoal_swarm_manifest(c->swarm),
-                                                        c->want[k]);
-    struct shoal_buf b;
-    int rv;
-
-    shoal_buf_init(&b, OUT_FRAME_MAX);
-    rv = encode_file(&b, f, k, c->nwant, ready_ns);
-    if (rv == 0)
-        rv = enqueue(c, &b, c->swarm, c->want[k], true);
-    shoal_buf_free(&b);
-    if (rv == 0)
-        c->qtail->ready_ns = ready_ns;
-    if (rv != 0)
-        return rv;
     c->sent[k] = true;
     c->nsent++;
     if (c->wprev[k] != UINT32_MAX)
@@ -581,7 +599,43 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
         c->wprev[c->wnext[k]] = c->wprev[k];
     while (c->unsent < c->nwant && c->sent[c->unsent])
         c->unsent++;
-    LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->nsent, c->nwant);
+    c->ready[c->nready] = k;
+    c->ready_ns[c->nready] = ready_ns;
+    c->nready++;
+    if (c->nsent == c->nwant)
+        LOG_I("loader %s: every one of %u files of %s queued for it, LOADER_DONE last",
+              c->name, c->nwant, c->release);
+}
+
+/* Queues |c|'s next frame when nothing is queued: the first ready file's,
+ * or LOADER_DONE once every file's frame was built. Under |mu|. Returns 0
+ * or -ENOMEM (nothing was taken off the ready list then). */
+static int next_frame(struct client *c)
+{
+    const struct shoal_mf_file *f;
+    struct shoal_buf b;
+    uint32_t k;
+    int rv;
+
+    if (c->qhead || c->state != C_WATCH)
+        return 0;
+    if (c->rnext == c->nready) {
+        if (c->nsent == c->nwant)
+            queue_done(c);
+        return 0;
+    }
+    k = c->ready[c->rnext];
+    f = shoal_manifest_file(shoal_swarm_manifest(c->swarm), c->want[k]);
+    shoal_buf_init(&b, OUT_FRAME_MAX);
+    rv = encode_file(&b, f, k, c->nwant, c->ready_ns[c->rnext]);
+    if (rv == 0)
+        rv = enqueue(c, &b, c->swarm, c->want[k], true);
+    shoal_buf_free(&b);
+    if (rv != 0)
+        return rv;
+    c->qtail->ready_ns = c->ready_ns[c->rnext];
+    c->rnext++;
+    LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->rnext, c->nwant);
     return 0;
 }
 
@@ -671,11 +725,15 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
 
     c->want = malloc(sizeof *c->want * (n ? n : 1));
     c->sent = calloc(n ? n : 1, sizeof *c->sent);
+    /* Address space only until files are ready: pages are touched as
+     * entries are written. */
+    c->ready = malloc(sizeof *c->ready * (n ? n : 1));
+    c->ready_ns = malloc(sizeof *c->ready_ns * (n ? n : 1));
     c->wnext = malloc(sizeof *c->wnext * (n ? n : 1));
     c->wprev = malloc(sizeof *c->wprev * (n ? n : 1));
     c->pos = calloc(nfiles ? nfiles : 1, sizeof *c->pos);
     seen = calloc(1, nfiles / 8 + 1);
-    if (!c->want || !c->sent || !c->wnext || !c->wprev || !c->pos || !seen) {
+    if (!c->want || !c->sent || !c->ready || !c->ready_ns || !c->wnext || !c->wprev || !c->pos || !seen) {
         send_error(c, "out of memory");
         goto out;
     }
@@ -718,13 +776,9 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
     LOG_I("loader %s: watching %s@%s (%u files%s)", c->name, shoal_manifest_repo_id(m),
           shoal_manifest_commit(m), n, c->order_count ? " in its order" : "");
     for (uint32_t k = 0; k < n; k++) {
-        if (shoal_swarm_file_done(s, c->want[k]) && hand_file(c, k, 0) != 0) {
-            send_error(c, "out of memory");
-            goto out;
-        }
+        if (shoal_swarm_file_done(s, c->want[k]))
+            hand_file(c, k, 0);
     }
-    if (c->nsent == c->nwant)
-        queue_done(c);
     mark_dirty(c->srv, s);
 out:
     free(seen);
@@ -1194,8 +1248,9 @@ static void on_async(uv_async_t *h)
  * done but not yet reported (see offer_file). */
 #define ORDER_WINDOW 64u
 
-/* Queues file |file| for |c| if it waits for it (and LOADER_DONE after its
- * last file). Any thread, under |mu|. Returns whether |c| waited for it.
+/* Makes file |file| ready for |c| if it waits for it (flush then sends it,
+ * and LOADER_DONE after the last). Any thread, under |mu|. Returns whether
+ * |c| waited for it.
  *
  * Files that the store finished at the same moment are reported by their
  * worker threads in no particular order; so files earlier in the loader's
@@ -1210,15 +1265,12 @@ static bool offer_file(struct client *c, uint32_t file, uint64_t ready_ns)
         uint32_t end = k - c->unsent > ORDER_WINDOW ? c->unsent + ORDER_WINDOW : k;
         waited = !c->sent[k];
         for (uint32_t j = c->unsent; waited && j < end; j++) {
-            if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]) &&
-                hand_file(c, j, ready_ns) != 0)
-                send_error(c, "out of memory");
+            if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]))
+                hand_file(c, j, ready_ns);
         }
-        if (waited && c->state == C_WATCH && hand_file(c, k, ready_ns) != 0)
-            send_error(c, "out of memory");
+        if (waited)
+            hand_file(c, k, ready_ns);
     }
-    if (c->state == C_WATCH && c->nsent == c->nwant)
-        queue_done(c);
     return waited;
 }
 
@@ -1319,15 +1371,17 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
 }
 
 /* Takes the frames of |s| that have not started out of |c|'s queue (a
- * frame whose first byte is out already carried its descriptor), and the
- * LOADER_DONE behind them if any went: the loader did not get every file.
- * Returns how many file frames went (they no longer count as sent). Under
- * |mu|. */
+ * frame whose first byte is out already carried its descriptor), the
+ * ready files not built yet, and the LOADER_DONE behind them if any went:
+ * the loader did not get every file. Returns how many files went (they no
+ * longer count as sent). Under |mu|. */
 static uint32_t unqueue_swarm(struct client *c, struct shoal_swarm *s)
 {
     struct outq **pp = &c->qhead, *q;
-    uint32_t removed = 0;
+    /* Ready files not built yet are all of |c|'s own release. */
+    uint32_t removed = c->swarm == s ? c->nready - c->rnext : 0;
 
+    c->rnext += removed;
     c->qtail = NULL;
     while ((q = *pp)) {
         if ((q->swarm == s || (q->done && removed)) && q->off == 0) {

@@ -100,6 +100,13 @@ CASE is one of:
                 after its LOADER_WANT, for a release its node pulls on
                 demand, still gets every file and LOADER_DONE (before: taken
                 for gone, the pull withdrawn, nothing sent).
+  unread_memory 15 loaders ask a seed for every file of a release of 8,000
+                small files and never read: the daemon's RSS grows by less
+                than 16 MiB (it keeps which files are ready and builds each
+                frame when the socket takes it; before: one queued frame per
+                file per loader, ~364 B each, +41 MiB), and a loader that
+                reads meanwhile gets all 8,000 in manifest order, then
+                LOADER_DONE.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1387,10 +1394,75 @@ def case_half_close(tmp):
     return fails
 
 
+UNREAD_FILES = 8000
+UNREAD_LOADERS = 15  # one uid holds at most 16 slots; the reader takes the last
+
+
+def case_unread_memory(tmp):
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a"), ("a",))
+    repo = os.path.join(tmp, "repo")
+    # Long paths, as in a real repo of many small files: bigger frames.
+    files = {f"d{i % 50:02d}/" + "x" * 90 + f"-{i:06d}.json": b'{"a": 1}\n'
+             for i in range(UNREAD_FILES)}
+    shoalproc.write_files(repo, files)
+    mf = os.path.join(tmp, "rel.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    sock = os.path.join(tmp, "a.sock")
+    a = shoalproc.Shoald(SHOALD, "seed", node_args(k, "a", tmp, [
+        "--manifest", mf, "--seed-dir", repo, "--loader-socket", sock]), start_timeout=60)
+    fails = 0
+    if not a.wait_for(r"\(org/model@[0-9a-f]+\) is complete here", 20):
+        print("FAIL the seed did not open its release")
+        a.dump(30)
+        return 1
+    time.sleep(0.5)  # the seed's own start-up allocations settle
+    before = shoalproc.rss_kib(a.p.pid)
+    stalled = []
+    for _ in range(UNREAD_LOADERS):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+        stalled.append(s)
+    # Every one of them bound (each logs it), then whatever the daemon
+    # queues for them is queued: a bounded wait on the log, not a sleep.
+    end = time.monotonic() + WAIT_S
+    while a.log().count("watching org/model@") < UNREAD_LOADERS and time.monotonic() < end:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    grew = shoalproc.rss_kib(a.p.pid) - before
+    print(f"{UNREAD_LOADERS} loaders not reading {UNREAD_FILES} files: RSS +{grew} KiB")
+    if asan_build(a.p.pid):
+        print("AddressSanitizer build: RSS not checked")
+        grew = 0
+    if a.log().count("watching org/model@") < UNREAD_LOADERS or grew >= 16 << 10:
+        print("FAIL loaders that do not read make the daemon hold memory per file")
+        fails += 1
+    # A reader is served meanwhile, in manifest order, to the end.
+    idx = []
+    try:
+        with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+            for f in cl.want(mid):
+                idx.append(f.index)
+                f.close()
+    except (shoal_loader.LoaderError, TimeoutError, OSError) as e:
+        print(f"FAIL the reading loader: {e!r} after {len(idx)} files")
+        fails += 1
+    if idx != list(range(UNREAD_FILES)):
+        print(f"FAIL the reading loader got {len(idx)} files, not 0..{UNREAD_FILES - 1} in order")
+        fails += 1
+    for s in stalled:
+        s.close()
+    fails += shoalproc.stop_all([a])
+    if fails:
+        a.dump(60)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
                       "short_done": case_short_done, "cache_perm": case_cache_perm,
                       "cache_removed": case_cache_removed, "evict": case_evict,
-                      "half_close": case_half_close}, "shoal-loader-")
+                      "half_close": case_half_close, "unread_memory": case_unread_memory}, "shoal-loader-")
