@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -75,6 +76,21 @@
 #define READ_CHUNK 65536
 /* Room for one LOADER_FILE frame (path, sha256, five integers). */
 #define OUT_FRAME_MAX (SHOAL_MSG_PATH_MAX + 256u)
+/*
+ * Send buffer of a loader's socket. A descriptor sent to a loader that has
+ * not read it yet is charged by the kernel to shoald's user, against
+ * shoald's RLIMIT_NOFILE (SCM_RIGHTS "in flight"); past the limit every
+ * loader's sendmsg fails with ETOOMANYREFS. The default buffer (~400 KiB
+ * of queue) held ~550 small frames, each with its descriptor, so three
+ * loaders that stopped reading took a 1,024-descriptor budget from one that
+ * did. The kernel charges each sendmsg ~760 bytes of this buffer at least,
+ * and doubles the value set: 24 KiB lets about 64 frames wait per loader
+ * (fewer with long paths), plenty to keep a reading loader busy.
+ */
+#define LOADER_SNDBUF (24 * 1024)
+#define LOADER_INFLIGHT_MAX 64u
+/* How soon a send stalled by ETOOMANYREFS is tried again. */
+#define FD_RETRY_MS 20u
 
 enum cstate {
     C_NEW,      /* authorised, waiting for LOADER_WANT */
@@ -140,6 +156,9 @@ struct client {
     int broken;                  /* mu; a worker's send failed: this error */
     bool errored;                /* mu; LOADER_ERROR queued */
     bool rd_eof;                 /* mu; it shut down its sending side */
+    bool fd_stalled;             /* mu; the head frame's descriptor met
+                                  * ETOOMANYREFS: srv->retry sends it again */
+    bool stall_logged;           /* mu; that stall was logged */
     uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
     size_t rx;                   /* bytes of the request received so far */
     size_t rx_charged;           /* of them, counted in srv->rx_charged */
@@ -161,6 +180,8 @@ struct shoal_loader_srv {
     uint32_t max_clients, nclients, max_per_uid, want_timeout_ms;
     uv_timer_t timer;            /* deadlines of requests still arriving */
     bool timer_init, timer_on;
+    uv_timer_t retry;            /* sends stalled by ETOOMANYREFS */
+    bool retry_init, retry_on;
     size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET (requests
                                   * arriving and orders kept while pending) */
     bool pend_left;              /* mu; a C_PENDING loader stopped waiting:
@@ -287,11 +308,19 @@ static void client_close(struct client *c, const char *why)
 
 static void on_client_io(uv_poll_t *h, int status, int events);
 
+static void on_retry(uv_timer_t *t);
+
 /* Loop thread, under |mu|. */
 static void set_events(struct client *c)
 {
+    struct shoal_loader_srv *l = c->srv;
     int ev = c->state == C_CLOSING || c->rd_eof ? 0 : UV_READABLE;
-    if (c->qhead)
+
+    /* A descriptor stalled by the in-flight limit: the socket itself is
+     * writable (polling for it would spin), so a timer tries again. */
+    if (c->qhead && c->fd_stalled && !l->retry_on && l->retry_init && !l->closed)
+        l->retry_on = uv_timer_start(&l->retry, on_retry, FD_RETRY_MS, FD_RETRY_MS) == 0;
+    if (c->qhead && !c->fd_stalled)
         ev |= UV_WRITABLE;
     if (ev == c->poll_events)
         return;
@@ -440,6 +469,20 @@ static int flush(struct client *c, struct sent_log *lg)
                 continue;
             if (e == EAGAIN || e == EWOULDBLOCK)
                 break;
+            if (e == ETOOMANYREFS && q->fd >= 0 && q->off == 0) {
+                /* Descriptors in flight to loaders that have not read
+                 * them yet fill shoald's open-files limit: not this
+                 * loader's fault, and temporary once they read. Keep the
+                 * frame and try again (on_retry). */
+                c->fd_stalled = true;
+                if (!c->stall_logged)
+                    LOG_W("loader %s: descriptors in flight to loaders that have not read "
+                          "them yet reach this process's open-files limit (sendmsg: "
+                          "ETOOMANYREFS); %s waits until some are read", c->name,
+                          shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path);
+                c->stall_logged = true;
+                break;
+            }
             /* The connection is fine but this descriptor could not go:
              * say so on it, rather than closing without a word. */
             if (q->has_file && q->off == 0 && e != EPIPE && e != ECONNRESET && !c->errored) {
@@ -450,6 +493,9 @@ static int flush(struct client *c, struct sent_log *lg)
         }
         if (q->fd >= 0) {
             /* Sent: the loader holds its own copy now. */
+            if (c->stall_logged)
+                LOG_I("loader %s: descriptors go out again", c->name);
+            c->fd_stalled = c->stall_logged = false;
             close(q->fd);
             q->fd = -1;
             c->nhanded++;
@@ -1008,7 +1054,15 @@ static void on_client_io(uv_poll_t *h, int status, int events)
     if (c->closed)
         return;
     pthread_mutex_lock(&l->mu);
-    if (status < 0) {
+    if (status == UV_EBADF) {
+        /* libuv reports POLLERR so: the socket's own error says what
+         * happened (a loader that closed with frames unread: ECONNRESET). */
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0)
+            err = EPIPE;
+        client_close(c, err == EPIPE || err == ECONNRESET ? "loader went away" : strerror(err));
+    } else if (status < 0) {
         client_close(c, uv_strerror(status));
     } else {
         if (events & UV_READABLE)
@@ -1166,6 +1220,9 @@ static void client_new(struct shoal_loader_srv *l, int fd)
         close(fd);
         return;
     }
+    /* Bounds the descriptors in flight to this loader (LOADER_SNDBUF); on
+     * failure the default buffer only lets more wait. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &(int){LOADER_SNDBUF}, sizeof(int));
     c->pid = cr.pid;
     c->uid = cr.uid;
     c->since_ms = uv_now(l->loop);
@@ -1215,6 +1272,29 @@ static void on_accept(uv_poll_t *h, int status, int events)
         client_new(l, fd);
         pthread_mutex_unlock(&l->mu);
     }
+}
+
+/* Sends again what ETOOMANYREFS held up; stops when nothing is held. */
+static void on_retry(uv_timer_t *t)
+{
+    struct shoal_loader_srv *l = t->data;
+    struct client *c, *next;
+    bool held = false;
+
+    pthread_mutex_lock(&l->mu);
+    for (c = l->clients; c; c = next) {
+        next = c->next; /* pump_out may close c */
+        if (!c->fd_stalled)
+            continue;
+        c->fd_stalled = false;
+        pump_out(c);
+        held |= !c->closed && c->fd_stalled;
+    }
+    if (!held) {
+        uv_timer_stop(&l->retry);
+        l->retry_on = false;
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* ---- file events ---- */
@@ -1520,6 +1600,23 @@ static int lookup_ids(struct shoal_loader_srv *l, const struct shoal_loader_srv_
     return 0;
 }
 
+/* Loaders that stop reading hold up to LOADER_INFLIGHT_MAX descriptors
+ * each in flight, charged to shoald's open-files limit: says so when the
+ * limit leaves little room beside them (hand-offs then wait, see flush). */
+static void warn_nofile(const struct shoal_loader_srv *l)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)l->max_clients * LOADER_INFLIGHT_MAX;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur >= 2 * need)
+        return;
+    LOG_W("loader socket: the open-files limit (%llu) is low: %u loaders that stop reading "
+          "may hold %llu descriptors in flight, which count against it; other loaders' "
+          "hand-offs then wait (raise LimitNOFILE)", (unsigned long long)rl.rlim_cur,
+          l->max_clients, (unsigned long long)need);
+}
+
 static void on_srv_handle_closed(uv_handle_t *h)
 {
     (void)h;
@@ -1605,6 +1702,11 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
         goto fail;
     l->timer_init = true;
     l->timer.data = l;
+    rv = uv_timer_init(l->loop, &l->retry);
+    if (rv != 0)
+        goto fail;
+    l->retry_init = true;
+    l->retry.data = l;
     rv = uv_poll_init(l->loop, &l->lpoll, l->lfd);
     if (rv != 0)
         goto fail;
@@ -1613,6 +1715,7 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
     rv = uv_poll_start(&l->lpoll, UV_READABLE, on_accept);
     if (rv != 0)
         goto fail;
+    warn_nofile(l);
     LOG_I("loader socket on %s (mode %s%s%s%s%s)", cfg->path, l->has_uid ? "0666, each "
           "connection checked with SO_PEERCRED" : "0660", l->has_gid ? ", group " : "",
           l->has_gid ? cfg->group : "", l->has_uid ? ", user " : "", l->has_uid ? cfg->user : "");
@@ -1622,7 +1725,7 @@ fail:
     /* Handles already initialised must be closed on the loop before the
      * memory goes: close now, the caller's loop run finishes them. */
     shoal_loader_srv_close(l);
-    if (!l->async_init && !l->lpoll_init && !l->timer_init) {
+    if (!l->async_init && !l->lpoll_init && !l->timer_init && !l->retry_init) {
         shoal_loader_srv_free(l);
     } else {
         /* Freed by shoal_loader_srv_free after the close callbacks; we
@@ -1652,6 +1755,8 @@ void shoal_loader_srv_close(struct shoal_loader_srv *l)
         uv_close((uv_handle_t *)&l->async, on_srv_handle_closed);
     if (l->timer_init && !uv_is_closing((uv_handle_t *)&l->timer))
         uv_close((uv_handle_t *)&l->timer, on_srv_handle_closed);
+    if (l->retry_init && !uv_is_closing((uv_handle_t *)&l->retry))
+        uv_close((uv_handle_t *)&l->retry, on_srv_handle_closed);
     /* Only our own socket file: another daemon may have replaced it. */
     if (l->sock_ino && lstat(l->path, &st) == 0 && st.st_ino == l->sock_ino &&
         st.st_dev == l->sock_dev)
