@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -3310,6 +3311,40 @@ static int cache_group(struct shoal_daemon *d)
     return 0;
 }
 
+/*
+ * Raises the soft open-files limit to the hard one. Beside the daemon's own
+ * descriptors (peers, stored files), descriptors handed to loaders that
+ * have not read them yet count against it (the kernel charges SCM_RIGHTS
+ * in flight to the sender), and the usual soft default of 1,024 is soon
+ * reached; the hard limit is what the operator allowed (LimitNOFILE).
+ */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    rlim_t was;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        LOG_W("open-files limit: getrlimit: %s", strerror(errno));
+        return;
+    }
+    was = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            LOG_W("open-files limit stays %llu: raising it to the hard limit %llu failed: %s",
+                  (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+            return;
+        }
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        LOG_I("open-files limit: unlimited");
+    else if (was != rl.rlim_cur)
+        LOG_I("open-files limit %llu (raised from %llu to the hard limit)",
+              (unsigned long long)rl.rlim_cur, (unsigned long long)was);
+    else
+        LOG_I("open-files limit %llu (the hard limit)", (unsigned long long)rl.rlim_cur);
+}
+
 int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
 {
     struct shoal_daemon *d = calloc(1, sizeof *d);
@@ -3332,6 +3367,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         free(d);
         return -EINVAL;
     }
+    raise_nofile();
     rv = uv_loop_init(&d->loop);
     if (rv != 0) {
         free(d);

@@ -6,9 +6,14 @@
  *
  * Sockets are driven with uv_poll on raw descriptors rather than uv_pipe,
  * because libuv can only pass its own handles, not an arbitrary fd, with a
- * write. Each connection keeps a queue of outgoing frames; a file's
- * descriptor is opened only when its frame reaches the head of the queue, so
- * a loader that stops reading pins no descriptors, only a few bytes per file.
+ * write. Each connection keeps the positions of its order that are ready
+ * (complete, owed to the loader), in the order they go out, and builds a
+ * file's frame only when the socket can take it: the queue of built frames
+ * holds at most the one being sent (and LOADER_DONE or LOADER_ERROR behind
+ * it), and a file's descriptor is opened only when its frame is that one.
+ * So a loader that stops reading pins no descriptors and 12 bytes per file,
+ * not a frame per file (16 such loaders of a 20,000-file release held 111
+ * MiB of queued frames before).
  *
  * Threads. The hand-off of a file that completes during a pull must not wait
  * behind the loop, which is busy with chunk traffic exactly then: the store's
@@ -19,7 +24,8 @@
  * uv_async: arming the poll for a socket that would block, closing a
  * connection (finished or broken), and refreshing the scheduler priorities.
  * So |mu| guards the client list and every client field a worker touches
- * (state, swarm, want, sent, nwant, nsent, unsent, the queue, kick, broken), the
+ * (state, swarm, want, sent, nwant, nsent, unsent, ready, the queue, kick,
+ * broken), the
  * sending side of each socket, and the dirty-swarm list. The loop takes it
  * in each of its entry points (accept, socket events, the async, release
  * opened, close) and drops it before calling into the swarm to set
@@ -30,11 +36,13 @@
  * lock (file_open, file_done); the store calls us with none of its locks
  * held.
  *
- * Ordering: every frame of a connection goes through its one queue under
- * |mu|, whichever thread sends it, so frames (and their descriptors) leave
- * in the order they were queued; sent[] makes each file go out once even
- * when a worker's event and the loop's scan of completed files (at bind)
- * race; LOADER_DONE is queued under the same lock right after the last file.
+ * Ordering: every file of a connection joins its one ready list under |mu|,
+ * whichever thread finds it ready, and every frame is built from that list
+ * and sent under |mu|, so frames (and their descriptors) leave in the order
+ * files became ready; sent[] makes each file go out once even when a
+ * worker's event and the loop's scan of completed files (at bind) race;
+ * LOADER_DONE is queued under the same lock once the last file's frame is
+ * out of the list.
  */
 #include "loader.h"
 
@@ -48,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -68,6 +77,21 @@
 #define READ_CHUNK 65536
 /* Room for one LOADER_FILE frame (path, sha256, five integers). */
 #define OUT_FRAME_MAX (SHOAL_MSG_PATH_MAX + 256u)
+/*
+ * Send buffer of a loader's socket. A descriptor sent to a loader that has
+ * not read it yet is charged by the kernel to shoald's user, against
+ * shoald's RLIMIT_NOFILE (SCM_RIGHTS "in flight"); past the limit every
+ * loader's sendmsg fails with ETOOMANYREFS. The default buffer (~400 KiB
+ * of queue) held ~550 small frames, each with its descriptor, so three
+ * loaders that stopped reading took a 1,024-descriptor budget from one that
+ * did. The kernel charges each sendmsg ~760 bytes of this buffer at least,
+ * and doubles the value set: 24 KiB lets about 64 frames wait per loader
+ * (fewer with long paths), plenty to keep a reading loader busy.
+ */
+#define LOADER_SNDBUF (24 * 1024)
+#define LOADER_INFLIGHT_MAX 64u
+/* How soon a send stalled by ETOOMANYREFS is tried again. */
+#define FD_RETRY_MS 20u
 
 enum cstate {
     C_NEW,      /* authorised, waiting for LOADER_WANT */
@@ -118,14 +142,24 @@ struct client {
      * once however long the order. */
     uint32_t *wnext, *wprev, whead;
     uint32_t *pos;
-    uint32_t nwant, nsent;       /* mu; nsent: queued (or being built) */
+    uint32_t nwant, nsent;       /* mu; nsent: ready (sent[]), built or not */
     uint32_t nhanded;            /* mu; descriptors actually sent */
     uint32_t unsent;             /* mu; every position before it is sent */
+    /* mu; the positions ready, in the order their frames go out, and when
+     * each file was verified (0: before the request): ready[rnext..nready)
+     * have no frame built yet. Each position enters once (sent[]), so
+     * nwant entries always suffice. */
+    uint32_t *ready;
+    uint64_t *ready_ns;
+    uint32_t nready, rnext;
     struct outq *qhead, *qtail;  /* mu */
     bool kick;                   /* mu; a worker left work for the loop */
     int broken;                  /* mu; a worker's send failed: this error */
     bool errored;                /* mu; LOADER_ERROR queued */
     bool rd_eof;                 /* mu; it shut down its sending side */
+    bool fd_stalled;             /* mu; the head frame's descriptor met
+                                  * ETOOMANYREFS: srv->retry sends it again */
+    bool stall_logged;           /* mu; that stall was logged */
     uint64_t since_ms;           /* accepted at (loop time): the request's deadline */
     size_t rx;                   /* bytes of the request received so far */
     size_t rx_charged;           /* of them, counted in srv->rx_charged */
@@ -147,6 +181,8 @@ struct shoal_loader_srv {
     uint32_t max_clients, nclients, max_per_uid, want_timeout_ms;
     uv_timer_t timer;            /* deadlines of requests still arriving */
     bool timer_init, timer_on;
+    uv_timer_t retry;            /* sends stalled by ETOOMANYREFS */
+    bool retry_init, retry_on;
     size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET (requests
                                   * arriving and orders kept while pending) */
     bool pend_left;              /* mu; a C_PENDING loader stopped waiting:
@@ -232,6 +268,8 @@ static void on_client_closed(uv_handle_t *h)
     free(c->order_mp);
     free(c->want);
     free(c->sent);
+    free(c->ready);
+    free(c->ready_ns);
     free(c->wnext);
     free(c->wprev);
     free(c->pos);
@@ -271,11 +309,19 @@ static void client_close(struct client *c, const char *why)
 
 static void on_client_io(uv_poll_t *h, int status, int events);
 
+static void on_retry(uv_timer_t *t);
+
 /* Loop thread, under |mu|. */
 static void set_events(struct client *c)
 {
+    struct shoal_loader_srv *l = c->srv;
     int ev = c->state == C_CLOSING || c->rd_eof ? 0 : UV_READABLE;
-    if (c->qhead)
+
+    /* A descriptor stalled by the in-flight limit: the socket itself is
+     * writable (polling for it would spin), so a timer tries again. */
+    if (c->qhead && c->fd_stalled && !l->retry_on && l->retry_init && !l->closed)
+        l->retry_on = uv_timer_start(&l->retry, on_retry, FD_RETRY_MS, FD_RETRY_MS) == 0;
+    if (c->qhead && !c->fd_stalled)
         ev |= UV_WRITABLE;
     if (ev == c->poll_events)
         return;
@@ -324,10 +370,13 @@ static void sent_log_flush(const struct sent_log *lg)
 static void send_error(struct client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Drops every frame queued for |c| (closing their descriptors): the
- * LOADER_ERROR queued next replaces them. Under |mu|. */
+/* Drops every frame queued for |c| (closing their descriptors) and the
+ * ready files not built yet: the LOADER_ERROR queued next replaces them.
+ * Under |mu|. */
 static void drop_queue(struct client *c)
 {
+    c->nsent -= c->nready - c->rnext;
+    c->rnext = c->nready;
     while (c->qhead) {
         struct outq *nx = c->qhead->next;
         if (c->qhead->fd >= 0)
@@ -362,21 +411,33 @@ static void cannot_hand(struct client *c, const struct outq *q, int rv)
                    "changed under the daemon?)", c->release, what, shoal_strerror(rv));
 }
 
-/* Sends queued frames until the socket is full. Any thread, under |mu|;
- * |lg| (may be NULL: log at once) collects the hand-off latencies.
+static int next_frame(struct client *c);
+
+/* Sends queued frames, building the next ready file's when the queue is
+ * empty, until the socket is full or nothing is left. Any thread, under
+ * |mu|; |lg| (may be NULL: log at once) collects the hand-off latencies.
  * Returns 0 or a negated errno (the connection is broken). */
 static int flush(struct client *c, struct sent_log *lg)
 {
-    while (c->qhead) {
-        struct outq *q = c->qhead;
+    for (;;) {
+        struct outq *q;
         union {
             struct cmsghdr h;
             char buf[CMSG_SPACE(sizeof(int))];
         } cm;
-        struct iovec iov = {q->data + q->off, q->len - q->off};
+        struct iovec iov;
         struct msghdr mh = {0};
         ssize_t n;
 
+        if (!c->qhead && next_frame(c) != 0) {
+            send_error(c, "out of memory");
+            continue;
+        }
+        q = c->qhead;
+        if (!q)
+            break;
+        iov.iov_base = q->data + q->off;
+        iov.iov_len = q->len - q->off;
         if (q->has_file && q->off == 0 && q->fd < 0) {
             int rv = shoal_swarm_file_open(q->swarm, q->file, &q->fd);
             if (rv == SHOAL_STORE_UNLINKED) {
@@ -409,6 +470,20 @@ static int flush(struct client *c, struct sent_log *lg)
                 continue;
             if (e == EAGAIN || e == EWOULDBLOCK)
                 break;
+            if (e == ETOOMANYREFS && q->fd >= 0 && q->off == 0) {
+                /* Descriptors in flight to loaders that have not read
+                 * them yet fill shoald's open-files limit: not this
+                 * loader's fault, and temporary once they read. Keep the
+                 * frame and try again (on_retry). */
+                c->fd_stalled = true;
+                if (!c->stall_logged)
+                    LOG_W("loader %s: descriptors in flight to loaders that have not read "
+                          "them yet reach this process's open-files limit (sendmsg: "
+                          "ETOOMANYREFS); %s waits until some are read", c->name,
+                          shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path);
+                c->stall_logged = true;
+                break;
+            }
             /* The connection is fine but this descriptor could not go:
              * say so on it, rather than closing without a word. */
             if (q->has_file && q->off == 0 && e != EPIPE && e != ECONNRESET && !c->errored) {
@@ -419,6 +494,9 @@ static int flush(struct client *c, struct sent_log *lg)
         }
         if (q->fd >= 0) {
             /* Sent: the loader holds its own copy now. */
+            if (c->stall_logged)
+                LOG_I("loader %s: descriptors go out again", c->name);
+            c->fd_stalled = c->stall_logged = false;
             close(q->fd);
             q->fd = -1;
             c->nhanded++;
@@ -457,7 +535,7 @@ static void pump_out(struct client *c)
 }
 
 /* Queues |buf|'s frame (taken over). Any thread, under |mu| (as are
- * send_error, queue_done and hand_file). Returns 0 or -ENOMEM. */
+ * send_error, queue_done and next_frame). Returns 0 or -ENOMEM. */
 static int enqueue(struct client *c, struct shoal_buf *b, struct shoal_swarm *s, uint32_t file,
                    bool has_file)
 {
@@ -551,27 +629,13 @@ static void queue_done(struct client *c)
         c->qtail->done = true;
     shoal_buf_free(&b);
     c->state = C_CLOSING;
-    LOG_I("loader %s: every one of %u files of %s queued for it, LOADER_DONE last", c->name,
-          c->nwant, c->release);
 }
 
-/* Queues position |k| of |c|'s order (its file is complete). */
-static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
+/* Position |k| of |c|'s order is ready (its file is complete, verified at
+ * |ready_ns|): it leaves the positions the scheduler is asked for and joins
+ * the ready list, whose frames flush builds as the socket takes them. */
+static void hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
 {
-    const struct shoal_mf_file *f = shoal_manifest_file(shoal_swarm_manifest(c->swarm),
-                                                        c->want[k]);
-    struct shoal_buf b;
-    int rv;
-
-    shoal_buf_init(&b, OUT_FRAME_MAX);
-    rv = encode_file(&b, f, k, c->nwant, ready_ns);
-    if (rv == 0)
-        rv = enqueue(c, &b, c->swarm, c->want[k], true);
-    shoal_buf_free(&b);
-    if (rv == 0)
-        c->qtail->ready_ns = ready_ns;
-    if (rv != 0)
-        return rv;
     c->sent[k] = true;
     c->nsent++;
     if (c->wprev[k] != UINT32_MAX)
@@ -582,7 +646,43 @@ static int hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
         c->wprev[c->wnext[k]] = c->wprev[k];
     while (c->unsent < c->nwant && c->sent[c->unsent])
         c->unsent++;
-    LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->nsent, c->nwant);
+    c->ready[c->nready] = k;
+    c->ready_ns[c->nready] = ready_ns;
+    c->nready++;
+    if (c->nsent == c->nwant)
+        LOG_I("loader %s: every one of %u files of %s queued for it, LOADER_DONE last",
+              c->name, c->nwant, c->release);
+}
+
+/* Queues |c|'s next frame when nothing is queued: the first ready file's,
+ * or LOADER_DONE once every file's frame was built. Under |mu|. Returns 0
+ * or -ENOMEM (nothing was taken off the ready list then). */
+static int next_frame(struct client *c)
+{
+    const struct shoal_mf_file *f;
+    struct shoal_buf b;
+    uint32_t k;
+    int rv;
+
+    if (c->qhead || c->state != C_WATCH)
+        return 0;
+    if (c->rnext == c->nready) {
+        if (c->nsent == c->nwant)
+            queue_done(c);
+        return 0;
+    }
+    k = c->ready[c->rnext];
+    f = shoal_manifest_file(shoal_swarm_manifest(c->swarm), c->want[k]);
+    shoal_buf_init(&b, OUT_FRAME_MAX);
+    rv = encode_file(&b, f, k, c->nwant, c->ready_ns[c->rnext]);
+    if (rv == 0)
+        rv = enqueue(c, &b, c->swarm, c->want[k], true);
+    shoal_buf_free(&b);
+    if (rv != 0)
+        return rv;
+    c->qtail->ready_ns = c->ready_ns[c->rnext];
+    c->rnext++;
+    LOG_D("loader %s: handing %s (%u/%u)", c->name, f->path, c->rnext, c->nwant);
     return 0;
 }
 
@@ -672,11 +772,15 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
 
     c->want = malloc(sizeof *c->want * (n ? n : 1));
     c->sent = calloc(n ? n : 1, sizeof *c->sent);
+    /* Address space only until files are ready: pages are touched as
+     * entries are written. */
+    c->ready = malloc(sizeof *c->ready * (n ? n : 1));
+    c->ready_ns = malloc(sizeof *c->ready_ns * (n ? n : 1));
     c->wnext = malloc(sizeof *c->wnext * (n ? n : 1));
     c->wprev = malloc(sizeof *c->wprev * (n ? n : 1));
     c->pos = calloc(nfiles ? nfiles : 1, sizeof *c->pos);
     seen = calloc(1, nfiles / 8 + 1);
-    if (!c->want || !c->sent || !c->wnext || !c->wprev || !c->pos || !seen) {
+    if (!c->want || !c->sent || !c->ready || !c->ready_ns || !c->wnext || !c->wprev || !c->pos || !seen) {
         send_error(c, "out of memory");
         goto out;
     }
@@ -719,13 +823,9 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
     LOG_I("loader %s: watching %s@%s (%u files%s)", c->name, shoal_manifest_repo_id(m),
           shoal_manifest_commit(m), n, c->order_count ? " in its order" : "");
     for (uint32_t k = 0; k < n; k++) {
-        if (shoal_swarm_file_done(s, c->want[k]) && hand_file(c, k, 0) != 0) {
-            send_error(c, "out of memory");
-            goto out;
-        }
+        if (shoal_swarm_file_done(s, c->want[k]))
+            hand_file(c, k, 0);
     }
-    if (c->nsent == c->nwant)
-        queue_done(c);
     mark_dirty(c->srv, s);
 out:
     free(seen);
@@ -973,7 +1073,15 @@ static void on_client_io(uv_poll_t *h, int status, int events)
     if (c->closed)
         return;
     pthread_mutex_lock(&l->mu);
-    if (status < 0) {
+    if (status == UV_EBADF) {
+        /* libuv reports POLLERR so: the socket's own error says what
+         * happened (a loader that closed with frames unread: ECONNRESET). */
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0)
+            err = EPIPE;
+        client_close(c, err == EPIPE || err == ECONNRESET ? "loader went away" : strerror(err));
+    } else if (status < 0) {
         client_close(c, uv_strerror(status));
     } else {
         if (events & UV_READABLE)
@@ -1139,6 +1247,9 @@ static void client_new(struct shoal_loader_srv *l, int fd)
         close(fd);
         return;
     }
+    /* Bounds the descriptors in flight to this loader (LOADER_SNDBUF); on
+     * failure the default buffer only lets more wait. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &(int){LOADER_SNDBUF}, sizeof(int));
     c->pid = cr.pid;
     c->uid = cr.uid;
     c->since_ms = uv_now(l->loop);
@@ -1190,6 +1301,29 @@ static void on_accept(uv_poll_t *h, int status, int events)
     }
 }
 
+/* Sends again what ETOOMANYREFS held up; stops when nothing is held. */
+static void on_retry(uv_timer_t *t)
+{
+    struct shoal_loader_srv *l = t->data;
+    struct client *c, *next;
+    bool held = false;
+
+    pthread_mutex_lock(&l->mu);
+    for (c = l->clients; c; c = next) {
+        next = c->next; /* pump_out may close c */
+        if (!c->fd_stalled)
+            continue;
+        c->fd_stalled = false;
+        pump_out(c);
+        held |= !c->closed && c->fd_stalled;
+    }
+    if (!held) {
+        uv_timer_stop(&l->retry);
+        l->retry_on = false;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
 /* ---- file events ---- */
 
 /* Does on the loop what workers could not: closes connections that broke or
@@ -1221,8 +1355,9 @@ static void on_async(uv_async_t *h)
  * done but not yet reported (see offer_file). */
 #define ORDER_WINDOW 64u
 
-/* Queues file |file| for |c| if it waits for it (and LOADER_DONE after its
- * last file). Any thread, under |mu|. Returns whether |c| waited for it.
+/* Makes file |file| ready for |c| if it waits for it (flush then sends it,
+ * and LOADER_DONE after the last). Any thread, under |mu|. Returns whether
+ * |c| waited for it.
  *
  * Files that the store finished at the same moment are reported by their
  * worker threads in no particular order; so files earlier in the loader's
@@ -1237,15 +1372,12 @@ static bool offer_file(struct client *c, uint32_t file, uint64_t ready_ns)
         uint32_t end = k - c->unsent > ORDER_WINDOW ? c->unsent + ORDER_WINDOW : k;
         waited = !c->sent[k];
         for (uint32_t j = c->unsent; waited && j < end; j++) {
-            if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]) &&
-                hand_file(c, j, ready_ns) != 0)
-                send_error(c, "out of memory");
+            if (!c->sent[j] && shoal_swarm_file_done(c->swarm, c->want[j]))
+                hand_file(c, j, ready_ns);
         }
-        if (waited && c->state == C_WATCH && hand_file(c, k, ready_ns) != 0)
-            send_error(c, "out of memory");
+        if (waited)
+            hand_file(c, k, ready_ns);
     }
-    if (c->state == C_WATCH && c->nsent == c->nwant)
-        queue_done(c);
     return waited;
 }
 
@@ -1346,15 +1478,17 @@ void shoal_loader_srv_release_failed(struct shoal_loader_srv *l, const char *rel
 }
 
 /* Takes the frames of |s| that have not started out of |c|'s queue (a
- * frame whose first byte is out already carried its descriptor), and the
- * LOADER_DONE behind them if any went: the loader did not get every file.
- * Returns how many file frames went (they no longer count as sent). Under
- * |mu|. */
+ * frame whose first byte is out already carried its descriptor), the
+ * ready files not built yet, and the LOADER_DONE behind them if any went:
+ * the loader did not get every file. Returns how many files went (they no
+ * longer count as sent). Under |mu|. */
 static uint32_t unqueue_swarm(struct client *c, struct shoal_swarm *s)
 {
     struct outq **pp = &c->qhead, *q;
-    uint32_t removed = 0;
+    /* Ready files not built yet are all of |c|'s own release. */
+    uint32_t removed = c->swarm == s ? c->nready - c->rnext : 0;
 
+    c->rnext += removed;
     c->qtail = NULL;
     while ((q = *pp)) {
         if ((q->swarm == s || (q->done && removed)) && q->off == 0) {
@@ -1493,6 +1627,23 @@ static int lookup_ids(struct shoal_loader_srv *l, const struct shoal_loader_srv_
     return 0;
 }
 
+/* Loaders that stop reading hold up to LOADER_INFLIGHT_MAX descriptors
+ * each in flight, charged to shoald's open-files limit: says so when the
+ * limit leaves little room beside them (hand-offs then wait, see flush). */
+static void warn_nofile(const struct shoal_loader_srv *l)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)l->max_clients * LOADER_INFLIGHT_MAX;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur >= 2 * need)
+        return;
+    LOG_W("loader socket: the open-files limit (%llu) is low: %u loaders that stop reading "
+          "may hold %llu descriptors in flight, which count against it; other loaders' "
+          "hand-offs then wait (raise LimitNOFILE)", (unsigned long long)rl.rlim_cur,
+          l->max_clients, (unsigned long long)need);
+}
+
 static void on_srv_handle_closed(uv_handle_t *h)
 {
     (void)h;
@@ -1578,6 +1729,11 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
         goto fail;
     l->timer_init = true;
     l->timer.data = l;
+    rv = uv_timer_init(l->loop, &l->retry);
+    if (rv != 0)
+        goto fail;
+    l->retry_init = true;
+    l->retry.data = l;
     rv = uv_poll_init(l->loop, &l->lpoll, l->lfd);
     if (rv != 0)
         goto fail;
@@ -1586,6 +1742,7 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
     rv = uv_poll_start(&l->lpoll, UV_READABLE, on_accept);
     if (rv != 0)
         goto fail;
+    warn_nofile(l);
     LOG_I("loader socket on %s (mode %s%s%s%s%s)", cfg->path, l->has_uid ? "0666, each "
           "connection checked with SO_PEERCRED" : "0660", l->has_gid ? ", group " : "",
           l->has_gid ? cfg->group : "", l->has_uid ? ", user " : "", l->has_uid ? cfg->user : "");
@@ -1595,7 +1752,7 @@ fail:
     /* Handles already initialised must be closed on the loop before the
      * memory goes: close now, the caller's loop run finishes them. */
     shoal_loader_srv_close(l);
-    if (!l->async_init && !l->lpoll_init && !l->timer_init) {
+    if (!l->async_init && !l->lpoll_init && !l->timer_init && !l->retry_init) {
         shoal_loader_srv_free(l);
     } else {
         /* Freed by shoal_loader_srv_free after the close callbacks; we
@@ -1625,6 +1782,8 @@ void shoal_loader_srv_close(struct shoal_loader_srv *l)
         uv_close((uv_handle_t *)&l->async, on_srv_handle_closed);
     if (l->timer_init && !uv_is_closing((uv_handle_t *)&l->timer))
         uv_close((uv_handle_t *)&l->timer, on_srv_handle_closed);
+    if (l->retry_init && !uv_is_closing((uv_handle_t *)&l->retry))
+        uv_close((uv_handle_t *)&l->retry, on_srv_handle_closed);
     /* Only our own socket file: another daemon may have replaced it. */
     if (l->sock_ino && lstat(l->path, &st) == 0 && st.st_ino == l->sock_ino &&
         st.st_dev == l->sock_dev)

@@ -100,6 +100,23 @@ CASE is one of:
                 after its LOADER_WANT, for a release its node pulls on
                 demand, still gets every file and LOADER_DONE (before: taken
                 for gone, the pull withdrawn, nothing sent).
+  unread_memory 15 loaders ask a seed for every file of a release of 8,000
+                small files and never read: the daemon's RSS grows by less
+                than 16 MiB (it keeps which files are ready and builds each
+                frame when the socket takes it; before: one queued frame per
+                file per loader, ~364 B each, +41 MiB), and a loader that
+                reads meanwhile gets all 8,000 in manifest order, then
+                LOADER_DONE.
+  inflight      descriptors in flight to loaders that do not read count
+                against shoald's open-files limit (root only: shoald runs
+                as nobody with a limit of 320). With 4 loaders of a
+                100-file release not reading, a reading loader still gets
+                every file (each loader's socket holds about 64 frames now;
+                before, ~550: all 100 each, and the reading one was cut off
+                with LOADER_ERROR). With the limit then lowered to 200,
+                below what those 4 hold, a new reading loader waits (logged)
+                instead of being cut off, and gets every file once they
+                leave.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1387,10 +1404,175 @@ def case_half_close(tmp):
     return fails
 
 
+UNREAD_FILES = 8000
+UNREAD_LOADERS = 15  # one uid holds at most 16 slots; the reader takes the last
+
+
+def case_unread_memory(tmp):
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a"), ("a",))
+    repo = os.path.join(tmp, "repo")
+    # Long paths, as in a real repo of many small files: bigger frames.
+    files = {f"d{i % 50:02d}/" + "x" * 90 + f"-{i:06d}.json": b'{"a": 1}\n'
+             for i in range(UNREAD_FILES)}
+    shoalproc.write_files(repo, files)
+    mf = os.path.join(tmp, "rel.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    sock = os.path.join(tmp, "a.sock")
+    a = shoalproc.Shoald(SHOALD, "seed", node_args(k, "a", tmp, [
+        "--manifest", mf, "--seed-dir", repo, "--loader-socket", sock]), start_timeout=60)
+    fails = 0
+    if not a.wait_for(r"\(org/model@[0-9a-f]+\) is complete here", 20):
+        print("FAIL the seed did not open its release")
+        a.dump(30)
+        return 1
+    time.sleep(0.5)  # the seed's own start-up allocations settle
+    before = shoalproc.rss_kib(a.p.pid)
+    stalled = []
+    for _ in range(UNREAD_LOADERS):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+        stalled.append(s)
+    # Every one of them bound (each logs it), then whatever the daemon
+    # queues for them is queued: a bounded wait on the log, not a sleep.
+    end = time.monotonic() + WAIT_S
+    while a.log().count("watching org/model@") < UNREAD_LOADERS and time.monotonic() < end:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    grew = shoalproc.rss_kib(a.p.pid) - before
+    print(f"{UNREAD_LOADERS} loaders not reading {UNREAD_FILES} files: RSS +{grew} KiB")
+    if asan_build(a.p.pid):
+        print("AddressSanitizer build: RSS not checked")
+        grew = 0
+    if a.log().count("watching org/model@") < UNREAD_LOADERS or grew >= 16 << 10:
+        print("FAIL loaders that do not read make the daemon hold memory per file")
+        fails += 1
+    # A reader is served meanwhile, in manifest order, to the end.
+    idx = []
+    try:
+        with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+            for f in cl.want(mid):
+                idx.append(f.index)
+                f.close()
+    except (shoal_loader.LoaderError, TimeoutError, OSError) as e:
+        print(f"FAIL the reading loader: {e!r} after {len(idx)} files")
+        fails += 1
+    if idx != list(range(UNREAD_FILES)):
+        print(f"FAIL the reading loader got {len(idx)} files, not 0..{UNREAD_FILES - 1} in order")
+        fails += 1
+    for s in stalled:
+        s.close()
+    fails += shoalproc.stop_all([a])
+    if fails:
+        a.dump(60)
+    return fails
+
+
+INFLIGHT_FILES = 100
+
+
+def read_loader(sock, mid, out):
+    """A loader reading every file of |mid|: out["n"] files, out["err"] the
+    exception that ended it early, if any."""
+    out["n"] = 0
+    try:
+        with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+            for f in cl.want(mid):
+                out["n"] += 1
+                f.close()
+    except Exception as e:  # reported by the caller
+        out["err"] = repr(e)
+
+
+def case_inflight(tmp):
+    if os.geteuid() != 0:
+        print("not root: cannot run shoald as another user")
+        sys.exit(77)
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b"), ("a", "b"))
+    repo = os.path.join(tmp, "repo")
+    rnd = random.Random(5)
+    files = {f"f-{i:04d}.bin": rnd.randbytes(2048) for i in range(INFLIGHT_FILES)}
+    shoalproc.write_files(repo, files)
+    mf = os.path.join(tmp, "rel.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    # b runs as nobody: its keys, cache and socket folder are nobody's.
+    nd = os.path.join(sock_dir(tmp), "nb")
+    os.makedirs(nd)
+    for path in [nd] + [k(n) + ext for n in ("b", "cluster", "publisher")
+                        for ext in ("", ".pub", ".cred")]:
+        if os.path.exists(path):
+            os.chown(path, 65534, 65534)
+    os.chown(os.path.join(tmp, "keys"), 65534, 65534)
+    sock = os.path.join(nd, "b.sock")
+    args = node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid, "--loader-socket", sock,
+                                   "--control-socket", os.path.join(nd, "ctl.sock")])
+    args[args.index("--cache-dir") + 1] = os.path.join(nd, "cache")
+    args[args.index("--state-dir") + 1] = os.path.join(nd, "state")
+    # 4 loaders not reading hold ~64 descriptors each now, all 100 before:
+    # between the two, 320 is a limit they take from a reading loader
+    # only on the old code.
+    b = shoalproc.Proc(["prlimit", "--nofile=320:320", "--", "setpriv", "--reuid=65534",
+                        "--regid=65534", "--clear-groups",
+                        *shoalproc.shoald_argv(SHOALD, "b", args)], name="b")
+    fails = 0
+    if not b.wait_for(r"release [0-9a-f]+ \(org/model@[0-9a-f]+\) complete", WAIT_S):
+        print("FAIL the pull did not complete")
+        b.dump(40)
+        return 1
+    stalled = []
+    for _ in range(4):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+        stalled.append(s)
+    end = time.monotonic() + WAIT_S
+    while b.log().count("watching org/model@") < 4 and time.monotonic() < end:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    got = {}
+    read_loader(sock, mid, got)
+    print(f"4 loaders not reading, limit 320: the reading loader got {got['n']} files"
+          f"{', then ' + got['err'] if 'err' in got else ''}")
+    if got["n"] != INFLIGHT_FILES or "err" in got:
+        print("FAIL loaders that do not read took the reading loader's descriptors")
+        fails += 1
+    # Below what the 4 hold (~64 each): the next hand-off meets ETOOMANYREFS.
+    fds, low = len(os.listdir(f"/proc/{b.p.pid}/fd")), 200
+    if fds > low - 30:
+        print(f"FAIL shoald holds {fds} descriptors itself: no room to test a limit of {low}")
+        return fails + 1
+    # As nobody: a root without CAP_SYS_RESOURCE (a container) may not.
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "prlimit",
+                    "--pid", str(b.p.pid), f"--nofile={low}:{low}"], check=True)
+    got = {}
+    t = threading.Thread(target=read_loader, args=(sock, mid, got))
+    t.start()
+    stalled_seen = b.wait_for(r"reach this process's open-files limit", 10)
+    for s in stalled:
+        s.close()
+    t.join(WAIT_S)
+    print(f"limit {low} ({fds} open): the reading loader got {got.get('n')} files"
+          f"{', then ' + got['err'] if 'err' in got else ''}")
+    if not stalled_seen:
+        print("FAIL the daemon never met the in-flight limit (the case shows nothing)")
+        fails += 1
+    if t.is_alive() or got.get("n") != INFLIGHT_FILES or "err" in got:
+        print("FAIL a hand-off stalled by the in-flight limit did not resume")
+        fails += 1
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(40)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
                       "abandoned": case_abandoned, "pending_orders": case_pending_orders,
                       "short_done": case_short_done, "cache_perm": case_cache_perm,
                       "cache_removed": case_cache_removed, "evict": case_evict,
-                      "half_close": case_half_close}, "shoal-loader-")
+                      "half_close": case_half_close, "unread_memory": case_unread_memory,
+                      "inflight": case_inflight}, "shoal-loader-")
