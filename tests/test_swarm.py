@@ -1392,6 +1392,16 @@ def case_tracker_lies(tmp):
     return fails
 
 
+def seeding(node):
+    """Whether |node| imported its --seed-dir release and seeds it (its log
+    is dumped if not)."""
+    if node.wait_for(r"is complete here: seeding", 20):
+        return True
+    print("FAIL the seed did not import the release")
+    node.dump()
+    return False
+
+
 def flip_middle_byte(snap):
     """Flips the byte in the middle of the blob snapshot link |snap| points
     at, as bit rot would (its mode is put back)."""
@@ -1413,9 +1423,7 @@ def case_disk_rot(tmp):
     shard = "model-00001-of-00002.safetensors"
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
     fails = 0
-    if not a.wait_for(r"is complete here: seeding", 20):
-        print("FAIL the seed did not import the release")
-        a.dump()
+    if not seeding(a):
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
     # As root writing through the snapshot link would (the blob is read-only
@@ -1499,9 +1507,7 @@ def case_disk_rot_repair(tmp):
                                      "--loader-socket", sock])
     a = Node("seed", a_args[:] + ["--seed-dir", repo])
     fails = 0
-    if not a.wait_for(r"is complete here: seeding", 20):
-        print("FAIL the seed did not import the release")
-        a.dump()
+    if not seeding(a):
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
     flip_middle_byte(snap)
@@ -1631,9 +1637,7 @@ def case_disk_rot_inproc(tmp):
                                              "--no-origin", "--loader-socket", sock,
                                              "--seed-dir", repo]))
     fails = 0
-    if not a.wait_for(r"is complete here: seeding", 20):
-        print("FAIL the seed did not import the release")
-        a.dump()
+    if not seeding(a):
         trk.stop()
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
@@ -1708,9 +1712,7 @@ def case_disk_rot_refetch_cut(tmp):
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
                                              "--no-origin"]))
     fails = 0
-    if not a.wait_for(r"is complete here: seeding", 20):
-        print("FAIL the seed did not import the release")
-        a.dump()
+    if not seeding(a):
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
     size = len(files[shard])
@@ -1787,9 +1789,7 @@ def case_disk_rot_kept(tmp):
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
                                              "--no-origin"]))
     fails = 0
-    if not a.wait_for(r"is complete here: seeding", 20):
-        print("FAIL the seed did not import the release")
-        a.dump()
+    if not seeding(a):
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
     blob = os.path.realpath(snap)
@@ -1838,9 +1838,7 @@ def disk_rot_seed_dir(tmp, small):
     args[args.index("--cache-dir") + 1] = cache
     a = Node("seed", args)
     fails = 0
-    if not a.wait_for(r"is complete here: seeding", 20):
-        print("FAIL the seed did not import the release")
-        a.dump()
+    if not seeding(a):
         return 1
     if a.stop() != 0:
         print("FAIL the seed did not shut down cleanly")
@@ -1895,9 +1893,7 @@ def disk_rot_status_reason(tmp, small):
     snaps = os.path.join(cache, "models--org--model", "snapshots", "ab" * 20)
     a = Node("seed", args)
     fails = 0
-    if not a.wait_for(r"is complete here: seeding", 20):
-        print("FAIL the seed did not import the release")
-        a.dump()
+    if not seeding(a):
         return 1
     if a.stop() != 0:
         print("FAIL the seed did not shut down cleanly")
