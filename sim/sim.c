@@ -170,7 +170,7 @@ struct sim {
      * peers, mostly of its own zone, sit in a quarter of the row (4 zones):
      * at 10,000 nodes the fan-out reads ~5 of a row's 20 lines, not all. */
     uint32_t *hbit;
-    uint32_t zfirst[256], zlen[256]; /* per zone: its first bit, its nodes */
+    uint32_t zfirst[SHOAL_SIM_ZONES_MAX], zlen[SHOAL_SIM_ZONES_MAX]; /* per zone: first bit, nodes */
     /* Every node's have-set, hstride bytes apart: the next flow event's
      * line of it is found (and asked for) without its node record. */
     uint8_t *haves;
