@@ -185,6 +185,10 @@ struct shoal_daemon {
          * used least recently is closed to make room. */
         uint64_t used_ms;
         uint64_t tx;
+        /* When a tracker last said it lacks this release's manifest and
+         * was sent ours: at most one such put per RE_PUT_MS, in case it
+         * keeps refusing it (a manifest may be megabytes). */
+        uint64_t reput_ms;
     } slot[MAX_SWARMS];
     /* The releases each tracker's rollouts named last (a rollout is kept
      * by one tracker, so the union counts): never closed for room (the
@@ -653,8 +657,16 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
              branch ? branch : "");
     d->slot[d->nswarms].used_ms = uv_now(&d->loop);
     d->slot[d->nswarms].tx = 0;
+    d->slot[d->nswarms].reput_ms = 0;
     d->swarms[d->nswarms++] = s;
     save_state(d);
+    /* Every tracker must be able to lease it, not just the one it was
+     * resolved from: with that one down, the others would refuse every
+     * lease ("not published to this tracker") and the fleet stall. Those
+     * not ready get it when they log in (trk_on_ready); one that has it
+     * from us already is skipped. */
+    if (d->trk)
+        shoal_trkconn_put_manifest(d->trk, SHOAL_TRKCONN_NONE, shoal_swarm_id(s), signed_mf, len);
     /* The tracker's answer carries this release's fleet role: ask soon
      * rather than at the next interval; and ask for peers now, not at the
      * next discovery tick (a rollout's first second is otherwise idle). */
@@ -1770,6 +1782,8 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         discover(d);
 }
 
+#define RE_PUT_MS 10000u
+
 static void trk_on_lease(void *user, uint64_t tag, uint32_t idx, int status,
                          const struct shoal_msg_lease *l)
 {
@@ -1783,9 +1797,27 @@ static void trk_on_lease(void *user, uint64_t tag, uint32_t idx, int status,
 
     if (!s || (l && memcmp(l->manifest_id, shoal_swarm_id(s), 32) != 0))
         return;
-    if (status != 0)
+    if (status == SHOAL_ENOTFOUND) {
+        /* It does not hold the manifest (it restarted and nobody put it
+         * back, or forgot it): give it ours; the scheduler asks again
+         * after its lease retry pause. */
+        struct slot *sl = &d->slot[swarm_slot(d, s)];
+        uint64_t now = uv_now(&d->loop);
+        if (sl->reput_ms == 0 || now - sl->reput_ms >= RE_PUT_MS) {
+            size_t len;
+            const uint8_t *mf = shoal_swarm_signed(s, &len);
+            char hex[17];
+            hex8(hex, shoal_swarm_id(s));
+            sl->reput_ms = now;
+            LOG_I("release %s: tracker %s does not hold its manifest (not published to it), "
+                  "so it leases none of it: sending it ours", hex,
+                  shoal_trkconn_addr(d->trk, idx));
+            shoal_trkconn_put_manifest(d->trk, idx, shoal_swarm_id(s), mf, len);
+        }
+    } else if (status != 0) {
         LOG_D("tracker %s: lease request failed: %s", shoal_trkconn_addr(d->trk, idx),
               shoal_strerror(status));
+    }
     shoal_swarm_lease_result(s, idx, status, l);
 }
 

@@ -2246,7 +2246,9 @@ static void lease_empty_note(struct shoal_swarm *s, uint32_t trk, int status)
     LOG_I("release %s: tracker %u granted no origin lease for %u requests over %.0f s (%s) "
           "with %u of %u chunks missing; waiting for peers or for other leases to end",
           s->idhex, trk, s->lease_empty, (double)(now - s->lease_empty_since_ms) / 1000.0,
-          status ? shoal_strerror(status) : "everything missing is leased or fetched",
+          status == SHOAL_ENOTFOUND
+              ? "it does not hold the release's manifest: not published to it"
+              : status ? shoal_strerror(status) : "everything missing is leased or fetched",
           s->nchunks - have, s->nchunks);
 }
 

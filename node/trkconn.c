@@ -65,7 +65,7 @@ struct pend {
     uint64_t tag;
     uint64_t sent_ms;
     uint64_t due_ms;  /* sent_ms + timeout + its share of a slow link */
-    uint8_t id[32];   /* PUT_MANIFEST: the manifest's id */
+    uint8_t id[32];   /* PUT_MANIFEST, LEASE_REQ: the manifest's id */
     struct mquery *q; /* GET_MANIFEST only; owned by the entry */
 };
 
@@ -648,6 +648,7 @@ void shoal_trkconn_announce_soon(struct shoal_trkconn *t)
 /* ---- replies ---- */
 
 static void send_held_done(struct conn *c);
+static void put_forget(struct conn *c, const uint8_t id[32]);
 static void put_accepted(struct conn *c, const uint8_t id[32]);
 
 /* A TRK_PROOF while tracker keys are pinned: the tracker's key must be one
@@ -857,6 +858,10 @@ static void on_reply(struct conn *c, const struct shoal_msg *m)
         }
         break;
     case SHOAL_MSG_LEASE_REQ:
+        /* "Not published to this tracker": whatever we put there before is
+         * gone (it forgot it), so the next put must not be skipped. */
+        if (err && error_code(m) == SHOAL_ENOTFOUND)
+            put_forget(c, p.id);
         if (t->hooks->on_lease)
             t->hooks->on_lease(t->hooks->user, p.tag, c->idx, err ? error_code(m) : 0,
                                err ? NULL : &m->u.lease);
@@ -1038,6 +1043,11 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
         t->out.u.lease_req.max_chunks = max_chunks;
         t->out.u.lease_req.hint_chunk = hint_chunk;
         rv = request(t->conns[i], tag, NULL);
+        if (rv == 0) {
+            struct conn *c = t->conns[i];
+            memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, manifest_id,
+                   32);
+        }
         break;
     }
     return rv;
@@ -1106,6 +1116,15 @@ static bool put_known(struct conn *c, const uint8_t id[32])
         if (memcmp(c->put_ids[k], id, 32) == 0)
             return true;
     return false;
+}
+
+/* Tracker |c| said it does not hold manifest |id|, whatever it accepted
+ * before (it forgot it): the next put of it must go out. */
+static void put_forget(struct conn *c, const uint8_t id[32])
+{
+    for (uint32_t k = 0; k < c->nput; k++)
+        if (memcmp(c->put_ids[k], id, 32) == 0)
+            memset(c->put_ids[k], 0, 32);
 }
 
 static void put_accepted(struct conn *c, const uint8_t id[32])

@@ -26,6 +26,13 @@ CASE is one of:
                 in each zone exactly one node is told it is the origin
                 fetcher, one the importer, one neither; each logs its role
                 once; all complete.
+  two_trackers  two trackers, the release published to the first only and
+                rolled out through it; 4 nodes list both. Once every node
+                has opened the release (resolved by name from the first)
+                the first is killed: the second, which only the nodes can
+                have told of the manifest, leases the rest and all nodes
+                complete (before, it answered every lease "manifest not
+                published to this tracker" and the fleet stalled).
 Every wait is bounded; all processes are stopped at the end.
 """
 import os
@@ -296,6 +303,64 @@ def case_roles(tmp):
     return fails
 
 
+def case_two_trackers(tmp):
+    names = [f"t{i}" for i in range(4)]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "16M")
+    t1, a1 = start_tracker(k)
+    t2, a2 = start_tracker(k)
+    publish(k, hub, tmp, a1)
+    hub.reset()
+    # Slow enough that the origin still owes most of the release when the
+    # first tracker dies.
+    hub.add_faults([{"kind": "slow", "bps": 2000000}])
+    release = f"acme/model@{hub.commit}"
+    nodes = [Node(n, k, tmp, hub, ["--tracker", a1, "--tracker", a2, "--reconnect-ms", "300"])
+             for n in names]
+    fails = 0
+    # Both logins first, so that a manifest put at login cannot be what
+    # tells the second tracker: only the one sent when the release opens.
+    for n in nodes:
+        for a in (a1, a2):
+            if not n.wait_for(r"tracker %s: authenticated" % re.escape(a), 20):
+                print(f"FAIL {n.name} did not log in to tracker {a}")
+                fails += 1
+    if fails:
+        for p in procs:
+            p.dump()
+        return fails
+    r = run(SHOAL, "rollout", release, "--tracker", a1, "--key", k("admin"), "--cred",
+            k("admin") + ".cred")
+    for n in nodes:
+        if not n.wait_for(r"release [0-9a-f]+: %s, " % re.escape(release), 20):
+            print(f"FAIL {n.name} did not open the rolled-out release")
+            fails += 1
+    t1.p.kill()
+    t1.p.wait()
+    print("tracker 1 killed once every node opened the release")
+    done = 0
+    end = time.monotonic() + 60
+    for n in nodes:
+        st = n.completion(max(1.0, end - time.monotonic()))
+        if not st:
+            print(f"FAIL {n.name} did not complete with tracker 1 gone")
+            fails += 1
+            continue
+        done += 1
+        fails += check_files(n, hub)
+    if not (t2.wait_for(r"manifest registered %s " % re.escape(release), 1) or
+            t2.wait_for(r"manifest registered %s " % re.escape(release), 1, stdout=True)):
+        print("FAIL tracker 2 never registered the release's manifest")
+        fails += 1
+    print(f"{done}/{len(nodes)} complete; origin egress {hub.egress() / hub.size:.3f}x")
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for p in procs:
+            p.dump(tail=40)
+    return fails
+
+
 shoalproc.main(CASE, {"swarm8": case_swarm8, "restart": case_restart,
-                      "tracker_down": case_tracker_down, "roles": case_roles},
+                      "tracker_down": case_tracker_down, "roles": case_roles,
+                      "two_trackers": case_two_trackers},
                "shoal-rollout-", scan_sanitizers=True)
