@@ -189,6 +189,9 @@ struct shoal_daemon {
          * was sent ours: at most one such put per RE_PUT_MS, in case it
          * keeps refusing it (a manifest may be megabytes). */
         uint64_t reput_ms;
+        /* The tracker its leases were last asked of (logged on change);
+         * UINT32_MAX before the first. */
+        uint32_t lease_trk;
     } slot[MAX_SWARMS];
     /* The releases each tracker's rollouts named last (a rollout is kept
      * by one tracker, so the union counts): never closed for room (the
@@ -658,6 +661,7 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     d->slot[d->nswarms].used_ms = uv_now(&d->loop);
     d->slot[d->nswarms].tx = 0;
     d->slot[d->nswarms].reput_ms = 0;
+    d->slot[d->nswarms].lease_trk = UINT32_MAX;
     d->swarms[d->nswarms++] = s;
     save_state(d);
     /* Every tracker must be able to lease it, not just the one it was
@@ -1603,16 +1607,15 @@ static void trk_fill_announce(void *user, struct shoal_msg_announce *a)
 
 /* Desired releases: anything not held or pulled yet becomes a pull. Fleet
  * roles: each release the tracker names gets the role it was given, taken
- * only from the tracker that arbitrates leases (shoal_trkconn_arbiter):
- * trackers rank nodes each on their own, and roles from two of them would
- * flip a node's role on every answer. A release none names keeps its
- * configured behaviour. */
+ * only from the tracker that arbitrates that release's leases
+ * (shoal_trkconn_arbiter): trackers rank nodes each on their own, and
+ * roles from two of them would flip a node's role on every answer. A
+ * release none names keeps its configured behaviour. */
 static void trk_on_announce_reply(void *user, uint32_t idx,
                                   const struct shoal_msg_announce_reply *r)
 {
     struct shoal_daemon *d = user;
     bool added = false;
-    bool arbiter = shoal_trkconn_arbiter(d->trk) == (int)idx;
 
     /* This tracker's list replaces what it said before; the others' stay. */
     uint32_t kept = 0;
@@ -1628,15 +1631,17 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
         memcpy(d->rollout_ids[d->nrollout_ids++].id, r->desired[i].manifest_id, 32);
     }
 
-    if (!arbiter && r->nroles > 0)
-        LOG_D("roles from tracker %s ignored: leases go to another tracker",
-              shoal_trkconn_addr(d->trk, idx));
-    for (uint32_t i = 0; i < r->nroles && !d->stopping && arbiter; i++) {
+    for (uint32_t i = 0; i < r->nroles && !d->stopping; i++) {
         const struct shoal_msg_role *ro = &r->roles[i];
         struct shoal_swarm *s = find_swarm(d, ro->manifest_id);
         int rv;
         if (!s || shoal_swarm_complete(s))
             continue;
+        if (shoal_trkconn_arbiter(d->trk, ro->manifest_id) != (int)idx) {
+            LOG_D("role from tracker %s ignored: that release's leases go to another tracker",
+                  shoal_trkconn_addr(d->trk, idx));
+            continue;
+        }
         rv = shoal_swarm_set_role(s, ro->fetcher, ro->import_mod, ro->import_rem);
         if (rv != 0) {
             char hex[17];
@@ -1829,8 +1834,18 @@ static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, 
 
     if (!d->trk)
         return SHOAL_SWARM_LEASE_LOCAL;
-    if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint,
-                            d->slot[swarm_slot(d, s)].tag) == 0)
+    struct slot *sl = &d->slot[swarm_slot(d, s)];
+    int arb = shoal_trkconn_arbiter(d->trk, shoal_swarm_id(s));
+    if (arb >= 0 && (uint32_t)arb != sl->lease_trk) {
+        /* Which tracker leases a release is a hash, not configuration
+         * order: say which, and when it moves (a tracker went or came). */
+        hex8(hex, shoal_swarm_id(s));
+        LOG_I("release %s: origin leases from tracker %s (%u of %u ready; chosen by release)",
+              hex, shoal_trkconn_addr(d->trk, (uint32_t)arb), shoal_trkconn_ready(d->trk),
+              shoal_trkconn_count(d->trk));
+        sl->lease_trk = (uint32_t)arb;
+    }
+    if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, sl->tag) == 0)
         return SHOAL_SWARM_LEASE_ASKED;
     if (shoal_trkconn_ready(d->trk) > 0 || now - d->trk_seen_ms < d->cfg->lease_fallback_ms)
         return SHOAL_SWARM_LEASE_LATER;

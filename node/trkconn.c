@@ -100,6 +100,7 @@ struct conn {
      * proved its key over them (TRK_PROOF before the OK). */
     uint8_t chal[32], cnonce[32];
     bool proven;
+    uint8_t proven_pk[32];    /* the key it proved (proven) */
     /* Our ephemeral X25519 pair for this login (the secret wiped once the
      * keys are derived), and the sealed session from the OK on. */
     uint8_t eph_pk[32], eph_sk[32];
@@ -170,12 +171,48 @@ uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t)
     return k;
 }
 
-int shoal_trkconn_arbiter(const struct shoal_trkconn *t)
+/* Rendezvous weight of tracker |c| for |manifest_id|: a hash of the id and
+ * the tracker's name, its proven key when keys are pinned (the same
+ * whatever address a node lists it by), else its configured address. */
+static uint64_t arbiter_weight(const struct conn *c, const uint8_t manifest_id[32])
 {
-    for (uint32_t i = 0; i < t->n; i++)
-        if (t->conns[i]->st == C_READY)
-            return (int)i;
-    return -1;
+    crypto_generichash_state st;
+    uint8_t h[8];
+    uint64_t w = 0;
+
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    crypto_generichash_update(&st, (const uint8_t *)"shoal-lease-trk-v1", 18);
+    crypto_generichash_update(&st, manifest_id, 32);
+    if (c->proven)
+        crypto_generichash_update(&st, c->proven_pk, 32);
+    else
+        crypto_generichash_update(&st, (const uint8_t *)c->addr, strlen(c->addr));
+    crypto_generichash_final(&st, h, sizeof h);
+    for (size_t i = 0; i < sizeof h; i++)
+        w = w << 8 | h[i];
+    return w;
+}
+
+int shoal_trkconn_arbiter(const struct shoal_trkconn *t, const uint8_t manifest_id[32])
+{
+    int best = -1;
+    uint64_t best_w = 0;
+
+    /* Trackers share no lease state, so every node must ask the same one
+     * for a release: configuration order differs between nodes (the
+     * review's alternating [T1,T2]/[T2,T1] fleet fetched 1.8x the
+     * release), a rendezvous hash does not, and a tracker going down only
+     * moves the releases it leased. */
+    for (uint32_t i = 0; i < t->n; i++) {
+        if (t->conns[i]->st != C_READY)
+            continue;
+        uint64_t w = arbiter_weight(t->conns[i], manifest_id);
+        if (best < 0 || w > best_w) {
+            best = (int)i;
+            best_w = w;
+        }
+    }
+    return best;
 }
 
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx)
@@ -688,6 +725,7 @@ static void on_proof(struct conn *c, const struct shoal_msg_trk_proof *p)
         return;
     }
     c->proven = true;
+    memcpy(c->proven_pk, p->tracker_pk, 32);
     c->seal_next = true;
     LOG_I("tracker %s proved its key %.16s; the session is sealed from its OK on", c->addr, hex);
 }
@@ -1031,24 +1069,19 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
                         uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag)
 {
     int rv = -ENOTCONN;
+    int i = t->stopping ? -1 : shoal_trkconn_arbiter(t, manifest_id);
 
-    /* The first ready tracker in configuration order, so that while it is
-     * up every node of the region asks the same one. */
-    for (uint32_t i = 0; i < t->n && !t->stopping; i++) {
-        if (t->conns[i]->st != C_READY)
-            continue;
+    if (i >= 0) {
+        struct conn *c = t->conns[i];
         memset(&t->out, 0, sizeof t->out);
         t->out.type = SHOAL_MSG_LEASE_REQ;
         memcpy(t->out.u.lease_req.manifest_id, manifest_id, 32);
         t->out.u.lease_req.max_chunks = max_chunks;
         t->out.u.lease_req.hint_chunk = hint_chunk;
-        rv = request(t->conns[i], tag, NULL);
-        if (rv == 0) {
-            struct conn *c = t->conns[i];
+        rv = request(c, tag, NULL);
+        if (rv == 0)
             memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, manifest_id,
                    32);
-        }
-        break;
     }
     return rv;
 }

@@ -134,9 +134,12 @@ void shoal_trkconn_free(struct shoal_trkconn *t);
 /* Trackers configured / currently authenticated. */
 uint32_t shoal_trkconn_count(const struct shoal_trkconn *t);
 uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t);
-/* The tracker that arbitrates origin fetches (leases go to it): the first
- * ready one in configuration order; -1 when none is ready. */
-int shoal_trkconn_arbiter(const struct shoal_trkconn *t);
+/* The tracker that arbitrates origin fetches of release |manifest_id|
+ * (its leases go there): of the ready ones, the highest rendezvous hash of
+ * the id and the tracker's proven key (pinned tracker-keys) or else its
+ * address as configured, so every node picks the same one whatever order
+ * it lists them in; -1 when none is ready. */
+int shoal_trkconn_arbiter(const struct shoal_trkconn *t, const uint8_t manifest_id[32]);
 /* "host:port" of tracker |idx|. */
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx);
 /* Why tracker |idx| is not in use when the last login failed on a refusal

@@ -33,6 +33,12 @@ CASE is one of:
                 have told of the manifest, leases the rest and all nodes
                 complete (before, it answered every lease "manifest not
                 published to this tracker" and the fleet stalled).
+  tracker_order two trackers, one manifest (published once, given to the
+                nodes as a file); 4 nodes list them in alternating orders
+                ([T1,T2], [T2,T1]) and pull from a slowed origin: every node
+                asks the same tracker for the release's leases, so the
+                origin serves under 1.2x the release (before, each node
+                asked the first it listed and the fleet fetched ~1.8x).
 Every wait is bounded; all processes are stopped at the end.
 """
 import os
@@ -360,7 +366,48 @@ def case_two_trackers(tmp):
     return fails
 
 
+def case_tracker_order(tmp):
+    names = [f"o{i}" for i in range(4)]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "16M")
+    t1, a1 = start_tracker(k)
+    t2, a2 = start_tracker(k)
+    mf, mid = publish(k, hub, tmp)
+    hub.reset()
+    hub.add_faults([{"kind": "slow", "bps": 4000000}])
+    nodes = []
+    for i, n in enumerate(names):
+        order = [a1, a2] if i % 2 == 0 else [a2, a1]
+        nodes.append(Node(n, k, tmp, hub, ["--tracker", order[0], "--tracker", order[1],
+                                           "--manifest", mf, "--pull", mid]))
+    fails = 0
+    end = time.monotonic() + 60
+    for n in nodes:
+        if not n.completion(max(1.0, end - time.monotonic())):
+            print(f"FAIL {n.name} did not complete")
+            fails += 1
+    said = set()
+    for n in nodes:
+        m = n.wait_for(r"origin leases from tracker (\S+) ", 1)
+        if m:
+            said.add(m.group(1))
+    print(f"lease tracker named by the nodes: {sorted(said)}")
+    if len(said) != 1:
+        print("FAIL the nodes did not all name one lease tracker for the release")
+        fails += 1
+    ratio = hub.egress() / hub.size
+    print(f"origin egress {ratio:.3f}x the release")
+    if ratio >= 1.2:
+        print("FAIL origin egress is not under 1.2x the release")
+        fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for p in procs:
+            p.dump(tail=30)
+    return fails
+
+
 shoalproc.main(CASE, {"swarm8": case_swarm8, "restart": case_restart,
                       "tracker_down": case_tracker_down, "roles": case_roles,
-                      "two_trackers": case_two_trackers},
+                      "two_trackers": case_two_trackers, "tracker_order": case_tracker_order},
                "shoal-rollout-", scan_sanitizers=True)
