@@ -1411,6 +1411,20 @@ int shoal_sched_chunk_lost(struct shoal_sched *s, uint64_t now_ms, uint32_t chun
     return 0;
 }
 
+/* Reports chunk |c| of a lease fetched, merged into the LEASE_DONE just
+ * queued when it ends right before |c| (chunks of a run land in order). */
+static void lease_done_run(struct shoal_sched *s, uint32_t c)
+{
+    if (s->npend > s->pendhead) {
+        struct shoal_sched_action *a = &s->pend[s->npend - 1];
+        if (a->type == SHOAL_SCHED_LEASE_DONE && a->peer == 0 && a->chunk + a->count == c) {
+            a->count++;
+            return;
+        }
+    }
+    (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, c, 1);
+}
+
 /* The lease [first, first+count) ended: tells the tracker which of its
  * chunks the swarm now has, one LEASE_DONE per run: chunks we hold, and
  * chunks a peer holds that no origin fetch of ours is bringing. Chunks
@@ -1522,6 +1536,12 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
     for (uint32_t i = 0; i < s->lease_slots; i++) {
         struct lease *l = &s->leases[i];
         if (l->used && chunk >= l->first && chunk - l->first < l->count) {
+            /* Reported as it lands, not only with the whole span: a fetch
+             * slower than the tracker's lease time had its unreported
+             * chunks granted to another node at expiry and fetched twice
+             * (the tracker also extends a lease on each report). */
+            if (ok)
+                lease_done_run(s, chunk);
             if (--l->pending == 0) {
                 lease_report(s, l->first, l->count);
                 l->used = false;

@@ -394,7 +394,10 @@ int shoal_sched_chunk_lost(struct shoal_sched *s, uint64_t now_ms, uint32_t chun
  * was free; the scheduler waits lease_retry_ms before asking again. The
  * missing chunks of the span are turned into ORIGIN_FETCH actions, adjacent
  * ones merged. The transport reports each arrival with
- * shoal_sched_origin_done; once no chunk of the span is pending,
+ * shoal_sched_origin_done; each chunk that arrives is reported at once
+ * (a LEASE_DONE of it, merged with the one queued before it when they are
+ * adjacent), so the tracker neither grants it again nor lets a slow but
+ * progressing lease expire. Once no chunk of the span is pending,
  * LEASE_DONE actions follow (immediately when nothing needed fetching),
  * one per run of the span's chunks the swarm has (held here, or by a peer
  * while no origin fetch of ours brings it), which the transport forwards

@@ -119,7 +119,7 @@ struct conn {
      * login's first announce. This process logs in with the same session
      * id, so the tracker kept the leases and takes them then (a lease that
      * expired meanwhile is refused, as it would have been anyway). */
-    struct {
+    struct held_done {
         uint8_t id[32];
         uint32_t first, count;
     } held_done[HELD_DONE_MAX];
@@ -1109,7 +1109,16 @@ void shoal_trkconn_lease_done(struct shoal_trkconn *t, uint32_t idx,
     if (send_lease_done(c, manifest_id, first, count) == 0)
         return;
     /* Down (or its request window full): hold it for the next login, so
-     * the fetch is credited and nobody else is granted those chunks. */
+     * the fetch is credited and nobody else is granted those chunks.
+     * Chunks are reported as they land: one that extends the last held
+     * run joins it. */
+    if (c->nheld_done > 0) {
+        struct held_done *h = &c->held_done[c->nheld_done - 1];
+        if (memcmp(h->id, manifest_id, 32) == 0 && h->first + h->count == first) {
+            h->count += count;
+            return;
+        }
+    }
     if (c->nheld_done == HELD_DONE_MAX) {
         LOG_D("tracker %s: LEASE_DONE of chunks %u..%u not kept: %u already wait", c->addr,
               c->held_done[0].first, c->held_done[0].first + c->held_done[0].count - 1,

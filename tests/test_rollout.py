@@ -39,6 +39,13 @@ CASE is one of:
                 asks the same tracker for the release's leases, so the
                 origin serves under 1.2x the release (before, each node
                 asked the first it listed and the fleet fetched ~1.8x).
+  slow_lease    a tracker with --lease-ms 1000 granting whole spans and an
+                origin slow enough that a lease's span takes several lease
+                times (each chunk less than one): 2 nodes report
+                chunks as they land, the tracker extends a lease that
+                progresses, and the origin serves under 1.1x the release
+                (before, the span's unreported chunks were granted to the
+                other node at expiry and fetched twice).
 Every wait is bounded; all processes are stopped at the end.
 """
 import os
@@ -407,7 +414,40 @@ def case_tracker_order(tmp):
     return fails
 
 
+def case_slow_lease(tmp):
+    names = ["s0", "s1"]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "32M")
+    # Spans as asked for (not shrunk to a share): one node leases the
+    # whole release at once and fetches it for several lease times.
+    trk, taddr = start_tracker(k, extra=["--lease-ms", "1000", "--fetcher-leases", "0"])
+    mf, mid = publish(k, hub, tmp, taddr)
+    hub.reset()
+    # Each request (one file's run) at 1.5 MB/s: a chunk (~1 MiB) lands
+    # within the lease time, a file's run of them does not.
+    hub.add_faults([{"kind": "slow", "bps": 1500000}])
+    nodes = [Node(n, k, tmp, hub, ["--tracker", taddr, "--manifest", mf, "--pull", mid])
+             for n in names]
+    fails = 0
+    end = time.monotonic() + 60
+    for n in nodes:
+        if not n.completion(max(1.0, end - time.monotonic())):
+            print(f"FAIL {n.name} did not complete")
+            fails += 1
+    ratio = hub.egress() / hub.size
+    print(f"origin egress {ratio:.3f}x the release")
+    if ratio >= 1.1:
+        print("FAIL origin egress is not under 1.1x the release: leased chunks fetched twice")
+        fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for p in procs:
+            p.dump(tail=30)
+    return fails
+
+
 shoalproc.main(CASE, {"swarm8": case_swarm8, "restart": case_restart,
                       "tracker_down": case_tracker_down, "roles": case_roles,
-                      "two_trackers": case_two_trackers, "tracker_order": case_tracker_order},
+                      "two_trackers": case_two_trackers, "tracker_order": case_tracker_order,
+                      "slow_lease": case_slow_lease},
                "shoal-rollout-", scan_sanitizers=True)

@@ -652,15 +652,26 @@ static void test_origin_last_resort(void)
     /* Nothing orphaned now: no further lease even after the retry time. */
     n = shoal_sched_next(s, 5000, a, 32);
     CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 0);
-    for (uint32_t c = 7; c <= 10; c++) {
-        n = shoal_sched_next(s, 6000, a, 32);
-        CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+    /* Each chunk is reported as it lands (the tracker then neither
+     * regrants it nor expires a slow lease); the last one is followed by
+     * a report of the whole span (6 and 11 are at a peer) and its end. */
+    for (uint32_t c = 7; c <= 9; c++) {
         CHECK_EQ(shoal_sched_origin_done(s, 6000, c, true), 0);
+        n = shoal_sched_next(s, 6000, a, 32);
+        CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 1);
+        for (size_t i = 0; i < n; i++)
+            if (a[i].type == SHOAL_SCHED_LEASE_DONE) {
+                CHECK_EQ(a[i].chunk, c);
+                CHECK_EQ(a[i].count, 1);
+                CHECK_EQ(a[i].peer, 0);
+            }
     }
+    CHECK_EQ(shoal_sched_origin_done(s, 6000, 10, true), 0);
     n = shoal_sched_next(s, 6001, a, 32);
-    /* One report of the whole span (6 and 11 are at a peer), then its end. */
-    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 2);
-    for (size_t i = 0; i < n; i++)
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 3);
+    CHECK_EQ(a[0].chunk, 10);
+    CHECK_EQ(a[0].count, 1);
+    for (size_t i = 1; i < n; i++)
         if (a[i].type == SHOAL_SCHED_LEASE_DONE) {
             CHECK_EQ(a[i].chunk, 6);
             CHECK_EQ(a[i].count, 6);
@@ -724,12 +735,14 @@ static void test_lease_regrant(void)
     n = shoal_sched_next(s, 2, a, 32);
     CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
     CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 0);
-    /* Chunks 0 and 3 arrive, 1 and 2 fail: only 0 and 3 are reported. */
+    /* Chunks 0 and 3 arrive, 1 and 2 fail: only 0 and 3 are reported
+     * (each as it lands, then with the lease's end). */
     CHECK_EQ(shoal_sched_origin_done(s, 3, 0, true), 0);
     CHECK_EQ(shoal_sched_origin_done(s, 3, 1, false), 0);
     CHECK_EQ(shoal_sched_origin_done(s, 3, 2, false), 0);
     n = shoal_sched_next(s, 3, a, 32);
-    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+    CHECK_EQ(done_bits(a, n, &ends), 0x1u);
+    CHECK_EQ(ends, 0);
     CHECK_EQ(shoal_sched_origin_done(s, 4, 3, true), 0);
     n = shoal_sched_next(s, 4, a, 32);
     CHECK_EQ(done_bits(a, n, &ends), 0x9u);
