@@ -1836,7 +1836,7 @@ static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, 
         return SHOAL_SWARM_LEASE_LOCAL;
     struct slot *sl = &d->slot[swarm_slot(d, s)];
     int arb = shoal_trkconn_arbiter(d->trk, shoal_swarm_id(s));
-    if (arb >= 0 && (uint32_t)arb != sl->lease_trk) {
+    if (arb >= 0 && (uint32_t)arb != sl->lease_trk && shoal_trkconn_ready_idx(d->trk, arb)) {
         /* Which tracker leases a release is a hash, not configuration
          * order: say which, and when it moves (a tracker went or came). */
         hex8(hex, shoal_swarm_id(s));
@@ -1845,8 +1845,11 @@ static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, 
               shoal_trkconn_count(d->trk));
         sl->lease_trk = (uint32_t)arb;
     }
-    if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, sl->tag) == 0)
+    int rv = shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, sl->tag);
+    if (rv == 0)
         return SHOAL_SWARM_LEASE_ASKED;
+    if (rv == -EAGAIN)
+        return SHOAL_SWARM_LEASE_LATER; /* its tracker is still logging in */
     if (shoal_trkconn_ready(d->trk) > 0 || now - d->trk_seen_ms < d->cfg->lease_fallback_ms)
         return SHOAL_SWARM_LEASE_LATER;
     if (!d->fallback_logged) {

@@ -163,6 +163,11 @@ static uint64_t rnd(struct shoal_trkconn *t)
 
 uint32_t shoal_trkconn_count(const struct shoal_trkconn *t) { return t->n; }
 
+bool shoal_trkconn_ready_idx(const struct shoal_trkconn *t, int idx)
+{
+    return idx >= 0 && (uint32_t)idx < t->n && t->conns[idx]->st == C_READY;
+}
+
 uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t)
 {
     uint32_t k = 0;
@@ -204,9 +209,14 @@ int shoal_trkconn_arbiter(const struct shoal_trkconn *t, const uint8_t manifest_
      * release), a rendezvous hash does not, and a tracker going down only
      * moves the releases it leased. */
     for (uint32_t i = 0; i < t->n; i++) {
-        if (t->conns[i]->st != C_READY)
+        const struct conn *c = t->conns[i];
+        /* A tracker still on its first login counts too (the caller waits
+         * for it): else a node that starts leasing before its last login
+         * is done asks another tracker than the fleet does. */
+        bool first_login = c->st != C_READY && c->st != C_CLOSING && c->fails == 0;
+        if (c->st != C_READY && !first_login)
             continue;
-        uint64_t w = arbiter_weight(t->conns[i], manifest_id);
+        uint64_t w = arbiter_weight(c, manifest_id);
         if (best < 0 || w > best_w) {
             best = (int)i;
             best_w = w;
@@ -1071,7 +1081,9 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
     int rv = -ENOTCONN;
     int i = t->stopping ? -1 : shoal_trkconn_arbiter(t, manifest_id);
 
-    if (i >= 0) {
+    if (i >= 0 && t->conns[i]->st != C_READY)
+        rv = -EAGAIN;
+    else if (i >= 0) {
         struct conn *c = t->conns[i];
         memset(&t->out, 0, sizeof t->out);
         t->out.type = SHOAL_MSG_LEASE_REQ;
