@@ -185,6 +185,13 @@ struct shoal_daemon {
          * used least recently is closed to make room. */
         uint64_t used_ms;
         uint64_t tx;
+        /* When a tracker last said it lacks this release's manifest and
+         * was sent ours: at most one such put per RE_PUT_MS, in case it
+         * keeps refusing it (a manifest may be megabytes). */
+        uint64_t reput_ms;
+        /* The tracker its leases were last asked of (logged on change);
+         * UINT32_MAX before the first. */
+        uint32_t lease_trk;
     } slot[MAX_SWARMS];
     /* The releases each tracker's rollouts named last (a rollout is kept
      * by one tracker, so the union counts): never closed for room (the
@@ -653,8 +660,17 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
              branch ? branch : "");
     d->slot[d->nswarms].used_ms = uv_now(&d->loop);
     d->slot[d->nswarms].tx = 0;
+    d->slot[d->nswarms].reput_ms = 0;
+    d->slot[d->nswarms].lease_trk = UINT32_MAX;
     d->swarms[d->nswarms++] = s;
     save_state(d);
+    /* Every tracker must be able to lease it, not just the one it was
+     * resolved from: with that one down, the others would refuse every
+     * lease ("not published to this tracker") and the fleet stall. Those
+     * not ready get it when they log in (trk_on_ready); one that has it
+     * from us already is skipped. */
+    if (d->trk)
+        shoal_trkconn_put_manifest(d->trk, SHOAL_TRKCONN_NONE, shoal_swarm_id(s), signed_mf, len);
     /* The tracker's answer carries this release's fleet role: ask soon
      * rather than at the next interval; and ask for peers now, not at the
      * next discovery tick (a rollout's first second is otherwise idle). */
@@ -1591,16 +1607,15 @@ static void trk_fill_announce(void *user, struct shoal_msg_announce *a)
 
 /* Desired releases: anything not held or pulled yet becomes a pull. Fleet
  * roles: each release the tracker names gets the role it was given, taken
- * only from the tracker that arbitrates leases (shoal_trkconn_arbiter):
- * trackers rank nodes each on their own, and roles from two of them would
- * flip a node's role on every answer. A release none names keeps its
- * configured behaviour. */
+ * only from the tracker that arbitrates that release's leases
+ * (shoal_trkconn_arbiter): trackers rank nodes each on their own, and
+ * roles from two of them would flip a node's role on every answer. A
+ * release none names keeps its configured behaviour. */
 static void trk_on_announce_reply(void *user, uint32_t idx,
                                   const struct shoal_msg_announce_reply *r)
 {
     struct shoal_daemon *d = user;
     bool added = false;
-    bool arbiter = shoal_trkconn_arbiter(d->trk) == (int)idx;
 
     /* This tracker's list replaces what it said before; the others' stay. */
     uint32_t kept = 0;
@@ -1616,15 +1631,17 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
         memcpy(d->rollout_ids[d->nrollout_ids++].id, r->desired[i].manifest_id, 32);
     }
 
-    if (!arbiter && r->nroles > 0)
-        LOG_D("roles from tracker %s ignored: leases go to another tracker",
-              shoal_trkconn_addr(d->trk, idx));
-    for (uint32_t i = 0; i < r->nroles && !d->stopping && arbiter; i++) {
+    for (uint32_t i = 0; i < r->nroles && !d->stopping; i++) {
         const struct shoal_msg_role *ro = &r->roles[i];
         struct shoal_swarm *s = find_swarm(d, ro->manifest_id);
         int rv;
         if (!s || shoal_swarm_complete(s))
             continue;
+        if (shoal_trkconn_arbiter(d->trk, ro->manifest_id) != (int)idx) {
+            LOG_D("role from tracker %s ignored: that release's leases go to another tracker",
+                  shoal_trkconn_addr(d->trk, idx));
+            continue;
+        }
         rv = shoal_swarm_set_role(s, ro->fetcher, ro->import_mod, ro->import_rem);
         if (rv != 0) {
             char hex[17];
@@ -1770,6 +1787,8 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         discover(d);
 }
 
+#define RE_PUT_MS 10000u
+
 static void trk_on_lease(void *user, uint64_t tag, uint32_t idx, int status,
                          const struct shoal_msg_lease *l)
 {
@@ -1783,9 +1802,27 @@ static void trk_on_lease(void *user, uint64_t tag, uint32_t idx, int status,
 
     if (!s || (l && memcmp(l->manifest_id, shoal_swarm_id(s), 32) != 0))
         return;
-    if (status != 0)
+    if (status == SHOAL_ENOTFOUND) {
+        /* It does not hold the manifest (it restarted and nobody put it
+         * back, or forgot it): give it ours; the scheduler asks again
+         * after its lease retry pause. */
+        struct slot *sl = &d->slot[swarm_slot(d, s)];
+        uint64_t now = uv_now(&d->loop);
+        if (sl->reput_ms == 0 || now - sl->reput_ms >= RE_PUT_MS) {
+            size_t len;
+            const uint8_t *mf = shoal_swarm_signed(s, &len);
+            char hex[17];
+            hex8(hex, shoal_swarm_id(s));
+            sl->reput_ms = now;
+            LOG_I("release %s: tracker %s does not hold its manifest (not published to it), "
+                  "so it leases none of it: sending it ours", hex,
+                  shoal_trkconn_addr(d->trk, idx));
+            shoal_trkconn_put_manifest(d->trk, idx, shoal_swarm_id(s), mf, len);
+        }
+    } else if (status != 0) {
         LOG_D("tracker %s: lease request failed: %s", shoal_trkconn_addr(d->trk, idx),
               shoal_strerror(status));
+    }
     shoal_swarm_lease_result(s, idx, status, l);
 }
 
@@ -1797,9 +1834,22 @@ static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, 
 
     if (!d->trk)
         return SHOAL_SWARM_LEASE_LOCAL;
-    if (shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint,
-                            d->slot[swarm_slot(d, s)].tag) == 0)
+    struct slot *sl = &d->slot[swarm_slot(d, s)];
+    int arb = shoal_trkconn_arbiter(d->trk, shoal_swarm_id(s));
+    if (arb >= 0 && (uint32_t)arb != sl->lease_trk && shoal_trkconn_ready_idx(d->trk, arb)) {
+        /* Which tracker leases a release is a hash, not configuration
+         * order: say which, and when it moves (a tracker went or came). */
+        hex8(hex, shoal_swarm_id(s));
+        LOG_I("release %s: origin leases from tracker %s (%u of %u ready; chosen by release)",
+              hex, shoal_trkconn_addr(d->trk, (uint32_t)arb), shoal_trkconn_ready(d->trk),
+              shoal_trkconn_count(d->trk));
+        sl->lease_trk = (uint32_t)arb;
+    }
+    int rv = shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, sl->tag);
+    if (rv == 0)
         return SHOAL_SWARM_LEASE_ASKED;
+    if (rv == -EAGAIN)
+        return SHOAL_SWARM_LEASE_LATER; /* its tracker is still logging in */
     if (shoal_trkconn_ready(d->trk) > 0 || now - d->trk_seen_ms < d->cfg->lease_fallback_ms)
         return SHOAL_SWARM_LEASE_LATER;
     if (!d->fallback_logged) {

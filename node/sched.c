@@ -1411,6 +1411,44 @@ int shoal_sched_chunk_lost(struct shoal_sched *s, uint64_t now_ms, uint32_t chun
     return 0;
 }
 
+/* Reports chunk |c| of a lease fetched, merged into the LEASE_DONE just
+ * queued when it ends right before |c| (chunks of a run land in order). */
+static void lease_done_run(struct shoal_sched *s, uint32_t c)
+{
+    if (s->npend > s->pendhead) {
+        struct shoal_sched_action *a = &s->pend[s->npend - 1];
+        if (a->type == SHOAL_SCHED_LEASE_DONE && a->peer == 0 && a->chunk + a->count == c) {
+            a->count++;
+            return;
+        }
+    }
+    (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, c, 1);
+}
+
+/* The lease [first, first+count) ended: tells the tracker which of its
+ * chunks the swarm now has, one LEASE_DONE per run: chunks we hold, and
+ * chunks a peer holds that no origin fetch of ours is bringing. Chunks
+ * still coming from the origin, or whose fetch failed with no holder, are
+ * left out: they expire with the lease at the tracker, which grants them
+ * again (reported done, nobody could lease them until the tracker's
+ * fetched-ttl). A last LEASE_DONE marked SHOAL_SCHED_LEASE_END names the
+ * whole span, so the transport can forget the lease. */
+static void lease_report(struct shoal_sched *s, uint32_t first, uint32_t count)
+{
+    uint32_t run = NIL, end = first + count;
+    for (uint32_t c = first; c <= end; c++) {
+        const struct ck *k = c < end ? &s->ck[c] : NULL;
+        bool has = k && ((k->flags & F_HAVE) || (k->cnt > 0 && !(k->flags & F_ORIGIN)));
+        if (has && run == NIL) {
+            run = c;
+        } else if (!has && run != NIL) {
+            (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, run, c - run);
+            run = NIL;
+        }
+    }
+    (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, SHOAL_SCHED_LEASE_END, first, count);
+}
+
 int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
                               uint32_t count, uint64_t expires_ms)
 {
@@ -1424,14 +1462,29 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
     if (first >= s->nchunks || count > s->nchunks - first)
         return SHOAL_EBADMSG;
     struct lease *l = NULL;
+    for (uint32_t i = 0; i < s->lease_slots; i++) {
+        const struct lease *h = &s->leases[i];
+        /* A tracker grants a lease again, same span, when the node comes
+         * back on a new connection without having reported it (the first
+         * reply may have been lost): we are still fetching it, so this
+         * only confirms it. Taken as a new lease, its chunks (all under
+         * our origin fetch) were reported done at once, before anything
+         * arrived. Ask again only after the usual pause. */
+        if (h->used && h->first == first && h->count == count) {
+            s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
+            return SHOAL_SCHED_LEASE_HELD;
+        }
+    }
     for (uint32_t i = 0; i < s->lease_slots; i++)
         if (!s->leases[i].used) {
             l = &s->leases[i];
             break;
         }
     if (l == NULL) {
-        /* More leases than we asked for: fetch nothing, give it back. */
-        (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, first, count);
+        /* More leases than we asked for: fetch nothing. There is no message
+         * giving a lease back; report what the swarm already has and let
+         * the rest expire, to be granted again. */
+        lease_report(s, first, count);
         return 0;
     }
     *l = (struct lease){.first = first, .count = count, .used = true};
@@ -1455,7 +1508,7 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
         }
     }
     if (l->pending == 0) {
-        (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, first, count);
+        lease_report(s, first, count);
         l->used = false;
     }
     return 0;
@@ -1483,8 +1536,14 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
     for (uint32_t i = 0; i < s->lease_slots; i++) {
         struct lease *l = &s->leases[i];
         if (l->used && chunk >= l->first && chunk - l->first < l->count) {
+            /* Reported as it lands, not only with the whole span: a fetch
+             * slower than the tracker's lease time had its unreported
+             * chunks granted to another node at expiry and fetched twice
+             * (the tracker also extends a lease on each report). */
+            if (ok)
+                lease_done_run(s, chunk);
             if (--l->pending == 0) {
-                (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, 0, l->first, l->count);
+                lease_report(s, l->first, l->count);
                 l->used = false;
             }
             break;

@@ -157,12 +157,17 @@ enum shoal_sched_action_type {
     SHOAL_SCHED_CANCEL,            /* withdraw the request for |chunk| at |peer| */
     SHOAL_SCHED_LEASE_REQUEST,     /* ask the tracker for up to |count| chunks near |chunk| */
     SHOAL_SCHED_ORIGIN_FETCH,      /* fetch [chunk, chunk+count) from the origin */
-    SHOAL_SCHED_LEASE_DONE,        /* tell the tracker lease [chunk, chunk+count) is done */
+    SHOAL_SCHED_LEASE_DONE,        /* tell the tracker chunks [chunk, chunk+count) of a
+                                    * lease are done (see shoal_sched_lease_granted) */
 };
+
+/* |peer| of the LEASE_DONE that follows a lease's reports: the lease
+ * [chunk, chunk+count) ended; report nothing for it. */
+#define SHOAL_SCHED_LEASE_END 1u
 
 struct shoal_sched_action {
     enum shoal_sched_action_type type;
-    uint64_t peer;                 /* REQUEST, CANCEL */
+    uint64_t peer;                 /* REQUEST, CANCEL; LEASE_DONE: 0 or SHOAL_SCHED_LEASE_END */
     uint32_t chunk;                /* chunk, first chunk, or lease hint */
     uint32_t count;                /* LEASE_REQUEST, ORIGIN_FETCH; else 1 */
 };
@@ -389,11 +394,25 @@ int shoal_sched_chunk_lost(struct shoal_sched *s, uint64_t now_ms, uint32_t chun
  * was free; the scheduler waits lease_retry_ms before asking again. The
  * missing chunks of the span are turned into ORIGIN_FETCH actions, adjacent
  * ones merged. The transport reports each arrival with
- * shoal_sched_origin_done; once no chunk of the span is pending a
- * LEASE_DONE action for the whole span follows (immediately when nothing
- * needed fetching), which the transport forwards to the tracker.
- * Returns 0 or SHOAL_EBADMSG (span out of range).
+ * shoal_sched_origin_done; each chunk that arrives is reported at once
+ * (a LEASE_DONE of it, merged with the one queued before it when they are
+ * adjacent), so the tracker neither grants it again nor lets a slow but
+ * progressing lease expire. Once no chunk of the span is pending,
+ * LEASE_DONE actions follow (immediately when nothing needed fetching),
+ * one per run of the span's chunks the swarm has (held here, or by a peer
+ * while no origin fetch of ours brings it), which the transport forwards
+ * to the tracker; chunks whose origin fetch failed are never reported, so
+ * the tracker grants them again once the lease expires. Then one more
+ * with peer = SHOAL_SCHED_LEASE_END names the whole span: the lease
+ * ended (nothing to report). A span granted while every lease slot is
+ * taken is not fetched: it is reported the same way at once.
+ * Returns 0; SHOAL_SCHED_LEASE_HELD when the span is a lease held: a
+ * tracker granting it again (the node came back on a new connection
+ * before reporting it) only confirms it, and nothing changes but the
+ * pause before the next LEASE_REQUEST (lease_retry_ms); or
+ * SHOAL_EBADMSG (span out of range).
  */
+#define SHOAL_SCHED_LEASE_HELD 1
 int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
                               uint32_t count, uint64_t expires_ms);
 

@@ -2172,6 +2172,7 @@ static void grant(struct shoal_swarm *s, uint32_t trk, uint32_t first, uint32_t 
 {
     struct slease *l = lease_slot(s);
     uint64_t now = now_ms(s);
+    int rv;
 
     if (count > 0 && l) {
         l->used = true;
@@ -2179,7 +2180,14 @@ static void grant(struct shoal_swarm *s, uint32_t trk, uint32_t first, uint32_t 
         l->count = count;
         l->trk = trk;
     }
-    if (shoal_sched_lease_granted(s->sched, now, first, count, now + expires_ms) != 0) {
+    rv = shoal_sched_lease_granted(s->sched, now, first, count, now + expires_ms);
+    if (rv == SHOAL_SCHED_LEASE_HELD) {
+        /* Granted again after a reconnect: the record we have goes on. */
+        LOG_D("release %s: tracker %u confirmed the lease of chunks %u..%u we are fetching",
+              s->idhex, trk, first, first + count - 1);
+        if (l && count > 0)
+            l->used = false;
+    } else if (rv != 0) {
         if (l && count > 0)
             l->used = false;
         shoal_sched_lease_failed(s->sched, now);
@@ -2238,7 +2246,9 @@ static void lease_empty_note(struct shoal_swarm *s, uint32_t trk, int status)
     LOG_I("release %s: tracker %u granted no origin lease for %u requests over %.0f s (%s) "
           "with %u of %u chunks missing; waiting for peers or for other leases to end",
           s->idhex, trk, s->lease_empty, (double)(now - s->lease_empty_since_ms) / 1000.0,
-          status ? shoal_strerror(status) : "everything missing is leased or fetched",
+          status == SHOAL_ENOTFOUND
+              ? "it does not hold the release's manifest: not published to it"
+              : status ? shoal_strerror(status) : "everything missing is leased or fetched",
           s->nchunks - have, s->nchunks);
 }
 
@@ -2266,17 +2276,27 @@ static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action
 {
     struct slease *l = NULL;
     uint32_t run = a->chunk, end = a->chunk + a->count;
+    bool ended = a->peer == SHOAL_SCHED_LEASE_END;
 
+    /* A run lies in one lease (local leases, from hints, may overlap: then
+     * either serves); the end names the lease's span exactly. */
     for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++) {
-        if (s->leases[i].used && s->leases[i].first == a->chunk &&
-            s->leases[i].count == a->count)
+        const struct slease *x = &s->leases[i];
+        if (x->used && (ended ? x->first == a->chunk && x->count == a->count
+                              : a->chunk >= x->first && end <= x->first + x->count))
             l = &s->leases[i];
     }
     if (!l)
         return;
-    l->used = false;
-    /* Only what did arrive is reported; failed chunks are left to expire
-     * with the lease, so the tracker can grant them again. */
+    if (ended) {
+        for (uint32_t c = l->first; c < l->first + l->count; c++)
+            (void)origin_take_failed(s, c);
+        l->used = false;
+        return;
+    }
+    /* The scheduler reports only chunks the swarm has; a chunk whose fetch
+     * failed here is still left out, to expire with the lease so the
+     * tracker can grant it again. */
     for (uint32_t c = a->chunk; c <= end; c++) {
         bool failed = c < end && origin_take_failed(s, c);
         if (c == end || failed) {

@@ -65,7 +65,7 @@ struct pend {
     uint64_t tag;
     uint64_t sent_ms;
     uint64_t due_ms;  /* sent_ms + timeout + its share of a slow link */
-    uint8_t id[32];   /* PUT_MANIFEST: the manifest's id */
+    uint8_t id[32];   /* PUT_MANIFEST, LEASE_REQ: the manifest's id */
     struct mquery *q; /* GET_MANIFEST only; owned by the entry */
 };
 
@@ -100,6 +100,7 @@ struct conn {
      * proved its key over them (TRK_PROOF before the OK). */
     uint8_t chal[32], cnonce[32];
     bool proven;
+    uint8_t proven_pk[32];    /* the key it proved (proven) */
     /* Our ephemeral X25519 pair for this login (the secret wiped once the
      * keys are derived), and the sealed session from the OK on. */
     uint8_t eph_pk[32], eph_sk[32];
@@ -118,7 +119,7 @@ struct conn {
      * login's first announce. This process logs in with the same session
      * id, so the tracker kept the leases and takes them then (a lease that
      * expired meanwhile is refused, as it would have been anyway). */
-    struct {
+    struct held_done {
         uint8_t id[32];
         uint32_t first, count;
     } held_done[HELD_DONE_MAX];
@@ -162,6 +163,11 @@ static uint64_t rnd(struct shoal_trkconn *t)
 
 uint32_t shoal_trkconn_count(const struct shoal_trkconn *t) { return t->n; }
 
+bool shoal_trkconn_ready_idx(const struct shoal_trkconn *t, int idx)
+{
+    return idx >= 0 && (uint32_t)idx < t->n && t->conns[idx]->st == C_READY;
+}
+
 uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t)
 {
     uint32_t k = 0;
@@ -170,12 +176,53 @@ uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t)
     return k;
 }
 
-int shoal_trkconn_arbiter(const struct shoal_trkconn *t)
+/* Rendezvous weight of tracker |c| for |manifest_id|: a hash of the id and
+ * the tracker's name, its proven key when keys are pinned (the same
+ * whatever address a node lists it by), else its configured address. */
+static uint64_t arbiter_weight(const struct conn *c, const uint8_t manifest_id[32])
 {
-    for (uint32_t i = 0; i < t->n; i++)
-        if (t->conns[i]->st == C_READY)
-            return (int)i;
-    return -1;
+    crypto_generichash_state st;
+    uint8_t h[8];
+    uint64_t w = 0;
+
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    crypto_generichash_update(&st, (const uint8_t *)"shoal-lease-trk-v1", 18);
+    crypto_generichash_update(&st, manifest_id, 32);
+    if (c->proven)
+        crypto_generichash_update(&st, c->proven_pk, 32);
+    else
+        crypto_generichash_update(&st, (const uint8_t *)c->addr, strlen(c->addr));
+    crypto_generichash_final(&st, h, sizeof h);
+    for (size_t i = 0; i < sizeof h; i++)
+        w = w << 8 | h[i];
+    return w;
+}
+
+int shoal_trkconn_arbiter(const struct shoal_trkconn *t, const uint8_t manifest_id[32])
+{
+    int best = -1;
+    uint64_t best_w = 0;
+
+    /* Trackers share no lease state, so every node must ask the same one
+     * for a release: configuration order differs between nodes (the
+     * review's alternating [T1,T2]/[T2,T1] fleet fetched 1.8x the
+     * release), a rendezvous hash does not, and a tracker going down only
+     * moves the releases it leased. */
+    for (uint32_t i = 0; i < t->n; i++) {
+        const struct conn *c = t->conns[i];
+        /* A tracker still on its first login counts too (the caller waits
+         * for it): else a node that starts leasing before its last login
+         * is done asks another tracker than the fleet does. */
+        bool first_login = c->st != C_READY && c->st != C_CLOSING && c->fails == 0;
+        if (c->st != C_READY && !first_login)
+            continue;
+        uint64_t w = arbiter_weight(c, manifest_id);
+        if (best < 0 || w > best_w) {
+            best = (int)i;
+            best_w = w;
+        }
+    }
+    return best;
 }
 
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx)
@@ -648,6 +695,7 @@ void shoal_trkconn_announce_soon(struct shoal_trkconn *t)
 /* ---- replies ---- */
 
 static void send_held_done(struct conn *c);
+static void put_forget(struct conn *c, const uint8_t id[32]);
 static void put_accepted(struct conn *c, const uint8_t id[32]);
 
 /* A TRK_PROOF while tracker keys are pinned: the tracker's key must be one
@@ -687,6 +735,7 @@ static void on_proof(struct conn *c, const struct shoal_msg_trk_proof *p)
         return;
     }
     c->proven = true;
+    memcpy(c->proven_pk, p->tracker_pk, 32);
     c->seal_next = true;
     LOG_I("tracker %s proved its key %.16s; the session is sealed from its OK on", c->addr, hex);
 }
@@ -857,6 +906,10 @@ static void on_reply(struct conn *c, const struct shoal_msg *m)
         }
         break;
     case SHOAL_MSG_LEASE_REQ:
+        /* "Not published to this tracker": whatever we put there before is
+         * gone (it forgot it), so the next put must not be skipped. */
+        if (err && error_code(m) == SHOAL_ENOTFOUND)
+            put_forget(c, p.id);
         if (t->hooks->on_lease)
             t->hooks->on_lease(t->hooks->user, p.tag, c->idx, err ? error_code(m) : 0,
                                err ? NULL : &m->u.lease);
@@ -1026,19 +1079,21 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
                         uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag)
 {
     int rv = -ENOTCONN;
+    int i = t->stopping ? -1 : shoal_trkconn_arbiter(t, manifest_id);
 
-    /* The first ready tracker in configuration order, so that while it is
-     * up every node of the region asks the same one. */
-    for (uint32_t i = 0; i < t->n && !t->stopping; i++) {
-        if (t->conns[i]->st != C_READY)
-            continue;
+    if (i >= 0 && t->conns[i]->st != C_READY)
+        rv = -EAGAIN;
+    else if (i >= 0) {
+        struct conn *c = t->conns[i];
         memset(&t->out, 0, sizeof t->out);
         t->out.type = SHOAL_MSG_LEASE_REQ;
         memcpy(t->out.u.lease_req.manifest_id, manifest_id, 32);
         t->out.u.lease_req.max_chunks = max_chunks;
         t->out.u.lease_req.hint_chunk = hint_chunk;
-        rv = request(t->conns[i], tag, NULL);
-        break;
+        rv = request(c, tag, NULL);
+        if (rv == 0)
+            memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, manifest_id,
+                   32);
     }
     return rv;
 }
@@ -1066,7 +1121,16 @@ void shoal_trkconn_lease_done(struct shoal_trkconn *t, uint32_t idx,
     if (send_lease_done(c, manifest_id, first, count) == 0)
         return;
     /* Down (or its request window full): hold it for the next login, so
-     * the fetch is credited and nobody else is granted those chunks. */
+     * the fetch is credited and nobody else is granted those chunks.
+     * Chunks are reported as they land: one that extends the last held
+     * run joins it. */
+    if (c->nheld_done > 0) {
+        struct held_done *h = &c->held_done[c->nheld_done - 1];
+        if (memcmp(h->id, manifest_id, 32) == 0 && h->first + h->count == first) {
+            h->count += count;
+            return;
+        }
+    }
     if (c->nheld_done == HELD_DONE_MAX) {
         LOG_D("tracker %s: LEASE_DONE of chunks %u..%u not kept: %u already wait", c->addr,
               c->held_done[0].first, c->held_done[0].first + c->held_done[0].count - 1,
@@ -1106,6 +1170,15 @@ static bool put_known(struct conn *c, const uint8_t id[32])
         if (memcmp(c->put_ids[k], id, 32) == 0)
             return true;
     return false;
+}
+
+/* Tracker |c| said it does not hold manifest |id|, whatever it accepted
+ * before (it forgot it): the next put of it must go out. */
+static void put_forget(struct conn *c, const uint8_t id[32])
+{
+    for (uint32_t k = 0; k < c->nput; k++)
+        if (memcmp(c->put_ids[k], id, 32) == 0)
+            memset(c->put_ids[k], 0, 32);
 }
 
 static void put_accepted(struct conn *c, const uint8_t id[32])

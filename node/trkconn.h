@@ -134,9 +134,16 @@ void shoal_trkconn_free(struct shoal_trkconn *t);
 /* Trackers configured / currently authenticated. */
 uint32_t shoal_trkconn_count(const struct shoal_trkconn *t);
 uint32_t shoal_trkconn_ready(const struct shoal_trkconn *t);
-/* The tracker that arbitrates origin fetches (leases go to it): the first
- * ready one in configuration order; -1 when none is ready. */
-int shoal_trkconn_arbiter(const struct shoal_trkconn *t);
+/* Whether tracker |idx| is authenticated (false for an index out of range). */
+bool shoal_trkconn_ready_idx(const struct shoal_trkconn *t, int idx);
+/* The tracker that arbitrates origin fetches of release |manifest_id|
+ * (its leases go there): of the ready ones and those still on their first
+ * login (not failed yet), the highest rendezvous hash of the id and the
+ * tracker's proven key (pinned tracker-keys) or else its address as
+ * configured, so every node picks the same one whatever order it lists
+ * them in; -1 when there is none. The one returned may not be ready yet
+ * (shoal_trkconn_lease then returns -EAGAIN). */
+int shoal_trkconn_arbiter(const struct shoal_trkconn *t, const uint8_t manifest_id[32]);
 /* "host:port" of tracker |idx|. */
 const char *shoal_trkconn_addr(const struct shoal_trkconn *t, uint32_t idx);
 /* Why tracker |idx| is not in use when the last login failed on a refusal
@@ -172,9 +179,11 @@ int shoal_trkconn_get_manifest(struct shoal_trkconn *t, const uint8_t *manifest_
 
 /*
  * Asks for an origin lease of up to |max_chunks| chunks of |manifest_id|
- * near |hint_chunk|, answered through on_lease with |tag|. Returns 0,
- * -ENOTCONN (no tracker is ready: the caller decides whether to fetch
- * without a lease), or -ENOMEM / SHOAL_ELIMIT (queue full).
+ * near |hint_chunk| of the release's tracker (shoal_trkconn_arbiter),
+ * answered through on_lease with |tag|. Returns 0, -EAGAIN (that tracker
+ * is still on its first login: ask again shortly), -ENOTCONN (no tracker
+ * is ready: the caller decides whether to fetch without a lease), or
+ * -ENOMEM / SHOAL_ELIMIT (queue full).
  */
 int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
                         uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag);

@@ -1098,7 +1098,8 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
         S->r->leases++;
         S->r->leased_chunks += cnt;
     }
-    return shoal_sched_lease_granted(nd->s, ms(S->now), first, cnt, exp);
+    rv = shoal_sched_lease_granted(nd->s, ms(S->now), first, cnt, exp);
+    return rv == SHOAL_SCHED_LEASE_HELD ? 0 : rv;
 }
 
 static int run_sched(struct sim *S, uint32_t x)
@@ -1156,7 +1157,7 @@ static int run_sched(struct sim *S, uint32_t x)
                 break;
             }
             case SHOAL_SCHED_LEASE_DONE:
-                if (S->c->tracker) {
+                if (S->c->tracker && a[i].peer != SHOAL_SCHED_LEASE_END) {
                     uint8_t pk[32];
                     node_pk(x, pk);
                     (void)shoal_reg_lease_done(S->reg, ms(S->now), S->mid, pk, a[i].chunk,

@@ -517,6 +517,38 @@ static void test_deterministic(void)
     shoal_reg_free(b);
 }
 
+/* A slow fetch that reports what it has so far keeps its lease: each
+ * report that marks chunks fetched makes the lease run lease_ms from then,
+ * so the rest is not granted to another node (and fetched twice) at the
+ * grant's expiry; one that reports nothing still expires. */
+static void test_lease_extend(void)
+{
+    struct shoal_reg *r = mkreg_ex(5000, 0); /* lease_ms 1000 */
+    uint8_t m1[32], n1[32], n2[32];
+    key(m1, 2, 1);
+    key(n1, 1, 1);
+    key(n2, 1, 2);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    announce1(r, 0, 2, "a", m1, 0, false);
+    uint32_t f, c;
+    uint64_t e;
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 20, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 20);
+    CHECK_EQ(e, 1100);
+    CHECK_EQ(shoal_reg_lease_done(r, 900, m1, n1, 0, 5), 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 900, m1, n1, 0, 5), 0); /* again: no progress */
+    /* Past the grant's expiry the rest is still n1's. */
+    CHECK_EQ(shoal_reg_lease(r, 1500, m1, 20, n2, 20, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 1800, m1, n1, 5, 5), 0);
+    /* Nothing reported for lease_ms: 10..19 go to n2. */
+    CHECK_EQ(shoal_reg_lease(r, 2800, m1, 20, n2, 20, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 10);
+    CHECK_EQ(c, 10);
+    CHECK_EQ(shoal_reg_lease_done(r, 2800, m1, n1, 10, 1), SHOAL_ENOTFOUND);
+    shoal_reg_free(r);
+}
+
 /* Span mechanics (caps, gaps, wrap, expiry), with spans not shortened. */
 static void test_leases(void)
 {
@@ -544,12 +576,13 @@ static void test_leases(void)
     CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n2, 0, 10), SHOAL_ENOTFOUND);
     CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n1, 0, 10), 0);
     CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n1, 60, 10), SHOAL_ENOTFOUND); /* spans two */
-    /* Both leases expire at 1100. The unfetched chunks are granted again
-     * (a span runs on across what were two leases), the fetched never. */
-    CHECK_EQ(shoal_reg_lease(r, 1100, m1, 100, n2, 64, 0, &f2, &c2, &e2), 0);
+    /* n2's lease expires at 1100, n1's at 1200 (its partial report at 200
+     * extended it). The unfetched chunks are granted again (a span runs
+     * on across what were two leases), the fetched never. */
+    CHECK_EQ(shoal_reg_lease(r, 1200, m1, 100, n2, 64, 0, &f2, &c2, &e2), 0);
     CHECK_EQ(f2, 10);
     CHECK_EQ(c2, 64);
-    CHECK_EQ(shoal_reg_lease_done(r, 1100, m1, n1, 10, 5), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_lease_done(r, 1200, m1, n1, 10, 5), SHOAL_ENOTFOUND);
     CHECK_EQ(shoal_reg_lease_done(r, 1200, m1, n2, 10, 64), 0);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
@@ -1679,6 +1712,7 @@ int main(void)
     RUN(test_seed_mix);
     RUN(test_deterministic);
     RUN(test_leases);
+    RUN(test_lease_extend);
     RUN(test_lease_share);
     RUN(test_lease_limits_and_loss);
     RUN(test_manifests);

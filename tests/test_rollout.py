@@ -26,6 +26,26 @@ CASE is one of:
                 in each zone exactly one node is told it is the origin
                 fetcher, one the importer, one neither; each logs its role
                 once; all complete.
+  two_trackers  two trackers, the release published to the first only and
+                rolled out through it; 4 nodes list both. Once every node
+                has opened the release (resolved by name from the first)
+                the first is killed: the second, which only the nodes can
+                have told of the manifest, leases the rest and all nodes
+                complete (before, it answered every lease "manifest not
+                published to this tracker" and the fleet stalled).
+  tracker_order two trackers, one manifest (published once, given to the
+                nodes as a file); 4 nodes list them in alternating orders
+                ([T1,T2], [T2,T1]) and pull from a slowed origin: every node
+                asks the same tracker for the release's leases, so the
+                origin serves under 1.2x the release (before, each node
+                asked the first it listed and the fleet fetched ~1.8x).
+  slow_lease    a tracker with --lease-ms 1000 granting whole spans and an
+                origin slow enough that a lease's span takes several lease
+                times (each chunk less than one): 2 nodes report
+                chunks as they land, the tracker extends a lease that
+                progresses, and the origin serves under 1.1x the release
+                (before, the span's unreported chunks were granted to the
+                other node at expiry and fetched twice).
 Every wait is bounded; all processes are stopped at the end.
 """
 import os
@@ -296,6 +316,138 @@ def case_roles(tmp):
     return fails
 
 
+def case_two_trackers(tmp):
+    names = [f"t{i}" for i in range(4)]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "16M")
+    t1, a1 = start_tracker(k)
+    t2, a2 = start_tracker(k)
+    publish(k, hub, tmp, a1)
+    hub.reset()
+    # Slow enough that the origin still owes most of the release when the
+    # first tracker dies.
+    hub.add_faults([{"kind": "slow", "bps": 2000000}])
+    release = f"acme/model@{hub.commit}"
+    nodes = [Node(n, k, tmp, hub, ["--tracker", a1, "--tracker", a2, "--reconnect-ms", "300"])
+             for n in names]
+    fails = 0
+    # Both logins first, so that a manifest put at login cannot be what
+    # tells the second tracker: only the one sent when the release opens.
+    for n in nodes:
+        for a in (a1, a2):
+            if not n.wait_for(r"tracker %s: authenticated" % re.escape(a), 20):
+                print(f"FAIL {n.name} did not log in to tracker {a}")
+                fails += 1
+    if fails:
+        for p in procs:
+            p.dump()
+        return fails
+    r = run(SHOAL, "rollout", release, "--tracker", a1, "--key", k("admin"), "--cred",
+            k("admin") + ".cred")
+    for n in nodes:
+        if not n.wait_for(r"release [0-9a-f]+: %s, " % re.escape(release), 20):
+            print(f"FAIL {n.name} did not open the rolled-out release")
+            fails += 1
+    t1.p.kill()
+    t1.p.wait()
+    print("tracker 1 killed once every node opened the release")
+    done = 0
+    end = time.monotonic() + 60
+    for n in nodes:
+        st = n.completion(max(1.0, end - time.monotonic()))
+        if not st:
+            print(f"FAIL {n.name} did not complete with tracker 1 gone")
+            fails += 1
+            continue
+        done += 1
+        fails += check_files(n, hub)
+    if not (t2.wait_for(r"manifest registered %s " % re.escape(release), 1) or
+            t2.wait_for(r"manifest registered %s " % re.escape(release), 1, stdout=True)):
+        print("FAIL tracker 2 never registered the release's manifest")
+        fails += 1
+    print(f"{done}/{len(nodes)} complete; origin egress {hub.egress() / hub.size:.3f}x")
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for p in procs:
+            p.dump(tail=40)
+    return fails
+
+
+def case_tracker_order(tmp):
+    names = [f"o{i}" for i in range(4)]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "16M")
+    t1, a1 = start_tracker(k)
+    t2, a2 = start_tracker(k)
+    mf, mid = publish(k, hub, tmp)
+    hub.reset()
+    hub.add_faults([{"kind": "slow", "bps": 4000000}])
+    nodes = []
+    for i, n in enumerate(names):
+        order = [a1, a2] if i % 2 == 0 else [a2, a1]
+        nodes.append(Node(n, k, tmp, hub, ["--tracker", order[0], "--tracker", order[1],
+                                           "--manifest", mf, "--pull", mid]))
+    fails = 0
+    end = time.monotonic() + 60
+    for n in nodes:
+        if not n.completion(max(1.0, end - time.monotonic())):
+            print(f"FAIL {n.name} did not complete")
+            fails += 1
+    said = set()
+    for n in nodes:
+        m = n.wait_for(r"origin leases from tracker (\S+) ", 1)
+        if m:
+            said.add(m.group(1))
+    print(f"lease tracker named by the nodes: {sorted(said)}")
+    if len(said) != 1:
+        print("FAIL the nodes did not all name one lease tracker for the release")
+        fails += 1
+    ratio = hub.egress() / hub.size
+    print(f"origin egress {ratio:.3f}x the release")
+    if ratio >= 1.2:
+        print("FAIL origin egress is not under 1.2x the release")
+        fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for p in procs:
+            p.dump(tail=30)
+    return fails
+
+
+def case_slow_lease(tmp):
+    names = ["s0", "s1"]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "32M")
+    # Spans as asked for (not shrunk to a share): one node leases the
+    # whole release at once and fetches it for several lease times.
+    trk, taddr = start_tracker(k, extra=["--lease-ms", "1000", "--fetcher-leases", "0"])
+    mf, mid = publish(k, hub, tmp, taddr)
+    hub.reset()
+    # Each request (one file's run) at 1.5 MB/s: a chunk (~1 MiB) lands
+    # within the lease time, a file's run of them does not.
+    hub.add_faults([{"kind": "slow", "bps": 1500000}])
+    nodes = [Node(n, k, tmp, hub, ["--tracker", taddr, "--manifest", mf, "--pull", mid])
+             for n in names]
+    fails = 0
+    end = time.monotonic() + 60
+    for n in nodes:
+        if not n.completion(max(1.0, end - time.monotonic())):
+            print(f"FAIL {n.name} did not complete")
+            fails += 1
+    ratio = hub.egress() / hub.size
+    print(f"origin egress {ratio:.3f}x the release")
+    if ratio >= 1.1:
+        print("FAIL origin egress is not under 1.1x the release: leased chunks fetched twice")
+        fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        for p in procs:
+            p.dump(tail=30)
+    return fails
+
+
 shoalproc.main(CASE, {"swarm8": case_swarm8, "restart": case_restart,
-                      "tracker_down": case_tracker_down, "roles": case_roles},
+                      "tracker_down": case_tracker_down, "roles": case_roles,
+                      "two_trackers": case_two_trackers, "tracker_order": case_tracker_order,
+                      "slow_lease": case_slow_lease},
                "shoal-rollout-", scan_sanitizers=True)

@@ -652,14 +652,26 @@ static void test_origin_last_resort(void)
     /* Nothing orphaned now: no further lease even after the retry time. */
     n = shoal_sched_next(s, 5000, a, 32);
     CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 0);
-    for (uint32_t c = 7; c <= 10; c++) {
-        n = shoal_sched_next(s, 6000, a, 32);
-        CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+    /* Each chunk is reported as it lands (the tracker then neither
+     * regrants it nor expires a slow lease); the last one is followed by
+     * a report of the whole span (6 and 11 are at a peer) and its end. */
+    for (uint32_t c = 7; c <= 9; c++) {
         CHECK_EQ(shoal_sched_origin_done(s, 6000, c, true), 0);
+        n = shoal_sched_next(s, 6000, a, 32);
+        CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 1);
+        for (size_t i = 0; i < n; i++)
+            if (a[i].type == SHOAL_SCHED_LEASE_DONE) {
+                CHECK_EQ(a[i].chunk, c);
+                CHECK_EQ(a[i].count, 1);
+                CHECK_EQ(a[i].peer, 0);
+            }
     }
+    CHECK_EQ(shoal_sched_origin_done(s, 6000, 10, true), 0);
     n = shoal_sched_next(s, 6001, a, 32);
-    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 1);
-    for (size_t i = 0; i < n; i++)
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 3);
+    CHECK_EQ(a[0].chunk, 10);
+    CHECK_EQ(a[0].count, 1);
+    for (size_t i = 1; i < n; i++)
         if (a[i].type == SHOAL_SCHED_LEASE_DONE) {
             CHECK_EQ(a[i].chunk, 6);
             CHECK_EQ(a[i].count, 6);
@@ -677,6 +689,82 @@ static void test_origin_last_resort(void)
     CHECK_EQ(shoal_sched_wakeup(s), 10 + cfg.lease_retry_ms);
     n = shoal_sched_next(s, 10 + cfg.lease_retry_ms, a, 32);
     CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    shoal_sched_free(s);
+}
+
+/* Chunks the LEASE_DONEs in a[0..n) report, as a bit per chunk (< 32);
+ * *ends counts the actions that end a lease. */
+static uint32_t done_bits(const struct shoal_sched_action *a, size_t n, size_t *ends)
+{
+    uint32_t bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].type != SHOAL_SCHED_LEASE_DONE)
+            continue;
+        if (a[i].peer == SHOAL_SCHED_LEASE_END) {
+            ++*ends;
+            continue;
+        }
+        for (uint32_t c = a[i].chunk; c < a[i].chunk + a[i].count; c++)
+            bits |= 1u << c;
+    }
+    return bits;
+}
+
+/* A tracker grants a lease again after a reconnect while we still fetch
+ * it: that confirms it, nothing is reported before the origin delivers,
+ * and a chunk whose origin fetch failed is never reported (the tracker
+ * would count it fetched and nobody could lease it for its fetched-ttl).
+ * A grant with every slot taken fetches nothing and reports only what the
+ * swarm has. */
+static void test_lease_regrant(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.lease_chunks = 4;
+    cfg.max_leases = 1;
+    cfg.origin_delay_ms = 0;
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32), ends = 0;
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    CHECK_EQ(shoal_sched_lease_granted(s, 1, 0, 4, 60000), 0);
+    n = shoal_sched_next(s, 1, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 1);
+    /* The same span again (a reconnect): a confirmation, no LEASE_DONE. */
+    CHECK_EQ(shoal_sched_lease_granted(s, 2, 0, 4, 60000), SHOAL_SCHED_LEASE_HELD);
+    n = shoal_sched_next(s, 2, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 0);
+    /* Chunks 0 and 3 arrive, 1 and 2 fail: only 0 and 3 are reported
+     * (each as it lands, then with the lease's end). */
+    CHECK_EQ(shoal_sched_origin_done(s, 3, 0, true), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 3, 1, false), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 3, 2, false), 0);
+    n = shoal_sched_next(s, 3, a, 32);
+    CHECK_EQ(done_bits(a, n, &ends), 0x1u);
+    CHECK_EQ(ends, 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 4, 3, true), 0);
+    n = shoal_sched_next(s, 4, a, 32);
+    CHECK_EQ(done_bits(a, n, &ends), 0x9u);
+    CHECK_EQ(ends, 1);
+    shoal_sched_free(s);
+
+    /* Every slot taken: a second lease is not fetched; of its chunks only
+     * the one a peer holds is reported, not the one we fetch under the
+     * first lease nor the orphans. */
+    s = mk(8, 0, NULL, &cfg);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 1, 5), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(shoal_sched_lease_granted(s, 1, 0, 4, 60000), 0);
+    n = shoal_sched_next(s, 1, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 1);
+    CHECK_EQ(shoal_sched_lease_granted(s, 2, 4, 4, 60000), 0);
+    n = shoal_sched_next(s, 2, a, 32);
+    ends = 0;
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 0);
+    CHECK_EQ(done_bits(a, n, &ends), 1u << 5);
+    CHECK_EQ(ends, 1);
     shoal_sched_free(s);
 }
 
@@ -1051,14 +1139,15 @@ static void test_role_leases(void)
 
     r.max_leases = 1;
     CHECK_EQ(shoal_sched_set_role(s, &r), 0);
-    /* Every chunk of the three leases arrives: three LEASE_DONEs, and only
+    /* Every chunk of the three leases arrives: three leases end, and only
      * then (none held) a lease for the rest. */
     size_t done = 0;
     asked = 0;
     for (uint32_t c = 0; c < 6; c++) {
         CHECK_EQ(shoal_sched_origin_done(s, 3000, c, true), 0);
         n = shoal_sched_next(s, 3000, a, 8);
-        done += count_type(a, n, SHOAL_SCHED_LEASE_DONE);
+        for (size_t i = 0; i < n; i++)
+            done += a[i].type == SHOAL_SCHED_LEASE_DONE && a[i].peer == SHOAL_SCHED_LEASE_END;
         asked += count_type(a, n, SHOAL_SCHED_LEASE_REQUEST);
         if (c < 5)
             CHECK_EQ(asked, 0);
@@ -1385,6 +1474,7 @@ int main(void)
     RUN(test_cross_endgame);
     RUN(test_fastest_first);
     RUN(test_origin_last_resort);
+    RUN(test_lease_regrant);
     RUN(test_endgame);
     RUN(test_failures);
     RUN(test_turns);

@@ -1864,6 +1864,11 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
         if (all) {
             lease_drop(r, m, i, false);
             r->st.leases_done++;
+        } else if (changed) {
+            /* Progress: the rest is still coming. Expiring on the grant's
+             * clock regranted it to another node, which fetched it again
+             * while this one was still at it. */
+            l->expires_ms = now_ms + r->cfg.lease_ms;
         }
         rv = 0;
         break;

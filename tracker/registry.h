@@ -304,7 +304,9 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
 /*
  * Marks chunks [first, first+count) of |manifest_id| fetched. The range must
  * lie inside one unexpired lease held by |node_pk|; a lease whose chunks are
- * all fetched ends. Returns 0, SHOAL_ENOTFOUND (no such lease: expired,
+ * all fetched ends, and one that is not runs lease_ms from now when the
+ * report marked any chunk newly fetched (a slow fetch that progresses
+ * keeps its lease). Returns 0, SHOAL_ENOTFOUND (no such lease: expired,
  * never granted, or someone else's) or SHOAL_EBADMSG (count 0).
  */
 int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
