@@ -1471,8 +1471,21 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
          * our origin fetch) were reported done at once, before anything
          * arrived. Ask again only after the usual pause. */
         if (h->used && h->first == first && h->count == count) {
-            s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
-            return SHOAL_SCHED_LEASE_HELD;
+            /* ... unless none of its chunks is coming from the origin any
+             * more (a fetch failed and nothing else of it is due): then the
+             * slot is stale, and the grant is taken as a new lease. Taken
+             * as a confirmation, the failed chunk was never fetched again
+             * (a node without a tracker, granting itself the same span,
+             * stalled for good: ops_origin_bad). */
+            bool fetching = false;
+            for (uint32_t c = first; c < first + count && !fetching; c++)
+                fetching = (s->ck[c].flags & F_ORIGIN) != 0;
+            if (fetching) {
+                s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
+                return SHOAL_SCHED_LEASE_HELD;
+            }
+            s->leases[i].used = false;
+            break;
         }
     }
     for (uint32_t i = 0; i < s->lease_slots; i++)
