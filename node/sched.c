@@ -107,7 +107,6 @@ struct ck {
 struct lease {
     uint32_t first;
     uint32_t count;
-    uint32_t pending;     /* chunks of the span still coming from the origin */
     bool used;
 };
 
@@ -1449,6 +1448,16 @@ static void lease_report(struct shoal_sched *s, uint32_t first, uint32_t count)
     (void)push_pending(s, SHOAL_SCHED_LEASE_DONE, SHOAL_SCHED_LEASE_END, first, count);
 }
 
+/* Whether some chunk of [first, first+count) is still coming from the
+ * origin: a lease ends when none is. */
+static bool span_fetching(const struct shoal_sched *s, uint32_t first, uint32_t count)
+{
+    for (uint32_t c = first; c < first + count; c++)
+        if (s->ck[c].flags & F_ORIGIN)
+            return true;
+    return false;
+}
+
 int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
                               uint32_t count, uint64_t expires_ms)
 {
@@ -1469,23 +1478,13 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
          * reply may have been lost): we are still fetching it, so this
          * only confirms it. Taken as a new lease, its chunks (all under
          * our origin fetch) were reported done at once, before anything
-         * arrived. Ask again only after the usual pause. */
+         * arrived. Ask again only after the usual pause. A slot in use
+         * always has a chunk still coming (it ends with the last), so a
+         * node granting itself the span again after a failed fetch gets
+         * a new lease (ops_origin_bad). */
         if (h->used && h->first == first && h->count == count) {
-            /* ... unless none of its chunks is coming from the origin any
-             * more (a fetch failed and nothing else of it is due): then the
-             * slot is stale, and the grant is taken as a new lease. Taken
-             * as a confirmation, the failed chunk was never fetched again
-             * (a node without a tracker, granting itself the same span,
-             * stalled for good: ops_origin_bad). */
-            bool fetching = false;
-            for (uint32_t c = first; c < first + count && !fetching; c++)
-                fetching = (s->ck[c].flags & F_ORIGIN) != 0;
-            if (fetching) {
-                s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
-                return SHOAL_SCHED_LEASE_HELD;
-            }
-            s->leases[i].used = false;
-            break;
+            s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
+            return SHOAL_SCHED_LEASE_HELD;
         }
     }
     for (uint32_t i = 0; i < s->lease_slots; i++)
@@ -1501,7 +1500,7 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
         return 0;
     }
     *l = (struct lease){.first = first, .count = count, .used = true};
-    uint32_t run_start = NIL;
+    uint32_t run_start = NIL, pending = 0;
     for (uint32_t c = first; c <= first + count; c++) {
         /* Only orphans are fetched: chunks held, requested or held by a
          * peer come from the swarm (it has them, so the tracker may count
@@ -1512,7 +1511,7 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
             if (s->ck[c].flags & F_LISTED)
                 list_remove(s, c);
             s->ck[c].flags |= F_ORIGIN;
-            l->pending++;
+            pending++;
             if (run_start == NIL)
                 run_start = c;
         } else if (run_start != NIL) {
@@ -1520,7 +1519,7 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
             run_start = NIL;
         }
     }
-    if (l->pending == 0) {
+    if (pending == 0) {
         lease_report(s, first, count);
         l->used = false;
     }
@@ -1546,20 +1545,25 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
         got_chunk(s, chunk);
     else
         relist_if_needed(s, chunk);
+    bool reported = false;
     for (uint32_t i = 0; i < s->lease_slots; i++) {
         struct lease *l = &s->leases[i];
-        if (l->used && chunk >= l->first && chunk - l->first < l->count) {
-            /* Reported as it lands, not only with the whole span: a fetch
-             * slower than the tracker's lease time had its unreported
-             * chunks granted to another node at expiry and fetched twice
-             * (the tracker also extends a lease on each report). */
-            if (ok)
-                lease_done_run(s, chunk);
-            if (--l->pending == 0) {
-                lease_report(s, l->first, l->count);
-                l->used = false;
-            }
-            break;
+        if (!l->used || chunk < l->first || chunk - l->first >= l->count)
+            continue;
+        /* Reported as it lands, not only with the whole span: a fetch
+         * slower than the tracker's lease time had its unreported chunks
+         * granted to another node at expiry and fetched twice (the
+         * tracker also extends a lease on each report). */
+        if (ok && !reported)
+            lease_done_run(s, chunk);
+        reported = true;
+        /* Every lease holding the chunk is looked at: local leases may
+         * overlap, and a count per lease, taken down by whichever lease
+         * came first, ended one early and left the other's slot in use
+         * for good. */
+        if (!span_fetching(s, l->first, l->count)) {
+            lease_report(s, l->first, l->count);
+            l->used = false;
         }
     }
     return 0;

@@ -768,6 +768,54 @@ static void test_lease_regrant(void)
     shoal_sched_free(s);
 }
 
+/* Local leases (a node without a tracker leases to itself) may overlap: a
+ * chunk both spans hold came from the first. Each lease ends when the last
+ * chunk of its own span lands, not before, and its slot is then free: the
+ * span granted again is a new lease, not a confirmation of a lease that
+ * never ended. */
+static void test_lease_overlap(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.lease_chunks = 4;
+    cfg.max_leases = 2;
+    cfg.origin_delay_ms = 0;
+    struct shoal_sched *s = mk(12, 0, NULL, &cfg);
+    struct shoal_sched_action a[32];
+    size_t ends = 0;
+    (void)shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(shoal_sched_lease_granted(s, 1, 8, 4, 60000), 0);
+    CHECK_EQ(shoal_sched_lease_granted(s, 1, 0, 4, 60000), 0);
+    for (uint32_t c = 8; c < 12; c++)
+        CHECK_EQ(shoal_sched_origin_done(s, 2, c, true), 0);
+    (void)shoal_sched_next(s, 2, a, 32);
+    /* The freed first slot takes [2, 6): chunks 2 and 3 are [0, 4)'s. */
+    CHECK_EQ(shoal_sched_lease_granted(s, 3, 2, 4, 60000), 0);
+    size_t n = shoal_sched_next(s, 3, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 1);
+    CHECK_EQ(shoal_sched_origin_done(s, 4, 2, true), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 4, 3, true), 0);
+    n = shoal_sched_next(s, 4, a, 32);
+    CHECK_EQ(done_bits(a, n, &ends), 0xcu);
+    CHECK_EQ(ends, 0); /* 4 and 5 are still coming */
+    CHECK_EQ(shoal_sched_origin_done(s, 5, 0, true), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 5, 1, false), 0);
+    n = shoal_sched_next(s, 5, a, 32);
+    CHECK_EQ(done_bits(a, n, &ends), 0xdu);
+    CHECK_EQ(ends, 1); /* [0, 4) */
+    CHECK_EQ(shoal_sched_origin_done(s, 6, 4, true), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 6, 5, true), 0);
+    ends = 0;
+    n = shoal_sched_next(s, 6, a, 32);
+    CHECK_EQ(done_bits(a, n, &ends), 0x3cu);
+    CHECK_EQ(ends, 1); /* [2, 6) */
+    /* Chunk 1 failed: [0, 4) granted again fetches it. */
+    CHECK_EQ(shoal_sched_lease_granted(s, 7, 0, 4, 60000), 0);
+    n = shoal_sched_next(s, 7, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 1);
+    shoal_sched_free(s);
+}
+
 /* With every chunk requested, an idle peer duplicates an outstanding
  * request; the first arrival cancels the other copy. */
 static void test_endgame(void)
@@ -1475,6 +1523,7 @@ int main(void)
     RUN(test_fastest_first);
     RUN(test_origin_last_resort);
     RUN(test_lease_regrant);
+    RUN(test_lease_overlap);
     RUN(test_endgame);
     RUN(test_failures);
     RUN(test_turns);
