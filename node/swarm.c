@@ -54,8 +54,9 @@
  * take-back failed or could not start, or the scan was cut short). */
 enum { ROT_FILE_OK = 0, ROT_FILE_SCANNING = 1, ROT_FILE_SCANNED = 2, ROT_FILE_REFETCH = 3,
        ROT_FILE_KEPT = 4 };
-/* Per file, what was found: changed bytes, or bytes that cannot be read. */
-enum { ROT_WHY_CHANGED = 0, ROT_WHY_UNREADABLE = 1 };
+/* Per file, what was found: changed bytes, bytes that cannot be read, or
+ * something not ours where its partial file goes (it cannot be filled). */
+enum { ROT_WHY_CHANGED = 0, ROT_WHY_UNREADABLE = 1, ROT_WHY_BLOCKED = 2 };
 
 struct req {
     uint32_t req_id;
@@ -982,6 +983,14 @@ static void rot_status(struct shoal_swarm *s)
     uint32_t n = 0;
     if (more)
         snprintf(tail, sizeof tail, "; %u more file%s", more, more == 1 ? "" : "s");
+    if (s->rot_why[first] == ROT_WHY_BLOCKED) {
+        snprintf(s->rot_err, sizeof s->rot_err,
+                 "BLOCKED ON DISK: %s: something that is not shoal's is where its partial file "
+                 "goes in %s (not fetched; see the log for the path, move it away, then "
+                 "restart shoald or pull the release again%s)", f->path, s->cfg->cache_dir,
+                 tail);
+        return;
+    }
     switch (s->rot_file[first]) {
     case ROT_FILE_SCANNING:
         snprintf(s->rot_err, sizeof s->rot_err,
@@ -1027,8 +1036,11 @@ static void rot_open_withheld(struct shoal_swarm *s)
     for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++) {
         const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
         char err[512];
-        int wrv = shoal_store_file_withheld(s->store, i, err, sizeof err);
+        int wrv;
 
+        if (shoal_store_file_note(s->store, i, err, sizeof err))
+            LOG_W("release %s: %s", s->idhex, err);
+        wrv = shoal_store_file_withheld(s->store, i, err, sizeof err);
         if (wrv == 0)
             continue;
         for (uint32_t k = 0; k < f->nchunks; k++)
@@ -1036,6 +1048,15 @@ static void rot_open_withheld(struct shoal_swarm *s)
         s->rot_file[i] = ROT_FILE_KEPT;
         s->rot_kept_rv[i] = wrv;
         s->complete = false;
+        if (wrv == SHOAL_EBADPATH && !shoal_store_file_done(s->store, i)) {
+            /* Nowhere to put it: not fetched at all (the store would keep
+             * none of it), the rest of the release is. */
+            s->rot_why[i] = ROT_WHY_BLOCKED;
+            for (uint32_t k = 0; s->sched && k < f->nchunks; k++)
+                shoal_sched_chunk_obtained(s->sched, 0, f->first_chunk + k);
+            LOG_E("release %s: %s is withheld: %s", s->idhex, f->path, err);
+            continue;
+        }
         if (wrv == SHOAL_ENOSPC)
             LOG_E("release %s: %s does not match its sha256 and there is no room for the copy "
                   "that repairs it (%s): not served; free %llu bytes in %s, then restart "

@@ -129,6 +129,14 @@ CASE is one of:
                   where its partial file goes): the snapshot link stays
                   (before: removed by the failed take-back), the log and
                   `shoal status` say a restart with --verify-store repairs.
+  partial_blocked a directory (someone else's) at both partial names of one
+                  shard in a seed's cache, blobs/<sha>.incomplete and
+                  blobs/<sha>.<release id>.incomplete: the seed opens the
+                  release anyway (before: it could not open it at all), logs
+                  that shard as withheld naming the path and what to do,
+                  `shoal status` says BLOCKED ON DISK, it never tries to
+                  fetch or store that shard, serves every other file to a
+                  puller, and leaves both directories alone.
   disk_rot_seed_dir
                   a --seed-dir seed restarted with --verify-store finds both
                   shards changed and has no room to repair them (8 MiB
@@ -1825,6 +1833,57 @@ def fill_leaving(small, left):
         os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - left)
 
 
+def case_partial_blocked(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    sha = hashlib.sha256(files[shard]).hexdigest()
+    blobs = os.path.join(tmp, "cache-a", "models--org--model", "blobs")
+    os.makedirs(blobs)
+    dirs = [os.path.join(blobs, sha + ".incomplete"),
+            os.path.join(blobs, "%s.%s.incomplete" % (sha, mid[:16]))]
+    for d in dirs:
+        os.mkdir(d)
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--no-origin"]))
+    fails = 0
+    got = a.wait_for(r"%s is withheld: (\S+) is a directory, not a partial file of shoal's"
+                     % re.escape(shard), 20)
+    if not got or got.group(1) not in dirs:
+        print("FAIL the seed did not withhold the shard naming the directory in the way")
+        a.dump(40)
+        return fails + 1 + shoalproc.stop_all([a])
+    print(got.group(0))
+    if "move them out of the way" not in a.log():
+        print("FAIL the seed's log does not say what to do")
+        fails += 1
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                                 "--no-origin"]))
+    others = [p for p in files if p != shard]
+    deadline = time.monotonic() + WAIT_S
+    for path in others:
+        if not p1.wait_for(r"%s complete and verified" % re.escape(path),
+                           max(1, deadline - time.monotonic())):
+            print(f"FAIL the puller did not get {path} from the seed")
+            fails += 1
+    st = run("status", "--socket", a.ctl)
+    print(st)
+    if "BLOCKED ON DISK: %s" % shard not in st:
+        print("FAIL `shoal status` on the seed does not show the shard blocked")
+        fails += 1
+    if re.search(r"storing chunk \d+ failed|release [0-9a-f]+ \(.*\) complete: ", a.log()):
+        print("FAIL the seed tried to store the blocked shard or called the release complete")
+        fails += 1
+    for d in dirs:
+        if not os.path.isdir(d) or os.listdir(d):
+            print(f"FAIL {d} was not left as it was")
+            fails += 1
+    fails += shoalproc.stop_all([p1, a])
+    if fails:
+        for x in (a, p1):
+            x.dump(tail=40)
+    return fails
+
+
 def case_disk_rot_seed_dir(tmp):
     return shoalproc.on_small_disk(tmp, "8m", lambda small: disk_rot_seed_dir(tmp, small),
                                    "disk_rot_seed_dir")
@@ -1955,6 +2014,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "disk_rot_refetch_cut": case_disk_rot_refetch_cut,
                       "disk_rot_kept": case_disk_rot_kept,
                       "disk_rot_seed_dir": case_disk_rot_seed_dir,
+                      "partial_blocked": case_partial_blocked,
                       "disk_rot_status_reason": case_disk_rot_status_reason,
                       "bad_manifest": case_bad_manifest,
                       "unknown_codec": case_unknown_codec}, "shoal-swarm-")
