@@ -1886,6 +1886,17 @@ static void swarm_on_withheld(void *user, struct shoal_swarm *s)
         shoal_trkconn_announce_soon(d->trk);
 }
 
+/* --- rot --- a blob found bad by one release is every open release's
+ * that lists its sha256: they hash their copies (the same inode) too. */
+static void swarm_on_blob_rot(void *user, struct shoal_swarm *s, const uint8_t sha256[32])
+{
+    struct shoal_daemon *d = user;
+
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        if (d->swarms[i] != s)
+            shoal_swarm_blob_suspect(d->swarms[i], sha256);
+}
+
 /* The origin's health, for the operator: the first failure at once, then a
  * count every 30 s while it lasts, and the recovery (the hub rate-limits). */
 static void on_origin_health(void *user, const struct shoal_hub_health *ev)
@@ -1927,6 +1938,7 @@ static int setup_trackers(struct shoal_daemon *d)
     d->hooks.on_lease_done = swarm_on_lease_done;
     d->hooks.on_first_chunk = swarm_on_first_chunk;
     d->hooks.on_withheld = swarm_on_withheld; /* --- rot --- */
+    d->hooks.on_blob_rot = swarm_on_blob_rot;
     if (!c->no_origin) {
         shoal_hub_config_default(&d->hubcfg);
         d->hubcfg.endpoint = c->hub_endpoint;

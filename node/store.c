@@ -86,6 +86,13 @@ struct blob {
                          * (shoal_store_file_withheld) */
     char *repair_msg;   /* and the message saying so, its own: last_error
                          * is overwritten by the next blob's (NULL: none) */
+    bool blocked;       /* incomplete, and neither of its partial names
+                         * holds a regular file (a directory, FIFO, socket
+                         * or symlink of someone else's is in the way): no
+                         * fd, nothing verified, puts skip it; withheld
+                         * (repair_rv, repair_msg) until a later open */
+    char *note;         /* a partial name left alone for another, or NULL
+                         * (shoal_store_file_note) */
     bool recheck;       /* the sidecar said it was bad when last written:
                          * hashed at open before it is trusted, as with
                          * SHOAL_STORE_VERIFY (a repair that could not
@@ -1438,6 +1445,27 @@ static void drop_leftover(struct shoal_store *s, const char *own)
     close(fd);
 }
 
+/* What is at |path| (a "blobs/..." name), the last component not
+ * followed: 0 nothing (or not known: opening it says why), 1 a regular
+ * file, -1 anything else, which is not ours (never opened, never
+ * removed), its kind then in |*kind|. */
+static int blob_name_kind(const struct shoal_store *s, const char *path, const char **kind)
+{
+    struct stat st;
+
+    *kind = "";
+    if (fstatat(s->blobs_fd, in_blobs(path), &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0;
+    if (S_ISREG(st.st_mode))
+        return 1;
+    *kind = S_ISDIR(st.st_mode)    ? "a directory"
+            : S_ISLNK(st.st_mode)  ? "a symbolic link"
+            : S_ISFIFO(st.st_mode) ? "a FIFO"
+            : S_ISSOCK(st.st_mode) ? "a socket"
+                                   : "a device node";
+    return -1;
+}
+
 static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
@@ -1446,14 +1474,22 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     struct stat st;
     bool rescan = (s->flags & SHOAL_STORE_VERIFY) || s->blobs[b].recheck, own_there,
          copied = false;
+    const char *kind, *own_kind, *shared_was = NULL;
+    char shared[128];
     uint32_t k;
-    int fd = -1, cfd = -1;
+    int fd = -1, cfd = -1, own_is;
     int rv = 0;
 
     shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
     shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    shoal_hf_blob_path(shared, sizeof shared, pf->sha256, true);
     own_inc_path(s, b, own, sizeof own);
-    own_there = fstatat(s->blobs_fd, in_blobs(own), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    /* Only a regular file under our own partial name can be ours: anything
+     * else there (a directory, a FIFO that would block an open, a symlink
+     * out of the store) is someone else's, and is neither opened nor
+     * removed. */
+    own_is = blob_name_kind(s, own, &own_kind);
+    own_there = own_is > 0;
 
     if (fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
         (uint64_t)st.st_size == pf->size) {
@@ -1536,26 +1572,63 @@ incomplete:
         }
         goto opened;
     }
-    if (fstatat(s->blobs_fd, in_blobs(inc), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (!own_there) {
         s->blobs[b].own_inc = false;
         blob_inc_path(s, b, inc, sizeof inc);
     }
     for (;;) {
+        /* Something not ours under the name: never opened (a FIFO would
+         * block, a device would be written), never followed, never
+         * removed. The shared name gives way to our own; when that is
+         * taken too, the file is withheld. */
+        if (blob_name_kind(s, inc, &kind) < 0) {
+            if (!s->blobs[b].own_inc)
+                shared_was = kind;
+            if (!s->blobs[b].own_inc && own_is >= 0) {
+                free(s->blobs[b].note);
+                s->blobs[b].note = NULL;
+                if (asprintf(&s->blobs[b].note,
+                             "%s/%s is %s, not a partial file of shoal's: left as it is; "
+                             "%s is filled in %s/%s instead",
+                             s->repo_path, inc, kind, pf->path, s->repo_path, own) < 0)
+                    s->blobs[b].note = NULL;
+                s->blobs[b].own_inc = true;
+                blob_inc_path(s, b, inc, sizeof inc);
+                continue;
+            }
+            if (!s->blobs[b].own_inc) { /* and our own name is taken too */
+                s->blobs[b].own_inc = true;
+                blob_inc_path(s, b, inc, sizeof inc);
+                kind = own_kind;
+            }
+            goto blocked;
+        }
         /* Known before O_CREAT, so a failed open can take back what it made. */
         s->blobs[b].created = fstatat(s->blobs_fd, in_blobs(inc), &st, AT_SYMLINK_NOFOLLOW) < 0 &&
                               errno == ENOENT;
-        fd = openat(s->blobs_fd, in_blobs(inc), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+        fd = openat(s->blobs_fd, in_blobs(inc),
+                    O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0640);
         if (fd < 0 || fstat(fd, &st) < 0) {
-            rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
+            /* Put there since the check above: as if it had been seen. */
+            if (errno == ELOOP || errno == EISDIR || errno == ENXIO) {
+                kind = errno == ELOOP ? "a symbolic link" : errno == EISDIR ? "a directory"
+                                                                            : "a socket or device";
+                goto blocked;
+            }
+            rv = errno_rv(errno);
             set_err(s, "opening %s/%s for %s: %s", s->repo_path, inc, pf->path,
                     shoal_strerror(rv));
             goto out;
         }
         if (!S_ISREG(st.st_mode)) {
-            rv = SHOAL_EBADPATH;
-            set_err(s, "%s/%s is not a regular file", s->repo_path, inc);
-            goto out;
+            kind = S_ISFIFO(st.st_mode) ? "a FIFO" : "not a regular file";
+            close(fd);
+            fd = -1;
+            goto blocked;
         }
+        /* O_NONBLOCK was only for opening (a FIFO would not have waited
+         * for a writer); a regular file ignores it, but the flag goes. */
+        (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
         /* One writer per partial file. Two releases may list the same
          * sha256 but chunk it differently, and each verifies only its own
          * chunks: bytes the other wrote after ours were hashed would reach
@@ -1572,6 +1645,7 @@ incomplete:
         }
         close(fd);
         fd = -1;
+        shared_was = "being filled by another process";
         s->blobs[b].own_inc = true;
         blob_inc_path(s, b, inc, sizeof inc);
     }
@@ -1616,6 +1690,34 @@ withhold:
     s->blobs[b].bad = true;
     s->blobs[b].repair_rv = rv;
     s->blobs[b].repair_msg = strdup(s->err); /* NULL: the caller says rv alone */
+    pthread_mutex_unlock(&s->mu);
+    rv = 0;
+    goto out;
+blocked:
+    /* Neither partial name can be ours. The rest of the release opens;
+     * this file is withheld (shoal_store_file_withheld) until the thing in
+     * the way is moved and the release opened again. What the sidecar said
+     * of a partial file that is no longer there is forgotten. */
+    set_err(s, "%s/%s is %s, not a partial file of shoal's%s%s%s: %s is not fetched; move "
+            "%s out of the way (shoal never removes what is not its own), then restart "
+            "shoald or pull the release again",
+            s->repo_path, inc, kind, shared_was ? " (and " : "", shared_was ? shared : "",
+            shared_was ? (strcmp(shared_was, "being filled by another process") == 0
+                              ? " is being filled by another process)"
+                              : " is not one either)")
+                       : "",
+            pf->path,
+            shared_was && strcmp(shared_was, "being filled by another process") != 0 ? "them"
+                                                                                       : "it");
+    s->blobs[b].created = false;
+    s->blobs[b].fd = -1;
+    pthread_mutex_lock(&s->mu);
+    blob_set_all(s, b, false);
+    s->blobs[b].state = BLOB_INCOMPLETE;
+    s->blobs[b].blocked = true;
+    s->blobs[b].repair_rv = SHOAL_EBADPATH;
+    free(s->blobs[b].repair_msg);
+    s->blobs[b].repair_msg = strdup(s->err);
     pthread_mutex_unlock(&s->mu);
     rv = 0;
     goto out;
@@ -1957,6 +2059,7 @@ void shoal_store_free(struct shoal_store *s)
             if (s->blobs[b].fd >= 0)
                 close(s->blobs[b].fd);
             free(s->blobs[b].repair_msg);
+            free(s->blobs[b].note);
         }
     if (s->snap_fd >= 0)
         close(s->snap_fd);
@@ -2037,7 +2140,8 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
         if (s->blobs[b].primary != cj->file)
             continue;
         pthread_mutex_lock(&s->mu);
-        skip = s->blobs[b].state != BLOB_INCOMPLETE || bit_get(s->bits, j);
+        skip = s->blobs[b].state != BLOB_INCOMPLETE || s->blobs[b].blocked ||
+               bit_get(s->bits, j);
         fd = s->blobs[b].fd;
         pthread_mutex_unlock(&s->mu);
         if (skip)
@@ -2064,7 +2168,8 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
         uint32_t b = s->file_blob[cj->file];
         struct blob *bl = &s->blobs[b];
 
-        if (bit_get(s->bits, j))
+        /* A withheld file with nowhere to write holds nothing. */
+        if (bit_get(s->bits, j) || bl->blocked)
             continue;
         mark(s, j);
         if (j == idx && first)
@@ -2546,9 +2651,29 @@ int shoal_store_file_withheld(struct shoal_store *s, uint32_t fi, char *why, siz
         return 0;
     bl = &s->blobs[s->file_blob[fi]];
     pthread_mutex_lock(&s->mu);
-    v = bl->bad ? bl->repair_rv : 0;
+    v = bl->bad || bl->blocked ? bl->repair_rv : 0;
     if (v != 0 && why && cap)
         snprintf(why, cap, "%s", bl->repair_msg ? bl->repair_msg : shoal_strerror(v));
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+int shoal_store_file_note(struct shoal_store *s, uint32_t fi, char *out, size_t cap)
+{
+    const struct blob *bl;
+    int v = 0;
+
+    if (out && cap)
+        out[0] = '\0';
+    if (!s || fi >= s->nfiles)
+        return 0;
+    bl = &s->blobs[s->file_blob[fi]];
+    pthread_mutex_lock(&s->mu);
+    if (bl->note && bl->primary == fi) {
+        v = 1;
+        if (out && cap)
+            snprintf(out, cap, "%s", bl->note);
+    }
     pthread_mutex_unlock(&s->mu);
     return v;
 }

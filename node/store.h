@@ -295,11 +295,28 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t file, const uint32_t *
  * made, the error that kept it (SHOAL_ENOSPC: room for the whole file is
  * needed in the cache, ...). Such a file is done but bad (not ready, see
  * file_suspect), its chunks still verified: the caller must withhold them
- * until a later open repairs it. When it is not 0 and |why| is not NULL,
+ * until a later open repairs it. Also SHOAL_EBADPATH for a file not done
+ * whose partial names (blobs/<sha256>.incomplete, and this release's own
+ * blobs/<sha256>.<release id>.incomplete) both hold something that is not
+ * a regular file (a directory, FIFO, socket or symlink: never opened,
+ * followed or removed), or only the latter while another process fills
+ * the former: it is not filled (a put of its chunks stores nothing and
+ * returns 0, the release is never complete), and the caller should not
+ * fetch it until a later open, once that is moved away, finds room for
+ * it. When it is not 0 and |why| is not NULL,
  * the message for this file (which path, what failed; last_error holds
  * only the last one's) is written to |why| (|cap| bytes, NUL-terminated);
  * otherwise |why| gets "". */
 int shoal_store_file_withheld(struct shoal_store *s, uint32_t file, char *why, size_t cap);
+
+/* 1 when opening the store had to step around something of someone
+ * else's for file |file| (the primary of its blob: once per blob), and it
+ * says so, for the log: a directory, FIFO, socket or symlink at the shared
+ * partial name blobs/<sha256>.incomplete, left alone while the file is
+ * filled under this release's own partial name. The message (which path,
+ * what is there, what is done instead) goes to |out| (|cap| bytes,
+ * NUL-terminated; "" when 0). Otherwise 0. */
+int shoal_store_file_note(struct shoal_store *s, uint32_t file, char *out, size_t cap);
 
 /* Writes the absolute path of completed file |file| in the cache
  * (<cache>/<repo>/snapshots/<commit>/<path>). Returns 0, SHOAL_ENOTFOUND

@@ -54,8 +54,9 @@
  * take-back failed or could not start, or the scan was cut short). */
 enum { ROT_FILE_OK = 0, ROT_FILE_SCANNING = 1, ROT_FILE_SCANNED = 2, ROT_FILE_REFETCH = 3,
        ROT_FILE_KEPT = 4 };
-/* Per file, what was found: changed bytes, or bytes that cannot be read. */
-enum { ROT_WHY_CHANGED = 0, ROT_WHY_UNREADABLE = 1 };
+/* Per file, what was found: changed bytes, bytes that cannot be read, or
+ * something not ours where its partial file goes (it cannot be filled). */
+enum { ROT_WHY_CHANGED = 0, ROT_WHY_UNREADABLE = 1, ROT_WHY_BLOCKED = 2 };
 
 struct req {
     uint32_t req_id;
@@ -200,6 +201,10 @@ struct shoal_swarm {
     struct rot_claim {
         uint32_t chunk;
         bool scan;             /* not a dispute: scan the chunk's file */
+        bool told;             /* scan: another release found its blob bad
+                                * (shoal_swarm_blob_suspect): what it finds
+                                * is not passed on again */
+        uint8_t why;           /* scan: ROT_WHY_* */
         uint8_t pk[32];
         char peer[64];
     } rot_queue[ROT_QUEUE];    /* disputes waiting for the worker */
@@ -982,6 +987,14 @@ static void rot_status(struct shoal_swarm *s)
     uint32_t n = 0;
     if (more)
         snprintf(tail, sizeof tail, "; %u more file%s", more, more == 1 ? "" : "s");
+    if (s->rot_why[first] == ROT_WHY_BLOCKED) {
+        snprintf(s->rot_err, sizeof s->rot_err,
+                 "BLOCKED ON DISK: %s: something that is not shoal's is where its partial file "
+                 "goes in %s (not fetched; see the log for the path, move it away, then "
+                 "restart shoald or pull the release again%s)", f->path, s->cfg->cache_dir,
+                 tail);
+        return;
+    }
     switch (s->rot_file[first]) {
     case ROT_FILE_SCANNING:
         snprintf(s->rot_err, sizeof s->rot_err,
@@ -1027,8 +1040,11 @@ static void rot_open_withheld(struct shoal_swarm *s)
     for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++) {
         const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
         char err[512];
-        int wrv = shoal_store_file_withheld(s->store, i, err, sizeof err);
+        int wrv;
 
+        if (shoal_store_file_note(s->store, i, err, sizeof err))
+            LOG_W("release %s: %s", s->idhex, err);
+        wrv = shoal_store_file_withheld(s->store, i, err, sizeof err);
         if (wrv == 0)
             continue;
         for (uint32_t k = 0; k < f->nchunks; k++)
@@ -1036,6 +1052,15 @@ static void rot_open_withheld(struct shoal_swarm *s)
         s->rot_file[i] = ROT_FILE_KEPT;
         s->rot_kept_rv[i] = wrv;
         s->complete = false;
+        if (wrv == SHOAL_EBADPATH && !shoal_store_file_done(s->store, i)) {
+            /* Nowhere to put it: not fetched at all (the store would keep
+             * none of it), the rest of the release is. */
+            s->rot_why[i] = ROT_WHY_BLOCKED;
+            for (uint32_t k = 0; s->sched && k < f->nchunks; k++)
+                shoal_sched_chunk_obtained(s->sched, 0, f->first_chunk + k);
+            LOG_E("release %s: %s is withheld: %s", s->idhex, f->path, err);
+            continue;
+        }
         if (wrv == SHOAL_ENOSPC)
             LOG_E("release %s: %s does not match its sha256 and there is no room for the copy "
                   "that repairs it (%s): not served; free %llu bytes in %s, then restart "
@@ -1312,6 +1337,12 @@ static void rot_scan_done(struct shoal_swarm *s, struct rot_job *j)
           s->rot_why[j->file] == ROT_WHY_UNREADABLE ? "cannot be read"
                                                      : "changed on disk after they were verified");
     rot_status(s);
+    /* The blob may be another open release's too (the store dedups by
+     * sha256): it reads the same bad bytes and must hear it, once, from
+     * the release that found them. */
+    if (!j->claim.told && s->hooks->on_blob_rot && !s->stopped &&
+        !(s->cfg->store_flags & SHOAL_STORE_MEMORY))
+        s->hooks->on_blob_rot(s->hooks->user, s, f->sha256);
 }
 
 /* Withholds all of file |file| and hashes every chunk of it, with |j|. */
@@ -1444,7 +1475,7 @@ static void rot_next(struct shoal_swarm *s)
          * way or done already. */
         uint32_t file = shoal_manifest_chunk(s->m, j->claim.chunk)->file;
         if (s->rot_file[file] != ROT_FILE_SCANNING)
-            rot_begin_scan(s, j, file, ROT_WHY_UNREADABLE);
+            rot_begin_scan(s, j, file, j->claim.why);
         if (!j->scan) {
             if (s->rot_file[file] == ROT_FILE_SCANNED) {
                 s->rot_file[file] = ROT_FILE_KEPT; /* no memory to scan it */
@@ -1499,12 +1530,58 @@ static void rot_unreadable(struct shoal_swarm *s, uint32_t chunk)
         memset(q, 0, sizeof *q);
         q->chunk = chunk;
         q->scan = true;
+        q->why = ROT_WHY_UNREADABLE;
         snprintf(q->peer, sizeof q->peer, "this node");
         rot_next(s);
     } else if (s->rot_file[c->file] == ROT_FILE_SCANNED) {
         s->rot_file[c->file] = ROT_FILE_KEPT; /* no room to queue its scan */
         rot_status(s);
     }
+}
+
+void shoal_swarm_blob_suspect(struct shoal_swarm *s, const uint8_t sha256[32])
+{
+    uint32_t nf = shoal_manifest_nfiles(s->m);
+
+    if (s->stopped || (s->cfg->store_flags & SHOAL_STORE_MEMORY))
+        return;
+    for (uint32_t i = 0; i < nf; i++) {
+        const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
+        struct rot_claim *q;
+
+        /* Only a file read from the published blob shares its bytes (one
+         * still filling has a partial file of its own); one already being
+         * scanned or repaired needs no second scan. */
+        if (memcmp(f->sha256, sha256, 32) != 0 || f->nchunks == 0 ||
+            s->rot_file[i] != ROT_FILE_OK || !shoal_store_file_done(s->store, i))
+            continue;
+        LOG_E("release %s (%s@%s): %s: another release sharing its blob (sha256 %02x%02x%02x"
+              "%02x...) found it changed on disk: not served until its chunks are hashed "
+              "again; the ones that fail are fetched again", s->idhex,
+              shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m), f->path, sha256[0],
+              sha256[1], sha256[2], sha256[3]);
+        /* Withheld whole at once, as it is what the other release read. */
+        for (uint32_t k = 0; k < f->nchunks; k++)
+            bit_put(s->rot_bad, f->first_chunk + k, true);
+        s->rot_why[i] = ROT_WHY_CHANGED;
+        s->rot_file[i] = ROT_FILE_SCANNED;
+        shoal_store_file_suspect(s->store, i, true);
+        s->complete = false;
+        if (s->rot_nqueue < ROT_QUEUE) {
+            q = &s->rot_queue[s->rot_nqueue++];
+            memset(q, 0, sizeof *q);
+            q->chunk = f->first_chunk;
+            q->scan = true;
+            q->told = true;
+            q->why = ROT_WHY_CHANGED;
+            snprintf(q->peer, sizeof q->peer, "another release");
+        } else {
+            s->rot_file[i] = ROT_FILE_KEPT; /* no room to queue its scan */
+        }
+        rot_status(s);
+        rot_announce(s);
+    }
+    rot_next(s);
 }
 
 void shoal_swarm_chunk_disputed(struct shoal_swarm *s, struct shoal_peer *p, uint32_t chunk)

@@ -81,6 +81,13 @@ struct shoal_swarm_hooks {
      * owner announces soon, so trackers count what it actually serves.
      * May be NULL. */
     void (*on_withheld)(void *user, struct shoal_swarm *s);
+    /* A file of |s| whose sha256 is |sha256| was hashed again and found
+     * changed on disk (or unreadable) after it was verified. The store
+     * keeps one blob per sha256 for every release in the cache, so the
+     * owner tells each other open release (shoal_swarm_blob_suspect).
+     * Not called for what such a notice itself found, nor in memory mode
+     * (nothing is shared). May be NULL. */
+    void (*on_blob_rot)(void *user, struct shoal_swarm *s, const uint8_t sha256[32]);
     /* --- end tracker --- */
     void *user;
 };
@@ -233,6 +240,13 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
  * per minute); claims beyond that are dropped with a log line.
  */
 void shoal_swarm_chunk_disputed(struct shoal_swarm *s, struct shoal_peer *p, uint32_t chunk);
+/* Another open release found the blob with |sha256| changed on disk (see
+ * the on_blob_rot hook): each done file of |s| with that sha256 is
+ * withheld at once, from peers and loaders, and hashed again like a
+ * disputed one; the chunks that fail are taken back and fetched again,
+ * the others served again. A file already being scanned or repaired is
+ * left to that. Nothing in memory mode. Loop thread. */
+void shoal_swarm_blob_suspect(struct shoal_swarm *s, const uint8_t sha256[32]);
 /* "" or, while a cached file of the release found changed on disk (or
  * unreadable) is withheld or fetched again, a line for `shoal status`
  * naming it (owned by the swarm). */

@@ -37,6 +37,8 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -2024,6 +2026,173 @@ static void test_leftover_locked(void)
     rel_free(&r);
 }
 
+/* Something not ours of kind |kind| ('d' directory, 'p' FIFO, 's' socket,
+ * 'l' symlink to the directory |target|) at |path|. */
+static void plant(const char *path, char kind, const char *target)
+{
+    switch (kind) {
+    case 'd':
+        REQUIRE(mkdir(path, 0755) == 0);
+        break;
+    case 'p':
+        REQUIRE(mkfifo(path, 0644) == 0);
+        break;
+    case 'l':
+        REQUIRE(symlink(target, path) == 0);
+        break;
+    default: {
+        /* A socket path is short: bound by its name in its own folder. */
+        char dir[1024];
+        const char *slash = strrchr(path, '/');
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int here = open(".", O_RDONLY | O_DIRECTORY), sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+        REQUIRE(here >= 0 && sfd >= 0 && slash && strlen(slash + 1) < sizeof sa.sun_path);
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", slash + 1);
+        REQUIRE(chdir(dir) == 0);
+        REQUIRE(bind(sfd, (struct sockaddr *)&sa, sizeof sa) == 0);
+        REQUIRE(fchdir(here) == 0);
+        close(sfd); /* the name stays */
+        close(here);
+        break;
+    }
+    }
+}
+
+/* It is still there, the same kind of thing: never removed or replaced. */
+static bool planted(const char *path, char kind)
+{
+    struct stat st;
+
+    if (lstat(path, &st) != 0)
+        return false;
+    return kind == 'd'   ? S_ISDIR(st.st_mode)
+           : kind == 'p' ? S_ISFIFO(st.st_mode)
+           : kind == 'l' ? S_ISLNK(st.st_mode)
+                         : S_ISSOCK(st.st_mode);
+}
+
+/* Nothing in directory |dir| (a symlink's target outside the store). */
+static bool dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return false;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n == 0;
+}
+
+/* A directory, FIFO, socket or symlink where a partial file goes
+ * (blobs/<sha>.incomplete, or this release's own
+ * blobs/<sha>.<release id>.incomplete) is someone else's: never opened (a
+ * FIFO would block), followed or removed. Only at the shared name: the
+ * file is filled under our own name and the store says so. At both: that
+ * file (and its copy, one blob) is withheld with a message naming the path
+ * and what to do, and the rest of the release completes. Only at our own
+ * name: the shared one is used, also next to a published blob (a FIFO
+ * there used to hang the open). Before, any of them failed the whole
+ * release's open. */
+static void test_partial_not_regular(void)
+{
+    static const char kinds[] = "dpsl";
+    char outside[256];
+
+    alarm(60); /* a blocking open of a FIFO fails the test, not the suite */
+    snprintf(outside, sizeof outside, "%s/outside-%d", root, dir_seq++);
+    REQUIRE(mkdir(outside, 0755) == 0);
+    for (const char *k = kinds; *k; k++) {
+        for (int where = 0; where < 4; where++) {
+            /* 0: shared name; 1: both; 2: own name; 3: own name next to
+             * the published blob. */
+            const char *cache = new_cache();
+            struct shoal_store *s = NULL;
+            char shared[1024], own[1024], msg[1024], err[512];
+            struct shoal_store_opts o = {.err = err, .errlen = sizeof err};
+            struct rel r;
+            uint32_t n;
+            int rv;
+
+            rel_std(&r, "org/m", C1, -1, 70 + (uint64_t)where);
+            blob_path(shared, sizeof shared, cache, &r, 1, true);
+            own_partial(own, sizeof own, cache, &r, 1);
+            n = shoal_manifest_nchunks(r.m);
+            /* The folders, and (3) the published blob. */
+            REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+            if (where == 3)
+                for (uint32_t i = 0; i < n; i++)
+                    REQUIRE(put(s, &r, i) == 0);
+            shoal_store_free(s);
+            s = NULL;
+            (void)unlink(shared);
+            if (where <= 1)
+                plant(shared, *k, outside);
+            if (where >= 1)
+                plant(own, *k, outside);
+            err[0] = '\0';
+            rv = shoal_store_open(&s, cache, r.m, &o);
+            CHECK_EQ(rv, 0);
+            if (rv != 0) {
+                fprintf(stderr, "  kind %c at %d: %s\n", *k, where, err);
+                rel_free(&r);
+                continue;
+            }
+            for (uint32_t i = 0; i < n; i++)
+                CHECK_EQ(put(s, &r, i), 0);
+            if (where == 1) {
+                /* Withheld, both files of the blob; the rest is in. */
+                CHECK_EQ(shoal_store_file_withheld(s, 1, msg, sizeof msg), SHOAL_EBADPATH);
+                CHECK(strstr(msg, own) != NULL);
+                CHECK(strstr(msg, "move ") != NULL);
+                CHECK(strstr(msg, *k == 'd' ? "a directory" : *k == 'p' ? "a FIFO"
+                                  : *k == 's' ? "a socket" : "a symbolic link") != NULL);
+                CHECK_EQ(shoal_store_file_withheld(s, 3, NULL, 0), SHOAL_EBADPATH);
+                CHECK(!shoal_store_file_done(s, 1));
+                CHECK(!shoal_store_file_done(s, 3));
+                CHECK(!shoal_store_complete(s));
+                CHECK(shoal_store_file_done(s, 0));
+                CHECK(shoal_store_file_done(s, 2));
+                CHECK(shoal_store_file_done(s, 4));
+                for (uint32_t f = 1; f <= 3; f += 2) {
+                    const struct shoal_mf_file *mf = shoal_manifest_file(r.m, f);
+                    for (uint32_t c = 0; c < mf->nchunks; c++)
+                        CHECK(!shoal_store_has(s, mf->first_chunk + c));
+                }
+                fprintf(stderr, "  %s\n", msg);
+            } else {
+                CHECK(shoal_store_complete(s));
+                CHECK_EQ(shoal_store_file_withheld(s, 1, NULL, 0), 0);
+                CHECK_EQ(shoal_store_file_note(s, 1, msg, sizeof msg), where == 0);
+                if (where == 0) {
+                    CHECK(strstr(msg, shared) != NULL);
+                    fprintf(stderr, "  %s\n", msg);
+                }
+            }
+            if (where <= 1)
+                CHECK(planted(shared, *k));
+            if (where >= 1)
+                CHECK(planted(own, *k));
+            CHECK(dir_empty(outside));
+            shoal_store_free(s);
+            if (where >= 2) {
+                check_published(cache, &r);
+            } else if (where == 0) {
+                CHECK_EQ(shoal_hf_snapshot_check(cache, r.m, NULL), 0);
+                snap_path(msg, sizeof msg, cache, &r, 1);
+                CHECK(file_is(msg, r.f[1].data, r.f[1].size));
+                CHECK(!exists(own)); /* renamed into place */
+            }
+            rel_free(&r);
+        }
+    }
+    alarm(0);
+}
+
 /* Reads of one inode at one offset fail with EIO (a bad sector), through
  * both ways the store reads a blob. */
 static ino_t eio_ino;
@@ -2333,6 +2502,7 @@ int main(int argc, char **argv)
         RUN(test_repair_partial_removed);
         RUN(test_verify_crash);
         RUN(test_leftover_locked);
+        RUN(test_partial_not_regular);
         RUN(test_take_back_eio);
         RUN(test_verify_copy_stays_locked);
         RUN(test_sidecar_v1_read);

@@ -129,6 +129,24 @@ CASE is one of:
                   where its partial file goes): the snapshot link stays
                   (before: removed by the failed take-back), the log and
                   `shoal status` say a restart with --verify-store repairs.
+  disk_rot_shared two releases on one seed share a shard's blob (the store
+                  dedups by sha256); a byte of it flips. A puller of the
+                  first bans the seed for it, and the seed repairs the
+                  first; the second, told by the first, withholds the shard
+                  too, hashes it and takes the bad chunk back (before: it
+                  went on serving the bad chunk, and a puller of it banned
+                  the seed too). A puller of the second that has only this
+                  seed gets everything else and bans nobody; once a good
+                  seed is back both releases on the seed are whole again
+                  and byte-identical.
+  partial_blocked a directory (someone else's) at both partial names of one
+                  shard in a seed's cache, blobs/<sha>.incomplete and
+                  blobs/<sha>.<release id>.incomplete: the seed opens the
+                  release anyway (before: it could not open it at all), logs
+                  that shard as withheld naming the path and what to do,
+                  `shoal status` says BLOCKED ON DISK, it never tries to
+                  fetch or store that shard, serves every other file to a
+                  puller, and leaves both directories alone.
   disk_rot_seed_dir
                   a --seed-dir seed restarted with --verify-store finds both
                   shards changed and has no room to repair them (8 MiB
@@ -1825,6 +1843,139 @@ def fill_leaving(small, left):
         os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - left)
 
 
+def case_disk_rot_shared(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    # Release 2: release 1 plus one small file, under another commit; one
+    # folder holds both for --seed-dir.
+    files2 = dict(files)
+    files2["generation_config.json"] = b'{"temperature": 0.7}\n'
+    with open(os.path.join(repo, "generation_config.json"), "wb") as f:
+        f.write(files2["generation_config.json"])
+    mf2 = os.path.join(tmp, "rel2.manifest")
+    mid2 = shoalproc.build_manifest(SHOAL, repo, k, mf2, commit="cd" * 20)
+    both = ["--manifest", mf, "--manifest", mf2, "--seed-dir", repo, "--no-origin"]
+    a = Node("seed", node_args(k, "a", tmp, both))
+    fails = 0
+    if len(list(re.finditer(r"is complete here: seeding", a.log()))) < 2 and \
+            not a.wait_for(r"(?s)is complete here: seeding.*is complete here: seeding", 20):
+        print("FAIL the seed did not import both releases")
+        a.dump(40)
+        return 1 + shoalproc.stop_all([a])
+    repo_dir = os.path.join(tmp, "cache-a", "models--org--model")
+    snap1 = os.path.join(repo_dir, "snapshots", "ab" * 20, shard)
+    snap2 = os.path.join(repo_dir, "snapshots", "cd" * 20, shard)
+    if os.path.realpath(snap1) != os.path.realpath(snap2):
+        print("FAIL the two releases do not share the shard's blob")
+        fails += 1
+    flip_middle_byte(snap1)
+    h_addr = "127.0.0.1:%d" % free_port()
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", h_addr,
+                                                 "--pull", mid, "--no-origin"]))
+    if not p1.wait_for(r"banning node .* fails its hash", WAIT_S):
+        print("FAIL the puller of release 1 did not ban the seed for the changed chunk")
+        fails += 1
+    # Release 2 on the seed hears it from release 1 and takes its chunk back.
+    took = a.wait_for(r"release %s: %s: fetching its (\d+) bad chunks again"
+                      % (mid2[:16], re.escape(shard)), 20)
+    if not took or took.group(1) != "1":
+        print("FAIL release 2 on the seed did not take back the bad chunk of the shared blob")
+        fails += 1
+    st = run("status", "--socket", a.ctl)
+    print(st)
+    if len(re.findall(r"CORRUPT ON DISK: %s" % re.escape(shard), st)) != 2:
+        print("FAIL `shoal status` on the seed does not show the shard bad in both releases")
+        fails += 1
+    # A puller of release 2 with only the seed: everything but the bad
+    # chunk, and no ban (the seed does not serve it).
+    p2 = Node("puller2", node_args(k, "x", tmp, ["--peer", a.addr, "--peer", h_addr,
+                                                 "--pull", mid2, "--no-origin"]))
+    deadline = time.monotonic() + WAIT_S
+    for path in [p for p in files2 if p != shard]:
+        got = p2.wait_for(r"%s complete and verified|banning node" % re.escape(path),
+                          max(1, deadline - time.monotonic()))
+        if not got or got.group(0) == "banning node":
+            print(f"FAIL the puller of release 2 did not get {path} from the seed")
+            fails += 1
+            break
+    banned = p2.wait_for(r"banning node", 3)
+    if banned:
+        print("FAIL the puller of release 2 banned the seed: " + banned.group(0))
+        fails += 1
+    h = Node("seed2", node_args(k, "m", tmp, both + ["--listen", h_addr, "--peer", a.addr]))
+    for m_id in (mid, mid2):
+        if not a.wait_for(r"release %s: %s is whole again" % (m_id[:16], re.escape(shard)),
+                          WAIT_S):
+            print(f"FAIL release {m_id[:16]} on the seed was not repaired")
+            fails += 1
+    for who, m_id in ((p1, mid), (p2, mid2)):
+        if not who.wait_for(r"release %s \(.*\) complete: " % m_id[:16], WAIT_S):
+            print(f"FAIL the puller of {m_id[:16]} did not complete")
+            fails += 1
+    for snap in (snap1, snap2):
+        with open(snap, "rb") as f:
+            if f.read() != files[shard]:
+                print(f"FAIL {snap} does not hold the right bytes")
+                fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all([p1, p2, h, a])
+    if fails:
+        for x in (a, h, p1, p2):
+            x.dump(tail=40)
+    return fails
+
+
+def case_partial_blocked(tmp):
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    sha = hashlib.sha256(files[shard]).hexdigest()
+    blobs = os.path.join(tmp, "cache-a", "models--org--model", "blobs")
+    os.makedirs(blobs)
+    dirs = [os.path.join(blobs, sha + ".incomplete"),
+            os.path.join(blobs, "%s.%s.incomplete" % (sha, mid[:16]))]
+    for d in dirs:
+        os.mkdir(d)
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--no-origin"]))
+    fails = 0
+    got = a.wait_for(r"%s is withheld: (\S+) is a directory, not a partial file of shoal's"
+                     % re.escape(shard), 20)
+    if not got or got.group(1) not in dirs:
+        print("FAIL the seed did not withhold the shard naming the directory in the way")
+        a.dump(40)
+        return fails + 1 + shoalproc.stop_all([a])
+    print(got.group(0))
+    if "move them out of the way" not in a.log():
+        print("FAIL the seed's log does not say what to do")
+        fails += 1
+    p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                                 "--no-origin"]))
+    others = [p for p in files if p != shard]
+    deadline = time.monotonic() + WAIT_S
+    for path in others:
+        if not p1.wait_for(r"%s complete and verified" % re.escape(path),
+                           max(1, deadline - time.monotonic())):
+            print(f"FAIL the puller did not get {path} from the seed")
+            fails += 1
+    st = run("status", "--socket", a.ctl)
+    print(st)
+    if "BLOCKED ON DISK: %s" % shard not in st:
+        print("FAIL `shoal status` on the seed does not show the shard blocked")
+        fails += 1
+    if re.search(r"storing chunk \d+ failed|release [0-9a-f]+ \(.*\) complete: ", a.log()):
+        print("FAIL the seed tried to store the blocked shard or called the release complete")
+        fails += 1
+    for d in dirs:
+        if not os.path.isdir(d) or os.listdir(d):
+            print(f"FAIL {d} was not left as it was")
+            fails += 1
+    fails += shoalproc.stop_all([p1, a])
+    if fails:
+        for x in (a, p1):
+            x.dump(tail=40)
+    return fails
+
+
 def case_disk_rot_seed_dir(tmp):
     return shoalproc.on_small_disk(tmp, "8m", lambda small: disk_rot_seed_dir(tmp, small),
                                    "disk_rot_seed_dir")
@@ -1955,6 +2106,8 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "disk_rot_refetch_cut": case_disk_rot_refetch_cut,
                       "disk_rot_kept": case_disk_rot_kept,
                       "disk_rot_seed_dir": case_disk_rot_seed_dir,
+                      "partial_blocked": case_partial_blocked,
+                      "disk_rot_shared": case_disk_rot_shared,
                       "disk_rot_status_reason": case_disk_rot_status_reason,
                       "bad_manifest": case_bad_manifest,
                       "unknown_codec": case_unknown_codec}, "shoal-swarm-")
