@@ -762,7 +762,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     (void)dltotal;
     (void)ultotal;
     (void)ulnow;
-    if (j->kind != JOB_RANGE || now - j->win_start_ms < h->cfg.slow_window_ms)
+    if (j->kind != JOB_RANGE || h->cfg.slow_never ||
+        now - j->win_start_ms < h->cfg.slow_window_ms)
         return 0;
     uint64_t rate = (got - j->win_bytes) * 1000 / (now - j->win_start_ms);
     if (rate < h->cfg.slow_floor_bps) {

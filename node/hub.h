@@ -100,9 +100,12 @@ struct shoal_hub_config {
      * whole slow_window_ms is ended and resumed from its last byte on a
      * new connection, counted as a failed attempt (so an origin slow on
      * every try is given up on after max_attempts) and reported as
-     * "slow: ..." to on_health. 0 = 65536 bytes/s, 60000 ms. */
+     * "slow: ..." to on_health. 0 = 65536 bytes/s, 60000 ms. With
+     * |slow_never| no attempt is ended for being slow (only the stall
+     * timeout applies) and the two are unused. */
     uint64_t slow_floor_bps;
     unsigned slow_window_ms;
+    bool slow_never;
     uint64_t seed;               /* jitter PRNG seed; 0 = from time and pid */
     shoal_hub_health_cb on_health; /* NULL: nobody is told */
     void *health_user;

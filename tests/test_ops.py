@@ -154,6 +154,16 @@ CASE is one of:
                 and filled the same partial files). One with --store
                 memory, which writes nothing there, starts; and once the
                 first is killed (SIGKILL) the cache is free again.
+  origin_min_rate a node with --origin-min-rate 1M --origin-slow-window-ms
+                1000 pulls from a Hub stand-in whose first two file
+                answers trickle at 60 KB/s: the node logs "origin HOST failing:
+                slow: N B/s over 1.0 s, under the floor of 1048576 B/s",
+                resumes that range on a new connection and completes the
+                release. A node whose config file sets origin-min-rate = 0
+                (never) and origin-slow-window-ms = 1000, against the same
+                trickle for a range long enough to last two windows, ends
+                no request for being slow and completes too (before: no
+                such option; the floor was 64 KiB/s over 60 s, fixed).
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -1936,7 +1946,78 @@ def case_cache_lock(tmp):
     return fails
 
 
-shoalproc.main(CASE, {"origin_bytes": case_origin_bytes, "store_full": case_store_full,
+def case_origin_min_rate(tmp):
+    k = make_keys(tmp, ["f", "z"])
+    hub = Hub(tmp, "1M", shards="1")
+    mf, mid = publish(k, hub, tmp)
+    port = hub.url.rsplit(":", 1)[1]
+    # The node asks for the shard in up to two ranges at once: both
+    # trickle, whichever comes first; a resume comes later, at full speed.
+    # 60 KB/s is under the hub's own default floor (64 KiB/s) too.
+    trickle = {"kind": "slow", "bps": 60000, "times": 2, "match": "/cdn/"}
+    slow_line = r"origin 127\.0\.0\.1:%s failing: slow: \d+ B/s over ([\d.]+) s, under the " \
+        r"floor of (\d+) B/s" % port
+    fails = 0
+    hub.reset()
+    hub.add_faults([trickle])
+    f = node("f", k, tmp, hub, ["--manifest", mf, "--origin-min-rate", "1M",
+                                "--origin-slow-window-ms", "1000"])
+    r = cli("pull", mid, "--socket", f.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0:
+        print(f"FAIL with a 1M floor the pull did not complete: {r.stdout}{r.stderr}")
+        fails += 1
+    m = re.search(slow_line, f.log())
+    if not m or (m.group(1), m.group(2)) != ("1.0", str(1 << 20)):
+        print("FAIL with --origin-min-rate 1M --origin-slow-window-ms 1000 the trickling "
+              "request was not ended as slow under a 1048576 B/s floor over 1.0 s")
+        fails += 1
+    else:
+        print(f"logged: {m.group(0)}")
+    fails += hubfix.check_files(f, hub)
+    fails += shoalproc.stop_all([f])
+
+    # 0 never aborts: the same trickle, over a range that lasts at least
+    # two windows at 100 KB/s, is left to finish.
+    hub.reset()
+    hub.add_faults([trickle])
+    conf = os.path.join(tmp, "never.conf")
+    with open(conf, "w") as c:
+        c.write("origin-min-rate = 0\norigin-slow-window-ms = 1000\n")
+    z = node("z", k, tmp, hub, ["--config", conf, "--manifest", mf])
+    r = cli("pull", mid, "--socket", z.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0:
+        print(f"FAIL with origin-min-rate = 0 the pull did not complete: {r.stdout}{r.stderr}")
+        fails += 1
+    cdn = [e.get("range") or "" for e in hub.stats()["log"] if e["path"].startswith("/cdn/")]
+    spans = [re.match(r"bytes=(\d+)-(\d+)$", x) for x in cdn]
+    spans = sorted((int(m.group(1)), int(m.group(2))) for m in spans if m)
+    longest = max((b - a + 1 for a, b in spans), default=0)
+    if len(spans) != len(cdn) or longest < 2 * trickle["bps"]:
+        print(f"FAIL no trickled request long enough to outlast two windows: {cdn}")
+        fails += 1
+    elif any(spans[i][1] >= spans[i + 1][0] for i in range(len(spans) - 1)):
+        # A resumed range starts inside the one it continues.
+        print(f"FAIL an origin request was resumed: {cdn}")
+        fails += 1
+    else:
+        print(f"trickled requests {cdn} at {trickle['bps']} B/s, none ended")
+    if re.search(r"failing: slow: ", z.log()):
+        print("FAIL with origin-min-rate = 0 a request was ended as slow")
+        fails += 1
+    if not z.wait_for(r"no range is ended for being slow", 1):
+        print("FAIL the log does not say no range is ended for being slow")
+        fails += 1
+    fails += hubfix.check_files(z, hub)
+    fails += shoalproc.stop_all([z])
+    if fails:
+        f.dump(tail=40)
+        z.dump(tail=40)
+    return fails
+
+
+shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate, "origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
                       "tracker_identity": case_tracker_identity,
