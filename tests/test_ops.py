@@ -164,6 +164,15 @@ CASE is one of:
                 trickle for a range long enough to last two windows, ends
                 no request for being slow and completes too (before: no
                 such option; the floor was 64 KiB/s over 60 s, fixed).
+  register_manifest a release published to tracker A with --out is
+                registered with tracker B by `shoal publish --manifest FILE`:
+                exit 0, the same manifest id, B logs it registered; a node
+                that knows only B and the id gets the manifest from B, takes
+                origin leases from B (B never answers "not published") and
+                completes. Again is fine (exit 0); a tracker that does not
+                trust the signer refuses it (exit 1, naming the signer's
+                key); a damaged file, a missing one, or --manifest with
+                --key are refused (before: no such option).
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -1946,6 +1955,87 @@ def case_cache_lock(tmp):
     return fails
 
 
+def case_register_manifest(tmp):
+    k = make_keys(tmp, ["n"])
+    run(SHOAL, "keygen", k("other-publisher"))
+    hub = Hub(tmp, "2M", shards="1")
+    ta, aaddr = start_tracker(k)
+    tb, baddr = start_tracker(k)
+    mf, mid = publish(k, hub, tmp, tracker=aaddr)
+    fails = 0
+    login = ["--identity", k("admin"), "--cred", k("admin") + ".cred"]
+    r = cli("publish", "--manifest", mf, "--tracker", baddr, *login)
+    print(r.stdout.strip())
+    m = re.search(r"manifest id ([0-9a-f]{64})", r.stdout)
+    if r.returncode != 0 or not m or m.group(1) != mid or \
+            f"registered acme/model@{hub.commit}" not in r.stdout:
+        print(f"FAIL shoal publish --manifest: exit {r.returncode}, want manifest id {mid}:\n"
+              f"{r.stdout}{r.stderr}")
+        return fails + 1
+    if not tb.wait_for(r"manifest registered acme/model@%s id %s" % (hub.commit, mid), 5):
+        print("FAIL tracker B does not log the manifest registered under the same id")
+        fails += 1
+    # Once more: the tracker already holds it, which is fine.
+    r = cli("publish", "--manifest", mf, "--tracker", baddr, *login)
+    if r.returncode != 0 or mid not in r.stdout:
+        print(f"FAIL registering again: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    hub.reset()
+    n = node("n", k, tmp, hub, ["--tracker", baddr])
+    r = cli("pull", mid, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else r.stderr)
+    if r.returncode != 0 or not re.search(r"complete: .* 0 bytes from peers, %d from origin "
+                                          r"\(100%%\)" % hub.size, r.stdout):
+        print(f"FAIL the node did not complete from the origin: exit {r.returncode}: "
+              f"{r.stdout}{r.stderr}")
+        fails += 1
+    if not n.wait_for(r"release %s: origin leases from tracker %s" % (mid[:16], re.escape(baddr)),
+                      5):
+        print("FAIL the node took no origin leases from tracker B")
+        fails += 1
+    if "not published to it" in n.log():
+        print("FAIL tracker B did not hold the manifest: the node had to send it")
+        fails += 1
+    if hub.egress() > hub.size * 1.2:
+        print(f"FAIL the origin served {hub.egress()} bytes for a {hub.size}-byte release")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    # A tracker that does not trust the signer says so, naming its key.
+    tc, caddr = hubfix.start_tracker(TRACKER, lambda name: k("other-publisher")
+                                     if name == "publisher" else k(name))
+    r = cli("publish", "--manifest", mf, "--tracker", caddr, *login)
+    print(r.stderr.strip())
+    if r.returncode != 1 or "will not take manifests signed by" not in r.stderr or \
+            "the signer's public key" not in r.stderr:
+        print(f"FAIL an untrusted signer: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    bad = os.path.join(tmp, "bad.manifest")
+    with open(mf, "rb") as f:
+        data = bytearray(f.read())
+    data[len(data) // 2] ^= 0xFF
+    with open(bad, "wb") as f:
+        f.write(bytes(data))
+    for args, rc, want in (
+            (["--manifest", bad, "--tracker", baddr, *login], 1, "not a valid signed manifest"),
+            (["--manifest", os.path.join(tmp, "nope.manifest"), "--tracker", baddr, *login], 1,
+             "nope.manifest"),
+            (["--manifest", mf, "--tracker", baddr, "--key", k("publisher"), *login], 2,
+             "usage"),
+            (["--manifest", mf, "--tracker", baddr], 2, "usage")):
+        r = cli("publish", *args)
+        if r.returncode != rc or want not in r.stderr:
+            print(f"FAIL shoal publish {' '.join(args[:2])} ...: exit {r.returncode} (want {rc}, "
+                  f"'{want}'): {r.stderr}")
+            fails += 1
+    fails += shoalproc.stop_all([n])
+    for t in (ta, tb, tc):
+        t.stop()
+    if fails:
+        n.dump(tail=40)
+        tb.dump(tail=20)
+    return fails
+
+
 def case_origin_min_rate(tmp):
     k = make_keys(tmp, ["f", "z"])
     hub = Hub(tmp, "1M", shards="1")
@@ -2017,7 +2107,8 @@ def case_origin_min_rate(tmp):
     return fails
 
 
-shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate, "origin_bytes": case_origin_bytes, "store_full": case_store_full,
+shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
+                      "register_manifest": case_register_manifest, "origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
                       "tracker_identity": case_tracker_identity,
