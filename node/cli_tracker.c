@@ -33,6 +33,9 @@ struct trk_ident {
     bool has_publisher;
     struct shoal_pubkey publisher;
     const char *publisher_path;
+    /* what to list in --publisher-keys, for the refusal message: the
+     * key file's .pub, or a manifest's signer key (hex) */
+    char publisher_pub[160];
 };
 
 /* Connects to |id->tracker| and authenticates as |role|. Prints why not. */
@@ -70,10 +73,10 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
     rv = shoal_trkc_auth(c, &sk, cb.data, cb.len, "cli", "127.0.0.1:1", role, TRK_TIMEOUT_MS);
     if (rv == SHOAL_EUNTRUSTED && id->has_publisher) {
         fprintf(stderr, "shoal %s: tracker %s will not take manifests signed by %s: %s (add "
-                        "%s.pub to its --publisher-keys; nodes need it in theirs too)\n",
+                        "%s to its --publisher-keys; nodes need it in theirs too)\n",
                 cmd, id->tracker, id->publisher_path,
                 shoal_trkc_error(c)[0] ? shoal_trkc_error(c) : shoal_strerror(rv),
-                id->publisher_path);
+                id->publisher_pub);
         goto out;
     }
     if (rv) {
@@ -236,9 +239,71 @@ static int precheck_tracker(struct trk_ident *id, const char *key_path)
     sodium_memzero(&sk, sizeof sk);
     id->has_publisher = true;
     id->publisher_path = key_path;
+    snprintf(id->publisher_pub, sizeof id->publisher_pub, "%s.pub", key_path);
     rv = trk_open("publish", id, SHOAL_ROLE_PUBLISHER, &c);
     shoal_trkc_free(c);
     return rv;
+}
+
+/* `shoal publish --manifest FILE --tracker ADDR ...`: registers a manifest
+ * signed earlier (by `shoal publish --out` or `shoal manifest build`) with
+ * a tracker as it is, byte for byte, so its id is the same everywhere: a
+ * second tracker, or one that lost its state. Its signature is checked
+ * here and its signer asked about at login (the tracker checks the signer
+ * against its --publisher-keys). Prints what was registered and the id on
+ * stdout. Returns the exit status: 0, or 1 (a message said why). */
+static int register_file(const char *path, struct trk_ident *id)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    struct shoal_manifest *m = NULL;
+    struct shoal_trkc *t = NULL;
+    struct shoal_msg *msg = NULL;
+    char hex[2 * SHOAL_HASH_LEN + 1], sz[32], signer[300];
+    int rv = shoal_read_file(path, SHOAL_MF_MAX_BYTES_DEFAULT, &data, &len);
+
+    if (rv) {
+        fprintf(stderr, "shoal publish: manifest %s: %s\n", path,
+                rv == SHOAL_ETOOBIG ? "larger than a manifest may be" : shoal_strerror(rv));
+        goto out;
+    }
+    /* The signature, not the signer: which publishers count is the
+     * tracker's (and the nodes') --publisher-keys. */
+    rv = shoal_manifest_parse(&m, data, len, NULL, NULL);
+    if (rv) {
+        fprintf(stderr, "shoal publish: manifest %s: not a valid signed manifest: %s\n", path,
+                shoal_strerror(rv));
+        goto out;
+    }
+    shoal_hex(hex, shoal_manifest_signer(m), SHOAL_HASH_LEN);
+    memcpy(id->publisher.pk, shoal_manifest_signer(m), sizeof id->publisher.pk);
+    id->has_publisher = true;
+    snprintf(signer, sizeof signer, "the signer of %s", path);
+    id->publisher_path = signer;
+    snprintf(id->publisher_pub, sizeof id->publisher_pub, "the signer's public key %s", hex);
+    msg = calloc(2, sizeof *msg);
+    rv = msg ? trk_open("publish", id, SHOAL_ROLE_PUBLISHER, &t) : -ENOMEM;
+    if (rv)
+        goto out;
+    msg[0].type = SHOAL_MSG_PUT_MANIFEST;
+    msg[0].u.put_manifest.signed_manifest.p = data;
+    msg[0].u.put_manifest.signed_manifest.len = (uint32_t)len;
+    rv = trk_call("publish", t, &msg[0], &msg[1], 0);
+    if (rv)
+        goto out;
+    shoal_hex(hex, shoal_manifest_id(m), SHOAL_HASH_LEN);
+    printf("registered %s@%s: %u files, %u chunks, %s\nmanifest id %s\nwith tracker %s\n",
+           shoal_manifest_repo_id(m), shoal_manifest_commit(m), shoal_manifest_nfiles(m),
+           shoal_manifest_nchunks(m), shoal_fmt_bytes(sz, sizeof sz, shoal_manifest_total_size(m)),
+           hex, id->tracker);
+out:
+    if (rv == -ENOMEM)
+        fprintf(stderr, "shoal publish: out of memory\n");
+    shoal_trkc_free(t);
+    free(msg);
+    shoal_manifest_free(m);
+    free(data);
+    return rv ? 1 : 0;
 }
 
 int shoal_cmd_publish(int argc, char **argv)
@@ -254,8 +319,10 @@ int shoal_cmd_publish(int argc, char **argv)
         {"hub-token-file", required_argument, NULL, 'T'},
         {"quiet", no_argument, NULL, 'q'},
         {"force", no_argument, NULL, 'f'},
+        {"manifest", required_argument, NULL, 'm'},
         {NULL, 0, NULL, 0},
     };
+    const char *manifest = NULL;
     struct shoal_publish_opts o;
     memset(&o, 0, sizeof o);
     shoal_hub_config_default(&o.hub);
@@ -275,16 +342,31 @@ int shoal_cmd_publish(int argc, char **argv)
         case 'T': o.hub.token_file = optarg; break;
         case 'q': o.progress = SHOAL_PUBLISH_PROGRESS_NONE; break;
         case 'f': o.force = true; break;
+        case 'm': manifest = optarg; break;
         default:
             fprintf(stderr, "shoal publish: unknown option (try 'shoal help')\n");
             return 2;
         }
     }
+    if (manifest) {
+        /* Nothing is signed or fetched: the file goes as it is. */
+        if (optind != argc || !id.tracker || !id.key || !id.cred || o.key_path || o.out_path ||
+            o.dataset || o.force || o.hub.endpoint || o.hub.token_file) {
+            fprintf(stderr, "shoal publish: usage: shoal publish --manifest FILE --tracker ADDR "
+                            "--identity NODE_KEY --cred CRED (registers a signed manifest as it "
+                            "is: no release name, --key, --out, --dataset, --force or Hub "
+                            "options)\n");
+            return 2;
+        }
+        return register_file(manifest, &id);
+    }
     if (optind != argc - 1 || !o.key_path || (!o.out_path && !id.tracker) ||
         (id.tracker && (!id.key || !id.cred))) {
         fprintf(stderr, "shoal publish: usage: shoal publish ORG/NAME[@REV] [--dataset] --key "
                         "PUBLISHER_KEY (--out FILE | --tracker ADDR --identity NODE_KEY --cred "
-                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE] [--quiet] [--force]\n");
+                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE] [--quiet] [--force]\n"
+                        "       shoal publish --manifest FILE --tracker ADDR --identity NODE_KEY "
+                        "--cred CRED\n");
         return 2;
     }
     o.repo = argv[optind];

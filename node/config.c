@@ -142,6 +142,12 @@ static const struct key keys[] = {
     {"lease-chunks", K_U64, F(lease_chunks), "N",
      "chunks asked for per origin lease (64; 1-64, the most a tracker grants)"},
     {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2; 1-16)"},
+    {"origin-min-rate", K_RATE, F(origin_min_rate), "RATE",
+     "end an origin range request under RATE over a whole window\n"
+     "                               (--origin-slow-window-ms) and resume it from its last\n"
+     "                               byte on a new connection, a failed try (64K; 0: never)"},
+    {"origin-slow-window-ms", K_U64, F(origin_slow_window_ms), "MS",
+     "the window --origin-min-rate is measured over (60000; 1000-3600000)"},
     /* --- end tracker --- */
 };
 
@@ -194,6 +200,8 @@ int shoal_config_init(struct shoal_config *c)
     c->origin_delay_ms = 1000;
     c->lease_fallback_ms = 5000;
     c->lease_chunks = 64; /* the scheduler's default and a tracker's most */
+    c->origin_min_rate = 64u * 1024;    /* the hub's defaults */
+    c->origin_slow_window_ms = 60000;
     /* --- end tracker --- */
     return 0;
 }

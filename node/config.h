@@ -90,6 +90,11 @@ struct shoal_config {
     uint64_t lease_chunks;       /* chunks per origin lease (1-64) */
     uint64_t max_leases;         /* origin leases held at once (1-16) */
     uint64_t max_releases;       /* releases open at once (1-64) */
+    /* An origin range attempt under origin_min_rate bytes/s (0: never)
+     * over a whole origin_slow_window_ms (1000-3600000) is resumed on a new
+     * connection (shoal_hub_config.slow_floor_bps, slow_window_ms). */
+    uint64_t origin_min_rate;
+    uint64_t origin_slow_window_ms;
     /* --- end tracker --- */
 };
 

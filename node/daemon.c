@@ -1944,6 +1944,10 @@ static int setup_trackers(struct shoal_daemon *d)
         d->hubcfg.endpoint = c->hub_endpoint;
         d->hubcfg.token_file = c->hub_token_file;
         d->hubcfg.seed = d->scfg.seed;
+        /* Ranges checked by check_ranges; a rate of 0 never aborts. */
+        d->hubcfg.slow_floor_bps = c->origin_min_rate;
+        d->hubcfg.slow_window_ms = (unsigned)c->origin_slow_window_ms;
+        d->hubcfg.slow_never = c->origin_min_rate == 0;
         d->hubcfg.on_health = on_origin_health;
         d->hubcfg.health_user = d;
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
@@ -1964,8 +1968,17 @@ static int setup_trackers(struct shoal_daemon *d)
             return rv;
         }
         d->scfg.hub = d->hub;
-        LOG_I("origin %s (%s token)", shoal_hub_endpoint(d->hub),
-              shoal_hub_has_token(d->hub) ? "with a" : "without a");
+        /* The slow-origin floor in force (--origin-min-rate), for whoever
+         * wonders why a transfer was resumed, or was not. */
+        char slow[128], rate[64];
+        if (c->origin_min_rate)
+            snprintf(slow, sizeof slow, "a range under %s over %.1f s is resumed",
+                     shoal_fmt_rate(rate, sizeof rate, c->origin_min_rate),
+                     (double)c->origin_slow_window_ms / 1000.0);
+        else
+            snprintf(slow, sizeof slow, "no range is ended for being slow");
+        LOG_I("origin %s (%s token; %s)", shoal_hub_endpoint(d->hub),
+              shoal_hub_has_token(d->hub) ? "with a" : "without a", slow);
         if (shoal_hub_token_exposed(d->hub))
             LOG_W("hub token file %s can be read by other users: chmod 600 it",
                   c->hub_token_file);
@@ -3230,6 +3243,8 @@ static int start_listening(struct shoal_daemon *d)
 #define TIMEOUT_MS_MIN 100u
 #define TIMEOUT_MS_MAX 3600000u /* an hour */
 #define LEASE_CHUNKS_MAX 64u
+/* The hub measures an origin transfer's rate about once a second. */
+#define SLOW_WINDOW_MS_MIN 1000u
 #define BAN_SECONDS_MAX 31536000u /* a year */
 /* Each upload in flight holds a chunk (up to 4 MiB) in memory. */
 #define SERVE_PER_PEER_MAX 64u
@@ -3275,6 +3290,13 @@ static int check_ranges(const struct shoal_config *c)
         LOG_E("lease-chunks %llu: use 1-%u (chunks asked for per origin lease; a tracker grants "
               "at most %u)", (unsigned long long)c->lease_chunks, LEASE_CHUNKS_MAX,
               LEASE_CHUNKS_MAX);
+        return -EINVAL;
+    }
+    if (c->origin_slow_window_ms < SLOW_WINDOW_MS_MIN ||
+        c->origin_slow_window_ms > TIMEOUT_MS_MAX) {
+        LOG_E("origin-slow-window-ms %llu: use %u-%u (the window --origin-min-rate is "
+              "measured over)", (unsigned long long)c->origin_slow_window_ms, SLOW_WINDOW_MS_MIN,
+              TIMEOUT_MS_MAX);
         return -EINVAL;
     }
     /* Past 2^64 / 1000 the ban's end in ms wrapped, to a ban already over. */

@@ -727,25 +727,58 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 /* ---------------------------------------------------------------------- */
 /* starting, retrying and finishing jobs                                  */
 
-static bool same_origin(const struct shoal_hub *h, const char *url)
+/* An URL's scheme, host and port (the scheme's default if it names none). */
+struct url_origin {
+    char *scheme, *host, *port;
+};
+
+static bool url_origin_get(const char *url, struct url_origin *o)
 {
     CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    bool same = false;
+    bool ok = false;
 
+    memset(o, 0, sizeof *o);
     if (!u)
         return false;
     if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
-        same = strcasecmp(scheme, h->ep_scheme) == 0 && strcasecmp(host, h->ep_host) == 0 &&
-               strcmp(port, h->ep_port) == 0;
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
+        curl_url_get(u, CURLUPART_SCHEME, &o->scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &o->host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &o->port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+        ok = true;
     curl_url_cleanup(u);
-    return same;
+    return ok;
+}
+
+static void url_origin_free(struct url_origin *o)
+{
+    curl_free(o->scheme);
+    curl_free(o->host);
+    curl_free(o->port);
+}
+
+bool shoal_hub_token_follows(const char *endpoint, const char *from, const char *to)
+{
+    struct url_origin ep = {0}, fr = {0}, t = {0};
+    bool yes = false;
+
+    if (!url_origin_get(endpoint, &ep) || !url_origin_get(from, &fr) || !url_origin_get(to, &t))
+        goto out;
+    if (strcasecmp(t.host, ep.host) != 0)
+        goto out;
+    /* Once over TLS, never back to plain text: a downgrade would put the
+     * token on the wire in the clear, wherever it goes. */
+    if (strcasecmp(fr.scheme, "https") == 0 && strcasecmp(t.scheme, "http") == 0)
+        goto out;
+    if (strcasecmp(t.scheme, ep.scheme) == 0)
+        yes = strcmp(t.port, ep.port) == 0;
+    else if (strcasecmp(ep.scheme, "http") == 0 && strcasecmp(t.scheme, "https") == 0)
+        yes = strcmp(t.port, ep.port) == 0 ||
+              (strcmp(ep.port, "80") == 0 && strcmp(t.port, "443") == 0);
+out:
+    url_origin_free(&ep);
+    url_origin_free(&fr);
+    url_origin_free(&t);
+    return yes;
 }
 
 /* libcurl's progress callback (at least once a second while a transfer
@@ -762,7 +795,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     (void)dltotal;
     (void)ultotal;
     (void)ulnow;
-    if (j->kind != JOB_RANGE || now - j->win_start_ms < h->cfg.slow_window_ms)
+    if (j->kind != JOB_RANGE || h->cfg.slow_never ||
+        now - j->win_start_ms < h->cfg.slow_window_ms)
         return 0;
     uint64_t rate = (got - j->win_bytes) * 1000 / (now - j->win_start_ms);
     if (rate < h->cfg.slow_floor_bps) {
@@ -1281,14 +1315,15 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
             job_complete(h, j, rv, msg);
             return;
         }
+        /* Once a chain leaves the endpoint the token stays behind. */
+        bool keep = !j->offhost && shoal_hub_token_follows(h->endpoint, j->cur_url, next);
         rv = job_set_url(j, next);
         curl_free(next);
         if (rv != 0) {
             job_complete(h, j, -ENOMEM, "out of memory");
             return;
         }
-        /* Once a chain leaves the endpoint the token stays behind. */
-        if (!j->offhost && !same_origin(h, j->cur_url))
+        if (!keep)
             j->offhost = true;
         h->stats.redirects++;
         pend_push(h, j);

@@ -7,9 +7,10 @@
  * The same code talks to huggingface.co, a regional gateway with the same
  * HTTP API, or the test stand-in (tests/hub/hubstub.py). Redirects are
  * followed by this module, not by libcurl, so that the Bearer token is sent
- * only to the endpoint's own scheme://host:port and never to a CDN host a
- * redirect points at. The token is never logged and never leaves this module
- * for anything but the Hub.
+ * only to the endpoint's own host and port (or, from an http endpoint, to
+ * the same host over https: shoal_hub_token_follows) and never to a CDN
+ * host a redirect points at. The token is never logged and never leaves
+ * this module for anything but the Hub.
  *
  * Failures: 429, 408 and 5xx answers and transport errors are retried with
  * exponential backoff and full jitter; a Retry-After on a 429 or 503 holds
@@ -100,9 +101,12 @@ struct shoal_hub_config {
      * whole slow_window_ms is ended and resumed from its last byte on a
      * new connection, counted as a failed attempt (so an origin slow on
      * every try is given up on after max_attempts) and reported as
-     * "slow: ..." to on_health. 0 = 65536 bytes/s, 60000 ms. */
+     * "slow: ..." to on_health. 0 = 65536 bytes/s, 60000 ms. With
+     * |slow_never| no attempt is ended for being slow (only the stall
+     * timeout applies) and the two are unused. */
     uint64_t slow_floor_bps;
     unsigned slow_window_ms;
+    bool slow_never;
     uint64_t seed;               /* jitter PRNG seed; 0 = from time and pid */
     shoal_hub_health_cb on_health; /* NULL: nobody is told */
     void *health_user;
@@ -180,6 +184,21 @@ const char *shoal_hub_endpoint(const struct shoal_hub *h);
 /* |url| with any user:password@ of its authority shown as ***@, into |out|
  * (cut to |cap|). For logs and messages. */
 void shoal_url_redact(const char *url, char *out, size_t cap);
+
+/*
+ * Whether a redirect from |from| to |to| keeps the token of a hub whose
+ * endpoint is |endpoint| (all absolute http or https URLs). Yes only when
+ * |to| is the endpoint's host (case-insensitive) and either has the
+ * endpoint's scheme and port, or upgrades an http endpoint to https on the
+ * same port or from http's default port (80) to https's (443), as a
+ * gateway redirecting http://host/ to https://host/ does. Never on a hop
+ * from https to http (a downgrade, even back to an http endpoint), nor to
+ * another host or port. libcurl's own rule (CURLOPT_UNRESTRICTED_AUTH off)
+ * treats any scheme change as another host, so the hub follows redirects
+ * itself. False for a URL that does not parse. Once a chain has left, the
+ * token stays behind for the rest of it (the caller's part).
+ */
+bool shoal_hub_token_follows(const char *endpoint, const char *from, const char *to);
 /* True when a token will be sent to the endpoint. */
 /* True when the token came from a file other users may read (group or
  * other permission bits set): worth a warning, as a node key would be. */

@@ -58,6 +58,13 @@ static const char usage_fleet[] =
     "                                 of, signed by this key with the same chunking,\n"
     "                                 is not streamed again: that manifest is kept\n"
     "                                 (and written to --out); --force signs anew\n"
+    "  publish --manifest FILE --tracker HOST:PORT --identity NODE_KEY --cred CRED\n"
+    "                                 register a manifest signed earlier (publish\n"
+    "                                 --out, manifest build) with a tracker as it\n"
+    "                                 is: same bytes, same manifest id (a second\n"
+    "                                 tracker, or one that lost its state; its\n"
+    "                                 signer must be in the tracker's\n"
+    "                                 --publisher-keys)\n"
     "  rollout ORG/NAME@COMMIT [--zone Z] [--remove | --status]\n"
     "          --tracker HOST:PORT --key ADMIN_KEY --cred CRED\n"
     "                                 record that every node (in zone Z) should hold\n"
@@ -71,7 +78,9 @@ static const char usage_fleet[] =
     "                                 node key with a cluster credential)\n"
     "  (rollout and tracker-stats take --identity as another name for --key:\n"
     "  the login identity, as in publish)\n"
-    "\n"
+    "\n";
+
+static const char usage_daemon[] =
     "The local daemon (shoald), over its control socket (--socket PATH; default\n"
     "$XDG_RUNTIME_DIR/shoald.sock, /run/shoald/shoald.sock for root). To reach the\n"
     "system service (shoald.service) as another user, be in group shoal and pass\n"
@@ -100,7 +109,7 @@ static const char usage_fleet[] =
     "Sizes accept K, M, G suffixes (powers of 1024). Exit status: 0 success,\n"
     "1 failure, 2 usage error.\n";
 
-static const char *const usage[] = {usage_tools, usage_fleet, NULL};
+static const char *const usage[] = {usage_tools, usage_fleet, usage_daemon, NULL};
 
 static void print_usage(FILE *out)
 {

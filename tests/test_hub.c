@@ -756,6 +756,84 @@ static void test_token_stays_home(void)
     hub_close(h);
 }
 
+/* Where a redirect may take the token: the endpoint's own host and port,
+ * and an http endpoint's upgrade to https on the same host (a gateway
+ * answering http://host/ with 302 https://host/); never a downgrade, even
+ * back to an http endpoint, another host, or another port. The old rule
+ * (same scheme, host and port only) left the token behind on the upgrade,
+ * so a private repo behind such a gateway failed with 401. */
+static void test_token_follows(void)
+{
+    static const struct {
+        const char *ep, *from, *to;
+        bool yes;
+    } cases[] = {
+        /* the endpoint's own host, scheme and port */
+        {"http://hf.internal", "http://hf.internal/a", "http://hf.internal/b", true},
+        {"https://hf.internal", "https://hf.internal/a", "https://HF.internal:443/b", true},
+        {"http://127.0.0.1:8080", "http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b", true},
+        /* same-host upgrade: default ports, or the same explicit port */
+        {"http://hf.internal", "http://hf.internal/a", "https://hf.internal/a", true},
+        {"http://hf.internal:80", "http://hf.internal/a", "https://hf.internal:443/a", true},
+        {"http://hf.internal:8443", "http://hf.internal:8443/a", "https://hf.internal:8443/a",
+         true},
+        {"http://hf.internal", "https://hf.internal/a", "https://hf.internal/b", true},
+        /* downgrades: never, whatever the endpoint */
+        {"https://hf.internal", "https://hf.internal/a", "http://hf.internal/a", false},
+        {"https://hf.internal", "https://hf.internal/a", "http://hf.internal:443/a", false},
+        {"http://hf.internal", "https://hf.internal/a", "http://hf.internal/a", false},
+        /* another host or port */
+        {"http://hf.internal", "http://hf.internal/a", "https://cdn.internal/a", false},
+        {"http://hf.internal", "http://hf.internal/a", "http://cdn.internal/a", false},
+        {"http://hf.internal", "http://hf.internal/a", "https://hf.internal:8443/a", false},
+        {"http://hf.internal", "http://hf.internal/a", "http://hf.internal:8080/a", false},
+        {"https://hf.internal", "https://hf.internal/a", "https://hf.internal:8443/a", false},
+        {"http://hf.internal:8080", "http://hf.internal:8080/a", "https://hf.internal/a", false},
+        {"http://127.0.0.1:8080", "http://127.0.0.1:8080/a", "http://localhost:8080/a", false},
+        /* not URLs */
+        {"http://hf.internal", "http://hf.internal/a", "nonsense", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bool got = shoal_hub_token_follows(cases[i].ep, cases[i].from, cases[i].to);
+        if (got != cases[i].yes)
+            fprintf(stderr, "  endpoint %s: %s -> %s: token %s, want %s\n", cases[i].ep,
+                    cases[i].from, cases[i].to, got ? "sent" : "kept", cases[i].yes ? "sent" : "kept");
+        CHECK(got == cases[i].yes);
+    }
+}
+
+/* A redirect to the same host on another port (a second stand-in that
+ * knows the token): the token stays home, so the private file is refused
+ * there with 401 and the message names where the request went; without
+ * the redirect the same fetch works. */
+static void test_token_other_port(void)
+{
+    struct hubstub other;
+    struct shoal_hub *h;
+    struct fetched f = {0};
+    struct shoal_hub_span sp = {0, 100};
+    char fault[160], there[64];
+
+    REQUIRE(hubstub_start(&other, py, hubdir, root, "--token", "tok", NULL) == 0);
+    h = hub_open(stub.url, "tok", 0);
+    stub_reset();
+    snprintf(fault, sizeof fault, "[{\"kind\":\"redirect\",\"host\":\"127.0.0.1\",\"port\":%d,"
+             "\"match\":\"/resolve/\"}]", other.port);
+    stub_fault(fault);
+    snprintf(there, sizeof there, "redirected to 127.0.0.1:%d", other.port);
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, 100), SHOAL_EPERM);
+    CHECK(strstr(f.msg, "HTTP 401") && strstr(f.msg, there));
+    fprintf(stderr, "  %s\n", f.msg);
+    free(f.buf);
+    memset(&f, 0, sizeof f);
+    CHECK_EQ(hubstub_stat(&other, "\"requests\"", "resolve"), 1);
+    /* Control: the same fetch, not redirected, carries the token. */
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, 100), 0);
+    free(f.buf);
+    hub_close(h);
+    hubstub_stop(&other);
+}
+
 /* A Hub that redirects to another host name (localhost -> 127.0.0.1) for
  * a private repo: the token stays home, so the 401 there must not be
  * blamed on the token ("the token was refused"): the message names where
@@ -1121,6 +1199,7 @@ int main(int argc, char **argv)
 
     RUN(test_json);
     RUN(test_gitsha1);
+    RUN(test_token_follows);
 
     snprintf(root, sizeof(root), "/tmp/shoal-test-hub-XXXXXX");
     REQUIRE(mkdtemp(root));
@@ -1148,6 +1227,7 @@ int main(int argc, char **argv)
     RUN(test_private_and_gated);
     RUN(test_token_stays_home);
     RUN(test_offhost_401);
+    RUN(test_token_other_port);
     RUN(test_env_and_token_file);
     RUN(test_receiver_abort);
     RUN(test_many_in_flight);

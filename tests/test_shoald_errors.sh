@@ -65,6 +65,21 @@ expect 2 "'-5M' is not a rate" "--rate-up -5M" "$shoald" "${common[@]}" --rate-u
 expect 2 "'inf' is not a rate" "--peer-rate-down inf" "$shoald" "${common[@]}" --peer-rate-down inf
 expect 2 "'100Mibit': a bit rate takes K/M/G/T as powers of 1000" "--rate-down 100Mibit" \
     "$shoald" "${common[@]}" --rate-down 100Mibit
+# The slow-origin floor (hub.c's slow_floor_bps, slow_window_ms): a rate
+# like the others, a window in range, both also in the config file.
+expect 2 "'origin-min-rate': 'fast' is not a rate" "--origin-min-rate fast" \
+    "$shoald" "${common[@]}" --origin-min-rate fast
+expect 1 "origin-slow-window-ms 999: use 1000-3600000" "--origin-slow-window-ms 999" \
+    "$shoald" "${common[@]}" --origin-slow-window-ms 999
+expect 1 "origin-slow-window-ms 3600001: use 1000-3600000" "--origin-slow-window-ms 3600001" \
+    "$shoald" "${common[@]}" --origin-slow-window-ms 3600001
+printf 'origin-slow-window-ms = 0\n' > window.conf
+expect 1 "origin-slow-window-ms 0: use 1000-3600000" "origin-slow-window-ms 0 in a config file" \
+    "$shoald" --config window.conf "${common[@]}"
+printf 'origin-min-rate = 1 K\n' > minrate.conf
+expect 1 "'1 K' is not a rate" "a bad origin-min-rate in the config file" "$shoald" --config minrate.conf
+expect 0 "origin-min-rate RATE +end an origin range request under RATE" "--help lists origin-min-rate" \
+    "$shoald" --help
 printf 'rate-up = 100 M\n' > rate.conf
 expect 1 "'100 M' is not a rate" "a bad rate in the config file" "$shoald" --config rate.conf
 expect 0 "in powers of 1000 \(100Mbit =" "--help says what b and bit mean" "$shoald" --help
@@ -88,6 +103,19 @@ starts() {
 starts "--rate-up 100Mb is 100 Mbit/s, logged in both units" \
     "rate limits: up 11.92 MiB/s \(100 Mbit/s\), down 2.00 MiB/s \(16.78 Mbit/s\)" \
     "$shoald" "${common[@]}" --rate-up 100Mb --rate-down 2M
+
+# The floor in force is logged with the origin: the defaults, a value
+# from the command line, and 0 (never), this one from a config file.
+starts "origin floor: default 64K over 60 s, logged" \
+    "origin http://127.0.0.1:9 \(without a token; a range under 64.00 KiB/s \(524.3 kbit/s\) over 60.0 s is resumed\)" \
+    "$shoald" "${common[@]}" --hub-endpoint http://127.0.0.1:9
+starts "--origin-min-rate 1M --origin-slow-window-ms 2500, logged" \
+    "a range under 1.00 MiB/s \(8.389 Mbit/s\) over 2.5 s is resumed" \
+    "$shoald" "${common[@]}" --hub-endpoint http://127.0.0.1:9 --origin-min-rate 1M \
+    --origin-slow-window-ms 2500
+printf 'origin-min-rate = 0\n' > never.conf
+starts "origin-min-rate = 0 in a config file: never, logged" "no range is ended for being slow" \
+    "$shoald" --config never.conf "${common[@]}" --hub-endpoint http://127.0.0.1:9
 
 # Setups that can never work are refused at start, not discovered later:
 # a credential for another node key (was a warning), one issued by a

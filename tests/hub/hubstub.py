@@ -62,7 +62,8 @@ Control (never faulted):
             this host name instead of the one the client used
        {"kind": "redirect", "host": H, "match": ..., "times": n}  answer
             302 to the same path on host name H (and this port), as a Hub
-            moved to another name does
+            moved to another name does; "port": P and "scheme": S (http)
+            send it to another port or scheme instead
        "times" defaults to 1 for status/cut/redirect and to unlimited (-1)
        otherwise.
   The same rules can be given at start with --faults JSON.
@@ -273,7 +274,8 @@ class Handler(BaseHTTPRequestHandler):
     def check_status_fault(self, path):
         r = self.st.take_fault("redirect", path)
         if r is not None:
-            loc = "http://%s:%d%s" % (r.get("host", "127.0.0.1"), self.server.server_port, path)
+            loc = "%s://%s:%d%s" % (r.get("scheme", "http"), r.get("host", "127.0.0.1"),
+                                    int(r.get("port", self.server.server_port)), path)
             self.send_json(302, {"error": "moved"}, {"Location": loc})
             return True
         r = self.st.take_fault("status", path)
