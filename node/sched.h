@@ -155,7 +155,8 @@ struct shoal_sched_release {
 enum shoal_sched_action_type {
     SHOAL_SCHED_REQUEST = 1,       /* ask |peer| for |chunk| */
     SHOAL_SCHED_CANCEL,            /* withdraw the request for |chunk| at |peer| */
-    SHOAL_SCHED_LEASE_REQUEST,     /* ask the tracker for up to |count| chunks near |chunk| */
+    SHOAL_SCHED_LEASE_REQUEST,     /* ask the tracker for up to |count| chunks near |chunk|,
+                                    * one we miss that no peer offers */
     SHOAL_SCHED_ORIGIN_FETCH,      /* fetch [chunk, chunk+count) from the origin */
     SHOAL_SCHED_LEASE_DONE,        /* tell the tracker chunks [chunk, chunk+count) of a
                                     * lease are done (see shoal_sched_lease_granted) */

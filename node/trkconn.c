@@ -1090,6 +1090,7 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
         memcpy(t->out.u.lease_req.manifest_id, manifest_id, 32);
         t->out.u.lease_req.max_chunks = max_chunks;
         t->out.u.lease_req.hint_chunk = hint_chunk;
+        t->out.u.lease_req.flags = SHOAL_LEASE_HINT_MISSING;
         rv = request(c, tag, NULL);
         if (rv == 0)
             memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, manifest_id,

@@ -183,7 +183,9 @@ int shoal_trkconn_get_manifest(struct shoal_trkconn *t, const uint8_t *manifest_
  * answered through on_lease with |tag|. Returns 0, -EAGAIN (that tracker
  * is still on its first login: ask again shortly), -ENOTCONN (no tracker
  * is ready: the caller decides whether to fetch without a lease), or
- * -ENOMEM / SHOAL_ELIMIT (queue full).
+ * -ENOMEM / SHOAL_ELIMIT (queue full). |hint_chunk| is one the node misses
+ * and none of its peers offers (the scheduler's LEASE_REQUEST), and the
+ * request says so (SHOAL_LEASE_HINT_MISSING).
  */
 int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
                         uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag);

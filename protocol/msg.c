@@ -250,6 +250,7 @@ static const struct field lease_req_f[] = {
     KEY(struct shoal_msg_lease_req, manifest_id),
     U32(struct shoal_msg_lease_req, max_chunks),
     U32(struct shoal_msg_lease_req, hint_chunk),
+    U32_OPT(struct shoal_msg_lease_req, flags),
 };
 static const struct field lease_f[] = {
     KEY(struct shoal_msg_lease, manifest_id),

@@ -376,12 +376,15 @@ struct shoal_msg_get_manifest {
     struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
 };
 
-/* LEASE_REQ 41: [manifest_id, max_chunks, hint_chunk] */
+/* LEASE_REQ 41: [manifest_id, max_chunks, hint_chunk, flags?] */
 struct shoal_msg_lease_req {
     uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
     uint32_t max_chunks;
     uint32_t hint_chunk;
+    uint32_t flags;   /* SHOAL_LEASE_HINT_*; optional (0 from older nodes) */
 };
+/* The node misses hint_chunk and none of its peers offers it. */
+#define SHOAL_LEASE_HINT_MISSING 1u
 
 /* LEASE 42: [manifest_id, first, count, expires_ms, retry_after_ms];
  * count 0 means none granted; expires_ms is relative to receipt. */

@@ -222,6 +222,7 @@ static void sample(struct shoal_msg *m, size_t i)
         memcpy(m->u.lease_req.manifest_id, key(26), 32);
         m->u.lease_req.max_chunks = 64;
         m->u.lease_req.hint_chunk = 4000;
+        m->u.lease_req.flags = SHOAL_LEASE_HINT_MISSING;
         break;
     case SHOAL_MSG_LEASE:
         memcpy(m->u.lease.manifest_id, key(27), 32);
@@ -458,7 +459,8 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
     case SHOAL_MSG_LEASE_REQ:
         return KEQ(a->u.lease_req.manifest_id, b->u.lease_req.manifest_id) &&
                a->u.lease_req.max_chunks == b->u.lease_req.max_chunks &&
-               a->u.lease_req.hint_chunk == b->u.lease_req.hint_chunk;
+               a->u.lease_req.hint_chunk == b->u.lease_req.hint_chunk &&
+               a->u.lease_req.flags == b->u.lease_req.flags;
     case SHOAL_MSG_LEASE:
         return KEQ(a->u.lease.manifest_id, b->u.lease.manifest_id) &&
                a->u.lease.first == b->u.lease.first && a->u.lease.count == b->u.lease.count &&
@@ -859,6 +861,7 @@ static uint32_t opt_fields(uint32_t type)
     case SHOAL_MSG_BYE: return 2;
     case SHOAL_MSG_ANNOUNCE_REPLY:
     case SHOAL_MSG_HAVE_BITFIELD:
+    case SHOAL_MSG_LEASE_REQ:
     case SHOAL_MSG_TRK_CHALLENGE:
     case SHOAL_MSG_TRK_PROOF: return 1;
     default: return 0;
@@ -882,6 +885,7 @@ static void clear_opt(struct shoal_msg *m, uint32_t k)
         break;
     case SHOAL_MSG_ANNOUNCE_REPLY: m->u.announce_reply.nroles = 0; break;
     case SHOAL_MSG_HAVE_BITFIELD: m->u.have_bitfield.flags = 0; break;
+    case SHOAL_MSG_LEASE_REQ: m->u.lease_req.flags = 0; break;
     case SHOAL_MSG_TRK_CHALLENGE: m->u.trk_challenge.has_boot = false; break;
     case SHOAL_MSG_TRK_PROOF: m->u.trk_proof.has_tracker_eph = false; break;
     case SHOAL_MSG_BYE:

@@ -180,7 +180,7 @@ static void test_min_fetchers(void)
     uint32_t f, n;
     uint64_t e;
     key(pk, 1, 0);
-    CHECK_EQ(shoal_reg_lease(r, 10, m, 100, pk, 64, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, m, 100, pk, 64, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 7);
     /* One node in a second zone fetches; zone a keeps the other 7. */
     ROLE(r, 20, 100, "b", m, false, "F");
@@ -191,7 +191,7 @@ static void test_min_fetchers(void)
     struct shoal_reg_role ro = role1(r, 20, 11, "a", m, false);
     CHECK(!ro.fetcher && ro.import_mod == 0 && ro.rank == 11);
     /* Still 8 fetchers in all: ceil(93 / 16) = 6. */
-    CHECK_EQ(shoal_reg_lease(r, 20, m, 100, pk, 64, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 20, m, 100, pk, 64, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 6);
     /* Two more one-node zones: zone a keeps 5. */
     ROLE(r, 30, 200, "c", m, false, "F");
@@ -532,20 +532,84 @@ static void test_lease_extend(void)
     announce1(r, 0, 2, "a", m1, 0, false);
     uint32_t f, c;
     uint64_t e;
-    CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 20, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 20, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 20);
     CHECK_EQ(e, 1100);
     CHECK_EQ(shoal_reg_lease_done(r, 900, m1, n1, 0, 5), 0);
     CHECK_EQ(shoal_reg_lease_done(r, 900, m1, n1, 0, 5), 0); /* again: no progress */
     /* Past the grant's expiry the rest is still n1's. */
-    CHECK_EQ(shoal_reg_lease(r, 1500, m1, 20, n2, 20, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1500, m1, 20, n2, 20, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 0);
     CHECK_EQ(shoal_reg_lease_done(r, 1800, m1, n1, 5, 5), 0);
     /* Nothing reported for lease_ms: 10..19 go to n2. */
-    CHECK_EQ(shoal_reg_lease(r, 2800, m1, 20, n2, 20, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2800, m1, 20, n2, 20, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(f, 10);
     CHECK_EQ(c, 10);
     CHECK_EQ(shoal_reg_lease_done(r, 2800, m1, n1, 10, 1), SHOAL_ENOTFOUND);
+    shoal_reg_free(r);
+}
+
+/* A node reports chunks done that a peer holds; the peer leaves before
+ * passing them on. Asking to lease one of them (a node asks only for what
+ * it misses and no peer offers), the node gets it back at once, and only
+ * that chunk: before, nobody could lease it for fetched_ttl_ms. The same
+ * for a chunk of a lease the node ended without it. Another node's word
+ * still stands. */
+static void test_lease_withdraw(void)
+{
+    struct shoal_reg *r = mkreg_ex(5000, 0); /* lease_ms 1000 */
+    uint8_t m1[32], n1[32], n2[32];
+    key(m1, 2, 1);
+    key(n1, 1, 1);
+    key(n2, 1, 2);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    announce1(r, 0, 2, "a", m1, 0, false);
+    uint32_t f, c;
+    uint64_t e;
+    const uint32_t M = SHOAL_REG_HINT_MISSING;
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 10, 0, M, &f, &c, &e), 0);
+    CHECK_EQ(c, 10);
+    CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n1, 0, 10), 0);
+    /* n2 may not have chunk 5 on n1's word. */
+    CHECK_EQ(shoal_reg_lease(r, 300, m1, 20, n2, 1, 5, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 10);
+    CHECK_EQ(c, 1);
+    /* Without the flag (an older node) a hint says nothing. */
+    CHECK_EQ(shoal_reg_lease(r, 300, m1, 20, n1, 1, 5, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 11);
+    CHECK_EQ(c, 1);
+    /* n1 itself asks for it: 5 alone, its neighbours stay fetched. */
+    CHECK_EQ(shoal_reg_lease(r, 300, m1, 20, n1, 10, 5, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 5);
+    CHECK_EQ(c, 1);
+    CHECK_EQ(shoal_reg_lease_done(r, 400, m1, n1, 5, 1), 0);
+    /* The span's ends, then a lone chunk. */
+    CHECK_EQ(shoal_reg_lease(r, 500, m1, 20, n1, 10, 0, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 0);
+    CHECK_EQ(c, 1);
+    CHECK_EQ(shoal_reg_lease(r, 500, m1, 20, n1, 10, 4, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 4);
+    CHECK_EQ(c, 1);
+    /* A chunk of a lease that ended at the node without it (a peer held
+     * it at the grant, then left): the lone [11, 12) from above goes... */
+    CHECK_EQ(shoal_reg_lease(r, 600, m1, 20, n1, 5, 11, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 11);
+    CHECK_EQ(c, 5);
+    /* ... and from the middle of [11, 16), 12 alone: 11 and 13..15 stay
+     * n1's lease, to report or to expire. */
+    CHECK_EQ(shoal_reg_lease(r, 700, m1, 20, n1, 5, 12, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 12);
+    CHECK_EQ(c, 1);
+    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 13, 3), 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 11, 2), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 11, 1), 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 12, 1), 0);
+    /* Everything up to 16 is fetched or leased now: n2 gets 16. */
+    CHECK_EQ(shoal_reg_lease(r, 900, m1, 20, n2, 1, 11, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 16);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.fetched_withdrawn, 5);
     shoal_reg_free(r);
 }
 
@@ -561,16 +625,16 @@ static void test_leases(void)
     announce1(r, 0, 2, "a", m1, 0, false);
     uint32_t f1, c1, f2, c2;
     uint64_t e1, e2;
-    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n1, 1000, 0, &f1, &c1, &e1), 0);
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n1, 1000, 0, 0, &f1, &c1, &e1), 0);
     CHECK_EQ(f1, 0);
     CHECK_EQ(c1, SHOAL_REG_LEASE_SPAN_MAX); /* capped */
     CHECK_EQ(e1, 1100);
     /* Same hint: the other node gets the rest, never an overlap. */
-    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n2, 1000, 0, &f2, &c2, &e2), 0);
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n2, 1000, 0, 0, &f2, &c2, &e2), 0);
     CHECK_EQ(f2, 64);
     CHECK_EQ(c2, 36);
     /* Everything leased: nothing to grant. */
-    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n2, 10, 0, &f2, &c2, &e2), 0);
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n2, 10, 0, 0, &f2, &c2, &e2), 0);
     CHECK_EQ(c2, 0);
     /* Only the holder may complete a lease; a partial done keeps the rest. */
     CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n2, 0, 10), SHOAL_ENOTFOUND);
@@ -579,7 +643,7 @@ static void test_leases(void)
     /* n2's lease expires at 1100, n1's at 1200 (its partial report at 200
      * extended it). The unfetched chunks are granted again (a span runs
      * on across what were two leases), the fetched never. */
-    CHECK_EQ(shoal_reg_lease(r, 1200, m1, 100, n2, 64, 0, &f2, &c2, &e2), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1200, m1, 100, n2, 64, 0, 0, &f2, &c2, &e2), 0);
     CHECK_EQ(f2, 10);
     CHECK_EQ(c2, 64);
     CHECK_EQ(shoal_reg_lease_done(r, 1200, m1, n1, 10, 5), SHOAL_ENOTFOUND);
@@ -591,13 +655,13 @@ static void test_leases(void)
     CHECK_EQ(st.leases_done, 1);
     CHECK_EQ(st.leases_active, 0);
     /* 74..99 remain; a hint near the end wraps to the start of the gap. */
-    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n1, 64, 99, &f1, &c1, &e1), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n1, 64, 99, 0, &f1, &c1, &e1), 0);
     CHECK_EQ(f1, 99);
     CHECK_EQ(c1, 1);
-    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n1, 64, 99, &f1, &c1, &e1), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n1, 64, 99, 0, &f1, &c1, &e1), 0);
     CHECK_EQ(f1, 74);
     CHECK_EQ(c1, 25);
-    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n2, 64, 5, &f2, &c2, &e2), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1300, m1, 100, n2, 64, 5, 0, &f2, &c2, &e2), 0);
     CHECK_EQ(c2, 0);
     shoal_reg_free(r);
 }
@@ -618,11 +682,11 @@ static void test_lease_share(void)
     uint64_t e;
     /* Two fetchers in one zone, two leases each: 100 free chunks give
      * ceil(100 / 4) = 25, then ceil(75 / 4) = 19. */
-    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[0], 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 25);
     total += c;
     memset(got + f, 1, c);
-    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[1], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[1], 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 19);
     total += c;
     memset(got + f, 1, c);
@@ -630,7 +694,7 @@ static void test_lease_share(void)
      * chunk, never overlap, and cover the release. */
     for (uint32_t i = 0; i < 100 && total < 100; i++) {
         uint8_t *who = n[i & 1];
-        CHECK_EQ(shoal_reg_lease(r, 20 + i, m1, 100, who, 64, 0, &f, &c, &e), 0);
+        CHECK_EQ(shoal_reg_lease(r, 20 + i, m1, 100, who, 64, 0, 0, &f, &c, &e), 0);
         CHECK(c > 0 && c <= 14);
         for (uint32_t k = f; k < f + c && k < 100; k++) {
             CHECK_EQ(got[k], 0);
@@ -644,7 +708,7 @@ static void test_lease_share(void)
     CHECK_EQ(total, 100);
     CHECK_EQ(last, 1);
     CHECK(grants > 8);
-    CHECK_EQ(shoal_reg_lease(r, 200, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 200, m1, 100, n[0], 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 0);
     shoal_reg_free(r);
 
@@ -652,15 +716,15 @@ static void test_lease_share(void)
     r = mkreg_ex(5000, 2);
     announce1(r, 0, 1, "a", m1, 0, false);
     announce1(r, 0, 3, "b", m1, 0, false);
-    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[0], 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 13);
     /* A node asking for less gets what it asked. */
-    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[2], 5, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 100, n[2], 5, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 5);
     /* Expired leases give their chunks back to the share: all 100 are
      * free again, ceil(100 / 8) = 13. */
     announce1(r, 2000, 1, "a", m1, 0, false);
-    CHECK_EQ(shoal_reg_lease(r, 2000, m1, 100, n[0], 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, m1, 100, n[0], 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 13);
     shoal_reg_free(r);
 }
@@ -675,20 +739,20 @@ static void test_lease_limits_and_loss(void)
     uint64_t e;
     /* Node unknown to the registry: created on the fly. */
     for (int i = 0; i < SHOAL_REG_LEASES_PER_NODE; i++) {
-        CHECK_EQ(shoal_reg_lease(r, 10, m1, 1000, n1, 1, 0, &f, &c, &e), 0);
+        CHECK_EQ(shoal_reg_lease(r, 10, m1, 1000, n1, 1, 0, 0, &f, &c, &e), 0);
         CHECK_EQ(f, (uint32_t)i);
         CHECK_EQ(c, 1);
     }
-    CHECK_EQ(shoal_reg_lease(r, 10, m1, 1000, n1, 1, 0, &f, &c, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 1000, n1, 1, 0, 0, &f, &c, &e), SHOAL_EBUSY);
     CHECK_EQ(c, 0);
     CHECK_EQ(shoal_reg_lease_done(r, 20, m1, n1, 0, 1), 0);
-    CHECK_EQ(shoal_reg_lease(r, 20, m1, 1000, n1, 1, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 20, m1, 1000, n1, 1, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(f, 8);
     /* Unknown chunk count is refused. */
     uint8_t m2[32];
     key(m2, 2, 2);
-    CHECK_EQ(shoal_reg_lease(r, 20, m2, 0, n1, 1, 0, &f, &c, &e), SHOAL_ETOOBIG);
-    CHECK_EQ(shoal_reg_lease(r, 20, m2, SHOAL_REG_CHUNKS_MAX + 1, n1, 1, 0, &f, &c, &e),
+    CHECK_EQ(shoal_reg_lease(r, 20, m2, 0, n1, 1, 0, 0, &f, &c, &e), SHOAL_ETOOBIG);
+    CHECK_EQ(shoal_reg_lease(r, 20, m2, SHOAL_REG_CHUNKS_MAX + 1, n1, 1, 0, 0, &f, &c, &e),
              SHOAL_ETOOBIG);
 
     /* Removing the node frees its leases at once, and the chunk it fetched
@@ -697,15 +761,15 @@ static void test_lease_limits_and_loss(void)
     uint8_t n2[32], n3[32];
     key(n2, 1, 2);
     key(n3, 1, 3);
-    CHECK_EQ(shoal_reg_lease(r, 30, m1, 1000, n2, 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 30, m1, 1000, n2, 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(f, 0);
     CHECK_EQ(c, 64);
     CHECK_EQ(shoal_reg_lease_done(r, 30, m1, n2, 0, 64), 0);
-    CHECK_EQ(shoal_reg_lease(r, 31, m1, 1000, n3, 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 31, m1, 1000, n3, 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(f, 64);
     /* n2 never announced holding m1 and falls silent: once the TTL has
      * passed since the last done, the swarm has lost what it fetched. */
-    CHECK_EQ(shoal_reg_lease(r, 30 + 600, m1, 1000, n3, 64, 0, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 30 + 600, m1, 1000, n3, 64, 0, 0, &f, &c, &e), 0);
     CHECK_EQ(f, 0);
     CHECK_EQ(c, 64);
     shoal_reg_free(r);
@@ -1222,17 +1286,17 @@ static void test_fetched_return(void)
     struct shoal_reg *r = two_nodes(60000, 100000, 16, mid, a, b, c, &h);
     uint32_t f, n;
     uint64_t e;
-    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
     CHECK_EQ(shoal_reg_lease_done(r, 2000, mid, a, 0, 8), 0);
-    CHECK_EQ(shoal_reg_lease(r, 3000, mid, 0, b, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 3000, mid, 0, b, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 8 && n == 8);
     CHECK_EQ(shoal_reg_lease_done(r, 4000, mid, b, 8, 8), 0);
     /* A crashes; B keeps announcing its 8 chunks. */
     shoal_reg_remove_node(r, a);
     h.have_chunks = 8;
     REQUIRE(shoal_reg_announce(r, 30000, b, "10.0.0.2:1", "z", &h, 1, NULL) == 0);
-    CHECK_EQ(shoal_reg_lease(r, 30000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 30000, mid, 0, c, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(f, 0);
     CHECK_EQ(n, 8);
     CHECK_EQ(shoal_reg_lease_done(r, 31000, mid, c, 0, 8), 0);
@@ -1243,20 +1307,20 @@ static void test_fetched_return(void)
     hc.complete = true;
     REQUIRE(shoal_reg_announce(r, 32000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
     shoal_reg_remove_node(r, b);
-    CHECK_EQ(shoal_reg_lease(r, 33000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 33000, mid, 0, c, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* Long after, still complete somewhere: C vouches for B's span (the
      * TTL does not apply to it), and its own 0..7, which nobody else
      * vouches for, is leasable again but not by C. */
     REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
-    CHECK_EQ(shoal_reg_lease(r, 200000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 200000, mid, 0, c, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* C stops claiming completeness: after the fetched TTL (long passed)
      * the spans nobody vouches for become leasable again. */
     hc.complete = false;
     hc.have_chunks = 3;
     REQUIRE(shoal_reg_announce(r, 200000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
-    CHECK_EQ(shoal_reg_lease(r, 200001, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 200001, mid, 0, c, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 8);
     shoal_reg_free(r);
 }
@@ -1273,17 +1337,17 @@ static void test_node_restarted(void)
     uint32_t f, n, nl = 99, nc = 99;
     uint64_t e;
     /* A fetched 0..7 and holds 8..15 and 16..23 leased; B holds 24..31. */
-    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
     CHECK_EQ(shoal_reg_lease_done(r, 2000, mid, a, 0, 8), 0);
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 8 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 16 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, b, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, b, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 24 && n == 8);
     /* Before the restart nothing is free, long before any TTL. */
-    CHECK_EQ(shoal_reg_lease(r, 3000, mid, 0, c, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 3000, mid, 0, c, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
 
     /* Unknown keys: nothing to void. */
@@ -1305,10 +1369,10 @@ static void test_node_restarted(void)
     CHECK_EQ(st.leases_expired, 0);
     /* The old lease of 8..15 is gone: its lease_done is refused. */
     CHECK_EQ(shoal_reg_lease_done(r, 4000, mid, a, 8, 8), SHOAL_ENOTFOUND);
-    CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, a, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, a, 32, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 24);
     /* B's lease is untouched: nothing beyond A's span is free. */
-    CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, c, 32, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     CHECK_EQ(shoal_reg_lease_done(r, 5000, mid, b, 24, 8), 0);
 
@@ -1320,7 +1384,7 @@ static void test_node_restarted(void)
     REQUIRE(shoal_reg_announce(r, 6000, a, "10.0.0.1:1", "z", &h, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_node_restarted(r, a, &nl, &nc), 0);
     CHECK(nl == 0 && nc == 0);
-    CHECK_EQ(shoal_reg_lease(r, 6000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 6000, mid, 0, c, 32, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* B restarts while A is complete: B's credit stays with the swarm
      * (A has the chunks), nothing is re-leased. */
@@ -1330,7 +1394,7 @@ static void test_node_restarted(void)
     REQUIRE(shoal_reg_announce(r, 7000, b, "10.0.0.2:1", "z", &hb, 1, NULL) == 0);
     CHECK_EQ(shoal_reg_node_restarted(r, b, &nl, &nc), 0);
     CHECK(nl == 0 && nc == 0);
-    CHECK_EQ(shoal_reg_lease(r, 7000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 7000, mid, 0, c, 32, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     shoal_reg_free(r);
 }
@@ -1356,9 +1420,9 @@ static void test_node_session(void)
     CHECK_EQ(nl, 99);
     /* A's first login: nothing to compare with. */
     CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
-    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 8 && n == 8);
     CHECK_EQ(shoal_reg_lease_done(r, 1500, mid, a, 8, 8), 0);
     /* Back with the same id: a reconnect, and its open lease is kept. */
@@ -1401,7 +1465,7 @@ static void test_fetched_claim_runs_out(void)
         uint64_t e;
         /* A (the claimant) takes every chunk and reports it done at once. */
         for (int i = 0; i < 100; i++) {
-            CHECK_EQ(shoal_reg_lease(r, 100, mid, 0, a, 64, 0, &f, &n, &e), 0);
+            CHECK_EQ(shoal_reg_lease(r, 100, mid, 0, a, 64, 0, 0, &f, &n, &e), 0);
             if (n == 0)
                 break;
             CHECK_EQ(shoal_reg_lease_done(r, 100, mid, a, f, n), 0);
@@ -1413,16 +1477,16 @@ static void test_fetched_claim_runs_out(void)
         ha.complete = lie;
         REQUIRE(shoal_reg_announce(r, 200, a, "10.0.0.1:1", "z", &ha, 1, NULL) == 0);
         /* Before the TTL nobody gets anything: the claim stands. */
-        CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, b, 64, 0, &f, &n, &e), 0);
+        CHECK_EQ(shoal_reg_lease(r, 4000, mid, 0, b, 64, 0, 0, &f, &n, &e), 0);
         CHECK_EQ(n, 0);
         /* After it, A asks first and repeatedly (and keeps announcing):
          * it gets nothing back; B does. */
         REQUIRE(shoal_reg_announce(r, 4200, a, "10.0.0.1:1", "z", &ha, 1, NULL) == 0);
         for (int i = 0; i < 3; i++) {
-            CHECK_EQ(shoal_reg_lease(r, 4200 + (uint64_t)i, mid, 0, a, 64, 0, &f, &n, &e), 0);
+            CHECK_EQ(shoal_reg_lease(r, 4200 + (uint64_t)i, mid, 0, a, 64, 0, 0, &f, &n, &e), 0);
             CHECK_EQ(n, 0);
         }
-        CHECK_EQ(shoal_reg_lease(r, 4300, mid, 0, b, 64, 0, &f, &n, &e), 0);
+        CHECK_EQ(shoal_reg_lease(r, 4300, mid, 0, b, 64, 0, 0, &f, &n, &e), 0);
         CHECK(f == 0 && n == 64);
         CHECK_EQ(shoal_reg_lease_done(r, 5000, mid, b, 0, 64), 0);
         struct shoal_reg_stats st;
@@ -1436,7 +1500,7 @@ static void test_fetched_claim_runs_out(void)
         REQUIRE(shoal_reg_announce(r, 5100, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
         REQUIRE(shoal_reg_announce(r, 100000, a, "10.0.0.1:1", "z", &ha, 1, NULL) == 0);
         REQUIRE(shoal_reg_announce(r, 100000, c, "10.0.0.3:1", "z", &hc, 1, NULL) == 0);
-        CHECK_EQ(shoal_reg_lease(r, 100000, mid, 0, a, 64, 0, &f, &n, &e), 0);
+        CHECK_EQ(shoal_reg_lease(r, 100000, mid, 0, a, 64, 0, 0, &f, &n, &e), 0);
         CHECK_EQ(n, 0);
         shoal_reg_stats(r, &st);
         CHECK_EQ(st.fetched_expired, 64);
@@ -1454,24 +1518,24 @@ static void test_fetched_bar_scope(void)
     uint32_t f, n;
     uint64_t e;
     /* A claims 8..15 and 24..27; B leases 0..7 and keeps the lease. */
-    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 8, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 8, 0, &f, &n, &e), 0);
     CHECK(f == 8 && n == 8);
     CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 8, 8), 0);
-    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 4, 24, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 4, 24, 0, &f, &n, &e), 0);
     CHECK(f == 24 && n == 4);
     CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 24, 4), 0);
-    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, b, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, b, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
     /* After the TTL, A asking from 8 skips its bars: 16..23, then 28..31,
      * then (wrapping) nothing else is free to it. */
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 8, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 8, 0, &f, &n, &e), 0);
     CHECK(f == 16 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 8, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 8, 0, &f, &n, &e), 0);
     CHECK(f == 28 && n == 4);
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 32, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 0);
     /* C gets the barred spans. */
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, c, 32, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, c, 32, 0, 0, &f, &n, &e), 0);
     CHECK(f == 8 && n == 8);
     /* A leaves: a new node taking its index is not barred. */
     shoal_reg_remove_node(r, a);
@@ -1479,19 +1543,19 @@ static void test_fetched_bar_scope(void)
     memcpy(d, c, 32);
     d[20] = 9;
     REQUIRE(shoal_reg_announce(r, 2100, d, "10.0.0.4:1", "z", &h, 1, NULL) == 0);
-    CHECK_EQ(shoal_reg_lease(r, 2100, mid, 0, d, 4, 24, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2100, mid, 0, d, 4, 24, 0, &f, &n, &e), 0);
     CHECK(f == 24 && n == 4);
     shoal_reg_free(r);
 
     /* A bar ends fetched_ttl_ms after the claim ran out. */
     r = two_nodes(60000, 1000, 32, mid, a, b, c, &h);
-    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 0, 8), 0);
-    CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 8 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 2499, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2499, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 16 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 2500, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2500, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
     shoal_reg_free(r);
 }
@@ -1511,14 +1575,14 @@ static void test_lease_regrant(void)
     uint64_t e, e1;
     CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
     /* Three leases: 0..7 reported in part, 8..15 and 16..23 not. */
-    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e1), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e1), 0);
     CHECK(f == 8 && n == 8);
-    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 16 && n == 8);
     /* On the same connection a request is a request for more. */
-    CHECK_EQ(shoal_reg_lease(r, 1100, mid, 0, a, 8, 10, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1100, mid, 0, a, 8, 10, 0, &f, &n, &e), 0);
     CHECK(f == 24 && n == 8);
     CHECK_EQ(shoal_reg_lease_done(r, 1200, mid, a, 24, 8), 0);
     /* The connection drops; the same process is back. */
@@ -1526,26 +1590,26 @@ static void test_lease_regrant(void)
     CHECK_EQ(nl, 3);
     CHECK_EQ(shoal_reg_lease_done(r, 2000, mid, a, 0, 4), 0);
     /* Asking from chunk 10: the lease 8..15 again, with its own expiry. */
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 10, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 10, 0, &f, &n, &e), 0);
     CHECK(f == 8 && n == 8);
     CHECK_EQ(e, e1);
     /* Next: 16..23 (0..7 was reported on, so the node knows it). */
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 40, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 40, 0, &f, &n, &e), 0);
     CHECK(f == 16 && n == 8);
     /* Then new chunks, from the hint. */
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 40, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 40, 0, &f, &n, &e), 0);
     CHECK(f == 40 && n == 8);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.leases_regranted, 2);
     /* Nobody else was granted any of A's spans meanwhile. */
-    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, b, 64, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, b, 64, 0, 0, &f, &n, &e), 0);
     CHECK(f == 32 && n == 8);
     /* A new session voids instead (shoal_reg_node_restarted), and a node
      * without a session never gets a lease twice. */
     CHECK_EQ(shoal_reg_node_session(r, b, NULL, &nl), 0);
     CHECK_EQ(shoal_reg_node_session(r, b, NULL, &nl), 0);
-    CHECK_EQ(shoal_reg_lease(r, 2100, mid, 0, b, 8, 32, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 2100, mid, 0, b, 8, 32, 0, &f, &n, &e), 0);
     CHECK(f == 48 && n == 8);
     shoal_reg_free(r);
 }
@@ -1634,14 +1698,14 @@ static void test_lease_budget(void)
     REQUIRE(shoal_reg_announce(r, 0, evil, "1.2.3.4:1", "z", &h, 1, NULL) == 0);
     uint32_t f, n;
     uint64_t e;
-    CHECK_EQ(shoal_reg_lease(r, 0, m[3], 0, evil, 1, 0, &f, &n, &e), SHOAL_ETOOBIG);
+    CHECK_EQ(shoal_reg_lease(r, 0, m[3], 0, evil, 1, 0, 0, &f, &n, &e), SHOAL_ETOOBIG);
     for (int i = 0; i < SHOAL_REG_LEASES_PER_NODE; i++)
-        CHECK_EQ(shoal_reg_lease(r, 0, m[0], 0, evil, 1, 0, &f, &n, &e), 0);
-    CHECK_EQ(shoal_reg_lease(r, 0, m[1], 0, evil, 1, 0, &f, &n, &e), SHOAL_EBUSY);
+        CHECK_EQ(shoal_reg_lease(r, 0, m[0], 0, evil, 1, 0, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 0, m[1], 0, evil, 1, 0, 0, &f, &n, &e), SHOAL_EBUSY);
     /* m[1] was not charged: m[2] still fits the budget. */
-    CHECK_EQ(shoal_reg_lease(r, 0, m[2], 0, good, 8, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 0, m[2], 0, good, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(n, 8);
-    CHECK_EQ(shoal_reg_lease(r, 0, m[1], 0, good, 8, 0, &f, &n, &e), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_reg_lease(r, 0, m[1], 0, good, 8, 0, 0, &f, &n, &e), SHOAL_ELIMIT);
     shoal_reg_free(r);
 }
 
@@ -1713,6 +1777,7 @@ int main(void)
     RUN(test_deterministic);
     RUN(test_leases);
     RUN(test_lease_extend);
+    RUN(test_lease_withdraw);
     RUN(test_lease_share);
     RUN(test_lease_limits_and_loss);
     RUN(test_manifests);

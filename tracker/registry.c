@@ -1685,9 +1685,99 @@ static struct lease *lease_unconfirmed(struct mani *m, uint32_t ni, uint32_t hin
     return any;
 }
 
+/* Node |ni| asks for a lease from |c|, a chunk it misses that none of its
+ * peers offers (SHOAL_REG_HINT_MISSING: the daemon leases only such
+ * chunks; an older one sends no flags and this never applies). If the tracker holds |c|
+ * as fetched on |ni|'s own word, or leased to |ni|, that word no longer
+ * stands: |ni| reported it while a peer held it and the peer has since
+ * gone, or its lease ended without it. Kept, nobody could lease the chunk
+ * until fetched_ttl_ms (ten minutes) or lease_ms ran out, while the swarm
+ * had lost it (a simulated fleet with failures stalled for ten minutes):
+ * it is leasable again, and span_pick gives it to |ni| first. Without the
+ * memory to split a span nothing changes. */
+static void withdraw_hint(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t c)
+{
+    if (m->chunks[c] == CH_LEASED) {
+        for (uint32_t i = 0; i < m->nl; i++) {
+            struct lease *l = &m->leases[i];
+            /* An unconfirmed one the node may not know of: it is granted
+             * again as it is (lease_unconfirmed). */
+            if (l->node != ni || l->unconfirmed || c < l->first || c - l->first >= l->count)
+                continue;
+            /* |c| leaves the lease, so that no lease but the next one
+             * covers it (an end of this one frees what it covers). */
+            uint32_t end = l->first + l->count;
+            if (l->count == 1) {
+                lease_drop(r, m, i, false);
+                r->st.fetched_withdrawn++;
+                return;
+            }
+            if (c > l->first && c + 1 < end) {
+                struct lease *tail = lease_slot(m);
+                if (!tail)
+                    return;
+                l = &m->leases[i];
+                *tail = *l;
+                tail->first = c + 1;
+                tail->count = end - c - 1;
+                m->nl++;
+                r->nodes[ni].nleases++;
+                r->st.leases_active++;
+                l->count = c - l->first;
+            } else if (c == l->first) {
+                l->first++;
+                l->count--;
+            } else {
+                l->count--;
+            }
+            m->chunks[c] = CH_FREE;
+            m->nfree++;
+            r->st.fetched_withdrawn++;
+            return;
+        }
+        return;
+    }
+    if (m->chunks[c] != CH_FETCHED)
+        return;
+    for (uint32_t i = 0; i < m->nfs; i++) {
+        struct fspan *f = &m->fs[i];
+        if (f->node != ni || c < f->first || c - f->first >= f->count)
+            continue;
+        uint32_t end = f->first + f->count;
+        if (c > f->first && c + 1 < end) {
+            /* The part after |c| becomes a span of its own. */
+            if (m->nfs == m->capfs) {
+                uint32_t ncap = m->capfs * 2;
+                struct fspan *nf = realloc(m->fs, (size_t)ncap * sizeof(*nf));
+                if (!nf)
+                    return;
+                m->fs = nf;
+                m->capfs = ncap;
+                f = &m->fs[i];
+            }
+            m->fs[m->nfs++] = (struct fspan){ .node = ni, .first = c + 1, .count = end - c - 1,
+                                              .done_ms = f->done_ms };
+            r->nodes[ni].nfspans++;
+            f->count = c - f->first;
+        } else if (f->count == 1) {
+            fspan_drop(r, m, i, false);
+        } else if (c == f->first) {
+            f->first++;
+            f->count--;
+        } else {
+            f->count--;
+        }
+        m->chunks[c] = CH_FREE;
+        m->nfree++;
+        r->st.fetched_withdrawn++;
+        return;
+    }
+}
+
 int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                     uint32_t nchunks, const uint8_t node_pk[32], uint32_t max_chunks,
-                    uint32_t hint_chunk, uint32_t *first, uint32_t *count, uint64_t *expires_ms)
+                    uint32_t hint_chunk, uint32_t flags, uint32_t *first, uint32_t *count,
+                    uint64_t *expires_ms)
 {
     int rv = 0;
     *first = 0;
@@ -1761,6 +1851,8 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
         while (m->nfs)
             fspan_drop(r, m, m->nfs - 1, true);
     }
+    if ((flags & SHOAL_REG_HINT_MISSING) && hint_chunk < m->nchunks)
+        withdraw_hint(r, m, ni, hint_chunk);
     if (max_chunks > SHOAL_REG_LEASE_SPAN_MAX)
         max_chunks = SHOAL_REG_LEASE_SPAN_MAX;
     uint32_t share = lease_share(r, m);
@@ -2361,7 +2453,12 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
         (rv = prom(out, "shoal_tracker_leases_regranted_total", "counter",
                    "Leases granted again to a node back on a new connection that had not "
                    "reported on them (the reply may have been lost).",
-                   (double)s->leases_regranted)))
+                   (double)s->leases_regranted)) ||
+        (rv = prom(out, "shoal_tracker_fetched_withdrawn_total", "counter",
+                   "Chunks a node had reported fetched, or held leased, and then asked to "
+                   "lease as missing with no peer offering them (the peer it counted on "
+                   "left): made leasable again at once.",
+                   (double)s->fetched_withdrawn)))
         goto out;
 out:
     return rv;

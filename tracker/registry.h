@@ -290,6 +290,10 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  * manifest it has not reported on is granted that lease again (the one
  * covering |hint_chunk| first; same span and expiry; once per lease):
  * the reply that granted it may have been lost with the old connection.
+ * With SHOAL_REG_HINT_MISSING in |flags| the node says it misses
+ * |hint_chunk| and none of its peers offers it: if the tracker holds that
+ * chunk fetched or leased on this node's own word, the word is withdrawn
+ * and the chunk leasable again (see withdraw_hint).
  * On success writes *first, *count (0 when nothing is free) and
  * *expires_ms (absolute, now_ms + lease_ms). Returns 0; SHOAL_EBUSY (with
  * *count = 0) when the node already holds SHOAL_REG_LEASES_PER_NODE leases;
@@ -299,7 +303,9 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  */
 int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                     uint32_t nchunks, const uint8_t node_pk[32], uint32_t max_chunks,
-                    uint32_t hint_chunk, uint32_t *first, uint32_t *count, uint64_t *expires_ms);
+                    uint32_t hint_chunk, uint32_t flags, uint32_t *first, uint32_t *count,
+                    uint64_t *expires_ms);
+#define SHOAL_REG_HINT_MISSING 1u
 
 /*
  * Marks chunks [first, first+count) of |manifest_id| fetched. The range must
@@ -453,6 +459,8 @@ struct shoal_reg_stats {
                                   nobody vouching for it (fetched_ttl_ms) */
     uint64_t leases_regranted; /* leases granted again to a node that may
                                   have lost the reply (shoal_reg_lease) */
+    uint64_t fetched_withdrawn; /* chunks fetched (or leased) on a node's
+                                   word that it then asked to lease */
 };
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);
