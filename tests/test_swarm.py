@@ -1420,6 +1420,24 @@ def seeding(node):
     return False
 
 
+def others_without_ban(puller, paths, who):
+    """Waits for |puller| to verify each of |paths| from the seed, then a
+    little longer for a ban: a bad chunk would have come with the rest.
+    Returns the failures."""
+    deadline = time.monotonic() + WAIT_S
+    for path in paths:
+        got = puller.wait_for(r"%s complete and verified|banning node" % re.escape(path),
+                              max(1, deadline - time.monotonic()))
+        if not got or got.group(0) == "banning node":
+            print(f"FAIL {who} did not get {path} from the seed")
+            return 1
+    banned = puller.wait_for(r"banning node", 3)
+    if banned:
+        print(f"FAIL {who} banned the seed: " + banned.group(0))
+        return 1
+    return 0
+
+
 def flip_middle_byte(snap):
     """Flips the byte in the middle of the blob snapshot link |snap| points
     at, as bit rot would (its mode is put back)."""
@@ -1482,20 +1500,7 @@ def case_disk_rot(tmp):
         fails += 1
     p2 = Node("puller2", node_args(k, "x", tmp, ["--peer", a.addr, "--peer", h_addr,
                                                  "--pull", mid, "--exit-when-complete"]))
-    others = [p for p in files if p != shard]
-    deadline = time.monotonic() + WAIT_S
-    for path in others:
-        got = p2.wait_for(r"%s complete and verified|banning node" % re.escape(path),
-                          max(1, deadline - time.monotonic()))
-        if not got or got.group(0) == "banning node":
-            print(f"FAIL the second puller did not get {path} from the seed")
-            fails += 1
-            break
-    # A bad chunk would have come with the rest: give its verdict time.
-    banned = p2.wait_for(r"banning node", 3)
-    if banned:
-        print("FAIL the second puller banned the seed: " + banned.group(0))
-        fails += 1
+    fails += others_without_ban(p2, [p for p in files if p != shard], "the second puller")
     h = Node("seed2", h_args)
     rc = p2.wait(WAIT_S)
     if rc != 0:
@@ -1890,18 +1895,8 @@ def case_disk_rot_shared(tmp):
     # chunk, and no ban (the seed does not serve it).
     p2 = Node("puller2", node_args(k, "x", tmp, ["--peer", a.addr, "--peer", h_addr,
                                                  "--pull", mid2, "--no-origin"]))
-    deadline = time.monotonic() + WAIT_S
-    for path in [p for p in files2 if p != shard]:
-        got = p2.wait_for(r"%s complete and verified|banning node" % re.escape(path),
-                          max(1, deadline - time.monotonic()))
-        if not got or got.group(0) == "banning node":
-            print(f"FAIL the puller of release 2 did not get {path} from the seed")
-            fails += 1
-            break
-    banned = p2.wait_for(r"banning node", 3)
-    if banned:
-        print("FAIL the puller of release 2 banned the seed: " + banned.group(0))
-        fails += 1
+    fails += others_without_ban(p2, [p for p in files2 if p != shard],
+                                "the puller of release 2")
     h = Node("seed2", node_args(k, "m", tmp, both + ["--listen", h_addr, "--peer", a.addr]))
     for m_id in (mid, mid2):
         if not a.wait_for(r"release %s: %s is whole again" % (m_id[:16], re.escape(shard)),
