@@ -240,6 +240,17 @@ def stop_all(nodes):
     return bad
 
 
+def finish(fails, nodes):
+    """A case's end: stops |nodes| (stop_all) and, when anything failed,
+    prints each one's log; returns |fails| plus the nodes that did not
+    shut down cleanly."""
+    fails += stop_all(nodes)
+    if fails:
+        for n in nodes:
+            n.dump()
+    return fails
+
+
 def watch_all(nodes, pattern, t_start, deadline, tick=None):
     """Watches the stderr of every Proc in |nodes| at once for a line
     matching |pattern|, so each is timed when it happened: returns

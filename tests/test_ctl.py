@@ -541,11 +541,7 @@ def case_cred_expiry(tmp):
     if "credential" in "\n".join(l for l in b.lines if " warn " in l):
         print("FAIL a 30-day credential was warned about")
         fails += 1
-    fails += shoalproc.stop_all([a, b])
-    if fails:
-        a.dump()
-        b.dump()
-    return fails
+    return shoalproc.finish(fails, [a, b])
 
 
 def case_loopback_announce(tmp):

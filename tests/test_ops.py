@@ -277,10 +277,7 @@ def case_origin_bytes(tmp):
     if not got or int(got.group(1)) != hub.size:
         print(f"FAIL metrics: origin bytes != {hub.size}:\n{mt}")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def start_tracker(k):
@@ -318,10 +315,7 @@ def case_names(tmp):
     if "(no releases)" not in st:
         print(f"FAIL refused pulls were kept:\n{st}")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def case_branch(tmp):
@@ -352,10 +346,7 @@ def case_branch(tmp):
     if r.returncode == 0 or "no tracker has answered with its manifest yet" not in r.stdout:
         print(f"FAIL an unpublished release: exit {r.returncode}, no reason shown: {r.stdout}")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def read_ref(n, branch):
@@ -392,10 +383,7 @@ def case_refs(tmp):
     if not os.path.isdir(os.path.join(n.cache, "models--acme--model", "snapshots", dev)):
         print("FAIL dev's commit has no snapshot")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def local_release(tmp, k, files):
@@ -454,11 +442,7 @@ def store_full(tmp, small):
     if len(re.findall(r"pull \S+ failed: cannot open store", b.log())) != 2:
         print("FAIL the second shoal pull did not try to open the release again")
         fails += 1
-    fails += shoalproc.stop_all([a, b])
-    if fails:
-        a.dump()
-        b.dump()
-    return fails
+    return shoalproc.finish(fails, [a, b])
 
 
 def case_wildcard_listen(tmp):
@@ -562,10 +546,7 @@ def case_origin_down(tmp):
     if "failing" in st:
         print(f"FAIL status still shows the origin failing:\n{st}")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def tracker_metric(text, name):
@@ -930,10 +911,7 @@ def case_branch_follow(tmp):
     if read_ref(n, "dev") != dev:
         print(f"FAIL refs/dev is not {dev} after pulling the branch once it existed")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def case_hub_refused(tmp):
@@ -968,10 +946,7 @@ def case_hub_refused(tmp):
     if r.returncode == 0:
         print(f"FAIL shoal drop found the refused pull still there: {r.stdout}")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def case_loader_branch(tmp):
@@ -1017,10 +992,7 @@ def case_loader_branch(tmp):
     if sorted(got) != sorted(hub.files):
         print(f"FAIL with no tracker up the loader got {len(got)} of {len(hub.files)} files")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump()
-    return fails
+    return shoalproc.finish(fails, [n])
 
 
 def case_waiting_reason(tmp):

@@ -1278,10 +1278,7 @@ def case_unauth_source(tmp):
         fails += 1
     for s in held + [slow]:
         s.close()
-    fails += shoalproc.stop_all([a])
-    if fails:
-        a.dump()
-    return fails
+    return shoalproc.finish(fails, [a])
 
 
 def ping_flood(tmp, floods, budget, limit, what):
