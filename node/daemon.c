@@ -508,6 +508,12 @@ static void on_complete(void *user, struct shoal_swarm *s)
     struct shoal_daemon *d = user;
 
     save_state(d);
+    /* Trackers hear it now, not at the next interval: a complete copy
+     * means nobody needs to fetch from the origin at once (the tracker
+     * names no fetcher while one is announced), and `shoal rollout
+     * --status` counts this node done. */
+    if (d->trk)
+        shoal_trkconn_announce_soon(d->trk);
     if (d->cfg->exit_when_complete && d->npulls > 0 && all_pulls_complete(d)) {
         LOG_I("every pulled release is complete; exiting as asked");
         shoal_daemon_stop(d, 0);

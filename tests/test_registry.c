@@ -98,11 +98,8 @@ static void test_roles(void)
         ROLE(r, 10, i, "a", m, false, want[i]);
     /* Another zone counts on its own. */
     ROLE(r, 10, 10, "b", m, false, "F");
-    /* A repeated announce keeps the role, also once complete. */
+    /* A repeated announce keeps the role. */
     ROLE(r, 20, 3, "a", m, false, "I1");
-    ROLE(r, 20, 0, "a", m, true, "F");
-    /* A complete node does not take a free rank. */
-    ROLE(r, 20, 20, "c", m, true, "-");
     ROLE(r, 20, 21, "c", m, false, "F");
     struct shoal_reg_role ro = role1(r, 20, 21, "c", m, false);
     CHECK_EQ(ro.rank, 0);
@@ -144,6 +141,25 @@ static void test_roles(void)
     key(pk, 1, 9);
     REQUIRE(shoal_reg_announce(r, 1700, pk, "10.0.0.1:7000", "a", NULL, 0, NULL) == 0);
     ROLE(r, 1700, 11, "a", m, false, "I2");
+
+    /* A complete copy anywhere: nobody fetches at once (the fleet has
+     * every chunk; a node leases what its peers lack after its origin
+     * delay), ranks and import shares kept; a complete node takes no
+     * rank. Before, 20 seeds in a 200-node simulated fleet still left the
+     * origin sending 0.61x the release to the fetchers. */
+    ROLE(r, 1800, 20, "c", m, true, "-");
+    ro = role1(r, 1800, 21, "c", m, false);
+    CHECK(!ro.fetcher && ro.import_mod == 0 && ro.rank == 0);
+    ROLE(r, 1800, 11, "a", m, false, "I2");
+    /* A node's rank survives its completing. */
+    ro = role1(r, 1800, 21, "c", m, true);
+    CHECK(!ro.fetcher && ro.rank == 0);
+    /* The complete copies go: fetchers again. */
+    key(pk, 1, 20);
+    shoal_reg_remove_node(r, pk);
+    key(pk, 1, 21);
+    REQUIRE(shoal_reg_announce(r, 1800, pk, "10.0.0.1:7000", "c", NULL, 0, NULL) == 0);
+    ROLE(r, 1800, 21, "c", m, false, "F");
     shoal_reg_free(r);
 }
 

@@ -880,11 +880,11 @@ static void role_describe(const struct shoal_reg *r, const struct mani *m,
     /* A rank was taken, so fetch_level has run. */
     uint32_t f = r->cfg.origin_fetchers == 0 ? 0 : m->zfetch, rank = ho->rank;
     *out = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE };
-    out->fetcher = r->cfg.origin_fetchers == 0;
+    out->fetcher = r->cfg.origin_fetchers == 0 && m->ncomplete == 0;
     if (rank == RANK_NONE)
         return;
     out->rank = rank;
-    if (rank < f) {
+    if (rank < f && m->ncomplete == 0) {
         out->fetcher = true;
     } else if (rank - f < r->cfg.importers) {
         out->import_mod = r->cfg.importers;

@@ -139,7 +139,8 @@ struct shoal_reg_have {
  * fleet of daemons (and the simulator) leaves the origin and the zone
  * boundary to a few nodes per zone. */
 struct shoal_reg_role {
-    bool fetcher;         /* lease from the origin at once; others wait */
+    bool fetcher;         /* lease from the origin at once; others wait
+                             (nobody while a complete copy is announced) */
     uint32_t import_mod;  /* > 0: import the chunks c with c % import_mod ==
                              import_rem from other zones at once */
     uint32_t import_rem;
