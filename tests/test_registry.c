@@ -142,12 +142,13 @@ static void test_roles(void)
     REQUIRE(shoal_reg_announce(r, 1700, pk, "10.0.0.1:7000", "a", NULL, 0, NULL) == 0);
     ROLE(r, 1700, 11, "a", m, false, "I2");
 
-    /* A complete copy anywhere: nobody fetches at once (the fleet has
-     * every chunk; a node leases what its peers lack after its origin
-     * delay), ranks and import shares kept; a complete node takes no
-     * rank. Before, 20 seeds in a 200-node simulated fleet still left the
+    /* A complete copy in the zone: nobody there fetches at once (the
+     * zone has every chunk; a node leases what its peers lack after its
+     * origin delay), ranks and import shares kept; a complete node takes
+     * no rank. Before, 20 seeds in a 200-node simulated fleet still left the
      * origin sending 0.61x the release to the fetchers. */
     ROLE(r, 1800, 20, "c", m, true, "-");
+    ROLE(r, 1800, 10, "b", m, false, "F"); /* another zone's are kept */
     ro = role1(r, 1800, 21, "c", m, false);
     CHECK(!ro.fetcher && ro.import_mod == 0 && ro.rank == 0);
     ROLE(r, 1800, 11, "a", m, false, "I2");
@@ -611,21 +612,71 @@ static void test_lease_withdraw(void)
     CHECK_EQ(shoal_reg_lease(r, 600, m1, 20, n1, 5, 11, M, &f, &c, &e), 0);
     CHECK_EQ(f, 11);
     CHECK_EQ(c, 5);
-    /* ... and from the middle of [11, 16), 12 alone: 11 and 13..15 stay
-     * n1's lease, to report or to expire. */
+    /* ... and from the middle of [11, 16), 12 alone, in a lease of its
+     * own over it: [11, 16) stays as granted, so reports against the
+     * node's own span still fit it. */
     CHECK_EQ(shoal_reg_lease(r, 700, m1, 20, n1, 5, 12, M, &f, &c, &e), 0);
     CHECK_EQ(f, 12);
     CHECK_EQ(c, 1);
-    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 13, 3), 0);
-    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 11, 2), SHOAL_ENOTFOUND);
-    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 11, 1), 0);
-    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 12, 1), 0);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    uint64_t active = st.leases_active;
+    CHECK_EQ(shoal_reg_lease_done(r, 800, m1, n1, 11, 5), 0);
+    /* All three over 11..15 ended ([11, 12) granted without the flag
+     * at 300 too): every chunk of each is fetched. */
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_active, active - 3);
     /* Everything up to 16 is fetched or leased now: n2 gets 16. */
     CHECK_EQ(shoal_reg_lease(r, 900, m1, 20, n2, 1, 11, M, &f, &c, &e), 0);
     CHECK_EQ(f, 16);
-    struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.fetched_withdrawn, 5);
+    shoal_reg_free(r);
+}
+
+/* A chunk withdrawn from a node's fetched credit while its lease still
+ * covers it is leased to it again, over the old lease; when the old one
+ * expires, the chunk stays the new lease's (the review's repro leased it
+ * to a second node while the first still fetched it). A withdrawal never
+ * splits a lease, so the node's cap holds. */
+static void test_lease_withdraw_overlap(void)
+{
+    struct shoal_reg *r = mkreg_ex(5000, 0); /* lease_ms 1000 */
+    uint8_t m1[32], n1[32], n2[32];
+    key(m1, 2, 1);
+    key(n1, 1, 1);
+    key(n2, 1, 2);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    announce1(r, 0, 2, "a", m1, 0, false);
+    uint32_t f, c;
+    uint64_t e;
+    const uint32_t M = SHOAL_REG_HINT_MISSING;
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 4, 0, M, &f, &c, &e), 0); /* [0, 4) */
+    CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n1, 0, 2), 0);             /* to 1200 */
+    CHECK_EQ(shoal_reg_lease(r, 300, m1, 20, n1, 1, 0, M, &f, &c, &e), 0);
+    CHECK(f == 0 && c == 1);                                              /* to 1300 */
+    CHECK_EQ(shoal_reg_lease(r, 1250, m1, 20, n2, 4, 0, M, &f, &c, &e), 0);
+    CHECK_EQ(f, 2); /* 2 and 3 came free with [0, 4); 0 is still leased */
+    CHECK_EQ(c, 4);
+    shoal_reg_free(r);
+
+    /* Seven leases, then a chunk from the middle of the first: one lease
+     * more, the eighth, and the next request is refused. */
+    r = mkreg_ex(5000, 0);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 200, n1, 8, 0, M, &f, &c, &e), 0);
+    for (uint32_t i = 1; i < 7; i++)
+        CHECK_EQ(shoal_reg_lease(r, 100, m1, 200, n1, 8, 8 * i, M, &f, &c, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 200, m1, 200, n1, 8, 3, M, &f, &c, &e), 0);
+    CHECK(f == 3 && c == 1);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_active, SHOAL_REG_LEASES_PER_NODE);
+    CHECK_EQ(shoal_reg_lease(r, 200, m1, 200, n1, 8, 4, M, &f, &c, &e), SHOAL_EBUSY);
+    /* The node's report over its first span still fits it. */
+    CHECK_EQ(shoal_reg_lease_done(r, 300, m1, n1, 0, 8), 0);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_active, SHOAL_REG_LEASES_PER_NODE - 2);
     shoal_reg_free(r);
 }
 
@@ -1794,6 +1845,7 @@ int main(void)
     RUN(test_leases);
     RUN(test_lease_extend);
     RUN(test_lease_withdraw);
+    RUN(test_lease_withdraw_overlap);
     RUN(test_lease_share);
     RUN(test_lease_limits_and_loss);
     RUN(test_manifests);

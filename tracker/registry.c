@@ -187,6 +187,12 @@ struct holder {
 
 #define RANK_NONE 0xffu
 
+/* How many holders in one zone announce a manifest complete. */
+struct zcomp {
+    uint16_t zone;
+    uint32_t n;
+};
+
 /* Which role ranks of one manifest are taken in one zone. */
 struct zrank {
     uint64_t bits[4];
@@ -249,6 +255,8 @@ struct mani {
                               first: [0, ne), then the others */
     uint32_t nh, caph, ne;
     uint32_t ncomplete;    /* holders announcing complete */
+    struct zcomp *zc;      /* the same per zone, zones with any only */
+    uint32_t nzc, capzc;
     uint32_t nchunks;      /* 0 = unknown */
     uint8_t *chunks;       /* CH_* per chunk, allocated on first lease */
     uint32_t nfree;        /* chunks CH_FREE (with |chunks|) */
@@ -258,6 +266,8 @@ struct mani {
     uint32_t nfs, capfs;
     struct bar *bars;
     uint32_t nbars, capbars;
+    bool overlaps;         /* leases may overlap (withdraw_hint); none
+                              with no lease left */
     struct zrank *zr;      /* zones with a rank taken, in no order */
     uint32_t nzr, capzr;
     uint32_t zfetch;       /* fetchers per zone (fetch_level) */
@@ -493,6 +503,7 @@ static void mani_clear(struct mani *m)
     free(m->fs);
     free(m->bars);
     free(m->zr);
+    free(m->zc);
     shoal_reg_bytes_release(m->signed_bytes);
     free(m->names);
     memset(m, 0, sizeof(*m));
@@ -699,6 +710,43 @@ static uint32_t mani_get(struct shoal_reg *r, const uint8_t id[32], int *rv)
 
 /* ---- holdings ---- */
 
+/* Counts holder |ho| (complete or not) in its zone's complete count, with
+ * |sign| +1 or -1. Without memory for a new zone's record the count stays
+ * short: that zone keeps its fetchers, as before counts existed. */
+static void zcomp_count(struct mani *m, const struct holder *ho, int sign)
+{
+    if (!ho->complete)
+        return;
+    for (uint32_t i = 0; i < m->nzc; i++) {
+        if (m->zc[i].zone != ho->zone)
+            continue;
+        if (sign > 0)
+            m->zc[i].n++;
+        else if (--m->zc[i].n == 0)
+            m->zc[i] = m->zc[--m->nzc];
+        return;
+    }
+    if (sign < 0)
+        return;
+    if (m->nzc == m->capzc) {
+        uint32_t ncap = m->capzc ? m->capzc * 2 : 2;
+        struct zcomp *nz = realloc(m->zc, (size_t)ncap * sizeof(*nz));
+        if (!nz)
+            return;
+        m->zc = nz;
+        m->capzc = ncap;
+    }
+    m->zc[m->nzc++] = (struct zcomp){ .zone = ho->zone, .n = 1 };
+}
+
+static bool zone_has_complete(const struct mani *m, uint16_t zone)
+{
+    for (uint32_t i = 0; i < m->nzc; i++)
+        if (m->zc[i].zone == zone)
+            return true;
+    return false;
+}
+
 static bool holder_eligible(const struct holder *h)
 {
     return h->complete || h->have;
@@ -749,9 +797,11 @@ static void holder_update(struct shoal_reg *r, uint32_t mi, uint32_t slot, uint3
     struct holder *ho = &m->h[slot];
     bool was = holder_eligible(ho);
     m->ncomplete -= ho->complete;
+    zcomp_count(m, ho, -1);
     ho->have = have;
     ho->complete = complete;
     m->ncomplete += ho->complete;
+    zcomp_count(m, ho, +1);
     bool now = holder_eligible(ho);
     if (was && !now) {
         holder_swap(r, mi, slot, m->ne - 1);
@@ -879,12 +929,21 @@ static void role_describe(const struct shoal_reg *r, const struct mani *m,
 {
     /* A rank was taken, so fetch_level has run. */
     uint32_t f = r->cfg.origin_fetchers == 0 ? 0 : m->zfetch, rank = ho->rank;
+    /* A complete copy in the zone: every chunk is there, nobody fetches
+     * at once (a node leases what its peers lack after its origin delay).
+     * Before, 20 seeds in a 200-node simulated fleet still left the origin
+     * sending 0.61x the release, the fetchers leasing before their peers'
+     * HAVEs came. Per zone: with one seed elsewhere behind a capped
+     * interconnect, a fleet-wide rule cost zones their fetchers (last node
+     * 4.6 -> 6.3 s), and a credentialed node claiming complete can slow
+     * only its own zone, not stall it. */
+    bool seeded = zone_has_complete(m, ho->zone);
     *out = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE };
-    out->fetcher = r->cfg.origin_fetchers == 0 && m->ncomplete == 0;
+    out->fetcher = r->cfg.origin_fetchers == 0 && !seeded;
     if (rank == RANK_NONE)
         return;
     out->rank = rank;
-    if (rank < f && m->ncomplete == 0) {
+    if (rank < f && !seeded) {
         out->fetcher = true;
     } else if (rank - f < r->cfg.importers) {
         out->import_mod = r->cfg.importers;
@@ -904,6 +963,7 @@ static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
     struct mani *m = &r->manis[mi];
     uint32_t slot = nd->ents[e].slot;
     m->ncomplete -= m->h[slot].complete;
+    zcomp_count(m, &m->h[slot], -1);
     rank_release(r, m, &m->h[slot]);
     /* The entry goes first so the moves below never find it. */
     nd->ents[e] = nd->ents[--nd->nents];
@@ -960,6 +1020,7 @@ static int entry_add(struct shoal_reg *r, uint32_t ni, uint32_t mi, const struct
     if (!m->signed_bytes)
         nd->nunreg++;
     m->ncomplete += h->complete;
+    zcomp_count(m, &m->h[m->nh - 1], +1);
     if (holder_eligible(&m->h[m->nh - 1])) {
         holder_swap(r, mi, m->nh - 1, m->ne);
         m->ne++;
@@ -971,11 +1032,20 @@ out:
 
 /* ---- leases ---- */
 
+/* Whether a lease of |m| other than |li| covers chunk |c|. */
+static bool lease_covered(const struct mani *m, uint32_t li, uint32_t c)
+{
+    for (uint32_t j = 0; j < m->nl; j++)
+        if (j != li && c >= m->leases[j].first && c - m->leases[j].first < m->leases[j].count)
+            return true;
+    return false;
+}
+
 static void lease_drop(struct shoal_reg *r, struct mani *m, uint32_t li, bool expired)
 {
     struct lease *l = &m->leases[li];
     for (uint32_t c = l->first; c < l->first + l->count; c++)
-        if (m->chunks[c] == CH_LEASED) {
+        if (m->chunks[c] == CH_LEASED && !(m->overlaps && lease_covered(m, li, c))) {
             m->chunks[c] = CH_FREE;
             m->nfree++;
         }
@@ -984,6 +1054,8 @@ static void lease_drop(struct shoal_reg *r, struct mani *m, uint32_t li, bool ex
     if (expired)
         r->st.leases_expired++;
     m->leases[li] = m->leases[--m->nl];
+    if (m->nl == 0)
+        m->overlaps = false;
     r->st.leases_active--;
 }
 
@@ -1316,7 +1388,9 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
         for (uint16_t e = 0; e < nd->nents; e++) {
             struct mani *m = &r->manis[nd->ents[e].mani];
             rank_release(r, m, &m->h[nd->ents[e].slot]);
+            zcomp_count(m, &m->h[nd->ents[e].slot], -1);
             m->h[nd->ents[e].slot].zone = (uint16_t)zi;
+            zcomp_count(m, &m->h[nd->ents[e].slot], +1);
         }
     } else {
         zone_release(r, zi); /* the node already holds a reference */
@@ -1699,39 +1773,17 @@ static void withdraw_hint(struct shoal_reg *r, struct mani *m, uint32_t ni, uint
 {
     if (m->chunks[c] == CH_LEASED) {
         for (uint32_t i = 0; i < m->nl; i++) {
-            struct lease *l = &m->leases[i];
+            const struct lease *l = &m->leases[i];
             /* An unconfirmed one the node may not know of: it is granted
              * again as it is (lease_unconfirmed). */
             if (l->node != ni || l->unconfirmed || c < l->first || c - l->first >= l->count)
                 continue;
-            /* |c| leaves the lease, so that no lease but the next one
-             * covers it (an end of this one frees what it covers). */
-            uint32_t end = l->first + l->count;
-            if (l->count == 1) {
-                lease_drop(r, m, i, false);
-                r->st.fetched_withdrawn++;
-                return;
-            }
-            if (c > l->first && c + 1 < end) {
-                struct lease *tail = lease_slot(m);
-                if (!tail)
-                    return;
-                l = &m->leases[i];
-                *tail = *l;
-                tail->first = c + 1;
-                tail->count = end - c - 1;
-                m->nl++;
-                r->nodes[ni].nleases++;
-                r->st.leases_active++;
-                l->count = c - l->first;
-            } else if (c == l->first) {
-                l->first++;
-                l->count--;
-            } else {
-                l->count--;
-            }
+            /* The lease stays as granted (the node reports against its
+             * span) and the next one overlaps it: lease_drop frees no chunk
+             * another lease still covers. */
             m->chunks[c] = CH_FREE;
             m->nfree++;
+            m->overlaps = true;
             r->st.fetched_withdrawn++;
             return;
         }
@@ -1769,6 +1821,9 @@ static void withdraw_hint(struct shoal_reg *r, struct mani *m, uint32_t ni, uint
         }
         m->chunks[c] = CH_FREE;
         m->nfree++;
+        /* A lease of the node may still cover it (it reported the chunk
+         * while a peer held it, and the rest is still coming). */
+        m->overlaps = true;
         r->st.fetched_withdrawn++;
         return;
     }
@@ -1964,6 +2019,21 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
         }
         rv = 0;
         break;
+    }
+    /* Overlapping leases of the node (withdraw_hint): one the report
+     * completed ends too, not at its expiry (it counts against the node's
+     * cap until then). */
+    for (uint32_t i = 0; rv == 0 && m->overlaps && i < m->nl;) {
+        const struct lease *l = &m->leases[i];
+        bool all = l->node == ni;
+        for (uint32_t c = l->first; all && c < l->first + l->count; c++)
+            all = m->chunks[c] == CH_FETCHED;
+        if (all) {
+            lease_drop(r, m, i, false);
+            r->st.leases_done++;
+        } else {
+            i++;
+        }
     }
 out:
     return rv;
