@@ -1410,13 +1410,16 @@ int shoal_sched_chunk_lost(struct shoal_sched *s, uint64_t now_ms, uint32_t chun
     return 0;
 }
 
-/* Reports chunk |c| of a lease fetched, merged into the LEASE_DONE just
- * queued when it ends right before |c| (chunks of a run land in order). */
-static void lease_done_run(struct shoal_sched *s, uint32_t c)
+/* Reports chunk |c| of lease |l| fetched, merged into the LEASE_DONE just
+ * queued when it ends right before |c| (chunks of a run land in order)
+ * within the same lease: a run over two adjacent leases fits neither, and
+ * the transport dropped it. */
+static void lease_done_run(struct shoal_sched *s, const struct lease *l, uint32_t c)
 {
     if (s->npend > s->pendhead) {
         struct shoal_sched_action *a = &s->pend[s->npend - 1];
-        if (a->type == SHOAL_SCHED_LEASE_DONE && a->peer == 0 && a->chunk + a->count == c) {
+        if (a->type == SHOAL_SCHED_LEASE_DONE && a->peer == 0 && a->chunk + a->count == c &&
+            a->chunk >= l->first) {
             a->count++;
             return;
         }
@@ -1555,7 +1558,7 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
          * granted to another node at expiry and fetched twice (the
          * tracker also extends a lease on each report). */
         if (ok && !reported)
-            lease_done_run(s, chunk);
+            lease_done_run(s, l, chunk);
         reported = true;
         /* Every lease holding the chunk is looked at: local leases may
          * overlap, and a count per lease, taken down by whichever lease
