@@ -113,16 +113,20 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     since_join_line(r, f);
     fprintf(f, "origin egress  %.3f GiB (%.4f x release)\n", (double)r->origin_bytes / 1073741824.0,
             ratio((double)r->origin_bytes, F));
-    fprintf(f, "cross-zone     %.3f GiB (%.5f of bytes received)\n",
-            (double)r->cross_bytes / 1073741824.0,
-            ratio((double)r->cross_bytes, (double)r->recv_bytes));
+    /* What crosses zones is billed by the byte on the wire, waste and
+     * all; the share is of the bytes received on the wire, likewise. */
+    fprintf(f, "cross-zone     %.3f GiB on the wire (%.3f GiB useful), %.5f of the bytes"
+               " received on the wire\n",
+            (double)r->cross_wire / 1073741824.0, (double)r->cross_bytes / 1073741824.0,
+            ratio((double)r->cross_wire, (double)r->recv_wire));
     if (r->lease_chunks)
         fprintf(f, "origin leases  %u chunks asked (shoald --lease-chunks %u), %llu granted,"
                    " %.1f chunks each\n",
                 r->lease_chunks, r->lease_chunks, (unsigned long long)r->leases,
                 r->leases ? (double)r->leased_chunks / (double)r->leases : 0.0);
-    fprintf(f, "received       %.3f GiB, wasted %.3f GiB (duplicates, aborts)\n",
-            (double)r->recv_bytes / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);
+    fprintf(f, "received       %.3f GiB on the wire, wasted %.3f GiB (duplicates, cancelled"
+               " and aborted transfers)\n",
+            (double)r->recv_wire / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);
     fprintf(f, "transfers      %llu chunk transfers, %llu events, %.3f s simulated\n",
             (unsigned long long)r->transfers, (unsigned long long)r->events, r->end_s);
 }
@@ -130,7 +134,7 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
 int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
 {
     fprintf(f, "node,zone,seed,failed,up_Bps,down_Bps,join_s,done_s,from_origin,from_zone,"
-               "from_cross,uploaded,died_s\n");
+               "from_cross,uploaded,died_s,cross_wire,uploaded_wire\n");
     for (uint32_t i = 0; i < r->nodes; i++) {
         const struct shoal_sim_node *n = &r->node[i];
         fprintf(f, "%u,%u,%d,%d,%.0f,%.0f,%.6f,", i, n->zone, n->seed, n->failed, n->up,
@@ -142,7 +146,8 @@ int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
                 (unsigned long long)n->uploaded);
         if (n->died_s >= 0)
             fprintf(f, "%.6f", n->died_s);
-        fputc('\n', f);
+        fprintf(f, ",%llu,%llu\n", (unsigned long long)n->cross_wire,
+                (unsigned long long)n->uploaded_wire);
     }
     return ferror(f) ? -EIO : 0;
 }

@@ -96,6 +96,13 @@ struct acc {
     uint64_t from_origin, from_zone, from_cross, uploaded;
 };
 
+/* Bytes on the wire beyond the useful ones (duplicates, partial
+ * transfers), received across zones and uploaded: apart from acc, which
+ * every transfer touches, as these are rare. */
+struct extra {
+    uint64_t cross, up;
+};
+
 struct node {
     struct shoal_sched *s;
     uint8_t *have;
@@ -131,6 +138,7 @@ struct sim {
                               request compares two nodes' zones) */
     struct acc *acc;       /* per node: bytes by source, copied to the
                               result at the end (dense, like the others) */
+    struct extra *extra;   /* per node: wire bytes beyond acc's */
     struct vec origin_up;
     struct conn *conn;
     uint32_t nconn, conncap;
@@ -857,10 +865,40 @@ static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t byte
         kind = 2;
         S->acc[dst].from_cross += bytes;
         r->cross_bytes += bytes;
+        r->cross_wire += bytes;
     }
     r->bins[bin][kind] += bytes;
     if (src != S->n)
         S->acc[src].uploaded += bytes;
+}
+
+/* |bytes| from |src| to |dst| went over the wire without bringing |dst| a
+ * chunk it lacked: a duplicate, or part of a chunk. They cost what useful
+ * bytes cost (a cross-zone byte is billed all the same). */
+static void count_extra(struct sim *S, uint32_t src, uint32_t dst, uint64_t bytes)
+{
+    if (src == S->n)
+        return; /* origin_bytes counts the origin's */
+    S->extra[src].up += bytes;
+    if (S->zone[src] != S->zone[dst]) {
+        S->extra[dst].cross += bytes;
+        S->r->cross_wire += bytes;
+    }
+}
+
+/* The part of |cn|'s chunk sent so far went over the wire and is lost:
+ * its transfer was cancelled or its connection died (|wasted|), or the
+ * run ended under it. */
+static void count_partial(struct sim *S, struct conn *cn, bool wasted)
+{
+    settle(S, cn);
+    uint64_t part = S->size[cn->cur] - (uint64_t)cn->remaining;
+    if (wasted)
+        S->r->wasted_bytes += part;
+    if (cn->src == S->n)
+        S->r->origin_bytes += part;
+    S->r->recv_wire += part;
+    count_extra(S, cn->src, cn->dst, part);
 }
 
 /* Gives node |x| the role the tracker named, as the daemon does
@@ -918,6 +956,7 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
     bool fresh = !(d->have[c >> 3] & (1u << (c & 7)));
     if (!fresh) {
         S->r->wasted_bytes += bytes;
+        count_extra(S, src, dst, bytes);
     } else {
         d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
         S->nhave[dst]++;
@@ -1135,8 +1174,7 @@ static int run_sched(struct sim *S, uint32_t x)
                     break;
                 struct conn *cn = &S->conn[nd->cin[k]];
                 if (cn->active && cn->cur == a[i].chunk) {
-                    settle(S, cn);
-                    S->r->wasted_bytes += S->size[cn->cur] - (uint64_t)cn->remaining;
+                    count_partial(S, cn, true);
                     rv = conn_advance(S, nd->cin[k]);
                 }
                 /* Queued copies are dropped when they reach the head. */
@@ -1228,11 +1266,7 @@ static int kill_conn(struct sim *S, uint32_t id)
     struct conn *cn = &S->conn[id];
     int rv = 0;
     if (cn->active) {
-        settle(S, cn);
-        uint64_t part = S->size[cn->cur] - (uint64_t)cn->remaining;
-        S->r->wasted_bytes += part;
-        if (cn->src == S->n)
-            S->r->origin_bytes += part;
+        count_partial(S, cn, true);
         cn->qn = 0;
         rv = deactivate(S, id);
     }
@@ -1609,6 +1643,7 @@ static int setup(struct sim *S)
     S->nhave = calloc(c->nodes, sizeof(*S->nhave));
     S->zone = calloc(c->nodes, 1);
     S->acc = calloc(c->nodes, sizeof(*S->acc));
+    S->extra = calloc(c->nodes, sizeof(*S->extra));
     S->victim = calloc(c->nodes, 1);
     if (S->lk != NULL)
         S->lk[c->nodes].up = c->origin_up;
@@ -1632,7 +1667,7 @@ static int setup(struct sim *S)
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
-    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->victim || !S->dirty ||
+    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->extra || !S->victim || !S->dirty ||
         !S->bitbuf || !S->plist || !S->hold || !S->hbit || !S->haves || !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
@@ -1799,6 +1834,7 @@ static void teardown(struct sim *S)
     free(S->nhave);
     free(S->zone);
     free(S->acc);
+    free(S->extra);
     free(S->victim);
     free(S->plist);
     free(S->heap);
@@ -1823,11 +1859,19 @@ static void teardown(struct sim *S)
 static int finish(struct sim *S, bool all_done)
 {
     struct shoal_sim_result *r = S->r;
+    /* Chunks still under way went over the wire in part: count that part
+     * (not as waste: the run, not the schedule, cut them off). */
+    for (uint32_t id = 0; id < S->nconn; id++)
+        if (S->conn[id].active && S->conn[id].cur != NIL)
+            count_partial(S, &S->conn[id], false);
+    r->recv_wire += r->recv_bytes;
     for (uint32_t i = 0; i < S->c->nodes; i++) {
         r->node[i].from_origin = S->acc[i].from_origin;
         r->node[i].from_zone = S->acc[i].from_zone;
         r->node[i].from_cross = S->acc[i].from_cross;
         r->node[i].uploaded = S->acc[i].uploaded;
+        r->node[i].cross_wire = S->acc[i].from_cross + S->extra[i].cross;
+        r->node[i].uploaded_wire = S->acc[i].uploaded + S->extra[i].up;
         if (all_done && S->fails_pending > 0 && S->victim[i] && r->node[i].died_s < 0) {
             r->node[i].died_s = S->c->fail_at_s;
             r->died_after_end++;

@@ -160,7 +160,14 @@ struct shoal_sim_node {
                                   and died later keeps its done_s and counts
                                   as completed; from died_s on it uploads
                                   nothing */
+    /* Bytes of chunks it was missing, by source, and bytes of such
+     * chunks it uploaded: useful bytes, each chunk counted once. */
     uint64_t from_origin, from_zone, from_cross, uploaded;
+    /* Bytes on the wire, waste included (duplicates, the part of a chunk
+     * sent before its transfer was cancelled or its connection died, and
+     * of one still under way when the run ended): received from other
+     * zones, and uploaded. */
+    uint64_t cross_wire, uploaded_wire;
 };
 
 struct shoal_sim_result {
@@ -196,10 +203,17 @@ struct shoal_sim_result {
                                   simulated, they could change nothing */
     uint32_t died;             /* nodes that died (all at fail_at_s) */
     double fail_at_s;          /* when; -1 when no node was picked to fail */
-    uint64_t origin_bytes;     /* egress from the origin, all of it */
-    uint64_t cross_bytes;      /* bytes received across zones */
-    uint64_t recv_bytes;       /* bytes of chunks received (incl. duplicates) */
-    uint64_t wasted_bytes;     /* duplicates and aborted transfers */
+    /* Bytes on the wire count everything sent: chunks the receiver
+     * lacked, duplicates, the part of a chunk sent before its transfer was
+     * cancelled or its connection died, and of one still under way when
+     * the run ended. Useful bytes are chunks the receiver lacked. */
+    uint64_t origin_bytes;     /* egress from the origin, on the wire */
+    uint64_t cross_wire;       /* bytes that crossed zones on the wire */
+    uint64_t cross_bytes;      /* ... of which useful */
+    uint64_t recv_wire;        /* bytes received on the wire, all of them */
+    uint64_t recv_bytes;       /* bytes of whole chunks received (incl.
+                                  duplicates) */
+    uint64_t wasted_bytes;     /* duplicates, cancelled and aborted transfers */
     uint64_t transfers;        /* chunk transfers completed */
     uint64_t events;
     uint64_t busy;             /* requests answered busy (upload slots full) */

@@ -301,6 +301,66 @@ static void test_zone_cap_flood(void)
     shoal_sim_result_free(r);
 }
 
+/* Every byte on the wire has a source and, across zones, a bill: the
+ * origin's egress and the nodes' uploads on the wire add up to the bytes
+ * received on the wire, and the cross-zone figures count duplicates and
+ * partial transfers too. (They counted only chunks a node lacked: 0.280
+ * GiB across for the flood below, where 0.368 GiB crossed, and the share
+ * divided that by bytes that did count duplicates.) */
+static void check_wire(const struct shoal_sim_result *r)
+{
+    uint64_t up = 0, cross = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        const struct shoal_sim_node *n = &r->node[i];
+        CHECK(n->cross_wire >= n->from_cross);
+        CHECK(n->uploaded_wire >= n->uploaded);
+        up += n->uploaded_wire;
+        cross += n->cross_wire;
+    }
+    CHECK_EQ(r->origin_bytes + up, r->recv_wire);
+    CHECK_EQ(cross, r->cross_wire);
+    CHECK(r->cross_wire >= r->cross_bytes);
+    CHECK(r->recv_wire >= r->recv_bytes);
+}
+
+static void test_wire_bytes(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    /* The flood: cancelled and duplicate crossings. */
+    fleet(&c, 60, 2, 128);
+    c.zone_cap = 125e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    check_wire(r);
+    CHECK(r->cross_wire > r->cross_bytes + (16u << 20));
+    /* Two pairs, each at most zone_cap for the whole run. */
+    CHECK((double)r->cross_wire <= 2 * c.zone_cap * r->end_s * (1 + 1e-9));
+    shoal_sim_result_free(r);
+    r = NULL;
+    /* Connections killed under way across zones. */
+    fleet(&c, 40, 2, 64);
+    c.fail_frac = 0.25;
+    c.fail_at_s = 0.1;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    check_wire(r);
+    CHECK(r->recv_wire > r->recv_bytes);
+    shoal_sim_result_free(r);
+    r = NULL;
+    /* Cut off by max_time: what was sent of the chunk under way is on the
+     * wire too, so one node fed by the origin alone received exactly
+     * u_origin x max_time. */
+    base(&c);
+    c.nodes = 1;
+    c.zones = 1;
+    c.max_sim_s = 0.02;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->incomplete, 1);
+    check_wire(r);
+    CHECK(fabs((double)r->origin_bytes - c.origin_up * c.max_sim_s) < 2);
+    CHECK(r->origin_bytes > r->recv_bytes);
+    shoal_sim_result_free(r);
+}
+
 /* Fleet roles: only the origin fetchers (the first nodes of each zone)
  * take anything from the origin, each chunk leaves it once, and every node
  * still ends with the whole release. */
@@ -810,6 +870,7 @@ int main(void)
     RUN(test_fail_after_done);
     RUN(test_zone_cap_bound);
     RUN(test_zone_cap_flood);
+    RUN(test_wire_bytes);
     RUN(test_roles);
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
