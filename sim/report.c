@@ -216,23 +216,24 @@ int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f)
     fprintf(f, "'/>\n");
     free(t);
 
-    /* Receive rate by source, GB/s per bin. */
+    /* Receive rate by source, GB/s per bin: each flow's bytes in the bins
+     * it sent them in (sim.c settle, bin_spread). */
     uint32_t nb = (uint32_t)(tmax / r->bin_s) + 1;
     if (nb > r->nbins)
         nb = r->nbins;
     double ymax = 1e-9;
     for (uint32_t i = 0; i < nb; i++) {
-        double s = (double)(r->bins[i][0] + r->bins[i][1] + r->bins[i][2]) / r->bin_s / 1e9;
+        double s = (r->bins[i][0] + r->bins[i][1] + r->bins[i][2]) / r->bin_s / 1e9;
         if (s > ymax)
             ymax = s;
     }
-    frame(f, X0, Y2, W, H, tmax, ymax, "Bytes received by source", "GB/s", "%.3g");
+    frame(f, X0, Y2, W, H, tmax, ymax, "Bytes received on the wire by source", "GB/s", "%.3g");
     static const char *color[3] = {"#d62728", "#2ca02c", "#ff7f0e"};
     static const char *label[3] = {"origin", "same zone", "cross zone"};
     for (int k = 0; k < 3; k++) {
         fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='1.5' points='", color[k]);
         for (uint32_t i = 0; i < nb; i++) {
-            double y = (double)r->bins[i][k] / r->bin_s / 1e9;
+            double y = r->bins[i][k] / r->bin_s / 1e9;
             fprintf(f, "%s%.1f,%.1f", i ? " " : "", X0 + W * (i + 0.5) * r->bin_s / tmax,
                     Y2 + H - H * y / ymax);
         }

@@ -74,6 +74,8 @@ struct conn {
     uint32_t up_i, down_i, zz_i;
     bool active;
     bool dead;
+    uint8_t kind;          /* its bytes' source in the rate bins: 0 origin,
+                              1 same zone, 2 cross zone */
 };
 
 struct vec {
@@ -185,6 +187,10 @@ struct sim {
     size_t hstride;
     struct shoal_reg_peer *plist;
     struct shoal_sim_progress prog; /* when c->progress */
+    /* The rate bin settle() last added to, [bin_lo, bin_hi) in time: a
+     * flow settled within it needs no division (bin_spread). */
+    uint32_t bin_cur;
+    double bin_lo, bin_hi;
 };
 
 /* ---- small utilities ---- */
@@ -456,12 +462,22 @@ static double res_zz(const struct sim *S, uint32_t z)
     return r > 0 ? r : 0;
 }
 
-static void settle(struct sim *S, struct conn *cn)
+static void bin_spread(struct sim *S, uint32_t kind, double t0, double t1, double bytes);
+
+/* Brings |cn|'s remaining bytes to now, and puts what it sent since it
+ * was last settled, at the one rate it had, in the rate bins: in the bin
+ * last added to when it ran within that bin (most do), else bin_spread. */
+static inline __attribute__((always_inline)) void settle(struct sim *S, struct conn *cn)
 {
     if (cn->rate > 0) {
-        cn->remaining -= cn->rate * (S->now - cn->last);
-        if (cn->remaining < 0)
-            cn->remaining = 0;
+        double sent = cn->rate * (S->now - cn->last);
+        if (sent > cn->remaining)
+            sent = cn->remaining;
+        cn->remaining -= sent;
+        if (cn->last >= S->bin_lo && S->now < S->bin_hi)
+            S->r->bins[S->bin_cur][cn->kind] += sent;
+        else
+            bin_spread(S, cn->kind, cn->last, S->now, sent);
     }
     cn->last = S->now;
 }
@@ -820,7 +836,8 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
             return -ENOMEM;
         S->hpos = hp;
     }
-    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL};
+    uint8_t kind = src == S->n ? 0 : S->zone[src] == S->zone[dst] ? 1 : 2;
+    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL, .kind = kind};
     S->hpos[S->nconn] = NIL;
     *out = S->nconn++;
     return 0;
@@ -850,24 +867,47 @@ static uint32_t bins_cover(struct shoal_sim_result *r, double t)
     return bin;
 }
 
+/*
+ * Adds |bytes| sent at one rate over [t0, t1] to the rate bins of source
+ * |kind|, spread over the bins that span covers: a chunk's bytes go where
+ * they moved, not all where it completed (that put 5 GB/s across two zone
+ * pairs capped at 0.25 GB/s, and 2.2 GB/s out of a 1.25 GB/s origin). A
+ * flow's rate only changes when it is settled, so the bins are exact.
+ */
+static __attribute__((noinline)) void bin_spread(struct sim *S, uint32_t kind, double t0,
+                                                  double t1, double bytes)
+{
+    struct shoal_sim_result *r = S->r;
+    uint32_t b1 = bins_cover(r, t1), b0 = (uint32_t)(t0 / r->bin_s);
+    S->bin_cur = b1;
+    S->bin_lo = b1 * r->bin_s;
+    S->bin_hi = (b1 + 1) * r->bin_s;
+    if (b0 >= b1 || !(t1 > t0)) {
+        r->bins[b1][kind] += bytes;
+        return;
+    }
+    double rate = bytes / (t1 - t0), left = bytes;
+    for (uint32_t b = b0; b < b1; b++) {
+        double part = rate * ((b + 1) * r->bin_s - (b == b0 ? t0 : b * r->bin_s));
+        part = part < left ? part : left;
+        r->bins[b][kind] += part;
+        left -= part;
+    }
+    r->bins[b1][kind] += left;
+}
+
 static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t bytes)
 {
     struct shoal_sim_result *r = S->r;
-    uint32_t bin = bins_cover(r, S->now);
-    int kind;
     if (src == S->n) {
-        kind = 0;
         S->acc[dst].from_origin += bytes;
     } else if (S->zone[src] == S->zone[dst]) {
-        kind = 1;
         S->acc[dst].from_zone += bytes;
     } else {
-        kind = 2;
         S->acc[dst].from_cross += bytes;
         r->cross_bytes += bytes;
         r->cross_wire += bytes;
     }
-    r->bins[bin][kind] += bytes;
     if (src != S->n)
         S->acc[src].uploaded += bytes;
 }
@@ -1791,13 +1831,14 @@ static int setup(struct sim *S)
     if ((rv = lower_bound(S)) != 0)
         return rv;
     /* Bins start a hundredth of T_min wide and widen as the run goes on
-     * (count_bytes): a run ten or a thousand times T_min is plotted in
+     * (bin_spread): a run ten or a thousand times T_min is plotted in
      * full, in at most SHOAL_SIM_BINS bins. */
     r->bin_s = r->t_min > 0 ? r->t_min / 100.0 : 1e-3;
     r->nbins = 0;
     r->bins = calloc(SHOAL_SIM_BINS, sizeof(*r->bins));
     if (r->bins == NULL)
         return -ENOMEM;
+    S->bin_lo = S->bin_hi = 0; /* bin_spread sets them */
     if (c->tracker)
         rv = ev_push(S, 10.0, EV_EXPIRE, 0, 0);
     return rv;

@@ -222,13 +222,16 @@ struct shoal_sim_result {
     uint64_t leased_chunks;    /* chunks they spanned */
     double end_s;              /* simulated time at the end */
     struct shoal_sim_node *node;
-    /* bytes received by source over time: nbins bins of bin_s seconds
-     * from 0 to end_s (bin_s doubles as the run goes on, so that at most
-     * SHOAL_SIM_BINS cover it), [i][0] origin, [i][1] same zone, [i][2]
-     * cross zone */
+    /* Bytes received on the wire by source over time: nbins bins of
+     * bin_s seconds from 0 to end_s (bin_s doubles as the run goes on, so
+     * that at most SHOAL_SIM_BINS cover it), [i][0] origin, [i][1] same
+     * zone, [i][2] cross zone. Each flow's bytes are in the bins it sent
+     * them in, at the rates it had: a bin over bin_s is a rate that never
+     * exceeds the links' and zone pairs' capacities. They add up to
+     * recv_wire (in floating point). */
     uint32_t nbins;
     double bin_s;
-    uint64_t (*bins)[3];
+    double (*bins)[3];
 };
 
 /*
