@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,7 +162,11 @@ static const char usage_tail[] =
     "    0 when every node that had to complete did, 1 on a bad option or a failed\n"
     "    run, 2 when the run ended (max-time, or nothing left to happen) with live\n"
     "    nodes, or nodes yet to join, left incomplete (the summary, CSV and SVG are\n"
-    "    written all the same).\n"
+    "    written all the same). SIGINT or SIGTERM stops the run where it is, as\n"
+    "    max-time does: it writes the summary, CSV and SVG of the run so far, says\n"
+    "    'interrupted at t=...' and exits with 128 + the signal (130 for SIGINT,\n"
+    "    143 for SIGTERM); a second signal exits at once, removing output files\n"
+    "    the run made and had not written.\n"
     "\n"
     "EXAMPLE\n"
     "    shoal-sim --nodes 2000 --zones 4 --size 140G --bandwidth 25Gbit \\\n"
@@ -171,8 +176,31 @@ static const char usage_tail[] =
 struct output {
     const char *path;
     FILE *f;
-    bool created; /* we made it: removed again if the run fails */
+    /* We made it: removed again if the run fails (or a second signal
+     * comes before it is written: read by on_signal). */
+    volatile sig_atomic_t created;
 };
+
+/* The outputs, where on_signal can see them, and the first signal that
+ * came (the run reads it: shoal_sim_config.stop). */
+static struct output outs[2];
+static volatile sig_atomic_t stop_sig;
+
+/* The first SIGINT or SIGTERM asks the run to stop where it is, as
+ * max-time does, and the figures so far are written; the second exits at
+ * once (a run that does not stop soon enough, or output too slow to
+ * write), removing the files this run made and has not written. Only
+ * async-signal-safe calls here: unlink, _exit. */
+static void on_signal(int sig)
+{
+    if (stop_sig) {
+        for (int i = 0; i < 2; i++)
+            if (outs[i].created)
+                unlink(outs[i].path);
+        _exit(128 + stop_sig);
+    }
+    stop_sig = sig;
+}
 
 /* Opens |o->path| for writing without truncating an existing file yet (a
  * run that fails leaves it as it was). Returns 0, or -1 with errno set. */
@@ -301,6 +329,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-sim: %s\n", err);
         return 1;
     }
+    /* From here a signal stops the run (on_signal); reading a large
+     * manifest and setting up a large fleet take a while too. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    /* One handler at a time: a SIGTERM right behind a SIGINT is the
+     * second signal, not a handler nested in the first. */
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sa.sa_flags = SA_RESTART;
+    (void)sigaction(SIGINT, &sa, NULL);
+    (void)sigaction(SIGTERM, &sa, NULL);
+    c.stop = &stop_sig;
     /* What the run will cost, before it costs it: a 2,000-node fleet
      * pulling 140 GiB takes most of an hour and GBs of memory. */
     struct shoal_sim_cost cost;
@@ -317,7 +359,8 @@ int main(int argc, char **argv)
         return 0;
     /* The output files are opened before the run, which may take an hour,
      * so a path that cannot be written fails now. */
-    struct output outs[2] = {{csv, NULL, false}, {svg, NULL, false}};
+    outs[0].path = csv;
+    outs[1].path = svg;
     for (int i = 0; i < 2; i++) {
         if (outs[i].path && output_open(&outs[i]) != 0) {
             fprintf(stderr, "shoal-sim: cannot write %s: %s\n", outs[i].path, strerror(errno));
@@ -333,7 +376,11 @@ int main(int argc, char **argv)
         goto out;
     }
     shoal_sim_print_summary(r, stdout);
-    if (r->incomplete > 0)
+    if (r->interrupted)
+        fprintf(stderr, "shoal-sim: interrupted at t=%.3f s of simulated time (signal %d):"
+                        " the summary, CSV and SVG are of the run so far (exit status %d)\n",
+                r->end_s, (int)stop_sig, 128 + (int)stop_sig);
+    else if (r->incomplete > 0)
         fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s"
                         " (exit status 2)\n",
                 r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s);
@@ -365,6 +412,7 @@ out:
     for (int i = 0; i < 2; i++)
         output_abandon(&outs[i]);
     bool cut = rv == 0 && r != NULL && r->incomplete > 0;
+    bool interrupted = rv == 0 && r != NULL && r->interrupted;
     shoal_sim_result_free(r);
-    return rv ? 1 : cut ? 2 : 0;
+    return rv ? 1 : interrupted ? 128 + (int)stop_sig : cut ? 2 : 0;
 }

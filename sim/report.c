@@ -77,6 +77,9 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     else
         fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
                 r->completed, r->failed, r->incomplete);
+    if (r->interrupted)
+        fprintf(f, "interrupted    at t=%.3f s (a signal): the figures are those of the run"
+                   " so far\n", r->end_s);
     if (r->died > 0)
         fprintf(f, "failures       %u node%s died at %.3f s (fail-at): %u before completing,"
                    " %u after\n", r->died, r->died == 1 ? "" : "s", r->fail_at_s, r->failed,

@@ -2133,6 +2133,11 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             (S.now >= S.prog.next_sim ||
              ((S.r->events & 1023) == 0 && shoal_sim_progress_wall_due(&S.prog))))
             shoal_sim_progress_print(&S.prog, S.now, S.alive_incomplete, S.r->transfers, stderr);
+        /* Interrupted (SIGINT): end here, as at max_time. */
+        if ((S.r->events & 1023) == 0 && c->stop != NULL && *c->stop) {
+            S.r->interrupted = true;
+            break;
+        }
         /* Everyone live is done and nobody is left to join: stop, even if
          * periodic events or failures remain (those could only kill
          * complete nodes: finish records them). Seeds join complete: with

@@ -27,6 +27,7 @@
 #ifndef SHOAL_SIM_H
 #define SHOAL_SIM_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -100,6 +101,11 @@ struct shoal_sim_config {
     double progress_every_s;   /* ... at least every this many seconds of
                                   wall time (0: 10 s), and every T_min/10
                                   of simulated time */
+    /* Not a scenario key: when set, the run reads *stop every 1,024 events
+     * and, once it is non-zero (a signal handler sets it), ends there as
+     * at max_sim_s, with |interrupted| set in the result. The caller owns
+     * it; NULL by default. */
+    volatile sig_atomic_t *stop;
 };
 
 /* Defaults: 100 nodes, 4 zones, 0 seeds, 1.25 GB/s (10 Gbit/s) up and down,
@@ -221,6 +227,7 @@ struct shoal_sim_result {
     uint64_t leases;           /* origin leases granted (non-empty) */
     uint64_t leased_chunks;    /* chunks they spanned */
     double end_s;              /* simulated time at the end */
+    bool interrupted;          /* ended by config.stop */
     struct shoal_sim_node *node;
     /* Bytes received on the wire by source over time: nbins bins of
      * bin_s seconds from 0 to end_s (bin_s doubles as the run goes on, so

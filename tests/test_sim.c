@@ -707,6 +707,29 @@ static void test_rate_bins_links(void)
     shoal_sim_result_free(r);
 }
 
+/* A run told to stop (config.stop, set by shoal-sim's SIGINT handler)
+ * ends where it is, as at max_time, and says it was interrupted. */
+static void test_stop(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    volatile sig_atomic_t stop = 1;
+    fleet(&c, 100, 4, 256);
+    c.stop = &stop;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->interrupted);
+    CHECK(r->events <= 1024);
+    CHECK_EQ(r->incomplete, 100);
+    CHECK(isinf(r->max));
+    shoal_sim_result_free(r);
+    r = NULL;
+    stop = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(!r->interrupted);
+    CHECK_EQ(r->completed, 100);
+    shoal_sim_result_free(r);
+}
+
 /* A fail_at long after the rollout (#6): the run ends when every live node
  * is done, and the deaths are recorded at fail_at (it simulated 1000 s in
  * 501,956 events). A small fleet still joining asks the tracker every
@@ -906,6 +929,7 @@ int main(void)
     RUN(test_incomplete_percentiles);
     RUN(test_rate_bins);
     RUN(test_rate_bins_links);
+    RUN(test_stop);
     RUN(test_fail_after_end);
     RUN(test_config);
     RUN(test_config_spelling);
