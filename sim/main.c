@@ -361,13 +361,22 @@ int main(int argc, char **argv)
      * so a path that cannot be written fails now. */
     outs[0].path = csv;
     outs[1].path = svg;
-    for (int i = 0; i < 2; i++) {
+    /* A signal that came during an open() is handled as it returns, before
+     * |created| says whose the file is: hold signals until it does. */
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigprocmask(SIG_BLOCK, &sigs, &old);
+    for (int i = 0; i < 2 && rv == 0; i++) {
         if (outs[i].path && output_open(&outs[i]) != 0) {
             fprintf(stderr, "shoal-sim: cannot write %s: %s\n", outs[i].path, strerror(errno));
             rv = 1;
-            goto out;
         }
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (rv != 0)
+        goto out;
 
     rv = shoal_sim_run(&c, &r);
     if (rv != 0) {

@@ -182,6 +182,6 @@ wait_gone $pid; rc=$?
 if [ $rc -eq 130 ] && { { ! grep -q T_min int2.out && [ ! -e int2.csv ]; } ||
                         [ "$(wc -l < int2.csv)" -eq 3001 ]; }; then
     echo "ok   a second signal exits at once (exit 130)"
-else echo "FAIL second signal (rc=$rc)"; cat int2.out; tail -3 int2.err; fails=$((fails+1)); fi
+else echo "FAIL second signal (rc=$rc)"; cat int2.out; tail -3 int2.err; ls -la int2.csv; fails=$((fails+1)); fi
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))
