@@ -316,6 +316,17 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
         snprintf(err, errlen,
                  "%s %g: a round trip is in milliseconds, at most %.0f (one minute)", k, v,
                  SHOAL_SIM_LAT_MAX_MS);
+    } else if (!(c->join_spread_s >= 0 && c->join_spread_s <= SHOAL_SIM_JOIN_SPREAD_MAX_S)) {
+        /* A run simulates the whole spread: 1e300 never ended. */
+        snprintf(err, errlen,
+                 "join-spread %g: must be 0 to %.0f s (one day; the run simulates the whole"
+                 " spread)", c->join_spread_s, SHOAL_SIM_JOIN_SPREAD_MAX_S);
+    } else if (!(c->max_sim_s >= 0 && c->max_sim_s <= SHOAL_SIM_TIME_MAX_S)) {
+        snprintf(err, errlen, "max-time %g: must be 0 (no limit) to %.0f s (30 days)",
+                 c->max_sim_s, SHOAL_SIM_TIME_MAX_S);
+    } else if (c->fail_frac > 0 && !(c->fail_at_s <= SHOAL_SIM_TIME_MAX_S)) {
+        snprintf(err, errlen, "fail-at %g: must be 0 to %.0f s (30 days)", c->fail_at_s,
+                 SHOAL_SIM_TIME_MAX_S);
     } else if (c->fail_frac > 0 && c->max_sim_s > 0 && c->fail_at_s > c->max_sim_s) {
         snprintf(err, errlen, "fail-at %g: after max-time %g, the failures would never happen",
                  c->fail_at_s, c->max_sim_s);

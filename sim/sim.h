@@ -39,6 +39,12 @@
 /* Round trips above this are a typo (milliseconds); a run with them would
  * take simulated days. */
 #define SHOAL_SIM_LAT_MAX_MS 60000.0
+/* Bounds on simulated times, seconds: nodes join over at most a day (a run
+ * simulates the whole spread, ticking every 10 s), and max_time and
+ * fail_at are at most 30 days (a run that long is a typo for a shorter
+ * one; 1e300 never ended). */
+#define SHOAL_SIM_JOIN_SPREAD_MAX_S 86400.0
+#define SHOAL_SIM_TIME_MAX_S (30 * 86400.0)
 /* Rate bins kept for the SVG (shoal_sim_result.bins). */
 #define SHOAL_SIM_BINS 1024u
 
@@ -148,7 +154,8 @@ int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *er
  * ones with a bare -EINVAL): fleet, zone and seed counts, positive
  * bandwidths, hetero below 1, ordered chunk sizes, a synthetic release of
  * at most SHOAL_SIM_CHUNKS_MAX chunks, failure fraction, fail_at within
- * max_time, round trips up to SHOAL_SIM_LAT_MAX_MS, and busy_backoff,
+ * max_time, join_spread, max_time and fail_at within their bounds above,
+ * round trips up to SHOAL_SIM_LAT_MAX_MS, and busy_backoff,
  * endgame_dups and max_leases of at least 1. On a bad scenario
  * writes a message naming the key, its value and the allowed range to
  * |err| (|errlen| bytes). Returns 0 or -EINVAL.

@@ -813,6 +813,16 @@ static void test_config(void)
     l.max_sim_s = 4;
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "fail-at 5") != NULL);
+    /* Simulated times have bounds: a join spread of 1e300 s ran for ever. */
+    shoal_sim_config_default(&l);
+    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "1e300"), 0);
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "join-spread 1e+300: must be 0 to 86400 s") != NULL);
+    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "86400"), 0);
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), 0);
+    CHECK_EQ(shoal_sim_config_set(&l, "max-time", "2592001"), 0);
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "max-time 2.592e+06: must be 0 (no limit) to 2592000 s") != NULL);
     struct shoal_sim_result *r = NULL;
     c.nodes = 0;
     CHECK(shoal_sim_run(&c, &r) < 0);

@@ -15,7 +15,7 @@ fails=0
 # and no summary (nothing was simulated).
 refuse() {
     local what=$1 want=$2; shift 2
-    "$sim" -q "$@" >out.txt 2>err.txt; local rc=$?
+    timeout 60 "$sim" -q "$@" >out.txt 2>err.txt; local rc=$?
     if [ $rc -eq 1 ] && grep -Eq "$want" err.txt && ! grep -q "T_min" out.txt; then
         echo "ok   $what: $(tail -1 err.txt)"
     else echo "FAIL $what (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
@@ -61,6 +61,19 @@ refuse "lat_zone 1e12" "lat-zone 1e\+12: a round trip is in milliseconds, at mos
 refuse "lat_origin 1e12" "lat-origin 1e\+12: .* at most 60000" "${small[@]}" --lat_origin 1e12
 refuse "fail_at after max_time" "fail-at 5: after max-time 2" "${small[@]}" --fail_frac 0.5 \
     --fail_at 5 --max_time 2
+# Simulated times have bounds (#4): --join-spread 1e300 simulated for ever.
+refuse "join-spread 1e300" "join-spread 1e\+300: must be 0 to 86400 s \(one day" \
+    "${small[@]}" --join-spread 1e300
+refuse "max-time 1e300" "max-time 1e\+300: must be 0 \(no limit\) to 2592000 s \(30 days\)" \
+    "${small[@]}" --max-time 1e300
+refuse "fail-at 1e300" "fail-at 1e\+300: must be 0 to 2592000 s" "${small[@]}" --fail-frac 0.5 \
+    --fail-at 1e300
+printf 'join-spread = 1e300\n' > spread.conf
+refuse "join-spread 1e300 in a config file" "join-spread 1e\+300: must be 0 to 86400 s" \
+    --config spread.conf "${small[@]}"
+if timeout 60 "$sim" -q "${small[@]}" --join-spread 86400 > out.txt 2>&1 && grep -q "^nodes *4 (4 completed" out.txt; then
+    echo "ok   join-spread 86400 runs"
+else echo "FAIL join-spread 86400"; cat out.txt; fails=$((fails+1)); fi
 "$sim" -q "${small[@]}" --seed 010 --csv s010.csv > /dev/null 2>&1
 "$sim" -q "${small[@]}" --seed 10 --csv s10.csv > /dev/null 2>&1
 "$sim" -q "${small[@]}" --seed 8 --csv s8.csv > /dev/null 2>&1
