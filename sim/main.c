@@ -315,12 +315,13 @@ int main(int argc, char **argv)
             svg = val;
             continue;
         }
-        rv = shoal_sim_config_set(&c, key, val);
+        rv = shoal_sim_config_set(&c, key, val, err, sizeof(err));
+        if (rv == SHOAL_ENOTFOUND) {
+            fprintf(stderr, "shoal-sim: unknown option '--%s' (see --help)\n", key);
+            return 1;
+        }
         if (rv != 0) {
-            fprintf(stderr, "shoal-sim: %s '--%s'%s%s\n",
-                    rv == SHOAL_ENOTFOUND ? "unknown option" : "bad value for", key,
-                    rv == SHOAL_ENOTFOUND ? " (see --help)" : ": ",
-                    rv == SHOAL_ENOTFOUND ? "" : val);
+            fprintf(stderr, "shoal-sim: %s\n", err);
             return 1;
         }
     }

@@ -36,6 +36,8 @@
 #define SHOAL_SIM_NODES_MAX 1000000u
 #define SHOAL_SIM_ZONES_MAX 64u
 #define SHOAL_SIM_CHUNKS_MAX 4000000u
+/* A synthetic release is at most 1 PiB (and SHOAL_SIM_CHUNKS_MAX chunks). */
+#define SHOAL_SIM_SIZE_MAX (1ull << 50)
 /* Round trips above this are a typo (milliseconds); a run with them would
  * take simulated days. */
 #define SHOAL_SIM_LAT_MAX_MS 60000.0
@@ -136,9 +138,15 @@ void shoal_sim_config_default(struct shoal_sim_config *c);
  * dashes or underscores alike ("zone-cap" is "zone_cap"); shoald's
  * "origin-delay-ms" is "origin_delay". Sizes and rates accept K/M/G/T
  * suffixes (powers of 1024 for sizes; rates: "10Gbit" or bytes "1.25G").
+ * A value out of the key's range is refused here, as config_check would
+ * (the same ranges). On error, when |err| is not NULL, writes a message
+ * to it (|errlen| bytes) naming the key and the value, and the range
+ * with units: "nodes 1e9: must be 1 to 1000000", "bad value for 'seed':
+ * '-1' (decimal digits, 0 to ...)", "unknown key 'colour'".
  * Returns 0, SHOAL_ENOTFOUND (unknown key) or SHOAL_EBADMSG (bad value).
  */
-int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *value);
+int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *value,
+                         char *err, size_t errlen);
 
 /*
  * Reads "key = value" lines from |path| into |c| (protocol/kvfile.h: the

@@ -768,25 +768,25 @@ static void test_config(void)
 {
     struct shoal_sim_config c;
     shoal_sim_config_default(&c);
-    CHECK_EQ(shoal_sim_config_set(&c, "bandwidth", "10Gbit"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "bandwidth", "10Gbit", NULL, 0), 0);
     CHECK(near(c.node_up, 1.25e9) && near(c.node_down, 1.25e9));
-    CHECK_EQ(shoal_sim_config_set(&c, "size", "10G"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "size", "10G", NULL, 0), 0);
     CHECK_EQ(c.release_bytes, 10ull << 30);
-    CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "colour", "1"), SHOAL_ENOTFOUND);
-    CHECK_EQ(shoal_sim_config_set(&c, "tracker", "maybe"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "colour", "1", NULL, 0), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sim_config_set(&c, "tracker", "maybe", NULL, 0), SHOAL_EBADMSG);
     /* Seeds are decimal (#11): 010 is ten, not octal 8; no sign, no blank,
      * no hex. */
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "010"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "010", NULL, 0), 0);
     CHECK_EQ(c.seed, 10);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551615"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551615", NULL, 0), 0);
     CHECK_EQ(c.seed, UINT64_MAX);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551616"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "-1"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "+1"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", " 1"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "0x10"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", ""), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551616", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "-1", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "+1", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", " 1", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "0x10", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "", NULL, 0), SHOAL_EBADMSG);
     /* 0 no longer stands for the default (#8), and round trips and
      * fail_at have limits (#6): refused by name. */
     char err[256];
@@ -796,17 +796,19 @@ static void test_config(void)
         struct shoal_sim_config z;
         shoal_sim_config_default(&z);
         CHECK_EQ(shoal_sim_config_check(&z, err, sizeof(err)), 0);
-        CHECK_EQ(shoal_sim_config_set(&z, zero[i], "0"), 0);
+        CHECK_EQ(shoal_sim_config_set(&z, zero[i], "0", NULL, 0), 0);
         CHECK_EQ(shoal_sim_config_check(&z, err, sizeof(err)), -EINVAL);
         CHECK(strstr(err, said[i]) != NULL && strstr(err, "at least 1") != NULL);
     }
     struct shoal_sim_config l;
     shoal_sim_config_default(&l);
-    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60000"), 0);
+    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60000", NULL, 0), 0);
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), 0);
-    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60001"), 0);
+    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60001", err, sizeof(err)), SHOAL_EBADMSG);
+    CHECK_STR(err, "lat-cross 60001: must be 0 to 60000 ms (a round trip: one minute at most)");
+    l.lat_cross_ms = 60001;
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
-    CHECK(strstr(err, "lat-cross 60001") != NULL);
+    CHECK_STR(err, "lat-cross 60001: must be 0 to 60000 ms (a round trip: one minute at most)");
     shoal_sim_config_default(&l);
     l.fail_frac = 0.1;
     l.fail_at_s = 5;
@@ -815,14 +817,47 @@ static void test_config(void)
     CHECK(strstr(err, "fail-at 5") != NULL);
     /* Simulated times have bounds: a join spread of 1e300 s ran for ever. */
     shoal_sim_config_default(&l);
-    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "1e300"), 0);
+    l.join_spread_s = 1e300;
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "join-spread 1e+300: must be 0 to 86400 s") != NULL);
-    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "86400"), 0);
+    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "1e300", err, sizeof(err)), SHOAL_EBADMSG);
+    CHECK(strstr(err, "join-spread 1e300: must be 0 to 86400 s") != NULL);
+    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "86400", NULL, 0), 0);
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), 0);
-    CHECK_EQ(shoal_sim_config_set(&l, "max-time", "2592001"), 0);
+    l.max_sim_s = 2592001;
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "max-time 2.592e+06: must be 0 (no limit) to 2592000 s") != NULL);
+    /* Every out-of-range value says the range, with units, and the value
+     * (they said "bad value for '--nodes': 1000000000"). */
+    static const char *const ranges[][3] = {
+        {"nodes", "1000000000", "nodes 1000000000: must be 1 to 1000000"},
+        {"zones", "100000", "zones 100000: must be 1 to 64"},
+        {"peers", "300", "peers 300: must be 0 to 250 (0: no peer exchange)"},
+        {"size", "0", "size 0: must be 1 B to 1 PiB"},
+        {"size", "1e18", "size 1e18 (888.2 PiB): must be 1 B to 1 PiB"},
+        {"chunk-avg", "100M", "chunk-avg 100M (100 MiB): must be 1 B to 64 MiB"},
+        {"max_time", "1e300", "max-time 1e300: must be 0 (no limit) to 2592000 s (30 days)"},
+        {"bandwidth", "0", "bandwidth 0: must be above 0 bytes/s"},
+        {"hetero", "1", "hetero 1: must be at least 0 and below 1"},
+        {"nodes", "many", "bad value for 'nodes': 'many' (a whole number; 1 to 1000000)"},
+        {"tracker", "maybe", "bad value for 'tracker': 'maybe' (yes or no;"
+                             " yes/no, true/false, on/off or 1/0)"},
+        {"colour", "1", "unknown key 'colour'"},
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        shoal_sim_config_default(&l);
+        CHECK(shoal_sim_config_set(&l, ranges[i][0], ranges[i][1], err, sizeof(err)) != 0);
+        CHECK_STR(err, ranges[i][2]);
+    }
+    /* config_check's own messages have units too. */
+    shoal_sim_config_default(&l);
+    l.release_bytes = 1ull << 40;
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK_STR(err, "size 1 TiB: must be at most 976.6 GiB (1048575475712 bytes) with chunk-min"
+                   " 256 KiB (4000000 chunks at most; raise chunk-min for a larger release)");
+    l.release_bytes = 0;
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK_STR(err, "size 0 B: must be 1 B to 1 PiB");
     struct shoal_sim_result *r = NULL;
     c.nodes = 0;
     CHECK(shoal_sim_run(&c, &r) < 0);
@@ -835,20 +870,20 @@ static void test_config_spelling(void)
 {
     struct shoal_sim_config c;
     shoal_sim_config_default(&c);
-    CHECK_EQ(shoal_sim_config_set(&c, "zone-cap", "1Gbit"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "zone-cap", "1Gbit", NULL, 0), 0);
     CHECK(near(c.zone_cap, 125e6));
-    CHECK_EQ(shoal_sim_config_set(&c, "zone_cap", "2Gbit"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "zone_cap", "2Gbit", NULL, 0), 0);
     CHECK(near(c.zone_cap, 250e6));
-    CHECK_EQ(shoal_sim_config_set(&c, "fail-frac", "0.25"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "fail-frac", "0.25", NULL, 0), 0);
     CHECK(near(c.fail_frac, 0.25));
-    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-ms", "250"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-ms", "250", NULL, 0), 0);
     CHECK_EQ(c.origin_delay_ms, 250);
-    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay", "300"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay", "300", NULL, 0), 0);
     CHECK_EQ(c.origin_delay_ms, 300);
-    CHECK_EQ(shoal_sim_config_set(&c, "lease-chunks", "16"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "lease-chunks", "16", NULL, 0), 0);
     CHECK_EQ(c.lease_chunks, 16);
-    CHECK_EQ(shoal_sim_config_set(&c, "zone-kap", "1G"), SHOAL_ENOTFOUND);
-    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-s", "1"), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sim_config_set(&c, "zone-kap", "1G", NULL, 0), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-s", "1", NULL, 0), SHOAL_ENOTFOUND);
 }
 
 /* Ops review 2: fail_frac without fail_at killed the nodes at t = 0 while
