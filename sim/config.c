@@ -285,8 +285,10 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *name, const cha
                       errlen);
     } else if (!strcmp(key, "size")) {
         rv = set_size(&x, key, v, 1, SHOAL_SIM_SIZE_MAX, err, errlen);
-        if (rv == 0)
+        if (rv == 0) {
             c->release_bytes = (uint64_t)x;
+            c->synthetic_given |= 1u << 0;
+        }
     } else if (!strcmp(key, "chunk_avg") || !strcmp(key, "chunk_min") ||
                !strcmp(key, "chunk_max")) {
         rv = set_size(&x, key, v, 1, CHUNK_MAX, err, errlen);
@@ -295,9 +297,12 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *name, const cha
                           : !strcmp(key, "chunk_min") ? &c->chunk_min
                                                       : &c->chunk_max;
             *d = (uint32_t)x;
+            c->synthetic_given |= 1u << (d == &c->chunk_avg ? 1 : d == &c->chunk_min ? 2 : 3);
         }
     } else if (!strcmp(key, "files")) {
         rv = set_u32(&c->files, key, v, 0, 1000000, " (0: 1)", err, errlen);
+        if (rv == 0)
+            c->synthetic_given |= 1u << 4;
     } else if (!strcmp(key, "manifest")) {
         char range[64];
         snprintf(range, sizeof(range), "a path of at most %zu bytes", sizeof(c->manifest) - 1);

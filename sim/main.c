@@ -96,7 +96,10 @@ static const char usage_keys[] =
     "                      synthetic chunk sizes (defaults 1M, 256K, 4M)\n"
     "    files N           synthetic files of equal chunk counts (default 1)\n"
     "    manifest FILE     take chunk sizes and files from a signed shoal manifest\n"
-    "                      (its signature must verify; the signer is not checked)\n"
+    "                      (its signature must verify; the signer is not checked);\n"
+    "                      size, chunk-avg, chunk-min, chunk-max and files then do\n"
+    "                      nothing (a warning says so). One that cannot be read is\n"
+    "                      refused before anything runs\n"
     "    join-spread S     nodes join uniformly over [0, S] seconds (default 0: all at\n"
     "                      once; at most 86400, a day)\n"
     "    fail-frac F, fail-at S\n"
@@ -347,16 +350,29 @@ int main(int argc, char **argv)
     c.stop = &stop_sig;
     /* What the run will cost, before it costs it: a 2,000-node fleet
      * pulling 140 GiB takes most of an hour and GBs of memory. */
+    if (c.manifest[0] && c.synthetic_given) {
+        /* The manifest's chunks are the release: say the keys that would
+         * have shaped a synthetic one do nothing. */
+        static const char *const names[] = {"size", "chunk-avg", "chunk-min", "chunk-max",
+                                            "files"};
+        fprintf(stderr, "shoal-sim: warning: the manifest %s sets the chunk sizes and files;"
+                        " ignoring", c.manifest);
+        for (unsigned i = 0, n = 0; i < 5; i++)
+            if (c.synthetic_given & (1u << i))
+                fprintf(stderr, "%s %s", n++ ? "," : "", names[i]);
+        fputc('\n', stderr);
+    }
     struct shoal_sim_cost cost;
     rv = shoal_sim_estimate(&c, &cost);
-    if (rv == 0) {
-        shoal_sim_cost_print(&c, &cost, c.progress || dry_run, dry_run ? stdout : stderr);
-    } else if (dry_run) {
-        fprintf(stderr, "shoal-sim: cannot size the release%s%s: %s\n",
-                c.manifest[0] ? " from " : "", c.manifest, shoal_strerror(rv));
+    if (rv != 0) {
+        /* Before the output files are made: a manifest that cannot be
+         * read used to fail only after them, without its path. */
+        fprintf(stderr, "shoal-sim: cannot %s%s: %s\n",
+                c.manifest[0] ? "read the manifest " : "size the release", c.manifest,
+                shoal_strerror(rv));
         return 1;
     }
-    rv = 0;
+    shoal_sim_cost_print(&c, &cost, c.progress || dry_run, dry_run ? stdout : stderr);
     if (dry_run)
         return 0;
     /* The output files are opened before the run, which may take an hour,

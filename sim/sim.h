@@ -68,6 +68,10 @@ struct shoal_sim_config {
     uint32_t chunk_max;
     uint32_t files;            /* synthetic files (equal chunk counts) */
     char manifest[512];        /* signed manifest file; overrides synthetic sizes */
+    uint32_t synthetic_given;  /* not a key: which of size, chunk-avg,
+                                  chunk-min, chunk-max, files (bits 0-4)
+                                  shoal_sim_config_set was given, for a
+                                  warning that a manifest overrides them */
     double join_spread_s;      /* 0: all join at t=0; else uniform over [0, spread] */
     double fail_frac;          /* fraction of nodes that die ... */
     double fail_at_s;          /* ... at this time (at most max_sim_s) */

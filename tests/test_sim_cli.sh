@@ -73,6 +73,18 @@ refuse "chunk-avg 100M" "^shoal-sim: chunk-avg 100M \(100 MiB\): must be 1 B to 
 printf 'nodes = 20\nsize = 1e18\n' > big.conf
 refuse "size 1e18 in a config file" "^shoal-sim: big.conf:2: size 1e18 \(888.2 PiB\): must be 1 B to 1 PiB$" \
     --config big.conf
+# A manifest that cannot be read is refused up front, with its path, before
+# any output file is made (#6: "run failed: No such file or directory",
+# after the run's set-up); synthetic-size keys given with it are said to
+# do nothing.
+refuse "manifest that does not exist" \
+    "^shoal-sim: cannot read the manifest /nonexistent/m.mf: No such file or directory$" \
+    --manifest /nonexistent/m.mf --csv m.csv --size 2G --chunk-avg 2M
+if [ ! -e m.csv ] && grep -q "^shoal-sim: warning: the manifest /nonexistent/m.mf sets the chunk sizes and files; ignoring size, chunk-avg$" err.txt; then
+    echo "ok   manifest: no CSV made, synthetic keys warned about"
+else echo "FAIL manifest: CSV or warning"; cat err.txt; fails=$((fails+1)); fi
+printf 'not a manifest' > bad.mf
+refuse "manifest that does not parse" "^shoal-sim: cannot read the manifest bad.mf: " --manifest bad.mf
 # Simulated times have bounds (#4): --join-spread 1e300 simulated for ever.
 refuse "join-spread 1e300" "join-spread 1e300: must be 0 to 86400 s \(one day" \
     "${small[@]}" --join-spread 1e300
