@@ -80,6 +80,10 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     if (r->interrupted)
         fprintf(f, "interrupted    at t=%.3f s (a signal): the figures are those of the run"
                    " so far\n", r->end_s);
+    if (r->fail_frac > 0 && r->fail_at_s < 0)
+        /* The fraction rounded to no node at all: say so, not nothing. */
+        fprintf(f, "failures       0 nodes (fail-frac %g of %u non-seed node%s rounds to"
+                   " none)\n", r->fail_frac, r->fail_pool, r->fail_pool == 1 ? "" : "s");
     if (r->died > 0)
         fprintf(f, "failures       %u node%s died at %.3f s (fail-at): %u before completing,"
                    " %u after\n", r->died, r->died == 1 ? "" : "s", r->fail_at_s, r->failed,

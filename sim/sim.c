@@ -1828,6 +1828,8 @@ static int setup(struct sim *S)
         }
     }
     r->fail_at_s = S->fails_pending > 0 ? c->fail_at_s : -1;
+    r->fail_frac = c->fail_frac;
+    r->fail_pool = nleech;
     if ((rv = lower_bound(S)) != 0)
         return rv;
     /* Bins start a hundredth of T_min wide and widen as the run goes on

@@ -228,6 +228,10 @@ struct shoal_sim_result {
                                   simulated, they could change nothing */
     uint32_t died;             /* nodes that died (all at fail_at_s) */
     double fail_at_s;          /* when; -1 when no node was picked to fail */
+    double fail_frac;          /* the fraction asked for ... */
+    uint32_t fail_pool;        /* ... of these non-seed nodes, rounded to
+                                  the nearest whole node: 0.005 of 50 is
+                                  none */
     /* Bytes on the wire count everything sent: chunks the receiver
      * lacked, duplicates, the part of a chunk sent before its transfer was
      * cancelled or its connection died, and of one still under way when

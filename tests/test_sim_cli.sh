@@ -170,6 +170,13 @@ if [ $rc -eq 0 ] && grep -Eq "^failures +2 nodes died at 0\.020 s \(fail-at\): [
     [ "$(awk -F, 'NR > 1 && $13 != "" { print $13 }' ff.csv | sort -u)" = "0.020000" ]; then
     echo "ok   failures: summary and CSV say when"
 else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+# A fraction that rounds to no node says so (#7: it printed nothing), and
+# --help says the fraction is of the non-seed nodes.
+"$sim" -q --nodes 50 --size 16M --fail-frac 0.005 --fail-at 0.01 > out.txt 2> err.txt; rc=$?
+if [ $rc -eq 0 ] && grep -q "^failures       0 nodes (fail-frac 0.005 of 50 non-seed nodes rounds to none)$" out.txt &&
+    "$sim" --help | grep -q "a fraction F of the non-seed nodes, rounded to the nearest"; then
+    echo "ok   fail-frac rounding to no node is said"
+else echo "FAIL fail-frac 0.005 of 50 (rc=$rc)"; cat out.txt; fails=$((fails+1)); fi
 # Ops review 3: dashes as every other shoal program spells its options,
 # underscores as before, on the command line and in a config file, and
 # shoald's --origin-delay-ms for origin_delay; all the same run.
