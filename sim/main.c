@@ -150,8 +150,9 @@ static const char usage_keys2[] =
     "                      most 2592000, 30 days, as for fail-at)\n"
     "    progress BOOL     progress lines on stderr (default yes; -q turns them off):\n"
     "                      at the start the estimated transfers, memory and time,\n"
-    "                      then a line every tenth of T_min of simulated time and\n"
-    "                      at least every progress-every seconds of wall time, with\n"
+    "                      then a line every tenth of T_min of simulated time when\n"
+    "                      something moved, and at least every progress-every seconds\n"
+    "                      of wall time, with\n"
     "                      transfers done out of those expected (nodes x chunks),\n"
     "                      their rate, an ETA and the memory in use\n"
     "    progress-every S  wall seconds between progress lines at most (default 10)\n";

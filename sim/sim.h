@@ -335,6 +335,9 @@ struct shoal_sim_progress {
     double sim_step, next_sim; /* simulated seconds */
     double every, next_wall;   /* wall clock (CLOCK_MONOTONIC) */
     double wall0, run0;        /* when set-up began, when the run did */
+    bool printed;              /* a line was written; the last one said: */
+    uint64_t last_transfers;
+    uint32_t last_downloading;
 };
 /* Call before the set-up, which takes a while in a large fleet. */
 void shoal_sim_progress_init(struct shoal_sim_progress *p, const struct shoal_sim_config *c);
@@ -345,7 +348,10 @@ void shoal_sim_progress_start(struct shoal_sim_progress *p, uint32_t nodes, uint
 /* True once c->progress_every_s of wall time have passed since the last
  * line (a clock read: call it every thousand events or so, not each one). */
 bool shoal_sim_progress_wall_due(const struct shoal_sim_progress *p);
-/* Writes one line to |f| and sets when the next is due. */
+/* Writes one line to |f| and sets when the next is due: a line that
+ * simulated time made due is skipped when nothing moved since the last
+ * one (a run idle for long printed the same line thousands of times);
+ * one every progress_every_s of wall time comes all the same. */
 void shoal_sim_progress_print(struct shoal_sim_progress *p, double now, uint32_t downloading,
                               uint64_t transfers, FILE *f);
 

@@ -170,6 +170,17 @@ if [ $rc -eq 0 ] && grep -Eq "^failures +2 nodes died at 0\.020 s \(fail-at\): [
     [ "$(awk -F, 'NR > 1 && $13 != "" { print $13 }' ff.csv | sort -u)" = "0.020000" ]; then
     echo "ok   failures: summary and CSV say when"
 else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+# Progress lines come when something moved, or at the wall-clock cadence
+# (#8): this run, stuck for most of its 3,000 s behind a 1 MB/s zone pair,
+# printed the same line 47 times in a row. And "1 node", not "1 nodes".
+"$sim" --nodes 20 --zones 2 --size 16M --zone-cap 1M --max-time 3000 > /dev/null 2> rep.err
+"$sim" --nodes 1 --size 16M > /dev/null 2> one.err
+reps=$(grep '^sim: t=' rep.err | sed -E 's/t=[0-9.]+s//; s/, [0-9.]+[kM]?\/s, ETA.*//' | uniq -d | wc -l)
+if [ "$reps" -eq 0 ] && [ "$(grep -c '^sim: t=' rep.err)" -gt 5 ] &&
+    grep -q "^sim: 1 node x 16 chunks" one.err && grep -q "^sim: 1 node set up" one.err &&
+    grep -q ", 1 node still downloading," one.err && ! grep -q "1 nodes" one.err; then
+    echo "ok   progress lines only when something moved; 1 node"
+else echo "FAIL progress repeats ($reps) or 1 nodes"; head -5 rep.err; cat one.err; fails=$((fails+1)); fi
 # A fraction that rounds to no node says so (#7: it printed nothing), and
 # --help says the fraction is of the non-seed nodes.
 "$sim" -q --nodes 50 --size 16M --fail-frac 0.005 --fail-at 0.01 > out.txt 2> err.txt; rc=$?
@@ -208,7 +219,7 @@ wait_gone() {
 }
 big=(--nodes 3000 --zones 4 --size 2G)
 "$sim" "${big[@]}" --csv int.csv --svg int.svg > int.out 2> int.err & pid=$!
-for _ in $(seq 300); do grep -q "simulating" int.err && break; sleep 0.1; done
+for _ in $(seq 300); do grep -qs "simulating" int.err && break; sleep 0.1; done
 sleep 0.5
 kill -INT $pid
 wait_gone $pid; rc=$?
@@ -220,7 +231,7 @@ else echo "FAIL SIGINT (rc=$rc)"; cat int.out; tail -3 int.err; wc -l int.csv; f
 # A second signal exits at once: unless the run had already written
 # everything, no summary and no output file the run made is left.
 "$sim" "${big[@]}" --csv int2.csv > int2.out 2> int2.err & pid=$!
-for _ in $(seq 300); do grep -q "^sim: 3000 nodes x" int2.err && break; sleep 0.1; done
+for _ in $(seq 300); do grep -qs "^sim: 3000 nodes x" int2.err && break; sleep 0.1; done
 kill -INT $pid; kill -TERM $pid
 wait_gone $pid; rc=$?
 if [ $rc -eq 130 ] && { { ! grep -q T_min int2.out && [ ! -e int2.csv ]; } ||
