@@ -109,6 +109,11 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
                    " of\n"
                    "               max(0, F - (Z-1)*cap*(T-t0) if z has no seed,"
                    " N_z*F - (U_z + (Z-1)*cap)*(T-t0))\n", r->t_min_t0);
+        if (r->t_zone_1x > 0)
+            /* What an operator meets first: with the origin sending each
+             * byte once, the zones bring (Z-1)*F across Z*(Z-1) pairs. */
+            fprintf(f, "               with origin egress 1x: at least t0 + F/(Z*cap) = %.3f s"
+                       " (%.3f x T_min)\n", r->t_zone_1x, ratio(r->t_zone_1x, r->t_min));
     } else {
         fprintf(f, "T_min          %.3f s (no byte moves before %.3f s: first join, round trip)\n",
                 r->t_min, r->t_min_t0);

@@ -1665,6 +1665,12 @@ static int lower_bound(struct sim *S)
     r->t_min_links = links_bound(S, &B, start, ns, t_node);
     r->t_min_zone = ns > 0 ? zone_cap_bound(S, &B) : 0;
     r->t_min = fmax(r->t_min_links, r->t_min_zone);
+    if (r->t_min_zone > 0 && c->seeds == 0) {
+        uint32_t zn = 0;
+        for (uint32_t z = 0; z < c->zones; z++)
+            zn += B.zany[z];
+        r->t_zone_1x = B.t0 + F / ((double)zn * c->zone_cap);
+    }
     free(start);
     return rv;
 }

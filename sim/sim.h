@@ -212,6 +212,12 @@ struct shoal_sim_result {
                                   each zone brings the release in through
                                   the origin, which all zones share, and its
                                   inbound pairs); 0 without zone_cap */
+    double t_zone_1x;          /* with zone_cap, no seed and 2 or more
+                                  zones with nodes: t0 + F/(Z*cap), the
+                                  least time for a fleet whose origin
+                                  egress is 1x (the zones import (Z-1)*F
+                                  over Z*(Z-1) pairs); not part of t_min,
+                                  as the origin may send more. Else 0 */
     double t_min_t0;           /* no byte can move before this: the first
                                   join plus a round trip (to the origin
                                   without seeds) */

@@ -181,6 +181,15 @@ if [ "$reps" -eq 0 ] && [ "$(grep -c '^sim: t=' rep.err)" -gt 5 ] &&
     grep -q ", 1 node still downloading," one.err && ! grep -q "1 nodes" one.err; then
     echo "ok   progress lines only when something moved; 1 node"
 else echo "FAIL progress repeats ($reps) or 1 nodes"; head -5 rep.err; cat one.err; fails=$((fails+1)); fi
+# The summary gives the zone caps' bound on a fleet whose origin egress is
+# 1x, F/(Z*cap) after t0 (#8): README's 100 nodes over 1 Gbit/s pairs.
+"$sim" -q --nodes 100 --zones 2 --zone-cap 1Gbit > out.txt 2> err.txt
+grep -q "^               with origin egress 1x: at least t0 + F/(Z\*cap) = 4.315 s (2.972 x T_min)$" out.txt &&
+    echo "ok   zone caps: the 1x-egress bound F/(Z*cap) is printed" ||
+    { echo "FAIL no F/(Z*cap) line"; cat out.txt; fails=$((fails+1)); }
+"$sim" -q "${small[@]}" > out.txt 2>&1
+! grep -q "origin egress 1x" out.txt && echo "ok   no F/(Z*cap) line without caps" ||
+    { echo "FAIL F/(Z*cap) line without caps"; fails=$((fails+1)); }
 # A fraction that rounds to no node says so (#7: it printed nothing), and
 # --help says the fraction is of the non-seed nodes.
 "$sim" -q --nodes 50 --size 16M --fail-frac 0.005 --fail-at 0.01 > out.txt 2> err.txt; rc=$?
