@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "kvfile.h"
 #include "sim.h"
 
 static const char usage[] =
@@ -58,9 +59,11 @@ static const char usage[] =
     "    T >= F/(Z*cap) (the zones import (Z-1)*F over Z*(Z-1) pairs).\n"
     "\n"
     "OPTIONS\n"
-    "    --config FILE     read 'key = value' lines (same keys as the flags below;\n"
-    "                      '#' at the start of a line or after a space starts a\n"
-    "                      comment, also after a value); flags override the file\n"
+    "    --config FILE     read 'key = value' lines (the scenario keys below, and\n"
+    "                      csv, svg and quiet = yes as the flags; paths are taken\n"
+    "                      from the current directory, as on the command line; '#'\n"
+    "                      at the start of a line or after a space starts a comment,\n"
+    "                      also after a value); flags override the file\n"
     "    --csv FILE        write one CSV row per node (zone, bandwidths, join, completion,\n"
     "                      bytes from origin / same zone / cross zone, bytes uploaded,\n"
     "                      time of death if it died, bytes across zones and uploaded\n"
@@ -243,6 +246,46 @@ static void output_abandon(struct output *o)
     o->created = false;
 }
 
+/* A config file's settings: the scenario, and like every flag the outputs
+ * and quiet (the same as progress = no). */
+struct file_opts {
+    struct shoal_sim_config *c;
+    char csv[512], svg[512];
+    bool quiet;
+};
+
+/* shoal_kvfile_fn: csv, svg and quiet here, the rest to
+ * shoal_sim_config_set. */
+static int file_set(void *ctx, const char *key, const char *value, char *why, size_t whylen)
+{
+    struct file_opts *o = ctx;
+    if (!strcmp(key, "csv") || !strcmp(key, "svg")) {
+        char *dst = key[0] == 'c' ? o->csv : o->svg;
+        if (strlen(value) >= sizeof(o->csv) || value[0] == '\0') {
+            snprintf(why, whylen, "bad value for '%s': '%s' (a path of 1 to %zu bytes)", key,
+                     value, sizeof(o->csv) - 1);
+            return SHOAL_EBADMSG;
+        }
+        strcpy(dst, value);
+        return 0;
+    }
+    if (!strcmp(key, "quiet")) {
+        /* A boolean read as the scenario's are (progress here only
+         * holds it). */
+        struct shoal_sim_config t;
+        shoal_sim_config_default(&t);
+        if (shoal_sim_config_set(&t, "progress", value, NULL, 0) != 0) {
+            snprintf(why, whylen,
+                     "bad value for 'quiet': '%s' (yes or no; yes/no, true/false, on/off or 1/0)",
+                     value);
+            return SHOAL_EBADMSG;
+        }
+        o->quiet = t.progress;
+        return 0;
+    }
+    return shoal_sim_config_set(o->c, key, value, why, whylen);
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_sim_config c;
@@ -258,19 +301,19 @@ int main(int argc, char **argv)
      * the config file, whose 'progress = no' was overridden here. */
     c.progress = true;
     /* The config file goes first so flags override it wherever it appears. */
+    struct file_opts fo = {.c = &c};
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            if (shoal_sim_config_load(&c, argv[i + 1], err, sizeof(err)) != 0) {
-                fprintf(stderr, "shoal-sim: %s\n", err);
-                return 1;
-            }
-        } else if (!strncmp(argv[i], "--config=", 9)) {
-            if (shoal_sim_config_load(&c, argv[i] + 9, err, sizeof(err)) != 0) {
-                fprintf(stderr, "shoal-sim: %s\n", err);
-                return 1;
-            }
+        const char *path = !strcmp(argv[i], "--config") && i + 1 < argc ? argv[i + 1]
+                           : !strncmp(argv[i], "--config=", 9)           ? argv[i] + 9
+                                                                          : NULL;
+        if (path != NULL && shoal_kvfile_load(path, file_set, &fo, err, sizeof(err)) != 0) {
+            fprintf(stderr, "shoal-sim: %s\n", err);
+            return 1;
         }
     }
+    csv = fo.csv[0] ? fo.csv : NULL;
+    svg = fo.svg[0] ? fo.svg : NULL;
+    quiet = fo.quiet;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

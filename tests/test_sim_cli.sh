@@ -190,6 +190,17 @@ grep -q "^               with origin egress 1x: at least t0 + F/(Z\*cap) = 4.315
 "$sim" -q "${small[@]}" > out.txt 2>&1
 ! grep -q "origin egress 1x" out.txt && echo "ok   no F/(Z*cap) line without caps" ||
     { echo "FAIL F/(Z*cap) line without caps"; fails=$((fails+1)); }
+# csv, svg and quiet in a config file, like every other key (#8); the
+# flags override them.
+printf 'nodes = 4\nsize = 4M\ncsv = fc.csv\nsvg = fc.svg\nquiet = yes\n' > outs.conf
+"$sim" --config outs.conf > out.txt 2> err.txt; rc=$?
+"$sim" --config outs.conf --csv fl.csv > /dev/null 2>&1
+if [ $rc -eq 0 ] && [ ! -s err.txt ] && [ "$(wc -l < fc.csv)" -eq 5 ] && grep -q "</svg>" fc.svg &&
+    [ -s fl.csv ] && cmp -s fc.csv fl.csv; then
+    echo "ok   csv, svg, quiet in a config file; --csv overrides"
+else echo "FAIL csv/svg/quiet in a config file (rc=$rc)"; cat err.txt; fails=$((fails+1)); fi
+printf 'quiet = maybe\n' > q.conf
+refuse "quiet = maybe" "q.conf:1: bad value for 'quiet': 'maybe'" --config q.conf
 # A fraction that rounds to no node says so (#7: it printed nothing), and
 # --help says the fraction is of the non-seed nodes.
 "$sim" -q --nodes 50 --size 16M --fail-frac 0.005 --fail-at 0.01 > out.txt 2> err.txt; rc=$?
