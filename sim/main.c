@@ -64,12 +64,9 @@ static const char usage[] =
     "                      from the current directory, as on the command line; '#'\n"
     "                      at the start of a line or after a space starts a comment,\n"
     "                      also after a value); flags override the file\n"
-    "    --csv FILE        write one CSV row per node (zone, bandwidths, join, completion,\n"
-    "                      bytes from origin / same zone / cross zone, bytes uploaded,\n"
-    "                      time of death if it died, bytes across zones and uploaded\n"
-    "                      on the wire)\n"
+    "    --csv FILE        write one CSV row per node (columns: see OUTPUT below)\n"
     "    --svg FILE        write an SVG plot: nodes complete over time, and bytes\n"
-    "                      received per second by source\n"
+    "                      received on the wire per second by source (see OUTPUT)\n"
     "    --dry-run         print what the run would cost (transfers, memory, time)\n"
     "                      and exit without running it\n"
     "    -q, --quiet       no progress lines on stderr (a large run is still warned\n"
@@ -124,7 +121,9 @@ static const char usage_keys2[] =
     "    tracker BOOL      origin leases from the tracker registry (default yes); with\n"
     "                      'no', every node fetches what it lacks straight from the\n"
     "                      origin, as a daemon does when no tracker answers\n"
-    "    seed N            PRNG seed, decimal (default 1)\n"
+    "    seed N            PRNG seed, decimal (default 1); it also draws the synthetic\n"
+    "                      chunk sizes, so another seed is another release too (the\n"
+    "                      same size in other chunks), not only another run\n"
     "    min-depth N, max-depth N\n"
     "                      bounds of each peer's request pipeline (scheduler: 2, 16)\n"
     "    cross-delay MS    wait before a node that is not an importer fetches a chunk\n"
@@ -166,7 +165,32 @@ static const char usage_tail[] =
     "    Sizes take K, M, G, T suffixes (powers of 1024). Rates are bytes per second\n"
     "    with K, M, G, T suffixes (powers of 1000), or bits per second with a 'bit'\n"
     "    unit: 10Gbit = 1.25G.\n"
-    "\n"
+    "\n";
+
+static const char usage_output[] =
+    "OUTPUT\n"
+    "    The CSV has a header line and one row per node, with these columns:\n"
+    "      node, zone      the node's index and its zone's (nodes dealt round-robin)\n"
+    "      seed, failed    1 if it started with the release / died before completing\n"
+    "      up_Bps, down_Bps  its upload and download capacity, bytes/s\n"
+    "      join_s, done_s  when it joined and when it held the release, seconds of\n"
+    "                      simulated time (done_s empty: never)\n"
+    "      from_origin, from_zone, from_cross\n"
+    "                      bytes of chunks it lacked, received from the origin, from\n"
+    "                      peers in its zone and from peers in other zones\n"
+    "      uploaded        bytes of chunks their receivers lacked that it uploaded\n"
+    "      died_s          when it died, seconds (empty: never)\n"
+    "      cross_wire, uploaded_wire\n"
+    "                      bytes it received from other zones and uploaded on the\n"
+    "                      wire: duplicates and partial transfers included\n"
+    "    The SVG plots the nodes complete over time, and the bytes received on the\n"
+    "    wire per second from the origin, the same zone and other zones, each\n"
+    "    flow's bytes in the time bins it moved them in. There is no PNG output:\n"
+    "    convert the SVG with, e.g., rsvg-convert -o plot.png\n"
+    "    plot.svg (Debian's librsvg2-bin), inkscape or ImageMagick.\n"
+    "\n";
+
+static const char usage_exit[] =
     "EXIT STATUS\n"
     "    0 when every node that had to complete did, 1 on a bad option or a failed\n"
     "    run, 2 when the run ended (max-time, or nothing left to happen) with live\n"
@@ -321,6 +345,8 @@ int main(int argc, char **argv)
             fputs(usage_keys, stdout);
             fputs(usage_keys2, stdout);
             fputs(usage_tail, stdout);
+            fputs(usage_output, stdout);
+            fputs(usage_exit, stdout);
             return 0;
         }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {

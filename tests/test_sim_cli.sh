@@ -201,6 +201,13 @@ if [ $rc -eq 0 ] && [ ! -s err.txt ] && [ "$(wc -l < fc.csv)" -eq 5 ] && grep -q
 else echo "FAIL csv/svg/quiet in a config file (rc=$rc)"; cat err.txt; fails=$((fails+1)); fi
 printf 'quiet = maybe\n' > q.conf
 refuse "quiet = maybe" "q.conf:1: bad value for 'quiet': 'maybe'" --config q.conf
+# --help lists every CSV column (#8), says --seed also draws the chunk
+# sizes, and how to make a PNG of the SVG.
+"$sim" --help > help.txt
+missing=$(head -1 b.csv | tr , '\n' | while read -r col; do grep -q "\b$col\b" help.txt || echo "$col"; done)
+if [ -z "$missing" ] && grep -q "^OUTPUT" help.txt && grep -q "also draws the synthetic" help.txt &&
+    grep -q "rsvg-convert" help.txt; then echo "ok   --help: CSV columns, seed and chunk sizes, PNG"
+else echo "FAIL --help: columns missing: $missing"; fails=$((fails+1)); fi
 # A fraction that rounds to no node says so (#7: it printed nothing), and
 # --help says the fraction is of the non-seed nodes.
 "$sim" -q --nodes 50 --size 16M --fail-frac 0.005 --fail-at 0.01 > out.txt 2> err.txt; rc=$?
