@@ -76,8 +76,11 @@ static int run_1k(void)
     printf("BENCH sim_1k_last_over_tmin %.4f ratio\n", r->max / r->t_min);
     printf("BENCH sim_1k_p99_over_tmin %.4f ratio\n", r->p99 / r->t_min);
     printf("BENCH sim_1k_origin_x %.4f ratio\n", (double)r->origin_bytes / (double)r->release_bytes);
+    /* Bytes that crossed zones on the wire, waste included, over all
+     * bytes received on the wire (before: useful bytes across over whole
+     * chunks received, duplicates included). */
     printf("BENCH sim_1k_cross_zone_frac %.5f ratio\n",
-           (double)r->cross_bytes / (double)r->recv_bytes);
+           (double)r->cross_wire / (double)r->recv_wire);
     printf("BENCH sim_transfers_per_s %.0f transfers/s\n", (double)r->transfers / dt);
     printf("BENCH sim_transfers_per_cpu_s %.0f transfers/s\n", (double)r->transfers / dc);
     shoal_sim_result_free(r);

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "kvfile.h"
 #include "sim.h"
 
 static const char usage[] =
@@ -33,7 +35,8 @@ static const char usage[] =
     "\n"
     "    It prints completion-time percentiles (a node left incomplete ranks as\n"
     "    never done: 'not reached'), origin egress as a multiple of the release,\n"
-    "    cross-zone bytes, and a lower bound T_min on the time by which the N\n"
+    "    cross-zone bytes on the wire (duplicates and partial transfers included)\n"
+    "    and the useful part, and a lower bound T_min on the time by which the N\n"
     "    survivors (nodes neither seeds nor picked to fail) hold the release, with\n"
     "    the ratio of each percentile to it. No byte moves before t0, the first\n"
     "    join plus a round trip (to the origin without seeds); survivor i gets\n"
@@ -56,14 +59,14 @@ static const char usage[] =
     "    T >= F/(Z*cap) (the zones import (Z-1)*F over Z*(Z-1) pairs).\n"
     "\n"
     "OPTIONS\n"
-    "    --config FILE     read 'key = value' lines (same keys as the flags below;\n"
-    "                      '#' at the start of a line or after a space starts a\n"
-    "                      comment, also after a value); flags override the file\n"
-    "    --csv FILE        write one CSV row per node (zone, bandwidths, join, completion,\n"
-    "                      bytes from origin / same zone / cross zone, bytes uploaded,\n"
-    "                      time of death if it died)\n"
+    "    --config FILE     read 'key = value' lines (the scenario keys below, and\n"
+    "                      csv, svg and quiet = yes as the flags; paths are taken\n"
+    "                      from the current directory, as on the command line; '#'\n"
+    "                      at the start of a line or after a space starts a comment,\n"
+    "                      also after a value); flags override the file\n"
+    "    --csv FILE        write one CSV row per node (columns: see OUTPUT below)\n"
     "    --svg FILE        write an SVG plot: nodes complete over time, and bytes\n"
-    "                      received per second by source\n"
+    "                      received on the wire per second by source (see OUTPUT)\n"
     "    --dry-run         print what the run would cost (transfers, memory, time)\n"
     "                      and exit without running it\n"
     "    -q, --quiet       no progress lines on stderr (a large run is still warned\n"
@@ -93,11 +96,15 @@ static const char usage_keys[] =
     "                      synthetic chunk sizes (defaults 1M, 256K, 4M)\n"
     "    files N           synthetic files of equal chunk counts (default 1)\n"
     "    manifest FILE     take chunk sizes and files from a signed shoal manifest\n"
-    "                      (its signature must verify; the signer is not checked)\n"
+    "                      (its signature must verify; the signer is not checked);\n"
+    "                      size, chunk-avg, chunk-min, chunk-max and files then do\n"
+    "                      nothing (a warning says so). One that cannot be read is\n"
+    "                      refused before anything runs\n"
     "    join-spread S     nodes join uniformly over [0, S] seconds (default 0: all at\n"
-    "                      once)\n"
+    "                      once; at most 86400, a day)\n"
     "    fail-frac F, fail-at S\n"
-    "                      a fraction F of the nodes dies at time S (default none;\n"
+    "                      a fraction F of the non-seed nodes, rounded to the nearest\n"
+    "                      whole node, dies at time S (default none;\n"
     "                      F needs S: half of T_min, which a run without failures\n"
     "                      prints, is mid-rollout; S at most max-time; the summary\n"
     "                      says when they died). A node that completed before S\n"
@@ -114,7 +121,9 @@ static const char usage_keys2[] =
     "    tracker BOOL      origin leases from the tracker registry (default yes); with\n"
     "                      'no', every node fetches what it lacks straight from the\n"
     "                      origin, as a daemon does when no tracker answers\n"
-    "    seed N            PRNG seed, decimal (default 1)\n"
+    "    seed N            PRNG seed, decimal (default 1); it also draws the synthetic\n"
+    "                      chunk sizes, so another seed is another release too (the\n"
+    "                      same size in other chunks), not only another run\n"
     "    min-depth N, max-depth N\n"
     "                      bounds of each peer's request pipeline (scheduler: 2, 16)\n"
     "    cross-delay MS    wait before a node that is not an importer fetches a chunk\n"
@@ -139,11 +148,13 @@ static const char usage_keys2[] =
     "                      also origin-delay-ms, shoald's name for it\n"
     "    endgame-dups N    copies of one request in endgame (default 2, the\n"
     "                      scheduler's; 1 to 8)\n"
-    "    max-time S        stop the clock at S seconds (default 0: run to the end)\n"
+    "    max-time S        stop the clock at S seconds (default 0: run to the end; at\n"
+    "                      most 2592000, 30 days, as for fail-at)\n"
     "    progress BOOL     progress lines on stderr (default yes; -q turns them off):\n"
     "                      at the start the estimated transfers, memory and time,\n"
-    "                      then a line every tenth of T_min of simulated time and\n"
-    "                      at least every progress-every seconds of wall time, with\n"
+    "                      then a line every tenth of T_min of simulated time when\n"
+    "                      something moved, and at least every progress-every seconds\n"
+    "                      of wall time, with\n"
     "                      transfers done out of those expected (nodes x chunks),\n"
     "                      their rate, an ETA and the memory in use\n"
     "    progress-every S  wall seconds between progress lines at most (default 10)\n";
@@ -154,12 +165,41 @@ static const char usage_tail[] =
     "    Sizes take K, M, G, T suffixes (powers of 1024). Rates are bytes per second\n"
     "    with K, M, G, T suffixes (powers of 1000), or bits per second with a 'bit'\n"
     "    unit: 10Gbit = 1.25G.\n"
-    "\n"
+    "\n";
+
+static const char usage_output[] =
+    "OUTPUT\n"
+    "    The CSV has a header line and one row per node, with these columns:\n"
+    "      node, zone      the node's index and its zone's (nodes dealt round-robin)\n"
+    "      seed, failed    1 if it started with the release / died before completing\n"
+    "      up_Bps, down_Bps  its upload and download capacity, bytes/s\n"
+    "      join_s, done_s  when it joined and when it held the release, seconds of\n"
+    "                      simulated time (done_s empty: never)\n"
+    "      from_origin, from_zone, from_cross\n"
+    "                      bytes of chunks it lacked, received from the origin, from\n"
+    "                      peers in its zone and from peers in other zones\n"
+    "      uploaded        bytes of chunks their receivers lacked that it uploaded\n"
+    "      died_s          when it died, seconds (empty: never)\n"
+    "      cross_wire, uploaded_wire\n"
+    "                      bytes it received from other zones and uploaded on the\n"
+    "                      wire: duplicates and partial transfers included\n"
+    "    The SVG plots the nodes complete over time, and the bytes received on the\n"
+    "    wire per second from the origin, the same zone and other zones, each\n"
+    "    flow's bytes in the time bins it moved them in. There is no PNG output:\n"
+    "    convert the SVG with, e.g., rsvg-convert -o plot.png\n"
+    "    plot.svg (Debian's librsvg2-bin), inkscape or ImageMagick.\n"
+    "\n";
+
+static const char usage_exit[] =
     "EXIT STATUS\n"
     "    0 when every node that had to complete did, 1 on a bad option or a failed\n"
     "    run, 2 when the run ended (max-time, or nothing left to happen) with live\n"
     "    nodes, or nodes yet to join, left incomplete (the summary, CSV and SVG are\n"
-    "    written all the same).\n"
+    "    written all the same). SIGINT or SIGTERM stops the run where it is, as\n"
+    "    max-time does: it writes the summary, CSV and SVG of the run so far, says\n"
+    "    'interrupted at t=...' and exits with 128 + the signal (130 for SIGINT,\n"
+    "    143 for SIGTERM); a second signal exits at once, removing output files\n"
+    "    the run made and had not written.\n"
     "\n"
     "EXAMPLE\n"
     "    shoal-sim --nodes 2000 --zones 4 --size 140G --bandwidth 25Gbit \\\n"
@@ -169,8 +209,31 @@ static const char usage_tail[] =
 struct output {
     const char *path;
     FILE *f;
-    bool created; /* we made it: removed again if the run fails */
+    /* We made it: removed again if the run fails (or a second signal
+     * comes before it is written: read by on_signal). */
+    volatile sig_atomic_t created;
 };
+
+/* The outputs, where on_signal can see them, and the first signal that
+ * came (the run reads it: shoal_sim_config.stop). */
+static struct output outs[2];
+static volatile sig_atomic_t stop_sig;
+
+/* The first SIGINT or SIGTERM asks the run to stop where it is, as
+ * max-time does, and the figures so far are written; the second exits at
+ * once (a run that does not stop soon enough, or output too slow to
+ * write), removing the files this run made and has not written. Only
+ * async-signal-safe calls here: unlink, _exit. */
+static void on_signal(int sig)
+{
+    if (stop_sig) {
+        for (int i = 0; i < 2; i++)
+            if (outs[i].created)
+                unlink(outs[i].path);
+        _exit(128 + stop_sig);
+    }
+    stop_sig = sig;
+}
 
 /* Opens |o->path| for writing without truncating an existing file yet (a
  * run that fails leaves it as it was). Returns 0, or -1 with errno set. */
@@ -207,6 +270,46 @@ static void output_abandon(struct output *o)
     o->created = false;
 }
 
+/* A config file's settings: the scenario, and like every flag the outputs
+ * and quiet (the same as progress = no). */
+struct file_opts {
+    struct shoal_sim_config *c;
+    char csv[512], svg[512];
+    bool quiet;
+};
+
+/* shoal_kvfile_fn: csv, svg and quiet here, the rest to
+ * shoal_sim_config_set. */
+static int file_set(void *ctx, const char *key, const char *value, char *why, size_t whylen)
+{
+    struct file_opts *o = ctx;
+    if (!strcmp(key, "csv") || !strcmp(key, "svg")) {
+        char *dst = key[0] == 'c' ? o->csv : o->svg;
+        if (strlen(value) >= sizeof(o->csv) || value[0] == '\0') {
+            snprintf(why, whylen, "bad value for '%s': '%s' (a path of 1 to %zu bytes)", key,
+                     value, sizeof(o->csv) - 1);
+            return SHOAL_EBADMSG;
+        }
+        strcpy(dst, value);
+        return 0;
+    }
+    if (!strcmp(key, "quiet")) {
+        /* A boolean read as the scenario's are (progress here only
+         * holds it). */
+        struct shoal_sim_config t;
+        shoal_sim_config_default(&t);
+        if (shoal_sim_config_set(&t, "progress", value, NULL, 0) != 0) {
+            snprintf(why, whylen,
+                     "bad value for 'quiet': '%s' (yes or no; yes/no, true/false, on/off or 1/0)",
+                     value);
+            return SHOAL_EBADMSG;
+        }
+        o->quiet = t.progress;
+        return 0;
+    }
+    return shoal_sim_config_set(o->c, key, value, why, whylen);
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_sim_config c;
@@ -222,19 +325,19 @@ int main(int argc, char **argv)
      * the config file, whose 'progress = no' was overridden here. */
     c.progress = true;
     /* The config file goes first so flags override it wherever it appears. */
+    struct file_opts fo = {.c = &c};
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            if (shoal_sim_config_load(&c, argv[i + 1], err, sizeof(err)) != 0) {
-                fprintf(stderr, "shoal-sim: %s\n", err);
-                return 1;
-            }
-        } else if (!strncmp(argv[i], "--config=", 9)) {
-            if (shoal_sim_config_load(&c, argv[i] + 9, err, sizeof(err)) != 0) {
-                fprintf(stderr, "shoal-sim: %s\n", err);
-                return 1;
-            }
+        const char *path = !strcmp(argv[i], "--config") && i + 1 < argc ? argv[i + 1]
+                           : !strncmp(argv[i], "--config=", 9)           ? argv[i] + 9
+                                                                          : NULL;
+        if (path != NULL && shoal_kvfile_load(path, file_set, &fo, err, sizeof(err)) != 0) {
+            fprintf(stderr, "shoal-sim: %s\n", err);
+            return 1;
         }
     }
+    csv = fo.csv[0] ? fo.csv : NULL;
+    svg = fo.svg[0] ? fo.svg : NULL;
+    quiet = fo.quiet;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -242,6 +345,8 @@ int main(int argc, char **argv)
             fputs(usage_keys, stdout);
             fputs(usage_keys2, stdout);
             fputs(usage_tail, stdout);
+            fputs(usage_output, stdout);
+            fputs(usage_exit, stdout);
             return 0;
         }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -284,12 +389,13 @@ int main(int argc, char **argv)
             svg = val;
             continue;
         }
-        rv = shoal_sim_config_set(&c, key, val);
+        rv = shoal_sim_config_set(&c, key, val, err, sizeof(err));
+        if (rv == SHOAL_ENOTFOUND) {
+            fprintf(stderr, "shoal-sim: unknown option '--%s' (see --help)\n", key);
+            return 1;
+        }
         if (rv != 0) {
-            fprintf(stderr, "shoal-sim: %s '--%s'%s%s\n",
-                    rv == SHOAL_ENOTFOUND ? "unknown option" : "bad value for", key,
-                    rv == SHOAL_ENOTFOUND ? " (see --help)" : ": ",
-                    rv == SHOAL_ENOTFOUND ? "" : val);
+            fprintf(stderr, "shoal-sim: %s\n", err);
             return 1;
         }
     }
@@ -299,30 +405,67 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-sim: %s\n", err);
         return 1;
     }
+    /* From here a signal stops the run (on_signal); reading a large
+     * manifest and setting up a large fleet take a while too. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    /* One handler at a time: a SIGTERM right behind a SIGINT is the
+     * second signal, not a handler nested in the first. */
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sa.sa_flags = SA_RESTART;
+    (void)sigaction(SIGINT, &sa, NULL);
+    (void)sigaction(SIGTERM, &sa, NULL);
+    c.stop = &stop_sig;
     /* What the run will cost, before it costs it: a 2,000-node fleet
      * pulling 140 GiB takes most of an hour and GBs of memory. */
+    if (c.manifest[0] && c.synthetic_given) {
+        /* The manifest's chunks are the release: say the keys that would
+         * have shaped a synthetic one do nothing. */
+        static const char *const names[] = {"size", "chunk-avg", "chunk-min", "chunk-max",
+                                            "files"};
+        fprintf(stderr, "shoal-sim: warning: the manifest %s sets the chunk sizes and files;"
+                        " ignoring", c.manifest);
+        for (unsigned i = 0, n = 0; i < 5; i++)
+            if (c.synthetic_given & (1u << i))
+                fprintf(stderr, "%s %s", n++ ? "," : "", names[i]);
+        fputc('\n', stderr);
+    }
     struct shoal_sim_cost cost;
     rv = shoal_sim_estimate(&c, &cost);
-    if (rv == 0) {
-        shoal_sim_cost_print(&c, &cost, c.progress || dry_run, dry_run ? stdout : stderr);
-    } else if (dry_run) {
-        fprintf(stderr, "shoal-sim: cannot size the release%s%s: %s\n",
-                c.manifest[0] ? " from " : "", c.manifest, shoal_strerror(rv));
+    if (rv != 0) {
+        /* Before the output files are made: a manifest that cannot be
+         * read used to fail only after them, without its path. */
+        fprintf(stderr, "shoal-sim: cannot %s%s: %s\n",
+                c.manifest[0] ? "read the manifest " : "size the release", c.manifest,
+                shoal_strerror(rv));
         return 1;
     }
-    rv = 0;
+    shoal_sim_cost_print(&c, &cost, c.progress || dry_run, dry_run ? stdout : stderr);
     if (dry_run)
         return 0;
     /* The output files are opened before the run, which may take an hour,
      * so a path that cannot be written fails now. */
-    struct output outs[2] = {{csv, NULL, false}, {svg, NULL, false}};
-    for (int i = 0; i < 2; i++) {
+    outs[0].path = csv;
+    outs[1].path = svg;
+    /* A signal that came during an open() is handled as it returns, before
+     * |created| says whose the file is: hold signals until it does. */
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigprocmask(SIG_BLOCK, &sigs, &old);
+    for (int i = 0; i < 2 && rv == 0; i++) {
         if (outs[i].path && output_open(&outs[i]) != 0) {
             fprintf(stderr, "shoal-sim: cannot write %s: %s\n", outs[i].path, strerror(errno));
             rv = 1;
-            goto out;
         }
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (rv != 0)
+        goto out;
 
     rv = shoal_sim_run(&c, &r);
     if (rv != 0) {
@@ -331,7 +474,11 @@ int main(int argc, char **argv)
         goto out;
     }
     shoal_sim_print_summary(r, stdout);
-    if (r->incomplete > 0)
+    if (r->interrupted)
+        fprintf(stderr, "shoal-sim: interrupted at t=%.3f s of simulated time (signal %d):"
+                        " the summary, CSV and SVG are of the run so far (exit status %d)\n",
+                r->end_s, (int)stop_sig, 128 + (int)stop_sig);
+    else if (r->incomplete > 0)
         fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s"
                         " (exit status 2)\n",
                 r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s);
@@ -363,6 +510,7 @@ out:
     for (int i = 0; i < 2; i++)
         output_abandon(&outs[i]);
     bool cut = rv == 0 && r != NULL && r->incomplete > 0;
+    bool interrupted = rv == 0 && r != NULL && r->interrupted;
     shoal_sim_result_free(r);
-    return rv ? 1 : cut ? 2 : 0;
+    return rv ? 1 : interrupted ? 128 + (int)stop_sig : cut ? 2 : 0;
 }

@@ -131,9 +131,10 @@ void shoal_sim_cost_print(const struct shoal_sim_config *c, const struct shoal_s
     fmt_dur(dur, sizeof(dur), k->seconds);
     fmt_rate(rate, sizeof(rate), 1e6 / k->us_per_transfer);
     if (progress)
-        fprintf(f, "sim: %u nodes x %u chunks: ~%.3g transfers, ~%s of memory, roughly %s"
+        fprintf(f, "sim: %u node%s x %u chunk%s: ~%.3g transfers, ~%s of memory, roughly %s"
                    " at ~%s transfers/s\n",
-                c->nodes, k->nchunks, (double)k->transfers, mem, dur, rate);
+                c->nodes, c->nodes == 1 ? "" : "s", k->nchunks, k->nchunks == 1 ? "" : "s",
+                (double)k->transfers, mem, dur, rate);
     if (!shoal_sim_cost_large(k))
         return;
     double phys = phys_bytes();
@@ -192,7 +193,8 @@ void shoal_sim_progress_start(struct shoal_sim_progress *p, uint32_t nodes, uint
     fmt_bytes(rss, sizeof(rss), m);
     /* Setting up a large fleet's schedulers takes a while too (40 s for
      * 2,000 nodes of 143k chunks): say it is done. */
-    fprintf(f, "sim: %u nodes set up in %s%s%s; T_min %.3f s; simulating\n", nodes, dur,
+    fprintf(f, "sim: %u node%s set up in %s%s%s; T_min %.3f s; simulating\n", nodes,
+            nodes == 1 ? "" : "s", dur,
             m > 0 ? ", RSS " : "", m > 0 ? rss : "", t_min);
     fflush(f);
 }
@@ -207,6 +209,14 @@ void shoal_sim_progress_print(struct shoal_sim_progress *p, double now, uint32_t
 {
     double w = wall_now(), el = w - p->wall0, run = w - p->run0;
     char eta[32], rate[32], wall[32], rss[32];
+    if (p->printed && transfers == p->last_transfers && downloading == p->last_downloading &&
+        w < p->next_wall) {
+        p->next_sim = now + p->sim_step;
+        return;
+    }
+    p->printed = true;
+    p->last_transfers = transfers;
+    p->last_downloading = downloading;
     double rt = run > 0 ? (double)transfers / run : 0;
     if (transfers >= p->expect)
         snprintf(eta, sizeof(eta), "soon");
@@ -219,12 +229,15 @@ void shoal_sim_progress_print(struct shoal_sim_progress *p, double now, uint32_t
     double m = rss_bytes();
     if (m > 0)
         fmt_bytes(rss, sizeof(rss), m);
-    fprintf(f, "sim: t=%.1fs", now);
+    /* Tenths of a second, or milliseconds for a run whose T_min is under
+     * a second (its lines all said t=0.0s, T_min 0.0s). */
+    int dec = p->t_min > 0 && p->t_min < 1 ? 3 : 1;
+    fprintf(f, "sim: t=%.*fs", dec, now);
     if (p->t_min > 0)
-        fprintf(f, " (T_min %.1fs)", p->t_min);
-    fprintf(f, ", %u nodes still downloading, %llu of ~%llu transfers (%.1f%%), %s/s,"
+        fprintf(f, " (T_min %.*fs)", dec, p->t_min);
+    fprintf(f, ", %u node%s still downloading, %llu of ~%llu transfers (%.1f%%), %s/s,"
                " ETA %s, wall %s%s%s\n",
-            downloading, (unsigned long long)transfers, (unsigned long long)p->expect,
+            downloading, downloading == 1 ? "" : "s", (unsigned long long)transfers, (unsigned long long)p->expect,
             p->expect ? 100.0 * (double)transfers / (double)p->expect : 100.0, rate, eta, wall,
             m > 0 ? ", RSS " : "", m > 0 ? rss : "");
     fflush(f);

@@ -77,6 +77,13 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     else
         fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
                 r->completed, r->failed, r->incomplete);
+    if (r->interrupted)
+        fprintf(f, "interrupted    at t=%.3f s (a signal): the figures are those of the run"
+                   " so far\n", r->end_s);
+    if (r->fail_frac > 0 && r->fail_at_s < 0)
+        /* The fraction rounded to no node at all: say so, not nothing. */
+        fprintf(f, "failures       0 nodes (fail-frac %g of %u non-seed node%s rounds to"
+                   " none)\n", r->fail_frac, r->fail_pool, r->fail_pool == 1 ? "" : "s");
     if (r->died > 0)
         fprintf(f, "failures       %u node%s died at %.3f s (fail-at): %u before completing,"
                    " %u after\n", r->died, r->died == 1 ? "" : "s", r->fail_at_s, r->failed,
@@ -102,6 +109,11 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
                    " of\n"
                    "               max(0, F - (Z-1)*cap*(T-t0) if z has no seed,"
                    " N_z*F - (U_z + (Z-1)*cap)*(T-t0))\n", r->t_min_t0);
+        if (r->t_zone_1x > 0)
+            /* What an operator meets first: with the origin sending each
+             * byte once, the zones bring (Z-1)*F across Z*(Z-1) pairs. */
+            fprintf(f, "               with origin egress 1x: at least t0 + F/(Z*cap) = %.3f s"
+                       " (%.3f x T_min)\n", r->t_zone_1x, ratio(r->t_zone_1x, r->t_min));
     } else {
         fprintf(f, "T_min          %.3f s (no byte moves before %.3f s: first join, round trip)\n",
                 r->t_min, r->t_min_t0);
@@ -113,16 +125,20 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     since_join_line(r, f);
     fprintf(f, "origin egress  %.3f GiB (%.4f x release)\n", (double)r->origin_bytes / 1073741824.0,
             ratio((double)r->origin_bytes, F));
-    fprintf(f, "cross-zone     %.3f GiB (%.5f of bytes received)\n",
-            (double)r->cross_bytes / 1073741824.0,
-            ratio((double)r->cross_bytes, (double)r->recv_bytes));
+    /* What crosses zones is billed by the byte on the wire, waste and
+     * all; the share is of the bytes received on the wire, likewise. */
+    fprintf(f, "cross-zone     %.3f GiB on the wire (%.3f GiB useful), %.5f of the bytes"
+               " received on the wire\n",
+            (double)r->cross_wire / 1073741824.0, (double)r->cross_bytes / 1073741824.0,
+            ratio((double)r->cross_wire, (double)r->recv_wire));
     if (r->lease_chunks)
         fprintf(f, "origin leases  %u chunks asked (shoald --lease-chunks %u), %llu granted,"
                    " %.1f chunks each\n",
                 r->lease_chunks, r->lease_chunks, (unsigned long long)r->leases,
                 r->leases ? (double)r->leased_chunks / (double)r->leases : 0.0);
-    fprintf(f, "received       %.3f GiB, wasted %.3f GiB (duplicates, aborts)\n",
-            (double)r->recv_bytes / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);
+    fprintf(f, "received       %.3f GiB on the wire, wasted %.3f GiB (duplicates, cancelled"
+               " and aborted transfers)\n",
+            (double)r->recv_wire / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);
     fprintf(f, "transfers      %llu chunk transfers, %llu events, %.3f s simulated\n",
             (unsigned long long)r->transfers, (unsigned long long)r->events, r->end_s);
 }
@@ -130,7 +146,7 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
 int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
 {
     fprintf(f, "node,zone,seed,failed,up_Bps,down_Bps,join_s,done_s,from_origin,from_zone,"
-               "from_cross,uploaded,died_s\n");
+               "from_cross,uploaded,died_s,cross_wire,uploaded_wire\n");
     for (uint32_t i = 0; i < r->nodes; i++) {
         const struct shoal_sim_node *n = &r->node[i];
         fprintf(f, "%u,%u,%d,%d,%.0f,%.0f,%.6f,", i, n->zone, n->seed, n->failed, n->up,
@@ -142,7 +158,8 @@ int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
                 (unsigned long long)n->uploaded);
         if (n->died_s >= 0)
             fprintf(f, "%.6f", n->died_s);
-        fputc('\n', f);
+        fprintf(f, ",%llu,%llu\n", (unsigned long long)n->cross_wire,
+                (unsigned long long)n->uploaded_wire);
     }
     return ferror(f) ? -EIO : 0;
 }
@@ -211,23 +228,24 @@ int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f)
     fprintf(f, "'/>\n");
     free(t);
 
-    /* Receive rate by source, GB/s per bin. */
+    /* Receive rate by source, GB/s per bin: each flow's bytes in the bins
+     * it sent them in (sim.c settle, bin_spread). */
     uint32_t nb = (uint32_t)(tmax / r->bin_s) + 1;
     if (nb > r->nbins)
         nb = r->nbins;
     double ymax = 1e-9;
     for (uint32_t i = 0; i < nb; i++) {
-        double s = (double)(r->bins[i][0] + r->bins[i][1] + r->bins[i][2]) / r->bin_s / 1e9;
+        double s = (r->bins[i][0] + r->bins[i][1] + r->bins[i][2]) / r->bin_s / 1e9;
         if (s > ymax)
             ymax = s;
     }
-    frame(f, X0, Y2, W, H, tmax, ymax, "Bytes received by source", "GB/s", "%.3g");
+    frame(f, X0, Y2, W, H, tmax, ymax, "Bytes received on the wire by source", "GB/s", "%.3g");
     static const char *color[3] = {"#d62728", "#2ca02c", "#ff7f0e"};
     static const char *label[3] = {"origin", "same zone", "cross zone"};
     for (int k = 0; k < 3; k++) {
         fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='1.5' points='", color[k]);
         for (uint32_t i = 0; i < nb; i++) {
-            double y = (double)r->bins[i][k] / r->bin_s / 1e9;
+            double y = r->bins[i][k] / r->bin_s / 1e9;
             fprintf(f, "%s%.1f,%.1f", i ? " " : "", X0 + W * (i + 0.5) * r->bin_s / tmax,
                     Y2 + H - H * y / ymax);
         }

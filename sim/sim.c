@@ -74,6 +74,8 @@ struct conn {
     uint32_t up_i, down_i, zz_i;
     bool active;
     bool dead;
+    uint8_t kind;          /* its bytes' source in the rate bins: 0 origin,
+                              1 same zone, 2 cross zone */
 };
 
 struct vec {
@@ -94,6 +96,13 @@ struct link {
 /* Bytes a node received by source and uploaded (shoal_sim_node's). */
 struct acc {
     uint64_t from_origin, from_zone, from_cross, uploaded;
+};
+
+/* Bytes on the wire beyond the useful ones (duplicates, partial
+ * transfers), received across zones and uploaded: apart from acc, which
+ * every transfer touches, as these are rare. */
+struct extra {
+    uint64_t cross, up;
 };
 
 struct node {
@@ -131,6 +140,7 @@ struct sim {
                               request compares two nodes' zones) */
     struct acc *acc;       /* per node: bytes by source, copied to the
                               result at the end (dense, like the others) */
+    struct extra *extra;   /* per node: wire bytes beyond acc's */
     struct vec origin_up;
     struct conn *conn;
     uint32_t nconn, conncap;
@@ -177,6 +187,10 @@ struct sim {
     size_t hstride;
     struct shoal_reg_peer *plist;
     struct shoal_sim_progress prog; /* when c->progress */
+    /* The rate bin settle() last added to, [bin_lo, bin_hi) in time: a
+     * flow settled within it needs no division (bin_spread). */
+    uint32_t bin_cur;
+    double bin_lo, bin_hi;
 };
 
 /* ---- small utilities ---- */
@@ -448,12 +462,22 @@ static double res_zz(const struct sim *S, uint32_t z)
     return r > 0 ? r : 0;
 }
 
-static void settle(struct sim *S, struct conn *cn)
+static void bin_spread(struct sim *S, uint32_t kind, double t0, double t1, double bytes);
+
+/* Brings |cn|'s remaining bytes to now, and puts what it sent since it
+ * was last settled, at the one rate it had, in the rate bins: in the bin
+ * last added to when it ran within that bin (most do), else bin_spread. */
+static inline __attribute__((always_inline)) void settle(struct sim *S, struct conn *cn)
 {
     if (cn->rate > 0) {
-        cn->remaining -= cn->rate * (S->now - cn->last);
-        if (cn->remaining < 0)
-            cn->remaining = 0;
+        double sent = cn->rate * (S->now - cn->last);
+        if (sent > cn->remaining)
+            sent = cn->remaining;
+        cn->remaining -= sent;
+        if (cn->last >= S->bin_lo && S->now < S->bin_hi)
+            S->r->bins[S->bin_cur][cn->kind] += sent;
+        else
+            bin_spread(S, cn->kind, cn->last, S->now, sent);
     }
     cn->last = S->now;
 }
@@ -812,7 +836,8 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
             return -ENOMEM;
         S->hpos = hp;
     }
-    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL};
+    uint8_t kind = src == S->n ? 0 : S->zone[src] == S->zone[dst] ? 1 : 2;
+    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL, .kind = kind};
     S->hpos[S->nconn] = NIL;
     *out = S->nconn++;
     return 0;
@@ -842,25 +867,78 @@ static uint32_t bins_cover(struct shoal_sim_result *r, double t)
     return bin;
 }
 
+/*
+ * Adds |bytes| sent at one rate over [t0, t1] to the rate bins of source
+ * |kind|, spread over the bins that span covers: a chunk's bytes go where
+ * they moved, not all where it completed (that put 5 GB/s across two zone
+ * pairs capped at 0.25 GB/s, and 2.2 GB/s out of a 1.25 GB/s origin). A
+ * flow's rate only changes when it is settled, so the bins are exact.
+ */
+static __attribute__((noinline)) void bin_spread(struct sim *S, uint32_t kind, double t0,
+                                                  double t1, double bytes)
+{
+    struct shoal_sim_result *r = S->r;
+    uint32_t b1 = bins_cover(r, t1), b0 = (uint32_t)(t0 / r->bin_s);
+    S->bin_cur = b1;
+    S->bin_lo = b1 * r->bin_s;
+    S->bin_hi = (b1 + 1) * r->bin_s;
+    if (b0 >= b1 || !(t1 > t0)) {
+        r->bins[b1][kind] += bytes;
+        return;
+    }
+    double rate = bytes / (t1 - t0), left = bytes;
+    for (uint32_t b = b0; b < b1; b++) {
+        double part = rate * ((b + 1) * r->bin_s - (b == b0 ? t0 : b * r->bin_s));
+        part = part < left ? part : left;
+        r->bins[b][kind] += part;
+        left -= part;
+    }
+    r->bins[b1][kind] += left;
+}
+
 static void count_bytes(struct sim *S, uint32_t src, uint32_t dst, uint64_t bytes)
 {
     struct shoal_sim_result *r = S->r;
-    uint32_t bin = bins_cover(r, S->now);
-    int kind;
     if (src == S->n) {
-        kind = 0;
         S->acc[dst].from_origin += bytes;
     } else if (S->zone[src] == S->zone[dst]) {
-        kind = 1;
         S->acc[dst].from_zone += bytes;
     } else {
-        kind = 2;
         S->acc[dst].from_cross += bytes;
         r->cross_bytes += bytes;
+        r->cross_wire += bytes;
     }
-    r->bins[bin][kind] += bytes;
     if (src != S->n)
         S->acc[src].uploaded += bytes;
+}
+
+/* |bytes| from |src| to |dst| went over the wire without bringing |dst| a
+ * chunk it lacked: a duplicate, or part of a chunk. They cost what useful
+ * bytes cost (a cross-zone byte is billed all the same). */
+static void count_extra(struct sim *S, uint32_t src, uint32_t dst, uint64_t bytes)
+{
+    if (src == S->n)
+        return; /* origin_bytes counts the origin's */
+    S->extra[src].up += bytes;
+    if (S->zone[src] != S->zone[dst]) {
+        S->extra[dst].cross += bytes;
+        S->r->cross_wire += bytes;
+    }
+}
+
+/* The part of |cn|'s chunk sent so far went over the wire and is lost:
+ * its transfer was cancelled or its connection died (|wasted|), or the
+ * run ended under it. */
+static void count_partial(struct sim *S, struct conn *cn, bool wasted)
+{
+    settle(S, cn);
+    uint64_t part = S->size[cn->cur] - (uint64_t)cn->remaining;
+    if (wasted)
+        S->r->wasted_bytes += part;
+    if (cn->src == S->n)
+        S->r->origin_bytes += part;
+    S->r->recv_wire += part;
+    count_extra(S, cn->src, cn->dst, part);
 }
 
 /* Gives node |x| the role the tracker named, as the daemon does
@@ -918,6 +996,7 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
     bool fresh = !(d->have[c >> 3] & (1u << (c & 7)));
     if (!fresh) {
         S->r->wasted_bytes += bytes;
+        count_extra(S, src, dst, bytes);
     } else {
         d->have[c >> 3] |= (uint8_t)(1u << (c & 7));
         S->nhave[dst]++;
@@ -1135,8 +1214,7 @@ static int run_sched(struct sim *S, uint32_t x)
                     break;
                 struct conn *cn = &S->conn[nd->cin[k]];
                 if (cn->active && cn->cur == a[i].chunk) {
-                    settle(S, cn);
-                    S->r->wasted_bytes += S->size[cn->cur] - (uint64_t)cn->remaining;
+                    count_partial(S, cn, true);
                     rv = conn_advance(S, nd->cin[k]);
                 }
                 /* Queued copies are dropped when they reach the head. */
@@ -1228,11 +1306,7 @@ static int kill_conn(struct sim *S, uint32_t id)
     struct conn *cn = &S->conn[id];
     int rv = 0;
     if (cn->active) {
-        settle(S, cn);
-        uint64_t part = S->size[cn->cur] - (uint64_t)cn->remaining;
-        S->r->wasted_bytes += part;
-        if (cn->src == S->n)
-            S->r->origin_bytes += part;
+        count_partial(S, cn, true);
         cn->qn = 0;
         rv = deactivate(S, id);
     }
@@ -1591,6 +1665,12 @@ static int lower_bound(struct sim *S)
     r->t_min_links = links_bound(S, &B, start, ns, t_node);
     r->t_min_zone = ns > 0 ? zone_cap_bound(S, &B) : 0;
     r->t_min = fmax(r->t_min_links, r->t_min_zone);
+    if (r->t_min_zone > 0 && c->seeds == 0) {
+        uint32_t zn = 0;
+        for (uint32_t z = 0; z < c->zones; z++)
+            zn += B.zany[z];
+        r->t_zone_1x = B.t0 + F / ((double)zn * c->zone_cap);
+    }
     free(start);
     return rv;
 }
@@ -1609,6 +1689,7 @@ static int setup(struct sim *S)
     S->nhave = calloc(c->nodes, sizeof(*S->nhave));
     S->zone = calloc(c->nodes, 1);
     S->acc = calloc(c->nodes, sizeof(*S->acc));
+    S->extra = calloc(c->nodes, sizeof(*S->extra));
     S->victim = calloc(c->nodes, 1);
     if (S->lk != NULL)
         S->lk[c->nodes].up = c->origin_up;
@@ -1632,7 +1713,7 @@ static int setup(struct sim *S)
     }
     struct shoal_sim_result *r = calloc(1, sizeof(*r));
     S->r = r;
-    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->victim || !S->dirty ||
+    if (!S->node || !S->lk || !S->nhave || !S->zone || !S->acc || !S->extra || !S->victim || !S->dirty ||
         !S->bitbuf || !S->plist || !S->hold || !S->hbit || !S->haves || !r)
         return -ENOMEM;
     r->node = calloc(c->nodes, sizeof(struct shoal_sim_node));
@@ -1753,16 +1834,19 @@ static int setup(struct sim *S)
         }
     }
     r->fail_at_s = S->fails_pending > 0 ? c->fail_at_s : -1;
+    r->fail_frac = c->fail_frac;
+    r->fail_pool = nleech;
     if ((rv = lower_bound(S)) != 0)
         return rv;
     /* Bins start a hundredth of T_min wide and widen as the run goes on
-     * (count_bytes): a run ten or a thousand times T_min is plotted in
+     * (bin_spread): a run ten or a thousand times T_min is plotted in
      * full, in at most SHOAL_SIM_BINS bins. */
     r->bin_s = r->t_min > 0 ? r->t_min / 100.0 : 1e-3;
     r->nbins = 0;
     r->bins = calloc(SHOAL_SIM_BINS, sizeof(*r->bins));
     if (r->bins == NULL)
         return -ENOMEM;
+    S->bin_lo = S->bin_hi = 0; /* bin_spread sets them */
     if (c->tracker)
         rv = ev_push(S, 10.0, EV_EXPIRE, 0, 0);
     return rv;
@@ -1799,6 +1883,7 @@ static void teardown(struct sim *S)
     free(S->nhave);
     free(S->zone);
     free(S->acc);
+    free(S->extra);
     free(S->victim);
     free(S->plist);
     free(S->heap);
@@ -1823,11 +1908,19 @@ static void teardown(struct sim *S)
 static int finish(struct sim *S, bool all_done)
 {
     struct shoal_sim_result *r = S->r;
+    /* Chunks still under way went over the wire in part: count that part
+     * (not as waste: the run, not the schedule, cut them off). */
+    for (uint32_t id = 0; id < S->nconn; id++)
+        if (S->conn[id].active && S->conn[id].cur != NIL)
+            count_partial(S, &S->conn[id], false);
+    r->recv_wire += r->recv_bytes;
     for (uint32_t i = 0; i < S->c->nodes; i++) {
         r->node[i].from_origin = S->acc[i].from_origin;
         r->node[i].from_zone = S->acc[i].from_zone;
         r->node[i].from_cross = S->acc[i].from_cross;
         r->node[i].uploaded = S->acc[i].uploaded;
+        r->node[i].cross_wire = S->acc[i].from_cross + S->extra[i].cross;
+        r->node[i].uploaded_wire = S->acc[i].uploaded + S->extra[i].up;
         if (all_done && S->fails_pending > 0 && S->victim[i] && r->node[i].died_s < 0) {
             r->node[i].died_s = S->c->fail_at_s;
             r->died_after_end++;
@@ -2048,6 +2141,11 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             (S.now >= S.prog.next_sim ||
              ((S.r->events & 1023) == 0 && shoal_sim_progress_wall_due(&S.prog))))
             shoal_sim_progress_print(&S.prog, S.now, S.alive_incomplete, S.r->transfers, stderr);
+        /* Interrupted (SIGINT): end here, as at max_time. */
+        if ((S.r->events & 1023) == 0 && c->stop != NULL && *c->stop) {
+            S.r->interrupted = true;
+            break;
+        }
         /* Everyone live is done and nobody is left to join: stop, even if
          * periodic events or failures remain (those could only kill
          * complete nodes: finish records them). Seeds join complete: with

@@ -27,6 +27,7 @@
 #ifndef SHOAL_SIM_H
 #define SHOAL_SIM_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,9 +36,17 @@
 #define SHOAL_SIM_NODES_MAX 1000000u
 #define SHOAL_SIM_ZONES_MAX 64u
 #define SHOAL_SIM_CHUNKS_MAX 4000000u
+/* A synthetic release is at most 1 PiB (and SHOAL_SIM_CHUNKS_MAX chunks). */
+#define SHOAL_SIM_SIZE_MAX (1ull << 50)
 /* Round trips above this are a typo (milliseconds); a run with them would
  * take simulated days. */
 #define SHOAL_SIM_LAT_MAX_MS 60000.0
+/* Bounds on simulated times, seconds: nodes join over at most a day (a run
+ * simulates the whole spread, ticking every 10 s), and max_time and
+ * fail_at are at most 30 days (a run that long is a typo for a shorter
+ * one; 1e300 never ended). */
+#define SHOAL_SIM_JOIN_SPREAD_MAX_S 86400.0
+#define SHOAL_SIM_TIME_MAX_S (30 * 86400.0)
 /* Rate bins kept for the SVG (shoal_sim_result.bins). */
 #define SHOAL_SIM_BINS 1024u
 
@@ -59,6 +68,10 @@ struct shoal_sim_config {
     uint32_t chunk_max;
     uint32_t files;            /* synthetic files (equal chunk counts) */
     char manifest[512];        /* signed manifest file; overrides synthetic sizes */
+    uint32_t synthetic_given;  /* not a key: which of size, chunk-avg,
+                                  chunk-min, chunk-max, files (bits 0-4)
+                                  shoal_sim_config_set was given, for a
+                                  warning that a manifest overrides them */
     double join_spread_s;      /* 0: all join at t=0; else uniform over [0, spread] */
     double fail_frac;          /* fraction of nodes that die ... */
     double fail_at_s;          /* ... at this time (at most max_sim_s) */
@@ -100,6 +113,11 @@ struct shoal_sim_config {
     double progress_every_s;   /* ... at least every this many seconds of
                                   wall time (0: 10 s), and every T_min/10
                                   of simulated time */
+    /* Not a scenario key: when set, the run reads *stop every 1,024 events
+     * and, once it is non-zero (a signal handler sets it), ends there as
+     * at max_sim_s, with |interrupted| set in the result. The caller owns
+     * it; NULL by default. */
+    volatile sig_atomic_t *stop;
 };
 
 /* Defaults: 100 nodes, 4 zones, 0 seeds, 1.25 GB/s (10 Gbit/s) up and down,
@@ -124,9 +142,15 @@ void shoal_sim_config_default(struct shoal_sim_config *c);
  * dashes or underscores alike ("zone-cap" is "zone_cap"); shoald's
  * "origin-delay-ms" is "origin_delay". Sizes and rates accept K/M/G/T
  * suffixes (powers of 1024 for sizes; rates: "10Gbit" or bytes "1.25G").
+ * A value out of the key's range is refused here, as config_check would
+ * (the same ranges). On error, when |err| is not NULL, writes a message
+ * to it (|errlen| bytes) naming the key and the value, and the range
+ * with units: "nodes 1e9: must be 1 to 1000000", "bad value for 'seed':
+ * '-1' (decimal digits, 0 to ...)", "unknown key 'colour'".
  * Returns 0, SHOAL_ENOTFOUND (unknown key) or SHOAL_EBADMSG (bad value).
  */
-int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *value);
+int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char *value,
+                         char *err, size_t errlen);
 
 /*
  * Reads "key = value" lines from |path| into |c| (protocol/kvfile.h: the
@@ -142,7 +166,8 @@ int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *er
  * ones with a bare -EINVAL): fleet, zone and seed counts, positive
  * bandwidths, hetero below 1, ordered chunk sizes, a synthetic release of
  * at most SHOAL_SIM_CHUNKS_MAX chunks, failure fraction, fail_at within
- * max_time, round trips up to SHOAL_SIM_LAT_MAX_MS, and busy_backoff,
+ * max_time, join_spread, max_time and fail_at within their bounds above,
+ * round trips up to SHOAL_SIM_LAT_MAX_MS, and busy_backoff,
  * endgame_dups and max_leases of at least 1. On a bad scenario
  * writes a message naming the key, its value and the allowed range to
  * |err| (|errlen| bytes). Returns 0 or -EINVAL.
@@ -160,7 +185,14 @@ struct shoal_sim_node {
                                   and died later keeps its done_s and counts
                                   as completed; from died_s on it uploads
                                   nothing */
+    /* Bytes of chunks it was missing, by source, and bytes of such
+     * chunks it uploaded: useful bytes, each chunk counted once. */
     uint64_t from_origin, from_zone, from_cross, uploaded;
+    /* Bytes on the wire, waste included (duplicates, the part of a chunk
+     * sent before its transfer was cancelled or its connection died, and
+     * of one still under way when the run ended): received from other
+     * zones, and uploaded. */
+    uint64_t cross_wire, uploaded_wire;
 };
 
 struct shoal_sim_result {
@@ -180,6 +212,12 @@ struct shoal_sim_result {
                                   each zone brings the release in through
                                   the origin, which all zones share, and its
                                   inbound pairs); 0 without zone_cap */
+    double t_zone_1x;          /* with zone_cap, no seed and 2 or more
+                                  zones with nodes: t0 + F/(Z*cap), the
+                                  least time for a fleet whose origin
+                                  egress is 1x (the zones import (Z-1)*F
+                                  over Z*(Z-1) pairs); not part of t_min,
+                                  as the origin may send more. Else 0 */
     double t_min_t0;           /* no byte can move before this: the first
                                   join plus a round trip (to the origin
                                   without seeds) */
@@ -196,10 +234,21 @@ struct shoal_sim_result {
                                   simulated, they could change nothing */
     uint32_t died;             /* nodes that died (all at fail_at_s) */
     double fail_at_s;          /* when; -1 when no node was picked to fail */
-    uint64_t origin_bytes;     /* egress from the origin, all of it */
-    uint64_t cross_bytes;      /* bytes received across zones */
-    uint64_t recv_bytes;       /* bytes of chunks received (incl. duplicates) */
-    uint64_t wasted_bytes;     /* duplicates and aborted transfers */
+    double fail_frac;          /* the fraction asked for ... */
+    uint32_t fail_pool;        /* ... of these non-seed nodes, rounded to
+                                  the nearest whole node: 0.005 of 50 is
+                                  none */
+    /* Bytes on the wire count everything sent: chunks the receiver
+     * lacked, duplicates, the part of a chunk sent before its transfer was
+     * cancelled or its connection died, and of one still under way when
+     * the run ended. Useful bytes are chunks the receiver lacked. */
+    uint64_t origin_bytes;     /* egress from the origin, on the wire */
+    uint64_t cross_wire;       /* bytes that crossed zones on the wire */
+    uint64_t cross_bytes;      /* ... of which useful */
+    uint64_t recv_wire;        /* bytes received on the wire, all of them */
+    uint64_t recv_bytes;       /* bytes of whole chunks received (incl.
+                                  duplicates) */
+    uint64_t wasted_bytes;     /* duplicates, cancelled and aborted transfers */
     uint64_t transfers;        /* chunk transfers completed */
     uint64_t events;
     uint64_t busy;             /* requests answered busy (upload slots full) */
@@ -207,14 +256,18 @@ struct shoal_sim_result {
     uint64_t leases;           /* origin leases granted (non-empty) */
     uint64_t leased_chunks;    /* chunks they spanned */
     double end_s;              /* simulated time at the end */
+    bool interrupted;          /* ended by config.stop */
     struct shoal_sim_node *node;
-    /* bytes received by source over time: nbins bins of bin_s seconds
-     * from 0 to end_s (bin_s doubles as the run goes on, so that at most
-     * SHOAL_SIM_BINS cover it), [i][0] origin, [i][1] same zone, [i][2]
-     * cross zone */
+    /* Bytes received on the wire by source over time: nbins bins of
+     * bin_s seconds from 0 to end_s (bin_s doubles as the run goes on, so
+     * that at most SHOAL_SIM_BINS cover it), [i][0] origin, [i][1] same
+     * zone, [i][2] cross zone. Each flow's bytes are in the bins it sent
+     * them in, at the rates it had: a bin over bin_s is a rate that never
+     * exceeds the links' and zone pairs' capacities. They add up to
+     * recv_wire (in floating point). */
     uint32_t nbins;
     double bin_s;
-    uint64_t (*bins)[3];
+    double (*bins)[3];
 };
 
 /*
@@ -288,6 +341,9 @@ struct shoal_sim_progress {
     double sim_step, next_sim; /* simulated seconds */
     double every, next_wall;   /* wall clock (CLOCK_MONOTONIC) */
     double wall0, run0;        /* when set-up began, when the run did */
+    bool printed;              /* a line was written; the last one said: */
+    uint64_t last_transfers;
+    uint32_t last_downloading;
 };
 /* Call before the set-up, which takes a while in a large fleet. */
 void shoal_sim_progress_init(struct shoal_sim_progress *p, const struct shoal_sim_config *c);
@@ -298,7 +354,10 @@ void shoal_sim_progress_start(struct shoal_sim_progress *p, uint32_t nodes, uint
 /* True once c->progress_every_s of wall time have passed since the last
  * line (a clock read: call it every thousand events or so, not each one). */
 bool shoal_sim_progress_wall_due(const struct shoal_sim_progress *p);
-/* Writes one line to |f| and sets when the next is due. */
+/* Writes one line to |f| and sets when the next is due: a line that
+ * simulated time made due is skipped when nothing moved since the last
+ * one (a run idle for long printed the same line thousands of times);
+ * one every progress_every_s of wall time comes all the same. */
 void shoal_sim_progress_print(struct shoal_sim_progress *p, double now, uint32_t downloading,
                               uint64_t transfers, FILE *f);
 

@@ -320,9 +320,71 @@ static void test_zone_cap_flood(void)
     /* Two pairs, each at most zone_cap for the whole run. */
     CHECK((double)r->cross_bytes <= 2 * c.zone_cap * r->end_s);
     CHECK((double)r->cross_bytes < 2.5 * F);
-    /* Each zone imports half the release through one pair: F / (2 cap). */
+    /* Each zone imports half the release through one pair: F / (2 cap),
+     * which the summary prints when the caps bind (t_zone_1x). */
+    CHECK(near(r->t_zone_1x, r->t_min_t0 + F / (2 * c.zone_cap)));
     CHECK(r->max >= F / (2 * c.zone_cap));
     CHECK(r->max < 4 * F / (2 * c.zone_cap));
+    shoal_sim_result_free(r);
+}
+
+/* Every byte on the wire has a source and, across zones, a bill: the
+ * origin's egress and the nodes' uploads on the wire add up to the bytes
+ * received on the wire, and the cross-zone figures count duplicates and
+ * partial transfers too. (They counted only chunks a node lacked: 0.280
+ * GiB across for the flood below, where 0.368 GiB crossed, and the share
+ * divided that by bytes that did count duplicates.) */
+static void check_wire(const struct shoal_sim_result *r)
+{
+    uint64_t up = 0, cross = 0;
+    for (uint32_t i = 0; i < r->nodes; i++) {
+        const struct shoal_sim_node *n = &r->node[i];
+        CHECK(n->cross_wire >= n->from_cross);
+        CHECK(n->uploaded_wire >= n->uploaded);
+        up += n->uploaded_wire;
+        cross += n->cross_wire;
+    }
+    CHECK_EQ(r->origin_bytes + up, r->recv_wire);
+    CHECK_EQ(cross, r->cross_wire);
+    CHECK(r->cross_wire >= r->cross_bytes);
+    CHECK(r->recv_wire >= r->recv_bytes);
+}
+
+static void test_wire_bytes(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    /* The flood: cancelled and duplicate crossings. */
+    fleet(&c, 60, 2, 128);
+    c.zone_cap = 125e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    check_wire(r);
+    CHECK(r->cross_wire > r->cross_bytes + (16u << 20));
+    /* Two pairs, each at most zone_cap for the whole run. */
+    CHECK((double)r->cross_wire <= 2 * c.zone_cap * r->end_s * (1 + 1e-9));
+    shoal_sim_result_free(r);
+    r = NULL;
+    /* Connections killed under way across zones. */
+    fleet(&c, 40, 2, 64);
+    c.fail_frac = 0.25;
+    c.fail_at_s = 0.1;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    check_wire(r);
+    CHECK(r->recv_wire > r->recv_bytes);
+    shoal_sim_result_free(r);
+    r = NULL;
+    /* Cut off by max_time: what was sent of the chunk under way is on the
+     * wire too, so one node fed by the origin alone received exactly
+     * u_origin x max_time. */
+    base(&c);
+    c.nodes = 1;
+    c.zones = 1;
+    c.max_sim_s = 0.02;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->incomplete, 1);
+    check_wire(r);
+    CHECK(fabs((double)r->origin_bytes - c.origin_up * c.max_sim_s) < 2);
+    CHECK(r->origin_bytes > r->recv_bytes);
     shoal_sim_result_free(r);
 }
 
@@ -595,28 +657,32 @@ static void test_incomplete_percentiles(void)
 }
 
 /* Checks the rate bins behind the SVG: they cover the whole run, add up
- * to the bytes the nodes got, and no bin holds more than the nodes'
- * downloads could carry in it (plus a chunk per node under way at its
- * start). */
-static void check_bins(const struct shoal_sim_result *r, uint32_t chunk_max)
+ * to the bytes received on the wire, and no bin holds more than the
+ * links could carry in it: the nodes' downloads, the origin's upload, the
+ * zone pairs (|zone_cap| x |zones| x (|zones| - 1), 0: none). */
+static void check_bins(const struct shoal_sim_result *r, double origin_up, double zone_cap,
+                       uint32_t zones)
 {
-    double down = 0;
-    uint64_t got = 0, binned = 0;
-    for (uint32_t i = 0; i < r->nodes; i++) {
+    double down = 0, binned = 0;
+    for (uint32_t i = 0; i < r->nodes; i++)
         down += r->node[i].down;
-        got += r->node[i].from_origin + r->node[i].from_zone + r->node[i].from_cross;
-    }
     CHECK(r->nbins > 0 && r->nbins <= 1024);
     CHECK(r->nbins * r->bin_s > r->end_s);
     CHECK((r->nbins - 1) * r->bin_s <= r->end_s);
-    double worst = 0;
+    double worst = 0, worst_origin = 0, worst_cross = 0;
     for (uint32_t i = 0; i < r->nbins; i++) {
-        uint64_t b = r->bins[i][0] + r->bins[i][1] + r->bins[i][2];
+        double b = (double)r->bins[i][0] + (double)r->bins[i][1] + (double)r->bins[i][2];
         binned += b;
-        worst = fmax(worst, (double)b);
+        worst = fmax(worst, b);
+        worst_origin = fmax(worst_origin, (double)r->bins[i][0]);
+        worst_cross = fmax(worst_cross, (double)r->bins[i][2]);
     }
-    CHECK_EQ(binned, got);
-    CHECK(worst <= down * r->bin_s + (double)r->nodes * chunk_max);
+    /* (A chunk's settled parts may fall a rounding error short of it.) */
+    CHECK(fabs(binned - (double)r->recv_wire) <= 1e-6 * (double)r->recv_wire);
+    CHECK(worst <= down * r->bin_s * (1 + 1e-9));
+    CHECK(worst_origin <= origin_up * r->bin_s * (1 + 1e-9));
+    if (zone_cap > 0)
+        CHECK(worst_cross <= zone_cap * zones * (zones - 1) * r->bin_s * (1 + 1e-9));
 }
 
 /* The SVG's rate plot (#5) for runs far longer than T_min: its bins were
@@ -634,7 +700,7 @@ static void test_rate_bins(void)
     c.release_bytes = 16ull << 20;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK(r->end_s > 20 * r->t_min);
-    check_bins(r, c.chunk_max);
+    check_bins(r, c.origin_up, c.zone_cap, c.zones);
     shoal_sim_result_free(r);
     r = NULL;
     base(&c);
@@ -644,7 +710,50 @@ static void test_rate_bins(void)
     c.release_bytes = 256ull << 20;
     c.join_spread_s = 10;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
-    check_bins(r, c.chunk_max);
+    check_bins(r, c.origin_up, 0, c.zones);
+    shoal_sim_result_free(r);
+}
+
+/* Each flow's bytes are binned when they move, not all where its chunk
+ * completes: the README's capped fleet (100 nodes, 2 zones, 1 Gbit/s
+ * pairs) plotted 5.1 GB/s across its two pairs of 0.125 GB/s, and 2.2
+ * GB/s out of its 1.25 GB/s origin. No bin may exceed a link. */
+static void test_rate_bins_links(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 100, 2, 256);
+    c.zone_cap = 125e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    check_bins(r, c.origin_up, c.zone_cap, c.zones);
+    shoal_sim_result_free(r);
+    r = NULL;
+    fleet(&c, 200, 4, 256);
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    check_bins(r, c.origin_up, 0, c.zones);
+    shoal_sim_result_free(r);
+}
+
+/* A run told to stop (config.stop, set by shoal-sim's SIGINT handler)
+ * ends where it is, as at max_time, and says it was interrupted. */
+static void test_stop(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    volatile sig_atomic_t stop = 1;
+    fleet(&c, 100, 4, 256);
+    c.stop = &stop;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->interrupted);
+    CHECK(r->events <= 1024);
+    CHECK_EQ(r->incomplete, 100);
+    CHECK(isinf(r->max));
+    shoal_sim_result_free(r);
+    r = NULL;
+    stop = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(!r->interrupted);
+    CHECK_EQ(r->completed, 100);
     shoal_sim_result_free(r);
 }
 
@@ -686,25 +795,25 @@ static void test_config(void)
 {
     struct shoal_sim_config c;
     shoal_sim_config_default(&c);
-    CHECK_EQ(shoal_sim_config_set(&c, "bandwidth", "10Gbit"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "bandwidth", "10Gbit", NULL, 0), 0);
     CHECK(near(c.node_up, 1.25e9) && near(c.node_down, 1.25e9));
-    CHECK_EQ(shoal_sim_config_set(&c, "size", "10G"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "size", "10G", NULL, 0), 0);
     CHECK_EQ(c.release_bytes, 10ull << 30);
-    CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "colour", "1"), SHOAL_ENOTFOUND);
-    CHECK_EQ(shoal_sim_config_set(&c, "tracker", "maybe"), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "colour", "1", NULL, 0), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sim_config_set(&c, "tracker", "maybe", NULL, 0), SHOAL_EBADMSG);
     /* Seeds are decimal (#11): 010 is ten, not octal 8; no sign, no blank,
      * no hex. */
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "010"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "010", NULL, 0), 0);
     CHECK_EQ(c.seed, 10);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551615"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551615", NULL, 0), 0);
     CHECK_EQ(c.seed, UINT64_MAX);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551616"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "-1"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "+1"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", " 1"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", "0x10"), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_sim_config_set(&c, "seed", ""), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "18446744073709551616", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "-1", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "+1", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", " 1", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "0x10", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "seed", "", NULL, 0), SHOAL_EBADMSG);
     /* 0 no longer stands for the default (#8), and round trips and
      * fail_at have limits (#6): refused by name. */
     char err[256];
@@ -714,23 +823,68 @@ static void test_config(void)
         struct shoal_sim_config z;
         shoal_sim_config_default(&z);
         CHECK_EQ(shoal_sim_config_check(&z, err, sizeof(err)), 0);
-        CHECK_EQ(shoal_sim_config_set(&z, zero[i], "0"), 0);
+        CHECK_EQ(shoal_sim_config_set(&z, zero[i], "0", NULL, 0), 0);
         CHECK_EQ(shoal_sim_config_check(&z, err, sizeof(err)), -EINVAL);
         CHECK(strstr(err, said[i]) != NULL && strstr(err, "at least 1") != NULL);
     }
     struct shoal_sim_config l;
     shoal_sim_config_default(&l);
-    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60000"), 0);
+    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60000", NULL, 0), 0);
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), 0);
-    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60001"), 0);
+    CHECK_EQ(shoal_sim_config_set(&l, "lat_cross", "60001", err, sizeof(err)), SHOAL_EBADMSG);
+    CHECK_STR(err, "lat-cross 60001: must be 0 to 60000 ms (a round trip: one minute at most)");
+    l.lat_cross_ms = 60001;
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
-    CHECK(strstr(err, "lat-cross 60001") != NULL);
+    CHECK_STR(err, "lat-cross 60001: must be 0 to 60000 ms (a round trip: one minute at most)");
     shoal_sim_config_default(&l);
     l.fail_frac = 0.1;
     l.fail_at_s = 5;
     l.max_sim_s = 4;
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "fail-at 5") != NULL);
+    /* Simulated times have bounds: a join spread of 1e300 s ran for ever. */
+    shoal_sim_config_default(&l);
+    l.join_spread_s = 1e300;
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "join-spread 1e+300: must be 0 to 86400 s") != NULL);
+    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "1e300", err, sizeof(err)), SHOAL_EBADMSG);
+    CHECK(strstr(err, "join-spread 1e300: must be 0 to 86400 s") != NULL);
+    CHECK_EQ(shoal_sim_config_set(&l, "join-spread", "86400", NULL, 0), 0);
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), 0);
+    l.max_sim_s = 2592001;
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "max-time 2.592e+06: must be 0 (no limit) to 2592000 s") != NULL);
+    /* Every out-of-range value says the range, with units, and the value
+     * (they said "bad value for '--nodes': 1000000000"). */
+    static const char *const ranges[][3] = {
+        {"nodes", "1000000000", "nodes 1000000000: must be 1 to 1000000"},
+        {"zones", "100000", "zones 100000: must be 1 to 64"},
+        {"peers", "300", "peers 300: must be 0 to 250 (0: no peer exchange)"},
+        {"size", "0", "size 0: must be 1 B to 1 PiB"},
+        {"size", "1e18", "size 1e18 (888.2 PiB): must be 1 B to 1 PiB"},
+        {"chunk-avg", "100M", "chunk-avg 100M (100 MiB): must be 1 B to 64 MiB"},
+        {"max_time", "1e300", "max-time 1e300: must be 0 (no limit) to 2592000 s (30 days)"},
+        {"bandwidth", "0", "bandwidth 0: must be above 0 bytes/s"},
+        {"hetero", "1", "hetero 1: must be at least 0 and below 1"},
+        {"nodes", "many", "bad value for 'nodes': 'many' (a whole number; 1 to 1000000)"},
+        {"tracker", "maybe", "bad value for 'tracker': 'maybe' (yes or no;"
+                             " yes/no, true/false, on/off or 1/0)"},
+        {"colour", "1", "unknown key 'colour'"},
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        shoal_sim_config_default(&l);
+        CHECK(shoal_sim_config_set(&l, ranges[i][0], ranges[i][1], err, sizeof(err)) != 0);
+        CHECK_STR(err, ranges[i][2]);
+    }
+    /* config_check's own messages have units too. */
+    shoal_sim_config_default(&l);
+    l.release_bytes = 1ull << 40;
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK_STR(err, "size 1 TiB: must be at most 976.6 GiB (1048575475712 bytes) with chunk-min"
+                   " 256 KiB (4000000 chunks at most; raise chunk-min for a larger release)");
+    l.release_bytes = 0;
+    CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
+    CHECK_STR(err, "size 0 B: must be 1 B to 1 PiB");
     struct shoal_sim_result *r = NULL;
     c.nodes = 0;
     CHECK(shoal_sim_run(&c, &r) < 0);
@@ -743,20 +897,20 @@ static void test_config_spelling(void)
 {
     struct shoal_sim_config c;
     shoal_sim_config_default(&c);
-    CHECK_EQ(shoal_sim_config_set(&c, "zone-cap", "1Gbit"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "zone-cap", "1Gbit", NULL, 0), 0);
     CHECK(near(c.zone_cap, 125e6));
-    CHECK_EQ(shoal_sim_config_set(&c, "zone_cap", "2Gbit"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "zone_cap", "2Gbit", NULL, 0), 0);
     CHECK(near(c.zone_cap, 250e6));
-    CHECK_EQ(shoal_sim_config_set(&c, "fail-frac", "0.25"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "fail-frac", "0.25", NULL, 0), 0);
     CHECK(near(c.fail_frac, 0.25));
-    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-ms", "250"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-ms", "250", NULL, 0), 0);
     CHECK_EQ(c.origin_delay_ms, 250);
-    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay", "300"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay", "300", NULL, 0), 0);
     CHECK_EQ(c.origin_delay_ms, 300);
-    CHECK_EQ(shoal_sim_config_set(&c, "lease-chunks", "16"), 0);
+    CHECK_EQ(shoal_sim_config_set(&c, "lease-chunks", "16", NULL, 0), 0);
     CHECK_EQ(c.lease_chunks, 16);
-    CHECK_EQ(shoal_sim_config_set(&c, "zone-kap", "1G"), SHOAL_ENOTFOUND);
-    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-s", "1"), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sim_config_set(&c, "zone-kap", "1G", NULL, 0), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin-delay-s", "1", NULL, 0), SHOAL_ENOTFOUND);
 }
 
 /* Ops review 2: fail_frac without fail_at killed the nodes at t = 0 while
@@ -836,6 +990,7 @@ int main(void)
     RUN(test_fail_lost_credit);
     RUN(test_zone_cap_bound);
     RUN(test_zone_cap_flood);
+    RUN(test_wire_bytes);
     RUN(test_roles);
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
@@ -846,6 +1001,8 @@ int main(void)
     RUN(test_tmin_latency);
     RUN(test_incomplete_percentiles);
     RUN(test_rate_bins);
+    RUN(test_rate_bins_links);
+    RUN(test_stop);
     RUN(test_fail_after_end);
     RUN(test_config);
     RUN(test_config_spelling);

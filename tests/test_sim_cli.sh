@@ -15,7 +15,7 @@ fails=0
 # and no summary (nothing was simulated).
 refuse() {
     local what=$1 want=$2; shift 2
-    "$sim" -q "$@" >out.txt 2>err.txt; local rc=$?
+    timeout 60 "$sim" -q "$@" >out.txt 2>err.txt; local rc=$?
     if [ $rc -eq 1 ] && grep -Eq "$want" err.txt && ! grep -q "T_min" out.txt; then
         echo "ok   $what: $(tail -1 err.txt)"
     else echo "FAIL $what (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
@@ -24,9 +24,9 @@ small=(--nodes 4 --zones 2 --size 4M)
 refuse "no nodes" "nodes 0: must be 1 to [0-9]+" "${small[@]}" --nodes 0
 refuse "no zones" "zones 0: must be 1 to 64" "${small[@]}" --zones 0
 refuse "hetero 1" "hetero 1: must be at least 0 and below 1" "${small[@]}" --hetero 1
-refuse "no bandwidth" "up 0: node bandwidth must be above 0" "${small[@]}" --bandwidth 0
+refuse "no bandwidth" "bandwidth 0: must be above 0 bytes/s" "${small[@]}" --bandwidth 0
 refuse "no origin" "origin 0: must be above 0" "${small[@]}" --origin 0
-refuse "release over the chunk limit" "size 1099511627776: at most [0-9]+ bytes with chunk-min 262144" \
+refuse "release over the chunk limit" "size 1 TiB: must be at most 976.6 GiB \([0-9]+ bytes\) with chunk-min 256 KiB" \
     --nodes 4 --size 1T
 refuse "more seeds than nodes" "seeds 6: must be 0 to nodes \(5\)" --seeds 6 --nodes 5 --size 4M
 refuse "chunk sizes out of order" "chunk-min <= chunk-avg <= chunk-max" "${small[@]}" --chunk_min 2M
@@ -55,12 +55,49 @@ else echo "FAIL good run"; cat err.txt; head -3 b.csv; fails=$((fails+1)); fi
 refuse "busy_backoff 0" "busy-backoff 0: must be at least 1 ms" "${small[@]}" --busy_backoff 0
 refuse "endgame_dups 0" "endgame-dups 0: must be at least 1" "${small[@]}" --endgame_dups 0
 refuse "max_leases 0" "max-leases 0: must be at least 1" "${small[@]}" --max_leases 0
-refuse "seed -1" "bad value for '--seed': -1" "${small[@]}" --seed -1
-refuse "lat_zone 1e12" "lat-zone 1e\+12: a round trip is in milliseconds, at most 60000" \
+refuse "seed -1" "bad value for 'seed': '-1' \(decimal digits" "${small[@]}" --seed -1
+refuse "lat_zone 1e12" "lat-zone 1e12: must be 0 to 60000 ms \(a round trip" \
     "${small[@]}" --lat_zone 1e12
-refuse "lat_origin 1e12" "lat-origin 1e\+12: .* at most 60000" "${small[@]}" --lat_origin 1e12
+refuse "lat_origin 1e12" "lat-origin 1e12: must be 0 to 60000 ms" "${small[@]}" --lat_origin 1e12
 refuse "fail_at after max_time" "fail-at 5: after max-time 2" "${small[@]}" --fail_frac 0.5 \
     --fail_at 5 --max_time 2
+# Every range error says the range with units and the value (#5); they
+# said "bad value for '--nodes': 1000000000", and config files gave the
+# line but not the value.
+refuse "nodes 1e9" "^shoal-sim: nodes 1000000000: must be 1 to 1000000$" --nodes 1000000000
+refuse "zones 100000" "^shoal-sim: zones 100000: must be 1 to 64$" --zones 100000
+refuse "peers 300" "^shoal-sim: peers 300: must be 0 to 250" --peers 300
+refuse "size 0" "^shoal-sim: size 0: must be 1 B to 1 PiB$" --size 0
+refuse "size 1e18" "^shoal-sim: size 1e18 \(888.2 PiB\): must be 1 B to 1 PiB$" --size 1e18
+refuse "chunk-avg 100M" "^shoal-sim: chunk-avg 100M \(100 MiB\): must be 1 B to 64 MiB$" --chunk-avg 100M
+printf 'nodes = 20\nsize = 1e18\n' > big.conf
+refuse "size 1e18 in a config file" "^shoal-sim: big.conf:2: size 1e18 \(888.2 PiB\): must be 1 B to 1 PiB$" \
+    --config big.conf
+# A manifest that cannot be read is refused up front, with its path, before
+# any output file is made (#6: "run failed: No such file or directory",
+# after the run's set-up); synthetic-size keys given with it are said to
+# do nothing.
+refuse "manifest that does not exist" \
+    "^shoal-sim: cannot read the manifest /nonexistent/m.mf: No such file or directory$" \
+    --manifest /nonexistent/m.mf --csv m.csv --size 2G --chunk-avg 2M
+if [ ! -e m.csv ] && grep -q "^shoal-sim: warning: the manifest /nonexistent/m.mf sets the chunk sizes and files; ignoring size, chunk-avg$" err.txt; then
+    echo "ok   manifest: no CSV made, synthetic keys warned about"
+else echo "FAIL manifest: CSV or warning"; cat err.txt; fails=$((fails+1)); fi
+printf 'not a manifest' > bad.mf
+refuse "manifest that does not parse" "^shoal-sim: cannot read the manifest bad.mf: " --manifest bad.mf
+# Simulated times have bounds (#4): --join-spread 1e300 simulated for ever.
+refuse "join-spread 1e300" "join-spread 1e300: must be 0 to 86400 s \(one day" \
+    "${small[@]}" --join-spread 1e300
+refuse "max-time 1e300" "max-time 1e300: must be 0 \(no limit\) to 2592000 s \(30 days\)" \
+    "${small[@]}" --max-time 1e300
+refuse "fail-at 1e300" "fail-at 1e300: must be 0 to 2592000 s" "${small[@]}" --fail-frac 0.5 \
+    --fail-at 1e300
+printf 'join-spread = 1e300\n' > spread.conf
+refuse "join-spread 1e300 in a config file" "spread.conf:1: join-spread 1e300: must be 0 to 86400 s" \
+    --config spread.conf "${small[@]}"
+if timeout 60 "$sim" -q "${small[@]}" --join-spread 86400 > out.txt 2>&1 && grep -q "^nodes *4 (4 completed" out.txt; then
+    echo "ok   join-spread 86400 runs"
+else echo "FAIL join-spread 86400"; cat out.txt; fails=$((fails+1)); fi
 "$sim" -q "${small[@]}" --seed 010 --csv s010.csv > /dev/null 2>&1
 "$sim" -q "${small[@]}" --seed 10 --csv s10.csv > /dev/null 2>&1
 "$sim" -q "${small[@]}" --seed 8 --csv s8.csv > /dev/null 2>&1
@@ -121,7 +158,7 @@ printf 'progress = no\n' > quiet.conf
 "$sim" --config quiet.conf "${mid[@]}" > out.txt 2> err.txt
 [ ! -s err.txt ] && cmp -s out.txt p.out && echo "ok   progress = no: nothing on stderr" ||
     { echo "FAIL progress = no"; cat err.txt; fails=$((fails+1)); }
-refuse "progress-every 0" "bad value for '--progress-every': 0" "${small[@]}" --progress-every 0
+refuse "progress-every 0" "progress-every 0: must be above 0 and at most 86400 s" "${small[@]}" --progress-every 0
 # Ops review 2: fail-frac without fail-at killed the nodes at t = 0 while
 # --help said "default none"; it is refused, and the summary says when.
 refuse "fail-frac without fail-at" "fail-frac 0.05 without fail-at: say when those nodes die" \
@@ -133,6 +170,51 @@ if [ $rc -eq 0 ] && grep -Eq "^failures +2 nodes died at 0\.020 s \(fail-at\): [
     [ "$(awk -F, 'NR > 1 && $13 != "" { print $13 }' ff.csv | sort -u)" = "0.020000" ]; then
     echo "ok   failures: summary and CSV say when"
 else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+# Progress lines come when something moved, or at the wall-clock cadence
+# (#8): this run, stuck for most of its 3,000 s behind a 1 MB/s zone pair,
+# printed the same line 47 times in a row. And "1 node", not "1 nodes".
+"$sim" --nodes 20 --zones 2 --size 16M --zone-cap 1M --max-time 3000 > /dev/null 2> rep.err
+"$sim" --nodes 1 --size 16M > /dev/null 2> one.err
+reps=$(grep '^sim: t=' rep.err | sed -E 's/t=[0-9.]+s//; s/, [0-9.]+[kM]?\/s, ETA.*//' | uniq -d | wc -l)
+if [ "$reps" -eq 0 ] && [ "$(grep -c '^sim: t=' rep.err)" -gt 5 ] &&
+    grep -q "^sim: 1 node x 16 chunks" one.err && grep -q "^sim: 1 node set up" one.err &&
+    grep -q ", 1 node still downloading," one.err && ! grep -q "1 nodes" one.err; then
+    echo "ok   progress lines only when something moved; 1 node"
+else echo "FAIL progress repeats ($reps) or 1 nodes"; head -5 rep.err; cat one.err; fails=$((fails+1)); fi
+# The summary gives the zone caps' bound on a fleet whose origin egress is
+# 1x, F/(Z*cap) after t0 (#8): README's 100 nodes over 1 Gbit/s pairs.
+"$sim" -q --nodes 100 --zones 2 --zone-cap 1Gbit > out.txt 2> err.txt
+grep -q "^               with origin egress 1x: at least t0 + F/(Z\*cap) = 4.315 s (2.972 x T_min)$" out.txt &&
+    echo "ok   zone caps: the 1x-egress bound F/(Z*cap) is printed" ||
+    { echo "FAIL no F/(Z*cap) line"; cat out.txt; fails=$((fails+1)); }
+"$sim" -q "${small[@]}" > out.txt 2>&1
+! grep -q "origin egress 1x" out.txt && echo "ok   no F/(Z*cap) line without caps" ||
+    { echo "FAIL F/(Z*cap) line without caps"; fails=$((fails+1)); }
+# csv, svg and quiet in a config file, like every other key (#8); the
+# flags override them.
+printf 'nodes = 4\nsize = 4M\ncsv = fc.csv\nsvg = fc.svg\nquiet = yes\n' > outs.conf
+"$sim" --config outs.conf > out.txt 2> err.txt; rc=$?
+"$sim" --config outs.conf --csv fl.csv > /dev/null 2>&1
+if [ $rc -eq 0 ] && [ ! -s err.txt ] && [ "$(wc -l < fc.csv)" -eq 5 ] && grep -q "</svg>" fc.svg &&
+    [ -s fl.csv ] && cmp -s fc.csv fl.csv; then
+    echo "ok   csv, svg, quiet in a config file; --csv overrides"
+else echo "FAIL csv/svg/quiet in a config file (rc=$rc)"; cat err.txt; fails=$((fails+1)); fi
+printf 'quiet = maybe\n' > q.conf
+refuse "quiet = maybe" "q.conf:1: bad value for 'quiet': 'maybe'" --config q.conf
+# --help lists every CSV column (#8), says --seed also draws the chunk
+# sizes, and how to make a PNG of the SVG.
+"$sim" --help > help.txt
+missing=$(head -1 b.csv | tr , '\n' | while read -r col; do grep -q "\b$col\b" help.txt || echo "$col"; done)
+if [ -z "$missing" ] && grep -q "^OUTPUT" help.txt && grep -q "also draws the synthetic" help.txt &&
+    grep -q "rsvg-convert" help.txt; then echo "ok   --help: CSV columns, seed and chunk sizes, PNG"
+else echo "FAIL --help: columns missing: $missing"; fails=$((fails+1)); fi
+# A fraction that rounds to no node says so (#7: it printed nothing), and
+# --help says the fraction is of the non-seed nodes.
+"$sim" -q --nodes 50 --size 16M --fail-frac 0.005 --fail-at 0.01 > out.txt 2> err.txt; rc=$?
+if [ $rc -eq 0 ] && grep -q "^failures       0 nodes (fail-frac 0.005 of 50 non-seed nodes rounds to none)$" out.txt &&
+    "$sim" --help | grep -q "a fraction F of the non-seed nodes, rounded to the nearest"; then
+    echo "ok   fail-frac rounding to no node is said"
+else echo "FAIL fail-frac 0.005 of 50 (rc=$rc)"; cat out.txt; fails=$((fails+1)); fi
 # Ops review 3: dashes as every other shoal program spells its options,
 # underscores as before, on the command line and in a config file, and
 # shoald's --origin-delay-ms for origin_delay; all the same run.
@@ -152,5 +234,36 @@ if grep -q "^    zone-cap RATE" help.txt && grep -q "fail-frac F, fail-at S" hel
     grep -q "origin-delay-ms" help.txt && ! grep -Eq "^    [a-z]+_[a-z_]+ " help.txt &&
     grep -q -- "--fail-frac 0.05 --fail-at 60" help.txt; then echo "ok   --help spells keys with dashes"
 else echo "FAIL --help spelling"; fails=$((fails+1)); fi
+# SIGINT (#3): the run stops where it is, as max-time does, writes the
+# summary, CSV and SVG of the run so far, says so and exits 130; it used
+# to die with its output files created empty and nothing printed. The
+# run (3,000 nodes, 2 GiB: ~30 s) is well under way when it is signalled.
+# wait_gone PID: waits up to 60 s for PID to end, then kills it.
+wait_gone() {
+    for _ in $(seq 600); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1"
+}
+big=(--nodes 3000 --zones 4 --size 2G)
+"$sim" "${big[@]}" --csv int.csv --svg int.svg > int.out 2> int.err & pid=$!
+for _ in $(seq 300); do grep -qs "simulating" int.err && break; sleep 0.1; done
+sleep 0.5
+kill -INT $pid
+wait_gone $pid; rc=$?
+if [ $rc -eq 130 ] && grep -q "^interrupted    at t=" int.out && grep -q "^completion p50 not reached" int.out &&
+    grep -Eq "^shoal-sim: interrupted at t=[0-9.]+ s .*exit status 130" int.err &&
+    [ "$(wc -l < int.csv)" -eq 3001 ] && grep -q "</svg>" int.svg; then
+    echo "ok   SIGINT: summary, CSV and SVG of the run so far, exit 130"
+else echo "FAIL SIGINT (rc=$rc)"; cat int.out; tail -3 int.err; wc -l int.csv; fails=$((fails+1)); fi
+# A second signal exits at once: unless the run had already written
+# everything, no summary and no output file the run made is left.
+"$sim" "${big[@]}" --csv int2.csv > int2.out 2> int2.err & pid=$!
+for _ in $(seq 300); do grep -qs "^sim: 3000 nodes x" int2.err && break; sleep 0.1; done
+kill -INT $pid; kill -TERM $pid
+wait_gone $pid; rc=$?
+if [ $rc -eq 130 ] && { { ! grep -q T_min int2.out && [ ! -e int2.csv ]; } ||
+                        [ "$(wc -l < int2.csv)" -eq 3001 ]; }; then
+    echo "ok   a second signal exits at once (exit 130)"
+else echo "FAIL second signal (rc=$rc)"; cat int2.out; tail -3 int2.err; ls -la int2.csv; fails=$((fails+1)); fi
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))
