@@ -143,6 +143,9 @@ struct sim {
     size_t ndqev;          /* events in all of dq */
     struct fhent *fh;      /* flow heap: active conns by (t_end, fseq) */
     uint32_t *hpos;        /* per conn: index in fh, NIL when not in it */
+    uint32_t *cdst;        /* per conn: its dst (dense: upload_busy reads it
+                              for each of an uploader's flows, and a conn
+                              record each was a miss in a large fleet) */
     uint32_t nfh;
     struct capent *caps;   /* scratch for fill() */
     uint32_t capn;
@@ -754,7 +757,7 @@ static bool upload_busy(struct sim *S, const struct conn *cn)
     if (!shoal_sched_upload_busy(u->up.n, slots, false))
         return false;
     for (uint32_t i = 0; i < u->up.n; i++) {
-        uint32_t h = S->nhave[S->conn[u->up.v[i]].dst];
+        uint32_t h = S->nhave[S->cdst[u->up.v[i]]];
         least = h < least ? h : least;
     }
     return shoal_sched_upload_busy(u->up.n, slots, S->nhave[cn->dst] < least);
@@ -811,9 +814,14 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
         if (hp == NULL)
             return -ENOMEM;
         S->hpos = hp;
+        uint32_t *cd = realloc(S->cdst, ncap * sizeof(*cd));
+        if (cd == NULL)
+            return -ENOMEM;
+        S->cdst = cd;
     }
     S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL};
     S->hpos[S->nconn] = NIL;
+    S->cdst[S->nconn] = dst;
     *out = S->nconn++;
     return 0;
 }
@@ -1806,6 +1814,7 @@ static void teardown(struct sim *S)
         free(S->dq[i].v);
     free(S->fh);
     free(S->hpos);
+    free(S->cdst);
     free(S->caps);
     free(S->size);
     free(S->file_first);
