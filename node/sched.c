@@ -119,23 +119,32 @@ struct shoal_sched {
      * out to many of them; every line of this header touched is a miss
      * (shoal_sched_prefetch asks for these lines ahead). The instance is
      * allocated on a line boundary, so the first line holds what a HAVE
-     * for one of the first 128 slots reads (shoal_sched_slot_have, and
-     * room while no loader waits) and one prefetch of |s| brings it in. */
+     * from a borrowed peer in one of the first 64 slots reads
+     * (shoal_sched_slot_have_borrowed, and room while no loader waits)
+     * besides the chunk's record, and one prefetch of |s| brings it in. */
     alignas(64) struct ck *ck;
     uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
                              HAVE finds its bit without loading the peer */
     struct peer *peers;
-    uint32_t pbstride;
-    uint32_t nborrowed;   /* peers whose bitfield is the caller's */
     uint32_t nreq;
     uint32_t cap;         /* max_inflight in effect */
-    uint32_t nchunks;
     uint64_t missmask;    /* tiers with tier_missing > 0 */
+    /* Slots 0..63 whose peer borrows its bitfield and has announced
+     * something (nhave > 0), and those of them in our zone: a HAVE from
+     * one of these leaves the peer's record alone unless the chunk is one
+     * to note for it (peer_fresh), so in a simulated fleet most HAVEs
+     * load the chunk's record and this line only, not a third line for
+     * the peer as well. */
+    uint64_t hfast0;
+    uint64_t samez0;
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
     uint64_t open[4];     /* slots with fewer requests in flight than their
                              depth: a call skips full peers without loading
                              their records (half the peers it visited) */
 
+    uint32_t pbstride;
+    uint32_t nborrowed;   /* peers whose bitfield is the caller's */
+    uint32_t nchunks;
     double *thr;          /* per slot: bytes per second, EWMA; 0 = unknown */
     uint64_t *thr_until;  /* per slot: when |thr| stops ranking its peer */
     uint64_t thr_fresh;   /* at most every thr_until of a measured slot:
@@ -201,6 +210,9 @@ struct shoal_sched {
     uint64_t busym[4];
     const uint8_t **bitsp; /* per slot */
 };
+
+_Static_assert(offsetof(struct shoal_sched, ready) + sizeof(uint64_t) <= 64,
+               "a HAVE for slots 0..63 reads the first line of the header only");
 
 /* ---- PRNG: xoshiro256** seeded through splitmix64 ---- */
 
@@ -1002,8 +1014,11 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
                                 .ring = {NIL, NIL, NIL, NIL}};
     s->npeers++;
     peer_open(s, i);
-    if (same_zone)
+    if (same_zone) {
         s->nsame++;
+        if (i < 64)
+            s->samez0 |= 1ull << i;
+    }
     hslot_put(s, peer, i);
 out:
     return rv;
@@ -1040,11 +1055,37 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     s->busy_until[i] = 0;
     s->busym[i >> 6] &= ~(1ull << (i & 63));
     s->quiet[i >> 6] &= ~(1ull << (i & 63)); /* the record that said so is gone */
+    if (i < 64) {
+        s->hfast0 &= ~(1ull << i);
+        s->samez0 &= ~(1ull << i);
+    }
     peer_mark(s, (uint32_t)i);
     peer_open(s, (uint32_t)i);
     s->npeers--;
     clear_stale(s, false);
     return 0;
+}
+
+/* Whether a HAVE of |c| (which we lack) from a peer, in our zone when
+ * |same|, is news for its picks: a cross-zone peer can be asked only for a
+ * chunk on the xok list that no same-zone peer holds (pick_cross); a chunk
+ * that becomes one later wakes its holders then (mark_xok, avail_change).
+ * Woken for every HAVE, cross-zone peers were most of the searches that
+ * found nothing (1,000-node simulated fleet: 3.1 a transfer). */
+static inline bool have_news(const struct ck *k, bool same)
+{
+    return !(k->flags & (F_REQ | F_ORIGIN)) &&
+           (same || ((k->flags & F_XOK) && k->cnt_same == 0));
+}
+
+/* Notes news |c| for |p|'s picks (have_news). */
+static void peer_fresh(struct peer *p, uint32_t c)
+{
+    p->stale = false;
+    p->hint = c;
+    p->ring[p->rhead++ & 3] = c;
+    if (p->fresh_only && ++p->nfresh > 4)
+        p->fresh_only = false;
 }
 
 static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
@@ -1054,21 +1095,13 @@ static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
     p->nhave++;
     if (!(s->ck[c].flags & F_HAVE)) {
         avail_change(s, c, p->same_zone, 1);
-        /* A cross-zone peer can be asked only for a chunk on the xok list
-         * that no same-zone peer holds (pick_cross); a chunk that becomes
-         * one later wakes its holders then (mark_xok, avail_change). Woken
-         * for every HAVE, cross-zone peers were most of the searches that
-         * found nothing (1,000-node simulated fleet: 3.1 a transfer). */
-        if (!(s->ck[c].flags & (F_REQ | F_ORIGIN)) &&
-            (p->same_zone || ((s->ck[c].flags & F_XOK) && s->ck[c].cnt_same == 0))) {
-            p->stale = false;
-            p->hint = c;
-            p->ring[p->rhead++ & 3] = c;
-            if (p->fresh_only && ++p->nfresh > 4)
-                p->fresh_only = false;
-        }
+        if (have_news(&s->ck[c], p->same_zone))
+            peer_fresh(p, c);
     }
-    peer_mark(s, (uint32_t)(p - s->peers));
+    uint32_t slot = (uint32_t)(p - s->peers);
+    peer_mark(s, slot);
+    if (p->borrowed && slot < 64)
+        s->hfast0 |= 1ull << slot;
 }
 
 /* The checks every bitfield call makes: |peer| is ours (its slot in
@@ -1205,7 +1238,25 @@ int shoal_sched_borrow_all(struct shoal_sched *s)
 
 bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
-    peer_have_one(s, &s->peers[slot], chunk);
+    uint64_t bit = 1ull << (slot & 63);
+    if (slot < 64 && (s->hfast0 & bit)) {
+        /* The peer has announced something before: its ready and quiet
+         * bits stand unless the chunk is news for it, and its count of
+         * chunks is taken from its bitfield when asked for
+         * (shoal_sched_peer_have_count), so its record is loaded only for
+         * news (peer_have_one does the same, with the record). */
+        struct ck *k = &s->ck[chunk];
+        if (!(k->flags & F_HAVE)) {
+            bool same = (s->samez0 & bit) != 0;
+            avail_change(s, chunk, same, 1);
+            if (have_news(k, same)) {
+                peer_fresh(&s->peers[slot], chunk);
+                peer_mark(s, slot);
+            }
+        }
+    } else {
+        peer_have_one(s, &s->peers[slot], chunk);
+    }
     return (s->ck[chunk].flags & F_LISTED) && room(s) && ((s->ready[slot >> 6] >> (slot & 63)) & 1);
 }
 
@@ -1225,7 +1276,18 @@ int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer)
 uint32_t shoal_sched_peer_have_count(const struct shoal_sched *s, uint64_t peer)
 {
     int i = find_peer(s, peer);
-    return i >= 0 ? s->peers[i].nhave : UINT32_MAX;
+    if (i < 0)
+        return UINT32_MAX;
+    const struct peer *p = &s->peers[i];
+    if (!p->borrowed)
+        return p->nhave;
+    /* A borrowed peer's HAVEs do not all reach its record (see
+     * shoal_sched_slot_have_borrowed): count its bitfield, all of whose
+     * bits it reports. */
+    uint32_t n = 0;
+    for (uint32_t w = 0; w < (s->nchunks + 63) / 64; w++)
+        n += (uint32_t)__builtin_popcountll(word_of(p->bits, w));
+    return n;
 }
 
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
@@ -1269,7 +1331,10 @@ void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint3
     if (s->pbits && s->nborrowed < s->npeers)
         __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);
     __builtin_prefetch(&s->ck[chunk], 1);
-    __builtin_prefetch(&s->peers[slot], 1);
+    /* A borrowed peer that announced before is loaded only for news,
+     * which its chunk's record tells: not asked for here. */
+    if (slot >= 64 || !((s->hfast0 >> slot) & 1))
+        __builtin_prefetch(&s->peers[slot], 1);
 }
 
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
