@@ -138,6 +138,10 @@ struct shoal_sched {
     uint64_t hfast0;
     uint64_t samez0;
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
+    /* Slots that answered busy, their back-off maybe over (cleared as
+     * peer_order finds it over): shoal_sched_wakeup and peer_order look
+     * at these alone, on the line they read for ready and open. */
+    uint64_t busym[4];
     uint64_t open[4];     /* slots with fewer requests in flight than their
                              depth: a call skips full peers without loading
                              their records (half the peers it visited) */
@@ -204,10 +208,6 @@ struct shoal_sched {
      * (each slot's |bits| again), without loading a peer record (a line
      * each) to learn whether it holds a chunk. */
     uint64_t quiet[4];
-    /* Slots that answered busy, their back-off maybe over (cleared as
-     * peer_order finds it over): shoal_sched_wakeup looks at these
-     * alone. */
-    uint64_t busym[4];
     const uint8_t **bitsp; /* per slot */
 };
 
@@ -1312,13 +1312,16 @@ void shoal_sched_prefetch_deep(const struct shoal_sched *s)
     /* What the next call reads for the peers it may ask: their
      * throughput and back-off entries and their records, the request
      * array and the normal tier's bucket heads. */
-    for (uint32_t w = 0; w < 4; w++)
+    for (uint32_t w = 0; w < 4; w++) {
+        uint64_t bm = s->busym[w];
         for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
             uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
             __builtin_prefetch(&s->thr[slot]);
-            __builtin_prefetch(&s->busy_until[slot]);
+            if ((bm >> (slot & 63)) & 1) /* else peer_order reads no busy_until */
+                __builtin_prefetch(&s->busy_until[slot]);
             __builtin_prefetch(&s->peers[slot]);
         }
+    }
     __builtin_prefetch(s->reqs);
     __builtin_prefetch(&s->heads[(size_t)TIER_NORMAL * s->nb]);
     __builtin_prefetch(&s->nonempty[TIER_NORMAL]);
@@ -2141,12 +2144,18 @@ static void peer_order(struct shoal_sched *s, struct order *o)
     }
     bool fresh = s->now < s->thr_fresh;
     o->n = o->sorted = 0;
-    for (uint32_t w = 0; w < 4; w++)
+    for (uint32_t w = 0; w < 4; w++) {
+        uint64_t bm = s->busym[w];
         for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
             uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
-            if (s->busy_until[slot] > s->now)
-                continue; /* backing off through the whole call */
-            s->busym[w] &= ~(1ull << (slot & 63));
+            /* Only a slot in busym can be backing off (a busy answer sets
+             * both, and the bit goes only once the back-off is over): the
+             * others' busy_until is not loaded, a line for every few. */
+            if ((bm >> (slot & 63)) & 1) {
+                if (s->busy_until[slot] > s->now)
+                    continue; /* backing off through the whole call */
+                bm &= ~(1ull << (slot & 63));
+            }
             /* A peer ranked slow gets no requests while faster ones have
              * room, so its figure would never change: once it is
              * THR_PROBE_MS old the peer counts as unmeasured and is asked
@@ -2159,6 +2168,8 @@ static void peer_order(struct shoal_sched *s, struct order *o)
             o->key[o->n] = t;
             o->n++;
         }
+        s->busym[w] = bm;
+    }
 }
 
 /* The |k|th slot to ask (k < o->n): by key descending, then position from
@@ -2196,7 +2207,8 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
         uint32_t slot = order_at(o, k);
         struct peer *p = &s->peers[slot];
         /* An earlier pass of this call may have found nothing there. */
-        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || s->busy_until[slot] > now_ms ||
+        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) ||
+            (((s->busym[slot >> 6] >> (slot & 63)) & 1) && s->busy_until[slot] > now_ms) ||
             (cross_only && p->same_zone))
             continue;
         while (n < max && p->inflight < p->depth && p->inflight < lim && room(s)) {
