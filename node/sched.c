@@ -1334,10 +1334,7 @@ void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint3
     if (s->pbits && s->nborrowed < s->npeers)
         __builtin_prefetch(s->pbits + (size_t)slot * s->pbstride + (chunk >> 3), 1);
     __builtin_prefetch(&s->ck[chunk], 1);
-    /* A borrowed peer that announced before is loaded only for news,
-     * which its chunk's record tells: not asked for here. */
-    if (slot >= 64 || !((s->hfast0 >> slot) & 1))
-        __builtin_prefetch(&s->peers[slot], 1);
+    __builtin_prefetch(&s->peers[slot], 1);
 }
 
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
