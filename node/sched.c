@@ -119,23 +119,36 @@ struct shoal_sched {
      * out to many of them; every line of this header touched is a miss
      * (shoal_sched_prefetch asks for these lines ahead). The instance is
      * allocated on a line boundary, so the first line holds what a HAVE
-     * for one of the first 128 slots reads (shoal_sched_slot_have, and
-     * room while no loader waits) and one prefetch of |s| brings it in. */
+     * from a borrowed peer in one of the first 64 slots reads
+     * (shoal_sched_slot_have_borrowed, and room while no loader waits)
+     * besides the chunk's record, and one prefetch of |s| brings it in. */
     alignas(64) struct ck *ck;
     uint8_t *pbits;       /* every slot's bitfield, pbstride bytes apart: a
                              HAVE finds its bit without loading the peer */
     struct peer *peers;
-    uint32_t pbstride;
-    uint32_t nborrowed;   /* peers whose bitfield is the caller's */
     uint32_t nreq;
     uint32_t cap;         /* max_inflight in effect */
-    uint32_t nchunks;
     uint64_t missmask;    /* tiers with tier_missing > 0 */
+    /* Slots 0..63 whose peer borrows its bitfield and has announced
+     * something (nhave > 0), and those of them in our zone: a HAVE from
+     * one of these leaves the peer's record alone unless the chunk is one
+     * to note for it (peer_fresh), so in a simulated fleet most HAVEs
+     * load the chunk's record and this line only, not a third line for
+     * the peer as well. */
+    uint64_t hfast0;
+    uint64_t samez0;
     uint64_t ready[4];    /* slots worth asking: used, not stale, hold something */
+    /* Slots that answered busy, their back-off maybe over (cleared as
+     * peer_order finds it over): shoal_sched_wakeup and peer_order look
+     * at these alone, on the line they read for ready and open. */
+    uint64_t busym[4];
     uint64_t open[4];     /* slots with fewer requests in flight than their
                              depth: a call skips full peers without loading
                              their records (half the peers it visited) */
 
+    uint32_t pbstride;
+    uint32_t nborrowed;   /* peers whose bitfield is the caller's */
+    uint32_t nchunks;
     double *thr;          /* per slot: bytes per second, EWMA; 0 = unknown */
     uint64_t *thr_until;  /* per slot: when |thr| stops ranking its peer */
     uint64_t thr_fresh;   /* at most every thr_until of a measured slot:
@@ -195,12 +208,11 @@ struct shoal_sched {
      * (each slot's |bits| again), without loading a peer record (a line
      * each) to learn whether it holds a chunk. */
     uint64_t quiet[4];
-    /* Slots that answered busy, their back-off maybe over (cleared as
-     * peer_order finds it over): shoal_sched_wakeup looks at these
-     * alone. */
-    uint64_t busym[4];
     const uint8_t **bitsp; /* per slot */
 };
+
+_Static_assert(offsetof(struct shoal_sched, ready) + sizeof(uint64_t) <= 64,
+               "a HAVE for slots 0..63 reads the first line of the header only");
 
 /* ---- PRNG: xoshiro256** seeded through splitmix64 ---- */
 
@@ -255,6 +267,17 @@ static uint64_t word_of(const uint8_t *bits, uint32_t w)
     uint64_t x;
     memcpy(&x, bits + (size_t)w * 8, 8);
     return x;
+}
+
+/* Whether |c| is listed, from the dense bitmap rather than its record: a
+ * pick looks at the chunks a peer announced last, most of them requested
+ * by now, and the bitmap (one bit a chunk) lets it pass those over
+ * without loading their records, a cache miss each in a large fleet
+ * (1,000-node simulated fleet: 6.2 records a transfer read for the ring,
+ * 1.3 of them listed). */
+static inline bool listed_bit(const struct shoal_sched *s, uint32_t c)
+{
+    return (s->listed[c >> 6] >> (c & 63)) & 1;
 }
 
 static inline uint32_t bcnt(const struct shoal_sched *s, uint32_t c)
@@ -991,8 +1014,11 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
                                 .ring = {NIL, NIL, NIL, NIL}};
     s->npeers++;
     peer_open(s, i);
-    if (same_zone)
+    if (same_zone) {
         s->nsame++;
+        if (i < 64)
+            s->samez0 |= 1ull << i;
+    }
     hslot_put(s, peer, i);
 out:
     return rv;
@@ -1029,11 +1055,37 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     s->busy_until[i] = 0;
     s->busym[i >> 6] &= ~(1ull << (i & 63));
     s->quiet[i >> 6] &= ~(1ull << (i & 63)); /* the record that said so is gone */
+    if (i < 64) {
+        s->hfast0 &= ~(1ull << i);
+        s->samez0 &= ~(1ull << i);
+    }
     peer_mark(s, (uint32_t)i);
     peer_open(s, (uint32_t)i);
     s->npeers--;
     clear_stale(s, false);
     return 0;
+}
+
+/* Whether a HAVE of |c| (which we lack) from a peer, in our zone when
+ * |same|, is news for its picks: a cross-zone peer can be asked only for a
+ * chunk on the xok list that no same-zone peer holds (pick_cross); a chunk
+ * that becomes one later wakes its holders then (mark_xok, avail_change).
+ * Woken for every HAVE, cross-zone peers were most of the searches that
+ * found nothing (1,000-node simulated fleet: 3.1 a transfer). */
+static inline bool have_news(const struct ck *k, bool same)
+{
+    return !(k->flags & (F_REQ | F_ORIGIN)) &&
+           (same || ((k->flags & F_XOK) && k->cnt_same == 0));
+}
+
+/* Notes news |c| for |p|'s picks (have_news). */
+static void peer_fresh(struct peer *p, uint32_t c)
+{
+    p->stale = false;
+    p->hint = c;
+    p->ring[p->rhead++ & 3] = c;
+    if (p->fresh_only && ++p->nfresh > 4)
+        p->fresh_only = false;
 }
 
 static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
@@ -1043,21 +1095,13 @@ static void peer_have_one(struct shoal_sched *s, struct peer *p, uint32_t c)
     p->nhave++;
     if (!(s->ck[c].flags & F_HAVE)) {
         avail_change(s, c, p->same_zone, 1);
-        /* A cross-zone peer can be asked only for a chunk on the xok list
-         * that no same-zone peer holds (pick_cross); a chunk that becomes
-         * one later wakes its holders then (mark_xok, avail_change). Woken
-         * for every HAVE, cross-zone peers were most of the searches that
-         * found nothing (1,000-node simulated fleet: 3.1 a transfer). */
-        if (!(s->ck[c].flags & (F_REQ | F_ORIGIN)) &&
-            (p->same_zone || ((s->ck[c].flags & F_XOK) && s->ck[c].cnt_same == 0))) {
-            p->stale = false;
-            p->hint = c;
-            p->ring[p->rhead++ & 3] = c;
-            if (p->fresh_only && ++p->nfresh > 4)
-                p->fresh_only = false;
-        }
+        if (have_news(&s->ck[c], p->same_zone))
+            peer_fresh(p, c);
     }
-    peer_mark(s, (uint32_t)(p - s->peers));
+    uint32_t slot = (uint32_t)(p - s->peers);
+    peer_mark(s, slot);
+    if (p->borrowed && slot < 64)
+        s->hfast0 |= 1ull << slot;
 }
 
 /* The checks every bitfield call makes: |peer| is ours (its slot in
@@ -1194,7 +1238,25 @@ int shoal_sched_borrow_all(struct shoal_sched *s)
 
 bool shoal_sched_slot_have_borrowed(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
 {
-    peer_have_one(s, &s->peers[slot], chunk);
+    uint64_t bit = 1ull << (slot & 63);
+    if (slot < 64 && (s->hfast0 & bit)) {
+        /* The peer has announced something before: its ready and quiet
+         * bits stand unless the chunk is news for it, and its count of
+         * chunks is taken from its bitfield when asked for
+         * (shoal_sched_peer_have_count), so its record is loaded only for
+         * news (peer_have_one does the same, with the record). */
+        struct ck *k = &s->ck[chunk];
+        if (!(k->flags & F_HAVE)) {
+            bool same = (s->samez0 & bit) != 0;
+            avail_change(s, chunk, same, 1);
+            if (have_news(k, same)) {
+                peer_fresh(&s->peers[slot], chunk);
+                peer_mark(s, slot);
+            }
+        }
+    } else {
+        peer_have_one(s, &s->peers[slot], chunk);
+    }
     return (s->ck[chunk].flags & F_LISTED) && room(s) && ((s->ready[slot >> 6] >> (slot & 63)) & 1);
 }
 
@@ -1214,7 +1276,18 @@ int shoal_sched_peer_slot(const struct shoal_sched *s, uint64_t peer)
 uint32_t shoal_sched_peer_have_count(const struct shoal_sched *s, uint64_t peer)
 {
     int i = find_peer(s, peer);
-    return i >= 0 ? s->peers[i].nhave : UINT32_MAX;
+    if (i < 0)
+        return UINT32_MAX;
+    const struct peer *p = &s->peers[i];
+    if (!p->borrowed)
+        return p->nhave;
+    /* A borrowed peer's HAVEs do not all reach its record (see
+     * shoal_sched_slot_have_borrowed): count its bitfield, all of whose
+     * bits it reports. */
+    uint32_t n = 0;
+    for (uint32_t w = 0; w < (s->nchunks + 63) / 64; w++)
+        n += (uint32_t)__builtin_popcountll(word_of(p->bits, w));
+    return n;
 }
 
 bool shoal_sched_slot_have(struct shoal_sched *s, uint32_t slot, uint32_t chunk)
@@ -1239,13 +1312,16 @@ void shoal_sched_prefetch_deep(const struct shoal_sched *s)
     /* What the next call reads for the peers it may ask: their
      * throughput and back-off entries and their records, the request
      * array and the normal tier's bucket heads. */
-    for (uint32_t w = 0; w < 4; w++)
+    for (uint32_t w = 0; w < 4; w++) {
+        uint64_t bm = s->busym[w];
         for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
             uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
             __builtin_prefetch(&s->thr[slot]);
-            __builtin_prefetch(&s->busy_until[slot]);
+            if ((bm >> (slot & 63)) & 1) /* else peer_order reads no busy_until */
+                __builtin_prefetch(&s->busy_until[slot]);
             __builtin_prefetch(&s->peers[slot]);
         }
+    }
     __builtin_prefetch(s->reqs);
     __builtin_prefetch(&s->heads[(size_t)TIER_NORMAL * s->nb]);
     __builtin_prefetch(&s->nonempty[TIER_NORMAL]);
@@ -1763,7 +1839,7 @@ static uint32_t pick_fresh(struct shoal_sched *s, struct peer *p)
     uint32_t best = NIL, bestkey = UINT32_MAX;
     for (uint32_t k = 0; k < p->nfresh; k++) {
         uint32_t c = p->ring[(p->rhead - 1 - k) & 3];
-        if (c >= s->nchunks || !(s->ck[c].flags & F_LISTED) || s->ck[c].cnt == 0 ||
+        if (c >= s->nchunks || !listed_bit(s, c) || s->ck[c].cnt == 0 ||
             !bit_get(p->bits, c))
             continue;
         uint32_t key = (uint32_t)s->ck[c].tier * 64 + bcnt(s, c);
@@ -1862,7 +1938,7 @@ static uint32_t pick_same(struct shoal_sched *s, struct peer *p, bool *exhausted
         uint32_t lo = (uint32_t)__builtin_ctzll(m0), best = NIL, bestc = 64;
         for (uint32_t k = 0; k < 4; k++) {
             uint32_t c = p->ring[(p->rhead - 1 - k) & 3];
-            if (c < s->nchunks && (s->ck[c].flags & F_LISTED) && s->ck[c].tier == t0 &&
+            if (c < s->nchunks && listed_bit(s, c) && s->ck[c].tier == t0 &&
                 bcnt(s, c) < bestc) {
                 best = c;
                 bestc = bcnt(s, c);
@@ -1887,7 +1963,7 @@ static uint32_t pick_same(struct shoal_sched *s, struct peer *p, bool *exhausted
     }
     /* Out of budget: the chunk this peer announced last, if still needed,
      * is a fine pick (it is usually a fresh, rare one). */
-    if (!*exhausted && p->hint < s->nchunks && (s->ck[p->hint].flags & F_LISTED) &&
+    if (!*exhausted && p->hint < s->nchunks && listed_bit(s, p->hint) &&
         bit_get(p->bits, p->hint))
         return p->hint;
     uint32_t c = NIL;
@@ -2068,12 +2144,18 @@ static void peer_order(struct shoal_sched *s, struct order *o)
     }
     bool fresh = s->now < s->thr_fresh;
     o->n = o->sorted = 0;
-    for (uint32_t w = 0; w < 4; w++)
+    for (uint32_t w = 0; w < 4; w++) {
+        uint64_t bm = s->busym[w];
         for (uint64_t m = s->ready[w] & s->open[w]; m != 0; m &= m - 1) {
             uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
-            if (s->busy_until[slot] > s->now)
-                continue; /* backing off through the whole call */
-            s->busym[w] &= ~(1ull << (slot & 63));
+            /* Only a slot in busym can be backing off (a busy answer sets
+             * both, and the bit goes only once the back-off is over): the
+             * others' busy_until is not loaded, a line for every few. */
+            if ((bm >> (slot & 63)) & 1) {
+                if (s->busy_until[slot] > s->now)
+                    continue; /* backing off through the whole call */
+                bm &= ~(1ull << (slot & 63));
+            }
             /* A peer ranked slow gets no requests while faster ones have
              * room, so its figure would never change: once it is
              * THR_PROBE_MS old the peer counts as unmeasured and is asked
@@ -2086,6 +2168,8 @@ static void peer_order(struct shoal_sched *s, struct order *o)
             o->key[o->n] = t;
             o->n++;
         }
+        s->busym[w] = bm;
+    }
 }
 
 /* The |k|th slot to ask (k < o->n): by key descending, then position from
@@ -2123,7 +2207,8 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
         uint32_t slot = order_at(o, k);
         struct peer *p = &s->peers[slot];
         /* An earlier pass of this call may have found nothing there. */
-        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) || s->busy_until[slot] > now_ms ||
+        if (!((s->ready[slot >> 6] >> (slot & 63)) & 1) ||
+            (((s->busym[slot >> 6] >> (slot & 63)) & 1) && s->busy_until[slot] > now_ms) ||
             (cross_only && p->same_zone))
             continue;
         while (n < max && p->inflight < p->depth && p->inflight < lim && room(s)) {

@@ -20,6 +20,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -59,24 +61,34 @@ struct qent {
     double t_req;
 };
 
-/* One direction of a connection: src uploads to dst. */
+/* One direction of a connection: src uploads to dst. Line-aligned, with
+ * what re-rating reads and writes (fill, set_rate, settle, the flow heap)
+ * in its first line: a re-rate visits every flow of the links it fills,
+ * and with the record over two lines each cost two misses in a large
+ * fleet. The queue is on the second line. */
 struct conn {
-    uint32_t src, dst;
-    struct qent *q;
-    uint32_t qh, qn, qcap;
+    alignas(64) uint32_t src;
+    uint32_t dst;
     uint32_t cur;          /* chunk on the wire, NIL when idle */
-    double t_req_cur;
-    double remaining;      /* bytes of |cur| still to send */
-    double rate;
-    double last;           /* time |remaining| was last settled */
-    double t_end;          /* when |cur| completes at |rate| */
-    uint64_t fseq;         /* tie-break among equal t_end, as for events */
-    uint32_t up_i, down_i, zz_i;
     bool active;
     bool dead;
     uint8_t kind;          /* its bytes' source in the rate bins: 0 origin,
-                              1 same zone, 2 cross zone */
+                              1 same zone, 2 cross zone (settle reads it) */
+    double rate;
+    double remaining;      /* bytes of |cur| still to send */
+    double last;           /* time |remaining| was last settled */
+    double t_end;          /* when |cur| completes at |rate| */
+    uint64_t fseq;         /* tie-break among equal t_end, as for events */
+    uint32_t up_i, down_i;
+    /* second line */
+    struct qent *q;
+    uint32_t qh, qn, qcap;
+    uint32_t zz_i;
+    double t_req_cur;
 };
+
+_Static_assert(offsetof(struct conn, down_i) + sizeof(uint32_t) <= 64,
+               "re-rating reads a conn's first line");
 
 struct vec {
     uint32_t *v;
@@ -153,6 +165,9 @@ struct sim {
     size_t ndqev;          /* events in all of dq */
     struct fhent *fh;      /* flow heap: active conns by (t_end, fseq) */
     uint32_t *hpos;        /* per conn: index in fh, NIL when not in it */
+    uint32_t *cdst;        /* per conn: its dst (dense: upload_busy reads it
+                              for each of an uploader's flows, and a conn
+                              record each was a miss in a large fleet) */
     uint32_t nfh;
     struct capent *caps;   /* scratch for fill() */
     uint32_t capn;
@@ -778,7 +793,7 @@ static bool upload_busy(struct sim *S, const struct conn *cn)
     if (!shoal_sched_upload_busy(u->up.n, slots, false))
         return false;
     for (uint32_t i = 0; i < u->up.n; i++) {
-        uint32_t h = S->nhave[S->conn[u->up.v[i]].dst];
+        uint32_t h = S->nhave[S->cdst[u->up.v[i]]];
         least = h < least ? h : least;
     }
     return shoal_sched_upload_busy(u->up.n, slots, S->nhave[cn->dst] < least);
@@ -822,9 +837,12 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
 {
     if (S->nconn == S->conncap) {
         uint32_t ncap = S->conncap ? S->conncap * 2 : 1024;
-        struct conn *p = realloc(S->conn, ncap * sizeof(*p));
+        struct conn *p = aligned_alloc(alignof(struct conn), ncap * sizeof(*p));
         if (p == NULL)
             return -ENOMEM;
+        if (S->nconn > 0)
+            memcpy(p, S->conn, S->nconn * sizeof(*p));
+        free(S->conn);
         S->conn = p;
         S->conncap = ncap;
         struct fhent *h = realloc(S->fh, ncap * sizeof(*h));
@@ -835,10 +853,15 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
         if (hp == NULL)
             return -ENOMEM;
         S->hpos = hp;
+        uint32_t *cd = realloc(S->cdst, ncap * sizeof(*cd));
+        if (cd == NULL)
+            return -ENOMEM;
+        S->cdst = cd;
     }
     uint8_t kind = src == S->n ? 0 : S->zone[src] == S->zone[dst] ? 1 : 2;
     S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL, .kind = kind};
     S->hpos[S->nconn] = NIL;
+    S->cdst[S->nconn] = dst;
     *out = S->nconn++;
     return 0;
 }
@@ -1891,6 +1914,7 @@ static void teardown(struct sim *S)
         free(S->dq[i].v);
     free(S->fh);
     free(S->hpos);
+    free(S->cdst);
     free(S->caps);
     free(S->size);
     free(S->file_first);
