@@ -534,19 +534,27 @@ static void test_deterministic(void)
     shoal_reg_free(b);
 }
 
+/* A registry with lease_ms 1000 where nodes n1 and n2 (zone "a") announce
+ * manifest m1: the set-up of the lease cases. */
+static struct shoal_reg *lease_pair(uint8_t m1[32], uint8_t n1[32], uint8_t n2[32])
+{
+    struct shoal_reg *r = mkreg_ex(5000, 0);
+    key(m1, 2, 1);
+    key(n1, 1, 1);
+    key(n2, 1, 2);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    announce1(r, 0, 2, "a", m1, 0, false);
+    return r;
+}
+
 /* A slow fetch that reports what it has so far keeps its lease: each
  * report that marks chunks fetched makes the lease run lease_ms from then,
  * so the rest is not granted to another node (and fetched twice) at the
  * grant's expiry; one that reports nothing still expires. */
 static void test_lease_extend(void)
 {
-    struct shoal_reg *r = mkreg_ex(5000, 0); /* lease_ms 1000 */
     uint8_t m1[32], n1[32], n2[32];
-    key(m1, 2, 1);
-    key(n1, 1, 1);
-    key(n2, 1, 2);
-    announce1(r, 0, 1, "a", m1, 0, false);
-    announce1(r, 0, 2, "a", m1, 0, false);
+    struct shoal_reg *r = lease_pair(m1, n1, n2); /* lease_ms 1000 */
     uint32_t f, c;
     uint64_t e;
     CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 20, 0, 0, &f, &c, &e), 0);
@@ -574,13 +582,8 @@ static void test_lease_extend(void)
  * still stands. */
 static void test_lease_withdraw(void)
 {
-    struct shoal_reg *r = mkreg_ex(5000, 0); /* lease_ms 1000 */
     uint8_t m1[32], n1[32], n2[32];
-    key(m1, 2, 1);
-    key(n1, 1, 1);
-    key(n2, 1, 2);
-    announce1(r, 0, 1, "a", m1, 0, false);
-    announce1(r, 0, 2, "a", m1, 0, false);
+    struct shoal_reg *r = lease_pair(m1, n1, n2); /* lease_ms 1000 */
     uint32_t f, c;
     uint64_t e;
     const uint32_t M = SHOAL_REG_HINT_MISSING;
@@ -641,13 +644,8 @@ static void test_lease_withdraw(void)
  * splits a lease, so the node's cap holds. */
 static void test_lease_withdraw_overlap(void)
 {
-    struct shoal_reg *r = mkreg_ex(5000, 0); /* lease_ms 1000 */
     uint8_t m1[32], n1[32], n2[32];
-    key(m1, 2, 1);
-    key(n1, 1, 1);
-    key(n2, 1, 2);
-    announce1(r, 0, 1, "a", m1, 0, false);
-    announce1(r, 0, 2, "a", m1, 0, false);
+    struct shoal_reg *r = lease_pair(m1, n1, n2); /* lease_ms 1000 */
     uint32_t f, c;
     uint64_t e;
     const uint32_t M = SHOAL_REG_HINT_MISSING;
@@ -683,13 +681,8 @@ static void test_lease_withdraw_overlap(void)
 /* Span mechanics (caps, gaps, wrap, expiry), with spans not shortened. */
 static void test_leases(void)
 {
-    struct shoal_reg *r = mkreg_ex(5000, 0);
     uint8_t m1[32], n1[32], n2[32];
-    key(m1, 2, 1);
-    key(n1, 1, 1);
-    key(n2, 1, 2);
-    announce1(r, 0, 1, "a", m1, 0, false);
-    announce1(r, 0, 2, "a", m1, 0, false);
+    struct shoal_reg *r = lease_pair(m1, n1, n2); /* lease_ms 1000 */
     uint32_t f1, c1, f2, c2;
     uint64_t e1, e2;
     CHECK_EQ(shoal_reg_lease(r, 100, m1, 100, n1, 1000, 0, 0, &f1, &c1, &e1), 0);
