@@ -69,6 +69,8 @@ static const char usage[] =
     "                      received on the wire per second by source (see OUTPUT)\n"
     "    --dry-run         print what the run would cost (transfers, memory, time)\n"
     "                      and exit without running it\n"
+    "    --force           run even when the estimated memory is more than this\n"
+    "                      machine's physical memory (refused otherwise)\n"
     "    -q, --quiet       no progress lines on stderr (a large run is still warned\n"
     "                      about)\n"
     "    -h, --help        this text\n"
@@ -317,7 +319,7 @@ int main(int argc, char **argv)
     const char *csv = NULL, *svg = NULL;
     char err[512];
     int rv = 0;
-    bool quiet = false, dry_run = false;
+    bool quiet = false, dry_run = false, force = false;
 
     shoal_sim_huge_pages(argv);
     shoal_sim_config_default(&c);
@@ -355,6 +357,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--dry-run") || !strcmp(a, "--dry_run")) {
             dry_run = true;
+            continue;
+        }
+        if (!strcmp(a, "--force")) {
+            force = true;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -446,6 +452,14 @@ int main(int argc, char **argv)
     shoal_sim_cost_print(&c, &cost, c.progress || dry_run, dry_run ? stdout : stderr);
     if (dry_run)
         return 0;
+    /* More than the machine has: it would swap for hours or be killed by
+     * the kernel, taking whatever else runs here with it. */
+    if (!force && shoal_sim_cost_exceeds_ram(&cost)) {
+        fprintf(stderr, "shoal-sim: not run: it needs more memory than this machine has (see "
+                        "the warning above); make it smaller, or add --force to run it "
+                        "anyway\n");
+        return 1;
+    }
     /* The output files are opened before the run, which may take an hour,
      * so a path that cannot be written fails now. */
     outs[0].path = csv;

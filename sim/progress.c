@@ -116,6 +116,12 @@ static double phys_bytes(void)
     return pages > 0 && psz > 0 ? (double)pages * (double)psz : 0;
 }
 
+bool shoal_sim_cost_exceeds_ram(const struct shoal_sim_cost *k)
+{
+    double phys = phys_bytes();
+    return phys > 0 && k->mem_bytes > phys;
+}
+
 bool shoal_sim_cost_large(const struct shoal_sim_cost *k)
 {
     double phys = phys_bytes();

@@ -325,6 +325,9 @@ int shoal_sim_estimate(const struct shoal_sim_config *c, struct shoal_sim_cost *
 /* True when |k| is above SHOAL_SIM_LARGE_TRANSFERS transfers or 80% of
  * this machine's memory. */
 bool shoal_sim_cost_large(const struct shoal_sim_cost *k);
+/* Whether the run's estimated memory exceeds this machine's physical
+ * memory (false when that is unknown). */
+bool shoal_sim_cost_exceeds_ram(const struct shoal_sim_cost *k);
 
 /* Writes the estimate line to |f| when |progress|, and a warning line when
  * the run is large (shoal_sim_cost_large), whatever |progress|. */

@@ -30,6 +30,15 @@ refuse "release over the chunk limit" "size 1 TiB: must be at most 976.6 GiB \([
     --nodes 4 --size 1T
 refuse "more seeds than nodes" "seeds 6: must be 0 to nodes \(5\)" --seeds 6 --nodes 5 --size 4M
 refuse "chunk sizes out of order" "chunk-min <= chunk-avg <= chunk-max" "${small[@]}" --chunk_min 2M
+# 1,000,000 nodes x 10 GiB needs ~150 GiB: more than a test machine has
+# (the kernel would kill it, or it would swap for hours). --dry-run still
+# estimates it (above).
+mem_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+if [ "${mem_kib:-0}" -lt $((100 * 1024 * 1024)) ]; then
+    refuse "more memory than the machine has" "not run: it needs more memory than this machine has.*--force" \
+        --nodes 1000000 --size 10G --csv big.csv
+    [ -e big.csv ] && { echo "FAIL the refused run left big.csv"; fails=$((fails+1)); }
+else echo "ok   (skipped the memory refusal: this machine has over 100 GiB)"; fi
 refuse "unwritable --csv" "cannot write /nonexistent/x.csv" "${small[@]}" --csv /nonexistent/x.csv
 refuse "unwritable --svg" "cannot write /nonexistent/x.svg" "${small[@]}" --svg /nonexistent/x.svg
 # Config files take comments after a value, as shoald's do.
