@@ -240,14 +240,15 @@ def stop_all(nodes):
     return bad
 
 
-def finish(fails, nodes):
+def finish(fails, nodes, dump=None, tail=None):
     """A case's end: stops |nodes| (stop_all) and, when anything failed,
-    prints each one's log; returns |fails| plus the nodes that did not
-    shut down cleanly."""
+    prints the log (its last |tail| lines if given) of each of |dump|, by
+    default |nodes|; returns |fails| plus the nodes that did not shut down
+    cleanly."""
     fails += stop_all(nodes)
     if fails:
-        for n in nodes:
-            n.dump()
+        for n in nodes if dump is None else dump:
+            n.dump(tail=tail)
     return fails
 
 

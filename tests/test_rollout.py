@@ -174,11 +174,7 @@ def case_swarm8(tmp):
     out = run(SHOAL, "rollout", release, "--status", "--tracker", taddr, "--key", k("n0"),
               "--cred", k("n0") + ".cred")
     print(out.strip())
-    fails += shoalproc.stop_all(nodes)
-    if fails:
-        for p in procs:
-            p.dump()
-    return fails
+    return shoalproc.finish(fails, nodes, procs)
 
 
 def case_restart(tmp):
@@ -305,11 +301,7 @@ def case_roles(tmp):
             print(f"FAIL {z}: roles {sorted(roles)}, not one fetcher, one importer, one none")
             fails += 1
     fails += egress_over(hub, 1.2)
-    fails += shoalproc.stop_all(nodes)
-    if fails:
-        for p in procs:
-            p.dump()
-    return fails
+    return shoalproc.finish(fails, nodes, procs)
 
 
 def egress_over(hub, limit, why=""):
@@ -373,11 +365,7 @@ def case_two_trackers(tmp):
         print("FAIL tracker 2 never registered the release's manifest")
         fails += 1
     print(f"{done}/{len(nodes)} complete; origin egress {hub.egress() / hub.size:.3f}x")
-    fails += shoalproc.stop_all(nodes)
-    if fails:
-        for p in procs:
-            p.dump(tail=40)
-    return fails
+    return shoalproc.finish(fails, nodes, procs, tail=40)
 
 
 def case_tracker_order(tmp):
@@ -410,11 +398,7 @@ def case_tracker_order(tmp):
         print("FAIL the nodes did not all name one lease tracker for the release")
         fails += 1
     fails += egress_over(hub, 1.2)
-    fails += shoalproc.stop_all(nodes)
-    if fails:
-        for p in procs:
-            p.dump(tail=30)
-    return fails
+    return shoalproc.finish(fails, nodes, procs, tail=30)
 
 
 def case_slow_lease(tmp):
@@ -438,11 +422,7 @@ def case_slow_lease(tmp):
             print(f"FAIL {n.name} did not complete")
             fails += 1
     fails += egress_over(hub, 1.1, ": leased chunks fetched twice")
-    fails += shoalproc.stop_all(nodes)
-    if fails:
-        for p in procs:
-            p.dump(tail=30)
-    return fails
+    return shoalproc.finish(fails, nodes, procs, tail=30)
 
 
 def case_seeded(tmp):

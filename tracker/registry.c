@@ -1759,6 +1759,18 @@ static struct lease *lease_unconfirmed(struct mani *m, uint32_t ni, uint32_t hin
     return any;
 }
 
+static int fspan_add(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t first,
+                     uint32_t count, uint64_t now_ms);
+
+/* Whether every chunk of lease |l| is fetched. */
+static bool lease_fetched(const struct mani *m, const struct lease *l)
+{
+    for (uint32_t c = l->first; c < l->first + l->count; c++)
+        if (m->chunks[c] != CH_FETCHED)
+            return false;
+    return true;
+}
+
 /* Node |ni| asks for a lease from |c|, a chunk it misses that none of its
  * peers offers (SHOAL_REG_HINT_MISSING: the daemon leases only such
  * chunks; an older one sends no flags and this never applies). If the tracker holds |c|
@@ -1795,22 +1807,15 @@ static void withdraw_hint(struct shoal_reg *r, struct mani *m, uint32_t ni, uint
         struct fspan *f = &m->fs[i];
         if (f->node != ni || c < f->first || c - f->first >= f->count)
             continue;
-        uint32_t end = f->first + f->count;
-        if (c > f->first && c + 1 < end) {
-            /* The part after |c| becomes a span of its own. */
-            if (m->nfs == m->capfs) {
-                uint32_t ncap = m->capfs * 2;
-                struct fspan *nf = realloc(m->fs, (size_t)ncap * sizeof(*nf));
-                if (!nf)
-                    return;
-                m->fs = nf;
-                m->capfs = ncap;
-                f = &m->fs[i];
+        uint32_t first = f->first, end = f->first + f->count;
+        if (c > first && c + 1 < end) {
+            /* The part after |c| becomes a span of its own (not merged
+             * into |f|: that ends before |c| by then). */
+            f->count = c - first;
+            if (fspan_add(r, m, ni, c + 1, end - c - 1, m->fs[i].done_ms) != 0) {
+                m->fs[i].count = end - first;
+                return;
             }
-            m->fs[m->nfs++] = (struct fspan){ .node = ni, .first = c + 1, .count = end - c - 1,
-                                              .done_ms = f->done_ms };
-            r->nodes[ni].nfspans++;
-            f->count = c - f->first;
         } else if (f->count == 1) {
             fspan_drop(r, m, i, false);
         } else if (c == f->first) {
@@ -2005,10 +2010,7 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
             break;
         }
         m->last_done_ms = now_ms;
-        bool all = true;
-        for (uint32_t c = l->first; c < l->first + l->count; c++)
-            all = all && m->chunks[c] == CH_FETCHED;
-        if (all) {
+        if (lease_fetched(m, l)) {
             lease_drop(r, m, i, false);
             r->st.leases_done++;
         } else if (changed) {
@@ -2024,11 +2026,7 @@ int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t man
      * completed ends too, not at its expiry (it counts against the node's
      * cap until then). */
     for (uint32_t i = 0; rv == 0 && m->overlaps && i < m->nl;) {
-        const struct lease *l = &m->leases[i];
-        bool all = l->node == ni;
-        for (uint32_t c = l->first; all && c < l->first + l->count; c++)
-            all = m->chunks[c] == CH_FETCHED;
-        if (all) {
+        if (m->leases[i].node == ni && lease_fetched(m, &m->leases[i])) {
             lease_drop(r, m, i, false);
             r->st.leases_done++;
         } else {
