@@ -2958,8 +2958,11 @@ int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mo
         LOG_I("release %s: tracker role: importer of share %u/%u for zone %s (origin after "
               "%u ms)", s->idhex, import_rem, import_mod, zone, r.origin_delay_ms);
     else
-        LOG_I("release %s: tracker role: none in zone %s (origin after %u ms)", s->idhex, zone,
-              r.origin_delay_ms);
+        /* The tracker gives no reason: say both it can have, so an
+         * operator wondering why nobody here fetches knows where to look. */
+        LOG_I("release %s: tracker role: none in zone %s: peers first, origin after %u ms "
+              "(other nodes of the zone are its fetchers, or one holds the whole release)",
+              s->idhex, zone, r.origin_delay_ms);
     pump(s);
 out:
     return rv;
