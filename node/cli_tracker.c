@@ -317,6 +317,7 @@ int shoal_cmd_publish(int argc, char **argv)
         {"cred", required_argument, NULL, 'c'},
         {"hub-endpoint", required_argument, NULL, 'e'},
         {"hub-token-file", required_argument, NULL, 'T'},
+        {"hub-ca", required_argument, NULL, 'C'},
         {"quiet", no_argument, NULL, 'q'},
         {"force", no_argument, NULL, 'f'},
         {"manifest", required_argument, NULL, 'm'},
@@ -340,6 +341,7 @@ int shoal_cmd_publish(int argc, char **argv)
         case 'c': id.cred = optarg; break;
         case 'e': o.hub.endpoint = optarg; break;
         case 'T': o.hub.token_file = optarg; break;
+        case 'C': o.hub.ca_file = optarg; break;
         case 'q': o.progress = SHOAL_PUBLISH_PROGRESS_NONE; break;
         case 'f': o.force = true; break;
         case 'm': manifest = optarg; break;
@@ -351,7 +353,7 @@ int shoal_cmd_publish(int argc, char **argv)
     if (manifest) {
         /* Nothing is signed or fetched: the file goes as it is. */
         if (optind != argc || !id.tracker || !id.key || !id.cred || o.key_path || o.out_path ||
-            o.dataset || o.force || o.hub.endpoint || o.hub.token_file) {
+            o.dataset || o.force || o.hub.endpoint || o.hub.token_file || o.hub.ca_file) {
             fprintf(stderr, "shoal publish: usage: shoal publish --manifest FILE --tracker ADDR "
                             "--identity NODE_KEY --cred CRED (registers a signed manifest as it "
                             "is: no release name, --key, --out, --dataset, --force or Hub "
@@ -364,10 +366,17 @@ int shoal_cmd_publish(int argc, char **argv)
         (id.tracker && (!id.key || !id.cred))) {
         fprintf(stderr, "shoal publish: usage: shoal publish ORG/NAME[@REV] [--dataset] --key "
                         "PUBLISHER_KEY (--out FILE | --tracker ADDR --identity NODE_KEY --cred "
-                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE] [--quiet] [--force]\n"
+                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE] [--hub-ca FILE] "
+                        "[--quiet] [--force]\n"
                         "       shoal publish --manifest FILE --tracker ADDR --identity NODE_KEY "
                         "--cred CRED\n");
         return 2;
+    }
+    /* Before the tracker is asked anything: a wrong CA path is the
+     * operator's typo, worth saying at once. */
+    if (shoal_hub_ca_verify(&o.hub, err, sizeof err) != 0) {
+        fprintf(stderr, "shoal publish: %s\n", err);
+        return 1;
     }
     o.repo = argv[optind];
     o.errbuf = err;

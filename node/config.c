@@ -133,6 +133,12 @@ static const struct key keys[] = {
      "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
     {"hub-token-file", K_STR, F(hub_token_file), "FILE",
      "Bearer token for the origin (default $HF_TOKEN); never sent to peers or trackers"},
+    {"hub-ca", K_STR, F(hub_ca), "FILE",
+     "PEM bundle of the CAs an https origin's certificate must chain to (a gateway\n"
+     "                               with an internal CA), instead of the system's; also\n"
+     "                               for hosts it redirects to (default $CURL_CA_BUNDLE,\n"
+     "                               else $SSL_CERT_FILE, else the system's CAs); checked at\n"
+     "                               start"},
     {"no-origin", K_BOOL, F(no_origin), NULL, "never fetch from the origin, only from peers"},
     {"origin-delay-ms", K_U64, F(origin_delay_ms), "MS",
      "wait this long after a release opens before using the origin (1000); a node the "

@@ -84,6 +84,8 @@ struct shoal_config {
     struct shoal_config_list trackers;   /* trackers host:port (repeatable) */
     char *hub_endpoint;      /* origin base URL; NULL: $HF_ENDPOINT, else the Hub */
     char *hub_token_file;    /* origin token; NULL: $HF_TOKEN */
+    char *hub_ca;            /* PEM CA bundle for an https origin; NULL:
+                                $CURL_CA_BUNDLE, $SSL_CERT_FILE, the system's */
     bool no_origin;          /* never fetch from the origin */
     uint64_t origin_delay_ms;    /* no origin fetch this soon after a release opens */
     uint64_t lease_fallback_ms;  /* no tracker this long: fetch without a lease */

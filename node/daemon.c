@@ -1949,6 +1949,7 @@ static int setup_trackers(struct shoal_daemon *d)
         shoal_hub_config_default(&d->hubcfg);
         d->hubcfg.endpoint = c->hub_endpoint;
         d->hubcfg.token_file = c->hub_token_file;
+        d->hubcfg.ca_file = c->hub_ca;
         d->hubcfg.seed = d->scfg.seed;
         /* Ranges checked by check_ranges; a rate of 0 never aborts. */
         d->hubcfg.slow_floor_bps = c->origin_min_rate;
@@ -1956,6 +1957,11 @@ static int setup_trackers(struct shoal_daemon *d)
         d->hubcfg.slow_never = c->origin_min_rate == 0;
         d->hubcfg.on_health = on_origin_health;
         d->hubcfg.health_user = d;
+        char camsg[640];
+        if ((rv = shoal_hub_ca_verify(&d->hubcfg, camsg, sizeof camsg)) != 0) {
+            LOG_E("hub-ca: %s", camsg);
+            return rv;
+        }
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
         if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
             /* --- dux --- the token file, not the endpoint, is what failed */
@@ -1985,6 +1991,10 @@ static int setup_trackers(struct shoal_daemon *d)
             snprintf(slow, sizeof slow, "no range is ended for being slow");
         LOG_I("origin %s (%s token; %s)", shoal_hub_endpoint(d->hub),
               shoal_hub_has_token(d->hub) ? "with a" : "without a", slow);
+        const char *caenv, *ca = shoal_hub_ca_path(&d->hubcfg, &caenv);
+        if (ca)
+            LOG_I("origin TLS: trusting only the CAs in %s%s%s%s", ca,
+                  caenv ? " (from $" : "", caenv ? caenv : "", caenv ? ")" : "");
         if (shoal_hub_token_exposed(d->hub))
             LOG_W("hub token file %s can be read by other users: chmod 600 it",
                   c->hub_token_file);

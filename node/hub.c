@@ -63,6 +63,8 @@
 #define HUB_SLOW_FLOOR_BPS (64u * 1024)
 #define HUB_SLOW_WINDOW_MS (60u * 1000)
 #define HUB_TOKEN_MAX 4096
+/* Largest CA bundle read (a distribution's whole bundle is ~200 KiB). */
+#define HUB_CA_MAX (16u << 20)
 #define HUB_MSG_MAX 1024
 #define HUB_RECV_BUFFER (512 * 1024)
 
@@ -101,6 +103,7 @@ struct job {
     char *cur_url;              /* current hop */
     char host[HUB_HOST_MAX];    /* host[:port] of cur_url, for holds */
     bool offhost;               /* current chain left the endpoint: no token */
+    bool downgraded;            /* ... by a hop from https down to http */
     unsigned redirects;
     unsigned attempts;          /* failures since the last progress */
     unsigned tries;             /* attempts so far (not hops); never reset */
@@ -115,6 +118,7 @@ struct job {
     long retry_after_ms;        /* -1 when absent */
     char err_code[64];
     char err_msg[256];
+    char curl_err[CURL_ERROR_SIZE]; /* libcurl's detail of a failed transfer */
     bool have_cr;
     uint64_t cr_start;          /* Content-Range start of a 206 */
     uint64_t pos;               /* file offset of the next body byte */
@@ -178,6 +182,7 @@ struct shoal_hub {
     char *endpoint_shown;       /* for logs: credentials redacted */
     char *ep_scheme, *ep_host, *ep_port;
     char *token;                /* NULL: none */
+    char *ca_file;              /* CA bundle for TLS; NULL: libcurl's default */
     bool token_exposed;         /* its token file is readable by others */
     struct shoal_hub_config cfg;
     struct job *pend_head, *pend_tail;
@@ -394,6 +399,7 @@ static void attempt_reset(struct job *j)
     j->retry_after_ms = -1;
     j->err_code[0] = '\0';
     j->err_msg[0] = '\0';
+    j->curl_err[0] = '\0';
     j->have_cr = false;
     j->cr_start = 0;
     j->pos = 0;
@@ -455,6 +461,7 @@ static void on_handle_closed(uv_handle_t *handle)
         free(h->ep_scheme);
         free(h->ep_host);
         free(h->ep_port);
+        free(h->ca_file);
         free(h->empty_fetches);
         free(h);
     }
@@ -864,6 +871,14 @@ static int start_job(struct shoal_hub *h, struct job *j)
     curl_easy_setopt(j->easy, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(j->easy, CURLOPT_XFERINFODATA, j);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->curl_err);
+    if (h->ca_file) {
+        /* Only this bundle: a distribution's libcurl also trusts a
+         * compiled-in CA directory, which would make the set trusted
+         * depend on the build. */
+        curl_easy_setopt(j->easy, CURLOPT_CAINFO, h->ca_file);
+        curl_easy_setopt(j->easy, CURLOPT_CAPATH, NULL);
+    }
     if (curl_multi_add_handle(h->multi, j->easy) != CURLM_OK) {
         rv = -EIO;
         goto fail;
@@ -978,9 +993,14 @@ static int describe_http(const struct shoal_hub *h, const struct job *j, char *m
     if ((j->status == 401 || j->status == 403) && j->offhost && h->token) {
         /* The token was not sent, so it was not refused: say where the
          * request went and how to reach the repo with it. */
-        snprintf(moved, sizeof moved, "redirected to %s, where the token is not sent (only to "
-                 "the endpoint's host %s:%s): if %s serves the repo, set hub-endpoint to it",
-                 j->host, h->ep_host, h->ep_port, j->host);
+        if (j->downgraded)
+            snprintf(moved, sizeof moved, "redirected from https down to http://%s, where the "
+                     "token is not sent (never over http once a redirect chain reached https): "
+                     "the origin should not send https requests back to http", j->host);
+        else
+            snprintf(moved, sizeof moved, "redirected to %s, where the token is not sent (only "
+                     "to the endpoint's host %s:%s): if %s serves the repo, set hub-endpoint "
+                     "to it", j->host, h->ep_host, h->ep_port, j->host);
     }
     switch (j->status) {
     case 401:
@@ -1168,10 +1188,22 @@ bool shoal_hub_failing(const struct shoal_hub *h, char *why, size_t cap)
     return true;
 }
 
-/* What went wrong with a transfer that got no answer, for people. */
-static void transport_error(char *out, size_t cap, CURLcode cc, long os_errno)
+/* A TLS failure that trusting the right CA would cure. */
+static bool tls_trust_error(CURLcode cc)
 {
-    if (cc == CURLE_OPERATION_TIMEDOUT)
+    return cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
+           cc == CURLE_SSL_ISSUER_ERROR;
+}
+
+/* What went wrong with a transfer that got no answer, for people. |detail|
+ * is libcurl's error buffer ("" if it said nothing). */
+static void transport_error(char *out, size_t cap, CURLcode cc, long os_errno,
+                            const char *detail)
+{
+    if (tls_trust_error(cc))
+        snprintf(out, cap, "TLS certificate not trusted: %.100s", *detail ? detail
+                                                                       : curl_easy_strerror(cc));
+    else if (cc == CURLE_OPERATION_TIMEDOUT)
         snprintf(out, cap, "timed out");
     else if (cc == CURLE_COULDNT_CONNECT && os_errno)
         snprintf(out, cap, "cannot connect: %s", strerror((int)os_errno));
@@ -1276,7 +1308,7 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
                  PRIu64 " B/s (resumed on a new connection)", j->slow_bps,
                  h->cfg.slow_window_ms / 1000.0, h->cfg.slow_floor_bps);
     } else if (cc != CURLE_OK && !progress && !(cc == CURLE_WRITE_ERROR && j->kind == JOB_API))
-        transport_error(herr, sizeof herr, cc, os_errno);
+        transport_error(herr, sizeof herr, cc, os_errno, j->curl_err);
     else if (cc == CURLE_OK && (j->status == 429 || j->status == 503) && j->retry_after_ms >= 0) {
         /* The origin says when to come back: nothing goes to this host
          * before then, not just this request's retry. */
@@ -1317,12 +1349,16 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         }
         /* Once a chain leaves the endpoint the token stays behind. */
         bool keep = !j->offhost && shoal_hub_token_follows(h->endpoint, j->cur_url, next);
+        bool down = strncasecmp(j->cur_url, "https:", 6) == 0 &&
+                    strncasecmp(next, "http:", 5) == 0;
         rv = job_set_url(j, next);
         curl_free(next);
         if (rv != 0) {
             job_complete(h, j, -ENOMEM, "out of memory");
             return;
         }
+        if (!keep && !j->offhost)
+            j->downgraded = down;
         if (!keep)
             j->offhost = true;
         h->stats.redirects++;
@@ -1344,11 +1380,18 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
     } else if (cc != CURLE_OK) {
         /* A write error on a range is a gap in the server's answer. */
         retry = curl_retryable(cc) || (cc == CURLE_WRITE_ERROR && j->kind == JOB_RANGE);
-        snprintf(msg, sizeof(msg), "%s@%s%s%s: transfer failed: %s",
+        /* Retrying cannot cure an untrusted certificate: say what would. */
+        char hint[640] = "";
+        if (tls_trust_error(cc))
+            snprintf(hint, sizeof hint, " (%.200s%strusting %s%.200s: give the CA bundle (PEM) that "
+                     "signed the origin's certificate with --hub-ca)", j->curl_err,
+                     j->curl_err[0] ? "; " : "", h->ca_file ? "only the CAs of " : "the system's CAs",
+                     h->ca_file ? h->ca_file : "");
+        snprintf(msg, sizeof(msg), "%s@%s%s%s: transfer failed: %s%s",
                  j->kind == JOB_API ? j->api->repo : j->fetch->repo,
                  j->kind == JOB_API ? j->api->rev : j->fetch->rev,
                  j->kind == JOB_API ? "" : " file ", j->kind == JOB_API ? "" : j->fetch->path,
-                 curl_easy_strerror(cc));
+                 curl_easy_strerror(cc), hint);
         if (cc == CURLE_WRITE_ERROR && j->kind == JOB_API) {
             job_complete(h, j, SHOAL_ETOOBIG, "API response larger than the limit");
             return;
@@ -1389,6 +1432,7 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
     /* Restart from the original URL: a signed CDN URL may have expired. */
     rv = job_set_url(j, j->url);
     j->offhost = false;
+    j->downgraded = false;
     j->redirects = 0;
     attempt_reset(j);
     if (rv != 0) {
@@ -1698,6 +1742,97 @@ out:
     return rv;
 }
 
+const char *shoal_hub_ca_path(const struct shoal_hub_config *cfg, const char **from_env)
+{
+    static const char *const vars[] = {"CURL_CA_BUNDLE", "SSL_CERT_FILE"};
+    const char *v;
+
+    if (from_env)
+        *from_env = NULL;
+    if (cfg && cfg->ca_file)
+        return cfg->ca_file;
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        if ((v = getenv(vars[i])) && *v) {
+            if (from_env)
+                *from_env = vars[i];
+            return v;
+        }
+    }
+    return NULL;
+}
+
+int shoal_hub_ca_check(const char *path, char *why, size_t cap)
+{
+    static const char pem[] = "-----BEGIN CERTIFICATE-----";
+    struct shoal_buf b;
+    struct stat st;
+    char block[65536];
+    ssize_t n;
+    int fd, rv;
+
+    if (!path || !why)
+        return -EINVAL;
+    shoal_buf_init(&b, HUB_CA_MAX);
+    /* O_NONBLOCK: a FIFO at the path must not hang the start. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        rv = -errno;
+        snprintf(why, cap, "%s", strerror(errno));
+        goto out;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rv = SHOAL_EBADPATH;
+        snprintf(why, cap, "not a regular file");
+        goto out;
+    }
+    for (;;) {
+        n = read(fd, block, sizeof block);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rv = -errno;
+            snprintf(why, cap, "%s", strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        rv = shoal_buf_append(&b, block, (size_t)n);
+        if (rv != 0) {
+            snprintf(why, cap, rv == -ENOMEM ? "out of memory" : "larger than %u MiB: not a CA "
+                     "bundle", HUB_CA_MAX >> 20);
+            goto out;
+        }
+    }
+    /* libcurl would read any file and only fail at the first handshake,
+     * with an error that does not name it: catch the wrong file here. */
+    if (!b.len || !memmem(b.data, b.len, pem, sizeof pem - 1)) {
+        rv = SHOAL_EPROTO;
+        snprintf(why, cap, "holds no PEM certificate (%s)", pem);
+        goto out;
+    }
+    rv = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    shoal_buf_free(&b);
+    return rv;
+}
+
+int shoal_hub_ca_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap)
+{
+    const char *env, *ca = shoal_hub_ca_path(cfg, &env);
+    char why[256];
+    int rv;
+
+    if (!ca)
+        return 0;
+    rv = shoal_hub_ca_check(ca, why, sizeof why);
+    if (rv != 0)
+        snprintf(msg, cap, "CA bundle %s%s%s%s: %s", ca, env ? " (from $" : "", env ? env : "",
+                 env ? ")" : "", why);
+    return rv;
+}
+
 static bool token_ok(const char *t)
 {
     for (; *t; t++)
@@ -1727,7 +1862,7 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
     h->loop = loop;
     if (cfg)
         h->cfg = *cfg;
-    h->cfg.endpoint = h->cfg.token = h->cfg.token_file = NULL;
+    h->cfg.endpoint = h->cfg.token = h->cfg.token_file = h->cfg.ca_file = NULL;
     if (!h->cfg.max_inflight)
         h->cfg.max_inflight = 4;
     if (!h->cfg.max_attempts)
@@ -1821,6 +1956,17 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         goto fail;
     }
 
+    {
+        char why[256];
+        const char *ca = shoal_hub_ca_path(cfg, NULL);
+        if (ca && (rv = shoal_hub_ca_check(ca, why, sizeof why)) != 0)
+            goto fail;
+        if (ca && !(h->ca_file = strdup(ca))) {
+            rv = -ENOMEM;
+            goto fail;
+        }
+    }
+
     h->multi = curl_multi_init();
     if (!h->multi) {
         rv = -ENOMEM;
@@ -1853,6 +1999,7 @@ fail:
     free(h->ep_scheme);
     free(h->ep_host);
     free(h->ep_port);
+    free(h->ca_file);
     free(h);
     return rv;
 }

@@ -82,6 +82,13 @@ struct shoal_hub_config {
      * $HF_TOKEN, else none. "" means none. Copied; wiped on free. */
     const char *token;
     const char *token_file;
+    /* PEM bundle of the CAs an https origin's certificate (and that of any
+     * host it redirects to) must chain to, instead of the system's
+     * (CURLOPT_CAINFO; libcurl's compiled-in CA directory is not used
+     * either). NULL: $CURL_CA_BUNDLE, else $SSL_CERT_FILE, else libcurl's
+     * default. Read once at shoal_hub_new (shoal_hub_ca_check) and by
+     * libcurl at each new TLS connection. The path is copied. */
+    const char *ca_file;
     unsigned max_inflight;       /* HTTP requests at once; 0 = 4 */
     /* Tries per request without progress; 0 = 8. An attempt that ended
      * short counts as progress only if it delivered 64 KiB or a quarter of
@@ -164,10 +171,37 @@ void shoal_hub_config_default(struct shoal_hub_config *c);
  * Returns 0, -EINVAL (bad endpoint URL), -ENOMEM, a negated errno reading
  * the token file, SHOAL_EBADPATH (the token file is not a regular file: a
  * FIFO is not waited on), or SHOAL_EPROTO (token with characters not
- * allowed in an HTTP header).
+ * allowed in an HTTP header), or, for the CA bundle (shoal_hub_ca_path),
+ * any error of shoal_hub_ca_check: callers that want to name which file
+ * failed check it first.
  */
 int shoal_hub_new(struct shoal_hub **out, struct uv_loop_s *loop,
                   const struct shoal_hub_config *cfg);
+
+/*
+ * The CA bundle a hub made with |cfg| (NULL: defaults) trusts:
+ * |cfg->ca_file|, else a non-empty $CURL_CA_BUNDLE, else $SSL_CERT_FILE;
+ * NULL when none is set (libcurl's default CAs). |*from_env| (if not NULL)
+ * is set to the variable's name when the path came from one, else NULL.
+ * The returned string is |cfg|'s or the environment's: not to be freed.
+ */
+const char *shoal_hub_ca_path(const struct shoal_hub_config *cfg, const char **from_env);
+
+/*
+ * Checks that |path| is a CA bundle libcurl can use: a readable regular file
+ * of at most 16 MiB holding at least one PEM certificate. Returns 0, a
+ * negated errno (open or read), SHOAL_EBADPATH (not a regular file),
+ * SHOAL_ELIMIT (too large), SHOAL_EPROTO (no "-----BEGIN CERTIFICATE-----")
+ * or -ENOMEM, and then |why| (|cap| bytes) says what is wrong, without the
+ * path (the caller names it).
+ */
+int shoal_hub_ca_check(const char *path, char *why, size_t cap);
+
+/* shoal_hub_ca_check of the bundle a hub made with |cfg| would use
+ * (shoal_hub_ca_path), with a message for people in |msg| (|cap| bytes) on
+ * failure that names the file and, if so, the variable it came from.
+ * Returns 0 when no bundle is set or it is fine, else the check's error. */
+int shoal_hub_ca_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap);
 
 /*
  * Cancels every request (their callbacks are NOT called), wipes the token

@@ -90,8 +90,18 @@
  */
 #define LOADER_SNDBUF (24 * 1024)
 #define LOADER_INFLIGHT_MAX 64u
-/* How soon a send stalled by ETOOMANYREFS is tried again. */
-#define FD_RETRY_MS 20u
+/*
+ * A send stalled by ETOOMANYREFS waits for descriptors in flight to be
+ * received, which the socket does not signal (it is writable all along:
+ * polling it would spin). What frees them and can be seen retries at once:
+ * a loader whose full socket drains (it read frames), a loader leaving.
+ * A loader reading the descriptors of a socket that was not full shows
+ * nothing, so a timer tries too, after FD_RETRY_MIN_MS and then twice as
+ * long each time, up to FD_RETRY_MAX_MS: a stall that lasts costs a few
+ * wake-ups a second, not fifty (the fixed 20 ms period before).
+ */
+#define FD_RETRY_MIN_MS 20u
+#define FD_RETRY_MAX_MS 1000u
 
 enum cstate {
     C_NEW,      /* authorised, waiting for LOADER_WANT */
@@ -182,7 +192,8 @@ struct shoal_loader_srv {
     uv_timer_t timer;            /* deadlines of requests still arriving */
     bool timer_init, timer_on;
     uv_timer_t retry;            /* sends stalled by ETOOMANYREFS */
-    bool retry_init, retry_on;
+    bool retry_init, retry_on;   /* mu (loop thread only) */
+    unsigned retry_ms;           /* the timer's current delay */
     size_t rx_charged;           /* mu; see SHOAL_LOADER_RX_BUDGET (requests
                                   * arriving and orders kept while pending) */
     bool pend_left;              /* mu; a C_PENDING loader stopped waiting:
@@ -222,6 +233,8 @@ static void mark_dirty(struct shoal_loader_srv *l, struct shoal_swarm *s)
 }
 
 /* ---- connection teardown ---- */
+
+static void retry_stalled_now(struct shoal_loader_srv *l);
 
 /* Frees |c|'s copy of its order and gives its bytes back to the budget.
  * Under |mu|. */
@@ -303,6 +316,8 @@ static void client_close(struct client *c, const char *why)
         mark_dirty(l, s);
     uv_poll_stop(&c->poll);
     uv_close((uv_handle_t *)&c->poll, on_client_closed);
+    /* A loader that hung up took the descriptors it had not read with it. */
+    retry_stalled_now(l);
 }
 
 /* ---- output ---- */
@@ -311,6 +326,18 @@ static void on_client_io(uv_poll_t *h, int status, int events);
 
 static void on_retry(uv_timer_t *t);
 
+/* Something happened that may have freed descriptors in flight: sends
+ * stalled by ETOOMANYREFS are tried again on the next loop turn (not from
+ * here: the caller may be in the middle of one client's sending), and the
+ * timer's delay starts over. Loop thread, under |mu|. */
+static void retry_stalled_now(struct shoal_loader_srv *l)
+{
+    if (!l->retry_on || l->closed)
+        return;
+    l->retry_ms = FD_RETRY_MIN_MS;
+    l->retry_on = uv_timer_start(&l->retry, on_retry, 0, 0) == 0;
+}
+
 /* Loop thread, under |mu|. */
 static void set_events(struct client *c)
 {
@@ -318,9 +345,11 @@ static void set_events(struct client *c)
     int ev = c->state == C_CLOSING || c->rd_eof ? 0 : UV_READABLE;
 
     /* A descriptor stalled by the in-flight limit: the socket itself is
-     * writable (polling for it would spin), so a timer tries again. */
-    if (c->qhead && c->fd_stalled && !l->retry_on && l->retry_init && !l->closed)
-        l->retry_on = uv_timer_start(&l->retry, on_retry, FD_RETRY_MS, FD_RETRY_MS) == 0;
+     * writable (polling for it would spin): see FD_RETRY_MIN_MS. */
+    if (c->qhead && c->fd_stalled && !l->retry_on && l->retry_init && !l->closed) {
+        l->retry_ms = FD_RETRY_MIN_MS;
+        l->retry_on = uv_timer_start(&l->retry, on_retry, l->retry_ms, 0) == 0;
+    }
     if (c->qhead && !c->fd_stalled)
         ev |= UV_WRITABLE;
     if (ev == c->poll_events)
@@ -1084,6 +1113,9 @@ static void on_client_io(uv_poll_t *h, int status, int events)
     } else if (status < 0) {
         client_close(c, uv_strerror(status));
     } else {
+        /* Its full socket drained: it received what was in flight to it. */
+        if (events & UV_WRITABLE)
+            retry_stalled_now(l);
         if (events & UV_READABLE)
             read_client(c);
         if (!c->closed)
@@ -1301,7 +1333,8 @@ static void on_accept(uv_poll_t *h, int status, int events)
     }
 }
 
-/* Sends again what ETOOMANYREFS held up; stops when nothing is held. */
+/* Sends again what ETOOMANYREFS held up; while anything is still held,
+ * tries again later, twice as late as this time (FD_RETRY_MAX_MS at most). */
 static void on_retry(uv_timer_t *t)
 {
     struct shoal_loader_srv *l = t->data;
@@ -1309,6 +1342,8 @@ static void on_retry(uv_timer_t *t)
     bool held = false;
 
     pthread_mutex_lock(&l->mu);
+    /* retry_on stays set meanwhile, so a send stalling again below leaves
+     * the timer to this function (set_events would restart the backoff). */
     for (c = l->clients; c; c = next) {
         next = c->next; /* pump_out may close c */
         if (!c->fd_stalled)
@@ -1317,7 +1352,10 @@ static void on_retry(uv_timer_t *t)
         pump_out(c);
         held |= !c->closed && c->fd_stalled;
     }
-    if (!held) {
+    if (held && !l->closed) {
+        l->retry_ms = l->retry_ms * 2 < FD_RETRY_MAX_MS ? l->retry_ms * 2 : FD_RETRY_MAX_MS;
+        l->retry_on = uv_timer_start(&l->retry, on_retry, l->retry_ms, 0) == 0;
+    } else {
         uv_timer_stop(&l->retry);
         l->retry_on = false;
     }

@@ -20,9 +20,11 @@ PY = "/usr/bin/python3"
 class Hub:
     """The Hub stand-in (HUB_DIR is tests/hub) serving acme/model, generated
     with |shards| shards from |seed|; |faults| (a list) is handed to the
-    stand-in as is."""
+    stand-in as is. With |tls| (a directory tlscert.py filled) the port
+    speaks https too: `https_url`; `url` (http) stays for the control
+    endpoints."""
 
-    def __init__(self, hub_dir, tmp, size, shards, seed, faults=None):
+    def __init__(self, hub_dir, tmp, size, shards, seed, faults=None, tls=None):
         self.root = os.path.join(tmp, "hub")
         self.commit = shoalproc.run(PY, os.path.join(hub_dir, "genrepo.py"), self.root,
                                     "acme/model", "--size", size, "--shards", shards,
@@ -34,12 +36,16 @@ class Hub:
         args = [PY, os.path.join(hub_dir, "hubstub.py"), self.root, "--port", "0"]
         if faults:
             args += ["--faults", json.dumps(faults)]
+        if tls:
+            args += ["--tls-cert", os.path.join(tls, "server.pem"),
+                     "--tls-key", os.path.join(tls, "server.key")]
         self.proc = shoalproc.Proc(args, name="hub")
         m = self.proc.wait_for(r"^(\d+)$", 20, stdout=True)
         if not m:
             self.proc.dump()
             sys.exit("hub stand-in did not start")
         self.url = f"http://127.0.0.1:{m.group(1)}"
+        self.https_url = f"https://127.0.0.1:{m.group(1)}"
 
     def stats(self):
         with urllib.request.urlopen(self.url + "/_stub/stats", timeout=10) as r:

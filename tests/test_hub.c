@@ -932,6 +932,225 @@ static void test_env_and_token_file(void)
     CHECK_EQ(shoal_hub_new(&h, &loop, &c), -EINVAL);
 }
 
+/* ---- https: a stand-in whose certificate a throwaway CA signed ---- */
+
+static struct hubstub tls;            /* one port: TLS and plain HTTP */
+static char tls_url[64];              /* https://127.0.0.1:PORT */
+static char ca_pem[300], other_ca_pem[300], server_pem[300], server_key[300];
+
+/* The stand-in's request log entries for paths holding |path_part|, with
+ * (1) or without (0) an Authorization header and over TLS (1) or not (0);
+ * -1 matches either. Crude, as hubstub_stat: the log is ours. */
+static int log_count(const struct hubstub *s, const char *path_part, int auth, int over_tls)
+{
+    static char buf[1 << 20];
+    int n = 0;
+
+    REQUIRE(hubstub_http(s, "/_stub/stats", NULL, buf, sizeof buf) == 200);
+    for (char *e = strstr(buf, "{\"method\""); e; e = strstr(e + 1, "{\"method\"")) {
+        char *end = strchr(e, '}');
+        REQUIRE(end);
+        char save = end[1];
+        end[1] = '\0';
+        bool match = strstr(e, path_part) &&
+                     (auth < 0 || strstr(e, auth ? "\"auth\": true" : "\"auth\": false")) &&
+                     (over_tls < 0 || strstr(e, over_tls ? "\"tls\": true" : "\"tls\": false"));
+        end[1] = save;
+        n += match;
+    }
+    return n;
+}
+
+static struct shoal_hub *hub_tls(const char *endpoint, const char *token, const char *ca)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+
+    shoal_hub_config_default(&c);
+    c.endpoint = endpoint;
+    c.token = token ? token : "";
+    c.ca_file = ca;
+    c.max_attempts = 2;
+    c.backoff_base_ms = 20;
+    c.seed = 42;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    return h;
+}
+
+/* A release over https from a gateway with a private CA: with its CA
+ * given, resolved and every byte fetched (through the https CDN redirect)
+ * equal to the file; with the system's CAs, or another CA, refused at the
+ * handshake with an error that names the certificate problem and
+ * --hub-ca, and the stand-in never sees a request (so no token left). */
+static void test_tls_ca(void)
+{
+    struct shoal_hub *h;
+    struct resolved r;
+    struct fetched f = {0};
+    size_t len;
+    uint8_t *want = read_disk("models", "org/m", commit_m, SHARD1, &len);
+    struct shoal_hub_span sp = {0, len};
+
+    REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
+    h = hub_tls(tls_url, "tok", ca_pem);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
+    CHECK(r.rel && strcmp(r.rel->commit, commit_m) == 0);
+    shoal_hub_release_free(r.rel);
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &sp, 1, &f, len), 0);
+    CHECK(f.delivered == len && memcmp(f.buf, want, len) == 0);
+    free(f.buf);
+    /* It did go over TLS, CDN hop included, with the token at home only. */
+    CHECK_EQ(log_count(&tls, "/resolve/", 1, 1), 1);
+    CHECK_EQ(log_count(&tls, "/cdn/", 1, 1), 1);
+    CHECK_EQ(log_count(&tls, "/", -1, 0), 0);
+    hub_close(h);
+
+    REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
+    h = hub_tls(tls_url, "tok", NULL);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
+    fprintf(stderr, "  no CA: %s\n", r.msg);
+    CHECK(strstr(r.msg, "certificate") && strstr(r.msg, "--hub-ca") &&
+          strstr(r.msg, "the system's CAs"));
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &sp, 1, &f, len), SHOAL_EHTTP);
+    CHECK(strstr(f.msg, "certificate") && strstr(f.msg, SHARD1));
+    CHECK_EQ(f.delivered, 0);
+    free(f.buf);
+    hub_close(h);
+    h = hub_tls(tls_url, "tok", other_ca_pem);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
+    fprintf(stderr, "  another CA: %s\n", r.msg);
+    CHECK(strstr(r.msg, "certificate") && strstr(r.msg, other_ca_pem));
+    hub_close(h);
+    CHECK_EQ(log_count(&tls, "/", -1, -1), 0);
+    free(want);
+}
+
+/* The CA bundle from $CURL_CA_BUNDLE, else $SSL_CERT_FILE (as curl and
+ * OpenSSL users set them), the option before both; a missing file, a
+ * directory and a file without a certificate refused by shoal_hub_new,
+ * and shoal_hub_ca_verify names the file and where it came from. */
+static void test_tls_ca_env(void)
+{
+    struct shoal_hub_config c;
+    struct shoal_hub *h = NULL;
+    struct resolved r;
+    char msg[640], missing[300];
+    const char *from;
+
+    unsetenv("CURL_CA_BUNDLE");
+    unsetenv("SSL_CERT_FILE");
+    shoal_hub_config_default(&c);
+    c.endpoint = tls_url;
+    c.token = "";
+    CHECK(shoal_hub_ca_path(&c, &from) == NULL && from == NULL);
+    setenv("SSL_CERT_FILE", ca_pem, 1);
+    CHECK(shoal_hub_ca_path(&c, &from) != NULL && strcmp(from, "SSL_CERT_FILE") == 0);
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
+    shoal_hub_release_free(r.rel);
+    hub_close(h);
+    /* CURL_CA_BUNDLE wins over SSL_CERT_FILE, and the option over both. */
+    setenv("CURL_CA_BUNDLE", other_ca_pem, 1);
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
+    hub_close(h);
+    c.ca_file = ca_pem;
+    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
+    shoal_hub_release_free(r.rel);
+    hub_close(h);
+
+    snprintf(missing, sizeof missing, "%s/no-such-ca.pem", root);
+    setenv("CURL_CA_BUNDLE", missing, 1);
+    c.ca_file = NULL;
+    CHECK_EQ(shoal_hub_new(&h, &loop, &c), -ENOENT);
+    CHECK_EQ(shoal_hub_ca_verify(&c, msg, sizeof msg), -ENOENT);
+    fprintf(stderr, "  %s\n", msg);
+    CHECK(strstr(msg, missing) && strstr(msg, "$CURL_CA_BUNDLE") &&
+          strstr(msg, "No such file"));
+    unsetenv("CURL_CA_BUNDLE");
+    unsetenv("SSL_CERT_FILE");
+    c.ca_file = missing;
+    CHECK_EQ(shoal_hub_ca_verify(&c, msg, sizeof msg), -ENOENT);
+    CHECK(strstr(msg, missing) && !strstr(msg, "$"));
+    c.ca_file = root;
+    CHECK_EQ(shoal_hub_new(&h, &loop, &c), SHOAL_EBADPATH);
+    c.ca_file = server_key; /* PEM, but a key */
+    CHECK_EQ(shoal_hub_new(&h, &loop, &c), SHOAL_EPROTO);
+    CHECK_EQ(shoal_hub_ca_verify(&c, msg, sizeof msg), SHOAL_EPROTO);
+    fprintf(stderr, "  %s\n", msg);
+    CHECK(strstr(msg, server_key) && strstr(msg, "no PEM certificate"));
+    c.ca_file = NULL;
+    CHECK_EQ(shoal_hub_ca_verify(&c, msg, sizeof msg), 0);
+}
+
+/* shoal_hub_token_follows, live: a gateway at http://127.0.0.1:P that
+ * redirects to https on the same host and port (the stand-in speaks both
+ * on one port) gets the token over https, so the private file comes;
+ * https back down to http never carries it (401 there); nor does an
+ * upgrade to https on another port (the rule allows a port change only
+ * from 80 to 443, which a test without root cannot bind). */
+static void test_token_upgrade_live(void)
+{
+    char ep[64], fault[256], there[64];
+    struct hubstub tls2;
+    struct shoal_hub *h;
+    struct fetched f = {0};
+    size_t len;
+    uint8_t *want = read_disk("models", "org/p", commit_p, "model.safetensors", &len);
+    struct shoal_hub_span sp = {0, len};
+
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", tls.port);
+    h = hub_tls(ep, "tok", ca_pem);
+
+    /* Upgrade on the same host and port: the token goes along. */
+    REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
+    REQUIRE(hubstub_post(&tls, "/_stub/faults", "[{\"kind\":\"redirect\",\"scheme\":"
+                         "\"https\",\"match\":\"/resolve/\"}]") == 200);
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, len), 0);
+    CHECK(f.delivered == len && memcmp(f.buf, want, len) == 0);
+    if (f.status)
+        fprintf(stderr, "  upgrade: %s\n", f.msg);
+    free(f.buf);
+    CHECK_EQ(log_count(&tls, "/resolve/", 1, 0), 1); /* the http request */
+    CHECK_EQ(log_count(&tls, "/resolve/", 1, 1), 1); /* its https upgrade */
+    CHECK_EQ(log_count(&tls, "/resolve/", 0, -1), 0);
+
+    /* http -> https -> http on the same host and port: the downgrade hop
+     * goes without the token, so the private file is refused there. */
+    REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
+    REQUIRE(hubstub_post(&tls, "/_stub/faults", "[{\"kind\":\"redirect\",\"scheme\":"
+                         "\"https\",\"match\":\"/resolve/\"},{\"kind\":\"redirect\","
+                         "\"scheme\":\"http\",\"match\":\"/resolve/\"}]") == 200);
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, len), SHOAL_EPERM);
+    fprintf(stderr, "  downgrade: %s\n", f.msg);
+    CHECK(strstr(f.msg, "HTTP 401") && strstr(f.msg, "from https down to http://"));
+    CHECK_EQ(f.delivered, 0);
+    free(f.buf);
+    CHECK_EQ(log_count(&tls, "/resolve/", 1, 0), 1);
+    CHECK_EQ(log_count(&tls, "/resolve/", 1, 1), 1);
+    CHECK_EQ(log_count(&tls, "/resolve/", 0, 0), 1); /* back on http: no token */
+
+    /* Upgrade to another port (a second https stand-in that knows the
+     * token): the token stays home, so the file is refused there. */
+    REQUIRE(hubstub_start(&tls2, py, hubdir, root, "--token", "tok", "--tls-cert", server_pem,
+                          "--tls-key", server_key, NULL) == 0);
+    REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
+    snprintf(fault, sizeof fault, "[{\"kind\":\"redirect\",\"scheme\":\"https\",\"port\":%d,"
+             "\"match\":\"/resolve/\"}]", tls2.port);
+    REQUIRE(hubstub_post(&tls, "/_stub/faults", fault) == 200);
+    snprintf(there, sizeof there, "redirected to 127.0.0.1:%d", tls2.port);
+    CHECK_EQ(fetch(h, "org/p", commit_p, "model.safetensors", &sp, 1, &f, len), SHOAL_EPERM);
+    fprintf(stderr, "  other port: %s\n", f.msg);
+    CHECK(strstr(f.msg, "HTTP 401") && strstr(f.msg, there));
+    free(f.buf);
+    CHECK_EQ(log_count(&tls2, "/resolve/", 0, 1), 1);
+    CHECK_EQ(log_count(&tls2, "/resolve/", 1, -1), 0);
+    hubstub_stop(&tls2);
+    free(want);
+    hub_close(h);
+}
+
 static void test_receiver_abort(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
@@ -1196,6 +1415,10 @@ int main(int argc, char **argv)
     shoal_hash_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     REQUIRE(uv_loop_init(&loop) == 0);
+    /* The CA bundle comes from these when set (test_tls_ca_env sets them):
+     * the other tests must see the system's CAs. */
+    unsetenv("CURL_CA_BUNDLE");
+    unsetenv("SSL_CERT_FILE");
 
     RUN(test_json);
     RUN(test_gitsha1);
@@ -1229,6 +1452,25 @@ int main(int argc, char **argv)
     RUN(test_offhost_401);
     RUN(test_token_other_port);
     RUN(test_env_and_token_file);
+
+    {
+        char dir[270], script[1100];
+        snprintf(dir, sizeof dir, "%s/tls", root);
+        snprintf(script, sizeof script, "%s/tlscert.py", hubdir);
+        char *gen[] = {(char *)py, script, dir, NULL};
+        REQUIRE(hubstub_run(gen, NULL, 0, 120) == 0);
+        snprintf(ca_pem, sizeof ca_pem, "%s/ca.pem", dir);
+        snprintf(other_ca_pem, sizeof other_ca_pem, "%s/other-ca.pem", dir);
+        snprintf(server_pem, sizeof server_pem, "%s/server.pem", dir);
+        snprintf(server_key, sizeof server_key, "%s/server.key", dir);
+        REQUIRE(hubstub_start(&tls, py, hubdir, root, "--token", "tok", "--tls-cert", server_pem,
+                              "--tls-key", server_key, NULL) == 0);
+        snprintf(tls_url, sizeof tls_url, "https://127.0.0.1:%d", tls.port);
+    }
+    RUN(test_tls_ca);
+    RUN(test_tls_ca_env);
+    RUN(test_token_upgrade_live);
+    hubstub_stop(&tls);
     RUN(test_receiver_abort);
     RUN(test_many_in_flight);
     RUN(test_cancel_stalled);

@@ -116,7 +116,21 @@ CASE is one of:
                 with LOADER_ERROR). With the limit then lowered to 200,
                 below what those 4 hold, a new reading loader waits (logged)
                 instead of being cut off, and gets every file once they
-                leave.
+                leave. While it waits, the daemon's loop wakes at most 30
+                times more in 2 s than in 2 s without a stall (it backs off
+                and retries on what can end the stall: before, it tried
+                every 20 ms, ~100 more).
+  slow_reader   a seed with 400 small files and a loader that asks for
+                all of them, then reads nothing for 2 s (its socket full,
+                frames waiting in the daemon) and then reads a few hundred
+                bytes at a time: the daemon uses under 0.3 s of CPU over the
+                2 s (it sleeps until the socket drains; one retrying in a
+                loop would use ~2 s) and wakes its loop at most 20 times more
+                than over 2 s without a loader; the loader gets every
+                LOADER_FILE in manifest order (index 0..399), one descriptor
+                each, then LOADER_DONE. A second loader that reads a little
+                and hangs up mid-send is closed ("loader went away") and
+                leaves no descriptor open in the daemon.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1485,6 +1499,117 @@ def read_loader(sock, mid, out):
         out["err"] = repr(e)
 
 
+def loop_wakeups(pid):
+    """Times the daemon's loop thread (its main thread) has slept and been
+    woken: voluntary context switches."""
+    with open(f"/proc/{pid}/task/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of process |pid|, all threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SLOW_FILES = 400
+
+
+def case_slow_reader(tmp):
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a"), ("a",))
+    repo = os.path.join(tmp, "repo")
+    rnd = random.Random(9)
+    files = {f"d/{'y' * 60}-{i:04d}.bin": rnd.randbytes(1024) for i in range(SLOW_FILES)}
+    shoalproc.write_files(repo, files)
+    mf = os.path.join(tmp, "rel.manifest")
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    sock = os.path.join(tmp, "a.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                            "--loader-socket", sock]))
+    if not a.wait_for(r"\(org/model@[0-9a-f]+\) is complete here", WAIT_S):
+        print("FAIL the seed did not open its release")
+        a.dump(30)
+        return 1
+    fails = 0
+    time.sleep(0.5)
+    pid = a.p.pid
+    fds_before = len(os.listdir(f"/proc/{pid}/fd"))
+    w0 = loop_wakeups(pid)
+    time.sleep(2)
+    idle = loop_wakeups(pid) - w0
+
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    if not a.wait_for(r"watching org/model@", 10):
+        print("FAIL the loader was not bound to its release")
+        return fails + 1
+    time.sleep(0.3)  # the daemon fills the socket, then has frames left over
+    c0, w0 = cpu_seconds(pid), loop_wakeups(pid)
+    time.sleep(2)
+    cpu, woke = cpu_seconds(pid) - c0, loop_wakeups(pid) - w0
+    print(f"loader not reading for 2 s: the daemon used {cpu:.3f} s of CPU, its loop woke "
+          f"{woke} times ({idle} over 2 s without a loader)")
+    if cpu > 0.3 or woke - idle > 20:
+        print("FAIL the daemon works while it waits for a loader to read")
+        fails += 1
+    # Now read slowly, a few hundred bytes at a time.
+    data, nfd, end = b"", 0, time.monotonic() + WAIT_S
+    while time.monotonic() < end:
+        if not select.select([s], [], [], end - time.monotonic())[0]:
+            break
+        d, anc, _, _ = s.recvmsg(300, socket.CMSG_SPACE(16 * 4))
+        for lvl, typ, fd_bytes in anc:
+            if lvl == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                for i in range(0, len(fd_bytes) - len(fd_bytes) % 4, 4):
+                    os.close(struct.unpack("i", fd_bytes[i:i + 4])[0])
+                    nfd += 1
+        if not d:
+            break
+        data += d
+        time.sleep(0.001)
+    s.close()
+    frames = read_frames(data)
+    kinds = [f[0] for f in frames]
+    idx = [f[4] for f in frames if f[0] == shoal_loader.LOADER_FILE]
+    paths = [f[1] for f in frames if f[0] == shoal_loader.LOADER_FILE]
+    print(f"slow reader: {len(idx)} LOADER_FILE, {nfd} descriptors, last frame type "
+          f"{kinds[-1] if kinds else None}")
+    if idx != list(range(SLOW_FILES)) or nfd != SLOW_FILES or kinds[-1:] != [
+            shoal_loader.LOADER_DONE] or paths != sorted(files):
+        print("FAIL the slow reader did not get every file, in order, each with its "
+              "descriptor, then LOADER_DONE")
+        fails += 1
+
+    # A loader that leaves mid-send: closed, nothing left open for it.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(shoal_loader._frame([shoal_loader.LOADER_WANT, mid, []]))
+    select.select([s], [], [], 10)
+    s.recvmsg(100, socket.CMSG_SPACE(16 * 4))  # its descriptor, if any, closes with s
+    time.sleep(0.2)
+    s.close()
+    if not a.wait_for(r"closed: loader went away \(\d+ of %d files handed\)" % SLOW_FILES, 10):
+        print("FAIL a loader that hung up mid-send was not closed")
+        fails += 1
+    end = time.monotonic() + 10
+    while len(os.listdir(f"/proc/{pid}/fd")) > fds_before and time.monotonic() < end:
+        time.sleep(0.1)
+    fds_after = len(os.listdir(f"/proc/{pid}/fd"))
+    if fds_after > fds_before:
+        print(f"FAIL the daemon holds {fds_after} descriptors, {fds_before} before the loaders")
+        fails += 1
+    fails += shoalproc.stop_all([a])
+    if fails:
+        a.dump(40)
+    return fails
+
+
 def case_inflight(tmp):
     if os.geteuid() != 0:
         print("not root: cannot run shoald as another user")
@@ -1544,6 +1669,10 @@ def case_inflight(tmp):
     if fds > low - 30:
         print(f"FAIL shoald holds {fds} descriptors itself: no room to test a limit of {low}")
         return fails + 1
+    # What wakes the daemon's loop when nothing is stalled (its own timers).
+    w0 = loop_wakeups(b.p.pid)
+    time.sleep(2)
+    idle = loop_wakeups(b.p.pid) - w0
     # As nobody: a root without CAP_SYS_RESOURCE (a container) may not.
     subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "prlimit",
                     "--pid", str(b.p.pid), f"--nofile={low}:{low}"], check=True)
@@ -1551,6 +1680,17 @@ def case_inflight(tmp):
     t = threading.Thread(target=read_loader, args=(sock, mid, got))
     t.start()
     stalled_seen = b.wait_for(r"reach this process's open-files limit", 10)
+    # While the stall lasts nothing the daemon can see changes: it should
+    # mostly sleep (before, it woke every 20 ms to try the send again).
+    w0 = loop_wakeups(b.p.pid)
+    time.sleep(2)
+    woke = loop_wakeups(b.p.pid) - w0
+    print(f"the daemon's loop woke {woke} times over 2 s of the stall, {idle} over 2 s "
+          f"without one")
+    if stalled_seen and woke - idle > 30:
+        print("FAIL the daemon keeps waking to retry a stalled hand-off (want at most 30 "
+              "more times in 2 s than without a stall)")
+        fails += 1
     for s in stalled:
         s.close()
     t.join(WAIT_S)
@@ -1575,4 +1715,5 @@ shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_no
                       "short_done": case_short_done, "cache_perm": case_cache_perm,
                       "cache_removed": case_cache_removed, "evict": case_evict,
                       "half_close": case_half_close, "unread_memory": case_unread_memory,
-                      "inflight": case_inflight}, "shoal-loader-")
+                      "inflight": case_inflight, "slow_reader": case_slow_reader},
+               "shoal-loader-")

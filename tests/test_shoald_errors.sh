@@ -48,6 +48,23 @@ expect 1 "handshake-timeout-ms 0: use 100-3600000" "--handshake-timeout-ms 0" \
     "$shoald" "${common[@]}" --handshake-timeout-ms 0
 expect 1 "hub token file /nonexistent: no such file" "missing --hub-token-file named" \
     "$shoald" "${common[@]}" --hub-token-file /nonexistent
+# The origin's CA bundle (--hub-ca, else $CURL_CA_BUNDLE, else
+# $SSL_CERT_FILE) is read at start: a missing one, or one holding no
+# certificate, stops shoald naming the file and where it came from.
+unset CURL_CA_BUNDLE SSL_CERT_FILE
+expect 1 "hub-ca: CA bundle /nonexistent-ca.pem: No such file" "missing --hub-ca named" \
+    "$shoald" "${common[@]}" --hub-endpoint https://127.0.0.1:9 --hub-ca /nonexistent-ca.pem
+expect 1 'CA bundle /nonexistent-env.pem \(from \$SSL_CERT_FILE\): No such file' \
+    "missing \$SSL_CERT_FILE named" \
+    env SSL_CERT_FILE=/nonexistent-env.pem "$shoald" "${common[@]}" --hub-endpoint https://127.0.0.1:9
+echo "not a certificate" > notpem.pem
+printf 'hub-ca = notpem.pem\n' > ca.conf
+expect 1 "CA bundle notpem.pem: holds no PEM certificate" "hub-ca without a certificate, from a config file" \
+    "$shoald" --config ca.conf "${common[@]}" --hub-endpoint https://127.0.0.1:9
+chmod 000 notpem.pem
+[ "$(id -u)" -ne 0 ] && expect 1 "CA bundle notpem.pem: Permission denied" "unreadable --hub-ca" \
+    "$shoald" "${common[@]}" --hub-endpoint https://127.0.0.1:9 --hub-ca notpem.pem
+expect 0 "hub-ca FILE +PEM bundle of the CAs" "--help documents --hub-ca" "$shoald" --help
 # Were clamped or replaced in silence: 1000000 chunks a lease became 64, 0
 # the default; 10^17 ban seconds wrapped (x1000) to a ban already over;
 # serve-per-peer 0 became 16.
@@ -113,6 +130,11 @@ starts "--origin-min-rate 1M --origin-slow-window-ms 2500, logged" \
     "a range under 1.00 MiB/s \(8.389 Mbit/s\) over 2.5 s is resumed" \
     "$shoald" "${common[@]}" --hub-endpoint http://127.0.0.1:9 --origin-min-rate 1M \
     --origin-slow-window-ms 2500
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+    -out ca.pem -days 1 -subj "/CN=shoal test CA" 2>/dev/null
+starts "--hub-ca: which CAs the origin's TLS trusts, logged" \
+    "origin TLS: trusting only the CAs in ca.pem" \
+    "$shoald" "${common[@]}" --hub-endpoint https://127.0.0.1:9 --hub-ca ca.pem
 printf 'origin-min-rate = 0\n' > never.conf
 starts "origin-min-rate = 0 in a config file: never, logged" "no range is ended for being slow" \
     "$shoald" --config never.conf "${common[@]}" --hub-endpoint http://127.0.0.1:9

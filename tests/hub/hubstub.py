@@ -62,14 +62,23 @@ Control (never faulted):
             this host name instead of the one the client used
        {"kind": "redirect", "host": H, "match": ..., "times": n}  answer
             302 to the same path on host name H (and this port), as a Hub
-            moved to another name does; "port": P and "scheme": S (http)
-            send it to another port or scheme instead
+            moved to another name does; "port": P and "scheme": S (the
+            request's own: http, or https over TLS) send it to another
+            port or scheme instead
        "times" defaults to 1 for status/cut/redirect and to unlimited (-1)
        otherwise.
   The same rules can be given at start with --faults JSON.
 
+TLS: with --tls-cert FILE --tls-key FILE (PEM; tlscert.py makes a
+throwaway CA and a certificate for 127.0.0.1 and localhost) the port speaks
+TLS to a client whose first byte opens a TLS handshake and plain HTTP to any
+other, so one host and port serves both http:// and https://, as a gateway
+upgrading http to https on the same port does; the control endpoints work
+over either. CDN redirects keep the scheme of the request. The request log
+says which it was ("tls": true or false).
+
 Usage: hubstub.py ROOT [--port 0] [--host 127.0.0.1] [--token T] [--token-file F]
-                  [--faults JSON] [--cdn-host H]
+                  [--faults JSON] [--cdn-host H] [--tls-cert F --tls-key F]
 Prints the bound port as the first line of stdout.
 """
 
@@ -79,6 +88,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -213,6 +223,10 @@ class Handler(BaseHTTPRequestHandler):
     def st(self):
         return self.server.state
 
+    @property
+    def scheme(self):
+        return "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+
     def bearer(self):
         h = self.headers.get("Authorization", "")
         return h[7:].strip() if h.startswith("Bearer ") else None
@@ -274,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
     def check_status_fault(self, path):
         r = self.st.take_fault("redirect", path)
         if r is not None:
-            loc = "%s://%s:%d%s" % (r.get("scheme", "http"), r.get("host", "127.0.0.1"),
+            loc = "%s://%s:%d%s" % (r.get("scheme", self.scheme), r.get("host", "127.0.0.1"),
                                     int(r.get("port", self.server.server_port)), path)
             self.send_json(302, {"error": "moved"}, {"Location": loc})
             return True
@@ -404,7 +418,7 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"method": self.command, "path": self.path,
                  "range": self.headers.get("Range"),
                  "auth": self.headers.get("Authorization") is not None,
-                 "host": self.headers.get("Host")}
+                 "host": self.headers.get("Host"), "tls": self.scheme == "https"}
         try:
             if parts[0] == "api":
                 self.st.count("api", entry)
@@ -488,7 +502,7 @@ class Handler(BaseHTTPRequestHandler):
             hostport = self.headers.get("Host") or "127.0.0.1:%d" % self.server.server_port
             if host:
                 hostport = "%s:%d" % (host, self.server.server_port)
-            loc = "http://%s/cdn/%s?%s" % (hostport, f["sha256"], q)
+            loc = "%s://%s/cdn/%s?%s" % (self.scheme, hostport, f["sha256"], q)
             body = b"Found. Redirecting"
             self.send_response(302)
             for k, v in hdr.items():
@@ -528,12 +542,31 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    tls = None  # an ssl.SSLContext with --tls-cert
+
+    def finish_request(self, request, client_address):
+        # Runs in the connection's thread, so a slow or failed handshake
+        # holds up no other client.
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(10)
+        first = request.recv(1, socket.MSG_PEEK)
+        if first != b"\x16":  # not a TLS handshake record: plain HTTP
+            request.settimeout(None)
+            return super().finish_request(request, client_address)
+        conn = self.tls.wrap_socket(request, server_side=True)
+        try:
+            conn.settimeout(None)
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
 
     def handle_error(self, request, client_address):
         # Clients that hang up mid-body are normal here (tests cut and
-        # abort transfers on purpose); anything else is worth a line.
+        # abort transfers on purpose), and so are clients refusing our
+        # certificate (tests without the CA); anything else is worth a line.
         exc = sys.exc_info()[1]
-        if not isinstance(exc, (ConnectionError, TimeoutError)):
+        if not isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
             print("hubstub: %s: %r" % (client_address, exc), file=sys.stderr)
 
 
@@ -546,6 +579,8 @@ def main(argv=None):
     ap.add_argument("--token-file")
     ap.add_argument("--faults", help="JSON list of fault rules")
     ap.add_argument("--cdn-host", help="host name used in CDN redirects")
+    ap.add_argument("--tls-cert", help="PEM certificate (chain): serve https too")
+    ap.add_argument("--tls-key", help="PEM key of --tls-cert")
     a = ap.parse_args(argv)
     tokens = list(a.token)
     if a.token_file:
@@ -554,8 +589,13 @@ def main(argv=None):
     state = State(a.root, tokens, a.cdn_host)
     if a.faults:
         state.add_faults(json.loads(a.faults))
+    if bool(a.tls_cert) != bool(a.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
     srv = Server((a.host, a.port), Handler)
     srv.state = state
+    if a.tls_cert:
+        srv.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        srv.tls.load_cert_chain(a.tls_cert, a.tls_key)
     print(srv.server_port, flush=True)
     try:
         srv.serve_forever()
