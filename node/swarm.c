@@ -2960,8 +2960,8 @@ int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mo
     else
         /* The tracker gives no reason: say both it can have, so an
          * operator wondering why nobody here fetches knows where to look. */
-        LOG_I("release %s: tracker role: none in zone %s: peers first, origin after %u ms "
-              "(other nodes of the zone are its fetchers, or one holds the whole release)",
+        LOG_I("release %s: tracker role: none in zone %s (peers first, origin after %u ms: "
+              "other nodes of the zone are its fetchers, or one holds the whole release)",
               s->idhex, zone, r.origin_delay_ms);
     pump(s);
 out:
