@@ -789,6 +789,53 @@ static void test_lease_share(void)
     shoal_reg_free(r);
 }
 
+/* The floor on fetchers (min_fetchers) stands for nodes still to announce
+ * until chunks come back from the origin; then only the nodes there that
+ * may fetch share what is free. A node alone with the origin gets whole
+ * spans to the end (nfree/16 kept its leases below the bandwidth-delay
+ * product of a gateway 20 ms away), and newcomers shorten them again. */
+static void test_lease_share_alone(void)
+{
+    struct shoal_reg_config cfg;
+    shoal_reg_config_default(&cfg);
+    cfg.node_ttl_ms = 60000;
+    cfg.seed = 42;
+    struct shoal_reg *r = NULL;
+    REQUIRE(shoal_reg_new(&r, &cfg) == 0);
+    uint8_t m1[32], n[3][32];
+    key(m1, 2, 1);
+    for (uint32_t i = 0; i < 3; i++)
+        key(n[i], 1, i + 1);
+    announce1(r, 0, 1, "a", m1, 0, false);
+    uint32_t f, c;
+    uint64_t e;
+    /* Nothing fetched yet: 8 fetchers to come, 2 leases each. */
+    CHECK_EQ(shoal_reg_lease(r, 10, m1, 200, n[0], 64, 0, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 0);
+    CHECK_EQ(c, 13); /* ceil(200 / 16) */
+    CHECK_EQ(shoal_reg_lease_done(r, 20, m1, n[0], 0, 13), 0);
+    /* Back from the origin, and nobody else: its two leases share the
+     * 187 free chunks, up to what it asks. */
+    CHECK_EQ(shoal_reg_lease(r, 30, m1, 200, n[0], 64, 13, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 13);
+    CHECK_EQ(c, 64);
+    CHECK_EQ(shoal_reg_lease(r, 30, m1, 200, n[0], 64, 77, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 77);
+    CHECK_EQ(c, 62); /* ceil(123 / 2) */
+    /* A second node: two fetchers, ceil(61 / 4). A complete one fetches
+     * nothing and takes no share: ceil(45 / 4), not ceil(45 / 6). */
+    announce1(r, 40, 2, "a", m1, 0, false);
+    CHECK_EQ(shoal_reg_lease(r, 40, m1, 200, n[1], 64, 0, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 139);
+    CHECK_EQ(c, 16);
+    announce1(r, 50, 3, "a", m1, 100, true);
+    CHECK_EQ(shoal_reg_lease_done(r, 50, m1, n[0], 13, 64), 0);
+    CHECK_EQ(shoal_reg_lease(r, 60, m1, 200, n[0], 64, 0, 0, &f, &c, &e), 0);
+    CHECK_EQ(f, 155);
+    CHECK_EQ(c, 12);
+    shoal_reg_free(r);
+}
+
 static void test_lease_limits_and_loss(void)
 {
     struct shoal_reg *r = mkreg(500);
@@ -1840,6 +1887,7 @@ int main(void)
     RUN(test_lease_withdraw);
     RUN(test_lease_withdraw_overlap);
     RUN(test_lease_share);
+    RUN(test_lease_share_alone);
     RUN(test_lease_limits_and_loss);
     RUN(test_manifests);
     RUN(test_rollouts);

@@ -458,6 +458,40 @@ static void test_lease_spans(void)
     shoal_sim_result_free(r);
 }
 
+/* A node alone with the origin 20 ms away (the defaults: 10 Gbit/s, 1 MiB
+ * chunks, a bandwidth-delay product of ~25 chunks) keeps its link full
+ * through leases: spans of 2 chunks took it to 6.56 x T_min, and spans
+ * shrunk for the 8 fetchers of the tracker's floor to 1.49. Two nodes,
+ * and the origin 50 ms away, likewise. */
+static void test_lease_alone(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 1, 1, 1024);
+    REQUIRE(c.lat_origin_ms == 20);
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 1);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    CHECK(r->max < 1.10 * r->t_min); /* 1.044 when written */
+    CHECK(r->leased_chunks > 32 * r->leases); /* 47 chunks a span; 2.0 */
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    c.lat_origin_ms = 50;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 1);
+    CHECK(r->max < 1.20 * r->t_min); /* 1.142 */
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    fleet(&c, 2, 1, 1024);
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 2);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    CHECK(r->max < 1.10 * r->t_min); /* 1.041 */
+    shoal_sim_result_free(r);
+}
+
 /* Upload slots: with one slot a node serves one peer at a time and answers
  * the others busy; they get the chunks elsewhere and the bytes add up. */
 static void test_upload_slots(void)
@@ -1003,6 +1037,7 @@ int main(void)
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
     RUN(test_lease_spans);
+    RUN(test_lease_alone);
     RUN(test_tmin_failures);
     RUN(test_tmin_no_exchange);
     RUN(test_tmin_joins);
