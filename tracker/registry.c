@@ -1663,7 +1663,8 @@ static uint32_t lease_share(const struct shoal_reg *r, const struct mani *m)
          * gateway 20 ms away was otherwise granted nfree/16 for 1 or 2
          * fetchers, its two leases held less than the bandwidth-delay
          * product as the release ran out, and it took 1.49 x T_min
-         * (1 GiB, 10 Gbit/s) instead of 1.05. Before that, the floor
+         * (1 GiB, 10 Gbit/s; 1.04 with this, 1.00 with the rule for
+         * one fetcher below). Before that, the floor
          * stands for the fetchers still to announce (a 64-node fleet's
          * first announcer otherwise leased 98 of a 128 MiB release's
          * 131 chunks: 1.79 against 1.25 x T_min). */
