@@ -2135,9 +2135,11 @@ def case_tracker_forgot(tmp):
     hub.add_faults([{"kind": "slow", "bps": 500000, "match": "/cdn/"}])
     proxy = CutProxy(taddr)
     # No origin fetch without a lease while the tracker is away: only the
-    # tracker's leases may finish the release.
+    # tracker's leases may finish the release. A chunk a lease, so that
+    # leases are still to ask for after the cut: a node alone with the
+    # tracker is granted all it asks for, the rest of the release at once.
     n = node("n", k, tmp, hub, ["--tracker", proxy.addr, "--manifest", mf,
-                                "--lease-fallback-ms", "120000"])
+                                "--lease-fallback-ms", "120000", "--lease-chunks", "1"])
     fails = 0
     if not n.wait_for(r"tracker %s: authenticated" % re.escape(proxy.addr), 20):
         print("FAIL the node did not log in to the tracker")

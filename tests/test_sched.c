@@ -692,6 +692,55 @@ static void test_origin_last_resort(void)
     shoal_sched_free(s);
 }
 
+/* The hint of the LEASE_REQUEST in a[0..n), or UINT32_MAX without one. */
+static uint32_t lease_hint(const struct shoal_sched_action *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_LEASE_REQUEST)
+            return a[i].chunk;
+    return UINT32_MAX;
+}
+
+/* A node alone with the origin hints its leases in chunk order, the most
+ * urgent file first: the tracker extends a span upwards from the hint, so
+ * each lease is a whole span (hints at random each lay just below the
+ * last span granted, and the spans were 2 chunks long). */
+static void test_lease_hints_in_order(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.lease_chunks = 64;
+    cfg.max_leases = 2;
+    const uint32_t ff[2] = {0, 128};
+    struct shoal_sched *s = mk(256, 2, ff, &cfg);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(lease_hint(a, n), 0);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 0, 64, 60000), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(lease_hint(a, n), 64);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 64, 64, 60000), 0);
+    /* Both slots taken; a lease that ends frees one for the next span. */
+    n = shoal_sched_next(s, 1, a, 32);
+    CHECK_EQ(lease_hint(a, n), UINT32_MAX);
+    for (uint32_t c = 0; c < 64; c++)
+        CHECK_EQ(shoal_sched_origin_done(s, 2, c, true), 0);
+    n = shoal_sched_next(s, 2, a, 32);
+    CHECK_EQ(lease_hint(a, n), 128);
+    shoal_sched_free(s);
+
+    /* The loader's file goes first, from its first chunk. */
+    s = mk(256, 2, ff, &cfg);
+    const uint32_t want[1] = {1};
+    CHECK_EQ(shoal_sched_want_files(s, want, 1), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(lease_hint(a, n), 128);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 128, 64, 60000), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(lease_hint(a, n), 192);
+    shoal_sched_free(s);
+}
+
 /* Chunks the LEASE_DONEs in a[0..n) report, as a bit per chunk (< 32);
  * *ends counts the actions that end a lease. */
 static uint32_t done_bits(const struct shoal_sched_action *a, size_t n, size_t *ends)
@@ -1554,6 +1603,7 @@ int main(void)
     RUN(test_cross_endgame);
     RUN(test_fastest_first);
     RUN(test_origin_last_resort);
+    RUN(test_lease_hints_in_order);
     RUN(test_lease_regrant);
     RUN(test_lease_overlap);
     RUN(test_lease_done_runs);

@@ -180,7 +180,12 @@ static void test_fail_lost_credit(void)
     c.seed = 3;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK_EQ(r->completed + r->failed, 60);
-    CHECK_EQ(r->failed, 12);
+    /* 12 die; one may have completed by then (and counts completed). */
+    uint32_t died = 0;
+    for (uint32_t i = 0; i < r->nodes; i++)
+        died += r->node[i].died_s >= 0;
+    CHECK_EQ(died, 12);
+    CHECK(r->failed >= 10 && r->failed <= 12);
     CHECK(r->max < 3 * r->t_min);
     shoal_sim_result_free(r);
 }
@@ -429,8 +434,9 @@ static void test_one_zone_fetchers(void)
     CHECK_EQ(r->completed, 64);
     CHECK_EQ(two->completed, 64);
     CHECK_EQ(r->origin_bytes, c.release_bytes);
-    /* 1.48 against 2.63 x T_min when written. */
-    CHECK(r->max < 0.7 * two->max);
+    /* 1.48 against 2.63 x T_min when written; 1.31 against 1.87 once
+     * a fetcher's lease hints walked the release in order. */
+    CHECK(r->max < 0.75 * two->max);
     shoal_sim_result_free(r);
     shoal_sim_result_free(two);
 }
@@ -449,6 +455,40 @@ static void test_lease_spans(void)
     CHECK(r->leases >= 8);
     CHECK_EQ(r->leased_chunks, r->nchunks); /* each leased once */
     CHECK_EQ(r->origin_bytes, c.release_bytes);
+    shoal_sim_result_free(r);
+}
+
+/* A node alone with the origin 20 ms away (the defaults: 10 Gbit/s, 1 MiB
+ * chunks, a bandwidth-delay product of ~25 chunks) keeps its link full
+ * through leases: spans of 2 chunks took it to 6.56 x T_min, spans shrunk
+ * for the 8 fetchers of the tracker's floor to 1.49, and spans halved
+ * for its two leases to 1.04 (1.14 at 50 ms). Two nodes likewise. */
+static void test_lease_alone(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 1, 1, 1024);
+    REQUIRE(c.lat_origin_ms == 20);
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 1);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    CHECK(r->max < 1.05 * r->t_min); /* 1.000 when written */
+    CHECK(r->leased_chunks > 48 * r->leases); /* 60.9 chunks a span; 2.0 */
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    c.lat_origin_ms = 50;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 1);
+    CHECK(r->max < 1.05 * r->t_min); /* 1.001 */
+    shoal_sim_result_free(r);
+    r = NULL;
+
+    fleet(&c, 2, 1, 1024);
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 2);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    CHECK(r->max < 1.10 * r->t_min); /* 1.041 */
     shoal_sim_result_free(r);
 }
 
@@ -546,7 +586,9 @@ static void test_tmin_failures(void)
     CHECK_EQ(r->failed, 1);
     CHECK(near(r->t_min_zone, F / (125e6 + 125e6)));
     CHECK(near(r->t_min, F / 125e6));
-    CHECK(r->max >= r->t_min);
+    /* The survivor's origin fetch keeps the link full: it ends at T_min,
+     * up to rounding. */
+    CHECK(r->max >= r->t_min || near(r->max, r->t_min));
     shoal_sim_result_free(r);
 }
 
@@ -995,6 +1037,7 @@ int main(void)
     RUN(test_one_zone_fetchers);
     RUN(test_upload_slots);
     RUN(test_lease_spans);
+    RUN(test_lease_alone);
     RUN(test_tmin_failures);
     RUN(test_tmin_no_exchange);
     RUN(test_tmin_joins);

@@ -98,7 +98,10 @@ struct shoal_reg_config {
     /* Lease spans: at most a 1/(fetchers x fetcher_leases) share of the
      * chunks nobody has leased or fetched yet, so every fetcher can hold
      * fetcher_leases of them at once (a daemon's default max_leases is 2,
-     * which the tracker cannot see); 0: spans are not shortened. */
+     * which the tracker cannot see); 0: spans are not shortened. Once
+     * chunks have come back from the origin, fetchers count only nodes
+     * that announced the manifest and are not complete, and one alone
+     * gets what it asks (see lease_share in registry.c). */
     uint32_t fetcher_leases;
 };
 
