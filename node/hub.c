@@ -12,8 +12,10 @@
  * per attempt and connections are reused through the multi handle's cache.
  *
  * Redirects are followed here, hop by hop, so the Authorization header is
- * attached only while the URL's scheme, host and port equal the endpoint's;
- * once a chain leaves the endpoint it never gets the token back. Retries and
+ * attached only while the URL stays on the endpoint's host and port, or is
+ * that host's http->https upgrade (same port, or 80 to 443); never after a
+ * hop from https to http, and once a chain leaves the endpoint it never gets
+ * the token back (shoal_hub_token_follows). Retries and
  * resumes restart from the original URL, since CDN URLs are signed and may
  * have expired.
  */
