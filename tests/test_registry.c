@@ -58,7 +58,7 @@ static struct shoal_reg_role role1(struct shoal_reg *r, uint64_t now, uint32_t n
 {
     uint8_t pk[32];
     key(pk, 1, node);
-    struct shoal_reg_have h = { .have_chunks = complete ? 100 : 1, .total_chunks = 100,
+    struct shoal_reg_have h = { .have_chunks = complete ? 100 : 0, .total_chunks = 100,
                                 .complete = complete };
     memcpy(h.manifest_id, mid, 32);
     struct shoal_reg_role ro;
@@ -286,6 +286,77 @@ static void test_roles_two_manifests(void)
     REQUIRE(shoal_reg_announce(r, 20, pk, "10.0.0.6:7000", "a", h, 2, ro) == 0);
     CHECK(strcmp(role_str(ro[0]), "F") == 0);
     CHECK(strcmp(role_str(ro[1]), "-") == 0);
+    shoal_reg_free(r);
+}
+
+/* Announces |mid| holding |have| chunks for |node| in |zone|; the role. */
+static struct shoal_reg_role role_have(struct shoal_reg *r, uint64_t now, uint32_t node,
+                                       const char *zone, const uint8_t mid[32], uint32_t have)
+{
+    uint8_t pk[32];
+    key(pk, 1, node);
+    struct shoal_reg_have h = { .have_chunks = have, .total_chunks = 100 };
+    memcpy(h.manifest_id, mid, 32);
+    struct shoal_reg_role ro;
+    REQUIRE(shoal_reg_announce(r, now, pk, "10.0.0.1:7000", zone, &h, 1, &ro) == 0);
+    return ro;
+}
+
+/* A zone with fewer nodes than its importer ranks: the import shares are
+ * split over the ranks it fills, the fetchers' while it has no importer,
+ * so every chunk has an importer. Before, 4 nodes in 2 zones (all four
+ * fetchers) had none and took 3.9 x T_min in the simulator. A node that
+ * holds nothing yet gets the full zone's share, since a rollout's nodes
+ * announce together before any chunk arrives. */
+static void test_roles_small_zone(void)
+{
+    struct shoal_reg *r = mkreg(1000); /* 2 fetchers, 4 importers */
+    uint8_t m[32];
+    key(m, 2, 1);
+    struct shoal_reg_role ro = role_have(r, 10, 0, "a", m, 0);
+    CHECK(ro.fetcher && ro.import_mod == 0);
+    ro = role_have(r, 10, 0, "a", m, 1); /* alone: imports everything */
+    CHECK(ro.fetcher && ro.import_mod == 1 && ro.import_rem == 0);
+    ro = role_have(r, 10, 1, "a", m, 1);
+    CHECK(ro.fetcher && ro.import_mod == 2 && ro.import_rem == 1);
+    ro = role_have(r, 10, 0, "a", m, 1);
+    CHECK(ro.fetcher && ro.import_mod == 2 && ro.import_rem == 0);
+    /* Importers take over from the fetchers, the shares split over the
+     * importer ranks taken. */
+    ro = role_have(r, 20, 2, "a", m, 0);
+    CHECK(!ro.fetcher && ro.import_mod == 4 && ro.import_rem == 0);
+    ro = role_have(r, 20, 2, "a", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 1 && ro.import_rem == 0);
+    ro = role_have(r, 20, 0, "a", m, 1);
+    CHECK(ro.fetcher && ro.import_mod == 0);
+    ro = role_have(r, 20, 3, "a", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 2 && ro.import_rem == 1);
+    /* Full: the configured shares. */
+    for (uint32_t i = 4; i < 8; i++)
+        (void)role_have(r, 30, i, "a", m, 1);
+    ro = role_have(r, 30, 2, "a", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 4 && ro.import_rem == 0);
+    ro = role_have(r, 30, 5, "a", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 4 && ro.import_rem == 3);
+    /* The top importer leaves and nobody takes its rank: the shares
+     * shrink to the ranks still held. */
+    uint8_t pk[32];
+    key(pk, 1, 5);
+    shoal_reg_remove_node(r, pk);
+    key(pk, 1, 6);
+    shoal_reg_remove_node(r, pk);
+    key(pk, 1, 7);
+    shoal_reg_remove_node(r, pk);
+    ro = role_have(r, 40, 4, "a", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 3 && ro.import_rem == 2);
+    /* A zone holding a complete copy needs no import: its fetchers stand
+     * down and import nothing. */
+    ro = role_have(r, 50, 10, "b", m, 1);
+    CHECK(ro.fetcher && ro.import_mod == 1);
+    struct shoal_reg_role c = role1(r, 50, 11, "b", m, true);
+    (void)c;
+    ro = role_have(r, 50, 10, "b", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 0);
     shoal_reg_free(r);
 }
 
@@ -1274,7 +1345,7 @@ static void test_churn(void)
             memcpy(old, rank[node], sizeof(old));
             memset(rank[node], 0xff, sizeof(rank[node]));
             for (size_t k = 0; k < n; k++) {
-                uint32_t m = hm[k], rk = ro[k].rank, held = 0;
+                uint32_t m = hm[k], rk = ro[k].rank, held = 0, top = rk;
                 bool clash = false;
                 for (uint32_t j = 0; j < CN; j++) {
                     if (j == node || !alive[j] || j % 2 != node % 2 || !model[j][m] ||
@@ -1282,12 +1353,24 @@ static void test_churn(void)
                         continue;
                     held++;
                     clash |= rank[j][m] == rk;
+                    if (rank[j][m] > top)
+                        top = rank[j][m];
                 }
                 bad += clash || (rk == SHOAL_REG_RANK_NONE ? held != 6 : rk >= 6);
                 bad += had[m] && old[m] != SHOAL_REG_RANK_NONE && rk > old[m];
-                bad += ro[k].fetcher != (rk < 2) ||
-                       ro[k].import_mod != (rk >= 2 && rk < 6 ? 4u : 0u) ||
-                       ro[k].import_rem != (rk >= 2 && rk < 6 ? rk - 2 : 0u);
+                /* Shares split over the ranks up to the zone's highest
+                 * (every node here holds chunks): the fetchers' while no
+                 * importer rank is taken. */
+                uint32_t mod = 0, rem = 0;
+                if (rk < 2 && top < 2) {
+                    mod = top + 1;
+                    rem = rk;
+                } else if (rk >= 2 && rk < 6) {
+                    mod = top - 1 < 4 ? top - 1 : 4;
+                    rem = rk - 2;
+                }
+                bad += ro[k].fetcher != (rk < 2) || ro[k].import_mod != mod ||
+                       ro[k].import_rem != rem;
                 rank[node][m] = rk;
             }
         }
@@ -1917,5 +2000,6 @@ int main(void)
     RUN(test_min_fetchers);
     RUN(test_roles_two_manifests);
     RUN(test_roles_zero_fetchers);
+    RUN(test_roles_small_zone);
     return t_done();
 }

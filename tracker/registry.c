@@ -924,6 +924,19 @@ static void rank_take(struct shoal_reg *r, struct mani *m, struct holder *ho)
     fetch_level(r, m);
 }
 
+/* The highest rank taken in |zone|, or RANK_NONE when none is. */
+static uint32_t rank_top(const struct mani *m, uint16_t zone)
+{
+    for (uint32_t i = 0; i < m->nzr; i++) {
+        if (m->zr[i].zone != zone)
+            continue;
+        for (uint32_t w = 4; w-- > 0;)
+            if (m->zr[i].bits[w])
+                return w * 64 + 63 - (uint32_t)__builtin_clzll(m->zr[i].bits[w]);
+    }
+    return RANK_NONE;
+}
+
 static void role_describe(const struct shoal_reg *r, const struct mani *m,
                           const struct holder *ho, struct shoal_reg_role *out)
 {
@@ -943,10 +956,30 @@ static void role_describe(const struct shoal_reg *r, const struct mani *m,
     if (rank == RANK_NONE)
         return;
     out->rank = rank;
+    /* The import shares are split over the ranks the zone fills, so that
+     * every chunk has an importer however few nodes the zone has: up to
+     * its highest rank taken (a rank's share stays put while ranks below
+     * it come and go), and over its fetchers when no importer rank is
+     * taken. A share without an importer waits out the cross-zone delay
+     * and then crosses one chunk at a time per node: 4 nodes in 2 zones,
+     * all four fetchers, took 3.9 x T_min. Not for a node that holds
+     * nothing yet: a rollout's nodes announce together before any chunk
+     * arrives, and the ranks taken when the first of them do are not yet
+     * the zone's (simulated 1,000-node fleet, seeds 1-6: 7% more bytes
+     * across, each zone's first nodes importing what the importers after
+     * them did until their next announce). */
+    uint32_t top = rank_top(m, ho->zone);
+    bool split = ho->have > 0;
     if (rank < f && !seeded) {
         out->fetcher = true;
+        if (split && top < f && r->cfg.importers > 0) {
+            out->import_mod = top + 1;
+            out->import_rem = rank;
+        }
     } else if (rank - f < r->cfg.importers) {
         out->import_mod = r->cfg.importers;
+        if (split && top + 1 - f < out->import_mod)
+            out->import_mod = top + 1 - f;
         out->import_rem = rank - f;
     }
 }

@@ -174,7 +174,12 @@ struct shoal_reg_role {
  * (every such node when they cannot); f changes as nodes come and go, so
  * a role may change from one announce to the next. Zones count while a
  * node there holds a rank, complete or not. With 0 origin_fetchers every
- * node is a fetcher. When |roles| is not NULL,
+ * node is a fetcher. A node that holds chunks (have_chunks > 0) in a zone
+ * whose highest rank taken, t, is below f + importers - 1 gets a share
+ * of min(importers, t + 1 - f) instead; while t < f and no node of the
+ * zone announces complete, fetcher r imports share r of t + 1, so that a
+ * zone of a few nodes has an importer for every chunk. When |roles| is
+ * not NULL,
  * roles[i] receives the role for haves[i] (on success only).
  *
  * Manifests not registered (no signed bytes here): a node's holdings of
