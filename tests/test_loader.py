@@ -217,6 +217,18 @@ def setup(tmp, shard_bytes=2 * 1024 * 1024):
 node_args = shoalproc.node_args
 
 
+def close_passed_fds(anc):
+    """Closes the descriptors an SCM_RIGHTS message passed (the ancillary
+    data of a recvmsg); returns how many."""
+    n = 0
+    for lvl, typ, fds in anc:
+        if lvl == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            for i in range(0, len(fds) - len(fds) % 4, 4):
+                os.close(struct.unpack("i", fds[i:i + 4])[0])
+                n += 1
+    return n
+
+
 def sock_dir(tmp):
     d = os.path.join(tmp, "run")
     os.makedirs(d, exist_ok=True)
@@ -1319,11 +1331,7 @@ def recv_all(s, timeout):
         if left <= 0 or not select.select([s], [], [], left)[0]:
             return None
         d, anc, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
-        for lvl, typ, fds in anc:
-            if lvl == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                for i in range(0, len(fds) - len(fds) % 4, 4):
-                    os.close(struct.unpack("i", fds[i:i + 4])[0])
-                    nfd += 1
+        nfd += close_passed_fds(anc)
         if not d:
             return read_frames(data), nfd
         data += d
@@ -1564,11 +1572,7 @@ def case_slow_reader(tmp):
         if not select.select([s], [], [], end - time.monotonic())[0]:
             break
         d, anc, _, _ = s.recvmsg(300, socket.CMSG_SPACE(16 * 4))
-        for lvl, typ, fd_bytes in anc:
-            if lvl == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                for i in range(0, len(fd_bytes) - len(fd_bytes) % 4, 4):
-                    os.close(struct.unpack("i", fd_bytes[i:i + 4])[0])
-                    nfd += 1
+        nfd += close_passed_fds(anc)
         if not d:
             break
         data += d
