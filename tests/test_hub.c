@@ -73,7 +73,10 @@ static struct shoal_hub *hub_with(unsigned max_inflight, uint64_t range_skip_max
     return h;
 }
 
-static struct shoal_hub *hub_open(const char *endpoint, const char *token, unsigned attempts)
+/* A hub on |endpoint| (NULL: the stand-in) with |token| (NULL: none),
+ * |attempts| tries per request and the CA bundle |ca| (NULL: the default). */
+static struct shoal_hub *hub_open_ca(const char *endpoint, const char *token, unsigned attempts,
+                                     const char *ca)
 {
     struct shoal_hub_config c;
     struct shoal_hub *h = NULL;
@@ -81,12 +84,18 @@ static struct shoal_hub *hub_open(const char *endpoint, const char *token, unsig
     shoal_hub_config_default(&c);
     c.endpoint = endpoint ? endpoint : stub.url;
     c.token = token ? token : "";
+    c.ca_file = ca;
     c.max_attempts = attempts;
     c.backoff_base_ms = 20;
     c.backoff_max_ms = 3000;
     c.seed = 42;
     REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
     return h;
+}
+
+static struct shoal_hub *hub_open(const char *endpoint, const char *token, unsigned attempts)
+{
+    return hub_open_ca(endpoint, token, attempts, NULL);
 }
 
 /* ---- resolve ---- */
@@ -961,22 +970,6 @@ static int log_count(const struct hubstub *s, const char *path_part, int auth, i
     return n;
 }
 
-static struct shoal_hub *hub_tls(const char *endpoint, const char *token, const char *ca)
-{
-    struct shoal_hub_config c;
-    struct shoal_hub *h = NULL;
-
-    shoal_hub_config_default(&c);
-    c.endpoint = endpoint;
-    c.token = token ? token : "";
-    c.ca_file = ca;
-    c.max_attempts = 2;
-    c.backoff_base_ms = 20;
-    c.seed = 42;
-    REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
-    return h;
-}
-
 /* A release over https from a gateway with a private CA: with its CA
  * given, resolved and every byte fetched (through the https CDN redirect)
  * equal to the file; with the system's CAs, or another CA, refused at the
@@ -992,7 +985,7 @@ static void test_tls_ca(void)
     struct shoal_hub_span sp = {0, len};
 
     REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
-    h = hub_tls(tls_url, "tok", ca_pem);
+    h = hub_open_ca(tls_url, "tok", 2, ca_pem);
     CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
     CHECK(r.rel && strcmp(r.rel->commit, commit_m) == 0);
     shoal_hub_release_free(r.rel);
@@ -1006,7 +999,7 @@ static void test_tls_ca(void)
     hub_close(h);
 
     REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
-    h = hub_tls(tls_url, "tok", NULL);
+    h = hub_open_ca(tls_url, "tok", 2, NULL);
     CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
     fprintf(stderr, "  no CA: %s\n", r.msg);
     CHECK(strstr(r.msg, "certificate") && strstr(r.msg, "--hub-ca") &&
@@ -1016,7 +1009,7 @@ static void test_tls_ca(void)
     CHECK_EQ(f.delivered, 0);
     free(f.buf);
     hub_close(h);
-    h = hub_tls(tls_url, "tok", other_ca_pem);
+    h = hub_open_ca(tls_url, "tok", 2, other_ca_pem);
     CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
     fprintf(stderr, "  another CA: %s\n", r.msg);
     CHECK(strstr(r.msg, "certificate") && strstr(r.msg, other_ca_pem));
@@ -1101,7 +1094,7 @@ static void test_token_upgrade_live(void)
     struct shoal_hub_span sp = {0, len};
 
     snprintf(ep, sizeof ep, "http://127.0.0.1:%d", tls.port);
-    h = hub_tls(ep, "tok", ca_pem);
+    h = hub_open_ca(ep, "tok", 2, ca_pem);
 
     /* Upgrade on the same host and port: the token goes along. */
     REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);

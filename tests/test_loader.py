@@ -217,6 +217,16 @@ def setup(tmp, shard_bytes=2 * 1024 * 1024):
 node_args = shoalproc.node_args
 
 
+def make_release(tmp, k, files, **kw):
+    """Writes |files| under tmp/repo and signs their manifest with |k| as
+    tmp/rel.manifest (build_manifest's keywords pass through); returns
+    (repo, manifest path, manifest id)."""
+    repo = os.path.join(tmp, "repo")
+    shoalproc.write_files(repo, files)
+    mf = os.path.join(tmp, "rel.manifest")
+    return repo, mf, shoalproc.build_manifest(SHOAL, repo, k, mf, **kw)
+
+
 def close_passed_fds(anc):
     """Closes the descriptors an SCM_RIGHTS message passed (the ancillary
     data of a recvmsg); returns how many."""
@@ -1082,11 +1092,8 @@ def case_short_done(tmp):
     # The daemon: a dropped release does not end a slow loader with DONE.
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL, ("cluster", "publisher", "b"),
                             ("b",))
-    repo = os.path.join(tmp, "repo")
     files = {f"shard-{i:04d}.bin": os.urandom(100) + bytes([i % 256]) for i in range(1500)}
-    shoalproc.write_files(repo, files)
-    mf = os.path.join(tmp, "rel.manifest")
-    mid = shoalproc.build_manifest(SHOAL, repo, k, mf)
+    repo, mf, mid = make_release(tmp, k, files)
     sock = os.path.join(sock_dir(tmp), "b.sock")
     b = Node("b", node_args(k, "b", tmp, ["--manifest", mf, "--seed-dir", repo,
                                           "--loader-socket", sock]))
@@ -1433,13 +1440,10 @@ UNREAD_LOADERS = 15  # one uid holds at most 16 slots; the reader takes the last
 def case_unread_memory(tmp):
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
                             ("cluster", "publisher", "a"), ("a",))
-    repo = os.path.join(tmp, "repo")
     # Long paths, as in a real repo of many small files: bigger frames.
     files = {f"d{i % 50:02d}/" + "x" * 90 + f"-{i:06d}.json": b'{"a": 1}\n'
              for i in range(UNREAD_FILES)}
-    shoalproc.write_files(repo, files)
-    mf = os.path.join(tmp, "rel.manifest")
-    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    repo, mf, mid = make_release(tmp, k, files, extra=())
     sock = os.path.join(tmp, "a.sock")
     a = shoalproc.Shoald(SHOALD, "seed", node_args(k, "a", tmp, [
         "--manifest", mf, "--seed-dir", repo, "--loader-socket", sock]), start_timeout=60)
@@ -1530,12 +1534,9 @@ SLOW_FILES = 400
 def case_slow_reader(tmp):
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
                             ("cluster", "publisher", "a"), ("a",))
-    repo = os.path.join(tmp, "repo")
     rnd = random.Random(9)
     files = {f"d/{'y' * 60}-{i:04d}.bin": rnd.randbytes(1024) for i in range(SLOW_FILES)}
-    shoalproc.write_files(repo, files)
-    mf = os.path.join(tmp, "rel.manifest")
-    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    repo, mf, mid = make_release(tmp, k, files, extra=())
     sock = os.path.join(tmp, "a.sock")
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
                                             "--loader-socket", sock]))
@@ -1620,12 +1621,9 @@ def case_inflight(tmp):
         sys.exit(77)
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
                             ("cluster", "publisher", "a", "b"), ("a", "b"))
-    repo = os.path.join(tmp, "repo")
     rnd = random.Random(5)
     files = {f"f-{i:04d}.bin": rnd.randbytes(2048) for i in range(INFLIGHT_FILES)}
-    shoalproc.write_files(repo, files)
-    mf = os.path.join(tmp, "rel.manifest")
-    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    repo, mf, mid = make_release(tmp, k, files, extra=())
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
     # b runs as nobody: its keys, cache and socket folder are nobody's.
     nd = os.path.join(sock_dir(tmp), "nb")
