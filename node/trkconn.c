@@ -41,8 +41,6 @@
  * it, instead of redialling 4 times a second for ever. */
 #define STABLE_MS 10000u
 #define DEFAULT_INTERVAL_MS 30000u
-#define MIN_INTERVAL_MS 200u
-#define MAX_INTERVAL_MS (10u * 60u * 1000u)
 /* Unsent bytes per connection: one manifest of the largest size and some. */
 #define MAX_QUEUED ((size_t)SHOAL_MSG_MANIFEST_MAX + (1u << 20))
 /* Largest reply body accepted once authenticated (a full manifest). */
@@ -843,6 +841,29 @@ static int error_code(const struct shoal_msg *m)
     return m->u.error.code < 0 ? m->u.error.code : SHOAL_EBADMSG;
 }
 
+/* Takes the announce interval a tracker asked for, within bounds: a
+ * tracker shortens it while this node's import share is provisional (so
+ * it learns the smaller share soon after its zone grows), and lengthens it
+ * again. Logged when it changes: shorter at info, since that is the
+ * tracker asking for more of this node's traffic, longer at debug. */
+static void set_interval(struct conn *c, uint32_t asked)
+{
+    uint32_t iv = asked;
+    if (iv < SHOAL_MSG_INTERVAL_MIN_MS)
+        iv = SHOAL_MSG_INTERVAL_MIN_MS;
+    if (iv > SHOAL_MSG_INTERVAL_MAX_MS)
+        iv = SHOAL_MSG_INTERVAL_MAX_MS;
+    if (iv == c->interval_ms)
+        return;
+    if (iv < c->interval_ms)
+        LOG_I("tracker %s: announcing every %u ms (asked for %u ms; %u ms before)", c->addr,
+              iv, asked, c->interval_ms);
+    else
+        LOG_D("tracker %s: announcing every %u ms (asked for %u ms; %u ms before)", c->addr,
+              iv, asked, c->interval_ms);
+    c->interval_ms = iv;
+}
+
 static void on_reply(struct conn *c, const struct shoal_msg *m)
 {
     struct shoal_trkconn *t = c->t;
@@ -880,11 +901,7 @@ static void on_reply(struct conn *c, const struct shoal_msg *m)
                   m->u.error.message.p);
             break;
         }
-        c->interval_ms = m->u.announce_reply.interval_ms;
-        if (c->interval_ms < MIN_INTERVAL_MS)
-            c->interval_ms = MIN_INTERVAL_MS;
-        if (c->interval_ms > MAX_INTERVAL_MS)
-            c->interval_ms = MAX_INTERVAL_MS;
+        set_interval(c, m->u.announce_reply.interval_ms);
         if (c->last_announce_ms + c->interval_ms < c->announce_due_ms)
             schedule_announce(c, c->last_announce_ms + c->interval_ms);
         if (t->hooks->on_announce_reply)

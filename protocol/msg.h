@@ -321,6 +321,10 @@ struct shoal_msg_announce {
 
 /* ANNOUNCE_REPLY 35: [interval_ms, [[manifest_id, repo], ...]
  *                     (, [[manifest_id, fetcher, import_mod, import_rem], ...])]
+ * interval_ms: announce again within this long. A tracker may change it
+ * from one reply to the next (shorter while a role is provisional); any
+ * u32 decodes, and a node clamps it to [SHOAL_MSG_INTERVAL_MIN_MS,
+ * SHOAL_MSG_INTERVAL_MAX_MS].
  * The role list is optional: a tracker that predates roles leaves it out,
  * and a manifest it does not list has no role (the node fetches as
  * configured). import_mod <= SHOAL_MSG_IMPORT_MAX; import_rem is below a
@@ -335,6 +339,11 @@ struct shoal_msg_role {
     uint32_t import_mod;         /* > 0: import chunks c % import_mod == import_rem */
     uint32_t import_rem;
 };
+/* The announce intervals a node accepts from a tracker: no faster than 5
+ * a second (a tracker, or a fleet of them, cannot make nodes hammer it),
+ * no slower than 10 min. */
+#define SHOAL_MSG_INTERVAL_MIN_MS 200u
+#define SHOAL_MSG_INTERVAL_MAX_MS 600000u
 struct shoal_msg_announce_reply {
     uint32_t interval_ms;
     uint32_t count;              /* <= SHOAL_MSG_DESIRED_MAX */

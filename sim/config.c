@@ -52,6 +52,7 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->origin_fetchers = rc.origin_fetchers;
     c->min_fetchers = rc.min_fetchers;
     c->importers = rc.importers;
+    c->fill_interval_ms = rc.fill_interval_ms;
     c->origin_delay_ms = 1000;
     c->max_leases = sc.max_leases;
     /* No failure time until one is given: fail_frac alone is refused
@@ -205,6 +206,7 @@ static const struct {
     const char *alias, *key;
 } aliases[] = {
     {"origin_delay_ms", "origin_delay"}, /* shoald --origin-delay-ms */
+    {"fill_interval_ms", "fill_interval"}, /* shoal-tracker --fill-interval-ms */
 };
 
 /* Chunk sizes: the manifest format's limit. */
@@ -358,6 +360,8 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *name, const cha
         rv = set_u32(&c->min_fetchers, key, v, 0, SHOAL_REG_RANKS_MAX, "", err, errlen);
     } else if (!strcmp(key, "importers")) {
         rv = set_u32(&c->importers, key, v, 0, SHOAL_REG_RANKS_MAX, "", err, errlen);
+    } else if (!strcmp(key, "fill_interval")) {
+        rv = set_u32(&c->fill_interval_ms, key, v, 0, 86400000, " ms", err, errlen);
     } else if (!strcmp(key, "origin_delay")) {
         rv = set_u32(&c->origin_delay_ms, key, v, 0, 3600000, " ms", err, errlen);
     } else if (!strcmp(key, "max_leases")) {

@@ -136,6 +136,11 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
                    " %.1f chunks each\n",
                 r->lease_chunks, r->lease_chunks, (unsigned long long)r->leases,
                 r->leases ? (double)r->leased_chunks / (double)r->leases : 0.0);
+    if (r->announces && r->end_s > 0)
+        fprintf(f, "announces      %llu to the tracker, %.2f per node, %.2f per node per"
+                   " simulated minute\n", (unsigned long long)r->announces,
+                (double)r->announces / (double)r->nodes,
+                (double)r->announces / (double)r->nodes / (r->end_s / 60.0));
     fprintf(f, "received       %.3f GiB on the wire, wasted %.3f GiB (duplicates, cancelled"
                " and aborted transfers)\n",
             (double)r->recv_wire / 1073741824.0, (double)r->wasted_bytes / 1073741824.0);

@@ -28,6 +28,7 @@
 
 #include "error.h"
 #include "manifest.h"
+#include "msg.h"
 #include "registry.h"
 #include "sched.h"
 
@@ -132,6 +133,7 @@ struct node {
     struct vec up, down;
     uint64_t wake_ms;
     double found_s;        /* when it joined or last found a new peer */
+    double announce_s;     /* when its next periodic announce is due */
     uint8_t zone;
     bool alive, joined, done, dirty, seed, gone;
 };
@@ -174,6 +176,7 @@ struct sim {
     uint64_t seq;
     double now;
     struct shoal_reg *reg;
+    uint32_t reg_interval_ms; /* the registry's announce interval */
     uint8_t mid[32];
     uint32_t *dirty;
     uint32_t ndirty;
@@ -1002,6 +1005,23 @@ static int announce(struct sim *S, uint32_t x)
     int rv = shoal_reg_announce(S->reg, ms(S->now), pk, addr, zone, &h, 1, &role);
     if (rv == 0)
         rv = apply_role(S, x, role.fetcher, role.import_mod, role.import_rem);
+    if (rv != 0)
+        goto out;
+    S->r->announces++;
+    /* The interval the tracker asks for, as the daemon takes it (trkconn):
+     * within the same bounds, and the next announce moves only sooner. A
+     * complete node's reply carries no role, so the config's interval. */
+    uint32_t iv = h.complete ? S->reg_interval_ms : role.interval_ms;
+    if (iv < SHOAL_MSG_INTERVAL_MIN_MS)
+        iv = SHOAL_MSG_INTERVAL_MIN_MS;
+    if (iv > SHOAL_MSG_INTERVAL_MAX_MS)
+        iv = SHOAL_MSG_INTERVAL_MAX_MS;
+    double due = S->now + iv / 1000.0;
+    if (due < S->node[x].announce_s) {
+        S->node[x].announce_s = due;
+        rv = ev_push(S, due, EV_ANNOUNCE, x, 0);
+    }
+out:
     return rv;
 }
 
@@ -1310,12 +1330,11 @@ static int join(struct sim *S, uint32_t x)
     } else {
         S->alive_incomplete++;
     }
+    nd->announce_s = INFINITY; /* announce() schedules the next */
     if ((rv = announce(S, x)) != 0)
         return rv;
     mark_dirty(S, x);
     if (S->c->tracker) {
-        if ((rv = ev_push(S, S->now + 30.0, EV_ANNOUNCE, x, 0)) != 0)
-            return rv;
         /* The peer list comes back a round trip after the announce, as
          * from a real tracker: nodes that join together all see each
          * other, instead of each seeing only those handled before it. */
@@ -1760,6 +1779,8 @@ static int setup(struct sim *S)
         rc.origin_fetchers = c->max_peers ? c->origin_fetchers : 0;
         rc.min_fetchers = c->min_fetchers;
         rc.importers = c->max_peers ? c->importers : 0;
+        rc.fill_interval_ms = c->fill_interval_ms;
+        S->reg_interval_ms = rc.announce_interval_ms;
         /* The tracker's --fetcher-leases matches the fleet's --max-leases,
          * as its operator would set it (both default to 2). */
         rc.fetcher_leases = leases;
@@ -2119,10 +2140,10 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
             rv = fail_node(&S, e.a);
             break;
         case EV_ANNOUNCE:
-            if (S.node[e.a].alive) {
+            /* One moved sooner leaves its old event behind: skipped. */
+            if (S.node[e.a].alive && e.t == S.node[e.a].announce_s) {
+                S.node[e.a].announce_s = INFINITY;
                 rv = announce(&S, e.a);
-                if (rv == 0)
-                    rv = ev_push(&S, S.now + 30.0, EV_ANNOUNCE, e.a, 0);
             }
             break;
         case EV_REFRESH: {

@@ -105,6 +105,10 @@ struct shoal_sim_config {
     uint32_t min_fetchers;     /* ... at least this many in all (a zone then
                                   gets ceil(min_fetchers / zones) if more) */
     uint32_t importers;
+    uint32_t fill_interval_ms; /* the tracker's: how soon a node with a
+                                  provisional import share announces
+                                  again (registry.h; 0: never sooner than
+                                  the 30 s interval) */
     uint32_t origin_delay_ms;
     uint32_t max_leases;       /* origin leases a fetcher holds at once (1 or
                                   more) */
@@ -126,7 +130,8 @@ struct shoal_sim_config {
  * chunks over 1 file, all join at once, no failures, 32 peers, tracker
  * leases, seed 1, 9 requests in flight per node, 6 upload slots with a
  * 10 ms busy back-off, 2 origin fetchers (8 in all at least) and 8
- * importers per zone, others
+ * importers per zone (provisional shares announcing again after 200 ms
+ * and up), others
  * waiting 1000 ms for the origin and 300 ms for a cross-zone fetch,
  * 2 leases per fetcher of at most 64 chunks (shortened by the registry), the
  * scheduler's defaults otherwise. */
@@ -255,6 +260,7 @@ struct shoal_sim_result {
     uint32_t lease_chunks;     /* chunks per origin lease the nodes asked for */
     uint64_t leases;           /* origin leases granted (non-empty) */
     uint64_t leased_chunks;    /* chunks they spanned */
+    uint64_t announces;        /* announces the tracker answered */
     double end_s;              /* simulated time at the end */
     bool interrupted;          /* ended by config.stop */
     struct shoal_sim_node *node;

@@ -360,6 +360,85 @@ static void test_roles_small_zone(void)
     shoal_reg_free(r);
 }
 
+/* A provisional share (the small-zone split) asks for a sooner announce,
+ * so the node learns its smaller share soon after its zone grows: after
+ * as long as the zone went without taking a rank, from fill_interval_ms
+ * doubling up to announce_interval_ms. A final role, or none, asks for the
+ * normal interval. Before, every role asked for announce_interval_ms and
+ * a zone's first nodes kept their larger share that long. */
+static void test_roles_interval(void)
+{
+    struct shoal_reg *r = mkreg(1000000); /* 2 fetchers, 4 importers */
+    uint8_t m[32];
+    key(m, 2, 1);
+    /* Holding nothing: the full share, final, the normal interval. */
+    struct shoal_reg_role ro = role_have(r, 1000, 0, "a", m, 0);
+    CHECK(ro.fetcher && ro.import_mod == 0);
+    CHECK_EQ(ro.interval_ms, 30000);
+    /* Alone with a chunk: it imports everything, for now. */
+    ro = role_have(r, 1000, 0, "a", m, 1);
+    CHECK(ro.import_mod == 1);
+    CHECK_EQ(ro.interval_ms, 200);
+    /* The zone stays as it is: asked less and less often. */
+    ro = role_have(r, 1399, 0, "a", m, 5);
+    CHECK_EQ(ro.interval_ms, 200);
+    ro = role_have(r, 1400, 0, "a", m, 5);
+    CHECK_EQ(ro.interval_ms, 400);
+    ro = role_have(r, 1000 + 7000, 0, "a", m, 5);
+    CHECK_EQ(ro.interval_ms, 6400);
+    ro = role_have(r, 1000 + 29999, 0, "a", m, 5);
+    CHECK_EQ(ro.interval_ms, 25600);
+    ro = role_have(r, 1000 + 30000, 0, "a", m, 5);
+    CHECK(ro.import_mod == 1);
+    CHECK_EQ(ro.interval_ms, 30000);
+    /* The zone grows: soon again, for the newcomer too once it holds a
+     * chunk, not while it holds none. */
+    ro = role_have(r, 40000, 1, "a", m, 0);
+    CHECK(ro.fetcher && ro.import_mod == 0);
+    CHECK_EQ(ro.interval_ms, 30000);
+    ro = role_have(r, 40100, 0, "a", m, 5);
+    CHECK(ro.import_mod == 2 && ro.import_rem == 0);
+    CHECK_EQ(ro.interval_ms, 200);
+    ro = role_have(r, 40100, 1, "a", m, 1);
+    CHECK(ro.import_mod == 2 && ro.import_rem == 1);
+    CHECK_EQ(ro.interval_ms, 200);
+    /* Another zone's growth is not this one's. */
+    (void)role_have(r, 41000, 20, "b", m, 0);
+    ro = role_have(r, 41000, 0, "a", m, 5);
+    CHECK_EQ(ro.interval_ms, 800);
+    /* Importers come: theirs are provisional until the zone fills its
+     * ranks (2 fetchers + 4 importers), the fetchers' no longer split. */
+    for (uint32_t i = 2; i < 5; i++)
+        (void)role_have(r, 42000, i, "a", m, 0);
+    ro = role_have(r, 42000, 2, "a", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 3 && ro.import_rem == 0);
+    CHECK_EQ(ro.interval_ms, 200);
+    ro = role_have(r, 42000, 0, "a", m, 5);
+    CHECK(ro.fetcher && ro.import_mod == 0);
+    CHECK_EQ(ro.interval_ms, 30000);
+    (void)role_have(r, 43000, 5, "a", m, 0);
+    ro = role_have(r, 43000, 2, "a", m, 1);
+    CHECK(!ro.fetcher && ro.import_mod == 4 && ro.import_rem == 0);
+    CHECK_EQ(ro.interval_ms, 30000);
+    /* Past the ranks, complete: the normal interval. */
+    ro = role_have(r, 43000, 6, "a", m, 1);
+    CHECK_EQ(ro.rank, SHOAL_REG_RANK_NONE);
+    CHECK_EQ(ro.interval_ms, 30000);
+    ro = role1(r, 43000, 21, "c", m, true);
+    CHECK_EQ(ro.interval_ms, 30000);
+    shoal_reg_free(r);
+
+    /* fill_interval_ms 0: always the normal interval. */
+    struct shoal_reg_config c;
+    shoal_reg_config_default(&c);
+    c.fill_interval_ms = 0;
+    REQUIRE(shoal_reg_new(&r, &c) == 0);
+    ro = role_have(r, 1000, 0, "a", m, 1);
+    CHECK(ro.fetcher && ro.import_mod == 1);
+    CHECK_EQ(ro.interval_ms, 30000);
+    shoal_reg_free(r);
+}
+
 /* 0 fetchers: every node leases at once; importers still get shares. And
  * the rank budget is checked. */
 static void test_roles_zero_fetchers(void)
@@ -2001,5 +2080,6 @@ int main(void)
     RUN(test_roles_two_manifests);
     RUN(test_roles_zero_fetchers);
     RUN(test_roles_small_zone);
+    RUN(test_roles_interval);
     return t_done();
 }

@@ -440,6 +440,58 @@ def case_slow_lease(tmp):
     return shoalproc.finish(fails, nodes, procs, tail=30)
 
 
+def case_interval(tmp):
+    """A node alone in its zone imports every chunk (the small-zone split)
+    for now, so the tracker asks it to announce again soon rather than at
+    the 60 s interval, and the node takes that interval (logged). When a
+    second node joins the zone, the first learns its smaller share (origin
+    fetcher only) from its next announce, before it completes. Before, it
+    kept the larger share until an announce 60 s on (or its completion)."""
+    k = make_keys(tmp, ["a0", "a1"])
+    hub = Hub(tmp, "32M")
+    trk, taddr = start_tracker(k, extra=["--origin-fetchers", "1", "--min-fetchers", "0",
+                                         "--importers", "1", "--announce-interval-ms", "60000",
+                                         "--node-ttl-ms", "120000"])
+    mf, mid = publish(k, hub, tmp, taddr)
+    hub.reset()
+    # Each request at 1 MB/s: the pull lasts well beyond the first
+    # shorter intervals.
+    hub.add_faults([{"kind": "slow", "bps": 1000000}])
+    args = ["--tracker", taddr, "--zone", "za", "--manifest", mf, "--pull", mid]
+    a0 = Node("a0", k, tmp, hub, args)
+    fails = 0
+    if not a0.wait_for(r"tracker role: origin fetcher and importer of share 0/1 for zone za",
+                       WAIT_S):
+        print("FAIL a0 was not told to import every chunk while alone in its zone")
+        return shoalproc.finish(1, [a0], procs)
+    m = a0.wait_for(r"tracker \S+: announcing every (\d+) ms \(asked for (\d+) ms", 5)
+    if not m or not 200 <= int(m.group(1)) < 60000:
+        print(f"FAIL a0 did not log a shorter announce interval: {m and m.group(0)}")
+        fails += 1
+    else:
+        print(f"a0: {m.group(0)}")
+    a1 = Node("a1", k, tmp, hub, args)
+    nodes = [a0, a1]
+    for n in nodes:
+        if not n.completion(WAIT_S):
+            print(f"FAIL {n.name} did not complete")
+            fails += 1
+    # Its roles in order: origin fetcher (holding nothing yet: the full
+    # share, none), importer of every chunk (alone, holding some), then
+    # origin fetcher again once a1 took the importer rank.
+    lines = a0.log().splitlines()
+    split = [i for i, ln in enumerate(lines) if "importer of share 0/1 for zone za" in ln]
+    told = [i for i, ln in enumerate(lines) if "tracker role: origin fetcher for zone za" in ln
+            and split and i > split[0]]
+    done = [i for i, ln in enumerate(lines) if re.search(r"complete: \d+ bytes", ln)]
+    if not told or not done or told[0] > done[0]:
+        print("FAIL a0 did not learn its smaller share (origin fetcher only) before it "
+              "completed")
+        fails += 1
+    fails += egress_over(hub, 1.2)
+    return shoalproc.finish(fails, nodes, procs)
+
+
 def case_seeded(tmp):
     """A fleet that joins a complete copy (a seed) takes nothing from the
     origin: a complete holder means nobody is told to fetch at once, and
@@ -480,5 +532,6 @@ def case_seeded(tmp):
 shoalproc.main(CASE, {"swarm8": case_swarm8, "restart": case_restart,
                       "tracker_down": case_tracker_down, "roles": case_roles,
                       "two_trackers": case_two_trackers, "tracker_order": case_tracker_order,
-                      "slow_lease": case_slow_lease, "seeded": case_seeded},
+                      "slow_lease": case_slow_lease, "seeded": case_seeded,
+                      "interval": case_interval},
                "shoal-rollout-", scan_sanitizers=True)

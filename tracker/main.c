@@ -139,6 +139,14 @@ static const char usage_options3[] =
     "                              from the origin, fetchers count at most the\n"
     "                              nodes announcing the release incomplete, and\n"
     "                              one alone gets what it asks\n"
+    "    --fill-interval-ms MS     a node whose import share is provisional (its\n"
+    "                              zone fills fewer ranks than there are shares,\n"
+    "                              so the share shrinks as the zone grows) is told\n"
+    "                              to announce again after as long as the zone went\n"
+    "                              without a new node, MS doubled to fit, at least\n"
+    "                              MS and at most --announce-interval-ms (default\n"
+    "                              200, the least a node takes; 0: the announce\n"
+    "                              interval for every node)\n"
     "    --max-peers N             largest peer list returned (default 50)\n"
     "    --max-conns N             simultaneous connections (default 10000)\n"
     "    --max-nodes N             nodes remembered (default 100000)\n"
@@ -210,7 +218,7 @@ enum {
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
-    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY,
+    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY, OPT_FILL_INTERVAL,
 };
 
 static const struct option longopts[] = {
@@ -235,6 +243,7 @@ static const struct option longopts[] = {
     { "min-fetchers", required_argument, NULL, OPT_MIN_FETCHERS },
     { "importers", required_argument, NULL, OPT_IMPORTERS },
     { "fetcher-leases", required_argument, NULL, OPT_FETCHER_LEASES },
+    { "fill-interval-ms", required_argument, NULL, OPT_FILL_INTERVAL },
     { "config", required_argument, NULL, OPT_CONFIG },
     { "max-conns-per-key", required_argument, NULL, OPT_PER_KEY },
     { "max-partial-mb", required_argument, NULL, OPT_PARTIAL },
@@ -375,6 +384,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
         RANGE(0, SHOAL_REG_LEASES_PER_NODE);
         cfg->reg.fetcher_leases = (uint32_t)v;
         break;
+    case OPT_FILL_INTERVAL: RANGE(0, 86400000); cfg->reg.fill_interval_ms = (uint32_t)v; break;
     default:
         snprintf(why, whylen, "unknown option");
         return -1;

@@ -196,6 +196,7 @@ struct zcomp {
 /* Which role ranks of one manifest are taken in one zone. */
 struct zrank {
     uint64_t bits[4];
+    uint64_t grown_ms;  /* when a rank was last taken here */
     uint16_t zone;
 };
 
@@ -369,6 +370,7 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->importers = 8;
     c->min_fetchers = 8;
     c->fetcher_leases = 2;
+    c->fill_interval_ms = 200;
 }
 
 static uint32_t zone_acquire(struct shoal_reg *r, const char *z);
@@ -920,6 +922,7 @@ static void rank_take(struct shoal_reg *r, struct mani *m, struct holder *ho)
         z->bits[ho->rank >> 6] &= ~(1ull << (ho->rank & 63));
     }
     z->bits[free_rank >> 6] |= 1ull << (free_rank & 63);
+    z->grown_ms = r->now_ms;
     ho->rank = (uint8_t)free_rank;
     fetch_level(r, m);
 }
@@ -937,6 +940,32 @@ static uint32_t rank_top(const struct mani *m, uint16_t zone)
     return RANK_NONE;
 }
 
+/*
+ * The announce interval asked of a node whose import share in |zone| is
+ * provisional: the share shrinks when the zone takes a rank, and the node
+ * learns that only from its own announce. How long the zone went without
+ * taking one is the guess at how long until the next (a zone that fills
+ * fast keeps its nodes announcing every fill_interval_ms; one that
+ * stopped growing backs off to the normal interval), rounded down to
+ * fill_interval_ms times a power of two so a node's interval (and its
+ * log) takes few values.
+ */
+static uint32_t fill_interval(const struct shoal_reg *r, const struct mani *m, uint16_t zone)
+{
+    uint64_t lo = r->cfg.fill_interval_ms, hi = r->cfg.announce_interval_ms, quiet = 0;
+    if (lo == 0 || lo >= hi)
+        return (uint32_t)hi;
+    for (uint32_t i = 0; i < m->nzr; i++)
+        if (m->zr[i].zone == zone && r->now_ms > m->zr[i].grown_ms)
+            quiet = r->now_ms - m->zr[i].grown_ms;
+    if (quiet >= hi)
+        return (uint32_t)hi;
+    uint64_t iv = lo;
+    while (iv * 2 <= quiet)
+        iv *= 2;
+    return (uint32_t)iv;
+}
+
 static void role_describe(const struct shoal_reg *r, const struct mani *m,
                           const struct holder *ho, struct shoal_reg_role *out)
 {
@@ -951,7 +980,8 @@ static void role_describe(const struct shoal_reg *r, const struct mani *m,
      * 4.6 -> 6.3 s), and a credentialed node claiming complete can slow
      * only its own zone, not stall it. */
     bool seeded = zone_has_complete(m, ho->zone);
-    *out = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE };
+    *out = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE,
+                                    .interval_ms = r->cfg.announce_interval_ms };
     out->fetcher = r->cfg.origin_fetchers == 0 && !seeded;
     if (rank == RANK_NONE)
         return;
@@ -967,21 +997,31 @@ static void role_describe(const struct shoal_reg *r, const struct mani *m,
      * arrives, and the ranks taken when the first of them do are not yet
      * the zone's (simulated 1,000-node fleet, seeds 1-6: 7% more bytes
      * across, each zone's first nodes importing what the importers after
-     * them did until their next announce). */
+     * them did until their next announce). A split share is provisional:
+     * the node is asked to announce again soon (fill_interval), else a
+     * zone's first nodes kept their larger share for up to an announce
+     * interval while the zone grew (simulated 100 nodes in 4 zones
+     * joining over 0.5 s: 5.30 GiB across, 3.53 without the split, 4.01
+     * with these announces, 3.35 each per node against 3.00). */
     uint32_t top = rank_top(m, ho->zone);
-    bool split = ho->have > 0;
+    bool split = ho->have > 0, provisional = false;
     if (rank < f && !seeded) {
         out->fetcher = true;
         if (split && top < f && r->cfg.importers > 0) {
             out->import_mod = top + 1;
             out->import_rem = rank;
+            provisional = true;
         }
     } else if (rank - f < r->cfg.importers) {
         out->import_mod = r->cfg.importers;
-        if (split && top + 1 - f < out->import_mod)
+        if (split && top + 1 - f < out->import_mod) {
             out->import_mod = top + 1 - f;
+            provisional = true;
+        }
         out->import_rem = rank - f;
     }
+    if (provisional)
+        out->interval_ms = fill_interval(r, m, ho->zone);
 }
 
 static void mani_remove_idx(struct shoal_reg *r, uint32_t mi);
@@ -1464,8 +1504,9 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
                              r->nmanis_used >= r->cfg.max_manifests)))) {
             r->st.entries_skipped++;
             if (roles)
-                roles[i] = (struct shoal_reg_role){ .rank = SHOAL_REG_RANK_NONE,
-                                                    .untracked = true };
+                roles[i] = (struct shoal_reg_role){
+                    .rank = SHOAL_REG_RANK_NONE, .untracked = true,
+                    .interval_ms = r->cfg.announce_interval_ms };
             continue;
         }
         if (mi == NONE && (rv = mani_create(r, h->manifest_id, false, &mi)) != 0)

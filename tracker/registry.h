@@ -103,9 +103,24 @@ struct shoal_reg_config {
      * that announced the manifest and are not complete, and one alone
      * gets what it asks (see lease_share in registry.c). */
     uint32_t fetcher_leases;
+    /* A node whose import share is provisional (the small-zone split of
+     * shoal_reg_announce: its zone fills fewer ranks than there are
+     * import shares, so the share shrinks as the zone grows) is asked to
+     * announce again sooner than announce_interval_ms, so that it learns
+     * its smaller share soon after the zone grows: after as long as the
+     * zone has gone without taking a rank, rounded down to this times a
+     * power of two, at least this and at most announce_interval_ms (see
+     * shoal_reg_role.interval_ms). A zone that fills fast has its first
+     * nodes learn within about this long; one that stopped growing (a
+     * zone of a few nodes) is asked about twice as seldom at every
+     * announce, so it costs about log2(announce_interval_ms / this)
+     * extra announces each time it grows. 0: announce_interval_ms for
+     * every node. */
+    uint32_t fill_interval_ms;
 };
 
-/* Defaults: interval 30 s, ttl 90 s, lease 60 s, 50 peers, seed 1,
+/* Defaults: interval 30 s (200 ms for a provisional share), ttl 90 s,
+ * lease 60 s, 50 peers, seed 1,
  * 100,000 nodes, 65,536 manifests, 256 entries per node (of which 32 for
  * unregistered manifests), 64 Mi lease chunks,
  * 1 GiB of registered manifests, manifest TTL 168 h, fetched TTL 10 min, 2 origin fetchers and
@@ -151,6 +166,11 @@ struct shoal_reg_role {
                              SHOAL_REG_RANK_NONE */
     bool untracked;       /* the holding was not recorded (see
                              shoal_reg_announce): no role */
+    uint32_t interval_ms; /* announce again within this long: the
+                             config's announce_interval_ms, or less while
+                             the import share is provisional (see
+                             shoal_reg_config.fill_interval_ms). A node
+                             holding several releases takes the least. */
 };
 
 /*
@@ -178,7 +198,9 @@ struct shoal_reg_role {
  * whose highest rank taken, t, is below f + importers - 1 gets a share
  * of min(importers, t + 1 - f) instead; while t < f and no node of the
  * zone announces complete, fetcher r imports share r of t + 1, so that a
- * zone of a few nodes has an importer for every chunk. When |roles| is
+ * zone of a few nodes has an importer for every chunk. Such a share is
+ * provisional, and the role's interval_ms is shorter (see
+ * fill_interval_ms). When |roles| is
  * not NULL,
  * roles[i] receives the role for haves[i] (on success only).
  *

@@ -1133,11 +1133,17 @@ static int handle_announce(struct conn *c, uint64_t now)
         m->u.announce_reply.desired[i].repo.len = (uint32_t)strlen(t->desired[i].repo_at_rev);
     }
     /* Roles only for what the node still fetches: a complete release
-     * needs none, and the reply stays small for a node full of seeds. */
+     * needs none, and the reply stays small for a node full of seeds. The
+     * interval is the least its roles ask: a provisional import share
+     * asks for a sooner announce, so the node learns its smaller share
+     * soon after its zone grows (old daemons honour it too: they always
+     * took the reply's interval, within 200 ms .. 10 min). */
     uint32_t nr = 0;
     for (uint32_t i = 0; i < a->count; i++) {
         if (a->entries[i].complete || t->roles[i].untracked)
             continue;
+        if (t->roles[i].interval_ms < m->u.announce_reply.interval_ms)
+            m->u.announce_reply.interval_ms = t->roles[i].interval_ms;
         struct shoal_msg_role *ro = &m->u.announce_reply.roles[nr++];
         memcpy(ro->manifest_id, a->entries[i].manifest_id, 32);
         ro->fetcher = t->roles[i].fetcher;
