@@ -624,6 +624,13 @@ static void connect_now(struct conn *c)
     shoal_frame_dec_free(&c->dec);
     shoal_frame_dec_init(&c->dec, SHOAL_FRAME_MAX_PREAUTH);
     c->phead = c->pn = 0;
+    /* A new connection starts in the clear: the last one's sealed session
+     * (pinned tracker keys) would otherwise try to open the new challenge
+     * with old keys, and the node never got back onto its tracker after a
+     * tracker restart or a dropped connection. */
+    sodium_memzero(&c->seal, sizeof c->seal);
+    c->seal_next = false;
+    c->proven = false;
     rv = uv_tcp_init(c->t->loop, &c->tcp);
     if (rv != 0) {
         uv_timer_start(&c->timer, on_retry_timer, c->backoff_ms, 0);

@@ -197,6 +197,11 @@ CASE is one of:
                 `shoal pull` does not complete, nothing is in its cache's
                 snapshot, and the stand-in saw no request from it at all
                 (so no token left the node).
+  tracker_repin a node pinning its tracker's key (--tracker-keys) reaches
+                it through a proxy in this script; the proxy drops the
+                connection: the node logs in again (the tracker proves its
+                key a second time) and no frame of the new login is read
+                with the last session's keys ("does not open").
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -1962,6 +1967,46 @@ def case_tracker_flap(tmp):
     return fails
 
 
+def case_tracker_repin(tmp):
+    """A node pinning its tracker's key gets back onto the tracker after the
+    connection drops: the new login proves the key again and the session
+    is sealed afresh, not opened with the last connection's keys."""
+    k = make_keys(tmp, ["s"])
+    run(SHOAL, "keygen", k("trk"))
+    hub = Hub(tmp, "2M")
+    t, taddr = hubfix.start_tracker(TRACKER, k, extra=["--key", k("trk")])
+    mf, mid = publish(k, hub, tmp, "main", taddr)
+    proxy = CutProxy(taddr)
+    fails = 0
+    n = node("s", k, tmp, hub, ["--manifest", mf, "--tracker", proxy.addr,
+                                "--tracker-keys", k("trk") + ".pub"])
+    proof = r"tracker \S+ proved its key [0-9a-f]{16}"
+    if not n.wait_for(proof, 15):
+        print("FAIL the node did not log the tracker's proof")
+        fails += 1
+    proxy.cut(0.5)
+    print("cut the node's tracker connection for 0.5 s")
+    deadline = time.monotonic() + 20
+    while len(re.findall(proof, n.log())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proofs = len(re.findall(proof, n.log()))
+    print(f"proofs logged: {proofs}; connections through the proxy: {proxy.accepted}")
+    if proofs < 2:
+        print("FAIL the node did not log in to its pinned tracker again after the cut")
+        fails += 1
+    bad = re.findall(r".*does not open.*", n.log())
+    if bad:
+        print("FAIL the new login's frames were read with the old session's keys:\n"
+              + "\n".join(bad[:3]))
+        fails += 1
+    proxy.close()
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump(tail=30)
+        t.dump(tail=20)
+    return fails
+
+
 def case_drop_repull(tmp):
     """`shoal drop` then `shoal pull` of the same release while the peer it
     came from stays connected: the pull goes on from that peer (which knew
@@ -2280,6 +2325,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "tracker_identity": case_tracker_identity,
                       "drop_repull": case_drop_repull,
                       "tracker_flap": case_tracker_flap,
+                      "tracker_repin": case_tracker_repin,
                       "wildcard_listen": case_wildcard_listen,
                       "origin_down": case_origin_down,
                       "branch_follow": case_branch_follow,
