@@ -59,7 +59,7 @@ static const struct key keys[] = {
     {"no-aesgcm", K_BOOL, F(no_aesgcm), NULL, "use XChaCha20-Poly1305 even with AES-NI"},
     {"verify-store", K_BOOL, F(verify_store), NULL, "re-hash the store at start"},
     {"exit-when-complete", K_BOOL, F(exit_when_complete), NULL,
-     "exit 0 once every pulled release is complete"},
+     "exit 0 once every pulled and --manifest release is complete"},
     {"max-frame", K_SIZE, F(max_frame), "SIZE",
      "largest frame accepted from peers (16M+1K; 4M+64K to 64M+64K)"},
     {"manifest-budget", K_SIZE, F(manifest_budget), "SIZE",

@@ -236,6 +236,10 @@ struct shoal_daemon {
     bool cache_locked;  /* ... held while this is set */
     struct pull pulls[SHOAL_CONFIG_LIST_MAX];
     uint32_t npulls;
+    /* The --manifest releases: --exit-when-complete waits for them as for
+     * the pulls (the node was told to hold them, so they are fetched). */
+    uint8_t held[SHOAL_CONFIG_LIST_MAX][32];
+    uint32_t nheld;
     struct ban bans[MAX_BANS];
     uint32_t nbans;
     bool stopping;
@@ -494,10 +498,17 @@ static void save_state(struct shoal_daemon *d)
     free(v);
 }
 
+/* Whether every pulled and every --manifest release is complete. A
+ * --manifest release that is no longer open (dropped) waits for nothing. */
 static bool all_pulls_complete(struct shoal_daemon *d)
 {
     for (uint32_t i = 0; i < d->npulls; i++) {
         if (!d->pulls[i].swarm || !shoal_swarm_complete(d->pulls[i].swarm))
+            return false;
+    }
+    for (uint32_t i = 0; i < d->nheld; i++) {
+        struct shoal_swarm *s = find_swarm(d, d->held[i]);
+        if (s && !shoal_swarm_complete(s))
             return false;
     }
     return true;
@@ -514,7 +525,7 @@ static void on_complete(void *user, struct shoal_swarm *s)
      * --status` counts this node done. */
     if (d->trk)
         shoal_trkconn_announce_soon(d->trk);
-    if (d->cfg->exit_when_complete && d->npulls > 0 && all_pulls_complete(d)) {
+    if (d->cfg->exit_when_complete && d->npulls + d->nheld > 0 && all_pulls_complete(d)) {
         LOG_I("every pulled release is complete; exiting as asked");
         shoal_daemon_stop(d, 0);
     }
@@ -2382,8 +2393,13 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         return SHOAL_ENOTFOUND;
     }
     if (!commit && !d->hub) {
-        snprintf(why, whylen, "revision must be a 40-hex commit; got '%s' (this node has no "
-                              "Hub endpoint to resolve branches and tags)", strrchr(release, '@') + 1);
+        /* --no-origin leaves d->hub unset although an endpoint may be
+         * configured: name the real reason. */
+        snprintf(why, whylen, "revision must be a 40-hex commit; got '%s' (%s)",
+                 strrchr(release, '@') + 1,
+                 d->cfg->no_origin ? "this node runs with --no-origin, so it does not ask the "
+                                     "Hub to resolve branches and tags"
+                                   : "this node has no Hub endpoint to resolve branches and tags");
         return -EINVAL;
     }
     for (size_t i = 0; i < sizeof d->gone / sizeof d->gone[0]; i++) {
@@ -3073,6 +3089,7 @@ static int open_manifests(struct shoal_daemon *d)
         free(data);
         if (!s)
             break;
+        memcpy(d->held[d->nheld++], shoal_manifest_id(shoal_swarm_manifest(s)), 32);
         if (c->seed_dir && !shoal_swarm_complete(s)) {
             rv = shoal_swarm_import_dir(s, c->seed_dir, &imported);
             LOG_I("imported %u chunks from %s%s", imported, c->seed_dir,

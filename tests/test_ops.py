@@ -24,7 +24,8 @@ CASE is one of:
                 acme/model@main: the Hub resolves the branch to its commit
                 and the pull completes with that commit's files; a branch
                 the Hub does not have fails with the Hub's reason; a
-                commit nobody published waits, saying no tracker has its manifest.
+                commit nobody published waits, saying no tracker has its manifest;
+                a node with --no-origin refuses the branch naming that option.
   refs          the Hub stand-in has main at one commit and dev at another:
                 `shoal pull acme/model@main` writes refs/main with main's
                 commit; pulling dev's commit by its hash afterwards leaves
@@ -337,7 +338,7 @@ def case_names(tmp):
 
 
 def case_branch(tmp):
-    k = make_keys(tmp, ["h"])
+    k = make_keys(tmp, ["h", "o"])
     hub = Hub(tmp, "4M")
     trk, taddr = start_tracker(k)
     publish(k, hub, tmp, "main", taddr)
@@ -364,7 +365,15 @@ def case_branch(tmp):
     if r.returncode == 0 or "no tracker has answered with its manifest yet" not in r.stdout:
         print(f"FAIL an unpublished release: exit {r.returncode}, no reason shown: {r.stdout}")
         fails += 1
-    return shoalproc.finish(fails, [n])
+    # A node with --no-origin does not ask the Hub (though it has an
+    # endpoint): a branch is refused, naming that option as the reason.
+    o = node("o", k, tmp, hub, ["--tracker", taddr, "--no-origin"])
+    r = cli("pull", "acme/model@main", "--socket", o.sock, "--timeout", "10")
+    print(f"--no-origin node: exit {r.returncode}: {r.stderr.strip()}")
+    if r.returncode == 0 or "--no-origin" not in r.stderr:
+        print("FAIL a branch pulled on a --no-origin node is not refused naming --no-origin")
+        fails += 1
+    return shoalproc.finish(fails, [n, o])
 
 
 def read_ref(n, branch):

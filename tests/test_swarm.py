@@ -8,6 +8,9 @@ CASE is one of:
                   over a sealed session; the files it publishes in its HF
                   cache are byte-identical to the source.
   pull_plain      the same with --no-encrypt on both sides.
+  exit_manifest   --exit-when-complete with --manifest: a node holding a
+                  release it fetches from a seed exits 0 once it is complete,
+                  one importing it whole from --seed-dir exits 0 at once.
   no_cred         a node whose credential is signed by an untrusted cluster
                   key is refused at HELLO (reason logged on both sides) and
                   stores no chunk. (It trusts its own rogue cluster, so its
@@ -473,6 +476,39 @@ def case_pull(tmp, encrypt):
         fails += 1
     if fails:
         a.dump()
+    return fails
+
+
+def case_exit_manifest(tmp):
+    """--exit-when-complete waits for --manifest releases too: a node told to
+    hold a release (fetched from a peer) exits 0 once it is complete, and
+    one that imports it whole from --seed-dir exits 0 at once."""
+    k, repo, files, mf, mid = setup(tmp)
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("holder", node_args(k, "b", tmp, ["--manifest", mf, "--peer", a.addr,
+                                               "--exit-when-complete"]))
+    c = Node("imported", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                                 "--exit-when-complete"]))
+    fails = 0
+    for n, what in ((b, "fetched from a peer"), (c, "imported from --seed-dir")):
+        rc = n.wait(WAIT_S)
+        print(f"{n.name} ({what}): exit {rc}")
+        if rc != 0:
+            print(f"FAIL a --manifest release {what} did not end the node with "
+                  f"--exit-when-complete (exit {rc})")
+            fails += 1
+        elif "exiting as asked" not in n.log():
+            print(f"FAIL {n.name} did not say why it exited")
+            fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    for n in (b, c):
+        if n.wait(0) is None:
+            n.stop()
+    if a.stop() != 0:
+        print("FAIL seed did not shut down cleanly")
+        fails += 1
+    if fails:
+        b.dump()
     return fails
 
 
@@ -2076,6 +2112,7 @@ def disk_rot_status_reason(tmp, small):
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
+                      "exit_manifest": case_exit_manifest,
                       "bad_peer": case_bad_peer,
                       "bad_peer_hangup": lambda tmp: case_bad_peer(tmp, hangup=True),
                       "bad_peer_plain": case_bad_peer_plain,
