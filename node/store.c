@@ -58,6 +58,11 @@
 #define SIDECAR_VERSION 2u
 #define SIDECAR_HDR 48 /* magic 8, version 4, nchunks 4, manifest id 32 */
 #define FLUSH_EVERY_DEFAULT 256u
+/* ... or after this long with chunks not in the sidecar: at a slow rate
+ * (a rate limit, a busy fleet) 256 chunks take minutes, and a crash then
+ * lost all of them (a release under 256 chunks, all its progress). At full
+ * speed the count comes first; this only bounds the loss in time. */
+#define FLUSH_MS_DEFAULT 2000u
 #define HASH_BUF (1u << 20)
 /* Read-back buffers kept for the running sha256: one per thread that may
  * hash at once (the libuv pool's default size). */
@@ -136,6 +141,8 @@ struct shoal_store {
     uint32_t count;
     uint64_t bytes;
     uint32_t since_flush, flush_every;
+    uint32_t flush_ms;
+    uint64_t flushed_ms; /* CLOCK_MONOTONIC of the last flush (under mu) */
     bool sidecar_dirty;
     bool opening;        /* no callbacks until open returns */
 
@@ -773,6 +780,13 @@ out:
         close(fd);
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 int shoal_store_flush(struct shoal_store *s)
 {
     char name[NAME_MAX + 1];
@@ -803,6 +817,7 @@ int shoal_store_flush(struct shoal_store *s)
     }
     s->sidecar_dirty = false;
     s->since_flush = 0;
+    s->flushed_ms = mono_ms();
     pthread_mutex_unlock(&s->mu);
 
     /* Data first: a bit on disk must never cover bytes that are not. */
@@ -1967,6 +1982,8 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     s->on_ready = opts->on_ready;
     s->user = opts->user;
     s->flush_every = opts->flush_every ? opts->flush_every : FLUSH_EVERY_DEFAULT;
+    s->flush_ms = opts->flush_ms ? opts->flush_ms : FLUSH_MS_DEFAULT;
+    s->flushed_ms = mono_ms();
     s->gid = opts->has_group ? (long)opts->group : -1;
     s->opening = true;
     s->nfiles = shoal_manifest_nfiles(m);
@@ -2195,7 +2212,7 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
             touched[ntouched++] = b;
         }
     }
-    if (++s->since_flush >= s->flush_every)
+    if (++s->since_flush >= s->flush_every || mono_ms() - s->flushed_ms >= s->flush_ms)
         flush = true;
     pthread_mutex_unlock(&s->mu);
 

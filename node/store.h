@@ -95,6 +95,8 @@ struct shoal_store_opts {
     size_t manifest_len;
     uint32_t flush_every;        /* sidecar rewrite after this many newly
                                   * verified chunks; 0: 256 */
+    uint32_t flush_ms;           /* ... or at the first put this long after
+                                  * the last rewrite; 0: 2000 ms */
     shoal_store_file_cb on_file; /* may be NULL */
     shoal_store_file_cb on_ready; /* may be NULL */
     void *user;                  /* passed to on_file and on_ready */

@@ -580,6 +580,41 @@ static void sidecar_path(char *out, size_t cap, const char *cache, const struct 
     repo_path(out, cap, cache, r, rest);
 }
 
+/* A crash at a slow rate loses at most the last flush_ms of chunks: the
+ * count (flush_every) alone left a release under it with nothing saved. */
+static void test_crash_time_flush(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {.flush_every = 1000, .flush_ms = 50};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    pid_t pid;
+    int status;
+
+    rel_std(&r, "org/slow", C1, -1, 4);
+    REQUIRE(shoal_manifest_nchunks(r.m) >= 3);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (shoal_store_open(&s, cache, r.m, &o) != 0)
+            _exit(2);
+        if (put(s, &r, 0) != 0)
+            _exit(3);
+        usleep(120 * 1000);
+        /* This put finds the last rewrite older than flush_ms. */
+        if (put(s, &r, 1) != 0)
+            _exit(3);
+        _exit(0); /* dies without closing the store: no final flush */
+    }
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_has(s, 0));
+    CHECK(shoal_store_has(s, 1));
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 static void test_crash_and_bad_sidecar(void)
 {
     const char *cache = new_cache();
@@ -2487,6 +2522,7 @@ int main(int argc, char **argv)
         RUN(test_bad_chunk);
         RUN(test_resume);
         RUN(test_crash_and_bad_sidecar);
+        RUN(test_crash_time_flush);
         RUN(test_dedup_releases);
         RUN(test_shared_partial);
         RUN(test_verify_no_follow);
