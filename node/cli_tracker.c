@@ -63,6 +63,20 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
                 shoal_keyfile_strerror(id->cred, rv, why, sizeof why));
         goto out;
     }
+    /* The tracker would refuse it as "for another node key", and the
+     * refusal's --admin-keys hint would point at the wrong thing. */
+    struct shoal_pubkey mine;
+    shoal_seckey_public(&sk, &mine);
+    if (memcmp(cred.node_pk, mine.pk, SHOAL_PUBKEY_LEN) != 0) {
+        char a[17], b[17];
+        shoal_hex(a, cred.node_pk, 8);
+        shoal_hex(b, mine.pk, 8);
+        fprintf(stderr, "shoal %s: credential %s was issued for key %s, not for %s (key %s); "
+                        "give the credential issued for %s.pub, or issue one with 'shoal cred "
+                        "issue'\n", cmd, id->cred, a, id->key, b, id->key);
+        rv = SHOAL_EPERM;
+        goto out;
+    }
     rv = shoal_trkc_connect(&c, id->tracker, TRK_TIMEOUT_MS);
     if (rv) {
         fprintf(stderr, "shoal %s: tracker %s: %s\n", cmd, id->tracker, shoal_strerror(rv));

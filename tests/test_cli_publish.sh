@@ -76,6 +76,15 @@ if [ $rc -eq 1 ] && grep -q "node.key must be listed in the tracker's --admin-ke
     ok "publish by a key outside --admin-keys refused: $(tail -1 np.err)"
 else bad "publish by a non-admin key (rc=$rc)"; cat np.err; fi
 [ "$(stats)" = 0 ] && ok "... before streaming the release" || bad "release streamed ($(stats) bytes) before the tracker refused"
+# An admin key with another key's credential: the mismatch is named, not
+# --admin-keys (the key is in it).
+"$shoal" publish acme/tiny@main --key publisher.key --tracker "$trkaddr" \
+    --identity admin.key --cred node.cred > wc.out 2> wc.err
+rc=$?
+if [ $rc -eq 1 ] && grep -q "credential node.cred was issued for key [0-9a-f]*, not for admin.key" wc.err &&
+   ! grep -q -- "--admin-keys" wc.err; then
+    ok "a credential for another key is named as such: $(tail -1 wc.err)"
+else bad "credential for another key (rc=$rc)"; cat wc.err; fi
 "$shoal" publish acme/tiny@main --key publisher.key --tracker 127.0.0.1:1 \
     --identity admin.key --cred admin.cred > nt.out 2> nt.err
 rc=$?
