@@ -423,6 +423,10 @@ int shoal_cmd_pull(int argc, char **argv)
             if (tty && !quiet)
                 fputc('\n', stdout);
             fprintf(stderr, "shoal pull: %s\n", m->u.error.message);
+            /* The daemon checks the name (it knows whether it can resolve
+             * a branch): a malformed one is a usage error, as elsewhere. */
+            if (m->u.error.code == -EINVAL)
+                status = 2;
             goto out;
         }
         if (m->type != SHOAL_CTL_PROGRESS) {

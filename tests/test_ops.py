@@ -303,15 +303,19 @@ def start_tracker(k):
     return hubfix.start_tracker(TRACKER, k)
 
 
-def expect_refused(n, release, pattern):
+def expect_refused(n, release, pattern, code=None):
     """`shoal pull RELEASE` on node |n| must fail within 10 s with stderr
-    matching |pattern|; returns 0 or 1 (printing why)."""
+    matching |pattern| (and exit status |code| if given); returns 0 or 1
+    (printing why)."""
     t0 = time.monotonic()
     r = cli("pull", release, "--socket", n.sock, "--timeout", "10")
     took = time.monotonic() - t0
     print(f"shoal pull {release}: exit {r.returncode} in {took:.1f} s: {r.stderr.strip()}")
     if r.returncode == 0 or not re.search(pattern, r.stderr) or "timed out" in r.stderr:
         print(f"FAIL shoal pull {release}: want a refusal matching {pattern!r}")
+        return 1
+    if code is not None and r.returncode != code:
+        print(f"FAIL shoal pull {release}: exit {r.returncode}, want {code}")
         return 1
     return 0
 
@@ -322,14 +326,16 @@ def case_names(tmp):
     n = node("n", k, tmp, None, ["--tracker", taddr, "--no-origin"])
     c = "ab" * 20
     fails = 0
-    fails += expect_refused(n, "../../etc@x", r"not a repo id")
-    fails += expect_refused(n, "model@" + c, r"'model' is not a repo id: expected org/name")
-    fails += expect_refused(n, "org//model@" + c, r"not a repo id")
-    fails += expect_refused(n, "org/mo..del@" + c, r"not a repo id")
-    fails += expect_refused(n, "org/model@" + c.upper(), r"uppercase hex")
-    fails += expect_refused(n, "org/model@", r"not a revision")
+    # Malformed names are usage errors: exit 2.
+    fails += expect_refused(n, "../../etc@x", r"not a repo id", 2)
+    fails += expect_refused(n, "model@" + c, r"'model' is not a repo id: expected org/name", 2)
+    fails += expect_refused(n, "org//model@" + c, r"not a repo id", 2)
+    fails += expect_refused(n, "org/mo..del@" + c, r"not a repo id", 2)
+    fails += expect_refused(n, "org/model@" + c.upper(), r"uppercase hex", 2)
+    fails += expect_refused(n, "org/model@", r"not a revision", 2)
     fails += expect_refused(n, "org/model@main",
-                            r"revision must be a 40-hex commit; got 'main'")
+                            r"revision must be a 40-hex commit; got 'main'", 2)
+    fails += expect_refused(n, "org/model", r"not org/name@commit", 2)
     st = cli("status", "--socket", n.sock).stdout
     if "(no releases)" not in st:
         print(f"FAIL refused pulls were kept:\n{st}")
