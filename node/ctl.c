@@ -771,6 +771,9 @@ static void add_release_rate(struct shoal_ctl *c, struct shoal_ctl_release *r)
             break;
         }
     }
+    /* The blend decays over seconds: a complete release receives nothing. */
+    if (r->state == SHOAL_CTL_COMPLETE)
+        r->rate_bps = 0;
     if (r->state != SHOAL_CTL_COMPLETE && r->rate_bps > 0 && r->total_bytes > r->have_bytes)
         r->eta_ms = (r->total_bytes - r->have_bytes) * 1000 / r->rate_bps;
 }

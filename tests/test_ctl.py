@@ -226,6 +226,15 @@ def case_rate_limit(tmp):
         print(f"FAIL the upload cap did not hold: {took:.2f} s < 2.8 s")
         fails += 1
     fails += check_snapshot(tmp, "b", files)
+    # A complete release receives nothing: its rate is 0, not the decaying
+    # average of the download that just ended (seconds of samples here).
+    st = run("status", "--socket", sb).stdout
+    head, row = (st.splitlines() + ["", ""])[:2]
+    rate = head.find("RATE")
+    print(st.strip())
+    if rate < 0 or not re.match(r"\s*0 B/s", row[rate - 4:]):
+        print("FAIL status shows a rate for a complete release")
+        fails += 1
     fails += shoalproc.stop_all((a, b))
     if fails:
         a.dump()
