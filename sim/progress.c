@@ -192,7 +192,9 @@ void shoal_sim_progress_start(struct shoal_sim_progress *p, uint32_t nodes, uint
     p->expect = expect;
     p->t_min = t_min;
     p->sim_step = t_min > 0 ? t_min / 10 : 10;
-    p->next_sim = 0;
+    /* Not at t=0: the nodes joining then are handled one event at a time, and
+     * a line after the first said "1 node still downloading" of 50. */
+    p->next_sim = p->sim_step;
     p->run0 = w;
     p->next_wall = w + p->every;
     fmt_dur(dur, sizeof(dur), w - p->wall0);

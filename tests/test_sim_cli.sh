@@ -160,8 +160,9 @@ mid=(--nodes 200 --zones 4 --size 256M)
 if grep -Eq "^sim: 200 nodes x [0-9]+ chunks: ~[0-9.e+]+ transfers, ~[0-9]+ MiB of memory" p.err &&
     grep -Eq "^sim: t=[0-9.]+s \(T_min [0-9.]+s\), [0-9]+ nodes still downloading, [0-9]+ of ~[0-9]+ transfers \([0-9.]+%\), [0-9.]+[kM]?/s, ETA " p.err &&
     [ "$(grep -c '^sim: t=' pe.err)" -gt "$(grep -c '^sim: t=' p.err)" ] && [ ! -s q.err ] &&
+    grep -m1 '^sim: t=' p.err | grep -q ", 200 nodes still downloading," &&
     cmp -s p.out pe.out && cmp -s p.out q.out && cmp -s p.csv pe.csv && cmp -s p.csv q.csv; then
-    echo "ok   progress: estimate, transfers of expected, ETA, wall-clock lines; -q silent; same stdout and CSV"
+    echo "ok   progress: estimate, transfers of expected, ETA, wall-clock lines (the first counts every node joined at 0); -q silent; same stdout and CSV"
 else echo "FAIL progress lines"; head -3 p.err; grep -c '^sim: t=' p.err pe.err; cat q.err; fails=$((fails+1)); fi
 printf 'progress = no\n' > quiet.conf
 "$sim" --config quiet.conf "${mid[@]}" > out.txt 2> err.txt
