@@ -72,7 +72,7 @@ static const char usage[] =
     "    --force           run even when the estimated memory is more than this\n"
     "                      machine's physical memory (refused otherwise)\n"
     "    -q, --quiet       no progress lines on stderr (a large run is still warned\n"
-    "                      about)\n"
+    "                      about); --quiet=yes|no as the config file's quiet\n"
     "    -h, --help        this text\n"
     "\n"
     "SCENARIO KEYS (flags --KEY VALUE, or lines in the config file)\n"
@@ -391,6 +391,22 @@ int main(int argc, char **argv)
         }
         if (!strcmp(key, "config"))
             continue;
+        if (!strcmp(key, "quiet")) {
+            /* --quiet=yes, as a config file's quiet = yes */
+            struct shoal_sim_config t;
+            shoal_sim_config_default(&t);
+            if (shoal_sim_config_set(&t, "progress", val, NULL, 0) != 0) {
+                fprintf(stderr, "shoal-sim: bad value for --quiet: '%s' (yes or no; yes/no, "
+                                "true/false, on/off or 1/0)\n", val);
+                return 1;
+            }
+            quiet = t.progress;
+            continue;
+        }
+        if (!strcmp(key, "dry-run") || !strcmp(key, "dry_run") || !strcmp(key, "force")) {
+            fprintf(stderr, "shoal-sim: option '--%s' takes no value\n", key);
+            return 1;
+        }
         if (!strcmp(key, "csv")) {
             csv = val;
             continue;

@@ -168,6 +168,11 @@ printf 'progress = no\n' > quiet.conf
 "$sim" --config quiet.conf "${mid[@]}" > out.txt 2> err.txt
 [ ! -s err.txt ] && cmp -s out.txt p.out && echo "ok   progress = no: nothing on stderr" ||
     { echo "FAIL progress = no"; cat err.txt; fails=$((fails+1)); }
+"$sim" --quiet=yes "${mid[@]}" > out.txt 2> err.txt; rc=$?
+[ $rc -eq 0 ] && [ ! -s err.txt ] && cmp -s out.txt p.out && echo "ok   --quiet=yes: nothing on stderr" ||
+    { echo "FAIL --quiet=yes (rc=$rc)"; cat err.txt; fails=$((fails+1)); }
+refuse "--quiet=maybe" "bad value for --quiet: 'maybe'" "${small[@]}" --quiet=maybe
+refuse "--force=1" "option '--force' takes no value" "${small[@]}" --force=1
 refuse "progress-every 0" "progress-every 0: must be above 0 and at most 86400 s" "${small[@]}" --progress-every 0
 # Ops review 2: fail-frac without fail-at killed the nodes at t = 0 while
 # --help said "default none"; it is refused, and the summary says when.
