@@ -147,7 +147,7 @@ struct shoal_daemon {
     struct shoal_swarm_hooks hooks;
 
     uv_tcp_t listener;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t redial;
 
     /* Every connection we have not forgotten: authenticated peers, our own
@@ -2809,6 +2809,16 @@ static void on_signal(uv_signal_t *h, int signum)
     shoal_daemon_stop(d, 0);
 }
 
+/* SIGHUP comes from a closed terminal or a log rotation: neither means
+ * stop (by default it killed the daemon on the spot: no BYE, no sidecar
+ * flush, sockets left behind), and there is no configuration to reload. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    LOG_I("SIGHUP ignored: shoald reloads nothing; SIGTERM stops it");
+}
+
 void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
 {
     if (d->stopping)
@@ -2818,6 +2828,7 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->listener, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_close((uv_handle_t *)&d->redial, NULL);
     uv_close((uv_handle_t *)&d->mfq_timer, NULL); /* --- s2rob --- */
     uv_close((uv_handle_t *)&d->retry, NULL);     /* --- dux --- */
@@ -3509,8 +3520,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     rv = start_listening(d);
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sighup);
     uv_timer_init(&d->loop, &d->redial);
-    d->sigterm.data = d->sigint.data = d->redial.data = d;
+    d->sigterm.data = d->sigint.data = d->sighup.data = d->redial.data = d;
     uv_timer_init(&d->loop, &d->mfq_timer); /* --- s2rob --- */
     d->mfq_timer.data = d;
     uv_timer_init(&d->loop, &d->retry); /* --- dux --- */
@@ -3614,6 +3626,7 @@ int shoal_daemon_run(struct shoal_daemon *d)
 {
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     on_cred_timer(&d->cred_timer); /* warns now if the end is near */
     for (uint32_t i = 0; i < d->nswarms; i++)
         start_release(d, d->swarms[i]);

@@ -62,7 +62,7 @@ static const char outro[] =
     "           --publisher-keys pub.pub --peer 10.0.0.1:7600 --pull <manifest id>\n"
     "\n"
     "Signals: SIGTERM or SIGINT shut down gracefully (BYE to peers, queued writes\n"
-    "flushed, store state synced). A restart changes nothing: verified chunks stay,\n"
+    "flushed, store state synced); SIGHUP is logged and ignored. A restart changes nothing: verified chunks stay,\n"
     "and shoald lists the releases it has open in a state file (--state-dir, one file\n"
     "per cache dir, rewritten atomically when the set changes) and reopens them all\n"
     "at start, after --pull/--manifest: complete ones seed, incomplete ones resume,\n"

@@ -115,6 +115,18 @@ starts() {
     else echo "FAIL $what"; cat start.txt; fails=$((fails+1)); fi
     kill $pid 2>/dev/null; wait $pid 2>/dev/null
 }
+# SIGHUP (a closed terminal, a log rotation) is logged and ignored; SIGTERM
+# still shuts down cleanly, removing the control socket.
+"$shoald" "${common[@]}" --control-socket "$PWD/hup.sock" >hup.txt 2>&1 & hpid=$!
+for _ in $(seq 100); do grep -q "listening on" hup.txt && break; sleep 0.1; done
+kill -HUP $hpid 2>/dev/null
+for _ in $(seq 50); do grep -q "SIGHUP ignored" hup.txt && break; sleep 0.1; done
+alive=no; kill -0 $hpid 2>/dev/null && alive=yes
+kill -TERM $hpid 2>/dev/null; wait $hpid; hrc=$?
+if [ $alive = yes ] && [ $hrc -eq 0 ] && grep -q "SIGHUP ignored" hup.txt &&
+   grep -q "shut down cleanly" hup.txt && [ ! -e hup.sock ]; then
+    echo "ok   SIGHUP is logged and ignored; SIGTERM then shuts down cleanly"
+else echo "FAIL SIGHUP (alive after it: $alive, exit $hrc)"; cat hup.txt; fails=$((fails+1)); fi
 # "100Mb" is 100 Mbit/s, as in shoal-sim (it was 100 MiB/s), and the log
 # gives every cap in both units.
 starts "--rate-up 100Mb is 100 Mbit/s, logged in both units" \

@@ -31,6 +31,16 @@ run_until_started() {
 printf '%s\n' '# a tracker for one zone' 'cluster-key = cl.key.pub   # the cluster' \
     'listen = 127.0.0.1:0' 'announce-interval-ms = 2000' 'node-ttl-ms = 7000' \
     'lease-ms = 5000' >good.conf
+# SIGHUP (a closed terminal, a log rotation) is logged and ignored.
+"$tracker" --config good.conf >hup.txt 2>&1 & hpid=$!
+for _ in $(seq 100); do grep -q "started on" hup.txt && break; sleep 0.1; done
+kill -HUP $hpid 2>/dev/null
+for _ in $(seq 50); do grep -q "SIGHUP ignored" hup.txt && break; sleep 0.1; done
+alive=no; kill -0 $hpid 2>/dev/null && alive=yes
+kill -TERM $hpid 2>/dev/null; wait $hpid; hrc=$?
+if [ $alive = yes ] && [ $hrc -eq 0 ] && grep -q "SIGHUP ignored" hup.txt; then
+    echo "ok   SIGHUP is logged and ignored; SIGTERM still stops it (exit 0)"
+else echo "FAIL SIGHUP (alive after it: $alive, exit $hrc)"; cat hup.txt; fails=$((fails+1)); fi
 run_until_started --config good.conf
 if grep -q "listening on 127.0.0.1:" run.txt &&
    grep -q "announce 2000 ms, ttl 7000 ms, lease 5000 ms" run.txt && grep -q "exit 0" run.txt

@@ -46,7 +46,8 @@ static const char usage[] =
     "    port actually bound, so --listen 127.0.0.1:0 is usable in scripts).\n"
     "    Events (start, authentication failures, connections closed for bad\n"
     "    input, manifests registered, rollouts) are logged to standard error.\n"
-    "    SIGTERM or SIGINT closes every connection and exits with status 0.\n"
+    "    SIGTERM or SIGINT closes every connection and exits with status 0;\n"
+    "    SIGHUP is logged and ignored.\n"
     "\n";
 
 /* Split in four: C11 compilers need only take 4095-byte string literals. */
@@ -260,7 +261,7 @@ static const struct option longopts[] = {
 };
 
 static struct shoal_tracker *g_tracker;
-static uv_signal_t g_sigterm, g_sigint;
+static uv_signal_t g_sigterm, g_sigint, g_sighup;
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -268,6 +269,16 @@ static void on_signal(uv_signal_t *s, int signum)
     shoal_tracker_shutdown(g_tracker);
     uv_close((uv_handle_t *)&g_sigterm, NULL);
     uv_close((uv_handle_t *)&g_sigint, NULL);
+    uv_close((uv_handle_t *)&g_sighup, NULL);
+}
+
+/* A closed terminal or a log rotation sends SIGHUP: not a reason to drop
+ * every node (by default it ended the process on the spot). */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    shoal_tracker_log("SIGHUP ignored: shoal-tracker reloads nothing; SIGTERM stops it");
 }
 
 /* What the options build up, from the command line and --config files. */
@@ -595,6 +606,8 @@ int main(int argc, char **argv)
     uv_signal_init(&loop, &g_sigint);
     uv_signal_start(&g_sigterm, on_signal, SIGTERM);
     uv_signal_start(&g_sigint, on_signal, SIGINT);
+    uv_signal_init(&loop, &g_sighup);
+    uv_signal_start(&g_sighup, on_sighup, SIGHUP);
 
     /* Report the bound port; keep the host as given. */
     const char *colon = strrchr(cfg->listen, ':');
