@@ -61,7 +61,7 @@ static const struct key keys[] = {
     {"exit-when-complete", K_BOOL, F(exit_when_complete), NULL,
      "exit 0 once every pulled and --manifest release is complete"},
     {"max-frame", K_SIZE, F(max_frame), "SIZE",
-     "largest frame accepted from peers (16M+1K; 4M+64K to 64M+64K)"},
+     "largest frame accepted from peers, bytes (16778240 = 16M+1K; 4259840 to 67174400)"},
     {"manifest-budget", K_SIZE, F(manifest_budget), "SIZE",
      "manifest bytes being sent to peers at once; later asks wait their turn (8M)"},
     {"max-queue-total", K_SIZE, F(max_queue_total), "SIZE",
