@@ -2386,10 +2386,16 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     if (!by_id && (rv = check_release_name(release, &commit, why, whylen)) != 0)
         return rv;
     if (!by_id && !d->trk) {
+        /* Without --peer, a pull by id waits for a peer that dials us: the
+         * signed manifest is what a standalone node needs. */
         snprintf(why, whylen,
-                 "release %s is not here and no tracker is configured to resolve its name: "
-                 "pull it by manifest id",
-                 release);
+                 "release %s is not here and no tracker is configured to resolve its name: %s",
+                 release,
+                 d->cfg->peers.n ? "pull it by manifest id (a --peer can send its manifest), "
+                                   "or give its signed manifest with shoald --manifest FILE"
+                                 : "give its signed manifest (shoal publish --out FILE) with "
+                                   "shoald --manifest FILE, or pull it by manifest id once a "
+                                   "peer that holds it can reach this node");
         return SHOAL_ENOTFOUND;
     }
     if (!commit && !d->hub) {

@@ -160,7 +160,7 @@ def case_pull_status(tmp):
         print(f"FAIL a second pull of a complete release: {r.stderr}")
         fails += 1
     r = run("pull", "org/nothing@" + "cd" * 20, "--socket", sb, "--timeout", "10", check=False)
-    if r.returncode != 1 or "no tracker" not in r.stderr:
+    if r.returncode != 1 or "no tracker" not in r.stderr or "--manifest FILE" not in r.stderr:
         print(f"FAIL an unknown release: exit {r.returncode}: {r.stderr}")
         fails += 1
 
