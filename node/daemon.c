@@ -236,6 +236,9 @@ struct shoal_daemon {
     bool cache_locked;  /* ... held while this is set */
     struct pull pulls[SHOAL_CONFIG_LIST_MAX];
     uint32_t npulls;
+    /* Our credential expired: when --peers may be dialled next, and the
+     * gap after that (dial_static). */
+    uint64_t expired_dial_at, expired_dial_gap;
     /* The --manifest releases: --exit-when-complete waits for them as for
      * the pulls (the node was told to hold them, so they are fetched). */
     uint8_t held[SHOAL_CONFIG_LIST_MAX][32];
@@ -1265,6 +1268,19 @@ static void on_connection(uv_stream_t *server, int status)
 
 static void dial_static(struct shoal_daemon *d)
 {
+    /* Peers refuse an expired credential: redialling them every
+     * --reconnect-ms only filled both sides' logs (on_cred_timer says what
+     * to do). Still tried now and then, doubling to 5 min, since a peer's
+     * clock may be behind ours. */
+    if (d->cred_expires && (uint64_t)time(NULL) >= d->cred_expires) {
+        uint64_t now = uv_now(&d->loop);
+        if (now < d->expired_dial_at)
+            return;
+        d->expired_dial_gap = d->expired_dial_gap ? d->expired_dial_gap * 2 : 10000;
+        if (d->expired_dial_gap > 300000)
+            d->expired_dial_gap = 300000;
+        d->expired_dial_at = now + d->expired_dial_gap;
+    }
     for (size_t i = 0; i < d->cfg->peers.n && !d->stopping; i++) {
         struct shoal_peer *p = NULL;
         if (d->static_conn[i] || counted_peers(d) >= peer_limit(d))
@@ -2995,9 +3011,9 @@ static void on_cred_timer(uv_timer_t *t)
     if (!d->cred_expires || d->stopping)
         return;
     if (now >= d->cred_expires) {
-        LOG_E("credential %s expired at %s: peers and trackers refuse this node; issue a new "
-              "one ('shoal cred issue --cluster-key CLUSTER.key --node %s.pub --out %s') and "
-              "restart shoald", c->cred, fmt_utc(when, sizeof when, d->cred_expires),
+        LOG_E("credential %s expired at %s: peers and trackers refuse this node (it redials "
+              "its --peers only every few minutes now); issue a new one ('shoal cred issue "
+              "--cluster-key CLUSTER.key --node %s.pub --out %s') and restart shoald", c->cred, fmt_utc(when, sizeof when, d->cred_expires),
               c->node_key, c->cred);
     } else {
         uint64_t rem = d->cred_expires - now;

@@ -910,7 +910,7 @@ def case_cred_expiry(tmp):
     slowly and an idle node, both with credentials that expire ten seconds
     after they are issued, are disconnected by the seed at expiry (the idle
     one told why); the puller receives no chunk after that and its redials
-    are refused."""
+    are refused, and then come rarely (not every --reconnect-ms)."""
     expire_s = 10
     k, _, _, _, _ = setup(tmp)
     repo, files, mf, mid = one_file_release(tmp, k, "x", 11, 8 * 1024 * 1024,
@@ -975,6 +975,21 @@ def case_cred_expiry(tmp):
     if not a.wait_for(r"refused: credential rejected: expired", 10):
         print("FAIL the seed did not refuse a redial with the expired credential")
         fails += 1
+    else:
+        # Once refused, the nodes redial rarely (10 s, doubling), not every
+        # --reconnect-ms (2 s), which filled both sides' logs: two nodes
+        # redial, so the third refusal is one of a second round.
+        rx = r"^(\S+)Z warn  peer \S+ refused: credential rejected: expired"
+        deadline = time.monotonic() + 20
+        while len(re.findall(rx, a.log(), re.M)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        at = [calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + float(t[19:])
+              for t in re.findall(rx, a.log(), re.M)]
+        gap = at[2] - at[0] if len(at) >= 3 else None
+        print(f"seed refusals of expired credentials: {len(at)}; first to third: {gap} s")
+        if gap is not None and gap < 5:
+            print("FAIL nodes with expired credentials kept redialling every few seconds")
+            fails += 1
     for n in (s, i):
         # A reconnect before expiry (a slow handshake on a loaded machine)
         # is fine; no session may start after it.
