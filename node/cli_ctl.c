@@ -69,10 +69,14 @@ static void explain_denied(const char *path)
                     "as %s%s",
             path, user, group, (unsigned)(st.st_mode & 07777), user,
             st.st_uid == 0 ? "" : " or root");
-    /* Joining the group helps only if the group may write to it. */
-    if (st.st_mode & S_IWGRP)
+    /* Joining the group helps only if the group may write to it; and
+     * adding users to group root is not advice to give. */
+    if ((st.st_mode & S_IWGRP) && st.st_gid != 0)
         fprintf(stderr, ", or as a member of group %s (e.g. `usermod -aG %s $USER`, then log "
                         "in again)", group, group);
+    else if (st.st_mode & S_IWGRP)
+        fprintf(stderr, ", or run shoald under a group of its own (a systemd unit's "
+                        "Group=), whose members may then use its socket");
     fputc('\n', stderr);
 }
 

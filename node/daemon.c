@@ -3253,7 +3253,8 @@ static void reopen_state(struct shoal_daemon *d)
         free(data);
     }
     free(v);
-    LOG_I("state file %s: %u releases reopened, %u dropped", d->state_path, opened, dropped);
+    LOG_I("state file %s: %u release%s reopened, %u dropped", d->state_path, opened,
+          opened == 1 ? "" : "s", dropped);
     d->state_ready = true;
     save_state(d);
 }
@@ -3634,8 +3635,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     if (rv != 0)
         goto fail;
     hex8(pkhex, d->pk.pk);
-    LOG_I("shoald node %s zone '%s' listening on %s, cache %s, %s", pkhex, d->scfg.zone,
-          d->listen_addr, d->cache_dir, cfg->no_encrypt ? "encryption off unless a peer asks"
+    LOG_I("shoald node %s zone '%s' listening on %s, %s%s, %s", pkhex, d->scfg.zone,
+          d->listen_addr, (d->scfg.store_flags & SHOAL_STORE_MEMORY) ? "store " : "cache ",
+          (d->scfg.store_flags & SHOAL_STORE_MEMORY) ? "in memory" : d->cache_dir, cfg->no_encrypt ? "encryption off unless a peer asks"
                                                         : "encrypted sessions");
     *out = d;
     return 0;

@@ -80,7 +80,15 @@ int shoal_kvfile_load(const char *path, shoal_kvfile_fn fn, void *ctx, char *why
         }
         *eq = '\0';
         inner[0] = '\0';
-        rv = fn(ctx, trim(s), trim(eq + 1), inner, sizeof inner);
+        /* zone = "z1" means z1, as in most such files (the quotes were
+         * kept, and the zone became '"z1"' without a word). */
+        char *v = trim(eq + 1);
+        size_t vl = strlen(v);
+        if (vl >= 2 && (v[0] == '"' || v[0] == '\'') && v[vl - 1] == v[0]) {
+            v[vl - 1] = '\0';
+            v++;
+        }
+        rv = fn(ctx, trim(s), v, inner, sizeof inner);
         if (rv != 0) {
             snprintf(why, whylen, "%s:%u: %s", path, lineno, inner[0] ? inner : shoal_strerror(rv));
             goto out;

@@ -8,6 +8,8 @@
  *   - '#' at the start of a line or after a space or tab starts a comment
  *     (a value may still hold a '#' of its own: a URL fragment, a file
  *     name);
+ *   - a value in a pair of double or single quotes loses them ("z1" is
+ *     z1); they do not protect a comment's '#';
  *   - lines of at most SHOAL_KVFILE_LINE_MAX bytes, newline excluded: a
  *     longer one is refused rather than read as two.
  */

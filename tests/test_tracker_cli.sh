@@ -31,6 +31,12 @@ run_until_started() {
 printf '%s\n' '# a tracker for one zone' 'cluster-key = cl.key.pub   # the cluster' \
     'listen = 127.0.0.1:0' 'announce-interval-ms = 2000' 'node-ttl-ms = 7000' \
     'lease-ms = 5000' >good.conf
+# A quoted value loses its quotes, as in most such files.
+printf 'cluster-key = "cl.key.pub"\nlisten = '"'"'127.0.0.1:0'"'"'\n' >quoted.conf
+run_until_started --config quoted.conf
+if grep -q "listening on 127.0.0.1:" run.txt && grep -q "exit 0" run.txt
+then echo "ok   quoted values in a --config file"
+else echo "FAIL quoted values in a --config file"; cat quoted.conf run.txt; fails=$((fails+1)); fi
 # SIGHUP (a closed terminal, a log rotation) is logged and ignored.
 "$tracker" --config good.conf >hup.txt 2>&1 & hpid=$!
 for _ in $(seq 100); do grep -q "started on" hup.txt && break; sleep 0.1; done
