@@ -1344,12 +1344,6 @@ void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint3
     __builtin_prefetch(&s->peers[slot], 1);
 }
 
-const void *shoal_sched_chunk_state(const struct shoal_sched *s, size_t *stride)
-{
-    *stride = sizeof(*s->ck);
-    return s->ck;
-}
-
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
 {
     int i = find_peer(s, peer);

@@ -343,14 +343,6 @@ void shoal_sched_prefetch_deep(const struct shoal_sched *s);
  * misses overlap. Same preconditions as shoal_sched_slot_have. */
 void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk);
 
-/* Where |s| keeps its per-chunk state: chunk c's record, which
- * shoal_sched_slot_have reads first, starts at the returned address plus
- * c * *|stride| bytes. Only for prefetching (the layout is private); it
- * never moves while |s| lives. A transport relaying a HAVE to many
- * instances keeps it per instance and asks for the record at once, where
- * shoal_sched_slot_prefetch has to load |s| first to find it. */
-const void *shoal_sched_chunk_state(const struct shoal_sched *s, size_t *stride);
-
 /* Updates |peer|'s round-trip time. Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
 

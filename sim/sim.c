@@ -126,10 +126,6 @@ struct node {
     /* Per peer, its scheduler: the HAVE fan-out reads it without touching
      * the peer's node record. */
     struct shoal_sched **psched;
-    /* Per peer, its scheduler's chunk records (shoal_sched_chunk_state):
-     * the fan-out asks for a chunk's record while the peer's scheduler is
-     * still on its way, not after. */
-    const uint8_t **pck;
     uint32_t npeers;
     uint32_t oconn;        /* conn origin -> this node */
     uint32_t role;         /* shoal_sched_role_key() of the role in effect */
@@ -204,7 +200,6 @@ struct sim {
      * line of it is found (and asked for) without its node record. */
     uint8_t *haves;
     size_t hstride;
-    size_t ckstride;       /* bytes per chunk record (shoal_sched_chunk_state) */
     struct shoal_reg_peer *plist;
     struct shoal_sim_progress prog; /* when c->progress */
     /* The rate bin settle() last added to, [bin_lo, bin_hi) in time: a
@@ -1047,10 +1042,8 @@ static int deliver(struct sim *S, uint32_t src, uint32_t dst, uint32_t c, double
             to[nto] = i;
             nto += !((row[p >> 3] >> (p & 7)) & 1);
         }
-        for (uint32_t k = 0; k < nto; k++) {
+        for (uint32_t k = 0; k < nto; k++)
             __builtin_prefetch(d->psched[to[k]]);
-            __builtin_prefetch(d->pck[to[k]] + (size_t)c * S->ckstride, 1);
-        }
     }
     /* Our own scheduler meanwhile: it shares nothing with the peers'. */
     if (src == S->n)
@@ -1110,12 +1103,10 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
     A->peer[A->npeers] = b;
     A->rslot[A->npeers] = (uint8_t)shoal_sched_peer_slot(B->s, a);
     A->psched[A->npeers] = B->s;
-    A->pck[A->npeers] = shoal_sched_chunk_state(B->s, &S->ckstride);
     A->cin[A->npeers++] = ba;
     B->peer[B->npeers] = a;
     B->rslot[B->npeers] = (uint8_t)shoal_sched_peer_slot(A->s, b);
     B->psched[B->npeers] = A->s;
-    B->pck[B->npeers] = shoal_sched_chunk_state(A->s, &S->ckstride);
     B->cin[B->npeers++] = ab;
     /* Each scheduler reads its peer's own have-set, which deliver()
      * keeps current: one set per node, not a copy per peer (a daemon
@@ -1381,7 +1372,6 @@ static int fail_node(struct sim *S, uint32_t x)
             P->cin[k] = P->cin[P->npeers - 1];
             P->rslot[k] = P->rslot[P->npeers - 1];
             P->psched[k] = P->psched[P->npeers - 1];
-            P->pck[k] = P->pck[P->npeers - 1];
             P->npeers--;
             mark_dirty(S, p);
         }
@@ -1827,8 +1817,7 @@ static int setup(struct sim *S)
         nd->cin = malloc((sc.max_peers) * sizeof(uint32_t));
         nd->rslot = malloc(sc.max_peers);
         nd->psched = malloc(sc.max_peers * sizeof(*nd->psched));
-        nd->pck = malloc(sc.max_peers * sizeof(*nd->pck));
-        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched || !nd->pck)
+        if (!nd->have || !nd->peer || !nd->cin || !nd->rslot || !nd->psched)
             return -ENOMEM;
         nd->zone = (uint8_t)(i % c->zones);
         S->zone[i] = nd->zone;
@@ -1895,7 +1884,6 @@ static void teardown(struct sim *S)
             free(S->node[i].cin);
             free(S->node[i].rslot);
             free(S->node[i].psched);
-            free(S->node[i].pck);
             free(S->node[i].up.v);
             free(S->node[i].down.v);
         }

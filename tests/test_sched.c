@@ -208,33 +208,6 @@ static void test_bitfield_borrow(void)
     shoal_sched_free(s);
 }
 
-/* The chunk records a transport prefetches: one address for the life of
- * the scheduler, whatever it does meanwhile, and a record per chunk. */
-static void test_chunk_state(void)
-{
-    struct shoal_sched *s = mk(300, 0, NULL, NULL);
-    uint8_t theirs[40] = {0}; /* whole words, as a borrowed set must be */
-    struct shoal_sched_action a[64];
-    size_t stride = 0;
-    const void *base = shoal_sched_chunk_state(s, &stride);
-    CHECK(base != NULL);
-    CHECK(stride > 0);
-    all_bits(theirs, 300);
-    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
-    CHECK_EQ(shoal_sched_peer_bitfield_borrow(s, 1, theirs, 38), 0);
-    for (uint64_t t = 0; t < 20; t++) {
-        size_t n = shoal_sched_next(s, t, a, 64);
-        for (size_t i = 0; i < n; i++)
-            if (a[i].type == SHOAL_SCHED_REQUEST)
-                CHECK_EQ(shoal_sched_req_done(s, t, 1, a[i].chunk, 1 << 20, 1), 0);
-    }
-    CHECK(shoal_sched_have_count(s) > 0);
-    size_t stride2 = 0;
-    CHECK(shoal_sched_chunk_state(s, &stride2) == base);
-    CHECK_EQ(stride2, stride);
-    shoal_sched_free(s);
-}
-
 /* A peer that claims every chunk and answers "unknown" (or nothing): each
  * chunk it fails is no longer asked of it, and one nobody else holds goes
  * to the origin, instead of straight back to the same peer. */
@@ -1620,7 +1593,6 @@ int main(void)
     RUN(test_rarest_first);
     RUN(test_bitfield_add);
     RUN(test_bitfield_borrow);
-    RUN(test_chunk_state);
     RUN(test_borrow_all);
     RUN(test_peer_lacks);
     RUN(test_loader_priority);
