@@ -79,20 +79,24 @@ class Proc:
         self.argv = list(argv)
         self.name = name or os.path.basename(self.argv[0])
         self.lines = []
+        self.stamps = []  # time.monotonic() at which each line of |lines| came
         self.out = []
         self.lock = threading.Lock()
         self.p = subprocess.Popen(self.argv, stdin=stdin, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env=env)
         procs.append(self)
-        self.threads = [threading.Thread(target=self._reader, args=(f, into), daemon=True)
-                        for f, into in ((self.p.stderr, self.lines), (self.p.stdout, self.out))]
+        self.threads = [threading.Thread(target=self._reader, args=(f, into, st), daemon=True)
+                        for f, into, st in ((self.p.stderr, self.lines, self.stamps),
+                                            (self.p.stdout, self.out, None))]
         for t in self.threads:
             t.start()
 
-    def _reader(self, f, into):
+    def _reader(self, f, into, stamps):
         for line in f:
             with self.lock:
                 into.append(line.rstrip("\n"))
+                if stamps is not None:
+                    stamps.append(time.monotonic())
 
     def drain(self, timeout=5):
         """Waits up to |timeout| s in all for the readers to reach EOF (they
@@ -254,11 +258,13 @@ def finish(fails, nodes, dump=None, tail=None):
 
 def watch_all(nodes, pattern, t_start, deadline, tick=None):
     """Watches the stderr of every Proc in |nodes| at once for a line
-    matching |pattern|, so each is timed when it happened: returns
-    {name: (seconds since t_start, re.Match)} for those that printed one
-    before the monotonic |deadline|, and the name of a node that exited
-    without printing one (None if none did), at which point it stops.
-    |tick|, when given, is called on every pass (about every 20 ms)."""
+    matching |pattern|, each timed when its reader thread got the line (not
+    when this loop came round to it: a slow |tick| would date every line
+    that came meanwhile at its end): returns {name: (seconds since t_start,
+    re.Match)} for those that printed one before the monotonic |deadline|,
+    and the name of a node that exited without printing one (None if none
+    did), at which point it stops. |tick|, when given, is called on every
+    pass (about every 20 ms)."""
     rx = re.compile(pattern)
     seen = {p.name: 0 for p in nodes}
     got = {}
@@ -270,11 +276,12 @@ def watch_all(nodes, pattern, t_start, deadline, tick=None):
                 continue
             with p.lock:
                 lines = p.lines[seen[p.name]:]
+                stamps = p.stamps[seen[p.name]:]
             seen[p.name] += len(lines)
-            for line in lines:
+            for line, at in zip(lines, stamps):
                 m = rx.search(line)
                 if m:
-                    got[p.name] = (time.monotonic() - t_start, m)
+                    got[p.name] = (at - t_start, m)
                     break
             if p.name not in got and p.p.poll() is not None:
                 return got, p.name
