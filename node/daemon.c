@@ -7,12 +7,14 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1407,6 +1409,13 @@ static int start_loader(struct shoal_daemon *d)
 
     if (!d->cfg->loader_socket)
         return 0;
+    /* Else the control socket found the loader's bound there and blamed
+     * "another shoald". */
+    if (d->cfg->control_socket && strcmp(d->cfg->control_socket, d->cfg->loader_socket) == 0) {
+        LOG_E("control-socket and loader-socket are the same path (%s): give each its own",
+              d->cfg->loader_socket);
+        return -EINVAL;
+    }
     memset(&lc, 0, sizeof lc);
     lc.loop = &d->loop;
     lc.path = d->cfg->loader_socket;
@@ -2800,6 +2809,11 @@ static int start_ctl(struct shoal_daemon *d)
 
     if (path && strcmp(path, "none") == 0)
         return 0;
+    if (path && strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        LOG_E("control socket %s: the path is too long for a Unix socket (%zu bytes, at most "
+              "%zu)", path, strlen(path), sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+        return SHOAL_ELIMIT;
+    }
     d->ctl_ops.pull = ctl_pull;
     d->ctl_ops.release = ctl_release;
     d->ctl_ops.releases = ctl_releases;
@@ -3185,6 +3199,15 @@ static void reopen_state(struct shoal_daemon *d)
               "loader will not be reopened after a restart",
               rv == SHOAL_ENOTFOUND ? "no STATE_DIRECTORY, XDG_STATE_HOME or HOME"
                                     : shoal_strerror(rv));
+        return;
+    }
+    /* The top of the cache holds repo folders only: huggingface-cli
+     * scan-cache reports anything else there as a corrupt entry. */
+    char rs[PATH_MAX], rc[PATH_MAX];
+    if (realpath(d->state_dir, rs) && realpath(d->abs_cache, rc) && strcmp(rs, rc) == 0) {
+        LOG_E("no state file: state-dir %s is the cache dir, whose top level holds repo "
+              "folders only (huggingface-cli scan-cache would report the file as a corrupt "
+              "entry); set state-dir elsewhere, or leave it unset", d->state_dir);
         return;
     }
     d->state_on = true;

@@ -28,6 +28,11 @@ chmod 644 n.key
 expect 1 "n.key" "secret key readable by others" "$shoald" "${common[@]}"
 chmod 600 n.key
 expect 1 "manifest" "unreadable manifest" "$shoald" "${common[@]}" --manifest /nonexistent.mf
+long=$(printf 'x%.0s' $(seq 120))
+expect 1 "the path is too long for a Unix socket" "--control-socket path too long" \
+    "$shoald" "${common[@]}" --control-socket "$work/$long.sock"
+expect 1 "control-socket and loader-socket are the same path" "one path for both sockets" \
+    "$shoald" "${common[@]}" --control-socket "$work/same.sock" --loader-socket "$work/same.sock"
 # Out-of-range values are refused naming the range, not clamped in silence;
 # a missing token file is named as such (not as the origin).
 expect 1 "max-frame 1024: use 4259840 " "--max-frame below one chunk" "$shoald" "${common[@]}" --max-frame 1K
@@ -115,6 +120,11 @@ starts() {
     else echo "FAIL $what"; cat start.txt; fails=$((fails+1)); fi
     kill $pid 2>/dev/null; wait $pid 2>/dev/null
 }
+# A state dir that is the cache dir would put a file among the repo folders.
+starts "state-dir = cache-dir: refused, no state file there" "state-dir .* is the cache dir" \
+    "$shoald" "${common[@]}" --state-dir "$work/c"
+[ ! -e "$work"/c/releases-*.list ] && echo "ok   ... and no state file in the cache" ||
+    { echo "FAIL a state file was written at the top of the cache"; fails=$((fails+1)); }
 # SIGHUP (a closed terminal, a log rotation) is logged and ignored; SIGTERM
 # still shuts down cleanly, removing the control socket.
 "$shoald" "${common[@]}" --control-socket "$PWD/hup.sock" >hup.txt 2>&1 & hpid=$!
