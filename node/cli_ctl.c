@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -343,14 +344,23 @@ static void print_progress(const struct shoal_ctl_release *r, bool tty)
         char why[sizeof r->error];
         snprintf(why, sizeof why, "%s", r->error);
         clean_str(why);
-        fprintf(stdout, "%s%s: waiting for the manifest%s%s%s%s", tty ? "\r\033[K" : "",
-                r->name, why[0] ? " (" : "", why, why[0] ? ")" : "", tty ? "" : "\n");
+        char line[sizeof why + SHOAL_CTL_RELEASE_MAX + 64];
+        snprintf(line, sizeof line, "%s: waiting for the manifest%s%s%s", r->name,
+                 why[0] ? " (" : "", why, why[0] ? ")" : "");
+        /* A redrawn line wider than the terminal wraps, and \r\033[K
+         * clears only its last row: cut it to the width. */
+        struct winsize ws;
+        if (tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 4 &&
+            strlen(line) >= ws.ws_col)
+            snprintf(line + ws.ws_col - 4, 4, "...");
+        fprintf(stdout, "%s%s%s", tty ? "\r\033[K" : "", line, tty ? "" : "\n");
     } else if (tty) {
         memset(bar, '#', (size_t)fill);
         memset(bar + fill, '.', (size_t)(40 - fill));
         bar[40] = '\0';
-        fprintf(stdout, "\r\033[K[%s] %5.1f%% %s/%s %s/s %u peers origin %u%% ETA %s", bar,
-                frac * 100.0, have, total, rate, r->peers, origin_pct(r), eta);
+        fprintf(stdout, "\r\033[K[%s] %5.1f%% %s/%s %s/s %u peer%s origin %u%% ETA %s", bar,
+                frac * 100.0, have, total, rate, r->peers, r->peers == 1 ? "" : "s",
+                origin_pct(r), eta);
     } else {
         fprintf(stdout, "%s %5.1f%% %s/%s %s/s peers %u origin %u%% eta %s\n", r->name,
                 frac * 100.0, have, total, rate, r->peers, origin_pct(r), eta);

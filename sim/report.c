@@ -72,8 +72,8 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     fprintf(f, "release        %.3f GiB in %u chunks\n", F / 1073741824.0, r->nchunks);
     uint32_t seeds = r->nodes - r->completed - r->failed - r->incomplete;
     if (seeds > 0)
-        fprintf(f, "nodes          %u (%u seeds, %u completed, %u failed, %u incomplete)\n",
-                r->nodes, seeds, r->completed, r->failed, r->incomplete);
+        fprintf(f, "nodes          %u (%u seed%s, %u completed, %u failed, %u incomplete)\n",
+                r->nodes, seeds, seeds == 1 ? "" : "s", r->completed, r->failed, r->incomplete);
     else
         fprintf(f, "nodes          %u (%u completed, %u failed, %u incomplete)\n", r->nodes,
                 r->completed, r->failed, r->incomplete);
