@@ -34,8 +34,10 @@
  *     not flooded with copies of what the importers are still bringing
  *     in;
  *   - each peer gets as many requests in flight as fill its
- *     bandwidth-delay product (measured throughput x RTT / average chunk
- *     size, plus one, at least min_depth), all peers together at most
+ *     bandwidth-delay product with some slack (its delivery rate, the
+ *     chunk bytes it sent over the time requests to it were outstanding,
+ *     x RTT x 1.25 / average chunk size, plus one, within min_depth and
+ *     max_depth), all peers together at most
  *     max_inflight when set; the fastest measured peers are filled first
  *     (peers not yet measured before them), so requests go to uploaders
  *     with upload to spare;
@@ -352,7 +354,9 @@ int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
  * The request for |chunk| at |peer| delivered |bytes| (verified) after
  * |duration_ms| since it was sent; we now hold the chunk. Duplicates
  * still outstanding at other peers are queued for CANCEL. Also feeds the
- * peer's throughput estimate. Returns 0, SHOAL_ENOTFOUND (no such
+ * peer's delivery rate (from |now_ms| and the time the request was made:
+ * |duration_ms| need not be exact) and the per-request throughput that
+ * ranks peers. Returns 0, SHOAL_ENOTFOUND (no such
  * request, e.g. already cancelled: the chunk is still taken) or
  * SHOAL_EBADMSG.
  */
