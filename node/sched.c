@@ -94,6 +94,12 @@ struct drate {
     uint64_t mark;        /* the time up to which |ms| counts: the last
                              arrival, or the send that refilled an empty
                              pipeline */
+    uint64_t lone_at;     /* when the last request that found the pipeline
+                             empty was sent ... */
+    uint32_t lone_chunk;  /* ... and its chunk (NIL: it is answered) */
+    uint32_t lone_ms;     /* the least time such a request took (0: none):
+                             a round trip and one chunk's transfer, without
+                             a wait behind other requests */
 };
 
 struct req {
@@ -798,7 +804,17 @@ static double drate_of(const struct shoal_sched *s, uint32_t slot)
 
 static void update_depth(struct shoal_sched *s, struct peer *p, double thr)
 {
-    double bdp = thr * (double)p->rtt_ms / 1000.0 / s->avg_chunk;
+    /* A caller that measures no round trip (rtt_ms 0) still gets one: a
+     * lone request's time less its chunk's transfer at the delivery
+     * rate. Taken only then: a measured one has no transfer to take out. */
+    double rtt = p->rtt_ms;
+    const struct drate *r = &s->drate[p - s->peers];
+    if (rtt == 0 && r->lone_ms > 0 && thr > 0) {
+        double est = r->lone_ms - s->avg_chunk * 1000.0 / thr;
+        if (est > 0)
+            rtt = est;
+    }
+    double bdp = thr * rtt / 1000.0 / s->avg_chunk;
     double d = ceil(DEPTH_GAIN * bdp) + 1.0;
     if (d < s->cfg.min_depth)
         d = s->cfg.min_depth;
@@ -1093,7 +1109,7 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     memset(p, 0, sizeof(*p));
     s->bitsp[i] = NULL;
     s->thr[i] = 0;
-    s->drate[i] = (struct drate){0};
+    s->drate[i] = (struct drate){.lone_chunk = NIL};
     s->thr_until[i] = 0;
     s->busy_until[i] = 0;
     s->busym[i >> 6] &= ~(1ull << (i & 63));
@@ -1409,6 +1425,12 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
         dr->bytes = DRATE_KEEP * dr->bytes + (double)bytes;
         dr->ms = DRATE_KEEP * dr->ms + (double)(now_ms > dr->mark ? now_ms - dr->mark : 0);
         dr->mark = now_ms;
+        if (chunk == dr->lone_chunk && s->reqs[k].at == dr->lone_at) {
+            uint64_t t = now_ms > dr->lone_at ? now_ms - dr->lone_at : 0;
+            if (t > 0 && (dr->lone_ms == 0 || t < dr->lone_ms))
+                dr->lone_ms = t < UINT32_MAX ? (uint32_t)t : UINT32_MAX;
+            dr->lone_chunk = NIL;
+        }
         /* Remove this request first so got_chunk cancels only the others. */
         s->reqs[k] = s->reqs[--s->nreq];
         p->inflight--;
@@ -2296,8 +2318,11 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
             s->ck[c].flags |= F_REQ;
             s->reqs[s->nreq++] = (struct req){.chunk = c, .slot = slot, .at = now_ms};
             /* The time the pipeline stood empty is not the peer's. */
-            if (p->inflight++ == 0)
+            if (p->inflight++ == 0) {
                 s->drate[slot].mark = now_ms;
+                s->drate[slot].lone_at = now_ms;
+                s->drate[slot].lone_chunk = c;
+            }
             peer_open(s, slot);
             out[n++] = (struct shoal_sched_action){
                 .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};

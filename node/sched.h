@@ -242,8 +242,11 @@ int shoal_sched_set_role(struct shoal_sched *s, const struct shoal_sched_role *r
 
 /*
  * Starts tracking peer |peer| (any caller-chosen id, unique among our
- * peers), in our zone when |same_zone|, with round-trip time |rtt_ms|. The
- * peer holds nothing until its bitfield or HAVEs arrive.
+ * peers), in our zone when |same_zone|, with round-trip time |rtt_ms| (0:
+ * not measured; the scheduler then takes the least time a request that
+ * found the peer's pipeline empty took, less its chunk's transfer at the
+ * peer's delivery rate). The peer holds nothing until its bitfield or
+ * HAVEs arrive.
  * Returns 0, SHOAL_EEXIST (id known) or SHOAL_ELIMIT (max_peers reached).
  */
 int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, uint32_t rtt_ms);
@@ -345,7 +348,8 @@ void shoal_sched_prefetch_deep(const struct shoal_sched *s);
  * misses overlap. Same preconditions as shoal_sched_slot_have. */
 void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk);
 
-/* Updates |peer|'s round-trip time. Returns 0 or SHOAL_ENOTFOUND. */
+/* Updates |peer|'s round-trip time (0: estimate it, as at
+ * shoal_sched_peer_add). Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
 
 /* ---- request outcomes ---- */

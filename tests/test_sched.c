@@ -1022,14 +1022,17 @@ static void test_pipeline_depth(void)
  * depth, and a depth sized from that stayed at 2: the peer sent two
  * chunks per 60 ms round and waited the rest. Sized from what the peer delivers, the pipeline grows until it
  * covers the round trip and the peer sends without a gap, and it stops
- * there: the wait in the queue does not deepen it further. */
-static void test_depth_delivery_rate(void)
+ * there: the wait in the queue does not deepen it further. With |rtt_arg|
+ * 0 the caller measures no round trip: the scheduler finds it
+ * from a request that went alone. */
+enum { NCH = 1000, RTT = 50, SEND = 10, LEN = 1 << 20 };
+
+static void depth_delivery_rate(uint32_t rtt_arg)
 {
-    enum { NCH = 1000, RTT = 50, SEND = 10, LEN = 1 << 20 };
     struct shoal_sched *s = mk(NCH, 0, NULL, NULL);
     uint8_t all[NCH / 8];
     all_bits(all, NCH);
-    CHECK_EQ(shoal_sched_peer_add(s, 1, true, RTT), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, rtt_arg), 0);
     CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, sizeof(all)), 0);
     /* Requests in flight, oldest first, with when each was sent and when
      * its chunk arrives. */
@@ -1069,6 +1072,12 @@ static void test_depth_delivery_rate(void)
     CHECK(most >= 6);
     CHECK(most <= 8);
     shoal_sched_free(s);
+}
+
+static void test_depth_delivery_rate(void)
+{
+    depth_delivery_rate(RTT);
+    depth_delivery_rate(0);
 }
 
 /* With max_inflight, no more requests than that are out at once, however
