@@ -1019,12 +1019,12 @@ static void test_pipeline_depth(void)
 /* A peer that sends one chunk every 10 ms (100 MiB/s) across a 50 ms round
  * trip, taking requests in order: each waits there for those ahead of it,
  * so a request's own bytes over its own duration is the rate over the
- * depth, and a depth sized from that stayed at 2: the peer sent two
- * chunks per 60 ms round and waited the rest. Sized from what the peer delivers, the pipeline grows until it
- * covers the round trip and the peer sends without a gap, and it stops
- * there: the wait in the queue does not deepen it further. With |rtt_arg|
- * 0 the caller measures no round trip: the scheduler finds it
- * from a request that went alone. */
+ * depth, and a depth sized from that stayed at 2: the peer sent two chunks
+ * per 60 ms round and waited the rest. Sized from what the peer delivers,
+ * the pipeline grows until it covers the round trip and the peer sends
+ * without a gap, and it stops there: the wait in the queue does not deepen
+ * it further. With |rtt_arg| 0 the caller measures no round trip: the
+ * scheduler finds it from a request that went alone. */
 enum { NCH = 1000, RTT = 50, SEND = 10, LEN = 1 << 20 };
 
 static void depth_delivery_rate(uint32_t rtt_arg)
