@@ -34,8 +34,10 @@
  *     not flooded with copies of what the importers are still bringing
  *     in;
  *   - each peer gets as many requests in flight as fill its
- *     bandwidth-delay product (measured throughput x RTT / average chunk
- *     size, plus one, at least min_depth), all peers together at most
+ *     bandwidth-delay product with some slack (its delivery rate, the
+ *     chunk bytes it sent over the time requests to it were outstanding,
+ *     x RTT x 1.25 / average chunk size, plus one, within min_depth and
+ *     max_depth), all peers together at most
  *     max_inflight when set; the fastest measured peers are filled first
  *     (peers not yet measured before them), so requests go to uploaders
  *     with upload to spare;
@@ -240,8 +242,11 @@ int shoal_sched_set_role(struct shoal_sched *s, const struct shoal_sched_role *r
 
 /*
  * Starts tracking peer |peer| (any caller-chosen id, unique among our
- * peers), in our zone when |same_zone|, with round-trip time |rtt_ms|. The
- * peer holds nothing until its bitfield or HAVEs arrive.
+ * peers), in our zone when |same_zone|, with round-trip time |rtt_ms| (0:
+ * not measured; the scheduler then takes the least time a request that
+ * found the peer's pipeline empty took, less its chunk's transfer at the
+ * peer's delivery rate). The peer holds nothing until its bitfield or
+ * HAVEs arrive.
  * Returns 0, SHOAL_EEXIST (id known) or SHOAL_ELIMIT (max_peers reached).
  */
 int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, uint32_t rtt_ms);
@@ -343,7 +348,8 @@ void shoal_sched_prefetch_deep(const struct shoal_sched *s);
  * misses overlap. Same preconditions as shoal_sched_slot_have. */
 void shoal_sched_slot_prefetch(const struct shoal_sched *s, uint32_t slot, uint32_t chunk);
 
-/* Updates |peer|'s round-trip time. Returns 0 or SHOAL_ENOTFOUND. */
+/* Updates |peer|'s round-trip time (0: estimate it, as at
+ * shoal_sched_peer_add). Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
 
 /* ---- request outcomes ---- */
@@ -352,7 +358,9 @@ int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms);
  * The request for |chunk| at |peer| delivered |bytes| (verified) after
  * |duration_ms| since it was sent; we now hold the chunk. Duplicates
  * still outstanding at other peers are queued for CANCEL. Also feeds the
- * peer's throughput estimate. Returns 0, SHOAL_ENOTFOUND (no such
+ * peer's delivery rate (from |now_ms| and the time the request was made:
+ * |duration_ms| need not be exact) and the per-request throughput that
+ * ranks peers. Returns 0, SHOAL_ENOTFOUND (no such
  * request, e.g. already cancelled: the chunk is still taken) or
  * SHOAL_EBADMSG.
  */

@@ -1008,11 +1008,76 @@ static void test_pipeline_depth(void)
     struct shoal_sched_action a[64];
     size_t n = shoal_sched_next(s, 0, a, 64);
     CHECK_EQ(n, 2);
-    /* 1 MiB in 10 ms = 100 MiB/s; x 50 ms RTT = 5 chunks in flight + 1. */
+    /* 1 MiB in 10 ms = 100 MiB/s; x 50 ms RTT = 5 chunks, x 1.25 and
+     * rounded up 7, + 1 in flight. */
     CHECK_EQ(shoal_sched_req_done(s, 10, 1, a[0].chunk, 1 << 20, 10), 0);
     n = shoal_sched_next(s, 10, a, 64);
-    CHECK_EQ(n + 1, 6);
+    CHECK_EQ(n + 1, 8);
     shoal_sched_free(s);
+}
+
+/* A peer that sends one chunk every 10 ms (100 MiB/s) across a 50 ms round
+ * trip, taking requests in order: each waits there for those ahead of it,
+ * so a request's own bytes over its own duration is the rate over the
+ * depth, and a depth sized from that stayed at 2: the peer sent two chunks
+ * per 60 ms round and waited the rest. Sized from what the peer delivers,
+ * the pipeline grows until it covers the round trip and the peer sends
+ * without a gap, and it stops there: the wait in the queue does not deepen
+ * it further. With |rtt_arg| 0 the caller measures no round trip: the
+ * scheduler finds it from a request that went alone. */
+enum { NCH = 1000, RTT = 50, SEND = 10, LEN = 1 << 20 };
+
+static void depth_delivery_rate(uint32_t rtt_arg)
+{
+    struct shoal_sched *s = mk(NCH, 0, NULL, NULL);
+    uint8_t all[NCH / 8];
+    all_bits(all, NCH);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, rtt_arg), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, sizeof(all)), 0);
+    /* Requests in flight, oldest first, with when each was sent and when
+     * its chunk arrives. */
+    struct flight {
+        uint32_t chunk;
+        uint64_t sent, done;
+    } q[64];
+    size_t qh = 0, qn = 0;
+    uint64_t now = 0, peer_free = 0, last = 0, gap = 0;
+    uint32_t most = 0;
+    struct shoal_sched_action a[64];
+    for (int round = 0; round < 300; round++) {
+        size_t n = shoal_sched_next(s, now, a, 64);
+        for (size_t i = 0; i < n; i++) {
+            if (a[i].type != SHOAL_SCHED_REQUEST)
+                continue;
+            REQUIRE(qn < 64);
+            uint64_t start = now + RTT / 2 > peer_free ? now + RTT / 2 : peer_free;
+            peer_free = start + SEND;
+            q[(qh + qn++) % 64] = (struct flight){a[i].chunk, now, peer_free + RTT / 2};
+        }
+        if (round >= 200 && shoal_sched_inflight(s) > most)
+            most = shoal_sched_inflight(s);
+        REQUIRE(qn > 0);
+        struct flight r = q[qh];
+        qh = (qh + 1) % 64;
+        qn--;
+        now = r.done;
+        if (round >= 200 && now - last > gap)
+            gap = now - last;
+        last = now;
+        CHECK_EQ(shoal_sched_req_done(s, now, 1, r.chunk, LEN, now - r.sent), 0);
+    }
+    /* Arrivals SEND apart: the peer never waited for a request. It needs
+     * (RTT + SEND) / SEND = 6 in flight; DEPTH_GAIN makes it 8. */
+    CHECK_EQ(gap, SEND);
+    CHECK(most >= 6);
+    CHECK(most <= 8);
+    shoal_sched_free(s);
+}
+
+static void test_depth_delivery_rate(void)
+{
+    depth_delivery_rate(RTT);
+    depth_delivery_rate(0);
 }
 
 /* With max_inflight, no more requests than that are out at once, however
@@ -1611,6 +1676,7 @@ int main(void)
     RUN(test_failures);
     RUN(test_turns);
     RUN(test_pipeline_depth);
+    RUN(test_depth_delivery_rate);
     RUN(test_inflight_cap);
     RUN(test_inflight_cap_loader);
     RUN(test_origin_delay);
