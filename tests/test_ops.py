@@ -1725,6 +1725,12 @@ def case_tracker_rollouts(tmp):
         print(f"FAIL shoal rollout --remove: exit {r.returncode} {r.stderr.strip()}; "
               f"file now {good}")
         fails += 1
+    # Removing what is not recorded says so (not a bare "not found").
+    r = cli("rollout", other, "--zone", "nosuch", "--remove", *admin)
+    print(f"removing a rollout not recorded: exit {r.returncode}: {r.stderr.strip()}")
+    if r.returncode == 0 or f"no rollout of {other} is recorded for zone nosuch" not in r.stderr:
+        print("FAIL removing a rollout that is not recorded does not say so")
+        fails += 1
     os.remove(rf)
     os.mkdir(rf)
     r = cli("rollout", rel, "--remove", *admin)

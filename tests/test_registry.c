@@ -1085,13 +1085,20 @@ static void test_rollouts(void)
     char name[300];
     snprintf(name, sizeof(name), "org/model@%s", c1);
     CHECK_EQ(shoal_reg_rollout_set(r, "nonsense", NULL, false), SHOAL_EBADMSG);
+    /* Only names nodes can act on: org/name at 40 lowercase hex digits. */
+    CHECK_EQ(shoal_reg_rollout_set(r, "bad@name", NULL, false), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", NULL, false), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@ABABABABABABABABABABABABABABABABABABABAB", NULL, false), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org//m@abababababababababababababababababababab", NULL, false), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/@abababababababababababababababababababab", NULL, false), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_rollout_set(r, "o rg/m@abababababababababababababababababababab", NULL, false), SHOAL_EBADMSG);
     CHECK_EQ(shoal_reg_rollout_set(r, name, "east", false), 0);
     CHECK_EQ(shoal_reg_rollout_set(r, name, "east", false), 0); /* no duplicate */
-    CHECK_EQ(shoal_reg_rollout_set(r, "org/other@abc", NULL, false), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/other@abababababababababababababababababababab", NULL, false), 0);
     struct shoal_reg_desired d[8];
     CHECK_EQ(shoal_reg_rollouts_for(r, "east", false, d, 8), 2);
     CHECK_EQ(shoal_reg_rollouts_for(r, "west", false, d, 8), 1);
-    CHECK(strcmp(d[0].repo_at_rev, "org/other@abc") == 0);
+    CHECK(strcmp(d[0].repo_at_rev, "org/other@abababababababababababababababababababab") == 0);
     CHECK(!d[0].known);
     CHECK_EQ(shoal_reg_rollouts_for(r, "east", true, d, 8), 0); /* none registered */
     CHECK_EQ(shoal_reg_put_manifest(r, id1, 0, "org/model", c1, 10, (const uint8_t *)"S", 1), 0);
@@ -1493,7 +1500,7 @@ static void test_zone_churn(void)
     key(evil, 1, 666);
     key(good, 1, 1);
     key(m1, 2, 1);
-    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "keep", false), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abababababababababababababababababababab", "keep", false), 0);
     char z[32];
     int refused = 0;
     for (int i = 0; i < 3 * SHOAL_REG_ZONES_MAX; i++) {
@@ -1512,11 +1519,11 @@ static void test_zone_churn(void)
     CHECK_EQ(shoal_reg_peers(r, 20, m1, NULL, "b", p, 4), 1);
     CHECK(strcmp(p[0].zone, "b") == 0);
     uint32_t comp, part, none;
-    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "b", false), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abababababababababababababababababababab", "b", false), 0);
     shoal_reg_rollout_status(r, 20, m1, &comp, &part, &none);
     CHECK_EQ(comp + part + none, 3); /* no manifest by that name: everyone */
-    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "keep", true), 0);
-    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abc", "keep", true), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abababababababababababababababababababab", "keep", true), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, "org/m@abababababababababababababababababababab", "keep", true), SHOAL_ENOTFOUND);
     shoal_reg_free(r);
 }
 

@@ -2395,6 +2395,19 @@ int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const ch
         rv = SHOAL_EBADMSG;
         goto out;
     }
+    /* Only what nodes can act on: org/name (non-empty parts) at a
+     * 40-hex commit, as `shoal rollout` sends; a rollout file edited by
+     * hand could hold anything (bad@name was counted as restored). */
+    bool ok = strlen(at + 1) == 40 && at[-1] != '/' && repo_at_rev[0] != '/' &&
+              memchr(repo_at_rev, '/', (size_t)(at - repo_at_rev)) != NULL;
+    for (const char *p = at + 1; ok && *p; p++)
+        ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
+    for (const char *p = repo_at_rev; ok && p < at; p++)
+        ok = *p > ' ' && *p != 0x7f && !(p[0] == '/' && p[1] == '/');
+    if (!ok) {
+        rv = SHOAL_EBADMSG;
+        goto out;
+    }
     uint32_t zi = NONE;
     if (*zone) {
         zi = zone_find(r, zone, strlen(zone));

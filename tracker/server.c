@@ -1361,10 +1361,18 @@ static int handle_rollout(struct conn *c)
     }
     uint32_t before = shoal_reg_rollout_count(c->t->reg);
     int rv = shoal_reg_rollout_set(c->t->reg, name, zone, ro->remove);
-    if (rv)
-        return send_error(c, rv, rv == SHOAL_EBADMSG ? "expected org/name@commit"
-                                 : rv == SHOAL_ELIMIT ? "too many rollouts"
-                                                      : shoal_strerror(rv));
+    if (rv) {
+        char why[SHOAL_MSG_REPO_MAX + SHOAL_MSG_ZONE_MAX + 96];
+        if (rv == SHOAL_ENOTFOUND && ro->remove)
+            snprintf(why, sizeof why, "no rollout of %s is recorded%s%s", name,
+                     zone[0] ? " for zone " : " for the whole fleet", zone);
+        else
+            snprintf(why, sizeof why, "%s", rv == SHOAL_EBADMSG ? "expected org/name@commit (40 "
+                                                                  "lowercase hex digits)"
+                                            : rv == SHOAL_ELIMIT ? "too many rollouts"
+                                                                 : shoal_strerror(rv));
+        return send_error(c, rv, why);
+    }
     bool changed = shoal_reg_rollout_count(c->t->reg) != before;
     /* Written on the loop: rollouts are rare operator actions and the file
      * is small. A rollout the tracker could not record is undone, so what
