@@ -19,6 +19,7 @@ numpy, tensors are read-only ``memoryview`` slices of the mapping.
                 ...                           # jax.device_put(t) / torch.from_numpy(t)
             f.close()                         # once the accelerator holds the data
 """
+import errno
 import json
 import mmap
 import os
@@ -47,6 +48,39 @@ LOADER_WANT, LOADER_FILE, LOADER_DONE, LOADER_ERROR = 64, 65, 66, 67
 
 class LoaderError(Exception):
     """The daemon refused the request (LOADER_ERROR) or broke the protocol."""
+
+
+class LoaderPermissionError(LoaderError, PermissionError):
+    """The loader socket is not open to this process: the message names its
+    owner, group and mode, and who may use it (as the `shoal` CLI does)."""
+
+
+def _denied(path, err):
+    """A LoaderPermissionError for |path| explaining |err| (EACCES)."""
+    import grp
+    import pwd
+    try:
+        st = os.stat(path)
+    except OSError:
+        return LoaderPermissionError(
+            errno.EACCES, f"permission denied on {path}: a directory on the way to it is "
+            f"not open to uid {os.getuid()}; run as shoald's user or root")
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = f"uid {st.st_uid}"
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = f"gid {st.st_gid}"
+    hint = f"run as {user}" + ("" if st.st_uid == 0 else " or root")
+    if st.st_mode & 0o020 and st.st_gid != 0:
+        hint += f", or as a member of group {group} (shoald's --loader-group)"
+    elif st.st_mode & 0o020:
+        hint += ", or start shoald with --loader-group GROUP and join that group"
+    return LoaderPermissionError(
+        errno.EACCES, f"permission denied on {path} (owner {user}, group {group}, mode "
+        f"{st.st_mode & 0o7777:04o}): {hint}")
 
 
 # ---- a small strict msgpack codec (only the types the protocol uses) ----
@@ -320,6 +354,9 @@ class Client:
                     tv = struct.pack("@ll", 0, 1)  # zero would mean "never"
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        except PermissionError as e:
+            self.sock.close()
+            raise _denied(path, e) from None
         except OSError:
             self.sock.close()
             raise

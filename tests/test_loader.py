@@ -653,11 +653,16 @@ def as_nobody(fn, groups=(), uid=65534):
 
 
 def try_connect(sock, mid):
-    """0: refused by the socket mode; 1: refused by the daemon; 2: served."""
+    """0: refused by the socket mode; 1: refused by the daemon; 2: served;
+    5: refused by the socket mode without the client saying who may use it."""
     try:
         cl = shoal_loader.Client(sock, timeout=20)
-    except PermissionError:
-        return 0
+    except PermissionError as e:
+        # The client explains (owner, group, mode, who may), as the CLI
+        # does, not a bare errno traceback.
+        ok = isinstance(e, shoal_loader.LoaderError) and "(owner " in str(e)
+        print(f"child: {e}")
+        return 0 if ok else 5
     try:
         n = 0
         for f in cl.want(mid):
