@@ -29,7 +29,7 @@ static const struct key keys[] = {
     {"advertise", K_STR, F(advertise), "HOST:PORT",
      "address peers should dial (default: listen; if that is\n"
      "                               0.0.0.0 or ::, this node's address towards each tracker)"},
-    {"zone", K_STR, F(zone), "NAME", "our zone; same-zone peers are preferred"},
+    {"zone", K_STR, F(zone), "NAME", "our zone; same-zone peers are preferred (default)"},
     {"node-key", K_STR, F(node_key), "FILE", "node secret key (shoal keygen)"},
     {"cred", K_STR, F(cred), "FILE",
      "cluster credential for the node key (shoal cred issue); checked at start against\n"
