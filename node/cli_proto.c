@@ -181,7 +181,22 @@ static int cred_verify(int argc, char **argv)
         rv = shoal_cred_verify(&cred, ks, (uint64_t)time(NULL));
     char hex[2 * SHOAL_PUBKEY_LEN + 1];
     if (rv) {
-        fprintf(stderr, "shoal cred: %s: REJECTED: %s\n", argv[optind], shoal_strerror(rv));
+        /* A key file given where the credential goes is a likely mix-up:
+         * name it rather than "malformed encoding". */
+        char head[32] = "";
+        FILE *f = fopen(argv[optind], "re");
+        if (f) {
+            if (!fgets(head, sizeof head, f))
+                head[0] = '\0';
+            fclose(f);
+        }
+        const char *what = strncmp(head, SHOAL_SECKEY_TAG, strlen(SHOAL_SECKEY_TAG)) == 0
+                               ? " (it is a secret key file, not a credential)"
+                           : strncmp(head, SHOAL_PUBKEY_TAG, strlen(SHOAL_PUBKEY_TAG)) == 0
+                               ? " (it is a public key file, not a credential)"
+                               : "";
+        fprintf(stderr, "shoal cred: %s: REJECTED: %s%s\n", argv[optind], shoal_strerror(rv),
+                what);
         goto out;
     }
     shoal_hex(hex, cred.node_pk, sizeof cred.node_pk);

@@ -50,6 +50,11 @@ says "a secret key where a public key is expected" \
     "$shoal" cred issue --cluster-key cluster.key --node node.key --out x.cred
 says "a secret key as a trust list" "cluster.key is a secret key; give the public key" \
     "$shoal" cred verify --cluster-pub cluster.key node.cred
+says "a secret key given as the credential" "node.key: REJECTED: " \
+    "$shoal" cred verify --cluster-pub cluster.key.pub node.key
+grep -qF "(it is a secret key file, not a credential)" out.txt &&
+    echo "ok   ... named as a secret key file" ||
+    { echo "FAIL a secret key given as the credential is not named as such"; cat out.txt; fails=$((fails+1)); }
 "$shoal" keygen other.key >/dev/null
 refuse "cred from another cluster" "$shoal" cred verify --cluster-pub other.key.pub node.cred
 
