@@ -120,6 +120,17 @@ int shoal_hf_blob_path(char *out, size_t cap, const uint8_t sha256[32],
     return fmt(out, cap, "blobs/%s%s", hex, incomplete ? ".incomplete" : "");
 }
 
+int shoal_hf_partial_path(char *out, size_t cap, const uint8_t sha256[32],
+                          const char *tag)
+{
+    char hex[2 * SHOAL_HASH_LEN + 1];
+
+    shoal_hex(hex, sha256, SHOAL_HASH_LEN);
+    if (tag)
+        return fmt(out, cap, ".shoal/%s.%.16s.incomplete", hex, tag);
+    return fmt(out, cap, ".shoal/%s.incomplete", hex);
+}
+
 int shoal_hf_snapshot_path(char *out, size_t cap, const char *commit,
                            const char *path)
 {

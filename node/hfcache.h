@@ -5,12 +5,17 @@
  * offline with no change:
  *
  *   <cache>/models--org--name/blobs/<sha256 hex>          file contents
- *   <cache>/models--org--name/blobs/<sha256 hex>.incomplete  being filled
  *   <cache>/models--org--name/snapshots/<commit>/<path>   relative symlink
  *                                                          to ../../blobs/<sha>
  *   <cache>/models--org--name/refs/<branch>               the commit, no newline
+ *   <cache>/models--org--name/.shoal/<sha256 hex>.incomplete  being filled
  *
- * (datasets use "datasets--"). These helpers only build names and inspect a
+ * (datasets use "datasets--"). blobs/<etag>.incomplete is huggingface_hub's
+ * own resumable download, guarded by its flock on
+ * <cache>/.locks/models--org--name/<etag>.lock: it resumes from the file's
+ * size and renames it to blobs/<etag> unchecked, so shoal fills its partial
+ * files under .shoal/ (same filesystem: publishing stays one rename), where
+ * huggingface_hub never looks. These helpers only build names and inspect a
  * cache; node/store.c does the writing.
  */
 #ifndef SHOAL_HFCACHE_H
@@ -46,9 +51,18 @@ int shoal_hf_repo_folder(char *out, size_t cap, enum shoal_repo_type type,
                          const char *repo_id);
 
 /* Writes "blobs/<hex of sha256>" (relative to the repo folder), with
- * ".incomplete" appended when |incomplete|. Returns 0 or SHOAL_ELIMIT. */
+ * ".incomplete" appended when |incomplete| (huggingface_hub's partial
+ * download, and where an older shoald filled its own: only looked at
+ * to move such a file away). Returns 0 or SHOAL_ELIMIT. */
 int shoal_hf_blob_path(char *out, size_t cap, const uint8_t sha256[32],
                        bool incomplete);
+
+/* Writes where shoal fills a blob before publishing it (relative to the
+ * repo folder): ".shoal/<hex of sha256>.incomplete", or with |tag| (not
+ * NULL; its first 16 characters are used) ".shoal/<hex>.<tag>.incomplete".
+ * Returns 0 or SHOAL_ELIMIT. */
+int shoal_hf_partial_path(char *out, size_t cap, const uint8_t sha256[32],
+                          const char *tag);
 
 /* Writes "snapshots/<commit>/<path>" (relative to the repo folder). Returns 0
  * or SHOAL_ELIMIT. */

@@ -204,6 +204,7 @@ CASE is one of:
                 with the last session's keys ("does not open").
 Every wait is bounded; all processes are killed at the end.
 """
+import fcntl
 import glob
 import os
 import random
@@ -444,7 +445,8 @@ def store_full(tmp, small):
                      re.M):
         print(f"FAIL status does not show the release failed with the error:\n{st}")
         fails += 1
-    left = glob.glob(os.path.join(small, "hub", "*", "blobs", "*.incomplete"))
+    left = glob.glob(os.path.join(small, "hub", "*", "blobs", "*.incomplete")) + \
+        glob.glob(os.path.join(small, "hub", "*", ".shoal", "*.incomplete"))
     if left:
         print(f"FAIL preallocated files left on the full disk: {left}")
         fails += 1
@@ -2317,6 +2319,95 @@ def case_origin_min_rate(tmp):
     return fails
 
 
+def case_hf_partial(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "16M", shards="2")
+    slow_hub(hub, 1500000)
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    fails = 0
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    repo = os.path.join(n.cache, "models--acme--model")
+    first = subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pct = wait_pct(n, hub.commit, 10, 85)
+    if pct is None or pct < 10 or pct >= 85:
+        print(f"FAIL could not catch the pull mid-download (at {pct}%)")
+        first.kill()
+        first.wait()
+        n.dump()
+        return 1
+    n.p.terminate()
+    n.p.wait()
+    first.wait(timeout=30)
+    hf_names = glob.glob(os.path.join(repo, "blobs", "*.incomplete"))
+    parts = glob.glob(os.path.join(repo, ".shoal", "*.incomplete"))
+    print(f"stopped (SIGTERM) at {pct:.1f}%: {len(hf_names)} blobs/*.incomplete, "
+          f"{len(parts)} .shoal/*.incomplete")
+    if hf_names:
+        print(f"FAIL partial files under huggingface_hub's own download name: {hf_names}")
+        fails += 1
+    if not parts:
+        print("FAIL no partial file under .shoal/")
+        n.dump(tail=30)
+        return fails + 1
+    # What an older shoald left: its partial files in blobs/ under
+    # huggingface_hub's name. The restarted node moves them back (keeping
+    # their verified chunks).
+    for p in parts:
+        os.rename(p, os.path.join(repo, "blobs", os.path.basename(p)))
+    slow_hub(hub, 1000000)
+    n2 = node("h", k, tmp, hub, ["--tracker", taddr])
+    if not n2.wait_for(r"state file \S+: 1 releases reopened", 10):
+        print("FAIL the restarted node did not reopen the release it was pulling")
+        fails += 1
+    again = release_pct(n2, hub.commit)
+    print(f"restarted at {again}%")
+    if again is None or again < pct * 0.9:
+        print("FAIL the verified chunks of the moved partial files were not kept")
+        fails += 1
+    left = glob.glob(os.path.join(repo, "blobs", "*.incomplete"))
+    moved = [p for p in parts if os.path.exists(p)]
+    print(f"after the restart: {len(left)} blobs/*.incomplete, {len(moved)} of "
+          f"{len(parts)} moved back to .shoal/")
+    if left or not moved:
+        print(f"FAIL the older partial files were not moved out of blobs/: {left}")
+        fails += 1
+    # huggingface_hub downloading the same shard (its flock held): the node
+    # does not rename the shard into blobs/ until it lets go.
+    sha = os.path.basename(max(moved or parts, key=os.path.getsize)).split(".")[0]
+    lockdir = os.path.join(n.cache, ".locks", "models--acme--model")
+    os.makedirs(lockdir, exist_ok=True)
+    lock = open(os.path.join(lockdir, sha + ".lock"), "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    t0 = time.monotonic()
+    blocked = n2.wait_for(r"publishing into the cache failed.*holds \S+/\.locks/models--acme--model/"
+                          + sha + r"\.lock", 60)
+    if not blocked:
+        print("FAIL the node did not wait for huggingface_hub's lock before publishing")
+        fails += 1
+    if os.path.exists(os.path.join(repo, "blobs", sha)):
+        print("FAIL the shard was renamed into blobs/ while huggingface_hub held its lock")
+        fails += 1
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
+    done = n2.wait_for(r"release [0-9a-f]{16} \(acme/model@%s\) complete" % hub.commit, 60)
+    print(f"held the lock {time.monotonic() - t0:.1f} s; complete once let go: {bool(done)}")
+    if not done:
+        print("FAIL the release did not complete once the lock was let go")
+        fails += 1
+    fails += hubfix.check_files(n2, hub)
+    left = glob.glob(os.path.join(repo, "blobs", "*.incomplete"))
+    if left:
+        print(f"FAIL partial files left in blobs/: {left}")
+        fails += 1
+    fails += shoalproc.stop_all([n2])
+    if fails:
+        n.dump(tail=30)
+        n2.dump(tail=60)
+    return fails
+
+
 shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "register_manifest": case_register_manifest,
                       "tracker_forgot": case_tracker_forgot, "origin_bytes": case_origin_bytes, "store_full": case_store_full,
@@ -2340,5 +2431,5 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "drop_stalled": case_drop_stalled,
                       "publish_retry": case_publish_retry,
                       "origin_bad": case_origin_bad, "hub_refused": case_hub_refused,
-                      "hub_ca": case_hub_ca},
+                      "hub_ca": case_hub_ca, "hf_partial": case_hf_partial},
                "shoal-ops-", scan_sanitizers=True)

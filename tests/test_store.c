@@ -251,8 +251,14 @@ static void blob_path(char *out, size_t cap, const char *cache, const struct rel
 {
     char rest[256];
 
-    REQUIRE(shoal_hf_blob_path(rest, sizeof rest, shoal_manifest_file(r->m, (uint32_t)f)->sha256,
-                               incomplete) == 0);
+    const uint8_t *sha = shoal_manifest_file(r->m, (uint32_t)f)->sha256;
+
+    /* A partial file is shoal's own (.shoal/), never huggingface_hub's
+     * blobs/<sha>.incomplete. */
+    if (incomplete)
+        REQUIRE(shoal_hf_partial_path(rest, sizeof rest, sha, NULL) == 0);
+    else
+        REQUIRE(shoal_hf_blob_path(rest, sizeof rest, sha, false) == 0);
     repo_path(out, cap, cache, r, rest);
 }
 
@@ -322,6 +328,12 @@ static void test_hfcache_names(void)
     CHECK_EQ(strlen(out), 18 + 64);
     CHECK_EQ(shoal_hf_blob_path(out, sizeof out, sha, true), 0);
     CHECK(strlen(out) == 6 + 64 + 11 && strcmp(out + 70, ".incomplete") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, sha, NULL), 0);
+    CHECK(strncmp(out, ".shoal/abab", 11) == 0 && strlen(out) == 7 + 64 + 11 &&
+          strcmp(out + 71, ".incomplete") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, sha, "0123456789abcdef0123"), 0);
+    CHECK(strcmp(out + 71, ".0123456789abcdef.incomplete") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, 20, sha, NULL), SHOAL_ELIMIT);
 
     CHECK(shoal_hf_branch_ok("main"));
     CHECK(shoal_hf_branch_ok("refs/pr/1") && shoal_hf_branch_ok("v1.0"));
@@ -525,6 +537,137 @@ static void test_resume(void)
     rel_free(&r);
 }
 
+static uint32_t check_bits_true(struct shoal_store *s, const struct rel *r);
+
+/* huggingface_hub's own names for blob |f| of |r|: its resumable download
+ * blobs/<sha>.incomplete (|what| "inc") or its lock
+ * <cache>/.locks/<repo folder>/<sha>.lock ("lock"). */
+static void hf_name(char *out, size_t cap, const char *cache, const struct rel *r, int f,
+                    const char *what)
+{
+    const uint8_t *sha = shoal_manifest_file(r->m, (uint32_t)f)->sha256;
+    char folder[256], hex[65];
+
+    if (strcmp(what, "inc") == 0) {
+        char rest[256];
+
+        REQUIRE(shoal_hf_blob_path(rest, sizeof rest, sha, true) == 0);
+        repo_path(out, cap, cache, r, rest);
+        return;
+    }
+    REQUIRE(shoal_hf_repo_folder(folder, sizeof folder, shoal_manifest_repo_type(r->m),
+                                 shoal_manifest_repo_id(r->m)) == 0);
+    shoal_hex(hex, sha, 32);
+    snprintf(out, cap, "%s/.locks/%s/%s.lock", cache, folder, hex);
+}
+
+/* Names in the blobs/ folder of |r| that end in ".incomplete". */
+static int blobs_incomplete(const char *cache, const struct rel *r)
+{
+    char p[1024];
+    struct dirent *e;
+    DIR *d;
+    int n = 0;
+
+    repo_path(p, sizeof p, cache, r, "blobs");
+    d = opendir(p);
+    REQUIRE(d);
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        n += len > 11 && strcmp(e->d_name + len - 11, ".incomplete") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/*
+ * huggingface_hub resumes blobs/<etag>.incomplete from its size and, when
+ * that is the file's size, renames it to blobs/<etag> unchecked (under its
+ * flock on .locks/<repo folder>/<etag>.lock). A preallocated partial file of
+ * shoal's under that name would so be published with its holes (QA F4).
+ * Shoal's partial files live under .shoal/; one an older shoald left in
+ * blobs/ is moved there at open with its verified chunks; a shorter one
+ * (huggingface_hub's own download) is left alone; and a blob is renamed
+ * into blobs/ only while shoal holds huggingface_hub's lock for it.
+ */
+static void test_hf_partial_names(void)
+{
+    const char *cache = new_cache();
+    const struct shoal_mf_file *f1;
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], q[1024], msg[512];
+    uint32_t half, had, tried = 0;
+    struct stat st;
+    int fd, lock;
+
+    rel_std(&r, "org/tiny", C1, -1, 11);
+    f1 = shoal_manifest_file(r.m, 1);
+    REQUIRE(f1->nchunks >= 2);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    half = f1->nchunks / 2;
+    for (uint32_t i = 0; i < half; i++)
+        CHECK_EQ(put(s, &r, f1->first_chunk + i), 0);
+    had = shoal_store_count(s);
+    CHECK(had >= half);
+    /* Filling: nothing under huggingface_hub's partial name. */
+    hf_name(p, sizeof p, cache, &r, 1, "inc");
+    CHECK(!exists(p));
+    CHECK_EQ(blobs_incomplete(cache, &r), 0);
+    blob_path(q, sizeof q, cache, &r, 1, true);
+    CHECK(stat(q, &st) == 0 && (uint64_t)st.st_size == f1->size);
+    shoal_store_free(s);
+
+    /* What an older shoald left: its partial file in blobs/, full size,
+     * with the sidecar's verified chunks in it. And huggingface_hub's own
+     * partial download of another file, shorter than the file. */
+    REQUIRE(rename(q, p) == 0);
+    hf_name(q, sizeof q, cache, &r, 2, "inc");
+    fd = open(q, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(write(fd, r.f[2].data, 1000) == 1000);
+    close(fd);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(shoal_store_count(s), had); /* moved, not fetched again */
+    CHECK(!exists(p));
+    blob_path(p, sizeof p, cache, &r, 1, true);
+    CHECK(exists(p));
+    CHECK(stat(q, &st) == 0 && st.st_size == 1000 && file_is(q, r.f[2].data, 1000));
+    CHECK(check_bits_true(s, &r) == had);
+
+    /* huggingface_hub downloading the same file (its lock held): the
+     * verified blob waits, and is published once the lock is let go. */
+    hf_name(p, sizeof p, cache, &r, 1, "lock");
+    lock = open(p, O_RDWR);
+    CHECK(lock >= 0); /* made by the open above, for the move */
+    if (lock < 0)
+        lock = open(p, O_RDWR | O_CREAT, 0644);
+    REQUIRE(lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) == 0);
+    for (uint32_t i = half; i < f1->nchunks; i++)
+        CHECK_EQ(put(s, &r, f1->first_chunk + i), 0);
+    CHECK(!shoal_store_file_done(s, 1));
+    blob_path(q, sizeof q, cache, &r, 1, false);
+    CHECK(!exists(q));
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, ".lock") != NULL && strstr(msg, "huggingface_hub") != NULL);
+    CHECK_EQ(shoal_store_retry_publish(s, &tried), SHOAL_EBUSY);
+    CHECK(!shoal_store_file_done(s, 1) && !exists(q));
+    close(lock);
+    CHECK_EQ(shoal_store_retry_publish(s, &tried), 0);
+    CHECK(tried >= 1);
+    CHECK(shoal_store_file_done(s, 1) && shoal_store_file_done(s, 3));
+    CHECK(file_is(q, r.f[1].data, r.f[1].size));
+    CHECK(exists(p)); /* never removed: an older filelock would lock a dead name */
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        if (!shoal_store_has(s, i))
+            CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    CHECK_EQ(blobs_incomplete(cache, &r), 1); /* huggingface_hub's, untouched */
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 /* Every verified bit must be backed by the right bytes on disk. */
 static uint32_t check_bits_true(struct shoal_store *s, const struct rel *r)
 {
@@ -560,7 +703,7 @@ static uint32_t chunks_in_done_files(struct shoal_store *s, const struct rel *r)
     return n;
 }
 
-/* blobs/<sha>.<release id>.incomplete: a release's own partial file. */
+/* .shoal/<sha>.<release id>.incomplete: a release's own partial file. */
 static void own_partial(char *out, size_t cap, const char *cache, const struct rel *r, int f)
 {
     char hex[17];
@@ -777,7 +920,7 @@ static void test_shared_partial(void)
     REQUIRE(shoal_store_open(&se, cache, e.m, NULL) == 0);
     /* The liar writes under a name of its own. */
     shoal_hex(hex, shoal_manifest_file(a.m, 0)->sha256, 32);
-    snprintf(p, sizeof p, "%s/models--org--m/blobs/%s.", cache, hex);
+    snprintf(p, sizeof p, "%s/models--org--m/.shoal/%s.", cache, hex);
     shoal_hex(p + strlen(p), shoal_manifest_id(e.m), 8);
     strcat(p, ".incomplete");
     CHECK(stat(p, &st) == 0);
@@ -1698,7 +1841,7 @@ static int test_diskfull(void)
     CHECK(rv == SHOAL_ENOSPC || rv == -EFBIG);
     CHECK(s == NULL);
     fprintf(stderr, "  open: %s: %s\n", shoal_strerror(rv), msg);
-    CHECK(strstr(msg, "blobs/") != NULL && strstr(msg, cache) != NULL);
+    CHECK(strstr(msg, ".shoal/") != NULL && strstr(msg, cache) != NULL);
     repo_path(p, sizeof p, cache, &r, "snapshots");
     CHECK(!exists(p));
     for (int f = 0; f < r.nf; f++) {
@@ -2486,6 +2629,7 @@ int main(int argc, char **argv)
         RUN(test_publish_random_order);
         RUN(test_bad_chunk);
         RUN(test_resume);
+        RUN(test_hf_partial_names);
         RUN(test_crash_and_bad_sidecar);
         RUN(test_dedup_releases);
         RUN(test_shared_partial);
