@@ -3,10 +3,10 @@
  * The chunk store of one release, laid out as the Hugging Face hub cache
  * (see store.h for the on-disk picture and the guarantees).
  *
- * Files with the same sha256 share one blob, so the unit of filling and
- * publishing is the blob: each has a "primary" file whose chunk list is
- * authoritative, and other files with that sha256 (checked at open to have
- * the same chunk list) become complete with it. A chunk id that occurs at
+ * Files with the same sha256 and blob name (shoal_hf_etag) share one blob,
+ * so the unit of filling and publishing is the blob: each has a "primary"
+ * file whose chunk list is authoritative, and other files with that sha256
+ * (checked at open to have the same chunk list) become complete with it. A chunk id that occurs at
  * several places is one group in |order| (chunk indices sorted by id); one
  * put writes every place and marks the whole group.
  *
@@ -120,7 +120,7 @@ struct shoal_store {
     long gid;           /* the loader group for the folders, or -1 */
 
     uint32_t *file_blob; /* file -> blob */
-    uint32_t *blob_files; /* files grouped by blob (sorted by sha256) */
+    uint32_t *blob_files; /* files grouped by blob (sorted by cmp_blob_key) */
     uint32_t ndone;      /* blobs in BLOB_DONE */
     struct blob *blobs;
     uint32_t *order;     /* chunk indices sorted by (id, index) */
@@ -488,11 +488,25 @@ static int cmp_chunk_id(const void *a, const void *b, void *arg)
     return c ? c : (x > y) - (x < y);
 }
 
+/* Files with one blob: the same sha256 and the same blob name. Bytes kept
+ * both in LFS and in git have two names (huggingface_hub keeps two blobs
+ * then), so they are two blobs here too, filled by the same puts. */
+static int cmp_blob_key(const struct shoal_mf_file *x, const struct shoal_mf_file *y)
+{
+    int c = memcmp(x->sha256, y->sha256, SHOAL_HASH_LEN);
+
+    if (c == 0)
+        c = (int)x->has_blob_id - (int)y->has_blob_id;
+    if (c == 0 && x->has_blob_id)
+        c = memcmp(x->blob_id, y->blob_id, sizeof x->blob_id);
+    return c;
+}
+
 static int cmp_file_sha(const void *a, const void *b, void *arg)
 {
     const struct shoal_store *s = arg;
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    int c = memcmp(file(s, x)->sha256, file(s, y)->sha256, SHOAL_HASH_LEN);
+    int c = cmp_blob_key(file(s, x), file(s, y));
 
     return c ? c : (x > y) - (x < y);
 }
@@ -544,8 +558,7 @@ static int build_index(struct shoal_store *s)
     s->nblobs = 0;
     for (i = 0; i < s->nfiles; i++) {
         uint32_t f = byfile[i];
-        if (i > 0 && memcmp(file(s, f)->sha256, file(s, byfile[i - 1])->sha256,
-                            SHOAL_HASH_LEN) == 0) {
+        if (i > 0 && cmp_blob_key(file(s, f), file(s, byfile[i - 1])) == 0) {
             uint32_t b = s->nblobs - 1;
             if (!same_chunks(s, s->blobs[b].primary, f)) {
                 rv = SHOAL_EBADMSG;
@@ -621,14 +634,14 @@ static const char *in_part(const char *path)
  * resumable download, which it would take over and publish unverified. */
 static void blob_inc_path(const struct shoal_store *s, uint32_t b, char *out, size_t cap)
 {
-    shoal_hf_partial_path(out, cap, file(s, s->blobs[b].primary)->sha256,
+    shoal_hf_partial_path(out, cap, file(s, s->blobs[b].primary),
                           s->blobs[b].own_inc ? s->idhex : NULL);
 }
 
 /* This release's own partial name for blob |b|, whatever it fills now. */
 static void own_inc_path(const struct shoal_store *s, uint32_t b, char *out, size_t cap)
 {
-    shoal_hf_partial_path(out, cap, file(s, s->blobs[b].primary)->sha256, s->idhex);
+    shoal_hf_partial_path(out, cap, file(s, s->blobs[b].primary), s->idhex);
 }
 
 /* ---- verified bits (callers hold mu) ---- */
@@ -885,7 +898,7 @@ static int link_file(struct shoal_store *s, uint32_t fi)
     int rv;
 
     if ((rv = open_snap_dir(s, &snap)) < 0 ||
-        (rv = shoal_hf_link_target(target, sizeof target, f->path, f->sha256)) < 0 ||
+        (rv = shoal_hf_link_target(target, sizeof target, f)) < 0 ||
         (rv = walk_dirs(snap, f->path, &dfd, &leaf)) < 0)
         goto out;
     n = readlinkat(dfd, leaf, got, sizeof got - 1);
@@ -968,12 +981,12 @@ static int blob_name_matches(struct shoal_store *s, const char *fin,
     return 0;
 }
 
-static int hf_lock(struct shoal_store *s, const uint8_t sha[SHOAL_HASH_LEN], int *out);
+static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out);
 
 static int publish_blob(struct shoal_store *s, uint32_t b)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
-    char inc[128], fin[128];
+    char inc[128], fin[128], etag[SHOAL_HF_ETAG_MAX];
     struct stat st;
     uint32_t f;
     int rv = 0, e, lock = -1;
@@ -988,7 +1001,7 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
         goto out;
     }
     blob_inc_path(s, b, inc, sizeof inc);
-    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
     /* Durable before it gets its final name: after a crash a blob under
      * blobs/<sha> must hold the verified bytes, not zeros. */
     if (fsync(s->blobs[b].fd) < 0) {
@@ -1002,14 +1015,12 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
      * it downloads this very file the publish waits (tried again later,
      * shoal_store_retry_publish); a cache where the lock cannot be made
      * (read-only .locks) is published without it. */
-    if (hf_lock(s, pf->sha256, &lock) == SHOAL_EBUSY) {
-        char hex[2 * SHOAL_HASH_LEN + 1];
-
-        shoal_hex(hex, pf->sha256, SHOAL_HASH_LEN);
+    shoal_hf_etag(etag, pf);
+    if (hf_lock(s, etag, true, &lock) == SHOAL_EBUSY) {
         rv = SHOAL_EBUSY;
         set_err(s, "%s: another process (huggingface_hub) holds %s/.locks/%s/%s.lock, "
                 "downloading the same file: published once it lets go", pf->path, s->cache_dir,
-                strrchr(s->repo_path, '/') + 1, hex);
+                strrchr(s->repo_path, '/') + 1, etag);
         goto out;
     }
     if (renameat(s->meta_fd, in_part(inc), s->blobs_fd, in_blobs(fin)) < 0) {
@@ -1422,7 +1433,7 @@ static int repair_copy(struct shoal_store *s, uint32_t b, int src, const uint8_t
     char own[128], fin[128];
     int fd = -1, rv = 0;
 
-    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
     own_inc_path(s, b, own, sizeof own);
     fd = openat(s->meta_fd, in_part(own), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0) {
@@ -1459,31 +1470,34 @@ fail:
     return rv;
 }
 
+/* How many 10 ms waits hf_lock makes for a lock held by another. */
+#define HF_LOCK_WAIT_TRIES 100
+
 /*
- * Takes huggingface_hub's lock for blob |sha| of this repo,
- * <cache>/.locks/<repo folder>/<hex>.lock: it holds that (an flock, through
- * the filelock package) while it resumes blobs/<etag>.incomplete and renames
- * it to blobs/<etag>, and it checks under it whether blobs/<etag> exists
- * before downloading. On 0 |*out| is the locked descriptor (closing it
- * lets go); SHOAL_EBUSY when another process holds it; else the error that
- * kept it from being made (a read-only .locks), and the caller goes on
- * without it. The file is never removed: an older filelock, polling
- * with its own descriptor, would then lock a name nobody else uses.
+ * Takes huggingface_hub's lock for the blob named |etag| (shoal_hf_etag)
+ * of this repo, <cache>/.locks/<repo folder>/<etag>.lock: it holds that
+ * (an flock, through the filelock package) while it resumes
+ * blobs/<etag>.incomplete and renames it to blobs/<etag>, and it checks
+ * under it whether blobs/<etag> exists before downloading. On 0 |*out| is
+ * the locked descriptor (closing it lets go); SHOAL_EBUSY when another
+ * holds it (with |wait|, still after about a second of waiting); else the
+ * error that kept it from being made (a read-only .locks), and the caller
+ * goes on without it. The file is never removed: an older filelock,
+ * polling with its own descriptor, would then lock a name nobody else uses.
  */
-static int hf_lock(struct shoal_store *s, const uint8_t sha[SHOAL_HASH_LEN], int *out)
+static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out)
 {
     const char *folder = strrchr(s->repo_path, '/') + 1;
-    char name[2 * SHOAL_HASH_LEN + 8], hex[2 * SHOAL_HASH_LEN + 1];
+    char name[SHOAL_HF_ETAG_MAX + 8];
     struct stat held, named;
     int locks = -1, dir = -1, fd = -1, rv, tries;
 
     *out = -1;
-    shoal_hex(hex, sha, SHOAL_HASH_LEN);
-    snprintf(name, sizeof name, "%s.lock", hex);
+    snprintf(name, sizeof name, "%s.lock", etag);
     if ((rv = mkdir_open(s->cache_fd, ".locks", &locks)) < 0 ||
         (rv = mkdir_open(locks, folder, &dir)) < 0)
         goto out;
-    for (tries = 0; tries < 4; tries++) {
+    for (tries = 0; tries < 4 + HF_LOCK_WAIT_TRIES; tries++) {
         fd = openat(dir, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0664);
         if (fd < 0) {
             rv = errno_rv(errno);
@@ -1491,7 +1505,16 @@ static int hf_lock(struct shoal_store *s, const uint8_t sha[SHOAL_HASH_LEN], int
         }
         if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
             rv = errno == EWOULDBLOCK ? SHOAL_EBUSY : errno_rv(errno);
-            goto out;
+            if (rv != SHOAL_EBUSY || !wait || tries >= HF_LOCK_WAIT_TRIES)
+                goto out;
+            /* Another release of this daemon publishing the same blob
+             * holds it for a rename and a few links: worth a short wait
+             * (this is a worker thread). huggingface_hub downloading it
+             * holds it far longer: then the publish is tried again. */
+            close(fd);
+            fd = -1;
+            nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+            continue;
         }
         /* Newer filelock releases remove the file as they let go: a lock
          * on a name removed (or replaced) meanwhile guards nothing. */
@@ -1535,20 +1558,23 @@ out:
 static void migrate_old_partial(struct shoal_store *s, uint32_t b, const char *dst, bool shared)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
-    char old[128];
+    char old[128], hex[2 * SHOAL_HASH_LEN + 1];
     struct stat st;
     int fd = -1, lock = -1;
 
-    shoal_hf_blob_path(old, sizeof old, pf->sha256, true);
-    if (!shared) {
-        size_t n = strlen(old) - (sizeof ".incomplete" - 1);
-        snprintf(old + n, sizeof old - n, ".%.16s.incomplete", s->idhex);
-    }
+    /* An older shoald named every blob by its sha256, whatever its ETag;
+     * huggingface_hub uses the sha256 for LFS files, so that is also the
+     * lock it would hold for the shared name. */
+    shoal_hex(hex, pf->sha256, SHOAL_HASH_LEN);
+    if (shared)
+        snprintf(old, sizeof old, "blobs/%s.incomplete", hex);
+    else
+        snprintf(old, sizeof old, "blobs/%s.%.16s.incomplete", hex, s->idhex);
     if (fstatat(s->blobs_fd, in_blobs(old), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size ||
         fstatat(s->meta_fd, in_part(dst), &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
         return;
-    if (shared && hf_lock(s, pf->sha256, &lock) == SHOAL_EBUSY)
+    if (shared && hf_lock(s, hex, false, &lock) == SHOAL_EBUSY)
         return;
     fd = openat(s->blobs_fd, in_blobs(old), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
@@ -1613,9 +1639,9 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     int fd = -1, cfd = -1, own_is;
     int rv = 0;
 
-    shoal_hf_partial_path(inc, sizeof inc, pf->sha256, NULL);
-    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
-    shoal_hf_partial_path(shared, sizeof shared, pf->sha256, NULL);
+    shoal_hf_partial_path(inc, sizeof inc, pf, NULL);
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
+    shoal_hf_partial_path(shared, sizeof shared, pf, NULL);
     own_inc_path(s, b, own, sizeof own);
     migrate_old_partial(s, b, own, false);
     migrate_old_partial(s, b, shared, true);
@@ -2549,7 +2575,7 @@ int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
         snprintf(path, sizeof path, "/proc/self/fd/%d", bfd);
         nfd = open(path, O_RDONLY | O_CLOEXEC);
     } else {
-        shoal_hf_blob_path(path, sizeof path, file(s, fi)->sha256, false);
+        shoal_hf_blob_path(path, sizeof path, file(s, fi), false);
         nfd = openat(s->repo_fd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (nfd < 0 && errno == ENOENT && bfd >= 0) {
             /* The cache entry was removed under us (rm, huggingface-cli
@@ -2920,7 +2946,7 @@ static int fill_from_manifest(struct shoal_store *s, const struct shoal_manifest
             if (shoal_store_has(s, idx) || oc->len != chunk(s, idx)->len)
                 continue;
             if (fd < 0) {
-                shoal_hf_blob_path(fin, sizeof fin, of->sha256, false);
+                shoal_hf_blob_path(fin, sizeof fin, of, false);
                 fd = openat(blobs_fd, in_blobs(fin), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
                 if (fd < 0)
                     break;

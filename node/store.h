@@ -3,16 +3,16 @@
  * The node's chunk store for one release (a parsed manifest). The store IS
  * the Hugging Face cache: there is one copy on disk.
  *
- * Each distinct file (by sha256) is preallocated as
- * <repo>/.shoal/<sha256>.incomplete and filled in place with pwrite at its
- * chunk offsets (never as blobs/<sha256>.incomplete: huggingface_hub resumes
- * that name as its own download; one left by an older shoald is moved to
- * .shoal/ at open, see hfcache.h). Every chunk is checked against its id
- * before it is written. When the last chunk of a file is in, the whole file
- * is checked against the manifest's sha256, fsync'd, renamed to
- * blobs/<sha256> (holding huggingface_hub's lock for it,
- * <cache>/.locks/<repo folder>/<sha256>.lock), and linked as
- * snapshots/<commit>/<path> -> ../../blobs/<sha256>; when every file is in,
+ * Each distinct file (by sha256 and blob name: <etag>, see shoal_hf_etag)
+ * is preallocated as <repo>/.shoal/<etag>.incomplete and filled in place
+ * with pwrite at its chunk offsets (never as blobs/<etag>.incomplete:
+ * huggingface_hub resumes that name as its own download; one left by an
+ * older shoald is moved to .shoal/ at open, see hfcache.h). Every chunk is
+ * checked against its id before it is written. When the last chunk of a
+ * file is in, the whole file is checked against the manifest's sha256,
+ * fsync'd, renamed to blobs/<etag> (holding huggingface_hub's lock for it,
+ * <cache>/.locks/<repo folder>/<etag>.lock), and linked as
+ * snapshots/<commit>/<path> -> ../../blobs/<etag>; when every file is in,
  * refs/<branch> is written. Nothing is ever visible under a final name
  * before its bytes are verified and durable.
  *

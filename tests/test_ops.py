@@ -2408,6 +2408,58 @@ def case_hf_partial(tmp):
     return fails
 
 
+def case_hf_blob_names(tmp):
+    k = make_keys(tmp, ["b", "m"])
+    hub = Hub(tmp, "8M", shards="2")
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    fails = 0
+    n = node("b", k, tmp, hub, ["--tracker", taddr])
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "60", timeout=90)
+    if r.returncode != 0:
+        print(f"FAIL the pull did not complete: {r.stderr.strip()}")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    repo = os.path.join(n.cache, "models--acme--model")
+    snap = os.path.join(repo, "snapshots", hub.commit)
+    want = set()
+    ngit = 0
+    for path, e in sorted(hub.files.items()):
+        # huggingface_hub's name: the ETag, i.e. the sha256 of an LFS file,
+        # the git blob sha1 of one kept in git.
+        name = e["sha256"] if e["lfs"] else e["blob_id"]
+        ngit += not e["lfs"]
+        want.add(name)
+        link = os.path.join(snap, path)
+        target = os.readlink(link) if os.path.islink(link) else None
+        print(f"{path}: lfs {e['lfs']}, link -> {target}")
+        if target is None or os.path.basename(target) != name or \
+                os.path.dirname(target) != os.path.join(*([".."] * (path.count("/") + 2)),
+                                                        "blobs"):
+            print(f"FAIL {path} links to {target}, want ../../blobs/{name}")
+            fails += 1
+    have = set(os.listdir(os.path.join(repo, "blobs")))
+    if have != want:
+        print(f"FAIL blobs/ holds {sorted(have - want)} beyond, misses {sorted(want - have)}")
+        fails += 1
+    if ngit == 0:
+        print("FAIL the generated repo has no file kept in git")
+        fails += 1
+    # A second node gets the release from the first (chunks served from
+    # blobs named by blob id), with no origin.
+    m = node("m", k, tmp, None, ["--tracker", taddr, "--no-origin", "--peer", n.addr])
+    r = cli("pull", mid, "--socket", m.sock, "--timeout", "60", timeout=90)
+    if r.returncode != 0:
+        print(f"FAIL a peer could not pull from the first node: {r.stderr.strip()}")
+        fails += 1
+    fails += hubfix.check_files(m, hub)
+    fails += shoalproc.stop_all([n, m])
+    if fails:
+        n.dump(tail=40)
+        m.dump(tail=40)
+    return fails
+
+
 shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "register_manifest": case_register_manifest,
                       "tracker_forgot": case_tracker_forgot, "origin_bytes": case_origin_bytes, "store_full": case_store_full,
@@ -2431,5 +2483,6 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "drop_stalled": case_drop_stalled,
                       "publish_retry": case_publish_retry,
                       "origin_bad": case_origin_bad, "hub_refused": case_hub_refused,
-                      "hub_ca": case_hub_ca, "hf_partial": case_hf_partial},
+                      "hub_ca": case_hub_ca, "hf_partial": case_hf_partial,
+                      "hf_blob_names": case_hf_blob_names},
                "shoal-ops-", scan_sanitizers=True)

@@ -61,7 +61,16 @@ struct tfile {
     const char *path;
     uint8_t *data;
     size_t size;
+    bool git;  /* kept in git by the Hub: the manifest gives a blob id */
 };
+
+/* A stand-in for the git blob sha1 of |data| (the store only names blobs
+ * by it; shoal publish checks the real one against the bytes). */
+static void fake_blob_id(uint8_t out[20], const uint8_t sha[32])
+{
+    for (int i = 0; i < 20; i++)
+        out[i] = sha[i] ^ 0xa5;
+}
 
 struct rel {
     struct shoal_manifest *m;
@@ -126,6 +135,12 @@ static void rel_finish(struct rel *r, enum shoal_repo_type t, const char *repo,
         if (i == bad_sha)
             sha[5] ^= 0x40;
         REQUIRE(shoal_manifest_add_file(m, r->f[i].path, r->f[i].size, sha) == 0);
+        if (r->f[i].git) {
+            uint8_t blob[20];
+
+            fake_blob_id(blob, sha);
+            REQUIRE(shoal_manifest_set_blob_id(m, blob) == 0);
+        }
         REQUIRE(shoal_chunker_feed(ch, r->f[i].data, r->f[i].size, add_chunk_cb, m) == 0);
         REQUIRE(shoal_chunker_finish(ch, add_chunk_cb, m, NULL, NULL) == 0);
     }
@@ -143,6 +158,7 @@ static void rel_add(struct rel *r, const char *path, uint8_t *data, size_t size)
     r->f[r->nf].path = path;
     r->f[r->nf].data = data;
     r->f[r->nf].size = size;
+    r->f[r->nf].git = false;
     r->nf++;
 }
 
@@ -251,14 +267,14 @@ static void blob_path(char *out, size_t cap, const char *cache, const struct rel
 {
     char rest[256];
 
-    const uint8_t *sha = shoal_manifest_file(r->m, (uint32_t)f)->sha256;
+    const struct shoal_mf_file *mf = shoal_manifest_file(r->m, (uint32_t)f);
 
     /* A partial file is shoal's own (.shoal/), never huggingface_hub's
-     * blobs/<sha>.incomplete. */
+     * blobs/<etag>.incomplete. */
     if (incomplete)
-        REQUIRE(shoal_hf_partial_path(rest, sizeof rest, sha, NULL) == 0);
+        REQUIRE(shoal_hf_partial_path(rest, sizeof rest, mf, NULL) == 0);
     else
-        REQUIRE(shoal_hf_blob_path(rest, sizeof rest, sha, false) == 0);
+        REQUIRE(shoal_hf_blob_path(rest, sizeof rest, mf, false) == 0);
     repo_path(out, cap, cache, r, rest);
 }
 
@@ -321,19 +337,33 @@ static void test_hfcache_names(void)
     CHECK_EQ(shoal_hf_repo_folder(out, sizeof out, SHOAL_REPO_MODEL, "a--b/c"), SHOAL_EBADPATH);
     CHECK_EQ(shoal_hf_repo_folder(out, 8, SHOAL_REPO_MODEL, "org/name"), SHOAL_ELIMIT);
 
-    CHECK_EQ(shoal_hf_link_target(out, sizeof out, "a.json", sha), 0);
+    struct shoal_mf_file mf = {.path = "a.json"};
+
+    memcpy(mf.sha256, sha, 32);
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, &mf), 0);
     CHECK(strncmp(out, "../../blobs/abab", 16) == 0);
-    CHECK_EQ(shoal_hf_link_target(out, sizeof out, "x/y/z.bin", sha), 0);
+    mf.path = "x/y/z.bin";
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, &mf), 0);
     CHECK(strncmp(out, "../../../../blobs/abab", 22) == 0);
     CHECK_EQ(strlen(out), 18 + 64);
-    CHECK_EQ(shoal_hf_blob_path(out, sizeof out, sha, true), 0);
+    CHECK_EQ(shoal_hf_blob_path(out, sizeof out, &mf, true), 0);
     CHECK(strlen(out) == 6 + 64 + 11 && strcmp(out + 70, ".incomplete") == 0);
-    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, sha, NULL), 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, &mf, NULL), 0);
     CHECK(strncmp(out, ".shoal/abab", 11) == 0 && strlen(out) == 7 + 64 + 11 &&
           strcmp(out + 71, ".incomplete") == 0);
-    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, sha, "0123456789abcdef0123"), 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, &mf, "0123456789abcdef0123"), 0);
     CHECK(strcmp(out + 71, ".0123456789abcdef.incomplete") == 0);
-    CHECK_EQ(shoal_hf_partial_path(out, 20, sha, NULL), SHOAL_ELIMIT);
+    CHECK_EQ(shoal_hf_partial_path(out, 20, &mf, NULL), SHOAL_ELIMIT);
+    /* A file kept in git is named by its git blob sha1, as huggingface_hub
+     * names it (the Hub's ETag for it). */
+    mf.has_blob_id = true;
+    memset(mf.blob_id, 0xcd, 20);
+    CHECK_EQ(shoal_hf_blob_path(out, sizeof out, &mf, false), 0);
+    CHECK(strlen(out) == 6 + 40 && strncmp(out, "blobs/cdcd", 10) == 0);
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, &mf), 0);
+    CHECK(strlen(out) == 4 * 3 + 6 + 40 && strcmp(out + 18, "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, &mf, NULL), 0);
+    CHECK(strcmp(out + 7 + 40, ".incomplete") == 0);
 
     CHECK(shoal_hf_branch_ok("main"));
     CHECK(shoal_hf_branch_ok("refs/pr/1") && shoal_hf_branch_ok("v1.0"));
@@ -551,7 +581,9 @@ static void hf_name(char *out, size_t cap, const char *cache, const struct rel *
     if (strcmp(what, "inc") == 0) {
         char rest[256];
 
-        REQUIRE(shoal_hf_blob_path(rest, sizeof rest, sha, true) == 0);
+        snprintf(rest, sizeof rest, "blobs/");
+        shoal_hex(rest + 6, sha, 32);
+        strcat(rest, ".incomplete");
         repo_path(out, cap, cache, r, rest);
         return;
     }
@@ -664,6 +696,96 @@ static void test_hf_partial_names(void)
     CHECK(shoal_store_complete(s));
     check_published(cache, &r);
     CHECK_EQ(blobs_incomplete(cache, &r), 1); /* huggingface_hub's, untouched */
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/*
+ * huggingface_hub names a blob by the ETag the Hub serves: the sha256 of an
+ * LFS file, the git blob sha1 of a file kept in git (config.json,
+ * tokenizer.json, *.index.json). With blob ids in the manifest the store
+ * names blobs the same way (QA F1): two files with the same bytes and blob
+ * id share a blob, the same bytes kept in LFS elsewhere get a blob of their
+ * own (as huggingface_hub keeps them), and serving, reopening and the
+ * snapshot check work for all of them.
+ */
+static void test_blob_names(void)
+{
+    static const char cfg[] = "{\"architectures\": [\"Tiny\"], \"vocab_size\": 32000}\n";
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], want[1024], hex[65];
+    uint8_t blob[20], *buf;
+    uint32_t n;
+    ssize_t len;
+    struct stat a, b;
+
+    memset(&r, 0, sizeof r);
+    rel_add(&r, "config.json", dup_bytes((const uint8_t *)cfg, sizeof cfg - 1), sizeof cfg - 1);
+    r.f[0].git = true;
+    rel_add(&r, "model.safetensors", gen(150000, 21), 150000);
+    rel_add(&r, "sub/config.json", dup_bytes((const uint8_t *)cfg, sizeof cfg - 1),
+            sizeof cfg - 1);
+    r.f[2].git = true;
+    rel_add(&r, "lfs/config.json", dup_bytes((const uint8_t *)cfg, sizeof cfg - 1),
+            sizeof cfg - 1);
+    rel_finish(&r, SHOAL_REPO_MODEL, "org/names", C1, -1);
+    CHECK(shoal_manifest_file(r.m, 0)->has_blob_id && !shoal_manifest_file(r.m, 1)->has_blob_id);
+    n = shoal_manifest_nchunks(r.m);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    /* Filling: the git file's partial is named by its blob id too. */
+    fake_blob_id(blob, shoal_manifest_file(r.m, 0)->sha256);
+    shoal_hex(hex, blob, 20);
+    snprintf(want, sizeof want, ".shoal/%s.incomplete", hex);
+    repo_path(p, sizeof p, cache, &r, want);
+    CHECK(exists(p));
+    for (uint32_t i = 0; i < n; i++)
+        if (!shoal_store_has(s, i))
+            CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+
+    /* config.json and sub/config.json: blobs/<blob id>, one inode. */
+    snap_path(p, sizeof p, cache, &r, 0);
+    len = readlink(p, want, sizeof want - 1);
+    REQUIRE(len > 0);
+    want[len] = '\0';
+    CHECK(strncmp(want, "../../blobs/", 12) == 0 &&
+          strcmp(want + 12, hex) == 0);
+    CHECK(stat(p, &a) == 0);
+    snap_path(p, sizeof p, cache, &r, 2);
+    len = readlink(p, want, sizeof want - 1);
+    REQUIRE(len > 0);
+    want[len] = '\0';
+    CHECK(strncmp(want, "../../../blobs/", 15) == 0 && strcmp(want + 15, hex) == 0);
+    CHECK(stat(p, &b) == 0 && a.st_ino == b.st_ino);
+    /* lfs/config.json, the same bytes in LFS: blobs/<sha256>, its own. */
+    shoal_hex(hex, shoal_manifest_file(r.m, 3)->sha256, 32);
+    snap_path(p, sizeof p, cache, &r, 3);
+    len = readlink(p, want, sizeof want - 1);
+    REQUIRE(len > 0);
+    want[len] = '\0';
+    CHECK(strncmp(want, "../../../blobs/", 15) == 0 && strcmp(want + 15, hex) == 0);
+    CHECK(stat(p, &b) == 0 && a.st_ino != b.st_ino && file_is(p, r.f[3].data, r.f[3].size));
+    /* The LFS shard keeps its sha256 name. */
+    blob_path(p, sizeof p, cache, &r, 1, false);
+    shoal_hex(hex, shoal_manifest_file(r.m, 1)->sha256, 32);
+    CHECK(strstr(p, hex) != NULL && file_is(p, r.f[1].data, r.f[1].size));
+
+    /* Serving reads every chunk back. */
+    buf = malloc(params.max_size);
+    REQUIRE(buf);
+    for (uint32_t i = 0; i < n; i++) {
+        int got = shoal_store_read_chunk(s, i, buf, params.max_size);
+        CHECK_EQ(got, shoal_manifest_chunk(r.m, i)->len);
+        CHECK(got > 0 && memcmp(buf, chunk_bytes(&r, i), (size_t)got) == 0);
+    }
+    free(buf);
+    shoal_store_free(s);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s));
+    CHECK_EQ(shoal_store_count(s), n);
     shoal_store_free(s);
     rel_free(&r);
 }
@@ -2630,6 +2752,7 @@ int main(int argc, char **argv)
         RUN(test_bad_chunk);
         RUN(test_resume);
         RUN(test_hf_partial_names);
+        RUN(test_blob_names);
         RUN(test_crash_and_bad_sidecar);
         RUN(test_dedup_releases);
         RUN(test_shared_partial);
