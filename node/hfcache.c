@@ -111,13 +111,32 @@ int shoal_hf_repo_folder(char *out, size_t cap, enum shoal_repo_type type,
                slash + 1);
 }
 
-int shoal_hf_blob_path(char *out, size_t cap, const uint8_t sha256[32],
+void shoal_hf_etag(char out[SHOAL_HF_ETAG_MAX], const struct shoal_mf_file *f)
+{
+    if (f->has_blob_id)
+        shoal_hex(out, f->blob_id, sizeof f->blob_id);
+    else
+        shoal_hex(out, f->sha256, SHOAL_HASH_LEN);
+}
+
+int shoal_hf_blob_path(char *out, size_t cap, const struct shoal_mf_file *f,
                        bool incomplete)
 {
-    char hex[2 * SHOAL_HASH_LEN + 1];
+    char etag[SHOAL_HF_ETAG_MAX];
 
-    shoal_hex(hex, sha256, SHOAL_HASH_LEN);
-    return fmt(out, cap, "blobs/%s%s", hex, incomplete ? ".incomplete" : "");
+    shoal_hf_etag(etag, f);
+    return fmt(out, cap, "blobs/%s%s", etag, incomplete ? ".incomplete" : "");
+}
+
+int shoal_hf_partial_path(char *out, size_t cap, const struct shoal_mf_file *f,
+                          const char *tag)
+{
+    char etag[SHOAL_HF_ETAG_MAX];
+
+    shoal_hf_etag(etag, f);
+    if (tag)
+        return fmt(out, cap, ".shoal/%s.%.16s.incomplete", etag, tag);
+    return fmt(out, cap, ".shoal/%s.incomplete", etag);
 }
 
 int shoal_hf_snapshot_path(char *out, size_t cap, const char *commit,
@@ -126,24 +145,23 @@ int shoal_hf_snapshot_path(char *out, size_t cap, const char *commit,
     return fmt(out, cap, "snapshots/%s/%s", commit, path);
 }
 
-int shoal_hf_link_target(char *out, size_t cap, const char *path,
-                         const uint8_t sha256[32])
+int shoal_hf_link_target(char *out, size_t cap, const struct shoal_mf_file *f)
 {
-    char hex[2 * SHOAL_HASH_LEN + 1];
+    char etag[SHOAL_HF_ETAG_MAX];
     size_t depth = 2; /* snapshots/<commit>/ */
     size_t used = 0;
     size_t i;
 
-    for (i = 0; path[i]; i++)
-        depth += path[i] == '/';
+    for (i = 0; f->path[i]; i++)
+        depth += f->path[i] == '/';
     if (cap < depth * 3 + 1)
         return SHOAL_ELIMIT;
     for (i = 0; i < depth; i++) {
         memcpy(out + used, "../", 3);
         used += 3;
     }
-    shoal_hex(hex, sha256, SHOAL_HASH_LEN);
-    return fmt(out + used, cap - used, "blobs/%s", hex);
+    shoal_hf_etag(etag, f);
+    return fmt(out + used, cap - used, "blobs/%s", etag);
 }
 
 bool shoal_hf_branch_ok(const char *branch)
@@ -255,7 +273,7 @@ int shoal_hf_snapshot_check(const char *cache_dir, const struct shoal_manifest *
             *missing = i;
         if ((rv = shoal_hf_snapshot_path(rel, sizeof rel, shoal_manifest_commit(m),
                                          f->path)) < 0 ||
-            (rv = shoal_hf_link_target(want, sizeof want, f->path, f->sha256)) < 0)
+            (rv = shoal_hf_link_target(want, sizeof want, f)) < 0)
             goto out;
         len = readlinkat(repo_fd, rel, got, sizeof got - 1);
         if (len < 0) {
@@ -269,7 +287,7 @@ int shoal_hf_snapshot_check(const char *cache_dir, const struct shoal_manifest *
             rv = SHOAL_EBADMSG;
             goto out;
         }
-        if ((rv = shoal_hf_blob_path(rel, sizeof rel, f->sha256, false)) < 0)
+        if ((rv = shoal_hf_blob_path(rel, sizeof rel, f, false)) < 0)
             goto out;
         if (fstatat(repo_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0) {
             rv = errno == ENOENT ? SHOAL_ENOTFOUND : -errno;

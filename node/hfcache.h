@@ -4,13 +4,22 @@
  * releases so that existing tools (huggingface_hub, transformers) load them
  * offline with no change:
  *
- *   <cache>/models--org--name/blobs/<sha256 hex>          file contents
- *   <cache>/models--org--name/blobs/<sha256 hex>.incomplete  being filled
- *   <cache>/models--org--name/snapshots/<commit>/<path>   relative symlink
- *                                                          to ../../blobs/<sha>
- *   <cache>/models--org--name/refs/<branch>               the commit, no newline
+ *   <cache>/models--org--name/blobs/<etag>             file contents
+ *   <cache>/models--org--name/snapshots/<commit>/<path> relative symlink
+ *                                                       to ../../blobs/<etag>
+ *   <cache>/models--org--name/refs/<branch>            the commit, no newline
+ *   <cache>/models--org--name/.shoal/<etag>.incomplete being filled
  *
- * (datasets use "datasets--"). These helpers only build names and inspect a
+ * where <etag> is what the Hub serves as the file's ETag and huggingface_hub
+ * names its blob by: the sha256 of an LFS file, the git blob sha1 of a file
+ * kept in git (see shoal_hf_etag).
+ *
+ * (datasets use "datasets--"). blobs/<etag>.incomplete is huggingface_hub's
+ * own resumable download, guarded by its flock on
+ * <cache>/.locks/models--org--name/<etag>.lock: it resumes from the file's
+ * size and renames it to blobs/<etag> unchecked, so shoal fills its partial
+ * files under .shoal/ (same filesystem: publishing stays one rename), where
+ * huggingface_hub never looks. These helpers only build names and inspect a
  * cache; node/store.c does the writing.
  */
 #ifndef SHOAL_HFCACHE_H
@@ -45,21 +54,38 @@ int shoal_hf_cache_dir(char *out, size_t cap, const char *flag);
 int shoal_hf_repo_folder(char *out, size_t cap, enum shoal_repo_type type,
                          const char *repo_id);
 
-/* Writes "blobs/<hex of sha256>" (relative to the repo folder), with
- * ".incomplete" appended when |incomplete|. Returns 0 or SHOAL_ELIMIT. */
-int shoal_hf_blob_path(char *out, size_t cap, const uint8_t sha256[32],
+/* Longest blob name (a sha256 in hex) plus its NUL. */
+#define SHOAL_HF_ETAG_MAX (2 * 32 + 1)
+
+/* Writes the name huggingface_hub gives file |f|'s blob, the ETag the Hub
+ * serves for it: the git blob sha1 (40 hex) of a file the Hub keeps in git
+ * (the manifest carries its blob id), else its sha256 (64 hex: the LFS oid,
+ * and the fallback for manifests without blob ids). */
+void shoal_hf_etag(char out[SHOAL_HF_ETAG_MAX], const struct shoal_mf_file *f);
+
+/* Writes "blobs/<etag of |f|>" (relative to the repo folder), with
+ * ".incomplete" appended when |incomplete| (huggingface_hub's partial
+ * download: only looked at to move an older shoald's file away). Returns 0
+ * or SHOAL_ELIMIT. */
+int shoal_hf_blob_path(char *out, size_t cap, const struct shoal_mf_file *f,
                        bool incomplete);
+
+/* Writes where shoal fills |f|'s blob before publishing it (relative to the
+ * repo folder): ".shoal/<etag>.incomplete", or with |tag| (not NULL; its
+ * first 16 characters are used) ".shoal/<etag>.<tag>.incomplete". Returns 0
+ * or SHOAL_ELIMIT. */
+int shoal_hf_partial_path(char *out, size_t cap, const struct shoal_mf_file *f,
+                          const char *tag);
 
 /* Writes "snapshots/<commit>/<path>" (relative to the repo folder). Returns 0
  * or SHOAL_ELIMIT. */
 int shoal_hf_snapshot_path(char *out, size_t cap, const char *commit,
                            const char *path);
 
-/* Writes the symlink target stored at snapshots/<commit>/<path>: one "../"
- * per directory level between the link and the repo folder, then
- * "blobs/<hex>". Returns 0 or SHOAL_ELIMIT. */
-int shoal_hf_link_target(char *out, size_t cap, const char *path,
-                         const uint8_t sha256[32]);
+/* Writes the symlink target stored at snapshots/<commit>/<f->path>: one
+ * "../" per directory level between the link and the repo folder, then
+ * "blobs/<etag>". Returns 0 or SHOAL_ELIMIT. */
+int shoal_hf_link_target(char *out, size_t cap, const struct shoal_mf_file *f);
 
 /* True when |branch| is safe to use as refs/<branch>: non-empty, at most 255
  * bytes, characters [A-Za-z0-9._/-], no empty, "." or ".." component, no

@@ -204,6 +204,11 @@ static void on_file_done(void *user, int status, const char *msg)
         }
     }
     rv = shoal_manifest_add_file(p->m, f->path, f->size, sha);
+    /* Its blob is named by its git blob id in a cache (huggingface_hub
+     * names a blob by the ETag the Hub serves, the blob id for a file in
+     * git), just checked against the bytes. */
+    if (rv == 0 && !f->lfs)
+        rv = shoal_manifest_set_blob_id(p->m, f->blob_id);
     for (size_t i = 0; rv == 0 && i < p->nchunks; i++)
         rv = shoal_manifest_add_chunk(p->m, p->chunks[i].id, p->chunks[i].len);
     if (rv) {
@@ -280,6 +285,8 @@ static const char *reuse_mismatch(const struct pub *p, const struct shoal_manife
         const struct shoal_mf_file *mf = k >= 0 ? shoal_manifest_file(m, (uint32_t)k) : NULL;
         if (!mf || mf->size != f->size || (f->lfs && memcmp(mf->sha256, f->sha256, 32) != 0))
             return "its file list differs from the Hub's";
+        if (!f->lfs && (!mf->has_blob_id || memcmp(mf->blob_id, f->blob_id, 20) != 0))
+            return "it has no git blob ids (made by an older shoal publish)";
     }
     return NULL;
 }

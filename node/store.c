@@ -3,10 +3,10 @@
  * The chunk store of one release, laid out as the Hugging Face hub cache
  * (see store.h for the on-disk picture and the guarantees).
  *
- * Files with the same sha256 share one blob, so the unit of filling and
- * publishing is the blob: each has a "primary" file whose chunk list is
- * authoritative, and other files with that sha256 (checked at open to have
- * the same chunk list) become complete with it. A chunk id that occurs at
+ * Files with the same sha256 and blob name (shoal_hf_etag) share one blob,
+ * so the unit of filling and publishing is the blob: each has a "primary"
+ * file whose chunk list is authoritative, and other files with that sha256
+ * (checked at open to have the same chunk list) become complete with it. A chunk id that occurs at
  * several places is one group in |order| (chunk indices sorted by id); one
  * put writes every place and marks the whole group.
  *
@@ -125,7 +125,7 @@ struct shoal_store {
     long gid;           /* the loader group for the folders, or -1 */
 
     uint32_t *file_blob; /* file -> blob */
-    uint32_t *blob_files; /* files grouped by blob (sorted by sha256) */
+    uint32_t *blob_files; /* files grouped by blob (sorted by cmp_blob_key) */
     uint32_t ndone;      /* blobs in BLOB_DONE */
     struct blob *blobs;
     uint32_t *order;     /* chunk indices sorted by (id, index) */
@@ -495,11 +495,25 @@ static int cmp_chunk_id(const void *a, const void *b, void *arg)
     return c ? c : (x > y) - (x < y);
 }
 
+/* Files with one blob: the same sha256 and the same blob name. Bytes kept
+ * both in LFS and in git have two names (huggingface_hub keeps two blobs
+ * then), so they are two blobs here too, filled by the same puts. */
+static int cmp_blob_key(const struct shoal_mf_file *x, const struct shoal_mf_file *y)
+{
+    int c = memcmp(x->sha256, y->sha256, SHOAL_HASH_LEN);
+
+    if (c == 0)
+        c = (int)x->has_blob_id - (int)y->has_blob_id;
+    if (c == 0 && x->has_blob_id)
+        c = memcmp(x->blob_id, y->blob_id, sizeof x->blob_id);
+    return c;
+}
+
 static int cmp_file_sha(const void *a, const void *b, void *arg)
 {
     const struct shoal_store *s = arg;
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    int c = memcmp(file(s, x)->sha256, file(s, y)->sha256, SHOAL_HASH_LEN);
+    int c = cmp_blob_key(file(s, x), file(s, y));
 
     return c ? c : (x > y) - (x < y);
 }
@@ -551,8 +565,7 @@ static int build_index(struct shoal_store *s)
     s->nblobs = 0;
     for (i = 0; i < s->nfiles; i++) {
         uint32_t f = byfile[i];
-        if (i > 0 && memcmp(file(s, f)->sha256, file(s, byfile[i - 1])->sha256,
-                            SHOAL_HASH_LEN) == 0) {
+        if (i > 0 && cmp_blob_key(file(s, f), file(s, byfile[i - 1])) == 0) {
             uint32_t b = s->nblobs - 1;
             if (!same_chunks(s, s->blobs[b].primary, f)) {
                 rv = SHOAL_EBADMSG;
@@ -606,35 +619,36 @@ static int64_t find_group(const struct shoal_store *s, const uint8_t *id)
     return -1;
 }
 
-/* |path| ("blobs/<name>", from shoal_hf_blob_path or blob_inc_path)
- * relative to blobs_fd: a "blobs" replaced by a symlink after open is not
- * followed (openat's O_NOFOLLOW covers only the last component). */
+/* |path| ("blobs/<name>", from shoal_hf_blob_path) relative to blobs_fd:
+ * a "blobs" replaced by a symlink after open is not followed (openat's
+ * O_NOFOLLOW covers only the last component). */
 static const char *in_blobs(const char *path)
 {
     return path + sizeof "blobs/" - 1;
 }
 
-/* The partial file blob |b| fills: blobs/<sha>.incomplete, shared with any
- * other release listing the same sha256 (and named as huggingface_hub
- * names its own), or blobs/<sha>.<release id>.incomplete when another
- * store held the shared one's lock at open (see open_blob_disk). */
+/* The same for a partial name (".shoal/<name>", from shoal_hf_partial_path)
+ * relative to meta_fd. */
+static const char *in_part(const char *path)
+{
+    return path + sizeof ".shoal/" - 1;
+}
+
+/* The partial file blob |b| fills: .shoal/<sha>.incomplete, shared with any
+ * other release listing the same sha256, or .shoal/<sha>.<release id>.incomplete
+ * when another store held the shared one's lock at open (see
+ * open_blob_disk). Never blobs/<sha>.incomplete: that is huggingface_hub's
+ * resumable download, which it would take over and publish unverified. */
 static void blob_inc_path(const struct shoal_store *s, uint32_t b, char *out, size_t cap)
 {
-    shoal_hf_blob_path(out, cap, file(s, s->blobs[b].primary)->sha256, true);
-    if (s->blobs[b].own_inc) {
-        size_t n = strlen(out) - (sizeof ".incomplete" - 1);
-        snprintf(out + n, cap - n, ".%.16s.incomplete", s->idhex);
-    }
+    shoal_hf_partial_path(out, cap, file(s, s->blobs[b].primary),
+                          s->blobs[b].own_inc ? s->idhex : NULL);
 }
 
 /* This release's own partial name for blob |b|, whatever it fills now. */
 static void own_inc_path(const struct shoal_store *s, uint32_t b, char *out, size_t cap)
 {
-    size_t n;
-
-    shoal_hf_blob_path(out, cap, file(s, s->blobs[b].primary)->sha256, true);
-    n = strlen(out) - (sizeof ".incomplete" - 1);
-    snprintf(out + n, cap - n, ".%.16s.incomplete", s->idhex);
+    shoal_hf_partial_path(out, cap, file(s, s->blobs[b].primary), s->idhex);
 }
 
 /* ---- verified bits (callers hold mu) ---- */
@@ -899,7 +913,7 @@ static int link_file(struct shoal_store *s, uint32_t fi)
     int rv;
 
     if ((rv = open_snap_dir(s, &snap)) < 0 ||
-        (rv = shoal_hf_link_target(target, sizeof target, f->path, f->sha256)) < 0 ||
+        (rv = shoal_hf_link_target(target, sizeof target, f)) < 0 ||
         (rv = walk_dirs(snap, f->path, &dfd, &leaf)) < 0)
         goto out;
     n = readlinkat(dfd, leaf, got, sizeof got - 1);
@@ -982,13 +996,15 @@ static int blob_name_matches(struct shoal_store *s, const char *fin,
     return 0;
 }
 
+static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out);
+
 static int publish_blob(struct shoal_store *s, uint32_t b)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
-    char inc[128], fin[128];
+    char inc[128], fin[128], etag[SHOAL_HF_ETAG_MAX];
     struct stat st;
     uint32_t f;
-    int rv = 0, e;
+    int rv = 0, e, lock = -1;
 
     if (s->flags & SHOAL_STORE_MEMORY) {
         /* The loader maps these pages: make them immutable. */
@@ -1000,7 +1016,7 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
         goto out;
     }
     blob_inc_path(s, b, inc, sizeof inc);
-    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
     /* Durable before it gets its final name: after a crash a blob under
      * blobs/<sha> must hold the verified bytes, not zeros. */
     if (fsync(s->blobs[b].fd) < 0) {
@@ -1009,7 +1025,20 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
                 shoal_strerror(rv));
         goto out;
     }
-    if (renameat(s->blobs_fd, in_blobs(inc), s->blobs_fd, in_blobs(fin)) < 0) {
+    /* huggingface_hub checks for blobs/<etag> and renames its own download
+     * there under its lock: taken around ours, the two never cross. While
+     * it downloads this very file the publish waits (tried again later,
+     * shoal_store_retry_publish); a cache where the lock cannot be made
+     * (read-only .locks) is published without it. */
+    shoal_hf_etag(etag, pf);
+    if (hf_lock(s, etag, true, &lock) == SHOAL_EBUSY) {
+        rv = SHOAL_EBUSY;
+        set_err(s, "%s: another process (huggingface_hub) holds %s/.locks/%s/%s.lock, "
+                "downloading the same file: published once it lets go", pf->path, s->cache_dir,
+                strrchr(s->repo_path, '/') + 1, etag);
+        goto out;
+    }
+    if (renameat(s->meta_fd, in_part(inc), s->blobs_fd, in_blobs(fin)) < 0) {
         e = errno;
         /* Another release with this blob may have published it first. */
         if (!(e == ENOENT && fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -1040,6 +1069,8 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
     for (f = 0; f < s->blobs[b].fcount && rv == 0; f++)
         rv = link_file(s, s->blob_files[s->blobs[b].fpos + f]);
 out:
+    if (lock >= 0)
+        close(lock);
     return rv;
 }
 
@@ -1396,7 +1427,7 @@ out:
 /*
  * A repair of blob |b| (published as blobs/<sha>, its bytes found wrong):
  * copies it from |src| into this release's own partial file,
- * blobs/<sha>.<release id>.incomplete (created, or a leftover reused),
+ * .shoal/<sha>.<release id>.incomplete (created, or a leftover reused),
  * locked, writable and of the right size (all of it reserved), and returns
  * that in |*out|. Chunks set in |skip| (positions in the primary file, may
  * be NULL) are not copied, and those that cannot be read are set in
@@ -1417,9 +1448,9 @@ static int repair_copy(struct shoal_store *s, uint32_t b, int src, const uint8_t
     char own[128], fin[128];
     int fd = -1, rv = 0;
 
-    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
     own_inc_path(s, b, own, sizeof own);
-    fd = openat(s->blobs_fd, in_blobs(own), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+    fd = openat(s->meta_fd, in_part(own), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0) {
         rv = errno == ELOOP ? SHOAL_EBADPATH : errno_rv(errno);
         set_err(s, "creating %s/%s to fetch chunks of %s again: %s", s->repo_path, own,
@@ -1440,7 +1471,7 @@ static int repair_copy(struct shoal_store *s, uint32_t b, int src, const uint8_t
     if ((rv = preallocate(fd, pf->size)) < 0 ||
         (rv = copy_chunks(s, b, src, fd, skip, unreadable)) < 0)
         goto fail;
-    if (fsync(s->blobs_fd) != 0) {
+    if (fsync(s->meta_fd) != 0) {
         rv = errno_rv(errno);
         goto fail;
     }
@@ -1449,21 +1480,142 @@ static int repair_copy(struct shoal_store *s, uint32_t b, int src, const uint8_t
 fail:
     set_err(s, "copying %s/%s to %s/%s (%llu bytes) to repair %s: %s", s->repo_path, fin,
             s->repo_path, own, (unsigned long long)pf->size, pf->path, shoal_strerror(rv));
-    (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+    (void)unlinkat(s->meta_fd, in_part(own), 0);
     close(fd);
     return rv;
+}
+
+/* How many 10 ms waits hf_lock makes for a lock held by another. */
+#define HF_LOCK_WAIT_TRIES 100
+
+/*
+ * Takes huggingface_hub's lock for the blob named |etag| (shoal_hf_etag)
+ * of this repo, <cache>/.locks/<repo folder>/<etag>.lock: it holds that
+ * (an flock, through the filelock package) while it resumes
+ * blobs/<etag>.incomplete and renames it to blobs/<etag>, and it checks
+ * under it whether blobs/<etag> exists before downloading. On 0 |*out| is
+ * the locked descriptor (closing it lets go); SHOAL_EBUSY when another
+ * holds it (with |wait|, still after about a second of waiting); else the
+ * error that kept it from being made (a read-only .locks), and the caller
+ * goes on without it. The file is never removed: an older filelock,
+ * polling with its own descriptor, would then lock a name nobody else uses.
+ */
+static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out)
+{
+    const char *folder = strrchr(s->repo_path, '/') + 1;
+    char name[SHOAL_HF_ETAG_MAX + 8];
+    struct stat held, named;
+    int locks = -1, dir = -1, fd = -1, rv, tries;
+
+    *out = -1;
+    snprintf(name, sizeof name, "%s.lock", etag);
+    if ((rv = mkdir_open(s->cache_fd, ".locks", &locks)) < 0 ||
+        (rv = mkdir_open(locks, folder, &dir)) < 0)
+        goto out;
+    for (tries = 0; tries < 4 + HF_LOCK_WAIT_TRIES; tries++) {
+        fd = openat(dir, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0664);
+        if (fd < 0) {
+            rv = errno_rv(errno);
+            goto out;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            rv = errno == EWOULDBLOCK ? SHOAL_EBUSY : errno_rv(errno);
+            if (rv != SHOAL_EBUSY || !wait || tries >= HF_LOCK_WAIT_TRIES)
+                goto out;
+            /* Another release of this daemon publishing the same blob
+             * holds it for a rename and a few links: worth a short wait
+             * (this is a worker thread). huggingface_hub downloading it
+             * holds it far longer: then the publish is tried again. */
+            close(fd);
+            fd = -1;
+            nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+            continue;
+        }
+        /* Newer filelock releases remove the file as they let go: a lock
+         * on a name removed (or replaced) meanwhile guards nothing. */
+        if (fstat(fd, &held) == 0 && held.st_nlink > 0 &&
+            fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+            held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+            *out = fd;
+            fd = -1;
+            rv = 0;
+            goto out;
+        }
+        close(fd);
+        fd = -1;
+    }
+    rv = SHOAL_EBUSY;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (dir >= 0)
+        close(dir);
+    if (locks >= 0)
+        close(locks);
+    return rv;
+}
+
+/*
+ * An older shoald filled blob |b| in blobs/ (blobs/<sha>.incomplete, or
+ * blobs/<sha>.<release id>.incomplete), preallocated to the full size.
+ * The first of those is huggingface_hub's own resumable download name: it
+ * would take such a file for finished (its size is the file's) and rename
+ * it to blobs/<sha> unchecked, zeros and all. Each one found is moved to
+ * its partial name under .shoal/ (|dst|, which must not exist yet), so
+ * that the sidecar's verified chunks are kept and the trap is gone. Moved
+ * only when it is a regular file of the full size (huggingface_hub's own
+ * partial downloads are shorter until they are renamed), nobody holds its
+ * flock (a filler), and, for the shared name, huggingface_hub's lock for
+ * the blob can be taken (it is not resuming it right now). Anything else is
+ * left as it is: a file that was not moved is not the one the sidecar talks
+ * about, and is not trusted (open_blob_disk fills a new one).
+ */
+static void migrate_old_partial(struct shoal_store *s, uint32_t b, const char *dst, bool shared)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char old[128], hex[2 * SHOAL_HASH_LEN + 1];
+    struct stat st;
+    int fd = -1, lock = -1;
+
+    /* An older shoald named every blob by its sha256, whatever its ETag;
+     * huggingface_hub uses the sha256 for LFS files, so that is also the
+     * lock it would hold for the shared name. */
+    shoal_hex(hex, pf->sha256, SHOAL_HASH_LEN);
+    if (shared)
+        snprintf(old, sizeof old, "blobs/%s.incomplete", hex);
+    else
+        snprintf(old, sizeof old, "blobs/%s.%.16s.incomplete", hex, s->idhex);
+    if (fstatat(s->blobs_fd, in_blobs(old), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size ||
+        fstatat(s->meta_fd, in_part(dst), &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+        return;
+    if (shared && hf_lock(s, hex, false, &lock) == SHOAL_EBUSY)
+        return;
+    fd = openat(s->blobs_fd, in_blobs(old), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size != pf->size || flock(fd, LOCK_EX | LOCK_NB) != 0)
+        goto out;
+    if (renameat2(s->blobs_fd, in_blobs(old), s->meta_fd, in_part(dst), RENAME_NOREPLACE) == 0) {
+        fsync(s->meta_fd);
+        fsync(s->blobs_fd);
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    if (lock >= 0)
+        close(lock);
 }
 
 /* Removes |own| (a partial file of ours left next to a whole published
  * blob), unless another process holds its lock: then it is that one's. */
 static void drop_leftover(struct shoal_store *s, const char *own)
 {
-    int fd = openat(s->blobs_fd, in_blobs(own), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(s->meta_fd, in_part(own), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
     if (fd < 0)
         return;
     if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+        (void)unlinkat(s->meta_fd, in_part(own), 0);
     close(fd);
 }
 
@@ -1476,7 +1628,7 @@ static int blob_name_kind(const struct shoal_store *s, const char *path, const c
     struct stat st;
 
     *kind = "";
-    if (fstatat(s->blobs_fd, in_blobs(path), &st, AT_SYMLINK_NOFOLLOW) < 0)
+    if (fstatat(s->meta_fd, in_part(path), &st, AT_SYMLINK_NOFOLLOW) < 0)
         return 0;
     if (S_ISREG(st.st_mode))
         return 1;
@@ -1502,10 +1654,12 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     int fd = -1, cfd = -1, own_is;
     int rv = 0;
 
-    shoal_hf_blob_path(inc, sizeof inc, pf->sha256, true);
-    shoal_hf_blob_path(fin, sizeof fin, pf->sha256, false);
-    shoal_hf_blob_path(shared, sizeof shared, pf->sha256, true);
+    shoal_hf_partial_path(inc, sizeof inc, pf, NULL);
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
+    shoal_hf_partial_path(shared, sizeof shared, pf, NULL);
     own_inc_path(s, b, own, sizeof own);
+    migrate_old_partial(s, b, own, false);
+    migrate_old_partial(s, b, shared, true);
     /* Only a regular file under our own partial name can be ours: anything
      * else there (a directory, a FIFO that would block an open, a symlink
      * out of the store) is someone else's, and is neither opened nor
@@ -1626,9 +1780,9 @@ incomplete:
             goto blocked;
         }
         /* Known before O_CREAT, so a failed open can take back what it made. */
-        s->blobs[b].created = fstatat(s->blobs_fd, in_blobs(inc), &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+        s->blobs[b].created = fstatat(s->meta_fd, in_part(inc), &st, AT_SYMLINK_NOFOLLOW) < 0 &&
                               errno == ENOENT;
-        fd = openat(s->blobs_fd, in_blobs(inc),
+        fd = openat(s->meta_fd, in_part(inc),
                     O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0640);
         if (fd < 0 || fstat(fd, &st) < 0) {
             /* Put there since the check above: as if it had been seen. */
@@ -1872,7 +2026,7 @@ static void drop_created(struct shoal_store *s)
             s->blobs[b].fd = -1;
         }
         blob_inc_path(s, b, inc, sizeof inc);
-        (void)unlinkat(s->blobs_fd, in_blobs(inc), 0);
+        (void)unlinkat(s->meta_fd, in_part(inc), 0);
     }
 }
 
@@ -2438,7 +2592,7 @@ int shoal_store_file_open(struct shoal_store *s, uint32_t fi, int *fd)
         snprintf(path, sizeof path, "/proc/self/fd/%d", bfd);
         nfd = open(path, O_RDONLY | O_CLOEXEC);
     } else {
-        shoal_hf_blob_path(path, sizeof path, file(s, fi)->sha256, false);
+        shoal_hf_blob_path(path, sizeof path, file(s, fi), false);
         nfd = openat(s->repo_fd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (nfd < 0 && errno == ENOENT && bfd >= 0) {
             /* The cache entry was removed under us (rm, huggingface-cli
@@ -2605,7 +2759,7 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
     if (dup3(fd, bl->fd, O_CLOEXEC) < 0) {
         rv = -errno;
         set_err(s, "reopening %s/%s: %s", s->repo_path, own, shoal_strerror(rv));
-        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+        (void)unlinkat(s->meta_fd, in_part(own), 0);
         goto fail;
     }
     close(fd);
@@ -2630,7 +2784,7 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t fi, const uint32_t *ch
         shoal_store_last_error(s, err, sizeof err);
         /* Removed while its lock is still held (the dup3 below closes the
          * copy's last descriptor). */
-        (void)unlinkat(s->blobs_fd, in_blobs(own), 0);
+        (void)unlinkat(s->meta_fd, in_part(own), 0);
         pthread_mutex_lock(&s->mu);
         (void)dup3(orig, bl->fd, O_CLOEXEC);
         bl->own_inc = false;
@@ -2809,7 +2963,7 @@ static int fill_from_manifest(struct shoal_store *s, const struct shoal_manifest
             if (shoal_store_has(s, idx) || oc->len != chunk(s, idx)->len)
                 continue;
             if (fd < 0) {
-                shoal_hf_blob_path(fin, sizeof fin, of->sha256, false);
+                shoal_hf_blob_path(fin, sizeof fin, of, false);
                 fd = openat(blobs_fd, in_blobs(fin), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
                 if (fd < 0)
                     break;

@@ -3,12 +3,16 @@
  * The node's chunk store for one release (a parsed manifest). The store IS
  * the Hugging Face cache: there is one copy on disk.
  *
- * Each distinct file (by sha256) is preallocated as
- * <repo>/blobs/<sha256>.incomplete and filled in place with pwrite at its
- * chunk offsets. Every chunk is checked against its id before it is written.
- * When the last chunk of a file is in, the whole file is checked against the
- * manifest's sha256, fsync'd, renamed to blobs/<sha256>, and linked as
- * snapshots/<commit>/<path> -> ../../blobs/<sha256>; when every file is in,
+ * Each distinct file (by sha256 and blob name: <etag>, see shoal_hf_etag)
+ * is preallocated as <repo>/.shoal/<etag>.incomplete and filled in place
+ * with pwrite at its chunk offsets (never as blobs/<etag>.incomplete:
+ * huggingface_hub resumes that name as its own download; one left by an
+ * older shoald is moved to .shoal/ at open, see hfcache.h). Every chunk is
+ * checked against its id before it is written. When the last chunk of a
+ * file is in, the whole file is checked against the manifest's sha256,
+ * fsync'd, renamed to blobs/<etag> (holding huggingface_hub's lock for it,
+ * <cache>/.locks/<repo folder>/<etag>.lock), and linked as
+ * snapshots/<commit>/<path> -> ../../blobs/<etag>; when every file is in,
  * refs/<branch> is written. Nothing is ever visible under a final name
  * before its bytes are verified and durable.
  *
@@ -263,7 +267,7 @@ void shoal_store_file_suspect(struct shoal_store *s, uint32_t file, bool bad);
  * missing after they were found changed on disk. A published blob is
  * repaired in a copy: blobs/<sha> is copied, chunk by chunk and without the
  * chunks taken back, to this release's own partial file
- * blobs/<sha>.<release id>.incomplete (which needs room for the whole
+ * .shoal/<sha>.<release id>.incomplete (which needs room for the whole
  * file), which becomes the file the store reads and fills; a chunk that
  * cannot be read while copying (EIO) is taken back too. blobs/<sha> itself
  * keeps its name and bytes meanwhile (other releases in the cache link to
@@ -298,8 +302,8 @@ int shoal_store_take_back(struct shoal_store *s, uint32_t file, const uint32_t *
  * needed in the cache, ...). Such a file is done but bad (not ready, see
  * file_suspect), its chunks still verified: the caller must withhold them
  * until a later open repairs it. Also SHOAL_EBADPATH for a file not done
- * whose partial names (blobs/<sha256>.incomplete, and this release's own
- * blobs/<sha256>.<release id>.incomplete) both hold something that is not
+ * whose partial names (.shoal/<sha256>.incomplete, and this release's own
+ * .shoal/<sha256>.<release id>.incomplete) both hold something that is not
  * a regular file (a directory, FIFO, socket or symlink: never opened,
  * followed or removed), or only the latter while another process fills
  * the former: it is not filled (a put of its chunks stores nothing and
@@ -314,7 +318,7 @@ int shoal_store_file_withheld(struct shoal_store *s, uint32_t file, char *why, s
 /* 1 when opening the store had to step around something of someone
  * else's for file |file| (the primary of its blob: once per blob), and it
  * says so, for the log: a directory, FIFO, socket or symlink at the shared
- * partial name blobs/<sha256>.incomplete, left alone while the file is
+ * partial name .shoal/<sha256>.incomplete, left alone while the file is
  * filled under this release's own partial name. The message (which path,
  * what is there, what is done instead) goes to |out| (|cap| bytes,
  * NUL-terminated; "" when 0). Otherwise 0. */

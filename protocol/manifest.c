@@ -18,8 +18,11 @@
 
 #define ENVELOPE_FIELDS 5
 #define BODY_FIELDS 6
-#define FILE_FIELDS 4
+#define FILE_FIELDS 4    /* version 1 */
+#define FILE_FIELDS_V2 5 /* version 2: and the blob id */
 #define DOMAIN_LEN (sizeof SHOAL_MANIFEST_SIGN_DOMAIN) /* with its NUL */
+_Static_assert(sizeof SHOAL_MANIFEST_SIGN_DOMAIN == sizeof SHOAL_MANIFEST_SIGN_DOMAIN_V2,
+               "both domains prefix the body with the same length");
 
 struct shoal_manifest {
     enum shoal_repo_type type;
@@ -38,6 +41,7 @@ struct shoal_manifest {
     uint32_t *by_path;            /* file indices in path order, once sealed */
     uint64_t total_size;
 
+    unsigned version;             /* signed or parsed form's, once sealed */
     bool sealed;                  /* signed or parsed: no more changes */
     uint64_t created;
     uint8_t signer[SHOAL_PUBKEY_LEN];
@@ -307,10 +311,31 @@ int shoal_manifest_add_file(struct shoal_manifest *m, const char *path, uint64_t
     f->path = copy;
     f->size = size;
     memcpy(f->sha256, sha256, sizeof f->sha256);
+    f->has_blob_id = false;
+    memset(f->blob_id, 0, sizeof f->blob_id);
     f->first_chunk = m->nchunks;
     f->nchunks = 0;
     m->cur_sum = 0;
     return 0;
+}
+
+int shoal_manifest_set_blob_id(struct shoal_manifest *m, const uint8_t blob_id[20])
+{
+    if (m->sealed || m->nfiles == 0)
+        return -EINVAL;
+    memcpy(m->files[m->nfiles - 1].blob_id, blob_id, 20);
+    m->files[m->nfiles - 1].has_blob_id = true;
+    return 0;
+}
+
+/* Version 2 only when some file needs it: a manifest without blob ids stays
+ * readable by nodes that know only version 1. */
+static unsigned version_of(const struct shoal_manifest *m)
+{
+    for (uint32_t i = 0; i < m->nfiles; i++)
+        if (m->files[i].has_blob_id)
+            return 2;
+    return 1;
 }
 
 int shoal_manifest_add_chunk(struct shoal_manifest *m, const uint8_t id[32], uint32_t len)
@@ -336,7 +361,7 @@ int shoal_manifest_add_chunk(struct shoal_manifest *m, const uint8_t id[32], uin
 }
 
 /* Appends the body encoding of |m| to |b|. */
-static int encode_body(const struct shoal_manifest *m, struct shoal_buf *b)
+static int encode_body(const struct shoal_manifest *m, unsigned version, struct shoal_buf *b)
 {
     struct shoal_mpw w;
     shoal_mpw_init(&w, b);
@@ -352,7 +377,7 @@ static int encode_body(const struct shoal_manifest *m, struct shoal_buf *b)
     shoal_mpw_array(&w, m->nfiles);
     for (uint32_t i = 0; i < m->nfiles && !w.err; i++) {
         const struct shoal_mf_file *f = &m->files[i];
-        shoal_mpw_array(&w, FILE_FIELDS);
+        shoal_mpw_array(&w, version >= 2 ? FILE_FIELDS_V2 : FILE_FIELDS);
         shoal_mpw_cstr(&w, f->path);
         shoal_mpw_uint(&w, f->size);
         shoal_mpw_bin(&w, f->sha256, sizeof f->sha256);
@@ -368,6 +393,12 @@ static int encode_body(const struct shoal_manifest *m, struct shoal_buf *b)
             rec += SHOAL_MF_CHUNK_REC;
         }
         b->len += reclen;
+        if (version >= 2) {
+            if (f->has_blob_id)
+                shoal_mpw_bin(&w, f->blob_id, sizeof f->blob_id);
+            else
+                shoal_mpw_nil(&w);
+        }
     }
     return w.err;
 }
@@ -381,6 +412,7 @@ int shoal_manifest_sign(struct shoal_manifest *m, const struct shoal_seckey *sk,
     struct shoal_mpw w;
     uint8_t sig[SHOAL_SIG_LEN];
     size_t start = signed_out->len;
+    unsigned version;
     int rv;
 
     shoal_buf_init(&msg, SHOAL_MF_MAX_BYTES_DEFAULT);
@@ -396,11 +428,13 @@ int shoal_manifest_sign(struct shoal_manifest *m, const struct shoal_seckey *sk,
     if (rv)
         goto out;
     m->created = created_unix;
+    version = version_of(m);
     /* The body is encoded right after the domain, so the signed message is
      * contiguous without another copy. */
-    rv = shoal_buf_append(&msg, SHOAL_MANIFEST_SIGN_DOMAIN, DOMAIN_LEN);
+    rv = shoal_buf_append(&msg, version >= 2 ? SHOAL_MANIFEST_SIGN_DOMAIN_V2
+                                             : SHOAL_MANIFEST_SIGN_DOMAIN, DOMAIN_LEN);
     if (rv == 0)
-        rv = encode_body(m, &msg);
+        rv = encode_body(m, version, &msg);
     if (rv)
         goto out;
     if (crypto_sign_detached(sig, NULL, msg.data, msg.len, sk->sk) != 0) {
@@ -411,7 +445,7 @@ int shoal_manifest_sign(struct shoal_manifest *m, const struct shoal_seckey *sk,
     shoal_mpw_init(&w, signed_out);
     shoal_mpw_array(&w, ENVELOPE_FIELDS);
     shoal_mpw_cstr(&w, SHOAL_MANIFEST_MAGIC);
-    shoal_mpw_uint(&w, SHOAL_MANIFEST_VERSION);
+    shoal_mpw_uint(&w, version);
     shoal_mpw_bin(&w, msg.data + DOMAIN_LEN, msg.len - DOMAIN_LEN);
     shoal_mpw_bin(&w, pk.pk, sizeof pk.pk);
     shoal_mpw_bin(&w, sig, sizeof sig);
@@ -420,6 +454,7 @@ int shoal_manifest_sign(struct shoal_manifest *m, const struct shoal_seckey *sk,
         goto out;
     shoal_chunk_id(m->id, signed_out->data + start, signed_out->len - start);
     memcpy(m->signer, pk.pk, sizeof pk.pk);
+    m->version = version;
     m->sealed = true;
 out:
     if (rv) {
@@ -441,16 +476,18 @@ struct raw_file {
     const uint8_t *sha256;
     const uint8_t *recs;
     uint32_t nrecs;
+    const uint8_t *blob_id; /* 20 bytes, or NULL */
 };
 
 static int read_raw_file(struct shoal_mpr *r, const struct shoal_mf_limits *lim,
-                         struct raw_file *f)
+                         unsigned version, struct raw_file *f)
 {
+    const uint32_t want = version >= 2 ? FILE_FIELDS_V2 : FILE_FIELDS;
     uint32_t n, len;
-    int rv = shoal_mpr_array(r, &n, FILE_FIELDS);
+    int rv = shoal_mpr_array(r, &n, want);
     if (rv)
         return rv;
-    if (n != FILE_FIELDS)
+    if (n != want)
         return SHOAL_EPROTO;
     rv = shoal_mpr_str(r, &f->path, &f->path_len, lim->max_path);
     if (rv)
@@ -473,6 +510,16 @@ static int read_raw_file(struct shoal_mpr *r, const struct shoal_mf_limits *lim,
     if (len % SHOAL_MF_CHUNK_REC != 0)
         return SHOAL_EBADMSG;
     f->nrecs = len / SHOAL_MF_CHUNK_REC;
+    f->blob_id = NULL;
+    if (version >= 2) {
+        if (shoal_mpr_peek_nil(r))
+            return shoal_mpr_nil(r);
+        rv = shoal_mpr_bin(r, &f->blob_id, &len, 20);
+        if (rv)
+            return rv;
+        if (len != 20)
+            return SHOAL_EBADMSG;
+    }
     return 0;
 }
 
@@ -528,8 +575,8 @@ static int read_header(struct shoal_mpr *r, struct shoal_manifest *m)
 /* Decodes and validates the body into |m|. Two passes over the file list:
  * the first checks the form and counts, so that the second allocates
  * exactly what the input holds and never what it merely claims. */
-static int decode_body(struct shoal_manifest *m, const uint8_t *body, size_t n,
-                       const struct shoal_mf_limits *lim)
+static int decode_body(struct shoal_manifest *m, unsigned version, const uint8_t *body,
+                       size_t n, const struct shoal_mf_limits *lim)
 {
     struct shoal_mpr r;
     struct raw_file f;
@@ -548,7 +595,7 @@ static int decode_body(struct shoal_manifest *m, const uint8_t *body, size_t n,
         return SHOAL_EBADMSG;
     const struct shoal_mpr files_start = r;
     for (uint32_t i = 0; i < nfiles; i++) {
-        rv = read_raw_file(&r, lim, &f);
+        rv = read_raw_file(&r, lim, version, &f);
         if (rv)
             return rv;
         nchunks += f.nrecs;
@@ -570,7 +617,7 @@ static int decode_body(struct shoal_manifest *m, const uint8_t *body, size_t n,
     r = files_start;
     char *pb = m->path_block;
     for (uint32_t i = 0; i < nfiles; i++) {
-        rv = read_raw_file(&r, lim, &f);
+        rv = read_raw_file(&r, lim, version, &f);
         if (rv)
             return rv;
         struct shoal_mf_file *file = &m->files[i];
@@ -580,6 +627,9 @@ static int decode_body(struct shoal_manifest *m, const uint8_t *body, size_t n,
         pb += f.path_len + 1;
         file->size = f.size;
         memcpy(file->sha256, f.sha256, 32);
+        file->has_blob_id = f.blob_id != NULL;
+        if (f.blob_id)
+            memcpy(file->blob_id, f.blob_id, 20);
         file->first_chunk = m->nchunks;
         file->nchunks = f.nrecs;
         m->nfiles = i + 1;
@@ -638,7 +688,7 @@ int shoal_manifest_parse(struct shoal_manifest **out, const uint8_t *p, size_t n
     rv = shoal_mpr_uint(&r, &version, UINT64_MAX);
     if (rv)
         goto fail;
-    if (version != SHOAL_MANIFEST_VERSION) {
+    if (version != 1 && version != 2) {
         rv = SHOAL_EVERSION;
         goto fail;
     }
@@ -675,7 +725,8 @@ int shoal_manifest_parse(struct shoal_manifest **out, const uint8_t *p, size_t n
         rv = -ENOMEM;
         goto fail;
     }
-    memcpy(msg, SHOAL_MANIFEST_SIGN_DOMAIN, DOMAIN_LEN);
+    memcpy(msg, version == 2 ? SHOAL_MANIFEST_SIGN_DOMAIN_V2 : SHOAL_MANIFEST_SIGN_DOMAIN,
+           DOMAIN_LEN);
     memcpy(msg + DOMAIN_LEN, body, body_len);
     if (crypto_sign_verify_detached(sig, msg, DOMAIN_LEN + (size_t)body_len, signer) != 0) {
         rv = SHOAL_EBADSIG;
@@ -689,9 +740,10 @@ int shoal_manifest_parse(struct shoal_manifest **out, const uint8_t *p, size_t n
         rv = -ENOMEM;
         goto fail;
     }
-    rv = decode_body(m, body, body_len, lim);
+    rv = decode_body(m, (unsigned)version, body, body_len, lim);
     if (rv)
         goto fail;
+    m->version = (unsigned)version;
     memcpy(m->signer, signer, sizeof signer);
     shoal_chunk_id(m->id, p, n);
     m->sealed = true;

@@ -8,9 +8,9 @@
  * the signature, the signer and every field before anything uses them.
  *
  * Signed form (msgpack, the bytes that travel and are stored):
- *   [ "shoal-manifest", 1, body: bin, signer: bin 32, sig: bin 64 ]
+ *   [ "shoal-manifest", version, body: bin, signer: bin 32, sig: bin 64 ]
  * sig is Ed25519 (crypto_sign_detached) by |signer| over
- *   "shoal-manifest-v1" NUL || body
+ *   "shoal-manifest-v<version>" NUL || body
  * and the manifest id is BLAKE2b-256 (shoal_chunk_id) of the whole signed
  * form. The envelope must use the smallest msgpack forms (what
  * shoal_manifest_sign writes), so one signed body has exactly one id.
@@ -22,6 +22,12 @@
  *     params: [min_size, avg_size, max_size] (uints),
  *     created: uint (unix seconds),
  *     files: [ [path: str, size: uint, sha256: bin 32, chunks: bin], ... ] ]
+ * in version 1; in version 2 each file has a fifth field, blob_id: bin 20
+ * (the git blob sha1 of a file the Hub keeps in git, not LFS: the ETag it
+ * serves and the name huggingface_hub gives its blob) or nil (an LFS file,
+ * whose ETag is its sha256). A manifest with no blob id is written as
+ * version 1, byte for byte as before, so nodes that know only version 1
+ * still read it; parse reads both.
  * A file's chunks bin is its chunk list packed as 36-byte records:
  * chunk id (32 bytes) then length (u32 big-endian); offsets follow from the
  * lengths. An empty file has an empty chunks bin.
@@ -44,6 +50,7 @@
 #ifndef SHOAL_MANIFEST_H
 #define SHOAL_MANIFEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,9 +59,12 @@
 #include "keys.h"
 
 #define SHOAL_MANIFEST_MAGIC "shoal-manifest"
-#define SHOAL_MANIFEST_VERSION 1
+/* The newest version written (2: blob ids); 1 is written when no file has
+ * a blob id, and both are read. */
+#define SHOAL_MANIFEST_VERSION 2
 /* Signed with its terminating NUL in front of the body. */
 #define SHOAL_MANIFEST_SIGN_DOMAIN "shoal-manifest-v1"
+#define SHOAL_MANIFEST_SIGN_DOMAIN_V2 "shoal-manifest-v2"
 /* Bytes per chunk record in a file's chunks bin. */
 #define SHOAL_MF_CHUNK_REC 36
 #define SHOAL_MF_COMMIT_LEN 40
@@ -84,6 +94,8 @@ struct shoal_mf_file {
     const char *path;      /* NUL-terminated; owned by the manifest */
     uint64_t size;
     uint8_t sha256[32];    /* the Hub's LFS oid / file sha256 */
+    bool has_blob_id;      /* a file the Hub keeps in git (not LFS): */
+    uint8_t blob_id[20];   /* its git blob sha1, the Hub's ETag for it */
     uint32_t first_chunk;  /* index into the manifest's chunk list */
     uint32_t nchunks;
 };
@@ -123,6 +135,14 @@ int shoal_manifest_add_file(struct shoal_manifest *m, const char *path, uint64_t
                             const uint8_t sha256[32]);
 
 /*
+ * Records |blob_id| (the git blob sha1 of a file the Hub keeps in git, as
+ * the Hub lists it and checked against the bytes) for the file added last:
+ * caches name that file's blob by it, as huggingface_hub does. Returns 0,
+ * or -EINVAL (no file yet, or already signed).
+ */
+int shoal_manifest_set_blob_id(struct shoal_manifest *m, const uint8_t blob_id[20]);
+
+/*
  * Appends a chunk of |len| bytes to the file added last, at the offset after
  * its previous chunks (so a streaming chunker callback can feed it).
  * Returns 0, SHOAL_EBADMSG (len 0 or above params.max_size, or the file's
@@ -154,7 +174,7 @@ int shoal_manifest_sign(struct shoal_manifest *m, const struct shoal_seckey *sk,
  * Returns 0 with a new manifest in *out (free with shoal_manifest_free; it
  * does not point into |p|), or:
  *   SHOAL_ETRUNC, SHOAL_ETYPE, SHOAL_EPROTO  malformed msgpack or envelope
- *   SHOAL_EVERSION  a version other than 1
+ *   SHOAL_EVERSION  a version other than 1 or 2
  *   SHOAL_ETOOBIG   input, a count or a path over |lim|
  *   SHOAL_EBADSIG   signature does not verify
  *   SHOAL_EUNTRUSTED  signer not in |trusted|

@@ -267,8 +267,88 @@ static void test_documented_form(void)
     REQUIRE(shoal_keyset_new(&none) == 0);
     CHECK_EQ(shoal_manifest_parse(&p, again.data, again.len, none, NULL), SHOAL_EUNTRUSTED);
     shoal_keyset_free(none);
-    seal(body, n, &sec, SHOAL_MANIFEST_SIGN_DOMAIN, 2, &again);
+    seal(body, n, &sec, SHOAL_MANIFEST_SIGN_DOMAIN, 3, &again);
     CHECK_EQ(shoal_manifest_parse(&p, again.data, again.len, NULL, NULL), SHOAL_EVERSION);
+    CHECK(p == NULL);
+    shoal_manifest_free(m);
+    shoal_buf_free(&sb);
+    shoal_buf_free(&again);
+}
+
+/* Blob ids (version 2): a file the Hub keeps in git carries its git blob
+ * sha1, the name huggingface_hub gives its blob. A manifest without any is
+ * still version 1, as before, for nodes that know only that; one with
+ * some is version 2, signed under its own domain, and a version 1 parser's
+ * four-field files do not pass as version 2. */
+static void test_blob_ids(void)
+{
+    static const char *const paths[] = {"config.json", "model.safetensors", "tok.json"};
+    static const uint64_t sizes[] = {300, 50, 40};
+    struct shoal_manifest *m = build(paths, sizes, 1), *p = NULL;
+    struct shoal_buf sb, again;
+    struct shoal_mpr r;
+    const uint8_t *body;
+    uint32_t n;
+    uint64_t v;
+    uint8_t blob[20], blob2[20];
+
+    shoal_buf_init(&sb, 1 << 20);
+    shoal_buf_init(&again, 1 << 20);
+    /* No blob id: version 1. */
+    REQUIRE(shoal_manifest_sign(m, &sec, CREATED, &sb) == 0);
+    shoal_mpr_init(&r, sb.data, sb.len);
+    REQUIRE(shoal_mpr_array(&r, &n, 10) == 0 && shoal_mpr_skip(&r, 1) == 0);
+    REQUIRE(shoal_mpr_uint(&r, &v, 10) == 0);
+    CHECK_EQ(v, 1);
+    REQUIRE(shoal_manifest_parse(&p, sb.data, sb.len, NULL, NULL) == 0);
+    CHECK(!shoal_manifest_file(p, 0)->has_blob_id);
+    shoal_manifest_free(p);
+    p = NULL;
+    shoal_manifest_free(m);
+    CHECK_EQ(shoal_manifest_set_blob_id(m = build(paths, sizes, 0), blob), -EINVAL);
+    shoal_manifest_free(m);
+
+    /* Two of three files with blob ids: version 2, read back as given. */
+    rnd_bytes(blob, 20);
+    rnd_bytes(blob2, 20);
+    m = build(paths, sizes, 1);
+    REQUIRE(shoal_manifest_set_blob_id(m, blob) == 0);
+    uint8_t sha[32], id[32];
+    rnd_bytes(sha, 32);
+    REQUIRE(shoal_manifest_add_file(m, paths[1], sizes[1], sha) == 0);
+    rnd_bytes(id, 32);
+    REQUIRE(shoal_manifest_add_chunk(m, id, (uint32_t)sizes[1]) == 0);
+    REQUIRE(shoal_manifest_add_file(m, paths[2], sizes[2], sha) == 0);
+    REQUIRE(shoal_manifest_add_chunk(m, id, (uint32_t)sizes[2]) == 0);
+    REQUIRE(shoal_manifest_set_blob_id(m, blob2) == 0);
+    sb.len = 0;
+    REQUIRE(shoal_manifest_sign(m, &sec, CREATED, &sb) == 0);
+    CHECK_EQ(shoal_manifest_set_blob_id(m, blob), -EINVAL); /* sealed */
+    shoal_mpr_init(&r, sb.data, sb.len);
+    REQUIRE(shoal_mpr_array(&r, &n, 10) == 0 && shoal_mpr_skip(&r, 1) == 0);
+    REQUIRE(shoal_mpr_uint(&r, &v, 10) == 0);
+    CHECK_EQ(v, 2);
+    REQUIRE(shoal_mpr_bin(&r, &body, &n, UINT32_MAX) == 0);
+    REQUIRE(shoal_manifest_parse(&p, sb.data, sb.len, NULL, NULL) == 0);
+    CHECK(memcmp(shoal_manifest_id(p), shoal_manifest_id(m), 32) == 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        int k = shoal_manifest_find_file(p, paths[i]);
+        const struct shoal_mf_file *f = k >= 0 ? shoal_manifest_file(p, (uint32_t)k) : NULL;
+        REQUIRE(f);
+        CHECK_EQ(f->has_blob_id, i != 1);
+        if (i == 0)
+            CHECK(memcmp(f->blob_id, blob, 20) == 0);
+        if (i == 2)
+            CHECK(memcmp(f->blob_id, blob2, 20) == 0);
+    }
+    shoal_manifest_free(p);
+    p = NULL;
+    /* The version 2 body under the version 1 domain, or as version 1. */
+    seal(body, n, &sec, SHOAL_MANIFEST_SIGN_DOMAIN, 2, &again);
+    CHECK_EQ(shoal_manifest_parse(&p, again.data, again.len, NULL, NULL), SHOAL_EBADSIG);
+    again.len = 0;
+    seal(body, n, &sec, SHOAL_MANIFEST_SIGN_DOMAIN, 1, &again);
+    CHECK(shoal_manifest_parse(&p, again.data, again.len, NULL, NULL) < 0);
     CHECK(p == NULL);
     shoal_manifest_free(m);
     shoal_buf_free(&sb);
@@ -796,6 +876,7 @@ int main(int argc, char **argv)
     RUN(test_roundtrip);
     RUN(test_deterministic);
     RUN(test_documented_form);
+    RUN(test_blob_ids);
     RUN(test_flips_and_truncation);
     RUN(test_validation);
     RUN(test_nul_in_path);

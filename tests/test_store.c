@@ -61,7 +61,16 @@ struct tfile {
     const char *path;
     uint8_t *data;
     size_t size;
+    bool git;  /* kept in git by the Hub: the manifest gives a blob id */
 };
+
+/* A stand-in for the git blob sha1 of |data| (the store only names blobs
+ * by it; shoal publish checks the real one against the bytes). */
+static void fake_blob_id(uint8_t out[20], const uint8_t sha[32])
+{
+    for (int i = 0; i < 20; i++)
+        out[i] = sha[i] ^ 0xa5;
+}
 
 struct rel {
     struct shoal_manifest *m;
@@ -126,6 +135,12 @@ static void rel_finish(struct rel *r, enum shoal_repo_type t, const char *repo,
         if (i == bad_sha)
             sha[5] ^= 0x40;
         REQUIRE(shoal_manifest_add_file(m, r->f[i].path, r->f[i].size, sha) == 0);
+        if (r->f[i].git) {
+            uint8_t blob[20];
+
+            fake_blob_id(blob, sha);
+            REQUIRE(shoal_manifest_set_blob_id(m, blob) == 0);
+        }
         REQUIRE(shoal_chunker_feed(ch, r->f[i].data, r->f[i].size, add_chunk_cb, m) == 0);
         REQUIRE(shoal_chunker_finish(ch, add_chunk_cb, m, NULL, NULL) == 0);
     }
@@ -143,6 +158,7 @@ static void rel_add(struct rel *r, const char *path, uint8_t *data, size_t size)
     r->f[r->nf].path = path;
     r->f[r->nf].data = data;
     r->f[r->nf].size = size;
+    r->f[r->nf].git = false;
     r->nf++;
 }
 
@@ -251,8 +267,14 @@ static void blob_path(char *out, size_t cap, const char *cache, const struct rel
 {
     char rest[256];
 
-    REQUIRE(shoal_hf_blob_path(rest, sizeof rest, shoal_manifest_file(r->m, (uint32_t)f)->sha256,
-                               incomplete) == 0);
+    const struct shoal_mf_file *mf = shoal_manifest_file(r->m, (uint32_t)f);
+
+    /* A partial file is shoal's own (.shoal/), never huggingface_hub's
+     * blobs/<etag>.incomplete. */
+    if (incomplete)
+        REQUIRE(shoal_hf_partial_path(rest, sizeof rest, mf, NULL) == 0);
+    else
+        REQUIRE(shoal_hf_blob_path(rest, sizeof rest, mf, false) == 0);
     repo_path(out, cap, cache, r, rest);
 }
 
@@ -315,13 +337,33 @@ static void test_hfcache_names(void)
     CHECK_EQ(shoal_hf_repo_folder(out, sizeof out, SHOAL_REPO_MODEL, "a--b/c"), SHOAL_EBADPATH);
     CHECK_EQ(shoal_hf_repo_folder(out, 8, SHOAL_REPO_MODEL, "org/name"), SHOAL_ELIMIT);
 
-    CHECK_EQ(shoal_hf_link_target(out, sizeof out, "a.json", sha), 0);
+    struct shoal_mf_file mf = {.path = "a.json"};
+
+    memcpy(mf.sha256, sha, 32);
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, &mf), 0);
     CHECK(strncmp(out, "../../blobs/abab", 16) == 0);
-    CHECK_EQ(shoal_hf_link_target(out, sizeof out, "x/y/z.bin", sha), 0);
+    mf.path = "x/y/z.bin";
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, &mf), 0);
     CHECK(strncmp(out, "../../../../blobs/abab", 22) == 0);
     CHECK_EQ(strlen(out), 18 + 64);
-    CHECK_EQ(shoal_hf_blob_path(out, sizeof out, sha, true), 0);
+    CHECK_EQ(shoal_hf_blob_path(out, sizeof out, &mf, true), 0);
     CHECK(strlen(out) == 6 + 64 + 11 && strcmp(out + 70, ".incomplete") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, &mf, NULL), 0);
+    CHECK(strncmp(out, ".shoal/abab", 11) == 0 && strlen(out) == 7 + 64 + 11 &&
+          strcmp(out + 71, ".incomplete") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, &mf, "0123456789abcdef0123"), 0);
+    CHECK(strcmp(out + 71, ".0123456789abcdef.incomplete") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, 20, &mf, NULL), SHOAL_ELIMIT);
+    /* A file kept in git is named by its git blob sha1, as huggingface_hub
+     * names it (the Hub's ETag for it). */
+    mf.has_blob_id = true;
+    memset(mf.blob_id, 0xcd, 20);
+    CHECK_EQ(shoal_hf_blob_path(out, sizeof out, &mf, false), 0);
+    CHECK(strlen(out) == 6 + 40 && strncmp(out, "blobs/cdcd", 10) == 0);
+    CHECK_EQ(shoal_hf_link_target(out, sizeof out, &mf), 0);
+    CHECK(strlen(out) == 4 * 3 + 6 + 40 && strcmp(out + 18, "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd") == 0);
+    CHECK_EQ(shoal_hf_partial_path(out, sizeof out, &mf, NULL), 0);
+    CHECK(strcmp(out + 7 + 40, ".incomplete") == 0);
 
     CHECK(shoal_hf_branch_ok("main"));
     CHECK(shoal_hf_branch_ok("refs/pr/1") && shoal_hf_branch_ok("v1.0"));
@@ -525,6 +567,229 @@ static void test_resume(void)
     rel_free(&r);
 }
 
+static uint32_t check_bits_true(struct shoal_store *s, const struct rel *r);
+
+/* huggingface_hub's own names for blob |f| of |r|: its resumable download
+ * blobs/<sha>.incomplete (|what| "inc") or its lock
+ * <cache>/.locks/<repo folder>/<sha>.lock ("lock"). */
+static void hf_name(char *out, size_t cap, const char *cache, const struct rel *r, int f,
+                    const char *what)
+{
+    const uint8_t *sha = shoal_manifest_file(r->m, (uint32_t)f)->sha256;
+    char folder[256], hex[65];
+
+    if (strcmp(what, "inc") == 0) {
+        char rest[256];
+
+        snprintf(rest, sizeof rest, "blobs/");
+        shoal_hex(rest + 6, sha, 32);
+        strcat(rest, ".incomplete");
+        repo_path(out, cap, cache, r, rest);
+        return;
+    }
+    REQUIRE(shoal_hf_repo_folder(folder, sizeof folder, shoal_manifest_repo_type(r->m),
+                                 shoal_manifest_repo_id(r->m)) == 0);
+    shoal_hex(hex, sha, 32);
+    snprintf(out, cap, "%s/.locks/%s/%s.lock", cache, folder, hex);
+}
+
+/* Names in the blobs/ folder of |r| that end in ".incomplete". */
+static int blobs_incomplete(const char *cache, const struct rel *r)
+{
+    char p[1024];
+    struct dirent *e;
+    DIR *d;
+    int n = 0;
+
+    repo_path(p, sizeof p, cache, r, "blobs");
+    d = opendir(p);
+    REQUIRE(d);
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        n += len > 11 && strcmp(e->d_name + len - 11, ".incomplete") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/*
+ * huggingface_hub resumes blobs/<etag>.incomplete from its size and, when
+ * that is the file's size, renames it to blobs/<etag> unchecked (under its
+ * flock on .locks/<repo folder>/<etag>.lock). A preallocated partial file of
+ * shoal's under that name would so be published with its holes (QA F4).
+ * Shoal's partial files live under .shoal/; one an older shoald left in
+ * blobs/ is moved there at open with its verified chunks; a shorter one
+ * (huggingface_hub's own download) is left alone; and a blob is renamed
+ * into blobs/ only while shoal holds huggingface_hub's lock for it.
+ */
+static void test_hf_partial_names(void)
+{
+    const char *cache = new_cache();
+    const struct shoal_mf_file *f1;
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], q[1024], msg[512];
+    uint32_t half, had, tried = 0;
+    struct stat st;
+    int fd, lock;
+
+    rel_std(&r, "org/tiny", C1, -1, 11);
+    f1 = shoal_manifest_file(r.m, 1);
+    REQUIRE(f1->nchunks >= 2);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    half = f1->nchunks / 2;
+    for (uint32_t i = 0; i < half; i++)
+        CHECK_EQ(put(s, &r, f1->first_chunk + i), 0);
+    had = shoal_store_count(s);
+    CHECK(had >= half);
+    /* Filling: nothing under huggingface_hub's partial name. */
+    hf_name(p, sizeof p, cache, &r, 1, "inc");
+    CHECK(!exists(p));
+    CHECK_EQ(blobs_incomplete(cache, &r), 0);
+    blob_path(q, sizeof q, cache, &r, 1, true);
+    CHECK(stat(q, &st) == 0 && (uint64_t)st.st_size == f1->size);
+    shoal_store_free(s);
+
+    /* What an older shoald left: its partial file in blobs/, full size,
+     * with the sidecar's verified chunks in it. And huggingface_hub's own
+     * partial download of another file, shorter than the file. */
+    REQUIRE(rename(q, p) == 0);
+    hf_name(q, sizeof q, cache, &r, 2, "inc");
+    fd = open(q, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(write(fd, r.f[2].data, 1000) == 1000);
+    close(fd);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(shoal_store_count(s), had); /* moved, not fetched again */
+    CHECK(!exists(p));
+    blob_path(p, sizeof p, cache, &r, 1, true);
+    CHECK(exists(p));
+    CHECK(stat(q, &st) == 0 && st.st_size == 1000 && file_is(q, r.f[2].data, 1000));
+    CHECK(check_bits_true(s, &r) == had);
+
+    /* huggingface_hub downloading the same file (its lock held): the
+     * verified blob waits, and is published once the lock is let go. */
+    hf_name(p, sizeof p, cache, &r, 1, "lock");
+    lock = open(p, O_RDWR);
+    CHECK(lock >= 0); /* made by the open above, for the move */
+    if (lock < 0)
+        lock = open(p, O_RDWR | O_CREAT, 0644);
+    REQUIRE(lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) == 0);
+    for (uint32_t i = half; i < f1->nchunks; i++)
+        CHECK_EQ(put(s, &r, f1->first_chunk + i), 0);
+    CHECK(!shoal_store_file_done(s, 1));
+    blob_path(q, sizeof q, cache, &r, 1, false);
+    CHECK(!exists(q));
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, ".lock") != NULL && strstr(msg, "huggingface_hub") != NULL);
+    CHECK_EQ(shoal_store_retry_publish(s, &tried), SHOAL_EBUSY);
+    CHECK(!shoal_store_file_done(s, 1) && !exists(q));
+    close(lock);
+    CHECK_EQ(shoal_store_retry_publish(s, &tried), 0);
+    CHECK(tried >= 1);
+    CHECK(shoal_store_file_done(s, 1) && shoal_store_file_done(s, 3));
+    CHECK(file_is(q, r.f[1].data, r.f[1].size));
+    CHECK(exists(p)); /* never removed: an older filelock would lock a dead name */
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        if (!shoal_store_has(s, i))
+            CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    CHECK_EQ(blobs_incomplete(cache, &r), 1); /* huggingface_hub's, untouched */
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
+/*
+ * huggingface_hub names a blob by the ETag the Hub serves: the sha256 of an
+ * LFS file, the git blob sha1 of a file kept in git (config.json,
+ * tokenizer.json, *.index.json). With blob ids in the manifest the store
+ * names blobs the same way (QA F1): two files with the same bytes and blob
+ * id share a blob, the same bytes kept in LFS elsewhere get a blob of their
+ * own (as huggingface_hub keeps them), and serving, reopening and the
+ * snapshot check work for all of them.
+ */
+static void test_blob_names(void)
+{
+    static const char cfg[] = "{\"architectures\": [\"Tiny\"], \"vocab_size\": 32000}\n";
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], want[1024], hex[65];
+    uint8_t blob[20], *buf;
+    uint32_t n;
+    ssize_t len;
+    struct stat a, b;
+
+    memset(&r, 0, sizeof r);
+    rel_add(&r, "config.json", dup_bytes((const uint8_t *)cfg, sizeof cfg - 1), sizeof cfg - 1);
+    r.f[0].git = true;
+    rel_add(&r, "model.safetensors", gen(150000, 21), 150000);
+    rel_add(&r, "sub/config.json", dup_bytes((const uint8_t *)cfg, sizeof cfg - 1),
+            sizeof cfg - 1);
+    r.f[2].git = true;
+    rel_add(&r, "lfs/config.json", dup_bytes((const uint8_t *)cfg, sizeof cfg - 1),
+            sizeof cfg - 1);
+    rel_finish(&r, SHOAL_REPO_MODEL, "org/names", C1, -1);
+    CHECK(shoal_manifest_file(r.m, 0)->has_blob_id && !shoal_manifest_file(r.m, 1)->has_blob_id);
+    n = shoal_manifest_nchunks(r.m);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    /* Filling: the git file's partial is named by its blob id too. */
+    fake_blob_id(blob, shoal_manifest_file(r.m, 0)->sha256);
+    shoal_hex(hex, blob, 20);
+    snprintf(want, sizeof want, ".shoal/%s.incomplete", hex);
+    repo_path(p, sizeof p, cache, &r, want);
+    CHECK(exists(p));
+    for (uint32_t i = 0; i < n; i++)
+        if (!shoal_store_has(s, i))
+            CHECK_EQ(put(s, &r, i), 0);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+
+    /* config.json and sub/config.json: blobs/<blob id>, one inode. */
+    snap_path(p, sizeof p, cache, &r, 0);
+    len = readlink(p, want, sizeof want - 1);
+    REQUIRE(len > 0);
+    want[len] = '\0';
+    CHECK(strncmp(want, "../../blobs/", 12) == 0 &&
+          strcmp(want + 12, hex) == 0);
+    CHECK(stat(p, &a) == 0);
+    snap_path(p, sizeof p, cache, &r, 2);
+    len = readlink(p, want, sizeof want - 1);
+    REQUIRE(len > 0);
+    want[len] = '\0';
+    CHECK(strncmp(want, "../../../blobs/", 15) == 0 && strcmp(want + 15, hex) == 0);
+    CHECK(stat(p, &b) == 0 && a.st_ino == b.st_ino);
+    /* lfs/config.json, the same bytes in LFS: blobs/<sha256>, its own. */
+    shoal_hex(hex, shoal_manifest_file(r.m, 3)->sha256, 32);
+    snap_path(p, sizeof p, cache, &r, 3);
+    len = readlink(p, want, sizeof want - 1);
+    REQUIRE(len > 0);
+    want[len] = '\0';
+    CHECK(strncmp(want, "../../../blobs/", 15) == 0 && strcmp(want + 15, hex) == 0);
+    CHECK(stat(p, &b) == 0 && a.st_ino != b.st_ino && file_is(p, r.f[3].data, r.f[3].size));
+    /* The LFS shard keeps its sha256 name. */
+    blob_path(p, sizeof p, cache, &r, 1, false);
+    shoal_hex(hex, shoal_manifest_file(r.m, 1)->sha256, 32);
+    CHECK(strstr(p, hex) != NULL && file_is(p, r.f[1].data, r.f[1].size));
+
+    /* Serving reads every chunk back. */
+    buf = malloc(params.max_size);
+    REQUIRE(buf);
+    for (uint32_t i = 0; i < n; i++) {
+        int got = shoal_store_read_chunk(s, i, buf, params.max_size);
+        CHECK_EQ(got, shoal_manifest_chunk(r.m, i)->len);
+        CHECK(got > 0 && memcmp(buf, chunk_bytes(&r, i), (size_t)got) == 0);
+    }
+    free(buf);
+    shoal_store_free(s);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_complete(s));
+    CHECK_EQ(shoal_store_count(s), n);
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 /* Every verified bit must be backed by the right bytes on disk. */
 static uint32_t check_bits_true(struct shoal_store *s, const struct rel *r)
 {
@@ -560,7 +825,7 @@ static uint32_t chunks_in_done_files(struct shoal_store *s, const struct rel *r)
     return n;
 }
 
-/* blobs/<sha>.<release id>.incomplete: a release's own partial file. */
+/* .shoal/<sha>.<release id>.incomplete: a release's own partial file. */
 static void own_partial(char *out, size_t cap, const char *cache, const struct rel *r, int f)
 {
     char hex[17];
@@ -812,7 +1077,7 @@ static void test_shared_partial(void)
     REQUIRE(shoal_store_open(&se, cache, e.m, NULL) == 0);
     /* The liar writes under a name of its own. */
     shoal_hex(hex, shoal_manifest_file(a.m, 0)->sha256, 32);
-    snprintf(p, sizeof p, "%s/models--org--m/blobs/%s.", cache, hex);
+    snprintf(p, sizeof p, "%s/models--org--m/.shoal/%s.", cache, hex);
     shoal_hex(p + strlen(p), shoal_manifest_id(e.m), 8);
     strcat(p, ".incomplete");
     CHECK(stat(p, &st) == 0);
@@ -1733,7 +1998,7 @@ static int test_diskfull(void)
     CHECK(rv == SHOAL_ENOSPC || rv == -EFBIG);
     CHECK(s == NULL);
     fprintf(stderr, "  open: %s: %s\n", shoal_strerror(rv), msg);
-    CHECK(strstr(msg, "blobs/") != NULL && strstr(msg, cache) != NULL);
+    CHECK(strstr(msg, ".shoal/") != NULL && strstr(msg, cache) != NULL);
     repo_path(p, sizeof p, cache, &r, "snapshots");
     CHECK(!exists(p));
     for (int f = 0; f < r.nf; f++) {
@@ -2521,6 +2786,8 @@ int main(int argc, char **argv)
         RUN(test_publish_random_order);
         RUN(test_bad_chunk);
         RUN(test_resume);
+        RUN(test_hf_partial_names);
+        RUN(test_blob_names);
         RUN(test_crash_and_bad_sidecar);
         RUN(test_crash_time_flush);
         RUN(test_dedup_releases);

@@ -143,8 +143,8 @@ CASE is one of:
                   seed is back both releases on the seed are whole again
                   and byte-identical.
   partial_blocked a directory (someone else's) at both partial names of one
-                  shard in a seed's cache, blobs/<sha>.incomplete and
-                  blobs/<sha>.<release id>.incomplete: the seed opens the
+                  shard in a seed's cache, .shoal/<sha>.incomplete and
+                  .shoal/<sha>.<release id>.incomplete: the seed opens the
                   release anyway (before: it could not open it at all), logs
                   that shard as withheld naming the path and what to do,
                   `shoal status` says BLOCKED ON DISK, it never tries to
@@ -1486,6 +1486,14 @@ def others_without_ban(puller, paths, who):
     return 0
 
 
+def partial_of(blob, tag=None):
+    """Where shoald fills blob |blob| (a path in blobs/): the repo's
+    .shoal/<sha>.incomplete, or with |tag| .shoal/<sha>.<tag>.incomplete."""
+    repo = os.path.dirname(os.path.dirname(blob))
+    name = os.path.basename(blob) + ("." + tag if tag else "") + ".incomplete"
+    return os.path.join(repo, ".shoal", name)
+
+
 def flip_middle_byte(snap):
     """Flips the byte in the middle of the blob snapshot link |snap| points
     at, as bit rot would (its mode is put back)."""
@@ -1805,7 +1813,7 @@ def case_disk_rot_refetch_cut(tmp):
     if p1.stop() != 0:
         print("FAIL the first puller did not shut down cleanly")
         fails += 1
-    parts = glob.glob(os.path.join(os.path.dirname(blob), "*.incomplete"))
+    parts = glob.glob(partial_of(blob, "*"))
     if len(parts) != 1:
         print(f"FAIL want one partial file being refilled, found {parts}")
         fails += 1
@@ -1864,7 +1872,7 @@ def case_disk_rot_kept(tmp):
         return 1
     snap = os.path.join(tmp, "cache-a", "models--org--model", "snapshots", "ab" * 20, shard)
     blob = os.path.realpath(snap)
-    os.mkdir("%s.%s.incomplete" % (blob, mid[:16]))
+    os.mkdir(partial_of(blob, mid[:16]))
     flip_middle_byte(snap)
     p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
                                                  "--no-origin"]))
@@ -1972,10 +1980,9 @@ def case_partial_blocked(tmp):
     k, repo, files, mf, mid = setup(tmp)
     shard = "model-00001-of-00002.safetensors"
     sha = hashlib.sha256(files[shard]).hexdigest()
-    blobs = os.path.join(tmp, "cache-a", "models--org--model", "blobs")
-    os.makedirs(blobs)
-    dirs = [os.path.join(blobs, sha + ".incomplete"),
-            os.path.join(blobs, "%s.%s.incomplete" % (sha, mid[:16]))]
+    blob = os.path.join(tmp, "cache-a", "models--org--model", "blobs", sha)
+    os.makedirs(os.path.dirname(partial_of(blob)))
+    dirs = [partial_of(blob), partial_of(blob, mid[:16])]
     for d in dirs:
         os.mkdir(d)
     a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
@@ -2102,7 +2109,7 @@ def disk_rot_status_reason(tmp, small):
         fails += 1
     # Shard 2 rots while served, with a directory where its copy goes.
     blob = flip_middle_byte(os.path.join(snaps, shard2))
-    os.mkdir("%s.%s.incomplete" % (blob, mid[:16]))
+    os.mkdir(partial_of(blob, mid[:16]))
     p1 = Node("puller1", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
                                                  "--no-origin"]))
     if not a.wait_for(r"%s: its 1 bad chunks cannot be fetched again while it is open" %

@@ -53,7 +53,7 @@ static int seal(const uint8_t *body, size_t n, struct shoal_buf *out)
     shoal_mpw_init(&w, out);
     shoal_mpw_array(&w, 5);
     shoal_mpw_cstr(&w, SHOAL_MANIFEST_MAGIC);
-    shoal_mpw_uint(&w, SHOAL_MANIFEST_VERSION);
+    shoal_mpw_uint(&w, 1); /* the version of SHOAL_MANIFEST_SIGN_DOMAIN */
     shoal_mpw_bin(&w, body, n);
     shoal_mpw_bin(&w, fuzz_sk.sk + 32, 32);
     shoal_mpw_bin(&w, sig, 64);
