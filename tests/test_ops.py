@@ -2394,7 +2394,7 @@ def case_hf_partial(tmp):
         os.rename(p, os.path.join(repo, "blobs", os.path.basename(p)))
     slow_hub(hub, 1000000)
     n2 = node("h", k, tmp, hub, ["--tracker", taddr])
-    if not n2.wait_for(r"state file \S+: 1 releases reopened", 10):
+    if not n2.wait_for(r"state file \S+: 1 release reopened", 10):
         print("FAIL the restarted node did not reopen the release it was pulling")
         fails += 1
     again = release_pct(n2, hub.commit)
