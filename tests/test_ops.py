@@ -153,6 +153,13 @@ CASE is one of:
                 completes the release from the origin (before: the first
                 node took the spans again as soon as they were free, and
                 the second had not completed after 90 s).
+  origin_health the Hub stand-in answers 503 to every CDN request but its
+                /resolve/ redirects fine: `shoal status` says the origin
+                has been failing for several seconds with as many failed
+                requests as the stand-in refused, and the log says no
+                "reachable again" while it lasts (before: every 302 reset
+                the run: "failing for 0 s (1 failed request)" with 12
+                refused).
   tracker_rollouts `shoal rollout` refuses a branch (exit 2, "not a
                 commit") and the tracker a commit with no manifest
                 registered ("publish it first", exit 1; before, both were
@@ -1751,6 +1758,48 @@ def case_origin_leased(tmp):
     return fails
 
 
+def case_origin_health(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "4M", shards="2")
+    mf, _ = publish(k, hub, tmp, "main")
+    hub.reset()
+    hub.add_faults([{"kind": "status", "code": 503, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    n = node("h", k, tmp, hub, ["--manifest", mf])
+    port = hub.url.rsplit(":", 1)[1]
+    if not n.wait_for(r"warn\s+origin 127\.0\.0\.1:%s failing: HTTP 503" % port, 20):
+        print("FAIL the node did not log the failing origin")
+        n.dump(tail=30)
+        return 1
+    # The small files (no redirect) are in within a second: from then on
+    # every request that reaches the origin's files fails.
+    time.sleep(1.5)
+    mark = len(n.log())
+    time.sleep(6)
+    st = cli("status", "--socket", n.sock).stdout
+    print(st.strip())
+    refused = sum(1 for e in hub.stats()["log"] if "/cdn/" in e.get("path", ""))
+    m = re.search(r"origin 127\.0\.0\.1:%s failing for (\d+) s \((\d+) failed requests?\)"
+                  % port, st)
+    if not m:
+        print("FAIL shoal status does not show the origin failing")
+        fails += 1
+    else:
+        secs, count = int(m.group(1)), int(m.group(2))
+        print(f"status: failing for {secs} s, {count} failed; the stand-in refused {refused}")
+        if secs < 5:
+            print("FAIL the failing time restarts while every file request fails")
+            fails += 1
+        if count < refused // 2 or count < 3:
+            print("FAIL the failed request count restarts while every file request fails")
+            fails += 1
+    back = [l for l in n.log()[mark:].splitlines() if "reachable again" in l]
+    if back:
+        print(f"FAIL the log says the origin is reachable again while it fails: {back[:3]}")
+        fails += 1
+    return shoalproc.finish(fails, [n], tail=40)
+
+
 def case_tracker_rollouts(tmp):
     k = make_keys(tmp, ["s", "n"])
     hub = Hub(tmp, "4M")
@@ -2465,5 +2514,6 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "publish_retry": case_publish_retry,
                       "origin_bad": case_origin_bad, "hub_refused": case_hub_refused,
                       "hub_ca": case_hub_ca, "origin_refused": case_origin_refused,
-                      "origin_leased": case_origin_leased},
+                      "origin_leased": case_origin_leased,
+                      "origin_health": case_origin_health},
                "shoal-ops-", scan_sanitizers=True)
