@@ -200,6 +200,7 @@ struct shoal_hub {
     /* Origin health (see shoal_hub_health): the current run of failures. */
     bool failing;
     bool run_reported;          /* a report named this run */
+    bool run_files;             /* a file request failed in this run */
     uint64_t run_start_ms, run_failures;
     uint64_t unreported;        /* failures no report counted yet */
     uint64_t last_report_ms;    /* 0: never */
@@ -1140,12 +1141,17 @@ static void health_emit(struct shoal_hub *h, enum shoal_hub_health_event ev, con
         h->cfg.on_health(h->cfg.health_user, &e);
 }
 
-/* Records how an attempt of |j| ended: |error| NULL for an answer, else
- * what failed. The first failure of a run is reported at once, later ones
- * at most once per health_summary_ms, counted; so is the first failure of
- * a run that starts soon after a reported one, so a gateway that fails
- * every other request (429s among answers) costs a line or two per period,
- * not two per request. */
+/* Records how an attempt of |j| ended: |error| NULL for a request that
+ * delivered what it asked for (every byte of a range, an API answer),
+ * else what failed. Nothing else is noted: a redirect hop or an answer
+ * without the bytes (a 404) shows nothing of whether files can be had, and
+ * counted as an answer, the 302 of every file request ended the run just
+ * before its CDN request failed again ("failing for 0 s (1 failed
+ * request)" while nothing could be fetched). The first failure of a run is
+ * reported at once, later ones at most once per health_summary_ms,
+ * counted; so is the first failure of a run that starts soon after a
+ * reported one, so a gateway that fails every other request (429s among
+ * answers) costs a line or two per period, not two per request. */
 static void health_note(struct shoal_hub *h, const struct job *j, const char *error)
 {
     uint64_t now = now_ms(h);
@@ -1156,6 +1162,9 @@ static void health_note(struct shoal_hub *h, const struct job *j, const char *er
          * still end well; the origin is not "reachable again" until the
          * wait it asked for is over. */
         if (h->failing && hold_until(h, j->host, now))
+            return;
+        /* An API answer shows that the API works, not the files. */
+        if (h->failing && h->run_files && j->kind == JOB_API)
             return;
         if (h->failing && h->run_reported) {
             char host[sizeof h->fail_host];
@@ -1170,9 +1179,12 @@ static void health_note(struct shoal_hub *h, const struct job *j, const char *er
     if (!h->failing) {
         h->failing = true;
         h->run_reported = false;
+        h->run_files = false;
         h->run_start_ms = now;
         h->run_failures = 0;
     }
+    if (j->kind == JOB_RANGE)
+        h->run_files = true;
     h->run_failures++;
     h->unreported++;
     if (!quiet)
@@ -1327,7 +1339,8 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
     else if (cc == CURLE_OK && j->kind == JOB_RANGE && j->status >= 200 && j->status < 300 &&
              !progress)
         snprintf(herr, sizeof herr, "HTTP %ld with a short body", j->status);
-    health_note(h, j, herr[0] ? herr : NULL);
+    if (herr[0])
+        health_note(h, j, herr);
     if (cc == CURLE_OK && j->status >= 300 && j->status < 400 && j->status != 304 &&
         j->location) {
         CURLU *u = curl_url();
@@ -1368,6 +1381,7 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         return;
     }
     if (cc == CURLE_OK && j->status >= 200 && j->status < 300 && j->kind == JOB_API) {
+        health_note(h, j, NULL);
         job_complete(h, j, 0, NULL);
         return;
     }

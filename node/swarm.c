@@ -167,12 +167,17 @@ struct shoal_swarm {
         uint32_t trk;              /* SHOAL_TRKCONN_NONE-like: UINT32_MAX, local */
     } leases[16];
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
-    /* Origin chunks that failed (bad bytes, a write error) since the last
-     * that arrived, and until when local leases wait because of them:
-     * without a tracker's lease expiry to slow it, a bad chunk was fetched
-     * again at once, hundreds of times a second. */
+    /* Origin failures (bad bytes, a write error, a fetch the hub gave up
+     * on or refused at once) since the last chunk that arrived, and until
+     * when new leases wait because of them: without it a span the origin
+     * refuses (an untrusted certificate, a 403) was asked for again at
+     * once, hundreds of times a second. */
     uint32_t origin_fails;
     uint64_t origin_hold_until;
+    /* Failed origin fetches not logged since the last one that was: one
+     * warning per ORIGIN_FAIL_LOG_MS while they repeat. */
+    uint32_t ofail_quiet;
+    uint64_t ofail_logged_ms;
     struct ofetch *ofetches;       /* origin fetches alive */
     uint64_t origin_bytes, dup_bytes, resumed_bytes;
     /* Chunk puts queued on workers whose results the loop has not counted:
@@ -230,6 +235,9 @@ static uint32_t next_req_id = 1;
 #define LEASE_EMPTY_LOG_MIN 5
 #define LEASE_EMPTY_LOG_AFTER_MS 10000
 #define LEASE_EMPTY_LOG_MS 30000
+/* At most one "origin fetch ... failed" warning per this long (the hub's
+ * "origin HOST failing" line says how many requests failed meanwhile). */
+#define ORIGIN_FAIL_LOG_MS 30000
 
 /* --- tracker --- */
 struct ofetch;
@@ -2020,16 +2028,22 @@ static void origin_free_all(struct shoal_swarm *s)
     free(s->origin_failed);
 }
 
-/* The origin's bytes for a chunk were wrong, or could not be stored: hold
- * local leases back (fetches that failed outright have the hub's own
- * retries and back-off). */
+/* The origin failed us (wrong bytes, bytes that could not be stored, a
+ * fetch the hub gave up on or refused at once): hold new leases back. The
+ * hub's retries pace one fetch; this paces fetching the span again, which
+ * otherwise followed each failure at once. A failure while a hold runs
+ * came from a fetch started before it and does not double it: the hold
+ * doubles with each try made after one. */
 static void origin_hold(struct shoal_swarm *s)
 {
+    uint64_t now = now_ms(s);
+    if (now < s->origin_hold_until)
+        return;
     uint32_t n = s->origin_fails < 8 ? s->origin_fails : 7;
     uint64_t hold = 500ull << n; /* 0.5 s, doubling to 60 s */
 
     s->origin_fails++;
-    s->origin_hold_until = now_ms(s) + (hold < 60000 ? hold : 60000);
+    s->origin_hold_until = now + (hold < 60000 ? hold : 60000);
 }
 
 static void origin_chunk_failed(struct shoal_swarm *s, uint32_t c)
@@ -2150,12 +2164,26 @@ static void ofetch_done(void *user, int status, const char *msg)
         while (of->queued < of->count)
             origin_chunk_failed(s, of->first + of->queued++);
     } else if (status != 0 || of->queued < of->count) {
-        LOG_W("release %s: origin fetch of chunks %u..%u failed: %s", s->idhex, of->first,
-              of->first + of->count - 1, status ? msg : "short answer");
-        /* An origin breaking the protocol (ignoring Range, a bad redirect)
-         * answers the same when asked again at once. */
-        if (status == SHOAL_EPROTO)
-            origin_hold(s);
+        uint64_t now = now_ms(s);
+        if (!s->ofail_logged_ms || now - s->ofail_logged_ms >= ORIGIN_FAIL_LOG_MS) {
+            char more[64] = "";
+            if (s->ofail_quiet)
+                snprintf(more, sizeof more, " (and %u more failed since the last such line)",
+                         s->ofail_quiet);
+            LOG_W("release %s: origin fetch of chunks %u..%u failed%s: %s", s->idhex, of->first,
+                  of->first + of->count - 1, more, status ? msg : "short answer");
+            s->ofail_logged_ms = now ? now : 1;
+            s->ofail_quiet = 0;
+        } else {
+            s->ofail_quiet++;
+            LOG_D("release %s: origin fetch of chunks %u..%u failed: %s", s->idhex, of->first,
+                  of->first + of->count - 1, status ? msg : "short answer");
+        }
+        /* Asked again at once, an origin answers the same: one that
+         * refuses (an untrusted certificate, 401/403/404), breaks the
+         * protocol (ignores Range, a bad redirect) or kept failing through
+         * the hub's retries. */
+        origin_hold(s);
         while (of->queued < of->count)
             origin_chunk_failed(s, of->first + of->queued++);
     }
@@ -2280,17 +2308,19 @@ static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action 
         shoal_sched_lease_failed(s->sched, now);
         return;
     }
+    /* The origin just failed us: wait before fetching again. A tracker's
+     * lease on the failed span expires to be granted again, but asking it
+     * for another span now would have that fail the same way and keep it
+     * from nodes the origin may serve. */
+    if (now < s->origin_hold_until) {
+        shoal_sched_lease_failed(s->sched, now);
+        return;
+    }
     route = s->hooks->on_lease_req ? s->hooks->on_lease_req(s->hooks->user, s, a->chunk, a->count)
                                    : SHOAL_SWARM_LEASE_LOCAL;
     if (route == SHOAL_SWARM_LEASE_ASKED)
         return;
     if (route != SHOAL_SWARM_LEASE_LOCAL) {
-        shoal_sched_lease_failed(s->sched, now);
-        return;
-    }
-    /* The origin just failed us: wait before fetching again (a tracker's
-     * leases give the same pause by expiring). */
-    if (now < s->origin_hold_until) {
         shoal_sched_lease_failed(s->sched, now);
         return;
     }

@@ -134,6 +134,32 @@ CASE is one of:
                 that shard at most 10 times (before, with nothing to slow
                 it, hundreds of times: about 19 a second); once the stand-in
                 serves the right bytes again the pull completes.
+  origin_refused a node with no tracker pulls from a Hub stand-in that
+                answers every file (CDN) request 403: over 5 s it asks
+                for files at most 10 times and logs "origin fetch of
+                chunks ... failed" at most 3 times (before: each refusal
+                had the span asked for again at once, 24 requests and 25
+                lines in 5 s here); the same against the stand-in over
+                https with a certificate the node does not trust: at most
+                25 TLS handshakes, counted by the stand-in as nothing
+                reaches HTTP (before: 61 and 63 lines). Once the stand-in
+                answers again the pull completes.
+  origin_leased a node taking origin leases from a tracker (--lease-ms
+                4000) is refused by the origin (the stand-in over https,
+                a certificate it does not trust): over 5 s it makes at
+                most 25 TLS handshakes and logs at most 3 failed fetches;
+                a second node trusting the CA, on the same tracker, gets
+                the spans once the first one's leases expire and
+                completes the release from the origin (before: the first
+                node took the spans again as soon as they were free, and
+                the second had not completed after 90 s).
+  origin_health the Hub stand-in answers 503 to every CDN request but its
+                /resolve/ redirects fine: `shoal status` says the origin
+                has been failing for several seconds with as many failed
+                requests as the stand-in refused, and the log says no
+                "reachable again" while it lasts (before: every 302 reset
+                the run: "failing for 0 s (1 failed request)" with 12
+                refused).
   tracker_rollouts `shoal rollout` refuses a branch (exit 2, "not a
                 commit") and the tracker a commit with no manifest
                 registered ("publish it first", exit 1; before, both were
@@ -1659,6 +1685,138 @@ def case_origin_bad(tmp):
     return fails
 
 
+def fetch_fail_lines(n):
+    return len(re.findall(r"origin fetch of chunks \d+\.\.\d+ failed", n.log()))
+
+
+def refused_window(n, count, what, max_asks=20, max_lines=3, window=5):
+    """Fails (returns 1) when over |window| s node |n| asks the origin more
+    than |max_asks| times (|count|() says how many so far) or logs more
+    than |max_lines| failed fetches."""
+    a0, l0 = count(), fetch_fail_lines(n)
+    time.sleep(window)
+    asks, lines = count() - a0, fetch_fail_lines(n) - l0
+    print(f"{what}: over {window} s, {asks} requests to the origin, {lines} failed-fetch lines")
+    if asks > max_asks or lines > max_lines:
+        print(f"FAIL {what}: the node asks the origin again and again (want at most "
+              f"{max_asks} requests and {max_lines} lines)")
+        return 1
+    return 0
+
+
+def case_origin_refused(tmp):
+    os.environ.pop("CURL_CA_BUNDLE", None)
+    os.environ.pop("SSL_CERT_FILE", None)
+    certs = os.path.join(tmp, "tls")
+    run(PY, os.path.join(HUB_DIR, "tlscert.py"), certs)
+    k = make_keys(tmp, ["r", "t"])
+    hub = hubfix.Hub(HUB_DIR, tmp, "4M", "2", "9", tls=certs)
+    mf, mid = publish(k, hub, tmp, "main")
+    fails = 0
+    deny = [{"kind": "status", "code": 403, "times": -1, "match": "/cdn/"}]
+    hub.reset()
+    hub.add_faults(deny)
+    n = node("r", k, tmp, hub, ["--manifest", mf])
+    if not n.wait_for(r"origin fetch of chunks \d+\.\.\d+ failed: .*HTTP 403", 20):
+        print("FAIL the node did not log the refused fetch")
+        n.dump(tail=30)
+        return 1
+    # Holds of 0.5, 1, 2, 4 s: at most 4 tries of its 2 shards in 5 s.
+    fails += refused_window(n, lambda: hub.stats()["requests"]["cdn"], "HTTP 403", max_asks=10)
+    t = node("t", k, tmp, None, ["--manifest", mf, "--hub-endpoint", hub.https_url])
+    if not t.wait_for(r"origin fetch of chunks \d+\.\.\d+ failed: .*certificate", 20):
+        print("FAIL the node did not log the untrusted certificate")
+        t.dump(tail=30)
+        return fails + 1
+    # Every file fails here: 5 files a try.
+    fails += refused_window(t, lambda: hub.stats()["tls_hellos"], "untrusted TLS", max_asks=25)
+    st = cli("status", "--socket", t.sock).stdout
+    print(st.strip())
+    if "TLS certificate not trusted" not in st:
+        print("FAIL shoal status does not show the certificate error")
+        fails += 1
+    hub.reset()
+    r = cli("pull", mid, "--socket", n.sock, "--timeout", "90", timeout=120)
+    print(f"pull once the stand-in answers again: exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL the pull did not complete: {r.stderr.strip()}")
+        fails += 1
+    return shoalproc.finish(fails, [n, t], tail=40)
+
+
+def case_origin_leased(tmp):
+    os.environ.pop("CURL_CA_BUNDLE", None)
+    os.environ.pop("SSL_CERT_FILE", None)
+    certs = os.path.join(tmp, "tls")
+    run(PY, os.path.join(HUB_DIR, "tlscert.py"), certs)
+    k = make_keys(tmp, ["a", "b"])
+    hub = hubfix.Hub(HUB_DIR, tmp, "4M", "2", "9", tls=certs)
+    tr, addr = hubfix.start_tracker(TRACKER, k, extra=["--lease-ms", "4000"])
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    fails = 0
+    common = ["--tracker", addr, "--hub-endpoint", hub.https_url, "--origin-delay-ms", "0"]
+    a = node("a", k, tmp, None, [*common, "--manifest", mf])
+    if not a.wait_for(r"origin fetch of chunks \d+\.\.\d+ failed: .*certificate", 20):
+        print("FAIL node a did not log the untrusted certificate")
+        a.dump(tail=30)
+        tr.stop()
+        return 1
+    fails += refused_window(a, lambda: hub.stats()["tls_hellos"], "leased, untrusted TLS",
+                            max_asks=25)
+    b = node("b", k, tmp, None, [*common, "--hub-ca", os.path.join(certs, "ca.pem")])
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "90", timeout=120)
+    print("b:", (r.stdout.strip().splitlines() or [r.stderr])[-1])
+    if r.returncode != 0:
+        print(f"FAIL node b trusting the CA did not complete: {r.stderr.strip()}")
+        fails += 1
+    fails += hubfix.check_files(b, hub)
+    fails = shoalproc.finish(fails, [a, b], tail=40)
+    tr.stop()
+    return fails
+
+
+def case_origin_health(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "4M", shards="2")
+    mf, _ = publish(k, hub, tmp, "main")
+    hub.reset()
+    hub.add_faults([{"kind": "status", "code": 503, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    n = node("h", k, tmp, hub, ["--manifest", mf])
+    port = hub.url.rsplit(":", 1)[1]
+    if not n.wait_for(r"warn\s+origin 127\.0\.0\.1:%s failing: HTTP 503" % port, 20):
+        print("FAIL the node did not log the failing origin")
+        n.dump(tail=30)
+        return 1
+    # The small files (no redirect) are in within a second: from then on
+    # every request that reaches the origin's files fails.
+    time.sleep(1.5)
+    mark = len(n.log())
+    time.sleep(6)
+    st = cli("status", "--socket", n.sock).stdout
+    print(st.strip())
+    refused = sum(1 for e in hub.stats()["log"] if "/cdn/" in e.get("path", ""))
+    m = re.search(r"origin 127\.0\.0\.1:%s failing for (\d+) s \((\d+) failed requests?\)"
+                  % port, st)
+    if not m:
+        print("FAIL shoal status does not show the origin failing")
+        fails += 1
+    else:
+        secs, count = int(m.group(1)), int(m.group(2))
+        print(f"status: failing for {secs} s, {count} failed; the stand-in refused {refused}")
+        if secs < 5:
+            print("FAIL the failing time restarts while every file request fails")
+            fails += 1
+        if count < refused // 2 or count < 3:
+            print("FAIL the failed request count restarts while every file request fails")
+            fails += 1
+    back = [l for l in n.log()[mark:].splitlines() if "reachable again" in l]
+    if back:
+        print(f"FAIL the log says the origin is reachable again while it fails: {back[:3]}")
+        fails += 1
+    return shoalproc.finish(fails, [n], tail=40)
+
+
 def case_tracker_rollouts(tmp):
     k = make_keys(tmp, ["s", "n"])
     hub = Hub(tmp, "4M")
@@ -2520,5 +2678,8 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "publish_retry": case_publish_retry,
                       "origin_bad": case_origin_bad, "hub_refused": case_hub_refused,
                       "hub_ca": case_hub_ca, "hf_partial": case_hf_partial,
-                      "hf_blob_names": case_hf_blob_names},
+                      "hf_blob_names": case_hf_blob_names,
+                      "origin_refused": case_origin_refused,
+                      "origin_leased": case_origin_leased,
+                      "origin_health": case_origin_health},
                "shoal-ops-", scan_sanitizers=True)

@@ -75,7 +75,8 @@ TLS to a client whose first byte opens a TLS handshake and plain HTTP to any
 other, so one host and port serves both http:// and https://, as a gateway
 upgrading http to https on the same port does; the control endpoints work
 over either. CDN redirects keep the scheme of the request. The request log
-says which it was ("tls": true or false).
+says which it was ("tls": true or false); /_stub/stats counts the TLS
+handshakes begun ("tls_hellos"), refused ones too, which make no request.
 
 Usage: hubstub.py ROOT [--port 0] [--host 127.0.0.1] [--token T] [--token-file F]
                   [--faults JSON] [--cdn-host H] [--tls-cert F --tls-key F]
@@ -115,6 +116,7 @@ class State:
             self.bytes = {}
             self.requests = {"api": 0, "resolve": 0, "cdn": 0, "other": 0}
             self.cdn_auth = 0
+            self.tls_hellos = 0
             self.log = []
 
     def add_faults(self, rules):
@@ -173,7 +175,7 @@ class State:
         with self.lock:
             return {"bytes": dict(self.bytes), "total_bytes": sum(self.bytes.values()),
                     "requests": dict(self.requests), "cdn_auth": self.cdn_auth,
-                    "log": list(self.log)}
+                    "tls_hellos": self.tls_hellos, "log": list(self.log)}
 
 
 class HttpError(Exception):
@@ -554,6 +556,8 @@ class Server(ThreadingHTTPServer):
         if first != b"\x16":  # not a TLS handshake record: plain HTTP
             request.settimeout(None)
             return super().finish_request(request, client_address)
+        with self.state.lock:
+            self.state.tls_hellos += 1
         conn = self.tls.wrap_socket(request, server_side=True)
         try:
             conn.settimeout(None)
