@@ -206,20 +206,24 @@ CASE is one of:
   datasets      the Hub stand-in holds a model and a dataset both named
                 acme/model; both are published through a tracker (the
                 dataset with `shoal publish --dataset`, which prints
-                datasets/acme/model@COMMIT). One node pulls the dataset
-                by datasets/acme/model@main (the Hub's datasets API
-                resolves the branch; before, the models API answered 404)
-                into datasets--acme--model/ with refs/main, then the model
-                by acme/model@main into models--acme--model/; `shoal status`
-                lists datasets/acme/model@DC and acme/model@MC. A loader
-                asking for datasets/acme/model@DC gets the dataset's files;
+                datasets/acme/model@COMMIT; so does a publish of
+                datasets/acme/model@main, without --dataset). One node
+                pulls the dataset by datasets/acme/model@main (the Hub's
+                datasets API resolves the branch; before, the models API
+                answered 404) into datasets--acme--model/ with refs/main,
+                then the model by acme/model@main into
+                models--acme--model/; `shoal status` lists
+                datasets/acme/model@DC and acme/model@MC. A loader asking
+                for datasets/acme/model@DC gets the dataset's files;
                 acme/model@DC (the model's name, the dataset's commit) is
-                not the dataset: it waits for a manifest. spaces/ and
-                models/ prefixes are usage errors (exit 2) for pull and
-                rollout; `shoal rollout datasets/acme/model@DC` is
-                recorded and --status names it; `shoal drop
-                datasets/acme/model@DC` takes the dataset out and leaves
-                the model.
+                not the dataset: it waits for a manifest. A dataset the Hub
+                does not have fails as a model's does (404, exit 1).
+                spaces/ and models/ prefixes are usage errors (exit 2) for
+                pull, rollout and publish. `shoal rollout
+                datasets/acme/model@DC` is recorded and --status names it;
+                `shoal drop datasets/acme/model@DC` takes the dataset out
+                and leaves the model; a second node with shoald --pull
+                datasets/acme/model@main completes the dataset.
 Every wait is bounded; all processes are killed at the end.
 """
 import glob
@@ -1157,6 +1161,16 @@ def case_datasets(tmp):
     if r.returncode != 0 or f"published datasets/acme/model@{dc}:" not in r.stdout:
         print("FAIL publish --dataset does not print the dataset's name datasets/acme/model@DC")
         fails += 1
+    # The prefix says --dataset too; another prefix is a usage error.
+    for name, rc, says in (("datasets/acme/model@main", 0, f"published datasets/acme/model@{dc}:"),
+                           ("spaces/acme/model@main", 2, "'spaces/' is not a prefix shoal takes")):
+        r = subprocess.run([SHOAL, "publish", name, "--key", k("publisher"), "--quiet", "--out",
+                            os.path.join(tmp, "ds.manifest")], capture_output=True, text=True,
+                           env=env, timeout=60)
+        print(f"shoal publish {name}: exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+        if r.returncode != rc or says not in r.stdout + r.stderr:
+            print(f"FAIL shoal publish {name}: want exit {rc} saying {says!r}")
+            fails += 1
     lsock = os.path.join(tmp, "loader.sock")
     n = node("d", k, tmp, hub, ["--tracker", taddr, "--loader-socket", lsock])
     for name, commit, kind, files in (("datasets/acme/model@main", dc, "datasets", dfiles),
