@@ -294,7 +294,7 @@ static int parse_args(int argc, char **argv, const char **sock, const char **pos
     return 0;
 usage:
     fprintf(stderr, "usage: shoal %s%s [--socket PATH]%s\n", argv[0],
-            pos ? " ORG/NAME@REV|MANIFEST_ID" : "", timeout ? " [--timeout S] [--quiet]" : "");
+            pos ? " [datasets/]ORG/NAME@REV|MANIFEST_ID" : "", timeout ? " [--timeout S] [--quiet]" : "");
     return 2;
 }
 

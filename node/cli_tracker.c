@@ -378,7 +378,7 @@ int shoal_cmd_publish(int argc, char **argv)
     }
     if (optind != argc - 1 || !o.key_path || (!o.out_path && !id.tracker) ||
         (id.tracker && (!id.key || !id.cred))) {
-        fprintf(stderr, "shoal publish: usage: shoal publish ORG/NAME[@REV] [--dataset] --key "
+        fprintf(stderr, "shoal publish: usage: shoal publish [datasets/]ORG/NAME[@REV] [--dataset] --key "
                         "PUBLISHER_KEY (--out FILE | --tracker ADDR --identity NODE_KEY --cred "
                         "CRED) [--hub-endpoint URL] [--hub-token-file FILE] [--hub-ca FILE] "
                         "[--quiet] [--force]\n"
@@ -392,7 +392,17 @@ int shoal_cmd_publish(int argc, char **argv)
         fprintf(stderr, "shoal publish: %s\n", err);
         return 1;
     }
-    o.repo = argv[optind];
+    /* The name `shoal pull` takes: a dataset may be named by its prefix
+     * instead of --dataset. */
+    enum shoal_repo_type type;
+    if (shoal_relname_split(argv[optind], &type, &o.repo) != 0) {
+        fprintf(stderr, "shoal publish: '%.*s' is not a prefix shoal takes: a model is named "
+                        "ORG/NAME[@REV], a dataset datasets/ORG/NAME[@REV] or ORG/NAME[@REV] "
+                        "--dataset (spaces and kernels are not carried)\n",
+                (int)(o.repo - argv[optind]), argv[optind]);
+        return 2;
+    }
+    o.dataset = o.dataset || type == SHOAL_REPO_DATASET;
     o.errbuf = err;
     o.errlen = sizeof err;
     struct put_ctx pc = {&id, o.out_path};
@@ -413,20 +423,22 @@ int shoal_cmd_publish(int argc, char **argv)
     char hex[2 * SHOAL_HASH_LEN + 1], sz[32];
     shoal_hex(hex, res.manifest_id, sizeof res.manifest_id);
     int namelen = (int)strcspn(o.repo, "@");
+    /* As `shoal pull` and rollouts will name it. */
+    const char *pfx = o.dataset ? SHOAL_RELNAME_DATASET : "";
     if (res.reused) {
         char when[32];
         time_t t = (time_t)res.created;
         struct tm tm;
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&t, &tm));
-        printf("already published %.*s@%s: %u files, %u chunks, %s, signed by this key %s\n"
+        printf("already published %s%.*s@%s: %u files, %u chunks, %s, signed by this key %s\n"
                "manifest id %s (nothing streamed; --force publishes anew)%s%s\n",
-               namelen, o.repo, res.commit, res.nfiles, res.nchunks,
+               pfx, namelen, o.repo, res.commit, res.nfiles, res.nchunks,
                shoal_fmt_bytes(sz, sizeof sz, res.total_bytes), when, hex,
                o.out_path ? "\nwritten to " : "", o.out_path ? o.out_path : "");
         return 0;
     }
-    printf("published %.*s@%s: %u files, %u chunks, %s\nmanifest id %s%s%s\n", namelen, o.repo,
-           res.commit,
+    printf("published %s%.*s@%s: %u files, %u chunks, %s\nmanifest id %s%s%s\n", pfx, namelen,
+           o.repo, res.commit,
            res.nfiles, res.nchunks, shoal_fmt_bytes(sz, sizeof sz, res.total_bytes), hex,
            o.out_path ? "\nwritten to " : "", o.out_path ? o.out_path : "");
     return 0;
@@ -464,7 +476,7 @@ int shoal_cmd_rollout(int argc, char **argv)
         }
     }
     if (optind != argc - 1 || !id.tracker || !id.key || !id.cred || !strchr(argv[optind], '@')) {
-        fprintf(stderr, "shoal rollout: usage: shoal rollout ORG/NAME@COMMIT [--zone Z] "
+        fprintf(stderr, "shoal rollout: usage: shoal rollout [datasets/]ORG/NAME@COMMIT [--zone Z] "
                         "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED\n");
         return 2;
     }
@@ -472,7 +484,15 @@ int shoal_cmd_rollout(int argc, char **argv)
      * commit: a branch would be pinned to whatever it was when published,
      * and a typo names nothing. --remove and --status still take any name,
      * so a rollout recorded before this check can be read and withdrawn. */
-    const char *rev = strrchr(argv[optind], '@') + 1;
+    const char *rev = strrchr(argv[optind], '@') + 1, *repo;
+    enum shoal_repo_type type;
+    if (!remove && !status && shoal_relname_split(argv[optind], &type, &repo) != 0) {
+        fprintf(stderr, "shoal rollout: '%.*s' is not a prefix shoal takes: a model is named "
+                        "ORG/NAME@COMMIT, a dataset datasets/ORG/NAME@COMMIT (spaces and "
+                        "kernels are not carried)\n",
+                (int)(repo - argv[optind]), argv[optind]);
+        return 2;
+    }
     if (!remove && !status && (strlen(rev) != 40 || strspn(rev, "0123456789abcdef") != 40)) {
         fprintf(stderr, "shoal rollout: '%s' is not a commit: a rollout pins a release to the "
                         "full 40-hex commit (lowercase) its manifest was published for, not a "

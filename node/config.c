@@ -50,8 +50,9 @@ static const struct key keys[] = {
      "                               one file per cache dir; 'none': keep no list"},
     {"peer", K_LIST, F(peers), "HOST:PORT", "a peer to keep connected to (repeatable)"},
     {"manifest", K_LIST, F(manifests), "FILE", "hold this signed release (repeatable)"},
-    {"pull", K_LIST, F(pulls), "ID|ORG/NAME@COMMIT",
-     "fetch this release: a manifest id (hex), or a name the tracker resolves (repeatable)"},
+    {"pull", K_LIST, F(pulls), "ID|[datasets/]ORG/NAME@REV",
+     "fetch this release: a manifest id (hex), or a name the tracker resolves (a dataset's "
+     "with datasets/; repeatable)"},
     {"seed-dir", K_STR, F(seed_dir), "DIR",
      "import the --manifest releases from a local copy at DIR first"},
     {"no-encrypt", K_BOOL, F(no_encrypt), NULL,

@@ -91,7 +91,8 @@ enum shoal_ctl_state {
 struct shoal_ctl_release {
     bool has_id;
     uint8_t id[32];
-    char name[SHOAL_CTL_RELEASE_MAX + 1]; /* "org/name@commit", or what was asked */
+    char name[SHOAL_CTL_RELEASE_MAX + 1]; /* "[datasets/]org/name@commit", or what
+                                              was asked */
     uint8_t state;                        /* enum shoal_ctl_state */
     uint64_t have_bytes, total_bytes;
     uint32_t have_chunks, nchunks;
@@ -202,8 +203,9 @@ int shoal_ctl_metrics_text(const struct shoal_ctl_metrics *m, const struct shoal
 
 /* What the daemon exposes to the control socket. Called on the loop. */
 struct shoal_ctl_ops {
-    /* Starts pulling |release| (NUL-terminated, "org/name@rev" or a 64-hex
-     * manifest id), or finds it already here or under way. Returns 0, or an
+    /* Starts pulling |release| (NUL-terminated, "org/name@rev",
+     * "datasets/org/name@rev" for a dataset, or a 64-hex manifest id), or
+     * finds it already here or under way. Returns 0, or an
      * error with a reason for people in |why|. */
     int (*pull)(void *user, const char *release, char *why, size_t whylen);
     /* Fills |r| for |release| (as given to pull; rate_bps and eta_ms are
@@ -217,7 +219,8 @@ struct shoal_ctl_ops {
     uint32_t (*peers)(void *user, struct shoal_ctl_peer *v, uint32_t max);
     void (*metrics)(void *user, struct shoal_ctl_metrics *m);
     /* Stops fetching and serving |release| (as for pull) and forgets it
-     * (`shoal drop`): fills |name| (|namelen| bytes) with "org/name@commit"
+     * (`shoal drop`): fills |name| (|namelen| bytes) with its name
+     * ("[datasets/]org/name@commit")
      * (or what was asked, for a pull still waiting for its manifest) and
      * |dir| (|dirlen| bytes) with the repo folder its files stay in ("" if
      * none). Returns 0, SHOAL_ENOTFOUND (neither open nor being pulled) or

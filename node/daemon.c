@@ -373,16 +373,11 @@ static struct shoal_swarm *find_swarm(struct shoal_daemon *d, const uint8_t id[3
     return NULL;
 }
 
-/* The open release "repo@commit" names, or NULL. */
+/* The open release "[datasets/]repo@commit" names, or NULL. */
 static struct shoal_swarm *find_swarm_named(struct shoal_daemon *d, const char *release)
 {
-    const char *at = strrchr(release, '@');
-
-    for (uint32_t i = 0; at && i < d->nswarms; i++) {
-        const struct shoal_manifest *m = shoal_swarm_manifest(d->swarms[i]);
-        const char *repo = shoal_manifest_repo_id(m);
-        if (strlen(repo) == (size_t)(at - release) && memcmp(repo, release, strlen(repo)) == 0 &&
-            strcmp(shoal_manifest_commit(m), at + 1) == 0)
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        if (shoal_manifest_named(shoal_swarm_manifest(d->swarms[i]), release))
             return d->swarms[i];
     }
     return NULL;
@@ -578,7 +573,7 @@ static bool in_rollout(const struct shoal_daemon *d, const uint8_t id[32])
 static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
 {
     uint32_t victim = UINT32_MAX;
-    char why[160], hex[17], name[SHOAL_MSG_REPO_MAX + 48];
+    char why[160], hex[17], name[SHOAL_MSG_REPO_MAX + 48], mname[SHOAL_MSG_REPO_MAX + 48];
 
     if (d->ndropped >= MAX_SWARMS)
         return false; /* too many still closing */
@@ -599,10 +594,11 @@ static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
     struct shoal_swarm *v = d->swarms[victim];
     const struct shoal_manifest *vm = shoal_swarm_manifest(v);
     hex8(hex, shoal_swarm_id(v));
-    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(vm), shoal_manifest_commit(vm));
-    LOG_I("release %s (%s) closed to make room for %s@%s: max-releases (%llu) are open and it "
+    (void)shoal_manifest_name(vm, name, sizeof name);
+    (void)shoal_manifest_name(m, mname, sizeof mname);
+    LOG_I("release %s (%s) closed to make room for %s: max-releases (%llu) are open and it "
           "was used least recently, %.0f s ago; its files stay in the cache, and asking for "
-          "it again reopens it", hex, name, shoal_manifest_repo_id(m), shoal_manifest_commit(m),
+          "it again reopens it", hex, name, mname,
           (unsigned long long)d->cfg->max_releases,
           (double)(uv_now(&d->loop) - d->slot[victim].used_ms) / 1000.0);
     snprintf(why, sizeof why, "closed on this node to make room for another release");
@@ -864,7 +860,7 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
         return;
     }
     LOG_I("manifest %s received from peer %s, signature verified", hex, shoal_peer_name(p));
-    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len,
                     pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
@@ -1777,9 +1773,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     if (rv == 0 && pl->by_name) {
         /* The tracker must answer with the release we named, not another
          * one signed by the same publisher. */
-        char got[SHOAL_MSG_REPO_MAX + 48];
-        snprintf(got, sizeof got, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
-        if (strcmp(got, pl->name) != 0)
+        if (!shoal_manifest_named(m, pl->name))
             rv = SHOAL_EBADMSG;
     }
     if (rv != 0) {
@@ -1803,7 +1797,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
             on_complete(d, s);
         return;
     }
-    snprintf(name, sizeof name, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+    (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len,
                     pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
@@ -2154,31 +2148,41 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
 }
 
 /* --- dux --- */
-/* Checks the "org/name@rev" form of |release| before anything waits on it:
- * a repo id the Hub could hold (org/name, parts of [A-Za-z0-9._-] with no
- * "..", "--" or leading/trailing '.'/'-') and a revision. Sets |*commit|
+/* Checks the "[datasets/]org/name@rev" form of |release| before anything
+ * waits on it: the repo type's prefix (none for a model), a repo id the
+ * Hub could hold (org/name, parts of [A-Za-z0-9._-] with no "..", "--" or
+ * leading/trailing '.'/'-') and a revision. Sets |*type|, and |*commit|
  * when the revision is a commit (40 lowercase hex digits), which is what
  * manifests are published under; a branch or tag must be resolved first.
  * Returns 0, or -EINVAL with the reason in |why|. */
-static int check_release_name(const char *release, bool *commit, char *why, size_t whylen)
+static int check_release_name(const char *release, enum shoal_repo_type *type, bool *commit,
+                              char *why, size_t whylen)
 {
-    const char *at = strrchr(release, '@');
+    const char *at = strrchr(release, '@'), *id;
     char repo[SHOAL_MSG_REPO_MAX + 1], folder[SHOAL_MSG_REPO_MAX + 32];
-    size_t n = at ? (size_t)(at - release) : 0;
+    size_t n;
     size_t hex = 0, upper = 0;
 
     if (!at || strlen(release) > SHOAL_MSG_REPO_MAX) {
-        snprintf(why, whylen, "'%s' is not org/name@commit nor a 64-hex manifest id", release);
+        snprintf(why, whylen, "'%s' is not org/name@commit (datasets/org/name@commit for a "
+                              "dataset) nor a 64-hex manifest id", release);
         return -EINVAL;
     }
-    memcpy(repo, release, n);
+    if (shoal_relname_split(release, type, &id) != 0) {
+        snprintf(why, whylen, "'%.*s' is not a prefix shoal takes: a model is named "
+                              "org/name@rev, a dataset datasets/org/name@rev (spaces and "
+                              "kernels are not carried)",
+                 (int)(strchr(release, '/') - release + 1), release);
+        return -EINVAL;
+    }
+    n = (size_t)(at - id);
+    memcpy(repo, id, n);
     repo[n] = '\0';
-    if (!memchr(repo, '/', n) ||
-        shoal_hf_repo_folder(folder, sizeof folder, SHOAL_REPO_MODEL, repo) != 0) {
+    if (!memchr(repo, '/', n) || shoal_hf_repo_folder(folder, sizeof folder, *type, repo) != 0) {
         snprintf(why, whylen,
-                 "'%s' is not a repo id: expected org/name, each made of letters, digits, "
+                 "'%s' is not a repo id: expected %sorg/name, each made of letters, digits, "
                  "'.', '_' and '-' (no '..' or '--', not starting or ending with '.' or '-')",
-                 repo);
+                 repo, *type == SHOAL_REPO_DATASET ? SHOAL_RELNAME_DATASET : "");
         return -EINVAL;
     }
     for (const char *c = at + 1; *c; c++) {
@@ -2214,12 +2218,19 @@ static void pull_refused_by_hub(struct shoal_daemon *d, struct pull *pl, int sta
     struct gone_pull *g = &d->gone[d->gone_next++ % (sizeof d->gone / sizeof d->gone[0])];
     const char *detail = msg ? msg : shoal_strerror(status);
     char asked[sizeof pl->asked];
+    const char *bare = asked;
     size_t n;
 
     memcpy(asked, pl->asked, sizeof asked);
-    n = strlen(asked);
-    /* The client's text starts with the name: said once is enough. */
-    if (strncmp(detail, asked, n) == 0 && detail[n] == ':' && detail[n + 1] == ' ')
+    /* The client's text starts with the name ("dataset org/name@rev" for a
+     * dataset): said once is enough. */
+    if (strncmp(bare, SHOAL_RELNAME_DATASET, sizeof SHOAL_RELNAME_DATASET - 1) == 0 &&
+        strncmp(detail, "dataset ", 8) == 0) {
+        detail += 8;
+        bare += sizeof SHOAL_RELNAME_DATASET - 1;
+    }
+    n = strlen(bare);
+    if (strncmp(detail, bare, n) == 0 && detail[n] == ':' && detail[n + 1] == ' ')
         detail += n + 2;
     snprintf(g->why, sizeof g->why, "%s %s the Hub %s (%s); not tried again: %s", asked,
              status == SHOAL_ENOTFOUND ? "not found on" : "refused by", shoal_hub_endpoint(d->hub),
@@ -2258,7 +2269,7 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
         pull_failed(d, pl, pl->asked, status, msg ? msg : shoal_strerror(status));
         return;
     }
-    snprintf(pl->name, sizeof pl->name, "%s@%s", rel->repo, rel->commit);
+    (void)shoal_relname_format(pl->name, sizeof pl->name, rel->type, rel->repo, rel->commit);
     pl->unresolved = false;
     pl->unknown = false; /* a new commit, not yet asked for */
     pl->failed = false;
@@ -2286,7 +2297,8 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
 static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size_t whylen)
 {
     char repo[SHOAL_MSG_REPO_MAX + 1];
-    const char *at = strrchr(pl->asked, '@');
+    const char *at = strrchr(pl->asked, '@'), *id;
+    enum shoal_repo_type type;
     struct resolve_ctx *rc = NULL;
     int rv;
 
@@ -2301,8 +2313,10 @@ static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size
     }
     rc->d = d;
     rc->serial = pl->serial;
-    snprintf(repo, sizeof repo, "%.*s", (int)(at - pl->asked), pl->asked);
-    rv = shoal_hub_resolve(d->hub, SHOAL_REPO_MODEL, repo, pl->ref, on_resolved, rc);
+    /* check_release_name passed |asked|: its prefix is a known one. */
+    (void)shoal_relname_split(pl->asked, &type, &id);
+    snprintf(repo, sizeof repo, "%.*s", (int)(at - id), id);
+    rv = shoal_hub_resolve(d->hub, type, repo, pl->ref, on_resolved, rc);
     rc->used = rv == 0;
     if (rv != 0)
         snprintf(why, whylen, "cannot ask the Hub for %s: %s", pl->asked, shoal_strerror(rv));
@@ -2349,6 +2363,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     struct pull *pl;
     size_t n = strlen(release);
     bool by_id, commit = true;
+    enum shoal_repo_type type;
     int rv = 0;
 
     ctl_match(d, release, &sw, &pl);
@@ -2408,7 +2423,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
             return SHOAL_EBUSY;
         }
     }
-    if (!by_id && (rv = check_release_name(release, &commit, why, whylen)) != 0)
+    if (!by_id && (rv = check_release_name(release, &type, &commit, why, whylen)) != 0)
         return rv;
     if (!by_id && !d->trk) {
         /* Without --peer, a pull by id waits for a peer that dials us: the
@@ -2473,8 +2488,7 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     memset(r, 0, sizeof *r);
     r->has_id = true;
     memcpy(r->id, shoal_swarm_id(sw), 32);
-    snprintf(r->name, sizeof r->name, "%s@%s", shoal_manifest_repo_id(m),
-             shoal_manifest_commit(m));
+    (void)shoal_manifest_name(m, r->name, sizeof r->name);
     r->state = shoal_swarm_complete(sw) ? SHOAL_CTL_COMPLETE : SHOAL_CTL_PULLING;
     r->have_bytes = st.have_bytes;
     r->total_bytes = st.total_bytes;
@@ -2750,7 +2764,7 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
     dir[0] = '\0';
     if (sw) {
         const struct shoal_manifest *m = shoal_swarm_manifest(sw);
-        snprintf(name, namelen, "%s@%s", shoal_manifest_repo_id(m), shoal_manifest_commit(m));
+        (void)shoal_manifest_name(m, name, namelen);
         if (!(d->scfg.store_flags & SHOAL_STORE_MEMORY) &&
             shoal_hf_repo_folder(folder, sizeof folder, shoal_manifest_repo_type(m),
                                  shoal_manifest_repo_id(m)) == 0)

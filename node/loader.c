@@ -849,8 +849,10 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
     c->swarm = s;
     c->state = C_WATCH;
     order_free(c);
-    LOG_I("loader %s: watching %s@%s (%u files%s)", c->name, shoal_manifest_repo_id(m),
-          shoal_manifest_commit(m), n, c->order_count ? " in its order" : "");
+    char name[SHOAL_RELNAME_MAX + 1];
+    (void)shoal_manifest_name(m, name, sizeof name);
+    LOG_I("loader %s: watching %s (%u files%s)", c->name, name, n,
+          c->order_count ? " in its order" : "");
     for (uint32_t k = 0; k < n; k++) {
         if (shoal_swarm_file_done(s, c->want[k]))
             hand_file(c, k, 0);
@@ -866,17 +868,12 @@ static bool parse_hex_id(const char *s, uint8_t id[32])
 }
 
 /* Whether C_PENDING |c| waits for release |s|: its manifest id, or its
- * "repo@commit". */
+ * "[datasets/]repo@commit". */
 static bool pending_for(const struct client *c, struct shoal_swarm *s)
 {
-    const struct shoal_manifest *m = shoal_swarm_manifest(s);
-    const char *repo = shoal_manifest_repo_id(m), *at = strrchr(c->release, '@');
-    size_t rlen = strlen(repo);
-
     if (c->pend_by_id)
         return memcmp(c->pend_id, shoal_swarm_id(s), 32) == 0;
-    return at && (size_t)(at - c->release) == rlen && memcmp(c->release, repo, rlen) == 0 &&
-           strcmp(at + 1, shoal_manifest_commit(m)) == 0;
+    return shoal_manifest_named(shoal_swarm_manifest(s), c->release);
 }
 
 /* How many releases other than |c|'s the C_PENDING loaders of |c|'s uid

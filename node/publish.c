@@ -305,7 +305,8 @@ static bool try_reuse(struct pub *p)
 
     if (!o->lookup || o->force)
         return false;
-    snprintf(name, sizeof name, "%s@%s", rel->repo, rel->commit);
+    /* The tracker knows a dataset as datasets/org/name@commit. */
+    (void)shoal_relname_format(name, sizeof name, rel->type, rel->repo, rel->commit);
     rv = o->lookup(o->lookup_user, name, &p->reuse);
     if (rv == SHOAL_ENOTFOUND)
         return false;

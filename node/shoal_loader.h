@@ -53,7 +53,8 @@ struct shoal_loader_file {
 int shoal_loader_connect(struct shoal_loader_client **out, const char *path);
 
 /*
- * Asks for release |release| ("org/name@commit", or a 64-hex manifest id,
+ * Asks for release |release| ("org/name@commit", "datasets/org/name@commit"
+ * for a dataset, a branch or tag the daemon resolves, or a 64-hex manifest id,
  * which makes the daemon fetch a release it does not hold yet). |order|
  * lists the |n| paths wanted, most urgent first; with |n| 0 every file of
  * the release is sent. Only once per connection. Returns 0; -EINVAL (second

@@ -379,7 +379,9 @@ class Client:
             self.sock = None
 
     def want(self, release, order=None):
-        """Asks for |release| ("org/name@commit" or a 64-hex manifest id) and
+        """Asks for |release| ("org/name@commit", "datasets/org/name@commit"
+        for a dataset, a branch or tag the daemon resolves, or a 64-hex
+        manifest id) and
         returns an iterator of LoaderFile in arrival order. |order| lists the
         paths wanted, most urgent first; None: every file of the release."""
         order = list(order or [])

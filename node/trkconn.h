@@ -169,7 +169,7 @@ uint32_t shoal_trkconn_get_peers(struct shoal_trkconn *t, const uint8_t manifest
 
 /*
  * Looks up a manifest by |manifest_id| (when non-NULL) or else by
- * |repo_at_rev| ("org/name@commit"), answering through on_manifest with
+ * |repo_at_rev| ("[datasets/]org/name@commit"), answering through on_manifest with
  * |tag|. Returns 0 (on_manifest will be called later, from the loop),
  * -ENOTCONN (no tracker is ready; nothing will be called), -EINVAL or
  * -ENOMEM.

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <sodium.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -861,4 +862,61 @@ int shoal_manifest_find_file(const struct shoal_manifest *m, const char *path)
             lo = mid + 1;
     }
     return SHOAL_ENOTFOUND;
+}
+
+/* ---- release names ---- */
+
+int shoal_relname_format(char *out, size_t cap, enum shoal_repo_type type, const char *repo,
+                         const char *rev)
+{
+    int n = snprintf(out, cap, "%s%s@%s", type == SHOAL_REPO_DATASET ? SHOAL_RELNAME_DATASET : "",
+                     repo, rev);
+
+    if (n < 0 || (size_t)n >= cap) {
+        if (cap)
+            out[0] = '\0';
+        return SHOAL_ETOOBIG;
+    }
+    return 0;
+}
+
+int shoal_manifest_name(const struct shoal_manifest *m, char *out, size_t cap)
+{
+    return shoal_relname_format(out, cap, m->type, m->repo_id, m->commit);
+}
+
+bool shoal_manifest_named(const struct shoal_manifest *m, const char *name)
+{
+    enum shoal_repo_type type;
+    const char *repo, *at = strrchr(name, '@');
+    size_t rl = strlen(m->repo_id);
+
+    if (!at || shoal_relname_split(name, &type, &repo) != 0 || type != m->type)
+        return false;
+    return (size_t)(at - repo) == rl && memcmp(repo, m->repo_id, rl) == 0 &&
+           strcmp(at + 1, m->commit) == 0;
+}
+
+int shoal_relname_split(const char *name, enum shoal_repo_type *type, const char **repo)
+{
+    /* The Hub's other prefixes (huggingface_hub's REPO_TYPES_MAPPING):
+     * reserved there, so no org has such a name; shoal carries no spaces
+     * nor kernels, and a model is named without "models/". */
+    static const char *const other[] = {"spaces/", "kernels/", "models/"};
+    size_t dn = sizeof SHOAL_RELNAME_DATASET - 1;
+
+    *type = SHOAL_REPO_MODEL;
+    *repo = name;
+    if (strncmp(name, SHOAL_RELNAME_DATASET, dn) == 0) {
+        *type = SHOAL_REPO_DATASET;
+        *repo = name + dn;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        if (strncmp(name, other[i], strlen(other[i])) == 0) {
+            *repo = name + strlen(other[i]);
+            return SHOAL_EBADMSG;
+        }
+    }
+    return 0;
 }

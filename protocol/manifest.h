@@ -214,4 +214,35 @@ uint64_t shoal_manifest_created(const struct shoal_manifest *m);
  * or parsed, linear before. */
 int shoal_manifest_find_file(const struct shoal_manifest *m, const char *path);
 
+/* ---- release names ----
+ * What people, loaders, trackers and rollouts call a release: "org/name@rev"
+ * for a model and "datasets/org/name@rev" for a dataset, the repo type
+ * spelt as the Hub's URLs and huggingface_hub's REPO_TYPES_URL_PREFIXES
+ * spell it (a model has no prefix), so a model and a dataset with one
+ * org/name never share a name. */
+#define SHOAL_RELNAME_DATASET "datasets/"
+/* The longest name of a release pinned to a commit. */
+#define SHOAL_RELNAME_MAX (sizeof SHOAL_RELNAME_DATASET - 1 + SHOAL_MF_REPO_ID_MAX + 1 + \
+                           SHOAL_MF_COMMIT_LEN)
+
+/* Writes |type|'s name of |repo| at |rev| to |out| (|cap| bytes).
+ * Returns 0, or SHOAL_ETOOBIG when it does not fit (|out| then holds "" when
+ * |cap| > 0). */
+int shoal_relname_format(char *out, size_t cap, enum shoal_repo_type type, const char *repo,
+                         const char *rev);
+
+/* |m|'s name (repo@commit with its type's prefix); as shoal_relname_format. */
+int shoal_manifest_name(const struct shoal_manifest *m, char *out, size_t cap);
+
+/* Whether |name| (with its prefix, "@" and commit) names |m|'s release. */
+bool shoal_manifest_named(const struct shoal_manifest *m, const char *name);
+
+/* Reads the repo type off the front of release name |name|: sets |*type|
+ * and |*repo| (into |name|, past the prefix). Returns 0; SHOAL_EBADMSG for
+ * a Hub repo type shoal does not carry ("spaces/", "kernels/"), or for
+ * "models/", which no model name carries; then |*repo| points past the
+ * prefix and |*type| is SHOAL_REPO_MODEL. Only the prefix is looked at:
+ * the repo id and the revision are the caller's to check. */
+int shoal_relname_split(const char *name, enum shoal_repo_type *type, const char **repo);
+
 #endif

@@ -861,6 +861,51 @@ static void write_corpus(const char *dir)
     seed_body(dir, "body_bad_commit", &s);
 }
 
+/* Release names: a dataset's carries "datasets/", a model's no prefix;
+ * the Hub's other prefixes are refused. */
+static void test_release_names(void)
+{
+    struct shoal_manifest *m = NULL;
+    char name[SHOAL_RELNAME_MAX + 1], small[12];
+    const char *commit = "0123456789abcdef0123456789abcdef01234567", *repo;
+    enum shoal_repo_type type;
+
+    CHECK_EQ(shoal_relname_format(name, sizeof name, SHOAL_REPO_DATASET, "acme/ds", "main"), 0);
+    CHECK(strcmp(name, "datasets/acme/ds@main") == 0);
+    CHECK_EQ(shoal_relname_format(name, sizeof name, SHOAL_REPO_MODEL, "acme/ds", "main"), 0);
+    CHECK(strcmp(name, "acme/ds@main") == 0);
+    CHECK_EQ(shoal_relname_format(small, sizeof small, SHOAL_REPO_DATASET, "acme/ds", "main"),
+             SHOAL_ETOOBIG);
+    CHECK(small[0] == '\0');
+
+    CHECK_EQ(shoal_relname_split("datasets/acme/ds@main", &type, &repo), 0);
+    CHECK(type == SHOAL_REPO_DATASET && strcmp(repo, "acme/ds@main") == 0);
+    CHECK_EQ(shoal_relname_split("acme/ds@main", &type, &repo), 0);
+    CHECK(type == SHOAL_REPO_MODEL && strcmp(repo, "acme/ds@main") == 0);
+    /* "datasetsx/..." is a model's org, not the prefix. */
+    CHECK_EQ(shoal_relname_split("datasetsx/ds@main", &type, &repo), 0);
+    CHECK(type == SHOAL_REPO_MODEL);
+    CHECK_EQ(shoal_relname_split("spaces/acme/x@main", &type, &repo), SHOAL_EBADMSG);
+    CHECK(strcmp(repo, "acme/x@main") == 0);
+    CHECK_EQ(shoal_relname_split("models/acme/x@main", &type, &repo), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_relname_split("kernels/acme/x@main", &type, &repo), SHOAL_EBADMSG);
+
+    REQUIRE(shoal_manifest_new(&m, SHOAL_REPO_DATASET, "acme/ds", commit, &PARAMS) == 0);
+    CHECK_EQ(shoal_manifest_name(m, name, sizeof name), 0);
+    CHECK(strcmp(name, "datasets/acme/ds@0123456789abcdef0123456789abcdef01234567") == 0);
+    CHECK(shoal_manifest_named(m, name));
+    CHECK(!shoal_manifest_named(m, "acme/ds@0123456789abcdef0123456789abcdef01234567"));
+    CHECK(!shoal_manifest_named(m, "datasets/acme/ds@0123456789abcdef0123456789abcdef0123456"));
+    CHECK(!shoal_manifest_named(m, "datasets/acme/d@0123456789abcdef0123456789abcdef01234567"));
+    CHECK(!shoal_manifest_named(m, "datasets/acme/ds"));
+    shoal_manifest_free(m);
+    REQUIRE(shoal_manifest_new(&m, SHOAL_REPO_MODEL, "acme/ds", commit, &PARAMS) == 0);
+    CHECK(shoal_manifest_named(m, "acme/ds@0123456789abcdef0123456789abcdef01234567"));
+    CHECK(!shoal_manifest_named(m, "datasets/acme/ds@0123456789abcdef0123456789abcdef01234567"));
+    CHECK(!shoal_manifest_named(m, "spaces/acme/ds@0123456789abcdef0123456789abcdef01234567"));
+    shoal_manifest_free(m);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(shoal_key_generate(&pub, &sec) == 0);
@@ -884,6 +929,7 @@ int main(int argc, char **argv)
     RUN(test_builder);
     RUN(test_envelope);
     RUN(test_memory_bound);
+    RUN(test_release_names);
     shoal_keyset_free(trusted);
     return t_done();
 }

@@ -244,10 +244,32 @@ CASE is one of:
                 blobs, the git blob sha1 for config.json, tokenizer.json and
                 the index, the sha256 for the LFS shards, and blobs/ holds
                 exactly those; a second node pulls it from the first.
+  datasets      the Hub stand-in holds a model and a dataset both named
+                acme/model; both are published through a tracker (the
+                dataset with `shoal publish --dataset`, which prints
+                datasets/acme/model@COMMIT; so does a publish of
+                datasets/acme/model@main, without --dataset). One node
+                pulls the dataset by datasets/acme/model@main (the Hub's
+                datasets API resolves the branch; before, the models API
+                answered 404) into datasets--acme--model/ with refs/main,
+                then the model by acme/model@main into
+                models--acme--model/; `shoal status` lists
+                datasets/acme/model@DC and acme/model@MC. A loader asking
+                for datasets/acme/model@DC gets the dataset's files;
+                acme/model@DC (the model's name, the dataset's commit) is
+                not the dataset: it waits for a manifest. A dataset the Hub
+                does not have fails as a model's does (404, exit 1).
+                spaces/ and models/ prefixes are usage errors (exit 2) for
+                pull, rollout and publish. `shoal rollout
+                datasets/acme/model@DC` is recorded and --status names it;
+                `shoal drop datasets/acme/model@DC` takes the dataset out
+                and leaves the model; a second node with shoald --pull
+                datasets/acme/model@main completes the dataset.
 Every wait is bounded; all processes are killed at the end.
 """
 import fcntl
 import glob
+import json
 import os
 import random
 import re
@@ -1157,6 +1179,131 @@ def case_loader_branch(tmp):
         print(f"FAIL with no tracker up the loader got {len(got)} of {len(hub.files)} files")
         fails += 1
     return shoalproc.finish(fails, [n])
+
+
+def case_datasets(tmp):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
+    import shoal_loader
+    k = make_keys(tmp, ["d", "e"])
+    hub = Hub(tmp, "4M")
+    dc = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "3M",
+             "--shards", "1", "--seed", "21", "--dataset").strip()
+    with open(os.path.join(hub.root, "datasets", "acme", "model", "commits", dc,
+                           ".files.json")) as f:
+        dfiles = {e["path"]: e for e in json.load(f)["files"]}
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    admin = ["--tracker", taddr, "--identity", k("admin"), "--cred", k("admin") + ".cred"]
+    r = subprocess.run([SHOAL, "publish", "acme/model@main", "--dataset", "--key",
+                        k("publisher"), "--quiet", *admin], capture_output=True, text=True,
+                       env=env, timeout=60)
+    print(f"shoal publish --dataset: exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+    fails = 0
+    if r.returncode != 0 or f"published datasets/acme/model@{dc}:" not in r.stdout:
+        print("FAIL publish --dataset does not print the dataset's name datasets/acme/model@DC")
+        fails += 1
+    # The prefix says --dataset too; another prefix is a usage error.
+    for name, rc, says in (("datasets/acme/model@main", 0, f"published datasets/acme/model@{dc}:"),
+                           ("spaces/acme/model@main", 2, "'spaces/' is not a prefix shoal takes")):
+        r = subprocess.run([SHOAL, "publish", name, "--key", k("publisher"), "--quiet", "--out",
+                            os.path.join(tmp, "ds.manifest")], capture_output=True, text=True,
+                           env=env, timeout=60)
+        print(f"shoal publish {name}: exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+        if r.returncode != rc or says not in r.stdout + r.stderr:
+            print(f"FAIL shoal publish {name}: want exit {rc} saying {says!r}")
+            fails += 1
+    lsock = os.path.join(tmp, "loader.sock")
+    n = node("d", k, tmp, hub, ["--tracker", taddr, "--loader-socket", lsock])
+    for name, commit, kind, files in (("datasets/acme/model@main", dc, "datasets", dfiles),
+                                      ("acme/model@main", hub.commit, "models", hub.files)):
+        r = cli("pull", name, "--socket", n.sock, "--timeout", str(WAIT_S))
+        print(f"shoal pull {name}: exit {r.returncode}: "
+              f"{(r.stdout.strip().splitlines() or [''])[-1]} {r.stderr.strip()}")
+        full = ("datasets/" if kind == "datasets" else "") + "acme/model@" + commit
+        if r.returncode != 0 or f"complete: {full} " not in r.stdout:
+            print(f"FAIL shoal pull {name} did not complete {full}")
+            fails += 1
+            continue
+        folder = os.path.join(n.cache, kind + "--acme--model")
+        for path, e in files.items():
+            link = os.path.join(folder, "snapshots", commit, path)
+            if not os.path.islink(link) or os.path.getsize(link) != e["size"]:
+                print(f"FAIL {path} of {full} is not in {folder}'s snapshot")
+                fails += 1
+        try:
+            ref = open(os.path.join(folder, "refs", "main")).read().strip()
+        except OSError:
+            ref = None
+        if ref != commit:
+            print(f"FAIL {kind}--acme--model/refs/main is {ref}, want {commit}")
+            fails += 1
+    st = cli("status", "--socket", n.sock).stdout
+    print(st.strip())
+    names = [ln.split()[0] for ln in st.splitlines()[1:] if ln.strip()]
+    for want in (f"datasets/acme/model@{dc}", f"acme/model@{hub.commit}"):
+        if want not in names:
+            print(f"FAIL status does not list {want}")
+            fails += 1
+    got = []
+    try:
+        with shoal_loader.Client(lsock, timeout=30) as c:
+            for f in c.want(f"datasets/acme/model@{dc}"):
+                got.append(f.path)
+                f.close()
+    except (shoal_loader.LoaderError, TimeoutError, OSError) as e:
+        print(f"FAIL a loader asking for the dataset by name: {e!r}")
+        fails += 1
+    print(f"files handed to a loader asking for datasets/acme/model@DC: {len(got)}")
+    if sorted(got) != sorted(dfiles):
+        print("FAIL the loader did not get the dataset's files")
+        fails += 1
+    # The model's name with the dataset's commit names no release here.
+    r = cli("pull", "acme/model@" + dc, "--socket", n.sock, "--timeout", "4")
+    print(f"shoal pull acme/model@DC: exit {r.returncode}")
+    if r.returncode == 0 or "no tracker has answered with its manifest yet" not in r.stdout:
+        print(f"FAIL acme/model@DC was taken for the dataset: {r.stdout}{r.stderr}")
+        fails += 1
+    cli("drop", "acme/model@" + dc, "--socket", n.sock)
+    fails += expect_refused(n, "datasets/acme/nosuch@main",
+                            r"^shoal pull: datasets/acme/nosuch@main not found on the Hub \S+ "
+                            r"\(HTTP 404 RepoNotFound", 1)
+    for bad in ("spaces/acme/model@main", "models/acme/model@main"):
+        fails += expect_refused(n, bad, r"is not a prefix shoal takes: a model is named "
+                                        r"org/name@rev, a dataset datasets/org/name@rev", 2)
+    r = cli("rollout", "spaces/acme/model@" + dc, *admin)
+    print(f"shoal rollout spaces/...: exit {r.returncode}: {r.stderr.strip()}")
+    if r.returncode != 2 or "not a prefix shoal takes" not in r.stderr:
+        print("FAIL shoal rollout spaces/... is not a usage error")
+        fails += 1
+    for args in ([], ["--status"]):
+        r = cli("rollout", f"datasets/acme/model@{dc}", *args, *admin)
+        print(f"shoal rollout datasets/acme/model@DC {' '.join(args)}: exit {r.returncode}: "
+              f"{r.stdout.strip()} {r.stderr.strip()}")
+        if r.returncode != 0 or f"datasets/acme/model@{dc}" not in r.stdout:
+            print("FAIL the dataset's rollout was not taken by its name")
+            fails += 1
+    r = cli("drop", f"datasets/acme/model@{dc}", "--socket", n.sock)
+    print(f"shoal drop datasets/acme/model@DC: exit {r.returncode}: {r.stdout.strip()}")
+    if r.returncode != 0:
+        print(f"FAIL shoal drop of the dataset: {r.stderr}")
+        fails += 1
+    # The rollout would bring it back at the next announce: that is the
+    # tracker's to say; what is checked is that the model stayed.
+    st = cli("status", "--socket", n.sock).stdout
+    if f"acme/model@{hub.commit}" not in st:
+        print(f"FAIL dropping the dataset took the model too:\n{st}")
+        fails += 1
+    # shoald --pull takes the same name.
+    e = node("e", k, tmp, hub, ["--tracker", taddr, "--pull", "datasets/acme/model@main"])
+    want = f"datasets/acme/model@{dc} complete"
+    st = status_saying(e, want, tries=int(WAIT_S / 0.2))
+    print(f"node e (--pull datasets/acme/model@main):\n{st.strip()}")
+    if not re.search(r"^%s\s+complete\s" % re.escape(f"datasets/acme/model@{dc}"), st, re.M):
+        print("FAIL shoald --pull datasets/acme/model@main did not complete the dataset")
+        fails += 1
+    return shoalproc.finish(fails, [n, e])
 
 
 def case_waiting_reason(tmp):
@@ -2681,5 +2828,5 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_blob_names": case_hf_blob_names,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
-                      "origin_health": case_origin_health},
+                      "origin_health": case_origin_health, "datasets": case_datasets},
                "shoal-ops-", scan_sanitizers=True)

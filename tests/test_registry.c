@@ -1076,6 +1076,50 @@ static void test_manifests(void)
     shoal_reg_free(r);
 }
 
+/* A model and a dataset with one org/name@commit are two releases: the
+ * dataset's name carries "datasets/", and neither name finds the other. */
+static void test_manifest_dataset_name(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t idm[32], idd[32];
+    key(idm, 4, 1);
+    key(idd, 4, 2);
+    const char *c1 = "0123456789abcdef0123456789abcdef01234567";
+    char model[300], dataset[300];
+    snprintf(model, sizeof model, "acme/ds@%s", c1);
+    snprintf(dataset, sizeof dataset, "datasets/acme/ds@%s", c1);
+    CHECK_EQ(shoal_reg_put_manifest(r, idd, 1, "acme/ds", c1, 7, (const uint8_t *)"D", 1), 0);
+    struct shoal_reg_manifest mf;
+    CHECK_EQ(shoal_reg_manifest_by_name(r, model, strlen(model), &mf), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, dataset, strlen(dataset), &mf), 0);
+    CHECK(memcmp(mf.id, idd, 32) == 0);
+    CHECK(strcmp(mf.repo, "acme/ds") == 0 && strcmp(mf.repo_at_rev, dataset) == 0);
+    CHECK_EQ(mf.repo_type, 1);
+    /* The model does not take the dataset's name, nor the other way round. */
+    CHECK_EQ(shoal_reg_put_manifest(r, idm, 0, "acme/ds", c1, 9, (const uint8_t *)"M", 1), 0);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, model, strlen(model), &mf), 0);
+    CHECK(memcmp(mf.id, idm, 32) == 0 && strcmp(mf.repo_at_rev, model) == 0);
+    CHECK_EQ(shoal_reg_manifest_by_name(r, dataset, strlen(dataset), &mf), 0);
+    CHECK(memcmp(mf.id, idd, 32) == 0);
+    /* A rollout of the dataset names it, and status finds its holders'
+     * manifest by that name. */
+    CHECK_EQ(shoal_reg_rollout_set(r, dataset, NULL, false), 0);
+    struct shoal_reg_desired want[4];
+    CHECK_EQ(shoal_reg_rollouts_for(r, NULL, true, want, 4), 1);
+    CHECK(want[0].known && memcmp(want[0].manifest_id, idd, 32) == 0);
+    /* The prefix counts against the name's length. */
+    char repo[SHOAL_REG_REPO_MAX];
+    size_t rl = SHOAL_REG_REPO_MAX - 41 - 4;
+    memset(repo, 'a', rl);
+    repo[3] = '/';
+    repo[rl] = '\0';
+    CHECK_EQ(shoal_reg_put_manifest(r, idm, 0, repo, c1, 1, (const uint8_t *)"x", 1), 0);
+    key(idm, 4, 3);
+    CHECK_EQ(shoal_reg_put_manifest(r, idm, 1, repo, c1, 1, (const uint8_t *)"x", 1),
+             SHOAL_ETOOBIG);
+    shoal_reg_free(r);
+}
+
 static void test_rollouts(void)
 {
     struct shoal_reg *r = mkreg(1000);
@@ -2065,6 +2109,7 @@ int main(void)
     RUN(test_lease_share_alone);
     RUN(test_lease_limits_and_loss);
     RUN(test_manifests);
+    RUN(test_manifest_dataset_name);
     RUN(test_rollouts);
     RUN(test_limits);
     RUN(test_unregistered_quota);

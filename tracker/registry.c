@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "manifest.h" /* release names */
 
 #define NONE UINT32_MAX
 
@@ -399,7 +400,7 @@ static bool name_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
     const struct shoal_reg *r = ctx;
     const struct mani *m = &r->manis[idx];
     const char *full = m->names + m->repo_len + 1 + m->commit_len + 1;
-    return m->repo_len + 1 + m->commit_len == klen && memcmp(full, key, klen) == 0;
+    return strlen(full) == klen && memcmp(full, key, klen) == 0;
 }
 
 static bool zone_eq(const void *ctx, uint32_t idx, const void *key, size_t klen)
@@ -2271,7 +2272,12 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
     char *names = NULL;
     uint8_t *bytes = NULL;
     size_t rl = strlen(repo), cl = strlen(commit);
-    if (rl + 1 + cl > SHOAL_REG_REPO_MAX || nchunks > SHOAL_REG_CHUNKS_MAX) {
+    /* A dataset's name carries the prefix that keeps it apart from a model
+     * of the same org/name (manifest.h, release names): nodes and rollouts
+     * ask for "datasets/org/name@commit". */
+    const char *pfx = repo_type == SHOAL_REPO_DATASET ? SHOAL_RELNAME_DATASET : "";
+    size_t pl = strlen(pfx);
+    if (pl + rl + 1 + cl > SHOAL_REG_REPO_MAX || nchunks > SHOAL_REG_CHUNKS_MAX) {
         rv = SHOAL_ETOOBIG;
         goto fail;
     }
@@ -2288,29 +2294,31 @@ int shoal_reg_put_manifest_ex(struct shoal_reg *r, const uint8_t manifest_id[32]
         rv = SHOAL_ELIMIT;
         goto fail;
     }
-    names = malloc(rl + 1 + cl + 1 + rl + 1 + cl + 1);
+    names = malloc(rl + 1 + cl + 1 + pl + rl + 1 + cl + 1);
     bytes = blob_new(signed_bytes, len);
     if (!names || !bytes) {
         rv = -ENOMEM;
         goto fail;
     }
-    /* "repo\0commit\0repo@commit\0": one allocation serves all three. */
+    /* "repo\0commit\0[datasets/]repo@commit\0": one allocation serves all
+     * three. */
     char *w = names;
     memcpy(w, repo, rl + 1);
     w += rl + 1;
     memcpy(w, commit, cl + 1);
     w += cl + 1;
-    memcpy(w, repo, rl);
-    w[rl] = '@';
-    memcpy(w + rl + 1, commit, cl + 1);
+    memcpy(w, pfx, pl);
+    memcpy(w + pl, repo, rl);
+    w[pl + rl] = '@';
+    memcpy(w + pl + rl + 1, commit, cl + 1);
     const char *full = names + rl + 1 + cl + 1;
-    uint32_t nh = hash_str(r->hkey, full, rl + 1 + cl);
+    uint32_t nh = hash_str(r->hkey, full, pl + rl + 1 + cl);
     /* Full: the least recently used manifests nobody holds make room. */
     if ((rv = mani_make_room(r, len, mi == NONE)) != 0)
         goto fail;
     if (mi == NONE && (rv = mani_create(r, manifest_id, true, &mi)) != 0)
         goto fail;
-    uint32_t old = tab_find(&r->name_tab, nh, name_eq, r, full, rl + 1 + cl);
+    uint32_t old = tab_find(&r->name_tab, nh, name_eq, r, full, pl + rl + 1 + cl);
     /* The newest signing wins the name: an old manifest re-put (say by a
      * node after a tracker restart) must not take it back. */
     if (old == NONE || r->manis[old].created <= created) {

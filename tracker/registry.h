@@ -363,7 +363,8 @@ struct shoal_reg_manifest {
     uint8_t repo_type;
     const char *repo;         /* "org/name" */
     const char *commit;       /* 40 hex */
-    const char *repo_at_rev;  /* "org/name@commit" */
+    const char *repo_at_rev;  /* its name: "org/name@commit" for a model,
+                                 "datasets/org/name@commit" for a dataset */
     uint32_t nchunks;
     const uint8_t *signed_bytes;
     size_t signed_len;
@@ -413,8 +414,10 @@ void shoal_reg_bytes_release(const uint8_t *signed_bytes);
 /* Looks up a registered manifest by id. Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_reg_manifest_by_id(const struct shoal_reg *r, const uint8_t manifest_id[32],
                              struct shoal_reg_manifest *out);
-/* Looks up a registered manifest by "org/name@commit" (|len| bytes, not
- * necessarily NUL-terminated). Returns 0 or SHOAL_ENOTFOUND. */
+/* Looks up a registered manifest by its name, "org/name@commit" for a
+ * model or "datasets/org/name@commit" for a dataset (|len| bytes, not
+ * necessarily NUL-terminated): a model and a dataset of one org/name are
+ * two names. Returns 0 or SHOAL_ENOTFOUND. */
 int shoal_reg_manifest_by_name(const struct shoal_reg *r, const char *repo_at_rev, size_t len,
                                struct shoal_reg_manifest *out);
 
@@ -422,7 +425,7 @@ int shoal_reg_manifest_by_name(const struct shoal_reg *r, const char *repo_at_re
 
 /*
  * Adds (or with |remove|, deletes) the wish that every node in |zone| (NULL
- * or "": every node) holds |repo_at_rev| ("org/name@commit"). Adding an
+ * or "": every node) holds |repo_at_rev| ("[datasets/]org/name@commit"). Adding an
  * existing entry is a no-op; removing a missing one returns
  * SHOAL_ENOTFOUND. Returns 0, SHOAL_ETOOBIG (names too long), SHOAL_EBADMSG
  * (no '@'), SHOAL_ELIMIT (SHOAL_REG_ROLLOUTS_MAX entries) or

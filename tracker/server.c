@@ -1222,11 +1222,11 @@ static int handle_put_manifest(struct conn *c)
     }
     shoal_reg_manifest_used(t->reg, id, uv_now(t->loop));
     if (!had) {
-        char hex[65];
+        char hex[65], name[SHOAL_RELNAME_MAX + 1];
         shoal_hex(hex, id, 32);
-        shoal_tracker_log("manifest registered %s@%s id %s (%u chunks, %u bytes) from %s",
-                          shoal_manifest_repo_id(mf), shoal_manifest_commit(mf), hex,
-                          shoal_manifest_nchunks(mf), b->len, c->peer);
+        (void)shoal_manifest_name(mf, name, sizeof name);
+        shoal_tracker_log("manifest registered %s id %s (%u chunks, %u bytes) from %s", name,
+                          hex, shoal_manifest_nchunks(mf), b->len, c->peer);
     }
     rv = send_ok(c, 0);
 out:
