@@ -663,11 +663,12 @@ static const uint8_t *speer_pk(const struct speer *sp)
     return ss ? shoal_session_peer_pk(ss) : NULL;
 }
 
-/* Bans key |pk| of a sender that has already gone, so it cannot come back. */
-static void ban_key(struct shoal_swarm *s, const uint8_t *pk, const char *why)
+/* Bans key |pk| of a sender that has already gone, so it cannot come back.
+ * |chunk| as for ban_peer: the owner bans a first bad chunk more briefly. */
+static void ban_key(struct shoal_swarm *s, const uint8_t *pk, uint32_t chunk, const char *why)
 {
     if (s->hooks->on_ban && pk)
-        s->hooks->on_ban(s->hooks->user, s, NULL, pk, SHOAL_SWARM_NO_CHUNK, why);
+        s->hooks->on_ban(s->hooks->user, s, NULL, pk, chunk, why);
 }
 
 /* Takes |sp| out of scheduling before the owner bans and closes it, so
@@ -684,7 +685,7 @@ static void ban_peer(struct shoal_swarm *s, struct speer *sp, uint32_t chunk, co
     /* Several bad chunks may be in flight: ban and close only once. A peer
      * already closing is still banned by key. */
     if (!shoal_peer_ready(sp->p))
-        ban_key(s, speer_pk(sp), why);
+        ban_key(s, speer_pk(sp), chunk, why);
     else if (s->hooks->on_ban)
         s->hooks->on_ban(s->hooks->user, s, sp->p, speer_pk(sp), chunk, why);
 }
@@ -774,7 +775,7 @@ static void verify_done(uv_work_t *w, int status)
             } else {
                 /* The sender hung up before the verdict: ban its key. */
                 s->bad_chunks++;
-                ban_key(s, j->have_pk ? j->peer_pk : NULL, why);
+                ban_key(s, j->have_pk ? j->peer_pk : NULL, j->chunk, why);
             }
         } else if (rv != SHOAL_EBUSY) {
             char err[512];

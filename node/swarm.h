@@ -46,7 +46,7 @@ struct shoal_swarm_hooks {
      * |why| and naming |chunk|, the chunk that failed its hash, unless it
      * is SHOAL_SWARM_NO_CHUNK (the other reasons). |p| is NULL when that
      * peer has already gone (it hung up before the verdict, or is
-     * closing). */
+     * closing); |chunk| is still the chunk that failed, if one did. */
     void (*on_ban)(void *user, struct shoal_swarm *s, struct shoal_peer *p, const uint8_t pk[32],
                    uint32_t chunk, const char *why);
     /* Every file of the release is verified and published. */
