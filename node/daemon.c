@@ -2572,6 +2572,8 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
         snprintf(r->error, sizeof r->error, "verified, but not yet in the cache: %s (trying "
                  "again)", shoal_swarm_publish_error(sw));
         utf8_cut(r->error); /* file names may be cut mid-character */
+    } else if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_origin_error(sw)) {
+        snprintf(r->error, sizeof r->error, "%s", shoal_swarm_origin_error(sw));
     } else if (r->state == SHOAL_CTL_PULLING &&
              shoal_hub_failing(d->hub, r->error, sizeof r->error)) {
         utf8_cut(r->error); /* the host may be an internationalised name */

@@ -220,6 +220,10 @@ struct shoal_swarm {
     char rot_err[320];         /* for status (rot_status): a file withheld or
                                 * being fetched again; "" while none is */
     int *rot_kept_rv;          /* per file: why its repair failed (KEPT), or 0 */
+    /* The last chunk whose origin bytes failed their hash, and how often in
+     * a row (for status, shoal_swarm_origin_error); none: bad_origin_n 0. */
+    uint32_t bad_origin_chunk, bad_origin_n;
+    char bad_origin_err[200];
 };
 
 static uint32_t next_req_id = 1;
@@ -2078,6 +2082,10 @@ static void ojob_done(uv_work_t *w, int status)
             shoal_store_last_error(s->store, err, sizeof err);
         LOG_E("release %s: chunk %u from the origin not stored: %s (%s)", s->idhex, j->chunk,
               shoal_strerror(rv), err);
+        if (rv == SHOAL_EBADHASH) { /* for status */
+            s->bad_origin_n = s->bad_origin_chunk == j->chunk ? s->bad_origin_n + 1 : 1;
+            s->bad_origin_chunk = j->chunk;
+        }
         origin_hold(s);
         origin_chunk_failed(s, j->chunk);
     }
@@ -2597,6 +2605,21 @@ static void publish_check(struct shoal_swarm *s)
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s)
 {
     return s->complete ? "" : s->publish_err;
+}
+
+const char *shoal_swarm_origin_error(struct shoal_swarm *s)
+{
+    /* Until the chunk is had, from the origin or a peer: the origin's
+     * other chunks arriving does not make this one right. */
+    if (s->bad_origin_n == 0 || s->complete || shoal_store_has(s->store, s->bad_origin_chunk)) {
+        s->bad_origin_n = 0;
+        return "";
+    }
+    snprintf(s->bad_origin_err, sizeof s->bad_origin_err,
+             "origin's bytes for chunk %u do not match the manifest (%u time%s; not stored, "
+             "asked again later)", s->bad_origin_chunk, s->bad_origin_n,
+             s->bad_origin_n == 1 ? "" : "s");
+    return s->bad_origin_err;
 }
 /* --- end publish retry --- */
 
