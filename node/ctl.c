@@ -640,7 +640,16 @@ struct sample {
     uint64_t a, b;          /* last counters (release: have; peer: rx, tx) */
     uint64_t rate_a, rate_b;
     uint64_t at_ms;
+    uint64_t grew_ms;       /* release: when |a| last grew (or was first seen) */
 };
+
+/* A release that stored nothing for STALL_MS while its status gives a
+ * reason (an origin sending bad bytes, every peer banned), or for
+ * STALL_LONG_MS, shows no rate and no ETA: the blended rate takes half a
+ * minute to decay, and an ETA counting down from it is never met. Without
+ * a reason a slow link may take a while over one big chunk. */
+#define STALL_MS 5000
+#define STALL_LONG_MS 30000
 
 struct shoal_ctl {
     uv_loop_t *loop;
@@ -728,11 +737,14 @@ static void sample_all(struct shoal_ctl *c)
         memcpy(s->key_id, rv[i].id, 32);
         s->a = rv[i].have_bytes;
         s->at_ms = now;
+        s->grew_ms = now;
         for (k = 0; k < c->nrel; k++) {
             if (memcmp(c->rel[k].key_id, rv[i].id, 32) == 0) {
                 uint64_t d = s->a > c->rel[k].a ? s->a - c->rel[k].a : 0;
                 s->rate_a = blend(c->rel[k].rate_a, d, now - c->rel[k].at_ms,
                                   c->rel[k].rate_a == 0);
+                if (d == 0)
+                    s->grew_ms = c->rel[k].grew_ms;
                 break;
             }
         }
@@ -768,6 +780,9 @@ static void add_release_rate(struct shoal_ctl *c, struct shoal_ctl_release *r)
     for (uint32_t k = 0; k < c->nrel; k++) {
         if (r->has_id && memcmp(c->rel[k].key_id, r->id, 32) == 0) {
             r->rate_bps = c->rel[k].rate_a;
+            uint64_t still = uv_now(c->loop) - c->rel[k].grew_ms;
+            if (still >= STALL_LONG_MS || (still >= STALL_MS && r->error[0]))
+                r->rate_bps = 0;
             break;
         }
     }

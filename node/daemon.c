@@ -61,9 +61,18 @@ static const char HELLO_BUSY[] = "busy: too many handshakes from your address, r
 #define MANIFEST_STALL_MS 10000
 /* --- end s2rob --- */
 
+/* A first bad chunk bans for at most this long (on_ban): an honest seed
+ * whose disk rotted learns of it from the BYE and withholds the chunk
+ * within a few ms (the file's other chunks while it hashes them again),
+ * so it is back to serve the rest soon, not after --ban-seconds. */
+#define FIRST_BAN_S 30u
+
 struct ban {
     uint8_t pk[32];
     uint64_t until_ms;
+    /* Its last ban for a bad chunk (0: none): another bad chunk within
+     * --ban-seconds of it bans for the full --ban-seconds. */
+    uint64_t strike_ms;
 };
 
 struct pull {
@@ -247,6 +256,7 @@ struct shoal_daemon {
     uint32_t nheld;
     struct ban bans[MAX_BANS];
     uint32_t nbans;
+    char last_ban_why[200]; /* for status: why the last ban was made */
     bool stopping;
     int exit_code;
     struct shoal_mfq *mfq; /* --- s2rob --- WANT_MANIFEST answers waiting */
@@ -307,13 +317,36 @@ static bool is_banned(struct shoal_daemon *d, const uint8_t pk[32])
     return false;
 }
 
-static void add_ban(struct shoal_daemon *d, const uint8_t pk[32])
+static struct ban *find_ban(struct shoal_daemon *d, const uint8_t pk[32])
 {
-    uint64_t now = uv_now(&d->loop), until = now + d->cfg->ban_seconds * 1000;
-    uint32_t slot = d->nbans;
-
     for (uint32_t i = 0; i < d->nbans; i++) {
-        if (memcmp(d->bans[i].pk, pk, 32) == 0 || d->bans[i].until_ms <= now) {
+        if (memcmp(d->bans[i].pk, pk, 32) == 0)
+            return &d->bans[i];
+    }
+    return NULL;
+}
+
+/* A bad chunk from |pk| now: was there one within --ban-seconds before? */
+static bool struck_before(struct shoal_daemon *d, const uint8_t pk[32])
+{
+    const struct ban *b = find_ban(d, pk);
+    uint64_t now = uv_now(&d->loop);
+    return b && b->strike_ms && now - b->strike_ms < d->cfg->ban_seconds * 1000;
+}
+
+/* Bans |pk| for |secs|; |strike|: for a bad chunk (remembered for
+ * struck_before). */
+static void add_ban(struct shoal_daemon *d, const uint8_t pk[32], uint64_t secs, bool strike)
+{
+    uint64_t now = uv_now(&d->loop), until = now + secs * 1000;
+    uint64_t window = d->cfg->ban_seconds * 1000;
+    struct ban *b = find_ban(d, pk);
+    uint32_t slot = b ? (uint32_t)(b - d->bans) : d->nbans;
+
+    /* A slot is free once its ban is over and its strike forgotten. */
+    for (uint32_t i = 0; !b && i < d->nbans; i++) {
+        if (d->bans[i].until_ms <= now &&
+            (!d->bans[i].strike_ms || now - d->bans[i].strike_ms >= window)) {
             slot = i;
             break;
         }
@@ -327,8 +360,13 @@ static void add_ban(struct shoal_daemon *d, const uint8_t pk[32])
                 slot = i;
         }
     }
+    if (!b) /* a new slot, or another node's */
+        memset(&d->bans[slot], 0, sizeof d->bans[slot]);
     memcpy(d->bans[slot].pk, pk, 32);
-    d->bans[slot].until_ms = until;
+    if (until > d->bans[slot].until_ms) /* never shortens a ban */
+        d->bans[slot].until_ms = until;
+    if (strike)
+        d->bans[slot].strike_ms = now;
     if (slot == d->nbans)
         d->nbans++;
 }
@@ -338,18 +376,36 @@ static void on_ban(void *user, struct shoal_swarm *s, struct shoal_peer *p, cons
 {
     struct shoal_daemon *d = user;
     char hex[17] = "?";
+    uint64_t secs = d->cfg->ban_seconds;
+    const char *note = "";
 
     /* More bad chunks from a sender that has gone: it is banned already. */
     if (!p && pk && is_banned(d, pk))
         return;
+    /* A bad chunk may be an honest seed's disk gone bad, which it cannot
+     * know until told (our BYE names the chunk): its first one bans it
+     * briefly, while it checks and withholds what changed. A second
+     * within --ban-seconds, from a later session (the first's are
+     * refused above as banned already), bans for --ban-seconds: a liar
+     * gets one short ban per --ban-seconds, a seed that withdrew its bad
+     * chunks never a second. Lies that are no bad hash ban in full. */
+    if (pk && chunk != SHOAL_SWARM_NO_CHUNK) {
+        if (struck_before(d, pk)) {
+            note = " (its second bad chunk within --ban-seconds)";
+        } else if (secs > FIRST_BAN_S) {
+            secs = FIRST_BAN_S;
+            note = " (its first: its disk may have changed; another within --ban-seconds "
+                   "bans it for --ban-seconds)";
+        }
+    }
     if (pk) {
         hex8(hex, pk);
-        add_ban(d, pk);
+        add_ban(d, pk, secs, chunk != SHOAL_SWARM_NO_CHUNK);
     }
     d->bans_total++; /* --- ctl --- */
-    LOG_W("banning node %s (peer %s) for %llu s: %s", hex,
-          p ? shoal_peer_name(p) : "already disconnected",
-          (unsigned long long)d->cfg->ban_seconds, why);
+    snprintf(d->last_ban_why, sizeof d->last_ban_why, "%s", why);
+    LOG_W("banning node %s (peer %s) for %llu s: %s%s", hex,
+          p ? shoal_peer_name(p) : "already disconnected", (unsigned long long)secs, why, note);
     /* Naming the chunk lets an honest node whose cached copy changed on
      * disk find out (shoal_swarm_chunk_disputed); it learns nothing else. */
     if (p) {
@@ -2479,6 +2535,28 @@ static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
     return request_pull(user, release, "the control socket", false, why, whylen);
 }
 
+/* For a pull with no peer: how many nodes are banned here, when the
+ * first of those bans ends and why the last was made ("" with none). */
+static void banned_reason(struct shoal_daemon *d, char *out, size_t cap)
+{
+    uint64_t now = uv_now(&d->loop), next = UINT64_MAX;
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < d->nbans; i++) {
+        if (d->bans[i].until_ms > now) {
+            n++;
+            if (d->bans[i].until_ms - now < next)
+                next = d->bans[i].until_ms - now;
+        }
+    }
+    if (n == 0)
+        return;
+    snprintf(out, cap, "no peer: %u node%s banned here (the next ban ends in %llu s; the "
+             "last: %s)", n, n == 1 ? "" : "s", (unsigned long long)((next + 999) / 1000),
+             d->last_ban_why);
+    utf8_cut(out);
+}
+
 static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
 {
     const struct shoal_manifest *m = shoal_swarm_manifest(sw);
@@ -2508,9 +2586,14 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
         snprintf(r->error, sizeof r->error, "verified, but not yet in the cache: %s (trying "
                  "again)", shoal_swarm_publish_error(sw));
         utf8_cut(r->error); /* file names may be cut mid-character */
+    } else if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_origin_error(sw)) {
+        snprintf(r->error, sizeof r->error, "%s", shoal_swarm_origin_error(sw));
     } else if (r->state == SHOAL_CTL_PULLING &&
-             shoal_hub_failing(d->hub, r->error, sizeof r->error))
+             shoal_hub_failing(d->hub, r->error, sizeof r->error)) {
         utf8_cut(r->error); /* the host may be an internationalised name */
+    } else if (r->state == SHOAL_CTL_PULLING && r->peers == 0) {
+        banned_reason(d, r->error, sizeof r->error);
+    }
 }
 
 /* Why a pull with a known commit or id still has no manifest: who could

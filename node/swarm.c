@@ -225,6 +225,10 @@ struct shoal_swarm {
     char rot_err[320];         /* for status (rot_status): a file withheld or
                                 * being fetched again; "" while none is */
     int *rot_kept_rv;          /* per file: why its repair failed (KEPT), or 0 */
+    /* The last chunk whose origin bytes failed their hash, and how often in
+     * a row (for status, shoal_swarm_origin_error); none: bad_origin_n 0. */
+    uint32_t bad_origin_chunk, bad_origin_n;
+    char bad_origin_err[200];
 };
 
 static uint32_t next_req_id = 1;
@@ -671,11 +675,12 @@ static const uint8_t *speer_pk(const struct speer *sp)
     return ss ? shoal_session_peer_pk(ss) : NULL;
 }
 
-/* Bans key |pk| of a sender that has already gone, so it cannot come back. */
-static void ban_key(struct shoal_swarm *s, const uint8_t *pk, const char *why)
+/* Bans key |pk| of a sender that has already gone, so it cannot come back.
+ * |chunk| as for ban_peer: the owner bans a first bad chunk more briefly. */
+static void ban_key(struct shoal_swarm *s, const uint8_t *pk, uint32_t chunk, const char *why)
 {
     if (s->hooks->on_ban && pk)
-        s->hooks->on_ban(s->hooks->user, s, NULL, pk, SHOAL_SWARM_NO_CHUNK, why);
+        s->hooks->on_ban(s->hooks->user, s, NULL, pk, chunk, why);
 }
 
 /* Takes |sp| out of scheduling before the owner bans and closes it, so
@@ -692,7 +697,7 @@ static void ban_peer(struct shoal_swarm *s, struct speer *sp, uint32_t chunk, co
     /* Several bad chunks may be in flight: ban and close only once. A peer
      * already closing is still banned by key. */
     if (!shoal_peer_ready(sp->p))
-        ban_key(s, speer_pk(sp), why);
+        ban_key(s, speer_pk(sp), chunk, why);
     else if (s->hooks->on_ban)
         s->hooks->on_ban(s->hooks->user, s, sp->p, speer_pk(sp), chunk, why);
 }
@@ -782,7 +787,7 @@ static void verify_done(uv_work_t *w, int status)
             } else {
                 /* The sender hung up before the verdict: ban its key. */
                 s->bad_chunks++;
-                ban_key(s, j->have_pk ? j->peer_pk : NULL, why);
+                ban_key(s, j->have_pk ? j->peer_pk : NULL, j->chunk, why);
             }
         } else if (rv != SHOAL_EBUSY) {
             char err[512];
@@ -2091,6 +2096,10 @@ static void ojob_done(uv_work_t *w, int status)
             shoal_store_last_error(s->store, err, sizeof err);
         LOG_E("release %s: chunk %u from the origin not stored: %s (%s)", s->idhex, j->chunk,
               shoal_strerror(rv), err);
+        if (rv == SHOAL_EBADHASH) { /* for status */
+            s->bad_origin_n = s->bad_origin_chunk == j->chunk ? s->bad_origin_n + 1 : 1;
+            s->bad_origin_chunk = j->chunk;
+        }
         origin_hold(s);
         origin_chunk_failed(s, j->chunk);
     }
@@ -2626,6 +2635,21 @@ static void publish_check(struct shoal_swarm *s)
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s)
 {
     return s->complete ? "" : s->publish_err;
+}
+
+const char *shoal_swarm_origin_error(struct shoal_swarm *s)
+{
+    /* Until the chunk is had, from the origin or a peer: the origin's
+     * other chunks arriving does not make this one right. */
+    if (s->bad_origin_n == 0 || s->complete || shoal_store_has(s->store, s->bad_origin_chunk)) {
+        s->bad_origin_n = 0;
+        return "";
+    }
+    snprintf(s->bad_origin_err, sizeof s->bad_origin_err,
+             "origin's bytes for chunk %u do not match the manifest (%u time%s; not stored, "
+             "asked again later)", s->bad_origin_chunk, s->bad_origin_n,
+             s->bad_origin_n == 1 ? "" : "s");
+    return s->bad_origin_err;
 }
 /* --- end publish retry --- */
 

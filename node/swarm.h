@@ -46,7 +46,7 @@ struct shoal_swarm_hooks {
      * |why| and naming |chunk|, the chunk that failed its hash, unless it
      * is SHOAL_SWARM_NO_CHUNK (the other reasons). |p| is NULL when that
      * peer has already gone (it hung up before the verdict, or is
-     * closing). */
+     * closing); |chunk| is still the chunk that failed, if one did. */
     void (*on_ban)(void *user, struct shoal_swarm *s, struct shoal_peer *p, const uint8_t pk[32],
                    uint32_t chunk, const char *why);
     /* Every file of the release is verified and published. */
@@ -203,6 +203,10 @@ bool shoal_swarm_complete(const struct shoal_swarm *s);
  * its store could not publish into the cache; tried again with a back-off),
  * or "". */
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s);
+/* What is wrong with the origin's bytes, until the chunk they failed for
+ * is had: "origin's bytes for chunk N do not match the manifest ...", or
+ * "". */
+const char *shoal_swarm_origin_error(struct shoal_swarm *s);
 /* Signed manifest bytes (owned by the swarm). */
 const uint8_t *shoal_swarm_signed(const struct shoal_swarm *s, size_t *len);
 

@@ -6,7 +6,9 @@
  * status, a followed pull that streams progress to completion, a refused
  * pull, a malformed request, a stale socket file replaced and a live one
  * left alone; and its slots: idle clients are closed with a reason, a
- * followed pull is never idle, a client past the last slot is told why.
+ * followed pull is never idle, a client past the last slot is told why;
+ * a release that stores nothing while its status gives a reason shows no
+ * rate and no ETA.
  * The loop must close cleanly at the end.
  */
 #include <errno.h>
@@ -640,6 +642,100 @@ static void test_server_slots(void)
     rmdir(dir);
 }
 
+/* Stall: a release grows at ~10 MB/s for 2 s, then stores nothing while
+ * its status gives a reason (an origin sending bad bytes). Within 8 s of
+ * the stall STATUS shows no rate and no ETA (before: the blended rate took
+ * ~16 s to decay, and an ETA of seconds stayed all along). */
+static uv_loop_t *stall_loop;
+static uint64_t stall_start;
+
+static uint32_t stall_releases(void *user, struct shoal_ctl_release *v, uint32_t max)
+{
+    uint64_t ms = uv_now(stall_loop) - stall_start;
+    set_release(&v[0], "org/model@1", 0x11);
+    v[0].total_bytes = 100u << 20;
+    v[0].have_bytes = (ms < 2000 ? ms : 2000) * 10000;
+    v[0].rate_bps = v[0].eta_ms = 0; /* the server's to fill */
+    snprintf(v[0].error, sizeof v[0].error, "origin's bytes for chunk 3 do not match");
+    return 1;
+}
+
+static const struct shoal_ctl_ops stall_ops = {
+    .pull = f_pull, .release = f_release, .releases = stall_releases, .peers = f_peers,
+    .metrics = f_metrics, .user = &fake,
+};
+
+/* One STATUS on a connection of its own: rate and ETA of release 0. */
+static bool stall_look(uint64_t *rate, uint64_t *eta)
+{
+    int fd = dial();
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    memset(&creq, 0, sizeof creq);
+    creq.type = SHOAL_CTL_STATUS_REQ;
+    ok = send_msg(fd, &creq) && recv_msg(fd, &crep) == 0 && crep.type == SHOAL_CTL_STATUS &&
+         crep.u.status.count == 1;
+    if (ok) {
+        *rate = crep.u.status.v[0].rate_bps;
+        *eta = crep.u.status.v[0].eta_ms;
+    }
+    close(fd);
+    return ok;
+}
+
+static void *stall_client(void *arg)
+{
+    uint64_t rate = 0, eta = 0;
+    bool still = false;
+
+    usleep(1600 * 1000); /* growing: three ticks of samples */
+    C_CHECK(stall_look(&rate, &eta));
+    C_CHECK(rate > 0 && eta > 0);
+    usleep(400 * 1000);
+    /* Stalled from 2 s on: bounded looks, 500 ms apart, up to 8 s. */
+    for (int i = 0; i < 16 && !still; i++) {
+        usleep(500 * 1000);
+        C_CHECK(stall_look(&rate, &eta));
+        still = rate == 0 && eta == 0;
+    }
+    if (!still)
+        fprintf(stderr, "stalled 8 s: rate %llu B/s, eta %llu ms\n", (unsigned long long)rate,
+                (unsigned long long)eta);
+    C_CHECK(still);
+    atomic_store(&client_done, 1);
+    return arg;
+}
+
+static void test_server_stall(void)
+{
+    uv_loop_t loop;
+    char dir[] = "/tmp/shoal-ctl-XXXXXX";
+    pthread_t th;
+
+    REQUIRE(mkdtemp(dir));
+    snprintf(sock_path, sizeof sock_path, "%s/shoald.sock", dir);
+    REQUIRE(uv_loop_init(&loop) == 0);
+    stall_loop = &loop;
+    stall_start = uv_now(&loop);
+    CHECK_EQ(shoal_ctl_new(&server, &loop, sock_path, &stall_ops), 0);
+    REQUIRE(server);
+    atomic_store(&client_done, 0);
+    client_failures = 0;
+    watch_ticks = 0;
+    uv_timer_init(&loop, &watch);
+    uv_timer_start(&watch, on_watch, 20, 20);
+    REQUIRE(pthread_create(&th, NULL, stall_client, NULL) == 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+    CHECK(atomic_load(&client_done));
+    CHECK_EQ(client_failures, 0);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    shoal_ctl_free(server);
+    rmdir(dir);
+}
+
 /* Runs in a child whose euid is |uid| (set when we are root): the default
  * control socket without $XDG_RUNTIME_DIR. It was /tmp/shoald-<uid>.sock,
  * which any local user could bind first; it must be inside a directory
@@ -741,6 +837,7 @@ int main(void)
     RUN(test_metrics_text);
     RUN(test_server);
     RUN(test_server_slots);
+    RUN(test_server_stall);
     RUN(test_default_path_private);
     return t_done();
 }

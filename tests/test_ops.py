@@ -132,8 +132,11 @@ CASE is one of:
                 serves one shard with a byte inverted, every time: the
                 node logs the bad chunk, and over 6 s asks the stand-in for
                 that shard at most 10 times (before, with nothing to slow
-                it, hundreds of times: about 19 a second); once the stand-in
-                serves the right bytes again the pull completes.
+                it, hundreds of times: about 19 a second); `shoal status`
+                gives the origin's bad bytes as the reason under the
+                release, with no rate and no ETA (before: no reason, and
+                a rate and an ETA while nothing was stored); once the
+                stand-in serves the right bytes again the pull completes.
   origin_refused a node with no tracker pulls from a Hub stand-in that
                 answers every file (CDN) request 403: over 5 s it asks
                 for files at most 10 times and logs "origin fetch of
@@ -1810,6 +1813,22 @@ def case_origin_bad(tmp):
         print("FAIL the node did not report the origin's bad bytes")
         n.dump(tail=30)
         return 1
+    # `shoal status` says why the pull does not move, and gives no rate or
+    # ETA while nothing is stored (before: no reason, and an ETA of seconds).
+    deadline, line = time.monotonic() + 20, None
+    while time.monotonic() < deadline:
+        st = cli("status", "--socket", n.sock).stdout
+        line = re.search(r"pulling .* 0 B/s .*--:--\n  origin's bytes for chunk \d+ do not "
+                         r"match the manifest \(\d+ times?; not stored, asked again later\)",
+                         st)
+        if line:
+            break
+        time.sleep(0.5)
+    print(st)
+    if not line:
+        print("FAIL `shoal status` does not give the origin's bad bytes as the reason, or "
+              "still shows a rate or an ETA")
+        fails += 1
     hub.reset()  # also clears the fault: re-add it, then count for 6 s
     hub.add_faults(flip)
     time.sleep(6)

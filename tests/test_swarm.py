@@ -106,6 +106,17 @@ CASE is one of:
                   ban it, and completes byte-identical once the second seed
                   is back. (Before: the seed went on serving the chunk, and
                   every puller banned it.)
+  disk_rot_single the rotten seed is the puller's only peer: the puller bans
+                  it for 30 s on its first bad chunk (before: --ban-seconds,
+                  600 s, so the pull stopped for 10 min), `shoal status`
+                  says the pull's only peer is banned, and once the seed
+                  has repaired the chunk from a second seed the puller does
+                  not know, the puller dials it again and completes from
+                  it, banning nobody again.
+  bad_peer_again  a peer sending only bad chunks, the puller's only one: its
+                  first bad chunk bans it for 30 s, its next (a session
+                  later) for --ban-seconds (600 s), and `shoal status` says
+                  so.
   disk_rot_repair
                   the same rotten seed, with a shoal-tracker and a loader
                   socket: once it finds the chunk bad it tells the tracker
@@ -2131,6 +2142,93 @@ def disk_rot_status_reason(tmp, small):
     return fails
 
 
+def case_disk_rot_single(tmp):
+    """The rotten seed is its puller's only peer: the puller bans it for 30 s
+    on the first bad chunk, not for --ban-seconds (600 s here, the default),
+    `shoal status` says why the pull has no peer, and once the seed has
+    repaired the chunk (from a second seed the puller does not know) the
+    puller dials it again and completes from it, banning nobody again."""
+    k, repo, files, mf, mid = setup(tmp)
+    shard = "model-00001-of-00002.safetensors"
+    h_addr = "127.0.0.1:%d" % free_port()
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--no-origin", "--peer", h_addr]))
+    fails = 0
+    if not seeding(a):
+        return 1
+    flip_middle_byte(os.path.join(tmp, "cache-a", "models--org--model", "snapshots",
+                                  "ab" * 20, shard))
+    p = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--pull", mid,
+                                               "--no-origin"]))
+    ban = p.wait_for(r"banning node .* for (\d+) s: .*fails its hash.*", WAIT_S)
+    print(ban.group(0) if ban else "no ban")
+    if not ban or ban.group(1) != "30":
+        print("FAIL the puller did not ban the seed for 30 s on its first bad chunk")
+        fails += 1
+    if not a.wait_for(r"%s: fetching its 1 bad chunks again" % re.escape(shard), 20):
+        print("FAIL the seed did not take its bad chunk back")
+        fails += 1
+    st = run("status", "--socket", p.ctl)
+    print(st)
+    if not re.search(r"no peer: 1 node banned here \(the next ban ends in \d+ s; the last: "
+                     r"sent chunk \d+ of release [0-9a-f]+ that fails its hash\)", st):
+        print("FAIL `shoal status` does not say the pull's only peer is banned")
+        fails += 1
+    h = Node("seed2", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                              "--no-origin", "--listen", h_addr]))
+    if not a.wait_for(r"%s is whole again" % re.escape(shard), WAIT_S):
+        print("FAIL the seed did not fetch its bad chunk again")
+        fails += 1
+    if h.stop() != 0:
+        print("FAIL the second seed did not shut down cleanly")
+        fails += 1
+    # Well under --ban-seconds (600): the short ban, then the rest.
+    if not p.wait_for(r"release [0-9a-f]+ \(.*\) complete: ", 80):
+        print("FAIL the puller did not complete from its only seed after its short ban")
+        fails += 1
+    if len(re.findall(r"banning node", p.log())) != 1:
+        print("FAIL the puller banned the repaired seed again")
+        fails += 1
+    fails += check_snapshot(tmp, "b", files)
+    fails += shoalproc.stop_all([p, a])
+    if fails:
+        for x in (a, h, p):
+            x.dump(tail=40)
+    return fails
+
+
+def case_bad_peer_again(tmp):
+    """A peer that sends bad chunks again after its short first ban is
+    banned for --ban-seconds: one free round per --ban-seconds, no more."""
+    k, repo, files, mf, mid = setup(tmp)
+    m = Node("malicious", node_args(k, "m", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                                  "--test-corrupt-uploads"]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", m.addr, "--pull", mid,
+                                               "--no-origin"]))
+    fails = 0
+    first = b.wait_for(r"banning node .* for (\d+) s: .*fails its hash.*", WAIT_S)
+    print(first.group(0) if first else "no first ban")
+    if not first or first.group(1) != "30":
+        print("FAIL the first bad chunk did not ban for 30 s")
+        fails += 1
+    second = b.wait_for(r"banning node .* for (\d+) s: .*fails its hash \(its second bad "
+                        r"chunk within --ban-seconds\)", 60)
+    print(second.group(0) if second else "no second ban")
+    if not second or second.group(1) != "600":
+        print("FAIL the bad chunk after the short ban did not ban for --ban-seconds")
+        fails += 1
+    st = run("status", "--socket", b.ctl)
+    print(st)
+    if not re.search(r"no peer: 1 node banned here \(the next ban ends in (59\d|600) s", st):
+        print("FAIL `shoal status` does not show the long ban")
+        fails += 1
+    fails += shoalproc.stop_all([b, m])
+    if fails:
+        for x in (m, b):
+            x.dump(tail=40)
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -2138,6 +2236,8 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "bad_peer": case_bad_peer,
                       "bad_peer_hangup": lambda tmp: case_bad_peer(tmp, hangup=True),
                       "bad_peer_plain": case_bad_peer_plain,
+                      "bad_peer_again": case_bad_peer_again,
+                      "disk_rot_single": case_disk_rot_single,
                       "manifest_queue": case_manifest_queue,
                       "dedup": case_dedup,
                       "upload_slots": case_upload_slots,
