@@ -661,8 +661,9 @@ int shoal_cmd_drop(int argc, char **argv)
     printf("dropped %s: this node no longer fetches or serves it, and does not reopen it "
            "when shoald restarts.\n", m->u.dropped.name);
     if (m->u.dropped.repo_dir[0])
-        printf("Its files stay in the Hugging Face cache (%s); delete them with "
-               "`huggingface-cli delete-cache`.\n", m->u.dropped.repo_dir);
+        printf("Its complete files stay in the Hugging Face cache (%s); delete them with "
+               "`huggingface-cli delete-cache`. Files it had not finished are removed.\n",
+               m->u.dropped.repo_dir);
     else
         printf("Nothing of it was on disk.\n");
     status = 0;

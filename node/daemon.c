@@ -2869,10 +2869,19 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         }
         i++;
     }
-    if (sw)
+    /* Its unfinished files are nobody's now: kept, they held their full
+     * preallocated size where huggingface-cli delete-cache never looks. */
+    uint32_t nparts = 0;
+    uint64_t pbytes = 0;
+    if (sw) {
+        shoal_swarm_discard_partials(sw, &nparts, &pbytes);
         remove_swarm(d, sw, reason);
+    }
+    char psize[32];
+    shoal_fmt_bytes(psize, sizeof psize, pbytes);
     LOG_I("release %s (%s) dropped by the control socket: no longer fetched or served, "
-          "not reopened at start; its files stay in the cache", name, hex);
+          "not reopened at start; its complete files stay in the cache, %u unfinished "
+          "(%s) are removed", name, hex, nparts, psize);
     save_state(d);
     return 0;
 }

@@ -69,8 +69,9 @@ static const char outro[] =
     "whoever asked for them (`shoal pull`, a loader, a rollout). One whose manifest\n"
     "or files are gone from the cache is logged and forgotten; an unreadable state\n"
     "file is logged, moved aside (.bad) and does not stop the start. `shoal drop\n"
-    "ORG/NAME@COMMIT` stops fetching and serving a release and forgets it (its files\n"
-    "stay in the cache: huggingface-cli delete-cache removes them).\n"
+    "ORG/NAME@COMMIT` stops fetching and serving a release and forgets it (its\n"
+    "complete files stay in the cache: huggingface-cli delete-cache removes them;\n"
+    "unfinished ones are removed).\n"
     "Logs go to stderr, one line per event. Exit status: 0 after a clean shutdown,\n"
     "1 on a setup error, 2 on a usage error.\n";
 

@@ -145,6 +145,7 @@ struct shoal_store {
     uint64_t flushed_ms; /* CLOCK_MONOTONIC of the last flush (under mu) */
     bool sidecar_dirty;
     bool opening;        /* no callbacks until open returns */
+    bool discard;        /* free removes the partial files (a dropped release) */
 
     shoal_store_file_cb on_file, on_ready;
     void *user;
@@ -2224,9 +2225,31 @@ out:
     return rv;
 }
 
+void shoal_store_discard_partials(struct shoal_store *s, uint32_t *files, uint64_t *bytes)
+{
+    uint32_t n = 0;
+    uint64_t sz = 0;
+
+    if (s && !(s->flags & SHOAL_STORE_MEMORY)) {
+        pthread_mutex_lock(&s->mu);
+        s->discard = true;
+        for (uint32_t b = 0; b < s->nblobs; b++)
+            if (s->blobs[b].fd >= 0 && s->blobs[b].state == BLOB_INCOMPLETE) {
+                n++;
+                sz += file(s, s->blobs[b].primary)->size;
+            }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (files)
+        *files = n;
+    if (bytes)
+        *bytes = sz;
+}
+
 void shoal_store_free(struct shoal_store *s)
 {
     uint32_t b;
+    char inc[128];
 
     if (!s)
         return;
@@ -2234,6 +2257,13 @@ void shoal_store_free(struct shoal_store *s)
         shoal_store_flush(s);
     if (s->blobs)
         for (b = 0; b < s->nblobs; b++) {
+            /* Only a partial file this store holds open (so it is ours:
+             * the shared name's lock, or our own name), still filling. */
+            if (s->discard && s->blobs[b].fd >= 0 && s->blobs[b].state == BLOB_INCOMPLETE &&
+                s->meta_fd >= 0) {
+                blob_inc_path(s, b, inc, sizeof inc);
+                (void)unlinkat(s->meta_fd, in_part(inc), 0);
+            }
             if (s->blobs[b].fd >= 0)
                 close(s->blobs[b].fd);
             free(s->blobs[b].repair_msg);

@@ -166,6 +166,14 @@ int shoal_store_set_branch(struct shoal_store *s, const char *branch);
  * A release that is not complete stays resumable. */
 void shoal_store_free(struct shoal_store *s);
 
+/* A dropped release: shoal_store_free removes the partial files this store
+ * fills (its incomplete blobs, under .shoal/), whose bytes nothing else
+ * uses, instead of keeping them for a resume; published blobs stay. Sets
+ * *|files| and *|bytes| (may be NULL) to what that will remove. Any
+ * thread; call before the last put ends is fine (a put into a removed
+ * file is lost with it). */
+void shoal_store_discard_partials(struct shoal_store *s, uint32_t *files, uint64_t *bytes);
+
 /*
  * Stores chunk |idx| of the release. The bytes are hashed first: when
  * BLAKE2b-256 of |data| is not the manifest's id for |idx| (or |len| is not

@@ -268,6 +268,11 @@ int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch)
     return shoal_store_set_branch(s->store, branch);
 }
 bool shoal_swarm_complete(const struct shoal_swarm *s) { return s->complete; }
+
+void shoal_swarm_discard_partials(struct shoal_swarm *s, uint32_t *files, uint64_t *bytes)
+{
+    shoal_store_discard_partials(s->store, files, bytes);
+}
 bool shoal_swarm_busy(const struct shoal_swarm *s) { return s->pending > 0; }
 
 const uint8_t *shoal_swarm_signed(const struct shoal_swarm *s, size_t *len)

@@ -168,6 +168,11 @@ int shoal_swarm_import_dir(struct shoal_swarm *s, const char *dir, uint32_t *imp
 int shoal_swarm_start(struct shoal_swarm *s);
 /* Stops timers (their handles close on the loop) and stops requesting. */
 void shoal_swarm_stop(struct shoal_swarm *s);
+
+/* The release is dropped: its partial files go when its store is freed
+ * (shoal_store_discard_partials; how many and their size in the out
+ * parameters, which may be NULL). */
+void shoal_swarm_discard_partials(struct shoal_swarm *s, uint32_t *files, uint64_t *bytes);
 /* Withdraws the release while the daemon runs on (`shoal drop`): CANCELs
  * every request in flight to a peer, forgets every peer (chunks being read
  * for them are dropped when the read finishes, not sent), cancels origin

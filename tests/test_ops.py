@@ -1730,6 +1730,20 @@ def case_drop_stalled(tmp):
         print(f"FAIL shoal drop: {r.stderr.strip()}")
         fails += 1
     follower.communicate(timeout=15)
+    # Its unfinished files (preallocated to full size, where delete-cache
+    # never looks) go once it has closed.
+    m = n.wait_for(r"dropped by the control socket: .* (\d+) unfinished \(([^)]*)\) are removed", 5)
+    parts = os.path.join(n.cache, "models--acme--model", ".shoal")
+    left = None
+    while time.monotonic() - t_drop < 10:
+        left = [f for f in os.listdir(parts) if f.endswith(".incomplete")]
+        if not left:
+            break
+        time.sleep(0.2)
+    print(f"drop: {m.group(0) if m else 'no log line'}; partial files left: {left}")
+    if not m or int(m.group(1)) == 0 or left:
+        print("FAIL the dropped release's unfinished files were not removed")
+        fails += 1
     again = None
     while time.monotonic() - t_drop < 10:
         again = cli("pull", rel, "--socket", n.sock, "--timeout", "1", timeout=20)
