@@ -2817,6 +2817,20 @@ static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const ch
         shoal_trkconn_announce_soon(d->trk);
 }
 
+/* A `shoal pull` following |asked| is told |why| once the release is gone
+ * (ctl_release reads d->gone), not "neither here nor being pulled". */
+static void remember_gone(struct shoal_daemon *d, const char *asked, const char *why, int err)
+{
+    struct gone_pull *g;
+
+    if (!asked[0] || strlen(asked) >= sizeof g->asked)
+        return;
+    g = &d->gone[d->gone_next++ % (sizeof d->gone / sizeof d->gone[0])];
+    snprintf(g->asked, sizeof g->asked, "%s", asked);
+    snprintf(g->why, sizeof g->why, "%s", why);
+    g->err = err;
+}
+
 static int ctl_drop(void *user, const char *release, char *name, size_t namelen, char *dir,
                     size_t dirlen, char *why, size_t whylen)
 {
@@ -2864,6 +2878,7 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         struct pull *p = &d->pulls[i];
         if (p->serial == pl_serial || (sw && p->swarm == sw) ||
             (sw && !p->by_name && memcmp(p->id, shoal_swarm_id(sw), 32) == 0)) {
+            remember_gone(d, p->asked, reason, SHOAL_ENOTFOUND);
             remove_pull(d, p, reason);
             continue;
         }
@@ -2874,6 +2889,10 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
     uint32_t nparts = 0;
     uint64_t pbytes = 0;
     if (sw) {
+        char full[65];
+        shoal_hex(full, shoal_swarm_id(sw), 32);
+        remember_gone(d, name, reason, SHOAL_ENOTFOUND);
+        remember_gone(d, full, reason, SHOAL_ENOTFOUND);
         shoal_swarm_discard_partials(sw, &nparts, &pbytes);
         remove_swarm(d, sw, reason);
     }

@@ -1729,7 +1729,12 @@ def case_drop_stalled(tmp):
     if r.returncode != 0:
         print(f"FAIL shoal drop: {r.stderr.strip()}")
         fails += 1
-    follower.communicate(timeout=15)
+    _, ferr = follower.communicate(timeout=15)
+    # The pull that followed it says why it ended.
+    print(f"the following pull: exit {follower.returncode}: {ferr.strip()}")
+    if follower.returncode == 0 or "dropped on this node" not in ferr:
+        print("FAIL the pull following the dropped release did not say it was dropped")
+        fails += 1
     # Its unfinished files (preallocated to full size, where delete-cache
     # never looks) go once it has closed.
     m = n.wait_for(r"dropped by the control socket: .* (\d+) unfinished \(([^)]*)\) are removed", 5)
