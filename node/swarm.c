@@ -74,6 +74,7 @@ struct speer {
     uint32_t nreq;
     struct req req[MAX_INFLIGHT];
     uint32_t serving;  /* its requests being read from the store */
+    uint64_t serving_bytes; /* ... their chunks' bytes */
     uint64_t sent_until; /* tx byte count at which its last chunk is out */
     bool said_bye;     /* testing (corrupt_hangup): BYE already sent */
     /* When it joined or last sent a chunk that verified: a peer that lets
@@ -1702,15 +1703,25 @@ static bool slots_full(const struct shoal_swarm *s, const struct speer *sp)
                                    shoal_sched_peer_have_count(s->sched, sp->id) < least);
 }
 
+/* Every REQUEST gets a CHUNK or this: a requester left without an answer
+ * waits a whole request time-out. It goes out even when the peer's queue
+ * is full (shoal_peer_send_reject), which is when busy is the answer. */
 static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint32_t retry_ms)
 {
-    struct shoal_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = SHOAL_MSG_REJECT;
-    m.u.reject.req_id = req_id;
-    m.u.reject.reason = reason;
-    m.u.reject.retry_after_ms = retry_ms;
-    (void)shoal_peer_send(sp->p, &m);
+    (void)shoal_peer_send_reject(sp->p, req_id, reason, retry_ms);
+}
+
+/* The CHUNK answering |req_id| could not be queued (|rv|): the requester
+ * is told so. Busy when the queue is full: while the node-wide queue
+ * budget is spent (peers that never read hold it) this peer's share may
+ * hold only a chunk or two, and the race with other peers' queues is not
+ * settled when the request is taken. A closing peer needs no answer. */
+static void chunk_unsent(struct speer *sp, uint32_t req_id, int rv)
+{
+    if (rv == SHOAL_EBUSY || rv == -ENOMEM)
+        send_reject(sp, req_id, SHOAL_REJECT_BUSY, 50);
+    else if (rv != -EPIPE)
+        send_reject(sp, req_id, SHOAL_REJECT_UNKNOWN, 0);
 }
 
 /* --- s2 --- */
@@ -1749,8 +1760,8 @@ static void raw_chunk_msg(struct shoal_msg_chunk *cm, uint32_t req_id,
  * then copies the bytes out of our page cache, from memory, where the
  * usual read and send leave them in the cache the two processes share;
  * measured on loopback, the receiver (also the one that hashes) spends
- * about as much more as we save. True when sent (or failed to queue: the
- * peer is then closing or too busy to care).
+ * about as much more as we save. True when it is answered (sent, or
+ * rejected when it could not be queued).
  */
 static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
                             const struct shoal_msg_request *r,
@@ -1764,10 +1775,13 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
         shoal_store_chunk_file(s->store, r->chunk_index, &fd, &off) != 0)
         return false;
     raw_chunk_msg(&cm, r->req_id, c);
-    if (shoal_peer_send_chunk_file(sp->p, &cm, fd, off) == 0) {
+    int rv = shoal_peer_send_chunk_file(sp->p, &cm, fd, off);
+    if (rv == 0) {
         s->tx_bytes += c->len;
         s->tx_wire_payload += c->len;
         chunk_queued(sp);
+    } else {
+        chunk_unsent(sp, r->req_id, rv);
     }
     return true;
 }
@@ -1788,8 +1802,10 @@ static void serve_done(uv_work_t *w, int status)
             break;
         }
     }
-    if (sp)
+    if (sp) {
         sp->serving--;
+        sp->serving_bytes -= c->len;
+    }
     if (!sp || j->cancelled || s->stopped) {
         free(j->buf);
         free(j->payload); /* --- ctl --- */
@@ -1843,16 +1859,17 @@ static void serve_done(uv_work_t *w, int status)
             cm.payload.len = (uint32_t)j->plen;
             free(j->buf);
             j->buf = NULL;
-            s->tx_wire_payload += j->plen;
-        } else {
-            s->tx_wire_payload += c->len;
         }
         /* --- end ctl --- */
         /* --- dperf --- raw bytes go out of the read buffer itself */
-        if ((j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
-                    : shoal_peer_send_chunk(sp->p, &cm, j->payload)) == 0) {
+        int rv = j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
+                        : shoal_peer_send_chunk(sp->p, &cm, j->payload);
+        if (rv == 0) {
             s->tx_bytes += c->len;
+            s->tx_wire_payload += cm.payload.len; /* --- ctl --- */
             chunk_queued(sp);
+        } else {
+            chunk_unsent(sp, j->req_id, rv);
         }
         /* Testing: a malicious node that leaves before the verdict. It
          * says BYE and lets the other side close: closing here with its
@@ -1890,7 +1907,12 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
         send_reject(sp, r->req_id, SHOAL_REJECT_SHUTDOWN, 0);
         return;
     }
-    if (sp->serving >= cap || shoal_peer_queued(sp->p) > (32u << 20)) {
+    /* The chunks being read for it enter its queue first: past what its
+     * queue may hold then (its share of the node-wide budget while that is
+     * spent can be a chunk or two), this one would be read for nothing
+     * and told busy after all. With none ahead, a chunk always goes. */
+    if (sp->serving >= cap || shoal_peer_queued(sp->p) > (32u << 20) ||
+        !shoal_peer_room(sp->p, sp->serving_bytes, sp->serving)) {
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 50);
         return;
     }
@@ -1930,6 +1952,7 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     j->next = s->serving;
     s->serving = j;
     sp->serving++;
+    sp->serving_bytes += c->len;
     s->pending++;
 }
 
