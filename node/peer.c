@@ -23,6 +23,7 @@
 #include "hash.h"
 #include "netsrc.h"
 #include "nodelog.h"
+#include "tcpinfo.h"
 
 #define READ_BUF 65536u
 /* Bodies this large are read straight into the frame decoder. */
@@ -287,6 +288,17 @@ size_t shoal_peer_queued(const struct shoal_peer *p) { return p->queued; }
 bool shoal_peer_ready(const struct shoal_peer *p) { return p->st == ST_READY && !p->closing; }
 uint64_t shoal_peer_rx_bytes(const struct shoal_peer *p) { return p->rx; }
 uint64_t shoal_peer_tx_bytes(const struct shoal_peer *p) { return p->tx; }
+
+uint32_t shoal_peer_rtt_us(const struct shoal_peer *p)
+{
+    uv_os_fd_t fd;
+    uint32_t us;
+
+    if (p->st == ST_CONNECTING || uv_fileno((const uv_handle_t *)&p->tcp, &fd) != 0 ||
+        shoal_tcp_rtt_us(fd, &us) != 0)
+        return 0;
+    return us;
+}
 
 int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss)
 {

@@ -215,6 +215,9 @@ uint64_t shoal_peer_notify_written(struct shoal_peer *p);
 
 /* Bytes queued for writing. */
 size_t shoal_peer_queued(const struct shoal_peer *p);
+/* The least round trip TCP has seen on the connection (tcpinfo.h), in
+ * microseconds; 0 when unknown (not connected yet, no sample). */
+uint32_t shoal_peer_rtt_us(const struct shoal_peer *p);
 /* True after on_ready and before closing. */
 bool shoal_peer_ready(const struct shoal_peer *p);
 /* Unique id for this connection (never reused in the process). */

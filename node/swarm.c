@@ -20,8 +20,11 @@
 #include "nodelog.h"
 #include "sched.h"
 #include "store.h"
+#include "tcpinfo.h"
 
 #define TICK_MS 100u
+/* How often the peers' round trips are read again from TCP. */
+#define RTT_CHECK_MS 1000u
 #define MAX_INFLIGHT SHOAL_SCHED_DEPTH_MAX
 /* --- dperf --- requests in flight per peer, at least (see swarm_new) */
 #define SWARM_MIN_DEPTH 6u
@@ -75,6 +78,7 @@ struct speer {
     struct req req[MAX_INFLIGHT];
     uint32_t serving;  /* its requests being read from the store */
     uint64_t serving_bytes; /* ... their chunks' bytes */
+    uint32_t rtt_ms;   /* the round trip the scheduler has for it (0: its own) */
     uint64_t sent_until; /* tx byte count at which its last chunk is out */
     bool said_bye;     /* testing (corrupt_hangup): BYE already sent */
     /* When it joined or last sent a chunk that verified: a peer that lets
@@ -156,6 +160,7 @@ struct shoal_swarm {
     uint32_t bad_chunks;
     uint64_t rx_chunks, tx_wire_payload; /* --- ctl --- */
     uint64_t busy_slots;
+    uint64_t rtt_checked_ms;       /* peers' round trips last read (check_rtts) */
     char idhex[17];
     /* --- tracker --- */
     uint32_t role;                 /* shoal_sched_role_key() of the fleet role
@@ -2622,11 +2627,42 @@ const char *shoal_swarm_publish_error(const struct shoal_swarm *s)
 }
 /* --- end publish retry --- */
 
+/* The round trip a peer's pipeline covers (sched.h: depth): TCP's least
+ * on the connection, which neither waits in a queue (ours holds up to 32
+ * MiB of chunks for a peer, so a PING would time those) nor includes the
+ * peer's disk, and needs no traffic of ours. 0 (the scheduler estimates
+ * it from its requests) when TCP gives none. */
+static uint32_t peer_rtt_ms(const struct speer *sp)
+{
+    return shoal_rtt_ms_of_us(shoal_peer_rtt_us(sp->p));
+}
+
+/* TCP keeps its least round trip over a window of minutes
+ * (net.ipv4.tcp_min_rtt_wlen, 300 s), so a route that lengthens shows as
+ * well as more samples: every RTT_CHECK_MS, a changed one goes to the
+ * scheduler. */
+static void check_rtts(struct shoal_swarm *s)
+{
+    uint64_t now = now_ms(s);
+
+    if (now - s->rtt_checked_ms < RTT_CHECK_MS)
+        return;
+    s->rtt_checked_ms = now;
+    for (uint32_t i = 0; i < s->npeers; i++) {
+        struct speer *sp = s->peers[i];
+        uint32_t rtt = sp->joined ? peer_rtt_ms(sp) : sp->rtt_ms;
+        if (rtt != sp->rtt_ms && shoal_sched_peer_rtt(s->sched, sp->id, rtt) == 0)
+            sp->rtt_ms = rtt;
+    }
+}
+
 static void tick(uv_timer_t *t)
 {
     struct shoal_swarm *s = t->data;
-    if (s->sched && !s->complete)
+    if (s->sched && !s->complete) {
         expire_requests(s);
+        check_rtts(s);
+    }
     publish_check(s);
     pump(s);
 }
@@ -2772,9 +2808,11 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
     }
     if (!sp->joined) {
         const char *pz = shoal_session_peer_zone(shoal_peer_session(sp->p));
-        int rv = shoal_sched_peer_add(s->sched, sp->id, strcmp(pz, s->cfg->zone) == 0, 1);
+        uint32_t rtt = peer_rtt_ms(sp);
+        int rv = shoal_sched_peer_add(s->sched, sp->id, strcmp(pz, s->cfg->zone) == 0, rtt);
         if (rv != 0)
             return;
+        sp->rtt_ms = rtt;
         sp->joined = true;
         sp->served_ms = now_ms(s);
     }
