@@ -23,6 +23,7 @@
 #include "hash.h"
 #include "netsrc.h"
 #include "nodelog.h"
+#include "tcpinfo.h"
 
 #define READ_BUF 65536u
 /* Bodies this large are read straight into the frame decoder. */
@@ -33,6 +34,14 @@
 #define CRED_CHECK_MAX_MS 60000u
 
 enum peer_state { ST_CONNECTING, ST_HELLO, ST_AUTH, ST_READY };
+
+/* REJECTs a peer may have queued past its queue's limits: a chunk that
+ * crossed the limit can overshoot it by a whole chunk, so no room measured
+ * from the limit is sure to hold them. A requester that reads has at most
+ * SHOAL_SCHED_DEPTH_MAX (64) requests out per release; one that never
+ * reads gets no more than this many small frames past the limit (~38 KiB
+ * at ITEM_COST each), and is not read from meanwhile. */
+#define REJECTS_OVER 64u
 
 struct shoal_peer {
     uv_tcp_t tcp;
@@ -72,6 +81,11 @@ struct shoal_peer {
     unsigned sfq_fds;  /* --- s2 --- file descriptors held by queued sendfile
                           items (at most SFQ_FDS_MAX) */
     uint64_t tx_mark;  /* --- s2rob --- on_drain once tx reaches it (0: none) */
+    /* The tx counts at which the REJECTs queued last are written, oldest
+     * first: past the queue's limits, one more goes only while fewer than
+     * REJECTS_OVER are unwritten (shoal_peer_send_reject). */
+    uint64_t rej_mark[REJECTS_OVER];
+    unsigned rej_head, rej_n;
     uint64_t id;
     uint64_t rx, tx;
     /* --- ctl: rate limits --- */
@@ -274,6 +288,17 @@ size_t shoal_peer_queued(const struct shoal_peer *p) { return p->queued; }
 bool shoal_peer_ready(const struct shoal_peer *p) { return p->st == ST_READY && !p->closing; }
 uint64_t shoal_peer_rx_bytes(const struct shoal_peer *p) { return p->rx; }
 uint64_t shoal_peer_tx_bytes(const struct shoal_peer *p) { return p->tx; }
+
+uint32_t shoal_peer_rtt_us(const struct shoal_peer *p)
+{
+    uv_os_fd_t fd;
+    uint32_t us;
+
+    if (p->st == ST_CONNECTING || uv_fileno((const uv_handle_t *)&p->tcp, &fd) != 0 ||
+        shoal_tcp_rtt_us(fd, &us) != 0)
+        return 0;
+    return us;
+}
 
 int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss)
 {
@@ -504,6 +529,24 @@ static bool q_low(const struct shoal_peer *p)
 {
     size_t l = queue_load(p), share = budget_share(p);
     return l <= p->max_queue / 2 && (share == SIZE_MAX || l <= share / 2);
+}
+
+/* What this peer may have queued now: max_queue, or its share of the
+ * node-wide budget while that is spent if less. */
+static size_t q_limit(const struct shoal_peer *p)
+{
+    size_t share = budget_share(p);
+    return p->max_queue < share ? p->max_queue : share;
+}
+
+bool shoal_peer_room(const struct shoal_peer *p, size_t bytes, size_t items)
+{
+    size_t l = queue_load(p), limit = q_limit(p), left;
+
+    if (l > limit)
+        return false;
+    left = limit - l;
+    return bytes <= left && items <= (left - bytes) / ITEM_COST;
 }
 
 static void q_pause_check(struct shoal_peer *p);
@@ -971,6 +1014,39 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
     int rv = send_raw(p, m, peer_max_body(p));
     if (rv == 0 && m->type == SHOAL_MSG_WANT_MANIFEST && p->manifests_asked < UINT32_MAX)
         p->manifests_asked++;
+    return rv;
+}
+
+int shoal_peer_send_reject(struct shoal_peer *p, uint32_t req_id, uint8_t reason,
+                           uint32_t retry_ms)
+{
+    struct shoal_msg m;
+    int rv;
+
+    if (p->closing || p->st != ST_READY)
+        return -EPIPE;
+    /* Those written no longer count; each is out once tx passes its mark
+     * (the queue leaves in order). */
+    while (p->rej_n > 0 && p->rej_mark[p->rej_head] <= p->tx) {
+        p->rej_head = (p->rej_head + 1) % REJECTS_OVER;
+        p->rej_n--;
+    }
+    if (q_over(p) && p->rej_n >= REJECTS_OVER) {
+        p->drain_wanted = true;
+        return SHOAL_EBUSY;
+    }
+    memset(&m, 0, sizeof m);
+    m.type = SHOAL_MSG_REJECT;
+    m.u.reject.req_id = req_id;
+    m.u.reject.reason = reason;
+    m.u.reject.retry_after_ms = retry_ms;
+    rv = send_raw(p, &m, peer_max_body(p));
+    /* One sent within the limits while the ring is full goes unrecorded:
+     * only those past the limits need counting, and each of them is. */
+    if (rv == 0 && p->rej_n < REJECTS_OVER) {
+        p->rej_mark[(p->rej_head + p->rej_n) % REJECTS_OVER] = p->tx + p->queued;
+        p->rej_n++;
+    }
     return rv;
 }
 

@@ -129,6 +129,25 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m);
 int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
                           uint8_t *payload);
 
+/*
+ * Queues REJECT of request |req_id| for |reason| (enum shoal_reject_reason)
+ * with |retry_ms|: the one answer owed to a REQUEST that gets no CHUNK.
+ * Unlike shoal_peer_send(), it is not refused for a queue past max_queue or
+ * past its share of the node-wide budget while fewer than 64 REJECTs are
+ * queued unwritten: a requester left without its answer waits a whole
+ * request time-out for it. Returns 0; SHOAL_EBUSY when the queue is past
+ * its limits and 64 are queued (a peer that sends REQUESTs and never
+ * reads; what arrives from it is no longer read then); -EPIPE when closing
+ * or not ready; or an encoder error.
+ */
+int shoal_peer_send_reject(struct shoal_peer *p, uint32_t req_id, uint8_t reason,
+                           uint32_t retry_ms);
+
+/* Whether a send would still be taken after |items| more frames of |bytes|
+ * in all were queued ahead of it: the load they leave within max_queue and
+ * within this peer's share of the node-wide budget while that is spent. */
+bool shoal_peer_room(const struct shoal_peer *p, size_t bytes, size_t items);
+
 /* --- dperf --- */
 /* Room a shoal_peer_send_chunk_buf() buffer keeps before the payload (for
  * the frame and CHUNK header) and after it (for the AEAD tag). */
@@ -196,6 +215,9 @@ uint64_t shoal_peer_notify_written(struct shoal_peer *p);
 
 /* Bytes queued for writing. */
 size_t shoal_peer_queued(const struct shoal_peer *p);
+/* The least round trip TCP has seen on the connection (tcpinfo.h), in
+ * microseconds; 0 when unknown (not connected yet, no sample). */
+uint32_t shoal_peer_rtt_us(const struct shoal_peer *p);
 /* True after on_ready and before closing. */
 bool shoal_peer_ready(const struct shoal_peer *p);
 /* Unique id for this connection (never reused in the process). */

@@ -20,8 +20,11 @@
 #include "nodelog.h"
 #include "sched.h"
 #include "store.h"
+#include "tcpinfo.h"
 
 #define TICK_MS 100u
+/* How often the peers' round trips are read again from TCP. */
+#define RTT_CHECK_MS 1000u
 #define MAX_INFLIGHT SHOAL_SCHED_DEPTH_MAX
 /* --- dperf --- requests in flight per peer, at least (see swarm_new) */
 #define SWARM_MIN_DEPTH 6u
@@ -74,6 +77,8 @@ struct speer {
     uint32_t nreq;
     struct req req[MAX_INFLIGHT];
     uint32_t serving;  /* its requests being read from the store */
+    uint64_t serving_bytes; /* ... their chunks' bytes */
+    uint32_t rtt_ms;   /* the round trip the scheduler has for it (0: its own) */
     uint64_t sent_until; /* tx byte count at which its last chunk is out */
     bool said_bye;     /* testing (corrupt_hangup): BYE already sent */
     /* When it joined or last sent a chunk that verified: a peer that lets
@@ -155,6 +160,7 @@ struct shoal_swarm {
     uint32_t bad_chunks;
     uint64_t rx_chunks, tx_wire_payload; /* --- ctl --- */
     uint64_t busy_slots;
+    uint64_t rtt_checked_ms;       /* peers' round trips last read (check_rtts) */
     char idhex[17];
     /* --- tracker --- */
     uint32_t role;                 /* shoal_sched_role_key() of the fleet role
@@ -1720,15 +1726,25 @@ static bool slots_full(const struct shoal_swarm *s, const struct speer *sp)
                                    shoal_sched_peer_have_count(s->sched, sp->id) < least);
 }
 
+/* Every REQUEST gets a CHUNK or this: a requester left without an answer
+ * waits a whole request time-out. It goes out even when the peer's queue
+ * is full (shoal_peer_send_reject), which is when busy is the answer. */
 static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint32_t retry_ms)
 {
-    struct shoal_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = SHOAL_MSG_REJECT;
-    m.u.reject.req_id = req_id;
-    m.u.reject.reason = reason;
-    m.u.reject.retry_after_ms = retry_ms;
-    (void)shoal_peer_send(sp->p, &m);
+    (void)shoal_peer_send_reject(sp->p, req_id, reason, retry_ms);
+}
+
+/* The CHUNK answering |req_id| could not be queued (|rv|): the requester
+ * is told so. Busy when the queue is full: while the node-wide queue
+ * budget is spent (peers that never read hold it) this peer's share may
+ * hold only a chunk or two, and the race with other peers' queues is not
+ * settled when the request is taken. A closing peer needs no answer. */
+static void chunk_unsent(struct speer *sp, uint32_t req_id, int rv)
+{
+    if (rv == SHOAL_EBUSY || rv == -ENOMEM)
+        send_reject(sp, req_id, SHOAL_REJECT_BUSY, 50);
+    else if (rv != -EPIPE)
+        send_reject(sp, req_id, SHOAL_REJECT_UNKNOWN, 0);
 }
 
 /* --- s2 --- */
@@ -1767,8 +1783,8 @@ static void raw_chunk_msg(struct shoal_msg_chunk *cm, uint32_t req_id,
  * then copies the bytes out of our page cache, from memory, where the
  * usual read and send leave them in the cache the two processes share;
  * measured on loopback, the receiver (also the one that hashes) spends
- * about as much more as we save. True when sent (or failed to queue: the
- * peer is then closing or too busy to care).
+ * about as much more as we save. True when it is answered (sent, or
+ * rejected when it could not be queued).
  */
 static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
                             const struct shoal_msg_request *r,
@@ -1782,10 +1798,13 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
         shoal_store_chunk_file(s->store, r->chunk_index, &fd, &off) != 0)
         return false;
     raw_chunk_msg(&cm, r->req_id, c);
-    if (shoal_peer_send_chunk_file(sp->p, &cm, fd, off) == 0) {
+    int rv = shoal_peer_send_chunk_file(sp->p, &cm, fd, off);
+    if (rv == 0) {
         s->tx_bytes += c->len;
         s->tx_wire_payload += c->len;
         chunk_queued(sp);
+    } else {
+        chunk_unsent(sp, r->req_id, rv);
     }
     return true;
 }
@@ -1806,8 +1825,10 @@ static void serve_done(uv_work_t *w, int status)
             break;
         }
     }
-    if (sp)
+    if (sp) {
         sp->serving--;
+        sp->serving_bytes -= c->len;
+    }
     if (!sp || j->cancelled || s->stopped) {
         free(j->buf);
         free(j->payload); /* --- ctl --- */
@@ -1861,16 +1882,17 @@ static void serve_done(uv_work_t *w, int status)
             cm.payload.len = (uint32_t)j->plen;
             free(j->buf);
             j->buf = NULL;
-            s->tx_wire_payload += j->plen;
-        } else {
-            s->tx_wire_payload += c->len;
         }
         /* --- end ctl --- */
         /* --- dperf --- raw bytes go out of the read buffer itself */
-        if ((j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
-                    : shoal_peer_send_chunk(sp->p, &cm, j->payload)) == 0) {
+        int rv = j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
+                        : shoal_peer_send_chunk(sp->p, &cm, j->payload);
+        if (rv == 0) {
             s->tx_bytes += c->len;
+            s->tx_wire_payload += cm.payload.len; /* --- ctl --- */
             chunk_queued(sp);
+        } else {
+            chunk_unsent(sp, j->req_id, rv);
         }
         /* Testing: a malicious node that leaves before the verdict. It
          * says BYE and lets the other side close: closing here with its
@@ -1908,7 +1930,12 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
         send_reject(sp, r->req_id, SHOAL_REJECT_SHUTDOWN, 0);
         return;
     }
-    if (sp->serving >= cap || shoal_peer_queued(sp->p) > (32u << 20)) {
+    /* The chunks being read for it enter its queue first: past what its
+     * queue may hold then (its share of the node-wide budget while that is
+     * spent can be a chunk or two), this one would be read for nothing
+     * and told busy after all. With none ahead, a chunk always goes. */
+    if (sp->serving >= cap || shoal_peer_queued(sp->p) > (32u << 20) ||
+        !shoal_peer_room(sp->p, sp->serving_bytes, sp->serving)) {
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 50);
         return;
     }
@@ -1948,6 +1975,7 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     j->next = s->serving;
     s->serving = j;
     sp->serving++;
+    sp->serving_bytes += c->len;
     s->pending++;
 }
 
@@ -2658,11 +2686,42 @@ const char *shoal_swarm_origin_error(struct shoal_swarm *s)
 }
 /* --- end publish retry --- */
 
+/* The round trip a peer's pipeline covers (sched.h: depth): TCP's least
+ * on the connection, which neither waits in a queue (ours holds up to 32
+ * MiB of chunks for a peer, so a PING would time those) nor includes the
+ * peer's disk, and needs no traffic of ours. 0 (the scheduler estimates
+ * it from its requests) when TCP gives none. */
+static uint32_t peer_rtt_ms(const struct speer *sp)
+{
+    return shoal_rtt_ms_of_us(shoal_peer_rtt_us(sp->p));
+}
+
+/* TCP keeps its least round trip over a window of minutes
+ * (net.ipv4.tcp_min_rtt_wlen, 300 s), so a route that lengthens shows as
+ * well as more samples: every RTT_CHECK_MS, a changed one goes to the
+ * scheduler. */
+static void check_rtts(struct shoal_swarm *s)
+{
+    uint64_t now = now_ms(s);
+
+    if (now - s->rtt_checked_ms < RTT_CHECK_MS)
+        return;
+    s->rtt_checked_ms = now;
+    for (uint32_t i = 0; i < s->npeers; i++) {
+        struct speer *sp = s->peers[i];
+        uint32_t rtt = sp->joined ? peer_rtt_ms(sp) : sp->rtt_ms;
+        if (rtt != sp->rtt_ms && shoal_sched_peer_rtt(s->sched, sp->id, rtt) == 0)
+            sp->rtt_ms = rtt;
+    }
+}
+
 static void tick(uv_timer_t *t)
 {
     struct shoal_swarm *s = t->data;
-    if (s->sched && !s->complete)
+    if (s->sched && !s->complete) {
         expire_requests(s);
+        check_rtts(s);
+    }
     publish_check(s);
     pump(s);
 }
@@ -2808,9 +2867,11 @@ static void handle_bitfield(struct shoal_swarm *s, struct speer *sp,
     }
     if (!sp->joined) {
         const char *pz = shoal_session_peer_zone(shoal_peer_session(sp->p));
-        int rv = shoal_sched_peer_add(s->sched, sp->id, strcmp(pz, s->cfg->zone) == 0, 1);
+        uint32_t rtt = peer_rtt_ms(sp);
+        int rv = shoal_sched_peer_add(s->sched, sp->id, strcmp(pz, s->cfg->zone) == 0, rtt);
         if (rv != 0)
             return;
+        sp->rtt_ms = rtt;
         sp->joined = true;
         sp->served_ms = now_ms(s);
     }
