@@ -110,14 +110,20 @@ expect 0 "in powers of 1000 \(100Mbit =" "--help says what b and bit mean" "$sho
 # PATTERN; then it is stopped (SIGTERM).
 starts() {
     local what=$1 pat=$2; shift 2
-    "$@" >start.txt 2>&1 & local pid=$! i
-    for i in $(seq 100); do
+    "$@" >start.txt 2>&1 & local pid=$! i alive
+    # Up to 30 s: a loaded CI machine (the suite runs two tests at once)
+    # once took over 10 s to show a start-up line here.
+    for i in $(seq 300); do
         grep -q "listening on" start.txt && break
         kill -0 $pid 2>/dev/null || break
         sleep 0.1
     done
     if grep -q "listening on" start.txt && grep -qE "$pat" start.txt; then echo "ok   $what"
-    else echo "FAIL $what"; cat start.txt; fails=$((fails+1)); fi
+    else
+        kill -0 $pid 2>/dev/null && alive="still running" || alive="exited"
+        echo "FAIL $what ($alive after $((i / 10)) s; its output follows)"; cat start.txt
+        fails=$((fails+1))
+    fi
     kill $pid 2>/dev/null; wait $pid 2>/dev/null
 }
 # A state dir that is the cache dir would put a file among the repo folders.
