@@ -2253,17 +2253,21 @@ void shoal_store_free(struct shoal_store *s)
 
     if (!s)
         return;
+    /* Only a partial file this store holds open (so it is ours: the
+     * shared name's lock, or our own name), still filling. Removed before
+     * the flush, so the flush does not sync data about to go; one that
+     * stays (unlink failed) is synced as usual. */
+    if (s->discard && s->blobs && s->meta_fd >= 0)
+        for (b = 0; b < s->nblobs; b++)
+            if (s->blobs[b].fd >= 0 && s->blobs[b].state == BLOB_INCOMPLETE) {
+                blob_inc_path(s, b, inc, sizeof inc);
+                if (unlinkat(s->meta_fd, in_part(inc), 0) == 0)
+                    s->blobs[b].dirty = false;
+            }
     if (!s->opening)
         shoal_store_flush(s);
     if (s->blobs)
         for (b = 0; b < s->nblobs; b++) {
-            /* Only a partial file this store holds open (so it is ours:
-             * the shared name's lock, or our own name), still filling. */
-            if (s->discard && s->blobs[b].fd >= 0 && s->blobs[b].state == BLOB_INCOMPLETE &&
-                s->meta_fd >= 0) {
-                blob_inc_path(s, b, inc, sizeof inc);
-                (void)unlinkat(s->meta_fd, in_part(inc), 0);
-            }
             if (s->blobs[b].fd >= 0)
                 close(s->blobs[b].fd);
             free(s->blobs[b].repair_msg);

@@ -2709,9 +2709,8 @@ def case_hf_partial(tmp):
     repo = os.path.join(n.cache, "models--acme--model")
     first = subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pct = wait_pct(n, hub.commit, 10, 85)
-    if pct is None or pct < 10 or pct >= 85:
-        print(f"FAIL could not catch the pull mid-download (at {pct}%)")
+    pct = catch_mid_download(n, hub.commit, low=10, high=85)
+    if pct is None:
         first.kill()
         first.wait()
         n.dump()
