@@ -2717,6 +2717,7 @@ static uint32_t ctl_peers(void *user, struct shoal_ctl_peer *v, uint32_t max)
         o->rx_bytes = shoal_peer_rx_bytes(p);
         o->tx_bytes = shoal_peer_tx_bytes(p);
         o->conn_id = shoal_peer_id(p);
+        o->rtt_us = shoal_peer_rtt_us(p);
         n++;
     }
     return n;
