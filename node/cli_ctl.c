@@ -574,13 +574,25 @@ static void print_status(struct shoal_ctl_msg *m)
         printf("(no releases)\n");
 }
 
+/* A round trip in milliseconds, two decimals below 10 ms (a LAN's or
+ * loopback's tens of µs still show), "-" when the daemon has none. */
+static void fmt_rtt(char *buf, size_t cap, uint32_t us)
+{
+    if (us == 0)
+        snprintf(buf, cap, "-");
+    else if (us < 10000)
+        snprintf(buf, cap, "%.2f ms", us / 1000.0);
+    else
+        snprintf(buf, cap, "%u ms", (us + 500) / 1000);
+}
+
 static void print_peers(struct shoal_ctl_msg *m)
 {
-    printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", "NODE", "ADDRESS", "ZONE",
-           "CIPHER", "DIR", "RX", "TX", "RX RATE", "TX RATE");
+    printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s %10s\n", "NODE", "ADDRESS", "ZONE",
+           "CIPHER", "DIR", "RX", "TX", "RX RATE", "TX RATE", "RTT");
     for (uint32_t i = 0; i < m->u.peers.count; i++) {
         struct shoal_ctl_peer *p = &m->u.peers.v[i];
-        char key[17], rx[32], tx[32], rxr[32], txr[32];
+        char key[17], rx[32], tx[32], rxr[32], txr[32], rtt[24];
         clean_str(p->addr);
         clean_str(p->zone);
         clean_str(p->cipher);
@@ -591,8 +603,9 @@ static void print_peers(struct shoal_ctl_msg *m)
         shoal_fmt_bytes(txr, sizeof txr, p->tx_bps);
         strcat(rxr, "/s");
         strcat(txr, "/s");
-        printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s\n", key, p->addr, p->zone,
-               p->cipher, p->initiator ? "out" : "in", rx, tx, rxr, txr);
+        fmt_rtt(rtt, sizeof rtt, p->rtt_us);
+        printf("%-16s %-22s %-12s %-18s %-3s %11s %11s %12s %12s %10s\n", key, p->addr, p->zone,
+               p->cipher, p->initiator ? "out" : "in", rx, tx, rxr, txr, rtt);
     }
     if (m->u.peers.count == 0)
         printf("(no peers connected)\n");

@@ -211,6 +211,11 @@ static int read_peer(struct shoal_mpr *r, struct shoal_ctl_peer *v)
         rv = read_u64(r, &v->tx_bps);
     if (rv == 0)
         rv = read_u64(r, &v->conn_id);
+    /* Added after the first release of the CLI: optional. */
+    if (rv == 0 && extra > 0) {
+        rv = read_u32(r, &v->rtt_us);
+        extra--;
+    }
     if (rv == 0)
         rv = skip_extra(r, extra);
     return rv;
@@ -356,7 +361,7 @@ static bool peer_ok(const struct shoal_ctl_peer *v)
 
 static void write_peer(struct shoal_mpw *w, const struct shoal_ctl_peer *v)
 {
-    shoal_mpw_array(w, PEER_FIELDS);
+    shoal_mpw_array(w, PEER_FIELDS + 1);
     shoal_mpw_bin(w, v->node_pk, 32);
     shoal_mpw_cstr(w, v->addr);
     shoal_mpw_cstr(w, v->zone);
@@ -367,6 +372,7 @@ static void write_peer(struct shoal_mpw *w, const struct shoal_ctl_peer *v)
     shoal_mpw_uint(w, v->rx_bps);
     shoal_mpw_uint(w, v->tx_bps);
     shoal_mpw_uint(w, v->conn_id);
+    shoal_mpw_uint(w, v->rtt_us);
 }
 
 /* Checks |m| against the decoder's rules. */

@@ -107,7 +107,8 @@ struct shoal_ctl_release {
 };
 
 /* One connected peer. Wire: [node_pk, addr, zone, cipher, initiator,
- * rx_bytes, tx_bytes, rx_bps, tx_bps, conn_id]. */
+ * rx_bytes, tx_bytes, rx_bps, tx_bps, conn_id, rtt_us]. |rtt_us| came
+ * later and may be absent: a reader takes a missing one as 0 (unknown). */
 struct shoal_ctl_peer {
     uint8_t node_pk[32];
     char addr[SHOAL_CTL_ADDR_MAX + 1];    /* its listen address */
@@ -117,6 +118,8 @@ struct shoal_ctl_peer {
     uint64_t rx_bytes, tx_bytes;          /* frame bytes since connected */
     uint64_t rx_bps, tx_bps;
     uint64_t conn_id;                     /* unique per connection */
+    uint32_t rtt_us;                      /* TCP's least round trip to it
+                                             (tcpinfo.h), µs; 0: unknown */
 };
 
 struct shoal_ctl_msg {

@@ -48,6 +48,9 @@
 /* Evictions from the handshake pool are logged at most this often: a
  * flood of connections that never authenticate must not flood the log. */
 #define EVICT_LOG_MS 10000
+/* The "tracker" of a rollout_ids entry taken from the state file. */
+#define ROLLOUT_FROM_STATE UINT32_MAX
+
 /* The close reason of an evicted connection; its close is not logged again. */
 static const char EVICTED[] = "evicted: oldest connection still in its handshake";
 /* ... and of a HELLO refused unchecked (hello-rate): the BYE's text too. */
@@ -206,12 +209,15 @@ struct shoal_daemon {
     } slot[MAX_SWARMS];
     /* The releases each tracker's rollouts named last (a rollout is kept
      * by one tracker, so the union counts): never closed for room (the
-     * next announce would open them again). */
+     * next announce would open them again). After a restart, those the
+     * state file marks (trk ROLLOUT_FROM_STATE) until every tracker has
+     * answered an announce (trk_answered: a bit per tracker). */
     struct {
         uint32_t trk;
         uint8_t id[32];
     } rollout_ids[4 * SHOAL_MSG_DESIRED_MAX];
     uint32_t nrollout_ids;
+    uint64_t trk_answered;
     uint64_t next_serial;
     /* Dropped releases wait here until their worker jobs and origin
      * fetches end; the reaper frees them. */
@@ -504,6 +510,8 @@ static int manifest_path(const struct shoal_daemon *d, const struct shoal_manife
     return n < 0 || (size_t)n >= cap ? SHOAL_ELIMIT : 0;
 }
 
+static bool in_rollout(const struct shoal_daemon *d, const uint8_t id[32]);
+
 /* Writes the open releases to the state file. Called whenever the set (or
  * what the file says of a release: complete, its branch) changes; a
  * failure is logged and tried again at the next change. */
@@ -530,6 +538,7 @@ static void save_state(struct shoal_daemon *d)
         snprintf(e->commit, sizeof e->commit, "%s", shoal_manifest_commit(m));
         snprintf(e->branch, sizeof e->branch, "%s", d->slot[i].branch);
         e->complete = shoal_swarm_complete(d->swarms[i]);
+        e->rollout = in_rollout(d, e->id);
         rv = manifest_path(d, m, e->manifest, sizeof e->manifest);
     }
     if (rv == 0) {
@@ -1711,10 +1720,17 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
     struct shoal_daemon *d = user;
     bool added = false;
 
-    /* This tracker's list replaces what it said before; the others' stay. */
+    /* This tracker's list replaces what it said before; the others' stay.
+     * What the state file said stays until every tracker has spoken: the
+     * one whose rollout it was may answer last (or be down a while). */
     uint32_t kept = 0;
+    if (idx < 64)
+        d->trk_answered |= 1ull << idx;
+    uint32_t ntrk = shoal_trkconn_count(d->trk);
+    bool all = ntrk > 64 || d->trk_answered == (ntrk == 64 ? UINT64_MAX : (1ull << ntrk) - 1);
     for (uint32_t i = 0; i < d->nrollout_ids; i++) {
-        if (d->rollout_ids[i].trk != idx)
+        uint32_t t = d->rollout_ids[i].trk;
+        if (t != idx && !(t == ROLLOUT_FROM_STATE && all))
             d->rollout_ids[kept++] = d->rollout_ids[i];
     }
     d->nrollout_ids = kept;
@@ -1768,6 +1784,9 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
     }
     if (added)
         want_manifests_everywhere(d);
+    /* Which open releases a rollout names may have changed: the file says
+     * so for the next start (unchanged, nothing is written). */
+    save_state(d);
 }
 
 static void trk_on_peers(void *user, uint32_t idx, const struct shoal_msg_peers *m)
@@ -2717,6 +2736,7 @@ static uint32_t ctl_peers(void *user, struct shoal_ctl_peer *v, uint32_t max)
         o->rx_bytes = shoal_peer_rx_bytes(p);
         o->tx_bytes = shoal_peer_tx_bytes(p);
         o->conn_id = shoal_peer_id(p);
+        o->rtt_us = shoal_peer_rtt_us(p);
         n++;
     }
     return n;
@@ -3348,14 +3368,28 @@ static void reopen_state(struct shoal_daemon *d)
         LOG_E("state file %s: %zu bad lines skipped, the first: %s", d->state_path, skipped,
               why);
     }
-    for (size_t i = 0; i < n; i++) {
-        const struct shoal_state_entry *e = &v[i];
+    /* A release a rollout named before the restart is one again until the
+     * trackers answer (trk_on_announce_reply): not closed for room while
+     * the others reopen, or by a pull before then. Without a tracker no
+     * rollout will confirm or end it, so the mark is not kept. */
+    for (size_t i = 0; i < n && d->trk && shoal_trkconn_count(d->trk) > 0; i++) {
+        if (!v[i].rollout ||
+            d->nrollout_ids == sizeof d->rollout_ids / sizeof d->rollout_ids[0])
+            continue;
+        d->rollout_ids[d->nrollout_ids].trk = ROLLOUT_FROM_STATE;
+        memcpy(d->rollout_ids[d->nrollout_ids++].id, v[i].id, 32);
+    }
+    /* Those first: with too few slots, the others are the ones left out. */
+    for (size_t k = 0; k < 2 * n; k++) {
+        const struct shoal_state_entry *e = &v[k % n];
         struct shoal_manifest *m = NULL;
         uint8_t *data = NULL;
         size_t len = 0;
         char hex[17], snap[SHOAL_HF_PATH_MAX + 64], folder[SHOAL_HF_PATH_MAX];
         struct stat st;
 
+        if (e->rollout != (k < n))
+            continue;
         hex8(hex, e->id);
         if (find_swarm(d, e->id))
             continue; /* named by --manifest or --pull too */

@@ -1477,8 +1477,9 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
     return rv;
 }
 
-int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer,
-                           uint32_t chunk, bool busy)
+/* req_failed and req_busy: |backoff_ms| 0 for a failure that is not busy. */
+static int req_fail(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk,
+                    bool busy, uint32_t backoff_ms)
 {
     s->now = now_ms;
     int i = find_peer(s, peer);
@@ -1486,7 +1487,10 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
     if (k < 0)
         return SHOAL_ENOTFOUND;
     if (busy) {
-        s->busy_until[i] = now_ms + s->cfg.busy_backoff_ms;
+        /* A later, shorter wish does not cut short a longer one still
+         * running: the peer said it would be busy until then. */
+        if (!((s->busym[i >> 6] >> (i & 63)) & 1) || s->busy_until[i] < now_ms + backoff_ms)
+            s->busy_until[i] = now_ms + backoff_ms;
         s->busym[i >> 6] |= 1ull << (i & 63);
     }
     req_drop(s, (uint32_t)k);
@@ -1496,6 +1500,22 @@ int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
     if (!busy && !s->peers[i].same_zone)
         clear_stale(s, true);
     return 0;
+}
+
+int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer,
+                           uint32_t chunk, bool busy)
+{
+    return req_fail(s, now_ms, peer, chunk, busy, s->cfg.busy_backoff_ms);
+}
+
+int shoal_sched_req_busy(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk,
+                         uint32_t retry_after_ms)
+{
+    uint32_t ms = retry_after_ms < SHOAL_SCHED_RETRY_AFTER_MAX_MS ? retry_after_ms
+                                                                  : SHOAL_SCHED_RETRY_AFTER_MAX_MS;
+    if (ms < s->cfg.busy_backoff_ms)
+        ms = s->cfg.busy_backoff_ms;
+    return req_fail(s, now_ms, peer, chunk, true, ms);
 }
 
 int shoal_sched_peer_lacks(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk)

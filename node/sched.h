@@ -384,6 +384,21 @@ int shoal_sched_peer_lacks(struct shoal_sched *s, uint64_t now_ms, uint64_t peer
 int shoal_sched_req_failed(struct shoal_sched *s, uint64_t now_ms, uint64_t peer,
                            uint32_t chunk, bool busy);
 
+/* The longest back-off a peer's own word buys (shoal_sched_req_busy): a
+ * few seconds, so a peer that names a huge one holds its unique chunks
+ * back no longer than that before it is asked again. */
+#define SHOAL_SCHED_RETRY_AFTER_MAX_MS 5000u
+
+/* As shoal_sched_req_failed with |busy|, for a peer that said when to ask
+ * again (a REJECT's |retry_after_ms|): it is left alone until |now_ms| +
+ * |retry_after_ms|, capped at SHOAL_SCHED_RETRY_AFTER_MAX_MS, and for
+ * busy_backoff_ms at least (0 or a shorter wish: busy_backoff_ms, as
+ * shoal_sched_req_failed). Meanwhile the chunk goes to other holders or,
+ * with none, waits for it as any chunk a busy peer holds alone. Returns
+ * 0 or SHOAL_ENOTFOUND. */
+int shoal_sched_req_busy(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, uint32_t chunk,
+                         uint32_t retry_after_ms);
+
 /* We obtained |chunk| some other way (local dedup copy, origin, a request
  * made outside the scheduler). Outstanding peer requests for it are queued
  * for CANCEL. Returns 0 or SHOAL_EBADMSG. */

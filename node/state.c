@@ -185,6 +185,12 @@ static int parse_line(char *s, struct shoal_state_entry *e, char *why, size_t wh
         }
         memcpy(e->branch, branch, strlen(branch) + 1);
     }
+    /* "+rollout": a tracker's rollout named it when the file was written. */
+    size_t sl = strlen(state);
+    if (sl > 8 && strcmp(state + sl - 8, "+rollout") == 0) {
+        e->rollout = true;
+        state[sl - 8] = '\0';
+    }
     if (strcmp(state, "complete") == 0) {
         e->complete = true;
     } else if (strcmp(state, "pulling") != 0) {
@@ -373,13 +379,13 @@ int shoal_state_save(const char *path, const char *abs_cache, const struct shoal
     fprintf(mem, MAGIC " %s\n", abs_cache);
     fprintf(mem, "# Releases this shoald has open, reopened when it starts (`shoal drop` "
                  "removes one).\n"
-                 "# id kind repo@commit branch state manifest\n");
+                 "# id kind repo@commit branch state[+rollout] manifest\n");
     for (size_t i = 0; i < n; i++) {
         shoal_hex(hex, v[i].id, 32);
-        fprintf(mem, "%s %s %s@%s %s %s %s\n", hex,
+        fprintf(mem, "%s %s %s@%s %s %s%s %s\n", hex,
                 v[i].type == SHOAL_REPO_DATASET ? "dataset" : "model", v[i].repo, v[i].commit,
                 v[i].branch[0] ? v[i].branch : "-", v[i].complete ? "complete" : "pulling",
-                v[i].manifest);
+                v[i].rollout ? "+rollout" : "", v[i].manifest);
     }
     if (fclose(mem) != 0) {
         free(text);

@@ -18,7 +18,12 @@
  *
  *   shoald-releases-v1 <absolute cache dir>
  *   <manifest id, 64 hex> <model|dataset> <org/name>@<commit> <branch|-> \
- *       <complete|pulling> <manifest file, to the end of the line>
+ *       <complete|pulling>[+rollout] <manifest file, to the end of the line>
+ *
+ * "+rollout" marks a release a tracker's rollout named when the file was
+ * written: at the next start it is not closed for room before the trackers
+ * have answered again. (A shoald that predates it skips such a line, and
+ * the rollout opens the release again at its first announce.)
  *
  * Lines starting with '#' are comments. The manifest itself is not copied:
  * the store keeps the signed bytes in the cache's per-repo .shoal/ folder,
@@ -50,6 +55,7 @@ struct shoal_state_entry {
     char commit[41];
     char branch[SHOAL_STATE_BRANCH_MAX + 1];    /* "" when pulled by commit or id */
     bool complete;
+    bool rollout;                               /* a tracker's rollout named it */
     char manifest[SHOAL_STATE_PATH_MAX];        /* path of the signed manifest */
 };
 

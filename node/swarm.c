@@ -2942,7 +2942,9 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
          * to the origin (one that answers busy to everything and serves
          * nothing would hold a pull for as long as it stays). Chunks that
          * others hold too keep its claim: a seed that is only busy serving
-         * them is asked again later. */
+         * them is asked again later: not before the time it named
+         * (retry_after_ms, a few seconds at most: shoal_sched_req_busy),
+         * while the chunk goes to other holders meanwhile. */
         uint64_t now = now_ms(s);
         bool busy = m->u.reject.reason == SHOAL_REJECT_BUSY ||
                     m->u.reject.reason == SHOAL_REJECT_RATE_LIMITED;
@@ -2956,7 +2958,7 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
             busy = false;
         }
         if (busy)
-            shoal_sched_req_failed(s->sched, now, sp->id, r.chunk, true);
+            shoal_sched_req_busy(s->sched, now, sp->id, r.chunk, m->u.reject.retry_after_ms);
         else
             shoal_sched_peer_lacks(s->sched, now, sp->id, r.chunk);
         pump(s);

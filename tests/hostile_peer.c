@@ -5,10 +5,11 @@
  *
  *   ping N SECONDS          sends up to N PINGs within SECONDS and never
  *                           reads what the node answers;
- *   liar ID NCHUNKS SECONDS ignore|reject|busy
+ *   liar ID NCHUNKS SECONDS ignore|reject|busy[:MS]
  *                           announces every chunk of release ID, then for
  *                           SECONDS answers no REQUEST (ignore) or each with
- *                           REJECT unknown (reject) or busy (busy); prints
+ *                           REJECT unknown (reject) or busy (busy), with
+ *                           retry_after_ms MS (busy:MS; else 0); prints
  *                           "requests N" and "closed by the node" if it was.
  *   codec ID NCHUNKS VALUE SECONDS
  *                           announces every chunk of release ID and answers
@@ -246,7 +247,7 @@ int main(int argc, char **argv)
     if (argc < 7) {
         fprintf(stderr, "usage: hostile_peer HOST:PORT KEY CRED CLUSTER_PUB "
                         "ping N SECONDS | "
-                        "liar ID NCHUNKS SECONDS ignore|reject|busy | "
+                        "liar ID NCHUNKS SECONDS ignore|reject|busy[:MS] | "
                         "codec ID NCHUNKS VALUE SECONDS | "
                         "manifest FILE N SECONDS\n");
         return 2;
@@ -270,7 +271,8 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[5], "liar") == 0 && argc == 10) {
         uint8_t *ones = full_bitfield(&m, argv[6], argv[7]);
         double end = now_s() + atof(argv[8]);
-        bool reject = strcmp(argv[9], "reject") == 0, busy = strcmp(argv[9], "busy") == 0;
+        bool reject = strcmp(argv[9], "reject") == 0, busy = strncmp(argv[9], "busy", 4) == 0;
+        uint32_t retry_ms = busy && argv[9][4] == ':' ? (uint32_t)strtoul(argv[9] + 5, NULL, 10) : 0;
         bool closed = false;
 
         if (!ones)
@@ -295,6 +297,7 @@ int main(int argc, char **argv)
                     r.type = SHOAL_MSG_REJECT;
                     r.u.reject.req_id = in.u.request.req_id;
                     r.u.reject.reason = busy ? SHOAL_REJECT_BUSY : SHOAL_REJECT_UNKNOWN;
+                    r.u.reject.retry_after_ms = busy ? retry_ms : 0;
                     (void)send_msg(&r, now_s() + 5);
                 }
             }

@@ -167,6 +167,46 @@ static void pull_body(struct shoal_buf *b, uint32_t n, const char *release, size
         shoal_mpw_uint(&w, i);
 }
 
+/* A peer's round trip (a later field) survives the codec, and a peer from a
+ * daemon that predates it, ten fields, decodes with rtt_us 0 (unknown). */
+static void test_peer_rtt(void)
+{
+    struct shoal_buf b;
+    struct shoal_mpw w;
+    uint8_t pk[32];
+
+    shoal_buf_init(&b, SHOAL_CTL_FRAME_MAX + 64);
+    memset(&ma, 0, sizeof ma);
+    ma.type = SHOAL_CTL_PEERS;
+    ma.u.peers.count = 1;
+    strcpy(ma.u.peers.v[0].addr, "127.0.0.1:7601");
+    ma.u.peers.v[0].rtt_us = 1234;
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK_EQ(mb.u.peers.v[0].rtt_us, 1234);
+
+    memset(pk, 0xab, sizeof pk);
+    shoal_buf_reset(&b);
+    shoal_mpw_init(&w, &b);
+    shoal_mpw_array(&w, 2);
+    shoal_mpw_uint(&w, SHOAL_CTL_PEERS);
+    shoal_mpw_array(&w, 1);
+    shoal_mpw_array(&w, 10);
+    shoal_mpw_bin(&w, pk, 32);
+    shoal_mpw_cstr(&w, "127.0.0.1:7601");
+    shoal_mpw_cstr(&w, "eu");
+    shoal_mpw_cstr(&w, "aes256gcm");
+    shoal_mpw_bool(&w, true);
+    for (int i = 0; i < 5; i++)
+        shoal_mpw_uint(&w, 7);
+    CHECK_EQ(w.err, 0);
+    mb.u.peers.v[0].rtt_us = 99;
+    CHECK_EQ(decode_raw(&b), 0);
+    CHECK_EQ(mb.u.peers.count, 1);
+    CHECK_EQ(mb.u.peers.v[0].conn_id, 7);
+    CHECK_EQ(mb.u.peers.v[0].rtt_us, 0);
+    shoal_buf_free(&b);
+}
+
 static void test_decode_strict(void)
 {
     struct shoal_buf b;
@@ -834,6 +874,7 @@ int main(void)
 {
     RUN(test_roundtrip);
     RUN(test_decode_strict);
+    RUN(test_peer_rtt);
     RUN(test_metrics_text);
     RUN(test_server);
     RUN(test_server_slots);

@@ -67,6 +67,9 @@ CASE is one of:
                reach shoald at PATH: Permission denied (is it running?)");
                in the socket's group the same uid gets its status; with a
                directory on the way shut to it, that is what is said.
+  peers_rtt    `shoal peers` on two connected nodes has an RTT column, and
+               each peer's is a number of milliseconds, >= 0 and under 5 s,
+               on loopback (TCP's min_rtt; before: no such column).
 Every wait is bounded; all processes are killed at the end.
 """
 import calendar
@@ -643,8 +646,30 @@ def case_socket_denied(tmp):
     return fails
 
 
+def case_peers_rtt(tmp):
+    k, repo, mf, mid = setup(tmp, {"config.json": b'{"a": 1}\n'})
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr]))
+    fails = 0
+    if not b.wait_for(r"authenticated", 20):
+        print("FAIL the nodes did not connect")
+        fails += 1
+    for name in ("a", "b"):
+        out = run("peers", "--socket", os.path.join(tmp, name + ".sock")).stdout
+        print(out.rstrip())
+        lines = out.splitlines()
+        head = lines[0].split() if lines else []
+        m = [re.search(r"\s(\d+(?:\.\d+)?) ms$", ln) for ln in lines[1:]]
+        if not head or head[-1] != "RTT" or len(m) != 1 or not m[0] \
+                or not 0 <= float(m[0].group(1)) < 5000:
+            print(f"FAIL {name}: `shoal peers` has no RTT column with a round trip in ms")
+            fails += 1
+    fails += shoalproc.stop_all((a, b))
+    return fails
+
+
 shoalproc.main(CASE, {"pull_status": case_pull_status, "rate_limit": case_rate_limit,
                       "squat": case_squat, "slots": case_slots, "unread": case_unread,
                       "pull_summary": case_pull_summary, "cred_expiry": case_cred_expiry,
                       "loopback_announce": case_loopback_announce,
-                      "socket_denied": case_socket_denied}, "shoal-ctl-")
+                      "socket_denied": case_socket_denied, "peers_rtt": case_peers_rtt}, "shoal-ctl-")

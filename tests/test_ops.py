@@ -48,6 +48,13 @@ CASE is one of:
                 closes the first (least recently used), status lists two,
                 and pulling the first again reopens it from the cache (0
                 bytes from peers), closing the second.
+  max_releases_rollout --max-releases 2, one release a tracker rollout
+                names and one pulled, restarted with a third, incomplete,
+                by --manifest: the state file marks the rollout's release
+                (complete+rollout), and after the restart it is not closed
+                for room; the pulled one is left closed, saying why
+                (before: the rollout's release was closed at the start and
+                reopened at the tracker's first answer, closing the other).
   pull_refused  `shoal status` and `shoal pull` of a node whose credential
                 is for another key say the tracker refused its identity
                 and why, and of a node whose --publisher-keys do not list
@@ -2838,7 +2845,91 @@ def case_hf_blob_names(tmp):
     return fails
 
 
+def case_max_releases_rollout(tmp):
+    """--max-releases 2, two releases open (one a tracker rollout names, one
+    pulled), and a restart with a third, incomplete release given by
+    --manifest, which opens first: the rollout's release is never closed
+    for room, the pulled one is left closed (before: the state file did not
+    say a rollout wanted it, so at the start it was closed for the pulled
+    one, then reopened at the tracker's first answer, closing that)."""
+    k = make_keys(tmp, ["s", "m"])
+    rnd = random.Random(11)
+    both = os.path.join(tmp, "all")
+    rels = []
+    for i in range(3):
+        files = {f"w{i}.safetensors": rnd.randbytes(1 << 20)}
+        repo = os.path.join(tmp, f"repo{i}")
+        shoalproc.write_files(repo, files)
+        shoalproc.write_files(both, files)
+        mf = os.path.join(tmp, f"r{i}.manifest")
+        commit = "%x" % (i + 1) * 40
+        mid = shoalproc.build_manifest(SHOAL, repo, k, mf, repo_id=f"org/m{i}", commit=commit,
+                                       extra=("--min", "64K", "--avg", "256K", "--max", "1M"))
+        rels.append((mf, mid, f"org/m{i}@{commit}"))
+    t, taddr = start_tracker(k)
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    for mf, _, _ in rels:
+        r = cli("publish", "--manifest", mf, "--tracker", taddr, "--identity", k("admin"),
+                "--cred", k("admin") + ".cred")
+        if r.returncode != 0:
+            print(f"FAIL publish {mf}: {r.stderr}")
+            return 1
+    seed = node("s", k, tmp, None, ["--no-origin", "--seed-dir", both, "--tracker", taddr,
+                                    *[a for mf, _, _ in rels for a in ("--manifest", mf)]])
+    margs = ["--no-origin", "--tracker", taddr, "--max-releases", "2"]
+    m = node("m", k, tmp, None, margs)
+    fails = 0
+    r = cli("rollout", rels[0][2], *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout: {r.stderr}")
+        return 1
+    if not m.wait_for(r"release \S+ \(%s\) complete" % re.escape(rels[0][2]), 60) and \
+            not status_saying(m, "complete"):
+        print("FAIL the rollout's release did not complete")
+        fails += 1
+    r = cli("pull", rels[2][1], "--socket", m.sock, "--timeout", "60")
+    if r.returncode != 0:
+        print(f"FAIL pull of {rels[2][2]}: exit {r.returncode}: {r.stdout}{r.stderr}")
+        fails += 1
+    sf = state_file(m)
+    fails += shoalproc.stop_all([m])
+    with open(sf) as f:
+        listed = f.read()
+    print(listed.strip())
+    if not re.search(r"^%s model %s - complete\+rollout /" % (rels[0][1], re.escape(rels[0][2])),
+                     listed, re.M):
+        print("FAIL the state file does not say a rollout named the first release")
+        fails += 1
+    # Restarted with a --manifest release it has none of: that one opens
+    # first, incomplete, and the two listed contend for the other slot
+    # before any tracker has answered.
+    m2 = node("m", k, tmp, None, margs + ["--manifest", rels[1][0]])
+    if not m2.wait_for(r"release \S+ \(%s\) complete" % re.escape(rels[1][2]), 60) or \
+            not m2.wait_for(r"tracker \S+: authenticated", 10):
+        print(f"FAIL the --manifest release {rels[1][2]} did not complete")
+        fails += 1
+    time.sleep(2.5)  # two announces (every second) and their answers
+    st = cli("status", "--socket", m2.sock).stdout
+    print(st.strip())
+    closed = [ln for ln in m2.lines if "closed to make room" in ln]
+    if closed:
+        print("FAIL releases were closed for room after the restart:\n" + "\n".join(closed))
+        fails += 1
+    if rels[0][2] not in st or rels[1][2] not in st:
+        print("FAIL the rollout's and the --manifest release are not the two open")
+        fails += 1
+    if not m2.wait_for(r"state: release %s \(\S+\) not reopened, dropped from the state: 2 "
+                       r"releases open" % re.escape(rels[2][2]), 0):
+        print("FAIL the pulled release was not the one left closed, saying why")
+        fails += 1
+    fails += shoalproc.stop_all([m2, seed])
+    if fails or os.environ.get("DUMP"):
+        m2.dump(tail=60)
+    return fails
+
+
 shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
+                      "max_releases_rollout": case_max_releases_rollout,
                       "register_manifest": case_register_manifest,
                       "tracker_forgot": case_tracker_forgot, "origin_bytes": case_origin_bytes, "store_full": case_store_full,
                       "names": case_names, "branch": case_branch, "refs": case_refs,

@@ -929,6 +929,63 @@ static void test_endgame(void)
     shoal_sched_free(s);
 }
 
+/* A busy peer that names when to ask again (a REJECT's retry_after_ms) is
+ * asked nothing before then while the other holder is kept busy; a wish
+ * beyond SHOAL_SCHED_RETRY_AFTER_MAX_MS is cut to it, and none (0) is
+ * busy_backoff_ms, as shoal_sched_req_failed. */
+static void test_retry_after(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.min_depth = cfg.max_depth = 1;
+    cfg.busy_backoff_ms = 10;
+    struct shoal_sched *s = mk(200, 0, NULL, &cfg);
+    uint8_t all[25];
+    all_bits(all, 200);
+    for (uint64_t p = 1; p <= 2; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, sizeof all), 0);
+    }
+    struct shoal_sched_action a[8];
+    size_t n = shoal_sched_next(s, 10, a, 8);
+    REQUIRE(count_type(a, n, SHOAL_SCHED_REQUEST) == 2u);
+    uint32_t c1 = a[0].peer == 1 ? a[0].chunk : a[1].chunk;
+    uint32_t c2 = a[0].peer == 2 ? a[0].chunk : a[1].chunk;
+    /* Peer 1: busy, ask again in 2 s. Peer 2 serves everything meanwhile. */
+    CHECK_EQ(shoal_sched_req_busy(s, 12, 1, c1, 2000), 0);
+    CHECK_EQ(shoal_sched_req_busy(s, 12, 1, c1, 2000), SHOAL_ENOTFOUND);
+    uint64_t t = 13;
+    size_t to2 = 0;
+    for (; t < 2012; t += 97) {
+        CHECK_EQ(shoal_sched_req_done(s, t, 2, c2, 1 << 20, 1), 0);
+        n = shoal_sched_next(s, t, a, 8);
+        for (size_t i = 0; i < n; i++) {
+            if (a[i].type != SHOAL_SCHED_REQUEST)
+                continue;
+            CHECK_EQ(a[i].peer, 2); /* never peer 1 before 2012 */
+            c2 = a[i].chunk;
+            to2++;
+        }
+    }
+    CHECK(to2 >= 20);
+    n = shoal_sched_next(s, 2012, a, 8);
+    REQUIRE(n == 1 && a[0].type == SHOAL_SCHED_REQUEST && a[0].peer == 1);
+    /* A wish of 49 days: 5 s at most. */
+    c1 = a[0].chunk;
+    CHECK_EQ(shoal_sched_req_busy(s, 2013, 1, c1, UINT32_MAX), 0);
+    CHECK_EQ(count_type(a, shoal_sched_next(s, 2013 + SHOAL_SCHED_RETRY_AFTER_MAX_MS - 1, a, 8),
+                        SHOAL_SCHED_REQUEST), 0u);
+    n = shoal_sched_next(s, 2013 + SHOAL_SCHED_RETRY_AFTER_MAX_MS, a, 8);
+    REQUIRE(n == 1 && a[0].type == SHOAL_SCHED_REQUEST && a[0].peer == 1);
+    /* No wish: the configured back-off. */
+    t = 2013 + SHOAL_SCHED_RETRY_AFTER_MAX_MS;
+    CHECK_EQ(shoal_sched_req_busy(s, t, 1, a[0].chunk, 0), 0);
+    CHECK_EQ(count_type(a, shoal_sched_next(s, t + 9, a, 8), SHOAL_SCHED_REQUEST), 0u);
+    n = shoal_sched_next(s, t + 10, a, 8);
+    CHECK(n == 1 && a[0].type == SHOAL_SCHED_REQUEST && a[0].peer == 1);
+    shoal_sched_free(s);
+}
+
 /* A failed request or a lost peer makes its chunks requestable elsewhere;
  * a busy peer is left alone for a while. */
 static void test_failures(void)
@@ -1691,6 +1748,7 @@ int main(void)
     RUN(test_holder_gone);
     RUN(test_fallback_cancelled);
     RUN(test_upload_busy);
+    RUN(test_retry_after);
     RUN(test_bad_args);
     return t_done();
 }

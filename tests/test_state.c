@@ -91,6 +91,42 @@ static const char *hex64(char *buf, char c)
     return buf;
 }
 
+/* "+rollout" after the state reads back as the flag, with either state;
+ * a suffix that is not it makes the line bad. */
+static void test_rollout_mark(void)
+{
+    char path[256], cache[256], why[512], text[1024], id[65];
+    struct shoal_state_entry in[2], *out = NULL;
+    size_t n = 0, skipped = 0;
+
+    snprintf(path, sizeof path, "%s/rollout.list", root);
+    snprintf(cache, sizeof cache, "%s/cache dir", root);
+    entry(&in[0], 4, "", true);
+    entry(&in[1], 5, "main", false);
+    in[0].rollout = in[1].rollout = true;
+    CHECK_EQ(shoal_state_save(path, cache, in, 2), 0);
+    CHECK_EQ(shoal_state_load(path, cache, &out, &n, &skipped, why, sizeof why), 0);
+    CHECK_EQ(n, 2);
+    CHECK_EQ(skipped, 0);
+    if (n == 2)
+        CHECK(memcmp(in, out, sizeof in) == 0);
+    free(out);
+    out = NULL;
+    memset(id, 'c', 64);
+    id[64] = '\0';
+    snprintf(text, sizeof text,
+             "shoald-releases-v1 %s\n"
+             "%s model org/a@%s - complete+rollouts %s/m\n"
+             "%s model org/a@%s - pulling %s/m\n", cache, id, id + 24, root, id, id + 24, root);
+    write_text(path, text);
+    CHECK_EQ(shoal_state_load(path, cache, &out, &n, &skipped, why, sizeof why), 0);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(skipped, 1);
+    if (n == 1)
+        CHECK(!out[0].rollout && !out[0].complete);
+    free(out);
+}
+
 static void test_refused(void)
 {
     char path[256], cache[256], other[256], text[2048], why[512], id[5][65];
@@ -189,6 +225,7 @@ int main(void)
     snprintf(root, sizeof root, "/tmp/shoal-state-XXXXXX");
     REQUIRE(mkdtemp(root));
     RUN(test_round_trip);
+    RUN(test_rollout_mark);
     RUN(test_refused);
     RUN(test_path);
     t_rmtree(root);
