@@ -639,21 +639,37 @@ struct wreq {
     size_t cost;            /* what it counts in cl->queued */
 };
 
+/* A release's rate is its growth over the last RATE_WINDOW_MS: it grows
+ * in whole verified chunks (1 MiB on average, up to 4), so at a few MiB/s
+ * a tick sees one chunk or none, and a figure per tick, even blended,
+ * swung 0.5-1.75x the real rate and the ETA with it. */
+#define RATE_WINDOW_MS 10000u
+#define RATE_SLOTS (RATE_WINDOW_MS / TICK_MS + 1)
+
 /* Rates come from counters sampled every tick. */
-struct sample {
-    uint64_t key_conn;      /* peer: connection id */
-    uint8_t key_id[32];     /* release: manifest id */
-    uint64_t a, b;          /* last counters (release: have; peer: rx, tx) */
+struct sample {             /* a peer's */
+    uint64_t key_conn;      /* connection id */
+    uint64_t a, b;          /* last counters: rx, tx */
     uint64_t rate_a, rate_b;
     uint64_t at_ms;
-    uint64_t grew_ms;       /* release: when |a| last grew (or was first seen) */
+};
+
+struct rel_sample {
+    uint8_t key_id[32];     /* manifest id */
+    uint64_t a;             /* have_bytes */
+    uint64_t rate_a;
+    uint64_t grew_ms;       /* when |a| last grew (or was first seen) */
+    /* |a| and its time at the ticks of the window, oldest first */
+    uint64_t hist_a[RATE_SLOTS], hist_ms[RATE_SLOTS];
+    uint32_t nhist;
 };
 
 /* A release that stored nothing for STALL_MS while its status gives a
  * reason (an origin sending bad bytes, every peer banned), or for
- * STALL_LONG_MS, shows no rate and no ETA: the blended rate takes half a
- * minute to decay, and an ETA counting down from it is never met. Without
- * a reason a slow link may take a while over one big chunk. */
+ * STALL_LONG_MS, shows no rate and no ETA: the windowed rate takes
+ * RATE_WINDOW_MS to fall to zero, and an ETA counting down from it is
+ * never met. Without a reason a slow link may take a while over one big
+ * chunk. */
 #define STALL_MS 5000
 #define STALL_LONG_MS 30000
 
@@ -669,7 +685,7 @@ struct shoal_ctl {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     dev_t dev;
     ino_t ino;
-    struct sample rel[SHOAL_CTL_RELEASES_MAX], rel_new[SHOAL_CTL_RELEASES_MAX];
+    struct rel_sample rel[SHOAL_CTL_RELEASES_MAX], rel_new[SHOAL_CTL_RELEASES_MAX];
     uint32_t nrel;
     struct sample peer[SHOAL_CTL_PEERS_MAX], peer_new[SHOAL_CTL_PEERS_MAX];
     uint32_t npeer;
@@ -722,6 +738,30 @@ int shoal_ctl_private_dir(const char *dir)
 
 const char *shoal_ctl_path(const struct shoal_ctl *c) { return c->path; }
 
+/* Appends (|a|, |now|) to |s|'s window, drops what is older than
+ * RATE_WINDOW_MS, and sets its rate to the growth across the window. */
+static void window_rate(struct rel_sample *s, uint64_t now)
+{
+    uint32_t drop = 0;
+
+    if (s->nhist == RATE_SLOTS) {
+        drop = 1;
+    }
+    while (drop < s->nhist && now - s->hist_ms[drop] > RATE_WINDOW_MS)
+        drop++;
+    if (drop) {
+        memmove(s->hist_a, s->hist_a + drop, (s->nhist - drop) * sizeof s->hist_a[0]);
+        memmove(s->hist_ms, s->hist_ms + drop, (s->nhist - drop) * sizeof s->hist_ms[0]);
+        s->nhist -= drop;
+    }
+    s->hist_a[s->nhist] = s->a;
+    s->hist_ms[s->nhist] = now;
+    s->nhist++;
+    s->rate_a = 0;
+    if (s->nhist > 1 && now > s->hist_ms[0] && s->a > s->hist_a[0])
+        s->rate_a = (s->a - s->hist_a[0]) * 1000 / (now - s->hist_ms[0]);
+}
+
 /* Blends a new per-second figure into a rate so a bar does not jitter. */
 static uint64_t blend(uint64_t old, uint64_t delta, uint64_t dt_ms, bool first)
 {
@@ -738,22 +778,26 @@ static void sample_all(struct shoal_ctl *c)
 
     n = c->ops->releases(c->ops->user, rv, SHOAL_CTL_RELEASES_MAX);
     for (uint32_t i = 0; i < n; i++) {
-        struct sample *s = &c->rel_new[i];
-        memset(s, 0, sizeof *s);
+        struct rel_sample *s = &c->rel_new[i];
         memcpy(s->key_id, rv[i].id, 32);
         s->a = rv[i].have_bytes;
-        s->at_ms = now;
         s->grew_ms = now;
+        s->nhist = 0;
         for (k = 0; k < c->nrel; k++) {
-            if (memcmp(c->rel[k].key_id, rv[i].id, 32) == 0) {
-                uint64_t d = s->a > c->rel[k].a ? s->a - c->rel[k].a : 0;
-                s->rate_a = blend(c->rel[k].rate_a, d, now - c->rel[k].at_ms,
-                                  c->rel[k].rate_a == 0);
-                if (d == 0)
-                    s->grew_ms = c->rel[k].grew_ms;
+            const struct rel_sample *o = &c->rel[k];
+            if (memcmp(o->key_id, rv[i].id, 32) == 0) {
+                /* Less than before (dropped, reopened): a new window. */
+                if (s->a >= o->a) {
+                    memcpy(s->hist_a, o->hist_a, o->nhist * sizeof o->hist_a[0]);
+                    memcpy(s->hist_ms, o->hist_ms, o->nhist * sizeof o->hist_ms[0]);
+                    s->nhist = o->nhist;
+                }
+                if (s->a == o->a)
+                    s->grew_ms = o->grew_ms;
                 break;
             }
         }
+        window_rate(s, now);
     }
     memcpy(c->rel, c->rel_new, sizeof c->rel[0] * n);
     c->nrel = n;

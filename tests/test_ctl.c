@@ -776,6 +776,75 @@ static void test_server_stall(void)
     rmdir(dir);
 }
 
+/* A release that grows in whole 1 MiB chunks, one a second (a capped link,
+ * or a slow peer): ticks see a chunk or none. The rate shown must stay near
+ * 1 MiB/s; a per-tick blend swung between 0.75 and 1.25 MiB/s, and the ETA
+ * with it (QA G2). */
+static uint32_t steady_releases(void *user, struct shoal_ctl_release *v, uint32_t max)
+{
+    uint64_t ms = uv_now(stall_loop) - stall_start;
+    (void)user;
+    (void)max;
+    set_release(&v[0], "org/model@1", 0x11);
+    v[0].total_bytes = 100u << 20;
+    v[0].have_bytes = (ms / 1000) << 20;
+    v[0].rate_bps = v[0].eta_ms = 0;
+    return 1;
+}
+
+static const struct shoal_ctl_ops steady_ops = {
+    .pull = f_pull, .release = f_release, .releases = steady_releases, .peers = f_peers,
+    .metrics = f_metrics, .user = &fake,
+};
+
+static void *steady_client(void *arg)
+{
+    uint64_t rate = 0, eta = 0, lo = UINT64_MAX, hi = 0;
+
+    usleep(4500 * 1000);
+    for (int i = 0; i < 7; i++) {
+        C_CHECK(stall_look(&rate, &eta));
+        lo = rate < lo ? rate : lo;
+        hi = rate > hi ? rate : hi;
+        C_CHECK(eta > 0);
+        usleep(500 * 1000);
+    }
+    if (lo < (8u << 20) / 10 || hi > (12u << 20) / 10)
+        fprintf(stderr, "1 MiB/s in chunks: rate shown %.2f-%.2f MiB/s\n", lo / 1048576.0,
+                hi / 1048576.0);
+    C_CHECK(lo >= (8u << 20) / 10 && hi <= (12u << 20) / 10);
+    atomic_store(&client_done, 1);
+    return arg;
+}
+
+static void test_server_steady_rate(void)
+{
+    uv_loop_t loop;
+    char dir[] = "/tmp/shoal-ctl-XXXXXX";
+    pthread_t th;
+
+    REQUIRE(mkdtemp(dir));
+    snprintf(sock_path, sizeof sock_path, "%s/shoald.sock", dir);
+    REQUIRE(uv_loop_init(&loop) == 0);
+    stall_loop = &loop;
+    stall_start = uv_now(&loop);
+    CHECK_EQ(shoal_ctl_new(&server, &loop, sock_path, &steady_ops), 0);
+    REQUIRE(server);
+    atomic_store(&client_done, 0);
+    client_failures = 0;
+    watch_ticks = 0;
+    uv_timer_init(&loop, &watch);
+    uv_timer_start(&watch, on_watch, 20, 20);
+    REQUIRE(pthread_create(&th, NULL, steady_client, NULL) == 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+    CHECK(atomic_load(&client_done));
+    CHECK_EQ(client_failures, 0);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    shoal_ctl_free(server);
+    rmdir(dir);
+}
+
 /* Runs in a child whose euid is |uid| (set when we are root): the default
  * control socket without $XDG_RUNTIME_DIR. It was /tmp/shoald-<uid>.sock,
  * which any local user could bind first; it must be inside a directory
@@ -859,6 +928,9 @@ static void test_default_path_private(void)
         pid = fork();
         REQUIRE(pid >= 0);
         if (pid == 0) {
+            /* The child counts only its own checks: an earlier test's
+             * failure must not fail this one too. */
+            t_failures = 0;
             if (geteuid() == 0 && (setgid(uid) != 0 || setuid(uid) != 0))
                 _exit(3);
             default_path_child(squat);
@@ -879,6 +951,7 @@ int main(void)
     RUN(test_server);
     RUN(test_server_slots);
     RUN(test_server_stall);
+    RUN(test_server_steady_rate);
     RUN(test_default_path_private);
     return t_done();
 }
