@@ -710,12 +710,28 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
 
     hex8(hex, shoal_manifest_id(m));
     if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
-        LOG_E("release %s: %u releases open (max-releases), none of them complete and "
-              "unneeded by a rollout or a loader receiving its files", hex, d->nswarms);
-        snprintf(why, whylen, "%u releases open (max-releases), none of them complete and "
-                 "unneeded by a rollout or a loader receiving its files: ask again once "
-                 "the loaders are done, drop one (shoal drop) or raise max-releases",
-                 d->nswarms);
+        /* Say what holds each slot: the remedy differs (a rollout's
+         * release comes back after a drop until the rollout is removed). */
+        uint32_t nroll = 0, nload = 0, npull = 0;
+        for (uint32_t i = 0; i < d->nswarms; i++) {
+            const struct shoal_swarm *o = d->swarms[i];
+            if (in_rollout(d, shoal_swarm_id(o)))
+                nroll++;
+            else if (shoal_loader_srv_watching(d->loader, o))
+                nload++;
+            else
+                npull++;
+        }
+        snprintf(why, whylen,
+                 "max-releases reached (%u open): %u named by a tracker rollout, %u sending files to a "
+                 "loader, %u still pulling; %s, or raise max-releases",
+                 d->nswarms, nroll, nload, npull,
+                 nroll && !npull && !nload
+                     ? "a rollout's release comes back after shoal drop: remove its rollout "
+                       "(shoal rollout --remove)"
+                     : "drop one that is not a rollout's (shoal drop) or ask again once the "
+                       "loaders are done");
+        LOG_E("release %s: %s", hex, why);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
         return NULL;

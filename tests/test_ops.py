@@ -2918,9 +2918,24 @@ def case_max_releases_rollout(tmp):
     if rels[0][2] not in st or rels[1][2] not in st:
         print("FAIL the rollout's and the --manifest release are not the two open")
         fails += 1
-    if not m2.wait_for(r"state: release %s \(\S+\) not reopened, dropped from the state: 2 "
-                       r"releases open" % re.escape(rels[2][2]), 0):
+    if not m2.wait_for(r"state: release %s \(\S+\) not reopened, dropped from the state: "
+                       r"max-releases reached \(2 open\): 1 named by a tracker rollout, 0 "
+                       r"sending files to a loader, 1 still pulling" % re.escape(rels[2][2]), 0):
         print("FAIL the pulled release was not the one left closed, saying why")
+        fails += 1
+    # Both slots held by rollouts: shoal drop would not help (the rollout
+    # brings its release back), and the refusal says what does (QA G1).
+    r = cli("rollout", rels[1][2], *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout: {r.stderr}")
+        fails += 1
+    time.sleep(2.5)  # the rollout reaches the node with its next announces
+    r = cli("pull", rels[2][1], "--socket", m2.sock, "--timeout", "20")
+    print(r.stdout + r.stderr)
+    if r.returncode == 0 or not re.search(r"2 named by a tracker rollout.*remove its rollout "
+                                          r"\(shoal rollout --remove\)", r.stdout + r.stderr):
+        print(f"FAIL with both slots held by rollouts, the refusal of {rels[2][2]} does not "
+              "say to remove a rollout")
         fails += 1
     fails += shoalproc.stop_all([m2, seed])
     if fails or os.environ.get("DUMP"):
