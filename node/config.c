@@ -96,7 +96,6 @@ static const struct key keys[] = {
      "TESTING ONLY: serve corrupted chunks (to test banning)"},
     {"test-corrupt-hangup", K_BOOL, F(test_corrupt_hangup), NULL,
      "TESTING ONLY: serve one corrupted chunk per connection, then hang up"},
-    /* --- ctl --- */
     {"control-socket", K_STR, F(control_socket), "PATH",
      "CLI control socket (default $XDG_RUNTIME_DIR/shoald.sock, root: /run/shoald/; "
      "'none': off)"},
@@ -111,7 +110,6 @@ static const struct key keys[] = {
     {"compress-level", K_U64, F(compress_level), "N",
      "zstd level (1-3) for chunks served where it saves >=10%; 0: never (1)"},
     /* --- end ctl --- */
-    /* --- loader --- */
     {"loader-socket", K_STR, F(loader_socket), "PATH",
      "hand completed files to local loaders on this Unix socket (mode 0660)"},
     {"loader-group", K_STR, F(loader_group), "GROUP",
@@ -123,7 +121,6 @@ static const struct key keys[] = {
     {"store", K_STR, F(store), "disk|memory",
      "disk: the HF cache (default); memory: memfd-backed files, nothing on disk"},
     /* --- end loader --- */
-    /* --- tracker --- */
     {"tracker", K_LIST, F(trackers), "HOST:PORT",
      "announce to this tracker, find peers and origin leases there (repeatable)"},
     {"tracker-keys", K_LIST, F(tracker_keys), "FILE",
@@ -202,8 +199,7 @@ int shoal_config_init(struct shoal_config *c)
     c->handshake_timeout_ms = 10000;
     c->ban_seconds = 600;
     c->reconnect_ms = 2000;
-    c->compress_level = 1; /* --- ctl --- */
-    /* --- tracker --- */
+    c->compress_level = 1;
     c->origin_delay_ms = 1000;
     c->lease_fallback_ms = 5000;
     c->lease_chunks = 64; /* the scheduler's default and a tracker's most */

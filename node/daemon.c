@@ -24,7 +24,7 @@
 #include "cdc.h"
 #include "cliutil.h"
 #include "cred.h"
-#include "ctl.h" /* --- ctl --- */
+#include "ctl.h"
 #include "error.h"
 #include "frame.h"
 #include "hash.h"
@@ -58,7 +58,7 @@ static const char HELLO_BUSY[] = "busy: too many handshakes from your address, r
 #define HELLO_RATE_MAX 100000u
 #define MAX_SWARMS 64
 #define MAX_BANS 256
-/* --- s2rob --- A manifest still not written after this long is taken off the budget: a
+/* A manifest still not written after this long is taken off the budget: a
  * peer that asks and stops reading must not stall everyone else. Far more
  * than a few MB takes on any link a fleet shares. */
 #define MANIFEST_STALL_MS 10000
@@ -83,12 +83,11 @@ struct pull {
                                 * which may come after the pull was dropped */
     uint8_t id[32];
     struct shoal_swarm *swarm; /* once the manifest arrived */
-    /* --- tracker --- */
     bool by_name;              /* |id| unknown until the tracker resolves |name| */
     char name[SHOAL_MSG_REPO_MAX + 1];
     uint64_t asked_ms;         /* last GET_MANIFEST to the trackers */
     /* --- end tracker --- */
-    /* --- dux --- A release that could not be opened (full or read-only
+    /* A release that could not be opened (full or read-only
      * cache): the CLI and status get |why|; the manifest is asked for again
      * from |retry_ms| on, each failure doubling the wait. */
     bool failed;
@@ -120,7 +119,6 @@ struct pull {
  * `shoal pull`, the configuration and rollouts. */
 #define LOADER_PULLS_MAX (SHOAL_CONFIG_LIST_MAX / 2)
 
-/* --- tracker --- */
 #define MAX_DIALS 256
 /* Dials to tracker-listed nodes still in their handshake: a tracker (or
  * someone posing as one: nothing proves a tracker's identity to a node)
@@ -265,14 +263,12 @@ struct shoal_daemon {
     char last_ban_why[200]; /* for status: why the last ban was made */
     bool stopping;
     int exit_code;
-    struct shoal_mfq *mfq; /* --- s2rob --- WANT_MANIFEST answers waiting */
-    uv_timer_t mfq_timer;  /* --- s2rob --- expires stuck ones while some wait */
-    uv_timer_t retry;      /* --- dux --- failed pulls whose back-off ends */
-    /* --- loader --- */
+    struct shoal_mfq *mfq; /* WANT_MANIFEST answers waiting */
+    uv_timer_t mfq_timer;  /* expires stuck ones while some wait */
+    uv_timer_t retry;      /* failed pulls whose back-off ends */
     struct shoal_loader_srv *loader;
     struct shoal_loader_srv_hooks lhooks;
     /* --- end loader --- */
-    /* --- tracker --- */
     struct shoal_hub *hub;
     struct shoal_hub_config hubcfg;
     struct shoal_trkconn *trk;
@@ -285,7 +281,6 @@ struct shoal_daemon {
     struct dial dials[MAX_DIALS];
     uint32_t ndials;
     /* --- end tracker --- */
-    /* --- ctl --- */
     struct shoal_ctl *ctl;
     struct shoal_ctl_ops ctl_ops;
     struct shoal_rate_cfg rate;
@@ -303,7 +298,6 @@ static bool is_manifest_id(const char *release)
     return strlen(release) == 64 && strspn(release, "0123456789abcdefABCDEF") == 64;
 }
 
-/* --- tracker --- */
 static bool duplicate_refused(struct shoal_daemon *d, struct shoal_peer *p, const uint8_t pk[32]);
 static bool connected_to_addr(struct shoal_daemon *d, const char *addr);
 static int setup_trackers(struct shoal_daemon *d);
@@ -408,7 +402,7 @@ static void on_ban(void *user, struct shoal_swarm *s, struct shoal_peer *p, cons
         hex8(hex, pk);
         add_ban(d, pk, secs, chunk != SHOAL_SWARM_NO_CHUNK);
     }
-    d->bans_total++; /* --- ctl --- */
+    d->bans_total++;
     snprintf(d->last_ban_why, sizeof d->last_ban_why, "%s", why);
     LOG_W("banning node %s (peer %s) for %llu s: %s%s", hex,
           p ? shoal_peer_name(p) : "already disconnected", (unsigned long long)secs, why, note);
@@ -790,7 +784,7 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
 {
     if (shoal_swarm_start(s) != 0)
         return;
-    shoal_loader_srv_release_opened(d->loader, s); /* --- loader --- */
+    shoal_loader_srv_release_opened(d->loader, s);
     for (uint32_t i = 0; i < d->npeers; i++) {
         if (shoal_peer_ready(d->peers[i]))
             shoal_swarm_peer_ready(s, d->peers[i]);
@@ -799,7 +793,6 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
         on_complete(d, s);
 }
 
-/* --- dux --- */
 #define PULL_RETRY_FIRST_MS 30000u
 #define PULL_RETRY_MAX_MS 600000u
 
@@ -864,7 +857,7 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
     pl->retry_ms = uv_now(&d->loop) + pl->backoff_ms;
     LOG_E("pull %s failed: %s; trying again in %u s (or at the next `shoal pull`)", pl->name,
           pl->why, pl->backoff_ms / 1000);
-    shoal_loader_srv_release_failed(d->loader, pl->name, pl->why); /* --- loader --- */
+    shoal_loader_srv_release_failed(d->loader, pl->name, pl->why);
     if (pl->asked[0] && strcmp(pl->asked, pl->name) != 0)
         shoal_loader_srv_release_failed(d->loader, pl->asked, pl->why);
     /* Loaders may wait for the same release by manifest id: once the id
@@ -897,7 +890,7 @@ static void follow_branch(struct shoal_daemon *d, const struct pull *pl, struct 
                  (int)SHOAL_STATE_BRANCH_MAX, pl->ref);
         save_state(d);
     }
-    shoal_loader_srv_release_named(d->loader, s, pl->asked); /* --- loader --- */
+    shoal_loader_srv_release_named(d->loader, s, pl->asked);
 }
 
 static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
@@ -963,8 +956,8 @@ static void want_manifests(struct shoal_daemon *d, struct shoal_peer *p)
 {
     struct shoal_msg m;
     for (uint32_t i = 0; i < d->npulls; i++) {
-        if (d->pulls[i].swarm || d->pulls[i].by_name || /* by_name: --- tracker --- */
-            !pull_may_ask(d, &d->pulls[i]))              /* --- dux --- */
+        if (d->pulls[i].swarm || d->pulls[i].by_name || /* by_name: the tracker resolves it */
+            !pull_may_ask(d, &d->pulls[i]))
             continue;
         memset(&m, 0, sizeof m);
         m.type = SHOAL_MSG_WANT_MANIFEST;
@@ -1210,7 +1203,7 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
 
     if (memcmp(pk, d->pk.pk, 32) == 0)
         return "connected to ourselves";
-    /* --- tracker --- A node dialled at a tracker's word must be the one it
+    /* A node dialled at a tracker's word must be the one it
      * named: else a tracker could point us at any service under any key. */
     for (uint32_t i = 0; i < d->ndials; i++) {
         if (d->dials[i].p == p && memcmp(d->dials[i].pk, pk, 32) != 0)
@@ -1244,7 +1237,7 @@ static void peer_on_ready(struct shoal_peer *p, void *user)
         shoal_peer_bye(p, "connection limit reached");
         return;
     }
-    /* --- tracker --- Only now: until its HELLO_AUTH verified, the HELLO
+    /* Only now: until its HELLO_AUTH verified, the HELLO
      * may have been a replay (see known_pk). */
     if (duplicate_refused(d, p, shoal_session_peer_pk(shoal_peer_session(p)))) {
         forget_peer(d, p);
@@ -1311,7 +1304,7 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
         LOG_I("peer %s closed: %s", shoal_peer_name(p), reason);
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_peer_gone(d->swarms[i], p);
-    /* --- s2rob --- its manifest requests leave; others may go in its place */
+    /* its manifest requests leave; others may go in its place */
     if (d->mfq && shoal_mfq_peer_gone(d->mfq, shoal_peer_id(p)) > 0)
         pump_manifests(d);
     forget_peer(d, p);
@@ -1319,7 +1312,6 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
         if (d->static_conn[i] == p)
             d->static_conn[i] = NULL;
     }
-    /* --- tracker --- */
     for (uint32_t i = 0; i < d->ndials; i++) {
         if (d->dials[i].p == p)
             d->dials[i].p = NULL;
@@ -1364,7 +1356,7 @@ static void dial_static(struct shoal_daemon *d)
         struct shoal_peer *p = NULL;
         if (d->static_conn[i] || counted_peers(d) >= peer_limit(d))
             continue;
-        if (connected_to_addr(d, d->cfg->peers.v[i])) /* --- tracker --- */
+        if (connected_to_addr(d, d->cfg->peers.v[i]))
             continue;
         if (d->static_pk_known[i] && is_banned(d, d->static_pk[i])) {
             if (!d->static_ban_said[i]) {
@@ -1388,7 +1380,6 @@ static void on_redial(uv_timer_t *t)
     dial_static(t->data);
 }
 
-/* --- loader --- */
 static void loader_on_file(void *user, struct shoal_swarm *s, uint32_t file, int status)
 {
     struct shoal_daemon *d = user;
@@ -1506,7 +1497,6 @@ static int start_loader(struct shoal_daemon *d)
 }
 /* --- end loader --- */
 
-/* --- tracker --- */
 /* ---- trackers, peer discovery and the origin ----
  *
  * With --tracker the daemon announces what it holds, resolves --pull names
@@ -1642,7 +1632,7 @@ static void trk_want_manifests(struct shoal_daemon *d, bool now_anyway)
     for (uint32_t i = 0; i < d->npulls && d->trk; i++) {
         struct pull *pl = &d->pulls[i];
         if (pl->swarm || (!now_anyway && pl->asked_ms && now - pl->asked_ms < MANIFEST_RETRY_MS) ||
-            !pull_may_ask(d, pl) || pl->unresolved) /* --- dux --- */
+            !pull_may_ask(d, pl) || pl->unresolved)
             continue;
         if (shoal_trkconn_get_manifest(d->trk, pl->by_name ? NULL : pl->id, pl->name,
                                        pl->serial) == 0)
@@ -1847,7 +1837,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     if (status != 0) {
         LOG_D("no tracker has the manifest of %s yet", name);
         pl->unknown = true;
-        /* --- loader --- a loader asking by name learns it now; the pull
+        /* a loader asking by name learns it now; the pull
          * itself keeps asking, as for `shoal pull` */
         if (pl->by_name)
             shoal_loader_srv_release_failed(d->loader, pl->name, "no tracker knows this release");
@@ -1883,7 +1873,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
         shoal_manifest_free(m);
         pl->swarm = s;
         pl->failed = false;
-        follow_branch(d, pl, s); /* --- dux --- */
+        follow_branch(d, pl, s);
         if (shoal_swarm_complete(s))
             on_complete(d, s);
         return;
@@ -1909,7 +1899,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     }
     start_release(d, s);
     if (pl->ref[0])
-        shoal_loader_srv_release_named(d->loader, s, pl->asked); /* --- loader --- */
+        shoal_loader_srv_release_named(d->loader, s, pl->asked);
     if (!d->stopping)
         discover(d);
 }
@@ -2003,7 +1993,7 @@ static void swarm_on_first_chunk(void *user, struct shoal_swarm *s)
         shoal_trkconn_announce_soon(d->trk);
 }
 
-/* --- rot --- chunks withheld or fetched again: trackers hear it now,
+/* chunks withheld or fetched again: trackers hear it now,
  * not at the next interval. */
 static void swarm_on_withheld(void *user, struct shoal_swarm *s)
 {
@@ -2013,7 +2003,7 @@ static void swarm_on_withheld(void *user, struct shoal_swarm *s)
         shoal_trkconn_announce_soon(d->trk);
 }
 
-/* --- rot --- a blob found bad by one release is every open release's
+/* a blob found bad by one release is every open release's
  * that lists its sha256: they hash their copies (the same inode) too. */
 static void swarm_on_blob_rot(void *user, struct shoal_swarm *s, const uint8_t sha256[32])
 {
@@ -2064,7 +2054,7 @@ static int setup_trackers(struct shoal_daemon *d)
     d->hooks.on_lease_req = swarm_on_lease_req;
     d->hooks.on_lease_done = swarm_on_lease_done;
     d->hooks.on_first_chunk = swarm_on_first_chunk;
-    d->hooks.on_withheld = swarm_on_withheld; /* --- rot --- */
+    d->hooks.on_withheld = swarm_on_withheld;
     d->hooks.on_blob_rot = swarm_on_blob_rot;
     if (!c->no_origin) {
         shoal_hub_config_default(&d->hubcfg);
@@ -2085,7 +2075,7 @@ static int setup_trackers(struct shoal_daemon *d)
         }
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
         if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
-            /* --- dux --- the token file, not the endpoint, is what failed */
+            /* the token file, not the endpoint, is what failed */
             LOG_E("hub token file %s: %s", c->hub_token_file,
                   rv == SHOAL_EPROTO     ? "the token holds characters not allowed in an HTTP "
                                            "header"
@@ -2209,7 +2199,6 @@ static void stop_trackers(struct shoal_daemon *d)
 }
 /* --- end tracker --- */
 
-/* --- ctl --- */
 /* ---- control socket: what `shoal pull/status/peers/metrics` see ---- */
 
 /* The open release and/or the pending pull that |release| (a 64-hex
@@ -2238,7 +2227,6 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
     }
 }
 
-/* --- dux --- */
 /* Checks the "[datasets/]org/name@rev" form of |release| before anything
  * waits on it: the repo type's prefix (none for a model), a repo id the
  * Hub could hold (org/name, parts of [A-Za-z0-9._-] with no "..", "--" or
@@ -2461,7 +2449,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     if (pl && !from_loader)
         pl->loader_only = false; /* someone other than a loader wants it now */
     if (!sw && pl && pl->failed && !d->stopping) {
-        /* --- dux --- asked again: try now, and let this caller see how it
+        /* asked again: try now, and let this caller see how it
          * goes rather than the last failure */
         LOG_I("pull %s asked again by %s after it failed (%s); trying now", release, by, pl->why);
         if (pl->unresolved) {
@@ -2614,7 +2602,7 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->peer_bytes = st.rx_chunk_bytes - st.rx_dup_bytes;
     r->origin_bytes = st.origin_bytes;
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
-    if (*shoal_swarm_disk_error(sw)) { /* --- rot --- a file changed on disk */
+    if (*shoal_swarm_disk_error(sw)) { /* a file changed on disk */
         snprintf(r->error, sizeof r->error, "%s", shoal_swarm_disk_error(sw));
         utf8_cut(r->error);
     } else if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_publish_error(sw)) {
@@ -3027,13 +3015,13 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_close((uv_handle_t *)&d->redial, NULL);
-    uv_close((uv_handle_t *)&d->mfq_timer, NULL); /* --- s2rob --- */
-    uv_close((uv_handle_t *)&d->retry, NULL);     /* --- dux --- */
+    uv_close((uv_handle_t *)&d->mfq_timer, NULL);
+    uv_close((uv_handle_t *)&d->retry, NULL);
     uv_close((uv_handle_t *)&d->reaper, NULL);
     uv_close((uv_handle_t *)&d->cred_timer, NULL);
-    shoal_loader_srv_close(d->loader); /* --- loader --- */
-    stop_trackers(d); /* --- tracker --- */
-    shoal_ctl_close(d->ctl); /* --- ctl --- */
+    shoal_loader_srv_close(d->loader);
+    stop_trackers(d);
+    shoal_ctl_close(d->ctl);
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_stop(d->swarms[i]);
     /* Copy: closing may not change the array now, but the close callbacks
@@ -3308,7 +3296,6 @@ static int open_manifests(struct shoal_daemon *d)
     }
     for (size_t i = 0; i < c->pulls.n && rv == 0; i++) {
         struct pull *pl;
-        /* --- tracker --- */
         if (strchr(c->pulls.v[i], '@')) {
             char why[SHOAL_CTL_ERROR_MAX];
             rv = request_pull(d, c->pulls.v[i], "the configuration", false, why, sizeof why);
@@ -3497,7 +3484,6 @@ static int start_listening(struct shoal_daemon *d)
     return 0;
 }
 
-/* --- dux --- */
 /* The smallest --max-frame that carries a CHUNK of the largest chunk the
  * chunker makes by default (4 MiB), with room for its fields and a seal.
  * Below it pulls of such releases would stall with nothing said. */
@@ -3712,7 +3698,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         }
         shoal_log_set_level(lvl);
     }
-    if (check_ranges(cfg) != 0) { /* --- dux --- */
+    if (check_ranges(cfg) != 0) {
         free(d);
         return -EINVAL;
     }
@@ -3744,9 +3730,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     uv_signal_init(&d->loop, &d->sighup);
     uv_timer_init(&d->loop, &d->redial);
     d->sigterm.data = d->sigint.data = d->sighup.data = d->redial.data = d;
-    uv_timer_init(&d->loop, &d->mfq_timer); /* --- s2rob --- */
+    uv_timer_init(&d->loop, &d->mfq_timer);
     d->mfq_timer.data = d;
-    uv_timer_init(&d->loop, &d->retry); /* --- dux --- */
+    uv_timer_init(&d->loop, &d->retry);
     d->retry.data = d;
     uv_timer_init(&d->loop, &d->reaper);
     d->reaper.data = d;
@@ -3757,7 +3743,6 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->scfg.cache_dir = d->cache_dir;
     d->scfg.zone = cfg->zone ? cfg->zone : "";
     d->scfg.store_flags = cfg->verify_store ? SHOAL_STORE_VERIFY : 0;
-    /* --- loader --- */
     if (cfg->store && strcmp(cfg->store, "memory") == 0) {
         d->scfg.store_flags |= SHOAL_STORE_MEMORY;
     } else if (cfg->store && strcmp(cfg->store, "disk") != 0) {
@@ -3810,8 +3795,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->pcb.on_ready = peer_on_ready;
     d->pcb.on_msg = peer_on_msg;
     d->pcb.on_close = peer_on_close;
-    d->pcb.on_drain = peer_on_drain; /* --- s2rob --- */
-    /* --- s2rob --- one request per peer and release at most */
+    d->pcb.on_drain = peer_on_drain;
+    /* one request per peer and release at most */
     rv = shoal_mfq_new(&d->mfq, d->cfg->manifest_budget, MAX_PEERS_HARD * MAX_SWARMS);
     if (rv == 0)
         rv = shoal_srclimit_new(&d->hello_budget, (uint32_t)cfg->hello_rate,
@@ -3819,7 +3804,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     if (rv != 0)
         goto fail;
 
-    rv = setup_trackers(d); /* --- tracker --- */
+    rv = setup_trackers(d);
     if (rv == 0)
         warn_loopback_announce(d);
     if (rv == 0)
@@ -3827,9 +3812,9 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     if (rv == 0)
         reopen_state(d);
     if (rv == 0)
-        rv = start_loader(d); /* --- loader --- */
+        rv = start_loader(d);
     if (rv == 0)
-        rv = start_ctl(d); /* --- ctl --- */
+        rv = start_ctl(d);
     if (rv != 0)
         goto fail;
     hex8(pkhex, d->pk.pk);
@@ -3853,7 +3838,7 @@ int shoal_daemon_run(struct shoal_daemon *d)
     for (uint32_t i = 0; i < d->nswarms; i++)
         start_release(d, d->swarms[i]);
     dial_static(d);
-    start_trackers(d); /* --- tracker --- */
+    start_trackers(d);
     if (d->cfg->peers.n)
         uv_timer_start(&d->redial, on_redial, d->cfg->reconnect_ms, d->cfg->reconnect_ms);
     uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -3878,9 +3863,9 @@ void shoal_daemon_free(struct shoal_daemon *d)
             shoal_swarm_stop(d->swarms[i]);
         for (uint32_t i = 0; i < d->npeers; i++)
             shoal_peer_close(d->peers[i], "daemon exiting", false);
-        shoal_loader_srv_close(d->loader); /* --- loader --- */
-        stop_trackers(d); /* --- tracker --- */
-        shoal_ctl_close(d->ctl); /* --- ctl --- */
+        shoal_loader_srv_close(d->loader);
+        stop_trackers(d);
+        shoal_ctl_close(d->ctl);
         uv_walk(&d->loop, close_any, NULL);
     }
     /* Finishes close callbacks and worker jobs still queued. */
@@ -3889,15 +3874,15 @@ void shoal_daemon_free(struct shoal_daemon *d)
         shoal_swarm_free(d->swarms[i]);
     for (uint32_t i = 0; i < d->ndropped; i++)
         shoal_swarm_free(d->dropped[i]);
-    shoal_loader_srv_free(d->loader); /* --- loader --- */
-    shoal_ctl_free(d->ctl); /* --- ctl --- */
-    shoal_trkconn_free(d->trk); /* --- tracker --- */
+    shoal_loader_srv_free(d->loader);
+    shoal_ctl_free(d->ctl);
+    shoal_trkconn_free(d->trk);
     if (uv_loop_close(&d->loop) != 0)
         LOG_W("event loop closed with handles still open");
     shoal_keyset_free(d->cluster_keys);
     shoal_keyset_free(d->publishers);
     shoal_keyset_free(d->tracker_keys);
-    shoal_mfq_free(d->mfq); /* --- s2rob --- */
+    shoal_mfq_free(d->mfq);
     shoal_srclimit_free(d->hello_budget);
     if (d->cache_locked)
         close(d->cache_lock); /* the next daemon on this cache may start */

@@ -427,7 +427,7 @@ static void cannot_hand(struct client *c, const struct outq *q, int rv)
     snprintf(what, sizeof what, "%s",
              shoal_manifest_file(shoal_swarm_manifest(q->swarm), q->file)->path);
     drop_queue(c);
-    if (rv == SHOAL_EBADHASH) /* --- rot --- found changed on disk since it was queued */
+    if (rv == SHOAL_EBADHASH) /* found changed on disk since it was queued */
         send_error(c, "release '%s': file '%s' changed on disk on this node after it "
                    "was verified and is not handed out; the node fetches its bad "
                    "chunks again: ask again once it is whole", c->release, what);

@@ -71,16 +71,16 @@ struct shoal_peer {
     uint8_t src[SHOAL_SRC_KEY_LEN]; /* accepted side: where it came from */
     bool closing;
     bool flush_close;  /* closing once txq and sfq are out (shut_if_flushed) */
-    bool local;        /* --- dperf --- the remote end is on this host */
+    bool local;        /* the remote end is on this host */
     int open_handles;
     size_t queued;     /* wire bytes queued (see q_add) */
     size_t qitems;     /* ... in this many items */
     size_t max_queue;
     bool drain_wanted;
     bool q_paused;     /* not reading while our replies to it pile up */
-    unsigned sfq_fds;  /* --- s2 --- file descriptors held by queued sendfile
+    unsigned sfq_fds;  /* file descriptors held by queued sendfile
                           items (at most SFQ_FDS_MAX) */
-    uint64_t tx_mark;  /* --- s2rob --- on_drain once tx reaches it (0: none) */
+    uint64_t tx_mark;  /* on_drain once tx reaches it (0: none) */
     /* The tx counts at which the REJECTs queued last are written, oldest
      * first: past the queue's limits, one more goes only while fewer than
      * REJECTS_OVER are unwritten (shoal_peer_send_reject). */
@@ -278,7 +278,7 @@ static const struct shoal_frame_cb frame_cb;
 
 uint64_t shoal_peer_id(const struct shoal_peer *p) { return p->id; }
 bool shoal_peer_initiator(const struct shoal_peer *p) { return p->initiator; }
-bool shoal_peer_local(const struct shoal_peer *p) { return p->local; } /* --- dperf --- */
+bool shoal_peer_local(const struct shoal_peer *p) { return p->local; }
 const char *shoal_peer_name(const struct shoal_peer *p) { return p->name; }
 const uint8_t *shoal_peer_source(const struct shoal_peer *p) { return p->src; }
 const struct shoal_session *shoal_peer_session(const struct shoal_peer *p) { return p->sess; }
@@ -331,7 +331,6 @@ int shoal_parse_addr(const char *addr, struct sockaddr_storage *ss)
     return -EINVAL;
 }
 
-/* --- s2 --- */
 static void sfi_free(struct shoal_peer *p, struct sfi *f)
 {
     if (f->fd >= 0) {
@@ -354,26 +353,26 @@ static void peer_free(struct shoal_peer *p)
     shoal_session_free(p->sess);
     shoal_frame_dec_free(&p->dec);
     free(p->hello_held);
-    while (p->held) { /* --- ctl --- */
+    while (p->held) {
         struct held *next = p->held->next;
         free(p->held->hdr);
         free(p->held->payload);
         free(p->held);
         p->held = next;
     }
-    while (p->txq) { /* --- dperf --- */
+    while (p->txq) {
         struct txf *next = p->txq->next;
         free(p->txq->base);
         free(p->txq);
         p->txq = next;
     }
-    while (p->rxq) { /* --- dperf --- */
+    while (p->rxq) {
         struct rxf *next = p->rxq->next;
         free(p->rxq->buf);
         free(p->rxq);
         p->rxq = next;
     }
-    while (p->sfq) { /* --- s2 --- */
+    while (p->sfq) {
         struct sfi *next = p->sfq->next;
         sfi_free(p, p->sfq);
         p->sfq = next;
@@ -401,9 +400,9 @@ static void close_now(struct shoal_peer *p)
         uv_close((uv_handle_t *)&p->tcp, handle_closed);
     if (!uv_is_closing((uv_handle_t *)&p->timer))
         uv_close((uv_handle_t *)&p->timer, handle_closed);
-    if (!uv_is_closing((uv_handle_t *)&p->pace)) /* --- ctl --- */
+    if (!uv_is_closing((uv_handle_t *)&p->pace))
         uv_close((uv_handle_t *)&p->pace, handle_closed);
-    if (p->sf_fd >= 0 && !uv_is_closing((uv_handle_t *)&p->sf_poll)) /* --- s2 --- */
+    if (p->sf_fd >= 0 && !uv_is_closing((uv_handle_t *)&p->sf_poll))
         uv_close((uv_handle_t *)&p->sf_poll, handle_closed);
 }
 
@@ -605,7 +604,6 @@ static void maybe_drain(struct shoal_peer *p)
         p->drain_wanted = false;
         call = true;
     }
-    /* --- s2rob --- */
     if (p->tx_mark && p->tx >= p->tx_mark && !p->closing) {
         p->tx_mark = 0;
         call = true;
@@ -615,7 +613,6 @@ static void maybe_drain(struct shoal_peer *p)
         p->cb->on_drain(p, p->user);
 }
 
-/* --- s2rob --- */
 uint64_t shoal_peer_notify_written(struct shoal_peer *p)
 {
     /* Everything queued now leaves before anything queued later, and each
@@ -644,7 +641,7 @@ static void write_done(uv_write_t *req, int status)
         shoal_peer_close(p, why, false);
         return;
     }
-    /* --- s2 --- a file payload may be waiting for libuv's queue to empty */
+    /* a file payload may be waiting for libuv's queue to empty */
     if (p->sfq) {
         sfq_pump(p);
         return;
@@ -979,7 +976,7 @@ static int send_raw(struct shoal_peer *p, const struct shoal_msg *m, size_t max_
         rv = SHOAL_ETOOBIG;
     if (rv == 0)
         rv = shoal_buf_reserve(&b, SHOAL_SESSION_TAG_LEN);
-    /* --- dperf --- sealed frames go through txq, behind those sealing */
+    /* sealed frames go through txq, behind those sealing */
     if (rv == 0 && shoal_session_send_overhead(p->sess) > 0) {
         size_t body = b.len - SHOAL_FRAME_HDR_LEN;
         uint8_t *data = shoal_buf_steal(&b, NULL);
@@ -1130,7 +1127,7 @@ static void on_pace(uv_timer_t *t)
     }
     if (p->read_paused && !p->closing && shoal_rate_pair_wait(&p->down, now) == 0) {
         p->read_paused = false;
-        if (!p->rxq_paused && !p->q_paused && /* --- dperf --- */
+        if (!p->rxq_paused && !p->q_paused &&
             uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
             shoal_peer_close(p, "cannot resume reading", false);
     }
@@ -1214,7 +1211,6 @@ fail:
     return rv;
 }
 
-/* --- dperf --- */
 int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk *c,
                               uint8_t *buf)
 {
@@ -1242,7 +1238,6 @@ fail:
 }
 /* --- end dperf --- */
 
-/* --- s2 --- */
 bool shoal_peer_can_sendfile(const struct shoal_peer *p)
 {
     return p->st == ST_READY && !p->closing && shoal_session_send_overhead(p->sess) == 0 &&
@@ -1490,10 +1485,10 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
     }
     shoal_frame_dec_set_max(&p->dec, p->ctx->local.max_frame ? p->ctx->local.max_frame
                                                              : SHOAL_FRAME_MAX_AUTH);
-    /* --- dperf --- an authenticated peer's chunk frames get their whole
+    /* an authenticated peer's chunk frames get their whole
      * buffer at once: one allocation, which the owner may then take. */
     shoal_frame_dec_set_prealloc(&p->dec, SHOAL_FRAME_MAX_AUTH);
-    shoal_frame_dec_set_alloc(&p->dec, shoal_peer_buf_alloc); /* --- s2 --- */
+    shoal_frame_dec_set_alloc(&p->dec, shoal_peer_buf_alloc);
     p->st = ST_READY;
     arm_cred_timer(p); /* replaces the handshake deadline */
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
@@ -1760,7 +1755,6 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     /* --- end ctl --- */
 }
 
-/* --- dperf --- */
 /* True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. */
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
@@ -1803,7 +1797,7 @@ static int start(struct shoal_peer *p)
     struct shoal_buf b;
     int rv;
 
-    note_locality(p); /* --- dperf --- */
+    note_locality(p);
     shoal_buf_init(&b, SHOAL_FRAME_MAX_PREAUTH);
     rv = shoal_session_hello(p->sess, &b);
     if (rv == 0 && !p->initiator) {
@@ -1861,7 +1855,7 @@ static int peer_alloc(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
     p->id = next_peer_id++;
     p->max_queue = ctx->max_queue ? ctx->max_queue : (64u << 20);
     p->st = ST_CONNECTING;
-    p->sf_fd = -1; /* --- s2 --- */
+    p->sf_fd = -1;
     shoal_frame_dec_init(&p->dec, SHOAL_FRAME_MAX_PREAUTH);
     uv_tcp_init(ctx->loop, &p->tcp);
     uv_timer_init(ctx->loop, &p->timer);

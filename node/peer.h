@@ -148,7 +148,6 @@ int shoal_peer_send_reject(struct shoal_peer *p, uint32_t req_id, uint8_t reason
  * within this peer's share of the node-wide budget while that is spent. */
 bool shoal_peer_room(const struct shoal_peer *p, size_t bytes, size_t items);
 
-/* --- dperf --- */
 /* Room a shoal_peer_send_chunk_buf() buffer keeps before the payload (for
  * the frame and CHUNK header) and after it (for the AEAD tag). */
 #define SHOAL_PEER_CHUNK_HEADROOM 128u
@@ -173,7 +172,6 @@ int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk
 uint8_t *shoal_peer_take_body(struct shoal_peer *p);
 /* --- end dperf --- */
 
-/* --- s2 --- */
 /* True when shoal_peer_send_chunk_file() may be used: a ready, plain
  * (unsealed) session without an upload rate cap. */
 bool shoal_peer_can_sendfile(const struct shoal_peer *p);
@@ -205,7 +203,6 @@ uint8_t *shoal_peer_buf_alloc(size_t n, size_t *cap);
 void shoal_peer_buf_free(uint8_t *b);
 /* --- end s2 --- */
 
-/* --- s2rob --- */
 /* Asks for an on_drain call once every byte queued so far has been written,
  * and returns the shoal_peer_tx_bytes() count at which that is so. When
  * nothing is queued (or the peer is closing) no call comes: the count is
@@ -224,7 +221,6 @@ bool shoal_peer_ready(const struct shoal_peer *p);
 uint64_t shoal_peer_id(const struct shoal_peer *p);
 /* True when we connected out. */
 bool shoal_peer_initiator(const struct shoal_peer *p);
-/* --- dperf --- */
 /* True when the remote end is on this host: a loopback address, or the
  * same address as our end of the connection. Known once connected (false
  * before). Senders use it to skip compression that cannot pay off when a

@@ -213,7 +213,7 @@ struct shoal_sched {
     uint32_t *file_first;
 
     uint32_t tier_missing[NTIERS]; /* chunks of each tier we do not hold */
-    /* --- loader --- chunks [tier_lo, tier_hi) of the one file a loader
+    /* chunks [tier_lo, tier_hi) of the one file a loader
      * tier holds (tier_lo NIL: none, or several files share the tier) */
     uint32_t tier_lo[NTIERS], tier_hi[NTIERS];
     double req_ms;        /* requests' time out (send to arrival), EWMA */
@@ -959,7 +959,7 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     for (size_t i = 0; i < (size_t)NTIERS * s->nb; i++)
         s->heads[i] = NIL;
     for (uint32_t t = 0; t < NTIERS; t++)
-        s->tier_lo[t] = NIL; /* --- loader --- */
+        s->tier_lo[t] = NIL;
     uint64_t seed = c.seed;
     for (int i = 0; i < 4; i++)
         s->rng[i] = splitmix64(&seed);
@@ -1465,7 +1465,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
             if (!xmine(s, chunk) && duration_ms > s->cfg.cross_zone_delay_ms)
                 s->fb_hold = now_ms + XHOLD_K * duration_ms;
         }
-        /* --- loader --- for late requests (file_endgame_cutoff) */
+        /* for late requests (file_endgame_cutoff) */
         s->req_ms = s->req_ms == 0 ? (double)duration_ms
                                    : 0.875 * s->req_ms + 0.125 * (double)duration_ms;
     } else {
@@ -1779,7 +1779,7 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
         for (uint32_t c = s->file_first[f]; c < end; c++)
             set_tier(s, c, t);
     }
-    /* --- loader --- each own tier's file range, for pick_front; a file
+    /* each own tier's file range, for pick_front; a file
      * listed twice belongs to its better rank only. */
     for (uint32_t t = 0; t < NTIERS; t++)
         s->tier_lo[t] = NIL;
@@ -1882,7 +1882,6 @@ static uint32_t pick_scan(struct shoal_sched *s, const struct peer *p)
     return best;
 }
 
-/* --- loader --- */
 /* Candidates pick_front compares. */
 #define FRONT_MAX 8
 
@@ -2025,7 +2024,6 @@ static uint32_t pick_same(struct shoal_sched *s, struct peer *p, bool *exhausted
      * few entries let peers of one holder pick different fresh chunks. */
     if (s->pickmask != 0) {
         uint32_t t0 = (uint32_t)__builtin_ctzll(s->pickmask);
-        /* --- loader --- */
         if (t0 != TIER_NORMAL) {
             uint32_t c = pick_front(s, p, t0);
             if (c != NIL)
@@ -2134,7 +2132,7 @@ static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
     return NIL;
 }
 
-/* --- loader --- A request of the loader's most urgent file is late once
+/* A request of the loader's most urgent file is late once
  * it has been out LATE_FACTOR times as long as requests take (queueing at
  * the peer included), and at least LATE_FLOOR_MS. */
 #define LATE_FACTOR 2.0
@@ -2174,7 +2172,7 @@ static uint32_t file_endgame_tier(const struct shoal_sched *s)
     uint64_t cut = file_endgame_cutoff(s, t);
     if (cut == UINT64_MAX)
         return t;
-    for (uint32_t i = 0; i < s->nreq; i++) /* --- loader --- */
+    for (uint32_t i = 0; i < s->nreq; i++)
         if (s->reqs[i].at < cut && s->ck[s->reqs[i].chunk].tier == t)
             return t;
     return NIL;
@@ -2189,7 +2187,7 @@ static uint32_t pick_file_endgame(struct shoal_sched *s, uint32_t slot, uint32_t
 {
     const struct peer *p = &s->peers[slot];
     uint32_t best = NIL;
-    uint64_t best_at = file_endgame_cutoff(s, t); /* --- loader --- */
+    uint64_t best_at = file_endgame_cutoff(s, t);
     for (uint32_t i = 0; i < s->nreq; i++) {
         uint32_t c = s->reqs[i].chunk;
         bool at;
@@ -2348,7 +2346,7 @@ static size_t fill_pass(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
                 .type = SHOAL_SCHED_REQUEST, .peer = p->id, .chunk = c, .count = 1};
         }
         if (p->inflight >= lim && p->inflight < p->depth)
-            *capped = true; /* --- loader --- */
+            *capped = true;
     }
     return n;
 }
@@ -2358,7 +2356,7 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
                          size_t n, size_t max, bool cross_only, struct order *o)
 {
     bool capped = false;
-    /* --- loader --- While a loader waits for a file, peers get one more
+    /* While a loader waits for a file, peers get one more
      * request per pass, so the file's chunks, taken front to back, are
      * spread over every peer that holds them: its bytes come at the speed
      * of all of them, and in order, so its running sha256 keeps up. Filled

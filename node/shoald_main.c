@@ -85,7 +85,7 @@ int main(int argc, char **argv)
     /* A peer, tracker or loader that resets its connection while we write
      * must fail that write (EPIPE), not kill the daemon. */
     signal(SIGPIPE, SIG_IGN);
-    /* --- dperf --- Chunk buffers are allocated on worker threads and freed
+    /* Chunk buffers are allocated on worker threads and freed
      * on the loop thread (and the other way round): with glibc's default of
      * up to 8 arenas per core, each arena keeps its own freed memory, and a
      * busy seed's RSS grows with the number of threads that ever touched a

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "codec.h" /* --- ctl --- */
+#include "codec.h"
 #include "error.h"
 #include "hash.h"
 #include "hub.h"
@@ -26,19 +26,19 @@
 /* How often the peers' round trips are read again from TCP. */
 #define RTT_CHECK_MS 1000u
 #define MAX_INFLIGHT SHOAL_SCHED_DEPTH_MAX
-/* --- dperf --- requests in flight per peer, at least (see swarm_new) */
+/* requests in flight per peer, at least (see swarm_new) */
 #define SWARM_MIN_DEPTH 6u
 #define MAX_SWARM_PEERS SHOAL_SCHED_PEERS_MAX
-/* --- s2 --- after this many chunks of a file in a row went raw, its other
+/* after this many chunks of a file in a row went raw, its other
  * chunks are sent without trying the codec (a file's chunks are alike:
  * weights do not compress, text does), which also lets a plain session to
  * another host send them straight from the page cache. */
 #define RAW_RUN_SKIP 2u
-/* --- s2 --- smaller chunks are read and written as usual: for them the
+/* smaller chunks are read and written as usual: for them the
  * calls that set up a sendfile cost more than the copies they save. */
 #define SENDFILE_MIN (64u * 1024u)
 
-/* --- rot --- disputed chunks (shoal_swarm_chunk_disputed): at most
+/* disputed chunks (shoal_swarm_chunk_disputed): at most
  * ROT_BUDGET checks per ROT_WINDOW_MS per release, ROT_QUEUE waiting; a
  * node whose dispute proved false is not heard for ROT_LIAR_MS (the last
  * ROT_LIARS such nodes are kept); a file scan hashes at most ROT_SLICE
@@ -101,7 +101,7 @@ struct verify_job {
     bool plain;
     uint32_t chunk;
     uint8_t *data;
-    uint8_t *base;          /* --- dperf --- allocation holding |data| (freed) */
+    uint8_t *base;          /* allocation holding |data| (freed) */
     uint32_t len;
     uint64_t sent_ms;
     int rv;
@@ -129,7 +129,7 @@ struct serve_job {
     size_t plen;
     /* --- end ctl --- */
     bool remote;             /* the peer is on another host (codec policy) */
-    bool compress;           /* --- s2 --- try the codec (else send raw) */
+    bool compress;           /* try the codec (else send raw) */
 };
 
 struct shoal_swarm {
@@ -158,11 +158,10 @@ struct shoal_swarm {
     uint64_t start_ms;
     uint64_t rx_bytes, tx_bytes;
     uint32_t bad_chunks;
-    uint64_t rx_chunks, tx_wire_payload; /* --- ctl --- */
+    uint64_t rx_chunks, tx_wire_payload;
     uint64_t busy_slots;
     uint64_t rtt_checked_ms;       /* peers' round trips last read (check_rtts) */
     char idhex[17];
-    /* --- tracker --- */
     uint32_t role;                 /* shoal_sched_role_key() of the fleet role
                                     * in effect; UINT32_MAX: none */
     struct shoal_sched_config sbase; /* the scheduler's settings at open: a
@@ -198,10 +197,10 @@ struct shoal_swarm {
     uint32_t lease_empty;
     uint64_t lease_empty_since_ms, lease_empty_logged_ms, lease_empty_last_ms;
     /* --- end tracker --- */
-    /* --- s2 --- per file, chunks in a row whose probe chose raw, for
+    /* per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
     uint8_t *raw_run;
-    /* --- rot --- chunks a peer banned us for (its BYE named them), hashed
+    /* chunks a peer banned us for (its BYE named them), hashed
      * again from the store: see shoal_swarm_chunk_disputed. */
     uint8_t *rot_bad;          /* bit per chunk: changed on disk after it was
                                 * verified; neither served nor advertised */
@@ -249,7 +248,6 @@ static uint32_t next_req_id = 1;
  * "origin HOST failing" line says how many requests failed meanwhile). */
 #define ORIGIN_FAIL_LOG_MS 30000
 
-/* --- tracker --- */
 struct ofetch;
 static void origin_free_all(struct shoal_swarm *s);
 static void note_first_chunk(struct shoal_swarm *s);
@@ -258,7 +256,7 @@ static void do_origin_fetch(struct shoal_swarm *s, const struct shoal_sched_acti
 static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action *a);
 /* --- end tracker --- */
 
-static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk); /* --- rot --- */
+static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk);
 static void rot_open_withheld(struct shoal_swarm *s);
 
 static uint64_t now_ms(const struct shoal_swarm *s)
@@ -298,7 +296,6 @@ static void on_file(void *user, uint32_t file, int status)
         LOG_I("release %s: %s complete and verified (%llu bytes)", s->idhex, f->path,
               (unsigned long long)f->size);
     } else if (shoal_store_file_ready(s->store, file)) {
-        /* --- loader --- */
         /* Loaders were handed it at on_ready: they hold verified bytes. */
         shoal_store_last_error(s->store, err, sizeof err);
         LOG_E("release %s: %s is verified (and may already be with loaders) but could "
@@ -309,14 +306,12 @@ static void on_file(void *user, uint32_t file, int status)
         LOG_E("release %s: %s failed its sha256 or could not be published: %s", s->idhex,
               f->path, shoal_strerror(status));
     }
-    /* --- loader --- */
     /* Success went to the loaders at on_ready; a failure is theirs too. */
     if (status != 0 && s->hooks->on_file)
         s->hooks->on_file(s->hooks->user, s, file, status);
     /* --- end loader --- */
 }
 
-/* --- loader --- */
 /* Worker thread: the file's sha256 matched, before its fsync and renames:
  * loaders get it now (shoal_store_file_ready). Also the loop thread, when
  * a file suspected of having changed on disk hashed right after all (see
@@ -370,7 +365,7 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     so.manifest = signed_mf;
     so.manifest_len = len;
     so.on_file = on_file;
-    so.on_ready = on_ready; /* --- loader --- */
+    so.on_ready = on_ready;
     so.user = s;
     so.err = err;
     so.errlen = sizeof err;
@@ -395,13 +390,12 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     }
     shoal_sched_config_default(&sc);
     sc.seed = cfg->seed;
-    /* --- dperf --- the depth from the bandwidth-delay product counts only
+    /* the depth from the bandwidth-delay product counts only
      * the network's round trip; each request also waits for the seed's read
      * and our verify on worker threads (a few ms per MiB), which a fast link
      * never hides with two requests in flight. */
     sc.min_depth = SWARM_MIN_DEPTH;
     /* --- end dperf --- */
-    /* --- tracker --- */
     if (cfg->lease_chunks)
         sc.lease_chunks = cfg->lease_chunks;
     if (cfg->max_leases)
@@ -430,10 +424,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     }
     free(file_first);
     s->complete = shoal_store_complete(s->store);
-    /* --- tracker --- */
     s->origin_failed = calloc(1, s->nchunks / 8 + 1);
-    s->raw_run = calloc(2, (size_t)shoal_manifest_nfiles(m) + 1); /* --- s2 --- */
-    /* --- rot --- */
+    s->raw_run = calloc(2, (size_t)shoal_manifest_nfiles(m) + 1);
     s->rot_bad = calloc(1, s->nchunks / 8 + 1);
     s->rot_ok = calloc(1, s->nchunks / 8 + 1);
     s->rot_file = calloc(1, (size_t)shoal_manifest_nfiles(m) + 1);
@@ -444,7 +436,7 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
         rv = -ENOMEM;
         goto fail;
     }
-    rot_open_withheld(s); /* --- rot --- */
+    rot_open_withheld(s);
     s->resumed_bytes = shoal_store_bytes(s->store);
     if (!s->complete && shoal_store_count(s->store) > 0)
         LOG_I("release %s: resuming with %u of %u chunks (%llu bytes) already verified",
@@ -458,8 +450,8 @@ fail:
         snprintf(errout, errlen, "cannot open the release: %s", shoal_strerror(rv));
     free(file_first);
     free(s->origin_failed);
-    free(s->raw_run); /* --- s2 --- */
-    free(s->rot_bad); /* --- rot --- */
+    free(s->raw_run);
+    free(s->rot_bad);
     free(s->rot_ok);
     free(s->rot_file);
     free(s->rot_why);
@@ -478,9 +470,9 @@ void shoal_swarm_free(struct shoal_swarm *s)
         return;
     for (uint32_t i = 0; i < s->npeers; i++)
         free(s->peers[i]);
-    origin_free_all(s); /* --- tracker --- */
-    free(s->raw_run);   /* --- s2 --- */
-    free(s->rot_bad);   /* --- rot --- */
+    origin_free_all(s);
+    free(s->raw_run);
+    free(s->rot_bad);
     free(s->rot_ok);
     free(s->rot_file);
     free(s->rot_why);
@@ -539,7 +531,7 @@ int shoal_swarm_import_dir(struct shoal_swarm *s, const char *dir, uint32_t *imp
         close(fd);
     }
     free(buf);
-    /* --- rot --- a file withheld at open stays withheld: the store counts
+    /* a file withheld at open stays withheld: the store counts
      * it done, so the import neither fills it nor makes the release
      * complete (check_complete says when it is). */
     s->complete = shoal_store_complete(s->store) && !s->rot_err[0];
@@ -583,7 +575,7 @@ static void send_bitfield(struct shoal_swarm *s, struct speer *sp)
     if (!bits)
         return;
     if (shoal_store_bitfield(s->store, bits, nb) >= 0) {
-        /* --- rot --- what changed on disk is not offered: a peer would
+        /* what changed on disk is not offered: a peer would
          * only be refused it. */
         for (uint32_t i = 0; s->rot_err[0] && i < s->nchunks; i++) {
             if (rot_withheld(s, i))
@@ -654,18 +646,17 @@ static void send_have(struct shoal_swarm *s, uint32_t chunk)
     }
 }
 
-static void rot_repaired(struct shoal_swarm *s); /* --- rot --- */
+static void rot_repaired(struct shoal_swarm *s);
 
 static void check_complete(struct shoal_swarm *s)
 {
     rot_repaired(s);
-    /* --- rot --- not while chunks are withheld or fetched again: trackers
+    /* not while chunks are withheld or fetched again: trackers
      * and peers would count on chunks we do not serve. */
     if (s->complete || s->storing > 0 || s->rot_err[0] || !shoal_store_complete(s->store))
         return;
     s->complete = true;
     (void)shoal_store_flush(s->store);
-    /* --- tracker --- */
     /* One line scripts parse (benchmarks, tests): keep its shape. */
     LOG_I("release %s (%s@%s) complete: %llu bytes, %llu received from peers, %llu from "
           "origin, %llu duplicate, %llu held at start, in %.2f s",
@@ -736,7 +727,7 @@ static void verify_work(uv_work_t *w)
     /* --- end ctl --- */
     bool first = false;
     j->rv = shoal_store_put_chunk_first(j->s->store, j->chunk, j->data, j->len, &first);
-    j->dup = !first; /* --- tracker --- */
+    j->dup = !first;
 }
 
 static void verify_done(uv_work_t *w, int status)
@@ -750,8 +741,7 @@ static void verify_done(uv_work_t *w, int status)
     s->storing--;
     if (status == 0 && j->rv == 0) {
         s->rx_bytes += j->len;
-        s->rx_chunks++; /* --- ctl --- */
-        /* --- tracker --- */
+        s->rx_chunks++;
         if (j->dup) {
             s->dup_bytes += j->len;
             s->rx_dup_bytes += j->len;
@@ -807,7 +797,7 @@ static void verify_done(uv_work_t *w, int status)
                   shoal_strerror(rv), err);
         }
     }
-    shoal_peer_buf_free(j->base); /* --- s2 --- */
+    shoal_peer_buf_free(j->base);
     free(j);
     check_complete(s); /* this may have been the last put outstanding */
     if (!s->stopped)
@@ -866,7 +856,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         return true;
     }
     j = calloc(1, sizeof *j);
-    /* --- dperf --- keep the frame's own buffer when the peer gives it */
+    /* keep the frame's own buffer when the peer gives it */
     if (j && (j->base = shoal_peer_take_body(sp->p)) != NULL) {
         j->data = (uint8_t *)c->payload.p;
     } else if (j && (j->base = j->data = malloc(c->payload.len ? c->payload.len : 1))) {
@@ -879,7 +869,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         return true;
     }
     /* --- end dperf --- */
-    j->codec = c->codec; /* --- ctl --- decoded on the worker */
+    j->codec = c->codec; /* decoded on the worker */
     j->plen = c->payload.len;
     j->w.data = j;
     j->s = s;
@@ -1672,7 +1662,7 @@ static void serve_work(uv_work_t *w)
     struct serve_job *j = w->data;
     const struct shoal_mf_chunk *c = shoal_manifest_chunk(j->s->m, j->chunk);
 
-    /* --- dperf --- room for the frame header and the AEAD tag around the
+    /* room for the frame header and the AEAD tag around the
      * bytes, so the peer seals in place (shoal_peer_send_chunk_buf). */
     j->buf = malloc(SHOAL_PEER_CHUNK_HEADROOM + (size_t)c->len + SHOAL_PEER_CHUNK_TAILROOM);
     if (!j->buf) {
@@ -1747,7 +1737,6 @@ static void chunk_unsent(struct speer *sp, uint32_t req_id, int rv)
         send_reject(sp, req_id, SHOAL_REJECT_UNKNOWN, 0);
 }
 
-/* --- s2 --- */
 /* Counts a probe of a chunk of |file| for a peer |remote| or on this host
  * that chose |raw|. Missing the lower remote bar misses the local one too. */
 static void note_probe(struct shoal_swarm *s, uint32_t file, bool remote, bool raw)
@@ -1831,11 +1820,11 @@ static void serve_done(uv_work_t *w, int status)
     }
     if (!sp || j->cancelled || s->stopped) {
         free(j->buf);
-        free(j->payload); /* --- ctl --- */
+        free(j->payload);
     } else if (status != 0 || j->rv < 0) {
         free(j->buf);
-        free(j->payload); /* --- ctl --- */
-        /* --- rot --- a chunk the store cannot read (the cached file cut
+        free(j->payload);
+        /* a chunk the store cannot read (the cached file cut
          * short or gone) is withheld like one that changed on disk: not
          * served again, so a peer asking for it gets "unknown" at once,
          * not another failed read, nor offered; said once per file. No
@@ -1873,7 +1862,7 @@ static void serve_done(uv_work_t *w, int status)
         if (s->cfg->corrupt_uploads)
             j->buf[SHOAL_PEER_CHUNK_HEADROOM + c->len / 2] ^= 0x5a;
         raw_chunk_msg(&cm, j->req_id, c);
-        if (j->compress) /* --- s2 --- */
+        if (j->compress)
             note_probe(s, c->file, j->remote,
                        j->codec == SHOAL_CODEC_RAW);
         /* --- ctl: codec --- */
@@ -1884,12 +1873,12 @@ static void serve_done(uv_work_t *w, int status)
             j->buf = NULL;
         }
         /* --- end ctl --- */
-        /* --- dperf --- raw bytes go out of the read buffer itself */
+        /* raw bytes go out of the read buffer itself */
         int rv = j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
                         : shoal_peer_send_chunk(sp->p, &cm, j->payload);
         if (rv == 0) {
             s->tx_bytes += c->len;
-            s->tx_wire_payload += cm.payload.len; /* --- ctl --- */
+            s->tx_wire_payload += cm.payload.len;
             chunk_queued(sp);
         } else {
             chunk_unsent(sp, j->req_id, rv);
@@ -1917,9 +1906,9 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, r->chunk_index);
     uint32_t cap = s->cfg->serve_per_peer ? s->cfg->serve_per_peer : 16;
     struct serve_job *j;
-    bool remote, compress; /* --- s2 --- */
+    bool remote, compress;
 
-    /* --- rot --- nor what changed on disk or could not be read: not even
+    /* nor what changed on disk or could not be read: not even
      * read again */
     if (!c || memcmp(c->id, r->chunk_id, 32) != 0 || !shoal_store_has(s->store, r->chunk_index) ||
         rot_withheld(s, r->chunk_index)) {
@@ -1944,7 +1933,7 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 10);
         return;
     }
-    /* --- s2 --- what a probe would send raw goes out without one, and on a
+    /* what a probe would send raw goes out without one, and on a
      * plain session without a read either. Not when corrupting uploads
      * (testing): the bad bytes must reach the peer's hash check. */
     remote = !shoal_peer_local(sp->p);
@@ -1963,8 +1952,8 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     j->peer_id = sp->id;
     j->req_id = r->req_id;
     j->chunk = r->chunk_index;
-    j->compress = compress; /* --- s2 --- */
-    /* --- dperf --- on this host a byte costs a memcpy: compress only what
+    j->compress = compress;
+    /* on this host a byte costs a memcpy: compress only what
      * halves (text), never weights. */
     j->remote = remote;
     if (uv_queue_work(s->cfg->loop, &j->w, serve_work, serve_done) != 0) {
@@ -1979,7 +1968,6 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
     s->pending++;
 }
 
-/* --- tracker --- */
 /* ---- origin: leases and fetches ----
  *
  * The scheduler asks for a lease when some missing chunk has no holder
@@ -2519,7 +2507,6 @@ static void pump(struct shoal_swarm *s)
             switch (a[i].type) {
             case SHOAL_SCHED_REQUEST: do_request(s, &a[i]); break;
             case SHOAL_SCHED_CANCEL: do_cancel(s, &a[i]); break;
-            /* --- tracker --- */
             case SHOAL_SCHED_LEASE_REQUEST: do_lease_req(s, &a[i]); break;
             case SHOAL_SCHED_ORIGIN_FETCH: do_origin_fetch(s, &a[i]); break;
             case SHOAL_SCHED_LEASE_DONE: do_lease_done(s, &a[i]); break;
@@ -2527,7 +2514,6 @@ static void pump(struct shoal_swarm *s)
             default: break;
             }
         }
-        /* --- tracker --- */
         if (n < 64 && s->repump) {
             s->repump = false;
             n = 64;
@@ -2726,7 +2712,6 @@ static void tick(uv_timer_t *t)
     pump(s);
 }
 
-/* --- dedup --- */
 /* Chunks this release shares with releases already in the cache (another
  * revision, a related model) are copied locally on a worker instead of being
  * downloaded; the scheduler learns about them when the copy is done. */
@@ -2777,7 +2762,7 @@ int shoal_swarm_start(struct shoal_swarm *s)
     s->started = true;
     s->start_ms = now_ms(s);
     uv_timer_start(&s->tick, tick, TICK_MS, TICK_MS);
-    start_dedup(s); /* --- dedup --- */
+    start_dedup(s);
     if (s->complete)
         LOG_I("release %s (%s@%s) is complete here: seeding", s->idhex,
               shoal_manifest_repo_id(s->m), shoal_manifest_commit(s->m));
@@ -2977,7 +2962,6 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
     }
 }
 
-/* --- loader --- */
 bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file)
 {
     return shoal_store_file_ready(s->store, file);
@@ -3031,16 +3015,16 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
 {
     memset(st, 0, sizeof *st);
     st->nchunks = s->nchunks;
-    /* --- rot --- what we serve: withheld chunks are not counted */
+    /* what we serve: withheld chunks are not counted */
     rot_served(s, &st->have_chunks, &st->have_bytes);
     st->total_bytes = shoal_manifest_total_size(s->m);
     st->rx_chunk_bytes = s->rx_bytes;
     st->tx_chunk_bytes = s->tx_bytes;
     st->bad_chunks = s->bad_chunks;
     st->busy_slots = s->busy_slots;
-    st->rx_chunks = s->rx_chunks; /* --- ctl --- */
+    st->rx_chunks = s->rx_chunks;
     st->tx_payload_bytes = s->tx_wire_payload;
-    st->origin_bytes = s->origin_bytes; /* --- tracker --- */
+    st->origin_bytes = s->origin_bytes;
     st->dup_bytes = s->dup_bytes;
     st->rx_dup_bytes = s->rx_dup_bytes;
     st->resumed_bytes = s->resumed_bytes;
@@ -3050,7 +3034,6 @@ void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st
     }
 }
 
-/* --- roles --- */
 int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mod,
                          uint32_t import_rem)
 {

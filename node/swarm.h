@@ -51,7 +51,6 @@ struct shoal_swarm_hooks {
                    uint32_t chunk, const char *why);
     /* Every file of the release is verified and published. */
     void (*on_complete)(void *user, struct shoal_swarm *s);
-    /* --- loader --- */
     /* File |file| (manifest index) of |s| just became ready for loaders
      * (|status| 0: its sha256 matched, shoal_store_file_ready; publishing
      * in the cache follows) or failed (see shoal_store_file_cb). Called on
@@ -60,7 +59,6 @@ struct shoal_swarm_hooks {
      * reports it: the hook must be thread-safe. May be NULL. */
     void (*on_file)(void *user, struct shoal_swarm *s, uint32_t file, int status);
     /* --- end loader --- */
-    /* --- tracker --- */
     /* The scheduler wants an origin lease of up to |count| chunks of |s|
      * near chunk |hint|. Return SHOAL_SWARM_LEASE_ASKED when a tracker was
      * asked (answer with shoal_swarm_lease_result()), SHOAL_SWARM_LEASE_LATER
@@ -75,7 +73,7 @@ struct shoal_swarm_hooks {
     /* The release got its first new chunk since it was opened (the owner
      * announces early so that peers find it). May be NULL. */
     void (*on_first_chunk)(void *user, struct shoal_swarm *s);
-    /* --- rot --- What |s| serves changed other than by a chunk arriving:
+    /* What |s| serves changed other than by a chunk arriving:
      * chunks found bad on disk are withheld (the release is then not
      * complete), taken back to be fetched again, or served again. The
      * owner announces soon, so trackers count what it actually serves.
@@ -92,7 +90,6 @@ struct shoal_swarm_hooks {
     void *user;
 };
 
-/* --- tracker --- */
 enum shoal_swarm_lease_route {
     SHOAL_SWARM_LEASE_ASKED = 0,
     SHOAL_SWARM_LEASE_LATER = 1,
@@ -119,9 +116,8 @@ struct shoal_swarm_cfg {
                                       * chunk we serve (a malicious node) */
     bool corrupt_hangup;             /* TESTING ONLY: and close the
                                       * connection right after the first */
-    int compress_level;              /* --- ctl --- zstd level for chunks we
+    int compress_level;              /* zstd level for chunks we
                                       * serve (codec.h); 0: send raw */
-    /* --- tracker --- */
     struct shoal_hub *hub;           /* the origin (Hub or gateway); NULL: none */
     uint32_t origin_delay_ms;        /* no origin lease this soon after start,
                                       * so peers' bitfields can arrive first */
@@ -227,7 +223,6 @@ void shoal_swarm_peer_gone(struct shoal_swarm *s, struct shoal_peer *p);
  */
 bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struct shoal_msg *m);
 
-/* --- rot --- */
 /*
  * Peer |p| banned us because chunk |chunk| we sent it failed its hash (its
  * BYE named the chunk). Our copy is hashed again on a worker thread: if it
@@ -262,7 +257,6 @@ void shoal_swarm_blob_suspect(struct shoal_swarm *s, const uint8_t sha256[32]);
 const char *shoal_swarm_disk_error(const struct shoal_swarm *s);
 /* --- end rot --- */
 
-/* --- loader --- */
 /* True when file |file| (manifest index) is ready for loaders: verified
  * (shoal_store_file_ready), whether or not its publishing in the cache is
  * done. */
@@ -280,7 +274,6 @@ int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd);
 int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n);
 /* --- end loader --- */
 
-/* --- tracker --- */
 /* The answer to an on_lease_req that returned SHOAL_SWARM_LEASE_ASKED:
  * from tracker |trk|, |status| 0 with lease |l| (count 0: none free now), or
  * an error (|l| NULL): the scheduler asks again after its back-off. */
@@ -296,11 +289,9 @@ struct shoal_swarm_stats {
     uint32_t peers, inflight;
     uint32_t bad_chunks;
     uint64_t busy_slots;             /* requests told busy: all upload slots taken */
-    /* --- ctl --- */
     uint64_t rx_chunks;              /* chunks from peers, verified */
     uint64_t tx_payload_bytes;       /* CHUNK payload bytes sent (after codec) */
     /* --- end ctl --- */
-    /* --- tracker --- */
     uint64_t origin_bytes;           /* verified chunk bytes from the origin */
     uint64_t dup_bytes;              /* received for chunks already held */
     uint64_t rx_dup_bytes;           /* ... of them from peers (in rx_chunk_bytes) */

@@ -86,7 +86,7 @@ static int grow(struct shoal_frame_dec *d, size_t want)
     if (cap < want)
         cap = want;
     if (!d->buf && d->alloc && cap == d->need && d->need <= d->prealloc) {
-        /* --- s2 --- a whole body from the owner's allocator */
+        /* a whole body from the owner's allocator */
         uint8_t *b = d->alloc(cap, &cap);
         if (!b) {
             rv = -ENOMEM;
@@ -183,7 +183,6 @@ int shoal_frame_dec_feed(struct shoal_frame_dec *d, const uint8_t *data, size_t 
     return rv;
 }
 
-/* --- dperf --- */
 void shoal_frame_dec_set_prealloc(struct shoal_frame_dec *d, size_t n)
 {
     d->prealloc = n;

@@ -62,7 +62,7 @@ struct shoal_frame_dec {
     size_t len;        /* body bytes held */
     size_t cap;        /* allocated size of buf */
     size_t prealloc;   /* bodies up to this get their whole buffer at once */
-    /* --- s2 --- where those whole buffers come from (NULL: malloc) */
+    /* where those whole buffers come from (NULL: malloc) */
     uint8_t *(*alloc)(size_t n, size_t *cap);
 };
 

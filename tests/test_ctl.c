@@ -75,7 +75,6 @@ static void test_roundtrip(void)
     CHECK_EQ(mb.type, SHOAL_CTL_PULL);
     CHECK(strcmp(mb.u.pull.release, "org/model@ab12") == 0 && mb.u.pull.follow);
 
-    /* --- keep --- */
     ma.type = SHOAL_CTL_DROP;
     snprintf(ma.u.drop.release, sizeof ma.u.drop.release, "org/model@%s", "cd34");
     CHECK_EQ(cycle(&ma, &mb, &b), 0);
