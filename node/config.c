@@ -109,7 +109,6 @@ static const struct key keys[] = {
     {"peer-rate-down", K_RATE, F(peer_rate_down), "RATE", "cap on downloads from each peer (0: none)"},
     {"compress-level", K_U64, F(compress_level), "N",
      "zstd level (1-3) for chunks served where it saves >=10%; 0: never (1)"},
-    /* --- end ctl --- */
     {"loader-socket", K_STR, F(loader_socket), "PATH",
      "hand completed files to local loaders on this Unix socket (mode 0660)"},
     {"loader-group", K_STR, F(loader_group), "GROUP",
@@ -120,7 +119,6 @@ static const struct key keys[] = {
      "then mode 0666, every connection checked with SO_PEERCRED)"},
     {"store", K_STR, F(store), "disk|memory",
      "disk: the HF cache (default); memory: memfd-backed files, nothing on disk"},
-    /* --- end loader --- */
     {"tracker", K_LIST, F(trackers), "HOST:PORT",
      "announce to this tracker, find peers and origin leases there (repeatable)"},
     {"tracker-keys", K_LIST, F(tracker_keys), "FILE",
@@ -152,7 +150,6 @@ static const struct key keys[] = {
      "                               byte on a new connection, a failed try (64K; 0: never)"},
     {"origin-slow-window-ms", K_U64, F(origin_slow_window_ms), "MS",
      "the window --origin-min-rate is measured over (60000; 1000-3600000)"},
-    /* --- end tracker --- */
 };
 
 static const struct key *find_key(const char *name)
@@ -205,7 +202,6 @@ int shoal_config_init(struct shoal_config *c)
     c->lease_chunks = 64; /* the scheduler's default and a tracker's most */
     c->origin_min_rate = 64u * 1024;    /* the hub's defaults */
     c->origin_slow_window_ms = 60000;
-    /* --- end tracker --- */
     return 0;
 }
 

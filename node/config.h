@@ -72,12 +72,10 @@ struct shoal_config {
     uint64_t rate_up, rate_down;           /* bytes/s, whole node; 0 none */
     uint64_t peer_rate_up, peer_rate_down; /* bytes/s, each connection */
     uint64_t compress_level; /* zstd level for served chunks; 0 off */
-    /* --- end ctl --- */
     char *loader_socket;     /* Unix socket for local loaders; NULL: none */
     char *loader_group;      /* group whose members may connect */
     char *loader_user;       /* a user who may connect */
     char *store;             /* "disk" (HF cache, default) or "memory" */
-    /* --- end loader --- */
     struct shoal_config_list trackers;   /* trackers host:port (repeatable) */
     char *hub_endpoint;      /* origin base URL; NULL: $HF_ENDPOINT, else the Hub */
     char *hub_token_file;    /* origin token; NULL: $HF_TOKEN */
@@ -94,7 +92,6 @@ struct shoal_config {
      * connection (shoal_hub_config.slow_floor_bps, slow_window_ms). */
     uint64_t origin_min_rate;
     uint64_t origin_slow_window_ms;
-    /* --- end tracker --- */
 };
 
 /* Defaults into |c| (strings NULL or default copies). Returns 0 or -ENOMEM. */

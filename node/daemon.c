@@ -62,7 +62,6 @@ static const char HELLO_BUSY[] = "busy: too many handshakes from your address, r
  * peer that asks and stops reading must not stall everyone else. Far more
  * than a few MB takes on any link a fleet shares. */
 #define MANIFEST_STALL_MS 10000
-/* --- end s2rob --- */
 
 /* A first bad chunk bans for at most this long (on_ban): an honest seed
  * whose disk rotted learns of it from the BYE and withholds the chunk
@@ -86,7 +85,6 @@ struct pull {
     bool by_name;              /* |id| unknown until the tracker resolves |name| */
     char name[SHOAL_MSG_REPO_MAX + 1];
     uint64_t asked_ms;         /* last GET_MANIFEST to the trackers */
-    /* --- end tracker --- */
     /* A release that could not be opened (full or read-only
      * cache): the CLI and status get |why|; the manifest is asked for again
      * from |retry_ms| on, each failure doubling the wait. */
@@ -104,7 +102,6 @@ struct pull {
     bool unknown;              /* the trackers said they have no such
                                   manifest (yet): status says so */
     bool resolving;            /* a Hub request is under way */
-    /* --- end dux --- */
     /* The last manifest that came for this pull and was refused (0: none):
      * status says why instead of "waiting for the manifest". */
     int refused;
@@ -132,7 +129,6 @@ struct dial {
     struct shoal_peer *p;      /* while that connection lives */
     uint64_t last_ms;
 };
-/* --- end tracker --- */
 
 struct shoal_daemon {
     uv_loop_t loop;
@@ -268,7 +264,6 @@ struct shoal_daemon {
     uv_timer_t retry;      /* failed pulls whose back-off ends */
     struct shoal_loader_srv *loader;
     struct shoal_loader_srv_hooks lhooks;
-    /* --- end loader --- */
     struct shoal_hub *hub;
     struct shoal_hub_config hubcfg;
     struct shoal_trkconn *trk;
@@ -280,14 +275,12 @@ struct shoal_daemon {
     bool fallback_logged;
     struct dial dials[MAX_DIALS];
     uint32_t ndials;
-    /* --- end tracker --- */
     struct shoal_ctl *ctl;
     struct shoal_ctl_ops ctl_ops;
     struct shoal_rate_cfg rate;
     struct shoal_peer_budget qbudget; /* --max-queue-total */
     struct shoal_bucket up_bucket, down_bucket; /* node-wide caps */
     uint64_t bans_total;
-    /* --- end ctl --- */
 };
 
 static void hex8(char out[17], const uint8_t *id) { shoal_hex(out, id, 8); }
@@ -303,7 +296,6 @@ static bool connected_to_addr(struct shoal_daemon *d, const char *addr);
 static int setup_trackers(struct shoal_daemon *d);
 static void start_trackers(struct shoal_daemon *d);
 static void stop_trackers(struct shoal_daemon *d);
-/* --- end tracker --- */
 
 /* ---- bans ---- */
 
@@ -870,7 +862,6 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
     }
     arm_retry(d);
 }
-/* --- end dux --- */
 
 /* Pull |pl| names a branch or tag (|ref|) and has just been bound to
  * |s|, a release open already: refs/<ref> is still written, and loaders
@@ -966,7 +957,7 @@ static void want_manifests(struct shoal_daemon *d, struct shoal_peer *p)
     }
 }
 
-/* --- s2rob: manifests out under a budget --- */
+/* manifests out under a budget */
 
 static struct shoal_peer *peer_by_id(struct shoal_daemon *d, uint64_t id)
 {
@@ -1055,7 +1046,6 @@ static void peer_on_drain(struct shoal_peer *p, void *user)
     if (shoal_mfq_written(d->mfq, shoal_peer_id(p), shoal_peer_tx_bytes(p)) > 0)
         pump_manifests(d);
 }
-/* --- end s2rob --- */
 
 /* ---- peers ---- */
 
@@ -1209,7 +1199,6 @@ static const char *peer_on_hello(struct shoal_peer *p, void *user)
         if (d->dials[i].p == p && memcmp(d->dials[i].pk, pk, 32) != 0)
             return "not the node the tracker listed at this address";
     }
-    /* --- end tracker --- */
     for (size_t i = 0; i < d->cfg->peers.n; i++) {
         if (d->static_conn[i] == p) {
             memcpy(d->static_pk[i], pk, 32);
@@ -1245,7 +1234,6 @@ static void peer_on_ready(struct shoal_peer *p, void *user)
         shoal_peer_bye(p, "duplicate connection");
         return;
     }
-    /* --- end tracker --- */
     for (uint32_t i = 0; i < d->nswarms; i++)
         shoal_swarm_peer_ready(d->swarms[i], p);
     want_manifests(d, p);
@@ -1316,7 +1304,6 @@ static void peer_on_close(struct shoal_peer *p, const char *reason, void *user)
         if (d->dials[i].p == p)
             d->dials[i].p = NULL;
     }
-    /* --- end tracker --- */
 }
 
 /* A new inbound connection joins the handshake pool, not the peers: until
@@ -1495,7 +1482,6 @@ static int start_loader(struct shoal_daemon *d)
     d->lhooks.user = d;
     return shoal_loader_srv_new(&d->loader, &lc, &d->lhooks);
 }
-/* --- end loader --- */
 
 /* ---- trackers, peer discovery and the origin ----
  *
@@ -1841,7 +1827,6 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
          * itself keeps asking, as for `shoal pull` */
         if (pl->by_name)
             shoal_loader_srv_release_failed(d->loader, pl->name, "no tracker knows this release");
-        /* --- end loader --- */
         return;
     }
     hex8(hex, mm->manifest_id);
@@ -2197,7 +2182,6 @@ static void stop_trackers(struct shoal_daemon *d)
     shoal_hub_free(d->hub);
     d->hub = NULL;
 }
-/* --- end tracker --- */
 
 /* ---- control socket: what `shoal pull/status/peers/metrics` see ---- */
 
@@ -2431,7 +2415,6 @@ static void on_retry(uv_timer_t *t)
         want_manifests_everywhere(d);
     arm_retry(d);
 }
-/* --- end dux --- */
 
 /* Starts pulling |release| (repo@rev or a manifest id) for |by| (named in
  * the log); |from_loader|: a loader asks (see struct pull, loader_only). */
@@ -2983,7 +2966,6 @@ static int start_ctl(struct shoal_daemon *d)
     }
     return rv;
 }
-/* --- end ctl --- */
 
 /* ---- shutdown ---- */
 
@@ -3303,7 +3285,6 @@ static int open_manifests(struct shoal_daemon *d)
                 LOG_E("pull %s: %s", c->pulls.v[i], why);
             continue;
         }
-        /* --- end tracker --- */
         pl = new_pull(d);
         if (shoal_unhex(pl->id, 32, c->pulls.v[i], strlen(c->pulls.v[i])) != 0) {
             LOG_E("pull %s: not a 64-hex manifest id or org/name@commit", c->pulls.v[i]);
@@ -3586,7 +3567,6 @@ static int check_ranges(const struct shoal_config *c)
     }
     return 0;
 }
-/* --- end dux --- */
 
 /* One daemon per cache: a second one would fill the same partial files
  * (and leave them half-written for good when the two disagree). A memory
@@ -3751,7 +3731,6 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
         goto fail;
     }
     d->hooks.on_file = loader_on_file;
-    /* --- end loader --- */
     d->scfg.serve_per_peer = (uint32_t)cfg->serve_per_peer;
     d->scfg.upload_slots = (uint32_t)(cfg->upload_slots > UINT32_MAX ? UINT32_MAX
                                                                      : cfg->upload_slots);

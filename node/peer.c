@@ -88,13 +88,12 @@ struct shoal_peer {
     unsigned rej_head, rej_n;
     uint64_t id;
     uint64_t rx, tx;
-    /* --- ctl: rate limits --- */
+    /* rate limits */
     uv_timer_t pace;               /* next held send or read resume */
     struct shoal_rate_pair up, down;
     struct held *held, *held_tail; /* CHUNK frames waiting, not yet sealed */
     bool read_paused;
-    /* --- end ctl --- */
-    /* --- dperf: sealing on workers --- */
+    /* sealing on workers */
     struct txf *txq, *txq_tail; /* sealed sends in counter order */
     unsigned works;             /* worker jobs holding this peer */
     struct rxf *rxq, *rxq_tail; /* received sealed frames, in counter order */
@@ -102,14 +101,12 @@ struct shoal_peer {
     bool rxq_paused;            /* reading stopped: rxq is full */
     uint8_t *rx_body;           /* body being dispatched, maybe the decoder's */
     uint8_t *rx_owned;          /* ... or one of ours (from rxq) */
-    /* --- end dperf --- */
-    /* --- s2: payloads from files --- */
+    /* payloads from files */
     struct sfi *sfq, *sfq_tail; /* frames behind a file payload, in order */
     uv_poll_t sf_poll;          /* writability of the socket, on sf_fd */
     int sf_fd;                  /* dup of the socket for sf_poll; -1: none */
     bool sf_polling;
     bool sf_busy;               /* in sfq_pump */
-    /* --- end s2 --- */
     char name[80];
     char reason[256];
     uint8_t rbuf[READ_BUF];
@@ -123,7 +120,7 @@ struct wreq {
     size_t bytes;
 };
 
-/* --- dperf: sealing on workers ---
+/* sealing on workers
  * A frame of a sealed session between taking its counter and being written.
  * Frames must reach the wire in counter order, so they wait in p->txq until
  * every frame before them is sealed too; big ones are sealed on a worker. */
@@ -158,9 +155,8 @@ struct rxf {
 };
 /* Reading pauses while rxq holds more than this. */
 #define RXQ_MAX_BYTES (64u << 20)
-/* --- end dperf --- */
 
-/* --- s2: payloads from files ---
+/* payloads from files
  * A plain session can send a served chunk with sendfile(2) from the store's
  * file: the kernel hands page-cache pages to the socket, with no read into
  * a buffer and no copy into the socket on this side. libuv does not know
@@ -181,9 +177,8 @@ struct sfi {
     size_t left;       /* payload bytes not yet sent */
     size_t bytes;      /* counted in p->queued */
 };
-/* --- end s2 --- */
 
-/* --- ctl: rate limits --- */
+/* rate limits */
 /* A CHUNK over the upload budget: sealed only when it is sent, so the
  * session's nonces stay in send order. */
 struct held {
@@ -193,11 +188,10 @@ struct held {
     uint8_t *payload;
     size_t plen;
 };
-/* --- end ctl --- */
 
 static uint64_t next_peer_id = 1;
 
-/* --- s2: chunk-sized receive buffers kept for reuse ---
+/* chunk-sized receive buffers kept for reuse
  * Every received chunk frame needs a buffer of about a MiB, freed on a
  * worker thread once the chunk is verified and stored. Left to malloc, such
  * sizes come and go as fresh mappings, and every page of every chunk faults
@@ -272,7 +266,6 @@ void shoal_peer_buf_free(uint8_t *b)
     }
     free(b);
 }
-/* --- end s2 --- */
 
 static const struct shoal_frame_cb frame_cb;
 
@@ -456,7 +449,7 @@ void shoal_peer_close(struct shoal_peer *p, const char *reason, bool flush)
     }
     uv_read_stop((uv_stream_t *)&p->tcp);
     p->shut_req.data = p;
-    if (flush && (p->txq || p->sfq)) { /* --- dperf, s2 --- */
+    if (flush && (p->txq || p->sfq)) {
         /* Frames still being sealed, and frames behind a file payload, go
          * out first; whichever of txq_flush and sfq_pump empties the last
          * of the two shuts down. */
@@ -608,7 +601,6 @@ static void maybe_drain(struct shoal_peer *p)
         p->tx_mark = 0;
         call = true;
     }
-    /* --- end s2rob --- */
     if (call && p->cb->on_drain)
         p->cb->on_drain(p, p->user);
 }
@@ -623,7 +615,6 @@ uint64_t shoal_peer_notify_written(struct shoal_peer *p)
         p->tx_mark = mark > p->tx_mark ? mark : p->tx_mark;
     return mark;
 }
-/* --- end s2rob --- */
 
 static void write_done(uv_write_t *req, int status)
 {
@@ -680,7 +671,7 @@ static int uv_queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t
     return 0;
 }
 
-/* --- s2: payloads from files --- */
+/* payloads from files */
 static void sfq_add(struct shoal_peer *p, struct sfi *f)
 {
     if (p->sfq_tail)
@@ -844,7 +835,6 @@ static int queue_bufs(struct shoal_peer *p, uint8_t *base, uint8_t *a, size_t al
     sfq_add(p, f);
     return 0;
 }
-/* --- end s2 --- */
 
 /* Queues |a| (and |payload| when not NULL) for writing; takes both. */
 static int queue_write(struct shoal_peer *p, uint8_t *a, size_t alen, uint8_t *payload,
@@ -853,7 +843,7 @@ static int queue_write(struct shoal_peer *p, uint8_t *a, size_t alen, uint8_t *p
     return queue_bufs(p, a, a, alen, payload, plen);
 }
 
-/* --- dperf: sealing on workers --- */
+/* sealing on workers */
 static void close_now(struct shoal_peer *p);
 
 /* Writes the sealed frames at the head of txq, in counter order. A frame
@@ -953,7 +943,6 @@ static int txq_push(struct shoal_peer *p, uint8_t *base, uint8_t *frame, size_t 
     txq_flush(p);
     return 0;
 }
-/* --- end dperf --- */
 
 /* Queues the whole contents of |b| (taken over; |b| is left empty). */
 static int queue_buf(struct shoal_peer *p, struct shoal_buf *b)
@@ -982,7 +971,6 @@ static int send_raw(struct shoal_peer *p, const struct shoal_msg *m, size_t max_
         uint8_t *data = shoal_buf_steal(&b, NULL);
         return txq_push(p, data, data, body);
     }
-    /* --- end dperf --- */
     if (rv == 0)
         rv = shoal_session_seal(p->sess, b.data, b.len - SHOAL_FRAME_HDR_LEN, &flen);
     if (rv != 0) {
@@ -1085,7 +1073,7 @@ fail:
     return rv;
 }
 
-/* --- ctl: rate limits --- */
+/* rate limits */
 static void on_pace(uv_timer_t *t);
 
 /* Arms the pace timer for the earliest of: the next held CHUNK's upload
@@ -1158,7 +1146,6 @@ static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *
     arm_pace(p);
     return 0;
 }
-/* --- end ctl --- */
 
 /* What every chunk send checks and builds first: a ready peer with room in
  * its queue, and the CHUNK frame's header (into |b|, its length in *hlen)
@@ -1198,12 +1185,11 @@ int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
     rv = chunk_header(p, c, &b, &hlen);
     if (rv != 0)
         goto fail;
-    /* --- ctl: rate limits --- */
+    /* rate limits */
     now = uv_now(p->ctx->loop);
     if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
         return hold_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
     shoal_rate_pair_take(&p->up, now, hlen + plen);
-    /* --- end ctl --- */
     return emit_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
 fail:
     free(payload);
@@ -1236,7 +1222,6 @@ fail:
     shoal_buf_free(&b);
     return rv;
 }
-/* --- end dperf --- */
 
 bool shoal_peer_can_sendfile(const struct shoal_peer *p)
 {
@@ -1285,7 +1270,6 @@ fail:
     shoal_buf_free(&b);
     return rv;
 }
-/* --- end s2 --- */
 
 void shoal_peer_bye(struct shoal_peer *p, const char *reason)
 {
@@ -1555,7 +1539,7 @@ static void dispatch(struct shoal_peer *p, uint8_t *body, size_t plain)
     }
 }
 
-/* --- dperf: opening on workers --- */
+/* opening on workers */
 static void frame_unverified(struct shoal_peer *p)
 {
     LOG_W("peer %s: frame fails authentication, closing", p->name);
@@ -1679,7 +1663,6 @@ uint8_t *shoal_peer_take_body(struct shoal_peer *p)
     p->rx_body = NULL;
     return b;
 }
-/* --- end dperf --- */
 
 static int on_frame(void *user, const uint8_t *cbody, size_t len)
 {
@@ -1742,7 +1725,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         LOG_W("peer %s: %s, closing", p->name, why);
         shoal_peer_close(p, why, false);
     }
-    /* --- ctl: rate limits --- */
+    /* rate limits */
     if (!p->closing && p->st == ST_READY) {
         uint64_t now = uv_now(p->ctx->loop);
         shoal_rate_pair_take(&p->down, now, (uint64_t)nread);
@@ -1752,7 +1735,6 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             arm_pace(p);
         }
     }
-    /* --- end ctl --- */
 }
 
 /* True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. */
@@ -1790,7 +1772,6 @@ static void note_locality(struct shoal_peer *p)
                           &((struct sockaddr_in6 *)&them)->sin6_addr,
                           sizeof(struct in6_addr)) == 0;
 }
-/* --- end dperf --- */
 
 static int start(struct shoal_peer *p)
 {
@@ -1861,7 +1842,7 @@ static int peer_alloc(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
     uv_timer_init(ctx->loop, &p->timer);
     p->tcp.data = p->timer.data = p->conn_req.data = p;
     p->open_handles = 2;
-    /* --- ctl: rate limits --- */
+    /* rate limits */
     uv_timer_init(ctx->loop, &p->pace);
     p->pace.data = p;
     p->open_handles++;
@@ -1869,7 +1850,6 @@ static int peer_alloc(struct shoal_peer **out, const struct shoal_peer_ctx *ctx,
     shoal_bucket_init(&p->down.own, ctx->rate ? ctx->rate->peer_down : 0, uv_now(ctx->loop));
     p->up.global = ctx->global_up;
     p->down.global = ctx->global_down;
-    /* --- end ctl --- */
     uv_tcp_nodelay(&p->tcp, 1);
     uv_timer_start(&p->timer, handshake_expired,
                    ctx->handshake_timeout_ms ? ctx->handshake_timeout_ms : 10000, 0);

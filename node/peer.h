@@ -55,7 +55,7 @@ struct shoal_peer_ctx {
     size_t max_queue;                     /* write-queue bytes before sends are
                                            * refused (SHOAL_EBUSY); 0: 64 MiB */
     struct shoal_peer_budget *budget;     /* node-wide queue budget (NULL: none) */
-    /* --- ctl: rate limits --- */
+    /* rate limits */
     /* Per-connection caps (peer_up, peer_down; 0 none) and the node-wide
      * buckets every connection also draws from (NULL: none). CHUNK frames
      * over the upload budget wait in the peer (counted as queued) and go
@@ -63,7 +63,6 @@ struct shoal_peer_ctx {
      * budget is in debt, so TCP slows the sender. */
     const struct shoal_rate_cfg *rate;    /* may be NULL */
     struct shoal_bucket *global_up, *global_down;
-    /* --- end ctl --- */
 };
 
 struct shoal_peer_cb {
@@ -170,7 +169,6 @@ int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk
  * the message lies in storage the peer cannot give away (copy it then).
  */
 uint8_t *shoal_peer_take_body(struct shoal_peer *p);
-/* --- end dperf --- */
 
 /* True when shoal_peer_send_chunk_file() may be used: a ready, plain
  * (unsealed) session without an upload rate cap. */
@@ -201,14 +199,12 @@ uint8_t *shoal_peer_buf_alloc(size_t n, size_t *cap);
  * all), else freed. Meant for bodies taken with shoal_peer_take_body(),
  * which are chunk-sized; other buffers should just be freed. Any thread. */
 void shoal_peer_buf_free(uint8_t *b);
-/* --- end s2 --- */
 
 /* Asks for an on_drain call once every byte queued so far has been written,
  * and returns the shoal_peer_tx_bytes() count at which that is so. When
  * nothing is queued (or the peer is closing) no call comes: the count is
  * already reached, or never will be. */
 uint64_t shoal_peer_notify_written(struct shoal_peer *p);
-/* --- end s2rob --- */
 
 /* Bytes queued for writing. */
 size_t shoal_peer_queued(const struct shoal_peer *p);
@@ -226,7 +222,6 @@ bool shoal_peer_initiator(const struct shoal_peer *p);
  * before). Senders use it to skip compression that cannot pay off when a
  * byte costs only a memcpy. */
 bool shoal_peer_local(const struct shoal_peer *p);
-/* --- end dperf --- */
 /* "ip:port" of the remote end, or the dialled address. */
 const char *shoal_peer_name(const struct shoal_peer *p);
 /* The source (netsrc.h) an accepted connection came from; all zero for our

@@ -217,7 +217,6 @@ struct shoal_sched {
      * tier holds (tier_lo NIL: none, or several files share the tier) */
     uint32_t tier_lo[NTIERS], tier_hi[NTIERS];
     double req_ms;        /* requests' time out (send to arrival), EWMA */
-    /* --- end loader --- */
     uint8_t hslot[512];   /* peer id hash -> slot + 1 (0 = empty) */
 
     uint32_t reqcap;
@@ -1790,7 +1789,6 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
         s->tier_lo[i] = s->file_first[f];
         s->tier_hi[i] = f + 1 < s->nfiles ? s->file_first[f + 1] : s->nchunks;
     }
-    /* --- end loader --- */
     clear_stale(s, false);
     return 0;
 }
@@ -1922,7 +1920,6 @@ static uint32_t pick_front(const struct shoal_sched *s, const struct peer *p, ui
     }
     return best;
 }
-/* --- end loader --- */
 
 /*
  * pick_same for a peer with fresh_only: the best of the chunks it
@@ -2029,7 +2026,6 @@ static uint32_t pick_same(struct shoal_sched *s, struct peer *p, bool *exhausted
             if (c != NIL)
                 return c;
         }
-        /* --- end loader --- */
         uint64_t m0 = s->nonempty[t0][0] & ~1ull;
         uint32_t lo = (uint32_t)__builtin_ctzll(m0), best = NIL, bestc = 64;
         for (uint32_t k = 0; k < 4; k++) {
@@ -2152,7 +2148,6 @@ static uint64_t file_endgame_cutoff(const struct shoal_sched *s, uint32_t t)
         return UINT64_MAX;
     return s->now > late ? s->now - late : 0;
 }
-/* --- end loader --- */
 
 /*
  * The tier of the loader's most urgent incomplete file when it is in its
@@ -2372,7 +2367,6 @@ static size_t fill_peers(struct shoal_sched *s, uint64_t now_ms, struct shoal_sc
         }
         return n;
     }
-    /* --- end loader --- */
     return fill_pass(s, now_ms, out, n, max, cross_only, UINT32_MAX, &capped, o);
 }
 

@@ -429,7 +429,7 @@ int shoal_session_open(struct shoal_session *s, uint8_t *body, size_t len, size_
     return rv;
 }
 
-/* --- dperf: sealing off the loop thread --- */
+/* sealing off the loop thread */
 uint64_t shoal_session_seal_reserve(struct shoal_session *s)
 {
     return s->tx_ctr++;
@@ -455,4 +455,3 @@ int shoal_session_open_at(const struct shoal_session *s, uint64_t ctr, uint8_t *
         return -EINVAL;
     return open_with(s, ctr, body, len, plain_len);
 }
-/* --- end dperf --- */

@@ -141,7 +141,7 @@ int shoal_session_seal(struct shoal_session *s, uint8_t *frame, size_t body_len,
 int shoal_session_open(struct shoal_session *s, uint8_t *body, size_t len,
                        size_t *plain_len);
 
-/* --- dperf: sealing off the loop thread ---
+/* sealing off the loop thread
  * Split forms of seal and open for a connection that seals or opens big
  * frames on worker threads: the loop thread takes the next counter in wire
  * order with a reserve call (cheap), and any thread then seals or opens with
@@ -168,6 +168,5 @@ uint64_t shoal_session_open_reserve(struct shoal_session *s);
  * Returns 0, SHOAL_EBADMSG or -EINVAL (not authenticated, or not sealed). */
 int shoal_session_open_at(const struct shoal_session *s, uint64_t ctr, uint8_t *body,
                           size_t len, size_t *plain_len);
-/* --- end dperf --- */
 
 #endif

@@ -105,11 +105,10 @@ struct verify_job {
     uint32_t len;
     uint64_t sent_ms;
     int rv;
-    bool dup; /* --- tracker ---: the chunk was already held */
-    /* --- ctl: codec --- */
+    bool dup; /* the chunk was already held */
+    /* codec */
     uint8_t codec;          /* of |data|, which holds |plen| payload bytes */
     uint32_t plen;
-    /* --- end ctl --- */
 };
 
 /* A chunk being read for a peer (worker thread). */
@@ -123,11 +122,10 @@ struct serve_job {
     bool cancelled;
     uint8_t *buf;
     int rv;
-    /* --- ctl: codec --- */
+    /* codec */
     uint8_t codec;           /* SHOAL_CODEC_RAW: send |buf| */
     uint8_t *payload;        /* compressed form, |plen| bytes */
     size_t plen;
-    /* --- end ctl --- */
     bool remote;             /* the peer is on another host (codec policy) */
     bool compress;           /* try the codec (else send raw) */
 };
@@ -196,7 +194,6 @@ struct shoal_swarm {
      * at most every LEASE_EMPTY_LOG_MS. */
     uint32_t lease_empty;
     uint64_t lease_empty_since_ms, lease_empty_logged_ms, lease_empty_last_ms;
-    /* --- end tracker --- */
     /* per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
     uint8_t *raw_run;
@@ -254,7 +251,6 @@ static void note_first_chunk(struct shoal_swarm *s);
 static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action *a);
 static void do_origin_fetch(struct shoal_swarm *s, const struct shoal_sched_action *a);
 static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action *a);
-/* --- end tracker --- */
 
 static bool rot_withheld(const struct shoal_swarm *s, uint32_t chunk);
 static void rot_open_withheld(struct shoal_swarm *s);
@@ -301,7 +297,6 @@ static void on_file(void *user, uint32_t file, int status)
         LOG_E("release %s: %s is verified (and may already be with loaders) but could "
               "not be published in the cache: %s (%s); a restart retries",
               s->idhex, f->path, shoal_strerror(status), err);
-        /* --- end loader --- */
     } else {
         LOG_E("release %s: %s failed its sha256 or could not be published: %s", s->idhex,
               f->path, shoal_strerror(status));
@@ -309,7 +304,6 @@ static void on_file(void *user, uint32_t file, int status)
     /* Success went to the loaders at on_ready; a failure is theirs too. */
     if (status != 0 && s->hooks->on_file)
         s->hooks->on_file(s->hooks->user, s, file, status);
-    /* --- end loader --- */
 }
 
 /* Worker thread: the file's sha256 matched, before its fsync and renames:
@@ -323,7 +317,6 @@ static void on_ready(void *user, uint32_t file, int status)
     if (s->hooks->on_file)
         s->hooks->on_file(s->hooks->user, s, file, status);
 }
-/* --- end loader --- */
 
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
                     const struct shoal_swarm_hooks *hooks, struct shoal_manifest *m,
@@ -395,7 +388,6 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
      * and our verify on worker threads (a few ms per MiB), which a fast link
      * never hides with two requests in flight. */
     sc.min_depth = SWARM_MIN_DEPTH;
-    /* --- end dperf --- */
     if (cfg->lease_chunks)
         sc.lease_chunks = cfg->lease_chunks;
     if (cfg->max_leases)
@@ -405,7 +397,6 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     sc.origin_delay_ms = cfg->origin_delay_ms;
     s->sbase = sc;
     s->role = UINT32_MAX;
-    /* --- end tracker --- */
     memset(&rel, 0, sizeof rel);
     rel.nchunks = s->nchunks;
     rel.total_bytes = shoal_manifest_total_size(m);
@@ -442,7 +433,6 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
         LOG_I("release %s: resuming with %u of %u chunks (%llu bytes) already verified",
               s->idhex, shoal_store_count(s->store), s->nchunks,
               (unsigned long long)s->resumed_bytes);
-    /* --- end tracker --- */
     *out = s;
     return 0;
 fail:
@@ -665,7 +655,6 @@ static void check_complete(struct shoal_swarm *s)
           (unsigned long long)s->rx_bytes, (unsigned long long)s->origin_bytes,
           (unsigned long long)s->dup_bytes, (unsigned long long)s->resumed_bytes,
           (double)(now_ms(s) - s->start_ms) / 1000.0);
-    /* --- end tracker --- */
     if (s->hooks->on_complete)
         s->hooks->on_complete(s->hooks->user, s);
 }
@@ -709,7 +698,7 @@ static void ban_peer(struct shoal_swarm *s, struct speer *sp, uint32_t chunk, co
 static void verify_work(uv_work_t *w)
 {
     struct verify_job *j = w->data;
-    /* --- ctl: codec --- */
+    /* codec */
     if (j->codec != SHOAL_CODEC_RAW) {
         /* |len| is the manifest's, never the wire's: at most the chunk max. */
         uint8_t *raw = malloc(j->len ? j->len : 1);
@@ -724,7 +713,6 @@ static void verify_work(uv_work_t *w)
             return;
         }
     }
-    /* --- end ctl --- */
     bool first = false;
     j->rv = shoal_store_put_chunk_first(j->s->store, j->chunk, j->data, j->len, &first);
     j->dup = !first;
@@ -748,7 +736,6 @@ static void verify_done(uv_work_t *w, int status)
         } else {
             note_first_chunk(s);
         }
-        /* --- end tracker --- */
         if (sp) {
             sp->served_ms = now;
             sp->busy_noted = false;
@@ -828,7 +815,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
     /* It answered: while the chunk waits to be hashed, its other requests
      * timing out must not make it look silent (a bad hash bans it anyway). */
     sp->served_ms = now_ms(s);
-    /* --- ctl: codec --- A codec we cannot decode says nothing about the
+    /* A codec we cannot decode says nothing about the
      * bytes: the sender is a newer shoal, not a liar. Refused as version
      * skew (its claims go with it; nobody is banned). */
     if (!shoal_codec_known(c->codec)) {
@@ -842,7 +829,7 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         return true;
     }
     mc = shoal_manifest_chunk(s->m, r.chunk);
-    /* --- ctl: codec --- a compressed payload must declare the manifest's
+    /* A compressed payload must declare the manifest's
      * length and be no bigger than the raw chunk. */
     if ((c->codec == SHOAL_CODEC_RAW ? c->payload.len != mc->len
                                      : c->raw_len != mc->len || c->payload.len > mc->len) ||
@@ -868,7 +855,6 @@ static bool handle_chunk(struct shoal_swarm *s, struct speer *sp, const struct s
         shoal_sched_req_failed(s->sched, now_ms(s), sp->id, r.chunk, true);
         return true;
     }
-    /* --- end dperf --- */
     j->codec = c->codec; /* decoded on the worker */
     j->plen = c->payload.len;
     j->w.data = j;
@@ -1653,7 +1639,6 @@ const char *shoal_swarm_disk_error(const struct shoal_swarm *s)
 {
     return s->rot_err;
 }
-/* --- end rot --- */
 
 /* ---- serving chunks ---- */
 
@@ -1671,7 +1656,7 @@ static void serve_work(uv_work_t *w)
     }
     j->rv = shoal_store_read_chunk(j->s->store, j->chunk, j->buf + SHOAL_PEER_CHUNK_HEADROOM,
                                    c->len);
-    /* --- ctl: codec --- compress here, off the loop; the probe inside
+    /* Compress here, off the loop; the probe inside
      * makes weights that do not compress cheap to skip. Not when corrupting
      * uploads (testing): the bad bytes must reach the peer's hash check. */
     if (j->rv >= 0 && j->compress &&
@@ -1682,7 +1667,6 @@ static void serve_work(uv_work_t *w)
                                             : SHOAL_CODEC_LOCAL_SAVING_PCT,
                                  &j->payload, &j->plen, &j->codec) != 0)
         j->codec = SHOAL_CODEC_RAW; /* no memory to compress: send it raw */
-    /* --- end ctl --- */
 }
 
 /* Upload slots (SHOAL_UPLOAD_SLOTS_DEFAULT): a peer takes one while any of
@@ -1797,7 +1781,6 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
     }
     return true;
 }
-/* --- end s2 --- */
 
 static void serve_done(uv_work_t *w, int status)
 {
@@ -1865,14 +1848,13 @@ static void serve_done(uv_work_t *w, int status)
         if (j->compress)
             note_probe(s, c->file, j->remote,
                        j->codec == SHOAL_CODEC_RAW);
-        /* --- ctl: codec --- */
+        /* codec */
         if (j->codec != SHOAL_CODEC_RAW) {
             cm.codec = j->codec;
             cm.payload.len = (uint32_t)j->plen;
             free(j->buf);
             j->buf = NULL;
         }
-        /* --- end ctl --- */
         /* raw bytes go out of the read buffer itself */
         int rv = j->buf ? shoal_peer_send_chunk_buf(sp->p, &cm, j->buf)
                         : shoal_peer_send_chunk(sp->p, &cm, j->payload);
@@ -1941,7 +1923,6 @@ static void handle_request(struct shoal_swarm *s, struct speer *sp,
                s->raw_run[2 * (size_t)c->file + remote] < RAW_RUN_SKIP;
     if (!compress && !s->cfg->corrupt_uploads && serve_from_file(s, sp, r, c))
         return;
-    /* --- end s2 --- */
     j = calloc(1, sizeof *j);
     if (!j) {
         send_reject(sp, r->req_id, SHOAL_REJECT_BUSY, 100);
@@ -2443,7 +2424,6 @@ static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action
         }
     }
 }
-/* --- end tracker --- */
 
 /* ---- scheduling ---- */
 
@@ -2510,7 +2490,6 @@ static void pump(struct shoal_swarm *s)
             case SHOAL_SCHED_LEASE_REQUEST: do_lease_req(s, &a[i]); break;
             case SHOAL_SCHED_ORIGIN_FETCH: do_origin_fetch(s, &a[i]); break;
             case SHOAL_SCHED_LEASE_DONE: do_lease_done(s, &a[i]); break;
-            /* --- end tracker --- */
             default: break;
             }
         }
@@ -2518,7 +2497,6 @@ static void pump(struct shoal_swarm *s)
             s->repump = false;
             n = 64;
         }
-        /* --- end tracker --- */
     } while (n == 64 && !s->stopped);
 }
 
@@ -2608,7 +2586,7 @@ static bool store_job_start(struct shoal_swarm *s, int (*call)(struct shoal_stor
     return true;
 }
 
-/* --- publish retry --- */
+/* ---- publish retry ---- */
 #define PUBLISH_FIRST_MS 5000u
 #define PUBLISH_MAX_MS 60000u
 
@@ -2670,7 +2648,6 @@ const char *shoal_swarm_origin_error(struct shoal_swarm *s)
              s->bad_origin_n == 1 ? "" : "s");
     return s->bad_origin_err;
 }
-/* --- end publish retry --- */
 
 /* The round trip a peer's pipeline covers (sched.h: depth): TCP's least
  * on the connection, which neither waits in a queue (ours holds up to 32
@@ -2748,7 +2725,6 @@ static void start_dedup(struct shoal_swarm *s)
     if (store_job_start(s, shoal_store_fill_from_local, dedup_done))
         s->dedup_running = true;
 }
-/* --- end dedup --- */
 
 int shoal_swarm_start(struct shoal_swarm *s)
 {
@@ -3009,7 +2985,6 @@ out:
     free(want);
     return rv;
 }
-/* --- end loader --- */
 
 void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st)
 {
@@ -3072,4 +3047,3 @@ int shoal_swarm_set_role(struct shoal_swarm *s, bool fetcher, uint32_t import_mo
 out:
     return rv;
 }
-/* --- end roles --- */

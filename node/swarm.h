@@ -58,7 +58,6 @@ struct shoal_swarm_hooks {
      * its last chunk, usually a WORKER thread, at the moment the store
      * reports it: the hook must be thread-safe. May be NULL. */
     void (*on_file)(void *user, struct shoal_swarm *s, uint32_t file, int status);
-    /* --- end loader --- */
     /* The scheduler wants an origin lease of up to |count| chunks of |s|
      * near chunk |hint|. Return SHOAL_SWARM_LEASE_ASKED when a tracker was
      * asked (answer with shoal_swarm_lease_result()), SHOAL_SWARM_LEASE_LATER
@@ -86,7 +85,6 @@ struct shoal_swarm_hooks {
      * Not called for what such a notice itself found, nor in memory mode
      * (nothing is shared). May be NULL. */
     void (*on_blob_rot)(void *user, struct shoal_swarm *s, const uint8_t sha256[32]);
-    /* --- end tracker --- */
     void *user;
 };
 
@@ -97,7 +95,6 @@ enum shoal_swarm_lease_route {
 };
 /* The origin (hub.h); declared here so that this header needs no curl. */
 struct shoal_hub;
-/* --- end tracker --- */
 
 struct shoal_swarm_cfg {
     uv_loop_t *loop;
@@ -123,7 +120,6 @@ struct shoal_swarm_cfg {
                                       * so peers' bitfields can arrive first */
     uint32_t lease_chunks;           /* chunks per lease; 0: scheduler default */
     uint32_t max_leases;             /* leases held at once; 0: scheduler default */
-    /* --- end tracker --- */
 };
 
 /*
@@ -255,7 +251,6 @@ void shoal_swarm_blob_suspect(struct shoal_swarm *s, const uint8_t sha256[32]);
  * unreadable) is withheld or fetched again, a line for `shoal status`
  * naming it (owned by the swarm). */
 const char *shoal_swarm_disk_error(const struct shoal_swarm *s);
-/* --- end rot --- */
 
 /* True when file |file| (manifest index) is ready for loaders: verified
  * (shoal_store_file_ready), whether or not its publishing in the cache is
@@ -272,14 +267,12 @@ int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd);
  * empty files in the list are skipped. Returns 0, SHOAL_EBADMSG (an index
  * out of range) or -ENOMEM. */
 int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n);
-/* --- end loader --- */
 
 /* The answer to an on_lease_req that returned SHOAL_SWARM_LEASE_ASKED:
  * from tracker |trk|, |status| 0 with lease |l| (count 0: none free now), or
  * an error (|l| NULL): the scheduler asks again after its back-off. */
 void shoal_swarm_lease_result(struct shoal_swarm *s, uint32_t trk, int status,
                               const struct shoal_msg_lease *l);
-/* --- end tracker --- */
 
 /* Counters for status and metrics. */
 struct shoal_swarm_stats {
@@ -291,12 +284,10 @@ struct shoal_swarm_stats {
     uint64_t busy_slots;             /* requests told busy: all upload slots taken */
     uint64_t rx_chunks;              /* chunks from peers, verified */
     uint64_t tx_payload_bytes;       /* CHUNK payload bytes sent (after codec) */
-    /* --- end ctl --- */
     uint64_t origin_bytes;           /* verified chunk bytes from the origin */
     uint64_t dup_bytes;              /* received for chunks already held */
     uint64_t rx_dup_bytes;           /* ... of them from peers (in rx_chunk_bytes) */
     uint64_t resumed_bytes;          /* held when the release was opened */
-    /* --- end tracker --- */
 };
 void shoal_swarm_stats(const struct shoal_swarm *s, struct shoal_swarm_stats *st);
 

@@ -207,7 +207,6 @@ uint8_t *shoal_frame_dec_body_take(struct shoal_frame_dec *d, const uint8_t *bod
     }
     return p;
 }
-/* --- end dperf --- */
 
 int shoal_frame_dec_body_buf(struct shoal_frame_dec *d, uint8_t **p, size_t *n)
 {

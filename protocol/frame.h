@@ -132,7 +132,7 @@ int shoal_frame_dec_body_buf(struct shoal_frame_dec *d, uint8_t **p, size_t *n);
 int shoal_frame_dec_body_commit(struct shoal_frame_dec *d, size_t n,
                                 const struct shoal_frame_cb *cb, void *user);
 
-/* --- dperf: handing bodies over without a copy --- */
+/* handing bodies over without a copy */
 
 /*
  * Lets bodies of up to |n| bytes (clamped to the current maximum when used)
@@ -142,7 +142,7 @@ int shoal_frame_dec_body_commit(struct shoal_frame_dec *d, size_t n,
  * Takes effect at the next frame header.
  */
 void shoal_frame_dec_set_prealloc(struct shoal_frame_dec *d, size_t n);
-/* --- s2 ---
+/*
  * Has the whole buffers of set_prealloc() come from |alloc| instead of
  * malloc (NULL: back to malloc): it returns a buffer that free() accepts,
  * of at least |n| bytes, and its size in |*cap|; or NULL when out of
@@ -160,6 +160,5 @@ void shoal_frame_dec_set_alloc(struct shoal_frame_dec *d,
  * to shoal_frame_dec_feed() (copy it then) or is not the current body.
  */
 uint8_t *shoal_frame_dec_body_take(struct shoal_frame_dec *d, const uint8_t *body);
-/* --- end dperf --- */
 
 #endif

@@ -93,7 +93,6 @@ static void test_roundtrip(void)
     CHECK(mb.u.dropped.repo_dir[0] == '\0');
     ma.u.dropped.repo_dir[0] = '\x1b'; /* no terminal escapes */
     CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
-    /* --- end keep --- */
 
     ma.type = SHOAL_CTL_PROGRESS;
     set_release(&ma.u.progress, "org/model@ab12", 7);

@@ -397,7 +397,7 @@ static void test_big_buffer_released(void)
     shoal_buf_free(&r.out);
 }
 
-/* --- dperf: body take and prealloc --- */
+/* body take and prealloc */
 struct taker {
     struct shoal_frame_dec *dec;
     uint8_t *taken[4];
@@ -491,7 +491,6 @@ static void test_prealloc(void)
     shoal_frame_dec_free(&d);
     shoal_buf_free(&r.out);
 }
-/* --- end dperf --- */
 
 int main(void)
 {

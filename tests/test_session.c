@@ -210,7 +210,7 @@ static void test_peer_expiry(void)
 static void test_aesgcm(void) { test_handshake_and_seal(true); }
 static void test_xchacha(void) { test_handshake_and_seal(false); }
 
-/* --- dperf: split seal/open --- */
+/* split seal/open */
 /* The PING nonce in an opened body, or 0 when it does not decode. */
 static uint64_t ping_nonce(const uint8_t *body, size_t len)
 {
@@ -297,7 +297,6 @@ static void test_split_refused_when_plain(void)
     shoal_session_free(a);
     shoal_session_free(b);
 }
-/* --- end dperf --- */
 
 static void test_replay_refused(void)
 {
