@@ -439,18 +439,7 @@ fail:
     if (errout && errlen && !errout[0])
         snprintf(errout, errlen, "cannot open the release: %s", shoal_strerror(rv));
     free(file_first);
-    free(s->origin_failed);
-    free(s->raw_run);
-    free(s->rot_bad);
-    free(s->rot_ok);
-    free(s->rot_file);
-    free(s->rot_why);
-    free(s->rot_kept_rv);
-    shoal_sched_free(s->sched);
-    shoal_store_free(s->store);
-    free(s->signed_mf);
-    shoal_manifest_free(s->m);
-    free(s);
+    shoal_swarm_free(s); /* no peer or origin fetch yet: the rest is what it frees */
     return rv;
 }
 
