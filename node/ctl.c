@@ -639,12 +639,18 @@ struct wreq {
     size_t cost;            /* what it counts in cl->queued */
 };
 
-/* A release's rate is its growth over the last RATE_WINDOW_MS: it grows
- * in whole verified chunks (1 MiB on average, up to 4), so at a few MiB/s
- * a tick sees one chunk or none, and a figure per tick, even blended,
- * swung 0.5-1.75x the real rate and the ETA with it. */
+/* A release grows in whole verified chunks (1 MiB on average, up to 4), so
+ * at a few MiB/s a tick sees one chunk or none: a per-tick figure, even
+ * blended, swung 0.5-1.75x the real rate, and between chunks on a slow
+ * link fell towards zero, the ETA to hours. Its rate is therefore its
+ * growth since a past growth (a tick that saw |have| rise) at least
+ * RATE_WINDOW_MS old with RATE_GROWTHS growths since, or the oldest kept:
+ * with chunks arriving every T, that is at least RATE_GROWTHS/(RATE_GROWTHS
+ * + 1) of the real rate, and while nothing lands it falls as 1/t, not
+ * geometrically. */
 #define RATE_WINDOW_MS 10000u
-#define RATE_SLOTS (RATE_WINDOW_MS / TICK_MS + 1)
+#define RATE_GROWTHS 4u
+#define RATE_SLOTS (RATE_WINDOW_MS / TICK_MS + RATE_GROWTHS + 1)
 
 /* Rates come from counters sampled every tick. */
 struct sample {             /* a peer's */
@@ -659,7 +665,8 @@ struct rel_sample {
     uint64_t a;             /* have_bytes */
     uint64_t rate_a;
     uint64_t grew_ms;       /* when |a| last grew (or was first seen) */
-    /* |a| and its time at the ticks of the window, oldest first */
+    /* |a| and the time when it was first seen and at each growth since,
+     * oldest first */
     uint64_t hist_a[RATE_SLOTS], hist_ms[RATE_SLOTS];
     uint32_t nhist;
 };
@@ -738,28 +745,30 @@ int shoal_ctl_private_dir(const char *dir)
 
 const char *shoal_ctl_path(const struct shoal_ctl *c) { return c->path; }
 
-/* Appends (|a|, |now|) to |s|'s window, drops what is older than
- * RATE_WINDOW_MS, and sets its rate to the growth across the window. */
+/* Records a growth of |s| at |now| and sets its rate (see RATE_WINDOW_MS). */
 static void window_rate(struct rel_sample *s, uint64_t now)
 {
-    uint32_t drop = 0;
-
-    if (s->nhist == RATE_SLOTS) {
-        drop = 1;
+    if (s->nhist == 0 || s->a > s->hist_a[s->nhist - 1]) {
+        if (s->nhist == RATE_SLOTS) {
+            memmove(s->hist_a, s->hist_a + 1, (RATE_SLOTS - 1) * sizeof s->hist_a[0]);
+            memmove(s->hist_ms, s->hist_ms + 1, (RATE_SLOTS - 1) * sizeof s->hist_ms[0]);
+            s->nhist--;
+        }
+        s->hist_a[s->nhist] = s->a;
+        s->hist_ms[s->nhist] = now;
+        s->nhist++;
     }
-    while (drop < s->nhist && now - s->hist_ms[drop] > RATE_WINDOW_MS)
-        drop++;
-    if (drop) {
-        memmove(s->hist_a, s->hist_a + drop, (s->nhist - drop) * sizeof s->hist_a[0]);
-        memmove(s->hist_ms, s->hist_ms + drop, (s->nhist - drop) * sizeof s->hist_ms[0]);
-        s->nhist -= drop;
+    /* The newest past growth old enough and with enough growths since. */
+    uint32_t j = 0;
+    for (uint32_t i = s->nhist; i-- > 0;) {
+        if (s->nhist - 1 - i >= RATE_GROWTHS && now - s->hist_ms[i] >= RATE_WINDOW_MS) {
+            j = i;
+            break;
+        }
     }
-    s->hist_a[s->nhist] = s->a;
-    s->hist_ms[s->nhist] = now;
-    s->nhist++;
     s->rate_a = 0;
-    if (s->nhist > 1 && now > s->hist_ms[0] && s->a > s->hist_a[0])
-        s->rate_a = (s->a - s->hist_a[0]) * 1000 / (now - s->hist_ms[0]);
+    if (now > s->hist_ms[j] && s->a > s->hist_a[j])
+        s->rate_a = (s->a - s->hist_a[j]) * 1000 / (now - s->hist_ms[j]);
 }
 
 /* Blends a new per-second figure into a rate so a bar does not jitter. */

@@ -774,20 +774,24 @@ static void test_server_stall(void)
     rmdir(dir);
 }
 
-/* A release that grows in whole 1 MiB chunks, one a second (a capped link,
- * or a slow peer): ticks see a chunk or none. The rate shown must stay near
- * 1 MiB/s; a per-tick blend swung between 0.75 and 1.25 MiB/s, and the ETA
- * with it (QA G2). */
+/* Releases that grow in whole 1 MiB chunks at a steady pace (a capped link,
+ * a slow peer): ticks see a chunk or none. Release 0 gets one a second, and
+ * its rate must stay near 1 MiB/s (a per-tick blend swung between 0.75 and
+ * 1.25, QA G2); release 1 one every 3 s, and between chunks its rate must
+ * not fall towards zero (the blend showed 1/5 of it, an ETA of hours:
+ * QA G3). */
 static uint32_t steady_releases(void *user, struct shoal_ctl_release *v, uint32_t max)
 {
     uint64_t ms = uv_now(stall_loop) - stall_start;
     (void)user;
     (void)max;
     set_release(&v[0], "org/model@1", 0x11);
-    v[0].total_bytes = 100u << 20;
+    set_release(&v[1], "org/slow@2", 0x22);
+    v[0].total_bytes = v[1].total_bytes = 100u << 20;
     v[0].have_bytes = (ms / 1000) << 20;
-    v[0].rate_bps = v[0].eta_ms = 0;
-    return 1;
+    v[1].have_bytes = (ms / 3000) << 20;
+    v[0].rate_bps = v[0].eta_ms = v[1].rate_bps = v[1].eta_ms = 0;
+    return 2;
 }
 
 static const struct shoal_ctl_ops steady_ops = {
@@ -795,22 +799,48 @@ static const struct shoal_ctl_ops steady_ops = {
     .metrics = f_metrics, .user = &fake,
 };
 
+static bool steady_look(uint64_t rate[2], uint64_t eta[2])
+{
+    int fd = dial();
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    memset(&creq, 0, sizeof creq);
+    creq.type = SHOAL_CTL_STATUS_REQ;
+    ok = send_msg(fd, &creq) && recv_msg(fd, &crep) == 0 && crep.type == SHOAL_CTL_STATUS &&
+         crep.u.status.count == 2;
+    for (uint32_t i = 0; ok && i < 2; i++) {
+        rate[i] = crep.u.status.v[i].rate_bps;
+        eta[i] = crep.u.status.v[i].eta_ms;
+    }
+    close(fd);
+    return ok;
+}
+
 static void *steady_client(void *arg)
 {
-    uint64_t rate = 0, eta = 0, lo = UINT64_MAX, hi = 0;
+    uint64_t rate[2] = {0}, eta[2] = {0}, lo[2] = {UINT64_MAX, UINT64_MAX}, hi[2] = {0};
 
     usleep(4500 * 1000);
-    for (int i = 0; i < 7; i++) {
-        C_CHECK(stall_look(&rate, &eta));
-        lo = rate < lo ? rate : lo;
-        hi = rate > hi ? rate : hi;
-        C_CHECK(eta > 0);
+    for (int i = 0; i < 8; i++) {
+        C_CHECK(steady_look(rate, eta));
+        for (int k = 0; k < 2; k++) {
+            lo[k] = rate[k] < lo[k] ? rate[k] : lo[k];
+            hi[k] = rate[k] > hi[k] ? rate[k] : hi[k];
+            C_CHECK(eta[k] > 0);
+        }
         usleep(500 * 1000);
     }
-    if (lo < (8u << 20) / 10 || hi > (12u << 20) / 10)
-        fprintf(stderr, "1 MiB/s in chunks: rate shown %.2f-%.2f MiB/s\n", lo / 1048576.0,
-                hi / 1048576.0);
-    C_CHECK(lo >= (8u << 20) / 10 && hi <= (12u << 20) / 10);
+    if (lo[0] < (8u << 20) / 10 || hi[0] > (12u << 20) / 10)
+        fprintf(stderr, "1 MiB/s in chunks: rate shown %.2f-%.2f MiB/s\n", lo[0] / 1048576.0,
+                hi[0] / 1048576.0);
+    C_CHECK(lo[0] >= (8u << 20) / 10 && hi[0] <= (12u << 20) / 10);
+    /* 1/3 MiB/s: at least half of it, at most 1.5x, between chunks too */
+    if (lo[1] < (1u << 20) / 6 || hi[1] > (1u << 20) / 2)
+        fprintf(stderr, "1 MiB per 3 s: rate shown %.0f-%.0f KiB/s\n", lo[1] / 1024.0,
+                hi[1] / 1024.0);
+    C_CHECK(lo[1] >= (1u << 20) / 6 && hi[1] <= (1u << 20) / 2);
     atomic_store(&client_done, 1);
     return arg;
 }
