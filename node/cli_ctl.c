@@ -278,19 +278,35 @@ static int parse_args(int argc, char **argv, const char **sock, const char **pos
             *sock = argv[++i];
         } else if (timeout && strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
             char *end;
-            *timeout = strtod(argv[++i], &end);
-            if (*end || *timeout < 0)
+            const char *v = argv[++i];
+            *timeout = strtod(v, &end);
+            if (!*v || *end || !(*timeout >= 0)) {
+                fprintf(stderr, "shoal %s: --timeout takes seconds, 0 or more (0: no limit), "
+                                "not '%s'\n", argv[0], v);
                 goto usage;
+            }
         } else if (quiet && strcmp(argv[i], "--quiet") == 0) {
             *quiet = 1;
         } else if (pos && !*pos && argv[i][0] != '-') {
             *pos = argv[i];
         } else {
+            if (!pos && argv[i][0] != '-')
+                fprintf(stderr, "shoal %s: takes no release ('%s')\n", argv[0], argv[i]);
+            else if (pos && *pos && argv[i][0] != '-')
+                fprintf(stderr, "shoal %s: one release at a time ('%s' and '%s')\n", argv[0],
+                        *pos, argv[i]);
+            else if ((strcmp(argv[i], "--socket") == 0 || strcmp(argv[i], "--timeout") == 0) &&
+                     i + 1 == argc)
+                fprintf(stderr, "shoal %s: %s needs a value\n", argv[0], argv[i]);
+            else
+                fprintf(stderr, "shoal %s: unknown option '%s'\n", argv[0], argv[i]);
             goto usage;
         }
     }
-    if (pos && !*pos)
+    if (pos && !*pos) {
+        fprintf(stderr, "shoal %s: which release? give org/name@rev or a manifest id\n", argv[0]);
         goto usage;
+    }
     return 0;
 usage:
     fprintf(stderr, "usage: shoal %s%s [--socket PATH]%s\n", argv[0],

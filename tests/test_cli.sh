@@ -148,6 +148,17 @@ usage_err "rollout --status --zone" "--status counts the nodes of every zone the
     "$shoal" rollout a/b@0 --status --zone za --tracker 127.0.0.1:1 --key node.key --cred node.cred
 usage_err "rollout --remove --status" "--remove and --status do not go together" \
     "$shoal" rollout a/b@0 --remove --status --tracker 127.0.0.1:1 --key node.key --cred node.cred
+# The control-socket commands say what was wrong before their usage line.
+for t in -1 abc nan ""; do
+    usage_err "pull --timeout '$t'" "--timeout takes seconds, 0 or more \(0: no limit\), not '$t'" \
+        "$shoal" pull org/x@main --timeout "$t"
+done
+usage_err "pull --timeout with no value" "--timeout needs a value" "$shoal" pull org/x@main --timeout
+usage_err "pull of two releases" "one release at a time \('a/b@main' and 'c/d@main'\)" \
+    "$shoal" pull a/b@main c/d@main
+usage_err "pull of nothing" "which release\?" "$shoal" pull
+usage_err "status with a release" "takes no release \('a/b@main'\)" "$shoal" status a/b@main
+usage_err "peers --bogus" "unknown option '--bogus'" "$shoal" peers --bogus
 
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 exit $((fails > 0))
