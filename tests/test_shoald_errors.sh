@@ -110,6 +110,10 @@ expect 0 "in powers of 1000 \(100Mbit =" "--help says what b and bit mean" "$sho
 # PATTERN; then it is stopped (SIGTERM).
 starts() {
     local what=$1 pat=$2; shift 2
+    # Emptied here, not only by the child's redirection: the loop below may
+    # read the file before the child has opened it, and would then find the
+    # last call's "listening on" (seen when several tests load the machine).
+    : >start.txt
     "$@" >start.txt 2>&1 & local pid=$! i alive
     # Up to 30 s: a loaded CI machine (the suite runs two tests at once)
     # once took over 10 s to show a start-up line here.

@@ -24,6 +24,9 @@ expect() { # status, pattern, description, command...
 # Runs the tracker until it has logged its start line (at most 10 s), stops it
 # with SIGTERM and leaves its output in run.txt.
 run_until_started() {
+    # Emptied here too: the loop may read run.txt before the child has
+    # opened it, and would then stop at the last run's "started on".
+    : >run.txt
     "$tracker" "$@" >run.txt 2>&1 & local pid=$!
     for _ in $(seq 100); do grep -q "started on" run.txt && break; sleep 0.1; done
     kill -TERM $pid 2>/dev/null; wait $pid; echo "exit $?" >>run.txt
