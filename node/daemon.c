@@ -664,6 +664,38 @@ static bool make_room(struct shoal_daemon *d, const struct shoal_manifest *m)
     return true;
 }
 
+/* Why no release can be closed for another: what holds each slot. The
+ * remedy differs (a rollout's release comes back after a drop until the
+ * rollout is removed). */
+static void slots_why(const struct shoal_daemon *d, char *why, size_t whylen)
+{
+    uint32_t nroll = 0, nload = 0, npull = 0, ndone = 0;
+    char done[32] = "";
+
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        const struct shoal_swarm *o = d->swarms[i];
+        if (in_rollout(d, shoal_swarm_id(o)))
+            nroll++;
+        else if (shoal_loader_srv_watching(d->loader, o))
+            nload++;
+        else if (!shoal_swarm_complete(o))
+            npull++;
+        else
+            ndone++;
+    }
+    if (ndone)
+        snprintf(done, sizeof done, ", %u complete", ndone);
+    snprintf(why, whylen,
+             "max-releases reached (%u open): %u named by a tracker rollout, %u sending files "
+             "to a loader, %u still pulling%s; %s, or raise max-releases",
+             d->nswarms, nroll, nload, npull, done,
+             nroll && !npull && !nload && !ndone
+                 ? "a rollout's release comes back after shoal drop: remove its rollout "
+                   "(shoal rollout --remove)"
+                 : "drop one that is not a rollout's (shoal drop) or ask again once the "
+                   "loaders are done");
+}
+
 /* Pulls whose release is complete have done their job: when the table is
  * full their slots go back (asking again finds the release open, and a
  * branch is resolved anew). Not with --exit-when-complete, which counts
@@ -696,27 +728,7 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
 
     hex8(hex, shoal_manifest_id(m));
     if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
-        /* Say what holds each slot: the remedy differs (a rollout's
-         * release comes back after a drop until the rollout is removed). */
-        uint32_t nroll = 0, nload = 0, npull = 0;
-        for (uint32_t i = 0; i < d->nswarms; i++) {
-            const struct shoal_swarm *o = d->swarms[i];
-            if (in_rollout(d, shoal_swarm_id(o)))
-                nroll++;
-            else if (shoal_loader_srv_watching(d->loader, o))
-                nload++;
-            else
-                npull++;
-        }
-        snprintf(why, whylen,
-                 "max-releases reached (%u open): %u named by a tracker rollout, %u sending files to a "
-                 "loader, %u still pulling; %s, or raise max-releases",
-                 d->nswarms, nroll, nload, npull,
-                 nroll && !npull && !nload
-                     ? "a rollout's release comes back after shoal drop: remove its rollout "
-                       "(shoal rollout --remove)"
-                     : "drop one that is not a rollout's (shoal drop) or ask again once the "
-                       "loaders are done");
+        slots_why(d, why, whylen);
         LOG_E("release %s: %s", hex, why);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
@@ -3403,6 +3415,18 @@ static void reopen_state(struct shoal_daemon *d)
              stat(snap, &st) != 0)) {
             LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: its files "
                   "are gone from the cache", e->repo, e->commit, hex);
+            shoal_manifest_free(m);
+            free(data);
+            dropped++;
+            continue;
+        }
+        /* Reopening never closes another release: the ones given by
+         * --manifest/--pull and those opened before it here came first (a
+         * tie on "least recently used" closed the configured release). */
+        if (d->nswarms >= d->cfg->max_releases) {
+            slots_why(d, why, sizeof why);
+            LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
+                  e->repo, e->commit, hex, why);
             shoal_manifest_free(m);
             free(data);
             dropped++;

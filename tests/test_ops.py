@@ -47,7 +47,10 @@ CASE is one of:
   max_releases  a node with --max-releases 2 pulls three releases: the third
                 closes the first (least recently used), status lists two,
                 and pulling the first again reopens it from the cache (0
-                bytes from peers), closing the second.
+                bytes from peers), closing the second. Restarted with
+                --max-releases 1 and the third given by --manifest, the
+                release its state file lists is left closed, saying why,
+                and the configured one keeps the slot.
   max_releases_rollout --max-releases 2, one release a tracker rollout
                 names and one pulled, restarted with a third, incomplete,
                 by --manifest: the state file marks the rollout's release
@@ -1685,6 +1688,27 @@ def case_max_releases(tmp):
     if not m.wait_for(r"\(%s\) closed to make room for %s" % (re.escape(rels[1][2]),
                                                                 re.escape(rels[0][2])), 10):
         print("FAIL reopening the first release did not close the next least recently used")
+        fails += 1
+    # Restarted with --max-releases 1 and the third release configured: the
+    # state file lists the first and the third, both complete. The one the
+    # configuration names keeps the slot; the listed one is left closed
+    # (before: reopening the listed one closed the configured one, "least
+    # recently used" in a tie at start).
+    fails += shoalproc.stop_all([m])
+    m = node("m", k, tmp, None, ["--no-origin", "--peer", seed.addr, "--max-releases", "1",
+                                 "--manifest", rels[2][0]])
+    if not m.wait_for(r"state: release %s \(\S+\) not reopened, dropped from the state: "
+                      r"max-releases reached \(1 open\): 0 named by a tracker rollout, 0 "
+                      r"sending files to a loader, 0 still pulling, 1 complete"
+                      % re.escape(rels[0][2]), 20):
+        print("FAIL the listed release was not the one left closed at the restart, saying why")
+        fails += 1
+    st = cli("status", "--socket", m.sock).stdout
+    print(st.strip())
+    closed = [ln for ln in m.lines if "closed to make room" in ln]
+    if closed or rels[2][2] not in st or rels[0][2] in st:
+        print("FAIL the configured release did not keep its slot at the restart:\n" +
+              "\n".join(closed))
         fails += 1
     fails += shoalproc.stop_all([m, seed])
     if fails:
