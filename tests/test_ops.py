@@ -2746,8 +2746,13 @@ def case_hf_partial(tmp):
         n.dump(tail=30)
         return fails + 1
     # What an older shoald left: its partial files in blobs/ under
-    # huggingface_hub's name. The restarted node moves them back (keeping
-    # their verified chunks).
+    # huggingface_hub's name, which it made of the sha256. The restarted
+    # node moves them back (keeping their verified chunks). Only the LFS
+    # shards' partials (named by the sha256, their ETag): a file kept in git
+    # is named by its git blob id now, and blobs/<that>.incomplete is
+    # huggingface_hub's own download, never ours to move (it made this case
+    # fail whenever the stop caught config.json unfinished).
+    parts = [p for p in parts if re.fullmatch(r"[0-9a-f]{64}", os.path.basename(p).split(".")[0])]
     for p in parts:
         os.rename(p, os.path.join(repo, "blobs", os.path.basename(p)))
     slow_hub(hub, 1000000)
