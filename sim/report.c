@@ -80,14 +80,23 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     if (r->interrupted)
         fprintf(f, "interrupted    at t=%.3f s (a signal): the figures are those of the run"
                    " so far\n", r->end_s);
+    /* With join-spread, only the nodes there at fail-at can die. */
+    char joined[96] = "";
+    if (r->fail_pool < r->fail_pool_all)
+        snprintf(joined, sizeof joined, " of the %u that had joined by then", r->fail_pool);
     if (r->fail_frac > 0 && r->fail_at_s < 0)
         /* The fraction rounded to no node at all: say so, not nothing. */
-        fprintf(f, "failures       0 nodes (fail-frac %g of %u non-seed node%s rounds to"
-                   " none)\n", r->fail_frac, r->fail_pool, r->fail_pool == 1 ? "" : "s");
+        fprintf(f, "failures       0 nodes (fail-frac %g of %u non-seed node%s%s rounds to"
+                   " none)\n", r->fail_frac, r->fail_pool_all, r->fail_pool_all == 1 ? "" : "s",
+                joined);
     if (r->died > 0)
         fprintf(f, "failures       %u node%s died at %.3f s (fail-at): %u before completing,"
                    " %u after\n", r->died, r->died == 1 ? "" : "s", r->fail_at_s, r->failed,
                 r->died - r->failed);
+    if (r->died > 0 && joined[0])
+        fprintf(f, "               fail-frac %g of the %u non-seed nodes that had joined by"
+                   " then; the %u yet to join do not die\n", r->fail_frac, r->fail_pool,
+                r->fail_pool_all - r->fail_pool);
     if (r->died_done > 0)
         fprintf(f, "               %u of the completed died afterwards (counted as completed;"
                    " they stopped uploading)\n", r->died_done);

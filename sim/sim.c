@@ -1861,25 +1861,38 @@ static int setup(struct sim *S)
             return rv;
         S->joins_pending++;
     }
-    /* Pick the failing nodes up front (never seeds), deterministically. */
-    uint32_t nleech = c->nodes - c->seeds;
+    /* Pick the failing nodes up front, deterministically, among those that
+     * have joined by fail-at (never seeds): a node not there yet cannot die
+     * mid-rollout, and counting it failed made a run look as if it had
+     * survived failures it never saw. With every node joined at once the
+     * pool is all non-seed nodes, in order, and the picks are as before. */
+    uint32_t npool = 0;
     if (c->fail_frac > 0) {
-        uint32_t nfail = (uint32_t)floor(c->fail_frac * nleech + 0.5);
-        for (uint32_t k = 0; k < nfail; k++) {
+        uint32_t *pool = malloc(sizeof(*pool) * (c->nodes - c->seeds + 1));
+        if (pool == NULL)
+            return -ENOMEM;
+        for (uint32_t i = c->seeds; i < c->nodes; i++)
+            if (r->node[i].join_s <= c->fail_at_s)
+                pool[npool++] = i;
+        uint32_t nfail = (uint32_t)floor(c->fail_frac * npool + 0.5);
+        for (uint32_t k = 0; k < nfail && rv == 0; k++) {
             /* Distinct victims by rejection (nfail is a small share). */
             uint32_t v;
             do {
-                v = c->seeds + (uint32_t)(rnd(&S->rng) % nleech);
+                v = pool[rnd(&S->rng) % npool];
             } while (S->victim[v]);
             S->victim[v] = 1;
-            if ((rv = ev_push(S, c->fail_at_s, EV_FAIL, v, 0)) != 0)
-                return rv;
-            S->fails_pending++;
+            if ((rv = ev_push(S, c->fail_at_s, EV_FAIL, v, 0)) == 0)
+                S->fails_pending++;
         }
+        free(pool);
+        if (rv != 0)
+            return rv;
     }
     r->fail_at_s = S->fails_pending > 0 ? c->fail_at_s : -1;
     r->fail_frac = c->fail_frac;
-    r->fail_pool = nleech;
+    r->fail_pool = npool;
+    r->fail_pool_all = c->nodes - c->seeds;
     if ((rv = lower_bound(S)) != 0)
         return rv;
     /* Bins start a hundredth of T_min wide and widen as the run goes on

@@ -240,9 +240,10 @@ struct shoal_sim_result {
     uint32_t died;             /* nodes that died (all at fail_at_s) */
     double fail_at_s;          /* when; -1 when no node was picked to fail */
     double fail_frac;          /* the fraction asked for ... */
-    uint32_t fail_pool;        /* ... of these non-seed nodes, rounded to
-                                  the nearest whole node: 0.005 of 50 is
-                                  none */
+    uint32_t fail_pool;        /* ... of these non-seed nodes (those that
+                                  joined by fail_at_s), rounded to the
+                                  nearest whole node: 0.005 of 50 is none */
+    uint32_t fail_pool_all;    /* all non-seed nodes */
     /* Bytes on the wire count everything sent: chunks the receiver
      * lacked, duplicates, the part of a chunk sent before its transfer was
      * cancelled or its connection died, and of one still under way when

@@ -227,9 +227,22 @@ else echo "FAIL --help: columns missing: $missing"; fails=$((fails+1)); fi
 # --help says the fraction is of the non-seed nodes.
 "$sim" -q --nodes 50 --size 16M --fail-frac 0.005 --fail-at 0.01 > out.txt 2> err.txt; rc=$?
 if [ $rc -eq 0 ] && grep -q "^failures       0 nodes (fail-frac 0.005 of 50 non-seed nodes rounds to none)$" out.txt &&
-    "$sim" --help | grep -q "a fraction F of the non-seed nodes, rounded to the nearest"; then
+    "$sim" --help | grep -q "a fraction F of the non-seed nodes that have joined by S"; then
     echo "ok   fail-frac rounding to no node is said"
 else echo "FAIL fail-frac 0.005 of 50 (rc=$rc)"; cat out.txt; fails=$((fails+1)); fi
+# With join-spread, the nodes that die at fail-at are among those that
+# have joined by then (QA H2: nodes due to join later "died" before
+# joining and were reported as failed mid-rollout), and the summary says
+# how many were yet to join.
+"$sim" -q --nodes 40 --zones 2 --size 64M --bandwidth 100M --origin 100M --join-spread 20 \
+    --fail-frac 0.25 --fail-at 10 --csv h2.csv > out.txt 2> err.txt; rc=$?
+early=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "join_s") j = i; if ($i == "died_s") d = i } next }
+                 $d != "" && $j + 0 > $d + 0 { n++ } END { print n + 0 }' h2.csv)
+died=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "died_s") d = i; next } $d != "" { n++ } END { print n + 0 }' h2.csv)
+if [ $rc -eq 0 ] && [ "$early" -eq 0 ] && [ "$died" -gt 0 ] &&
+    grep -Eq "^               fail-frac 0.25 of the [0-9]+ non-seed nodes that had joined by then; the [0-9]+ yet to join do not die$" out.txt; then
+    echo "ok   fail-at kills only nodes that have joined ($died died)"
+else echo "FAIL fail-at with join-spread (rc=$rc): $early of $died died before joining"; cat out.txt err.txt; fails=$((fails+1)); fi
 # Ops review 3: dashes as every other shoal program spells its options,
 # underscores as before, on the command line and in a config file, and
 # shoald's --origin-delay-ms for origin_delay; all the same run.
