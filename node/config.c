@@ -307,9 +307,15 @@ static int set_one(void *ctx, const char *key, const char *value, char *why, siz
     return shoal_config_set(ctx, key, value, why, whylen);
 }
 
+static int is_list(const char *key)
+{
+    const struct key *k = find_key(key);
+    return k && k->kind == K_LIST;
+}
+
 int shoal_config_load(struct shoal_config *c, const char *path, char *why, size_t whylen)
 {
-    return shoal_kvfile_load(path, set_one, c, why, whylen);
+    return shoal_kvfile_load(path, set_one, c, is_list, why, whylen);
 }
 
 void shoal_config_usage(FILE *out)

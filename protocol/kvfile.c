@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -33,11 +34,49 @@ static void strip_comment(char *s)
     }
 }
 
-int shoal_kvfile_load(const char *path, shoal_kvfile_fn fn, void *ctx, char *why, size_t whylen)
+/* A key the file set, and where: for refusing it the second time. */
+struct seen {
+    char key[64];
+    unsigned line;
+};
+
+/* Checks |key| against those |*v| holds and adds it. Returns the line it
+ * was set at before, or 0 (also for a key too long to be one: the setter
+ * refuses it as unknown). */
+static unsigned seen_before(struct seen **v, size_t *n, size_t *cap, const char *key,
+                            unsigned lineno)
+{
+    char norm[sizeof((*v)->key)];
+    size_t i, len = strlen(key);
+
+    if (len >= sizeof norm)
+        return 0;
+    for (i = 0; i <= len; i++)
+        norm[i] = key[i] == '_' ? '-' : key[i];
+    for (i = 0; i < *n; i++)
+        if (strcmp((*v)[i].key, norm) == 0)
+            return (*v)[i].line;
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 16;
+        struct seen *nv = realloc(*v, nc * sizeof *nv);
+        if (!nv)
+            return 0; /* not checked: the setting itself still works */
+        *v = nv;
+        *cap = nc;
+    }
+    memcpy((*v)[*n].key, norm, len + 1);
+    (*v)[(*n)++].line = lineno;
+    return 0;
+}
+
+int shoal_kvfile_load(const char *path, shoal_kvfile_fn fn, void *ctx,
+                      shoal_kvfile_list_fn is_list, char *why, size_t whylen)
 {
     char line[SHOAL_KVFILE_LINE_MAX + 2], inner[512];
     unsigned lineno = 0;
     struct stat st;
+    struct seen *seen = NULL;
+    size_t nseen = 0, capseen = 0;
     int rv = 0;
     FILE *f = fopen(path, "re");
 
@@ -88,10 +127,20 @@ int shoal_kvfile_load(const char *path, shoal_kvfile_fn fn, void *ctx, char *why
             v[vl - 1] = '\0';
             v++;
         }
-        rv = fn(ctx, trim(s), v, inner, sizeof inner);
+        char *key = trim(s);
+        rv = fn(ctx, key, v, inner, sizeof inner);
         if (rv != 0) {
             snprintf(why, whylen, "%s:%u: %s", path, lineno, inner[0] ? inner : shoal_strerror(rv));
             goto out;
+        }
+        if (!is_list || !is_list(key)) {
+            unsigned first = seen_before(&seen, &nseen, &capseen, key, lineno);
+            if (first) {
+                snprintf(why, whylen, "%s:%u: '%s' is set a second time (first at line %u): "
+                         "keep one", path, lineno, key, first);
+                rv = -EINVAL;
+                goto out;
+            }
         }
     }
     if (ferror(f)) {
@@ -100,5 +149,6 @@ int shoal_kvfile_load(const char *path, shoal_kvfile_fn fn, void *ctx, char *why
     }
 out:
     fclose(f);
+    free(seen);
     return rv;
 }

@@ -25,9 +25,17 @@
 typedef int (*shoal_kvfile_fn)(void *ctx, const char *key, const char *value, char *why,
                                size_t whylen);
 
+/* Says whether |key| (as written in the file) may be given more than once:
+ * a list that accumulates. */
+typedef int (*shoal_kvfile_list_fn)(const char *key);
+
 /* Reads |path| and hands each setting to |fn|. Stops at the first error and
  * returns it, with "PATH:LINE: message" (or "PATH: reason" when the file
- * cannot be read, or is a directory) in |why|. */
-int shoal_kvfile_load(const char *path, shoal_kvfile_fn fn, void *ctx, char *why, size_t whylen);
+ * cannot be read, or is a directory) in |why|. A key set a second time
+ * ('-' and '_' alike) is refused, naming both lines, unless |is_list| (may
+ * be NULL: no key repeats) says it accumulates: a second value that
+ * silently wins is almost always an editing mistake. */
+int shoal_kvfile_load(const char *path, shoal_kvfile_fn fn, void *ctx,
+                      shoal_kvfile_list_fn is_list, char *why, size_t whylen);
 
 #endif

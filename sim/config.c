@@ -481,5 +481,5 @@ static int set_one(void *ctx, const char *key, const char *value, char *why, siz
 int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
                           size_t errlen)
 {
-    return shoal_kvfile_load(path, set_one, c, err, errlen);
+    return shoal_kvfile_load(path, set_one, c, NULL, err, errlen);
 }

@@ -337,7 +337,7 @@ int main(int argc, char **argv)
         const char *path = !strcmp(argv[i], "--config") && i + 1 < argc ? argv[i + 1]
                            : !strncmp(argv[i], "--config=", 9)           ? argv[i] + 9
                                                                           : NULL;
-        if (path != NULL && shoal_kvfile_load(path, file_set, &fo, err, sizeof(err)) != 0) {
+        if (path != NULL && shoal_kvfile_load(path, file_set, &fo, NULL, err, sizeof(err)) != 0) {
             fprintf(stderr, "shoal-sim: %s\n", err);
             return 1;
         }

@@ -98,6 +98,11 @@ expect 1 "origin-slow-window-ms 3600001: use 1000-3600000" "--origin-slow-window
 printf 'origin-slow-window-ms = 0\n' > window.conf
 expect 1 "origin-slow-window-ms 0: use 1000-3600000" "origin-slow-window-ms 0 in a config file" \
     "$shoald" --config window.conf "${common[@]}"
+# A key set twice in the file is refused naming both lines (QA H4: the
+# last one won without a word); list keys accumulate.
+printf 'zone = a\nzone = b\n' > twice.conf
+expect 1 "twice.conf:2: 'zone' is set a second time \\(first at line 1\\): keep one" \
+    "a key set twice in the config file" "$shoald" --config twice.conf "${common[@]}"
 printf 'origin-min-rate = 1 K\n' > minrate.conf
 expect 1 "'1 K' is not a rate" "a bad origin-min-rate in the config file" "$shoald" --config minrate.conf
 expect 0 "origin-min-rate RATE +end an origin range request under RATE" "--help lists origin-min-rate" \

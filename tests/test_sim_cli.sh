@@ -214,6 +214,8 @@ if [ $rc -eq 0 ] && [ ! -s err.txt ] && [ "$(wc -l < fc.csv)" -eq 5 ] && grep -q
     [ -s fl.csv ] && cmp -s fc.csv fl.csv; then
     echo "ok   csv, svg, quiet in a config file; --csv overrides"
 else echo "FAIL csv/svg/quiet in a config file (rc=$rc)"; cat err.txt; fails=$((fails+1)); fi
+printf 'nodes = 10\nnodes = 20\n' > twice.conf
+refuse "a key set twice in a config file" "twice.conf:2: 'nodes' is set a second time \(first at line 1\): keep one" --config twice.conf
 printf 'quiet = maybe\n' > q.conf
 refuse "quiet = maybe" "q.conf:1: bad value for 'quiet': 'maybe'" --config q.conf
 # --help lists every CSV column (#8), says --seed also draws the chunk

@@ -65,6 +65,17 @@ printf 'cluster-keys = cl.key.pub\nlisten = 127.0.0.1:0\n' >alias.conf
 run_until_started --config alias.conf
 if grep -q "started on" run.txt; then echo "ok   cluster-keys in a --config file"
 else echo "FAIL cluster-keys in a --config file"; cat run.txt; fails=$((fails+1)); fi
+# A key set twice is refused naming both lines (QA H4); cluster-key
+# accumulates, in either spelling.
+printf 'listen = 127.0.0.1:0\nlisten = 127.0.0.1:0\ncluster-key = cl.key.pub\n' >twice.conf
+"$tracker" --config twice.conf >twice.txt 2>&1; trc=$?
+if [ $trc -ne 0 ] && grep -q "twice.conf:2: 'listen' is set a second time (first at line 1): keep one" twice.txt
+then echo "ok   a key set twice in --config is refused"
+else echo "FAIL a key set twice in --config (exit $trc)"; cat twice.txt; fails=$((fails+1)); fi
+printf 'cluster-key = cl.key.pub\ncluster-keys = cl.key.pub\nlisten = 127.0.0.1:0\n' >list.conf
+run_until_started --config list.conf
+if grep -q "started on" run.txt; then echo "ok   cluster-key repeats in a --config file"
+else echo "FAIL cluster-key twice in a --config file"; cat run.txt; fails=$((fails+1)); fi
 run_until_started --lease-ms 9000 --config good.conf
 if grep -q "lease 9000 ms" run.txt; then echo "ok   a flag overrides the file (given before it)"
 else echo "FAIL a flag overrides the file"; cat run.txt; fails=$((fails+1)); fi

@@ -486,6 +486,12 @@ static int set_from_file(void *ctx, const char *key, const char *val, char *why,
     return -EINVAL;
 }
 
+/* The one key of the file that accumulates. */
+static int cluster_key_list(const char *key)
+{
+    return strcmp(key, "cluster-key") == 0 || strcmp(key, "cluster-keys") == 0;
+}
+
 int main(int argc, char **argv)
 {
     int status = 1;
@@ -509,7 +515,8 @@ int main(int argc, char **argv)
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             path = argv[i] + 9;
         }
-        if (path && shoal_kvfile_load(path, set_from_file, &A, why, sizeof why) != 0) {
+        if (path && shoal_kvfile_load(path, set_from_file, &A, cluster_key_list, why,
+                                      sizeof why) != 0) {
             fprintf(stderr, "shoal-tracker: %s\n", why);
             goto out;
         }
