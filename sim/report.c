@@ -178,9 +178,30 @@ int shoal_sim_write_csv(const struct shoal_sim_result *r, FILE *f)
     return ferror(f) ? -EIO : 0;
 }
 
-/* Plot frame at (x0, y0) of w x h with axis labels and ticks. */
-static void frame(FILE *f, double x0, double y0, double w, double h, double tmax, double ymax,
-                  const char *title, const char *ylabel, const char *yfmt)
+/* A tick step for an axis from 0 to |max|: 1, 2, 2.5 or 5 times a power of
+ * ten, about five to an axis, so ticks read 0, 2, 4 s, not 4.04, 8.09. */
+static double nice_step(double max)
+{
+    static const double m[] = {1, 2, 2.5, 5, 10};
+    double raw = max > 0 ? max / 5 : 1, p = pow(10, floor(log10(raw)));
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (m[i] * p >= raw * (1 - 1e-9))
+            return m[i] * p;
+    return 10 * p;
+}
+
+/* |max| rounded up to a whole number of |step|s. */
+static double nice_max(double max, double step)
+{
+    double n = ceil(max / step * (1 - 1e-12));
+    return (n < 1 ? 1 : n) * step;
+}
+
+/* Plot frame at (x0, y0) of w x h with axis labels and ticks every
+ * |tstep| up to |tmax| and |ystep| up to |ymax|. */
+static void frame(FILE *f, double x0, double y0, double w, double h, double tmax, double tstep,
+                  double ymax, double ystep, const char *title, const char *ylabel,
+                  const char *yfmt)
 {
     fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n",
             x0, y0, w, h);
@@ -192,18 +213,32 @@ static void frame(FILE *f, double x0, double y0, double w, double h, double tmax
             "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle' "
             "transform='rotate(-90 %.1f %.1f)'>%s</text>\n",
             x0 - 48, y0 + h / 2, x0 - 48, y0 + h / 2, ylabel);
-    for (int i = 0; i <= 5; i++) {
-        double tx = x0 + w * i / 5, ty = y0 + h - h * i / 5;
+    for (int i = 0; i * tstep <= tmax * (1 + 1e-9) && i <= 20; i++) {
+        double tx = x0 + w * i * tstep / tmax;
         fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ccc'/>\n", tx, y0, tx,
                 y0 + h);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='10' text-anchor='middle'>%.3g</text>\n",
-                tx, y0 + h + 14, tmax * i / 5);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='10' text-anchor='middle'>%.4g</text>\n",
+                tx, y0 + h + 14, i * tstep);
+    }
+    for (int i = 0; i * ystep <= ymax * (1 + 1e-9) && i <= 20; i++) {
+        double ty = y0 + h - h * i * ystep / ymax;
         fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ccc'/>\n", x0, ty,
                 x0 + w, ty);
         fprintf(f, "<text x='%.1f' y='%.1f' font-size='10' text-anchor='end'>", x0 - 4, ty + 3);
-        fprintf(f, yfmt, ymax * i / 5);
+        fprintf(f, yfmt, i * ystep);
         fprintf(f, "</text>\n");
     }
+}
+
+/* A dashed vertical line at time |t| across a frame, labelled. */
+static void marker(FILE *f, double x0, double y0, double w, double h, double t, double tmax,
+                   const char *color, const char *label, int row)
+{
+    double x = x0 + w * t / tmax;
+    fprintf(f,
+            "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-dasharray='4 3'/>\n"
+            "<text x='%.1f' y='%.1f' font-size='10' fill='%s'>%s</text>\n",
+            x, y0, x, y0 + h, color, x + 3, y0 + 12 + 12 * row, color, label);
 }
 
 int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f)
@@ -212,6 +247,12 @@ int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f)
     double tmax = r->end_s > 0 ? r->end_s : 1;
     if (r->t_min > tmax)
         tmax = r->t_min;
+    double tstep = nice_step(tmax);
+    tmax = nice_max(tmax, tstep);
+    double nstep = nice_step(r->nodes);
+    if (nstep < 1)
+        nstep = 1;
+    double nmax = nice_max(r->nodes, nstep);
     double *t = malloc((r->completed + 1) * sizeof(double));
     uint32_t n = 0;
     if (t == NULL)
@@ -225,19 +266,20 @@ int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f)
                "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
                "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
             X0 + W + 40, Y2 + H + 70);
-    frame(f, X0, Y1, W, H, tmax, r->nodes, "Nodes complete over time", "nodes", "%.0f");
-    /* T_min marker */
-    double xm = X0 + W * r->t_min / tmax;
-    fprintf(f,
-            "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#c00' stroke-dasharray='4 3'/>\n"
-            "<text x='%.1f' y='%.1f' font-size='10' fill='#c00'>T_min</text>\n",
-            xm, Y1, xm, Y1 + H, xm + 3, Y1 + 12);
+    frame(f, X0, Y1, W, H, tmax, tstep, nmax, nstep, "Nodes complete over time", "nodes",
+          "%.0f");
+    marker(f, X0, Y1, W, H, r->t_min, tmax, "#c00", "T_min", 0);
+    if (r->died > 0 && r->fail_at_s >= 0) {
+        char what[64];
+        snprintf(what, sizeof what, "%u died", r->died);
+        marker(f, X0, Y1, W, H, r->fail_at_s, tmax, "#555", what, 1);
+    }
     fprintf(f, "<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='%.1f,%.1f",
             X0, Y1 + H);
     for (uint32_t i = 0; i < n; i++) {
         double x = X0 + W * t[i] / tmax;
-        fprintf(f, " %.1f,%.1f %.1f,%.1f", x, Y1 + H - H * i / r->nodes, x,
-                Y1 + H - H * (i + 1) / r->nodes);
+        fprintf(f, " %.1f,%.1f %.1f,%.1f", x, Y1 + H - H * i / nmax, x,
+                Y1 + H - H * (i + 1) / nmax);
     }
     fprintf(f, "'/>\n");
     free(t);
@@ -253,7 +295,12 @@ int shoal_sim_write_svg(const struct shoal_sim_result *r, FILE *f)
         if (s > ymax)
             ymax = s;
     }
-    frame(f, X0, Y2, W, H, tmax, ymax, "Bytes received on the wire by source", "GB/s", "%.3g");
+    double ystep = nice_step(ymax);
+    ymax = nice_max(ymax, ystep);
+    frame(f, X0, Y2, W, H, tmax, tstep, ymax, ystep, "Bytes received on the wire by source",
+          "GB/s", "%.4g");
+    if (r->died > 0 && r->fail_at_s >= 0)
+        marker(f, X0, Y2, W, H, r->fail_at_s, tmax, "#555", "fail-at", 0);
     static const char *color[3] = {"#d62728", "#2ca02c", "#ff7f0e"};
     static const char *label[3] = {"origin", "same zone", "cross zone"};
     for (int k = 0; k < 3; k++) {

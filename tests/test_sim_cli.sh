@@ -245,6 +245,30 @@ if [ $rc -eq 0 ] && [ "$early" -eq 0 ] && [ "$died" -gt 0 ] &&
     grep -Eq "^               fail-frac 0.25 of the [0-9]+ non-seed nodes that had joined by then; the [0-9]+ yet to join do not die$" out.txt; then
     echo "ok   fail-at kills only nodes that have joined ($died died)"
 else echo "FAIL fail-at with join-spread (rc=$rc): $early of $died died before joining"; cat out.txt err.txt; fails=$((fails+1)); fi
+# The plot's ticks are round numbers (QA H3: 4.04, 8.09 s, 0.0896 GB/s),
+# and the failure time is marked.
+"$sim" -q --nodes 40 --zones 2 --size 64M --bandwidth 100M --origin 100M --join-spread 20 \
+    --fail-frac 0.25 --fail-at 10 --svg h3.svg > /dev/null 2> err.txt
+if python3 - h3.svg <<'PY2'
+import math, re, sys
+svg = open(sys.argv[1]).read()
+ok = True
+for anchor in ("middle", "end"):
+    vals = [float(v) for v in re.findall(r"text-anchor='%s'>([0-9.e+-]+)<" % anchor, svg)]
+    for panel in (vals[:len(vals) // 2], vals[len(vals) // 2:]):
+        step = panel[1] - panel[0]
+        mant = step / 10 ** math.floor(math.log10(step))
+        if panel[0] != 0 or not any(abs(mant - m) < 1e-6 for m in (1, 2, 2.5, 5)) or \
+                any(abs(b - a - step) > 1e-9 * max(1, b) for a, b in zip(panel, panel[1:])):
+            print("odd ticks:", panel)
+            ok = False
+if not re.search(r">\d+ died<", svg):
+    print("no failure marker")
+    ok = False
+sys.exit(0 if ok else 1)
+PY2
+then echo "ok   plot ticks are round, fail-at is marked"
+else echo "FAIL plot ticks or failure marker"; fails=$((fails+1)); fi
 # Ops review 3: dashes as every other shoal program spells its options,
 # underscores as before, on the command line and in a config file, and
 # shoald's --origin-delay-ms for origin_delay; all the same run.
