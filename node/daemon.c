@@ -3746,6 +3746,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->scfg.loop = &d->loop;
     d->scfg.cache_dir = d->cache_dir;
     d->scfg.zone = cfg->zone ? cfg->zone : "";
+    d->scfg.rate_down = cfg->rate_down;
     d->scfg.store_flags = cfg->verify_store ? SHOAL_STORE_VERIFY : 0;
     if (cfg->store && strcmp(cfg->store, "memory") == 0) {
         d->scfg.store_flags |= SHOAL_STORE_MEMORY;

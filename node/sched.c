@@ -169,6 +169,9 @@ struct shoal_sched {
     uint32_t pbstride;
     uint32_t nborrowed;   /* peers whose bitfield is the caller's */
     uint32_t nchunks;
+    uint32_t ratecap;     /* requests in flight in all at most, loader or
+                             not, from the node's download cap (0: none);
+                             in the padding before |thr| */
     double *thr;          /* per slot: bytes per second per request, EWMA,
                              ranks peers; 0 = unknown */
     struct drate *drate;  /* per slot: what the peer delivers (update_depth) */
@@ -398,6 +401,8 @@ static uint32_t file_endgame_tier(const struct shoal_sched *s);
  * the cap would hold its chunks behind requests already out. */
 static bool room(const struct shoal_sched *s)
 {
+    if (s->ratecap != 0 && s->nreq >= s->ratecap)
+        return false;
     if (s->nreq < s->cap)
         return true;
     if ((s->missmask & ~(1ull << TIER_NORMAL)) == 0 || s->nreq >= s->reqcap)
@@ -1746,6 +1751,22 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
 }
 
 /* ---- loader ---- */
+
+/* What a download cap lets us have queued ahead of a newly wanted chunk:
+ * about this long of the capped rate. */
+#define RATECAP_WINDOW_MS 500
+
+void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s)
+{
+    if (bytes_per_s == 0 || s->avg_chunk <= 0) {
+        s->ratecap = 0;
+        return;
+    }
+    double n = ceil((double)bytes_per_s * RATECAP_WINDOW_MS / 1000.0 / s->avg_chunk) + 1.0;
+    if (n < 2.0)
+        n = 2.0;
+    s->ratecap = n >= (double)s->reqcap ? 0 : (uint32_t)n;
+}
 
 /* Moves |c| to tier |t|, keeping its list and the tier counts right. */
 static void set_tier(struct shoal_sched *s, uint32_t c, uint8_t t)

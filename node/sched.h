@@ -455,6 +455,18 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
  * Returns 0 or SHOAL_EBADMSG (an index out of range). */
 int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t n);
 
+/*
+ * The node receives at most |bytes_per_s| (its download cap; 0: none).
+ * Requests in flight to all peers together are then held to what that
+ * rate delivers in about half a second, plus one (at least 2), also while
+ * a loader waits for a file: a peer answers our requests in the order
+ * they came, so everything asked for before a loader came (or changed
+ * its order) is received ahead of its first file, and at a capped rate
+ * max_inflight chunks of ~1 MiB are seconds of it. A cap the pipeline
+ * could never reach sets no limit.
+ */
+void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s);
+
 /* One loader's files still to come, for shoal_sched_merge_waits: its order
  * as a list threaded through |next| (positions not yet handed over, in
  * order of position), so a merge visits only what is waited for. */

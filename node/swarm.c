@@ -408,6 +408,10 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
             LOG_E("release %s: scheduler refused the release: %s", s->idhex, shoal_strerror(rv));
             goto fail;
         }
+        /* What we asked a peer for is sent in the order asked, and at a
+         * capped rate it is received ahead of what a loader comes to want
+         * (H1): keep only about half a second of it in flight. */
+        shoal_sched_set_rate_down(s->sched, cfg->rate_down);
         for (uint32_t i = 0; i < s->nchunks; i++) {
             if (shoal_store_has(s->store, i))
                 shoal_sched_chunk_obtained(s->sched, 0, i);

@@ -120,6 +120,9 @@ struct shoal_swarm_cfg {
                                       * so peers' bitfields can arrive first */
     uint32_t lease_chunks;           /* chunks per lease; 0: scheduler default */
     uint32_t max_leases;             /* leases held at once; 0: scheduler default */
+    uint64_t rate_down;              /* the node's download cap, bytes/s (0:
+                                      * none): bounds requests in flight
+                                      * (shoal_sched_set_rate_down) */
 };
 
 /*

@@ -131,6 +131,14 @@ CASE is one of:
                 each, then LOADER_DONE. A second loader that reads a little
                 and hangs up mid-send is closed ("loader went away") and
                 leaves no descriptor open in the daemon.
+  late_joiner   a node capped at --rate-down 4M pulls a 24 MiB release (1 MiB
+                chunks) from two seeds for a loader asking for every shard
+                in manifest order; a second loader joins once 2 MiB are in
+                and asks for the last shard only. It is handed before the
+                node has received half of what was missing when it joined
+                (the shard aside): before, the requests already queued at
+                the peers (9-12 chunks, seconds at the cap) came first and
+                it came after ~3/4 of it (QA H1).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1715,6 +1723,92 @@ def case_inflight(tmp):
     return fails
 
 
+
+LATE_RATE = 4 << 20
+
+
+def received_bytes(node):
+    """Chunk bytes |node| received from peers (`shoal metrics`), or None."""
+    r = subprocess.run([SHOAL, "metrics", "--socket", node.ctl], capture_output=True,
+                       text=True, timeout=10)
+    m = re.search(r'^shoal_received_bytes_total\{source="peers"\} (\d+)$', r.stdout, re.M)
+    return int(m.group(1)) if m else None
+
+
+def case_late_joiner(tmp):
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b", "c"), ("a", "b", "c"))
+    repo = os.path.join(tmp, "repo")
+    files = make_repo(repo, 7 * 1024 * 1024)  # shards of ~3 MiB
+    mf = os.path.join(tmp, "rel.manifest")
+    # The default ~1 MiB chunks: a few requests in flight are seconds at the cap.
+    mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    c = Node("seed-c", node_args(k, "c", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("capped", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr,
+                                               "--rate-down", "4M",
+                                               "--loader-socket", sock]))
+    nodes = [b, a, c]
+    if not b.wait_for(r"loader socket on", 10):
+        print("FAIL the capped node did not open its loader socket")
+        return shoalproc.stop_all(nodes) + 1
+    shards = sorted(p for p in files if p.endswith(".safetensors"))
+    late = shards[-1]
+    total = sum(len(v) for v in files.values())
+    first = {}
+
+    def first_loader():
+        try:
+            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+                first["v"] = collect(cl, mid, shards, files, "loader 1")
+        except Exception as e:  # reported below
+            first["err"] = repr(e)
+
+    t = threading.Thread(target=first_loader)
+    t.start()
+    fails = 0
+    got = None
+    end = time.monotonic() + WAIT_S
+    while time.monotonic() < end:
+        got = received_bytes(b)
+        if got is not None and got >= 2 << 20:
+            break
+        time.sleep(0.05)
+    if got is None or got < 2 << 20 or got > total // 2:
+        print(f"FAIL the capped node had received {got} bytes, not 2 MiB to half of {total}")
+        t.join(WAIT_S)
+        return shoalproc.stop_all(nodes) + 1
+    at_join = got
+    at_file = None
+    with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+        for f in cl.want(mid, [late]):
+            at_file = received_bytes(b)
+            ok = f.path == late and f.sha256 == hashlib.sha256(files[late]).digest()
+            f.close()
+            if not ok:
+                print(f"FAIL loader 2 got {f.path}, wanted {late} (bytes as the source)")
+                fails += 1
+    t.join(WAIT_S)
+    rest = total - at_join - len(files[late])
+    ahead = (at_file or total) - at_join - len(files[late])
+    print(f"loader 2 joined at {at_join} of {total} bytes; its {len(files[late])}-byte shard "
+          f"was handed at {at_file}: {ahead} bytes of the other {rest} missing came first")
+    if at_file is None or ahead >= rest // 2:
+        print("FAIL the late loader's shard came after half of the rest of the pull")
+        fails += 1
+    if "err" in first or "v" not in first:
+        print(f"FAIL loader 1: {first.get('err', 'did not finish')}")
+        fails += 1
+    else:
+        f1, seen, _ = first["v"]
+        fails += f1 + exactly_once(seen, shards, "loader 1")
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        b.dump(40)
+    return fails
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
@@ -1722,5 +1816,6 @@ shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_no
                       "short_done": case_short_done, "cache_perm": case_cache_perm,
                       "cache_removed": case_cache_removed, "evict": case_evict,
                       "half_close": case_half_close, "unread_memory": case_unread_memory,
-                      "inflight": case_inflight, "slow_reader": case_slow_reader},
+                      "inflight": case_inflight, "slow_reader": case_slow_reader,
+                      "late_joiner": case_late_joiner},
                "shoal-loader-")

@@ -514,6 +514,40 @@ static void test_merge_large(void)
     free(seen);
 }
 
+/* Requests in the loader's file made by one shoal_sched_next at |t|. */
+static size_t requests(struct shoal_sched *s, uint64_t t)
+{
+    struct shoal_sched_action a[64];
+    size_t n = shoal_sched_next(s, t, a, 64), r = 0;
+
+    for (size_t i = 0; i < n; i++)
+        r += a[i].type == SHOAL_SCHED_REQUEST;
+    return r;
+}
+
+/* A node capped at 4 MiB/s with ~1 MiB chunks keeps 3 requests in flight
+ * (0.5 s of the cap, plus one), also while a loader waits (which lifts
+ * max_inflight): a peer answers in the order asked, so whatever is in
+ * flight when a loader comes is received ahead of its file. Without a cap
+ * the two peers' pipelines fill (2 x 16). */
+static void test_rate_down_bounds_inflight(void)
+{
+    uint32_t ff[3] = {0, 100, 300};
+    struct shoal_sched *s = mk(400, 3, ff, 16);
+
+    shoal_sched_set_rate_down(s, 4u << 20);
+    two_full_peers(s, 400, 1);
+    CHECK_EQ(requests(s, 1), 3);
+    CHECK_EQ(shoal_sched_inflight(s), 3);
+    CHECK_EQ(requests(s, 2), 0);
+    /* A cap slower than a chunk per 0.5 s still keeps two in flight. */
+    shoal_sched_set_rate_down(s, 1u << 10);
+    CHECK_EQ(requests(s, 3), 0);
+    shoal_sched_set_rate_down(s, 0);
+    CHECK_EQ(requests(s, 4), 32 - 3);
+    shoal_sched_free(s);
+}
+
 int main(void)
 {
     RUN(test_front_to_back);
@@ -524,5 +558,6 @@ int main(void)
     RUN(test_merge_bad_index);
     RUN(test_merge_whole_pull);
     RUN(test_merge_large);
+    RUN(test_rate_down_bounds_inflight);
     return t_done();
 }
