@@ -746,7 +746,9 @@ static void *stall_client(void *arg)
     return arg;
 }
 
-static void test_server_stall(void)
+/* A server with |sops| whose release figures follow the loop's clock from
+ * now, and |asker| asking it on a thread of its own until it is done. */
+static void run_timed_server(const struct shoal_ctl_ops *sops, void *(*asker)(void *))
 {
     uv_loop_t loop;
     char dir[] = "/tmp/shoal-ctl-XXXXXX";
@@ -757,14 +759,14 @@ static void test_server_stall(void)
     REQUIRE(uv_loop_init(&loop) == 0);
     stall_loop = &loop;
     stall_start = uv_now(&loop);
-    CHECK_EQ(shoal_ctl_new(&server, &loop, sock_path, &stall_ops), 0);
+    CHECK_EQ(shoal_ctl_new(&server, &loop, sock_path, sops), 0);
     REQUIRE(server);
     atomic_store(&client_done, 0);
     client_failures = 0;
     watch_ticks = 0;
     uv_timer_init(&loop, &watch);
     uv_timer_start(&watch, on_watch, 20, 20);
-    REQUIRE(pthread_create(&th, NULL, stall_client, NULL) == 0);
+    REQUIRE(pthread_create(&th, NULL, asker, NULL) == 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     pthread_join(th, NULL);
     CHECK(atomic_load(&client_done));
@@ -773,6 +775,8 @@ static void test_server_stall(void)
     shoal_ctl_free(server);
     rmdir(dir);
 }
+
+static void test_server_stall(void) { run_timed_server(&stall_ops, stall_client); }
 
 /* Releases that grow in whole 1 MiB chunks at a steady pace (a capped link,
  * a slow peer): ticks see a chunk or none. Release 0 gets one a second, and
@@ -845,33 +849,7 @@ static void *steady_client(void *arg)
     return arg;
 }
 
-static void test_server_steady_rate(void)
-{
-    uv_loop_t loop;
-    char dir[] = "/tmp/shoal-ctl-XXXXXX";
-    pthread_t th;
-
-    REQUIRE(mkdtemp(dir));
-    snprintf(sock_path, sizeof sock_path, "%s/shoald.sock", dir);
-    REQUIRE(uv_loop_init(&loop) == 0);
-    stall_loop = &loop;
-    stall_start = uv_now(&loop);
-    CHECK_EQ(shoal_ctl_new(&server, &loop, sock_path, &steady_ops), 0);
-    REQUIRE(server);
-    atomic_store(&client_done, 0);
-    client_failures = 0;
-    watch_ticks = 0;
-    uv_timer_init(&loop, &watch);
-    uv_timer_start(&watch, on_watch, 20, 20);
-    REQUIRE(pthread_create(&th, NULL, steady_client, NULL) == 0);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    pthread_join(th, NULL);
-    CHECK(atomic_load(&client_done));
-    CHECK_EQ(client_failures, 0);
-    CHECK_EQ(uv_loop_close(&loop), 0);
-    shoal_ctl_free(server);
-    rmdir(dir);
-}
+static void test_server_steady_rate(void) { run_timed_server(&steady_ops, steady_client); }
 
 /* Runs in a child whose euid is |uid| (set when we are root): the default
  * control socket without $XDG_RUNTIME_DIR. It was /tmp/shoald-<uid>.sock,

@@ -1644,11 +1644,11 @@ def case_keep_corrupt(tmp):
     return fails
 
 
-def case_max_releases(tmp):
-    """With --max-releases 2, opening a third release closes the complete
-    one used least recently; asked for again, it reopens from the cache."""
-    k = make_keys(tmp, ["s", "m"])
-    rnd = random.Random(7)
+def three_releases(tmp, k, seed):
+    """Three 1 MiB releases org/m0..m2 with signed manifests, and a folder
+    holding all their files (for a seed's --seed-dir): (folder, [(manifest
+    file, manifest id, name@commit)])."""
+    rnd = random.Random(seed)
     both = os.path.join(tmp, "all")
     rels = []
     for i in range(3):
@@ -1661,6 +1661,14 @@ def case_max_releases(tmp):
         mid = shoalproc.build_manifest(SHOAL, repo, k, mf, repo_id=f"org/m{i}", commit=commit,
                                        extra=("--min", "64K", "--avg", "256K", "--max", "1M"))
         rels.append((mf, mid, f"org/m{i}@{commit}"))
+    return both, rels
+
+
+def case_max_releases(tmp):
+    """With --max-releases 2, opening a third release closes the complete
+    one used least recently; asked for again, it reopens from the cache."""
+    k = make_keys(tmp, ["s", "m"])
+    both, rels = three_releases(tmp, k, 7)
     seed = node("s", k, tmp, None, ["--no-origin", "--seed-dir", both,
                                     *[a for mf, _, _ in rels for a in ("--manifest", mf)]])
     m = node("m", k, tmp, None, ["--no-origin", "--peer", seed.addr, "--max-releases", "2"])
@@ -2867,19 +2875,7 @@ def case_max_releases_rollout(tmp):
     say a rollout wanted it, so at the start it was closed for the pulled
     one, then reopened at the tracker's first answer, closing that)."""
     k = make_keys(tmp, ["s", "m"])
-    rnd = random.Random(11)
-    both = os.path.join(tmp, "all")
-    rels = []
-    for i in range(3):
-        files = {f"w{i}.safetensors": rnd.randbytes(1 << 20)}
-        repo = os.path.join(tmp, f"repo{i}")
-        shoalproc.write_files(repo, files)
-        shoalproc.write_files(both, files)
-        mf = os.path.join(tmp, f"r{i}.manifest")
-        commit = "%x" % (i + 1) * 40
-        mid = shoalproc.build_manifest(SHOAL, repo, k, mf, repo_id=f"org/m{i}", commit=commit,
-                                       extra=("--min", "64K", "--avg", "256K", "--max", "1M"))
-        rels.append((mf, mid, f"org/m{i}@{commit}"))
+    both, rels = three_releases(tmp, k, 11)
     t, taddr = start_tracker(k)
     admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
     for mf, _, _ in rels:
