@@ -703,8 +703,9 @@ static const struct shoal_ctl_ops stall_ops = {
     .metrics = f_metrics, .user = &fake,
 };
 
-/* One STATUS on a connection of its own: rate and ETA of release 0. */
-static bool stall_look(uint64_t *rate, uint64_t *eta)
+/* One STATUS on a connection of its own, which must list |n| releases:
+ * their rates and ETAs. */
+static bool status_look(uint32_t n, uint64_t *rate, uint64_t *eta)
 {
     int fd = dial();
     bool ok;
@@ -714,14 +715,16 @@ static bool stall_look(uint64_t *rate, uint64_t *eta)
     memset(&creq, 0, sizeof creq);
     creq.type = SHOAL_CTL_STATUS_REQ;
     ok = send_msg(fd, &creq) && recv_msg(fd, &crep) == 0 && crep.type == SHOAL_CTL_STATUS &&
-         crep.u.status.count == 1;
-    if (ok) {
-        *rate = crep.u.status.v[0].rate_bps;
-        *eta = crep.u.status.v[0].eta_ms;
+         crep.u.status.count == n;
+    for (uint32_t i = 0; ok && i < n; i++) {
+        rate[i] = crep.u.status.v[i].rate_bps;
+        eta[i] = crep.u.status.v[i].eta_ms;
     }
     close(fd);
     return ok;
 }
+
+static bool stall_look(uint64_t *rate, uint64_t *eta) { return status_look(1, rate, eta); }
 
 static void *stall_client(void *arg)
 {
@@ -803,32 +806,13 @@ static const struct shoal_ctl_ops steady_ops = {
     .metrics = f_metrics, .user = &fake,
 };
 
-static bool steady_look(uint64_t rate[2], uint64_t eta[2])
-{
-    int fd = dial();
-    bool ok;
-
-    if (fd < 0)
-        return false;
-    memset(&creq, 0, sizeof creq);
-    creq.type = SHOAL_CTL_STATUS_REQ;
-    ok = send_msg(fd, &creq) && recv_msg(fd, &crep) == 0 && crep.type == SHOAL_CTL_STATUS &&
-         crep.u.status.count == 2;
-    for (uint32_t i = 0; ok && i < 2; i++) {
-        rate[i] = crep.u.status.v[i].rate_bps;
-        eta[i] = crep.u.status.v[i].eta_ms;
-    }
-    close(fd);
-    return ok;
-}
-
 static void *steady_client(void *arg)
 {
     uint64_t rate[2] = {0}, eta[2] = {0}, lo[2] = {UINT64_MAX, UINT64_MAX}, hi[2] = {0};
 
     usleep(4500 * 1000);
     for (int i = 0; i < 8; i++) {
-        C_CHECK(steady_look(rate, eta));
+        C_CHECK(status_look(2, rate, eta));
         for (int k = 0; k < 2; k++) {
             lo[k] = rate[k] < lo[k] ? rate[k] : lo[k];
             hi[k] = rate[k] > hi[k] ? rate[k] : hi[k];
