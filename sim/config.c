@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "error.h"
-#include "kvfile.h"
 #include "sim.h"
 #include "registry.h"
 #include "sched.h"
@@ -469,17 +468,4 @@ int shoal_sim_config_check(const struct shoal_sim_config *c, char *err, size_t e
         return 0;
     }
     return -EINVAL;
-}
-
-/* shoal_kvfile_fn over shoal_sim_config_set: the reader puts the file and
- * line before its message, which names the key and the value. */
-static int set_one(void *ctx, const char *key, const char *value, char *why, size_t whylen)
-{
-    return shoal_sim_config_set(ctx, key, value, why, whylen);
-}
-
-int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
-                          size_t errlen)
-{
-    return shoal_kvfile_load(path, set_one, c, NULL, err, errlen);
 }

@@ -158,15 +158,6 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *key, const char
                          char *err, size_t errlen);
 
 /*
- * Reads "key = value" lines from |path| into |c| (protocol/kvfile.h: the
- * format shoald's and shoal-tracker's --config files share).
- * On error writes a message naming the file and line to |err|.
- * Returns 0, a negated errno (cannot read) or the config_set error.
- */
-int shoal_sim_config_load(struct shoal_sim_config *c, const char *path, char *err,
-                          size_t errlen);
-
-/*
  * Checks that |c| is a scenario shoal_sim_run can run (it refuses the same
  * ones with a bare -EINVAL): fleet, zone and seed counts, positive
  * bandwidths, hetero below 1, ordered chunk sizes, a synthetic release of
