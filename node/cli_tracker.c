@@ -24,10 +24,16 @@
 
 #define TRK_TIMEOUT_MS 10000
 
+#define TRK_PIN_FILES 8
+
 struct trk_ident {
     const char *tracker;
     const char *key;
     const char *cred;
+    /* --tracker-keys: the tracker must prove one of the keys listed in
+     * these files, and the session is sealed (tracker/trkclient.h) */
+    const char *pins[TRK_PIN_FILES];
+    unsigned npins;
     /* publish: the manifest signing key's public half, asked about at
      * login (the tracker refuses a key outside its --publisher-keys) */
     bool has_publisher;
@@ -38,6 +44,56 @@ struct trk_ident {
     char publisher_pub[160];
 };
 
+/* One --tracker-keys FILE for |id|; prints why not (the exit status is 2,
+ * a usage error, when there are too many). */
+static int trk_pin_arg(const char *cmd, struct trk_ident *id, const char *path)
+{
+    if (id->npins == TRK_PIN_FILES) {
+        fprintf(stderr, "shoal %s: at most %d --tracker-keys files (one file may list several "
+                        "keys)\n", cmd, TRK_PIN_FILES);
+        return 2;
+    }
+    id->pins[id->npins++] = path;
+    return 0;
+}
+
+/* The keys of |id|'s --tracker-keys files into a new *|out| (NULL when
+ * there are none). Prints why not. */
+static int trk_pins_load(const char *cmd, const struct trk_ident *id, struct shoal_keyset **out)
+{
+    struct shoal_keyset *ks = NULL;
+    int rv = 0;
+
+    *out = NULL;
+    if (id->npins == 0)
+        return 0;
+    if ((rv = shoal_keyset_new(&ks)) != 0) {
+        fprintf(stderr, "shoal %s: out of memory\n", cmd);
+        return rv;
+    }
+    for (unsigned i = 0; i < id->npins; i++) {
+        size_t before = shoal_keyset_count(ks);
+        rv = shoal_keyset_load_file(ks, id->pins[i]);
+        if (rv) {
+            char why[512];
+            fprintf(stderr, "shoal %s: tracker keys %s\n", cmd,
+                    shoal_keyfile_strerror(id->pins[i], rv, why, sizeof why));
+            break;
+        }
+        if (shoal_keyset_count(ks) == before) {
+            fprintf(stderr, "shoal %s: tracker keys %s: no key in the file\n", cmd,
+                    id->pins[i]);
+            rv = SHOAL_ENOTFOUND;
+            break;
+        }
+    }
+    if (rv)
+        shoal_keyset_free(ks);
+    else
+        *out = ks;
+    return rv;
+}
+
 /* Connects to |id->tracker| and authenticates as |role|. Prints why not. */
 static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
                     struct shoal_trkc **out)
@@ -46,8 +102,12 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
     struct shoal_cred cred;
     struct shoal_buf cb;
     struct shoal_trkc *c = NULL;
+    struct shoal_keyset *pins = NULL;
     shoal_buf_init(&cb, SHOAL_CRED_MAX_ENCODED);
-    int rv = shoal_seckey_load(id->key, &sk);
+    int rv = trk_pins_load(cmd, id, &pins);
+    if (rv)
+        goto out;
+    rv = shoal_seckey_load(id->key, &sk);
     if (rv) {
         char why[512];
         fprintf(stderr, "shoal %s: key %s\n", cmd,
@@ -84,7 +144,16 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
     }
     if (id->has_publisher && role == SHOAL_ROLE_PUBLISHER)
         shoal_trkc_set_publisher(c, id->publisher.pk);
+    if (pins && (rv = shoal_trkc_pin(c, pins)) != 0) {
+        fprintf(stderr, "shoal %s: out of memory\n", cmd);
+        goto out;
+    }
     rv = shoal_trkc_auth(c, &sk, cb.data, cb.len, "cli", "127.0.0.1:1", role, TRK_TIMEOUT_MS);
+    if (rv && shoal_trkc_unproven(c)) {
+        fprintf(stderr, "shoal %s: tracker %s not used: %s; nothing was sent to it but the "
+                        "login (--tracker-keys)\n", cmd, id->tracker, shoal_trkc_error(c));
+        goto out;
+    }
     if (rv == SHOAL_EUNTRUSTED && id->has_publisher) {
         fprintf(stderr, "shoal %s: tracker %s will not take manifests signed by %s: %s (add "
                         "%s to its --publisher-keys; nodes need it in theirs too)\n",
@@ -111,6 +180,7 @@ out:
     sodium_memzero(&sk, sizeof sk);
     shoal_buf_free(&cb);
     shoal_trkc_free(c);
+    shoal_keyset_free(pins);
     return rv;
 }
 
@@ -120,7 +190,14 @@ static int trk_call(const char *cmd, struct shoal_trkc *c, const struct shoal_ms
 {
     int rv = shoal_trkc_call(c, req, resp, TRK_TIMEOUT_MS);
     if (rv) {
-        fprintf(stderr, "shoal %s: tracker: %s\n", cmd, shoal_strerror(rv));
+        /* A sealed session's tracker drops the connection at a frame that
+         * does not open: say what that may mean. */
+        bool sealed = shoal_trkc_proven_key(c) != NULL;
+        fprintf(stderr, "shoal %s: tracker: %s%s\n", cmd, shoal_strerror(rv),
+                sealed && (rv == -ECONNRESET || rv == SHOAL_EBADMSG)
+                    ? " (a sealed session: the tracker closes it at a frame changed on the "
+                      "way; its log says whether that happened)"
+                    : "");
         return rv;
     }
     if (resp->type == SHOAL_MSG_ERROR) {
@@ -329,6 +406,7 @@ int shoal_cmd_publish(int argc, char **argv)
         {"tracker", required_argument, NULL, 't'},
         {"identity", required_argument, NULL, 'i'},
         {"cred", required_argument, NULL, 'c'},
+        {"tracker-keys", required_argument, NULL, 'P'},
         {"hub-endpoint", required_argument, NULL, 'e'},
         {"hub-token-file", required_argument, NULL, 'T'},
         {"hub-ca", required_argument, NULL, 'C'},
@@ -359,6 +437,10 @@ int shoal_cmd_publish(int argc, char **argv)
         case 'q': o.progress = SHOAL_PUBLISH_PROGRESS_NONE; break;
         case 'f': o.force = true; break;
         case 'm': manifest = optarg; break;
+        case 'P':
+            if (trk_pin_arg("publish", &id, optarg) != 0)
+                return 2;
+            break;
         default:
             fprintf(stderr, "shoal publish: unknown option (try 'shoal help')\n");
             return 2;
@@ -369,7 +451,7 @@ int shoal_cmd_publish(int argc, char **argv)
         if (optind != argc || !id.tracker || !id.key || !id.cred || o.key_path || o.out_path ||
             o.dataset || o.force || o.hub.endpoint || o.hub.token_file || o.hub.ca_file) {
             fprintf(stderr, "shoal publish: usage: shoal publish --manifest FILE --tracker ADDR "
-                            "--identity NODE_KEY --cred CRED (registers a signed manifest as it "
+                            "--identity NODE_KEY --cred CRED [--tracker-keys FILE] (registers a signed manifest as it "
                             "is: no release name, --key, --out, --dataset, --force or Hub "
                             "options)\n");
             return 2;
@@ -380,10 +462,10 @@ int shoal_cmd_publish(int argc, char **argv)
         (id.tracker && (!id.key || !id.cred))) {
         fprintf(stderr, "shoal publish: usage: shoal publish [datasets/]ORG/NAME[@REV] [--dataset] --key "
                         "PUBLISHER_KEY (--out FILE | --tracker ADDR --identity NODE_KEY --cred "
-                        "CRED) [--hub-endpoint URL] [--hub-token-file FILE] [--hub-ca FILE] "
+                        "CRED [--tracker-keys FILE]) [--hub-endpoint URL] [--hub-token-file FILE] [--hub-ca FILE] "
                         "[--quiet] [--force]\n"
                         "       shoal publish --manifest FILE --tracker ADDR --identity NODE_KEY "
-                        "--cred CRED\n");
+                        "--cred CRED [--tracker-keys FILE]\n");
         return 2;
     }
     /* Before the tracker is asked anything: a wrong CA path is the
@@ -455,6 +537,7 @@ int shoal_cmd_rollout(int argc, char **argv)
         /* publish's name for the login identity */
         {"identity", required_argument, NULL, 'k'},
         {"cred", required_argument, NULL, 'c'},
+        {"tracker-keys", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     struct trk_ident id = {0};
@@ -470,6 +553,10 @@ int shoal_cmd_rollout(int argc, char **argv)
         case 't': id.tracker = optarg; break;
         case 'k': id.key = optarg; break;
         case 'c': id.cred = optarg; break;
+        case 'P':
+            if (trk_pin_arg("rollout", &id, optarg) != 0)
+                return 2;
+            break;
         default:
             fprintf(stderr, "shoal rollout: unknown option (try 'shoal help')\n");
             return 2;
@@ -477,7 +564,8 @@ int shoal_cmd_rollout(int argc, char **argv)
     }
     if (optind != argc - 1 || !id.tracker || !id.key || !id.cred || !strchr(argv[optind], '@')) {
         fprintf(stderr, "shoal rollout: usage: shoal rollout [datasets/]ORG/NAME@COMMIT [--zone Z] "
-                        "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED\n");
+                        "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED "
+                        "[--tracker-keys FILE]\n");
         return 2;
     }
     /* Nodes hold what a rollout names by its manifest, which names one
@@ -560,6 +648,7 @@ int shoal_cmd_tracker_stats(int argc, char **argv)
         /* publish's name for the login identity */
         {"identity", required_argument, NULL, 'k'},
         {"cred", required_argument, NULL, 'c'},
+        {"tracker-keys", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     struct trk_ident id = {0};
@@ -570,6 +659,10 @@ int shoal_cmd_tracker_stats(int argc, char **argv)
         case 't': id.tracker = optarg; break;
         case 'k': id.key = optarg; break;
         case 'c': id.cred = optarg; break;
+        case 'P':
+            if (trk_pin_arg("tracker-stats", &id, optarg) != 0)
+                return 2;
+            break;
         default:
             fprintf(stderr, "shoal tracker-stats: unknown option (try 'shoal help')\n");
             return 2;
@@ -577,7 +670,7 @@ int shoal_cmd_tracker_stats(int argc, char **argv)
     }
     if (optind != argc || !id.tracker || !id.key || !id.cred) {
         fprintf(stderr, "shoal tracker-stats: usage: shoal tracker-stats --tracker ADDR --key "
-                        "NODE_KEY --cred CRED\n");
+                        "NODE_KEY --cred CRED [--tracker-keys FILE]\n");
         return 2;
     }
     struct shoal_trkc *t = NULL;

@@ -82,6 +82,11 @@ static const char usage_fleet[] =
     "                                 node key with a cluster credential)\n"
     "  (rollout and tracker-stats take --identity as another name for --key:\n"
     "  the login identity, as in publish)\n"
+    "  Each of these also takes --tracker-keys FILE (repeatable; the format of\n"
+    "  shoald's --tracker-keys): the tracker must prove one of the keys listed\n"
+    "  (shoal-tracker --key) before anything but the login is sent, and the\n"
+    "  session is then sealed both ways. Without it the session is plain: anyone\n"
+    "  on the path can read what is published and change a rollout on the way.\n"
     "\n";
 
 static const char usage_daemon[] =

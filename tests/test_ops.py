@@ -237,6 +237,13 @@ CASE is one of:
                 `shoal pull` does not complete, nothing is in its cache's
                 snapshot, and the stand-in saw no request from it at all
                 (so no token left the node).
+  cli_tracker_identity  shoal publish, rollout and tracker-stats with
+                --tracker-keys: a publish through a recording proxy shows
+                nothing of the manifest; a proxy that flips the last byte of
+                the command frame turns an unpinned rollout into its removal
+                (exit 0, "recorded") but makes a pinned one fail with nothing
+                recorded; trackers proving another key or none, and key files
+                empty or missing, are refused with what was wrong (exit 1).
   tracker_repin a node pinning its tracker's key (--tracker-keys) reaches
                 it through a proxy in this script; the proxy drops the
                 connection: the node logs in again (the tracker proves its
@@ -2272,6 +2279,169 @@ def case_tracker_identity(tmp):
     return fails
 
 
+class FrameFlipProxy(RecordingProxy):
+    """A RecordingProxy that flips the last bit of the |nth| frame (1-based)
+    the client sends: the frame after the login is the command itself, its
+    last byte in the clear ROLLOUT's "remove" flag (false 0xc2 -> true
+    0xc3), in a sealed session part of the tag."""
+
+    def __init__(self, target, nth):
+        self.nth = nth
+        self.flipped = 0
+        super().__init__(target)
+
+    def pump(self, a, b, sink):
+        if sink is self.down:
+            return super().pump(a, b, sink)
+        import struct
+        buf, seen = bytearray(), 0
+        a.settimeout(0.2)
+        while not self.stop:
+            try:
+                d = a.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not d:
+                break
+            sink += d
+            buf += d
+            out = bytearray()
+            while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
+                n = 4 + struct.unpack(">I", buf[:4])[0]
+                frame = bytearray(buf[:n])
+                del buf[:n]
+                seen += 1
+                if seen == self.nth:
+                    frame[-1] ^= 1
+                    self.flipped += 1
+                out += frame
+            try:
+                b.sendall(out)
+            except OSError:
+                break
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def case_cli_tracker_identity(tmp):
+    """The admin commands pin the tracker as nodes do (--tracker-keys): a
+    tracker proving a listed key is used and the session is sealed (a
+    publish shows nothing of the manifest on the way, a rollout changed on
+    the way is refused instead of recorded as its opposite); one proving
+    another key or none is sent nothing but the login."""
+    k = make_keys(tmp, [])
+    for name in ("trk", "other"):
+        run(SHOAL, "keygen", k(name))
+    with open(os.path.join(tmp, "empty.pub"), "w") as f:
+        f.write("# no key yet\n")
+    hub = Hub(tmp, "4M")
+    t, taddr = hubfix.start_tracker(TRACKER, k, extra=["--key", k("trk")])
+    t2, taddr2 = hubfix.start_tracker(TRACKER, k)
+    ident = ["--key", k("admin"), "--cred", k("admin") + ".cred"]
+    pin = ["--tracker-keys", k("trk") + ".pub"]
+    fails = 0
+
+    def rollout_lines():
+        t.drain(1)
+        return [x for x in t.lines if re.search(r"rollout (set|removed) ", x)]
+
+    # publish through a recording proxy: the signed manifest goes sealed.
+    px = RecordingProxy(taddr)
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    r = subprocess.run([SHOAL, "publish", "acme/model@main", "--key", k("publisher"), "--tracker",
+                        px.addr, "--identity", k("admin"), "--cred", k("admin") + ".cred", *pin,
+                        "--quiet"], capture_output=True, text=True, env=env, timeout=60)
+    m = re.search(r"published acme/model@([0-9a-f]{40})", r.stdout)
+    print(f"pinned publish: exit {r.returncode}, {len(px.up)} bytes up")
+    if r.returncode != 0 or not m:
+        print(f"FAIL a pinned publish did not register: {r.stdout} {r.stderr}")
+        return fails + 1
+    rel = "acme/model@" + m.group(1)
+    if len(px.up) < 1024 or b"acme/model" in px.up or b"config.json" in px.up:
+        print("FAIL the manifest a pinned publish sent was readable on the way")
+        fails += 1
+    px.close()
+    r = cli("rollout", rel, "--tracker", taddr, *ident, *pin)
+    if r.returncode != 0 or "rollout recorded" not in r.stdout + r.stderr or \
+            not t.wait_for(r"rollout set " + re.escape(rel), 5):
+        print(f"FAIL a pinned rollout was not recorded: {r.stdout} {r.stderr}")
+        fails += 1
+    # The rollout set again, its command frame changed on the way.
+    # Unpinned, the change goes through: the admin is told "recorded" and
+    # the tracker removes it (what --tracker-keys is for).
+    before = len(rollout_lines())
+    fx = FrameFlipProxy(taddr, 2)
+    r = cli("rollout", rel, "--tracker", fx.addr, *ident)
+    lines = rollout_lines()[before:]
+    print(f"unpinned rollout through the flipping proxy: exit {r.returncode} "
+          f"{r.stdout.strip()[-80:]!r} {r.stderr.strip()[-100:]!r}, tracker: {lines}")
+    if fx.flipped != 1 or r.returncode != 0 or not any("rollout removed" in x for x in lines):
+        print("FAIL the proxy should turn an unpinned rollout into its removal unnoticed")
+        fails += 1
+    fx.close()
+    before = len(rollout_lines())
+    fx = FrameFlipProxy(taddr, 2)
+    r = cli("rollout", rel, "--tracker", fx.addr, *ident, *pin)
+    time.sleep(0.5)
+    lines = rollout_lines()[before:]
+    print(f"pinned rollout through the flipping proxy: exit {r.returncode} "
+          f"{r.stderr.strip()[-100:]!r}, tracker: {lines}")
+    if fx.flipped != 1 or r.returncode != 1 or lines:
+        print("FAIL a pinned rollout changed on the way must fail and change nothing")
+        fails += 1
+    if not t.wait_for(r"sealed frame does not open", 5):
+        print("FAIL the tracker did not log the changed sealed frame")
+        fails += 1
+    fx.close()
+    r = cli("rollout", rel, "--tracker", taddr, *ident, *pin)
+    if r.returncode != 0 or len(rollout_lines()) != before + 1:
+        print(f"FAIL a pinned rollout was not recorded again: {r.stdout} {r.stderr}")
+        fails += 1
+    r = cli("rollout", rel, "--status", "--tracker", taddr, *ident, *pin)
+    if r.returncode != 0:
+        print(f"FAIL pinned rollout --status: {r.stdout} {r.stderr}")
+        fails += 1
+    r = cli("tracker-stats", "--tracker", taddr, *ident, *pin)
+    if r.returncode != 0 or "shoal_tracker_" not in r.stdout:
+        print(f"FAIL pinned tracker-stats: exit {r.returncode} {r.stderr}")
+        fails += 1
+    # Trackers that prove another key, or none: refused after the login.
+    before = len(rollout_lines())
+    refusals = [
+        (["rollout", rel, "--remove", "--tracker", taddr, *ident, "--tracker-keys",
+          k("other") + ".pub"], 1, r"tracker \S+ not used: its key is not among the pinned "
+         r"tracker keys \(key [0-9a-f]{16}\); nothing was sent to it but the login"),
+        (["tracker-stats", "--tracker", taddr2, *ident, *pin], 1,
+         r"tracker \S+ not used: it did not prove its identity"),
+        (["rollout", rel, "--remove", "--tracker", taddr, *ident, "--tracker-keys",
+          os.path.join(tmp, "empty.pub")], 1, r"tracker keys \S+empty.pub: no key in the file"),
+        (["rollout", rel, "--tracker", taddr, *ident, "--tracker-keys",
+          os.path.join(tmp, "missing.pub")], 1, r"tracker keys \S+missing.pub"),
+    ]
+    for argv, code, rx in refusals:
+        r = cli(*argv)
+        print(f"{argv[0]} {argv[-1][-12:]}: exit {r.returncode} {r.stderr.strip()!r}")
+        if r.returncode != code or not re.search(rx, r.stderr):
+            print(f"FAIL expected exit {code} and /{rx}/")
+            fails += 1
+    if rollout_lines()[before:]:
+        print("FAIL a refused tracker recorded a rollout change")
+        fails += 1
+    for tr in (t, t2):
+        if tr.stop() != 0:
+            print("FAIL a tracker did not stop cleanly")
+            fails += 1
+    if fails:
+        t.dump(tail=30)
+    return fails
+
+
 class FlappingTracker(Listener):
     """A tracker stand-in (the wire by hand) that logs any node in, answers
     its announce and manifest puts, and closes each connection 300 ms after
@@ -2960,6 +3130,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "names": case_names, "branch": case_branch, "refs": case_refs,
                       "tracker_stats": case_tracker_stats,
                       "tracker_identity": case_tracker_identity,
+                      "cli_tracker_identity": case_cli_tracker_identity,
                       "drop_repull": case_drop_repull,
                       "tracker_flap": case_tracker_flap,
                       "tracker_repin": case_tracker_repin,

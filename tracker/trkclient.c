@@ -19,9 +19,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 
+#include <sodium.h>
+
 #include "auth.h"
 #include "error.h"
 #include "frame.h"
+#include "hash.h"
 
 struct shoal_trkc {
     int fd;
@@ -33,6 +36,15 @@ struct shoal_trkc {
     bool has_publisher;            /* shoal_trkc_set_publisher */
     uint8_t publisher_pk[32];
     char err[SHOAL_MSG_ERROR_MAX + 1]; /* the last login's ERROR text */
+    /* shoal_trkc_pin: the tracker must prove one of these keys before a
+     * login counts, and everything after its OK is sealed */
+    struct shoal_keyset *pin;
+    struct shoal_trk_seal seal;
+    uint8_t proven_pk[32];
+    bool proven;
+    bool unproven; /* the last login failed for want of the tracker's proof */
+    uint8_t *opened; /* a sealed frame's body, opened */
+    size_t opened_cap;
 };
 
 static int64_t now_ms(void)
@@ -83,6 +95,8 @@ int shoal_trkc_send(struct shoal_trkc *c, const struct shoal_msg *m, int timeout
 {
     shoal_buf_reset(&c->out);
     int rv = shoal_msg_encode(m, &c->out);
+    if (rv == 0 && c->seal.on)
+        rv = shoal_trk_seal_frame(&c->seal, &c->out, 0);
     if (rv == 0)
         rv = shoal_trkc_send_raw(c, c->out.data, c->out.len, timeout_ms);
     return rv;
@@ -107,8 +121,15 @@ int shoal_trkc_recv(struct shoal_trkc *c, struct shoal_msg *m, int timeout_ms)
                 break;
             }
             if (c->len >= SHOAL_FRAME_HDR_LEN + body) {
+                const uint8_t *p = c->in + SHOAL_FRAME_HDR_LEN;
                 c->consumed = SHOAL_FRAME_HDR_LEN + body;
-                rv = shoal_msg_decode(m, c->in + SHOAL_FRAME_HDR_LEN, body);
+                /* A sealed frame that does not open was changed, dropped
+                 * or replayed on the way: nothing in it counts. */
+                if (c->seal.on &&
+                    (rv = shoal_trk_open_frame(&c->seal, &p, &body, &c->opened,
+                                               &c->opened_cap)) != 0)
+                    break;
+                rv = shoal_msg_decode(m, p, body);
                 break;
             }
             if (c->cap < SHOAL_FRAME_HDR_LEN + body) {
@@ -238,6 +259,9 @@ void shoal_trkc_free(struct shoal_trkc *c)
         return;
     if (c->fd >= 0)
         close(c->fd);
+    shoal_keyset_free(c->pin);
+    sodium_memzero(&c->seal, sizeof c->seal);
+    free(c->opened);
     free(c->in);
     shoal_buf_free(&c->out);
     free(c);
@@ -265,15 +289,76 @@ const char *shoal_trkc_error(const struct shoal_trkc *c)
     return c->err;
 }
 
+int shoal_trkc_pin(struct shoal_trkc *c, const struct shoal_keyset *keys)
+{
+    struct shoal_keyset *ks = NULL;
+    int rv = shoal_keyset_new(&ks);
+    if (rv == 0)
+        rv = shoal_keyset_merge(ks, keys);
+    if (rv != 0) {
+        shoal_keyset_free(ks);
+        return rv;
+    }
+    shoal_keyset_free(c->pin);
+    c->pin = ks;
+    return 0;
+}
+
+const uint8_t *shoal_trkc_proven_key(const struct shoal_trkc *c)
+{
+    return c->proven ? c->proven_pk : NULL;
+}
+
+bool shoal_trkc_unproven(const struct shoal_trkc *c)
+{
+    return c->unproven;
+}
+
+/* The TRK_PROOF a pinned login waits for: the tracker's key must be pinned
+ * and its signature must cover this login's nonces and both ephemeral
+ * keys; then the seal's keys are derived (switched on after the OK). */
+static int check_proof(struct shoal_trkc *c, const struct shoal_msg_trk_proof *p,
+                       const struct shoal_trk_id *id, const uint8_t eph_sk[32])
+{
+    struct shoal_trk_id full = *id;
+    const char *why = NULL;
+    char hex[17];
+
+    memcpy(full.tracker_eph, p->tracker_eph, 32);
+    shoal_hex(hex, p->tracker_pk, 8);
+    if (!shoal_keyset_contains(c->pin, p->tracker_pk))
+        why = "its key is not among the pinned tracker keys";
+    else if (!p->has_tracker_eph)
+        why = "it offers no sealed session";
+    else if (shoal_trk_id_verify(p->sig, &full, p->tracker_pk) != 0)
+        why = "its proof does not verify";
+    else if (shoal_trk_seal_keys(&c->seal, true, id->client_eph, eph_sk, p->tracker_eph) != 0)
+        why = "its ephemeral key is unusable";
+    if (why) {
+        snprintf(c->err, sizeof c->err, "%s (key %s)", why, hex);
+        c->unproven = true;
+        sodium_memzero(&c->seal, sizeof c->seal);
+        return SHOAL_EUNTRUSTED;
+    }
+    memcpy(c->proven_pk, p->tracker_pk, 32);
+    return 0;
+}
+
 static int do_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const uint8_t *cred,
                    size_t cred_len, const char *zone, const char *addr, uint8_t role,
                    int timeout_ms, bool fresh)
 {
     int rv;
+    struct shoal_trk_id id;
+    uint8_t eph_sk[32];
+    /* Proven once per connection: a later login rides in the sealed
+     * stream. */
+    bool prove = c->pin && !c->seal.on;
     struct shoal_msg *m = malloc(sizeof(*m));
     if (!m)
         return -ENOMEM;
     memset(m, 0, sizeof(*m));
+    memset(&id, 0, sizeof id);
     m->type = SHOAL_MSG_TRK_AUTH;
     struct shoal_msg_trk_auth *a = &m->u.trk_auth;
     struct shoal_pubkey pk;
@@ -290,9 +375,31 @@ static int do_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const ui
     a->role = role;
     a->has_publisher = c->has_publisher;
     memcpy(a->publisher_pk, c->publisher_pk, 32);
+    if (prove) {
+        memcpy(id.chal, c->nonce, 32);
+        memcpy(id.node_pk, pk.pk, 32);
+        randombytes_buf(id.cnonce, sizeof id.cnonce);
+        crypto_kx_keypair(id.client_eph, eph_sk);
+        a->has_client_nonce = a->has_client_eph = true;
+        memcpy(a->client_nonce, id.cnonce, 32);
+        memcpy(a->client_eph, id.client_eph, 32);
+    }
     c->err[0] = '\0';
+    c->unproven = false;
     if ((rv = shoal_trkc_call(c, m, m, timeout_ms)) != 0)
         goto out;
+    if (prove && m->type == SHOAL_MSG_TRK_PROOF) {
+        if ((rv = check_proof(c, &m->u.trk_proof, &id, eph_sk)) != 0 ||
+            (rv = shoal_trkc_recv(c, m, timeout_ms)) != 0)
+            goto out;
+    } else if (prove && m->type == SHOAL_MSG_OK) {
+        snprintf(c->err, sizeof c->err, "it did not prove its identity (an older "
+                                        "shoal-tracker, one run without --key, or not a "
+                                        "tracker of this fleet)");
+        c->unproven = true;
+        rv = SHOAL_EUNTRUSTED;
+        goto out;
+    }
     if (m->type == SHOAL_MSG_ERROR) {
         rv = m->u.error.code < 0 ? m->u.error.code : SHOAL_EPERM;
         snprintf(c->err, sizeof c->err, "%.*s", (int)m->u.error.message.len,
@@ -303,9 +410,14 @@ static int do_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const ui
         rv = SHOAL_EPROTO;
         goto out;
     }
+    if (prove) {
+        c->proven = true;
+        c->seal.on = true;
+    }
     if (fresh)
         rv = expect_challenge(c, timeout_ms);
 out:
+    sodium_memzero(eph_sk, sizeof eph_sk);
     free(m);
     return rv;
 }

@@ -12,6 +12,7 @@
 #ifndef SHOAL_TRKCLIENT_H
 #define SHOAL_TRKCLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,7 +68,9 @@ int shoal_trkc_send_raw(struct shoal_trkc *c, const void *p, size_t n, int timeo
 
 /* Receives and decodes one message into |m| (views valid until the next
  * receive). Returns 0, -ETIMEDOUT, -ECONNRESET (peer closed), SHOAL_ETOOBIG
- * (frame above 64 MiB + 64 KiB), a decode error, or a negated errno. */
+ * (frame above 64 MiB + 64 KiB), a decode error, SHOAL_EBADMSG (a sealed
+ * frame that does not open: changed, dropped or replayed on the way), or a
+ * negated errno. */
 int shoal_trkc_recv(struct shoal_trkc *c, struct shoal_msg *m, int timeout_ms);
 
 /* send + recv. An ERROR reply is returned as 0 with m->type ERROR. */
@@ -81,6 +84,24 @@ const uint8_t *shoal_trkc_nonce(const struct shoal_trkc *c);
  * manifest signing key |pk| (TRK_AUTH publisher_pk, copied); one that does
  * not refuses with SHOAL_EUNTRUSTED. NULL stops asking. */
 void shoal_trkc_set_publisher(struct shoal_trkc *c, const uint8_t pk[32]);
+
+/*
+ * Logins from now on require the tracker to prove a key in |keys| (copied):
+ * TRK_AUTH carries a fresh client nonce and an ephemeral key, the tracker
+ * must answer TRK_PROOF (tracker/auth.h) before its OK, and from that OK on
+ * every frame both ways is sealed, so no one on the path reads or changes
+ * what this client says or is told. A tracker that proves no such key
+ * fails the login with SHOAL_EUNTRUSTED and shoal_trkc_unproven true
+ * (shoal_trkc_error says why). Returns 0 or -ENOMEM.
+ */
+int shoal_trkc_pin(struct shoal_trkc *c, const struct shoal_keyset *keys);
+
+/* The key the tracker proved on this connection, or NULL. */
+const uint8_t *shoal_trkc_proven_key(const struct shoal_trkc *c);
+
+/* True when the last login failed because the tracker did not prove a
+ * pinned key (not because it refused us). */
+bool shoal_trkc_unproven(const struct shoal_trkc *c);
 
 /* The text of the ERROR that refused the last login ("" when it was not
  * refused); valid until the next login on |c|. */
