@@ -20,6 +20,7 @@
 #include "frame.h"
 #include "mp.h"
 #include "msg.h"
+#include "sockpath.h"
 
 #define RELEASE_FIELDS 13u
 #define PEER_FIELDS 10u
@@ -1315,8 +1316,8 @@ int shoal_ctl_new(struct shoal_ctl **out, uv_loop_t *loop, const char *path,
     uv_pipe_init(loop, c->listener, 0);
     c->listener->data = c;
     rv = uv_pipe_bind(c->listener, c->path);
-    if (rv == 0 && chmod(c->path, 0660) != 0)
-        rv = -errno;
+    if (rv == 0)
+        rv = shoal_sockpath_set_mode(c->path, 0660, (gid_t)-1);
     if (rv == 0 && stat(c->path, &st) == 0) {
         c->dev = st.st_dev;
         c->ino = st.st_ino;

@@ -37,6 +37,7 @@
 #include "netsrc.h"
 #include "nodelog.h"
 #include "peer.h"
+#include "sockpath.h"
 #include "srclimit.h"
 #include "state.h"
 #include "store.h"
@@ -2957,6 +2958,14 @@ static int start_ctl(struct shoal_daemon *d)
         LOG_E("control socket %s: the path is too long for a Unix socket (%zu bytes, at most "
               "%zu)", path, strlen(path), sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         return SHOAL_ELIMIT;
+    }
+    if (path) {
+        char why[PATH_MAX + 160];
+        if ((rv = shoal_sockpath_check(path, why, sizeof why)) != 0) {
+            LOG_E("control socket %s: %s; put it in a directory only root or shoald's user "
+                  "may write", path, why);
+            return rv;
+        }
     }
     d->ctl_ops.pull = ctl_pull;
     d->ctl_ops.release = ctl_release;

@@ -49,6 +49,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -71,6 +72,7 @@
 #include "msg.h"
 #include "nodelog.h"
 #include "sched.h"
+#include "sockpath.h"
 #include "store.h"
 
 #define ACCEPT_BURST 16
@@ -1723,6 +1725,12 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
     if (rv != 0)
         goto fail;
 
+    char why[PATH_MAX + 160];
+    if ((rv = shoal_sockpath_check(cfg->path, why, sizeof why)) != 0) {
+        LOG_E("loader socket %s: %s; put it in a directory only root or shoald's user may "
+              "write", cfg->path, why);
+        goto fail;
+    }
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
     memcpy(sa.sun_path, cfg->path, strlen(cfg->path));
@@ -1744,10 +1752,20 @@ int shoal_loader_srv_new(struct shoal_loader_srv **out, const struct shoal_loade
      * For the same reason --loader-user opens the mode to everyone: with
      * 0660 that user (neither shoald's nor in the group) could not even
      * connect, and the check below still refuses every other uid. */
-    if (bind(l->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        chmod(cfg->path, l->has_uid ? 0666 : 0660) != 0 ||
-        (l->has_gid && chown(cfg->path, (uid_t)-1, l->gid) != 0) ||
-        lstat(cfg->path, &st) != 0 || listen(l->lfd, 64) != 0) {
+    if (bind(l->lfd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        rv = -errno;
+        LOG_E("loader socket %s: %s", cfg->path, strerror(errno));
+        goto fail;
+    }
+    rv = shoal_sockpath_set_mode(cfg->path, l->has_uid ? 0666 : 0660,
+                                 l->has_gid ? l->gid : (gid_t)-1);
+    if (rv != 0) {
+        LOG_E("loader socket %s: %s", cfg->path,
+              rv == -EEXIST ? "replaced by something else right after it was made"
+                            : strerror(-rv));
+        goto fail;
+    }
+    if (lstat(cfg->path, &st) != 0 || listen(l->lfd, 64) != 0) {
         rv = -errno;
         LOG_E("loader socket %s: %s", cfg->path, strerror(errno));
         goto fail;

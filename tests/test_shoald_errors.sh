@@ -33,6 +33,25 @@ expect 1 "the path is too long for a Unix socket" "--control-socket path too lon
     "$shoald" "${common[@]}" --control-socket "$work/$long.sock"
 expect 1 "control-socket and loader-socket are the same path" "one path for both sockets" \
     "$shoald" "${common[@]}" --control-socket "$work/same.sock" --loader-socket "$work/same.sock"
+# A socket in a directory someone else may write is refused: they could
+# move it aside and listen in its place (loaders would take their files),
+# or swap it for a link between bind and chmod. Links on the way count.
+mkdir open && chmod 0777 open && ln -s open linked
+expect 1 "loader socket .*open/l.sock: directory .*/open is writable by every user \(mode 0777, not sticky\)" \
+    "--loader-socket in a world-writable directory" "$shoald" "${common[@]}" --loader-socket "$work/open/l.sock"
+expect 1 "control socket .*open/c.sock: directory .*/open is writable by every user" \
+    "--control-socket in a world-writable directory" "$shoald" "${common[@]}" --control-socket "$work/open/c.sock"
+expect 1 "loader socket .*linked/l.sock: directory .*/open is writable by every user" \
+    "--loader-socket through a link to such a directory" "$shoald" "${common[@]}" --loader-socket "$work/linked/l.sock"
+mkdir grp && chmod 0770 grp
+expect 1 "directory .*/grp is writable by its group \(mode 0770" "--loader-socket in a group-writable directory" \
+    "$shoald" "${common[@]}" --loader-socket "$work/grp/sub/l.sock"
+if [ "$(id -u)" = 0 ]; then
+    mkdir theirs && chown 65534 theirs
+    expect 1 "directory .*/theirs belongs to uid 65534, not to root or to this user" \
+        "--control-socket in another user's directory" "$shoald" "${common[@]}" --control-socket "$work/theirs/c.sock"
+fi
+test ! -e open/l.sock && test ! -e open/c.sock || { echo "FAIL a refused socket was made"; fails=$((fails+1)); }
 # Out-of-range values are refused naming the range, not clamped in silence;
 # a missing token file is named as such (not as the origin).
 expect 1 "max-frame 1024: use 4259840 " "--max-frame below one chunk" "$shoald" "${common[@]}" --max-frame 1K
