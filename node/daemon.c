@@ -1984,6 +1984,13 @@ static void swarm_on_lease_done(void *user, struct shoal_swarm *s, uint32_t trk,
         shoal_trkconn_lease_done(d->trk, trk, shoal_swarm_id(s), first, count);
 }
 
+static void swarm_on_lease_give_back(void *user, struct shoal_swarm *s, uint32_t trk)
+{
+    struct shoal_daemon *d = user;
+    if (d->trk)
+        shoal_trkconn_lease_give_back(d->trk, trk, shoal_swarm_id(s));
+}
+
 static void swarm_on_first_chunk(void *user, struct shoal_swarm *s)
 {
     struct shoal_daemon *d = user;
@@ -2051,6 +2058,7 @@ static int setup_trackers(struct shoal_daemon *d)
     d->scfg.max_leases = (uint32_t)c->max_leases; /* 1-16 (check_ranges) */
     d->hooks.on_lease_req = swarm_on_lease_req;
     d->hooks.on_lease_done = swarm_on_lease_done;
+    d->hooks.on_lease_give_back = swarm_on_lease_give_back;
     d->hooks.on_first_chunk = swarm_on_first_chunk;
     d->hooks.on_withheld = swarm_on_withheld;
     d->hooks.on_blob_rot = swarm_on_blob_rot;

@@ -177,6 +177,12 @@ struct shoal_swarm {
      * once, hundreds of times a second. */
     uint32_t origin_fails;
     uint64_t origin_hold_until;
+    /* The origin refused this node (HTTP 401/403: its token, or none, may
+     * not read the repo): until then (the hold that followed) it fetches
+     * nothing from the origin, having given back the leases it held; how
+     * many so far, and when that was last logged. */
+    uint64_t origin_refused_until;
+    uint64_t given_back, given_back_logged_ms;
     /* Failed origin fetches not logged since the last one that was: one
      * warning per ORIGIN_FAIL_LOG_MS while they repeat. */
     uint32_t ofail_quiet;
@@ -2046,6 +2052,45 @@ static void origin_hold(struct shoal_swarm *s)
     s->origin_hold_until = now + (hold < 60000 ? hold : 60000);
 }
 
+static void origin_chunk_failed(struct shoal_swarm *s, uint32_t c);
+
+/* The origin refused this node (401/403, |msg| says why; origin_hold has
+ * just set the hold): it would refuse every span of the release, and the
+ * tracker leases this node holds would keep their chunks from nodes it
+ * does serve until they expired. Gives them back; while the hold lasts,
+ * fetches of what is left of leases granted before are not tried. */
+static void origin_refused(struct shoal_swarm *s, const char *msg)
+{
+    uint64_t now = now_ms(s);
+    uint32_t n = 0, ntrk = 0, trks[sizeof s->leases / sizeof s->leases[0]];
+
+    s->origin_refused_until = s->origin_hold_until;
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++) {
+        struct slease *l = &s->leases[i];
+        uint32_t k = 0;
+        if (!l->used || l->trk == LEASE_LOCAL)
+            continue;
+        l->used = false;
+        n++;
+        while (k < ntrk && trks[k] != l->trk)
+            k++;
+        if (k == ntrk)
+            trks[ntrk++] = l->trk;
+    }
+    if (n == 0)
+        return;
+    for (uint32_t k = 0; k < ntrk && s->hooks->on_lease_give_back; k++)
+        s->hooks->on_lease_give_back(s->hooks->user, s, trks[k]);
+    s->given_back += n;
+    if (s->given_back_logged_ms && now - s->given_back_logged_ms < ORIGIN_FAIL_LOG_MS)
+        return;
+    LOG_W("release %s: the origin refuses this node (%s): gave back %u origin lease(s) so "
+          "that nodes the origin serves fetch them (%llu since the release opened); peers "
+          "still serve it", s->idhex, msg ? msg : "HTTP 401/403", n,
+          (unsigned long long)s->given_back);
+    s->given_back_logged_ms = now ? now : 1;
+}
+
 static void origin_chunk_failed(struct shoal_swarm *s, uint32_t c)
 {
     origin_mark_failed(s, c);
@@ -2188,6 +2233,8 @@ static void ofetch_done(void *user, int status, const char *msg)
          * protocol (ignores Range, a bad redirect) or kept failing through
          * the hub's retries. */
         origin_hold(s);
+        if (status == SHOAL_EPERM)
+            origin_refused(s, msg);
         while (of->queued < of->count)
             origin_chunk_failed(s, of->first + of->queued++);
     }
@@ -2252,7 +2299,8 @@ static void do_origin_fetch(struct shoal_swarm *s, const struct shoal_sched_acti
 {
     uint32_t end = a->chunk + a->count, run = a->chunk;
 
-    if (!s->cfg->hub) {
+    /* Refused: the rest of a lease granted before would be refused too. */
+    if (!s->cfg->hub || now_ms(s) < s->origin_refused_until) {
         for (uint32_t c = a->chunk; c < end; c++)
             origin_chunk_failed(s, c);
         return;

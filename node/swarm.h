@@ -69,6 +69,10 @@ struct shoal_swarm_hooks {
      * fetched (the owner sends LEASE_DONE). May be NULL. */
     void (*on_lease_done)(void *user, struct shoal_swarm *s, uint32_t trk, uint32_t first,
                           uint32_t count);
+    /* The origin refuses this node: give back every lease of |s| that
+     * tracker |trk| granted (the owner sends SHOAL_LEASE_GIVE_BACK). May be
+     * NULL. */
+    void (*on_lease_give_back)(void *user, struct shoal_swarm *s, uint32_t trk);
     /* The release got its first new chunk since it was opened (the owner
      * announces early so that peers find it). May be NULL. */
     void (*on_first_chunk)(void *user, struct shoal_swarm *s);

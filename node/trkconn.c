@@ -1123,6 +1123,23 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
     return rv;
 }
 
+void shoal_trkconn_lease_give_back(struct shoal_trkconn *t, uint32_t idx,
+                                   const uint8_t manifest_id[32])
+{
+    struct conn *c;
+
+    if (idx >= t->n || t->stopping || t->conns[idx]->st != C_READY)
+        return;
+    c = t->conns[idx];
+    memset(&t->out, 0, sizeof t->out);
+    t->out.type = SHOAL_MSG_LEASE_REQ;
+    memcpy(t->out.u.lease_req.manifest_id, manifest_id, 32);
+    t->out.u.lease_req.flags = SHOAL_LEASE_GIVE_BACK;
+    /* Tag 0: no release's lease request waits for the answer. */
+    if (request(c, 0, NULL) == 0)
+        memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, manifest_id, 32);
+}
+
 static int send_lease_done(struct conn *c, const uint8_t manifest_id[32], uint32_t first,
                            uint32_t count)
 {

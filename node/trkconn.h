@@ -190,6 +190,13 @@ int shoal_trkconn_get_manifest(struct shoal_trkconn *t, const uint8_t *manifest_
 int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
                         uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag);
 
+/* Gives back to tracker |idx| every lease this node holds on
+ * |manifest_id| (SHOAL_LEASE_GIVE_BACK: the origin refuses this node), so
+ * other nodes are granted their chunks now, not when they expire. Dropped
+ * when that tracker is not ready (the leases then expire as before). */
+void shoal_trkconn_lease_give_back(struct shoal_trkconn *t, uint32_t idx,
+                                   const uint8_t manifest_id[32]);
+
 /* Tells tracker |idx| (from on_lease) that chunks [first, first+count) of
  * the lease are fetched. Dropped when that tracker is not ready. */
 void shoal_trkconn_lease_done(struct shoal_trkconn *t, uint32_t idx,

@@ -394,6 +394,12 @@ struct shoal_msg_lease_req {
 };
 /* The node misses hint_chunk and none of its peers offers it. */
 #define SHOAL_LEASE_HINT_MISSING 1u
+/* The node gives back every lease it holds on the release and asks for
+ * none (max_chunks 0): the origin refuses it (HTTP 401/403), so what it
+ * holds would otherwise wait for the leases to expire. A tracker that
+ * predates the flag grants nothing to max_chunks 0 (or repeats a lease
+ * the node then ignores), and the leases expire as before. */
+#define SHOAL_LEASE_GIVE_BACK 2u
 
 /* LEASE 42: [manifest_id, first, count, expires_ms, retry_after_ms];
  * count 0 means none granted; expires_ms is relative to receipt. */

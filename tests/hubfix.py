@@ -19,16 +19,17 @@ PY = "/usr/bin/python3"
 
 class Hub:
     """The Hub stand-in (HUB_DIR is tests/hub) serving acme/model, generated
-    with |shards| shards from |seed|; |faults| (a list) is handed to the
-    stand-in as is. With |tls| (a directory tlscert.py filled) the port
+    with |shards| shards from |seed| (|private|: readable only with one of
+    |tokens|); |faults| (a list) is handed to the stand-in as is. With |tls| (a directory tlscert.py filled) the port
     speaks https too: `https_url`; `url` (http) stays for the control
     endpoints."""
 
-    def __init__(self, hub_dir, tmp, size, shards, seed, faults=None, tls=None):
+    def __init__(self, hub_dir, tmp, size, shards, seed, faults=None, tls=None, tokens=(),
+                 private=False):
         self.root = os.path.join(tmp, "hub")
         self.commit = shoalproc.run(PY, os.path.join(hub_dir, "genrepo.py"), self.root,
                                     "acme/model", "--size", size, "--shards", shards,
-                                    "--seed", seed).strip()
+                                    "--seed", seed, *(["--private"] if private else [])).strip()
         with open(os.path.join(self.root, "models", "acme", "model", "commits", self.commit,
                                ".files.json")) as f:
             self.files = {e["path"]: e for e in json.load(f)["files"]}
@@ -36,6 +37,8 @@ class Hub:
         args = [PY, os.path.join(hub_dir, "hubstub.py"), self.root, "--port", "0"]
         if faults:
             args += ["--faults", json.dumps(faults)]
+        for t in tokens:
+            args += ["--token", t]
         if tls:
             args += ["--tls-cert", os.path.join(tls, "server.pem"),
                      "--tls-key", os.path.join(tls, "server.key")]

@@ -379,6 +379,7 @@ static int lease(struct shoal_trkc *c, const uint8_t id[32], uint32_t max, uint3
     memcpy(g_m.u.lease_req.manifest_id, id, 32);
     g_m.u.lease_req.max_chunks = max;
     g_m.u.lease_req.hint_chunk = hint;
+    g_m.u.lease_req.flags = 0; /* not what an earlier message left there */
     int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
     if (rv)
         return rv;

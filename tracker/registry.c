@@ -2070,6 +2070,21 @@ out:
     return rv;
 }
 
+int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                              const uint8_t node_pk[32], uint32_t *ended)
+{
+    uint32_t ni = node_find(r, node_pk);
+    uint32_t mi = mani_find(r, manifest_id);
+
+    *ended = 0;
+    if (ni == NONE || mi == NONE)
+        return 0;
+    mani_expire_leases(r, &r->manis[mi], now_ms);
+    *ended = drop_node_leases(r, &r->manis[mi], ni);
+    r->st.leases_given_back += *ended;
+    return 0;
+}
+
 int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                          const uint8_t node_pk[32], uint32_t first, uint32_t count)
 {
@@ -2626,6 +2641,9 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
                    "Origin leases that expired unfulfilled.", (double)s->leases_expired)) ||
         (rv = prom(out, "shoal_tracker_leases_done_total", "counter",
                    "Origin leases fulfilled.", (double)s->leases_done)) ||
+        (rv = prom(out, "shoal_tracker_leases_given_back_total", "counter",
+                   "Origin leases their node ended early: the origin refuses it.",
+                   (double)s->leases_given_back)) ||
         (rv = prom(out, "shoal_tracker_leases_active", "gauge", "Origin leases outstanding.",
                    (double)s->leases_active)) ||
         (rv = prom(out, "shoal_tracker_nodes_expired_total", "counter",

@@ -339,6 +339,15 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
 #define SHOAL_REG_HINT_MISSING 1u
 
 /*
+ * Ends every lease |node_pk| holds on |manifest_id| at once, as if each had
+ * expired (its unfetched chunks are free to lease again): the node's origin
+ * refuses it. Writes how many ended to *|ended|. Returns 0 (also when the
+ * node or the manifest is unknown: nothing to end).
+ */
+int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                              const uint8_t node_pk[32], uint32_t *ended);
+
+/*
  * Marks chunks [first, first+count) of |manifest_id| fetched. The range must
  * lie inside one unexpired lease held by |node_pk|; a lease whose chunks are
  * all fetched ends, and one that is not runs lease_ms from now when the
@@ -495,6 +504,8 @@ struct shoal_reg_stats {
                                   have lost the reply (shoal_reg_lease) */
     uint64_t fetched_withdrawn; /* chunks fetched (or leased) on a node's
                                    word that it then asked to lease */
+    uint64_t leases_given_back; /* ended early by their node (its origin
+                                   refuses it: shoal_reg_lease_give_back) */
 };
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);

@@ -1299,6 +1299,21 @@ static int handle_lease_req(struct conn *c, uint64_t now)
     uint32_t first, count;
     uint64_t expires;
     struct shoal_reg_stats before, after;
+    if (q->flags & SHOAL_LEASE_GIVE_BACK) {
+        uint32_t ended;
+        char hex[65], mid[65];
+        shoal_reg_lease_give_back(t->reg, now, q->manifest_id, c->pk, &ended);
+        shoal_hex(hex, c->pk, 32);
+        shoal_hex(mid, q->manifest_id, 32);
+        shoal_tracker_log("node %.16s gave back %u origin lease(s) of %.16s: the origin refuses "
+                          "it; their chunks are free for other nodes", hex, ended, mid);
+        struct shoal_msg *m = &t->reply;
+        m->type = SHOAL_MSG_LEASE;
+        memcpy(m->u.lease.manifest_id, q->manifest_id, 32);
+        m->u.lease.first = m->u.lease.count = m->u.lease.expires_ms = 0;
+        m->u.lease.retry_after_ms = LEASE_RETRY_MS;
+        return conn_send(c, m);
+    }
     shoal_reg_stats(t->reg, &before);
     /* Chunk count 0: only manifests published here (signed) get leases;
      * an announce's total_chunks never sizes lease state. */
