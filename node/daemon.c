@@ -2968,7 +2968,19 @@ static int start_ctl(struct shoal_daemon *d)
         return SHOAL_ELIMIT;
     }
     if (path) {
-        char why[PATH_MAX + 160];
+        char why[PATH_MAX + 160], dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        const char *slash = strrchr(path, '/');
+        /* The directory is made here, before it is checked (shoal_ctl_new
+         * would make it after): one someone else makes in between is then
+         * theirs, and refused, not used. */
+        if (slash && slash != path) {
+            snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+            if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+                int e = errno;
+                LOG_E("control socket %s: cannot make its directory: %s", path, strerror(e));
+                return -e;
+            }
+        }
         if ((rv = shoal_sockpath_check(path, why, sizeof why)) != 0) {
             LOG_E("control socket %s: %s; put it in a directory only root or shoald's user "
                   "may write", path, why);
