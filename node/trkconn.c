@@ -831,7 +831,11 @@ static void on_challenge(struct conn *c, const struct shoal_msg *m)
         a->has_client_eph = true;
         memcpy(a->client_eph, c->eph_pk, 32);
     }
-    rv = shoal_trk_auth_sign(a->sig, m->u.trk_challenge.nonce, cfg->sk);
+    /* Pinned: every field signed, so a relay cannot use the login (auth.h). */
+    if (cfg->tracker_keys)
+        rv = shoal_trk_auth_sign_bound(a->sig, m->u.trk_challenge.nonce, a, cfg->sk);
+    else
+        rv = shoal_trk_auth_sign(a->sig, m->u.trk_challenge.nonce, cfg->sk);
     if (rv == 0)
         rv = send_out(c);
     if (rv != 0) {

@@ -1034,6 +1034,77 @@ static void load_admin(struct ident *admin)
     shoal_buf_free(&cb);
 }
 
+/* A bound login (auth.h: what a node that pins the tracker sends) as
+ * |id| on a fresh connection, signed over |signed_as| and sent as |sent|
+ * (both with the connection's nonce): the relay's view of the S6 attack.
+ * Returns 0 (OK) or the tracker's error code. */
+static int bound_login(const struct proc *p, const struct ident *id,
+                       struct shoal_msg_trk_auth *signed_as, struct shoal_msg_trk_auth *sent)
+{
+    struct shoal_trkc *c = NULL;
+    REQUIRE(shoal_trkc_connect(&c, p->addr, TMO) == 0);
+    REQUIRE(shoal_trk_auth_sign_bound(sent->sig, shoal_trkc_nonce(c), signed_as, &id->sk) == 0);
+    memset(&g_m, 0, sizeof(g_m));
+    g_m.type = SHOAL_MSG_TRK_AUTH;
+    g_m.u.trk_auth = *sent;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    if (rv == 0 && g_m.type != SHOAL_MSG_OK)
+        rv = g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code : SHOAL_EPROTO;
+    shoal_trkc_free(c);
+    return rv;
+}
+
+/* A login asking for a sealed session (client_eph) is signed over all it
+ * asks for: relayed with the ephemeral key left out (a plain session the
+ * relay could use), another role, zone or address, it is refused; a plain
+ * login's nonce-only signature is not taken for one that asks to seal. */
+static void test_bound_login(void)
+{
+    struct proc p = start_tracker(NULL);
+    struct ident admin;
+    load_admin(&admin);
+    struct shoal_msg_trk_auth a, b;
+    memset(&a, 0, sizeof a);
+    memcpy(a.node_pk, admin.pk.pk, 32);
+    a.cred.p = admin.cred;
+    a.cred.len = (uint32_t)admin.cred_len;
+    a.zone.p = "z";
+    a.zone.len = 1;
+    a.listen_addr.p = "10.0.0.1:7000";
+    a.listen_addr.len = 13;
+    a.role = SHOAL_ROLE_NODE;
+    a.has_client_nonce = a.has_client_eph = true;
+    memset(a.client_nonce, 7, 32);
+    memset(a.client_eph, 9, 32);
+    b = a;
+    CHECK_EQ(bound_login(&p, &admin, &a, &b), 0);
+    b = a;
+    b.has_client_nonce = b.has_client_eph = false;
+    CHECK_EQ(bound_login(&p, &admin, &a, &b), SHOAL_EBADSIG);
+    b = a;
+    b.role = SHOAL_ROLE_ADMIN;
+    CHECK_EQ(bound_login(&p, &admin, &a, &b), SHOAL_EBADSIG);
+    b = a;
+    b.zone.p = "evil";
+    b.zone.len = 4;
+    CHECK_EQ(bound_login(&p, &admin, &a, &b), SHOAL_EBADSIG);
+    b = a;
+    b.listen_addr.p = "10.6.6.6:7000";
+    CHECK_EQ(bound_login(&p, &admin, &a, &b), SHOAL_EBADSIG);
+    /* What the same key signs for a plain login (the nonce only) does not
+     * pass for one that asks for a sealed session. */
+    struct shoal_trkc *c = NULL;
+    REQUIRE(shoal_trkc_connect(&c, p.addr, TMO) == 0);
+    memset(&g_m, 0, sizeof(g_m));
+    g_m.type = SHOAL_MSG_TRK_AUTH;
+    g_m.u.trk_auth = a;
+    REQUIRE(shoal_trk_auth_sign(g_m.u.trk_auth.sig, shoal_trkc_nonce(c), &admin.sk) == 0);
+    CHECK_EQ(shoal_trkc_call(c, &g_m, &g_m, TMO), 0);
+    CHECK(g_m.type == SHOAL_MSG_ERROR && g_m.u.error.code == SHOAL_EBADSIG);
+    shoal_trkc_free(c);
+    stop_tracker(&p);
+}
+
 /* A publisher login naming an untrusted signing key, again and again: each
  * is refused and counted as an auth failure, and the log gets one line
  * (throttled like any failed login), not one per attempt. */
@@ -1532,6 +1603,7 @@ int main(int argc, char **argv)
     RUN(test_conns_per_key);
     RUN(test_junk_announces);
     RUN(test_manifest_lru);
+    RUN(test_bound_login);
 
     const char *files[] = { "cluster.pub", "publisher.keys", "admin.keys", "admin.sk",
                             "flood.log" };

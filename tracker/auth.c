@@ -40,6 +40,65 @@ int shoal_trk_auth_verify(const uint8_t sig[SHOAL_SIG_LEN], const uint8_t nonce[
     return crypto_sign_verify_detached(sig, msg, sizeof(msg), node_pk) == 0 ? 0 : SHOAL_EBADSIG;
 }
 
+#define BOUND_LEN (sizeof(SHOAL_TRK_AUTH_BOUND_DOMAIN) + 32 + 32)
+
+static void put_u32(crypto_generichash_state *h, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    crypto_generichash_update(h, b, sizeof b);
+}
+
+/* An optional field: its presence, then its bytes when present. */
+static void put_opt(crypto_generichash_state *h, bool has, const uint8_t *p, size_t n)
+{
+    uint8_t flag = has;
+    crypto_generichash_update(h, &flag, 1);
+    if (has)
+        crypto_generichash_update(h, p, n);
+}
+
+static void bound_message(uint8_t out[BOUND_LEN], const uint8_t nonce[32],
+                          const struct shoal_msg_trk_auth *a)
+{
+    crypto_generichash_state h;
+    size_t o = sizeof(SHOAL_TRK_AUTH_BOUND_DOMAIN);
+
+    crypto_generichash_init(&h, NULL, 0, 32);
+    crypto_generichash_update(&h, a->node_pk, 32);
+    put_opt(&h, a->has_client_nonce, a->client_nonce, 32);
+    put_opt(&h, a->has_client_eph, a->client_eph, 32);
+    put_u32(&h, a->role);
+    put_u32(&h, a->zone.len);
+    crypto_generichash_update(&h, (const uint8_t *)a->zone.p, a->zone.len);
+    put_u32(&h, a->listen_addr.len);
+    crypto_generichash_update(&h, (const uint8_t *)a->listen_addr.p, a->listen_addr.len);
+    put_opt(&h, a->has_session, a->session, SHOAL_MSG_SESSION_LEN);
+    put_opt(&h, a->has_publisher, a->publisher_pk, 32);
+    memcpy(out, SHOAL_TRK_AUTH_BOUND_DOMAIN, o);
+    memcpy(out + o, nonce, 32);
+    crypto_generichash_final(&h, out + o + 32, 32);
+}
+
+int shoal_trk_auth_sign_bound(uint8_t sig[SHOAL_SIG_LEN], const uint8_t nonce[32],
+                              const struct shoal_msg_trk_auth *a,
+                              const struct shoal_seckey *sk)
+{
+    uint8_t msg[BOUND_LEN];
+    if (shoal_crypto_init() != 0)
+        return -EIO;
+    bound_message(msg, nonce, a);
+    return crypto_sign_detached(sig, NULL, msg, sizeof(msg), sk->sk) == 0 ? 0 : -EIO;
+}
+
+int shoal_trk_auth_verify_bound(const uint8_t nonce[32], const struct shoal_msg_trk_auth *a)
+{
+    uint8_t msg[BOUND_LEN];
+    bound_message(msg, nonce, a);
+    return crypto_sign_verify_detached(a->sig, msg, sizeof(msg), a->node_pk) == 0
+               ? 0
+               : SHOAL_EBADSIG;
+}
+
 #define ID_LEN (sizeof(SHOAL_TRK_ID_DOMAIN) + 5 * 32)
 
 static void id_message(uint8_t out[ID_LEN], const struct shoal_trk_id *id)

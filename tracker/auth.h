@@ -19,6 +19,7 @@
 
 #include "buf.h"
 #include "keys.h"
+#include "msg.h"
 
 #define SHOAL_TRK_AUTH_DOMAIN "shoal-trk-auth-v1"
 
@@ -40,6 +41,29 @@
  * changed on the way.
  */
 #define SHOAL_TRK_ID_DOMAIN "shoal-trk-id-v1"
+
+/*
+ * A login that pins the tracker (TRK_AUTH with client_nonce and client_eph)
+ * is signed over more than the challenge: over
+ *     "shoal-trk-auth-v2" NUL || nonce || BLAKE2b-256(node_pk || client_nonce
+ *         || client_eph || role || zone || listen_addr || session || publisher_pk)
+ * (strings and optional fields with their lengths or presence). It is sent
+ * before the tracker has proven its key, so whoever relays it could
+ * otherwise log in with it elsewhere: as it is, it is good only unchanged,
+ * and then for a session sealed with keys the relay does not have (a
+ * plain login, another role, zone or address, fails the signature).
+ */
+#define SHOAL_TRK_AUTH_BOUND_DOMAIN "shoal-trk-auth-v2"
+
+/* Signs TRK_AUTH |a| (every field but sig and cred set) for challenge
+ * |nonce| with |sk| into |sig|. Returns 0 or -EIO. */
+int shoal_trk_auth_sign_bound(uint8_t sig[SHOAL_SIG_LEN], const uint8_t nonce[32],
+                              const struct shoal_msg_trk_auth *a,
+                              const struct shoal_seckey *sk);
+
+/* Checks |a|'s sig over challenge |nonce| and |a|'s fields by a->node_pk.
+ * Returns 0 or SHOAL_EBADSIG. */
+int shoal_trk_auth_verify_bound(const uint8_t nonce[32], const struct shoal_msg_trk_auth *a);
 
 /* Signs |nonce| with |sk| into |sig|. Returns 0 or -EIO (libsodium). */
 int shoal_trk_auth_sign(uint8_t sig[SHOAL_SIG_LEN], const uint8_t nonce[32],

@@ -961,7 +961,10 @@ static int handle_auth(struct conn *c)
             return auth_fail(c, rv, "credential not signed by a trusted cluster key");
         if (rv)
             return auth_fail(c, rv, "credential signature does not verify");
-        if (shoal_trk_auth_verify(a->sig, c->nonce, a->node_pk) != 0)
+        /* A login that asks for a sealed session signed what it asked for
+         * (auth.h): one relayed with anything changed or left out fails. */
+        if (a->has_client_eph ? shoal_trk_auth_verify_bound(c->nonce, a) != 0
+                              : shoal_trk_auth_verify(a->sig, c->nonce, a->node_pk) != 0)
             return auth_fail(c, SHOAL_EBADSIG, "challenge signature does not verify");
         if (a->role != SHOAL_ROLE_NODE && !shoal_keyset_contains(t->cfg.admin_keys, a->node_pk))
             return auth_fail(c, SHOAL_EPERM, "key not allowed the requested role");

@@ -366,8 +366,6 @@ static int do_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const ui
     memcpy(a->node_pk, pk.pk, 32);
     a->cred.p = cred;
     a->cred.len = (uint32_t)cred_len;
-    if ((rv = shoal_trk_auth_sign(a->sig, c->nonce, sk)) != 0)
-        goto out;
     a->zone.p = zone;
     a->zone.len = (uint32_t)strlen(zone);
     a->listen_addr.p = addr;
@@ -384,6 +382,11 @@ static int do_auth(struct shoal_trkc *c, const struct shoal_seckey *sk, const ui
         memcpy(a->client_nonce, id.cnonce, 32);
         memcpy(a->client_eph, id.client_eph, 32);
     }
+    /* Signed last: a pinned login signs every field (auth.h). */
+    rv = prove ? shoal_trk_auth_sign_bound(a->sig, c->nonce, a, sk)
+               : shoal_trk_auth_sign(a->sig, c->nonce, sk);
+    if (rv != 0)
+        goto out;
     c->err[0] = '\0';
     c->unproven = false;
     if ((rv = shoal_trkc_call(c, m, m, timeout_ms)) != 0)
