@@ -414,7 +414,7 @@ int shoal_cmd_pull(int argc, char **argv)
     struct shoal_ctl_msg *m = malloc(sizeof *m);
     struct conn c = {.fd = -1};
     char pathbuf[128], size[32], rate[32], got[32];
-    bool tty = isatty(STDOUT_FILENO), have, first = true, timed_out;
+    bool tty = isatty(STDOUT_FILENO), have, first = true, timed_out, base_waiting = false;
     uint64_t base = 0;
     int quiet = 0, status = 1, rv;
 
@@ -464,11 +464,20 @@ int shoal_cmd_pull(int argc, char **argv)
             goto out;
         }
         /* The release's byte counters count from when it opened on the
-         * daemon (0 while it waits for its manifest); what they held when
-         * this command began was not its doing. */
+         * daemon; what they held when this command began was not its
+         * doing. Before that the daemon may be resolving a branch or
+         * fetching the manifest (no id yet, counters 0): the baseline is
+         * then taken once the release shows, unless it opened after this
+         * command began (elapsed_ms; an older daemon sends 0, and then
+         * the baseline is as it was: the first reply's). */
         if (first) {
             first = false;
             base = m->u.progress.peer_bytes + m->u.progress.origin_bytes;
+            base_waiting = !m->u.progress.has_id;
+        } else if (base_waiting && m->u.progress.has_id) {
+            base_waiting = false;
+            if ((double)m->u.progress.elapsed_ms / 1000.0 >= shoal_now_s() - start + 0.25)
+                base = m->u.progress.peer_bytes + m->u.progress.origin_bytes;
         }
         if (m->u.progress.state == SHOAL_CTL_COMPLETE)
             break;

@@ -100,7 +100,9 @@ struct shoal_ctl_release {
     uint32_t peers;                       /* peers exchanging this release */
     uint64_t peer_bytes, origin_bytes;    /* received this run, by source */
     uint64_t eta_ms;                      /* 0: unknown or done */
-    uint64_t elapsed_ms;                  /* since the pull started; 0: unknown */
+    uint64_t elapsed_ms;                  /* since the release opened on the
+                                             daemon; 0: unknown (not open, or
+                                             an older daemon) */
     /* Why it FAILED; for one PULLING, what is wrong with the origin if
      * anything; else empty. */
     char error[SHOAL_CTL_REASON_MAX + 1];

@@ -194,6 +194,9 @@ struct shoal_daemon {
          * used least recently is closed to make room. */
         uint64_t used_ms;
         uint64_t tx;
+        /* When it was opened here (CTL elapsed_ms: a pull that finds it
+         * open counts only what arrives from then on). */
+        uint64_t opened_ms;
         /* When a tracker last said it lacks this release's manifest and
          * was sent ours: at most one such put per RE_PUT_MS, in case it
          * keeps refusing it (a manifest may be megabytes). */
@@ -756,7 +759,7 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     d->slot[d->nswarms].tag = ++d->next_serial;
     snprintf(d->slot[d->nswarms].branch, sizeof d->slot[0].branch, "%s",
              branch ? branch : "");
-    d->slot[d->nswarms].used_ms = uv_now(&d->loop);
+    d->slot[d->nswarms].used_ms = d->slot[d->nswarms].opened_ms = uv_now(&d->loop);
     d->slot[d->nswarms].tx = 0;
     d->slot[d->nswarms].reput_ms = 0;
     d->slot[d->nswarms].lease_trk = UINT32_MAX;
@@ -2605,6 +2608,9 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
      * release's. */
     r->peer_bytes = st.rx_chunk_bytes - st.rx_dup_bytes;
     r->origin_bytes = st.origin_bytes;
+    r->elapsed_ms = uv_now(&d->loop) - d->slot[swarm_slot(d, sw)].opened_ms;
+    if (r->elapsed_ms == 0)
+        r->elapsed_ms = 1; /* 0 says "unknown" */
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
     if (*shoal_swarm_disk_error(sw)) { /* a file changed on disk */
         snprintf(r->error, sizeof r->error, "%s", shoal_swarm_disk_error(sw));

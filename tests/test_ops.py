@@ -453,6 +453,20 @@ def case_branch(tmp):
     if not n.wait_for(r"the Hub resolves main to commit %s" % hub.commit, 1):
         print("FAIL the log does not say what main resolved to")
         fails += 1
+    if not re.search(r"s here, [\d.]+ MiB fetched \(", r.stdout):
+        print("FAIL the first pull by branch does not say what it fetched")
+        fails += 1
+    # Pulled by branch again, complete: this command fetched nothing (its
+    # first replies come while the branch resolves, before the release
+    # shows with the counters it had).
+    before = hub.egress()
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", str(WAIT_S))
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    print(f"again by branch: {last}")
+    if r.returncode != 0 or "nothing fetched (it was here already)" not in last or \
+            hub.egress() != before:
+        print("FAIL a pull by branch of a complete release says it fetched it again")
+        fails += 1
     fails += expect_refused(n, "acme/model@nosuch", r"nosuch")
     # A commit nobody published: the pull waits (it may be published
     # later) but says why.
