@@ -2245,7 +2245,7 @@ static void ctl_match(struct shoal_daemon *d, const char *release, struct shoal_
 static int check_release_name(const char *release, enum shoal_repo_type *type, bool *commit,
                               char *why, size_t whylen)
 {
-    const char *at = strrchr(release, '@'), *id;
+    const char *at = strchr(release, '@'), *id;
     char repo[SHOAL_MSG_REPO_MAX + 1], folder[SHOAL_MSG_REPO_MAX + 32];
     size_t n;
     size_t hex = 0, upper = 0;
@@ -2384,7 +2384,7 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
 static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size_t whylen)
 {
     char repo[SHOAL_MSG_REPO_MAX + 1];
-    const char *at = strrchr(pl->asked, '@'), *id;
+    const char *at = strchr(pl->asked, '@'), *id;
     enum shoal_repo_type type;
     struct resolve_ctx *rc = NULL;
     int rv;
@@ -2528,7 +2528,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         /* --no-origin leaves d->hub unset although an endpoint may be
          * configured: name the real reason. */
         snprintf(why, whylen, "revision must be a 40-hex commit; got '%s' (%s)",
-                 strrchr(release, '@') + 1,
+                 strchr(release, '@') + 1,
                  d->cfg->no_origin ? "this node runs with --no-origin, so it does not ask the "
                                      "Hub to resolve branches and tags"
                                    : "this node has no Hub endpoint to resolve branches and tags");
@@ -2547,7 +2547,7 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         memcpy(pl->asked, release, n + 1);
         if (!commit) {
             pl->unresolved = true;
-            snprintf(pl->ref, sizeof pl->ref, "%s", strrchr(release, '@') + 1);
+            snprintf(pl->ref, sizeof pl->ref, "%s", strchr(release, '@') + 1);
             rv = resolve_pull(d, pl, why, whylen);
         }
     }

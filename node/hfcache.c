@@ -164,23 +164,56 @@ int shoal_hf_link_target(char *out, size_t cap, const struct shoal_mf_file *f)
     return fmt(out + used, cap - used, "blobs/%s", etag);
 }
 
+/* Length of the UTF-8 sequence at |p| (at most |n| bytes), or 0 when it
+ * is not one (overlong, surrogate, above U+10FFFF, or cut short). */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+    uint32_t cp;
+
+    if (len == 0 || len > n || p[0] > 0xf4)
+        return 0;
+    cp = p[0] & (0x7f >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
 bool shoal_hf_branch_ok(const char *branch)
 {
+    const unsigned char *b = (const unsigned char *)branch;
     size_t n, i, comp = 0;
 
     if (!branch)
         return false;
     n = strlen(branch);
-    if (n == 0 || n > 255 || branch[0] == '/' || branch[n - 1] == '/')
+    /* git's rules for ref names (git-check-ref-format), which the Hub's
+     * branches and tags follow, and a leading '-' (git refuses such a
+     * branch; here it would read as an option or the state file's "none"). */
+    if (n == 0 || n > 255 || b[0] == '/' || b[0] == '-' || b[n - 1] == '/' ||
+        b[n - 1] == '.' || strcmp(branch, "@") == 0 || strstr(branch, "..") ||
+        strstr(branch, "@{"))
         return false;
     for (i = 0; i <= n; i++) {
-        if (i == n || branch[i] == '/') {
+        if (i == n || b[i] == '/') {
             size_t len = i - comp;
-            if (len == 0 || (len == 1 && branch[comp] == '.') ||
-                (len == 2 && branch[comp] == '.' && branch[comp + 1] == '.'))
+            /* Empty, hidden ("." first: also "." and ".."), or ".lock". */
+            if (len == 0 || b[comp] == '.' ||
+                (len >= 5 && memcmp(b + i - 5, ".lock", 5) == 0))
                 return false;
             comp = i + 1;
-        } else if (!repo_char_ok(branch[i])) {
+        } else if (b[i] >= 0x80) {
+            size_t k = utf8_seq(b + i, n - i);
+            if (k == 0)
+                return false;
+            i += k - 1;
+        } else if (b[i] < 0x20 || b[i] == 0x7f || strchr(" ~^:?*[\\", b[i])) {
             return false;
         }
     }

@@ -87,9 +87,12 @@ int shoal_hf_snapshot_path(char *out, size_t cap, const char *commit,
  * "blobs/<etag>". Returns 0 or SHOAL_ELIMIT. */
 int shoal_hf_link_target(char *out, size_t cap, const struct shoal_mf_file *f);
 
-/* True when |branch| is safe to use as refs/<branch>: non-empty, at most 255
- * bytes, characters [A-Za-z0-9._/-], no empty, "." or ".." component, no
- * leading or trailing '/'. ("pr/1" style nested refs are allowed.) */
+/* True when |branch| is a branch or tag name git (and so the Hub) takes and
+ * is safe to use as refs/<branch>: 1 to 255 bytes of valid UTF-8, none of
+ * them a control character, space or one of ~^:?*[\, no "..", "@{", empty
+ * or dot-led component or ".lock" ending, not "@", not starting with '-' or
+ * '/', not ending with '/' or '.'. ("refs/pr/1" style nested refs are
+ * allowed; so are "v1.0+cu118", "release@2024", "a,b" and "ÜBER".) */
 bool shoal_hf_branch_ok(const char *branch);
 
 /*

@@ -520,6 +520,21 @@ def case_refs(tmp):
     if not os.path.isdir(os.path.join(n.cache, "models--acme--model", "snapshots", dev)):
         print("FAIL dev's commit has no snapshot")
         fails += 1
+    # Branch and tag names git and the Hub take, though not made only of
+    # [A-Za-z0-9._/-]: pulled by name, each gets its refs/ file.
+    rel = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+              "--shards", "2", "--seed", "12", "--branch", "release@2024", "--tag",
+              "v1.0+cu118").strip()
+    publish(k, hub, tmp, rel, taddr)
+    for name in ("release@2024", "v1.0+cu118"):
+        r = cli("pull", "acme/model@" + name, "--socket", n.sock, "--timeout", str(WAIT_S))
+        print(f"pull @{name}: exit {r.returncode} {r.stderr.strip()[-160:]}")
+        if r.returncode != 0 or f"complete: acme/model@{rel}" not in r.stdout:
+            print(f"FAIL shoal pull acme/model@{name} did not complete {rel}")
+            fails += 1
+        if read_ref(n, name) != rel:
+            print(f"FAIL refs/{name} is {read_ref(n, name)}, not {rel}")
+            fails += 1
     return shoalproc.finish(fails, [n])
 
 

@@ -369,6 +369,19 @@ static void test_hfcache_names(void)
     CHECK(shoal_hf_branch_ok("refs/pr/1") && shoal_hf_branch_ok("v1.0"));
     CHECK(!shoal_hf_branch_ok("../x") && !shoal_hf_branch_ok("a//b") &&
           !shoal_hf_branch_ok("/a") && !shoal_hf_branch_ok("") && !shoal_hf_branch_ok("a b"));
+    /* What git and the Hub take (QA K3), and what git refuses. */
+    CHECK(shoal_hf_branch_ok("v1.0+cu118") && shoal_hf_branch_ok("release@2024") &&
+          shoal_hf_branch_ok("a,b") && shoal_hf_branch_ok("\xc3\x9c" "BER") &&
+          shoal_hf_branch_ok("feat/x_y-z"));
+    CHECK(!shoal_hf_branch_ok("a..b") && !shoal_hf_branch_ok("a@{1}") &&
+          !shoal_hf_branch_ok("@") && !shoal_hf_branch_ok("-x") && !shoal_hf_branch_ok("x.") &&
+          !shoal_hf_branch_ok("x.lock") && !shoal_hf_branch_ok("a/.hidden") &&
+          !shoal_hf_branch_ok("a~1") && !shoal_hf_branch_ok("a^") && !shoal_hf_branch_ok("a:b") &&
+          !shoal_hf_branch_ok("a?") && !shoal_hf_branch_ok("a*") && !shoal_hf_branch_ok("a[") &&
+          !shoal_hf_branch_ok("a\\b") && !shoal_hf_branch_ok("a\tb") &&
+          !shoal_hf_branch_ok("a\x7f") && !shoal_hf_branch_ok("\xc3") &&
+          !shoal_hf_branch_ok("\xc0\xaf") && !shoal_hf_branch_ok("\xed\xa0\x80") &&
+          !shoal_hf_branch_ok("."));
 
     setenv("HF_HUB_CACHE", "", 1);
     setenv("HF_HOME", "/srv/hf", 1);
