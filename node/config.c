@@ -125,6 +125,11 @@ static const struct key keys[] = {
      "public keys of this fleet's trackers (one per line; repeatable): a tracker must\n"
      "                               prove it holds one (shoal-tracker --key) before the node\n"
      "                               uses it (default: trackers are not authenticated)"},
+    {"deny-keys", K_LIST, F(deny_keys), "FILE",
+     "node keys this node refuses although their credential is valid (a leaked or\n"
+     "                               retired node: one public key per line; repeatable; at\n"
+     "                               most 64 in all); read again within 2 s of a change,\n"
+     "                               and a live session of a key then listed is closed"},
     {"hub-endpoint", K_STR, F(hub_endpoint), "URL",
      "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
     {"hub-token-file", K_STR, F(hub_token_file), "FILE",

@@ -31,6 +31,7 @@ struct shoal_config {
     struct shoal_config_list cluster_keys;  /* trust files of cluster keys */
     struct shoal_config_list publisher_keys; /* trust files of manifest publishers */
     struct shoal_config_list tracker_keys;   /* keys trackers must prove (none: not checked) */
+    struct shoal_config_list deny_keys;      /* revoked node keys, files read again on change */
     char *cache_dir;         /* NULL: HF_HUB_CACHE / HF_HOME/hub / ~/.cache/... */
     char *state_dir;         /* NULL: $STATE_DIRECTORY, /var/lib/shoald, ... (state.h) */
     struct shoal_config_list peers;      /* static peers host:port */

@@ -31,6 +31,7 @@
 #include "hfcache.h"
 #include "hub.h"
 #include "keys.h"
+#include "keywatch.h"
 #include "loader.h"
 #include "manifest.h"
 #include "mfq.h"
@@ -140,6 +141,12 @@ struct shoal_daemon {
     size_t cred_len;
     uint64_t cred_expires;  /* unix time; 0: no credential */
     uv_timer_t cred_timer;  /* warns while the credential nears its end */
+    /* --deny-keys: revoked node keys, and the timer that reads the files
+     * again when they change */
+    struct shoal_keywatch *deny;
+    uv_timer_t deny_timer;
+    uint64_t deny_logged_ms; /* last "refused: revoked" line */
+    uint32_t deny_quiet;     /* refusals since, not logged */
     struct shoal_keyset *cluster_keys;
     struct shoal_keyset *publishers;
     struct shoal_keyset *tracker_keys; /* NULL: trackers not authenticated */
@@ -1240,6 +1247,26 @@ static void peer_on_ready(struct shoal_peer *p, void *user)
         LOG_W("peer %s refused: connection limit (%u) reached", shoal_peer_name(p),
               peer_limit(d));
         shoal_peer_bye(p, "connection limit reached");
+        return;
+    }
+    /* Only now, with its key proven. */
+    if (shoal_keywatch_contains(d->deny, shoal_session_peer_pk(shoal_peer_session(p)))) {
+        uint64_t now = uv_now(&d->loop);
+        /* A revoked node may keep dialling: a line per 30 s, not per try. */
+        if (!d->deny_logged_ms || now - d->deny_logged_ms >= 30000) {
+            char more[48] = "";
+            if (d->deny_quiet)
+                snprintf(more, sizeof more, " (and %u more since the last such line)",
+                         d->deny_quiet);
+            LOG_W("peer %s refused: its node key is revoked here (deny-keys)%s",
+                  shoal_peer_name(p), more);
+            d->deny_logged_ms = now ? now : 1;
+            d->deny_quiet = 0;
+        } else {
+            d->deny_quiet++;
+        }
+        forget_peer(d, p);
+        shoal_peer_bye(p, "node key revoked");
         return;
     }
     /* Only now: until its HELLO_AUTH verified, the HELLO
@@ -3048,6 +3075,7 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->retry, NULL);
     uv_close((uv_handle_t *)&d->reaper, NULL);
     uv_close((uv_handle_t *)&d->cred_timer, NULL);
+    uv_close((uv_handle_t *)&d->deny_timer, NULL);
     shoal_loader_srv_close(d->loader);
     stop_trackers(d);
     shoal_ctl_close(d->ctl);
@@ -3280,6 +3308,60 @@ static int load_identity(struct shoal_daemon *d)
         if (rv != 0)
             return rv;
     }
+    return 0;
+}
+
+/* How often the deny-keys files are looked at (a stat each). */
+#define DENY_CHECK_MS 2000u
+
+/* Reads deny-keys again if a file changed, and closes the sessions of
+ * peers whose key it now lists. */
+static void on_deny_timer(uv_timer_t *t)
+{
+    struct shoal_daemon *d = t->data;
+    char why[512];
+    bool changed;
+    uint32_t closed = 0;
+
+    if (shoal_keywatch_check(d->deny, &changed, why, sizeof why) != 0) {
+        LOG_E("deny-keys: %s; the keys read before still count", why);
+        return;
+    }
+    if (!changed)
+        return;
+    for (uint32_t i = 0; i < d->npeers;) {
+        struct shoal_peer *p = d->peers[i];
+        if (!shoal_peer_ready(p) ||
+            !shoal_keywatch_contains(d->deny, shoal_session_peer_pk(shoal_peer_session(p)))) {
+            i++;
+            continue;
+        }
+        LOG_W("peer %s closed: its node key is now revoked here (deny-keys)",
+              shoal_peer_name(p));
+        forget_peer(d, p);
+        shoal_peer_bye(p, "node key revoked");
+        closed++;
+    }
+    LOG_I("deny-keys read again: %zu revoked node key(s); %u session(s) closed",
+          shoal_keywatch_count(d->deny), closed);
+}
+
+static int load_deny(struct shoal_daemon *d)
+{
+    const struct shoal_config *c = d->cfg;
+    char why[512];
+    int rv;
+
+    if (c->deny_keys.n == 0)
+        return 0;
+    rv = shoal_keywatch_new(&d->deny, (const char *const *)c->deny_keys.v, c->deny_keys.n, why,
+                            sizeof why);
+    if (rv != 0) {
+        LOG_E("deny-keys: %s", why);
+        return rv;
+    }
+    LOG_I("deny-keys: %zu revoked node key(s), read again within %u s of a change",
+          shoal_keywatch_count(d->deny), DENY_CHECK_MS / 1000);
     return 0;
 }
 
@@ -3749,7 +3831,11 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     }
     uv_timer_init(&d->loop, &d->cred_timer);
     d->cred_timer.data = d;
+    uv_timer_init(&d->loop, &d->deny_timer);
+    d->deny_timer.data = d;
     rv = shoal_hash_init() == 0 ? load_identity(d) : -EIO;
+    if (rv == 0)
+        rv = load_deny(d);
     if (rv != 0)
         goto fail;
     rv = shoal_hf_cache_dir(d->cache_dir, sizeof d->cache_dir, cfg->cache_dir);
@@ -3874,6 +3960,8 @@ int shoal_daemon_run(struct shoal_daemon *d)
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     on_cred_timer(&d->cred_timer); /* warns now if the end is near */
+    if (d->deny)
+        uv_timer_start(&d->deny_timer, on_deny_timer, DENY_CHECK_MS, DENY_CHECK_MS);
     for (uint32_t i = 0; i < d->nswarms; i++)
         start_release(d, d->swarms[i]);
     dial_static(d);
@@ -3921,6 +4009,7 @@ void shoal_daemon_free(struct shoal_daemon *d)
     shoal_keyset_free(d->cluster_keys);
     shoal_keyset_free(d->publishers);
     shoal_keyset_free(d->tracker_keys);
+    shoal_keywatch_free(d->deny);
     shoal_mfq_free(d->mfq);
     shoal_srclimit_free(d->hello_budget);
     if (d->cache_locked)

@@ -2070,6 +2070,16 @@ out:
     return rv;
 }
 
+int shoal_reg_node_forget(struct shoal_reg *r, const uint8_t node_pk[32])
+{
+    uint32_t ni = node_find(r, node_pk);
+
+    if (ni == NONE)
+        return SHOAL_ENOTFOUND;
+    node_remove_idx(r, ni);
+    return 0;
+}
+
 int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                               const uint8_t node_pk[32], uint32_t *ended)
 {
