@@ -60,6 +60,10 @@ struct shoal_peer {
      * was not asked for, and is refused before its owner spends a hash and
      * a signature check of up to a frame's bytes on it. */
     uint32_t manifests_asked;
+    /* REQUESTs sent and not answered yet (CHUNK or REJECT): each earns one
+     * answer, so a peer cannot make us open and drop unasked chunks at
+     * wire speed. */
+    uint32_t requests_open;
     bool initiator;
     /* Accepted side: our HELLO (node key, credential, zone, address) waits
      * until the initiator's HELLO has verified, so a connection without a
@@ -999,6 +1003,8 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
     int rv = send_raw(p, m, peer_max_body(p));
     if (rv == 0 && m->type == SHOAL_MSG_WANT_MANIFEST && p->manifests_asked < UINT32_MAX)
         p->manifests_asked++;
+    if (rv == 0 && m->type == SHOAL_MSG_REQUEST && p->requests_open < UINT32_MAX)
+        p->requests_open++;
     return rv;
 }
 
@@ -1529,6 +1535,21 @@ static void dispatch(struct shoal_peer *p, uint8_t *body, size_t plain)
             break;
         }
         p->manifests_asked--;
+        if (p->cb->on_msg)
+            p->cb->on_msg(p, &m, p->user);
+        break;
+    case SHOAL_MSG_CHUNK:
+    case SHOAL_MSG_REJECT:
+        /* An answer to a request cancelled or timed out is still one of
+         * ours; more answers than requests are chunks nobody asked for. */
+        if (p->requests_open == 0) {
+            LOG_W("peer %s sent a %s this node did not ask for (more answers than requests "
+                  "on this connection), closing", p->name, shoal_msg_type_name(m.type));
+            shoal_peer_bye(p, m.type == SHOAL_MSG_CHUNK ? "CHUNK not asked for"
+                                                        : "REJECT of no request");
+            break;
+        }
+        p->requests_open--;
         if (p->cb->on_msg)
             p->cb->on_msg(p, &m, p->user);
         break;

@@ -17,6 +17,11 @@
  *                           no node knows, as from a newer version); prints
  *                           "requests N", the node's BYE reason ("bye:
  *                           ...") and "closed by the node" if it was.
+ *   unsolicited N SIZE SECONDS
+ *                           sends up to N CHUNK frames of SIZE bytes that
+ *                           answer no request (within SECONDS); prints the
+ *                           node's BYE ("bye: ..."), "sent N" and "closed by
+ *                           the node" if it was.
  *   manifest FILE N SECONDS waits (SECONDS at most) for the node's first
  *                           WANT_MANIFEST, then answers it N times with the
  *                           signed manifest FILE, its last byte (in the
@@ -349,6 +354,46 @@ int main(int argc, char **argv)
         }
         free(ones);
         printf("requests %ld\n%s", sent, closed ? "closed by the node\n" : "");
+        fflush(stdout);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
+    } else if (strcmp(argv[5], "unsolicited") == 0 && argc == 9) {
+        /* N CHUNK frames of SIZE zero bytes that answer no request. */
+        double end = now_s() + atof(argv[8]);
+        size_t size = (size_t)atol(argv[7]);
+        uint8_t *junk = calloc(1, size ? size : 1);
+        n = atol(argv[6]);
+        for (; junk && sent < n && now_s() < end; sent++) {
+            memset(&m, 0, sizeof m);
+            m.type = SHOAL_MSG_CHUNK;
+            m.u.chunk.req_id = (uint32_t)sent + 1000000u;
+            memset(m.u.chunk.chunk_id, (int)(sent & 0xff), 32);
+            m.u.chunk.codec = 0;
+            m.u.chunk.raw_len = (uint32_t)size;
+            m.u.chunk.payload.p = junk;
+            m.u.chunk.payload.len = (uint32_t)size;
+            if (!send_msg(&m, end))
+                break;
+        }
+        free(junk);
+        /* The node's BYE, if it closed on us (read until the close). */
+        bool closed = false;
+        while (!closed && now_s() < end + 5) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body)) {
+                closed = true;
+                break;
+            }
+            if (in.type == SHOAL_MSG_BYE)
+                printf("bye: %.*s\n", (int)in.u.bye.text.len, in.u.bye.text.p);
+            free(body);
+        }
+        printf("sent %ld\n%s", sent, closed ? "closed by the node\n" : "");
         fflush(stdout);
         close(sock);
         shoal_session_free(sess);

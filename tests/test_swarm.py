@@ -67,6 +67,9 @@ CASE is one of:
                   (logged), so they stop holding chunks back from the
                   origin; an honest seed that comes
                   later completes the release, verified.
+  unsolicited     a peer streams CHUNKs that answer no request: closed at
+                  the first with a BYE saying so, logged; an honest seed
+                  then serves the release.
   unknown_codec   a peer answers each request with a CHUNK of codec 7 (as a
                   newer version might): the puller closes it with a BYE
                   "CHUNK with codec 7, which this node does not know (a
@@ -1130,6 +1133,35 @@ def case_unknown_codec(tmp):
                       r"which this node does not know \(a newer shoal version\?\): closing, "
                       r"not banning", 1):
         print("FAIL the log does not say why the peer was closed")
+        fails += 1
+    return fails + honest_seed_finishes(k, tmp, mf, repo, b, files, fails)
+
+
+def case_unsolicited(tmp):
+    """A peer that streams CHUNKs answering no request (each costs the
+    node a decrypt at wire speed) is closed at the first, saying why; an
+    honest seed then serves the release."""
+    k, repo, files, mf, mid = setup(tmp)
+    b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf]))
+    h = subprocess.run([HOSTILE, b.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                        "unsolicited", "200", str(1 << 20), "20"], capture_output=True,
+                       text=True, timeout=60)
+    print(h.stdout.strip().replace("\n", ", "), h.stderr.strip())
+    fails = 0
+    m = re.search(r"sent (\d+)", h.stdout)
+    if "closed by the node" not in h.stdout or "bye: CHUNK not asked for" not in h.stdout:
+        print("FAIL the peer sending unasked CHUNKs was not closed with a BYE saying why")
+        fails += 1
+    if not m:
+        print("FAIL the hostile peer did not run")
+        fails += 1
+    if not b.wait_for(r"peer \S+ sent a CHUNK this node did not ask for \(more answers than "
+                      r"requests on this connection\), closing", 5):
+        print("FAIL the log does not say why the peer was closed")
+        fails += 1
+    n = len(re.findall(r"sent a CHUNK this node did not ask for", b.log()))
+    if n != 1:
+        print(f"FAIL {n} unasked CHUNKs were looked at, not the first alone")
         fails += 1
     return fails + honest_seed_finishes(k, tmp, mf, repo, b, files, fails)
 
@@ -2312,4 +2344,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "disk_rot_shared": case_disk_rot_shared,
                       "disk_rot_status_reason": case_disk_rot_status_reason,
                       "bad_manifest": case_bad_manifest,
-                      "unknown_codec": case_unknown_codec}, "shoal-swarm-")
+                      "unknown_codec": case_unknown_codec,
+                      "unsolicited": case_unsolicited}, "shoal-swarm-")
