@@ -2054,7 +2054,8 @@ static void origin_hold(struct shoal_swarm *s)
 
 static void origin_chunk_failed(struct shoal_swarm *s, uint32_t c);
 
-/* The origin refused this node (401/403, |msg| says why; origin_hold has
+/* The origin refused this node (401/403, or a certificate this node does
+ * not trust; |msg| says why; origin_hold has
  * just set the hold): it would refuse every span of the release, and the
  * tracker leases this node holds would keep their chunks from nodes it
  * does serve until they expired. Gives them back; while the hold lasts,
@@ -2233,7 +2234,7 @@ static void ofetch_done(void *user, int status, const char *msg)
          * protocol (ignores Range, a bad redirect) or kept failing through
          * the hub's retries. */
         origin_hold(s);
-        if (status == SHOAL_EPERM)
+        if (status == SHOAL_EPERM || status == SHOAL_EUNTRUSTED)
             origin_refused(s, msg);
         while (of->queued < of->count)
             origin_chunk_failed(s, of->first + of->queued++);
