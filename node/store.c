@@ -122,6 +122,11 @@ struct shoal_store {
     char *branch;       /* NULL: no ref */
     char idhex[2 * SHOAL_HASH_LEN + 1];
     int cache_fd, repo_fd, blobs_fd, meta_fd, snap_fd;
+    int vrec_fd;        /* .shoal/verified/ (see vrec_*), or -1: none kept */
+    /* Published blobs found at open that no record vouched for, hashed
+     * (shoal_store_open_hashed): how many, their bytes, how many wrong. */
+    uint32_t open_hashed, open_wrong;
+    uint64_t open_hashed_bytes;
     long gid;           /* the loader group for the folders, or -1 */
 
     uint32_t *file_blob; /* file -> blob */
@@ -465,6 +470,108 @@ static int hash_fd(int fd, uint64_t size, uint8_t out[SHOAL_HASH_LEN])
 out:
     free(buf);
     return rv;
+}
+
+/* ---- records of the blobs shoald verified ---- */
+
+/*
+ * A published blob, blobs/<name>, may be one shoald never hashed:
+ * huggingface_hub (which does not hash what it downloads), a copy by hand,
+ * a gateway that served wrong bytes of the right length. Hashing every
+ * blob at every open would make each restart (and each release that
+ * shares a blob with another) read the whole cache. So shoald keeps, for
+ * each blob whose whole sha256 it has checked, a record in
+ * .shoal/verified/<name>: the sha256 it matched and what identifies that
+ * file's state (inode, size, mtime and ctime in ns). A blob is trusted
+ * unhashed only while its file still matches its record; ctime moves on
+ * any write, truncate, chmod or rename, and cannot be set back by a user,
+ * so a file changed or replaced in any way is hashed once more. A record is
+ * written only after the bytes were hashed right and made durable (fsync
+ * before the rename that published them), and replaces its name atomically
+ * (write_atomic): a crash leaves either no record (the blob is hashed at the
+ * next open) or one for the very inode that was verified. Disk rot does not
+ * move ctime; it is what --verify-store, the sidecar's recheck mark and the
+ * check of the chunks served to peers are for, and a blob found bad loses
+ * its record (vrec_forget).
+ */
+#define VREC_MAGIC "SHOALVB\1"
+#define VREC_LEN (8 + 4 * 8 + SHOAL_HASH_LEN)
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t ts_ns(const struct timespec *t)
+{
+    return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
+}
+
+/* The record of |pf|'s blob, as it would be for a file in state |st|. */
+static void vrec_image(uint8_t out[VREC_LEN], const struct shoal_mf_file *pf,
+                       const struct stat *st)
+{
+    memcpy(out, VREC_MAGIC, 8);
+    put_le64(out + 8, (uint64_t)st->st_ino);
+    put_le64(out + 16, (uint64_t)st->st_size);
+    put_le64(out + 24, ts_ns(&st->st_mtim));
+    put_le64(out + 32, ts_ns(&st->st_ctim));
+    memcpy(out + 40, pf->sha256, SHOAL_HASH_LEN);
+}
+
+/* Whether the published blob of |pf|, open as |fd|, is one shoald verified
+ * and nothing changed since (its record matches it exactly). */
+static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+{
+    uint8_t want[VREC_LEN], got[VREC_LEN + 1];
+    char name[SHOAL_HF_ETAG_MAX];
+    struct stat st;
+    ssize_t n;
+    int rfd;
+
+    if (s->vrec_fd < 0 || fstat(fd, &st) != 0)
+        return false;
+    shoal_hf_etag(name, pf);
+    rfd = openat(s->vrec_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (rfd < 0)
+        return false;
+    do
+        n = pread(rfd, got, sizeof got, 0);
+    while (n < 0 && errno == EINTR);
+    close(rfd);
+    vrec_image(want, pf, &st);
+    return n == VREC_LEN && memcmp(got, want, VREC_LEN) == 0;
+}
+
+/* Records that the published blob of |pf|, open as |fd|, was just verified
+ * (its whole sha256 matched, its bytes durable). Best effort: without a
+ * record the blob is only hashed again at the next open. */
+static void vrec_write(struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+{
+    uint8_t img[VREC_LEN];
+    char name[SHOAL_HF_ETAG_MAX];
+    struct stat st;
+
+    if (s->vrec_fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    shoal_hf_etag(name, pf);
+    vrec_image(img, pf, &st);
+    (void)write_atomic(s->vrec_fd, name, img, sizeof img);
+}
+
+/* The blob of |pf| was found wrong: its record (if any) vouches for it no
+ * more, for this release or any other sharing it. Durable at once: a
+ * restart must not trust it again. */
+static void vrec_forget(struct shoal_store *s, const struct shoal_mf_file *pf)
+{
+    char name[SHOAL_HF_ETAG_MAX];
+
+    if (s->vrec_fd < 0)
+        return;
+    shoal_hf_etag(name, pf);
+    if (unlinkat(s->vrec_fd, name, 0) == 0)
+        fsync(s->vrec_fd);
 }
 
 /* Reserves |size| bytes for a blob, so a full disk shows up now and not
@@ -1065,6 +1172,10 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
          * Others get nothing (the folder shuts them out too): only
          * shoald's user and the loader group may read the models. */
         (void)fchmod(s->blobs[b].fd, 0440);
+        /* Its sha256 matched (finish_blob) and its bytes are durable (the
+         * fsync above): after the rename and the chmod, which move ctime,
+         * so the record is of the file as it stays. */
+        vrec_write(s, pf, s->blobs[b].fd);
     }
     fsync(s->blobs_fd);
     for (f = 0; f < s->blobs[b].fcount && rv == 0; f++)
@@ -1648,7 +1759,7 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     uint8_t sha[SHOAL_HASH_LEN];
     struct stat st;
     bool rescan = (s->flags & SHOAL_STORE_VERIFY) || s->blobs[b].recheck, own_there,
-         copied = false;
+         copied = false, unvouched = false, wrong;
     const char *kind, *own_kind, *shared_was = NULL;
     char shared[128];
     uint32_t k;
@@ -1686,15 +1797,37 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
          * be read (EIO) is repaired like one that hashes wrong. So is one
          * the sidecar marks as found bad (recheck): its repair could not
          * start last time (no room), and it is hashed as --verify-store
-         * would. */
-        if (rescan || own_there) {
+         * would. And so is one that shoald has no record of verifying as
+         * it is now (vrec_vouches): put there by huggingface_hub or by
+         * hand, or changed since. */
+        unvouched = !rescan && !own_there && !vrec_vouches(s, pf, fd);
+        if (rescan || own_there || unvouched) {
             rv = hash_fd(fd, pf->size, sha);
             if (rv == -ENOMEM)
                 goto out;
             if (rv < 0)
                 set_err(s, "reading %s/%s for its sha256: %s (repairing it)", s->repo_path, fin,
                         shoal_strerror(rv));
-            if (rv < 0 || memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
+            wrong = rv < 0 || memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0;
+            if (unvouched) {
+                pthread_mutex_lock(&s->mu);
+                s->open_hashed++;
+                s->open_hashed_bytes += pf->size;
+                s->open_wrong += wrong;
+                pthread_mutex_unlock(&s->mu);
+            }
+            if (wrong && unvouched && rv == 0) {
+                char note[SHOAL_HF_PATH_MAX + 256];
+
+                snprintf(note, sizeof note,
+                         "%s/%s (%s) was not verified by shoald and does not match its "
+                         "sha256: the chunks that differ are fetched again", s->repo_path, fin,
+                         pf->path);
+                free(s->blobs[b].note);
+                s->blobs[b].note = strdup(note);
+            }
+            if (wrong) {
+                vrec_forget(s, pf);
                 /* Repaired in a copy of our own: blobs/<sha> keeps its
                  * name for the releases that link to it. A copy there
                  * already is the repair under way, but what of it the
@@ -1717,6 +1850,8 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
          * another process holds it (two stores of this release). */
         if (own_there)
             drop_leftover(s, own);
+        if (rescan || own_there || unvouched)
+            vrec_write(s, pf, fd); /* hashed right just now */
         s->blobs[b].fd = fd;
         fd = -1;
         pthread_mutex_lock(&s->mu);
@@ -1995,6 +2130,16 @@ static int open_dirs(struct shoal_store *s, const char *cache_dir)
         set_err(s, "creating %s/{blobs,.shoal}: %s", s->repo_path, shoal_strerror(rv));
         return rv;
     }
+    /* Not fatal: with no records every published blob is hashed at open.
+     * One anybody but us could write in would let them vouch for bytes. */
+    if (mkdir_open(s->meta_fd, "verified", &s->vrec_fd) == 0) {
+        struct stat st;
+
+        if (fstat(s->vrec_fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
+            close(s->vrec_fd);
+            s->vrec_fd = -1;
+        }
+    }
     /* The repo folder is the gate: any local user could read every model
      * of a 0755 folder. blobs/ too, for a cache made before: blobs created
      * in it must get the loader group. */
@@ -2091,6 +2236,8 @@ static void sweep_leftovers(struct shoal_store *s)
     int snap, d;
 
     sweep_tmp(s->meta_fd);
+    if (s->vrec_fd >= 0)
+        sweep_tmp(s->vrec_fd);
     snprintf(dirpath, sizeof dirpath, "snapshots/%s", shoal_manifest_commit(s->m));
     if ((snap = open_existing(s->repo_fd, dirpath)) < 0)
         return;
@@ -2126,7 +2273,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    s->cache_fd = s->repo_fd = s->blobs_fd = s->meta_fd = s->snap_fd = -1;
+    s->cache_fd = s->repo_fd = s->blobs_fd = s->meta_fd = s->snap_fd = s->vrec_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->flush_mu, NULL);
     pthread_mutex_init(&s->link_mu, NULL);
@@ -2278,6 +2425,8 @@ void shoal_store_free(struct shoal_store *s)
         close(s->snap_fd);
     if (s->meta_fd >= 0)
         close(s->meta_fd);
+    if (s->vrec_fd >= 0)
+        close(s->vrec_fd);
     if (s->blobs_fd >= 0)
         close(s->blobs_fd);
     if (s->repo_fd >= 0)
@@ -2849,6 +2998,12 @@ fail:
      * --verify-store) would trust and serve it again. */
     keep_bad_mark(s, pf->path);
 out:
+    /* Published and found wrong: no record may vouch for it any more
+     * (another release sharing it, a restart), whether its repair started
+     * or not; the repair is published under a new inode, with a record of
+     * its own. Last: the partial file or the sidecar's mark above already
+     * has a restart hash it, and they need the room more. */
+    vrec_forget(s, pf);
     if (orig >= 0)
         close(orig);
     free(skip);
@@ -2872,6 +3027,18 @@ int shoal_store_file_withheld(struct shoal_store *s, uint32_t fi, char *why, siz
         snprintf(why, cap, "%s", bl->repair_msg ? bl->repair_msg : shoal_strerror(v));
     pthread_mutex_unlock(&s->mu);
     return v;
+}
+
+void shoal_store_open_hashed(const struct shoal_store *s, uint32_t *files, uint64_t *bytes,
+                             uint32_t *wrong)
+{
+    /* Set while opening only: no lock needed once open has returned. */
+    if (files)
+        *files = s ? s->open_hashed : 0;
+    if (bytes)
+        *bytes = s ? s->open_hashed_bytes : 0;
+    if (wrong)
+        *wrong = s ? s->open_wrong : 0;
 }
 
 int shoal_store_file_note(struct shoal_store *s, uint32_t fi, char *out, size_t cap)
