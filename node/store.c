@@ -1007,9 +1007,92 @@ out:
     return rv;
 }
 
+/* Whether a snapshot entry under directory |dfd| (|depth| levels down at
+ * most) links to a blob named |name|. True when a directory cannot be
+ * read: then nobody can say it is unused. */
+static bool snaps_link_to(int dfd, const char *name, int depth)
+{
+    char got[SHOAL_HF_PATH_MAX];
+    int fd = dup(dfd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+    bool found = false;
+
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return true;
+    }
+    while (!found && (e = readdir(dir))) {
+        const char *base;
+        ssize_t n;
+        int sub;
+
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        n = readlinkat(dfd, e->d_name, got, sizeof got - 1);
+        if (n > 0) {
+            got[n] = '\0';
+            base = strrchr(got, '/');
+            found = strcmp(base ? base + 1 : got, name) == 0;
+            continue;
+        }
+        if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN)
+            continue;
+        sub = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub >= 0) {
+            found = depth <= 0 || snaps_link_to(sub, name, depth - 1);
+            close(sub);
+        }
+    }
+    closedir(dir);
+    return found;
+}
+
+static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out);
+
+/* link_file replaced snapshot entry |f| that linked to |old|. When that
+ * was a blob of this repo under another name (huggingface_hub's download
+ * through a gateway with ETags of its own), the blob is removed if no
+ * snapshot links to it any more: huggingface-cli scan-cache and
+ * delete-cache see only the blobs snapshots link to, and would never free
+ * it. Not while huggingface_hub holds its lock on that name (between its
+ * rename into blobs/ and its link). Best effort. */
+static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, const char *old)
+{
+    char want[SHOAL_HF_PATH_MAX];
+    const char *name;
+    struct stat st;
+    size_t pre;
+    int snaps, lock = -1;
+
+    if (shoal_hf_link_target(want, sizeof want, f) < 0)
+        return;
+    pre = (size_t)(strrchr(want, '/') - want) + 1;
+    name = old + pre;
+    if (strlen(old) <= pre || strncmp(old, want, pre) != 0 || strchr(name, '/') ||
+        name[0] == '.' || strcmp(name, want + pre) == 0 || strlen(name) >= SHOAL_HF_ETAG_MAX ||
+        fstatat(s->blobs_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+        return;
+    if (hf_lock(s, name, false, &lock) == SHOAL_EBUSY)
+        return;
+    snaps = openat(s->repo_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* A commit, then a path of up to 64 folders. */
+    if (snaps >= 0 && !snaps_link_to(snaps, name, 65) && unlinkat(s->blobs_fd, name, 0) == 0) {
+        fsync(s->blobs_fd);
+        if (s->vrec_fd >= 0)
+            (void)unlinkat(s->vrec_fd, name, 0);
+    }
+    if (snaps >= 0)
+        close(snaps);
+    if (lock >= 0)
+        close(lock);
+}
+
 /* Makes snapshots/<commit>/<path> a symlink to the blob: created under a
  * temporary name and renamed over, so the entry never points anywhere
- * else halfway. An existing correct link is left alone. */
+ * else halfway. An existing correct link is left alone; a link to another blob name is
+ * replaced, and that blob removed when nothing links to it (drop_orphan). */
 static int link_file(struct shoal_store *s, uint32_t fi)
 {
     const struct shoal_mf_file *f = file(s, fi);
@@ -1042,6 +1125,8 @@ static int link_file(struct shoal_store *s, uint32_t fi)
         goto out;
     }
     fsync(dfd);
+    if (n > 0)
+        drop_orphan(s, f, got);
 out:
     if (rv < 0)
         set_err(s, "linking %s/snapshots/%s/%s: %s", s->repo_path,
@@ -1103,8 +1188,6 @@ static int blob_name_matches(struct shoal_store *s, const char *fin,
     }
     return 0;
 }
-
-static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out);
 
 static int publish_blob(struct shoal_store *s, uint32_t b)
 {
@@ -1752,6 +1835,113 @@ static int blob_name_kind(const struct shoal_store *s, const char *path, const c
     return -1;
 }
 
+/* ---- a snapshot entry linked to another blob name ---- */
+
+static int open_existing(int dirfd, const char *path);
+
+/* When snapshots/<commit>/<|f|'s path> is a link into this repo's blobs/
+ * under a name other than |f|'s own (huggingface_hub names a blob by the
+ * ETag it was served, and a caching gateway may serve ETags of its own),
+ * writes that name to |out| (|cap| bytes) and returns true. */
+static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *f, char *out,
+                             size_t cap)
+{
+    char dirpath[SHOAL_HF_PATH_MAX], got[SHOAL_HF_PATH_MAX], want[SHOAL_HF_PATH_MAX];
+    const char *slash = strrchr(f->path, '/'), *leaf = slash ? slash + 1 : f->path, *name;
+    size_t pre, len;
+    ssize_t n;
+    int dfd;
+
+    if (shoal_hf_link_target(want, sizeof want, f) < 0 ||
+        snprintf(dirpath, sizeof dirpath, "snapshots/%s%s%.*s", shoal_manifest_commit(s->m),
+                 slash ? "/" : "", slash ? (int)(slash - f->path) : 0,
+                 f->path) >= (int)sizeof dirpath ||
+        (dfd = open_existing(s->repo_fd, dirpath)) < 0)
+        return false;
+    n = readlinkat(dfd, leaf, got, sizeof got - 1);
+    close(dfd);
+    if (n <= 0)
+        return false;
+    got[n] = '\0';
+    /* Ours would be "../../blobs/<etag>": the same way up, then a plain
+     * name in blobs/ that is neither ours nor a partial download. */
+    pre = (size_t)(strrchr(want, '/') - want) + 1;
+    name = got + pre;
+    len = strlen(name);
+    if ((size_t)n <= pre || strncmp(got, want, pre) != 0 || strchr(name, '/') ||
+        strcmp(name, want + pre) == 0 || name[0] == '.' || len >= cap ||
+        (len > 11 && strcmp(name + len - 11, ".incomplete") == 0))
+        return false;
+    memcpy(out, name, len + 1);
+    return true;
+}
+
+/*
+ * Blob |b| is not in blobs/ under its own name, but the snapshot entry of
+ * one of its files links to blobs/<other> (snap_links_other), as
+ * huggingface_hub leaves a download through a gateway with ETags of its
+ * own. If that file holds the right bytes (its sha256 is hashed), it is
+ * linked under the blob's own name too (a hard link: nothing copied or
+ * fetched) and recorded as verified; link_file then points the snapshot
+ * entry at the new name and removes <other> if nothing else links to it
+ * (drop_orphan). Otherwise (another size or other bytes, not a regular
+ * file, huggingface_hub holding its lock on the name) returns false and
+ * the blob is filled as usual (its link replaced the same way once it is
+ * published).
+ */
+static bool adopt_linked(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char other[SHOAL_HF_PATH_MAX], etag[SHOAL_HF_ETAG_MAX], note[SHOAL_HF_PATH_MAX + 256];
+    uint8_t sha[SHOAL_HASH_LEN];
+    struct stat st, now;
+    bool ok = false;
+
+    for (uint32_t k = 0; k < s->blobs[b].fcount && !ok; k++) {
+        const struct shoal_mf_file *f = file(s, s->blob_files[s->blobs[b].fpos + k]);
+        int fd, lock = -1;
+
+        if (!snap_links_other(s, f, other, sizeof other))
+            continue;
+        fd = openat(s->blobs_fd, other, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size ||
+            hash_fd(fd, pf->size, sha) != 0) {
+            close(fd);
+            continue;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->open_hashed++;
+        s->open_hashed_bytes += pf->size;
+        s->open_wrong += memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0;
+        pthread_mutex_unlock(&s->mu);
+        shoal_hf_etag(etag, pf);
+        /* The bytes hashed are those linked: |other| still names the inode
+         * hashed (a rename meanwhile would link something else). */
+        if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) == 0 &&
+            hf_lock(s, etag, false, &lock) != SHOAL_EBUSY && fsync(fd) == 0 &&
+            fstatat(s->blobs_fd, other, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+            now.st_ino == st.st_ino && now.st_dev == st.st_dev &&
+            linkat(s->blobs_fd, other, s->blobs_fd, etag, 0) == 0) {
+            fsync(s->blobs_fd);
+            vrec_write(s, pf, fd); /* after the link, which moved its ctime */
+            snprintf(note, sizeof note,
+                     "%s/snapshots/%s/%s linked to blobs/%s (not the name the Hub gives "
+                     "it: a gateway's ETag?), whose bytes match its sha256: kept as "
+                     "blobs/%s, nothing fetched", s->repo_path, shoal_manifest_commit(s->m),
+                     f->path, other, etag);
+            free(s->blobs[b].note);
+            s->blobs[b].note = strdup(note);
+            ok = true;
+        }
+        if (lock >= 0)
+            close(lock);
+        close(fd);
+    }
+    return ok;
+}
+
 static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
@@ -1778,6 +1968,9 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
      * removed. */
     own_is = blob_name_kind(s, own, &own_kind);
     own_there = own_is > 0;
+    if (!own_there && fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno == ENOENT)
+        (void)adopt_linked(s, b);
 
     if (fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
         (uint64_t)st.st_size == pf->size) {

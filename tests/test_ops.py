@@ -271,6 +271,13 @@ CASE is one of:
                 config.json's blob replaced by a copy of itself, it hashes
                 that one blob and no other; a peer pulling only from it
                 completes with the right bytes.
+  hf_gateway_etag huggingface_hub filled the cache through a gateway with
+                ETags of its own: the largest shard's snapshot link points at
+                blobs/ffff... (right bytes). `shoal pull acme/model@main`
+                fetches nothing, logs that it kept those bytes under the
+                blob's own name, and blobs/ffff... is gone (before: the
+                shard was fetched again and blobs/ffff... left behind,
+                linked by no snapshot, where delete-cache never frees it).
   hf_delete_cache a node seeding acme/model@main (pulled by branch) has
                 that revision removed as `huggingface-cli delete-cache`
                 does (snapshot, blobs, refs/main); `shoal pull
@@ -3060,17 +3067,19 @@ def case_hf_blob_names(tmp):
     return fails
 
 
-def hf_fill(cache, hub, bad=None):
+def hf_fill(cache, hub, bad=None, names=None):
     """What huggingface_hub's hf_hub_download of each file of acme/model@main
     leaves in |cache| (it hashes nothing it downloads): blobs/<ETag> (the
     sha256 of an LFS file, the git blob id of another), a relative link
     snapshots/<commit>/<path> to it, refs/main. The blob of |bad| (a path)
     gets 16 bytes inverted mid-file, its size unchanged: what a gateway
-    serving wrong bytes leaves. Returns the repo folder."""
+    serving wrong bytes leaves. |names| maps paths to the blob name to use
+    instead (a gateway's own ETag). Returns the repo folder."""
     repo = os.path.join(cache, "models--acme--model")
     src = os.path.join(hub.root, "models", "acme", "model", "commits", hub.commit)
     for path, e in hub.files.items():
-        blob = os.path.join(repo, "blobs", e["sha256"] if e["lfs"] else e["blob_id"])
+        name = (names or {}).get(path) or (e["sha256"] if e["lfs"] else e["blob_id"])
+        blob = os.path.join(repo, "blobs", name)
         os.makedirs(os.path.dirname(blob), exist_ok=True)
         with open(os.path.join(src, path), "rb") as f:
             data = bytearray(f.read())
@@ -3171,6 +3180,42 @@ def hf_delete_revision(repo, commit):
         with open(os.path.join(refs, r)) as f:
             if f.read().strip() == commit:
                 os.unlink(os.path.join(refs, r))
+
+
+def case_hf_gateway_etag(tmp):
+    k = make_keys(tmp, ["g"])
+    hub = Hub(tmp, "8M", shards="2")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    fails = 0
+    shard = max((p for p, e in hub.files.items() if e["lfs"]), key=lambda p: hub.files[p]["size"])
+    gw = "f" * 64
+    repo = hf_fill(os.path.join(tmp, "cache-g"), hub, names={shard: gw})
+    before = hub.egress()
+    n = node("g", k, tmp, hub, ["--tracker", taddr])
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "60", timeout=90)
+    fetched = hub.egress() - before
+    left = sorted(os.listdir(os.path.join(repo, "blobs")))
+    print(f"pull with {shard} under blobs/{gw[:8]}...: exit {r.returncode}, {fetched} bytes from "
+          f"the origin; blobs/ holds {len(left)}: {[b[:12] for b in left]}")
+    if r.returncode != 0:
+        print(f"FAIL the pull did not complete: {r.stderr.strip()}")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    if fetched != 0:
+        print("FAIL bytes that were in the cache were fetched again")
+        fails += 1
+    if gw in left:
+        print(f"FAIL blobs/{gw} is left behind, linked by no snapshot")
+        fails += 1
+    if not n.wait_for(r"linked to blobs/%s .*whose bytes match its sha256: kept as blobs/%s"
+                      % (gw, hub.files[shard]["sha256"]), 5):
+        print("FAIL the log does not say the gateway's blob was kept under its own name")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if fails:
+        n.dump(tail=40)
+    return fails
 
 
 def case_hf_delete_cache(tmp):
@@ -3334,6 +3379,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_blob_names": case_hf_blob_names,
                       "hf_unverified": case_hf_unverified,
                       "hf_delete_cache": case_hf_delete_cache,
+                      "hf_gateway_etag": case_hf_gateway_etag,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "origin_health": case_origin_health, "datasets": case_datasets},

@@ -1461,6 +1461,102 @@ static void test_unverified_blob_hashed(void)
     rel_free(&r);
 }
 
+/* Makes |rest| (under the repo folder of |r| in |cache|) a symlink to
+ * |target|, creating the folders on the way. */
+static void put_link(const char *cache, const struct rel *r, const char *rest, const char *target)
+{
+    char p[1024];
+
+    repo_path(p, sizeof p, cache, r, rest);
+    for (char *q = p + 1; (q = strchr(q, '/')); q++) {
+        *q = '\0';
+        REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
+        *q = '/';
+    }
+    REQUIRE(symlink(target, p) == 0);
+}
+
+/* huggingface_hub fetched some files through a gateway whose ETags are its
+ * own: snapshots/<commit>/<path> links to blobs/<gateway etag>. The
+ * shard's bytes there are right: kept under its own name, nothing put,
+ * and blobs/ffff... removed once nothing links to it (before: fetched
+ * again, and left where scan-cache and delete-cache never see it). The
+ * nested file's are wrong: filled as usual, and its junk removed once its
+ * link is replaced. A blob another snapshot still links to stays. */
+static void test_snapshot_other_blob_name(void)
+{
+    static const char ff[] = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+    static const char ee[] = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    const struct shoal_mf_file *f1;
+    uint32_t files, wrong;
+    uint64_t bytes;
+    uint8_t *bad;
+    char p[1024], rest[256];
+
+    rel_std(&r, "org/tiny", C1, -1, 13);
+    snprintf(rest, sizeof rest, "snapshots/%s/model.safetensors", C1);
+    put_link(cache, &r, rest, "../../blobs/ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    snprintf(rest, sizeof rest, "snapshots/%s/sub/dir/weights.bin", C1);
+    put_link(cache, &r, rest, "../../../../blobs/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    snprintf(rest, sizeof rest, "blobs/%s", ff);
+    repo_path(p, sizeof p, cache, &r, rest);
+    write_new(p, r.f[1].data, r.f[1].size);
+    bad = dup_bytes(r.f[2].data, r.f[2].size);
+    bad[7] ^= 1;
+    snprintf(rest, sizeof rest, "blobs/%s", ee);
+    repo_path(p, sizeof p, cache, &r, rest);
+    write_new(p, bad, r.f[2].size);
+
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    fprintf(stderr, "  other names: hashed %u files, %u wrong\n", files, wrong);
+    f1 = shoal_manifest_file(r.m, 1);
+    CHECK(shoal_store_file_done(s, 1) && shoal_store_file_done(s, 3));
+    for (uint32_t k = 0; k < f1->nchunks; k++)
+        CHECK(shoal_store_has(s, f1->first_chunk + k));
+    CHECK(shoal_store_file_note(s, 1, p, sizeof p) == 1 && strstr(p, "nothing fetched") != NULL);
+    CHECK(!shoal_store_file_done(s, 2));
+    snprintf(rest, sizeof rest, "blobs/%s", ff);
+    repo_path(p, sizeof p, cache, &r, rest);
+    CHECK(!exists(p));
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
+        if (!shoal_store_has(s, i))
+            CHECK_EQ(put(s, &r, i), 0);
+    }
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    snprintf(rest, sizeof rest, "blobs/%s", ee);
+    repo_path(p, sizeof p, cache, &r, rest);
+    CHECK(!exists(p));
+    shoal_store_free(s);
+
+    /* Another snapshot links to the gateway's name too: it stays. */
+    cache = new_cache();
+    snprintf(rest, sizeof rest, "snapshots/%s/model.safetensors", C1);
+    put_link(cache, &r, rest, "../../blobs/ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    snprintf(rest, sizeof rest, "snapshots/%s/a/model.safetensors", C2);
+    put_link(cache, &r, rest, "../../../blobs/ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    snprintf(rest, sizeof rest, "blobs/%s", ff);
+    repo_path(p, sizeof p, cache, &r, rest);
+    write_new(p, r.f[1].data, r.f[1].size);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_file_done(s, 1));
+    CHECK(exists(p) && file_is(p, r.f[1].data, r.f[1].size));
+    snap_path(p, sizeof p, cache, &r, 1);
+    CHECK(file_is(p, r.f[1].data, r.f[1].size));
+    shoal_store_free(s);
+    free(bad);
+    rel_free(&r);
+}
+
 /* ---- chunks found changed on disk (take_back, file_suspect) ---- */
 
 /* Release "org/tiny" (rel_std, 10 chunks' worth) in a new store on
@@ -2957,6 +3053,7 @@ int main(int argc, char **argv)
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_unverified_blob_hashed);
+        RUN(test_snapshot_other_blob_name);
         RUN(test_take_back_shared);
         RUN(test_take_back_fails);
         RUN(test_take_back_not_ready);
