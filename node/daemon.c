@@ -2001,9 +2001,14 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     pl->by_name = false;
     s = find_swarm(d, pl->id);
     char missing[SHOAL_HF_PATH_MAX];
-    if (s && files_gone(d, s, missing, sizeof missing) &&
-        reopen_gone(d, s, pl->ref[0] ? pl->ref : NULL, missing) == 0) {
+    if (s && files_gone(d, s, missing, sizeof missing)) {
         shoal_manifest_free(m);
+        rv = reopen_gone(d, s, pl->ref[0] ? pl->ref : NULL, missing);
+        if (rv != 0) {
+            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", shoal_strerror(rv));
+            pull_failed(d, pl, pl->name, rv, why);
+        }
         return; /* bound when it opens again */
     }
     if (s) {
@@ -2500,8 +2505,14 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
         /* Not bound, and no ref written, until its files are back. */
         memcpy(pl->id, shoal_swarm_id(s), 32);
         pl->by_name = false;
-        if (reopen_gone(d, s, pl->ref, missing) == 0)
-            return;
+        int grv = reopen_gone(d, s, pl->ref, missing);
+        if (grv != 0) {
+            char why[SHOAL_CTL_REASON_MAX + 1];
+            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", shoal_strerror(grv));
+            pull_failed(d, pl, pl->name, grv, why);
+        }
+        return;
     }
     if (s) {
         pl->swarm = s;
@@ -2625,27 +2636,30 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
     if (sw && !d->stopping && files_gone(d, sw, missing, sizeof missing)) {
         uint8_t id[32];
         memcpy(id, shoal_swarm_id(sw), 32);
-        if (reopen_gone(d, sw, NULL, missing) == 0) {
-            /* The pulls bound to it wait for it; with none, this one is
-             * a new pull of its id, followed under the name asked. */
-            for (uint32_t i = 0; i < d->npulls && !pl; i++) {
-                if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
-                    memcmp(d->pulls[i].id, id, 32) == 0 &&
-                    (is_manifest_id(release) || strcmp(d->pulls[i].asked, release) == 0 ||
-                     strcmp(d->pulls[i].name, release) == 0))
-                    pl = &d->pulls[i];
-            }
-            if (!pl && pull_room(d)) {
-                pl = new_pull(d);
-                memcpy(pl->id, id, 32);
-                snprintf(pl->name, sizeof pl->name, "%s", release);
-                snprintf(pl->asked, sizeof pl->asked, "%s", release);
-                pl->loader_only = from_loader;
-                d->npulls++;
-                LOG_I("pull %s asked by %s", release, by);
-            }
-            return 0;
+        if ((rv = reopen_gone(d, sw, NULL, missing)) != 0) {
+            snprintf(why, whylen, "%s: its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", release, shoal_strerror(rv));
+            return rv;
         }
+        /* The pulls bound to it wait for it; with none, this one is a new
+         * pull of its id, followed under the name asked. */
+        for (uint32_t i = 0; i < d->npulls && !pl; i++) {
+            if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
+                memcmp(d->pulls[i].id, id, 32) == 0 &&
+                (is_manifest_id(release) || strcmp(d->pulls[i].asked, release) == 0 ||
+                 strcmp(d->pulls[i].name, release) == 0))
+                pl = &d->pulls[i];
+        }
+        if (!pl && pull_room(d)) {
+            pl = new_pull(d);
+            memcpy(pl->id, id, 32);
+            snprintf(pl->name, sizeof pl->name, "%s", release);
+            snprintf(pl->asked, sizeof pl->asked, "%s", release);
+            pl->loader_only = from_loader;
+            d->npulls++;
+            LOG_I("pull %s asked by %s", release, by);
+        }
+        return 0;
     }
     if (sw)
         touch_swarm(d, sw);

@@ -1149,6 +1149,15 @@ static int write_ref(struct shoal_store *s, const char *branch)
 
     if (!branch || (s->flags & SHOAL_STORE_MEMORY))
         return 0;
+    /* Never a ref to a snapshot that is not there: huggingface_hub's
+     * scan-cache calls such a repo corrupted, and readers find nothing.
+     * (Its files deleted while the release was open: the store still
+     * holds them, and says complete.) */
+    if ((rv = shoal_hf_snapshot_check(s->cache_dir, s->m, NULL)) != 0) {
+        set_err(s, "not writing %s/refs/%s: snapshots/%s is not whole in the cache (%s)",
+                s->repo_path, branch, commit, shoal_strerror(rv));
+        return rv;
+    }
     if ((rv = mkdir_open(s->repo_fd, "refs", &refs)) < 0 ||
         (rv = walk_dirs(refs, branch, &dfd, &leaf)) < 0 ||
         (rv = write_atomic(dfd, leaf, (const uint8_t *)commit, strlen(commit))) < 0)

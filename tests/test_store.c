@@ -1274,6 +1274,8 @@ static void test_sha_mismatch(void)
 
 static void rot_blob(const char *cache, const struct rel *r, int f, uint64_t off);
 static uint32_t chunk_at(const struct rel *r, int f, uint64_t off);
+static struct shoal_store *filled(const char *cache, struct rel *r,
+                                  const struct shoal_store_opts *o);
 
 static void test_verify_repairs_published(void)
 {
@@ -1554,6 +1556,32 @@ static void test_snapshot_other_blob_name(void)
     CHECK(file_is(p, r.f[1].data, r.f[1].size));
     shoal_store_free(s);
     free(bad);
+    rel_free(&r);
+}
+
+/* A complete release whose snapshot was deleted while it was open
+ * (huggingface-cli delete-cache): the store still holds its files and
+ * says complete, but writes no refs/<branch> to the missing snapshot
+ * (before: it did, and scan-cache called the repo corrupted). */
+static void test_ref_needs_snapshot(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], msg[512];
+
+    s = filled(cache, &r, NULL);
+    CHECK(shoal_store_complete(s));
+    snprintf(msg, sizeof msg, "snapshots/%s", C1);
+    repo_path(p, sizeof p, cache, &r, msg);
+    t_rmtree(p);
+    CHECK(!exists(p));
+    CHECK_EQ(shoal_store_set_branch(s, "main"), SHOAL_ENOTFOUND);
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, "not writing") != NULL && strstr(msg, "refs/main") != NULL);
+    repo_path(p, sizeof p, cache, &r, "refs/main");
+    CHECK(!exists(p));
+    shoal_store_free(s);
     rel_free(&r);
 }
 
@@ -3054,6 +3082,7 @@ int main(int argc, char **argv)
         RUN(test_verify_repairs_published);
         RUN(test_unverified_blob_hashed);
         RUN(test_snapshot_other_blob_name);
+        RUN(test_ref_needs_snapshot);
         RUN(test_take_back_shared);
         RUN(test_take_back_fails);
         RUN(test_take_back_not_ready);
