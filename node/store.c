@@ -2428,6 +2428,33 @@ static int open_existing(int dirfd, const char *path)
     return cur;
 }
 
+/* Removes the records (vrec_*) of blobs no longer in blobs/ (deleted with
+ * huggingface-cli delete-cache, or by hand), which would otherwise pile
+ * up. A record is written only once its blob is in blobs/, so one found
+ * without its blob is stale; should a blob be published between the look
+ * and the removal, it is only hashed once more at its next open. */
+static void sweep_records(struct shoal_store *s)
+{
+    int fd = dup(s->vrec_fd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+    struct stat st;
+
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    /* A dup shares the offset sweep_tmp's listing left at the end. */
+    rewinddir(dir);
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] != '.' &&
+            fstatat(s->blobs_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT)
+            (void)unlinkat(s->vrec_fd, e->d_name, 0);
+    }
+    closedir(dir);
+}
+
 /* Removes stale temp files from where this release writes: its .shoal
  * state, its snapshot folder and the folders of its files. Hugging Face
  * tools would otherwise list a dead ".shoal-tmp-..." link as a file of the
@@ -2438,8 +2465,10 @@ static void sweep_leftovers(struct shoal_store *s)
     int snap, d;
 
     sweep_tmp(s->meta_fd);
-    if (s->vrec_fd >= 0)
+    if (s->vrec_fd >= 0) {
         sweep_tmp(s->vrec_fd);
+        sweep_records(s);
+    }
     snprintf(dirpath, sizeof dirpath, "snapshots/%s", shoal_manifest_commit(s->m));
     if ((snap = open_existing(s->repo_fd, dirpath)) < 0)
         return;

@@ -1582,6 +1582,24 @@ static void test_ref_needs_snapshot(void)
     repo_path(p, sizeof p, cache, &r, "refs/main");
     CHECK(!exists(p));
     shoal_store_free(s);
+
+    /* Its blobs deleted too: the records of verifying them go at the next
+     * open (they would pile up otherwise). */
+    {
+        char rec[1024], name[SHOAL_HF_ETAG_MAX];
+
+        shoal_hf_etag(name, shoal_manifest_file(r.m, 1));
+        snprintf(msg, sizeof msg, ".shoal/verified/%s", name);
+        repo_path(rec, sizeof rec, cache, &r, msg);
+        CHECK(exists(rec));
+        blob_path(p, sizeof p, cache, &r, 1, false);
+        REQUIRE(unlink(p) == 0);
+        s = NULL;
+        REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+        CHECK(!exists(rec));
+        CHECK(!shoal_store_file_done(s, 1));
+        shoal_store_free(s);
+    }
     rel_free(&r);
 }
 
