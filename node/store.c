@@ -2052,8 +2052,11 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
          * another process holds it (two stores of this release). */
         if (own_there)
             drop_leftover(s, own);
-        if (rescan || own_there || unvouched)
-            vrec_write(s, pf, fd); /* hashed right just now */
+        /* Hashed right just now. Made durable first: huggingface_hub does
+         * not fsync what it downloads, and after a crash the record must
+         * not vouch for blocks that never reached the disk. */
+        if ((rescan || own_there || unvouched) && fsync(fd) == 0)
+            vrec_write(s, pf, fd);
         s->blobs[b].fd = fd;
         fd = -1;
         pthread_mutex_lock(&s->mu);
