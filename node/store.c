@@ -1091,8 +1091,9 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
 
 /* Makes snapshots/<commit>/<path> a symlink to the blob: created under a
  * temporary name and renamed over, so the entry never points anywhere
- * else halfway. An existing correct link is left alone; a link to another blob name is
- * replaced, and that blob removed when nothing links to it (drop_orphan). */
+ * else halfway. An existing correct link is left alone; a link to another
+ * blob name is replaced, and that blob removed when nothing links to it
+ * (drop_orphan). */
 static int link_file(struct shoal_store *s, uint32_t fi)
 {
     const struct shoal_mf_file *f = file(s, fi);
