@@ -228,6 +228,16 @@ struct shoal_daemon {
      * fetches end; the reaper frees them. */
     struct shoal_swarm *dropped[MAX_SWARMS];
     uint32_t ndropped;
+    /* Complete releases whose files were deleted from the cache while
+     * open, closed to be opened again (reopen_gone): each opens once its
+     * old swarm is freed (on_reap); the pulls of it wait meanwhile. */
+    struct reopen {
+        uint8_t id[32];
+        uint8_t *mf; /* its signed manifest, ours */
+        size_t len;
+        char branch[SHOAL_STATE_BRANCH_MAX + 1];
+    } reopens[MAX_SWARMS];
+    uint32_t nreopens;
     uv_timer_t reaper;
     /* The Hub's answers to branch resolves carry one of these: the pull is
      * found again by serial, as it may have moved or been dropped. */
@@ -830,8 +840,22 @@ static void arm_retry(struct shoal_daemon *d)
 
 /* Whether pull |pl| may ask for its manifest now: not while a failed one
  * waits out its back-off (each answer would only fail again). */
+static bool reopen_pending(const struct shoal_daemon *d, const uint8_t id[32])
+{
+    for (uint32_t i = 0; i < d->nreopens; i++) {
+        if (memcmp(d->reopens[i].id, id, 32) == 0)
+            return true;
+    }
+    return false;
+}
+
 static bool pull_may_ask(const struct shoal_daemon *d, const struct pull *pl)
 {
+    /* A release being opened again (reopen_gone) comes from its own
+     * manifest: one from a tracker or peer meanwhile would find the old
+     * one still closing and fail the pull. */
+    if (!pl->by_name && reopen_pending(d, pl->id))
+        return false;
     return !pl->failed || uv_now((uv_loop_t *)&d->loop) >= pl->retry_ms;
 }
 
@@ -884,6 +908,115 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
         shoal_loader_srv_release_failed(d->loader, hex, pl->why);
     }
     arm_retry(d);
+}
+
+static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const char *why);
+
+/* Whether complete release |s|'s files are gone from the cache: deleted
+ * while it was open (huggingface-cli delete-cache removes the snapshot,
+ * its blobs and its refs). The store still holds the deleted files open,
+ * so the release would go on saying complete (and serving them) with
+ * nothing left in the cache. |path| gets the first missing file's path. */
+static bool files_gone(const struct shoal_daemon *d, const struct shoal_swarm *s, char *path,
+                       size_t cap)
+{
+    const struct shoal_manifest *m = shoal_swarm_manifest(s);
+    uint32_t miss = 0;
+    int rv;
+
+    if ((d->scfg.store_flags & SHOAL_STORE_MEMORY) || !shoal_swarm_complete(s))
+        return false;
+    rv = shoal_hf_snapshot_check(d->cache_dir, m, &miss);
+    if (rv != SHOAL_ENOTFOUND && rv != SHOAL_EBADMSG)
+        return false;
+    snprintf(path, cap, "%s",
+             miss < shoal_manifest_nfiles(m) ? shoal_manifest_file(m, miss)->path : "?");
+    return true;
+}
+
+/* A pull finds release |s| complete but its files gone (files_gone, |missing|
+ * the first): it is closed, and opened again once closed (on_reap), which
+ * fetches what is missing; pulls bound to it wait for that (the ref is
+ * written by the new one, once its files are back). |branch| (NULL: the
+ * one it had) goes to the new one. Returns 0, or SHOAL_ELIMIT / -ENOMEM
+ * when it cannot (then |s| is left as it is). */
+static int reopen_gone(struct shoal_daemon *d, struct shoal_swarm *s, const char *branch,
+                       const char *missing)
+{
+    uint32_t k = swarm_slot(d, s);
+    const uint8_t *mf;
+    struct reopen *r;
+    size_t len = 0;
+    char hex[17], name[SHOAL_MSG_REPO_MAX + 48];
+
+    if (k == UINT32_MAX || d->nreopens >= MAX_SWARMS || d->ndropped >= MAX_SWARMS)
+        return SHOAL_ELIMIT;
+    mf = shoal_swarm_signed(s, &len);
+    r = &d->reopens[d->nreopens];
+    if (!mf || !(r->mf = malloc(len ? len : 1)))
+        return -ENOMEM;
+    memcpy(r->mf, mf, len);
+    r->len = len;
+    memcpy(r->id, shoal_swarm_id(s), 32);
+    snprintf(r->branch, sizeof r->branch, "%s", branch && branch[0] ? branch : d->slot[k].branch);
+    d->nreopens++;
+    hex8(hex, shoal_swarm_id(s));
+    (void)shoal_manifest_name(shoal_swarm_manifest(s), name, sizeof name);
+    LOG_W("release %s (%s): its files are gone from the cache (%s is not in snapshots/%s: "
+          "deleted with huggingface-cli delete-cache?); closing it and opening it again to "
+          "fetch them", hex, name, missing, shoal_manifest_commit(shoal_swarm_manifest(s)));
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        struct pull *pl = &d->pulls[i];
+        if (pl->swarm != s)
+            continue;
+        pl->swarm = NULL;
+        pl->by_name = false;
+        memcpy(pl->id, r->id, 32);
+    }
+    remove_swarm(d, s, "its files were deleted from the cache: it is opened again to fetch "
+                       "them; ask again");
+    return 0;
+}
+
+/* Opens release |r| again (reopen_gone), its old swarm freed: the pulls
+ * waiting for it are bound to the new one, or fail with why it did not
+ * open. */
+static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
+                                       const uint8_t *signed_mf, size_t len, const char *branch,
+                                       int *err, char *why, size_t whylen);
+static void start_release(struct shoal_daemon *d, struct shoal_swarm *s);
+
+static void reopen_now(struct shoal_daemon *d, const struct reopen *r)
+{
+    struct shoal_manifest *m = NULL;
+    struct shoal_swarm *s = find_swarm(d, r->id);
+    char why[SHOAL_CTL_REASON_MAX + 1] = "", hex[65];
+    bool fresh = false;
+    int rv = 0;
+
+    if (!s) {
+        rv = shoal_manifest_parse(&m, r->mf, r->len, d->publishers, NULL);
+        if (rv == 0)
+            s = add_release(d, m, r->mf, r->len, r->branch[0] ? r->branch : NULL, &rv, why,
+                            sizeof why); /* takes m */
+        else
+            snprintf(why, sizeof why, "its manifest: %s", shoal_strerror(rv));
+        fresh = s != NULL;
+    }
+    shoal_hex(hex, r->id, 32);
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        struct pull *pl = &d->pulls[i];
+        if (pl->swarm || pl->by_name || memcmp(pl->id, r->id, 32) != 0)
+            continue;
+        if (s) {
+            pl->swarm = s;
+            pl->failed = false;
+        } else {
+            pull_failed(d, pl, hex, rv, why);
+        }
+    }
+    if (fresh)
+        start_release(d, s);
 }
 
 /* Pull |pl| names a branch or tag (|ref|) and has just been bound to
@@ -1897,6 +2030,17 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     memcpy(pl->id, mm->manifest_id, 32);
     pl->by_name = false;
     s = find_swarm(d, pl->id);
+    char missing[SHOAL_HF_PATH_MAX];
+    if (s && files_gone(d, s, missing, sizeof missing)) {
+        shoal_manifest_free(m);
+        rv = reopen_gone(d, s, pl->ref[0] ? pl->ref : NULL, missing);
+        if (rv != 0) {
+            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", shoal_strerror(rv));
+            pull_failed(d, pl, pl->name, rv, why);
+        }
+        return; /* bound when it opens again */
+    }
     if (s) {
         shoal_manifest_free(m);
         pl->swarm = s;
@@ -2394,6 +2538,20 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
     /* Open here already (pulled by commit, or before the branch moved
      * back): no tracker is needed to follow the name to it. */
     struct shoal_swarm *s = find_swarm_named(d, pl->name);
+    char missing[SHOAL_HF_PATH_MAX];
+    if (s && files_gone(d, s, missing, sizeof missing)) {
+        /* Not bound, and no ref written, until its files are back. */
+        memcpy(pl->id, shoal_swarm_id(s), 32);
+        pl->by_name = false;
+        int grv = reopen_gone(d, s, pl->ref, missing);
+        if (grv != 0) {
+            char why[SHOAL_CTL_REASON_MAX + 1];
+            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", shoal_strerror(grv));
+            pull_failed(d, pl, pl->name, grv, why);
+        }
+        return;
+    }
     if (s) {
         pl->swarm = s;
         memcpy(pl->id, shoal_swarm_id(s), 32);
@@ -2511,6 +2669,35 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         pl->by_name = true;
         pl->swarm = NULL;
         return resolve_pull(d, pl, why, whylen);
+    }
+    char missing[SHOAL_HF_PATH_MAX];
+    if (sw && !d->stopping && files_gone(d, sw, missing, sizeof missing)) {
+        uint8_t id[32];
+        memcpy(id, shoal_swarm_id(sw), 32);
+        if ((rv = reopen_gone(d, sw, NULL, missing)) != 0) {
+            snprintf(why, whylen, "%s: its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", release, shoal_strerror(rv));
+            return rv;
+        }
+        /* The pulls bound to it wait for it; with none, this one is a new
+         * pull of its id, followed under the name asked. */
+        for (uint32_t i = 0; i < d->npulls && !pl; i++) {
+            if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
+                memcmp(d->pulls[i].id, id, 32) == 0 &&
+                (is_manifest_id(release) || strcmp(d->pulls[i].asked, release) == 0 ||
+                 strcmp(d->pulls[i].name, release) == 0))
+                pl = &d->pulls[i];
+        }
+        if (!pl && pull_room(d)) {
+            pl = new_pull(d);
+            memcpy(pl->id, id, 32);
+            snprintf(pl->name, sizeof pl->name, "%s", release);
+            snprintf(pl->asked, sizeof pl->asked, "%s", release);
+            pl->loader_only = from_loader;
+            d->npulls++;
+            LOG_I("pull %s asked by %s", release, by);
+        }
+        return 0;
     }
     if (sw)
         touch_swarm(d, sw);
@@ -2836,7 +3023,22 @@ static void on_reap(uv_timer_t *t)
         }
         free_dropped(d, i);
     }
-    if (d->ndropped == 0)
+    /* Releases closed to be opened again, whose old swarm is gone now. */
+    for (uint32_t i = 0; i < d->nreopens;) {
+        bool closing = false;
+        for (uint32_t k = 0; k < d->ndropped; k++)
+            closing |= memcmp(shoal_swarm_id(d->dropped[k]), d->reopens[i].id, 32) == 0;
+        if (closing) {
+            i++;
+            continue;
+        }
+        struct reopen r = d->reopens[i];
+        d->reopens[i] = d->reopens[--d->nreopens];
+        if (!d->stopping)
+            reopen_now(d, &r);
+        free(r.mf);
+    }
+    if (d->ndropped == 0 && d->nreopens == 0)
         uv_timer_stop(&d->reaper);
 }
 
@@ -4001,6 +4203,8 @@ void shoal_daemon_free(struct shoal_daemon *d)
         shoal_swarm_free(d->swarms[i]);
     for (uint32_t i = 0; i < d->ndropped; i++)
         shoal_swarm_free(d->dropped[i]);
+    for (uint32_t i = 0; i < d->nreopens; i++)
+        free(d->reopens[i].mf);
     shoal_loader_srv_free(d->loader);
     shoal_ctl_free(d->ctl);
     shoal_trkconn_free(d->trk);

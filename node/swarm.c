@@ -438,6 +438,15 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
         goto fail;
     }
     rot_open_withheld(s);
+    {
+        uint32_t nh, nw;
+        uint64_t bh;
+
+        shoal_store_open_hashed(s->store, &nh, &bh, &nw);
+        if (nh > 0)
+            LOG_I("release %s: hashed %u cached file(s) (%llu bytes) shoald had not verified: "
+                  "%u matched, %u did not", s->idhex, nh, (unsigned long long)bh, nh - nw, nw);
+    }
     s->resumed_bytes = shoal_store_bytes(s->store);
     if (!s->complete && shoal_store_count(s->store) > 0)
         LOG_I("release %s: resuming with %u of %u chunks (%llu bytes) already verified",
