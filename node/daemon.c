@@ -838,8 +838,7 @@ static void arm_retry(struct shoal_daemon *d)
         uv_timer_start(&d->retry, on_retry, next - now, 0);
 }
 
-/* Whether pull |pl| may ask for its manifest now: not while a failed one
- * waits out its back-off (each answer would only fail again). */
+/* Whether release |id| was closed to be opened again (reopen_gone). */
 static bool reopen_pending(const struct shoal_daemon *d, const uint8_t id[32])
 {
     for (uint32_t i = 0; i < d->nreopens; i++) {
@@ -849,6 +848,8 @@ static bool reopen_pending(const struct shoal_daemon *d, const uint8_t id[32])
     return false;
 }
 
+/* Whether pull |pl| may ask for its manifest now: not while a failed one
+ * waits out its back-off (each answer would only fail again). */
 static bool pull_may_ask(const struct shoal_daemon *d, const struct pull *pl)
 {
     /* A release being opened again (reopen_gone) comes from its own
