@@ -3752,8 +3752,19 @@ static void reopen_state(struct shoal_daemon *d)
             dropped++;
             continue;
         }
-        if (add_release(d, m, data, len, e->branch[0] ? e->branch : NULL, &rv, why,
-                        sizeof why)) {
+        /* refs/<branch> is restored, never moved: one that names another
+         * commit now was moved since (huggingface_hub fetched the branch
+         * again, or a later pull of ours did), and offline readers go by it
+         * (K11). The release reopens without it. */
+        const char *branch = e->branch[0] ? e->branch : NULL;
+        char now_at[41];
+        if (branch && shoal_hf_read_ref(d->cache_dir, e->type, e->repo, branch, now_at) == 0 &&
+            strcmp(now_at, e->commit) != 0) {
+            LOG_I("state: release %s@%s: refs/%s names %s now (moved since): left as it is",
+                  e->repo, e->commit, branch, now_at);
+            branch = NULL;
+        }
+        if (add_release(d, m, data, len, branch, &rv, why, sizeof why)) {
             opened++;
         } else {
             LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",

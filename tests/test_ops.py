@@ -569,6 +569,23 @@ def case_refs(tmp):
         if read_ref(n, name) != rel:
             print(f"FAIL refs/{name} is {read_ref(n, name)}, not {rel}")
             fails += 1
+    # huggingface_hub moves main on (it fetched @main after the branch
+    # moved): a restart of shoald, which pulled main when it was the old
+    # commit, restores refs it lost, but never moves one back (K11).
+    ref = os.path.join(n.cache, "models--acme--model", "refs", "main")
+    with open(ref, "w") as f:
+        f.write(dev)
+    fails += shoalproc.stop_all([n])
+    n = node("r", k, tmp, hub, ["--tracker", taddr])
+    if not n.wait_for(r"state: release acme/model@%s: refs/main names %s now \(moved since\): "
+                      r"left as it is" % (main, dev), 15):
+        print("FAIL the restart did not say it left a moved refs/main alone")
+        fails += 1
+    r = cli("pull", "acme/model@" + main, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(f"after a restart: refs/main {read_ref(n, 'main')}")
+    if read_ref(n, "main") != dev:
+        print(f"FAIL a restart moved refs/main back from {dev} to {read_ref(n, 'main')}")
+        fails += 1
     return shoalproc.finish(fails, [n])
 
 
