@@ -170,8 +170,9 @@ struct shoal_sched {
     uint32_t nborrowed;   /* peers whose bitfield is the caller's */
     uint32_t nchunks;
     uint32_t ratecap;     /* requests in flight in all at most, loader or
-                             not, from the node's download cap (0: none);
-                             in the padding before |thr| */
+                             not, from the node's download cap or the
+                             rate it measures (0: none); in the padding
+                             before |thr| */
     double *thr;          /* per slot: bytes per second per request, EWMA,
                              ranks peers; 0 = unknown */
     struct drate *drate;  /* per slot: what the peer delivers (update_depth) */
@@ -233,6 +234,11 @@ struct shoal_sched {
      * each) to learn whether it holds a chunk. */
     uint64_t quiet[4];
     const uint8_t **bitsp; /* per slot */
+    /* What |ratecap| is made from (ratecap_update): the node's download
+     * cap, and the rate it measures (rate_seen_on: it does) */
+    uint64_t rate_down;
+    uint64_t rate_seen;
+    bool rate_seen_on;
 };
 
 _Static_assert(offsetof(struct shoal_sched, ready) + sizeof(uint64_t) <= 64,
@@ -1756,16 +1762,52 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
  * about this long of the capped rate. */
 #define RATECAP_WINDOW_MS 500
 
-void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s)
+/* Requests in flight in all that |bytes_per_s| delivers in |window_ms|,
+ * plus one, at least 2; 0 (no limit) for what the pipeline never
+ * reaches. */
+static uint32_t rate_bound(const struct shoal_sched *s, double bytes_per_s, double window_ms)
 {
-    if (bytes_per_s == 0 || s->avg_chunk <= 0) {
+    double n = ceil(bytes_per_s * window_ms / 1000.0 / s->avg_chunk) + 1.0;
+    if (n < 2.0)
+        n = 2.0;
+    return n >= (double)s->reqcap ? 0 : (uint32_t)n;
+}
+
+/* Sets |ratecap| from the cap and the measured rate: the tighter bound. */
+static void ratecap_update(struct shoal_sched *s)
+{
+    uint32_t cap = 0, seen = 0, rtt = 0;
+
+    if (s->avg_chunk <= 0) {
         s->ratecap = 0;
         return;
     }
-    double n = ceil((double)bytes_per_s * RATECAP_WINDOW_MS / 1000.0 / s->avg_chunk) + 1.0;
-    if (n < 2.0)
-        n = 2.0;
-    s->ratecap = n >= (double)s->reqcap ? 0 : (uint32_t)n;
+    if (s->rate_down != 0)
+        cap = rate_bound(s, (double)s->rate_down, RATECAP_WINDOW_MS);
+    if (s->rate_seen_on) {
+        /* The measured rate is what the pipeline let through: one that
+         * does not cover the round trip as well would measure less than
+         * the link carries, and size itself smaller at each measurement.
+         * Half a second and the longest round trip grows it instead. */
+        for (uint32_t i = 0; i < s->cfg.max_peers; i++)
+            if (s->peers[i].used && s->peers[i].rtt_ms > rtt)
+                rtt = s->peers[i].rtt_ms;
+        seen = rate_bound(s, (double)s->rate_seen, RATECAP_WINDOW_MS + (double)rtt);
+    }
+    s->ratecap = cap == 0 ? seen : seen == 0 || cap < seen ? cap : seen;
+}
+
+void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s)
+{
+    s->rate_down = bytes_per_s;
+    ratecap_update(s);
+}
+
+void shoal_sched_set_rate_seen(struct shoal_sched *s, uint64_t bytes_per_s)
+{
+    s->rate_seen = bytes_per_s;
+    s->rate_seen_on = true;
+    ratecap_update(s);
 }
 
 /* Moves |c| to tier |t|, keeping its list and the tier counts right. */

@@ -467,6 +467,22 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
  */
 void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s);
 
+/*
+ * The node measured that it receives |bytes_per_s| from its peers for
+ * this release (0: nothing yet); called again as the figure changes.
+ * Requests in flight in all are then held, as with a cap
+ * (shoal_sched_set_rate_down; the tighter of the two applies), to what
+ * that rate delivers in half a second plus the longest round trip of a
+ * peer, plus one (at least 2): on a slow link, or from slow or capped
+ * peers, with no cap configured, the requests already out would
+ * otherwise be seconds ahead of a file a loader comes to want. The round
+ * trip is in it because the rate is measured through this pipeline: one
+ * that did not cover it would measure less than the link carries and
+ * shrink at each call; this one grows until the link is full. Never
+ * called (the simulator): no such bound.
+ */
+void shoal_sched_set_rate_seen(struct shoal_sched *s, uint64_t bytes_per_s);
+
 /* One loader's files still to come, for shoal_sched_merge_waits: its order
  * as a list threaded through |next| (positions not yet handed over, in
  * order of position), so a merge visits only what is waited for. */

@@ -139,6 +139,11 @@ CASE is one of:
                 (the shard aside): before, the requests already queued at
                 the peers (9-12 chunks, seconds at the cap) came first and
                 it came after ~3/4 of it (QA H1).
+  late_joiner_slow  the same with no cap on the pulling node, the seeds
+                uploading at --rate-up 2M each: the in-flight bound comes
+                from the rate the node measures (before, 6 requests were
+                queued at each seed and the shard came after ~64% of the
+                rest).
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1735,7 +1740,12 @@ def received_bytes(node):
     return int(m.group(1)) if m else None
 
 
-def case_late_joiner(tmp):
+def late_join(tmp, puller, seed):
+    """A node started with |puller| pulls a 24 MiB release (1 MiB chunks)
+    from two seeds started with |seed| for a loader asking for every shard
+    in manifest order; a second loader joins once 2 MiB are in and asks for
+    the last shard only. Fails unless that shard is handed before half of
+    what was missing when it joined (the shard aside) has arrived."""
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
                             ("cluster", "publisher", "a", "b", "c"), ("a", "b", "c"))
     repo = os.path.join(tmp, "repo")
@@ -1744,14 +1754,13 @@ def case_late_joiner(tmp):
     # The default ~1 MiB chunks: a few requests in flight are seconds at the cap.
     mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
     sock = os.path.join(sock_dir(tmp), "b.sock")
-    a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    c = Node("seed-c", node_args(k, "c", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    b = Node("capped", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr,
-                                               "--rate-down", "4M",
+    a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, *seed]))
+    c = Node("seed-c", node_args(k, "c", tmp, ["--manifest", mf, "--seed-dir", repo, *seed]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr, *puller,
                                                "--loader-socket", sock]))
     nodes = [b, a, c]
     if not b.wait_for(r"loader socket on", 10):
-        print("FAIL the capped node did not open its loader socket")
+        print("FAIL the pulling node did not open its loader socket")
         return shoalproc.stop_all(nodes) + 1
     shards = sorted(p for p in files if p.endswith(".safetensors"))
     late = shards[-1]
@@ -1776,7 +1785,7 @@ def case_late_joiner(tmp):
             break
         time.sleep(0.05)
     if got is None or got < 2 << 20 or got > total // 2:
-        print(f"FAIL the capped node had received {got} bytes, not 2 MiB to half of {total}")
+        print(f"FAIL the pulling node had received {got} bytes, not 2 MiB to half of {total}")
         t.join(WAIT_S)
         return shoalproc.stop_all(nodes) + 1
     at_join = got
@@ -1809,6 +1818,15 @@ def case_late_joiner(tmp):
     return fails
 
 
+def case_late_joiner(tmp):
+    return late_join(tmp, ["--rate-down", "4M"], [])
+
+
+def case_late_joiner_slow(tmp):
+    # No cap on the puller: the seeds are slow (2 MiB/s each).
+    return late_join(tmp, [], ["--rate-up", "2M"])
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
@@ -1817,5 +1835,6 @@ shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_no
                       "cache_removed": case_cache_removed, "evict": case_evict,
                       "half_close": case_half_close, "unread_memory": case_unread_memory,
                       "inflight": case_inflight, "slow_reader": case_slow_reader,
-                      "late_joiner": case_late_joiner},
+                      "late_joiner": case_late_joiner,
+                      "late_joiner_slow": case_late_joiner_slow},
                "shoal-loader-")

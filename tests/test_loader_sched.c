@@ -548,6 +548,39 @@ static void test_rate_down_bounds_inflight(void)
     shoal_sched_free(s);
 }
 
+/* The rate the node measures bounds requests in flight like a cap, over
+ * half a second plus the longest round trip (plus one): nothing measured
+ * yet, two; the tighter of it and a cap applies. */
+static void test_rate_seen_bounds_inflight(void)
+{
+    uint32_t ff[3] = {0, 100, 300};
+    struct shoal_sched *s = mk(400, 3, ff, 16);
+
+    shoal_sched_set_rate_seen(s, 0);
+    two_full_peers(s, 400, 1);
+    CHECK_EQ(requests(s, 1), 2);
+    /* 4 MiB/s over 501 ms (the peers' 1 ms round trip): 3 chunks, + 1. */
+    shoal_sched_set_rate_seen(s, 4u << 20);
+    CHECK_EQ(requests(s, 2), 2);
+    CHECK_EQ(shoal_sched_inflight(s), 4);
+    /* A cap of the same rate bounds to 3 (no round trip in it): nothing
+     * more, even when the measured rate is higher. */
+    shoal_sched_set_rate_down(s, 4u << 20);
+    shoal_sched_set_rate_seen(s, 16u << 20);
+    CHECK_EQ(requests(s, 3), 0);
+    /* No cap: 16 MiB/s over 501 ms is 9 chunks, + 1. */
+    shoal_sched_set_rate_down(s, 0);
+    CHECK_EQ(requests(s, 4), 10 - 4);
+    /* A peer 500 ms away: the window is a second, 16 + 1. */
+    CHECK_EQ(shoal_sched_peer_rtt(s, 2, 500), 0);
+    shoal_sched_set_rate_seen(s, 16u << 20);
+    CHECK_EQ(requests(s, 5), 17 - 10);
+    /* More than the pipelines hold (2 x 16): no bound. */
+    shoal_sched_set_rate_seen(s, 1u << 30);
+    CHECK_EQ(requests(s, 6), 32 - 17);
+    shoal_sched_free(s);
+}
+
 int main(void)
 {
     RUN(test_front_to_back);
@@ -559,5 +592,6 @@ int main(void)
     RUN(test_merge_whole_pull);
     RUN(test_merge_large);
     RUN(test_rate_down_bounds_inflight);
+    RUN(test_rate_seen_bounds_inflight);
     return t_done();
 }
