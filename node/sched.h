@@ -468,20 +468,25 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
 void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s);
 
 /*
- * The node measured that it receives |bytes_per_s| from its peers for
- * this release (0: nothing yet); called again as the figure changes.
- * Requests in flight in all are then held, as with a cap
- * (shoal_sched_set_rate_down; the tighter of the two applies), to what
- * that rate delivers in half a second plus the longest round trip of a
- * peer, plus one (at least 2): on a slow link, or from slow or capped
- * peers, with no cap configured, the requests already out would
- * otherwise be seconds ahead of a file a loader comes to want. The round
- * trip is in it because the rate is measured through this pipeline: one
- * that did not cover it would measure less than the link carries and
- * shrink at each call; this one grows until the link is full. Never
- * called (the simulator): no such bound.
+ * With |on|, requests in flight follow the peers' delivery rates (chunk
+ * bytes over the time each had requests, measured here from its second
+ * arrival on, over at least 250 ms), as they do a cap
+ * (shoal_sched_set_rate_down; the tighter of the two applies): to each
+ * peer, min_depth aside, no more than its rate delivers in half a second
+ * plus its round trip, plus one (one at a time until it has delivered
+ * twice); to all together, no more than the sum of the rates delivers in
+ * half a second plus the longest round trip, plus one (at least 2). A
+ * peer answers in the order asked, so on a slow link, or from slow peers,
+ * with no cap configured, the requests already out would otherwise be
+ * seconds ahead of a file a loader comes to want. The round trip is in it
+ * because the rates are measured through this pipeline: one that did not
+ * cover it would measure less than the link carries and shrink; this one
+ * grows until the link is full. A peer's own rate, not what the node
+ * received lately, so that requests waiting at a slow peer do not hold a
+ * fast one back. Off (the default; the simulator): no such bound.
+ * Returns 0, or -ENOMEM (nothing changed).
  */
-void shoal_sched_set_rate_seen(struct shoal_sched *s, uint64_t bytes_per_s);
+int shoal_sched_set_rate_bound(struct shoal_sched *s, bool on);
 
 /* One loader's files still to come, for shoal_sched_merge_waits: its order
  * as a list threaded through |next| (positions not yet handed over, in

@@ -26,13 +26,6 @@
 /* How often the peers' round trips are read again from TCP. */
 #define RTT_CHECK_MS 1000u
 #define MAX_INFLIGHT SHOAL_SCHED_DEPTH_MAX
-/* The download rate the scheduler's in-flight bound comes from
- * (measure_rate): over the last RSEEN_TICKS ticks that had requests in
- * flight, and over no less than RSEEN_MIN_MS of them, so that the first
- * chunks (sent at once by an uploader with a full bucket) do not pass
- * for a fast link. */
-#define RSEEN_TICKS 20u
-#define RSEEN_MIN_MS 250u
 /* requests in flight per peer, at least (see swarm_new) */
 #define SWARM_MIN_DEPTH 6u
 #define MAX_SWARM_PEERS SHOAL_SCHED_PEERS_MAX
@@ -238,14 +231,6 @@ struct shoal_swarm {
      * a row (for status, shoal_swarm_origin_error); none: bad_origin_n 0. */
     uint32_t bad_origin_chunk, bad_origin_n;
     char bad_origin_err[200];
-    /* The rate peers deliver this release (measure_rate): chunk bytes and
-     * milliseconds of each of the last RSEEN_TICKS ticks that had requests
-     * in flight, a ring; and the tick before. */
-    uint64_t rseen_bytes[RSEEN_TICKS];
-    uint32_t rseen_ms[RSEEN_TICKS];
-    uint32_t rseen_n, rseen_head;
-    uint64_t rseen_rx, rseen_at;
-    bool rseen_busy;               /* requests were in flight at it */
 };
 
 static uint32_t next_req_id = 1;
@@ -428,8 +413,11 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
          * (H1): keep only about half a second of it in flight. */
         shoal_sched_set_rate_down(s->sched, cfg->rate_down);
         /* ... and so a slow link or slow peers with no cap configured:
-         * nothing is measured yet, so two requests until it is. */
-        shoal_sched_set_rate_seen(s->sched, 0);
+         * as much as what they deliver (measured as they do) allows. */
+        if ((rv = shoal_sched_set_rate_bound(s->sched, true)) != 0) {
+            LOG_E("release %s: scheduler: %s", s->idhex, shoal_strerror(rv));
+            goto fail;
+        }
         for (uint32_t i = 0; i < s->nchunks; i++) {
             if (shoal_store_has(s->store, i))
                 shoal_sched_chunk_obtained(s->sched, 0, i);
@@ -2689,46 +2677,12 @@ static void check_rtts(struct shoal_swarm *s)
     }
 }
 
-/* What peers deliver, to the scheduler (shoal_sched_set_rate_seen): the
- * chunk bytes received over the time requests were in flight, in the last
- * RSEEN_TICKS such ticks. Ticks with nothing asked (no peer holds a chunk
- * we need) do not count, or the rate would fall while nothing is asked
- * and hold the pipeline short when there is again. */
-static void measure_rate(struct shoal_swarm *s)
-{
-    uint64_t now = now_ms(s), bytes = s->rx_bytes - s->rseen_rx, sum_b = 0, sum_ms = 0;
-
-    if (s->rseen_at != 0 && now > s->rseen_at && (s->rseen_busy || bytes > 0)) {
-        uint64_t dt = now - s->rseen_at;
-        uint32_t k = (s->rseen_head + s->rseen_n) % RSEEN_TICKS;
-        if (s->rseen_n == RSEEN_TICKS) {
-            k = s->rseen_head;
-            s->rseen_head = (s->rseen_head + 1) % RSEEN_TICKS;
-        } else {
-            s->rseen_n++;
-        }
-        s->rseen_bytes[k] = bytes;
-        s->rseen_ms[k] = dt < UINT32_MAX ? (uint32_t)dt : UINT32_MAX;
-    }
-    s->rseen_rx = s->rx_bytes;
-    s->rseen_at = now;
-    s->rseen_busy = shoal_sched_inflight(s->sched) > 0;
-    for (uint32_t i = 0; i < s->rseen_n; i++) {
-        sum_b += s->rseen_bytes[i];
-        sum_ms += s->rseen_ms[i];
-    }
-    if (sum_ms < RSEEN_MIN_MS)
-        sum_ms = RSEEN_MIN_MS;
-    shoal_sched_set_rate_seen(s->sched, sum_b * 1000 / sum_ms);
-}
-
 static void tick(uv_timer_t *t)
 {
     struct shoal_swarm *s = t->data;
     if (s->sched && !s->complete) {
         expire_requests(s);
         check_rtts(s);
-        measure_rate(s);
     }
     publish_check(s);
     pump(s);
