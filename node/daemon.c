@@ -278,6 +278,8 @@ struct shoal_daemon {
     struct shoal_ctl *ctl;
     struct shoal_ctl_ops ctl_ops;
     struct shoal_rate_cfg rate;
+    uint32_t rate_shares;      /* releases --rate-down was last divided
+                                  among (share_rate_down) */
     struct shoal_peer_budget qbudget; /* --max-queue-total */
     struct shoal_bucket up_bucket, down_bucket; /* node-wide caps */
     uint64_t bans_total;
@@ -565,10 +567,36 @@ static bool all_pulls_complete(struct shoal_daemon *d)
     return true;
 }
 
+/* Gives each release being pulled its share of --rate-down: one node-wide
+ * cap feeds them all, so each scheduler sizing its requests in flight from
+ * the whole cap (shoal_sched_set_rate_down) kept, with two releases
+ * pulling, twice what the cap delivers in half a second queued at the
+ * peers. Called as releases open, complete and go. */
+static void share_rate_down(struct shoal_daemon *d)
+{
+    uint32_t n = 0;
+
+    if (d->cfg->rate_down == 0)
+        return;
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        n += !shoal_swarm_complete(d->swarms[i]);
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        if (!shoal_swarm_complete(d->swarms[i]))
+            shoal_swarm_set_rate_down(d->swarms[i], d->cfg->rate_down / n);
+    if (n != d->rate_shares && n > 1) {
+        char all[64], each[64];
+        LOG_I("rate-down %s shared by %u releases pulling: %s each bounds its requests in "
+              "flight", shoal_fmt_rate(all, sizeof all, d->cfg->rate_down), n,
+              shoal_fmt_rate(each, sizeof each, d->cfg->rate_down / n));
+    }
+    d->rate_shares = n;
+}
+
 static void on_complete(void *user, struct shoal_swarm *s)
 {
     struct shoal_daemon *d = user;
 
+    share_rate_down(d);
     save_state(d);
     /* Trackers hear it now, not at the next interval: a complete copy
      * means nobody needs to fetch from the origin at once (the tracker
@@ -788,6 +816,7 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
 {
     if (shoal_swarm_start(s) != 0)
         return;
+    share_rate_down(d);
     shoal_loader_srv_release_opened(d->loader, s);
     for (uint32_t i = 0; i < d->npeers; i++) {
         if (shoal_peer_ready(d->peers[i]))
@@ -2830,6 +2859,7 @@ static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const ch
     memmove(&d->slot[k], &d->slot[k + 1], (d->nswarms - k - 1) * sizeof d->slot[0]);
     d->nswarms--;
     d->dropped[d->ndropped++] = s;
+    share_rate_down(d);
     if (!uv_is_active((uv_handle_t *)&d->reaper))
         uv_timer_start(&d->reaper, on_reap, REAP_MS, REAP_MS);
     if (d->trk)

@@ -2994,6 +2994,12 @@ int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd)
     return shoal_store_file_open(s->store, file, fd);
 }
 
+void shoal_swarm_set_rate_down(struct shoal_swarm *s, uint64_t bytes_per_s)
+{
+    if (s->sched)
+        shoal_sched_set_rate_down(s->sched, bytes_per_s);
+}
+
 int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n)
 {
     uint32_t nfiles = shoal_manifest_nfiles(s->m), *sched_idx = NULL, *want = NULL;

@@ -144,6 +144,11 @@ CASE is one of:
                 from the rate the node measures (before, 6 requests were
                 queued at each seed and the shard came after ~64% of the
                 rest).
+  late_joiner_peer_cap  the same with the puller at --peer-rate-down 2M and
+                fast seeds: a capped peer answers slowly, and the bound
+                follows.
+  rate_down_shared  a node at --rate-down 4M pulling two releases says it
+                bounds each from 2 MiB/s; both complete.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1827,6 +1832,52 @@ def case_late_joiner_slow(tmp):
     return late_join(tmp, [], ["--rate-up", "2M"])
 
 
+def case_rate_down_shared(tmp):
+    """A node at --rate-down 4M pulling two releases at once: each one's
+    requests in flight are bounded from its share of the cap (2 MiB/s,
+    said in the log), not the whole cap each; and from 4 MiB/s again for
+    the one left when the other completes (it says nothing then). Both
+    complete, verified."""
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b", "c"), ("a", "b", "c"))
+    repo1 = os.path.join(tmp, "repo")
+    make_repo(repo1, 1024 * 1024)
+    mf1 = os.path.join(tmp, "one.manifest")
+    shoalproc.build_manifest(SHOAL, repo1, k, mf1, extra=())
+    repo2 = os.path.join(tmp, "repo2")
+    shoalproc.write_files(repo2, {"model.safetensors": random.Random(9).randbytes(6 << 20)})
+    mf2 = os.path.join(tmp, "two.manifest")
+    shoalproc.build_manifest(SHOAL, repo2, k, mf2, repo_id="org/other", extra=())
+    a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf1, "--seed-dir", repo1]))
+    c = Node("seed-c", node_args(k, "c", tmp, ["--manifest", mf2, "--seed-dir", repo2]))
+    b = Node("capped", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr,
+                                               "--manifest", mf1, "--manifest", mf2,
+                                               "--rate-down", "4M"]))
+    nodes = [b, a, c]
+    fails = 0
+    if not b.wait_for(r"rate-down 4\.00 MiB/s .*shared by 2 releases pulling: 2\.00 MiB/s",
+                      WAIT_S):
+        print("FAIL the capped node did not share --rate-down between its two releases")
+        fails += 1
+    done = 0
+    end = time.monotonic() + WAIT_S
+    while done < 2 and time.monotonic() < end:
+        done = sum(1 for line in list(b.lines) if re.search(r"\) complete: ", line))
+        time.sleep(0.1)
+    if done < 2:
+        print(f"FAIL {done} of the 2 releases completed")
+        fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        b.dump(40)
+    return fails
+
+
+def case_late_joiner_peer_cap(tmp):
+    # A cap on each peer the puller downloads from, none on the whole node.
+    return late_join(tmp, ["--peer-rate-down", "2M"], [])
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
@@ -1836,5 +1887,7 @@ shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_no
                       "half_close": case_half_close, "unread_memory": case_unread_memory,
                       "inflight": case_inflight, "slow_reader": case_slow_reader,
                       "late_joiner": case_late_joiner,
-                      "late_joiner_slow": case_late_joiner_slow},
+                      "late_joiner_slow": case_late_joiner_slow,
+                      "late_joiner_peer_cap": case_late_joiner_peer_cap,
+                      "rate_down_shared": case_rate_down_shared},
                "shoal-loader-")
