@@ -745,19 +745,22 @@ static bool pull_room(struct shoal_daemon *d)
 /* Opens release |m| (taken) and adds it, writing refs/<branch> once it is
  * complete when |branch| is not NULL; returns the swarm, or NULL with the
  * error in |*err| and the reason for people in |why|. With max-releases
- * open it first closes one (make_room), which removes pulls from
- * d->pulls: a caller holding a pull finds it again by its serial. */
+ * open and |may_close|, it first closes one (make_room), which removes
+ * pulls from d->pulls: a caller holding a pull finds it again by its
+ * serial. Without |may_close| it is refused then (SHOAL_ELIMIT), and
+ * logging it is the caller's. */
 static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
                                        const uint8_t *signed_mf, size_t len, const char *branch,
-                                       int *err, char *why, size_t whylen)
+                                       bool may_close, int *err, char *why, size_t whylen)
 {
     struct shoal_swarm *s = NULL;
     char hex[17];
 
     hex8(hex, shoal_manifest_id(m));
-    if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
+    if (d->nswarms >= d->cfg->max_releases && (!may_close || !make_room(d, m))) {
         slots_why(d, why, whylen);
-        LOG_E("release %s: %s", hex, why);
+        if (may_close)
+            LOG_E("release %s: %s", hex, why);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
         return NULL;
@@ -969,7 +972,7 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len,
-                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+                    pl->ref[0] ? pl->ref : NULL, true, &rv, why, sizeof why);
     /* Opening may have closed another release, and the pulls that led to
      * it: ours is still there (it had no release), maybe moved. */
     pl = find_pull_serial(d, serial);
@@ -1907,7 +1910,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len,
-                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+                    pl->ref[0] ? pl->ref : NULL, true, &rv, why, sizeof why);
     pl = find_pull_serial(d, serial); /* see on_manifest_data */
     if (!pl)
         return;
@@ -3304,7 +3307,7 @@ static int open_manifests(struct shoal_daemon *d)
             rv = -EINVAL;
         } else {
             char why[256];
-            s = add_release(d, m, data, len, NULL, &rv, why, sizeof why);
+            s = add_release(d, m, data, len, NULL, true, &rv, why, sizeof why);
         }
         free(data);
         if (!s)
@@ -3450,19 +3453,11 @@ static void reopen_state(struct shoal_daemon *d)
             dropped++;
             continue;
         }
-        /* Reopening never closes another release: the ones given by
-         * --manifest/--pull and those opened before it here came first (a
-         * tie on "least recently used" closed the configured release). */
-        if (d->nswarms >= d->cfg->max_releases) {
-            slots_why(d, why, sizeof why);
-            LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
-                  e->repo, e->commit, hex, why);
-            shoal_manifest_free(m);
-            free(data);
-            dropped++;
-            continue;
-        }
-        if (add_release(d, m, data, len, e->branch[0] ? e->branch : NULL, &rv, why,
+        /* Reopening never closes another release (may_close false): the
+         * ones given by --manifest/--pull and those opened before it here
+         * came first (a tie on "least recently used" closed the
+         * configured release). */
+        if (add_release(d, m, data, len, e->branch[0] ? e->branch : NULL, false, &rv, why,
                         sizeof why)) {
             opened++;
         } else {
