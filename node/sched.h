@@ -38,7 +38,10 @@
  *     chunk bytes it sent over the time requests to it were outstanding,
  *     x RTT x 1.25 / average chunk size, plus one, within min_depth and
  *     max_depth), all peers together at most
- *     max_inflight when set; the fastest measured peers are filled first
+ *     max_inflight when set (and, when the caller asks, no more than what
+ *     a download cap or the peers' measured rates deliver in about half a
+ *     second: shoal_sched_set_rate_down, shoal_sched_set_rate_bound); the
+ *     fastest measured peers are filled first
  *     (peers not yet measured before them), so requests go to uploaders
  *     with upload to spare;
  *   - endgame: once every missing chunk is requested, idle peers duplicate
