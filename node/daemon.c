@@ -299,6 +299,8 @@ struct shoal_daemon {
     struct shoal_ctl *ctl;
     struct shoal_ctl_ops ctl_ops;
     struct shoal_rate_cfg rate;
+    uint32_t rate_shares;      /* releases --rate-down was last divided
+                                  among (share_rate_down) */
     struct shoal_peer_budget qbudget; /* --max-queue-total */
     struct shoal_bucket up_bucket, down_bucket; /* node-wide caps */
     uint64_t bans_total;
@@ -586,10 +588,36 @@ static bool all_pulls_complete(struct shoal_daemon *d)
     return true;
 }
 
+/* Gives each release being pulled its share of --rate-down: one node-wide
+ * cap feeds them all, so each scheduler sizing its requests in flight from
+ * the whole cap (shoal_sched_set_rate_down) kept, with two releases
+ * pulling, twice what the cap delivers in half a second queued at the
+ * peers. Called as releases open, complete and go. */
+static void share_rate_down(struct shoal_daemon *d)
+{
+    uint32_t n = 0;
+
+    if (d->cfg->rate_down == 0)
+        return;
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        n += !shoal_swarm_complete(d->swarms[i]);
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        if (!shoal_swarm_complete(d->swarms[i]))
+            shoal_swarm_set_rate_down(d->swarms[i], d->cfg->rate_down / n);
+    if (n != d->rate_shares && n > 1) {
+        char all[64], each[64];
+        LOG_I("rate-down %s shared by %u releases pulling: %s each bounds its requests in "
+              "flight", shoal_fmt_rate(all, sizeof all, d->cfg->rate_down), n,
+              shoal_fmt_rate(each, sizeof each, d->cfg->rate_down / n));
+    }
+    d->rate_shares = n;
+}
+
 static void on_complete(void *user, struct shoal_swarm *s)
 {
     struct shoal_daemon *d = user;
 
+    share_rate_down(d);
     save_state(d);
     /* Trackers hear it now, not at the next interval: a complete copy
      * means nobody needs to fetch from the origin at once (the tracker
@@ -738,19 +766,22 @@ static bool pull_room(struct shoal_daemon *d)
 /* Opens release |m| (taken) and adds it, writing refs/<branch> once it is
  * complete when |branch| is not NULL; returns the swarm, or NULL with the
  * error in |*err| and the reason for people in |why|. With max-releases
- * open it first closes one (make_room), which removes pulls from
- * d->pulls: a caller holding a pull finds it again by its serial. */
+ * open and |may_close|, it first closes one (make_room), which removes
+ * pulls from d->pulls: a caller holding a pull finds it again by its
+ * serial. Without |may_close| it is refused then (SHOAL_ELIMIT), and
+ * logging it is the caller's. */
 static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
                                        const uint8_t *signed_mf, size_t len, const char *branch,
-                                       int *err, char *why, size_t whylen)
+                                       bool may_close, int *err, char *why, size_t whylen)
 {
     struct shoal_swarm *s = NULL;
     char hex[17];
 
     hex8(hex, shoal_manifest_id(m));
-    if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
+    if (d->nswarms >= d->cfg->max_releases && (!may_close || !make_room(d, m))) {
         slots_why(d, why, whylen);
-        LOG_E("release %s: %s", hex, why);
+        if (may_close)
+            LOG_E("release %s: %s", hex, why);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
         return NULL;
@@ -809,6 +840,7 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
 {
     if (shoal_swarm_start(s) != 0)
         return;
+    share_rate_down(d);
     shoal_loader_srv_release_opened(d->loader, s);
     for (uint32_t i = 0; i < d->npeers; i++) {
         if (shoal_peer_ready(d->peers[i]))
@@ -982,9 +1014,6 @@ static int reopen_gone(struct shoal_daemon *d, struct shoal_swarm *s, const char
 /* Opens release |r| again (reopen_gone), its old swarm freed: the pulls
  * waiting for it are bound to the new one, or fail with why it did not
  * open. */
-static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
-                                       const uint8_t *signed_mf, size_t len, const char *branch,
-                                       int *err, char *why, size_t whylen);
 static void start_release(struct shoal_daemon *d, struct shoal_swarm *s);
 
 static void reopen_now(struct shoal_daemon *d, const struct reopen *r)
@@ -997,9 +1026,11 @@ static void reopen_now(struct shoal_daemon *d, const struct reopen *r)
 
     if (!s) {
         rv = shoal_manifest_parse(&m, r->mf, r->len, d->publishers, NULL);
+        /* Asked for by a pull, as a fresh one would be: it may close a
+         * complete release nobody needs, for room. */
         if (rv == 0)
-            s = add_release(d, m, r->mf, r->len, r->branch[0] ? r->branch : NULL, &rv, why,
-                            sizeof why); /* takes m */
+            s = add_release(d, m, r->mf, r->len, r->branch[0] ? r->branch : NULL, true, &rv,
+                            why, sizeof why); /* takes m */
         else
             snprintf(why, sizeof why, "its manifest: %s", shoal_strerror(rv));
         fresh = s != NULL;
@@ -1085,7 +1116,7 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len,
-                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+                    pl->ref[0] ? pl->ref : NULL, true, &rv, why, sizeof why);
     /* Opening may have closed another release, and the pulls that led to
      * it: ours is still there (it had no release), maybe moved. */
     pl = find_pull_serial(d, serial);
@@ -2054,7 +2085,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len,
-                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+                    pl->ref[0] ? pl->ref : NULL, true, &rv, why, sizeof why);
     pl = find_pull_serial(d, serial); /* see on_manifest_data */
     if (!pl)
         return;
@@ -3075,6 +3106,7 @@ static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const ch
     memmove(&d->slot[k], &d->slot[k + 1], (d->nswarms - k - 1) * sizeof d->slot[0]);
     d->nswarms--;
     d->dropped[d->ndropped++] = s;
+    share_rate_down(d);
     if (!uv_is_active((uv_handle_t *)&d->reaper))
         uv_timer_start(&d->reaper, on_reap, REAP_MS, REAP_MS);
     if (d->trk)
@@ -3594,7 +3626,7 @@ static int open_manifests(struct shoal_daemon *d)
             rv = -EINVAL;
         } else {
             char why[256];
-            s = add_release(d, m, data, len, NULL, &rv, why, sizeof why);
+            s = add_release(d, m, data, len, NULL, true, &rv, why, sizeof why);
         }
         free(data);
         if (!s)
@@ -3740,18 +3772,6 @@ static void reopen_state(struct shoal_daemon *d)
             dropped++;
             continue;
         }
-        /* Reopening never closes another release: the ones given by
-         * --manifest/--pull and those opened before it here came first (a
-         * tie on "least recently used" closed the configured release). */
-        if (d->nswarms >= d->cfg->max_releases) {
-            slots_why(d, why, sizeof why);
-            LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
-                  e->repo, e->commit, hex, why);
-            shoal_manifest_free(m);
-            free(data);
-            dropped++;
-            continue;
-        }
         /* refs/<branch> is restored, never moved: one that names another
          * commit now was moved since (huggingface_hub fetched the branch
          * again, or a later pull of ours did), and offline readers go by it
@@ -3764,7 +3784,11 @@ static void reopen_state(struct shoal_daemon *d)
                   e->repo, e->commit, branch, now_at);
             branch = NULL;
         }
-        if (add_release(d, m, data, len, branch, &rv, why, sizeof why)) {
+        /* Reopening never closes another release (may_close false): the
+         * ones given by --manifest/--pull and those opened before it here
+         * came first (a tie on "least recently used" closed the
+         * configured release). */
+        if (add_release(d, m, data, len, branch, false, &rv, why, sizeof why)) {
             opened++;
         } else {
             LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",

@@ -96,6 +96,7 @@ struct shoal_peer {
     uv_timer_t pace;               /* next held send or read resume */
     struct shoal_rate_pair up, down;
     struct held *held, *held_tail; /* CHUNK frames waiting, not yet sealed */
+    size_t held_bytes;             /* ... their wire bytes (part of queued) */
     bool read_paused;
     /* sealing on workers */
     struct txf *txq, *txq_tail; /* sealed sends in counter order */
@@ -180,18 +181,30 @@ struct sfi {
     uint64_t off;      /* next payload byte in |fd| */
     size_t left;       /* payload bytes not yet sent */
     size_t bytes;      /* counted in p->queued */
+    uint32_t req_id;   /* a file item's CHUNK answers this request */
 };
 
 /* rate limits */
-/* A CHUNK over the upload budget: sealed only when it is sent, so the
- * session's nonces stay in send order. */
+/* A CHUNK over the upload budget, or behind WIRE_AHEAD bytes: sealed only
+ * when it is sent, so the session's nonces stay in send order, and until
+ * then a CANCEL takes it back (shoal_peer_withdraw_chunk). */
 struct held {
     struct held *next;
     uint8_t *hdr;
     size_t hlen;
     uint8_t *payload;
     size_t plen;
+    uint32_t req_id;
 };
+
+/* CHUNK frames go on to be sealed and written while less than this is
+ * queued there (txq, libuv's write queue, sfq), the kernel's socket buffer
+ * still behind it; the others wait in |held|. A frame handed to libuv
+ * cannot be taken back, and a sealed one holds a nonce the frames after it
+ * count on, so on a slow link a requester's CANCEL would otherwise find
+ * every chunk it asked for already there, sent in full to be thrown
+ * away. */
+#define WIRE_AHEAD (2u << 20)
 
 static uint64_t next_peer_id = 1;
 
@@ -620,6 +633,8 @@ uint64_t shoal_peer_notify_written(struct shoal_peer *p)
     return mark;
 }
 
+static void held_pump(struct shoal_peer *p, bool all);
+
 static void write_done(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
@@ -641,7 +656,9 @@ static void write_done(uv_write_t *req, int status)
         sfq_pump(p);
         return;
     }
-    maybe_drain(p);
+    held_pump(p, false);
+    if (!p->closing)
+        maybe_drain(p);
 }
 
 /* Hands |alen| bytes at |a| (and |payload| when not NULL) to libuv; takes
@@ -810,7 +827,9 @@ static void sfq_pump(struct shoal_peer *p)
     }
     if (shut_if_flushed(p))
         return;
-    maybe_drain(p);
+    held_pump(p, false);
+    if (!p->closing)
+        maybe_drain(p);
 }
 
 /* Queues |alen| bytes at |a| (and |payload| when not NULL) for writing,
@@ -1082,15 +1101,22 @@ fail:
 /* rate limits */
 static void on_pace(uv_timer_t *t);
 
+/* Bytes on their way to the socket: queued, less the held CHUNKs. */
+static size_t wire_queued(const struct shoal_peer *p)
+{
+    return p->queued - p->held_bytes;
+}
+
 /* Arms the pace timer for the earliest of: the next held CHUNK's upload
- * budget, the end of a read pause. */
+ * budget (while the wire takes more: else a write's completion sends it),
+ * the end of a read pause. */
 static void arm_pace(struct shoal_peer *p)
 {
     uint64_t now = uv_now(p->ctx->loop), w = UINT64_MAX;
 
     if (p->closing)
         return;
-    if (p->held)
+    if (p->held && wire_queued(p) < WIRE_AHEAD)
         w = shoal_rate_pair_wait(&p->up, now);
     if (p->read_paused) {
         uint64_t d = shoal_rate_pair_wait(&p->down, now);
@@ -1103,34 +1129,57 @@ static void arm_pace(struct shoal_peer *p)
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static void on_pace(uv_timer_t *t)
+/* Takes |h| off the held list (|prev|: the entry before it, NULL for the
+ * head) and out of the queue counts. */
+static void held_unlink(struct shoal_peer *p, struct held *prev, struct held *h)
 {
-    struct shoal_peer *p = t->data;
+    if (prev)
+        prev->next = h->next;
+    else
+        p->held = h->next;
+    if (p->held_tail == h)
+        p->held_tail = prev;
+    p->held_bytes -= h->hlen + h->plen;
+    q_sub(p, h->hlen + h->plen);
+}
+
+/* Sends held CHUNKs on while the upload budget allows and the wire has
+ * room (all of them with |all|, the budget and room aside), then arms the
+ * pace timer for the rest. */
+static void held_pump(struct shoal_peer *p, bool all)
+{
     uint64_t now = uv_now(p->ctx->loop);
 
-    while (p->held && !p->closing && shoal_rate_pair_wait(&p->up, now) == 0) {
+    while (p->held && !p->closing &&
+           (all || (wire_queued(p) < WIRE_AHEAD && shoal_rate_pair_wait(&p->up, now) == 0))) {
         struct held *h = p->held;
-        p->held = h->next;
-        if (!p->held)
-            p->held_tail = NULL;
-        q_sub(p, h->hlen + h->plen);
+        held_unlink(p, NULL, h);
         shoal_rate_pair_take(&p->up, now, h->hlen + h->plen);
         if (emit_chunk(p, h->hdr, h->hlen, h->payload, h->plen) != 0 && !p->closing)
             shoal_peer_close(p, "cannot queue a chunk", false);
         free(h);
     }
+    arm_pace(p);
+}
+
+static void on_pace(uv_timer_t *t)
+{
+    struct shoal_peer *p = t->data;
+    uint64_t now = uv_now(p->ctx->loop);
+
     if (p->read_paused && !p->closing && shoal_rate_pair_wait(&p->down, now) == 0) {
         p->read_paused = false;
         if (!p->rxq_paused && !p->q_paused &&
             uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
             shoal_peer_close(p, "cannot resume reading", false);
     }
-    arm_pace(p);
+    held_pump(p, false);
 }
 
-/* Holds CHUNK |hdr| + |payload| (taken) until the upload budget allows. */
+/* Holds CHUNK |hdr| + |payload| (taken), answering |req_id|, until the
+ * upload budget allows and the wire has room. */
 static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
-                      size_t plen)
+                      size_t plen, uint32_t req_id)
 {
     struct held *h = calloc(1, sizeof *h);
 
@@ -1143,13 +1192,61 @@ static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *
     h->hlen = hlen;
     h->payload = payload;
     h->plen = plen;
+    h->req_id = req_id;
     if (p->held_tail)
         p->held_tail->next = h;
     else
         p->held = h;
     p->held_tail = h;
+    p->held_bytes += hlen + plen;
     q_add(p, hlen + plen);
     arm_pace(p);
+    return 0;
+}
+
+/* Whether a CHUNK sent now must wait in |held|: others wait there (they go
+ * first), the upload budget is spent, or the wire holds WIRE_AHEAD. */
+static bool must_hold(struct shoal_peer *p, uint64_t now)
+{
+    return p->held || wire_queued(p) >= WIRE_AHEAD || shoal_rate_pair_wait(&p->up, now) > 0;
+}
+
+size_t shoal_peer_withdraw_chunk(struct shoal_peer *p, uint32_t req_id)
+{
+    struct held *prev = NULL;
+    struct sfi *fprev = NULL;
+    size_t n;
+
+    for (struct held *h = p->held; h; prev = h, h = h->next) {
+        if (h->req_id != req_id)
+            continue;
+        held_unlink(p, prev, h);
+        n = h->plen;
+        free(h->hdr);
+        free(h->payload);
+        free(h);
+        arm_pace(p);
+        return n;
+    }
+    /* A file item not started (sfq_pump is not running: we are not in
+     * it). What waited behind it goes when the write or the socket
+     * readiness it waited for comes, as before. */
+    for (struct sfi *f = p->sfq; f; fprev = f, f = f->next) {
+        if (f->fd < 0 || f->req_id != req_id)
+            continue;
+        if (f->adone > 0 || p->sf_busy)
+            return 0;
+        if (fprev)
+            fprev->next = f->next;
+        else
+            p->sfq = f->next;
+        if (p->sfq_tail == f)
+            p->sfq_tail = fprev;
+        q_sub(p, f->bytes);
+        n = f->left;
+        sfi_free(p, f);
+        return n;
+    }
     return 0;
 }
 
@@ -1193,8 +1290,8 @@ int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
         goto fail;
     /* rate limits */
     now = uv_now(p->ctx->loop);
-    if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
-        return hold_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
+    if (must_hold(p, now))
+        return hold_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen, c->req_id);
     shoal_rate_pair_take(&p->up, now, hlen + plen);
     return emit_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
 fail:
@@ -1219,8 +1316,8 @@ int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk
     memcpy(buf + SHOAL_PEER_CHUNK_HEADROOM - hlen, b.data, hlen);
     shoal_buf_free(&b);
     now = uv_now(p->ctx->loop);
-    if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
-        return hold_chunk(p, NULL, hlen, buf, plen);
+    if (must_hold(p, now))
+        return hold_chunk(p, NULL, hlen, buf, plen, c->req_id);
     shoal_rate_pair_take(&p->up, now, hlen + plen);
     return emit_chunk(p, NULL, hlen, buf, plen);
 fail:
@@ -1268,6 +1365,7 @@ int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chun
     f->off = off;
     f->left = plen;
     f->bytes = hlen + plen;
+    f->req_id = c->req_id;
     sfq_add(p, f);
     sfq_pump(p);
     return 0;
@@ -1298,6 +1396,11 @@ void shoal_peer_bye_chunk(struct shoal_peer *p, const char *reason, const uint8_
         memcpy(m.u.bye.manifest_id, manifest_id, SHOAL_MSG_KEY_LEN);
         m.u.bye.chunk_index = chunk;
     }
+    /* CHUNKs held back only for room on the wire (no upload cap) would have
+     * been queued ahead of the BYE before WIRE_AHEAD: they still are. Those
+     * over the upload budget are dropped with the connection, as ever. */
+    if (p->held && p->up.own.rate == 0 && (!p->up.global || p->up.global->rate == 0))
+        held_pump(p, true);
     /* Before the handshake the BYE goes out plain: it is the one thing a
      * refused peer is told. */
     if (p->st != ST_CONNECTING)

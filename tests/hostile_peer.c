@@ -27,6 +27,12 @@
  *                           signed manifest FILE, its last byte (in the
  *                           signature) inverted; prints "sent N" and
  *                           "closed by the node" if it was.
+ *   cancel FILE N SECONDS   asks for the first N chunks of the release
+ *                           whose signed manifest is FILE, reads nothing
+ *                           for 0.5 s (the node's answers queue up), sends
+ *                           a CANCEL for each, then reads for SECONDS at
+ *                           most and prints "chunks K" (CHUNKs received
+ *                           in all) and "bytes B" (their payload bytes).
  *
  * Prints "sent N" on stdout when done, then holds the connection open for
  * HOLD seconds (environment, default 0) so the test can look at the node.
@@ -52,6 +58,7 @@
 #include "frame.h"
 #include "hash.h"
 #include "keys.h"
+#include "manifest.h"
 #include "msg.h"
 #include "session.h"
 
@@ -254,7 +261,7 @@ int main(int argc, char **argv)
                         "ping N SECONDS | "
                         "liar ID NCHUNKS SECONDS ignore|reject|busy[:MS] | "
                         "codec ID NCHUNKS VALUE SECONDS | "
-                        "manifest FILE N SECONDS\n");
+                        "manifest FILE N SECONDS | cancel FILE N SECONDS\n");
         return 2;
     }
     if (connect_to(argv[1]) != 0) {
@@ -453,6 +460,66 @@ int main(int argc, char **argv)
         printf("sent %ld\n%s%s", sent, asked ? "" : "never asked\n",
                closed ? "closed by the node\n" : "");
         fflush(stdout);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
+    } else if (strcmp(argv[5], "cancel") == 0 && argc == 9) {
+        struct shoal_manifest *mf = NULL;
+        double end;
+        long chunks = 0, bytes = 0;
+        uint8_t *raw = NULL;
+        long rawlen = 0;
+        FILE *f = fopen(argv[6], "rb");
+
+        if (!f || fseek(f, 0, SEEK_END) != 0 || (rawlen = ftell(f)) <= 0 ||
+            fseek(f, 0, SEEK_SET) != 0 || !(raw = malloc((size_t)rawlen)) ||
+            fread(raw, 1, (size_t)rawlen, f) != (size_t)rawlen ||
+            shoal_manifest_parse(&mf, raw, (size_t)rawlen, NULL, NULL) != 0) {
+            fprintf(stderr, "hostile_peer: cannot read the manifest %s\n", argv[6]);
+            return 2;
+        }
+        fclose(f);
+        free(raw);
+        n = atol(argv[7]);
+        if (n < 1 || (uint64_t)n > shoal_manifest_nchunks(mf))
+            return 2;
+        for (long i = 0; i < n; i++) {
+            memset(&m, 0, sizeof m);
+            m.type = SHOAL_MSG_REQUEST;
+            m.u.request.req_id = (uint32_t)i + 1;
+            memcpy(m.u.request.manifest_id, shoal_manifest_id(mf), 32);
+            m.u.request.chunk_index = (uint32_t)i;
+            memcpy(m.u.request.chunk_id, shoal_manifest_chunk(mf, (uint32_t)i)->id, 32);
+            if (!send_msg(&m, now_s() + 10))
+                return 1;
+        }
+        struct timespec pause = {0, 500000000};
+        nanosleep(&pause, NULL);
+        for (long i = 0; i < n; i++) {
+            memset(&m, 0, sizeof m);
+            m.type = SHOAL_MSG_CANCEL;
+            m.u.cancel.req_id = (uint32_t)i + 1;
+            if (!send_msg(&m, now_s() + 10))
+                return 1;
+        }
+        end = now_s() + atof(argv[8]);
+        while (now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body))
+                break;
+            if (in.type == SHOAL_MSG_CHUNK) {
+                chunks++;
+                bytes += (long)in.u.chunk.payload.len;
+            }
+            free(body);
+        }
+        printf("chunks %ld\nbytes %ld\n", chunks, bytes);
+        fflush(stdout);
+        shoal_manifest_free(mf);
         close(sock);
         shoal_session_free(sess);
         return 0;

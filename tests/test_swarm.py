@@ -24,6 +24,11 @@ CASE is one of:
                   path could flip them and get an honest node banned), so
                   the puller closes the connection, says why, bans nobody,
                   and still completes verified.
+  cancel_queued   a peer asks a seed for 8 chunks, reads nothing for 0.5 s
+                  and cancels them: what was queued and not yet on its way
+                  to the socket is taken back, not sent nor counted as
+                  served (at most 3 come); likewise from a seed at
+                  --rate-up 1M.
   upload_slots    a seed with one upload slot and three pullers peering with
                   each other: the seed tells some requests busy, the pullers
                   feed each other, all complete verified; then a fourth
@@ -2312,6 +2317,54 @@ def case_busy_retry(tmp):
     return fails
 
 
+def served_bytes(node):
+    """Chunk bytes |node| says it sent to peers (`shoal metrics`), or None."""
+    r = subprocess.run([SHOAL, "metrics", "--socket", node.ctl], capture_output=True,
+                       text=True, timeout=10)
+    return metric(r.stdout, "shoal_served_bytes_total")
+
+
+def case_cancel_queued(tmp):
+    """A peer asks a seed for 8 chunks (~8 MiB), reads nothing for 0.5 s,
+    then cancels all 8: the seed has read them and queued them for it by
+    then. Only what was already on its way to the socket (about 2 MiB,
+    and what the socket took) still comes, at most 5; the rest is taken
+    back from the queue, not sent, nor counted as served. The same from a seed at --rate-up 1M, where they
+    wait for the upload budget. Before, a CANCEL only stopped a chunk
+    still being read from disk: all 8 came, and counted as served."""
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "c", "x"), ("a", "c", "x"))
+    repo, files, mf, mid = one_file_release(tmp, k, "big", 5, 24 << 20,
+                                            (256 << 10, 1 << 20, 4 << 20))
+    fails = 0
+    # Unlimited, the ~2 MiB handed on and what the socket took before the
+    # peer stopped reading come (4 seen); capped, the first (sent at once).
+    for name, key, extra, limit in (("seed", "a", [], 5),
+                                    ("capped", "c", ["--rate-up", "1M"], 2)):
+        a = Node(name, node_args(k, key, tmp, ["--manifest", mf, "--seed-dir", repo, *extra]))
+        if not a.wait_for(r"is complete here: seeding", WAIT_S):
+            print(f"FAIL {name} did not seed")
+            return shoalproc.stop_all([a]) + fails + 1
+        h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                            "cancel", mf, "8", "6"], capture_output=True, text=True, timeout=60)
+        got = re.search(r"chunks (\d+)\nbytes (\d+)", h.stdout)
+        served = served_bytes(a)
+        print(f"{name} {' '.join(extra)}: 8 chunks asked and cancelled; received "
+              f"{got.group(1) if got else None} chunks, {got.group(2) if got else None} bytes; "
+              f"the seed counts {served} bytes served")
+        if not got or served is None:
+            print(f"FAIL no figures: {h.stdout} {h.stderr}")
+            fails += 1
+        elif int(got.group(1)) > limit or served > (limit + 1) << 20:
+            print(f"FAIL more than {limit} chunks of the 8 cancelled were sent")
+            fails += 1
+        bad = shoalproc.stop_all([a])
+        if bad or fails:
+            a.dump(30)
+        fails += bad
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -2331,6 +2384,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "hello_budget": case_hello_budget,
                       "unauth_source": case_unauth_source,
                       "ping_flood": case_ping_flood, "liar": case_liar, "busy_retry": case_busy_retry,
+                      "cancel_queued": case_cancel_queued,
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
