@@ -86,6 +86,9 @@ static const struct key keys[] = {
      "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
     {"request-timeout-ms", K_U64, F(request_timeout_ms), "MS", "give up on a request (30000; 100-3600000)"},
     {"handshake-timeout-ms", K_U64, F(handshake_timeout_ms), "MS", "handshake deadline (10000; 100-3600000)"},
+    {"peer-idle-ms", K_U64, F(peer_idle_ms), "MS",
+     "a peer that sends nothing this long is closed; PINGed after a third of it\n"
+     "                               (90000; 1000-3600000)"},
     {"ban-seconds", K_U64, F(ban_seconds), "S",
      "ban a node that sent a bad chunk, or announced chunks and sent none for a "
      "request time-out (600; 1-31536000, a year)"},
@@ -199,6 +202,7 @@ int shoal_config_init(struct shoal_config *c)
     c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     c->request_timeout_ms = 30000;
     c->handshake_timeout_ms = 10000;
+    c->peer_idle_ms = 90000;
     c->ban_seconds = 600;
     c->reconnect_ms = 2000;
     c->compress_level = 1;

@@ -65,6 +65,7 @@ struct shoal_config {
     uint64_t upload_slots;
     uint64_t request_timeout_ms;
     uint64_t handshake_timeout_ms;
+    uint64_t peer_idle_ms;
     uint64_t ban_seconds;
     uint64_t reconnect_ms;
     uint64_t seed;

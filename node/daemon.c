@@ -3944,6 +3944,11 @@ static int check_ranges(const struct shoal_config *c)
               (unsigned long long)c->handshake_timeout_ms, TIMEOUT_MS_MIN, TIMEOUT_MS_MAX);
         return -EINVAL;
     }
+    if (c->peer_idle_ms < 1000 || c->peer_idle_ms > TIMEOUT_MS_MAX) {
+        LOG_E("peer-idle-ms %llu: use 1000-%u", (unsigned long long)c->peer_idle_ms,
+              TIMEOUT_MS_MAX);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -4148,6 +4153,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
                                                    : cfg->max_frame);
     d->pctx.cluster_keys = d->cluster_keys;
     d->pctx.handshake_timeout_ms = (uint32_t)cfg->handshake_timeout_ms;
+    d->pctx.idle_ms = (uint32_t)cfg->peer_idle_ms;
     if (cfg->max_queue_total) {
         d->qbudget.max = (size_t)cfg->max_queue_total;
         d->qbudget.shares = (size_t)cfg->max_peers;

@@ -30,8 +30,18 @@
 #define DIRECT_READ_MIN 65536u
 #define CLOSE_GRACE_MS 2000u
 /* A live session's credential end is rechecked at least this often, so an
- * idle session also ends within this time of a wall clock set forward. */
-#define CRED_CHECK_MAX_MS 60000u
+ * idle session also ends within this time of a wall clock set forward; the
+ * same timer looks at whether the peer is alive (check_alive). */
+#define CRED_CHECK_MAX_MS 10000u
+/* Nothing received for ctx->idle_ms (default) it is gone, or holds a peer
+ * slot doing nothing (S4); a PING at a third of it (the peer's PONG shows
+ * it alive). Checks come at least 9 times per idle_ms. */
+#define IDLE_MS_DEFAULT 90000u
+/* A frame under way that comes slower than this (bytes a second, over
+ * TRICKLE_CHECKS checks in a row while we read) holds a peer slot for ever:
+ * closed. */
+#define TRICKLE_BPS 1024u
+#define TRICKLE_CHECKS 3u
 
 enum peer_state { ST_CONNECTING, ST_HELLO, ST_AUTH, ST_READY };
 
@@ -92,6 +102,10 @@ struct shoal_peer {
     unsigned rej_head, rej_n;
     uint64_t id;
     uint64_t rx, tx;
+    /* Liveness (check_alive): bytes read off the socket, when the last
+     * came, and what a check saw last. */
+    uint64_t raw_rx, last_rx_ms, check_raw_rx, check_ms;
+    uint32_t trickles;
     /* rate limits */
     uv_timer_t pace;               /* next held send or read resume */
     struct shoal_rate_pair up, down;
@@ -1529,11 +1543,55 @@ static bool cred_ended(struct shoal_peer *p)
 
 static void arm_cred_timer(struct shoal_peer *p);
 
+/* An authenticated peer that sends nothing, or a frame a byte at a time,
+ * holds one of --max-peers for as long as it likes: PINGed when quiet,
+ * closed when it stays silent or trickles. Returns false once closing. */
+static bool check_alive(struct shoal_peer *p)
+{
+    uint64_t now = uv_now(p->ctx->loop), since = now - p->check_ms;
+    uint64_t got = p->raw_rx - p->check_raw_rx;
+    uint64_t idle = p->ctx->idle_ms ? p->ctx->idle_ms : IDLE_MS_DEFAULT;
+    const uint8_t *head;
+    size_t held;
+    char why[128];
+
+    if (now - p->last_rx_ms >= idle) {
+        snprintf(why, sizeof why, "nothing received for %llu s (a PING unanswered)",
+                 (unsigned long long)((now - p->last_rx_ms) / 1000));
+        LOG_W("peer %s: %s, closing", p->name, why);
+        shoal_peer_bye(p, why);
+        return false;
+    }
+    if (now - p->last_rx_ms >= idle / 3) {
+        struct shoal_msg m;
+        memset(&m, 0, sizeof m);
+        m.type = SHOAL_MSG_PING;
+        (void)shoal_peer_send(p, &m);
+    }
+    /* Only while we read: a pause of ours (rate limit, full queues) is not
+     * the peer trickling. */
+    if (shoal_frame_dec_partial(&p->dec, &head, &held, NULL) > 0 && !p->read_paused &&
+        !p->q_paused && !p->rxq_paused && since > 0 && got * 1000 < TRICKLE_BPS * since)
+        p->trickles++;
+    else
+        p->trickles = 0;
+    p->check_ms = now;
+    p->check_raw_rx = p->raw_rx;
+    if (p->trickles >= TRICKLE_CHECKS) {
+        snprintf(why, sizeof why, "a frame trickles in (%llu bytes in the last %llu s)",
+                 (unsigned long long)got, (unsigned long long)(since / 1000));
+        LOG_W("peer %s: %s, closing", p->name, why);
+        shoal_peer_close(p, why, false);
+        return false;
+    }
+    return true;
+}
+
 static void cred_timer_cb(uv_timer_t *t)
 {
     struct shoal_peer *p = t->data;
 
-    if (!p->closing && !cred_ended(p))
+    if (!p->closing && !cred_ended(p) && check_alive(p))
         arm_cred_timer(p);
 }
 
@@ -1541,13 +1599,15 @@ static void cred_timer_cb(uv_timer_t *t)
  * counts), or in CRED_CHECK_MAX_MS if that is later. */
 static void arm_cred_timer(struct shoal_peer *p)
 {
-    uint64_t end = shoal_session_peer_expires(p->sess), now_ms, delay = CRED_CHECK_MAX_MS;
+    uint64_t idle = p->ctx->idle_ms ? p->ctx->idle_ms : IDLE_MS_DEFAULT;
+    uint64_t check = idle / 9 < CRED_CHECK_MAX_MS ? idle / 9 : CRED_CHECK_MAX_MS;
+    uint64_t end = shoal_session_peer_expires(p->sess), now_ms, delay = check;
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     /* The first test keeps end * 1000 from overflowing. */
-    if (end <= (uint64_t)ts.tv_sec + CRED_CHECK_MAX_MS / 1000)
+    if (end <= (uint64_t)ts.tv_sec + check / 1000)
         delay = end * 1000 > now_ms ? end * 1000 - now_ms : 0;
     uv_timer_start(&p->timer, cred_timer_cb, delay, 0);
 }
@@ -1583,6 +1643,8 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
     shoal_frame_dec_set_prealloc(&p->dec, SHOAL_FRAME_MAX_AUTH);
     shoal_frame_dec_set_alloc(&p->dec, shoal_peer_buf_alloc);
     p->st = ST_READY;
+    p->last_rx_ms = p->check_ms = uv_now(p->ctx->loop);
+    p->check_raw_rx = p->raw_rx;
     arm_cred_timer(p); /* replaces the handshake deadline */
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
     LOG_I("peer %s authenticated: node %s zone '%s' listen %s cipher %s", p->name, hex,
@@ -1840,6 +1902,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    p->raw_rx += (uint64_t)nread;
+    p->last_rx_ms = uv_now(p->ctx->loop);
     if ((uint8_t *)buf->base != p->rbuf)
         rv = shoal_frame_dec_body_commit(&p->dec, (size_t)nread, &frame_cb, p);
     else

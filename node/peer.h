@@ -52,6 +52,9 @@ struct shoal_peer_ctx {
     struct shoal_session_local local;     /* our identity and HELLO fields */
     const struct shoal_keyset *cluster_keys;
     uint32_t handshake_timeout_ms;        /* 0: 10 s */
+    uint32_t idle_ms;                     /* an authenticated peer that sends
+                                           * nothing this long (PINGed at a
+                                           * third of it) is closed; 0: 90 s */
     size_t max_queue;                     /* write-queue bytes before sends are
                                            * refused (SHOAL_EBUSY); 0: 64 MiB */
     struct shoal_peer_budget *budget;     /* node-wide queue budget (NULL: none) */

@@ -22,6 +22,10 @@
  *                           answer no request (within SECONDS); prints the
  *                           node's BYE ("bye: ..."), "sent N" and "closed by
  *                           the node" if it was.
+ *   silent SECONDS          sends nothing more (reads and drops what comes);
+ *   slowframe SIZE SECONDS  sends a frame header declaring SIZE bytes, then a
+ *                           byte a second; both print the node's BYE, "sent
+ *                           N" and "closed by the node" if it was.
  *   manifest FILE N SECONDS waits (SECONDS at most) for the node's first
  *                           WANT_MANIFEST, then answers it N times with the
  *                           signed manifest FILE, its last byte (in the
@@ -392,6 +396,45 @@ int main(int argc, char **argv)
             uint8_t *body;
             if (poll(&pf, 1, 100) <= 0)
                 continue;
+            if (!read_msg(&in, &body)) {
+                closed = true;
+                break;
+            }
+            if (in.type == SHOAL_MSG_BYE)
+                printf("bye: %.*s\n", (int)in.u.bye.text.len, in.u.bye.text.p);
+            free(body);
+        }
+        printf("sent %ld\n%s", sent, closed ? "closed by the node\n" : "");
+        fflush(stdout);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
+    } else if ((strcmp(argv[5], "silent") == 0 && argc == 7) ||
+               (strcmp(argv[5], "slowframe") == 0 && argc == 8)) {
+        /* silent: sends nothing more (reads and drops what comes);
+         * slowframe: a frame header declaring SIZE bytes, then a byte a
+         * second. Both until the node closes or SECONDS pass. */
+        bool slow = argv[5][1] == 'l', closed = false;
+        double end = now_s() + atof(argv[slow ? 7 : 6]), next = now_s();
+        if (slow) {
+            size_t size = (size_t)atol(argv[6]);
+            uint8_t h[4] = {(uint8_t)(size >> 24), (uint8_t)(size >> 16), (uint8_t)(size >> 8),
+                            (uint8_t)size};
+            if (!write_all(h, 4, now_s() + 5))
+                return 1;
+        }
+        while (!closed && now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            if (slow && now_s() >= next) {
+                uint8_t b = 0;
+                if (send(sock, &b, 1, MSG_NOSIGNAL) == 1)
+                    sent++;
+                next += 1.0;
+            }
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            struct shoal_msg in;
+            uint8_t *body;
             if (!read_msg(&in, &body)) {
                 closed = true;
                 break;

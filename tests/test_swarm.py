@@ -72,6 +72,9 @@ CASE is one of:
                   (logged), so they stop holding chunks back from the
                   origin; an honest seed that comes
                   later completes the release, verified.
+  idle_peer       --peer-idle-ms 3000: a silent peer and one sending a frame
+                  a byte a second are closed saying why; honest nodes left
+                  idle for 8 s stay connected.
   unsolicited     a peer streams CHUNKs that answer no request: closed at
                   the first with a BYE saying so, logged; an honest seed
                   then serves the release.
@@ -1169,6 +1172,50 @@ def case_unsolicited(tmp):
         print(f"FAIL {n} unasked CHUNKs were looked at, not the first alone")
         fails += 1
     return fails + honest_seed_finishes(k, tmp, mf, repo, b, files, fails)
+
+
+def case_idle_peer(tmp):
+    """With --peer-idle-ms 3000: an authenticated peer that sends nothing,
+    and one that sends a frame a byte a second, are closed within a few
+    seconds saying why (each held a peer slot for ever before); two honest
+    nodes left idle far longer stay connected (PING and PONG)."""
+    k, repo, files, mf, mid = setup(tmp)
+    idle = ["--peer-idle-ms", "3000"]
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, *idle]))
+    b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf, "--peer", a.addr, *idle]))
+    fails = 0
+    for mode, args, rx in (("silent", ["20"], r"bye: nothing received for 3 s \(a PING "
+                                              r"unanswered\)"),
+                           ("slowframe", [str(1 << 20), "20"], None)):
+        h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                            mode, *args], capture_output=True, text=True, timeout=60)
+        print(f"{mode}: {h.stdout.strip()} {h.stderr.strip()}".replace("\n", ", "))
+        if "closed by the node" not in h.stdout or (rx and not re.search(rx, h.stdout)):
+            print(f"FAIL the {mode} peer was not closed saying why")
+            fails += 1
+    if not a.wait_for(r"peer \S+: a frame trickles in \(\d+ bytes in the last \d+ s\), "
+                      r"closing", 5):
+        print("FAIL the seed did not log closing the trickling peer")
+        fails += 1
+    r = subprocess.run([SHOAL, "pull", mid, "--socket", b.ctl, "--timeout", str(WAIT_S)],
+                       capture_output=True, text=True, timeout=WAIT_S + 30)
+    if r.returncode != 0:
+        print(f"FAIL the honest pull did not complete: {r.stderr.strip()}")
+        fails += 1
+    time.sleep(8)  # well past 3 s of nothing to send: PINGs keep them
+    # (the seed's one such line is the silent hostile peer's)
+    seen = [x for x in (a.log() + "\n" + b.log()).splitlines()
+            if re.search(r"nothing received for \d+ s .*, closing", x)]
+    if len(seen) != 1:
+        print("\n".join(seen))
+        print("FAIL an honest idle peer was closed as silent")
+        fails += 1
+    peers = run("peers", "--socket", b.ctl)
+    print(peers.strip())
+    if a.addr not in peers:
+        print("FAIL the idle honest nodes are not connected any more")
+        fails += 1
+    return fails
 
 
 def case_bad_manifest(tmp):
@@ -2399,4 +2446,5 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "disk_rot_status_reason": case_disk_rot_status_reason,
                       "bad_manifest": case_bad_manifest,
                       "unknown_codec": case_unknown_codec,
-                      "unsolicited": case_unsolicited}, "shoal-swarm-")
+                      "unsolicited": case_unsolicited,
+                      "idle_peer": case_idle_peer}, "shoal-swarm-")
