@@ -414,7 +414,12 @@ out:
 }
 
 /* Replaces |name| in |dfd| atomically with |len| bytes, durably. */
-static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t len)
+/* write_atomic with the temporary file made in |tmpfd| (on the same file
+ * system as |dfd|): refs/ must never hold a name of ours, not even after
+ * a crash (huggingface_hub reads every file there as a ref, K9), while
+ * .shoal/ is swept at open. */
+static int write_atomic_via(int tmpfd, int dfd, const char *name, const uint8_t *data,
+                            size_t len)
 {
     char tmp[NAME_MAX + 1];
     int fd = -1;
@@ -422,7 +427,7 @@ static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t l
 
     snprintf(tmp, sizeof tmp, ".shoal-tmp-%d-%u", (int)getpid(),
              atomic_fetch_add(&tmp_counter, 1));
-    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+    fd = openat(tmpfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0) {
         rv = errno_rv(errno);
         goto out;
@@ -433,7 +438,7 @@ static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t l
         rv = errno_rv(errno);
         goto out;
     }
-    if (renameat(dfd, tmp, dfd, name) < 0) {
+    if (renameat(tmpfd, tmp, dfd, name) < 0) {
         rv = errno_rv(errno);
         goto out;
     }
@@ -443,8 +448,13 @@ out:
     if (fd >= 0)
         close(fd);
     if (rv < 0)
-        unlinkat(dfd, tmp, 0);
+        unlinkat(tmpfd, tmp, 0);
     return rv;
+}
+
+static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t len)
+{
+    return write_atomic_via(dfd, dfd, name, data, len);
 }
 
 /* sha256 of the first |size| bytes of |fd|. */
@@ -1159,9 +1169,13 @@ static int write_ref(struct shoal_store *s, const char *branch)
                 s->repo_path, branch, commit, shoal_strerror(rv));
         return rv;
     }
-    if ((rv = mkdir_open(s->repo_fd, "refs", &refs)) < 0 ||
-        (rv = walk_dirs(refs, branch, &dfd, &leaf)) < 0 ||
-        (rv = write_atomic(dfd, leaf, (const uint8_t *)commit, strlen(commit))) < 0)
+    if ((rv = mkdir_open(s->repo_fd, "refs", &refs)) >= 0 &&
+        (rv = walk_dirs(refs, branch, &dfd, &leaf)) >= 0) {
+        rv = write_atomic_via(s->meta_fd, dfd, leaf, (const uint8_t *)commit, strlen(commit));
+        if (rv == -EXDEV) /* .shoal/ on another file system */
+            rv = write_atomic(dfd, leaf, (const uint8_t *)commit, strlen(commit));
+    }
+    if (rv < 0)
         set_err(s, "writing %s/refs/%s: %s", s->repo_path, branch, shoal_strerror(rv));
     if (dfd >= 0)
         close(dfd);
@@ -2469,6 +2483,11 @@ static void sweep_leftovers(struct shoal_store *s)
     int snap, d;
 
     sweep_tmp(s->meta_fd);
+    /* An older shoald made a ref's temporary file in refs/ itself. */
+    if ((d = open_existing(s->repo_fd, "refs")) >= 0) {
+        sweep_tmp(d);
+        close(d);
+    }
     if (s->vrec_fd >= 0) {
         sweep_tmp(s->vrec_fd);
         sweep_records(s);

@@ -575,6 +575,12 @@ def case_refs(tmp):
     ref = os.path.join(n.cache, "models--acme--model", "refs", "main")
     with open(ref, "w") as f:
         f.write(dev)
+    # An older shoald killed inside a ref write left its temporary file in
+    # refs/, which huggingface_hub reads as a ref (K9): swept at open.
+    left = os.path.join(n.cache, "models--acme--model", "refs", ".shoal-tmp-1-1")
+    with open(left, "w") as f:
+        f.write("")
+    os.utime(left, (time.time() - 3600, time.time() - 3600))
     fails += shoalproc.stop_all([n])
     n = node("r", k, tmp, hub, ["--tracker", taddr])
     if not n.wait_for(r"state: release acme/model@%s: refs/main names %s now \(moved since\): "
@@ -585,6 +591,10 @@ def case_refs(tmp):
     print(f"after a restart: refs/main {read_ref(n, 'main')}")
     if read_ref(n, "main") != dev:
         print(f"FAIL a restart moved refs/main back from {dev} to {read_ref(n, 'main')}")
+        fails += 1
+    refs = sorted(os.listdir(os.path.dirname(ref)))
+    if any(x.startswith(".shoal") for x in refs):
+        print(f"FAIL a temporary file of shoal's is left in refs/: {refs}")
         fails += 1
     return shoalproc.finish(fails, [n])
 
