@@ -2087,6 +2087,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         shoal_sim_progress_start(&S.prog, c->nodes, k.transfers, S.r->t_min, stderr);
     }
     bool all_done = false;
+    double stop_at = c->max_sim_s > 0 ? c->max_sim_s
+                                      : fmax(SHOAL_SIM_AUTO_STOP_MIN_S,
+                                             c->join_spread_s + 1000.0 * S.r->t_min);
     while ((S.nheap > 0 || S.nfh > 0 || S.ndqev > 0) && rv == 0) {
         /* The earliest of the heap's top, each delay FIFO's head and the
          * flow heap's top, by (time, sequence). */
@@ -2130,8 +2133,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         } else {
             e = ev_pop(&S);
         }
-        if (c->max_sim_s > 0 && e.t > c->max_sim_s) {
-            S.now = c->max_sim_s; /* the clock ran to max_time, idle or not */
+        if (e.t > stop_at) {
+            S.now = stop_at; /* the clock ran to max_time, idle or not */
+            S.r->auto_stopped = c->max_sim_s <= 0;
             break;
         }
         S.now = e.t;
