@@ -255,6 +255,34 @@ static int connect_to(const char *hostport)
     return sock >= 0 && connect(sock, (struct sockaddr *)&sa, sizeof sa) == 0 ? 0 : -1;
 }
 
+/* Waits up to |ms| for a message from the node and drops it, printing a
+ * BYE's reason. Returns false once the node has closed the connection. */
+static bool read_one(int ms)
+{
+    struct pollfd pf = {.fd = sock, .events = POLLIN};
+    struct shoal_msg in;
+    uint8_t *body;
+
+    if (poll(&pf, 1, ms) <= 0)
+        return true;
+    if (!read_msg(&in, &body))
+        return false;
+    if (in.type == SHOAL_MSG_BYE)
+        printf("bye: %.*s\n", (int)in.u.bye.text.len, in.u.bye.text.p);
+    free(body);
+    return true;
+}
+
+/* The end of a mode: what it sent and whether the node closed on it. */
+static int finish(long sent, bool closed)
+{
+    printf("sent %ld\n%s", sent, closed ? "closed by the node\n" : "");
+    fflush(stdout);
+    close(sock);
+    shoal_session_free(sess);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_msg m;
@@ -390,25 +418,9 @@ int main(int argc, char **argv)
         free(junk);
         /* The node's BYE, if it closed on us (read until the close). */
         bool closed = false;
-        while (!closed && now_s() < end + 5) {
-            struct pollfd pf = {.fd = sock, .events = POLLIN};
-            struct shoal_msg in;
-            uint8_t *body;
-            if (poll(&pf, 1, 100) <= 0)
-                continue;
-            if (!read_msg(&in, &body)) {
-                closed = true;
-                break;
-            }
-            if (in.type == SHOAL_MSG_BYE)
-                printf("bye: %.*s\n", (int)in.u.bye.text.len, in.u.bye.text.p);
-            free(body);
-        }
-        printf("sent %ld\n%s", sent, closed ? "closed by the node\n" : "");
-        fflush(stdout);
-        close(sock);
-        shoal_session_free(sess);
-        return 0;
+        while (!closed && now_s() < end + 5)
+            closed = !read_one(100);
+        return finish(sent, closed);
     } else if ((strcmp(argv[5], "silent") == 0 && argc == 7) ||
                (strcmp(argv[5], "slowframe") == 0 && argc == 8)) {
         /* silent: sends nothing more (reads and drops what comes);
@@ -424,30 +436,15 @@ int main(int argc, char **argv)
                 return 1;
         }
         while (!closed && now_s() < end) {
-            struct pollfd pf = {.fd = sock, .events = POLLIN};
             if (slow && now_s() >= next) {
                 uint8_t b = 0;
                 if (send(sock, &b, 1, MSG_NOSIGNAL) == 1)
                     sent++;
                 next += 1.0;
             }
-            if (poll(&pf, 1, 100) <= 0)
-                continue;
-            struct shoal_msg in;
-            uint8_t *body;
-            if (!read_msg(&in, &body)) {
-                closed = true;
-                break;
-            }
-            if (in.type == SHOAL_MSG_BYE)
-                printf("bye: %.*s\n", (int)in.u.bye.text.len, in.u.bye.text.p);
-            free(body);
+            closed = !read_one(100);
         }
-        printf("sent %ld\n%s", sent, closed ? "closed by the node\n" : "");
-        fflush(stdout);
-        close(sock);
-        shoal_session_free(sess);
-        return 0;
+        return finish(sent, closed);
     } else if (strcmp(argv[5], "manifest") == 0 && argc == 9) {
         double end = now_s() + atof(argv[8]);
         bool asked = false, closed = false;
