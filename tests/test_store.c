@@ -387,6 +387,15 @@ static void test_hfcache_names(void)
     setenv("HF_HOME", "/srv/hf", 1);
     CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
     CHECK(strcmp(out, "/srv/hf/hub") == 0);
+    /* huggingface_hub's older name, after HF_HUB_CACHE, before HF_HOME (K8). */
+    setenv("HUGGINGFACE_HUB_CACHE", "/data/hf", 1);
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
+    CHECK(strcmp(out, "/data/hf") == 0);
+    setenv("HF_HUB_CACHE", "/new/hf", 1);
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
+    CHECK(strcmp(out, "/new/hf") == 0);
+    setenv("HF_HUB_CACHE", "", 1);
+    unsetenv("HUGGINGFACE_HUB_CACHE");
     CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, "/flag/dir"), 0);
     CHECK(strcmp(out, "/flag/dir") == 0);
     unsetenv("HF_HOME");
