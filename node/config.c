@@ -42,7 +42,8 @@ static const struct key keys[] = {
      "trusted manifest publisher keys (repeatable; required: without one no manifest\n"
      "                               is accepted)"},
     {"cache-dir", K_STR, F(cache_dir), "DIR",
-     "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
+     "store = HF hub cache (default $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE,\n"
+     "                               $HF_HOME/hub, ~/.cache/huggingface/hub)"},
     {"state-dir", K_STR, F(state_dir), "DIR",
      "list the open releases here; all reopen at start (default\n"
      "                               $STATE_DIRECTORY, root: /var/lib/shoald, else\n"
