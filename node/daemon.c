@@ -2403,7 +2403,7 @@ static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size
     /* check_release_name passed |asked|: its prefix is a known one. */
     (void)shoal_relname_split(pl->asked, &type, &id);
     snprintf(repo, sizeof repo, "%.*s", (int)(at - id), id);
-    rv = shoal_hub_resolve(d->hub, type, repo, pl->ref, on_resolved, rc);
+    rv = shoal_hub_resolve_commit(d->hub, type, repo, pl->ref, on_resolved, rc);
     rc->used = rv == 0;
     if (rv != 0)
         snprintf(why, whylen, "cannot ask the Hub for %s: %s", pl->asked, shoal_strerror(rv));

@@ -260,10 +260,24 @@ typedef void (*shoal_hub_resolve_cb)(void *user, int status, struct shoal_hub_re
  * Starts resolving |repo| ("name" or "org/name") at |rev| (branch, tag or
  * 40-hex commit; NULL = "main") with GET /api/{models|datasets}/{repo}/
  * revision/{rev}?blobs=true. |cb| runs later, from the loop.
+ * The files come from the answer's siblings when it lists 1 to 1000 of
+ * them, each with its size and blob id or LFS sha256. Otherwise (none,
+ * more than 1000: the Hub truncates the siblings of a large repo; or no
+ * sizes and ids: a gateway that ignores ?blobs=true) they are listed with
+ * GET /api/{models|datasets}/{repo}/tree/{commit}?recursive=true, page by
+ * page as its Link rel="next" headers lead (on the endpoint's own origin
+ * only), as huggingface_hub does; a failure then says why /tree was asked.
  * Returns 0 (cb will be called), -EINVAL (bad repo id or revision), -ENOMEM.
  */
 int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
                       const char *rev, shoal_hub_resolve_cb cb, void *user);
+
+/* shoal_hub_resolve for the commit alone: the release it gives has no
+ * files (nfiles 0), and nothing in the answer but "sha" is read, so a
+ * branch resolves however many files the repo has and whatever the
+ * siblings hold. */
+int shoal_hub_resolve_commit(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
+                             const char *rev, shoal_hub_resolve_cb cb, void *user);
 
 /* A byte range of a file. */
 struct shoal_hub_span {

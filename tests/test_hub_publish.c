@@ -309,6 +309,90 @@ static void test_oom_is_an_error(void)
     CHECK(access(outp, F_OK) != 0);
 }
 
+/* QA K14: a gateway that ignores ?blobs=true (siblings without size or
+ * ids) is published from the /tree listing; one without /tree either gets
+ * a message naming the gateway and what it lacks. */
+static void test_gateway_without_blobs(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults", "[{\"kind\":\"listing\",\"noblobs\":true}]");
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    if (err[0])
+        fprintf(stderr, "  %s\n", err);
+    CHECK_EQ(res.nfiles, 5);
+    check_manifest_matches_disk("org/m", commit_m);
+
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"status\",\"code\":404,\"times\":-1,\"match\":\"/tree/\"}]");
+    CHECK(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  without /tree: %s\n", err);
+    CHECK(strstr(err, stub.url) && strstr(err, "ignores ?blobs=true") && strstr(err, "/tree/") &&
+          strstr(err, "HTTP 404"));
+}
+
+static char commit_big[41];
+
+/* QA K13: the Hub truncates the siblings of a large repo; a publish lists
+ * /tree (every page) instead and misses no file. */
+static void test_truncated_siblings(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"listing\",\"siblings_max\":1000,\"tree_page\":300}]");
+    memset(&res, 0, sizeof res);
+    CHECK_EQ(publish("org/big", NULL, err, sizeof(err), &res, NULL), 0);
+    if (err[0])
+        fprintf(stderr, "  %s\n", err);
+    /* 1100 parts, config.json, tokenizer.json, model.safetensors. */
+    CHECK_EQ(res.nfiles, 1103);
+    CHECK(strcmp(res.commit, commit_big) == 0);
+    /* The revision, then four pages of /tree, each asked once. */
+    CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 5);
+
+    /* No siblings at all: listed too; next pages given as paths. */
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
+                 "\"tree_link\":\"relative\"}]");
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    CHECK_EQ(res.nfiles, 5);
+    check_manifest_matches_disk("org/m", commit_m);
+    CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 4);
+
+    /* A next page elsewhere would take the token there: refused. */
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"listing\",\"siblings_max\":1000,\"tree_page\":300,"
+                 "\"tree_link\":\"http://other.invalid:1\"}]");
+    CHECK(publish("org/big", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  next page elsewhere: %s\n", err);
+    CHECK(strstr(err, "other.invalid") && strstr(err, "outside"));
+}
+
+/* QA K12: a file shoal cannot carry is named, with the rule it breaks. */
+static void test_unsafe_names_named(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    CHECK(publish("org/long", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  long path: %s\n", err);
+    CHECK(strstr(err, "'d0aaaaaaaa") && strstr(err, "1096 bytes") && strstr(err, "limit of 1024"));
+    CHECK(publish("org/bslash", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  backslash: %s\n", err);
+    CHECK(strstr(err, "'dir\\name.json'") && strstr(err, "backslash"));
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_seckey sk;
@@ -333,6 +417,20 @@ int main(int argc, char **argv)
                             "--private", NULL) == 0);
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/d", NULL, "--size", "100K", "--shards", "1",
                             "--dataset", NULL) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/big", commit_big, "--size", "100K",
+                            "--shards", "1", "--extra-files", "1100", NULL) == 0);
+    {
+        /* 11 folders of 99 bytes and a file: a path of 1096 bytes. */
+        char lp[1200];
+        size_t n = 0;
+        for (int d = 0; d < 11; d++)
+            n += (size_t)snprintf(lp + n, sizeof lp - n, "d%d%s/", d, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" + 2);
+        snprintf(lp + n, sizeof lp - n, "f.json");
+        REQUIRE(hubstub_genrepo(py, hubdir, root, "org/long", NULL, "--size", "100K",
+                                "--shards", "1", "--extra-path", lp, NULL) == 0);
+    }
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/bslash", NULL, "--size", "100K",
+                            "--shards", "1", "--extra-path", "dir\\name.json", NULL) == 0);
     REQUIRE(hubstub_start(&stub, py, hubdir, root, "--token", "tok", NULL) == 0);
 
     RUN(test_publish_ok);
@@ -342,6 +440,9 @@ int main(int argc, char **argv)
     RUN(test_dataset);
     RUN(test_out_ignores_planted_link);
     RUN(test_oom_is_an_error);
+    RUN(test_gateway_without_blobs);
+    RUN(test_truncated_siblings);
+    RUN(test_unsafe_names_named);
 
     hubstub_stop(&stub);
     t_rmtree(root);

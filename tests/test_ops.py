@@ -291,6 +291,12 @@ CASE is one of:
                 `shoal drop datasets/acme/model@DC` takes the dataset out
                 and leaves the model; a second node with shoald --pull
                 datasets/acme/model@main completes the dataset.
+  hub_listing   a gateway that ignores ?blobs=true (siblings without size
+                or ids, QA K14): `shoal publish acme/model@main` lists the
+                files with /tree instead and publishes all of them, and
+                `shoal pull acme/model@main` (which needs only the commit)
+                completes; before, both failed "file config.json has no
+                size". With 1000 siblings (a cut list) too.
 Every wait is bounded; all processes are killed at the end.
 """
 import fcntl
@@ -1254,6 +1260,35 @@ def case_hub_refused(tmp):
     if r.returncode == 0:
         print(f"FAIL shoal drop found the refused pull still there: {r.stdout}")
         fails += 1
+    return shoalproc.finish(fails, [n])
+
+
+def case_hub_listing(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "2M")
+    hub.add_faults([{"kind": "listing", "noblobs": True}])
+    trk, taddr = start_tracker(k)
+    fails = 0
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    mf = os.path.join(tmp, "rel.manifest")
+    r = subprocess.run([SHOAL, "publish", "acme/model@main", "--key", k("publisher"), "--out", mf,
+                        "--quiet", "--tracker", taddr, "--identity", k("admin"), "--cred",
+                        k("admin") + ".cred"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    print(f"publish through a gateway ignoring ?blobs=true: exit {r.returncode}: "
+          f"{(r.stdout + r.stderr).strip()[-300:]}")
+    if r.returncode != 0 or f"{len(hub.files)} files" not in r.stdout:
+        print("FAIL publish through a gateway ignoring ?blobs=true")
+        fails += 1
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", str(WAIT_S))
+    last = (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
+    print(f"pull by branch through it: exit {r.returncode}: {last}")
+    if r.returncode != 0 or f"complete: acme/model@{hub.commit}" not in r.stdout:
+        print(f"FAIL pull by branch through a gateway ignoring ?blobs=true: {r.stderr}")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
     return shoalproc.finish(fails, [n])
 
 
@@ -3255,5 +3290,6 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_blob_names": case_hf_blob_names,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
-                      "origin_health": case_origin_health, "datasets": case_datasets},
+                      "origin_health": case_origin_health, "datasets": case_datasets,
+                      "hub_listing": case_hub_listing},
                "shoal-ops-", scan_sanitizers=True)
