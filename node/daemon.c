@@ -2082,6 +2082,10 @@ static int setup_trackers(struct shoal_daemon *d)
             LOG_E("hub-ca: %s", camsg);
             return rv;
         }
+        if ((rv = shoal_hub_token_verify(&d->hubcfg, camsg, sizeof camsg)) != 0) {
+            LOG_E("%s", camsg);
+            return rv;
+        }
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
         if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
             /* the token file, not the endpoint, is what failed */

@@ -2043,6 +2043,8 @@ void shoal_hub_release_free(struct shoal_hub_release *r)
     free(r);
 }
 
+static void trim_space(char *t);
+
 static int read_token_file(const char *path, char **out, bool *exposed)
 {
     char buf[HUB_TOKEN_MAX + 2];
@@ -2075,6 +2077,9 @@ static int read_token_file(const char *path, char **out, bool *exposed)
         len += (size_t)n;
     }
     buf[len] = '\0';
+    /* The first line with text: blank lines and spaces around it are an
+     * editor's or a template's, not the token's. */
+    trim_space(buf);
     buf[strcspn(buf, "\r\n")] = '\0';
     if (strlen(buf) > HUB_TOKEN_MAX) {
         rv = SHOAL_ETOOBIG;
@@ -2187,6 +2192,90 @@ static bool token_ok(const char *t)
     return true;
 }
 
+/* Cuts the whitespace around |t| in place, as huggingface_hub does with
+ * a token (an editor's newline, a template's spaces). */
+static void trim_space(char *t)
+{
+    size_t n = strlen(t), a = 0;
+
+    while (n > 0 && isspace((unsigned char)t[n - 1]))
+        t[--n] = '\0';
+    while (a < n && isspace((unsigned char)t[a]))
+        a++;
+    memmove(t, t + a, n - a + 1);
+}
+
+/* The token a hub made with |cfg| sends (see shoal_hub_config.token), into
+ * |*out| (NULL: none), trimmed; |*src| (if not NULL) says where it came
+ * from. Returns 0, SHOAL_EPROTO (a byte an HTTP header cannot carry left
+ * after the trim), or an error reading the file. */
+static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
+                      const char **src)
+{
+    const char *env, *from = NULL;
+    char *t = NULL;
+    int rv = 0;
+
+    *out = NULL;
+    if (cfg && cfg->token) {
+        from = "the token given";
+        t = strdup(cfg->token);
+        rv = t ? 0 : -ENOMEM;
+    } else if (cfg && cfg->token_file) {
+        from = "the token file";
+        rv = read_token_file(cfg->token_file, &t, exposed);
+    } else if ((env = getenv("HF_TOKEN")) && *env) {
+        from = "$HF_TOKEN";
+        t = strdup(env);
+        rv = t ? 0 : -ENOMEM;
+    }
+    if (src)
+        *src = from;
+    if (rv)
+        return rv;
+    if (t)
+        trim_space(t);
+    if (t && !*t) {
+        free(t);
+        t = NULL;
+    }
+    if (t && (strlen(t) > HUB_TOKEN_MAX || !token_ok(t))) {
+        sodium_memzero(t, strlen(t));
+        free(t);
+        return SHOAL_EPROTO;
+    }
+    *out = t;
+    return 0;
+}
+
+int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap)
+{
+    const char *src = NULL;
+    char *t = NULL;
+    bool exposed = false;
+    int rv = load_token(cfg, &t, &exposed, &src);
+
+    if (t) {
+        sodium_memzero(t, strlen(t));
+        free(t);
+    }
+    if (rv == 0)
+        return 0;
+    if (cfg && !cfg->token && cfg->token_file)
+        snprintf(msg, cap, "hub token file %s: %s", cfg->token_file,
+                 rv == SHOAL_EPROTO ? "the token holds characters not allowed in an HTTP header "
+                                      "(spaces around it are trimmed; inside it they are not "
+                                      "allowed)"
+                 : rv == SHOAL_EBADPATH ? "not a regular file"
+                                        : shoal_strerror(rv));
+    else
+        snprintf(msg, cap, "hub token from %s: %s", src ? src : "?",
+                 rv == SHOAL_EPROTO ? "it holds characters not allowed in an HTTP header (spaces "
+                                      "around it are trimmed; inside it they are not allowed)"
+                                    : shoal_strerror(rv));
+    return rv;
+}
+
 int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hub_config *cfg)
 {
     static bool curl_ready;
@@ -2276,31 +2365,9 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         }
     }
 
-    if (cfg && cfg->token) {
-        h->token = strdup(cfg->token);
-        if (!h->token) {
-            rv = -ENOMEM;
-            goto fail;
-        }
-    } else if (cfg && cfg->token_file) {
-        rv = read_token_file(cfg->token_file, &h->token, &h->token_exposed);
-        if (rv)
-            goto fail;
-    } else if ((env = getenv("HF_TOKEN")) && *env) {
-        h->token = strdup(env);
-        if (!h->token) {
-            rv = -ENOMEM;
-            goto fail;
-        }
-    }
-    if (h->token && !*h->token) {
-        free(h->token);
-        h->token = NULL;
-    }
-    if (h->token && (strlen(h->token) > HUB_TOKEN_MAX || !token_ok(h->token))) {
-        rv = SHOAL_EPROTO;
+    rv = load_token(cfg, &h->token, &h->token_exposed, NULL);
+    if (rv)
         goto fail;
-    }
 
     {
         char why[256];

@@ -79,7 +79,8 @@ struct shoal_hub_config {
      * SHOAL_HUB_DEFAULT_ENDPOINT. */
     const char *endpoint;
     /* Bearer token. NULL: the first line of |token_file| if set, else
-     * $HF_TOKEN, else none. "" means none. Copied; wiped on free. */
+     * $HF_TOKEN, else none. "" means none. Whitespace around it is cut
+     * (shoal_hub_token_verify). Copied; wiped on free. */
     const char *token;
     const char *token_file;
     /* PEM bundle of the CAs an https origin's certificate (and that of any
@@ -202,6 +203,16 @@ int shoal_hub_ca_check(const char *path, char *why, size_t cap);
  * failure that names the file and, if so, the variable it came from.
  * Returns 0 when no bundle is set or it is fine, else the check's error. */
 int shoal_hub_ca_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap);
+
+/*
+ * Checks the token a hub made with |cfg| would send (shoal_hub_config.token:
+ * the token given, else the token file, else $HF_TOKEN), after cutting the
+ * whitespace around it as huggingface_hub does. Returns 0 (a usable token
+ * or none), SHOAL_EPROTO (bytes an HTTP header cannot carry are left), or
+ * an error reading the file, and then |msg| (|cap| bytes) names the
+ * source ("hub token file PATH: ...", "hub token from $HF_TOKEN: ...").
+ */
+int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap);
 
 /*
  * Cancels every request (their callbacks are NOT called), wipes the token

@@ -393,6 +393,63 @@ static void test_unsafe_names_named(void)
     CHECK(strstr(err, "'dir\\name.json'") && strstr(err, "backslash"));
 }
 
+/* QA K15: a token with whitespace around it (a template's, an editor's)
+ * is trimmed, from a file and from $HF_TOKEN; one with a bad byte left is
+ * refused naming where it came from. */
+static int publish_tok(const char *token_file, const char *env, char *err, size_t errlen)
+{
+    struct shoal_publish_opts o;
+    struct shoal_publish_result res;
+    int rv;
+
+    memset(&o, 0, sizeof(o));
+    o.repo = "org/p";
+    o.key_path = keyp;
+    o.out_path = outp;
+    o.hub.endpoint = stub.url;
+    o.hub.token_file = token_file;
+    o.hub.backoff_base_ms = 20;
+    o.params = &small;
+    o.progress = SHOAL_PUBLISH_PROGRESS_NONE;
+    o.errbuf = err;
+    o.errlen = errlen;
+    err[0] = '\0';
+    if (env)
+        setenv("HF_TOKEN", env, 1);
+    rv = shoal_publish_run(&o, &res);
+    unsetenv("HF_TOKEN");
+    return rv;
+}
+
+static void test_token_trimmed(void)
+{
+    char err[1024], tf[300];
+    FILE *f;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    snprintf(tf, sizeof tf, "%s/token", root);
+    f = fopen(tf, "w");
+    REQUIRE(f);
+    fputs("  tok  \n", f);
+    fclose(f);
+    CHECK_EQ(publish_tok(tf, NULL, err, sizeof err), 0);
+    if (err[0])
+        fprintf(stderr, "  token file: %s\n", err);
+    CHECK_EQ(publish_tok(NULL, " tok\t", err, sizeof err), 0);
+    if (err[0])
+        fprintf(stderr, "  HF_TOKEN: %s\n", err);
+    CHECK(publish_tok(NULL, "to k", err, sizeof err) != 0);
+    fprintf(stderr, "  e.g.: %s\n", err);
+    CHECK(strstr(err, "$HF_TOKEN") && strstr(err, "HTTP header"));
+    f = fopen(tf, "w");
+    REQUIRE(f);
+    fputs("tok\x01\n", f);
+    fclose(f);
+    CHECK(publish_tok(tf, NULL, err, sizeof err) != 0);
+    fprintf(stderr, "  e.g.: %s\n", err);
+    CHECK(strstr(err, tf) && strstr(err, "HTTP header"));
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_seckey sk;
@@ -443,6 +500,7 @@ int main(int argc, char **argv)
     RUN(test_gateway_without_blobs);
     RUN(test_truncated_siblings);
     RUN(test_unsafe_names_named);
+    RUN(test_token_trimmed);
 
     hubstub_stop(&stub);
     t_rmtree(root);
