@@ -2625,6 +2625,7 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
         utf8_cut(r->error); /* file names may be cut mid-character */
     } else if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_origin_error(sw)) {
         snprintf(r->error, sizeof r->error, "%s", shoal_swarm_origin_error(sw));
+        utf8_cut(r->error); /* it may name a file */
     } else if (r->state == SHOAL_CTL_PULLING &&
              shoal_hub_failing(d->hub, r->error, sizeof r->error)) {
         utf8_cut(r->error); /* the host may be an internationalised name */

@@ -297,6 +297,10 @@ CASE is one of:
                 `shoal pull acme/model@main` (which needs only the commit)
                 completes; before, both failed "file config.json has no
                 size". With 1000 siblings (a cut list) too.
+  origin_404    a gateway answering 404 for a release's files (QA K16):
+                `shoal pull` and `shoal status` show why it is held up
+                ("origin URL: ... HTTP 404 ... (not on the gateway? ...)")
+                instead of a bare "pulling 0.0%".
 Every wait is bounded; all processes are killed at the end.
 """
 import fcntl
@@ -2170,6 +2174,28 @@ def case_origin_health(tmp):
     return shoalproc.finish(fails, [n], tail=40)
 
 
+def case_origin_404(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "2M", shards="1")
+    mf, _ = publish(k, hub, tmp, "main")
+    hub.reset()
+    hub.add_faults([{"kind": "status", "code": 404, "times": -1, "match": "/resolve/"}])
+    fails = 0
+    n = node("h", k, tmp, hub, ["--manifest", mf])
+    r = cli("pull", "acme/model@" + hub.commit, "--socket", n.sock, "--timeout", "6")
+    print(f"pull: exit {r.returncode}: {r.stdout.strip()[-400:]} {r.stderr.strip()}")
+    if r.returncode == 0 or "HTTP 404" not in r.stdout + r.stderr or \
+            "not on the gateway" not in r.stdout + r.stderr:
+        print("FAIL shoal pull does not say the origin answers 404 for the files")
+        fails += 1
+    st = status_saying(n, "HTTP 404", 25)
+    print(st.strip())
+    if "HTTP 404" not in st or "not on the gateway" not in st:
+        print("FAIL shoal status does not say the origin answers 404 for a file")
+        fails += 1
+    return shoalproc.finish(fails, [n], tail=40)
+
+
 def case_tracker_rollouts(tmp):
     k = make_keys(tmp, ["s", "n"])
     hub = Hub(tmp, "4M")
@@ -3291,5 +3317,5 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "origin_health": case_origin_health, "datasets": case_datasets,
-                      "hub_listing": case_hub_listing},
+                      "hub_listing": case_hub_listing, "origin_404": case_origin_404},
                "shoal-ops-", scan_sanitizers=True)
