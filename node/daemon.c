@@ -2667,9 +2667,15 @@ static void ctl_fill_waiting(struct shoal_daemon *d, const struct pull *pl,
     r->state = pl->failed ? SHOAL_CTL_FAILED : SHOAL_CTL_WAITING;
     if (pl->failed)
         snprintf(r->error, sizeof r->error, "%s", pl->why);
-    else if (pl->unresolved)
-        snprintf(r->error, sizeof r->error, "asking the Hub where %s is", pl->ref);
-    else if (pl->refused == SHOAL_EUNTRUSTED)
+    else if (pl->unresolved) {
+        /* The lookup is this pull's origin request: its failures are
+         * why it waits (QA K10). */
+        int n = snprintf(r->error, sizeof r->error, "asking the Hub where %s is", pl->ref);
+        if (n > 0 && (size_t)n + 3 < sizeof r->error && d->hub &&
+            shoal_hub_failing(d->hub, r->error + n + 2, sizeof r->error - (size_t)n - 2))
+            memcpy(r->error + n, "; ", 2);
+        utf8_cut(r->error);
+    } else if (pl->refused == SHOAL_EUNTRUSTED)
         snprintf(r->error, sizeof r->error,
                  "manifest refused: signed by an untrusted key (check --publisher-keys)");
     else if (pl->refused)

@@ -144,6 +144,8 @@ struct job {
     uint64_t slow_bps;          /* the rate of the window that was too slow */
     int abort_rv;
     char *link_next;            /* JOB_API: a Link header's rel="next" URL */
+    char ctype[64];             /* Content-Type of the answer ("" if none) */
+    bool html;                  /* ... a range answered with a web page */
     struct shoal_buf body;      /* API body, or the first bytes of an error body */
 };
 
@@ -414,6 +416,8 @@ static void attempt_reset(struct job *j)
     j->location = NULL;
     free(j->link_next);
     j->link_next = NULL;
+    j->ctype[0] = '\0';
+    j->html = false;
     j->status = 0;
     j->retry_after_ms = -1;
     j->err_code[0] = '\0';
@@ -699,6 +703,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         j->location = NULL;
         free(j->link_next);
         j->link_next = NULL;
+        j->ctype[0] = '\0';
         j->retry_after_ms = -1;
         j->err_code[0] = j->err_msg[0] = '\0';
         j->have_cr = false;
@@ -711,6 +716,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
             free(j->link_next);
             j->link_next = next;
         }
+    } else if (header_is(line, n, "Content-Type", &v, &vl)) {
+        copy_field(j->ctype, sizeof(j->ctype), v, vl);
     } else if (header_is(line, n, "Retry-After", &v, &vl)) {
         j->retry_after_ms = parse_retry_after(v, vl);
     } else if (header_is(line, n, "X-Error-Code", &v, &vl)) {
@@ -723,6 +730,37 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         j->cr_start = j->have_cr ? a : 0;
     }
     return n;
+}
+
+static bool is_html(const char *ctype)
+{
+    return strncasecmp(ctype, "text/html", 9) == 0 ||
+           strncasecmp(ctype, "application/xhtml", 17) == 0;
+}
+
+static bool path_is_html(const char *path)
+{
+    size_t n = strlen(path);
+    return (n >= 5 && strcasecmp(path + n - 5, ".html") == 0) ||
+           (n >= 4 && strcasecmp(path + n - 4, ".htm") == 0);
+}
+
+/* The first bytes of |b| (|n|), for a message: one line, printable. */
+static void body_shown(const uint8_t *b, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n && k + 4 < cap && i < 80; i++) {
+        unsigned char c = b[i];
+        if (c == '\r' || c == '\n' || c == '\t')
+            c = ' ';
+        if (k > 0 && c == ' ' && out[k - 1] == ' ')
+            continue;
+        out[k++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    if (n > 80 && k + 4 < cap)
+        k += (size_t)snprintf(out + k, cap - k, "...");
+    out[k] = '\0';
 }
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
@@ -746,6 +784,16 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
     uint64_t want_lo = j->off + j->got;
     if (!j->body_started) {
         j->body_started = true;
+        /* A web page where file bytes were asked for (a login page, a
+         * captive portal, a web UI at the endpoint): no retry cures it,
+         * and its bytes are not the file's. Kept for the message. A file
+         * that is itself a page may be served as one. */
+        if (is_html(j->ctype) && !path_is_html(j->fetch->path)) {
+            shoal_buf_append(&j->body, p, n < 120 ? n : 120);
+            j->aborted = j->html = true;
+            j->abort_rv = SHOAL_EPROTO;
+            return 0;
+        }
         /* A 200 is the whole file from byte 0; a 206 starts where its
          * Content-Range says. A 206 without one is refused: taking it to
          * start where we asked would write a misplaced body as good bytes
@@ -1348,6 +1396,17 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         job_complete(h, j, j->abort_rv, msg);
         return;
     }
+    if (j->aborted && j->html) {
+        char first[100];
+        body_shown(j->body.data, j->body.len, first, sizeof first);
+        snprintf(msg, sizeof(msg), "%s@%s file %s: HTTP %ld %s from %s: \"%s\": a web page, not "
+                 "the file's bytes (is hub-endpoint the gateway's API root, or is a login page "
+                 "or captive portal in the way?)", j->fetch->repo, j->fetch->rev, j->fetch->path,
+                 j->status, j->ctype, j->host, first);
+        health_note(h, j, "answers with a web page (text/html)");
+        job_complete(h, j, j->abort_rv, msg);
+        return;
+    }
     if (j->aborted && j->no_cr) {
         snprintf(msg, sizeof(msg), "%s@%s file %s: the origin answered a Range request (bytes "
                  "from %" PRIu64 ") with HTTP 206 but no valid Content-Range: refused, as where "
@@ -1773,6 +1832,27 @@ static int files_reserve(struct api_req *a)
     return 0;
 }
 
+/* The message for an API answer (|what|) that is not JSON (|rv|): a web
+ * page says so, with its first bytes, and where it came from. */
+static void api_not_json(const struct shoal_hub *h, const struct job *j, const char *what, int rv,
+                         char *msg, size_t cap)
+{
+    const struct api_req *a = j->api;
+    char first[100];
+
+    body_shown(j->body.data, j->body.len, first, sizeof first);
+    if (is_html(j->ctype) || (j->body.len > 0 && j->body.data[0] == '<'))
+        snprintf(msg, cap, "%s@%s: the %s from %s is a web page (HTTP %ld %s: \"%s\"), not JSON: "
+                 "is hub-endpoint %s the gateway's API root, or is a login page or captive "
+                 "portal in the way?", a->repo, a->rev, what, j->host, j->status,
+                 j->ctype[0] ? j->ctype : "without a Content-Type", first,
+                 shoal_hub_endpoint(h));
+    else
+        snprintf(msg, cap, "%s@%s: the %s from %s is not valid JSON (%s; HTTP %ld %s: \"%s\")",
+                 a->repo, a->rev, what, j->host, shoal_strerror(rv), j->status,
+                 j->ctype[0] ? j->ctype : "without a Content-Type", first);
+}
+
 /* Builds |a->rel| from the revision answer: the commit always, the files
  * from its siblings unless |a->sha_only|. Sets |*tree| (with why in
  * |a->why_tree|) when the siblings cannot be trusted and /tree must list
@@ -1792,8 +1872,7 @@ static int parse_revision(struct shoal_hub *h, struct job *j, bool *tree, char *
     *tree = false;
     rv = shoal_json_parse(&doc, (const char *)j->body.data, j->body.len, NULL);
     if (rv) {
-        snprintf(msg, cap, "%s@%s: the API answer is not valid JSON (%s)", a->repo, a->rev,
-                 shoal_strerror(rv));
+        api_not_json(h, j, "API answer", rv, msg, cap);
         goto out;
     }
     root = shoal_json_root(doc);
@@ -1879,8 +1958,7 @@ static int parse_tree_page(struct job *j, size_t *added, char *msg, size_t cap)
     *added = 0;
     rv = shoal_json_parse(&doc, (const char *)j->body.data, j->body.len, NULL);
     if (rv) {
-        snprintf(msg, cap, "%s@%s: the /tree answer is not valid JSON (%s)", a->repo, a->rev,
-                 shoal_strerror(rv));
+        api_not_json(j->hub, j, "/tree answer", rv, msg, cap);
         goto out;
     }
     root = shoal_json_root(doc);

@@ -301,6 +301,10 @@ CASE is one of:
                 `shoal pull` and `shoal status` show why it is held up
                 ("origin URL: ... HTTP 404 ... (not on the gateway? ...)")
                 instead of a bare "pulling 0.0%".
+  hub_api_failing while the Hub's API answers 503 (QA K10), a pull by
+                branch shows why it waits, in `shoal pull` and `shoal status`:
+                "asking the Hub where main is; origin HOST failing for N s
+                (M failed requests): HTTP 503".
 Every wait is bounded; all processes are killed at the end.
 """
 import fcntl
@@ -2196,6 +2200,29 @@ def case_origin_404(tmp):
     return shoalproc.finish(fails, [n], tail=40)
 
 
+def case_hub_api_failing(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "1M", shards="1")
+    hub.add_faults([{"kind": "status", "code": 503, "times": -1, "match": "/api/"}])
+    trk, taddr = start_tracker(k)
+    fails = 0
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "4")
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    print(f"pull: exit {r.returncode}: {last} {r.stderr.strip()}")
+    want = re.compile(r"asking the Hub where main is; origin 127\.0\.0\.1:\d+ failing for \d+ s "
+                      r"\(\d+ failed requests?\): HTTP 503")
+    if r.returncode == 0 or not want.search(r.stdout):
+        print("FAIL shoal pull does not say the Hub's API is failing")
+        fails += 1
+    st = status_saying(n, "failing", 10)
+    print(st.strip())
+    if not want.search(st):
+        print("FAIL shoal status does not say the Hub's API is failing")
+        fails += 1
+    return shoalproc.finish(fails, [n], tail=40)
+
+
 def case_tracker_rollouts(tmp):
     k = make_keys(tmp, ["s", "n"])
     hub = Hub(tmp, "4M")
@@ -3317,5 +3344,6 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "origin_health": case_origin_health, "datasets": case_datasets,
-                      "hub_listing": case_hub_listing, "origin_404": case_origin_404},
+                      "hub_listing": case_hub_listing, "origin_404": case_origin_404,
+                      "hub_api_failing": case_hub_api_failing},
                "shoal-ops-", scan_sanitizers=True)

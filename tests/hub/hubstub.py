@@ -73,6 +73,8 @@ Control (never faulted):
             moved to another name does; "port": P and "scheme": S (the
             request's own: http, or https over TLS) send it to another
             port or scheme instead
+       {"kind": "html", "match": ..., "times": n}  answer 200 with a small
+            text/html sign-in page, as a login page or captive portal does
        {"kind": "listing", "noblobs": bool, "siblings_max": N,
         "tree_page": N, "tree_link": "relative"|"absolute"|URL-prefix}
             how the revision and /tree answers list files (until reset):
@@ -147,7 +149,7 @@ class State:
                     self.listing.update({k: v for k, v in r.items() if k != "kind"})
                     continue
                 if kind not in ("status", "slow", "cut", "flip", "stall", "norange",
-                                "cr_early", "nocr", "redirect"):
+                                "cr_early", "nocr", "redirect", "html"):
                     raise ValueError("unknown fault kind %r" % kind)
                 r = dict(r)
                 r.setdefault("times", 1 if kind in ("status", "cut", "redirect") else -1)
@@ -311,6 +313,17 @@ class Handler(BaseHTTPRequestHandler):
             loc = "%s://%s:%d%s" % (r.get("scheme", self.scheme), r.get("host", "127.0.0.1"),
                                     int(r.get("port", self.server.server_port)), path)
             self.send_json(302, {"error": "moved"}, {"Location": loc})
+            return True
+        r = self.st.take_fault("html", path)
+        if r is not None:
+            body = (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
+                    b"<body><form action=\"/login\">Please sign in to continue</form></body></html>\n")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
             return True
         r = self.st.take_fault("status", path)
         if r is None:
