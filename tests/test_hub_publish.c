@@ -320,11 +320,13 @@ static void test_gateway_without_blobs(void)
     hubstub_post(&stub, "/_stub/reset", "{}");
     unlink(outp);
     hubstub_post(&stub, "/_stub/faults", "[{\"kind\":\"listing\",\"noblobs\":true}]");
+    memset(&res, 0, sizeof res);
     CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
     if (err[0])
         fprintf(stderr, "  %s\n", err);
     CHECK_EQ(res.nfiles, 5);
-    check_manifest_matches_disk("org/m", commit_m);
+    if (res.nfiles == 5)
+        check_manifest_matches_disk("org/m", commit_m);
 
     hubstub_post(&stub, "/_stub/faults",
                  "[{\"kind\":\"status\",\"code\":404,\"times\":-1,\"match\":\"/tree/\"}]");
@@ -363,9 +365,11 @@ static void test_truncated_siblings(void)
     hubstub_post(&stub, "/_stub/faults",
                  "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
                  "\"tree_link\":\"relative\"}]");
+    memset(&res, 0, sizeof res);
     CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
     CHECK_EQ(res.nfiles, 5);
-    check_manifest_matches_disk("org/m", commit_m);
+    if (res.nfiles == 5)
+        check_manifest_matches_disk("org/m", commit_m);
     CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 4);
 
     /* A next page elsewhere would take the token there: refused. */
