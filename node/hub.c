@@ -2006,17 +2006,24 @@ static int start_tree(struct shoal_hub *h, struct api_req *a, const char *next, 
         /* A path on the endpoint's own origin. */
         url = str_printf("%s://%s%s%s%s", h->ep_scheme, h->ep_host,
                          *h->ep_port ? ":" : "", h->ep_port, next);
+    } else if (shoal_hub_token_follows(h->endpoint, h->endpoint, next) &&
+               strncmp(next, h->endpoint, strlen(h->endpoint)) == 0) {
+        url = strdup(next);
     } else {
-        /* The token goes with it: only to the endpoint's own origin. */
-        if (!shoal_hub_token_follows(h->endpoint, h->endpoint, next) ||
-            strncmp(next, h->endpoint, strlen(h->endpoint)) != 0) {
+        /* A gateway in front of the Hub may pass the Hub's own Link on
+         * (https://huggingface.co/api/...): the same API path is asked of
+         * the endpoint, where the token may go, not of that host. */
+        const char *api = strstr(next, "/api/");
+        const char *auth = strstr(next, "://");
+        if (!auth || !api || api < auth || strncmp(api, "/api/", 5) != 0 ||
+            memchr(auth + 3, '/', (size_t)(api - auth - 3)) != NULL) {
             char shown[256];
             shoal_url_redact(next, shown, sizeof shown);
-            snprintf(msg, cap, "%s@%s: the /tree listing's next page is at %s, outside %s",
-                     a->repo, a->rev, shown, shoal_hub_endpoint(h));
+            snprintf(msg, cap, "%s@%s: the /tree listing's next page is at %s, outside %s and "
+                     "not an API path", a->repo, a->rev, shown, shoal_hub_endpoint(h));
             return SHOAL_EPROTO;
         }
-        url = strdup(next);
+        url = str_printf("%s%s", h->endpoint, api);
     }
     if (!url || !(j = job_new(h, JOB_API, url))) {
         free(url);

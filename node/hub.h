@@ -276,8 +276,9 @@ typedef void (*shoal_hub_resolve_cb)(void *user, int status, struct shoal_hub_re
  * more than 1000: the Hub truncates the siblings of a large repo; or no
  * sizes and ids: a gateway that ignores ?blobs=true) they are listed with
  * GET /api/{models|datasets}/{repo}/tree/{commit}?recursive=true, page by
- * page as its Link rel="next" headers lead (on the endpoint's own origin
- * only), as huggingface_hub does; a failure then says why /tree was asked.
+ * page as its Link rel="next" headers lead, as huggingface_hub does (a
+ * link elsewhere, as a gateway passing the Hub's own on gives, is asked of
+ * the endpoint: endpoint + its /api/... path; the token never leaves); a failure then says why /tree was asked.
  * Returns 0 (cb will be called), -EINVAL (bad repo id or revision), -ENOMEM.
  */
 int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
