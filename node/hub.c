@@ -1945,7 +1945,7 @@ out:
 }
 
 /* Adds the files of one /tree page (a JSON array of {type, path, size,
- * oid, lfs}; folders skipped) to |a->rel|. */
+ * oid, lfs}; folders skipped) to |a->rel|; |*added| is the page's entries. */
 static int parse_tree_page(struct job *j, size_t *added, char *msg, size_t cap)
 {
     struct api_req *a = j->api;
@@ -1967,6 +1967,8 @@ static int parse_tree_page(struct job *j, size_t *added, char *msg, size_t cap)
         snprintf(msg, cap, "%s@%s: the /tree answer is not a list", a->repo, a->rev);
         goto out;
     }
+    /* Entries of any kind: a page of folders alone still moves on. */
+    *added = shoal_json_len(root);
     for (size_t i = 0; i < shoal_json_len(root); i++) {
         e = shoal_json_at(root, i);
         t = shoal_json_str(shoal_json_get(e, "type"), &n);
@@ -1982,7 +1984,6 @@ static int parse_tree_page(struct job *j, size_t *added, char *msg, size_t cap)
         a->rel->nfiles++;
         if (rv)
             goto out;
-        (*added)++;
     }
     rv = 0;
 out:
@@ -2074,13 +2075,13 @@ static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char 
             msg = pmsg;
         }
         if (rv == 0 && j->link_next) {
-            /* Bounded: every page adds a file, and there are at most
-             * HUB_TREE_PAGES_MAX of them. */
+            /* Bounded: every page lists something, and there are at
+             * most HUB_TREE_PAGES_MAX of them. */
             if (added == 0 || a->pages >= HUB_TREE_PAGES_MAX) {
                 rv = SHOAL_EPROTO;
                 snprintf(pmsg, sizeof pmsg, "%s@%s: the /tree listing does not end (page %u %s)",
                          a->repo, a->rev, a->pages,
-                         added ? "is past the limit" : "lists no file and has a next page");
+                         added ? "is past the limit" : "lists nothing and has a next page");
             } else {
                 rv = start_tree(h, a, j->link_next, pmsg, sizeof pmsg);
                 if (rv == 0) {
