@@ -42,7 +42,8 @@ static const struct key keys[] = {
      "trusted manifest publisher keys (repeatable; required: without one no manifest\n"
      "                               is accepted)"},
     {"cache-dir", K_STR, F(cache_dir), "DIR",
-     "store = HF hub cache (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"},
+     "store = HF hub cache (default $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE,\n"
+     "                               $HF_HOME/hub, ~/.cache/huggingface/hub)"},
     {"state-dir", K_STR, F(state_dir), "DIR",
      "list the open releases here; all reopen at start (default\n"
      "                               $STATE_DIRECTORY, root: /var/lib/shoald, else\n"
@@ -86,6 +87,9 @@ static const struct key keys[] = {
      "peers one release is uploaded to at once; others are told busy (6; 0: no limit)"},
     {"request-timeout-ms", K_U64, F(request_timeout_ms), "MS", "give up on a request (30000; 100-3600000)"},
     {"handshake-timeout-ms", K_U64, F(handshake_timeout_ms), "MS", "handshake deadline (10000; 100-3600000)"},
+    {"peer-idle-ms", K_U64, F(peer_idle_ms), "MS",
+     "a peer that sends nothing this long is closed; PINGed after a third of it\n"
+     "                               (90000; 1000-3600000)"},
     {"ban-seconds", K_U64, F(ban_seconds), "S",
      "ban a node that sent a bad chunk, or announced chunks and sent none for a "
      "request time-out (600; 1-31536000, a year)"},
@@ -125,6 +129,11 @@ static const struct key keys[] = {
      "public keys of this fleet's trackers (one per line; repeatable): a tracker must\n"
      "                               prove it holds one (shoal-tracker --key) before the node\n"
      "                               uses it (default: trackers are not authenticated)"},
+    {"deny-keys", K_LIST, F(deny_keys), "FILE",
+     "node keys this node refuses although their credential is valid (a leaked or\n"
+     "                               retired node: one public key per line; repeatable; at\n"
+     "                               most 64 in all); read again within 2 s of a change,\n"
+     "                               and a live session of a key then listed is closed"},
     {"hub-endpoint", K_STR, F(hub_endpoint), "URL",
      "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
     {"hub-token-file", K_STR, F(hub_token_file), "FILE",
@@ -194,6 +203,7 @@ int shoal_config_init(struct shoal_config *c)
     c->upload_slots = SHOAL_UPLOAD_SLOTS_DEFAULT;
     c->request_timeout_ms = 30000;
     c->handshake_timeout_ms = 10000;
+    c->peer_idle_ms = 90000;
     c->ban_seconds = 600;
     c->reconnect_ms = 2000;
     c->compress_level = 1;

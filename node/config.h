@@ -31,6 +31,7 @@ struct shoal_config {
     struct shoal_config_list cluster_keys;  /* trust files of cluster keys */
     struct shoal_config_list publisher_keys; /* trust files of manifest publishers */
     struct shoal_config_list tracker_keys;   /* keys trackers must prove (none: not checked) */
+    struct shoal_config_list deny_keys;      /* revoked node keys, files read again on change */
     char *cache_dir;         /* NULL: HF_HUB_CACHE / HF_HOME/hub / ~/.cache/... */
     char *state_dir;         /* NULL: $STATE_DIRECTORY, /var/lib/shoald, ... (state.h) */
     struct shoal_config_list peers;      /* static peers host:port */
@@ -64,6 +65,7 @@ struct shoal_config {
     uint64_t upload_slots;
     uint64_t request_timeout_ms;
     uint64_t handshake_timeout_ms;
+    uint64_t peer_idle_ms;
     uint64_t ban_seconds;
     uint64_t reconnect_ms;
     uint64_t seed;

@@ -31,6 +31,7 @@
 #include "hfcache.h"
 #include "hub.h"
 #include "keys.h"
+#include "keywatch.h"
 #include "loader.h"
 #include "manifest.h"
 #include "mfq.h"
@@ -140,6 +141,12 @@ struct shoal_daemon {
     size_t cred_len;
     uint64_t cred_expires;  /* unix time; 0: no credential */
     uv_timer_t cred_timer;  /* warns while the credential nears its end */
+    /* --deny-keys: revoked node keys, and the timer that reads the files
+     * again when they change */
+    struct shoal_keywatch *deny;
+    uv_timer_t deny_timer;
+    uint64_t deny_logged_ms; /* last "refused: revoked" line */
+    uint32_t deny_quiet;     /* refusals since, not logged */
     struct shoal_keyset *cluster_keys;
     struct shoal_keyset *publishers;
     struct shoal_keyset *tracker_keys; /* NULL: trackers not authenticated */
@@ -221,6 +228,16 @@ struct shoal_daemon {
      * fetches end; the reaper frees them. */
     struct shoal_swarm *dropped[MAX_SWARMS];
     uint32_t ndropped;
+    /* Complete releases whose files were deleted from the cache while
+     * open, closed to be opened again (reopen_gone): each opens once its
+     * old swarm is freed (on_reap); the pulls of it wait meanwhile. */
+    struct reopen {
+        uint8_t id[32];
+        uint8_t *mf; /* its signed manifest, ours */
+        size_t len;
+        char branch[SHOAL_STATE_BRANCH_MAX + 1];
+    } reopens[MAX_SWARMS];
+    uint32_t nreopens;
     uv_timer_t reaper;
     /* The Hub's answers to branch resolves carry one of these: the pull is
      * found again by serial, as it may have moved or been dropped. */
@@ -282,6 +299,8 @@ struct shoal_daemon {
     struct shoal_ctl *ctl;
     struct shoal_ctl_ops ctl_ops;
     struct shoal_rate_cfg rate;
+    uint32_t rate_shares;      /* releases --rate-down was last divided
+                                  among (share_rate_down) */
     struct shoal_peer_budget qbudget; /* --max-queue-total */
     struct shoal_bucket up_bucket, down_bucket; /* node-wide caps */
     uint64_t bans_total;
@@ -569,10 +588,36 @@ static bool all_pulls_complete(struct shoal_daemon *d)
     return true;
 }
 
+/* Gives each release being pulled its share of --rate-down: one node-wide
+ * cap feeds them all, so each scheduler sizing its requests in flight from
+ * the whole cap (shoal_sched_set_rate_down) kept, with two releases
+ * pulling, twice what the cap delivers in half a second queued at the
+ * peers. Called as releases open, complete and go. */
+static void share_rate_down(struct shoal_daemon *d)
+{
+    uint32_t n = 0;
+
+    if (d->cfg->rate_down == 0)
+        return;
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        n += !shoal_swarm_complete(d->swarms[i]);
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        if (!shoal_swarm_complete(d->swarms[i]))
+            shoal_swarm_set_rate_down(d->swarms[i], d->cfg->rate_down / n);
+    if (n != d->rate_shares && n > 1) {
+        char all[64], each[64];
+        LOG_I("rate-down %s shared by %u releases pulling: %s each bounds its requests in "
+              "flight", shoal_fmt_rate(all, sizeof all, d->cfg->rate_down), n,
+              shoal_fmt_rate(each, sizeof each, d->cfg->rate_down / n));
+    }
+    d->rate_shares = n;
+}
+
 static void on_complete(void *user, struct shoal_swarm *s)
 {
     struct shoal_daemon *d = user;
 
+    share_rate_down(d);
     save_state(d);
     /* Trackers hear it now, not at the next interval: a complete copy
      * means nobody needs to fetch from the origin at once (the tracker
@@ -721,19 +766,22 @@ static bool pull_room(struct shoal_daemon *d)
 /* Opens release |m| (taken) and adds it, writing refs/<branch> once it is
  * complete when |branch| is not NULL; returns the swarm, or NULL with the
  * error in |*err| and the reason for people in |why|. With max-releases
- * open it first closes one (make_room), which removes pulls from
- * d->pulls: a caller holding a pull finds it again by its serial. */
+ * open and |may_close|, it first closes one (make_room), which removes
+ * pulls from d->pulls: a caller holding a pull finds it again by its
+ * serial. Without |may_close| it is refused then (SHOAL_ELIMIT), and
+ * logging it is the caller's. */
 static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_manifest *m,
                                        const uint8_t *signed_mf, size_t len, const char *branch,
-                                       int *err, char *why, size_t whylen)
+                                       bool may_close, int *err, char *why, size_t whylen)
 {
     struct shoal_swarm *s = NULL;
     char hex[17];
 
     hex8(hex, shoal_manifest_id(m));
-    if (d->nswarms >= d->cfg->max_releases && !make_room(d, m)) {
+    if (d->nswarms >= d->cfg->max_releases && (!may_close || !make_room(d, m))) {
         slots_why(d, why, whylen);
-        LOG_E("release %s: %s", hex, why);
+        if (may_close)
+            LOG_E("release %s: %s", hex, why);
         *err = SHOAL_ELIMIT;
         shoal_manifest_free(m);
         return NULL;
@@ -792,6 +840,7 @@ static void start_release(struct shoal_daemon *d, struct shoal_swarm *s)
 {
     if (shoal_swarm_start(s) != 0)
         return;
+    share_rate_down(d);
     shoal_loader_srv_release_opened(d->loader, s);
     for (uint32_t i = 0; i < d->npeers; i++) {
         if (shoal_peer_ready(d->peers[i]))
@@ -821,10 +870,25 @@ static void arm_retry(struct shoal_daemon *d)
         uv_timer_start(&d->retry, on_retry, next - now, 0);
 }
 
+/* Whether release |id| was closed to be opened again (reopen_gone). */
+static bool reopen_pending(const struct shoal_daemon *d, const uint8_t id[32])
+{
+    for (uint32_t i = 0; i < d->nreopens; i++) {
+        if (memcmp(d->reopens[i].id, id, 32) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Whether pull |pl| may ask for its manifest now: not while a failed one
  * waits out its back-off (each answer would only fail again). */
 static bool pull_may_ask(const struct shoal_daemon *d, const struct pull *pl)
 {
+    /* A release being opened again (reopen_gone) comes from its own
+     * manifest: one from a tracker or peer meanwhile would find the old
+     * one still closing and fail the pull. */
+    if (!pl->by_name && reopen_pending(d, pl->id))
+        return false;
     return !pl->failed || uv_now((uv_loop_t *)&d->loop) >= pl->retry_ms;
 }
 
@@ -877,6 +941,114 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
         shoal_loader_srv_release_failed(d->loader, hex, pl->why);
     }
     arm_retry(d);
+}
+
+static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const char *why);
+
+/* Whether complete release |s|'s files are gone from the cache: deleted
+ * while it was open (huggingface-cli delete-cache removes the snapshot,
+ * its blobs and its refs). The store still holds the deleted files open,
+ * so the release would go on saying complete (and serving them) with
+ * nothing left in the cache. |path| gets the first missing file's path. */
+static bool files_gone(const struct shoal_daemon *d, const struct shoal_swarm *s, char *path,
+                       size_t cap)
+{
+    const struct shoal_manifest *m = shoal_swarm_manifest(s);
+    uint32_t miss = 0;
+    int rv;
+
+    if ((d->scfg.store_flags & SHOAL_STORE_MEMORY) || !shoal_swarm_complete(s))
+        return false;
+    rv = shoal_hf_snapshot_check(d->cache_dir, m, &miss);
+    if (rv != SHOAL_ENOTFOUND && rv != SHOAL_EBADMSG)
+        return false;
+    snprintf(path, cap, "%s",
+             miss < shoal_manifest_nfiles(m) ? shoal_manifest_file(m, miss)->path : "?");
+    return true;
+}
+
+/* A pull finds release |s| complete but its files gone (files_gone, |missing|
+ * the first): it is closed, and opened again once closed (on_reap), which
+ * fetches what is missing; pulls bound to it wait for that (the ref is
+ * written by the new one, once its files are back). |branch| (NULL: the
+ * one it had) goes to the new one. Returns 0, or SHOAL_ELIMIT / -ENOMEM
+ * when it cannot (then |s| is left as it is). */
+static int reopen_gone(struct shoal_daemon *d, struct shoal_swarm *s, const char *branch,
+                       const char *missing)
+{
+    uint32_t k = swarm_slot(d, s);
+    const uint8_t *mf;
+    struct reopen *r;
+    size_t len = 0;
+    char hex[17], name[SHOAL_MSG_REPO_MAX + 48];
+
+    if (k == UINT32_MAX || d->nreopens >= MAX_SWARMS || d->ndropped >= MAX_SWARMS)
+        return SHOAL_ELIMIT;
+    mf = shoal_swarm_signed(s, &len);
+    r = &d->reopens[d->nreopens];
+    if (!mf || !(r->mf = malloc(len ? len : 1)))
+        return -ENOMEM;
+    memcpy(r->mf, mf, len);
+    r->len = len;
+    memcpy(r->id, shoal_swarm_id(s), 32);
+    snprintf(r->branch, sizeof r->branch, "%s", branch && branch[0] ? branch : d->slot[k].branch);
+    d->nreopens++;
+    hex8(hex, shoal_swarm_id(s));
+    (void)shoal_manifest_name(shoal_swarm_manifest(s), name, sizeof name);
+    LOG_W("release %s (%s): its files are gone from the cache (%s is not in snapshots/%s: "
+          "deleted with huggingface-cli delete-cache?); closing it and opening it again to "
+          "fetch them", hex, name, missing, shoal_manifest_commit(shoal_swarm_manifest(s)));
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        struct pull *pl = &d->pulls[i];
+        if (pl->swarm != s)
+            continue;
+        pl->swarm = NULL;
+        pl->by_name = false;
+        memcpy(pl->id, r->id, 32);
+    }
+    remove_swarm(d, s, "its files were deleted from the cache: it is opened again to fetch "
+                       "them; ask again");
+    return 0;
+}
+
+/* Opens release |r| again (reopen_gone), its old swarm freed: the pulls
+ * waiting for it are bound to the new one, or fail with why it did not
+ * open. */
+static void start_release(struct shoal_daemon *d, struct shoal_swarm *s);
+
+static void reopen_now(struct shoal_daemon *d, const struct reopen *r)
+{
+    struct shoal_manifest *m = NULL;
+    struct shoal_swarm *s = find_swarm(d, r->id);
+    char why[SHOAL_CTL_REASON_MAX + 1] = "", hex[65];
+    bool fresh = false;
+    int rv = 0;
+
+    if (!s) {
+        rv = shoal_manifest_parse(&m, r->mf, r->len, d->publishers, NULL);
+        /* Asked for by a pull, as a fresh one would be: it may close a
+         * complete release nobody needs, for room. */
+        if (rv == 0)
+            s = add_release(d, m, r->mf, r->len, r->branch[0] ? r->branch : NULL, true, &rv,
+                            why, sizeof why); /* takes m */
+        else
+            snprintf(why, sizeof why, "its manifest: %s", shoal_strerror(rv));
+        fresh = s != NULL;
+    }
+    shoal_hex(hex, r->id, 32);
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        struct pull *pl = &d->pulls[i];
+        if (pl->swarm || pl->by_name || memcmp(pl->id, r->id, 32) != 0)
+            continue;
+        if (s) {
+            pl->swarm = s;
+            pl->failed = false;
+        } else {
+            pull_failed(d, pl, hex, rv, why);
+        }
+    }
+    if (fresh)
+        start_release(d, s);
 }
 
 /* Pull |pl| names a branch or tag (|ref|) and has just been bound to
@@ -944,7 +1116,7 @@ static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
     (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, md->signed_manifest.p, md->signed_manifest.len,
-                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+                    pl->ref[0] ? pl->ref : NULL, true, &rv, why, sizeof why);
     /* Opening may have closed another release, and the pulls that led to
      * it: ours is still there (it had no release), maybe moved. */
     pl = find_pull_serial(d, serial);
@@ -1240,6 +1412,26 @@ static void peer_on_ready(struct shoal_peer *p, void *user)
         LOG_W("peer %s refused: connection limit (%u) reached", shoal_peer_name(p),
               peer_limit(d));
         shoal_peer_bye(p, "connection limit reached");
+        return;
+    }
+    /* Only now, with its key proven. */
+    if (shoal_keywatch_contains(d->deny, shoal_session_peer_pk(shoal_peer_session(p)))) {
+        uint64_t now = uv_now(&d->loop);
+        /* A revoked node may keep dialling: a line per 30 s, not per try. */
+        if (!d->deny_logged_ms || now - d->deny_logged_ms >= 30000) {
+            char more[48] = "";
+            if (d->deny_quiet)
+                snprintf(more, sizeof more, " (and %u more since the last such line)",
+                         d->deny_quiet);
+            LOG_W("peer %s refused: its node key is revoked here (deny-keys)%s",
+                  shoal_peer_name(p), more);
+            d->deny_logged_ms = now ? now : 1;
+            d->deny_quiet = 0;
+        } else {
+            d->deny_quiet++;
+        }
+        forget_peer(d, p);
+        shoal_peer_bye(p, "node key revoked");
         return;
     }
     /* Only now: until its HELLO_AUTH verified, the HELLO
@@ -1870,6 +2062,17 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     memcpy(pl->id, mm->manifest_id, 32);
     pl->by_name = false;
     s = find_swarm(d, pl->id);
+    char missing[SHOAL_HF_PATH_MAX];
+    if (s && files_gone(d, s, missing, sizeof missing)) {
+        shoal_manifest_free(m);
+        rv = reopen_gone(d, s, pl->ref[0] ? pl->ref : NULL, missing);
+        if (rv != 0) {
+            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", shoal_strerror(rv));
+            pull_failed(d, pl, pl->name, rv, why);
+        }
+        return; /* bound when it opens again */
+    }
     if (s) {
         shoal_manifest_free(m);
         pl->swarm = s;
@@ -1882,7 +2085,7 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     (void)shoal_manifest_name(m, name, sizeof name);
     uint64_t serial = pl->serial;
     s = add_release(d, m, mm->signed_manifest.p, mm->signed_manifest.len,
-                    pl->ref[0] ? pl->ref : NULL, &rv, why, sizeof why);
+                    pl->ref[0] ? pl->ref : NULL, true, &rv, why, sizeof why);
     pl = find_pull_serial(d, serial); /* see on_manifest_data */
     if (!pl)
         return;
@@ -2371,6 +2574,20 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
     /* Open here already (pulled by commit, or before the branch moved
      * back): no tracker is needed to follow the name to it. */
     struct shoal_swarm *s = find_swarm_named(d, pl->name);
+    char missing[SHOAL_HF_PATH_MAX];
+    if (s && files_gone(d, s, missing, sizeof missing)) {
+        /* Not bound, and no ref written, until its files are back. */
+        memcpy(pl->id, shoal_swarm_id(s), 32);
+        pl->by_name = false;
+        int grv = reopen_gone(d, s, pl->ref, missing);
+        if (grv != 0) {
+            char why[SHOAL_CTL_REASON_MAX + 1];
+            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", shoal_strerror(grv));
+            pull_failed(d, pl, pl->name, grv, why);
+        }
+        return;
+    }
     if (s) {
         pl->swarm = s;
         memcpy(pl->id, shoal_swarm_id(s), 32);
@@ -2488,6 +2705,35 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         pl->by_name = true;
         pl->swarm = NULL;
         return resolve_pull(d, pl, why, whylen);
+    }
+    char missing[SHOAL_HF_PATH_MAX];
+    if (sw && !d->stopping && files_gone(d, sw, missing, sizeof missing)) {
+        uint8_t id[32];
+        memcpy(id, shoal_swarm_id(sw), 32);
+        if ((rv = reopen_gone(d, sw, NULL, missing)) != 0) {
+            snprintf(why, whylen, "%s: its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", release, shoal_strerror(rv));
+            return rv;
+        }
+        /* The pulls bound to it wait for it; with none, this one is a new
+         * pull of its id, followed under the name asked. */
+        for (uint32_t i = 0; i < d->npulls && !pl; i++) {
+            if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
+                memcmp(d->pulls[i].id, id, 32) == 0 &&
+                (is_manifest_id(release) || strcmp(d->pulls[i].asked, release) == 0 ||
+                 strcmp(d->pulls[i].name, release) == 0))
+                pl = &d->pulls[i];
+        }
+        if (!pl && pull_room(d)) {
+            pl = new_pull(d);
+            memcpy(pl->id, id, 32);
+            snprintf(pl->name, sizeof pl->name, "%s", release);
+            snprintf(pl->asked, sizeof pl->asked, "%s", release);
+            pl->loader_only = from_loader;
+            d->npulls++;
+            LOG_I("pull %s asked by %s", release, by);
+        }
+        return 0;
     }
     if (sw)
         touch_swarm(d, sw);
@@ -2820,7 +3066,22 @@ static void on_reap(uv_timer_t *t)
         }
         free_dropped(d, i);
     }
-    if (d->ndropped == 0)
+    /* Releases closed to be opened again, whose old swarm is gone now. */
+    for (uint32_t i = 0; i < d->nreopens;) {
+        bool closing = false;
+        for (uint32_t k = 0; k < d->ndropped; k++)
+            closing |= memcmp(shoal_swarm_id(d->dropped[k]), d->reopens[i].id, 32) == 0;
+        if (closing) {
+            i++;
+            continue;
+        }
+        struct reopen r = d->reopens[i];
+        d->reopens[i] = d->reopens[--d->nreopens];
+        if (!d->stopping)
+            reopen_now(d, &r);
+        free(r.mf);
+    }
+    if (d->ndropped == 0 && d->nreopens == 0)
         uv_timer_stop(&d->reaper);
 }
 
@@ -2856,6 +3117,7 @@ static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const ch
     memmove(&d->slot[k], &d->slot[k + 1], (d->nswarms - k - 1) * sizeof d->slot[0]);
     d->nswarms--;
     d->dropped[d->ndropped++] = s;
+    share_rate_down(d);
     if (!uv_is_active((uv_handle_t *)&d->reaper))
         uv_timer_start(&d->reaper, on_reap, REAP_MS, REAP_MS);
     if (d->trk)
@@ -3059,6 +3321,7 @@ void shoal_daemon_stop(struct shoal_daemon *d, int exit_code)
     uv_close((uv_handle_t *)&d->retry, NULL);
     uv_close((uv_handle_t *)&d->reaper, NULL);
     uv_close((uv_handle_t *)&d->cred_timer, NULL);
+    uv_close((uv_handle_t *)&d->deny_timer, NULL);
     shoal_loader_srv_close(d->loader);
     stop_trackers(d);
     shoal_ctl_close(d->ctl);
@@ -3294,6 +3557,60 @@ static int load_identity(struct shoal_daemon *d)
     return 0;
 }
 
+/* How often the deny-keys files are looked at (a stat each). */
+#define DENY_CHECK_MS 2000u
+
+/* Reads deny-keys again if a file changed, and closes the sessions of
+ * peers whose key it now lists. */
+static void on_deny_timer(uv_timer_t *t)
+{
+    struct shoal_daemon *d = t->data;
+    char why[512];
+    bool changed;
+    uint32_t closed = 0;
+
+    if (shoal_keywatch_check(d->deny, &changed, why, sizeof why) != 0) {
+        LOG_E("deny-keys: %s; the keys read before still count", why);
+        return;
+    }
+    if (!changed)
+        return;
+    for (uint32_t i = 0; i < d->npeers;) {
+        struct shoal_peer *p = d->peers[i];
+        if (!shoal_peer_ready(p) ||
+            !shoal_keywatch_contains(d->deny, shoal_session_peer_pk(shoal_peer_session(p)))) {
+            i++;
+            continue;
+        }
+        LOG_W("peer %s closed: its node key is now revoked here (deny-keys)",
+              shoal_peer_name(p));
+        forget_peer(d, p);
+        shoal_peer_bye(p, "node key revoked");
+        closed++;
+    }
+    LOG_I("deny-keys read again: %zu revoked node key(s); %u session(s) closed",
+          shoal_keywatch_count(d->deny), closed);
+}
+
+static int load_deny(struct shoal_daemon *d)
+{
+    const struct shoal_config *c = d->cfg;
+    char why[512];
+    int rv;
+
+    if (c->deny_keys.n == 0)
+        return 0;
+    rv = shoal_keywatch_new(&d->deny, (const char *const *)c->deny_keys.v, c->deny_keys.n, why,
+                            sizeof why);
+    if (rv != 0) {
+        LOG_E("deny-keys: %s", why);
+        return rv;
+    }
+    LOG_I("deny-keys: %zu revoked node key(s), read again within %u s of a change",
+          shoal_keywatch_count(d->deny), DENY_CHECK_MS / 1000);
+    return 0;
+}
+
 static int open_manifests(struct shoal_daemon *d)
 {
     const struct shoal_config *c = d->cfg;
@@ -3320,7 +3637,7 @@ static int open_manifests(struct shoal_daemon *d)
             rv = -EINVAL;
         } else {
             char why[256];
-            s = add_release(d, m, data, len, NULL, &rv, why, sizeof why);
+            s = add_release(d, m, data, len, NULL, true, &rv, why, sizeof why);
         }
         free(data);
         if (!s)
@@ -3466,20 +3783,23 @@ static void reopen_state(struct shoal_daemon *d)
             dropped++;
             continue;
         }
-        /* Reopening never closes another release: the ones given by
-         * --manifest/--pull and those opened before it here came first (a
-         * tie on "least recently used" closed the configured release). */
-        if (d->nswarms >= d->cfg->max_releases) {
-            slots_why(d, why, sizeof why);
-            LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
-                  e->repo, e->commit, hex, why);
-            shoal_manifest_free(m);
-            free(data);
-            dropped++;
-            continue;
+        /* refs/<branch> is restored, never moved: one that names another
+         * commit now was moved since (huggingface_hub fetched the branch
+         * again, or a later pull of ours did), and offline readers go by it
+         * (K11). The release reopens without it. */
+        const char *branch = e->branch[0] ? e->branch : NULL;
+        char now_at[41];
+        if (branch && shoal_hf_read_ref(d->cache_dir, e->type, e->repo, branch, now_at) == 0 &&
+            strcmp(now_at, e->commit) != 0) {
+            LOG_I("state: release %s@%s: refs/%s names %s now (moved since): left as it is",
+                  e->repo, e->commit, branch, now_at);
+            branch = NULL;
         }
-        if (add_release(d, m, data, len, e->branch[0] ? e->branch : NULL, &rv, why,
-                        sizeof why)) {
+        /* Reopening never closes another release (may_close false): the
+         * ones given by --manifest/--pull and those opened before it here
+         * came first (a tie on "least recently used" closed the
+         * configured release). */
+        if (add_release(d, m, data, len, branch, false, &rv, why, sizeof why)) {
             opened++;
         } else {
             LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
@@ -3635,6 +3955,11 @@ static int check_ranges(const struct shoal_config *c)
               (unsigned long long)c->handshake_timeout_ms, TIMEOUT_MS_MIN, TIMEOUT_MS_MAX);
         return -EINVAL;
     }
+    if (c->peer_idle_ms < 1000 || c->peer_idle_ms > TIMEOUT_MS_MAX) {
+        LOG_E("peer-idle-ms %llu: use 1000-%u", (unsigned long long)c->peer_idle_ms,
+              TIMEOUT_MS_MAX);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -3760,7 +4085,11 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     }
     uv_timer_init(&d->loop, &d->cred_timer);
     d->cred_timer.data = d;
+    uv_timer_init(&d->loop, &d->deny_timer);
+    d->deny_timer.data = d;
     rv = shoal_hash_init() == 0 ? load_identity(d) : -EIO;
+    if (rv == 0)
+        rv = load_deny(d);
     if (rv != 0)
         goto fail;
     rv = shoal_hf_cache_dir(d->cache_dir, sizeof d->cache_dir, cfg->cache_dir);
@@ -3835,6 +4164,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
                                                    : cfg->max_frame);
     d->pctx.cluster_keys = d->cluster_keys;
     d->pctx.handshake_timeout_ms = (uint32_t)cfg->handshake_timeout_ms;
+    d->pctx.idle_ms = (uint32_t)cfg->peer_idle_ms;
     if (cfg->max_queue_total) {
         d->qbudget.max = (size_t)cfg->max_queue_total;
         d->qbudget.shares = (size_t)cfg->max_peers;
@@ -3885,6 +4215,8 @@ int shoal_daemon_run(struct shoal_daemon *d)
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     on_cred_timer(&d->cred_timer); /* warns now if the end is near */
+    if (d->deny)
+        uv_timer_start(&d->deny_timer, on_deny_timer, DENY_CHECK_MS, DENY_CHECK_MS);
     for (uint32_t i = 0; i < d->nswarms; i++)
         start_release(d, d->swarms[i]);
     dial_static(d);
@@ -3924,6 +4256,8 @@ void shoal_daemon_free(struct shoal_daemon *d)
         shoal_swarm_free(d->swarms[i]);
     for (uint32_t i = 0; i < d->ndropped; i++)
         shoal_swarm_free(d->dropped[i]);
+    for (uint32_t i = 0; i < d->nreopens; i++)
+        free(d->reopens[i].mf);
     shoal_loader_srv_free(d->loader);
     shoal_ctl_free(d->ctl);
     shoal_trkconn_free(d->trk);
@@ -3932,6 +4266,7 @@ void shoal_daemon_free(struct shoal_daemon *d)
     shoal_keyset_free(d->cluster_keys);
     shoal_keyset_free(d->publishers);
     shoal_keyset_free(d->tracker_keys);
+    shoal_keywatch_free(d->deny);
     shoal_mfq_free(d->mfq);
     shoal_srclimit_free(d->hello_budget);
     if (d->cache_locked)

@@ -54,6 +54,9 @@ int shoal_hf_cache_dir(char *out, size_t cap, const char *flag)
         return fmt(out, cap, "%s", flag);
     if ((v = env_nonempty("HF_HUB_CACHE")))
         return fmt(out, cap, "%s", v);
+    /* Its older name, which huggingface_hub still reads after HF_HUB_CACHE. */
+    if ((v = env_nonempty("HUGGINGFACE_HUB_CACHE")))
+        return fmt(out, cap, "%s", v);
     if ((v = env_nonempty("HF_HOME")))
         return fmt(out, cap, "%s/hub", v);
     if ((v = env_nonempty("XDG_CACHE_HOME")))

@@ -36,7 +36,8 @@
 
 /*
  * Resolves the hub cache directory the way huggingface_hub does: |flag| when
- * not NULL (the --cache-dir option), else $HF_HUB_CACHE, else $HF_HOME/hub,
+ * not NULL (the --cache-dir option), else $HF_HUB_CACHE, else its older name
+ * $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub,
  * else $XDG_CACHE_HOME/huggingface/hub, else $HOME/.cache/huggingface/hub.
  * Empty variables count as unset. Writes a NUL-terminated path to |out|.
  * Returns 0, SHOAL_ENOTFOUND when no variable gives a directory (no HOME),

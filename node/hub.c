@@ -1526,7 +1526,11 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
             job_complete(h, j, SHOAL_ETOOBIG, "API response larger than the limit");
             return;
         }
-        rv = cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : SHOAL_EHTTP;
+        /* An untrusted certificate is this node's setup (--hub-ca): what
+         * it fetches may be left to nodes that trust it (swarm.c). */
+        rv = cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+             : tls_trust_error(cc)          ? SHOAL_EUNTRUSTED
+                                            : SHOAL_EHTTP;
     } else if (j->status == 429 || j->status == 408 || j->status >= 500 ||
                (j->status >= 200 && j->status < 300)) {
         /* A 2xx here is a range answer that ended short. */

@@ -30,8 +30,18 @@
 #define DIRECT_READ_MIN 65536u
 #define CLOSE_GRACE_MS 2000u
 /* A live session's credential end is rechecked at least this often, so an
- * idle session also ends within this time of a wall clock set forward. */
-#define CRED_CHECK_MAX_MS 60000u
+ * idle session also ends within this time of a wall clock set forward; the
+ * same timer looks at whether the peer is alive (check_alive). */
+#define CRED_CHECK_MAX_MS 10000u
+/* Nothing received for ctx->idle_ms (default) it is gone, or holds a peer
+ * slot doing nothing (S4); a PING at a third of it (the peer's PONG shows
+ * it alive). Checks come at least 9 times per idle_ms. */
+#define IDLE_MS_DEFAULT 90000u
+/* A frame under way that comes slower than this (bytes a second, over
+ * TRICKLE_CHECKS checks in a row while we read) holds a peer slot for ever:
+ * closed. */
+#define TRICKLE_BPS 1024u
+#define TRICKLE_CHECKS 3u
 
 enum peer_state { ST_CONNECTING, ST_HELLO, ST_AUTH, ST_READY };
 
@@ -60,6 +70,10 @@ struct shoal_peer {
      * was not asked for, and is refused before its owner spends a hash and
      * a signature check of up to a frame's bytes on it. */
     uint32_t manifests_asked;
+    /* REQUESTs sent and not answered yet (CHUNK or REJECT): each earns one
+     * answer, so a peer cannot make us open and drop unasked chunks at
+     * wire speed. */
+    uint32_t requests_open;
     bool initiator;
     /* Accepted side: our HELLO (node key, credential, zone, address) waits
      * until the initiator's HELLO has verified, so a connection without a
@@ -88,10 +102,15 @@ struct shoal_peer {
     unsigned rej_head, rej_n;
     uint64_t id;
     uint64_t rx, tx;
+    /* Liveness (check_alive): bytes read off the socket, when the last
+     * came, and what a check saw last. */
+    uint64_t raw_rx, last_rx_ms, check_raw_rx, check_ms;
+    uint32_t trickles;
     /* rate limits */
     uv_timer_t pace;               /* next held send or read resume */
     struct shoal_rate_pair up, down;
     struct held *held, *held_tail; /* CHUNK frames waiting, not yet sealed */
+    size_t held_bytes;             /* ... their wire bytes (part of queued) */
     bool read_paused;
     /* sealing on workers */
     struct txf *txq, *txq_tail; /* sealed sends in counter order */
@@ -176,18 +195,30 @@ struct sfi {
     uint64_t off;      /* next payload byte in |fd| */
     size_t left;       /* payload bytes not yet sent */
     size_t bytes;      /* counted in p->queued */
+    uint32_t req_id;   /* a file item's CHUNK answers this request */
 };
 
 /* rate limits */
-/* A CHUNK over the upload budget: sealed only when it is sent, so the
- * session's nonces stay in send order. */
+/* A CHUNK over the upload budget, or behind WIRE_AHEAD bytes: sealed only
+ * when it is sent, so the session's nonces stay in send order, and until
+ * then a CANCEL takes it back (shoal_peer_withdraw_chunk). */
 struct held {
     struct held *next;
     uint8_t *hdr;
     size_t hlen;
     uint8_t *payload;
     size_t plen;
+    uint32_t req_id;
 };
+
+/* CHUNK frames go on to be sealed and written while less than this is
+ * queued there (txq, libuv's write queue, sfq), the kernel's socket buffer
+ * still behind it; the others wait in |held|. A frame handed to libuv
+ * cannot be taken back, and a sealed one holds a nonce the frames after it
+ * count on, so on a slow link a requester's CANCEL would otherwise find
+ * every chunk it asked for already there, sent in full to be thrown
+ * away. */
+#define WIRE_AHEAD (2u << 20)
 
 static uint64_t next_peer_id = 1;
 
@@ -616,6 +647,8 @@ uint64_t shoal_peer_notify_written(struct shoal_peer *p)
     return mark;
 }
 
+static void held_pump(struct shoal_peer *p, bool all);
+
 static void write_done(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
@@ -637,7 +670,9 @@ static void write_done(uv_write_t *req, int status)
         sfq_pump(p);
         return;
     }
-    maybe_drain(p);
+    held_pump(p, false);
+    if (!p->closing)
+        maybe_drain(p);
 }
 
 /* Hands |alen| bytes at |a| (and |payload| when not NULL) to libuv; takes
@@ -806,7 +841,9 @@ static void sfq_pump(struct shoal_peer *p)
     }
     if (shut_if_flushed(p))
         return;
-    maybe_drain(p);
+    held_pump(p, false);
+    if (!p->closing)
+        maybe_drain(p);
 }
 
 /* Queues |alen| bytes at |a| (and |payload| when not NULL) for writing,
@@ -999,6 +1036,8 @@ int shoal_peer_send(struct shoal_peer *p, const struct shoal_msg *m)
     int rv = send_raw(p, m, peer_max_body(p));
     if (rv == 0 && m->type == SHOAL_MSG_WANT_MANIFEST && p->manifests_asked < UINT32_MAX)
         p->manifests_asked++;
+    if (rv == 0 && m->type == SHOAL_MSG_REQUEST && p->requests_open < UINT32_MAX)
+        p->requests_open++;
     return rv;
 }
 
@@ -1076,15 +1115,22 @@ fail:
 /* rate limits */
 static void on_pace(uv_timer_t *t);
 
+/* Bytes on their way to the socket: queued, less the held CHUNKs. */
+static size_t wire_queued(const struct shoal_peer *p)
+{
+    return p->queued - p->held_bytes;
+}
+
 /* Arms the pace timer for the earliest of: the next held CHUNK's upload
- * budget, the end of a read pause. */
+ * budget (while the wire takes more: else a write's completion sends it),
+ * the end of a read pause. */
 static void arm_pace(struct shoal_peer *p)
 {
     uint64_t now = uv_now(p->ctx->loop), w = UINT64_MAX;
 
     if (p->closing)
         return;
-    if (p->held)
+    if (p->held && wire_queued(p) < WIRE_AHEAD)
         w = shoal_rate_pair_wait(&p->up, now);
     if (p->read_paused) {
         uint64_t d = shoal_rate_pair_wait(&p->down, now);
@@ -1097,34 +1143,57 @@ static void arm_pace(struct shoal_peer *p)
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static void on_pace(uv_timer_t *t)
+/* Takes |h| off the held list (|prev|: the entry before it, NULL for the
+ * head) and out of the queue counts. */
+static void held_unlink(struct shoal_peer *p, struct held *prev, struct held *h)
 {
-    struct shoal_peer *p = t->data;
+    if (prev)
+        prev->next = h->next;
+    else
+        p->held = h->next;
+    if (p->held_tail == h)
+        p->held_tail = prev;
+    p->held_bytes -= h->hlen + h->plen;
+    q_sub(p, h->hlen + h->plen);
+}
+
+/* Sends held CHUNKs on while the upload budget allows and the wire has
+ * room (all of them with |all|, the budget and room aside), then arms the
+ * pace timer for the rest. */
+static void held_pump(struct shoal_peer *p, bool all)
+{
     uint64_t now = uv_now(p->ctx->loop);
 
-    while (p->held && !p->closing && shoal_rate_pair_wait(&p->up, now) == 0) {
+    while (p->held && !p->closing &&
+           (all || (wire_queued(p) < WIRE_AHEAD && shoal_rate_pair_wait(&p->up, now) == 0))) {
         struct held *h = p->held;
-        p->held = h->next;
-        if (!p->held)
-            p->held_tail = NULL;
-        q_sub(p, h->hlen + h->plen);
+        held_unlink(p, NULL, h);
         shoal_rate_pair_take(&p->up, now, h->hlen + h->plen);
         if (emit_chunk(p, h->hdr, h->hlen, h->payload, h->plen) != 0 && !p->closing)
             shoal_peer_close(p, "cannot queue a chunk", false);
         free(h);
     }
+    arm_pace(p);
+}
+
+static void on_pace(uv_timer_t *t)
+{
+    struct shoal_peer *p = t->data;
+    uint64_t now = uv_now(p->ctx->loop);
+
     if (p->read_paused && !p->closing && shoal_rate_pair_wait(&p->down, now) == 0) {
         p->read_paused = false;
         if (!p->rxq_paused && !p->q_paused &&
             uv_read_start((uv_stream_t *)&p->tcp, alloc_cb, read_cb) != 0)
             shoal_peer_close(p, "cannot resume reading", false);
     }
-    arm_pace(p);
+    held_pump(p, false);
 }
 
-/* Holds CHUNK |hdr| + |payload| (taken) until the upload budget allows. */
+/* Holds CHUNK |hdr| + |payload| (taken), answering |req_id|, until the
+ * upload budget allows and the wire has room. */
 static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
-                      size_t plen)
+                      size_t plen, uint32_t req_id)
 {
     struct held *h = calloc(1, sizeof *h);
 
@@ -1137,13 +1206,61 @@ static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *
     h->hlen = hlen;
     h->payload = payload;
     h->plen = plen;
+    h->req_id = req_id;
     if (p->held_tail)
         p->held_tail->next = h;
     else
         p->held = h;
     p->held_tail = h;
+    p->held_bytes += hlen + plen;
     q_add(p, hlen + plen);
     arm_pace(p);
+    return 0;
+}
+
+/* Whether a CHUNK sent now must wait in |held|: others wait there (they go
+ * first), the upload budget is spent, or the wire holds WIRE_AHEAD. */
+static bool must_hold(struct shoal_peer *p, uint64_t now)
+{
+    return p->held || wire_queued(p) >= WIRE_AHEAD || shoal_rate_pair_wait(&p->up, now) > 0;
+}
+
+size_t shoal_peer_withdraw_chunk(struct shoal_peer *p, uint32_t req_id)
+{
+    struct held *prev = NULL;
+    struct sfi *fprev = NULL;
+    size_t n;
+
+    for (struct held *h = p->held; h; prev = h, h = h->next) {
+        if (h->req_id != req_id)
+            continue;
+        held_unlink(p, prev, h);
+        n = h->plen;
+        free(h->hdr);
+        free(h->payload);
+        free(h);
+        arm_pace(p);
+        return n;
+    }
+    /* A file item not started (sfq_pump is not running: we are not in
+     * it). What waited behind it goes when the write or the socket
+     * readiness it waited for comes, as before. */
+    for (struct sfi *f = p->sfq; f; fprev = f, f = f->next) {
+        if (f->fd < 0 || f->req_id != req_id)
+            continue;
+        if (f->adone > 0 || p->sf_busy)
+            return 0;
+        if (fprev)
+            fprev->next = f->next;
+        else
+            p->sfq = f->next;
+        if (p->sfq_tail == f)
+            p->sfq_tail = fprev;
+        q_sub(p, f->bytes);
+        n = f->left;
+        sfi_free(p, f);
+        return n;
+    }
     return 0;
 }
 
@@ -1187,8 +1304,8 @@ int shoal_peer_send_chunk(struct shoal_peer *p, const struct shoal_msg_chunk *c,
         goto fail;
     /* rate limits */
     now = uv_now(p->ctx->loop);
-    if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
-        return hold_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
+    if (must_hold(p, now))
+        return hold_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen, c->req_id);
     shoal_rate_pair_take(&p->up, now, hlen + plen);
     return emit_chunk(p, shoal_buf_steal(&b, NULL), hlen, payload, plen);
 fail:
@@ -1213,8 +1330,8 @@ int shoal_peer_send_chunk_buf(struct shoal_peer *p, const struct shoal_msg_chunk
     memcpy(buf + SHOAL_PEER_CHUNK_HEADROOM - hlen, b.data, hlen);
     shoal_buf_free(&b);
     now = uv_now(p->ctx->loop);
-    if (p->held || shoal_rate_pair_wait(&p->up, now) > 0)
-        return hold_chunk(p, NULL, hlen, buf, plen);
+    if (must_hold(p, now))
+        return hold_chunk(p, NULL, hlen, buf, plen, c->req_id);
     shoal_rate_pair_take(&p->up, now, hlen + plen);
     return emit_chunk(p, NULL, hlen, buf, plen);
 fail:
@@ -1262,6 +1379,7 @@ int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chun
     f->off = off;
     f->left = plen;
     f->bytes = hlen + plen;
+    f->req_id = c->req_id;
     sfq_add(p, f);
     sfq_pump(p);
     return 0;
@@ -1292,6 +1410,11 @@ void shoal_peer_bye_chunk(struct shoal_peer *p, const char *reason, const uint8_
         memcpy(m.u.bye.manifest_id, manifest_id, SHOAL_MSG_KEY_LEN);
         m.u.bye.chunk_index = chunk;
     }
+    /* CHUNKs held back only for room on the wire (no upload cap) would have
+     * been queued ahead of the BYE before WIRE_AHEAD: they still are. Those
+     * over the upload budget are dropped with the connection, as ever. */
+    if (p->held && p->up.own.rate == 0 && (!p->up.global || p->up.global->rate == 0))
+        held_pump(p, true);
     /* Before the handshake the BYE goes out plain: it is the one thing a
      * refused peer is told. */
     if (p->st != ST_CONNECTING)
@@ -1420,11 +1543,55 @@ static bool cred_ended(struct shoal_peer *p)
 
 static void arm_cred_timer(struct shoal_peer *p);
 
+/* An authenticated peer that sends nothing, or a frame a byte at a time,
+ * holds one of --max-peers for as long as it likes: PINGed when quiet,
+ * closed when it stays silent or trickles. Returns false once closing. */
+static bool check_alive(struct shoal_peer *p)
+{
+    uint64_t now = uv_now(p->ctx->loop), since = now - p->check_ms;
+    uint64_t got = p->raw_rx - p->check_raw_rx;
+    uint64_t idle = p->ctx->idle_ms ? p->ctx->idle_ms : IDLE_MS_DEFAULT;
+    const uint8_t *head;
+    size_t held;
+    char why[128];
+
+    if (now - p->last_rx_ms >= idle) {
+        snprintf(why, sizeof why, "nothing received for %llu s (a PING unanswered)",
+                 (unsigned long long)((now - p->last_rx_ms) / 1000));
+        LOG_W("peer %s: %s, closing", p->name, why);
+        shoal_peer_bye(p, why);
+        return false;
+    }
+    if (now - p->last_rx_ms >= idle / 3) {
+        struct shoal_msg m;
+        memset(&m, 0, sizeof m);
+        m.type = SHOAL_MSG_PING;
+        (void)shoal_peer_send(p, &m);
+    }
+    /* Only while we read: a pause of ours (rate limit, full queues) is not
+     * the peer trickling. */
+    if (shoal_frame_dec_partial(&p->dec, &head, &held, NULL) > 0 && !p->read_paused &&
+        !p->q_paused && !p->rxq_paused && since > 0 && got * 1000 < TRICKLE_BPS * since)
+        p->trickles++;
+    else
+        p->trickles = 0;
+    p->check_ms = now;
+    p->check_raw_rx = p->raw_rx;
+    if (p->trickles >= TRICKLE_CHECKS) {
+        snprintf(why, sizeof why, "a frame trickles in (%llu bytes in the last %llu s)",
+                 (unsigned long long)got, (unsigned long long)(since / 1000));
+        LOG_W("peer %s: %s, closing", p->name, why);
+        shoal_peer_close(p, why, false);
+        return false;
+    }
+    return true;
+}
+
 static void cred_timer_cb(uv_timer_t *t)
 {
     struct shoal_peer *p = t->data;
 
-    if (!p->closing && !cred_ended(p))
+    if (!p->closing && !cred_ended(p) && check_alive(p))
         arm_cred_timer(p);
 }
 
@@ -1432,13 +1599,15 @@ static void cred_timer_cb(uv_timer_t *t)
  * counts), or in CRED_CHECK_MAX_MS if that is later. */
 static void arm_cred_timer(struct shoal_peer *p)
 {
-    uint64_t end = shoal_session_peer_expires(p->sess), now_ms, delay = CRED_CHECK_MAX_MS;
+    uint64_t idle = p->ctx->idle_ms ? p->ctx->idle_ms : IDLE_MS_DEFAULT;
+    uint64_t check = idle / 9 < CRED_CHECK_MAX_MS ? idle / 9 : CRED_CHECK_MAX_MS;
+    uint64_t end = shoal_session_peer_expires(p->sess), now_ms, delay = check;
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     /* The first test keeps end * 1000 from overflowing. */
-    if (end <= (uint64_t)ts.tv_sec + CRED_CHECK_MAX_MS / 1000)
+    if (end <= (uint64_t)ts.tv_sec + check / 1000)
         delay = end * 1000 > now_ms ? end * 1000 - now_ms : 0;
     uv_timer_start(&p->timer, cred_timer_cb, delay, 0);
 }
@@ -1474,6 +1643,8 @@ static void on_auth_frame(struct shoal_peer *p, const uint8_t *body, size_t len)
     shoal_frame_dec_set_prealloc(&p->dec, SHOAL_FRAME_MAX_AUTH);
     shoal_frame_dec_set_alloc(&p->dec, shoal_peer_buf_alloc);
     p->st = ST_READY;
+    p->last_rx_ms = p->check_ms = uv_now(p->ctx->loop);
+    p->check_raw_rx = p->raw_rx;
     arm_cred_timer(p); /* replaces the handshake deadline */
     shoal_hex(hex, shoal_session_peer_pk(p->sess), 8);
     LOG_I("peer %s authenticated: node %s zone '%s' listen %s cipher %s", p->name, hex,
@@ -1529,6 +1700,21 @@ static void dispatch(struct shoal_peer *p, uint8_t *body, size_t plain)
             break;
         }
         p->manifests_asked--;
+        if (p->cb->on_msg)
+            p->cb->on_msg(p, &m, p->user);
+        break;
+    case SHOAL_MSG_CHUNK:
+    case SHOAL_MSG_REJECT:
+        /* An answer to a request cancelled or timed out is still one of
+         * ours; more answers than requests are chunks nobody asked for. */
+        if (p->requests_open == 0) {
+            LOG_W("peer %s sent a %s this node did not ask for (more answers than requests "
+                  "on this connection), closing", p->name, shoal_msg_type_name(m.type));
+            shoal_peer_bye(p, m.type == SHOAL_MSG_CHUNK ? "CHUNK not asked for"
+                                                        : "REJECT of no request");
+            break;
+        }
+        p->requests_open--;
         if (p->cb->on_msg)
             p->cb->on_msg(p, &m, p->user);
         break;
@@ -1716,6 +1902,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    p->raw_rx += (uint64_t)nread;
+    p->last_rx_ms = uv_now(p->ctx->loop);
     if ((uint8_t *)buf->base != p->rbuf)
         rv = shoal_frame_dec_body_commit(&p->dec, (size_t)nread, &frame_cb, p);
     else

@@ -52,6 +52,9 @@ struct shoal_peer_ctx {
     struct shoal_session_local local;     /* our identity and HELLO fields */
     const struct shoal_keyset *cluster_keys;
     uint32_t handshake_timeout_ms;        /* 0: 10 s */
+    uint32_t idle_ms;                     /* an authenticated peer that sends
+                                           * nothing this long (PINGed at a
+                                           * third of it) is closed; 0: 90 s */
     size_t max_queue;                     /* write-queue bytes before sends are
                                            * refused (SHOAL_EBUSY); 0: 64 MiB */
     struct shoal_peer_budget *budget;     /* node-wide queue budget (NULL: none) */
@@ -186,6 +189,16 @@ bool shoal_peer_can_sendfile(const struct shoal_peer *p);
  */
 int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chunk *c, int fd,
                                uint64_t off);
+/*
+ * Takes back the CHUNK answering request |req_id| if no byte of it has
+ * gone on to be written: one waiting for the upload budget or for room on
+ * the wire (chunks are handed on to be sealed and written while less than
+ * about 2 MiB is on its way), or a file payload not started. A frame
+ * partly written, or handed to the write queue, is never taken back (the
+ * framing, and a sealed session's nonces, depend on it). Returns the
+ * payload bytes taken back, 0 when there was none to take.
+ */
+size_t shoal_peer_withdraw_chunk(struct shoal_peer *p, uint32_t req_id);
 /*
  * A buffer of at least |n| bytes that free() accepts, its size in |*cap|
  * (|cap| may be NULL); NULL when out of memory. Chunk-sized requests are

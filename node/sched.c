@@ -102,6 +102,16 @@ struct drate {
                              a wait behind other requests */
 };
 
+/* A peer's delivery rate as the rate bound takes it (rate_on): like
+ * struct drate, without the first arrival, a lone request's whose time is
+ * a round trip and, from an uploader with a full bucket, none of its rate
+ * (its first chunks leave at once). */
+struct brate {
+    double bytes;
+    double ms;
+    uint32_t n;           /* arrivals, the first included */
+};
+
 struct req {
     uint32_t chunk;
     uint32_t slot;
@@ -170,8 +180,9 @@ struct shoal_sched {
     uint32_t nborrowed;   /* peers whose bitfield is the caller's */
     uint32_t nchunks;
     uint32_t ratecap;     /* requests in flight in all at most, loader or
-                             not, from the node's download cap (0: none);
-                             in the padding before |thr| */
+                             not, from the node's download cap or the
+                             rate it measures (0: none); in the padding
+                             before |thr| */
     double *thr;          /* per slot: bytes per second per request, EWMA,
                              ranks peers; 0 = unknown */
     struct drate *drate;  /* per slot: what the peer delivers (update_depth) */
@@ -233,6 +244,12 @@ struct shoal_sched {
      * each) to learn whether it holds a chunk. */
     uint64_t quiet[4];
     const uint8_t **bitsp; /* per slot */
+    /* What |ratecap| is made from (ratecap_update): the node's download
+     * cap, and with |rate_on| the peers' delivery rates (which also bound
+     * each peer's depth: update_depth) */
+    uint64_t rate_down;
+    bool rate_on;
+    struct brate *brate;  /* per slot, while rate_on (else NULL) */
 };
 
 _Static_assert(offsetof(struct shoal_sched, ready) + sizeof(uint64_t) <= 64,
@@ -394,6 +411,7 @@ static void tier_count(struct shoal_sched *s, uint32_t t, int delta)
 }
 
 static uint32_t file_endgame_tier(const struct shoal_sched *s);
+static void ratecap_update(struct shoal_sched *s);
 
 /* Room for another request: below max_inflight, which does not bind while
  * a loader's file still has chunks to pick (they are picked first) or is
@@ -806,6 +824,26 @@ static double drate_of(const struct shoal_sched *s, uint32_t slot)
     return r->ms > 0 ? r->bytes * 1000.0 / r->ms : 0;
 }
 
+/* Time a delivery rate that bounds requests in flight (rate_on) is taken
+ * over, at least: the chunks in an uploader's bucket come at once, and
+ * over their own few milliseconds would pass for a fast link. A fast
+ * peer's decayed figures cover ~10 chunks in less than this, so its bound
+ * stays above any depth (about 21 requests). */
+#define BRATE_MIN_MS 250.0
+
+/* The peer's rate for the rate bound; 0 until it has delivered twice. */
+static double brate_of(const struct shoal_sched *s, uint32_t slot)
+{
+    const struct brate *r = &s->brate[slot];
+    if (r->n < 2)
+        return 0;
+    return r->bytes * 1000.0 / (r->ms > BRATE_MIN_MS ? r->ms : BRATE_MIN_MS);
+}
+
+/* What a rate lets us have queued ahead of a newly wanted chunk: about
+ * this long of it. */
+#define RATECAP_WINDOW_MS 500
+
 static void update_depth(struct shoal_sched *s, struct peer *p, double thr)
 {
     /* A caller that measures no round trip (rtt_ms 0) still gets one: a
@@ -824,6 +862,16 @@ static void update_depth(struct shoal_sched *s, struct peer *p, double thr)
         d = s->cfg.min_depth;
     if (d > s->cfg.max_depth)
         d = s->cfg.max_depth;
+    if (s->rate_on && s->avg_chunk > 0) {
+        /* A peer answers in the order asked: no more queued at it than
+         * half a second (and a round trip) of what it delivers, plus one,
+         * so a chunk a loader comes to want is not behind seconds of
+         * others at a slow peer (one request until it has a rate). */
+        double b = ceil(brate_of(s, (uint32_t)(p - s->peers)) *
+                        (RATECAP_WINDOW_MS + rtt) / 1000.0 / s->avg_chunk) + 1.0;
+        if (b < d)
+            d = b;
+    }
     p->depth = (uint32_t)d;
     peer_open(s, (uint32_t)(p - s->peers));
 }
@@ -868,6 +916,7 @@ void shoal_sched_free(struct shoal_sched *s)
     free(s->peers);
     free(s->thr);
     free(s->drate);
+    free(s->brate);
     free(s->thr_until);
     free(s->busy_until);
     free(s->bitsp);
@@ -1075,6 +1124,10 @@ int shoal_sched_peer_add(struct shoal_sched *s, uint64_t peer, bool same_zone, u
                                 .rtt_ms = rtt_ms, .depth = s->cfg.min_depth,
                                 .ring = {NIL, NIL, NIL, NIL}};
     s->npeers++;
+    if (s->rate_on) {
+        update_depth(s, &s->peers[i], 0);
+        ratecap_update(s);
+    }
     peer_open(s, i);
     if (same_zone) {
         s->nsame++;
@@ -1114,6 +1167,8 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     s->bitsp[i] = NULL;
     s->thr[i] = 0;
     s->drate[i] = (struct drate){.lone_chunk = NIL};
+    if (s->brate)
+        s->brate[i] = (struct brate){0};
     s->thr_until[i] = 0;
     s->busy_until[i] = 0;
     s->busym[i >> 6] &= ~(1ull << (i & 63));
@@ -1125,6 +1180,8 @@ int shoal_sched_peer_remove(struct shoal_sched *s, uint64_t peer)
     peer_mark(s, (uint32_t)i);
     peer_open(s, (uint32_t)i);
     s->npeers--;
+    if (s->rate_on)
+        ratecap_update(s);
     clear_stale(s, false);
     return 0;
 }
@@ -1407,6 +1464,8 @@ int shoal_sched_peer_rtt(struct shoal_sched *s, uint64_t peer, uint32_t rtt_ms)
         return SHOAL_ENOTFOUND;
     s->peers[i].rtt_ms = rtt_ms;
     update_depth(s, &s->peers[i], drate_of(s, (uint32_t)i));
+    if (s->rate_on)
+        ratecap_update(s);
     return 0;
 }
 
@@ -1426,9 +1485,17 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
         /* Arrivals while the pipeline stays non-empty: the time between
          * them is the peer's, whatever each request waited at its end. */
         struct drate *dr = &s->drate[i];
+        double dt = (double)(now_ms > dr->mark ? now_ms - dr->mark : 0);
         dr->bytes = DRATE_KEEP * dr->bytes + (double)bytes;
-        dr->ms = DRATE_KEEP * dr->ms + (double)(now_ms > dr->mark ? now_ms - dr->mark : 0);
+        dr->ms = DRATE_KEEP * dr->ms + dt;
         dr->mark = now_ms;
+        if (s->rate_on) {
+            struct brate *br = &s->brate[i];
+            if (br->n++ > 0) {
+                br->bytes = DRATE_KEEP * br->bytes + (double)bytes;
+                br->ms = DRATE_KEEP * br->ms + dt;
+            }
+        }
         if (chunk == dr->lone_chunk && s->reqs[k].at == dr->lone_at) {
             uint64_t t = now_ms > dr->lone_at ? now_ms - dr->lone_at : 0;
             if (t > 0 && (dr->lone_ms == 0 || t < dr->lone_ms))
@@ -1462,6 +1529,8 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
                 s->thr_fresh = s->thr_until[i];
         }
         update_depth(s, p, drate_of(s, (uint32_t)i));
+        if (s->rate_on)
+            ratecap_update(s);
         /* A fallback crossing may be free again: cross-zone peers that
          * found nothing to pick for that reason may now. */
         if (!p->same_zone) {
@@ -1752,20 +1821,70 @@ int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chu
 
 /* ---- loader ---- */
 
-/* What a download cap lets us have queued ahead of a newly wanted chunk:
- * about this long of the capped rate. */
-#define RATECAP_WINDOW_MS 500
-
-void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s)
+/* Requests in flight in all that |bytes_per_s| delivers in |window_ms|,
+ * plus one, at least 2; 0 (no limit) for what the pipeline never
+ * reaches. */
+static uint32_t rate_bound(const struct shoal_sched *s, double bytes_per_s, double window_ms)
 {
-    if (bytes_per_s == 0 || s->avg_chunk <= 0) {
+    double n = ceil(bytes_per_s * window_ms / 1000.0 / s->avg_chunk) + 1.0;
+    if (n < 2.0)
+        n = 2.0;
+    return n >= (double)s->reqcap ? 0 : (uint32_t)n;
+}
+
+/* Sets |ratecap| from the cap and, with rate_on, from the sum of the
+ * peers' delivery rates: the tighter bound. */
+static void ratecap_update(struct shoal_sched *s)
+{
+    uint32_t cap = 0, seen = 0, rtt = 0;
+    double sum = 0;
+
+    if (s->avg_chunk <= 0) {
         s->ratecap = 0;
         return;
     }
-    double n = ceil((double)bytes_per_s * RATECAP_WINDOW_MS / 1000.0 / s->avg_chunk) + 1.0;
-    if (n < 2.0)
-        n = 2.0;
-    s->ratecap = n >= (double)s->reqcap ? 0 : (uint32_t)n;
+    if (s->rate_down != 0)
+        cap = rate_bound(s, (double)s->rate_down, RATECAP_WINDOW_MS);
+    if (s->rate_on) {
+        /* Each peer's rate measured while it had requests: what the node
+         * can receive, not what it did receive lately. The latter falls
+         * while the last requests wait at a slow peer, and held to it, a
+         * fast peer could not take copies of them (endgame): a 24 MiB
+         * pull from a seed on loopback and one at 512 KiB/s took 9.7 s
+         * instead of 0.13. The round trip is in the window because each
+         * rate is measured through this pipeline: one that does not
+         * cover it measures less than the link carries and shrinks. */
+        for (uint32_t i = 0; i < s->cfg.max_peers; i++) {
+            if (!s->peers[i].used)
+                continue;
+            sum += brate_of(s, i);
+            if (s->peers[i].rtt_ms > rtt)
+                rtt = s->peers[i].rtt_ms;
+        }
+        seen = rate_bound(s, sum, RATECAP_WINDOW_MS + (double)rtt);
+    }
+    s->ratecap = cap == 0 ? seen : seen == 0 || cap < seen ? cap : seen;
+}
+
+void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s)
+{
+    s->rate_down = bytes_per_s;
+    ratecap_update(s);
+}
+
+int shoal_sched_set_rate_bound(struct shoal_sched *s, bool on)
+{
+    if (on && !s->brate) {
+        s->brate = calloc(s->cfg.max_peers, sizeof *s->brate);
+        if (!s->brate)
+            return -ENOMEM;
+    }
+    s->rate_on = on;
+    for (uint32_t i = 0; i < s->cfg.max_peers; i++)
+        if (s->peers[i].used)
+            update_depth(s, &s->peers[i], drate_of(s, i));
+    ratecap_update(s);
+    return 0;
 }
 
 /* Moves |c| to tier |t|, keeping its list and the tier counts right. */

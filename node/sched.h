@@ -38,7 +38,10 @@
  *     chunk bytes it sent over the time requests to it were outstanding,
  *     x RTT x 1.25 / average chunk size, plus one, within min_depth and
  *     max_depth), all peers together at most
- *     max_inflight when set; the fastest measured peers are filled first
+ *     max_inflight when set (and, when the caller asks, no more than what
+ *     a download cap or the peers' measured rates deliver in about half a
+ *     second: shoal_sched_set_rate_down, shoal_sched_set_rate_bound); the
+ *     fastest measured peers are filled first
  *     (peers not yet measured before them), so requests go to uploaders
  *     with upload to spare;
  *   - endgame: once every missing chunk is requested, idle peers duplicate
@@ -466,6 +469,27 @@ int shoal_sched_want_files(struct shoal_sched *s, const uint32_t *files, size_t 
  * could never reach sets no limit.
  */
 void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s);
+
+/*
+ * With |on|, requests in flight follow the peers' delivery rates (chunk
+ * bytes over the time each had requests, measured here from its second
+ * arrival on, over at least 250 ms), as they do a cap
+ * (shoal_sched_set_rate_down; the tighter of the two applies): to each
+ * peer, min_depth aside, no more than its rate delivers in half a second
+ * plus its round trip, plus one (one at a time until it has delivered
+ * twice); to all together, no more than the sum of the rates delivers in
+ * half a second plus the longest round trip, plus one (at least 2). A
+ * peer answers in the order asked, so on a slow link, or from slow peers,
+ * with no cap configured, the requests already out would otherwise be
+ * seconds ahead of a file a loader comes to want. The round trip is in it
+ * because the rates are measured through this pipeline: one that did not
+ * cover it would measure less than the link carries and shrink; this one
+ * grows until the link is full. A peer's own rate, not what the node
+ * received lately, so that requests waiting at a slow peer do not hold a
+ * fast one back. Off (the default; the simulator): no such bound.
+ * Returns 0, or -ENOMEM (nothing changed).
+ */
+int shoal_sched_set_rate_bound(struct shoal_sched *s, bool on);
 
 /* One loader's files still to come, for shoal_sched_merge_waits: its order
  * as a list threaded through |next| (positions not yet handed over, in

@@ -122,6 +122,11 @@ struct shoal_store {
     char *branch;       /* NULL: no ref */
     char idhex[2 * SHOAL_HASH_LEN + 1];
     int cache_fd, repo_fd, blobs_fd, meta_fd, snap_fd;
+    int vrec_fd;        /* .shoal/verified/ (see vrec_*), or -1: none kept */
+    /* Published blobs found at open that no record vouched for, hashed
+     * (shoal_store_open_hashed): how many, their bytes, how many wrong. */
+    uint32_t open_hashed, open_wrong;
+    uint64_t open_hashed_bytes;
     long gid;           /* the loader group for the folders, or -1 */
 
     uint32_t *file_blob; /* file -> blob */
@@ -409,7 +414,12 @@ out:
 }
 
 /* Replaces |name| in |dfd| atomically with |len| bytes, durably. */
-static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t len)
+/* write_atomic with the temporary file made in |tmpfd| (on the same file
+ * system as |dfd|): refs/ must never hold a name of ours, not even after
+ * a crash (huggingface_hub reads every file there as a ref, K9), while
+ * .shoal/ is swept at open. */
+static int write_atomic_via(int tmpfd, int dfd, const char *name, const uint8_t *data,
+                            size_t len)
 {
     char tmp[NAME_MAX + 1];
     int fd = -1;
@@ -417,7 +427,7 @@ static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t l
 
     snprintf(tmp, sizeof tmp, ".shoal-tmp-%d-%u", (int)getpid(),
              atomic_fetch_add(&tmp_counter, 1));
-    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+    fd = openat(tmpfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd < 0) {
         rv = errno_rv(errno);
         goto out;
@@ -428,7 +438,7 @@ static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t l
         rv = errno_rv(errno);
         goto out;
     }
-    if (renameat(dfd, tmp, dfd, name) < 0) {
+    if (renameat(tmpfd, tmp, dfd, name) < 0) {
         rv = errno_rv(errno);
         goto out;
     }
@@ -438,8 +448,13 @@ out:
     if (fd >= 0)
         close(fd);
     if (rv < 0)
-        unlinkat(dfd, tmp, 0);
+        unlinkat(tmpfd, tmp, 0);
     return rv;
+}
+
+static int write_atomic(int dfd, const char *name, const uint8_t *data, size_t len)
+{
+    return write_atomic_via(dfd, dfd, name, data, len);
 }
 
 /* sha256 of the first |size| bytes of |fd|. */
@@ -465,6 +480,108 @@ static int hash_fd(int fd, uint64_t size, uint8_t out[SHOAL_HASH_LEN])
 out:
     free(buf);
     return rv;
+}
+
+/* ---- records of the blobs shoald verified ---- */
+
+/*
+ * A published blob, blobs/<name>, may be one shoald never hashed:
+ * huggingface_hub (which does not hash what it downloads), a copy by hand,
+ * a gateway that served wrong bytes of the right length. Hashing every
+ * blob at every open would make each restart (and each release that
+ * shares a blob with another) read the whole cache. So shoald keeps, for
+ * each blob whose whole sha256 it has checked, a record in
+ * .shoal/verified/<name>: the sha256 it matched and what identifies that
+ * file's state (inode, size, mtime and ctime in ns). A blob is trusted
+ * unhashed only while its file still matches its record; ctime moves on
+ * any write, truncate, chmod or rename, and cannot be set back by a user,
+ * so a file changed or replaced in any way is hashed once more. A record is
+ * written only after the bytes were hashed right and made durable (fsync
+ * before the rename that published them), and replaces its name atomically
+ * (write_atomic): a crash leaves either no record (the blob is hashed at the
+ * next open) or one for the very inode that was verified. Disk rot does not
+ * move ctime; it is what --verify-store, the sidecar's recheck mark and the
+ * check of the chunks served to peers are for, and a blob found bad loses
+ * its record (vrec_forget).
+ */
+#define VREC_MAGIC "SHOALVB\1"
+#define VREC_LEN (8 + 4 * 8 + SHOAL_HASH_LEN)
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t ts_ns(const struct timespec *t)
+{
+    return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
+}
+
+/* The record of |pf|'s blob, as it would be for a file in state |st|. */
+static void vrec_image(uint8_t out[VREC_LEN], const struct shoal_mf_file *pf,
+                       const struct stat *st)
+{
+    memcpy(out, VREC_MAGIC, 8);
+    put_le64(out + 8, (uint64_t)st->st_ino);
+    put_le64(out + 16, (uint64_t)st->st_size);
+    put_le64(out + 24, ts_ns(&st->st_mtim));
+    put_le64(out + 32, ts_ns(&st->st_ctim));
+    memcpy(out + 40, pf->sha256, SHOAL_HASH_LEN);
+}
+
+/* Whether the published blob of |pf|, open as |fd|, is one shoald verified
+ * and nothing changed since (its record matches it exactly). */
+static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+{
+    uint8_t want[VREC_LEN], got[VREC_LEN + 1];
+    char name[SHOAL_HF_ETAG_MAX];
+    struct stat st;
+    ssize_t n;
+    int rfd;
+
+    if (s->vrec_fd < 0 || fstat(fd, &st) != 0)
+        return false;
+    shoal_hf_etag(name, pf);
+    rfd = openat(s->vrec_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (rfd < 0)
+        return false;
+    do
+        n = pread(rfd, got, sizeof got, 0);
+    while (n < 0 && errno == EINTR);
+    close(rfd);
+    vrec_image(want, pf, &st);
+    return n == VREC_LEN && memcmp(got, want, VREC_LEN) == 0;
+}
+
+/* Records that the published blob of |pf|, open as |fd|, was just verified
+ * (its whole sha256 matched, its bytes durable). Best effort: without a
+ * record the blob is only hashed again at the next open. */
+static void vrec_write(struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+{
+    uint8_t img[VREC_LEN];
+    char name[SHOAL_HF_ETAG_MAX];
+    struct stat st;
+
+    if (s->vrec_fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    shoal_hf_etag(name, pf);
+    vrec_image(img, pf, &st);
+    (void)write_atomic(s->vrec_fd, name, img, sizeof img);
+}
+
+/* The blob of |pf| was found wrong: its record (if any) vouches for it no
+ * more, for this release or any other sharing it. Durable at once: a
+ * restart must not trust it again. */
+static void vrec_forget(struct shoal_store *s, const struct shoal_mf_file *pf)
+{
+    char name[SHOAL_HF_ETAG_MAX];
+
+    if (s->vrec_fd < 0)
+        return;
+    shoal_hf_etag(name, pf);
+    if (unlinkat(s->vrec_fd, name, 0) == 0)
+        fsync(s->vrec_fd);
 }
 
 /* Reserves |size| bytes for a blob, so a full disk shows up now and not
@@ -900,9 +1017,93 @@ out:
     return rv;
 }
 
+/* Whether a snapshot entry under directory |dfd| (|depth| levels down at
+ * most) links to a blob named |name|. True when a directory cannot be
+ * read: then nobody can say it is unused. */
+static bool snaps_link_to(int dfd, const char *name, int depth)
+{
+    char got[SHOAL_HF_PATH_MAX];
+    int fd = dup(dfd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+    bool found = false;
+
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return true;
+    }
+    while (!found && (e = readdir(dir))) {
+        const char *base;
+        ssize_t n;
+        int sub;
+
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        n = readlinkat(dfd, e->d_name, got, sizeof got - 1);
+        if (n > 0) {
+            got[n] = '\0';
+            base = strrchr(got, '/');
+            found = strcmp(base ? base + 1 : got, name) == 0;
+            continue;
+        }
+        if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN)
+            continue;
+        sub = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub >= 0) {
+            found = depth <= 0 || snaps_link_to(sub, name, depth - 1);
+            close(sub);
+        }
+    }
+    closedir(dir);
+    return found;
+}
+
+static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out);
+
+/* link_file replaced snapshot entry |f| that linked to |old|. When that
+ * was a blob of this repo under another name (huggingface_hub's download
+ * through a gateway with ETags of its own), the blob is removed if no
+ * snapshot links to it any more: huggingface-cli scan-cache and
+ * delete-cache see only the blobs snapshots link to, and would never free
+ * it. Not while huggingface_hub holds its lock on that name (between its
+ * rename into blobs/ and its link). Best effort. */
+static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, const char *old)
+{
+    char want[SHOAL_HF_PATH_MAX];
+    const char *name;
+    struct stat st;
+    size_t pre;
+    int snaps, lock = -1;
+
+    if (shoal_hf_link_target(want, sizeof want, f) < 0)
+        return;
+    pre = (size_t)(strrchr(want, '/') - want) + 1;
+    name = old + pre;
+    if (strlen(old) <= pre || strncmp(old, want, pre) != 0 || strchr(name, '/') ||
+        name[0] == '.' || strcmp(name, want + pre) == 0 || strlen(name) >= SHOAL_HF_ETAG_MAX ||
+        fstatat(s->blobs_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+        return;
+    if (hf_lock(s, name, false, &lock) == SHOAL_EBUSY)
+        return;
+    snaps = openat(s->repo_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* A commit, then a path of up to 64 folders. */
+    if (snaps >= 0 && !snaps_link_to(snaps, name, 65) && unlinkat(s->blobs_fd, name, 0) == 0) {
+        fsync(s->blobs_fd);
+        if (s->vrec_fd >= 0)
+            (void)unlinkat(s->vrec_fd, name, 0);
+    }
+    if (snaps >= 0)
+        close(snaps);
+    if (lock >= 0)
+        close(lock);
+}
+
 /* Makes snapshots/<commit>/<path> a symlink to the blob: created under a
  * temporary name and renamed over, so the entry never points anywhere
- * else halfway. An existing correct link is left alone. */
+ * else halfway. An existing correct link is left alone; a link to another
+ * blob name is replaced, and that blob removed when nothing links to it
+ * (drop_orphan). */
 static int link_file(struct shoal_store *s, uint32_t fi)
 {
     const struct shoal_mf_file *f = file(s, fi);
@@ -935,6 +1136,8 @@ static int link_file(struct shoal_store *s, uint32_t fi)
         goto out;
     }
     fsync(dfd);
+    if (n > 0)
+        drop_orphan(s, f, got);
 out:
     if (rv < 0)
         set_err(s, "linking %s/snapshots/%s/%s: %s", s->repo_path,
@@ -957,9 +1160,22 @@ static int write_ref(struct shoal_store *s, const char *branch)
 
     if (!branch || (s->flags & SHOAL_STORE_MEMORY))
         return 0;
-    if ((rv = mkdir_open(s->repo_fd, "refs", &refs)) < 0 ||
-        (rv = walk_dirs(refs, branch, &dfd, &leaf)) < 0 ||
-        (rv = write_atomic(dfd, leaf, (const uint8_t *)commit, strlen(commit))) < 0)
+    /* Never a ref to a snapshot that is not there: huggingface_hub's
+     * scan-cache calls such a repo corrupted, and readers find nothing.
+     * (Its files deleted while the release was open: the store still
+     * holds them, and says complete.) */
+    if ((rv = shoal_hf_snapshot_check(s->cache_dir, s->m, NULL)) != 0) {
+        set_err(s, "not writing %s/refs/%s: snapshots/%s is not whole in the cache (%s)",
+                s->repo_path, branch, commit, shoal_strerror(rv));
+        return rv;
+    }
+    if ((rv = mkdir_open(s->repo_fd, "refs", &refs)) >= 0 &&
+        (rv = walk_dirs(refs, branch, &dfd, &leaf)) >= 0) {
+        rv = write_atomic_via(s->meta_fd, dfd, leaf, (const uint8_t *)commit, strlen(commit));
+        if (rv == -EXDEV) /* .shoal/ on another file system */
+            rv = write_atomic(dfd, leaf, (const uint8_t *)commit, strlen(commit));
+    }
+    if (rv < 0)
         set_err(s, "writing %s/refs/%s: %s", s->repo_path, branch, shoal_strerror(rv));
     if (dfd >= 0)
         close(dfd);
@@ -996,8 +1212,6 @@ static int blob_name_matches(struct shoal_store *s, const char *fin,
     }
     return 0;
 }
-
-static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out);
 
 static int publish_blob(struct shoal_store *s, uint32_t b)
 {
@@ -1065,6 +1279,10 @@ static int publish_blob(struct shoal_store *s, uint32_t b)
          * Others get nothing (the folder shuts them out too): only
          * shoald's user and the loader group may read the models. */
         (void)fchmod(s->blobs[b].fd, 0440);
+        /* Its sha256 matched (finish_blob) and its bytes are durable (the
+         * fsync above): after the rename and the chmod, which move ctime,
+         * so the record is of the file as it stays. */
+        vrec_write(s, pf, s->blobs[b].fd);
     }
     fsync(s->blobs_fd);
     for (f = 0; f < s->blobs[b].fcount && rv == 0; f++)
@@ -1641,6 +1859,113 @@ static int blob_name_kind(const struct shoal_store *s, const char *path, const c
     return -1;
 }
 
+/* ---- a snapshot entry linked to another blob name ---- */
+
+static int open_existing(int dirfd, const char *path);
+
+/* When snapshots/<commit>/<|f|'s path> is a link into this repo's blobs/
+ * under a name other than |f|'s own (huggingface_hub names a blob by the
+ * ETag it was served, and a caching gateway may serve ETags of its own),
+ * writes that name to |out| (|cap| bytes) and returns true. */
+static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *f, char *out,
+                             size_t cap)
+{
+    char dirpath[SHOAL_HF_PATH_MAX], got[SHOAL_HF_PATH_MAX], want[SHOAL_HF_PATH_MAX];
+    const char *slash = strrchr(f->path, '/'), *leaf = slash ? slash + 1 : f->path, *name;
+    size_t pre, len;
+    ssize_t n;
+    int dfd;
+
+    if (shoal_hf_link_target(want, sizeof want, f) < 0 ||
+        snprintf(dirpath, sizeof dirpath, "snapshots/%s%s%.*s", shoal_manifest_commit(s->m),
+                 slash ? "/" : "", slash ? (int)(slash - f->path) : 0,
+                 f->path) >= (int)sizeof dirpath ||
+        (dfd = open_existing(s->repo_fd, dirpath)) < 0)
+        return false;
+    n = readlinkat(dfd, leaf, got, sizeof got - 1);
+    close(dfd);
+    if (n <= 0)
+        return false;
+    got[n] = '\0';
+    /* Ours would be "../../blobs/<etag>": the same way up, then a plain
+     * name in blobs/ that is neither ours nor a partial download. */
+    pre = (size_t)(strrchr(want, '/') - want) + 1;
+    name = got + pre;
+    len = strlen(name);
+    if ((size_t)n <= pre || strncmp(got, want, pre) != 0 || strchr(name, '/') ||
+        strcmp(name, want + pre) == 0 || name[0] == '.' || len >= cap ||
+        (len > 11 && strcmp(name + len - 11, ".incomplete") == 0))
+        return false;
+    memcpy(out, name, len + 1);
+    return true;
+}
+
+/*
+ * Blob |b| is not in blobs/ under its own name, but the snapshot entry of
+ * one of its files links to blobs/<other> (snap_links_other), as
+ * huggingface_hub leaves a download through a gateway with ETags of its
+ * own. If that file holds the right bytes (its sha256 is hashed), it is
+ * linked under the blob's own name too (a hard link: nothing copied or
+ * fetched) and recorded as verified; link_file then points the snapshot
+ * entry at the new name and removes <other> if nothing else links to it
+ * (drop_orphan). Otherwise (another size or other bytes, not a regular
+ * file, huggingface_hub holding its lock on the name) returns false and
+ * the blob is filled as usual (its link replaced the same way once it is
+ * published).
+ */
+static bool adopt_linked(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char other[SHOAL_HF_PATH_MAX], etag[SHOAL_HF_ETAG_MAX], note[SHOAL_HF_PATH_MAX + 256];
+    uint8_t sha[SHOAL_HASH_LEN];
+    struct stat st, now;
+    bool ok = false;
+
+    for (uint32_t k = 0; k < s->blobs[b].fcount && !ok; k++) {
+        const struct shoal_mf_file *f = file(s, s->blob_files[s->blobs[b].fpos + k]);
+        int fd, lock = -1;
+
+        if (!snap_links_other(s, f, other, sizeof other))
+            continue;
+        fd = openat(s->blobs_fd, other, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size ||
+            hash_fd(fd, pf->size, sha) != 0) {
+            close(fd);
+            continue;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->open_hashed++;
+        s->open_hashed_bytes += pf->size;
+        s->open_wrong += memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0;
+        pthread_mutex_unlock(&s->mu);
+        shoal_hf_etag(etag, pf);
+        /* The bytes hashed are those linked: |other| still names the inode
+         * hashed (a rename meanwhile would link something else). */
+        if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) == 0 &&
+            hf_lock(s, etag, false, &lock) != SHOAL_EBUSY && fsync(fd) == 0 &&
+            fstatat(s->blobs_fd, other, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+            now.st_ino == st.st_ino && now.st_dev == st.st_dev &&
+            linkat(s->blobs_fd, other, s->blobs_fd, etag, 0) == 0) {
+            fsync(s->blobs_fd);
+            vrec_write(s, pf, fd); /* after the link, which moved its ctime */
+            snprintf(note, sizeof note,
+                     "%s/snapshots/%s/%s linked to blobs/%s (not the name the Hub gives "
+                     "it: a gateway's ETag?), whose bytes match its sha256: kept as "
+                     "blobs/%s, nothing fetched", s->repo_path, shoal_manifest_commit(s->m),
+                     f->path, other, etag);
+            free(s->blobs[b].note);
+            s->blobs[b].note = strdup(note);
+            ok = true;
+        }
+        if (lock >= 0)
+            close(lock);
+        close(fd);
+    }
+    return ok;
+}
+
 static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
@@ -1648,7 +1973,7 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
     uint8_t sha[SHOAL_HASH_LEN];
     struct stat st;
     bool rescan = (s->flags & SHOAL_STORE_VERIFY) || s->blobs[b].recheck, own_there,
-         copied = false;
+         copied = false, unvouched = false, wrong;
     const char *kind, *own_kind, *shared_was = NULL;
     char shared[128];
     uint32_t k;
@@ -1667,6 +1992,9 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
      * removed. */
     own_is = blob_name_kind(s, own, &own_kind);
     own_there = own_is > 0;
+    if (!own_there && fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno == ENOENT)
+        (void)adopt_linked(s, b);
 
     if (fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
         (uint64_t)st.st_size == pf->size) {
@@ -1686,15 +2014,37 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
          * be read (EIO) is repaired like one that hashes wrong. So is one
          * the sidecar marks as found bad (recheck): its repair could not
          * start last time (no room), and it is hashed as --verify-store
-         * would. */
-        if (rescan || own_there) {
+         * would. And so is one that shoald has no record of verifying as
+         * it is now (vrec_vouches): put there by huggingface_hub or by
+         * hand, or changed since. */
+        unvouched = !rescan && !own_there && !vrec_vouches(s, pf, fd);
+        if (rescan || own_there || unvouched) {
             rv = hash_fd(fd, pf->size, sha);
             if (rv == -ENOMEM)
                 goto out;
             if (rv < 0)
                 set_err(s, "reading %s/%s for its sha256: %s (repairing it)", s->repo_path, fin,
                         shoal_strerror(rv));
-            if (rv < 0 || memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0) {
+            wrong = rv < 0 || memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0;
+            if (unvouched) {
+                pthread_mutex_lock(&s->mu);
+                s->open_hashed++;
+                s->open_hashed_bytes += pf->size;
+                s->open_wrong += wrong;
+                pthread_mutex_unlock(&s->mu);
+            }
+            if (wrong && unvouched && rv == 0) {
+                char note[SHOAL_HF_PATH_MAX + 256];
+
+                snprintf(note, sizeof note,
+                         "%s/%s (%s) was not verified by shoald and does not match its "
+                         "sha256: the chunks that differ are fetched again", s->repo_path, fin,
+                         pf->path);
+                free(s->blobs[b].note);
+                s->blobs[b].note = strdup(note);
+            }
+            if (wrong) {
+                vrec_forget(s, pf);
                 /* Repaired in a copy of our own: blobs/<sha> keeps its
                  * name for the releases that link to it. A copy there
                  * already is the repair under way, but what of it the
@@ -1717,6 +2067,11 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
          * another process holds it (two stores of this release). */
         if (own_there)
             drop_leftover(s, own);
+        /* Hashed right just now. Made durable first: huggingface_hub does
+         * not fsync what it downloads, and after a crash the record must
+         * not vouch for blocks that never reached the disk. */
+        if ((rescan || own_there || unvouched) && fsync(fd) == 0)
+            vrec_write(s, pf, fd);
         s->blobs[b].fd = fd;
         fd = -1;
         pthread_mutex_lock(&s->mu);
@@ -1995,6 +2350,16 @@ static int open_dirs(struct shoal_store *s, const char *cache_dir)
         set_err(s, "creating %s/{blobs,.shoal}: %s", s->repo_path, shoal_strerror(rv));
         return rv;
     }
+    /* Not fatal: with no records every published blob is hashed at open.
+     * One anybody but us could write in would let them vouch for bytes. */
+    if (mkdir_open(s->meta_fd, "verified", &s->vrec_fd) == 0) {
+        struct stat st;
+
+        if (fstat(s->vrec_fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
+            close(s->vrec_fd);
+            s->vrec_fd = -1;
+        }
+    }
     /* The repo folder is the gate: any local user could read every model
      * of a 0755 folder. blobs/ too, for a cache made before: blobs created
      * in it must get the loader group. */
@@ -2081,6 +2446,33 @@ static int open_existing(int dirfd, const char *path)
     return cur;
 }
 
+/* Removes the records (vrec_*) of blobs no longer in blobs/ (deleted with
+ * huggingface-cli delete-cache, or by hand), which would otherwise pile
+ * up. A record is written only once its blob is in blobs/, so one found
+ * without its blob is stale; should a blob be published between the look
+ * and the removal, it is only hashed once more at its next open. */
+static void sweep_records(struct shoal_store *s)
+{
+    int fd = dup(s->vrec_fd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+    struct stat st;
+
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    /* A dup shares the offset sweep_tmp's listing left at the end. */
+    rewinddir(dir);
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] != '.' &&
+            fstatat(s->blobs_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT)
+            (void)unlinkat(s->vrec_fd, e->d_name, 0);
+    }
+    closedir(dir);
+}
+
 /* Removes stale temp files from where this release writes: its .shoal
  * state, its snapshot folder and the folders of its files. Hugging Face
  * tools would otherwise list a dead ".shoal-tmp-..." link as a file of the
@@ -2091,6 +2483,15 @@ static void sweep_leftovers(struct shoal_store *s)
     int snap, d;
 
     sweep_tmp(s->meta_fd);
+    /* An older shoald made a ref's temporary file in refs/ itself. */
+    if ((d = open_existing(s->repo_fd, "refs")) >= 0) {
+        sweep_tmp(d);
+        close(d);
+    }
+    if (s->vrec_fd >= 0) {
+        sweep_tmp(s->vrec_fd);
+        sweep_records(s);
+    }
     snprintf(dirpath, sizeof dirpath, "snapshots/%s", shoal_manifest_commit(s->m));
     if ((snap = open_existing(s->repo_fd, dirpath)) < 0)
         return;
@@ -2126,7 +2527,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    s->cache_fd = s->repo_fd = s->blobs_fd = s->meta_fd = s->snap_fd = -1;
+    s->cache_fd = s->repo_fd = s->blobs_fd = s->meta_fd = s->snap_fd = s->vrec_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->flush_mu, NULL);
     pthread_mutex_init(&s->link_mu, NULL);
@@ -2278,6 +2679,8 @@ void shoal_store_free(struct shoal_store *s)
         close(s->snap_fd);
     if (s->meta_fd >= 0)
         close(s->meta_fd);
+    if (s->vrec_fd >= 0)
+        close(s->vrec_fd);
     if (s->blobs_fd >= 0)
         close(s->blobs_fd);
     if (s->repo_fd >= 0)
@@ -2849,6 +3252,12 @@ fail:
      * --verify-store) would trust and serve it again. */
     keep_bad_mark(s, pf->path);
 out:
+    /* Published and found wrong: no record may vouch for it any more
+     * (another release sharing it, a restart), whether its repair started
+     * or not; the repair is published under a new inode, with a record of
+     * its own. Last: the partial file or the sidecar's mark above already
+     * has a restart hash it, and they need the room more. */
+    vrec_forget(s, pf);
     if (orig >= 0)
         close(orig);
     free(skip);
@@ -2872,6 +3281,18 @@ int shoal_store_file_withheld(struct shoal_store *s, uint32_t fi, char *why, siz
         snprintf(why, cap, "%s", bl->repair_msg ? bl->repair_msg : shoal_strerror(v));
     pthread_mutex_unlock(&s->mu);
     return v;
+}
+
+void shoal_store_open_hashed(const struct shoal_store *s, uint32_t *files, uint64_t *bytes,
+                             uint32_t *wrong)
+{
+    /* Set while opening only: no lock needed once open has returned. */
+    if (files)
+        *files = s ? s->open_hashed : 0;
+    if (bytes)
+        *bytes = s ? s->open_hashed_bytes : 0;
+    if (wrong)
+        *wrong = s ? s->open_wrong : 0;
 }
 
 int shoal_store_file_note(struct shoal_store *s, uint32_t fi, char *out, size_t cap)

@@ -30,6 +30,13 @@
  * can be kept next to it (<manifest id>.manifest) so other releases can find
  * shared chunks locally (shoal_store_fill_from_local).
  *
+ * A published blob found at open is trusted unhashed only while it is the
+ * file shoald verified: <repo>/.shoal/verified/<etag> records, once its
+ * whole sha256 matched and its bytes were durable, its inode, size, mtime
+ * and ctime. Any other (huggingface_hub's download, a copy by hand, a blob
+ * changed since) is hashed once at open, repaired when wrong, recorded
+ * when right (see SHOAL_STORE_VERIFY).
+ *
  * Memory mode (SHOAL_STORE_MEMORY) keeps each file in a sealed-on-completion
  * memfd instead: no cache layout, no sidecar, nothing survives the process;
  * completed files are handed out with shoal_store_file_open.
@@ -61,7 +68,12 @@ enum shoal_store_flags {
      * (one that cannot be read is fetched again); a published file
      * whose copy cannot be made (no room) is left as it was, bad and
      * withheld (shoal_store_file_withheld), and the rest opens. Without
-     * it the sidecar and the published blobs are trusted, except a
+     * it the sidecar and the published blobs shoald verified are trusted
+     * (a published blob only while its file matches the record kept under
+     * .shoal/verified/ when its sha256 was checked: same inode, size, mtime
+     * and ctime; one with no such record, put there by huggingface_hub or
+     * by hand, or changed since, is hashed once, repaired like this flag's
+     * finds when wrong, and recorded when right), except a
      * published blob next to a partial file of this release's own (a
      * repair under way): it is hashed first, and if wrong the partial
      * file is checked chunk by chunk; and except a file the sidecar marks
@@ -327,10 +339,20 @@ int shoal_store_file_withheld(struct shoal_store *s, uint32_t file, char *why, s
  * else's for file |file| (the primary of its blob: once per blob), and it
  * says so, for the log: a directory, FIFO, socket or symlink at the shared
  * partial name .shoal/<sha256>.incomplete, left alone while the file is
- * filled under this release's own partial name. The message (which path,
+ * filled under this release's own partial name; or a published blob shoald
+ * had not verified that did not match its sha256 (being repaired). The message (which path,
  * what is there, what is done instead) goes to |out| (|cap| bytes,
  * NUL-terminated; "" when 0). Otherwise 0. */
 int shoal_store_file_note(struct shoal_store *s, uint32_t file, char *out, size_t cap);
+
+/* What opening the store hashed of the published blobs it found with no
+ * record of shoald verifying them (see SHOAL_STORE_VERIFY): how many
+ * (|files|), their bytes, and how many of them did not match (|wrong|,
+ * repaired). All 0 when every published blob was vouched for, and for
+ * what --verify-store, a repair under way or a recheck mark hashed. Any of
+ * the out pointers may be NULL. */
+void shoal_store_open_hashed(const struct shoal_store *s, uint32_t *files, uint64_t *bytes,
+                             uint32_t *wrong);
 
 /* Writes the absolute path of completed file |file| in the cache
  * (<cache>/<repo>/snapshots/<commit>/<path>). Returns 0, SHOAL_ENOTFOUND

@@ -26,6 +26,10 @@
 /* How often the peers' round trips are read again from TCP. */
 #define RTT_CHECK_MS 1000u
 #define MAX_INFLIGHT SHOAL_SCHED_DEPTH_MAX
+/* Chunks queued for a peer that a CANCEL can still find (struct speer): a
+ * peer's requests being served are at most serve_per_peer (16 unless
+ * set), and beyond 32 queued the first are long on the wire. */
+#define QUEUED_RING 32u
 /* requests in flight per peer, at least (see swarm_new) */
 #define SWARM_MIN_DEPTH 6u
 #define MAX_SWARM_PEERS SHOAL_SCHED_PEERS_MAX
@@ -80,6 +84,15 @@ struct speer {
     uint64_t serving_bytes; /* ... their chunks' bytes */
     uint32_t rtt_ms;   /* the round trip the scheduler has for it (0: its own) */
     uint64_t sent_until; /* tx byte count at which its last chunk is out */
+    /* The last QUEUED_RING chunks queued for it (request id, chunk; NIL
+     * chunk: taken back): a CANCEL for one of them may still take it back
+     * from the peer's queue (shoal_peer_withdraw_chunk). Request ids are
+     * the requester's, so a match here is ours, not another release's. */
+    struct {
+        uint32_t req_id;
+        uint32_t chunk;
+    } queued[QUEUED_RING];
+    uint32_t queued_head;
     bool said_bye;     /* testing (corrupt_hangup): BYE already sent */
     /* When it joined or last sent a chunk that verified: a peer that lets
      * requests time out with nothing from it for as long is banned. */
@@ -193,6 +206,8 @@ struct shoal_swarm {
      * the store can be complete before the last of them is. */
     uint32_t storing;
     uint64_t rx_dup_bytes; /* the part of dup_bytes that came from peers */
+    uint64_t withdrawn_bytes; /* chunks queued for peers, taken back on a
+                               * CANCEL before they went out */
     bool got_first;                /* a chunk arrived since open */
     bool repump;                   /* a local lease queued new actions */
     /* Lease requests answered with nothing (refused or empty) in a row,
@@ -424,6 +439,12 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
          * capped rate it is received ahead of what a loader comes to want
          * (H1): keep only about half a second of it in flight. */
         shoal_sched_set_rate_down(s->sched, cfg->rate_down);
+        /* ... and so a slow link or slow peers with no cap configured:
+         * as much as what they deliver (measured as they do) allows. */
+        if ((rv = shoal_sched_set_rate_bound(s->sched, true)) != 0) {
+            LOG_E("release %s: scheduler: %s", s->idhex, shoal_strerror(rv));
+            goto fail;
+        }
         for (uint32_t i = 0; i < s->nchunks; i++) {
             if (shoal_store_has(s->store, i))
                 shoal_sched_chunk_obtained(s->sched, 0, i);
@@ -444,6 +465,15 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
         goto fail;
     }
     rot_open_withheld(s);
+    {
+        uint32_t nh, nw;
+        uint64_t bh;
+
+        shoal_store_open_hashed(s->store, &nh, &bh, &nw);
+        if (nh > 0)
+            LOG_I("release %s: hashed %u cached file(s) (%llu bytes) shoald had not verified: "
+                  "%u matched, %u did not", s->idhex, nh, (unsigned long long)bh, nh - nw, nw);
+    }
     s->resumed_bytes = shoal_store_bytes(s->store);
     if (!s->complete && shoal_store_count(s->store) > 0)
         LOG_I("release %s: resuming with %u of %u chunks (%llu bytes) already verified",
@@ -557,6 +587,8 @@ static struct speer *get_peer(struct shoal_swarm *s, struct shoal_peer *p)
         return NULL;
     sp->p = p;
     sp->id = shoal_peer_id(p);
+    for (uint32_t i = 0; i < QUEUED_RING; i++)
+        sp->queued[i].chunk = UINT32_MAX;
     s->peers[s->npeers++] = sp;
     return sp;
 }
@@ -1676,9 +1708,37 @@ static void serve_work(uv_work_t *w)
 
 /* Upload slots (SHOAL_UPLOAD_SLOTS_DEFAULT): a peer takes one while any of
  * its chunks is being read for it or is still in its write queue. */
-static void chunk_queued(struct speer *sp)
+static void chunk_queued(struct speer *sp, uint32_t req_id, uint32_t chunk)
 {
     sp->sent_until = shoal_peer_tx_bytes(sp->p) + shoal_peer_queued(sp->p);
+    sp->queued[sp->queued_head].req_id = req_id;
+    sp->queued[sp->queued_head].chunk = chunk;
+    sp->queued_head = (sp->queued_head + 1) % QUEUED_RING;
+}
+
+/* |sp| cancelled request |req_id|: if we queued its chunk and none of it
+ * is on its way yet, it is taken back, and no longer counted as sent.
+ * True when the request was ours. */
+static bool chunk_cancelled(struct shoal_swarm *s, struct speer *sp, uint32_t req_id)
+{
+    for (uint32_t i = 0; i < QUEUED_RING; i++) {
+        if (sp->queued[i].req_id != req_id || sp->queued[i].chunk == UINT32_MAX)
+            continue;
+        const struct shoal_mf_chunk *c = shoal_manifest_chunk(s->m, sp->queued[i].chunk);
+        size_t n = shoal_peer_withdraw_chunk(sp->p, req_id);
+        sp->queued[i].chunk = UINT32_MAX;
+        if (n > 0) {
+            s->tx_bytes -= c->len;
+            s->tx_wire_payload -= n;
+            s->withdrawn_bytes += c->len;
+            /* Its upload slot is free once what is left is out. */
+            uint64_t out = shoal_peer_tx_bytes(sp->p) + shoal_peer_queued(sp->p);
+            if (sp->sent_until > out)
+                sp->sent_until = out;
+        }
+        return true;
+    }
+    return false;
 }
 
 static bool uploading_to(const struct speer *sp)
@@ -1780,7 +1840,7 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
     if (rv == 0) {
         s->tx_bytes += c->len;
         s->tx_wire_payload += c->len;
-        chunk_queued(sp);
+        chunk_queued(sp, r->req_id, r->chunk_index);
     } else {
         chunk_unsent(sp, r->req_id, rv);
     }
@@ -1866,7 +1926,7 @@ static void serve_done(uv_work_t *w, int status)
         if (rv == 0) {
             s->tx_bytes += c->len;
             s->tx_wire_payload += cm.payload.len;
-            chunk_queued(sp);
+            chunk_queued(sp, j->req_id, j->chunk);
         } else {
             chunk_unsent(sp, j->req_id, rv);
         }
@@ -2060,7 +2120,8 @@ static void origin_hold(struct shoal_swarm *s)
 
 static void origin_chunk_failed(struct shoal_swarm *s, uint32_t c);
 
-/* The origin refused this node (401/403, |msg| says why; origin_hold has
+/* The origin refused this node (401/403, or a certificate this node does
+ * not trust; |msg| says why; origin_hold has
  * just set the hold): it would refuse every span of the release, and the
  * tracker leases this node holds would keep their chunks from nodes it
  * does serve until they expired. Gives them back; while the hold lasts,
@@ -2239,7 +2300,7 @@ static void ofetch_done(void *user, int status, const char *msg)
          * protocol (ignores Range, a bad redirect) or kept failing through
          * the hub's retries. */
         origin_hold(s);
-        if (status == SHOAL_EPERM)
+        if (status == SHOAL_EPERM || status == SHOAL_EUNTRUSTED)
             origin_refused(s, msg);
         if ((status == SHOAL_ENOTFOUND || status == SHOAL_EPROTO) && msg) {
             /* An answer, so the origin is not "failing": without this the
@@ -2991,7 +3052,9 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
                 return true;
             }
         }
-        return false;
+        /* Read and queued already: taken back if still waiting there. */
+        sp = find_peer(s, shoal_peer_id(p));
+        return sp && chunk_cancelled(s, sp, m->u.cancel.req_id);
     default:
         return false;
     }
@@ -3005,6 +3068,12 @@ bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file)
 int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd)
 {
     return shoal_store_file_open(s->store, file, fd);
+}
+
+void shoal_swarm_set_rate_down(struct shoal_swarm *s, uint64_t bytes_per_s)
+{
+    if (s->sched)
+        shoal_sched_set_rate_down(s->sched, bytes_per_s);
 }
 
 int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t n)

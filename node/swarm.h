@@ -126,7 +126,9 @@ struct shoal_swarm_cfg {
     uint32_t max_leases;             /* leases held at once; 0: scheduler default */
     uint64_t rate_down;              /* the node's download cap, bytes/s (0:
                                       * none): bounds requests in flight
-                                      * (shoal_sched_set_rate_down) */
+                                      * (shoal_sched_set_rate_down) until
+                                      * shoal_swarm_set_rate_down says
+                                      * otherwise */
 };
 
 /*
@@ -271,6 +273,10 @@ bool shoal_swarm_file_done(struct shoal_swarm *s, uint32_t file);
  * under the daemon: see shoal_store_file_open), SHOAL_ENOTFOUND (not ready /
  * out of range), SHOAL_EBADHASH (found changed on disk) or a negated errno. */
 int shoal_swarm_file_open(struct shoal_swarm *s, uint32_t file, int *fd);
+/* This release's share of the node's download cap, bytes/s (0: none):
+ * what bounds its requests in flight from now on
+ * (shoal_sched_set_rate_down), in place of the whole cap of the config. */
+void shoal_swarm_set_rate_down(struct shoal_swarm *s, uint64_t bytes_per_s);
 /* Local loaders wait for files |files| (manifest indices, most urgent
  * first; |n| 0 clears): their chunks are scheduled first. Complete and
  * empty files in the list are skipped. Returns 0, SHOAL_EBADMSG (an index

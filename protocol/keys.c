@@ -403,6 +403,11 @@ size_t shoal_keyset_count(const struct shoal_keyset *ks)
     return ks ? ks->n : 0;
 }
 
+const uint8_t *shoal_keyset_key(const struct shoal_keyset *ks, size_t i)
+{
+    return ks->keys[i].pk;
+}
+
 int shoal_keyset_add(struct shoal_keyset *ks, const struct shoal_pubkey *pk)
 {
     if (shoal_keyset_contains(ks, pk->pk))

@@ -143,6 +143,8 @@ int shoal_keyset_merge(struct shoal_keyset *dst, const struct shoal_keyset *src)
 bool shoal_keyset_contains(const struct shoal_keyset *ks, const uint8_t pk[SHOAL_PUBKEY_LEN]);
 /* Number of keys in |ks|. */
 size_t shoal_keyset_count(const struct shoal_keyset *ks);
+/* The |i|th key of |ks| (i < shoal_keyset_count), in no particular order. */
+const uint8_t *shoal_keyset_key(const struct shoal_keyset *ks, size_t i);
 /*
  * Adds every key listed in the trust file |path| (format above). All or
  * nothing: on any error |ks| is unchanged. Returns 0, SHOAL_EKEYSEC (a line

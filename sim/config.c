@@ -165,7 +165,7 @@ static int set_time(double *dst, const char *key, const char *v, double lo, doub
 #define LAT_RANGE "0 to 60000 ms (a round trip: one minute at most)"
 #define JOIN_RANGE "0 to 86400 s (one day; the run simulates the whole spread)"
 #define FAIL_AT_RANGE "0 to 2592000 s (30 days)"
-#define MAX_TIME_RANGE "0 (no limit) to 2592000 s (30 days)"
+#define MAX_TIME_RANGE "0 (the default limit) to 2592000 s (30 days)"
 
 /* A size in bytes from |lo| to |hi| (K/M/G/T suffixes, powers of 1024). */
 static int set_size(double *dst, const char *key, const char *v, double lo, double hi, char *err,

@@ -62,6 +62,8 @@ struct qent {
     double t_req;
 };
 
+#define QIN 2u /* queue entries held in the conn record itself */
+
 /* One direction of a connection: src uploads to dst. Line-aligned, with
  * what re-rating reads and writes (fill, set_rate, settle, the flow heap)
  * in its first line: a re-rate visits every flow of the links it fills,
@@ -81,15 +83,21 @@ struct conn {
     double t_end;          /* when |cur| completes at |rate| */
     uint64_t fseq;         /* tie-break among equal t_end, as for events */
     uint32_t up_i, down_i;
-    /* second line */
-    struct qent *q;
+    /* second line: the queue of requests, a ring of qcap entries (a power
+     * of two) in qin while they fit, else in q. Most queues hold one or
+     * two: the next chunk to send is then on the line prefetch_conn asks
+     * for, where a queue of its own was one more miss, after this line's,
+     * on every chunk a flow starts (conn_advance). */
+    struct qent *q;        /* NULL while the ring is qin */
     uint32_t qh, qn, qcap;
     uint32_t zz_i;
     double t_req_cur;
+    struct qent qin[QIN];
 };
 
 _Static_assert(offsetof(struct conn, down_i) + sizeof(uint32_t) <= 64,
                "re-rating reads a conn's first line");
+_Static_assert(sizeof(struct conn) == 128, "a conn is two lines");
 
 struct vec {
     uint32_t *v;
@@ -752,14 +760,16 @@ static void mark_dirty_as(struct sim *S, uint32_t x, bool warm)
 
 static void mark_dirty(struct sim *S, uint32_t x) { mark_dirty_as(S, x, false); }
 
+static struct qent *qbuf(struct conn *cn) { return cn->q != NULL ? cn->q : cn->qin; }
+
 /* Starts the next queued chunk on |id|, or idles it. */
 static int conn_advance(struct sim *S, uint32_t id)
 {
     struct conn *cn = &S->conn[id];
     struct node *d = &S->node[cn->dst];
     while (cn->qn > 0) {
-        struct qent e = cn->q[cn->qh];
-        cn->qh = (cn->qh + 1) % cn->qcap;
+        struct qent e = qbuf(cn)[cn->qh];
+        cn->qh = (cn->qh + 1) & (cn->qcap - 1);
         cn->qn--;
         if (d->have[e.chunk >> 3] & (1u << (e.chunk & 7))) {
             /* The CANCEL (or the chunk from elsewhere) beat the upload. */
@@ -818,18 +828,19 @@ static int conn_enqueue(struct sim *S, uint32_t id, uint32_t chunk, double t_req
         return 0;
     }
     if (cn->qn == cn->qcap) {
-        uint32_t ncap = cn->qcap ? cn->qcap * 2 : 4;
+        uint32_t ncap = cn->qcap * 2;
         struct qent *q = malloc(ncap * sizeof(*q));
         if (q == NULL)
             return -ENOMEM;
+        const struct qent *o = qbuf(cn);
         for (uint32_t i = 0; i < cn->qn; i++)
-            q[i] = cn->q[(cn->qh + i) % cn->qcap];
+            q[i] = o[(cn->qh + i) & (cn->qcap - 1)];
         free(cn->q);
         cn->q = q;
         cn->qcap = ncap;
         cn->qh = 0;
     }
-    cn->q[(cn->qh + cn->qn) % cn->qcap] = (struct qent){.chunk = chunk, .t_req = t_req};
+    qbuf(cn)[(cn->qh + cn->qn) & (cn->qcap - 1)] = (struct qent){.chunk = chunk, .t_req = t_req};
     cn->qn++;
     if (!cn->active)
         return conn_advance(S, id);
@@ -862,7 +873,7 @@ static int new_conn(struct sim *S, uint32_t src, uint32_t dst, uint32_t *out)
         S->cdst = cd;
     }
     uint8_t kind = src == S->n ? 0 : S->zone[src] == S->zone[dst] ? 1 : 2;
-    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL, .kind = kind};
+    S->conn[S->nconn] = (struct conn){.src = src, .dst = dst, .cur = NIL, .kind = kind, .qcap = QIN};
     S->hpos[S->nconn] = NIL;
     S->cdst[S->nconn] = dst;
     *out = S->nconn++;
@@ -2052,7 +2063,7 @@ static void prefetch_ends(const struct sim *S, uint32_t id, bool flow)
     __builtin_prefetch(&S->node[cn->dst]);
     __builtin_prefetch(&S->lk[cn->src]);
     __builtin_prefetch(&S->lk[cn->dst]);
-    if (cn->qn > 0)
+    if (cn->qn > 0 && cn->q != NULL)
         __builtin_prefetch(&cn->q[cn->qh]);
 }
 
@@ -2076,6 +2087,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         shoal_sim_progress_start(&S.prog, c->nodes, k.transfers, S.r->t_min, stderr);
     }
     bool all_done = false;
+    double stop_at = c->max_sim_s > 0 ? c->max_sim_s
+                                      : fmax(SHOAL_SIM_AUTO_STOP_MIN_S,
+                                             c->join_spread_s + 1000.0 * S.r->t_min);
     while ((S.nheap > 0 || S.nfh > 0 || S.ndqev > 0) && rv == 0) {
         /* The earliest of the heap's top, each delay FIFO's head and the
          * flow heap's top, by (time, sequence). */
@@ -2119,8 +2133,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         } else {
             e = ev_pop(&S);
         }
-        if (c->max_sim_s > 0 && e.t > c->max_sim_s) {
-            S.now = c->max_sim_s; /* the clock ran to max_time, idle or not */
+        if (e.t > stop_at) {
+            S.now = stop_at; /* the clock ran to max_time, idle or not */
+            S.r->auto_stopped = c->max_sim_s <= 0;
             break;
         }
         S.now = e.t;

@@ -50,6 +50,9 @@
 /* Rate bins kept for the SVG (shoal_sim_result.bins). */
 #define SHOAL_SIM_BINS 1024u
 
+/* The least simulated time a run without max_time goes on for. */
+#define SHOAL_SIM_AUTO_STOP_MIN_S 3600.0
+
 struct shoal_sim_config {
     uint32_t nodes;            /* fleet size */
     uint32_t zones;            /* nodes are spread round-robin over zones */
@@ -112,7 +115,8 @@ struct shoal_sim_config {
     uint32_t origin_delay_ms;
     uint32_t max_leases;       /* origin leases a fetcher holds at once (1 or
                                   more) */
-    double max_sim_s;          /* stop the clock here (0 = no limit) */
+    double max_sim_s;          /* stop the clock here (0: at 1000 x T_min
+                                  after the last join, at least an hour) */
     bool progress;             /* progress lines on stderr */
     double progress_every_s;   /* ... at least every this many seconds of
                                   wall time (0: 10 s), and every T_min/10
@@ -255,6 +259,10 @@ struct shoal_sim_result {
     uint64_t announces;        /* announces the tracker answered */
     double end_s;              /* simulated time at the end */
     bool interrupted;          /* ended by config.stop */
+    /* Ended at the default time limit (no max_time given): 1000 x T_min
+     * after the last join, at least SHOAL_SIM_AUTO_STOP_MIN_S. A fleet that
+     * far from its bound is stuck (too few peers, say), and ran for ever. */
+    bool auto_stopped;
     struct shoal_sim_node *node;
     /* Bytes received on the wire by source over time: nbins bins of
      * bin_s seconds from 0 to end_s (bin_s doubles as the run goes on, so

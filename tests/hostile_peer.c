@@ -17,11 +17,26 @@
  *                           no node knows, as from a newer version); prints
  *                           "requests N", the node's BYE reason ("bye:
  *                           ...") and "closed by the node" if it was.
+ *   unsolicited N SIZE SECONDS
+ *                           sends up to N CHUNK frames of SIZE bytes that
+ *                           answer no request (within SECONDS); prints the
+ *                           node's BYE ("bye: ..."), "sent N" and "closed by
+ *                           the node" if it was.
+ *   silent SECONDS          sends nothing more (reads and drops what comes);
+ *   slowframe SIZE SECONDS  sends a frame header declaring SIZE bytes, then a
+ *                           byte a second; both print the node's BYE, "sent
+ *                           N" and "closed by the node" if it was.
  *   manifest FILE N SECONDS waits (SECONDS at most) for the node's first
  *                           WANT_MANIFEST, then answers it N times with the
  *                           signed manifest FILE, its last byte (in the
  *                           signature) inverted; prints "sent N" and
  *                           "closed by the node" if it was.
+ *   cancel FILE N SECONDS   asks for the first N chunks of the release
+ *                           whose signed manifest is FILE, reads nothing
+ *                           for 0.5 s (the node's answers queue up), sends
+ *                           a CANCEL for each, then reads for SECONDS at
+ *                           most and prints "chunks K" (CHUNKs received
+ *                           in all) and "bytes B" (their payload bytes).
  *
  * Prints "sent N" on stdout when done, then holds the connection open for
  * HOLD seconds (environment, default 0) so the test can look at the node.
@@ -47,6 +62,7 @@
 #include "frame.h"
 #include "hash.h"
 #include "keys.h"
+#include "manifest.h"
 #include "msg.h"
 #include "session.h"
 
@@ -239,6 +255,34 @@ static int connect_to(const char *hostport)
     return sock >= 0 && connect(sock, (struct sockaddr *)&sa, sizeof sa) == 0 ? 0 : -1;
 }
 
+/* Waits up to |ms| for a message from the node and drops it, printing a
+ * BYE's reason. Returns false once the node has closed the connection. */
+static bool read_one(int ms)
+{
+    struct pollfd pf = {.fd = sock, .events = POLLIN};
+    struct shoal_msg in;
+    uint8_t *body;
+
+    if (poll(&pf, 1, ms) <= 0)
+        return true;
+    if (!read_msg(&in, &body))
+        return false;
+    if (in.type == SHOAL_MSG_BYE)
+        printf("bye: %.*s\n", (int)in.u.bye.text.len, in.u.bye.text.p);
+    free(body);
+    return true;
+}
+
+/* The end of a mode: what it sent and whether the node closed on it. */
+static int finish(long sent, bool closed)
+{
+    printf("sent %ld\n%s", sent, closed ? "closed by the node\n" : "");
+    fflush(stdout);
+    close(sock);
+    shoal_session_free(sess);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_msg m;
@@ -249,7 +293,7 @@ int main(int argc, char **argv)
                         "ping N SECONDS | "
                         "liar ID NCHUNKS SECONDS ignore|reject|busy[:MS] | "
                         "codec ID NCHUNKS VALUE SECONDS | "
-                        "manifest FILE N SECONDS\n");
+                        "manifest FILE N SECONDS | cancel FILE N SECONDS\n");
         return 2;
     }
     if (connect_to(argv[1]) != 0) {
@@ -353,6 +397,54 @@ int main(int argc, char **argv)
         close(sock);
         shoal_session_free(sess);
         return 0;
+    } else if (strcmp(argv[5], "unsolicited") == 0 && argc == 9) {
+        /* N CHUNK frames of SIZE zero bytes that answer no request. */
+        double end = now_s() + atof(argv[8]);
+        size_t size = (size_t)atol(argv[7]);
+        uint8_t *junk = calloc(1, size ? size : 1);
+        n = atol(argv[6]);
+        for (; junk && sent < n && now_s() < end; sent++) {
+            memset(&m, 0, sizeof m);
+            m.type = SHOAL_MSG_CHUNK;
+            m.u.chunk.req_id = (uint32_t)sent + 1000000u;
+            memset(m.u.chunk.chunk_id, (int)(sent & 0xff), 32);
+            m.u.chunk.codec = 0;
+            m.u.chunk.raw_len = (uint32_t)size;
+            m.u.chunk.payload.p = junk;
+            m.u.chunk.payload.len = (uint32_t)size;
+            if (!send_msg(&m, end))
+                break;
+        }
+        free(junk);
+        /* The node's BYE, if it closed on us (read until the close). */
+        bool closed = false;
+        while (!closed && now_s() < end + 5)
+            closed = !read_one(100);
+        return finish(sent, closed);
+    } else if ((strcmp(argv[5], "silent") == 0 && argc == 7) ||
+               (strcmp(argv[5], "slowframe") == 0 && argc == 8)) {
+        /* silent: sends nothing more (reads and drops what comes);
+         * slowframe: a frame header declaring SIZE bytes, then a byte a
+         * second. Both until the node closes or SECONDS pass. */
+        bool slow = argv[5][1] == 'l', closed = false;
+        double end = now_s() + atof(argv[slow ? 7 : 6]), next = now_s();
+        if (slow) {
+            size_t size = (size_t)atol(argv[6]);
+            uint8_t h[4] = {(uint8_t)(size >> 24), (uint8_t)(size >> 16), (uint8_t)(size >> 8),
+                            (uint8_t)size};
+            if (!write_all(h, 4, now_s() + 5))
+                return 1;
+        }
+        while (!closed && now_s() < end) {
+            if (slow && now_s() >= next) {
+                uint8_t b = 0;
+                if (send(sock, &b, 1, MSG_NOSIGNAL) == 1)
+                    sent++;
+                next += 1.0;
+            }
+            closed = !read_one(100);
+        }
+        return finish(sent, closed);
     } else if (strcmp(argv[5], "manifest") == 0 && argc == 9) {
         double end = now_s() + atof(argv[8]);
         bool asked = false, closed = false;
@@ -408,6 +500,66 @@ int main(int argc, char **argv)
         printf("sent %ld\n%s%s", sent, asked ? "" : "never asked\n",
                closed ? "closed by the node\n" : "");
         fflush(stdout);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
+    } else if (strcmp(argv[5], "cancel") == 0 && argc == 9) {
+        struct shoal_manifest *mf = NULL;
+        double end;
+        long chunks = 0, bytes = 0;
+        uint8_t *raw = NULL;
+        long rawlen = 0;
+        FILE *f = fopen(argv[6], "rb");
+
+        if (!f || fseek(f, 0, SEEK_END) != 0 || (rawlen = ftell(f)) <= 0 ||
+            fseek(f, 0, SEEK_SET) != 0 || !(raw = malloc((size_t)rawlen)) ||
+            fread(raw, 1, (size_t)rawlen, f) != (size_t)rawlen ||
+            shoal_manifest_parse(&mf, raw, (size_t)rawlen, NULL, NULL) != 0) {
+            fprintf(stderr, "hostile_peer: cannot read the manifest %s\n", argv[6]);
+            return 2;
+        }
+        fclose(f);
+        free(raw);
+        n = atol(argv[7]);
+        if (n < 1 || (uint64_t)n > shoal_manifest_nchunks(mf))
+            return 2;
+        for (long i = 0; i < n; i++) {
+            memset(&m, 0, sizeof m);
+            m.type = SHOAL_MSG_REQUEST;
+            m.u.request.req_id = (uint32_t)i + 1;
+            memcpy(m.u.request.manifest_id, shoal_manifest_id(mf), 32);
+            m.u.request.chunk_index = (uint32_t)i;
+            memcpy(m.u.request.chunk_id, shoal_manifest_chunk(mf, (uint32_t)i)->id, 32);
+            if (!send_msg(&m, now_s() + 10))
+                return 1;
+        }
+        struct timespec pause = {0, 500000000};
+        nanosleep(&pause, NULL);
+        for (long i = 0; i < n; i++) {
+            memset(&m, 0, sizeof m);
+            m.type = SHOAL_MSG_CANCEL;
+            m.u.cancel.req_id = (uint32_t)i + 1;
+            if (!send_msg(&m, now_s() + 10))
+                return 1;
+        }
+        end = now_s() + atof(argv[8]);
+        while (now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body))
+                break;
+            if (in.type == SHOAL_MSG_CHUNK) {
+                chunks++;
+                bytes += (long)in.u.chunk.payload.len;
+            }
+            free(body);
+        }
+        printf("chunks %ld\nbytes %ld\n", chunks, bytes);
+        fflush(stdout);
+        shoal_manifest_free(mf);
         close(sock);
         shoal_session_free(sess);
         return 0;

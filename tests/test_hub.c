@@ -1028,17 +1028,17 @@ static void test_tls_ca(void)
 
     REQUIRE(hubstub_post(&tls, "/_stub/reset", "{}") == 200);
     h = hub_open_ca(tls_url, "tok", 2, NULL);
-    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EUNTRUSTED);
     fprintf(stderr, "  no CA: %s\n", r.msg);
     CHECK(strstr(r.msg, "certificate") && strstr(r.msg, "--hub-ca") &&
           strstr(r.msg, "the system's CAs"));
-    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &sp, 1, &f, len), SHOAL_EHTTP);
+    CHECK_EQ(fetch(h, "org/m", commit_m, SHARD1, &sp, 1, &f, len), SHOAL_EUNTRUSTED);
     CHECK(strstr(f.msg, "certificate") && strstr(f.msg, SHARD1));
     CHECK_EQ(f.delivered, 0);
     free(f.buf);
     hub_close(h);
     h = hub_open_ca(tls_url, "tok", 2, other_ca_pem);
-    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EUNTRUSTED);
     fprintf(stderr, "  another CA: %s\n", r.msg);
     CHECK(strstr(r.msg, "certificate") && strstr(r.msg, other_ca_pem));
     hub_close(h);
@@ -1073,7 +1073,7 @@ static void test_tls_ca_env(void)
     /* CURL_CA_BUNDLE wins over SSL_CERT_FILE, and the option over both. */
     setenv("CURL_CA_BUNDLE", other_ca_pem, 1);
     REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);
-    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EHTTP);
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EUNTRUSTED);
     hub_close(h);
     c.ca_file = ca_pem;
     REQUIRE(shoal_hub_new(&h, &loop, &c) == 0);

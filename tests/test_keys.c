@@ -6,6 +6,7 @@
 #include "error.h"
 #include "hash.h"
 #include "keys.h"
+#include "keywatch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -358,6 +359,45 @@ static void test_keyset_file(void)
     unlink(p);
 }
 
+/* A key list read again when its file changes (deny-keys): a rewrite
+ * adds keys, garbage keeps what was read, a removed file lists none. */
+static void test_keywatch(void)
+{
+    struct shoal_pubkey a, b;
+    struct shoal_seckey sk;
+    char ha[65], hb[65], text[256], why[256], p[256];
+    struct shoal_keywatch *w = NULL;
+    bool changed = true;
+
+    REQUIRE(shoal_key_generate(&a, &sk) == 0);
+    REQUIRE(shoal_key_generate(&b, &sk) == 0);
+    shoal_hex(ha, a.pk, 32);
+    shoal_hex(hb, b.pk, 32);
+    snprintf(p, sizeof p, "%s", tpath("deny"));
+    const char *paths[] = {p};
+    CHECK(shoal_keywatch_new(&w, paths, 1, why, sizeof why) != 0); /* missing at start */
+    CHECK(strstr(why, "deny") != NULL);
+    snprintf(text, sizeof text, "%s\n", ha);
+    write_text(p, text, 0644);
+    REQUIRE(shoal_keywatch_new(&w, paths, 1, why, sizeof why) == 0);
+    CHECK_EQ(shoal_keywatch_count(w), 1);
+    CHECK(shoal_keywatch_contains(w, a.pk) && !shoal_keywatch_contains(w, b.pk));
+    CHECK_EQ(shoal_keywatch_check(w, &changed, why, sizeof why), 0);
+    CHECK(!changed);
+    snprintf(text, sizeof text, "%s\n# and\n%s\n", ha, hb);
+    write_text(p, text, 0644);
+    CHECK_EQ(shoal_keywatch_check(w, &changed, why, sizeof why), 0);
+    CHECK(changed && shoal_keywatch_count(w) == 2 && shoal_keywatch_contains(w, b.pk));
+    write_text(p, "not a key at all\n", 0644);
+    CHECK(shoal_keywatch_check(w, &changed, why, sizeof why) != 0);
+    CHECK(!changed && shoal_keywatch_count(w) == 2 && strstr(why, "deny") != NULL);
+    CHECK_EQ(unlink(p), 0);
+    CHECK_EQ(shoal_keywatch_check(w, &changed, why, sizeof why), 0);
+    CHECK(changed && shoal_keywatch_count(w) == 0 && !shoal_keywatch_contains(w, a.pk));
+    shoal_keywatch_free(w);
+    CHECK(!shoal_keywatch_contains(NULL, a.pk));
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/shoal_test_keys.XXXXXX");
@@ -370,6 +410,7 @@ int main(void)
     RUN(test_public_roundtrip);
     RUN(test_keyset);
     RUN(test_keyset_file);
+    RUN(test_keywatch);
     CHECK_EQ(rmdir(dir), 0); /* every test removed its files */
     return t_done();
 }

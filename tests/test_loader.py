@@ -139,6 +139,16 @@ CASE is one of:
                 (the shard aside): before, the requests already queued at
                 the peers (9-12 chunks, seconds at the cap) came first and
                 it came after ~3/4 of it (QA H1).
+  late_joiner_slow  the same with no cap on the pulling node, the seeds
+                uploading at --rate-up 2M each: the in-flight bound comes
+                from the rate the node measures (before, 6 requests were
+                queued at each seed and the shard came after ~64% of the
+                rest).
+  late_joiner_peer_cap  the same with the puller at --peer-rate-down 2M and
+                fast seeds: a capped peer answers slowly, and the bound
+                follows.
+  rate_down_shared  a node at --rate-down 4M pulling two releases says it
+                bounds each from 2 MiB/s; both complete.
 Every wait is bounded; all processes are killed at the end.
 """
 import hashlib
@@ -1735,7 +1745,12 @@ def received_bytes(node):
     return int(m.group(1)) if m else None
 
 
-def case_late_joiner(tmp):
+def late_join(tmp, puller, seed):
+    """A node started with |puller| pulls a 24 MiB release (1 MiB chunks)
+    from two seeds started with |seed| for a loader asking for every shard
+    in manifest order; a second loader joins once 2 MiB are in and asks for
+    the last shard only. Fails unless that shard is handed before half of
+    what was missing when it joined (the shard aside) has arrived."""
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
                             ("cluster", "publisher", "a", "b", "c"), ("a", "b", "c"))
     repo = os.path.join(tmp, "repo")
@@ -1744,14 +1759,13 @@ def case_late_joiner(tmp):
     # The default ~1 MiB chunks: a few requests in flight are seconds at the cap.
     mid = shoalproc.build_manifest(SHOAL, repo, k, mf, extra=())
     sock = os.path.join(sock_dir(tmp), "b.sock")
-    a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    c = Node("seed-c", node_args(k, "c", tmp, ["--manifest", mf, "--seed-dir", repo]))
-    b = Node("capped", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr,
-                                               "--rate-down", "4M",
+    a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, *seed]))
+    c = Node("seed-c", node_args(k, "c", tmp, ["--manifest", mf, "--seed-dir", repo, *seed]))
+    b = Node("puller", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr, *puller,
                                                "--loader-socket", sock]))
     nodes = [b, a, c]
     if not b.wait_for(r"loader socket on", 10):
-        print("FAIL the capped node did not open its loader socket")
+        print("FAIL the pulling node did not open its loader socket")
         return shoalproc.stop_all(nodes) + 1
     shards = sorted(p for p in files if p.endswith(".safetensors"))
     late = shards[-1]
@@ -1776,7 +1790,7 @@ def case_late_joiner(tmp):
             break
         time.sleep(0.05)
     if got is None or got < 2 << 20 or got > total // 2:
-        print(f"FAIL the capped node had received {got} bytes, not 2 MiB to half of {total}")
+        print(f"FAIL the pulling node had received {got} bytes, not 2 MiB to half of {total}")
         t.join(WAIT_S)
         return shoalproc.stop_all(nodes) + 1
     at_join = got
@@ -1809,6 +1823,61 @@ def case_late_joiner(tmp):
     return fails
 
 
+def case_late_joiner(tmp):
+    return late_join(tmp, ["--rate-down", "4M"], [])
+
+
+def case_late_joiner_slow(tmp):
+    # No cap on the puller: the seeds are slow (2 MiB/s each).
+    return late_join(tmp, [], ["--rate-up", "2M"])
+
+
+def case_rate_down_shared(tmp):
+    """A node at --rate-down 4M pulling two releases at once: each one's
+    requests in flight are bounded from its share of the cap (2 MiB/s,
+    said in the log), not the whole cap each; and from 4 MiB/s again for
+    the one left when the other completes (it says nothing then). Both
+    complete, verified."""
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "b", "c"), ("a", "b", "c"))
+    repo1 = os.path.join(tmp, "repo")
+    make_repo(repo1, 1024 * 1024)
+    mf1 = os.path.join(tmp, "one.manifest")
+    shoalproc.build_manifest(SHOAL, repo1, k, mf1, extra=())
+    repo2 = os.path.join(tmp, "repo2")
+    shoalproc.write_files(repo2, {"model.safetensors": random.Random(9).randbytes(6 << 20)})
+    mf2 = os.path.join(tmp, "two.manifest")
+    shoalproc.build_manifest(SHOAL, repo2, k, mf2, repo_id="org/other", extra=())
+    a = Node("seed-a", node_args(k, "a", tmp, ["--manifest", mf1, "--seed-dir", repo1]))
+    c = Node("seed-c", node_args(k, "c", tmp, ["--manifest", mf2, "--seed-dir", repo2]))
+    b = Node("capped", node_args(k, "b", tmp, ["--peer", a.addr, "--peer", c.addr,
+                                               "--manifest", mf1, "--manifest", mf2,
+                                               "--rate-down", "4M"]))
+    nodes = [b, a, c]
+    fails = 0
+    if not b.wait_for(r"rate-down 4\.00 MiB/s .*shared by 2 releases pulling: 2\.00 MiB/s",
+                      WAIT_S):
+        print("FAIL the capped node did not share --rate-down between its two releases")
+        fails += 1
+    done = 0
+    end = time.monotonic() + WAIT_S
+    while done < 2 and time.monotonic() < end:
+        done = sum(1 for line in list(b.lines) if re.search(r"\) complete: ", line))
+        time.sleep(0.1)
+    if done < 2:
+        print(f"FAIL {done} of the 2 releases completed")
+        fails += 1
+    fails += shoalproc.stop_all(nodes)
+    if fails:
+        b.dump(40)
+    return fails
+
+
+def case_late_joiner_peer_cap(tmp):
+    # A cap on each peer the puller downloads from, none on the whole node.
+    return late_join(tmp, ["--peer-rate-down", "2M"], [])
+
+
 shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_node, "memory": case_memory,
                       "stalled": case_stalled, "refused": case_refused,
                       "by_name": case_by_name, "limits": case_limits,
@@ -1817,5 +1886,8 @@ shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_no
                       "cache_removed": case_cache_removed, "evict": case_evict,
                       "half_close": case_half_close, "unread_memory": case_unread_memory,
                       "inflight": case_inflight, "slow_reader": case_slow_reader,
-                      "late_joiner": case_late_joiner},
+                      "late_joiner": case_late_joiner,
+                      "late_joiner_slow": case_late_joiner_slow,
+                      "late_joiner_peer_cap": case_late_joiner_peer_cap,
+                      "rate_down_shared": case_rate_down_shared},
                "shoal-loader-")

@@ -548,6 +548,75 @@ static void test_rate_down_bounds_inflight(void)
     shoal_sched_free(s);
 }
 
+/* Requests made by one shoal_sched_next at |t|, to peer 1 and peer 2 (in
+ * |n1|, |n2|); the chunks asked are appended to |c1| (|*nc1|) and |c2|
+ * (|*nc2|). */
+static void requests_by_peer(struct shoal_sched *s, uint64_t t, size_t *n1, size_t *n2,
+                             uint32_t *c1, size_t *nc1, uint32_t *c2, size_t *nc2)
+{
+    struct shoal_sched_action a[64];
+    size_t n = shoal_sched_next(s, t, a, 64);
+
+    *n1 = *n2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].type != SHOAL_SCHED_REQUEST)
+            continue;
+        if (a[i].peer == 1) {
+            (*n1)++;
+            c1[(*nc1)++] = a[i].chunk;
+        } else {
+            (*n2)++;
+            c2[(*nc2)++] = a[i].chunk;
+        }
+    }
+}
+
+/* With the rate bound on (shoal_sched_set_rate_bound), requests follow
+ * what each peer delivers: one at a time until a peer has delivered twice,
+ * then no more at a slow peer than half a second (and a round trip) of its
+ * rate plus one, while a fast one is not held back by the slow one's. */
+static void test_rate_bound_inflight(void)
+{
+    uint32_t ff[3] = {0, 100, 300}, c1[64], c2[256];
+    size_t n1 = 0, n2 = 0, nc1 = 0, nc2 = 0;
+    struct shoal_sched *s = mk(400, 3, ff, 16);
+
+    CHECK_EQ(shoal_sched_set_rate_bound(s, true), 0);
+    two_full_peers(s, 400, 1);
+    requests_by_peer(s, 1, &n1, &n2, c1, &nc1, c2, &nc2);
+    CHECK_EQ(n1, 1);
+    CHECK_EQ(n2, 1);
+    /* Peer 1's first chunk (1 MiB in 500 ms) gives no rate yet. */
+    CHECK_EQ(shoal_sched_req_done(s, 501, 1, c1[0], 1 << 20, 500), 0);
+    nc1 = 0;
+    requests_by_peer(s, 501, &n1, &n2, c1, &nc1, c2, &nc2);
+    CHECK_EQ(n1, 1);
+    CHECK_EQ(n2, 0);
+    /* Its second does: 2 MiB/s, so 3 may wait there (ceil(2 x 0.501) +
+     * 1), and 3 in all. */
+    CHECK_EQ(shoal_sched_req_done(s, 1001, 1, c1[0], 1 << 20, 500), 0);
+    nc1 = 0;
+    requests_by_peer(s, 1001, &n1, &n2, c1, &nc1, c2, &nc2);
+    CHECK_EQ(n1, 2);
+    CHECK_EQ(n2, 0);
+    CHECK_EQ(shoal_sched_inflight(s), 3);
+    /* Peer 2 answers every request in 2 ms: its depth and the bound in
+     * all grow past what peer 1 holds, which stays at most 3. */
+    size_t at1 = 2;
+    for (uint64_t t = 1002; t < 1020; t += 2) {
+        size_t k = nc2;
+        for (size_t i = 0; i < k; i++)
+            CHECK_EQ(shoal_sched_req_done(s, t, 2, c2[i], 1 << 20, 2), 0);
+        nc2 = 0;
+        requests_by_peer(s, t, &n1, &n2, c1, &nc1, c2, &nc2);
+        at1 += n1;
+    }
+    CHECK(at1 <= 3);
+    CHECK(nc2 >= 8);
+    CHECK_EQ(shoal_sched_inflight(s), at1 + nc2);
+    shoal_sched_free(s);
+}
+
 int main(void)
 {
     RUN(test_front_to_back);
@@ -559,5 +628,6 @@ int main(void)
     RUN(test_merge_whole_pull);
     RUN(test_merge_large);
     RUN(test_rate_down_bounds_inflight);
+    RUN(test_rate_bound_inflight);
     return t_done();
 }

@@ -52,6 +52,8 @@ if [ "$(id -u)" = 0 ]; then
         "--control-socket in another user's directory" "$shoald" "${common[@]}" --control-socket "$work/theirs/c.sock"
 fi
 test ! -e open/l.sock && test ! -e open/c.sock || { echo "FAIL a refused socket was made"; fails=$((fails+1)); }
+expect 1 "deny-keys: .*/nonexistent-deny.pub.*No such file" "missing --deny-keys file named" \
+    "$shoald" "${common[@]}" --deny-keys /nonexistent-deny.pub
 # Out-of-range values are refused naming the range, not clamped in silence;
 # a missing token file is named as such (not as the origin).
 expect 1 "max-frame 1024: use 4259840 " "--max-frame below one chunk" "$shoald" "${common[@]}" --max-frame 1K

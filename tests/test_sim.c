@@ -967,7 +967,7 @@ static void test_config(void)
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), 0);
     l.max_sim_s = 2592001;
     CHECK_EQ(shoal_sim_config_check(&l, err, sizeof(err)), -EINVAL);
-    CHECK(strstr(err, "max-time 2.592e+06: must be 0 (no limit) to 2592000 s") != NULL);
+    CHECK(strstr(err, "max-time 2.592e+06: must be 0 (the default limit) to 2592000 s") != NULL);
     /* Every out-of-range value says the range, with units, and the value
      * (they said "bad value for '--nodes': 1000000000"). */
     static const char *const ranges[][3] = {
@@ -977,7 +977,7 @@ static void test_config(void)
         {"size", "0", "size 0: must be 1 B to 1 PiB"},
         {"size", "1e18", "size 1e18 (888.2 PiB): must be 1 B to 1 PiB"},
         {"chunk-avg", "100M", "chunk-avg 100M (100 MiB): must be 1 B to 64 MiB"},
-        {"max_time", "1e300", "max-time 1e300: must be 0 (no limit) to 2592000 s (30 days)"},
+        {"max_time", "1e300", "max-time 1e300: must be 0 (the default limit) to 2592000 s (30 days)"},
         {"bandwidth", "0", "bandwidth 0: must be above 0 bytes/s"},
         {"hetero", "1", "hetero 1: must be at least 0 and below 1"},
         {"nodes", "many", "bad value for 'nodes': 'many' (a whole number; 1 to 1000000)"},

@@ -97,7 +97,7 @@ refuse "manifest that does not parse" "^shoal-sim: cannot read the manifest bad.
 # Simulated times have bounds (#4): --join-spread 1e300 simulated for ever.
 refuse "join-spread 1e300" "join-spread 1e300: must be 0 to 86400 s \(one day" \
     "${small[@]}" --join-spread 1e300
-refuse "max-time 1e300" "max-time 1e300: must be 0 \(no limit\) to 2592000 s \(30 days\)" \
+refuse "max-time 1e300" "max-time 1e300: must be 0 \(the default limit\) to 2592000 s \(30 days\)" \
     "${small[@]}" --max-time 1e300
 refuse "fail-at 1e300" "fail-at 1e300: must be 0 to 2592000 s" "${small[@]}" --fail-frac 0.5 \
     --fail-at 1e300
@@ -185,6 +185,13 @@ if [ $rc -eq 0 ] && grep -Eq "^failures +2 nodes died at 0\.020 s \(fail-at\): [
     [ "$(awk -F, 'NR > 1 && $13 != "" { print $13 }' ff.csv | sort -u)" = "0.020000" ]; then
     echo "ok   failures: summary and CSV say when"
 else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+# A fleet stuck far from its bound (2 peers a node) ends at the default
+# limit, 1000 x T_min (at least an hour), instead of running for ever.
+timeout 60 "$sim" --nodes 30 --peers 2 --size 64M -q > stuck.out 2> stuck.err; rc=$?
+if [ $rc -eq 2 ] && grep -q "left incomplete when the run ended at 3600.000 s, [0-9]* x T_min: without max-time a run stops at 1000 x T_min" stuck.err &&
+    grep -q "incomplete at 3600.000 s" stuck.out; then
+    echo "ok   a stuck fleet stops at the default time limit"
+else echo "FAIL a stuck fleet (rc=$rc)"; cat stuck.err; fails=$((fails+1)); fi
 # Progress lines come when something moved, or at the wall-clock cadence
 # (#8): this run, stuck for most of its 3,000 s behind a 1 MB/s zone pair,
 # printed the same line 47 times in a row. And "1 node", not "1 nodes".

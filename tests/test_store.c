@@ -387,6 +387,15 @@ static void test_hfcache_names(void)
     setenv("HF_HOME", "/srv/hf", 1);
     CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
     CHECK(strcmp(out, "/srv/hf/hub") == 0);
+    /* huggingface_hub's older name, after HF_HUB_CACHE, before HF_HOME (K8). */
+    setenv("HUGGINGFACE_HUB_CACHE", "/data/hf", 1);
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
+    CHECK(strcmp(out, "/data/hf") == 0);
+    setenv("HF_HUB_CACHE", "/new/hf", 1);
+    CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, NULL), 0);
+    CHECK(strcmp(out, "/new/hf") == 0);
+    setenv("HF_HUB_CACHE", "", 1);
+    unsetenv("HUGGINGFACE_HUB_CACHE");
     CHECK_EQ(shoal_hf_cache_dir(out, sizeof out, "/flag/dir"), 0);
     CHECK(strcmp(out, "/flag/dir") == 0);
     unsetenv("HF_HOME");
@@ -1285,6 +1294,11 @@ static void test_sha_mismatch(void)
     rel_free(&r);
 }
 
+static void rot_blob(const char *cache, const struct rel *r, int f, uint64_t off);
+static uint32_t chunk_at(const struct rel *r, int f, uint64_t off);
+static struct shoal_store *filled(const char *cache, struct rel *r,
+                                  const struct shoal_store_opts *o);
+
 static void test_verify_repairs_published(void)
 {
     const char *cache = new_cache();
@@ -1293,7 +1307,6 @@ static void test_verify_repairs_published(void)
     struct rel r;
     uint32_t n, puts = 0;
     char p[1024];
-    int fd;
 
     rel_std(&r, "org/tiny", C1, -1, 10);
     n = shoal_manifest_nchunks(r.m);
@@ -1309,14 +1322,9 @@ static void test_verify_repairs_published(void)
     blob_path(p, sizeof p, cache, &r, 2, false);
     CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0440);
 
-    /* Bit rot in a published blob (or root writing: the mode is put back
-     * as it was, so that a test not run as root writes too): the cheap
-     * mode trusts it... */
-    REQUIRE(chmod(p, 0644) == 0);
-    fd = open(p, O_WRONLY);
-    REQUIRE(fd >= 0 && pwrite(fd, "X", 1, 70000) == 1);
-    close(fd);
-    REQUIRE(chmod(p, 0444) == 0);
+    /* Bit rot in a published blob (nothing a stat shows changes): the
+     * cheap mode trusts it... */
+    rot_blob(cache, &r, 2, 70000);
     REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
     CHECK(shoal_store_complete(s));
     shoal_store_free(s);
@@ -1352,6 +1360,271 @@ static void test_verify_repairs_published(void)
     rel_free(&r);
 }
 
+/* Writes |n| bytes |p| to |path| as a new file (a new inode). */
+static void write_new(const char *path, const uint8_t *p, size_t n)
+{
+    char tmp[1100];
+    FILE *fp;
+
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    REQUIRE((fp = fopen(tmp, "wb")) != NULL);
+    REQUIRE(n == 0 || fwrite(p, 1, n, fp) == n);
+    fclose(fp);
+    REQUIRE(rename(tmp, path) == 0);
+}
+
+/* A cache huggingface_hub filled first: blobs/<name> of the right size
+ * that shoald never hashed, one of them with a byte wrong (a gateway that
+ * served bad bytes, huggingface_hub does not hash). Each is hashed once at
+ * open: the wrong one is repaired (only its bad chunk fetched again), the
+ * right ones count as complete (before: all were trusted unhashed, the
+ * wrong bytes called complete and handed out). A restart hashes nothing
+ * (each blob now has shoald's record); a blob replaced since (a new file,
+ * right or wrong bytes) is hashed again. */
+static void test_unverified_blob_hashed(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t files, wrong, c, puts = 0;
+    uint64_t bytes;
+    uint8_t *bad;
+    char p[1024];
+
+    rel_std(&r, "org/tiny", C1, -1, 12);
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
+    repo_path(p, sizeof p, cache, &r, "");
+    REQUIRE(mkdir(p, 0755) == 0);
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    for (int f = 0; f < r.nf; f++) {
+        blob_path(p, sizeof p, cache, &r, f, false);
+        write_new(p, r.f[f].data, r.f[f].size);
+    }
+    bad = dup_bytes(r.f[1].data, r.f[1].size);
+    bad[100000] ^= 1;
+    blob_path(p, sizeof p, cache, &r, 1, false);
+    write_new(p, bad, r.f[1].size);
+    c = chunk_at(&r, 1, 100000);
+
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    fprintf(stderr, "  hf-filled: hashed %u files, %llu bytes, %u wrong\n", files,
+            (unsigned long long)bytes, wrong);
+    CHECK(files >= 3); /* config, the shard (and its copy), the nested file */
+    CHECK_EQ(wrong, 1);
+    CHECK(!shoal_store_file_done(s, 1) && !shoal_store_file_ready(s, 1));
+    CHECK(!shoal_store_has(s, c));
+    CHECK(shoal_store_file_done(s, 0) && shoal_store_file_done(s, 2));
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
+        if (shoal_store_has(s, i))
+            continue;
+        CHECK_EQ(put(s, &r, i), 0);
+        puts++;
+    }
+    CHECK_EQ(puts, 1);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    shoal_store_free(s);
+
+    /* A restart: everything was verified by shoald, nothing is hashed. */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+
+    /* The nested file's blob replaced by a copy (right bytes, new inode):
+     * hashed once more, and trusted after. */
+    blob_path(p, sizeof p, cache, &r, 2, false);
+    write_new(p, r.f[2].data, r.f[2].size);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 1);
+    CHECK_EQ(bytes, r.f[2].size);
+    CHECK_EQ(wrong, 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 0);
+    shoal_store_free(s);
+
+    /* Written in place (same inode, mtime put back as it was): ctime
+     * moved, so it is hashed and found wrong. */
+    {
+        struct stat st;
+        struct timespec ts[2];
+        int fd;
+
+        blob_path(p, sizeof p, cache, &r, 2, false);
+        REQUIRE(stat(p, &st) == 0);
+        REQUIRE(chmod(p, 0644) == 0);
+        REQUIRE((fd = open(p, O_WRONLY)) >= 0);
+        REQUIRE(pwrite(fd, "Z", 1, 5) == 1);
+        ts[0] = st.st_atim;
+        ts[1] = st.st_mtim;
+        REQUIRE(futimens(fd, ts) == 0);
+        close(fd);
+        REQUIRE(chmod(p, 0440) == 0);
+    }
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 1);
+    CHECK_EQ(wrong, 1);
+    CHECK(!shoal_store_file_done(s, 2));
+    CHECK(shoal_store_file_note(s, 2, p, sizeof p) == 1 &&
+          strstr(p, "was not verified by shoald") != NULL);
+    shoal_store_free(s);
+    free(bad);
+    rel_free(&r);
+}
+
+/* Makes |rest| (under the repo folder of |r| in |cache|) a symlink to
+ * |target|, creating the folders on the way. */
+static void put_link(const char *cache, const struct rel *r, const char *rest, const char *target)
+{
+    char p[1024];
+
+    repo_path(p, sizeof p, cache, r, rest);
+    for (char *q = p + 1; (q = strchr(q, '/')); q++) {
+        *q = '\0';
+        REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
+        *q = '/';
+    }
+    REQUIRE(symlink(target, p) == 0);
+}
+
+/* huggingface_hub fetched some files through a gateway whose ETags are its
+ * own: snapshots/<commit>/<path> links to blobs/<gateway etag>. The
+ * shard's bytes there are right: kept under its own name, nothing put,
+ * and blobs/ffff... removed once nothing links to it (before: fetched
+ * again, and left where scan-cache and delete-cache never see it). The
+ * nested file's are wrong: filled as usual, and its junk removed once its
+ * link is replaced. A blob another snapshot still links to stays. */
+static void test_snapshot_other_blob_name(void)
+{
+    static const char ff[] = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+    static const char ee[] = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    const struct shoal_mf_file *f1;
+    uint32_t files, wrong;
+    uint64_t bytes;
+    uint8_t *bad;
+    char p[1024], rest[256];
+
+    rel_std(&r, "org/tiny", C1, -1, 13);
+    snprintf(rest, sizeof rest, "snapshots/%s/model.safetensors", C1);
+    put_link(cache, &r, rest, "../../blobs/ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    snprintf(rest, sizeof rest, "snapshots/%s/sub/dir/weights.bin", C1);
+    put_link(cache, &r, rest, "../../../../blobs/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    snprintf(rest, sizeof rest, "blobs/%s", ff);
+    repo_path(p, sizeof p, cache, &r, rest);
+    write_new(p, r.f[1].data, r.f[1].size);
+    bad = dup_bytes(r.f[2].data, r.f[2].size);
+    bad[7] ^= 1;
+    snprintf(rest, sizeof rest, "blobs/%s", ee);
+    repo_path(p, sizeof p, cache, &r, rest);
+    write_new(p, bad, r.f[2].size);
+
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    fprintf(stderr, "  other names: hashed %u files, %u wrong\n", files, wrong);
+    f1 = shoal_manifest_file(r.m, 1);
+    CHECK(shoal_store_file_done(s, 1) && shoal_store_file_done(s, 3));
+    for (uint32_t k = 0; k < f1->nchunks; k++)
+        CHECK(shoal_store_has(s, f1->first_chunk + k));
+    CHECK(shoal_store_file_note(s, 1, p, sizeof p) == 1 && strstr(p, "nothing fetched") != NULL);
+    CHECK(!shoal_store_file_done(s, 2));
+    snprintf(rest, sizeof rest, "blobs/%s", ff);
+    repo_path(p, sizeof p, cache, &r, rest);
+    CHECK(!exists(p));
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
+        if (!shoal_store_has(s, i))
+            CHECK_EQ(put(s, &r, i), 0);
+    }
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    snprintf(rest, sizeof rest, "blobs/%s", ee);
+    repo_path(p, sizeof p, cache, &r, rest);
+    CHECK(!exists(p));
+    shoal_store_free(s);
+
+    /* Another snapshot links to the gateway's name too: it stays. */
+    cache = new_cache();
+    snprintf(rest, sizeof rest, "snapshots/%s/model.safetensors", C1);
+    put_link(cache, &r, rest, "../../blobs/ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    snprintf(rest, sizeof rest, "snapshots/%s/a/model.safetensors", C2);
+    put_link(cache, &r, rest, "../../../blobs/ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    snprintf(rest, sizeof rest, "blobs/%s", ff);
+    repo_path(p, sizeof p, cache, &r, rest);
+    write_new(p, r.f[1].data, r.f[1].size);
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_file_done(s, 1));
+    CHECK(exists(p) && file_is(p, r.f[1].data, r.f[1].size));
+    snap_path(p, sizeof p, cache, &r, 1);
+    CHECK(file_is(p, r.f[1].data, r.f[1].size));
+    shoal_store_free(s);
+    free(bad);
+    rel_free(&r);
+}
+
+/* A complete release whose snapshot was deleted while it was open
+ * (huggingface-cli delete-cache): the store still holds its files and
+ * says complete, but writes no refs/<branch> to the missing snapshot
+ * (before: it did, and scan-cache called the repo corrupted). */
+static void test_ref_needs_snapshot(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], msg[512];
+
+    s = filled(cache, &r, NULL);
+    CHECK(shoal_store_complete(s));
+    snprintf(msg, sizeof msg, "snapshots/%s", C1);
+    repo_path(p, sizeof p, cache, &r, msg);
+    t_rmtree(p);
+    CHECK(!exists(p));
+    CHECK_EQ(shoal_store_set_branch(s, "main"), SHOAL_ENOTFOUND);
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, "not writing") != NULL && strstr(msg, "refs/main") != NULL);
+    repo_path(p, sizeof p, cache, &r, "refs/main");
+    CHECK(!exists(p));
+    shoal_store_free(s);
+
+    /* Its blobs deleted too: the records of verifying them go at the next
+     * open (they would pile up otherwise). */
+    {
+        char rec[1024], name[SHOAL_HF_ETAG_MAX];
+
+        shoal_hf_etag(name, shoal_manifest_file(r.m, 1));
+        snprintf(msg, sizeof msg, ".shoal/verified/%s", name);
+        repo_path(rec, sizeof rec, cache, &r, msg);
+        CHECK(exists(rec));
+        blob_path(p, sizeof p, cache, &r, 1, false);
+        REQUIRE(unlink(p) == 0);
+        s = NULL;
+        REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+        CHECK(!exists(rec));
+        CHECK(!shoal_store_file_done(s, 1));
+        shoal_store_free(s);
+    }
+    rel_free(&r);
+}
+
 /* ---- chunks found changed on disk (take_back, file_suspect) ---- */
 
 /* Release "org/tiny" (rel_std, 10 chunks' worth) in a new store on
@@ -1368,8 +1641,44 @@ static struct shoal_store *filled(const char *cache, struct rel *r,
     return s;
 }
 
-/* Flips one byte of file |f|'s published blob at |off| (as root would, or
- * bit rot: the mode is put back). */
+/* The record shoald keeps of verifying file |f|'s published blob
+ * (.shoal/verified/<name>, see store.c), rewritten to vouch for the blob as
+ * it is now: what bit rot on the medium looks like, the file's inode, size,
+ * mtime and ctime unchanged. A test cannot flip a byte without moving
+ * ctime. Nothing when there is no record. */
+static void forge_record(const char *cache, const struct rel *r, int f)
+{
+    const struct shoal_mf_file *mf = shoal_manifest_file(r->m, (uint32_t)f);
+    char p[1024], rest[256], name[SHOAL_HF_ETAG_MAX];
+    uint64_t v[4];
+    uint8_t img[8 + 32 + SHOAL_HASH_LEN];
+    struct stat st;
+    FILE *fp;
+
+    shoal_hf_etag(name, mf);
+    snprintf(rest, sizeof rest, ".shoal/verified/%s", name);
+    repo_path(p, sizeof p, cache, r, rest);
+    if (!exists(p))
+        return;
+    blob_path(rest, sizeof rest, cache, r, f, false);
+    REQUIRE(stat(rest, &st) == 0);
+    v[0] = (uint64_t)st.st_ino;
+    v[1] = (uint64_t)st.st_size;
+    v[2] = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    v[3] = (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
+    memcpy(img, "SHOALVB\1", 8);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 8; k++)
+            img[8 + 8 * i + k] = (uint8_t)(v[i] >> (8 * k));
+    memcpy(img + 40, mf->sha256, SHOAL_HASH_LEN);
+    REQUIRE((fp = fopen(p, "wb")) != NULL);
+    REQUIRE(fwrite(img, 1, sizeof img, fp) == sizeof img);
+    fclose(fp);
+}
+
+/* Flips one byte of file |f|'s published blob at |off| as bit rot would:
+ * the mode is put back and shoald's record of verifying it still vouches
+ * for it (forge_record). */
 static void rot_blob(const char *cache, const struct rel *r, int f, uint64_t off)
 {
     char p[1024];
@@ -1384,6 +1693,7 @@ static void rot_blob(const char *cache, const struct rel *r, int f, uint64_t off
     REQUIRE(pwrite(fd, &b, 1, (off_t)off) == 1);
     close(fd);
     REQUIRE(chmod(p, 0444) == 0);
+    forge_record(cache, r, f);
 }
 
 /* The chunk of file |f| holding byte |off|. */
@@ -2810,6 +3120,9 @@ int main(int argc, char **argv)
         RUN(test_sweeps_leftovers);
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
+        RUN(test_unverified_blob_hashed);
+        RUN(test_snapshot_other_blob_name);
+        RUN(test_ref_needs_snapshot);
         RUN(test_take_back_shared);
         RUN(test_take_back_fails);
         RUN(test_take_back_not_ready);

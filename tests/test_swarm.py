@@ -24,6 +24,11 @@ CASE is one of:
                   path could flip them and get an honest node banned), so
                   the puller closes the connection, says why, bans nobody,
                   and still completes verified.
+  cancel_queued   a peer asks a seed for 8 chunks, reads nothing for 0.5 s
+                  and cancels them: what was queued and not yet on its way
+                  to the socket is taken back, not sent nor counted as
+                  served (at most 3 come); likewise from a seed at
+                  --rate-up 1M.
   upload_slots    a seed with one upload slot and three pullers peering with
                   each other: the seed tells some requests busy, the pullers
                   feed each other, all complete verified; then a fourth
@@ -67,6 +72,12 @@ CASE is one of:
                   (logged), so they stop holding chunks back from the
                   origin; an honest seed that comes
                   later completes the release, verified.
+  idle_peer       --peer-idle-ms 3000: a silent peer and one sending a frame
+                  a byte a second are closed saying why; honest nodes left
+                  idle for 8 s stay connected.
+  unsolicited     a peer streams CHUNKs that answer no request: closed at
+                  the first with a BYE saying so, logged; an honest seed
+                  then serves the release.
   unknown_codec   a peer answers each request with a CHUNK of codec 7 (as a
                   newer version might): the puller closes it with a BYE
                   "CHUNK with codec 7, which this node does not know (a
@@ -1132,6 +1143,79 @@ def case_unknown_codec(tmp):
         print("FAIL the log does not say why the peer was closed")
         fails += 1
     return fails + honest_seed_finishes(k, tmp, mf, repo, b, files, fails)
+
+
+def case_unsolicited(tmp):
+    """A peer that streams CHUNKs answering no request (each costs the
+    node a decrypt at wire speed) is closed at the first, saying why; an
+    honest seed then serves the release."""
+    k, repo, files, mf, mid = setup(tmp)
+    b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf]))
+    h = subprocess.run([HOSTILE, b.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                        "unsolicited", "200", str(1 << 20), "20"], capture_output=True,
+                       text=True, timeout=60)
+    print(h.stdout.strip().replace("\n", ", "), h.stderr.strip())
+    fails = 0
+    m = re.search(r"sent (\d+)", h.stdout)
+    if "closed by the node" not in h.stdout or "bye: CHUNK not asked for" not in h.stdout:
+        print("FAIL the peer sending unasked CHUNKs was not closed with a BYE saying why")
+        fails += 1
+    if not m:
+        print("FAIL the hostile peer did not run")
+        fails += 1
+    if not b.wait_for(r"peer \S+ sent a CHUNK this node did not ask for \(more answers than "
+                      r"requests on this connection\), closing", 5):
+        print("FAIL the log does not say why the peer was closed")
+        fails += 1
+    n = len(re.findall(r"sent a CHUNK this node did not ask for", b.log()))
+    if n != 1:
+        print(f"FAIL {n} unasked CHUNKs were looked at, not the first alone")
+        fails += 1
+    return fails + honest_seed_finishes(k, tmp, mf, repo, b, files, fails)
+
+
+def case_idle_peer(tmp):
+    """With --peer-idle-ms 3000: an authenticated peer that sends nothing,
+    and one that sends a frame a byte a second, are closed within a few
+    seconds saying why (each held a peer slot for ever before); two honest
+    nodes left idle far longer stay connected (PING and PONG)."""
+    k, repo, files, mf, mid = setup(tmp)
+    idle = ["--peer-idle-ms", "3000"]
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo, *idle]))
+    b = Node("puller", node_args(k, "b", tmp, ["--manifest", mf, "--peer", a.addr, *idle]))
+    fails = 0
+    for mode, args, rx in (("silent", ["20"], r"bye: nothing received for 3 s \(a PING "
+                                              r"unanswered\)"),
+                           ("slowframe", [str(1 << 20), "20"], None)):
+        h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                            mode, *args], capture_output=True, text=True, timeout=60)
+        print(f"{mode}: {h.stdout.strip()} {h.stderr.strip()}".replace("\n", ", "))
+        if "closed by the node" not in h.stdout or (rx and not re.search(rx, h.stdout)):
+            print(f"FAIL the {mode} peer was not closed saying why")
+            fails += 1
+    if not a.wait_for(r"peer \S+: a frame trickles in \(\d+ bytes in the last \d+ s\), "
+                      r"closing", 5):
+        print("FAIL the seed did not log closing the trickling peer")
+        fails += 1
+    r = subprocess.run([SHOAL, "pull", mid, "--socket", b.ctl, "--timeout", str(WAIT_S)],
+                       capture_output=True, text=True, timeout=WAIT_S + 30)
+    if r.returncode != 0:
+        print(f"FAIL the honest pull did not complete: {r.stderr.strip()}")
+        fails += 1
+    time.sleep(8)  # well past 3 s of nothing to send: PINGs keep them
+    # (the seed's one such line is the silent hostile peer's)
+    seen = [x for x in (a.log() + "\n" + b.log()).splitlines()
+            if re.search(r"nothing received for \d+ s .*, closing", x)]
+    if len(seen) != 1:
+        print("\n".join(seen))
+        print("FAIL an honest idle peer was closed as silent")
+        fails += 1
+    peers = run("peers", "--socket", b.ctl)
+    print(peers.strip())
+    if a.addr not in peers:
+        print("FAIL the idle honest nodes are not connected any more")
+        fails += 1
+    return fails
 
 
 def case_bad_manifest(tmp):
@@ -2280,6 +2364,54 @@ def case_busy_retry(tmp):
     return fails
 
 
+def served_bytes(node):
+    """Chunk bytes |node| says it sent to peers (`shoal metrics`), or None."""
+    r = subprocess.run([SHOAL, "metrics", "--socket", node.ctl], capture_output=True,
+                       text=True, timeout=10)
+    return metric(r.stdout, "shoal_served_bytes_total")
+
+
+def case_cancel_queued(tmp):
+    """A peer asks a seed for 8 chunks (~8 MiB), reads nothing for 0.5 s,
+    then cancels all 8: the seed has read them and queued them for it by
+    then. Only what was already on its way to the socket (about 2 MiB,
+    and what the socket took) still comes, at most 5; the rest is taken
+    back from the queue, not sent, nor counted as served. The same from a seed at --rate-up 1M, where they
+    wait for the upload budget. Before, a CANCEL only stopped a chunk
+    still being read from disk: all 8 came, and counted as served."""
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "c", "x"), ("a", "c", "x"))
+    repo, files, mf, mid = one_file_release(tmp, k, "big", 5, 24 << 20,
+                                            (256 << 10, 1 << 20, 4 << 20))
+    fails = 0
+    # Unlimited, the ~2 MiB handed on and what the socket took before the
+    # peer stopped reading come (4 seen); capped, the first (sent at once).
+    for name, key, extra, limit in (("seed", "a", [], 5),
+                                    ("capped", "c", ["--rate-up", "1M"], 2)):
+        a = Node(name, node_args(k, key, tmp, ["--manifest", mf, "--seed-dir", repo, *extra]))
+        if not a.wait_for(r"is complete here: seeding", WAIT_S):
+            print(f"FAIL {name} did not seed")
+            return shoalproc.stop_all([a]) + fails + 1
+        h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                            "cancel", mf, "8", "6"], capture_output=True, text=True, timeout=60)
+        got = re.search(r"chunks (\d+)\nbytes (\d+)", h.stdout)
+        served = served_bytes(a)
+        print(f"{name} {' '.join(extra)}: 8 chunks asked and cancelled; received "
+              f"{got.group(1) if got else None} chunks, {got.group(2) if got else None} bytes; "
+              f"the seed counts {served} bytes served")
+        if not got or served is None:
+            print(f"FAIL no figures: {h.stdout} {h.stderr}")
+            fails += 1
+        elif int(got.group(1)) > limit or served > (limit + 1) << 20:
+            print(f"FAIL more than {limit} chunks of the 8 cancelled were sent")
+            fails += 1
+        bad = shoalproc.stop_all([a])
+        if bad or fails:
+            a.dump(30)
+        fails += bad
+    return fails
+
+
 shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "pull_plain": lambda tmp: case_pull(tmp, False),
                       "no_cred": case_no_cred,
@@ -2299,6 +2431,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "hello_budget": case_hello_budget,
                       "unauth_source": case_unauth_source,
                       "ping_flood": case_ping_flood, "liar": case_liar, "busy_retry": case_busy_retry,
+                      "cancel_queued": case_cancel_queued,
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
@@ -2312,4 +2445,6 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "disk_rot_shared": case_disk_rot_shared,
                       "disk_rot_status_reason": case_disk_rot_status_reason,
                       "bad_manifest": case_bad_manifest,
-                      "unknown_codec": case_unknown_codec}, "shoal-swarm-")
+                      "unknown_codec": case_unknown_codec,
+                      "unsolicited": case_unsolicited,
+                      "idle_peer": case_idle_peer}, "shoal-swarm-")

@@ -76,6 +76,14 @@ printf 'cluster-key = cl.key.pub\ncluster-keys = cl.key.pub\nlisten = 127.0.0.1:
 run_until_started --config list.conf
 if grep -q "started on" run.txt; then echo "ok   cluster-key repeats in a --config file"
 else echo "FAIL cluster-key twice in a --config file"; cat run.txt; fails=$((fails+1)); fi
+# --deny-keys: a missing file is named; the key repeats in a config file.
+expect 1 "deny-keys: .*/nonexistent-deny.pub.*No such file" "missing --deny-keys file named" \
+    "$tracker" --cluster-key cl.key.pub --listen 127.0.0.1:0 --deny-keys /nonexistent-deny.pub
+printf '# none yet\n' >deny1.pub; cp cl.key.pub deny2.pub
+printf 'cluster-key = cl.key.pub\ndeny-keys = deny1.pub\ndeny-keys = deny2.pub\nlisten = 127.0.0.1:0\n' >deny.conf
+run_until_started --config deny.conf
+if grep -q "deny-keys: 1 revoked node key(s)" run.txt; then echo "ok   deny-keys repeats in a --config file"
+else echo "FAIL deny-keys twice in a --config file"; cat run.txt; fails=$((fails+1)); fi
 run_until_started --lease-ms 9000 --config good.conf
 if grep -q "lease 9000 ms" run.txt; then echo "ok   a flag overrides the file (given before it)"
 else echo "FAIL a flag overrides the file"; cat run.txt; fails=$((fails+1)); fi

@@ -66,6 +66,11 @@ static const char usage_options[] =
     "                              (admins may set rollouts)\n"
     "    --publisher-keys FILE     keys whose signed manifests are accepted by\n"
     "                              PUT_MANIFEST; without it no manifest is accepted\n"
+    "    --deny-keys FILE          node keys refused although their credential is\n"
+    "                              valid (a leaked or retired node), one public key\n"
+    "                              per line, at most 64; may repeat. Read again within\n"
+    "                              2 s of a change: a key then listed loses its\n"
+    "                              connections and the tracker forgets it\n"
     "    --key FILE                this tracker's own secret key (shoal keygen);\n"
     "                              proven to nodes that pin it (shoald\n"
     "                              --tracker-keys); its public key is logged\n"
@@ -220,7 +225,7 @@ enum {
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
-    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY, OPT_FILL_INTERVAL,
+    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY, OPT_FILL_INTERVAL, OPT_DENY,
 };
 
 static const struct option longopts[] = {
@@ -246,6 +251,7 @@ static const struct option longopts[] = {
     { "importers", required_argument, NULL, OPT_IMPORTERS },
     { "fetcher-leases", required_argument, NULL, OPT_FETCHER_LEASES },
     { "fill-interval-ms", required_argument, NULL, OPT_FILL_INTERVAL },
+    { "deny-keys", required_argument, NULL, OPT_DENY },
     { "config", required_argument, NULL, OPT_CONFIG },
     { "max-conns-per-key", required_argument, NULL, OPT_PER_KEY },
     { "max-partial-mb", required_argument, NULL, OPT_PARTIAL },
@@ -283,9 +289,13 @@ static void on_sighup(uv_signal_t *s, int signum)
 }
 
 /* What the options build up, from the command line and --config files. */
+#define DENY_FILES_MAX 16
+
 struct args {
     struct shoal_tracker_config cfg;
     struct shoal_keyset *cluster, *admin, *publisher;
+    const char *deny[DENY_FILES_MAX]; /* --deny-keys files */
+    size_t ndeny;
     struct shoal_seckey key; /* --key */
     bool has_key;
     bool seeded;
@@ -361,6 +371,14 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_CLUSTER: return load_keys(&A->cluster, val, why, whylen);
     case OPT_ADMIN: return load_keys(&A->admin, val, why, whylen);
     case OPT_PUBLISHER: return load_keys(&A->publisher, val, why, whylen);
+    case OPT_DENY:
+        if (A->ndeny == DENY_FILES_MAX) {
+            snprintf(why, whylen, "at most %d files (one file may list several keys)",
+                     DENY_FILES_MAX);
+            return -1;
+        }
+        A->deny[A->ndeny++] = val;
+        break;
     case OPT_AUTH_S: NUM(86400); cfg->auth_timeout_ms = (uint32_t)(v * 1000); break;
     case OPT_AUTH_MS: NUM(86400000); cfg->auth_timeout_ms = (uint32_t)v; break;
     case OPT_INTERVAL: NUM(86400000); cfg->reg.announce_interval_ms = (uint32_t)v; break;
@@ -487,10 +505,11 @@ static int set_from_file(void *ctx, const char *key, const char *val, char *why,
     return -EINVAL;
 }
 
-/* The one key of the file that accumulates. */
+/* The keys of the file that accumulate. */
 static int cluster_key_list(const char *key)
 {
-    return strcmp(key, "cluster-key") == 0 || strcmp(key, "cluster-keys") == 0;
+    return strcmp(key, "cluster-key") == 0 || strcmp(key, "cluster-keys") == 0 ||
+           strcmp(key, "deny-keys") == 0;
 }
 
 int main(int argc, char **argv)
@@ -523,8 +542,8 @@ int main(int argc, char **argv)
         }
     }
 
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    int opt, li = 0;
+    while ((opt = getopt_long(argc, argv, "h", longopts, &li)) != -1) {
         int bad = 0;
         if (opt == 'h') {
             fputs(usage, stdout);
@@ -544,7 +563,8 @@ int main(int argc, char **argv)
         }
         bad = set_opt(&A, opt, optarg, why, sizeof why);
         if (bad) {
-            fprintf(stderr, "shoal-tracker: --%s %s\n", longopts[opt - OPT_LISTEN].name, why);
+            /* The name as given (an alias too), not the enum's order. */
+            fprintf(stderr, "shoal-tracker: --%s %s\n", longopts[li].name, why);
             /* A key file that cannot be read is a startup error, a
              * malformed value a usage error. */
             status = bad < 0 ? 2 : 1;
@@ -586,6 +606,15 @@ int main(int argc, char **argv)
     cfg->cluster_keys = A.cluster;
     cfg->admin_keys = A.admin;
     cfg->publisher_keys = A.publisher;
+    if (A.ndeny) {
+        char dwhy[512];
+        if (shoal_keywatch_new(&cfg->deny, A.deny, A.ndeny, dwhy, sizeof dwhy) != 0) {
+            fprintf(stderr, "shoal-tracker: deny-keys: %s\n", dwhy);
+            goto out;
+        }
+        shoal_tracker_log("deny-keys: %zu revoked node key(s), read again within 2 s of a "
+                          "change", shoal_keywatch_count(cfg->deny));
+    }
     if (A.has_key) {
         struct shoal_pubkey pk;
         char hex[65];
@@ -642,6 +671,7 @@ out:
     shoal_keyset_free(A.cluster);
     shoal_keyset_free(A.admin);
     shoal_keyset_free(A.publisher);
+    shoal_keywatch_free(A.cfg.deny);
     sodium_memzero(&A.key, sizeof A.key);
     for (size_t i = 0; i < A.nkept; i++)
         free(A.kept[i]);

@@ -791,6 +791,8 @@ static void holder_swap(struct shoal_reg *r, uint32_t mi, uint32_t a, uint32_t b
     }
 }
 
+static void orphans_free(struct shoal_reg *r, struct mani *m);
+
 /* Sets holder |slot| of manifest |mi| to |have|/|complete|, moving it across
  * the eligible/ineligible boundary when that changes. */
 static void holder_update(struct shoal_reg *r, uint32_t mi, uint32_t slot, uint32_t have,
@@ -805,6 +807,7 @@ static void holder_update(struct shoal_reg *r, uint32_t mi, uint32_t slot, uint3
     ho->complete = complete;
     m->ncomplete += ho->complete;
     zcomp_count(m, ho, +1);
+    orphans_free(r, m);
     bool now = holder_eligible(ho);
     if (was && !now) {
         holder_swap(r, mi, slot, m->ne - 1);
@@ -1039,6 +1042,7 @@ static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
     m->ncomplete -= m->h[slot].complete;
     zcomp_count(m, &m->h[slot], -1);
     rank_release(r, m, &m->h[slot]);
+    orphans_free(r, m);
     /* The entry goes first so the moves below never find it. */
     nd->ents[e] = nd->ents[--nd->nents];
     if (slot < m->ne) {
@@ -1287,6 +1291,25 @@ static uint32_t drop_node_leases(struct shoal_reg *r, struct mani *m, uint32_t n
 /* What node |ni| fetched from the origin for |m| is no longer its credit:
  * with a complete copy still announced the chunks stay fetched (only the
  * TTL applies), else they are leasable again. Returns the chunks freed. */
+/* Fetched spans whose fetcher left (or restarted without them) while a
+ * complete holder vouched for them (drop_node_fetched) are vouched for by
+ * nobody once the last complete holder goes: leasable again at once, not
+ * after fetched_ttl_ms (K18: a restarted fetcher that lost its files, the
+ * only seed gone, waited minutes for chunks no node held). */
+static void orphans_free(struct shoal_reg *r, struct mani *m)
+{
+    if (m->ncomplete)
+        return;
+    for (uint32_t i = 0; i < m->nfs;) {
+        if (m->fs[i].node == NONE) {
+            r->st.fetched_expired += m->fs[i].count;
+            fspan_drop(r, m, i, true);
+        } else {
+            i++;
+        }
+    }
+}
+
 static uint32_t drop_node_fetched(struct shoal_reg *r, struct mani *m, uint32_t ni)
 {
     struct node *nd = &r->nodes[ni];
@@ -2068,6 +2091,16 @@ static int fspan_add(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t 
     r->nodes[ni].nfspans++;
 out:
     return rv;
+}
+
+int shoal_reg_node_forget(struct shoal_reg *r, const uint8_t node_pk[32])
+{
+    uint32_t ni = node_find(r, node_pk);
+
+    if (ni == NONE)
+        return SHOAL_ENOTFOUND;
+    node_remove_idx(r, ni);
+    return 0;
 }
 
 int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],

@@ -338,6 +338,11 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
                     uint64_t *expires_ms);
 #define SHOAL_REG_HINT_MISSING 1u
 
+/* Forgets node |node_pk| now (its holdings, leases and fetched spans), as
+ * if it had not announced within node_ttl_ms: its key was revoked.
+ * Returns 0, or SHOAL_ENOTFOUND (not known). */
+int shoal_reg_node_forget(struct shoal_reg *r, const uint8_t node_pk[32]);
+
 /*
  * Ends every lease |node_pk| holds on |manifest_id| at once, as if each had
  * expired (its unfetched chunks are free to lease again): the node's origin

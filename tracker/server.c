@@ -179,6 +179,8 @@ struct shoal_tracker {
     uint8_t boot[SHOAL_MSG_SESSION_LEN]; /* this process: sent in challenges */
     uv_tcp_t listener;
     uv_timer_t expire_timer;
+    uint32_t expire_every;  /* ms between registry expiry passes */
+    uint64_t expired_ms;    /* loop time of the last one */
     int port;
     bool listening, timer_on, shut;
     struct conn *conns;
@@ -938,6 +940,8 @@ static int handle_auth(struct conn *c)
     int rv;
     if (a->role > SHOAL_ROLE_ADMIN)
         return auth_fail(c, SHOAL_EBADMSG, "unknown role");
+    if (shoal_keywatch_contains(t->cfg.deny, a->node_pk))
+        return auth_fail(c, SHOAL_EPERM, "node key revoked (deny-keys)");
     struct ident *id = c->authed ? ident_find(c, a->node_pk, a->role) : NULL;
     bool known = id != NULL;
     uint64_t bind = bind_hash(t, a);
@@ -1887,10 +1891,53 @@ static void on_connection(uv_stream_t *server, int status)
     conn_schedule(c);
 }
 
+/* How often --deny-keys files are looked at (a stat each). */
+#define DENY_CHECK_MS 2000u
+
+/* Reads --deny-keys again if a file changed; a key it now lists loses its
+ * connections and everything the registry holds of it. */
+static void deny_check(struct shoal_tracker *t)
+{
+    char why[512];
+    bool changed;
+    uint32_t closed = 0, forgot = 0;
+
+    if (shoal_keywatch_check(t->cfg.deny, &changed, why, sizeof why) != 0) {
+        shoal_tracker_log("deny-keys: %s; the keys read before still count", why);
+        return;
+    }
+    if (!changed)
+        return;
+    struct conn *next;
+    for (struct conn *c = t->conns; c; c = next) {
+        next = c->next;
+        bool denied = false;
+        for (uint32_t i = 0; i < c->ids_cap && !denied; i++)
+            denied = c->ids[i].used && shoal_keywatch_contains(t->cfg.deny, c->ids[i].pk);
+        if (!denied)
+            continue;
+        shoal_tracker_log("closing %s: node key revoked (deny-keys)", c->peer);
+        conn_close(c);
+        closed++;
+    }
+    for (size_t i = 0; i < shoal_keywatch_count(t->cfg.deny); i++) {
+        const uint8_t *pk = shoal_keywatch_key(t->cfg.deny, i);
+        forgot += shoal_reg_node_forget(t->reg, pk) == 0;
+    }
+    shoal_tracker_log("deny-keys read again: %zu revoked node key(s); %u connection(s) closed, "
+                      "%u node(s) forgotten", shoal_keywatch_count(t->cfg.deny), closed, forgot);
+}
+
 static void on_expire_timer(uv_timer_t *tm)
 {
     struct shoal_tracker *t = tm->data;
-    shoal_reg_expire(t->reg, uv_now(t->loop));
+    uint64_t now = uv_now(t->loop);
+    if (t->cfg.deny)
+        deny_check(t);
+    if (now - t->expired_ms >= t->expire_every) {
+        t->expired_ms = now;
+        shoal_reg_expire(t->reg, now);
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -1996,6 +2043,11 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     uint32_t every = cfg->reg.node_ttl_ms < cfg->reg.lease_ms ? cfg->reg.node_ttl_ms
                                                               : cfg->reg.lease_ms;
     every = every / 4 ? every / 4 : 1;
+    t->expire_every = every;
+    t->expired_ms = uv_now(loop);
+    /* The same timer looks at --deny-keys every DENY_CHECK_MS. */
+    if (cfg->deny && every > DENY_CHECK_MS)
+        every = DENY_CHECK_MS;
     uv_timer_start(&t->expire_timer, on_expire_timer, every, every);
     *out = t;
     return 0;

@@ -95,6 +95,7 @@
 #include <uv.h>
 
 #include "keys.h"
+#include "keywatch.h"
 #include "registry.h"
 
 struct shoal_tracker_config {
@@ -103,6 +104,9 @@ struct shoal_tracker_config {
     const struct shoal_keyset *cluster_keys;   /* required; borrowed */
     const struct shoal_keyset *admin_keys;     /* may be NULL; borrowed */
     const struct shoal_keyset *publisher_keys; /* may be NULL (no puts) */
+    /* Revoked node keys (--deny-keys), read again when the files change
+     * (checked every DENY_CHECK_MS); may be NULL; borrowed. */
+    struct shoal_keywatch *deny;
     uint32_t auth_timeout_ms;
     uint32_t max_conns;
     size_t max_outq;                /* unsent reply bytes per connection */
