@@ -8,6 +8,7 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <grp.h>
 #include <poll.h>
@@ -407,6 +408,29 @@ static int pull_wait_ms(double timeout, double start, bool *timed_out)
     return ms;
 }
 
+/* Whether |a| and |b| differ in their digits at most (counts, seconds). */
+static bool same_but_numbers(const char *a, const char *b)
+{
+    for (;;) {
+        bool da = isdigit((unsigned char)*a), db = isdigit((unsigned char)*b);
+        if (da != db)
+            return false;
+        if (da) {
+            while (isdigit((unsigned char)*a))
+                a++;
+            while (isdigit((unsigned char)*b))
+                b++;
+            continue;
+        }
+        if (*a != *b)
+            return false;
+        if (!*a)
+            return true;
+        a++;
+        b++;
+    }
+}
+
 int shoal_cmd_pull(int argc, char **argv)
 {
     const char *sock = NULL, *release = NULL;
@@ -417,6 +441,9 @@ int shoal_cmd_pull(int argc, char **argv)
     bool tty = isatty(STDOUT_FILENO), have, first = true, timed_out, base_waiting = false;
     uint64_t base = 0;
     int quiet = 0, status = 1, rv;
+    /* The last reason shown for a release still pulling (as `shoal status`
+     * shows it): printed when it changes, and with a time-out. */
+    char why[sizeof m->u.progress.error] = "";
 
     if (!m)
         return 1;
@@ -481,6 +508,15 @@ int shoal_cmd_pull(int argc, char **argv)
         }
         if (m->u.progress.state == SHOAL_CTL_COMPLETE)
             break;
+        if (m->u.progress.state == SHOAL_CTL_PULLING) {
+            /* A line per new reason, not per second a failure lasts
+             * ("failing for N s (M failed requests)"). */
+            bool again = same_but_numbers(why, m->u.progress.error);
+            snprintf(why, sizeof why, "%s", m->u.progress.error);
+            clean_str(why);
+            if (!quiet && why[0] && !again)
+                fprintf(stdout, "%s  %s\n", tty ? "\r\033[K" : "", why);
+        }
         /* A line a second is plenty for a log; a terminal redraws each. */
         if (!quiet && (tty || shoal_now_s() - last_line >= 1.0)) {
             print_progress(&m->u.progress, tty);
@@ -495,8 +531,10 @@ int shoal_cmd_pull(int argc, char **argv)
                             "it sends some every 0.5 s): is it stopped or stuck?\n",
                     release, PULL_SILENCE_MS / 1000);
         else
-            fprintf(stderr, "shoal pull %s: %s\n", release,
-                    rv == -ETIMEDOUT ? "timed out" : recv_error(rv));
+            fprintf(stderr, "shoal pull %s: %s%s%s%s\n", release,
+                    rv == -ETIMEDOUT ? "timed out" : recv_error(rv),
+                    rv == -ETIMEDOUT && why[0] ? " (" : "", rv == -ETIMEDOUT ? why : "",
+                    rv == -ETIMEDOUT && why[0] ? ")" : "");
         goto out;
     }
     if (!quiet && tty)

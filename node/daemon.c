@@ -2285,6 +2285,10 @@ static int setup_trackers(struct shoal_daemon *d)
             LOG_E("hub-ca: %s", camsg);
             return rv;
         }
+        if ((rv = shoal_hub_token_verify(&d->hubcfg, camsg, sizeof camsg)) != 0) {
+            LOG_E("%s", camsg);
+            return rv;
+        }
         rv = shoal_hub_new(&d->hub, &d->loop, &d->hubcfg);
         if (rv != 0 && c->hub_token_file && rv != -EINVAL && rv != -ENOMEM) {
             /* the token file, not the endpoint, is what failed */
@@ -2620,7 +2624,7 @@ static int resolve_pull(struct shoal_daemon *d, struct pull *pl, char *why, size
     /* check_release_name passed |asked|: its prefix is a known one. */
     (void)shoal_relname_split(pl->asked, &type, &id);
     snprintf(repo, sizeof repo, "%.*s", (int)(at - id), id);
-    rv = shoal_hub_resolve(d->hub, type, repo, pl->ref, on_resolved, rc);
+    rv = shoal_hub_resolve_commit(d->hub, type, repo, pl->ref, on_resolved, rc);
     rc->used = rv == 0;
     if (rv != 0)
         snprintf(why, whylen, "cannot ask the Hub for %s: %s", pl->asked, shoal_strerror(rv));
@@ -2867,6 +2871,7 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
         utf8_cut(r->error); /* file names may be cut mid-character */
     } else if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_origin_error(sw)) {
         snprintf(r->error, sizeof r->error, "%s", shoal_swarm_origin_error(sw));
+        utf8_cut(r->error); /* it may name a file */
     } else if (r->state == SHOAL_CTL_PULLING &&
              shoal_hub_failing(d->hub, r->error, sizeof r->error)) {
         utf8_cut(r->error); /* the host may be an internationalised name */
@@ -2908,9 +2913,15 @@ static void ctl_fill_waiting(struct shoal_daemon *d, const struct pull *pl,
     r->state = pl->failed ? SHOAL_CTL_FAILED : SHOAL_CTL_WAITING;
     if (pl->failed)
         snprintf(r->error, sizeof r->error, "%s", pl->why);
-    else if (pl->unresolved)
-        snprintf(r->error, sizeof r->error, "asking the Hub where %s is", pl->ref);
-    else if (pl->refused == SHOAL_EUNTRUSTED)
+    else if (pl->unresolved) {
+        /* The lookup is this pull's origin request: its failures are
+         * why it waits (QA K10). */
+        int n = snprintf(r->error, sizeof r->error, "asking the Hub where %s is", pl->ref);
+        if (n > 0 && (size_t)n + 3 < sizeof r->error && d->hub &&
+            shoal_hub_failing(d->hub, r->error + n + 2, sizeof r->error - (size_t)n - 2))
+            memcpy(r->error + n, "; ", 2);
+        utf8_cut(r->error);
+    } else if (pl->refused == SHOAL_EUNTRUSTED)
         snprintf(r->error, sizeof r->error,
                  "manifest refused: signed by an untrusted key (check --publisher-keys)");
     else if (pl->refused)

@@ -69,6 +69,12 @@
 #define HUB_CA_MAX (16u << 20)
 #define HUB_MSG_MAX 1024
 #define HUB_RECV_BUFFER (512 * 1024)
+/* A revision answer listing more files than this is not trusted to list
+ * them all: the Hub truncates the siblings of a large repo (huggingface_hub
+ * lists /tree past 1000 too: a list of exactly 1000 is a cut one); pages
+ * of /tree read at most. */
+#define HUB_SIBLINGS_TRUSTED 1000u
+#define HUB_TREE_PAGES_MAX 10000u
 
 enum job_kind { JOB_API, JOB_RANGE };
 
@@ -137,6 +143,9 @@ struct job {
     uint64_t win_bytes;         /* ... and bytes received before it */
     uint64_t slow_bps;          /* the rate of the window that was too slow */
     int abort_rv;
+    char *link_next;            /* JOB_API: a Link header's rel="next" URL */
+    char ctype[64];             /* Content-Type of the answer ("" if none) */
+    bool html;                  /* ... a range answered with a web page */
     struct shoal_buf body;      /* API body, or the first bytes of an error body */
 };
 
@@ -157,6 +166,13 @@ struct api_req {
     char *repo, *rev;
     shoal_hub_resolve_cb cb;
     void *user;
+    bool sha_only;              /* shoal_hub_resolve_commit: no file list */
+    /* Listing the files with /tree (the revision answer's siblings could
+     * not be trusted): the release so far, why, and the pages read. */
+    struct shoal_hub_release *rel;
+    size_t capfiles;
+    unsigned pages;
+    char why_tree[256];
 };
 
 struct sock_ctx {
@@ -398,6 +414,10 @@ static void attempt_reset(struct job *j)
     j->hdrs = NULL;
     free(j->location);
     j->location = NULL;
+    free(j->link_next);
+    j->link_next = NULL;
+    j->ctype[0] = '\0';
+    j->html = false;
     j->status = 0;
     j->retry_after_ms = -1;
     j->err_code[0] = '\0';
@@ -440,6 +460,7 @@ static void api_free(struct api_req *a)
 {
     if (!a)
         return;
+    shoal_hub_release_free(a->rel);
     free(a->repo);
     free(a->rev);
     free(a);
@@ -638,6 +659,35 @@ static bool parse_cr_start(const char *v, size_t n, uint64_t *start)
     return true;
 }
 
+/* The URL of the rel="next" link of a Link header value ("<u1>; rel=\"next\",
+ * <u2>; rel=\"prev\""), malloc'd, or NULL: how the Hub pages /tree. */
+static char *link_next(const char *v, size_t n)
+{
+    const char *e = v + n;
+
+    while (v < e) {
+        const char *lt = memchr(v, '<', (size_t)(e - v)), *gt, *end;
+        if (!lt || !(gt = memchr(lt, '>', (size_t)(e - lt))))
+            return NULL;
+        /* This link's parameters run to the next '<' (a URL holds none). */
+        end = memchr(gt, '<', (size_t)(e - gt));
+        if (!end)
+            end = e;
+        for (const char *q = gt; q + 8 <= end; q++) {
+            if (strncasecmp(q, "rel=", 4) != 0)
+                continue;
+            q += 4;
+            if (*q == '"')
+                q++;
+            if ((size_t)(end - q) >= 4 && strncasecmp(q, "next", 4) == 0 &&
+                (q + 4 == end || q[4] == '"' || q[4] == ';' || q[4] == ',' || q[4] == ' '))
+                return gt - lt - 1 > 0 ? strndup(lt + 1, (size_t)(gt - lt - 1)) : NULL;
+        }
+        v = end;
+    }
+    return NULL;
+}
+
 static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 {
     struct job *j = ud;
@@ -651,12 +701,23 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         j->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         free(j->location);
         j->location = NULL;
+        free(j->link_next);
+        j->link_next = NULL;
+        j->ctype[0] = '\0';
         j->retry_after_ms = -1;
         j->err_code[0] = j->err_msg[0] = '\0';
         j->have_cr = false;
     } else if (header_is(line, n, "Location", &v, &vl)) {
         free(j->location);
         j->location = strndup(v, vl);
+    } else if (j->kind == JOB_API && header_is(line, n, "Link", &v, &vl)) {
+        char *next = link_next(v, vl);
+        if (next) {
+            free(j->link_next);
+            j->link_next = next;
+        }
+    } else if (header_is(line, n, "Content-Type", &v, &vl)) {
+        copy_field(j->ctype, sizeof(j->ctype), v, vl);
     } else if (header_is(line, n, "Retry-After", &v, &vl)) {
         j->retry_after_ms = parse_retry_after(v, vl);
     } else if (header_is(line, n, "X-Error-Code", &v, &vl)) {
@@ -669,6 +730,37 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         j->cr_start = j->have_cr ? a : 0;
     }
     return n;
+}
+
+static bool is_html(const char *ctype)
+{
+    return strncasecmp(ctype, "text/html", 9) == 0 ||
+           strncasecmp(ctype, "application/xhtml", 17) == 0;
+}
+
+static bool path_is_html(const char *path)
+{
+    size_t n = strlen(path);
+    return (n >= 5 && strcasecmp(path + n - 5, ".html") == 0) ||
+           (n >= 4 && strcasecmp(path + n - 4, ".htm") == 0);
+}
+
+/* The first bytes of |b| (|n|), for a message: one line, printable. */
+static void body_shown(const uint8_t *b, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n && k + 4 < cap && i < 80; i++) {
+        unsigned char c = b[i];
+        if (c == '\r' || c == '\n' || c == '\t')
+            c = ' ';
+        if (k > 0 && c == ' ' && out[k - 1] == ' ')
+            continue;
+        out[k++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    if (n > 80 && k + 4 < cap)
+        k += (size_t)snprintf(out + k, cap - k, "...");
+    out[k] = '\0';
 }
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
@@ -692,6 +784,16 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
     uint64_t want_lo = j->off + j->got;
     if (!j->body_started) {
         j->body_started = true;
+        /* A web page where file bytes were asked for (a login page, a
+         * captive portal, a web UI at the endpoint): no retry cures it,
+         * and its bytes are not the file's. Kept for the message. A file
+         * that is itself a page may be served as one. */
+        if (is_html(j->ctype) && !path_is_html(j->fetch->path)) {
+            shoal_buf_append(&j->body, p, n < 120 ? n : 120);
+            j->aborted = j->html = true;
+            j->abort_rv = SHOAL_EPROTO;
+            return 0;
+        }
         /* A 200 is the whole file from byte 0; a 206 starts where its
          * Content-Range says. A 206 without one is refused: taking it to
          * start where we asked would write a misplaced body as good bytes
@@ -963,6 +1065,7 @@ static uint64_t backoff_ms(struct shoal_hub *h, unsigned attempts, long retry_af
 /* ---- completion ---- */
 
 static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg);
+static struct job *job_new(struct shoal_hub *h, enum job_kind kind, const char *url);
 static void range_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg);
 
 static void job_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
@@ -1293,6 +1396,17 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         job_complete(h, j, j->abort_rv, msg);
         return;
     }
+    if (j->aborted && j->html) {
+        char first[100];
+        body_shown(j->body.data, j->body.len, first, sizeof first);
+        snprintf(msg, sizeof(msg), "%s@%s file %s: HTTP %ld %s from %s: \"%s\": a web page, not "
+                 "the file's bytes (is hub-endpoint the gateway's API root, or is a login page "
+                 "or captive portal in the way?)", j->fetch->repo, j->fetch->rev, j->fetch->path,
+                 j->status, j->ctype, j->host, first);
+        health_note(h, j, "answers with a web page (text/html)");
+        job_complete(h, j, j->abort_rv, msg);
+        return;
+    }
     if (j->aborted && j->no_cr) {
         snprintf(msg, sizeof(msg), "%s@%s file %s: the origin answered a Range request (bytes "
                  "from %" PRIu64 ") with HTTP 206 but no valid Content-Range: refused, as where "
@@ -1574,21 +1688,195 @@ static int hexval(const char *s, size_t n, uint8_t *out, size_t outlen)
     return shoal_unhex(out, outlen, s, n);
 }
 
-/* Builds a release from the model-info JSON. */
-static int parse_release(struct job *j, struct shoal_hub_release **out, char *msg, size_t cap)
+/* Why |p| (|n| bytes) cannot be a file of a release, or NULL when it can.
+ * The rules are the manifest's (shoal_manifest_path_ok), which every node
+ * must parse: at most SHOAL_HUB_MAX_PATH bytes, names of at most 255
+ * (NAME_MAX), no control byte, no backslash, no empty, "." or ".."
+ * component. |buf| (|cap| bytes) holds the text when it needs numbers. */
+static const char *path_why(const char *p, size_t n, char *buf, size_t cap)
+{
+    size_t start = 0;
+
+    if (n == 0)
+        return "an empty name";
+    if (strlen(p) != n)
+        return "a NUL byte in it";
+    if (n > SHOAL_HUB_MAX_PATH) {
+        snprintf(buf, cap, "a path of %zu bytes, over shoal's limit of %u (that of its manifests)",
+                 n, SHOAL_HUB_MAX_PATH);
+        return buf;
+    }
+    if (p[0] == '/')
+        return "an absolute path";
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n) {
+            unsigned char c = (unsigned char)p[i];
+            if (c < 0x20 || c == 0x7f)
+                return "a control byte in it";
+            if (c == '\\')
+                return "a backslash in it, which shoal's manifests refuse";
+            if (c != '/')
+                continue;
+        }
+        size_t len = i - start;
+        if (len == 0)
+            return "an empty folder name in it ('//' or a trailing '/')";
+        if ((len == 1 && p[start] == '.') || (len == 2 && p[start] == '.' && p[start + 1] == '.'))
+            return "a '.' or '..' component";
+        if (len > 255) {
+            snprintf(buf, cap, "a name of %zu bytes in it, over the 255 a Linux file name may hold",
+                     len);
+            return buf;
+        }
+        start = i + 1;
+    }
+    return NULL;
+}
+
+/* |p| (|n| bytes) for a message: control bytes escaped, cut after 96 bytes. */
+static void path_shown(const char *p, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n && k + 8 < cap; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (i == 96) {
+            k += (size_t)snprintf(out + k, cap - k, "...");
+            break;
+        }
+        k += (size_t)snprintf(out + k, cap - k, c < 0x20 || c == 0x7f ? "\\x%02x" : "%c", c);
+    }
+    out[k < cap ? k : cap - 1] = '\0';
+}
+
+/* Fills |f| from one file entry: a sibling of the revision answer (|tree|
+ * false: rfilename, size, blobId, lfs.sha256) or a /tree entry (path,
+ * size, oid, lfs.oid). Returns 0; 1 when a sibling lacks its size or ids
+ * (a gateway that ignores ?blobs=true: the caller lists /tree instead);
+ * SHOAL_EPROTO or -ENOMEM with |msg|. */
+static int file_from_json(const struct api_req *a, const struct shoal_json *e, bool tree,
+                          struct shoal_hub_file *f, char *msg, size_t cap)
+{
+    const struct shoal_json *v;
+    const char *s, *why;
+    char shown[512], buf[160];
+    uint64_t lsize;
+    size_t n;
+
+    s = shoal_json_str(shoal_json_get(e, tree ? "path" : "rfilename"), &n);
+    if (!s) {
+        snprintf(msg, cap, "%s@%s: a file entry of the API answer has no name", a->repo, a->rev);
+        return SHOAL_EPROTO;
+    }
+    if ((why = path_why(s, n, buf, sizeof buf)) != NULL) {
+        path_shown(s, n, shown, sizeof shown);
+        snprintf(msg, cap, "%s@%s: the file '%s' cannot be part of a release: %s", a->repo,
+                 a->rev, shown, why);
+        return SHOAL_EPROTO;
+    }
+    f->path = strdup(s);
+    if (!f->path) {
+        snprintf(msg, cap, "out of memory");
+        return -ENOMEM;
+    }
+    if (shoal_json_u64(shoal_json_get(e, "size"), &f->size) != 0) {
+        if (!tree)
+            return 1;
+        snprintf(msg, cap, "%s@%s: file %s has no size in the /tree listing", a->repo, a->rev,
+                 f->path);
+        return SHOAL_EPROTO;
+    }
+    s = shoal_json_str(shoal_json_get(e, tree ? "oid" : "blobId"), &n);
+    if (s) {
+        if (hexval(s, n, f->blob_id, 20) != 0) {
+            snprintf(msg, cap, "%s@%s: file %s has a bad %s", a->repo, a->rev, f->path,
+                     tree ? "oid" : "blobId");
+            return SHOAL_EPROTO;
+        }
+        f->has_blob_id = true;
+    }
+    v = shoal_json_get(e, "lfs");
+    if (v && shoal_json_type_of(v) != SHOAL_JSON_NULL) {
+        s = shoal_json_str(shoal_json_get(v, tree ? "oid" : "sha256"), &n);
+        if (!s || hexval(s, n, f->sha256, 32) != 0 ||
+            shoal_json_u64(shoal_json_get(v, "size"), &lsize) != 0 || lsize != f->size) {
+            snprintf(msg, cap, "%s@%s: file %s has bad LFS info", a->repo, a->rev, f->path);
+            return SHOAL_EPROTO;
+        }
+        f->lfs = true;
+    }
+    if (!f->lfs && !f->has_blob_id) {
+        if (!tree)
+            return 1;
+        snprintf(msg, cap, "%s@%s: file %s has neither an LFS sha256 nor a blob id", a->repo,
+                 a->rev, f->path);
+        return SHOAL_EPROTO;
+    }
+    return 0;
+}
+
+/* Room for one more file in |a|'s release being listed. */
+static int files_reserve(struct api_req *a)
+{
+    struct shoal_hub_release *r = a->rel;
+
+    if (r->nfiles < a->capfiles)
+        return 0;
+    if (r->nfiles >= SHOAL_HUB_MAX_FILES)
+        return SHOAL_ETOOBIG;
+    size_t nc = a->capfiles ? a->capfiles * 2 : 256;
+    if (nc > SHOAL_HUB_MAX_FILES)
+        nc = SHOAL_HUB_MAX_FILES;
+    struct shoal_hub_file *v = realloc(r->files, nc * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    memset(v + a->capfiles, 0, (nc - a->capfiles) * sizeof(*v));
+    r->files = v;
+    a->capfiles = nc;
+    return 0;
+}
+
+/* The message for an API answer (|what|) that is not JSON (|rv|): a web
+ * page says so, with its first bytes, and where it came from. */
+static void api_not_json(const struct shoal_hub *h, const struct job *j, const char *what, int rv,
+                         char *msg, size_t cap)
+{
+    const struct api_req *a = j->api;
+    char first[100];
+
+    body_shown(j->body.data, j->body.len, first, sizeof first);
+    if (is_html(j->ctype) || (j->body.len > 0 && j->body.data[0] == '<'))
+        snprintf(msg, cap, "%s@%s: the %s from %s is a web page (HTTP %ld %s: \"%s\"), not JSON: "
+                 "is hub-endpoint %s the gateway's API root, or is a login page or captive "
+                 "portal in the way?", a->repo, a->rev, what, j->host, j->status,
+                 j->ctype[0] ? j->ctype : "without a Content-Type", first,
+                 shoal_hub_endpoint(h));
+    else
+        snprintf(msg, cap, "%s@%s: the %s from %s is not valid JSON (%s; HTTP %ld %s: \"%s\")",
+                 a->repo, a->rev, what, j->host, shoal_strerror(rv), j->status,
+                 j->ctype[0] ? j->ctype : "without a Content-Type", first);
+}
+
+/* Builds |a->rel| from the revision answer: the commit always, the files
+ * from its siblings unless |a->sha_only|. Sets |*tree| (with why in
+ * |a->why_tree|) when the siblings cannot be trusted and /tree must list
+ * the files: none, HUB_SIBLINGS_TRUSTED or more (the Hub truncates the
+ * list of a large repo), or entries without size and ids (a gateway that
+ * ignores ?blobs=true). */
+static int parse_revision(struct shoal_hub *h, struct job *j, bool *tree, char *msg, size_t cap)
 {
     struct api_req *a = j->api;
     struct shoal_json_doc *doc = NULL;
     struct shoal_hub_release *r = NULL;
-    const struct shoal_json *root, *sib, *v;
+    const struct shoal_json *root, *sib;
     const char *s;
-    size_t n, i;
+    size_t n, i, nsib;
     int rv;
 
+    *tree = false;
     rv = shoal_json_parse(&doc, (const char *)j->body.data, j->body.len, NULL);
     if (rv) {
-        snprintf(msg, cap, "%s@%s: the API answer is not valid JSON (%s)", a->repo, a->rev,
-                 shoal_strerror(rv));
+        api_not_json(h, j, "API answer", rv, msg, cap);
         goto out;
     }
     root = shoal_json_root(doc);
@@ -1596,17 +1884,6 @@ static int parse_release(struct job *j, struct shoal_hub_release **out, char *ms
     s = shoal_json_str(shoal_json_get(root, "sha"), &n);
     if (!s || n != 40 || hexval(s, n, (uint8_t[20]){0}, 20) != 0) {
         snprintf(msg, cap, "%s@%s: the API answer has no commit sha", a->repo, a->rev);
-        goto out;
-    }
-    sib = shoal_json_get(root, "siblings");
-    if (shoal_json_type_of(sib) != SHOAL_JSON_ARRAY) {
-        snprintf(msg, cap, "%s@%s: the API answer has no file list", a->repo, a->rev);
-        goto out;
-    }
-    if (shoal_json_len(sib) > SHOAL_HUB_MAX_FILES) {
-        rv = SHOAL_ETOOBIG;
-        snprintf(msg, cap, "%s@%s: %zu files, more than the limit %u", a->repo, a->rev,
-                 shoal_json_len(sib), SHOAL_HUB_MAX_FILES);
         goto out;
     }
     r = calloc(1, sizeof(*r));
@@ -1617,80 +1894,219 @@ static int parse_release(struct job *j, struct shoal_hub_release **out, char *ms
     r->rev = strdup(a->rev);
     memcpy(r->commit, s, 40);
     r->commit[40] = '\0';
-    r->nfiles = shoal_json_len(sib);
-    r->files = calloc(r->nfiles ? r->nfiles : 1, sizeof(*r->files));
-    if (!r->repo || !r->rev || !r->files)
+    if (!r->repo || !r->rev)
         goto nomem;
+    a->rel = r;
+    a->capfiles = 0;
     /* A commit asked for by id must come back as itself. */
     if (strlen(a->rev) == 40 && hexval(a->rev, 40, (uint8_t[20]){0}, 20) == 0 &&
         strcmp(a->rev, r->commit) != 0) {
         snprintf(msg, cap, "%s@%s: the Hub answered with commit %s", a->repo, a->rev, r->commit);
         goto out;
     }
-    for (i = 0; i < r->nfiles; i++) {
-        const struct shoal_json *e = shoal_json_at(sib, i);
-        struct shoal_hub_file *f = &r->files[i];
-        uint64_t lsize;
-        s = shoal_json_str(shoal_json_get(e, "rfilename"), &n);
-        if (!s || n == 0 || n > SHOAL_HUB_MAX_PATH || strlen(s) != n || !path_ok(s)) {
-            snprintf(msg, cap, "%s@%s: file %zu has a missing or unsafe name", a->repo, a->rev, i);
-            goto out;
-        }
-        f->path = strdup(s);
-        if (!f->path)
-            goto nomem;
-        if (shoal_json_u64(shoal_json_get(e, "size"), &f->size) != 0) {
-            snprintf(msg, cap, "%s@%s: file %s has no size (blobs=true not honoured?)", a->repo,
-                     a->rev, f->path);
-            goto out;
-        }
-        s = shoal_json_str(shoal_json_get(e, "blobId"), &n);
-        if (s) {
-            if (hexval(s, n, f->blob_id, 20) != 0) {
-                snprintf(msg, cap, "%s@%s: file %s has a bad blobId", a->repo, a->rev, f->path);
-                goto out;
-            }
-            f->has_blob_id = true;
-        }
-        v = shoal_json_get(e, "lfs");
-        if (v && shoal_json_type_of(v) != SHOAL_JSON_NULL) {
-            s = shoal_json_str(shoal_json_get(v, "sha256"), &n);
-            if (!s || hexval(s, n, f->sha256, 32) != 0 ||
-                shoal_json_u64(shoal_json_get(v, "size"), &lsize) != 0 || lsize != f->size) {
-                snprintf(msg, cap, "%s@%s: file %s has bad LFS info", a->repo, a->rev, f->path);
-                goto out;
-            }
-            f->lfs = true;
-        }
-        if (!f->lfs && !f->has_blob_id) {
-            snprintf(msg, cap, "%s@%s: file %s has neither an LFS sha256 nor a blob id",
-                     a->repo, a->rev, f->path);
-            goto out;
-        }
-    }
-    *out = r;
-    r = NULL;
     rv = 0;
+    /* A pull by branch needs the commit only: its files come with the
+     * signed manifest. */
+    if (a->sha_only)
+        goto out;
+    sib = shoal_json_get(root, "siblings");
+    nsib = shoal_json_type_of(sib) == SHOAL_JSON_ARRAY ? shoal_json_len(sib) : 0;
+    if (nsib == 0 || nsib >= HUB_SIBLINGS_TRUSTED) {
+        snprintf(a->why_tree, sizeof a->why_tree,
+                 nsib ? "the API answer lists %zu files, a list the Hub may truncate"
+                      : "the API answer lists no files",
+                 nsib);
+        *tree = true;
+        goto out;
+    }
+    for (i = 0; i < nsib; i++) {
+        if ((rv = files_reserve(a)) != 0) {
+            if (rv == -ENOMEM)
+                goto nomem;
+            snprintf(msg, cap, "%s@%s: more than %u files", a->repo, a->rev, SHOAL_HUB_MAX_FILES);
+            goto out;
+        }
+        rv = file_from_json(a, shoal_json_at(sib, i), false, &r->files[r->nfiles], msg, cap);
+        r->nfiles++; /* its path is freed with the release */
+        if (rv == 1) {
+            snprintf(a->why_tree, sizeof a->why_tree,
+                     "the API answer gives no size or blob id for %s: %s ignores ?blobs=true",
+                     r->files[r->nfiles - 1].path, shoal_hub_endpoint(h));
+            *tree = true;
+            rv = 0;
+            goto out;
+        }
+        if (rv)
+            goto out;
+    }
     goto out;
 nomem:
     rv = -ENOMEM;
     snprintf(msg, cap, "out of memory");
 out:
-    shoal_hub_release_free(r);
     shoal_json_doc_free(doc);
     return rv;
+}
+
+/* Adds the files of one /tree page (a JSON array of {type, path, size,
+ * oid, lfs}; folders skipped) to |a->rel|; |*added| is the page's entries. */
+static int parse_tree_page(struct job *j, size_t *added, char *msg, size_t cap)
+{
+    struct api_req *a = j->api;
+    struct shoal_json_doc *doc = NULL;
+    const struct shoal_json *root, *e;
+    const char *t;
+    size_t n;
+    int rv;
+
+    *added = 0;
+    rv = shoal_json_parse(&doc, (const char *)j->body.data, j->body.len, NULL);
+    if (rv) {
+        api_not_json(j->hub, j, "/tree answer", rv, msg, cap);
+        goto out;
+    }
+    root = shoal_json_root(doc);
+    rv = SHOAL_EPROTO;
+    if (shoal_json_type_of(root) != SHOAL_JSON_ARRAY) {
+        snprintf(msg, cap, "%s@%s: the /tree answer is not a list", a->repo, a->rev);
+        goto out;
+    }
+    /* Entries of any kind: a page of folders alone still moves on. */
+    *added = shoal_json_len(root);
+    for (size_t i = 0; i < shoal_json_len(root); i++) {
+        e = shoal_json_at(root, i);
+        t = shoal_json_str(shoal_json_get(e, "type"), &n);
+        /* Folders are listed too; a submodule has no bytes to fetch. */
+        if (!t || n != 4 || memcmp(t, "file", 4) != 0)
+            continue;
+        if ((rv = files_reserve(a)) != 0) {
+            snprintf(msg, cap, rv == -ENOMEM ? "out of memory" : "%s@%s: more than %u files",
+                     a->repo, a->rev, SHOAL_HUB_MAX_FILES);
+            goto out;
+        }
+        rv = file_from_json(a, e, true, &a->rel->files[a->rel->nfiles], msg, cap);
+        a->rel->nfiles++;
+        if (rv)
+            goto out;
+    }
+    rv = 0;
+out:
+    shoal_json_doc_free(doc);
+    return rv;
+}
+
+/* Queues the /tree request of |a|: |next| (a Link rel="next" of the last
+ * page) or the first page at the resolved commit. */
+static int start_tree(struct shoal_hub *h, struct api_req *a, const char *next, char *msg,
+                      size_t cap)
+{
+    struct job *j;
+    char *url = NULL;
+
+    if (!next) {
+        /* The commit's whole file list, recursive; pages follow Link. */
+        url = str_printf("%s/api/%s/%s/tree/%s?recursive=true", h->endpoint, type_word(a->type),
+                         a->repo, a->rel->commit);
+    } else if (next[0] == '/' && next[1] != '/') {
+        /* A path on the endpoint's own origin. */
+        url = str_printf("%s://%s%s%s%s", h->ep_scheme, h->ep_host,
+                         *h->ep_port ? ":" : "", h->ep_port, next);
+    } else if (shoal_hub_token_follows(h->endpoint, h->endpoint, next) &&
+               strncmp(next, h->endpoint, strlen(h->endpoint)) == 0) {
+        url = strdup(next);
+    } else {
+        /* A gateway in front of the Hub may pass the Hub's own Link on
+         * (https://huggingface.co/api/...): the same API path is asked of
+         * the endpoint, where the token may go, not of that host. */
+        const char *api = strstr(next, "/api/");
+        const char *auth = strstr(next, "://");
+        if (!auth || !api || api < auth || strncmp(api, "/api/", 5) != 0 ||
+            memchr(auth + 3, '/', (size_t)(api - auth - 3)) != NULL) {
+            char shown[256];
+            shoal_url_redact(next, shown, sizeof shown);
+            snprintf(msg, cap, "%s@%s: the /tree listing's next page is at %s, outside %s and "
+                     "not an API path", a->repo, a->rev, shown, shoal_hub_endpoint(h));
+            return SHOAL_EPROTO;
+        }
+        url = str_printf("%s%s", h->endpoint, api);
+    }
+    if (!url || !(j = job_new(h, JOB_API, url))) {
+        free(url);
+        snprintf(msg, cap, "out of memory");
+        return -ENOMEM;
+    }
+    free(url);
+    j->api = a;
+    all_link(h, j);
+    pend_push(h, j);
+    kick(h);
+    return 0;
 }
 
 static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
 {
     struct api_req *a = j->api;
     struct shoal_hub_release *rel = NULL;
-    char pmsg[HUB_MSG_MAX];
+    char pmsg[HUB_MSG_MAX], tmsg[2 * HUB_MSG_MAX];
+    bool tree = false, listing = a->rel != NULL;
+    size_t added = 0;
 
-    (void)h;
+    if (!listing) {
+        /* The revision answer. */
+        if (rv == 0) {
+            rv = parse_revision(h, j, &tree, pmsg, sizeof pmsg);
+            msg = pmsg;
+        }
+        if (rv == 0 && tree) {
+            /* Files listed again from the start. */
+            for (size_t i = 0; i < a->rel->nfiles; i++)
+                free(a->rel->files[i].path);
+            free(a->rel->files);
+            a->rel->files = NULL;
+            a->rel->nfiles = 0;
+            a->capfiles = 0;
+            rv = start_tree(h, a, NULL, pmsg, sizeof pmsg);
+            if (rv == 0) {
+                job_free(j);
+                return;
+            }
+        }
+    } else {
+        /* A page of the /tree listing. */
+        a->pages++;
+        if (rv == 0) {
+            rv = parse_tree_page(j, &added, pmsg, sizeof pmsg);
+            msg = pmsg;
+        }
+        if (rv == 0 && j->link_next) {
+            /* Bounded: every page lists something, and there are at
+             * most HUB_TREE_PAGES_MAX of them. */
+            if (added == 0 || a->pages >= HUB_TREE_PAGES_MAX) {
+                rv = SHOAL_EPROTO;
+                snprintf(pmsg, sizeof pmsg, "%s@%s: the /tree listing does not end (page %u %s)",
+                         a->repo, a->rev, a->pages,
+                         added ? "is past the limit" : "lists nothing and has a next page");
+            } else {
+                rv = start_tree(h, a, j->link_next, pmsg, sizeof pmsg);
+                if (rv == 0) {
+                    job_free(j);
+                    return;
+                }
+            }
+            msg = pmsg;
+        }
+        if (rv != 0) {
+            /* Say why /tree was asked at all: a gateway without it needs
+             * to be told what it lacks. */
+            snprintf(tmsg, sizeof tmsg, "%s, and listing the files with GET /api/%s/%s/tree/%s "
+                     "failed: %s", a->why_tree, type_word(a->type), a->repo, a->rel->commit,
+                     msg ? msg : shoal_strerror(rv));
+            msg = tmsg;
+        }
+    }
     if (rv == 0) {
-        rv = parse_release(j, &rel, pmsg, sizeof(pmsg));
-        msg = pmsg;
+        rel = a->rel;
+        a->rel = NULL;
     }
     job_free(j);
     a->cb(a->user, rv, rv == 0 ? rel : NULL, rv == 0 ? NULL : msg);
@@ -1716,6 +2132,8 @@ void shoal_hub_release_free(struct shoal_hub_release *r)
     free(r->rev);
     free(r);
 }
+
+static void trim_space(char *t);
 
 static int read_token_file(const char *path, char **out, bool *exposed)
 {
@@ -1749,6 +2167,9 @@ static int read_token_file(const char *path, char **out, bool *exposed)
         len += (size_t)n;
     }
     buf[len] = '\0';
+    /* The first line with text: blank lines and spaces around it are an
+     * editor's or a template's, not the token's. */
+    trim_space(buf);
     buf[strcspn(buf, "\r\n")] = '\0';
     if (strlen(buf) > HUB_TOKEN_MAX) {
         rv = SHOAL_ETOOBIG;
@@ -1861,6 +2282,90 @@ static bool token_ok(const char *t)
     return true;
 }
 
+/* Cuts the whitespace around |t| in place, as huggingface_hub does with
+ * a token (an editor's newline, a template's spaces). */
+static void trim_space(char *t)
+{
+    size_t n = strlen(t), a = 0;
+
+    while (n > 0 && isspace((unsigned char)t[n - 1]))
+        t[--n] = '\0';
+    while (a < n && isspace((unsigned char)t[a]))
+        a++;
+    memmove(t, t + a, n - a + 1);
+}
+
+/* The token a hub made with |cfg| sends (see shoal_hub_config.token), into
+ * |*out| (NULL: none), trimmed; |*src| (if not NULL) says where it came
+ * from. Returns 0, SHOAL_EPROTO (a byte an HTTP header cannot carry left
+ * after the trim), or an error reading the file. */
+static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
+                      const char **src)
+{
+    const char *env, *from = NULL;
+    char *t = NULL;
+    int rv = 0;
+
+    *out = NULL;
+    if (cfg && cfg->token) {
+        from = "the token given";
+        t = strdup(cfg->token);
+        rv = t ? 0 : -ENOMEM;
+    } else if (cfg && cfg->token_file) {
+        from = "the token file";
+        rv = read_token_file(cfg->token_file, &t, exposed);
+    } else if ((env = getenv("HF_TOKEN")) && *env) {
+        from = "$HF_TOKEN";
+        t = strdup(env);
+        rv = t ? 0 : -ENOMEM;
+    }
+    if (src)
+        *src = from;
+    if (rv)
+        return rv;
+    if (t)
+        trim_space(t);
+    if (t && !*t) {
+        free(t);
+        t = NULL;
+    }
+    if (t && (strlen(t) > HUB_TOKEN_MAX || !token_ok(t))) {
+        sodium_memzero(t, strlen(t));
+        free(t);
+        return SHOAL_EPROTO;
+    }
+    *out = t;
+    return 0;
+}
+
+int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap)
+{
+    const char *src = NULL;
+    char *t = NULL;
+    bool exposed = false;
+    int rv = load_token(cfg, &t, &exposed, &src);
+
+    if (t) {
+        sodium_memzero(t, strlen(t));
+        free(t);
+    }
+    if (rv == 0)
+        return 0;
+    if (cfg && !cfg->token && cfg->token_file)
+        snprintf(msg, cap, "hub token file %s: %s", cfg->token_file,
+                 rv == SHOAL_EPROTO ? "the token holds characters not allowed in an HTTP header "
+                                      "(spaces around it are trimmed; inside it they are not "
+                                      "allowed)"
+                 : rv == SHOAL_EBADPATH ? "not a regular file"
+                                        : shoal_strerror(rv));
+    else
+        snprintf(msg, cap, "hub token from %s: %s", src ? src : "?",
+                 rv == SHOAL_EPROTO ? "it holds characters not allowed in an HTTP header (spaces "
+                                      "around it are trimmed; inside it they are not allowed)"
+                                    : shoal_strerror(rv));
+    return rv;
+}
+
 int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hub_config *cfg)
 {
     static bool curl_ready;
@@ -1950,31 +2455,9 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         }
     }
 
-    if (cfg && cfg->token) {
-        h->token = strdup(cfg->token);
-        if (!h->token) {
-            rv = -ENOMEM;
-            goto fail;
-        }
-    } else if (cfg && cfg->token_file) {
-        rv = read_token_file(cfg->token_file, &h->token, &h->token_exposed);
-        if (rv)
-            goto fail;
-    } else if ((env = getenv("HF_TOKEN")) && *env) {
-        h->token = strdup(env);
-        if (!h->token) {
-            rv = -ENOMEM;
-            goto fail;
-        }
-    }
-    if (h->token && !*h->token) {
-        free(h->token);
-        h->token = NULL;
-    }
-    if (h->token && (strlen(h->token) > HUB_TOKEN_MAX || !token_ok(h->token))) {
-        rv = SHOAL_EPROTO;
+    rv = load_token(cfg, &h->token, &h->token_exposed, NULL);
+    if (rv)
         goto fail;
-    }
 
     {
         char why[256];
@@ -2123,8 +2606,8 @@ static struct job *job_new(struct shoal_hub *h, enum job_kind kind, const char *
     return j;
 }
 
-int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
-                      const char *rev, shoal_hub_resolve_cb cb, void *user)
+static int resolve_start(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
+                         const char *rev, bool sha_only, shoal_hub_resolve_cb cb, void *user)
 {
     struct api_req *a = NULL;
     struct job *j = NULL;
@@ -2144,6 +2627,7 @@ int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char
     a->rev = xstrdup(rev);
     a->cb = cb;
     a->user = user;
+    a->sha_only = sha_only;
     /* The Hub wants a revision with '/' (refs/pr/1) as one escaped segment. */
     erev = url_escape(rev, false);
     if (!a->repo || !a->rev || !erev)
@@ -2167,6 +2651,18 @@ out:
     free(erev);
     free(url);
     return rv;
+}
+
+int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
+                      const char *rev, shoal_hub_resolve_cb cb, void *user)
+{
+    return resolve_start(h, type, repo, rev, false, cb, user);
+}
+
+int shoal_hub_resolve_commit(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
+                             const char *rev, shoal_hub_resolve_cb cb, void *user)
+{
+    return resolve_start(h, type, repo, rev, true, cb, user);
 }
 
 static int span_cmp(const void *a, const void *b)

@@ -79,7 +79,8 @@ struct shoal_hub_config {
      * SHOAL_HUB_DEFAULT_ENDPOINT. */
     const char *endpoint;
     /* Bearer token. NULL: the first line of |token_file| if set, else
-     * $HF_TOKEN, else none. "" means none. Copied; wiped on free. */
+     * $HF_TOKEN, else none. "" means none. Whitespace around it is cut
+     * (shoal_hub_token_verify). Copied; wiped on free. */
     const char *token;
     const char *token_file;
     /* PEM bundle of the CAs an https origin's certificate (and that of any
@@ -204,6 +205,16 @@ int shoal_hub_ca_check(const char *path, char *why, size_t cap);
 int shoal_hub_ca_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap);
 
 /*
+ * Checks the token a hub made with |cfg| would send (shoal_hub_config.token:
+ * the token given, else the token file, else $HF_TOKEN), after cutting the
+ * whitespace around it as huggingface_hub does. Returns 0 (a usable token
+ * or none), SHOAL_EPROTO (bytes an HTTP header cannot carry are left), or
+ * an error reading the file, and then |msg| (|cap| bytes) names the
+ * source ("hub token file PATH: ...", "hub token from $HF_TOKEN: ...").
+ */
+int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap);
+
+/*
  * Cancels every request (their callbacks are NOT called), wipes the token
  * and closes the hub's libuv handles; the memory is released by the close
  * callbacks, so run the loop afterwards (uv_run) before closing it. Must
@@ -260,10 +271,25 @@ typedef void (*shoal_hub_resolve_cb)(void *user, int status, struct shoal_hub_re
  * Starts resolving |repo| ("name" or "org/name") at |rev| (branch, tag or
  * 40-hex commit; NULL = "main") with GET /api/{models|datasets}/{repo}/
  * revision/{rev}?blobs=true. |cb| runs later, from the loop.
+ * The files come from the answer's siblings when it lists 1 to 1000 of
+ * them, each with its size and blob id or LFS sha256. Otherwise (none,
+ * more than 1000: the Hub truncates the siblings of a large repo; or no
+ * sizes and ids: a gateway that ignores ?blobs=true) they are listed with
+ * GET /api/{models|datasets}/{repo}/tree/{commit}?recursive=true, page by
+ * page as its Link rel="next" headers lead, as huggingface_hub does (a
+ * link elsewhere, as a gateway passing the Hub's own on gives, is asked of
+ * the endpoint: endpoint + its /api/... path; the token never leaves); a failure then says why /tree was asked.
  * Returns 0 (cb will be called), -EINVAL (bad repo id or revision), -ENOMEM.
  */
 int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
                       const char *rev, shoal_hub_resolve_cb cb, void *user);
+
+/* shoal_hub_resolve for the commit alone: the release it gives has no
+ * files (nfiles 0), and nothing in the answer but "sha" is read, so a
+ * branch resolves however many files the repo has and whatever the
+ * siblings hold. */
+int shoal_hub_resolve_commit(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,
+                             const char *rev, shoal_hub_resolve_cb cb, void *user);
 
 /* A byte range of a file. */
 struct shoal_hub_span {

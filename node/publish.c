@@ -455,6 +455,11 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         p->err = rv;
         goto out;
     }
+    rv = shoal_hub_token_verify(&o->hub, p->msg, sizeof p->msg);
+    if (rv) {
+        p->err = rv;
+        goto out;
+    }
     rv = shoal_hub_new(&p->hub, &p->loop, &o->hub);
     if (rv) {
         p->err = rv;

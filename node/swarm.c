@@ -252,6 +252,12 @@ struct shoal_swarm {
      * a row (for status, shoal_swarm_origin_error); none: bad_origin_n 0. */
     uint32_t bad_origin_chunk, bad_origin_n;
     char bad_origin_err[200];
+    /* The last origin fetch the origin answered but refused (a 404: the
+     * file is not there; a broken answer), which the hub's health does not
+     * count as failing, and its first chunk: shown in status until that
+     * chunk is had. "" while none is. */
+    uint32_t origin_refused_chunk;
+    char origin_refused_err[400];
 };
 
 static uint32_t next_req_id = 1;
@@ -2296,6 +2302,15 @@ static void ofetch_done(void *user, int status, const char *msg)
         origin_hold(s);
         if (status == SHOAL_EPERM || status == SHOAL_EUNTRUSTED)
             origin_refused(s, msg);
+        if ((status == SHOAL_ENOTFOUND || status == SHOAL_EPROTO) && msg) {
+            /* An answer, so the origin is not "failing": without this the
+             * pull would sit at its percentage with no reason shown. */
+            s->origin_refused_chunk = of->first;
+            snprintf(s->origin_refused_err, sizeof s->origin_refused_err,
+                     "origin %s: %s%s", shoal_hub_endpoint(s->cfg->hub), msg,
+                     status == SHOAL_ENOTFOUND ? " (not on the gateway? asked again later)"
+                                               : " (asked again later)");
+        }
         while (of->queued < of->count)
             origin_chunk_failed(s, of->first + of->queued++);
     }
@@ -2740,9 +2755,12 @@ const char *shoal_swarm_origin_error(struct shoal_swarm *s)
 {
     /* Until the chunk is had, from the origin or a peer: the origin's
      * other chunks arriving does not make this one right. */
+    if (s->origin_refused_err[0] &&
+        (s->complete || shoal_store_has(s->store, s->origin_refused_chunk)))
+        s->origin_refused_err[0] = '\0';
     if (s->bad_origin_n == 0 || s->complete || shoal_store_has(s->store, s->bad_origin_chunk)) {
         s->bad_origin_n = 0;
-        return "";
+        return s->origin_refused_err;
     }
     snprintf(s->bad_origin_err, sizeof s->bad_origin_err,
              "origin's bytes for chunk %u do not match the manifest (%u time%s; not stored, "

@@ -211,7 +211,9 @@ bool shoal_swarm_complete(const struct shoal_swarm *s);
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s);
 /* What is wrong with the origin's bytes, until the chunk they failed for
  * is had: "origin's bytes for chunk N do not match the manifest ...", or
- * "". */
+ * the last refusal the origin answered with (HTTP 404 for a file, a broken
+ * answer), which its health does not count as failing: "origin URL: MSG
+ * (not on the gateway? asked again later)"; or "". */
 const char *shoal_swarm_origin_error(struct shoal_swarm *s);
 /* Signed manifest bytes (owned by the swarm). */
 const uint8_t *shoal_swarm_signed(const struct shoal_swarm *s, size_t *len);

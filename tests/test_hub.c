@@ -703,6 +703,34 @@ static void test_not_found(void)
     hub_close(h);
 }
 
+/* QA K7: a web page (a login page, a captive portal, the gateway's web UI)
+ * where the API or a file's bytes were asked for is named as such, with
+ * its first bytes, and a file fetch is not retried. */
+static void test_html_answer(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct resolved r;
+    struct fetched f = {0};
+    struct shoal_hub_span sp = {0, 100};
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"html\",\"match\":\"/api/\"}]");
+    CHECK_EQ(resolve(h, "org/m", "main", &r), SHOAL_EPROTO);
+    fprintf(stderr, "  e.g.: %s\n", r.msg);
+    CHECK(strstr(r.msg, "web page") && strstr(r.msg, "text/html") && strstr(r.msg, "Sign in") &&
+          strstr(r.msg, "API root"));
+    stub_reset();
+    stub_fault("[{\"kind\":\"html\",\"match\":\"/resolve/\",\"times\":-1}]");
+    CHECK_EQ(fetch(h, "org/m", commit_m, "config.json", &sp, 1, &f, 100), SHOAL_EPROTO);
+    fprintf(stderr, "  e.g.: %s\n", f.msg);
+    CHECK(strstr(f.msg, "config.json") && strstr(f.msg, "web page") && strstr(f.msg, "text/html"));
+    /* Asked once: no retry cures a web page; none of its bytes delivered. */
+    CHECK_EQ(hubstub_stat(&stub, "\"requests\"", "resolve"), 1);
+    CHECK_EQ(f.delivered, 0);
+    free(f.buf);
+    hub_close(h);
+}
+
 static void test_private_and_gated(void)
 {
     struct shoal_hub *anon = hub_open(NULL, NULL, 0);
@@ -1429,6 +1457,7 @@ int main(int argc, char **argv)
                           NULL) == 0);
 
     RUN(test_resolve);
+    RUN(test_html_answer);
     RUN(test_spans_merged);
     RUN(test_429_retry_after);
     RUN(test_503_then_ok);

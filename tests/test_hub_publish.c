@@ -309,6 +309,156 @@ static void test_oom_is_an_error(void)
     CHECK(access(outp, F_OK) != 0);
 }
 
+/* QA K14: a gateway that ignores ?blobs=true (siblings without size or
+ * ids) is published from the /tree listing; one without /tree either gets
+ * a message naming the gateway and what it lacks. */
+static void test_gateway_without_blobs(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults", "[{\"kind\":\"listing\",\"noblobs\":true}]");
+    memset(&res, 0, sizeof res);
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    if (err[0])
+        fprintf(stderr, "  %s\n", err);
+    CHECK_EQ(res.nfiles, 5);
+    if (res.nfiles == 5)
+        check_manifest_matches_disk("org/m", commit_m);
+
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"status\",\"code\":404,\"times\":-1,\"match\":\"/tree/\"}]");
+    CHECK(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  without /tree: %s\n", err);
+    CHECK(strstr(err, stub.url) && strstr(err, "ignores ?blobs=true") && strstr(err, "/tree/") &&
+          strstr(err, "HTTP 404"));
+}
+
+static char commit_big[41];
+
+/* QA K13: the Hub truncates the siblings of a large repo; a publish lists
+ * /tree (every page) instead and misses no file. */
+static void test_truncated_siblings(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"listing\",\"siblings_max\":1000,\"tree_page\":300}]");
+    memset(&res, 0, sizeof res);
+    CHECK_EQ(publish("org/big", NULL, err, sizeof(err), &res, NULL), 0);
+    if (err[0])
+        fprintf(stderr, "  %s\n", err);
+    /* 1100 parts, config.json, tokenizer.json, model.safetensors. */
+    CHECK_EQ(res.nfiles, 1103);
+    CHECK(strcmp(res.commit, commit_big) == 0);
+    /* The revision, then four pages of /tree, each asked once. */
+    CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 5);
+
+    /* No siblings at all: listed too; next pages given as paths. */
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
+                 "\"tree_link\":\"relative\"}]");
+    memset(&res, 0, sizeof res);
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    CHECK_EQ(res.nfiles, 5);
+    if (res.nfiles == 5)
+        check_manifest_matches_disk("org/m", commit_m);
+    CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 4);
+
+    /* A next page on another host (a gateway passing the Hub's own Link
+     * on): its API path is asked of the endpoint, the token stays home. */
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
+                 "\"tree_link\":\"http://other.invalid:1\"}]");
+    memset(&res, 0, sizeof res);
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    if (err[0])
+        fprintf(stderr, "  next page elsewhere: %s\n", err);
+    CHECK_EQ(res.nfiles, 5);
+    CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 4);
+}
+
+/* QA K12: a file shoal cannot carry is named, with the rule it breaks. */
+static void test_unsafe_names_named(void)
+{
+    char err[1024];
+    struct shoal_publish_result res;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    CHECK(publish("org/long", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  long path: %s\n", err);
+    CHECK(strstr(err, "'d0aaaaaaaa") && strstr(err, "1096 bytes") && strstr(err, "limit of 1024"));
+    CHECK(publish("org/bslash", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  backslash: %s\n", err);
+    CHECK(strstr(err, "'dir\\name.json'") && strstr(err, "backslash"));
+}
+
+/* QA K15: a token with whitespace around it (a template's, an editor's)
+ * is trimmed, from a file and from $HF_TOKEN; one with a bad byte left is
+ * refused naming where it came from. */
+static int publish_tok(const char *token_file, const char *env, char *err, size_t errlen)
+{
+    struct shoal_publish_opts o;
+    struct shoal_publish_result res;
+    int rv;
+
+    memset(&o, 0, sizeof(o));
+    o.repo = "org/p";
+    o.key_path = keyp;
+    o.out_path = outp;
+    o.hub.endpoint = stub.url;
+    o.hub.token_file = token_file;
+    o.hub.backoff_base_ms = 20;
+    o.params = &small;
+    o.progress = SHOAL_PUBLISH_PROGRESS_NONE;
+    o.errbuf = err;
+    o.errlen = errlen;
+    err[0] = '\0';
+    if (env)
+        setenv("HF_TOKEN", env, 1);
+    rv = shoal_publish_run(&o, &res);
+    unsetenv("HF_TOKEN");
+    return rv;
+}
+
+static void test_token_trimmed(void)
+{
+    char err[1024], tf[300];
+    FILE *f;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    snprintf(tf, sizeof tf, "%s/token", root);
+    f = fopen(tf, "w");
+    REQUIRE(f);
+    fputs("  tok  \n", f);
+    fclose(f);
+    CHECK_EQ(publish_tok(tf, NULL, err, sizeof err), 0);
+    if (err[0])
+        fprintf(stderr, "  token file: %s\n", err);
+    CHECK_EQ(publish_tok(NULL, " tok\t", err, sizeof err), 0);
+    if (err[0])
+        fprintf(stderr, "  HF_TOKEN: %s\n", err);
+    CHECK(publish_tok(NULL, "to k", err, sizeof err) != 0);
+    fprintf(stderr, "  e.g.: %s\n", err);
+    CHECK(strstr(err, "$HF_TOKEN") && strstr(err, "HTTP header"));
+    f = fopen(tf, "w");
+    REQUIRE(f);
+    fputs("tok\x01\n", f);
+    fclose(f);
+    CHECK(publish_tok(tf, NULL, err, sizeof err) != 0);
+    fprintf(stderr, "  e.g.: %s\n", err);
+    CHECK(strstr(err, tf) && strstr(err, "HTTP header"));
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_seckey sk;
@@ -333,6 +483,20 @@ int main(int argc, char **argv)
                             "--private", NULL) == 0);
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/d", NULL, "--size", "100K", "--shards", "1",
                             "--dataset", NULL) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/big", commit_big, "--size", "100K",
+                            "--shards", "1", "--extra-files", "1100", NULL) == 0);
+    {
+        /* 11 folders of 99 bytes and a file: a path of 1096 bytes. */
+        char lp[1200];
+        size_t n = 0;
+        for (int d = 0; d < 11; d++)
+            n += (size_t)snprintf(lp + n, sizeof lp - n, "d%d%s/", d, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" + 2);
+        snprintf(lp + n, sizeof lp - n, "f.json");
+        REQUIRE(hubstub_genrepo(py, hubdir, root, "org/long", NULL, "--size", "100K",
+                                "--shards", "1", "--extra-path", lp, NULL) == 0);
+    }
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/bslash", NULL, "--size", "100K",
+                            "--shards", "1", "--extra-path", "dir\\name.json", NULL) == 0);
     REQUIRE(hubstub_start(&stub, py, hubdir, root, "--token", "tok", NULL) == 0);
 
     RUN(test_publish_ok);
@@ -342,6 +506,10 @@ int main(int argc, char **argv)
     RUN(test_dataset);
     RUN(test_out_ignores_planted_link);
     RUN(test_oom_is_an_error);
+    RUN(test_gateway_without_blobs);
+    RUN(test_truncated_siblings);
+    RUN(test_unsafe_names_named);
+    RUN(test_token_trimmed);
 
     hubstub_stop(&stub);
     t_rmtree(root);

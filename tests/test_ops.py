@@ -324,6 +324,20 @@ CASE is one of:
                 `shoal drop datasets/acme/model@DC` takes the dataset out
                 and leaves the model; a second node with shoald --pull
                 datasets/acme/model@main completes the dataset.
+  hub_listing   a gateway that ignores ?blobs=true (siblings without size
+                or ids, QA K14): `shoal publish acme/model@main` lists the
+                files with /tree instead and publishes all of them, and
+                `shoal pull acme/model@main` (which needs only the commit)
+                completes; before, both failed "file config.json has no
+                size". With 1000 siblings (a cut list) too.
+  origin_404    a gateway answering 404 for a release's files (QA K16):
+                `shoal pull` and `shoal status` show why it is held up
+                ("origin URL: ... HTTP 404 ... (not on the gateway? ...)")
+                instead of a bare "pulling 0.0%".
+  hub_api_failing while the Hub's API answers 503 (QA K10), a pull by
+                branch shows why it waits, in `shoal pull` and `shoal status`:
+                "asking the Hub where main is; origin HOST failing for N s
+                (M failed requests): HTTP 503".
 Every wait is bounded; all processes are killed at the end.
 """
 import fcntl
@@ -1383,6 +1397,35 @@ def case_hub_refused(tmp):
     return shoalproc.finish(fails, [n])
 
 
+def case_hub_listing(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "2M")
+    hub.add_faults([{"kind": "listing", "noblobs": True}])
+    trk, taddr = start_tracker(k)
+    fails = 0
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    mf = os.path.join(tmp, "rel.manifest")
+    r = subprocess.run([SHOAL, "publish", "acme/model@main", "--key", k("publisher"), "--out", mf,
+                        "--quiet", "--tracker", taddr, "--identity", k("admin"), "--cred",
+                        k("admin") + ".cred"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    print(f"publish through a gateway ignoring ?blobs=true: exit {r.returncode}: "
+          f"{(r.stdout + r.stderr).strip()[-300:]}")
+    if r.returncode != 0 or f"{len(hub.files)} files" not in r.stdout:
+        print("FAIL publish through a gateway ignoring ?blobs=true")
+        fails += 1
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", str(WAIT_S))
+    last = (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
+    print(f"pull by branch through it: exit {r.returncode}: {last}")
+    if r.returncode != 0 or f"complete: acme/model@{hub.commit}" not in r.stdout:
+        print(f"FAIL pull by branch through a gateway ignoring ?blobs=true: {r.stderr}")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    return shoalproc.finish(fails, [n])
+
+
 def case_loader_branch(tmp):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
     import shoal_loader
@@ -2259,6 +2302,51 @@ def case_origin_health(tmp):
     back = [l for l in n.log()[mark:].splitlines() if "reachable again" in l]
     if back:
         print(f"FAIL the log says the origin is reachable again while it fails: {back[:3]}")
+        fails += 1
+    return shoalproc.finish(fails, [n], tail=40)
+
+
+def case_origin_404(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "2M", shards="1")
+    mf, _ = publish(k, hub, tmp, "main")
+    hub.reset()
+    hub.add_faults([{"kind": "status", "code": 404, "times": -1, "match": "/resolve/"}])
+    fails = 0
+    n = node("h", k, tmp, hub, ["--manifest", mf])
+    r = cli("pull", "acme/model@" + hub.commit, "--socket", n.sock, "--timeout", "6")
+    print(f"pull: exit {r.returncode}: {r.stdout.strip()[-400:]} {r.stderr.strip()}")
+    if r.returncode == 0 or "HTTP 404" not in r.stdout + r.stderr or \
+            "not on the gateway" not in r.stdout + r.stderr:
+        print("FAIL shoal pull does not say the origin answers 404 for the files")
+        fails += 1
+    st = status_saying(n, "HTTP 404", 25)
+    print(st.strip())
+    if "HTTP 404" not in st or "not on the gateway" not in st:
+        print("FAIL shoal status does not say the origin answers 404 for a file")
+        fails += 1
+    return shoalproc.finish(fails, [n], tail=40)
+
+
+def case_hub_api_failing(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "1M", shards="1")
+    hub.add_faults([{"kind": "status", "code": 503, "times": -1, "match": "/api/"}])
+    trk, taddr = start_tracker(k)
+    fails = 0
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "4")
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    print(f"pull: exit {r.returncode}: {last} {r.stderr.strip()}")
+    want = re.compile(r"asking the Hub where main is; origin 127\.0\.0\.1:\d+ failing for \d+ s "
+                      r"\(\d+ failed requests?\): HTTP 503")
+    if r.returncode == 0 or not want.search(r.stdout):
+        print("FAIL shoal pull does not say the Hub's API is failing")
+        fails += 1
+    st = status_saying(n, "failing", 10)
+    print(st.strip())
+    if not want.search(st):
+        print("FAIL shoal status does not say the Hub's API is failing")
         fails += 1
     return shoalproc.finish(fails, [n], tail=40)
 
@@ -3584,5 +3672,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_gateway_etag": case_hf_gateway_etag,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
-                      "origin_health": case_origin_health, "datasets": case_datasets},
+                      "origin_health": case_origin_health, "datasets": case_datasets,
+                      "hub_listing": case_hub_listing, "origin_404": case_origin_404,
+                      "hub_api_failing": case_hub_api_failing},
                "shoal-ops-", scan_sanitizers=True)

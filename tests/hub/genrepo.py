@@ -22,6 +22,7 @@ Prints the commit id (or a JSON summary with --print-json).
 """
 
 import argparse
+import shutil
 import hashlib
 import json
 import os
@@ -225,6 +226,11 @@ def main(argv=None):
     ap.add_argument("--dataset", action="store_true")
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--print-json", action="store_true")
+    ap.add_argument("--extra-files", type=int, default=0,
+                    help="also N small git-stored files data/part-NNNNN.txt (a repo "
+                         "with more files than the Hub lists in siblings)")
+    ap.add_argument("--extra-path", action="append", default=[],
+                    help="also a small file at this path (folders made)")
     a = ap.parse_args(argv)
 
     if a.repo.count("/") > 1 or not a.repo.strip("/") or ".." in a.repo:
@@ -250,6 +256,8 @@ def main(argv=None):
     files = []
 
     def add_bytes(path, data):
+        if "/" in path:
+            os.makedirs(os.path.join(stage, os.path.dirname(path)), exist_ok=True)
         with open(os.path.join(stage, path), "wb") as f:
             f.write(data)
         files.append({"path": path, "size": len(data),
@@ -283,6 +291,11 @@ def main(argv=None):
         add_bytes("model.safetensors.index.json",
                   json.dumps(index, indent=2, sort_keys=True).encode() + b"\n")
 
+    for i in range(a.extra_files):
+        add_bytes("data/part-%05d.txt" % i, b"part %d of %d, seed %d\n" % (i, a.extra_files, a.seed))
+    for p in a.extra_path:
+        add_bytes(p, b"extra file %s\n" % p.encode())
+
     for f in files:
         f["lfs"] = is_lfs(f["path"], f["size"])
         if f["lfs"]:
@@ -299,9 +312,7 @@ def main(argv=None):
     final = os.path.join(repo_dir, "commits", commit)
     if os.path.exists(final):
         # Same content and parent: the commit already exists, keep it.
-        for f in files:
-            os.unlink(os.path.join(stage, f["path"]))
-        os.rmdir(stage)
+        shutil.rmtree(stage)
     else:
         with open(os.path.join(stage, ".files.json"), "w") as fh:
             json.dump({"commit": commit, "parent": parent, "files": files}, fh, indent=1)

@@ -18,6 +18,14 @@ Endpoints (datasets use /api/datasets/... and /datasets/...):
   GET  /api/models/<repo>/revision/<rev>[?blobs=true]   model info JSON:
        id, sha, private, gated, siblings [{rfilename, size?, blobId?, lfs?}]
        (size/blobId/lfs only with blobs=true, as on the Hub)
+       The "listing" control rule below makes it answer as a gateway
+       ignoring ?blobs=true, or truncate siblings as the Hub does for a
+       large repo.
+  GET  /api/models/<repo>/tree/<rev>[/<folder>][?recursive=true&cursor=N]
+       the files (and folders) of that commit, as the Hub's /tree:
+       [{type: "file"|"directory", path, oid, size, lfs?: {oid, size,
+       pointerSize}}], paged (1000 entries, or "tree_page") with a
+       'Link: <URL of the next page>; rel="next"' header.
   GET|HEAD /<repo>/resolve/<rev>/<path>
        LFS files: 302 to /cdn/<sha256>?repo=..&file=..&exp=..&sig=.. with
        X-Repo-Commit, X-Linked-Etag ("sha256"), X-Linked-Size, ETag (the
@@ -65,6 +73,14 @@ Control (never faulted):
             moved to another name does; "port": P and "scheme": S (the
             request's own: http, or https over TLS) send it to another
             port or scheme instead
+       {"kind": "html", "match": ..., "times": n}  answer 200 with a small
+            text/html sign-in page, as a login page or captive portal does
+       {"kind": "listing", "noblobs": bool, "siblings_max": N,
+        "tree_page": N, "tree_link": "relative"|"absolute"|URL-prefix}
+            how the revision and /tree answers list files (until reset):
+            siblings without size/blobId/lfs whatever ?blobs= says, at most
+            N siblings, N entries per /tree page, next-page links relative,
+            absolute (the default) or starting with the given prefix
        "times" defaults to 1 for status/cut/redirect and to unlimited (-1)
        otherwise.
   The same rules can be given at start with --faults JSON.
@@ -113,6 +129,7 @@ class State:
         with self.lock:
             self.faults = []
             self.cdn_host = self.default_cdn_host
+            self.listing = {}
             self.bytes = {}
             self.requests = {"api": 0, "resolve": 0, "cdn": 0, "other": 0}
             self.cdn_auth = 0
@@ -128,8 +145,11 @@ class State:
                 if kind == "cdn_host":
                     self.cdn_host = r.get("host") or None
                     continue
+                if kind == "listing":
+                    self.listing.update({k: v for k, v in r.items() if k != "kind"})
+                    continue
                 if kind not in ("status", "slow", "cut", "flip", "stall", "norange",
-                                "cr_early", "nocr", "redirect"):
+                                "cr_early", "nocr", "redirect", "html"):
                     raise ValueError("unknown fault kind %r" % kind)
                 r = dict(r)
                 r.setdefault("times", 1 if kind in ("status", "cut", "redirect") else -1)
@@ -294,6 +314,17 @@ class Handler(BaseHTTPRequestHandler):
                                     int(r.get("port", self.server.server_port)), path)
             self.send_json(302, {"error": "moved"}, {"Location": loc})
             return True
+        r = self.st.take_fault("html", path)
+        if r is not None:
+            body = (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
+                    b"<body><form action=\"/login\">Please sign in to continue</form></body></html>\n")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return True
         r = self.st.take_fault("status", path)
         if r is None:
             return False
@@ -445,8 +476,59 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def route_tree(self, parts, u):
+        # api/{models,datasets}/<org>/<name>/tree/<rev>[/<folder>]
+        i = parts.index("tree")
+        kind, repo = parts[0], "/".join(parts[1:i])
+        if len(parts) < i + 2:
+            raise HttpError(404, None, "Not Found")
+        rev, folder = parts[i + 1], "/".join(parts[i + 2:])
+        d, meta = self.repo_dir(kind, repo)
+        commit, files = self.resolve_rev(d, meta, rev)
+        q = urllib.parse.parse_qs(u.query)
+        recursive = q.get("recursive", ["false"])[0] == "true"
+        pre = folder + "/" if folder else ""
+        entries, dirs = [], set()
+        for f in sorted(files, key=lambda x: x["path"]):
+            if not f["path"].startswith(pre):
+                continue
+            rest = f["path"][len(pre):].split("/")
+            # Folders on the way, as the Hub lists them (before their files).
+            for k in range(1, len(rest)):
+                dp = pre + "/".join(rest[:k])
+                if dp not in dirs and (recursive or k == 1):
+                    dirs.add(dp)
+                    entries.append({"type": "directory", "oid": hashlib.sha1(dp.encode()).hexdigest(),
+                                    "size": 0, "path": dp})
+            if len(rest) > 1 and not recursive:
+                continue
+            e = {"type": "file", "oid": f["blob_id"], "size": f["size"], "path": f["path"]}
+            if f["lfs"]:
+                e["lfs"] = {"oid": f["sha256"], "size": f["size"],
+                            "pointerSize": f["pointer_size"]}
+            entries.append(e)
+        page = int(self.st.listing.get("tree_page", 1000))
+        start = int(q.get("cursor", ["0"])[0] or 0)
+        extra = {}
+        if start + page < len(entries):
+            nq = dict((k, v[0]) for k, v in q.items())
+            nq["cursor"] = str(start + page)
+            path = u.path + "?" + urllib.parse.urlencode(nq)
+            how = self.st.listing.get("tree_link", "absolute")
+            if how == "relative":
+                link = path
+            elif how == "absolute":
+                link = "%s://%s%s" % (self.scheme, self.headers.get("Host"), path)
+            else:
+                link = how + path
+            extra["Link"] = '<%s>; rel="next"' % link
+        self.send_json(200, entries[start:start + page], extra)
+
     def route_api(self, parts, u):
         # api/{models,datasets}/<repo...>/revision/<rev>
+        if (len(parts) >= 4 and parts[0] in ("models", "datasets") and "tree" in parts
+                and "revision" not in parts):
+            return self.route_tree(parts, u)
         if len(parts) < 4 or parts[0] not in ("models", "datasets") or "revision" not in parts:
             raise HttpError(404, None, "Not Found")
         i = parts.index("revision")
@@ -454,6 +536,10 @@ class Handler(BaseHTTPRequestHandler):
         d, meta = self.repo_dir(kind, repo)
         commit, files = self.resolve_rev(d, meta, rev)
         blobs = urllib.parse.parse_qs(u.query).get("blobs", ["false"])[0] == "true"
+        if self.st.listing.get("noblobs"):
+            blobs = False
+        if "siblings_max" in self.st.listing:
+            files = files[:int(self.st.listing["siblings_max"])]
         sib = []
         for f in files:
             s = {"rfilename": f["path"]}
