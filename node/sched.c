@@ -826,10 +826,13 @@ static double drate_of(const struct shoal_sched *s, uint32_t slot)
 
 /* Time a delivery rate that bounds requests in flight (rate_on) is taken
  * over, at least: the chunks in an uploader's bucket come at once, and
- * over their own few milliseconds would pass for a fast link. A fast
- * peer's decayed figures cover ~10 chunks in less than this, so its bound
- * stays above any depth (about 21 requests). */
-#define BRATE_MIN_MS 250.0
+ * over their own few milliseconds would pass for a fast link. Not much
+ * more: until a fast peer's figures cover this long, its rate reads as its
+ * bytes over this window, too low, and it is held to a few requests while
+ * slower peers take what a loader does not want first (at 250 ms a
+ * loader's first file came after three others in 4 of 16 loaded runs of
+ * loader_multi_node; 1 of 16 at 50 ms, as before the bound). */
+#define BRATE_MIN_MS 50.0
 
 /* The peer's rate for the rate bound; 0 until it has delivered twice. */
 static double brate_of(const struct shoal_sched *s, uint32_t slot)
