@@ -473,7 +473,7 @@ void shoal_sched_set_rate_down(struct shoal_sched *s, uint64_t bytes_per_s);
 /*
  * With |on|, requests in flight follow the peers' delivery rates (chunk
  * bytes over the time each had requests, measured here from its second
- * arrival on, over at least 250 ms), as they do a cap
+ * arrival on, over at least 50 ms), as they do a cap
  * (shoal_sched_set_rate_down; the tighter of the two applies): to each
  * peer, min_depth aside, no more than its rate delivers in half a second
  * plus its round trip, plus one (one at a time until it has delivered
