@@ -1556,8 +1556,12 @@ static bool check_alive(struct shoal_peer *p)
     char why[128];
 
     if (now - p->last_rx_ms >= idle) {
-        snprintf(why, sizeof why, "nothing received for %llu s (a PING unanswered)",
-                 (unsigned long long)((now - p->last_rx_ms) / 1000));
+        /* Not read because it reads none of what we send (our queue to it
+         * full) is no better than silent: it would hold its slot for ever. */
+        snprintf(why, sizeof why, "nothing received for %llu s (%s)",
+                 (unsigned long long)((now - p->last_rx_ms) / 1000),
+                 p->q_paused ? "it reads nothing of what this node sends"
+                             : "a PING unanswered");
         LOG_W("peer %s: %s, closing", p->name, why);
         shoal_peer_bye(p, why);
         return false;
