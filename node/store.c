@@ -570,6 +570,22 @@ static void vrec_write(struct shoal_store *s, const struct shoal_mf_file *pf, in
     (void)write_atomic(s->vrec_fd, name, img, sizeof img);
 }
 
+/* vrec_write for a file found in the cache and hashed since |before| was
+ * taken: only when it did not change meanwhile (same inode, size and
+ * mtime), so a write into it while it was hashed leaves no record that
+ * vouches for bytes nobody hashed; then it is hashed again next time. */
+static void vrec_write_hashed(struct shoal_store *s, const struct shoal_mf_file *pf, int fd,
+                              const struct stat *before)
+{
+    struct stat now;
+
+    if (fstat(fd, &now) != 0 || now.st_ino != before->st_ino || now.st_dev != before->st_dev ||
+        now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != before->st_mtim.tv_nsec)
+        return;
+    vrec_write(s, pf, fd);
+}
+
 /* The blob of |pf| was found wrong: its record (if any) vouches for it no
  * more, for this release or any other sharing it. Durable at once: a
  * restart must not trust it again. */
@@ -1949,7 +1965,7 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
             now.st_ino == st.st_ino && now.st_dev == st.st_dev &&
             linkat(s->blobs_fd, other, s->blobs_fd, etag, 0) == 0) {
             fsync(s->blobs_fd);
-            vrec_write(s, pf, fd); /* after the link, which moved its ctime */
+            vrec_write_hashed(s, pf, fd, &st); /* after the link, which moved its ctime */
             snprintf(note, sizeof note,
                      "%s/snapshots/%s/%s linked to blobs/%s (not the name the Hub gives "
                      "it: a gateway's ETag?), whose bytes match its sha256: kept as "
@@ -2071,7 +2087,7 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
          * not fsync what it downloads, and after a crash the record must
          * not vouch for blocks that never reached the disk. */
         if ((rescan || own_there || unvouched) && fsync(fd) == 0)
-            vrec_write(s, pf, fd);
+            vrec_write_hashed(s, pf, fd, &st);
         s->blobs[b].fd = fd;
         fd = -1;
         pthread_mutex_lock(&s->mu);
