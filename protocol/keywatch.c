@@ -23,18 +23,22 @@ struct shoal_keywatch {
     struct shoal_keyset *keys;
 };
 
-static void file_state(const char *path, struct file_state *st)
+/* 0 (a missing file too: exists false) or a negated errno: a file that
+ * cannot be looked at (EACCES, EIO) is not a removed one, whose keys would
+ * no longer count. */
+static int file_state(const char *path, struct file_state *st)
 {
     struct stat sb;
 
     memset(st, 0, sizeof *st);
     if (stat(path, &sb) != 0)
-        return;
+        return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
     st->exists = true;
     st->dev = sb.st_dev;
     st->ino = sb.st_ino;
     st->size = sb.st_size;
     st->mtime = sb.st_mtim;
+    return 0;
 }
 
 static bool same_state(const struct file_state *a, const struct file_state *b)
@@ -54,7 +58,10 @@ static int read_all(struct shoal_keywatch *w, bool missing_ok, struct shoal_keys
 
     for (size_t i = 0; rv == 0 && i < w->n; i++) {
         /* The state before the read: a change during it is seen next time. */
-        file_state(w->paths[i], &now[i]);
+        if ((rv = file_state(w->paths[i], &now[i])) != 0) {
+            snprintf(why, whylen, "%s: %s", w->paths[i], strerror(-rv));
+            break;
+        }
         if (!now[i].exists && missing_ok)
             continue;
         rv = shoal_keyset_load_file(ks, w->paths[i]);
@@ -123,7 +130,10 @@ int shoal_keywatch_check(struct shoal_keywatch *w, bool *changed, char *why, siz
     why[0] = '\0';
     for (size_t i = 0; i < w->n && !differ; i++) {
         struct file_state st;
-        file_state(w->paths[i], &st);
+        if ((rv = file_state(w->paths[i], &st)) != 0) {
+            snprintf(why, whylen, "%s: %s", w->paths[i], strerror(-rv));
+            return rv;
+        }
         differ = !same_state(&st, &w->seen[i]);
     }
     if (!differ)

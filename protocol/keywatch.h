@@ -29,7 +29,8 @@ void shoal_keywatch_free(struct shoal_keywatch *w);
 
 /*
  * Reads the files again if any changed since the last read (inode, size,
- * modification time; removed counts as changed, and as empty). On success
+ * modification time; removed counts as changed, and as empty; one that
+ * cannot be looked at (EACCES, EIO, a loop of links) is an error). On success
  * *|changed| says whether the keys were read again. A file that cannot be
  * read keeps the keys read before (all files, all or nothing) and is
  * retried at the next check; |why| says which and why. Returns 0 or the

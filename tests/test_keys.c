@@ -396,6 +396,22 @@ static void test_keywatch(void)
     CHECK(changed && shoal_keywatch_count(w) == 0 && !shoal_keywatch_contains(w, a.pk));
     shoal_keywatch_free(w);
     CHECK(!shoal_keywatch_contains(NULL, a.pk));
+    /* A file that cannot be looked at (here a loop of links on its way) is
+     * not a removed one: the keys read before still count. */
+    char d[256], q[300];
+    snprintf(d, sizeof d, "%s", tpath("denydir"));
+    snprintf(q, sizeof q, "%s/deny", d);
+    REQUIRE(mkdir(d, 0700) == 0);
+    write_text(q, text, 0644);
+    const char *qpaths[] = {q};
+    REQUIRE(shoal_keywatch_new(&w, qpaths, 1, why, sizeof why) == 0);
+    CHECK_EQ(unlink(q), 0);
+    CHECK_EQ(rmdir(d), 0);
+    REQUIRE(symlink(d, d) == 0);
+    CHECK(shoal_keywatch_check(w, &changed, why, sizeof why) == -ELOOP);
+    CHECK(!changed && shoal_keywatch_count(w) == 2 && strstr(why, "denydir") != NULL);
+    shoal_keywatch_free(w);
+    CHECK_EQ(unlink(d), 0);
 }
 
 int main(void)
