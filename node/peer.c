@@ -106,6 +106,7 @@ struct shoal_peer {
      * came, and what a check saw last. */
     uint64_t raw_rx, last_rx_ms, check_raw_rx, check_ms;
     uint32_t trickles;
+    bool paused_since_check; /* we stopped reading at some point since */
     /* rate limits */
     uv_timer_t pace;               /* next held send or read resume */
     struct shoal_rate_pair up, down;
@@ -605,6 +606,7 @@ static void q_pause_check(struct shoal_peer *p)
 {
     if (!p->q_paused && !p->closing && q_over(p)) {
         p->q_paused = true;
+        p->paused_since_check = true;
         uv_read_stop((uv_stream_t *)&p->tcp);
     }
 }
@@ -1572,13 +1574,15 @@ static bool check_alive(struct shoal_peer *p)
         m.type = SHOAL_MSG_PING;
         (void)shoal_peer_send(p, &m);
     }
-    /* Only while we read: a pause of ours (rate limit, full queues) is not
-     * the peer trickling. */
+    /* Only while we read, the whole time since the last check: a pause of
+     * ours (rate limit, full queues) is not the peer trickling. */
     if (shoal_frame_dec_partial(&p->dec, &head, &held, NULL) > 0 && !p->read_paused &&
-        !p->q_paused && !p->rxq_paused && since > 0 && got * 1000 < TRICKLE_BPS * since)
+        !p->q_paused && !p->rxq_paused && !p->paused_since_check && since > 0 &&
+        got * 1000 < TRICKLE_BPS * since)
         p->trickles++;
     else
         p->trickles = 0;
+    p->paused_since_check = false;
     p->check_ms = now;
     p->check_raw_rx = p->raw_rx;
     if (p->trickles >= TRICKLE_CHECKS) {
@@ -1822,6 +1826,7 @@ static void rxq_push(struct shoal_peer *p, uint8_t *body, size_t len)
     if (p->rxq_bytes > RXQ_MAX_BYTES && !p->rxq_paused && !p->closing) {
         uv_read_stop((uv_stream_t *)&p->tcp);
         p->rxq_paused = true;
+        p->paused_since_check = true;
     }
 }
 
@@ -1924,6 +1929,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (shoal_rate_pair_wait(&p->down, now) > 0) {
             uv_read_stop((uv_stream_t *)&p->tcp);
             p->read_paused = true;
+            p->paused_since_check = true;
             arm_pace(p);
         }
     }
