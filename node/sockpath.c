@@ -32,8 +32,9 @@ static int dir_ok(const char *dir, const struct stat *st, char *why, size_t whyl
     return 0;
 }
 
-/* One directory on the way: 0 (fine, or a link: the directory holding it
- * was checked, and what it leads to is checked with the resolved path), 1
+/* One directory on the way: 0 (fine, or a link of root's or ours: the
+ * directory holding it was checked, and what it leads to is checked with
+ * the resolved path), 1
  * (missing: it and what is below it are made later), -EPERM or a negated
  * errno with |why| set. */
 static int check_one(const char *p, char *why, size_t whylen)
@@ -46,6 +47,14 @@ static int check_one(const char *p, char *why, size_t whylen)
         int rv = -errno;
         snprintf(why, whylen, "directory %s: %s", p, strerror(errno));
         return rv;
+    }
+    /* A link's own owner may point it elsewhere at any time (in a sticky
+     * directory only they may replace it): it must be root's or ours. */
+    if (S_ISLNK(st.st_mode) && st.st_uid != 0 && st.st_uid != geteuid()) {
+        snprintf(why, whylen, "link %s belongs to uid %u, not to root or to this user "
+                              "(uid %u): its owner could point it elsewhere",
+                 p, (unsigned)st.st_uid, (unsigned)geteuid());
+        return -EPERM;
     }
     return S_ISDIR(st.st_mode) ? dir_ok(p, &st, why, whylen) : 0;
 }

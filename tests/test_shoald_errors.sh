@@ -47,6 +47,11 @@ mkdir grp && chmod 0770 grp
 expect 1 "directory .*/grp is writable by its group \(mode 0770" "--loader-socket in a group-writable directory" \
     "$shoald" "${common[@]}" --loader-socket "$work/grp/sub/l.sock"
 if [ "$(id -u)" = 0 ]; then
+    # ... and a link on the way that someone else owns (they could point
+    # it elsewhere after the check).
+    mkdir mine && ln -s mine theirlink && chown -h 65534 theirlink
+    expect 1 "link .*/theirlink belongs to uid 65534, not to root or to this user" \
+        "--loader-socket through another user's link" "$shoald" "${common[@]}" --loader-socket "$work/theirlink/l.sock"
     mkdir theirs && chown 65534 theirs
     expect 1 "directory .*/theirs belongs to uid 65534, not to root or to this user" \
         "--control-socket in another user's directory" "$shoald" "${common[@]}" --control-socket "$work/theirs/c.sock"
