@@ -1287,14 +1287,7 @@ def case_origin_refused_give_back(tmp):
     if not re.search(r"^shoal_tracker_leases_given_back_total [1-9]", st, re.M):
         print("FAIL tracker-stats does not count the leases given back")
         fails += 1
-    fails += shoalproc.stop_all([a, b])
-    if trk.stop() != 0:
-        print("FAIL the tracker did not stop cleanly")
-        fails += 1
-    if fails:
-        for x in (trk, a, b):
-            x.dump(tail=25)
-    return fails
+    return shoalproc.finish(fails, [a, b, trk], tail=25)
 
 
 def case_deny_keys(tmp):
@@ -1352,14 +1345,7 @@ def case_deny_keys(tmp):
     if r.returncode != 0:
         print(f"FAIL the key, no longer revoked, could not pull: {r.stderr.strip()}")
         fails += 1
-    fails += shoalproc.stop_all([s, y])
-    if trk.stop() != 0:
-        print("FAIL the tracker did not stop cleanly")
-        fails += 1
-    if fails:
-        for n in (trk, s, y):
-            n.dump(tail=25)
-    return fails
+    return shoalproc.finish(fails, [s, y, trk], tail=25)
 
 
 def case_hub_refused(tmp):
@@ -2751,13 +2737,7 @@ def case_cli_tracker_identity(tmp):
     if rollout_lines()[before:]:
         print("FAIL a refused tracker recorded a rollout change")
         fails += 1
-    for tr in (t, t2):
-        if tr.stop() != 0:
-            print("FAIL a tracker did not stop cleanly")
-            fails += 1
-    if fails:
-        t.dump(tail=30)
-    return fails
+    return shoalproc.finish(fails, [t, t2], dump=[t], tail=30)
 
 
 class FlappingTracker(Listener):

@@ -506,7 +506,7 @@ static int set_from_file(void *ctx, const char *key, const char *val, char *why,
 }
 
 /* The keys of the file that accumulate. */
-static int cluster_key_list(const char *key)
+static int list_key(const char *key)
 {
     return strcmp(key, "cluster-key") == 0 || strcmp(key, "cluster-keys") == 0 ||
            strcmp(key, "deny-keys") == 0;
@@ -535,7 +535,7 @@ int main(int argc, char **argv)
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             path = argv[i] + 9;
         }
-        if (path && shoal_kvfile_load(path, set_from_file, &A, cluster_key_list, why,
+        if (path && shoal_kvfile_load(path, set_from_file, &A, list_key, why,
                                       sizeof why) != 0) {
             fprintf(stderr, "shoal-tracker: %s\n", why);
             goto out;
