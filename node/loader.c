@@ -153,6 +153,7 @@ struct client {
      * position + 1 (0: not wanted), so a file event finds its place at
      * once however long the order. */
     uint32_t *wnext, *wprev, whead;
+    uint64_t whead_seq;          /* mu; when whead became its head (srv->seq) */
     uint32_t *pos;
     uint32_t nwant, nsent;       /* mu; nsent: ready (sent[]), built or not */
     uint32_t nhanded;            /* mu; descriptors actually sent */
@@ -206,6 +207,7 @@ struct shoal_loader_srv {
     bool ev_closed;              /* mu; no more async wake-ups */
     struct shoal_swarm **dirty;  /* mu; swarms whose priorities to refresh */
     size_t ndirty, dirtycap;
+    uint64_t seq;                /* mu; numbers the loaders' head changes */
 };
 
 static uint64_t mono_ns(void)
@@ -669,10 +671,12 @@ static void hand_file(struct client *c, uint32_t k, uint64_t ready_ns)
 {
     c->sent[k] = true;
     c->nsent++;
-    if (c->wprev[k] != UINT32_MAX)
+    if (c->wprev[k] != UINT32_MAX) {
         c->wnext[c->wprev[k]] = c->wnext[k];
-    else
+    } else {
         c->whead = c->wnext[k];
+        c->whead_seq = ++c->srv->seq;
+    }
     if (c->wnext[k] != UINT32_MAX)
         c->wprev[c->wnext[k]] = c->wprev[k];
     while (c->unsent < c->nwant && c->sent[c->unsent])
@@ -725,13 +729,21 @@ static int next_frame(struct client *c)
  * every loader, and so on, so each loader's first shard is among the first
  * fetched (shoal_sched_merge_waits; it walks only the positions not sent
  * yet, so this runs after every completed file at a cost of the files still
- * waited for). Under |mu|. Writes a malloc'd list (NULL when empty) to
- * |*out| and its length to |*n|; returns false when out of memory.
+ * waited for). At each depth the loaders go in the order their first
+ * unsent file became their first: the file waited for longest leads. In
+ * any fixed order of loaders, one wanting every file front to back got a
+ * new first file each time one completed and, placed before another, put
+ * it ahead of that loader's first file again and again: a loader asking
+ * for the last shard first got it fourth, after three it did not ask for
+ * first (loader_multi_node). Under |mu|. Writes a malloc'd list (NULL when
+ * empty) to |*out| and its length to |*n|; returns false when out of
+ * memory.
  */
 static bool collect_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s, uint32_t **out,
                                uint32_t *n)
 {
     struct shoal_sched_wait *w = NULL;
+    uint64_t *seqs;
     size_t nw = 0, i = 0;
     int rv;
 
@@ -744,16 +756,29 @@ static bool collect_priorities(struct shoal_loader_srv *l, struct shoal_swarm *s
     w = malloc(sizeof *w * nw);
     if (!w)
         return false;
+    seqs = malloc(sizeof *seqs * nw);
+    if (!seqs) {
+        free(w);
+        return false;
+    }
     for (struct client *c = l->clients; c; c = c->next) {
+        size_t j;
         if (c->state != C_WATCH || c->swarm != s || c->whead == UINT32_MAX)
             continue;
-        w[i].want = c->want;
-        w[i].next = c->wnext;
-        w[i].head = c->whead;
+        /* insertion by whead_seq: a handful of loaders per release */
+        for (j = i; j > 0 && seqs[j - 1] > c->whead_seq; j--) {
+            seqs[j] = seqs[j - 1];
+            w[j] = w[j - 1];
+        }
+        seqs[j] = c->whead_seq;
+        w[j].want = c->want;
+        w[j].next = c->wnext;
+        w[j].head = c->whead;
         i++;
     }
     rv = shoal_sched_merge_waits(w, nw, shoal_manifest_nfiles(shoal_swarm_manifest(s)), out, n);
     free(w);
+    free(seqs);
     return rv == 0;
 }
 
@@ -847,6 +872,7 @@ static void client_bind(struct client *c, struct shoal_swarm *s)
         c->wprev[k] = k ? k - 1 : UINT32_MAX;
     }
     c->whead = n ? 0 : UINT32_MAX;
+    c->whead_seq = ++c->srv->seq;
     c->nwant = n;
     c->swarm = s;
     c->state = C_WATCH;

@@ -442,6 +442,61 @@ def case_multi_node(tmp):
     return fails
 
 
+def case_two_loaders(tmp):
+    """Two loaders on a node capped at --rate-down 4M (so its pipeline holds
+    about half a second, less than a shard): the first asks for the last
+    shard first; the second, joining while it comes, asks for every file
+    front to back, its first file changing each time one completes. The
+    first loader's shard comes first: a loader's new first file does not go
+    ahead of one another loader has waited for longer. (With the second
+    loader's files placed first, each of its files in turn went ahead of the
+    rest of the last shard, which came after the first shard.)"""
+    k, repo, files, mf, mid = setup(tmp, 8 * 1024 * 1024)
+    sock = os.path.join(sock_dir(tmp), "b.sock")
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo]))
+    b = Node("loader-node", node_args(k, "b", tmp, ["--peer", a.addr, "--loader-socket", sock,
+                                                    "--rate-down", "4M"]))
+    fails = 0
+    if not b.wait_for(r"loader socket on", 10) or not b.wait_for(r"authenticated", 10):
+        print("FAIL loader node did not start its socket or connect to its peer")
+        return 1 + shoalproc.stop_all([b, a])
+    shards = sorted(p for p in files if p.endswith(".safetensors"))
+    order = [shards[-1]] + shards[:-1]
+    result = {}
+
+    def second_loader():
+        if not b.wait_for(r"watching org/model@.*in its order", WAIT_S):
+            result["err"] = "the first loader never started watching"
+            return
+        try:
+            with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+                result["v"] = collect(cl, mid, None, files, "loader 2")
+        except Exception as e:  # reported below
+            result["err"] = repr(e)
+
+    t = threading.Thread(target=second_loader)
+    t.start()
+    with shoal_loader.Client(sock, timeout=WAIT_S) as cl:
+        f1, seen, _ = collect(cl, mid, order, files, "loader 1")
+    t.join(WAIT_S)
+    fails += f1 + exactly_once(seen, order, "loader 1")
+    print(f"loader 1 asked {order}\nloader 1 received {seen}")
+    if seen and seen[0] != order[0]:
+        print(f"FAIL loader 1 got {seen[0]} first, asked for {order[0]} first")
+        fails += 1
+    if "err" in result or "v" not in result:
+        print(f"FAIL second loader: {result.get('err', 'did not finish')}")
+        fails += 1
+    else:
+        f2, seen2, _ = result["v"]
+        fails += f2 + exactly_once(seen2, list(files), "loader 2")
+        print(f"loader 2 received {seen2}")
+    fails += shoalproc.stop_all([b, a])
+    if fails:
+        b.dump(60)
+    return fails
+
+
 def loader_error(sock, release, order=None):
     """The LOADER_ERROR text a loader asking for |release| gets (None: it got
     files instead)."""
@@ -1889,5 +1944,6 @@ shoalproc.main(CASE, {"store_full": case_store_full, "multi_node": case_multi_no
                       "late_joiner": case_late_joiner,
                       "late_joiner_slow": case_late_joiner_slow,
                       "late_joiner_peer_cap": case_late_joiner_peer_cap,
-                      "rate_down_shared": case_rate_down_shared},
+                      "rate_down_shared": case_rate_down_shared,
+                      "two_loaders": case_two_loaders},
                "shoal-loader-")
