@@ -27,7 +27,8 @@ CASE is one of:
   cancel_queued   a peer asks a seed for 8 chunks, reads nothing for 0.5 s
                   and cancels them: what was queued and not yet on its way
                   to the socket is taken back, not sent nor counted as
-                  served (at most 3 come); likewise from a seed at
+                  served (at most 5 come), and answered REJECT: every
+                  request gets exactly one answer; likewise from a seed at
                   --rate-up 1M.
   upload_slots    a seed with one upload slot and three pullers peering with
                   each other: the seed tells some requests busy, the pullers
@@ -2378,7 +2379,10 @@ def case_cancel_queued(tmp):
     and what the socket took) still comes, at most 5; the rest is taken
     back from the queue, not sent, nor counted as served. The same from a seed at --rate-up 1M, where they
     wait for the upload budget. Before, a CANCEL only stopped a chunk
-    still being read from disk: all 8 came, and counted as served."""
+    still being read from disk: all 8 came, and counted as served. Every
+    request is answered once all the same: each chunk taken back by a
+    REJECT (before, by nothing: the requester's count of open requests
+    stayed raised for good)."""
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
                             ("cluster", "publisher", "a", "c", "x"), ("a", "c", "x"))
     repo, files, mf, mid = one_file_release(tmp, k, "big", 5, 24 << 20,
@@ -2394,16 +2398,23 @@ def case_cancel_queued(tmp):
             return shoalproc.stop_all([a]) + fails + 1
         h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
                             "cancel", mf, "8", "6"], capture_output=True, text=True, timeout=60)
-        got = re.search(r"chunks (\d+)\nbytes (\d+)", h.stdout)
+        got = re.search(r"chunks (\d+)\nbytes (\d+)\nrejects (\d+)", h.stdout)
         served = served_bytes(a)
         print(f"{name} {' '.join(extra)}: 8 chunks asked and cancelled; received "
-              f"{got.group(1) if got else None} chunks, {got.group(2) if got else None} bytes; "
-              f"the seed counts {served} bytes served")
+              f"{got.group(1) if got else None} chunks, {got.group(2) if got else None} bytes, "
+              f"{got.group(3) if got else None} rejects; the seed counts {served} bytes served")
         if not got or served is None:
             print(f"FAIL no figures: {h.stdout} {h.stderr}")
             fails += 1
         elif int(got.group(1)) > limit or served > (limit + 1) << 20:
             print(f"FAIL more than {limit} chunks of the 8 cancelled were sent")
+            fails += 1
+        elif int(got.group(1)) + int(got.group(3)) != 8:
+            # Each REQUEST earns one answer, cancelled or not: the
+            # requester counts them (more answers than requests close the
+            # connection), and one it never gets stays counted for ever.
+            print(f"FAIL {int(got.group(1)) + int(got.group(3))} answers to 8 requests "
+                  f"(each chunk taken back must be answered REJECT)")
             fails += 1
         bad = shoalproc.stop_all([a])
         if bad or fails:
