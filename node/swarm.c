@@ -2059,9 +2059,18 @@ struct ojob {
     int rv;
 };
 
+/* Kept for a chunk of a lease we hold, until that lease's LEASE_DONE runs
+ * or its end; a chunk of no lease (given back) has no report to stay out
+ * of, and a mark would stay for a later lease of it. */
 static void origin_mark_failed(struct shoal_swarm *s, uint32_t c)
 {
-    s->origin_failed[c / 8] |= (uint8_t)(1u << (c % 8));
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++) {
+        const struct slease *l = &s->leases[i];
+        if (l->used && c >= l->first && c - l->first < l->count) {
+            s->origin_failed[c / 8] |= (uint8_t)(1u << (c % 8));
+            return;
+        }
+    }
 }
 
 static bool origin_take_failed(struct shoal_swarm *s, uint32_t c)
@@ -2147,6 +2156,13 @@ static void origin_refused(struct shoal_swarm *s, const char *msg)
         if (!l->used || l->trk == LEASE_LOCAL)
             continue;
         l->used = false;
+        /* The scheduler lets it go too: else its chunks under our fetches
+         * were asked of no peer until each fetch failed in turn, its slot
+         * stayed taken, and a grant of the same span since was taken for
+         * this one confirmed (SHOAL_SCHED_LEASE_HELD) and never fetched. */
+        (void)shoal_sched_lease_drop(s->sched, now, l->first, l->count);
+        for (uint32_t c = l->first; c < l->first + l->count; c++)
+            (void)origin_take_failed(s, c);
         n++;
         while (k < ntrk && trks[k] != l->trk)
             k++;
