@@ -1837,7 +1837,8 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
     uint64_t off;
     int fd;
 
-    if (c->len < SENDFILE_MIN || shoal_peer_local(sp->p) || !shoal_peer_can_sendfile(sp->p) ||
+    if (c->len < SENDFILE_MIN || (shoal_peer_local(sp->p) && !s->cfg->sendfile_local) ||
+        !shoal_peer_can_sendfile(sp->p) ||
         shoal_store_chunk_file(s->store, r->chunk_index, &fd, &off) != 0)
         return false;
     raw_chunk_msg(&cm, r->req_id, c);

@@ -24,6 +24,9 @@ CASE is one of:
                   path could flip them and get an honest node banned), so
                   the puller closes the connection, says why, bans nobody,
                   and still completes verified.
+  sendfile_order  over a plain session, a chunk read into memory and held
+                  for room on the wire is not passed by sendfile chunks
+                  asked after it: answers come in the order asked.
   cancel_queued   a peer asks a seed for 8 chunks, reads nothing for 0.5 s
                   and cancels them: what was queued and not yet on its way
                   to the socket is taken back, not sent nor counted as
@@ -2372,6 +2375,49 @@ def served_bytes(node):
     return metric(r.stdout, "shoal_served_bytes_total")
 
 
+def case_sendfile_order(tmp):
+    """A plain session's chunks go out with sendfile when they are all in
+    the page cache and do not compress (--test-sendfile-local: on loopback
+    too), others through memory. A peer fills its queue with 12 such
+    chunks, reading nothing, then asks for one that compresses (read into
+    memory, it waits for room on the wire) and then for 2 more sendfile
+    ones: it gets all 17 answers in the order it asked. Before, the 2
+    sendfile chunks went ahead of the one held in memory (which the
+    requester wants first, and whose buffer stayed held meanwhile)."""
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "x"), ("a", "x"))
+    repo = os.path.join(tmp, "repo")
+    os.makedirs(repo)
+    with open(os.path.join(repo, "model.safetensors"), "wb") as f:
+        f.write(random.Random(7).randbytes(24 << 20))
+    with open(os.path.join(repo, "notes.txt"), "wb") as f:
+        f.write(b"".join(b"line %d of some text that compresses well\n" % i
+                         for i in range(40000)))
+    mf = os.path.join(tmp, "rel.manifest")
+    shoalproc.build_manifest(SHOAL, repo, k, mf, extra=("--min", str(256 << 10), "--avg",
+                                                        str(1 << 20), "--max", str(4 << 20)))
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--no-encrypt", "--test-sendfile-local"]))
+    if not a.wait_for(r"is complete here: seeding", WAIT_S):
+        print("FAIL the seed did not seed")
+        return shoalproc.stop_all([a]) + 1
+    h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                        "order", mf, "model.safetensors", "notes.txt", "20"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, HOSTILE_PLAIN="1"))
+    got = re.search(r"answers (\d+)\nout of order (\d+)", h.stdout)
+    print(f"answers and out of order: {got.groups() if got else None}")
+    fails = 0
+    if not got or int(got.group(1)) != 17:
+        print(f"FAIL not every request was answered: {h.stdout} {h.stderr}")
+        fails += 1
+    elif int(got.group(2)) != 0:
+        print(f"FAIL {got.group(2)} answer(s) came after one to a later request "
+              "(sendfile chunks passed one held in memory)")
+        fails += 1
+    return shoalproc.finish(fails, [a], tail=30)
+
+
 def case_cancel_queued(tmp):
     """A peer asks a seed for 8 chunks (~8 MiB), reads nothing for 0.5 s,
     then cancels all 8: the seed has read them and queued them for it by
@@ -2443,6 +2489,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "unauth_source": case_unauth_source,
                       "ping_flood": case_ping_flood, "liar": case_liar, "busy_retry": case_busy_retry,
                       "cancel_queued": case_cancel_queued,
+                      "sendfile_order": case_sendfile_order,
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
