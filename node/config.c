@@ -100,6 +100,8 @@ static const struct key keys[] = {
      "TESTING ONLY: serve corrupted chunks (to test banning)"},
     {"test-corrupt-hangup", K_BOOL, F(test_corrupt_hangup), NULL,
      "TESTING ONLY: serve one corrupted chunk per connection, then hang up"},
+    {"test-sendfile-local", K_BOOL, F(test_sendfile_local), NULL,
+     "TESTING ONLY: send chunks to peers on this host with sendfile too, as to others"},
     {"control-socket", K_STR, F(control_socket), "PATH",
      "CLI control socket (default $XDG_RUNTIME_DIR/shoald.sock, root: /run/shoald/; "
      "'none': off)"},

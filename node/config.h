@@ -44,6 +44,7 @@ struct shoal_config {
     bool exit_when_complete;
     bool test_corrupt_uploads;
     bool test_corrupt_hangup; /* implies test_corrupt_uploads */
+    bool test_sendfile_local; /* sendfile to peers on this host too */
     uint64_t max_frame;
     /* Bytes of manifests queued to peers at once: answering a crowd of
      * WANT_MANIFESTs with a copy each would hold peers x manifest bytes

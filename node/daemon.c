@@ -4137,6 +4137,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     d->scfg.request_timeout_ms = (uint32_t)cfg->request_timeout_ms;
     d->scfg.corrupt_uploads = cfg->test_corrupt_uploads || cfg->test_corrupt_hangup;
     d->scfg.corrupt_hangup = cfg->test_corrupt_hangup;
+    d->scfg.sendfile_local = cfg->test_sendfile_local;
     d->scfg.compress_level = cfg->compress_level > 19 ? 19 : (int)cfg->compress_level; /* ctl */
     d->scfg.seed = cfg->seed;
     if (!d->scfg.seed)

@@ -127,6 +127,7 @@ struct shoal_peer {
     int sf_fd;                  /* dup of the socket for sf_poll; -1: none */
     bool sf_polling;
     bool sf_busy;               /* in sfq_pump */
+    bool held_busy;             /* in held_pump */
     char name[80];
     char reason[256];
     uint8_t rbuf[READ_BUF];
@@ -202,13 +203,18 @@ struct sfi {
 /* rate limits */
 /* A CHUNK over the upload budget, or behind WIRE_AHEAD bytes: sealed only
  * when it is sent, so the session's nonces stay in send order, and until
- * then a CANCEL takes it back (shoal_peer_withdraw_chunk). */
+ * then a CANCEL takes it back (shoal_peer_withdraw_chunk). A file CHUNK
+ * (sendfile, plain sessions) waits here only behind memory ones held
+ * before it, so CHUNKs leave in the order they were queued. */
 struct held {
     struct held *next;
     uint8_t *hdr;
     size_t hlen;
-    uint8_t *payload;
+    uint8_t *payload;  /* NULL for a file CHUNK */
     size_t plen;
+    int fd;            /* a file CHUNK's payload source (counted in
+                        * sfq_fds, closed); -1: memory */
+    uint64_t off;      /* ... its first payload byte in |fd| */
     uint32_t req_id;
 };
 
@@ -369,6 +375,17 @@ static void sfi_free(struct shoal_peer *p, struct sfi *f)
 
 static size_t queue_load(const struct shoal_peer *p);
 
+static void held_free(struct shoal_peer *p, struct held *h)
+{
+    if (h->fd >= 0) {
+        close(h->fd);
+        p->sfq_fds--;
+    }
+    free(h->hdr);
+    free(h->payload);
+    free(h);
+}
+
 /* Last step of a close: once the handles are closed and no worker job holds
  * the peer (--- dperf ---). */
 static void peer_free(struct shoal_peer *p)
@@ -380,9 +397,7 @@ static void peer_free(struct shoal_peer *p)
     free(p->hello_held);
     while (p->held) {
         struct held *next = p->held->next;
-        free(p->held->hdr);
-        free(p->held->payload);
-        free(p->held);
+        held_free(p, p->held);
         p->held = next;
     }
     while (p->txq) {
@@ -717,6 +732,30 @@ static void sfq_add(struct shoal_peer *p, struct sfi *f)
         p->sfq = f;
     p->sfq_tail = f;
     q_add(p, f->bytes);
+}
+
+/* Queues a file CHUNK at the end of sfq: header |hdr| (taken), then |plen|
+ * bytes of |fd| (taken, counted in sfq_fds) from |off|. */
+static int sfq_add_file(struct shoal_peer *p, uint8_t *hdr, size_t hlen, int fd, uint64_t off,
+                        size_t plen, uint32_t req_id)
+{
+    struct sfi *f = calloc(1, sizeof *f);
+
+    if (!f) {
+        free(hdr);
+        close(fd);
+        p->sfq_fds--;
+        return -ENOMEM;
+    }
+    f->base = f->a = hdr;
+    f->alen = hlen;
+    f->fd = fd;
+    f->off = off;
+    f->left = plen;
+    f->bytes = hlen + plen;
+    f->req_id = req_id;
+    sfq_add(p, f);
+    return 0;
 }
 
 /* Writes what it can of file item |f| to socket |sock|: the header, then
@@ -1159,22 +1198,44 @@ static void held_unlink(struct shoal_peer *p, struct held *prev, struct held *h)
     q_sub(p, h->hlen + h->plen);
 }
 
+static int sfq_add_file(struct shoal_peer *p, uint8_t *hdr, size_t hlen, int fd, uint64_t off,
+                        size_t plen, uint32_t req_id);
+
 /* Sends held CHUNKs on while the upload budget allows and the wire has
  * room (all of them with |all|, the budget and room aside), then arms the
- * pace timer for the rest. */
+ * pace timer for the rest. A file CHUNK goes on to sfq, and sfq_pump sends
+ * it; that pump ends by calling here again, and the call inside it leaves
+ * the rest to this loop (no recursion per chunk). */
 static void held_pump(struct shoal_peer *p, bool all)
 {
     uint64_t now = uv_now(p->ctx->loop);
+    bool files;
 
-    while (p->held && !p->closing &&
-           (all || (wire_queued(p) < WIRE_AHEAD && shoal_rate_pair_wait(&p->up, now) == 0))) {
-        struct held *h = p->held;
-        held_unlink(p, NULL, h);
-        shoal_rate_pair_take(&p->up, now, h->hlen + h->plen);
-        if (emit_chunk(p, h->hdr, h->hlen, h->payload, h->plen) != 0 && !p->closing)
-            shoal_peer_close(p, "cannot queue a chunk", false);
-        free(h);
-    }
+    if (p->held_busy)
+        return;
+    p->held_busy = true;
+    do {
+        files = false;
+        while (p->held && !p->closing &&
+               (all || (wire_queued(p) < WIRE_AHEAD && shoal_rate_pair_wait(&p->up, now) == 0))) {
+            struct held *h = p->held;
+            int rv;
+            held_unlink(p, NULL, h);
+            shoal_rate_pair_take(&p->up, now, h->hlen + h->plen);
+            if (h->fd >= 0) {
+                rv = sfq_add_file(p, h->hdr, h->hlen, h->fd, h->off, h->plen, h->req_id);
+                files = true;
+            } else {
+                rv = emit_chunk(p, h->hdr, h->hlen, h->payload, h->plen);
+            }
+            if (rv != 0 && !p->closing)
+                shoal_peer_close(p, "cannot queue a chunk", false);
+            free(h);
+        }
+        if (files && !p->closing)
+            sfq_pump(p);
+    } while (files && !p->closing);
+    p->held_busy = false;
     arm_pace(p);
 }
 
@@ -1193,21 +1254,28 @@ static void on_pace(uv_timer_t *t)
 }
 
 /* Holds CHUNK |hdr| + |payload| (taken), answering |req_id|, until the
- * upload budget allows and the wire has room. */
-static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
-                      size_t plen, uint32_t req_id)
+ * upload budget allows and the wire has room; |payload| NULL: a file
+ * CHUNK, |plen| bytes of |fd| (taken, counted in sfq_fds) from |off|. */
+static int hold_chunk_at(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
+                         int fd, uint64_t off, size_t plen, uint32_t req_id)
 {
     struct held *h = calloc(1, sizeof *h);
 
     if (!h) {
         free(hdr);
         free(payload);
+        if (fd >= 0) {
+            close(fd);
+            p->sfq_fds--;
+        }
         return -ENOMEM;
     }
     h->hdr = hdr;
     h->hlen = hlen;
     h->payload = payload;
     h->plen = plen;
+    h->fd = fd;
+    h->off = off;
     h->req_id = req_id;
     if (p->held_tail)
         p->held_tail->next = h;
@@ -1218,6 +1286,12 @@ static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *
     q_add(p, hlen + plen);
     arm_pace(p);
     return 0;
+}
+
+static int hold_chunk(struct shoal_peer *p, uint8_t *hdr, size_t hlen, uint8_t *payload,
+                      size_t plen, uint32_t req_id)
+{
+    return hold_chunk_at(p, hdr, hlen, payload, -1, 0, plen, req_id);
 }
 
 /* Whether a CHUNK sent now must wait in |held|: others wait there (they go
@@ -1238,9 +1312,7 @@ size_t shoal_peer_withdraw_chunk(struct shoal_peer *p, uint32_t req_id)
             continue;
         held_unlink(p, prev, h);
         n = h->plen;
-        free(h->hdr);
-        free(h->payload);
-        free(h);
+        held_free(p, h);
         arm_pace(p);
         return n;
     }
@@ -1353,7 +1425,6 @@ int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chun
                                uint64_t off)
 {
     struct shoal_buf b;
-    struct sfi *f = NULL;
     size_t plen = c->payload.len, hlen;
     int rv;
 
@@ -1369,22 +1440,19 @@ int shoal_peer_send_chunk_file(struct shoal_peer *p, const struct shoal_msg_chun
     rv = chunk_header(p, c, &b, &hlen);
     if (rv != 0)
         goto fail;
-    f = calloc(1, sizeof *f);
-    if (!f) {
-        rv = -ENOMEM;
-        goto fail;
-    }
-    f->base = f->a = shoal_buf_steal(&b, NULL);
-    f->alen = hlen;
-    f->fd = fd;
     p->sfq_fds++;
-    f->off = off;
-    f->left = plen;
-    f->bytes = hlen + plen;
-    f->req_id = c->req_id;
-    sfq_add(p, f);
-    sfq_pump(p);
-    return 0;
+    /* Behind CHUNKs held in memory (waiting for room on the wire): it would
+     * otherwise leave before them, and with file CHUNKs keeping the wire
+     * full a chunk read into memory (one that compresses, or was not all
+     * in the page cache) could wait, its buffer held, until the
+     * requester's time-out. A requester matches answers by request id, but
+     * asks in the order it wants them (its loader's file first). */
+    if (p->held)
+        return hold_chunk_at(p, shoal_buf_steal(&b, NULL), hlen, NULL, fd, off, plen, c->req_id);
+    rv = sfq_add_file(p, shoal_buf_steal(&b, NULL), hlen, fd, off, plen, c->req_id);
+    if (rv == 0)
+        sfq_pump(p);
+    return rv;
 fail:
     close(fd);
     shoal_buf_free(&b);

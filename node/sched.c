@@ -1786,13 +1786,71 @@ void shoal_sched_lease_failed(struct shoal_sched *s, uint64_t now_ms)
     s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
 }
 
+/* Whether a lease in use other than |self| holds chunks [c, c+n). */
+static bool other_lease_holds(const struct shoal_sched *s, const struct lease *self, uint32_t c,
+                              uint32_t n)
+{
+    for (uint32_t i = 0; i < s->lease_slots; i++) {
+        const struct lease *l = &s->leases[i];
+        if (l != self && l->used && c >= l->first && c + n <= l->first + l->count)
+            return true;
+    }
+    return false;
+}
+
+int shoal_sched_lease_drop(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
+                           uint32_t count)
+{
+    struct lease *l = NULL;
+
+    if (count == 0 || first >= s->nchunks || count > s->nchunks - first)
+        return SHOAL_EBADMSG;
+    s->now = now_ms;
+    for (uint32_t i = 0; i < s->lease_slots && !l; i++)
+        if (s->leases[i].used && s->leases[i].first == first && s->leases[i].count == count)
+            l = &s->leases[i];
+    if (!l)
+        return SHOAL_ENOTFOUND;
+    /* Its chunks still under an origin fetch of ours go back to the peers
+     * holding them or, with none, to the orphans a new lease covers: the
+     * fetch may never end well (the origin refused us), and meanwhile no
+     * peer was asked for them. One another lease of ours also covers
+     * (local leases may overlap) stays that lease's. */
+    for (uint32_t c = first; c < first + count; c++) {
+        if (!(s->ck[c].flags & F_ORIGIN) || other_lease_holds(s, l, c, 1))
+            continue;
+        s->ck[c].flags &= (uint8_t)~F_ORIGIN;
+        relist_if_needed(s, c);
+    }
+    /* Its fetches and reports not taken yet go too: the tracker ended the
+     * lease, and a LEASE_DONE or LEASE_END of it could be taken for a
+     * lease granted since on the same span. */
+    uint32_t w = s->pendhead;
+    for (uint32_t r = s->pendhead; r < s->npend; r++) {
+        const struct shoal_sched_action *a = &s->pend[r];
+        bool its = (a->type == SHOAL_SCHED_ORIGIN_FETCH || a->type == SHOAL_SCHED_LEASE_DONE) &&
+                   a->chunk >= first && a->chunk + a->count <= first + count &&
+                   !other_lease_holds(s, l, a->chunk, a->count);
+        if (!its)
+            s->pend[w++] = *a;
+    }
+    s->npend = w;
+    l->used = false;
+    return 0;
+}
+
 int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk, bool ok)
 {
     if (chunk >= s->nchunks)
         return SHOAL_EBADMSG;
     s->now = now_ms;
-    if (!(s->ck[chunk].flags & F_ORIGIN))
+    /* Not under a fetch of ours any more (its lease dropped): one that
+     * arrives anyway is ours all the same. */
+    if (!(s->ck[chunk].flags & F_ORIGIN)) {
+        if (ok)
+            got_chunk(s, chunk);
         return 0;
+    }
     s->ck[chunk].flags &= (uint8_t)~F_ORIGIN;
     if (ok)
         got_chunk(s, chunk);

@@ -447,8 +447,21 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
  * lease_retry_ms. */
 void shoal_sched_lease_failed(struct shoal_sched *s, uint64_t now_ms);
 
+/* The lease [first, first+count) granted before is no longer ours (the
+ * node gave it back: the origin refuses it). Its slot is free at once, with
+ * no LEASE_DONE (the tracker ended the lease), and the ORIGIN_FETCH and
+ * LEASE_DONE actions of it not yet taken are withdrawn; its chunks still
+ * under an origin fetch become requestable from peers again, or orphans
+ * for a later lease. A fetch of one that lands anyway is reported with
+ * shoal_sched_origin_done as usual (counted as held); one that fails
+ * changes nothing. Returns 0, SHOAL_ENOTFOUND (no lease in use has that
+ * span) or SHOAL_EBADMSG (span out of range). */
+int shoal_sched_lease_drop(struct shoal_sched *s, uint64_t now_ms, uint32_t first,
+                           uint32_t count);
+
 /* Chunk |chunk| of an ORIGIN_FETCH arrived (|ok|) or failed (!|ok|: it
- * becomes requestable again). Returns 0 or SHOAL_EBADMSG. */
+ * becomes requestable again). A chunk under no fetch of ours (its lease
+ * dropped) that arrives counts as held. Returns 0 or SHOAL_EBADMSG. */
 int shoal_sched_origin_done(struct shoal_sched *s, uint64_t now_ms, uint32_t chunk, bool ok);
 
 /* ---- loader ---- */

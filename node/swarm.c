@@ -1706,6 +1706,8 @@ static void serve_work(uv_work_t *w)
         j->codec = SHOAL_CODEC_RAW; /* no memory to compress: send it raw */
 }
 
+static void send_reject(struct speer *sp, uint32_t req_id, uint8_t reason, uint32_t retry_ms);
+
 /* Upload slots (SHOAL_UPLOAD_SLOTS_DEFAULT): a peer takes one while any of
  * its chunks is being read for it or is still in its write queue. */
 static void chunk_queued(struct speer *sp, uint32_t req_id, uint32_t chunk)
@@ -1728,6 +1730,9 @@ static bool chunk_cancelled(struct shoal_swarm *s, struct speer *sp, uint32_t re
         size_t n = shoal_peer_withdraw_chunk(sp->p, req_id);
         sp->queued[i].chunk = UINT32_MAX;
         if (n > 0) {
+            /* Taken back: no CHUNK answers it now, so a REJECT does (the
+             * requester counts answers: shoal_swarm_on_msg's CANCEL). */
+            send_reject(sp, req_id, SHOAL_REJECT_UNKNOWN, 0);
             s->tx_bytes -= c->len;
             s->tx_wire_payload -= n;
             s->withdrawn_bytes += c->len;
@@ -1832,7 +1837,8 @@ static bool serve_from_file(struct shoal_swarm *s, struct speer *sp,
     uint64_t off;
     int fd;
 
-    if (c->len < SENDFILE_MIN || shoal_peer_local(sp->p) || !shoal_peer_can_sendfile(sp->p) ||
+    if (c->len < SENDFILE_MIN || (shoal_peer_local(sp->p) && !s->cfg->sendfile_local) ||
+        !shoal_peer_can_sendfile(sp->p) ||
         shoal_store_chunk_file(s->store, r->chunk_index, &fd, &off) != 0)
         return false;
     raw_chunk_msg(&cm, r->req_id, c);
@@ -1867,6 +1873,10 @@ static void serve_done(uv_work_t *w, int status)
         sp->serving_bytes -= c->len;
     }
     if (!sp || j->cancelled || s->stopped) {
+        /* Cancelled: answered then (or the peer is gone). Stopped (the
+         * daemon is shutting down): answered all the same. */
+        if (sp && !j->cancelled)
+            send_reject(sp, j->req_id, SHOAL_REJECT_SHUTDOWN, 0);
         free(j->buf);
         free(j->payload);
     } else if (status != 0 || j->rv < 0) {
@@ -2050,9 +2060,18 @@ struct ojob {
     int rv;
 };
 
+/* Kept for a chunk of a lease we hold, until that lease's LEASE_DONE runs
+ * or its end; a chunk of no lease (given back) has no report to stay out
+ * of, and a mark would stay for a later lease of it. */
 static void origin_mark_failed(struct shoal_swarm *s, uint32_t c)
 {
-    s->origin_failed[c / 8] |= (uint8_t)(1u << (c % 8));
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++) {
+        const struct slease *l = &s->leases[i];
+        if (l->used && c >= l->first && c - l->first < l->count) {
+            s->origin_failed[c / 8] |= (uint8_t)(1u << (c % 8));
+            return;
+        }
+    }
 }
 
 static bool origin_take_failed(struct shoal_swarm *s, uint32_t c)
@@ -2138,6 +2157,13 @@ static void origin_refused(struct shoal_swarm *s, const char *msg)
         if (!l->used || l->trk == LEASE_LOCAL)
             continue;
         l->used = false;
+        /* The scheduler lets it go too: else its chunks under our fetches
+         * were asked of no peer until each fetch failed in turn, its slot
+         * stayed taken, and a grant of the same span since was taken for
+         * this one confirmed (SHOAL_SCHED_LEASE_HELD) and never fetched. */
+        (void)shoal_sched_lease_drop(s->sched, now, l->first, l->count);
+        for (uint32_t c = l->first; c < l->first + l->count; c++)
+            (void)origin_take_failed(s, c);
         n++;
         while (k < ntrk && trks[k] != l->trk)
             k++;
@@ -2891,6 +2917,12 @@ void shoal_swarm_withdraw(struct shoal_swarm *s)
             (void)shoal_peer_send(sp->p, &m);
         }
         sp->nreq = 0;
+        /* Its requests being read here are answered as those asked next
+         * will be (the daemon: unknown release), not left to time out. */
+        for (struct serve_job *j = s->serving; j; j = j->next) {
+            if (j->peer_id == sp->id && !j->cancelled)
+                send_reject(sp, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
+        }
         drop_peer(s, sp);
     }
     shoal_swarm_stop(s);
@@ -3005,6 +3037,8 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
         sp = get_peer(s, p);
         if (sp)
             handle_request(s, sp, &m->u.request);
+        else /* no room or memory for it here: every REQUEST is answered */
+            (void)shoal_peer_send_reject(p, m->u.request.req_id, SHOAL_REJECT_BUSY, 100);
         return true;
     case SHOAL_MSG_CHUNK:
         sp = find_peer(s, shoal_peer_id(p));
@@ -3046,8 +3080,18 @@ bool shoal_swarm_on_msg(struct shoal_swarm *s, struct shoal_peer *p, const struc
         return true;
     }
     case SHOAL_MSG_CANCEL:
+        /* Each REQUEST earns exactly one answer, cancelled or not: the
+         * requester counts them (shoal_peer: more answers than requests
+         * close the connection), and cannot tell a request we took back
+         * from one whose CHUNK is still on its way. So one we withdraw,
+         * still being read or queued and not started, is answered REJECT
+         * (unknown: older nodes close on a reason they do not know, and a
+         * requester has forgotten the request anyway); one already on the
+         * wire is answered by its CHUNK. */
         for (struct serve_job *j = s->serving; j; j = j->next) {
             if (j->peer_id == shoal_peer_id(p) && j->req_id == m->u.cancel.req_id) {
+                if (!j->cancelled)
+                    (void)shoal_peer_send_reject(p, j->req_id, SHOAL_REJECT_UNKNOWN, 0);
                 j->cancelled = true;
                 return true;
             }

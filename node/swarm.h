@@ -117,6 +117,9 @@ struct shoal_swarm_cfg {
                                       * chunk we serve (a malicious node) */
     bool corrupt_hangup;             /* TESTING ONLY: and close the
                                       * connection right after the first */
+    bool sendfile_local;             /* TESTING ONLY: serve_from_file to
+                                      * peers on this host too (the tests'
+                                      * peers all are) */
     int compress_level;              /* zstd level for chunks we
                                       * serve (codec.h); 0: send raw */
     struct shoal_hub *hub;           /* the origin (Hub or gateway); NULL: none */

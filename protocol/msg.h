@@ -205,7 +205,9 @@ struct shoal_msg_chunk {
     struct shoal_bytes payload;  /* <= SHOAL_MSG_PAYLOAD_MAX */
 };
 
-/* CANCEL 7: [req_id];  OK 47: [req] */
+/* CANCEL 7: [req_id];  OK 47: [req]. A cancelled REQUEST still earns
+ * exactly one answer: REJECT unknown when the uploader drops it, else its
+ * CHUNK (already on its way). */
 struct shoal_msg_req_id {
     uint32_t req_id;
 };

@@ -34,9 +34,23 @@
  *   cancel FILE N SECONDS   asks for the first N chunks of the release
  *                           whose signed manifest is FILE, reads nothing
  *                           for 0.5 s (the node's answers queue up), sends
- *                           a CANCEL for each, then reads for SECONDS at
- *                           most and prints "chunks K" (CHUNKs received
- *                           in all) and "bytes B" (their payload bytes).
+ *                           a CANCEL for each, then reads until N answers
+ *                           came (SECONDS at most) and prints "chunks K"
+ *                           (CHUNKs received in all), "bytes B" (their
+ *                           payload bytes) and "rejects R" (REJECTs).
+ *   order FILE RAW TEXT SECONDS
+ *                           (a plain session: set HOSTILE_PLAIN=1, and the
+ *                           node --no-encrypt --test-sendfile-local) asks
+ *                           for the first 2 chunks of file RAW (random
+ *                           bytes: the node then sends its other chunks
+ *                           with sendfile) and reads them; then, reading
+ *                           nothing, for 12 more (its queue fills), the
+ *                           first chunk of file TEXT (it compresses: read
+ *                           into memory, held behind the full queue), and
+ *                           0.5 s later for 2 more of RAW; then reads all
+ *                           17 answers (SECONDS at most) and prints
+ *                           "answers N" and "out of order K" (answers that
+ *                           came after one to a later request).
  *
  * Prints "sent N" on stdout when done, then holds the connection open for
  * HOLD seconds (environment, default 0) so the test can look at the node.
@@ -182,7 +196,7 @@ static int handshake(const char *key, const char *credf, const char *cluster)
     }
     struct shoal_session_local loc = {
         .node_sk = &sk, .cred = cb.data, .cred_len = cb.len, .zone = "hostile",
-        .listen_addr = "127.0.0.1:1", .encrypt = true, .allow_aesgcm = true,
+        .listen_addr = "127.0.0.1:1", .encrypt = !getenv("HOSTILE_PLAIN"), .allow_aesgcm = true,
         .max_frame = SHOAL_FRAME_MAX_AUTH,
     };
     if (shoal_session_new(&sess, true, &loc) != 0 || shoal_session_hello(sess, &b) != 0 ||
@@ -293,7 +307,8 @@ int main(int argc, char **argv)
                         "ping N SECONDS | "
                         "liar ID NCHUNKS SECONDS ignore|reject|busy[:MS] | "
                         "codec ID NCHUNKS VALUE SECONDS | "
-                        "manifest FILE N SECONDS | cancel FILE N SECONDS\n");
+                        "manifest FILE N SECONDS | cancel FILE N SECONDS | "
+                        "order FILE RAW TEXT SECONDS\n");
         return 2;
     }
     if (connect_to(argv[1]) != 0) {
@@ -506,7 +521,7 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[5], "cancel") == 0 && argc == 9) {
         struct shoal_manifest *mf = NULL;
         double end;
-        long chunks = 0, bytes = 0;
+        long chunks = 0, bytes = 0, rejects = 0;
         uint8_t *raw = NULL;
         long rawlen = 0;
         FILE *f = fopen(argv[6], "rb");
@@ -543,10 +558,14 @@ int main(int argc, char **argv)
                 return 1;
         }
         end = now_s() + atof(argv[8]);
+        /* Until every request is answered; a second answer to one would
+         * come right behind, so a short look past that finds it. */
         while (now_s() < end) {
             struct pollfd pf = {.fd = sock, .events = POLLIN};
             struct shoal_msg in;
             uint8_t *body;
+            if (chunks + rejects >= n && end > now_s() + 0.3)
+                end = now_s() + 0.3;
             if (poll(&pf, 1, 100) <= 0)
                 continue;
             if (!read_msg(&in, &body))
@@ -555,9 +574,103 @@ int main(int argc, char **argv)
                 chunks++;
                 bytes += (long)in.u.chunk.payload.len;
             }
+            if (in.type == SHOAL_MSG_REJECT)
+                rejects++;
             free(body);
         }
-        printf("chunks %ld\nbytes %ld\n", chunks, bytes);
+        printf("chunks %ld\nbytes %ld\nrejects %ld\n", chunks, bytes, rejects);
+        fflush(stdout);
+        shoal_manifest_free(mf);
+        close(sock);
+        shoal_session_free(sess);
+        return 0;
+    } else if (strcmp(argv[5], "order") == 0 && argc == 10) {
+        struct shoal_manifest *mf = NULL;
+        const struct shoal_mf_file *fr = NULL, *ft = NULL;
+        uint32_t order[15], req = 0, asked = 0, answers = 0, last = 0, late = 0;
+        uint8_t *raw = NULL;
+        long rawlen = 0;
+        FILE *f = fopen(argv[6], "rb");
+
+        if (!f || fseek(f, 0, SEEK_END) != 0 || (rawlen = ftell(f)) <= 0 ||
+            fseek(f, 0, SEEK_SET) != 0 || !(raw = malloc((size_t)rawlen)) ||
+            fread(raw, 1, (size_t)rawlen, f) != (size_t)rawlen ||
+            shoal_manifest_parse(&mf, raw, (size_t)rawlen, NULL, NULL) != 0) {
+            fprintf(stderr, "hostile_peer: cannot read the manifest %s\n", argv[6]);
+            return 2;
+        }
+        fclose(f);
+        free(raw);
+        for (uint32_t i = 0; i < shoal_manifest_nfiles(mf); i++) {
+            const struct shoal_mf_file *mfi = shoal_manifest_file(mf, i);
+            if (strcmp(mfi->path, argv[7]) == 0)
+                fr = mfi;
+            if (strcmp(mfi->path, argv[8]) == 0)
+                ft = mfi;
+        }
+        if (!fr || !ft || fr->nchunks < 16 || ft->nchunks < 1) {
+            fprintf(stderr, "hostile_peer: need files %s (16 chunks or more) and %s\n",
+                    argv[7], argv[8]);
+            return 2;
+        }
+        /* RAW's chunks 0-1 (read), 2-13, TEXT's 0, then RAW's 14-15: the
+         * request ids count up in that order. */
+        for (uint32_t i = 0; i < 15; i++)
+            order[i] = i < 14 ? fr->first_chunk + i : ft->first_chunk;
+        double end = now_s() + atof(argv[9]);
+        for (uint32_t step = 0; step < 4; step++) {
+            uint32_t upto = step == 0 ? 2 : step == 1 ? 14 : step == 2 ? 15 : 17;
+            for (; asked < upto; asked++) {
+                uint32_t c = asked < 15 ? order[asked] : fr->first_chunk + asked - 1;
+                memset(&m, 0, sizeof m);
+                m.type = SHOAL_MSG_REQUEST;
+                m.u.request.req_id = ++req;
+                memcpy(m.u.request.manifest_id, shoal_manifest_id(mf), 32);
+                m.u.request.chunk_index = c;
+                memcpy(m.u.request.chunk_id, shoal_manifest_chunk(mf, c)->id, 32);
+                if (!send_msg(&m, now_s() + 10))
+                    return 1;
+            }
+            /* The first two answers read: RAW's codec probes are done. */
+            while (step == 0 && answers < 2 && now_s() < end) {
+                struct pollfd pf = {.fd = sock, .events = POLLIN};
+                struct shoal_msg in;
+                uint8_t *body;
+                if (poll(&pf, 1, 100) <= 0)
+                    continue;
+                if (!read_msg(&in, &body))
+                    break;
+                if (in.type == SHOAL_MSG_CHUNK || in.type == SHOAL_MSG_REJECT) {
+                    answers++;
+                    last = in.type == SHOAL_MSG_CHUNK ? in.u.chunk.req_id : in.u.reject.req_id;
+                }
+                free(body);
+            }
+            if (step == 2) {
+                struct timespec pause = {0, 500000000};
+                nanosleep(&pause, NULL);
+            }
+        }
+        while (answers < 17 && now_s() < end) {
+            struct pollfd pf = {.fd = sock, .events = POLLIN};
+            struct shoal_msg in;
+            uint8_t *body;
+            if (poll(&pf, 1, 100) <= 0)
+                continue;
+            if (!read_msg(&in, &body))
+                break;
+            if (in.type == SHOAL_MSG_CHUNK || in.type == SHOAL_MSG_REJECT) {
+                uint32_t id = in.type == SHOAL_MSG_CHUNK ? in.u.chunk.req_id
+                                                         : in.u.reject.req_id;
+                if (in.type == SHOAL_MSG_REJECT)
+                    printf("reject of request %u: reason %u\n", id, in.u.reject.reason);
+                answers++;
+                late += id < last;
+                last = id > last ? id : last;
+            }
+            free(body);
+        }
+        printf("answers %u\nout of order %u\n", answers, late);
         fflush(stdout);
         shoal_manifest_free(mf);
         close(sock);

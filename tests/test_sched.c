@@ -817,6 +817,76 @@ static void test_lease_regrant(void)
     shoal_sched_free(s);
 }
 
+/* A lease the node gave back (the origin refuses it: swarm.c's
+ * origin_refused) leaves the scheduler too. Its chunks under our fetches,
+ * which a node the origin serves fetched meanwhile, are asked of the peer
+ * at once (before, only after each fetch of ours had failed in turn); its
+ * slot is free for another lease; nothing of it is reported; a fetch of it
+ * that lands anyway still counts; and the same span granted again is a
+ * new lease, fetched, not taken for the old one confirmed. */
+static void test_lease_drop(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.lease_chunks = 4;
+    cfg.max_leases = 1;
+    cfg.origin_delay_ms = 0;
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    struct shoal_sched_action a[32];
+    size_t n, ends = 0;
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_REQUEST), 1);
+    CHECK_EQ(shoal_sched_lease_granted(s, 1, 0, 4, 60000), 0);
+    n = shoal_sched_next(s, 1, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 1);
+    CHECK_EQ(shoal_sched_lease_drop(s, 2, 4, 4), SHOAL_ENOTFOUND);
+    CHECK_EQ(shoal_sched_lease_drop(s, 2, 6, 4), SHOAL_EBADMSG);
+    /* Refused: given back, and another node fetched 0..3 since. */
+    CHECK_EQ(shoal_sched_lease_drop(s, 2, 0, 4), 0);
+    for (uint32_t c = 0; c < 4; c++)
+        CHECK_EQ(shoal_sched_peer_have(s, 1, c), 0);
+    n = shoal_sched_next(s, 3, a, 32);
+    CHECK(count_type(a, n, SHOAL_SCHED_REQUEST) >= 1);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_REQUEST)
+            CHECK(a[i].chunk < 4);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+    /* 4..7 are orphans, and the slot is free to lease them. */
+    CHECK_EQ(lease_hint(a, n), 4);
+    /* Our fetches end: the failed ones change nothing, one that landed
+     * after all is held; none is reported. */
+    CHECK_EQ(shoal_sched_origin_done(s, 4, 0, false), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 4, 1, false), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 4, 2, false), 0);
+    CHECK_EQ(shoal_sched_origin_done(s, 4, 3, true), 0);
+    CHECK_EQ(shoal_sched_have_count(s), 1);
+    n = shoal_sched_next(s, 4, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 0);
+    shoal_sched_free(s);
+
+    /* Dropped before its fetch was taken: the fetch is withdrawn, and the
+     * span granted again is a new lease, fetched. */
+    s = mk(8, 0, NULL, &cfg);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(shoal_sched_lease_granted(s, 1, 0, 4, 60000), 0);
+    CHECK_EQ(shoal_sched_lease_drop(s, 1, 0, 4), 0);
+    n = shoal_sched_next(s, 1, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 0);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_LEASE_DONE), 0);
+    CHECK(lease_hint(a, n) != UINT32_MAX);
+    CHECK_EQ(shoal_sched_lease_granted(s, 2, 0, 4, 60000), 0);
+    n = shoal_sched_next(s, 2, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 1);
+    for (uint32_t c = 0; c < 4; c++)
+        CHECK_EQ(shoal_sched_origin_done(s, 3, c, true), 0);
+    n = shoal_sched_next(s, 3, a, 32);
+    CHECK_EQ(done_bits(a, n, &ends), 0xfu);
+    CHECK_EQ(ends, 1);
+    shoal_sched_free(s);
+}
+
 /* Local leases (a node without a tracker leases to itself) may overlap: a
  * chunk both spans hold came from the first. Each lease ends when the last
  * chunk of its own span lands, not before, and its slot is then free: the
@@ -1727,6 +1797,7 @@ int main(void)
     RUN(test_origin_last_resort);
     RUN(test_lease_hints_in_order);
     RUN(test_lease_regrant);
+    RUN(test_lease_drop);
     RUN(test_lease_overlap);
     RUN(test_lease_done_runs);
     RUN(test_endgame);

@@ -24,10 +24,14 @@ CASE is one of:
                   path could flip them and get an honest node banned), so
                   the puller closes the connection, says why, bans nobody,
                   and still completes verified.
+  sendfile_order  over a plain session, a chunk read into memory and held
+                  for room on the wire is not passed by sendfile chunks
+                  asked after it: answers come in the order asked.
   cancel_queued   a peer asks a seed for 8 chunks, reads nothing for 0.5 s
                   and cancels them: what was queued and not yet on its way
                   to the socket is taken back, not sent nor counted as
-                  served (at most 3 come); likewise from a seed at
+                  served (at most 5 come), and answered REJECT: every
+                  request gets exactly one answer; likewise from a seed at
                   --rate-up 1M.
   upload_slots    a seed with one upload slot and three pullers peering with
                   each other: the seed tells some requests busy, the pullers
@@ -2371,6 +2375,49 @@ def served_bytes(node):
     return metric(r.stdout, "shoal_served_bytes_total")
 
 
+def case_sendfile_order(tmp):
+    """A plain session's chunks go out with sendfile when they are all in
+    the page cache and do not compress (--test-sendfile-local: on loopback
+    too), others through memory. A peer fills its queue with 12 such
+    chunks, reading nothing, then asks for one that compresses (read into
+    memory, it waits for room on the wire) and then for 2 more sendfile
+    ones: it gets all 17 answers in the order it asked. Before, the 2
+    sendfile chunks went ahead of the one held in memory (which the
+    requester wants first, and whose buffer stayed held meanwhile)."""
+    k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
+                            ("cluster", "publisher", "a", "x"), ("a", "x"))
+    repo = os.path.join(tmp, "repo")
+    os.makedirs(repo)
+    with open(os.path.join(repo, "model.safetensors"), "wb") as f:
+        f.write(random.Random(7).randbytes(24 << 20))
+    with open(os.path.join(repo, "notes.txt"), "wb") as f:
+        f.write(b"".join(b"line %d of some text that compresses well\n" % i
+                         for i in range(40000)))
+    mf = os.path.join(tmp, "rel.manifest")
+    shoalproc.build_manifest(SHOAL, repo, k, mf, extra=("--min", str(256 << 10), "--avg",
+                                                        str(1 << 20), "--max", str(4 << 20)))
+    a = Node("seed", node_args(k, "a", tmp, ["--manifest", mf, "--seed-dir", repo,
+                                             "--no-encrypt", "--test-sendfile-local"]))
+    if not a.wait_for(r"is complete here: seeding", WAIT_S):
+        print("FAIL the seed did not seed")
+        return shoalproc.stop_all([a]) + 1
+    h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
+                        "order", mf, "model.safetensors", "notes.txt", "20"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, HOSTILE_PLAIN="1"))
+    got = re.search(r"answers (\d+)\nout of order (\d+)", h.stdout)
+    print(f"answers and out of order: {got.groups() if got else None}")
+    fails = 0
+    if not got or int(got.group(1)) != 17:
+        print(f"FAIL not every request was answered: {h.stdout} {h.stderr}")
+        fails += 1
+    elif int(got.group(2)) != 0:
+        print(f"FAIL {got.group(2)} answer(s) came after one to a later request "
+              "(sendfile chunks passed one held in memory)")
+        fails += 1
+    return shoalproc.finish(fails, [a], tail=30)
+
+
 def case_cancel_queued(tmp):
     """A peer asks a seed for 8 chunks (~8 MiB), reads nothing for 0.5 s,
     then cancels all 8: the seed has read them and queued them for it by
@@ -2378,7 +2425,10 @@ def case_cancel_queued(tmp):
     and what the socket took) still comes, at most 5; the rest is taken
     back from the queue, not sent, nor counted as served. The same from a seed at --rate-up 1M, where they
     wait for the upload budget. Before, a CANCEL only stopped a chunk
-    still being read from disk: all 8 came, and counted as served."""
+    still being read from disk: all 8 came, and counted as served. Every
+    request is answered once all the same: each chunk taken back by a
+    REJECT (before, by nothing: the requester's count of open requests
+    stayed raised for good)."""
     k = shoalproc.make_keys(os.path.join(tmp, "keys"), SHOAL,
                             ("cluster", "publisher", "a", "c", "x"), ("a", "c", "x"))
     repo, files, mf, mid = one_file_release(tmp, k, "big", 5, 24 << 20,
@@ -2394,16 +2444,23 @@ def case_cancel_queued(tmp):
             return shoalproc.stop_all([a]) + fails + 1
         h = subprocess.run([HOSTILE, a.addr, k("x"), k("x") + ".cred", k("cluster") + ".pub",
                             "cancel", mf, "8", "6"], capture_output=True, text=True, timeout=60)
-        got = re.search(r"chunks (\d+)\nbytes (\d+)", h.stdout)
+        got = re.search(r"chunks (\d+)\nbytes (\d+)\nrejects (\d+)", h.stdout)
         served = served_bytes(a)
         print(f"{name} {' '.join(extra)}: 8 chunks asked and cancelled; received "
-              f"{got.group(1) if got else None} chunks, {got.group(2) if got else None} bytes; "
-              f"the seed counts {served} bytes served")
+              f"{got.group(1) if got else None} chunks, {got.group(2) if got else None} bytes, "
+              f"{got.group(3) if got else None} rejects; the seed counts {served} bytes served")
         if not got or served is None:
             print(f"FAIL no figures: {h.stdout} {h.stderr}")
             fails += 1
         elif int(got.group(1)) > limit or served > (limit + 1) << 20:
             print(f"FAIL more than {limit} chunks of the 8 cancelled were sent")
+            fails += 1
+        elif int(got.group(1)) + int(got.group(3)) != 8:
+            # Each REQUEST earns one answer, cancelled or not: the
+            # requester counts them (more answers than requests close the
+            # connection), and one it never gets stays counted for ever.
+            print(f"FAIL {int(got.group(1)) + int(got.group(3))} answers to 8 requests "
+                  f"(each chunk taken back must be answered REJECT)")
             fails += 1
         bad = shoalproc.stop_all([a])
         if bad or fails:
@@ -2432,6 +2489,7 @@ shoalproc.main(CASE, {"pull_encrypted": lambda tmp: case_pull(tmp, True),
                       "unauth_source": case_unauth_source,
                       "ping_flood": case_ping_flood, "liar": case_liar, "busy_retry": case_busy_retry,
                       "cancel_queued": case_cancel_queued,
+                      "sendfile_order": case_sendfile_order,
                       "cut_seed": case_cut_seed,
                       "queue_budget": case_queue_budget,
                       "tracker_lies": case_tracker_lies,
