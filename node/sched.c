@@ -502,37 +502,57 @@ static uint32_t hslot_of(uint64_t id)
 }
 
 /* Slot of peer |id|, or -1. Peers are few (<= 250) and the table has 512
- * entries, so linear probing stays short. */
+ * entries, so linear probing stays short; with no tombstones (hslot_del)
+ * an empty entry always ends it. */
 static int find_peer(const struct shoal_sched *s, uint64_t id)
 {
-    for (uint32_t h = hslot_of(id);; h = (h + 1) & 511) {
+    uint32_t h = hslot_of(id);
+    for (uint32_t n = 0; n < 512; n++, h = (h + 1) & 511) {
         uint8_t v = s->hslot[h];
         if (v == 0)
             return -1;
-        if (v != 0xff && s->peers[v - 1].id == id)
+        if (s->peers[v - 1].id == id)
             return v - 1;
     }
+    return -1;
 }
 
 static void hslot_put(struct shoal_sched *s, uint64_t id, uint32_t slot)
 {
     uint32_t h = hslot_of(id);
-    while (s->hslot[h] != 0 && s->hslot[h] != 0xff)
+    while (s->hslot[h] != 0)
         h = (h + 1) & 511;
     s->hslot[h] = (uint8_t)(slot + 1);
 }
 
+/* Backward-shift deletion: the entries after |id|'s in its probe run move
+ * up where their probe allows, so no tombstone is left. Tombstones were
+ * never reclaimed, and peer ids never repeat (one per session): after
+ * ~512 sessions on one release every entry was one, and looking up a new
+ * peer probed for ever (a seed hung at 100% CPU). */
 static void hslot_del(struct shoal_sched *s, uint64_t id)
 {
-    for (uint32_t h = hslot_of(id);; h = (h + 1) & 511) {
-        uint8_t v = s->hslot[h];
+    uint32_t i = hslot_of(id), n = 0;
+    for (;; i = (i + 1) & 511) {
+        uint8_t v = s->hslot[i];
+        if (v == 0 || ++n > 512)
+            return;
+        if (s->peers[v - 1].id == id)
+            break;
+    }
+    for (uint32_t j = (i + 1) & 511;; j = (j + 1) & 511) {
+        uint8_t v = s->hslot[j];
         if (v == 0)
-            return;
-        if (v != 0xff && s->peers[v - 1].id == id) {
-            s->hslot[h] = 0xff; /* tombstone keeps later probes intact */
-            return;
+            break;
+        uint32_t h = hslot_of(s->peers[v - 1].id);
+        /* it stays when its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+        if (!stays) {
+            s->hslot[i] = v;
+            i = j;
         }
     }
+    s->hslot[i] = 0;
 }
 
 static int push_pending(struct shoal_sched *s, enum shoal_sched_action_type type, uint64_t peer,

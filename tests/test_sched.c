@@ -1779,6 +1779,38 @@ static void test_fallback_cancelled(void)
     shoal_sched_free(s);
 }
 
+/* Peer ids never repeat (one per session): thousands of sessions come and
+ * go while others stay, and every peer is still found, every one gone is
+ * not, and a new one can join (a seed hung at 100% CPU looking up its 611th
+ * peer: the id table was all tombstones). */
+static void test_peer_churn(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    struct shoal_sched *s = mk(64, 0, NULL, &cfg);
+    uint64_t live[40];
+    uint32_t nlive = 0, bad = 0;
+    for (uint64_t id = 1; id <= 10; id++) /* long-lived peers */
+        REQUIRE(shoal_sched_peer_add(s, id, true, 1) == 0);
+    for (uint64_t id = 100; id < 6100; id++) {
+        if (nlive == 20) { /* a rolling window of 20 short sessions */
+            uint32_t k = (uint32_t)(id * 7919u % 20u);
+            REQUIRE(shoal_sched_peer_remove(s, live[k]) == 0);
+            bad += shoal_sched_peer_slot(s, live[k]) >= 0;
+            live[k] = live[--nlive];
+        }
+        REQUIRE(shoal_sched_peer_add(s, id, id % 3 != 0, 1) == 0);
+        live[nlive++] = id;
+        for (uint32_t i = 0; i < nlive; i++)
+            bad += shoal_sched_peer_slot(s, live[i]) < 0;
+        for (uint64_t old = 1; old <= 10; old++)
+            bad += shoal_sched_peer_slot(s, old) < 0;
+        bad += shoal_sched_peer_slot(s, id + 1000000) >= 0;
+    }
+    CHECK_EQ(bad, 0);
+    shoal_sched_free(s);
+}
+
 int main(void)
 {
     RUN(test_determinism);
@@ -1798,6 +1830,7 @@ int main(void)
     RUN(test_lease_hints_in_order);
     RUN(test_lease_regrant);
     RUN(test_lease_drop);
+    RUN(test_peer_churn);
     RUN(test_lease_overlap);
     RUN(test_lease_done_runs);
     RUN(test_endgame);
