@@ -184,8 +184,8 @@ def run(*args):
     return shoalproc.run(SHOAL, *args, timeout=60)
 
 
-def Node(name, args):
-    return shoalproc.Shoald(SHOALD, name, args)
+def Node(name, args, start_timeout=20):
+    return shoalproc.Shoald(SHOALD, name, args, start_timeout=start_timeout)
 
 
 def safetensors_bytes(rnd, tensors):
@@ -1173,10 +1173,12 @@ def case_short_done(tmp):
     files = {f"shard-{i:04d}.bin": os.urandom(100) + bytes([i % 256]) for i in range(1500)}
     repo, mf, mid = make_release(tmp, k, files)
     sock = os.path.join(sock_dir(tmp), "b.sock")
+    # Opening 1500 seeded files takes seconds before the node listens: on
+    # a loaded machine (CI runs three tests at a time) more than 20.
     b = Node("b", node_args(k, "b", tmp, ["--manifest", mf, "--seed-dir", repo,
-                                          "--loader-socket", sock]))
+                                          "--loader-socket", sock]), start_timeout=60)
     fails = 0
-    if not b.wait_for(r"release .* complete", 30):
+    if not b.wait_for(r"release .* complete", 60):
         print("FAIL the release did not complete from its seed dir")
         return 1
     s = socket.socket(socket.AF_UNIX)
