@@ -1048,6 +1048,35 @@ int shoal_trkconn_start(struct shoal_trkconn *t)
     return 0;
 }
 
+/* Tells a tracker we are leaving, so that it ends our origin leases and
+ * frees what only we fetched now rather than after lease_ms and its node
+ * TTL: the rest of the fleet would wait that long for those chunks. Best
+ * effort and never blocking: only when nothing else is queued (a partial
+ * write leaves a cut frame, which the tracker takes as a lost connection,
+ * forgetting us a little later). A tracker without BYE logs it as
+ * unexpected and closes, which is what we are doing anyway. */
+static void say_bye(struct conn *c)
+{
+    struct shoal_trkconn *t = c->t;
+    struct shoal_buf b;
+    uv_buf_t ub;
+    static const char why[] = "shutting down";
+
+    if (c->st != C_READY || !c->tcp_open || c->queued > 0)
+        return;
+    memset(&t->out, 0, sizeof t->out);
+    t->out.type = SHOAL_MSG_BYE;
+    t->out.u.bye.text.p = why;
+    t->out.u.bye.text.len = sizeof why - 1;
+    shoal_buf_init(&b, SHOAL_FRAME_HDR_LEN + 1024);
+    if (shoal_msg_encode(&t->out, &b) == 0 &&
+        (!c->seal.on || shoal_trk_seal_frame(&c->seal, &b, 0) == 0)) {
+        ub = uv_buf_init((char *)b.data, (unsigned)b.len);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+    }
+    shoal_buf_free(&b);
+}
+
 void shoal_trkconn_stop(struct shoal_trkconn *t)
 {
     if (!t || t->stopping)
@@ -1058,6 +1087,7 @@ void shoal_trkconn_stop(struct shoal_trkconn *t)
     uv_close((uv_handle_t *)&t->watchdog, NULL);
     for (uint32_t i = 0; i < t->n; i++) {
         struct conn *c = t->conns[i];
+        say_bye(c);
         uv_close((uv_handle_t *)&c->timer, NULL);
         if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp)) {
             uv_read_stop((uv_stream_t *)&c->tcp);

@@ -239,7 +239,9 @@ struct shoal_msg_manifest {
  * SHOAL_MSG_REASON_MAX. The optional pair (has_chunk) names the chunk whose
  * bytes from the receiver failed their hash, so an honest node whose cached
  * file changed on disk learns which chunk to check (node/swarm.c). An older
- * sender leaves both out; chunk_index must be 0 when manifest_id is nil. */
+ * sender leaves both out; chunk_index must be 0 when manifest_id is nil.
+ * A node also sends one to each tracker as it shuts down (reason only):
+ * the tracker forgets it at once (tracker/server.c). */
 struct shoal_msg_bye {
     struct shoal_str text;
     bool has_chunk;

@@ -166,6 +166,12 @@ CASE is one of:
                 completes the release from the origin (before: the first
                 node took the spans again as soon as they were free, and
                 the second had not completed after 90 s).
+  fetcher_gone  two origin fetchers holding 10-minute leases on a slow
+                stand-in leave, one killed, one SIGTERMed: the tracker
+                forgets the first --gone-ms (1 s) after its connection
+                closed and the second at once (its BYE), and a third node
+                completes the release within 45 s (before: it waited for
+                the node TTL, 120 s here, or the leases).
   origin_health the Hub stand-in answers 503 to every CDN request but its
                 /resolve/ redirects fine: `shoal status` says the origin
                 has been failing for several seconds with as many failed
@@ -2250,6 +2256,57 @@ def case_origin_leased(tmp):
     return fails
 
 
+def case_fetcher_gone(tmp):
+    """Two origin fetchers leave mid-rollout: one is killed (kill -9), one
+    shuts down (SIGTERM), each holding origin leases of 10 min on a slow
+    gateway. The tracker forgets the killed one --gone-ms (1 s) after its
+    connection closed and the stopped one at once (its BYE), saying so, and a
+    third node pulls the release to the end in well under the leases' 10 min
+    or the node TTL's 2 (before, it waited for them)."""
+    k = make_keys(tmp, ["a", "b", "c"])
+    hub = Hub(tmp, "4M", shards="2")
+    tr, addr = hubfix.start_tracker(TRACKER, k, extra=["--lease-ms", "600000", "--node-ttl-ms",
+                                                       "120000", "--gone-ms", "1000"])
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    # Each file request at 256 KiB/s: a lease's fetch takes seconds.
+    hub.add_faults([{"kind": "slow", "bps": 262144, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    common = ["--tracker", addr, "--origin-delay-ms", "0", "--manifest", mf]
+    a = node("a", k, tmp, hub, common)
+    c = node("c", k, tmp, hub, common)
+    # Both fetching under their leases (every node is a fetcher: min-fetchers).
+    end = time.monotonic() + 20
+    while time.monotonic() < end and \
+            sum(1 for e in hub.stats()["log"] if "/cdn/" in e.get("path", "")) < 2:
+        time.sleep(0.2)
+    time.sleep(1)
+    a.p.kill()
+    a.p.wait(10)
+    if c.stop() != 0:
+        print("FAIL node c did not shut down cleanly")
+        fails += 1
+    if not tr.wait_for(r"node \S+ left \(shutting down\): forgotten at once", 10):
+        print("FAIL the tracker did not forget the node that said it was leaving")
+        fails += 1
+    if not tr.wait_for(r"node \S+ gone: no connection for 1000 ms", 10):
+        print("FAIL the tracker did not forget the killed node 1 s after its connection closed")
+        fails += 1
+    b = node("b", k, tmp, hub, ["--tracker", addr, "--origin-delay-ms", "0"])
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "45", timeout=90)
+    print("b:", (r.stdout.strip().splitlines() or [r.stderr])[-1])
+    if r.returncode != 0:
+        print(f"FAIL node b did not complete while the leases of the nodes gone would have "
+              f"held: {r.stderr.strip()}")
+        fails += 1
+    fails += hubfix.check_files(b, hub)
+    fails = shoalproc.finish(fails, [b], tail=40)
+    if fails:
+        tr.dump()
+    tr.stop()
+    return fails
+
+
 def case_origin_health(tmp):
     k = make_keys(tmp, ["h"])
     hub = Hub(tmp, "4M", shards="2")
@@ -3652,6 +3709,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_gateway_etag": case_hf_gateway_etag,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
+                      "fetcher_gone": case_fetcher_gone,
                       "origin_health": case_origin_health, "datasets": case_datasets,
                       "hub_listing": case_hub_listing, "origin_404": case_origin_404,
                       "hub_api_failing": case_hub_api_failing},

@@ -102,6 +102,14 @@ static const char usage_options2[] =
     "    --node-ttl-ms MS          drop nodes silent this long (default 90000;\n"
     "                              must exceed the announce interval, as must\n"
     "                              --idle-timeout-ms)\n"
+    "    --gone-ms MS              forget a node this long after its last\n"
+    "                              connection closed, unless it connects again\n"
+    "                              (default 10000; 0: only --node-ttl-ms): its\n"
+    "                              origin leases end and chunks only it fetched\n"
+    "                              become leasable, so a dead fetcher does not\n"
+    "                              stall the fleet for --lease-ms. A shoald\n"
+    "                              shutting down says so (BYE) and is forgotten\n"
+    "                              at once\n"
     "    --lease-ms MS             lifetime of an origin lease (default 60000),\n"
     "                              counted again from each report of chunks\n"
     "                              newly fetched under it (nodes report each\n"
@@ -226,6 +234,7 @@ enum {
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
     OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY, OPT_FILL_INTERVAL, OPT_DENY,
+    OPT_GONE,
 };
 
 static const struct option longopts[] = {
@@ -237,6 +246,7 @@ static const struct option longopts[] = {
     { "auth-timeout-ms", required_argument, NULL, OPT_AUTH_MS },
     { "announce-interval-ms", required_argument, NULL, OPT_INTERVAL },
     { "node-ttl-ms", required_argument, NULL, OPT_TTL },
+    { "gone-ms", required_argument, NULL, OPT_GONE },
     { "lease-ms", required_argument, NULL, OPT_LEASE },
     { "max-peers", required_argument, NULL, OPT_PEERS },
     { "max-conns", required_argument, NULL, OPT_CONNS },
@@ -397,6 +407,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
         break;
     case OPT_UNREG: RANGE(0, 65535); cfg->reg.max_unregistered_per_node = (uint32_t)v; break;
     case OPT_PER_KEY: NUM(1000000); cfg->max_conns_per_key = (uint32_t)v; break;
+    case OPT_GONE: NUM(86400000); cfg->gone_ms = (uint32_t)v; break;
     case OPT_PARTIAL: NUM(1u << 20); cfg->max_partial_total = (size_t)v << 20; break;
     case OPT_FRAME_TMO: NUM(86400000); cfg->frame_timeout_ms = (uint32_t)v; break;
     case OPT_FRAME_RATE: NUM(UINT32_MAX / 1024); cfg->frame_min_rate = (uint32_t)(v * 1024); break;

@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -89,11 +92,17 @@ struct ident {
                                (see key_acquire) */
 };
 
-/* Authenticated connections per node key (--max-conns-per-key). */
+/* Authenticated connections per node key (--max-conns-per-key). An entry
+ * whose last connection closed stays, with n 0, until gone_due: the key is
+ * forgotten then unless it connected again (cfg.gone_ms). */
 struct keyconns {
     uint8_t pk[32];
     uint32_t n;
-    struct keyconns *next;
+    uint64_t gone_due;        /* n 0: loop time to forget the node at */
+    uint64_t queued_due;      /* gone_due when it joined the FIFO */
+    bool queued;              /* in the gone FIFO */
+    struct keyconns *next;    /* hash chain */
+    struct keyconns *gnext;   /* gone FIFO */
 };
 
 /* A source of unauthenticated connections (netsrc.h: an IPv4 address or
@@ -222,6 +231,11 @@ struct shoal_tracker {
     uint32_t keyconns_mask;
     uint64_t conns_key_refused;
     struct loglimit log_key;
+    /* keys whose last connection closed, oldest first (gone_ms) */
+    struct keyconns *gone_head, *gone_tail;
+    uv_timer_t gone_timer;
+    bool gone_timer_init;
+    uint64_t nodes_left, nodes_gone;
 };
 
 void shoal_tracker_log(const char *fmt, ...)
@@ -259,6 +273,7 @@ void shoal_tracker_config_default(struct shoal_tracker_config *c)
     /* A daemon holds one connection per tracker and each CLI command one;
      * 8 leaves room for reconnects while the old connection times out. */
     c->max_conns_per_key = 8;
+    c->gone_ms = 10000;
 }
 
 /* True when a line limited by |l| may be logged now; writes to |more|
@@ -468,13 +483,73 @@ static int key_acquire(struct shoal_tracker *t, const uint8_t pk[32])
     return 0;
 }
 
+static void gone_queue(struct shoal_tracker *t, struct keyconns *k)
+{
+    k->queued = true;
+    k->queued_due = k->gone_due;
+    k->gnext = NULL;
+    if (t->gone_tail)
+        t->gone_tail->gnext = k;
+    else
+        t->gone_head = k;
+    t->gone_tail = k;
+}
+
 static void key_release(struct shoal_tracker *t, const uint8_t pk[32])
 {
     struct keyconns **pp = key_slot(t, pk);
     struct keyconns *k = *pp;
-    if (k && --k->n == 0) {
+    if (!k || --k->n != 0)
+        return;
+    /* A node that only lost its connection dials again within a second or
+     * two; one that died would hold its origin leases until lease_ms and
+     * its fetched credit until node_ttl_ms, and the whole fleet waits for
+     * the chunks only it was to bring. Kept for gone_ms to tell the two
+     * apart. Due times grow, so the FIFO stays in due order. */
+    if (t->cfg.gone_ms && !t->shut) {
+        k->gone_due = uv_now(t->loop) + t->cfg.gone_ms;
+        if (!k->queued)
+            gone_queue(t, k);
+        return;
+    }
+    if (!k->queued) {
         *pp = k->next;
         free(k);
+    }
+}
+
+/* Forgets the nodes whose last connection closed gone_ms ago and that did
+ * not connect again: as if their node_ttl_ms had passed, their leases end
+ * and the chunks they alone fetched are leasable again. */
+static void on_gone_timer(uv_timer_t *tm)
+{
+    struct shoal_tracker *t = tm->data;
+    uint64_t now = uv_now(t->loop);
+    while (t->gone_head && t->gone_head->queued_due <= now) {
+        struct keyconns *k = t->gone_head;
+        t->gone_head = k->gnext;
+        if (!t->gone_head)
+            t->gone_tail = NULL;
+        k->queued = false;
+        if (k->n > 0)
+            continue; /* it came back */
+        if (k->gone_due > now) {
+            gone_queue(t, k); /* it came back and lost its connection again */
+            continue;
+        }
+        if (shoal_reg_node_forget(t->reg, k->pk) == 0) {
+            char hex[65];
+            shoal_hex(hex, k->pk, 32);
+            t->nodes_gone++;
+            shoal_tracker_log("node %.16s gone: no connection for %u ms and it did not come "
+                              "back; forgotten (its origin leases end, chunks only it fetched "
+                              "are leasable again)", hex, t->cfg.gone_ms);
+        }
+        struct keyconns **pp = key_slot(t, k->pk);
+        if (*pp == k) {
+            *pp = k->next;
+            free(k);
+        }
     }
 }
 
@@ -1359,6 +1434,35 @@ static int handle_lease_done(struct conn *c, uint64_t now)
     return send_ok(c, 0);
 }
 
+/* A node leaving on purpose (shoald shutting down) says BYE: it is
+ * forgotten at once, every node identity of the connection, instead of when
+ * its leases and then its announces time out (a rolling restart of a
+ * fleet would otherwise stall the rest for a minute or more per fetcher). */
+static int handle_bye(struct conn *c)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_str *why = &t->msg.u.bye.text;
+    uint32_t n = 0;
+    char hex[65] = "";
+    for (uint32_t i = 0; i < c->ids_cap; i++) {
+        const struct ident *id = &c->ids[i];
+        if (!id->used || id->role != SHOAL_ROLE_NODE)
+            continue;
+        if (shoal_reg_node_forget(t->reg, id->pk) == 0 && n++ == 0)
+            shoal_hex(hex, id->pk, 32);
+    }
+    t->nodes_left += n;
+    if (n == 1)
+        shoal_tracker_log("node %.16s left (%.*s): forgotten at once (its origin leases end, "
+                          "chunks only it fetched are leasable again)", hex,
+                          (int)(why->len > 200 ? 200 : why->len), why->p ? why->p : "");
+    else if (n > 1)
+        shoal_tracker_log("%u nodes of connection %s left (%.*s): forgotten at once", n, c->peer,
+                          (int)(why->len > 200 ? 200 : why->len), why->p ? why->p : "");
+    conn_close(c);
+    return 1;
+}
+
 static int handle_rollout(struct conn *c)
 {
     const struct shoal_msg_rollout *ro = &c->t->msg.u.rollout;
@@ -1570,6 +1674,7 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     case SHOAL_MSG_ROLLOUT: rv = handle_rollout(c); break;
     case SHOAL_MSG_ROLLOUT_STATUS_REQ: rv = handle_rollout_status(c, now); break;
     case SHOAL_MSG_STATS_REQ: rv = handle_stats(c, now); break;
+    case SHOAL_MSG_BYE: rv = handle_bye(c); break;
     default:
         conn_drop(c, "unexpected %s", shoal_msg_type_name(m->type));
         rv = 1;
@@ -1805,6 +1910,25 @@ static void on_auth_timeout(uv_timer_t *tm)
     conn_drop(c, "no authentication within %u ms", c->t->cfg.auth_timeout_ms);
 }
 
+/* A VM that is preempted or loses power sends no FIN: its connection
+ * would stay open, and its node known, until the node TTL (90 s), however
+ * short --gone-ms. Keepalive probes after 10 s of quiet, 3 s apart, and
+ * unacknowledged data given up after 20 s, close it in about 20 s instead;
+ * a live host's kernel answers probes whatever its shoald is doing. Best
+ * effort: a socket refusing an option keeps the system's defaults. */
+static void dead_host_watch(uv_tcp_t *tcp)
+{
+    uv_os_fd_t fd;
+    int intvl = 3, cnt = 3;
+    unsigned int user_timeout = 20000;
+
+    if (uv_tcp_keepalive(tcp, 1, 10) != 0 || uv_fileno((uv_handle_t *)tcp, &fd) != 0)
+        return;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct shoal_tracker *t = server->data;
@@ -1838,6 +1962,7 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
+    dead_host_watch(&c->tcp);
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
@@ -2049,6 +2174,13 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     if (cfg->deny && every > DENY_CHECK_MS)
         every = DENY_CHECK_MS;
     uv_timer_start(&t->expire_timer, on_expire_timer, every, every);
+    if (cfg->gone_ms) {
+        uint32_t g = cfg->gone_ms / 4 ? cfg->gone_ms / 4 : 1;
+        uv_timer_init(loop, &t->gone_timer);
+        t->gone_timer.data = t;
+        t->gone_timer_init = true;
+        uv_timer_start(&t->gone_timer, on_gone_timer, g > 1000 ? 1000 : g, g > 1000 ? 1000 : g);
+    }
     *out = t;
     return 0;
 fail:
@@ -2085,6 +2217,8 @@ void shoal_tracker_shutdown(struct shoal_tracker *t)
         uv_close((uv_handle_t *)&t->idle, NULL);
     if (t->frame_timer_init)
         uv_close((uv_handle_t *)&t->frame_timer, NULL);
+    if (t->gone_timer_init)
+        uv_close((uv_handle_t *)&t->gone_timer, NULL);
     for (struct conn *c = t->conns; c; c = c->next)
         conn_close(c);
 }

@@ -129,6 +129,10 @@ struct shoal_tracker_config {
     const struct shoal_seckey *id_key; /* the tracker's own key, proven to
                                        nodes that pin it (TRK_PROOF; auth.h);
                                        NULL: none; borrowed */
+    uint32_t gone_ms;               /* a node key whose last connection
+                                       closed without BYE is forgotten this
+                                       long after unless it connects again
+                                       (0: only node_ttl_ms forgets it) */
 };
 
 /* listen 127.0.0.1:7700, registry defaults, auth timeout 3 s, 10,000
@@ -136,7 +140,8 @@ struct shoal_tracker_config {
  * per connection (one full manifest reply), 256 MiB of copied replies in
  * all, idle timeout 300 s, 100,000 identities per connection, 128 MiB of
  * unfinished frames in all, frames whole within 10 s plus 512 KiB/s of
- * their length, 8 connections per node key. Key sets NULL. */
+ * their length, 8 connections per node key, a node forgotten 10 s after
+ * its last connection closed. Key sets NULL. */
 void shoal_tracker_config_default(struct shoal_tracker_config *c);
 
 struct shoal_tracker;
