@@ -50,7 +50,9 @@
  *                           0.5 s later for 2 more of RAW; then reads all
  *                           17 answers (SECONDS at most) and prints
  *                           "answers N" and "out of order K" (answers that
- *                           came after one to a later request).
+ *                           came after one to a later request), then
+ *                           "arrival" and the request ids of the answers
+ *                           read after the first two, in arrival order.
  *
  * Prints "sent N" on stdout when done, then holds the connection open for
  * HOLD seconds (environment, default 0) so the test can look at the node.
@@ -588,6 +590,7 @@ int main(int argc, char **argv)
         struct shoal_manifest *mf = NULL;
         const struct shoal_mf_file *fr = NULL, *ft = NULL;
         uint32_t order[15], req = 0, asked = 0, answers = 0, last = 0, late = 0;
+        uint32_t arrived[17], narrived = 0;
         uint8_t *raw = NULL;
         long rawlen = 0;
         FILE *f = fopen(argv[6], "rb");
@@ -667,10 +670,15 @@ int main(int argc, char **argv)
                 answers++;
                 late += id < last;
                 last = id > last ? id : last;
+                if (narrived < 17)
+                    arrived[narrived++] = id;
             }
             free(body);
         }
-        printf("answers %u\nout of order %u\n", answers, late);
+        printf("answers %u\nout of order %u\narrival", answers, late);
+        for (uint32_t i = 0; i < narrived; i++)
+            printf(" %u", arrived[i]);
+        printf("\n");
         fflush(stdout);
         shoal_manifest_free(mf);
         close(sock);
