@@ -2347,6 +2347,10 @@ static int setup_trackers(struct shoal_daemon *d)
         d->tcfg.advertise_ipv4_only = d->listen_ipv4;
     }
     d->tcfg.seed = d->scfg.seed;
+    /* Dialled at least four times within the fallback's wait (jitter
+     * included), so a tracker back within it is found again in time. */
+    d->tcfg.backoff_alone_max_ms = c->lease_fallback_ms / 4 > UINT32_MAX
+                                       ? UINT32_MAX : (uint32_t)(c->lease_fallback_ms / 4);
     d->tcfg.tracker_keys = d->tracker_keys;
     d->thooks.on_ready = trk_on_ready;
     d->thooks.fill_announce = trk_fill_announce;

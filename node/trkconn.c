@@ -141,7 +141,7 @@ struct shoal_trkconn {
     uv_timer_t watchdog;
     bool started, stopping;
     uint64_t rng;
-    uint32_t timeout_ms, bmin, bmax;
+    uint32_t timeout_ms, bmin, bmax, balone;
     struct shoal_msg in;   /* decoded reply */
     struct shoal_msg out;  /* message being encoded */
 };
@@ -260,6 +260,9 @@ int shoal_trkconn_new(struct shoal_trkconn **out, const struct shoal_trkconn_cfg
     t->bmax = cfg->backoff_max_ms ? cfg->backoff_max_ms : 10000;
     if (t->bmax < t->bmin)
         t->bmax = t->bmin;
+    t->balone = cfg->backoff_alone_max_ms;
+    if (t->balone && t->balone < t->bmin)
+        t->balone = t->bmin;
     for (size_t i = 0; i < cfg->naddrs; i++) {
         struct conn *c = calloc(1, sizeof *c);
         if (!c) {
@@ -460,7 +463,14 @@ static void on_tcp_closed(uv_handle_t *h)
         return;
     /* Full jitter over [backoff/2, backoff] keeps a fleet from redialling a
      * restarted tracker in lockstep. */
-    delay = c->backoff_ms / 2 + (uint32_t)(rnd(t) % (c->backoff_ms / 2 + 1));
+    uint32_t b = c->backoff_ms;
+    /* With every tracker down, the longest back-off (10 s) would find a
+     * tracker restarted in 3 s only after the lease fallback (5 s) had
+     * sent the whole fleet to the origin without leases (QA N2: 1.8-2.6x
+     * the release from the origin). */
+    if (t->balone && b > t->balone && !c->refused[0] && shoal_trkconn_ready(t) == 0)
+        b = t->balone;
+    delay = b / 2 + (uint32_t)(rnd(t) % (b / 2 + 1));
     c->backoff_ms = c->backoff_ms * 2 > t->bmax ? t->bmax : c->backoff_ms * 2;
     uv_timer_start(&c->timer, on_retry_timer, delay, 0);
 }

@@ -107,6 +107,11 @@ struct shoal_trkconn_cfg {
     uint32_t request_timeout_ms;      /* 0: 5000 */
     uint32_t backoff_min_ms;          /* 0: 250 */
     uint32_t backoff_max_ms;          /* 0: 10000 */
+    /* While no tracker is ready, a tracker that is down (not one that
+     * refused us) is dialled again at least this often (0: no such cap):
+     * a restarted tracker is then found again before the daemon fetches
+     * from the origin without leases (lease-fallback-ms). */
+    uint32_t backoff_alone_max_ms;
     uint64_t seed;                    /* backoff jitter */
 };
 

@@ -172,6 +172,10 @@ CASE is one of:
                 closed and the second at once (its BYE), and a third node
                 completes the release within 45 s (before: it waited for
                 the node TTL, 120 s here, or the leases).
+  tracker_restart the only tracker is down for 3 s mid-pull: the node logs
+                in again within 2.2 s of its return and never fetches
+                from the origin without a lease (before: up to 4 s
+                after, often after the 5 s lease fallback).
   origin_health the Hub stand-in answers 503 to every CDN request but its
                 /resolve/ redirects fine: `shoal status` says the origin
                 has been failing for several seconds with as many failed
@@ -2307,6 +2311,54 @@ def case_fetcher_gone(tmp):
     return fails
 
 
+def case_tracker_restart(tmp):
+    """The only tracker restarts mid-pull, down for 3 s (an upgrade): the
+    node, dialling a down tracker at least every 1.25 s while it has no
+    other (a quarter of --lease-fallback-ms), logs in again within about
+    that of the tracker's return and never fetches from the origin
+    without a lease (before: its back-off had grown to 2-4 s, then 4-8 s,
+    so it was often back only after the 5 s fallback, and every node fell
+    back: 1.8-2.6x the release from the origin in an 8-node fleet)."""
+    k = make_keys(tmp, ["a"])
+    hub = Hub(tmp, "4M", shards="2")
+    tr, addr = hubfix.start_tracker(TRACKER, k)
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    hub.add_faults([{"kind": "slow", "bps": 131072, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    a = node("a", k, tmp, hub, ["--tracker", addr, "--origin-delay-ms", "0", "--manifest", mf])
+    if not a.wait_for(r"tracker \S+: authenticated", 20):
+        print("FAIL the node did not log in to the tracker")
+        return shoalproc.finish(1, [a], tail=30) or 1
+    time.sleep(1)
+    tr.stop()
+    down = time.monotonic()
+    time.sleep(3)
+    tr2, addr2 = hubfix.start_tracker(TRACKER, k, listen=addr)
+    back = time.monotonic()
+    logins = len(re.findall(r"tracker \S+: authenticated", a.log()))
+    end = back + 10
+    while time.monotonic() < end and \
+            len(re.findall(r"tracker \S+: authenticated", a.log())) == logins:
+        time.sleep(0.1)
+    now = time.monotonic()
+    print(f"tracker down {back - down:.1f} s: the node logged in again {now - back:.1f} s "
+          f"after it was back")
+    if len(re.findall(r"tracker \S+: authenticated", a.log())) == logins:
+        print("FAIL the node did not log in to the restarted tracker within 10 s")
+        fails += 1
+    elif now - back > 2.2:
+        print("FAIL the node dialled the restarted tracker more than 1.25 s (a quarter of "
+              "the lease fallback) apart")
+        fails += 1
+    if "without a lease" in a.log():
+        print("FAIL the node fetched from the origin without a lease while the tracker restarted")
+        fails += 1
+    fails = shoalproc.finish(fails, [a], tail=40)
+    tr2.stop()
+    return fails
+
+
 def case_origin_health(tmp):
     k = make_keys(tmp, ["h"])
     hub = Hub(tmp, "4M", shards="2")
@@ -3710,6 +3762,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "fetcher_gone": case_fetcher_gone,
+                      "tracker_restart": case_tracker_restart,
                       "origin_health": case_origin_health, "datasets": case_datasets,
                       "hub_listing": case_hub_listing, "origin_404": case_origin_404,
                       "hub_api_failing": case_hub_api_failing},
