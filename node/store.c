@@ -530,17 +530,17 @@ static void vrec_image(uint8_t out[VREC_LEN], const struct shoal_mf_file *pf,
     memcpy(out + 40, pf->sha256, SHOAL_HASH_LEN);
 }
 
-/* Whether the published blob of |pf|, open as |fd|, is one shoald verified
- * and nothing changed since (its record matches it exactly). */
-static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+/* Whether |pf|'s record vouches for a blob file in state |st| (it matches
+ * it exactly). */
+static bool vrec_matches(const struct shoal_store *s, const struct shoal_mf_file *pf,
+                         const struct stat *st)
 {
     uint8_t want[VREC_LEN], got[VREC_LEN + 1];
     char name[SHOAL_HF_ETAG_MAX];
-    struct stat st;
     ssize_t n;
     int rfd;
 
-    if (s->vrec_fd < 0 || fstat(fd, &st) != 0)
+    if (s->vrec_fd < 0)
         return false;
     shoal_hf_etag(name, pf);
     rfd = openat(s->vrec_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -550,8 +550,17 @@ static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file
         n = pread(rfd, got, sizeof got, 0);
     while (n < 0 && errno == EINTR);
     close(rfd);
-    vrec_image(want, pf, &st);
+    vrec_image(want, pf, st);
     return n == VREC_LEN && memcmp(got, want, VREC_LEN) == 0;
+}
+
+/* Whether the published blob of |pf|, open as |fd|, is one shoald verified
+ * and nothing changed since (its record matches it exactly). */
+static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && vrec_matches(s, pf, &st);
 }
 
 /* Records that the published blob of |pf|, open as |fd|, was just verified
@@ -1088,7 +1097,8 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
 {
     char want[SHOAL_HF_PATH_MAX];
     const char *name;
-    struct stat st;
+    struct stat st, ours, now;
+    bool mine;
     size_t pre;
     int snaps, lock = -1;
 
@@ -1102,12 +1112,32 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
         return;
     if (hf_lock(s, name, false, &lock) == SHOAL_EBUSY)
         return;
+    /* The old name may be another link to our own blob's inode (adopted
+     * by adopt_linked): removing it moves that inode's ctime, so a record
+     * vouching for the blob as it is now must follow, or the next open
+     * would hash the whole file again. */
+    mine = fstatat(s->blobs_fd, want + pre, &ours, AT_SYMLINK_NOFOLLOW) == 0 &&
+           ours.st_ino == st.st_ino && ours.st_dev == st.st_dev && vrec_matches(s, f, &ours);
     snaps = openat(s->repo_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     /* A commit, then a path of up to 64 folders. */
     if (snaps >= 0 && !snaps_link_to(snaps, name, 65) && unlinkat(s->blobs_fd, name, 0) == 0) {
         fsync(s->blobs_fd);
         if (s->vrec_fd >= 0)
             (void)unlinkat(s->vrec_fd, name, 0);
+        /* Only for the inode vouched for, unchanged but for the unlink
+         * (same size and mtime: a write meanwhile leaves the old record,
+         * which no longer matches, and the blob is hashed next time). */
+        if (mine && fstatat(s->blobs_fd, want + pre, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+            now.st_ino == ours.st_ino && now.st_dev == ours.st_dev &&
+            now.st_size == ours.st_size && now.st_mtim.tv_sec == ours.st_mtim.tv_sec &&
+            now.st_mtim.tv_nsec == ours.st_mtim.tv_nsec) {
+            uint8_t img[VREC_LEN];
+            char etag[SHOAL_HF_ETAG_MAX];
+
+            shoal_hf_etag(etag, f);
+            vrec_image(img, f, &now);
+            (void)write_atomic(s->vrec_fd, etag, img, sizeof img);
+        }
     }
     if (snaps >= 0)
         close(snaps);

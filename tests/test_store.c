@@ -1559,6 +1559,17 @@ static void test_snapshot_other_blob_name(void)
     CHECK(!exists(p));
     shoal_store_free(s);
 
+    /* A restart hashes nothing: the adopted shard's record follows the
+     * name that is left once blobs/ffff... is gone (removing a hard link
+     * moves the file's ctime; before, the record still described it as it
+     * was with two names, and the shard was hashed again at every open). */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+
     /* Another snapshot links to the gateway's name too: it stays. */
     cache = new_cache();
     snprintf(rest, sizeof rest, "snapshots/%s/model.safetensors", C1);
@@ -1576,6 +1587,12 @@ static void test_snapshot_other_blob_name(void)
     CHECK(exists(p) && file_is(p, r.f[1].data, r.f[1].size));
     snap_path(p, sizeof p, cache, &r, 1);
     CHECK(file_is(p, r.f[1].data, r.f[1].size));
+    shoal_store_free(s);
+    /* Both names stay, nothing moved its ctime since the record. */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 0);
     shoal_store_free(s);
     free(bad);
     rel_free(&r);
