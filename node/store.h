@@ -169,9 +169,10 @@ int shoal_store_lock_cache(const char *cache_dir, long gid, int *fd, long *holde
 
 /* The release was asked for (again) by branch or tag |branch|: refs/<branch>
  * gets the commit now if the release is complete, else once it completes
- * (then only the branch named last). Nothing for a memory store. Loop
- * thread. Returns 0, SHOAL_EBADPATH (not a usable branch name) or the error
- * writing the ref (also in last_error). */
+ * (then only the branch named last). Nothing for a memory store. Any
+ * thread (a complete release checks its snapshot, a stat per file: a
+ * worker's job then). Returns 0, SHOAL_EBADPATH (not a usable branch name)
+ * or the error writing the ref (also in last_error). */
 int shoal_store_set_branch(struct shoal_store *s, const char *branch);
 
 /* Flushes the sidecar, closes every file and frees the store. NULL is fine.

@@ -16,6 +16,7 @@
 #include "codec.h"
 #include "error.h"
 #include "hash.h"
+#include "hfcache.h"
 #include "hub.h"
 #include "nodelog.h"
 #include "sched.h"
@@ -293,6 +294,65 @@ const struct shoal_manifest *shoal_swarm_manifest(const struct shoal_swarm *s) {
 int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch)
 {
     return shoal_store_set_branch(s->store, branch);
+}
+
+/* shoal_swarm_check_cache's job: a stat and a readlink per file, which on
+ * a slow disk and a release of thousands of files would stall the loop. */
+struct cache_check {
+    uv_work_t w;
+    struct shoal_swarm *s;
+    char *branch;
+    shoal_swarm_checked_cb done;
+    void *user;
+    int rv, ref_rv;
+    uint32_t missing;
+};
+
+static void cache_check_work(uv_work_t *w)
+{
+    struct cache_check *j = w->data;
+
+    j->missing = 0;
+    j->rv = shoal_hf_snapshot_check(j->s->cfg->cache_dir, j->s->m, &j->missing);
+    if (j->rv == 0 && j->branch)
+        j->ref_rv = shoal_store_set_branch(j->s->store, j->branch);
+}
+
+static void cache_check_done(uv_work_t *w, int status)
+{
+    struct cache_check *j = w->data;
+    const char *path = "?";
+    int rv = status < 0 ? status : j->rv;
+
+    j->s->pending--;
+    if (rv != 0 && j->missing < shoal_manifest_nfiles(j->s->m))
+        path = shoal_manifest_file(j->s->m, j->missing)->path;
+    j->done(j->user, j->s, rv, path, j->branch, j->ref_rv);
+    free(j->branch);
+    free(j);
+}
+
+int shoal_swarm_check_cache(struct shoal_swarm *s, const char *branch,
+                            shoal_swarm_checked_cb done, void *user)
+{
+    struct cache_check *j = calloc(1, sizeof *j);
+    int rv;
+
+    if (!j || (branch && !(j->branch = strdup(branch)))) {
+        free(j);
+        return -ENOMEM;
+    }
+    j->s = s;
+    j->w.data = j;
+    j->done = done;
+    j->user = user;
+    if ((rv = uv_queue_work(s->cfg->loop, &j->w, cache_check_work, cache_check_done)) != 0) {
+        free(j->branch);
+        free(j);
+        return rv;
+    }
+    s->pending++;
+    return 0;
 }
 bool shoal_swarm_complete(const struct shoal_swarm *s) { return s->complete; }
 

@@ -298,6 +298,12 @@ CASE is one of:
                 refs/main at the commit (before: exit 0 at once, nothing
                 fetched, nothing in the cache, refs/main written to the
                 deleted snapshot).
+  hf_check_busy the same check of a complete release's files, on a slow
+                disk (slowfs: each readlink of a snapshot entry takes 0.4
+                s): `shoal status` answers while a `shoal pull` of it is
+                being checked, saying so, and the pull then exits 0
+                (before: the check ran on the event loop and status waited
+                for it to end; it never said "checking").
   hf_blob_names a release published from the Hub stand-in and pulled: each
                 snapshot link points at blobs/<ETag> as huggingface_hub names
                 blobs, the git blob sha1 for config.json, tokenizer.json and
@@ -3532,6 +3538,56 @@ def case_hf_delete_cache(tmp):
     return fails
 
 
+def slow_node(name, k, tmp, hub, extra, ms):
+    """node() with slowfs preloaded (the test's SHOAL_TEST_SLOWFS): its disk
+    is slow while the returned flag file exists, by |ms| per operation."""
+    flag = os.path.join(tmp, name + ".slow")
+    saved = dict(os.environ)
+    os.environ.update(LD_PRELOAD=os.environ["SHOAL_TEST_SLOWFS"], SHOAL_SLOWFS_FLAG=flag,
+                      SHOAL_SLOWFS_MS=str(ms),
+                      # The sanitizers' runtime would insist on coming first.
+                      ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                      ":verify_asan_link_order=0")
+    try:
+        n = node(name, k, tmp, hub, extra)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return n, flag
+
+
+def case_hf_check_busy(tmp):
+    k = make_keys(tmp, ["c"])
+    hub = Hub(tmp, "4M", shards="2")
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    n, flag = slow_node("c", k, tmp, hub, ["--tracker", taddr], 400)
+    fails = 0
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "60", timeout=90)
+    if r.returncode != 0:
+        print(f"FAIL the first pull did not complete: {r.stderr.strip()}")
+        return shoalproc.finish(1, [n])
+    open(flag, "w").close()
+    p = Proc([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"], name="pull")
+    st = status_saying(n, "checking that its files are still in the cache", tries=40)
+    print(st.strip())
+    if "checking that its files are still in the cache" not in st:
+        print("FAIL `shoal status` never showed the release being checked")
+        fails += 1
+    code = p.wait(60)
+    os.unlink(flag)
+    print(f"shoal pull {mid[:16]}: exit {code}: {' '.join(p.out).strip()}")
+    if code != 0 or not any("complete" in ln for ln in p.out):
+        print("FAIL the pull of the complete release did not exit 0 saying complete")
+        fails += 1
+    gone = [ln for ln in n.lines if "files are gone" in ln]
+    if gone:
+        print("FAIL the release's files were taken as gone:\n" + "\n".join(gone))
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    return shoalproc.finish(fails, [n])
+
+
 def case_max_releases_rollout(tmp):
     """--max-releases 2, two releases open (one a tracker rollout names, one
     pulled), and a restart with a third, incomplete release given by
@@ -3650,6 +3706,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_unverified": case_hf_unverified,
                       "hf_delete_cache": case_hf_delete_cache,
                       "hf_gateway_etag": case_hf_gateway_etag,
+                      "hf_check_busy": case_hf_check_busy,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "origin_health": case_origin_health, "datasets": case_datasets,
