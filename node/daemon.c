@@ -2973,9 +2973,15 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     if (r->elapsed_ms == 0)
         r->elapsed_ms = 1; /* 0 says "unknown" */
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
+    uint32_t nfound;
+    uint64_t found_bytes;
+
     if (checking) {
         snprintf(r->error, sizeof r->error, "complete: checking that its files are still in "
                  "the cache");
+    } else if (shoal_swarm_hashing_found(sw, &nfound, &found_bytes)) {
+        snprintf(r->error, sizeof r->error, "hashing %u file(s) (%llu bytes) found in the "
+                 "cache that shoald had not verified", nfound, (unsigned long long)found_bytes);
     } else if (*shoal_swarm_disk_error(sw)) { /* a file changed on disk */
         snprintf(r->error, sizeof r->error, "%s", shoal_swarm_disk_error(sw));
         utf8_cut(r->error);

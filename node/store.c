@@ -99,6 +99,11 @@ struct blob {
                          * (repair_rv, repair_msg) until a later open */
     char *note;         /* a partial name left alone for another, or NULL
                          * (shoal_store_file_note) */
+    bool pending;       /* found published (or under a gateway's name, see
+                         * adopt_linked) with no record vouching for it, and
+                         * SHOAL_STORE_DEFER_HASH: its first hash is left to
+                         * shoal_store_hash_found; until then nothing of it
+                         * is verified, no fd, and puts skip it (under mu) */
     bool recheck;       /* the sidecar said it was bad when last written:
                          * hashed at open before it is trusted, as with
                          * SHOAL_STORE_VERIFY (a repair that could not
@@ -127,6 +132,8 @@ struct shoal_store {
      * (shoal_store_open_hashed): how many, their bytes, how many wrong. */
     uint32_t open_hashed, open_wrong;
     uint64_t open_hashed_bytes;
+    uint32_t npending;   /* blobs still |pending| (under mu) */
+    uint64_t pending_bytes;
     long gid;           /* the loader group for the folders, or -1 */
 
     uint32_t *file_blob; /* file -> blob */
@@ -2012,7 +2019,44 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
     return ok;
 }
 
-static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
+/* Whether opening blob |b| would hash a file of the cache shoald has no
+ * record of verifying: blobs/<etag> there of the right size and not
+ * vouched for (vrec_vouches), or missing while a snapshot entry of its
+ * files links to another name in blobs/ of the right size (adopt_linked).
+ * Only stats and a record read: the hash is what is deferred. */
+static bool first_hash_due(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char fin[128], other[SHOAL_HF_PATH_MAX];
+    struct stat st;
+    bool due;
+    int fd;
+
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
+    if (fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size)
+            return false;
+        fd = openat(s->blobs_fd, in_blobs(fin), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            return false; /* open_blob_disk says why */
+        due = !vrec_vouches(s, pf, fd);
+        close(fd);
+        return due;
+    }
+    if (errno != ENOENT)
+        return false;
+    for (uint32_t k = 0; k < s->blobs[b].fcount; k++) {
+        const struct shoal_mf_file *f = file(s, s->blob_files[s->blobs[b].fpos + k]);
+
+        if (snap_links_other(s, f, other, sizeof other) &&
+            fstatat(s->blobs_fd, other, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            (uint64_t)st.st_size == pf->size)
+            return true;
+    }
+    return false;
+}
+
+static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf, bool defer)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
     char inc[128], fin[128], own[128];
@@ -2038,6 +2082,19 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
      * removed. */
     own_is = blob_name_kind(s, own, &own_kind);
     own_there = own_is > 0;
+    /* Hashing a multi-GB file here would hold the caller (the daemon's
+     * event loop) for seconds: left to shoal_store_hash_found on a worker,
+     * which runs this again for the blob. */
+    if (defer && !rescan && !own_there && first_hash_due(s, b)) {
+        pthread_mutex_lock(&s->mu);
+        blob_set_all(s, b, false);
+        s->blobs[b].state = BLOB_INCOMPLETE;
+        s->blobs[b].pending = true;
+        s->npending++;
+        s->pending_bytes += pf->size;
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
     if (!own_there && fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) != 0 &&
         errno == ENOENT)
         (void)adopt_linked(s, b);
@@ -2640,7 +2697,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
             goto fail;
         sidecar_load(s);
         for (b = 0; b < s->nblobs; b++)
-            if ((rv = open_blob_disk(s, b, buf)) < 0)
+            if ((rv = open_blob_disk(s, b, buf, opts->flags & SHOAL_STORE_DEFER_HASH)) < 0)
                 goto fail;
     }
     /* A crash after a blob's last chunk but before it was published. A
@@ -2670,6 +2727,109 @@ fail:
 out:
     free(buf);
     return rv;
+}
+
+int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed)
+{
+    uint8_t *buf = NULL;
+    uint32_t n = 0;
+    bool all;
+    int rv = 0, brv;
+
+    if (hashed)
+        *hashed = 0;
+    if (!s || (s->flags & SHOAL_STORE_MEMORY))
+        return 0;
+    buf = malloc(s->max_len ? s->max_len : 1);
+    if (!buf)
+        return -ENOMEM;
+    for (uint32_t b = 0; b < s->nblobs; b++) {
+        const struct blob *bl = &s->blobs[b];
+        bool pending, ready, completing;
+
+        pthread_mutex_lock(&s->mu);
+        pending = bl->pending;
+        pthread_mutex_unlock(&s->mu);
+        if (!pending)
+            continue;
+        /* As at open, without deferring: hashed, then recorded and linked
+         * when right, or repaired in a copy of its own when wrong. The
+         * blob is still pending meanwhile, so no put writes into it. */
+        brv = open_blob_disk(s, b, buf, false);
+        n++;
+        pthread_mutex_lock(&s->mu);
+        s->blobs[b].pending = false;
+        s->npending--;
+        s->pending_bytes -= file(s, bl->primary)->size;
+        if (brv < 0) {
+            /* Nothing known of it: withheld until a later open, like a
+             * blob whose partial names are taken (file_withheld). */
+            blob_set_all(s, b, false);
+            s->blobs[b].state = BLOB_INCOMPLETE;
+            s->blobs[b].blocked = true;
+            s->blobs[b].repair_rv = brv;
+            free(s->blobs[b].repair_msg);
+            s->blobs[b].repair_msg = strdup(s->err);
+            if (rv == 0)
+                rv = brv;
+        }
+        ready = bl->state == BLOB_DONE && bl->ready && !bl->bad;
+        completing = bl->state == BLOB_COMPLETING;
+        pthread_mutex_unlock(&s->mu);
+        /* A repair copy whose every chunk checked right. */
+        if (completing)
+            finish_blob(s, b, 0, NULL);
+        else if (ready && s->on_ready)
+            for (uint32_t k = 0; k < bl->fcount; k++)
+                s->on_ready(s->user, s->blob_files[bl->fpos + k], 0);
+    }
+    free(buf);
+    pthread_mutex_lock(&s->mu);
+    all = all_done_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    if (n > 0 && all) {
+        char branch[BRANCH_MAX + 1] = "";
+
+        pthread_mutex_lock(&s->mu);
+        if (s->branch)
+            snprintf(branch, sizeof branch, "%s", s->branch);
+        pthread_mutex_unlock(&s->mu);
+        write_ref(s, branch[0] ? branch : NULL);
+    }
+    if (n > 0)
+        shoal_store_flush(s);
+    if (hashed)
+        *hashed = n;
+    return rv;
+}
+
+void shoal_store_pending(struct shoal_store *s, uint32_t *files, uint64_t *bytes)
+{
+    uint32_t n = 0;
+    uint64_t sz = 0;
+
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        n = s->npending;
+        sz = s->pending_bytes;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (files)
+        *files = n;
+    if (bytes)
+        *bytes = sz;
+}
+
+bool shoal_store_file_pending(struct shoal_store *s, uint32_t fi)
+{
+    bool p;
+
+    if (!s || fi >= s->nfiles)
+        return false;
+    pthread_mutex_lock(&s->mu);
+    p = s->blobs[s->file_blob[fi]].pending;
+    pthread_mutex_unlock(&s->mu);
+    return p;
 }
 
 void shoal_store_discard_partials(struct shoal_store *s, uint32_t *files, uint64_t *bytes)
@@ -2803,7 +2963,7 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
             continue;
         pthread_mutex_lock(&s->mu);
         skip = s->blobs[b].state != BLOB_INCOMPLETE || s->blobs[b].blocked ||
-               bit_get(s->bits, j);
+               s->blobs[b].pending || bit_get(s->bits, j);
         fd = s->blobs[b].fd;
         pthread_mutex_unlock(&s->mu);
         if (skip)
@@ -2833,8 +2993,9 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
         uint32_t b = s->file_blob[cj->file];
         struct blob *bl = &s->blobs[b];
 
-        /* A withheld file with nowhere to write holds nothing. */
-        if (bit_get(s->bits, j) || bl->blocked)
+        /* A withheld file with nowhere to write holds nothing; one not
+         * hashed yet (pending) is not written either. */
+        if (bit_get(s->bits, j) || bl->blocked || bl->pending)
             continue;
         mark(s, j);
         if (j == idx && first)

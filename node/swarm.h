@@ -221,6 +221,11 @@ int shoal_swarm_check_cache(struct shoal_swarm *s, const char *branch,
 /* True when every file is verified and published and nothing of it is
  * withheld as changed on disk (see shoal_swarm_chunk_disputed). */
 bool shoal_swarm_complete(const struct shoal_swarm *s);
+/* True while files found in the cache that shoald had not verified (put
+ * there by huggingface_hub, or before an upgrade) are being hashed on a
+ * worker, before anything is fetched; |*files| and |*bytes| (may be NULL)
+ * get what is left of them. */
+bool shoal_swarm_hashing_found(const struct shoal_swarm *s, uint32_t *files, uint64_t *bytes);
 /* Why a release whose every chunk is verified is not complete yet (a file
  * its store could not publish into the cache; tried again with a back-off),
  * or "". */

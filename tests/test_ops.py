@@ -298,6 +298,14 @@ CASE is one of:
                 refs/main at the commit (before: exit 0 at once, nothing
                 fetched, nothing in the cache, refs/main written to the
                 deleted snapshot).
+  hf_hash_busy  the cache huggingface_hub filled (hf_unverified, every byte
+                right), on a slow disk (slowfs: each read of a blob takes
+                0.25 s): `shoal pull acme/model@main` hashes those blobs on
+                a worker, and `shoal status` answers meanwhile, saying it is
+                hashing the files found in the cache; the pull then exits 0
+                with nothing fetched from the origin (before: they were
+                hashed on the event loop while the release opened, and
+                status waited for that to end; it never said "hashing").
   hf_check_busy the same check of a complete release's files, on a slow
                 disk (slowfs: each readlink of a snapshot entry takes 0.4
                 s): `shoal status` answers while a `shoal pull` of it is
@@ -3556,6 +3564,43 @@ def slow_node(name, k, tmp, hub, extra, ms):
     return n, flag
 
 
+def case_hf_hash_busy(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "8M", shards="2")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    hf_fill(os.path.join(tmp, "cache-h"), hub)
+    n, flag = slow_node("h", k, tmp, hub, ["--tracker", taddr], 250)
+    fails = 0
+    open(flag, "w").close()
+    before = hub.egress()
+    p = Proc([SHOAL, "pull", "acme/model@main", "--socket", n.sock, "--timeout", "60"],
+             name="pull")
+    st = status_saying(n, "found in the cache that shoald had not verified", tries=50)
+    print(st.strip())
+    if not re.search(r"hashing \d+ file\(s\) \(\d+ bytes\) found in the cache that shoald had "
+                     r"not verified", st):
+        print("FAIL `shoal status` never showed the files found in the cache being hashed")
+        fails += 1
+    code = p.wait(60)
+    os.unlink(flag)
+    fetched = hub.egress() - before
+    print(f"shoal pull acme/model@main: exit {code}, {fetched} bytes from the origin")
+    if code != 0:
+        print(f"FAIL the pull did not complete: {' '.join(p.out + p.lines)}")
+        fails += 1
+    if fetched != 0:
+        print("FAIL bytes that were in the cache were fetched from the origin")
+        fails += 1
+    nfiles = len(hub.files)
+    if not n.wait_for(r"hashed %d cached file\(s\) \(\d+ bytes\) shoald had not verified: "
+                      r"%d matched, 0 did not" % (nfiles, nfiles), 5):
+        print(f"FAIL the log does not say it hashed the {nfiles} files it found")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    return shoalproc.finish(fails, [n])
+
+
 def case_hf_check_busy(tmp):
     k = make_keys(tmp, ["c"])
     hub = Hub(tmp, "4M", shards="2")
@@ -3707,6 +3752,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_delete_cache": case_hf_delete_cache,
                       "hf_gateway_etag": case_hf_gateway_etag,
                       "hf_check_busy": case_hf_check_busy,
+                      "hf_hash_busy": case_hf_hash_busy,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "origin_health": case_origin_health, "datasets": case_datasets,

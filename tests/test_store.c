@@ -1485,6 +1485,103 @@ static void test_unverified_blob_hashed(void)
     rel_free(&r);
 }
 
+static uint32_t deferred_ready;
+
+static void count_deferred_ready(void *user, uint32_t fi, int status)
+{
+    (void)user;
+    (void)fi;
+    if (status == 0)
+        deferred_ready++;
+}
+
+/* The same cache with SHOAL_STORE_DEFER_HASH (what shoald opens with):
+ * open hashes nothing (it runs on the daemon's loop), the blobs are
+ * pending, nothing of them verified or written by a put; then
+ * shoal_store_hash_found (a worker's job) does what open did without the
+ * flag: the right ones done and ready (on_ready for their files), the
+ * wrong one repaired, only its bad chunk put again. */
+static void test_unverified_deferred(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {0};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t files, wrong, hashed, npend, c, puts = 0;
+    uint64_t bytes, pbytes;
+    uint8_t *bad;
+    char p[1024];
+
+    rel_std(&r, "org/tiny", C1, -1, 14);
+    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
+    repo_path(p, sizeof p, cache, &r, "");
+    REQUIRE(mkdir(p, 0755) == 0);
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    for (int f = 0; f < r.nf; f++) {
+        blob_path(p, sizeof p, cache, &r, f, false);
+        write_new(p, r.f[f].data, r.f[f].size);
+    }
+    bad = dup_bytes(r.f[1].data, r.f[1].size);
+    bad[100000] ^= 1;
+    blob_path(p, sizeof p, cache, &r, 1, false);
+    write_new(p, bad, r.f[1].size);
+    c = chunk_at(&r, 1, 100000);
+
+    o.flags = SHOAL_STORE_DEFER_HASH;
+    o.on_ready = count_deferred_ready;
+    deferred_ready = 0;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    shoal_store_pending(s, &npend, &pbytes);
+    fprintf(stderr, "  deferred: %u pending (%llu bytes), %u hashed at open\n", npend,
+            (unsigned long long)pbytes, files);
+    CHECK_EQ(files, 0);
+    CHECK(npend >= 3);
+    CHECK(shoal_store_file_pending(s, 0) && shoal_store_file_pending(s, 1));
+    CHECK(!shoal_store_file_done(s, 0) && !shoal_store_file_ready(s, 0));
+    CHECK(!shoal_store_has(s, c));
+    /* A put into a pending blob writes nothing (the blob may be right). */
+    CHECK_EQ(put(s, &r, c), 0);
+    CHECK(!shoal_store_has(s, c));
+    CHECK(file_is(p, bad, r.f[1].size));
+
+    CHECK_EQ(shoal_store_hash_found(s, &hashed), 0);
+    CHECK_EQ(hashed, npend);
+    shoal_store_pending(s, &npend, &pbytes);
+    CHECK_EQ(npend, 0);
+    CHECK_EQ(pbytes, 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, hashed);
+    CHECK_EQ(wrong, 1);
+    CHECK(deferred_ready >= 2);
+    CHECK(shoal_store_file_done(s, 0) && shoal_store_file_ready(s, 0));
+    CHECK(shoal_store_file_done(s, 2));
+    CHECK(!shoal_store_file_done(s, 1) && !shoal_store_has(s, c));
+    CHECK(shoal_store_file_note(s, 1, p, sizeof p) == 1 &&
+          strstr(p, "was not verified by shoald") != NULL);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
+        if (shoal_store_has(s, i))
+            continue;
+        CHECK_EQ(put(s, &r, i), 0);
+        puts++;
+    }
+    CHECK_EQ(puts, 1);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    shoal_store_free(s);
+
+    /* Recorded: a reopen leaves nothing pending. */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    shoal_store_pending(s, &npend, NULL);
+    CHECK_EQ(npend, 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+    free(bad);
+    rel_free(&r);
+}
+
 /* Makes |rest| (under the repo folder of |r| in |cache|) a symlink to
  * |target|, creating the folders on the way. */
 static void put_link(const char *cache, const struct rel *r, const char *rest, const char *target)
@@ -3138,6 +3235,7 @@ int main(int argc, char **argv)
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_unverified_blob_hashed);
+        RUN(test_unverified_deferred);
         RUN(test_snapshot_other_blob_name);
         RUN(test_ref_needs_snapshot);
         RUN(test_take_back_shared);
