@@ -2453,15 +2453,18 @@ static int setup_trackers(struct shoal_daemon *d)
                      (double)c->origin_slow_window_ms / 1000.0);
         else
             snprintf(slow, sizeof slow, "no range is ended for being slow");
-        LOG_I("origin %s (%s token; %s)", shoal_hub_endpoint(d->hub),
-              shoal_hub_has_token(d->hub) ? "with a" : "without a", slow);
+        if (shoal_hub_has_token(d->hub))
+            LOG_I("origin %s (with a token from %s; %s)", shoal_hub_endpoint(d->hub),
+                  shoal_hub_token_source(d->hub), slow);
+        else
+            LOG_I("origin %s (without a token; %s)", shoal_hub_endpoint(d->hub), slow);
         const char *caenv, *ca = shoal_hub_ca_path(&d->hubcfg, &caenv);
         if (ca)
             LOG_I("origin TLS: trusting only the CAs in %s%s%s%s", ca,
                   caenv ? " (from $" : "", caenv ? caenv : "", caenv ? ")" : "");
         if (shoal_hub_token_exposed(d->hub))
-            LOG_W("hub token file %s can be read by other users: chmod 600 it",
-                  c->hub_token_file);
+            LOG_W("hub token from %s can be read by other users: chmod 600 it",
+                  shoal_hub_token_source(d->hub));
     }
     if (c->trackers.n == 0)
         return 0;

@@ -306,6 +306,14 @@ CASE is one of:
                 with nothing fetched from the origin (before: they were
                 hashed on the event loop while the release opened, and
                 status waited for that to end; it never said "hashing").
+  hub_token_file a private repo on the Hub stand-in: a node with no
+                token but the one `huggingface-cli login` leaves in
+                $HF_HOME/token (a blank line and spaces around it) logs
+                that its token comes from there and completes `shoal pull
+                acme/model@main`; with $HF_TOKEN_PATH naming a file with an
+                old token, that one is sent (before $HF_HOME/token) and the
+                refusal names it; $HF_TOKEN comes before both (before: no
+                file was read, every pull was refused with "no token").
   hf_check_busy the same check of a complete release's files, on a slow
                 disk (slowfs: each readlink of a snapshot entry takes 0.4
                 s): `shoal status` answers while a `shoal pull` of it is
@@ -1242,6 +1250,74 @@ def case_branch_follow(tmp):
         print(f"FAIL refs/dev is not {dev} after pulling the branch once it existed")
         fails += 1
     return shoalproc.finish(fails, [n])
+
+
+def token_node(name, k, tmp, hub, extra, env):
+    """node() whose environment has the HF_* variables of |env| (None: unset)
+    instead of the test's (which keep any login token away)."""
+    saved = dict(os.environ)
+    for var in ("HF_TOKEN", "HF_TOKEN_PATH", "HF_HOME"):
+        os.environ.pop(var, None)
+    os.environ.update({v: x for v, x in env.items() if x is not None})
+    try:
+        return node(name, k, tmp, hub, extra)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def case_hub_token_file(tmp):
+    k = make_keys(tmp, ["f", "g", "e"])
+    hub = hubfix.Hub(HUB_DIR, tmp, "4M", "2", "9", tokens=["tok-ok"], private=True)
+    trk, taddr = start_tracker(k)
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN="tok-ok")
+    r = subprocess.run([SHOAL, "publish", "acme/model@main", "--key", k("publisher"), "--out",
+                        os.path.join(tmp, "rel.manifest"), "--tracker", taddr, "--identity",
+                        k("admin"), "--cred", k("admin") + ".cred", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    if r.returncode != 0:
+        print(f"FAIL publish: {r.stdout} {r.stderr}")
+        return 1
+    home = os.path.join(tmp, "hfhome")
+    os.makedirs(home)
+    with open(os.path.join(home, "token"), "w") as f:
+        f.write("\n  tok-ok  \n")  # an editor's blank line and spaces: trimmed
+    os.chmod(os.path.join(home, "token"), 0o600)
+    bad = os.path.join(tmp, "old-token")
+    with open(bad, "w") as f:
+        f.write("tok-old\n")
+    os.chmod(bad, 0o600)
+    fails = 0
+    # $HF_HOME/token, as `huggingface-cli login` leaves it.
+    f_ = token_node("f", k, tmp, hub, ["--tracker", taddr], {"HF_HOME": home})
+    if not f_.wait_for(r"origin \S+ \(with a token from %s \(\$HF_HOME/token\);"
+                       % re.escape(os.path.join(home, "token")), 5):
+        print("FAIL the log does not say the token came from $HF_HOME/token")
+        fails += 1
+    r = cli("pull", "acme/model@main", "--socket", f_.sock, "--timeout", "60", timeout=90)
+    print(f"with $HF_HOME/token: shoal pull exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL the pull with the login token did not complete: {r.stderr.strip()}")
+        fails += 1
+    fails += hubfix.check_files(f_, hub)
+    # $HF_TOKEN_PATH comes before $HF_HOME/token: its (old) token is the
+    # one sent, and the refusal names it.
+    g = token_node("g", k, tmp, hub, ["--tracker", taddr],
+                   {"HF_HOME": home, "HF_TOKEN_PATH": bad})
+    fails += expect_refused(g, "acme/model@main", r"HTTP 401.*the token \(from %s "
+                            r"\(\$HF_TOKEN_PATH\)\) was refused" % re.escape(bad))
+    # $HF_TOKEN comes before both.
+    e = token_node("e", k, tmp, hub, ["--tracker", taddr],
+                   {"HF_HOME": home, "HF_TOKEN_PATH": bad, "HF_TOKEN": "tok-ok"})
+    if not e.wait_for(r"origin \S+ \(with a token from \$HF_TOKEN;", 5):
+        print("FAIL the log does not say the token came from $HF_TOKEN")
+        fails += 1
+    r = cli("pull", "acme/model@main", "--socket", e.sock, "--timeout", "60", timeout=90)
+    print(f"with $HF_TOKEN over the files: shoal pull exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL the pull with $HF_TOKEN did not complete: {r.stderr.strip()}")
+        fails += 1
+    return shoalproc.finish(fails, [f_, g, e])
 
 
 def case_origin_refused_give_back(tmp):
@@ -3753,6 +3829,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_gateway_etag": case_hf_gateway_etag,
                       "hf_check_busy": case_hf_check_busy,
                       "hf_hash_busy": case_hf_hash_busy,
+                      "hub_token_file": case_hub_token_file,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "origin_health": case_origin_health, "datasets": case_datasets,
