@@ -602,6 +602,42 @@ static void vrec_write_hashed(struct shoal_store *s, const struct shoal_mf_file 
     vrec_write(s, pf, fd);
 }
 
+/* A second name of the blob of |f| (same inode: an adopted gateway blob,
+ * a snapshot entry that was a copy) is about to go, which moves the
+ * inode's ctime: whether its record vouches for blobs/<etag> as it is
+ * now, with its state in |before|. Then vrec_after. */
+static bool vrec_before(struct shoal_store *s, const struct shoal_mf_file *f,
+                        const struct stat *other, struct stat *before)
+{
+    char etag[SHOAL_HF_ETAG_MAX];
+
+    shoal_hf_etag(etag, f);
+    return s->vrec_fd >= 0 && fstatat(s->blobs_fd, etag, before, AT_SYMLINK_NOFOLLOW) == 0 &&
+           before->st_ino == other->st_ino && before->st_dev == other->st_dev &&
+           vrec_matches(s, f, before);
+}
+
+/* The other name went: the record follows the name that stays, but only
+ * for the inode it vouched for, unchanged but for its link count (same
+ * size and mtime: after a write meanwhile the old record, which no longer
+ * matches, stays, and the blob is hashed at the next open). */
+static void vrec_after(struct shoal_store *s, const struct shoal_mf_file *f,
+                       const struct stat *before)
+{
+    uint8_t img[VREC_LEN];
+    char etag[SHOAL_HF_ETAG_MAX];
+    struct stat now;
+
+    shoal_hf_etag(etag, f);
+    if (fstatat(s->blobs_fd, etag, &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+        now.st_ino != before->st_ino || now.st_dev != before->st_dev ||
+        now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != before->st_mtim.tv_nsec)
+        return;
+    vrec_image(img, f, &now);
+    (void)write_atomic(s->vrec_fd, etag, img, sizeof img);
+}
+
 /* The blob of |pf| was found wrong: its record (if any) vouches for it no
  * more, for this release or any other sharing it. Durable at once: a
  * restart must not trust it again. */
@@ -1104,7 +1140,7 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
 {
     char want[SHOAL_HF_PATH_MAX];
     const char *name;
-    struct stat st, ours, now;
+    struct stat st, ours;
     bool mine;
     size_t pre;
     int snaps, lock = -1;
@@ -1123,28 +1159,15 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
      * by adopt_linked): removing it moves that inode's ctime, so a record
      * vouching for the blob as it is now must follow, or the next open
      * would hash the whole file again. */
-    mine = fstatat(s->blobs_fd, want + pre, &ours, AT_SYMLINK_NOFOLLOW) == 0 &&
-           ours.st_ino == st.st_ino && ours.st_dev == st.st_dev && vrec_matches(s, f, &ours);
+    mine = vrec_before(s, f, &st, &ours);
     snaps = openat(s->repo_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     /* A commit, then a path of up to 64 folders. */
     if (snaps >= 0 && !snaps_link_to(snaps, name, 65) && unlinkat(s->blobs_fd, name, 0) == 0) {
         fsync(s->blobs_fd);
         if (s->vrec_fd >= 0)
             (void)unlinkat(s->vrec_fd, name, 0);
-        /* Only for the inode vouched for, unchanged but for the unlink
-         * (same size and mtime: a write meanwhile leaves the old record,
-         * which no longer matches, and the blob is hashed next time). */
-        if (mine && fstatat(s->blobs_fd, want + pre, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-            now.st_ino == ours.st_ino && now.st_dev == ours.st_dev &&
-            now.st_size == ours.st_size && now.st_mtim.tv_sec == ours.st_mtim.tv_sec &&
-            now.st_mtim.tv_nsec == ours.st_mtim.tv_nsec) {
-            uint8_t img[VREC_LEN];
-            char etag[SHOAL_HF_ETAG_MAX];
-
-            shoal_hf_etag(etag, f);
-            vrec_image(img, f, &now);
-            (void)write_atomic(s->vrec_fd, etag, img, sizeof img);
-        }
+        if (mine)
+            vrec_after(s, f, &ours);
     }
     if (snaps >= 0)
         close(snaps);
@@ -1163,6 +1186,8 @@ static int link_file(struct shoal_store *s, uint32_t fi)
     char target[SHOAL_HF_PATH_MAX], got[SHOAL_HF_PATH_MAX];
     char tmp[NAME_MAX + 1];
     const char *leaf;
+    struct stat st, before;
+    bool mine;
     int snap, dfd = -1;
     ssize_t n;
     int rv;
@@ -1177,6 +1202,11 @@ static int link_file(struct shoal_store *s, uint32_t fi)
         if (strcmp(got, target) == 0)
             goto out;
     }
+    /* A regular file there may be the blob itself (adopt_linked took a
+     * copy huggingface_hub left there as blobs/<etag>): replacing it moves
+     * the inode's ctime, and the record follows. */
+    mine = n < 0 && fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+           vrec_before(s, f, &st, &before);
     snprintf(tmp, sizeof tmp, ".shoal-tmp-%d-%u", (int)getpid(),
              atomic_fetch_add(&tmp_counter, 1));
     if (symlinkat(target, dfd, tmp) < 0) {
@@ -1189,6 +1219,8 @@ static int link_file(struct shoal_store *s, uint32_t fi)
         goto out;
     }
     fsync(dfd);
+    if (mine)
+        vrec_after(s, f, &before);
     if (n > 0)
         drop_orphan(s, f, got);
 out:
@@ -1916,6 +1948,39 @@ static int blob_name_kind(const struct shoal_store *s, const char *path, const c
 
 static int open_existing(int dirfd, const char *path);
 
+/* Opens the folder of snapshots/<commit>/<|f|'s path>, nothing followed
+ * or created, and points |*leaf| at the entry's name in it; -1 when it is
+ * not there. */
+static int snap_entry_dir(struct shoal_store *s, const struct shoal_mf_file *f, const char **leaf)
+{
+    char dirpath[SHOAL_HF_PATH_MAX];
+    const char *slash = strrchr(f->path, '/');
+
+    *leaf = slash ? slash + 1 : f->path;
+    if (snprintf(dirpath, sizeof dirpath, "snapshots/%s%s%.*s", shoal_manifest_commit(s->m),
+                 slash ? "/" : "", slash ? (int)(slash - f->path) : 0,
+                 f->path) >= (int)sizeof dirpath)
+        return -1;
+    return open_existing(s->repo_fd, dirpath);
+}
+
+/* When snapshots/<commit>/<|f|'s path> is a regular file of |f|'s size
+ * (huggingface_hub copies a blob there, or moves a new one there, where
+ * it cannot make links), returns its folder open (the caller closes it)
+ * with its name in |*leaf|; else -1. */
+static int snap_copy(struct shoal_store *s, const struct shoal_mf_file *f, const char **leaf)
+{
+    struct stat st;
+    int dfd = snap_entry_dir(s, f, leaf);
+
+    if (dfd >= 0 && (fstatat(dfd, *leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                     !S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size)) {
+        close(dfd);
+        dfd = -1;
+    }
+    return dfd;
+}
+
 /* When snapshots/<commit>/<|f|'s path> is a link into this repo's blobs/
  * under a name other than |f|'s own (huggingface_hub names a blob by the
  * ETag it was served, and a caching gateway may serve ETags of its own),
@@ -1923,17 +1988,14 @@ static int open_existing(int dirfd, const char *path);
 static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *f, char *out,
                              size_t cap)
 {
-    char dirpath[SHOAL_HF_PATH_MAX], got[SHOAL_HF_PATH_MAX], want[SHOAL_HF_PATH_MAX];
-    const char *slash = strrchr(f->path, '/'), *leaf = slash ? slash + 1 : f->path, *name;
+    char got[SHOAL_HF_PATH_MAX], want[SHOAL_HF_PATH_MAX];
+    const char *leaf, *name;
     size_t pre, len;
     ssize_t n;
     int dfd;
 
     if (shoal_hf_link_target(want, sizeof want, f) < 0 ||
-        snprintf(dirpath, sizeof dirpath, "snapshots/%s%s%.*s", shoal_manifest_commit(s->m),
-                 slash ? "/" : "", slash ? (int)(slash - f->path) : 0,
-                 f->path) >= (int)sizeof dirpath ||
-        (dfd = open_existing(s->repo_fd, dirpath)) < 0)
+        (dfd = snap_entry_dir(s, f, &leaf)) < 0)
         return false;
     n = readlinkat(dfd, leaf, got, sizeof got - 1);
     close(dfd);
@@ -1957,14 +2019,16 @@ static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *
  * Blob |b| is not in blobs/ under its own name, but the snapshot entry of
  * one of its files links to blobs/<other> (snap_links_other), as
  * huggingface_hub leaves a download through a gateway with ETags of its
- * own. If that file holds the right bytes (its sha256 is hashed), it is
- * linked under the blob's own name too (a hard link: nothing copied or
- * fetched) and recorded as verified; link_file then points the snapshot
- * entry at the new name and removes <other> if nothing else links to it
- * (drop_orphan). Otherwise (another size or other bytes, not a regular
- * file, huggingface_hub holding its lock on the name) returns false and
- * the blob is filled as usual (its link replaced the same way once it is
- * published).
+ * own, or is a regular file (snap_copy), as it leaves one where it cannot
+ * make links. If that file holds the right bytes (its sha256 is hashed),
+ * it is linked under the blob's own name too (a hard link: nothing copied
+ * or fetched) and recorded as verified; link_file then points the snapshot
+ * entry at the new name (replacing a copy) and removes <other> if nothing
+ * else links to it (drop_orphan), the record following the name that
+ * stays. Otherwise (another size or other bytes, not a regular file,
+ * huggingface_hub holding its lock on the name, a snapshot on another
+ * file system) returns false and the blob is filled as usual (its entry
+ * replaced the same way once it is published).
  */
 static bool adopt_linked(struct shoal_store *s, uint32_t b)
 {
@@ -1976,17 +2040,21 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
 
     for (uint32_t k = 0; k < s->blobs[b].fcount && !ok; k++) {
         const struct shoal_mf_file *f = file(s, s->blob_files[s->blobs[b].fpos + k]);
-        int fd, lock = -1;
+        const char *name = other;
+        int fd, lock = -1, dfd = -1, src = s->blobs_fd;
 
-        if (!snap_links_other(s, f, other, sizeof other))
-            continue;
-        fd = openat(s->blobs_fd, other, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (!snap_links_other(s, f, other, sizeof other)) {
+            if ((dfd = snap_copy(s, f, &name)) < 0)
+                continue;
+            src = dfd;
+        }
+        fd = openat(src, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0)
-            continue;
+            goto next;
         if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size ||
             hash_fd(fd, pf->size, sha) != 0) {
             close(fd);
-            continue;
+            goto next;
         }
         pthread_mutex_lock(&s->mu);
         s->open_hashed++;
@@ -1994,20 +2062,27 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
         s->open_wrong += memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0;
         pthread_mutex_unlock(&s->mu);
         shoal_hf_etag(etag, pf);
-        /* The bytes hashed are those linked: |other| still names the inode
+        /* The bytes hashed are those linked: |name| still names the inode
          * hashed (a rename meanwhile would link something else). */
         if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) == 0 &&
             hf_lock(s, etag, false, &lock) != SHOAL_EBUSY && fsync(fd) == 0 &&
-            fstatat(s->blobs_fd, other, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+            fstatat(src, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
             now.st_ino == st.st_ino && now.st_dev == st.st_dev &&
-            linkat(s->blobs_fd, other, s->blobs_fd, etag, 0) == 0) {
+            linkat(src, name, s->blobs_fd, etag, 0) == 0) {
             fsync(s->blobs_fd);
             vrec_write_hashed(s, pf, fd, &st); /* after the link, which moved its ctime */
-            snprintf(note, sizeof note,
-                     "%s/snapshots/%s/%s linked to blobs/%s (not the name the Hub gives "
-                     "it: a gateway's ETag?), whose bytes match its sha256: kept as "
-                     "blobs/%s, nothing fetched", s->repo_path, shoal_manifest_commit(s->m),
-                     f->path, other, etag);
+            if (dfd < 0)
+                snprintf(note, sizeof note,
+                         "%s/snapshots/%s/%s linked to blobs/%s (not the name the Hub gives "
+                         "it: a gateway's ETag?), whose bytes match its sha256: kept as "
+                         "blobs/%s, nothing fetched", s->repo_path, shoal_manifest_commit(s->m),
+                         f->path, other, etag);
+            else
+                snprintf(note, sizeof note,
+                         "%s/snapshots/%s/%s was a copy, not a link (huggingface_hub's where "
+                         "it cannot make links), whose bytes match its sha256: kept as "
+                         "blobs/%s and linked, nothing fetched", s->repo_path,
+                         shoal_manifest_commit(s->m), f->path, etag);
             free(s->blobs[b].note);
             s->blobs[b].note = strdup(note);
             ok = true;
@@ -2015,6 +2090,9 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
         if (lock >= 0)
             close(lock);
         close(fd);
+    next:
+        if (dfd >= 0)
+            close(dfd);
     }
     return ok;
 }
@@ -2022,8 +2100,9 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
 /* Whether opening blob |b| would hash a file of the cache shoald has no
  * record of verifying: blobs/<etag> there of the right size and not
  * vouched for (vrec_vouches), or missing while a snapshot entry of its
- * files links to another name in blobs/ of the right size (adopt_linked).
- * Only stats and a record read: the hash is what is deferred. */
+ * files links to another name in blobs/ of the right size, or is a
+ * regular file of that size (adopt_linked). Only stats and a record read:
+ * the hash is what is deferred. */
 static bool first_hash_due(struct shoal_store *s, uint32_t b)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
@@ -2048,10 +2127,16 @@ static bool first_hash_due(struct shoal_store *s, uint32_t b)
     for (uint32_t k = 0; k < s->blobs[b].fcount; k++) {
         const struct shoal_mf_file *f = file(s, s->blob_files[s->blobs[b].fpos + k]);
 
+        const char *leaf;
+
         if (snap_links_other(s, f, other, sizeof other) &&
             fstatat(s->blobs_fd, other, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
             (uint64_t)st.st_size == pf->size)
             return true;
+        if ((fd = snap_copy(s, f, &leaf)) >= 0) {
+            close(fd);
+            return true;
+        }
     }
     return false;
 }

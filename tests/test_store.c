@@ -1695,6 +1695,93 @@ static void test_snapshot_other_blob_name(void)
     rel_free(&r);
 }
 
+/* Writes |n| bytes |p| as a regular file at snapshot entry |f| of |r| in
+ * |cache|, creating the folders on the way (huggingface_hub's copy where
+ * it cannot make links). */
+static void put_copy(const char *cache, const struct rel *r, int f, const uint8_t *p, size_t n)
+{
+    char path[1024];
+
+    snap_path(path, sizeof path, cache, r, f);
+    for (char *q = path + 1; (q = strchr(q, '/')); q++) {
+        *q = '\0';
+        REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
+        *q = '/';
+    }
+    write_new(path, p, n);
+}
+
+/* huggingface_hub where it cannot make links leaves each snapshot entry
+ * a regular file (the blob moved there, or a copy), blobs/ empty. The
+ * shard's copy holds the right bytes: kept as blobs/<etag> (hashed, a
+ * hard link), the entry replaced by a link, nothing put (before: the
+ * shard was fetched again). The nested file's copy is wrong: filled as
+ * usual. A restart hashes nothing (the record followed the blob when its
+ * copy's name went); with SHOAL_STORE_DEFER_HASH the same is done by
+ * shoal_store_hash_found. */
+static void test_snapshot_copies(void)
+{
+    struct shoal_store_opts o = {0};
+    struct rel r;
+    uint32_t files, wrong, npend;
+    uint64_t bytes;
+    uint8_t *bad;
+    char p[1024];
+    struct stat st;
+
+    rel_std(&r, "org/tiny", C1, -1, 15);
+    bad = dup_bytes(r.f[2].data, r.f[2].size);
+    bad[9] ^= 1;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *cache = new_cache();
+        const struct shoal_mf_file *f1 = shoal_manifest_file(r.m, 1);
+        struct shoal_store *s = NULL;
+
+        put_copy(cache, &r, 1, r.f[1].data, r.f[1].size);
+        put_copy(cache, &r, 2, bad, r.f[2].size);
+        o.flags = pass ? SHOAL_STORE_DEFER_HASH : 0;
+        REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+        if (pass) {
+            shoal_store_pending(s, &npend, NULL);
+            CHECK(npend >= 2);
+            CHECK(!shoal_store_file_done(s, 1));
+            CHECK_EQ(shoal_store_hash_found(s, NULL), 0);
+        }
+        shoal_store_open_hashed(s, &files, &bytes, &wrong);
+        fprintf(stderr, "  copies (%s): hashed %u files, %u wrong\n",
+                pass ? "deferred" : "at open", files, wrong);
+        CHECK_EQ(wrong, 1);
+        CHECK(shoal_store_file_done(s, 1) && shoal_store_file_done(s, 3));
+        for (uint32_t k = 0; k < f1->nchunks; k++)
+            CHECK(shoal_store_has(s, f1->first_chunk + k));
+        CHECK(shoal_store_file_note(s, 1, p, sizeof p) == 1 && strstr(p, "was a copy") &&
+              strstr(p, "nothing fetched"));
+        snap_path(p, sizeof p, cache, &r, 1);
+        CHECK(lstat(p, &st) == 0 && S_ISLNK(st.st_mode));
+        blob_path(p, sizeof p, cache, &r, 1, false);
+        CHECK(file_is(p, r.f[1].data, r.f[1].size));
+        CHECK(!shoal_store_file_done(s, 2));
+        for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
+            if (!shoal_store_has(s, i))
+                CHECK_EQ(put(s, &r, i), 0);
+        }
+        CHECK(shoal_store_complete(s));
+        check_published(cache, &r);
+        shoal_store_free(s);
+
+        s = NULL;
+        REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+        shoal_store_open_hashed(s, &files, &bytes, &wrong);
+        shoal_store_pending(s, &npend, NULL);
+        CHECK_EQ(files, 0);
+        CHECK_EQ(npend, 0);
+        CHECK(shoal_store_complete(s));
+        shoal_store_free(s);
+    }
+    free(bad);
+    rel_free(&r);
+}
+
 /* A complete release whose snapshot was deleted while it was open
  * (huggingface-cli delete-cache): the store still holds its files and
  * says complete, but writes no refs/<branch> to the missing snapshot
@@ -3237,6 +3324,7 @@ int main(int argc, char **argv)
         RUN(test_unverified_blob_hashed);
         RUN(test_unverified_deferred);
         RUN(test_snapshot_other_blob_name);
+        RUN(test_snapshot_copies);
         RUN(test_ref_needs_snapshot);
         RUN(test_take_back_shared);
         RUN(test_take_back_fails);
