@@ -139,7 +139,9 @@ static const struct key keys[] = {
     {"hub-endpoint", K_STR, F(hub_endpoint), "URL",
      "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
     {"hub-token-file", K_STR, F(hub_token_file), "FILE",
-     "Bearer token for the origin (default $HF_TOKEN); never sent to peers or trackers"},
+     "Bearer token for the origin (default $HF_TOKEN, else the login token at\n"
+     "                               $HF_TOKEN_PATH or $HF_HOME/token); never sent to peers\n"
+     "                               or trackers"},
     {"hub-ca", K_STR, F(hub_ca), "FILE",
      "PEM bundle of the CAs an https origin's certificate must chain to (a gateway\n"
      "                               with an internal CA), instead of the system's; also\n"

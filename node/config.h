@@ -81,7 +81,8 @@ struct shoal_config {
     char *store;             /* "disk" (HF cache, default) or "memory" */
     struct shoal_config_list trackers;   /* trackers host:port (repeatable) */
     char *hub_endpoint;      /* origin base URL; NULL: $HF_ENDPOINT, else the Hub */
-    char *hub_token_file;    /* origin token; NULL: $HF_TOKEN */
+    char *hub_token_file;    /* origin token; NULL: $HF_TOKEN, else the
+                              * login file (shoal_hub_config.token) */
     char *hub_ca;            /* PEM CA bundle for an https origin; NULL:
                                 $CURL_CA_BUNDLE, $SSL_CERT_FILE, the system's */
     bool no_origin;          /* never fetch from the origin */

@@ -211,6 +211,15 @@ struct shoal_daemon {
         /* The tracker its leases were last asked of (logged on change);
          * UINT32_MAX before the first. */
         uint32_t lease_trk;
+        /* A pull found it complete: its files are being checked in the
+         * cache on a worker (start_check); until that ends it counts as
+         * pulling, not complete. |check_more|: one more check follows,
+         * to write refs/|check_next|. |check_asked|: a `shoal pull` that
+         * found it open with no pull of its own, followed under this
+         * name if its files are gone (|check_loader|: asked by a loader). */
+        bool checking, check_more, check_loader;
+        char check_next[SHOAL_STATE_BRANCH_MAX + 1];
+        char check_asked[SHOAL_MSG_REPO_MAX + 1];
     } slot[MAX_SWARMS];
     /* The releases each tracker's rollouts named last (a rollout is kept
      * by one tracker, so the union counts): never closed for room (the
@@ -577,7 +586,8 @@ static void save_state(struct shoal_daemon *d)
 static bool all_pulls_complete(struct shoal_daemon *d)
 {
     for (uint32_t i = 0; i < d->npulls; i++) {
-        if (!d->pulls[i].swarm || !shoal_swarm_complete(d->pulls[i].swarm))
+        if (!d->pulls[i].swarm || !shoal_swarm_complete(d->pulls[i].swarm) ||
+            d->slot[swarm_slot(d, d->pulls[i].swarm)].checking)
             return false;
     }
     for (uint32_t i = 0; i < d->nheld; i++) {
@@ -811,6 +821,8 @@ static struct shoal_swarm *add_release(struct shoal_daemon *d, struct shoal_mani
     d->slot[d->nswarms].tx = 0;
     d->slot[d->nswarms].reput_ms = 0;
     d->slot[d->nswarms].lease_trk = UINT32_MAX;
+    d->slot[d->nswarms].checking = d->slot[d->nswarms].check_more = false;
+    d->slot[d->nswarms].check_asked[0] = '\0';
     d->swarms[d->nswarms++] = s;
     save_state(d);
     /* Every tracker must be able to lease it, not just the one it was
@@ -945,26 +957,58 @@ static void pull_failed(struct shoal_daemon *d, struct pull *pl, const char *nam
 
 static void remove_swarm(struct shoal_daemon *d, struct shoal_swarm *s, const char *why);
 
-/* Whether complete release |s|'s files are gone from the cache: deleted
- * while it was open (huggingface-cli delete-cache removes the snapshot,
- * its blobs and its refs). The store still holds the deleted files open,
- * so the release would go on saying complete (and serving them) with
- * nothing left in the cache. |path| gets the first missing file's path. */
-static bool files_gone(const struct shoal_daemon *d, const struct shoal_swarm *s, char *path,
-                       size_t cap)
+/* Whether release |s| is complete in the cache, so that a pull finding it
+ * so checks its files first (start_check): deleted while it was open
+ * (huggingface-cli delete-cache removes the snapshot, its blobs and its
+ * refs), the store still holds the deleted files open, and the release
+ * would go on saying complete (and serving them) with nothing left in the
+ * cache. */
+static bool needs_check(const struct shoal_daemon *d, const struct shoal_swarm *s)
 {
-    const struct shoal_manifest *m = shoal_swarm_manifest(s);
-    uint32_t miss = 0;
+    return !(d->scfg.store_flags & SHOAL_STORE_MEMORY) && shoal_swarm_complete(s);
+}
+
+static void check_done(void *user, struct shoal_swarm *s, int rv, const char *missing,
+                       const char *branch, int ref_rv);
+
+/* Checks complete release |s|'s files in the cache (needs_check) on a
+ * worker: a link and a blob per file, which for thousands of files on a
+ * slow disk stalled every peer and client when done here. refs/|branch|
+ * (NULL: none) is written once they are found in place. One check at a
+ * time; a branch asked meanwhile gets one more. check_done ends it. */
+static void start_check(struct shoal_daemon *d, struct shoal_swarm *s, const char *branch)
+{
+    uint32_t k = swarm_slot(d, s);
     int rv;
 
-    if ((d->scfg.store_flags & SHOAL_STORE_MEMORY) || !shoal_swarm_complete(s))
-        return false;
-    rv = shoal_hf_snapshot_check(d->cache_dir, m, &miss);
-    if (rv != SHOAL_ENOTFOUND && rv != SHOAL_EBADMSG)
-        return false;
-    snprintf(path, cap, "%s",
-             miss < shoal_manifest_nfiles(m) ? shoal_manifest_file(m, miss)->path : "?");
-    return true;
+    if (k == UINT32_MAX)
+        return;
+    if (d->slot[k].checking) {
+        if (branch && branch[0] && !d->slot[k].check_more) {
+            d->slot[k].check_more = true;
+            snprintf(d->slot[k].check_next, sizeof d->slot[k].check_next, "%s", branch);
+        }
+        return;
+    }
+    if ((rv = shoal_swarm_check_cache(s, branch && branch[0] ? branch : NULL, check_done, d)) != 0) {
+        /* No worker job (out of memory): here, as before. */
+        char path[SHOAL_HF_PATH_MAX] = "?";
+        const struct shoal_manifest *m = shoal_swarm_manifest(s);
+        uint32_t miss = 0;
+        int brv = 0;
+
+        rv = shoal_hf_snapshot_check(d->cache_dir, m, &miss);
+        if (rv != 0 && miss < shoal_manifest_nfiles(m))
+            snprintf(path, sizeof path, "%s", shoal_manifest_file(m, miss)->path);
+        if (rv == 0 && branch && branch[0])
+            brv = shoal_swarm_set_branch(s, branch);
+        d->slot[k].checking = true;
+        check_done(d, s, rv, path, branch && branch[0] ? branch : NULL, brv);
+        return;
+    }
+    d->slot[k].checking = true;
+    LOG_D("release %s: checking that its files are still in the cache",
+          shoal_manifest_commit(shoal_swarm_manifest(s)));
 }
 
 /* A pull finds release |s| complete but its files gone (files_gone, |missing|
@@ -1009,6 +1053,89 @@ static int reopen_gone(struct shoal_daemon *d, struct shoal_swarm *s, const char
     remove_swarm(d, s, "its files were deleted from the cache: it is opened again to fetch "
                        "them; ask again");
     return 0;
+}
+
+/* start_check's answer: release |s|'s files are in the cache (|rv| 0), or
+ * gone (reopen_gone), or could not be checked (taken as there, as a
+ * restart would find out). Pulls bound to it then see it complete. */
+static void check_done(void *user, struct shoal_swarm *s, int rv, const char *missing,
+                       const char *branch, int ref_rv)
+{
+    struct shoal_daemon *d = user;
+    uint32_t k = swarm_slot(d, s);
+    char asked[SHOAL_MSG_REPO_MAX + 1], next[SHOAL_STATE_BRANCH_MAX + 1];
+    bool loader, more;
+
+    if (k == UINT32_MAX)
+        return; /* closed or dropped meanwhile: its pulls were told */
+    more = d->slot[k].check_more;
+    loader = d->slot[k].check_loader;
+    snprintf(asked, sizeof asked, "%s", d->slot[k].check_asked);
+    snprintf(next, sizeof next, "%s", d->slot[k].check_next);
+    d->slot[k].checking = d->slot[k].check_more = false;
+    d->slot[k].check_asked[0] = '\0';
+    if (d->stopping)
+        return;
+    if ((rv == SHOAL_ENOTFOUND || rv == SHOAL_EBADMSG) && shoal_swarm_complete(s)) {
+        uint8_t id[32];
+        int grv;
+
+        memcpy(id, shoal_swarm_id(s), 32);
+        if ((grv = reopen_gone(d, s, branch, missing)) != 0) {
+            char why[SHOAL_CTL_REASON_MAX + 1];
+
+            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
+                     "opened again now to fetch them (%s)", shoal_strerror(grv));
+            for (uint32_t i = 0; i < d->npulls; i++) {
+                if (d->pulls[i].swarm == s) {
+                    d->pulls[i].swarm = NULL;
+                    pull_failed(d, &d->pulls[i], d->pulls[i].name, grv, why);
+                }
+            }
+            if (!asked[0] || !pull_room(d))
+                return;
+        }
+        /* The pulls bound to it wait for it (reopen_gone); with none, the
+         * `shoal pull` that asked is a new pull of its id, followed under
+         * the name it asked. */
+        struct pull *pl = NULL;
+        for (uint32_t i = 0; i < d->npulls && !pl; i++) {
+            if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
+                memcmp(d->pulls[i].id, id, 32) == 0)
+                pl = &d->pulls[i];
+        }
+        if (!pl && asked[0] && pull_room(d)) {
+            pl = new_pull(d);
+            memcpy(pl->id, id, 32);
+            snprintf(pl->name, sizeof pl->name, "%s", asked);
+            snprintf(pl->asked, sizeof pl->asked, "%s", asked);
+            pl->loader_only = loader;
+            d->npulls++;
+            if (grv != 0) {
+                char why[SHOAL_CTL_REASON_MAX + 1];
+                snprintf(why, sizeof why, "%s: its files are gone from the cache, and it "
+                         "cannot be opened again now to fetch them (%s)", asked,
+                         shoal_strerror(grv));
+                pull_failed(d, pl, asked, grv, why);
+            }
+        }
+        return;
+    }
+    if (rv != 0 && rv != SHOAL_ENOTFOUND && rv != SHOAL_EBADMSG)
+        LOG_W("release %s: could not check that its files are still in the cache: %s",
+              shoal_manifest_commit(shoal_swarm_manifest(s)), shoal_strerror(rv));
+    if (branch && ref_rv != 0)
+        LOG_W("release %s: writing refs/%s: %s", shoal_manifest_commit(shoal_swarm_manifest(s)),
+              branch, shoal_strerror(ref_rv));
+    /* Loaders waiting for a branch name get it now, its ref written. */
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        if (d->pulls[i].swarm == s && d->pulls[i].ref[0])
+            shoal_loader_srv_release_named(d->loader, s, d->pulls[i].asked);
+    }
+    if (more)
+        start_check(d, s, next);
+    else if (shoal_swarm_complete(s))
+        on_complete(d, s);
 }
 
 /* Opens release |r| again (reopen_gone), its old swarm freed: the pulls
@@ -1062,14 +1189,39 @@ static void follow_branch(struct shoal_daemon *d, const struct pull *pl, struct 
         return;
     uint32_t k = swarm_slot(d, s);
 
-    if ((rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
-        LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
     if (k != UINT32_MAX && strcmp(d->slot[k].branch, pl->ref) != 0) {
         snprintf(d->slot[k].branch, sizeof d->slot[0].branch, "%.*s",
                  (int)SHOAL_STATE_BRANCH_MAX, pl->ref);
         save_state(d);
     }
+    /* Complete: the ref (and the loaders) wait for the check of its files
+     * (start_check), which writes it. */
+    if (needs_check(d, s)) {
+        start_check(d, s, pl->ref);
+        return;
+    }
+    if ((rv = shoal_swarm_set_branch(s, pl->ref)) != 0)
+        LOG_W("pull %s: writing refs/%s: %s", pl->asked, pl->ref, shoal_strerror(rv));
     shoal_loader_srv_release_named(d->loader, s, pl->asked);
+}
+
+/* Pull |pl| found release |s| open here: bound to it. A complete one has
+ * its files checked first (start_check; follow_branch starts it for a
+ * branch), and counts as complete once they are found in place. */
+static void bind_open(struct shoal_daemon *d, struct pull *pl, struct shoal_swarm *s)
+{
+    pl->swarm = s;
+    pl->failed = false;
+    if (needs_check(d, s)) {
+        if (pl->ref[0])
+            follow_branch(d, pl, s);
+        else
+            start_check(d, s, NULL);
+        return;
+    }
+    follow_branch(d, pl, s);
+    if (shoal_swarm_complete(s))
+        on_complete(d, s);
 }
 
 static void on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
@@ -2062,24 +2214,9 @@ static void trk_on_manifest(void *user, uint64_t tag, int status,
     memcpy(pl->id, mm->manifest_id, 32);
     pl->by_name = false;
     s = find_swarm(d, pl->id);
-    char missing[SHOAL_HF_PATH_MAX];
-    if (s && files_gone(d, s, missing, sizeof missing)) {
-        shoal_manifest_free(m);
-        rv = reopen_gone(d, s, pl->ref[0] ? pl->ref : NULL, missing);
-        if (rv != 0) {
-            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
-                     "opened again now to fetch them (%s)", shoal_strerror(rv));
-            pull_failed(d, pl, pl->name, rv, why);
-        }
-        return; /* bound when it opens again */
-    }
     if (s) {
         shoal_manifest_free(m);
-        pl->swarm = s;
-        pl->failed = false;
-        follow_branch(d, pl, s);
-        if (shoal_swarm_complete(s))
-            on_complete(d, s);
+        bind_open(d, pl, s);
         return;
     }
     (void)shoal_manifest_name(m, name, sizeof name);
@@ -2316,15 +2453,18 @@ static int setup_trackers(struct shoal_daemon *d)
                      (double)c->origin_slow_window_ms / 1000.0);
         else
             snprintf(slow, sizeof slow, "no range is ended for being slow");
-        LOG_I("origin %s (%s token; %s)", shoal_hub_endpoint(d->hub),
-              shoal_hub_has_token(d->hub) ? "with a" : "without a", slow);
+        if (shoal_hub_has_token(d->hub))
+            LOG_I("origin %s (with a token from %s; %s)", shoal_hub_endpoint(d->hub),
+                  shoal_hub_token_source(d->hub), slow);
+        else
+            LOG_I("origin %s (without a token; %s)", shoal_hub_endpoint(d->hub), slow);
         const char *caenv, *ca = shoal_hub_ca_path(&d->hubcfg, &caenv);
         if (ca)
             LOG_I("origin TLS: trusting only the CAs in %s%s%s%s", ca,
                   caenv ? " (from $" : "", caenv ? caenv : "", caenv ? ")" : "");
         if (shoal_hub_token_exposed(d->hub))
-            LOG_W("hub token file %s can be read by other users: chmod 600 it",
-                  c->hub_token_file);
+            LOG_W("hub token from %s can be read by other users: chmod 600 it",
+                  shoal_hub_token_source(d->hub));
     }
     if (c->trackers.n == 0)
         return 0;
@@ -2578,27 +2718,12 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
     /* Open here already (pulled by commit, or before the branch moved
      * back): no tracker is needed to follow the name to it. */
     struct shoal_swarm *s = find_swarm_named(d, pl->name);
-    char missing[SHOAL_HF_PATH_MAX];
-    if (s && files_gone(d, s, missing, sizeof missing)) {
-        /* Not bound, and no ref written, until its files are back. */
-        memcpy(pl->id, shoal_swarm_id(s), 32);
-        pl->by_name = false;
-        int grv = reopen_gone(d, s, pl->ref, missing);
-        if (grv != 0) {
-            char why[SHOAL_CTL_REASON_MAX + 1];
-            snprintf(why, sizeof why, "its files are gone from the cache, and it cannot be "
-                     "opened again now to fetch them (%s)", shoal_strerror(grv));
-            pull_failed(d, pl, pl->name, grv, why);
-        }
-        return;
-    }
     if (s) {
-        pl->swarm = s;
+        /* A complete one is checked first: no ref is written until its
+         * files are found in place (or fetched again). */
         memcpy(pl->id, shoal_swarm_id(s), 32);
         pl->by_name = false;
-        follow_branch(d, pl, s);
-        if (shoal_swarm_complete(s))
-            on_complete(d, s);
+        bind_open(d, pl, s);
         return;
     }
     if (d->trk)
@@ -2710,34 +2835,21 @@ static int request_pull(struct shoal_daemon *d, const char *release, const char 
         pl->swarm = NULL;
         return resolve_pull(d, pl, why, whylen);
     }
-    char missing[SHOAL_HF_PATH_MAX];
-    if (sw && !d->stopping && files_gone(d, sw, missing, sizeof missing)) {
-        uint8_t id[32];
-        memcpy(id, shoal_swarm_id(sw), 32);
-        if ((rv = reopen_gone(d, sw, NULL, missing)) != 0) {
-            snprintf(why, whylen, "%s: its files are gone from the cache, and it cannot be "
-                     "opened again now to fetch them (%s)", release, shoal_strerror(rv));
-            return rv;
+    if (sw && !d->stopping && needs_check(d, sw)) {
+        /* Its files may have been deleted from the cache while it was
+         * open: checked on a worker (the pull sees it pulling meanwhile);
+         * with no pull bound to it, this one follows it under the name
+         * asked if it has to be fetched again (check_done). */
+        uint32_t k = swarm_slot(d, sw);
+        bool bound = false;
+
+        for (uint32_t i = 0; i < d->npulls && !bound; i++)
+            bound = d->pulls[i].swarm == sw;
+        if (k != UINT32_MAX && !bound && !d->slot[k].check_asked[0]) {
+            snprintf(d->slot[k].check_asked, sizeof d->slot[k].check_asked, "%s", release);
+            d->slot[k].check_loader = from_loader;
         }
-        /* The pulls bound to it wait for it; with none, this one is a new
-         * pull of its id, followed under the name asked. */
-        for (uint32_t i = 0; i < d->npulls && !pl; i++) {
-            if (!d->pulls[i].swarm && !d->pulls[i].by_name &&
-                memcmp(d->pulls[i].id, id, 32) == 0 &&
-                (is_manifest_id(release) || strcmp(d->pulls[i].asked, release) == 0 ||
-                 strcmp(d->pulls[i].name, release) == 0))
-                pl = &d->pulls[i];
-        }
-        if (!pl && pull_room(d)) {
-            pl = new_pull(d);
-            memcpy(pl->id, id, 32);
-            snprintf(pl->name, sizeof pl->name, "%s", release);
-            snprintf(pl->asked, sizeof pl->asked, "%s", release);
-            pl->loader_only = from_loader;
-            d->npulls++;
-            LOG_I("pull %s asked by %s", release, by);
-        }
-        return 0;
+        start_check(d, sw, NULL);
     }
     if (sw)
         touch_swarm(d, sw);
@@ -2851,7 +2963,9 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->has_id = true;
     memcpy(r->id, shoal_swarm_id(sw), 32);
     (void)shoal_manifest_name(m, r->name, sizeof r->name);
-    r->state = shoal_swarm_complete(sw) ? SHOAL_CTL_COMPLETE : SHOAL_CTL_PULLING;
+    bool checking = d->slot[swarm_slot(d, sw)].checking;
+
+    r->state = shoal_swarm_complete(sw) && !checking ? SHOAL_CTL_COMPLETE : SHOAL_CTL_PULLING;
     r->have_bytes = st.have_bytes;
     r->total_bytes = st.total_bytes;
     r->have_chunks = st.have_chunks;
@@ -2866,7 +2980,16 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     if (r->elapsed_ms == 0)
         r->elapsed_ms = 1; /* 0 says "unknown" */
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
-    if (*shoal_swarm_disk_error(sw)) { /* a file changed on disk */
+    uint32_t nfound;
+    uint64_t found_bytes;
+
+    if (checking) {
+        snprintf(r->error, sizeof r->error, "complete: checking that its files are still in "
+                 "the cache");
+    } else if (shoal_swarm_hashing_found(sw, &nfound, &found_bytes)) {
+        snprintf(r->error, sizeof r->error, "hashing %u file(s) (%llu bytes) found in the "
+                 "cache that shoald had not verified", nfound, (unsigned long long)found_bytes);
+    } else if (*shoal_swarm_disk_error(sw)) { /* a file changed on disk */
         snprintf(r->error, sizeof r->error, "%s", shoal_swarm_disk_error(sw));
         utf8_cut(r->error);
     } else if (r->state == SHOAL_CTL_PULLING && *shoal_swarm_publish_error(sw)) {

@@ -200,6 +200,7 @@ struct shoal_hub {
     char *endpoint_shown;       /* for logs: credentials redacted */
     char *ep_scheme, *ep_host, *ep_port;
     char *token;                /* NULL: none */
+    char token_src[SHOAL_HUB_TOKEN_SRC_MAX]; /* where it came from, or "" */
     char *ca_file;              /* CA bundle for TLS; NULL: libcurl's default */
     bool token_exposed;         /* its token file is readable by others */
     struct shoal_hub_config cfg;
@@ -1111,10 +1112,18 @@ static int describe_http(const struct shoal_hub *h, const struct job *j, char *m
     switch (j->status) {
     case 401:
         rv = SHOAL_EPERM;
-        hint = moved[0] ? moved
-               : h->token ? "the token was refused, or the repo does not exist"
-                        : "the repo is private or gated, or does not exist, and no token was "
-                          "given (set HF_TOKEN or a token file)";
+        if (moved[0]) {
+            hint = moved;
+        } else if (h->token) {
+            /* Which token: one left in a login file may be an old one. */
+            snprintf(moved, sizeof moved, "the token (from %.300s) was refused, or the repo does "
+                     "not exist", h->token_src);
+            hint = moved;
+        } else {
+            hint = "the repo is private or gated, or does not exist, and no token was given "
+                   "(set HF_TOKEN or hub-token-file, or log in with `huggingface-cli login`, "
+                   "which writes $HF_HOME/token)";
+        }
         break;
     case 403:
         rv = SHOAL_EPERM;
@@ -2295,32 +2304,74 @@ static void trim_space(char *t)
     memmove(t, t + a, n - a + 1);
 }
 
-/* The token a hub made with |cfg| sends (see shoal_hub_config.token), into
- * |*out| (NULL: none), trimmed; |*src| (if not NULL) says where it came
- * from. Returns 0, SHOAL_EPROTO (a byte an HTTP header cannot carry left
- * after the trim), or an error reading the file. */
-static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
-                      const char **src)
+/* The file huggingface_hub keeps the token of `huggingface-cli login` in,
+ * as it finds it: $HF_TOKEN_PATH, else $HF_HOME/token, else
+ * $XDG_CACHE_HOME/huggingface/token, else ~/.cache/huggingface/token
+ * (empty variables count as unset, as for the cache: shoal_hf_cache_dir).
+ * Writes its path to |out| and what named it to |var|; false when no path
+ * can be made (no HOME) or it does not fit. */
+static bool login_token_path(char *out, size_t cap, const char **var)
 {
-    const char *env, *from = NULL;
+    const char *v;
+    int n;
+
+    if ((v = getenv("HF_TOKEN_PATH")) && *v) {
+        *var = "$HF_TOKEN_PATH";
+        n = snprintf(out, cap, "%s", v);
+    } else if ((v = getenv("HF_HOME")) && *v) {
+        *var = "$HF_HOME/token";
+        n = snprintf(out, cap, "%s/token", v);
+    } else if ((v = getenv("XDG_CACHE_HOME")) && *v) {
+        *var = "$XDG_CACHE_HOME/huggingface/token";
+        n = snprintf(out, cap, "%s/huggingface/token", v);
+    } else if ((v = getenv("HOME")) && *v) {
+        *var = "~/.cache/huggingface/token";
+        n = snprintf(out, cap, "%s/.cache/huggingface/token", v);
+    } else {
+        return false;
+    }
+    return n > 0 && (size_t)n < cap;
+}
+
+/* The token a hub made with |cfg| sends (see shoal_hub_config.token), into
+ * |*out| (NULL: none), trimmed; |src| (|srccap| bytes, may be NULL) says
+ * where it came from ("$HF_TOKEN", "the token file PATH", "PATH
+ * ($HF_HOME/token)"), also on failure; "" for none. Returns 0,
+ * SHOAL_EPROTO (a byte an HTTP header cannot carry left after the trim),
+ * or an error reading the file (a login file that is not there is no
+ * token, not an error). */
+static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
+                      char *src, size_t srccap)
+{
+    const char *env, *var;
+    char path[SHOAL_HUB_TOKEN_SRC_MAX - 64];
+    char from[SHOAL_HUB_TOKEN_SRC_MAX] = "";
     char *t = NULL;
     int rv = 0;
 
     *out = NULL;
     if (cfg && cfg->token) {
-        from = "the token given";
+        snprintf(from, sizeof from, "the token given");
         t = strdup(cfg->token);
         rv = t ? 0 : -ENOMEM;
     } else if (cfg && cfg->token_file) {
-        from = "the token file";
+        snprintf(from, sizeof from, "the token file %s", cfg->token_file);
         rv = read_token_file(cfg->token_file, &t, exposed);
     } else if ((env = getenv("HF_TOKEN")) && *env) {
-        from = "$HF_TOKEN";
+        snprintf(from, sizeof from, "$HF_TOKEN");
         t = strdup(env);
         rv = t ? 0 : -ENOMEM;
+    } else if (login_token_path(path, sizeof path, &var)) {
+        /* huggingface_hub's order after $HF_TOKEN: the login file. */
+        snprintf(from, sizeof from, "%s (%s)", path, var);
+        rv = read_token_file(path, &t, exposed);
+        if (rv == -ENOENT || rv == -ENOTDIR) {
+            rv = 0;
+            from[0] = '\0';
+        }
     }
-    if (src)
-        *src = from;
+    if (src && srccap)
+        snprintf(src, srccap, "%s", from);
     if (rv)
         return rv;
     if (t)
@@ -2340,10 +2391,10 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
 
 int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap)
 {
-    const char *src = NULL;
+    char src[SHOAL_HUB_TOKEN_SRC_MAX];
     char *t = NULL;
     bool exposed = false;
-    int rv = load_token(cfg, &t, &exposed, &src);
+    int rv = load_token(cfg, &t, &exposed, src, sizeof src);
 
     if (t) {
         sodium_memzero(t, strlen(t));
@@ -2359,10 +2410,11 @@ int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t
                  : rv == SHOAL_EBADPATH ? "not a regular file"
                                         : shoal_strerror(rv));
     else
-        snprintf(msg, cap, "hub token from %s: %s", src ? src : "?",
+        snprintf(msg, cap, "hub token from %s: %s", src[0] ? src : "?",
                  rv == SHOAL_EPROTO ? "it holds characters not allowed in an HTTP header (spaces "
                                       "around it are trimmed; inside it they are not allowed)"
-                                    : shoal_strerror(rv));
+                 : rv == SHOAL_EBADPATH ? "not a regular file"
+                                        : shoal_strerror(rv));
     return rv;
 }
 
@@ -2455,7 +2507,7 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         }
     }
 
-    rv = load_token(cfg, &h->token, &h->token_exposed, NULL);
+    rv = load_token(cfg, &h->token, &h->token_exposed, h->token_src, sizeof h->token_src);
     if (rv)
         goto fail;
 
@@ -2576,6 +2628,11 @@ const char *shoal_hub_endpoint(const struct shoal_hub *h)
 bool shoal_hub_token_exposed(const struct shoal_hub *h)
 {
     return h->token_exposed;
+}
+
+const char *shoal_hub_token_source(const struct shoal_hub *h)
+{
+    return h->token ? h->token_src : "";
 }
 
 bool shoal_hub_has_token(const struct shoal_hub *h)

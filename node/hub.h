@@ -79,7 +79,11 @@ struct shoal_hub_config {
      * SHOAL_HUB_DEFAULT_ENDPOINT. */
     const char *endpoint;
     /* Bearer token. NULL: the first line of |token_file| if set, else
-     * $HF_TOKEN, else none. "" means none. Whitespace around it is cut
+     * $HF_TOKEN, else, as huggingface_hub finds the token `huggingface-cli
+     * login` saved, the first line of $HF_TOKEN_PATH, else of
+     * $HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else
+     * ~/.cache/huggingface/token (a login file that is not there: no
+     * token), else none. "" means none. Whitespace around it is cut
      * (shoal_hub_token_verify). Copied; wiped on free. */
     const char *token;
     const char *token_file;
@@ -204,13 +208,18 @@ int shoal_hub_ca_check(const char *path, char *why, size_t cap);
  * Returns 0 when no bundle is set or it is fine, else the check's error. */
 int shoal_hub_ca_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap);
 
+/* Longest description of where a token came from (shoal_hub_token_source). */
+#define SHOAL_HUB_TOKEN_SRC_MAX 4200
+
 /*
  * Checks the token a hub made with |cfg| would send (shoal_hub_config.token:
- * the token given, else the token file, else $HF_TOKEN), after cutting the
+ * the token given, else the token file, else $HF_TOKEN, else the login
+ * file), after cutting the
  * whitespace around it as huggingface_hub does. Returns 0 (a usable token
  * or none), SHOAL_EPROTO (bytes an HTTP header cannot carry are left), or
  * an error reading the file, and then |msg| (|cap| bytes) names the
- * source ("hub token file PATH: ...", "hub token from $HF_TOKEN: ...").
+ * source ("hub token file PATH: ...", "hub token from $HF_TOKEN: ...",
+ * "hub token from PATH ($HF_HOME/token): ...").
  */
 int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t cap);
 
@@ -248,6 +257,10 @@ bool shoal_hub_token_follows(const char *endpoint, const char *from, const char 
 /* True when the token came from a file other users may read (group or
  * other permission bits set): worth a warning, as a node key would be. */
 bool shoal_hub_token_exposed(const struct shoal_hub *h);
+/* Where the token sent came from, for logs: "$HF_TOKEN", "the token file
+ * PATH", "PATH ($HF_TOKEN_PATH)", "PATH ($HF_HOME/token)", ...; "" with
+ * no token. */
+const char *shoal_hub_token_source(const struct shoal_hub *h);
 bool shoal_hub_has_token(const struct shoal_hub *h);
 void shoal_hub_get_stats(const struct shoal_hub *h, struct shoal_hub_stats *st);
 /* True while the origin's last request failed (see shoal_hub_health);

@@ -58,7 +58,8 @@ struct shoal_publish_opts {
     const char *key_path;      /* publisher secret key file (shoal_seckey_load) */
     const char *out_path;      /* manifest file to write; NULL: none */
     /* Hub endpoint, token and retry settings; NULL fields mean defaults and
-     * HF_ENDPOINT / HF_TOKEN. */
+     * HF_ENDPOINT / HF_TOKEN (then the login token file, see
+     * shoal_hub_config.token). */
     struct shoal_hub_config hub;
     const struct shoal_cdc_params *params; /* NULL: shoal_cdc_params_default */
     enum shoal_publish_progress_mode progress;

@@ -99,6 +99,11 @@ struct blob {
                          * (repair_rv, repair_msg) until a later open */
     char *note;         /* a partial name left alone for another, or NULL
                          * (shoal_store_file_note) */
+    bool pending;       /* found published (or under a gateway's name, see
+                         * adopt_linked) with no record vouching for it, and
+                         * SHOAL_STORE_DEFER_HASH: its first hash is left to
+                         * shoal_store_hash_found; until then nothing of it
+                         * is verified, no fd, and puts skip it (under mu) */
     bool recheck;       /* the sidecar said it was bad when last written:
                          * hashed at open before it is trusted, as with
                          * SHOAL_STORE_VERIFY (a repair that could not
@@ -127,6 +132,8 @@ struct shoal_store {
      * (shoal_store_open_hashed): how many, their bytes, how many wrong. */
     uint32_t open_hashed, open_wrong;
     uint64_t open_hashed_bytes;
+    uint32_t npending;   /* blobs still |pending| (under mu) */
+    uint64_t pending_bytes;
     long gid;           /* the loader group for the folders, or -1 */
 
     uint32_t *file_blob; /* file -> blob */
@@ -530,17 +537,17 @@ static void vrec_image(uint8_t out[VREC_LEN], const struct shoal_mf_file *pf,
     memcpy(out + 40, pf->sha256, SHOAL_HASH_LEN);
 }
 
-/* Whether the published blob of |pf|, open as |fd|, is one shoald verified
- * and nothing changed since (its record matches it exactly). */
-static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+/* Whether |pf|'s record vouches for a blob file in state |st| (it matches
+ * it exactly). */
+static bool vrec_matches(const struct shoal_store *s, const struct shoal_mf_file *pf,
+                         const struct stat *st)
 {
     uint8_t want[VREC_LEN], got[VREC_LEN + 1];
     char name[SHOAL_HF_ETAG_MAX];
-    struct stat st;
     ssize_t n;
     int rfd;
 
-    if (s->vrec_fd < 0 || fstat(fd, &st) != 0)
+    if (s->vrec_fd < 0)
         return false;
     shoal_hf_etag(name, pf);
     rfd = openat(s->vrec_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -550,8 +557,17 @@ static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file
         n = pread(rfd, got, sizeof got, 0);
     while (n < 0 && errno == EINTR);
     close(rfd);
-    vrec_image(want, pf, &st);
+    vrec_image(want, pf, st);
     return n == VREC_LEN && memcmp(got, want, VREC_LEN) == 0;
+}
+
+/* Whether the published blob of |pf|, open as |fd|, is one shoald verified
+ * and nothing changed since (its record matches it exactly). */
+static bool vrec_vouches(const struct shoal_store *s, const struct shoal_mf_file *pf, int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && vrec_matches(s, pf, &st);
 }
 
 /* Records that the published blob of |pf|, open as |fd|, was just verified
@@ -584,6 +600,42 @@ static void vrec_write_hashed(struct shoal_store *s, const struct shoal_mf_file 
         now.st_mtim.tv_nsec != before->st_mtim.tv_nsec)
         return;
     vrec_write(s, pf, fd);
+}
+
+/* A second name of the blob of |f| (same inode: an adopted gateway blob,
+ * a snapshot entry that was a copy) is about to go, which moves the
+ * inode's ctime: whether its record vouches for blobs/<etag> as it is
+ * now, with its state in |before|. Then vrec_after. */
+static bool vrec_before(struct shoal_store *s, const struct shoal_mf_file *f,
+                        const struct stat *other, struct stat *before)
+{
+    char etag[SHOAL_HF_ETAG_MAX];
+
+    shoal_hf_etag(etag, f);
+    return s->vrec_fd >= 0 && fstatat(s->blobs_fd, etag, before, AT_SYMLINK_NOFOLLOW) == 0 &&
+           before->st_ino == other->st_ino && before->st_dev == other->st_dev &&
+           vrec_matches(s, f, before);
+}
+
+/* The other name went: the record follows the name that stays, but only
+ * for the inode it vouched for, unchanged but for its link count (same
+ * size and mtime: after a write meanwhile the old record, which no longer
+ * matches, stays, and the blob is hashed at the next open). */
+static void vrec_after(struct shoal_store *s, const struct shoal_mf_file *f,
+                       const struct stat *before)
+{
+    uint8_t img[VREC_LEN];
+    char etag[SHOAL_HF_ETAG_MAX];
+    struct stat now;
+
+    shoal_hf_etag(etag, f);
+    if (fstatat(s->blobs_fd, etag, &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+        now.st_ino != before->st_ino || now.st_dev != before->st_dev ||
+        now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != before->st_mtim.tv_nsec)
+        return;
+    vrec_image(img, f, &now);
+    (void)write_atomic(s->vrec_fd, etag, img, sizeof img);
 }
 
 /* The blob of |pf| was found wrong: its record (if any) vouches for it no
@@ -1088,7 +1140,8 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
 {
     char want[SHOAL_HF_PATH_MAX];
     const char *name;
-    struct stat st;
+    struct stat st, ours;
+    bool mine;
     size_t pre;
     int snaps, lock = -1;
 
@@ -1102,12 +1155,19 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
         return;
     if (hf_lock(s, name, false, &lock) == SHOAL_EBUSY)
         return;
+    /* The old name may be another link to our own blob's inode (adopted
+     * by adopt_linked): removing it moves that inode's ctime, so a record
+     * vouching for the blob as it is now must follow, or the next open
+     * would hash the whole file again. */
+    mine = vrec_before(s, f, &st, &ours);
     snaps = openat(s->repo_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     /* A commit, then a path of up to 64 folders. */
     if (snaps >= 0 && !snaps_link_to(snaps, name, 65) && unlinkat(s->blobs_fd, name, 0) == 0) {
         fsync(s->blobs_fd);
         if (s->vrec_fd >= 0)
             (void)unlinkat(s->vrec_fd, name, 0);
+        if (mine)
+            vrec_after(s, f, &ours);
     }
     if (snaps >= 0)
         close(snaps);
@@ -1126,6 +1186,8 @@ static int link_file(struct shoal_store *s, uint32_t fi)
     char target[SHOAL_HF_PATH_MAX], got[SHOAL_HF_PATH_MAX];
     char tmp[NAME_MAX + 1];
     const char *leaf;
+    struct stat st, before;
+    bool mine;
     int snap, dfd = -1;
     ssize_t n;
     int rv;
@@ -1140,6 +1202,11 @@ static int link_file(struct shoal_store *s, uint32_t fi)
         if (strcmp(got, target) == 0)
             goto out;
     }
+    /* A regular file there may be the blob itself (adopt_linked took a
+     * copy huggingface_hub left there as blobs/<etag>): replacing it moves
+     * the inode's ctime, and the record follows. */
+    mine = n < 0 && fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+           vrec_before(s, f, &st, &before);
     snprintf(tmp, sizeof tmp, ".shoal-tmp-%d-%u", (int)getpid(),
              atomic_fetch_add(&tmp_counter, 1));
     if (symlinkat(target, dfd, tmp) < 0) {
@@ -1152,6 +1219,8 @@ static int link_file(struct shoal_store *s, uint32_t fi)
         goto out;
     }
     fsync(dfd);
+    if (mine)
+        vrec_after(s, f, &before);
     if (n > 0)
         drop_orphan(s, f, got);
 out:
@@ -1879,6 +1948,39 @@ static int blob_name_kind(const struct shoal_store *s, const char *path, const c
 
 static int open_existing(int dirfd, const char *path);
 
+/* Opens the folder of snapshots/<commit>/<|f|'s path>, nothing followed
+ * or created, and points |*leaf| at the entry's name in it; -1 when it is
+ * not there. */
+static int snap_entry_dir(struct shoal_store *s, const struct shoal_mf_file *f, const char **leaf)
+{
+    char dirpath[SHOAL_HF_PATH_MAX];
+    const char *slash = strrchr(f->path, '/');
+
+    *leaf = slash ? slash + 1 : f->path;
+    if (snprintf(dirpath, sizeof dirpath, "snapshots/%s%s%.*s", shoal_manifest_commit(s->m),
+                 slash ? "/" : "", slash ? (int)(slash - f->path) : 0,
+                 f->path) >= (int)sizeof dirpath)
+        return -1;
+    return open_existing(s->repo_fd, dirpath);
+}
+
+/* When snapshots/<commit>/<|f|'s path> is a regular file of |f|'s size
+ * (huggingface_hub copies a blob there, or moves a new one there, where
+ * it cannot make links), returns its folder open (the caller closes it)
+ * with its name in |*leaf|; else -1. */
+static int snap_copy(struct shoal_store *s, const struct shoal_mf_file *f, const char **leaf)
+{
+    struct stat st;
+    int dfd = snap_entry_dir(s, f, leaf);
+
+    if (dfd >= 0 && (fstatat(dfd, *leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                     !S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size)) {
+        close(dfd);
+        dfd = -1;
+    }
+    return dfd;
+}
+
 /* When snapshots/<commit>/<|f|'s path> is a link into this repo's blobs/
  * under a name other than |f|'s own (huggingface_hub names a blob by the
  * ETag it was served, and a caching gateway may serve ETags of its own),
@@ -1886,17 +1988,14 @@ static int open_existing(int dirfd, const char *path);
 static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *f, char *out,
                              size_t cap)
 {
-    char dirpath[SHOAL_HF_PATH_MAX], got[SHOAL_HF_PATH_MAX], want[SHOAL_HF_PATH_MAX];
-    const char *slash = strrchr(f->path, '/'), *leaf = slash ? slash + 1 : f->path, *name;
+    char got[SHOAL_HF_PATH_MAX], want[SHOAL_HF_PATH_MAX];
+    const char *leaf, *name;
     size_t pre, len;
     ssize_t n;
     int dfd;
 
     if (shoal_hf_link_target(want, sizeof want, f) < 0 ||
-        snprintf(dirpath, sizeof dirpath, "snapshots/%s%s%.*s", shoal_manifest_commit(s->m),
-                 slash ? "/" : "", slash ? (int)(slash - f->path) : 0,
-                 f->path) >= (int)sizeof dirpath ||
-        (dfd = open_existing(s->repo_fd, dirpath)) < 0)
+        (dfd = snap_entry_dir(s, f, &leaf)) < 0)
         return false;
     n = readlinkat(dfd, leaf, got, sizeof got - 1);
     close(dfd);
@@ -1920,14 +2019,16 @@ static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *
  * Blob |b| is not in blobs/ under its own name, but the snapshot entry of
  * one of its files links to blobs/<other> (snap_links_other), as
  * huggingface_hub leaves a download through a gateway with ETags of its
- * own. If that file holds the right bytes (its sha256 is hashed), it is
- * linked under the blob's own name too (a hard link: nothing copied or
- * fetched) and recorded as verified; link_file then points the snapshot
- * entry at the new name and removes <other> if nothing else links to it
- * (drop_orphan). Otherwise (another size or other bytes, not a regular
- * file, huggingface_hub holding its lock on the name) returns false and
- * the blob is filled as usual (its link replaced the same way once it is
- * published).
+ * own, or is a regular file (snap_copy), as it leaves one where it cannot
+ * make links. If that file holds the right bytes (its sha256 is hashed),
+ * it is linked under the blob's own name too (a hard link: nothing copied
+ * or fetched) and recorded as verified; link_file then points the snapshot
+ * entry at the new name (replacing a copy) and removes <other> if nothing
+ * else links to it (drop_orphan), the record following the name that
+ * stays. Otherwise (another size or other bytes, not a regular file,
+ * huggingface_hub holding its lock on the name, a snapshot on another
+ * file system) returns false and the blob is filled as usual (its entry
+ * replaced the same way once it is published).
  */
 static bool adopt_linked(struct shoal_store *s, uint32_t b)
 {
@@ -1939,17 +2040,21 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
 
     for (uint32_t k = 0; k < s->blobs[b].fcount && !ok; k++) {
         const struct shoal_mf_file *f = file(s, s->blob_files[s->blobs[b].fpos + k]);
-        int fd, lock = -1;
+        const char *name = other;
+        int fd, lock = -1, dfd = -1, src = s->blobs_fd;
 
-        if (!snap_links_other(s, f, other, sizeof other))
-            continue;
-        fd = openat(s->blobs_fd, other, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (!snap_links_other(s, f, other, sizeof other)) {
+            if ((dfd = snap_copy(s, f, &name)) < 0)
+                continue;
+            src = dfd;
+        }
+        fd = openat(src, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0)
-            continue;
+            goto next;
         if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size ||
             hash_fd(fd, pf->size, sha) != 0) {
             close(fd);
-            continue;
+            goto next;
         }
         pthread_mutex_lock(&s->mu);
         s->open_hashed++;
@@ -1957,20 +2062,27 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
         s->open_wrong += memcmp(sha, pf->sha256, SHOAL_HASH_LEN) != 0;
         pthread_mutex_unlock(&s->mu);
         shoal_hf_etag(etag, pf);
-        /* The bytes hashed are those linked: |other| still names the inode
+        /* The bytes hashed are those linked: |name| still names the inode
          * hashed (a rename meanwhile would link something else). */
         if (memcmp(sha, pf->sha256, SHOAL_HASH_LEN) == 0 &&
             hf_lock(s, etag, false, &lock) != SHOAL_EBUSY && fsync(fd) == 0 &&
-            fstatat(s->blobs_fd, other, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+            fstatat(src, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
             now.st_ino == st.st_ino && now.st_dev == st.st_dev &&
-            linkat(s->blobs_fd, other, s->blobs_fd, etag, 0) == 0) {
+            linkat(src, name, s->blobs_fd, etag, 0) == 0) {
             fsync(s->blobs_fd);
             vrec_write_hashed(s, pf, fd, &st); /* after the link, which moved its ctime */
-            snprintf(note, sizeof note,
-                     "%s/snapshots/%s/%s linked to blobs/%s (not the name the Hub gives "
-                     "it: a gateway's ETag?), whose bytes match its sha256: kept as "
-                     "blobs/%s, nothing fetched", s->repo_path, shoal_manifest_commit(s->m),
-                     f->path, other, etag);
+            if (dfd < 0)
+                snprintf(note, sizeof note,
+                         "%s/snapshots/%s/%s linked to blobs/%s (not the name the Hub gives "
+                         "it: a gateway's ETag?), whose bytes match its sha256: kept as "
+                         "blobs/%s, nothing fetched", s->repo_path, shoal_manifest_commit(s->m),
+                         f->path, other, etag);
+            else
+                snprintf(note, sizeof note,
+                         "%s/snapshots/%s/%s was a copy, not a link (huggingface_hub's where "
+                         "it cannot make links), whose bytes match its sha256: kept as "
+                         "blobs/%s and linked, nothing fetched", s->repo_path,
+                         shoal_manifest_commit(s->m), f->path, etag);
             free(s->blobs[b].note);
             s->blobs[b].note = strdup(note);
             ok = true;
@@ -1978,11 +2090,58 @@ static bool adopt_linked(struct shoal_store *s, uint32_t b)
         if (lock >= 0)
             close(lock);
         close(fd);
+    next:
+        if (dfd >= 0)
+            close(dfd);
     }
     return ok;
 }
 
-static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
+/* Whether opening blob |b| would hash a file of the cache shoald has no
+ * record of verifying: blobs/<etag> there of the right size and not
+ * vouched for (vrec_vouches), or missing while a snapshot entry of its
+ * files links to another name in blobs/ of the right size, or is a
+ * regular file of that size (adopt_linked). Only stats and a record read:
+ * the hash is what is deferred. */
+static bool first_hash_due(struct shoal_store *s, uint32_t b)
+{
+    const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
+    char fin[128], other[SHOAL_HF_PATH_MAX];
+    struct stat st;
+    bool due;
+    int fd;
+
+    shoal_hf_blob_path(fin, sizeof fin, pf, false);
+    if (fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->size)
+            return false;
+        fd = openat(s->blobs_fd, in_blobs(fin), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            return false; /* open_blob_disk says why */
+        due = !vrec_vouches(s, pf, fd);
+        close(fd);
+        return due;
+    }
+    if (errno != ENOENT)
+        return false;
+    for (uint32_t k = 0; k < s->blobs[b].fcount; k++) {
+        const struct shoal_mf_file *f = file(s, s->blob_files[s->blobs[b].fpos + k]);
+
+        const char *leaf;
+
+        if (snap_links_other(s, f, other, sizeof other) &&
+            fstatat(s->blobs_fd, other, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            (uint64_t)st.st_size == pf->size)
+            return true;
+        if ((fd = snap_copy(s, f, &leaf)) >= 0) {
+            close(fd);
+            return true;
+        }
+    }
+    return false;
+}
+
+static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf, bool defer)
 {
     const struct shoal_mf_file *pf = file(s, s->blobs[b].primary);
     char inc[128], fin[128], own[128];
@@ -2008,6 +2167,19 @@ static int open_blob_disk(struct shoal_store *s, uint32_t b, uint8_t *buf)
      * removed. */
     own_is = blob_name_kind(s, own, &own_kind);
     own_there = own_is > 0;
+    /* Hashing a multi-GB file here would hold the caller (the daemon's
+     * event loop) for seconds: left to shoal_store_hash_found on a worker,
+     * which runs this again for the blob. */
+    if (defer && !rescan && !own_there && first_hash_due(s, b)) {
+        pthread_mutex_lock(&s->mu);
+        blob_set_all(s, b, false);
+        s->blobs[b].state = BLOB_INCOMPLETE;
+        s->blobs[b].pending = true;
+        s->npending++;
+        s->pending_bytes += pf->size;
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
     if (!own_there && fstatat(s->blobs_fd, in_blobs(fin), &st, AT_SYMLINK_NOFOLLOW) != 0 &&
         errno == ENOENT)
         (void)adopt_linked(s, b);
@@ -2610,7 +2782,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
             goto fail;
         sidecar_load(s);
         for (b = 0; b < s->nblobs; b++)
-            if ((rv = open_blob_disk(s, b, buf)) < 0)
+            if ((rv = open_blob_disk(s, b, buf, opts->flags & SHOAL_STORE_DEFER_HASH)) < 0)
                 goto fail;
     }
     /* A crash after a blob's last chunk but before it was published. A
@@ -2640,6 +2812,109 @@ fail:
 out:
     free(buf);
     return rv;
+}
+
+int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed)
+{
+    uint8_t *buf = NULL;
+    uint32_t n = 0;
+    bool all;
+    int rv = 0, brv;
+
+    if (hashed)
+        *hashed = 0;
+    if (!s || (s->flags & SHOAL_STORE_MEMORY))
+        return 0;
+    buf = malloc(s->max_len ? s->max_len : 1);
+    if (!buf)
+        return -ENOMEM;
+    for (uint32_t b = 0; b < s->nblobs; b++) {
+        const struct blob *bl = &s->blobs[b];
+        bool pending, ready, completing;
+
+        pthread_mutex_lock(&s->mu);
+        pending = bl->pending;
+        pthread_mutex_unlock(&s->mu);
+        if (!pending)
+            continue;
+        /* As at open, without deferring: hashed, then recorded and linked
+         * when right, or repaired in a copy of its own when wrong. The
+         * blob is still pending meanwhile, so no put writes into it. */
+        brv = open_blob_disk(s, b, buf, false);
+        n++;
+        pthread_mutex_lock(&s->mu);
+        s->blobs[b].pending = false;
+        s->npending--;
+        s->pending_bytes -= file(s, bl->primary)->size;
+        if (brv < 0) {
+            /* Nothing known of it: withheld until a later open, like a
+             * blob whose partial names are taken (file_withheld). */
+            blob_set_all(s, b, false);
+            s->blobs[b].state = BLOB_INCOMPLETE;
+            s->blobs[b].blocked = true;
+            s->blobs[b].repair_rv = brv;
+            free(s->blobs[b].repair_msg);
+            s->blobs[b].repair_msg = strdup(s->err);
+            if (rv == 0)
+                rv = brv;
+        }
+        ready = bl->state == BLOB_DONE && bl->ready && !bl->bad;
+        completing = bl->state == BLOB_COMPLETING;
+        pthread_mutex_unlock(&s->mu);
+        /* A repair copy whose every chunk checked right. */
+        if (completing)
+            finish_blob(s, b, 0, NULL);
+        else if (ready && s->on_ready)
+            for (uint32_t k = 0; k < bl->fcount; k++)
+                s->on_ready(s->user, s->blob_files[bl->fpos + k], 0);
+    }
+    free(buf);
+    pthread_mutex_lock(&s->mu);
+    all = all_done_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    if (n > 0 && all) {
+        char branch[BRANCH_MAX + 1] = "";
+
+        pthread_mutex_lock(&s->mu);
+        if (s->branch)
+            snprintf(branch, sizeof branch, "%s", s->branch);
+        pthread_mutex_unlock(&s->mu);
+        write_ref(s, branch[0] ? branch : NULL);
+    }
+    if (n > 0)
+        shoal_store_flush(s);
+    if (hashed)
+        *hashed = n;
+    return rv;
+}
+
+void shoal_store_pending(struct shoal_store *s, uint32_t *files, uint64_t *bytes)
+{
+    uint32_t n = 0;
+    uint64_t sz = 0;
+
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        n = s->npending;
+        sz = s->pending_bytes;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (files)
+        *files = n;
+    if (bytes)
+        *bytes = sz;
+}
+
+bool shoal_store_file_pending(struct shoal_store *s, uint32_t fi)
+{
+    bool p;
+
+    if (!s || fi >= s->nfiles)
+        return false;
+    pthread_mutex_lock(&s->mu);
+    p = s->blobs[s->file_blob[fi]].pending;
+    pthread_mutex_unlock(&s->mu);
+    return p;
 }
 
 void shoal_store_discard_partials(struct shoal_store *s, uint32_t *files, uint64_t *bytes)
@@ -2773,7 +3048,7 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
             continue;
         pthread_mutex_lock(&s->mu);
         skip = s->blobs[b].state != BLOB_INCOMPLETE || s->blobs[b].blocked ||
-               bit_get(s->bits, j);
+               s->blobs[b].pending || bit_get(s->bits, j);
         fd = s->blobs[b].fd;
         pthread_mutex_unlock(&s->mu);
         if (skip)
@@ -2803,8 +3078,9 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
         uint32_t b = s->file_blob[cj->file];
         struct blob *bl = &s->blobs[b];
 
-        /* A withheld file with nowhere to write holds nothing. */
-        if (bit_get(s->bits, j) || bl->blocked)
+        /* A withheld file with nowhere to write holds nothing; one not
+         * hashed yet (pending) is not written either. */
+        if (bit_get(s->bits, j) || bl->blocked || bl->pending)
             continue;
         mark(s, j);
         if (j == idx && first)

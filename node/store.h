@@ -82,6 +82,12 @@ enum shoal_store_flags {
     SHOAL_STORE_VERIFY = 1u << 0,
     /* memfd-backed files; |cache_dir| is ignored and may be NULL. */
     SHOAL_STORE_MEMORY = 1u << 1,
+    /* A published blob no record vouches for (and one to adopt from a
+     * gateway's name, see shoal_store_open) is not hashed at open but left
+     * pending (shoal_store_pending) for shoal_store_hash_found, which the
+     * caller runs on a worker thread: open stays quick for a cache
+     * huggingface_hub filled with multi-GB shards. */
+    SHOAL_STORE_DEFER_HASH = 1u << 2,
 };
 
 /* Called from the thread whose put_chunk (or fill_from_local) finished a
@@ -169,9 +175,10 @@ int shoal_store_lock_cache(const char *cache_dir, long gid, int *fd, long *holde
 
 /* The release was asked for (again) by branch or tag |branch|: refs/<branch>
  * gets the commit now if the release is complete, else once it completes
- * (then only the branch named last). Nothing for a memory store. Loop
- * thread. Returns 0, SHOAL_EBADPATH (not a usable branch name) or the error
- * writing the ref (also in last_error). */
+ * (then only the branch named last). Nothing for a memory store. Any
+ * thread (a complete release checks its snapshot, a stat per file: a
+ * worker's job then). Returns 0, SHOAL_EBADPATH (not a usable branch name)
+ * or the error writing the ref (also in last_error). */
 int shoal_store_set_branch(struct shoal_store *s, const char *branch);
 
 /* Flushes the sidecar, closes every file and frees the store. NULL is fine.
@@ -344,6 +351,28 @@ int shoal_store_file_withheld(struct shoal_store *s, uint32_t file, char *why, s
  * what is there, what is done instead) goes to |out| (|cap| bytes,
  * NUL-terminated; "" when 0). Otherwise 0. */
 int shoal_store_file_note(struct shoal_store *s, uint32_t file, char *out, size_t cap);
+
+/*
+ * Hashes the blobs opening with SHOAL_STORE_DEFER_HASH left pending, as
+ * opening without it would have: each that matches its sha256 is recorded,
+ * linked and done (on_ready is called for its files), each that does not
+ * is repaired in a copy (its chunks checked one by one; the rest are
+ * fetched) and noted (shoal_store_file_note). refs/<branch> is written if
+ * that completes the release. For a worker thread; may run alongside puts,
+ * reads and flushes of the store (no put writes into a pending blob), not
+ * alongside take_back of a pending blob's file (nothing of it is verified
+ * to take back). |*hashed| (may be NULL) gets how many blobs were hashed
+ * (shoal_store_open_hashed adds them up). Returns 0, -ENOMEM, or the first
+ * error that kept a blob from being opened: such a blob is withheld
+ * (shoal_store_file_withheld) until a later open.
+ */
+int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed);
+
+/* How many blobs (|*files|, may be NULL) of how many bytes are still
+ * pending (see SHOAL_STORE_DEFER_HASH). Any thread. */
+void shoal_store_pending(struct shoal_store *s, uint32_t *files, uint64_t *bytes);
+/* Whether file |file|'s blob is pending. Any thread. */
+bool shoal_store_file_pending(struct shoal_store *s, uint32_t file);
 
 /* What opening the store hashed of the published blobs it found with no
  * record of shoald verifying them (see SHOAL_STORE_VERIFY): how many

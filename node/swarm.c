@@ -16,6 +16,7 @@
 #include "codec.h"
 #include "error.h"
 #include "hash.h"
+#include "hfcache.h"
 #include "hub.h"
 #include "nodelog.h"
 #include "sched.h"
@@ -157,6 +158,12 @@ struct shoal_swarm {
     bool tick_closed;          /* the tick's close callback has run */
     unsigned pending;          /* worker jobs outstanding */
     bool dedup_running;        /* copying shared chunks from the cache */
+    /* Files found in the cache that shoald had not verified are being
+     * hashed on a worker (shoal_store_hash_found): nothing is asked of
+     * peers or the origin meanwhile (it may all be here already).
+     * |found_files| marks the files that job decides (byte per file). */
+    bool found_running;
+    uint8_t *found_files;
     /* Every chunk verified but a file not published (disk or inode table
      * full when linking, ...): tried again on a worker with a back-off. */
     bool publish_running;
@@ -294,6 +301,65 @@ int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch)
 {
     return shoal_store_set_branch(s->store, branch);
 }
+
+/* shoal_swarm_check_cache's job: a stat and a readlink per file, which on
+ * a slow disk and a release of thousands of files would stall the loop. */
+struct cache_check {
+    uv_work_t w;
+    struct shoal_swarm *s;
+    char *branch;
+    shoal_swarm_checked_cb done;
+    void *user;
+    int rv, ref_rv;
+    uint32_t missing;
+};
+
+static void cache_check_work(uv_work_t *w)
+{
+    struct cache_check *j = w->data;
+
+    j->missing = 0;
+    j->rv = shoal_hf_snapshot_check(j->s->cfg->cache_dir, j->s->m, &j->missing);
+    if (j->rv == 0 && j->branch)
+        j->ref_rv = shoal_store_set_branch(j->s->store, j->branch);
+}
+
+static void cache_check_done(uv_work_t *w, int status)
+{
+    struct cache_check *j = w->data;
+    const char *path = "?";
+    int rv = status < 0 ? status : j->rv;
+
+    j->s->pending--;
+    if (rv != 0 && j->missing < shoal_manifest_nfiles(j->s->m))
+        path = shoal_manifest_file(j->s->m, j->missing)->path;
+    j->done(j->user, j->s, rv, path, j->branch, j->ref_rv);
+    free(j->branch);
+    free(j);
+}
+
+int shoal_swarm_check_cache(struct shoal_swarm *s, const char *branch,
+                            shoal_swarm_checked_cb done, void *user)
+{
+    struct cache_check *j = calloc(1, sizeof *j);
+    int rv;
+
+    if (!j || (branch && !(j->branch = strdup(branch)))) {
+        free(j);
+        return -ENOMEM;
+    }
+    j->s = s;
+    j->w.data = j;
+    j->done = done;
+    j->user = user;
+    if ((rv = uv_queue_work(s->cfg->loop, &j->w, cache_check_work, cache_check_done)) != 0) {
+        free(j->branch);
+        free(j);
+        return rv;
+    }
+    s->pending++;
+    return 0;
+}
 bool shoal_swarm_complete(const struct shoal_swarm *s) { return s->complete; }
 
 void shoal_swarm_discard_partials(struct shoal_swarm *s, uint32_t *files, uint64_t *bytes)
@@ -345,6 +411,84 @@ static void on_ready(void *user, uint32_t file, int status)
         s->hooks->on_file(s->hooks->user, s, file, status);
 }
 
+static bool store_job_start(struct shoal_swarm *s, int (*call)(struct shoal_store *, uint32_t *),
+                            void (*then)(struct shoal_swarm *, int, int, uint32_t));
+static void rot_open_file(struct shoal_swarm *s, uint32_t i);
+static void rot_status(struct shoal_swarm *s);
+static void send_have(struct shoal_swarm *s, uint32_t chunk);
+static void check_complete(struct shoal_swarm *s);
+static void start_dedup(struct shoal_swarm *s);
+static void pump(struct shoal_swarm *s);
+
+/* shoal_store_hash_found is done: what it found right is had (peers hear
+ * of it), what it found wrong is being repaired (the log says so, as at
+ * open), and the release may be complete; then fetching starts. */
+static void found_done(struct shoal_swarm *s, int status, int rv, uint32_t n)
+{
+    uint64_t now = now_ms(s), bytes = 0;
+    uint32_t nh, nw;
+    uint64_t bh;
+
+    s->found_running = false;
+    if (status != 0 || rv != 0)
+        LOG_W("release %s: hashing the files found in the cache failed: %s", s->idhex,
+              shoal_strerror(status != 0 ? status : rv));
+    for (uint32_t i = 0; i < s->nchunks && s->sched; i++) {
+        if (!shoal_store_has(s->store, i) || shoal_sched_have(s->sched, i))
+            continue;
+        shoal_sched_chunk_obtained(s->sched, now, i);
+        bytes += shoal_manifest_chunk(s->m, i)->len;
+        if (!s->stopped)
+            send_have(s, i);
+    }
+    s->resumed_bytes += bytes;
+    for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++)
+        if (s->found_files[i])
+            rot_open_file(s, i);
+    rot_status(s);
+    shoal_store_open_hashed(s->store, &nh, &bh, &nw);
+    LOG_I("release %s: hashed %u cached file(s) (%llu bytes) shoald had not verified: "
+          "%u matched, %u did not", s->idhex, nh, (unsigned long long)bh, nh - nw, nw);
+    (void)n;
+    if (!s->stopped) /* dropped meanwhile: nobody is told it completed */
+        check_complete(s);
+    if (s->started) {
+        start_dedup(s);
+        pump(s);
+    }
+}
+
+/* Hashes on a worker the files the store left pending at open
+ * (SHOAL_STORE_DEFER_HASH). Returns 0 or -ENOMEM. */
+static int start_found(struct shoal_swarm *s)
+{
+    uint32_t n, nf = shoal_manifest_nfiles(s->m);
+    uint64_t bytes;
+
+    shoal_store_pending(s->store, &n, &bytes);
+    if (n == 0)
+        return 0;
+    if (!(s->found_files = calloc(nf + 1, 1)))
+        return -ENOMEM;
+    for (uint32_t i = 0; i < nf; i++)
+        s->found_files[i] = shoal_store_file_pending(s->store, i);
+    if (!store_job_start(s, shoal_store_hash_found, found_done))
+        return -ENOMEM;
+    s->found_running = true;
+    s->complete = false;
+    LOG_I("release %s: hashing %u file(s) (%llu bytes) found in the cache with no record of "
+          "being verified, before fetching anything", s->idhex, n, (unsigned long long)bytes);
+    return 0;
+}
+
+bool shoal_swarm_hashing_found(const struct shoal_swarm *s, uint32_t *files, uint64_t *bytes)
+{
+    if (!s->found_running)
+        return false;
+    shoal_store_pending(s->store, files, bytes);
+    return true;
+}
+
 int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
                     const struct shoal_swarm_hooks *hooks, struct shoal_manifest *m,
                     const uint8_t *signed_mf, size_t len, const char *branch, char *errout,
@@ -378,7 +522,9 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
     s->signed_len = len;
 
     memset(&so, 0, sizeof so);
-    so.flags = cfg->store_flags;
+    /* The first hash of what another tool put in the cache runs on a
+     * worker (start_found): here it would hold the event loop. */
+    so.flags = cfg->store_flags | SHOAL_STORE_DEFER_HASH;
     so.has_group = cfg->has_group;
     so.group = cfg->group;
     so.branch = branch;
@@ -474,6 +620,8 @@ int shoal_swarm_new(struct shoal_swarm **out, const struct shoal_swarm_cfg *cfg,
             LOG_I("release %s: hashed %u cached file(s) (%llu bytes) shoald had not verified: "
                   "%u matched, %u did not", s->idhex, nh, (unsigned long long)bh, nh - nw, nw);
     }
+    if ((rv = start_found(s)) != 0)
+        goto fail;
     s->resumed_bytes = shoal_store_bytes(s->store);
     if (!s->complete && shoal_store_count(s->store) > 0)
         LOG_I("release %s: resuming with %u of %u chunks (%llu bytes) already verified",
@@ -502,6 +650,7 @@ void shoal_swarm_free(struct shoal_swarm *s)
     free(s->rot_file);
     free(s->rot_why);
     free(s->rot_kept_rv);
+    free(s->found_files);
     shoal_sched_free(s->sched);
     shoal_store_free(s->store);
     free(s->signed_mf);
@@ -1074,41 +1223,48 @@ static void rot_status(struct shoal_swarm *s)
  * them; the release is not complete meanwhile. */
 static void rot_open_withheld(struct shoal_swarm *s)
 {
-    for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++) {
-        const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
-        char err[512];
-        int wrv;
-
-        if (shoal_store_file_note(s->store, i, err, sizeof err))
-            LOG_W("release %s: %s", s->idhex, err);
-        wrv = shoal_store_file_withheld(s->store, i, err, sizeof err);
-        if (wrv == 0)
-            continue;
-        for (uint32_t k = 0; k < f->nchunks; k++)
-            bit_put(s->rot_bad, f->first_chunk + k, true);
-        s->rot_file[i] = ROT_FILE_KEPT;
-        s->rot_kept_rv[i] = wrv;
-        s->complete = false;
-        if (wrv == SHOAL_EBADPATH && !shoal_store_file_done(s->store, i)) {
-            /* Nowhere to put it: not fetched at all (the store would keep
-             * none of it), the rest of the release is. */
-            s->rot_why[i] = ROT_WHY_BLOCKED;
-            for (uint32_t k = 0; s->sched && k < f->nchunks; k++)
-                shoal_sched_chunk_obtained(s->sched, 0, f->first_chunk + k);
-            LOG_E("release %s: %s is withheld: %s", s->idhex, f->path, err);
-            continue;
-        }
-        if (wrv == SHOAL_ENOSPC)
-            LOG_E("release %s: %s does not match its sha256 and there is no room for the copy "
-                  "that repairs it (%s): not served; free %llu bytes in %s, then restart "
-                  "shoald with --verify-store", s->idhex, f->path, err,
-                  (unsigned long long)f->size, s->cfg->cache_dir);
-        else
-            LOG_E("release %s: %s does not match its sha256 and cannot be repaired (%s): not "
-                  "served; restart shoald with --verify-store once that is fixed", s->idhex,
-                  f->path, err);
-    }
+    for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++)
+        if (!shoal_store_file_pending(s->store, i))
+            rot_open_file(s, i);
     rot_status(s);
+}
+
+/* What opening the store (or hashing a file it found, found_done) said of
+ * file |i|: a note for the log, or a file withheld. */
+static void rot_open_file(struct shoal_swarm *s, uint32_t i)
+{
+    const struct shoal_mf_file *f = shoal_manifest_file(s->m, i);
+    char err[512];
+    int wrv;
+
+    if (shoal_store_file_note(s->store, i, err, sizeof err))
+        LOG_W("release %s: %s", s->idhex, err);
+    wrv = shoal_store_file_withheld(s->store, i, err, sizeof err);
+    if (wrv == 0)
+        return;
+    for (uint32_t k = 0; k < f->nchunks; k++)
+        bit_put(s->rot_bad, f->first_chunk + k, true);
+    s->rot_file[i] = ROT_FILE_KEPT;
+    s->rot_kept_rv[i] = wrv;
+    s->complete = false;
+    if (wrv == SHOAL_EBADPATH && !shoal_store_file_done(s->store, i)) {
+        /* Nowhere to put it: not fetched at all (the store would keep
+         * none of it), the rest of the release is. */
+        s->rot_why[i] = ROT_WHY_BLOCKED;
+        for (uint32_t k = 0; s->sched && k < f->nchunks; k++)
+            shoal_sched_chunk_obtained(s->sched, 0, f->first_chunk + k);
+        LOG_E("release %s: %s is withheld: %s", s->idhex, f->path, err);
+        return;
+    }
+    if (wrv == SHOAL_ENOSPC)
+        LOG_E("release %s: %s does not match its sha256 and there is no room for the copy "
+              "that repairs it (%s): not served; free %llu bytes in %s, then restart "
+              "shoald with --verify-store", s->idhex, f->path, err,
+              (unsigned long long)f->size, s->cfg->cache_dir);
+    else
+        LOG_E("release %s: %s does not match its sha256 and cannot be repaired (%s): not "
+              "served; restart shoald with --verify-store once that is fixed", s->idhex,
+              f->path, err);
 }
 
 /* One dispute being checked, one slice of a file scan, or taking bad
@@ -2622,7 +2778,8 @@ static void pump(struct shoal_swarm *s)
 
     /* While shared chunks are being copied from the cache, asking peers
      * for them would only download what is about to be local. */
-    if (!s->sched || s->complete || s->stopped || !s->started || s->dedup_running)
+    if (!s->sched || s->complete || s->stopped || !s->started || s->dedup_running ||
+        s->found_running)
         return;
     do {
         n = shoal_sched_next(s->sched, now_ms(s), a, 64);
@@ -2866,7 +3023,8 @@ static void dedup_done(struct shoal_swarm *s, int status, int rv, uint32_t copie
 
 static void start_dedup(struct shoal_swarm *s)
 {
-    if (s->complete || (s->cfg->store_flags & SHOAL_STORE_MEMORY))
+    /* After the files found in the cache are hashed (found_done). */
+    if (s->complete || (s->cfg->store_flags & SHOAL_STORE_MEMORY) || s->found_running)
         return;
     if (store_job_start(s, shoal_store_fill_from_local, dedup_done))
         s->dedup_running = true;

@@ -205,9 +205,30 @@ const struct shoal_manifest *shoal_swarm_manifest(const struct shoal_swarm *s);
 /* The open release was asked for by branch or tag |branch| (see
  * shoal_store_set_branch). Returns 0 or the store's error. */
 int shoal_swarm_set_branch(struct shoal_swarm *s, const char *branch);
+/* What shoal_swarm_check_cache found: |rv| 0 when every file is in place,
+ * SHOAL_ENOTFOUND or SHOAL_EBADMSG when one is missing or wrong (|missing|
+ * is then its manifest path), another error when the check could not be
+ * made; |branch| as asked (NULL: none) and |ref_rv| the result of writing
+ * its ref (0 when not tried). Loop thread. */
+typedef void (*shoal_swarm_checked_cb)(void *user, struct shoal_swarm *s, int rv,
+                                       const char *missing, const char *branch, int ref_rv);
+/* Checks on a worker thread that every file of |s| is still in the cache
+ * (shoal_hf_snapshot_check: a link and a blob per file, long on a slow disk
+ * for a release of thousands of files) and, when they are and |branch| is
+ * not NULL, writes refs/<branch> (shoal_swarm_set_branch). |done| is called
+ * on the loop, also when the swarm was withdrawn meanwhile (it is not
+ * freed before). Not for memory mode. Returns 0, or -ENOMEM or a libuv
+ * error when nothing was queued. */
+int shoal_swarm_check_cache(struct shoal_swarm *s, const char *branch,
+                            shoal_swarm_checked_cb done, void *user);
 /* True when every file is verified and published and nothing of it is
  * withheld as changed on disk (see shoal_swarm_chunk_disputed). */
 bool shoal_swarm_complete(const struct shoal_swarm *s);
+/* True while files found in the cache that shoald had not verified (put
+ * there by huggingface_hub, or before an upgrade) are being hashed on a
+ * worker, before anything is fetched; |*files| and |*bytes| (may be NULL)
+ * get what is left of them. */
+bool shoal_swarm_hashing_found(const struct shoal_swarm *s, uint32_t *files, uint64_t *bytes);
 /* Why a release whose every chunk is verified is not complete yet (a file
  * its store could not publish into the cache; tried again with a back-off),
  * or "". */

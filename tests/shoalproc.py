@@ -30,6 +30,12 @@ import threading
 import time
 
 # Every Proc ever started here, in start order; kill_all() walks it.
+# The daemons and the CLI read the token huggingface_hub's login leaves
+# ($HF_TOKEN_PATH, else $HF_HOME/token, else ~/.cache/huggingface/token):
+# one on the machine running the tests must not reach them. Cases that
+# test those files set the variables for their own processes.
+os.environ["HF_TOKEN_PATH"] = "/nonexistent/shoal-tests/token"
+
 procs = []
 
 # Where shoald_argv() puts control sockets: main()'s test directory, else a

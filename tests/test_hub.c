@@ -1435,6 +1435,8 @@ int main(int argc, char **argv)
     }
     py = argv[1];
     hubdir = argv[2];
+    /* Not the token a login left on this machine. */
+    setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
     shoal_hash_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     REQUIRE(uv_loop_init(&loop) == 0);

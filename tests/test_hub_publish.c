@@ -459,6 +459,48 @@ static void test_token_trimmed(void)
     CHECK(strstr(err, tf) && strstr(err, "HTTP header"));
 }
 
+/* huggingface_hub's login token, after $HF_TOKEN: $HF_TOKEN_PATH, else
+ * $HF_HOME/token, trimmed and checked like the others, a missing one no
+ * token; a bad one is refused naming the file and the variable. */
+static void test_token_login_files(void)
+{
+    struct shoal_hub_config c;
+    char msg[512], home[300], tf[320], tp[320];
+    FILE *f;
+
+    shoal_hub_config_default(&c);
+    snprintf(home, sizeof home, "%s/hfhome", root);
+    REQUIRE(mkdir(home, 0700) == 0 || errno == EEXIST);
+    snprintf(tf, sizeof tf, "%s/token", home);
+    snprintf(tp, sizeof tp, "%s/token-path", root);
+    unsetenv("HF_TOKEN_PATH");
+    setenv("HF_HOME", home, 1);
+    CHECK_EQ(shoal_hub_token_verify(&c, msg, sizeof msg), 0); /* none there */
+    f = fopen(tf, "w");
+    REQUIRE(f);
+    fputs("\n to k \n", f);
+    fclose(f);
+    CHECK(shoal_hub_token_verify(&c, msg, sizeof msg) == SHOAL_EPROTO);
+    fprintf(stderr, "  e.g.: %s\n", msg);
+    CHECK(strstr(msg, tf) && strstr(msg, "$HF_HOME/token") && strstr(msg, "HTTP header"));
+    /* $HF_TOKEN_PATH first: its good token, the bad one never read. */
+    f = fopen(tp, "w");
+    REQUIRE(f);
+    fputs("  tok\n", f);
+    fclose(f);
+    setenv("HF_TOKEN_PATH", tp, 1);
+    CHECK_EQ(shoal_hub_token_verify(&c, msg, sizeof msg), 0);
+    /* ... and $HF_TOKEN before both. */
+    setenv("HF_TOKEN_PATH", tf, 1);
+    setenv("HF_TOKEN", "tok", 1);
+    CHECK_EQ(shoal_hub_token_verify(&c, msg, sizeof msg), 0);
+    unsetenv("HF_TOKEN");
+    CHECK(shoal_hub_token_verify(&c, msg, sizeof msg) == SHOAL_EPROTO);
+    CHECK(strstr(msg, "$HF_TOKEN_PATH") != NULL);
+    unsetenv("HF_HOME");
+    setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_seckey sk;
@@ -469,6 +511,8 @@ int main(int argc, char **argv)
     }
     py = argv[1];
     hubdir = argv[2];
+    /* Not the token a login left on this machine. */
+    setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
     shoal_hash_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(root, sizeof(root), "/tmp/shoal-test-pub-XXXXXX");
@@ -510,6 +554,7 @@ int main(int argc, char **argv)
     RUN(test_truncated_siblings);
     RUN(test_unsafe_names_named);
     RUN(test_token_trimmed);
+    RUN(test_token_login_files);
 
     hubstub_stop(&stub);
     t_rmtree(root);

@@ -308,6 +308,28 @@ CASE is one of:
                 refs/main at the commit (before: exit 0 at once, nothing
                 fetched, nothing in the cache, refs/main written to the
                 deleted snapshot).
+  hf_hash_busy  the cache huggingface_hub filled (hf_unverified, every byte
+                right), on a slow disk (slowfs: each read of a blob takes
+                0.25 s): `shoal pull acme/model@main` hashes those blobs on
+                a worker, and `shoal status` answers meanwhile, saying it is
+                hashing the files found in the cache; the pull then exits 0
+                with nothing fetched from the origin (before: they were
+                hashed on the event loop while the release opened, and
+                status waited for that to end; it never said "hashing").
+  hub_token_file a private repo on the Hub stand-in: a node with no
+                token but the one `huggingface-cli login` leaves in
+                $HF_HOME/token (a blank line and spaces around it) logs
+                that its token comes from there and completes `shoal pull
+                acme/model@main`; with $HF_TOKEN_PATH naming a file with an
+                old token, that one is sent (before $HF_HOME/token) and the
+                refusal names it; $HF_TOKEN comes before both (before: no
+                file was read, every pull was refused with "no token").
+  hf_check_busy the same check of a complete release's files, on a slow
+                disk (slowfs: each readlink of a snapshot entry takes 0.4
+                s): `shoal status` answers while a `shoal pull` of it is
+                being checked, saying so, and the pull then exits 0
+                (before: the check ran on the event loop and status waited
+                for it to end; it never said "checking").
   hf_blob_names a release published from the Hub stand-in and pulled: each
                 snapshot link points at blobs/<ETag> as huggingface_hub names
                 blobs, the git blob sha1 for config.json, tokenizer.json and
@@ -1238,6 +1260,74 @@ def case_branch_follow(tmp):
         print(f"FAIL refs/dev is not {dev} after pulling the branch once it existed")
         fails += 1
     return shoalproc.finish(fails, [n])
+
+
+def token_node(name, k, tmp, hub, extra, env):
+    """node() whose environment has the HF_* variables of |env| (None: unset)
+    instead of the test's (which keep any login token away)."""
+    saved = dict(os.environ)
+    for var in ("HF_TOKEN", "HF_TOKEN_PATH", "HF_HOME"):
+        os.environ.pop(var, None)
+    os.environ.update({v: x for v, x in env.items() if x is not None})
+    try:
+        return node(name, k, tmp, hub, extra)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def case_hub_token_file(tmp):
+    k = make_keys(tmp, ["f", "g", "e"])
+    hub = hubfix.Hub(HUB_DIR, tmp, "4M", "2", "9", tokens=["tok-ok"], private=True)
+    trk, taddr = start_tracker(k)
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN="tok-ok")
+    r = subprocess.run([SHOAL, "publish", "acme/model@main", "--key", k("publisher"), "--out",
+                        os.path.join(tmp, "rel.manifest"), "--tracker", taddr, "--identity",
+                        k("admin"), "--cred", k("admin") + ".cred", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    if r.returncode != 0:
+        print(f"FAIL publish: {r.stdout} {r.stderr}")
+        return 1
+    home = os.path.join(tmp, "hfhome")
+    os.makedirs(home)
+    with open(os.path.join(home, "token"), "w") as f:
+        f.write("\n  tok-ok  \n")  # an editor's blank line and spaces: trimmed
+    os.chmod(os.path.join(home, "token"), 0o600)
+    bad = os.path.join(tmp, "old-token")
+    with open(bad, "w") as f:
+        f.write("tok-old\n")
+    os.chmod(bad, 0o600)
+    fails = 0
+    # $HF_HOME/token, as `huggingface-cli login` leaves it.
+    f_ = token_node("f", k, tmp, hub, ["--tracker", taddr], {"HF_HOME": home})
+    if not f_.wait_for(r"origin \S+ \(with a token from %s \(\$HF_HOME/token\);"
+                       % re.escape(os.path.join(home, "token")), 5):
+        print("FAIL the log does not say the token came from $HF_HOME/token")
+        fails += 1
+    r = cli("pull", "acme/model@main", "--socket", f_.sock, "--timeout", "60", timeout=90)
+    print(f"with $HF_HOME/token: shoal pull exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL the pull with the login token did not complete: {r.stderr.strip()}")
+        fails += 1
+    fails += hubfix.check_files(f_, hub)
+    # $HF_TOKEN_PATH comes before $HF_HOME/token: its (old) token is the
+    # one sent, and the refusal names it.
+    g = token_node("g", k, tmp, hub, ["--tracker", taddr],
+                   {"HF_HOME": home, "HF_TOKEN_PATH": bad})
+    fails += expect_refused(g, "acme/model@main", r"HTTP 401.*the token \(from %s "
+                            r"\(\$HF_TOKEN_PATH\)\) was refused" % re.escape(bad))
+    # $HF_TOKEN comes before both.
+    e = token_node("e", k, tmp, hub, ["--tracker", taddr],
+                   {"HF_HOME": home, "HF_TOKEN_PATH": bad, "HF_TOKEN": "tok-ok"})
+    if not e.wait_for(r"origin \S+ \(with a token from \$HF_TOKEN;", 5):
+        print("FAIL the log does not say the token came from $HF_TOKEN")
+        fails += 1
+    r = cli("pull", "acme/model@main", "--socket", e.sock, "--timeout", "60", timeout=90)
+    print(f"with $HF_TOKEN over the files: shoal pull exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL the pull with $HF_TOKEN did not complete: {r.stderr.strip()}")
+        fails += 1
+    return shoalproc.finish(fails, [f_, g, e])
 
 
 def case_origin_refused_give_back(tmp):
@@ -3641,6 +3731,93 @@ def case_hf_delete_cache(tmp):
     return fails
 
 
+def slow_node(name, k, tmp, hub, extra, ms):
+    """node() with slowfs preloaded (the test's SHOAL_TEST_SLOWFS): its disk
+    is slow while the returned flag file exists, by |ms| per operation."""
+    flag = os.path.join(tmp, name + ".slow")
+    saved = dict(os.environ)
+    os.environ.update(LD_PRELOAD=os.environ["SHOAL_TEST_SLOWFS"], SHOAL_SLOWFS_FLAG=flag,
+                      SHOAL_SLOWFS_MS=str(ms),
+                      # The sanitizers' runtime would insist on coming first.
+                      ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                      ":verify_asan_link_order=0")
+    try:
+        n = node(name, k, tmp, hub, extra)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return n, flag
+
+
+def case_hf_hash_busy(tmp):
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "8M", shards="2")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    hf_fill(os.path.join(tmp, "cache-h"), hub)
+    n, flag = slow_node("h", k, tmp, hub, ["--tracker", taddr], 250)
+    fails = 0
+    open(flag, "w").close()
+    before = hub.egress()
+    p = Proc([SHOAL, "pull", "acme/model@main", "--socket", n.sock, "--timeout", "60"],
+             name="pull")
+    st = status_saying(n, "found in the cache that shoald had not verified", tries=50)
+    print(st.strip())
+    if not re.search(r"hashing \d+ file\(s\) \(\d+ bytes\) found in the cache that shoald had "
+                     r"not verified", st):
+        print("FAIL `shoal status` never showed the files found in the cache being hashed")
+        fails += 1
+    code = p.wait(60)
+    os.unlink(flag)
+    fetched = hub.egress() - before
+    print(f"shoal pull acme/model@main: exit {code}, {fetched} bytes from the origin")
+    if code != 0:
+        print(f"FAIL the pull did not complete: {' '.join(p.out + p.lines)}")
+        fails += 1
+    if fetched != 0:
+        print("FAIL bytes that were in the cache were fetched from the origin")
+        fails += 1
+    nfiles = len(hub.files)
+    if not n.wait_for(r"hashed %d cached file\(s\) \(\d+ bytes\) shoald had not verified: "
+                      r"%d matched, 0 did not" % (nfiles, nfiles), 5):
+        print(f"FAIL the log does not say it hashed the {nfiles} files it found")
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    return shoalproc.finish(fails, [n])
+
+
+def case_hf_check_busy(tmp):
+    k = make_keys(tmp, ["c"])
+    hub = Hub(tmp, "4M", shards="2")
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    n, flag = slow_node("c", k, tmp, hub, ["--tracker", taddr], 400)
+    fails = 0
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "60", timeout=90)
+    if r.returncode != 0:
+        print(f"FAIL the first pull did not complete: {r.stderr.strip()}")
+        return shoalproc.finish(1, [n])
+    open(flag, "w").close()
+    p = Proc([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"], name="pull")
+    st = status_saying(n, "checking that its files are still in the cache", tries=40)
+    print(st.strip())
+    if "checking that its files are still in the cache" not in st:
+        print("FAIL `shoal status` never showed the release being checked")
+        fails += 1
+    code = p.wait(60)
+    os.unlink(flag)
+    print(f"shoal pull {mid[:16]}: exit {code}: {' '.join(p.out).strip()}")
+    if code != 0 or not any("complete" in ln for ln in p.out):
+        print("FAIL the pull of the complete release did not exit 0 saying complete")
+        fails += 1
+    gone = [ln for ln in n.lines if "files are gone" in ln]
+    if gone:
+        print("FAIL the release's files were taken as gone:\n" + "\n".join(gone))
+        fails += 1
+    fails += hubfix.check_files(n, hub)
+    return shoalproc.finish(fails, [n])
+
+
 def case_max_releases_rollout(tmp):
     """--max-releases 2, two releases open (one a tracker rollout names, one
     pulled), and a restart with a third, incomplete release given by
@@ -3759,6 +3936,9 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hf_unverified": case_hf_unverified,
                       "hf_delete_cache": case_hf_delete_cache,
                       "hf_gateway_etag": case_hf_gateway_etag,
+                      "hf_check_busy": case_hf_check_busy,
+                      "hf_hash_busy": case_hf_hash_busy,
+                      "hub_token_file": case_hub_token_file,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
                       "fetcher_gone": case_fetcher_gone,

@@ -7,6 +7,9 @@
 set -u
 shoald=$(readlink -f "$1"); shoal=$(readlink -f "$2"); conf=$(readlink -f "$3")
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; cd "$work"
+# Not the token a login left on this machine (read after $HF_TOKEN).
+export HF_TOKEN_PATH=/nonexistent/shoal-tests/token
+unset HF_TOKEN
 fails=0
 expect() { # status, pattern, description, command...
     local want=$1 pat=$2 what=$3; shift 3
@@ -83,6 +86,13 @@ expect 1 "hub token file /nonexistent: no such file" "missing --hub-token-file n
 # $SSL_CERT_FILE) is read at start: a missing one, or one holding no
 # certificate, stops shoald naming the file and where it came from.
 unset CURL_CA_BUNDLE SSL_CERT_FILE
+# The token huggingface_hub's login saved (here $HF_TOKEN_PATH) is read
+# like --hub-token-file: one with a byte an HTTP header cannot carry stops
+# shoald naming the file and the variable; a missing one is no token.
+printf '  tok en\n' > login-token
+HF_TOKEN_PATH=$PWD/login-token expect 1 \
+    'hub token from \S*login-token \(\$HF_TOKEN_PATH\): it holds characters not allowed' \
+    "bad login token file named" "$shoald" "${common[@]}"
 expect 1 "hub-ca: CA bundle /nonexistent-ca.pem: No such file" "missing --hub-ca named" \
     "$shoald" "${common[@]}" --hub-endpoint https://127.0.0.1:9 --hub-ca /nonexistent-ca.pem
 expect 1 'CA bundle /nonexistent-env.pem \(from \$SSL_CERT_FILE\): No such file' \

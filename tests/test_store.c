@@ -1485,6 +1485,103 @@ static void test_unverified_blob_hashed(void)
     rel_free(&r);
 }
 
+static uint32_t deferred_ready;
+
+static void count_deferred_ready(void *user, uint32_t fi, int status)
+{
+    (void)user;
+    (void)fi;
+    if (status == 0)
+        deferred_ready++;
+}
+
+/* The same cache with SHOAL_STORE_DEFER_HASH (what shoald opens with):
+ * open hashes nothing (it runs on the daemon's loop), the blobs are
+ * pending, nothing of them verified or written by a put; then
+ * shoal_store_hash_found (a worker's job) does what open did without the
+ * flag: the right ones done and ready (on_ready for their files), the
+ * wrong one repaired, only its bad chunk put again. */
+static void test_unverified_deferred(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {0};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t files, wrong, hashed, npend, c, puts = 0;
+    uint64_t bytes, pbytes;
+    uint8_t *bad;
+    char p[1024];
+
+    rel_std(&r, "org/tiny", C1, -1, 14);
+    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
+    repo_path(p, sizeof p, cache, &r, "");
+    REQUIRE(mkdir(p, 0755) == 0);
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    for (int f = 0; f < r.nf; f++) {
+        blob_path(p, sizeof p, cache, &r, f, false);
+        write_new(p, r.f[f].data, r.f[f].size);
+    }
+    bad = dup_bytes(r.f[1].data, r.f[1].size);
+    bad[100000] ^= 1;
+    blob_path(p, sizeof p, cache, &r, 1, false);
+    write_new(p, bad, r.f[1].size);
+    c = chunk_at(&r, 1, 100000);
+
+    o.flags = SHOAL_STORE_DEFER_HASH;
+    o.on_ready = count_deferred_ready;
+    deferred_ready = 0;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    shoal_store_pending(s, &npend, &pbytes);
+    fprintf(stderr, "  deferred: %u pending (%llu bytes), %u hashed at open\n", npend,
+            (unsigned long long)pbytes, files);
+    CHECK_EQ(files, 0);
+    CHECK(npend >= 3);
+    CHECK(shoal_store_file_pending(s, 0) && shoal_store_file_pending(s, 1));
+    CHECK(!shoal_store_file_done(s, 0) && !shoal_store_file_ready(s, 0));
+    CHECK(!shoal_store_has(s, c));
+    /* A put into a pending blob writes nothing (the blob may be right). */
+    CHECK_EQ(put(s, &r, c), 0);
+    CHECK(!shoal_store_has(s, c));
+    CHECK(file_is(p, bad, r.f[1].size));
+
+    CHECK_EQ(shoal_store_hash_found(s, &hashed), 0);
+    CHECK_EQ(hashed, npend);
+    shoal_store_pending(s, &npend, &pbytes);
+    CHECK_EQ(npend, 0);
+    CHECK_EQ(pbytes, 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, hashed);
+    CHECK_EQ(wrong, 1);
+    CHECK(deferred_ready >= 2);
+    CHECK(shoal_store_file_done(s, 0) && shoal_store_file_ready(s, 0));
+    CHECK(shoal_store_file_done(s, 2));
+    CHECK(!shoal_store_file_done(s, 1) && !shoal_store_has(s, c));
+    CHECK(shoal_store_file_note(s, 1, p, sizeof p) == 1 &&
+          strstr(p, "was not verified by shoald") != NULL);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
+        if (shoal_store_has(s, i))
+            continue;
+        CHECK_EQ(put(s, &r, i), 0);
+        puts++;
+    }
+    CHECK_EQ(puts, 1);
+    CHECK(shoal_store_complete(s));
+    check_published(cache, &r);
+    shoal_store_free(s);
+
+    /* Recorded: a reopen leaves nothing pending. */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    shoal_store_pending(s, &npend, NULL);
+    CHECK_EQ(npend, 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+    free(bad);
+    rel_free(&r);
+}
+
 /* Makes |rest| (under the repo folder of |r| in |cache|) a symlink to
  * |target|, creating the folders on the way. */
 static void put_link(const char *cache, const struct rel *r, const char *rest, const char *target)
@@ -1559,6 +1656,17 @@ static void test_snapshot_other_blob_name(void)
     CHECK(!exists(p));
     shoal_store_free(s);
 
+    /* A restart hashes nothing: the adopted shard's record follows the
+     * name that is left once blobs/ffff... is gone (removing a hard link
+     * moves the file's ctime; before, the record still described it as it
+     * was with two names, and the shard was hashed again at every open). */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 0);
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+
     /* Another snapshot links to the gateway's name too: it stays. */
     cache = new_cache();
     snprintf(rest, sizeof rest, "snapshots/%s/model.safetensors", C1);
@@ -1577,6 +1685,99 @@ static void test_snapshot_other_blob_name(void)
     snap_path(p, sizeof p, cache, &r, 1);
     CHECK(file_is(p, r.f[1].data, r.f[1].size));
     shoal_store_free(s);
+    /* Both names stay, nothing moved its ctime since the record. */
+    s = NULL;
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    shoal_store_open_hashed(s, &files, &bytes, &wrong);
+    CHECK_EQ(files, 0);
+    shoal_store_free(s);
+    free(bad);
+    rel_free(&r);
+}
+
+/* Writes |n| bytes |p| as a regular file at snapshot entry |f| of |r| in
+ * |cache|, creating the folders on the way (huggingface_hub's copy where
+ * it cannot make links). */
+static void put_copy(const char *cache, const struct rel *r, int f, const uint8_t *p, size_t n)
+{
+    char path[1024];
+
+    snap_path(path, sizeof path, cache, r, f);
+    for (char *q = path + 1; (q = strchr(q, '/')); q++) {
+        *q = '\0';
+        REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
+        *q = '/';
+    }
+    write_new(path, p, n);
+}
+
+/* huggingface_hub where it cannot make links leaves each snapshot entry
+ * a regular file (the blob moved there, or a copy), blobs/ empty. The
+ * shard's copy holds the right bytes: kept as blobs/<etag> (hashed, a
+ * hard link), the entry replaced by a link, nothing put (before: the
+ * shard was fetched again). The nested file's copy is wrong: filled as
+ * usual. A restart hashes nothing (the record followed the blob when its
+ * copy's name went); with SHOAL_STORE_DEFER_HASH the same is done by
+ * shoal_store_hash_found. */
+static void test_snapshot_copies(void)
+{
+    struct shoal_store_opts o = {0};
+    struct rel r;
+    uint32_t files, wrong, npend;
+    uint64_t bytes;
+    uint8_t *bad;
+    char p[1024];
+    struct stat st;
+
+    rel_std(&r, "org/tiny", C1, -1, 15);
+    bad = dup_bytes(r.f[2].data, r.f[2].size);
+    bad[9] ^= 1;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *cache = new_cache();
+        const struct shoal_mf_file *f1 = shoal_manifest_file(r.m, 1);
+        struct shoal_store *s = NULL;
+
+        put_copy(cache, &r, 1, r.f[1].data, r.f[1].size);
+        put_copy(cache, &r, 2, bad, r.f[2].size);
+        o.flags = pass ? SHOAL_STORE_DEFER_HASH : 0;
+        REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+        if (pass) {
+            shoal_store_pending(s, &npend, NULL);
+            CHECK(npend >= 2);
+            CHECK(!shoal_store_file_done(s, 1));
+            CHECK_EQ(shoal_store_hash_found(s, NULL), 0);
+        }
+        shoal_store_open_hashed(s, &files, &bytes, &wrong);
+        fprintf(stderr, "  copies (%s): hashed %u files, %u wrong\n",
+                pass ? "deferred" : "at open", files, wrong);
+        CHECK_EQ(wrong, 1);
+        CHECK(shoal_store_file_done(s, 1) && shoal_store_file_done(s, 3));
+        for (uint32_t k = 0; k < f1->nchunks; k++)
+            CHECK(shoal_store_has(s, f1->first_chunk + k));
+        CHECK(shoal_store_file_note(s, 1, p, sizeof p) == 1 && strstr(p, "was a copy") &&
+              strstr(p, "nothing fetched"));
+        snap_path(p, sizeof p, cache, &r, 1);
+        CHECK(lstat(p, &st) == 0 && S_ISLNK(st.st_mode));
+        blob_path(p, sizeof p, cache, &r, 1, false);
+        CHECK(file_is(p, r.f[1].data, r.f[1].size));
+        CHECK(!shoal_store_file_done(s, 2));
+        for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
+            if (!shoal_store_has(s, i))
+                CHECK_EQ(put(s, &r, i), 0);
+        }
+        CHECK(shoal_store_complete(s));
+        check_published(cache, &r);
+        shoal_store_free(s);
+
+        s = NULL;
+        REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+        shoal_store_open_hashed(s, &files, &bytes, &wrong);
+        shoal_store_pending(s, &npend, NULL);
+        CHECK_EQ(files, 0);
+        CHECK_EQ(npend, 0);
+        CHECK(shoal_store_complete(s));
+        shoal_store_free(s);
+    }
     free(bad);
     rel_free(&r);
 }
@@ -3121,7 +3322,9 @@ int main(int argc, char **argv)
         RUN(test_sha_mismatch);
         RUN(test_verify_repairs_published);
         RUN(test_unverified_blob_hashed);
+        RUN(test_unverified_deferred);
         RUN(test_snapshot_other_blob_name);
+        RUN(test_snapshot_copies);
         RUN(test_ref_needs_snapshot);
         RUN(test_take_back_shared);
         RUN(test_take_back_fails);
