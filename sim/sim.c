@@ -1151,6 +1151,26 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
     return 0;
 }
 
+/*
+ * A quarter of a peer set of |max|: the cross-zone peers a node keeps at
+ * most, and the slots it leaves for nodes that dial it. At least one from
+ * 2 peers up: rounded down to none, a set of 2 or 3 peers could hold no
+ * cross-zone peer (every zone then lacked the chunks other zones' fetchers
+ * took from the origin, which the tracker does not lease again) and a node
+ * dialled its whole set, so one that came to ask after its candidates had
+ * filled up found no peer at all (--peers 2: a node with nothing for the
+ * whole run).
+ */
+static uint32_t peers_quarter(uint32_t max)
+{
+    return max / 4 > 0 || max < 2 ? max / 4 : 1;
+}
+
+/* The tracker gives about 3/4 of a list to the asker's zone, rounded up:
+ * a list of 3 or fewer has no other zone in it. A node still without a
+ * cross-zone peer asks for at least this many, so one may come. */
+#define PEERS_ASK_CROSS 4u
+
 static int find_peers(struct sim *S, uint32_t x)
 {
     struct node *nd = &S->node[x];
@@ -1163,17 +1183,13 @@ static int find_peers(struct sim *S, uint32_t x)
     snprintf(zone, sizeof(zone), "z%u", nd->zone);
     /* A node dials up to 3/4 of its peers and keeps the rest for nodes
      * that dial it, so latecomers still find someone with room. */
-    uint32_t dial = S->c->max_peers - S->c->max_peers / 4;
+    uint32_t quarter = peers_quarter(S->c->max_peers);
+    uint32_t dial = S->c->max_peers - quarter;
     if (nd->npeers >= dial)
         return 0;
     size_t want = dial - nd->npeers;
     if (want > S->c->max_peers / 2 + 1)
         want = S->c->max_peers / 2 + 1;
-    size_t n = shoal_reg_peers(S->reg, ms(S->now), S->mid, pk, zone, S->plist, want);
-    /* The registry's strings die with the next mutating call; keep ids. */
-    uint32_t ids[SHOAL_REG_PEERS_MAX];
-    for (size_t i = 0; i < n; i++)
-        ids[i] = pk_node(S->plist[i].node_pk);
     /* Cross-zone peers are kept to a quarter of the peer set: enough to
      * see what other zones hold, while the chunks themselves come mostly
      * from the zone. Early on the tracker knows few holders, mostly in
@@ -1181,16 +1197,32 @@ static int find_peers(struct sim *S, uint32_t x)
     uint32_t ncross = 0;
     for (uint32_t k = 0; k < nd->npeers; k++)
         ncross += S->node[nd->peer[k]].zone != nd->zone;
-    for (size_t i = 0; i < n && rv == 0; i++) {
-        if (ids[i] >= S->n)
-            continue;
-        bool cross = S->node[ids[i]].zone != nd->zone;
-        if (cross && ncross >= S->c->max_peers / 4)
-            continue;
-        uint32_t before = nd->npeers;
-        rv = connect_peers(S, x, ids[i]);
-        if (cross && nd->npeers > before)
-            ncross++;
+    /* A short list would hold no other zone (see PEERS_ASK_CROSS): ask
+     * for more, take the other zones' first and the zone's while dial
+     * room is left. */
+    bool widen = ncross == 0 && quarter > 0 && S->c->zones > 1 && want < PEERS_ASK_CROSS;
+    size_t ask = widen ? PEERS_ASK_CROSS : want;
+    size_t n = shoal_reg_peers(S->reg, ms(S->now), S->mid, pk, zone, S->plist, ask);
+    /* The registry's strings die with the next mutating call; keep ids. */
+    uint32_t ids[SHOAL_REG_PEERS_MAX];
+    for (size_t i = 0; i < n; i++)
+        ids[i] = pk_node(S->plist[i].node_pk);
+    for (int pass = widen ? 0 : 1; pass < 2 && rv == 0; pass++) {
+        for (size_t i = 0; i < n && rv == 0; i++) {
+            if (ids[i] >= S->n)
+                continue;
+            bool cross = S->node[ids[i]].zone != nd->zone;
+            if (cross && ncross >= quarter)
+                continue;
+            if (widen && (pass == 0) != cross)
+                continue;
+            if (widen && !cross && nd->npeers >= dial)
+                break;
+            uint32_t before = nd->npeers;
+            rv = connect_peers(S, x, ids[i]);
+            if (cross && nd->npeers > before)
+                ncross++;
+        }
     }
     return rv;
 }

@@ -19,7 +19,8 @@
  * filled again whenever one of its flows starts or stops. Requests reach the
  * uploader one round trip after they are made (zero latency models an ideal
  * network). Peers: a node dials up to 3/4 of max_peers (the rest is left
- * for nodes dialling it), at most a quarter of them in other zones.
+ * for nodes dialling it), at most a quarter of them in other zones (a
+ * quarter is at least one peer from 2 peers up).
  *
  * Thread safety: none; a run is single-threaded and deterministic for a
  * given configuration (seed included).

@@ -517,6 +517,40 @@ static void test_small_zones(void)
     }
 }
 
+/* Small peer sets. A node kept at most max_peers/4 cross-zone peers and
+ * dialled all but max_peers/4 of its set, both none below 4 peers, and it
+ * asked the tracker for at most 3 peers below 6, a list the tracker gives
+ * all to the asker's zone: with 3 to 5 peers no node had a cross-zone
+ * peer, so each zone lacked the chunks other zones' fetchers took from the
+ * origin (leased once for the fleet) and the fleet never completed (30
+ * nodes in 4 zones: 0, 0 and 8 of 30 by the hour with 3, 4 and 5 peers).
+ * Now a node keeps one cross-zone slot and one left for nodes that dial it,
+ * and asks for a list long enough to hold another zone. */
+static void test_small_peer_sets(void)
+{
+    static const uint32_t zones[] = { 2, 4 };
+    for (size_t z = 0; z < sizeof(zones) / sizeof(zones[0]); z++) {
+        for (uint32_t peers = 3; peers <= 5; peers++) {
+            struct shoal_sim_config c;
+            struct shoal_sim_result *r = NULL;
+            fleet(&c, 30, zones[z], 64);
+            c.max_peers = peers;
+            c.max_sim_s = 60; /* a stall ends here, not at the hour */
+            REQUIRE(shoal_sim_run(&c, &r) == 0);
+            CHECK_EQ(r->completed, 30);
+            CHECK_EQ(r->incomplete, 0);
+            CHECK_EQ(r->origin_bytes, c.release_bytes);
+            /* every zone took chunks from the others */
+            uint64_t cross[4] = { 0 };
+            for (uint32_t i = 0; i < r->nodes; i++)
+                cross[r->node[i].zone] += r->node[i].from_cross;
+            for (uint32_t k = 0; k < zones[z]; k++)
+                CHECK(cross[k] > 0);
+            shoal_sim_result_free(r);
+        }
+    }
+}
+
 /* Zones that grow as nodes join over time: a zone's first nodes get the
  * larger split share while it is small, and the tracker asks them to
  * announce again soon (fill_interval_ms) so they take the smaller one as
@@ -1111,6 +1145,7 @@ int main(void)
     RUN(test_lease_spans);
     RUN(test_lease_alone);
     RUN(test_small_zones);
+    RUN(test_small_peer_sets);
     RUN(test_staggered_zones);
     RUN(test_cross_zone_pipeline);
     RUN(test_tmin_failures);
