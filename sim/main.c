@@ -157,8 +157,9 @@ static const char usage_keys2[] =
     "                      scheduler's; 1 to 8)\n"
     "    max-time S        stop the clock at S seconds (at most 2592000, 30 days, as\n"
     "                      for fail-at; default 0: at 1000 x T_min after the last\n"
-    "                      join, at least 3600 s: a fleet that far from its bound\n"
-    "                      is stuck, say with too few peers, and would run for ever)\n"
+    "                      join, at least 3600 s and at most 30 days: a fleet that\n"
+    "                      far from its bound is stuck, say with too few peers, and\n"
+    "                      would run for ever)\n"
     "    progress BOOL     progress lines on stderr (default yes; -q turns them off):\n"
     "                      at the start the estimated transfers, memory and time,\n"
     "                      then a line every tenth of T_min of simulated time when\n"
@@ -515,11 +516,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-sim: interrupted at t=%.3f s of simulated time (signal %d):"
                         " the summary, CSV and SVG are of the run so far (exit status %d)\n",
                 r->end_s, (int)stop_sig, 128 + (int)stop_sig);
+    else if (r->incomplete > 0 && r->auto_stopped && r->end_s >= SHOAL_SIM_TIME_MAX_S)
+        fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s, "
+                        "the most a run simulates (30 days), %s T_min (%.6g s): is a rate in "
+                        "the wrong unit? (10Gbit, not 10kbit) (exit status 2)\n",
+                r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s,
+                r->end_s < r->t_min ? "before" : r->end_s < 2 * r->t_min ? "within 2 x" : "within 1000 x",
+                r->t_min);
     else if (r->incomplete > 0 && r->auto_stopped)
         fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s, "
                         "%.0f x T_min: without max-time a run stops at 1000 x T_min after the "
-                        "last join (at least %.0f s); a fleet this far from its bound is stuck "
-                        "(too few peers?); set max-time to run longer (exit status 2)\n",
+                        "last join (at least %.0f s, at most 30 days); a fleet this far from its "
+                        "bound is stuck (too few peers?); set max-time to run longer (exit "
+                        "status 2)\n",
                 r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s,
                 r->t_min > 0 ? r->end_s / r->t_min : 0.0, SHOAL_SIM_AUTO_STOP_MIN_S);
     else if (r->incomplete > 0)

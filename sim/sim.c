@@ -2119,9 +2119,15 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         shoal_sim_progress_start(&S.prog, c->nodes, k.transfers, S.r->t_min, stderr);
     }
     bool all_done = false;
-    double stop_at = c->max_sim_s > 0 ? c->max_sim_s
-                                      : fmax(SHOAL_SIM_AUTO_STOP_MIN_S,
-                                             c->join_spread_s + 1000.0 * S.r->t_min);
+    /* The default limit is at most the 30 days max_time may be: a rate
+     * given in the wrong unit (--origin 10kbit for 10Gbit, T_min ten days)
+     * put it at 27 years of simulated time, which no run reached (an
+     * origin of 1e-300 B/s: for ever). */
+    double stop_at = c->max_sim_s > 0
+                         ? c->max_sim_s
+                         : fmin(SHOAL_SIM_TIME_MAX_S,
+                                fmax(SHOAL_SIM_AUTO_STOP_MIN_S,
+                                     c->join_spread_s + 1000.0 * S.r->t_min));
     while ((S.nheap > 0 || S.nfh > 0 || S.ndqev > 0) && rv == 0) {
         /* The earliest of the heap's top, each delay FIFO's head and the
          * flow heap's top, by (time, sequence). */

@@ -117,7 +117,8 @@ struct shoal_sim_config {
     uint32_t max_leases;       /* origin leases a fetcher holds at once (1 or
                                   more) */
     double max_sim_s;          /* stop the clock here (0: at 1000 x T_min
-                                  after the last join, at least an hour) */
+                                  after the last join, at least an hour,
+                                  at most SHOAL_SIM_TIME_MAX_S) */
     bool progress;             /* progress lines on stderr */
     double progress_every_s;   /* ... at least every this many seconds of
                                   wall time (0: 10 s), and every T_min/10
@@ -261,8 +262,10 @@ struct shoal_sim_result {
     double end_s;              /* simulated time at the end */
     bool interrupted;          /* ended by config.stop */
     /* Ended at the default time limit (no max_time given): 1000 x T_min
-     * after the last join, at least SHOAL_SIM_AUTO_STOP_MIN_S. A fleet that
-     * far from its bound is stuck (too few peers, say), and ran for ever. */
+     * after the last join, at least SHOAL_SIM_AUTO_STOP_MIN_S and at most
+     * SHOAL_SIM_TIME_MAX_S. A fleet that far from its bound is stuck (too
+     * few peers, say), and ran for ever; one stopped before T_min (at the
+     * 30 days) has a rate in the wrong unit, likely. */
     bool auto_stopped;
     struct shoal_sim_node *node;
     /* Bytes received on the wire by source over time: nbins bins of

@@ -192,6 +192,14 @@ if [ $rc -eq 2 ] && grep -q "left incomplete when the run ended at 3600.000 s, [
     grep -q "incomplete at 3600.000 s" stuck.out; then
     echo "ok   a stuck fleet stops at the default time limit"
 else echo "FAIL a stuck fleet (rc=$rc)"; cat stuck.err; fails=$((fails+1)); fi
+# A rate in the wrong unit put the default limit, 1000 x T_min, at years
+# (--origin 10kbit: 27 years of simulated time) or never (1e-300 B/s ran
+# until killed): it is at most 30 days, and the message says so.
+timeout 30 "$sim" --nodes 1 --origin 1e-300 --size 16M -q > slow.out 2> slow.err; rc=$?
+if [ $rc -eq 2 ] && grep -q "when the run ended at 2592000.000 s, the most a run simulates (30 days), before T_min (.*): is a rate in the wrong unit?" slow.err &&
+    grep -q "incomplete at 2592000.000 s" slow.out; then
+    echo "ok   a run stops at 30 days of simulated time at most"
+else echo "FAIL a run far below its rates (rc=$rc)"; cat slow.err; fails=$((fails+1)); fi
 # Progress lines come when something moved, or at the wall-clock cadence
 # (#8): this run, stuck for most of its 3,000 s behind a 1 MB/s zone pair,
 # printed the same line 47 times in a row. And "1 node", not "1 nodes".
