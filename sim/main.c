@@ -521,7 +521,9 @@ int main(int argc, char **argv)
                         "the most a run simulates (30 days), %s T_min (%.6g s): is a rate in "
                         "the wrong unit? (10Gbit, not 10kbit) (exit status 2)\n",
                 r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s,
-                r->end_s < r->t_min ? "before" : r->end_s < 2 * r->t_min ? "within 2 x" : "within 1000 x",
+                r->end_s < r->t_min       ? "before"
+                : r->end_s < 2 * r->t_min ? "within 2 x"
+                                          : "within 1000 x",
                 r->t_min);
     else if (r->incomplete > 0 && r->auto_stopped)
         fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s, "
