@@ -2006,6 +2006,85 @@ static void teardown(struct sim *S)
  * completing: a percentile that falls on one is INFINITY, and with no node
  * to rank at all (every one failed or a seed) the percentiles are NAN.
  * Returns 0 or -ENOMEM. */
+/*
+ * Why a run left nodes incomplete, when peers cannot help: the live nodes
+ * fall into groups linked by peer connections (union-find), and a group
+ * whose members together lack a chunk that another group holds waits for
+ * it in vain (the tracker leases a chunk from the origin once). A chunk
+ * no one holds yet is not counted: a run cut short by max-time lacks
+ * those in one connected fleet. 2 peers a node split a fleet into chains
+ * and rings: this names it.
+ */
+static int cut_off(struct sim *S)
+{
+    struct shoal_sim_result *r = S->r;
+    uint32_t n = S->c->nodes;
+    size_t nb = (S->nchunks + 7) / 8;
+    uint32_t *up = malloc(n * sizeof(uint32_t));
+    uint32_t *first = malloc(n * sizeof(uint32_t)), *next = malloc(n * sizeof(uint32_t));
+    uint8_t *u = malloc(nb), *all = calloc(1, nb);
+    int rv = -ENOMEM;
+    if (!up || !first || !next || !u || !all)
+        goto out;
+    for (uint32_t x = 0; x < n; x++)
+        for (size_t i = 0; S->node[x].alive && i < nb; i++)
+            all[i] |= S->node[x].have[i];
+    for (uint32_t x = 0; x < n; x++)
+        up[x] = x;
+    for (uint32_t x = 0; x < n; x++) {
+        const struct node *nd = &S->node[x];
+        for (uint32_t k = 0; nd->alive && k < nd->npeers; k++) {
+            uint32_t a = x, b = nd->peer[k];
+            while (up[a] != a)
+                a = up[a] = up[up[a]];
+            while (up[b] != b)
+                b = up[b] = up[up[b]];
+            if (a != b)
+                up[a > b ? a : b] = a < b ? a : b;
+        }
+    }
+    /* Each group's members in a list from its root. */
+    for (uint32_t x = 0; x < n; x++)
+        first[x] = NIL;
+    for (uint32_t x = n; x-- > 0;) {
+        uint32_t a = x;
+        while (up[a] != a)
+            a = up[a];
+        if (!S->node[x].alive)
+            continue;
+        next[x] = first[a];
+        first[a] = x;
+    }
+    for (uint32_t g = 0; g < n; g++) {
+        uint32_t incomplete = 0;
+        if (first[g] == NIL)
+            continue;
+        memset(u, 0, nb);
+        for (uint32_t x = first[g]; x != NIL; x = next[x]) {
+            for (size_t i = 0; i < nb; i++)
+                u[i] |= S->node[x].have[i];
+            incomplete += !S->node[x].done;
+        }
+        bool lacks = false;
+        for (size_t i = 0; i < nb && !lacks; i++)
+            lacks = (all[i] & ~u[i]) != 0;
+        if (incomplete == 0 || !lacks)
+            continue;
+        r->cut_groups++;
+        r->cut_nodes += incomplete;
+        for (uint32_t x = first[g]; x != NIL; x = next[x])
+            r->no_peer += !S->node[x].done && S->node[x].npeers == 0;
+    }
+    rv = 0;
+out:
+    free(up);
+    free(first);
+    free(next);
+    free(u);
+    free(all);
+    return rv;
+}
+
 static int finish(struct sim *S, bool all_done)
 {
     struct shoal_sim_result *r = S->r;
@@ -2045,6 +2124,13 @@ static int finish(struct sim *S, bool all_done)
         } else {
             t[n++] = INFINITY;
             r->incomplete++;
+        }
+    }
+    if (r->incomplete > 0 && S->c->max_peers > 0) {
+        int rv = cut_off(S);
+        if (rv != 0) {
+            free(t);
+            return rv;
         }
     }
     r->end_s = S->now;

@@ -235,6 +235,12 @@ struct shoal_sim_result {
                                   ended (every live node complete): not
                                   simulated, they could change nothing */
     uint32_t died;             /* nodes that died (all at fail_at_s) */
+    /* With nodes left incomplete and peer exchange on: the groups of live
+     * nodes that peer connections link whose members together lack a
+     * chunk another group holds (the tracker leases each chunk from the
+     * origin once: only peers could bring it), and the incomplete nodes
+     * in them; of those, the nodes with no peer at all. 0 otherwise. */
+    uint32_t cut_groups, cut_nodes, no_peer;
     double fail_at_s;          /* when; -1 when no node was picked to fail */
     double fail_frac;          /* the fraction asked for ... */
     uint32_t fail_pool;        /* ... of these non-seed nodes (those that

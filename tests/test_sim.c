@@ -551,6 +551,33 @@ static void test_small_peer_sets(void)
     }
 }
 
+/* With 2 peers a node the peers split the fleet into chains and rings,
+ * and a group lacking what the origin sent to another never completes:
+ * the result says which nodes are cut off that way, instead of leaving
+ * the operator to guess "too few peers?". A fleet cut short by max_time
+ * is not cut off: it lacks what nobody holds yet. */
+static void test_cut_off(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 30, 4, 64);
+    c.max_peers = 2;
+    c.max_sim_s = 30;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->incomplete > 0);
+    CHECK_EQ(r->cut_nodes, r->incomplete);
+    CHECK(r->cut_groups >= 2);
+    shoal_sim_result_free(r);
+    fleet(&c, 20, 4, 64);
+    c.max_sim_s = 0.03;
+    r = NULL;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->incomplete > 0);
+    CHECK_EQ(r->cut_nodes, 0);
+    CHECK_EQ(r->cut_groups, 0);
+    shoal_sim_result_free(r);
+}
+
 /* Zones that grow as nodes join over time: a zone's first nodes get the
  * larger split share while it is small, and the tracker asks them to
  * announce again soon (fill_interval_ms) so they take the smaller one as
@@ -1146,6 +1173,7 @@ int main(void)
     RUN(test_lease_alone);
     RUN(test_small_zones);
     RUN(test_small_peer_sets);
+    RUN(test_cut_off);
     RUN(test_staggered_zones);
     RUN(test_cross_zone_pipeline);
     RUN(test_tmin_failures);

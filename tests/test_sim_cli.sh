@@ -189,7 +189,8 @@ else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1))
 # limit, 1000 x T_min (at least an hour), instead of running for ever.
 timeout 60 "$sim" --nodes 30 --peers 2 --size 64M -q > stuck.out 2> stuck.err; rc=$?
 if [ $rc -eq 2 ] && grep -q "left incomplete when the run ended at 3600.000 s, [0-9]* x T_min: without max-time a run stops at 1000 x T_min" stuck.err &&
-    grep -q "incomplete at 3600.000 s" stuck.out; then
+    grep -q "incomplete at 3600.000 s" stuck.out &&
+    grep -q "^cut off  *30 incomplete nodes in [0-9]* peer groups that lack chunks other groups hold" stuck.out; then
     echo "ok   a stuck fleet stops at the default time limit"
 else echo "FAIL a stuck fleet (rc=$rc)"; cat stuck.err; fails=$((fails+1)); fi
 # A rate in the wrong unit put the default limit, 1000 x T_min, at years
