@@ -79,9 +79,11 @@ static int parse_num(const char *v, bool bin, bool rate, double *out)
     }
     if (*end == 'i' && bin)
         end++;
-    if (rate && (strcmp(end, "bit") == 0 || strcmp(end, "bps") == 0 || strcmp(end, "b") == 0)) {
+    /* Bits: "bit", "b" or "bps", and "bit/s" or "b/s" as people write
+     * them (10GB/s was taken and 10Gbit/s refused). */
+    if (rate && *end == 'b') {
         x /= 8;
-        end += strlen(end);
+        end += strncmp(end, "bit", 3) == 0 || strcmp(end, "bps") == 0 ? 3 : 1;
     } else if (*end == 'B') {
         end++;
     }

@@ -174,7 +174,7 @@ static const char usage_tail[] =
     "\n"
     "    Sizes take K, M, G, T suffixes (powers of 1024). Rates are bytes per second\n"
     "    with K, M, G, T suffixes (powers of 1000), or bits per second with a 'bit'\n"
-    "    unit: 10Gbit = 1.25G.\n"
+    "    unit: 10Gbit = 1.25G (10Gbit/s, 10Gb/s and 10Gbps too).\n"
     "\n";
 
 static const char usage_output[] =

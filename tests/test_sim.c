@@ -972,6 +972,19 @@ static void test_config(void)
     shoal_sim_config_default(&c);
     CHECK_EQ(shoal_sim_config_set(&c, "bandwidth", "10Gbit", NULL, 0), 0);
     CHECK(near(c.node_up, 1.25e9) && near(c.node_down, 1.25e9));
+    /* Bits per second as people write them: 10Gbit/s was refused while
+     * 10GB/s and 10Gbps were taken. */
+    static const char *const bits[] = { "10Gbit/s", "10Gb/s", "10Gbps", "10Gb", "10 Gbit" };
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+        c.origin_up = 0;
+        int want = i == 4 ? SHOAL_EBADMSG : 0;
+        CHECK_EQ(shoal_sim_config_set(&c, "origin", bits[i], NULL, 0), want);
+        CHECK(i == 4 || near(c.origin_up, 1.25e9));
+    }
+    CHECK_EQ(shoal_sim_config_set(&c, "origin", "10GB/s", NULL, 0), 0);
+    CHECK(near(c.origin_up, 10e9));
+    CHECK_EQ(shoal_sim_config_set(&c, "origin", "10Gbits", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin", "10Gbps/s", NULL, 0), SHOAL_EBADMSG);
     CHECK_EQ(shoal_sim_config_set(&c, "size", "10G", NULL, 0), 0);
     CHECK_EQ(c.release_bytes, 10ull << 30);
     CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3", NULL, 0), SHOAL_EBADMSG);
