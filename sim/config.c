@@ -367,6 +367,9 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *name, const cha
         rv = set_u32(&c->origin_delay_ms, key, v, 0, 3600000, " ms", err, errlen);
     } else if (!strcmp(key, "max_leases")) {
         rv = set_u32(&c->max_leases, key, v, 0, 8, "", err, errlen);
+    } else if (!strcmp(key, "lease_ms")) {
+        rv = set_u32(&c->lease_ms, key, v, 0, 86400000, " ms (0: the tracker's default)", err,
+                     errlen);
     } else {
         if (err != NULL)
             snprintf(err, errlen, "unknown key '%s'", name);

@@ -1815,7 +1815,12 @@ static int setup(struct sim *S)
         rc.seed = c->seed;
         rc.max_nodes = c->nodes + 16;
         rc.max_peers = SHOAL_REG_PEERS_MAX;
-        rc.lease_ms = 600000;
+        /* The tracker's lease time, as deployed: it was 10 min here
+         * against the tracker's 60 s, and a fleet whose origin is so busy
+         * that a chunk takes longer than that had its span granted again
+         * and fetched twice on a real tracker, not in the simulation. */
+        if (c->lease_ms > 0)
+            rc.lease_ms = c->lease_ms;
         rc.node_ttl_ms = 95000;
         /* Roles need peers to pass on what the fetchers and importers
          * bring: without peer exchange everyone leases at once. */

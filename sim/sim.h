@@ -116,6 +116,10 @@ struct shoal_sim_config {
     uint32_t origin_delay_ms;
     uint32_t max_leases;       /* origin leases a fetcher holds at once (1 or
                                   more) */
+    uint32_t lease_ms;         /* tracker setting (--lease-ms): a lease ends
+                                  this long after it was granted or last
+                                  reported progress (0: the tracker's
+                                  default, 60 s) */
     double max_sim_s;          /* stop the clock here (0: at 1000 x T_min
                                   after the last join, at least an hour,
                                   at most SHOAL_SIM_TIME_MAX_S) */
