@@ -466,6 +466,11 @@ int main(int argc, char **argv)
                 fprintf(stderr, "%s %s", n++ ? "," : "", names[i]);
         fputc('\n', stderr);
     }
+    if (c.fail_at_s >= 0 && !(c.fail_frac > 0))
+        /* fail-frac without fail-at is refused; this way round nothing
+         * happened, and nothing said so. */
+        fprintf(stderr, "shoal-sim: warning: fail-at %g without fail-frac: no node dies"
+                        " (--fail-frac F kills that fraction at fail-at)\n", c.fail_at_s);
     struct shoal_sim_cost cost;
     rv = shoal_sim_estimate(&c, &cost);
     if (rv != 0) {

@@ -185,6 +185,15 @@ if [ $rc -eq 0 ] && grep -Eq "^failures +2 nodes died at 0\.020 s \(fail-at\): [
     [ "$(awk -F, 'NR > 1 && $13 != "" { print $13 }' ff.csv | sort -u)" = "0.020000" ]; then
     echo "ok   failures: summary and CSV say when"
 else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+# fail-at without fail-frac killed no node and said nothing (the other
+# way round is refused): a warning says so.
+"$sim" -q --nodes 20 --size 16M --fail-at 0.01 > out.txt 2> err.txt; rc=$?
+if [ $rc -eq 0 ] && grep -q "^shoal-sim: warning: fail-at 0.01 without fail-frac: no node dies" err.txt; then
+    echo "ok   fail-at without fail-frac: warned"
+else echo "FAIL fail-at without fail-frac (rc=$rc)"; cat err.txt; fails=$((fails+1)); fi
+"$sim" -q "${small[@]}" --fail-frac 0.1 --fail-at 0.01 > out.txt 2> err.txt
+! grep -q "without fail-frac" err.txt && echo "ok   no fail-at warning with fail-frac" ||
+    { echo "FAIL fail-at warning with fail-frac"; cat err.txt; fails=$((fails+1)); }
 # A fleet stuck far from its bound (2 peers a node) ends at the default
 # limit, 1000 x T_min (at least an hour), instead of running for ever.
 timeout 60 "$sim" --nodes 30 --peers 2 --size 64M -q > stuck.out 2> stuck.err; rc=$?
