@@ -2003,14 +2003,6 @@ static void teardown(struct sim *S)
     shoal_reg_free(S->reg);
 }
 
-/* Fills in the figures at the end of the run. |all_done|: it ended with
- * every live node complete and nobody left to join; failures still to come
- * then could change nothing (they kill complete nodes that no one needs),
- * so they are recorded at fail_at instead of simulating the wait. Nodes
- * left incomplete (max_time, or nothing left to happen) rank as never
- * completing: a percentile that falls on one is INFINITY, and with no node
- * to rank at all (every one failed or a seed) the percentiles are NAN.
- * Returns 0 or -ENOMEM. */
 /*
  * Why a run left nodes incomplete, when peers cannot help: the live nodes
  * fall into groups linked by peer connections (union-find), and a group
@@ -2090,6 +2082,14 @@ out:
     return rv;
 }
 
+/* Fills in the figures at the end of the run. |all_done|: it ended with
+ * every live node complete and nobody left to join; failures still to come
+ * then could change nothing (they kill complete nodes that no one needs),
+ * so they are recorded at fail_at instead of simulating the wait. Nodes
+ * left incomplete (max_time, or nothing left to happen) rank as never
+ * completing: a percentile that falls on one is INFINITY, and with no node
+ * to rank at all (every one failed or a seed) the percentiles are NAN.
+ * Returns 0 or -ENOMEM. */
 static int finish(struct sim *S, bool all_done)
 {
     struct shoal_sim_result *r = S->r;
