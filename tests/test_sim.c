@@ -1192,6 +1192,18 @@ static void test_cost(void)
     CHECK(k.mem_bytes > 3.5e9 && k.mem_bytes < 6e9);
     CHECK(k.seconds > 1800);
     CHECK(shoal_sim_cost_large(&k));
+    /* The peer set counts (--peers 250, 2,000 nodes x 1 GiB: estimated 91
+     * MiB and 7.6 s, took 325 MiB and over two minutes). */
+    struct shoal_sim_cost k32;
+    fleet(&c, 2000, 4, 1024);
+    CHECK_EQ(shoal_sim_estimate(&c, &k32), 0);
+    c.max_peers = 250;
+    CHECK_EQ(shoal_sim_estimate(&c, &k), 0);
+    CHECK(k.mem_bytes > 250e6 && k.mem_bytes < 450e6);
+    CHECK(k.seconds > 8 * k32.seconds);
+    c.max_peers = 8;
+    CHECK_EQ(shoal_sim_estimate(&c, &k), 0);
+    CHECK(k.mem_bytes < k32.mem_bytes && k.seconds < k32.seconds);
     c.nodes = 0;
     CHECK_EQ(shoal_sim_estimate(&c, &k), -EINVAL);
 }
