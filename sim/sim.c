@@ -2009,9 +2009,12 @@ static void teardown(struct sim *S)
  * whose members together lack a chunk that another group holds waits for
  * it in vain (the tracker leases a chunk from the origin once). A chunk
  * no one holds yet is not counted: a run cut short by max-time lacks
- * those in one connected fleet. 2 peers a node split a fleet into chains
- * and rings: this names it.
+ * those in one connected fleet. Nor is a node that joined in the last 10
+ * s (the interval at which a node with peers enough asks for more): it
+ * may not have found its peers yet. 2 peers a node split a fleet into
+ * chains and rings: this names it.
  */
+#define CUT_SETTLE_S 10.0
 static int cut_off(struct sim *S)
 {
     struct shoal_sim_result *r = S->r;
@@ -2019,18 +2022,21 @@ static int cut_off(struct sim *S)
     size_t nb = (S->nchunks + 7) / 8;
     uint32_t *up = malloc(n * sizeof(uint32_t));
     uint32_t *first = malloc(n * sizeof(uint32_t)), *next = malloc(n * sizeof(uint32_t));
-    uint8_t *u = malloc(nb), *all = calloc(1, nb);
+    uint8_t *u = malloc(nb), *all = calloc(1, nb), *look = malloc(n);
     int rv = -ENOMEM;
-    if (!up || !first || !next || !u || !all)
+    if (!up || !first || !next || !u || !all || !look)
         goto out;
+    /* The nodes looked at: live, and there long enough to have peers. */
     for (uint32_t x = 0; x < n; x++)
-        for (size_t i = 0; S->node[x].alive && i < nb; i++)
+        look[x] = S->node[x].alive && r->node[x].join_s <= S->now - CUT_SETTLE_S;
+    for (uint32_t x = 0; x < n; x++)
+        for (size_t i = 0; look[x] && i < nb; i++)
             all[i] |= S->node[x].have[i];
     for (uint32_t x = 0; x < n; x++)
         up[x] = x;
     for (uint32_t x = 0; x < n; x++) {
         const struct node *nd = &S->node[x];
-        for (uint32_t k = 0; nd->alive && k < nd->npeers; k++) {
+        for (uint32_t k = 0; look[x] && k < nd->npeers; k++) {
             uint32_t a = x, b = nd->peer[k];
             while (up[a] != a)
                 a = up[a] = up[up[a]];
@@ -2047,7 +2053,7 @@ static int cut_off(struct sim *S)
         uint32_t a = x;
         while (up[a] != a)
             a = up[a];
-        if (!S->node[x].alive)
+        if (!look[x])
             continue;
         next[x] = first[a];
         first[a] = x;
@@ -2079,6 +2085,7 @@ out:
     free(next);
     free(u);
     free(all);
+    free(look);
     return rv;
 }
 
