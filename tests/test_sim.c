@@ -608,10 +608,13 @@ static void test_cut_off(void)
     CHECK_EQ(r->cut_nodes, 0);
     CHECK_EQ(r->cut_groups, 0);
     shoal_sim_result_free(r);
-    fleet(&c, 30, 4, 64);
+    /* A node that joined just before max_time, no peer yet: was "cut
+     * off, every node the tracker listed had its peer set full". */
+    fleet(&c, 50, 4, 64);
+    c.seeds = 3;
     c.max_peers = 2;
     c.join_spread_s = 5;
-    c.max_sim_s = 4;
+    c.max_sim_s = 2;
     r = NULL;
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK(r->incomplete > 0);
