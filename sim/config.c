@@ -79,9 +79,11 @@ static int parse_num(const char *v, bool bin, bool rate, double *out)
     }
     if (*end == 'i' && bin)
         end++;
-    if (rate && (strcmp(end, "bit") == 0 || strcmp(end, "bps") == 0 || strcmp(end, "b") == 0)) {
+    /* Bits: "bit", "b" or "bps", and "bit/s" or "b/s" as people write
+     * them (10GB/s was taken and 10Gbit/s refused). */
+    if (rate && *end == 'b') {
         x /= 8;
-        end += strlen(end);
+        end += strncmp(end, "bit", 3) == 0 || strcmp(end, "bps") == 0 ? 3 : 1;
     } else if (*end == 'B') {
         end++;
     }
@@ -365,6 +367,9 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *name, const cha
         rv = set_u32(&c->origin_delay_ms, key, v, 0, 3600000, " ms", err, errlen);
     } else if (!strcmp(key, "max_leases")) {
         rv = set_u32(&c->max_leases, key, v, 0, 8, "", err, errlen);
+    } else if (!strcmp(key, "lease_ms")) {
+        rv = set_u32(&c->lease_ms, key, v, 0, 86400000, " ms (0: the tracker's default)", err,
+                     errlen);
     } else {
         if (err != NULL)
             snprintf(err, errlen, "unknown key '%s'", name);

@@ -134,6 +134,9 @@ static const char usage_keys2[] =
     "    lease-chunks N    chunks a node asks per origin lease (default 0: shoald's\n"
     "                      64); the tracker grants fewer as the release runs out\n"
     "    max-leases N      origin leases a fetcher holds at once (default 2; at least 1)\n"
+    "    lease-ms MS       tracker setting: a lease ends MS after it was granted or last\n"
+    "                      reported a chunk fetched, and its unfetched chunks are granted\n"
+    "                      again (default 0: the tracker's, 60000)\n"
     "    max-inflight N    requests in flight per node, all peers together (default 9;\n"
     "                      0: no cap)\n"
     "    upload-slots N    peers a node uploads to at once; more requests are answered\n"
@@ -157,8 +160,9 @@ static const char usage_keys2[] =
     "                      scheduler's; 1 to 8)\n"
     "    max-time S        stop the clock at S seconds (at most 2592000, 30 days, as\n"
     "                      for fail-at; default 0: at 1000 x T_min after the last\n"
-    "                      join, at least 3600 s: a fleet that far from its bound\n"
-    "                      is stuck, say with too few peers, and would run for ever)\n"
+    "                      join, at least 3600 s and at most 30 days: a fleet that\n"
+    "                      far from its bound is stuck, say with too few peers, and\n"
+    "                      would run for ever)\n"
     "    progress BOOL     progress lines on stderr (default yes; -q turns them off):\n"
     "                      at the start the estimated transfers, memory and time,\n"
     "                      then a line every tenth of T_min of simulated time when\n"
@@ -173,7 +177,7 @@ static const char usage_tail[] =
     "\n"
     "    Sizes take K, M, G, T suffixes (powers of 1024). Rates are bytes per second\n"
     "    with K, M, G, T suffixes (powers of 1000), or bits per second with a 'bit'\n"
-    "    unit: 10Gbit = 1.25G.\n"
+    "    unit: 10Gbit = 1.25G (10Gbit/s, 10Gb/s and 10Gbps too).\n"
     "\n";
 
 static const char usage_output[] =
@@ -462,6 +466,11 @@ int main(int argc, char **argv)
                 fprintf(stderr, "%s %s", n++ ? "," : "", names[i]);
         fputc('\n', stderr);
     }
+    if (c.fail_at_s >= 0 && !(c.fail_frac > 0))
+        /* fail-frac without fail-at is refused; this way round nothing
+         * happened, and nothing said so. */
+        fprintf(stderr, "shoal-sim: warning: fail-at %g without fail-frac: no node dies"
+                        " (--fail-frac F kills that fraction at fail-at)\n", c.fail_at_s);
     struct shoal_sim_cost cost;
     rv = shoal_sim_estimate(&c, &cost);
     if (rv != 0) {
@@ -515,11 +524,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-sim: interrupted at t=%.3f s of simulated time (signal %d):"
                         " the summary, CSV and SVG are of the run so far (exit status %d)\n",
                 r->end_s, (int)stop_sig, 128 + (int)stop_sig);
+    else if (r->incomplete > 0 && r->auto_stopped && r->end_s >= SHOAL_SIM_TIME_MAX_S)
+        fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s, "
+                        "the most a run simulates (30 days), %s T_min (%.6g s): is a rate in "
+                        "the wrong unit? (10Gbit, not 10kbit) (exit status 2)\n",
+                r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s,
+                r->end_s < r->t_min       ? "before"
+                : r->end_s < 2 * r->t_min ? "within 2 x"
+                                          : "within 1000 x",
+                r->t_min);
     else if (r->incomplete > 0 && r->auto_stopped)
         fprintf(stderr, "shoal-sim: %u node%s left incomplete when the run ended at %.3f s, "
                         "%.0f x T_min: without max-time a run stops at 1000 x T_min after the "
-                        "last join (at least %.0f s); a fleet this far from its bound is stuck "
-                        "(too few peers?); set max-time to run longer (exit status 2)\n",
+                        "last join (at least %.0f s, at most 30 days); a fleet this far from its "
+                        "bound is stuck (too few peers?); set max-time to run longer (exit "
+                        "status 2)\n",
                 r->incomplete, r->incomplete == 1 ? "" : "s", r->end_s,
                 r->t_min > 0 ? r->end_s / r->t_min : 0.0, SHOAL_SIM_AUTO_STOP_MIN_S);
     else if (r->incomplete > 0)

@@ -30,6 +30,27 @@
 #define MEM_FIXED (8.0 * 1048576)
 #define MEM_PER_NODE (30.0 * 1024)
 #define MEM_PER_NODE_CHUNK 12.5
+/* The figures above are for the default 32 peers a node. Each peer costs
+ * a node ~600 bytes (its two connections, its records in the scheduler),
+ * and a transfer's HAVE reaches the peers that lack the chunk, so the CPU
+ * per transfer grows with the peer set too: 1,000 nodes x 256 MiB took
+ * 1.15, 3.5, 7.0, 18.7 and 42 us a transfer with 8, 32, 64, 128 and 250
+ * peers (a loaded machine), and 2,000 nodes x 16 MiB 28, 59, 96, 165 and
+ * 300 MB. The estimate took no account of peers: --peers 250 was
+ * estimated at 91 MiB and 7.6 s for 2,000 nodes x 1 GiB, and took 325 MiB
+ * and over two minutes. */
+#define PEERS_MODEL 32.0
+#define MEM_PER_PEER 600.0
+
+/* The CPU per transfer with |peers| against that with PEERS_MODEL:
+ * (p/32)^1.2 above, (p/32)^0.8 below (the fixed part weighs more in a
+ * small peer set), at least 0.2 (peers 0: the origin alone). */
+static double peers_factor(uint32_t peers)
+{
+    double q = peers / PEERS_MODEL;
+    double f = q >= 1 ? pow(q, 1.2) : pow(q, 0.8);
+    return f > 0.2 ? f : 0.2;
+}
 
 static const struct {
     double mem;   /* bytes resident */
@@ -70,9 +91,13 @@ void shoal_sim_cost(const struct shoal_sim_config *c, uint32_t nchunks,
     uint32_t leech = c->nodes > c->seeds ? c->nodes - c->seeds : 0;
     out->nchunks = nchunks;
     out->transfers = (uint64_t)leech * nchunks;
-    out->mem_bytes =
-        MEM_FIXED + MEM_PER_NODE * c->nodes + MEM_PER_NODE_CHUNK * (double)c->nodes * nchunks;
-    out->us_per_transfer = us_per_transfer(out->mem_bytes);
+    double chunks = MEM_PER_NODE_CHUNK * (double)c->nodes * nchunks;
+    double peers = ((double)c->max_peers - PEERS_MODEL) * MEM_PER_PEER;
+    out->mem_bytes = MEM_FIXED + (MEM_PER_NODE + peers) * c->nodes + chunks;
+    /* The model's memory is that of 32 peers: the CPU model was measured
+     * there, and the peers' own cost is in the factor. */
+    out->us_per_transfer = us_per_transfer(MEM_FIXED + MEM_PER_NODE * c->nodes + chunks) *
+                           peers_factor(c->max_peers);
     out->seconds = (double)out->transfers * out->us_per_transfer * 1e-6;
 }
 

@@ -132,6 +132,19 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
     pct_line(f, "completion p99", r->p99, r);
     pct_line(f, "completion max", r->max, r);
     since_join_line(r, f);
+    if (r->cut_nodes > 0) {
+        /* Why they are stuck, when it is the peers: "too few peers?"
+         * was a guess. */
+        bool one = r->cut_groups == 1;
+        fprintf(f, "cut off        %u incomplete node%s in %u peer group%s that lack%s chunks other"
+                   " groups hold: the tracker leases each chunk from the origin once, and no"
+                   " peer links the groups (more peers would)\n",
+                r->cut_nodes, r->cut_nodes == 1 ? "" : "s", r->cut_groups, one ? "" : "s",
+                one ? "s" : "");
+        if (r->no_peer > 0)
+            fprintf(f, "               %u of them ha%s no peer: every node the tracker listed"
+                       " had its peer set full\n", r->no_peer, r->no_peer == 1 ? "s" : "ve");
+    }
     fprintf(f, "origin egress  %.3f GiB (%.4f x release)\n", (double)r->origin_bytes / 1073741824.0,
             ratio((double)r->origin_bytes, F));
     /* What crosses zones is billed by the byte on the wire, waste and

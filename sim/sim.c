@@ -1151,6 +1151,26 @@ static int connect_peers(struct sim *S, uint32_t a, uint32_t b)
     return 0;
 }
 
+/*
+ * A quarter of a peer set of |max|: the cross-zone peers a node keeps at
+ * most, and the slots it leaves for nodes that dial it. At least one from
+ * 2 peers up: rounded down to none, a set of 2 or 3 peers could hold no
+ * cross-zone peer (every zone then lacked the chunks other zones' fetchers
+ * took from the origin, which the tracker does not lease again) and a node
+ * dialled its whole set, so one that came to ask after its candidates had
+ * filled up found no peer at all (--peers 2: a node with nothing for the
+ * whole run).
+ */
+static uint32_t peers_quarter(uint32_t max)
+{
+    return max / 4 > 0 || max < 2 ? max / 4 : 1;
+}
+
+/* The tracker gives about 3/4 of a list to the asker's zone, rounded up:
+ * a list of 3 or fewer has no other zone in it. A node still without a
+ * cross-zone peer asks for at least this many, so one may come. */
+#define PEERS_ASK_CROSS 4u
+
 static int find_peers(struct sim *S, uint32_t x)
 {
     struct node *nd = &S->node[x];
@@ -1163,17 +1183,13 @@ static int find_peers(struct sim *S, uint32_t x)
     snprintf(zone, sizeof(zone), "z%u", nd->zone);
     /* A node dials up to 3/4 of its peers and keeps the rest for nodes
      * that dial it, so latecomers still find someone with room. */
-    uint32_t dial = S->c->max_peers - S->c->max_peers / 4;
+    uint32_t quarter = peers_quarter(S->c->max_peers);
+    uint32_t dial = S->c->max_peers - quarter;
     if (nd->npeers >= dial)
         return 0;
     size_t want = dial - nd->npeers;
     if (want > S->c->max_peers / 2 + 1)
         want = S->c->max_peers / 2 + 1;
-    size_t n = shoal_reg_peers(S->reg, ms(S->now), S->mid, pk, zone, S->plist, want);
-    /* The registry's strings die with the next mutating call; keep ids. */
-    uint32_t ids[SHOAL_REG_PEERS_MAX];
-    for (size_t i = 0; i < n; i++)
-        ids[i] = pk_node(S->plist[i].node_pk);
     /* Cross-zone peers are kept to a quarter of the peer set: enough to
      * see what other zones hold, while the chunks themselves come mostly
      * from the zone. Early on the tracker knows few holders, mostly in
@@ -1181,16 +1197,32 @@ static int find_peers(struct sim *S, uint32_t x)
     uint32_t ncross = 0;
     for (uint32_t k = 0; k < nd->npeers; k++)
         ncross += S->node[nd->peer[k]].zone != nd->zone;
-    for (size_t i = 0; i < n && rv == 0; i++) {
-        if (ids[i] >= S->n)
-            continue;
-        bool cross = S->node[ids[i]].zone != nd->zone;
-        if (cross && ncross >= S->c->max_peers / 4)
-            continue;
-        uint32_t before = nd->npeers;
-        rv = connect_peers(S, x, ids[i]);
-        if (cross && nd->npeers > before)
-            ncross++;
+    /* A short list would hold no other zone (see PEERS_ASK_CROSS): ask
+     * for more, take the other zones' first and the zone's while dial
+     * room is left. */
+    bool widen = ncross == 0 && quarter > 0 && S->c->zones > 1 && want < PEERS_ASK_CROSS;
+    size_t ask = widen ? PEERS_ASK_CROSS : want;
+    size_t n = shoal_reg_peers(S->reg, ms(S->now), S->mid, pk, zone, S->plist, ask);
+    /* The registry's strings die with the next mutating call; keep ids. */
+    uint32_t ids[SHOAL_REG_PEERS_MAX];
+    for (size_t i = 0; i < n; i++)
+        ids[i] = pk_node(S->plist[i].node_pk);
+    for (int pass = widen ? 0 : 1; pass < 2 && rv == 0; pass++) {
+        for (size_t i = 0; i < n && rv == 0; i++) {
+            if (ids[i] >= S->n)
+                continue;
+            bool cross = S->node[ids[i]].zone != nd->zone;
+            if (cross && ncross >= quarter)
+                continue;
+            if (widen && (pass == 0) != cross)
+                continue;
+            if (widen && !cross && nd->npeers >= dial)
+                break;
+            uint32_t before = nd->npeers;
+            rv = connect_peers(S, x, ids[i]);
+            if (cross && nd->npeers > before)
+                ncross++;
+        }
     }
     return rv;
 }
@@ -1783,7 +1815,12 @@ static int setup(struct sim *S)
         rc.seed = c->seed;
         rc.max_nodes = c->nodes + 16;
         rc.max_peers = SHOAL_REG_PEERS_MAX;
-        rc.lease_ms = 600000;
+        /* The tracker's lease time, as deployed: it was 10 min here
+         * against the tracker's 60 s, and a fleet whose origin is so busy
+         * that a chunk takes longer than that had its span granted again
+         * and fetched twice on a real tracker, not in the simulation. */
+        if (c->lease_ms > 0)
+            rc.lease_ms = c->lease_ms;
         rc.node_ttl_ms = 95000;
         /* Roles need peers to pass on what the fetchers and importers
          * bring: without peer exchange everyone leases at once. */
@@ -1966,6 +2003,92 @@ static void teardown(struct sim *S)
     shoal_reg_free(S->reg);
 }
 
+/*
+ * Why a run left nodes incomplete, when peers cannot help: the live nodes
+ * fall into groups linked by peer connections (union-find), and a group
+ * whose members together lack a chunk that another group holds waits for
+ * it in vain (the tracker leases a chunk from the origin once). A chunk
+ * no one holds yet is not counted: a run cut short by max-time lacks
+ * those in one connected fleet. Nor is a node that joined in the last 10
+ * s (the interval at which a node with peers enough asks for more): it
+ * may not have found its peers yet. 2 peers a node split a fleet into
+ * chains and rings: this names it.
+ */
+#define CUT_SETTLE_S 10.0
+static int cut_off(struct sim *S)
+{
+    struct shoal_sim_result *r = S->r;
+    uint32_t n = S->c->nodes;
+    size_t nb = (S->nchunks + 7) / 8;
+    uint32_t *up = malloc(n * sizeof(uint32_t));
+    uint32_t *first = malloc(n * sizeof(uint32_t)), *next = malloc(n * sizeof(uint32_t));
+    uint8_t *u = malloc(nb), *all = calloc(1, nb), *look = malloc(n);
+    int rv = -ENOMEM;
+    if (!up || !first || !next || !u || !all || !look)
+        goto out;
+    /* The nodes looked at: live, and there long enough to have peers. */
+    for (uint32_t x = 0; x < n; x++)
+        look[x] = S->node[x].alive && r->node[x].join_s <= S->now - CUT_SETTLE_S;
+    for (uint32_t x = 0; x < n; x++)
+        for (size_t i = 0; look[x] && i < nb; i++)
+            all[i] |= S->node[x].have[i];
+    for (uint32_t x = 0; x < n; x++)
+        up[x] = x;
+    for (uint32_t x = 0; x < n; x++) {
+        const struct node *nd = &S->node[x];
+        for (uint32_t k = 0; look[x] && k < nd->npeers; k++) {
+            uint32_t a = x, b = nd->peer[k];
+            while (up[a] != a)
+                a = up[a] = up[up[a]];
+            while (up[b] != b)
+                b = up[b] = up[up[b]];
+            if (a != b)
+                up[a > b ? a : b] = a < b ? a : b;
+        }
+    }
+    /* Each group's members in a list from its root. */
+    for (uint32_t x = 0; x < n; x++)
+        first[x] = NIL;
+    for (uint32_t x = n; x-- > 0;) {
+        uint32_t a = x;
+        while (up[a] != a)
+            a = up[a];
+        if (!look[x])
+            continue;
+        next[x] = first[a];
+        first[a] = x;
+    }
+    for (uint32_t g = 0; g < n; g++) {
+        uint32_t incomplete = 0;
+        if (first[g] == NIL)
+            continue;
+        memset(u, 0, nb);
+        for (uint32_t x = first[g]; x != NIL; x = next[x]) {
+            for (size_t i = 0; i < nb; i++)
+                u[i] |= S->node[x].have[i];
+            incomplete += !S->node[x].done;
+        }
+        bool lacks = false;
+        for (size_t i = 0; i < nb && !lacks; i++)
+            lacks = (all[i] & ~u[i]) != 0;
+        if (incomplete == 0 || !lacks)
+            continue;
+        r->cut_groups++;
+        r->cut_nodes += incomplete;
+        for (uint32_t x = first[g]; x != NIL; x = next[x])
+            r->no_peer += !S->node[x].done && S->node[x].npeers == 0;
+    }
+    rv = 0;
+out:
+    free(up);
+    free(first);
+    free(next);
+    free(u);
+    free(all);
+    free(look);
+    return rv;
+}
+
 /* Fills in the figures at the end of the run. |all_done|: it ended with
  * every live node complete and nobody left to join; failures still to come
  * then could change nothing (they kill complete nodes that no one needs),
@@ -2013,6 +2136,13 @@ static int finish(struct sim *S, bool all_done)
         } else {
             t[n++] = INFINITY;
             r->incomplete++;
+        }
+    }
+    if (r->incomplete > 0 && S->c->max_peers > 0) {
+        int rv = cut_off(S);
+        if (rv != 0) {
+            free(t);
+            return rv;
         }
     }
     r->end_s = S->now;
@@ -2087,9 +2217,15 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
         shoal_sim_progress_start(&S.prog, c->nodes, k.transfers, S.r->t_min, stderr);
     }
     bool all_done = false;
-    double stop_at = c->max_sim_s > 0 ? c->max_sim_s
-                                      : fmax(SHOAL_SIM_AUTO_STOP_MIN_S,
-                                             c->join_spread_s + 1000.0 * S.r->t_min);
+    /* The default limit is at most the 30 days max_time may be: a rate
+     * given in the wrong unit (--origin 10kbit for 10Gbit, T_min ten days)
+     * put it at 27 years of simulated time, which no run reached (an
+     * origin of 1e-300 B/s: for ever). */
+    double stop_at = c->max_sim_s > 0
+                         ? c->max_sim_s
+                         : fmin(SHOAL_SIM_TIME_MAX_S,
+                                fmax(SHOAL_SIM_AUTO_STOP_MIN_S,
+                                     c->join_spread_s + 1000.0 * S.r->t_min));
     while ((S.nheap > 0 || S.nfh > 0 || S.ndqev > 0) && rv == 0) {
         /* The earliest of the heap's top, each delay FIFO's head and the
          * flow heap's top, by (time, sequence). */

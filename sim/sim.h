@@ -19,7 +19,8 @@
  * filled again whenever one of its flows starts or stops. Requests reach the
  * uploader one round trip after they are made (zero latency models an ideal
  * network). Peers: a node dials up to 3/4 of max_peers (the rest is left
- * for nodes dialling it), at most a quarter of them in other zones.
+ * for nodes dialling it), at most a quarter of them in other zones (a
+ * quarter is at least one peer from 2 peers up).
  *
  * Thread safety: none; a run is single-threaded and deterministic for a
  * given configuration (seed included).
@@ -115,8 +116,13 @@ struct shoal_sim_config {
     uint32_t origin_delay_ms;
     uint32_t max_leases;       /* origin leases a fetcher holds at once (1 or
                                   more) */
+    uint32_t lease_ms;         /* tracker setting (--lease-ms): a lease ends
+                                  this long after it was granted or last
+                                  reported progress (0: the tracker's
+                                  default, 60 s) */
     double max_sim_s;          /* stop the clock here (0: at 1000 x T_min
-                                  after the last join, at least an hour) */
+                                  after the last join, at least an hour,
+                                  at most SHOAL_SIM_TIME_MAX_S) */
     bool progress;             /* progress lines on stderr */
     double progress_every_s;   /* ... at least every this many seconds of
                                   wall time (0: 10 s), and every T_min/10
@@ -233,6 +239,12 @@ struct shoal_sim_result {
                                   ended (every live node complete): not
                                   simulated, they could change nothing */
     uint32_t died;             /* nodes that died (all at fail_at_s) */
+    /* With nodes left incomplete and peer exchange on: the groups of live
+     * nodes that peer connections link whose members together lack a
+     * chunk another group holds (the tracker leases each chunk from the
+     * origin once: only peers could bring it), and the incomplete nodes
+     * in them; of those, the nodes with no peer at all. 0 otherwise. */
+    uint32_t cut_groups, cut_nodes, no_peer;
     double fail_at_s;          /* when; -1 when no node was picked to fail */
     double fail_frac;          /* the fraction asked for ... */
     uint32_t fail_pool;        /* ... of these non-seed nodes (those that
@@ -260,8 +272,10 @@ struct shoal_sim_result {
     double end_s;              /* simulated time at the end */
     bool interrupted;          /* ended by config.stop */
     /* Ended at the default time limit (no max_time given): 1000 x T_min
-     * after the last join, at least SHOAL_SIM_AUTO_STOP_MIN_S. A fleet that
-     * far from its bound is stuck (too few peers, say), and ran for ever. */
+     * after the last join, at least SHOAL_SIM_AUTO_STOP_MIN_S and at most
+     * SHOAL_SIM_TIME_MAX_S. A fleet that far from its bound is stuck (too
+     * few peers, say), and ran for ever; one stopped before T_min (at the
+     * 30 days) has a rate in the wrong unit, likely. */
     bool auto_stopped;
     struct shoal_sim_node *node;
     /* Bytes received on the wire by source over time: nbins bins of

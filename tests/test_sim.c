@@ -517,6 +517,111 @@ static void test_small_zones(void)
     }
 }
 
+/* Small peer sets. A node kept at most max_peers/4 cross-zone peers and
+ * dialled all but max_peers/4 of its set, both none below 4 peers, and it
+ * asked the tracker for at most 3 peers below 6, a list the tracker gives
+ * all to the asker's zone: with 3 to 5 peers no node had a cross-zone
+ * peer, so each zone lacked the chunks other zones' fetchers took from the
+ * origin (leased once for the fleet) and the fleet never completed (30
+ * nodes in 4 zones: 0, 0 and 8 of 30 by the hour with 3, 4 and 5 peers).
+ * Now a node keeps one cross-zone slot and one left for nodes that dial it,
+ * and asks for a list long enough to hold another zone. */
+static void test_small_peer_sets(void)
+{
+    static const uint32_t zones[] = { 2, 4 };
+    for (size_t z = 0; z < sizeof(zones) / sizeof(zones[0]); z++) {
+        for (uint32_t peers = 3; peers <= 5; peers++) {
+            struct shoal_sim_config c;
+            struct shoal_sim_result *r = NULL;
+            fleet(&c, 30, zones[z], 64);
+            c.max_peers = peers;
+            c.max_sim_s = 60; /* a stall ends here, not at the hour */
+            REQUIRE(shoal_sim_run(&c, &r) == 0);
+            CHECK_EQ(r->completed, 30);
+            CHECK_EQ(r->incomplete, 0);
+            CHECK_EQ(r->origin_bytes, c.release_bytes);
+            /* every zone took chunks from the others */
+            uint64_t cross[4] = { 0 };
+            for (uint32_t i = 0; i < r->nodes; i++)
+                cross[r->node[i].zone] += r->node[i].from_cross;
+            for (uint32_t k = 0; k < zones[z]; k++)
+                CHECK(cross[k] > 0);
+            shoal_sim_result_free(r);
+        }
+    }
+}
+
+/* Leases last the tracker's --lease-ms, 60 s by default. The simulated
+ * tracker had 10 minutes: 100 nodes pulling 1 GiB through a 100 Mbit/s
+ * origin all lease once the origin delay passes with nothing from peers,
+ * each origin connection gets 1/200 of it, and a lease whose next chunk
+ * takes over 60 s is granted again and fetched twice on a real tracker
+ * (egress 1.079 x), never in the simulation (1.000 x). */
+static void test_lease_time(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL, *r60 = NULL;
+    fleet(&c, 100, 4, 1024);
+    c.origin_up = 12.5e6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 100);
+    CHECK((double)r->origin_bytes > 1.05 * (double)c.release_bytes);
+    c.lease_ms = 60000; /* the tracker's default, said */
+    REQUIRE(shoal_sim_run(&c, &r60) == 0);
+    CHECK_EQ(r60->origin_bytes, r->origin_bytes);
+    CHECK(near(r60->max, r->max));
+    shoal_sim_result_free(r);
+    shoal_sim_result_free(r60);
+    c.lease_ms = 600000;
+    r = NULL;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 100);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    shoal_sim_result_free(r);
+}
+
+/* With 2 peers a node the peers split the fleet into chains and rings,
+ * and a group lacking what the origin sent to another never completes:
+ * the result says which nodes are cut off that way, instead of leaving
+ * the operator to guess "too few peers?". A connected fleet cut short by
+ * max_time is not cut off: it lacks what nobody holds yet (a 1 MB/s
+ * origin, 20 s in); nor are nodes that joined in the last 10 s, which may
+ * not have found their peers yet. */
+static void test_cut_off(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 30, 4, 64);
+    c.max_peers = 2;
+    c.max_sim_s = 30;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->incomplete > 0);
+    CHECK_EQ(r->cut_nodes, r->incomplete);
+    CHECK(r->cut_groups >= 2);
+    shoal_sim_result_free(r);
+    fleet(&c, 20, 4, 64);
+    c.origin_up = 1e6;
+    c.max_sim_s = 20;
+    r = NULL;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->incomplete == 20);
+    CHECK_EQ(r->cut_nodes, 0);
+    CHECK_EQ(r->cut_groups, 0);
+    shoal_sim_result_free(r);
+    /* A node that joined just before max_time, no peer yet: was "cut
+     * off, every node the tracker listed had its peer set full". */
+    fleet(&c, 50, 4, 64);
+    c.seeds = 3;
+    c.max_peers = 2;
+    c.join_spread_s = 5;
+    c.max_sim_s = 2;
+    r = NULL;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK(r->incomplete > 0);
+    CHECK_EQ(r->cut_nodes, 0);
+    shoal_sim_result_free(r);
+}
+
 /* Zones that grow as nodes join over time: a zone's first nodes get the
  * larger split share while it is small, and the tracker asks them to
  * announce again soon (fill_interval_ms) so they take the smaller one as
@@ -911,6 +1016,19 @@ static void test_config(void)
     shoal_sim_config_default(&c);
     CHECK_EQ(shoal_sim_config_set(&c, "bandwidth", "10Gbit", NULL, 0), 0);
     CHECK(near(c.node_up, 1.25e9) && near(c.node_down, 1.25e9));
+    /* Bits per second as people write them: 10Gbit/s was refused while
+     * 10GB/s and 10Gbps were taken. */
+    static const char *const bits[] = { "10Gbit/s", "10Gb/s", "10Gbps", "10Gb", "10 Gbit" };
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+        c.origin_up = 0;
+        int want = i == 4 ? SHOAL_EBADMSG : 0;
+        CHECK_EQ(shoal_sim_config_set(&c, "origin", bits[i], NULL, 0), want);
+        CHECK(i == 4 || near(c.origin_up, 1.25e9));
+    }
+    CHECK_EQ(shoal_sim_config_set(&c, "origin", "10GB/s", NULL, 0), 0);
+    CHECK(near(c.origin_up, 10e9));
+    CHECK_EQ(shoal_sim_config_set(&c, "origin", "10Gbits", NULL, 0), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_sim_config_set(&c, "origin", "10Gbps/s", NULL, 0), SHOAL_EBADMSG);
     CHECK_EQ(shoal_sim_config_set(&c, "size", "10G", NULL, 0), 0);
     CHECK_EQ(c.release_bytes, 10ull << 30);
     CHECK_EQ(shoal_sim_config_set(&c, "nodes", "-3", NULL, 0), SHOAL_EBADMSG);
@@ -1089,6 +1207,18 @@ static void test_cost(void)
     CHECK(k.mem_bytes > 3.5e9 && k.mem_bytes < 6e9);
     CHECK(k.seconds > 1800);
     CHECK(shoal_sim_cost_large(&k));
+    /* The peer set counts (--peers 250, 2,000 nodes x 1 GiB: estimated 91
+     * MiB and 7.6 s, took 325 MiB and over two minutes). */
+    struct shoal_sim_cost k32;
+    fleet(&c, 2000, 4, 1024);
+    CHECK_EQ(shoal_sim_estimate(&c, &k32), 0);
+    c.max_peers = 250;
+    CHECK_EQ(shoal_sim_estimate(&c, &k), 0);
+    CHECK(k.mem_bytes > 250e6 && k.mem_bytes < 450e6);
+    CHECK(k.seconds > 8 * k32.seconds);
+    c.max_peers = 8;
+    CHECK_EQ(shoal_sim_estimate(&c, &k), 0);
+    CHECK(k.mem_bytes < k32.mem_bytes && k.seconds < k32.seconds);
     c.nodes = 0;
     CHECK_EQ(shoal_sim_estimate(&c, &k), -EINVAL);
 }
@@ -1111,6 +1241,9 @@ int main(void)
     RUN(test_lease_spans);
     RUN(test_lease_alone);
     RUN(test_small_zones);
+    RUN(test_small_peer_sets);
+    RUN(test_cut_off);
+    RUN(test_lease_time);
     RUN(test_staggered_zones);
     RUN(test_cross_zone_pipeline);
     RUN(test_tmin_failures);

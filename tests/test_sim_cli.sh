@@ -185,13 +185,31 @@ if [ $rc -eq 0 ] && grep -Eq "^failures +2 nodes died at 0\.020 s \(fail-at\): [
     [ "$(awk -F, 'NR > 1 && $13 != "" { print $13 }' ff.csv | sort -u)" = "0.020000" ]; then
     echo "ok   failures: summary and CSV say when"
 else echo "FAIL failures line (rc=$rc)"; cat out.txt err.txt; fails=$((fails+1)); fi
+# fail-at without fail-frac killed no node and said nothing (the other
+# way round is refused): a warning says so.
+"$sim" -q --nodes 20 --size 16M --fail-at 0.01 > out.txt 2> err.txt; rc=$?
+if [ $rc -eq 0 ] && grep -q "^shoal-sim: warning: fail-at 0.01 without fail-frac: no node dies" err.txt; then
+    echo "ok   fail-at without fail-frac: warned"
+else echo "FAIL fail-at without fail-frac (rc=$rc)"; cat err.txt; fails=$((fails+1)); fi
+"$sim" -q "${small[@]}" --fail-frac 0.1 --fail-at 0.01 > out.txt 2> err.txt
+! grep -q "without fail-frac" err.txt && echo "ok   no fail-at warning with fail-frac" ||
+    { echo "FAIL fail-at warning with fail-frac"; cat err.txt; fails=$((fails+1)); }
 # A fleet stuck far from its bound (2 peers a node) ends at the default
 # limit, 1000 x T_min (at least an hour), instead of running for ever.
 timeout 60 "$sim" --nodes 30 --peers 2 --size 64M -q > stuck.out 2> stuck.err; rc=$?
 if [ $rc -eq 2 ] && grep -q "left incomplete when the run ended at 3600.000 s, [0-9]* x T_min: without max-time a run stops at 1000 x T_min" stuck.err &&
-    grep -q "incomplete at 3600.000 s" stuck.out; then
+    grep -q "incomplete at 3600.000 s" stuck.out &&
+    grep -q "^cut off  *30 incomplete nodes in [0-9]* peer groups that lack chunks other groups hold" stuck.out; then
     echo "ok   a stuck fleet stops at the default time limit"
 else echo "FAIL a stuck fleet (rc=$rc)"; cat stuck.err; fails=$((fails+1)); fi
+# A rate in the wrong unit put the default limit, 1000 x T_min, at years
+# (--origin 10kbit: 27 years of simulated time) or never (1e-300 B/s ran
+# until killed): it is at most 30 days, and the message says so.
+timeout 30 "$sim" --nodes 1 --origin 1e-300 --size 16M -q > slow.out 2> slow.err; rc=$?
+if [ $rc -eq 2 ] && grep -q "when the run ended at 2592000.000 s, the most a run simulates (30 days), before T_min (.*): is a rate in the wrong unit?" slow.err &&
+    grep -q "incomplete at 2592000.000 s" slow.out; then
+    echo "ok   a run stops at 30 days of simulated time at most"
+else echo "FAIL a run far below its rates (rc=$rc)"; cat slow.err; fails=$((fails+1)); fi
 # Progress lines come when something moved, or at the wall-clock cadence
 # (#8): this run, stuck for most of its 3,000 s behind a 1 MB/s zone pair,
 # printed the same line 47 times in a row. And "1 node", not "1 nodes".
