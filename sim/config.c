@@ -53,6 +53,7 @@ void shoal_sim_config_default(struct shoal_sim_config *c)
     c->importers = rc.importers;
     c->fill_interval_ms = rc.fill_interval_ms;
     c->origin_delay_ms = 1000;
+    c->gone_ms = 5000;
     c->max_leases = sc.max_leases;
     /* No failure time until one is given: fail_frac alone is refused
      * (config_check), it used to kill the nodes at t = 0. */
@@ -367,6 +368,8 @@ int shoal_sim_config_set(struct shoal_sim_config *c, const char *name, const cha
         rv = set_u32(&c->origin_delay_ms, key, v, 0, 3600000, " ms", err, errlen);
     } else if (!strcmp(key, "max_leases")) {
         rv = set_u32(&c->max_leases, key, v, 0, 8, "", err, errlen);
+    } else if (!strcmp(key, "gone_ms")) {
+        rv = set_u32(&c->gone_ms, key, v, 0, 86400000, " ms (0: at once)", err, errlen);
     } else if (!strcmp(key, "lease_ms")) {
         rv = set_u32(&c->lease_ms, key, v, 0, 86400000, " ms (0: the tracker's default)", err,
                      errlen);

@@ -137,6 +137,15 @@ static const char usage_keys2[] =
     "    lease-ms MS       tracker setting: a lease ends MS after it was granted or last\n"
     "                      reported a chunk fetched, and its unfetched chunks are granted\n"
     "                      again (default 0: the tracker's, 60000)\n"
+    ;
+
+/* Split: C11 compilers need not take longer string literals. */
+static const char usage_keys3[] =
+    "    gone-ms MS        tracker setting: a node that dies is forgotten MS later (its\n"
+    "                      origin leases end, chunks only it fetched are granted again;\n"
+    "                      default 5000, shoal-tracker's --gone-ms after a closed\n"
+    "                      connection; a VM that vanishes without closing it takes\n"
+    "                      ~20 s more; 0: at once)\n"
     "    max-inflight N    requests in flight per node, all peers together (default 9;\n"
     "                      0: no cap)\n"
     "    upload-slots N    peers a node uploads to at once; more requests are answered\n"
@@ -357,6 +366,7 @@ int main(int argc, char **argv)
             fputs(usage, stdout);
             fputs(usage_keys, stdout);
             fputs(usage_keys2, stdout);
+            fputs(usage_keys3, stdout);
             fputs(usage_tail, stdout);
             fputs(usage_output, stdout);
             fputs(usage_exit, stdout);

@@ -35,7 +35,8 @@
 #define NIL UINT32_MAX
 #define ACT_BATCH 64
 
-enum ev_kind { EV_FLOW, EV_REQ, EV_WAKE, EV_JOIN, EV_FAIL, EV_ANNOUNCE, EV_REFRESH, EV_EXPIRE };
+enum ev_kind { EV_FLOW, EV_REQ, EV_WAKE, EV_JOIN, EV_FAIL, EV_ANNOUNCE, EV_REFRESH, EV_EXPIRE,
+               EV_FORGET };
 
 struct ev {
     double t;
@@ -1400,6 +1401,14 @@ static int kill_conn(struct sim *S, uint32_t id)
     return rv;
 }
 
+static int forget_node(struct sim *S, uint32_t x)
+{
+    uint8_t pk[32];
+    node_pk(x, pk);
+    shoal_reg_remove_node(S->reg, pk);
+    return 0;
+}
+
 static int fail_node(struct sim *S, uint32_t x)
 {
     struct node *nd = &S->node[x];
@@ -1441,11 +1450,12 @@ static int fail_node(struct sim *S, uint32_t x)
     nd->npeers = 0;
     if (rv == 0)
         rv = kill_conn(S, nd->oconn);
-    if (S->c->tracker) {
-        uint8_t pk[32];
-        node_pk(x, pk);
-        shoal_reg_remove_node(S->reg, pk);
-    }
+    /* The tracker learns of it when the connection closes, and forgets it
+     * gone_ms later (shoal-tracker --gone-ms): until then its leases and
+     * the chunks only it fetched are nobody else's to fetch. */
+    if (S->c->tracker && rv == 0)
+        rv = S->c->gone_ms ? ev_push(S, S->now + S->c->gone_ms / 1000.0, EV_FORGET, x, 0)
+                           : forget_node(S, x);
     return rv;
 }
 
@@ -2335,6 +2345,9 @@ int shoal_sim_run(const struct shoal_sim_config *c, struct shoal_sim_result **ou
                 rv = ev_push(&S, S.now + next, EV_REFRESH, e.a, 0);
             break;
         }
+        case EV_FORGET:
+            rv = forget_node(&S, e.a);
+            break;
         case EV_EXPIRE:
             shoal_reg_expire(S.reg, ms(S.now));
             if (S.alive_incomplete > 0 || S.joins_pending > 0)

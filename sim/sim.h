@@ -120,6 +120,10 @@ struct shoal_sim_config {
                                   this long after it was granted or last
                                   reported progress (0: the tracker's
                                   default, 60 s) */
+    uint32_t gone_ms;          /* a node that dies is forgotten by the
+                                  tracker (leases, fetched credit) this
+                                  long after (shoal-tracker --gone-ms;
+                                  default 5000; 0: at once) */
     double max_sim_s;          /* stop the clock here (0: at 1000 x T_min
                                   after the last join, at least an hour,
                                   at most SHOAL_SIM_TIME_MAX_S) */

@@ -180,6 +180,7 @@ static void test_fail_lost_credit(void)
     c.fail_frac = 0.2;
     c.fail_at_s = 2.0; /* every node has joined: 0.2 of all 60 die */
     c.seed = 3;
+    c.gone_ms = 0; /* the dead forgotten at once: only the credit matters */
     REQUIRE(shoal_sim_run(&c, &r) == 0);
     CHECK_EQ(r->completed + r->failed, 60);
     /* 12 die; one may have completed by then (and counts completed). */
@@ -190,6 +191,34 @@ static void test_fail_lost_credit(void)
     CHECK(r->failed >= 10 && r->failed <= 12);
     CHECK(r->max < 3 * r->t_min);
     shoal_sim_result_free(r);
+}
+
+/* The tracker forgets a dead node gone_ms after it died (shoal-tracker
+ * --gone-ms): until then nobody else is granted the chunks of its origin
+ * leases, and the fleet's last node waits for them (the simulator used to
+ * forget it at once, and predicted no such wait: a real 8-node fleet
+ * stalled a minute for one killed fetcher while it predicted 1.4 T_min). */
+static void test_fail_gone(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *a = NULL, *b = NULL;
+    fleet(&c, 60, 3, 64);
+    c.node_up = 50e6;
+    c.node_down = 400e6;
+    c.origin_up = 200e6;
+    c.fail_frac = 0.2;
+    c.fail_at_s = 0.5;
+    c.seed = 3;
+    c.gone_ms = 0;
+    REQUIRE(shoal_sim_run(&c, &a) == 0);
+    c.gone_ms = 8000;
+    REQUIRE(shoal_sim_run(&c, &b) == 0);
+    printf("     last node: %.2f s forgotten at once, %.2f s after 8 s (fail at 0.5 s)\n",
+           a->max, b->max);
+    CHECK(a->max < 8.5);
+    CHECK(b->max > 8.5); /* the leases of the dead end at 8.5 s */
+    shoal_sim_result_free(a);
+    shoal_sim_result_free(b);
 }
 
 /* "What if 10% die at fail_at": a node that completed before it died did
@@ -1232,6 +1261,7 @@ int main(void)
     RUN(test_determinism);
     RUN(test_fail_after_done);
     RUN(test_fail_lost_credit);
+    RUN(test_fail_gone);
     RUN(test_zone_cap_bound);
     RUN(test_zone_cap_flood);
     RUN(test_wire_bytes);

@@ -104,7 +104,7 @@ static const char usage_options2[] =
     "                              --idle-timeout-ms)\n"
     "    --gone-ms MS              forget a node this long after its last\n"
     "                              connection closed, unless it connects again\n"
-    "                              (default 10000; 0: only --node-ttl-ms): its\n"
+    "                              (default 5000; 0: only --node-ttl-ms): its\n"
     "                              origin leases end and chunks only it fetched\n"
     "                              become leasable, so a dead fetcher does not\n"
     "                              stall the fleet for --lease-ms. A shoald\n"

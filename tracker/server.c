@@ -273,7 +273,7 @@ void shoal_tracker_config_default(struct shoal_tracker_config *c)
     /* A daemon holds one connection per tracker and each CLI command one;
      * 8 leaves room for reconnects while the old connection times out. */
     c->max_conns_per_key = 8;
-    c->gone_ms = 10000;
+    c->gone_ms = 5000;
 }
 
 /* True when a line limited by |l| may be logged now; writes to |more|

@@ -140,7 +140,7 @@ struct shoal_tracker_config {
  * per connection (one full manifest reply), 256 MiB of copied replies in
  * all, idle timeout 300 s, 100,000 identities per connection, 128 MiB of
  * unfinished frames in all, frames whole within 10 s plus 512 KiB/s of
- * their length, 8 connections per node key, a node forgotten 10 s after
+ * their length, 8 connections per node key, a node forgotten 5 s after
  * its last connection closed. Key sets NULL. */
 void shoal_tracker_config_default(struct shoal_tracker_config *c);
 
