@@ -157,6 +157,8 @@ struct shoal_store {
     uint64_t flushed_ms; /* CLOCK_MONOTONIC of the last flush (under mu) */
     bool sidecar_dirty;
     bool opening;        /* no callbacks until open returns */
+    bool ref_owed;       /* mu; every file published, but refs/<branch>
+                          * could not be written: not complete yet */
     bool discard;        /* free removes the partial files (a dropped release) */
 
     shoal_store_file_cb on_file, on_ready;
@@ -1269,6 +1271,21 @@ static int write_ref(struct shoal_store *s, const char *branch)
     return rv;
 }
 
+/* write_ref for a release whose last file was just published: until the
+ * ref is there the release is not complete (shoal_store_complete), so the
+ * pull does not say complete while huggingface_hub cannot find it by
+ * branch, and shoal_store_retry_publish tries again. A full disk at that
+ * moment left no ref and said nothing (the pull exited 0). */
+static int write_ref_owed(struct shoal_store *s, const char *branch)
+{
+    int rv = write_ref(s, branch);
+
+    pthread_mutex_lock(&s->mu);
+    s->ref_owed = rv != 0;
+    pthread_mutex_unlock(&s->mu);
+    return rv;
+}
+
 /* 0 when blobs/<sha> (|fin|) holds |pf|'s bytes; SHOAL_EBADHASH (with
  * the error text set) or the read error otherwise. */
 static int blob_name_matches(struct shoal_store *s, const char *fin,
@@ -1594,7 +1611,7 @@ static int finish_blob(struct shoal_store *s, uint32_t b, uint32_t idx, const ui
     pthread_mutex_unlock(&s->mu);
     notify(s, b, 0);
     if (all) {
-        write_ref(s, branch[0] ? branch : NULL);
+        write_ref_owed(s, branch[0] ? branch : NULL);
         shoal_store_flush(s);
     }
     goto out;
@@ -2795,7 +2812,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     all = all_done_locked(s);
     pthread_mutex_unlock(&s->mu);
     if (all)
-        write_ref(s, s->branch);
+        write_ref_owed(s, s->branch);
     /* Replace a stale or discarded sidecar now rather than at the first
      * batch; a failure here shows again at the next flush. */
     shoal_store_flush(s);
@@ -2879,7 +2896,7 @@ int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed)
         if (s->branch)
             snprintf(branch, sizeof branch, "%s", s->branch);
         pthread_mutex_unlock(&s->mu);
-        write_ref(s, branch[0] ? branch : NULL);
+        write_ref_owed(s, branch[0] ? branch : NULL);
     }
     if (n > 0)
         shoal_store_flush(s);
@@ -3290,7 +3307,7 @@ bool shoal_store_complete(struct shoal_store *s)
     bool v;
 
     pthread_mutex_lock(&s->mu);
-    v = all_done_locked(s);
+    v = all_done_locked(s) && !s->ref_owed;
     pthread_mutex_unlock(&s->mu);
     return v;
 }
@@ -3759,6 +3776,23 @@ int shoal_store_retry_publish(struct shoal_store *s, uint32_t *tried)
         int r = finish_blob(s, b, UINT32_MAX, NULL);
         if (r != 0 && rv == 0)
             rv = r;
+    }
+    /* A ref that could not be written when the last file was published. */
+    if (s) {
+        char branch[BRANCH_MAX + 1] = "";
+        bool owed;
+
+        pthread_mutex_lock(&s->mu);
+        owed = s->ref_owed && all_done_locked(s);
+        if (owed && s->branch)
+            snprintf(branch, sizeof branch, "%s", s->branch);
+        pthread_mutex_unlock(&s->mu);
+        if (owed) {
+            int r = write_ref_owed(s, branch[0] ? branch : NULL);
+            n++;
+            if (r != 0 && rv == 0)
+                rv = r;
+        }
     }
     if (tried)
         *tried = n;

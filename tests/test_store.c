@@ -1826,6 +1826,43 @@ static void test_ref_needs_snapshot(void)
     rel_free(&r);
 }
 
+/* The ref of a release asked for by branch cannot be written when its last
+ * file is published (a full disk; here a file where refs/ should be): the
+ * release is not complete until it is, the error names it, and the retry
+ * that publishing failures get writes it once it can (before: complete,
+ * no ref, no error, until a restart or another pull). */
+static void test_ref_owed(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store *s = NULL;
+    struct rel r;
+    char p[1024], msg[512];
+    uint32_t tried = 0;
+    int fd;
+
+    rel_std(&r, "org/tiny", C1, -1, 10);
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK_EQ(shoal_store_set_branch(s, "main"), 0);
+    repo_path(p, sizeof p, cache, &r, "refs");
+    REQUIRE((fd = open(p, O_CREAT | O_WRONLY, 0644)) >= 0);
+    close(fd);
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++)
+        CHECK_EQ(put(s, &r, i), 0);
+    CHECK(!shoal_store_complete(s));
+    shoal_store_last_error(s, msg, sizeof msg);
+    CHECK(strstr(msg, "refs/main") != NULL);
+    CHECK(shoal_store_retry_publish(s, &tried) != 0);
+    CHECK(!shoal_store_complete(s));
+    REQUIRE(unlink(p) == 0);
+    CHECK_EQ(shoal_store_retry_publish(s, &tried), 0);
+    CHECK_EQ(tried, 1);
+    CHECK(shoal_store_complete(s));
+    repo_path(p, sizeof p, cache, &r, "refs/main");
+    CHECK(exists(p));
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 /* ---- chunks found changed on disk (take_back, file_suspect) ---- */
 
 /* Release "org/tiny" (rel_std, 10 chunks' worth) in a new store on
@@ -3326,6 +3363,7 @@ int main(int argc, char **argv)
         RUN(test_snapshot_other_blob_name);
         RUN(test_snapshot_copies);
         RUN(test_ref_needs_snapshot);
+    RUN(test_ref_owed);
         RUN(test_take_back_shared);
         RUN(test_take_back_fails);
         RUN(test_take_back_not_ready);
