@@ -181,7 +181,8 @@ struct shoal_swarm {
         bool used;
         uint32_t first, count;
         uint32_t trk;              /* SHOAL_TRKCONN_NONE-like: UINT32_MAX, local */
-    } leases[16];
+    } leases[16 + 1];              /* --max-leases (16 at most) and a
+                                    * loader's extra (sched.c) */
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
     /* Origin failures (bad bytes, a write error, a fetch the hub gave up
      * on or refused at once) since the last chunk that arrived, and until
