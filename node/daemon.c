@@ -2953,6 +2953,45 @@ static void banned_reason(struct shoal_daemon *d, char *out, size_t cap)
     utf8_cut(out);
 }
 
+#define TRACKER_QUIET_SHOW_MS 2000u
+
+/* For a release pulling with --tracker: no tracker reachable (QA N7), and
+ * whether its origin fetches wait for one or go without leases (the step
+ * that costs origin egress when several nodes take it), or spans it still
+ * fetches under leases it took itself while none answered. Returns whether
+ * it wrote a line. */
+static bool tracker_reason(struct shoal_daemon *d, struct shoal_swarm *sw, char *out,
+                           size_t cap)
+{
+    if (!d->trk)
+        return false; /* without one, lease-less fetches are the design */
+    uint64_t now = uv_now(&d->loop);
+    uint32_t local = shoal_swarm_local_leases(sw);
+    if (shoal_trkconn_ready(d->trk) > 0) {
+        if (local == 0)
+            return false;
+        snprintf(out, cap, "fetching %u span%s from the origin without a tracker's lease "
+                 "(taken while no tracker answered)", local, local == 1 ? "" : "s");
+        return true;
+    }
+    uint64_t away = now - d->trk_seen_ms;
+    /* The first login, or a reconnect, usually takes well under this. */
+    if (local == 0 && away < TRACKER_QUIET_SHOW_MS)
+        return false;
+    if (local > 0)
+        snprintf(out, cap, "no tracker reachable for %llu s; fetching %u span%s from the origin "
+                 "without a lease", (unsigned long long)(away / 1000), local,
+                 local == 1 ? "" : "s");
+    else if (away >= d->cfg->lease_fallback_ms)
+        snprintf(out, cap, "no tracker reachable for %llu s; new origin fetches go without "
+                 "a lease", (unsigned long long)(away / 1000));
+    else
+        snprintf(out, cap, "no tracker reachable for %llu s; new origin fetches wait for "
+                 "one (without a lease after %llu s)", (unsigned long long)(away / 1000),
+                 (unsigned long long)((d->cfg->lease_fallback_ms + 999) / 1000));
+    return true;
+}
+
 static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
 {
     const struct shoal_manifest *m = shoal_swarm_manifest(sw);
@@ -3005,6 +3044,9 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     } else if (r->state == SHOAL_CTL_PULLING && r->peers == 0) {
         banned_reason(d, r->error, sizeof r->error);
     }
+    if (r->state == SHOAL_CTL_PULLING && !r->error[0] &&
+        !tracker_reason(d, sw, r->error, sizeof r->error))
+        (void)shoal_swarm_lease_wait(sw, r->error, sizeof r->error);
 }
 
 /* Why a pull with a known commit or id still has no manifest: who could

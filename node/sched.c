@@ -43,6 +43,14 @@
  * more peers share the last bucket. Rarest-first only matters among rare
  * chunks, and a HAVE for a common chunk then costs no list move. */
 #define CNT_CAP 15u
+/* Leases beyond max_leases a node may ask for while the local loader waits
+ * for a file with chunks no peer has. Without them the loader's file was
+ * leased only once a lease of other chunks ended: a node that leased the
+ * release's front at the start fetched its loader's shard from the origin
+ * only after those spans (several seconds, a whole lease at its share of
+ * the origin), whatever the hint named (QA N3). The simulator has no
+ * loaders: it never asks for one. */
+#define LOADER_EXTRA_LEASES 1u
 
 enum {
     F_HAVE = 1,       /* verified and stored */
@@ -207,6 +215,8 @@ struct shoal_sched {
                              a call that finds nothing due reads no entry */
     uint32_t npend, pendhead, pendcap;
     bool lease_pending;
+    bool lease_extra;     /* the request pending is a loader's extra lease
+                             (LOADER_EXTRA_LEASES) */
     uint64_t lease_retry_at;
     uint64_t rng[4];
     uint64_t *listed;     /* bitmap of F_LISTED, for pick_scan */
@@ -1017,8 +1027,8 @@ int shoal_sched_new(struct shoal_sched **out, const struct shoal_sched_config *c
     s->reqcap = c.max_peers * c.max_depth;
     s->cap = c.max_inflight > 0 && c.max_inflight < s->reqcap ? c.max_inflight : s->reqcap;
     s->reqs = malloc(s->reqcap * sizeof(struct req));
-    s->leases = calloc(c.max_leases, sizeof(struct lease));
-    s->lease_slots = c.max_leases;
+    s->leases = calloc(c.max_leases + LOADER_EXTRA_LEASES, sizeof(struct lease));
+    s->lease_slots = c.max_leases + LOADER_EXTRA_LEASES;
     if ((rel->nfiles && s->file_first == NULL) || !s->ck || !s->listed ||
         !s->heads || !s->nonempty || !s->peers || !s->thr || !s->drate || !s->thr_until ||
         !s->busy_until || !s->bitsp || !s->pbits ||
@@ -1077,15 +1087,16 @@ int shoal_sched_set_role(struct shoal_sched *s, const struct shoal_sched_role *r
         rv = -EINVAL;
         goto out;
     }
-    if (leases > s->lease_slots) {
-        struct lease *nl = realloc(s->leases, leases * sizeof(*nl));
+    if (leases + LOADER_EXTRA_LEASES > s->lease_slots) {
+        uint32_t slots = leases + LOADER_EXTRA_LEASES;
+        struct lease *nl = realloc(s->leases, slots * sizeof(*nl));
         if (nl == NULL) {
             rv = -ENOMEM;
             goto out;
         }
-        memset(nl + s->lease_slots, 0, (leases - s->lease_slots) * sizeof(*nl));
+        memset(nl + s->lease_slots, 0, (slots - s->lease_slots) * sizeof(*nl));
         s->leases = nl;
-        s->lease_slots = leases;
+        s->lease_slots = slots;
     }
     /* Leases beyond a lowered max_leases run out; none is asked for until
      * fewer are held. */
@@ -1737,6 +1748,8 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
     (void)expires_ms; /* a late fetch still helps; the tracker may re-grant meanwhile */
     s->now = now_ms;
     s->lease_pending = false;
+    bool extra = s->lease_extra;
+    s->lease_extra = false;
     if (count == 0) {
         s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
         return 0;
@@ -1760,7 +1773,10 @@ int shoal_sched_lease_granted(struct shoal_sched *s, uint64_t now_ms, uint32_t f
             return SHOAL_SCHED_LEASE_HELD;
         }
     }
-    for (uint32_t i = 0; i < s->lease_slots; i++)
+    /* The last slots take only a loader's lease we asked for; the others
+     * are as before there were any. */
+    uint32_t slots = s->lease_slots - (extra ? 0 : LOADER_EXTRA_LEASES);
+    for (uint32_t i = 0; i < slots; i++)
         if (!s->leases[i].used) {
             l = &s->leases[i];
             break;
@@ -1803,6 +1819,7 @@ void shoal_sched_lease_failed(struct shoal_sched *s, uint64_t now_ms)
 {
     s->now = now_ms;
     s->lease_pending = false;
+    s->lease_extra = false;
     s->lease_retry_at = now_ms + s->cfg.lease_retry_ms;
 }
 
@@ -2640,16 +2657,20 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     }
 
     if (n < max && s->n_orphan > 0 && !s->lease_pending && now_ms >= s->lease_retry_at) {
-        uint32_t held = 0;
+        uint32_t held = 0, hint = 0, tier = TIER_NORMAL;
         for (uint32_t i = 0; i < s->lease_slots; i++)
             held += s->leases[i].used;
-        if (held < s->cfg.max_leases) {
-            uint32_t hint = 0;
-            for (uint32_t t = 0; t < NTIERS; t++)
-                if (s->heads[(size_t)t * s->nb] != NIL) {
-                    hint = s->heads[(size_t)t * s->nb];
-                    break;
-                }
+        for (uint32_t t = 0; t < NTIERS; t++)
+            if (s->heads[(size_t)t * s->nb] != NIL) {
+                hint = s->heads[(size_t)t * s->nb];
+                tier = t;
+                break;
+            }
+        /* The hint is the first orphan of the loader's most urgent file
+         * with one (in chunk order); such a file may ask beyond max_leases. */
+        uint32_t cap = s->cfg.max_leases + (tier != TIER_NORMAL ? LOADER_EXTRA_LEASES : 0);
+        if (held < cap) {
+            s->lease_extra = held >= s->cfg.max_leases;
             s->lease_pending = true;
             out[n++] = (struct shoal_sched_action){
                 .type = SHOAL_SCHED_LEASE_REQUEST, .chunk = hint, .count = s->cfg.lease_chunks};

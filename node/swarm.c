@@ -188,7 +188,8 @@ struct shoal_swarm {
         bool used;
         uint32_t first, count;
         uint32_t trk;              /* SHOAL_TRKCONN_NONE-like: UINT32_MAX, local */
-    } leases[16];
+    } leases[16 + 1];              /* --max-leases (16 at most) and a
+                                    * loader's extra (sched.c) */
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
     /* Origin failures (bad bytes, a write error, a fetch the hub gave up
      * on or refused at once) since the last chunk that arrived, and until
@@ -222,6 +223,12 @@ struct shoal_swarm {
      * at most every LEASE_EMPTY_LOG_MS. */
     uint32_t lease_empty;
     uint64_t lease_empty_since_ms, lease_empty_logged_ms, lease_empty_last_ms;
+    /* For status (shoal_swarm_lease_wait): the chunks had at the last empty
+     * answer, when that count last changed within the run, and the last
+     * answer's status. */
+    uint32_t lease_empty_have;
+    uint64_t lease_empty_grew_ms;
+    int lease_empty_status;
     /* per file, chunks in a row whose probe chose raw, for
      * peers on this host [2 * file] and elsewhere [2 * file + 1] */
     uint8_t *raw_run;
@@ -275,6 +282,13 @@ static uint32_t next_req_id = 1;
 #define LEASE_EMPTY_LOG_MIN 5
 #define LEASE_EMPTY_LOG_AFTER_MS 10000
 #define LEASE_EMPTY_LOG_MS 30000
+/* Status names such a wait once requests have been answered with nothing,
+ * and nothing arrived, for this long (the control socket then stops
+ * showing a rate: see STALL_MS in ctl.c), while the last such answer is at
+ * most LEASE_WAIT_FRESH_MS old (requests go every 0.5 s while they are
+ * refused: an older one means the node stopped asking). */
+#define LEASE_WAIT_SHOW_MS 5000
+#define LEASE_WAIT_FRESH_MS 3000
 /* At most one "origin fetch ... failed" warning per this long (the hub's
  * "origin HOST failing" line says how many requests failed meanwhile). */
 #define ORIGIN_FAIL_LOG_MS 30000
@@ -2640,6 +2654,15 @@ static void do_lease_req(struct shoal_swarm *s, const struct shoal_sched_action 
     s->repump = true;
 }
 
+/* Why a tracker answered a lease request with nothing. */
+static const char *lease_empty_why(int status)
+{
+    return status == SHOAL_ENOTFOUND
+               ? "it does not hold the release's manifest: not published to it"
+           : status ? shoal_strerror(status)
+                    : "everything missing is leased to or fetched by other nodes";
+}
+
 /* Counts a lease request answered with nothing and logs, at most every
  * LEASE_EMPTY_LOG_MS, that the tracker keeps granting none while chunks
  * are missing: the daemon then waits for peers or for leases (perhaps its
@@ -2652,6 +2675,12 @@ static void lease_empty_note(struct shoal_swarm *s, uint32_t trk, int status)
     if (s->lease_empty > 0 && now - s->lease_empty_last_ms > LEASE_EMPTY_LOG_AFTER_MS)
         s->lease_empty = 0;
     s->lease_empty_last_ms = now;
+    s->lease_empty_status = status;
+    uint32_t had = shoal_sched_have_count(s->sched);
+    if (s->lease_empty == 0 || had != s->lease_empty_have) {
+        s->lease_empty_have = had;
+        s->lease_empty_grew_ms = now;
+    }
     if (s->lease_empty++ == 0)
         s->lease_empty_since_ms = now;
     if (s->complete || s->lease_empty < LEASE_EMPTY_LOG_MIN ||
@@ -2663,9 +2692,7 @@ static void lease_empty_note(struct shoal_swarm *s, uint32_t trk, int status)
     LOG_I("release %s: tracker %u granted no origin lease for %u requests over %.0f s (%s) "
           "with %u of %u chunks missing; waiting for peers or for other leases to end",
           s->idhex, trk, s->lease_empty, (double)(now - s->lease_empty_since_ms) / 1000.0,
-          status == SHOAL_ENOTFOUND
-              ? "it does not hold the release's manifest: not published to it"
-              : status ? shoal_strerror(status) : "everything missing is leased or fetched",
+          lease_empty_why(status),
           s->nchunks - have, s->nchunks);
 }
 
@@ -2932,6 +2959,33 @@ static void publish_check(struct shoal_swarm *s)
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s)
 {
     return s->complete ? "" : s->publish_err;
+}
+
+bool shoal_swarm_lease_wait(struct shoal_swarm *s, char *out, size_t cap)
+{
+    uint64_t now = now_ms(s);
+
+    if (!s->sched || s->complete || s->stopped || s->lease_empty == 0 ||
+        now - s->lease_empty_last_ms > LEASE_WAIT_FRESH_MS)
+        return false;
+    uint32_t have = shoal_sched_have_count(s->sched);
+    /* A chunk since the last empty answer (from a peer) is progress. */
+    if (have != s->lease_empty_have || now - s->lease_empty_grew_ms < LEASE_WAIT_SHOW_MS)
+        return false;
+    snprintf(out, cap, "waiting for other nodes: no origin lease granted for %.0f s (%s) and "
+             "nothing arrived for %.0f s; %u of %u chunks missing",
+             (double)(now - s->lease_empty_since_ms) / 1000.0,
+             lease_empty_why(s->lease_empty_status),
+             (double)(now - s->lease_empty_grew_ms) / 1000.0, s->nchunks - have, s->nchunks);
+    return true;
+}
+
+uint32_t shoal_swarm_local_leases(const struct shoal_swarm *s)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++)
+        n += s->leases[i].used && s->leases[i].trk == LEASE_LOCAL ? 1 : 0;
+    return n;
 }
 
 const char *shoal_swarm_origin_error(struct shoal_swarm *s)

@@ -239,6 +239,13 @@ const char *shoal_swarm_publish_error(const struct shoal_swarm *s);
  * answer), which its health does not count as failing: "origin URL: MSG
  * (not on the gateway? asked again later)"; or "". */
 const char *shoal_swarm_origin_error(struct shoal_swarm *s);
+/* Whether the release waits on other nodes: its origin lease requests keep
+ * being answered with nothing (everything missing is leased to or fetched
+ * by others, or the tracker refuses) and no chunk arrived for a few
+ * seconds; then a line for status saying so in |out|. */
+bool shoal_swarm_lease_wait(struct shoal_swarm *s, char *out, size_t cap);
+/* Origin leases the swarm took itself (no tracker to arbitrate) in use. */
+uint32_t shoal_swarm_local_leases(const struct shoal_swarm *s);
 /* Signed manifest bytes (owned by the swarm). */
 const uint8_t *shoal_swarm_signed(const struct shoal_swarm *s, size_t *len);
 

@@ -172,6 +172,19 @@ CASE is one of:
                 closed and the second at once (its BYE), and a third node
                 completes the release within 45 s (before: it waited for
                 the node TTL, 120 s here, or the leases).
+  lease_wait    an origin fetcher holding 10-minute leases on a slow
+                stand-in is killed and the tracker keeps its leases; the
+                other node, with nothing left to fetch, gets a status
+                reason line ("waiting for other nodes: no origin lease
+                granted ... everything missing is leased to or fetched by
+                other nodes") with rate 0 and no ETA, and `shoal pull`
+                prints it (before: no reason, and a rate and an ETA of
+                seconds from before the stall for 30 s).
+  tracker_gone  the only tracker stops mid-pull and stays down: `shoal
+                status` says "no tracker reachable for N s; new origin
+                fetches wait for one (without a lease after 5 s)", then,
+                past --lease-fallback-ms, that they go (or it fetches)
+                without a lease (before: no reason line at all).
   tracker_restart the only tracker is down for 3 s mid-pull: the node logs
                 in again within 2.2 s of its return and never fetches
                 from the origin without a lease (before: up to 4 s
@@ -2401,6 +2414,122 @@ def case_fetcher_gone(tmp):
     return fails
 
 
+def status_row(st, name):
+    """The fields of |name|'s row in `shoal status` output |st| and the
+    reason line under it ("" without one), or (None, "")."""
+    lines = st.splitlines()
+    for i, ln in enumerate(lines):
+        if ln.startswith(name + " "):
+            why = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1].startswith("  ") \
+                else ""
+            return ln.split(), why
+    return None, ""
+
+
+def case_lease_wait(tmp):
+    """A node waiting for chunks that another node's origin leases hold
+    (that node killed, the tracker keeping its leases for 10 min) says so in
+    `shoal status` and `shoal pull`, and shows no rate or ETA from before."""
+    k = make_keys(tmp, ["a", "b"])
+    hub = Hub(tmp, "4M", shards="2")
+    tr, addr = hubfix.start_tracker(TRACKER, k, extra=["--lease-ms", "600000", "--node-ttl-ms",
+                                                       "600000", "--gone-ms", "600000"])
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    # Each file request at 256 KiB/s: a lease's fetch takes seconds.
+    hub.add_faults([{"kind": "slow", "bps": 262144, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    common = ["--tracker", addr, "--origin-delay-ms", "0", "--manifest", mf]
+    a = node("a", k, tmp, hub, common)
+    end = time.monotonic() + 20
+    while time.monotonic() < end and \
+            sum(1 for e in hub.stats()["log"] if "/cdn/" in e.get("path", "")) < 1:
+        time.sleep(0.1)
+    b = node("b", k, tmp, hub, common)
+    # b leased its share too and has stored some of it: a rate to go stale.
+    name = f"acme/model@{hub.commit}"
+    end = time.monotonic() + 30
+    row = None
+    while time.monotonic() < end:
+        row, _ = status_row(cli("status", "--socket", b.sock).stdout, name)
+        if row and not row[4].startswith("0 ") and row[3] != "0":
+            break
+        time.sleep(0.2)
+    a.p.kill()
+    a.p.wait(10)
+    want = "waiting for other nodes: no origin lease granted for "
+    st, why, last = "", "", ""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        st = cli("status", "--socket", b.sock).stdout
+        row, why = status_row(st, name)
+        if want in why or (row and row[1] == "complete"):
+            break
+        time.sleep(0.5)
+    print(st.strip())
+    if not row or row[1] != "pulling":
+        print("FAIL node b was not left pulling with the dead node's leases held "
+              "(test setup: the stall did not happen)")
+        return shoalproc.finish(1, [b], tail=40) or 1
+    if want not in why or "everything missing is leased to or fetched by other nodes" not in why:
+        print("FAIL shoal status gives no reason for the stall")
+        fails += 1
+    # Rate and ETA columns: "0 B/s" and "--:--" once the reason shows.
+    text = " ".join(row)
+    if " 0 B/s " not in text + " " or row[-1] != "--:--":
+        print(f"FAIL shoal status shows a rate or an ETA while nothing arrives: {text}")
+        fails += 1
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "2")
+    print(f"shoal pull: exit {r.returncode}: {r.stdout.strip()[-300:]} {r.stderr.strip()}")
+    if r.returncode == 0 or want not in r.stdout:
+        print("FAIL shoal pull does not print the reason")
+        fails += 1
+    fails = shoalproc.finish(fails, [b], tail=40)
+    if fails:
+        tr.dump()
+    tr.stop()
+    return fails
+
+
+def case_tracker_gone(tmp):
+    """The only tracker goes away mid-pull: status says none is reachable,
+    then that the node fetches from the origin without leases."""
+    k = make_keys(tmp, ["a"])
+    hub = Hub(tmp, "4M", shards="2")
+    tr, addr = hubfix.start_tracker(TRACKER, k)
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    hub.add_faults([{"kind": "slow", "bps": 65536, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    a = node("a", k, tmp, hub, ["--tracker", addr, "--origin-delay-ms", "0", "--manifest", mf])
+    if not a.wait_for(r"tracker \S+: authenticated", 20):
+        print("FAIL the node did not log in to the tracker")
+        return shoalproc.finish(1, [a, tr], tail=30) or 1
+    time.sleep(1)
+    name = f"acme/model@{hub.commit}"
+    st = cli("status", "--socket", a.sock).stdout
+    _, why = status_row(st, name)
+    if "tracker" in why:
+        print(f"FAIL status names a tracker problem while the tracker is up: {why}")
+        fails += 1
+    tr.stop()
+    for want in (r"no tracker reachable for \d+ s; new origin fetches wait for one \(without "
+                 r"a lease after 5 s\)",
+                 r"no tracker reachable for \d+ s; (fetching \d+ spans? from the origin "
+                 r"without a lease|new origin fetches go without a lease)"):
+        why, end = "", time.monotonic() + 15
+        while time.monotonic() < end:
+            row, why = status_row(cli("status", "--socket", a.sock).stdout, name)
+            if re.search(want, why) or not row or row[1] != "pulling":
+                break
+            time.sleep(0.3)
+        print(f"status: {why}")
+        if not re.search(want, why):
+            print(f"FAIL status does not say /{want}/")
+            fails += 1
+    return shoalproc.finish(fails, [a], tail=40)
+
+
 def case_tracker_restart(tmp):
     """The only tracker restarts mid-pull, down for 3 s (an upgrade): the
     node, dialling a down tracker at least every 1.25 s while it has no
@@ -3922,7 +4051,8 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "branch_follow": case_branch_follow,
                       "loader_branch": case_loader_branch,
                       "restart": case_restart, "cache_lock": case_cache_lock,
-                      "waiting_reason": case_waiting_reason, "keep_seed": case_keep_seed,
+                      "waiting_reason": case_waiting_reason, "lease_wait": case_lease_wait,
+                      "tracker_gone": case_tracker_gone, "keep_seed": case_keep_seed,
                       "pull_refused": case_pull_refused,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,

@@ -741,6 +741,60 @@ static void test_lease_hints_in_order(void)
     shoal_sched_free(s);
 }
 
+/* A loader that comes while both leases hold other chunks (a node leased
+ * the release's front at the start) gets a lease for its file at once, one
+ * beyond max_leases, hinted at the file's first chunk no peer has; not a
+ * second one, and none without a loader (QA N3: its shard left the origin
+ * only after those leases, with the fleet's walk). */
+static void test_loader_extra_lease(void)
+{
+    struct shoal_sched_config cfg;
+    shoal_sched_config_default(&cfg);
+    cfg.lease_chunks = 64;
+    cfg.max_leases = 2;
+    const uint32_t ff[2] = {0, 128};
+    struct shoal_sched *s = mk(256, 2, ff, &cfg);
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(lease_hint(a, n), 0);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 0, 64, 60000), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(lease_hint(a, n), 64);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 64, 64, 60000), 0);
+    n = shoal_sched_next(s, 1000, a, 32);
+    CHECK_EQ(lease_hint(a, n), UINT32_MAX);
+    /* A chunk of file 1 arrived from a peer: the hint is the next. */
+    CHECK_EQ(shoal_sched_peer_add(s, 7, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_have(s, 7, 128), 0);
+    const uint32_t want[1] = {1};
+    CHECK_EQ(shoal_sched_want_files(s, want, 1), 0);
+    n = shoal_sched_next(s, 1000, a, 32);
+    CHECK_EQ(lease_hint(a, n), 129);
+    CHECK_EQ(shoal_sched_lease_granted(s, 1000, 129, 8, 60000), 0);
+    n = shoal_sched_next(s, 1000, a, 32);
+    size_t fetched = 0;
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SHOAL_SCHED_ORIGIN_FETCH && a[i].chunk == 129)
+            fetched = a[i].count;
+    CHECK_EQ(fetched, 8);
+    /* Three held: no fourth, even for the loader. */
+    n = shoal_sched_next(s, 5000, a, 32);
+    CHECK_EQ(lease_hint(a, n), UINT32_MAX);
+    shoal_sched_free(s);
+
+    /* Without a loader a grant beyond max_leases still fetches nothing. */
+    s = mk(256, 2, ff, &cfg);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 0, 64, 60000), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 64, 64, 60000), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(shoal_sched_lease_granted(s, 0, 128, 8, 60000), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_ORIGIN_FETCH), 0);
+    shoal_sched_free(s);
+}
+
 /* Chunks the LEASE_DONEs in a[0..n) report, as a bit per chunk (< 32);
  * *ends counts the actions that end a lease. */
 static uint32_t done_bits(const struct shoal_sched_action *a, size_t n, size_t *ends)
@@ -1828,6 +1882,7 @@ int main(void)
     RUN(test_fastest_first);
     RUN(test_origin_last_resort);
     RUN(test_lease_hints_in_order);
+    RUN(test_loader_extra_lease);
     RUN(test_lease_regrant);
     RUN(test_lease_drop);
     RUN(test_peer_churn);
