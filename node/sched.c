@@ -2660,7 +2660,11 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
         uint32_t held = 0, hint = 0, tier = TIER_NORMAL;
         for (uint32_t i = 0; i < s->lease_slots; i++)
             held += s->leases[i].used;
-        for (uint32_t t = 0; t < NTIERS; t++)
+        /* A busy fetcher holds max_leases: it looks no further (64 tiers,
+         * a line each) unless a loader waits for files (tier 0 is one). */
+        bool look = held < s->cfg.max_leases ||
+                    (held < s->cfg.max_leases + LOADER_EXTRA_LEASES && s->tier_lo[0] != NIL);
+        for (uint32_t t = 0; look && t < NTIERS; t++)
             if (s->heads[(size_t)t * s->nb] != NIL) {
                 hint = s->heads[(size_t)t * s->nb];
                 tier = t;
