@@ -2458,6 +2458,9 @@ static int setup_trackers(struct shoal_daemon *d)
                   shoal_hub_token_source(d->hub), slow);
         else
             LOG_I("origin %s (without a token; %s)", shoal_hub_endpoint(d->hub), slow);
+        if (*shoal_hub_token_ignored(d->hub))
+            LOG_W("hub login token file %s: ignored, the origin is asked without a token",
+                  shoal_hub_token_ignored(d->hub));
         const char *caenv, *ca = shoal_hub_ca_path(&d->hubcfg, &caenv);
         if (ca)
             LOG_I("origin TLS: trusting only the CAs in %s%s%s%s", ca,

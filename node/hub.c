@@ -201,6 +201,8 @@ struct shoal_hub {
     char *ep_scheme, *ep_host, *ep_port;
     char *token;                /* NULL: none */
     char token_src[SHOAL_HUB_TOKEN_SRC_MAX]; /* where it came from, or "" */
+    char token_ignored[SHOAL_HUB_TOKEN_SRC_MAX + 64]; /* a login file that could
+                                                  not be read, and why; or "" */
     char *ca_file;              /* CA bundle for TLS; NULL: libcurl's default */
     bool token_exposed;         /* its token file is readable by others */
     struct shoal_hub_config cfg;
@@ -2341,13 +2343,14 @@ static bool login_token_path(char *out, size_t cap, const char **var)
  * or an error reading the file (a login file that is not there is no
  * token, not an error). */
 static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
-                      char *src, size_t srccap)
+                      char *src, size_t srccap, char *ignored, size_t ignoredcap)
 {
     const char *env, *var;
     char path[SHOAL_HUB_TOKEN_SRC_MAX - 64];
     char from[SHOAL_HUB_TOKEN_SRC_MAX] = "";
     char *t = NULL;
     int rv = 0;
+    bool implicit = false;
 
     *out = NULL;
     if (cfg && cfg->token) {
@@ -2365,8 +2368,20 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
         /* huggingface_hub's order after $HF_TOKEN: the login file. */
         snprintf(from, sizeof from, "%s (%s)", path, var);
         rv = read_token_file(path, &t, exposed);
+        implicit = strcmp(var, "$HF_TOKEN_PATH") != 0;
         if (rv == -ENOENT || rv == -ENOTDIR) {
             rv = 0;
+            from[0] = '\0';
+        } else if (rv != 0 && implicit) {
+            /* A login file nobody named (a service user whose HOME is
+             * root's, unreadable): no token, said in the log, rather than
+             * a node that will not start even for public models. */
+            if (ignored && ignoredcap)
+                snprintf(ignored, ignoredcap, "%s (%s): %s", path, var,
+                         rv == SHOAL_EBADPATH ? "not a regular file" : shoal_strerror(rv));
+            rv = 0;
+            t = NULL;
+            *exposed = false;
             from[0] = '\0';
         }
     }
@@ -2383,7 +2398,15 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
     if (t && (strlen(t) > HUB_TOKEN_MAX || !token_ok(t))) {
         sodium_memzero(t, strlen(t));
         free(t);
-        return SHOAL_EPROTO;
+        if (!implicit)
+            return SHOAL_EPROTO;
+        if (ignored && ignoredcap)
+            snprintf(ignored, ignoredcap, "%s: it holds characters not allowed in an HTTP "
+                     "header", from);
+        if (src && srccap)
+            src[0] = '\0';
+        *exposed = false;
+        return 0;
     }
     *out = t;
     return 0;
@@ -2394,7 +2417,7 @@ int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t
     char src[SHOAL_HUB_TOKEN_SRC_MAX];
     char *t = NULL;
     bool exposed = false;
-    int rv = load_token(cfg, &t, &exposed, src, sizeof src);
+    int rv = load_token(cfg, &t, &exposed, src, sizeof src, NULL, 0);
 
     if (t) {
         sodium_memzero(t, strlen(t));
@@ -2507,7 +2530,8 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
         }
     }
 
-    rv = load_token(cfg, &h->token, &h->token_exposed, h->token_src, sizeof h->token_src);
+    rv = load_token(cfg, &h->token, &h->token_exposed, h->token_src, sizeof h->token_src,
+                    h->token_ignored, sizeof h->token_ignored);
     if (rv)
         goto fail;
 
@@ -2633,6 +2657,11 @@ bool shoal_hub_token_exposed(const struct shoal_hub *h)
 const char *shoal_hub_token_source(const struct shoal_hub *h)
 {
     return h->token ? h->token_src : "";
+}
+
+const char *shoal_hub_token_ignored(const struct shoal_hub *h)
+{
+    return h->token_ignored;
 }
 
 bool shoal_hub_has_token(const struct shoal_hub *h)

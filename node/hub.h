@@ -261,6 +261,10 @@ bool shoal_hub_token_exposed(const struct shoal_hub *h);
  * PATH", "PATH ($HF_TOKEN_PATH)", "PATH ($HF_HOME/token)", ...; "" with
  * no token. */
 const char *shoal_hub_token_source(const struct shoal_hub *h);
+/* The login token file (huggingface_hub's, not one named with
+ * --hub-token-file or $HF_TOKEN_PATH) that could not be read and was
+ * ignored, with why; "" when none. */
+const char *shoal_hub_token_ignored(const struct shoal_hub *h);
 bool shoal_hub_has_token(const struct shoal_hub *h);
 void shoal_hub_get_stats(const struct shoal_hub *h, struct shoal_hub_stats *st);
 /* True while the origin's last request failed (see shoal_hub_health);

@@ -461,7 +461,8 @@ static void test_token_trimmed(void)
 
 /* huggingface_hub's login token, after $HF_TOKEN: $HF_TOKEN_PATH, else
  * $HF_HOME/token, trimmed and checked like the others, a missing one no
- * token; a bad one is refused naming the file and the variable. */
+ * token; a bad one named by $HF_TOKEN_PATH is refused naming the file and
+ * the variable, one found by default is ignored. */
 static void test_token_login_files(void)
 {
     struct shoal_hub_config c;
@@ -480,9 +481,10 @@ static void test_token_login_files(void)
     REQUIRE(f);
     fputs("\n to k \n", f);
     fclose(f);
-    CHECK(shoal_hub_token_verify(&c, msg, sizeof msg) == SHOAL_EPROTO);
-    fprintf(stderr, "  e.g.: %s\n", msg);
-    CHECK(strstr(msg, tf) && strstr(msg, "$HF_HOME/token") && strstr(msg, "HTTP header"));
+    /* A bad login file nobody named is ignored (shoald logs it): a node
+     * must not fail to start, even for public models, over a file it was
+     * not told to use. */
+    CHECK_EQ(shoal_hub_token_verify(&c, msg, sizeof msg), 0);
     /* $HF_TOKEN_PATH first: its good token, the bad one never read. */
     f = fopen(tp, "w");
     REQUIRE(f);

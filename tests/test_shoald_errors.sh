@@ -199,6 +199,13 @@ starts "--rate-up 100Mb is 100 Mbit/s, logged in both units" \
 starts "origin floor: default 64K over 60 s, logged" \
     "origin http://127.0.0.1:9 \(without a token; a range under 64.00 KiB/s \(524.3 kbit/s\) over 60.0 s is resumed\)" \
     "$shoald" "${common[@]}" --hub-endpoint http://127.0.0.1:9
+# A login token file nobody named that cannot be read (a service user whose
+# HOME is root's; here a directory in its place) is ignored with a warning:
+# the node still starts, and pulls public models without a token.
+mkdir -p home-x/.cache/huggingface/token
+HOME=$PWD/home-x HF_TOKEN_PATH= starts "unreadable login token file ignored" \
+    "hub login token file .*home-x/.cache/huggingface/token \(~/.cache/huggingface/token\): not a regular file: ignored" \
+    "$shoald" "${common[@]}" --hub-endpoint http://127.0.0.1:9
 starts "--origin-min-rate 1M --origin-slow-window-ms 2500, logged" \
     "a range under 1.00 MiB/s \(8.389 Mbit/s\) over 2.5 s is resumed" \
     "$shoald" "${common[@]}" --hub-endpoint http://127.0.0.1:9 --origin-min-rate 1M \
