@@ -1124,9 +1124,26 @@ static void check_done(void *user, struct shoal_swarm *s, int rv, const char *mi
     if (rv != 0 && rv != SHOAL_ENOTFOUND && rv != SHOAL_EBADMSG)
         LOG_W("release %s: could not check that its files are still in the cache: %s",
               shoal_manifest_commit(shoal_swarm_manifest(s)), shoal_strerror(rv));
-    if (branch && ref_rv != 0)
-        LOG_W("release %s: writing refs/%s: %s", shoal_manifest_commit(shoal_swarm_manifest(s)),
-              branch, shoal_strerror(ref_rv));
+    if (branch && ref_rv != 0) {
+        char why[SHOAL_CTL_REASON_MAX + 1], err[256];
+
+        /* Complete, but not by the name it was asked for: huggingface_hub
+         * finds nothing by it, so the pull does not say complete. */
+        shoal_swarm_last_error(s, err, sizeof err);
+        LOG_E("release %s: complete here, but refs/%s could not be written: %s",
+              shoal_manifest_commit(shoal_swarm_manifest(s)), branch,
+              err[0] ? err : shoal_strerror(ref_rv));
+        snprintf(why, sizeof why, "complete here, but refs/%.60s could not be written in the "
+                 "cache (%.150s): tools reading the cache by that name find nothing; pull it "
+                 "again once that is fixed", branch, err[0] ? err : shoal_strerror(ref_rv));
+        for (uint32_t i = 0; i < d->npulls; i++) {
+            if (d->pulls[i].swarm == s && d->pulls[i].ref[0] &&
+                strcmp(d->pulls[i].ref, branch) == 0) {
+                d->pulls[i].swarm = NULL;
+                pull_failed(d, &d->pulls[i], d->pulls[i].name, ref_rv, why);
+            }
+        }
+    }
     /* Loaders waiting for a branch name get it now, its ref written. */
     for (uint32_t i = 0; i < d->npulls; i++) {
         if (d->pulls[i].swarm == s && d->pulls[i].ref[0])

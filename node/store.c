@@ -2864,12 +2864,25 @@ int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed)
         s->npending--;
         s->pending_bytes -= file(s, bl->primary)->size;
         if (brv < 0) {
-            /* Nothing known of it: withheld until a later open, like a
-             * blob whose partial names are taken (file_withheld). */
+            /* Withheld until a later open, like a blob whose partial names
+             * are taken (file_withheld): its bytes may be right, but it
+             * could not be put in place (a snapshot entry it cannot
+             * write), so none of it is fetched either (SHOAL_EBADPATH:
+             * the caller does not fetch a blocked file). Opening may have
+             * counted it done and kept its descriptor before the link
+             * failed: undone, or the release would count as complete
+             * without it and say the file is ready. */
+            if (s->blobs[b].state == BLOB_DONE)
+                s->ndone--;
+            s->blobs[b].ready = false;
+            if (s->blobs[b].fd >= 0) {
+                close(s->blobs[b].fd);
+                s->blobs[b].fd = -1;
+            }
             blob_set_all(s, b, false);
             s->blobs[b].state = BLOB_INCOMPLETE;
             s->blobs[b].blocked = true;
-            s->blobs[b].repair_rv = brv;
+            s->blobs[b].repair_rv = SHOAL_EBADPATH;
             free(s->blobs[b].repair_msg);
             s->blobs[b].repair_msg = strdup(s->err);
             if (rv == 0)

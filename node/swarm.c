@@ -1189,8 +1189,9 @@ static void rot_status(struct shoal_swarm *s)
         snprintf(tail, sizeof tail, "; %u more file%s", more, more == 1 ? "" : "s");
     if (s->rot_why[first] == ROT_WHY_BLOCKED) {
         snprintf(s->rot_err, sizeof s->rot_err,
-                 "BLOCKED ON DISK: %s: something that is not shoal's is where its partial file "
-                 "goes in %s (not fetched; see the log for the path, move it away, then "
+                 "BLOCKED ON DISK: %s: shoald cannot put it in place in %s (something that is "
+                 "not shoal's where its partial file goes, or a snapshot entry it cannot "
+                 "write; not fetched; see the log for the path and why, fix that, then "
                  "restart shoald or pull the release again%s)", f->path, s->cfg->cache_dir,
                  tail);
         return;
@@ -2954,6 +2955,11 @@ static void publish_check(struct shoal_swarm *s)
     if (now >= s->publish_at_ms &&
         store_job_start(s, shoal_store_retry_publish, publish_done))
         s->publish_running = true;
+}
+
+void shoal_swarm_last_error(struct shoal_swarm *s, char *out, size_t cap)
+{
+    shoal_store_last_error(s->store, out, cap);
 }
 
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s)

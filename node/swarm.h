@@ -233,6 +233,9 @@ bool shoal_swarm_hashing_found(const struct shoal_swarm *s, uint32_t *files, uin
  * its store could not publish into the cache; tried again with a back-off),
  * or "". */
 const char *shoal_swarm_publish_error(const struct shoal_swarm *s);
+
+/* The store's last error message (which path, what failed); "" when none. */
+void shoal_swarm_last_error(struct shoal_swarm *s, char *out, size_t cap);
 /* What is wrong with the origin's bytes, until the chunk they failed for
  * is had: "origin's bytes for chunk N do not match the manifest ...", or
  * the last refusal the origin answered with (HTTP 404 for a file, a broken

@@ -189,6 +189,9 @@ CASE is one of:
                 in again within 2.2 s of its return and never fetches
                 from the origin without a lease (before: up to 4 s
                 after, often after the 5 s lease fallback).
+  ref_unwritable a release complete here is pulled by branch while refs/
+                is a file: the pull fails naming refs/main; once it can
+                be written, the pull completes with the ref.
   origin_health the Hub stand-in answers 503 to every CDN request but its
                 /resolve/ redirects fine: `shoal status` says the origin
                 has been failing for several seconds with as many failed
@@ -2578,6 +2581,43 @@ def case_tracker_restart(tmp):
     return fails
 
 
+def case_ref_unwritable(tmp):
+    """A release complete here (pulled by commit) asked for by branch while
+    refs/ cannot be written (a file is in its place, as a full disk would
+    refuse the write): `shoal pull ...@main` fails saying the ref could not
+    be written, instead of saying complete while huggingface_hub finds
+    nothing by that name; once refs/ can be written, it completes."""
+    k = make_keys(tmp, ["h"])
+    hub = Hub(tmp, "2M")
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    n = node("h", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    r = cli("pull", "acme/model@" + hub.commit, "--socket", n.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0:
+        print(f"FAIL the pull by commit did not complete: {r.stdout}{r.stderr}")
+        return shoalproc.finish(1, [n], tail=30) or 1
+    refs = os.path.join(n.cache, "models--acme--model", "refs")
+    shutil.rmtree(refs, ignore_errors=True)
+    with open(refs, "w") as f:
+        f.write("in the way\n")
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "20")
+    out = (r.stdout + r.stderr).strip()
+    print(f"by branch, refs/ unwritable: exit {r.returncode}: {out[-300:]}")
+    if r.returncode == 0 or "refs/main could not be written" not in out:
+        print("FAIL the pull by branch did not fail saying refs/main could not be written")
+        fails += 1
+    os.unlink(refs)
+    r = cli("pull", "acme/model@main", "--socket", n.sock, "--timeout", "20")
+    if r.returncode != 0 or not os.path.isfile(os.path.join(refs, "main")):
+        print(f"FAIL once refs/ could be written the pull did not complete with the ref: "
+              f"{r.stdout}{r.stderr}")
+        fails += 1
+    fails = shoalproc.finish(fails, [n], tail=30)
+    trk.stop()
+    return fails
+
+
 def case_origin_health(tmp):
     k = make_keys(tmp, ["h"])
     hub = Hub(tmp, "4M", shards="2")
@@ -4073,6 +4113,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "origin_leased": case_origin_leased,
                       "fetcher_gone": case_fetcher_gone,
                       "tracker_restart": case_tracker_restart,
+                      "ref_unwritable": case_ref_unwritable,
                       "origin_health": case_origin_health, "datasets": case_datasets,
                       "hub_listing": case_hub_listing, "origin_404": case_origin_404,
                       "hub_api_failing": case_hub_api_failing},

@@ -1863,6 +1863,48 @@ static void test_ref_owed(void)
     rel_free(&r);
 }
 
+/* A blob found in the cache whose first hash (deferred to a worker) matches
+ * but whose snapshot entry cannot be written (here a directory holding a
+ * file is where it goes): withheld as blocked, not counted done, not
+ * ready, the release not complete, and a chunk of it put stores nothing
+ * (before: counted done with 201 of 202 chunks, ready yet withheld, and
+ * withheld as a repair, so its chunks were fetched and thrown away). */
+static void test_found_link_fails(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {0};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t hashed;
+    char p[1024], cmd[2100], why[512];
+
+    rel_std(&r, "org/tiny", C1, -1, 14);
+    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
+    repo_path(p, sizeof p, cache, &r, "");
+    REQUIRE(mkdir(p, 0755) == 0);
+    repo_path(p, sizeof p, cache, &r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    for (int f = 0; f < r.nf; f++) {
+        blob_path(p, sizeof p, cache, &r, f, false);
+        write_new(p, r.f[f].data, r.f[f].size);
+    }
+    snap_path(p, sizeof p, cache, &r, 0);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%.1000s' && touch '%.1000s/x'", p, p);
+    REQUIRE(system(cmd) == 0);
+    o.flags = SHOAL_STORE_DEFER_HASH;
+    REQUIRE(shoal_store_open(&s, cache, r.m, &o) == 0);
+    CHECK(shoal_store_hash_found(s, &hashed) != 0);
+    CHECK_EQ(shoal_store_file_withheld(s, 0, why, sizeof why), SHOAL_EBADPATH);
+    CHECK(!shoal_store_file_ready(s, 0));
+    CHECK(!shoal_store_file_done(s, 0));
+    CHECK(!shoal_store_complete(s));
+    CHECK_EQ(put(s, &r, 0), 0);
+    CHECK(!shoal_store_has(s, 0));
+    CHECK(shoal_store_file_done(s, 1)); /* the others are right and in place */
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 /* ---- chunks found changed on disk (take_back, file_suspect) ---- */
 
 /* Release "org/tiny" (rel_std, 10 chunks' worth) in a new store on
@@ -3364,6 +3406,7 @@ int main(int argc, char **argv)
         RUN(test_snapshot_copies);
         RUN(test_ref_needs_snapshot);
     RUN(test_ref_owed);
+        RUN(test_found_link_fails);
         RUN(test_take_back_shared);
         RUN(test_take_back_fails);
         RUN(test_take_back_not_ready);
