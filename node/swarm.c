@@ -466,7 +466,7 @@ static void found_done(struct shoal_swarm *s, int status, int rv, uint32_t n)
     (void)n;
     if (!s->stopped) /* dropped meanwhile: nobody is told it completed */
         check_complete(s);
-    if (s->started) {
+    if (s->started && !s->stopped) { /* nor does it start copying (review R4) */
         start_dedup(s);
         pump(s);
     }
