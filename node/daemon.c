@@ -3804,6 +3804,9 @@ static int open_manifests(struct shoal_daemon *d)
  * ones resume, as a --manifest release does. A release whose manifest or
  * files are gone is logged and left out of the file from now on; a file
  * that cannot be read is logged and kept aside, and never stops the start. */
+static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entry *v,
+                           const bool *closed, size_t n);
+
 static void reopen_state(struct shoal_daemon *d)
 {
     const struct shoal_config *c = d->cfg;
@@ -3811,7 +3814,8 @@ static void reopen_state(struct shoal_daemon *d)
     size_t n = 0, skipped = 0;
     uint32_t opened = 0, dropped = 0;
     char why[1024], aside[SHOAL_STATE_PATH_MAX + 16];
-    int rv;
+    bool *closed = NULL; /* per entry: manifest fine, but left closed */
+    int rv, rv_load;
 
     if (c->state_dir && strcmp(c->state_dir, "none") == 0) {
         LOG_I("no state file (state-dir none): releases opened by `shoal pull` or a loader "
@@ -3842,7 +3846,9 @@ static void reopen_state(struct shoal_daemon *d)
         return;
     }
     d->state_on = true;
-    rv = shoal_state_load(d->state_path, d->abs_cache, &v, &n, &skipped, why, sizeof why);
+    rv_load = rv = shoal_state_load(d->state_path, d->abs_cache, &v, &n, &skipped, why,
+                                    sizeof why);
+    closed = n ? calloc(n, sizeof *closed) : NULL;
     if (rv != 0) {
         /* Kept aside, not overwritten by the next save: an operator may
          * want to see what was in it. */
@@ -3932,14 +3938,119 @@ static void reopen_state(struct shoal_daemon *d)
             LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
                   e->repo, e->commit, hex, why[0] ? why : shoal_strerror(rv));
             dropped++;
+            /* Left closed (no room, a full disk): a rollout may open it
+             * again in this run, resuming from its partial files. */
+            if (closed)
+                closed[k % n] = true;
         }
         free(data);
     }
-    free(v);
     LOG_I("state file %s: %u release%s reopened, %u dropped", d->state_path, opened,
           opened == 1 ? "" : "s", dropped);
     d->state_ready = true;
     save_state(d);
+    /* Only when the file said which releases may resume: one that could
+     * not be read in full may have listed more. */
+    if (rv_load == 0 && skipped == 0 && (closed || n == 0))
+        sweep_partials(d, v, closed, n);
+    free(closed);
+    free(v);
+}
+
+/* Whether open release |m| could use partial file or sidecar |name| of
+ * repo folder |folder|: its sidecar or own partial name carries its id,
+ * and a shared partial name is the etag of one of its files. */
+static bool release_claims(const struct shoal_manifest *m, const char *folder, const char *name)
+{
+    char f[SHOAL_HF_PATH_MAX], hex[65], etag[SHOAL_HF_ETAG_MAX];
+    const char *dot = strchr(name, '.');
+
+    if (shoal_hf_repo_folder(f, sizeof f, shoal_manifest_repo_type(m),
+                             shoal_manifest_repo_id(m)) != 0)
+        return true; /* cannot tell: kept */
+    if (strcmp(f, folder) != 0)
+        return false;
+    shoal_hex(hex, shoal_manifest_id(m), 32);
+    if (!dot || strncmp(name, hex, 64) == 0 || strncmp(dot + 1, hex, 16) == 0)
+        return true;
+    for (uint32_t i = 0; i < shoal_manifest_nfiles(m); i++) {
+        shoal_hf_etag(etag, shoal_manifest_file(m, i));
+        if (strlen(etag) == (size_t)(dot - name) && memcmp(etag, name, strlen(etag)) == 0)
+            return true;
+    }
+    return false;
+}
+
+struct sweep_ctx {
+    struct shoal_daemon *d;
+    const struct shoal_state_entry *v; /* the state file's entries */
+    const bool *closed;                /* those left closed at start */
+    size_t n;
+};
+
+/* shoal_store_claimed_cb of the start-up sweep: kept when an open release
+ * could use it, when a listed release of that repo was left closed, or
+ * when a pull not open yet may be of that repo (each resumes from them
+ * once it opens). */
+static bool partial_claimed(void *user, const char *folder, const char *name)
+{
+    const struct sweep_ctx *c = user;
+    struct shoal_daemon *d = c->d;
+    char f[SHOAL_HF_PATH_MAX];
+
+    for (size_t i = 0; i < c->n; i++)
+        if (c->closed[i] && (shoal_hf_repo_folder(f, sizeof f, c->v[i].type, c->v[i].repo) != 0 ||
+                             strcmp(f, folder) == 0))
+            return true;
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        if (release_claims(shoal_swarm_manifest(d->swarms[i]), folder, name))
+            return true;
+    for (uint32_t i = 0; i < d->ndropped; i++)
+        if (release_claims(shoal_swarm_manifest(d->dropped[i]), folder, name))
+            return true;
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        const struct pull *pl = &d->pulls[i];
+        const char *n = pl->asked[0] ? pl->asked : pl->name;
+        enum shoal_repo_type type = SHOAL_REPO_MODEL;
+        char repo[SHOAL_MSG_REPO_MAX + 1], *at;
+
+        if (pl->swarm)
+            continue;
+        if (strncmp(n, SHOAL_RELNAME_DATASET, sizeof SHOAL_RELNAME_DATASET - 1) == 0) {
+            type = SHOAL_REPO_DATASET;
+            n += sizeof SHOAL_RELNAME_DATASET - 1;
+        }
+        snprintf(repo, sizeof repo, "%s", n);
+        if ((at = strchr(repo, '@')))
+            *at = '\0';
+        /* A pull by manifest id may be of any repo. */
+        if (!at || shoal_hf_repo_folder(f, sizeof f, type, repo) != 0 || strcmp(f, folder) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Once the listed releases are open: removes the partial files and
+ * sidecars of releases no longer listed, which nothing would ever resume
+ * or remove (dropped here because their manifest is gone or no longer
+ * trusted, or a drop cut short by a crash before it removed them). */
+static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entry *v,
+                           const bool *closed, size_t n)
+{
+    char first[SHOAL_HF_PATH_MAX + SHOAL_STATE_PATH_MAX], size[32];
+    struct sweep_ctx c = {d, v, closed, n};
+    uint32_t files = 0;
+    uint64_t bytes = 0;
+    int rv = shoal_store_sweep_partials(d->cache_dir, partial_claimed, &c, &files, &bytes, first,
+                                        sizeof first);
+
+    if (rv != 0)
+        LOG_W("looking for partial files of dropped releases in %s: %s", d->cache_dir,
+              shoal_strerror(rv));
+    else if (files > 0)
+        LOG_I("removed %u partial file%s (%s) of releases no longer open or listed in the "
+              "state file, e.g. %s", files, files == 1 ? "" : "s",
+              shoal_fmt_bytes(size, sizeof size, bytes), first);
 }
 
 static int start_listening(struct shoal_daemon *d)

@@ -387,6 +387,102 @@ out:
     return rv;
 }
 
+/* Whether |p| starts with exactly |n| lowercase hex digits. */
+static bool hex_run(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* A name only shoald gives in .shoal/: <etag>.incomplete and
+ * <etag>.<16 hex>.incomplete (shoal_hf_partial_path; an etag is 40 or 64
+ * hex), or <64 hex>.state (sidecar_name). */
+static bool own_meta_name(const char *name)
+{
+    size_t n = strlen(name), e;
+
+    if (n == 64 + 6 && hex_run(name, 64) && strcmp(name + 64, ".state") == 0)
+        return true;
+    for (e = 40; e <= 64; e += 24) {
+        if (n == e + 11 && hex_run(name, e) && strcmp(name + e, ".incomplete") == 0)
+            return true;
+        if (n == e + 28 && hex_run(name, e) && name[e] == '.' && hex_run(name + e + 1, 16) &&
+            strcmp(name + e + 17, ".incomplete") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Removes |name| from |dfd| if it is a regular file nobody holds locked;
+ * adds its size to |*bytes|. */
+static bool sweep_one(int dfd, const char *name, uint64_t *bytes)
+{
+    struct stat st;
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    bool gone = false;
+
+    if (fd < 0)
+        return false;
+    /* A store filling it holds the lock (open_blob_disk): never ours to
+     * take, whatever the caller said. */
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        unlinkat(dfd, name, 0) == 0) {
+        *bytes += (uint64_t)st.st_size;
+        gone = true;
+    }
+    close(fd);
+    return gone;
+}
+
+int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb claimed, void *user,
+                               uint32_t *files, uint64_t *bytes, char *first, size_t cap)
+{
+    DIR *top = opendir(cache_dir), *meta;
+    struct dirent *de, *me;
+
+    *files = 0;
+    *bytes = 0;
+    if (cap)
+        first[0] = '\0';
+    if (!top)
+        return errno == ENOENT ? 0 : -errno;
+    while ((de = readdir(top))) {
+        int repo_fd, meta_fd;
+        bool any = false;
+
+        if (strncmp(de->d_name, "models--", 8) != 0 &&
+            strncmp(de->d_name, "datasets--", 10) != 0 && strncmp(de->d_name, "spaces--", 8) != 0)
+            continue;
+        repo_fd = openat(dirfd(top), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (repo_fd < 0)
+            continue;
+        meta_fd = openat(repo_fd, ".shoal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(repo_fd);
+        if (meta_fd < 0)
+            continue;
+        if (!(meta = fdopendir(meta_fd))) {
+            close(meta_fd);
+            continue;
+        }
+        while ((me = readdir(meta))) {
+            if (!own_meta_name(me->d_name) || claimed(user, de->d_name, me->d_name) ||
+                !sweep_one(meta_fd, me->d_name, bytes))
+                continue;
+            any = true;
+            if (++*files == 1 && cap)
+                snprintf(first, cap, "%s/%s/.shoal/%s", cache_dir, de->d_name, me->d_name);
+        }
+        /* The names gone for good before the caller logs them. */
+        if (any)
+            (void)fsync(meta_fd);
+        closedir(meta);
+    }
+    closedir(top);
+    return 0;
+}
+
 /* Walks the directories of relative |path| under |dirfd| (creating them),
  * leaving the directory fd in |*dfd| and the last component in |*leaf|. */
 static int walk_dirs(int dirfd, const char *path, int *dfd, const char **leaf)

@@ -2934,6 +2934,113 @@ static bool planted(const char *path, char kind)
                          : S_ISSOCK(st.st_mode);
 }
 
+/* The start-up sweep's claim: only names starting with "c" are used. */
+static bool claims_c(void *user, const char *folder, const char *name)
+{
+    CHECK(strcmp(folder, "models--acme--sweep") == 0);
+    ++*(int *)user;
+    return name[0] == 'c';
+}
+
+/* |len| bytes at <cache>/|dir|/|name| (|dir| created). */
+static void sweep_file(const char *cache, const char *dir, const char *name, size_t len)
+{
+    char p[1024];
+    FILE *fp;
+
+    /* Each component of |dir| in turn (two at most here). */
+    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
+    snprintf(p, sizeof p, "%s/%.*s", cache, (int)strcspn(dir, "/"), dir);
+    REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
+    snprintf(p, sizeof p, "%s/%s", cache, dir);
+    REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
+    snprintf(p, sizeof p, "%s/%s/%s", cache, dir, name);
+    REQUIRE((fp = fopen(p, "wb")));
+    for (size_t i = 0; i < len; i++)
+        fputc('x', fp);
+    fclose(fp);
+}
+
+/* Leftover partial files and sidecars nothing claims are removed; anything
+ * claimed, locked by a filler, not a regular file or not named as shoald
+ * names them stays. */
+static void test_sweep_partials(void)
+{
+    const char *cache = new_cache();
+    const char *meta = "models--acme--sweep/.shoal";
+    char a64[65], c64[65], d64[65], p[4096], first[1024];
+    char gone[4][128], kept[8][128];
+    uint64_t bytes = 0;
+    uint32_t files = 0;
+    int asked = 0, fd;
+
+    memset(a64, 'a', 64);
+    a64[64] = '\0';
+    memcpy(c64, a64, sizeof c64);
+    c64[0] = 'c';
+    memcpy(d64, a64, sizeof d64);
+    d64[0] = 'd';
+    snprintf(gone[0], sizeof gone[0], "%s.incomplete", a64);
+    snprintf(gone[1], sizeof gone[1], "%.40s.incomplete", a64);
+    snprintf(gone[2], sizeof gone[2], "%s.0123456789abcdef.incomplete", a64);
+    snprintf(gone[3], sizeof gone[3], "%s.state", a64);
+    snprintf(kept[0], sizeof kept[0], "%s.incomplete", c64);       /* claimed */
+    snprintf(kept[1], sizeof kept[1], "%s.incomplete", d64);       /* locked */
+    snprintf(kept[2], sizeof kept[2], "notes.incomplete");
+    snprintf(kept[3], sizeof kept[3], "%s.manifest", a64);
+    snprintf(kept[4], sizeof kept[4], "%.63s.incomplete", a64);    /* 63 hex */
+    snprintf(kept[5], sizeof kept[5], "%.63sA.incomplete", a64);   /* not lowercase */
+    snprintf(kept[6], sizeof kept[6], "%s.0123456789abcdeg.incomplete", a64);
+    snprintf(kept[7], sizeof kept[7], "%s.state.tmp", a64);
+    for (int i = 0; i < 4; i++)
+        sweep_file(cache, meta, gone[i], 1000 + (size_t)i);
+    for (int i = 0; i < 8; i++)
+        sweep_file(cache, meta, kept[i], 10);
+    /* huggingface_hub's own partial download, and a folder that is no repo */
+    sweep_file(cache, "models--acme--sweep/blobs", gone[0], 10);
+    sweep_file(cache, "notarepo/.shoal", gone[0], 10);
+    snprintf(p, sizeof p, "%s/%s/%.40s.0123456789abcdef.incomplete", cache, meta, d64);
+    plant(p, 'd', NULL);
+    snprintf(p, sizeof p, "%s/%s/%.40s.incomplete", cache, meta, d64);
+    plant(p, 'l', cache);
+    snprintf(p, sizeof p, "%s/%s/%s", cache, meta, kept[1]);
+    fd = open(p, O_RDWR);
+    REQUIRE(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+                                       sizeof first) == 0);
+    CHECK(files == 4);
+    CHECK(bytes == 1000 + 1001 + 1002 + 1003);
+    CHECK(strstr(first, "/models--acme--sweep/.shoal/") != NULL);
+    CHECK(asked >= 4);
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s/%s", cache, meta, gone[i]);
+        CHECK(!exists(p));
+    }
+    for (int i = 0; i < 8; i++) {
+        snprintf(p, sizeof p, "%s/%s/%s", cache, meta, kept[i]);
+        CHECK(exists(p));
+    }
+    snprintf(p, sizeof p, "%s/models--acme--sweep/blobs/%s", cache, gone[0]);
+    CHECK(exists(p));
+    snprintf(p, sizeof p, "%s/notarepo/.shoal/%s", cache, gone[0]);
+    CHECK(exists(p));
+    snprintf(p, sizeof p, "%s/%s/%.40s.0123456789abcdef.incomplete", cache, meta, d64);
+    CHECK(planted(p, 'd'));
+    snprintf(p, sizeof p, "%s/%s/%.40s.incomplete", cache, meta, d64);
+    CHECK(planted(p, 'l'));
+    close(fd);
+    /* Its filler gone, a locked one unclaimed goes at the next sweep. */
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+                                       sizeof first) == 0);
+    CHECK(files == 1 && bytes == 10);
+    /* No cache yet: nothing to do. */
+    snprintf(p, sizeof p, "%s/none", cache);
+    CHECK(shoal_store_sweep_partials(p, claims_c, &asked, &files, &bytes, first, 0) == 0 &&
+          files == 0);
+}
+
+
 /* Nothing in directory |dir| (a symlink's target outside the store). */
 static bool dir_empty(const char *dir)
 {
@@ -3373,6 +3480,7 @@ int main(int argc, char **argv)
         RUN(test_verify_crash);
         RUN(test_leftover_locked);
         RUN(test_partial_not_regular);
+        RUN(test_sweep_partials);
         RUN(test_take_back_eio);
         RUN(test_verify_copy_stays_locked);
         RUN(test_sidecar_v1_read);
