@@ -3799,15 +3799,42 @@ static int open_manifests(struct shoal_daemon *d)
     return rv;
 }
 
+static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entry *v,
+                           const bool *closed, size_t n);
+
+/* 1 when directory |path| (which need not exist yet) is directory
+ * |dir|, 2 when it is under it, else 0; symlinks resolved. */
+static int in_cache(const char *path, const char *dir)
+{
+    char rp[PATH_MAX], rd[PATH_MAX], tail[PATH_MAX] = "", *cut;
+    char probe[PATH_MAX];
+    size_t n;
+
+    if (!realpath(dir, rd) || snprintf(probe, sizeof probe, "%s", path) >= (int)sizeof probe)
+        return 0;
+    /* The deepest part that exists, resolved, then what is not made yet. */
+    while (!realpath(probe, rp)) {
+        char t[PATH_MAX];
+
+        if (errno != ENOENT || !(cut = strrchr(probe, '/')) || cut == probe)
+            return 0;
+        snprintf(t, sizeof t, "%s%s", cut, tail);
+        snprintf(tail, sizeof tail, "%s", t);
+        *cut = '\0';
+    }
+    n = strlen(rd);
+    if (strcmp(rp, rd) == 0)
+        return tail[0] && strcmp(tail, "/") != 0 ? 2 : 1;
+    return strncmp(rp, rd, n) == 0 && (rp[n] == '/' || n == 1) ? 2 : 0;
+}
+
 /* Finds the state file and reopens every release it lists that is not
  * open yet (after --manifest and --pull): complete ones seed, incomplete
  * ones resume, as a --manifest release does. A release whose manifest or
  * files are gone is logged and left out of the file from now on; a file
- * that cannot be read is logged and kept aside, and never stops the start. */
-static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entry *v,
-                           const bool *closed, size_t n);
-
-static void reopen_state(struct shoal_daemon *d)
+ * that cannot be read is logged and kept aside, and never stops the start.
+ * Returns 0, or SHOAL_EBADPATH for a state dir in the cache (logged). */
+static int reopen_state(struct shoal_daemon *d)
 {
     const struct shoal_config *c = d->cfg;
     struct shoal_state_entry *v = NULL;
@@ -3820,11 +3847,11 @@ static void reopen_state(struct shoal_daemon *d)
     if (c->state_dir && strcmp(c->state_dir, "none") == 0) {
         LOG_I("no state file (state-dir none): releases opened by `shoal pull` or a loader "
               "are not reopened after a restart");
-        return;
+        return 0;
     }
     if (d->scfg.store_flags & SHOAL_STORE_MEMORY) {
         LOG_I("no state file with store memory: nothing survives a restart");
-        return;
+        return 0;
     }
     rv = shoal_state_path(d->state_path, sizeof d->state_path, d->state_dir,
                           sizeof d->state_dir, d->abs_cache, sizeof d->abs_cache, c->state_dir,
@@ -3834,16 +3861,20 @@ static void reopen_state(struct shoal_daemon *d)
               "loader will not be reopened after a restart",
               rv == SHOAL_ENOTFOUND ? "no STATE_DIRECTORY, XDG_STATE_HOME or HOME"
                                     : shoal_strerror(rv));
-        return;
+        return 0;
     }
     /* The top of the cache holds repo folders only: huggingface-cli
-     * scan-cache reports anything else there as a corrupt entry. */
-    char rs[PATH_MAX], rc[PATH_MAX];
-    if (realpath(d->state_dir, rs) && realpath(d->abs_cache, rc) && strcmp(rs, rc) == 0) {
-        LOG_E("no state file: state-dir %s is the cache dir, whose top level holds repo "
-              "folders only (huggingface-cli scan-cache would report the file as a corrupt "
-              "entry); set state-dir elsewhere, or leave it unset", d->state_dir);
-        return;
+     * scan-cache reports anything else there as a corrupt entry, and a
+     * repo folder holds what huggingface_hub puts there. Refused rather
+     * than run without a state file: a restart would then forget every
+     * release, and one start-up line is easily missed. */
+    int in = in_cache(d->state_dir, d->abs_cache);
+    if (in != 0) {
+        LOG_E("state-dir %s is %sthe cache dir %s, which holds repo folders only "
+              "(huggingface-cli scan-cache would report it as a corrupt entry); set state-dir "
+              "outside the cache, or leave it unset", d->state_dir, in == 1 ? "" : "inside ",
+              d->abs_cache);
+        return SHOAL_EBADPATH;
     }
     d->state_on = true;
     rv_load = rv = shoal_state_load(d->state_path, d->abs_cache, &v, &n, &skipped, why,
@@ -3955,6 +3986,7 @@ static void reopen_state(struct shoal_daemon *d)
         sweep_partials(d, v, closed, n);
     free(closed);
     free(v);
+    return 0;
 }
 
 /* Whether open release |m| could use partial file or sidecar |name| of
@@ -4429,7 +4461,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     if (rv == 0)
         rv = open_manifests(d);
     if (rv == 0)
-        reopen_state(d);
+        rv = reopen_state(d);
     if (rv == 0)
         rv = start_loader(d);
     if (rv == 0)
