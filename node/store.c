@@ -63,6 +63,14 @@
  * lost all of them (a release under 256 chunks, all its progress). At full
  * speed the count comes first; this only bounds the loss in time. */
 #define FLUSH_MS_DEFAULT 2000u
+/* After an open the first rewrite comes at the first verified chunk, and
+ * the time trigger then grows from flush_ms / FLUSH_RAMP, doubling at each
+ * rewrite, to flush_ms: a node crashing soon after every start (an OOM
+ * kill, a preempted VM coming back) kept nothing verified in its first
+ * flush_ms, and fetched the same chunks again at every start. At most
+ * log2(FLUSH_RAMP) + 1 more rewrites per start (each an fdatasync of the
+ * blobs written since), never one per chunk. */
+#define FLUSH_RAMP 16u
 #define HASH_BUF (1u << 20)
 /* Read-back buffers kept for the running sha256: one per thread that may
  * hash at once (the libuv pool's default size). */
@@ -154,6 +162,8 @@ struct shoal_store {
     uint64_t bytes;
     uint32_t since_flush, flush_every;
     uint32_t flush_ms;
+    uint32_t flush_gap;  /* the time trigger now: 0 after open, then up to
+                          * flush_ms (FLUSH_RAMP; under mu) */
     uint64_t flushed_ms; /* CLOCK_MONOTONIC of the last flush (under mu) */
     bool sidecar_dirty;
     bool opening;        /* no callbacks until open returns */
@@ -1116,6 +1126,9 @@ int shoal_store_flush(struct shoal_store *s)
     s->sidecar_dirty = false;
     s->since_flush = 0;
     s->flushed_ms = mono_ms();
+    s->flush_gap = s->flush_gap ? s->flush_gap * 2 : s->flush_ms / FLUSH_RAMP;
+    if (s->flush_gap > s->flush_ms || s->flush_gap == 0)
+        s->flush_gap = s->flush_ms;
     pthread_mutex_unlock(&s->mu);
 
     /* Data first: a bit on disk must never cover bytes that are not. */
@@ -2912,6 +2925,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     /* Replace a stale or discarded sidecar now rather than at the first
      * batch; a failure here shows again at the next flush. */
     shoal_store_flush(s);
+    s->flush_gap = 0; /* the first chunk verified from here on is kept at once */
     s->opening = false;
     *out = s;
     s = NULL;
@@ -3208,7 +3222,7 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
             touched[ntouched++] = b;
         }
     }
-    if (++s->since_flush >= s->flush_every || mono_ms() - s->flushed_ms >= s->flush_ms)
+    if (++s->since_flush >= s->flush_every || mono_ms() - s->flushed_ms >= s->flush_gap)
         flush = true;
     pthread_mutex_unlock(&s->mu);
 

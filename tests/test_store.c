@@ -902,6 +902,48 @@ static void test_crash_time_flush(void)
     rel_free(&r);
 }
 
+/* A node killed soon after each start (an OOM kill, a preempted VM) keeps
+ * the first chunk it verified in each run, at the default flush_ms: the
+ * first rewrite after open comes at once, the next ones sooner than
+ * flush_ms at first, and not at every chunk (flush_ms long here, so that
+ * the second put, right after the first, finds the ramp's first gap,
+ * flush_ms / 16, not over). */
+static void test_crash_soon_after_open(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {.flush_ms = 600000};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t c = UINT32_MAX; /* chunks c, c+1, c+2: one file, not all of it */
+    pid_t pid;
+    int status;
+
+    rel_std(&r, "org/crashloop", C1, -1, 4);
+    for (uint32_t f = 0; f < shoal_manifest_nfiles(r.m) && c == UINT32_MAX; f++)
+        if (shoal_manifest_file(r.m, f)->nchunks >= 4)
+            c = shoal_manifest_file(r.m, f)->first_chunk;
+    REQUIRE(c != UINT32_MAX);
+    for (int run = 0; run < 2; run++) {
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            if (shoal_store_open(&s, cache, r.m, run ? &o : NULL) != 0)
+                _exit(2);
+            if (put(s, &r, c + (uint32_t)run) != 0 || (run && put(s, &r, c + 2) != 0))
+                _exit(3);
+            _exit(0); /* killed: no final flush */
+        }
+        REQUIRE(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_has(s, c));      /* the first run's only chunk */
+    CHECK(shoal_store_has(s, c + 1));  /* the second run's first */
+    CHECK(!shoal_store_has(s, c + 2)); /* not rewritten at every chunk */
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 static void test_crash_and_bad_sidecar(void)
 {
     const char *cache = new_cache();
@@ -3458,6 +3500,7 @@ int main(int argc, char **argv)
         RUN(test_blob_names);
         RUN(test_crash_and_bad_sidecar);
         RUN(test_crash_time_flush);
+        RUN(test_crash_soon_after_open);
         RUN(test_dedup_releases);
         RUN(test_shared_partial);
         RUN(test_verify_no_follow);
