@@ -3861,28 +3861,59 @@ static int open_manifests(struct shoal_daemon *d)
     return rv;
 }
 
+static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entry *v,
+                           const bool *closed, size_t n);
+
+/* 1 when directory |path| (which need not exist yet) is directory
+ * |dir|, 2 when it is under it, else 0; symlinks resolved. */
+static int in_cache(const char *path, const char *dir)
+{
+    char rp[PATH_MAX], rd[PATH_MAX], tail[PATH_MAX] = "", *cut;
+    char probe[PATH_MAX];
+    size_t n;
+
+    if (!realpath(dir, rd) || snprintf(probe, sizeof probe, "%s", path) >= (int)sizeof probe)
+        return 0;
+    /* The deepest part that exists, resolved, then what is not made yet. */
+    while (!realpath(probe, rp)) {
+        char t[PATH_MAX];
+
+        if (errno != ENOENT || !(cut = strrchr(probe, '/')) || cut == probe)
+            return 0;
+        snprintf(t, sizeof t, "%s%s", cut, tail);
+        snprintf(tail, sizeof tail, "%s", t);
+        *cut = '\0';
+    }
+    n = strlen(rd);
+    if (strcmp(rp, rd) == 0)
+        return tail[0] && strcmp(tail, "/") != 0 ? 2 : 1;
+    return strncmp(rp, rd, n) == 0 && (rp[n] == '/' || n == 1) ? 2 : 0;
+}
+
 /* Finds the state file and reopens every release it lists that is not
  * open yet (after --manifest and --pull): complete ones seed, incomplete
  * ones resume, as a --manifest release does. A release whose manifest or
  * files are gone is logged and left out of the file from now on; a file
- * that cannot be read is logged and kept aside, and never stops the start. */
-static void reopen_state(struct shoal_daemon *d)
+ * that cannot be read is logged and kept aside, and never stops the start.
+ * Returns 0, or SHOAL_EBADPATH for a state dir in the cache (logged). */
+static int reopen_state(struct shoal_daemon *d)
 {
     const struct shoal_config *c = d->cfg;
     struct shoal_state_entry *v = NULL;
     size_t n = 0, skipped = 0;
     uint32_t opened = 0, dropped = 0;
     char why[1024], aside[SHOAL_STATE_PATH_MAX + 16];
-    int rv;
+    bool *closed = NULL; /* per entry: manifest fine, but left closed */
+    int rv, rv_load;
 
     if (c->state_dir && strcmp(c->state_dir, "none") == 0) {
         LOG_I("no state file (state-dir none): releases opened by `shoal pull` or a loader "
               "are not reopened after a restart");
-        return;
+        return 0;
     }
     if (d->scfg.store_flags & SHOAL_STORE_MEMORY) {
         LOG_I("no state file with store memory: nothing survives a restart");
-        return;
+        return 0;
     }
     rv = shoal_state_path(d->state_path, sizeof d->state_path, d->state_dir,
                           sizeof d->state_dir, d->abs_cache, sizeof d->abs_cache, c->state_dir,
@@ -3892,19 +3923,25 @@ static void reopen_state(struct shoal_daemon *d)
               "loader will not be reopened after a restart",
               rv == SHOAL_ENOTFOUND ? "no STATE_DIRECTORY, XDG_STATE_HOME or HOME"
                                     : shoal_strerror(rv));
-        return;
+        return 0;
     }
     /* The top of the cache holds repo folders only: huggingface-cli
-     * scan-cache reports anything else there as a corrupt entry. */
-    char rs[PATH_MAX], rc[PATH_MAX];
-    if (realpath(d->state_dir, rs) && realpath(d->abs_cache, rc) && strcmp(rs, rc) == 0) {
-        LOG_E("no state file: state-dir %s is the cache dir, whose top level holds repo "
-              "folders only (huggingface-cli scan-cache would report the file as a corrupt "
-              "entry); set state-dir elsewhere, or leave it unset", d->state_dir);
-        return;
+     * scan-cache reports anything else there as a corrupt entry, and a
+     * repo folder holds what huggingface_hub puts there. Refused rather
+     * than run without a state file: a restart would then forget every
+     * release, and one start-up line is easily missed. */
+    int in = in_cache(d->state_dir, d->abs_cache);
+    if (in != 0) {
+        LOG_E("state-dir %s is %sthe cache dir %s, which holds repo folders only "
+              "(huggingface-cli scan-cache would report it as a corrupt entry); set state-dir "
+              "outside the cache, or leave it unset", d->state_dir, in == 1 ? "" : "inside ",
+              d->abs_cache);
+        return SHOAL_EBADPATH;
     }
     d->state_on = true;
-    rv = shoal_state_load(d->state_path, d->abs_cache, &v, &n, &skipped, why, sizeof why);
+    rv_load = rv = shoal_state_load(d->state_path, d->abs_cache, &v, &n, &skipped, why,
+                                    sizeof why);
+    closed = n ? calloc(n, sizeof *closed) : NULL;
     if (rv != 0) {
         /* Kept aside, not overwritten by the next save: an operator may
          * want to see what was in it. */
@@ -3994,14 +4031,120 @@ static void reopen_state(struct shoal_daemon *d)
             LOG_W("state: release %s@%s (%s) not reopened, dropped from the state: %s",
                   e->repo, e->commit, hex, why[0] ? why : shoal_strerror(rv));
             dropped++;
+            /* Left closed (no room, a full disk): a rollout may open it
+             * again in this run, resuming from its partial files. */
+            if (closed)
+                closed[k % n] = true;
         }
         free(data);
     }
-    free(v);
     LOG_I("state file %s: %u release%s reopened, %u dropped", d->state_path, opened,
           opened == 1 ? "" : "s", dropped);
     d->state_ready = true;
     save_state(d);
+    /* Only when the file said which releases may resume: one that could
+     * not be read in full may have listed more. */
+    if (rv_load == 0 && skipped == 0 && (closed || n == 0))
+        sweep_partials(d, v, closed, n);
+    free(closed);
+    free(v);
+    return 0;
+}
+
+/* Whether open release |m| could use partial file or sidecar |name| of
+ * repo folder |folder|: its sidecar or own partial name carries its id,
+ * and a shared partial name is the etag of one of its files. */
+static bool release_claims(const struct shoal_manifest *m, const char *folder, const char *name)
+{
+    char f[SHOAL_HF_PATH_MAX], hex[65], etag[SHOAL_HF_ETAG_MAX];
+    const char *dot = strchr(name, '.');
+
+    if (shoal_hf_repo_folder(f, sizeof f, shoal_manifest_repo_type(m),
+                             shoal_manifest_repo_id(m)) != 0)
+        return true; /* cannot tell: kept */
+    if (strcmp(f, folder) != 0)
+        return false;
+    shoal_hex(hex, shoal_manifest_id(m), 32);
+    if (!dot || strncmp(name, hex, 64) == 0 || strncmp(dot + 1, hex, 16) == 0)
+        return true;
+    for (uint32_t i = 0; i < shoal_manifest_nfiles(m); i++) {
+        shoal_hf_etag(etag, shoal_manifest_file(m, i));
+        if (strlen(etag) == (size_t)(dot - name) && memcmp(etag, name, strlen(etag)) == 0)
+            return true;
+    }
+    return false;
+}
+
+struct sweep_ctx {
+    struct shoal_daemon *d;
+    const struct shoal_state_entry *v; /* the state file's entries */
+    const bool *closed;                /* those left closed at start */
+    size_t n;
+};
+
+/* shoal_store_claimed_cb of the start-up sweep: kept when an open release
+ * could use it, when a listed release of that repo was left closed, or
+ * when a pull not open yet may be of that repo (each resumes from them
+ * once it opens). */
+static bool partial_claimed(void *user, const char *folder, const char *name)
+{
+    const struct sweep_ctx *c = user;
+    struct shoal_daemon *d = c->d;
+    char f[SHOAL_HF_PATH_MAX];
+
+    for (size_t i = 0; i < c->n; i++)
+        if (c->closed[i] && (shoal_hf_repo_folder(f, sizeof f, c->v[i].type, c->v[i].repo) != 0 ||
+                             strcmp(f, folder) == 0))
+            return true;
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        if (release_claims(shoal_swarm_manifest(d->swarms[i]), folder, name))
+            return true;
+    for (uint32_t i = 0; i < d->ndropped; i++)
+        if (release_claims(shoal_swarm_manifest(d->dropped[i]), folder, name))
+            return true;
+    for (uint32_t i = 0; i < d->npulls; i++) {
+        const struct pull *pl = &d->pulls[i];
+        const char *n = pl->asked[0] ? pl->asked : pl->name;
+        enum shoal_repo_type type = SHOAL_REPO_MODEL;
+        char repo[SHOAL_MSG_REPO_MAX + 1], *at;
+
+        if (pl->swarm)
+            continue;
+        if (strncmp(n, SHOAL_RELNAME_DATASET, sizeof SHOAL_RELNAME_DATASET - 1) == 0) {
+            type = SHOAL_REPO_DATASET;
+            n += sizeof SHOAL_RELNAME_DATASET - 1;
+        }
+        snprintf(repo, sizeof repo, "%s", n);
+        if ((at = strchr(repo, '@')))
+            *at = '\0';
+        /* A pull by manifest id may be of any repo. */
+        if (!at || shoal_hf_repo_folder(f, sizeof f, type, repo) != 0 || strcmp(f, folder) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Once the listed releases are open: removes the partial files and
+ * sidecars of releases no longer listed, which nothing would ever resume
+ * or remove (dropped here because their manifest is gone or no longer
+ * trusted, or a drop cut short by a crash before it removed them). */
+static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entry *v,
+                           const bool *closed, size_t n)
+{
+    char first[SHOAL_HF_PATH_MAX + SHOAL_STATE_PATH_MAX], size[32];
+    struct sweep_ctx c = {d, v, closed, n};
+    uint32_t files = 0;
+    uint64_t bytes = 0;
+    int rv = shoal_store_sweep_partials(d->cache_dir, partial_claimed, &c, &files, &bytes, first,
+                                        sizeof first);
+
+    if (rv != 0)
+        LOG_W("looking for partial files of dropped releases in %s: %s", d->cache_dir,
+              shoal_strerror(rv));
+    else if (files > 0)
+        LOG_I("removed %u partial file%s (%s) of releases no longer open or listed in the "
+              "state file, e.g. %s", files, files == 1 ? "" : "s",
+              shoal_fmt_bytes(size, sizeof size, bytes), first);
 }
 
 static int start_listening(struct shoal_daemon *d)
@@ -4380,7 +4523,7 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     if (rv == 0)
         rv = open_manifests(d);
     if (rv == 0)
-        reopen_state(d);
+        rv = reopen_state(d);
     if (rv == 0)
         rv = start_loader(d);
     if (rv == 0)

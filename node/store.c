@@ -63,6 +63,14 @@
  * lost all of them (a release under 256 chunks, all its progress). At full
  * speed the count comes first; this only bounds the loss in time. */
 #define FLUSH_MS_DEFAULT 2000u
+/* After an open the first rewrite comes at the first verified chunk, and
+ * the time trigger then grows from flush_ms / FLUSH_RAMP, doubling at each
+ * rewrite, to flush_ms: a node crashing soon after every start (an OOM
+ * kill, a preempted VM coming back) kept nothing verified in its first
+ * flush_ms, and fetched the same chunks again at every start. At most
+ * log2(FLUSH_RAMP) + 1 more rewrites per start (each an fdatasync of the
+ * blobs written since), never one per chunk. */
+#define FLUSH_RAMP 16u
 #define HASH_BUF (1u << 20)
 /* Read-back buffers kept for the running sha256: one per thread that may
  * hash at once (the libuv pool's default size). */
@@ -154,6 +162,8 @@ struct shoal_store {
     uint64_t bytes;
     uint32_t since_flush, flush_every;
     uint32_t flush_ms;
+    uint32_t flush_gap;  /* the time trigger now: 0 after open, then up to
+                          * flush_ms (FLUSH_RAMP; under mu) */
     uint64_t flushed_ms; /* CLOCK_MONOTONIC of the last flush (under mu) */
     bool sidecar_dirty;
     bool opening;        /* no callbacks until open returns */
@@ -385,6 +395,102 @@ out:
     if (lfd >= 0)
         close(lfd);
     return rv;
+}
+
+/* Whether |p| starts with exactly |n| lowercase hex digits. */
+static bool hex_run(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* A name only shoald gives in .shoal/: <etag>.incomplete and
+ * <etag>.<16 hex>.incomplete (shoal_hf_partial_path; an etag is 40 or 64
+ * hex), or <64 hex>.state (sidecar_name). */
+static bool own_meta_name(const char *name)
+{
+    size_t n = strlen(name), e;
+
+    if (n == 64 + 6 && hex_run(name, 64) && strcmp(name + 64, ".state") == 0)
+        return true;
+    for (e = 40; e <= 64; e += 24) {
+        if (n == e + 11 && hex_run(name, e) && strcmp(name + e, ".incomplete") == 0)
+            return true;
+        if (n == e + 28 && hex_run(name, e) && name[e] == '.' && hex_run(name + e + 1, 16) &&
+            strcmp(name + e + 17, ".incomplete") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Removes |name| from |dfd| if it is a regular file nobody holds locked;
+ * adds its size to |*bytes|. */
+static bool sweep_one(int dfd, const char *name, uint64_t *bytes)
+{
+    struct stat st;
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    bool gone = false;
+
+    if (fd < 0)
+        return false;
+    /* A store filling it holds the lock (open_blob_disk): never ours to
+     * take, whatever the caller said. */
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        unlinkat(dfd, name, 0) == 0) {
+        *bytes += (uint64_t)st.st_size;
+        gone = true;
+    }
+    close(fd);
+    return gone;
+}
+
+int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb claimed, void *user,
+                               uint32_t *files, uint64_t *bytes, char *first, size_t cap)
+{
+    DIR *top = opendir(cache_dir), *meta;
+    struct dirent *de, *me;
+
+    *files = 0;
+    *bytes = 0;
+    if (cap)
+        first[0] = '\0';
+    if (!top)
+        return errno == ENOENT ? 0 : -errno;
+    while ((de = readdir(top))) {
+        int repo_fd, meta_fd;
+        bool any = false;
+
+        if (strncmp(de->d_name, "models--", 8) != 0 &&
+            strncmp(de->d_name, "datasets--", 10) != 0 && strncmp(de->d_name, "spaces--", 8) != 0)
+            continue;
+        repo_fd = openat(dirfd(top), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (repo_fd < 0)
+            continue;
+        meta_fd = openat(repo_fd, ".shoal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(repo_fd);
+        if (meta_fd < 0)
+            continue;
+        if (!(meta = fdopendir(meta_fd))) {
+            close(meta_fd);
+            continue;
+        }
+        while ((me = readdir(meta))) {
+            if (!own_meta_name(me->d_name) || claimed(user, de->d_name, me->d_name) ||
+                !sweep_one(meta_fd, me->d_name, bytes))
+                continue;
+            any = true;
+            if (++*files == 1 && cap)
+                snprintf(first, cap, "%s/%s/.shoal/%s", cache_dir, de->d_name, me->d_name);
+        }
+        /* The names gone for good before the caller logs them. */
+        if (any)
+            (void)fsync(meta_fd);
+        closedir(meta);
+    }
+    closedir(top);
+    return 0;
 }
 
 /* Walks the directories of relative |path| under |dirfd| (creating them),
@@ -1020,6 +1126,9 @@ int shoal_store_flush(struct shoal_store *s)
     s->sidecar_dirty = false;
     s->since_flush = 0;
     s->flushed_ms = mono_ms();
+    s->flush_gap = s->flush_gap ? s->flush_gap * 2 : s->flush_ms / FLUSH_RAMP;
+    if (s->flush_gap > s->flush_ms || s->flush_gap == 0)
+        s->flush_gap = s->flush_ms;
     pthread_mutex_unlock(&s->mu);
 
     /* Data first: a bit on disk must never cover bytes that are not. */
@@ -2816,6 +2925,7 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
     /* Replace a stale or discarded sidecar now rather than at the first
      * batch; a failure here shows again at the next flush. */
     shoal_store_flush(s);
+    s->flush_gap = 0; /* the first chunk verified from here on is kept at once */
     s->opening = false;
     *out = s;
     s = NULL;
@@ -3125,7 +3235,7 @@ int shoal_store_put_chunk_first(struct shoal_store *s, uint32_t idx, const uint8
             touched[ntouched++] = b;
         }
     }
-    if (++s->since_flush >= s->flush_every || mono_ms() - s->flushed_ms >= s->flush_ms)
+    if (++s->since_flush >= s->flush_every || mono_ms() - s->flushed_ms >= s->flush_gap)
         flush = true;
     pthread_mutex_unlock(&s->mu);
 

@@ -173,6 +173,29 @@ int shoal_store_open(struct shoal_store **out, const char *cache_dir,
 int shoal_store_lock_cache(const char *cache_dir, long gid, int *fd, long *holder, char *path,
                            size_t cap);
 
+/*
+ * Whether the partial file or sidecar |name| (in <cache>/|folder|/.shoal/)
+ * may belong to a release that can still resume; see
+ * shoal_store_sweep_partials.
+ */
+typedef bool (*shoal_store_claimed_cb)(void *user, const char *folder, const char *name);
+
+/*
+ * Removes the partial files (<etag>.incomplete, <etag>.<16 hex>.incomplete)
+ * and progress sidecars (<64 hex>.state) that shoald left in the .shoal/
+ * folders of cache |cache_dir| and that |claimed| says no release owns: a
+ * release dropped while shoald was down (its manifest deleted, its key no
+ * longer trusted) or killed before its drop removed them would otherwise
+ * keep them, up to its whole size, where no Hugging Face tool looks. Only
+ * regular files with exactly those names; one that another open file
+ * description holds locked (a store filling it) stays. The caller holds the
+ * cache lock (shoal_store_lock_cache). Sets *|files| and *|bytes| to what
+ * was removed and |first| (|cap| bytes, may be 0) to the first path.
+ * Returns 0 or a negated errno when the cache cannot be listed.
+ */
+int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb claimed, void *user,
+                               uint32_t *files, uint64_t *bytes, char *first, size_t cap);
+
 /* The release was asked for (again) by branch or tag |branch|: refs/<branch>
  * gets the commit now if the release is complete, else once it completes
  * (then only the branch named last). Nothing for a memory store. Any

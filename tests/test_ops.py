@@ -1873,6 +1873,84 @@ def case_keep_resume(tmp):
     return fails
 
 
+def case_keep_leftovers(tmp):
+    """An unfinished release dropped at start (its manifest deleted) leaves
+    no partial file behind; one still listed keeps them and resumes."""
+    k = make_keys(tmp, ["l"])
+    hub = Hub(tmp, "16M", shards="2")
+    slow_hub(hub, 1000000)
+    trk, taddr = start_tracker(k)
+    _, mid = publish(k, hub, tmp, "main", taddr)
+    fails = 0
+    n = node("l", k, tmp, hub, ["--tracker", taddr])
+    first = subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "60"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pct = catch_mid_download(n, hub.commit, low=10, high=85)
+    n.p.kill()
+    n.p.wait()
+    first.wait(timeout=30)
+    if pct is None:
+        n.dump()
+        return 1
+    print(f"killed the node (SIGKILL) at {pct:.1f}%")
+    repo = os.path.join(n.cache, "models--acme--model")
+    meta = os.path.join(repo, ".shoal")
+
+    def ours():
+        return sorted(f for f in os.listdir(meta)
+                      if f.endswith(".incomplete") or f.endswith(".state"))
+    before = ours()
+    # Not shoald's, whatever their names say: never touched.
+    foreign = [os.path.join(meta, "notes.incomplete"), os.path.join(repo, "blobs", "a" * 64 +
+                                                                   ".incomplete")]
+    for f in foreign:
+        with open(f, "w") as fh:
+            fh.write("not shoald's\n")
+    os.mkdir(os.path.join(meta, "b" * 64 + ".incomplete"))
+    print(f"left by the kill: {before}")
+    if not any(f.endswith(".incomplete") for f in before):
+        print("FAIL no partial file to look after (the test is wrong)")
+        return 1
+    # Still listed in the state file: it resumes, its files stay.
+    n2 = node("l", k, tmp, hub, ["--tracker", taddr])
+    if not n2.wait_for(r"state file \S+: 1 release reopened, 0 dropped", 10):
+        print("FAIL the restarted node did not reopen the release it was pulling")
+        fails += 1
+    # Logged once start-up (the sweep too) is over.
+    n2.wait_for(r"shoald node \S+ zone", 10)
+    n2.p.kill()
+    n2.p.wait()
+    kept = ours()
+    if n2.wait_for(r"removed \d+ partial file", 0.1) or \
+            not set(f for f in before if f.endswith(".incomplete")) <= set(kept):
+        print(f"FAIL a restart removed partial files of a release still listed: {kept}")
+        fails += 1
+    # Its manifest deleted by hand: dropped at start, and its files go too.
+    os.unlink(os.path.join(meta, mid + ".manifest"))
+    n3 = node("l", k, tmp, hub)
+    if not n3.wait_for(r"state: release acme/model@\w+ \(\w+\) not reopened, dropped from "
+                       r"the state: its manifest \S+: gone", 10):
+        print("FAIL the release whose manifest is gone was not dropped at start")
+        fails += 1
+    m = n3.wait_for(r"removed (\d+) partial files? \(([\d.]+) MiB\) of releases no longer open "
+                    r"or listed in the state file, e.g. (\S+)", 5)
+    left = ours()
+    print(f"log: {m.group(0) if m else 'nothing about partial files'}; left: {left}")
+    if not m or float(m.group(2)) < 16 or left != ["b" * 64 + ".incomplete", "notes.incomplete"]:
+        print("FAIL the partial files of the release dropped at start were not removed (and "
+              "logged with their size)")
+        fails += 1
+    if not all(os.path.exists(f) for f in foreign):
+        print("FAIL a file that is not shoald's was removed")
+        fails += 1
+    fails += shoalproc.stop_all([n3])
+    if fails:
+        n.dump(tail=30)
+        n2.dump(tail=30)
+        n3.dump(tail=30)
+    return fails
+
+
 def case_keep_drop(tmp):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
     import shoal_loader
@@ -4095,6 +4173,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "tracker_gone": case_tracker_gone, "keep_seed": case_keep_seed,
                       "pull_refused": case_pull_refused,
                       "keep_resume": case_keep_resume, "keep_drop": case_keep_drop,
+                      "keep_leftovers": case_keep_leftovers,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
                       "max_releases": case_max_releases,
                       "tracker_rollouts": case_tracker_rollouts,

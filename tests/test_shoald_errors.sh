@@ -171,11 +171,27 @@ starts() {
     fi
     kill $pid 2>/dev/null; wait $pid 2>/dev/null
 }
-# A state dir that is the cache dir would put a file among the repo folders.
-starts "state-dir = cache-dir: refused, no state file there" "state-dir .* is the cache dir" \
+# A state dir that is the cache dir, or inside it (a new folder at its top,
+# a repo folder, a symlink into it), would put files among the repo
+# folders: refused at start, not run without a state file.
+mkdir -p "$work/c/models--acme--m1/blobs"; ln -s "$work/c" "$work/clink"
+expect 1 "state-dir .* is the cache dir" "state-dir = cache-dir: refused" \
     "$shoald" "${common[@]}" --state-dir "$work/c"
-[ ! -e "$work"/c/releases-*.list ] && echo "ok   ... and no state file in the cache" ||
-    { echo "FAIL a state file was written at the top of the cache"; fails=$((fails+1)); }
+expect 1 "state-dir .* is inside the cache dir" "state-dir a new folder in the cache: refused" \
+    "$shoald" "${common[@]}" --state-dir "$work/c/shoald-state"
+expect 1 "state-dir .* is inside the cache dir" "state-dir a repo folder: refused" \
+    "$shoald" "${common[@]}" --state-dir "$work/c/models--acme--m1"
+expect 1 "state-dir .* is inside the cache dir" "state-dir a symlink into the cache: refused" \
+    "$shoald" "${common[@]}" --state-dir "$work/clink/new/deeper"
+ls -A "$work/c" | grep -qvE '^(\.locks|models--acme--m1)$' &&
+    { echo "FAIL something was written at the top of the cache: $(ls -A "$work/c")"
+      fails=$((fails+1)); } || echo "ok   ... and nothing written at the top of the cache"
+[ -z "$(ls "$work/c/models--acme--m1")" ] || [ "$(ls "$work/c/models--acme--m1")" = blobs ] &&
+    echo "ok   ... nor in the repo folder" ||
+    { echo "FAIL a file was written in the repo folder"; fails=$((fails+1)); }
+# Next to the cache, with a name it starts with, is fine.
+starts "state-dir next to the cache (c-state) taken" "state file .*/c-state/releases-" \
+    "$shoald" "${common[@]}" --state-dir "$work/c-state"
 # SIGHUP (a closed terminal, a log rotation) is logged and ignored; SIGTERM
 # still shuts down cleanly, removing the control socket.
 "$shoald" "${common[@]}" --control-socket "$PWD/hup.sock" >hup.txt 2>&1 & hpid=$!

@@ -902,6 +902,48 @@ static void test_crash_time_flush(void)
     rel_free(&r);
 }
 
+/* A node killed soon after each start (an OOM kill, a preempted VM) keeps
+ * the first chunk it verified in each run, at the default flush_ms: the
+ * first rewrite after open comes at once, the next ones sooner than
+ * flush_ms at first, and not at every chunk (flush_ms long here, so that
+ * the second put, right after the first, finds the ramp's first gap,
+ * flush_ms / 16, not over). */
+static void test_crash_soon_after_open(void)
+{
+    const char *cache = new_cache();
+    struct shoal_store_opts o = {.flush_ms = 600000};
+    struct shoal_store *s = NULL;
+    struct rel r;
+    uint32_t c = UINT32_MAX; /* chunks c, c+1, c+2: one file, not all of it */
+    pid_t pid;
+    int status;
+
+    rel_std(&r, "org/crashloop", C1, -1, 4);
+    for (uint32_t f = 0; f < shoal_manifest_nfiles(r.m) && c == UINT32_MAX; f++)
+        if (shoal_manifest_file(r.m, f)->nchunks >= 4)
+            c = shoal_manifest_file(r.m, f)->first_chunk;
+    REQUIRE(c != UINT32_MAX);
+    for (int run = 0; run < 2; run++) {
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            if (shoal_store_open(&s, cache, r.m, run ? &o : NULL) != 0)
+                _exit(2);
+            if (put(s, &r, c + (uint32_t)run) != 0 || (run && put(s, &r, c + 2) != 0))
+                _exit(3);
+            _exit(0); /* killed: no final flush */
+        }
+        REQUIRE(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    REQUIRE(shoal_store_open(&s, cache, r.m, NULL) == 0);
+    CHECK(shoal_store_has(s, c));      /* the first run's only chunk */
+    CHECK(shoal_store_has(s, c + 1));  /* the second run's first */
+    CHECK(!shoal_store_has(s, c + 2)); /* not rewritten at every chunk */
+    shoal_store_free(s);
+    rel_free(&r);
+}
+
 static void test_crash_and_bad_sidecar(void)
 {
     const char *cache = new_cache();
@@ -2976,6 +3018,113 @@ static bool planted(const char *path, char kind)
                          : S_ISSOCK(st.st_mode);
 }
 
+/* The start-up sweep's claim: only names starting with "c" are used. */
+static bool claims_c(void *user, const char *folder, const char *name)
+{
+    CHECK(strcmp(folder, "models--acme--sweep") == 0);
+    ++*(int *)user;
+    return name[0] == 'c';
+}
+
+/* |len| bytes at <cache>/|dir|/|name| (|dir| created). */
+static void sweep_file(const char *cache, const char *dir, const char *name, size_t len)
+{
+    char p[1024];
+    FILE *fp;
+
+    /* Each component of |dir| in turn (two at most here). */
+    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
+    snprintf(p, sizeof p, "%s/%.*s", cache, (int)strcspn(dir, "/"), dir);
+    REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
+    snprintf(p, sizeof p, "%s/%s", cache, dir);
+    REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
+    snprintf(p, sizeof p, "%s/%s/%s", cache, dir, name);
+    REQUIRE((fp = fopen(p, "wb")));
+    for (size_t i = 0; i < len; i++)
+        fputc('x', fp);
+    fclose(fp);
+}
+
+/* Leftover partial files and sidecars nothing claims are removed; anything
+ * claimed, locked by a filler, not a regular file or not named as shoald
+ * names them stays. */
+static void test_sweep_partials(void)
+{
+    const char *cache = new_cache();
+    const char *meta = "models--acme--sweep/.shoal";
+    char a64[65], c64[65], d64[65], p[4096], first[1024];
+    char gone[4][128], kept[8][128];
+    uint64_t bytes = 0;
+    uint32_t files = 0;
+    int asked = 0, fd;
+
+    memset(a64, 'a', 64);
+    a64[64] = '\0';
+    memcpy(c64, a64, sizeof c64);
+    c64[0] = 'c';
+    memcpy(d64, a64, sizeof d64);
+    d64[0] = 'd';
+    snprintf(gone[0], sizeof gone[0], "%s.incomplete", a64);
+    snprintf(gone[1], sizeof gone[1], "%.40s.incomplete", a64);
+    snprintf(gone[2], sizeof gone[2], "%s.0123456789abcdef.incomplete", a64);
+    snprintf(gone[3], sizeof gone[3], "%s.state", a64);
+    snprintf(kept[0], sizeof kept[0], "%s.incomplete", c64);       /* claimed */
+    snprintf(kept[1], sizeof kept[1], "%s.incomplete", d64);       /* locked */
+    snprintf(kept[2], sizeof kept[2], "notes.incomplete");
+    snprintf(kept[3], sizeof kept[3], "%s.manifest", a64);
+    snprintf(kept[4], sizeof kept[4], "%.63s.incomplete", a64);    /* 63 hex */
+    snprintf(kept[5], sizeof kept[5], "%.63sA.incomplete", a64);   /* not lowercase */
+    snprintf(kept[6], sizeof kept[6], "%s.0123456789abcdeg.incomplete", a64);
+    snprintf(kept[7], sizeof kept[7], "%s.state.tmp", a64);
+    for (int i = 0; i < 4; i++)
+        sweep_file(cache, meta, gone[i], 1000 + (size_t)i);
+    for (int i = 0; i < 8; i++)
+        sweep_file(cache, meta, kept[i], 10);
+    /* huggingface_hub's own partial download, and a folder that is no repo */
+    sweep_file(cache, "models--acme--sweep/blobs", gone[0], 10);
+    sweep_file(cache, "notarepo/.shoal", gone[0], 10);
+    snprintf(p, sizeof p, "%s/%s/%.40s.0123456789abcdef.incomplete", cache, meta, d64);
+    plant(p, 'd', NULL);
+    snprintf(p, sizeof p, "%s/%s/%.40s.incomplete", cache, meta, d64);
+    plant(p, 'l', cache);
+    snprintf(p, sizeof p, "%s/%s/%s", cache, meta, kept[1]);
+    fd = open(p, O_RDWR);
+    REQUIRE(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+                                       sizeof first) == 0);
+    CHECK(files == 4);
+    CHECK(bytes == 1000 + 1001 + 1002 + 1003);
+    CHECK(strstr(first, "/models--acme--sweep/.shoal/") != NULL);
+    CHECK(asked >= 4);
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s/%s", cache, meta, gone[i]);
+        CHECK(!exists(p));
+    }
+    for (int i = 0; i < 8; i++) {
+        snprintf(p, sizeof p, "%s/%s/%s", cache, meta, kept[i]);
+        CHECK(exists(p));
+    }
+    snprintf(p, sizeof p, "%s/models--acme--sweep/blobs/%s", cache, gone[0]);
+    CHECK(exists(p));
+    snprintf(p, sizeof p, "%s/notarepo/.shoal/%s", cache, gone[0]);
+    CHECK(exists(p));
+    snprintf(p, sizeof p, "%s/%s/%.40s.0123456789abcdef.incomplete", cache, meta, d64);
+    CHECK(planted(p, 'd'));
+    snprintf(p, sizeof p, "%s/%s/%.40s.incomplete", cache, meta, d64);
+    CHECK(planted(p, 'l'));
+    close(fd);
+    /* Its filler gone, a locked one unclaimed goes at the next sweep. */
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+                                       sizeof first) == 0);
+    CHECK(files == 1 && bytes == 10);
+    /* No cache yet: nothing to do. */
+    snprintf(p, sizeof p, "%s/none", cache);
+    CHECK(shoal_store_sweep_partials(p, claims_c, &asked, &files, &bytes, first, 0) == 0 &&
+          files == 0);
+}
+
+
 /* Nothing in directory |dir| (a symlink's target outside the store). */
 static bool dir_empty(const char *dir)
 {
@@ -3393,6 +3542,7 @@ int main(int argc, char **argv)
         RUN(test_blob_names);
         RUN(test_crash_and_bad_sidecar);
         RUN(test_crash_time_flush);
+        RUN(test_crash_soon_after_open);
         RUN(test_dedup_releases);
         RUN(test_shared_partial);
         RUN(test_verify_no_follow);
@@ -3416,6 +3566,7 @@ int main(int argc, char **argv)
         RUN(test_verify_crash);
         RUN(test_leftover_locked);
         RUN(test_partial_not_regular);
+        RUN(test_sweep_partials);
         RUN(test_take_back_eio);
         RUN(test_verify_copy_stays_locked);
         RUN(test_sidecar_v1_read);
