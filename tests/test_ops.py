@@ -2480,6 +2480,14 @@ def case_fetcher_gone(tmp):
     if not tr.wait_for(r"node \S+ gone: no connection for 1000 ms", 10):
         print("FAIL the tracker did not forget the killed node 1 s after its connection closed")
         fails += 1
+    st = cli("tracker-stats", "--tracker", addr, "--key", k("admin"), "--cred",
+             k("admin") + ".cred").stdout
+    left, gone = (tracker_metric(st, "shoal_tracker_nodes_left_total"),
+                  tracker_metric(st, "shoal_tracker_nodes_gone_total"))
+    print(f"tracker-stats: nodes left {left}, gone {gone}")
+    if left != 1 or gone != 1:
+        print("FAIL tracker-stats does not count one node left and one gone")
+        fails += 1
     b = node("b", k, tmp, hub, ["--tracker", addr, "--origin-delay-ms", "0"])
     r = cli("pull", mid, "--socket", b.sock, "--timeout", "45", timeout=90)
     print("b:", (r.stdout.strip().splitlines() or [r.stderr])[-1])

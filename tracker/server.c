@@ -525,6 +525,7 @@ static void on_gone_timer(uv_timer_t *tm)
 {
     struct shoal_tracker *t = tm->data;
     uint64_t now = uv_now(t->loop);
+    uint32_t logged = 0, quiet = 0;
     while (t->gone_head && t->gone_head->queued_due <= now) {
         struct keyconns *k = t->gone_head;
         t->gone_head = k->gnext;
@@ -541,9 +542,14 @@ static void on_gone_timer(uv_timer_t *tm)
             char hex[65];
             shoal_hex(hex, k->pk, 32);
             t->nodes_gone++;
-            shoal_tracker_log("node %.16s gone: no connection for %u ms and it did not come "
-                              "back; forgotten (its origin leases end, chunks only it fetched "
-                              "are leasable again)", hex, t->cfg.gone_ms);
+            /* A connection carrying many identities, or a network cut,
+             * ends many at once: a few lines, then a count. */
+            if (logged++ < 8)
+                shoal_tracker_log("node %.16s gone: no connection for %u ms and it did not "
+                                  "come back; forgotten (its origin leases end, chunks only it "
+                                  "fetched are leasable again)", hex, t->cfg.gone_ms);
+            else
+                quiet++;
         }
         struct keyconns **pp = key_slot(t, k->pk);
         if (*pp == k) {
@@ -551,6 +557,8 @@ static void on_gone_timer(uv_timer_t *tm)
             free(k);
         }
     }
+    if (quiet)
+        shoal_tracker_log("%u more nodes gone the same way", quiet);
 }
 
 /* ---- connection teardown ---- */
@@ -1585,11 +1593,19 @@ static int handle_stats(struct conn *c, uint64_t now)
                      "# HELP shoal_tracker_conns_per_key_refused_total Authentications "
                      "refused over --max-conns-per-key.\n"
                      "# TYPE shoal_tracker_conns_per_key_refused_total counter\n"
-                     "shoal_tracker_conns_per_key_refused_total %" PRIu64 "\n",
+                     "shoal_tracker_conns_per_key_refused_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_nodes_left_total Nodes forgotten at once: they "
+                     "said BYE (shutting down).\n"
+                     "# TYPE shoal_tracker_nodes_left_total counter\n"
+                     "shoal_tracker_nodes_left_total %" PRIu64 "\n"
+                     "# HELP shoal_tracker_nodes_gone_total Nodes forgotten --gone-ms after "
+                     "their last connection closed.\n"
+                     "# TYPE shoal_tracker_nodes_gone_total counter\n"
+                     "shoal_tracker_nodes_gone_total %" PRIu64 "\n",
                      t->nconns, t->auth_failures, t->bad_input, t->conns_evicted,
                      t->rate_limited, t->manifest_verifies, t->partial_total,
                      t->partial_evicted, t->frames_timed_out, t->frames_refused,
-                     t->conns_key_refused);
+                     t->conns_key_refused, t->nodes_left, t->nodes_gone);
     if (rv == 0 && (n < 0 || (size_t)n >= sizeof(extra)))
         rv = SHOAL_ELIMIT;
     if (rv == 0)
