@@ -1061,10 +1061,12 @@ int shoal_trkconn_start(struct shoal_trkconn *t)
 /* Tells a tracker we are leaving, so that it ends our origin leases and
  * frees what only we fetched now rather than after lease_ms and its node
  * TTL: the rest of the fleet would wait that long for those chunks. Best
- * effort and never blocking: only when nothing else is queued (a partial
- * write leaves a cut frame, which the tracker takes as a lost connection,
- * forgetting us a little later). A tracker without BYE logs it as
- * unexpected and closes, which is what we are doing anyway. */
+ * effort and never blocking: uv_try_write writes nothing while libuv still
+ * holds bytes of ours to send (a write whose callback is pending but whose
+ * bytes reached the socket does not stop it), and a partial write leaves a
+ * cut frame, which the tracker takes as a lost connection, forgetting us
+ * --gone-ms later. A tracker without BYE logs it as unexpected and closes,
+ * which is what we are doing anyway. */
 static void say_bye(struct conn *c)
 {
     struct shoal_trkconn *t = c->t;
@@ -1072,7 +1074,7 @@ static void say_bye(struct conn *c)
     uv_buf_t ub;
     static const char why[] = "shutting down";
 
-    if (c->st != C_READY || !c->tcp_open || c->queued > 0)
+    if (c->st != C_READY || !c->tcp_open)
         return;
     memset(&t->out, 0, sizeof t->out);
     t->out.type = SHOAL_MSG_BYE;
