@@ -434,19 +434,13 @@ static void check_complete(struct shoal_swarm *s);
 static void start_dedup(struct shoal_swarm *s);
 static void pump(struct shoal_swarm *s);
 
-/* shoal_store_hash_found is done: what it found right is had (peers hear
- * of it), what it found wrong is being repaired (the log says so, as at
- * open), and the release may be complete; then fetching starts. */
-static void found_done(struct shoal_swarm *s, int status, int rv, uint32_t n)
+/* A worker put chunks in the store without the scheduler (found in the
+ * cache, copied from another release): the scheduler learns of each, peers
+ * hear of it unless the release is stopped. Returns their bytes. */
+static uint64_t obtain_stored(struct shoal_swarm *s, uint64_t now)
 {
-    uint64_t now = now_ms(s), bytes = 0;
-    uint32_t nh, nw;
-    uint64_t bh;
+    uint64_t bytes = 0;
 
-    s->found_running = false;
-    if (status != 0 || rv != 0)
-        LOG_W("release %s: hashing the files found in the cache failed: %s", s->idhex,
-              shoal_strerror(status != 0 ? status : rv));
     for (uint32_t i = 0; i < s->nchunks && s->sched; i++) {
         if (!shoal_store_has(s->store, i) || shoal_sched_have(s->sched, i))
             continue;
@@ -455,7 +449,23 @@ static void found_done(struct shoal_swarm *s, int status, int rv, uint32_t n)
         if (!s->stopped)
             send_have(s, i);
     }
-    s->resumed_bytes += bytes;
+    return bytes;
+}
+
+/* shoal_store_hash_found is done: what it found right is had (peers hear
+ * of it), what it found wrong is being repaired (the log says so, as at
+ * open), and the release may be complete; then fetching starts. */
+static void found_done(struct shoal_swarm *s, int status, int rv, uint32_t n)
+{
+    uint64_t now = now_ms(s);
+    uint32_t nh, nw;
+    uint64_t bh;
+
+    s->found_running = false;
+    if (status != 0 || rv != 0)
+        LOG_W("release %s: hashing the files found in the cache failed: %s", s->idhex,
+              shoal_strerror(status != 0 ? status : rv));
+    s->resumed_bytes += obtain_stored(s, now);
     for (uint32_t i = 0; i < shoal_manifest_nfiles(s->m); i++)
         if (s->found_files[i])
             rot_open_file(s, i);
@@ -3065,14 +3075,7 @@ static void dedup_done(struct shoal_swarm *s, int status, int rv, uint32_t copie
         LOG_W("release %s: copying shared chunks from the cache failed: %s", s->idhex,
               shoal_strerror(rv));
     if (status == 0 && copied > 0 && s->sched) {
-        for (uint32_t i = 0; i < s->nchunks; i++) {
-            if (!shoal_store_has(s->store, i) || shoal_sched_have(s->sched, i))
-                continue;
-            shoal_sched_chunk_obtained(s->sched, now, i);
-            bytes += shoal_manifest_chunk(s->m, i)->len;
-            if (!s->stopped)
-                send_have(s, i);
-        }
+        bytes = obtain_stored(s, now);
         s->resumed_bytes += bytes;
         LOG_I("release %s: %u chunks (%llu bytes) copied from other releases in the cache",
               s->idhex, copied, (unsigned long long)bytes);
