@@ -1415,6 +1415,23 @@ static void write_new(const char *path, const uint8_t *p, size_t n)
     REQUIRE(rename(tmp, path) == 0);
 }
 
+/* What another tool leaves (huggingface_hub): repo folder and blobs/ with
+ * every file of |r| under its name, right bytes, no record of shoald's. */
+static void fill_blobs_unverified(const char *cache, const struct rel *r)
+{
+    char p[1024];
+
+    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
+    repo_path(p, sizeof p, cache, r, "");
+    REQUIRE(mkdir(p, 0755) == 0);
+    repo_path(p, sizeof p, cache, r, "blobs");
+    REQUIRE(mkdir(p, 0755) == 0);
+    for (int f = 0; f < r->nf; f++) {
+        blob_path(p, sizeof p, cache, r, f, false);
+        write_new(p, r->f[f].data, r->f[f].size);
+    }
+}
+
 /* A cache huggingface_hub filled first: blobs/<name> of the right size
  * that shoald never hashed, one of them with a byte wrong (a gateway that
  * served bad bytes, huggingface_hub does not hash). Each is hashed once at
@@ -1434,16 +1451,7 @@ static void test_unverified_blob_hashed(void)
     char p[1024];
 
     rel_std(&r, "org/tiny", C1, -1, 12);
-    repo_path(p, sizeof p, cache, &r, "blobs");
-    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
-    repo_path(p, sizeof p, cache, &r, "");
-    REQUIRE(mkdir(p, 0755) == 0);
-    repo_path(p, sizeof p, cache, &r, "blobs");
-    REQUIRE(mkdir(p, 0755) == 0);
-    for (int f = 0; f < r.nf; f++) {
-        blob_path(p, sizeof p, cache, &r, f, false);
-        write_new(p, r.f[f].data, r.f[f].size);
-    }
+    fill_blobs_unverified(cache, &r);
     bad = dup_bytes(r.f[1].data, r.f[1].size);
     bad[100000] ^= 1;
     blob_path(p, sizeof p, cache, &r, 1, false);
@@ -1555,15 +1563,7 @@ static void test_unverified_deferred(void)
     char p[1024];
 
     rel_std(&r, "org/tiny", C1, -1, 14);
-    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
-    repo_path(p, sizeof p, cache, &r, "");
-    REQUIRE(mkdir(p, 0755) == 0);
-    repo_path(p, sizeof p, cache, &r, "blobs");
-    REQUIRE(mkdir(p, 0755) == 0);
-    for (int f = 0; f < r.nf; f++) {
-        blob_path(p, sizeof p, cache, &r, f, false);
-        write_new(p, r.f[f].data, r.f[f].size);
-    }
+    fill_blobs_unverified(cache, &r);
     bad = dup_bytes(r.f[1].data, r.f[1].size);
     bad[100000] ^= 1;
     blob_path(p, sizeof p, cache, &r, 1, false);
@@ -1921,15 +1921,7 @@ static void test_found_link_fails(void)
     char p[1024], cmd[2100], why[512];
 
     rel_std(&r, "org/tiny", C1, -1, 14);
-    REQUIRE(mkdir(cache, 0755) == 0 || errno == EEXIST);
-    repo_path(p, sizeof p, cache, &r, "");
-    REQUIRE(mkdir(p, 0755) == 0);
-    repo_path(p, sizeof p, cache, &r, "blobs");
-    REQUIRE(mkdir(p, 0755) == 0);
-    for (int f = 0; f < r.nf; f++) {
-        blob_path(p, sizeof p, cache, &r, f, false);
-        write_new(p, r.f[f].data, r.f[f].size);
-    }
+    fill_blobs_unverified(cache, &r);
     snap_path(p, sizeof p, cache, &r, 0);
     snprintf(cmd, sizeof cmd, "mkdir -p '%.1000s' && touch '%.1000s/x'", p, p);
     REQUIRE(system(cmd) == 0);
