@@ -2245,10 +2245,7 @@ def case_drop_stalled(tmp):
               "origin requests were not ended (they would hold it for the 30 s stall "
               "time-out)")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump(tail=40)
-    return fails
+    return shoalproc.finish(fails, [n], tail=40)
 
 
 def case_publish_retry(tmp):
@@ -2295,10 +2292,7 @@ def case_publish_retry(tmp):
         print("FAIL the log does not say the new try published the file")
         fails += 1
     fails += hubfix.check_files(n, hub)
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump(tail=40)
-    return fails
+    return shoalproc.finish(fails, [n], tail=40)
 
 
 def case_origin_bad(tmp):
@@ -2346,10 +2340,7 @@ def case_origin_bad(tmp):
     if r.returncode != 0:
         print(f"FAIL the pull did not complete: {r.stderr.strip()}")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump(tail=40)
-    return fails
+    return shoalproc.finish(fails, [n], tail=40)
 
 
 def fetch_fail_lines(n):
@@ -3934,10 +3925,7 @@ def case_hf_gateway_etag(tmp):
                       % (gw, hub.files[shard]["sha256"]), 5):
         print("FAIL the log does not say the gateway's blob was kept under its own name")
         fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump(tail=40)
-    return fails
+    return shoalproc.finish(fails, [n], tail=40)
 
 
 def case_hf_delete_cache(tmp):
@@ -3980,10 +3968,7 @@ def case_hf_delete_cache(tmp):
             print(f"FAIL the log says {len(gone)} times that the release's files were gone, "
                   f"want {i + 1}")
             fails += 1
-    fails += shoalproc.stop_all([n])
-    if fails:
-        n.dump(tail=60)
-    return fails
+    return shoalproc.finish(fails, [n], tail=60)
 
 
 def slow_node(name, k, tmp, hub, extra, ms):
