@@ -1405,7 +1405,7 @@ static int forget_node(struct sim *S, uint32_t x)
 {
     uint8_t pk[32];
     node_pk(x, pk);
-    shoal_reg_remove_node(S->reg, pk);
+    (void)shoal_reg_remove_node(S->reg, pk);
     return 0;
 }
 

@@ -1724,7 +1724,7 @@ static void test_node_restarted(void)
     CHECK_EQ(n, 0);
     /* A, the only complete holder, leaves: nobody vouches for B's credit
      * any more, so all 32 are free at once, B's 24..31 too (K18). */
-    CHECK_EQ(shoal_reg_node_forget(r, a), 0);
+    CHECK_EQ(shoal_reg_remove_node(r, a), 0);
     CHECK_EQ(shoal_reg_lease(r, 8000, mid, 0, c, 32, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 32);
     shoal_reg_free(r);

@@ -800,14 +800,15 @@ static void holder_update(struct shoal_reg *r, uint32_t mi, uint32_t slot, uint3
 {
     struct mani *m = &r->manis[mi];
     struct holder *ho = &m->h[slot];
-    bool was = holder_eligible(ho);
+    bool was = holder_eligible(ho), had = m->ncomplete > 0;
     m->ncomplete -= ho->complete;
     zcomp_count(m, ho, -1);
     ho->have = have;
     ho->complete = complete;
     m->ncomplete += ho->complete;
     zcomp_count(m, ho, +1);
-    orphans_free(r, m);
+    if (had && !m->ncomplete) /* every announce comes here: only then */
+        orphans_free(r, m);
     bool now = holder_eligible(ho);
     if (was && !now) {
         holder_swap(r, mi, slot, m->ne - 1);
@@ -1039,10 +1040,12 @@ static void entry_remove(struct shoal_reg *r, uint32_t ni, uint32_t e)
     uint32_t mi = nd->ents[e].mani;
     struct mani *m = &r->manis[mi];
     uint32_t slot = nd->ents[e].slot;
+    bool had = m->ncomplete > 0;
     m->ncomplete -= m->h[slot].complete;
     zcomp_count(m, &m->h[slot], -1);
     rank_release(r, m, &m->h[slot]);
-    orphans_free(r, m);
+    if (had && !m->ncomplete)
+        orphans_free(r, m);
     /* The entry goes first so the moves below never find it. */
     nd->ents[e] = nd->ents[--nd->nents];
     if (slot < m->ne) {
@@ -1288,18 +1291,15 @@ static uint32_t drop_node_leases(struct shoal_reg *r, struct mani *m, uint32_t n
     return n;
 }
 
-/* What node |ni| fetched from the origin for |m| is no longer its credit:
- * with a complete copy still announced the chunks stay fetched (only the
- * TTL applies), else they are leasable again. Returns the chunks freed. */
 /* Fetched spans whose fetcher left (or restarted without them) while a
  * complete holder vouched for them (drop_node_fetched) are vouched for by
  * nobody once the last complete holder goes: leasable again at once, not
  * after fetched_ttl_ms (K18: a restarted fetcher that lost its files, the
- * only seed gone, waited minutes for chunks no node held). */
+ * only seed gone, waited minutes for chunks no node held). Such spans
+ * exist only while some holder is complete: callers call this when the
+ * count of complete holders falls to 0. */
 static void orphans_free(struct shoal_reg *r, struct mani *m)
 {
-    if (m->ncomplete)
-        return;
     for (uint32_t i = 0; i < m->nfs;) {
         if (m->fs[i].node == NONE) {
             r->st.fetched_expired += m->fs[i].count;
@@ -1310,6 +1310,9 @@ static void orphans_free(struct shoal_reg *r, struct mani *m)
     }
 }
 
+/* What node |ni| fetched from the origin for |m| is no longer its credit:
+ * with a complete copy still announced the chunks stay fetched (only the
+ * TTL applies), else they are leasable again. Returns the chunks freed. */
 static uint32_t drop_node_fetched(struct shoal_reg *r, struct mani *m, uint32_t ni)
 {
     struct node *nd = &r->nodes[ni];
@@ -1354,11 +1357,13 @@ static void node_remove_idx(struct shoal_reg *r, uint32_t ni)
     r->st.nodes = r->nnodes_used;
 }
 
-void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32])
+int shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32])
 {
     uint32_t ni = node_find(r, node_pk);
-    if (ni != NONE)
-        node_remove_idx(r, ni);
+    if (ni == NONE)
+        return SHOAL_ENOTFOUND;
+    node_remove_idx(r, ni);
+    return 0;
 }
 
 int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uint32_t *leases,
@@ -2091,16 +2096,6 @@ static int fspan_add(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t 
     r->nodes[ni].nfspans++;
 out:
     return rv;
-}
-
-int shoal_reg_node_forget(struct shoal_reg *r, const uint8_t node_pk[32])
-{
-    uint32_t ni = node_find(r, node_pk);
-
-    if (ni == NONE)
-        return SHOAL_ENOTFOUND;
-    node_remove_idx(r, ni);
-    return 0;
 }
 
 int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],

@@ -224,11 +224,12 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
                        const char *addr, const char *zone, const struct shoal_reg_have *haves,
                        size_t n, struct shoal_reg_role *roles);
 
-/* Forgets |node_pk|: its holdings, its leases (their chunks become free
- * again) and the chunks it fetched from the origin (free again unless a
- * node announcing the whole manifest is still known). Unknown keys are
- * ignored. */
-void shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32]);
+/* Forgets |node_pk| now, as if it had not announced within node_ttl_ms
+ * (it left, died, or its key was revoked): its holdings, its leases (their
+ * chunks become free again) and the chunks it fetched from the origin
+ * (free again unless a node announcing the whole manifest is still
+ * known). Returns 0, or SHOAL_ENOTFOUND (not known: nothing changes). */
+int shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32]);
 
 /*
  * Tells the registry that |node_pk| runs a new session (the server calls it
@@ -337,11 +338,6 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
                     uint32_t hint_chunk, uint32_t flags, uint32_t *first, uint32_t *count,
                     uint64_t *expires_ms);
 #define SHOAL_REG_HINT_MISSING 1u
-
-/* Forgets node |node_pk| now (its holdings, leases and fetched spans), as
- * if it had not announced within node_ttl_ms: its key was revoked.
- * Returns 0, or SHOAL_ENOTFOUND (not known). */
-int shoal_reg_node_forget(struct shoal_reg *r, const uint8_t node_pk[32]);
 
 /*
  * Ends every lease |node_pk| holds on |manifest_id| at once, as if each had

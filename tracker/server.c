@@ -538,7 +538,7 @@ static void on_gone_timer(uv_timer_t *tm)
             gone_queue(t, k); /* it came back and lost its connection again */
             continue;
         }
-        if (shoal_reg_node_forget(t->reg, k->pk) == 0) {
+        if (shoal_reg_remove_node(t->reg, k->pk) == 0) {
             char hex[65];
             shoal_hex(hex, k->pk, 32);
             t->nodes_gone++;
@@ -1456,7 +1456,7 @@ static int handle_bye(struct conn *c)
         const struct ident *id = &c->ids[i];
         if (!id->used || id->role != SHOAL_ROLE_NODE)
             continue;
-        if (shoal_reg_node_forget(t->reg, id->pk) == 0 && n++ == 0)
+        if (shoal_reg_remove_node(t->reg, id->pk) == 0 && n++ == 0)
             shoal_hex(hex, id->pk, 32);
     }
     t->nodes_left += n;
@@ -2063,7 +2063,7 @@ static void deny_check(struct shoal_tracker *t)
     }
     for (size_t i = 0; i < shoal_keywatch_count(t->cfg.deny); i++) {
         const uint8_t *pk = shoal_keywatch_key(t->cfg.deny, i);
-        forgot += shoal_reg_node_forget(t->reg, pk) == 0;
+        forgot += shoal_reg_remove_node(t->reg, pk) == 0;
     }
     shoal_tracker_log("deny-keys read again: %zu revoked node key(s); %u connection(s) closed, "
                       "%u node(s) forgotten", shoal_keywatch_count(t->cfg.deny), closed, forgot);
