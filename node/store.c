@@ -1395,6 +1395,24 @@ static int write_ref_owed(struct shoal_store *s, const char *branch)
     return rv;
 }
 
+/* write_ref_owed of the branch named last, when every file is done (and,
+ * with |only_owed|, only when a ref is owed). Returns 1 when nothing was
+ * due, else write_ref_owed's result. */
+static bool all_done_locked(const struct shoal_store *s);
+
+static int write_ref_if_done(struct shoal_store *s, bool only_owed)
+{
+    char branch[BRANCH_MAX + 1] = "";
+    bool due;
+
+    pthread_mutex_lock(&s->mu);
+    due = all_done_locked(s) && (!only_owed || s->ref_owed);
+    if (due && s->branch)
+        snprintf(branch, sizeof branch, "%s", s->branch);
+    pthread_mutex_unlock(&s->mu);
+    return due ? write_ref_owed(s, branch[0] ? branch : NULL) : 1;
+}
+
 /* 0 when blobs/<sha> (|fin|) holds |pf|'s bytes; SHOAL_EBADHASH (with
  * the error text set) or the read error otherwise. */
 static int blob_name_matches(struct shoal_store *s, const char *fin,
@@ -2945,7 +2963,6 @@ int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed)
 {
     uint8_t *buf = NULL;
     uint32_t n = 0;
-    bool all;
     int rv = 0, brv;
 
     if (hashed)
@@ -3009,20 +3026,10 @@ int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed)
                 s->on_ready(s->user, s->blob_files[bl->fpos + k], 0);
     }
     free(buf);
-    pthread_mutex_lock(&s->mu);
-    all = all_done_locked(s);
-    pthread_mutex_unlock(&s->mu);
-    if (n > 0 && all) {
-        char branch[BRANCH_MAX + 1] = "";
-
-        pthread_mutex_lock(&s->mu);
-        if (s->branch)
-            snprintf(branch, sizeof branch, "%s", s->branch);
-        pthread_mutex_unlock(&s->mu);
-        write_ref_owed(s, branch[0] ? branch : NULL);
-    }
-    if (n > 0)
+    if (n > 0) {
+        (void)write_ref_if_done(s, false);
         shoal_store_flush(s);
+    }
     if (hashed)
         *hashed = n;
     return rv;
@@ -3902,20 +3909,11 @@ int shoal_store_retry_publish(struct shoal_store *s, uint32_t *tried)
     }
     /* A ref that could not be written when the last file was published. */
     if (s) {
-        char branch[BRANCH_MAX + 1] = "";
-        bool owed;
-
-        pthread_mutex_lock(&s->mu);
-        owed = s->ref_owed && all_done_locked(s);
-        if (owed && s->branch)
-            snprintf(branch, sizeof branch, "%s", s->branch);
-        pthread_mutex_unlock(&s->mu);
-        if (owed) {
-            int r = write_ref_owed(s, branch[0] ? branch : NULL);
+        int r = write_ref_if_done(s, true);
+        if (r != 1)
             n++;
-            if (r != 0 && rv == 0)
-                rv = r;
-        }
+        if (r != 1 && r != 0 && rv == 0)
+            rv = r;
     }
     if (tried)
         *tried = n;
