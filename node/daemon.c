@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * shoald wiring (see daemon.h): identity, trust, listener, static peers,
- * message routing between peers and releases, bans, graceful shutdown.
+ * message routing between peers and releases, bans (the list itself is
+ * banlist.h), graceful shutdown.
  */
 #include "daemon.h"
 
@@ -21,6 +22,7 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "banlist.h"
 #include "cdc.h"
 #include "cliutil.h"
 #include "cred.h"
@@ -70,14 +72,6 @@ static const char HELLO_BUSY[] = "busy: too many handshakes from your address, r
  * within a few ms (the file's other chunks while it hashes them again),
  * so it is back to serve the rest soon, not after --ban-seconds. */
 #define FIRST_BAN_S 30u
-
-struct ban {
-    uint8_t pk[32];
-    uint64_t until_ms;
-    /* Its last ban for a bad chunk (0: none): another bad chunk within
-     * --ban-seconds of it bans for the full --ban-seconds. */
-    uint64_t strike_ms;
-};
 
 struct pull {
     uint64_t serial;           /* unique: tags trackers' and the Hub's answers,
@@ -284,8 +278,7 @@ struct shoal_daemon {
      * the pulls (the node was told to hold them, so they are fetched). */
     uint8_t held[SHOAL_CONFIG_LIST_MAX][32];
     uint32_t nheld;
-    struct ban bans[MAX_BANS];
-    uint32_t nbans;
+    struct shoal_banlist *bans;
     char last_ban_why[200]; /* for status: why the last ban was made */
     bool stopping;
     int exit_code;
@@ -333,66 +326,7 @@ static void stop_trackers(struct shoal_daemon *d);
 
 static bool is_banned(struct shoal_daemon *d, const uint8_t pk[32])
 {
-    uint64_t now = uv_now(&d->loop);
-    for (uint32_t i = 0; i < d->nbans; i++) {
-        if (memcmp(d->bans[i].pk, pk, 32) == 0 && d->bans[i].until_ms > now)
-            return true;
-    }
-    return false;
-}
-
-static struct ban *find_ban(struct shoal_daemon *d, const uint8_t pk[32])
-{
-    for (uint32_t i = 0; i < d->nbans; i++) {
-        if (memcmp(d->bans[i].pk, pk, 32) == 0)
-            return &d->bans[i];
-    }
-    return NULL;
-}
-
-/* A bad chunk from |pk| now: was there one within --ban-seconds before? */
-static bool struck_before(struct shoal_daemon *d, const uint8_t pk[32])
-{
-    const struct ban *b = find_ban(d, pk);
-    uint64_t now = uv_now(&d->loop);
-    return b && b->strike_ms && now - b->strike_ms < d->cfg->ban_seconds * 1000;
-}
-
-/* Bans |pk| for |secs|; |strike|: for a bad chunk (remembered for
- * struck_before). */
-static void add_ban(struct shoal_daemon *d, const uint8_t pk[32], uint64_t secs, bool strike)
-{
-    uint64_t now = uv_now(&d->loop), until = now + secs * 1000;
-    uint64_t window = d->cfg->ban_seconds * 1000;
-    struct ban *b = find_ban(d, pk);
-    uint32_t slot = b ? (uint32_t)(b - d->bans) : d->nbans;
-
-    /* A slot is free once its ban is over and its strike forgotten. */
-    for (uint32_t i = 0; !b && i < d->nbans; i++) {
-        if (d->bans[i].until_ms <= now &&
-            (!d->bans[i].strike_ms || now - d->bans[i].strike_ms >= window)) {
-            slot = i;
-            break;
-        }
-    }
-    if (slot == MAX_BANS) {
-        /* Full of live bans: the one ending first goes (slot 0 every time
-         * would let each new ban undo the last). */
-        slot = 0;
-        for (uint32_t i = 1; i < d->nbans; i++) {
-            if (d->bans[i].until_ms < d->bans[slot].until_ms)
-                slot = i;
-        }
-    }
-    if (!b) /* a new slot, or another node's */
-        memset(&d->bans[slot], 0, sizeof d->bans[slot]);
-    memcpy(d->bans[slot].pk, pk, 32);
-    if (until > d->bans[slot].until_ms) /* never shortens a ban */
-        d->bans[slot].until_ms = until;
-    if (strike)
-        d->bans[slot].strike_ms = now;
-    if (slot == d->nbans)
-        d->nbans++;
+    return shoal_banlist_banned(d->bans, pk, uv_now(&d->loop));
 }
 
 static void on_ban(void *user, struct shoal_swarm *s, struct shoal_peer *p, const uint8_t pk[32],
@@ -414,7 +348,8 @@ static void on_ban(void *user, struct shoal_swarm *s, struct shoal_peer *p, cons
      * gets one short ban per --ban-seconds, a seed that withdrew its bad
      * chunks never a second. Lies that are no bad hash ban in full. */
     if (pk && chunk != SHOAL_SWARM_NO_CHUNK) {
-        if (struck_before(d, pk)) {
+        if (shoal_banlist_struck_within(d->bans, pk, uv_now(&d->loop),
+                                        d->cfg->ban_seconds * 1000)) {
             note = " (its second bad chunk within --ban-seconds)";
         } else if (secs > FIRST_BAN_S) {
             secs = FIRST_BAN_S;
@@ -424,7 +359,8 @@ static void on_ban(void *user, struct shoal_swarm *s, struct shoal_peer *p, cons
     }
     if (pk) {
         hex8(hex, pk);
-        add_ban(d, pk, secs, chunk != SHOAL_SWARM_NO_CHUNK);
+        shoal_banlist_add(d->bans, pk, uv_now(&d->loop), secs * 1000,
+                          chunk != SHOAL_SWARM_NO_CHUNK, d->cfg->ban_seconds * 1000);
     }
     d->bans_total++;
     snprintf(d->last_ban_why, sizeof d->last_ban_why, "%s", why);
@@ -2955,16 +2891,9 @@ static int ctl_pull(void *user, const char *release, char *why, size_t whylen)
  * first of those bans ends and why the last was made ("" with none). */
 static void banned_reason(struct shoal_daemon *d, char *out, size_t cap)
 {
-    uint64_t now = uv_now(&d->loop), next = UINT64_MAX;
-    uint32_t n = 0;
+    uint64_t next;
+    uint32_t n = shoal_banlist_active(d->bans, uv_now(&d->loop), &next);
 
-    for (uint32_t i = 0; i < d->nbans; i++) {
-        if (d->bans[i].until_ms > now) {
-            n++;
-            if (d->bans[i].until_ms - now < next)
-                next = d->bans[i].until_ms - now;
-        }
-    }
     if (n == 0)
         return;
     snprintf(out, cap, "no peer: %u node%s banned here (the next ban ends in %llu s; the "
@@ -3230,8 +3159,7 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
     m->bans_total = d->bans_total;
     m->hello_refused = d->hello_refused_total;
     m->handshake_evictions = d->evicted_total;
-    for (uint32_t i = 0; i < d->nbans; i++)
-        m->bans_active += d->bans[i].until_ms > now;
+    m->bans_active = shoal_banlist_active(d->bans, now, NULL);
     m->cred_expires_unix = d->cred_expires;
     m->now_unix = (uint64_t)time(NULL);
     m->trackers = d->trk ? shoal_trkconn_count(d->trk) : 0;
@@ -4514,6 +4442,8 @@ int shoal_daemon_new(struct shoal_daemon **out, const struct shoal_config *cfg)
     if (rv == 0)
         rv = shoal_srclimit_new(&d->hello_budget, (uint32_t)cfg->hello_rate,
                                 (uint32_t)cfg->hello_rate * 2);
+    if (rv == 0)
+        rv = shoal_banlist_new(&d->bans, MAX_BANS);
     if (rv != 0)
         goto fail;
 
@@ -4602,6 +4532,7 @@ void shoal_daemon_free(struct shoal_daemon *d)
     shoal_keywatch_free(d->deny);
     shoal_mfq_free(d->mfq);
     shoal_srclimit_free(d->hello_budget);
+    shoal_banlist_free(d->bans);
     if (d->cache_locked)
         close(d->cache_lock); /* the next daemon on this cache may start */
     sodium_memzero(&d->sk, sizeof d->sk);
