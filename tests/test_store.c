@@ -12,6 +12,8 @@
  * Usage: test_store            all tests that need no privileges
  *        test_store diskfull   disk full (private tmpfs when root, else
  *                              RLIMIT_FSIZE); exit 77 when neither works
+ *        test_store_failalloc failalloc   every allocation failure of a
+ *                              pull (the build with failalloc.c)
  *        test_store rotfull    no room to repair a file found changed on
  *                              disk, also across restarts (private
  *                              tmpfs: root, else exit 77)
@@ -3507,6 +3509,68 @@ static int test_take_back_sidecar_full(void)
     return t_done();
 }
 
+#ifdef SHOAL_TEST_FAILALLOC
+#include "failalloc.h"
+
+/* One pull of the standard release into a fresh cache with an allocation
+ * failing somewhere (failalloc_walk): open, every chunk put (a failed put
+ * noted and the rest still put), close. Then, with every allocation
+ * working again: nothing under a final name in the cache holds wrong
+ * bytes, and a second pull into the same cache completes and publishes
+ * every file: a failure costs a retry, never a poisoned or wedged cache. */
+static int fa_pull(void *user)
+{
+    const struct rel *r = user;
+    const char *cache = new_cache();
+    uint32_t n = shoal_manifest_nchunks(r->m);
+    struct shoal_store_opts o = {.branch = "main"};
+    struct shoal_store *s = NULL;
+    char p[1024];
+    int rv;
+
+    rv = shoal_store_open(&s, cache, r->m, &o);
+    for (uint32_t i = 0; rv == 0 && s && i < n; i++) {
+        if (!shoal_store_has(s, i)) {
+            int prv = put(s, r, i);
+            if (prv != 0 && rv == 0)
+                rv = prv;
+        }
+    }
+    if (rv == 0 && !shoal_store_complete(s))
+        rv = -EAGAIN;
+    shoal_store_free(s);
+    s = NULL;
+    failalloc_disarm();
+
+    for (int f = 0; f < r->nf; f++) {
+        snap_path(p, sizeof p, cache, r, f);
+        if (exists(p) && !file_is(p, r->f[f].data, r->f[f].size)) {
+            fprintf(stderr, "%s holds wrong bytes after a pull that returned %d\n", p, rv);
+            CHECK(false);
+        }
+    }
+    REQUIRE(shoal_store_open(&s, cache, r->m, &o) == 0);
+    for (uint32_t i = 0; i < n; i++) {
+        if (!shoal_store_has(s, i))
+            CHECK_EQ(put(s, r, i), 0);
+    }
+    CHECK(shoal_store_complete(s));
+    shoal_store_free(s);
+    check_published(cache, r);
+    t_rmtree(cache);
+    return rv;
+}
+
+static void test_failalloc_pull(void)
+{
+    struct rel r;
+
+    rel_std(&r, "org/tiny", C1, -1, 1);
+    CHECK_EQ(failalloc_walk("store pull", fa_pull, &r, 100000), 0);
+    rel_free(&r);
+}
+#endif
+
 int main(int argc, char **argv)
 {
     struct shoal_pubkey pk;
@@ -3519,6 +3583,11 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "diskfull") == 0) {
         rv = test_diskfull();
+#ifdef SHOAL_TEST_FAILALLOC
+    } else if (argc > 1 && strcmp(argv[1], "failalloc") == 0) {
+        RUN(test_failalloc_pull);
+        rv = t_done();
+#endif
     } else if (argc > 1 && strcmp(argv[1], "rotfull") == 0) {
         rv = test_repair_no_room();
         if (rv == 0)
