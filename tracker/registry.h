@@ -324,8 +324,10 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  * the reply that granted it may have been lost with the old connection.
  * With SHOAL_REG_HINT_MISSING in |flags| the node says it misses
  * |hint_chunk| and none of its peers offers it: if the tracker holds that
- * chunk fetched or leased on this node's own word, the word is withdrawn
- * and the chunk leasable again (see withdraw_hint).
+ * chunk fetched or leased on this node's own word, or fetched on another
+ * node's word lease_ms ago or more (the node is cut off from its
+ * holders), the word is withdrawn and the chunk leasable again (see
+ * withdraw_hint).
  * On success writes *first, *count (0 when nothing is free) and
  * *expires_ms (absolute, now_ms + lease_ms). Returns 0; SHOAL_EBUSY (with
  * *count = 0) when the node already holds SHOAL_REG_LEASES_PER_NODE leases;
