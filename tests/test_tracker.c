@@ -511,6 +511,62 @@ static void test_session_reconnect(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+/* The gone FIFO (--gone-ms): a node is forgotten gone_ms after its LAST
+ * connection closed. One that came back and dropped again kept its first
+ * place in the FIFO and, when that came due, went to the tail behind
+ * nodes that left after it: it was forgotten with them, up to twice
+ * gone_ms late. Here |a| leaves at 0, is back and leaves again at ~1 s
+ * (due at ~4 s with --gone-ms 3000); |x| leaves at ~2 s (due at ~5 s).
+ * The sweep runs every 750 ms: |a| must go a sweep before |x|, not with
+ * it. */
+static void test_gone_flap(void)
+{
+    const char *extra[] = { "--gone-ms", "3000", "--node-ttl-ms", "600000",
+                            "--announce-interval-ms", "60000", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, x, o;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&x, &g_cluster_sk, far_future());
+    mk_ident(&o, &g_cluster_sk, far_future());
+    uint8_t m1[32];
+    mid(m1, 1);
+    struct shoal_trkc *co = join(&p, &o, "z", "10.0.0.3:7000", 0, NULL);
+    struct shoal_trkc *ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *cx = join(&p, &x, "z", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(co && ca && cx);
+    CHECK_EQ(announce(co, m1, 1, 10), 0);
+    CHECK_EQ(announce(ca, m1, 1, 10), 0);
+    CHECK_EQ(announce(cx, m1, 1, 10), 0);
+    shoal_trkc_free(ca);
+    sleep_ms(200);
+    ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(ca);
+    CHECK_EQ(announce(ca, m1, 1, 10), 0);
+    sleep_ms(800);
+    shoal_trkc_free(ca);
+    sleep_ms(1000);
+    shoal_trkc_free(cx);
+    /* Watch the peer list until |a| leaves it (bounded: 10 s). */
+    bool a_in = true, x_in = true;
+    for (int i = 0; i < 200 && a_in; i++) {
+        sleep_ms(50);
+        REQUIRE(get_peers(co, m1, 10) >= 0);
+        a_in = peers_have(&a);
+        x_in = peers_have(&x);
+    }
+    CHECK(!a_in);
+    CHECK(x_in); /* forgotten before |x|, which left a second after it */
+    /* And |x| in its turn. */
+    for (int i = 0; i < 200 && x_in; i++) {
+        sleep_ms(50);
+        REQUIRE(get_peers(co, m1, 10) >= 0);
+        x_in = peers_have(&x);
+    }
+    CHECK(!x_in);
+    shoal_trkc_free(co);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 /* Review 9: a LEASE reply lost with the connection. The same process back
  * on a new connection asks again (from elsewhere in the release) and is
  * granted the lease it did not know it held, once; others are not granted
@@ -1586,6 +1642,7 @@ int main(int argc, char **argv)
     RUN(test_expiry_and_zones);
     RUN(test_leases);
     RUN(test_session_reconnect);
+    RUN(test_gone_flap);
     RUN(test_lease_reply_lost);
     RUN(test_fetched_claim);
     RUN(test_manifests_rollouts_restart);
