@@ -1772,6 +1772,32 @@ static void test_node_restarted(void)
     shoal_reg_free(r);
 }
 
+/* Whether a BYE's session is an old one (the server then forgets
+ * nothing): only a known key recorded in another session, none counting
+ * as a session of its own. */
+static void test_node_session_other(void)
+{
+    uint8_t mid[32], a[32], b[32], c[32];
+    struct shoal_reg_have h;
+    struct shoal_reg *r = two_nodes(120000, 120000, 32, mid, a, b, c, &h);
+    uint8_t s1[SHOAL_REG_SESSION_LEN], s2[SHOAL_REG_SESSION_LEN];
+    memset(s1, 1, sizeof s1);
+    memset(s2, 1, sizeof s2);
+    s2[SHOAL_REG_SESSION_LEN - 1] = 2;
+    /* Unknown: nothing to keep. */
+    CHECK(!shoal_reg_node_session_other(r, c, s1));
+    /* Known without a session yet (no login recorded, an older client). */
+    CHECK(!shoal_reg_node_session_other(r, a, NULL));
+    CHECK(shoal_reg_node_session_other(r, a, s1));
+    CHECK_EQ(shoal_reg_node_session(r, a, s2, NULL), 0);
+    CHECK(!shoal_reg_node_session_other(r, a, s2));
+    CHECK(shoal_reg_node_session_other(r, a, s1));
+    CHECK(shoal_reg_node_session_other(r, a, NULL));
+    /* Read-only: asking changed nothing. */
+    CHECK_EQ(shoal_reg_node_session(r, a, s2, NULL), 1);
+    shoal_reg_free(r);
+}
+
 /* Process sessions: the same id again is a reconnect (reported with the
  * leases the node holds, which stay good), anything else is not; the
  * record is per key, replaced by each call, and goes with the node. */
@@ -2168,6 +2194,7 @@ int main(void)
     RUN(test_fetched_return);
     RUN(test_node_restarted);
     RUN(test_node_session);
+    RUN(test_node_session_other);
     RUN(test_fetched_claim_runs_out);
     RUN(test_fetched_bar_scope);
     RUN(test_lease_regrant);

@@ -1436,6 +1436,18 @@ out:
     return same;
 }
 
+bool shoal_reg_node_session_other(const struct shoal_reg *r, const uint8_t node_pk[32],
+                                  const uint8_t *session)
+{
+    uint32_t ni = node_find(r, node_pk);
+    if (ni == NONE)
+        return false;
+    const struct node *nd = &r->nodes[ni];
+    if (!session || !nd->has_session)
+        return (session != NULL) != nd->has_session;
+    return memcmp(nd->session, session, SHOAL_REG_SESSION_LEN) != 0;
+}
+
 /* ---- announce ---- */
 
 static void rate_count(struct shoal_reg *r, uint64_t now_ms)

@@ -267,6 +267,16 @@ int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uin
 int shoal_reg_node_session(struct shoal_reg *r, const uint8_t node_pk[32],
                            const uint8_t *session, uint32_t *leases);
 
+/*
+ * True when |node_pk| is known and the session shoal_reg_node_session last
+ * recorded for it is not |session| (SHOAL_REG_SESSION_LEN bytes, or NULL
+ * for none: a node recorded without one, as an older client is, is in the
+ * same session): another process of the key has announced since.
+ * Changes nothing.
+ */
+bool shoal_reg_node_session_other(const struct shoal_reg *r, const uint8_t node_pk[32],
+                                  const uint8_t *session);
+
 /* Pointers are valid until the next call that changes the registry. */
 struct shoal_reg_peer {
     uint8_t node_pk[32];

@@ -1458,7 +1458,11 @@ static int handle_lease_done(struct conn *c, uint64_t now)
 /* A node leaving on purpose (shoald shutting down) says BYE: it is
  * forgotten at once, every node identity of the connection, instead of when
  * its leases and then its announces time out (a rolling restart of a
- * fleet would otherwise stall the rest for a minute or more per fetcher). */
+ * fleet would otherwise stall the rest for a minute or more per fetcher).
+ * Only an identity whose session is the one the node key last announced
+ * in: a BYE from an old process's connection, still closing after a new
+ * process of the same key announced, forgot the new one's leases and
+ * fetched credit, which it then reported against nothing. */
 static int handle_bye(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
@@ -1469,6 +1473,14 @@ static int handle_bye(struct conn *c)
         const struct ident *id = &c->ids[i];
         if (!id->used || id->role != SHOAL_ROLE_NODE)
             continue;
+        if (shoal_reg_node_session_other(t->reg, id->pk, id->has_session ? id->session : NULL)) {
+            char old[65];
+            shoal_hex(old, id->pk, 32);
+            shoal_tracker_log("node %.16s said BYE (%.*s) from an old session; a new one has "
+                              "announced since: kept", old,
+                              (int)(why->len > 200 ? 200 : why->len), why->p ? why->p : "");
+            continue;
+        }
         if (shoal_reg_remove_node(t->reg, id->pk) == 0 && n++ == 0)
             shoal_hex(hex, id->pk, 32);
     }
