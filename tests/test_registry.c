@@ -820,12 +820,21 @@ static void test_lease_withdraw_cut_off(void)
      * chunk was old when it was fetched again. */
     CHECK_EQ(shoal_reg_lease(r, 1260, m1, 20, n3, 4, 7, M, &f, &c, &e), 0);
     CHECK(f == 7 && c == 1);
+    /* A node the tracker has known for less than lease_ms may not have
+     * its peers yet: nothing. */
+    uint8_t n4[32];
+    key(n4, 1, 4);
+    announce1(r, 1100, 4, "a", m1, 0, false);
+    CHECK_EQ(shoal_reg_lease(r, 1260, m1, 20, n4, 4, 9, M, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    CHECK_EQ(shoal_reg_lease(r, 2100, m1, 20, n4, 4, 9, M, &f, &c, &e), 0);
+    CHECK(f == 9 && c == 1);
     /* n1's credit is intact around it: 6 and 8 give way only flagged. */
     CHECK_EQ(shoal_reg_lease(r, 1260, m1, 20, n3, 4, 6, 0, &f, &c, &e), 0);
     CHECK_EQ(c, 0);
     struct shoal_reg_stats st;
     shoal_reg_stats(r, &st);
-    CHECK_EQ(st.fetched_withdrawn, 2);
+    CHECK_EQ(st.fetched_withdrawn, 3);
     shoal_reg_free(r);
 }
 

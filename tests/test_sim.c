@@ -606,6 +606,19 @@ static void test_cut_off_groups(void)
         CHECK(r->max < 300);
         shoal_sim_result_free(r);
     }
+    /* A node that joins late has no peer for its first round trips, and
+     * with no origin delay asks for a lease of a chunk fetched long ago:
+     * not one it is cut off from, and not granted it (100 nodes joining
+     * over 5 minutes took 1.074 x the release from the origin). */
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 100, 4, 64);
+    c.join_spread_s = 300;
+    c.origin_delay_ms = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 100);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    shoal_sim_result_free(r);
 }
 
 /* Leases last the tracker's --lease-ms, 60 s by default. The simulated
