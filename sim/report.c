@@ -137,8 +137,8 @@ void shoal_sim_print_summary(const struct shoal_sim_result *r, FILE *f)
          * was a guess. */
         bool one = r->cut_groups == 1;
         fprintf(f, "cut off        %u incomplete node%s in %u peer group%s that lack%s chunks other"
-                   " groups hold: the tracker leases each chunk from the origin once, and no"
-                   " peer links the groups (more peers would)\n",
+                   " groups hold: the tracker leases a chunk again only once its fetch is"
+                   " lease-ms old, and no peer links the groups (more peers would)\n",
                 r->cut_nodes, r->cut_nodes == 1 ? "" : "s", r->cut_groups, one ? "" : "s",
                 one ? "s" : "");
         if (r->no_peer > 0)

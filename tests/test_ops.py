@@ -2494,6 +2494,62 @@ def case_fetcher_gone(tmp):
     return fails
 
 
+def case_cut_off(tmp):
+    """A node cut off from every holder of the release: a and b, one peer
+    each (--max-peers 1), hold each other's only slot, so c, dialling
+    them, is refused and has no peer. The tracker credits every chunk as
+    fetched by a, and a is complete: c waited for ever (the fetched-credit
+    TTL frees nothing while a node is complete). Its lease requests flag
+    each chunk missing and unoffered, and once a's fetch is --lease-ms (3 s)
+    old the tracker leases it again, to c, which completes from the
+    origin."""
+    k = make_keys(tmp, ["a", "b", "c"])
+    hub = Hub(tmp, "4M", shards="2")
+    tr, addr = hubfix.start_tracker(TRACKER, k, extra=["--lease-ms", "3000", "--node-ttl-ms",
+                                                       "120000"])
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    fails = 0
+    common = ["--tracker", addr, "--origin-delay-ms", "0", "--max-peers", "1"]
+    a = node("a", k, tmp, hub, common + ["--manifest", mf])
+    nodes = [a]
+    r = cli("pull", mid, "--socket", a.sock, "--timeout", "30", timeout=60)
+    if r.returncode != 0:
+        print(f"FAIL node a did not complete: {r.stderr.strip()}")
+        fails += 1
+    # b dials a (its only peer) and takes the release from it.
+    b = node("b", k, tmp, hub, common)
+    nodes.append(b)
+    r = cli("pull", mid, "--socket", b.sock, "--timeout", "30", timeout=60)
+    if r.returncode != 0:
+        print(f"FAIL node b did not complete: {r.stderr.strip()}")
+        fails += 1
+    c = node("c", k, tmp, hub, common)
+    nodes.append(c)
+    r = cli("pull", mid, "--socket", c.sock, "--timeout", "30", timeout=60)
+    print("c:", (r.stdout.strip().splitlines() or [r.stderr])[-1])
+    if r.returncode != 0:
+        print(f"FAIL node c, cut off from the holders, did not complete: {r.stderr.strip()}")
+        fails += 1
+    elif not c.wait_for(r"refused: connection limit|connection limit reached", 1) and \
+            not (a.wait_for(r"connection limit", 1) or b.wait_for(r"connection limit", 1)):
+        print("FAIL nothing refused c: it was not cut off, the case tests nothing")
+        fails += 1
+    st = cli("tracker-stats", "--tracker", addr, "--key", k("admin"), "--cred",
+             k("admin") + ".cred").stdout
+    wd = tracker_metric(st, "shoal_tracker_fetched_withdrawn_total")
+    print(f"tracker-stats: fetched withdrawn {wd}")
+    if not wd:
+        print("FAIL the tracker withdrew no fetched credit for c")
+        fails += 1
+    fails += hubfix.check_files(c, hub)
+    fails = shoalproc.finish(fails, nodes, tail=40)
+    if fails:
+        tr.dump()
+    tr.stop()
+    return fails
+
+
 def status_row(st, name):
     """The fields of |name|'s row in `shoal status` output |st| and the
     reason line under it ("" without one), or (None, "")."""
@@ -4183,7 +4239,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hub_token_file": case_hub_token_file,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
-                      "fetcher_gone": case_fetcher_gone,
+                      "fetcher_gone": case_fetcher_gone, "cut_off": case_cut_off,
                       "tracker_restart": case_tracker_restart,
                       "ref_unwritable": case_ref_unwritable,
                       "origin_health": case_origin_health, "datasets": case_datasets,

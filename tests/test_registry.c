@@ -787,6 +787,57 @@ static void test_lease_withdraw(void)
     shoal_reg_free(r);
 }
 
+/* Another node's word gives way once its fetch is lease_ms old: a node
+ * that still misses the chunk and whose peers offer none is cut off from
+ * its holders (two-peer chains, a zone cut off) and waited for ever, the
+ * fetched_ttl_ms rule doing nothing while some node is complete. The next
+ * node to flag it then need not wait for the refetch to age. */
+static void test_lease_withdraw_cut_off(void)
+{
+    uint8_t m1[32], n1[32], n2[32], n3[32];
+    struct shoal_reg *r = lease_pair(m1, n1, n2); /* lease_ms 1000 */
+    uint32_t f, c;
+    uint64_t e;
+    const uint32_t M = SHOAL_REG_HINT_MISSING;
+    key(n3, 1, 3);
+    announce1(r, 0, 3, "a", m1, 0, false);
+    CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 20, 0, M, &f, &c, &e), 0);
+    CHECK(f == 0 && c == 20);
+    CHECK_EQ(shoal_reg_lease_done(r, 200, m1, n1, 0, 20), 0);
+    /* n1 is complete: its word stands for every chunk. */
+    announce1(r, 300, 1, "a", m1, 20, true);
+    /* Fetched lately: on its way to n2's peers, nothing for n2. */
+    CHECK_EQ(shoal_reg_lease(r, 1100, m1, 20, n2, 4, 7, M, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    /* Without the flag, never. */
+    CHECK_EQ(shoal_reg_lease(r, 1200, m1, 20, n2, 4, 7, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    /* lease_ms after n1's report: chunk 7 alone is n2's. */
+    CHECK_EQ(shoal_reg_lease(r, 1200, m1, 20, n2, 4, 7, M, &f, &c, &e), 0);
+    CHECK(f == 7 && c == 1);
+    CHECK_EQ(shoal_reg_lease_done(r, 1250, m1, n2, 7, 1), 0);
+    /* Another cut-off node misses it too: n2's fetch is fresh, but the
+     * chunk was old when it was fetched again. */
+    CHECK_EQ(shoal_reg_lease(r, 1260, m1, 20, n3, 4, 7, M, &f, &c, &e), 0);
+    CHECK(f == 7 && c == 1);
+    /* A node the tracker has known for less than lease_ms may not have
+     * its peers yet: nothing. */
+    uint8_t n4[32];
+    key(n4, 1, 4);
+    announce1(r, 1100, 4, "a", m1, 0, false);
+    CHECK_EQ(shoal_reg_lease(r, 1260, m1, 20, n4, 4, 9, M, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    CHECK_EQ(shoal_reg_lease(r, 2100, m1, 20, n4, 4, 9, M, &f, &c, &e), 0);
+    CHECK(f == 9 && c == 1);
+    /* n1's credit is intact around it: 6 and 8 give way only flagged. */
+    CHECK_EQ(shoal_reg_lease(r, 1260, m1, 20, n3, 4, 6, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    struct shoal_reg_stats st;
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.fetched_withdrawn, 3);
+    shoal_reg_free(r);
+}
+
 /* A chunk withdrawn from a node's fetched credit while its lease still
  * covers it is leased to it again, over the old lease; when the old one
  * expires, the chunk stays the new lease's (the review's repro leased it
@@ -1730,6 +1781,32 @@ static void test_node_restarted(void)
     shoal_reg_free(r);
 }
 
+/* Whether a BYE's session is an old one (the server then forgets
+ * nothing): only a known key recorded in another session, none counting
+ * as a session of its own. */
+static void test_node_session_other(void)
+{
+    uint8_t mid[32], a[32], b[32], c[32];
+    struct shoal_reg_have h;
+    struct shoal_reg *r = two_nodes(120000, 120000, 32, mid, a, b, c, &h);
+    uint8_t s1[SHOAL_REG_SESSION_LEN], s2[SHOAL_REG_SESSION_LEN];
+    memset(s1, 1, sizeof s1);
+    memset(s2, 1, sizeof s2);
+    s2[SHOAL_REG_SESSION_LEN - 1] = 2;
+    /* Unknown: nothing to keep. */
+    CHECK(!shoal_reg_node_session_other(r, c, s1));
+    /* Known without a session yet (no login recorded, an older client). */
+    CHECK(!shoal_reg_node_session_other(r, a, NULL));
+    CHECK(shoal_reg_node_session_other(r, a, s1));
+    CHECK_EQ(shoal_reg_node_session(r, a, s2, NULL), 0);
+    CHECK(!shoal_reg_node_session_other(r, a, s2));
+    CHECK(shoal_reg_node_session_other(r, a, s1));
+    CHECK(shoal_reg_node_session_other(r, a, NULL));
+    /* Read-only: asking changed nothing. */
+    CHECK_EQ(shoal_reg_node_session(r, a, s2, NULL), 1);
+    shoal_reg_free(r);
+}
+
 /* Process sessions: the same id again is a reconnect (reported with the
  * leases the node holds, which stay good), anything else is not; the
  * record is per key, replaced by each call, and goes with the node. */
@@ -2109,6 +2186,7 @@ int main(void)
     RUN(test_leases);
     RUN(test_lease_extend);
     RUN(test_lease_withdraw);
+    RUN(test_lease_withdraw_cut_off);
     RUN(test_lease_withdraw_overlap);
     RUN(test_lease_share);
     RUN(test_lease_share_alone);
@@ -2125,6 +2203,7 @@ int main(void)
     RUN(test_fetched_return);
     RUN(test_node_restarted);
     RUN(test_node_session);
+    RUN(test_node_session_other);
     RUN(test_fetched_claim_runs_out);
     RUN(test_fetched_bar_scope);
     RUN(test_lease_regrant);

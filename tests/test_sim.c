@@ -580,6 +580,47 @@ static void test_small_peer_sets(void)
     }
 }
 
+/* The same split fleet, run on: a node whose peers offer none of what it
+ * misses flags the chunk missing in its lease requests, and once another
+ * node's fetch of it is lease_ms old the tracker leases it again, to the
+ * cut-off node. It waited for ever before (200 nodes, --peers 2: none
+ * complete after an hour; with a seed, the groups without one never). The
+ * price is origin egress: each group fetches what it lacks. */
+static void test_cut_off_groups(void)
+{
+    for (uint32_t seeds = 0; seeds <= 1; seeds++) {
+        struct shoal_sim_config c;
+        struct shoal_sim_result *r = NULL;
+        fleet(&c, 60, 4, 64);
+        c.max_peers = 2;
+        c.seeds = seeds;
+        c.max_sim_s = 900; /* fetched_ttl_ms (10 min) freed some before */
+        REQUIRE(shoal_sim_run(&c, &r) == 0);
+        printf("     %u seed%s: %u of 60 complete, last at %.1f s, cut off %u, origin %.2f x\n",
+               seeds, seeds == 1 ? "" : "s", r->completed, r->max, r->cut_nodes,
+               (double)r->origin_bytes / (double)c.release_bytes);
+        CHECK_EQ(r->completed, 60 - seeds); /* a seed is no survivor */
+        CHECK_EQ(r->incomplete, 0);
+        CHECK_EQ(r->cut_nodes, 0);
+        /* A lease_ms (60 s) for the fetches to age, then the origin. */
+        CHECK(r->max < 300);
+        shoal_sim_result_free(r);
+    }
+    /* A node that joins late has no peer for its first round trips, and
+     * with no origin delay asks for a lease of a chunk fetched long ago:
+     * not one it is cut off from, and not granted it (100 nodes joining
+     * over 5 minutes took 1.074 x the release from the origin). */
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 100, 4, 64);
+    c.join_spread_s = 300;
+    c.origin_delay_ms = 0;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    CHECK_EQ(r->completed, 100);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    shoal_sim_result_free(r);
+}
+
 /* Leases last the tracker's --lease-ms, 60 s by default. The simulated
  * tracker had 10 minutes: 100 nodes pulling 1 GiB through a 100 Mbit/s
  * origin all lease once the origin delay passes with nothing from peers,
@@ -1273,6 +1314,7 @@ int main(void)
     RUN(test_small_zones);
     RUN(test_small_peer_sets);
     RUN(test_cut_off);
+    RUN(test_cut_off_groups);
     RUN(test_lease_time);
     RUN(test_staggered_zones);
     RUN(test_cross_zone_pipeline);

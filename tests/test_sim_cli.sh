@@ -194,9 +194,11 @@ else echo "FAIL fail-at without fail-frac (rc=$rc)"; cat err.txt; fails=$((fails
 "$sim" -q "${small[@]}" --fail-frac 0.1 --fail-at 0.01 > out.txt 2> err.txt
 ! grep -q "without fail-frac" err.txt && echo "ok   no fail-at warning with fail-frac" ||
     { echo "FAIL fail-at warning with fail-frac"; cat err.txt; fails=$((fails+1)); }
-# A fleet stuck far from its bound (2 peers a node) ends at the default
-# limit, 1000 x T_min (at least an hour), instead of running for ever.
-timeout 60 "$sim" --nodes 30 --peers 2 --size 64M -q > stuck.out 2> stuck.err; rc=$?
+# A fleet stuck far from its bound (2 peers a node, and a tracker that
+# leases a chunk again to a node cut off from its holders only after an
+# hour) ends at the default limit, 1000 x T_min (at least an hour),
+# instead of running for ever.
+timeout 60 "$sim" --nodes 30 --peers 2 --size 64M --lease-ms 3600000 -q > stuck.out 2> stuck.err; rc=$?
 if [ $rc -eq 2 ] && grep -q "left incomplete when the run ended at 3600.000 s, [0-9]* x T_min: without max-time a run stops at 1000 x T_min" stuck.err &&
     grep -q "incomplete at 3600.000 s" stuck.out &&
     grep -q "^cut off  *30 incomplete nodes in [0-9]* peer groups that lack chunks other groups hold" stuck.out; then

@@ -511,6 +511,121 @@ static void test_session_reconnect(void)
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
+static int bye(struct shoal_trkc *c)
+{
+    memset(&g_m, 0, sizeof(g_m));
+    g_m.type = SHOAL_MSG_BYE;
+    g_m.u.bye.text.p = "shutting down";
+    g_m.u.bye.text.len = 13;
+    return shoal_trkc_send(c, &g_m, TMO);
+}
+
+/* A BYE is the node's word for the process that says it: one from an old
+ * process's connection, still closing after the node restarted and the
+ * new process announced, forgot the new one (its lease then unknown: its
+ * LEASE_DONE refused, the chunks leased to others). The new process's own
+ * BYE still forgets it at once. */
+static void test_bye_old_session(void)
+{
+    const char *extra[] = { "--lease-ms", "60000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t s1[SHOAL_MSG_SESSION_LEN], s2[SHOAL_MSG_SESSION_LEN], m1[32];
+    memset(s1, 0x61, sizeof(s1));
+    memset(s2, 0x62, sizeof(s2));
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    uint32_t f = 0, n = 0;
+    struct shoal_trkc *old = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(old, sm.data, sm.len), 0);
+    shoal_buf_free(&sm);
+    CHECK_EQ(announce(old, m1, 0, 40), 0);
+    /* The new process logs in and announces while the old connection is
+     * still open; its lease is the old one's span, voided and granted
+     * again. */
+    struct shoal_trkc *cur = join_session(&p, &a, "10.0.0.1:7000", s2);
+    CHECK_EQ(announce(cur, m1, 0, 40), 0);
+    CHECK_EQ(lease(cur, m1, 16, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    CHECK_EQ(bye(old), 0);
+    CHECK(closed_by_peer(old));
+    shoal_trkc_free(old);
+    /* The new process's lease stands: nobody else gets its chunks, and
+     * its report is accepted. */
+    struct shoal_trkc *cb = join_session(&p, &b, "10.0.0.2:7000", NULL);
+    CHECK_EQ(announce(cb, m1, 0, 40), 0);
+    CHECK_EQ(lease(cb, m1, 8, 0, &f, &n), 0);
+    CHECK(f == 16 && n == 8);
+    CHECK_EQ(lease_done(cur, m1, 0, 16), 0);
+    /* Its own BYE forgets it: the chunks only it fetched are free. */
+    CHECK_EQ(bye(cur), 0);
+    CHECK(closed_by_peer(cur));
+    shoal_trkc_free(cur);
+    CHECK_EQ(lease(cb, m1, 8, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 8);
+    shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* The gone FIFO (--gone-ms): a node is forgotten gone_ms after its LAST
+ * connection closed. One that came back and dropped again kept its first
+ * place in the FIFO and, when that came due, went to the tail behind
+ * nodes that left after it: it was forgotten with them, up to twice
+ * gone_ms late. Here |a| leaves at 0, is back and leaves again at ~1 s
+ * (due at ~4 s with --gone-ms 3000); |x| leaves at ~2 s (due at ~5 s).
+ * The sweep runs every 750 ms: |a| must go a sweep before |x|, not with
+ * it. */
+static void test_gone_flap(void)
+{
+    const char *extra[] = { "--gone-ms", "3000", "--node-ttl-ms", "600000",
+                            "--announce-interval-ms", "60000", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, x, o;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&x, &g_cluster_sk, far_future());
+    mk_ident(&o, &g_cluster_sk, far_future());
+    uint8_t m1[32];
+    mid(m1, 1);
+    struct shoal_trkc *co = join(&p, &o, "z", "10.0.0.3:7000", 0, NULL);
+    struct shoal_trkc *ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *cx = join(&p, &x, "z", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(co && ca && cx);
+    CHECK_EQ(announce(co, m1, 1, 10), 0);
+    CHECK_EQ(announce(ca, m1, 1, 10), 0);
+    CHECK_EQ(announce(cx, m1, 1, 10), 0);
+    shoal_trkc_free(ca);
+    sleep_ms(200);
+    ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    REQUIRE(ca);
+    CHECK_EQ(announce(ca, m1, 1, 10), 0);
+    sleep_ms(800);
+    shoal_trkc_free(ca);
+    sleep_ms(1000);
+    shoal_trkc_free(cx);
+    /* Watch the peer list until |a| leaves it (bounded: 10 s). */
+    bool a_in = true, x_in = true;
+    for (int i = 0; i < 200 && a_in; i++) {
+        sleep_ms(50);
+        REQUIRE(get_peers(co, m1, 10) >= 0);
+        a_in = peers_have(&a);
+        x_in = peers_have(&x);
+    }
+    CHECK(!a_in);
+    CHECK(x_in); /* forgotten before |x|, which left a second after it */
+    /* And |x| in its turn. */
+    for (int i = 0; i < 200 && x_in; i++) {
+        sleep_ms(50);
+        REQUIRE(get_peers(co, m1, 10) >= 0);
+        x_in = peers_have(&x);
+    }
+    CHECK(!x_in);
+    shoal_trkc_free(co);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
 /* Review 9: a LEASE reply lost with the connection. The same process back
  * on a new connection asks again (from elsewhere in the release) and is
  * granted the lease it did not know it held, once; others are not granted
@@ -1586,6 +1701,8 @@ int main(int argc, char **argv)
     RUN(test_expiry_and_zones);
     RUN(test_leases);
     RUN(test_session_reconnect);
+    RUN(test_bye_old_session);
+    RUN(test_gone_flap);
     RUN(test_lease_reply_lost);
     RUN(test_fetched_claim);
     RUN(test_manifests_rollouts_restart);

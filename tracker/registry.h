@@ -267,6 +267,16 @@ int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uin
 int shoal_reg_node_session(struct shoal_reg *r, const uint8_t node_pk[32],
                            const uint8_t *session, uint32_t *leases);
 
+/*
+ * True when |node_pk| is known and the session shoal_reg_node_session last
+ * recorded for it is not |session| (SHOAL_REG_SESSION_LEN bytes, or NULL
+ * for none: a node recorded without one, as an older client is, is in the
+ * same session): another process of the key has announced since.
+ * Changes nothing.
+ */
+bool shoal_reg_node_session_other(const struct shoal_reg *r, const uint8_t node_pk[32],
+                                  const uint8_t *session);
+
 /* Pointers are valid until the next call that changes the registry. */
 struct shoal_reg_peer {
     uint8_t node_pk[32];
@@ -324,8 +334,10 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  * the reply that granted it may have been lost with the old connection.
  * With SHOAL_REG_HINT_MISSING in |flags| the node says it misses
  * |hint_chunk| and none of its peers offers it: if the tracker holds that
- * chunk fetched or leased on this node's own word, the word is withdrawn
- * and the chunk leasable again (see withdraw_hint).
+ * chunk fetched or leased on this node's own word, or fetched on another
+ * node's word lease_ms ago or more (the node is cut off from its
+ * holders), the word is withdrawn and the chunk leasable again (see
+ * withdraw_hint).
  * On success writes *first, *count (0 when nothing is free) and
  * *expires_ms (absolute, now_ms + lease_ms). Returns 0; SHOAL_EBUSY (with
  * *count = 0) when the node already holds SHOAL_REG_LEASES_PER_NODE leases;

@@ -99,10 +99,9 @@ struct keyconns {
     uint8_t pk[32];
     uint32_t n;
     uint64_t gone_due;        /* n 0: loop time to forget the node at */
-    uint64_t queued_due;      /* gone_due when it joined the FIFO */
-    bool queued;              /* in the gone FIFO */
+    bool queued;              /* in the gone FIFO (n 0) */
     struct keyconns *next;    /* hash chain */
-    struct keyconns *gnext;   /* gone FIFO */
+    struct keyconns *gnext, *gprev; /* gone FIFO */
 };
 
 /* A source of unauthenticated connections (netsrc.h: an IPv4 address or
@@ -465,6 +464,22 @@ static struct keyconns **key_slot(struct shoal_tracker *t, const uint8_t pk[32])
     return pp;
 }
 
+static void gone_unlink(struct shoal_tracker *t, struct keyconns *k)
+{
+    if (!k->queued)
+        return;
+    if (k->gprev)
+        k->gprev->gnext = k->gnext;
+    else
+        t->gone_head = k->gnext;
+    if (k->gnext)
+        k->gnext->gprev = k->gprev;
+    else
+        t->gone_tail = k->gprev;
+    k->gnext = k->gprev = NULL;
+    k->queued = false;
+}
+
 /* Counts one more connection for |pk|. Returns 0, SHOAL_EBUSY when it has
  * max_conns_per_key already, or -ENOMEM. */
 static int key_acquire(struct shoal_tracker *t, const uint8_t pk[32])
@@ -479,15 +494,18 @@ static int key_acquire(struct shoal_tracker *t, const uint8_t pk[32])
         memcpy(k->pk, pk, 32);
         *pp = k;
     }
+    /* Back: out of the FIFO until its last connection closes again. */
+    gone_unlink(t, *pp);
     (*pp)->n++;
     return 0;
 }
 
+/* Appends |k| (not queued) to the gone FIFO. */
 static void gone_queue(struct shoal_tracker *t, struct keyconns *k)
 {
     k->queued = true;
-    k->queued_due = k->gone_due;
     k->gnext = NULL;
+    k->gprev = t->gone_tail;
     if (t->gone_tail)
         t->gone_tail->gnext = k;
     else
@@ -505,11 +523,15 @@ static void key_release(struct shoal_tracker *t, const uint8_t pk[32])
      * two; one that died would hold its origin leases until lease_ms and
      * its fetched credit until node_ttl_ms, and the whole fleet waits for
      * the chunks only it was to bring. Kept for gone_ms to tell the two
-     * apart. Due times grow, so the FIFO stays in due order. */
+     * apart. A key leaves the FIFO when it connects again and joins it at
+     * the tail when its last connection closes, so due times grow along
+     * it and the head is always the next due. (A key that came back kept
+     * its old place, and when that came due went to the tail behind keys
+     * due up to gone_ms later: a flapping node was forgotten up to twice
+     * gone_ms after its last connection closed.) */
     if (t->cfg.gone_ms && !t->shut) {
         k->gone_due = uv_now(t->loop) + t->cfg.gone_ms;
-        if (!k->queued)
-            gone_queue(t, k);
+        gone_queue(t, k);
         return;
     }
     if (!k->queued) {
@@ -526,18 +548,9 @@ static void on_gone_timer(uv_timer_t *tm)
     struct shoal_tracker *t = tm->data;
     uint64_t now = uv_now(t->loop);
     uint32_t logged = 0, quiet = 0;
-    while (t->gone_head && t->gone_head->queued_due <= now) {
+    while (t->gone_head && t->gone_head->gone_due <= now) {
         struct keyconns *k = t->gone_head;
-        t->gone_head = k->gnext;
-        if (!t->gone_head)
-            t->gone_tail = NULL;
-        k->queued = false;
-        if (k->n > 0)
-            continue; /* it came back */
-        if (k->gone_due > now) {
-            gone_queue(t, k); /* it came back and lost its connection again */
-            continue;
-        }
+        gone_unlink(t, k);
         if (shoal_reg_remove_node(t->reg, k->pk) == 0) {
             char hex[65];
             shoal_hex(hex, k->pk, 32);
@@ -1445,7 +1458,11 @@ static int handle_lease_done(struct conn *c, uint64_t now)
 /* A node leaving on purpose (shoald shutting down) says BYE: it is
  * forgotten at once, every node identity of the connection, instead of when
  * its leases and then its announces time out (a rolling restart of a
- * fleet would otherwise stall the rest for a minute or more per fetcher). */
+ * fleet would otherwise stall the rest for a minute or more per fetcher).
+ * Only an identity whose session is the one the node key last announced
+ * in: a BYE from an old process's connection, still closing after a new
+ * process of the same key announced, forgot the new one's leases and
+ * fetched credit, which it then reported against nothing. */
 static int handle_bye(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
@@ -1456,6 +1473,14 @@ static int handle_bye(struct conn *c)
         const struct ident *id = &c->ids[i];
         if (!id->used || id->role != SHOAL_ROLE_NODE)
             continue;
+        if (shoal_reg_node_session_other(t->reg, id->pk, id->has_session ? id->session : NULL)) {
+            char old[65];
+            shoal_hex(old, id->pk, 32);
+            shoal_tracker_log("node %.16s said BYE (%.*s) from an old session; a new one has "
+                              "announced since: kept", old,
+                              (int)(why->len > 200 ? 200 : why->len), why->p ? why->p : "");
+            continue;
+        }
         if (shoal_reg_remove_node(t->reg, id->pk) == 0 && n++ == 0)
             shoal_hex(hex, id->pk, 32);
     }
