@@ -2364,6 +2364,12 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
         snprintf(from, sizeof from, "$HF_TOKEN");
         t = strdup(env);
         rv = t ? 0 : -ENOMEM;
+    } else if ((env = getenv("HUGGING_FACE_HUB_TOKEN")) && *env) {
+        /* Its older name: huggingface_hub marks it deprecated but still
+         * reads it, after $HF_TOKEN and before the login file. */
+        snprintf(from, sizeof from, "$HUGGING_FACE_HUB_TOKEN");
+        t = strdup(env);
+        rv = t ? 0 : -ENOMEM;
     } else if (login_token_path(path, sizeof path, &var)) {
         /* huggingface_hub's order after $HF_TOKEN: the login file. */
         snprintf(from, sizeof from, "%s (%s)", path, var);

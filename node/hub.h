@@ -79,8 +79,8 @@ struct shoal_hub_config {
      * SHOAL_HUB_DEFAULT_ENDPOINT. */
     const char *endpoint;
     /* Bearer token. NULL: the first line of |token_file| if set, else
-     * $HF_TOKEN, else, as huggingface_hub finds the token `huggingface-cli
-     * login` saved, the first line of $HF_TOKEN_PATH, else of
+     * $HF_TOKEN, else its deprecated older name $HUGGING_FACE_HUB_TOKEN,
+     * else, as huggingface_hub finds the token `huggingface-cli login` saved, the first line of $HF_TOKEN_PATH, else of
      * $HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else
      * ~/.cache/huggingface/token (a login file that is not there: no
      * token), else none. "" means none. Whitespace around it is cut
@@ -213,8 +213,8 @@ int shoal_hub_ca_verify(const struct shoal_hub_config *cfg, char *msg, size_t ca
 
 /*
  * Checks the token a hub made with |cfg| would send (shoal_hub_config.token:
- * the token given, else the token file, else $HF_TOKEN, else the login
- * file), after cutting the
+ * the token given, else the token file, else $HF_TOKEN, else
+ * $HUGGING_FACE_HUB_TOKEN, else the login file), after cutting the
  * whitespace around it as huggingface_hub does. Returns 0 (a usable token
  * or none), SHOAL_EPROTO (bytes an HTTP header cannot carry are left), or
  * an error reading the file, and then |msg| (|cap| bytes) names the

@@ -1437,6 +1437,7 @@ int main(int argc, char **argv)
     hubdir = argv[2];
     /* Not the token a login left on this machine. */
     setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
+    unsetenv("HUGGING_FACE_HUB_TOKEN");
     shoal_hash_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     REQUIRE(uv_loop_init(&loop) == 0);

@@ -503,6 +503,42 @@ static void test_token_login_files(void)
     setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
 }
 
+/* $HUGGING_FACE_HUB_TOKEN, the older name huggingface_hub still reads
+ * (deprecated): after $HF_TOKEN (an empty one counts as unset), before the
+ * login file; a bad one is refused naming it. */
+static void test_token_old_name(void)
+{
+    char err[1024], tp[320];
+    FILE *f;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    snprintf(tp, sizeof tp, "%s/old-name-login", root);
+    f = fopen(tp, "w");
+    REQUIRE(f);
+    fputs("tok-old\n", f);
+    fclose(f);
+    setenv("HF_TOKEN_PATH", tp, 1);
+    /* The private repo with only the old name set: its token is sent. */
+    setenv("HUGGING_FACE_HUB_TOKEN", " tok\n", 1);
+    CHECK_EQ(publish_tok(NULL, NULL, err, sizeof err), 0);
+    if (err[0])
+        fprintf(stderr, "  HUGGING_FACE_HUB_TOKEN: %s\n", err);
+    CHECK_EQ(publish_tok(NULL, "", err, sizeof err), 0);
+    if (err[0])
+        fprintf(stderr, "  empty HF_TOKEN: %s\n", err);
+    /* $HF_TOKEN before it. */
+    setenv("HUGGING_FACE_HUB_TOKEN", "tok-wrong", 1);
+    CHECK_EQ(publish_tok(NULL, "tok", err, sizeof err), 0);
+    if (err[0])
+        fprintf(stderr, "  HF_TOKEN over it: %s\n", err);
+    setenv("HUGGING_FACE_HUB_TOKEN", "to k", 1);
+    CHECK(publish_tok(NULL, NULL, err, sizeof err) != 0);
+    fprintf(stderr, "  e.g.: %s\n", err);
+    CHECK(strstr(err, "$HUGGING_FACE_HUB_TOKEN") && strstr(err, "HTTP header"));
+    unsetenv("HUGGING_FACE_HUB_TOKEN");
+    setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
+}
+
 int main(int argc, char **argv)
 {
     struct shoal_seckey sk;
@@ -515,6 +551,7 @@ int main(int argc, char **argv)
     hubdir = argv[2];
     /* Not the token a login left on this machine. */
     setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
+    unsetenv("HUGGING_FACE_HUB_TOKEN");
     shoal_hash_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(root, sizeof(root), "/tmp/shoal-test-pub-XXXXXX");
@@ -557,6 +594,7 @@ int main(int argc, char **argv)
     RUN(test_unsafe_names_named);
     RUN(test_token_trimmed);
     RUN(test_token_login_files);
+    RUN(test_token_old_name);
 
     hubstub_stop(&stub);
     t_rmtree(root);
