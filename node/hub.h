@@ -295,7 +295,12 @@ typedef void (*shoal_hub_resolve_cb)(void *user, int status, struct shoal_hub_re
  * GET /api/{models|datasets}/{repo}/tree/{commit}?recursive=true, page by
  * page as its Link rel="next" headers lead, as huggingface_hub does (a
  * link elsewhere, as a gateway passing the Hub's own on gives, is asked of
- * the endpoint: endpoint + its /api/... path; the token never leaves); a failure then says why /tree was asked.
+ * the endpoint: endpoint + its /api/... path; the token never leaves).
+ * A gateway without /tree either (its first page 400, 404, 405, 410 or
+ * 501), whose siblings named every file, has each file read with a HEAD
+ * of /resolve/{commit}/{path}: X-Linked-Etag else ETag (sha256 or git
+ * blob id), X-Linked-Size else Content-Length, as huggingface_hub reads a
+ * file's metadata. A failure then says why /tree (and HEAD) was asked.
  * Returns 0 (cb will be called), -EINVAL (bad repo id or revision), -ENOMEM.
  */
 int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,

@@ -310,8 +310,9 @@ static void test_oom_is_an_error(void)
 }
 
 /* QA K14: a gateway that ignores ?blobs=true (siblings without size or
- * ids) is published from the /tree listing; one without /tree either gets
- * a message naming the gateway and what it lacks. */
+ * ids) is published from the /tree listing, or, without /tree either, from
+ * a HEAD of each file; one where that fails too gets a message naming the
+ * gateway and what it lacks. */
 static void test_gateway_without_blobs(void)
 {
     char err[1024];
@@ -328,12 +329,39 @@ static void test_gateway_without_blobs(void)
     if (res.nfiles == 5)
         check_manifest_matches_disk("org/m", commit_m);
 
+    /* QA K14: a gateway without /tree either: each file's size and id
+     * come from a HEAD of it (X-Linked-Etag and X-Linked-Size on an LFS
+     * file's redirect, ETag and Content-Length on the others), as
+     * huggingface_hub reads a file's metadata. */
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
     hubstub_post(&stub, "/_stub/faults",
-                 "[{\"kind\":\"status\",\"code\":404,\"times\":-1,\"match\":\"/tree/\"}]");
+                 "[{\"kind\":\"listing\",\"noblobs\":true,\"notree\":true}]");
+    memset(&res, 0, sizeof res);
+    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    if (err[0])
+        fprintf(stderr, "  without /tree: %s\n", err);
+    CHECK_EQ(res.nfiles, 5);
+    if (res.nfiles == 5)
+        check_manifest_matches_disk("org/m", commit_m);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "heads"), 5);
+
+    /* ... and when the HEADs fail too, the message says what was tried. */
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"status\",\"code\":404,\"times\":-1,\"match\":\"/resolve/\"}]");
     CHECK(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL) != 0);
-    fprintf(stderr, "  without /tree: %s\n", err);
+    fprintf(stderr, "  without /tree or HEAD: %s\n", err);
     CHECK(strstr(err, stub.url) && strstr(err, "ignores ?blobs=true") && strstr(err, "/tree/") &&
-          strstr(err, "HTTP 404"));
+          strstr(err, "HTTP 404") && strstr(err, "HEAD"));
+
+    /* Siblings cut short name only some files: no HEAD can list the rest. */
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    hubstub_post(&stub, "/_stub/faults",
+                 "[{\"kind\":\"listing\",\"siblings_max\":0,\"notree\":true}]");
+    CHECK(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL) != 0);
+    fprintf(stderr, "  no siblings, no /tree: %s\n", err);
+    CHECK(strstr(err, "lists no files") && strstr(err, "HTTP 404"));
+    CHECK_EQ(hubstub_stat(&stub, NULL, "heads"), 0);
 }
 
 static char commit_big[41];
