@@ -3865,28 +3865,19 @@ static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entr
                            const bool *closed, size_t n);
 
 /* 1 when directory |path| (which need not exist yet) is directory
- * |dir|, 2 when it is under it, else 0; symlinks resolved. */
+ * |dir|, 2 when it is under it, else 0; both made absolute as the state
+ * file's cache path is (shoal_state_absolute: symlinks resolved). */
 static int in_cache(const char *path, const char *dir)
 {
-    char rp[PATH_MAX], rd[PATH_MAX], tail[PATH_MAX] = "", *cut;
-    char probe[PATH_MAX];
+    char rp[SHOAL_STATE_PATH_MAX], rd[SHOAL_STATE_PATH_MAX];
     size_t n;
 
-    if (!realpath(dir, rd) || snprintf(probe, sizeof probe, "%s", path) >= (int)sizeof probe)
+    if (shoal_state_absolute(rd, sizeof rd, dir) != 0 ||
+        shoal_state_absolute(rp, sizeof rp, path) != 0)
         return 0;
-    /* The deepest part that exists, resolved, then what is not made yet. */
-    while (!realpath(probe, rp)) {
-        char t[PATH_MAX];
-
-        if (errno != ENOENT || !(cut = strrchr(probe, '/')) || cut == probe)
-            return 0;
-        snprintf(t, sizeof t, "%s%s", cut, tail);
-        snprintf(tail, sizeof tail, "%s", t);
-        *cut = '\0';
-    }
     n = strlen(rd);
     if (strcmp(rp, rd) == 0)
-        return tail[0] && strcmp(tail, "/") != 0 ? 2 : 1;
+        return 1;
     return strncmp(rp, rd, n) == 0 && (rp[n] == '/' || n == 1) ? 2 : 0;
 }
 
