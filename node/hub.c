@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "error.h"
 #include "hash.h"
+#include "hfcache.h"
 #include "json.h"
 
 #include <ctype.h>
@@ -2576,32 +2577,22 @@ static void trim_space(char *t)
 }
 
 /* The file huggingface_hub keeps the token of `huggingface-cli login` in,
- * as it finds it: $HF_TOKEN_PATH, else $HF_HOME/token, else
- * $XDG_CACHE_HOME/huggingface/token, else ~/.cache/huggingface/token
- * (empty variables count as unset, as for the cache: shoal_hf_cache_dir).
- * Writes its path to |out| and what named it to |var|; false when no path
- * can be made (no HOME) or it does not fit. */
-static bool login_token_path(char *out, size_t cap, const char **var)
+ * as it finds it: $HF_TOKEN_PATH, else "token" in its home folder
+ * (shoal_hf_home_path: $HF_HOME, $XDG_CACHE_HOME/huggingface,
+ * ~/.cache/huggingface). Writes its path to |out| and what named it to
+ * |var| (|varcap| bytes); false when no path can be made (no HOME) or it
+ * does not fit. */
+static bool login_token_path(char *out, size_t cap, char *var, size_t varcap)
 {
     const char *v;
     int n;
 
     if ((v = getenv("HF_TOKEN_PATH")) && *v) {
-        *var = "$HF_TOKEN_PATH";
+        snprintf(var, varcap, "$HF_TOKEN_PATH");
         n = snprintf(out, cap, "%s", v);
-    } else if ((v = getenv("HF_HOME")) && *v) {
-        *var = "$HF_HOME/token";
-        n = snprintf(out, cap, "%s/token", v);
-    } else if ((v = getenv("XDG_CACHE_HOME")) && *v) {
-        *var = "$XDG_CACHE_HOME/huggingface/token";
-        n = snprintf(out, cap, "%s/huggingface/token", v);
-    } else if ((v = getenv("HOME")) && *v) {
-        *var = "~/.cache/huggingface/token";
-        n = snprintf(out, cap, "%s/.cache/huggingface/token", v);
-    } else {
-        return false;
+        return n > 0 && (size_t)n < cap;
     }
-    return n > 0 && (size_t)n < cap;
+    return shoal_hf_home_path(out, cap, "token", var, varcap) == 0;
 }
 
 /* The token a hub made with |cfg| sends (see shoal_hub_config.token), into
@@ -2614,8 +2605,8 @@ static bool login_token_path(char *out, size_t cap, const char **var)
 static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
                       char *src, size_t srccap, char *ignored, size_t ignoredcap)
 {
-    const char *env, *var;
-    char path[SHOAL_HUB_TOKEN_SRC_MAX - 64];
+    const char *env;
+    char path[SHOAL_HUB_TOKEN_SRC_MAX - 64], var[48];
     char from[SHOAL_HUB_TOKEN_SRC_MAX] = "";
     char *t = NULL;
     int rv = 0;
@@ -2639,7 +2630,7 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
         snprintf(from, sizeof from, "$HUGGING_FACE_HUB_TOKEN");
         t = strdup(env);
         rv = t ? 0 : -ENOMEM;
-    } else if (login_token_path(path, sizeof path, &var)) {
+    } else if (login_token_path(path, sizeof path, var, sizeof var)) {
         /* huggingface_hub's order after $HF_TOKEN: the login file. */
         snprintf(from, sizeof from, "%s (%s)", path, var);
         rv = read_token_file(path, &t, exposed);
