@@ -1363,8 +1363,9 @@ out:
 /* Longest branch or tag name a store keeps. */
 #define BRANCH_MAX 255
 
-/* Writes refs/<|branch|> (NULL: nothing to do) with our commit. */
-static int write_ref(struct shoal_store *s, const char *branch)
+/* Writes refs/<|branch|> (NULL: nothing to do) with our commit; the
+ * snapshot is checked whole first unless |checked| (the caller just did). */
+static int write_ref(struct shoal_store *s, const char *branch, bool checked)
 {
     const char *commit = shoal_manifest_commit(s->m);
     const char *leaf;
@@ -1377,7 +1378,7 @@ static int write_ref(struct shoal_store *s, const char *branch)
      * scan-cache calls such a repo corrupted, and readers find nothing.
      * (Its files deleted while the release was open: the store still
      * holds them, and says complete.) */
-    if ((rv = shoal_hf_snapshot_check(s->cache_dir, s->m, NULL)) != 0) {
+    if (!checked && (rv = shoal_hf_snapshot_check(s->cache_dir, s->m, NULL)) != 0) {
         set_err(s, "not writing %s/refs/%s: snapshots/%s is not whole in the cache (%s)",
                 s->repo_path, branch, commit, shoal_strerror(rv));
         return rv;
@@ -1404,7 +1405,7 @@ static int write_ref(struct shoal_store *s, const char *branch)
  * moment left no ref and said nothing (the pull exited 0). */
 static int write_ref_owed(struct shoal_store *s, const char *branch)
 {
-    int rv = write_ref(s, branch);
+    int rv = write_ref(s, branch, false);
 
     pthread_mutex_lock(&s->mu);
     s->ref_owed = rv != 0;
@@ -3779,7 +3780,7 @@ int shoal_store_file_path(struct shoal_store *s, uint32_t fi, char *out, size_t 
     return n < 0 || (size_t)n >= cap ? SHOAL_ELIMIT : 0;
 }
 
-int shoal_store_set_branch(struct shoal_store *s, const char *branch)
+static int set_branch(struct shoal_store *s, const char *branch, bool checked)
 {
     char *dup;
     bool all;
@@ -3798,7 +3799,17 @@ int shoal_store_set_branch(struct shoal_store *s, const char *branch)
     all = all_done_locked(s);
     pthread_mutex_unlock(&s->mu);
     /* Complete already: no completion will come to write it. */
-    return all ? write_ref(s, branch) : 0;
+    return all ? write_ref(s, branch, checked) : 0;
+}
+
+int shoal_store_set_branch(struct shoal_store *s, const char *branch)
+{
+    return set_branch(s, branch, false);
+}
+
+int shoal_store_set_branch_checked(struct shoal_store *s, const char *branch)
+{
+    return set_branch(s, branch, true);
 }
 
 void shoal_store_last_error(struct shoal_store *s, char *out, size_t cap)

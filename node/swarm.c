@@ -334,8 +334,10 @@ static void cache_check_work(uv_work_t *w)
 
     j->missing = 0;
     j->rv = shoal_hf_snapshot_check(j->s->cfg->cache_dir, j->s->m, &j->missing);
+    /* The snapshot was just found whole: the ref is written without
+     * walking it a second time. */
     if (j->rv == 0 && j->branch)
-        j->ref_rv = shoal_store_set_branch(j->s->store, j->branch);
+        j->ref_rv = shoal_store_set_branch_checked(j->s->store, j->branch);
 }
 
 static void cache_check_done(uv_work_t *w, int status)
