@@ -979,7 +979,6 @@ static void check_done(void *user, struct shoal_swarm *s, int rv, const char *mi
 static void start_check(struct shoal_daemon *d, struct shoal_swarm *s, const char *branch)
 {
     uint32_t k = swarm_slot(d, s);
-    int rv;
 
     if (k == UINT32_MAX)
         return;
@@ -990,23 +989,10 @@ static void start_check(struct shoal_daemon *d, struct shoal_swarm *s, const cha
         }
         return;
     }
-    if ((rv = shoal_swarm_check_cache(s, branch && branch[0] ? branch : NULL, check_done, d)) != 0) {
-        /* No worker job (out of memory): here, as before. */
-        char path[SHOAL_HF_PATH_MAX] = "?";
-        const struct shoal_manifest *m = shoal_swarm_manifest(s);
-        uint32_t miss = 0;
-        int brv = 0;
-
-        rv = shoal_hf_snapshot_check(d->cache_dir, m, &miss);
-        if (rv != 0 && miss < shoal_manifest_nfiles(m))
-            snprintf(path, sizeof path, "%s", shoal_manifest_file(m, miss)->path);
-        if (rv == 0 && branch && branch[0])
-            brv = shoal_swarm_set_branch(s, branch);
-        d->slot[k].checking = true;
-        check_done(d, s, rv, path, branch && branch[0] ? branch : NULL, brv);
-        return;
-    }
+    /* Before: without a worker job check_done runs within the call. */
     d->slot[k].checking = true;
+    if (shoal_swarm_check_cache(s, branch && branch[0] ? branch : NULL, check_done, d) != 0)
+        return; /* checked already, answered (|s| may be gone) */
     LOG_D("release %s: checking that its files are still in the cache",
           shoal_manifest_commit(shoal_swarm_manifest(s)));
 }
