@@ -80,7 +80,8 @@ struct shoal_hub_config {
     const char *endpoint;
     /* Bearer token. NULL: the first line of |token_file| if set, else
      * $HF_TOKEN, else its deprecated older name $HUGGING_FACE_HUB_TOKEN,
-     * else, as huggingface_hub finds the token `huggingface-cli login` saved, the first line of $HF_TOKEN_PATH, else of
+     * else, as huggingface_hub finds the token `huggingface-cli login` saved,
+     * the first line of $HF_TOKEN_PATH, else of
      * $HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else
      * ~/.cache/huggingface/token (a login file that is not there: no
      * token), else none. "" means none. Whitespace around it is cut
