@@ -915,7 +915,6 @@ static void check_done(void *user, struct shoal_swarm *s, int rv, const char *mi
 static void start_check(struct shoal_daemon *d, struct shoal_swarm *s, const char *branch)
 {
     uint32_t k = swarm_slot(d, s);
-    int rv;
 
     if (k == UINT32_MAX)
         return;
@@ -926,23 +925,10 @@ static void start_check(struct shoal_daemon *d, struct shoal_swarm *s, const cha
         }
         return;
     }
-    if ((rv = shoal_swarm_check_cache(s, branch && branch[0] ? branch : NULL, check_done, d)) != 0) {
-        /* No worker job (out of memory): here, as before. */
-        char path[SHOAL_HF_PATH_MAX] = "?";
-        const struct shoal_manifest *m = shoal_swarm_manifest(s);
-        uint32_t miss = 0;
-        int brv = 0;
-
-        rv = shoal_hf_snapshot_check(d->cache_dir, m, &miss);
-        if (rv != 0 && miss < shoal_manifest_nfiles(m))
-            snprintf(path, sizeof path, "%s", shoal_manifest_file(m, miss)->path);
-        if (rv == 0 && branch && branch[0])
-            brv = shoal_swarm_set_branch(s, branch);
-        d->slot[k].checking = true;
-        check_done(d, s, rv, path, branch && branch[0] ? branch : NULL, brv);
-        return;
-    }
+    /* Before: without a worker job check_done runs within the call. */
     d->slot[k].checking = true;
+    if (shoal_swarm_check_cache(s, branch && branch[0] ? branch : NULL, check_done, d) != 0)
+        return; /* checked already, answered (|s| may be gone) */
     LOG_D("release %s: checking that its files are still in the cache",
           shoal_manifest_commit(shoal_swarm_manifest(s)));
 }
@@ -3793,28 +3779,19 @@ static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entr
                            const bool *closed, size_t n);
 
 /* 1 when directory |path| (which need not exist yet) is directory
- * |dir|, 2 when it is under it, else 0; symlinks resolved. */
+ * |dir|, 2 when it is under it, else 0; both made absolute as the state
+ * file's cache path is (shoal_state_absolute: symlinks resolved). */
 static int in_cache(const char *path, const char *dir)
 {
-    char rp[PATH_MAX], rd[PATH_MAX], tail[PATH_MAX] = "", *cut;
-    char probe[PATH_MAX];
+    char rp[SHOAL_STATE_PATH_MAX], rd[SHOAL_STATE_PATH_MAX];
     size_t n;
 
-    if (!realpath(dir, rd) || snprintf(probe, sizeof probe, "%s", path) >= (int)sizeof probe)
+    if (shoal_state_absolute(rd, sizeof rd, dir) != 0 ||
+        shoal_state_absolute(rp, sizeof rp, path) != 0)
         return 0;
-    /* The deepest part that exists, resolved, then what is not made yet. */
-    while (!realpath(probe, rp)) {
-        char t[PATH_MAX];
-
-        if (errno != ENOENT || !(cut = strrchr(probe, '/')) || cut == probe)
-            return 0;
-        snprintf(t, sizeof t, "%s%s", cut, tail);
-        snprintf(tail, sizeof tail, "%s", t);
-        *cut = '\0';
-    }
     n = strlen(rd);
     if (strcmp(rp, rd) == 0)
-        return tail[0] && strcmp(tail, "/") != 0 ? 2 : 1;
+        return 1;
     return strncmp(rp, rd, n) == 0 && (rp[n] == '/' || n == 1) ? 2 : 0;
 }
 

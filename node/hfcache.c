@@ -46,6 +46,28 @@ static const char *env_nonempty(const char *name)
     return v && v[0] ? v : NULL;
 }
 
+int shoal_hf_home_path(char *out, size_t cap, const char *name, char *how, size_t howcap)
+{
+    /* huggingface_hub's order; what is under the variable; how it is named. */
+    static const struct {
+        const char *var, *sub, *shown;
+    } homes[] = {
+        {"HF_HOME", "", "$HF_HOME"},
+        {"XDG_CACHE_HOME", "/huggingface", "$XDG_CACHE_HOME/huggingface"},
+        {"HOME", "/.cache/huggingface", "~/.cache/huggingface"},
+    };
+    const char *v;
+
+    for (size_t i = 0; i < sizeof homes / sizeof homes[0]; i++) {
+        if (!(v = env_nonempty(homes[i].var)))
+            continue;
+        if (how && howcap)
+            snprintf(how, howcap, "%s/%s", homes[i].shown, name);
+        return fmt(out, cap, "%s%s/%s", v, homes[i].sub, name);
+    }
+    return SHOAL_ENOTFOUND;
+}
+
 int shoal_hf_cache_dir(char *out, size_t cap, const char *flag)
 {
     const char *v;
@@ -57,13 +79,7 @@ int shoal_hf_cache_dir(char *out, size_t cap, const char *flag)
     /* Its older name, which huggingface_hub still reads after HF_HUB_CACHE. */
     if ((v = env_nonempty("HUGGINGFACE_HUB_CACHE")))
         return fmt(out, cap, "%s", v);
-    if ((v = env_nonempty("HF_HOME")))
-        return fmt(out, cap, "%s/hub", v);
-    if ((v = env_nonempty("XDG_CACHE_HOME")))
-        return fmt(out, cap, "%s/huggingface/hub", v);
-    if ((v = env_nonempty("HOME")))
-        return fmt(out, cap, "%s/.cache/huggingface/hub", v);
-    return SHOAL_ENOTFOUND;
+    return shoal_hf_home_path(out, cap, "hub", NULL, 0);
 }
 
 static bool repo_char_ok(char c)

@@ -35,6 +35,16 @@
 #define SHOAL_HF_PATH_MAX 4096
 
 /*
+ * |name| in huggingface_hub's home folder, into |out|: $HF_HOME/NAME, else
+ * $XDG_CACHE_HOME/huggingface/NAME, else $HOME/.cache/huggingface/NAME
+ * (empty variables count as unset). |how| (|howcap| bytes; may be NULL)
+ * gets which, for messages: "$HF_HOME/NAME",
+ * "$XDG_CACHE_HOME/huggingface/NAME" or "~/.cache/huggingface/NAME".
+ * Returns 0, SHOAL_ENOTFOUND (no HOME) or SHOAL_ELIMIT (it does not fit).
+ */
+int shoal_hf_home_path(char *out, size_t cap, const char *name, char *how, size_t howcap);
+
+/*
  * Resolves the hub cache directory the way huggingface_hub does: |flag| when
  * not NULL (the --cache-dir option), else $HF_HUB_CACHE, else its older name
  * $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub,

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "error.h"
 #include "hash.h"
+#include "hfcache.h"
 #include "json.h"
 
 #include <ctype.h>
@@ -75,8 +76,15 @@
  * of /tree read at most. */
 #define HUB_SIBLINGS_TRUSTED 1000u
 #define HUB_TREE_PAGES_MAX 10000u
+/* HEAD requests in flight at once when a gateway without /tree has its
+ * files' sizes and ids read one file at a time (api_req.named). */
+#define HUB_HEADS_PARALLEL 4u
+/* Longest ETag value kept: a sha256 in hex, quoted, with "W/" to spare. */
+#define HUB_ETAG_MAX 80
 
-enum job_kind { JOB_API, JOB_RANGE };
+/* JOB_HEAD: a HEAD of one file of a release being listed, for its size
+ * and sha256 or git blob id (api_req.named). */
+enum job_kind { JOB_API, JOB_RANGE, JOB_HEAD };
 
 /* Where a job is. Cancel and free act on this, never on whether |easy| is
  * set, so a job between attempts cannot be mistaken for a running one. */
@@ -106,7 +114,8 @@ struct job {
     enum job_kind kind;
     enum job_state state;
     struct fetch *fetch;        /* JOB_RANGE */
-    struct api_req *api;        /* JOB_API */
+    struct api_req *api;        /* JOB_API, JOB_HEAD */
+    size_t head_file;           /* JOB_HEAD: index in api->rel->files */
     char *url;                  /* where every attempt starts */
     char *cur_url;              /* current hop */
     char host[HUB_HOST_MAX];    /* host[:port] of cur_url, for holds */
@@ -144,6 +153,11 @@ struct job {
     uint64_t slow_bps;          /* the rate of the window that was too slow */
     int abort_rv;
     char *link_next;            /* JOB_API: a Link header's rel="next" URL */
+    /* JOB_HEAD: the answer's X-Linked-Etag, ETag, X-Linked-Size,
+     * Content-Length and X-Repo-Commit ("" or false: absent). */
+    char linked_etag[HUB_ETAG_MAX], etag[HUB_ETAG_MAX], repo_commit[48];
+    bool has_linked_size, has_clen;
+    uint64_t linked_size, clen;
     char ctype[64];             /* Content-Type of the answer ("" if none) */
     bool html;                  /* ... a range answered with a web page */
     struct shoal_buf body;      /* API body, or the first bytes of an error body */
@@ -173,6 +187,17 @@ struct api_req {
     size_t capfiles;
     unsigned pages;
     char why_tree[256];
+    /* The siblings, all named but without sizes or ids (a gateway that
+     * ignores ?blobs=true), kept while /tree is asked: a gateway without
+     * /tree either gets a HEAD per file instead, as huggingface_hub reads
+     * a file's metadata. NULL when the siblings were cut or missing. */
+    struct shoal_hub_file *named;
+    size_t nnamed;
+    char tree_fail[HUB_MSG_MAX / 2]; /* why /tree failed, for a HEAD's error */
+    size_t heads_next, heads_running;
+    int heads_rv;                /* the first HEAD failure (then none starts) */
+    char heads_msg[HUB_MSG_MAX];
+    unsigned live;               /* its jobs on the hub's list (for free) */
 };
 
 struct sock_ctx {
@@ -428,6 +453,8 @@ static void attempt_reset(struct job *j)
     j->curl_err[0] = '\0';
     j->have_cr = false;
     j->cr_start = 0;
+    j->linked_etag[0] = j->etag[0] = j->repo_commit[0] = '\0';
+    j->has_linked_size = j->has_clen = false;
     j->pos = 0;
     j->body_start = 0;
     j->slow = false;
@@ -459,10 +486,18 @@ static void fetch_free(struct fetch *f)
     free(f);
 }
 
+static void files_free(struct shoal_hub_file *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(f[i].path);
+    free(f);
+}
+
 static void api_free(struct api_req *a)
 {
     if (!a)
         return;
+    files_free(a->named, a->nnamed);
     shoal_hub_release_free(a->rel);
     free(a->repo);
     free(a->rev);
@@ -662,6 +697,22 @@ static bool parse_cr_start(const char *v, size_t n, uint64_t *start)
     return true;
 }
 
+/* A header's decimal value (at most 19 digits: no overflow). */
+static bool parse_u64(const char *v, size_t n, uint64_t *out)
+{
+    uint64_t x = 0;
+
+    if (n == 0 || n > 19)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)v[i]))
+            return false;
+        x = x * 10 + (uint64_t)(v[i] - '0');
+    }
+    *out = x;
+    return true;
+}
+
 /* The URL of the rel="next" link of a Link header value ("<u1>; rel=\"next\",
  * <u2>; rel=\"prev\""), malloc'd, or NULL: how the Hub pages /tree. */
 static char *link_next(const char *v, size_t n)
@@ -710,6 +761,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         j->retry_after_ms = -1;
         j->err_code[0] = j->err_msg[0] = '\0';
         j->have_cr = false;
+        j->linked_etag[0] = j->etag[0] = j->repo_commit[0] = '\0';
+        j->has_linked_size = j->has_clen = false;
     } else if (header_is(line, n, "Location", &v, &vl)) {
         free(j->location);
         j->location = strndup(v, vl);
@@ -731,6 +784,17 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
         uint64_t a;
         j->have_cr = parse_cr_start(v, vl, &a);
         j->cr_start = j->have_cr ? a : 0;
+    } else if (j->kind == JOB_HEAD) {
+        if (header_is(line, n, "X-Linked-Etag", &v, &vl))
+            copy_field(j->linked_etag, sizeof j->linked_etag, v, vl);
+        else if (header_is(line, n, "ETag", &v, &vl))
+            copy_field(j->etag, sizeof j->etag, v, vl);
+        else if (header_is(line, n, "X-Repo-Commit", &v, &vl))
+            copy_field(j->repo_commit, sizeof j->repo_commit, v, vl);
+        else if (header_is(line, n, "X-Linked-Size", &v, &vl))
+            j->has_linked_size = parse_u64(v, vl, &j->linked_size);
+        else if (header_is(line, n, "Content-Length", &v, &vl))
+            j->has_clen = parse_u64(v, vl, &j->clen);
     }
     return n;
 }
@@ -778,6 +842,8 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
             shoal_buf_append(&j->body, p, n < room ? n : room);
         return n;
     }
+    if (j->kind == JOB_HEAD)
+        return n; /* no body is asked for */
     if (j->kind == JOB_API) {
         if (shoal_buf_append(&j->body, p, n) != 0)
             return 0;
@@ -952,6 +1018,14 @@ static int start_job(struct shoal_hub *h, struct job *j)
         if (!l)
             goto fail;
         j->hdrs = l;
+    } else if (j->kind == JOB_HEAD) {
+        /* The size of the bytes themselves, not of a compressed answer,
+         * as huggingface_hub asks. */
+        struct curl_slist *l = curl_slist_append(j->hdrs, "Accept-Encoding: identity");
+        if (!l)
+            goto fail;
+        j->hdrs = l;
+        curl_easy_setopt(j->easy, CURLOPT_NOBODY, 1L);
     } else {
         struct curl_slist *l = curl_slist_append(j->hdrs, "Accept: application/json");
         if (!l)
@@ -1068,16 +1142,39 @@ static uint64_t backoff_ms(struct shoal_hub *h, unsigned attempts, long retry_af
 /* ---- completion ---- */
 
 static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg);
+static void head_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg);
 static struct job *job_new(struct shoal_hub *h, enum job_kind kind, const char *url);
 static void range_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg);
 
 static void job_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
 {
     all_unlink(h, j);
+    if (j->kind != JOB_RANGE)
+        j->api->live--;
     if (j->kind == JOB_API)
         api_complete(h, j, rv, msg);
+    else if (j->kind == JOB_HEAD)
+        head_complete(h, j, rv, msg);
     else
         range_complete(h, j, rv, msg);
+}
+
+/* What |j| asks for, for messages: the repo, revision and file (NULL for
+ * an API request). */
+static void job_what(const struct job *j, const char **repo, const char **rev, const char **path,
+                     enum shoal_repo_type *type)
+{
+    if (j->kind == JOB_RANGE) {
+        *repo = j->fetch->repo;
+        *rev = j->fetch->rev;
+        *path = j->fetch->path;
+        *type = j->fetch->type;
+        return;
+    }
+    *repo = j->api->repo;
+    *rev = j->api->rev;
+    *path = j->kind == JOB_HEAD ? j->api->rel->files[j->head_file].path : NULL;
+    *type = j->api->type;
 }
 
 /* Text for a failed HTTP answer, naming what was asked. */
@@ -1089,16 +1186,7 @@ static int describe_http(const struct shoal_hub *h, const struct job *j, char *m
     char moved[2 * HUB_HOST_MAX + 160] = "";
     int rv;
 
-    if (j->kind == JOB_API) {
-        repo = j->api->repo;
-        rev = j->api->rev;
-        type = j->api->type;
-    } else {
-        repo = j->fetch->repo;
-        rev = j->fetch->rev;
-        path = j->fetch->path;
-        type = j->fetch->type;
-    }
+    job_what(j, &repo, &rev, &path, &type);
     if ((j->status == 401 || j->status == 403) && j->offhost && h->token) {
         /* The token was not sent, so it was not refused: say where the
          * request went and how to reach the repo with it. */
@@ -1278,7 +1366,7 @@ static void health_note(struct shoal_hub *h, const struct job *j, const char *er
         if (h->failing && hold_until(h, j->host, now))
             return;
         /* An API answer shows that the API works, not the files. */
-        if (h->failing && h->run_files && j->kind == JOB_API)
+        if (h->failing && h->run_files && j->kind != JOB_RANGE)
             return;
         if (h->failing && h->run_reported) {
             char host[sizeof h->fail_host];
@@ -1466,6 +1554,17 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         snprintf(herr, sizeof herr, "HTTP %ld with a short body", j->status);
     if (herr[0])
         health_note(h, j, herr);
+    /* The Hub answers a HEAD of an LFS file with a redirect to its CDN
+     * that carries the file's X-Linked-Etag and X-Linked-Size: read there,
+     * as huggingface_hub does (it follows only redirects on the same
+     * site, a renamed repo's). */
+    if (cc == CURLE_OK && j->kind == JOB_HEAD && j->status >= 300 && j->status < 400 &&
+        (j->linked_etag[0] || j->etag[0]) && j->location &&
+        !(j->location[0] == '/' && j->location[1] != '/')) {
+        health_note(h, j, NULL);
+        job_complete(h, j, 0, NULL);
+        return;
+    }
     if (cc == CURLE_OK && j->status >= 300 && j->status < 400 && j->status != 304 &&
         j->location) {
         CURLU *u = curl_url();
@@ -1482,7 +1581,9 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         if (rv != 0) {
             curl_free(next);
             snprintf(msg, sizeof(msg), "%s: bad or too many redirects (last to a %s URL)",
-                     j->kind == JOB_API ? j->api->repo : j->fetch->path,
+                     j->kind == JOB_RANGE ? j->fetch->path
+                     : j->kind == JOB_HEAD ? j->api->rel->files[j->head_file].path
+                                           : j->api->repo,
                      rv == SHOAL_EPROTO ? "malformed" : "valid");
             job_complete(h, j, rv, msg);
             return;
@@ -1505,12 +1606,15 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
         pend_push(h, j);
         return;
     }
-    if (cc == CURLE_OK && j->status >= 200 && j->status < 300 && j->kind == JOB_API) {
+    if (cc == CURLE_OK && j->status >= 200 && j->status < 300 && j->kind != JOB_RANGE) {
         health_note(h, j, NULL);
         job_complete(h, j, 0, NULL);
         return;
     }
     bool retry;
+    const char *w_repo, *w_rev, *w_path;
+    enum shoal_repo_type w_type;
+    job_what(j, &w_repo, &w_rev, &w_path, &w_type);
     if (j->slow) {
         retry = true;
         snprintf(msg, sizeof(msg), "%s@%s file %s: too slow: %" PRIu64 " B/s over %.1f s, "
@@ -1528,11 +1632,8 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
                      "signed the origin's certificate with --hub-ca)", j->curl_err,
                      j->curl_err[0] ? "; " : "", h->ca_file ? "only the CAs of " : "the system's CAs",
                      h->ca_file ? h->ca_file : "");
-        snprintf(msg, sizeof(msg), "%s@%s%s%s: transfer failed: %s%s",
-                 j->kind == JOB_API ? j->api->repo : j->fetch->repo,
-                 j->kind == JOB_API ? j->api->rev : j->fetch->rev,
-                 j->kind == JOB_API ? "" : " file ", j->kind == JOB_API ? "" : j->fetch->path,
-                 curl_easy_strerror(cc), hint);
+        snprintf(msg, sizeof(msg), "%s@%s%s%s: transfer failed: %s%s", w_repo, w_rev,
+                 w_path ? " file " : "", w_path ? w_path : "", curl_easy_strerror(cc), hint);
         if (cc == CURLE_WRITE_ERROR && j->kind == JOB_API) {
             job_complete(h, j, SHOAL_ETOOBIG, "API response larger than the limit");
             return;
@@ -1546,11 +1647,9 @@ static void attempt_done(struct shoal_hub *h, struct job *j, CURLcode cc)
                (j->status >= 200 && j->status < 300)) {
         /* A 2xx here is a range answer that ended short. */
         retry = true;
-        snprintf(msg, sizeof(msg), "%s@%s%s%s: HTTP %ld%s", 
-                 j->kind == JOB_API ? j->api->repo : j->fetch->repo,
-                 j->kind == JOB_API ? j->api->rev : j->fetch->rev,
-                 j->kind == JOB_API ? "" : " file ", j->kind == JOB_API ? "" : j->fetch->path,
-                 j->status, j->status < 300 ? " with a short body" : "");
+        snprintf(msg, sizeof(msg), "%s@%s%s%s: HTTP %ld%s", w_repo, w_rev,
+                 w_path ? " file " : "", w_path ? w_path : "", j->status,
+                 j->status < 300 ? " with a short body" : "");
         rv = SHOAL_EHTTP;
     } else {
         rv = describe_http(h, j, msg, sizeof(msg));
@@ -1939,16 +2038,24 @@ static int parse_revision(struct shoal_hub *h, struct job *j, bool *tree, char *
         }
         rv = file_from_json(a, shoal_json_at(sib, i), false, &r->files[r->nfiles], msg, cap);
         r->nfiles++; /* its path is freed with the release */
-        if (rv == 1) {
+        if (rv == 1 && !*tree) {
             snprintf(a->why_tree, sizeof a->why_tree,
                      "the API answer gives no size or blob id for %s: %s ignores ?blobs=true",
                      r->files[r->nfiles - 1].path, shoal_hub_endpoint(h));
             *tree = true;
-            rv = 0;
-            goto out;
         }
+        if (rv == 1)
+            rv = 0; /* the other names are read on: see api_req.named */
         if (rv)
             goto out;
+    }
+    if (*tree) {
+        /* Every file is named: kept in case /tree is missing too. */
+        a->named = r->files;
+        a->nnamed = r->nfiles;
+        r->files = NULL;
+        r->nfiles = 0;
+        a->capfiles = 0;
     }
     goto out;
 nomem:
@@ -2048,10 +2155,162 @@ static int start_tree(struct shoal_hub *h, struct api_req *a, const char *next, 
     }
     free(url);
     j->api = a;
+    a->live++;
     all_link(h, j);
     pend_push(h, j);
     kick(h);
     return 0;
+}
+
+/* Whether the failed first page of /tree (|j|) says the gateway has no
+ * such API (rather than that the repo, the token or the network failed,
+ * which a HEAD per file would only repeat). */
+static bool tree_missing(const struct job *j)
+{
+    return j->status == 400 || j->status == 404 || j->status == 405 || j->status == 410 ||
+           j->status == 501;
+}
+
+/* Strips what HTTP wraps an entity tag in (W/ and the quotes), as
+ * huggingface_hub does; |out| gets the bare value. */
+static void etag_bare(const char *e, char *out, size_t cap)
+{
+    size_t n;
+
+    if (strncmp(e, "W/", 2) == 0)
+        e += 2;
+    n = strlen(e);
+    if (n >= 2 && e[0] == '"' && e[n - 1] == '"') {
+        e++;
+        n -= 2;
+    }
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, e, n);
+    out[n] = '\0';
+}
+
+/* Fills a file of |a| from its HEAD answer (|j|), as huggingface_hub reads
+ * a file's metadata: X-Linked-Etag (the Hub's LFS sha256) else ETag (a
+ * git blob id), X-Linked-Size else Content-Length. */
+static int head_fill(struct api_req *a, const struct job *j, char *msg, size_t cap)
+{
+    struct shoal_hub_file *f = &a->rel->files[j->head_file];
+    char tag[HUB_ETAG_MAX];
+    size_t n;
+
+    if (j->repo_commit[0] && strcmp(j->repo_commit, a->rel->commit) != 0) {
+        snprintf(msg, cap, "%s@%s: HEAD of file %s: the answer is of commit %s, not %s", a->repo,
+                 a->rev, f->path, j->repo_commit, a->rel->commit);
+        return SHOAL_EPROTO;
+    }
+    etag_bare(j->linked_etag[0] ? j->linked_etag : j->etag, tag, sizeof tag);
+    n = strlen(tag);
+    f->lfs = f->has_blob_id = false;
+    if (n == 64 && hexval(tag, n, f->sha256, 32) == 0)
+        f->lfs = true;
+    else if (n == 40 && hexval(tag, n, f->blob_id, 20) == 0)
+        f->has_blob_id = true;
+    if (!j->has_linked_size && !j->has_clen) {
+        snprintf(msg, cap, "%s@%s: HEAD of file %s: HTTP %ld without X-Linked-Size or "
+                 "Content-Length", a->repo, a->rev, f->path, j->status);
+        return SHOAL_EPROTO;
+    }
+    f->size = j->has_linked_size ? j->linked_size : j->clen;
+    if (!f->lfs && !f->has_blob_id) {
+        snprintf(msg, cap, "%s@%s: HEAD of file %s: HTTP %ld without a sha256 or git blob id "
+                 "(X-Linked-Etag \"%s\", ETag \"%s\")", a->repo, a->rev, f->path, j->status,
+                 j->linked_etag, j->etag);
+        return SHOAL_EPROTO;
+    }
+    return 0;
+}
+
+/* Queues the HEAD of |a|'s next file. */
+static int head_start(struct shoal_hub *h, struct api_req *a)
+{
+    const struct shoal_hub_file *f = &a->rel->files[a->heads_next];
+    char *epath = url_escape(f->path, true);
+    char *url = NULL;
+    struct job *j = NULL;
+
+    if (epath)
+        url = str_printf("%s/%s%s/resolve/%s/%s", h->endpoint,
+                         a->type == SHOAL_REPO_DATASET ? "datasets/" : "", a->repo,
+                         a->rel->commit, epath);
+    if (url)
+        j = job_new(h, JOB_HEAD, url);
+    free(epath);
+    free(url);
+    if (!j)
+        return -ENOMEM;
+    j->api = a;
+    j->head_file = a->heads_next++;
+    a->heads_running++;
+    a->live++;
+    all_link(h, j);
+    pend_push(h, j);
+    kick(h);
+    return 0;
+}
+
+/* Ends |a| when no HEAD is running: the release, or the first failure. */
+static void heads_end(struct api_req *a)
+{
+    struct shoal_hub_release *rel = NULL;
+    char msg[3 * HUB_MSG_MAX];
+
+    if (a->heads_running > 0)
+        return;
+    if (a->heads_rv == 0) {
+        rel = a->rel;
+        a->rel = NULL;
+    } else {
+        snprintf(msg, sizeof msg, "%.255s, listing the files with GET /api/%s/%.200s/tree/%s "
+                 "failed (%.511s), and reading them one by one with HEAD failed: %.1023s",
+                 a->why_tree,
+                 type_word(a->type), a->repo, a->rel->commit, a->tree_fail, a->heads_msg);
+    }
+    a->cb(a->user, a->heads_rv, rel, a->heads_rv == 0 ? NULL : msg);
+    api_free(a);
+}
+
+/* HEADs the files of |a|, HUB_HEADS_PARALLEL at a time. */
+static void start_heads(struct shoal_hub *h, struct api_req *a)
+{
+    a->heads_next = a->heads_running = 0;
+    a->heads_rv = 0;
+    while (a->heads_next < a->rel->nfiles && a->heads_running < HUB_HEADS_PARALLEL) {
+        if (head_start(h, a) != 0) {
+            a->heads_rv = -ENOMEM;
+            snprintf(a->heads_msg, sizeof a->heads_msg, "out of memory");
+            break;
+        }
+    }
+    heads_end(a);
+}
+
+static void head_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
+{
+    struct api_req *a = j->api;
+    char pmsg[HUB_MSG_MAX];
+
+    if (rv == 0) {
+        rv = head_fill(a, j, pmsg, sizeof pmsg);
+        msg = pmsg;
+    }
+    if (rv != 0 && a->heads_rv == 0) {
+        a->heads_rv = rv;
+        snprintf(a->heads_msg, sizeof a->heads_msg, "%s", msg ? msg : shoal_strerror(rv));
+    }
+    job_free(j);
+    a->heads_running--;
+    /* After a failure none starts: the release fails anyway. */
+    if (a->heads_rv == 0 && a->heads_next < a->rel->nfiles && head_start(h, a) != 0) {
+        a->heads_rv = -ENOMEM;
+        snprintf(a->heads_msg, sizeof a->heads_msg, "out of memory");
+    }
+    heads_end(a);
 }
 
 static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char *msg)
@@ -2070,9 +2329,7 @@ static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char 
         }
         if (rv == 0 && tree) {
             /* Files listed again from the start. */
-            for (size_t i = 0; i < a->rel->nfiles; i++)
-                free(a->rel->files[i].path);
-            free(a->rel->files);
+            files_free(a->rel->files, a->rel->nfiles);
             a->rel->files = NULL;
             a->rel->nfiles = 0;
             a->capfiles = 0;
@@ -2105,6 +2362,19 @@ static void api_complete(struct shoal_hub *h, struct job *j, int rv, const char 
                 }
             }
             msg = pmsg;
+        }
+        if (rv != 0 && a->pages == 1 && a->named && tree_missing(j)) {
+            /* A gateway without /tree: a HEAD per named file instead. */
+            snprintf(a->tree_fail, sizeof a->tree_fail, "%.511s",
+                     msg ? msg : shoal_strerror(rv));
+            files_free(a->rel->files, a->rel->nfiles);
+            a->rel->files = a->named;
+            a->rel->nfiles = a->capfiles = a->nnamed;
+            a->named = NULL;
+            a->nnamed = 0;
+            job_free(j);
+            start_heads(h, a);
+            return;
         }
         if (rv != 0) {
             /* Say why /tree was asked at all: a gateway without it needs
@@ -2307,32 +2577,22 @@ static void trim_space(char *t)
 }
 
 /* The file huggingface_hub keeps the token of `huggingface-cli login` in,
- * as it finds it: $HF_TOKEN_PATH, else $HF_HOME/token, else
- * $XDG_CACHE_HOME/huggingface/token, else ~/.cache/huggingface/token
- * (empty variables count as unset, as for the cache: shoal_hf_cache_dir).
- * Writes its path to |out| and what named it to |var|; false when no path
- * can be made (no HOME) or it does not fit. */
-static bool login_token_path(char *out, size_t cap, const char **var)
+ * as it finds it: $HF_TOKEN_PATH, else "token" in its home folder
+ * (shoal_hf_home_path: $HF_HOME, $XDG_CACHE_HOME/huggingface,
+ * ~/.cache/huggingface). Writes its path to |out| and what named it to
+ * |var| (|varcap| bytes); false when no path can be made (no HOME) or it
+ * does not fit. */
+static bool login_token_path(char *out, size_t cap, char *var, size_t varcap)
 {
     const char *v;
     int n;
 
     if ((v = getenv("HF_TOKEN_PATH")) && *v) {
-        *var = "$HF_TOKEN_PATH";
+        snprintf(var, varcap, "$HF_TOKEN_PATH");
         n = snprintf(out, cap, "%s", v);
-    } else if ((v = getenv("HF_HOME")) && *v) {
-        *var = "$HF_HOME/token";
-        n = snprintf(out, cap, "%s/token", v);
-    } else if ((v = getenv("XDG_CACHE_HOME")) && *v) {
-        *var = "$XDG_CACHE_HOME/huggingface/token";
-        n = snprintf(out, cap, "%s/huggingface/token", v);
-    } else if ((v = getenv("HOME")) && *v) {
-        *var = "~/.cache/huggingface/token";
-        n = snprintf(out, cap, "%s/.cache/huggingface/token", v);
-    } else {
-        return false;
+        return n > 0 && (size_t)n < cap;
     }
-    return n > 0 && (size_t)n < cap;
+    return shoal_hf_home_path(out, cap, "token", var, varcap) == 0;
 }
 
 /* The token a hub made with |cfg| sends (see shoal_hub_config.token), into
@@ -2345,8 +2605,8 @@ static bool login_token_path(char *out, size_t cap, const char **var)
 static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
                       char *src, size_t srccap, char *ignored, size_t ignoredcap)
 {
-    const char *env, *var;
-    char path[SHOAL_HUB_TOKEN_SRC_MAX - 64];
+    const char *env;
+    char path[SHOAL_HUB_TOKEN_SRC_MAX - 64], var[48];
     char from[SHOAL_HUB_TOKEN_SRC_MAX] = "";
     char *t = NULL;
     int rv = 0;
@@ -2364,7 +2624,13 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
         snprintf(from, sizeof from, "$HF_TOKEN");
         t = strdup(env);
         rv = t ? 0 : -ENOMEM;
-    } else if (login_token_path(path, sizeof path, &var)) {
+    } else if ((env = getenv("HUGGING_FACE_HUB_TOKEN")) && *env) {
+        /* Its older name: huggingface_hub marks it deprecated but still
+         * reads it, after $HF_TOKEN and before the login file. */
+        snprintf(from, sizeof from, "$HUGGING_FACE_HUB_TOKEN");
+        t = strdup(env);
+        rv = t ? 0 : -ENOMEM;
+    } else if (login_token_path(path, sizeof path, var, sizeof var)) {
         /* huggingface_hub's order after $HF_TOKEN: the login file. */
         snprintf(from, sizeof from, "%s (%s)", path, var);
         rv = read_token_file(path, &t, exposed);
@@ -2598,7 +2864,8 @@ void shoal_hub_free(struct shoal_hub *h)
             /* Several jobs share a fetch: free it with its last job. */
             if (--j->fetch->jobs_left == 0)
                 fetch_free(j->fetch);
-        } else {
+        } else if (--j->api->live == 0) {
+            /* A listing read with HEADs has several jobs. */
             api_free(j->api);
         }
         job_free(j);
@@ -2726,6 +2993,7 @@ static int resolve_start(struct shoal_hub *h, enum shoal_repo_type type, const c
     if (!j)
         goto fail;
     j->api = a;
+    a->live = 1;
     all_link(h, j);
     pend_push(h, j);
     kick(h);

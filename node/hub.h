@@ -79,8 +79,9 @@ struct shoal_hub_config {
      * SHOAL_HUB_DEFAULT_ENDPOINT. */
     const char *endpoint;
     /* Bearer token. NULL: the first line of |token_file| if set, else
-     * $HF_TOKEN, else, as huggingface_hub finds the token `huggingface-cli
-     * login` saved, the first line of $HF_TOKEN_PATH, else of
+     * $HF_TOKEN, else its deprecated older name $HUGGING_FACE_HUB_TOKEN,
+     * else, as huggingface_hub finds the token `huggingface-cli login` saved,
+     * the first line of $HF_TOKEN_PATH, else of
      * $HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else
      * ~/.cache/huggingface/token (a login file that is not there: no
      * token), else none. "" means none. Whitespace around it is cut
@@ -213,8 +214,8 @@ int shoal_hub_ca_verify(const struct shoal_hub_config *cfg, char *msg, size_t ca
 
 /*
  * Checks the token a hub made with |cfg| would send (shoal_hub_config.token:
- * the token given, else the token file, else $HF_TOKEN, else the login
- * file), after cutting the
+ * the token given, else the token file, else $HF_TOKEN, else
+ * $HUGGING_FACE_HUB_TOKEN, else the login file), after cutting the
  * whitespace around it as huggingface_hub does. Returns 0 (a usable token
  * or none), SHOAL_EPROTO (bytes an HTTP header cannot carry are left), or
  * an error reading the file, and then |msg| (|cap| bytes) names the
@@ -295,7 +296,12 @@ typedef void (*shoal_hub_resolve_cb)(void *user, int status, struct shoal_hub_re
  * GET /api/{models|datasets}/{repo}/tree/{commit}?recursive=true, page by
  * page as its Link rel="next" headers lead, as huggingface_hub does (a
  * link elsewhere, as a gateway passing the Hub's own on gives, is asked of
- * the endpoint: endpoint + its /api/... path; the token never leaves); a failure then says why /tree was asked.
+ * the endpoint: endpoint + its /api/... path; the token never leaves).
+ * A gateway without /tree either (its first page 400, 404, 405, 410 or
+ * 501), whose siblings named every file, has each file read with a HEAD
+ * of /resolve/{commit}/{path}: X-Linked-Etag else ETag (sha256 or git
+ * blob id), X-Linked-Size else Content-Length, as huggingface_hub reads a
+ * file's metadata. A failure then says why /tree (and HEAD) was asked.
  * Returns 0 (cb will be called), -EINVAL (bad repo id or revision), -ENOMEM.
  */
 int shoal_hub_resolve(struct shoal_hub *h, enum shoal_repo_type type, const char *repo,

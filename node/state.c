@@ -61,10 +61,7 @@ static int state_dir_of(char *dir, size_t cap, const char *flag)
     return SHOAL_ENOTFOUND;
 }
 
-/* |path| made absolute, its existing part resolved (symlinks followed) and
- * the rest appended as written: a cache not made yet names the file it
- * will name once made, also through a symlinked home or HF_HOME. */
-static int absolute(char *out, size_t cap, const char *path)
+int shoal_state_absolute(char *out, size_t cap, const char *path)
 {
     char buf[SHOAL_STATE_PATH_MAX], cwd[SHOAL_STATE_PATH_MAX];
     const char *rest = "";
@@ -108,7 +105,7 @@ int shoal_state_path(char *out, size_t cap, char *dir, size_t dircap, char *abs_
 
     rv = state_dir_of(dir, dircap, state_dir);
     if (rv == 0)
-        rv = absolute(abs_cache, abscap, cache_dir);
+        rv = shoal_state_absolute(abs_cache, abscap, cache_dir);
     if (rv != 0)
         return rv;
     if (strchr(dir, '\n') || strchr(abs_cache, '\n'))

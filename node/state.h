@@ -60,6 +60,16 @@ struct shoal_state_entry {
 };
 
 /*
+ * |path| made absolute into |out| (|cap| bytes): its longest existing
+ * leading part resolved (symlinks followed), the rest appended as written,
+ * so a cache or state dir not made yet names the place it will be once
+ * made, also through a symlinked home or HF_HOME. A path whose existing
+ * part cannot be resolved (other than ENOENT/ENOTDIR) is given as written.
+ * Returns 0, SHOAL_ELIMIT (it does not fit) or -errno (no working dir).
+ */
+int shoal_state_absolute(char *out, size_t cap, const char *path);
+
+/*
  * Writes the state file's path for the cache |cache_dir| into |out|
  * (|cap| bytes) and its directory into |dir| (|dircap| bytes): the
  * directory is |state_dir| when not NULL (the option), else the first

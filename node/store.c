@@ -694,18 +694,25 @@ static void vrec_write(struct shoal_store *s, const struct shoal_mf_file *pf, in
     (void)write_atomic(s->vrec_fd, name, img, sizeof img);
 }
 
+/* Whether |now| is the file |before| was, its bytes unchanged since: the
+ * same inode, size and mtime (its ctime and link count may have moved). */
+static bool same_file_state(const struct stat *now, const struct stat *before)
+{
+    return now->st_ino == before->st_ino && now->st_dev == before->st_dev &&
+           now->st_size == before->st_size && now->st_mtim.tv_sec == before->st_mtim.tv_sec &&
+           now->st_mtim.tv_nsec == before->st_mtim.tv_nsec;
+}
+
 /* vrec_write for a file found in the cache and hashed since |before| was
- * taken: only when it did not change meanwhile (same inode, size and
- * mtime), so a write into it while it was hashed leaves no record that
- * vouches for bytes nobody hashed; then it is hashed again next time. */
+ * taken: only when it did not change meanwhile (same_file_state), so a
+ * write into it while it was hashed leaves no record that vouches for
+ * bytes nobody hashed; then it is hashed again next time. */
 static void vrec_write_hashed(struct shoal_store *s, const struct shoal_mf_file *pf, int fd,
                               const struct stat *before)
 {
     struct stat now;
 
-    if (fstat(fd, &now) != 0 || now.st_ino != before->st_ino || now.st_dev != before->st_dev ||
-        now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
-        now.st_mtim.tv_nsec != before->st_mtim.tv_nsec)
+    if (fstat(fd, &now) != 0 || !same_file_state(&now, before))
         return;
     vrec_write(s, pf, fd);
 }
@@ -738,9 +745,7 @@ static void vrec_after(struct shoal_store *s, const struct shoal_mf_file *f,
 
     shoal_hf_etag(etag, f);
     if (fstatat(s->blobs_fd, etag, &now, AT_SYMLINK_NOFOLLOW) != 0 ||
-        now.st_ino != before->st_ino || now.st_dev != before->st_dev ||
-        now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
-        now.st_mtim.tv_nsec != before->st_mtim.tv_nsec)
+        !same_file_state(&now, before))
         return;
     vrec_image(img, f, &now);
     (void)write_atomic(s->vrec_fd, etag, img, sizeof img);
@@ -1240,6 +1245,23 @@ static bool snaps_link_to(int dfd, const char *name, int depth)
 
 static int hf_lock(struct shoal_store *s, const char *etag, bool wait, int *out);
 
+/* The name in blobs/ that the snapshot link target |got| names when it is
+ * not ours (|want|, from shoal_hf_link_target) but the same way up
+ * ("../../blobs/") and then a plain name: not hidden, no '/'. NULL
+ * otherwise. */
+static const char *link_other_blob(const char *got, const char *want)
+{
+    size_t pre = (size_t)(strrchr(want, '/') - want) + 1;
+    const char *name;
+
+    if (strlen(got) <= pre || strncmp(got, want, pre) != 0)
+        return NULL;
+    name = got + pre;
+    if (strchr(name, '/') || name[0] == '.' || strcmp(name, want + pre) == 0)
+        return NULL;
+    return name;
+}
+
 /* link_file replaced snapshot entry |f| that linked to |old|. When that
  * was a blob of this repo under another name (huggingface_hub's download
  * through a gateway with ETags of its own), the blob is removed if no
@@ -1253,15 +1275,10 @@ static void drop_orphan(struct shoal_store *s, const struct shoal_mf_file *f, co
     const char *name;
     struct stat st, ours;
     bool mine;
-    size_t pre;
     int snaps, lock = -1;
 
-    if (shoal_hf_link_target(want, sizeof want, f) < 0)
-        return;
-    pre = (size_t)(strrchr(want, '/') - want) + 1;
-    name = old + pre;
-    if (strlen(old) <= pre || strncmp(old, want, pre) != 0 || strchr(name, '/') ||
-        name[0] == '.' || strcmp(name, want + pre) == 0 || strlen(name) >= SHOAL_HF_ETAG_MAX ||
+    if (shoal_hf_link_target(want, sizeof want, f) < 0 || !(name = link_other_blob(old, want)) ||
+        strlen(name) >= SHOAL_HF_ETAG_MAX ||
         fstatat(s->blobs_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
         return;
     if (hf_lock(s, name, false, &lock) == SHOAL_EBUSY)
@@ -1346,8 +1363,9 @@ out:
 /* Longest branch or tag name a store keeps. */
 #define BRANCH_MAX 255
 
-/* Writes refs/<|branch|> (NULL: nothing to do) with our commit. */
-static int write_ref(struct shoal_store *s, const char *branch)
+/* Writes refs/<|branch|> (NULL: nothing to do) with our commit; the
+ * snapshot is checked whole first unless |checked| (the caller just did). */
+static int write_ref(struct shoal_store *s, const char *branch, bool checked)
 {
     const char *commit = shoal_manifest_commit(s->m);
     const char *leaf;
@@ -1360,7 +1378,7 @@ static int write_ref(struct shoal_store *s, const char *branch)
      * scan-cache calls such a repo corrupted, and readers find nothing.
      * (Its files deleted while the release was open: the store still
      * holds them, and says complete.) */
-    if ((rv = shoal_hf_snapshot_check(s->cache_dir, s->m, NULL)) != 0) {
+    if (!checked && (rv = shoal_hf_snapshot_check(s->cache_dir, s->m, NULL)) != 0) {
         set_err(s, "not writing %s/refs/%s: snapshots/%s is not whole in the cache (%s)",
                 s->repo_path, branch, commit, shoal_strerror(rv));
         return rv;
@@ -1387,7 +1405,7 @@ static int write_ref(struct shoal_store *s, const char *branch)
  * moment left no ref and said nothing (the pull exited 0). */
 static int write_ref_owed(struct shoal_store *s, const char *branch)
 {
-    int rv = write_ref(s, branch);
+    int rv = write_ref(s, branch, false);
 
     pthread_mutex_lock(&s->mu);
     s->ref_owed = rv != 0;
@@ -2134,7 +2152,7 @@ static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *
 {
     char got[SHOAL_HF_PATH_MAX], want[SHOAL_HF_PATH_MAX];
     const char *leaf, *name;
-    size_t pre, len;
+    size_t len;
     ssize_t n;
     int dfd;
 
@@ -2148,12 +2166,9 @@ static bool snap_links_other(struct shoal_store *s, const struct shoal_mf_file *
     got[n] = '\0';
     /* Ours would be "../../blobs/<etag>": the same way up, then a plain
      * name in blobs/ that is neither ours nor a partial download. */
-    pre = (size_t)(strrchr(want, '/') - want) + 1;
-    name = got + pre;
-    len = strlen(name);
-    if ((size_t)n <= pre || strncmp(got, want, pre) != 0 || strchr(name, '/') ||
-        strcmp(name, want + pre) == 0 || name[0] == '.' || len >= cap ||
-        (len > 11 && strcmp(name + len - 11, ".incomplete") == 0))
+    name = link_other_blob(got, want);
+    len = name ? strlen(name) : 0;
+    if (!name || len >= cap || (len > 11 && strcmp(name + len - 11, ".incomplete") == 0))
         return false;
     memcpy(out, name, len + 1);
     return true;
@@ -3765,7 +3780,7 @@ int shoal_store_file_path(struct shoal_store *s, uint32_t fi, char *out, size_t 
     return n < 0 || (size_t)n >= cap ? SHOAL_ELIMIT : 0;
 }
 
-int shoal_store_set_branch(struct shoal_store *s, const char *branch)
+static int set_branch(struct shoal_store *s, const char *branch, bool checked)
 {
     char *dup;
     bool all;
@@ -3784,7 +3799,17 @@ int shoal_store_set_branch(struct shoal_store *s, const char *branch)
     all = all_done_locked(s);
     pthread_mutex_unlock(&s->mu);
     /* Complete already: no completion will come to write it. */
-    return all ? write_ref(s, branch) : 0;
+    return all ? write_ref(s, branch, checked) : 0;
+}
+
+int shoal_store_set_branch(struct shoal_store *s, const char *branch)
+{
+    return set_branch(s, branch, false);
+}
+
+int shoal_store_set_branch_checked(struct shoal_store *s, const char *branch)
+{
+    return set_branch(s, branch, true);
 }
 
 void shoal_store_last_error(struct shoal_store *s, char *out, size_t cap)

@@ -203,6 +203,10 @@ int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb cla
  * worker's job then). Returns 0, SHOAL_EBADPATH (not a usable branch name)
  * or the error writing the ref (also in last_error). */
 int shoal_store_set_branch(struct shoal_store *s, const char *branch);
+/* shoal_store_set_branch for a caller that has just found the release's
+ * snapshot whole (shoal_hf_snapshot_check returned 0): the ref is written
+ * without walking the snapshot a second time. */
+int shoal_store_set_branch_checked(struct shoal_store *s, const char *branch);
 
 /* Flushes the sidecar, closes every file and frees the store. NULL is fine.
  * A release that is not complete stays resumable. */

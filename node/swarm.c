@@ -328,26 +328,44 @@ struct cache_check {
     uint32_t missing;
 };
 
+/* The check itself, on the worker or (no job) the loop: |*missing| is the
+ * first file not in place. The snapshot walked once: the ref is written
+ * on what this walk found. */
+static int cache_check_run(struct shoal_swarm *s, const char *branch, uint32_t *missing,
+                           int *ref_rv)
+{
+    int rv;
+
+    *missing = 0;
+    *ref_rv = 0;
+    rv = shoal_hf_snapshot_check(s->cfg->cache_dir, s->m, missing);
+    if (rv == 0 && branch)
+        *ref_rv = shoal_store_set_branch_checked(s->store, branch);
+    return rv;
+}
+
+/* The manifest path of file |missing| when the check failed, else "?". */
+static const char *cache_check_path(const struct shoal_swarm *s, int rv, uint32_t missing)
+{
+    return rv != 0 && missing < shoal_manifest_nfiles(s->m)
+               ? shoal_manifest_file(s->m, missing)->path
+               : "?";
+}
+
 static void cache_check_work(uv_work_t *w)
 {
     struct cache_check *j = w->data;
 
-    j->missing = 0;
-    j->rv = shoal_hf_snapshot_check(j->s->cfg->cache_dir, j->s->m, &j->missing);
-    if (j->rv == 0 && j->branch)
-        j->ref_rv = shoal_store_set_branch(j->s->store, j->branch);
+    j->rv = cache_check_run(j->s, j->branch, &j->missing, &j->ref_rv);
 }
 
 static void cache_check_done(uv_work_t *w, int status)
 {
     struct cache_check *j = w->data;
-    const char *path = "?";
     int rv = status < 0 ? status : j->rv;
 
     j->s->pending--;
-    if (rv != 0 && j->missing < shoal_manifest_nfiles(j->s->m))
-        path = shoal_manifest_file(j->s->m, j->missing)->path;
-    j->done(j->user, j->s, rv, path, j->branch, j->ref_rv);
+    j->done(j->user, j->s, rv, cache_check_path(j->s, rv, j->missing), j->branch, j->ref_rv);
     free(j->branch);
     free(j);
 }
@@ -356,23 +374,26 @@ int shoal_swarm_check_cache(struct shoal_swarm *s, const char *branch,
                             shoal_swarm_checked_cb done, void *user)
 {
     struct cache_check *j = calloc(1, sizeof *j);
-    int rv;
+    uint32_t missing;
+    int rv, ref_rv;
 
-    if (!j || (branch && !(j->branch = strdup(branch)))) {
-        free(j);
-        return -ENOMEM;
+    if (j && (!branch || (j->branch = strdup(branch)))) {
+        j->s = s;
+        j->w.data = j;
+        j->done = done;
+        j->user = user;
+        if (uv_queue_work(s->cfg->loop, &j->w, cache_check_work, cache_check_done) == 0) {
+            s->pending++;
+            return 0;
+        }
     }
-    j->s = s;
-    j->w.data = j;
-    j->done = done;
-    j->user = user;
-    if ((rv = uv_queue_work(s->cfg->loop, &j->w, cache_check_work, cache_check_done)) != 0) {
+    if (j)
         free(j->branch);
-        free(j);
-        return rv;
-    }
-    s->pending++;
-    return 0;
+    free(j);
+    /* No worker job (out of memory): checked here, and answered now. */
+    rv = cache_check_run(s, branch, &missing, &ref_rv);
+    done(user, s, rv, cache_check_path(s, rv, missing), branch, ref_rv);
+    return 1;
 }
 bool shoal_swarm_complete(const struct shoal_swarm *s) { return s->complete; }
 

@@ -217,8 +217,9 @@ typedef void (*shoal_swarm_checked_cb)(void *user, struct shoal_swarm *s, int rv
  * for a release of thousands of files) and, when they are and |branch| is
  * not NULL, writes refs/<branch> (shoal_swarm_set_branch). |done| is called
  * on the loop, also when the swarm was withdrawn meanwhile (it is not
- * freed before). Not for memory mode. Returns 0, or -ENOMEM or a libuv
- * error when nothing was queued. */
+ * freed before). Not for memory mode. Returns 0 (queued), or 1 when no
+ * worker job could be queued (out of memory): the check was made here and
+ * |done| has already been called (it may have freed |s|). */
 int shoal_swarm_check_cache(struct shoal_swarm *s, const char *branch,
                             shoal_swarm_checked_cb done, void *user);
 /* True when every file is verified and published and nothing of it is

@@ -32,9 +32,11 @@ import time
 # Every Proc ever started here, in start order; kill_all() walks it.
 # The daemons and the CLI read the token huggingface_hub's login leaves
 # ($HF_TOKEN_PATH, else $HF_HOME/token, else ~/.cache/huggingface/token):
-# one on the machine running the tests must not reach them. Cases that
-# test those files set the variables for their own processes.
+# one on the machine running the tests must not reach them, nor one set
+# under $HF_TOKEN's older name. Cases that test those set the variables
+# for their own processes.
 os.environ["HF_TOKEN_PATH"] = "/nonexistent/shoal-tests/token"
+os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 
 procs = []
 

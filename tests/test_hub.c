@@ -347,6 +347,58 @@ static void test_resolve(void)
     hub_close(h);
 }
 
+/* QA K14: a gateway that ignores ?blobs=true and has no /tree: each file's
+ * size and sha256 or git blob id come from a HEAD of it, the same as the
+ * Hub's own listing gives. Freeing the hub while those HEADs wait (a 503
+ * asking for 30 s) frees the listing once, nothing left behind. */
+static void test_resolve_by_head(void)
+{
+    struct shoal_hub *h = hub_open(NULL, NULL, 0);
+    struct resolved want, r, r2;
+
+    stub_settle();
+    stub_reset();
+    CHECK_EQ(resolve(h, "org/m", "main", &want), 0);
+    stub_fault("[{\"kind\":\"listing\",\"noblobs\":true,\"notree\":true}]");
+    CHECK_EQ(resolve(h, "org/m", "main", &r), 0);
+    if (r.msg[0])
+        fprintf(stderr, "  %s\n", r.msg);
+    REQUIRE(want.rel && r.rel);
+    CHECK(strcmp(r.rel->commit, commit_m) == 0);
+    CHECK_EQ(r.rel->nfiles, want.rel->nfiles);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "heads"), (long long)want.rel->nfiles);
+    for (size_t i = 0; i < r.rel->nfiles; i++) {
+        const struct shoal_hub_file *f = &r.rel->files[i], *w = NULL;
+        for (size_t k = 0; k < want.rel->nfiles && !w; k++)
+            if (strcmp(want.rel->files[k].path, f->path) == 0)
+                w = &want.rel->files[k];
+        REQUIRE(w);
+        CHECK_EQ(f->size, w->size);
+        CHECK_EQ(f->lfs, w->lfs);
+        if (w->lfs)
+            CHECK(memcmp(f->sha256, w->sha256, 32) == 0);
+        else
+            CHECK(f->has_blob_id && memcmp(f->blob_id, w->blob_id, 20) == 0);
+    }
+    shoal_hub_release_free(want.rel);
+    shoal_hub_release_free(r.rel);
+
+    stub_reset();
+    stub_fault("[{\"kind\":\"listing\",\"noblobs\":true,\"notree\":true},"
+               "{\"kind\":\"status\",\"code\":503,\"retry_after\":30,\"times\":-1,"
+               "\"match\":\"/resolve/\"}]");
+    memset(&r2, 0, sizeof r2);
+    REQUIRE(shoal_hub_resolve(h, SHOAL_REPO_MODEL, "org/m", "main", on_resolved, &r2) == 0);
+    for (int i = 0; i < 250 && hubstub_stat(&stub, NULL, "heads") < 1; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(20000);
+    }
+    CHECK(hubstub_stat(&stub, NULL, "heads") >= 1);
+    CHECK(!r2.done);
+    hub_close(h);
+    CHECK(!r2.done);
+}
+
 static void test_spans_merged(void)
 {
     struct shoal_hub *h = hub_open(NULL, NULL, 0);
@@ -1437,6 +1489,7 @@ int main(int argc, char **argv)
     hubdir = argv[2];
     /* Not the token a login left on this machine. */
     setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
+    unsetenv("HUGGING_FACE_HUB_TOKEN");
     shoal_hash_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     REQUIRE(uv_loop_init(&loop) == 0);
@@ -1461,6 +1514,7 @@ int main(int argc, char **argv)
                           NULL) == 0);
 
     RUN(test_resolve);
+    RUN(test_resolve_by_head);
     RUN(test_html_answer);
     RUN(test_spans_merged);
     RUN(test_429_retry_after);

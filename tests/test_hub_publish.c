@@ -309,31 +309,63 @@ static void test_oom_is_an_error(void)
     CHECK(access(outp, F_OK) != 0);
 }
 
+/* publish() of |repo| through the stand-in answering as the control
+ * rules |faults| say, after a reset and with no manifest left from before;
+ * an error (or a note) is printed after |what|. */
+static int publish_faulted(const char *repo, const char *faults, const char *what, char *err,
+                           size_t errlen, struct shoal_publish_result *res)
+{
+    int rv;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    unlink(outp);
+    hubstub_post(&stub, "/_stub/faults", faults);
+    memset(res, 0, sizeof *res);
+    rv = publish(repo, NULL, err, errlen, res, NULL);
+    if (err[0])
+        fprintf(stderr, "  %s: %s\n", what, err);
+    return rv;
+}
+
 /* QA K14: a gateway that ignores ?blobs=true (siblings without size or
- * ids) is published from the /tree listing; one without /tree either gets
- * a message naming the gateway and what it lacks. */
+ * ids) is published from the /tree listing, or, without /tree either, from
+ * a HEAD of each file; one where that fails too gets a message naming the
+ * gateway and what it lacks. */
 static void test_gateway_without_blobs(void)
 {
     char err[1024];
     struct shoal_publish_result res;
 
-    hubstub_post(&stub, "/_stub/reset", "{}");
-    unlink(outp);
-    hubstub_post(&stub, "/_stub/faults", "[{\"kind\":\"listing\",\"noblobs\":true}]");
-    memset(&res, 0, sizeof res);
-    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
-    if (err[0])
-        fprintf(stderr, "  %s\n", err);
-    CHECK_EQ(res.nfiles, 5);
-    if (res.nfiles == 5)
-        check_manifest_matches_disk("org/m", commit_m);
+    /* With /tree; then (QA K14 left-over) a gateway without /tree either:
+     * each file's size and id come from a HEAD of it (X-Linked-Etag and
+     * X-Linked-Size on an LFS file's redirect, ETag and Content-Length on
+     * the others), as huggingface_hub reads a file's metadata. */
+    static const char *const gateways[] = {
+        "[{\"kind\":\"listing\",\"noblobs\":true}]",
+        "[{\"kind\":\"listing\",\"noblobs\":true,\"notree\":true}]",
+    };
+    for (int g = 0; g < 2; g++) {
+        CHECK_EQ(publish_faulted("org/m@v1", gateways[g], g ? "without /tree" : "with /tree", err,
+                                 sizeof err, &res), 0);
+        CHECK_EQ(res.nfiles, 5);
+        if (res.nfiles == 5)
+            check_manifest_matches_disk("org/m", commit_m);
+        CHECK_EQ(hubstub_stat(&stub, NULL, "heads"), g ? 5 : 0);
+    }
 
+    /* ... and when the HEADs fail too, the message says what was tried. */
     hubstub_post(&stub, "/_stub/faults",
-                 "[{\"kind\":\"status\",\"code\":404,\"times\":-1,\"match\":\"/tree/\"}]");
+                 "[{\"kind\":\"status\",\"code\":404,\"times\":-1,\"match\":\"/resolve/\"}]");
     CHECK(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL) != 0);
-    fprintf(stderr, "  without /tree: %s\n", err);
+    fprintf(stderr, "  without /tree or HEAD: %s\n", err);
     CHECK(strstr(err, stub.url) && strstr(err, "ignores ?blobs=true") && strstr(err, "/tree/") &&
-          strstr(err, "HTTP 404"));
+          strstr(err, "HTTP 404") && strstr(err, "HEAD"));
+
+    /* Siblings cut short name only some files: no HEAD can list the rest. */
+    CHECK(publish_faulted("org/m@v1", "[{\"kind\":\"listing\",\"siblings_max\":0,\"notree\":true}]",
+                          "no siblings, no /tree", err, sizeof err, &res) != 0);
+    CHECK(strstr(err, "lists no files") && strstr(err, "HTTP 404"));
+    CHECK_EQ(hubstub_stat(&stub, NULL, "heads"), 0);
 }
 
 static char commit_big[41];
@@ -345,14 +377,9 @@ static void test_truncated_siblings(void)
     char err[1024];
     struct shoal_publish_result res;
 
-    hubstub_post(&stub, "/_stub/reset", "{}");
-    unlink(outp);
-    hubstub_post(&stub, "/_stub/faults",
-                 "[{\"kind\":\"listing\",\"siblings_max\":1000,\"tree_page\":300}]");
-    memset(&res, 0, sizeof res);
-    CHECK_EQ(publish("org/big", NULL, err, sizeof(err), &res, NULL), 0);
-    if (err[0])
-        fprintf(stderr, "  %s\n", err);
+    CHECK_EQ(publish_faulted("org/big",
+                             "[{\"kind\":\"listing\",\"siblings_max\":1000,\"tree_page\":300}]",
+                             "publish", err, sizeof err, &res), 0);
     /* 1100 parts, config.json, tokenizer.json, model.safetensors. */
     CHECK_EQ(res.nfiles, 1103);
     CHECK(strcmp(res.commit, commit_big) == 0);
@@ -360,13 +387,10 @@ static void test_truncated_siblings(void)
     CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 5);
 
     /* No siblings at all: listed too; next pages given as paths. */
-    hubstub_post(&stub, "/_stub/reset", "{}");
-    unlink(outp);
-    hubstub_post(&stub, "/_stub/faults",
-                 "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
-                 "\"tree_link\":\"relative\"}]");
-    memset(&res, 0, sizeof res);
-    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
+    CHECK_EQ(publish_faulted("org/m@v1",
+                             "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
+                             "\"tree_link\":\"relative\"}]",
+                             "publish", err, sizeof err, &res), 0);
     CHECK_EQ(res.nfiles, 5);
     if (res.nfiles == 5)
         check_manifest_matches_disk("org/m", commit_m);
@@ -374,15 +398,10 @@ static void test_truncated_siblings(void)
 
     /* A next page on another host (a gateway passing the Hub's own Link
      * on): its API path is asked of the endpoint, the token stays home. */
-    hubstub_post(&stub, "/_stub/reset", "{}");
-    unlink(outp);
-    hubstub_post(&stub, "/_stub/faults",
-                 "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
-                 "\"tree_link\":\"http://other.invalid:1\"}]");
-    memset(&res, 0, sizeof res);
-    CHECK_EQ(publish("org/m@v1", NULL, err, sizeof(err), &res, NULL), 0);
-    if (err[0])
-        fprintf(stderr, "  next page elsewhere: %s\n", err);
+    CHECK_EQ(publish_faulted("org/m@v1",
+                             "[{\"kind\":\"listing\",\"siblings_max\":0,\"tree_page\":2,"
+                             "\"tree_link\":\"http://other.invalid:1\"}]",
+                             "next page elsewhere", err, sizeof err, &res), 0);
     CHECK_EQ(res.nfiles, 5);
     CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 4);
 }
@@ -427,33 +446,34 @@ static int publish_tok(const char *token_file, const char *env, char *err, size_
         setenv("HF_TOKEN", env, 1);
     rv = shoal_publish_run(&o, &res);
     unsetenv("HF_TOKEN");
+    if (rv == 0 && err[0]) /* a note; a failure is the caller's to show */
+        fprintf(stderr, "  %s: %s\n", token_file ? token_file : env ? "$HF_TOKEN" : "env", err);
     return rv;
+}
+
+/* Writes |text| as the whole of file |path| (a token file). */
+static void put_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    REQUIRE(f);
+    fputs(text, f);
+    REQUIRE(fclose(f) == 0);
 }
 
 static void test_token_trimmed(void)
 {
     char err[1024], tf[300];
-    FILE *f;
 
     hubstub_post(&stub, "/_stub/reset", "{}");
     snprintf(tf, sizeof tf, "%s/token", root);
-    f = fopen(tf, "w");
-    REQUIRE(f);
-    fputs("  tok  \n", f);
-    fclose(f);
+    put_text(tf, "  tok  \n");
     CHECK_EQ(publish_tok(tf, NULL, err, sizeof err), 0);
-    if (err[0])
-        fprintf(stderr, "  token file: %s\n", err);
     CHECK_EQ(publish_tok(NULL, " tok\t", err, sizeof err), 0);
-    if (err[0])
-        fprintf(stderr, "  HF_TOKEN: %s\n", err);
     CHECK(publish_tok(NULL, "to k", err, sizeof err) != 0);
     fprintf(stderr, "  e.g.: %s\n", err);
     CHECK(strstr(err, "$HF_TOKEN") && strstr(err, "HTTP header"));
-    f = fopen(tf, "w");
-    REQUIRE(f);
-    fputs("tok\x01\n", f);
-    fclose(f);
+    put_text(tf, "tok\x01\n");
     CHECK(publish_tok(tf, NULL, err, sizeof err) != 0);
     fprintf(stderr, "  e.g.: %s\n", err);
     CHECK(strstr(err, tf) && strstr(err, "HTTP header"));
@@ -467,7 +487,6 @@ static void test_token_login_files(void)
 {
     struct shoal_hub_config c;
     char msg[512], home[300], tf[320], tp[320];
-    FILE *f;
 
     shoal_hub_config_default(&c);
     snprintf(home, sizeof home, "%s/hfhome", root);
@@ -477,19 +496,13 @@ static void test_token_login_files(void)
     unsetenv("HF_TOKEN_PATH");
     setenv("HF_HOME", home, 1);
     CHECK_EQ(shoal_hub_token_verify(&c, msg, sizeof msg), 0); /* none there */
-    f = fopen(tf, "w");
-    REQUIRE(f);
-    fputs("\n to k \n", f);
-    fclose(f);
+    put_text(tf, "\n to k \n");
     /* A bad login file nobody named is ignored (shoald logs it): a node
      * must not fail to start, even for public models, over a file it was
      * not told to use. */
     CHECK_EQ(shoal_hub_token_verify(&c, msg, sizeof msg), 0);
     /* $HF_TOKEN_PATH first: its good token, the bad one never read. */
-    f = fopen(tp, "w");
-    REQUIRE(f);
-    fputs("  tok\n", f);
-    fclose(f);
+    put_text(tp, "  tok\n");
     setenv("HF_TOKEN_PATH", tp, 1);
     CHECK_EQ(shoal_hub_token_verify(&c, msg, sizeof msg), 0);
     /* ... and $HF_TOKEN before both. */
@@ -500,6 +513,32 @@ static void test_token_login_files(void)
     CHECK(shoal_hub_token_verify(&c, msg, sizeof msg) == SHOAL_EPROTO);
     CHECK(strstr(msg, "$HF_TOKEN_PATH") != NULL);
     unsetenv("HF_HOME");
+    setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
+}
+
+/* $HUGGING_FACE_HUB_TOKEN, the older name huggingface_hub still reads
+ * (deprecated): after $HF_TOKEN (an empty one counts as unset), before the
+ * login file; a bad one is refused naming it. */
+static void test_token_old_name(void)
+{
+    char err[1024], tp[320];
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    snprintf(tp, sizeof tp, "%s/old-name-login", root);
+    put_text(tp, "tok-old\n");
+    setenv("HF_TOKEN_PATH", tp, 1);
+    /* The private repo with only the old name set: its token is sent. */
+    setenv("HUGGING_FACE_HUB_TOKEN", " tok\n", 1);
+    CHECK_EQ(publish_tok(NULL, NULL, err, sizeof err), 0);
+    CHECK_EQ(publish_tok(NULL, "", err, sizeof err), 0);
+    /* $HF_TOKEN before it. */
+    setenv("HUGGING_FACE_HUB_TOKEN", "tok-wrong", 1);
+    CHECK_EQ(publish_tok(NULL, "tok", err, sizeof err), 0);
+    setenv("HUGGING_FACE_HUB_TOKEN", "to k", 1);
+    CHECK(publish_tok(NULL, NULL, err, sizeof err) != 0);
+    fprintf(stderr, "  e.g.: %s\n", err);
+    CHECK(strstr(err, "$HUGGING_FACE_HUB_TOKEN") && strstr(err, "HTTP header"));
+    unsetenv("HUGGING_FACE_HUB_TOKEN");
     setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
 }
 
@@ -515,6 +554,7 @@ int main(int argc, char **argv)
     hubdir = argv[2];
     /* Not the token a login left on this machine. */
     setenv("HF_TOKEN_PATH", "/nonexistent/shoal-tests/token", 1);
+    unsetenv("HUGGING_FACE_HUB_TOKEN");
     shoal_hash_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(root, sizeof(root), "/tmp/shoal-test-pub-XXXXXX");
@@ -524,13 +564,13 @@ int main(int argc, char **argv)
     REQUIRE(shoal_key_generate(&pub, &sk) == 0);
     REQUIRE(shoal_seckey_save(keyp, &sk) == 0);
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/m", commit_m, "--size", "1500K", "--shards",
-                            "2", "--tag", "v1", NULL) == 0);
+                             "2", "--tag", "v1", NULL) == 0);
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/p", NULL, "--size", "100K", "--shards", "1",
-                            "--private", NULL) == 0);
+                             "--private", NULL) == 0);
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/d", NULL, "--size", "100K", "--shards", "1",
-                            "--dataset", NULL) == 0);
+                             "--dataset", NULL) == 0);
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/big", commit_big, "--size", "100K",
-                            "--shards", "1", "--extra-files", "1100", NULL) == 0);
+                             "--shards", "1", "--extra-files", "1100", NULL) == 0);
     {
         /* 11 folders of 99 bytes and a file: a path of 1096 bytes. */
         char lp[1200];
@@ -542,7 +582,7 @@ int main(int argc, char **argv)
                                 "--shards", "1", "--extra-path", lp, NULL) == 0);
     }
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/bslash", NULL, "--size", "100K",
-                            "--shards", "1", "--extra-path", "dir\\name.json", NULL) == 0);
+                             "--shards", "1", "--extra-path", "dir\\name.json", NULL) == 0);
     REQUIRE(hubstub_start(&stub, py, hubdir, root, "--token", "tok", NULL) == 0);
 
     RUN(test_publish_ok);
@@ -557,6 +597,7 @@ int main(int argc, char **argv)
     RUN(test_unsafe_names_named);
     RUN(test_token_trimmed);
     RUN(test_token_login_files);
+    RUN(test_token_old_name);
 
     hubstub_stop(&stub);
     t_rmtree(root);

@@ -45,7 +45,8 @@ listed in "granted": none is 401, another one is 403 GatedRepo.
 Control (never faulted):
   GET  /_stub/stats  -> {"bytes": {"<type>/<org>/<name>/<path>": n},
                          "total_bytes", "requests": {"api","resolve","cdn",
-                         "other"}, "cdn_auth": n (CDN requests that carried
+                         "other"}, "heads": n (of those, HEAD requests),
+                         "cdn_auth": n (CDN requests that carried
                          Authorization), "log": [last 500 requests]}
   POST /_stub/reset  clears counters and faults
   POST /_stub/faults JSON list of rules (appended); each rule:
@@ -75,10 +76,11 @@ Control (never faulted):
             port or scheme instead
        {"kind": "html", "match": ..., "times": n}  answer 200 with a small
             text/html sign-in page, as a login page or captive portal does
-       {"kind": "listing", "noblobs": bool, "siblings_max": N,
+       {"kind": "listing", "noblobs": bool, "notree": bool, "siblings_max": N,
         "tree_page": N, "tree_link": "relative"|"absolute"|URL-prefix}
             how the revision and /tree answers list files (until reset):
-            siblings without size/blobId/lfs whatever ?blobs= says, at most
+            siblings without size/blobId/lfs whatever ?blobs= says, no
+            /tree at all (404, as a gateway without that API), at most
             N siblings, N entries per /tree page, next-page links relative,
             absolute (the default) or starting with the given prefix
        "times" defaults to 1 for status/cut/redirect and to unlimited (-1)
@@ -132,6 +134,7 @@ class State:
             self.listing = {}
             self.bytes = {}
             self.requests = {"api": 0, "resolve": 0, "cdn": 0, "other": 0}
+            self.heads = 0
             self.cdn_auth = 0
             self.tls_hellos = 0
             self.log = []
@@ -183,6 +186,7 @@ class State:
     def count(self, kind, entry):
         with self.lock:
             self.requests[kind] += 1
+            self.heads += entry["method"] == "HEAD"
             self.log.append(entry)
             if len(self.log) > 500:
                 del self.log[0]
@@ -195,7 +199,8 @@ class State:
         with self.lock:
             return {"bytes": dict(self.bytes), "total_bytes": sum(self.bytes.values()),
                     "requests": dict(self.requests), "cdn_auth": self.cdn_auth,
-                    "tls_hellos": self.tls_hellos, "log": list(self.log)}
+                    "tls_hellos": self.tls_hellos, "heads": self.heads,
+                    "log": list(self.log)}
 
 
 class HttpError(Exception):
@@ -481,6 +486,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def route_tree(self, parts, u):
         # api/{models,datasets}/<org>/<name>/tree/<rev>[/<folder>]
+        if self.st.listing.get("notree"):
+            raise HttpError(404, None, "Not Found")
         i = parts.index("tree")
         kind, repo = parts[0], "/".join(parts[1:i])
         if len(parts) < i + 2:
