@@ -139,7 +139,8 @@ static const struct key keys[] = {
     {"hub-endpoint", K_STR, F(hub_endpoint), "URL",
      "origin for chunks no peer has (default $HF_ENDPOINT, else https://huggingface.co)"},
     {"hub-token-file", K_STR, F(hub_token_file), "FILE",
-     "Bearer token for the origin (default $HF_TOKEN, else the login token at\n"
+     "Bearer token for the origin (default $HF_TOKEN, else the deprecated\n"
+     "                               $HUGGING_FACE_HUB_TOKEN, else the login token at\n"
      "                               $HF_TOKEN_PATH or $HF_HOME/token); never sent to peers\n"
      "                               or trackers"},
     {"hub-ca", K_STR, F(hub_ca), "FILE",
