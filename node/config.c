@@ -155,6 +155,12 @@ static const struct key keys[] = {
      "tracker makes an origin fetcher for the release does not wait"},
     {"lease-fallback-ms", K_U64, F(lease_fallback_ms), "MS",
      "with no tracker reachable this long, fetch from the origin without a lease (5000)"},
+    {"starved-ms", K_U64, F(starved_ms), "MS",
+     "a release that has had no chunk from any peer this long, with none asked of one,\n"
+     "                               says so in its lease requests: the tracker then leases\n"
+     "                               it chunks other nodes fetched from the origin over\n"
+     "                               --lease-ms ago, which its peers would give it if they\n"
+     "                               could (30000; a node cut off from the holders)"},
     {"lease-chunks", K_U64, F(lease_chunks), "N",
      "chunks asked for per origin lease (64; 1-64, the most a tracker grants)"},
     {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2; 1-16)"},
@@ -214,6 +220,7 @@ int shoal_config_init(struct shoal_config *c)
     c->compress_level = 1;
     c->origin_delay_ms = 1000;
     c->lease_fallback_ms = 5000;
+    c->starved_ms = SHOAL_SCHED_STARVED_MS;
     c->lease_chunks = 64; /* the scheduler's default and a tracker's most */
     c->origin_min_rate = 64u * 1024;    /* the hub's defaults */
     c->origin_slow_window_ms = 60000;

@@ -88,6 +88,8 @@ struct shoal_config {
     bool no_origin;          /* never fetch from the origin */
     uint64_t origin_delay_ms;    /* no origin fetch this soon after a release opens */
     uint64_t lease_fallback_ms;  /* no tracker this long: fetch without a lease */
+    uint64_t starved_ms;         /* no chunk from peers this long: lease requests
+                                    say the node is starved (shoal_sched_starved) */
     uint64_t lease_chunks;       /* chunks per origin lease (1-64) */
     uint64_t max_leases;         /* origin leases held at once (1-16) */
     uint64_t max_releases;       /* releases open at once (1-64) */

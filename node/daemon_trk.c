@@ -352,7 +352,8 @@ static int swarm_on_lease_req(void *user, struct shoal_swarm *s, uint32_t hint, 
               shoal_trkconn_count(d->trk));
         sl->lease_trk = (uint32_t)arb;
     }
-    int rv = shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, sl->tag);
+    int rv = shoal_trkconn_lease(d->trk, shoal_swarm_id(s), count, hint, shoal_swarm_starved(s, d->cfg->starved_ms),
+                                 sl->tag);
     if (rv == 0)
         return SHOAL_SWARM_LEASE_ASKED;
     if (rv == -EAGAIN)

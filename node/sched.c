@@ -260,6 +260,7 @@ struct shoal_sched {
     uint64_t rate_down;
     bool rate_on;
     struct brate *brate;  /* per slot, while rate_on (else NULL) */
+    uint64_t peer_chunk_ms; /* the last chunk a peer delivered (0: none) */
 };
 
 _Static_assert(offsetof(struct shoal_sched, ready) + sizeof(uint64_t) <= 64,
@@ -1516,6 +1517,7 @@ int shoal_sched_req_done(struct shoal_sched *s, uint64_t now_ms, uint64_t peer, 
     int k = i >= 0 ? req_find(s, (uint32_t)i, chunk) : -1;
     if (k >= 0) {
         struct peer *p = &s->peers[i];
+        s->peer_chunk_ms = now_ms;
         /* Arrivals while the pipeline stays non-empty: the time between
          * them is the peer's, whatever each request waited at its end. */
         struct drate *dr = &s->drate[i];
@@ -2733,3 +2735,13 @@ void shoal_sched_bitfield(const struct shoal_sched *s, uint8_t *bits)
 uint32_t shoal_sched_inflight(const struct shoal_sched *s) { return s->nreq; }
 
 bool shoal_sched_has_room(const struct shoal_sched *s) { return room(s); }
+
+bool shoal_sched_starved(const struct shoal_sched *s, uint64_t now_ms, uint64_t for_ms)
+{
+    uint64_t since;
+
+    if (s->t0 == 0 || s->nhave == s->nchunks || s->nreq > 0)
+        return false;
+    since = s->peer_chunk_ms > s->t0 - 1 ? s->peer_chunk_ms : s->t0 - 1;
+    return now_ms >= since && now_ms - since >= for_ms;
+}

@@ -538,6 +538,22 @@ int shoal_sched_merge_waits(const struct shoal_sched_wait *w, size_t nw, uint32_
 size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sched_action *out,
                         size_t max);
 
+/*
+ * Whether we look cut off from the chunks we miss at |now_ms|: incomplete,
+ * no request at a peer, and no peer delivered a chunk for |for_ms| (since
+ * the first shoal_sched_next call when none has yet). A node whose peers
+ * hold nothing it misses (a peer group of nodes with few peers, a zone
+ * cut off) stays so; one waiting for a zone's next import does not for
+ * long. The tracker gives such a node chunks others fetched from the
+ * origin long ago (SHOAL_LEASE_HINT_STARVED).
+ */
+bool shoal_sched_starved(const struct shoal_sched *s, uint64_t now_ms, uint64_t for_ms);
+/* The |for_ms| shoal-sim passes and shoald's default (--starved-ms): far
+ * longer than a zone waits for its next import under any cross-zone cap
+ * worth running a rollout through, short beside a rollout that would
+ * otherwise never end. */
+#define SHOAL_SCHED_STARVED_MS 30000u
+
 /* The earliest time at which shoal_sched_next may have something new to
  * say without any new event (cross-zone delays, busy back-offs, lease
  * retries), or UINT64_MAX. */

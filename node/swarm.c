@@ -403,6 +403,11 @@ void shoal_swarm_discard_partials(struct shoal_swarm *s, uint32_t *files, uint64
 }
 bool shoal_swarm_busy(const struct shoal_swarm *s) { return s->pending > 0; }
 
+bool shoal_swarm_starved(const struct shoal_swarm *s, uint64_t for_ms)
+{
+    return s->sched && shoal_sched_starved(s->sched, now_ms(s), for_ms);
+}
+
 const uint8_t *shoal_swarm_signed(const struct shoal_swarm *s, size_t *len)
 {
     *len = s->signed_len;

@@ -158,6 +158,11 @@ void shoal_swarm_free(struct shoal_swarm *s);
 /* True while worker jobs of this swarm are queued or running. */
 bool shoal_swarm_busy(const struct shoal_swarm *s);
 
+/* Whether the release looks cut off from its peers: incomplete, nothing
+ * asked of a peer, and no chunk from one for |for_ms|
+ * (shoal_sched_starved). Its lease requests say so. */
+bool shoal_swarm_starved(const struct shoal_swarm *s, uint64_t for_ms);
+
 /*
  * Fills the store from a local copy of the release at |dir| (the files at
  * their manifest paths): every chunk is read and verified through the store.

@@ -1146,7 +1146,7 @@ uint32_t shoal_trkconn_get_peers(struct shoal_trkconn *t, const uint8_t manifest
 }
 
 int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
-                        uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag)
+                        uint32_t max_chunks, uint32_t hint_chunk, bool starved, uint64_t tag)
 {
     int rv = -ENOTCONN;
     int i = t->stopping ? -1 : shoal_trkconn_arbiter(t, manifest_id);
@@ -1160,7 +1160,8 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
         memcpy(t->out.u.lease_req.manifest_id, manifest_id, 32);
         t->out.u.lease_req.max_chunks = max_chunks;
         t->out.u.lease_req.hint_chunk = hint_chunk;
-        t->out.u.lease_req.flags = SHOAL_LEASE_HINT_MISSING;
+        t->out.u.lease_req.flags =
+            SHOAL_LEASE_HINT_MISSING | (starved ? SHOAL_LEASE_HINT_STARVED : 0);
         rv = request(c, tag, NULL);
         if (rv == 0)
             memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, manifest_id,

@@ -190,10 +190,12 @@ int shoal_trkconn_get_manifest(struct shoal_trkconn *t, const uint8_t *manifest_
  * is ready: the caller decides whether to fetch without a lease), or
  * -ENOMEM / SHOAL_ELIMIT (queue full). |hint_chunk| is one the node misses
  * and none of its peers offers (the scheduler's LEASE_REQUEST), and the
- * request says so (SHOAL_LEASE_HINT_MISSING).
+ * request says so (SHOAL_LEASE_HINT_MISSING); |starved|: no peer has
+ * delivered a chunk for a while either (shoal_swarm_starved), which the
+ * request says too (SHOAL_LEASE_HINT_STARVED).
  */
 int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
-                        uint32_t max_chunks, uint32_t hint_chunk, uint64_t tag);
+                        uint32_t max_chunks, uint32_t hint_chunk, bool starved, uint64_t tag);
 
 /* Gives back to tracker |idx| every lease this node holds on
  * |manifest_id| (SHOAL_LEASE_GIVE_BACK: the origin refuses this node), so

@@ -404,6 +404,13 @@ struct shoal_msg_lease_req {
  * predates the flag grants nothing to max_chunks 0 (or repeats a lease
  * the node then ignores), and the leases expire as before. */
 #define SHOAL_LEASE_GIVE_BACK 2u
+/* With SHOAL_LEASE_HINT_MISSING: no peer has delivered the node a chunk
+ * for a while and none is asked of one (shoal_sched_starved): it looks cut
+ * off from every holder of what it misses, so another node's word that it
+ * fetched hint_chunk long ago (--lease-ms) no longer keeps the chunk from
+ * being leased to it. Without this flag a node merely waiting for its
+ * zone's next import would fetch again what the fleet already has. */
+#define SHOAL_LEASE_HINT_STARVED 8u
 
 /* LEASE 42: [manifest_id, first, count, expires_ms, retry_after_ms];
  * count 0 means none granted; expires_ms is relative to receipt. */

@@ -1243,8 +1243,11 @@ static int do_lease(struct sim *S, uint32_t x, uint32_t count, uint32_t hint)
     if (S->c->tracker && S->c->max_peers > 0) {
         uint8_t pk[32];
         node_pk(x, pk);
-        rv = shoal_reg_lease(S->reg, ms(S->now), S->mid, S->nchunks, pk, count, hint,
-                             SHOAL_REG_HINT_MISSING, &first, &cnt, &exp);
+        uint32_t flags = SHOAL_REG_HINT_MISSING;
+        if (shoal_sched_starved(nd->s, ms(S->now), SHOAL_SCHED_STARVED_MS))
+            flags |= SHOAL_REG_HINT_STARVED;
+        rv = shoal_reg_lease(S->reg, ms(S->now), S->mid, S->nchunks, pk, count, hint, flags,
+                             &first, &cnt, &exp);
         if (rv == SHOAL_EBUSY) {
             shoal_sched_lease_failed(nd->s, ms(S->now));
             return 0;

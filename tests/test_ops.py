@@ -2500,9 +2500,9 @@ def case_cut_off(tmp):
     them, is refused and has no peer. The tracker credits every chunk as
     fetched by a, and a is complete: c waited for ever (the fetched-credit
     TTL frees nothing while a node is complete). Its lease requests flag
-    each chunk missing and unoffered, and once a's fetch is --lease-ms (3 s)
-    old the tracker leases it again, to c, which completes from the
-    origin."""
+    each chunk missing and unoffered, and starved (no chunk from a peer
+    for --starved-ms, 1 s here), and once a's fetch is --lease-ms (3 s) old
+    the tracker leases it again, to c, which completes from the origin."""
     k = make_keys(tmp, ["a", "b", "c"])
     hub = Hub(tmp, "4M", shards="2")
     tr, addr = hubfix.start_tracker(TRACKER, k, extra=["--lease-ms", "3000", "--node-ttl-ms",
@@ -2510,7 +2510,8 @@ def case_cut_off(tmp):
     mf, mid = publish(k, hub, tmp, "main", tracker=addr)
     hub.reset()
     fails = 0
-    common = ["--tracker", addr, "--origin-delay-ms", "0", "--max-peers", "1"]
+    common = ["--tracker", addr, "--origin-delay-ms", "0", "--max-peers", "1",
+              "--starved-ms", "1000"]
     a = node("a", k, tmp, hub, common + ["--manifest", mf])
     nodes = [a]
     r = cli("pull", mid, "--socket", a.sock, "--timeout", "30", timeout=60)

@@ -787,18 +787,20 @@ static void test_lease_withdraw(void)
     shoal_reg_free(r);
 }
 
-/* Another node's word gives way once its fetch is lease_ms old: a node
- * that still misses the chunk and whose peers offer none is cut off from
- * its holders (two-peer chains, a zone cut off) and waited for ever, the
+/* Another node's word gives way once its fetch is lease_ms old, to a
+ * node that still misses the chunk, whose peers offer none and have
+ * given it nothing for a while (starved): it is cut off from its holders
+ * (two-peer chains, a zone cut off) and waited for ever, the
  * fetched_ttl_ms rule doing nothing while some node is complete. The next
- * node to flag it then need not wait for the refetch to age. */
+ * node to flag it then need not wait for the refetch to age. A node that
+ * is not starved (waiting for its zone's next import) gets nothing. */
 static void test_lease_withdraw_cut_off(void)
 {
     uint8_t m1[32], n1[32], n2[32], n3[32];
     struct shoal_reg *r = lease_pair(m1, n1, n2); /* lease_ms 1000 */
     uint32_t f, c;
     uint64_t e;
-    const uint32_t M = SHOAL_REG_HINT_MISSING;
+    const uint32_t M = SHOAL_REG_HINT_MISSING | SHOAL_REG_HINT_STARVED;
     key(n3, 1, 3);
     announce1(r, 0, 3, "a", m1, 0, false);
     CHECK_EQ(shoal_reg_lease(r, 100, m1, 20, n1, 20, 0, M, &f, &c, &e), 0);
@@ -809,8 +811,10 @@ static void test_lease_withdraw_cut_off(void)
     /* Fetched lately: on its way to n2's peers, nothing for n2. */
     CHECK_EQ(shoal_reg_lease(r, 1100, m1, 20, n2, 4, 7, M, &f, &c, &e), 0);
     CHECK_EQ(c, 0);
-    /* Without the flag, never. */
+    /* Without the flag, never; nor missing but not starved. */
     CHECK_EQ(shoal_reg_lease(r, 1200, m1, 20, n2, 4, 7, 0, &f, &c, &e), 0);
+    CHECK_EQ(c, 0);
+    CHECK_EQ(shoal_reg_lease(r, 1200, m1, 20, n2, 4, 7, SHOAL_REG_HINT_MISSING, &f, &c, &e), 0);
     CHECK_EQ(c, 0);
     /* lease_ms after n1's report: chunk 7 alone is n2's. */
     CHECK_EQ(shoal_reg_lease(r, 1200, m1, 20, n2, 4, 7, M, &f, &c, &e), 0);

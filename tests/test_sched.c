@@ -1837,6 +1837,39 @@ static void test_fallback_cancelled(void)
  * go while others stay, and every peer is still found, every one gone is
  * not, and a new one can join (a seed hung at 100% CPU looking up its 611th
  * peer: the id table was all tombstones). */
+/* Starved: incomplete, nothing asked of a peer, and no chunk from one for
+ * the given time since the first call or the last arrival. */
+static void test_starved(void)
+{
+    struct shoal_sched_config cfg;
+    struct shoal_sched_action a[8];
+    uint8_t bits[1];
+    shoal_sched_config_default(&cfg);
+    struct shoal_sched *s = mk(8, 0, NULL, &cfg);
+    CHECK(!shoal_sched_starved(s, 100000, 1000)); /* not started */
+    REQUIRE(shoal_sched_peer_add(s, 1, true, 1) == 0);
+    (void)shoal_sched_next(s, 1000, a, 8); /* nothing to ask: peer 1 holds nothing */
+    CHECK(!shoal_sched_starved(s, 1999, 1000));
+    CHECK(shoal_sched_starved(s, 2000, 1000));
+    /* A peer that holds chunk 3 is asked: not starved while it is. */
+    bits[0] = 1u << 3;
+    REQUIRE(shoal_sched_peer_bitfield(s, 1, bits, 1) == 0);
+    size_t n = shoal_sched_next(s, 3000, a, 8);
+    REQUIRE(n == 1 && a[0].type == SHOAL_SCHED_REQUEST && a[0].chunk == 3);
+    CHECK(!shoal_sched_starved(s, 9000, 1000));
+    /* It arrives at 9000: starved again 1000 ms later, not before. */
+    REQUIRE(shoal_sched_req_done(s, 9000, 1, 3, 1 << 20, 6000) == 0);
+    (void)shoal_sched_next(s, 9000, a, 8);
+    CHECK(!shoal_sched_starved(s, 9999, 1000));
+    CHECK(shoal_sched_starved(s, 10000, 1000));
+    /* Complete: never. */
+    for (uint32_t c = 0; c < 8; c++)
+        if (c != 3)
+            REQUIRE(shoal_sched_chunk_obtained(s, 10000, c) == 0);
+    CHECK(!shoal_sched_starved(s, 100000, 1000));
+    shoal_sched_free(s);
+}
+
 static void test_peer_churn(void)
 {
     struct shoal_sched_config cfg;
@@ -1886,6 +1919,7 @@ int main(void)
     RUN(test_lease_regrant);
     RUN(test_lease_drop);
     RUN(test_peer_churn);
+    RUN(test_starved);
     RUN(test_lease_overlap);
     RUN(test_lease_done_runs);
     RUN(test_endgame);

@@ -621,6 +621,29 @@ static void test_cut_off_groups(void)
     shoal_sim_result_free(r);
 }
 
+/* A zone behind a tight cross-zone cap waits long for its imports, and
+ * its nodes' peers offer nothing they miss between two: such a node is
+ * not cut off and must not be leased chunks the fleet fetched long ago.
+ * Before the tracker asked for a starved node (SHOAL_LEASE_HINT_STARVED),
+ * this fleet took 1.44 x the release from the origin (300 nodes x 1 GiB
+ * behind 50 Mbit/s zone pairs: 2.02 x). */
+static void test_zone_cap_no_refetch(void)
+{
+    struct shoal_sim_config c;
+    struct shoal_sim_result *r = NULL;
+    fleet(&c, 60, 4, 256);
+    c.node_up = c.node_down = 12.5e6;  /* 100 Mbit/s */
+    c.origin_up = 125e6;
+    c.zone_cap = 1.25e6;               /* 10 Mbit/s per zone pair */
+    c.max_peers = 6;
+    REQUIRE(shoal_sim_run(&c, &r) == 0);
+    printf("     60 nodes behind 10 Mbit/s zone pairs: last at %.1f s, origin %.3f x\n", r->max,
+           (double)r->origin_bytes / (double)c.release_bytes);
+    CHECK_EQ(r->completed, 60);
+    CHECK_EQ(r->origin_bytes, c.release_bytes);
+    shoal_sim_result_free(r);
+}
+
 /* Leases last the tracker's --lease-ms, 60 s by default. The simulated
  * tracker had 10 minutes: 100 nodes pulling 1 GiB through a 100 Mbit/s
  * origin all lease once the origin delay passes with nothing from peers,
@@ -1315,6 +1338,7 @@ int main(void)
     RUN(test_small_peer_sets);
     RUN(test_cut_off);
     RUN(test_cut_off_groups);
+    RUN(test_zone_cap_no_refetch);
     RUN(test_lease_time);
     RUN(test_staggered_zones);
     RUN(test_cross_zone_pipeline);

@@ -1937,7 +1937,7 @@ static bool lease_fetched(const struct mani *m, const struct lease *l)
  * left 200 simulated nodes incomplete (test_sim's test_cut_off_groups).
  * Without the memory to split a span nothing changes. */
 static void withdraw_hint(struct shoal_reg *r, struct mani *m, uint32_t ni, uint32_t c,
-                          uint64_t now_ms)
+                          uint64_t now_ms, bool starved)
 {
     if (m->chunks[c] == CH_LEASED) {
         for (uint32_t i = 0; i < m->nl; i++) {
@@ -1964,6 +1964,11 @@ static void withdraw_hint(struct shoal_reg *r, struct mani *m, uint32_t ni, uint
         if (c < f->first || c - f->first >= f->count)
             continue;
         if (f->node != ni) {
+            /* Only for a node no peer has given anything for a while: one
+             * that waits for its zone's next import (a cross-zone cap)
+             * must not fetch again what the zone is bringing in. */
+            if (!starved)
+                return;
             /* A node that came lately may not have its peers yet. */
             const struct node *nd = &r->nodes[ni];
             if (now_ms < nd->born_ms || now_ms - nd->born_ms < r->cfg.lease_ms)
@@ -2082,7 +2087,7 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
             fspan_drop(r, m, m->nfs - 1, true);
     }
     if ((flags & SHOAL_REG_HINT_MISSING) && hint_chunk < m->nchunks)
-        withdraw_hint(r, m, ni, hint_chunk, now_ms);
+        withdraw_hint(r, m, ni, hint_chunk, now_ms, flags & SHOAL_REG_HINT_STARVED);
     if (max_chunks > SHOAL_REG_LEASE_SPAN_MAX)
         max_chunks = SHOAL_REG_LEASE_SPAN_MAX;
     uint32_t share = lease_share(r, m);

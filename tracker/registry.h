@@ -334,10 +334,11 @@ size_t shoal_reg_peers(struct shoal_reg *r, uint64_t now_ms, const uint8_t manif
  * the reply that granted it may have been lost with the old connection.
  * With SHOAL_REG_HINT_MISSING in |flags| the node says it misses
  * |hint_chunk| and none of its peers offers it: if the tracker holds that
- * chunk fetched or leased on this node's own word, or fetched on another
- * node's word lease_ms ago or more (the node is cut off from its
- * holders), the word is withdrawn and the chunk leasable again (see
- * withdraw_hint).
+ * chunk fetched or leased on this node's own word, or, with
+ * SHOAL_REG_HINT_STARVED too (no peer has delivered it a chunk for a
+ * while: it is cut off from the holders), fetched on another node's word
+ * lease_ms ago or more, the word is withdrawn and the chunk leasable
+ * again (see withdraw_hint).
  * On success writes *first, *count (0 when nothing is free) and
  * *expires_ms (absolute, now_ms + lease_ms). Returns 0; SHOAL_EBUSY (with
  * *count = 0) when the node already holds SHOAL_REG_LEASES_PER_NODE leases;
@@ -350,6 +351,7 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
                     uint32_t hint_chunk, uint32_t flags, uint32_t *first, uint32_t *count,
                     uint64_t *expires_ms);
 #define SHOAL_REG_HINT_MISSING 1u
+#define SHOAL_REG_HINT_STARVED 8u
 
 /*
  * Ends every lease |node_pk| holds on |manifest_id| at once, as if each had

@@ -1421,7 +1421,8 @@ static int handle_lease_req(struct conn *c, uint64_t now)
     /* Chunk count 0: only manifests published here (signed) get leases;
      * an announce's total_chunks never sizes lease state. */
     int rv = shoal_reg_lease(t->reg, now, q->manifest_id, 0, c->pk, q->max_chunks, q->hint_chunk,
-                             q->flags & SHOAL_LEASE_HINT_MISSING ? SHOAL_REG_HINT_MISSING : 0,
+                             (q->flags & SHOAL_LEASE_HINT_MISSING ? SHOAL_REG_HINT_MISSING : 0) |
+                                 (q->flags & SHOAL_LEASE_HINT_STARVED ? SHOAL_REG_HINT_STARVED : 0),
                              &first, &count, &expires);
     shoal_reg_stats(t->reg, &after);
     if (rv == 0 && after.leases_regranted != before.leases_regranted) {
