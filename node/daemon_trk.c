@@ -435,6 +435,13 @@ static void on_origin_health(void *user, const struct shoal_hub_health *ev)
         LOG_I("origin %s reachable again, after %llu failed requests over %.1f s", ev->host,
               (unsigned long long)ev->failures, (double)ev->run_ms / 1000.0);
         break;
+    case SHOAL_HUB_TOKEN_REREAD:
+        if (ev->error[0])
+            LOG_W("origin token file %s changed but cannot be read (%s): the token read "
+                  "before is still sent", ev->host, ev->error);
+        else
+            LOG_I("origin token read again from %s: it changed on disk", ev->host);
+        break;
     }
 }
 

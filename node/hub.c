@@ -228,6 +228,15 @@ struct shoal_hub {
     char token_src[SHOAL_HUB_TOKEN_SRC_MAX]; /* where it came from, or "" */
     char token_ignored[SHOAL_HUB_TOKEN_SRC_MAX + 64]; /* a login file that could
                                                   not be read, and why; or "" */
+    /* The file the token is read from ("" for a token given or from the
+     * environment), looked at again at most every TOKEN_CHECK_MS: a token
+     * rotated on disk is sent from the next request on, without a restart
+     * (QA F12). |token_file| is the --hub-token-file path, kept. */
+    char token_watch[SHOAL_HUB_TOKEN_SRC_MAX];
+    char *token_file;
+    struct stat token_st;
+    bool token_st_ok;
+    uint64_t token_checked_ms;
     char *ca_file;              /* CA bundle for TLS; NULL: libcurl's default */
     bool token_exposed;         /* its token file is readable by others */
     struct shoal_hub_config cfg;
@@ -990,12 +999,79 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     return 0;
 }
 
+static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
+                      char *src, size_t srccap, char *ignored, size_t ignoredcap, char *watch,
+                      size_t watchcap);
+
+/* How often the token file is looked at (a stat): a rotated token is
+ * sent within this long of being written. */
+#define TOKEN_CHECK_MS 1000u
+
+static bool same_file_version(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Reads the token file again when it changed since it was last read
+ * (replaced, rewritten, created or removed), so that a token rotated on
+ * disk is sent without restarting the daemon; says so through on_health.
+ * A file that cannot be read then keeps the token read before. */
+static void token_refresh(struct shoal_hub *h)
+{
+    uint64_t now = uv_now(h->loop);
+    struct shoal_hub_config c;
+    struct stat st;
+    char src[SHOAL_HUB_TOKEN_SRC_MAX], watch[SHOAL_HUB_TOKEN_SRC_MAX];
+    char *t = NULL;
+    bool exposed = false, ok;
+    int rv;
+
+    if (!h->token_watch[0] || now - h->token_checked_ms < TOKEN_CHECK_MS)
+        return;
+    h->token_checked_ms = now;
+    ok = stat(h->token_watch, &st) == 0;
+    if (ok == h->token_st_ok && (!ok || same_file_version(&st, &h->token_st)))
+        return;
+    h->token_st_ok = ok;
+    if (ok)
+        h->token_st = st;
+    memset(&c, 0, sizeof c);
+    c.token_file = h->token_file;
+    rv = load_token(&c, &t, &exposed, src, sizeof src, NULL, 0, watch, sizeof watch);
+    if (rv == 0 && strcmp(watch, h->token_watch) != 0)
+        rv = -ESTALE; /* the environment moved it: keep to what we started with */
+    if (rv == 0) {
+        if (h->token) {
+            sodium_memzero(h->token, strlen(h->token));
+            free(h->token);
+        }
+        h->token = t;
+        t = NULL;
+        h->token_exposed = exposed;
+        snprintf(h->token_src, sizeof h->token_src, "%s", src[0] ? src : h->token_watch);
+    }
+    if (h->cfg.on_health) {
+        struct shoal_hub_health e = {
+            .event = SHOAL_HUB_TOKEN_REREAD, .host = h->token_src,
+            .error = rv == 0 ? "" : rv == SHOAL_EPROTO ? "it holds characters not allowed in an "
+                                                         "HTTP header"
+                                                       : shoal_strerror(rv)};
+        h->cfg.on_health(h->cfg.health_user, &e);
+    }
+    if (t) {
+        sodium_memzero(t, strlen(t));
+        free(t);
+    }
+}
+
 static int start_job(struct shoal_hub *h, struct job *j)
 {
     int rv = -ENOMEM;
     char *hdr = NULL;
 
     attempt_reset(j);
+    token_refresh(h);
     j->easy = curl_easy_init();
     if (!j->easy)
         goto fail;
@@ -2603,7 +2679,8 @@ static bool login_token_path(char *out, size_t cap, char *var, size_t varcap)
  * or an error reading the file (a login file that is not there is no
  * token, not an error). */
 static int load_token(const struct shoal_hub_config *cfg, char **out, bool *exposed,
-                      char *src, size_t srccap, char *ignored, size_t ignoredcap)
+                      char *src, size_t srccap, char *ignored, size_t ignoredcap, char *watch,
+                      size_t watchcap)
 {
     const char *env;
     char path[SHOAL_HUB_TOKEN_SRC_MAX - 64], var[48];
@@ -2613,12 +2690,16 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
     bool implicit = false;
 
     *out = NULL;
+    if (watch && watchcap)
+        watch[0] = '\0';
     if (cfg && cfg->token) {
         snprintf(from, sizeof from, "the token given");
         t = strdup(cfg->token);
         rv = t ? 0 : -ENOMEM;
     } else if (cfg && cfg->token_file) {
         snprintf(from, sizeof from, "the token file %s", cfg->token_file);
+        if (watch && watchcap)
+            snprintf(watch, watchcap, "%s", cfg->token_file);
         rv = read_token_file(cfg->token_file, &t, exposed);
     } else if ((env = getenv("HF_TOKEN")) && *env) {
         snprintf(from, sizeof from, "$HF_TOKEN");
@@ -2633,6 +2714,8 @@ static int load_token(const struct shoal_hub_config *cfg, char **out, bool *expo
     } else if (login_token_path(path, sizeof path, var, sizeof var)) {
         /* huggingface_hub's order after $HF_TOKEN: the login file. */
         snprintf(from, sizeof from, "%s (%s)", path, var);
+        if (watch && watchcap)
+            snprintf(watch, watchcap, "%s", path);
         rv = read_token_file(path, &t, exposed);
         implicit = strcmp(var, "$HF_TOKEN_PATH") != 0;
         if (rv == -ENOENT || rv == -ENOTDIR) {
@@ -2683,7 +2766,7 @@ int shoal_hub_token_verify(const struct shoal_hub_config *cfg, char *msg, size_t
     char src[SHOAL_HUB_TOKEN_SRC_MAX];
     char *t = NULL;
     bool exposed = false;
-    int rv = load_token(cfg, &t, &exposed, src, sizeof src, NULL, 0);
+    int rv = load_token(cfg, &t, &exposed, src, sizeof src, NULL, 0, NULL, 0);
 
     if (t) {
         sodium_memzero(t, strlen(t));
@@ -2797,9 +2880,16 @@ int shoal_hub_new(struct shoal_hub **out, uv_loop_t *loop, const struct shoal_hu
     }
 
     rv = load_token(cfg, &h->token, &h->token_exposed, h->token_src, sizeof h->token_src,
-                    h->token_ignored, sizeof h->token_ignored);
+                    h->token_ignored, sizeof h->token_ignored, h->token_watch,
+                    sizeof h->token_watch);
     if (rv)
         goto fail;
+    if (cfg && !cfg->token && cfg->token_file && !(h->token_file = strdup(cfg->token_file))) {
+        rv = -ENOMEM;
+        goto fail;
+    }
+    h->token_st_ok = h->token_watch[0] && stat(h->token_watch, &h->token_st) == 0;
+    h->token_checked_ms = uv_now(loop);
 
     {
         char why[256];
@@ -2882,6 +2972,7 @@ void shoal_hub_free(struct shoal_hub *h)
     /* Whatever libcurl did not report removed is closed here. */
     while (h->socks)
         sock_close(h, h->socks);
+    free(h->token_file);
     if (h->token) {
         sodium_memzero(h->token, strlen(h->token));
         free(h->token);

@@ -58,6 +58,10 @@ enum shoal_hub_health_event {
     SHOAL_HUB_STILL_FAILING,
     /* An answer after a run of failures that was reported. */
     SHOAL_HUB_REACHABLE,
+    /* The token file changed on disk and its new token is sent from now
+     * on (|host|: where it came from, |error| ""), or could not be read
+     * (|error| why: the token read before is kept). */
+    SHOAL_HUB_TOKEN_REREAD,
 };
 
 struct shoal_hub_health {

@@ -1332,6 +1332,24 @@ def case_hub_token_file(tmp):
                    {"HF_HOME": home, "HF_TOKEN_PATH": bad})
     fails += expect_refused(g, "acme/model@main", r"HTTP 401.*the token \(from %s "
                             r"\(\$HF_TOKEN_PATH\)\) was refused" % re.escape(bad))
+    # The token rotated on disk (a new file renamed over the old one, as
+    # a secrets agent does) is sent from then on, without a restart (QA
+    # F12: before, the refusal kept naming the file that by then held a
+    # valid token, until shoald restarted).
+    with open(bad + ".new", "w") as f:
+        f.write("tok-ok\n")
+    os.chmod(bad + ".new", 0o600)
+    os.rename(bad + ".new", bad)
+    time.sleep(1.2)  # the file is looked at again at most every second
+    r = cli("pull", "acme/model@main", "--socket", g.sock, "--timeout", "60", timeout=90)
+    print(f"after the token file was rotated: shoal pull exit {r.returncode}")
+    if r.returncode != 0:
+        print(f"FAIL the rotated token was not used: {r.stderr.strip()}")
+        fails += 1
+    if not g.wait_for(r"origin token read again from %s \(\$HF_TOKEN_PATH\): it changed on "
+                      r"disk" % re.escape(bad), 5):
+        print("FAIL the log does not say the token was read again")
+        fails += 1
     # $HF_TOKEN comes before both.
     e = token_node("e", k, tmp, hub, ["--tracker", taddr],
                    {"HF_HOME": home, "HF_TOKEN_PATH": bad, "HF_TOKEN": "tok-ok"})
