@@ -2658,6 +2658,73 @@ def case_tracker_restart(tmp):
     return fails
 
 
+def case_tracker_restart_leases(tmp):
+    """The only tracker restarts (its state lost) while three nodes fetch
+    under its leases from a slow origin: each node re-claims the leases
+    it is still fetching when it logs in again, so the new tracker grants
+    them to nobody else and the origin serves the release about once
+    (before: the restarted tracker leased spans the nodes were still
+    fetching to the others, and the origin served 1.25x the release)."""
+    names = ["a", "b", "c"]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "16M", shards="2")
+    tr, addr = hubfix.start_tracker(TRACKER, k)
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    # Each range request at 256 KiB/s: a lease's fetch takes seconds.
+    hub.add_faults([{"kind": "slow", "bps": 262144, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    nodes = [node(n, k, tmp, hub, ["--tracker", addr, "--origin-delay-ms", "0",
+                                   "--manifest", mf]) for n in names]
+    pulls = [subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "100"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for n in nodes]
+    # Every node fetching under its leases.
+    end = time.monotonic() + 30
+    while time.monotonic() < end and \
+            sum(1 for e in hub.stats()["log"] if "/cdn/" in e.get("path", "")) < 4:
+        time.sleep(0.2)
+    time.sleep(1.5)
+    pct = [release_pct(n, hub.commit) for n in nodes]
+    tr.stop()
+    time.sleep(2)
+    tr2, _ = hubfix.start_tracker(TRACKER, k, listen=addr)
+    print(f"tracker restarted at {pct}% (down 2 s)")
+    for n, p in zip(nodes, pulls):
+        try:
+            out, _ = p.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        last = (out.strip().splitlines() or ["(no output)"])[-1]
+        print(f"{n.name}: shoal pull exit {p.returncode}: {last}")
+        if p.returncode != 0:
+            print(f"FAIL node {n.name} did not complete the release")
+            fails += 1
+        fails += hubfix.check_files(n, hub)
+    held = sum(len(re.findall(r"holds our origin lease of chunks \d+\.\.\d+ again", n.log()))
+               for n in nodes)
+    refused = sum(len(re.findall(r"refused our re-claim", n.log())) for n in nodes)
+    print(f"re-claimed leases granted by the new tracker: {held}, refused: {refused}")
+    if held == 0:
+        print("FAIL no node re-claimed a lease from the restarted tracker")
+        fails += 1
+    if any("without a lease" in n.log() for n in nodes):
+        print("FAIL a node fetched from the origin without a lease")
+        fails += 1
+    egress = hub.egress()
+    print(f"origin served {egress} B for a {hub.size} B release to 3 nodes: "
+          f"{egress / hub.size:.3f}x")
+    if egress > hub.size * 1.05:
+        print("FAIL the origin served more than 1.05x the release across the tracker restart")
+        fails += 1
+    fails = shoalproc.finish(fails, nodes, tail=40)
+    if fails:
+        tr2.dump(tail=40)
+    tr2.stop()
+    return fails
+
+
 def case_ref_unwritable(tmp):
     """A release complete here (pulled by commit) asked for by branch while
     refs/ cannot be written (a file is in its place, as a full disk would
@@ -4185,6 +4252,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "origin_leased": case_origin_leased,
                       "fetcher_gone": case_fetcher_gone,
                       "tracker_restart": case_tracker_restart,
+                      "tracker_restart_leases": case_tracker_restart_leases,
                       "ref_unwritable": case_ref_unwritable,
                       "origin_health": case_origin_health, "datasets": case_datasets,
                       "hub_listing": case_hub_listing, "origin_404": case_origin_404,

@@ -194,6 +194,7 @@ static const char usage_more[] =
     "    STATS_REQ returns Prometheus text: shoal_tracker_nodes, _manifests,\n"
     "    _entries, _announces_total, _announces_per_second, _leases_granted_total,\n"
     "    _leases_expired_total, _leases_done_total, _leases_given_back_total,\n"
+    "    _leases_reclaimed_total, _leases_reclaim_refused_total,\n"
     "    _connections,\n"
     "    _auth_failures_total, _bad_input_total, _connections_evicted_total,\n"
     "    _rate_limited_total, _manifest_verifies_total, _partial_bytes,\n"

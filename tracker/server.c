@@ -1382,6 +1382,40 @@ static int handle_get_manifest(struct conn *c)
     return conn_write(c, wr, bufs, 2);
 }
 
+/* A node re-claims a lease it holds from an earlier connection (this
+ * tracker may have restarted since and lost it): granted as that very
+ * span, or refused with SHOAL_EBUSY so the node drops it (see
+ * shoal_reg_lease_reclaim for the rules). */
+static int handle_lease_reclaim(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_msg_lease_req *q = &t->msg.u.lease_req;
+    uint64_t expires;
+    int rv = shoal_reg_lease_reclaim(t->reg, now, q->manifest_id, c->pk, q->hint_chunk,
+                                     q->claim_count, q->claim_ms, &expires);
+    if (rv == SHOAL_EBUSY) {
+        char hex[65], mid[65];
+        shoal_hex(hex, c->pk, 32);
+        shoal_hex(mid, q->manifest_id, 32);
+        shoal_tracker_log("node %.16s re-claimed its lease of chunks %u..%u of %.16s: refused, "
+                          "another node leased or fetched some of them first", hex,
+                          q->hint_chunk, q->hint_chunk + q->claim_count - 1, mid);
+        return send_error(c, rv, "span leased to or fetched by another node");
+    }
+    if (rv == SHOAL_ETOOBIG)
+        return send_error(c, SHOAL_ENOTFOUND, "manifest not published to this tracker");
+    if (rv)
+        return send_error(c, rv, shoal_strerror(rv));
+    struct shoal_msg *m = &t->reply;
+    m->type = SHOAL_MSG_LEASE;
+    memcpy(m->u.lease.manifest_id, q->manifest_id, 32);
+    m->u.lease.first = q->hint_chunk;
+    m->u.lease.count = q->claim_count;
+    m->u.lease.expires_ms = expires > now ? (uint32_t)(expires - now) : 1;
+    m->u.lease.retry_after_ms = 0;
+    return conn_send(c, m);
+}
+
 static int handle_lease_req(struct conn *c, uint64_t now)
 {
     struct shoal_tracker *t = c->t;
@@ -1404,6 +1438,8 @@ static int handle_lease_req(struct conn *c, uint64_t now)
         m->u.lease.retry_after_ms = LEASE_RETRY_MS;
         return conn_send(c, m);
     }
+    if (q->flags & SHOAL_LEASE_RECLAIM)
+        return handle_lease_reclaim(c, now);
     shoal_reg_stats(t->reg, &before);
     /* Chunk count 0: only manifests published here (signed) get leases;
      * an announce's total_chunks never sizes lease state. */
