@@ -400,6 +400,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import hubfix
 import shoalproc
@@ -2725,6 +2726,83 @@ def case_tracker_restart_leases(tmp):
     return fails
 
 
+def case_loader_urgent_lease(tmp):
+    """A cold fleet of three fetches a four-shard release from a slow origin
+    under one tracker; two nodes start first and lease it front to back. A
+    loader on the third asks for the last shard: the node's lease request
+    is hinted at that shard's first chunk (no peer has it), and the tracker
+    grants the first free chunk at or after a hint, so the origin serves
+    that shard from its first byte before the fleet's walk reaches it (the
+    origin's request log, in order: the last shard's first request starts
+    at byte 0 and comes before any request of the third shard). QA N3's
+    second half asked for an urgent hint; the hint the node sends already
+    is one, and this keeps it so."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
+    import shoal_loader
+    names = ["a", "b", "c"]
+    k = make_keys(tmp, names)
+    hub = Hub(tmp, "32M", shards="4")
+    tr, addr = hubfix.start_tracker(TRACKER, k)
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    hub.add_faults([{"kind": "slow", "bps": 262144, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    common = ["--tracker", addr, "--origin-delay-ms", "0", "--manifest", mf]
+    b = node("b", k, tmp, hub, common)
+    c = node("c", k, tmp, hub, common)
+    pulls = [subprocess.Popen([SHOAL, "pull", mid, "--socket", n.sock, "--timeout", "100"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for n in (b, c)]
+    end = time.monotonic() + 30
+    while time.monotonic() < end and \
+            sum(1 for e in hub.stats()["log"] if "/cdn/" in e.get("path", "")) < 2:
+        time.sleep(0.1)
+    shards = sorted(p for p in hub.files if p.endswith(".safetensors"))
+    lsock = os.path.join(tmp, "loader.sock")
+    a = node("a", k, tmp, hub, ["--tracker", addr, "--origin-delay-ms", "0",
+                                "--loader-socket", lsock])
+    got = []
+    try:
+        with shoal_loader.Client(lsock, timeout=100) as cl:
+            for f in cl.want(mid, [shards[-1]]):
+                got.append(f.path)
+                f.close()
+                break
+    except (shoal_loader.LoaderError, TimeoutError, OSError) as e:
+        print(f"FAIL the loader on node a: {e!r}")
+        fails += 1
+    print(f"loader got {got[:1]}, asked for {shards[-1]}")
+    for n, p in zip((b, c), pulls):
+        try:
+            p.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+    reqs = []
+    for e in hub.stats()["log"]:
+        m = re.match(r"bytes=(\d+)-(\d+)$", e.get("range") or "")
+        if "/cdn/" in e.get("path", "") and m:
+            q = urllib.parse.parse_qs(urllib.parse.urlparse(e["path"]).query)
+            path = (q.get("file") or [""])[0]
+            if path in shards:
+                reqs.append((path, int(m.group(1))))
+    print("origin requests in order: " + ", ".join(f"{p.split('-')[1]}@{o}" for p, o in reqs))
+    first_last = next((i for i, r in enumerate(reqs) if r[0] == shards[-1]), None)
+    first_third = next((i for i, r in enumerate(reqs) if r[0] == shards[-2]), len(reqs))
+    if first_last is None or reqs[first_last][1] != 0:
+        print("FAIL the last shard's first origin request does not start at its first byte")
+        fails += 1
+    elif first_last > first_third:
+        print("FAIL the origin served the loader's shard only after the fleet's walk reached "
+              "the shard before it")
+        fails += 1
+    fails = shoalproc.finish(fails, [a, b, c], tail=30)
+    if fails:
+        tr.dump(tail=30)
+    tr.stop()
+    return fails
+
+
 def case_ref_unwritable(tmp):
     """A release complete here (pulled by commit) asked for by branch while
     refs/ cannot be written (a file is in its place, as a full disk would
@@ -4253,6 +4331,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "fetcher_gone": case_fetcher_gone,
                       "tracker_restart": case_tracker_restart,
                       "tracker_restart_leases": case_tracker_restart_leases,
+                      "loader_urgent_lease": case_loader_urgent_lease,
                       "ref_unwritable": case_ref_unwritable,
                       "origin_health": case_origin_health, "datasets": case_datasets,
                       "hub_listing": case_hub_listing, "origin_404": case_origin_404,
