@@ -116,9 +116,11 @@ struct conn {
     uint8_t put_ids[PUT_IDS][32];
     uint32_t nput, put_next;
     /* LEASE_DONEs that found the connection down: sent after the next
-     * login's first announce. This process logs in with the same session
-     * id, so the tracker kept the leases and takes them then (a lease that
-     * expired meanwhile is refused, as it would have been anyway). */
+     * login's first announce and on_ready (which re-claims our leases).
+     * This process logs in with the same session id, so the tracker kept
+     * the leases, or (restarted) has them back by then, and takes them (a
+     * lease that expired meanwhile is refused, as it would have been
+     * anyway). */
     struct held_done {
         uint8_t id[32];
         uint32_t first, count;

@@ -55,7 +55,9 @@
 struct shoal_trkconn;
 
 struct shoal_trkconn_hooks {
-    /* Tracker |idx| accepted our identity (on every (re)connect). */
+    /* Tracker |idx| accepted our identity (on every (re)connect), after
+     * the login's first announce; the LEASE_DONEs held while it was down
+     * follow what the hook sends (manifests, lease re-claims). */
     void (*on_ready)(void *user, uint32_t idx);
     /* Fills |a| (zeroed; count <= SHOAL_MSG_ANNOUNCE_MAX) with what the node
      * holds, for an ANNOUNCE about to be sent. */

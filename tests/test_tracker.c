@@ -380,6 +380,8 @@ static int lease(struct shoal_trkc *c, const uint8_t id[32], uint32_t max, uint3
     g_m.u.lease_req.max_chunks = max;
     g_m.u.lease_req.hint_chunk = hint;
     g_m.u.lease_req.flags = 0; /* not what an earlier message left there */
+    g_m.u.lease_req.claim_count = 0;
+    g_m.u.lease_req.claim_ms = 0;
     int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
     if (rv)
         return rv;
@@ -387,6 +389,28 @@ static int lease(struct shoal_trkc *c, const uint8_t id[32], uint32_t max, uint3
         return g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code : SHOAL_EPROTO;
     *first = g_m.u.lease.first;
     *count = g_m.u.lease.count;
+    return 0;
+}
+
+/* A LEASE_REQ re-claiming chunks [first, first+count) with |left_ms| left
+ * (SHOAL_LEASE_RECLAIM); the answer's span in *gf, *gc. */
+static int reclaim(struct shoal_trkc *c, const uint8_t id[32], uint32_t first, uint32_t count,
+                   uint32_t left_ms, uint32_t *gf, uint32_t *gc)
+{
+    g_m.type = SHOAL_MSG_LEASE_REQ;
+    memcpy(g_m.u.lease_req.manifest_id, id, 32);
+    g_m.u.lease_req.max_chunks = 0;
+    g_m.u.lease_req.hint_chunk = first;
+    g_m.u.lease_req.flags = SHOAL_LEASE_RECLAIM;
+    g_m.u.lease_req.claim_count = count;
+    g_m.u.lease_req.claim_ms = left_ms;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    if (rv)
+        return rv;
+    if (g_m.type != SHOAL_MSG_LEASE)
+        return g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code : SHOAL_EPROTO;
+    *gf = g_m.u.lease.first;
+    *gc = g_m.u.lease.count;
     return 0;
 }
 
@@ -552,6 +576,51 @@ static void test_lease_reply_lost(void)
     CHECK_EQ(lease_done(ca, m1, 0, 16), 0);
     shoal_trkc_free(ca);
     shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* QA N2: the tracker restarts (its leases lost) while node A fetches under
+ * one. Back, A re-claims it on the wire and gets that very span, for no
+ * longer than --lease-ms however long A says it has left; B is then
+ * granted other chunks, and B's claim of A's chunks is refused. */
+static void test_lease_reclaim(void)
+{
+    const char *extra[] = { "--lease-ms", "60000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t s1[SHOAL_MSG_SESSION_LEN], m1[32];
+    memset(s1, 0x44, sizeof(s1));
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    uint32_t f = 0, n = 0;
+    struct shoal_trkc *ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease(ca, m1, 16, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    shoal_trkc_free(ca);
+    CHECK_EQ(stop_tracker(&p), 0);
+
+    p = start_tracker(extra);
+    ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    CHECK_EQ(announce(ca, m1, 4, 40), 0);
+    CHECK_EQ(reclaim(ca, m1, 0, 16, 3600000, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    CHECK(g_m.u.lease.expires_ms > 0 && g_m.u.lease.expires_ms <= 60000);
+    struct shoal_trkc *cb = join_session(&p, &b, "10.0.0.2:7000", NULL);
+    CHECK_EQ(announce(cb, m1, 0, 40), 0);
+    CHECK_EQ(lease(cb, m1, 64, 0, &f, &n), 0);
+    CHECK(f == 16 && n == 24);
+    CHECK_EQ(reclaim(cb, m1, 8, 8, 1000, &f, &n), SHOAL_EBUSY);
+    /* A reports against the lease it re-claimed. */
+    CHECK_EQ(lease_done(ca, m1, 0, 16), 0);
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cb);
+    shoal_buf_free(&sm);
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
@@ -1587,6 +1656,7 @@ int main(int argc, char **argv)
     RUN(test_leases);
     RUN(test_session_reconnect);
     RUN(test_lease_reply_lost);
+    RUN(test_lease_reclaim);
     RUN(test_fetched_claim);
     RUN(test_manifests_rollouts_restart);
     RUN(test_bad_input);
