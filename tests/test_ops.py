@@ -2685,8 +2685,14 @@ def case_tracker_restart_leases(tmp):
     while time.monotonic() < end and \
             sum(1 for e in hub.stats()["log"] if "/cdn/" in e.get("path", "")) < 4:
         time.sleep(0.2)
+    # ...and holding some of it (announced: the new tracker then knows a
+    # rollout is under way).
+    pct = [None] * len(nodes)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not all(p and p > 0 for p in pct):
+        time.sleep(0.3)
+        pct = [release_pct(n, hub.commit) for n in nodes]
     time.sleep(1.5)
-    pct = [release_pct(n, hub.commit) for n in nodes]
     tr.stop()
     time.sleep(2)
     tr2, _ = hubfix.start_tracker(TRACKER, k, listen=addr)

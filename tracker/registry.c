@@ -2103,6 +2103,20 @@ out:
     return rv;
 }
 
+bool shoal_reg_partly_held(const struct shoal_reg *r, uint64_t now_ms,
+                           const uint8_t manifest_id[32])
+{
+    uint32_t mi = mani_find(r, manifest_id);
+    if (mi == NONE)
+        return false;
+    const struct mani *m = &r->manis[mi];
+    for (uint32_t i = 0; i < m->ne; i++)
+        if (!m->h[i].complete && m->h[i].have > 0 &&
+            node_live(r, &r->nodes[m->h[i].node], now_ms))
+            return true;
+    return false;
+}
+
 int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                               const uint8_t node_pk[32], uint32_t *ended)
 {

@@ -339,6 +339,11 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
                     uint64_t *expires_ms);
 #define SHOAL_REG_HINT_MISSING 1u
 
+/* Whether some live node announces part of |manifest_id| (chunks, not
+ * complete): a rollout was under way. */
+bool shoal_reg_partly_held(const struct shoal_reg *r, uint64_t now_ms,
+                           const uint8_t manifest_id[32]);
+
 /*
  * Ends every lease |node_pk| holds on |manifest_id| at once, as if each had
  * expired (its unfetched chunks are free to lease again): the node's origin

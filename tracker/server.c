@@ -190,6 +190,7 @@ struct shoal_tracker {
     uv_timer_t expire_timer;
     uint32_t expire_every;  /* ms between registry expiry passes */
     uint64_t expired_ms;    /* loop time of the last one */
+    uint64_t started_ms;    /* loop time at start (cfg.start_grace_ms) */
     int port;
     bool listening, timer_on, shut;
     struct conn *conns;
@@ -274,6 +275,7 @@ void shoal_tracker_config_default(struct shoal_tracker_config *c)
      * 8 leaves room for reconnects while the old connection times out. */
     c->max_conns_per_key = 8;
     c->gone_ms = 5000;
+    c->start_grace_ms = 2000;
 }
 
 /* True when a line limited by |l| may be logged now; writes to |more|
@@ -1440,6 +1442,22 @@ static int handle_lease_req(struct conn *c, uint64_t now)
     }
     if (q->flags & SHOAL_LEASE_RECLAIM)
         return handle_lease_reclaim(c, now);
+    /* Restarted mid-rollout (some node announces part of the release), this
+     * process knows none of the leases nodes are still fetching under; each
+     * re-claims its own at login, but a node back first would otherwise be
+     * granted spans another, still redialling (at most 1.25 s apart at the
+     * defaults), is fetching: the origin served them twice (1.17x the
+     * release in one run of 3 of ops_tracker_restart_leases). New grants
+     * wait for the grace; re-claims do not. */
+    if (now - t->started_ms < t->cfg.start_grace_ms &&
+        shoal_reg_partly_held(t->reg, now, q->manifest_id)) {
+        struct shoal_msg *m = &t->reply;
+        m->type = SHOAL_MSG_LEASE;
+        memcpy(m->u.lease.manifest_id, q->manifest_id, 32);
+        m->u.lease.first = m->u.lease.count = m->u.lease.expires_ms = 0;
+        m->u.lease.retry_after_ms = (uint32_t)(t->cfg.start_grace_ms - (now - t->started_ms));
+        return conn_send(c, m);
+    }
     shoal_reg_stats(t->reg, &before);
     /* Chunk count 0: only manifests published here (signed) get leases;
      * an announce's total_chunks never sizes lease state. */
@@ -2222,6 +2240,7 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     every = every / 4 ? every / 4 : 1;
     t->expire_every = every;
     t->expired_ms = uv_now(loop);
+    t->started_ms = uv_now(loop);
     /* The same timer looks at --deny-keys every DENY_CHECK_MS. */
     if (cfg->deny && every > DENY_CHECK_MS)
         every = DENY_CHECK_MS;
