@@ -2017,10 +2017,17 @@ static void test_lease_reclaim(void)
     CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, a, 0, 8, 5000, &e), SHOAL_EBUSY);
     CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, b, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
-    /* The per-node cap holds for claims too. */
-    for (uint32_t i = 0; i < SHOAL_REG_LEASES_PER_NODE; i++)
-        CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 40 + 2 * i, 2, 5000, &e),
-                 i + 1 < SHOAL_REG_LEASES_PER_NODE ? 0 : SHOAL_EBUSY);
+    /* Nor a span overlapping another lease of the claimer: claiming
+     * shifted spans would hold its chunks past lease_ms. */
+    CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, c, 4, 20, 0, &f, &n, &e), 0);
+    CHECK(f == 20 && n == 4);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 22, 4, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 20, 4, 5000, &e), 0); /* confirmed */
+    /* The per-node cap holds for claims too (C holds two leases already:
+     * 32 and 20..23). */
+    for (uint32_t held = 2; held <= SHOAL_REG_LEASES_PER_NODE; held++)
+        CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 34 + 2 * held, 2, 5000, &e),
+                 held < SHOAL_REG_LEASES_PER_NODE ? 0 : SHOAL_EBUSY);
     shoal_reg_free(r);
 
     /* The same tracker process kept A's lease across a reconnect: the

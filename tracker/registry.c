@@ -2143,22 +2143,6 @@ static bool fetched_by(const struct mani *m, uint32_t ni, uint32_t c)
     return false;
 }
 
-/* Whether leases of node |ni|, and no other node's, cover chunk |c| of
- * |m| (leases overlap after withdraw_hint). */
-static bool leased_only_to(const struct mani *m, uint32_t ni, uint32_t c)
-{
-    bool own = false;
-    for (uint32_t i = 0; i < m->nl; i++) {
-        const struct lease *l = &m->leases[i];
-        if (c < l->first || c - l->first >= l->count)
-            continue;
-        if (l->node != ni)
-            return false;
-        own = true;
-    }
-    return own;
-}
-
 /* Whether a bar keeps node |ni| from any chunk of [first, end) of |m|. */
 static bool barred(const struct mani *m, uint32_t ni, uint32_t first, uint32_t end)
 {
@@ -2209,17 +2193,17 @@ int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t 
             goto out;
         }
     }
-    /* First come: every chunk must be free, or the claimer's own (fetched
-     * or leased on its word). A chunk leased to or fetched by another
-     * node is theirs, and a span the node is barred from (its fetched
-     * credit ran out unvouched) stays closed to it. */
+    /* First come: every chunk must be free, or fetched on the claimer's
+     * own word (it reported them on this connection before re-claiming). A
+     * chunk leased to or fetched by another node is theirs, and a span the
+     * node is barred from (its fetched credit ran out unvouched) stays
+     * closed to it. So is one overlapping a lease of its own other than
+     * the one claimed: claiming shifted spans over it would hold its
+     * chunks past lease_ms without progress. */
     uint32_t nfree = 0;
-    bool own_leased = false;
     for (uint32_t c = first; c < first + count; c++) {
         if (m->chunks[c] == CH_FREE) {
             nfree++;
-        } else if (m->chunks[c] == CH_LEASED && leased_only_to(m, ni, c)) {
-            own_leased = true;
         } else if (!(m->chunks[c] == CH_FETCHED && fetched_by(m, ni, c))) {
             rv = SHOAL_EBUSY;
             break;
@@ -2255,10 +2239,6 @@ int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t 
             m->nfree--;
         }
     }
-    /* Its own lease covering some chunk too: lease_drop must not free a
-     * chunk the other still covers. */
-    if (own_leased)
-        m->overlaps = true;
     r->nodes[ni].nleases++;
     r->st.leases_active++;
 out:

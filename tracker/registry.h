@@ -359,11 +359,11 @@ int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_
  * whose state is lost: chunks [first, first+count) of |manifest_id| with
  * |left_ms| of it left. A restarted tracker otherwise leased spans nodes
  * were still fetching to other nodes, and the origin served them twice.
- * Granted, first come, when no chunk of the span is leased to or fetched
- * by another node (the claimer's own leased or fetched chunks may be in
- * it) and no bar keeps the node from it: the lease then runs
- * min(|left_ms|, lease_ms) from now, so a claim cannot stretch a lease
- * beyond what a grant gives. A lease of the node with that very span (the
+ * Granted, first come, when every chunk of the span is free or reported
+ * fetched by the claimer itself (none leased, even to the claimer under
+ * another lease, nor fetched by another node) and no bar keeps the node
+ * from it: the lease then runs min(|left_ms|, lease_ms) from now, so a
+ * claim cannot stretch a lease beyond what a grant gives. A lease of the node with that very span (the
  * tracker kept it across a reconnect) is confirmed, expiry unchanged.
  * A claim counts against SHOAL_REG_LEASES_PER_NODE like any lease. On
  * success writes *expires_ms (absolute). Returns 0; SHOAL_EBUSY (refused:
