@@ -90,6 +90,12 @@ static void trk_on_ready(void *user, uint32_t idx)
         const uint8_t *mf = shoal_swarm_signed(d->swarms[i], &len);
         shoal_trkconn_put_manifest(d->trk, idx, shoal_swarm_id(d->swarms[i]), mf, len);
     }
+    /* Nor the origin leases we are fetching under: claim them back before
+     * it grants them to others (the origin would serve them twice). */
+    for (uint32_t i = 0; i < d->nswarms; i++)
+        shoal_swarm_reclaim_leases(d->swarms[i], idx,
+                                   shoal_trkconn_arbiter(d->trk, shoal_swarm_id(d->swarms[i])) ==
+                                       (int)idx);
     dmn_trk_want_manifests(d, true);
     dmn_discover(d);
 }
@@ -384,6 +390,27 @@ static void swarm_on_lease_give_back(void *user, struct shoal_swarm *s, uint32_t
         shoal_trkconn_lease_give_back(d->trk, trk, shoal_swarm_id(s));
 }
 
+static void swarm_on_lease_reclaim(void *user, struct shoal_swarm *s, uint32_t trk,
+                                   uint32_t first, uint32_t count, uint32_t left_ms)
+{
+    struct shoal_daemon *d = user;
+    if (d->trk)
+        (void)shoal_trkconn_lease_reclaim(d->trk, trk, shoal_swarm_id(s), first, count, left_ms);
+}
+
+static void trk_on_reclaim(void *user, uint32_t idx, const uint8_t manifest_id[32],
+                           uint32_t first, uint32_t count, int status,
+                           const struct shoal_msg_lease *l)
+{
+    struct shoal_daemon *d = user;
+    for (uint32_t i = 0; i < d->nswarms; i++) {
+        if (memcmp(shoal_swarm_id(d->swarms[i]), manifest_id, 32) == 0) {
+            shoal_swarm_reclaim_result(d->swarms[i], idx, first, count, status, l);
+            return;
+        }
+    }
+}
+
 static void swarm_on_first_chunk(void *user, struct shoal_swarm *s)
 {
     struct shoal_daemon *d = user;
@@ -459,6 +486,7 @@ int dmn_setup_trackers(struct shoal_daemon *d)
     d->hooks.on_lease_req = swarm_on_lease_req;
     d->hooks.on_lease_done = swarm_on_lease_done;
     d->hooks.on_lease_give_back = swarm_on_lease_give_back;
+    d->hooks.on_lease_reclaim = swarm_on_lease_reclaim;
     d->hooks.on_first_chunk = swarm_on_first_chunk;
     d->hooks.on_withheld = swarm_on_withheld;
     d->hooks.on_blob_rot = swarm_on_blob_rot;
@@ -558,6 +586,7 @@ int dmn_setup_trackers(struct shoal_daemon *d)
     d->thooks.on_peers = trk_on_peers;
     d->thooks.on_manifest = trk_on_manifest;
     d->thooks.on_lease = trk_on_lease;
+    d->thooks.on_reclaim = trk_on_reclaim;
     d->thooks.user = d;
     return shoal_trkconn_new(&d->trk, &d->tcfg, &d->thooks);
 }

@@ -188,6 +188,11 @@ struct shoal_swarm {
         bool used;
         uint32_t first, count;
         uint32_t trk;              /* SHOAL_TRKCONN_NONE-like: UINT32_MAX, local */
+        /* When the tracker lets it expire: granted for dur_ms, and each
+         * report of a chunk fetched makes it run dur_ms again there (what
+         * a re-claim says is left of it). */
+        uint64_t expires_at;
+        uint32_t dur_ms;
     } leases[16 + 1];              /* --max-leases (16 at most) and a
                                     * loader's extra (sched.c) */
     uint8_t *origin_failed;        /* bit per chunk: an origin fetch failed */
@@ -2645,6 +2650,8 @@ static void grant(struct shoal_swarm *s, uint32_t trk, uint32_t first, uint32_t 
         l->first = first;
         l->count = count;
         l->trk = trk;
+        l->expires_at = now + expires_ms;
+        l->dur_ms = expires_ms;
     }
     rv = shoal_sched_lease_granted(s->sched, now, first, count, now + expires_ms);
     if (rv == SHOAL_SCHED_LEASE_HELD) {
@@ -2781,10 +2788,73 @@ static void do_lease_done(struct shoal_swarm *s, const struct shoal_sched_action
     for (uint32_t c = a->chunk; c <= end; c++) {
         bool failed = c < end && origin_take_failed(s, c);
         if (c == end || failed) {
-            if (c > run && l->trk != LEASE_LOCAL && s->hooks->on_lease_done && !s->stopped)
+            if (c > run && l->trk != LEASE_LOCAL && s->hooks->on_lease_done && !s->stopped) {
                 s->hooks->on_lease_done(s->hooks->user, s, l->trk, run, c - run);
+                l->expires_at = now_ms(s) + l->dur_ms;
+            }
             run = c + 1;
         }
+    }
+}
+
+void shoal_swarm_reclaim_leases(struct shoal_swarm *s, uint32_t trk, bool arbiter)
+{
+    uint64_t now = now_ms(s);
+
+    if (!s->sched || s->stopped || !s->hooks->on_lease_reclaim)
+        return;
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0]; i++) {
+        const struct slease *l = &s->leases[i];
+        /* One that ran out there was granted again to someone else (or
+         * free): nothing to claim. One taken without a tracker (none
+         * answered for the fallback) is claimed from the release's own, so
+         * nobody is granted what we are fetching. */
+        bool ours = l->trk == trk || (arbiter && l->trk == LEASE_LOCAL);
+        if (!l->used || l->expires_at <= now || !ours)
+            continue;
+        uint64_t left = l->expires_at - now;
+        s->hooks->on_lease_reclaim(s->hooks->user, s, trk, l->first, l->count,
+                                   left > UINT32_MAX ? UINT32_MAX : (uint32_t)left);
+    }
+}
+
+void shoal_swarm_reclaim_result(struct shoal_swarm *s, uint32_t trk, uint32_t first,
+                                uint32_t count, int status, const struct shoal_msg_lease *m)
+{
+    struct slease *l = NULL;
+    uint64_t now = now_ms(s);
+
+    if (!s->sched || s->stopped)
+        return;
+    for (size_t i = 0; i < sizeof s->leases / sizeof s->leases[0] && !l; i++) {
+        struct slease *x = &s->leases[i];
+        if (x->used && x->first == first && x->count == count &&
+            (x->trk == trk || x->trk == LEASE_LOCAL))
+            l = x;
+    }
+    if (!l)
+        return; /* it ended meanwhile */
+    if (status == 0 && m && m->first == first && m->count == count) {
+        LOG_I("release %s: tracker %u holds our origin lease of chunks %u..%u again "
+              "(re-claimed after logging in; %u ms left)", s->idhex, trk, first,
+              first + count - 1, m->expires_ms);
+        l->trk = trk; /* a lease-less one reports to it from now on */
+        l->expires_at = now + m->expires_ms;
+    } else if (status == SHOAL_EBUSY) {
+        /* Another node leased or fetched some of it first (the tracker
+         * restarted, or our lease ran out there): it fetches them. What
+         * we already asked the origin for still lands and is kept. */
+        LOG_W("release %s: tracker %u refused our re-claim of the origin lease of chunks "
+              "%u..%u: another node leased or fetched some of them first; dropped it",
+              s->idhex, trk, first, first + count - 1);
+        for (uint32_t c = first; c < first + count; c++)
+            (void)origin_take_failed(s, c);
+        l->used = false;
+        (void)shoal_sched_lease_drop(s->sched, now, first, count);
+        pump(s);
+    } else if (status != 0) {
+        LOG_D("release %s: tracker %u did not take our re-claim of chunks %u..%u: %s",
+              s->idhex, trk, first, first + count - 1, shoal_strerror(status));
     }
 }
 

@@ -73,6 +73,11 @@ struct shoal_swarm_hooks {
      * tracker |trk| granted (the owner sends SHOAL_LEASE_GIVE_BACK). May be
      * NULL. */
     void (*on_lease_give_back)(void *user, struct shoal_swarm *s, uint32_t trk);
+    /* Re-claim from tracker |trk| our lease of chunks [first, first+count)
+     * of |s|, |left_ms| of it left (the owner sends SHOAL_LEASE_RECLAIM and
+     * hands the answer to shoal_swarm_reclaim_result). May be NULL. */
+    void (*on_lease_reclaim)(void *user, struct shoal_swarm *s, uint32_t trk, uint32_t first,
+                             uint32_t count, uint32_t left_ms);
     /* The release got its first new chunk since it was opened (the owner
      * announces early so that peers find it). May be NULL. */
     void (*on_first_chunk)(void *user, struct shoal_swarm *s);
@@ -328,6 +333,21 @@ int shoal_swarm_want_files(struct shoal_swarm *s, const uint32_t *files, size_t 
  * an error (|l| NULL): the scheduler asks again after its back-off. */
 void shoal_swarm_lease_result(struct shoal_swarm *s, uint32_t trk, int status,
                               const struct shoal_msg_lease *l);
+
+/* Tracker |trk| logged in (again; it may have restarted and lost its
+ * leases): re-claims through on_lease_reclaim every origin lease of |s|
+ * it granted that is not finished and has not run out there, and, when
+ * |arbiter| (|trk| leases this release), those taken without a tracker
+ * while none answered. */
+void shoal_swarm_reclaim_leases(struct shoal_swarm *s, uint32_t trk, bool arbiter);
+
+/* The answer to a re-claim (see trkconn's on_reclaim): granted (|status|
+ * 0, |l| that span) goes on, under |trk| now; refused (SHOAL_EBUSY:
+ * another node has some of its chunks) is dropped (shoal_sched_lease_drop:
+ * what the origin is already sending still lands); anything else (an
+ * older tracker: |l| of count 0) changes nothing. */
+void shoal_swarm_reclaim_result(struct shoal_swarm *s, uint32_t trk, uint32_t first,
+                                uint32_t count, int status, const struct shoal_msg_lease *l);
 
 /* Counters for status and metrics. */
 struct shoal_swarm_stats {

@@ -65,6 +65,8 @@ struct pend {
     uint64_t due_ms;  /* sent_ms + timeout + its share of a slow link */
     uint8_t id[32];   /* PUT_MANIFEST, LEASE_REQ: the manifest's id */
     struct mquery *q; /* GET_MANIFEST only; owned by the entry */
+    bool reclaim;     /* LEASE_REQ re-claiming chunks [first, first+count) */
+    uint32_t first, count;
 };
 
 struct conn {
@@ -114,9 +116,11 @@ struct conn {
     uint8_t put_ids[PUT_IDS][32];
     uint32_t nput, put_next;
     /* LEASE_DONEs that found the connection down: sent after the next
-     * login's first announce. This process logs in with the same session
-     * id, so the tracker kept the leases and takes them then (a lease that
-     * expired meanwhile is refused, as it would have been anyway). */
+     * login's first announce and on_ready (which re-claims our leases).
+     * This process logs in with the same session id, so the tracker kept
+     * the leases, or (restarted) has them back by then, and takes them (a
+     * lease that expired meanwhile is refused, as it would have been
+     * anyway). */
     struct held_done {
         uint8_t id[32];
         uint32_t first, count;
@@ -371,6 +375,7 @@ static int request(struct conn *c, uint64_t tag, struct mquery *q)
         p->sent_ms = now(c->t);
         p->due_ms = p->sent_ms + c->t->timeout_ms + (uint64_t)c->queued * 1000 / LINK_MIN_BPS;
         p->q = q;
+        p->reclaim = false;
         c->pn++;
     }
     return rv;
@@ -486,6 +491,8 @@ static void fail_pending(struct conn *c)
         c->pn--;
         if (p.type == SHOAL_MSG_GET_MANIFEST)
             query_refused(t, p.q, c->idx);
+        else if (p.type == SHOAL_MSG_LEASE_REQ && p.reclaim)
+            continue; /* kept as it is: claimed again at the next login */
         else if (p.type == SHOAL_MSG_LEASE_REQ && t->hooks->on_lease)
             t->hooks->on_lease(t->hooks->user, p.tag, c->idx, -ECONNRESET, NULL);
     }
@@ -798,10 +805,14 @@ static void on_auth_reply(struct conn *c, const struct shoal_msg *m)
     shoal_frame_dec_set_max(&c->dec, MAX_FRAME_AUTH + SHOAL_TRK_SEAL_TAG);
     LOG_I("tracker %s: authenticated", c->addr);
     send_announce(c);
-    send_held_done(c);
     schedule_announce(c, c->last_announce_ms + c->interval_ms);
+    /* The owner puts its manifests and re-claims its leases first: a
+     * tracker that restarted knows neither, and then takes the reports of
+     * chunks fetched meanwhile against the leases re-claimed. */
     if (t->hooks->on_ready)
         t->hooks->on_ready(t->hooks->user, c->idx);
+    if (!t->stopping)
+        send_held_done(c);
 }
 
 static void on_challenge(struct conn *c, const struct shoal_msg *m)
@@ -948,6 +959,12 @@ static void on_reply(struct conn *c, const struct shoal_msg *m)
          * gone (it forgot it), so the next put must not be skipped. */
         if (err && error_code(m) == SHOAL_ENOTFOUND)
             put_forget(c, p.id);
+        if (p.reclaim) {
+            if (t->hooks->on_reclaim)
+                t->hooks->on_reclaim(t->hooks->user, c->idx, p.id, p.first, p.count,
+                                     err ? error_code(m) : 0, err ? NULL : &m->u.lease);
+            break;
+        }
         if (t->hooks->on_lease)
             t->hooks->on_lease(t->hooks->user, p.tag, c->idx, err ? error_code(m) : 0,
                                err ? NULL : &m->u.lease);
@@ -1166,6 +1183,35 @@ int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
         if (rv == 0)
             memcpy(c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX].id, manifest_id,
                    32);
+    }
+    return rv;
+}
+
+int shoal_trkconn_lease_reclaim(struct shoal_trkconn *t, uint32_t idx,
+                                const uint8_t manifest_id[32], uint32_t first, uint32_t count,
+                                uint32_t left_ms)
+{
+    struct conn *c;
+    int rv;
+
+    if (idx >= t->n || t->stopping || t->conns[idx]->st != C_READY)
+        return -ENOTCONN;
+    c = t->conns[idx];
+    memset(&t->out, 0, sizeof t->out);
+    t->out.type = SHOAL_MSG_LEASE_REQ;
+    memcpy(t->out.u.lease_req.manifest_id, manifest_id, 32);
+    /* max_chunks 0: a tracker that predates the flag grants nothing. */
+    t->out.u.lease_req.hint_chunk = first;
+    t->out.u.lease_req.flags = SHOAL_LEASE_RECLAIM;
+    t->out.u.lease_req.claim_count = count;
+    t->out.u.lease_req.claim_ms = left_ms ? left_ms : 1;
+    rv = request(c, 0, NULL);
+    if (rv == 0) {
+        struct pend *p = &c->pend[(c->phead + c->pn - 1) % SHOAL_TRKCONN_PENDING_MAX];
+        memcpy(p->id, manifest_id, 32);
+        p->reclaim = true;
+        p->first = first;
+        p->count = count;
     }
     return rv;
 }

@@ -55,7 +55,9 @@
 struct shoal_trkconn;
 
 struct shoal_trkconn_hooks {
-    /* Tracker |idx| accepted our identity (on every (re)connect). */
+    /* Tracker |idx| accepted our identity (on every (re)connect), after
+     * the login's first announce; the LEASE_DONEs held while it was down
+     * follow what the hook sends (manifests, lease re-claims). */
     void (*on_ready)(void *user, uint32_t idx);
     /* Fills |a| (zeroed; count <= SHOAL_MSG_ANNOUNCE_MAX) with what the node
      * holds, for an ANNOUNCE about to be sent. */
@@ -74,6 +76,14 @@ struct shoal_trkconn_hooks {
      * tracker's ERROR code, -ECONNRESET (connection lost) or -ETIMEDOUT. */
     void (*on_lease)(void *user, uint64_t tag, uint32_t idx, int status,
                      const struct shoal_msg_lease *l);
+    /* Answer of tracker |idx| to shoal_trkconn_lease_reclaim() of chunks
+     * [first, first+count) of |manifest_id|: |status| 0 and |l| (count 0:
+     * a tracker that predates re-claims, which says nothing of the lease;
+     * else the span granted), or the tracker's ERROR code with |l| NULL
+     * (SHOAL_EBUSY: refused, another node has some of its chunks). Not
+     * called when the connection drops first. May be NULL. */
+    void (*on_reclaim)(void *user, uint32_t idx, const uint8_t manifest_id[32], uint32_t first,
+                       uint32_t count, int status, const struct shoal_msg_lease *l);
     void *user;
 };
 
@@ -196,6 +206,16 @@ int shoal_trkconn_get_manifest(struct shoal_trkconn *t, const uint8_t *manifest_
  */
 int shoal_trkconn_lease(struct shoal_trkconn *t, const uint8_t manifest_id[32],
                         uint32_t max_chunks, uint32_t hint_chunk, bool starved, uint64_t tag);
+
+/* Re-claims from tracker |idx| the lease of chunks [first, first+count)
+ * of |manifest_id| this node holds and has not finished, |left_ms| of it
+ * left (SHOAL_LEASE_RECLAIM), answered through on_reclaim: after a login,
+ * since a tracker that restarted lost its leases and would grant the span
+ * to others. Returns 0, -ENOTCONN (that tracker is not ready) or
+ * SHOAL_ELIMIT / -ENOMEM. */
+int shoal_trkconn_lease_reclaim(struct shoal_trkconn *t, uint32_t idx,
+                                const uint8_t manifest_id[32], uint32_t first, uint32_t count,
+                                uint32_t left_ms);
 
 /* Gives back to tracker |idx| every lease this node holds on
  * |manifest_id| (SHOAL_LEASE_GIVE_BACK: the origin refuses this node), so

@@ -251,6 +251,8 @@ static const struct field lease_req_f[] = {
     U32(struct shoal_msg_lease_req, max_chunks),
     U32(struct shoal_msg_lease_req, hint_chunk),
     U32_OPT(struct shoal_msg_lease_req, flags),
+    U32_OPT(struct shoal_msg_lease_req, claim_count),
+    U32_OPT(struct shoal_msg_lease_req, claim_ms),
 };
 static const struct field lease_f[] = {
     KEY(struct shoal_msg_lease, manifest_id),

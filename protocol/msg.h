@@ -389,12 +389,15 @@ struct shoal_msg_get_manifest {
     struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
 };
 
-/* LEASE_REQ 41: [manifest_id, max_chunks, hint_chunk, flags?] */
+/* LEASE_REQ 41: [manifest_id, max_chunks, hint_chunk, flags?, claim_count?,
+ * claim_ms?] */
 struct shoal_msg_lease_req {
     uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
     uint32_t max_chunks;
     uint32_t hint_chunk;
-    uint32_t flags;   /* SHOAL_LEASE_HINT_*; optional (0 from older nodes) */
+    uint32_t flags;       /* SHOAL_LEASE_*; optional (0 from older nodes) */
+    uint32_t claim_count; /* SHOAL_LEASE_RECLAIM only; optional */
+    uint32_t claim_ms;    /* SHOAL_LEASE_RECLAIM only; optional */
 };
 /* The node misses hint_chunk and none of its peers offers it. */
 #define SHOAL_LEASE_HINT_MISSING 1u
@@ -404,6 +407,15 @@ struct shoal_msg_lease_req {
  * predates the flag grants nothing to max_chunks 0 (or repeats a lease
  * the node then ignores), and the leases expire as before. */
 #define SHOAL_LEASE_GIVE_BACK 2u
+/* The node re-claims a lease it holds and has not finished, granted by an
+ * earlier connection (perhaps an earlier tracker process, which lost it):
+ * chunks [hint_chunk, hint_chunk + claim_count) with claim_ms of it left.
+ * max_chunks is 0, so a tracker that predates the flag grants nothing
+ * (a LEASE of count 0: the node keeps the lease as it is). A tracker that
+ * knows it answers a LEASE of that very span (expires_ms at most its
+ * --lease-ms) or an ERROR SHOAL_EBUSY when another node leased or fetched
+ * a chunk of it since: the node then drops the lease. */
+#define SHOAL_LEASE_RECLAIM 4u
 /* With SHOAL_LEASE_HINT_MISSING: no peer has delivered the node a chunk
  * for a while and none is asked of one (shoal_sched_starved): it looks cut
  * off from every holder of what it misses, so another node's word that it

@@ -223,6 +223,8 @@ static void sample(struct shoal_msg *m, size_t i)
         m->u.lease_req.max_chunks = 64;
         m->u.lease_req.hint_chunk = 4000;
         m->u.lease_req.flags = SHOAL_LEASE_HINT_MISSING;
+        m->u.lease_req.claim_count = 12;
+        m->u.lease_req.claim_ms = 45000;
         break;
     case SHOAL_MSG_LEASE:
         memcpy(m->u.lease.manifest_id, key(27), 32);
@@ -460,7 +462,9 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
         return KEQ(a->u.lease_req.manifest_id, b->u.lease_req.manifest_id) &&
                a->u.lease_req.max_chunks == b->u.lease_req.max_chunks &&
                a->u.lease_req.hint_chunk == b->u.lease_req.hint_chunk &&
-               a->u.lease_req.flags == b->u.lease_req.flags;
+               a->u.lease_req.flags == b->u.lease_req.flags &&
+               a->u.lease_req.claim_count == b->u.lease_req.claim_count &&
+               a->u.lease_req.claim_ms == b->u.lease_req.claim_ms;
     case SHOAL_MSG_LEASE:
         return KEQ(a->u.lease.manifest_id, b->u.lease.manifest_id) &&
                a->u.lease.first == b->u.lease.first && a->u.lease.count == b->u.lease.count &&
@@ -858,10 +862,10 @@ static uint32_t opt_fields(uint32_t type)
 {
     switch (type) {
     case SHOAL_MSG_TRK_AUTH: return 4;
+    case SHOAL_MSG_LEASE_REQ: return 3;
     case SHOAL_MSG_BYE: return 2;
     case SHOAL_MSG_ANNOUNCE_REPLY:
     case SHOAL_MSG_HAVE_BITFIELD:
-    case SHOAL_MSG_LEASE_REQ:
     case SHOAL_MSG_TRK_CHALLENGE:
     case SHOAL_MSG_TRK_PROOF: return 1;
     default: return 0;
@@ -885,7 +889,14 @@ static void clear_opt(struct shoal_msg *m, uint32_t k)
         break;
     case SHOAL_MSG_ANNOUNCE_REPLY: m->u.announce_reply.nroles = 0; break;
     case SHOAL_MSG_HAVE_BITFIELD: m->u.have_bitfield.flags = 0; break;
-    case SHOAL_MSG_LEASE_REQ: m->u.lease_req.flags = 0; break;
+    case SHOAL_MSG_LEASE_REQ:
+        if (k == 0)
+            m->u.lease_req.flags = 0;
+        else if (k == 1)
+            m->u.lease_req.claim_count = 0;
+        else
+            m->u.lease_req.claim_ms = 0;
+        break;
     case SHOAL_MSG_TRK_CHALLENGE: m->u.trk_challenge.has_boot = false; break;
     case SHOAL_MSG_TRK_PROOF: m->u.trk_proof.has_tracker_eph = false; break;
     case SHOAL_MSG_BYE:

@@ -2026,6 +2026,113 @@ static void test_lease_regrant(void)
     shoal_reg_free(r);
 }
 
+/* QA N2: a restarted tracker knows none of the leases nodes still fetch.
+ * A node re-claims each: granted first come, never longer than lease_ms
+ * nor over chunks another node leased or fetched meanwhile, nor over its
+ * own bars; the kept lease of a node that only reconnected is confirmed
+ * as it is. */
+static void test_lease_reclaim(void)
+{
+    uint8_t mid[32], a[32], b[32], c[32];
+    struct shoal_reg_have h;
+    /* lease_ms 60 s, fetched TTL 1 s. */
+    struct shoal_reg *r = two_nodes(60000, 1000, 64, mid, a, b, c, &h);
+    uint32_t f, n;
+    uint64_t e;
+    struct shoal_reg_stats st;
+    /* A fresh tracker: A's claim of 0..15 with 20 s left is granted as is. */
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, 16, 20000, &e), 0);
+    CHECK_EQ(e, 21000);
+    /* Nobody else gets any of it, and A reports against it. */
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, b, 64, 0, 0, &f, &n, &e), 0);
+    CHECK(f == 16 && n == 48);
+    CHECK_EQ(shoal_reg_lease_done(r, 1100, mid, a, 0, 4), 0);
+    /* C cannot claim chunks of B's lease. */
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1100, mid, c, 20, 4, 20000, &e), SHOAL_EBUSY);
+    shoal_reg_free(r);
+
+    /* A claim cannot stretch a lease: at most lease_ms from now. */
+    r = two_nodes(60000, 1000, 64, mid, a, b, c, &h);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 8, 8, 3600000, &e), 0);
+    CHECK_EQ(e, 61000);
+    /* First come: B leased 16..23 before A came back; A's claim of 16..31
+     * is refused, whole; so is one over chunks B fetched. */
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, b, 8, 16, 0, &f, &n, &e), 0);
+    CHECK(f == 16 && n == 8);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 16, 16, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 20, 1, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_done(r, 1000, mid, b, 16, 8), 0);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 23, 2, 5000, &e), SHOAL_EBUSY);
+    /* ...and 24..31 stay free for anyone. */
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, c, 8, 24, 0, &f, &n, &e), 0);
+    CHECK(f == 24 && n == 8);
+    /* The claimer's own fetched chunks may be in a claim (it reported
+     * them on this connection before re-claiming the lease). */
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 4, 40, 0, &f, &n, &e), 0);
+    CHECK(f == 40 && n == 4);
+    CHECK_EQ(shoal_reg_lease_done(r, 1000, mid, a, 40, 4), 0);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 40, 8, 5000, &e), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, b, 8, 40, 0, &f, &n, &e), 0);
+    CHECK(f == 48 && n == 8);
+    /* Malformed claims: empty, too long, past the end, nothing left. */
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 0, 5000, &e), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, SHOAL_REG_LEASE_SPAN_MAX + 1, 5000, &e),
+             SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 5, 5000, &e), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 4, 0, &e), SHOAL_EBADMSG);
+    /* An unpublished manifest has no size to check a span against. */
+    uint8_t other[32];
+    key(other, 3, 9);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, other, a, 0, 4, 5000, &e), SHOAL_ETOOBIG);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_reclaimed, 2);
+    CHECK_EQ(st.leases_reclaim_refused, 3);
+    shoal_reg_free(r);
+
+    /* A node barred from a span (its fetched credit ran out unvouched)
+     * cannot claim it back; another node can lease it. */
+    r = two_nodes(60000, 1000, 64, mid, a, b, c, &h);
+    CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
+    CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 0, 8), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, c, 1, 32, 0, &f, &n, &e), 0); /* expires it */
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, a, 0, 8, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, b, 8, 0, 0, &f, &n, &e), 0);
+    CHECK(f == 0 && n == 8);
+    /* Nor a span overlapping another lease of the claimer: claiming
+     * shifted spans would hold its chunks past lease_ms. */
+    CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, c, 4, 20, 0, &f, &n, &e), 0);
+    CHECK(f == 20 && n == 4);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 22, 4, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 20, 4, 5000, &e), 0); /* confirmed */
+    /* The per-node cap holds for claims too (C holds two leases already:
+     * 32 and 20..23). */
+    for (uint32_t held = 2; held <= SHOAL_REG_LEASES_PER_NODE; held++)
+        CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 34 + 2 * held, 2, 5000, &e),
+                 held < SHOAL_REG_LEASES_PER_NODE ? 0 : SHOAL_EBUSY);
+    shoal_reg_free(r);
+
+    /* The same tracker process kept A's lease across a reconnect: the
+     * claim confirms it (no second grant), expiry unchanged. */
+    r = two_nodes(60000, 1000, 64, mid, a, b, c, &h);
+    uint8_t s1[SHOAL_REG_SESSION_LEN];
+    memset(s1, 7, sizeof s1);
+    uint32_t nl;
+    uint64_t e1;
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 0);
+    CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e1), 0);
+    CHECK(f == 0 && n == 8);
+    CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 1);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 2000, mid, a, 0, 8, 60000, &e), 0);
+    CHECK_EQ(e, e1);
+    /* Confirmed: the next request is for new chunks, not a regrant. */
+    CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
+    CHECK(f == 8 && n == 8);
+    shoal_reg_stats(r, &st);
+    CHECK_EQ(st.leases_regranted, 0);
+    CHECK_EQ(st.leases_active, 2);
+    shoal_reg_free(r);
+}
+
 /* Review 3: holders of nothing must not crowd seeds out of the walk. */
 static void test_peers_sparse_seeds(void)
 {
@@ -2211,6 +2318,7 @@ int main(void)
     RUN(test_fetched_claim_runs_out);
     RUN(test_fetched_bar_scope);
     RUN(test_lease_regrant);
+    RUN(test_lease_reclaim);
     RUN(test_peers_sparse_seeds);
     RUN(test_lease_budget);
     RUN(test_many_entries);

@@ -88,9 +88,12 @@ static struct proc start_tracker(const char *const *extra)
     snprintf(ck, sizeof(ck), "%s/cluster.pub", g_dir);
     snprintf(ak, sizeof(ak), "%s/admin.keys", g_dir);
     snprintf(pk, sizeof(pk), "%s/publisher.keys", g_dir);
+    /* No start grace unless a test asks (the last one given counts): the
+     * tests lease right after announcing part of a release. */
     const char *argv[40] = { g_bin, "--listen", "127.0.0.1:0", "--cluster-key", ck,
-                             "--admin-keys", ak, "--publisher-keys", pk, "--seed", "7" };
-    int n = 11;
+                             "--admin-keys", ak, "--publisher-keys", pk, "--seed", "7",
+                             "--start-grace-ms", "0" };
+    int n = 13;
     for (int i = 0; extra && extra[i] && n < 38; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
@@ -380,6 +383,8 @@ static int lease(struct shoal_trkc *c, const uint8_t id[32], uint32_t max, uint3
     g_m.u.lease_req.max_chunks = max;
     g_m.u.lease_req.hint_chunk = hint;
     g_m.u.lease_req.flags = 0; /* not what an earlier message left there */
+    g_m.u.lease_req.claim_count = 0;
+    g_m.u.lease_req.claim_ms = 0;
     int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
     if (rv)
         return rv;
@@ -387,6 +392,28 @@ static int lease(struct shoal_trkc *c, const uint8_t id[32], uint32_t max, uint3
         return g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code : SHOAL_EPROTO;
     *first = g_m.u.lease.first;
     *count = g_m.u.lease.count;
+    return 0;
+}
+
+/* A LEASE_REQ re-claiming chunks [first, first+count) with |left_ms| left
+ * (SHOAL_LEASE_RECLAIM); the answer's span in *gf, *gc. */
+static int reclaim(struct shoal_trkc *c, const uint8_t id[32], uint32_t first, uint32_t count,
+                   uint32_t left_ms, uint32_t *gf, uint32_t *gc)
+{
+    g_m.type = SHOAL_MSG_LEASE_REQ;
+    memcpy(g_m.u.lease_req.manifest_id, id, 32);
+    g_m.u.lease_req.max_chunks = 0;
+    g_m.u.lease_req.hint_chunk = first;
+    g_m.u.lease_req.flags = SHOAL_LEASE_RECLAIM;
+    g_m.u.lease_req.claim_count = count;
+    g_m.u.lease_req.claim_ms = left_ms;
+    int rv = shoal_trkc_call(c, &g_m, &g_m, TMO);
+    if (rv)
+        return rv;
+    if (g_m.type != SHOAL_MSG_LEASE)
+        return g_m.type == SHOAL_MSG_ERROR ? g_m.u.error.code : SHOAL_EPROTO;
+    *gf = g_m.u.lease.first;
+    *gc = g_m.u.lease.count;
     return 0;
 }
 
@@ -667,6 +694,91 @@ static void test_lease_reply_lost(void)
     CHECK_EQ(lease_done(ca, m1, 0, 16), 0);
     shoal_trkc_free(ca);
     shoal_trkc_free(cb);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* QA N2: the tracker restarts (its leases lost) while node A fetches under
+ * one. Back, A re-claims it on the wire and gets that very span, for no
+ * longer than --lease-ms however long A says it has left; B is then
+ * granted other chunks, and B's claim of A's chunks is refused. */
+static void test_lease_reclaim(void)
+{
+    const char *extra[] = { "--lease-ms", "60000", "--fetcher-leases", "0", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t s1[SHOAL_MSG_SESSION_LEN], m1[32];
+    memset(s1, 0x44, sizeof(s1));
+    struct shoal_buf sm;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    uint32_t f = 0, n = 0;
+    struct shoal_trkc *ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    CHECK_EQ(announce(ca, m1, 0, 40), 0);
+    CHECK_EQ(lease(ca, m1, 16, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    shoal_trkc_free(ca);
+    CHECK_EQ(stop_tracker(&p), 0);
+
+    p = start_tracker(extra);
+    ca = join_session(&p, &a, "10.0.0.1:7000", s1);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    CHECK_EQ(announce(ca, m1, 4, 40), 0);
+    CHECK_EQ(reclaim(ca, m1, 0, 16, 3600000, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    CHECK(g_m.u.lease.expires_ms > 0 && g_m.u.lease.expires_ms <= 60000);
+    struct shoal_trkc *cb = join_session(&p, &b, "10.0.0.2:7000", NULL);
+    CHECK_EQ(announce(cb, m1, 0, 40), 0);
+    CHECK_EQ(lease(cb, m1, 64, 0, &f, &n), 0);
+    CHECK(f == 16 && n == 24);
+    CHECK_EQ(reclaim(cb, m1, 8, 8, 1000, &f, &n), SHOAL_EBUSY);
+    /* A reports against the lease it re-claimed. */
+    CHECK_EQ(lease_done(ca, m1, 0, 16), 0);
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cb);
+    shoal_buf_free(&sm);
+    CHECK_EQ(stop_tracker(&p), 0);
+}
+
+/* A tracker just (re)started, with a node announcing part of a release (a
+ * rollout under way): for --start-grace-ms it grants no new lease of it,
+ * saying when to ask again, while re-claims go through; a release nobody
+ * holds part of (a cold start) is leased at once. */
+static void test_lease_start_grace(void)
+{
+    const char *extra[] = { "--lease-ms", "60000", "--fetcher-leases", "0", "--start-grace-ms",
+                            "600000", NULL };
+    struct proc p = start_tracker(extra);
+    struct ident a, b;
+    mk_ident(&a, &g_cluster_sk, far_future());
+    mk_ident(&b, &g_cluster_sk, far_future());
+    uint8_t m1[32], m2[32];
+    struct shoal_buf sm, sm2;
+    sign_manifest_n(&g_pub_sk, 40, (uint64_t)time(NULL), &sm);
+    shoal_chunk_id(m1, sm.data, sm.len);
+    sign_manifest_n(&g_pub_sk, 20, (uint64_t)time(NULL) - 5, &sm2);
+    shoal_chunk_id(m2, sm2.data, sm2.len);
+    uint32_t f = 0, n = 0;
+    struct shoal_trkc *ca = join(&p, &a, "z", "10.0.0.1:7000", 0, NULL);
+    struct shoal_trkc *cb = join(&p, &b, "z", "10.0.0.2:7000", 0, NULL);
+    REQUIRE(ca && cb);
+    CHECK_EQ(put_manifest(ca, sm.data, sm.len), 0);
+    CHECK_EQ(put_manifest(ca, sm2.data, sm2.len), 0);
+    CHECK_EQ(announce(ca, m1, 4, 40), 0);
+    CHECK_EQ(announce(cb, m2, 0, 20), 0);
+    CHECK_EQ(lease(cb, m1, 16, 0, &f, &n), 0);
+    CHECK_EQ(n, 0);
+    CHECK(g_m.u.lease.retry_after_ms > 0 && g_m.u.lease.retry_after_ms <= 600000);
+    CHECK_EQ(reclaim(ca, m1, 8, 8, 30000, &f, &n), 0);
+    CHECK(f == 8 && n == 8);
+    CHECK_EQ(lease(cb, m2, 16, 0, &f, &n), 0);
+    CHECK(f == 0 && n == 16);
+    shoal_trkc_free(ca);
+    shoal_trkc_free(cb);
+    shoal_buf_free(&sm);
+    shoal_buf_free(&sm2);
     CHECK_EQ(stop_tracker(&p), 0);
 }
 
@@ -1704,6 +1816,8 @@ int main(int argc, char **argv)
     RUN(test_bye_old_session);
     RUN(test_gone_flap);
     RUN(test_lease_reply_lost);
+    RUN(test_lease_reclaim);
+    RUN(test_lease_start_grace);
     RUN(test_fetched_claim);
     RUN(test_manifests_rollouts_restart);
     RUN(test_bad_input);

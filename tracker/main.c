@@ -110,6 +110,11 @@ static const char usage_options2[] =
     "                              stall the fleet for --lease-ms. A shoald\n"
     "                              shutting down says so (BYE) and is forgotten\n"
     "                              at once\n"
+    "    --start-grace-ms MS       for this long after start, grant no new origin\n"
+    "                              lease of a release some node announces part\n"
+    "                              of (default 2000; 0: none): nodes coming back\n"
+    "                              after a restart re-claim the leases they are\n"
+    "                              fetching under first\n"
     "    --lease-ms MS             lifetime of an origin lease (default 60000),\n"
     "                              counted again from each report of chunks\n"
     "                              newly fetched under it (nodes report each\n"
@@ -194,6 +199,7 @@ static const char usage_more[] =
     "    STATS_REQ returns Prometheus text: shoal_tracker_nodes, _manifests,\n"
     "    _entries, _announces_total, _announces_per_second, _leases_granted_total,\n"
     "    _leases_expired_total, _leases_done_total, _leases_given_back_total,\n"
+    "    _leases_reclaimed_total, _leases_reclaim_refused_total,\n"
     "    _connections,\n"
     "    _auth_failures_total, _bad_input_total, _connections_evicted_total,\n"
     "    _rate_limited_total, _manifest_verifies_total, _partial_bytes,\n"
@@ -234,7 +240,7 @@ enum {
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
     OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY, OPT_FILL_INTERVAL, OPT_DENY,
-    OPT_GONE,
+    OPT_GONE, OPT_START_GRACE,
 };
 
 static const struct option longopts[] = {
@@ -247,6 +253,7 @@ static const struct option longopts[] = {
     { "announce-interval-ms", required_argument, NULL, OPT_INTERVAL },
     { "node-ttl-ms", required_argument, NULL, OPT_TTL },
     { "gone-ms", required_argument, NULL, OPT_GONE },
+    { "start-grace-ms", required_argument, NULL, OPT_START_GRACE },
     { "lease-ms", required_argument, NULL, OPT_LEASE },
     { "max-peers", required_argument, NULL, OPT_PEERS },
     { "max-conns", required_argument, NULL, OPT_CONNS },
@@ -408,6 +415,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
     case OPT_UNREG: RANGE(0, 65535); cfg->reg.max_unregistered_per_node = (uint32_t)v; break;
     case OPT_PER_KEY: NUM(1000000); cfg->max_conns_per_key = (uint32_t)v; break;
     case OPT_GONE: NUM(86400000); cfg->gone_ms = (uint32_t)v; break;
+    case OPT_START_GRACE: RANGE(0, 600000); cfg->start_grace_ms = (uint32_t)v; break;
     case OPT_PARTIAL: NUM(1u << 20); cfg->max_partial_total = (size_t)v << 20; break;
     case OPT_FRAME_TMO: NUM(86400000); cfg->frame_timeout_ms = (uint32_t)v; break;
     case OPT_FRAME_RATE: NUM(UINT32_MAX / 1024); cfg->frame_min_rate = (uint32_t)(v * 1024); break;

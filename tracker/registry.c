@@ -2009,6 +2009,22 @@ static void withdraw_hint(struct shoal_reg *r, struct mani *m, uint32_t ni, uint
     }
 }
 
+/* Gives |m| its per-chunk lease state on first use, charged to the
+ * registry's lease-chunk budget. Returns 0, SHOAL_ELIMIT or -ENOMEM. */
+static int chunks_alloc(struct shoal_reg *r, struct mani *m)
+{
+    if (m->chunks)
+        return 0;
+    if (r->lease_chunks + m->nchunks > r->cfg.max_lease_chunks)
+        return SHOAL_ELIMIT;
+    m->chunks = calloc(m->nchunks, 1);
+    if (!m->chunks)
+        return -ENOMEM;
+    m->nfree = m->nchunks;
+    r->lease_chunks += m->nchunks;
+    return 0;
+}
+
 int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                     uint32_t nchunks, const uint8_t node_pk[32], uint32_t max_chunks,
                     uint32_t hint_chunk, uint32_t flags, uint32_t *first, uint32_t *count,
@@ -2064,19 +2080,8 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
         rv = SHOAL_EBUSY;
         goto out;
     }
-    if (!m->chunks) {
-        if (r->lease_chunks + m->nchunks > r->cfg.max_lease_chunks) {
-            rv = SHOAL_ELIMIT;
-            goto out;
-        }
-        m->chunks = calloc(m->nchunks, 1);
-        m->nfree = m->nchunks;
-        if (!m->chunks) {
-            rv = -ENOMEM;
-            goto out;
-        }
-        r->lease_chunks += m->nchunks;
-    }
+    if ((rv = chunks_alloc(r, m)) != 0)
+        goto out;
     mani_expire_fetched(r, m, now_ms);
     mani_drop_bars(r, m, now_ms, NONE);
     if (m->nfs && !mani_has_holder(r, m, now_ms) &&
@@ -2150,6 +2155,20 @@ out:
     return rv;
 }
 
+bool shoal_reg_partly_held(const struct shoal_reg *r, uint64_t now_ms,
+                           const uint8_t manifest_id[32])
+{
+    uint32_t mi = mani_find(r, manifest_id);
+    if (mi == NONE)
+        return false;
+    const struct mani *m = &r->manis[mi];
+    for (uint32_t i = 0; i < m->ne; i++)
+        if (!m->h[i].complete && m->h[i].have > 0 &&
+            node_live(r, &r->nodes[m->h[i].node], now_ms))
+            return true;
+    return false;
+}
+
 int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                               const uint8_t node_pk[32], uint32_t *ended)
 {
@@ -2163,6 +2182,119 @@ int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_
     *ended = drop_node_leases(r, &r->manis[mi], ni);
     r->st.leases_given_back += *ended;
     return 0;
+}
+
+/* Whether chunk |c| of |m|, CH_FETCHED, is on node |ni|'s own word. */
+static bool fetched_by(const struct mani *m, uint32_t ni, uint32_t c)
+{
+    for (uint32_t i = 0; i < m->nfs; i++) {
+        const struct fspan *f = &m->fs[i];
+        if (c >= f->first && c - f->first < f->count)
+            return f->node == ni;
+    }
+    return false;
+}
+
+/* Whether a bar keeps node |ni| from any chunk of [first, end) of |m|. */
+static bool barred(const struct mani *m, uint32_t ni, uint32_t first, uint32_t end)
+{
+    for (uint32_t i = 0; i < m->nbars; i++) {
+        const struct bar *b = &m->bars[i];
+        if (b->node == ni && b->first < end && first < b->first + b->count)
+            return true;
+    }
+    return false;
+}
+
+int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                            const uint8_t node_pk[32], uint32_t first, uint32_t count,
+                            uint32_t left_ms, uint64_t *expires_ms)
+{
+    int rv = 0;
+    *expires_ms = 0;
+    uint32_t mi = mani_find(r, manifest_id);
+    if (mi == NONE || !r->manis[mi].nchunks) {
+        rv = SHOAL_ETOOBIG; /* not published here: no size to check against */
+        goto out;
+    }
+    struct mani *m = &r->manis[mi];
+    if (count == 0 || count > SHOAL_REG_LEASE_SPAN_MAX || first >= m->nchunks ||
+        count > m->nchunks - first || left_ms == 0) {
+        rv = SHOAL_EBADMSG;
+        goto out;
+    }
+    uint32_t ni = node_find(r, node_pk);
+    if (ni == NONE) {
+        if ((rv = node_create(r, node_pk, now_ms, &ni)) != 0)
+            goto out;
+        r->nodes[ni].last_ms = now_ms;
+    }
+    if ((rv = chunks_alloc(r, m)) != 0)
+        goto out;
+    mani_expire_leases(r, m, now_ms);
+    mani_expire_fetched(r, m, now_ms);
+    mani_drop_bars(r, m, now_ms, NONE);
+    /* The same tracker process kept it (the node only reconnected): the
+     * claim confirms it, and its expiry stays the tracker's own. */
+    for (uint32_t i = 0; i < m->nl; i++) {
+        struct lease *l = &m->leases[i];
+        if (l->node == ni && l->first == first && l->count == count) {
+            l->unconfirmed = false;
+            *expires_ms = l->expires_ms;
+            r->st.leases_reclaimed++;
+            goto out;
+        }
+    }
+    /* First come: every chunk must be free, or fetched on the claimer's
+     * own word (it reported them on this connection before re-claiming). A
+     * chunk leased to or fetched by another node is theirs, and a span the
+     * node is barred from (its fetched credit ran out unvouched) stays
+     * closed to it. So is one overlapping a lease of its own other than
+     * the one claimed: claiming shifted spans over it would hold its
+     * chunks past lease_ms without progress. */
+    uint32_t nfree = 0;
+    for (uint32_t c = first; c < first + count; c++) {
+        if (m->chunks[c] == CH_FREE) {
+            nfree++;
+        } else if (!(m->chunks[c] == CH_FETCHED && fetched_by(m, ni, c))) {
+            rv = SHOAL_EBUSY;
+            break;
+        }
+    }
+    if (rv == 0 && barred(m, ni, first, first + count))
+        rv = SHOAL_EBUSY;
+    if (rv == 0 && nfree > 0 && r->nodes[ni].nleases >= SHOAL_REG_LEASES_PER_NODE)
+        rv = SHOAL_EBUSY;
+    if (rv != 0) {
+        r->st.leases_reclaim_refused++;
+        goto out;
+    }
+    /* Never longer than a lease granted here now: the claim says how
+     * long it had left, and a node cannot stretch that. */
+    uint64_t exp = now_ms + (left_ms < r->cfg.lease_ms ? left_ms : r->cfg.lease_ms);
+    *expires_ms = exp;
+    r->st.leases_reclaimed++;
+    if (nfree == 0)
+        goto out; /* all its own already: nothing left to hold */
+    struct lease *l = lease_slot(m);
+    if (!l) {
+        rv = -ENOMEM;
+        *expires_ms = 0;
+        r->st.leases_reclaimed--;
+        goto out;
+    }
+    *l = (struct lease){ .node = ni, .first = first, .count = count, .expires_ms = exp };
+    m->nl++;
+    for (uint32_t c = first; c < first + count; c++) {
+        if (m->chunks[c] == CH_FREE) {
+            m->chunks[c] = CH_LEASED;
+            m->nfree--;
+        }
+    }
+    r->nodes[ni].nleases++;
+    r->st.leases_active++;
+out:
+    return rv;
 }
 
 int shoal_reg_lease_done(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
@@ -2724,6 +2856,12 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
         (rv = prom(out, "shoal_tracker_leases_given_back_total", "counter",
                    "Origin leases their node ended early: the origin refuses it.",
                    (double)s->leases_given_back)) ||
+        (rv = prom(out, "shoal_tracker_leases_reclaimed_total", "counter",
+                   "Origin leases a node re-claimed after reconnecting (granted or "
+                   "confirmed).", (double)s->leases_reclaimed)) ||
+        (rv = prom(out, "shoal_tracker_leases_reclaim_refused_total", "counter",
+                   "Re-claimed origin leases refused: another node leased or fetched a chunk.",
+                   (double)s->leases_reclaim_refused)) ||
         (rv = prom(out, "shoal_tracker_leases_active", "gauge", "Origin leases outstanding.",
                    (double)s->leases_active)) ||
         (rv = prom(out, "shoal_tracker_nodes_expired_total", "counter",

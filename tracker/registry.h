@@ -353,6 +353,11 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
 #define SHOAL_REG_HINT_MISSING 1u
 #define SHOAL_REG_HINT_STARVED 8u
 
+/* Whether some live node announces part of |manifest_id| (chunks, not
+ * complete): a rollout was under way. */
+bool shoal_reg_partly_held(const struct shoal_reg *r, uint64_t now_ms,
+                           const uint8_t manifest_id[32]);
+
 /*
  * Ends every lease |node_pk| holds on |manifest_id| at once, as if each had
  * expired (its unfetched chunks are free to lease again): the node's origin
@@ -361,6 +366,29 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
  */
 int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                               const uint8_t node_pk[32], uint32_t *ended);
+
+/*
+ * Node |node_pk| re-claims an origin lease it holds and has not finished,
+ * granted on an earlier connection, perhaps by an earlier tracker process
+ * whose state is lost: chunks [first, first+count) of |manifest_id| with
+ * |left_ms| of it left. A restarted tracker otherwise leased spans nodes
+ * were still fetching to other nodes, and the origin served them twice.
+ * Granted, first come, when every chunk of the span is free or reported
+ * fetched by the claimer itself (none leased, even to the claimer under
+ * another lease, nor fetched by another node) and no bar keeps the node
+ * from it: the lease then runs min(|left_ms|, lease_ms) from now, so a
+ * claim cannot stretch a lease beyond what a grant gives. A lease of the node with that very span (the
+ * tracker kept it across a reconnect) is confirmed, expiry unchanged.
+ * A claim counts against SHOAL_REG_LEASES_PER_NODE like any lease. On
+ * success writes *expires_ms (absolute). Returns 0; SHOAL_EBUSY (refused:
+ * another node's chunks, a bar, or the per-node cap); SHOAL_EBADMSG (count
+ * 0 or above SHOAL_REG_LEASE_SPAN_MAX, a span beyond the manifest,
+ * |left_ms| 0); SHOAL_ETOOBIG (the manifest is not registered here);
+ * SHOAL_ELIMIT (tables or the lease-chunk budget full); -ENOMEM.
+ */
+int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
+                            const uint8_t node_pk[32], uint32_t first, uint32_t count,
+                            uint32_t left_ms, uint64_t *expires_ms);
 
 /*
  * Marks chunks [first, first+count) of |manifest_id| fetched. The range must
@@ -521,6 +549,8 @@ struct shoal_reg_stats {
                                    word that it then asked to lease */
     uint64_t leases_given_back; /* ended early by their node (its origin
                                    refuses it: shoal_reg_lease_give_back) */
+    uint64_t leases_reclaimed;  /* re-claims granted (shoal_reg_lease_reclaim) */
+    uint64_t leases_reclaim_refused; /* re-claims refused: another node's */
 };
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st);

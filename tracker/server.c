@@ -189,6 +189,7 @@ struct shoal_tracker {
     uv_timer_t expire_timer;
     uint32_t expire_every;  /* ms between registry expiry passes */
     uint64_t expired_ms;    /* loop time of the last one */
+    uint64_t started_ms;    /* loop time at start (cfg.start_grace_ms) */
     int port;
     bool listening, timer_on, shut;
     struct conn *conns;
@@ -273,6 +274,7 @@ void shoal_tracker_config_default(struct shoal_tracker_config *c)
      * 8 leaves room for reconnects while the old connection times out. */
     c->max_conns_per_key = 8;
     c->gone_ms = 5000;
+    c->start_grace_ms = 2000;
 }
 
 /* True when a line limited by |l| may be logged now; writes to |more|
@@ -1395,6 +1397,40 @@ static int handle_get_manifest(struct conn *c)
     return conn_write(c, wr, bufs, 2);
 }
 
+/* A node re-claims a lease it holds from an earlier connection (this
+ * tracker may have restarted since and lost it): granted as that very
+ * span, or refused with SHOAL_EBUSY so the node drops it (see
+ * shoal_reg_lease_reclaim for the rules). */
+static int handle_lease_reclaim(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    const struct shoal_msg_lease_req *q = &t->msg.u.lease_req;
+    uint64_t expires;
+    int rv = shoal_reg_lease_reclaim(t->reg, now, q->manifest_id, c->pk, q->hint_chunk,
+                                     q->claim_count, q->claim_ms, &expires);
+    if (rv == SHOAL_EBUSY) {
+        char hex[65], mid[65];
+        shoal_hex(hex, c->pk, 32);
+        shoal_hex(mid, q->manifest_id, 32);
+        shoal_tracker_log("node %.16s re-claimed its lease of chunks %u..%u of %.16s: refused, "
+                          "another node leased or fetched some of them first", hex,
+                          q->hint_chunk, q->hint_chunk + q->claim_count - 1, mid);
+        return send_error(c, rv, "span leased to or fetched by another node");
+    }
+    if (rv == SHOAL_ETOOBIG)
+        return send_error(c, SHOAL_ENOTFOUND, "manifest not published to this tracker");
+    if (rv)
+        return send_error(c, rv, shoal_strerror(rv));
+    struct shoal_msg *m = &t->reply;
+    m->type = SHOAL_MSG_LEASE;
+    memcpy(m->u.lease.manifest_id, q->manifest_id, 32);
+    m->u.lease.first = q->hint_chunk;
+    m->u.lease.count = q->claim_count;
+    m->u.lease.expires_ms = expires > now ? (uint32_t)(expires - now) : 1;
+    m->u.lease.retry_after_ms = 0;
+    return conn_send(c, m);
+}
+
 static int handle_lease_req(struct conn *c, uint64_t now)
 {
     struct shoal_tracker *t = c->t;
@@ -1415,6 +1451,24 @@ static int handle_lease_req(struct conn *c, uint64_t now)
         memcpy(m->u.lease.manifest_id, q->manifest_id, 32);
         m->u.lease.first = m->u.lease.count = m->u.lease.expires_ms = 0;
         m->u.lease.retry_after_ms = LEASE_RETRY_MS;
+        return conn_send(c, m);
+    }
+    if (q->flags & SHOAL_LEASE_RECLAIM)
+        return handle_lease_reclaim(c, now);
+    /* Restarted mid-rollout (some node announces part of the release), this
+     * process knows none of the leases nodes are still fetching under; each
+     * re-claims its own at login, but a node back first would otherwise be
+     * granted spans another, still redialling (at most 1.25 s apart at the
+     * defaults), is fetching: the origin served them twice (1.17x the
+     * release in one run of 3 of ops_tracker_restart_leases). New grants
+     * wait for the grace; re-claims do not. */
+    if (now - t->started_ms < t->cfg.start_grace_ms &&
+        shoal_reg_partly_held(t->reg, now, q->manifest_id)) {
+        struct shoal_msg *m = &t->reply;
+        m->type = SHOAL_MSG_LEASE;
+        memcpy(m->u.lease.manifest_id, q->manifest_id, 32);
+        m->u.lease.first = m->u.lease.count = m->u.lease.expires_ms = 0;
+        m->u.lease.retry_after_ms = (uint32_t)(t->cfg.start_grace_ms - (now - t->started_ms));
         return conn_send(c, m);
     }
     shoal_reg_stats(t->reg, &before);
@@ -2212,6 +2266,7 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
     every = every / 4 ? every / 4 : 1;
     t->expire_every = every;
     t->expired_ms = uv_now(loop);
+    t->started_ms = uv_now(loop);
     /* The same timer looks at --deny-keys every DENY_CHECK_MS. */
     if (cfg->deny && every > DENY_CHECK_MS)
         every = DENY_CHECK_MS;

@@ -133,6 +133,10 @@ struct shoal_tracker_config {
                                        closed without BYE is forgotten this
                                        long after unless it connects again
                                        (0: only node_ttl_ms forgets it) */
+    uint32_t start_grace_ms;        /* for this long after start, no new
+                                       origin lease of a release some node
+                                       announces part of: the nodes coming
+                                       back re-claim theirs first */
 };
 
 /* listen 127.0.0.1:7700, registry defaults, auth timeout 3 s, 10,000
