@@ -55,6 +55,11 @@ if grep -q "listening on 127.0.0.1:" run.txt &&
    grep -q "announce 2000 ms, ttl 7000 ms, lease 5000 ms" run.txt && grep -q "exit 0" run.txt
 then echo "ok   settings read from --config"
 else echo "FAIL settings read from --config"; cat run.txt; fails=$((fails+1)); fi
+# --gone-ms 0 (forget only after --node-ttl-ms), as --help documents it.
+run_until_started --cluster-keys cl.key.pub --listen 127.0.0.1:0 --gone-ms 0
+if grep -q "listening on 127.0.0.1:" run.txt && grep -q "exit 0" run.txt
+then echo "ok   --gone-ms 0 is taken"
+else echo "FAIL --gone-ms 0 is refused"; cat run.txt; fails=$((fails+1)); fi
 # shoald's spelling of the option is taken too, on the command line and in
 # a --config file.
 run_until_started --cluster-keys cl.key.pub --listen 127.0.0.1:0

@@ -414,7 +414,7 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
         break;
     case OPT_UNREG: RANGE(0, 65535); cfg->reg.max_unregistered_per_node = (uint32_t)v; break;
     case OPT_PER_KEY: NUM(1000000); cfg->max_conns_per_key = (uint32_t)v; break;
-    case OPT_GONE: NUM(86400000); cfg->gone_ms = (uint32_t)v; break;
+    case OPT_GONE: RANGE(0, 86400000); cfg->gone_ms = (uint32_t)v; break;
     case OPT_START_GRACE: RANGE(0, 600000); cfg->start_grace_ms = (uint32_t)v; break;
     case OPT_PARTIAL: NUM(1u << 20); cfg->max_partial_total = (size_t)v << 20; break;
     case OPT_FRAME_TMO: NUM(86400000); cfg->frame_timeout_ms = (uint32_t)v; break;
