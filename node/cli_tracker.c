@@ -413,9 +413,12 @@ int shoal_cmd_publish(int argc, char **argv)
         {"quiet", no_argument, NULL, 'q'},
         {"force", no_argument, NULL, 'f'},
         {"manifest", required_argument, NULL, 'm'},
+        {"previous", required_argument, NULL, 'p'},
         {NULL, 0, NULL, 0},
     };
     const char *manifest = NULL;
+    const char *previous[16];
+    size_t nprevious = 0;
     struct shoal_publish_opts o;
     memset(&o, 0, sizeof o);
     shoal_hub_config_default(&o.hub);
@@ -437,6 +440,14 @@ int shoal_cmd_publish(int argc, char **argv)
         case 'q': o.progress = SHOAL_PUBLISH_PROGRESS_NONE; break;
         case 'f': o.force = true; break;
         case 'm': manifest = optarg; break;
+        case 'p':
+            if (nprevious == sizeof previous / sizeof previous[0]) {
+                fprintf(stderr, "shoal publish: at most %zu --previous manifests\n",
+                        sizeof previous / sizeof previous[0]);
+                return 2;
+            }
+            previous[nprevious++] = optarg;
+            break;
         case 'P':
             if (trk_pin_arg("publish", &id, optarg) != 0)
                 return 2;
@@ -449,11 +460,12 @@ int shoal_cmd_publish(int argc, char **argv)
     if (manifest) {
         /* Nothing is signed or fetched: the file goes as it is. */
         if (optind != argc || !id.tracker || !id.key || !id.cred || o.key_path || o.out_path ||
-            o.dataset || o.force || o.hub.endpoint || o.hub.token_file || o.hub.ca_file) {
+            o.dataset || o.force || nprevious || o.hub.endpoint || o.hub.token_file ||
+            o.hub.ca_file) {
             fprintf(stderr, "shoal publish: usage: shoal publish --manifest FILE --tracker ADDR "
                             "--identity NODE_KEY --cred CRED [--tracker-keys FILE] (registers a signed manifest as it "
-                            "is: no release name, --key, --out, --dataset, --force or Hub "
-                            "options)\n");
+                            "is: no release name, --key, --out, --dataset, --force, --previous "
+                            "or Hub options)\n");
             return 2;
         }
         return register_file(manifest, &id);
@@ -462,8 +474,8 @@ int shoal_cmd_publish(int argc, char **argv)
         (id.tracker && (!id.key || !id.cred))) {
         fprintf(stderr, "shoal publish: usage: shoal publish [datasets/]ORG/NAME[@REV] [--dataset] --key "
                         "PUBLISHER_KEY (--out FILE | --tracker ADDR --identity NODE_KEY --cred "
-                        "CRED [--tracker-keys FILE]) [--hub-endpoint URL] [--hub-token-file FILE] [--hub-ca FILE] "
-                        "[--quiet] [--force]\n"
+                        "CRED [--tracker-keys FILE]) [--previous FILE]... [--hub-endpoint URL] "
+                        "[--hub-token-file FILE] [--hub-ca FILE] [--quiet] [--force]\n"
                         "       shoal publish --manifest FILE --tracker ADDR --identity NODE_KEY "
                         "--cred CRED [--tracker-keys FILE]\n");
         return 2;
@@ -485,6 +497,8 @@ int shoal_cmd_publish(int argc, char **argv)
         return 2;
     }
     o.dataset = o.dataset || type == SHOAL_REPO_DATASET;
+    o.previous = previous;
+    o.nprevious = nprevious;
     o.errbuf = err;
     o.errlen = sizeof err;
     struct put_ctx pc = {&id, o.out_path};
@@ -523,6 +537,10 @@ int shoal_cmd_publish(int argc, char **argv)
            o.repo, res.commit,
            res.nfiles, res.nchunks, shoal_fmt_bytes(sz, sizeof sz, res.total_bytes), hex,
            o.out_path ? "\nwritten to " : "", o.out_path ? o.out_path : "");
+    if (res.reused_files)
+        printf("%u file%s (%s) not streamed: an earlier manifest of this key lists the same "
+               "sha256\n", res.reused_files, res.reused_files == 1 ? "" : "s",
+               shoal_fmt_bytes(sz, sizeof sz, res.reused_bytes));
     return 0;
 }
 

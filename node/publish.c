@@ -15,6 +15,7 @@
 #include "error.h"
 #include "hash.h"
 #include "keys.h"
+#include "smallfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +33,7 @@
 
 #define PUB_MANIFEST_MAX ((size_t)512 << 20)
 #define PUB_PROGRESS_NS (100 * 1000 * 1000ull)
+#define PUB_PREVIOUS_MAX 16
 
 struct pub_chunk {
     uint8_t id[SHOAL_HASH_LEN];
@@ -57,6 +59,13 @@ struct pub {
     struct shoal_seckey sk;
     struct shoal_buf reuse;     /* signed bytes of a manifest reused as is */
     bool reused;
+    /* Earlier manifests whose files' chunk lists may be reused
+     * (shoal_publish_opts.previous) and what they saved. */
+    struct shoal_manifest *prev[PUB_PREVIOUS_MAX];
+    const char *prev_path[PUB_PREVIOUS_MAX];
+    size_t nprev;
+    uint32_t reused_files;
+    uint64_t reused_bytes;
     bool finished;
     int err;
     char msg[1024];
@@ -226,6 +235,45 @@ static void on_file_done(void *user, int status, const char *msg)
     start_file(p);
 }
 
+/* Adds LFS file |f| to the manifest from an earlier manifest that lists a
+ * file of the same SHA-256 and size (its chunk ids hash the very bytes the
+ * SHA-256 names). True when it did (or failed the publish). */
+static bool add_from_previous(struct pub *p, const struct shoal_hub_file *f)
+{
+    if (!f->lfs || f->size == 0)
+        return false;
+    for (size_t k = 0; k < p->nprev; k++) {
+        const struct shoal_manifest *m = p->prev[k];
+        for (uint32_t i = 0; i < shoal_manifest_nfiles(m); i++) {
+            const struct shoal_mf_file *mf = shoal_manifest_file(m, i);
+            if (mf->size != f->size || memcmp(mf->sha256, f->sha256, SHOAL_HASH_LEN) != 0)
+                continue;
+            int rv = shoal_manifest_add_file(p->m, f->path, f->size, f->sha256);
+            for (uint32_t c = mf->first_chunk; rv == 0 && c < mf->first_chunk + mf->nchunks;
+                 c++) {
+                const struct shoal_mf_chunk *ch = shoal_manifest_chunk(m, c);
+                rv = shoal_manifest_add_chunk(p->m, ch->id, ch->len);
+            }
+            if (rv) {
+                pub_fail(p, rv, "%s: cannot add to the manifest: %s", f->path,
+                         shoal_strerror(rv));
+                return true;
+            }
+            p->total_chunks += mf->nchunks;
+            p->total_done += f->size;
+            p->reused_files++;
+            p->reused_bytes += f->size;
+            show_progress(p, true);
+            if (p->mode == SHOAL_PUBLISH_PROGRESS_LINES)
+                fprintf(stderr, "publish: %s %" PRIu64 " bytes, %u chunks, the same sha256 as "
+                                "%s in %s: not streamed\n",
+                        f->path, f->size, mf->nchunks, mf->path, p->prev_path[k]);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void start_file(struct pub *p)
 {
     struct shoal_hub_fetch_req req;
@@ -233,6 +281,10 @@ static void start_file(struct pub *p)
     const struct shoal_hub_file *f;
     int rv;
 
+    while (p->cur < p->rel->nfiles && !p->err && add_from_previous(p, &p->rel->files[p->cur]))
+        p->cur++;
+    if (p->err)
+        return;
     if (p->cur == p->rel->nfiles) {
         p->finished = true;
         uv_stop(&p->loop);
@@ -383,6 +435,66 @@ static void on_resolved(void *user, int status, struct shoal_hub_release *rel, c
     start_file(p);
 }
 
+/* Reads the earlier manifest |path| for add_from_previous. |given|: named
+ * by the caller, so one that cannot be used fails the publish; else it is
+ * the --out file of an earlier run, skipped when missing and skipped with
+ * a note when it cannot be used. Returns 0 or the error (p->msg set). */
+static int load_previous(struct pub *p, const char *path, bool given)
+{
+    struct shoal_keyset *ks = NULL;
+    struct shoal_manifest *m = NULL;
+    struct shoal_pubkey pk;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    const char *why = NULL;
+    int rv;
+
+    if (p->nprev == PUB_PREVIOUS_MAX) {
+        snprintf(p->msg, sizeof p->msg, "more than %d earlier manifests (--previous)",
+                 PUB_PREVIOUS_MAX);
+        return -E2BIG;
+    }
+    rv = shoal_read_file(path, PUB_MANIFEST_MAX, &data, &len);
+    if (rv == -ENOENT && !given)
+        return 0;
+    if (rv == 0)
+        rv = shoal_keyset_new(&ks);
+    if (rv == 0) {
+        shoal_seckey_public(&p->sk, &pk);
+        rv = shoal_keyset_add(ks, &pk);
+    }
+    if (rv == 0) {
+        rv = shoal_manifest_parse(&m, data, len, ks, NULL);
+        if (rv == SHOAL_EUNTRUSTED)
+            why = "it was signed by another publisher key";
+    }
+    if (rv == 0) {
+        const struct shoal_cdc_params *mp = shoal_manifest_params(m);
+        if (mp->min_size != p->params.min_size || mp->avg_size != p->params.avg_size ||
+            mp->max_size != p->params.max_size) {
+            why = "it was chunked with other sizes";
+            rv = -EINVAL;
+        }
+    }
+    free(data);
+    shoal_keyset_free(ks);
+    if (rv) {
+        shoal_manifest_free(m);
+        if (!why)
+            why = shoal_strerror(rv);
+        if (given) {
+            snprintf(p->msg, sizeof p->msg, "earlier manifest %s: %s", path, why);
+            return rv;
+        }
+        if (p->mode != SHOAL_PUBLISH_PROGRESS_NONE)
+            fprintf(stderr, "publish: %s (the --out file) is not reused: %s\n", path, why);
+        return 0;
+    }
+    p->prev[p->nprev] = m;
+    p->prev_path[p->nprev++] = path;
+    return 0;
+}
+
 /* ---- output ---- */
 
 int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_result *res)
@@ -434,6 +546,14 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         char why[512];
         snprintf(p->msg, sizeof(p->msg), "publisher key %s",
                  shoal_keyfile_strerror(o->key_path, rv, why, sizeof why));
+        p->err = rv;
+        goto out;
+    }
+    for (size_t i = 0; i < o->nprevious && rv == 0; i++)
+        rv = load_previous(p, o->previous[i], true);
+    if (rv == 0 && o->out_path && !o->force)
+        rv = load_previous(p, o->out_path, false);
+    if (rv) {
         p->err = rv;
         goto out;
     }
@@ -514,6 +634,8 @@ int shoal_publish_run(const struct shoal_publish_opts *o, struct shoal_publish_r
         res->nfiles = (uint32_t)p->rel->nfiles;
         res->nchunks = p->total_chunks;
         res->total_bytes = p->total_size;
+        res->reused_files = p->reused_files;
+        res->reused_bytes = p->reused_bytes;
     }
 out:
     if (p) {
@@ -533,6 +655,8 @@ out:
         shoal_hub_release_free(p->rel);
         shoal_chunker_free(p->chunker);
         shoal_manifest_free(p->m);
+        for (size_t i = 0; i < p->nprev; i++)
+            shoal_manifest_free(p->prev[i]);
         free(p->chunks);
     }
     shoal_buf_free(&out);

@@ -78,6 +78,16 @@ struct shoal_publish_opts {
     shoal_publish_lookup_fn lookup;
     void *lookup_user;
     bool force;
+    /* Manifests of earlier releases (files, e.g. the last publish's --out)
+     * whose chunk lists are reused for the LFS files whose SHA-256 and size
+     * the Hub lists the same: such a file is not streamed again (a new
+     * release that changed one shard reads one shard). Only manifests this
+     * key signed with the same chunking count; the chunk ids are hashes of
+     * the very bytes the SHA-256 names. A file that cannot be read or used
+     * fails the publish. |out_path|, when it already holds such a
+     * manifest, counts too (unless |force|). */
+    const char *const *previous;
+    size_t nprevious;
     char *errbuf;              /* on failure, a message naming repo/rev/file */
     size_t errlen;
 };
@@ -90,6 +100,8 @@ struct shoal_publish_result {
     uint32_t nfiles;
     uint32_t nchunks;
     uint64_t total_bytes;
+    uint32_t reused_files;     /* taken from |previous| manifests, not streamed */
+    uint64_t reused_bytes;
 };
 
 /*

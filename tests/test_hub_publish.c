@@ -88,7 +88,7 @@ static int publish(const char *repo, const char *token, char *err, size_t errlen
     return shoal_publish_run(&o, res);
 }
 
-static void check_manifest_matches_disk(const char *repo, const char *commit)
+static void check_manifest_matches_disk(const char *repo, const char *commit, uint32_t nfiles)
 {
     size_t n;
     uint8_t *bytes = slurp(outp, &n);
@@ -102,7 +102,7 @@ static void check_manifest_matches_disk(const char *repo, const char *commit)
     REQUIRE(m);
     CHECK(strcmp(shoal_manifest_repo_id(m), repo) == 0);
     CHECK(strcmp(shoal_manifest_commit(m), commit) == 0);
-    CHECK_EQ(shoal_manifest_nfiles(m), 5);
+    CHECK_EQ(shoal_manifest_nfiles(m), nfiles);
     CHECK_EQ(shoal_manifest_params(m)->avg_size, small.avg_size);
     for (uint32_t i = 0; i < shoal_manifest_nfiles(m); i++) {
         const struct shoal_mf_file *f = shoal_manifest_file(m, i);
@@ -155,7 +155,7 @@ static void test_publish_ok(void)
     CHECK(strcmp(res.commit, commit_m) == 0);
     CHECK_EQ(res.nfiles, 5);
     CHECK(res.nchunks > 5);
-    check_manifest_matches_disk("org/m", commit_m);
+    check_manifest_matches_disk("org/m", commit_m, 5);
     /* Streamed once: the origin sent exactly the release's bytes. */
     CHECK_EQ(hubstub_stat(&stub, NULL, "total_bytes"), (long long)res.total_bytes);
     CHECK(prog.calls >= 5);
@@ -177,7 +177,7 @@ static void test_publish_through_faults(void)
     CHECK_EQ(publish("org/m", NULL, err, sizeof(err), &res, NULL), 0);
     if (err[0])
         fprintf(stderr, "  %s\n", err);
-    check_manifest_matches_disk("org/m", commit_m);
+    check_manifest_matches_disk("org/m", commit_m, 5);
 }
 
 static void test_tampered_byte(void)
@@ -270,7 +270,7 @@ static void test_out_ignores_planted_link(void)
     CHECK(lstat(outp, &st) == 0 && S_ISREG(st.st_mode));
     CHECK((st.st_mode & 0777) == 0644);
     CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode));
-    check_manifest_matches_disk("org/m", commit_m);
+    check_manifest_matches_disk("org/m", commit_m, 5);
     unlink(link);
     unlink(victim);
 }
@@ -349,7 +349,7 @@ static void test_gateway_without_blobs(void)
                                  sizeof err, &res), 0);
         CHECK_EQ(res.nfiles, 5);
         if (res.nfiles == 5)
-            check_manifest_matches_disk("org/m", commit_m);
+            check_manifest_matches_disk("org/m", commit_m, 5);
         CHECK_EQ(hubstub_stat(&stub, NULL, "heads"), g ? 5 : 0);
     }
 
@@ -369,6 +369,94 @@ static void test_gateway_without_blobs(void)
 }
 
 static char commit_big[41];
+static char commit_q1[41], commit_q2[41];
+
+/* Publishes |repo| to outp with |previous| earlier manifests, the stub's
+ * counters reset first. */
+static int publish_prev(const char *repo, const char *const *previous, size_t nprevious,
+                        bool force, char *err, size_t errlen, struct shoal_publish_result *res)
+{
+    struct shoal_publish_opts o;
+
+    hubstub_post(&stub, "/_stub/reset", "{}");
+    memset(&o, 0, sizeof(o));
+    o.repo = repo;
+    o.key_path = keyp;
+    o.out_path = outp;
+    o.hub.endpoint = stub.url;
+    o.hub.token = "";
+    o.hub.seed = 7;
+    o.params = &small;
+    o.progress = SHOAL_PUBLISH_PROGRESS_NONE;
+    o.previous = previous;
+    o.nprevious = nprevious;
+    o.force = force;
+    o.errbuf = err;
+    o.errlen = errlen;
+    err[0] = '\0';
+    return shoal_publish_run(&o, res);
+}
+
+/* QA F7: a new commit whose LFS files the last one had too (same sha256
+ * and size) streams only what changed: the chunk lists of the others come
+ * from the earlier manifest of this key (--previous, or the --out file of
+ * the last run). Before, every publish read the whole release from the
+ * Hub. A --previous signed by another key, or chunked otherwise, is
+ * refused. */
+static void test_previous_manifest(void)
+{
+    char err[1024], prevp[320], otherp[320], otherk[320];
+    struct shoal_publish_result res;
+    const char *prev[1] = {prevp};
+
+    snprintf(prevp, sizeof prevp, "%s/q1.manifest", root);
+    unlink(outp);
+    REQUIRE(publish_prev("org/q@q1", NULL, 0, false, err, sizeof err, &res) == 0);
+    CHECK_EQ(res.reused_files, 0);
+    REQUIRE(rename(outp, prevp) == 0);
+    /* q2 adds a file; its two shards are q1's. */
+    CHECK_EQ(publish_prev("org/q@q2", prev, 1, false, err, sizeof err, &res), 0);
+    if (err[0])
+        fprintf(stderr, "  %s\n", err);
+    CHECK(strcmp(res.commit, commit_q2) == 0);
+    CHECK_EQ(res.reused_files, 2);
+    CHECK(res.reused_bytes > 0 && res.reused_bytes < res.total_bytes);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "total_bytes"),
+             (long long)(res.total_bytes - res.reused_bytes));
+    check_manifest_matches_disk("org/q", commit_q2, 6);
+    /* The --out file of the last run counts too: q2 again, nothing given. */
+    CHECK_EQ(publish_prev("org/q@q2", NULL, 0, false, err, sizeof err, &res), 0);
+    CHECK_EQ(res.reused_files, 2);
+    /* ... but not with --force, which streams everything. */
+    CHECK_EQ(publish_prev("org/q@q2", NULL, 0, true, err, sizeof err, &res), 0);
+    CHECK_EQ(res.reused_files, 0);
+    CHECK_EQ(hubstub_stat(&stub, NULL, "total_bytes"), (long long)res.total_bytes);
+    /* Another publisher's manifest is not taken as ours. */
+    struct shoal_pubkey opk;
+    struct shoal_seckey osk;
+    snprintf(otherk, sizeof otherk, "%s/other.key", root);
+    snprintf(otherp, sizeof otherp, "%s/other.manifest", root);
+    REQUIRE(shoal_key_generate(&opk, &osk) == 0);
+    REQUIRE(shoal_seckey_save(otherk, &osk) == 0);
+    {
+        struct shoal_publish_opts o;
+        memset(&o, 0, sizeof o);
+        o.repo = "org/q@q1";
+        o.key_path = otherk;
+        o.out_path = otherp;
+        o.hub.endpoint = stub.url;
+        o.hub.token = "";
+        o.params = &small;
+        o.progress = SHOAL_PUBLISH_PROGRESS_NONE;
+        o.errbuf = err;
+        o.errlen = sizeof err;
+        REQUIRE(shoal_publish_run(&o, NULL) == 0);
+    }
+    prev[0] = otherp;
+    CHECK(publish_prev("org/q@q2", prev, 1, true, err, sizeof err, &res) != 0);
+    fprintf(stderr, "  another key's manifest: %s\n", err);
+    CHECK(strstr(err, otherp) && strstr(err, "another publisher key"));
+}
 
 /* QA K13: the Hub truncates the siblings of a large repo; a publish lists
  * /tree (every page) instead and misses no file. */
@@ -393,7 +481,7 @@ static void test_truncated_siblings(void)
                              "publish", err, sizeof err, &res), 0);
     CHECK_EQ(res.nfiles, 5);
     if (res.nfiles == 5)
-        check_manifest_matches_disk("org/m", commit_m);
+        check_manifest_matches_disk("org/m", commit_m, 5);
     CHECK_EQ(hubstub_stat(&stub, "requests", "api"), 4);
 
     /* A next page on another host (a gateway passing the Hub's own Link
@@ -581,6 +669,10 @@ int main(int argc, char **argv)
         REQUIRE(hubstub_genrepo(py, hubdir, root, "org/long", NULL, "--size", "100K",
                                 "--shards", "1", "--extra-path", lp, NULL) == 0);
     }
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/q", commit_q1, "--size", "300K", "--shards",
+                             "2", "--tag", "q1", NULL) == 0);
+    REQUIRE(hubstub_genrepo(py, hubdir, root, "org/q", commit_q2, "--size", "300K", "--shards",
+                             "2", "--tag", "q2", "--extra-path", "notes/extra.json", NULL) == 0);
     REQUIRE(hubstub_genrepo(py, hubdir, root, "org/bslash", NULL, "--size", "100K",
                              "--shards", "1", "--extra-path", "dir\\name.json", NULL) == 0);
     REQUIRE(hubstub_start(&stub, py, hubdir, root, "--token", "tok", NULL) == 0);
@@ -598,6 +690,7 @@ int main(int argc, char **argv)
     RUN(test_token_trimmed);
     RUN(test_token_login_files);
     RUN(test_token_old_name);
+    RUN(test_previous_manifest);
 
     hubstub_stop(&stub);
     t_rmtree(root);
