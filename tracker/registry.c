@@ -664,6 +664,23 @@ out:
     return rv;
 }
 
+/* The node of |pk| into *|out|, made (seen at |now_ms|) when the registry
+ * does not know it: a lease may come before its node's first announce
+ * (a reconnect's re-claim, a request racing the announce). */
+static int node_get(struct shoal_reg *r, const uint8_t pk[32], uint64_t now_ms, uint32_t *out)
+{
+    int rv;
+    uint32_t ni = node_find(r, pk);
+
+    if (ni == NONE) {
+        if ((rv = node_create(r, pk, now_ms, &ni)) != 0)
+            return rv;
+        r->nodes[ni].last_ms = now_ms;
+    }
+    *out = ni;
+    return 0;
+}
+
 /* Records for ids nobody registered may fill at most this much of the
  * table, so registered manifests always have the rest. */
 static uint32_t unreg_cap(const struct shoal_reg *r)
@@ -2042,12 +2059,9 @@ int shoal_reg_lease(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest
         rv = SHOAL_ETOOBIG;
         goto out;
     }
-    uint32_t ni = node_find(r, node_pk);
-    if (ni == NONE) {
-        if ((rv = node_create(r, node_pk, now_ms, &ni)) != 0)
-            goto out;
-        r->nodes[ni].last_ms = now_ms;
-    }
+    uint32_t ni;
+    if ((rv = node_get(r, node_pk, now_ms, &ni)) != 0)
+        goto out;
     mi = mani_get(r, manifest_id, &rv);
     if (mi == NONE)
         goto out;
@@ -2223,12 +2237,9 @@ int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t 
         rv = SHOAL_EBADMSG;
         goto out;
     }
-    uint32_t ni = node_find(r, node_pk);
-    if (ni == NONE) {
-        if ((rv = node_create(r, node_pk, now_ms, &ni)) != 0)
-            goto out;
-        r->nodes[ni].last_ms = now_ms;
-    }
+    uint32_t ni;
+    if ((rv = node_get(r, node_pk, now_ms, &ni)) != 0)
+        goto out;
     if ((rv = chunks_alloc(r, m)) != 0)
         goto out;
     mani_expire_leases(r, m, now_ms);
