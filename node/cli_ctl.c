@@ -734,8 +734,14 @@ int shoal_cmd_drop(int argc, char **argv)
     }
     clean_str(m->u.dropped.name);
     clean_str(m->u.dropped.repo_dir);
-    printf("dropped %s: this node no longer fetches or serves it, and does not reopen it "
-           "when shoald restarts.\n", m->u.dropped.name);
+    clean_str(m->u.dropped.note);
+    /* Dropped either way (exit 0), but one a rollout names is back within
+     * seconds: say that instead of "for good" (QA F1). */
+    if (m->u.dropped.note[0])
+        printf("dropped %s for now, but %s.\n", m->u.dropped.name, m->u.dropped.note);
+    else
+        printf("dropped %s: this node no longer fetches or serves it, and does not reopen it "
+               "when shoald restarts.\n", m->u.dropped.name);
     if (m->u.dropped.repo_dir[0])
         printf("Its complete files stay in the Hugging Face cache (%s); delete them with "
                "`huggingface-cli delete-cache`. Files it had not finished are removed.\n",

@@ -299,6 +299,12 @@ int shoal_ctl_decode(struct shoal_ctl_msg *m, const uint8_t *body, size_t len)
         rv = read_text(&r, m->u.dropped.name, SHOAL_CTL_RELEASE_MAX, true);
         if (rv == 0)
             rv = read_text(&r, m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false);
+        /* Added later: optional. */
+        m->u.dropped.note[0] = '\0';
+        if (rv == 0 && extra > 0) {
+            rv = read_text(&r, m->u.dropped.note, SHOAL_CTL_REASON_MAX, false);
+            extra--;
+        }
         break;
     case SHOAL_CTL_METRICS:
         rv = shoal_mpr_str(&r, &m->u.metrics.text, &m->u.metrics.len, SHOAL_CTL_METRICS_MAX);
@@ -390,7 +396,8 @@ static int validate(const struct shoal_ctl_msg *m)
         return cstr_ok(m->u.drop.release, SHOAL_CTL_RELEASE_MAX, true) ? 0 : SHOAL_EBADMSG;
     case SHOAL_CTL_DROPPED:
         return cstr_ok(m->u.dropped.name, SHOAL_CTL_RELEASE_MAX, true) &&
-                       cstr_ok(m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false)
+                       cstr_ok(m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false) &&
+                       cstr_ok(m->u.dropped.note, SHOAL_CTL_REASON_MAX, false)
                    ? 0
                    : SHOAL_EBADMSG;
     case SHOAL_CTL_STATUS:
@@ -420,6 +427,16 @@ static int validate(const struct shoal_ctl_msg *m)
     }
 }
 
+/* Fields added after the first release, sent only when they say
+ * something, so an older reader sees the message it knows. */
+static uint32_t optional_fields(const struct shoal_ctl_msg *m)
+{
+    switch (m->type) {
+    case SHOAL_CTL_DROPPED: return m->u.dropped.note[0] ? 1 : 0;
+    default: return 0;
+    }
+}
+
 int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
 {
     size_t start = out->len;
@@ -435,7 +452,7 @@ int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
     if (rv != 0)
         return rv;
     shoal_mpw_init(&w, out);
-    shoal_mpw_array(&w, 1 + (uint32_t)nfields(m->type));
+    shoal_mpw_array(&w, 1 + (uint32_t)nfields(m->type) + optional_fields(m));
     shoal_mpw_uint(&w, m->type);
     switch (m->type) {
     case SHOAL_CTL_PULL:
@@ -468,6 +485,8 @@ int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
     case SHOAL_CTL_DROPPED:
         shoal_mpw_cstr(&w, m->u.dropped.name);
         shoal_mpw_cstr(&w, m->u.dropped.repo_dir);
+        if (m->u.dropped.note[0])
+            shoal_mpw_cstr(&w, m->u.dropped.note);
         break;
     default:
         break;
@@ -1064,7 +1083,8 @@ static void handle_request(struct client *cl, const struct shoal_ctl_msg *req)
         memset(&m->u.dropped, 0, sizeof m->u.dropped);
         rv = c->ops->drop(c->ops->user, req->u.drop.release, m->u.dropped.name,
                           sizeof m->u.dropped.name, m->u.dropped.repo_dir,
-                          sizeof m->u.dropped.repo_dir, why, sizeof why);
+                          sizeof m->u.dropped.repo_dir, m->u.dropped.note,
+                          sizeof m->u.dropped.note, why, sizeof why);
         if (rv != 0) {
             send_error(cl, rv, "%s", why[0] ? why : shoal_strerror(rv));
             return;

@@ -14,11 +14,14 @@
  *   CTL_STATUS_REQ []               -> CTL_STATUS [[release fields]...]
  *   CTL_PEERS_REQ []                -> CTL_PEERS [[peer fields]...]
  *   CTL_METRICS_REQ []              -> CTL_METRICS [text] (Prometheus)
- *   CTL_DROP [release]              -> CTL_DROPPED [name, repo_dir]: the
- *                                      release is no longer fetched nor
+ *   CTL_DROP [release]              -> CTL_DROPPED [name, repo_dir, note]:
+ *                                      the release is no longer fetched nor
  *                                      served, nor reopened at start; its
  *                                      files stay in the cache at repo_dir
- *                                      ("" when nothing is on disk)
+ *                                      ("" when nothing is on disk). |note|
+ *                                      (optional, later) says why it may
+ *                                      come back anyway: a tracker rollout
+ *                                      names it
  * A request the daemon cannot serve gets CTL_ERROR [code, message].
  *
  * The decoder is as strict as msg.h's: known type, every field of its type
@@ -150,6 +153,10 @@ struct shoal_ctl_msg {
         struct {
             char name[SHOAL_CTL_RELEASE_MAX + 1];    /* "org/name@commit"; non-empty */
             char repo_dir[SHOAL_CTL_PATH_MAX + 1];   /* where its files stay; may be "" */
+            /* Why it comes back after all (a tracker rollout names it),
+             * and what to do; "" when nothing brings it back. Optional on
+             * the wire: an older daemon sends none. */
+            char note[SHOAL_CTL_REASON_MAX + 1];
         } dropped;
         struct {
             const char *text; /* view into the body; NOT NUL-terminated */
@@ -228,10 +235,12 @@ struct shoal_ctl_ops {
      * ("[datasets/]org/name@commit")
      * (or what was asked, for a pull still waiting for its manifest) and
      * |dir| (|dirlen| bytes) with the repo folder its files stay in ("" if
-     * none). Returns 0, SHOAL_ENOTFOUND (neither open nor being pulled) or
-     * another error; the reason for people in |why|. */
+     * none), and |note| (|notelen| bytes) with why it comes back anyway
+     * ("" if nothing brings it back). Returns 0, SHOAL_ENOTFOUND (neither
+     * open nor being pulled) or another error; the reason for people in
+     * |why|. */
     int (*drop)(void *user, const char *release, char *name, size_t namelen, char *dir,
-                size_t dirlen, char *why, size_t whylen);
+                size_t dirlen, char *note, size_t notelen, char *why, size_t whylen);
     void *user;
 };
 

@@ -284,8 +284,36 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
     m->trackers_connected = d->trk ? shoal_trkconn_ready(d->trk) : 0;
 }
 
+/* A drop of a release a tracker rollout names lasts until that tracker's
+ * next answer (about a second): the reply says so, and what ends it, so
+ * the operator does not read the drop as final (QA F1). */
+static void rollout_note(struct shoal_daemon *d, const uint8_t id[32], const char *name,
+                         char *out, size_t cap)
+{
+    const char *trk = NULL;
+    for (uint32_t i = 0; i < d->nrollout_ids && !trk; i++) {
+        if (memcmp(d->rollout_ids[i].id, id, 32) != 0)
+            continue;
+        uint32_t t = d->rollout_ids[i].trk;
+        trk = t != ROLLOUT_FROM_STATE && d->trk && t < shoal_trkconn_count(d->trk)
+                  ? shoal_trkconn_addr(d->trk, t)
+                  : "";
+    }
+    if (!trk)
+        return;
+    if (trk[0])
+        snprintf(out, cap, "a rollout on tracker %s names it: it comes back at that tracker's "
+                 "next answer (within seconds); remove the rollout first (shoal rollout %s "
+                 "--remove --tracker %s ...), then drop it again", trk, name, trk);
+    else
+        snprintf(out, cap, "a tracker rollout named it before shoald last started: it comes "
+                 "back if a tracker still names it; remove the rollout first (shoal rollout "
+                 "%s --remove), then drop it again", name);
+    dmn_utf8_cut(out);
+}
+
 static int ctl_drop(void *user, const char *release, char *name, size_t namelen, char *dir,
-                    size_t dirlen, char *why, size_t whylen)
+                    size_t dirlen, char *note, size_t notelen, char *why, size_t whylen)
 {
     struct shoal_daemon *d = user;
     struct shoal_swarm *sw;
@@ -312,6 +340,7 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         return SHOAL_EBUSY;
     }
     dir[0] = '\0';
+    note[0] = '\0';
     if (sw) {
         const struct shoal_manifest *m = shoal_swarm_manifest(sw);
         (void)shoal_manifest_name(m, name, namelen);
@@ -325,6 +354,8 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         snprintf(name, namelen, "%s", pl->name[0] ? pl->name : release);
         snprintf(hex, sizeof hex, "-");
     }
+    if (sw || !pl->by_name)
+        rollout_note(d, sw ? shoal_swarm_id(sw) : pl->id, name, note, notelen);
     snprintf(reason, sizeof reason, "dropped on this node (shoal drop %s)", name);
     /* Every pull that leads to it goes: by id, by name, by branch. */
     for (uint32_t i = 0; i < d->npulls;) {
@@ -353,7 +384,7 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
     shoal_fmt_bytes(psize, sizeof psize, pbytes);
     LOG_I("release %s (%s) dropped by the control socket: no longer fetched or served, "
           "not reopened at start; its complete files stay in the cache, %u unfinished "
-          "(%s) are removed", name, hex, nparts, psize);
+          "(%s) are removed%s%s", name, hex, nparts, psize, note[0] ? "; but " : "", note);
     dmn_save_state(d);
     return 0;
 }

@@ -93,6 +93,17 @@ static void test_roundtrip(void)
     CHECK(mb.u.dropped.repo_dir[0] == '\0');
     ma.u.dropped.repo_dir[0] = '\x1b'; /* no terminal escapes */
     CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
+    ma.u.dropped.repo_dir[0] = '\0';
+    /* The note (later, optional): sent only when set, read back. */
+    snprintf(ma.u.dropped.note, sizeof ma.u.dropped.note, "a tracker rollout names it");
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK(strcmp(mb.u.dropped.note, "a tracker rollout names it") == 0);
+    ma.u.dropped.note[0] = '\x1b';
+    CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
+    ma.u.dropped.note[0] = '\0';
+    memset(mb.u.dropped.note, 'x', 8);
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK(mb.u.dropped.note[0] == '\0');
 
     ma.type = SHOAL_CTL_PROGRESS;
     set_release(&ma.u.progress, "org/model@ab12", 7);

@@ -126,6 +126,10 @@ CASE is one of:
                 exactly the release (before, the tracker voided the
                 reconnected node's leases, refused their LEASE_DONE and
                 granted the same chunks to the other node).
+  drop_rollout  `shoal drop` of a release a tracker rollout names: exit 0,
+                saying it comes back at the tracker's next answer and to
+                remove the rollout first (shoal rollout ... --remove); once
+                removed, the drop says it is gone for good, and it is.
   drop_stalled  the Hub stand-in sends the headers of every file answer and
                 then nothing for 60 s; `shoal drop` of the release pulling
                 from it ends those requests at once, so the same release can
@@ -3420,6 +3424,66 @@ def case_drop_repull(tmp):
     return fails
 
 
+def case_drop_rollout(tmp):
+    """QA F1: `shoal drop` of a release a tracker rollout names drops it
+    (exit 0) but says it comes back at the tracker's next answer and how to
+    end that (remove the rollout); after `shoal rollout --remove` the drop
+    says it is gone for good, and it stays gone (before: both said "does
+    not reopen it" and the first was back within milliseconds)."""
+    k = make_keys(tmp, ["n"])
+    hub = Hub(tmp, "4M")
+    t, taddr = hubfix.start_tracker(TRACKER, k)
+    publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    fails = 0
+    n = node("n", k, tmp, hub, ["--tracker", taddr])
+    r = cli("rollout", rel, *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout: {r.stderr}")
+        return 1
+    if not n.wait_for(r"release \S+ \(%s\) complete: " % re.escape(rel), WAIT_S):
+        print("FAIL the rolled-out release did not complete")
+        n.dump(tail=30)
+        return 1
+    r = cli("drop", rel, "--socket", n.sock)
+    print(f"shoal drop (rollout names it): exit {r.returncode}\n{r.stdout.strip()}")
+    if r.returncode != 0 or "does not reopen" in r.stdout or \
+            f"a rollout on tracker {taddr} names it: it comes back" not in r.stdout or \
+            f"shoal rollout {rel} --remove" not in r.stdout:
+        print("FAIL the drop of a release a rollout names does not say it comes back and "
+              "that the rollout must be removed first")
+        fails += 1
+    if not n.wait_for(r"rollout: tracker \S+ asks for acme/model", 10):
+        print("FAIL the rollout did not bring the release back (what the reply says)")
+        fails += 1
+    if rel not in status_saying(n, "complete"):
+        print("FAIL the release is not back in status")
+        fails += 1
+    r = cli("rollout", rel, "--remove", *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout --remove: {r.stderr}")
+        fails += 1
+    # The removal reaches the node with its next announces (every second).
+    time.sleep(2.5)
+    r = cli("drop", rel, "--socket", n.sock)
+    print(f"shoal drop (rollout removed): exit {r.returncode}\n{r.stdout.strip()}")
+    if r.returncode != 0 or "does not reopen it" not in r.stdout or "rollout" in r.stdout:
+        print("FAIL once the rollout is removed the drop does not say it is gone for good")
+        fails += 1
+    time.sleep(2.5)  # two announces
+    if rel in cli("status", "--socket", n.sock).stdout:
+        print("FAIL the release came back after the rollout was removed")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if t.stop() != 0:
+        print("FAIL the tracker did not stop cleanly")
+        fails += 1
+    if fails:
+        n.dump(tail=30)
+    return fails
+
+
 def case_cache_lock(tmp):
     k = make_keys(tmp, ["a", "b"])
     a = node("a", k, tmp, None)
@@ -4212,7 +4276,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "cli_tracker_identity": case_cli_tracker_identity,
                       "origin_refused_give_back": case_origin_refused_give_back,
                       "deny_keys": case_deny_keys,
-                      "drop_repull": case_drop_repull,
+                      "drop_repull": case_drop_repull, "drop_rollout": case_drop_rollout,
                       "tracker_flap": case_tracker_flap,
                       "tracker_repin": case_tracker_repin,
                       "wildcard_listen": case_wildcard_listen,
