@@ -59,6 +59,51 @@ static bool tracker_reason(struct shoal_daemon *d, struct shoal_swarm *sw, char 
     return true;
 }
 
+/* What is wrong with the node itself, for `shoal status` (QA F4): its
+ * releases look healthy while its credential has ended (every peer and
+ * tracker refuses it) or no tracker answers; the log and metrics said so,
+ * status did not. */
+static uint32_t ctl_warnings(void *user, char (*v)[SHOAL_CTL_REASON_MAX + 1], uint32_t max)
+{
+    struct shoal_daemon *d = user;
+    const struct shoal_config *c = d->cfg;
+    uint64_t now = (uint64_t)time(NULL);
+    char when[64], left[48];
+    uint32_t n = 0;
+
+    if (n < max && d->cred_expires && now >= d->cred_expires) {
+        snprintf(v[n], sizeof v[n], "credential %s expired at %s (%s ago): peers and trackers "
+                 "refuse this node; issue a new one (shoal cred issue --cluster-key "
+                 "CLUSTER.key --node %s.pub --out %s) and restart shoald", c->cred,
+                 dmn_fmt_utc(when, sizeof when, d->cred_expires),
+                 dmn_fmt_span(left, sizeof left, now - d->cred_expires), c->node_key, c->cred);
+        dmn_utf8_cut(v[n++]);
+    } else if (n < max && d->cred_expires && d->cred_expires - now <= CRED_WARN_S) {
+        snprintf(v[n], sizeof v[n], "credential %s expires at %s, in %s: then peers and "
+                 "trackers refuse this node; issue a new one (shoal cred issue) and restart "
+                 "shoald before then", c->cred, dmn_fmt_utc(when, sizeof when, d->cred_expires),
+                 dmn_fmt_span(left, sizeof left, d->cred_expires - now));
+        dmn_utf8_cut(v[n++]);
+    }
+    if (n < max && d->trk && shoal_trkconn_ready(d->trk) == 0) {
+        uint64_t away = uv_now(&d->loop) - d->trk_seen_ms;
+        uint32_t ntrk = shoal_trkconn_count(d->trk);
+        const char *refused = NULL;
+        /* A login or reconnect usually takes well under this. */
+        for (uint32_t i = 0; !refused && i < ntrk; i++)
+            refused = shoal_trkconn_refused(d->trk, i);
+        if (refused || away >= TRACKER_QUIET_SHOW_MS) {
+            int k = snprintf(v[n], sizeof v[n], "no tracker connected (%u configured) for %s: "
+                             "no rollouts reach this node and origin leases are not shared",
+                             ntrk, dmn_fmt_span(left, sizeof left, away / 1000));
+            if (refused && k > 0 && (size_t)k < sizeof v[n])
+                snprintf(v[n] + k, sizeof v[n] - (size_t)k, "; %s", refused);
+            dmn_utf8_cut(v[n++]);
+        }
+    }
+    return n;
+}
+
 static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
 {
     const struct shoal_manifest *m = shoal_swarm_manifest(sw);
@@ -70,6 +115,7 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     memcpy(r->id, shoal_swarm_id(sw), 32);
     (void)shoal_manifest_name(m, r->name, sizeof r->name);
     bool checking = d->slot[dmn_swarm_slot(d, sw)].checking;
+    snprintf(r->branch, sizeof r->branch, "%s", d->slot[dmn_swarm_slot(d, sw)].branch);
 
     r->state = shoal_swarm_complete(sw) && !checking ? SHOAL_CTL_COMPLETE : SHOAL_CTL_PULLING;
     r->have_bytes = st.have_bytes;
@@ -167,6 +213,8 @@ static void ctl_fill_waiting(struct shoal_daemon *d, const struct pull *pl,
                  "no tracker has answered with its manifest yet (not published?)");
     else
         waiting_reason(d, r->error, sizeof r->error);
+    /* A ref fits: it came after "org/name@" in at most 256 bytes. */
+    snprintf(r->branch, sizeof r->branch, "%.*s", (int)(sizeof r->branch - 1), pl->ref);
     if (!pl->by_name) {
         r->has_id = true;
         memcpy(r->id, pl->id, 32);
@@ -446,6 +494,7 @@ int dmn_start_ctl(struct shoal_daemon *d)
     d->ctl_ops.pull = dmn_ctl_pull;
     d->ctl_ops.release = ctl_release;
     d->ctl_ops.releases = ctl_releases;
+    d->ctl_ops.warnings = ctl_warnings;
     d->ctl_ops.peers = ctl_peers;
     d->ctl_ops.metrics = ctl_metrics;
     d->ctl_ops.drop = ctl_drop;

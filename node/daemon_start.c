@@ -9,7 +9,7 @@
 /* ---- setup ---- */
 
 /* "2026-11-23 19:32 UTC" for |unix| into |buf|. */
-static const char *fmt_utc(char *buf, size_t cap, uint64_t unix_s)
+const char *dmn_fmt_utc(char *buf, size_t cap, uint64_t unix_s)
 {
     time_t t = (time_t)unix_s;
     struct tm tm;
@@ -20,7 +20,7 @@ static const char *fmt_utc(char *buf, size_t cap, uint64_t unix_s)
 }
 
 /* A short "3 days 4 h" / "5 h 12 min" / "40 s" for |secs|. */
-static const char *fmt_span(char *buf, size_t cap, uint64_t secs)
+const char *dmn_fmt_span(char *buf, size_t cap, uint64_t secs)
 {
     if (secs >= 86400)
         snprintf(buf, cap, "%llu days %llu h", (unsigned long long)(secs / 86400),
@@ -112,7 +112,7 @@ static int load_cred(struct shoal_daemon *d)
         LOG_E("credential %s expired at %s: every peer and tracker would refuse this node; "
               "issue a new one ('shoal cred issue --cluster-key CLUSTER.key --node %s.pub --out "
               "%s [--days N]') and start shoald again", c->cred,
-              fmt_utc(when, sizeof when, cred.expires_unix), c->node_key, c->cred);
+              dmn_fmt_utc(when, sizeof when, cred.expires_unix), c->node_key, c->cred);
         return rv;
     }
     if (rv != 0) {
@@ -130,11 +130,6 @@ static int load_cred(struct shoal_daemon *d)
     return rv;
 }
 
-/* A credential ending within this long is warned about, at start and then
- * once a day: `shoal cred issue` gives 30 days by default, and a fleet
- * whose credentials were issued together would otherwise drop off all at
- * once with nothing said before. */
-#define CRED_WARN_S (7u * 86400)
 #define CRED_CHECK_S 86400u
 
 /* Logs how long the credential has left when that is under CRED_WARN_S
@@ -153,15 +148,15 @@ void dmn_on_cred_timer(uv_timer_t *t)
         LOG_E("credential %s expired at %s: peers and trackers refuse this node (it redials "
               "its --peers only every few minutes now); issue a new one ('shoal cred issue "
               "--cluster-key CLUSTER.key --node %s.pub --out %s') and restart shoald", c->cred,
-              fmt_utc(when, sizeof when, d->cred_expires), c->node_key, c->cred);
+              dmn_fmt_utc(when, sizeof when, d->cred_expires), c->node_key, c->cred);
     } else {
         uint64_t rem = d->cred_expires - now;
         if (rem <= CRED_WARN_S)
             LOG_W("credential %s expires at %s, in %s: then peers and trackers refuse this "
                   "node; issue a new one ('shoal cred issue --cluster-key CLUSTER.key --node "
                   "%s.pub --out %s [--days N]') and restart shoald before then", c->cred,
-                  fmt_utc(when, sizeof when, d->cred_expires),
-                  fmt_span(left, sizeof left, rem), c->node_key, c->cred);
+                  dmn_fmt_utc(when, sizeof when, d->cred_expires),
+                  dmn_fmt_span(left, sizeof left, rem), c->node_key, c->cred);
         if (rem < next)
             next = rem + 1; /* once more, just past its end */
     }

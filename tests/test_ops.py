@@ -126,6 +126,9 @@ CASE is one of:
                 exactly the release (before, the tracker voided the
                 reconnected node's leases, refused their LEASE_DONE and
                 granted the same chunks to the other node).
+  status_table  three releases of two repos pulled by branch and commit:
+                `shoal status` lists them by repo, then oldest first, with a
+                BRANCH column (main / -), and no node-level warning.
   drop_rollout  `shoal drop` of a release a tracker rollout names: exit 0,
                 saying it comes back at the tracker's next answer and to
                 remove the rollout first (shoal rollout ... --remove); once
@@ -584,6 +587,49 @@ def case_branch(tmp):
         print("FAIL a branch pulled on a --no-origin node is not refused naming --no-origin")
         fails += 1
     return shoalproc.finish(fails, [n, o])
+
+
+def case_status_table(tmp):
+    """QA F9: `shoal status` lists releases by repo, then by when they
+    opened (oldest first, so each repo's newest is its last row), with a
+    BRANCH column naming the branch each was pulled by ("-": by commit);
+    no node-level warning while the credential is fresh and the tracker
+    connected (before: open order, no branch)."""
+    k = make_keys(tmp, ["n"])
+    hub = Hub(tmp, "4M")
+    dev = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+              "--shards", "2", "--seed", "10", "--branch", "dev").strip()
+    aaa = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/aaa", "--size", "1M",
+              "--shards", "1", "--seed", "11").strip()
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    publish(k, hub, tmp, "dev", taddr)
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    run(SHOAL, "publish", "acme/aaa@main", "--key", k("publisher"), "--out",
+        os.path.join(tmp, "aaa.manifest"), "--quiet", "--tracker", taddr, "--identity",
+        k("admin"), "--cred", k("admin") + ".cred", env=env)
+    n = node("n", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    for rel in ("acme/model@main", "acme/model@" + dev, "acme/aaa@main"):
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", str(WAIT_S))
+        if r.returncode != 0:
+            print(f"FAIL shoal pull {rel}: exit {r.returncode}: {r.stderr}")
+            return shoalproc.finish(1, [n])
+    st = cli("status", "--socket", n.sock).stdout
+    print(st.strip())
+    lines = st.splitlines()
+    rows = [ln.split() for ln in lines[1:] if ln and not ln.startswith(" ")]
+    got = [(row[0], row[-1]) for row in rows]
+    want = [(f"acme/aaa@{aaa}", "main"), (f"acme/model@{hub.commit}", "main"),
+            (f"acme/model@{dev}", "-")]
+    if not lines or not lines[0].rstrip().endswith("ETA  BRANCH") or got != want:
+        print(f"FAIL want rows (release, branch) {want} under a BRANCH column, got {got}")
+        fails += 1
+    if "warning:" in st:
+        print("FAIL a node with a fresh credential and its tracker connected shows a warning")
+        fails += 1
+    return shoalproc.finish(fails, [n])
 
 
 def read_ref(n, branch):
@@ -4277,6 +4323,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "origin_refused_give_back": case_origin_refused_give_back,
                       "deny_keys": case_deny_keys,
                       "drop_repull": case_drop_repull, "drop_rollout": case_drop_rollout,
+                      "status_table": case_status_table,
                       "tracker_flap": case_tracker_flap,
                       "tracker_repin": case_tracker_repin,
                       "wildcard_listen": case_wildcard_listen,
