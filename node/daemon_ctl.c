@@ -427,6 +427,21 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         dmn_remember_gone(d, full, reason, SHOAL_ENOTFOUND);
         shoal_swarm_discard_partials(sw, &nparts, &pbytes);
         dmn_remove_swarm(d, sw, reason);
+        /* Its kept manifest serves other releases' dedup only while a
+         * snapshot of its commit is left (with none, e.g. dropped before
+         * any file was published, it would only be parsed at every
+         * release open, for ever: QA F2). The start-up sweep catches
+         * snapshots deleted later. */
+        char mfname[64 + sizeof ".manifest"];
+        snprintf(mfname, sizeof mfname, "%s.manifest", full);
+        if (dir[0] && shoal_store_manifest_orphaned(d->abs_cache[0] ? d->abs_cache : d->cache_dir,
+                                                    folder, mfname)) {
+            char mpath[SHOAL_HF_PATH_MAX + PATH_MAX];
+            snprintf(mpath, sizeof mpath, "%s/.shoal/%s", dir, mfname);
+            if (unlink(mpath) == 0)
+                LOG_I("release %s: its kept manifest %s removed (no snapshot of its commit is "
+                      "left)", name, mpath);
+        }
     }
     char psize[32];
     shoal_fmt_bytes(psize, sizeof psize, pbytes);

@@ -601,18 +601,23 @@ static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entr
 {
     char first[SHOAL_HF_PATH_MAX + SHOAL_STATE_PATH_MAX], size[32];
     struct sweep_ctx c = {d, v, closed, n};
+    struct shoal_store_swept k;
     uint32_t files = 0;
     uint64_t bytes = 0;
-    int rv = shoal_store_sweep_partials(d->cache_dir, partial_claimed, &c, &files, &bytes, first,
-                                        sizeof first);
+    int rv = shoal_store_sweep_partials(d->cache_dir, partial_claimed, &c, &files, &bytes, &k,
+                                        first, sizeof first);
 
     if (rv != 0)
         LOG_W("looking for partial files of dropped releases in %s: %s", d->cache_dir,
               shoal_strerror(rv));
     else if (files > 0)
-        LOG_I("removed %u partial file%s (%s) of releases no longer open or listed in the "
-              "state file, e.g. %s", files, files == 1 ? "" : "s",
-              shoal_fmt_bytes(size, sizeof size, bytes), first);
+        /* Each kind by its name: a .state is the progress sidecar of a
+         * release, complete or not, not a partial file (QA F2). */
+        LOG_I("removed %u partial file%s, %u progress sidecar%s and %u kept manifest%s (%s) "
+              "of releases no longer open or listed in the state file (manifests only of "
+              "commits with no snapshot left), e.g. %s", k.partials,
+              k.partials == 1 ? "" : "s", k.sidecars, k.sidecars == 1 ? "" : "s", k.manifests,
+              k.manifests == 1 ? "" : "s", shoal_fmt_bytes(size, sizeof size, bytes), first);
 }
 
 int dmn_start_listening(struct shoal_daemon *d)

@@ -126,6 +126,10 @@ CASE is one of:
                 exactly the release (before, the tracker voided the
                 reconnected node's leases, refused their LEASE_DONE and
                 granted the same chunks to the other node).
+  manifest_sweep a dropped release's kept manifest stays while its snapshot
+                does (a release with the same files then takes them from
+                the cache) and is removed by the start-up sweep once the
+                snapshot is deleted, logged as a kept manifest.
   status_table  three releases of two repos pulled by branch and commit:
                 `shoal status` lists them by repo, then oldest first, with a
                 BRANCH column (main / -), and no node-level warning.
@@ -628,6 +632,66 @@ def case_status_table(tmp):
         fails += 1
     if "warning:" in st:
         print("FAIL a node with a fresh credential and its tracker connected shows a warning")
+        fails += 1
+    return shoalproc.finish(fails, [n])
+
+
+def case_manifest_sweep(tmp):
+    """QA F2: a dropped release's kept manifest (.shoal/<id>.manifest) stays
+    while a snapshot of its commit is left, so a later release with the same
+    files still takes them from the cache (no origin bytes), and is removed
+    by the start-up sweep once its snapshot is gone (huggingface-cli
+    delete-cache), which logs it apart from partial files and progress
+    sidecars (before: every manifest stayed for ever and was parsed at every
+    release open)."""
+    k = make_keys(tmp, ["m"])
+    hub = Hub(tmp, "4M")
+    c1 = hub.commit
+    trk, taddr = start_tracker(k)
+    _, id1 = publish(k, hub, tmp, c1, taddr)
+    # The same files in a new commit (its parent differs).
+    c2 = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+             "--shards", "2", "--seed", "9").strip()
+    _, id2 = publish(k, hub, tmp, c2, taddr)
+    folder = None
+    fails = 0
+    n = node("m", k, tmp, hub, ["--tracker", taddr])
+    folder = os.path.join(n.cache, "models--acme--model")
+    kept = lambda mid: os.path.exists(os.path.join(folder, ".shoal", mid + ".manifest"))
+    r = cli("pull", "acme/model@" + c1, "--socket", n.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0 or c1 == c2:
+        print(f"FAIL pull of {c1} (c2 {c2}): exit {r.returncode}: {r.stderr}")
+        return shoalproc.finish(1, [n])
+    r = cli("drop", "acme/model@" + c1, "--socket", n.sock)
+    fails += shoalproc.stop_all([n])
+    # Restarted: the sweep keeps the dropped release's manifest (its
+    # snapshot is there) and the new commit's files come from the cache.
+    n = node("m", k, tmp, hub, ["--tracker", taddr])
+    if not kept(id1):
+        print("FAIL the manifest of a dropped release whose snapshot is left was removed")
+        fails += 1
+    before = hub.egress()
+    r = cli("pull", "acme/model@" + c2, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(f"pull {c2}: exit {r.returncode}; origin bytes {hub.egress() - before}")
+    if r.returncode != 0 or hub.egress() != before:
+        print("FAIL the release with the same files was not taken from the cache")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    # huggingface-cli delete-cache of c1's revision: its snapshot goes.
+    shutil.rmtree(os.path.join(folder, "snapshots", c1))
+    n = node("m", k, tmp, hub, ["--tracker", taddr])
+    m = n.wait_for(r"removed \d+ partial files?, \d+ progress sidecars? and (\d+) kept "
+                   r"manifests? \(", 10)
+    print(f"log: {m.group(0) if m else None}; kept: {id1[:8]} {kept(id1)}, {id2[:8]} {kept(id2)}")
+    if kept(id1) or not m or m.group(1) != "1":
+        print("FAIL the manifest of a dropped release with no snapshot left was not swept "
+              "(and logged as a kept manifest)")
+        fails += 1
+    if not kept(id2):
+        print("FAIL the manifest of the open release was removed")
+        fails += 1
+    if not status_saying(n, "complete").count(c2):
+        print("FAIL the open release is not complete after the restart")
         fails += 1
     return shoalproc.finish(fails, [n])
 
@@ -1982,8 +2046,9 @@ def case_keep_leftovers(tmp):
                        r"the state: its manifest \S+: gone", 10):
         print("FAIL the release whose manifest is gone was not dropped at start")
         fails += 1
-    m = n3.wait_for(r"removed (\d+) partial files? \(([\d.]+) MiB\) of releases no longer open "
-                    r"or listed in the state file, e.g. (\S+)", 5)
+    m = n3.wait_for(r"removed (\d+) partial files?, \d+ progress sidecars? and \d+ kept "
+                    r"manifests? \(([\d.]+) MiB\) of releases no longer open or listed in the "
+                    r"state file", 5)
     left = ours()
     print(f"log: {m.group(0) if m else 'nothing about partial files'}; left: {left}")
     if not m or float(m.group(2)) < 16 or left != ["b" * 64 + ".incomplete", "notes.incomplete"]:
@@ -4324,6 +4389,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "deny_keys": case_deny_keys,
                       "drop_repull": case_drop_repull, "drop_rollout": case_drop_rollout,
                       "status_table": case_status_table,
+                      "manifest_sweep": case_manifest_sweep,
                       "tracker_flap": case_tracker_flap,
                       "tracker_repin": case_tracker_repin,
                       "wildcard_listen": case_wildcard_listen,

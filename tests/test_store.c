@@ -3085,7 +3085,7 @@ static void test_sweep_partials(void)
     fd = open(p, O_RDWR);
     REQUIRE(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
 
-    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, NULL, first,
                                        sizeof first) == 0);
     CHECK(files == 4);
     CHECK(bytes == 1000 + 1001 + 1002 + 1003);
@@ -3109,12 +3109,12 @@ static void test_sweep_partials(void)
     CHECK(planted(p, 'l'));
     close(fd);
     /* Its filler gone, a locked one unclaimed goes at the next sweep. */
-    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, NULL, first,
                                        sizeof first) == 0);
     CHECK(files == 1 && bytes == 10);
     /* No cache yet: nothing to do. */
     snprintf(p, sizeof p, "%s/none", cache);
-    CHECK(shoal_store_sweep_partials(p, claims_c, &asked, &files, &bytes, first, 0) == 0 &&
+    CHECK(shoal_store_sweep_partials(p, claims_c, &asked, &files, &bytes, NULL, first, 0) == 0 &&
           files == 0);
 }
 
