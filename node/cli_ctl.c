@@ -599,18 +599,45 @@ static int query(int argc, char **argv, const char *cmd, uint32_t req, uint32_t 
     return status;
 }
 
+/* Status order (QA F9): by repo ("[datasets/]org/name", the name up to
+ * '@'), then by when it opened on the daemon, oldest first, so the newest
+ * release of each repo is its last row; pulls not open yet (elapsed 0)
+ * come after the open ones. */
+static int status_cmp(const void *pa, const void *pb)
+{
+    const struct shoal_ctl_release *a = pa, *b = pb;
+    const char *aa = strchr(a->name, '@'), *ba = strchr(b->name, '@');
+    size_t al = aa ? (size_t)(aa - a->name) : strlen(a->name);
+    size_t bl = ba ? (size_t)(ba - b->name) : strlen(b->name);
+    int c = memcmp(a->name, b->name, al < bl ? al : bl);
+
+    if (c != 0 || al != bl)
+        return c != 0 ? c : al < bl ? -1 : 1;
+    if ((a->elapsed_ms == 0) != (b->elapsed_ms == 0))
+        return a->elapsed_ms == 0 ? 1 : -1;
+    if (a->elapsed_ms != b->elapsed_ms)
+        return a->elapsed_ms > b->elapsed_ms ? -1 : 1; /* opened earlier first */
+    return strcmp(a->name, b->name);
+}
+
 static void print_status(struct shoal_ctl_msg *m)
 {
     /* The RELEASE column is as wide as its longest name: org/name@<40 hex>
      * runs past any fixed width that still fits a terminal. */
     int w = (int)strlen("RELEASE");
+    bool branches = false;
     for (uint32_t i = 0; i < m->u.status.count; i++) {
         clean_str(m->u.status.v[i].name);
+        clean_str(m->u.status.v[i].branch);
         int n = (int)strlen(m->u.status.v[i].name);
         w = n > w ? n : w;
+        branches |= m->u.status.v[i].branch[0] != '\0';
     }
-    printf("%-*s %-9s %6s %22s %12s %5s %6s %8s\n", w, "RELEASE", "STATE", "DONE",
-           "HAVE / TOTAL", "RATE", "PEERS", "ORIGIN", "ETA");
+    qsort(m->u.status.v, m->u.status.count, sizeof m->u.status.v[0], status_cmp);
+    /* BRANCH (what the release was pulled by) goes last, and only when
+     * some release has one: the columns before keep their places. */
+    printf("%-*s %-9s %6s %22s %12s %5s %6s %8s%s\n", w, "RELEASE", "STATE", "DONE",
+           "HAVE / TOTAL", "RATE", "PEERS", "ORIGIN", "ETA", branches ? "  BRANCH" : "");
     for (uint32_t i = 0; i < m->u.status.count; i++) {
         struct shoal_ctl_release *r = &m->u.status.v[i];
         char have[32], total[32], rate[32], both[72], eta[48];
@@ -620,11 +647,12 @@ static void print_status(struct shoal_ctl_msg *m)
         strcat(rate, "/s");
         snprintf(both, sizeof both, "%s / %s", have, total);
         fmt_eta(eta, sizeof eta, r->eta_ms);
-        printf("%-*s %-9s %5.1f%% %22s %12s %5u %5u%% %8s\n", w, r->name,
+        printf("%-*s %-9s %5.1f%% %22s %12s %5u %5u%% %8s%s%s\n", w, r->name,
                state_name(r->state),
                r->total_bytes ? 100.0 * (double)r->have_bytes / (double)r->total_bytes
                               : r->state == SHOAL_CTL_COMPLETE ? 100.0 : 0.0,
-               both, rate, r->peers, origin_pct(r), eta);
+               both, rate, r->peers, origin_pct(r), eta, branches ? "  " : "",
+               branches ? (r->branch[0] ? r->branch : "-") : "");
         if (r->state == SHOAL_CTL_FAILED) {
             clean_str(r->error);
             printf("  error: %s\n", r->error);
@@ -635,6 +663,11 @@ static void print_status(struct shoal_ctl_msg *m)
     }
     if (m->u.status.count == 0)
         printf("(no releases)\n");
+    /* The node's own trouble, after the table (its parsers read rows). */
+    for (uint32_t i = 0; i < m->u.status.nwarnings; i++) {
+        clean_str(m->u.status.warnings[i]);
+        printf("warning: %s\n", m->u.status.warnings[i]);
+    }
 }
 
 /* A round trip in milliseconds, two decimals below 10 ms (a LAN's or
@@ -734,8 +767,14 @@ int shoal_cmd_drop(int argc, char **argv)
     }
     clean_str(m->u.dropped.name);
     clean_str(m->u.dropped.repo_dir);
-    printf("dropped %s: this node no longer fetches or serves it, and does not reopen it "
-           "when shoald restarts.\n", m->u.dropped.name);
+    clean_str(m->u.dropped.note);
+    /* Dropped either way (exit 0), but one a rollout names is back within
+     * seconds: say that instead of "for good" (QA F1). */
+    if (m->u.dropped.note[0])
+        printf("dropped %s for now, but %s.\n", m->u.dropped.name, m->u.dropped.note);
+    else
+        printf("dropped %s: this node no longer fetches or serves it, and does not reopen it "
+               "when shoald restarts.\n", m->u.dropped.name);
     if (m->u.dropped.repo_dir[0])
         printf("Its complete files stay in the Hugging Face cache (%s); delete them with "
                "`huggingface-cli delete-cache`. Files it had not finished are removed.\n",

@@ -156,7 +156,9 @@ static int trk_open(const char *cmd, const struct trk_ident *id, uint8_t role,
     }
     if (rv == SHOAL_EUNTRUSTED && id->has_publisher) {
         fprintf(stderr, "shoal %s: tracker %s will not take manifests signed by %s: %s (add "
-                        "%s to its --publisher-keys; nodes need it in theirs too)\n",
+                        "%s to its --publisher-keys and restart it: the tracker reads that "
+                        "file at start only, so a key added since is not in its list yet; "
+                        "nodes need it in theirs too, and read theirs at start as well)\n",
                 cmd, id->tracker, id->publisher_path,
                 shoal_trkc_error(c)[0] ? shoal_trkc_error(c) : shoal_strerror(rv),
                 id->publisher_pub);

@@ -30,17 +30,19 @@ static const struct key keys[] = {
      "address peers should dial (default: listen; if that is\n"
      "                               0.0.0.0 or ::, this node's address towards each tracker)"},
     {"zone", K_STR, F(zone), "NAME", "our zone; same-zone peers are preferred (default)"},
-    {"node-key", K_STR, F(node_key), "FILE", "node secret key (shoal keygen)"},
+    {"node-key", K_STR, F(node_key), "FILE", "node secret key (shoal keygen); read at start"},
     {"cred", K_STR, F(cred), "FILE",
      "cluster credential for the node key (shoal cred issue); checked at start against\n"
      "                               node-key, cluster-keys and the clock. Required with a\n"
      "                               tracker or a peer; a standalone node (neither) may run\n"
-     "                               without one and fetch from the origin only"},
+     "                               without one and fetch from the origin only; read at\n"
+     "                               start (a renewed one needs a restart)"},
     {"cluster-keys", K_LIST, F(cluster_keys), "FILE",
-     "trusted cluster public keys; peers must hold a credential by one (repeatable)"},
+     "trusted cluster public keys; peers must hold a credential by one (repeatable;\n"
+     "                               read at start)"},
     {"publisher-keys", K_LIST, F(publisher_keys), "FILE",
      "trusted manifest publisher keys (repeatable; required: without one no manifest\n"
-     "                               is accepted)"},
+     "                               is accepted); read at start: a key added needs a restart"},
     {"cache-dir", K_STR, F(cache_dir), "DIR",
      "store = HF hub cache (default $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE,\n"
      "                               $HF_HOME/hub, ~/.cache/huggingface/hub)"},
@@ -130,7 +132,8 @@ static const struct key keys[] = {
     {"tracker-keys", K_LIST, F(tracker_keys), "FILE",
      "public keys of this fleet's trackers (one per line; repeatable): a tracker must\n"
      "                               prove it holds one (shoal-tracker --key) before the node\n"
-     "                               uses it (default: trackers are not authenticated)"},
+     "                               uses it (default: trackers are not authenticated); read\n"
+     "                               at start"},
     {"deny-keys", K_LIST, F(deny_keys), "FILE",
      "node keys this node refuses although their credential is valid (a leaked or\n"
      "                               retired node: one public key per line; repeatable; at\n"
@@ -142,7 +145,7 @@ static const struct key keys[] = {
      "Bearer token for the origin (default $HF_TOKEN, else the deprecated\n"
      "                               $HUGGING_FACE_HUB_TOKEN, else the login token at\n"
      "                               $HF_TOKEN_PATH or $HF_HOME/token); never sent to peers\n"
-     "                               or trackers"},
+     "                               or trackers; read at start"},
     {"hub-ca", K_STR, F(hub_ca), "FILE",
      "PEM bundle of the CAs an https origin's certificate must chain to (a gateway\n"
      "                               with an internal CA), instead of the system's; also\n"

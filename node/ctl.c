@@ -179,6 +179,10 @@ static int read_release(struct shoal_mpr *r, struct shoal_ctl_release *v)
         rv = read_text(r, v->error, SHOAL_CTL_REASON_MAX, false);
         extra--;
     }
+    if (rv == 0 && extra > 0) {
+        rv = read_text(r, v->branch, SHOAL_CTL_BRANCH_MAX, false);
+        extra--;
+    }
     if (rv == 0)
         rv = skip_extra(r, extra);
     if (rv == 0 && (v->have_bytes > v->total_bytes || v->have_chunks > v->nchunks))
@@ -286,6 +290,14 @@ int shoal_ctl_decode(struct shoal_ctl_msg *m, const uint8_t *body, size_t len)
         rv = shoal_mpr_array(&r, &m->u.status.count, SHOAL_CTL_RELEASES_MAX);
         for (uint32_t i = 0; rv == 0 && i < m->u.status.count; i++)
             rv = read_release(&r, &m->u.status.v[i]);
+        /* Added later: optional. */
+        m->u.status.nwarnings = 0;
+        if (rv == 0 && extra > 0) {
+            rv = shoal_mpr_array(&r, &m->u.status.nwarnings, SHOAL_CTL_WARNINGS_MAX);
+            for (uint32_t i = 0; rv == 0 && i < m->u.status.nwarnings; i++)
+                rv = read_text(&r, m->u.status.warnings[i], SHOAL_CTL_REASON_MAX, true);
+            extra--;
+        }
         break;
     case SHOAL_CTL_PEERS:
         rv = shoal_mpr_array(&r, &m->u.peers.count, SHOAL_CTL_PEERS_MAX);
@@ -299,6 +311,12 @@ int shoal_ctl_decode(struct shoal_ctl_msg *m, const uint8_t *body, size_t len)
         rv = read_text(&r, m->u.dropped.name, SHOAL_CTL_RELEASE_MAX, true);
         if (rv == 0)
             rv = read_text(&r, m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false);
+        /* Added later: optional. */
+        m->u.dropped.note[0] = '\0';
+        if (rv == 0 && extra > 0) {
+            rv = read_text(&r, m->u.dropped.note, SHOAL_CTL_REASON_MAX, false);
+            extra--;
+        }
         break;
     case SHOAL_CTL_METRICS:
         rv = shoal_mpr_str(&r, &m->u.metrics.text, &m->u.metrics.len, SHOAL_CTL_METRICS_MAX);
@@ -327,13 +345,14 @@ static bool release_ok(const struct shoal_ctl_release *v)
     size_t n = strnlen(v->name, sizeof v->name);
     return n > 0 && n <= SHOAL_CTL_RELEASE_MAX && text_ok(v->name, (uint32_t)n, false) &&
            v->state <= SHOAL_CTL_FAILED && cstr_ok(v->error, SHOAL_CTL_REASON_MAX, false) &&
+           cstr_ok(v->branch, SHOAL_CTL_BRANCH_MAX, false) &&
            v->have_bytes <= v->total_bytes &&
            v->have_chunks <= v->nchunks;
 }
 
 static void write_release(struct shoal_mpw *w, const struct shoal_ctl_release *v)
 {
-    shoal_mpw_array(w, RELEASE_FIELDS + 1);
+    shoal_mpw_array(w, RELEASE_FIELDS + 2);
     if (v->has_id)
         shoal_mpw_bin(w, v->id, 32);
     else
@@ -351,6 +370,7 @@ static void write_release(struct shoal_mpw *w, const struct shoal_ctl_release *v
     shoal_mpw_uint(w, v->eta_ms);
     shoal_mpw_uint(w, v->elapsed_ms);
     shoal_mpw_cstr(w, v->error);
+    shoal_mpw_cstr(w, v->branch);
 }
 
 static bool peer_ok(const struct shoal_ctl_peer *v)
@@ -390,7 +410,8 @@ static int validate(const struct shoal_ctl_msg *m)
         return cstr_ok(m->u.drop.release, SHOAL_CTL_RELEASE_MAX, true) ? 0 : SHOAL_EBADMSG;
     case SHOAL_CTL_DROPPED:
         return cstr_ok(m->u.dropped.name, SHOAL_CTL_RELEASE_MAX, true) &&
-                       cstr_ok(m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false)
+                       cstr_ok(m->u.dropped.repo_dir, SHOAL_CTL_PATH_MAX, false) &&
+                       cstr_ok(m->u.dropped.note, SHOAL_CTL_REASON_MAX, false)
                    ? 0
                    : SHOAL_EBADMSG;
     case SHOAL_CTL_STATUS:
@@ -398,6 +419,11 @@ static int validate(const struct shoal_ctl_msg *m)
             return SHOAL_ETOOBIG;
         for (uint32_t i = 0; i < m->u.status.count; i++)
             if (!release_ok(&m->u.status.v[i]))
+                return SHOAL_EBADMSG;
+        if (m->u.status.nwarnings > SHOAL_CTL_WARNINGS_MAX)
+            return SHOAL_ETOOBIG;
+        for (uint32_t i = 0; i < m->u.status.nwarnings; i++)
+            if (!cstr_ok(m->u.status.warnings[i], SHOAL_CTL_REASON_MAX, true))
                 return SHOAL_EBADMSG;
         return 0;
     case SHOAL_CTL_PEERS:
@@ -420,6 +446,17 @@ static int validate(const struct shoal_ctl_msg *m)
     }
 }
 
+/* Fields added after the first release, sent only when they say
+ * something, so an older reader sees the message it knows. */
+static uint32_t optional_fields(const struct shoal_ctl_msg *m)
+{
+    switch (m->type) {
+    case SHOAL_CTL_DROPPED: return m->u.dropped.note[0] ? 1 : 0;
+    case SHOAL_CTL_STATUS: return m->u.status.nwarnings > 0 ? 1 : 0;
+    default: return 0;
+    }
+}
+
 int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
 {
     size_t start = out->len;
@@ -435,7 +472,7 @@ int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
     if (rv != 0)
         return rv;
     shoal_mpw_init(&w, out);
-    shoal_mpw_array(&w, 1 + (uint32_t)nfields(m->type));
+    shoal_mpw_array(&w, 1 + (uint32_t)nfields(m->type) + optional_fields(m));
     shoal_mpw_uint(&w, m->type);
     switch (m->type) {
     case SHOAL_CTL_PULL:
@@ -453,6 +490,11 @@ int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
         shoal_mpw_array(&w, m->u.status.count);
         for (uint32_t i = 0; i < m->u.status.count; i++)
             write_release(&w, &m->u.status.v[i]);
+        if (m->u.status.nwarnings > 0) {
+            shoal_mpw_array(&w, m->u.status.nwarnings);
+            for (uint32_t i = 0; i < m->u.status.nwarnings; i++)
+                shoal_mpw_cstr(&w, m->u.status.warnings[i]);
+        }
         break;
     case SHOAL_CTL_PEERS:
         shoal_mpw_array(&w, m->u.peers.count);
@@ -468,6 +510,8 @@ int shoal_ctl_encode(const struct shoal_ctl_msg *m, struct shoal_buf *out)
     case SHOAL_CTL_DROPPED:
         shoal_mpw_cstr(&w, m->u.dropped.name);
         shoal_mpw_cstr(&w, m->u.dropped.repo_dir);
+        if (m->u.dropped.note[0])
+            shoal_mpw_cstr(&w, m->u.dropped.note);
         break;
     default:
         break;
@@ -1030,6 +1074,10 @@ static void handle_request(struct client *cl, const struct shoal_ctl_msg *req)
         m->u.status.count = n;
         for (uint32_t i = 0; i < n; i++)
             add_release_rate(c, &m->u.status.v[i]);
+        m->u.status.nwarnings = c->ops->warnings
+                                    ? c->ops->warnings(c->ops->user, m->u.status.warnings,
+                                                       SHOAL_CTL_WARNINGS_MAX)
+                                    : 0;
         client_send(cl, m);
         return;
     case SHOAL_CTL_PEERS_REQ:
@@ -1064,7 +1112,8 @@ static void handle_request(struct client *cl, const struct shoal_ctl_msg *req)
         memset(&m->u.dropped, 0, sizeof m->u.dropped);
         rv = c->ops->drop(c->ops->user, req->u.drop.release, m->u.dropped.name,
                           sizeof m->u.dropped.name, m->u.dropped.repo_dir,
-                          sizeof m->u.dropped.repo_dir, why, sizeof why);
+                          sizeof m->u.dropped.repo_dir, m->u.dropped.note,
+                          sizeof m->u.dropped.note, why, sizeof why);
         if (rv != 0) {
             send_error(cl, rv, "%s", why[0] ? why : shoal_strerror(rv));
             return;

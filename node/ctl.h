@@ -11,14 +11,22 @@
  *                                      complete (state COMPLETE), or one
  *                                      CTL_ERROR; with follow false, one
  *                                      CTL_PROGRESS only
- *   CTL_STATUS_REQ []               -> CTL_STATUS [[release fields]...]
+ *   CTL_STATUS_REQ []               -> CTL_STATUS [[release fields]...,
+ *                                      [warning]...]: the warnings (later,
+ *                                      optional, sent only when there are
+ *                                      some) are the node's own, not any
+ *                                      release's: its credential ends, no
+ *                                      tracker is connected
  *   CTL_PEERS_REQ []                -> CTL_PEERS [[peer fields]...]
  *   CTL_METRICS_REQ []              -> CTL_METRICS [text] (Prometheus)
- *   CTL_DROP [release]              -> CTL_DROPPED [name, repo_dir]: the
- *                                      release is no longer fetched nor
+ *   CTL_DROP [release]              -> CTL_DROPPED [name, repo_dir, note]:
+ *                                      the release is no longer fetched nor
  *                                      served, nor reopened at start; its
  *                                      files stay in the cache at repo_dir
- *                                      ("" when nothing is on disk)
+ *                                      ("" when nothing is on disk). |note|
+ *                                      (optional, later) says why it may
+ *                                      come back anyway: a tracker rollout
+ *                                      names it
  * A request the daemon cannot serve gets CTL_ERROR [code, message].
  *
  * The decoder is as strict as msg.h's: known type, every field of its type
@@ -62,6 +70,8 @@ enum shoal_ctl_type {
 #define SHOAL_CTL_RELEASE_MAX 256u     /* "org/name@rev" or a 64-hex id */
 #define SHOAL_CTL_ERROR_MAX 512u
 #define SHOAL_CTL_REASON_MAX 384u      /* why a release failed (status) */
+#define SHOAL_CTL_BRANCH_MAX 255u      /* the branch a release was pulled by */
+#define SHOAL_CTL_WARNINGS_MAX 8u      /* node-level lines in a STATUS */
 #define SHOAL_CTL_RELEASES_MAX 64u
 #define SHOAL_CTL_PEERS_MAX 256u
 #define SHOAL_CTL_ZONE_MAX 64u
@@ -84,10 +94,10 @@ enum shoal_ctl_state {
 /* One release: PROGRESS, and each element of STATUS.
  * Wire: [id or nil, name, state, have_bytes, total_bytes, have_chunks,
  *        nchunks, rate_bps, peers, peer_bytes, origin_bytes, eta_ms, elapsed_ms,
- *        error]; have_bytes <= total_bytes, have_chunks <= nchunks, state
+ *        error, branch]; have_bytes <= total_bytes, have_chunks <= nchunks, state
  * known. |error| (empty unless FAILED, PULLING with the origin failing,
- * or WAITING for a reason the daemon knows) may be absent: a reader
- * takes a missing one as empty. */
+ * or WAITING for a reason the daemon knows) and |branch| came later and
+ * may be absent: a reader takes a missing one as empty. */
 struct shoal_ctl_release {
     bool has_id;
     uint8_t id[32];
@@ -106,6 +116,9 @@ struct shoal_ctl_release {
     /* Why it FAILED; for one PULLING, what is wrong with the origin if
      * anything; else empty. */
     char error[SHOAL_CTL_REASON_MAX + 1];
+    /* The branch or tag it was pulled by ("" if none, or an older
+     * daemon): refs/<branch> names it once complete. */
+    char branch[SHOAL_CTL_BRANCH_MAX + 1];
 };
 
 /* One connected peer. Wire: [node_pk, addr, zone, cipher, initiator,
@@ -139,6 +152,10 @@ struct shoal_ctl_msg {
         struct {
             uint32_t count;
             struct shoal_ctl_release v[SHOAL_CTL_RELEASES_MAX];
+            /* What is wrong with the node itself (credential, trackers);
+             * optional on the wire, absent from an older daemon. */
+            uint32_t nwarnings;
+            char warnings[SHOAL_CTL_WARNINGS_MAX][SHOAL_CTL_REASON_MAX + 1];
         } status;
         struct {
             uint32_t count;
@@ -150,6 +167,10 @@ struct shoal_ctl_msg {
         struct {
             char name[SHOAL_CTL_RELEASE_MAX + 1];    /* "org/name@commit"; non-empty */
             char repo_dir[SHOAL_CTL_PATH_MAX + 1];   /* where its files stay; may be "" */
+            /* Why it comes back after all (a tracker rollout names it),
+             * and what to do; "" when nothing brings it back. Optional on
+             * the wire: an older daemon sends none. */
+            char note[SHOAL_CTL_REASON_MAX + 1];
         } dropped;
         struct {
             const char *text; /* view into the body; NOT NUL-terminated */
@@ -220,6 +241,10 @@ struct shoal_ctl_ops {
                    size_t whylen);
     /* Fills up to |max| releases (open and waiting ones); returns how many. */
     uint32_t (*releases)(void *user, struct shoal_ctl_release *v, uint32_t max);
+    /* Fills up to |max| node-level warnings for status (each at most
+     * SHOAL_CTL_REASON_MAX bytes, NUL-terminated); returns how many. May
+     * be NULL: none. */
+    uint32_t (*warnings)(void *user, char (*v)[SHOAL_CTL_REASON_MAX + 1], uint32_t max);
     /* Fills up to |max| authenticated peers (rates left for ctl). */
     uint32_t (*peers)(void *user, struct shoal_ctl_peer *v, uint32_t max);
     void (*metrics)(void *user, struct shoal_ctl_metrics *m);
@@ -228,10 +253,12 @@ struct shoal_ctl_ops {
      * ("[datasets/]org/name@commit")
      * (or what was asked, for a pull still waiting for its manifest) and
      * |dir| (|dirlen| bytes) with the repo folder its files stay in ("" if
-     * none). Returns 0, SHOAL_ENOTFOUND (neither open nor being pulled) or
-     * another error; the reason for people in |why|. */
+     * none), and |note| (|notelen| bytes) with why it comes back anyway
+     * ("" if nothing brings it back). Returns 0, SHOAL_ENOTFOUND (neither
+     * open nor being pulled) or another error; the reason for people in
+     * |why|. */
     int (*drop)(void *user, const char *release, char *name, size_t namelen, char *dir,
-                size_t dirlen, char *why, size_t whylen);
+                size_t dirlen, char *note, size_t notelen, char *why, size_t whylen);
     void *user;
 };
 

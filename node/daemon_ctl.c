@@ -59,6 +59,51 @@ static bool tracker_reason(struct shoal_daemon *d, struct shoal_swarm *sw, char 
     return true;
 }
 
+/* What is wrong with the node itself, for `shoal status` (QA F4): its
+ * releases look healthy while its credential has ended (every peer and
+ * tracker refuses it) or no tracker answers; the log and metrics said so,
+ * status did not. */
+static uint32_t ctl_warnings(void *user, char (*v)[SHOAL_CTL_REASON_MAX + 1], uint32_t max)
+{
+    struct shoal_daemon *d = user;
+    const struct shoal_config *c = d->cfg;
+    uint64_t now = (uint64_t)time(NULL);
+    char when[64], left[48];
+    uint32_t n = 0;
+
+    if (n < max && d->cred_expires && now >= d->cred_expires) {
+        snprintf(v[n], sizeof v[n], "credential %s expired at %s (%s ago): peers and trackers "
+                 "refuse this node; issue a new one (shoal cred issue --cluster-key "
+                 "CLUSTER.key --node %s.pub --out %s) and restart shoald", c->cred,
+                 dmn_fmt_utc(when, sizeof when, d->cred_expires),
+                 dmn_fmt_span(left, sizeof left, now - d->cred_expires), c->node_key, c->cred);
+        dmn_utf8_cut(v[n++]);
+    } else if (n < max && d->cred_expires && d->cred_expires - now <= CRED_WARN_S) {
+        snprintf(v[n], sizeof v[n], "credential %s expires at %s, in %s: then peers and "
+                 "trackers refuse this node; issue a new one (shoal cred issue) and restart "
+                 "shoald before then", c->cred, dmn_fmt_utc(when, sizeof when, d->cred_expires),
+                 dmn_fmt_span(left, sizeof left, d->cred_expires - now));
+        dmn_utf8_cut(v[n++]);
+    }
+    if (n < max && d->trk && shoal_trkconn_ready(d->trk) == 0) {
+        uint64_t away = uv_now(&d->loop) - d->trk_seen_ms;
+        uint32_t ntrk = shoal_trkconn_count(d->trk);
+        const char *refused = NULL;
+        /* A login or reconnect usually takes well under this. */
+        for (uint32_t i = 0; !refused && i < ntrk; i++)
+            refused = shoal_trkconn_refused(d->trk, i);
+        if (refused || away >= TRACKER_QUIET_SHOW_MS) {
+            int k = snprintf(v[n], sizeof v[n], "no tracker connected (%u configured) for %s: "
+                             "no rollouts reach this node and origin leases are not shared",
+                             ntrk, dmn_fmt_span(left, sizeof left, away / 1000));
+            if (refused && k > 0 && (size_t)k < sizeof v[n])
+                snprintf(v[n] + k, sizeof v[n] - (size_t)k, "; %s", refused);
+            dmn_utf8_cut(v[n++]);
+        }
+    }
+    return n;
+}
+
 static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoal_ctl_release *r)
 {
     const struct shoal_manifest *m = shoal_swarm_manifest(sw);
@@ -70,6 +115,7 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     memcpy(r->id, shoal_swarm_id(sw), 32);
     (void)shoal_manifest_name(m, r->name, sizeof r->name);
     bool checking = d->slot[dmn_swarm_slot(d, sw)].checking;
+    snprintf(r->branch, sizeof r->branch, "%s", d->slot[dmn_swarm_slot(d, sw)].branch);
 
     r->state = shoal_swarm_complete(sw) && !checking ? SHOAL_CTL_COMPLETE : SHOAL_CTL_PULLING;
     r->have_bytes = st.have_bytes;
@@ -167,6 +213,8 @@ static void ctl_fill_waiting(struct shoal_daemon *d, const struct pull *pl,
                  "no tracker has answered with its manifest yet (not published?)");
     else
         waiting_reason(d, r->error, sizeof r->error);
+    /* A ref fits: it came after "org/name@" in at most 256 bytes. */
+    snprintf(r->branch, sizeof r->branch, "%.*s", (int)(sizeof r->branch - 1), pl->ref);
     if (!pl->by_name) {
         r->has_id = true;
         memcpy(r->id, pl->id, 32);
@@ -284,8 +332,36 @@ static void ctl_metrics(void *user, struct shoal_ctl_metrics *m)
     m->trackers_connected = d->trk ? shoal_trkconn_ready(d->trk) : 0;
 }
 
+/* A drop of a release a tracker rollout names lasts until that tracker's
+ * next answer (about a second): the reply says so, and what ends it, so
+ * the operator does not read the drop as final (QA F1). */
+static void rollout_note(struct shoal_daemon *d, const uint8_t id[32], const char *name,
+                         char *out, size_t cap)
+{
+    const char *trk = NULL;
+    for (uint32_t i = 0; i < d->nrollout_ids && !trk; i++) {
+        if (memcmp(d->rollout_ids[i].id, id, 32) != 0)
+            continue;
+        uint32_t t = d->rollout_ids[i].trk;
+        trk = t != ROLLOUT_FROM_STATE && d->trk && t < shoal_trkconn_count(d->trk)
+                  ? shoal_trkconn_addr(d->trk, t)
+                  : "";
+    }
+    if (!trk)
+        return;
+    if (trk[0])
+        snprintf(out, cap, "a rollout on tracker %s names it: it comes back at that tracker's "
+                 "next answer (within seconds); remove the rollout first (shoal rollout %s "
+                 "--remove --tracker %s ...), then drop it again", trk, name, trk);
+    else
+        snprintf(out, cap, "a tracker rollout named it before shoald last started: it comes "
+                 "back if a tracker still names it; remove the rollout first (shoal rollout "
+                 "%s --remove), then drop it again", name);
+    dmn_utf8_cut(out);
+}
+
 static int ctl_drop(void *user, const char *release, char *name, size_t namelen, char *dir,
-                    size_t dirlen, char *why, size_t whylen)
+                    size_t dirlen, char *note, size_t notelen, char *why, size_t whylen)
 {
     struct shoal_daemon *d = user;
     struct shoal_swarm *sw;
@@ -312,6 +388,7 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         return SHOAL_EBUSY;
     }
     dir[0] = '\0';
+    note[0] = '\0';
     if (sw) {
         const struct shoal_manifest *m = shoal_swarm_manifest(sw);
         (void)shoal_manifest_name(m, name, namelen);
@@ -325,6 +402,8 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         snprintf(name, namelen, "%s", pl->name[0] ? pl->name : release);
         snprintf(hex, sizeof hex, "-");
     }
+    if (sw || !pl->by_name)
+        rollout_note(d, sw ? shoal_swarm_id(sw) : pl->id, name, note, notelen);
     snprintf(reason, sizeof reason, "dropped on this node (shoal drop %s)", name);
     /* Every pull that leads to it goes: by id, by name, by branch. */
     for (uint32_t i = 0; i < d->npulls;) {
@@ -348,12 +427,27 @@ static int ctl_drop(void *user, const char *release, char *name, size_t namelen,
         dmn_remember_gone(d, full, reason, SHOAL_ENOTFOUND);
         shoal_swarm_discard_partials(sw, &nparts, &pbytes);
         dmn_remove_swarm(d, sw, reason);
+        /* Its kept manifest serves other releases' dedup only while a
+         * snapshot of its commit is left (with none, e.g. dropped before
+         * any file was published, it would only be parsed at every
+         * release open, for ever: QA F2). The start-up sweep catches
+         * snapshots deleted later. */
+        char mfname[64 + sizeof ".manifest"];
+        snprintf(mfname, sizeof mfname, "%s.manifest", full);
+        if (dir[0] && shoal_store_manifest_orphaned(d->abs_cache[0] ? d->abs_cache : d->cache_dir,
+                                                    folder, mfname)) {
+            char mpath[SHOAL_HF_PATH_MAX + PATH_MAX];
+            snprintf(mpath, sizeof mpath, "%s/.shoal/%s", dir, mfname);
+            if (unlink(mpath) == 0)
+                LOG_I("release %s: its kept manifest %s removed (no snapshot of its commit is "
+                      "left)", name, mpath);
+        }
     }
     char psize[32];
     shoal_fmt_bytes(psize, sizeof psize, pbytes);
     LOG_I("release %s (%s) dropped by the control socket: no longer fetched or served, "
           "not reopened at start; its complete files stay in the cache, %u unfinished "
-          "(%s) are removed", name, hex, nparts, psize);
+          "(%s) are removed%s%s", name, hex, nparts, psize, note[0] ? "; but " : "", note);
     dmn_save_state(d);
     return 0;
 }
@@ -415,6 +509,7 @@ int dmn_start_ctl(struct shoal_daemon *d)
     d->ctl_ops.pull = dmn_ctl_pull;
     d->ctl_ops.release = ctl_release;
     d->ctl_ops.releases = ctl_releases;
+    d->ctl_ops.warnings = ctl_warnings;
     d->ctl_ops.peers = ctl_peers;
     d->ctl_ops.metrics = ctl_metrics;
     d->ctl_ops.drop = ctl_drop;

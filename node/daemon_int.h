@@ -70,6 +70,11 @@
 /* Evictions from the handshake pool are logged at most this often: a
  * flood of connections that never authenticate must not flood the log. */
 #define EVICT_LOG_MS 10000
+/* A credential ending within this long is warned about, at start and then
+ * once a day (and in `shoal status`): `shoal cred issue` gives 30 days by
+ * default, and a fleet whose credentials were issued together would
+ * otherwise drop off all at once with nothing said before. */
+#define CRED_WARN_S (7u * 86400)
 /* The "tracker" of a rollout_ids entry taken from the state file. */
 #define ROLLOUT_FROM_STATE UINT32_MAX
 
@@ -345,6 +350,10 @@ void dmn_save_state(struct shoal_daemon *d);
 void dmn_touch_swarm(struct shoal_daemon *d, const struct shoal_swarm *s);
 void dmn_note_uploads(struct shoal_daemon *d);
 bool dmn_in_rollout(const struct shoal_daemon *d, const uint8_t id[32]);
+/* "2026-11-23 19:32 UTC" for |unix_s|, and a short "3 days 4 h" / "5 h 12
+ * min" / "40 s" for |secs|, into |buf|; return |buf|. */
+const char *dmn_fmt_utc(char *buf, size_t cap, uint64_t unix_s);
+const char *dmn_fmt_span(char *buf, size_t cap, uint64_t secs);
 bool dmn_pull_room(struct shoal_daemon *d);
 struct shoal_swarm *dmn_add_release(struct shoal_daemon *d, struct shoal_manifest *m,
                                     const uint8_t *signed_mf, size_t len, const char *branch,

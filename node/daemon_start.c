@@ -9,7 +9,7 @@
 /* ---- setup ---- */
 
 /* "2026-11-23 19:32 UTC" for |unix| into |buf|. */
-static const char *fmt_utc(char *buf, size_t cap, uint64_t unix_s)
+const char *dmn_fmt_utc(char *buf, size_t cap, uint64_t unix_s)
 {
     time_t t = (time_t)unix_s;
     struct tm tm;
@@ -20,7 +20,7 @@ static const char *fmt_utc(char *buf, size_t cap, uint64_t unix_s)
 }
 
 /* A short "3 days 4 h" / "5 h 12 min" / "40 s" for |secs|. */
-static const char *fmt_span(char *buf, size_t cap, uint64_t secs)
+const char *dmn_fmt_span(char *buf, size_t cap, uint64_t secs)
 {
     if (secs >= 86400)
         snprintf(buf, cap, "%llu days %llu h", (unsigned long long)(secs / 86400),
@@ -112,7 +112,7 @@ static int load_cred(struct shoal_daemon *d)
         LOG_E("credential %s expired at %s: every peer and tracker would refuse this node; "
               "issue a new one ('shoal cred issue --cluster-key CLUSTER.key --node %s.pub --out "
               "%s [--days N]') and start shoald again", c->cred,
-              fmt_utc(when, sizeof when, cred.expires_unix), c->node_key, c->cred);
+              dmn_fmt_utc(when, sizeof when, cred.expires_unix), c->node_key, c->cred);
         return rv;
     }
     if (rv != 0) {
@@ -130,11 +130,6 @@ static int load_cred(struct shoal_daemon *d)
     return rv;
 }
 
-/* A credential ending within this long is warned about, at start and then
- * once a day: `shoal cred issue` gives 30 days by default, and a fleet
- * whose credentials were issued together would otherwise drop off all at
- * once with nothing said before. */
-#define CRED_WARN_S (7u * 86400)
 #define CRED_CHECK_S 86400u
 
 /* Logs how long the credential has left when that is under CRED_WARN_S
@@ -153,15 +148,15 @@ void dmn_on_cred_timer(uv_timer_t *t)
         LOG_E("credential %s expired at %s: peers and trackers refuse this node (it redials "
               "its --peers only every few minutes now); issue a new one ('shoal cred issue "
               "--cluster-key CLUSTER.key --node %s.pub --out %s') and restart shoald", c->cred,
-              fmt_utc(when, sizeof when, d->cred_expires), c->node_key, c->cred);
+              dmn_fmt_utc(when, sizeof when, d->cred_expires), c->node_key, c->cred);
     } else {
         uint64_t rem = d->cred_expires - now;
         if (rem <= CRED_WARN_S)
             LOG_W("credential %s expires at %s, in %s: then peers and trackers refuse this "
                   "node; issue a new one ('shoal cred issue --cluster-key CLUSTER.key --node "
                   "%s.pub --out %s [--days N]') and restart shoald before then", c->cred,
-                  fmt_utc(when, sizeof when, d->cred_expires),
-                  fmt_span(left, sizeof left, rem), c->node_key, c->cred);
+                  dmn_fmt_utc(when, sizeof when, d->cred_expires),
+                  dmn_fmt_span(left, sizeof left, rem), c->node_key, c->cred);
         if (rem < next)
             next = rem + 1; /* once more, just past its end */
     }
@@ -606,18 +601,23 @@ static void sweep_partials(struct shoal_daemon *d, const struct shoal_state_entr
 {
     char first[SHOAL_HF_PATH_MAX + SHOAL_STATE_PATH_MAX], size[32];
     struct sweep_ctx c = {d, v, closed, n};
+    struct shoal_store_swept k;
     uint32_t files = 0;
     uint64_t bytes = 0;
-    int rv = shoal_store_sweep_partials(d->cache_dir, partial_claimed, &c, &files, &bytes, first,
-                                        sizeof first);
+    int rv = shoal_store_sweep_partials(d->cache_dir, partial_claimed, &c, &files, &bytes, &k,
+                                        first, sizeof first);
 
     if (rv != 0)
         LOG_W("looking for partial files of dropped releases in %s: %s", d->cache_dir,
               shoal_strerror(rv));
     else if (files > 0)
-        LOG_I("removed %u partial file%s (%s) of releases no longer open or listed in the "
-              "state file, e.g. %s", files, files == 1 ? "" : "s",
-              shoal_fmt_bytes(size, sizeof size, bytes), first);
+        /* Each kind by its name: a .state is the progress sidecar of a
+         * release, complete or not, not a partial file (QA F2). */
+        LOG_I("removed %u partial file%s, %u progress sidecar%s and %u kept manifest%s (%s) "
+              "of releases no longer open or listed in the state file (manifests only of "
+              "commits with no snapshot left), e.g. %s", k.partials,
+              k.partials == 1 ? "" : "s", k.sidecars, k.sidecars == 1 ? "" : "s", k.manifests,
+              k.manifests == 1 ? "" : "s", shoal_fmt_bytes(size, sizeof size, bytes), first);
 }
 
 int dmn_start_listening(struct shoal_daemon *d)

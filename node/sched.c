@@ -260,6 +260,12 @@ struct shoal_sched {
     uint64_t rate_down;
     bool rate_on;
     struct brate *brate;  /* per slot, while rate_on (else NULL) */
+    /* A transfer of at most SMALL_XFER chunks (counted at the first
+     * shoal_sched_next) holds its endgame copies until a request is late
+     * (endgame_hold_ms), and |eg_wake| is when the oldest held one will
+     * be (0: none held). */
+    bool small_xfer;
+    uint64_t eg_wake;
     uint64_t peer_chunk_ms; /* the last chunk a peer delivered (0: none) */
 };
 
@@ -2343,8 +2349,36 @@ static uint32_t pick_cross(struct shoal_sched *s, const struct peer *p)
     return best;
 }
 
+/* A request of the loader's most urgent file is late once
+ * it has been out LATE_FACTOR times as long as requests take (queueing at
+ * the peer included), and at least LATE_FLOOR_MS. */
+#define LATE_FACTOR 2.0
+#define LATE_FLOOR_MS 20u
+
+/* A transfer this small is all endgame: duplicating its requests at once
+ * received most one-chunk deltas twice (QA F8: 5 of 7 nodes, 100% of the
+ * peer bytes). Its copies wait until the request is late: LATE_FACTOR
+ * times what a chunk takes (the peers' measured time per request, else
+ * the chunk at the holder's measured rate), else ENDGAME_HOLD_UNKNOWN_MS
+ * while nothing is measured yet (a release's first chunk). A transfer
+ * larger than this keeps the immediate copies, so the simulator's runs
+ * (whole releases) do not change. */
+#define SMALL_XFER 2u
+#define ENDGAME_HOLD_UNKNOWN_MS 500u
+
+static uint64_t endgame_hold_ms(const struct shoal_sched *s, uint32_t holder)
+{
+    double per = s->req_ms;
+    if (per <= 0 && holder < s->cfg.max_peers && s->thr[holder] > 0)
+        per = 1000.0 * s->avg_chunk / s->thr[holder];
+    if (per <= 0)
+        return ENDGAME_HOLD_UNKNOWN_MS;
+    return (uint64_t)(LATE_FACTOR * per) + LATE_FLOOR_MS;
+}
+
 /* Endgame: an outstanding chunk (peer request or origin fetch) that |slot|
- * holds, has fewer than endgame_dups copies and is not yet asked of it. */
+ * holds, has fewer than endgame_dups copies and is not yet asked of it
+ * (for a small transfer, only a late request: endgame_hold_ms). */
 static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
 {
     const struct peer *p = &s->peers[slot];
@@ -2362,17 +2396,20 @@ static uint32_t pick_endgame(struct shoal_sched *s, uint32_t slot)
     for (uint32_t i = 0; i < s->nreq; i++) {
         uint32_t c = s->reqs[i].chunk;
         bool at;
-        if (bit_get(p->bits, c) && req_copies(s, c, slot, &at) < s->cfg.endgame_dups && !at)
-            return c;
+        if (!bit_get(p->bits, c) || req_copies(s, c, slot, &at) >= s->cfg.endgame_dups || at)
+            continue;
+        if (s->small_xfer) {
+            uint64_t late = s->reqs[i].at + endgame_hold_ms(s, s->reqs[i].slot);
+            if (late > s->now) {
+                if (s->eg_wake == 0 || late < s->eg_wake)
+                    s->eg_wake = late;
+                continue;
+            }
+        }
+        return c;
     }
     return NIL;
 }
-
-/* A request of the loader's most urgent file is late once
- * it has been out LATE_FACTOR times as long as requests take (queueing at
- * the peer included), and at least LATE_FLOOR_MS. */
-#define LATE_FACTOR 2.0
-#define LATE_FLOOR_MS 20u
 
 /*
  * Requests of file-endgame tier |t| sent before the returned time may be
@@ -2621,6 +2658,7 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
         s->t0 = now_ms + 1;
         if (s->lease_retry_at < now_ms + s->cfg.origin_delay_ms)
             s->lease_retry_at = now_ms + s->cfg.origin_delay_ms;
+        s->small_xfer = s->nchunks - s->nhave <= SMALL_XFER;
     }
     while (n < max && s->pendhead < s->npend)
         out[n++] = s->pend[s->pendhead++];
@@ -2635,6 +2673,12 @@ size_t shoal_sched_next(struct shoal_sched *s, uint64_t now_ms, struct shoal_sch
     if (s->nhave == s->nchunks || n == max)
         goto out;
 
+    /* A held endgame copy is due: the peers that found nothing then
+     * look again. */
+    if (s->eg_wake != 0 && now_ms >= s->eg_wake) {
+        s->eg_wake = 0;
+        clear_stale(s, false);
+    }
     /* A file entering its own endgame gives peers that found nothing
      * before something to do: duplicates of its outstanding requests. */
     uint32_t fe = file_endgame_tier(s);
@@ -2698,6 +2742,8 @@ uint64_t shoal_sched_wakeup(const struct shoal_sched *s)
     if (s->n_orphan > 0 && !s->lease_pending && s->lease_retry_at > s->now &&
         s->lease_retry_at < w)
         w = s->lease_retry_at;
+    if (s->eg_wake != 0 && s->eg_wake < w)
+        w = s->eg_wake;
     /* Only a peer worth asking makes waking up for its back-off useful. */
     for (uint32_t k = 0; k < (s->cfg.max_peers + 63) / 64; k++)
         for (uint64_t m = s->ready[k] & s->busym[k]; m != 0; m &= m - 1) {

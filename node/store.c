@@ -406,23 +406,73 @@ static bool hex_run(const char *p, size_t n)
     return true;
 }
 
-/* A name only shoald gives in .shoal/: <etag>.incomplete and
+/* What a name only shoald gives in .shoal/ is: <etag>.incomplete and
  * <etag>.<16 hex>.incomplete (shoal_hf_partial_path; an etag is 40 or 64
- * hex), or <64 hex>.state (sidecar_name). */
-static bool own_meta_name(const char *name)
+ * hex), <64 hex>.state (sidecar_name) or <64 hex>.manifest
+ * (keep_manifest); 0 for any other name. */
+enum meta_kind { META_NONE, META_PARTIAL, META_SIDECAR, META_MANIFEST };
+
+static enum meta_kind own_meta_name(const char *name)
 {
     size_t n = strlen(name), e;
 
     if (n == 64 + 6 && hex_run(name, 64) && strcmp(name + 64, ".state") == 0)
-        return true;
+        return META_SIDECAR;
+    if (n == 64 + 9 && hex_run(name, 64) && strcmp(name + 64, ".manifest") == 0)
+        return META_MANIFEST;
     for (e = 40; e <= 64; e += 24) {
         if (n == e + 11 && hex_run(name, e) && strcmp(name + e, ".incomplete") == 0)
-            return true;
+            return META_PARTIAL;
         if (n == e + 28 && hex_run(name, e) && name[e] == '.' && hex_run(name + e + 1, 16) &&
             strcmp(name + e + 17, ".incomplete") == 0)
-            return true;
+            return META_PARTIAL;
     }
-    return false;
+    return META_NONE;
+}
+
+static int read_small(int dfd, const char *name, size_t max, uint8_t **out, size_t *n);
+
+/* Whether kept manifest |name| (in |meta_fd|, the .shoal/ of repo folder
+ * |repo_fd|) is of a commit with no snapshot left: nothing of that release
+ * remains for another one to take chunks from (fill_from_local), so
+ * parsing it at every release open is all it would still cost. One that
+ * cannot be read or parsed is left alone (not ours to judge). */
+static bool manifest_orphaned(int repo_fd, int meta_fd, const char *name)
+{
+    struct shoal_manifest *m = NULL;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    bool orphan = false;
+
+    if (read_small(meta_fd, name, KEPT_MANIFEST_MAX, &bytes, &len) == 0 &&
+        shoal_manifest_parse(&m, bytes, len, NULL, NULL) == 0) {
+        char snap[128];
+        struct stat st;
+        int k = snprintf(snap, sizeof snap, "snapshots/%s", shoal_manifest_commit(m));
+        orphan = k > 0 && (size_t)k < sizeof snap &&
+                 fstatat(repo_fd, snap, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
+    }
+    shoal_manifest_free(m);
+    free(bytes);
+    return orphan;
+}
+
+bool shoal_store_manifest_orphaned(const char *cache_dir, const char *folder, const char *name)
+{
+    char path[PATH_MAX];
+    int repo_fd, meta_fd, k = snprintf(path, sizeof path, "%s/%s", cache_dir, folder);
+    bool orphan = false;
+
+    if (k < 0 || (size_t)k >= sizeof path ||
+        (repo_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return false;
+    meta_fd = openat(repo_fd, ".shoal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (meta_fd >= 0) {
+        orphan = manifest_orphaned(repo_fd, meta_fd, name);
+        close(meta_fd);
+    }
+    close(repo_fd);
+    return orphan;
 }
 
 /* Removes |name| from |dfd| if it is a regular file nobody holds locked;
@@ -447,11 +497,16 @@ static bool sweep_one(int dfd, const char *name, uint64_t *bytes)
 }
 
 int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb claimed, void *user,
-                               uint32_t *files, uint64_t *bytes, char *first, size_t cap)
+                               uint32_t *files, uint64_t *bytes, struct shoal_store_swept *kinds,
+                               char *first, size_t cap)
 {
     DIR *top = opendir(cache_dir), *meta;
     struct dirent *de, *me;
+    struct shoal_store_swept none;
 
+    if (!kinds)
+        kinds = &none;
+    memset(kinds, 0, sizeof *kinds);
     *files = 0;
     *bytes = 0;
     if (cap)
@@ -469,18 +524,28 @@ int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb cla
         if (repo_fd < 0)
             continue;
         meta_fd = openat(repo_fd, ".shoal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        close(repo_fd);
-        if (meta_fd < 0)
+        if (meta_fd < 0) {
+            close(repo_fd);
             continue;
+        }
         if (!(meta = fdopendir(meta_fd))) {
             close(meta_fd);
+            close(repo_fd);
             continue;
         }
         while ((me = readdir(meta))) {
-            if (!own_meta_name(me->d_name) || claimed(user, de->d_name, me->d_name) ||
+            enum meta_kind kind = own_meta_name(me->d_name);
+            /* A kept manifest goes only with the last snapshot of its
+             * commit (QA F2): while one is left, other releases take
+             * chunks from its blobs through it. */
+            if (kind == META_NONE || claimed(user, de->d_name, me->d_name) ||
+                (kind == META_MANIFEST && !manifest_orphaned(repo_fd, meta_fd, me->d_name)) ||
                 !sweep_one(meta_fd, me->d_name, bytes))
                 continue;
             any = true;
+            kinds->partials += kind == META_PARTIAL;
+            kinds->sidecars += kind == META_SIDECAR;
+            kinds->manifests += kind == META_MANIFEST;
             if (++*files == 1 && cap)
                 snprintf(first, cap, "%s/%s/.shoal/%s", cache_dir, de->d_name, me->d_name);
         }
@@ -488,6 +553,7 @@ int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb cla
         if (any)
             (void)fsync(meta_fd);
         closedir(meta);
+        close(repo_fd);
     }
     closedir(top);
     return 0;

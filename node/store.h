@@ -180,9 +180,17 @@ int shoal_store_lock_cache(const char *cache_dir, long gid, int *fd, long *holde
  */
 typedef bool (*shoal_store_claimed_cb)(void *user, const char *folder, const char *name);
 
+/* What a sweep removed, by kind. */
+struct shoal_store_swept {
+    uint32_t partials;  /* <etag>[.<16 hex>].incomplete */
+    uint32_t sidecars;  /* <id>.state */
+    uint32_t manifests; /* <id>.manifest */
+};
+
 /*
- * Removes the partial files (<etag>.incomplete, <etag>.<16 hex>.incomplete)
- * and progress sidecars (<64 hex>.state) that shoald left in the .shoal/
+ * Removes the partial files (<etag>.incomplete, <etag>.<16 hex>.incomplete),
+ * progress sidecars (<64 hex>.state) and kept manifests (<64 hex>.manifest)
+ * of a commit no snapshot is left of, that shoald left in the .shoal/
  * folders of cache |cache_dir| and that |claimed| says no release owns: a
  * release dropped while shoald was down (its manifest deleted, its key no
  * longer trusted) or killed before its drop removed them would otherwise
@@ -190,11 +198,21 @@ typedef bool (*shoal_store_claimed_cb)(void *user, const char *folder, const cha
  * regular files with exactly those names; one that another open file
  * description holds locked (a store filling it) stays. The caller holds the
  * cache lock (shoal_store_lock_cache). Sets *|files| and *|bytes| to what
- * was removed and |first| (|cap| bytes, may be 0) to the first path.
- * Returns 0 or a negated errno when the cache cannot be listed.
+ * was removed, |*kinds| (may be NULL) to the count of each kind, and
+ * |first| (|cap| bytes, may be 0) to the first path. A kept manifest that
+ * cannot be parsed stays. Returns 0 or a negated errno when the cache
+ * cannot be listed.
  */
 int shoal_store_sweep_partials(const char *cache_dir, shoal_store_claimed_cb claimed, void *user,
-                               uint32_t *files, uint64_t *bytes, char *first, size_t cap);
+                               uint32_t *files, uint64_t *bytes, struct shoal_store_swept *kinds,
+                               char *first, size_t cap);
+
+/*
+ * Whether kept manifest |name| (<id>.manifest in <cache_dir>/|folder|/
+ * .shoal/) parses and names a commit with no snapshots/<commit> left in
+ * that folder: a dropped release's manifest is then removed (QA F2).
+ */
+bool shoal_store_manifest_orphaned(const char *cache_dir, const char *folder, const char *name);
 
 /* The release was asked for (again) by branch or tag |branch|: refs/<branch>
  * gets the commit now if the release is complete, else once it completes

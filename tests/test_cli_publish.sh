@@ -98,6 +98,7 @@ mkdir keep && (cd keep && "$shoal" publish acme/tiny@main --key ../node.key --tr
     --identity ../admin.key --cred ../admin.cred > ../kp.out 2> ../kp.err)
 rc=$?
 if [ $rc -eq 1 ] && grep -q "will not take manifests signed by ../node.key: signing key [0-9a-f]* is not a trusted publisher here (not in the tracker's --publisher-keys)" kp.err &&
+   grep -q -- "add ../node.key.pub to its --publisher-keys and restart it: the tracker reads that file at start only" kp.err &&
    [ "$(stats)" = 0 ]; then
     ok "untrusted signing key refused before streaming: $(tail -1 kp.err)"
 else bad "untrusted signing key (rc=$rc, $(stats) bytes streamed)"; cat kp.err; fi

@@ -93,6 +93,17 @@ static void test_roundtrip(void)
     CHECK(mb.u.dropped.repo_dir[0] == '\0');
     ma.u.dropped.repo_dir[0] = '\x1b'; /* no terminal escapes */
     CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
+    ma.u.dropped.repo_dir[0] = '\0';
+    /* The note (later, optional): sent only when set, read back. */
+    snprintf(ma.u.dropped.note, sizeof ma.u.dropped.note, "a tracker rollout names it");
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK(strcmp(mb.u.dropped.note, "a tracker rollout names it") == 0);
+    ma.u.dropped.note[0] = '\x1b';
+    CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
+    ma.u.dropped.note[0] = '\0';
+    memset(mb.u.dropped.note, 'x', 8);
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK(mb.u.dropped.note[0] == '\0');
 
     ma.type = SHOAL_CTL_PROGRESS;
     set_release(&ma.u.progress, "org/model@ab12", 7);
@@ -109,6 +120,22 @@ static void test_roundtrip(void)
     CHECK_EQ(cycle(&ma, &mb, &b), 0);
     CHECK_EQ(mb.u.status.count, 2);
     CHECK(memcmp(ma.u.status.v, mb.u.status.v, 2 * sizeof ma.u.status.v[0]) == 0);
+    CHECK_EQ(mb.u.status.nwarnings, 0);
+    /* Later fields: a release's branch, the node's warnings. */
+    strcpy(ma.u.status.v[0].branch, "main");
+    ma.u.status.nwarnings = 2;
+    strcpy(ma.u.status.warnings[0], "credential expired");
+    strcpy(ma.u.status.warnings[1], "no tracker connected");
+    CHECK_EQ(cycle(&ma, &mb, &b), 0);
+    CHECK(strcmp(mb.u.status.v[0].branch, "main") == 0 && !mb.u.status.v[1].branch[0]);
+    CHECK_EQ(mb.u.status.nwarnings, 2);
+    CHECK(strcmp(mb.u.status.warnings[1], "no tracker connected") == 0);
+    ma.u.status.warnings[1][0] = '\0'; /* a warning says something */
+    CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_EBADMSG);
+    ma.u.status.nwarnings = SHOAL_CTL_WARNINGS_MAX + 1;
+    CHECK_EQ(cycle(&ma, &mb, &b), SHOAL_ETOOBIG);
+    ma.u.status.nwarnings = 0;
+    ma.u.status.v[0].branch[0] = '\0';
 
     ma.type = SHOAL_CTL_PEERS;
     ma.u.peers.count = 1;

@@ -48,7 +48,9 @@ CASE is one of:
                saying shoald is not answering, after ~10 s without a
                progress message (before: it waited forever).
   cred_expiry  a node whose credential ends in 3 days logs a warning at start
-               naming the file, when it ends and how to renew it; `shoal
+               naming the file, when it ends and how to renew it, and so
+               does its `shoal status` (a `warning:` line, with another
+               saying no tracker is connected; before: none); `shoal
                metrics` has shoal_credential_expiry_seconds (2-3 days) and
                shoal_credential_expiry_timestamp_seconds (the credential's
                end), shoal_trackers 1 and shoal_trackers_connected 0 (its
@@ -552,6 +554,25 @@ def case_cred_expiry(tmp):
         fails += 1
     if "credential" in "\n".join(l for l in b.lines if " warn " in l):
         print("FAIL a 30-day credential was warned about")
+        fails += 1
+    # `shoal status` says both (QA F4): the credential ends within 7 days,
+    # and no tracker has connected (shown once a login had time, 2 s).
+    want = [r"^warning: credential %s expires at \S+ \S+ UTC, in [23] days .*shoal cred "
+            r"issue" % cred,
+            r"^warning: no tracker connected \(1 configured\) for \d+ s: no rollouts reach"]
+    for _ in range(50):
+        st = run("status", "--socket", os.path.join(tmp, "a.sock")).stdout
+        if all(re.search(w, st, re.M) for w in want):
+            break
+        time.sleep(0.2)
+    print(st.strip())
+    for w in want:
+        if not re.search(w, st, re.M):
+            print(f"FAIL a's shoal status has no line matching {w}")
+            fails += 1
+    st = run("status", "--socket", os.path.join(tmp, "b.sock")).stdout
+    if "warning:" in st:
+        print(f"FAIL b (30-day credential, no tracker configured) shows a warning:\n{st}")
         fails += 1
     return shoalproc.finish(fails, [a, b])
 

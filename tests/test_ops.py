@@ -126,6 +126,17 @@ CASE is one of:
                 exactly the release (before, the tracker voided the
                 reconnected node's leases, refused their LEASE_DONE and
                 granted the same chunks to the other node).
+  manifest_sweep a dropped release's kept manifest stays while its snapshot
+                does (a release with the same files then takes them from
+                the cache) and is removed by the start-up sweep once the
+                snapshot is deleted, logged as a kept manifest.
+  status_table  three releases of two repos pulled by branch and commit:
+                `shoal status` lists them by repo, then oldest first, with a
+                BRANCH column (main / -), and no node-level warning.
+  drop_rollout  `shoal drop` of a release a tracker rollout names: exit 0,
+                saying it comes back at the tracker's next answer and to
+                remove the rollout first (shoal rollout ... --remove); once
+                removed, the drop says it is gone for good, and it is.
   drop_stalled  the Hub stand-in sends the headers of every file answer and
                 then nothing for 60 s; `shoal drop` of the release pulling
                 from it ends those requests at once, so the same release can
@@ -581,6 +592,109 @@ def case_branch(tmp):
         print("FAIL a branch pulled on a --no-origin node is not refused naming --no-origin")
         fails += 1
     return shoalproc.finish(fails, [n, o])
+
+
+def case_status_table(tmp):
+    """QA F9: `shoal status` lists releases by repo, then by when they
+    opened (oldest first, so each repo's newest is its last row), with a
+    BRANCH column naming the branch each was pulled by ("-": by commit);
+    no node-level warning while the credential is fresh and the tracker
+    connected (before: open order, no branch)."""
+    k = make_keys(tmp, ["n"])
+    hub = Hub(tmp, "4M")
+    dev = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+              "--shards", "2", "--seed", "10", "--branch", "dev").strip()
+    aaa = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/aaa", "--size", "1M",
+              "--shards", "1", "--seed", "11").strip()
+    trk, taddr = start_tracker(k)
+    publish(k, hub, tmp, "main", taddr)
+    publish(k, hub, tmp, "dev", taddr)
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    run(SHOAL, "publish", "acme/aaa@main", "--key", k("publisher"), "--out",
+        os.path.join(tmp, "aaa.manifest"), "--quiet", "--tracker", taddr, "--identity",
+        k("admin"), "--cred", k("admin") + ".cred", env=env)
+    n = node("n", k, tmp, hub, ["--tracker", taddr])
+    fails = 0
+    for rel in ("acme/model@main", "acme/model@" + dev, "acme/aaa@main"):
+        r = cli("pull", rel, "--socket", n.sock, "--timeout", str(WAIT_S))
+        if r.returncode != 0:
+            print(f"FAIL shoal pull {rel}: exit {r.returncode}: {r.stderr}")
+            return shoalproc.finish(1, [n])
+    st = cli("status", "--socket", n.sock).stdout
+    print(st.strip())
+    lines = st.splitlines()
+    rows = [ln.split() for ln in lines[1:] if ln and not ln.startswith(" ")]
+    got = [(row[0], row[-1]) for row in rows]
+    want = [(f"acme/aaa@{aaa}", "main"), (f"acme/model@{hub.commit}", "main"),
+            (f"acme/model@{dev}", "-")]
+    if not lines or not lines[0].rstrip().endswith("ETA  BRANCH") or got != want:
+        print(f"FAIL want rows (release, branch) {want} under a BRANCH column, got {got}")
+        fails += 1
+    if "warning:" in st:
+        print("FAIL a node with a fresh credential and its tracker connected shows a warning")
+        fails += 1
+    return shoalproc.finish(fails, [n])
+
+
+def case_manifest_sweep(tmp):
+    """QA F2: a dropped release's kept manifest (.shoal/<id>.manifest) stays
+    while a snapshot of its commit is left, so a later release with the same
+    files still takes them from the cache (no origin bytes), and is removed
+    by the start-up sweep once its snapshot is gone (huggingface-cli
+    delete-cache), which logs it apart from partial files and progress
+    sidecars (before: every manifest stayed for ever and was parsed at every
+    release open)."""
+    k = make_keys(tmp, ["m"])
+    hub = Hub(tmp, "4M")
+    c1 = hub.commit
+    trk, taddr = start_tracker(k)
+    _, id1 = publish(k, hub, tmp, c1, taddr)
+    # The same files in a new commit (its parent differs).
+    c2 = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+             "--shards", "2", "--seed", "9").strip()
+    _, id2 = publish(k, hub, tmp, c2, taddr)
+    folder = None
+    fails = 0
+    n = node("m", k, tmp, hub, ["--tracker", taddr])
+    folder = os.path.join(n.cache, "models--acme--model")
+    kept = lambda mid: os.path.exists(os.path.join(folder, ".shoal", mid + ".manifest"))
+    r = cli("pull", "acme/model@" + c1, "--socket", n.sock, "--timeout", str(WAIT_S))
+    if r.returncode != 0 or c1 == c2:
+        print(f"FAIL pull of {c1} (c2 {c2}): exit {r.returncode}: {r.stderr}")
+        return shoalproc.finish(1, [n])
+    r = cli("drop", "acme/model@" + c1, "--socket", n.sock)
+    fails += shoalproc.stop_all([n])
+    # Restarted: the sweep keeps the dropped release's manifest (its
+    # snapshot is there) and the new commit's files come from the cache.
+    n = node("m", k, tmp, hub, ["--tracker", taddr])
+    if not kept(id1):
+        print("FAIL the manifest of a dropped release whose snapshot is left was removed")
+        fails += 1
+    before = hub.egress()
+    r = cli("pull", "acme/model@" + c2, "--socket", n.sock, "--timeout", str(WAIT_S))
+    print(f"pull {c2}: exit {r.returncode}; origin bytes {hub.egress() - before}")
+    if r.returncode != 0 or hub.egress() != before:
+        print("FAIL the release with the same files was not taken from the cache")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    # huggingface-cli delete-cache of c1's revision: its snapshot goes.
+    shutil.rmtree(os.path.join(folder, "snapshots", c1))
+    n = node("m", k, tmp, hub, ["--tracker", taddr])
+    m = n.wait_for(r"removed \d+ partial files?, \d+ progress sidecars? and (\d+) kept "
+                   r"manifests? \(", 10)
+    print(f"log: {m.group(0) if m else None}; kept: {id1[:8]} {kept(id1)}, {id2[:8]} {kept(id2)}")
+    if kept(id1) or not m or m.group(1) != "1":
+        print("FAIL the manifest of a dropped release with no snapshot left was not swept "
+              "(and logged as a kept manifest)")
+        fails += 1
+    if not kept(id2):
+        print("FAIL the manifest of the open release was removed")
+        fails += 1
+    if not status_saying(n, "complete").count(c2):
+        print("FAIL the open release is not complete after the restart")
+        fails += 1
+    return shoalproc.finish(fails, [n])
 
 
 def read_ref(n, branch):
@@ -1951,8 +2065,9 @@ def case_keep_leftovers(tmp):
                        r"the state: its manifest \S+: gone", 10):
         print("FAIL the release whose manifest is gone was not dropped at start")
         fails += 1
-    m = n3.wait_for(r"removed (\d+) partial files? \(([\d.]+) MiB\) of releases no longer open "
-                    r"or listed in the state file, e.g. (\S+)", 5)
+    m = n3.wait_for(r"removed (\d+) partial files?, \d+ progress sidecars? and \d+ kept "
+                    r"manifests? \(([\d.]+) MiB\) of releases no longer open or listed in the "
+                    r"state file", 5)
     left = ours()
     print(f"log: {m.group(0) if m else 'nothing about partial files'}; left: {left}")
     if not m or float(m.group(2)) < 16 or left != ["b" * 64 + ".incomplete", "notes.incomplete"]:
@@ -3593,6 +3708,66 @@ def case_drop_repull(tmp):
     return fails
 
 
+def case_drop_rollout(tmp):
+    """QA F1: `shoal drop` of a release a tracker rollout names drops it
+    (exit 0) but says it comes back at the tracker's next answer and how to
+    end that (remove the rollout); after `shoal rollout --remove` the drop
+    says it is gone for good, and it stays gone (before: both said "does
+    not reopen it" and the first was back within milliseconds)."""
+    k = make_keys(tmp, ["n"])
+    hub = Hub(tmp, "4M")
+    t, taddr = hubfix.start_tracker(TRACKER, k)
+    publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    fails = 0
+    n = node("n", k, tmp, hub, ["--tracker", taddr])
+    r = cli("rollout", rel, *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout: {r.stderr}")
+        return 1
+    if not n.wait_for(r"release \S+ \(%s\) complete: " % re.escape(rel), WAIT_S):
+        print("FAIL the rolled-out release did not complete")
+        n.dump(tail=30)
+        return 1
+    r = cli("drop", rel, "--socket", n.sock)
+    print(f"shoal drop (rollout names it): exit {r.returncode}\n{r.stdout.strip()}")
+    if r.returncode != 0 or "does not reopen" in r.stdout or \
+            f"a rollout on tracker {taddr} names it: it comes back" not in r.stdout or \
+            f"shoal rollout {rel} --remove" not in r.stdout:
+        print("FAIL the drop of a release a rollout names does not say it comes back and "
+              "that the rollout must be removed first")
+        fails += 1
+    if not n.wait_for(r"rollout: tracker \S+ asks for acme/model", 10):
+        print("FAIL the rollout did not bring the release back (what the reply says)")
+        fails += 1
+    if rel not in status_saying(n, "complete"):
+        print("FAIL the release is not back in status")
+        fails += 1
+    r = cli("rollout", rel, "--remove", *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout --remove: {r.stderr}")
+        fails += 1
+    # The removal reaches the node with its next announces (every second).
+    time.sleep(2.5)
+    r = cli("drop", rel, "--socket", n.sock)
+    print(f"shoal drop (rollout removed): exit {r.returncode}\n{r.stdout.strip()}")
+    if r.returncode != 0 or "does not reopen it" not in r.stdout or "rollout" in r.stdout:
+        print("FAIL once the rollout is removed the drop does not say it is gone for good")
+        fails += 1
+    time.sleep(2.5)  # two announces
+    if rel in cli("status", "--socket", n.sock).stdout:
+        print("FAIL the release came back after the rollout was removed")
+        fails += 1
+    fails += shoalproc.stop_all([n])
+    if t.stop() != 0:
+        print("FAIL the tracker did not stop cleanly")
+        fails += 1
+    if fails:
+        n.dump(tail=30)
+    return fails
+
+
 def case_cache_lock(tmp):
     k = make_keys(tmp, ["a", "b"])
     a = node("a", k, tmp, None)
@@ -4385,7 +4560,9 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "cli_tracker_identity": case_cli_tracker_identity,
                       "origin_refused_give_back": case_origin_refused_give_back,
                       "deny_keys": case_deny_keys,
-                      "drop_repull": case_drop_repull,
+                      "drop_repull": case_drop_repull, "drop_rollout": case_drop_rollout,
+                      "status_table": case_status_table,
+                      "manifest_sweep": case_manifest_sweep,
                       "tracker_flap": case_tracker_flap,
                       "tracker_repin": case_tracker_repin,
                       "wildcard_listen": case_wildcard_listen,

@@ -1053,6 +1053,51 @@ static void test_endgame(void)
     shoal_sched_free(s);
 }
 
+/* A one-chunk transfer (a small delta: the rest came from the cache) is
+ * all endgame: a second peer is not asked for the chunk as soon as the first
+ * one is (QA F8: most nodes received it twice), only once that request is
+ * late; shoal_sched_wakeup says when. Once a request time is measured, the
+ * wait follows it. */
+static void test_endgame_small(void)
+{
+    struct shoal_sched *s = mk(8, 0, NULL, NULL);
+    uint8_t all[1];
+    all_bits(all, 8);
+    for (uint32_t c = 0; c < 7; c++)
+        CHECK_EQ(shoal_sched_chunk_obtained(s, 0, c), 0);
+    for (uint64_t p = 1; p <= 2; p++) {
+        CHECK_EQ(shoal_sched_peer_add(s, p, true, 1), 0);
+        CHECK_EQ(shoal_sched_peer_bitfield(s, p, all, 1), 0);
+    }
+    struct shoal_sched_action a[32];
+    size_t n = shoal_sched_next(s, 100, a, 32);
+    REQUIRE(n == 1 && a[0].type == SHOAL_SCHED_REQUEST && a[0].chunk == 7);
+    uint64_t first = a[0].peer;
+    /* Before: the other peer got a copy right away. */
+    CHECK_EQ(count_type(a, shoal_sched_next(s, 101, a, 32), SHOAL_SCHED_REQUEST), 0u);
+    CHECK_EQ(count_type(a, shoal_sched_next(s, 300, a, 32), SHOAL_SCHED_REQUEST), 0u);
+    uint64_t w = shoal_sched_wakeup(s);
+    CHECK(w > 300 && w <= 100 + 1000);
+    n = shoal_sched_next(s, w, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 1u);
+    CHECK(n >= 1 && a[0].peer != first && a[0].chunk == 7);
+    shoal_sched_free(s);
+
+    /* Three chunks missing: copies at once, as before (test_endgame). */
+    s = mk(8, 0, NULL, NULL);
+    for (uint32_t c = 0; c < 5; c++)
+        CHECK_EQ(shoal_sched_chunk_obtained(s, 0, c), 0);
+    CHECK_EQ(shoal_sched_peer_add(s, 1, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 1, all, 1), 0);
+    n = shoal_sched_next(s, 0, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 2u);
+    CHECK_EQ(shoal_sched_peer_add(s, 2, true, 1), 0);
+    CHECK_EQ(shoal_sched_peer_bitfield(s, 2, all, 1), 0);
+    n = shoal_sched_next(s, 1, a, 32);
+    CHECK_EQ(count_type(a, n, SHOAL_SCHED_REQUEST), 2u);
+    shoal_sched_free(s);
+}
+
 /* A busy peer that names when to ask again (a REJECT's retry_after_ms) is
  * asked nothing before then while the other holder is kept busy; a wish
  * beyond SHOAL_SCHED_RETRY_AFTER_MAX_MS is cut to it, and none (0) is
@@ -1923,6 +1968,7 @@ int main(void)
     RUN(test_lease_overlap);
     RUN(test_lease_done_runs);
     RUN(test_endgame);
+    RUN(test_endgame_small);
     RUN(test_failures);
     RUN(test_turns);
     RUN(test_pipeline_depth);

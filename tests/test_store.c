@@ -1024,6 +1024,15 @@ static void test_crash_and_bad_sidecar(void)
     rel_free(&r);
 }
 
+/* The start-up sweep's claim when no release is open. */
+static bool claims_none(void *user, const char *folder, const char *name)
+{
+    (void)user;
+    (void)folder;
+    (void)name;
+    return false;
+}
+
 static void test_dedup_releases(void)
 {
     const char *cache = new_cache();
@@ -1087,6 +1096,33 @@ static void test_dedup_releases(void)
     CHECK(shoal_store_complete(s));
     check_published(cache, &c);
     shoal_store_free(s);
+
+    /* Neither release open now (dropped): the start-up sweep keeps each
+     * kept manifest while its commit has a snapshot, and removes a's once
+     * its snapshot is deleted (delete-cache); b's stays (QA F2). */
+    char p[4096], ha[65], hb[65], first[1024];
+    struct shoal_store_swept k;
+    uint32_t files;
+    uint64_t bytes;
+    shoal_hex(ha, shoal_manifest_id(a.m), 32);
+    shoal_hex(hb, shoal_manifest_id(b.m), 32);
+    REQUIRE(shoal_store_sweep_partials(cache, claims_none, NULL, &files, &bytes, &k, first,
+                                       sizeof first) == 0);
+    CHECK_EQ(k.manifests, 0);
+    snprintf(p, sizeof p, "%s/models--org--tiny/.shoal/%s.manifest", cache, ha);
+    CHECK(exists(p));
+    CHECK(!shoal_store_manifest_orphaned(cache, "models--org--tiny", strrchr(p, '/') + 1));
+    snprintf(p, sizeof p, "%s/models--org--tiny/snapshots/%s", cache, C1);
+    t_rmtree(p);
+    snprintf(p, sizeof p, "%s/models--org--tiny/.shoal/%s.manifest", cache, ha);
+    CHECK(shoal_store_manifest_orphaned(cache, "models--org--tiny", strrchr(p, '/') + 1));
+    REQUIRE(shoal_store_sweep_partials(cache, claims_none, NULL, &files, &bytes, &k, first,
+                                       sizeof first) == 0);
+    CHECK_EQ(k.manifests, 1);
+    CHECK_EQ(k.partials, 0);
+    CHECK(!exists(p));
+    snprintf(p, sizeof p, "%s/models--org--tiny/.shoal/%s.manifest", cache, hb);
+    CHECK(exists(p));
     rel_free(&a);
     rel_free(&b);
     rel_free(&c);
@@ -3085,7 +3121,7 @@ static void test_sweep_partials(void)
     fd = open(p, O_RDWR);
     REQUIRE(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
 
-    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, NULL, first,
                                        sizeof first) == 0);
     CHECK(files == 4);
     CHECK(bytes == 1000 + 1001 + 1002 + 1003);
@@ -3109,12 +3145,12 @@ static void test_sweep_partials(void)
     CHECK(planted(p, 'l'));
     close(fd);
     /* Its filler gone, a locked one unclaimed goes at the next sweep. */
-    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, first,
+    REQUIRE(shoal_store_sweep_partials(cache, claims_c, &asked, &files, &bytes, NULL, first,
                                        sizeof first) == 0);
     CHECK(files == 1 && bytes == 10);
     /* No cache yet: nothing to do. */
     snprintf(p, sizeof p, "%s/none", cache);
-    CHECK(shoal_store_sweep_partials(p, claims_c, &asked, &files, &bytes, first, 0) == 0 &&
+    CHECK(shoal_store_sweep_partials(p, claims_c, &asked, &files, &bytes, NULL, first, 0) == 0 &&
           files == 0);
 }
 

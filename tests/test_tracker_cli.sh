@@ -115,6 +115,10 @@ expect 2 "idle-timeout-ms 1000 ms is not longer than --announce-interval-ms 2000
 expect 2 "max-peers expected a number from 1 to 256" "bad flag value is a usage error" \
     "$tracker" --cluster-key cl.key.pub --max-peers 999
 expect 0 "--config FILE" "--help documents --config" "$tracker" --help
+# Which key files are read at start only, and which again on change (QA F10).
+expect 0 "Key files are read at start, except" "--help says key files are read at start" \
+    "$tracker" --help
+expect 0 "added needs a restart" "--help marks --publisher-keys read at start" "$tracker" --help
 # --rollout-file: checked at start, so a tracker that could not keep its
 # rollouts never runs as if it could.
 expect 1 "cannot write the rollout file /nonexistent/r: No such file" \

@@ -47,7 +47,8 @@ static const char usage[] =
     "    Events (start, authentication failures, connections closed for bad\n"
     "    input, manifests registered, rollouts) are logged to standard error.\n"
     "    SIGTERM or SIGINT closes every connection and exits with status 0;\n"
-    "    SIGHUP is logged and ignored.\n"
+    "    SIGHUP is logged and ignored. Key files are read at start, except\n"
+    "    --deny-keys (read again on change): restart to change the others.\n"
     "\n";
 
 /* Split in four: C11 compilers need only take 4095-byte string literals. */
@@ -61,11 +62,14 @@ static const char usage_options[] =
     "    --listen HOST:PORT        address to listen on (default 127.0.0.1:7700)\n"
     "    --cluster-key FILE        trusted cluster public key(s): a public key file\n"
     "                              or a list, one key per line; may repeat; required\n"
-    "                              (--cluster-keys, shoald's spelling, is the same)\n"
+    "                              (--cluster-keys, shoald's spelling, is the same);\n"
+    "                              read at start\n"
     "    --admin-keys FILE         node keys allowed the publisher and admin roles\n"
-    "                              (admins may set rollouts)\n"
+    "                              (admins may set rollouts); read at start: a key\n"
+    "                              added needs a restart\n"
     "    --publisher-keys FILE     keys whose signed manifests are accepted by\n"
-    "                              PUT_MANIFEST; without it no manifest is accepted\n"
+    "                              PUT_MANIFEST; without it no manifest is accepted;\n"
+    "                              read at start: a key added needs a restart\n"
     "    --deny-keys FILE          node keys refused although their credential is\n"
     "                              valid (a leaked or retired node), one public key\n"
     "                              per line, at most 64; may repeat. Read again within\n"
