@@ -1102,9 +1102,12 @@ def slow_origin(hub):
 
 def lease_tracker(k):
     """A tracker whose leases and fetched credit outlive the test (120 s):
-    only a void can free a node's chunks. Returns (process, address)."""
+    only a void can free a node's chunks. It grants at once (no
+    --start-grace-ms, the wait of a tracker that may have restarted): the
+    tests catch leases held early in the pull. Returns (process, address)."""
     return hubfix.start_tracker(TRACKER, k, extra=["--lease-ms", "120000",
-                                                   "--fetched-ttl-ms", "120000"])
+                                                   "--fetched-ttl-ms", "120000",
+                                                   "--start-grace-ms", "0"])
 
 
 def catch_mid_download(n, commit, low=15, high=85):

@@ -2040,29 +2040,36 @@ static void test_lease_reclaim(void)
     uint32_t f, n;
     uint64_t e;
     struct shoal_reg_stats st;
+    /* A tracker that has run a while granted every lease a node holds:
+     * a claim of a span it does not hold is refused (review F1: any
+     * credentialed node could take exact spans past its share). */
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, 16, 20000, false, &e), SHOAL_EBUSY);
     /* A fresh tracker: A's claim of 0..15 with 20 s left is granted as is. */
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, 16, 20000, &e), 0);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, 16, 20000, true, &e), 0);
+    CHECK_EQ(e, 21000);
+    /* Later, the kept lease is still confirmed (a plain reconnect). */
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, 16, 20000, false, &e), 0);
     CHECK_EQ(e, 21000);
     /* Nobody else gets any of it, and A reports against it. */
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, b, 64, 0, 0, &f, &n, &e), 0);
     CHECK(f == 16 && n == 48);
     CHECK_EQ(shoal_reg_lease_done(r, 1100, mid, a, 0, 4), 0);
     /* C cannot claim chunks of B's lease. */
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1100, mid, c, 20, 4, 20000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1100, mid, c, 20, 4, 20000, true, &e), SHOAL_EBUSY);
     shoal_reg_free(r);
 
     /* A claim cannot stretch a lease: at most lease_ms from now. */
     r = two_nodes(60000, 1000, 64, mid, a, b, c, &h);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 8, 8, 3600000, &e), 0);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 8, 8, 3600000, true, &e), 0);
     CHECK_EQ(e, 61000);
     /* First come: B leased 16..23 before A came back; A's claim of 16..31
      * is refused, whole; so is one over chunks B fetched. */
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, b, 8, 16, 0, &f, &n, &e), 0);
     CHECK(f == 16 && n == 8);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 16, 16, 5000, &e), SHOAL_EBUSY);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 20, 1, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 16, 16, 5000, true, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 20, 1, 5000, true, &e), SHOAL_EBUSY);
     CHECK_EQ(shoal_reg_lease_done(r, 1000, mid, b, 16, 8), 0);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 23, 2, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 23, 2, 5000, true, &e), SHOAL_EBUSY);
     /* ...and 24..31 stay free for anyone. */
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, c, 8, 24, 0, &f, &n, &e), 0);
     CHECK(f == 24 && n == 8);
@@ -2071,19 +2078,19 @@ static void test_lease_reclaim(void)
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 4, 40, 0, &f, &n, &e), 0);
     CHECK(f == 40 && n == 4);
     CHECK_EQ(shoal_reg_lease_done(r, 1000, mid, a, 40, 4), 0);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 40, 8, 5000, &e), 0);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 40, 8, 5000, true, &e), 0);
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, b, 8, 40, 0, &f, &n, &e), 0);
     CHECK(f == 48 && n == 8);
     /* Malformed claims: empty, too long, past the end, nothing left. */
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 0, 5000, &e), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, SHOAL_REG_LEASE_SPAN_MAX + 1, 5000, &e),
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 0, 5000, true, &e), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 0, SHOAL_REG_LEASE_SPAN_MAX + 1, 5000, true, &e),
              SHOAL_EBADMSG);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 5, 5000, &e), SHOAL_EBADMSG);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 4, 0, &e), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 5, 5000, true, &e), SHOAL_EBADMSG);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, mid, a, 60, 4, 0, true, &e), SHOAL_EBADMSG);
     /* An unpublished manifest has no size to check a span against. */
     uint8_t other[32];
     key(other, 3, 9);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, other, a, 0, 4, 5000, &e), SHOAL_ETOOBIG);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1000, other, a, 0, 4, 5000, true, &e), SHOAL_ETOOBIG);
     shoal_reg_stats(r, &st);
     CHECK_EQ(st.leases_reclaimed, 2);
     CHECK_EQ(st.leases_reclaim_refused, 3);
@@ -2095,19 +2102,19 @@ static void test_lease_reclaim(void)
     CHECK_EQ(shoal_reg_lease(r, 10, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);
     CHECK_EQ(shoal_reg_lease_done(r, 10, mid, a, 0, 8), 0);
     CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, c, 1, 32, 0, &f, &n, &e), 0); /* expires it */
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, a, 0, 8, 5000, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, a, 0, 8, 5000, true, &e), SHOAL_EBUSY);
     CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, b, 8, 0, 0, &f, &n, &e), 0);
     CHECK(f == 0 && n == 8);
     /* Nor a span overlapping another lease of the claimer: claiming
      * shifted spans would hold its chunks past lease_ms. */
     CHECK_EQ(shoal_reg_lease(r, 1500, mid, 0, c, 4, 20, 0, &f, &n, &e), 0);
     CHECK(f == 20 && n == 4);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 22, 4, 5000, &e), SHOAL_EBUSY);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 20, 4, 5000, &e), 0); /* confirmed */
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 22, 4, 5000, true, &e), SHOAL_EBUSY);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 20, 4, 5000, true, &e), 0); /* confirmed */
     /* The per-node cap holds for claims too (C holds two leases already:
      * 32 and 20..23). */
     for (uint32_t held = 2; held <= SHOAL_REG_LEASES_PER_NODE; held++)
-        CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 34 + 2 * held, 2, 5000, &e),
+        CHECK_EQ(shoal_reg_lease_reclaim(r, 1500, mid, c, 34 + 2 * held, 2, 5000, true, &e),
                  held < SHOAL_REG_LEASES_PER_NODE ? 0 : SHOAL_EBUSY);
     shoal_reg_free(r);
 
@@ -2122,7 +2129,7 @@ static void test_lease_reclaim(void)
     CHECK_EQ(shoal_reg_lease(r, 1000, mid, 0, a, 8, 0, 0, &f, &n, &e1), 0);
     CHECK(f == 0 && n == 8);
     CHECK_EQ(shoal_reg_node_session(r, a, s1, &nl), 1);
-    CHECK_EQ(shoal_reg_lease_reclaim(r, 2000, mid, a, 0, 8, 60000, &e), 0);
+    CHECK_EQ(shoal_reg_lease_reclaim(r, 2000, mid, a, 0, 8, 60000, true, &e), 0);
     CHECK_EQ(e, e1);
     /* Confirmed: the next request is for new chunks, not a regrant. */
     CHECK_EQ(shoal_reg_lease(r, 2000, mid, 0, a, 8, 0, 0, &f, &n, &e), 0);

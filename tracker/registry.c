@@ -2222,7 +2222,7 @@ static bool barred(const struct mani *m, uint32_t ni, uint32_t first, uint32_t e
 
 int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                             const uint8_t node_pk[32], uint32_t first, uint32_t count,
-                            uint32_t left_ms, uint64_t *expires_ms)
+                            uint32_t left_ms, bool fresh, uint64_t *expires_ms)
 {
     int rv = 0;
     *expires_ms = 0;
@@ -2264,6 +2264,13 @@ int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t 
      * the one claimed: claiming shifted spans over it would hold its
      * chunks past lease_ms without progress. */
     uint32_t nfree = 0;
+    if (!fresh) {
+        /* This process granted every lease the node could hold, and this
+         * is none of them. */
+        rv = SHOAL_EBUSY;
+        r->st.leases_reclaim_refused++;
+        goto out;
+    }
     for (uint32_t c = first; c < first + count; c++) {
         if (m->chunks[c] == CH_FREE) {
             nfree++;

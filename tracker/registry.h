@@ -379,7 +379,11 @@ int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_
  * from it: the lease then runs min(|left_ms|, lease_ms) from now, so a
  * claim cannot stretch a lease beyond what a grant gives. A lease of the node with that very span (the
  * tracker kept it across a reconnect) is confirmed, expiry unchanged.
- * A claim counts against SHOAL_REG_LEASES_PER_NODE like any lease. On
+ * A claim counts against SHOAL_REG_LEASES_PER_NODE like any lease. Only
+ * a tracker that may have lost leases (|fresh|: it started moments ago)
+ * grants a span it does not hold for the node: otherwise a claim only
+ * confirms a kept lease, so a credentialed node cannot pick exact spans
+ * past its share whenever it likes (review F1). On
  * success writes *expires_ms (absolute). Returns 0; SHOAL_EBUSY (refused:
  * another node's chunks, a bar, or the per-node cap); SHOAL_EBADMSG (count
  * 0 or above SHOAL_REG_LEASE_SPAN_MAX, a span beyond the manifest,
@@ -388,7 +392,7 @@ int shoal_reg_lease_give_back(struct shoal_reg *r, uint64_t now_ms, const uint8_
  */
 int shoal_reg_lease_reclaim(struct shoal_reg *r, uint64_t now_ms, const uint8_t manifest_id[32],
                             const uint8_t node_pk[32], uint32_t first, uint32_t count,
-                            uint32_t left_ms, uint64_t *expires_ms);
+                            uint32_t left_ms, bool fresh, uint64_t *expires_ms);
 
 /*
  * Marks chunks [first, first+count) of |manifest_id| fetched. The range must

@@ -1397,6 +1397,11 @@ static int handle_get_manifest(struct conn *c)
     return conn_write(c, wr, bufs, 2);
 }
 
+/* How long after start this process grants re-claimed spans it does not
+ * hold: the nodes of a fleet are back within a second or two of a restart
+ * (they redial a down tracker every quarter of --lease-fallback-ms). */
+#define RECLAIM_WINDOW_MS 30000u
+
 /* A node re-claims a lease it holds from an earlier connection (this
  * tracker may have restarted since and lost it): granted as that very
  * span, or refused with SHOAL_EBUSY so the node drops it (see
@@ -1406,8 +1411,14 @@ static int handle_lease_reclaim(struct conn *c, uint64_t now)
     struct shoal_tracker *t = c->t;
     const struct shoal_msg_lease_req *q = &t->msg.u.lease_req;
     uint64_t expires;
+    /* Spans it does not hold are granted only while this process may
+     * have lost leases: within RECLAIM_WINDOW_MS (or the start grace) of
+     * its start. */
+    uint64_t window = t->cfg.start_grace_ms > RECLAIM_WINDOW_MS ? t->cfg.start_grace_ms
+                                                                : RECLAIM_WINDOW_MS;
     int rv = shoal_reg_lease_reclaim(t->reg, now, q->manifest_id, c->pk, q->hint_chunk,
-                                     q->claim_count, q->claim_ms, &expires);
+                                     q->claim_count, q->claim_ms,
+                                     now - t->started_ms < window, &expires);
     if (rv == SHOAL_EBUSY) {
         char hex[65], mid[65];
         shoal_hex(hex, c->pk, 32);
