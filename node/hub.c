@@ -1016,7 +1016,9 @@ static bool same_file_version(const struct stat *a, const struct stat *b)
 /* Reads the token file again when it changed since it was last read
  * (replaced, rewritten, created or removed), so that a token rotated on
  * disk is sent without restarting the daemon; says so through on_health.
- * A file that cannot be read then keeps the token read before. */
+ * A file that cannot be read, holds no token (caught mid-rewrite) or is
+ * gone keeps the token read before (and is looked at again when it
+ * changes). */
 static void token_refresh(struct shoal_hub *h)
 {
     uint64_t now = uv_now(h->loop);
@@ -1041,6 +1043,10 @@ static void token_refresh(struct shoal_hub *h)
     rv = load_token(&c, &t, &exposed, src, sizeof src, NULL, 0, watch, sizeof watch);
     if (rv == 0 && strcmp(watch, h->token_watch) != 0)
         rv = -ESTALE; /* the environment moved it: keep to what we started with */
+    /* Caught mid-rewrite (empty), removed, or a login file now unreadable:
+     * the token read before stays, rather than requests going without. */
+    if (rv == 0 && !t)
+        rv = ok ? -ENODATA : -ENOENT;
     if (rv == 0) {
         if (h->token) {
             sodium_memzero(h->token, strlen(h->token));
@@ -1054,9 +1060,11 @@ static void token_refresh(struct shoal_hub *h)
     if (h->cfg.on_health) {
         struct shoal_hub_health e = {
             .event = SHOAL_HUB_TOKEN_REREAD, .host = h->token_src,
-            .error = rv == 0 ? "" : rv == SHOAL_EPROTO ? "it holds characters not allowed in an "
-                                                         "HTTP header"
-                                                       : shoal_strerror(rv)};
+            .error = rv == 0                ? ""
+                     : rv == SHOAL_EPROTO ? "it holds characters not allowed in an HTTP header"
+                     : rv == -ENODATA     ? "it holds no token (still being written?)"
+                     : rv == -ENOENT      ? "it is gone"
+                                          : shoal_strerror(rv)};
         h->cfg.on_health(h->cfg.health_user, &e);
     }
     if (t) {

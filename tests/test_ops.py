@@ -1468,6 +1468,15 @@ def case_hub_token_file(tmp):
                       r"disk" % re.escape(bad), 5):
         print("FAIL the log does not say the token was read again")
         fails += 1
+    # Caught empty (a writer that truncates, then writes): the token read
+    # before stays, said in the log, rather than requests going without.
+    with open(bad, "w") as f:
+        f.write("")
+    time.sleep(1.2)
+    r = cli("pull", "acme/model@main", "--socket", g.sock, "--timeout", "60", timeout=90)
+    if not g.wait_for(r"origin token file .* changed but cannot be read \(it holds no token", 5):
+        print("FAIL the log does not say the emptied token file was not taken")
+        fails += 1
     # $HF_TOKEN comes before both.
     e = token_node("e", k, tmp, hub, ["--tracker", taddr],
                    {"HF_HOME": home, "HF_TOKEN_PATH": bad, "HF_TOKEN": "tok-ok"})
