@@ -163,7 +163,8 @@ static const struct key keys[] = {
      "                               says so in its lease requests: the tracker then leases\n"
      "                               it chunks other nodes fetched from the origin over\n"
      "                               --lease-ms ago, which its peers would give it if they\n"
-     "                               could (30000; a node cut off from the holders)"},
+     "                               could (30000, at least 1000; a node cut off from the\n"
+     "                               holders)"},
     {"lease-chunks", K_U64, F(lease_chunks), "N",
      "chunks asked for per origin lease (64; 1-64, the most a tracker grants)"},
     {"max-leases", K_U64, F(max_leases), "N", "origin leases an origin fetcher holds at once (2; 1-16)"},

@@ -711,6 +711,13 @@ int dmn_check_ranges(const struct shoal_config *c)
         LOG_E("max-leases %llu: use 1-16", (unsigned long long)c->max_leases);
         return -EINVAL;
     }
+    /* Much shorter, a node waiting for its zone's next import behind a
+     * cross-zone cap would count as cut off and fetch from the origin what
+     * the fleet already has. */
+    if (c->starved_ms < 1000 || c->starved_ms > 86400000) {
+        LOG_E("starved-ms %llu: use 1000-86400000 (a day)", (unsigned long long)c->starved_ms);
+        return -EINVAL;
+    }
     /* A tracker grants at most 64 chunks a lease: more was cut to 64 in
      * silence, and 0 meant the default. */
     if (c->lease_chunks < 1 || c->lease_chunks > LEASE_CHUNKS_MAX) {

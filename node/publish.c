@@ -449,14 +449,17 @@ static int load_previous(struct pub *p, const char *path, bool given)
     const char *why = NULL;
     int rv;
 
-    if (p->nprev == PUB_PREVIOUS_MAX) {
+    rv = shoal_read_file(path, PUB_MANIFEST_MAX, &data, &len);
+    if (rv == -ENOENT && !given)
+        return 0;
+    if (rv == 0 && p->nprev == PUB_PREVIOUS_MAX) {
+        free(data);
+        if (!given)
+            return 0; /* the --out file after 16 --previous: those are enough */
         snprintf(p->msg, sizeof p->msg, "more than %d earlier manifests (--previous)",
                  PUB_PREVIOUS_MAX);
         return -E2BIG;
     }
-    rv = shoal_read_file(path, PUB_MANIFEST_MAX, &data, &len);
-    if (rv == -ENOENT && !given)
-        return 0;
     if (rv == 0)
         rv = shoal_keyset_new(&ks);
     if (rv == 0) {

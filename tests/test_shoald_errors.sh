@@ -69,6 +69,7 @@ expect 1 "compress-level 9: use 1-3" "--compress-level 9" "$shoald" "${common[@]
 expect 1 "max-peers 0: use 1-250" "--max-peers 0" "$shoald" "${common[@]}" --max-peers 0
 expect 1 "max-leases 100: use 1-16" "--max-leases 100" "$shoald" "${common[@]}" --max-leases 100
 expect 1 "max-leases 0: use 1-16" "--max-leases 0" "$shoald" "${common[@]}" --max-leases 0
+expect 1 "starved-ms 0: use 1000-86400000" "--starved-ms 0" "$shoald" "${common[@]}" --starved-ms 0
 expect 1 "max-unauth 0: use 1-256" "--max-unauth 0" "$shoald" "${common[@]}" --max-unauth 0
 expect 1 "max-unauth 100000: use 1-256" "--max-unauth 100000" "$shoald" "${common[@]}" --max-unauth 100000
 expect 1 "hello-rate 100001: use 0 .no limit. to 100000" "--hello-rate 100001" "$shoald" "${common[@]}" --hello-rate 100001
