@@ -7,6 +7,7 @@
 #include "failalloc.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,7 @@ char *__real_strndup(const char *s, size_t n);
 int __real_posix_memalign(void **out, size_t align, size_t n);
 void *__real_aligned_alloc(size_t align, size_t n);
 char *__real_realpath(const char *path, char *resolved);
+int __real_vasprintf(char **out, const char *fmt, va_list ap);
 ssize_t __real_getline(char **line, size_t *cap, FILE *f);
 ssize_t __real___getdelim(char **line, size_t *cap, int delim, FILE *f);
 FILE *__real_open_memstream(char **buf, size_t *len);
@@ -34,6 +36,8 @@ char *__wrap_strndup(const char *s, size_t n);
 int __wrap_posix_memalign(void **out, size_t align, size_t n);
 void *__wrap_aligned_alloc(size_t align, size_t n);
 char *__wrap_realpath(const char *path, char *resolved);
+int __wrap_vasprintf(char **out, const char *fmt, va_list ap);
+int __wrap_asprintf(char **out, const char *fmt, ...);
 ssize_t __wrap_getline(char **line, size_t *cap, FILE *f);
 ssize_t __wrap___getdelim(char **line, size_t *cap, int delim, FILE *f);
 FILE *__wrap_open_memstream(char **buf, size_t *len);
@@ -82,6 +86,8 @@ void *__wrap_realloc(void *p, size_t n)
     q = __real_realloc(p, n);
     if (!p)
         return counted(q);
+    if (n == 0 && !q)
+        live--; /* glibc frees |p| and returns NULL */
     return q;
 }
 
@@ -127,6 +133,32 @@ char *__wrap_realpath(const char *path, char *resolved)
         return counted(__real_realpath(path, NULL));
     }
     return __real_realpath(path, resolved);
+}
+
+int __wrap_vasprintf(char **out, const char *fmt, va_list ap)
+{
+    int n;
+
+    if (fail_now()) {
+        *out = NULL;
+        return -1;
+    }
+    n = __real_vasprintf(out, fmt, ap);
+    if (n >= 0)
+        live++;
+    return n;
+}
+
+/* Through the counted vasprintf (glibc's asprintf would not be seen). */
+int __wrap_asprintf(char **out, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = __wrap_vasprintf(out, fmt, ap);
+    va_end(ap);
+    return n;
 }
 
 /* Optimised builds see getline() as __getdelim() (glibc's inline). */

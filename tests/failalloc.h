@@ -3,7 +3,8 @@
  * Allocation failure on demand for tests linked with
  * -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,
  * --wrap=strdup,--wrap=strndup,--wrap=posix_memalign,--wrap=aligned_alloc,
- * --wrap=realpath,--wrap=getline,--wrap=__getdelim,--wrap=open_memstream
+ * --wrap=realpath,--wrap=getline,--wrap=__getdelim,--wrap=open_memstream,
+ * --wrap=asprintf,--wrap=vasprintf
  * (tests/meson.build: failalloc_link_args): the project's own calls go
  * through failalloc.c, which can make the Nth of them fail and counts the
  * blocks they hold, so a test can walk every allocation failure a piece of

@@ -151,6 +151,18 @@ static int sc_registry(void)
         if (count)
             STEP(shoal_reg_lease_done(r, 2100, mid, pkn, first, 1));
     }
+    /* A re-claim after a restart, and a cut-off node's flagged lease. */
+    {
+        uint32_t first = 0, count = 0;
+        uint64_t exp = 0;
+        uint8_t pk7[32];
+        node_key(pk7, 7);
+        STEP(shoal_reg_lease_reclaim(r, 2150, mid, pk7, 10, 3, 5000, true, &exp));
+        node_key(pkn, 2);
+        STEP(shoal_reg_lease(r, 200000, mid, nchunks, pkn, 4, 1,
+                             SHOAL_REG_HINT_MISSING | SHOAL_REG_HINT_STARVED, &first, &count,
+                             &exp));
+    }
     node_key(pkn, 3);
     (void)shoal_reg_remove_node(r, pkn);
     node_key(pkn, 4);
