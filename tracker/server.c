@@ -231,6 +231,7 @@ struct shoal_tracker {
     uint32_t keyconns_mask;
     uint64_t conns_key_refused;
     struct loglimit log_key;
+    struct loglimit log_reclaim; /* refused re-claims: a node may send many */
     /* keys whose last connection closed, oldest first (gone_ms) */
     struct keyconns *gone_head, *gone_tail;
     uv_timer_t gone_timer;
@@ -1420,13 +1421,16 @@ static int handle_lease_reclaim(struct conn *c, uint64_t now)
                                      q->claim_count, q->claim_ms,
                                      now - t->started_ms < window, &expires);
     if (rv == SHOAL_EBUSY) {
-        char hex[65], mid[65];
-        shoal_hex(hex, c->pk, 32);
-        shoal_hex(mid, q->manifest_id, 32);
-        shoal_tracker_log("node %.16s re-claimed its lease of chunks %u..%u of %.16s: refused, "
-                          "another node leased or fetched some of them first", hex,
-                          q->hint_chunk, q->hint_chunk + q->claim_count - 1, mid);
-        return send_error(c, rv, "span leased to or fetched by another node");
+        char hex[65], mid[65], more[96];
+        if (log_due(t, &t->log_reclaim, more, sizeof more)) {
+            shoal_hex(hex, c->pk, 32);
+            shoal_hex(mid, q->manifest_id, 32);
+            shoal_tracker_log("node %.16s re-claimed its lease of chunks %u..%u of %.16s: "
+                              "refused, another node leased or fetched some of them first, or "
+                              "this tracker did not grant it%s", hex, q->hint_chunk,
+                              q->hint_chunk + q->claim_count - 1, mid, more);
+        }
+        return send_error(c, rv, "span leased to or fetched by another node, or not granted here");
     }
     if (rv == SHOAL_ETOOBIG)
         return send_error(c, SHOAL_ENOTFOUND, "manifest not published to this tracker");
