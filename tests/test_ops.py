@@ -2836,9 +2836,11 @@ def case_tracker_restart(tmp):
     tr.stop()
     down = time.monotonic()
     time.sleep(3)
+    # Counted while the tracker is down: the node may log in again before
+    # start_tracker returns (it waits for the tracker's start line).
+    logins = len(re.findall(r"tracker \S+: authenticated", a.log()))
     tr2, addr2 = hubfix.start_tracker(TRACKER, k, listen=addr)
     back = time.monotonic()
-    logins = len(re.findall(r"tracker \S+: authenticated", a.log()))
     end = back + 10
     while time.monotonic() < end and \
             len(re.findall(r"tracker \S+: authenticated", a.log())) == logins:
