@@ -84,10 +84,11 @@ enum shoal_ctl_state {
 /* One release: PROGRESS, and each element of STATUS.
  * Wire: [id or nil, name, state, have_bytes, total_bytes, have_chunks,
  *        nchunks, rate_bps, peers, peer_bytes, origin_bytes, eta_ms, elapsed_ms,
- *        error]; have_bytes <= total_bytes, have_chunks <= nchunks, state
+ *        error, flags]; have_bytes <= total_bytes, have_chunks <= nchunks, state
  * known. |error| (empty unless FAILED, PULLING with the origin failing,
  * or WAITING for a reason the daemon knows) may be absent: a reader
- * takes a missing one as empty. */
+ * takes a missing one as empty; |flags| (SHOAL_CTL_REL_*) too, as 0. */
+#define SHOAL_CTL_REL_ROLLOUT 0x1u /* a tracker rollout names it: kept open */
 struct shoal_ctl_release {
     bool has_id;
     uint8_t id[32];
@@ -106,6 +107,7 @@ struct shoal_ctl_release {
     /* Why it FAILED; for one PULLING, what is wrong with the origin if
      * anything; else empty. */
     char error[SHOAL_CTL_REASON_MAX + 1];
+    uint32_t flags;                       /* SHOAL_CTL_REL_* */
 };
 
 /* One connected peer. Wire: [node_pk, addr, zone, cipher, initiator,

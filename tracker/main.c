@@ -192,6 +192,7 @@ static const char usage_more[] =
     "\n"
     "METRICS\n"
     "    STATS_REQ returns Prometheus text: shoal_tracker_nodes, _manifests,\n"
+    "    _rollouts (rollouts recorded; shoal rollout --list shows them),\n"
     "    _entries, _announces_total, _announces_per_second, _leases_granted_total,\n"
     "    _leases_expired_total, _leases_done_total, _leases_given_back_total,\n"
     "    _connections,\n"
