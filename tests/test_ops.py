@@ -4301,6 +4301,44 @@ def case_rollout_list_ref(tmp):
     return fails
 
 
+def case_rollout_gone_refused(tmp):
+    """QA19 F4 as reported: a node whose credential runs out is refused by
+    the tracker and drops out of every live count; `shoal rollout --status`
+    says so ("1 node gone since it last announced ...: 1 refused at login")
+    instead of reading 1 complete of 2 as done. Before, the node vanished
+    from the counts without a word."""
+    k = make_keys(tmp, ["a", "c"])
+    # c's credential ends 8 s from now.
+    run(SHOAL, "cred", "issue", "--cluster-key", k("cluster"), "--node", k("c") + ".pub",
+        "--out", k("c") + ".cred", "--days", "0.0000926")
+    hub = Hub(tmp, "4M")
+    trk, taddr = hubfix.start_tracker(TRACKER, k, extra=["--node-ttl-ms", "3000",
+                                                         "--gone-ms", "500"])
+    publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    as_a = ["--tracker", taddr, "--key", k("a"), "--cred", k("a") + ".cred"]
+    r = cli("rollout", rel, *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout: {r.stderr}")
+        return 1
+    nodes = [node(n, k, tmp, hub, ["--tracker", taddr]) for n in ("a", "c")]
+    fails = 0
+    out = ""
+    for _ in range(150):
+        out = cli("rollout", rel, "--status", *as_a).stdout
+        if "refused at login" in out:
+            break
+        time.sleep(0.2)
+    print(out.strip())
+    if "1 node complete, 0 partial, 0 without it" not in out or \
+            "1 node gone since it last announced (not counted above): 1 refused at login " \
+            "(credential expired or key revoked)" not in out:
+        print("FAIL rollout --status does not count the node shut out by its credential")
+        fails += 1
+    return fails
+
+
 shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "max_releases_rollout": case_max_releases_rollout,
                       "register_manifest": case_register_manifest,
@@ -4328,6 +4366,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "max_releases": case_max_releases,
                       "tracker_rollouts": case_tracker_rollouts,
                       "rollout_list_ref": case_rollout_list_ref,
+                      "rollout_gone_refused": case_rollout_gone_refused,
                       "drop_stalled": case_drop_stalled,
                       "publish_retry": case_publish_retry,
                       "origin_bad": case_origin_bad, "hub_refused": case_hub_refused,
