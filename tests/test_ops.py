@@ -4339,6 +4339,50 @@ def case_rollout_gone_refused(tmp):
     return fails
 
 
+def case_tracker_manifest_dir(tmp):
+    """QA19 F6: a tracker restart forgot every registered manifest no node
+    held, so a rollback failed ("no manifest registered ... publish it
+    first") and publish read the whole release from the Hub again. With
+    --manifest-dir the tracker keeps what it registers and registers it
+    again at start, signatures checked again: the rollout of a release no
+    node ever held succeeds after a restart, and a kept file whose bytes
+    were changed is refused and logged."""
+    k = make_keys(tmp, [])
+    hub = Hub(tmp, "4M")
+    md = os.path.join(tmp, "manifests")
+    extra = ["--manifest-dir", md]
+    t1, taddr = hubfix.start_tracker(TRACKER, k, extra=extra)
+    mf, mid = publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    fails = 0
+    kept = os.path.join(md, mid + ".manifest")
+    if not os.path.exists(kept) or open(kept, "rb").read() != open(mf, "rb").read():
+        print(f"FAIL the registered manifest is not kept as {kept}")
+        fails += 1
+    # A planted file that does not hash to its name, signed or not.
+    bad = os.path.join(md, "ab" * 32 + ".manifest")
+    with open(bad, "wb") as f:
+        f.write(open(mf, "rb").read())
+    t1.stop()
+    t2, _ = hubfix.start_tracker(TRACKER, k, listen=taddr, extra=extra)
+    if not t2.wait_for(r"manifest dir \S+: 1 manifest\(s\) registered again, 0 past "
+                       r"--manifest-ttl-h removed, 1 refused", 10) or \
+            not t2.wait_for(r"manifest file \S+abab\.manifest not registered: its bytes do "
+                            r"not hash to its name", 1):
+        print("FAIL the restarted tracker did not register the kept manifest and refuse "
+              "the planted one")
+        t2.dump(tail=10)
+        fails += 1
+    r = cli("rollout", rel, *admin)
+    print(f"rollout after the restart: exit {r.returncode}: {r.stdout.strip()} "
+          f"{r.stderr.strip()}")
+    if r.returncode != 0:
+        print("FAIL the rollout of a release no node holds failed after a restart")
+        fails += 1
+    return fails
+
+
 shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "max_releases_rollout": case_max_releases_rollout,
                       "register_manifest": case_register_manifest,
@@ -4367,6 +4411,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "tracker_rollouts": case_tracker_rollouts,
                       "rollout_list_ref": case_rollout_list_ref,
                       "rollout_gone_refused": case_rollout_gone_refused,
+                      "tracker_manifest_dir": case_tracker_manifest_dir,
                       "drop_stalled": case_drop_stalled,
                       "publish_retry": case_publish_retry,
                       "origin_bad": case_origin_bad, "hub_refused": case_hub_refused,

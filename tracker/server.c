@@ -22,7 +22,9 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <dirent.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -38,6 +40,7 @@
 #include "msg.h"
 #include "netsrc.h"
 #include "rollfile.h"
+#include "smallfile.h"
 
 #define READ_BUF (64 * 1024)
 #define FRAME_MAX_AUTHED (SHOAL_MSG_MANIFEST_MAX + 1024)
@@ -1288,6 +1291,92 @@ static int handle_get_peers(struct conn *c, uint64_t now)
     return conn_send(c, m);
 }
 
+/* <dir>/<id hex>.manifest into |out| (|cap| bytes); false if too long. */
+static bool manifest_path(const char *dir, const uint8_t id[32], char *out, size_t cap)
+{
+    char hex[65];
+    shoal_hex(hex, id, 32);
+    int n = snprintf(out, cap, "%s/%s.manifest", dir, hex);
+    return n > 0 && (size_t)n < cap;
+}
+
+/* Keeps a newly registered manifest's signed bytes in --manifest-dir, so
+ * a restart does not forget one no node holds (a rollback target). On the
+ * loop: registrations are rare (publishes, and re-puts after a restart of
+ * manifests not kept yet). A failure only costs that: logged. */
+static void keep_manifest(struct shoal_tracker *t, const uint8_t id[32], const uint8_t *p,
+                          size_t len)
+{
+    char path[4096];
+    struct stat st;
+    if (!t->cfg.manifest_dir || !manifest_path(t->cfg.manifest_dir, id, path, sizeof path) ||
+        stat(path, &st) == 0)
+        return;
+    int rv = shoal_write_file_atomic(path, p, len);
+    if (rv)
+        shoal_tracker_log("manifest not kept in %s: %s (a restart forgets it unless a node "
+                          "holds it)", path, strerror(-rv));
+}
+
+int shoal_tracker_load_manifests(struct shoal_tracker *t, unsigned *loaded, unsigned *expired,
+                                 unsigned *refused)
+{
+    const char *dir = t->cfg.manifest_dir;
+    uint64_t now = uv_now(t->loop);
+    time_t wall = time(NULL);
+    DIR *d;
+    struct dirent *e;
+    *loaded = *expired = *refused = 0;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return -errno;
+    if (!(d = opendir(dir)))
+        return -errno;
+    while ((e = readdir(d)) != NULL) {
+        uint8_t want[32], *data = NULL;
+        size_t len = 0;
+        char path[4096];
+        struct stat st;
+        struct shoal_manifest *mf = NULL;
+        const char *why = NULL;
+        if (strlen(e->d_name) != 64 + strlen(".manifest") ||
+            strcmp(e->d_name + 64, ".manifest") != 0 || shoal_unhex(want, 32, e->d_name, 64) != 0 ||
+            !manifest_path(dir, want, path, sizeof path))
+            continue;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (t->cfg.reg.manifest_ttl_ms && st.st_mtime < wall &&
+            (uint64_t)(wall - st.st_mtime) * 1000 > t->cfg.reg.manifest_ttl_ms) {
+            *expired += unlink(path) == 0;
+            continue;
+        }
+        int rv = shoal_read_file(path, SHOAL_MSG_MANIFEST_MAX, &data, &len);
+        if (rv == 0)
+            rv = shoal_manifest_parse(&mf, data, len, t->cfg.publisher_keys, NULL);
+        if (rv)
+            why = shoal_strerror(rv);
+        else if (memcmp(shoal_manifest_id(mf), want, 32) != 0)
+            why = "its bytes do not hash to its name";
+        else if ((rv = shoal_reg_put_manifest_ex(t->reg, want,
+                                                 (uint8_t)shoal_manifest_repo_type(mf),
+                                                 shoal_manifest_repo_id(mf),
+                                                 shoal_manifest_commit(mf),
+                                                 shoal_manifest_nchunks(mf),
+                                                 shoal_manifest_created(mf), data, len)) != 0)
+            why = rv == SHOAL_ELIMIT ? "the manifest store is full" : shoal_strerror(rv);
+        if (why) {
+            if ((*refused)++ < 8)
+                shoal_tracker_log("manifest file %s not registered: %s", path, why);
+        } else {
+            shoal_reg_manifest_used(t->reg, want, now);
+            (*loaded)++;
+        }
+        shoal_manifest_free(mf);
+        free(data);
+    }
+    closedir(d);
+    return 0;
+}
+
 static int handle_put_manifest(struct conn *c)
 {
     struct shoal_tracker *t = c->t;
@@ -1340,6 +1429,8 @@ static int handle_put_manifest(struct conn *c)
         shoal_tracker_log("manifest registered %s id %s (%u chunks, %u bytes) from %s", name,
                           hex, shoal_manifest_nchunks(mf), b->len, c->peer);
     }
+    if (!had || !old.signed_bytes)
+        keep_manifest(t, id, b->p, b->len);
     rv = send_ok(c, 0);
 out:
     shoal_manifest_free(mf);
