@@ -265,7 +265,7 @@ CASE is one of:
                 (so no token left the node).
   cli_tracker_identity  shoal publish, rollout and tracker-stats with
                 --tracker-keys: a publish through a recording proxy shows
-                nothing of the manifest; a proxy that flips the last byte of
+                nothing of the manifest; a proxy that flips the remove flag of
                 the command frame turns an unpinned rollout into its removal
                 (exit 0, "recorded") but makes a pinned one fail with nothing
                 recorded; trackers proving another key or none, and key files
@@ -3085,10 +3085,11 @@ def case_tracker_identity(tmp):
 
 
 class FrameFlipProxy(RecordingProxy):
-    """A RecordingProxy that flips the last bit of the |nth| frame (1-based)
-    the client sends: the frame after the login is the command itself, its
-    last byte in the clear ROLLOUT's "remove" flag (false 0xc2 -> true
-    0xc3), in a sealed session part of the tag."""
+    """A RecordingProxy that flips the last bit of the second-to-last byte
+    of the |nth| frame (1-based) the client sends: the frame after the
+    login is the command itself, that byte in the clear ROLLOUT's "remove"
+    flag (false 0xc2 -> true 0xc3; the nil ref follows it), in a sealed
+    session part of the tag."""
 
     def __init__(self, target, nth):
         self.nth = nth
@@ -3119,7 +3120,7 @@ class FrameFlipProxy(RecordingProxy):
                 del buf[:n]
                 seen += 1
                 if seen == self.nth:
-                    frame[-1] ^= 1
+                    frame[-2] ^= 1
                     self.flipped += 1
                 out += frame
             try:
