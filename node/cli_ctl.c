@@ -660,6 +660,9 @@ static void print_status(struct shoal_ctl_msg *m)
             clean_str(r->error);
             printf("  %s\n", r->error);
         }
+        if (r->flags & SHOAL_CTL_REL_ROLLOUT)
+            printf("  rollout: a tracker rollout names it (kept open and seeding, never closed "
+                   "for room; `shoal rollout --list` on the tracker)\n");
     }
     if (m->u.status.count == 0)
         printf("(no releases)\n");

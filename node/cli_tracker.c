@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "cliutil.h"
 #include "publish.h"
+#include "hfcache.h"
 
 #include "cred.h"
 #include "error.h"
@@ -546,12 +547,69 @@ int shoal_cmd_publish(int argc, char **argv)
     return 0;
 }
 
+/* The line about nodes the tracker knew and no longer hears from: without
+ * it a fleet with a node shut out reads "done" (F4). */
+static void print_gone(const char *indent, uint32_t lost, uint32_t left, uint32_t refused)
+{
+    uint32_t n = lost + left + refused;
+    if (!n)
+        return;
+    printf("%s%u node%s gone since %s last announced (not counted above):", indent, n,
+           n == 1 ? "" : "s", n == 1 ? "it" : "they");
+    const char *sep = " ";
+    if (refused) {
+        printf("%s%u refused at login (credential expired or key revoked)", sep, refused);
+        sep = ", ";
+    }
+    if (lost) {
+        printf("%s%u lost (no announce within the tracker's node TTL)", sep, lost);
+        sep = ", ";
+    }
+    if (left)
+        printf("%s%u shut down (said goodbye)", sep, left);
+    printf("\n");
+}
+
+/* shoal rollout --list: every rollout the tracker records, with its
+ * counts. Any identity the cluster vouches for may read it, as --status. */
+static int rollout_list(struct trk_ident *id)
+{
+    struct shoal_trkc *t = NULL;
+    struct shoal_msg *m = calloc(2, sizeof *m);
+    int rv = m ? trk_open("rollout", id, SHOAL_ROLE_NODE, &t) : -ENOMEM;
+    if (rv)
+        goto out;
+    m[0].type = SHOAL_MSG_ROLLOUT_LIST_REQ;
+    rv = trk_call("rollout", t, &m[0], &m[1], SHOAL_MSG_ROLLOUT_LIST);
+    if (rv)
+        goto out;
+    const struct shoal_msg_rollout_list *l = &m[1].u.rollout_list;
+    printf("%u rollout%s recorded (at most %u)%s\n", l->count, l->count == 1 ? "" : "s",
+           SHOAL_MSG_ROLLOUTS_MAX, l->count ? ":" : "");
+    for (uint32_t i = 0; i < l->count; i++) {
+        const struct shoal_msg_rollout_entry *e = &l->e[i];
+        printf("%.*s %s%.*s%s%.*s: %u complete, %u partial, %u without it%s\n",
+               (int)e->repo_at_rev.len, e->repo_at_rev.p, e->has_zone ? "zone " : "(all zones)",
+               e->has_zone ? (int)e->zone.len : 0, e->has_zone ? e->zone.p : "",
+               e->has_ref ? " ref " : "", e->has_ref ? (int)e->ref.len : 0,
+               e->has_ref ? e->ref.p : "", e->complete, e->partial, e->none,
+               e->has_manifest_id ? "" : " (no manifest registered: no node acts on it)");
+        print_gone("  ", e->gone_lost, e->gone_left, e->gone_refused);
+    }
+out:
+    shoal_trkc_free(t);
+    free(m);
+    return rv ? 1 : 0;
+}
+
 int shoal_cmd_rollout(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"zone", required_argument, NULL, 'z'},
         {"remove", no_argument, NULL, 'r'},
         {"status", no_argument, NULL, 's'},
+        {"list", no_argument, NULL, 'l'},
+        {"ref", required_argument, NULL, 'R'},
         {"tracker", required_argument, NULL, 't'},
         {"key", required_argument, NULL, 'k'},
         /* publish's name for the login identity */
@@ -561,8 +619,8 @@ int shoal_cmd_rollout(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct trk_ident id = {0};
-    const char *zone = NULL;
-    bool remove = false, status = false;
+    const char *zone = NULL, *ref = NULL;
+    bool remove = false, status = false, list = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -570,6 +628,8 @@ int shoal_cmd_rollout(int argc, char **argv)
         case 'z': zone = optarg; break;
         case 'r': remove = true; break;
         case 's': status = true; break;
+        case 'l': list = true; break;
+        case 'R': ref = optarg; break;
         case 't': id.tracker = optarg; break;
         case 'k': id.key = optarg; break;
         case 'c': id.cred = optarg; break;
@@ -582,10 +642,32 @@ int shoal_cmd_rollout(int argc, char **argv)
             return 2;
         }
     }
+    if (list) {
+        if (optind != argc || remove || status || zone || ref || !id.tracker || !id.key ||
+            !id.cred) {
+            fprintf(stderr, "shoal rollout: usage: shoal rollout --list --tracker ADDR --key KEY "
+                            "--cred CRED [--tracker-keys FILE] (no release name, --zone, --ref, "
+                            "--remove or --status)\n");
+            return 2;
+        }
+        return rollout_list(&id);
+    }
     if (optind != argc - 1 || !id.tracker || !id.key || !id.cred || !strchr(argv[optind], '@')) {
         fprintf(stderr, "shoal rollout: usage: shoal rollout [datasets/]ORG/NAME@COMMIT [--zone Z] "
-                        "[--remove | --status] --tracker ADDR --key ADMIN_KEY --cred CRED "
+                        "[--ref BRANCH] [--remove | --status] --tracker ADDR --key ADMIN_KEY "
+                        "--cred CRED [--tracker-keys FILE]\n"
+                        "       shoal rollout --list --tracker ADDR --key KEY --cred CRED "
                         "[--tracker-keys FILE]\n");
+        return 2;
+    }
+    if (ref && (remove || status)) {
+        fprintf(stderr, "shoal rollout: --ref goes with setting a rollout: --remove withdraws "
+                        "the whole entry, --status reads it\n");
+        return 2;
+    }
+    if (ref && (!shoal_hf_branch_ok(ref) || strlen(ref) > SHOAL_MSG_REF_MAX)) {
+        fprintf(stderr, "shoal rollout: '%s' is not a branch name nodes can write as "
+                        "refs/<branch> in their cache\n", ref);
         return 2;
     }
     /* Nodes hold what a rollout names by its manifest, which names one
@@ -638,6 +720,7 @@ int shoal_cmd_rollout(int argc, char **argv)
                    s->has_manifest_id ? " (nodes in the zones its rollouts name; every node "
                                         "if it has none)"
                                       : " (no manifest registered: no node will act on it)");
+            print_gone("  ", s->gone_lost, s->gone_left, s->gone_refused);
         }
     } else {
         m[0].type = SHOAL_MSG_ROLLOUT;
@@ -649,10 +732,16 @@ int shoal_cmd_rollout(int argc, char **argv)
             m[0].u.rollout.zone.len = (uint32_t)strlen(zone);
         }
         m[0].u.rollout.remove = remove;
+        m[0].u.rollout.has_ref = ref != NULL;
+        if (ref) {
+            m[0].u.rollout.ref.p = ref;
+            m[0].u.rollout.ref.len = (uint32_t)strlen(ref);
+        }
         rv = trk_call("rollout", t, &m[0], &m[1], 0);
         if (rv == 0)
-            printf("%s %s%s%s\n", remove ? "rollout removed:" : "rollout recorded:", rel,
-                   zone ? " in zone " : " (all zones)", zone ? zone : "");
+            printf("%s %s%s%s%s%s\n", remove ? "rollout removed:" : "rollout recorded:", rel,
+                   zone ? " in zone " : " (all zones)", zone ? zone : "",
+                   ref ? "; nodes write refs/" : "", ref ? ref : "");
     }
 out:
     shoal_trkc_free(t);

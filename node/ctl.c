@@ -183,6 +183,10 @@ static int read_release(struct shoal_mpr *r, struct shoal_ctl_release *v)
         rv = read_text(r, v->branch, SHOAL_CTL_BRANCH_MAX, false);
         extra--;
     }
+    if (rv == 0 && extra > 0) {
+        rv = read_u32(r, &v->flags);
+        extra--;
+    }
     if (rv == 0)
         rv = skip_extra(r, extra);
     if (rv == 0 && (v->have_bytes > v->total_bytes || v->have_chunks > v->nchunks))
@@ -352,7 +356,7 @@ static bool release_ok(const struct shoal_ctl_release *v)
 
 static void write_release(struct shoal_mpw *w, const struct shoal_ctl_release *v)
 {
-    shoal_mpw_array(w, RELEASE_FIELDS + 2);
+    shoal_mpw_array(w, RELEASE_FIELDS + 3);
     if (v->has_id)
         shoal_mpw_bin(w, v->id, 32);
     else
@@ -371,6 +375,7 @@ static void write_release(struct shoal_mpw *w, const struct shoal_ctl_release *v
     shoal_mpw_uint(w, v->elapsed_ms);
     shoal_mpw_cstr(w, v->error);
     shoal_mpw_cstr(w, v->branch);
+    shoal_mpw_uint(w, v->flags);
 }
 
 static bool peer_ok(const struct shoal_ctl_peer *v)

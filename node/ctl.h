@@ -94,10 +94,12 @@ enum shoal_ctl_state {
 /* One release: PROGRESS, and each element of STATUS.
  * Wire: [id or nil, name, state, have_bytes, total_bytes, have_chunks,
  *        nchunks, rate_bps, peers, peer_bytes, origin_bytes, eta_ms, elapsed_ms,
- *        error, branch]; have_bytes <= total_bytes, have_chunks <= nchunks, state
+ *        error, branch, flags]; have_bytes <= total_bytes, have_chunks <= nchunks, state
  * known. |error| (empty unless FAILED, PULLING with the origin failing,
- * or WAITING for a reason the daemon knows) and |branch| came later and
- * may be absent: a reader takes a missing one as empty. */
+ * or WAITING for a reason the daemon knows), |branch| and |flags|
+ * (SHOAL_CTL_REL_*) came later and may be absent: a reader takes a missing
+ * one as empty or 0. */
+#define SHOAL_CTL_REL_ROLLOUT 0x1u /* a tracker rollout names it: kept open */
 struct shoal_ctl_release {
     bool has_id;
     uint8_t id[32];
@@ -119,6 +121,7 @@ struct shoal_ctl_release {
     /* The branch or tag it was pulled by ("" if none, or an older
      * daemon): refs/<branch> names it once complete. */
     char branch[SHOAL_CTL_BRANCH_MAX + 1];
+    uint32_t flags;                       /* SHOAL_CTL_REL_* */
 };
 
 /* One connected peer. Wire: [node_pk, addr, zone, cipher, initiator,

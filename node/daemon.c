@@ -765,6 +765,35 @@ static void follow_branch(struct shoal_daemon *d, const struct pull *pl, struct 
     shoal_loader_srv_release_named(d->loader, s, pl->asked);
 }
 
+/* A tracker rollout of |s| (open here) names branch |ref| (shoal rollout
+ * --ref): refs/<ref> gets its commit once it is complete, as for `shoal
+ * pull ORG/NAME@<ref>`, so offline loaders asking for the branch load what
+ * the fleet rolled out. Acts only when the release's branch changes: the
+ * tracker repeats the rollout at every announce. */
+void dmn_rollout_ref(struct shoal_daemon *d, struct shoal_swarm *s, const char *ref)
+{
+    int rv;
+    uint32_t k = dmn_swarm_slot(d, s);
+
+    if (k == UINT32_MAX || strcmp(d->slot[k].branch, ref) == 0)
+        return;
+    if (!shoal_hf_branch_ok(ref) || strlen(ref) > SHOAL_STATE_BRANCH_MAX) {
+        LOG_W("rollout names branch '%s', which this node cannot write as refs/<branch>: "
+              "ignored", ref);
+        return;
+    }
+    snprintf(d->slot[k].branch, sizeof d->slot[0].branch, "%s", ref);
+    dmn_save_state(d);
+    LOG_I("release %s: a rollout moves refs/%s to it (written once it is complete)",
+          shoal_manifest_commit(shoal_swarm_manifest(s)), ref);
+    if (dmn_needs_check(d, s)) {
+        dmn_start_check(d, s, ref);
+        return;
+    }
+    if ((rv = shoal_swarm_set_branch(s, ref)) != 0)
+        LOG_W("rollout: writing refs/%s: %s", ref, shoal_strerror(rv));
+}
+
 /* Pull |pl| found release |s| open here: bound to it. A complete one has
  * its files checked first (start_check; follow_branch starts it for a
  * branch), and counts as complete once they are found in place. */

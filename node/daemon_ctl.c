@@ -131,6 +131,8 @@ static void ctl_fill(struct shoal_daemon *d, struct shoal_swarm *sw, struct shoa
     r->elapsed_ms = uv_now(&d->loop) - d->slot[dmn_swarm_slot(d, sw)].opened_ms;
     if (r->elapsed_ms == 0)
         r->elapsed_ms = 1; /* 0 says "unknown" */
+    if (dmn_in_rollout(d, r->id))
+        r->flags |= SHOAL_CTL_REL_ROLLOUT;
     /* Cheap, and the one thing a stuck "pulling 0%" does not say. */
     uint32_t nfound;
     uint64_t found_bytes;

@@ -367,6 +367,7 @@ void dmn_pull_failed(struct shoal_daemon *d, struct pull *pl, const char *name, 
 bool dmn_needs_check(const struct shoal_daemon *d, const struct shoal_swarm *s);
 void dmn_start_check(struct shoal_daemon *d, struct shoal_swarm *s, const char *branch);
 void dmn_bind_open(struct shoal_daemon *d, struct pull *pl, struct shoal_swarm *s);
+void dmn_rollout_ref(struct shoal_daemon *d, struct shoal_swarm *s, const char *ref);
 void dmn_on_manifest_data(struct shoal_daemon *d, struct shoal_peer *p,
                           const struct shoal_msg_manifest *md);
 void dmn_want_manifests(struct shoal_daemon *d, struct shoal_peer *p);

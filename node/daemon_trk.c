@@ -170,8 +170,18 @@ static void trk_on_announce_reply(void *user, uint32_t idx,
 
     for (uint32_t i = 0; i < r->count && !d->stopping; i++) {
         const struct shoal_msg_desired *w = &r->desired[i];
-        bool known = dmn_find_swarm(d, w->manifest_id) != NULL;
+        struct shoal_swarm *open = dmn_find_swarm(d, w->manifest_id);
+        bool known = open != NULL;
         char hex[17];
+
+        /* The branch the rollout moves: set once the release is open
+         * here (a later announce, for one pulled now). */
+        if (open && w->has_ref) {
+            char ref[SHOAL_MSG_REF_MAX + 1];
+            memcpy(ref, w->ref.p, w->ref.len);
+            ref[w->ref.len] = '\0';
+            dmn_rollout_ref(d, open, ref);
+        }
 
         for (uint32_t k = 0; k < d->npulls && !known; k++)
             known = !d->pulls[k].by_name && memcmp(d->pulls[k].id, w->manifest_id, 32) == 0;

@@ -76,14 +76,24 @@ static const char usage_fleet[] =
     "                                 tracker, or one that lost its state; its\n"
     "                                 signer must be in the tracker's\n"
     "                                 --publisher-keys)\n"
-    "  rollout [datasets/]ORG/NAME@COMMIT [--zone Z] [--remove | --status]\n"
-    "          --tracker HOST:PORT --key ADMIN_KEY --cred CRED\n"
+    ;
+
+/* The fleet commands go on (one string would pass C's 4095-byte limit). */
+static const char usage_fleet2[] =
+    "  rollout [datasets/]ORG/NAME@COMMIT [--zone Z] [--ref BRANCH]\n"
+    "          [--remove | --status] --tracker HOST:PORT --key ADMIN_KEY --cred CRED\n"
     "                                 record that every node (in zone Z) should hold\n"
     "                                 the release, or show how many nodes hold it\n"
     "                                 (recording needs ADMIN_KEY's public key in\n"
     "                                 the tracker's --admin-keys, COMMIT the full\n"
     "                                 40-hex commit, and a manifest of it published\n"
-    "                                 to the tracker first: shoal publish)\n"
+    "                                 to the tracker first: shoal publish); --ref:\n"
+    "                                 nodes also write refs/BRANCH = COMMIT once they\n"
+    "                                 hold it (the newest rollout naming it wins)\n"
+    "  rollout --list --tracker HOST:PORT --key KEY --cred CRED\n"
+    "                                 every rollout the tracker records, with its\n"
+    "                                 nodes complete/partial/without it and gone\n"
+    "                                 (any node key with a cluster credential)\n"
     "  tracker-stats --tracker HOST:PORT --key NODE_KEY --cred CRED\n"
     "                                 print the tracker's Prometheus metrics (any\n"
     "                                 node key with a cluster credential)\n"
@@ -127,7 +137,8 @@ static const char usage_daemon[] =
     "Sizes accept K, M, G suffixes (powers of 1024). Exit status: 0 success,\n"
     "1 failure, 2 usage error.\n";
 
-static const char *const usage[] = {usage_tools, usage_fleet, usage_daemon, NULL};
+static const char *const usage[] = {usage_tools, usage_fleet, usage_fleet2, usage_daemon,
+                                     NULL};
 
 static void print_usage(FILE *out)
 {

@@ -91,6 +91,10 @@ struct msg_desc {
 #define STR_OR_NIL(st, fld, has, h, fl) \
     { .kind = K_STR_OR_NIL, .flags = (fl), .off = offsetof(st, fld), \
       .has_off = offsetof(st, has), .hi = (h) }
+/* A string or nil, added after the first release of its message. */
+#define STR_OR_NIL_OPT(st, fld, has, h, fl) \
+    { .kind = K_STR_OR_NIL, .flags = (uint8_t)(F_OPT | (fl)), .off = offsetof(st, fld), \
+      .has_off = offsetof(st, has), .hi = (h) }
 #define LIST(st, cnt, h, ld) { .kind = K_LIST, .off = offsetof(st, cnt), .hi = (h), .list = (ld) }
 #define LIST_OPT(st, cnt, h, ld) \
     { .kind = K_LIST, .flags = F_OPT, .off = offsetof(st, cnt), .hi = (h), .list = (ld) }
@@ -199,6 +203,7 @@ static const struct field announce_f[] = {
 static const struct field desired_f[] = {
     KEY(struct shoal_msg_desired, manifest_id),
     STR(struct shoal_msg_desired, repo, SHOAL_MSG_REPO_MAX, S_NONEMPTY),
+    STR_OR_NIL_OPT(struct shoal_msg_desired, ref, has_ref, SHOAL_MSG_REF_MAX, S_NONEMPTY),
 };
 static const struct list_desc desired_l = {
     desired_f, ARRAY_LEN(desired_f),
@@ -270,6 +275,7 @@ static const struct field rollout_f[] = {
     STR(struct shoal_msg_rollout, repo_at_rev, SHOAL_MSG_REPO_MAX, S_NONEMPTY),
     STR_OR_NIL(struct shoal_msg_rollout, zone, has_zone, SHOAL_MSG_ZONE_MAX, 0),
     BOOL(struct shoal_msg_rollout, remove),
+    STR_OR_NIL_OPT(struct shoal_msg_rollout, ref, has_ref, SHOAL_MSG_REF_MAX, S_NONEMPTY),
 };
 static const struct field rollout_status_req_f[] = {
     STR(struct shoal_msg_text, text, SHOAL_MSG_REPO_MAX, S_NONEMPTY),
@@ -280,6 +286,28 @@ static const struct field rollout_status_f[] = {
     U32(struct shoal_msg_rollout_status, complete),
     U32(struct shoal_msg_rollout_status, partial),
     U32(struct shoal_msg_rollout_status, none),
+    U32_OPT(struct shoal_msg_rollout_status, gone_lost),
+    U32_OPT(struct shoal_msg_rollout_status, gone_left),
+    U32_OPT(struct shoal_msg_rollout_status, gone_refused),
+};
+static const struct field rollout_entry_f[] = {
+    STR(struct shoal_msg_rollout_entry, repo_at_rev, SHOAL_MSG_REPO_MAX, S_NONEMPTY),
+    STR_OR_NIL(struct shoal_msg_rollout_entry, zone, has_zone, SHOAL_MSG_ZONE_MAX, S_NONEMPTY),
+    STR_OR_NIL(struct shoal_msg_rollout_entry, ref, has_ref, SHOAL_MSG_REF_MAX, S_NONEMPTY),
+    KEY_OR_NIL(struct shoal_msg_rollout_entry, manifest_id, has_manifest_id),
+    U32(struct shoal_msg_rollout_entry, complete),
+    U32(struct shoal_msg_rollout_entry, partial),
+    U32(struct shoal_msg_rollout_entry, none),
+    U32(struct shoal_msg_rollout_entry, gone_lost),
+    U32(struct shoal_msg_rollout_entry, gone_left),
+    U32(struct shoal_msg_rollout_entry, gone_refused),
+};
+static const struct list_desc rollout_entry_l = {
+    rollout_entry_f, ARRAY_LEN(rollout_entry_f),
+    offsetof(struct shoal_msg_rollout_list, e), sizeof(struct shoal_msg_rollout_entry),
+};
+static const struct field rollout_list_f[] = {
+    LIST(struct shoal_msg_rollout_list, count, SHOAL_MSG_ROLLOUTS_MAX, &rollout_entry_l),
 };
 static const struct field error_f[] = {
     I32(struct shoal_msg_error, code),
@@ -412,6 +440,9 @@ static const struct msg_desc msgs[SHOAL_MSG_TYPE_END] = {
     [SHOAL_MSG_STATS_REQ] = { .name = "STATS_REQ", .f = NULL, .nf = 0, .size = 0 },
     MSG(SHOAL_MSG_STATS, "STATS", stats_f, struct shoal_msg_text, NULL),
     MSG(SHOAL_MSG_TRK_PROOF, "TRK_PROOF", trk_proof_f, struct shoal_msg_trk_proof, NULL),
+    [SHOAL_MSG_ROLLOUT_LIST_REQ] = { .name = "ROLLOUT_LIST_REQ", .f = NULL, .nf = 0, .size = 0 },
+    MSG(SHOAL_MSG_ROLLOUT_LIST, "ROLLOUT_LIST", rollout_list_f, struct shoal_msg_rollout_list,
+        NULL),
     MSG(SHOAL_MSG_LOADER_WANT, "LOADER_WANT", loader_want_f, struct shoal_msg_loader_want,
         NULL),
     MSG(SHOAL_MSG_LOADER_FILE, "LOADER_FILE", loader_file_f, struct shoal_msg_loader_file,

@@ -63,6 +63,8 @@
 #define SHOAL_MSG_PATH_MAX 1024u        /* file path inside a release */
 #define SHOAL_MSG_EXTRA_MAX 8u          /* unknown trailing fields skipped */
 #define SHOAL_MSG_IMPORT_MAX 255u       /* ANNOUNCE_REPLY role import_mod */
+#define SHOAL_MSG_REF_MAX 128u          /* a branch a rollout moves (refs/<ref>) */
+#define SHOAL_MSG_ROLLOUTS_MAX 64u      /* ROLLOUT_LIST entries */
 
 enum shoal_msg_type {
     /* node <-> node */
@@ -100,6 +102,8 @@ enum shoal_msg_type {
     SHOAL_MSG_STATS_REQ = 49,
     SHOAL_MSG_STATS = 50,
     SHOAL_MSG_TRK_PROOF = 51,
+    SHOAL_MSG_ROLLOUT_LIST_REQ = 52,
+    SHOAL_MSG_ROLLOUT_LIST = 53,
     /* loader socket */
     SHOAL_MSG_LOADER_WANT = 64,
     SHOAL_MSG_LOADER_FILE = 65,
@@ -336,6 +340,11 @@ struct shoal_msg_announce {
 struct shoal_msg_desired {
     uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
     struct shoal_str repo;       /* <= SHOAL_MSG_REPO_MAX, "org/name@commit" */
+    /* Optional third item (ref or nil): the branch the rollout moves; the
+     * node writes refs/<ref> = commit once the release is complete. An
+     * older tracker leaves it out, an older node skips it. */
+    bool has_ref;
+    struct shoal_str ref;        /* <= SHOAL_MSG_REF_MAX, non-empty */
 };
 struct shoal_msg_role {
     uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
@@ -441,15 +450,27 @@ struct shoal_msg_lease_done {
     uint32_t count;
 };
 
-/* ROLLOUT 44: [repo_at_rev, zone or nil, remove] */
+/* ROLLOUT 44: [repo_at_rev, zone or nil, remove (, ref or nil)]. ref
+ * (optional, newer senders) names a branch the rollout moves: nodes write
+ * refs/<ref> once they hold the release. A tracker that predates it skips
+ * it and records the rollout without a ref. */
 struct shoal_msg_rollout {
     struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
     bool has_zone;
     struct shoal_str zone;        /* <= SHOAL_MSG_ZONE_MAX when has_zone */
     bool remove;
+    bool has_ref;
+    struct shoal_str ref;         /* <= SHOAL_MSG_REF_MAX, non-empty */
 };
 
-/* ROLLOUT_STATUS 46: [repo_at_rev, manifest_id or nil, complete, partial, none] */
+/* ROLLOUT_STATUS 46: [repo_at_rev, manifest_id or nil, complete, partial, none
+ *                     (, gone_lost, gone_left, gone_refused)]
+ * The gone counts (optional: an older tracker leaves them out, 0) are nodes
+ * in the rollout's zones the tracker knew and no longer hears from: lost
+ * (no announce within its TTL), left (shut down, BYE) or refused at their
+ * last login (credential expired, key revoked); tracker/registry.h says
+ * for how long they are remembered. They are in none of the three counts
+ * before them. */
 struct shoal_msg_rollout_status {
     struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
     bool has_manifest_id;
@@ -457,6 +478,35 @@ struct shoal_msg_rollout_status {
     uint32_t complete;
     uint32_t partial;
     uint32_t none;
+    uint32_t gone_lost;
+    uint32_t gone_left;
+    uint32_t gone_refused;
+};
+
+/* ROLLOUT_LIST_REQ 52: [] (no fields): every rollout the tracker holds.
+ * ROLLOUT_LIST 53: [[entry, ...]], each entry
+ *   [repo_at_rev, zone or nil, ref or nil, manifest_id or nil, complete,
+ *    partial, none, gone_lost, gone_left, gone_refused]
+ * in the order the rollouts were set; the counts are ROLLOUT_STATUS's for
+ * that entry's release (its manifest_id nil when none is registered). */
+struct shoal_msg_rollout_entry {
+    struct shoal_str repo_at_rev; /* <= SHOAL_MSG_REPO_MAX, non-empty */
+    bool has_zone;
+    struct shoal_str zone;        /* <= SHOAL_MSG_ZONE_MAX */
+    bool has_ref;
+    struct shoal_str ref;         /* <= SHOAL_MSG_REF_MAX */
+    bool has_manifest_id;
+    uint8_t manifest_id[SHOAL_MSG_KEY_LEN];
+    uint32_t complete;
+    uint32_t partial;
+    uint32_t none;
+    uint32_t gone_lost;
+    uint32_t gone_left;
+    uint32_t gone_refused;
+};
+struct shoal_msg_rollout_list {
+    uint32_t count;               /* <= SHOAL_MSG_ROLLOUTS_MAX */
+    struct shoal_msg_rollout_entry e[SHOAL_MSG_ROLLOUTS_MAX];
 };
 
 /* ERROR 48: [code, message] (message <= SHOAL_MSG_ERROR_MAX) */
@@ -501,7 +551,7 @@ struct shoal_msg_loader_done {
     uint32_t files;
 };
 
-/* STATS_REQ 49: [] has no fields. */
+/* STATS_REQ 49 and ROLLOUT_LIST_REQ 52: [] have no fields. */
 
 struct shoal_msg {
     uint32_t type; /* enum shoal_msg_type */
@@ -533,6 +583,7 @@ struct shoal_msg {
         struct shoal_msg_rollout rollout;
         struct shoal_msg_text rollout_status_req;
         struct shoal_msg_rollout_status rollout_status;
+        struct shoal_msg_rollout_list rollout_list;
         struct shoal_msg_req_id ok;
         struct shoal_msg_error error;
         struct shoal_msg_text stats;

@@ -295,14 +295,16 @@ static void test_decode_strict(void)
     REQUIRE(shoal_ctl_encode(&ma, &b) == 0);
     {
         /* The id is the first field of the release: a bin8 of 32 right
-         * after [type, [ ; make it claim 31 bytes. */
+         * after [type, [ (a fixarray, or an array16 once the release has
+         * 16 fields or more); make it claim 31 bytes. */
         uint8_t *p = b.data + SHOAL_FRAME_HDR_LEN;
         size_t len = b.len - SHOAL_FRAME_HDR_LEN;
+        size_t at = p[2] == 0xdc ? 5 : 3;
         CHECK_EQ(shoal_ctl_decode(&mb, p, len), 0);
-        REQUIRE(p[3] == 0xc4 && p[4] == 32);
-        p[4] = 31;
+        REQUIRE(p[at] == 0xc4 && p[at + 1] == 32);
+        p[at + 1] = 31;
         CHECK(shoal_ctl_decode(&mb, p, len) != 0);
-        p[4] = 32;
+        p[at + 1] = 32;
         /* Every truncation is refused, never read past. */
         for (size_t cut = 0; cut < len; cut++)
             CHECK(shoal_ctl_decode(&mb, p, cut) != 0);

@@ -47,7 +47,7 @@ static const struct shoal_str sample_paths[3] = {
 /* Every message type, plus the nil branches of the optional fields. */
 static const uint32_t sample_types[] = {
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-    32, 33, 33, 34, 35, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50, 51,
+    32, 33, 33, 34, 35, 35, 36, 37, 38, 39, 39, 40, 41, 42, 43, 44, 44, 45, 46, 46, 47, 48, 49, 50, 51, 52, 53, 53,
     64, 65, 66, 67,
 };
 #define NSAMPLES (sizeof sample_types / sizeof sample_types[0])
@@ -180,6 +180,10 @@ static void sample(struct shoal_msg *m, size_t i)
         memcpy(m->u.announce_reply.desired[1].manifest_id, key(19), 32);
         m->u.announce_reply.desired[1].repo = S("org/data@ffff");
         if (!alt) {
+            m->u.announce_reply.desired[1].has_ref = true;
+            m->u.announce_reply.desired[1].ref = S("main");
+        }
+        if (!alt) {
             /* A fetcher, an importer, and a node with no role. */
             m->u.announce_reply.nroles = 3;
             memcpy(m->u.announce_reply.roles[0].manifest_id, key(15), 32);
@@ -245,6 +249,10 @@ static void sample(struct shoal_msg *m, size_t i)
             m->u.rollout.zone = S("eu-west-1a");
         }
         m->u.rollout.remove = !alt;
+        if (alt) {
+            m->u.rollout.has_ref = true;
+            m->u.rollout.ref = S("release/v2");
+        }
         break;
     case SHOAL_MSG_ROLLOUT_STATUS_REQ:
         m->u.rollout_status_req.text = S("org/model@v2");
@@ -258,6 +266,28 @@ static void sample(struct shoal_msg *m, size_t i)
         m->u.rollout_status.complete = 10;
         m->u.rollout_status.partial = 20;
         m->u.rollout_status.none = 30;
+        m->u.rollout_status.gone_lost = 1;
+        m->u.rollout_status.gone_left = 2;
+        m->u.rollout_status.gone_refused = 3;
+        break;
+    case SHOAL_MSG_ROLLOUT_LIST_REQ:
+        break;
+    case SHOAL_MSG_ROLLOUT_LIST:
+        m->u.rollout_list.count = alt ? 0 : 2;
+        m->u.rollout_list.e[0].repo_at_rev = S("org/model@v2");
+        m->u.rollout_list.e[0].has_zone = true;
+        m->u.rollout_list.e[0].zone = S("z1");
+        m->u.rollout_list.e[0].has_manifest_id = true;
+        memcpy(m->u.rollout_list.e[0].manifest_id, key(30), 32);
+        m->u.rollout_list.e[0].complete = 4;
+        m->u.rollout_list.e[0].partial = 5;
+        m->u.rollout_list.e[0].none = 6;
+        m->u.rollout_list.e[0].gone_lost = 7;
+        m->u.rollout_list.e[1].repo_at_rev = S("datasets/org/d@v3");
+        m->u.rollout_list.e[1].has_ref = true;
+        m->u.rollout_list.e[1].ref = S("main");
+        m->u.rollout_list.e[1].gone_left = 8;
+        m->u.rollout_list.e[1].gone_refused = 9;
         break;
     case SHOAL_MSG_OK:
         m->u.ok.req_id = 81;
@@ -423,7 +453,8 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
         for (uint32_t k = 0; k < a->u.announce_reply.count; k++) {
             const struct shoal_msg_desired *x = &a->u.announce_reply.desired[k];
             const struct shoal_msg_desired *y = &b->u.announce_reply.desired[k];
-            if (!KEQ(x->manifest_id, y->manifest_id) || !str_eq(x->repo, y->repo))
+            if (!KEQ(x->manifest_id, y->manifest_id) || !str_eq(x->repo, y->repo) ||
+                x->has_ref != y->has_ref || (x->has_ref && !str_eq(x->ref, y->ref)))
                 return false;
         }
         if (a->u.announce_reply.nroles != b->u.announce_reply.nroles)
@@ -477,14 +508,36 @@ static bool msg_eq(const struct shoal_msg *a, const struct shoal_msg *b)
     case SHOAL_MSG_ROLLOUT: {
         const struct shoal_msg_rollout *x = &a->u.rollout, *y = &b->u.rollout;
         return str_eq(x->repo_at_rev, y->repo_at_rev) && x->has_zone == y->has_zone &&
-               (!x->has_zone || str_eq(x->zone, y->zone)) && x->remove == y->remove;
+               (!x->has_zone || str_eq(x->zone, y->zone)) && x->remove == y->remove &&
+               x->has_ref == y->has_ref && (!x->has_ref || str_eq(x->ref, y->ref));
     }
     case SHOAL_MSG_ROLLOUT_STATUS: {
         const struct shoal_msg_rollout_status *x = &a->u.rollout_status, *y = &b->u.rollout_status;
         return str_eq(x->repo_at_rev, y->repo_at_rev) && x->has_manifest_id == y->has_manifest_id &&
                (!x->has_manifest_id || KEQ(x->manifest_id, y->manifest_id)) &&
-               x->complete == y->complete && x->partial == y->partial && x->none == y->none;
+               x->complete == y->complete && x->partial == y->partial && x->none == y->none &&
+               x->gone_lost == y->gone_lost && x->gone_left == y->gone_left &&
+               x->gone_refused == y->gone_refused;
     }
+    case SHOAL_MSG_ROLLOUT_LIST_REQ:
+        return true;
+    case SHOAL_MSG_ROLLOUT_LIST:
+        if (a->u.rollout_list.count != b->u.rollout_list.count)
+            return false;
+        for (uint32_t k = 0; k < a->u.rollout_list.count; k++) {
+            const struct shoal_msg_rollout_entry *x = &a->u.rollout_list.e[k];
+            const struct shoal_msg_rollout_entry *y = &b->u.rollout_list.e[k];
+            if (!str_eq(x->repo_at_rev, y->repo_at_rev) || x->has_zone != y->has_zone ||
+                (x->has_zone && !str_eq(x->zone, y->zone)) || x->has_ref != y->has_ref ||
+                (x->has_ref && !str_eq(x->ref, y->ref)) ||
+                x->has_manifest_id != y->has_manifest_id ||
+                (x->has_manifest_id && !KEQ(x->manifest_id, y->manifest_id)) ||
+                x->complete != y->complete || x->partial != y->partial || x->none != y->none ||
+                x->gone_lost != y->gone_lost || x->gone_left != y->gone_left ||
+                x->gone_refused != y->gone_refused)
+                return false;
+        }
+        return true;
     case SHOAL_MSG_OK:
         return a->u.ok.req_id == b->u.ok.req_id;
     case SHOAL_MSG_ERROR:
@@ -549,7 +602,7 @@ static void test_roundtrip_every_type(void)
         CHECK(named == seen[t]);
         known += named;
     }
-    CHECK_EQ(known, 13 + 20 + 4);
+    CHECK_EQ(known, 13 + 22 + 4);
 }
 
 static void test_wire_layout(void)
@@ -864,6 +917,8 @@ static uint32_t opt_fields(uint32_t type)
     case SHOAL_MSG_TRK_AUTH: return 4;
     case SHOAL_MSG_LEASE_REQ: return 3;
     case SHOAL_MSG_BYE: return 2;
+    case SHOAL_MSG_ROLLOUT_STATUS: return 3;
+    case SHOAL_MSG_ROLLOUT:
     case SHOAL_MSG_ANNOUNCE_REPLY:
     case SHOAL_MSG_HAVE_BITFIELD:
     case SHOAL_MSG_TRK_CHALLENGE:
@@ -899,6 +954,15 @@ static void clear_opt(struct shoal_msg *m, uint32_t k)
         break;
     case SHOAL_MSG_TRK_CHALLENGE: m->u.trk_challenge.has_boot = false; break;
     case SHOAL_MSG_TRK_PROOF: m->u.trk_proof.has_tracker_eph = false; break;
+    case SHOAL_MSG_ROLLOUT: m->u.rollout.has_ref = false; break;
+    case SHOAL_MSG_ROLLOUT_STATUS:
+        if (k == 0)
+            m->u.rollout_status.gone_lost = 0;
+        else if (k == 1)
+            m->u.rollout_status.gone_left = 0;
+        else
+            m->u.rollout_status.gone_refused = 0;
+        break;
     case SHOAL_MSG_BYE:
         if (k == 0)
             m->u.bye.has_chunk = false;
@@ -1223,7 +1287,7 @@ static void test_bye_chunk(void)
 
 static void test_unknown_type(void)
 {
-    static const uint64_t types[] = {0, 14, 31, 52, 63, 68, 79, 255, 1u << 20, 1ULL << 40};
+    static const uint64_t types[] = {0, 14, 31, 54, 63, 68, 79, 255, 1u << 20, 1ULL << 40};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         wbegin(2, 0);
         shoal_buf_reset(&wb);

@@ -276,7 +276,7 @@ CASE is one of:
                 (so no token left the node).
   cli_tracker_identity  shoal publish, rollout and tracker-stats with
                 --tracker-keys: a publish through a recording proxy shows
-                nothing of the manifest; a proxy that flips the last byte of
+                nothing of the manifest; a proxy that flips the remove flag of
                 the command frame turns an unpinned rollout into its removal
                 (exit 0, "recorded") but makes a pinned one fail with nothing
                 recorded; trackers proving another key or none, and key files
@@ -3207,7 +3207,7 @@ def case_tracker_rollouts(tmp):
         f.write("rollout\nnonsense here\n")
     t3, _ = hubfix.start_tracker(TRACKER, k, listen=taddr, extra=extra)
     if not t3.wait_for(r"rollout file \S+: 2 line\(s\) skipped \(line 4: expected "
-                       r"'rollout ORG/NAME@COMMIT \[zone ZONE\]'\); copied to "
+                       r"'rollout ORG/NAME@COMMIT \[zone ZONE\] \[ref BRANCH\]'\); copied to "
                        r"\S+\.bad", 10):
         print("FAIL the tracker did not report the two bad lines")
         fails += 1
@@ -3387,10 +3387,11 @@ def case_tracker_identity(tmp):
 
 
 class FrameFlipProxy(RecordingProxy):
-    """A RecordingProxy that flips the last bit of the |nth| frame (1-based)
-    the client sends: the frame after the login is the command itself, its
-    last byte in the clear ROLLOUT's "remove" flag (false 0xc2 -> true
-    0xc3), in a sealed session part of the tag."""
+    """A RecordingProxy that flips the last bit of the second-to-last byte
+    of the |nth| frame (1-based) the client sends: the frame after the
+    login is the command itself, that byte in the clear ROLLOUT's "remove"
+    flag (false 0xc2 -> true 0xc3; the nil ref follows it), in a sealed
+    session part of the tag."""
 
     def __init__(self, target, nth):
         self.nth = nth
@@ -3421,7 +3422,7 @@ class FrameFlipProxy(RecordingProxy):
                 del buf[:n]
                 seen += 1
                 if seen == self.nth:
-                    frame[-1] ^= 1
+                    frame[-2] ^= 1
                     self.flipped += 1
                 out += frame
             try:
@@ -4564,6 +4565,187 @@ def case_max_releases_rollout(tmp):
     return fails
 
 
+def case_rollout_list_ref(tmp):
+    """What an operator running release after release sees of the tracker's
+    rollouts (QA19 F3, F4, F6, F11): `shoal rollout --list` lists every
+    rollout with its counts and ref (before: a usage error), tracker-stats
+    has shoal_tracker_rollouts, `shoal status` marks the releases a rollout
+    pins; `--ref main` moves refs/main on every node, the newest rollout
+    naming it winning (before: refs were never written by rollouts); a node
+    lost from the fleet is counted as gone (before: it vanished from every
+    count); and a rollout of a release the tracker has no manifest for
+    names `shoal publish --manifest`."""
+    k = make_keys(tmp, ["a", "b"])
+    hub = Hub(tmp, "4M")
+    v1 = hub.commit
+    v2 = run(PY, os.path.join(HUB_DIR, "genrepo.py"), hub.root, "acme/model", "--size", "4M",
+             "--shards", "2", "--seed", "10", "--branch", "dev").strip()
+    rf = os.path.join(tmp, "rollouts")
+    trk, taddr = hubfix.start_tracker(TRACKER, k, extra=["--rollout-file", rf,
+                                                         "--node-ttl-ms", "3000"])
+    publish(k, hub, tmp, "main", taddr)
+    publish(k, hub, tmp, "dev", taddr)
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    as_a = ["--tracker", taddr, "--key", k("a"), "--cred", k("a") + ".cred"]
+    nodes = [node(n, k, tmp, hub, ["--tracker", taddr]) for n in ("a", "b")]
+    fails = 0
+
+    def refs_main(want):
+        for _ in range(int(WAIT_S / 0.2)):
+            if all(read_ref(n, "main") == want for n in nodes):
+                return True
+            time.sleep(0.2)
+        return False
+
+    r = cli("rollout", "--list", *as_a)
+    print(f"--list, none: exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+    if r.returncode != 0 or "0 rollouts recorded" not in r.stdout:
+        print("FAIL shoal rollout --list with no rollout did not say 0")
+        fails += 1
+    for rel in (v1, v2):
+        r = cli("rollout", "acme/model@" + rel, "--ref", "main", *admin)
+        print(f"rollout {rel[:8]} --ref main: exit {r.returncode}: {r.stdout.strip()}")
+        if r.returncode != 0 or "nodes write refs/main" not in r.stdout:
+            print(f"FAIL shoal rollout acme/model@{rel} --ref main")
+            fails += 1
+        if not refs_main(rel):
+            print(f"FAIL refs/main on the nodes is not {rel}: "
+                  f"{[read_ref(n, 'main') for n in nodes]}")
+            fails += 1
+    # The older rollout lost the ref: a later announce does not move it back.
+    time.sleep(2.5)
+    if [read_ref(n, "main") for n in nodes] != [v2, v2]:
+        print("FAIL refs/main moved back to the older rollout's commit")
+        fails += 1
+    r = cli("rollout", "--list", *as_a)
+    print(r.stdout.strip())
+    want = [f"acme/model@{v1} (all zones): 2 complete, 0 partial, 0 without it",
+            f"acme/model@{v2} (all zones) ref main: 2 complete, 0 partial, 0 without it"]
+    if r.returncode != 0 or "2 rollouts recorded" not in r.stdout or \
+            [ln for ln in r.stdout.splitlines()[1:]] != want:
+        print(f"FAIL shoal rollout --list should list {want}")
+        fails += 1
+    text = open(rf).read()
+    if f"rollout acme/model@{v2} ref main\n" not in text or \
+            f"rollout acme/model@{v1}\n" not in text:
+        print(f"FAIL the rollout file does not keep the ref with the newest rollout:\n{text}")
+        fails += 1
+    r = cli("tracker-stats", *as_a)
+    if "shoal_tracker_rollouts 2\n" not in r.stdout:
+        print("FAIL tracker-stats has no shoal_tracker_rollouts 2")
+        fails += 1
+    st = cli("status", "--socket", nodes[0].sock).stdout
+    print(st.strip())
+    if st.count("rollout: a tracker rollout names it") != 2:
+        print("FAIL shoal status does not mark both rolled-out releases")
+        fails += 1
+    # A node lost without a word: counted as gone, not just out of the counts.
+    nodes[1].p.kill()
+    nodes[1].p.wait()
+    out = ""
+    for _ in range(100):
+        r = cli("rollout", "acme/model@" + v2, "--status", *as_a)
+        out = r.stdout
+        if "gone since" in out:
+            break
+        time.sleep(0.2)
+    print(out.strip())
+    if "1 node complete, 0 partial, 0 without it" not in out or \
+            "1 node gone since it last announced (not counted above): 1 lost" not in out:
+        print("FAIL rollout --status does not count the lost node as gone")
+        fails += 1
+    typo = "acme/model@" + "ab" * 20
+    r = cli("rollout", typo, *admin)
+    print(f"rollout {typo}: {r.stderr.strip()}")
+    if r.returncode != 1 or "shoal publish --manifest" not in r.stderr or \
+            "restarted" not in r.stderr:
+        print("FAIL a rollout of an unregistered release does not name shoal publish --manifest")
+        fails += 1
+    return fails
+
+
+def case_rollout_gone_refused(tmp):
+    """QA19 F4 as reported: a node whose credential runs out is refused by
+    the tracker and drops out of every live count; `shoal rollout --status`
+    says so ("1 node gone since it last announced ...: 1 refused at login")
+    instead of reading 1 complete of 2 as done. Before, the node vanished
+    from the counts without a word."""
+    k = make_keys(tmp, ["a", "c"])
+    # c's credential ends 8 s from now.
+    run(SHOAL, "cred", "issue", "--cluster-key", k("cluster"), "--node", k("c") + ".pub",
+        "--out", k("c") + ".cred", "--days", "0.0000926")
+    hub = Hub(tmp, "4M")
+    trk, taddr = hubfix.start_tracker(TRACKER, k, extra=["--node-ttl-ms", "3000",
+                                                         "--gone-ms", "500"])
+    publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    as_a = ["--tracker", taddr, "--key", k("a"), "--cred", k("a") + ".cred"]
+    r = cli("rollout", rel, *admin)
+    if r.returncode != 0:
+        print(f"FAIL shoal rollout: {r.stderr}")
+        return 1
+    nodes = [node(n, k, tmp, hub, ["--tracker", taddr]) for n in ("a", "c")]
+    fails = 0
+    out = ""
+    for _ in range(150):
+        out = cli("rollout", rel, "--status", *as_a).stdout
+        if "refused at login" in out:
+            break
+        time.sleep(0.2)
+    print(out.strip())
+    if "1 node complete, 0 partial, 0 without it" not in out or \
+            "1 node gone since it last announced (not counted above): 1 refused at login " \
+            "(credential expired or key revoked)" not in out:
+        print("FAIL rollout --status does not count the node shut out by its credential")
+        fails += 1
+    return fails
+
+
+def case_tracker_manifest_dir(tmp):
+    """QA19 F6: a tracker restart forgot every registered manifest no node
+    held, so a rollback failed ("no manifest registered ... publish it
+    first") and publish read the whole release from the Hub again. With
+    --manifest-dir the tracker keeps what it registers and registers it
+    again at start, signatures checked again: the rollout of a release no
+    node ever held succeeds after a restart, and a kept file whose bytes
+    were changed is refused and logged."""
+    k = make_keys(tmp, [])
+    hub = Hub(tmp, "4M")
+    md = os.path.join(tmp, "manifests")
+    extra = ["--manifest-dir", md]
+    t1, taddr = hubfix.start_tracker(TRACKER, k, extra=extra)
+    mf, mid = publish(k, hub, tmp, "main", taddr)
+    rel = f"acme/model@{hub.commit}"
+    admin = ["--tracker", taddr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    fails = 0
+    kept = os.path.join(md, mid + ".manifest")
+    if not os.path.exists(kept) or open(kept, "rb").read() != open(mf, "rb").read():
+        print(f"FAIL the registered manifest is not kept as {kept}")
+        fails += 1
+    # A planted file that does not hash to its name, signed or not.
+    bad = os.path.join(md, "ab" * 32 + ".manifest")
+    with open(bad, "wb") as f:
+        f.write(open(mf, "rb").read())
+    t1.stop()
+    t2, _ = hubfix.start_tracker(TRACKER, k, listen=taddr, extra=extra)
+    if not t2.wait_for(r"manifest dir \S+: 1 manifest\(s\) registered again, 0 past "
+                       r"--manifest-ttl-h removed, 1 refused", 10) or \
+            not t2.wait_for(r"manifest file \S+abab\.manifest not registered: its bytes do "
+                            r"not hash to its name", 1):
+        print("FAIL the restarted tracker did not register the kept manifest and refuse "
+              "the planted one")
+        t2.dump(tail=10)
+        fails += 1
+    r = cli("rollout", rel, *admin)
+    print(f"rollout after the restart: exit {r.returncode}: {r.stdout.strip()} "
+          f"{r.stderr.strip()}")
+    if r.returncode != 0:
+        print("FAIL the rollout of a release no node holds failed after a restart")
+        fails += 1
+    return fails
+
+
 shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "max_releases_rollout": case_max_releases_rollout,
                       "register_manifest": case_register_manifest,
@@ -4592,6 +4774,9 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "keep_corrupt": case_keep_corrupt, "reconnect": case_reconnect,
                       "max_releases": case_max_releases,
                       "tracker_rollouts": case_tracker_rollouts,
+                      "rollout_list_ref": case_rollout_list_ref,
+                      "rollout_gone_refused": case_rollout_gone_refused,
+                      "tracker_manifest_dir": case_tracker_manifest_dir,
                       "drop_stalled": case_drop_stalled,
                       "publish_retry": case_publish_retry,
                       "origin_bad": case_origin_bad, "hub_refused": case_hub_refused,

@@ -1224,6 +1224,109 @@ static void test_rollouts(void)
     shoal_reg_free(r);
 }
 
+/* Nodes the registry forgot are counted as gone by rollout status (QA19
+ * F4: a node shut out by an expired credential vanished from every count,
+ * and 7 of 8 nodes read as done), by why they went, in the rollout's
+ * zones, until they come back or gone_keep_ms passes. */
+static void test_rollout_gone(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    uint8_t id1[32], pk[32];
+    key(id1, 3, 1);
+    const char *c1 = "0123456789abcdef0123456789abcdef01234567";
+    char name[300];
+    snprintf(name, sizeof(name), "org/model@%s", c1);
+    CHECK_EQ(shoal_reg_put_manifest(r, id1, 0, "org/model", c1, 10, (const uint8_t *)"S", 1), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, name, "east", false), 0);
+    for (uint32_t n = 1; n <= 4; n++)
+        announce1(r, 0, n, "east", id1, 100, true);
+    announce1(r, 0, 5, "west", id1, 100, true);
+    uint32_t lost, left, refused, comp, part, none;
+    shoal_reg_rollout_gone(r, 10, name, &lost, &left, &refused);
+    CHECK_EQ(lost + left + refused, 0);
+    /* Node 1 says BYE, node 2 is revoked, 3 and 5 go silent; 4 stays. */
+    key(pk, 1, 1);
+    CHECK_EQ(shoal_reg_remove_node_why(r, pk, SHOAL_REG_GONE_LEFT), 0);
+    key(pk, 1, 2);
+    CHECK_EQ(shoal_reg_remove_node_why(r, pk, SHOAL_REG_GONE_LOST), 0);
+    shoal_reg_node_refused(r, 500, pk);
+    announce1(r, 900, 4, "east", id1, 100, true);
+    shoal_reg_expire(r, 1500);
+    shoal_reg_rollout_status(r, 1500, id1, &comp, &part, &none);
+    CHECK_EQ(comp, 1);
+    CHECK_EQ(part + none, 0);
+    shoal_reg_rollout_gone(r, 1500, name, &lost, &left, &refused);
+    CHECK_EQ(left, 1);
+    CHECK_EQ(refused, 1);
+    CHECK_EQ(lost, 1); /* node 3; node 5 is in a zone the rollout does not name */
+    /* A refusal of a key never known adds nothing. */
+    key(pk, 1, 77);
+    shoal_reg_node_refused(r, 1500, pk);
+    shoal_reg_rollout_gone(r, 1500, name, &lost, &left, &refused);
+    CHECK_EQ(lost + left + refused, 3);
+    /* Node 3 comes back: no longer gone. */
+    announce1(r, 1600, 3, "east", id1, 100, true);
+    shoal_reg_rollout_gone(r, 1600, name, &lost, &left, &refused);
+    CHECK_EQ(lost, 0);
+    CHECK_EQ(left + refused, 2);
+    /* Remembered for gone_keep_ms (24 h) only. */
+    shoal_reg_rollout_gone(r, 1600 + 25ull * 3600 * 1000, name, &lost, &left, &refused);
+    CHECK_EQ(lost + left + refused, 0);
+    shoal_reg_free(r);
+}
+
+/* A rollout's ref moves with the newest rollout of the repository naming
+ * it (QA19 F11), is listed with its entry and sent with the desired
+ * release; a zone's entry and a global one of one release share it. */
+static void test_rollout_ref(void)
+{
+    struct shoal_reg *r = mkreg(1000);
+    const char *a = "org/model@0123456789abcdef0123456789abcdef01234567";
+    const char *b = "org/model@abababababababababababababababababababab";
+    const char *o = "org/other@abababababababababababababababababababab";
+    CHECK_EQ(shoal_reg_rollout_set_ref(r, a, NULL, "main"), 0);
+    CHECK_EQ(shoal_reg_rollout_set_ref(r, o, NULL, "main"), 0);
+    CHECK_EQ(shoal_reg_rollout_set_ref(r, b, "east", "main"), 0);
+    char big[SHOAL_REG_REF_MAX + 2];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    CHECK_EQ(shoal_reg_rollout_set_ref(r, a, NULL, big), SHOAL_ETOOBIG);
+    struct shoal_reg_rollout_entry e[8];
+    CHECK_EQ(shoal_reg_rollouts_all(r, e, 8), 3);
+    CHECK(strcmp(e[0].ref, "") == 0);     /* a: b took main of org/model */
+    CHECK(strcmp(e[1].ref, "main") == 0); /* another repository keeps its own */
+    CHECK(strcmp(e[2].ref, "main") == 0 && strcmp(e[2].zone, "east") == 0);
+    struct shoal_reg_desired d[8];
+    CHECK_EQ(shoal_reg_rollouts_for(r, "east", false, d, 8), 3);
+    CHECK(strcmp(d[2].repo_at_rev, b) == 0 && strcmp(d[2].ref, "main") == 0);
+    CHECK(strcmp(d[0].ref, "") == 0);
+    /* b for every zone too, without a ref: east still gets it with main. */
+    CHECK_EQ(shoal_reg_rollout_set(r, b, NULL, false), 0);
+    CHECK_EQ(shoal_reg_rollouts_for(r, "east", false, d, 8), 3);
+    CHECK(strcmp(d[2].repo_at_rev, b) == 0 && strcmp(d[2].ref, "main") == 0);
+    /* A save that failed puts the refs back, by release and zone (an
+     * undone removal comes back last). */
+    static struct shoal_reg_rollout_refs saved, cur;
+    shoal_reg_rollout_refs_get(r, &saved);
+    CHECK_EQ(shoal_reg_rollout_set_ref(r, a, NULL, "main"), 0);
+    CHECK_EQ(shoal_reg_rollouts_all(r, e, 8), 4);
+    CHECK(strcmp(e[0].ref, "main") == 0 && strcmp(e[2].ref, "") == 0);
+    shoal_reg_rollout_refs_get(r, &cur);
+    CHECK(!shoal_reg_rollout_refs_equal(&saved, &cur));
+    shoal_reg_rollout_refs_restore(r, &saved);
+    CHECK_EQ(shoal_reg_rollouts_all(r, e, 8), 4);
+    CHECK(strcmp(e[0].ref, "") == 0 && strcmp(e[2].ref, "main") == 0);
+    shoal_reg_rollout_refs_get(r, &cur);
+    CHECK(shoal_reg_rollout_refs_equal(&saved, &cur));
+    CHECK_EQ(shoal_reg_rollout_set(r, b, "east", true), 0);
+    CHECK_EQ(shoal_reg_rollout_set(r, b, "east", false), 0);
+    shoal_reg_rollout_refs_restore(r, &saved);
+    CHECK_EQ(shoal_reg_rollouts_all(r, e, 8), 4);
+    CHECK(strcmp(e[3].repo_at_rev, b) == 0 && strcmp(e[3].zone, "east") == 0 &&
+          strcmp(e[3].ref, "main") == 0);
+    shoal_reg_free(r);
+}
+
 static void test_limits(void)
 {
     struct shoal_reg_config c;
@@ -2312,6 +2415,8 @@ int main(void)
     RUN(test_manifests);
     RUN(test_manifest_dataset_name);
     RUN(test_rollouts);
+    RUN(test_rollout_gone);
+    RUN(test_rollout_ref);
     RUN(test_limits);
     RUN(test_unregistered_quota);
     RUN(test_manifest_forget);

@@ -995,6 +995,7 @@ static void test_manifests_rollouts_restart(void)
     g_m.u.rollout.zone.p = "east";
     g_m.u.rollout.zone.len = 4;
     g_m.u.rollout.remove = false;
+    g_m.u.rollout.has_ref = false;
     CHECK(shoal_trkc_call(cn, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_ERROR &&
           g_m.u.error.code == SHOAL_EPERM);
     struct shoal_trkc *ca = join(&p, &admin, "ops", "10.9.9.9:1", SHOAL_ROLE_ADMIN, NULL);
@@ -1006,18 +1007,24 @@ static void test_manifests_rollouts_restart(void)
     g_m.u.rollout.zone.p = "east";
     g_m.u.rollout.zone.len = 4;
     g_m.u.rollout.remove = false;
+    g_m.u.rollout.has_ref = false;
     CHECK(shoal_trkc_call(ca, &g_m, &g_m, TMO) == 0 && g_m.type == SHOAL_MSG_OK);
     /* A release with no manifest registered here (a typo'd commit) is
      * refused, saying what to do (removals need none: test_ops
      * tracker_rollouts). */
     const char *unknown = "org/model@00000000000000000000000000000000000000ff";
     static const char want[] = "no manifest registered for org/model@0000000000000000"
-                               "0000000000000000000000ff: publish it first (shoal publish)";
+                               "0000000000000000000000ff: publish it first (shoal publish); "
+                               "if it was published before this tracker restarted, register "
+                               "the signed manifest a node kept, without the Hub: shoal "
+                               "publish --manifest <cache>/models--ORG--NAME/.shoal/<id>."
+                               "manifest (datasets--ORG--NAME for a dataset)";
     g_m.type = SHOAL_MSG_ROLLOUT;
     g_m.u.rollout.repo_at_rev.p = unknown;
     g_m.u.rollout.repo_at_rev.len = (uint32_t)strlen(unknown);
     g_m.u.rollout.has_zone = false;
     g_m.u.rollout.remove = false;
+    g_m.u.rollout.has_ref = false;
     REQUIRE(shoal_trkc_call(ca, &g_m, &g_m, TMO) == 0);
     CHECK(g_m.type == SHOAL_MSG_ERROR && g_m.u.error.code == SHOAL_ENOTFOUND &&
           g_m.u.error.message.len == sizeof want - 1 &&

@@ -135,7 +135,7 @@ printf '%s\nnonsense one\n' "$good_line" >rf
 run_until_started --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file rf
 echo "nonsense two" >>rf
 run_until_started --cluster-key cl.key.pub --listen 127.0.0.1:0 --rollout-file rf
-if grep -q "1 line(s) skipped (line 3: expected 'rollout ORG/NAME@COMMIT \[zone ZONE\]'); copied to rf.bad" run.txt &&
+if grep -q "1 line(s) skipped (line 3: expected 'rollout ORG/NAME@COMMIT \[zone ZONE\] \[ref BRANCH\]'); copied to rf.bad" run.txt &&
    grep -qx "nonsense one" rf.bad && grep -qx "nonsense two" rf.bad &&
    grep -q "^# line 2: expected" rf.bad &&
    [ "$(grep -v '^#' rf)" = "$good_line" ]

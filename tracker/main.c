@@ -183,7 +183,16 @@ static const char usage_options3[] =
     "    --max-unregistered-per-node N\n"
     "                              releases not registered here one node's\n"
     "                              announce may record (default 32); the others\n"
-    "                              are skipped until their manifest is put\n"
+    "                              are skipped until their manifest is put\n";
+
+static const char usage_options4[] =
+    "    --manifest-dir DIR        keep each registered manifest in DIR\n"
+    "                              (<id>.manifest, created if missing) and\n"
+    "                              register them again at start, signatures\n"
+    "                              checked again, so a restart does not forget\n"
+    "                              releases no node holds (rollback targets);\n"
+    "                              files older than --manifest-ttl-h are removed\n"
+    "                              at start (default: manifests in memory only)\n"
     "    --rollout-file FILE       keep rollouts in FILE: read at start, rewritten\n"
     "                              (atomically) on every change; a change that\n"
     "                              cannot be written is refused; lines that do\n"
@@ -201,6 +210,7 @@ static const char usage_more[] =
     "\n"
     "METRICS\n"
     "    STATS_REQ returns Prometheus text: shoal_tracker_nodes, _manifests,\n"
+    "    _rollouts (rollouts recorded; shoal rollout --list shows them),\n"
     "    _entries, _announces_total, _announces_per_second, _leases_granted_total,\n"
     "    _leases_expired_total, _leases_done_total, _leases_given_back_total,\n"
     "    _leases_reclaimed_total, _leases_reclaim_refused_total,\n"
@@ -243,8 +253,8 @@ enum {
     OPT_INTERVAL, OPT_TTL, OPT_LEASE, OPT_PEERS, OPT_CONNS, OPT_NODES, OPT_MANIFESTS, OPT_SEED,
     OPT_UNAUTH, OPT_IDLE, OPT_FETCHED_TTL, OPT_FETCHERS, OPT_MIN_FETCHERS, OPT_IMPORTERS,
     OPT_FETCHER_LEASES, OPT_CONFIG, OPT_PER_KEY, OPT_PARTIAL, OPT_FRAME_TMO, OPT_FRAME_RATE,
-    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_KEY, OPT_FILL_INTERVAL, OPT_DENY,
-    OPT_GONE, OPT_START_GRACE,
+    OPT_UNREG, OPT_MANIFEST_TTL, OPT_ROLLOUT_FILE, OPT_MANIFEST_DIR, OPT_KEY, OPT_FILL_INTERVAL,
+    OPT_DENY, OPT_GONE, OPT_START_GRACE,
 };
 
 static const struct option longopts[] = {
@@ -281,6 +291,7 @@ static const struct option longopts[] = {
     { "max-unregistered-per-node", required_argument, NULL, OPT_UNREG },
     { "manifest-ttl-h", required_argument, NULL, OPT_MANIFEST_TTL },
     { "rollout-file", required_argument, NULL, OPT_ROLLOUT_FILE },
+    { "manifest-dir", required_argument, NULL, OPT_MANIFEST_DIR },
     { "key", required_argument, NULL, OPT_KEY },
     /* shoald's spelling; after every option indexed by its OPT_ value. */
     { "cluster-keys", required_argument, NULL, OPT_CLUSTER },
@@ -379,6 +390,13 @@ static int set_opt(struct args *A, int opt, const char *val, char *why, size_t w
             return -1;
         }
         cfg->rollout_file = val;
+        break;
+    case OPT_MANIFEST_DIR:
+        if (!*val) {
+            snprintf(why, whylen, "needs a directory name");
+            return -1;
+        }
+        cfg->manifest_dir = val;
         break;
     case OPT_KEY: {
         int rv = shoal_seckey_load(val, &A->key);
@@ -573,6 +591,7 @@ int main(int argc, char **argv)
             fputs(usage_options, stdout);
             fputs(usage_options2, stdout);
             fputs(usage_options3, stdout);
+            fputs(usage_options4, stdout);
             fputs(usage_more, stdout);
             status = 0;
             goto out;
@@ -656,6 +675,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg->listen,
                 rv > -1000 ? uv_strerror(rv) : shoal_strerror(rv));
         goto out;
+    }
+    if (cfg->manifest_dir) {
+        unsigned loaded, expired, refused;
+        rv = shoal_tracker_load_manifests(g_tracker, &loaded, &expired, &refused);
+        if (rv) {
+            fprintf(stderr, "shoal-tracker: cannot read the manifest directory %s: %s\n",
+                    cfg->manifest_dir, strerror(-rv));
+            shoal_tracker_shutdown(g_tracker);
+            uv_run(&loop, UV_RUN_DEFAULT);
+            goto out;
+        }
+        shoal_tracker_log("manifest dir %s: %u manifest(s) registered again, %u past "
+                          "--manifest-ttl-h removed, %u refused", cfg->manifest_dir, loaded,
+                          expired, refused);
     }
     if (cfg->rollout_file && load_rollouts(cfg->rollout_file, g_tracker) != 0) {
         shoal_tracker_shutdown(g_tracker);

@@ -304,6 +304,19 @@ struct zone {
 struct rollout {
     char repo_at_rev[SHOAL_REG_REPO_MAX + 1];
     uint32_t zone;  /* zone index, NONE = every zone */
+    char ref[SHOAL_REG_REF_MAX + 1]; /* branch it moves, "" = none */
+};
+
+/* A node the registry forgot, remembered for rollout status: without it a
+ * node that stops announcing (credential expired, host lost) simply drops
+ * out of every count and the fleet looks done. A zone is kept by name:
+ * zone indexes are reused once their last node goes. */
+struct gone {
+    uint8_t pk[32];
+    uint64_t at_ms;
+    char zone[SHOAL_REG_ZONE_MAX + 1];
+    uint8_t why;    /* enum shoal_reg_gone */
+    uint8_t used;
 };
 
 struct rate_bucket {
@@ -342,6 +355,10 @@ struct shoal_reg {
     struct rollout rollouts[SHOAL_REG_ROLLOUTS_MAX];
     uint32_t nrollouts;
 
+    struct gone gone[SHOAL_REG_GONE_MAX]; /* a ring: gone_next is the oldest */
+    uint32_t gone_next;
+    uint32_t ngone;       /* used records */
+
     uint64_t now_ms;         /* latest time a call was given */
     uint64_t use_seq;        /* uses of manifests so far (mani_touch) */
     uint64_t lease_chunks;   /* sum of nchunks with lease state */
@@ -376,6 +393,7 @@ void shoal_reg_config_default(struct shoal_reg_config *c)
     c->min_fetchers = 8;
     c->fetcher_leases = 2;
     c->fill_interval_ms = 200;
+    c->gone_keep_ms = 24ull * 3600 * 1000;
 }
 
 static uint32_t zone_acquire(struct shoal_reg *r, const char *z);
@@ -629,6 +647,51 @@ out:
     return rv;
 }
 
+/* Index of |pk|'s gone record, or NONE. A scan of the used records (at
+ * most SHOAL_REG_GONE_MAX, only while some node is gone): nodes are
+ * created and forgotten far less often than they announce. */
+static uint32_t gone_find(const struct shoal_reg *r, const uint8_t pk[32])
+{
+    for (uint32_t i = 0, seen = 0; seen < r->ngone && i < SHOAL_REG_GONE_MAX; i++) {
+        if (!r->gone[i].used)
+            continue;
+        seen++;
+        if (memcmp(r->gone[i].pk, pk, 32) == 0)
+            return i;
+    }
+    return NONE;
+}
+
+/* A node known again is no longer gone. */
+static void gone_forget(struct shoal_reg *r, const uint8_t pk[32])
+{
+    uint32_t i = gone_find(r, pk);
+    if (i != NONE) {
+        r->gone[i].used = 0;
+        r->ngone--;
+    }
+}
+
+/* Remembers node |nd|, about to be forgotten, as gone for |why|. */
+static void gone_note(struct shoal_reg *r, const struct node *nd, uint8_t why)
+{
+    if (!r->cfg.gone_keep_ms)
+        return;
+    uint32_t i = gone_find(r, nd->pk);
+    if (i == NONE) {
+        i = r->gone_next;
+        r->gone_next = (r->gone_next + 1) % SHOAL_REG_GONE_MAX;
+        if (!r->gone[i].used)
+            r->ngone++;
+    }
+    struct gone *g = &r->gone[i];
+    memcpy(g->pk, nd->pk, 32);
+    g->at_ms = r->now_ms;
+    snprintf(g->zone, sizeof g->zone, "%s", r->zones[nd->zone].name ? r->zones[nd->zone].name : "");
+    g->why = why;
+    g->used = 1;
+}
+
 static int node_create(struct shoal_reg *r, const uint8_t pk[32], uint64_t now_ms,
                        uint32_t *out)
 {
@@ -653,6 +716,7 @@ static int node_create(struct shoal_reg *r, const uint8_t pk[32], uint64_t now_m
     memset(nd, 0, sizeof(*nd));
     memcpy(nd->pk, pk, 32);
     nd->born_ms = now_ms;
+    gone_forget(r, pk);
     nd->used = 1;
     /* Zone 0 ("") until an announce says otherwise. */
     r->zones[0].refs++;
@@ -1381,13 +1445,30 @@ static void node_remove_idx(struct shoal_reg *r, uint32_t ni)
     r->st.nodes = r->nnodes_used;
 }
 
-int shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32])
+int shoal_reg_remove_node_why(struct shoal_reg *r, const uint8_t node_pk[32],
+                              enum shoal_reg_gone why)
 {
     uint32_t ni = node_find(r, node_pk);
     if (ni == NONE)
         return SHOAL_ENOTFOUND;
+    gone_note(r, &r->nodes[ni], (uint8_t)why);
     node_remove_idx(r, ni);
     return 0;
+}
+
+int shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32])
+{
+    return shoal_reg_remove_node_why(r, node_pk, SHOAL_REG_GONE_LOST);
+}
+
+void shoal_reg_node_refused(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32])
+{
+    uint32_t i = gone_find(r, node_pk);
+    if (i == NONE)
+        return;
+    r->gone[i].why = SHOAL_REG_GONE_REFUSED;
+    if (now_ms > r->gone[i].at_ms)
+        r->gone[i].at_ms = now_ms;
 }
 
 int shoal_reg_node_restarted(struct shoal_reg *r, const uint8_t node_pk[32], uint32_t *leases,
@@ -2461,6 +2542,7 @@ void shoal_reg_expire(struct shoal_reg *r, uint64_t now_ms)
     for (uint32_t ni = 0; ni < r->nnodes_cap; ni++) {
         struct node *nd = &r->nodes[ni];
         if (nd->used && !node_live(r, nd, now_ms)) {
+            gone_note(r, nd, SHOAL_REG_GONE_LOST);
             node_remove_idx(r, ni);
             r->st.nodes_expired++;
         }
@@ -2701,9 +2783,81 @@ int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const ch
     i = r->nrollouts;
     memcpy(r->rollouts[i].repo_at_rev, repo_at_rev, n + 1);
     r->rollouts[i].zone = zi;
+    r->rollouts[i].ref[0] = '\0';
     r->nrollouts++;
 out:
     return rv;
+}
+
+int shoal_reg_rollout_set_ref(struct shoal_reg *r, const char *repo_at_rev, const char *zone,
+                              const char *ref)
+{
+    if (!ref)
+        ref = "";
+    if (!zone)
+        zone = "";
+    if (strlen(ref) > SHOAL_REG_REF_MAX)
+        return SHOAL_ETOOBIG;
+    int rv = shoal_reg_rollout_set(r, repo_at_rev, zone, false);
+    if (rv)
+        return rv;
+    uint32_t zi = *zone ? zone_find(r, zone, strlen(zone)) : NONE;
+    size_t rlen = (size_t)(strrchr(repo_at_rev, '@') - repo_at_rev);
+    for (uint32_t i = 0; i < r->nrollouts; i++) {
+        struct rollout *ro = &r->rollouts[i];
+        if (ro->zone == zi && strcmp(ro->repo_at_rev, repo_at_rev) == 0) {
+            memcpy(ro->ref, ref, strlen(ref) + 1);
+            continue;
+        }
+        /* The newest rollout naming the branch moves it: an older one of
+         * the same repository would move it back on nodes that complete
+         * it later. */
+        if (*ref && strcmp(ro->ref, ref) == 0 && strncmp(ro->repo_at_rev, repo_at_rev, rlen) == 0 &&
+            ro->repo_at_rev[rlen] == '@')
+            ro->ref[0] = '\0';
+    }
+    return 0;
+}
+
+static const char *rollout_zone(const struct shoal_reg *r, const struct rollout *ro)
+{
+    return ro->zone == NONE ? "" : r->zones[ro->zone].name;
+}
+
+void shoal_reg_rollout_refs_get(const struct shoal_reg *r, struct shoal_reg_rollout_refs *out)
+{
+    out->n = r->nrollouts;
+    for (uint32_t i = 0; i < r->nrollouts; i++) {
+        snprintf(out->e[i].repo_at_rev, sizeof out->e[i].repo_at_rev, "%s",
+                 r->rollouts[i].repo_at_rev);
+        snprintf(out->e[i].zone, sizeof out->e[i].zone, "%s", rollout_zone(r, &r->rollouts[i]));
+        snprintf(out->e[i].ref, sizeof out->e[i].ref, "%s", r->rollouts[i].ref);
+    }
+}
+
+bool shoal_reg_rollout_refs_equal(const struct shoal_reg_rollout_refs *a,
+                                  const struct shoal_reg_rollout_refs *b)
+{
+    bool eq = a->n == b->n;
+    for (uint32_t i = 0; eq && i < a->n; i++)
+        eq = strcmp(a->e[i].repo_at_rev, b->e[i].repo_at_rev) == 0 &&
+             strcmp(a->e[i].zone, b->e[i].zone) == 0 && strcmp(a->e[i].ref, b->e[i].ref) == 0;
+    return eq;
+}
+
+void shoal_reg_rollout_refs_restore(struct shoal_reg *r, const struct shoal_reg_rollout_refs *in)
+{
+    for (uint32_t i = 0; i < r->nrollouts; i++) {
+        struct rollout *ro = &r->rollouts[i];
+        ro->ref[0] = '\0';
+        for (uint32_t k = 0; k < in->n; k++) {
+            if (strcmp(in->e[k].repo_at_rev, ro->repo_at_rev) == 0 &&
+                strcmp(in->e[k].zone, rollout_zone(r, ro)) == 0) {
+                snprintf(ro->ref, sizeof ro->ref, "%s", in->e[k].ref);
+                break;
+            }
+        }
+    }
 }
 
 uint32_t shoal_reg_rollout_count(const struct shoal_reg *r)
@@ -2718,6 +2872,7 @@ size_t shoal_reg_rollouts_all(const struct shoal_reg *r, struct shoal_reg_rollou
     for (uint32_t i = 0; i < r->nrollouts && n < max; i++, n++) {
         out[n].repo_at_rev = r->rollouts[i].repo_at_rev;
         out[n].zone = r->rollouts[i].zone == NONE ? "" : r->zones[r->rollouts[i].zone].name;
+        out[n].ref = r->rollouts[i].ref;
     }
     return n;
 }
@@ -2735,8 +2890,11 @@ size_t shoal_reg_rollouts_for(const struct shoal_reg *r, const char *zone, bool 
             continue;
         /* A release wished for both globally and for this zone is sent once. */
         bool dup = false;
-        for (size_t k = 0; k < n && !dup; k++)
+        for (size_t k = 0; k < n && !dup; k++) {
             dup = strcmp(out[k].repo_at_rev, ro->repo_at_rev) == 0;
+            if (dup && !out[k].ref[0])
+                out[k].ref = ro->ref;
+        }
         if (dup)
             continue;
         struct shoal_reg_manifest mf;
@@ -2745,6 +2903,7 @@ size_t shoal_reg_rollouts_for(const struct shoal_reg *r, const char *zone, bool 
         if (known_only && !known)
             continue;
         out[n].repo_at_rev = ro->repo_at_rev;
+        out[n].ref = ro->ref;
         out[n].known = known;
         if (known)
             memcpy(out[n].manifest_id, mf.id, 32);
@@ -2812,6 +2971,44 @@ void shoal_reg_rollout_status(const struct shoal_reg *r, uint64_t now_ms,
     *none = (uint32_t)(scope > held ? scope - held : 0);
 }
 
+void shoal_reg_rollout_gone(const struct shoal_reg *r, uint64_t now_ms, const char *repo_at_rev,
+                            uint32_t *lost, uint32_t *left, uint32_t *refused)
+{
+    *lost = *left = *refused = 0;
+    if (!r->ngone)
+        return;
+    /* The zones the release's rollouts name; any entry for every zone,
+     * or none at all, means every node. */
+    const char *zones[SHOAL_REG_ROLLOUTS_MAX];
+    uint32_t nz = 0;
+    bool all = false;
+    for (uint32_t i = 0; i < r->nrollouts && !all; i++) {
+        if (strcmp(r->rollouts[i].repo_at_rev, repo_at_rev) != 0)
+            continue;
+        if (r->rollouts[i].zone == NONE)
+            all = true;
+        else
+            zones[nz++] = r->zones[r->rollouts[i].zone].name;
+    }
+    all = all || nz == 0;
+    for (uint32_t i = 0; i < SHOAL_REG_GONE_MAX; i++) {
+        const struct gone *g = &r->gone[i];
+        if (!g->used || (now_ms > g->at_ms && now_ms - g->at_ms > r->cfg.gone_keep_ms))
+            continue;
+        bool in = all;
+        for (uint32_t k = 0; k < nz && !in; k++)
+            in = zones[k] && strcmp(zones[k], g->zone) == 0;
+        if (!in)
+            continue;
+        if (g->why == SHOAL_REG_GONE_LEFT)
+            (*left)++;
+        else if (g->why == SHOAL_REG_GONE_REFUSED)
+            (*refused)++;
+        else
+            (*lost)++;
+    }
+}
+
 /* ---- stats ---- */
 
 void shoal_reg_stats(const struct shoal_reg *r, struct shoal_reg_stats *st)
@@ -2847,6 +3044,9 @@ int shoal_reg_prometheus(const struct shoal_reg *r, uint64_t now_ms, struct shoa
     if ((rv = prom(out, "shoal_tracker_nodes", "gauge", "Nodes currently known.", (double)s->nodes)) ||
         (rv = prom(out, "shoal_tracker_manifests", "gauge", "Manifests known by id.",
                    (double)s->manifests)) ||
+        (rv = prom(out, "shoal_tracker_rollouts", "gauge",
+                   "Rollout entries recorded (shoal rollout --list; at most 64).",
+                   (double)r->nrollouts)) ||
         (rv = prom(out, "shoal_tracker_manifests_registered", "gauge",
                    "Signed manifests held.", (double)s->registered)) ||
         (rv = prom(out, "shoal_tracker_manifests_unregistered", "gauge",

@@ -44,6 +44,11 @@
 #define SHOAL_REG_LEASES_PER_NODE 8
 /* Desired releases (rollout entries) kept at once. */
 #define SHOAL_REG_ROLLOUTS_MAX 64
+/* Longest branch name a rollout moves (refs/<ref> on the nodes). */
+#define SHOAL_REG_REF_MAX 128
+/* Nodes remembered after the registry forgot them (shoal_reg_rollout_gone):
+ * the oldest record makes room. */
+#define SHOAL_REG_GONE_MAX 1024
 /* Most peers returned by one shoal_reg_peers call. */
 #define SHOAL_REG_PEERS_MAX 256
 /* Most role ranks per (manifest, zone): origin_fetchers + importers. */
@@ -117,6 +122,10 @@ struct shoal_reg_config {
      * extra announces each time it grows. 0: announce_interval_ms for
      * every node. */
     uint32_t fill_interval_ms;
+    /* A node forgotten (lost, left, refused) is still counted as gone by
+     * rollout status this long, unless it announces again (at most
+     * SHOAL_REG_GONE_MAX of them). 0: not remembered. */
+    uint64_t gone_keep_ms;
 };
 
 /* Defaults: interval 30 s (200 ms for a provisional share), ttl 90 s,
@@ -125,7 +134,7 @@ struct shoal_reg_config {
  * unregistered manifests), 64 Mi lease chunks,
  * 1 GiB of registered manifests, manifest TTL 168 h, fetched TTL 10 min, 2 origin fetchers and
  * 8 importers per zone, at least 8 fetchers per manifest, spans shared for
- * 2 leases per fetcher. */
+ * 2 leases per fetcher, gone nodes remembered 24 h. */
 void shoal_reg_config_default(struct shoal_reg_config *c);
 
 struct shoal_reg;
@@ -230,6 +239,21 @@ int shoal_reg_announce(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_
  * (free again unless a node announcing the whole manifest is still
  * known). Returns 0, or SHOAL_ENOTFOUND (not known: nothing changes). */
 int shoal_reg_remove_node(struct shoal_reg *r, const uint8_t node_pk[32]);
+
+/* Why a node the registry knew is gone (rollout status says so). */
+enum shoal_reg_gone {
+    SHOAL_REG_GONE_LOST = 0,    /* no announce within node_ttl_ms, connection lost */
+    SHOAL_REG_GONE_LEFT = 1,    /* said BYE (shut down) */
+    SHOAL_REG_GONE_REFUSED = 2, /* refused at login since (credential expired, key revoked) */
+};
+/* shoal_reg_remove_node, remembering the node as gone for |why| (see
+ * gone_keep_ms). */
+int shoal_reg_remove_node_why(struct shoal_reg *r, const uint8_t node_pk[32],
+                              enum shoal_reg_gone why);
+/* A login by |node_pk| was refused: a node remembered as gone is now
+ * counted as refused, its record kept from |now_ms|. Nothing for a key
+ * not remembered: a refused stranger is not a node of the fleet. */
+void shoal_reg_node_refused(struct shoal_reg *r, uint64_t now_ms, const uint8_t node_pk[32]);
 
 /*
  * Tells the registry that |node_pk| runs a new session (the server calls it
@@ -490,10 +514,41 @@ int shoal_reg_manifest_by_name(const struct shoal_reg *r, const char *repo_at_re
 int shoal_reg_rollout_set(struct shoal_reg *r, const char *repo_at_rev, const char *zone,
                           bool remove);
 
-/* One rollout entry as set; both strings are valid until the next change. */
+/*
+ * Gives the rollout entry (|repo_at_rev|, |zone|) the branch |ref| (adding
+ * the entry when missing, as shoal_reg_rollout_set): nodes write
+ * refs/<ref> = the commit once they hold the release. The newest wins:
+ * any other entry of the same repository naming |ref| loses it. |ref|
+ * NULL or "" clears the entry's ref. Returns shoal_reg_rollout_set's
+ * codes, SHOAL_ETOOBIG for a ref over SHOAL_REG_REF_MAX.
+ */
+int shoal_reg_rollout_set_ref(struct shoal_reg *r, const char *repo_at_rev, const char *zone,
+                              const char *ref);
+
+/* Every entry's ref, by release and zone, to put back with
+ * shoal_reg_rollout_refs_restore when a change cannot be saved (about
+ * 29 KiB: allocate it). */
+struct shoal_reg_rollout_refs {
+    uint32_t n;
+    struct {
+        char repo_at_rev[SHOAL_REG_REPO_MAX + 1];
+        char zone[SHOAL_REG_ZONE_MAX + 1];
+        char ref[SHOAL_REG_REF_MAX + 1];
+    } e[SHOAL_REG_ROLLOUTS_MAX];
+};
+void shoal_reg_rollout_refs_get(const struct shoal_reg *r, struct shoal_reg_rollout_refs *out);
+/* True when |a| and |b| list the same entries with the same refs. */
+bool shoal_reg_rollout_refs_equal(const struct shoal_reg_rollout_refs *a,
+                                  const struct shoal_reg_rollout_refs *b);
+/* Gives each entry the ref |in| lists for its release and zone (none when
+ * it lists the entry not). */
+void shoal_reg_rollout_refs_restore(struct shoal_reg *r, const struct shoal_reg_rollout_refs *in);
+
+/* One rollout entry as set; the strings are valid until the next change. */
 struct shoal_reg_rollout_entry {
     const char *repo_at_rev;
     const char *zone;  /* "" = every zone */
+    const char *ref;   /* "" = none */
 };
 
 /* Rollout entries set now. */
@@ -506,6 +561,7 @@ size_t shoal_reg_rollouts_all(const struct shoal_reg *r, struct shoal_reg_rollou
 
 struct shoal_reg_desired {
     const char *repo_at_rev;  /* valid until the next change */
+    const char *ref;          /* branch it moves, "" = none; valid as above */
     uint8_t manifest_id[32];  /* meaningful only when |known| */
     bool known;               /* a manifest with that name is registered */
 };
@@ -527,6 +583,13 @@ size_t shoal_reg_rollouts_for(const struct shoal_reg *r, const char *zone, bool 
 void shoal_reg_rollout_status(const struct shoal_reg *r, uint64_t now_ms,
                               const uint8_t manifest_id[32], uint32_t *complete,
                               uint32_t *partial, uint32_t *none);
+
+/* Nodes remembered as gone (forgotten within gone_keep_ms of |now_ms|,
+ * not back since) in the scope shoal_reg_rollout_status counts for the
+ * release named |repo_at_rev| (the zones its rollouts name, every zone
+ * when none does), by why they went. O(SHOAL_REG_GONE_MAX). */
+void shoal_reg_rollout_gone(const struct shoal_reg *r, uint64_t now_ms, const char *repo_at_rev,
+                            uint32_t *lost, uint32_t *left, uint32_t *refused);
 
 /* ---- stats ---- */
 

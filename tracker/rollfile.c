@@ -50,28 +50,37 @@ static void encode(FILE *f, const char *s)
     }
 }
 
-/* Parses one line (already split off, without its newline) into |repo| and
- * |zone|. Returns NULL, or why it does not parse. */
-static const char *parse_line(char *line, char *repo, size_t rcap, char *zone, size_t zcap)
+/* Parses one line (already split off, without its newline) into |repo|,
+ * |zone| and |ref|. Returns NULL, or why it does not parse. */
+static const char *parse_line(char *line, char *repo, size_t rcap, char *zone, size_t zcap,
+                              char *ref, size_t fcap)
 {
-    char *tok[5];
+    static const char usage[] = "expected 'rollout ORG/NAME@COMMIT [zone ZONE] [ref BRANCH]'";
+    char *tok[7];
     int n = 0;
     char *save = NULL;
 
     for (char *t = strtok_r(line, " \t\r", &save); t; t = strtok_r(NULL, " \t\r", &save)) {
-        if (n == 5)
+        if (n == 7)
             return "too many words";
         tok[n++] = t;
     }
-    if (n == 0 || strcmp(tok[0], "rollout") != 0)
-        return "expected 'rollout ORG/NAME@COMMIT [zone ZONE]'";
-    if (n != 2 && !(n == 4 && strcmp(tok[2], "zone") == 0))
-        return "expected 'rollout ORG/NAME@COMMIT [zone ZONE]'";
+    if (n < 2 || n % 2 || strcmp(tok[0], "rollout") != 0)
+        return usage;
     if (!decode(tok[1], repo, rcap))
         return "release name badly escaped or too long";
-    zone[0] = '\0';
-    if (n == 4 && (!decode(tok[3], zone, zcap) || !zone[0]))
-        return "zone name badly escaped, empty or too long";
+    zone[0] = ref[0] = '\0';
+    for (int k = 2; k < n; k += 2) {
+        if (strcmp(tok[k], "zone") == 0 && !zone[0]) {
+            if (!decode(tok[k + 1], zone, zcap) || !zone[0])
+                return "zone name badly escaped, empty or too long";
+        } else if (strcmp(tok[k], "ref") == 0 && !ref[0]) {
+            if (!decode(tok[k + 1], ref, fcap) || !ref[0])
+                return "ref name badly escaped, empty or too long";
+        } else {
+            return usage;
+        }
+    }
     return NULL;
 }
 
@@ -97,7 +106,8 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
     }
     end = text + len;
     for (char *p = text; p < end; p = next) {
-        char repo[SHOAL_REG_REPO_MAX + 2], zone[SHOAL_REG_ZONE_MAX + 2];
+        char repo[SHOAL_REG_REPO_MAX + 2], zone[SHOAL_REG_ZONE_MAX + 2],
+            ref[SHOAL_REG_REF_MAX + 2];
         char *nl = memchr(p, '\n', (size_t)(end - p)), *line;
         size_t span = (size_t)((nl ? nl : end) - p);
         const char *why;
@@ -118,11 +128,12 @@ int shoal_rollfile_load(const char *path, struct shoal_reg *reg,
                 rv = -ENOMEM;
                 goto out;
             }
-            why = parse_line(copy, repo, sizeof repo, zone, sizeof zone);
+            why = parse_line(copy, repo, sizeof repo, zone, sizeof zone, ref, sizeof ref);
             free(copy);
         }
         if (!why) {
-            int r = shoal_reg_rollout_set(reg, repo, zone, false);
+            int r = ref[0] ? shoal_reg_rollout_set_ref(reg, repo, zone, ref)
+                           : shoal_reg_rollout_set(reg, repo, zone, false);
             why = r == 0                ? NULL
                   : r == SHOAL_EBADMSG ? "expected ORG/NAME@COMMIT"
                   : r == SHOAL_ELIMIT  ? "too many rollouts"
@@ -230,13 +241,17 @@ int shoal_rollfile_save(const char *path, const struct shoal_reg *reg)
     if (!f)
         return -ENOMEM;
     fputs("# shoal-tracker rollouts, rewritten on every change: "
-          "rollout ORG/NAME@COMMIT [zone ZONE]\n", f);
+          "rollout ORG/NAME@COMMIT [zone ZONE] [ref BRANCH]\n", f);
     for (size_t i = 0; i < n; i++) {
         fputs("rollout ", f);
         encode(f, all[i].repo_at_rev);
         if (all[i].zone[0]) {
             fputs(" zone ", f);
             encode(f, all[i].zone);
+        }
+        if (all[i].ref[0]) {
+            fputs(" ref ", f);
+            encode(f, all[i].ref);
         }
         fputc('\n', f);
     }

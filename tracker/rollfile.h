@@ -9,6 +9,9 @@
  * '%'), '#' starts a comment line:
  *     rollout ORG/NAME@COMMIT
  *     rollout ORG/NAME@COMMIT zone ZONE
+ *     rollout ORG/NAME@COMMIT [zone ZONE] ref BRANCH
+ * (ref: the branch the rollout moves on the nodes; a tracker older than
+ * refs sets such a line aside as one that does not parse.)
  */
 #ifndef SHOAL_ROLLFILE_H
 #define SHOAL_ROLLFILE_H

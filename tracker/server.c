@@ -22,7 +22,9 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <dirent.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -38,6 +40,7 @@
 #include "msg.h"
 #include "netsrc.h"
 #include "rollfile.h"
+#include "smallfile.h"
 
 #define READ_BUF (64 * 1024)
 #define FRAME_MAX_AUTHED (SHOAL_MSG_MANIFEST_MAX + 1024)
@@ -1039,8 +1042,10 @@ static int handle_auth(struct conn *c)
     int rv;
     if (a->role > SHOAL_ROLE_ADMIN)
         return auth_fail(c, SHOAL_EBADMSG, "unknown role");
-    if (shoal_keywatch_contains(t->cfg.deny, a->node_pk))
+    if (shoal_keywatch_contains(t->cfg.deny, a->node_pk)) {
+        shoal_reg_node_refused(t->reg, uv_now(t->loop), a->node_pk);
         return auth_fail(c, SHOAL_EPERM, "node key revoked (deny-keys)");
+    }
     struct ident *id = c->authed ? ident_find(c, a->node_pk, a->role) : NULL;
     bool known = id != NULL;
     uint64_t bind = bind_hash(t, a);
@@ -1058,8 +1063,12 @@ static int handle_auth(struct conn *c)
         if (memcmp(cred.node_pk, a->node_pk, 32) != 0)
             return auth_fail(c, SHOAL_EPERM, "credential is for another node key");
         rv = shoal_cred_verify(&cred, t->cfg.cluster_keys, (uint64_t)time(NULL));
-        if (rv == SHOAL_EEXPIRED)
+        if (rv == SHOAL_EEXPIRED) {
+            /* A node the fleet knew, now shut out: rollout status says so. */
+            if (a->role == SHOAL_ROLE_NODE)
+                shoal_reg_node_refused(t->reg, uv_now(t->loop), a->node_pk);
             return auth_fail(c, rv, "credential expired");
+        }
         if (rv == SHOAL_EUNTRUSTED)
             return auth_fail(c, rv, "credential not signed by a trusted cluster key");
         if (rv)
@@ -1237,6 +1246,9 @@ static int handle_announce(struct conn *c, uint64_t now)
         memcpy(m->u.announce_reply.desired[i].manifest_id, t->desired[i].manifest_id, 32);
         m->u.announce_reply.desired[i].repo.p = t->desired[i].repo_at_rev;
         m->u.announce_reply.desired[i].repo.len = (uint32_t)strlen(t->desired[i].repo_at_rev);
+        m->u.announce_reply.desired[i].has_ref = t->desired[i].ref[0] != '\0';
+        m->u.announce_reply.desired[i].ref.p = t->desired[i].ref;
+        m->u.announce_reply.desired[i].ref.len = (uint32_t)strlen(t->desired[i].ref);
     }
     /* Roles only for what the node still fetches: a complete release
      * needs none, and the reply stays small for a node full of seeds. The
@@ -1280,6 +1292,92 @@ static int handle_get_peers(struct conn *c, uint64_t now)
         p->have_chunks = t->peers[i].have_chunks;
     }
     return conn_send(c, m);
+}
+
+/* <dir>/<id hex>.manifest into |out| (|cap| bytes); false if too long. */
+static bool manifest_path(const char *dir, const uint8_t id[32], char *out, size_t cap)
+{
+    char hex[65];
+    shoal_hex(hex, id, 32);
+    int n = snprintf(out, cap, "%s/%s.manifest", dir, hex);
+    return n > 0 && (size_t)n < cap;
+}
+
+/* Keeps a newly registered manifest's signed bytes in --manifest-dir, so
+ * a restart does not forget one no node holds (a rollback target). On the
+ * loop: registrations are rare (publishes, and re-puts after a restart of
+ * manifests not kept yet). A failure only costs that: logged. */
+static void keep_manifest(struct shoal_tracker *t, const uint8_t id[32], const uint8_t *p,
+                          size_t len)
+{
+    char path[4096];
+    struct stat st;
+    if (!t->cfg.manifest_dir || !manifest_path(t->cfg.manifest_dir, id, path, sizeof path) ||
+        stat(path, &st) == 0)
+        return;
+    int rv = shoal_write_file_atomic(path, p, len);
+    if (rv)
+        shoal_tracker_log("manifest not kept in %s: %s (a restart forgets it unless a node "
+                          "holds it)", path, strerror(-rv));
+}
+
+int shoal_tracker_load_manifests(struct shoal_tracker *t, unsigned *loaded, unsigned *expired,
+                                 unsigned *refused)
+{
+    const char *dir = t->cfg.manifest_dir;
+    uint64_t now = uv_now(t->loop);
+    time_t wall = time(NULL);
+    DIR *d;
+    struct dirent *e;
+    *loaded = *expired = *refused = 0;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return -errno;
+    if (!(d = opendir(dir)))
+        return -errno;
+    while ((e = readdir(d)) != NULL) {
+        uint8_t want[32], *data = NULL;
+        size_t len = 0;
+        char path[4096];
+        struct stat st;
+        struct shoal_manifest *mf = NULL;
+        const char *why = NULL;
+        if (strlen(e->d_name) != 64 + strlen(".manifest") ||
+            strcmp(e->d_name + 64, ".manifest") != 0 || shoal_unhex(want, 32, e->d_name, 64) != 0 ||
+            !manifest_path(dir, want, path, sizeof path))
+            continue;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (t->cfg.reg.manifest_ttl_ms && st.st_mtime < wall &&
+            (uint64_t)(wall - st.st_mtime) * 1000 > t->cfg.reg.manifest_ttl_ms) {
+            *expired += unlink(path) == 0;
+            continue;
+        }
+        int rv = shoal_read_file(path, SHOAL_MSG_MANIFEST_MAX, &data, &len);
+        if (rv == 0)
+            rv = shoal_manifest_parse(&mf, data, len, t->cfg.publisher_keys, NULL);
+        if (rv)
+            why = shoal_strerror(rv);
+        else if (memcmp(shoal_manifest_id(mf), want, 32) != 0)
+            why = "its bytes do not hash to its name";
+        else if ((rv = shoal_reg_put_manifest_ex(t->reg, want,
+                                                 (uint8_t)shoal_manifest_repo_type(mf),
+                                                 shoal_manifest_repo_id(mf),
+                                                 shoal_manifest_commit(mf),
+                                                 shoal_manifest_nchunks(mf),
+                                                 shoal_manifest_created(mf), data, len)) != 0)
+            why = rv == SHOAL_ELIMIT ? "the manifest store is full" : shoal_strerror(rv);
+        if (why) {
+            if ((*refused)++ < 8)
+                shoal_tracker_log("manifest file %s not registered: %s", path, why);
+        } else {
+            shoal_reg_manifest_used(t->reg, want, now);
+            (*loaded)++;
+        }
+        shoal_manifest_free(mf);
+        free(data);
+    }
+    closedir(d);
+    return 0;
 }
 
 static int handle_put_manifest(struct conn *c)
@@ -1334,6 +1432,8 @@ static int handle_put_manifest(struct conn *c)
         shoal_tracker_log("manifest registered %s id %s (%u chunks, %u bytes) from %s", name,
                           hex, shoal_manifest_nchunks(mf), b->len, c->peer);
     }
+    if (!had || !old.signed_bytes)
+        keep_manifest(t, id, b->p, b->len);
     rv = send_ok(c, 0);
 out:
     shoal_manifest_free(mf);
@@ -1551,7 +1651,7 @@ static int handle_bye(struct conn *c)
                               (int)(why->len > 200 ? 200 : why->len), why->p ? why->p : "");
             continue;
         }
-        if (shoal_reg_remove_node(t->reg, id->pk) == 0 && n++ == 0)
+        if (shoal_reg_remove_node_why(t->reg, id->pk, SHOAL_REG_GONE_LEFT) == 0 && n++ == 0)
             shoal_hex(hex, id->pk, 32);
     }
     t->nodes_left += n;
@@ -1564,6 +1664,17 @@ static int handle_bye(struct conn *c)
                           (int)(why->len > 200 ? 200 : why->len), why->p ? why->p : "");
     conn_close(c);
     return 1;
+}
+
+/* A branch name a node could write as refs/<ref> (the node checks again
+ * with the Hub cache's rules): printable, no path tricks. */
+static bool ref_ok(const char *ref)
+{
+    bool ok = ref[0] && ref[0] != '/' && ref[0] != '-' && ref[0] != '.' &&
+              !strstr(ref, "..") && !strstr(ref, "//") && ref[strlen(ref) - 1] != '/';
+    for (const char *p = ref; ok && *p; p++)
+        ok = (unsigned char)*p > ' ' && *p != 0x7f && *p != '\\';
+    return ok;
 }
 
 static int handle_rollout(struct conn *c)
@@ -1581,28 +1692,52 @@ static int handle_rollout(struct conn *c)
      * none, so old entries can always be withdrawn. */
     struct shoal_reg_manifest mf;
     if (!ro->remove && shoal_reg_manifest_by_name(c->t->reg, name, strlen(name), &mf) != 0) {
-        char why[SHOAL_MSG_REPO_MAX + 128];
-        snprintf(why, sizeof why, "no manifest registered for %s: publish it first (shoal publish)",
-                 name);
+        char why[SHOAL_MSG_REPO_MAX + 400];
+        /* Registered manifests live in memory: after a restart only those
+         * nodes still hold (and re-put) are back. A node keeps the signed
+         * file of every release it held, so the operator need not read
+         * the release from the Hub again. */
+        snprintf(why, sizeof why, "no manifest registered for %s: publish it first (shoal "
+                 "publish); if it was published before this tracker restarted, register the "
+                 "signed manifest a node kept, without the Hub: shoal publish --manifest "
+                 "<cache>/models--ORG--NAME/.shoal/<id>.manifest (datasets--ORG--NAME for a "
+                 "dataset)", name);
         shoal_tracker_log("rollout of %s refused (asked by %s): no manifest registered", name,
                           c->peer);
         return send_error(c, SHOAL_ENOTFOUND, why);
     }
-    uint32_t before = shoal_reg_rollout_count(c->t->reg);
-    int rv = shoal_reg_rollout_set(c->t->reg, name, zone, ro->remove);
+    char ref[SHOAL_MSG_REF_MAX + 1] = "";
+    if (ro->has_ref && !ro->remove) {
+        copy_str(ref, &ro->ref);
+        if (!ref_ok(ref))
+            return send_error(c, SHOAL_EBADMSG, "not a branch name nodes can write as refs/<ref>");
+    }
+    /* What the registry held before, to undo a change the file cannot
+     * keep and to tell whether anything changed (a ref may move alone). */
+    struct shoal_reg_rollout_refs *was = malloc(2 * sizeof *was), *now = was + 1;
+    if (!was)
+        return send_error(c, -ENOMEM, "out of memory");
+    shoal_reg_rollout_refs_get(c->t->reg, was);
+    int rv = ref[0] ? shoal_reg_rollout_set_ref(c->t->reg, name, zone, ref)
+                    : shoal_reg_rollout_set(c->t->reg, name, zone, ro->remove);
     if (rv) {
-        char why[SHOAL_MSG_REPO_MAX + SHOAL_MSG_ZONE_MAX + 96];
+        char why[SHOAL_MSG_REPO_MAX + SHOAL_MSG_ZONE_MAX + 160];
         if (rv == SHOAL_ENOTFOUND && ro->remove)
             snprintf(why, sizeof why, "no rollout of %s is recorded%s%s", name,
                      zone[0] ? " for zone " : " for the whole fleet", zone);
         else
             snprintf(why, sizeof why, "%s", rv == SHOAL_EBADMSG ? "expected org/name@commit (40 "
                                                                   "lowercase hex digits)"
-                                            : rv == SHOAL_ELIMIT ? "too many rollouts"
+                                            : rv == SHOAL_ELIMIT ? "too many rollouts (at most 64 "
+                                                                   "entries; `shoal rollout --list` "
+                                                                   "shows them, `shoal rollout "
+                                                                   "NAME --remove` withdraws one)"
                                                                  : shoal_strerror(rv));
+        free(was);
         return send_error(c, rv, why);
     }
-    bool changed = shoal_reg_rollout_count(c->t->reg) != before;
+    shoal_reg_rollout_refs_get(c->t->reg, now);
+    bool changed = !shoal_reg_rollout_refs_equal(was, now);
     /* Written on the loop: rollouts are rare operator actions and the file
      * is small. A rollout the tracker could not record is undone, so what
      * the admin is told matches what a restart will bring back. */
@@ -1610,15 +1745,19 @@ static int handle_rollout(struct conn *c)
         int wrv = shoal_rollfile_save(c->t->cfg.rollout_file, c->t->reg);
         if (wrv) {
             char why[512];
-            (void)shoal_reg_rollout_set(c->t->reg, name, zone, !ro->remove);
+            if (shoal_reg_rollout_count(c->t->reg) != was->n)
+                (void)shoal_reg_rollout_set(c->t->reg, name, zone, !ro->remove);
+            shoal_reg_rollout_refs_restore(c->t->reg, was);
+            free(was);
             snprintf(why, sizeof why, "rollout not %s: cannot write %s: %s",
                      ro->remove ? "removed" : "set", c->t->cfg.rollout_file, strerror(-wrv));
             shoal_tracker_log("%s (asked by %s)", why, c->peer);
             return send_error(c, wrv, why);
         }
     }
-    shoal_tracker_log("rollout %s %s%s%s by %s", ro->remove ? "removed" : "set", name,
-                      *zone ? " zone " : "", zone, c->peer);
+    free(was);
+    shoal_tracker_log("rollout %s %s%s%s%s%s by %s", ro->remove ? "removed" : "set", name,
+                      *zone ? " zone " : "", zone, *ref ? " ref " : "", ref, c->peer);
     return send_ok(c, 0);
 }
 
@@ -1637,6 +1776,46 @@ static int handle_rollout_status(struct conn *c, uint64_t now)
         memcpy(m->u.rollout_status.manifest_id, mf.id, 32);
     shoal_reg_rollout_status(t->reg, now, known ? mf.id : zero, &m->u.rollout_status.complete,
                              &m->u.rollout_status.partial, &m->u.rollout_status.none);
+    char name_z[SHOAL_MSG_REPO_MAX + 1];
+    copy_str(name_z, name);
+    shoal_reg_rollout_gone(t->reg, now, name_z, &m->u.rollout_status.gone_lost,
+                           &m->u.rollout_status.gone_left, &m->u.rollout_status.gone_refused);
+    return conn_send(c, m);
+}
+
+/* Every rollout recorded, with ROLLOUT_STATUS's counts for each: what an
+ * operator otherwise reads only in the rollout file on the tracker host. */
+static int handle_rollout_list(struct conn *c, uint64_t now)
+{
+    struct shoal_tracker *t = c->t;
+    struct shoal_reg_rollout_entry all[SHOAL_REG_ROLLOUTS_MAX];
+    size_t n = shoal_reg_rollouts_all(t->reg, all, SHOAL_MSG_ROLLOUTS_MAX);
+    struct shoal_msg *m = &t->reply;
+    uint8_t zero[32] = { 0 };
+    m->type = SHOAL_MSG_ROLLOUT_LIST;
+    memset(&m->u.rollout_list, 0, sizeof m->u.rollout_list);
+    m->u.rollout_list.count = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        struct shoal_msg_rollout_entry *e = &m->u.rollout_list.e[i];
+        struct shoal_reg_manifest mf;
+        const char *name = all[i].repo_at_rev;
+        bool known = shoal_reg_manifest_by_name(t->reg, name, strlen(name), &mf) == 0;
+        e->repo_at_rev.p = name;
+        e->repo_at_rev.len = (uint32_t)strlen(name);
+        e->has_zone = all[i].zone[0] != '\0';
+        e->zone.p = all[i].zone;
+        e->zone.len = (uint32_t)strlen(all[i].zone);
+        e->has_ref = all[i].ref[0] != '\0';
+        e->ref.p = all[i].ref;
+        e->ref.len = (uint32_t)strlen(all[i].ref);
+        e->has_manifest_id = known;
+        if (known)
+            memcpy(e->manifest_id, mf.id, 32);
+        shoal_reg_rollout_status(t->reg, now, known ? mf.id : zero, &e->complete, &e->partial,
+                                 &e->none);
+        shoal_reg_rollout_gone(t->reg, now, name, &e->gone_lost, &e->gone_left,
+                               &e->gone_refused);
+    }
     return conn_send(c, m);
 }
 
@@ -1762,6 +1941,7 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
         return 1;
     }
     if (m->type == SHOAL_MSG_ROLLOUT_STATUS_REQ || m->type == SHOAL_MSG_STATS_REQ ||
+        m->type == SHOAL_MSG_ROLLOUT_LIST_REQ ||
         m->type == SHOAL_MSG_GET_MANIFEST || m->type == SHOAL_MSG_PUT_MANIFEST) {
         c->tokens += (double)(now - c->tokens_ms) * COSTLY_PER_S / 1000.0;
         if (c->tokens > COSTLY_BURST)
@@ -1784,6 +1964,7 @@ static int on_frame(void *user, const uint8_t *body, size_t len)
     case SHOAL_MSG_LEASE_DONE: rv = handle_lease_done(c, now); break;
     case SHOAL_MSG_ROLLOUT: rv = handle_rollout(c); break;
     case SHOAL_MSG_ROLLOUT_STATUS_REQ: rv = handle_rollout_status(c, now); break;
+    case SHOAL_MSG_ROLLOUT_LIST_REQ: rv = handle_rollout_list(c, now); break;
     case SHOAL_MSG_STATS_REQ: rv = handle_stats(c, now); break;
     case SHOAL_MSG_BYE: rv = handle_bye(c); break;
     default:
@@ -2158,7 +2339,7 @@ static void deny_check(struct shoal_tracker *t)
     }
     for (size_t i = 0; i < shoal_keywatch_count(t->cfg.deny); i++) {
         const uint8_t *pk = shoal_keywatch_key(t->cfg.deny, i);
-        forgot += shoal_reg_remove_node(t->reg, pk) == 0;
+        forgot += shoal_reg_remove_node_why(t->reg, pk, SHOAL_REG_GONE_REFUSED) == 0;
     }
     shoal_tracker_log("deny-keys read again: %zu revoked node key(s); %u connection(s) closed, "
                       "%u node(s) forgotten", shoal_keywatch_count(t->cfg.deny), closed, forgot);

@@ -126,6 +126,11 @@ struct shoal_tracker_config {
     uint32_t max_conns_per_key;     /* authenticated connections per node key */
     const char *rollout_file;       /* rollouts saved here on every change
                                        (rollfile.h); NULL = kept in memory */
+    const char *manifest_dir;       /* each manifest registered is also kept
+                                       here as <id hex>.manifest, and read
+                                       back at start
+                                       (shoal_tracker_load_manifests); NULL:
+                                       in memory only */
     const struct shoal_seckey *id_key; /* the tracker's own key, proven to
                                        nodes that pin it (TRK_PROOF; auth.h);
                                        NULL: none; borrowed */
@@ -161,6 +166,19 @@ int shoal_tracker_new(struct shoal_tracker **out, uv_loop_t *loop,
 
 /* The port actually bound (useful with port 0), or -1. */
 int shoal_tracker_port(const struct shoal_tracker *t);
+
+/*
+ * Registers every <64 hex>.manifest in cfg.manifest_dir that parses, was
+ * signed by a key in publisher_keys and hashes to its name, as a PUT would
+ * (at start: what a restart forgot, no node holding it, comes back). A
+ * file older than manifest_ttl_ms by its time of change is removed
+ * instead (the registry would have forgotten it by now). Counts in
+ * *|loaded|, *|expired| and *|refused| (files that do not verify, or that
+ * the registry has no room for: left in place, logged). Returns 0, or a
+ * negated errno when the directory cannot be read or created.
+ */
+int shoal_tracker_load_manifests(struct shoal_tracker *t, unsigned *loaded, unsigned *expired,
+                                 unsigned *refused);
 
 /* The registry, for inspection (borrowed). */
 struct shoal_reg *shoal_tracker_registry(struct shoal_tracker *t);
