@@ -404,8 +404,21 @@ static void swarm_on_lease_reclaim(void *user, struct shoal_swarm *s, uint32_t t
                                    uint32_t first, uint32_t count, uint32_t left_ms)
 {
     struct shoal_daemon *d = user;
-    if (d->trk)
-        (void)shoal_trkconn_lease_reclaim(d->trk, trk, shoal_swarm_id(s), first, count, left_ms);
+    int rv;
+    char hex[17];
+
+    if (!d->trk)
+        return;
+    rv = shoal_trkconn_lease_reclaim(d->trk, trk, shoal_swarm_id(s), first, count, left_ms);
+    /* Not sent (the tracker's request queue is full): it may grant the
+     * span to another node, and the origin then serves it twice. Rare
+     * enough (hundreds of requests pending at a login) to say each time. */
+    if (rv != 0 && rv != -ENOTCONN) {
+        dmn_hex8(hex, shoal_swarm_id(s));
+        LOG_W("release %s: could not re-claim our origin lease of chunks %u..%u from tracker "
+              "%s (%s): it may be granted to another node too", hex, first, first + count - 1,
+              shoal_trkconn_addr(d->trk, trk), shoal_strerror(rv));
+    }
 }
 
 static void trk_on_reclaim(void *user, uint32_t idx, const uint8_t manifest_id[32],

@@ -2838,8 +2838,19 @@ void shoal_swarm_reclaim_result(struct shoal_swarm *s, uint32_t trk, uint32_t fi
         LOG_I("release %s: tracker %u holds our origin lease of chunks %u..%u again "
               "(re-claimed after logging in; %u ms left)", s->idhex, trk, first,
               first + count - 1, m->expires_ms);
+        bool was_local = l->trk == LEASE_LOCAL;
         l->trk = trk; /* a lease-less one reports to it from now on */
         l->expires_at = now + m->expires_ms;
+        /* ... and what it fetched before the claim, which it could tell no
+         * tracker then: unreported, those chunks would go back to the pool
+         * when the lease ends (review F7). */
+        for (uint32_t c = first, run = first; was_local && c <= first + count; c++) {
+            if (c < first + count && shoal_store_has(s->store, c))
+                continue;
+            if (c > run && s->hooks->on_lease_done && !s->stopped)
+                s->hooks->on_lease_done(s->hooks->user, s, trk, run, c - run);
+            run = c + 1;
+        }
     } else if (status == SHOAL_EBUSY) {
         /* Another node leased or fetched some of it first (the tracker
          * restarted, or our lease ran out there): it fetches them. What
@@ -2911,9 +2922,12 @@ static void pump(struct shoal_swarm *s)
     size_t n;
 
     /* While shared chunks are being copied from the cache, asking peers
-     * for them would only download what is about to be local. */
-    if (!s->sched || s->complete || s->stopped || !s->started || s->dedup_running ||
-        s->found_running)
+     * for them would only download what is about to be local. A complete
+     * release still drains what the scheduler has queued (it asks for
+     * nothing more then): the LEASE_DONE of the chunks that completed it,
+     * lost before, left their lease outstanding at the tracker until
+     * --lease-ms and the chunks uncredited. */
+    if (!s->sched || s->stopped || !s->started || s->dedup_running || s->found_running)
         return;
     do {
         n = shoal_sched_next(s->sched, now_ms(s), a, 64);

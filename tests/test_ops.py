@@ -200,6 +200,9 @@ CASE is one of:
                 in again within 2.2 s of its return and never fetches
                 from the origin without a lease (before: up to 4 s
                 after, often after the 5 s lease fallback).
+  fallback_reclaim a node fetching without a lease (no tracker) re-claims
+                its lease-less spans when one is back and reports every
+                chunk, the last too: no lease outstanding at the end.
   ref_unwritable a release complete here is pulled by branch while refs/
                 is a file: the pull fails naming refs/main; once it can
                 be written, the pull completes with the ref.
@@ -2863,6 +2866,70 @@ def case_tracker_restart(tmp):
     return fails
 
 
+def case_fallback_reclaim(tmp):
+    """A node that fetched without a lease while no tracker answered
+    (--lease-fallback-ms) re-claims those lease-less spans when the tracker
+    is back and reports their chunks, also those that complete the
+    release: the tracker's leases end as fulfilled, none outstanding once
+    the release is complete (before: the swarm stopped running its
+    scheduler at completion, so the LEASE_DONE of the last chunks was
+    never sent and the lease stayed outstanding until --lease-ms, its
+    chunks uncredited)."""
+    k = make_keys(tmp, ["a"])
+    hub = Hub(tmp, "8M", shards="2")
+    tr, addr = hubfix.start_tracker(TRACKER, k, extra=["--start-grace-ms", "0"])
+    mf, mid = publish(k, hub, tmp, "main", tracker=addr)
+    hub.reset()
+    hub.add_faults([{"kind": "slow", "bps": 524288, "times": -1, "match": "/cdn/"}])
+    fails = 0
+    tr.stop()  # down from the start: the node fetches without a lease
+    a = node("a", k, tmp, hub, ["--tracker", addr, "--origin-delay-ms", "0",
+                                "--lease-fallback-ms", "1000", "--manifest", mf])
+    pull = subprocess.Popen([SHOAL, "pull", mid, "--socket", a.sock, "--timeout", "100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not a.wait_for(r"fetching from the origin without a lease", 15):
+        print("FAIL the node did not fall back to fetching without a lease")
+        fails += 1
+    pct = None
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not (pct and pct > 10):
+        time.sleep(0.3)
+        pct = release_pct(a, hub.commit)
+    tr2, _ = hubfix.start_tracker(TRACKER, k, listen=addr, extra=["--start-grace-ms", "0"])
+    print(f"tracker up at {pct}% fetched without it")
+    try:
+        out, _ = pull.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        pull.kill()
+        out, _ = pull.communicate()
+    if pull.returncode != 0:
+        print(f"FAIL the pull did not complete: {out.strip()[-300:]}")
+        fails += 1
+    held = len(re.findall(r"holds our origin lease of chunks \d+\.\.\d+ again", a.log()))
+    print(f"lease-less leases re-claimed: {held}")
+    if held == 0:
+        print("FAIL the node re-claimed no lease-less lease")
+        fails += 1
+    ident = ["--tracker", addr, "--key", k("admin"), "--cred", k("admin") + ".cred"]
+    active = None
+    end = time.monotonic() + 10
+    while time.monotonic() < end and active != 0:
+        r = cli("tracker-stats", *ident)
+        active = tracker_metric(r.stdout, "shoal_tracker_leases_active")
+        if active != 0:
+            time.sleep(0.5)
+    print(f"leases outstanding at the tracker once the release is complete: {active}")
+    if active != 0:
+        print("FAIL re-claimed leases stay outstanding: the chunks fetched before the claim "
+              "were not reported")
+        fails += 1
+    fails = shoalproc.finish(fails, [a], tail=40)
+    if fails:
+        tr2.dump(tail=40)
+    tr2.stop()
+    return fails
+
+
 def case_tracker_restart_leases(tmp):
     """The only tracker restarts (its state lost) while three nodes fetch
     under its leases from a slow origin: each node re-claims the leases
@@ -4790,7 +4857,7 @@ shoalproc.main(CASE, {"origin_min_rate": case_origin_min_rate,
                       "hub_token_file": case_hub_token_file,
                       "origin_refused": case_origin_refused,
                       "origin_leased": case_origin_leased,
-                      "fetcher_gone": case_fetcher_gone, "cut_off": case_cut_off,
+                      "fetcher_gone": case_fetcher_gone, "cut_off": case_cut_off, "fallback_reclaim": case_fallback_reclaim,
                       "tracker_restart": case_tracker_restart,
                       "tracker_restart_leases": case_tracker_restart_leases,
                       "loader_urgent_lease": case_loader_urgent_lease,
