@@ -1113,6 +1113,26 @@ def lease_tracker(k):
                                                    "--start-grace-ms", "0"])
 
 
+def finish_pulls(nodes, pulls, hub, timeout):
+    """Waits for each background `shoal pull` of |pulls| (at most |timeout|
+    seconds each), prints its last line, and checks its node's files;
+    returns the failures."""
+    fails = 0
+    for n, p in zip(nodes, pulls):
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        last = (out.strip().splitlines() or ["(no output)"])[-1]
+        print(f"{n.name}: shoal pull exit {p.returncode}: {last}")
+        if p.returncode != 0:
+            print(f"FAIL node {n.name} did not complete the release")
+            fails += 1
+        fails += hubfix.check_files(n, hub)
+    return fails
+
+
 def catch_mid_download(n, commit, low=15, high=85):
     """Waits (60 s at most) until `shoal status` on |n| shows the release
     at |low|% or more; returns that percentage, or None (printing a FAIL
@@ -1306,18 +1326,7 @@ def case_reconnect(tmp):
         if int(kept.group(1)) == 0:
             print("FAIL node a held no lease when its connection was cut")
             fails += 1
-    for n, p in zip((a, b), pulls):
-        try:
-            out, _ = p.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-        last = (out.strip().splitlines() or ["(no output)"])[-1]
-        print(f"{n.name}: shoal pull exit {p.returncode}: {last}")
-        if p.returncode != 0:
-            print(f"FAIL node {n.name} did not complete the release")
-            fails += 1
-        fails += hubfix.check_files(n, hub)
+    fails += finish_pulls((a, b), pulls, hub, 120)
     if proxy.accepted < 2:
         print(f"FAIL node a connected through the proxy {proxy.accepted} time(s), not 2")
         fails += 1
@@ -2970,18 +2979,7 @@ def case_tracker_restart_leases(tmp):
     time.sleep(2)
     tr2, _ = hubfix.start_tracker(TRACKER, k, listen=addr)
     print(f"tracker restarted at {pct}% (down 2 s)")
-    for n, p in zip(nodes, pulls):
-        try:
-            out, _ = p.communicate(timeout=150)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-        last = (out.strip().splitlines() or ["(no output)"])[-1]
-        print(f"{n.name}: shoal pull exit {p.returncode}: {last}")
-        if p.returncode != 0:
-            print(f"FAIL node {n.name} did not complete the release")
-            fails += 1
-        fails += hubfix.check_files(n, hub)
+    fails += finish_pulls(nodes, pulls, hub, 150)
     held = sum(len(re.findall(r"holds our origin lease of chunks \d+\.\.\d+ again", n.log()))
                for n in nodes)
     refused = sum(len(re.findall(r"refused our re-claim", n.log())) for n in nodes)

@@ -705,21 +705,34 @@ static uint32_t lease_hint(const struct shoal_sched_action *a, size_t n)
  * urgent file first: the tracker extends a span upwards from the hint, so
  * each lease is a whole span (hints at random each lay just below the
  * last span granted, and the spans were 2 chunks long). */
-static void test_lease_hints_in_order(void)
+/* A node alone with the origin, 256 chunks in two files at 0 and 128,
+ * leases of 64 chunks, two at most: it asks for a lease at 0, then at 64,
+ * and holds both. */
+static const uint32_t two_files[2] = {0, 128};
+
+static struct shoal_sched *both_leases_held(struct shoal_sched_config *cfg)
 {
-    struct shoal_sched_config cfg;
-    shoal_sched_config_default(&cfg);
-    cfg.lease_chunks = 64;
-    cfg.max_leases = 2;
-    const uint32_t ff[2] = {0, 128};
-    struct shoal_sched *s = mk(256, 2, ff, &cfg);
     struct shoal_sched_action a[32];
+    shoal_sched_config_default(cfg);
+    cfg->lease_chunks = 64;
+    cfg->max_leases = 2;
+    struct shoal_sched *s = mk(256, 2, two_files, cfg);
     size_t n = shoal_sched_next(s, 0, a, 32);
     CHECK_EQ(lease_hint(a, n), 0);
     CHECK_EQ(shoal_sched_lease_granted(s, 0, 0, 64, 60000), 0);
     n = shoal_sched_next(s, 0, a, 32);
     CHECK_EQ(lease_hint(a, n), 64);
     CHECK_EQ(shoal_sched_lease_granted(s, 0, 64, 64, 60000), 0);
+    return s;
+}
+
+static void test_lease_hints_in_order(void)
+{
+    struct shoal_sched_config cfg;
+    struct shoal_sched *s = both_leases_held(&cfg);
+    struct shoal_sched_action a[32];
+    const uint32_t *ff = two_files;
+    size_t n;
     /* Both slots taken; a lease that ends frees one for the next span. */
     n = shoal_sched_next(s, 1, a, 32);
     CHECK_EQ(lease_hint(a, n), UINT32_MAX);
@@ -749,19 +762,9 @@ static void test_lease_hints_in_order(void)
 static void test_loader_extra_lease(void)
 {
     struct shoal_sched_config cfg;
-    shoal_sched_config_default(&cfg);
-    cfg.lease_chunks = 64;
-    cfg.max_leases = 2;
-    const uint32_t ff[2] = {0, 128};
-    struct shoal_sched *s = mk(256, 2, ff, &cfg);
+    struct shoal_sched *s = both_leases_held(&cfg);
     struct shoal_sched_action a[32];
-    size_t n = shoal_sched_next(s, 0, a, 32);
-    CHECK_EQ(lease_hint(a, n), 0);
-    CHECK_EQ(shoal_sched_lease_granted(s, 0, 0, 64, 60000), 0);
-    n = shoal_sched_next(s, 0, a, 32);
-    CHECK_EQ(lease_hint(a, n), 64);
-    CHECK_EQ(shoal_sched_lease_granted(s, 0, 64, 64, 60000), 0);
-    n = shoal_sched_next(s, 1000, a, 32);
+    size_t n = shoal_sched_next(s, 1000, a, 32);
     CHECK_EQ(lease_hint(a, n), UINT32_MAX);
     /* A chunk of file 1 arrived from a peer: the hint is the next. */
     CHECK_EQ(shoal_sched_peer_add(s, 7, true, 1), 0);
@@ -783,7 +786,7 @@ static void test_loader_extra_lease(void)
     shoal_sched_free(s);
 
     /* Without a loader a grant beyond max_leases still fetches nothing. */
-    s = mk(256, 2, ff, &cfg);
+    s = mk(256, 2, two_files, &cfg);
     n = shoal_sched_next(s, 0, a, 32);
     CHECK_EQ(shoal_sched_lease_granted(s, 0, 0, 64, 60000), 0);
     n = shoal_sched_next(s, 0, a, 32);

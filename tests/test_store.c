@@ -205,6 +205,21 @@ static int put(struct shoal_store *s, const struct rel *r, uint32_t i)
     return shoal_store_put_chunk(s, i, chunk_bytes(r, i), shoal_manifest_chunk(r->m, i)->len);
 }
 
+/* Puts every chunk of |r| that |s| does not have yet (each must be taken);
+ * returns how many were put. */
+static uint32_t put_missing(struct shoal_store *s, const struct rel *r)
+{
+    uint32_t puts = 0;
+
+    for (uint32_t i = 0; i < shoal_manifest_nchunks(r->m); i++) {
+        if (shoal_store_has(s, i))
+            continue;
+        CHECK_EQ(put(s, r, i), 0);
+        puts++;
+    }
+    return puts;
+}
+
 static void shuffle(uint32_t *v, uint32_t n, uint64_t seed)
 {
     for (uint32_t i = 0; i < n; i++)
@@ -1071,12 +1086,7 @@ static void test_dedup_releases(void)
     CHECK(!shoal_store_file_done(s, 1));
     CHECK_EQ(shoal_store_fill_from_local(s, &copied), 0);
     CHECK(copied > 0);
-    for (uint32_t i = 0; i < n; i++) {
-        if (shoal_store_has(s, i))
-            continue;
-        CHECK_EQ(put(s, &b, i), 0);
-        puts++;
-    }
+    puts += put_missing(s, &b);
     fprintf(stderr, "  dedup: %u chunks copied locally, %u fetched, of %u\n", copied, puts, n);
     /* The shard's chunks after its first few are all shared. */
     CHECK(copied > shoal_manifest_file(b.m, 1)->nchunks / 2);
@@ -1422,12 +1432,7 @@ static void test_verify_repairs_published(void)
     own_partial(p, sizeof p, cache, &r, 2);
     CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0640);
     check_bits_true(s, &r);
-    for (uint32_t i = 0; i < n; i++) {
-        if (shoal_store_has(s, i))
-            continue;
-        CHECK_EQ(put(s, &r, i), 0);
-        puts++;
-    }
+    puts += put_missing(s, &r);
     CHECK_EQ(puts, 1);
     CHECK(shoal_store_complete(s));
     check_published(cache, &r);
@@ -1505,12 +1510,7 @@ static void test_unverified_blob_hashed(void)
     CHECK(!shoal_store_file_done(s, 1) && !shoal_store_file_ready(s, 1));
     CHECK(!shoal_store_has(s, c));
     CHECK(shoal_store_file_done(s, 0) && shoal_store_file_done(s, 2));
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
-        if (shoal_store_has(s, i))
-            continue;
-        CHECK_EQ(put(s, &r, i), 0);
-        puts++;
-    }
+    puts += put_missing(s, &r);
     CHECK_EQ(puts, 1);
     CHECK(shoal_store_complete(s));
     check_published(cache, &r);
@@ -1640,12 +1640,7 @@ static void test_unverified_deferred(void)
     CHECK(!shoal_store_file_done(s, 1) && !shoal_store_has(s, c));
     CHECK(shoal_store_file_note(s, 1, p, sizeof p) == 1 &&
           strstr(p, "was not verified by shoald") != NULL);
-    for (uint32_t i = 0; i < shoal_manifest_nchunks(r.m); i++) {
-        if (shoal_store_has(s, i))
-            continue;
-        CHECK_EQ(put(s, &r, i), 0);
-        puts++;
-    }
+    puts += put_missing(s, &r);
     CHECK_EQ(puts, 1);
     CHECK(shoal_store_complete(s));
     check_published(cache, &r);
@@ -3586,10 +3581,7 @@ static int fa_pull(void *user)
         }
     }
     REQUIRE(shoal_store_open(&s, cache, r->m, &o) == 0);
-    for (uint32_t i = 0; i < n; i++) {
-        if (!shoal_store_has(s, i))
-            CHECK_EQ(put(s, r, i), 0);
-    }
+    (void)put_missing(s, r);
     CHECK(shoal_store_complete(s));
     shoal_store_free(s);
     check_published(cache, r);
