@@ -1080,6 +1080,19 @@ static void blob_set_all(struct shoal_store *s, uint32_t b, bool on)
     s->blobs[b].remaining = on ? 0 : file(s, s->blobs[b].primary)->nchunks;
 }
 
+/* Withholds blob |b| as blocked (SHOAL_EBADPATH: the caller does not fetch
+ * a blocked file) for the reason in s->err: none of its chunks counts as
+ * had. Caller holds s->mu. */
+static void blob_block(struct shoal_store *s, uint32_t b)
+{
+    blob_set_all(s, b, false);
+    s->blobs[b].state = BLOB_INCOMPLETE;
+    s->blobs[b].blocked = true;
+    s->blobs[b].repair_rv = SHOAL_EBADPATH;
+    free(s->blobs[b].repair_msg);
+    s->blobs[b].repair_msg = strdup(s->err);
+}
+
 /* ---- sidecar ---- */
 
 static size_t sidecar_size(const struct shoal_store *s)
@@ -2657,12 +2670,7 @@ blocked:
     s->blobs[b].created = false;
     s->blobs[b].fd = -1;
     pthread_mutex_lock(&s->mu);
-    blob_set_all(s, b, false);
-    s->blobs[b].state = BLOB_INCOMPLETE;
-    s->blobs[b].blocked = true;
-    s->blobs[b].repair_rv = SHOAL_EBADPATH;
-    free(s->blobs[b].repair_msg);
-    s->blobs[b].repair_msg = strdup(s->err);
+    blob_block(s, b);
     pthread_mutex_unlock(&s->mu);
     rv = 0;
     goto out;
@@ -3087,12 +3095,7 @@ int shoal_store_hash_found(struct shoal_store *s, uint32_t *hashed)
                 close(s->blobs[b].fd);
                 s->blobs[b].fd = -1;
             }
-            blob_set_all(s, b, false);
-            s->blobs[b].state = BLOB_INCOMPLETE;
-            s->blobs[b].blocked = true;
-            s->blobs[b].repair_rv = SHOAL_EBADPATH;
-            free(s->blobs[b].repair_msg);
-            s->blobs[b].repair_msg = strdup(s->err);
+            blob_block(s, b);
             if (rv == 0)
                 rv = brv;
         }
